@@ -1,0 +1,64 @@
+"""Modified ReLU backward passes as ``jax.custom_vjp`` functions.
+
+- Guided backpropagation (Springenberg et al., 2015, "Striving for Simplicity: The All
+  Convolutional Net"): ``dx = dy * [dy > 0] * [x > 0]``.
+- Deconvnet (Zeiler & Fergus, 2014, "Visualizing and Understanding Convolutional
+  Networks"): ``dx = dy * [dy > 0]`` (the ReLU applied to the backward signal).
+
+The forward value is the ordinary ReLU in both. A model built with one of these
+(``model.with_backprop("guided")``) is otherwise unchanged.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+@jax.custom_vjp
+def guided_relu(x: Array) -> Array:
+    """ReLU whose VJP passes only positive gradients at positive inputs."""
+    return jnp.maximum(x, 0.0)
+
+
+def _guided_fwd(x):
+    return jnp.maximum(x, 0.0), x
+
+
+def _guided_bwd(x, g):
+    return (jnp.where((g > 0) & (x > 0), g, jnp.zeros_like(g)),)
+
+
+guided_relu.defvjp(_guided_fwd, _guided_bwd)
+
+
+@jax.custom_vjp
+def deconvnet_relu(x: Array) -> Array:
+    """ReLU whose VJP is the ReLU of the incoming gradient (input sign ignored)."""
+    return jnp.maximum(x, 0.0)
+
+
+def _deconv_fwd(x):
+    return jnp.maximum(x, 0.0), None
+
+
+def _deconv_bwd(_, g):
+    return (jnp.maximum(g, 0.0),)
+
+
+deconvnet_relu.defvjp(_deconv_fwd, _deconv_bwd)
+
+RELU_MODES = ("standard", "guided", "deconvnet")
+
+
+def relu_for_mode(mode: str):
+    """``"standard"`` -> ``jax.nn.relu``; ``"guided"``; ``"deconvnet"``."""
+    if mode == "standard":
+        return jax.nn.relu
+    if mode == "guided":
+        return guided_relu
+    if mode == "deconvnet":
+        return deconvnet_relu
+    raise ValueError(f"unknown backprop mode {mode!r}; expected one of {RELU_MODES}")

@@ -1,0 +1,217 @@
+"""Reading Keras files without Keras: legacy HDF5, Keras 3 ``.keras`` zips, weights-only files.
+
+Each reader returns the architecture config (a dict) when the file has one, the Keras
+version that wrote it, and a :class:`WeightSource` answering "the weight arrays of the layer
+at this path, in ``layer.weights`` order".
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import zipfile
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+
+from model_import._errors import KerasImportError
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _decode(v):
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, np.ndarray):
+        return [_decode(x) for x in v.tolist()]
+    if isinstance(v, list):
+        return [_decode(x) for x in v]
+    return v
+
+
+def _snake(name: str) -> str:
+    # Keras 3 keys saved objects by the snake_case of their class name (keras.src.utils.naming).
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    name = re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+    return name
+
+
+class WeightSource:
+    """Where a model's weights live. ``get(path)`` returns a layer's arrays in Keras order."""
+
+    def get(self, path: Sequence[str], class_names: Sequence[str]) -> list[np.ndarray] | None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class LegacyH5Weights(WeightSource):
+    """``model_weights/<layer>`` groups with a ``weight_names`` attribute (Keras 2, tf.keras,
+    and Keras 3's legacy ``.h5`` writer); also the root of a legacy ``save_weights`` file."""
+
+    def __init__(self, group: h5py.Group, path: str):
+        self.group = group
+        self.path = path
+
+    def _names(self, g) -> list[str]:
+        return [str(n) for n in _decode(g.attrs.get("weight_names", []))]
+
+    def get(self, path, class_names):
+        top = path[0]
+        if top not in self.group:
+            return None
+        g = self.group[top]
+        names = self._names(g)
+        if len(path) > 1:  # a nested model stores all its layers' weights in one group
+            leaf = path[-1]
+            names = [n for n in names if leaf in n.split("/")[:-1]]
+        return [np.asarray(g[n]) for n in names]
+
+
+class Keras3Weights(WeightSource):
+    """``model.weights.h5`` of a ``.keras`` archive (or a ``.weights.h5`` file):
+    ``layers/<key>/vars/<i>``, nested ``layers/<key>/layers/<key>/vars/<i>``, where ``key``
+    is the snake_case class name made unique in layer order (``conv2d``, ``conv2d_1``, ...);
+    recent Keras versions also write the layer's name as the ``name`` attribute of ``vars``."""
+
+    def __init__(self, root: h5py.Group, path: str, layer_order: dict):
+        self.root = root
+        self.path = path
+        # layer_order: {container path tuple: [(layer name, class name), ...]}
+        self.keys: dict[tuple[str, ...], str] = {}
+        for container, layers in layer_order.items():
+            used: dict[str, int] = {}
+            for lname, cls in layers:
+                base = _snake(cls)
+                k = used.get(base, 0)
+                used[base] = k + 1
+                self.keys[container + (lname,)] = base if k == 0 else f"{base}_{k}"
+
+    def _group(self, path):
+        g = self.root
+        for i in range(len(path)):
+            layers = g.get("layers")
+            if layers is None:
+                return None
+            found = None
+            for key in layers:  # prefer the recorded name when the writer stored one
+                v = layers[key].get("vars")
+                if v is not None and _decode(v.attrs.get("name", "")) == path[i]:
+                    found = layers[key]
+                    break
+            if found is None:
+                key = self.keys.get(tuple(path[: i + 1]))
+                if key is None or key not in layers:
+                    return None
+                found = layers[key]
+            g = found
+        return g
+
+    def get(self, path, class_names):
+        g = self._group(tuple(path))
+        if g is None:
+            return None
+        v = g.get("vars")
+        if v is None:
+            return []
+        return [np.asarray(v[k]) for k in sorted(v.keys(), key=int)]
+
+
+def _open_h5(path: str, data: bytes | None = None) -> h5py.File:
+    try:
+        if data is not None:
+            return h5py.File(io.BytesIO(data), "r")
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise KerasImportError(f"not a readable HDF5 file ({e}); it may be truncated or "
+                               "corrupt. Re-save the model with model.save(...).", path=path) from e
+
+
+def sniff(path: str) -> str:
+    """'h5', 'zip' or raise: decided by content, not by extension."""
+    if not os.path.exists(path):
+        raise KerasImportError("no such file", path=path)
+    if os.path.isdir(path):
+        raise KerasImportError("is a directory; a TensorFlow SavedModel directory is not a Keras "
+                               "file. Save with model.save('model.keras') or 'model.h5'.", path=path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise KerasImportError("the file is empty (0 bytes)", path=path)
+    if head == _HDF5_MAGIC:
+        return "h5"
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    raise KerasImportError(
+        f"not a Keras file: expected an HDF5 file (.h5) or a Keras 3 zip archive (.keras), "
+        f"got bytes {head!r}", path=path)
+
+
+def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File]:
+    """Returns ``(config or None, keras_version, legacy weight source or None, file)``; a
+    ``None`` source means a Keras 3 weights file, whose keys depend on the architecture
+    (:class:`Keras3Weights`)."""
+    f = _open_h5(path)
+    attrs = f.attrs
+    version = str(_decode(attrs.get("keras_version", "2")))
+    cfg = attrs.get("model_config")
+    if cfg is not None:
+        try:
+            cfg = json.loads(_decode(cfg))
+        except (TypeError, ValueError) as e:
+            raise KerasImportError(f"the model_config attribute is not valid JSON ({e})",
+                                   path=path) from e
+    if "model_weights" in f:
+        return cfg, version, LegacyH5Weights(f["model_weights"], path), f
+    if "layer_names" in attrs:  # legacy save_weights file
+        return cfg, version, LegacyH5Weights(f, path), f
+    if "layers" in f or "vars" in f:  # Keras 3 .weights.h5
+        return cfg, "3", None, f
+    raise KerasImportError(
+        "HDF5 file without Keras content: expected a 'model_weights' group (model.save), a "
+        f"'layer_names' attribute (save_weights) or a 'layers' group (.weights.h5); found "
+        f"groups {sorted(f.keys())}", path=path)
+
+
+def read_keras_zip(path: str) -> tuple[dict, str, h5py.File]:
+    try:
+        z = zipfile.ZipFile(path)
+        names = z.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise KerasImportError(f"not a readable zip archive ({e}); a .keras file may be "
+                               "truncated or corrupt", path=path) from e
+    if "config.json" not in names or "model.weights.h5" not in names:
+        raise KerasImportError(
+            f"zip archive is not a Keras 3 .keras file: expected config.json and "
+            f"model.weights.h5, found {names[:10]}", path=path)
+    try:
+        cfg = json.loads(z.read("config.json"))
+        version = "3"
+        if "metadata.json" in names:
+            version = str(json.loads(z.read("metadata.json")).get("keras_version", "3"))
+        data = z.read("model.weights.h5")
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise KerasImportError(f"the archive's contents cannot be read ({e!r})", path=path) from e
+    return cfg, version, _open_h5(path, data)
+
+
+def parse_config(config: Any, path: str | None = None) -> dict:
+    """Accept a dict, a JSON string (``model.to_json()``), or a path to a JSON file."""
+    if isinstance(config, dict):
+        return config
+    if isinstance(config, (str, os.PathLike)):
+        s = str(config)
+        if not s.lstrip().startswith("{") and os.path.exists(s):
+            with open(s) as fh:
+                s = fh.read()
+        try:
+            return json.loads(s)
+        except ValueError as e:
+            raise KerasImportError(f"the architecture config is not valid JSON ({e})",
+                                   path=path) from e
+    raise TypeError(f"config must be a dict, a JSON string or a path, got {type(config).__name__}")

@@ -1,0 +1,395 @@
+"""Keras architecture configs -> a static graph of layer calls, and its pure interpreter.
+
+A :class:`Graph` is built once from the JSON config (Sequential, Functional, nested models)
+and is immutable. :meth:`Graph.run` evaluates it on explicit params; under ``jax.jit`` the
+Python loop runs once, at trace time, so the compiled program is the model's dataflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from model_import._errors import KerasImportError, UnsupportedLayerError
+from model_import._layers.activations import get_activation
+from model_import._layers.registry import ConvertContext, LayerImpl, Runtime, lookup
+
+Array = jax.Array
+
+MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+
+class LayerCallError(ValueError):
+    """A ported layer could not be applied to its inputs (wrong shapes, bad weights)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Ref:
+    """A tensor in the graph: output ``tensor`` of call ``node`` of layer ``layer``."""
+
+    layer: str
+    node: int = 0
+    tensor: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One call of a layer (a Keras "node")."""
+
+    layer: str
+    index: int
+    args: tuple
+    kwargs: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    name: str
+    class_name: str
+    config: Mapping[str, Any]
+    impl: LayerImpl
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Graph:
+    """A model's static structure: layers in Keras order, calls in topological order."""
+
+    name: str
+    class_name: str
+    layers: Mapping[str, LayerSpec]
+    calls: tuple[Call, ...]
+    inputs: tuple[Ref, ...]
+    outputs: tuple[Ref, ...]
+    input_shapes: tuple[tuple | None, ...]
+    input_dtypes: tuple[str, ...]
+    single_output: bool = True
+
+    # ------------------------------------------------------------------ running
+    def run(self, params: Mapping[str, Any], inputs: Sequence[Array], rt: Runtime, *,
+            capture: frozenset[str] = frozenset(), perturb: Mapping[str, Array] | None = None,
+            strip_output_activation: bool = False, keras_major: int = 3,
+            prefix: str = "") -> tuple[list, dict[str, Array]]:
+        """Evaluate the graph.
+
+        Args:
+          params: ``{layer_name: layer_params}`` (nested models nest).
+          inputs: one array per model input, batch first.
+          rt: the :class:`Runtime` (which ReLU to use).
+          capture: layer paths whose outputs to return (``"outer/inner"`` for nested).
+          perturb: ``{layer_path: delta}`` added to those layers' outputs; the gradient with
+            respect to a zero ``delta`` is the gradient with respect to the layer's output.
+          strip_output_activation: drop the fused activation of the layers producing the
+            graph outputs (the ``logits`` head).
+        Returns:
+          ``(outputs, captured)``.
+        """
+        perturb = perturb or {}
+        values: dict[tuple[str, int], Any] = {}
+        captured: dict[str, Array] = {}
+        if len(inputs) != len(self.inputs):
+            raise ValueError(f"model {self.name!r} expects {len(self.inputs)} inputs, got "
+                             f"{len(inputs)}")
+        for ref, x in zip(self.inputs, inputs):
+            values[(ref.layer, ref.node)] = self._post(ref.layer, x, captured, capture,
+                                                       perturb, prefix)
+        output_keys = {(r.layer, r.node) for r in self.outputs}
+
+        def resolve(a):
+            if isinstance(a, Ref):
+                v = values[(a.layer, a.node)]
+                return v[a.tensor] if isinstance(v, (list, tuple)) else v
+            if isinstance(a, (list, tuple)):
+                return type(a)(resolve(b) for b in a)
+            if isinstance(a, dict):
+                return {k: resolve(b) for k, b in a.items()}
+            return a
+
+        for call in self.calls:
+            spec = self.layers[call.layer]
+            args = resolve(call.args)
+            kwargs = resolve(dict(call.kwargs))
+            strip = strip_output_activation and (call.layer, call.index) in output_keys
+            impl = spec.impl
+            if impl.subgraph is not None:
+                sub_in = list(args[0]) if isinstance(args[0], (list, tuple)) else [args[0]]
+                sub_prefix = f"{prefix}{call.layer}/"
+                outs, sub_captured = impl.subgraph.run(
+                    params.get(call.layer, {}), sub_in, rt,
+                    capture=capture, perturb=perturb, strip_output_activation=strip,
+                    keras_major=keras_major, prefix=sub_prefix)
+                captured.update(sub_captured)
+                y = outs[0] if impl.subgraph.single_output else tuple(outs)
+            else:
+                try:
+                    y = impl.call(params.get(call.layer, {}), *args, rt=rt, **kwargs)
+                    if impl.activation is not None and not strip:
+                        y = get_activation(impl.activation, keras_major)(y, rt)
+                except LayerCallError:
+                    raise
+                except Exception as e:  # trace-time only: name the layer that failed
+                    shapes = jax.tree_util.tree_map(lambda a: getattr(a, "shape", a), args)
+                    raise LayerCallError(
+                        f"layer {prefix}{call.layer!r} ({spec.class_name}) failed on inputs of "
+                        f"shape {shapes}: {e}") from e
+            if call.index == 0:
+                y = self._post(call.layer, y, captured, capture, perturb, prefix)
+            values[(call.layer, call.index)] = y
+        outs = []
+        for r in self.outputs:
+            v = values[(r.layer, r.node)]
+            outs.append(v[r.tensor] if isinstance(v, (list, tuple)) else v)
+        return outs, captured
+
+    @staticmethod
+    def _post(layer, y, captured, capture, perturb, prefix):
+        path = prefix + layer
+        if path in perturb:
+            y = y + perturb[path]
+        if path in capture:
+            captured[path] = y
+        return y
+
+    # ------------------------------------------------------------------ structure
+    def layer_paths(self, prefix: str = "") -> list[str]:
+        """All layer paths in Keras order, nested models' layers after the model's own."""
+        out = []
+        for name, spec in self.layers.items():
+            out.append(prefix + name)
+            if spec.impl.subgraph is not None:
+                out.extend(spec.impl.subgraph.layer_paths(prefix + name + "/"))
+        return out
+
+    def find(self, path: str) -> tuple["Graph", LayerSpec]:
+        head, _, rest = path.partition("/")
+        if head not in self.layers:
+            raise KeyError(path)
+        spec = self.layers[head]
+        if not rest:
+            return self, spec
+        if spec.impl.subgraph is None:
+            raise KeyError(path)
+        return spec.impl.subgraph.find(rest)
+
+    def output_layer_specs(self) -> list[LayerSpec]:
+        return [self.layers[r.layer] for r in self.outputs]
+
+
+# ---------------------------------------------------------------------- parsing configs
+def _is_tensor_dict(a):
+    return isinstance(a, dict) and a.get("class_name") == "__keras_tensor__"
+
+
+def _k3_arg(a):
+    if _is_tensor_dict(a):
+        h = a["config"]["keras_history"]
+        return Ref(h[0], int(h[1]), int(h[2]))
+    if isinstance(a, list):
+        return [_k3_arg(b) for b in a]
+    if isinstance(a, tuple):
+        return tuple(_k3_arg(b) for b in a)
+    if isinstance(a, dict):
+        return {k: _k3_arg(v) for k, v in a.items()}
+    return a
+
+
+_IGNORED_KWARGS = ("training", "mask")
+
+
+def _parse_node(node) -> tuple[tuple, dict]:
+    if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
+        args = tuple(_k3_arg(a) for a in node.get("args", []))
+        kwargs = {k: _k3_arg(v) for k, v in (node.get("kwargs") or {}).items()
+                  if k not in _IGNORED_KWARGS}
+        return args, kwargs
+    # Keras 2: [[layer, node_index, tensor_index, kwargs], ...]
+    refs, kwargs = [], {}
+    for entry in node:
+        refs.append(Ref(entry[0], int(entry[1]), int(entry[2])))
+        if len(entry) > 3 and entry[3]:
+            kwargs.update({k: _k2_kwarg(v) for k, v in entry[3].items()
+                           if k not in _IGNORED_KWARGS})
+    arg = refs[0] if len(refs) == 1 else refs
+    return (arg,), kwargs
+
+
+def _k2_kwarg(v):
+    # tf.keras serializes a KerasTensor inside call kwargs as [layer, node, tensor].
+    if (isinstance(v, list) and len(v) in (3, 4) and isinstance(v[0], str)
+            and isinstance(v[1], int) and isinstance(v[2], int)):
+        return Ref(v[0], v[1], v[2])
+    return v
+
+
+def _io_refs(spec) -> list[Ref]:
+    if not spec:
+        return []
+    if isinstance(spec, list) and spec and isinstance(spec[0], str):  # a single flat ref
+        spec = [spec]
+    if isinstance(spec, dict):
+        spec = list(spec.values())
+    return [Ref(s[0], int(s[1]), int(s[2])) for s in spec]
+
+
+def _input_shape(cfg) -> tuple | None:
+    shp = cfg.get("batch_shape") or cfg.get("batch_input_shape")
+    if shp is None and cfg.get("shape") is not None:
+        return tuple(cfg["shape"])
+    return None if shp is None else tuple(shp[1:])
+
+
+class GraphBuilder:
+    """Builds :class:`Graph` objects from configs, converting each layer with the registry."""
+
+    def __init__(self, *, keras_version: str, path: str | None,
+                 custom_layers: Mapping[str, Callable] | None = None):
+        self.keras_version = keras_version
+        self.path = path
+        self.custom = dict(custom_layers or {})
+
+    def _err(self, msg):
+        return KerasImportError(msg, path=self.path)
+
+    def build(self, model_cfg: Mapping[str, Any]) -> Graph:
+        cls = model_cfg.get("class_name")
+        cfg = model_cfg.get("config")
+        if cls == "Sequential":
+            return self._sequential(cfg)
+        if cls in ("Functional", "Model") or (isinstance(cfg, dict) and "input_layers" in cfg):
+            return self._functional(cfg, cls or "Functional")
+        raise self._err(f"expected a Sequential or Functional model config, got class "
+                        f"{cls!r}. Subclassed Keras models store no architecture; rebuild it "
+                        "as a Functional model or pass the architecture config explicitly.")
+
+    def convert_layer(self, layer_cfg: Mapping[str, Any]) -> LayerSpec:
+        cls = layer_cfg.get("class_name")
+        cfg = dict(layer_cfg.get("config") or {})
+        name = cfg.get("name") or layer_cfg.get("name")
+        if cls in MODEL_CLASSES:
+            sub = self.build(layer_cfg)
+            return LayerSpec(name, cls, cfg, LayerImpl(call=None, subgraph=sub, n_weights=None))
+        conv = lookup(cls, self.custom)
+        if conv is None:
+            module = layer_cfg.get("module") or ""
+            hint = "" if not module else f" (module {module!r})"
+            raise UnsupportedLayerError(name, f"{cls}{hint}" if hint else cls, path=self.path,
+                                        detail="no converter is registered for this class")
+        ctx = ConvertContext(layer_name=name, class_name=cls, keras_version=self.keras_version,
+                             path=self.path, build_subgraph=None)
+        try:
+            impl = conv(cfg, ctx)
+        except (UnsupportedLayerError, KerasImportError):
+            raise
+        except Exception as e:  # a converter choked on an unexpected config
+            raise UnsupportedLayerError(name, cls, path=self.path,
+                                        detail=f"its config could not be converted ({e!r})") from e
+        return LayerSpec(name, cls, cfg, impl)
+
+    def _sequential(self, cfg) -> Graph:
+        layer_cfgs = cfg if isinstance(cfg, list) else cfg.get("layers", [])
+        name = "sequential" if isinstance(cfg, list) else cfg.get("name", "sequential")
+        specs: dict[str, LayerSpec] = {}
+        calls = []
+        input_shape, input_dtype = None, "float32"
+        prev: Ref | None = None
+        if not layer_cfgs:
+            raise self._err(f"Sequential model {name!r} has no layers")
+        first = layer_cfgs[0]
+        if first.get("class_name") == "InputLayer":
+            input_name = first["config"].get("name", f"{name}_input")
+            input_shape = _input_shape(first["config"])
+            input_dtype = first["config"].get("dtype", "float32")
+            specs[input_name] = self.convert_layer(first)
+            layer_cfgs = layer_cfgs[1:]
+        else:
+            input_name = f"{name}_input"
+            fc = first.get("config", {})
+            input_shape = _input_shape(fc)
+            if input_shape is None and isinstance(cfg, dict) and cfg.get("build_input_shape"):
+                input_shape = tuple(cfg["build_input_shape"][1:])
+            specs[input_name] = LayerSpec(input_name, "InputLayer", {},
+                                          self.convert_layer({"class_name": "InputLayer",
+                                                              "config": {"name": input_name}}).impl)
+        prev = Ref(input_name)
+        for lc in layer_cfgs:
+            spec = self.convert_layer(lc)
+            if spec.name in specs:
+                raise self._err(f"duplicate layer name {spec.name!r} in {name!r}")
+            specs[spec.name] = spec
+            calls.append(Call(spec.name, 0, (prev,), {}))
+            prev = Ref(spec.name)
+        if isinstance(input_dtype, dict):
+            input_dtype = input_dtype.get("config", {}).get("name", "float32")
+        return Graph(name, "Sequential", specs, tuple(calls), (Ref(input_name),), (prev,),
+                     (input_shape,), (str(input_dtype),), True)
+
+    def _functional(self, cfg, cls) -> Graph:
+        name = cfg.get("name", "model")
+        specs: dict[str, LayerSpec] = {}
+        raw_calls: dict[tuple[str, int], Call] = {}
+        for lc in cfg.get("layers", []):
+            spec = self.convert_layer(lc)
+            lname = lc.get("name") or spec.name
+            if lname != spec.name:
+                spec = dataclasses.replace(spec, name=lname)
+            specs[lname] = spec
+            for i, node in enumerate(lc.get("inbound_nodes") or []):
+                args, kwargs = _parse_node(node)
+                raw_calls[(lname, i)] = Call(lname, i, args, kwargs)
+        inputs = tuple(_io_refs(cfg.get("input_layers")))
+        outputs_spec = cfg.get("output_layers")
+        outputs = tuple(_io_refs(outputs_spec))
+        single = not (isinstance(outputs_spec, list) and outputs_spec
+                      and isinstance(outputs_spec[0], list) and len(outputs_spec) > 1)
+        for r in inputs + outputs:
+            if r.layer not in specs:
+                raise self._err(f"model {name!r} names {r.layer!r} as an input/output, but has "
+                                "no such layer")
+        # Topological order of the calls (configs are usually ordered, shared layers not always).
+        order: list[Call] = []
+        state: dict[tuple[str, int], int] = {}
+        input_keys = {(r.layer, r.node) for r in inputs}
+
+        def refs_in(a):
+            if isinstance(a, Ref):
+                yield a
+            elif isinstance(a, (list, tuple)):
+                for b in a:
+                    yield from refs_in(b)
+            elif isinstance(a, dict):
+                for b in a.values():
+                    yield from refs_in(b)
+
+        def visit(key, chain=()):
+            if key in input_keys or state.get(key) == 2:
+                return
+            if state.get(key) == 1:
+                raise self._err(f"cycle in model {name!r} at layer {key[0]!r}")
+            call = raw_calls.get(key)
+            if call is None:
+                raise self._err(f"model {name!r}: layer {key[0]!r} call #{key[1]} is used but "
+                                "not defined in the config")
+            state[key] = 1
+            for r in list(refs_in(call.args)) + list(refs_in(call.kwargs)):
+                visit((r.layer, r.node))
+            state[key] = 2
+            order.append(call)
+
+        for r in outputs:
+            visit((r.layer, r.node))
+        # Calls not on a path to an output are still run (their outputs may be captured).
+        for key in raw_calls:
+            if key not in input_keys:
+                visit(key)
+        in_shapes, in_dtypes = [], []
+        for r in inputs:
+            c = specs[r.layer].config
+            in_shapes.append(_input_shape(c))
+            dt = c.get("dtype", "float32")
+            if isinstance(dt, dict):
+                dt = dt.get("config", {}).get("name", "float32")
+            in_dtypes.append(str(dt))
+        return Graph(name, cls, specs, tuple(order), inputs, outputs, tuple(in_shapes),
+                     tuple(in_dtypes), single)

@@ -1,0 +1,179 @@
+"""Keras activation functions (by name) and the activation layers.
+
+Every activation string Keras 2 and Keras 3 accept is resolved here. Where the two versions
+disagree (``hard_sigmoid``: Keras 2 uses ``clip(0.2x + 0.5)``, Keras 3 ``relu6(x + 3) / 6``;
+``gelu`` is exact, not tanh-approximated, in both) the file's Keras version decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from model_import._layers.registry import ConvertContext, LayerImpl, Runtime, register_layer
+
+Array = jax.Array
+
+
+def _hard_sigmoid_k2(x):
+    return jnp.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
+def _hard_sigmoid_k3(x):
+    return jnp.clip(x / 6.0 + 0.5, 0.0, 1.0)
+
+
+def relu_family(x: Array, rt: Runtime, *, negative_slope: float = 0.0,
+                max_value: float | None = None, threshold: float = 0.0) -> Array:
+    """Keras's general ReLU, built on ``rt.relu`` so that guided/deconvnet rules apply.
+
+    ``f(x) = max_value if x >= max_value; x if threshold <= x < max_value;
+    negative_slope * (x - threshold) otherwise``.
+    """
+    y = rt.relu(x - threshold) + threshold * (x >= threshold) if threshold else rt.relu(x)
+    if negative_slope:
+        y = y + negative_slope * jnp.minimum(x - threshold, 0.0)
+    if max_value is not None:
+        y = jnp.minimum(y, max_value)
+    return y
+
+
+def _named(keras_major: int) -> dict[str, Callable[[Array, Runtime], Array]]:
+    hs = _hard_sigmoid_k2 if keras_major < 3 else _hard_sigmoid_k3
+    return {
+        "linear": lambda x, rt: x,
+        "relu": lambda x, rt: rt.relu(x),
+        "relu6": lambda x, rt: relu_family(x, rt, max_value=6.0),
+        "leaky_relu": lambda x, rt: jax.nn.leaky_relu(x, 0.2),
+        "sigmoid": lambda x, rt: jax.nn.sigmoid(x),
+        "hard_sigmoid": lambda x, rt: hs(x),
+        "hard_silu": lambda x, rt: x * hs(x),
+        "hard_swish": lambda x, rt: x * hs(x),
+        "softmax": lambda x, rt: jax.nn.softmax(x, axis=-1),
+        "log_softmax": lambda x, rt: jax.nn.log_softmax(x, axis=-1),
+        "softplus": lambda x, rt: jax.nn.softplus(x),
+        "softsign": lambda x, rt: x / (1.0 + jnp.abs(x)),
+        "tanh": lambda x, rt: jnp.tanh(x),
+        "elu": lambda x, rt: jax.nn.elu(x),
+        "selu": lambda x, rt: jax.nn.selu(x),
+        "celu": lambda x, rt: jax.nn.celu(x),
+        "exponential": lambda x, rt: jnp.exp(x),
+        "swish": lambda x, rt: jax.nn.silu(x),
+        "silu": lambda x, rt: jax.nn.silu(x),
+        "gelu": lambda x, rt: jax.nn.gelu(x, approximate=False),
+        "mish": lambda x, rt: x * jnp.tanh(jax.nn.softplus(x)),
+        "log_sigmoid": lambda x, rt: jax.nn.log_sigmoid(x),
+        "hard_tanh": lambda x, rt: jnp.clip(x, -1.0, 1.0),
+        "tanh_shrink": lambda x, rt: x - jnp.tanh(x),
+        "soft_shrink": lambda x, rt: jnp.where(x > 0.5, x - 0.5, jnp.where(x < -0.5, x + 0.5, 0.0)),
+        "hard_shrink": lambda x, rt: jnp.where(jnp.abs(x) > 0.5, x, 0.0),
+        "squareplus": lambda x, rt: (x + jnp.sqrt(x * x + 4.0)) / 2.0,
+        "sparse_plus": lambda x, rt: jnp.where(x <= -1, 0.0, jnp.where(x >= 1, x, (x + 1) ** 2 / 4)),
+        "glu": lambda x, rt: _glu(x),
+        "sparsemax": lambda x, rt: _sparsemax(x),
+    }
+
+
+def _glu(x):
+    a, b = jnp.split(x, 2, axis=-1)
+    return a * jax.nn.sigmoid(b)
+
+
+def _sparsemax(x):
+    z = jnp.sort(x, axis=-1)[..., ::-1]
+    k = jnp.arange(1, x.shape[-1] + 1, dtype=x.dtype)
+    cums = jnp.cumsum(z, axis=-1)
+    support = 1 + k * z > cums
+    k_max = jnp.sum(support, axis=-1, keepdims=True)
+    tau = (jnp.take_along_axis(cums, k_max.astype(int) - 1, axis=-1) - 1) / k_max
+    return jnp.maximum(x - tau, 0.0)
+
+
+ACTIVATION_NAMES = tuple(sorted(_named(3)))
+
+_ALIASES = {None: "linear", "": "linear", "none": "linear", "relu_": "relu"}
+
+
+def activation_name(spec: Any) -> str:
+    """Normalize a serialized Keras activation (string or dict) to its name."""
+    if isinstance(spec, Mapping):  # Keras 3 may serialize {"class_name": "function", "config": "relu"}
+        cfg = spec.get("config")
+        spec = cfg if isinstance(cfg, str) else (cfg or {}).get("name", spec.get("class_name"))
+    name = _ALIASES.get(spec, spec)
+    return str(name)
+
+
+def get_activation(spec: Any, keras_major: int = 3,
+                   ctx: ConvertContext | None = None) -> Callable[[Array, Runtime], Array]:
+    """Return ``f(x, rt)`` for a Keras activation spec, or raise naming the unknown one."""
+    if callable(spec):
+        return spec
+    name = activation_name(spec)
+    table = _named(keras_major)
+    if name not in table:
+        detail = (f"unknown activation {name!r}; supported: {', '.join(sorted(table))}")
+        if ctx is not None:
+            raise ctx.error(detail)
+        raise ValueError(detail)
+    return table[name]
+
+
+def _identity(params, x, *, rt):
+    return x
+
+
+@register_layer("Activation")
+def _activation(config, ctx):
+    get_activation(config.get("activation"), ctx.keras_major, ctx)  # validate early
+    return LayerImpl(call=_identity, activation=config.get("activation"))
+
+
+@register_layer("ReLU")
+def _relu(config, ctx):
+    kw = dict(negative_slope=float(config.get("negative_slope", 0.0) or 0.0),
+              max_value=None if config.get("max_value") is None else float(config["max_value"]),
+              threshold=float(config.get("threshold", 0.0) or 0.0))
+    return LayerImpl(call=_identity, activation=lambda x, rt: relu_family(x, rt, **kw))
+
+
+@register_layer("LeakyReLU")
+def _leaky_relu(config, ctx):
+    # Keras 2 calls it `alpha` (default 0.3); Keras 3 `negative_slope` (default 0.3).
+    slope = config.get("negative_slope", config.get("alpha", 0.3))
+    return LayerImpl(call=_identity, activation=lambda x, rt: jax.nn.leaky_relu(x, float(slope)))
+
+
+@register_layer("ELU")
+def _elu(config, ctx):
+    alpha = float(config.get("alpha", 1.0))
+    return LayerImpl(call=_identity, activation=lambda x, rt: jax.nn.elu(x, alpha))
+
+
+@register_layer("ThresholdedReLU")
+def _thresholded_relu(config, ctx):
+    theta = float(config.get("theta", 1.0))
+    return LayerImpl(call=_identity, activation=lambda x, rt: jnp.where(x > theta, x, 0.0))
+
+
+@register_layer("Softmax")
+def _softmax(config, ctx):
+    axis = config.get("axis", -1)
+    axes = tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+
+    def act(x, rt):
+        return jax.nn.softmax(x, axis=axes)
+
+    return LayerImpl(call=_identity, activation=act)
+
+
+@register_layer("PReLU")
+def _prelu(config, ctx):
+    shared = config.get("shared_axes")
+
+    def call(params, x, *, rt):
+        alpha = params["alpha"]
+        return jnp.maximum(x, 0.0) + alpha * jnp.minimum(x, 0.0)
+
+    return LayerImpl(call=call, convert_weights=lambda w: {"alpha": w[0]}, n_weights=1)

@@ -1,0 +1,86 @@
+"""Pooling: Max/Average 1D/2D/3D (TF padding semantics), global pooling.
+
+Non-overlapping VALID max pooling (the common ``pool == stride``) is computed as a reshape
+and a max: on XLA:CPU its backward pass is several times faster than ``reduce_window``'s
+select-and-scatter, and its forward value is identical.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from model_import._layers.registry import LayerImpl, register_layer
+
+
+def _tuple(v, n):
+    if isinstance(v, (list, tuple)):
+        return tuple(int(i) for i in v)
+    return (int(v),) * n
+
+
+def _to_last(fn, channels_first):
+    if not channels_first:
+        return fn
+
+    def wrapped(params, x, *, rt):
+        return jnp.moveaxis(fn(params, jnp.moveaxis(x, 1, -1), rt=rt), -1, 1)
+
+    return wrapped
+
+
+def _blocked_max(x, pool):
+    """Max over non-overlapping windows by reshape (crops the remainder, as VALID does)."""
+    n, *spatial, c = x.shape
+    out = [s // p for s, p in zip(spatial, pool)]
+    x = x[(slice(None), *[slice(0, o * p) for o, p in zip(out, pool)], slice(None))]
+    shape = [n]
+    for o, p in zip(out, pool):
+        shape += [o, p]
+    x = x.reshape(*shape, c)
+    return jnp.max(x, axis=tuple(2 + 2 * i for i in range(len(pool))))
+
+
+def _make_pool(rank, kind):
+    def convert(config, ctx):
+        pool = _tuple(config.get("pool_size", 2), rank)
+        strides = config.get("strides")
+        strides = pool if strides is None else _tuple(strides, rank)
+        padding = str(config.get("padding", "valid")).upper()
+
+        def call(params, x, *, rt):
+            if kind == "max":
+                if padding == "VALID" and strides == pool:
+                    return _blocked_max(x, pool)
+                return nn.max_pool(x, pool, strides, padding)
+            return nn.avg_pool(x, pool, strides, padding, count_include_pad=False)
+
+        cf = config.get("data_format") == "channels_first"
+        return LayerImpl(call=_to_last(call, cf),
+                         data_format="channels_first" if cf else "channels_last")
+    return convert
+
+
+for _rank in (1, 2, 3):
+    register_layer(f"MaxPooling{_rank}D", f"MaxPool{_rank}D")(_make_pool(_rank, "max"))
+    register_layer(f"AveragePooling{_rank}D", f"AvgPool{_rank}D")(_make_pool(_rank, "avg"))
+
+
+def _make_global(rank, reduce):
+    def convert(config, ctx):
+        cf = config.get("data_format") == "channels_first"
+        keepdims = bool(config.get("keepdims", False))
+        axes = tuple(range(2, 2 + rank)) if cf else tuple(range(1, 1 + rank))
+
+        def call(params, x, *, rt):
+            return reduce(x, axis=axes, keepdims=keepdims)
+
+        return LayerImpl(call=call, data_format="channels_first" if cf else "channels_last")
+    return convert
+
+
+for _rank in (1, 2, 3):
+    register_layer(f"GlobalAveragePooling{_rank}D", f"GlobalAvgPool{_rank}D")(
+        _make_global(_rank, jnp.mean))
+    register_layer(f"GlobalMaxPooling{_rank}D", f"GlobalMaxPool{_rank}D")(
+        _make_global(_rank, jnp.max))

@@ -1,0 +1,127 @@
+"""The converter registry: Keras class name -> function building a :class:`LayerImpl`.
+
+A converter receives the layer's Keras ``config`` dict and a :class:`ConvertContext` and
+returns a :class:`LayerImpl`: a pure ``call(params, *inputs, rt=..., **kwargs)`` plus a
+function turning the layer's Keras weight list (in ``layer.weights`` order) into the
+layer's params dict. Users extend the registry with :func:`register_layer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+
+Array = jax.Array
+
+
+def _no_weights(weights: Sequence[np.ndarray]) -> dict:
+    return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Choices made when the forward function is built (never stored in params).
+
+    Attributes:
+      relu: the function used for every ReLU nonlinearity (``relu``/``relu6`` activations,
+        ``ReLU`` layers). Guided backprop and deconvnet swap in a ``custom_vjp`` ReLU here.
+    """
+
+    relu: Callable[[Array], Array] = jax.nn.relu
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerImpl:
+    """A ported layer.
+
+    Attributes:
+      call: ``call(params, *args, rt, **kwargs) -> Array`` computing the layer *before*
+        its fused activation. ``args``/``kwargs`` mirror the Keras call (a merge layer gets
+        one list argument).
+      activation: the fused activation (a Keras activation name, or a callable
+        ``f(x, rt) -> Array``), applied after ``call``; ``None`` means linear. Keeping it
+        apart lets a model swap the output layer's activation for linear (``logits`` head).
+      convert_weights: Keras weight list (``layer.weights`` order) -> params dict.
+      n_weights: how many weight arrays the layer expects (``None``: any number).
+      subgraph: for a nested model used as a layer, its :class:`~model_import._graph.Graph`.
+      data_format: ``channels_last`` or ``channels_first`` for layers that have one.
+    """
+
+    call: Callable[..., Any]
+    activation: str | Callable | None = None
+    convert_weights: Callable[[Sequence[np.ndarray]], dict] = _no_weights
+    n_weights: int | None = 0
+    subgraph: Any = None
+    data_format: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertContext:
+    """What a converter may need besides the layer's config."""
+
+    layer_name: str
+    class_name: str
+    keras_version: str = "3"
+    path: str | None = None
+    build_subgraph: Callable[[str, dict], Any] | None = None
+
+    @property
+    def keras_major(self) -> int:
+        try:
+            return int(str(self.keras_version).split(".")[0])
+        except ValueError:
+            return 3
+
+    def error(self, detail: str) -> Exception:
+        from model_import._errors import UnsupportedLayerError
+
+        return UnsupportedLayerError(self.layer_name, self.class_name, path=self.path,
+                                     detail=detail)
+
+
+Converter = Callable[[Mapping[str, Any], ConvertContext], LayerImpl]
+
+_REGISTRY: dict[str, Converter] = {}
+
+
+def register_layer(*class_names: str, override: bool = False) -> Callable[[Converter], Converter]:
+    """Register a converter for one or more Keras layer class names.
+
+    A converter is ``converter(config, ctx) -> LayerImpl``::
+
+        from model_import import register_layer, LayerImpl
+
+        @register_layer("MyScale")
+        def _my_scale(config, ctx):
+            factor = config["factor"]
+            return LayerImpl(call=lambda params, x, *, rt: x * factor)
+
+    Layers with weights also give ``convert_weights`` (the Keras weight list, in
+    ``layer.weights`` order, to a params dict) and ``n_weights``; ``call`` then reads
+    ``params``. Registering a name twice raises unless ``override=True``.
+    """
+
+    def deco(fn: Converter) -> Converter:
+        for name in class_names:
+            if name in _REGISTRY and not override:
+                raise ValueError(
+                    f"a converter for Keras class {name!r} is already registered; pass "
+                    "override=True to replace it")
+            _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def lookup(class_name: str, custom: Mapping[str, Converter] | None = None) -> Converter | None:
+    if custom and class_name in custom:
+        return custom[class_name]
+    return _REGISTRY.get(class_name)
+
+
+def registered_classes() -> list[str]:
+    """Sorted Keras class names that have a converter."""
+    return sorted(_REGISTRY)

@@ -1,0 +1,126 @@
+"""``load_keras``: a Keras file (and optionally a separate architecture) -> :class:`KerasModel`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from model_import._errors import KerasImportError
+from model_import._files import (Keras3Weights, WeightSource, parse_config, read_h5,
+                                 read_keras_zip, sniff)
+from model_import._graph import MODEL_CLASSES, Graph, GraphBuilder, LayerCallError
+from model_import._model import HEADS, KerasModel
+
+
+def _layer_order(graph: Graph, prefix: tuple = ()) -> dict[tuple, list]:
+    order = {prefix: [(n, s.class_name if s.class_name != "Model" else "Functional")
+                      for n, s in graph.layers.items()]}
+    for n, s in graph.layers.items():
+        if s.impl.subgraph is not None:
+            order.update(_layer_order(s.impl.subgraph, prefix + (n,)))
+    return order
+
+
+def _collect_params(graph: Graph, source: WeightSource, path: str | None,
+                    prefix: tuple = ()) -> dict:
+    params: dict[str, Any] = {}
+    for name, spec in graph.layers.items():
+        lpath = prefix + (name,)
+        if spec.impl.subgraph is not None:
+            sub = _collect_params(spec.impl.subgraph, source, path, lpath)
+            if sub:
+                params[name] = sub
+            continue
+        if spec.impl.n_weights == 0:
+            continue
+        ws = source.get(lpath, [spec.class_name])
+        where = "/".join(lpath)
+        if ws is None:
+            raise KerasImportError(
+                f"no weights found for layer {where!r} ({spec.class_name}); the weights file "
+                "does not match the architecture", path=path)
+        if spec.impl.n_weights is not None and len(ws) != spec.impl.n_weights:
+            raise KerasImportError(
+                f"layer {where!r} ({spec.class_name}) expects {spec.impl.n_weights} weight "
+                f"arrays, the file has {len(ws)} (shapes {[w.shape for w in ws]})", path=path)
+        converted = spec.impl.convert_weights([np.asarray(w) for w in ws])
+        params[name] = {k: jnp.asarray(v, dtype=jnp.float32 if np.issubdtype(
+            np.asarray(v).dtype, np.floating) else None) for k, v in converted.items()}
+    return params
+
+
+def build_model(config: Mapping[str, Any], source: WeightSource | Callable | None, *,
+                keras_version: str = "3", path: str | None = None, head: str = "saved",
+                custom_layers: Mapping[str, Callable] | None = None) -> KerasModel:
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+    if not isinstance(config, Mapping) or "class_name" not in config:
+        raise KerasImportError("the architecture config must be a dict with 'class_name' and "
+                               "'config' (what model.to_json() writes)", path=path)
+    if config["class_name"] not in MODEL_CLASSES:
+        raise KerasImportError(
+            f"expected a Sequential or Functional model, got class {config['class_name']!r}. "
+            "Subclassed models store no architecture: rebuild the model as a Functional model "
+            "and save that.", path=path)
+    graph = GraphBuilder(keras_version=keras_version, path=path,
+                         custom_layers=custom_layers).build(config)
+    if callable(source):
+        source = source(graph)
+    params = _collect_params(graph, source, path) if source is not None else {}
+    model = KerasModel(graph, params, head=head, keras_version=keras_version, source=path)
+    try:  # check the whole forward once, abstractly: shapes, weights and wiring
+        model._output_shapes()
+    except LayerCallError as e:
+        raise KerasImportError(str(e), path=path) from e
+    return model
+
+
+def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = None,
+               custom_layers: Mapping[str, Callable] | None = None) -> KerasModel:
+    """Load a Keras model file into a pure JAX :class:`KerasModel`, without TensorFlow.
+
+    Args:
+      path: a legacy HDF5 file (``model.save("m.h5")`` of Keras 2/tf.keras or Keras 3), a
+        Keras 3 archive (``m.keras``), or a weights-only file (``m.weights.h5`` of Keras 3,
+        or a legacy ``save_weights`` HDF5) together with ``config``.
+      head: ``"saved"`` (default), ``"logits"``, ``"softmax"``, ``"sigmoid"`` or
+        ``"sigmoid_complement"``; see :meth:`KerasModel.with_head`.
+      config: the architecture, for weights-only files (or to override the file's): a dict,
+        a ``model.to_json()`` string, or the path of a JSON file (e.g. a ``.keras``
+        archive's ``config.json``).
+      custom_layers: ``{class_name: converter}`` for layers without a built-in converter
+        (see :func:`model_import.register_layer`).
+    Raises:
+      KerasImportError: unreadable, corrupt or non-Keras files, mismatched weights.
+      UnsupportedLayerError: a layer class without converter (names the layer and class).
+    """
+    path = os.fspath(path)
+    kind = sniff(path)
+    if kind == "zip":
+        cfg, version, h5 = read_keras_zip(path)
+        legacy = None
+    else:
+        cfg, version, legacy, h5 = read_h5(path)
+    if config is not None:
+        cfg = parse_config(config, path)
+        if "class_name" not in cfg and "config" not in cfg and "layers" in cfg:
+            cfg = {"class_name": "Functional", "config": cfg}
+    if cfg is None:
+        raise KerasImportError(
+            "the file holds weights but no architecture (a save_weights / .weights.h5 file); "
+            "pass the architecture as config= (model.to_json() or a config.json)", path=path)
+    if legacy is not None:
+        source: Any = legacy
+    else:
+        source = lambda graph: Keras3Weights(h5, path, _layer_order(graph))  # noqa: E731
+    try:
+        return build_model(cfg, source, keras_version=version, path=path, head=head,
+                           custom_layers=custom_layers)
+    except (KeyError, AttributeError, TypeError, IndexError) as e:
+        raise KerasImportError(f"malformed Keras file: {e!r}", path=path) from e
+    finally:
+        h5.close()

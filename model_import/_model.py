@@ -1,0 +1,298 @@
+"""The ported model: a pure forward function over an explicit params pytree, plus structure."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from model_import._graph import Graph, LayerSpec
+from model_import._layers.activations import activation_name
+from model_import._layers.registry import Runtime
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+HEADS = ("saved", "logits", "softmax", "sigmoid", "sigmoid_complement")
+
+
+def _apply_head(head: str, z: Array) -> Array:
+    if head in ("saved", "logits"):
+        return z
+    if head == "softmax":
+        return jax.nn.softmax(z, axis=-1)
+    if head == "sigmoid":
+        return jax.nn.sigmoid(z)
+    if head == "sigmoid_complement":
+        return jax.nn.sigmoid(-z)  # == 1 - sigmoid(z), without cancellation
+    raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """One layer of a ported model.
+
+    Attributes:
+      name: path of the layer (``"outer/inner"`` inside a nested model).
+      class_name: Keras class.
+      output_shape: output shape without the batch axis (``None`` if the model's input shape
+        is not fully known), a tuple of shapes for multi-output layers.
+      config: the Keras config dict of the layer.
+      params: the layer's arrays (``{}`` for layers without weights).
+      data_format: ``"channels_last"``/``"channels_first"`` for spatial layers, else ``None``.
+      activation: the name of the fused activation, if any.
+    """
+
+    name: str
+    class_name: str
+    output_shape: Any
+    config: Mapping[str, Any]
+    params: Mapping[str, Any]
+    data_format: str | None
+    activation: str | None
+
+    @property
+    def is_spatial(self) -> bool:
+        """True when the output has at least one spatial axis besides batch and channels."""
+        s = self.output_shape
+        return isinstance(s, tuple) and len(s) >= 2 and all(
+            isinstance(d, (int, type(None))) for d in s) and len(s) in (2, 3, 4)
+
+
+class KerasModel:
+    """A Keras model ported to JAX. Immutable: every ``with_*`` returns a new model.
+
+    The forward function is pure over explicit params::
+
+        m = load_keras("model.h5")
+        y = m(x)                               # (N, H, W, C) -> (N, classes), jit-compiled
+        y = m.apply(m.params, x)               # same, pure: params are an argument
+        y, acts = m.apply(m.params, x, capture=["conv2d_2"])
+        lm = m.with_head("logits")             # pre-activation output of the last layer
+
+    Attributes:
+      params: the weights as a pytree ``{layer_name: {"kernel": ..., ...}}``.
+      head: ``"saved"`` (as in the file), ``"logits"``, ``"softmax"``, ``"sigmoid"`` or
+        ``"sigmoid_complement"``.
+      graph: the static structure (see :mod:`model_import._graph`).
+    """
+
+    def __init__(self, graph: Graph, params: Any, *, head: str = "saved",
+                 runtime: Runtime | None = None, keras_version: str = "3",
+                 source: str | None = None, relu_mode: str = "standard"):
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+        self.graph = graph
+        self.params = params
+        self.head = head
+        self.runtime = runtime or Runtime()
+        self.keras_version = keras_version
+        self.source = source
+        self.relu_mode = relu_mode
+        self._paths = graph.layer_paths()
+        self._keras_major = int(str(keras_version).split(".")[0] or 3) if str(
+            keras_version).split(".")[0].isdigit() else 3
+
+    # ------------------------------------------------------------------ variants
+    def _replace(self, **kw) -> "KerasModel":
+        args = dict(head=self.head, runtime=self.runtime, keras_version=self.keras_version,
+                    source=self.source, relu_mode=self.relu_mode)
+        params = kw.pop("params", self.params)
+        args.update(kw)
+        new = KerasModel(self.graph, params, **args)
+        new.__dict__["_shape_cache"] = self.__dict__.get("_shape_cache")
+        return new
+
+    def with_head(self, head: str) -> "KerasModel":
+        """A new model whose output goes through ``head``; this one is unchanged.
+
+        ``"logits"`` replaces the fused activation of the output layer(s) by linear (an
+        output ``Activation``/``Softmax`` layer becomes the identity); ``"softmax"``,
+        ``"sigmoid"`` and ``"sigmoid_complement"`` (``1 - sigmoid``: the other class of a
+        one-unit binary model) apply to those logits; ``"saved"`` is the file's own head.
+        """
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+        return self._replace(head=head)
+
+    def with_params(self, params: Any) -> "KerasModel":
+        """The same architecture with other weights (same tree structure and shapes)."""
+        return self._replace(params=params)
+
+    def with_relu(self, relu: Callable[[Array], Array], name: str = "custom") -> "KerasModel":
+        """A new model that uses ``relu`` for every ReLU nonlinearity (``relu``/``relu6``
+        activations, ``ReLU`` layers). The weights are untouched."""
+        return self._replace(runtime=dataclasses.replace(self.runtime, relu=relu),
+                             relu_mode=name)
+
+    def with_backprop(self, mode: str) -> "KerasModel":
+        """``"standard"``, ``"guided"`` (Springenberg et al. 2015) or ``"deconvnet"`` (Zeiler &
+        Fergus 2014) backward rules for every ReLU, via ``jax.custom_vjp``. Forward values are
+        unchanged."""
+        from jaxsal._src.guided import relu_for_mode  # the custom VJPs live in the engine
+
+        return self.with_relu(relu_for_mode(mode), name=mode)
+
+    # ------------------------------------------------------------------ running
+    @property
+    def num_inputs(self) -> int:
+        return len(self.graph.inputs)
+
+    @property
+    def input_shape(self) -> tuple | None:
+        """Shape of the (first) input without the batch axis; ``None`` entries are free."""
+        return self.graph.input_shapes[0]
+
+    def resolve_layer(self, name: str) -> str:
+        """The full path of a layer given its path or a bare name unique in the model."""
+        if name in self._paths:
+            return name
+        matches = [p for p in self._paths if p.rsplit("/", 1)[-1] == name]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ValueError(f"layer name {name!r} is ambiguous: it matches {matches}; pass the "
+                             "full path")
+        raise ValueError(f"unknown layer {name!r}; valid layer names: {', '.join(self._paths)}")
+
+    def _prepare(self, x) -> list[Array]:
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        if len(xs) != self.num_inputs:
+            raise ValueError(f"expected {self.num_inputs} input arrays, got {len(xs)}")
+        out = []
+        for i, (a, shape) in enumerate(zip(xs, self.graph.input_shapes)):
+            a = jnp.asarray(a)
+            if not jnp.issubdtype(a.dtype, jnp.floating):
+                a = a.astype(jnp.float32)
+            if shape is not None:
+                ok = a.ndim == len(shape) + 1 and all(
+                    d is None or d == s for d, s in zip(shape, a.shape[1:]))
+                if not ok:
+                    raise ValueError(
+                        f"input {i}: expected shape (N, {', '.join(str(d) for d in shape)}) "
+                        f"for model {self.graph.name!r}, got {tuple(a.shape)}. Add a batch "
+                        "axis for a single example (x[None]) and check the channel axis.")
+            out.append(a)
+        return out
+
+    def apply(self, params: Any, x: ArrayLike | Sequence[ArrayLike], *,
+              capture: Iterable[str] = (), perturb: Mapping[str, Array] | None = None):
+        """The forward pass, pure in ``params``.
+
+        Args:
+          params: a pytree like :attr:`params`.
+          x: ``(N, *input_shape)`` (a list for multi-input models).
+          capture: layer names whose outputs to return as well.
+          perturb: ``{layer: delta}`` added to those layers' outputs (``delta`` shaped like
+            the output); ``jax.grad`` with respect to ``delta`` at zero is the gradient with
+            respect to that layer's output.
+        Returns:
+          ``outputs`` (``(N, ...)``; a list for multi-output models), or
+          ``(outputs, {layer: activation})`` when ``capture`` is given.
+        """
+        capture = tuple(capture) if not isinstance(capture, str) else (capture,)
+        cap_paths = {self.resolve_layer(c): c for c in capture}
+        pert = {self.resolve_layer(k): v for k, v in (perturb or {}).items()}
+        outs, captured = self.graph.run(
+            params, self._prepare(x), self.runtime, capture=frozenset(cap_paths),
+            perturb=pert, strip_output_activation=self.head != "saved",
+            keras_major=self._keras_major)
+        outs = [_apply_head(self.head, o) for o in outs]
+        y = outs[0] if self.graph.single_output else outs
+        if capture:
+            return y, {orig: captured[path] for path, orig in cap_paths.items()}
+        return y
+
+    @functools.cached_property
+    def _jitted(self):
+        return jax.jit(lambda p, x: self.apply(p, x))
+
+    def __call__(self, x: ArrayLike | Sequence[ArrayLike]):
+        """``apply(self.params, x)``, jit-compiled (cached per model and input shape)."""
+        return self._jitted(self.params, x)
+
+    def intermediates(self, x: ArrayLike, layers: Sequence[str]) -> dict[str, Array]:
+        """Outputs of several named layers for ``x`` in one forward pass."""
+        layers = tuple(layers)
+        fn = jax.jit(lambda p, x: self.apply(p, x, capture=layers)[1])
+        return fn(self.params, x)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def layer_names(self) -> list[str]:
+        """Layer names in Keras order (nested models' layers as ``"outer/inner"``)."""
+        return list(self._paths)
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    def _output_shapes(self) -> dict[str, Any]:
+        cache = self.__dict__.get("_shape_cache")
+        if cache is not None:
+            return cache
+        shapes: dict[str, Any] = {}
+        if all(s is not None and None not in s for s in self.graph.input_shapes):
+            xs = [jax.ShapeDtypeStruct((1, *s), jnp.float32) for s in self.graph.input_shapes]
+            fn = lambda p, *xs: self.graph.run(  # noqa: E731
+                p, list(xs), self.runtime, capture=frozenset(self._paths),
+                keras_major=self._keras_major)[1]
+            out = jax.eval_shape(fn, self.params, *xs)
+            shapes = {k: tuple(v.shape[1:]) for k, v in out.items()}
+        self.__dict__["_shape_cache"] = shapes
+        return shapes
+
+    def _spec(self, path: str) -> LayerSpec:
+        return self.graph.find(path)[1]
+
+    def layer(self, name: str) -> LayerInfo:
+        """Description and weights of one layer (by path or unique bare name)."""
+        path = self.resolve_layer(name)
+        spec = self._spec(path)
+        p: Any = self.params
+        for part in path.split("/"):
+            p = p.get(part, {}) if isinstance(p, Mapping) else {}
+        act = spec.config.get("activation")
+        return LayerInfo(path, spec.class_name, self._output_shapes().get(path), spec.config,
+                         p, spec.impl.data_format,
+                         None if act is None else activation_name(act))
+
+    @property
+    def layers(self) -> list[LayerInfo]:
+        return [self.layer(p) for p in self._paths]
+
+    @property
+    def output_shape(self):
+        out = jax.eval_shape(lambda p, *xs: self.apply(p, list(xs)), self.params, *[
+            jax.ShapeDtypeStruct((1, *s), jnp.float32) for s in self.graph.input_shapes])
+        if isinstance(out, list):
+            return [tuple(o.shape[1:]) for o in out]
+        return tuple(out.shape[1:])
+
+    def count_params(self) -> int:
+        return int(sum(np.size(a) for a in jax.tree_util.tree_leaves(self.params)))
+
+    def summary(self) -> str:
+        """A Keras-like table: layer, class, output shape, parameter count."""
+        rows = [("Layer (type)", "Output shape", "Param #")]
+        for info in self.layers:
+            n = sum(int(np.size(a)) for a in jax.tree_util.tree_leaves(info.params))
+            rows.append((f"{info.name} ({info.class_name})", str(info.output_shape), str(n)))
+        w = [max(len(r[i]) for r in rows) for i in range(3)]
+        line = "-" * (sum(w) + 4)
+        out = [f'Model: "{self.graph.name}"  (head: {self.head}, Keras {self.keras_version})',
+               line]
+        for i, r in enumerate(rows):
+            out.append(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:>{w[2]}}")
+            if i == 0:
+                out.append(line)
+        out += [line, f"Total params: {self.count_params():,}"]
+        return "\n".join(out)
+
+    def __repr__(self) -> str:
+        return (f"KerasModel(name={self.graph.name!r}, inputs={self.graph.input_shapes}, "
+                f"layers={len(self._paths)}, head={self.head!r}, relu={self.relu_mode!r})")
