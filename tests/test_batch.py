@@ -1,0 +1,70 @@
+"""explain_to_file: chunked, padded, resumable batch jobs that never lose finished chunks."""
+
+import numpy as np
+import pytest
+
+import jaxsal
+
+
+class Counting:
+    """A method stand-in: the model's logits, with a call log; fails on NaN like jaxsal does."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, x, targets=None):
+        self.calls.append(len(x))
+        if not np.isfinite(x).all():
+            raise ValueError("inputs contain NaN or inf")
+        return np.asarray(model(x))
+
+
+@pytest.fixture(scope="module")
+def model(fixtures_dir):
+    from model_import import load_keras
+
+    return load_keras(fixtures_dir / "mnist_cnn_keras3.keras", head="logits")
+
+
+@pytest.fixture(scope="module")
+def digits(fixtures_dir):
+    d = np.load(fixtures_dir / "mnist_5k.npz")
+    return (d["x"][d["test_idx"][:23]].astype(np.float32) / 255.0)[..., None]
+
+
+def test_matches_one_call_and_pads_last_chunk(tmp_path, model, digits):
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, digits, tmp_path / "maps.npy", batch_size=8)
+    np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
+    assert m.calls == [8, 8, 8]  # 23 inputs -> 3 chunks, the last padded to the batch size
+
+
+def test_failure_keeps_finished_chunks_and_resume_skips_them(tmp_path, model, digits):
+    bad = digits.copy()
+    bad[17, 3, 3, 0] = np.nan  # inside chunk 2 (inputs 16:23)
+    m = Counting()
+    path = tmp_path / "maps.npy"
+    with pytest.raises(ValueError, match=r"chunk 2 \(inputs 16:23\)"):
+        jaxsal.explain_to_file(m, model, bad, path, batch_size=8)
+    saved = np.load(path)
+    expected = np.asarray(model(digits))
+    np.testing.assert_allclose(saved[:16], expected[:16], rtol=1e-5, atol=1e-5)
+    m2 = Counting()
+    out = jaxsal.explain_to_file(m2, model, digits, path, batch_size=8)
+    assert m2.calls == [8]  # only the failed chunk is recomputed
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_changed_job_starts_over(tmp_path, model, digits):
+    path = tmp_path / "maps.npy"
+    jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
+    m = Counting()
+    jaxsal.explain_to_file(m, model, digits, path, batch_size=4)  # other batch size: new job
+    assert len(m.calls) == 6
+
+
+def test_rejects_bad_arguments(tmp_path, model, digits):
+    with pytest.raises(ValueError, match="batch_size"):
+        jaxsal.explain_to_file(Counting(), model, digits, tmp_path / "a.npy", batch_size=0)
+    with pytest.raises(ValueError, match="empty"):
+        jaxsal.explain_to_file(Counting(), model, digits[:0], tmp_path / "b.npy")
