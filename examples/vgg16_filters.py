@@ -260,3 +260,99 @@ def write_vgg16_classifier(path: str | os.PathLike, conv: dict, kernel: np.ndarr
     b.global_avg_pool("avg_pool")
     b.dense("predictions", kernel, bias, activation="softmax")
     return write_keras(path, b, "vgg16_hed_photos")
+
+
+# --------------------------------------------------------------------------- photographs
+PHOTOS = (("cat", "chelsea"), ("coffee", "coffee"), ("astronaut", "astronaut"),
+          ("rocket", "rocket"))
+CLASSES = tuple(c for c, _ in PHOTOS)
+
+
+def load_photos() -> list[np.ndarray]:
+    """The four scikit-image photographs as float RGB in [0, 1] (bundled, no download)."""
+    from skimage import data, util
+
+    return [util.img_as_float32(getattr(data, name)()) for _, name in PHOTOS]
+
+
+def square(photo: np.ndarray, size: int) -> np.ndarray:
+    """The central square of ``photo`` resized to ``size`` x ``size``."""
+    from skimage.transform import resize
+
+    h, w = photo.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return resize(photo[top:top + s, left:left + s], (size, size), anti_aliasing=True,
+                  preserve_range=True).astype(np.float32)
+
+
+def random_crops(photo: np.ndarray, n: int, size: int, rng: np.random.Generator,
+                 scale: tuple[float, float] = (0.35, 0.8)) -> np.ndarray:
+    """``n`` random square crops (side a random fraction ``scale`` of the shorter side, random
+    position, random left-right flip), each resized to ``size`` x ``size``: ``(n, size, size, 3)``."""
+    from skimage.transform import resize
+
+    h, w = photo.shape[:2]
+    out = np.empty((n, size, size, 3), np.float32)
+    for i in range(n):
+        s = int(rng.uniform(*scale) * min(h, w))
+        top, left = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
+        crop = photo[top:top + s, left:left + s]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        out[i] = resize(crop, (size, size), anti_aliasing=True, preserve_range=True)
+    return out
+
+
+def collage(photos: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """A 2x2 collage of the photos' central squares (order: top-left, top-right,
+    bottom-left, bottom-right), ``(size, size, 3)``."""
+    q = [square(p, size // 2) for p in photos]
+    return np.concatenate([np.concatenate(q[:2], 1), np.concatenate(q[2:4], 1)], 0)
+
+
+# --------------------------------------------------------------------------- classifier head
+def trunk_features(model, x: np.ndarray, batch: int = 16) -> np.ndarray:
+    """Global average of the trunk's last output (``block5_pool``) for images ``x``: ``(N, 512)``."""
+    import jax
+    import jax.numpy as jnp
+
+    fn = jax.jit(lambda p, x: jnp.mean(model.apply(p, x), axis=(1, 2)))
+    return np.concatenate([np.asarray(fn(model.params, x[i:i + batch]))
+                           for i in range(0, len(x), batch)])
+
+
+def train_head(features: np.ndarray, labels: np.ndarray, *, steps: int = 300,
+               learning_rate: float = 0.05, l2: float = 1e-3, seed: int = 0):
+    """Softmax regression on standardized trunk features with optax Adam.
+
+    Returns ``(kernel (512, K), bias (K,))`` of a Dense layer on the *raw* features (the
+    standardization is folded into the weights) and the final training loss.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    k = int(labels.max()) + 1
+    mu, sd = features.mean(0), features.std(0) + 1e-3
+    z = jnp.asarray((features - mu) / sd)
+    y = jax.nn.one_hot(jnp.asarray(labels), k)
+    params = {"w": 0.01 * jax.random.normal(jax.random.key(seed), (z.shape[1], k)),
+              "b": jnp.zeros(k)}
+    opt = optax.adam(learning_rate)
+
+    def loss(p):
+        logits = z @ p["w"] + p["b"]
+        return optax.softmax_cross_entropy(logits, y).mean() + l2 * jnp.sum(p["w"] ** 2)
+
+    def step(carry, _):
+        p, s = carry
+        v, g = jax.value_and_grad(loss)(p)
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), v
+
+    (params, _), losses = jax.jit(lambda p: jax.lax.scan(
+        step, (p, opt.init(p)), None, length=steps))(params)
+    w = np.asarray(params["w"]) / sd[:, None]
+    b = np.asarray(params["b"]) - (mu / sd) @ np.asarray(params["w"])
+    return w.astype(np.float32), b.astype(np.float32), float(losses[-1])
