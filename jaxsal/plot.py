@@ -1,0 +1,870 @@
+"""Figures for attribution maps, feature visualizations and model architectures (matplotlib).
+
+Import it explicitly (``import jaxsal`` does not import matplotlib)::
+
+    from jaxsal import plot
+    fig = plot.grid(maps, images=x, row_titles=..., col_titles=..., save="maps.png")
+
+Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (so it
+works headless, with no display, and is not kept alive by a global figure registry) and
+writes a PNG when ``save=`` names a path; ``fig.savefig(...)`` works as well. In Jupyter the
+returned figure is displayed as the cell's value.
+
+Colour scales are explicit: ``scale="shared"`` gives every panel one ``vmin``/``vmax`` and
+draws one colour bar, so maps of different classes, heads or methods stay comparable;
+``"row"``/``"column"`` share within a row/column (one bar each); ``"panel"`` scales each
+panel on its own and says so in the figure. Signed maps (negative and positive values) are
+shown with a diverging colour map centred at zero.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib import cm, colors
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+__all__ = [
+    "architecture",
+    "count_panels",
+    "diverging",
+    "feature_maps",
+    "filters",
+    "grid",
+    "heatmap",
+    "image_grid",
+    "overlay",
+    "panel_axes",
+]
+
+DEFAULT_CMAP = "jet"  # what keras-vis users expect; "viridis", "inferno", "magma" are perceptual
+DIVERGING_CMAP = "RdBu_r"  # negative blue, zero white, positive red
+SCALES = ("shared", "row", "column", "panel")
+
+_TITLE_PT = 11
+_LABEL_PT = 9
+_TICK_PT = 7
+_CHAR_IN = 0.075  # width of one 9 pt character, inches (for margins)
+_LINE_IN = 0.17  # height of one 9 pt line, inches
+
+
+# ----------------------------------------------------------------------------- helpers
+def _np(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32)
+
+
+def _finish(fig: Figure, save, dpi: int) -> Figure:
+    if save is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(os.fspath(save))), exist_ok=True)
+        fig.savefig(save, dpi=dpi, facecolor="white")
+    return fig
+
+
+def _as_map(a: np.ndarray, what: str) -> np.ndarray:
+    """(H, W) or (H, W, 1) -> (H, W)."""
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim != 2:
+        raise ValueError(f"{what}: expected maps of shape (H, W) or (H, W, 1), got a trailing "
+                         f"shape {a.shape}. Reduce the channel axis first (e.g. "
+                         "jaxsal.saliency(..., reduce='max_abs') or a.max(-1)).")
+    return a
+
+
+def _as_display_image(a: np.ndarray, what: str = "image") -> np.ndarray:
+    """(H, W), (H, W, 1) or (H, W, 3) -> a gray (H, W) or RGB (H, W, 3) image in [0, 1]."""
+    a = _np(a)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
+        raise ValueError(f"{what}: expected (H, W), (H, W, 1) or (H, W, 3), got {a.shape}")
+    if a.ndim == 3:
+        a = a[..., :3]
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    if lo >= 0.0 and hi <= 1.0:
+        return a
+    if lo >= 0.0 and hi <= 255.0 and hi > 1.0:
+        return a / 255.0
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def _is_signed(a: np.ndarray) -> bool:
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    return lo < 0.0 and hi > 0.0 and -lo > 1e-3 * max(hi, -lo)
+
+
+def _limits(a: np.ndarray, signed: bool) -> tuple[float, float]:
+    if signed:
+        m = float(np.nanmax(np.abs(a))) if a.size else 1.0
+        m = m if m > 0 else 1.0
+        return -m, m
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    if not hi > lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def _hide_ticks(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _grid_shape(n: int, ncols: int | None) -> tuple[int, int]:
+    ncols = ncols or min(n, max(1, math.ceil(math.sqrt(n * 1.5))))
+    return math.ceil(n / ncols), ncols
+
+
+def _titles_2d(titles, R: int, C: int, what: str):
+    if titles is None:
+        return None
+    t = np.asarray(titles, dtype=object)
+    if t.shape == (R * C,):
+        t = t.reshape(R, C)
+    if t.shape != (R, C):
+        raise ValueError(f"{what}: expected {R}x{C} titles, got shape {t.shape}")
+    return t
+
+
+def _lines(s) -> int:
+    return 0 if s is None or s == "" else str(s).count("\n") + 1
+
+
+def _width_in(s) -> float:
+    return 0.0 if s is None else max(len(x) for x in str(s).split("\n")) * _CHAR_IN
+
+
+def panel_axes(fig: Figure, *, inputs: bool = False) -> list:
+    """The axes of ``fig`` that show maps or images drawn by this module (colour bars and
+    text excluded); with ``inputs=True`` also the input-image column of :func:`grid`."""
+    keep = ("panel", "input") if inputs else ("panel",)
+    return [ax for ax in fig.axes if ax.get_label() in keep]
+
+
+def count_panels(fig: Figure, *, inputs: bool = False) -> int:
+    """Number of panels in a figure made by this module (a mosaic counts all its tiles)."""
+    n = len(panel_axes(fig, inputs=inputs))
+    for ax in fig.axes:
+        lab = ax.get_label()
+        if lab.startswith("mosaic:"):
+            r, c = lab[len("mosaic:"):].split("x")
+            n += int(r) * int(c)
+    return n
+
+
+# ----------------------------------------------------------------------------- the grid
+def _broadcast_images(images, R: int, C: int, H: int, W: int):
+    if images is None:
+        return None
+    im = _np(images)
+    # (H, W[, c]) for all panels; (R, 1, H, W[, c]) per row; (1, C, ...) per column; (R, C, ...)
+    if im.ndim in (2, 3) and im.shape[:2] == (H, W):
+        im = im[None, None]
+    if im.ndim == 4 and im.shape[1:3] == (H, W) and im.shape[-1] in (1, 3, 4):
+        im = im[:, None]
+    if im.ndim == 3 and im.shape[1:] == (H, W):
+        im = im[:, None]
+    if im.ndim == 4 and im.shape[2:] == (H, W):
+        im = im[..., None]
+    if im.ndim != 5 or im.shape[2:4] != (H, W):
+        raise ValueError(f"images: expected (H, W[, c]), (R or 1, 1 or C, H, W[, c]) with "
+                         f"H, W = {H}, {W} (the maps' size), got {np.shape(images)}. Resize the "
+                         "maps to the input size (CAMs: upsample=True) or pass matching images.")
+    try:
+        return np.broadcast_to(im, (R, C) + im.shape[2:])
+    except ValueError:
+        raise ValueError(f"images of shape {im.shape[:2]} (rows, columns) do not broadcast to "
+                         f"the {R}x{C} grid of maps; pass (R, 1, ...) for one image per row, "
+                         "(1, C, ...) for one per column") from None
+
+
+def _scale_caption(scale: str, signed: bool) -> str:
+    zero = ", centred at 0" if signed else ""
+    return {
+        "shared": f"one colour scale for all panels{zero}",
+        "row": f"colour scale shared within each row{zero}",
+        "column": f"colour scale shared within each column{zero}",
+        "panel": f"each panel scaled on its own{zero}: colours are not comparable across panels",
+    }[scale]
+
+
+def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = None,
+         col_titles: Sequence[str] | None = None, titles=None, title: str | None = None,
+         scale: str = "shared", signed: bool | None = None, cmap: str | None = None,
+         alpha: float = 0.5, vmin: float | None = None, vmax: float | None = None,
+         colorbar: bool = True, colorbar_label: str | None = None, input_title: str = "input",
+         panel_size: float = 1.4, mosaic: bool | None = None, save=None,
+         dpi: int = 120) -> Figure:
+    """A grid of maps (classes x methods, classes x images, heads x classes, ...).
+
+    Args:
+      maps: ``(R, C, H, W)`` or ``(R, C, H, W, 1)`` (a 3-D ``(C, H, W)`` is one row). Take
+        ``jaxsal`` outputs as they come: ``saliency(m, x, targets=range(10))`` is
+        ``(N, 10, H, W)``, i.e. images x classes; transpose axes 0 and 1 for classes x images.
+      images: background images to overlay the maps on, with ``alpha``: one ``(H, W[, c])``
+        for every panel, ``(R, 1, H, W[, c])`` per row, ``(1, C, ...)`` per column or
+        ``(R, C, ...)`` per panel.
+      inputs: ``(R, H, W[, c])`` (or one ``(H, W[, c])`` for all rows), shown as an extra first
+        column titled ``input_title`` next to each row's maps.
+      row_titles, col_titles: a label per row (left) and per column (top).
+      titles: ``(R, C)`` (or ``R*C``) labels above each panel, e.g. the class probability.
+      title: the figure title; a line saying how colours are scaled is added below it.
+      scale: ``"shared"`` (one vmin/vmax and one colour bar for every panel: maps stay
+        comparable), ``"row"``, ``"column"`` (shared within a row/column, a colour bar each),
+        or ``"panel"`` (each panel its own range and colour bar, labelled as not comparable).
+      signed: show signed values with a diverging map centred at 0. ``None``: when the maps
+        have both signs.
+      cmap: colour map; default ``"jet"`` (unsigned) or ``"RdBu_r"`` (signed). Perceptually
+        uniform choices: ``"viridis"``, ``"inferno"``, ``"magma"``, ``"cividis"``.
+      alpha: opacity of the maps over ``images``.
+      vmin, vmax: fixed limits (``scale="shared"`` only).
+      colorbar: draw the colour bar(s).
+      colorbar_label: text beside the colour bar(s), e.g. ``"|d logit / d x|"``.
+      panel_size: width of one panel, inches.
+      mosaic: draw all panels as one image (fast for hundreds of panels; ``"shared"`` and
+        ``"panel"`` scales only). ``None``: when there are more than 150 panels.
+      save: a path to write the figure to (PNG by its extension).
+      dpi: resolution of the saved file.
+    Returns:
+      the figure.
+    """
+    m = _np(maps)
+    if m.ndim >= 3 and m.shape[-1] == 1 and m.ndim in (4, 5):
+        m = m[..., 0]
+    if m.ndim == 3:
+        m = m[None]
+    if m.ndim == 2:
+        m = m[None, None]
+    if m.ndim != 4:
+        raise ValueError(f"maps: expected (R, C, H, W) or (R, C, H, W, 1), got "
+                         f"{np.shape(maps)}. Reduce channels first (a.max(-1)) and arrange "
+                         "the grid axes first.")
+    if scale not in SCALES:
+        raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
+    if (vmin is not None or vmax is not None) and scale != "shared":
+        raise ValueError("vmin/vmax fix one scale for every panel: use them with "
+                         f"scale='shared', got scale={scale!r}")
+    if not np.all(np.isfinite(m)):
+        raise ValueError("maps contain NaN or inf; nothing sensible can be drawn")
+    R, C, H, W = m.shape
+    signed = _is_signed(m) if signed is None else bool(signed)
+    cmap = cmap or (DIVERGING_CMAP if signed else DEFAULT_CMAP)
+    bg = _broadcast_images(images, R, C, H, W)
+    ins = None
+    if inputs is not None:
+        ins = _np(inputs)
+        if ins.ndim == 2 or (ins.ndim == 3 and ins.shape[-1] in (1, 3) and ins.shape[0] != R):
+            ins = np.broadcast_to(ins, (R,) + ins.shape)
+        if ins.shape[0] != R:
+            raise ValueError(f"inputs: expected {R} images (one per row), got {ins.shape}")
+    row_titles = None if row_titles is None else [str(t) for t in row_titles]
+    col_titles = None if col_titles is None else [str(t) for t in col_titles]
+    if row_titles is not None and len(row_titles) != R:
+        raise ValueError(f"row_titles: expected {R}, got {len(row_titles)}")
+    if col_titles is not None and len(col_titles) != C:
+        raise ValueError(f"col_titles: expected {C}, got {len(col_titles)}")
+    ptitles = _titles_2d(titles, R, C, "titles")
+
+    # one (lo, hi) per panel
+    lo = np.empty((R, C))
+    hi = np.empty((R, C))
+    if scale == "shared":
+        a, b = _limits(m, signed)
+        if vmin is not None or vmax is not None:
+            a = a if vmin is None else float(vmin)
+            b = b if vmax is None else float(vmax)
+            if signed and (vmin is None) != (vmax is None):
+                a, b = (-abs(b), abs(b)) if vmin is None else (a, -a)
+        lo[:], hi[:] = a, b
+    elif scale == "row":
+        for r in range(R):
+            lo[r], hi[r] = _limits(m[r], signed)
+    elif scale == "column":
+        for c in range(C):
+            lo[:, c], hi[:, c] = _limits(m[:, c], signed)
+    else:
+        for r in range(R):
+            for c in range(C):
+                lo[r, c], hi[r, c] = _limits(m[r, c], signed)
+
+    caption = _scale_caption(scale, signed)
+    full_title = caption if not title else f"{title}\n{caption}"
+    if mosaic is None:
+        mosaic = R * C > 150
+    if mosaic:
+        if scale not in ("shared", "panel"):
+            raise ValueError("mosaic=True supports scale='shared' or 'panel'")
+        return _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles,
+                       full_title, colorbar, colorbar_label, scale, input_title, panel_size,
+                       save, dpi)
+
+    # ---- layout in inches
+    pw = panel_size
+    ph = panel_size * H / W
+    extra_col = ins is not None
+    cols = C + (1 if extra_col else 0)
+    in_gap = 0.15 if extra_col else 0.0
+    cb_panel = colorbar and scale == "panel"
+    tick_w = 0.45  # colour bar tick labels
+    hgap = 0.08 + (0.12 + tick_w if cb_panel else 0.0)
+    title_lines = 0 if ptitles is None else max(_lines(t) for t in ptitles.ravel())
+    vgap = 0.08 + title_lines * _LINE_IN
+    col_cb = colorbar and scale == "column"  # one bar under each column
+    left = 0.12 + (max(_width_in(t) for t in row_titles) + 0.1 if row_titles else 0.0)
+    top = 0.1 + _lines(full_title) * 0.2 + (
+        max([_lines(t) for t in col_titles or []] + [1]) * _LINE_IN + 0.05
+        if col_titles or extra_col else 0)
+    top += title_lines * _LINE_IN
+    right_cb = colorbar and scale in ("shared", "row")
+    cb_label_w = 0.25 if colorbar_label else 0.0
+    right = 0.15 + (0.12 + 0.08 + tick_w + cb_label_w if right_cb else 0.0)
+    if cb_panel:
+        right = 0.12 + tick_w + 0.1
+    bottom = 0.12 + (0.12 + 0.35 + cb_label_w if col_cb else 0.0)
+    grid_w = cols * pw + (cols - 1) * hgap + in_gap
+    grid_h = R * ph + (R - 1) * vgap
+    fw = left + grid_w + right
+    fh = top + grid_h + bottom
+    fig = Figure(figsize=(fw, fh))
+
+    def box(r, c):  # figure-fraction rectangle of panel (r, c) of the full column set
+        x0 = left + c * (pw + hgap) + (in_gap if extra_col and c > 0 else 0.0)
+        y0 = fh - top - (r + 1) * ph - r * vgap
+        return [x0 / fw, y0 / fh, pw / fw, ph / fh]
+
+    fig.suptitle(full_title, fontsize=_TITLE_PT if title else _LABEL_PT,
+                 y=1 - 0.05 / fh, va="top")
+    norms = [[colors.Normalize(lo[r, c], hi[r, c]) for c in range(C)] for r in range(R)]
+    axes = np.empty((R, C), dtype=object)
+    for r in range(R):
+        if extra_col:
+            ax = fig.add_axes(box(r, 0), label="input")
+            img = _as_display_image(ins[r], "inputs")
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1,
+                      interpolation="nearest")
+            _hide_ticks(ax)
+            if r == 0:
+                ax.set_title(input_title, fontsize=_LABEL_PT)
+        for c in range(C):
+            ax = fig.add_axes(box(r, c + (1 if extra_col else 0)), label="panel")
+            axes[r, c] = ax
+            if bg is not None:
+                img = _as_display_image(bg[r, c], "images")
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1,
+                          interpolation="nearest")
+            ax.imshow(m[r, c], cmap=cmap, norm=norms[r][c],
+                      alpha=alpha if bg is not None else None, interpolation="nearest")
+            _hide_ticks(ax)
+            t = []
+            if r == 0 and col_titles:
+                t.append(col_titles[c])
+            if ptitles is not None and ptitles[r, c] not in (None, ""):
+                t.append(str(ptitles[r, c]))
+            if t:
+                ax.set_title("\n".join(t), fontsize=_LABEL_PT, pad=3)
+            if cb_panel:
+                _panel_colorbar(fig, ax, norms[r][c], cmap, fw, fh)
+        if row_titles:
+            first = box(r, 0)
+            fig.text(first[0] - 0.08 / fw, first[1] + first[3] / 2, row_titles[r],
+                     ha="right", va="center", fontsize=_LABEL_PT)
+    if right_cb:
+        x_cb = (left + grid_w + 0.12) / fw
+        groups = [(0, R)] if scale == "shared" else [(r, r + 1) for r in range(R)]
+        for r0, r1 in groups:
+            y_top = box(r0, 0)[1] + box(r0, 0)[3]
+            y_bot = box(r1 - 1, 0)[1]
+            cax = fig.add_axes([x_cb, y_bot, 0.12 / fw, y_top - y_bot], label="colorbar")
+            _colorbar(fig, cax, norms[r0][0], cmap, colorbar_label, "vertical")
+    if col_cb:
+        for c in range(C):
+            b = box(R - 1, c + (1 if extra_col else 0))
+            cax = fig.add_axes([b[0], b[1] - 0.24 / fh, b[2], 0.1 / fh], label="colorbar")
+            _colorbar(fig, cax, norms[0][c], cmap, colorbar_label, "horizontal")
+    return _finish(fig, save, dpi)
+
+
+def _colorbar(fig, cax, norm, cmap, label, orientation):
+    sm = cm.ScalarMappable(norm=norm, cmap=cmap)
+    cb = fig.colorbar(sm, cax=cax, orientation=orientation)
+    cb.ax.tick_params(labelsize=_TICK_PT)
+    if orientation == "horizontal":
+        cb.ax.xaxis.set_major_locator(_Locator(3))
+    if label:
+        cb.set_label(label, fontsize=_LABEL_PT)
+    return cb
+
+
+def _Locator(n):
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(n)
+
+
+def _panel_colorbar(fig, ax, norm, cmap, fw, fh):
+    x0, y0, w, h = ax.get_position().bounds
+    cax = fig.add_axes([x0 + w + 0.04 / fw, y0, 0.08 / fw, h], label="colorbar")
+    cb = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+    cb.ax.tick_params(labelsize=_TICK_PT - 1, length=2, pad=1)
+    cb.ax.yaxis.set_major_locator(_Locator(3))
+    return cb
+
+
+def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, full_title,
+            colorbar, colorbar_label, scale, input_title, panel_size, save, dpi):
+    R, C, H, W = m.shape
+    sep = max(1, H // 14)
+    cmap_fn = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
+    extra = 1 if ins is not None else 0
+    cols = C + extra
+    big = np.ones((R * H + (R - 1) * sep, cols * W + (cols - 1) * sep + (sep * 2 if extra else 0),
+                   3), np.float32)
+    for r in range(R):
+        y0 = r * (H + sep)
+        if ins is not None:
+            img = _as_display_image(ins[r], "inputs")
+            big[y0:y0 + H, :W] = img[..., None] if img.ndim == 2 else img
+        for c in range(C):
+            x0 = (c + extra) * (W + sep) + (sep * 2 if extra else 0)
+            v = (m[r, c] - lo[r, c]) / (hi[r, c] - lo[r, c])
+            rgb = cmap_fn(np.clip(v, 0, 1))[..., :3]
+            if bg is not None:
+                img = _as_display_image(bg[r, c], "images")
+                img = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img
+                rgb = (1 - alpha) * img + alpha * rgb
+            big[y0:y0 + H, x0:x0 + W] = rgb
+    scale_px = min(panel_size, 0.5) / W  # inches per map pixel
+    left = 0.15 + (max(_width_in(t) for t in row_titles) * 0.9 + 0.1 if row_titles else 0)
+    top = 0.15 + _lines(full_title) * 0.2 + (0.3 if col_titles or ins is not None else 0)
+    right = 0.2 + (0.8 if colorbar else 0)
+    gw, gh = big.shape[1] * scale_px, big.shape[0] * scale_px
+    fw, fh = left + gw + right, top + gh + 0.15
+    fig = Figure(figsize=(fw, fh))
+    ax = fig.add_axes([left / fw, 0.15 / fh, gw / fw, gh / fh], label=f"mosaic:{R}x{C}")
+    ax.imshow(big, interpolation="nearest")
+    xt = [(c + extra) * (W + sep) + (sep * 2 if extra else 0) + W / 2 - 0.5 for c in range(C)]
+    xl = list(col_titles) if col_titles else [""] * C
+    if ins is not None:
+        xt = [W / 2 - 0.5] + xt
+        xl = [input_title] + xl
+    ax.xaxis.tick_top()
+    ax.set_xticks(xt, xl, fontsize=_LABEL_PT if C <= 20 else _TICK_PT)
+    ax.set_yticks([r * (H + sep) + H / 2 - 0.5 for r in range(R)],
+                  row_titles if row_titles else [""] * R,
+                  fontsize=_LABEL_PT if R <= 20 else _TICK_PT)
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    fig.suptitle(full_title, fontsize=_LABEL_PT + 1, y=1 - 0.05 / fh, va="top")
+    if colorbar:
+        cax = fig.add_axes([(left + gw + 0.12) / fw, 0.15 / fh, 0.12 / fw, gh / fh],
+                           label="colorbar")
+        if scale == "shared":
+            norm = colors.Normalize(lo[0, 0], hi[0, 0])
+        else:
+            norm = colors.Normalize(-1 if signed else 0, 1)
+            colorbar_label = ("each panel / its max |value|" if signed
+                              else "each panel min-max scaled")
+        _colorbar(fig, cax, norm, cmap, colorbar_label, "vertical")
+    return _finish(fig, save, dpi)
+
+
+# ----------------------------------------------------------------------------- single maps
+def heatmap(map, *, image=None, title: str | None = None, cmap: str | None = None,
+            signed: bool | None = None, alpha: float = 0.5, vmin: float | None = None,
+            vmax: float | None = None, colorbar: bool = True, colorbar_label: str | None = None,
+            size: float = 3.0, save=None, dpi: int = 120) -> Figure:
+    """One map as a heatmap (``jet`` by default), optionally over ``image`` with ``alpha``.
+
+    Args:
+      map: ``(H, W)`` or ``(H, W, 1)`` (a leading batch axis of 1 is dropped).
+      image: ``(H, W[, c])`` to draw underneath (see :func:`overlay`).
+      signed: diverging colours centred at 0 (``None``: when the map has both signs).
+      Other arguments as in :func:`grid`.
+    """
+    a = _np(map)
+    while a.ndim > 2 and a.shape[0] == 1 and not (a.ndim == 3 and a.shape[-1] == 1):
+        a = a[0]
+    a = _as_map(a, "heatmap")
+    im = None if image is None else _np(image)
+    if im is not None and im.ndim == 4 and im.shape[0] == 1:
+        im = im[0]
+    return grid(a[None, None], images=im, title=title, cmap=cmap, signed=signed, alpha=alpha,
+                vmin=vmin, vmax=vmax, colorbar=colorbar, colorbar_label=colorbar_label,
+                panel_size=size, save=save, dpi=dpi)
+
+
+def overlay(image, map, *, alpha: float = 0.5, cmap: str | None = None, **kwargs) -> Figure:
+    """``map`` drawn over ``image`` with opacity ``alpha`` (the input stays visible).
+
+    ``image`` is ``(H, W)``, ``(H, W, 1)`` (gray) or ``(H, W, 3)`` (RGB; values in [0, 1],
+    [0, 255] or anything else, which is min-max scaled for display); ``map`` has the same
+    ``H, W`` (CAMs: ``upsample=True``). Other keywords as in :func:`heatmap`.
+    """
+    return heatmap(map, image=image, alpha=alpha, cmap=cmap, **kwargs)
+
+
+def diverging(map, *, image=None, cmap: str = DIVERGING_CMAP, **kwargs) -> Figure:
+    """A signed map (e.g. gradient x input, integrated gradients without ``abs``) with a
+    diverging colour map centred at 0: negative blue, zero white, positive red."""
+    return heatmap(map, image=image, cmap=cmap, signed=True, **kwargs)
+
+
+# ----------------------------------------------------------------------------- images
+def image_grid(images, *, titles=None, ncols: int | None = None, title: str | None = None,
+               value_range: tuple[float, float] | None = None, cmap: str = "gray",
+               colorbar: bool | None = None, row_titles: Sequence[str] | None = None,
+               col_titles: Sequence[str] | None = None, panel_size: float = 1.2, save=None,
+               dpi: int = 120) -> Figure:
+    """A grid of images: activation-maximization results, filter visualizations, inputs.
+
+    Args:
+      images: ``(T, H, W, c)`` (c = 1 or 3) or ``(T, H, W)``, laid out ``ncols`` per row; or
+        ``(R, C, H, W[, c])`` for an explicit grid.
+      titles: one label per image (``T`` or ``(R, C)``), e.g. the class and the score reached.
+      value_range: ``(lo, hi)`` that black/white (or 0/1 per RGB channel) stand for, e.g. the
+        ``input_range`` of :func:`jaxsal.maximize`; ``None`` stretches each image to its own
+        min..max (said in the figure).
+      cmap: for one-channel images.
+      colorbar: one colour bar for one-channel images with ``value_range`` (default then).
+      row_titles, col_titles: labels for an explicit ``(R, C, ...)`` grid.
+    """
+    a = _np(images)
+    if a.ndim == 3 or (a.ndim == 4 and a.shape[-1] in (1, 3) and row_titles is None
+                       and col_titles is None):
+        if a.ndim == 3:
+            a = a[..., None]
+        T = a.shape[0]
+        R, C = _grid_shape(T, ncols)
+        pad = R * C - T
+        tiles = np.concatenate([a, np.full((pad,) + a.shape[1:], np.nan, np.float32)])
+        tiles = tiles.reshape((R, C) + a.shape[1:])
+        t = None if titles is None else list(titles) + [""] * pad
+    elif a.ndim in (4, 5):
+        if a.ndim == 4:
+            a = a[..., None]
+        R, C = a.shape[:2]
+        T = R * C
+        tiles = a
+        t = titles
+    else:
+        raise ValueError(f"images: expected (T, H, W[, c]) or (R, C, H, W[, c]), got {a.shape}")
+    if tiles.shape[-1] not in (1, 3):
+        raise ValueError(f"images: expected 1 or 3 channels, got {tiles.shape[-1]}")
+    H, W, ch = tiles.shape[2:]
+    ptitles = _titles_2d(t, R, C, "titles")
+    if colorbar is None:
+        colorbar = value_range is not None and ch == 1
+    caption = ("each image stretched to its own min..max" if value_range is None
+               else f"values {value_range[0]:g} .. {value_range[1]:g}")
+    full_title = caption if not title else f"{title}\n{caption}"
+    title_lines = 0 if ptitles is None else max(_lines(x) for x in ptitles.ravel())
+    pw, ph = panel_size, panel_size * H / W
+    hgap, vgap = 0.06, 0.06 + title_lines * _LINE_IN
+    left = 0.1 + (max(_width_in(x) for x in row_titles) + 0.1 if row_titles else 0)
+    top = 0.1 + _lines(full_title) * 0.2 + title_lines * _LINE_IN + (
+        max(_lines(x) for x in col_titles) * _LINE_IN if col_titles else 0)
+    right = 0.1 + (0.75 if colorbar else 0)
+    fw = left + C * pw + (C - 1) * hgap + right
+    fh = top + R * ph + (R - 1) * vgap + 0.1
+    fig = Figure(figsize=(fw, fh))
+    fig.suptitle(full_title, fontsize=_TITLE_PT if title else _LABEL_PT, y=1 - 0.05 / fh,
+                 va="top")
+    lo, hi = (None, None) if value_range is None else map(float, value_range)
+    for r in range(R):
+        for c in range(C):
+            img = tiles[r, c]
+            if np.all(np.isnan(img)):
+                continue
+            x0, y0 = left + c * (pw + hgap), fh - top - (r + 1) * ph - r * vgap
+            ax = fig.add_axes([x0 / fw, y0 / fh, pw / fw, ph / fh], label="panel")
+            if value_range is None:
+                a_lo, a_hi = float(img.min()), float(img.max())
+            else:
+                a_lo, a_hi = lo, hi
+            v = np.clip((img - a_lo) / (a_hi - a_lo if a_hi > a_lo else 1.0), 0, 1)
+            if ch == 1:
+                ax.imshow(v[..., 0], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(v, interpolation="nearest")
+            _hide_ticks(ax)
+            lab = []
+            if r == 0 and col_titles:
+                lab.append(str(col_titles[c]))
+            if ptitles is not None and ptitles[r, c] not in (None, ""):
+                lab.append(str(ptitles[r, c]))
+            if lab:
+                ax.set_title("\n".join(lab), fontsize=_LABEL_PT, pad=3)
+            if c == 0 and row_titles:
+                fig.text((x0 - 0.08) / fw, (y0 + ph / 2) / fh, str(row_titles[r]), ha="right",
+                         va="center", fontsize=_LABEL_PT)
+    if colorbar:
+        gh = R * ph + (R - 1) * vgap
+        cax = fig.add_axes([(fw - right + 0.1) / fw, (fh - top - gh) / fh, 0.12 / fw, gh / fh],
+                           label="colorbar")
+        _colorbar(fig, cax, colors.Normalize(lo if lo is not None else 0,
+                                             hi if hi is not None else 1), cmap, None,
+                  "vertical")
+    return _finish(fig, save, dpi)
+
+
+def _kernel_of(model_or_kernel, layer):
+    if hasattr(model_or_kernel, "layer") and hasattr(model_or_kernel, "layer_names"):
+        model = model_or_kernel
+        if layer is None:
+            layer = next((n for n in model.layer_names if "kernel" in model.layer(n).params
+                          and np.ndim(model.layer(n).params["kernel"]) == 4), None)
+            if layer is None:
+                raise ValueError("the model has no 2-D convolution layer with a kernel; pass "
+                                 "layer= or a (kh, kw, in, out) kernel")
+        info = model.layer(layer)
+        if "kernel" not in info.params:
+            raise ValueError(f"layer {layer!r} ({info.class_name}) has no 'kernel'; its params "
+                             f"are {sorted(info.params)}")
+        return _np(info.params["kernel"]), layer
+    return _np(model_or_kernel), layer
+
+
+def filters(model_or_kernel, layer: str | None = None, *, channel: int | None = None,
+            max_filters: int | None = None, ncols: int | None = None,
+            title: str | None = None, panel_size: float = 0.9, save=None,
+            dpi: int = 120) -> Figure:
+    """The weights of a convolution layer's filters as images (first-layer filters).
+
+    Args:
+      model_or_kernel: a model from ``load_keras`` (then ``layer`` names the conv layer;
+        default: the first one) or a kernel ``(kh, kw, in_channels, filters)``.
+      channel: for kernels with neither 1 nor 3 input channels, which input channel to show
+        (default: the mean over input channels, said in the title).
+      max_filters: show only the first ones.
+    Returns:
+      a figure: RGB filters (3 input channels) each min-max scaled on its own, as is usual
+      for first-layer filters; one-channel filters in a diverging map with one symmetric
+      scale for all of them and a colour bar, so the sign of every weight is visible.
+    """
+    k, layer = _kernel_of(model_or_kernel, layer)
+    if k.ndim != 4:
+        raise ValueError(f"expected a 2-D conv kernel (kh, kw, in, out), got shape {k.shape}")
+    kh, kw, cin, cout = k.shape
+    n = cout if max_filters is None else min(cout, int(max_filters))
+    name = f"{layer}: " if layer else ""
+    head = title or f"{name}{n} of {cout} filters, {kh}x{kw}x{cin}"
+    if cin == 3 and channel is None:
+        imgs = np.moveaxis(k[..., :n], -1, 0)  # (n, kh, kw, 3)
+        return image_grid(imgs, titles=[f"#{i}" for i in range(n)], ncols=ncols, title=head,
+                          panel_size=panel_size, save=save, dpi=dpi)
+    if cin == 1:
+        w = k[:, :, 0, :n]
+    elif channel is not None:
+        w = k[:, :, int(channel), :n]
+        head += f", input channel {channel}"
+    else:
+        w = k[..., :n].mean(axis=2)
+        head += ", mean over input channels"
+    w = np.moveaxis(w, -1, 0)  # (n, kh, kw)
+    R, C = _grid_shape(n, ncols)
+    tiles = np.zeros((R * C, kh, kw), np.float32)
+    tiles[:n] = w
+    tiles = tiles.reshape(R, C, kh, kw)
+    t = np.array([f"#{i}" if i < n else "" for i in range(R * C)], dtype=object).reshape(R, C)
+    fig = grid(tiles, titles=t, title=head, signed=True, cmap=DIVERGING_CMAP,
+               colorbar_label="weight", panel_size=panel_size, save=None, dpi=dpi)
+    # blank the padding panels
+    for ax, i in zip(panel_axes(fig), range(R * C)):
+        if i >= n:
+            ax.remove()
+    return _finish(fig, save, dpi)
+
+
+def feature_maps(model_or_activations, x=None, layer: str | None = None, *,
+                 channels: Sequence[int] | None = None, max_maps: int | None = 64,
+                 ncols: int | None = None, scale: str = "shared", cmap: str = "viridis",
+                 title: str | None = None, panel_size: float = 0.9, save=None,
+                 dpi: int = 120) -> Figure:
+    """The feature maps (channels of one layer's output) for one input.
+
+    Args:
+      model_or_activations: a model from ``load_keras`` (with ``x`` and ``layer``), or the
+        activations ``(H, W, K)`` / ``(1, H, W, K)`` themselves.
+      x: one input, ``(1, H, W, C)`` or ``(H, W, C)``.
+      layer: the layer name.
+      channels: which channels to show (default: the first ``max_maps``).
+      scale: ``"shared"`` (one scale and colour bar: a weak channel looks weak) or
+        ``"panel"`` (each channel stretched on its own, labelled so).
+    """
+    if x is not None or layer is not None:
+        if x is None or layer is None:
+            raise ValueError("pass both x and layer with a model (or the activations alone)")
+        model = model_or_activations
+        xb = _np(x)
+        if xb.ndim == len(model.input_shape or (0, 0, 0)):
+            xb = xb[None]
+        if xb.shape[0] != 1:
+            raise ValueError(f"feature_maps shows one input: expected x of shape (1, ...), got "
+                             f"{xb.shape}; pass x[:1]")
+        a = _np(model.intermediates(xb, [layer])[layer])[0]
+        name = f"{layer} "
+    else:
+        a = _np(model_or_activations)
+        if a.ndim == 4 and a.shape[0] == 1:
+            a = a[0]
+        name = f"{layer} " if layer else ""
+    if a.ndim != 3:
+        raise ValueError(f"expected spatial activations (H, W, K), got {a.shape}; "
+                         "dense layers have no feature maps")
+    K = a.shape[-1]
+    idx = list(range(K))[: (max_maps or K)] if channels is None else [int(c) for c in channels]
+    bad = [c for c in idx if not 0 <= c < K]
+    if bad:
+        raise ValueError(f"channels {bad} out of range for a layer with {K} channels")
+    n = len(idx)
+    R, C = _grid_shape(n, ncols)
+    tiles = np.zeros((R * C,) + a.shape[:2], np.float32)
+    tiles[:n] = np.moveaxis(a[..., idx], -1, 0)
+    t = np.array([f"#{c}" for c in idx] + [""] * (R * C - n), dtype=object).reshape(R, C)
+    head = title or f"{name}feature maps ({n} of {K} channels, {a.shape[0]}x{a.shape[1]})"
+    fig = grid(tiles.reshape((R, C) + a.shape[:2]), titles=t, title=head, scale=scale,
+               signed=False if a.min() >= 0 else None, cmap=cmap, colorbar_label="activation",
+               panel_size=panel_size, save=None, dpi=dpi)
+    for ax, i in zip(panel_axes(fig), range(R * C)):
+        if i >= n:
+            ax.remove()
+    return _finish(fig, save, dpi)
+
+
+# ----------------------------------------------------------------------------- architecture
+_CLASS_COLOURS = {
+    "InputLayer": "#e8e8e8",
+    "Conv": "#cfe3f7",
+    "Pool": "#d9f0d3",
+    "Dense": "#fde0c5",
+    "Dropout": "#f2f2f2",
+    "Merge": "#f6d5e5",
+    "Model": "#fff3b0",
+    "Norm": "#e5dcf5",
+}
+
+
+def _colour_for(cls: str) -> str:
+    if cls == "InputLayer":
+        return _CLASS_COLOURS["InputLayer"]
+    if cls in ("Functional", "Sequential", "Model"):
+        return _CLASS_COLOURS["Model"]
+    if "Conv" in cls:
+        return _CLASS_COLOURS["Conv"]
+    if "Pool" in cls:
+        return _CLASS_COLOURS["Pool"]
+    if cls in ("Dense",):
+        return _CLASS_COLOURS["Dense"]
+    if "Dropout" in cls or "Noise" in cls:
+        return _CLASS_COLOURS["Dropout"]
+    if cls in ("Add", "Concatenate", "Multiply", "Average", "Maximum", "Minimum", "Subtract",
+               "Dot"):
+        return _CLASS_COLOURS["Merge"]
+    if "Normalization" in cls:
+        return _CLASS_COLOURS["Norm"]
+    return "#ffffff"
+
+
+def _shape_str(s) -> str:
+    if s is None:
+        return "?"
+    if isinstance(s, tuple) and s and isinstance(s[0], tuple):
+        return ", ".join(_shape_str(t) for t in s)
+    if len(s) == 1:
+        return f"({s[0]},)"
+    return "(" + ", ".join("None" if d is None else str(d) for d in s) + ")"
+
+
+def architecture(model, *, show_shapes: bool = True, show_activations: bool = True,
+                 title: str | None = None, save=None, dpi: int = 120) -> Figure:
+    """A diagram of the model's layers and connections (like Keras's ``plot_model``), drawn
+    with matplotlib alone.
+
+    Each box is a layer: its name, class (and fused activation) and output shape without the
+    batch axis. Arrows follow the tensors, so branches (one output feeding several layers)
+    and merges (``Add``/``Concatenate`` of several inputs) are visible; arrows that skip
+    ranks (residual connections) bend around the boxes in between. A nested model is one box.
+
+    Args:
+      model: a :class:`model_import.KerasModel` (from ``load_keras``).
+      show_shapes: print the output shapes.
+      show_activations: print fused activations next to the class.
+    """
+    from jaxsal._src.architecture import layout_graph
+
+    graph = getattr(model, "graph", None)
+    if graph is None or not hasattr(graph, "calls"):
+        raise TypeError(f"expected a model from load_keras (with a .graph), got "
+                        f"{type(model).__name__}")
+    shapes = {}
+    if show_shapes:
+        try:
+            shapes = {n: model.layer(n).output_shape for n in graph.layers}
+        except Exception:  # shapes unknown (free input dims): draw without them
+            shapes = {}
+        for r, s in zip(graph.inputs, graph.input_shapes):
+            shapes.setdefault(r.layer, s)
+    lay = layout_graph(graph, shapes)
+
+    def label(n):
+        cls = n.class_name
+        if show_activations and n.activation:
+            cls = f"{cls} · {n.activation}"
+        lines = [n.name, cls]
+        if show_shapes:
+            lines.append(_shape_str(n.output_shape))
+        return lines
+
+    texts = {k: label(n) for k, n in lay.nodes.items()}
+    box_w = max(1.7, max(len(s) for t in texts.values() for s in t) * 0.085 + 0.3)  # inches
+    box_h = 0.22 * (3 if show_shapes else 2) + 0.12
+    gap_x, gap_y = 0.45, 0.38
+    head = title or f"{model.name}: {len(lay.nodes)} layers"
+    top = 0.55
+    fw = max(3.5, lay.width * box_w + (lay.width - 1) * gap_x + 1.4)
+    fh = top + lay.n_ranks * box_h + (lay.n_ranks - 1) * gap_y + 0.25
+    fig = Figure(figsize=(fw, fh))
+    ax = fig.add_axes([0, 0, 1, 1], label="architecture")
+    ax.set_xlim(0, fw)
+    ax.set_ylim(fh, 0)  # y grows downwards: inputs at the top
+    ax.axis("off")
+    ax.text(fw / 2, 0.15, head, ha="center", va="top", fontsize=_TITLE_PT)
+    centre = {}
+    for k, n in lay.nodes.items():
+        cx = fw / 2 + n.x * (box_w + gap_x)
+        cy = top + n.y * (box_h + gap_y) + box_h / 2
+        centre[k] = (cx, cy)
+        ax.add_patch(FancyBboxPatch((cx - box_w / 2, cy - box_h / 2), box_w, box_h,
+                                    boxstyle="round,pad=0,rounding_size=0.06",
+                                    facecolor=_colour_for(n.class_name), edgecolor="#444444",
+                                    linewidth=0.8, label="layer"))
+        t = texts[k]
+        n_lines = len(t)
+        for i, s in enumerate(t):
+            y = cy + (i - (n_lines - 1) / 2) * 0.22
+            ax.text(cx, y, s, ha="center", va="center",
+                    fontsize=_LABEL_PT if i else _LABEL_PT + 0.5,
+                    fontweight="bold" if i == 0 else "normal",
+                    family="monospace" if i == 2 else None, color="#222222")
+    for s, d in lay.edges:
+        (x0, y0), (x1, y1) = centre[s], centre[d]
+        span = lay.nodes[d].rank - lay.nodes[s].rank
+        # leave the source's bottom edge, enter the destination's top edge
+        start = (x0, y0 + box_h / 2)
+        end = (x1, y1 - box_h / 2)
+        if span > 1 and abs(x1 - x0) < box_w:
+            # a skip connection: go around the boxes on the right side
+            start = (x0 + box_w / 2, y0)
+            end = (x1 + box_w / 2, y1)
+            style = "arc3,rad=-0.35"
+        else:
+            style = "arc3,rad=0"
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10,
+                                     connectionstyle=style, color="#555555", linewidth=1.0,
+                                     shrinkA=0, shrinkB=1, label="edge"))
+    return _finish(fig, save, dpi)

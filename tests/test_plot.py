@@ -1,0 +1,259 @@
+"""jaxsal.plot: figures are built headless, have the panels and colour bars they promise,
+and write PNGs."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from jaxsal import plot
+from jaxsal._src.architecture import layout_graph
+from model_import import load_keras
+
+FIX = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    m = load_keras(os.path.join(FIX, "mnist_cnn_tfkeras2.h5"))
+    d = np.load(os.path.join(FIX, "mnist_5k.npz"))
+    x = d["x"][d["test_idx"][:3]].astype(np.float32)[..., None] / 255.0
+    return m, x
+
+
+def _colorbars(fig):
+    return [ax for ax in fig.axes if ax.get_label() == "colorbar"]
+
+
+def _png_ok(path):
+    assert os.path.getsize(path) > 1000
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50
+    assert float(img[..., :3].std()) > 0.01  # not a blank canvas
+    return img
+
+
+def _maps(R, C, H=12, W=10, signed=False, seed=0):
+    a = np.random.RandomState(seed).rand(R, C, H, W).astype(np.float32)
+    return a - 0.5 if signed else a
+
+
+def test_import_jaxsal_does_not_import_matplotlib():
+    code = ("import sys, jaxsal; assert 'matplotlib' not in sys.modules, 'matplotlib imported'; "
+            "import jaxsal.plot; assert 'matplotlib.pyplot' not in sys.modules, 'pyplot'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "MPLBACKEND": "Agg"})
+    assert r.returncode == 0, r.stderr
+
+
+def test_grid_shared_scale_one_colorbar(tmp_path):
+    maps = _maps(3, 4)
+    maps[1] *= 5  # one row much stronger: a shared scale must show it
+    p = tmp_path / "g.png"
+    fig = plot.grid(maps, row_titles=["a", "b", "c"], col_titles=list("wxyz"),
+                    title="T", save=p)
+    assert plot.count_panels(fig) == 12
+    assert len(_colorbars(fig)) == 1
+    clims = {ax.images[-1].get_clim() for ax in plot.panel_axes(fig)}
+    assert clims == {(float(maps.min()), float(maps.max()))}
+    texts = [t.get_text() for t in fig.texts] + [fig._suptitle.get_text()]
+    assert any("one colour scale for all panels" in t for t in texts)
+    assert {"a", "b", "c"} <= set(texts)
+    assert [ax.get_title() for ax in plot.panel_axes(fig)[:4]] == list("wxyz")
+    _png_ok(p)
+
+
+@pytest.mark.parametrize("scale,n_bars", [("row", 3), ("column", 4), ("panel", 12)])
+def test_grid_other_scales(tmp_path, scale, n_bars):
+    maps = _maps(3, 4)
+    maps[1] *= 5
+    fig = plot.grid(maps, scale=scale, save=tmp_path / "g.png")
+    assert plot.count_panels(fig) == 12
+    assert len(_colorbars(fig)) == n_bars
+    clims = np.array([ax.images[-1].get_clim() for ax in plot.panel_axes(fig)]).reshape(3, 4, 2)
+    if scale == "row":
+        assert np.allclose(clims[1, :, 1], maps[1].max()) and np.allclose(clims[0, :, 1],
+                                                                            maps[0].max())
+    elif scale == "column":
+        assert np.allclose(clims[:, 2, 1], maps[:, 2].max())
+    else:
+        assert np.allclose(clims[..., 1], maps.max(axis=(2, 3)))
+        assert "not comparable" in fig._suptitle.get_text()
+    _png_ok(tmp_path / "g.png")
+
+
+def test_grid_signed_maps_are_centred_at_zero():
+    maps = _maps(2, 2, signed=True)
+    maps[0, 0] += 0.3  # asymmetric range
+    fig = plot.grid(maps)
+    for ax in plot.panel_axes(fig):
+        lo, hi = ax.images[-1].get_clim()
+        assert lo == pytest.approx(-hi) and hi == pytest.approx(np.abs(maps).max())
+        assert ax.images[-1].get_cmap().name == plot.DIVERGING_CMAP
+    assert "centred at 0" in fig._suptitle.get_text()
+    unsigned = plot.grid(np.abs(maps))
+    assert plot.panel_axes(unsigned)[0].images[-1].get_cmap().name == "jet"
+
+
+def test_grid_overlay_and_input_column(tmp_path):
+    maps = _maps(2, 3, 8, 8)
+    imgs = np.random.RandomState(1).rand(2, 8, 8, 1)
+    fig = plot.grid(maps, images=imgs[:, None], inputs=imgs, alpha=0.4, save=tmp_path / "o.png")
+    assert plot.count_panels(fig) == 6
+    assert plot.count_panels(fig, inputs=True) == 8
+    ax = plot.panel_axes(fig)[3]  # row 1, column 0: background is image 1
+    assert len(ax.images) == 2
+    np.testing.assert_allclose(ax.images[0].get_array(), imgs[1, ..., 0], rtol=1e-6)
+    assert ax.images[1].get_alpha() == 0.4
+    _png_ok(tmp_path / "o.png")
+
+
+def test_grid_rejects_bad_input():
+    with pytest.raises(ValueError, match="scale"):
+        plot.grid(_maps(1, 2), scale="per-head")
+    with pytest.raises(ValueError, match="vmin/vmax"):
+        plot.grid(_maps(1, 2), scale="row", vmax=1.0)
+    bad = _maps(1, 2)
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        plot.grid(bad)
+    with pytest.raises(ValueError, match="images"):
+        plot.grid(_maps(1, 2, 8, 8), images=np.zeros((5, 5)))
+    with pytest.raises(ValueError, match="row_titles"):
+        plot.grid(_maps(2, 2), row_titles=["one"])
+    with pytest.raises(ValueError, match="channel"):
+        plot.grid(np.zeros((1, 2, 8, 8, 3)))
+
+
+def test_grid_mosaic_for_many_panels(tmp_path):
+    maps = _maps(20, 10, 8, 8)
+    fig = plot.grid(maps, inputs=np.zeros((20, 8, 8, 1)), col_titles=[str(i) for i in range(10)],
+                    save=tmp_path / "m.png")
+    assert plot.count_panels(fig) == 200
+    assert len(_colorbars(fig)) == 1
+    _png_ok(tmp_path / "m.png")
+
+
+def test_heatmap_overlay_diverging(tmp_path, mnist):
+    _, x = mnist
+    m = np.abs(np.random.RandomState(0).randn(28, 28)).astype(np.float32)
+    f1 = plot.heatmap(m, save=tmp_path / "h.png", cmap="viridis")
+    assert plot.count_panels(f1) == 1 and len(_colorbars(f1)) == 1
+    assert plot.panel_axes(f1)[0].images[0].get_cmap().name == "viridis"
+    f2 = plot.overlay(x[0], m, alpha=0.3, save=tmp_path / "o.png")
+    ax = plot.panel_axes(f2)[0]
+    assert len(ax.images) == 2 and ax.images[1].get_alpha() == 0.3
+    f3 = plot.diverging(m - m.mean(), save=tmp_path / "d.png")
+    lo, hi = plot.panel_axes(f3)[0].images[0].get_clim()
+    assert lo == pytest.approx(-hi)
+    for n in "hod":
+        _png_ok(tmp_path / f"{n}.png")
+    # images are drawn as stored: row 0 at the top, no transposition
+    ax = plot.panel_axes(f1)[0]
+    np.testing.assert_array_equal(ax.images[0].get_array(), m)
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # origin="upper"
+
+
+def test_image_grid(tmp_path):
+    imgs = np.random.RandomState(0).rand(10, 9, 9, 1)
+    fig = plot.image_grid(imgs, titles=[f"c{i}" for i in range(10)], ncols=5, value_range=(0, 1),
+                          save=tmp_path / "i.png")
+    assert plot.count_panels(fig) == 10
+    assert len(_colorbars(fig)) == 1
+    assert [ax.get_title() for ax in plot.panel_axes(fig)][:2] == ["c0", "c1"]
+    rgb = plot.image_grid(np.random.RandomState(0).rand(7, 9, 9, 3))
+    assert plot.count_panels(rgb) == 7 and not _colorbars(rgb)
+    assert "own min..max" in rgb._suptitle.get_text()
+    _png_ok(tmp_path / "i.png")
+
+
+def test_filters_from_model_and_rgb_kernel(tmp_path, mnist):
+    m, _ = mnist
+    fig = plot.filters(m, save=tmp_path / "f.png")
+    assert plot.count_panels(fig) == 32  # conv2d_1 has 32 filters, 3x3x1
+    k = np.asarray(m.layer("conv2d_1").params["kernel"])
+    np.testing.assert_allclose(plot.panel_axes(fig)[5].images[0].get_array(), k[:, :, 0, 5])
+    assert "conv2d_1" in fig._suptitle.get_text()
+    _png_ok(tmp_path / "f.png")
+    rgb = plot.filters(np.random.RandomState(0).randn(5, 5, 3, 12), max_filters=8)
+    assert plot.count_panels(rgb) == 8
+    assert plot.panel_axes(rgb)[0].images[0].get_array().shape == (5, 5, 3)
+    with pytest.raises(ValueError, match="kernel"):
+        plot.filters(m, layer="flatten_1")
+
+
+def test_feature_maps_match_the_layer_output(tmp_path, mnist):
+    m, x = mnist
+    fig = plot.feature_maps(m, x[:1], "conv2d_2", max_maps=20, save=tmp_path / "fm.png")
+    assert plot.count_panels(fig) == 20
+    acts = np.asarray(m.intermediates(x[:1], ["conv2d_2"])["conv2d_2"])[0]
+    np.testing.assert_allclose(plot.panel_axes(fig)[7].images[0].get_array(), acts[..., 7],
+                               rtol=1e-5, atol=1e-6)
+    assert len(_colorbars(fig)) == 1
+    _png_ok(tmp_path / "fm.png")
+    f2 = plot.feature_maps(acts, channels=[3, 1], scale="panel")
+    assert plot.count_panels(f2) == 2
+    with pytest.raises(ValueError, match="dense"):
+        plot.feature_maps(m, x[:1], "dense_1")
+    with pytest.raises(ValueError, match="one input"):
+        plot.feature_maps(m, x, "conv2d_1")
+
+
+def test_architecture_chain(tmp_path, mnist):
+    m, _ = mnist
+    fig = plot.architecture(m, save=tmp_path / "a.png")
+    ax = fig.axes[0]
+    boxes = [p for p in ax.patches if p.get_label() == "layer"]
+    edges = [p for p in ax.patches if p.get_label() == "edge"]
+    assert len(boxes) == len(m.layer_names) == 9 and len(edges) == 8
+    texts = [t.get_text() for t in ax.texts]
+    assert "conv2d_2" in texts and "(24, 24, 64)" in texts and "(9216,)" in texts
+    _png_ok(tmp_path / "a.png")
+
+
+def _branched_model(tmp_path):
+    keras = pytest.importorskip("keras")
+    from model_import import LayerImpl, registered_classes
+
+    L = keras.layers
+    inp = keras.Input((8, 8, 2), name="inp")
+    a = L.Conv2D(3, 3, padding="same", activation="relu", name="conv_a")(inp)
+    b = L.Conv2D(3, 1, name="conv_b")(inp)
+    s = L.Add(name="add")([a, b])
+    c = L.Conv2D(3, 3, padding="same", name="conv_c")(s)
+    res = L.Add(name="residual")([s, L.Activation("relu", name="act")(c)])
+    cat = L.Concatenate(name="concat")([res, inp])
+    out = L.Dense(2, name="out")(L.GlobalAveragePooling2D(name="gap")(cat))
+    path = tmp_path / "branched.keras"
+    keras.Model(inp, out, name="branched").save(path)
+    custom = {}
+    if "Add" not in registered_classes():
+        custom["Add"] = lambda cfg, ctx: LayerImpl(call=lambda p, xs, *, rt: sum(xs))
+    if "Concatenate" not in registered_classes():
+        custom["Concatenate"] = lambda cfg, ctx: LayerImpl(
+            call=lambda p, xs, *, rt, _ax=cfg.get("axis", -1): jnp.concatenate(xs, axis=_ax))
+    return load_keras(path, custom_layers=custom)
+
+
+def test_architecture_branches_and_merges(tmp_path):
+    m = _branched_model(tmp_path)
+    lay = layout_graph(m.graph)
+    incoming = {n: sorted(s for s, d in lay.edges if d == n) for n in lay.nodes}
+    assert incoming["add"] == ["conv_a", "conv_b"]
+    assert incoming["residual"] == ["act", "add"]
+    assert incoming["concat"] == ["inp", "residual"]
+    assert lay.nodes["conv_a"].rank == lay.nodes["conv_b"].rank == 1
+    assert lay.width == 2
+    assert lay.nodes["conv_a"].x != lay.nodes["conv_b"].x
+    # every edge points down: parents sit in earlier ranks
+    assert all(lay.nodes[s].rank < lay.nodes[d].rank for s, d in lay.edges)
+    fig = plot.architecture(m, save=tmp_path / "b.png")
+    ax = fig.axes[0]
+    assert len([p for p in ax.patches if p.get_label() == "edge"]) == len(lay.edges) == 12
+    assert "(8, 8, 5)" in [t.get_text() for t in ax.texts]  # concat of 3 + 2 channels
+    _png_ok(tmp_path / "b.png")
