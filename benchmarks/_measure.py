@@ -1,0 +1,104 @@
+"""Timing and memory measurement shared by every side (standard library + numpy only).
+
+A :class:`Case` is one workload made ready to run on one library: ``run()`` computes the
+result once and blocks until it is ready (``block_until_ready`` for JAX, ``.numpy()`` for
+TensorFlow, ``torch.cuda.synchronize`` for PyTorch). :func:`measure` times it: the first
+call (which includes tracing/compilation), ``warmup`` further calls, then ``reps`` timed
+calls; it reports median/min/max, throughput and the process's memory high-water marks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import statistics
+import time
+from typing import Any, Callable
+
+
+@dataclasses.dataclass
+class Case:
+    """One ready-to-run workload.
+
+    Attributes:
+      run: computes the workload once and waits for the result.
+      items: how many maps (or image-steps) one call produces; throughput = items / time.
+      unit: the throughput's unit, e.g. ``"maps/s"``.
+      flops: floating-point operations of one call where known, else ``None``.
+      flops_source: how ``flops`` was counted.
+      compile_s: time spent compiling, where the library separates it (JAX AOT compile).
+      check: optional ``() -> dict`` run once before timing (output agreement checks).
+      peak_device_bytes: optional ``() -> int`` read after the timed calls (GPU memory).
+      info: free-form facts recorded with the result (shapes, chunk sizes, ...).
+    """
+
+    run: Callable[[], Any]
+    items: int
+    unit: str = "maps/s"
+    flops: float | None = None
+    flops_source: str | None = None
+    compile_s: float | None = None
+    check: Callable[[], dict] | None = None
+    peak_device_bytes: Callable[[], int | None] | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+def rss_bytes() -> int | None:
+    """Current resident set size of this process (Linux ``/proc``), else ``None``."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_rss_bytes() -> int:
+    """High-water mark of this process's resident set size (``ru_maxrss``, KiB on Linux)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def measure(case: Case, *, reps: int = 5, warmup: int = 1, min_time_s: float = 0.0,
+            max_reps: int = 50) -> dict:
+    """Time ``case.run``; returns a JSON-ready dict (seconds, bytes)."""
+    rss_setup = rss_bytes()
+    peak_setup = peak_rss_bytes()
+    out: dict[str, Any] = {}
+    if case.check is not None:
+        out["check"] = case.check()
+    t0 = time.perf_counter()
+    case.run()
+    first = time.perf_counter() - t0
+    for _ in range(warmup):
+        case.run()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < reps or (time.perf_counter() - start < min_time_s
+                                and len(times) < max_reps):
+        t0 = time.perf_counter()
+        case.run()
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    out.update({
+        "first_call_s": first,
+        "compile_s": case.compile_s,
+        "compile_estimate_s": max(first - med, 0.0),
+        "warmup": warmup,
+        "reps": len(times),
+        "times_s": times,
+        "median_s": med,
+        "min_s": min(times),
+        "max_s": max(times),
+        "items": case.items,
+        "unit": case.unit,
+        "throughput": case.items / med,
+        "flops": case.flops,
+        "flops_source": case.flops_source,
+        "achieved_flops_per_s": (case.flops / med) if case.flops else None,
+        "rss_after_setup_bytes": rss_setup,
+        "peak_rss_before_run_bytes": peak_setup,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_device_bytes": case.peak_device_bytes() if case.peak_device_bytes else None,
+        "info": case.info,
+    })
+    return out

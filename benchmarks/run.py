@@ -1,0 +1,347 @@
+"""Benchmark harness: ``python -m benchmarks.run --suite cpu|gpu|smoke --out FILE.json``.
+
+Every workload runs for jaxsal and for its peers in the same job, each (workload, library,
+allocator setting) in a fresh worker process (:mod:`benchmarks.worker`), so that peak RSS is
+the workload's own. The peers run in their own interpreter: tf-keras-vis in the venv made by
+``benchmarks/setup_peers.sh`` (``--peer-python``), the PyTorch peers in ``--torch-python``.
+The JSON holds every measurement, the machine, library versions, the date and the ratios;
+``--write-readme`` regenerates the table in ``benchmarks/README.md`` from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks import models, suites
+
+ROOT = models.ROOT
+README = os.path.join(ROOT, "benchmarks", "README.md")
+TUNED_MALLOC = ("glibc.malloc.mmap_threshold=4294967295:"
+                "glibc.malloc.trim_threshold=4294967295")
+MALLOC = {"default": {}, "tuned": {"GLIBC_TUNABLES": TUNED_MALLOC}}
+PEER_SIDES = ("tfkv", "captum", "gradcam", "torch")
+SCHEMA = 1
+
+
+def _machine() -> dict:
+    out = {"platform": platform.platform(), "machine": platform.machine(),
+           "cpu_count": os.cpu_count()}
+    try:
+        out["cpu_affinity"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    out["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            out["mem_total_bytes"] = int(f.readline().split()[1]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _python_for(side: str, a) -> str:
+    if side == "tfkv":
+        return a.peer_python
+    if side in ("captum", "gradcam", "torch"):
+        return a.torch_python
+    return sys.executable
+
+
+def _run_worker(side: str, spec: dict, env_extra: dict, a) -> dict:
+    python = _python_for(side, a)
+    if not python or not os.path.exists(python):
+        return {"side": side, "workload": spec["id"], "status": "skipped",
+                "reason": f"no interpreter for {side!r} (got {python!r}); see "
+                          "benchmarks/setup_peers.sh"}
+    env = dict(os.environ)
+    env.update(env_extra)
+    env.setdefault("PYTHONPATH", ROOT)
+    if a.cpu:
+        env["JAX_PLATFORMS"] = "cpu"
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+        out = tmp.name
+    cmd = [python, "-m", "benchmarks.worker", "--side", side, "--spec", json.dumps(spec),
+           "--out", out, "--reps", str(a.reps)]
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=a.timeout)
+        try:
+            with open(out) as f:
+                res = json.load(f)
+        except (OSError, ValueError):
+            res = {"side": side, "workload": spec["id"], "status": "error",
+                   "reason": f"worker exited {p.returncode} without a result",
+                   "stderr_tail": p.stderr[-3000:]}
+    except subprocess.TimeoutExpired:
+        res = {"side": side, "workload": spec["id"], "status": "error",
+               "reason": f"timed out after {a.timeout} s"}
+    finally:
+        if os.path.exists(out):
+            os.unlink(out)
+    res["wall_s"] = time.perf_counter() - t0
+    res["env"] = env_extra
+    return res
+
+
+def _forward_equivalents(spec: dict) -> float | None:
+    """Useful work of one call per input, in forward passes: 1 forward plus 1 per input
+    gradient (a VJP with respect to the input costs about one forward's FLOPs)."""
+    m = spec["method"]
+    t = spec["targets"]
+    T = 1 if t == "top1" else (len(t) if isinstance(t, list) else int(t or 1))
+    if m == "forward":
+        return 1.0
+    if m in ("saliency", "guided"):
+        return 1.0 + T
+    if m == "smoothgrad":
+        return spec["samples"] * (1.0 + T)
+    if m == "ig":
+        return spec["steps"] * (1.0 + T)
+    if m == "maximize":
+        return 2.0 * spec["steps"]  # per image (one image per target)
+    return None  # CAMs: a partial backward pass, not counted
+
+
+def _summarize(spec: dict, results: list[dict], fwd_flops: dict) -> dict:
+    """Attach nominal FLOPs and compute ratios (peer median / jaxsal median)."""
+    fe = _forward_equivalents(spec)
+    f1 = fwd_flops.get(models.model_key(spec["model"]))
+    n = spec["batch"] if spec["batch"] else (
+        len(spec["targets"]) if isinstance(spec["targets"], list) else spec["targets"])
+    for r in results:
+        if r.get("status") == "ok" and fe and f1 and r.get("flops") is None:
+            r["flops"] = n * f1 * fe
+            r["flops_source"] = ("nominal: XLA cost-analysis FLOPs of one forward per image x "
+                                 f"{fe:g} forward-equivalents x {n} inputs")
+            r["achieved_flops_per_s"] = r["flops"] / r["median_s"]
+    by = {(r["side"], json.dumps(r.get("env", {}), sort_keys=True)): r for r in results}
+    ratios = []
+    for variant, env in MALLOC.items():
+        key = json.dumps(env, sort_keys=True)
+        js = by.get(("jaxsal", key))
+        if not js or js.get("status") != "ok":
+            continue
+        for side in spec["sides"][1:]:
+            other = by.get((side, key)) or by.get((side, json.dumps({}, sort_keys=True)))
+            if other and other.get("status") == "ok":
+                ratio = other["median_s"] / js["median_s"]
+                ratios.append({"vs": side, "malloc": variant,
+                               "peer_malloc": "default" if other.get("env") == {} else variant,
+                               "speedup": ratio, "target": spec.get("target")
+                               if side in PEER_SIDES else None,
+                               "met": (ratio >= spec["target"]) if spec.get("target")
+                               and side in PEER_SIDES else None})
+    return {"ratios": ratios}
+
+
+def run_suite(a) -> dict:
+    specs = list(suites.SUITES[a.suite])
+    if a.only:
+        specs = [s for s in specs if any(o in s["id"] for o in a.only)]
+    sides = set(a.sides) if a.sides else None
+    variants = [v for v in a.malloc]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    doc: dict = {"schema": SCHEMA, "suite": a.suite, "date": started.isoformat(timespec="seconds"),
+                 "machine": _machine(), "command": " ".join(sys.argv),
+                 "malloc_variants": {v: MALLOC[v] for v in variants}, "workloads": []}
+    for spec in specs:
+        if spec["model"]["name"] != "mnist":
+            _build_model(spec["model"])
+    fwd_flops: dict = {}
+    for spec in specs:
+        results = []
+        for side in spec["sides"]:
+            if sides and side not in sides:
+                continue
+            side_variants = variants if (side not in PEER_SIDES or a.peer_malloc_variants) \
+                else ["default"]
+            for v in side_variants:
+                if not a.quiet:
+                    print(f"[{a.suite}] {spec['id']:<55} {side:<7} malloc={v:<8}", end=" ",
+                          flush=True)
+                r = _run_worker(side, spec, MALLOC[v], a)
+                r["malloc"] = v
+                results.append(r)
+                f = (r.get("info") or {}).get("fwd_flops_per_image")
+                if f:
+                    fwd_flops[models.model_key(spec["model"])] = f
+                if not a.quiet:
+                    msg = (f"{r['median_s'] * 1e3:10.1f} ms  ({r['throughput']:.1f} "
+                           f"{r['unit']})" if r.get("status") == "ok"
+                           else f"{r.get('status')}: {r.get('reason', '')[:150]}")
+                    print(msg, flush=True)
+        doc["workloads"].append({"spec": spec, "results": results,
+                                 **_summarize(spec, results, fwd_flops)})
+    doc["derived"] = _derived(doc)
+    doc["versions"] = _versions(doc)
+    doc["devices"] = sorted({r["device"] for w in doc["workloads"] for r in w["results"]
+                             if r.get("device")})
+    doc["elapsed_s"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+    return doc
+
+
+def _build_model(spec: dict) -> None:
+    if os.path.exists(models.model_path(spec)):
+        return
+    arg = f"{spec['name']}_{spec['size']}"
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-m", "benchmarks.models", arg], cwd=ROOT, env=env,
+                   check=True, capture_output=True)
+
+
+def _versions(doc) -> dict:
+    out: dict = {}
+    for w in doc["workloads"]:
+        for r in w["results"]:
+            for k, v in (r.get("versions") or {}).items():
+                out.setdefault(r["side"] if r["side"] != "naive" else "jaxsal", {})[k] = v
+    return out
+
+
+def _derived(doc) -> list[dict]:
+    """Input-gradient cost relative to the forward pass, per model and batch."""
+    out = []
+    fwd = {}
+    for w in doc["workloads"]:
+        s = w["spec"]
+        for r in w["results"]:
+            if r.get("status") == "ok" and s["method"] == "forward":
+                fwd[(models.model_key(s["model"]), s["batch"], r["side"], r["malloc"])] = r
+    for w in doc["workloads"]:
+        s = w["spec"]
+        if s["method"] != "saliency" or s["targets"] != "top1":
+            continue
+        for r in w["results"]:
+            f = fwd.get((models.model_key(s["model"]), s["batch"],
+                         "jaxsal" if r["side"] == "naive" else r["side"], r["malloc"]))
+            if r.get("status") == "ok" and f:
+                out.append({"what": "input-gradient (saliency top-1) time / forward time",
+                            "workload": s["id"], "side": r["side"], "malloc": r["malloc"],
+                            "ratio": r["median_s"] / f["median_s"], "target": 2.5})
+    return out
+
+
+# ----------------------------------------------------------------------------- README table
+def _fmt_s(s):
+    return "-" if s is None else (f"{s * 1e3:.1f} ms" if s < 10 else f"{s:.1f} s")
+
+
+def _fmt_b(b):
+    return "-" if not b else f"{b / 2**20:.0f} MiB"
+
+
+def table(doc: dict) -> str:
+    lines = [f"Suite `{doc['suite']}`, {doc['date']}, device(s): {', '.join(doc['devices'])}; "
+             f"CPU: {doc['machine'].get('cpu_model', '?')} ({doc['machine'].get('cpu_count')} "
+             f"cores). Median of >= 5 calls after warm-up; compile = first call minus median "
+             f"(JAX AOT compile where measured); peak RSS = the worker process's high-water "
+             f"mark; speed-up = peer median / jaxsal median at the same malloc setting.",
+             "",
+             "| workload | library | malloc | median | min-max | throughput | compile | "
+             "GFLOP/s | peak RSS | peak device |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for w in doc["workloads"]:
+        for r in w["results"]:
+            name = w["spec"]["id"]
+            if r.get("status") != "ok":
+                lines.append(f"| {name} | {r['side']} | {r.get('malloc', '')} | "
+                             f"{r.get('status')}: {str(r.get('reason', ''))[:80]} "
+                             "| | | | | | |")
+                continue
+            comp = r.get("compile_s")
+            comp = comp if comp is not None else r.get("compile_estimate_s")
+            gf = r.get("achieved_flops_per_s")
+            lines.append(
+                f"| {name} | {r['side']} | {r['malloc']} | {_fmt_s(r['median_s'])} | "
+                f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])} | {r['throughput']:.1f} "
+                f"{r['unit']} | {_fmt_s(comp)} | {'-' if not gf else f'{gf / 1e9:.1f}'} | "
+                f"{_fmt_b(r.get('peak_rss_bytes'))} | {_fmt_b(r.get('peak_device_bytes'))} |")
+    ratios = [(w["spec"]["id"], q) for w in doc["workloads"] for q in w["ratios"]]
+    if ratios:
+        lines += ["", "| workload | jaxsal vs | malloc (jaxsal / peer) | speed-up | target | met |",
+                  "|---|---|---|---|---|---|"]
+        for name, q in ratios:
+            met = "-" if q["met"] is None else ("yes" if q["met"] else "**no**")
+            lines.append(f"| {name} | {q['vs']} | {q['malloc']} / {q['peer_malloc']} | "
+                         f"{q['speedup']:.2f}x | {q['target'] or '-'} | {met} |")
+    if doc.get("derived"):
+        lines += ["", "| input-gradient / forward | library | malloc | ratio | target |",
+                  "|---|---|---|---|---|"]
+        for d in doc["derived"]:
+            lines.append(f"| {d['workload']} | {d['side']} | {d['malloc']} | "
+                         f"{d['ratio']:.2f} | <= {d['target']} |")
+    return "\n".join(lines)
+
+
+def write_readme(doc: dict, path: str = README) -> None:
+    start, end = f"<!-- table:{doc['suite']}:start -->", f"<!-- table:{doc['suite']}:end -->"
+    text = open(path).read() if os.path.exists(path) else ""
+    block = f"{start}\n<!-- generated by python -m benchmarks.run --write-readme; do not edit -->\n" \
+            f"{table(doc)}\n{end}"
+    if start in text and end in text:
+        pre, rest = text.split(start, 1)
+        text = pre + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", choices=sorted(suites.SUITES), default="smoke")
+    ap.add_argument("--out", help="result JSON path (e.g. benchmarks/results/cpu.json)")
+    ap.add_argument("--write-readme", action="store_true",
+                    help="regenerate this suite's table in benchmarks/README.md")
+    ap.add_argument("--from-json", help="only regenerate the README table from this JSON")
+    ap.add_argument("--only", nargs="*", help="run workloads whose id contains any of these")
+    ap.add_argument("--sides", nargs="*", help="run only these libraries")
+    ap.add_argument("--malloc", nargs="*", default=["default", "tuned"],
+                    choices=sorted(MALLOC), help="allocator settings to run jaxsal under")
+    ap.add_argument("--peer-malloc-variants", action="store_true",
+                    help="run the peers under every --malloc setting too (default: glibc "
+                         "defaults only)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--timeout", type=float, default=1800.0, help="per worker, seconds")
+    ap.add_argument("--peer-python", default=os.environ.get(
+        "JAXSAL_PEER_PYTHON", "/work/venvs/peer/bin/python"))
+    ap.add_argument("--torch-python", default=os.environ.get("JAXSAL_TORCH_PYTHON",
+                                                             sys.executable))
+    ap.add_argument("--cpu", action="store_true", help="force JAX (and torch) onto the CPU")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    if a.suite in ("cpu", "smoke"):
+        a.cpu = True
+    if a.from_json:
+        with open(a.from_json) as f:
+            write_readme(json.load(f))
+        return 0
+    doc = run_suite(a)
+    if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump(doc, f, indent=1, default=float)
+    if a.write_readme:
+        write_readme(doc)
+    if not a.quiet:
+        print(table(doc))
+    bad = [r for w in doc["workloads"] for r in w["results"] if r.get("status") == "error"]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

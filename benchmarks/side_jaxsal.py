@@ -1,0 +1,199 @@
+"""jaxsal's side of every workload, plus ``naive``: a hand-written jitted JAX baseline (one
+``vjp``, its pullback vmapped over one-hot cotangents, channel reduction on device) that the
+library must beat.
+
+jaxsal is called through its public contract: ``jaxsal.<method>(model, x, targets, **opts)``
+with ``targets=None`` (each input's predicted class) for "top1" and ``list(range(T))`` for T
+classes; CAMs at ``layer=`` upsampled to the input; ``jaxsal.maximize`` through
+``benchmarks.bench_maximize``. A method jaxsal does not provide yet is recorded as skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+from benchmarks import data, models  # noqa: E402
+from benchmarks._measure import Case  # noqa: E402
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for p in ("jaxsal", "jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "flax",
+              "optax", "numpy", "h5py"):
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def device_name() -> str:
+    import jax
+
+    d = jax.devices()[0]
+    return f"{d.platform}: {getattr(d, 'device_kind', str(d))}"
+
+
+def _peak_device_bytes():
+    import jax
+
+    d = jax.devices()[0]
+    if d.platform == "cpu":
+        return None
+    stats = d.memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
+
+
+def _block(tree):
+    import jax
+
+    return jax.block_until_ready(tree)
+
+
+def forward_flops_per_image(model, shape) -> float | None:
+    """XLA's FLOP count of one forward pass on one image (cost analysis of the compiled
+    program)."""
+    import jax
+    import jax.numpy as jnp
+
+    fn = jax.jit(model.apply)
+    compiled = fn.lower(model.params, jax.ShapeDtypeStruct((1, *shape), jnp.float32)).compile()
+    ca = compiled.cost_analysis()
+    if isinstance(ca, (list, tuple)):
+        ca = ca[0] if ca else {}
+    f = (ca or {}).get("flops")
+    return float(f) if f else None
+
+
+def _load(spec):
+    from model_import import load_keras
+
+    return load_keras(models.model_path(spec["model"])).with_head("logits")
+
+
+def _common(spec):
+    import jax.numpy as jnp
+
+    model = _load(spec)
+    info = {"fwd_flops_per_image": forward_flops_per_image(
+        model, models.input_shape(spec["model"]))}
+    return model, info, jnp
+
+
+def _targets(spec):
+    return None if spec["targets"] == "top1" else data.class_ids(spec)
+
+
+def _n_targets(spec):
+    return 1 if spec["targets"] == "top1" else len(data.class_ids(spec))
+
+
+def build(spec: dict) -> Case:
+    import jax
+
+    method = spec["method"]
+    if method == "import":
+        from model_import import load_keras
+
+        path = models.model_path(spec["model"])
+
+        def run():
+            return load_keras(path)
+
+        return Case(run, items=1, unit="loads/s",
+                    info={"file_bytes": os.path.getsize(path)})
+    if method == "maximize":
+        try:
+            from benchmarks import bench_maximize
+        except ImportError as e:
+            raise NotImplementedError(f"benchmarks.bench_maximize not available yet: {e}")
+        return bench_maximize.case(spec)
+
+    model, info, jnp = _common(spec)
+    x = jnp.asarray(data.inputs(spec, spec["batch"]))
+    if method == "forward":
+        fn = jax.jit(model.apply)
+        t0 = time.perf_counter()
+        compiled = fn.lower(model.params, x).compile()
+        compile_s = time.perf_counter() - t0
+        return Case(lambda: _block(compiled(model.params, x)), items=x.shape[0],
+                    unit="images/s", compile_s=compile_s, info=info,
+                    peak_device_bytes=_peak_device_bytes)
+
+    import jaxsal
+
+    name = {"saliency": "saliency", "guided": "guided_backprop", "gradcam": "gradcam",
+            "scorecam": "scorecam", "smoothgrad": "smoothgrad",
+            "ig": "integrated_gradients"}[method]
+    fn = getattr(jaxsal, name, None)
+    if fn is None:
+        raise NotImplementedError(f"jaxsal.{name} is not available yet")
+    opts = dict(spec.get("options", {}))
+    if method in ("gradcam", "scorecam"):
+        opts.update(layer=spec["layer"], upsample=True)
+    if method == "smoothgrad":
+        opts.update(n=spec["samples"], key=jax.random.key(0))
+    if method == "ig":
+        opts.update(steps=spec["steps"])
+    targets = _targets(spec)
+    info["options"] = {k: str(v) for k, v in opts.items()}
+
+    def run():
+        return _block(fn(model, x, targets, **opts))
+
+    return Case(run, items=x.shape[0] * _n_targets(spec), info=info,
+                peak_device_bytes=_peak_device_bytes)
+
+
+# ----------------------------------------------------------------------------- naive JAX
+def build_naive(spec: dict) -> Case:
+    """The hand-written baseline: what a JAX user writes without jaxsal."""
+    import jax
+
+    method = spec["method"]
+    if method not in ("saliency", "guided", "gradcam"):
+        raise NotImplementedError(f"no naive JAX version of {method!r}")
+    model, info, jnp = _common(spec)
+    if method == "guided":
+        model = model.with_backprop("guided")
+    x = jnp.asarray(data.inputs(spec, spec["batch"]))
+    n = x.shape[0]
+    if spec["targets"] == "top1":
+        cls = jnp.argmax(model(x), axis=-1)
+        cts = jax.nn.one_hot(cls, model.output_shape[-1])[None]  # (1, N, K)
+    else:
+        k = models.num_classes(spec["model"])
+        ids = jnp.asarray(data.class_ids(spec))
+        cts = jnp.broadcast_to(jax.nn.one_hot(ids, k)[:, None, :], (len(ids), n, k))
+
+    if method in ("saliency", "guided"):
+        def f(params, x, cts):
+            _, pullback = jax.vjp(lambda a: model.apply(params, a), x)
+            g = jax.vmap(lambda c: pullback(c)[0])(cts)            # (T, N, H, W, C)
+            return jnp.moveaxis(jnp.max(jnp.abs(g), axis=-1), 0, 1)  # (N, T, H, W)
+    else:
+        layer = spec["layer"]
+        shape = model.layer(layer).output_shape
+        h, w = x.shape[1:3]
+
+        def f(params, x, cts):
+            def fwd(delta):
+                return model.apply(params, x, capture=[layer], perturb={layer: delta})
+            (_, acts), pullback = jax.vjp(fwd, jnp.zeros((n, *shape), x.dtype))
+            a = acts[layer]
+            g = jax.vmap(lambda c: pullback((c, {layer: jnp.zeros_like(a)}))[0])(cts)
+            wts = jnp.mean(g, axis=(2, 3))                          # (T, N, K)
+            cam = jax.nn.relu(jnp.einsum("tnk,nhwk->tnhw", wts, a))
+            cam = jax.image.resize(cam, (*cam.shape[:2], h, w), "bilinear")
+            return jnp.moveaxis(cam, 0, 1)
+    fn = jax.jit(f)
+    t0 = time.perf_counter()
+    compiled = fn.lower(model.params, x, cts).compile()
+    compile_s = time.perf_counter() - t0
+    return Case(lambda: _block(compiled(model.params, x, cts)), items=n * cts.shape[0],
+                compile_s=compile_s, info=info, peak_device_bytes=_peak_device_bytes)

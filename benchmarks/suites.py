@@ -1,0 +1,112 @@
+"""Workload lists of each suite. A workload is a plain dict (JSON-serializable) read by every
+side: ``id``, ``model`` (``{"name", "size"}``), ``method``, ``batch``, ``targets`` (an int T:
+classes 0..T-1 for every input, or ``"top1"``: each input's predicted class), optional
+``layer``, ``steps``, ``samples``, ``sides`` (libraries that run it; the first is jaxsal),
+``target`` (the speed-up over the peer that issue 6 asks for) and ``note``.
+"""
+
+from __future__ import annotations
+
+MNIST = {"name": "mnist"}
+MNV2 = {"name": "mobilenetv2", "size": 96}
+
+# CPU: item 7 of issue 6 (against tf-keras-vis), then VGG16 at sizes 2 cores finish in
+# reasonable time (the input size and batch are part of each id and recorded in the JSON).
+VGG_CPU = {"name": "vgg16", "size": 112}
+VGG_CPU_NOTE = ("VGG16 (weights=None) at 112x112 input and small batches: the 224x224 "
+                "workloads of issue 6 take minutes per repetition on 2 CPU cores")
+
+
+def _w(id, model, method, batch=None, targets=None, sides=("jaxsal",), **kw):
+    d = {"id": id, "model": model, "method": method, "batch": batch, "targets": targets,
+         "sides": list(sides)}
+    d.update(kw)
+    return d
+
+
+CPU = [
+    # --- MNIST fixture model vs tf-keras-vis
+    _w("mnist/forward b64", MNIST, "forward", 64, sides=("jaxsal", "tfkv")),
+    _w("mnist/saliency top1 b64", MNIST, "saliency", 64, "top1",
+       sides=("jaxsal", "naive", "tfkv"), target=3.0),
+    _w("mnist/saliency 10cls b64", MNIST, "saliency", 64, 10,
+       sides=("jaxsal", "naive", "tfkv"), target=3.0),
+    _w("mnist/gradcam conv2d_2 10cls b64", MNIST, "gradcam", 64, 10, layer="conv2d_2",
+       sides=("jaxsal", "naive", "tfkv"), target=3.0),
+    _w("mnist/scorecam conv2d_2 10cls b8", MNIST, "scorecam", 8, 10, layer="conv2d_2",
+       sides=("jaxsal", "tfkv"), target=10.0),
+    _w("mnist/maximize 10cls x200 steps", MNIST, "maximize", None, 10, steps=200,
+       sides=("jaxsal", "tfkv"), target=3.0),
+    # --- MobileNetV2 alpha=0.35 96x96 (weights=None) vs tf-keras-vis
+    _w("mobilenetv2/forward b16", MNV2, "forward", 16, sides=("jaxsal", "tfkv")),
+    _w("mobilenetv2/saliency 10cls b16", MNV2, "saliency", 16, 10,
+       sides=("jaxsal", "naive", "tfkv"), target=3.0),
+    _w("mobilenetv2/gradcam Conv_1 10cls b16", MNV2, "gradcam", 16, 10, layer="Conv_1",
+       sides=("jaxsal", "naive", "tfkv"), target=3.0),
+    _w("mobilenetv2/scorecam block_16_project 10cls b16", MNV2, "scorecam", 16, 10,
+       layer="block_16_project", sides=("jaxsal", "tfkv"), target=10.0),
+    _w("mobilenetv2/scorecam Conv_1 (1280 ch) 1cls b16", MNV2, "scorecam", 16, [3],
+       layer="Conv_1", sides=("jaxsal",),
+       note="tf-keras-vis needs over 13 GB here (issue 6); jaxsal's peak RSS is the figure"),
+    _w("mobilenetv2/maximize 10cls x100 steps", MNV2, "maximize", None, 10, steps=100,
+       sides=("jaxsal", "tfkv"), target=3.0),
+    # --- VGG16, CPU-sized
+    _w("vgg16-112/import .h5", VGG_CPU, "import", sides=("jaxsal",)),
+    _w("vgg16-224/import .h5", {"name": "vgg16", "size": 224}, "import", sides=("jaxsal",)),
+    _w("vgg16-112/forward b8", VGG_CPU, "forward", 8, note=VGG_CPU_NOTE),
+    _w("vgg16-112/saliency top1 b8", VGG_CPU, "saliency", 8, "top1", sides=("jaxsal", "naive"),
+       note=VGG_CPU_NOTE),
+    _w("vgg16-112/saliency 10cls b2", VGG_CPU, "saliency", 2, 10, sides=("jaxsal", "naive"),
+       note=VGG_CPU_NOTE),
+    _w("vgg16-112/guided top1 b8", VGG_CPU, "guided", 8, "top1", note=VGG_CPU_NOTE),
+    _w("vgg16-112/guided 10cls b2", VGG_CPU, "guided", 2, 10, note=VGG_CPU_NOTE),
+    _w("vgg16-112/gradcam block5_conv3 top1 b8", VGG_CPU, "gradcam", 8, "top1",
+       layer="block5_conv3", note=VGG_CPU_NOTE),
+    _w("vgg16-112/gradcam block5_conv3 10cls b2", VGG_CPU, "gradcam", 2, 10,
+       layer="block5_conv3", note=VGG_CPU_NOTE),
+    _w("vgg16-112/smoothgrad 50 top1 b1", VGG_CPU, "smoothgrad", 1, "top1", samples=50,
+       note=VGG_CPU_NOTE),
+    _w("vgg16-112/ig 50 steps top1 b1", VGG_CPU, "ig", 1, "top1", steps=50, note=VGG_CPU_NOTE),
+    _w("vgg16-112/scorecam block5_conv3 10cls b1", VGG_CPU, "scorecam", 1, 10,
+       layer="block5_conv3", note=VGG_CPU_NOTE, reps=3),
+]
+
+# GPU: issue 6 items 1-6 at full size against Captum / pytorch-grad-cam / a PyTorch Adam loop.
+VGG = {"name": "vgg16", "size": 224}
+GPU = [
+    _w("vgg16/import .h5", VGG, "import", sides=("jaxsal",)),
+    _w("vgg16/forward b64", VGG, "forward", 64, sides=("jaxsal", "torch")),
+    _w("vgg16/saliency top1 b64", VGG, "saliency", 64, "top1",
+       sides=("jaxsal", "naive", "captum"), target=2.0),
+    _w("vgg16/saliency 10cls b64", VGG, "saliency", 64, 10,
+       sides=("jaxsal", "naive", "captum"), target=4.0),
+    _w("vgg16/saliency 1000cls b8", VGG, "saliency", 8, 1000, sides=("jaxsal",), reps=5),
+    _w("vgg16/guided top1 b64", VGG, "guided", 64, "top1", sides=("jaxsal", "naive", "captum"),
+       target=2.0),
+    _w("vgg16/guided 10cls b64", VGG, "guided", 64, 10, sides=("jaxsal", "naive", "captum"),
+       target=2.0),
+    _w("vgg16/gradcam block5_conv3 top1 b64", VGG, "gradcam", 64, "top1", layer="block5_conv3",
+       sides=("jaxsal", "naive", "gradcam"), target=2.5),
+    _w("vgg16/gradcam block5_conv3 10cls b64", VGG, "gradcam", 64, 10, layer="block5_conv3",
+       sides=("jaxsal", "naive", "gradcam"), target=2.5),
+    _w("vgg16/scorecam block5_conv3 10cls b16", VGG, "scorecam", 16, 10, layer="block5_conv3",
+       sides=("jaxsal", "gradcam")),
+    _w("vgg16/smoothgrad 50 top1 b16", VGG, "smoothgrad", 16, "top1", samples=50,
+       sides=("jaxsal", "captum")),
+    _w("vgg16/ig 50 steps top1 b16", VGG, "ig", 16, "top1", steps=50,
+       sides=("jaxsal", "captum")),
+    _w("vgg16/maximize 10cls x256 steps", VGG, "maximize", None, 10, steps=256,
+       sides=("jaxsal", "torch"), target=4.0),
+    _w("vgg16/maximize block3_conv3 64 filters x256 steps", VGG, "maximize", None, 64,
+       steps=256, layer="block3_conv3", sides=("jaxsal", "torch")),
+]
+
+# Smoke: tiny, jaxsal only, for CI (< 60 s).
+SMOKE = [
+    _w("mnist/forward b8", MNIST, "forward", 8, reps=5),
+    _w("mnist/saliency 3cls b4", MNIST, "saliency", 4, 3, sides=("jaxsal", "naive"), reps=5),
+    _w("mnist/gradcam conv2d_2 3cls b4", MNIST, "gradcam", 4, 3, layer="conv2d_2",
+       sides=("jaxsal", "naive"), reps=5),
+]
+
+SUITES = {"cpu": CPU, "gpu": GPU, "smoke": SMOKE}

@@ -1,0 +1,81 @@
+"""The benchmark harness in smoke mode: runs end to end and writes a valid result JSON."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import jaxsal
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # benchmarks/ is a top-level folder of the repo, not installed
+from benchmarks import run as bench_run  # noqa: E402
+METHOD_FN = {"saliency": "saliency", "gradcam": "gradcam", "guided": "guided_backprop",
+             "scorecam": "scorecam"}
+TIMING_FIELDS = ("first_call_s", "median_s", "min_s", "max_s", "reps", "times_s",
+                 "throughput", "unit", "items", "peak_rss_bytes", "versions", "device")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite", "smoke", "--out",
+                        str(out), "--quiet"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+    with open(out) as f:
+        return json.load(f)
+
+
+def test_smoke_json_has_run_metadata(smoke):
+    assert smoke["suite"] == "smoke" and smoke["schema"] == bench_run.SCHEMA
+    assert smoke["date"].startswith("20")
+    assert smoke["machine"]["cpu_count"] >= 1
+    assert smoke["devices"] and all(d.startswith("cpu") for d in smoke["devices"])
+    assert {"jax", "jaxlib", "jaxsal"} <= set(smoke["versions"]["jaxsal"])
+    assert set(smoke["malloc_variants"]) == {"default", "tuned"}
+
+
+def test_smoke_results_are_measurements(smoke):
+    ids = [w["spec"]["id"] for w in smoke["workloads"]]
+    assert ids == [s["id"] for s in bench_run.suites.SMOKE]
+    for w in smoke["workloads"]:
+        spec = w["spec"]
+        for r in w["results"]:
+            fn = METHOD_FN.get(spec["method"])
+            if r["side"] == "jaxsal" and fn and not hasattr(jaxsal, fn):
+                assert r["status"] == "skipped"   # the method has not landed yet
+                continue
+            assert r["status"] == "ok", r
+            for k in TIMING_FIELDS:
+                assert k in r, k
+            assert r["reps"] >= 5 and len(r["times_s"]) == r["reps"]
+            assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"]
+            assert r["throughput"] == pytest.approx(r["items"] / r["median_s"])
+            assert r["peak_rss_bytes"] > 10 * 2**20
+            assert r["first_call_s"] > 0
+
+
+def test_smoke_forward_reports_flops_and_compile_time(smoke):
+    fwd = [r for w in smoke["workloads"] if w["spec"]["method"] == "forward"
+           for r in w["results"]]
+    assert fwd
+    for r in fwd:
+        assert r["compile_s"] > 0
+        assert r["info"]["fwd_flops_per_image"] > 1e6     # MNIST CNN: ~24 MFLOP per image
+        assert r["achieved_flops_per_s"] == pytest.approx(r["flops"] / r["median_s"])
+
+
+def test_readme_table_regenerates_from_json(smoke, tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text("# bench\n\nhand-written text\n")
+    bench_run.write_readme(smoke, str(path))
+    bench_run.write_readme(smoke, str(path))   # idempotent: one table, text kept
+    text = path.read_text()
+    assert text.count("<!-- table:smoke:start -->") == 1
+    assert "hand-written text" in text
+    for w in smoke["workloads"]:
+        assert w["spec"]["id"] in text
