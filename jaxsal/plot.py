@@ -182,11 +182,12 @@ def _broadcast_images(images, R: int, C: int, H: int, W: int):
                          "(1, C, ...) for one per column") from None
 
 
-def _scale_caption(scale: str, signed: bool) -> str:
+def _scale_caption(scale: str, signed: bool, grouped: bool = False) -> str:
     zero = ", centred at 0" if signed else ""
     return {
         "shared": f"one colour scale for all panels{zero}",
-        "row": f"colour scale shared within each row{zero}",
+        "row": (f"colour scale shared within each group of rows{zero}" if grouped
+                else f"colour scale shared within each row{zero}"),
         "column": f"colour scale shared within each column{zero}",
         "panel": f"each panel scaled on its own{zero}: colours are not comparable across panels",
     }[scale]
@@ -197,8 +198,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
          scale: str = "shared", signed: bool | None = None, cmap: str | None = None,
          alpha: float = 0.5, vmin: float | None = None, vmax: float | None = None,
          colorbar: bool = True, colorbar_label: str | None = None, input_title: str = "input",
-         panel_size: float = 1.4, mosaic: bool | None = None, save=None,
-         dpi: int = 120) -> Figure:
+         row_groups: Sequence[Any] | None = None, panel_size: float = 1.4,
+         mosaic: bool | None = None, save=None, dpi: int = 120) -> Figure:
     """A grid of maps (classes x methods, classes x images, heads x classes, ...).
 
     Args:
@@ -221,6 +222,9 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
       cmap: colour map; default ``"jet"`` (unsigned) or ``"RdBu_r"`` (signed). Perceptually
         uniform choices: ``"viridis"``, ``"inferno"``, ``"magma"``, ``"cividis"``.
       alpha: opacity of the maps over ``images``.
+      row_groups: with ``scale="row"``, a label per row; consecutive rows with the same label
+        share one scale and one colour bar (e.g. ``["softmax", "softmax", "logits",
+        "logits"]``: one scale per head across two methods).
       vmin, vmax: fixed limits (``scale="shared"`` only).
       colorbar: draw the colour bar(s).
       colorbar_label: text beside the colour bar(s), e.g. ``"|d logit / d x|"``.
@@ -269,6 +273,21 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         raise ValueError(f"col_titles: expected {C}, got {len(col_titles)}")
     ptitles = _titles_2d(titles, R, C, "titles")
 
+    if row_groups is not None:
+        if scale != "row":
+            raise ValueError(f"row_groups needs scale='row', got scale={scale!r}")
+        if len(row_groups) != R:
+            raise ValueError(f"row_groups: expected one label per row ({R}), got "
+                             f"{len(row_groups)}")
+        labels = list(row_groups)
+        row_runs = []
+        for r in range(R):
+            if r and labels[r] == labels[r - 1]:
+                row_runs[-1] = (row_runs[-1][0], r + 1)
+            else:
+                row_runs.append((r, r + 1))
+    else:
+        row_runs = [(r, r + 1) for r in range(R)]
     # one (lo, hi) per panel
     lo = np.empty((R, C))
     hi = np.empty((R, C))
@@ -281,8 +300,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
                 a, b = (-abs(b), abs(b)) if vmin is None else (a, -a)
         lo[:], hi[:] = a, b
     elif scale == "row":
-        for r in range(R):
-            lo[r], hi[r] = _limits(m[r], signed)
+        for r0, r1 in row_runs:
+            lo[r0:r1], hi[r0:r1] = _limits(m[r0:r1], signed)
     elif scale == "column":
         for c in range(C):
             lo[:, c], hi[:, c] = _limits(m[:, c], signed)
@@ -291,7 +310,7 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
             for c in range(C):
                 lo[r, c], hi[r, c] = _limits(m[r, c], signed)
 
-    caption = _scale_caption(scale, signed)
+    caption = _scale_caption(scale, signed, grouped=row_groups is not None)
     full_title = caption if not title else f"{title}\n{caption}"
     if mosaic is None:
         mosaic = R * C > 150
@@ -326,14 +345,19 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         right = 0.12 + tick_w + 0.1
     bottom = 0.12 + (0.12 + 0.35 + cb_label_w if col_cb else 0.0)
     grid_w = cols * pw + (cols - 1) * hgap + in_gap
-    grid_h = R * ph + (R - 1) * vgap
+    # extra space between groups of rows that share a scale
+    group_gap = 0.18 if row_groups is not None else 0.0
+    row_off = np.zeros(R)
+    for r0, _ in row_runs[1:]:
+        row_off[r0:] += group_gap
+    grid_h = R * ph + (R - 1) * vgap + float(row_off[-1])
     fw = left + grid_w + right
     fh = top + grid_h + bottom
     fig = Figure(figsize=(fw, fh))
 
     def box(r, c):  # figure-fraction rectangle of panel (r, c) of the full column set
         x0 = left + c * (pw + hgap) + (in_gap if extra_col and c > 0 else 0.0)
-        y0 = fh - top - (r + 1) * ph - r * vgap
+        y0 = fh - top - (r + 1) * ph - r * vgap - row_off[r]
         return [x0 / fw, y0 / fh, pw / fw, ph / fh]
 
     fig.suptitle(full_title, fontsize=_TITLE_PT if title else _LABEL_PT,
@@ -374,7 +398,7 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
                      ha="right", va="center", fontsize=_LABEL_PT)
     if right_cb:
         x_cb = (left + grid_w + 0.12) / fw
-        groups = [(0, R)] if scale == "shared" else [(r, r + 1) for r in range(R)]
+        groups = [(0, R)] if scale == "shared" else row_runs
         for r0, r1 in groups:
             y_top = box(r0, 0)[1] + box(r0, 0)[3]
             y_bot = box(r1 - 1, 0)[1]
@@ -394,6 +418,7 @@ def _colorbar(fig, cax, norm, cmap, label, orientation):
     cb.ax.tick_params(labelsize=_TICK_PT)
     if orientation == "horizontal":
         cb.ax.xaxis.set_major_locator(_Locator(3))
+    _format_bar(cb, orientation)
     if label:
         cb.set_label(label, fontsize=_LABEL_PT)
     return cb
@@ -405,12 +430,27 @@ def _Locator(n):
     return MaxNLocator(n)
 
 
+def _tick_format(v, _pos=None) -> str:
+    # every tick carries its own exponent: no offset text ("1e-5") floating above a bar
+    if v == 0:
+        return "0"
+    return f"{v:.1e}" if abs(v) < 1e-2 or abs(v) >= 1e4 else f"{v:.3g}"
+
+
+def _format_bar(cb, orientation):
+    from matplotlib.ticker import FuncFormatter
+
+    axis = cb.ax.xaxis if orientation == "horizontal" else cb.ax.yaxis
+    axis.set_major_formatter(FuncFormatter(_tick_format))
+
+
 def _panel_colorbar(fig, ax, norm, cmap, fw, fh):
     x0, y0, w, h = ax.get_position().bounds
     cax = fig.add_axes([x0 + w + 0.04 / fw, y0, 0.08 / fw, h], label="colorbar")
     cb = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax)
     cb.ax.tick_params(labelsize=_TICK_PT - 1, length=2, pad=1)
     cb.ax.yaxis.set_major_locator(_Locator(3))
+    _format_bar(cb, "vertical")
     return cb
 
 
