@@ -1,0 +1,410 @@
+"""Model adapters, the per-model cache of compiled programs, and shape/memory bookkeeping.
+
+The engine talks to a model through one small protocol, the one :class:`model_import.KerasModel`
+already has::
+
+    y = model.apply(params, x)                                   # (N, ...) outputs
+    y, acts = model.apply(params, x, capture=[layer], perturb={layer: delta})
+    model.params; model.with_head("logits"); model.with_backprop("guided")
+
+:class:`FunctionModel` gives a plain JAX function ``f(params, x)`` that protocol. Every
+attribution method compiles one program per (model structure, static options) and keeps it in
+a small cache, so a second call with the same shapes runs without tracing or compiling.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+HEADS = ("saved", "logits", "softmax", "sigmoid", "sigmoid_complement")
+
+#: Default bound, in bytes, on the memory that the batched backward passes (or masked forward
+#: passes) of one chunk may use. Change it per call with ``memory_budget=``.
+DEFAULT_MEMORY_BUDGET = 2 * 2**30
+
+
+def _apply_output_head(head: str, z: Array) -> Array:
+    if head in ("saved", "logits"):
+        return z
+    if head == "softmax":
+        return jax.nn.softmax(z, axis=-1)
+    if head == "sigmoid":
+        return jax.nn.sigmoid(z)
+    if head == "sigmoid_complement":
+        return jax.nn.sigmoid(-z)
+    raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+
+
+class FunctionModel:
+    """A plain JAX function ``fn(params, x)`` presented as a model to every jaxsal method.
+
+    Args:
+      fn: ``fn(params, x) -> outputs``; ``x`` is ``(N, H, W, C)`` and outputs ``(N, K)`` are
+        taken to be logits (see ``head``). May be omitted when ``features`` and ``head_fn``
+        are given (then ``fn = head_fn(params, features(params, x))``).
+      params: the pytree passed as ``fn``'s first argument (kept as an argument of the
+        compiled programs, never baked in as constants).
+      features: ``features(params, x) -> A`` with ``A`` of shape ``(N, h, w, K)``: the part of
+        the network before the layer that CAMs explain.
+      head_fn: ``head_fn(params, A) -> outputs``: the rest of the network.
+      layer: the name under which ``A`` is addressed (``layer=`` of the CAM methods).
+      head: what is applied to ``fn``'s outputs: ``"logits"`` (nothing, the default),
+        ``"softmax"``, ``"sigmoid"`` or ``"sigmoid_complement"`` (``1 - sigmoid``).
+      input_shape: ``(H, W, C)`` if known, for input validation.
+      relu_kwarg: if ``fn``/``features``/``head_fn`` accept a keyword argument through which
+        their ReLU can be chosen (e.g. ``"relu"``), its name; this enables
+        :meth:`with_backprop` (guided backprop, deconvnet).
+
+    Example::
+
+        def f(p, x, relu=jax.nn.relu):
+            return relu(x.reshape(len(x), -1) @ p["w1"]) @ p["w2"]
+        m = jaxsal.FunctionModel(f, params, relu_kwarg="relu")
+        maps = jaxsal.guided_backprop(m, x, targets=[0, 1])
+    """
+
+    def __init__(self, fn: Callable | None = None, params: Any = None, *,
+                 features: Callable | None = None, head_fn: Callable | None = None,
+                 layer: str = "features", head: str = "logits",
+                 input_shape: Sequence[int] | None = None, relu_kwarg: str | None = None,
+                 relu: Callable | None = None, relu_mode: str = "standard"):
+        if (features is None) != (head_fn is None):
+            raise ValueError("FunctionModel: expected both features= and head_fn= (the two halves "
+                             "of the network around the CAM layer) or neither; got only "
+                             f"{'features' if features is not None else 'head_fn'}")
+        if fn is None and features is None:
+            raise ValueError("FunctionModel: expected fn(params, x), or features= and head_fn=")
+        if not isinstance(head, str) or head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+        self.fn = fn
+        self.params = params
+        self.features = features
+        self.head_fn = head_fn
+        self.layer_name = layer
+        self.head = head
+        self.input_shape = None if input_shape is None else tuple(input_shape)
+        self.relu_kwarg = relu_kwarg
+        self.relu = relu
+        self.relu_mode = relu_mode
+
+    def _replace(self, **kw) -> "FunctionModel":
+        args = dict(fn=self.fn, params=self.params, features=self.features,
+                    head_fn=self.head_fn, layer=self.layer_name, head=self.head,
+                    input_shape=self.input_shape, relu_kwarg=self.relu_kwarg, relu=self.relu,
+                    relu_mode=self.relu_mode)
+        args.update(kw)
+        return FunctionModel(**args)
+
+    def with_head(self, head: str) -> "FunctionModel":
+        """The same function with ``head`` applied to its (logit) outputs."""
+        if head == "saved":
+            head = "logits"
+        return self._replace(head=head)
+
+    def with_params(self, params: Any) -> "FunctionModel":
+        return self._replace(params=params)
+
+    def with_backprop(self, mode: str) -> "FunctionModel":
+        """Guided / deconvnet backward rules; needs ``relu_kwarg`` (see the class doc)."""
+        from jaxsal._src.guided import relu_for_mode
+
+        relu = relu_for_mode(mode)
+        if mode == "standard":
+            return self._replace(relu=None, relu_mode=mode)
+        if self.relu_kwarg is None:
+            raise ValueError(
+                f"backprop={mode!r} needs to swap the function's ReLU, but this FunctionModel "
+                "has no relu_kwarg. Expected fn(params, x, relu=...) and "
+                "FunctionModel(fn, params, relu_kwarg='relu'); or write fn with "
+                "jaxsal.guided_relu / jaxsal.deconvnet_relu yourself.")
+        return self._replace(relu=relu, relu_mode=mode)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [self.layer_name] if self.features is not None else []
+
+    @property
+    def cache_key(self) -> Hashable:
+        return (FunctionModel, self.fn, self.features, self.head_fn, self.layer_name, self.head,
+                self.relu_kwarg, self.relu)
+
+    def _kw(self) -> dict:
+        if self.relu_kwarg is not None and self.relu is not None:
+            return {self.relu_kwarg: self.relu}
+        return {}
+
+    def apply(self, params: Any, x: ArrayLike, *, capture: Iterable[str] = (),
+              perturb: Mapping[str, Array] | None = None):
+        """``outputs`` or ``(outputs, {layer: A})``, like :meth:`KerasModel.apply`."""
+        capture = (capture,) if isinstance(capture, str) else tuple(capture)
+        perturb = dict(perturb or {})
+        for name in tuple(capture) + tuple(perturb):
+            if name not in self.layer_names:
+                raise ValueError(f"unknown layer {name!r}; valid layer names: "
+                                 f"{self.layer_names or '(none: pass features= and head_fn=)'}")
+        kw = self._kw()
+        if self.features is not None and (capture or perturb or self.fn is None):
+            a = self.features(params, x, **kw)
+            if self.layer_name in perturb:
+                a = a + perturb[self.layer_name]
+            y = self.head_fn(params, a, **kw)
+            captured = {name: a for name in capture}
+        else:
+            y = self.fn(params, x, **kw)
+            captured = {}
+        y = _apply_output_head(self.head, y)
+        return (y, captured) if capture else y
+
+    def __call__(self, x: ArrayLike):
+        return self.apply(self.params, x)
+
+    def __repr__(self) -> str:
+        return (f"FunctionModel(fn={getattr(self.fn, '__name__', self.fn)!r}, "
+                f"layer={self.layer_name if self.features is not None else None!r}, "
+                f"head={self.head!r}, relu={self.relu_mode!r})")
+
+
+# ---------------------------------------------------------------------- adapting models
+def as_model(model: Any) -> Any:
+    """``model`` if it speaks the protocol; ``(fn, params)`` becomes a :class:`FunctionModel`."""
+    if isinstance(model, tuple) and len(model) == 2 and callable(model[0]):
+        return FunctionModel(model[0], model[1])
+    if hasattr(model, "apply") and hasattr(model, "params"):
+        return model
+    if callable(model):
+        raise TypeError("expected a model with .apply(params, x) and .params (e.g. from "
+                        "model_import.load_keras), got a bare function. Wrap it: "
+                        "jaxsal.FunctionModel(fn, params) or pass (fn, params).")
+    raise TypeError(f"expected a model with .apply(params, x) and .params, got "
+                    f"{type(model).__name__}")
+
+
+def with_options(model: Any, head: str | None = None, backprop: str | None = None) -> Any:
+    """Apply a ``head=`` override and a backward rule (``None``: keep the model's), without
+    mutating ``model``."""
+    model = as_model(model)
+    if head is not None:
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+        if not hasattr(model, "with_head"):
+            raise TypeError(f"head={head!r} needs a model with .with_head(); got "
+                            f"{type(model).__name__}")
+        model = model.with_head(head)
+    if backprop is not None and backprop != getattr(model, "relu_mode", "standard"):
+        if not hasattr(model, "with_backprop"):
+            raise TypeError(f"backprop={backprop!r} needs a model with .with_backprop(); got "
+                            f"{type(model).__name__}")
+        model = model.with_backprop(backprop)
+    return model
+
+
+def model_key(model: Any) -> Hashable:
+    """A hashable key identifying the function a model computes (not its weights)."""
+    key = getattr(model, "cache_key", None)
+    if key is not None:
+        return key
+    graph = getattr(model, "graph", None)
+    if graph is not None and hasattr(model, "runtime"):  # model_import.KerasModel
+        return (type(model), graph, model.head, model.runtime,
+                getattr(model, "_keras_major", None))
+    return (type(model), id(model))
+
+
+def output_kind(model: Any) -> tuple[str, bool]:
+    """(``"prob"`` or ``"logit"``, complement?): what the model's output units hold."""
+    head = getattr(model, "head", "saved")
+    if head == "sigmoid_complement":
+        return "prob", True
+    if head in ("softmax", "sigmoid"):
+        return "prob", False
+    if head == "logits":
+        return "logit", False
+    graph = getattr(model, "graph", None)
+    if graph is not None:  # a KerasModel with its saved head: read the output activation
+        for spec in graph.output_layer_specs():
+            act = spec.config.get("activation")
+            if isinstance(act, dict):
+                act = act.get("config", {}).get("name", act.get("class_name"))
+            if spec.class_name == "Softmax" or (isinstance(act, str)
+                                                and act in ("softmax", "sigmoid")):
+                return "prob", False
+    return "logit", False
+
+
+# ---------------------------------------------------------------------- caches
+class _LRU:
+    def __init__(self, size: int):
+        self.size = size
+        self.data: collections.OrderedDict = collections.OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key, make):
+        with self.lock:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return self.data[key]
+        value = make()
+        with self.lock:
+            self.data[key] = value
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+        return value
+
+    def clear(self):
+        with self.lock:
+            self.data.clear()
+
+
+_PROGRAMS = _LRU(256)
+_SHAPES = _LRU(1024)
+
+
+def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None = None):
+    """The jitted program for ``key``, built once by ``build()`` and then reused."""
+
+    def make():
+        fn = build()
+        if precision is not None:
+            inner = fn
+
+            def fn(*args):
+                with jax.default_matmul_precision(precision):
+                    return inner(*args)
+        return jax.jit(fn)
+
+    return _PROGRAMS.get((key, precision), make)
+
+
+def clear_caches() -> None:
+    """Forget every compiled attribution program and cached shape (frees their memory)."""
+    _PROGRAMS.clear()
+    _SHAPES.clear()
+
+
+def _sds(x: Array) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+
+def model_shapes(model: Any, x: Array, layers: Sequence[str] = ()) -> tuple[Any, dict]:
+    """Abstract outputs and captured layer outputs of ``model`` on ``x`` (traced once, cached).
+
+    Raises a ``ValueError`` naming the input shape when the model cannot run on ``x``.
+    """
+    layers = tuple(layers)
+    key = (model_key(model), tuple(x.shape), str(x.dtype), layers)
+
+    def make():
+        def run(p, xx):
+            if layers:
+                return model.apply(p, xx, capture=list(layers))
+            return model.apply(p, xx), {}
+
+        try:
+            return jax.eval_shape(run, model.params, _sds(x))
+        except (ValueError, TypeError) as e:
+            if "unknown layer" in str(e) or "ambiguous" in str(e):
+                raise
+            raise ValueError(f"the model cannot be applied to an input of shape "
+                             f"{tuple(x.shape)} ({x.dtype}): {e}") from e
+
+    return _SHAPES.get(key, make)
+
+
+def forward_bytes(model: Any, x: Array) -> int:
+    """Bytes of all intermediate values of one forward pass on ``x`` (an upper bound on what
+    one backward pass keeps alive; traced once, cached)."""
+    key = ("bytes", model_key(model), tuple(x.shape), str(x.dtype))
+
+    def make():
+        jaxpr = jax.make_jaxpr(lambda p, xx: model.apply(p, xx))(model.params, _sds(x))
+        return max(_jaxpr_bytes(jaxpr.jaxpr), 1)
+
+    return _SHAPES.get(key, make)
+
+
+def _jaxpr_bytes(jaxpr) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            aval = getattr(v, "aval", None)
+            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                total += int(np.prod(aval.shape, dtype=np.int64)) * aval.dtype.itemsize
+        for p in eqn.params.values():
+            inner = getattr(p, "jaxpr", None)
+            if inner is not None and hasattr(inner, "eqns"):
+                total += _jaxpr_bytes(inner)
+            elif hasattr(p, "eqns"):
+                total += _jaxpr_bytes(p)
+    return total
+
+
+def chunk_for(total: int, per_item_bytes: int, chunk_size: int | None,
+              memory_budget: int | None, cap: int | None = None) -> int:
+    """How many items (targets, masked inputs) to batch at once: ``chunk_size`` if given,
+    otherwise as many as fit in ``memory_budget`` bytes (at least 1, at most ``total``),
+    balanced so that the last chunk is not mostly padding."""
+    total = max(int(total), 1)
+    if chunk_size is not None:
+        c = int(chunk_size)
+    else:
+        budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+        c = max(1, budget // max(int(per_item_bytes), 1))
+        if cap is not None:
+            c = min(c, cap)
+    c = max(1, min(c, total))
+    n_chunks = math.ceil(total / c)
+    return math.ceil(total / n_chunks)
+
+
+def map_chunks(fn: Callable[[Array], Any], total: int, chunk: int) -> Any:
+    """``fn(idx)`` over ``arange(total)`` in chunks of ``chunk``, concatenated on axis 1.
+
+    ``fn`` takes a ``(c,)`` int32 index vector and returns arrays ``(N, c, ...)``. One chunk is
+    a direct call; several run sequentially under ``lax.map`` (bounded memory).
+    """
+    if chunk >= total:
+        return fn(jnp.arange(total, dtype=jnp.int32))
+    n_chunks = math.ceil(total / chunk)
+    idx = jnp.minimum(jnp.arange(n_chunks * chunk, dtype=jnp.int32), total - 1)
+    out = jax.lax.map(fn, idx.reshape(n_chunks, chunk))
+
+    def merge(a):
+        a = jnp.moveaxis(a, 0, 1)  # (N, n_chunks, c, ...)
+        a = a.reshape(a.shape[0], n_chunks * chunk, *a.shape[3:])
+        return a[:, :total]
+
+    return jax.tree_util.tree_map(merge, out)
+
+
+def sum_over(fn: Callable[[Array], Any], total: int, batch: int = 1) -> Any:
+    """``sum(fn(k) for k in range(total))`` as a ``fori_loop`` over groups of ``batch``
+    indices, each group ``vmap``-ed (bounded memory: one group is alive at a time)."""
+    batch = max(1, min(int(batch), int(total)))
+    groups = math.ceil(total / batch)
+    shapes = jax.eval_shape(fn, jnp.zeros((), jnp.int32))
+    init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def body(i, acc):
+        ks = i * batch + jnp.arange(batch, dtype=jnp.int32)
+        valid = ks < total
+        out = jax.vmap(fn)(jnp.minimum(ks, total - 1))
+
+        def add(a, o):
+            v = valid.reshape((-1,) + (1,) * (o.ndim - 1))
+            return a + jnp.sum(jnp.where(v, o, jnp.zeros_like(o)), axis=0)
+
+        return jax.tree_util.tree_map(add, acc, out)
+
+    if groups == 1 and batch == total:
+        return body(0, init)
+    return jax.lax.fori_loop(0, groups, body, init)

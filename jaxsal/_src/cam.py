@@ -1,0 +1,492 @@
+"""Class activation maps over a split of the model at a named layer.
+
+The model is run once with ``capture=[layer]`` and ``perturb={layer: 0}``: ``jax.vjp`` with
+respect to that zero perturbation gives the layer's activations ``A`` ``(N, h, w, K)`` and,
+per target, ``G = dS/dA`` in one forward pass and one backward pass per target (the pullback
+``vmap``-ed over a chunk of targets). Every CAM is a small function of ``(A, G, S)``; the map
+is computed at the layer's resolution, passed through a ReLU, and (``upsample=True``)
+resized to the input's ``(H, W)`` on device by bilinear interpolation with
+``align_corners=True``, as tf-keras-vis does.
+
+Papers:
+- Grad-CAM: Selvaraju et al. (2017), "Grad-CAM: Visual Explanations from Deep Networks via
+  Gradient-based Localization" (also guided Grad-CAM).
+- Grad-CAM++: Chattopadhyay et al. (2018), "Grad-CAM++: Generalized Gradient-based Visual
+  Explanations for Deep Convolutional Networks".
+- Layer-CAM: Jiang et al. (2021), "LayerCAM: Exploring Hierarchical Class Activation Maps for
+  Localization".
+- HiResCAM: Draelos & Carin (2020), "Use HiResCAM instead of Grad-CAM for faithful
+  explanations of convolutional neural networks".
+- XGrad-CAM: Fu et al. (2020), "Axiom-based Grad-CAM: Towards Accurate Visualization and
+  Explanation of CNNs".
+- Score-CAM: Wang et al. (2020), "Score-CAM: Score-Weighted Visual Explanations for
+  Convolutional Neural Networks"; Faster-Score-CAM: top-k channels by variance
+  (tabayashi0117, as in tf-keras-vis ``max_N``).
+- Eigen-CAM: Muhammad & Yeasin (2020), "Eigen-CAM: Class Activation Map using Principal
+  Components".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxsal._src import base
+from jaxsal._src.postprocess import _reduce, check_reduce, upsample_hw
+from jaxsal._src.targets import (OutputInfo, predicted_ids, run_model, score_matrix,
+                                 target_pullback)
+from jaxsal._src.validate import Prepared, check_layer, check_spatial, prepare
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+_CONV = ("Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "Conv3DTranspose",
+         "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D",
+         "Convolution2D", "SeparableConvolution2D")
+
+
+# ---------------------------------------------------------------------- layers
+def spatial_layers(model: Any) -> list[str]:
+    """Names of the layers whose output is ``(h, w, channels)`` (usable by the CAMs), in the
+    model's layer order."""
+    model = base.as_model(model)
+    if hasattr(model, "layers") and hasattr(model, "graph"):
+        return [info.name for info in model.layers
+                if isinstance(info.output_shape, tuple) and len(info.output_shape) == 3
+                and all(isinstance(d, int) for d in info.output_shape)
+                and info.class_name != "InputLayer"]
+    return list(getattr(model, "layer_names", []) or [])
+
+
+def default_cam_layer(model: Any) -> str:
+    """The layer CAMs use when ``layer=`` is omitted: the last convolution with a spatial
+    output (tf-keras-vis's ``seek_penultimate_conv_layer``), else the last spatial layer.
+
+    Call it to see the choice; pass ``layer=`` to choose another (any of
+    :func:`spatial_layers`).
+    """
+    model = base.as_model(model)
+    names = spatial_layers(model)
+    if hasattr(model, "layers") and hasattr(model, "graph"):
+        convs = [info.name for info in model.layers if info.name in names
+                 and info.class_name in _CONV]
+        if convs:
+            return convs[-1]
+    if names:
+        return names[-1]
+    raise ValueError("this model has no layer with a spatial output (h, w, channels); CAMs "
+                     "need one. For a plain function use FunctionModel(features=..., "
+                     "head_fn=...).")
+
+
+@dataclasses.dataclass
+class _CamCall:
+    p: Prepared
+    layer: str
+    a_shape: tuple
+    chunk: int
+
+
+def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
+                 backprop=None) -> _CamCall:
+    p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
+                image=True)
+    layer = check_layer(p.model, default_cam_layer(p.model) if layer is None else layer)
+    _, caps = base.model_shapes(p.model, p.x, (layer,))
+    a = caps[layer]
+    check_spatial(layer, tuple(a.shape))
+    chunk = base.chunk_for(p.spec.num, base.forward_bytes(p.model, p.x), chunk_size,
+                           memory_budget)
+    return _CamCall(p, layer, tuple(a.shape), chunk)
+
+
+def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, spec, info,
+                   ids):
+    """``(S (N, T), A (N, h, w, K), pull)`` with ``pull(t) = dS_t/dA``: one forward pass."""
+    def fwd(delta):
+        y, caps = run_model(m, params, x, (layer,) + spec.layers, perturb={layer: delta})
+        return y, caps, caps[layer]
+
+    return target_pullback(fwd, jnp.zeros(a_shape, x.dtype), spec, info, ids)
+
+
+def _finish(cam: Array, x: Array, upsample: bool) -> Array:
+    cam = jax.nn.relu(cam)
+    return upsample_hw(cam, x.shape[1:3]) if upsample else cam
+
+
+# ---------------------------------------------------------------------- gradient CAMs
+def _gradcam_weights(A, G, s):
+    return jnp.einsum("nhwk,ntk->nthw", A, G.mean(axis=(2, 3)))
+
+
+def _hirescam(A, G, s):
+    return jnp.einsum("nhwk,nthwk->nthw", A, G)
+
+
+def _layercam(A, G, s):
+    return jnp.einsum("nhwk,nthwk->nthw", A, jax.nn.relu(G))
+
+
+def _xgradcam(A, G, s):
+    w = jnp.einsum("nhwk,nthwk->ntk", A, G) / (A.sum(axis=(1, 2))[:, None, :] + 1e-7)
+    return jnp.einsum("nhwk,ntk->nthw", A, w)
+
+
+def _gradcampp_tfkv(A, G, s):
+    # tf-keras-vis: first/second/third-order terms times exp(S). exp(S) cancels in alpha and
+    # factors out of the ReLU'd weights, so it is applied once at the end (same values,
+    # without forming exp(S) * G**3).
+    g2 = G * G
+    denom = 2.0 * g2 + g2 * G * A.sum(axis=(1, 2))[:, None, None, None, :]
+    alpha = g2 / (denom + (g2 == 0).astype(G.dtype))
+    norm = alpha.sum(axis=(2, 3), keepdims=True)
+    alpha = alpha / (norm + (norm == 0).astype(G.dtype))
+    w = (jax.nn.relu(G) * alpha).sum(axis=(2, 3))
+    return jnp.einsum("nhwk,ntk->nthw", A, w) * jnp.exp(s)[:, :, None, None]
+
+
+def _gradcampp_paper(A, G, s):
+    g2 = G * G
+    denom = 2.0 * g2 + g2 * G * A.sum(axis=(1, 2))[:, None, None, None, :]
+    alpha = jnp.where(g2 != 0, g2 / jnp.where(denom != 0, denom, 1.0), 0.0)
+    w = (jax.nn.relu(G) * alpha).sum(axis=(2, 3))
+    return jnp.einsum("nhwk,ntk->nthw", A, w)
+
+
+def _gradient_cam(name: str, combine: Callable, model, x, targets, *, layer, upsample, head,
+                  chunk_size, memory_budget, precision, check_finite) -> Array:
+    c = _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite)
+    p, L, a_shape, chunk = c.p, c.layer, c.a_shape, c.chunk
+    m, spec, info = p.model, p.spec, p.info
+
+    def build():
+        def run(params, x, ids):
+            s, A, pull = layer_pullback(m, params, x, L, a_shape, spec, info, ids)
+
+            def chunk_fn(ts):
+                G = jax.vmap(pull, out_axes=1)(ts)  # (N, Tc, h, w, K)
+                return _finish(combine(A, G, s[:, ts]), x, upsample)
+
+            out = base.map_chunks(chunk_fn, spec.num, chunk)
+            return out if spec.class_axis else out[:, 0]
+
+        return run
+
+    key = (name, p.key, spec, info, L, a_shape, bool(upsample), chunk)
+    return base.compiled(key, build, precision)(p.params, p.x, p.ids)
+
+
+_CAM_DOC_ARGS = """
+    Args:
+      model, x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
+        :func:`jaxsal.saliency`; ``x`` is ``(N, H, W, C)``.
+      layer: the layer to explain (default :func:`jaxsal.default_cam_layer`: the last
+        convolution). ``A`` is its output including its fused activation.
+      upsample: ``True`` resizes to ``(H, W)`` (bilinear, ``align_corners=True``, on device);
+        ``False`` returns the map at the layer's resolution ``(h, w)``.
+    Returns:
+      Raw (un-normalized) maps ``(N, H, W)`` or ``(N, T, H, W)`` with a class axis.
+"""
+
+
+def gradcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+            upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
+            memory_budget: int | None = None, precision: str | None = None,
+            check_finite: bool = True) -> Array:
+    return _gradient_cam("gradcam", _gradcam_weights, model, x, targets, layer=layer,
+                         upsample=upsample, head=head, chunk_size=chunk_size,
+                         memory_budget=memory_budget, precision=precision,
+                         check_finite=check_finite)
+
+
+gradcam.__doc__ = """Grad-CAM (Selvaraju et al., 2017): ``ReLU(sum_k w_k A_k)`` with
+    ``w_k = mean_ij dS/dA_ijk``.
+""" + _CAM_DOC_ARGS
+
+
+def hirescam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+             upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
+             memory_budget: int | None = None, precision: str | None = None,
+             check_finite: bool = True) -> Array:
+    return _gradient_cam("hirescam", _hirescam, model, x, targets, layer=layer,
+                         upsample=upsample, head=head, chunk_size=chunk_size,
+                         memory_budget=memory_budget, precision=precision,
+                         check_finite=check_finite)
+
+
+hirescam.__doc__ = """HiResCAM (Draelos & Carin, 2020): ``ReLU(sum_k dS/dA_k * A_k)``
+    (element-wise, no spatial averaging of the gradient).
+""" + _CAM_DOC_ARGS
+
+
+def layercam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+             upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
+             memory_budget: int | None = None, precision: str | None = None,
+             check_finite: bool = True) -> Array:
+    return _gradient_cam("layercam", _layercam, model, x, targets, layer=layer,
+                         upsample=upsample, head=head, chunk_size=chunk_size,
+                         memory_budget=memory_budget, precision=precision,
+                         check_finite=check_finite)
+
+
+layercam.__doc__ = """Layer-CAM (Jiang et al., 2021): ``ReLU(sum_k ReLU(dS/dA_k) * A_k)``,
+    as tf-keras-vis's ``Layercam``.
+""" + _CAM_DOC_ARGS
+
+
+def xgradcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+             upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
+             memory_budget: int | None = None, precision: str | None = None,
+             check_finite: bool = True) -> Array:
+    return _gradient_cam("xgradcam", _xgradcam, model, x, targets, layer=layer,
+                         upsample=upsample, head=head, chunk_size=chunk_size,
+                         memory_budget=memory_budget, precision=precision,
+                         check_finite=check_finite)
+
+
+xgradcam.__doc__ = """XGrad-CAM (Fu et al., 2020): ``ReLU(sum_k w_k A_k)`` with
+    ``w_k = sum_ij (A_ijk dS/dA_ijk) / (sum_ij A_ijk + 1e-7)``.
+""" + _CAM_DOC_ARGS
+
+GRADCAMPP_VARIANTS = ("tf-keras-vis", "paper")
+
+
+def gradcam_plus_plus(model: Any, x: ArrayLike, targets: Any = None, *,
+                      layer: str | None = None, upsample: bool = True,
+                      variant: str = "tf-keras-vis", head: str | None = None,
+                      chunk_size: int | None = None, memory_budget: int | None = None,
+                      precision: str | None = None, check_finite: bool = True) -> Array:
+    if variant == "tf-keras-vis":
+        combine = _gradcampp_tfkv
+    elif variant == "paper":
+        combine = _gradcampp_paper
+    else:
+        raise ValueError(f"unknown Grad-CAM++ variant {variant!r}; expected one of "
+                         f"{GRADCAMPP_VARIANTS}")
+    return _gradient_cam(f"gradcam++/{variant}", combine, model, x, targets, layer=layer,
+                         upsample=upsample, head=head, chunk_size=chunk_size,
+                         memory_budget=memory_budget, precision=precision,
+                         check_finite=check_finite)
+
+
+gradcam_plus_plus.__doc__ = """Grad-CAM++ (Chattopadhyay et al., 2018).
+
+    With ``G = dS/dA``: ``alpha = G^2 / (2 G^2 + G^3 sum_ij A)`` (0 where ``G = 0``),
+    ``w_k = sum_ij ReLU(G) alpha``, map ``ReLU(sum_k w_k A_k)``.
+
+    ``variant="tf-keras-vis"`` (default) is tf-keras-vis's ``GradcamPlusPlus``: ``alpha`` is
+    renormalized to sum to 1 per channel, and the terms carry the factor ``exp(S)`` of the
+    paper's exponential score, so raw maps scale with ``exp(score)`` (compare normalized
+    maps). ``variant="paper"`` drops the renormalization and the ``exp(S)`` factor (as
+    pytorch-grad-cam does).
+""" + _CAM_DOC_ARGS
+
+
+# ---------------------------------------------------------------------- Score-CAM
+def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+             upsample: bool = True, top_k: int | None = None, top_k_mode: str = "union",
+             softmax: bool = True, batch_size: int | None = None, head: str | None = None,
+             memory_budget: int | None = None, precision: str | None = None,
+             check_finite: bool = True) -> Array:
+    """Score-CAM (Wang et al., 2020) and Faster-Score-CAM (``top_k``).
+
+    Each channel ``A_k`` of the layer, upsampled (align-corners bilinear) and min-max
+    normalized to [0, 1], masks the input: ``x * mask_k``. ``beta_k`` = the target's score on
+    ``softmax(model(x * mask_k))`` and the map is ``ReLU(sum_k beta_k A_k)``, as tf-keras-vis
+    computes it (its own softmax on top of whatever head is used, no baseline subtraction).
+    The masked forward passes are shared by all targets (every class's ``beta`` comes from
+    the same outputs) and run in batches of at most ``batch_size`` masked inputs.
+
+    Args:
+      model, x, targets, layer, upsample, head, memory_budget, precision, check_finite: as
+        in :func:`gradcam`.
+      top_k: Faster-Score-CAM: use only the ``top_k`` channels with the largest spatial
+        standard deviation (tf-keras-vis ``max_N``); ``None`` uses all channels.
+      top_k_mode: ``"union"`` (tf-keras-vis: the union of every input's top-k channels is
+        used for all inputs of the batch) or ``"per_sample"`` (each input its own top-k;
+        results do not depend on the batch).
+      softmax: apply a softmax to the outputs before scoring (tf-keras-vis). For a one-unit
+        output (where a softmax is constant) jaxsal uses the unit's probability instead
+        (``sigmoid`` of a logit): ``p`` for class 1, ``1 - p`` for class 0.
+      batch_size: masked inputs per forward pass (default: from ``memory_budget``).
+    Returns:
+      Raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (``(h, w)`` with ``upsample=False``).
+    """
+    if top_k_mode not in ("union", "per_sample"):
+        raise ValueError(f"unknown top_k_mode {top_k_mode!r}; expected 'union' or 'per_sample'")
+    p = prepare(model, x, targets, head=head, check_finite=check_finite, image=True)
+    L = check_layer(p.model, default_cam_layer(p.model) if layer is None else layer)
+    _, caps = base.model_shapes(p.model, p.x, (L,))
+    a_shape = tuple(caps[L].shape)
+    check_spatial(L, a_shape)
+    n, K = p.n, a_shape[-1]
+    if top_k is not None:
+        if not isinstance(top_k, int) or not 1 <= top_k <= K:
+            raise ValueError(f"top_k must be an int in [1, {K}] (layer {L!r} has {K} channels), "
+                             f"got {top_k!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if top_k is None or top_k == K:
+        n_sel = K
+    else:
+        n_sel = min(K, n * top_k) if top_k_mode == "union" else top_k
+    per_image = base.forward_bytes(p.model, p.x) // n
+    kc = base.chunk_for(n_sel, per_image * n, None if batch_size is None
+                        else max(1, batch_size // n), memory_budget, cap=max(1, 1024 // n))
+    m, spec, info = p.model, p.spec, p.info
+    if softmax:
+        out_info = OutputInfo(info.units, "prob",
+                              info.complement if info.kind == "prob" else False)
+    else:
+        out_info = info
+
+    def to_scores(y):
+        if not softmax:
+            return y
+        if info.units == 1:
+            return y if info.kind == "prob" else jax.nn.sigmoid(y)
+        return jax.nn.softmax(y, axis=-1)
+
+    def build():
+        def run(params, x, ids):
+            H, W = x.shape[1:3]
+            y0, caps0 = run_model(m, params, x, (L,))
+            A = caps0[L]
+            ids_ = predicted_ids(y0, info)[:, None] if spec.kind == "predicted" else ids
+            if n_sel == K:
+                idx = jnp.broadcast_to(jnp.arange(K), (n, K))
+                valid = jnp.ones((n, K), x.dtype)
+            else:
+                std = jnp.std(A, axis=(1, 2))  # (N, K)
+                top = jax.lax.top_k(std, top_k)[1]  # (N, k)
+                if top_k_mode == "per_sample":
+                    idx, valid = top, jnp.ones((n, top_k), x.dtype)
+                else:
+                    chosen = jnp.zeros((K,), bool).at[top.reshape(-1)].set(True)
+                    order = jnp.argsort(~chosen, stable=True)[:n_sel]
+                    idx = jnp.broadcast_to(order, (n, n_sel))
+                    valid = jnp.broadcast_to(chosen[order].astype(x.dtype), (n, n_sel))
+            sel = jnp.take_along_axis(A, idx[:, None, None, :], axis=3)  # (N, h, w, K')
+
+            def chunk_fn(js):
+                a = sel[..., js]  # (N, h, w, kc)
+                up = upsample_hw(a, (H, W), hw_axes=(1, 2))
+                lo = up.min(axis=(1, 2), keepdims=True)
+                hi = up.max(axis=(1, 2), keepdims=True)
+                mask = (up - lo) / (hi - lo + 1e-7)  # (N, H, W, kc)
+                xm = x[:, None] * jnp.moveaxis(mask, -1, 1)[..., None]  # (N, kc, H, W, C)
+                xm = xm.reshape((n * len_js,) + x.shape[1:])
+                y, cap = run_model(m, params, xm, spec.layers)
+                y = jax.tree_util.tree_map(
+                    lambda a: a.reshape((n, len_js) + a.shape[1:]), to_scores(y))
+                cap = {k: v.reshape((n, len_js) + v.shape[1:]) for k, v in cap.items()}
+                return jax.vmap(lambda yk, ck: score_matrix(sp_ids, out_info, yk, ck, ids_),
+                                in_axes=1, out_axes=1)(y, cap)  # (N, kc, T)
+
+            sp_ids = spec if spec.kind != "predicted" else dataclasses.replace(spec, kind="ids")
+            len_js = min(kc, n_sel)
+            beta = base.map_chunks(chunk_fn, n_sel, kc) * valid[..., None]  # (N, K', T)
+            cam = jnp.einsum("nhwk,nkt->nthw", sel, beta)
+            out = _finish(cam, x, upsample)
+            return out if spec.class_axis else out[:, 0]
+
+        return run
+
+    key = ("scorecam", p.key, spec, info, L, a_shape, bool(upsample), top_k, top_k_mode,
+           bool(softmax), n_sel, kc)
+    return base.compiled(key, build, precision)(p.params, p.x, p.ids)
+
+
+# ---------------------------------------------------------------------- Eigen-CAM
+def _first_component(A: Array) -> Array:
+    """Projection of each position's activation vector on the first principal component,
+    ``(N, h, w)``, its sign chosen to correlate positively with the channel sum."""
+    n, h, w, k = A.shape
+    X = A.reshape(n, h * w, k)
+    X = X - X.mean(axis=1, keepdims=True)
+    if h * w <= k:
+        _, vecs = jnp.linalg.eigh(jnp.einsum("npk,nqk->npq", X, X))
+        u = vecs[..., -1]  # (N, hw)
+        lam = jnp.einsum("np,npq,nq->n", u, jnp.einsum("npk,nqk->npq", X, X), u)
+        proj = u * jnp.sqrt(jnp.maximum(lam, 0.0))[:, None]
+    else:
+        _, vecs = jnp.linalg.eigh(jnp.einsum("npk,npl->nkl", X, X))
+        proj = jnp.einsum("npk,nk->np", X, vecs[..., -1])
+    ref = A.reshape(n, h * w, k).sum(-1)
+    ref = ref - ref.mean(axis=1, keepdims=True)
+    sign = jnp.where(jnp.sum(proj * ref, axis=1) < 0, -1.0, 1.0).astype(A.dtype)
+    return (proj * sign[:, None]).reshape(n, h, w)
+
+
+def eigencam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+             upsample: bool = True, head: str | None = None, precision: str | None = None,
+             check_finite: bool = True) -> Array:
+    """Eigen-CAM (Muhammad & Yeasin, 2020): the projection of the layer's activations on their
+    first principal component (over spatial positions, channels centred), ReLU'd.
+
+    Class-agnostic: no gradients, one forward pass. The sign of a principal component is
+    arbitrary; jaxsal picks the one that correlates positively with the channel sum of
+    ``A``. ``targets`` only shapes the output: with a class axis the same map is repeated
+    for every target. Arguments as in :func:`gradcam`.
+    """
+    c = _prepare_cam(model, x, targets, layer, head, None, None, check_finite)
+    p, L = c.p, c.layer
+    m, spec = p.model, p.spec
+
+    def build():
+        def run(params, x):
+            _, caps = run_model(m, params, x, (L,))
+            cam = _finish(_first_component(caps[L])[:, None], x, upsample)
+            if spec.class_axis:
+                return jnp.broadcast_to(cam, (cam.shape[0], spec.num) + cam.shape[2:])
+            return cam[:, 0]
+
+        return run
+
+    key = ("eigencam", p.key, spec.class_axis, spec.num, L, bool(upsample))
+    return base.compiled(key, build, precision)(p.params, p.x)
+
+
+# ---------------------------------------------------------------------- guided Grad-CAM
+def guided_gradcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+                   reduce: str | None = "max_abs", head: str | None = None,
+                   chunk_size: int | None = None, memory_budget: int | None = None,
+                   precision: str | None = None, check_finite: bool = True) -> Array:
+    """Guided Grad-CAM (Selvaraju et al., 2017): the upsampled Grad-CAM map times the guided
+    backpropagation gradient, ``cam[..., None] * dS/dx`` (guided ReLUs), then the channel
+    ``reduce`` (default ``"max_abs"``; ``None`` keeps the paper's per-channel product).
+
+    Two forward passes (the standard model for Grad-CAM, the guided one for the input
+    gradient). Arguments as in :func:`gradcam` and :func:`jaxsal.guided_backprop`.
+    """
+    check_reduce(reduce)
+    c = _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
+                     backprop="standard")
+    p, L, a_shape = c.p, c.layer, c.a_shape
+    mg = base.with_options(p.model, None, "guided")
+    chunk = max(1, c.chunk // 2)
+    m, spec, info = p.model, p.spec, p.info
+
+    def build():
+        def run(params, x, ids):
+            s, A, pull_a = layer_pullback(m, params, x, L, a_shape, spec, info, ids)
+            fwd = lambda xx: (*run_model(mg, params, xx, spec.layers), None)  # noqa: E731
+            _, _, pull_x = target_pullback(fwd, x, spec, info, ids)
+
+            def chunk_fn(ts):
+                G = jax.vmap(pull_a, out_axes=1)(ts)
+                cam = _finish(_gradcam_weights(A, G, None), x, True)  # (N, Tc, H, W)
+                gb = jax.vmap(pull_x, out_axes=1)(ts)  # (N, Tc, H, W, C)
+                return _reduce(cam[..., None] * gb, reduce)
+
+            out = base.map_chunks(chunk_fn, spec.num, chunk)
+            return out if spec.class_axis else out[:, 0]
+
+        return run
+
+    key = ("guided_gradcam", p.key, base.model_key(mg), spec, info, L, a_shape, reduce, chunk)
+    return base.compiled(key, build, precision)(p.params, p.x, p.ids)

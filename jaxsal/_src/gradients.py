@@ -1,0 +1,156 @@
+"""Gradient saliency: vanilla gradient, gradient x input, guided backprop, deconvnet.
+
+Each is one compiled program: one forward pass (``jax.vjp``), then the pullback of every
+target (``vmap``-ed over a chunk of targets, chunks in sequence), the channel reduction applied
+on device inside the same program, so only the reduced maps ever leave it.
+
+Papers:
+- Saliency: Simonyan, Vedaldi & Zisserman (2014), "Deep Inside Convolutional Networks:
+  Visualising Image Classification Models and Saliency Maps".
+- Gradient x input: Shrikumar et al. (2016), "Not Just a Black Box: Learning Important
+  Features Through Propagating Activation Differences".
+- Guided backpropagation: Springenberg et al. (2015), "Striving for Simplicity: The All
+  Convolutional Net".
+- Deconvnet: Zeiler & Fergus (2014), "Visualizing and Understanding Convolutional Networks".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from jaxsal._src import base
+from jaxsal._src.postprocess import _reduce, check_reduce
+from jaxsal._src.targets import TargetSpec, OutputInfo, run_model, target_pullback
+from jaxsal._src.validate import prepare
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+def raw_gradients(model: Any, spec: TargetSpec, info: OutputInfo, times_input: bool = False):
+    """``f(params, x, ids, ts) -> (N, len(ts), *x.shape[1:])``: the input gradients (times
+    the input) of targets ``ts``, one forward pass. Used by the sampling methods."""
+
+    def f(params, x, ids, ts):
+        fwd = lambda xx: (*run_model(model, params, xx, spec.layers), None)  # noqa: E731
+        _, _, pull = target_pullback(fwd, x, spec, info, ids)
+        g = jax.vmap(pull, out_axes=1)(ts)
+        return g * x[:, None] if times_input else g
+
+    return f
+
+
+def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
+                           backprop: str | None, times_input: bool, reduce: str | None,
+                           head: str | None, chunk_size: int | None, memory_budget: int | None,
+                           precision: str | None, check_finite: bool) -> Array:
+    check_reduce(reduce)
+    p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite)
+    chunk = base.chunk_for(p.spec.num, base.forward_bytes(p.model, p.x), chunk_size,
+                           memory_budget)
+    m, spec, info = p.model, p.spec, p.info
+
+    def build():
+        def run(params, x, ids):
+            fwd = lambda xx: (*run_model(m, params, xx, spec.layers), None)  # noqa: E731
+            _, _, pull = target_pullback(fwd, x, spec, info, ids)
+
+            def chunk_fn(ts):
+                g = jax.vmap(pull, out_axes=1)(ts)  # (N, Tc, *x.shape[1:])
+                if times_input:
+                    g = g * x[:, None]
+                return _reduce(g, reduce)
+
+            out = base.map_chunks(chunk_fn, spec.num, chunk)
+            return out if spec.class_axis else out[:, 0]
+
+        return run
+
+    fn = base.compiled((name, p.key, spec, info, times_input, reduce, chunk), build, precision)
+    return fn(p.params, p.x, p.ids)
+
+
+def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | None = "max_abs",
+             head: str | None = None, chunk_size: int | None = None,
+             memory_budget: int | None = None, precision: str | None = None,
+             check_finite: bool = True) -> Array:
+    """Vanilla gradient saliency (Simonyan et al., 2014): ``d score / d x``.
+
+    Args:
+      model: a ``KerasModel`` (``load_keras``), a :class:`FunctionModel` or ``(fn, params)``.
+      x: inputs ``(N, H, W, C)`` (any ``(N, ...)`` the model takes), preprocessed, floating.
+      targets: ``None`` (each input's predicted class), an int (that class for every input),
+        a 1-D sequence of ``T`` class ids (every class for every input: output ``(N, T, ...)``),
+        an ``(N, T)`` int array (per-input ids), or a score function ``outputs -> (N,)``
+        (or a list of them) such as :func:`jaxsal.class_score` / :func:`jaxsal.neuron`.
+      reduce: channel reduction applied on device: ``"max_abs"`` (default, as keras-vis and
+        tf-keras-vis), ``"abs_sum"``, ``"sum"``/``"signed"``, ``"max"``, ``"mean"``,
+        ``"l2"``, or ``None`` to keep the channel axis.
+      head: override the model's head (``"logits"``, ``"softmax"``, ``"sigmoid"``,
+        ``"sigmoid_complement"``, ``"saved"``); default: the model's own.
+      chunk_size: how many targets share one batched backward pass (default: as many as fit in
+        ``memory_budget`` bytes, see ``jaxsal.DEFAULT_MEMORY_BUDGET``).
+      memory_budget: bytes one chunk of backward passes may use.
+      precision: ``"highest"`` for exact float32 matmuls on accelerators (parity tests).
+      check_finite: raise on NaN/inf inputs (one cheap device reduction).
+    Returns:
+      Raw (un-normalized) maps ``(N, H, W)`` (``(N, T, H, W)`` with a class axis; the channel
+      axis kept when ``reduce=None``).
+
+    Example::
+
+        maps = jaxsal.saliency(model.with_head("logits"), x, targets=range(10))  # (N,10,H,W)
+    """
+    return _input_gradient_method("saliency", model, x, targets, backprop=None,
+                                  times_input=False, reduce=reduce, head=head,
+                                  chunk_size=chunk_size, memory_budget=memory_budget,
+                                  precision=precision, check_finite=check_finite)
+
+
+def gradient_x_input(model: Any, x: ArrayLike, targets: Any = None, *,
+                     reduce: str | None = "sum", head: str | None = None,
+                     chunk_size: int | None = None, memory_budget: int | None = None,
+                     precision: str | None = None, check_finite: bool = True) -> Array:
+    """Gradient times input (Shrikumar et al., 2016): ``x * d score / d x``.
+
+    Same arguments as :func:`saliency`; the default reduction is the signed channel
+    ``"sum"`` (for a linear model with zero bias, the map sums to the score).
+    """
+    return _input_gradient_method("gradient_x_input", model, x, targets, backprop=None,
+                                  times_input=True, reduce=reduce, head=head,
+                                  chunk_size=chunk_size, memory_budget=memory_budget,
+                                  precision=precision, check_finite=check_finite)
+
+
+def guided_backprop(model: Any, x: ArrayLike, targets: Any = None, *,
+                    reduce: str | None = "max_abs", head: str | None = None,
+                    chunk_size: int | None = None, memory_budget: int | None = None,
+                    precision: str | None = None, check_finite: bool = True) -> Array:
+    """Guided backpropagation (Springenberg et al., 2015).
+
+    The gradient with every ReLU's backward rule replaced by ``dy * [dy > 0] * [z > 0]``
+    (``jax.custom_vjp``, :func:`jaxsal.guided_relu`; keras-vis ``backprop_modifier="guided"``,
+    tf-keras-vis ``GuidedBackpropagation``); forward values are unchanged. Same arguments
+    as :func:`saliency`.
+    """
+    return _input_gradient_method("guided_backprop", model, x, targets, backprop="guided",
+                                  times_input=False, reduce=reduce, head=head,
+                                  chunk_size=chunk_size, memory_budget=memory_budget,
+                                  precision=precision, check_finite=check_finite)
+
+
+def deconvnet(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | None = "max_abs",
+              head: str | None = None, chunk_size: int | None = None,
+              memory_budget: int | None = None, precision: str | None = None,
+              check_finite: bool = True) -> Array:
+    """Deconvnet / "rectified" backprop (Zeiler & Fergus, 2014).
+
+    Every ReLU's backward rule becomes ``dy * [dy > 0]`` (the input's sign is ignored;
+    keras-vis ``backprop_modifier="relu"``). Same arguments as :func:`saliency`.
+    """
+    return _input_gradient_method("deconvnet", model, x, targets, backprop="deconvnet",
+                                  times_input=False, reduce=reduce, head=head,
+                                  chunk_size=chunk_size, memory_budget=memory_budget,
+                                  precision=precision, check_finite=check_finite)

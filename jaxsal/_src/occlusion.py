@@ -1,0 +1,122 @@
+"""Occlusion sensitivity (Zeiler & Fergus, 2014, "Visualizing and Understanding Convolutional
+Networks").
+
+A ``patch`` is slid over the image with ``stride``; at each position the patch (all
+channels) is replaced by ``fill`` and the model re-run. The map at a pixel is the mean, over
+the patch positions covering it, of ``S(x) - S(x occluded)``: positive where hiding the
+pixel lowers the score. All patch positions are evaluated as batched forward passes (groups
+of positions ``vmap``-ed into one batch, groups in a ``fori_loop``), and every target's
+score comes from the same forward passes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsal._src import base
+from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
+from jaxsal._src.validate import prepare
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+def _pair(v, name) -> tuple[int, int]:
+    t = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if len(t) != 2 or not all(isinstance(i, (int, np.integer)) and i >= 1 for i in t):
+        raise ValueError(f"expected {name} as a positive int or a pair of them, got {v!r}")
+    return int(t[0]), int(t[1])
+
+
+def patch_positions(size: int, patch: int, stride: int) -> np.ndarray:
+    """Start offsets along one axis; the last patch is aligned to the border so that every
+    pixel is covered."""
+    if patch > size:
+        raise ValueError(f"patch {patch} is larger than the image side {size}")
+    starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return np.asarray(starts, np.int32)
+
+
+def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tuple = 8,
+              stride: int | tuple | None = None, fill: ArrayLike = 0.0,
+              batch_size: int | None = None, head: str | None = None,
+              memory_budget: int | None = None, precision: str | None = None,
+              check_finite: bool = True) -> Array:
+    """Occlusion sensitivity maps.
+
+    Args:
+      model, x, targets, head, memory_budget, precision, check_finite: as in
+        :func:`jaxsal.saliency`; ``x`` is ``(N, H, W, C)``. ``targets=None`` uses the
+        predicted class of the clean input.
+      patch: patch size ``p`` or ``(ph, pw)``.
+      stride: step between patch positions (default: ``patch``, non-overlapping).
+      fill: the occluding value: a scalar, ``(C,)``, ``(H, W, C)`` or ``(N, H, W, C)`` (e.g. a
+        blurred copy of ``x``).
+      batch_size: occluded inputs per forward pass (default: from ``memory_budget``).
+    Returns:
+      Raw maps ``(N, H, W)`` / ``(N, T, H, W)``: mean score drop over the covering patches.
+    """
+    p = prepare(model, x, targets, head=head, check_finite=check_finite, image=True)
+    n, H, W, C = p.x.shape
+    ph, pw = _pair(patch, "patch")
+    sh, sw = _pair(stride if stride is not None else (ph, pw), "stride")
+    rows, cols = patch_positions(H, ph, sh), patch_positions(W, pw, sw)
+    pos = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
+    n_pos = len(pos)
+    fill_arr = jnp.asarray(fill, p.x.dtype)
+    try:
+        np.broadcast_shapes(fill_arr.shape, p.x.shape)
+    except ValueError:
+        raise ValueError(f"fill of shape {fill_arr.shape} does not broadcast to x of shape "
+                         f"{tuple(p.x.shape)}") from None
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    per_image = base.forward_bytes(p.model, p.x) // n
+    group = base.chunk_for(n_pos, per_image * n, None if batch_size is None
+                           else max(1, batch_size // n), memory_budget, cap=max(1, 1024 // n))
+    count = np.zeros((H, W), np.float32)
+    for r, c in pos:
+        count[r:r + ph, c:c + pw] += 1
+    m, spec, info = p.model, p.spec, p.info
+
+    def build():
+        def run(params, x, ids, fill):
+            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            y, cap = run_model(m, params, x, spec.layers)
+            s0 = score_matrix(sp, info, y, cap, ids_)  # (N, T)
+            positions = jnp.asarray(pos)
+            ih = jnp.arange(H)[:, None]
+            iw = jnp.arange(W)[None, :]
+            fill_b = jnp.broadcast_to(fill, x.shape)
+
+            def mask_of(k):
+                r, c = positions[k, 0], positions[k, 1]
+                return ((ih >= r) & (ih < r + ph) & (iw >= c) & (iw < c + pw))  # (H, W)
+
+            def body(g, acc):
+                ks = g * group + jnp.arange(group)
+                valid = (ks < n_pos).astype(x.dtype)
+                masks = jax.vmap(mask_of)(jnp.minimum(ks, n_pos - 1))  # (G, H, W)
+                xo = jnp.where(masks[:, None, :, :, None], fill_b[None], x[None])
+                yo, co = run_model(m, params, xo.reshape((-1,) + x.shape[1:]), spec.layers)
+                yo = jax.tree_util.tree_map(lambda a: a.reshape((group, n) + a.shape[1:]), yo)
+                co = {k: v.reshape((group, n) + v.shape[1:]) for k, v in co.items()}
+                s = jax.vmap(lambda yy, cc: score_matrix(sp, info, yy, cc, ids_))(yo, co)
+                drop = (s0[None] - s) * valid[:, None, None]  # (G, N, T)
+                return acc + jnp.einsum("gnt,ghw->nthw", drop, masks.astype(x.dtype))
+
+            total = jax.lax.fori_loop(0, -(-n_pos // group), body,
+                                      jnp.zeros((n, spec.num, H, W), x.dtype))
+            out = total / jnp.asarray(count)
+            return out if spec.class_axis else out[:, 0]
+
+        return run
+
+    key = ("occlusion", p.key, spec, info, tuple(p.x.shape), ph, pw, sh, sw, group)
+    return base.compiled(key, build, precision)(p.params, p.x, p.ids, fill_arr)

@@ -1,0 +1,165 @@
+"""Post-processing of attribution maps: pure, jit-compiled functions that run on device.
+
+The methods return raw maps; these turn them into pictures. Maps are ``(..., H, W)`` (the
+last two axes spatial) unless an ``axis`` says otherwise.
+
+- :func:`reduce_channels`: ``(..., C) -> (...)``: ``"max_abs"`` (keras-vis / tf-keras-vis),
+  ``"abs_sum"``, ``"sum"`` (signed), ``"max"``, ``"mean"``, ``"l2"``.
+- :func:`normalize`: ``(a - min) / (max - min + eps)`` (tf-keras-vis, eps 1e-7) over ``axis``:
+  per map by default, or shared across a set of maps (include the class axis) so that maps
+  stay comparable.
+- :func:`clip_percentile`: clip each map to its ``[lower, upper]`` percentiles.
+- :func:`resize`: bilinear with ``align_corners=True`` (what tf-keras-vis's
+  ``scipy.ndimage.zoom(order=1)`` computes) or any ``jax.image.resize`` method.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+REDUCTIONS = ("max_abs", "abs_sum", "sum", "signed", "max", "mean", "l2", None)
+
+
+def check_reduce(reduce) -> None:
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"unknown channel reduction {reduce!r}; expected one of {REDUCTIONS}")
+
+
+def _reduce(g: Array, mode: str | None, axis: int = -1) -> Array:
+    if mode is None:
+        return g
+    if mode == "max_abs":
+        return jnp.max(jnp.abs(g), axis=axis)
+    if mode == "abs_sum":
+        return jnp.sum(jnp.abs(g), axis=axis)
+    if mode in ("sum", "signed"):
+        return jnp.sum(g, axis=axis)
+    if mode == "max":
+        return jnp.max(g, axis=axis)
+    if mode == "mean":
+        return jnp.mean(g, axis=axis)
+    if mode == "l2":
+        return jnp.sqrt(jnp.sum(g * g, axis=axis))
+    raise ValueError(f"unknown channel reduction {mode!r}; expected one of {REDUCTIONS}")
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "axis"))
+def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs", axis: int = -1) -> Array:
+    """Collapse the channel axis of ``maps``.
+
+    Args:
+      maps: e.g. input gradients ``(N, H, W, C)`` or ``(N, T, H, W, C)``.
+      mode: ``"max_abs"`` (max of absolute values: keras-vis / tf-keras-vis saliency),
+        ``"abs_sum"``, ``"sum"``/``"signed"``, ``"max"`` (signed max), ``"mean"``, ``"l2"``,
+        or ``None`` (unchanged).
+      axis: the channel axis.
+    Returns:
+      ``maps`` without ``axis``.
+    """
+    return _reduce(jnp.asarray(maps), mode, axis)
+
+
+def _norm(maps: Array, axis, eps: float) -> Array:
+    lo = jnp.min(maps, axis=axis, keepdims=True)
+    hi = jnp.max(maps, axis=axis, keepdims=True)
+    return (maps - lo) / (hi - lo + eps)
+
+
+@functools.partial(jax.jit, static_argnames=("axis", "eps"))
+def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
+              eps: float = 1e-7) -> Array:
+    """Min-max normalize to ``[0, 1]``: ``(a - min) / (max - min + eps)`` over ``axis``.
+
+    This is tf-keras-vis's ``normalize`` (``eps = 1e-7``, an all-zero map stays 0) when
+    ``axis`` covers one map: the default ``(-2, -1)`` normalizes every ``(H, W)`` map on its
+    own. To keep the classes of one input comparable, normalize them together: for maps
+    ``(N, T, H, W)`` use ``axis=(1, 2, 3)``; ``axis=None`` shares one range across everything.
+    For channel maps ``(N, H, W, C)`` as tf-keras-vis does: ``axis=(1, 2, 3)``.
+    """
+    axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
+    return _norm(jnp.asarray(maps), axis, eps)
+
+
+@functools.partial(jax.jit, static_argnames=("lower", "upper", "axis"))
+def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
+                    axis: int | Sequence[int] | None = (-2, -1)) -> Array:
+    """Clip every map (over ``axis``) to its ``[lower, upper]`` percentiles (0-100).
+
+    A common step before display: a few extreme pixels would otherwise squash the colour
+    range (PAIR saliency clips at the 99th percentile).
+    """
+    if not 0 <= lower <= upper <= 100:
+        raise ValueError(f"expected 0 <= lower <= upper <= 100, got lower={lower}, "
+                         f"upper={upper}")
+    maps = jnp.asarray(maps)
+    axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
+    lo = jnp.percentile(maps, lower, axis=axis, keepdims=True)
+    hi = jnp.percentile(maps, upper, axis=axis, keepdims=True)
+    return jnp.clip(maps, lo, hi)
+
+
+def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` linear interpolation with ``align_corners=True``: output index ``i``
+    samples input coordinate ``i * (n_in - 1) / (n_out - 1)`` (``scipy.ndimage.zoom``,
+    ``order=1``)."""
+    if n_out == 1 or n_in == 1:
+        coords = np.zeros(n_out)
+    else:
+        coords = np.arange(n_out, dtype=np.float64) * (n_in - 1) / (n_out - 1)
+    lo = np.clip(np.floor(coords).astype(np.int64), 0, n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = coords - lo
+    m = np.zeros((n_out, n_in), np.float64)
+    np.add.at(m, (np.arange(n_out), lo), 1.0 - frac)
+    np.add.at(m, (np.arange(n_out), hi), frac)
+    return m.astype(np.float32)
+
+
+def upsample_hw(maps: Array, size: tuple[int, int], hw_axes: tuple[int, int] = (-2, -1)) -> Array:
+    """Align-corners bilinear resize of two axes (two small matrix products, on device)."""
+    a0, a1 = (ax % maps.ndim for ax in hw_axes)
+    h, w = maps.shape[a0], maps.shape[a1]
+    if (h, w) == tuple(size):
+        return maps
+    mh = jnp.asarray(interp_matrix(h, size[0]), maps.dtype)
+    mw = jnp.asarray(interp_matrix(w, size[1]), maps.dtype)
+    hp = jax.lax.Precision.HIGHEST
+    out = jnp.moveaxis(jnp.tensordot(maps, mh, axes=[[a0], [1]], precision=hp), -1, a0)
+    out = jnp.moveaxis(jnp.tensordot(out, mw, axes=[[a1], [1]], precision=hp), -1, a1)
+    return out
+
+
+RESIZE_METHODS = ("align_corners", "linear", "bilinear", "nearest", "cubic", "lanczos3",
+                  "lanczos5")
+
+
+@functools.partial(jax.jit, static_argnames=("size", "method"))
+def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners") -> Array:
+    """Resize maps ``(..., h, w) -> (..., H, W)``.
+
+    Args:
+      maps: maps with the spatial axes last.
+      size: ``(H, W)``.
+      method: ``"align_corners"`` (bilinear, corner pixels aligned: tf-keras-vis's CAM
+        upsampling) or a ``jax.image.resize`` method (``"linear"``/``"bilinear"``,
+        ``"nearest"``, ``"cubic"``, ...: half-pixel centred, like ``tf.image.resize``).
+    """
+    maps = jnp.asarray(maps)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"expected size=(H, W), got {size}")
+    if maps.ndim < 2:
+        raise ValueError(f"expected maps (..., h, w), got shape {maps.shape}")
+    if method == "align_corners":
+        return upsample_hw(maps, size)
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"unknown resize method {method!r}; expected one of {RESIZE_METHODS}")
+    return jax.image.resize(maps, maps.shape[:-2] + size, method=method)

@@ -1,0 +1,249 @@
+"""Targets -> scores, and the one-forward / many-backward pullback over them.
+
+What a method explains is a matrix of scores ``S`` of shape ``(N, T)``: score ``t`` of input
+``n``. Targets given as class ids pick output units; a score function computes anything
+(a regression output, a neuron of an intermediate layer). One ``jax.vjp`` of ``x -> S`` gives
+the forward pass once; its pullback, applied to the one-hot cotangent of target ``t``
+(``vmap``-ed over a chunk of targets), is the gradient of score ``t`` for every input: T
+targets cost one forward and T backward passes.
+
+One-unit (sigmoid) outputs are binary classifiers with two class ids: ``1`` (the unit) and
+``0`` (its complement): on a probability head the score of class 0 is ``1 - p`` (the
+``sigmoid_complement``), on a logit head it is ``-z`` (the logit of the complement,
+``sigmoid(-z) = 1 - p``). With the ``sigmoid_complement`` head the unit already holds
+``1 - p``, so class 0 is the unit itself and class 1 is its complement ``p``: class ids keep
+their meaning whatever the head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+# ---------------------------------------------------------------------- score factories
+@dataclasses.dataclass(frozen=True)
+class ClassScore:
+    """``outputs[:, index]``: see :func:`class_score`."""
+
+    index: int
+
+    def __call__(self, outputs: Array) -> Array:
+        return outputs[:, self.index]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerScore:
+    """A unit of an intermediate layer: see :func:`neuron`."""
+
+    layer: str
+    index: Any
+
+    def __call__(self, activation: Array) -> Array:
+        if isinstance(self.index, tuple):
+            return activation[(slice(None),) + self.index]
+        a = activation[..., self.index]
+        return a.reshape(a.shape[0], -1).mean(axis=1)
+
+
+def class_score(index: int) -> ClassScore:
+    """Score function ``outputs -> outputs[:, index]`` (shape ``(N,)``).
+
+    Equal to passing ``targets=index`` for a multi-class model; useful as a building block for
+    custom scores. Score objects made by the factories compare equal when their arguments do,
+    so repeated calls reuse the compiled program (a fresh ``lambda`` each call recompiles).
+    """
+    return ClassScore(int(index))
+
+
+def neuron(layer: str, index: int | Sequence[int]) -> LayerScore:
+    """Score function reading the output of an intermediate ``layer``.
+
+    Args:
+      layer: a layer name of the model.
+      index: an int selects a channel (last axis), averaged over any spatial axes (a
+        "filter" score, ``(N,)``); a tuple indexes one unit of the per-example output
+        (e.g. ``(i, j, k)`` for a conv layer, ``(k,)`` for a Dense layer).
+    """
+    idx = tuple(int(i) for i in index) if isinstance(index, (tuple, list)) else int(index)
+    return LayerScore(str(layer), idx)
+
+
+# ---------------------------------------------------------------------- parsed targets
+@dataclasses.dataclass(frozen=True)
+class OutputInfo:
+    """What the model's outputs hold: ``units`` (K of ``(N, K)`` outputs, else ``None``),
+    ``kind`` (``"prob"``/``"logit"``) and ``complement`` (the unit holds ``1 - p``)."""
+
+    units: int | None
+    kind: str = "logit"
+    complement: bool = False
+
+    @property
+    def num_classes(self) -> int | None:
+        if self.units is None:
+            return None
+        return 2 if self.units == 1 else self.units
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSpec:
+    """The static part of ``targets``: ``kind`` (``"ids"``, ``"predicted"``, ``"scores"``),
+    ``num`` (T), whether the output keeps the class axis, and the score functions."""
+
+    kind: str
+    num: int
+    class_axis: bool
+    scores: tuple = ()
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for s in self.scores:
+            layer = getattr(s, "layer", None)
+            if layer is not None and layer not in out:
+                out.append(layer)
+        return tuple(out)
+
+
+def parse_targets(targets: Any, n: int, info: OutputInfo) -> tuple[TargetSpec, np.ndarray | None]:
+    """Validate ``targets`` and split them into a static :class:`TargetSpec` and an
+    ``(N, T)`` int32 id array (``None`` unless class ids were given)."""
+    if targets is None:
+        if info.units is None:
+            raise ValueError("targets=None explains the predicted class, which needs outputs of "
+                             "shape (N, classes); this model's outputs are not. Pass a score "
+                             "function: targets=lambda outputs: ... -> (N,)")
+        return TargetSpec("predicted", 1, False), None
+    if callable(targets):
+        return TargetSpec("scores", 1, False, (targets,)), None
+    if isinstance(targets, (list, tuple)) and targets and all(callable(t) for t in targets):
+        return TargetSpec("scores", len(targets), True, tuple(targets)), None
+    if isinstance(targets, (bool, np.bool_)):
+        raise TypeError(f"expected targets as class ids (int), got a bool ({targets!r})")
+    arr = np.asarray(targets)
+    if arr.size == 0:
+        raise ValueError("expected at least one target, got an empty sequence")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
+            raise TypeError(f"expected integer class ids, got a float array ({arr.dtype}); "
+                            "convert with .astype(int)")
+        raise TypeError(f"expected targets as an int, a sequence of ints, an (N, T) int array, "
+                        f"None or a score function; got {type(targets).__name__} of dtype "
+                        f"{arr.dtype}")
+    if info.units is None:
+        raise ValueError("class-id targets need outputs of shape (N, classes); this model's "
+                         "outputs are not. Pass a score function instead.")
+    k = info.num_classes
+    bad = arr[(arr < 0) | (arr >= k)]
+    if bad.size:
+        extra = " (a one-unit output is a binary classifier: ids 0 and 1)" if info.units == 1 \
+            else ""
+        raise ValueError(f"target ids out of range: expected 0 <= id < {k}{extra}, got "
+                         f"{sorted(set(bad.tolist()))[:10]}")
+    if arr.ndim == 0:
+        return TargetSpec("ids", 1, False), np.full((n, 1), int(arr), np.int32)
+    if arr.ndim == 1:
+        return (TargetSpec("ids", arr.shape[0], True),
+                np.broadcast_to(arr.astype(np.int32)[None], (n, arr.shape[0])).copy())
+    if arr.ndim == 2:
+        if arr.shape[0] != n:
+            raise ValueError(f"2-D targets must be (N, T) with N = {n} inputs, got shape "
+                             f"{arr.shape}. A 1-D sequence explains every class for every input.")
+        return TargetSpec("ids", arr.shape[1], True), arr.astype(np.int32)
+    raise ValueError(f"expected targets of at most 2 dimensions (N, T), got shape {arr.shape}")
+
+
+# ---------------------------------------------------------------------- scores
+def predicted_ids(y: Array, info: OutputInfo) -> Array:
+    """``(N,)`` predicted class ids (argmax; for one unit: the unit's class test)."""
+    y = jax.lax.stop_gradient(y)
+    if info.units == 1:
+        o = y[:, 0]
+        if info.kind == "prob":
+            p = 1.0 - o if info.complement else o
+            return (p > 0.5).astype(jnp.int32)
+        return (o > 0).astype(jnp.int32)
+    return jnp.argmax(y, axis=-1).astype(jnp.int32)
+
+
+def class_scores(y: Array, ids: Array, info: OutputInfo) -> Array:
+    """``(N, T)`` scores of the classes ``ids`` (``(N, T)``) in outputs ``y`` ``(N, K)``."""
+    if info.units == 1:
+        o = y[:, :1]
+        if info.kind == "prob":
+            pos = 1.0 - o if info.complement else o
+            neg = 1.0 - pos
+        else:
+            pos, neg = o, -o
+        return jnp.where(ids == 1, pos, neg)
+    return jnp.take_along_axis(y, ids, axis=1)
+
+
+def score_matrix(spec: TargetSpec, info: OutputInfo, y: Any, captured: dict,
+                 ids: Array | None) -> Array:
+    """``(N, T)`` scores for the targets: class ids, the predicted class, or score functions."""
+    if spec.kind == "scores":
+        cols = []
+        for fn in spec.scores:
+            layer = getattr(fn, "layer", None)
+            s = fn(captured[layer] if layer is not None else y)
+            s = jnp.asarray(s)
+            n = jax.tree_util.tree_leaves(y)[0].shape[0]
+            if s.shape != (n,):
+                raise ValueError(f"a score function must return one value per input, shape "
+                                 f"({n},); {fn!r} returned shape {s.shape}. Reduce it "
+                                 "(e.g. .mean over units) but keep the batch axis.")
+            cols.append(s)
+        return jnp.stack(cols, axis=1)
+    if spec.kind == "predicted":
+        ids = predicted_ids(y, info)[:, None]
+    return class_scores(y, ids, info)
+
+
+def run_model(model: Any, params: Any, x: Array, layers: Sequence[str] = (),
+              perturb: dict | None = None) -> tuple[Any, dict]:
+    """``(outputs, {layer: activation})`` whatever was asked."""
+    layers = tuple(layers)
+    if layers or perturb:
+        out = model.apply(params, x, capture=list(layers), perturb=perturb)
+        return out if layers else (out, {})
+    return model.apply(params, x), {}
+
+
+def target_pullback(fwd: Callable, primal: Any, spec: TargetSpec, info: OutputInfo,
+                    ids: Array | None):
+    """One forward pass through ``fwd(primal) -> (outputs, captured, aux)``.
+
+    Returns ``(scores (N, T), aux, pull)`` where ``pull(t)`` is the gradient of score ``t``
+    (summed over inputs, which are independent) with respect to ``primal``: one backward pass.
+    ``pull`` is ``vmap``-able over ``t``.
+    """
+    def scored(p):
+        y, captured, aux = fwd(p)
+        return score_matrix(spec, info, y, captured, ids), aux
+
+    s, pullback, aux = jax.vjp(scored, primal, has_aux=True)
+
+    def pull(t):
+        ct = jnp.broadcast_to((jnp.arange(spec.num) == t).astype(s.dtype), s.shape)
+        return pullback(ct)[0]
+
+    return s, aux, pull
+
+
+def resolve_predicted(model: Any, params: Any, x: Array, spec: TargetSpec, info: OutputInfo,
+                      ids: Array | None) -> tuple[TargetSpec, Array | None]:
+    """For methods that evaluate the model away from ``x`` (noise, paths, masks): fix the
+    predicted class on the clean input once (one forward), as explicit ids."""
+    if spec.kind != "predicted":
+        return spec, ids
+    y, _ = run_model(model, params, x)
+    return dataclasses.replace(spec, kind="ids"), predicted_ids(y, info)[:, None]

@@ -1,0 +1,128 @@
+"""Checks run in Python before anything heavy is traced, compiled or run.
+
+Every public method calls :func:`prepare`: it resolves the model variant (head, backward rule),
+checks the input (dtype, shape against the model, NaN/inf), the targets (kind, ids in range)
+and, for CAMs, the layer (exists, has spatial axes). Errors say what was expected, what was
+given and how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsal._src import base
+from jaxsal._src.targets import OutputInfo, TargetSpec, parse_targets
+
+Array = jax.Array
+
+
+@jax.jit
+def _all_finite(x):
+    return jnp.isfinite(x).all()
+
+
+def check_input(model: Any, x: Any, *, check_finite: bool = True, image: bool = False) -> Array:
+    """``x`` as a floating JAX array of shape ``(N, *model.input_shape)``, or a clear error."""
+    if isinstance(x, (list, tuple)) and x and hasattr(x[0], "shape"):
+        raise TypeError("expected one input array x of shape (N, H, W, C), got a list; "
+                        "multi-input models are not supported by the attribution methods")
+    if not isinstance(x, jax.Array):
+        try:
+            x = np.asarray(x)
+        except Exception as e:  # noqa: BLE001  (ragged lists and other junk)
+            raise TypeError(f"expected x as an array (N, H, W, C), got {type(x).__name__}: {e}")
+    dtype = x.dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"expected a floating-point input (the model's preprocessed input, e.g. "
+                        f"float32 in [0, 1]), got dtype {dtype}. Convert and preprocess it "
+                        "first, e.g. x.astype(np.float32) / 255.")
+    shape = getattr(model, "input_shape", None)
+    if image and x.ndim != 4:
+        raise ValueError(f"expected images x of shape (N, H, W, C), got shape {tuple(x.shape)}"
+                         + (" (add a batch axis: x[None])" if x.ndim == 3 else ""))
+    if isinstance(shape, tuple) and all(isinstance(d, (int, type(None))) for d in shape):
+        ok = x.ndim == len(shape) + 1 and all(d is None or d == s
+                                              for d, s in zip(shape, x.shape[1:]))
+        if not ok:
+            want = ", ".join("?" if d is None else str(d) for d in shape)
+            hint = " Add a batch axis for one example: x[None]." if x.ndim == len(shape) else ""
+            raise ValueError(f"expected x of shape (N, {want}) for this model, got "
+                             f"{tuple(x.shape)}.{hint}")
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"expected a batch of at least one input, got shape {tuple(x.shape)}")
+    if check_finite and not isinstance(x, jax.core.Tracer):
+        finite = np.isfinite(x).all() if isinstance(x, np.ndarray) else bool(_all_finite(x))
+        if not finite:
+            raise ValueError("x contains NaN or infinite values; attribution maps of such inputs "
+                             "are meaningless. Clean the input (np.nan_to_num) or pass "
+                             "check_finite=False.")
+    return jnp.asarray(x)
+
+
+def check_layer(model: Any, layer: str) -> str:
+    """The layer name as the model resolves it, or a ``ValueError`` listing valid names."""
+    if not isinstance(layer, str):
+        raise TypeError(f"expected layer= as a layer name (str), got {type(layer).__name__}")
+    names = list(getattr(model, "layer_names", []) or [])
+    resolve = getattr(model, "resolve_layer", None)
+    if resolve is not None:
+        return resolve(layer)  # raises ValueError listing the valid names
+    if layer not in names:
+        raise ValueError(f"unknown layer {layer!r}; valid layer names: "
+                         f"{', '.join(names) if names else '(none)'}")
+    return layer
+
+
+def check_spatial(layer: str, shape: tuple) -> None:
+    """A CAM layer must output ``(N, h, w, K)``."""
+    if len(shape) != 4:
+        raise ValueError(f"layer {layer!r} has output shape {tuple(shape)} (batch first); a CAM "
+                         "needs a spatial layer with output (N, h, w, channels), e.g. the last "
+                         "convolution (see jaxsal.default_cam_layer(model) and "
+                         "jaxsal.spatial_layers(model))")
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A validated call: the model variant, its cache key, params, input and targets."""
+
+    model: Any
+    key: Any
+    params: Any
+    x: Array
+    spec: TargetSpec
+    ids: Array | None
+    info: OutputInfo
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+
+def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
+            backprop: str | None = None, check_finite: bool = True,
+            image: bool = False) -> Prepared:
+    """Validate everything a method needs (see the module docstring)."""
+    m = base.with_options(model, head, backprop)
+    xa = check_input(m, x, check_finite=check_finite, image=image)
+    y, _ = base.model_shapes(m, xa)
+    units = None
+    if isinstance(y, jax.ShapeDtypeStruct) and len(y.shape) == 2:
+        units = int(y.shape[1])
+    kind, complement = base.output_kind(m)
+    if units == 1 and getattr(m, "head", None) == "softmax":
+        raise ValueError("head='softmax' on a one-unit output is constant (1.0) and has zero "
+                         "gradients; use head='sigmoid', 'sigmoid_complement' or 'logits'")
+    info = OutputInfo(units, kind, complement)
+    spec, ids = parse_targets(targets, int(xa.shape[0]), info)
+    if spec.layers:
+        for layer in spec.layers:
+            check_layer(m, layer)
+        base.model_shapes(m, xa, spec.layers)
+    return Prepared(m, base.model_key(m), m.params, xa, spec,
+                    None if ids is None else jnp.asarray(ids), info)
