@@ -11,7 +11,10 @@ prediction *towards class 0*, which the class-1 map discards.
 
 ``binary_gradcam.png``: for images of both classes, the input, Grad-CAM for class 1
 (``sigmoid`` head) and Grad-CAM for class 0 (``sigmoid_complement`` head) at the last conv
-layer ``block2_conv2``, overlaid on the input with one colour scale for the whole figure.
+layer ``block2_conv2``, overlaid on the input. Each row has its own colour scale, shared by
+its two maps: the sigmoid's slope ``p (1 - p)`` multiplies both classes' gradients of an
+image alike, so the two maps of a row compare directly, while a confident image (p near 0
+or 1) has much smaller maps than a borderline one.
 
 Run::
 
@@ -60,7 +63,7 @@ def main() -> None:
     fig = plot.grid(maps, images=x[:, None], inputs=x, alpha=0.55, row_titles=row_titles,
                     col_titles=["Grad-CAM class 1 (digit >= 5)\nsigmoid head",
                                 "Grad-CAM class 0 (digit < 5)\nsigmoid_complement head"],
-                    cmap="jet", colorbar_label="Grad-CAM", panel_size=1.9,
+                    scale="row", cmap="jet", colorbar_label="Grad-CAM", panel_size=1.9,
                     title=f"binary_cnn_keras3.keras, Grad-CAM at {LAYER}")
     _common.save(fig, args.out, "binary_gradcam.png")
 

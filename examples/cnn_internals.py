@@ -41,11 +41,11 @@ def main() -> None:
 
     _common.save(plot.architecture(model, title="mnist_cnn_tfkeras2.h5 (Keras 2 Sequential)"),
                  args.out, "internals_architecture.png")
-    _common.save(plot.filters(model, "conv2d_1"), args.out, "internals_filters.png")
+    _common.save(plot.filters(model, "conv2d_1", ncols=8), args.out, "internals_filters.png")
 
     digit = x_all[7:8]  # the first held-out 7
     for layer in CONV_LAYERS:
-        fig = plot.feature_maps(model, digit, layer, max_maps=32,
+        fig = plot.feature_maps(model, digit, layer, max_maps=32, ncols=8,
                                 title=f"{layer}: feature maps of a held-out 7 (first 32 "
                                       "channels)")
         _common.save(fig, args.out, f"internals_feature_maps_{layer}.png")
@@ -72,7 +72,7 @@ def main() -> None:
     pred = np.asarray(sm(x)).argmax(-1)
     # targets=None: each input's predicted class
     occ = _common.squeeze_channels(
-        jaxsal.occlusion(sm, x, patch_size=6, stride=2, fill_value=0.5))
+        jaxsal.occlusion(sm, x, patch=6, stride=2, fill=0.5))
     cam = _common.squeeze_channels(
         jaxsal.gradcam(model.with_head("logits"), x, layer="conv2d_2"))
     sal = _common.squeeze_channels(jaxsal.saliency(model.with_head("logits"), x))
@@ -82,8 +82,8 @@ def main() -> None:
                     row_titles=[f"label {y}\npredicted {p}" for y, p in zip(y_all, pred)],
                     col_titles=["occlusion\n(drop of p, 6x6 gray patch)",
                                 "Grad-CAM\n(conv2d_2, logits)", "saliency\n(logits)"],
-                    scale="column", cmap="jet", panel_size=1.6,
-                    colorbar_label="normalized",
+                    scale="shared", vmin=0.0, vmax=1.0, cmap="jet", panel_size=1.6,
+                    colorbar_label="each map min-max normalized",
                     title="where the evidence for the predicted class is")
     _common.save(fig, args.out, "internals_occlusion.png")
 

@@ -403,7 +403,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
             y_top = box(r0, 0)[1] + box(r0, 0)[3]
             y_bot = box(r1 - 1, 0)[1]
             cax = fig.add_axes([x_cb, y_bot, 0.12 / fw, y_top - y_bot], label="colorbar")
-            _colorbar(fig, cax, norms[r0][0], cmap, colorbar_label, "vertical")
+            _colorbar(fig, cax, norms[r0][0], cmap, colorbar_label, "vertical",
+                      _extend(m[r0:r1], norms[r0][0]))
     if col_cb:
         for c in range(C):
             b = box(R - 1, c + (1 if extra_col else 0))
@@ -412,9 +413,21 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     return _finish(fig, save, dpi)
 
 
-def _colorbar(fig, cax, norm, cmap, label, orientation):
+def _extend(data: np.ndarray, norm) -> str:
+    # a colour bar whose limits clip the data says so with a pointed end
+    lo, hi = float(np.min(data)), float(np.max(data))
+    tol = 1e-6 * max(abs(norm.vmin), abs(norm.vmax), 1e-30)
+    below, above = lo < norm.vmin - tol, hi > norm.vmax + tol
+    return {(False, False): "neither", (True, False): "min", (False, True): "max",
+            (True, True): "both"}[(below, above)]
+
+
+def _colorbar(fig, cax, norm, cmap, label, orientation, extend="neither"):
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
-    cb = fig.colorbar(sm, cax=cax, orientation=orientation)
+    w, h = cax.get_position().size * fig.get_size_inches()
+    length = w if orientation == "horizontal" else h  # inches
+    cb = fig.colorbar(sm, cax=cax, orientation=orientation, extend=extend,
+                      extendfrac=min(0.05, 0.15 / max(length, 1e-3)))
     cb.ax.tick_params(labelsize=_TICK_PT)
     if orientation == "horizontal":
         cb.ax.xaxis.set_major_locator(_Locator(3))
@@ -501,15 +514,17 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
         s.set_visible(False)
     fig.suptitle(full_title, fontsize=_LABEL_PT + 1, y=1 - 0.05 / fh, va="top")
     if colorbar:
-        cax = fig.add_axes([(left + gw + 0.12) / fw, 0.15 / fh, 0.12 / fw, gh / fh],
-                           label="colorbar")
+        bar_h = min(gh, 4.0)  # a tall mosaic gets a bar of readable length at its top
+        cax = fig.add_axes([(left + gw + 0.12) / fw, (0.15 + gh - bar_h) / fh, 0.12 / fw,
+                            bar_h / fh], label="colorbar")
         if scale == "shared":
             norm = colors.Normalize(lo[0, 0], hi[0, 0])
         else:
             norm = colors.Normalize(-1 if signed else 0, 1)
             colorbar_label = ("each panel / its max |value|" if signed
                               else "each panel min-max scaled")
-        _colorbar(fig, cax, norm, cmap, colorbar_label, "vertical")
+        _colorbar(fig, cax, norm, cmap, colorbar_label, "vertical",
+                  _extend(m, norm) if scale == "shared" else "neither")
     return _finish(fig, save, dpi)
 
 

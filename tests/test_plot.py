@@ -257,3 +257,16 @@ def test_architecture_branches_and_merges(tmp_path):
     assert len([p for p in ax.patches if p.get_label() == "edge"]) == len(lay.edges) == 12
     assert "(8, 8, 5)" in [t.get_text() for t in ax.texts]  # concat of 3 + 2 channels
     _png_ok(tmp_path / "b.png")
+
+
+def test_grid_row_groups_share_a_scale_per_group():
+    maps = _maps(4, 3)
+    maps[2:] *= 100  # the second group (e.g. the logits head) is much larger
+    fig = plot.grid(maps, scale="row", row_groups=["a", "a", "b", "b"])
+    assert len(_colorbars(fig)) == 2
+    clims = np.array([ax.images[-1].get_clim() for ax in plot.panel_axes(fig)]).reshape(4, 3, 2)
+    assert np.allclose(clims[:2, :, 1], maps[:2].max())
+    assert np.allclose(clims[2:, :, 1], maps[2:].max())
+    assert "group of rows" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="row_groups"):
+        plot.grid(maps, row_groups=["a", "a", "b", "b"])  # needs scale="row"
