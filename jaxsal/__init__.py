@@ -9,5 +9,15 @@ from jaxsal._src.guided import deconvnet_relu, guided_relu, relu_for_mode
 # --- attribution methods (jaxsal._src: targets, gradients, cam, ...) ---
 
 # --- activation maximization (jaxsal._src.maximize) ---
+from jaxsal._src.features import feature_maps, filter_images, image_grid
+from jaxsal._src.maximize import (MaximizeResult, default_regularizers, default_transforms,
+                                  maximize)
+from jaxsal._src.objectives import (Objective, channel_objective, direction_objective,
+                                    neuron_objective, output_objective, stack_objectives)
+from jaxsal._src.parameterization import Parameterization, fourier, pixels
+from jaxsal._src.regularizers import (Regularizer, blur_every, l2_decay, lp_norm,
+                                      total_variation)
+from jaxsal._src.transforms import (compose, gaussian_blur, identity, jitter, pad,
+                                    random_rotate, random_scale, standard_transforms)
 
 # --- post-processing (jaxsal._src.postprocess) ---

@@ -1,0 +1,251 @@
+"""Objectives for activation maximization: small pytrees that score one image's activations.
+
+An :class:`Objective` is a weighted sum of terms. Each term reads either the model output
+(``layer=None``) or one named layer's activation and reduces it to a scalar:
+
+- :func:`output_objective` -- one output unit (a class logit through the chosen head),
+  as in Erhan et al. 2009 and Simonyan et al. 2014 ("Deep Inside Convolutional Networks");
+- :func:`channel_objective` -- the mean activation of one channel (a filter's feature map);
+- :func:`neuron_objective` -- one activation at one spatial position;
+- :func:`direction_objective` -- the mean projection of a layer's channel vectors onto a
+  direction (Olah et al. 2017, "Feature Visualization", Distill).
+
+Objectives are pytrees whose leaves are arrays (weights, unit indices, directions) and whose
+structure (kinds, layer names) is static, so a list of objectives of the same structure stacks
+into one batched objective that ``jax.vmap`` maps over: every unit gets its own image. They
+combine with ``+``, ``-`` and scalar ``*``::
+
+    obj = channel_objective("conv2d_2", 5) - 0.5 * output_objective(3)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+KINDS = ("output", "channel", "neuron", "direction")
+
+
+@jax.tree_util.register_pytree_node_class
+class Objective:
+    """A weighted sum of activation terms; maximized by :func:`jaxsal.maximize`.
+
+    Attributes:
+      kinds: one of :data:`KINDS` per term (static).
+      layers: the layer each term reads, ``None`` for the model output (static).
+      weights: one scalar weight per term (arrays; a leading unit axis when stacked).
+      indices: per term, an int unit index (``output``, ``channel``), an int array
+        ``(channel, row, col)`` (``neuron``; ``-1`` means the centre) or a float direction
+        ``(K,)`` (``direction``).
+    """
+
+    def __init__(self, kinds: Sequence[str], layers: Sequence[str | None],
+                 weights: Sequence[Any], indices: Sequence[Any]):
+        self.kinds = tuple(kinds)
+        self.layers = tuple(layers)
+        self.weights = tuple(weights)
+        self.indices = tuple(indices)
+
+    # -- pytree
+    def tree_flatten(self):
+        return (self.weights, self.indices), (self.kinds, self.layers)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(aux[0], aux[1], children[0], children[1])
+
+    # -- algebra
+    def __add__(self, other: "Objective") -> "Objective":
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Objective(self.kinds + other.kinds, self.layers + other.layers,
+                         self.weights + other.weights, self.indices + other.indices)
+
+    def __mul__(self, c: float) -> "Objective":
+        if isinstance(c, Objective):
+            return NotImplemented
+        return Objective(self.kinds, self.layers,
+                         tuple(jnp.asarray(c, jnp.float32) * w for w in self.weights),
+                         self.indices)
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "Objective":
+        return self * -1.0
+
+    def __sub__(self, other: "Objective") -> "Objective":
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return self + (-other)
+
+    @property
+    def needed_layers(self) -> tuple[str, ...]:
+        """The named layers this objective reads (model output excluded), in order."""
+        return tuple(dict.fromkeys(l for l in self.layers if l is not None))
+
+    def __call__(self, outputs: Array, acts: Mapping[str, Array]) -> Array:
+        """The objective for ONE example.
+
+        Args:
+          outputs: the model output without batch axis, ``(units,)`` (or ``(..., units)``).
+          acts: ``{layer: activation}`` without batch axis, ``(h, w, K)`` or ``(K,)``.
+        Returns:
+          a scalar.
+        """
+        total = jnp.zeros((), jnp.float32)
+        for kind, layer, w, idx in zip(self.kinds, self.layers, self.weights, self.indices):
+            a = outputs if layer is None else acts[layer]
+            total = total + w * _term(kind, a, idx)
+        return total
+
+    def __repr__(self) -> str:
+        parts = [f"{k}({l or 'output'})" for k, l in zip(self.kinds, self.layers)]
+        return f"Objective({' + '.join(parts)})"
+
+
+def _term(kind: str, a: Array, idx: Array) -> Array:
+    a = a.astype(jnp.float32)
+    if kind == "output":
+        flat = a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a[None]
+        return jnp.mean(flat[:, idx])
+    if kind == "channel":
+        return jnp.mean(a[..., idx])
+    if kind == "neuron":
+        if a.ndim == 1:
+            return a[idx[0]]
+        spatial = a.shape[:-1]
+        pos = []
+        for ax, n in enumerate(spatial[:2]):
+            p = idx[1 + ax] if idx.shape[0] > 1 + ax else jnp.asarray(-1)
+            pos.append(jnp.where(p < 0, n // 2, p))
+        v = a[tuple(pos) + (Ellipsis,)]
+        return jnp.mean(v[..., idx[0]])
+    if kind == "direction":
+        proj = jnp.tensordot(a, idx.astype(jnp.float32), axes=[[-1], [0]])
+        return jnp.mean(proj)
+    raise ValueError(f"unknown objective kind {kind!r}; expected one of {KINDS}")
+
+
+def _index(i: Any, what: str) -> Array:
+    if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+        if not (isinstance(i, (np.ndarray, jax.Array)) and np.ndim(i) == 0
+                and np.issubdtype(np.asarray(i).dtype, np.integer)):
+            raise TypeError(f"{what}: expected a non-negative int unit index, got {i!r}")
+    if int(i) < 0:
+        raise ValueError(f"{what}: expected a non-negative unit index, got {int(i)}")
+    return jnp.asarray(int(i), jnp.int32)
+
+
+def output_objective(unit: int, *, weight: float = 1.0) -> Objective:
+    """Maximize output unit ``unit`` (a class) of the model's head.
+
+    With the ``logits`` head (the default of :func:`jaxsal.maximize`) this is the class logit:
+    maximizing a softmax probability mostly pushes the other classes down.
+    """
+    return Objective(("output",), (None,), (jnp.asarray(weight, jnp.float32),),
+                     (_index(unit, "output_objective"),))
+
+
+def channel_objective(layer: str, channel: int, *, weight: float = 1.0) -> Objective:
+    """Maximize the mean over positions of channel ``channel`` of ``layer`` (a filter).
+
+    For a layer without spatial axes (Dense) this is the unit's activation.
+    """
+    _check_layer(layer, "channel_objective")
+    return Objective(("channel",), (layer,), (jnp.asarray(weight, jnp.float32),),
+                     (_index(channel, "channel_objective"),))
+
+
+def neuron_objective(layer: str, channel: int, position: tuple[int, int] | None = None, *,
+                     weight: float = 1.0) -> Objective:
+    """Maximize one activation: channel ``channel`` of ``layer`` at ``position`` (row, col).
+
+    ``position=None`` takes the centre of the feature map (``(h // 2, w // 2)``).
+    """
+    _check_layer(layer, "neuron_objective")
+    c = int(_index(channel, "neuron_objective"))
+    if position is None:
+        pos = (-1, -1)
+    else:
+        if len(position) != 2:
+            raise ValueError(f"neuron_objective: expected position=(row, col), got {position!r}")
+        pos = tuple(int(_index(p, "neuron_objective position")) for p in position)
+    return Objective(("neuron",), (layer,), (jnp.asarray(weight, jnp.float32),),
+                     (jnp.asarray((c, *pos), jnp.int32),))
+
+
+def direction_objective(layer: str, direction: ArrayLike, *, weight: float = 1.0) -> Objective:
+    """Maximize the mean over positions of ``<activation, direction>`` in ``layer``'s
+    channel space (Olah et al. 2017). ``direction`` has shape ``(K,)``, K = channels."""
+    _check_layer(layer, "direction_objective")
+    d = jnp.asarray(direction, jnp.float32)
+    if d.ndim != 1:
+        raise ValueError(f"direction_objective: expected a direction of shape (channels,), got "
+                         f"shape {tuple(d.shape)}")
+    return Objective(("direction",), (layer,), (jnp.asarray(weight, jnp.float32),), (d,))
+
+
+def _check_layer(layer: Any, what: str) -> None:
+    if not isinstance(layer, str) or not layer:
+        raise TypeError(f"{what}: expected a layer name (str), got {layer!r}")
+
+
+def stack_objectives(objectives: Sequence[Objective]) -> Objective:
+    """Stack objectives of identical structure along a new leading unit axis (for vmap)."""
+    objectives = list(objectives)
+    if not objectives:
+        raise ValueError("expected at least one objective, got none")
+    for o in objectives:
+        if not isinstance(o, Objective):
+            raise TypeError(f"expected Objective instances, got {type(o).__name__}")
+    s0 = jax.tree_util.tree_structure(objectives[0])
+    shapes0 = [jnp.shape(x) for x in jax.tree_util.tree_leaves(objectives[0])]
+    for i, o in enumerate(objectives[1:], 1):
+        if (jax.tree_util.tree_structure(o) != s0
+                or [jnp.shape(x) for x in jax.tree_util.tree_leaves(o)] != shapes0):
+            raise ValueError(
+                f"objective {i} ({o!r}) does not have the structure of objective 0 "
+                f"({objectives[0]!r}); objectives maximized in one call must have the same "
+                "terms (kinds, layers, shapes) and differ only in units, weights and "
+                "directions. Call maximize once per structure.")
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *objectives)
+
+
+def validate_objective(obj: Objective, model: Any) -> None:
+    """Check layer names and unit bounds of a (stacked) objective against ``model``."""
+    for kind, layer, idx in zip(obj.kinds, obj.layers, obj.indices):
+        if layer is None:
+            shape = model.output_shape
+            if isinstance(shape, list):
+                shape = shape[0]
+        else:
+            model.resolve_layer(layer)  # raises with the list of valid names
+            shape = model.layer(layer).output_shape
+        if not shape or isinstance(shape[0], tuple):
+            continue
+        k = shape[-1]
+        where = "the model output" if layer is None else f"layer {layer!r}"
+        idx = np.asarray(idx)
+        if kind in ("output", "channel", "neuron"):
+            ch = idx if kind != "neuron" else idx[..., 0]
+            if k is not None and np.any(ch >= k):
+                raise ValueError(f"unit index {int(np.max(ch))} out of range: {where} has {k} "
+                                 f"units/channels (shape {tuple(shape)}); use 0..{k - 1}")
+        if kind == "neuron" and len(shape) >= 3:
+            for ax in range(2):
+                p = idx[..., 1 + ax]
+                if shape[ax] is not None and np.any(p >= shape[ax]):
+                    raise ValueError(f"neuron position {int(np.max(p))} out of range on axis "
+                                     f"{ax} of {where} (shape {tuple(shape)})")
+        if kind == "direction" and k is not None and idx.shape[-1] != k:
+            raise ValueError(f"direction has {idx.shape[-1]} entries but {where} has {k} "
+                             f"channels (shape {tuple(shape)}); pass a vector of length {k}")
+        if kind == "neuron" and len(shape) < 3 and idx.shape[-1] > 1 and np.any(idx[..., 1:] >= 0):
+            raise ValueError(f"neuron position given but {where} has no spatial axes (shape "
+                             f"{tuple(shape)}); pass position=None")

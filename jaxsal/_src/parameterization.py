@@ -1,0 +1,169 @@
+"""Image parameterizations: how the optimized variables become an image inside a range.
+
+A :class:`Parameterization` is three pure functions of ONE image (optax-style factories close
+over the hyperparameters, the range is passed in):
+
+- ``init(key, shape, input_range) -> params``: random starting variables for an image of
+  ``shape = (H, W, C)``;
+- ``to_image(params, input_range) -> image``: the image ``(H, W, C)``, inside the range;
+- ``from_image(image, input_range) -> params``: the (approximate) inverse, used to start from
+  a seed image, to rescale between multi-scale rounds and after blurring steps;
+- ``project(params, input_range) -> params``: applied after every update (clipping for the
+  ``"clip"`` pixel parameterization, the identity otherwise).
+
+:func:`pixels` optimizes one variable per pixel; :func:`fourier` optimizes a scaled Fourier
+spectrum with decorrelated colours (Olah, Mordvintsev & Schubert 2017, "Feature
+Visualization", Distill; Mordvintsev et al. 2018, "Differentiable Image Parameterizations").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Range = Sequence[float]
+
+_EPS = 1e-6
+
+
+class Parameterization(NamedTuple):
+    """See the module docstring."""
+
+    init: Callable[[Array, tuple, Range], Any]
+    to_image: Callable[[Any, Range], Array]
+    from_image: Callable[[Array, Range], Any]
+    project: Callable[[Any, Range], Any]
+    name: str = "custom"
+
+
+def _unit(x: Array, r: Range) -> Array:
+    lo, hi = r
+    return (x - lo) / (hi - lo)
+
+
+def _squash(u: Array, squash: str) -> Array:
+    if squash == "sigmoid":
+        return jax.nn.sigmoid(u)
+    if squash == "tanh":
+        return 0.5 * (jnp.tanh(u) + 1.0)
+    return u  # clip: the projection keeps it in [0, 1]
+
+
+def _unsquash(v: Array, squash: str) -> Array:
+    if squash == "sigmoid":
+        v = jnp.clip(v, _EPS, 1 - _EPS)
+        return jnp.log(v) - jnp.log1p(-v)
+    if squash == "tanh":
+        return jnp.arctanh(jnp.clip(2.0 * v - 1.0, -1 + _EPS, 1 - _EPS))
+    return v
+
+
+SQUASHES = ("sigmoid", "tanh", "clip")
+
+
+def pixels(*, squash: str = "sigmoid", init_value: float = 0.5,
+           init_std: float = 0.01) -> Parameterization:
+    """One variable per pixel and channel.
+
+    Args:
+      squash: how variables map into ``input_range``: ``"sigmoid"`` or ``"tanh"`` (smooth,
+        always inside), or ``"clip"`` (the variable is the pixel value, clipped after every
+        step: projected gradient ascent).
+      init_value: the starting image, as a fraction of the range (0 = ``lo``, 1 = ``hi``).
+      init_std: standard deviation of the starting noise, in variable units (for ``"clip"``,
+        in fractions of the range).
+    """
+    if squash not in SQUASHES:
+        raise ValueError(f"pixels: expected squash in {SQUASHES}, got {squash!r}")
+    if not 0.0 <= init_value <= 1.0:
+        raise ValueError(f"pixels: expected 0 <= init_value <= 1 (a fraction of input_range), "
+                         f"got {init_value}")
+
+    def init(key, shape, r):
+        u0 = _unsquash(jnp.full(shape, init_value, jnp.float32), squash)
+        return u0 + init_std * jax.random.normal(key, shape, jnp.float32)
+
+    def to_image(u, r):
+        lo, hi = r
+        return lo + (hi - lo) * _squash(u, squash)
+
+    def from_image(x, r):
+        return _unsquash(_unit(x, r), squash)
+
+    def project(u, r):
+        return jnp.clip(u, 0.0, 1.0) if squash == "clip" else u
+
+    return Parameterization(init, to_image, from_image, project, f"pixels({squash})")
+
+
+# Square root of the colour correlation of ImageNet RGB pixels (an empirical statistic; the
+# values used throughout the feature-visualization literature, Olah et al. 2017).
+_IMAGENET_COLOR_SQRT = np.asarray([[0.26, 0.09, 0.02],
+                                   [0.27, 0.00, -0.05],
+                                   [0.27, -0.09, 0.03]], np.float32)
+
+
+def _spectrum_scale(h: int, w: int, decay_power: float) -> Array:
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.fftfreq(w)[None, :]
+    f = np.sqrt(fy ** 2 + fx ** 2)
+    s = 1.0 / np.maximum(f, 1.0 / max(h, w)) ** decay_power
+    # normalize so that unit-variance coefficients give unit-variance pixels (ortho FFT)
+    s = s / np.sqrt(np.mean(s ** 2))
+    return jnp.asarray(s, jnp.float32)
+
+
+def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: float = 0.01,
+            color_matrix: Any = None) -> Parameterization:
+    """A Fourier-space parameterization with 1/f^decay_power scaling and decorrelated colour.
+
+    The variables are the real and imaginary parts of the 2-D FFT of each channel (shape
+    ``(2, C, H, W)``; the image is the real part of the inverse FFT), multiplied by
+    ``1 / f^decay_power`` so that the optimizer's steps are spread evenly over spatial
+    frequencies instead of favouring high frequencies; for 3-channel images a colour
+    decorrelation matrix (by default the square root of ImageNet's colour correlation) mixes
+    the channels; a sigmoid maps the result into ``input_range``. Grayscale and other channel
+    counts skip the colour step.
+
+    Args:
+      decay_power: spectral decay exponent (1 in the Distill article).
+      decorrelate: use the colour decorrelation for RGB.
+      init_std: standard deviation of the initial coefficients.
+      color_matrix: a ``(3, 3)`` matrix to use instead of ImageNet's.
+    """
+    cm = _IMAGENET_COLOR_SQRT if color_matrix is None else np.asarray(color_matrix, np.float32)
+    if cm.shape != (3, 3):
+        raise ValueError(f"fourier: expected color_matrix of shape (3, 3), got {cm.shape}")
+    cm = cm / np.max(np.linalg.norm(cm, axis=0))
+    cm_inv = np.linalg.inv(cm)
+
+    def _mix(v, m):  # v (H, W, C)
+        if decorrelate and v.shape[-1] == 3:
+            return v @ jnp.asarray(m.T)
+        return v
+
+    def init(key, shape, r):
+        h, w, c = shape
+        return init_std * jax.random.normal(key, (2, c, h, w), jnp.float32)
+
+    def to_image(p, r):
+        lo, hi = r
+        _, c, h, w = p.shape
+        spec = (p[0] + 1j * p[1]) * _spectrum_scale(h, w, decay_power)
+        v = jnp.real(jnp.fft.ifft2(spec, norm="ortho")).astype(jnp.float32)  # (C, H, W)
+        v = _mix(jnp.transpose(v, (1, 2, 0)), cm)
+        return lo + (hi - lo) * jax.nn.sigmoid(v)
+
+    def from_image(x, r):
+        h, w, c = x.shape
+        v = _mix(_unsquash(_unit(x, r), "sigmoid"), cm_inv)
+        spec = jnp.fft.fft2(jnp.transpose(v, (2, 0, 1)), norm="ortho")
+        spec = spec / _spectrum_scale(h, w, decay_power)
+        return jnp.stack([spec.real, spec.imag]).astype(jnp.float32)
+
+    return Parameterization(init, to_image, from_image, lambda p, r: p,
+                            f"fourier(decay={decay_power})")

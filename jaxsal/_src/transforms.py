@@ -1,0 +1,193 @@
+"""Random, differentiable image transforms for transformation robustness.
+
+Each transform is a pure function ``t(key, image) -> image`` on ONE image ``(H, W, C)``;
+factories close over the hyperparameters (optax style). Applying a random transform before
+every forward pass makes the optimized image robust to small shifts, scalings and rotations,
+which removes most of the high-frequency patterns an unregularized optimization finds
+(Mordvintsev, Olah & Tyka 2015, "Inceptionism"; Olah, Mordvintsev & Schubert 2017,
+"Feature Visualization", Distill).
+
+``jitter``, ``random_scale`` and ``random_rotate`` keep the image size; ``pad`` enlarges it
+(:func:`jaxsal.maximize` resizes to the model's input size when the model needs one).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.ndimage import map_coordinates
+
+Array = jax.Array
+Transform = Callable[[Array, Array], Array]
+
+_PAD_MODES = ("reflect", "edge", "constant", "wrap")
+
+
+def _check_image(image: Array, what: str) -> None:
+    if image.ndim != 3:
+        raise ValueError(f"{what}: expected one image (H, W, C), got shape {image.shape}")
+
+
+def identity() -> Transform:
+    """The transform that does nothing."""
+    return lambda key, image: image
+
+
+def jitter(pixels: int, *, mode: str = "reflect") -> Transform:
+    """Shift the image by a random integer offset in ``[-pixels, pixels]`` on each axis.
+
+    The size is kept: the image is padded by ``pixels`` (``mode`` as in ``jnp.pad``) and a
+    window of the original size is cut at the random offset.
+    """
+    pixels = int(pixels)
+    if pixels < 0:
+        raise ValueError(f"jitter: expected pixels >= 0, got {pixels}")
+    if mode not in _PAD_MODES:
+        raise ValueError(f"jitter: expected mode in {_PAD_MODES}, got {mode!r}")
+    if pixels == 0:
+        return identity()
+
+    def apply(key: Array, image: Array) -> Array:
+        _check_image(image, "jitter")
+        h, w, c = image.shape
+        padded = jnp.pad(image, ((pixels, pixels), (pixels, pixels), (0, 0)), mode=mode)
+        off = jax.random.randint(key, (2,), 0, 2 * pixels + 1)
+        return jax.lax.dynamic_slice(padded, (off[0], off[1], 0), (h, w, c))
+
+    return apply
+
+
+def pad(pixels: int, *, mode: str = "constant", value: float = 0.0) -> Transform:
+    """Pad every side by ``pixels`` (deterministic; the key is unused). ``value`` is used with
+    ``mode="constant"``; it is in the image's own units (e.g. the middle of ``input_range``)."""
+    pixels = int(pixels)
+    if pixels < 0:
+        raise ValueError(f"pad: expected pixels >= 0, got {pixels}")
+    if mode not in _PAD_MODES:
+        raise ValueError(f"pad: expected mode in {_PAD_MODES}, got {mode!r}")
+    if pixels == 0:
+        return identity()
+
+    def apply(key: Array, image: Array) -> Array:
+        del key
+        _check_image(image, "pad")
+        widths = ((pixels, pixels), (pixels, pixels), (0, 0))
+        if mode == "constant":
+            return jnp.pad(image, widths, mode="constant", constant_values=value)
+        return jnp.pad(image, widths, mode=mode)
+
+    return apply
+
+
+def _affine(image: Array, scale: Array, angle_rad: Array, mode: str) -> Array:
+    """Zoom by ``scale`` and rotate by ``angle`` about the centre, bilinear, same size."""
+    h, w, c = image.shape
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - cy,
+                          jnp.arange(w, dtype=jnp.float32) - cx, indexing="ij")
+    cos, sin = jnp.cos(angle_rad), jnp.sin(angle_rad)
+    # output pixel p samples the input at R(-angle) p / scale
+    sy = (cos * yy - sin * xx) / scale + cy
+    sx = (sin * yy + cos * xx) / scale + cx
+    chans = [map_coordinates(image[..., k], [sy, sx], order=1, mode=mode) for k in range(c)]
+    return jnp.stack(chans, axis=-1)
+
+
+_SAMPLE_MODES = ("nearest", "reflect", "mirror", "wrap", "constant")
+
+
+def random_scale(low: float, high: float, *, mode: str = "nearest") -> Transform:
+    """Zoom about the centre by a factor drawn uniformly from ``[low, high]`` (size kept)."""
+    if not (0 < low <= high):
+        raise ValueError(f"random_scale: expected 0 < low <= high, got ({low}, {high})")
+    if mode not in _SAMPLE_MODES:
+        raise ValueError(f"random_scale: expected mode in {_SAMPLE_MODES}, got {mode!r}")
+
+    def apply(key: Array, image: Array) -> Array:
+        _check_image(image, "random_scale")
+        s = jax.random.uniform(key, (), minval=low, maxval=high)
+        return _affine(image, s, jnp.zeros(()), mode)
+
+    return apply
+
+
+def random_rotate(degrees: float, *, mode: str = "nearest") -> Transform:
+    """Rotate about the centre by an angle drawn uniformly from ``[-degrees, degrees]``."""
+    if degrees < 0:
+        raise ValueError(f"random_rotate: expected degrees >= 0, got {degrees}")
+    if mode not in _SAMPLE_MODES:
+        raise ValueError(f"random_rotate: expected mode in {_SAMPLE_MODES}, got {mode!r}")
+
+    def apply(key: Array, image: Array) -> Array:
+        _check_image(image, "random_rotate")
+        a = jax.random.uniform(key, (), minval=-degrees, maxval=degrees) * (math.pi / 180.0)
+        return _affine(image, jnp.ones(()), a, mode)
+
+    return apply
+
+
+def compose(*transforms: Transform) -> Transform:
+    """Apply ``transforms`` in order, each with its own key split from the given one."""
+    ts = tuple(transforms)
+    for t in ts:
+        if not callable(t):
+            raise TypeError(f"compose: expected transforms (key, image) -> image, got {t!r}")
+
+    def apply(key: Array, image: Array) -> Array:
+        if not ts:
+            return image
+        for k, t in zip(jax.random.split(key, len(ts)), ts):
+            image = t(k, image)
+        return image
+
+    return apply
+
+
+def standard_transforms(image_size: int = 224, *, pad_value: float | None = None) -> Transform:
+    """The usual robustness stack (Olah et al. 2017), sized for ``image_size`` pixels.
+
+    For a 224-pixel image: pad 12, jitter 8, random scale in [0.9, 1.1], random rotation
+    within +-10 degrees, jitter 4. The pixel amounts scale with ``image_size / 224`` (at least
+    1 pixel). ``pad_value=None`` pads by reflection, otherwise with that constant.
+    """
+    f = image_size / 224.0
+    px = lambda n: max(1, int(round(n * f)))  # noqa: E731
+    first = (pad(px(12), mode="reflect") if pad_value is None
+             else pad(px(12), value=pad_value))
+    return compose(first, jitter(px(8)), random_scale(0.9, 1.1), random_rotate(10.0),
+                   jitter(px(4)))
+
+
+# ------------------------------------------------------------------ filters used elsewhere
+def gaussian_kernel(sigma: float) -> Array:
+    """A normalized 1-D Gaussian of radius ``ceil(3 sigma)``."""
+    r = max(1, int(math.ceil(3.0 * sigma)))
+    t = jnp.arange(-r, r + 1, dtype=jnp.float32)
+    k = jnp.exp(-0.5 * (t / sigma) ** 2)
+    return k / jnp.sum(k)
+
+
+def gaussian_blur(image: Array, sigma: float) -> Array:
+    """Separable Gaussian blur of one image ``(H, W, C)`` (reflect padding), differentiable."""
+    if sigma <= 0:
+        return image
+    k = gaussian_kernel(sigma)
+    r = (k.shape[0] - 1) // 2
+    h, w, _ = image.shape
+    mode = "reflect" if min(h, w) > r else "edge"
+    x = jnp.pad(image, ((r, r), (r, r), (0, 0)), mode=mode)
+    # blur rows then columns with 1-D convolutions expressed as weighted sums of shifts
+    x = sum(k[i] * x[i:i + h] for i in range(k.shape[0]))
+    x = sum(k[i] * x[:, i:i + w] for i in range(k.shape[0]))
+    return x
+
+
+def resize(image: Array, size: Sequence[int]) -> Array:
+    """Bilinear resize of one image ``(H, W, C)`` to ``size = (h, w)`` (antialiased)."""
+    h, w = int(size[0]), int(size[1])
+    if image.shape[:2] == (h, w):
+        return image
+    return jax.image.resize(image, (h, w, image.shape[-1]), method="linear")
