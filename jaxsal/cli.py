@@ -66,10 +66,11 @@ def cmd_demo(args) -> int:
     dt = time.perf_counter() - t0
     print(f"\nSaliency for all {len(classes)} classes x {len(x)} digits in one call: "
           f"{tuple(maps.shape)} in {dt:.2f} s (including compilation)")
-    fig = plot.grid(np.asarray(maps), row_titles=[f"digit {d}" for d in y],
-                    col_titles=[f"class {c}" for c in classes], images=x, shared_scale=True,
-                    title="Vanilla-gradient saliency (logits head), rows: inputs, columns: "
-                          "explained class; one colour scale")
+    fig = plot.grid(np.asarray(maps), inputs=x[..., 0], row_titles=[f"digit {d}" for d in y],
+                    col_titles=[f"class {c}" for c in classes], scale="shared",
+                    colorbar_label="max |d logit / d x|",
+                    title="Saliency (vanilla gradient, logits head): rows are inputs, "
+                          "columns the explained class")
     png = os.path.join(args.out, "saliency_all_classes.png")
     fig.savefig(png, dpi=110)
     np.save(os.path.join(args.out, "saliency_all_classes.npy"), np.asarray(maps))

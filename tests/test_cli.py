@@ -1,0 +1,50 @@
+"""The command line: the README's demo, summary, and resumable explain jobs."""
+
+import numpy as np
+import pytest
+
+import jaxsal
+from jaxsal import cli
+from model_import import load_keras
+
+
+def test_demo_writes_all_class_saliency(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Total params: 34,826" in out
+    assert (tmp_path / "saliency_all_classes.png").stat().st_size > 10_000
+    maps = np.load(tmp_path / "saliency_all_classes.npy")
+    digits = np.load(cli._data_path("mnist_digits.npz"))
+    model = load_keras(cli._data_path("mnist_cnn_keras3.keras"), head="logits")
+    direct = np.asarray(jaxsal.saliency(model, digits["x"], list(range(10))))
+    assert maps.shape == (10, 10, 28, 28)
+    np.testing.assert_allclose(maps, direct, rtol=1e-5, atol=1e-7)
+
+
+def test_summary(capsys, fixtures_dir):
+    assert cli.main(["summary", str(fixtures_dir / "mnist_cnn_tfkeras2.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "conv2d_2 (Conv2D)" in out and "Total params: 1,199,882" in out
+
+
+def test_explain_job(tmp_path, fixtures_dir, capsys):
+    d = np.load(fixtures_dir / "mnist_5k.npz")
+    x = (d["x"][d["test_idx"][:12]].astype(np.float32) / 255.0)[..., None]
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "maps.npy"
+    args = ["explain", str(fixtures_dir / "mnist_cnn_tfkeras2.h5"), str(tmp_path / "x.npy"),
+            "--method", "gradcam", "--targets", "all", "--layer", "conv2d_2",
+            "--batch-size", "5", "--out", str(out)]
+    assert cli.main(args) == 0
+    maps = np.load(out)
+    model = load_keras(fixtures_dir / "mnist_cnn_tfkeras2.h5", head="logits")
+    direct = np.asarray(jaxsal.gradcam(model, x, list(range(10)), layer="conv2d_2"))
+    assert maps.shape == direct.shape == (12, 10, 28, 28)
+    np.testing.assert_allclose(maps, direct, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_file_is_a_clean_error(tmp_path, capsys):
+    bad = tmp_path / "model.h5"
+    bad.write_bytes(b"not a model")
+    assert cli.main(["summary", str(bad)]) == 2
+    assert "not a Keras file" in capsys.readouterr().err
