@@ -1,0 +1,94 @@
+"""Every example runs with --fast, writes the PNGs it promises with the panels it promises,
+and example 1's printed numbers match a direct computation with jax.grad."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import jax
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from model_import import load_keras
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+FIX = ROOT / "tests" / "fixtures"
+
+# example -> {png: panel count with --fast}
+EXPECTED = {
+    "mnist_heads": {"mnist_heads.png": 40, "mnist_heads_per_map.png": 40},
+    "saliency_from_scratch": {"saliency_from_scratch.png": 8},
+    "binary_gradcam": {"binary_gradcam.png": 8},
+    "cnn_internals": {
+        "internals_architecture.png": 0,  # a diagram, no map panels
+        "internals_filters.png": 32,
+        "internals_feature_maps_conv2d_1.png": 32,
+        "internals_feature_maps_conv2d_2.png": 32,
+        "internals_class_images.png": 10,
+        "internals_occlusion.png": 9,
+    },
+    "batch_saliency": {"batch_saliency.png": 640},
+}
+
+
+def run_example(name, out):
+    env = {**os.environ, "MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), "--fast", "--out",
+                        str(out)], capture_output=True, text=True, env=env, timeout=300,
+                       cwd=out)
+    assert r.returncode == 0, f"{name} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """Runs every example once; {name: (stdout, out_dir)}."""
+    res = {}
+    for name in EXPECTED:
+        out = tmp_path_factory.mktemp(name)
+        res[name] = (run_example(name, out), out)
+    return res
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_example_writes_its_figures(outputs, name):
+    stdout, out = outputs[name]
+    written = {pathlib.Path(p).name: int(n)
+               for p, n in re.findall(r"^wrote (\S+\.png) \((\d+) panels\)$", stdout, re.M)}
+    assert written == EXPECTED[name], stdout
+    for png in EXPECTED[name]:
+        path = out / png
+        assert path.is_file()
+        img = mpimg.imread(path)
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        assert float(img[..., :3].std()) > 0.02, f"{png} looks blank"
+
+
+def test_example1_numbers_match_a_direct_computation(outputs):
+    stdout, _ = outputs["mnist_heads"]
+    rows = re.findall(r"^head=(\w+) method=(\w+) class=(\d) sum=(\S+) max=(\S+) min=(\S+)$",
+                      stdout, re.M)
+    assert len(rows) == 2 * 2 * 10
+    m = load_keras(FIX / "mnist_cnn_tfkeras2.h5")
+    d = np.load(FIX / "mnist_5k.npz")
+    y = d["y"][d["test_idx"]]
+    first7 = d["test_idx"][np.argmax(y == 7)]
+    x = d["x"][first7].astype(np.float32)[None, ..., None] / 255.0
+    for head, method, c, s, mx, mn in rows:
+        mm = m.with_head(head).with_backprop("guided" if method == "guided" else "standard")
+        g = jax.grad(lambda x: mm.apply(mm.params, x)[0, int(c)])(x)
+        sal = np.abs(np.asarray(g)).max(axis=-1)[0]  # max |gradient| over channels
+        scale = float(sal.max())
+        np.testing.assert_allclose(float(s), sal.sum(), rtol=1e-4)
+        np.testing.assert_allclose(float(mx), sal.max(), rtol=1e-4)
+        np.testing.assert_allclose(float(mn), sal.min(), rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_example2_matches_jaxsal(outputs):
+    stdout, _ = outputs["saliency_from_scratch"]
+    diff = float(re.search(r"max \|from scratch - jaxsal.saliency\| = (\S+)", stdout).group(1))
+    assert diff < 1e-5
