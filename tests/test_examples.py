@@ -92,3 +92,29 @@ def test_example2_matches_jaxsal(outputs):
     stdout, _ = outputs["saliency_from_scratch"]
     diff = float(re.search(r"max \|from scratch - jaxsal.saliency\| = (\S+)", stdout).group(1))
     assert diff < 1e-5
+
+
+def test_tour_notebook_executes(tmp_path, monkeypatch):
+    """examples/tour.ipynb runs headless, top to bottom, in a kernel on this Python."""
+    import json
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    # a kernel spec pointing at this interpreter, whatever kernels the machine has
+    spec = tmp_path / "jupyter" / "kernels" / "jaxsal-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "jaxsal test", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    nb = nbformat.read(EXAMPLES / "tour.ipynb", as_version=4)
+    saved_images = sum("image/png" in o.get("data", {}) for c in nb.cells
+                       if c.cell_type == "code" for o in c.outputs)
+    assert saved_images >= 7, "the committed notebook should carry its outputs"
+    NotebookClient(nb, timeout=300, kernel_name="jaxsal-test",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outs) == saved_images
