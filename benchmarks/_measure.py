@@ -4,7 +4,9 @@ A :class:`Case` is one workload made ready to run on one library: ``run()`` comp
 result once and blocks until it is ready (``block_until_ready`` for JAX, ``.numpy()`` for
 TensorFlow, ``torch.cuda.synchronize`` for PyTorch). :func:`measure` times it: the first
 call (which includes tracing/compilation), ``warmup`` further calls, then ``reps`` timed
-calls; it reports median/min/max, throughput and the process's memory high-water marks.
+calls; it reports median/min/max wall time, the process's CPU time per call (user + system,
+all threads: robust when other processes share the cores; the 1-minute load average is
+recorded with it), throughput and the process's memory high-water marks.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def _loadavg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 def measure(case: Case, *, reps: int = 5, warmup: int = 1, min_time_s: float = 0.0,
             max_reps: int = 50) -> dict:
     """Time ``case.run``; returns a JSON-ready dict (seconds, bytes)."""
@@ -72,12 +81,16 @@ def measure(case: Case, *, reps: int = 5, warmup: int = 1, min_time_s: float = 0
     for _ in range(warmup):
         case.run()
     times: list[float] = []
+    cpu: list[float] = []
+    load_before = _loadavg()
     start = time.perf_counter()
     while len(times) < reps or (time.perf_counter() - start < min_time_s
                                 and len(times) < max_reps):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         case.run()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     med = statistics.median(times)
     out.update({
         "first_call_s": first,
@@ -89,6 +102,9 @@ def measure(case: Case, *, reps: int = 5, warmup: int = 1, min_time_s: float = 0
         "median_s": med,
         "min_s": min(times),
         "max_s": max(times),
+        "cpu_times_s": cpu,
+        "median_cpu_s": statistics.median(cpu),
+        "loadavg_1min_before_after": [load_before, _loadavg()],
         "items": case.items,
         "unit": case.unit,
         "throughput": case.items / med,
