@@ -44,12 +44,12 @@ def mnist_heldout() -> tuple[np.ndarray, np.ndarray]:
     return d["x"][idx].astype(np.float32)[..., None] / 255.0, d["y"][idx]
 
 
-def save(fig, out: str, name: str) -> str:
+def save(fig, out: str, name: str, dpi: int = 110) -> str:
     """Write ``fig`` to ``out/name`` and print one line saying so (the tests read it)."""
     from jaxsal import plot
 
     path = os.path.join(out, name)
-    fig.savefig(path, dpi=110, facecolor="white")
+    fig.savefig(path, dpi=dpi, facecolor="white")
     print(f"wrote {path} ({plot.count_panels(fig)} panels)")
     return path
 
