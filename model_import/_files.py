@@ -52,24 +52,63 @@ class WeightSource:
 
 class LegacyH5Weights(WeightSource):
     """``model_weights/<layer>`` groups with a ``weight_names`` attribute (Keras 2, tf.keras,
-    and Keras 3's legacy ``.h5`` writer); also the root of a legacy ``save_weights`` file."""
+    and Keras 3's legacy ``.h5`` writer); also the root of a legacy ``save_weights`` file.
+
+    A nested model (a layer that is itself a model) stores the weights of all its layers in
+    one group, in the nested model's ``weights`` order (trainable weights of every layer,
+    then the non-trainable ones; a frozen base lists everything as non-trainable). Each
+    array is therefore assigned to its layer by name: a weight named ``.../<layer>/<var>``
+    belongs to the layer with the longest such name suffix (layer names may contain ``/``,
+    as in tf.keras's MobileNetV3), which keeps every layer's own order whatever the
+    trainable flags were.
+    """
 
     def __init__(self, group: h5py.Group, path: str):
         self.group = group
         self.path = path
+        self.layer_order: dict | None = None
+        self._nested: dict[str, dict[tuple, list[str]]] = {}
+
+    def bind(self, layer_order: dict) -> "LegacyH5Weights":
+        """Tell the source the architecture (``{container path: [(name, class), ...]}``)."""
+        self.layer_order = layer_order
+        return self
 
     def _names(self, g) -> list[str]:
         return [str(n) for n in _decode(g.attrs.get("weight_names", []))]
+
+    def _assign_nested(self, top: str) -> dict[tuple, list[str]]:
+        if top in self._nested:
+            return self._nested[top]
+        layers = [c + (n,) for c, ls in (self.layer_order or {}).items()
+                  if c[:1] == (top,) for n, _ in ls]
+        out: dict[tuple, list[str]] = {}
+        for wname in self._names(self.group[top]):
+            owner = wname.rsplit("/", 1)[0] if "/" in wname else ""
+            best = None
+            for lpath in layers:
+                leaf = lpath[-1]
+                if owner == leaf or owner.endswith("/" + leaf):
+                    if best is None or len(leaf) > len(best[-1]) or (
+                            len(leaf) == len(best[-1]) and len(lpath) < len(best)):
+                        best = lpath
+            if best is not None:
+                out.setdefault(best, []).append(wname)
+        self._nested[top] = out
+        return out
 
     def get(self, path, class_names):
         top = path[0]
         if top not in self.group:
             return None
         g = self.group[top]
-        names = self._names(g)
-        if len(path) > 1:  # a nested model stores all its layers' weights in one group
+        if len(path) == 1:
+            return [np.asarray(g[n]) for n in self._names(g)]
+        if self.layer_order is not None:
+            names = self._assign_nested(top).get(tuple(path), [])
+        else:  # no architecture to disambiguate: match the leaf name as a path segment
             leaf = path[-1]
-            names = [n for n in names if leaf in n.split("/")[:-1]]
+            names = [n for n in self._names(g) if leaf in n.split("/")[:-1]]
         return [np.asarray(g[n]) for n in names]
 
 

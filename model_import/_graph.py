@@ -204,10 +204,17 @@ def _parse_node(node) -> tuple[tuple, dict]:
         kwargs = {k: _k3_arg(v) for k, v in (node.get("kwargs") or {}).items()
                   if k not in _IGNORED_KWARGS}
         return args, kwargs
-    # Keras 2: [[layer, node_index, tensor_index, kwargs], ...]
+    # Keras 2: [[layer, node_index, tensor_index, kwargs], ...]; a TFOpLambda called on one
+    # tensor stores the bare entry [layer, node_index, tensor_index, kwargs], and a constant
+    # first argument is ["_CONSTANT_VALUE", -1, value, kwargs].
+    if node and isinstance(node[0], str):
+        node = [node]
     refs, kwargs = [], {}
     for entry in node:
-        refs.append(Ref(entry[0], int(entry[1]), int(entry[2])))
+        if entry[0] == "_CONSTANT_VALUE":
+            refs.append(entry[2])
+        else:
+            refs.append(Ref(entry[0], int(entry[1]), int(entry[2])))
         if len(entry) > 3 and entry[3]:
             kwargs.update({k: _k2_kwarg(v) for k, v in entry[3].items()
                            if k not in _IGNORED_KWARGS})
@@ -270,12 +277,23 @@ class GraphBuilder:
         if cls in MODEL_CLASSES:
             sub = self.build(layer_cfg)
             return LayerSpec(name, cls, cfg, LayerImpl(call=None, subgraph=sub, n_weights=None))
+        module = str(layer_cfg.get("module") or "")
+        if module.startswith(("keras.src.ops", "keras.ops")) and not cls.startswith("ops."):
+            # A Keras 3 operation on symbolic tensors (``x + 3.0``), not a layer: its class
+            # name (Add, Multiply, ...) collides with layer classes.
+            cls = f"ops.{cls}"
         conv = lookup(cls, self.custom)
         if conv is None:
-            module = layer_cfg.get("module") or ""
-            hint = "" if not module else f" (module {module!r})"
-            raise UnsupportedLayerError(name, f"{cls}{hint}" if hint else cls, path=self.path,
-                                        detail="no converter is registered for this class")
+            if cls == "Lambda":
+                raise UnsupportedLayerError(
+                    name, cls, path=self.path,
+                    detail="a Lambda layer stores Python bytecode, which cannot be ported. "
+                    "Write its computation in JAX; the converter receives the layer's "
+                    "config, so one 'Lambda' converter can dispatch on config['name']")
+            where = f" (module {module!r})" if module else ""
+            raise UnsupportedLayerError(
+                name, cls, path=self.path,
+                detail=f"no converter is registered for this class{where}")
         ctx = ConvertContext(layer_name=name, class_name=cls, keras_version=self.keras_version,
                              path=self.path, build_subgraph=None)
         try:

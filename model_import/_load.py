@@ -17,8 +17,9 @@ from model_import._model import HEADS, KerasModel
 
 
 def _layer_order(graph: Graph, prefix: tuple = ()) -> dict[tuple, list]:
+    # Keras 3 operations (``x + 3.0``) are not layers: they own no entry in the weights file.
     order = {prefix: [(n, s.class_name if s.class_name != "Model" else "Functional")
-                      for n, s in graph.layers.items()]}
+                      for n, s in graph.layers.items() if not s.class_name.startswith("ops.")]}
     for n, s in graph.layers.items():
         if s.impl.subgraph is not None:
             order.update(_layer_order(s.impl.subgraph, prefix + (n,)))
@@ -114,7 +115,7 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
             "the file holds weights but no architecture (a save_weights / .weights.h5 file); "
             "pass the architecture as config= (model.to_json() or a config.json)", path=path)
     if legacy is not None:
-        source: Any = legacy
+        source: Any = lambda graph: legacy.bind(_layer_order(graph))  # noqa: E731
     else:
         source = lambda graph: Keras3Weights(h5, path, _layer_order(graph))  # noqa: E731
     try:

@@ -7,3 +7,9 @@ from model_import._layers import activations as _activations  # noqa: F401
 from model_import._layers import core as _core  # noqa: F401
 from model_import._layers import conv as _conv  # noqa: F401
 from model_import._layers import pooling as _pooling  # noqa: F401
+from model_import._layers import convnext as _convnext  # noqa: F401
+from model_import._layers import merge as _merge  # noqa: F401
+from model_import._layers import normalization as _normalization  # noqa: F401
+from model_import._layers import ops as _ops  # noqa: F401
+from model_import._layers import reshaping as _reshaping  # noqa: F401
+from model_import._layers import tf_ops as _tf_ops  # noqa: F401

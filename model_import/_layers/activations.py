@@ -71,6 +71,7 @@ def _named(keras_major: int) -> dict[str, Callable[[Array, Runtime], Array]]:
         "hard_shrink": lambda x, rt: jnp.where(jnp.abs(x) > 0.5, x, 0.0),
         "squareplus": lambda x, rt: (x + jnp.sqrt(x * x + 4.0)) / 2.0,
         "sparse_plus": lambda x, rt: jnp.where(x <= -1, 0.0, jnp.where(x >= 1, x, (x + 1) ** 2 / 4)),
+        "sparse_sigmoid": lambda x, rt: jnp.clip(0.5 * (x + 1.0), 0.0, 1.0),
         "glu": lambda x, rt: _glu(x),
         "sparsemax": lambda x, rt: _sparsemax(x),
     }

@@ -1,0 +1,189 @@
+"""Normalization layers: BatchNormalization (inference: moving statistics), LayerNormalization,
+Normalization (incl. ``invert``), Rescaling, UnitNormalization, GroupNormalization.
+
+BatchNormalization computes ``x * inv + (beta - mean * inv)`` with
+``inv = gamma / sqrt(moving_variance + epsilon)``, the Keras 3 formula, along ``axis`` (an int
+or a list; ``axis=1`` for channels_first models).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from model_import._layers.registry import LayerImpl, register_layer
+
+_KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), the floor of Normalization's std
+
+
+def _axes(axis) -> tuple[int, ...]:
+    if axis is None:
+        return ()
+    if isinstance(axis, (list, tuple)):
+        return tuple(int(a) for a in axis)
+    return (int(axis),)
+
+
+def _broadcast(v, axes: Sequence[int], ndim: int):
+    """Reshape a parameter of shape ``x.shape[axes]`` to broadcast against ``x``."""
+    axes = sorted(a % ndim for a in axes)
+    if v.ndim == 0:
+        return v
+    if axes == [ndim - 1] and v.ndim == 1:
+        return v
+    shape = [1] * ndim
+    for a, n in zip(axes, v.shape if v.ndim == len(axes) else [v.size]):
+        shape[a] = n
+    return v.reshape(shape)
+
+
+@register_layer("BatchNormalization", "SyncBatchNormalization")
+def _batch_norm(config, ctx):
+    if config.get("renorm"):
+        raise ctx.error("BatchNormalization(renorm=True) is not supported")
+    axes = _axes(config.get("axis", -1))
+    eps = float(config.get("epsilon", 1e-3))
+    center = bool(config.get("center", True))
+    scale = bool(config.get("scale", True))
+    names = (["gamma"] if scale else []) + (["beta"] if center else []) + [
+        "moving_mean", "moving_variance"]
+
+    def call(params, x, *, rt):
+        nd = x.ndim
+        inv = jax.lax.rsqrt(_broadcast(params["moving_variance"], axes, nd) + eps)
+        if scale:
+            inv = inv * _broadcast(params["gamma"], axes, nd)
+        res = -_broadcast(params["moving_mean"], axes, nd) * inv
+        if center:
+            res = res + _broadcast(params["beta"], axes, nd)
+        return x * inv + res
+
+    df = "channels_first" if axes in ((1,), [1]) else None
+    return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)),
+                     n_weights=len(names), data_format=df)
+
+
+@register_layer("LayerNormalization")
+def _layer_norm(config, ctx):
+    axes = _axes(config.get("axis", -1))
+    eps = float(config.get("epsilon", 1e-3))
+    center = bool(config.get("center", True))
+    scale = bool(config.get("scale", True))
+    rms = bool(config.get("rms_scaling", False))
+    names = (["gamma"] if scale else []) + (["beta"] if center else [])
+
+    def call(params, x, *, rt):
+        nd = x.ndim
+        ax = tuple(sorted(a % nd for a in axes))
+        if rms:  # Keras 3's (deprecated) rms_scaling: x / sqrt(var + eps) * gamma, no beta
+            y = x * jax.lax.rsqrt(jnp.var(x, axis=ax, keepdims=True) + eps)
+            return y * _broadcast(params["gamma"], ax, nd) if scale else y
+        mean = jnp.mean(x, axis=ax, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=ax, keepdims=True)
+        inv = jax.lax.rsqrt(var + eps)
+        if scale:
+            inv = inv * _broadcast(params["gamma"], ax, nd)
+        res = -mean * inv
+        if center:
+            res = res + _broadcast(params["beta"], ax, nd)
+        return x * inv + res
+
+    return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)),
+                     n_weights=len(names))
+
+
+@register_layer("GroupNormalization")
+def _group_norm(config, ctx):
+    groups = int(config.get("groups", 32))
+    axis = int(config.get("axis", -1))
+    eps = float(config.get("epsilon", 1e-3))
+    center = bool(config.get("center", True))
+    scale = bool(config.get("scale", True))
+    names = (["gamma"] if scale else []) + (["beta"] if center else [])
+
+    def call(params, x, *, rt):
+        nd = x.ndim
+        a = axis % nd
+        xm = jnp.moveaxis(x, a, -1)
+        c = xm.shape[-1]
+        g = xm.reshape(*xm.shape[:-1], groups, c // groups)
+        red = tuple(range(1, g.ndim - 2)) + (g.ndim - 1,)
+        mean = jnp.mean(g, axis=red, keepdims=True)
+        var = jnp.var(g, axis=red, keepdims=True)
+        y = ((g - mean) * jax.lax.rsqrt(var + eps)).reshape(xm.shape)
+        if scale:
+            y = y * params["gamma"]
+        if center:
+            y = y + params["beta"]
+        return jnp.moveaxis(y, -1, a)
+
+    return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)),
+                     n_weights=len(names))
+
+
+@register_layer("UnitNormalization")
+def _unit_norm(config, ctx):
+    axes = _axes(config.get("axis", -1))
+
+    def call(params, x, *, rt):
+        ss = jnp.sum(jnp.square(x), axis=axes, keepdims=True)
+        return x * jax.lax.rsqrt(jnp.maximum(ss, 1e-12))
+
+    return LayerImpl(call=call)
+
+
+@register_layer("Rescaling")
+def _rescaling(config, ctx):
+    scale = np.asarray(config.get("scale", 1.0), dtype=np.float32)
+    offset = np.asarray(config.get("offset", 0.0), dtype=np.float32)
+
+    def call(params, x, *, rt):
+        return x * scale + offset
+
+    return LayerImpl(call=call)
+
+
+@register_layer("Normalization")
+def _normalization(config, ctx):
+    """``(x - mean) / max(sqrt(variance), 1e-7)``; ``invert``: ``mean + x * max(...)``.
+
+    The statistics come from the config (``mean=``/``variance=`` given at construction) or
+    from the weights ``mean, variance, count`` written by ``adapt``.
+    """
+    axes = _axes(config.get("axis", -1))
+    invert = bool(config.get("invert", False))
+    cfg_mean, cfg_var = config.get("mean"), config.get("variance")
+    from_config = cfg_mean is not None
+
+    def convert(w):
+        return {"mean": np.asarray(w[0], np.float32), "variance": np.asarray(w[1], np.float32)}
+
+    def stats(params, nd):
+        if from_config:
+            mean = jnp.asarray(np.asarray(cfg_mean, np.float32))
+            var = jnp.asarray(np.asarray(cfg_var, np.float32))
+        else:
+            mean, var = params["mean"], params["variance"]
+        if mean.ndim == 0 or not axes:
+            return mean, var
+        keep = sorted(a % nd for a in axes)
+        shape = [1] * nd
+        # Align the statistics to the kept axes from the right, as Keras does.
+        src = list(mean.shape)
+        for a, n in zip(keep[len(keep) - len(src):], src):
+            shape[a] = n
+        return mean.reshape(shape), var.reshape(shape)
+
+    def call(params, x, *, rt):
+        mean, var = stats(params, x.ndim)
+        std = jnp.maximum(jnp.sqrt(var), _KERAS_EPSILON)
+        if invert:
+            return mean + x * std
+        return (x - mean) / std
+
+    if from_config:
+        return LayerImpl(call=call)
+    return LayerImpl(call=call, convert_weights=convert, n_weights=3)
