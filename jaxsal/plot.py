@@ -843,7 +843,7 @@ def architecture(model, *, show_shapes: bool = True, show_activations: bool = Tr
     Each box is a layer: its name, class (and fused activation) and output shape without the
     batch axis. Arrows follow the tensors, so branches (one output feeding several layers)
     and merges (``Add``/``Concatenate`` of several inputs) are visible; arrows that skip
-    ranks (residual connections) bend around the boxes in between. A nested model is one box.
+    ranks (residual connections) run down a lane right of the boxes in between. A nested model is one box.
 
     Args:
       model: a :class:`model_import.KerasModel` (from ``load_keras``).
@@ -881,19 +881,37 @@ def architecture(model, *, show_shapes: bool = True, show_activations: bool = Tr
     gap_x, gap_y = 0.45, 0.38
     head = title or f"{model.name}: {len(lay.nodes)} layers"
     top = 0.55
-    fw = max(3.5, lay.width * box_w + (lay.width - 1) * gap_x + 1.4)
+    # node centres in inches, the widest rank centred at x = 0 for now
+    centre = {k: (n.x * (box_w + gap_x), top + n.y * (box_h + gap_y) + box_h / 2)
+              for k, n in lay.nodes.items()}
+    # edges that skip ranks run down a lane right of every box they pass (no crossing)
+    lane_gap = 0.16
+    skips, lanes = [], []
+    for s_, d_ in lay.edges:
+        r0, r1 = lay.nodes[s_].rank, lay.nodes[d_].rank
+        if r1 - r0 <= 1:
+            continue
+        between = [centre[k][0] for k, n in lay.nodes.items() if r0 < n.rank < r1]
+        right = max(between + [centre[s_][0], centre[d_][0]]) + box_w / 2
+        lane = 0  # first lane not used by an overlapping skip edge
+        while any(l_ == lane and not (b1 <= r0 or r1 <= b0) for l_, b0, b1 in lanes):
+            lane += 1
+        lanes.append((lane, r0, r1))
+        skips.append((s_, d_, right + lane_gap * (lane + 1)))
+    half = (lay.width * box_w + (lay.width - 1) * gap_x) / 2
+    x_max = max([half] + [x for *_, x in skips])
+    fw = max(3.5, half + x_max + 1.0)
     fh = top + lay.n_ranks * box_h + (lay.n_ranks - 1) * gap_y + 0.25
+    x_shift = 0.5 + half
+    centre = {k: (x + x_shift, y) for k, (x, y) in centre.items()}
     fig = Figure(figsize=(fw, fh))
     ax = fig.add_axes([0, 0, 1, 1], label="architecture")
     ax.set_xlim(0, fw)
     ax.set_ylim(fh, 0)  # y grows downwards: inputs at the top
     ax.axis("off")
-    ax.text(fw / 2, 0.15, head, ha="center", va="top", fontsize=_TITLE_PT)
-    centre = {}
+    ax.text(x_shift, 0.15, head, ha="center", va="top", fontsize=_TITLE_PT)
     for k, n in lay.nodes.items():
-        cx = fw / 2 + n.x * (box_w + gap_x)
-        cy = top + n.y * (box_h + gap_y) + box_h / 2
-        centre[k] = (cx, cy)
+        cx, cy = centre[k]
         ax.add_patch(FancyBboxPatch((cx - box_w / 2, cy - box_h / 2), box_w, box_h,
                                     boxstyle="round,pad=0,rounding_size=0.06",
                                     facecolor=_colour_for(n.class_name), edgecolor="#444444",
@@ -906,20 +924,17 @@ def architecture(model, *, show_shapes: bool = True, show_activations: bool = Tr
                     fontsize=_LABEL_PT if i else _LABEL_PT + 0.5,
                     fontweight="bold" if i == 0 else "normal",
                     family="monospace" if i == 2 else None, color="#222222")
+    arrow = dict(arrowstyle="-|>", mutation_scale=10, color="#555555", linewidth=1.0,
+                 shrinkA=0, shrinkB=1, label="edge")
+    lane_of = {(s_, d_): x for s_, d_, x in skips}
     for s, d in lay.edges:
         (x0, y0), (x1, y1) = centre[s], centre[d]
-        span = lay.nodes[d].rank - lay.nodes[s].rank
-        # leave the source's bottom edge, enter the destination's top edge
-        start = (x0, y0 + box_h / 2)
-        end = (x1, y1 - box_h / 2)
-        if span > 1 and abs(x1 - x0) < box_w:
-            # a skip connection: go around the boxes on the right side
-            start = (x0 + box_w / 2, y0)
-            end = (x1 + box_w / 2, y1)
-            style = "arc3,rad=-0.35"
-        else:
-            style = "arc3,rad=0"
-        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10,
-                                     connectionstyle=style, color="#555555", linewidth=1.0,
-                                     shrinkA=0, shrinkB=1, label="edge"))
+        if (s, d) in lane_of:
+            xl = lane_of[(s, d)] + x_shift
+            # out of the source's right side, down the lane, into the destination's right side
+            ax.plot([x0 + box_w / 2, xl, xl], [y0, y0, y1], color=arrow["color"],
+                     linewidth=arrow["linewidth"], solid_joinstyle="miter", label="lane")
+            ax.add_patch(FancyArrowPatch((xl, y1), (x1 + box_w / 2, y1), **arrow))
+        else:  # the source's bottom edge to the destination's top edge
+            ax.add_patch(FancyArrowPatch((x0, y0 + box_h / 2), (x1, y1 - box_h / 2), **arrow))
     return _finish(fig, save, dpi)

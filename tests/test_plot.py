@@ -256,6 +256,15 @@ def test_architecture_branches_and_merges(tmp_path):
     ax = fig.axes[0]
     assert len([p for p in ax.patches if p.get_label() == "edge"]) == len(lay.edges) == 12
     assert "(8, 8, 5)" in [t.get_text() for t in ax.texts]  # concat of 3 + 2 channels
+    # the two skip connections (inp -> concat, add -> residual) go around the boxes between
+    boxes = [p.get_bbox() for p in ax.patches if p.get_label() == "layer"]
+    lanes = [ln.get_xydata() for ln in ax.lines if ln.get_label() == "lane"]
+    assert len(lanes) == 2
+    for v in lanes:
+        x_lane, y0, y1 = v[1, 0], v[0, 1], v[2, 1]
+        passed = [b for b in boxes if y0 < (b.y0 + b.y1) / 2 < y1 and
+                  abs((b.y0 + b.y1) / 2 - y0) > 1e-6 and abs((b.y0 + b.y1) / 2 - y1) > 1e-6]
+        assert passed and all(x_lane > b.x1 for b in passed)
     _png_ok(tmp_path / "b.png")
 
 
