@@ -18,7 +18,6 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.ndimage import map_coordinates
 
 Array = jax.Array
 Transform = Callable[[Array, Array], Array]
@@ -31,9 +30,15 @@ def _check_image(image: Array, what: str) -> None:
         raise ValueError(f"{what}: expected one image (H, W, C), got shape {image.shape}")
 
 
+def _identity(key: Array, image: Array) -> Array:
+    del key
+    return image
+
+
 def identity() -> Transform:
-    """The transform that does nothing."""
-    return lambda key, image: image
+    """The transform that does nothing (always the same function, so calls that use it share
+    one compiled program)."""
+    return _identity
 
 
 def jitter(pixels: int, *, mode: str = "reflect") -> Transform:
@@ -82,9 +87,41 @@ def pad(pixels: int, *, mode: str = "constant", value: float = 0.0) -> Transform
     return apply
 
 
+def _fold_index(i: Array, n: int, mode: str) -> tuple[Array, Array]:
+    """Integer indices mapped into [0, n) per ``mode``; also a validity mask (for constant)."""
+    if mode == "wrap":
+        return jnp.mod(i, n), jnp.ones(i.shape, bool)
+    if mode in ("reflect", "mirror"):
+        # reflect: ... 1 0 | 0 1 2 ... (edge repeated); mirror: ... 2 1 | 0 1 2 ...
+        if n == 1:
+            return jnp.zeros_like(i), jnp.ones(i.shape, bool)
+        period = 2 * n if mode == "reflect" else 2 * n - 2
+        j = jnp.mod(i, period)
+        j = jnp.where(j >= n, period - 1 - j if mode == "reflect" else period - j, j)
+        return j, jnp.ones(i.shape, bool)
+    valid = (i >= 0) & (i < n)
+    return jnp.clip(i, 0, n - 1), valid if mode == "constant" else jnp.ones(i.shape, bool)
+
+
+def _bilinear(image: Array, sy: Array, sx: Array, mode: str) -> Array:
+    """Sample ``image (H, W, C)`` at float coordinates ``sy, sx (h, w)``, bilinearly."""
+    h, w, _ = image.shape
+    y0, x0 = jnp.floor(sy), jnp.floor(sx)
+    wy, wx = (sy - y0)[..., None], (sx - x0)[..., None]
+    y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
+    out = 0.0
+    for dy, fy in ((0, 1.0 - wy), (1, wy)):
+        yi, vy = _fold_index(y0 + dy, h, mode)
+        for dx, fx in ((0, 1.0 - wx), (1, wx)):
+            xi, vx = _fold_index(x0 + dx, w, mode)
+            v = image[yi, xi] * (vy & vx)[..., None]
+            out = out + fy * fx * v
+    return out
+
+
 def _affine(image: Array, scale: Array, angle_rad: Array, mode: str) -> Array:
     """Zoom by ``scale`` and rotate by ``angle`` about the centre, bilinear, same size."""
-    h, w, c = image.shape
+    h, w, _ = image.shape
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - cy,
                           jnp.arange(w, dtype=jnp.float32) - cx, indexing="ij")
@@ -92,11 +129,10 @@ def _affine(image: Array, scale: Array, angle_rad: Array, mode: str) -> Array:
     # output pixel p samples the input at R(-angle) p / scale
     sy = (cos * yy - sin * xx) / scale + cy
     sx = (sin * yy + cos * xx) / scale + cx
-    chans = [map_coordinates(image[..., k], [sy, sx], order=1, mode=mode) for k in range(c)]
-    return jnp.stack(chans, axis=-1)
+    return _bilinear(image, sy, sx, mode)
 
 
-_SAMPLE_MODES = ("nearest", "reflect", "mirror", "wrap", "constant")
+_SAMPLE_MODES = ("nearest", "reflect", "mirror", "wrap", "constant")  # as in scipy.ndimage
 
 
 def random_scale(low: float, high: float, *, mode: str = "nearest") -> Transform:

@@ -1,0 +1,285 @@
+"""Activation maximization: objectives, the vmapped optax loop, transforms, helpers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxsal
+from jaxsal._src import maximize as _max
+from model_import import load_keras
+
+PLAIN = dict(transforms=jaxsal.identity(), regularizers=())
+
+
+@pytest.fixture(scope="module")
+def mnist(fixtures_dir):
+    return load_keras(fixtures_dir / "mnist_cnn_tfkeras2.h5")
+
+
+@pytest.fixture(scope="module")
+def few(mnist):
+    """Three classes, default options, 24 steps (compiled once, shared by several tests)."""
+    return jaxsal.maximize(mnist, [0, 3, 7], steps=24, key=5)
+
+
+# ---------------------------------------------------------------- objectives
+def test_objective_terms_match_direct_computation(mnist):
+    x = jax.random.uniform(jax.random.key(0), (28, 28, 1))
+    y, acts = mnist.with_head("logits").apply(mnist.params, x[None],
+                                             capture=["conv2d_2", "dense_1"])
+    y, a2, d1 = y[0], acts["conv2d_2"][0], acts["dense_1"][0]
+    direction = jnp.linspace(-1, 1, 64)
+    cases = [
+        (jaxsal.output_objective(4), y[4]),
+        (jaxsal.channel_objective("conv2d_2", 7), a2[..., 7].mean()),
+        (jaxsal.channel_objective("dense_1", 9), d1[9]),
+        (jaxsal.neuron_objective("conv2d_2", 7), a2[12, 12, 7]),
+        (jaxsal.neuron_objective("conv2d_2", 7, (3, 20)), a2[3, 20, 7]),
+        (jaxsal.direction_objective("conv2d_2", direction), (a2 @ direction).mean()),
+        (jaxsal.channel_objective("conv2d_2", 1) - 0.5 * jaxsal.output_objective(2),
+         a2[..., 1].mean() - 0.5 * y[2]),
+        (2.0 * jaxsal.output_objective(1) + jaxsal.output_objective(3), 2 * y[1] + y[3]),
+    ]
+    for obj, want in cases:
+        got = obj(y, {"conv2d_2": a2, "dense_1": d1})
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=repr(obj))
+
+
+def test_combined_objectives_are_vmapped_and_scored_on_returned_images(mnist):
+    objs = [jaxsal.channel_objective("conv2d_2", c) - 0.5 * jaxsal.output_objective(k)
+            for c, k in [(1, 2), (5, 8)]]
+    res = jaxsal.maximize(mnist, objs, steps=4, key=0, **PLAIN)
+    _, acts = mnist.apply(mnist.params, res.images, capture=["conv2d_2"])
+    logits = mnist.with_head("logits")(res.images)
+    want = [acts["conv2d_2"][0, ..., 1].mean() - 0.5 * logits[0, 2],
+            acts["conv2d_2"][1, ..., 5].mean() - 0.5 * logits[1, 8]]
+    np.testing.assert_allclose(res.scores, want, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- the loop
+def test_result_shapes_range_and_scores(mnist, few):
+    assert few.images.shape == (3, 28, 28, 1)
+    assert few.scores.shape == (3,)
+    assert few.trajectory.shape == (3, 24)
+    assert float(few.images.min()) >= 0.0 and float(few.images.max()) <= 1.0
+    logits = mnist.with_head("logits")(few.images)
+    np.testing.assert_allclose(few.scores, logits[jnp.arange(3), jnp.array([0, 3, 7])],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_objective_increases_on_average(mnist, few):
+    # plain gradient ascent: the mean objective rises window after window
+    res = jaxsal.maximize(mnist, [0, 3, 7], steps=40, key=5, **PLAIN)
+    windows = np.asarray(res.trajectory).reshape(3, 8, 5).mean(axis=(0, 2))
+    assert np.all(np.diff(windows) > 0), windows
+    # with the default transforms and regularizers, it still rises from start to end
+    tr = np.asarray(few.trajectory)
+    assert tr[:, -6:].mean() > tr[:, :6].mean() + 1.0, tr
+
+
+def test_vmapped_over_units_equals_one_unit_at_a_time(mnist, few):
+    for i, t in enumerate([0, 3, 7]):
+        one = jaxsal.maximize(mnist, [t], steps=24, key=5)
+        # batched and unbatched convolutions round differently; 24 steps amplify that a bit
+        np.testing.assert_allclose(one.images[0], few.images[i], atol=3e-3)
+        np.testing.assert_allclose(one.scores[0], few.scores[i], rtol=1e-3, atol=1e-2)
+    assert float(jnp.abs(few.images[0] - few.images[1]).max()) > 0.1  # units really differ
+
+
+def test_same_key_same_image_other_key_other_image(mnist, few):
+    again = jaxsal.maximize(mnist, [0, 3, 7], steps=24, key=5)
+    np.testing.assert_array_equal(again.images, few.images)
+    other = jaxsal.maximize(mnist, [0, 3, 7], steps=24, key=jax.random.key(6))
+    assert float(jnp.abs(other.images - few.images).max()) > 1e-3
+
+
+def test_no_recompile_on_second_call(mnist):
+    jaxsal.maximize(mnist, [1, 2], steps=3, key=0, **PLAIN)
+    before = _max._build.cache_info()
+    run, _ = _max._build(*_last_build_args(mnist, [1, 2]))
+    n_compiled = run._cache_size()
+    jaxsal.maximize(mnist, [4, 9], steps=3, key=1, **PLAIN)  # other units, other key
+    after = _max._build.cache_info()
+    assert after.misses == before.misses
+    assert run._cache_size() == n_compiled
+
+
+def _last_build_args(model, targets):
+    obj = _max._as_objective(model.with_head("logits"), targets, None, "channel")
+    return (model, "logits", obj.needed_layers, True, (28, 28, 1), (0.0, 1.0), 3, 1, 1.2, 0.0,
+            None, None, _max.DEFAULT_LEARNING_RATE, (), PLAIN["transforms"], None, False)
+
+
+@pytest.mark.parametrize("param", [jaxsal.pixels(), jaxsal.pixels(squash="clip"),
+                                   jaxsal.fourier()], ids=["sigmoid", "clip", "fourier"])
+def test_input_range_respected(mnist, param):
+    lo, hi = -1.5, 0.5
+    res = jaxsal.maximize(mnist, [2, 6], steps=6, input_range=(lo, hi), key=0,
+                          parameterization=param, optimizer=optax.sgd(10.0), **PLAIN)
+    assert float(res.images.min()) >= lo and float(res.images.max()) <= hi
+    assert float(res.images.max() - res.images.min()) > 0.05  # it did move
+    assert np.all(np.isfinite(res.scores))
+
+
+def test_multiscale_output_has_final_size(mnist):
+    # rounds at 18x18, 27x27 and 40x40; each image is resized to the model's fixed 28x28 input
+    res = jaxsal.maximize(mnist, [1, 4], steps=3, key=0, image_shape=(40, 40, 1),
+                          upscaling_steps=3, upscaling_factor=1.5, upscale_blur=0.5, **PLAIN)
+    assert res.images.shape == (2, 40, 40, 1)
+    assert res.trajectory.shape == (2, 9)
+    assert _max._round_sizes((40, 40), 3, 1.5) == [(18, 18), (27, 27), (40, 40)]
+    logits = mnist.with_head("logits")(jax.image.resize(res.images, (2, 28, 28, 1), "linear"))
+    np.testing.assert_allclose(res.scores, logits[jnp.arange(2), jnp.array([1, 4])], rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_layer_channels_all_and_chunked(mnist):
+    res = jaxsal.maximize(mnist, "all", layer="conv2d_1", steps=3, key=0, **PLAIN)
+    assert res.images.shape == (32, 28, 28, 1)
+    chunked = jaxsal.maximize(mnist, "all", layer="conv2d_1", steps=3, key=0, unit_chunk=10,
+                              **PLAIN)
+    np.testing.assert_allclose(chunked.images, res.images, atol=1e-5)
+    np.testing.assert_allclose(chunked.scores, res.scores, rtol=1e-4, atol=1e-5)
+
+
+def test_seed_images_and_step_regularizers(mnist):
+    seed = jnp.full((28, 28, 1), 0.25)
+    res = jaxsal.maximize(mnist, [3], steps=1, key=0, seed_images=seed,
+                          optimizer=optax.sgd(0.0), regularizers=(), transforms=jaxsal.identity())
+    np.testing.assert_allclose(res.images[0], seed, atol=1e-5)  # zero step: the seed comes back
+    noisy = jax.random.uniform(jax.random.key(1), (1, 28, 28, 1))
+    res = jaxsal.maximize(mnist, [3], steps=2, key=0, seed_images=noisy,
+                          optimizer=optax.sgd(0.0), transforms=jaxsal.identity(),
+                          regularizers=(jaxsal.blur_every(2, 1.0),))
+    want = jaxsal.gaussian_blur(noisy[0], 1.0)
+    np.testing.assert_allclose(res.images[0], want, atol=1e-4)
+
+
+def test_errors_are_raised_before_compute(mnist):
+    with pytest.raises(ValueError, match="input_range"):
+        jaxsal.maximize(mnist, [0], input_range=(1.0, 0.0))
+    with pytest.raises(ValueError, match="out of range"):
+        jaxsal.maximize(mnist, [10])
+    with pytest.raises(ValueError, match="out of range"):
+        jaxsal.maximize(mnist, [64], layer="conv2d_2")
+    with pytest.raises(ValueError, match="unknown layer"):
+        jaxsal.maximize(mnist, [0], layer="nope")
+    with pytest.raises(ValueError, match="same"):
+        jaxsal.maximize(mnist, [jaxsal.output_objective(0), jaxsal.channel_objective("conv2d_2", 1)])
+    with pytest.raises(ValueError, match="direction"):
+        jaxsal.maximize(mnist, [jaxsal.direction_objective("conv2d_2", np.ones(3))])
+    with pytest.raises(TypeError, match="optax"):
+        jaxsal.maximize(mnist, [0], optimizer="adam")
+    with pytest.raises(ValueError, match="steps"):
+        jaxsal.maximize(mnist, [0], steps=0)
+    with pytest.raises(ValueError, match="channels"):
+        jaxsal.maximize(mnist, [0], image_shape=(28, 28, 3))
+    with pytest.raises(TypeError, match="index"):
+        jaxsal.output_objective(1.5)
+
+
+# ---------------------------------------------------------------- building blocks
+def test_transforms_shapes_and_determinism():
+    img = jax.random.uniform(jax.random.key(0), (20, 24, 3))
+    k = jax.random.key(3)
+    for t in [jaxsal.jitter(3), jaxsal.random_scale(0.8, 1.2), jaxsal.random_rotate(20.0)]:
+        t = jax.jit(t)
+        out = t(k, img)
+        assert out.shape == img.shape
+        np.testing.assert_array_equal(out, t(k, img))
+    std = jax.jit(jaxsal.standard_transforms(24))  # pads by 1 pixel (12 at 224 pixels)
+    assert std(k, img).shape == (22, 26, 3)
+    np.testing.assert_array_equal(std(k, img), std(k, img))
+    assert jaxsal.pad(2)(k, img).shape == (24, 28, 3)
+    np.testing.assert_allclose(jax.jit(jaxsal.random_rotate(0.0))(k, img), img, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(jaxsal.random_scale(1.0, 1.0))(k, img), img, atol=1e-5)
+    shifted = jax.jit(jaxsal.jitter(2, mode="wrap"))(k, img)  # a wrap-around shift is a roll
+    assert any(np.allclose(shifted, jnp.roll(img, (dy, dx), (0, 1)))
+               for dy in range(-2, 3) for dx in range(-2, 3))
+    # a quarter turn of a square image is a permutation of its pixels
+    sq = img[:20, :20]
+    rot = jax.jit(lambda im: jaxsal._src.transforms._affine(im, 1.0, jnp.pi / 2, "nearest"))(sq)
+    assert any(np.allclose(rot, np.rot90(sq, k, axes=(0, 1)), atol=1e-5) for k in (1, 3))
+
+
+def test_parameterizations_invert():
+    x = jax.random.uniform(jax.random.key(0), (16, 18, 3), minval=0.05, maxval=0.95) * 255
+    for p in [jaxsal.pixels(), jaxsal.pixels(squash="tanh"), jaxsal.pixels(squash="clip"),
+              jaxsal.fourier(), jaxsal.fourier(decorrelate=False, decay_power=1.5)]:
+        back = jax.jit(lambda x: p.to_image(p.from_image(x, (0.0, 255.0)), (0.0, 255.0)))(x)
+        np.testing.assert_allclose(back, x, atol=2e-2, err_msg=p.name)
+        v = p.init(jax.random.key(0), (16, 18, 3), (0.0, 255.0))
+        assert p.to_image(v, (0.0, 255.0)).shape == (16, 18, 3)
+
+
+def test_regularizer_values():
+    x = jnp.zeros((4, 4, 1)).at[1, 1, 0].set(1.0)
+    tv = jaxsal.total_variation(2.0).penalty(x)
+    np.testing.assert_allclose(tv, 2.0 * (2 / 12 + 2 / 12), rtol=1e-6)
+    np.testing.assert_allclose(jaxsal.lp_norm(3.0, p=1).penalty(x), 3.0 / 16, rtol=1e-6)
+    np.testing.assert_allclose(jaxsal.l2_decay(1.0, center=0.5).penalty(x), 0.25, rtol=1e-6)
+    spike = jnp.zeros((16, 16, 1)).at[8, 8, 0].set(1.0)
+    blurred = jaxsal.blur_every(1, 1.0).step(spike)
+    np.testing.assert_allclose(blurred.sum(), 1.0, atol=1e-5)  # away from the border
+    np.testing.assert_allclose(blurred[8, 9, 0] / blurred[8, 8, 0], np.exp(-0.5), rtol=1e-5)
+    half = jaxsal.blur_every(1, 1.0, weight=0.5).step(spike)
+    np.testing.assert_allclose(half, 0.5 * spike + 0.5 * blurred, atol=1e-7)
+    with pytest.raises(ValueError, match="weight"):
+        jaxsal.total_variation(-1.0)
+
+
+def test_filter_images_feature_maps_and_grid(mnist, fixtures_dir):
+    f = jaxsal.filter_images(mnist)
+    assert f.shape == (32, 3, 3, 1)
+    np.testing.assert_allclose(f.min(axis=(1, 2, 3)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(f.max(axis=(1, 2, 3)), 1.0, atol=1e-6)
+    raw = jaxsal.filter_images(mnist, "conv2d_2", normalize=None)
+    np.testing.assert_array_equal(raw, np.transpose(mnist.layer("conv2d_2").params["kernel"],
+                                                    (3, 0, 1, 2)))
+    with pytest.raises(ValueError, match="kernel"):
+        jaxsal.filter_images(mnist, "flatten_1")
+
+    d = np.load(fixtures_dir / "mnist_cnn_tfkeras2.expected.npz")
+    x = d["x"][:2]
+    maps = jaxsal.feature_maps(mnist, x, "conv2d_2")
+    acts = mnist.intermediates(x, ["conv2d_2"])["conv2d_2"]
+    assert maps.shape == (2, 64, 24, 24)
+    np.testing.assert_allclose(maps[1, 5], acts[1, ..., 5], rtol=1e-6)
+    assert jaxsal.feature_maps(mnist, x[0], "conv2d_2", normalize=True).shape == (64, 24, 24)
+
+    imgs = jnp.arange(5 * 2 * 3, dtype=jnp.float32).reshape(5, 2, 3) + 1
+    g = jaxsal.image_grid(imgs, ncols=3, pad=1)
+    assert g.shape == (2 * 3 + 1, 3 * 4 + 1)
+    np.testing.assert_array_equal(g[1:3, 5:8], imgs[1])
+    np.testing.assert_array_equal(g[4:6, 1:4], imgs[3])
+    np.testing.assert_array_equal(g[4:6, 9:12], 0.0)  # the empty sixth cell
+    assert jaxsal.image_grid(jnp.ones((10, 4, 4, 3))).shape == (3 * 5 + 1, 4 * 5 + 1, 3)
+
+
+def test_ten_class_grid_renders_to_png(mnist, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = jaxsal.maximize(mnist, range(10), steps=2, key=0, **PLAIN)
+    grid = np.asarray(jaxsal.image_grid(res.images, ncols=5, pad=2))
+    assert grid.shape == (2 * 30 + 2, 5 * 30 + 2, 1)
+    path = tmp_path / "grid.png"
+    plt.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+    back = plt.imread(path)
+    assert back.shape[:2] == grid.shape[:2]
+    assert back.std() > 0
+
+
+@pytest.mark.slow
+def test_quality_bar_mnist_defaults(mnist):
+    """The acceptance bar: 10 classes, 200 steps, default options, logits head, [0, 1].
+    tf-keras-vis reaches a mean target logit of 3.16 with 4/10 classified correctly."""
+    res = jaxsal.maximize(mnist, range(10), steps=200, input_range=(0.0, 1.0), key=0)
+    logits = np.asarray(mnist.with_head("logits")(res.images))
+    target = logits[np.arange(10), np.arange(10)]
+    assert np.array_equal(logits.argmax(axis=1), np.arange(10)), logits.argmax(axis=1)
+    assert target.mean() >= 2 * 3.16, target
