@@ -46,12 +46,13 @@ def run_example(name, out):
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
-    """Runs every example once; {name: (stdout, out_dir)}."""
-    res = {}
-    for name in EXPECTED:
-        out = tmp_path_factory.mktemp(name)
-        res[name] = (run_example(name, out), out)
-    return res
+    """Runs every example once, two at a time; {name: (stdout, out_dir)}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dirs = {name: tmp_path_factory.mktemp(name) for name in EXPECTED}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(run_example, name, out) for name, out in dirs.items()}
+        return {name: (f.result(), dirs[name]) for name, f in futures.items()}
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
