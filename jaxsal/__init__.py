@@ -7,6 +7,15 @@ from jaxsal._src.batch import explain_to_file
 from jaxsal._src.guided import deconvnet_relu, guided_relu, relu_for_mode
 
 # --- attribution methods (jaxsal._src: targets, gradients, cam, ...) ---
+from jaxsal._src.base import DEFAULT_MEMORY_BUDGET, FunctionModel, clear_caches
+from jaxsal._src.cam import (default_cam_layer, eigencam, gradcam, gradcam_plus_plus,
+                             guided_gradcam, hirescam, layercam, scorecam, spatial_layers,
+                             xgradcam)
+from jaxsal._src.gradients import deconvnet, gradient_x_input, guided_backprop, saliency
+from jaxsal._src.integrated import integrated_gradients
+from jaxsal._src.occlusion import occlusion
+from jaxsal._src.smoothing import smoothgrad
+from jaxsal._src.targets import class_score, neuron
 
 # --- activation maximization (jaxsal._src.maximize) ---
 from jaxsal._src.features import feature_maps, filter_images, image_grid
@@ -21,3 +30,4 @@ from jaxsal._src.transforms import (compose, gaussian_blur, identity, jitter, pa
                                     random_rotate, random_scale, standard_transforms)
 
 # --- post-processing (jaxsal._src.postprocess) ---
+from jaxsal._src.postprocess import clip_percentile, normalize, reduce_channels, resize

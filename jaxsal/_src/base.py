@@ -366,6 +366,19 @@ def chunk_for(total: int, per_item_bytes: int, chunk_size: int | None,
     return math.ceil(total / n_chunks)
 
 
+def auto_batch(total: int, per_item_bytes: int, batch: int | None,
+               memory_budget: int | None) -> int:
+    """Samples / path points per batched pass: ``batch`` if given (validated), else as many
+    as fit in half the memory budget (each needs its forward residuals and a backward)."""
+    if batch is not None:
+        if not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"expected a positive int batch size, got {batch!r}")
+        return int(min(batch, total))
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    b = max(1, min(int(total), budget // (4 * max(int(per_item_bytes), 1))))
+    return math.ceil(total / math.ceil(total / b))
+
+
 def map_chunks(fn: Callable[[Array], Any], total: int, chunk: int) -> Any:
     """``fn(idx)`` over ``arange(total)`` in chunks of ``chunk``, concatenated on axis 1.
 
@@ -386,25 +399,25 @@ def map_chunks(fn: Callable[[Array], Any], total: int, chunk: int) -> Any:
     return jax.tree_util.tree_map(merge, out)
 
 
-def sum_over(fn: Callable[[Array], Any], total: int, batch: int = 1) -> Any:
-    """``sum(fn(k) for k in range(total))`` as a ``fori_loop`` over groups of ``batch``
-    indices, each group ``vmap``-ed (bounded memory: one group is alive at a time)."""
+def sum_groups(fn: Callable[[Array, Array], Any], total: int, batch: int) -> Any:
+    """``sum`` over ``k in range(total)`` in groups of ``batch`` indices.
+
+    ``fn(ks, valid)`` gets a group's ``(batch,)`` indices (padded ones repeat the last index
+    and have ``valid`` False) and returns that group's contribution, already summed; the
+    groups run in a ``fori_loop`` (one group alive at a time: bounded memory). Methods put a
+    group into the batch axis of one forward pass rather than ``vmap``-ing the model, which
+    XLA:CPU runs several times faster.
+    """
     batch = max(1, min(int(batch), int(total)))
     groups = math.ceil(total / batch)
-    shapes = jax.eval_shape(fn, jnp.zeros((), jnp.int32))
-    init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def body(i, acc):
         ks = i * batch + jnp.arange(batch, dtype=jnp.int32)
-        valid = ks < total
-        out = jax.vmap(fn)(jnp.minimum(ks, total - 1))
+        out = fn(jnp.minimum(ks, total - 1), ks < total)
+        return out if acc is None else jax.tree_util.tree_map(jnp.add, acc, out)
 
-        def add(a, o):
-            v = valid.reshape((-1,) + (1,) * (o.ndim - 1))
-            return a + jnp.sum(jnp.where(v, o, jnp.zeros_like(o)), axis=0)
-
-        return jax.tree_util.tree_map(add, acc, out)
-
-    if groups == 1 and batch == total:
-        return body(0, init)
+    if groups == 1:
+        return body(jnp.zeros((), jnp.int32), None)
+    shapes = jax.eval_shape(lambda: fn(jnp.zeros((batch,), jnp.int32), jnp.ones((batch,), bool)))
+    init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     return jax.lax.fori_loop(0, groups, body, init)

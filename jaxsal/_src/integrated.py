@@ -59,12 +59,18 @@ def raw_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: int, r
         x0 = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
         a = jnp.asarray(alphas)
         w = jnp.asarray(weights)
+        n = x.shape[0]
+        ids_b = None if ids is None else jnp.tile(ids, (batch_steps, 1))
 
-        def one(k):
-            xk = x0 + a[k] * (x - x0)
-            return w[k] * grads(params, xk, ids, ts)
+        def group(ks, valid):
+            ak = a[ks].reshape((-1,) + (1,) * x.ndim)
+            xb = (x0[None] + ak * (x - x0)[None]).reshape((-1,) + x.shape[1:])
+            g = grads(params, xb, ids_b, ts)  # (B*N, Tc, ...)
+            g = g.reshape((len(ks), n) + g.shape[1:])
+            wk = jnp.where(valid, w[ks], 0.0).astype(g.dtype)
+            return jnp.tensordot(wk, g, axes=1)
 
-        total = base.sum_over(one, steps, batch_steps)
+        total = base.sum_groups(group, steps, batch_steps)
         return (x - x0)[:, None] * total
 
     return f
@@ -87,7 +93,7 @@ def check_baseline(baseline: Any, x: Array) -> Array:
 
 def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
                          baseline: ArrayLike | None = None, steps: int = 50,
-                         rule: str = "trapezoid", batch_steps: int = 1,
+                         rule: str = "trapezoid", batch_steps: int | None = None,
                          reduce: str | None = "sum", head: str | None = None,
                          chunk_size: int | None = None, memory_budget: int | None = None,
                          precision: str | None = None, check_finite: bool = True) -> Array:
@@ -101,8 +107,8 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
       steps: gradient evaluations along the straight path.
       rule: ``"trapezoid"`` (default; endpoints included), ``"left"``, ``"right"`` or
         ``"middle"`` Riemann sums.
-      batch_steps: path points evaluated together in one batched forward/backward (memory
-        grows with it; 1 = a loop).
+      batch_steps: path points evaluated together in one batched forward/backward pass
+        (memory grows with it; 1 = a loop). Default: as many as fit in ``memory_budget``.
       reduce: channel reduction; the default signed ``"sum"`` keeps completeness
         (``maps.sum((-2, -1)) ~= S(x) - S(baseline)``); ``None`` keeps channels.
     Returns:
@@ -114,8 +120,9 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
     quadrature(steps, rule)
     p = prepare(model, x, targets, head=head, check_finite=check_finite)
     b = check_baseline(baseline, p.x)
-    chunk = base.chunk_for(p.spec.num, base.forward_bytes(p.model, p.x) * max(1, batch_steps),
-                           chunk_size, memory_budget)
+    fb = base.forward_bytes(p.model, p.x)
+    batch_steps = base.auto_batch(steps, fb, batch_steps, memory_budget)
+    chunk = base.chunk_for(p.spec.num, fb * batch_steps, chunk_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
 
     def build():

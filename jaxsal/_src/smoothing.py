@@ -59,7 +59,7 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
                method: str | Callable = "saliency", n: int = 25, noise_level: float = 0.2,
                variant: str = "smoothgrad", abs_first: bool | None = None,
                reduce: Any = _DEFAULT, method_options: dict | None = None,
-               batch_samples: int = 1, head: str | None = None, chunk_size: int | None = None,
+               batch_samples: int | None = None, head: str | None = None, chunk_size: int | None = None,
                memory_budget: int | None = None, precision: str | None = None,
                check_finite: bool = True) -> Array:
     """SmoothGrad (Smilkov et al., 2017) and its variants over any gradient method.
@@ -83,7 +83,8 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
         for saliency / guided / deconvnet, ``"sum"`` for gradient x input and IG).
       method_options: for ``"integrated_gradients"``: ``baseline``, ``steps`` (default 16),
         ``rule``, ``batch_steps``.
-      batch_samples: noisy samples evaluated together in one batched pass (1 = a loop).
+      batch_samples: noisy samples evaluated together in one batched pass (1 = a loop;
+        default: as many as fit in ``memory_budget``).
     Returns:
       Raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (channels kept when ``reduce=None``).
     """
@@ -109,7 +110,7 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
     if unknown:
         raise ValueError(f"unknown integrated_gradients options {sorted(unknown)}")
     steps, rule = int(opts.get("steps", 16)), opts.get("rule", "trapezoid")
-    batch_steps = int(opts.get("batch_steps", 1))
+    batch_steps = opts.get("batch_steps")
     if name == "integrated_gradients":
         if rule not in RULES:
             raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
@@ -117,7 +118,14 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
 
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite)
     b = check_baseline(opts.get("baseline"), p.x)
-    per_target = base.forward_bytes(p.model, p.x) * max(1, batch_samples)
+    fb = base.forward_bytes(p.model, p.x)
+    if name == "integrated_gradients":
+        batch_samples = 1 if batch_samples is None else batch_samples
+        batch_steps = base.auto_batch(steps, fb * batch_samples, batch_steps, memory_budget)
+        per_target = fb * batch_samples * batch_steps
+    else:
+        batch_samples = base.auto_batch(n, fb, batch_samples, memory_budget)
+        per_target = fb * batch_samples
     chunk = base.chunk_for(p.spec.num, per_target, chunk_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
     two = variant == "vargrad"
@@ -134,17 +142,30 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
             sigma = noise_level * (jnp.max(x, axis=axes, keepdims=True)
                                    - jnp.min(x, axis=axes, keepdims=True))
 
-            def chunk_fn(ts):
-                def one(k):
-                    eps = jax.random.normal(jax.random.fold_in(key, k), x.shape, x.dtype)
-                    mk = raw(params, x + sigma * eps, ids_, ts, baseline)
-                    if variant == "sg_squared":
-                        return (mk * mk,)
-                    if variant == "vargrad":
-                        return (mk, mk * mk)
-                    return (jnp.abs(mk) if abs_first else mk,)
+            n_in = x.shape[0]
+            ids_b = None if ids_ is None else jnp.tile(ids_, (batch_samples, 1))
+            vmapped_ig = name == "integrated_gradients"
 
-                sums = base.sum_over(one, n, batch_samples)
+            def chunk_fn(ts):
+                def group(ks, valid):
+                    eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(key, k),
+                                                               x.shape, x.dtype))(ks)
+                    xb = x[None] + sigma[None] * eps  # (B, N, ...)
+                    if vmapped_ig:  # IG's own path batching happens inside
+                        mk = jax.vmap(lambda xk: raw(params, xk, ids_, ts, baseline))(xb)
+                    else:
+                        mk = raw(params, xb.reshape((-1,) + x.shape[1:]), ids_b, ts, baseline)
+                        mk = mk.reshape((len(ks), n_in) + mk.shape[1:])
+                    v = valid.reshape((-1,) + (1,) * (mk.ndim - 1))
+                    if variant == "sg_squared":
+                        parts = (mk * mk,)
+                    elif variant == "vargrad":
+                        parts = (mk, mk * mk)
+                    else:
+                        parts = (jnp.abs(mk) if abs_first else mk,)
+                    return tuple(jnp.sum(jnp.where(v, q, 0.0), axis=0) for q in parts)
+
+                sums = base.sum_groups(group, n, batch_samples)
                 mean = sums[0] / n
                 if two:
                     mean = jnp.maximum(sums[1] / n - mean * mean, 0.0)
