@@ -301,6 +301,30 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
         res = maximize(m, range(10), input_range=(0.0, 1.0), key=0)   # one image per digit
         res = maximize(m, "all", layer="conv2d_2", steps=128)       # every filter of a layer
     """
+    run, args = _prepare(
+        model, targets, layer=layer, steps=steps, input_range=input_range, key=key,
+        objective=objective, head=head, parameterization=parameterization,
+        optimizer=optimizer, learning_rate=learning_rate, regularizers=regularizers,
+        transforms=transforms, upscaling_steps=upscaling_steps,
+        upscaling_factor=upscaling_factor, upscale_blur=upscale_blur,
+        image_shape=image_shape, seed_images=seed_images, unit_chunk=unit_chunk)
+    images, scores, trajectory = run(*args)
+    return MaximizeResult(images, scores, trajectory, args[1])
+
+
+def _prepare(model: Any, targets: Any, *, layer: str | None = None, steps: int = 200,
+             input_range: Sequence[float] = (0.0, 1.0), key: ArrayLike | int = 0,
+             objective: str = "channel", head: str | None = "logits",
+             parameterization: _param.Parameterization | None = None,
+             optimizer: optax.GradientTransformation | None = None,
+             learning_rate: float = DEFAULT_LEARNING_RATE,
+             regularizers: Sequence[_reg.Regularizer] | None = None,
+             transforms: _tf.Transform | None = None, upscaling_steps: int = 1,
+             upscaling_factor: float = 1.2, upscale_blur: float = 0.0,
+             image_shape: Sequence[int] | None = None, seed_images: ArrayLike | None = None,
+             unit_chunk: int | None = None):
+    """Validate the arguments of :func:`maximize`; return its jitted program and arguments
+    ``(run, (params, objective, key, seed))`` (benchmarks compile ``run`` ahead of time)."""
     # ---- validation, before any compute
     if not hasattr(model, "apply") or not hasattr(model, "params"):
         raise TypeError(f"model: expected a KerasModel (load_keras(path)), got "
@@ -382,5 +406,4 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
                     int(upscaling_steps), float(upscaling_factor), float(upscale_blur),
                     parameterization, optimizer, float(learning_rate), regs, transforms,
                     None if unit_chunk is None else int(unit_chunk), has_seed)
-    images, scores, trajectory = run(m.params, obj, key, seed)
-    return MaximizeResult(images, scores, trajectory, obj)
+    return run, (m.params, obj, key, seed)
