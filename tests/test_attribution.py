@@ -1,0 +1,365 @@
+"""Gradient methods, targets, heads, chunking, compilation cache: analytic cases and
+consistency properties (jit == eager, vmap == loop, T classes == T single calls)."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+from model_import import load_keras
+
+FIX = pathlib.Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_keras(FIX / "mnist_cnn_tfkeras2.h5")
+
+
+@pytest.fixture(scope="module")
+def x4():
+    return np.load(FIX / "reference" / "saliency_linear.npz")["x"][:4]
+
+
+def _linear(seed=0, shape=(5, 4, 2), k=3, bias=True):
+    rng = np.random.default_rng(seed)
+    d = int(np.prod(shape))
+    params = {"w": jnp.asarray(rng.normal(size=(d, k)), jnp.float32),
+              "b": jnp.asarray(rng.normal(size=(k,)) if bias else np.zeros(k), jnp.float32)}
+
+    def f(p, x):
+        return x.reshape(x.shape[0], -1) @ p["w"] + p["b"]
+
+    return jaxsal.FunctionModel(f, params, input_shape=shape), params
+
+
+def _x(shape=(5, 4, 2), n=3, seed=1):
+    return np.random.default_rng(seed).normal(size=(n, *shape)).astype(np.float32)
+
+
+# ------------------------------------------------------------------ analytic truths
+def test_linear_model_gradient_is_weights():
+    m, p = _linear()
+    x = _x()
+    g = jaxsal.saliency(m, x, targets=[0, 1, 2], reduce=None)  # (N, T, 5, 4, 2)
+    assert g.shape == (3, 3, 5, 4, 2)
+    w = np.asarray(p["w"]).T.reshape(3, 5, 4, 2)
+    for n in range(3):
+        np.testing.assert_allclose(g[n], w, rtol=1e-6, atol=1e-6)
+    # default reduction: max of |g| over channels
+    np.testing.assert_allclose(jaxsal.saliency(m, x, 1), np.abs(w[1]).max(-1)[None].repeat(3, 0),
+                               rtol=1e-6)
+
+
+def test_gradient_x_input_sums_to_score_without_bias():
+    m, p = _linear(bias=False)
+    x = _x()
+    maps = jaxsal.gradient_x_input(m, x, targets=[0, 2])  # signed channel sum
+    y = np.asarray(m(x))
+    np.testing.assert_allclose(maps.sum(axis=(2, 3)), y[:, [0, 2]], rtol=1e-5, atol=1e-5)
+
+
+def _smooth_model():
+    rng = np.random.default_rng(3)
+    params = {"w1": jnp.asarray(rng.normal(size=(40, 16)) * 0.3, jnp.float32),
+              "w2": jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)}
+
+    def f(p, x):
+        return jnp.tanh(x.reshape(x.shape[0], -1) @ p["w1"]) @ p["w2"]
+
+    return jaxsal.FunctionModel(f, params, input_shape=(5, 4, 2))
+
+
+def test_integrated_gradients_completeness_smooth():
+    m = _smooth_model()
+    x = _x()
+    base = np.full((5, 4, 2), 0.3, np.float32)
+    ig = jaxsal.integrated_gradients(m, x, targets=[0, 3], baseline=base, steps=64)
+    y, y0 = np.asarray(m(x)), np.asarray(m(np.broadcast_to(base, x.shape)))
+    np.testing.assert_allclose(ig.sum(axis=(2, 3)), (y - y0)[:, [0, 3]], rtol=1e-3, atol=1e-4)
+
+
+def test_integrated_gradients_completeness_relu_cnn(mnist, x4):
+    lm = mnist.with_head("logits")
+    ig = jaxsal.integrated_gradients(lm, x4[:2], targets=[1, 5], steps=128)
+    y = np.asarray(lm(x4[:2]))
+    y0 = np.asarray(lm(np.zeros_like(x4[:2])))
+    diff = (y - y0)[:, [1, 5]]
+    np.testing.assert_allclose(ig.sum(axis=(2, 3)), diff, rtol=0.02, atol=0.05)
+
+
+@pytest.mark.parametrize("rule", ["left", "right", "middle"])
+def test_integrated_gradients_rules_converge(rule):
+    m = _smooth_model()
+    x = _x()
+    ig = jaxsal.integrated_gradients(m, x, 2, steps=256, rule=rule)
+    d = np.asarray(m(x))[:, 2] - np.asarray(m(np.zeros_like(x)))[:, 2]
+    np.testing.assert_allclose(ig.sum(axis=(1, 2)), d, rtol=2e-2, atol=2e-2)
+
+
+# ------------------------------------------------------------------ modified backprop
+def test_guided_and_deconvnet_vjps_match_definitions():
+    rng = np.random.default_rng(0)
+    z = jnp.asarray(rng.normal(size=(50,)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(50,)), jnp.float32)
+    y, vjp = jax.vjp(jaxsal.guided_relu, z)
+    np.testing.assert_array_equal(y, np.maximum(z, 0))
+    np.testing.assert_array_equal(vjp(g)[0], np.where((g > 0) & (z > 0), g, 0))
+    y, vjp = jax.vjp(jaxsal.deconvnet_relu, z)
+    np.testing.assert_array_equal(y, np.maximum(z, 0))
+    np.testing.assert_array_equal(vjp(g)[0], np.maximum(g, 0))
+
+
+def _two_layer(relu_kwarg=True):
+    rng = np.random.default_rng(5)
+    params = {"w1": jnp.asarray(rng.normal(size=(12, 8)), jnp.float32),
+              "w2": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32)}
+
+    def f(p, x, relu=jax.nn.relu):
+        return relu(x.reshape(x.shape[0], -1) @ p["w1"]) @ p["w2"]
+
+    return jaxsal.FunctionModel(f, params, relu_kwarg="relu" if relu_kwarg else None), params
+
+
+@pytest.mark.parametrize("mode", ["guided", "deconvnet"])
+def test_guided_backprop_on_function_model_by_hand(mode):
+    m, p = _two_layer()
+    x = np.random.default_rng(2).normal(size=(4, 3, 2, 2)).astype(np.float32)
+    fn = jaxsal.guided_backprop if mode == "guided" else jaxsal.deconvnet
+    got = fn(m, x, targets=1, reduce=None)
+    w1, w2 = np.asarray(p["w1"]), np.asarray(p["w2"])
+    z = x.reshape(4, -1) @ w1
+    dy = np.broadcast_to(w2[:, 1], z.shape)  # upstream gradient at the ReLU output
+    if mode == "guided":
+        dz = dy * (dy > 0) * (z > 0)
+    else:
+        dz = dy * (dy > 0)
+    np.testing.assert_allclose(got.reshape(4, -1), dz @ w1.T, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="relu_kwarg"):
+        jaxsal.guided_backprop(_two_layer(False)[0], x, 1)
+
+
+def test_guided_backprop_keras_differs_from_saliency(mnist, x4):
+    g = jaxsal.guided_backprop(mnist, x4, 3, reduce=None)
+    s = jaxsal.saliency(mnist, x4, 3, reduce=None)
+    assert g.shape == s.shape == (4, 28, 28, 1)
+    assert np.all(np.isfinite(g)) and not np.allclose(g, s)
+
+
+# ------------------------------------------------------------------ targets and heads
+def test_predicted_targets_equal_explicit_argmax(mnist, x4):
+    pred = np.asarray(mnist(x4)).argmax(-1)
+    a = jaxsal.saliency(mnist, x4)
+    b = jaxsal.saliency(mnist, x4, targets=pred[:, None])[:, 0]
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_score_function_targets(mnist, x4):
+    lm = mnist.with_head("logits")
+    a = jaxsal.saliency(lm, x4, targets=jaxsal.class_score(4))
+    b = jaxsal.saliency(lm, x4, targets=4)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    c = jaxsal.saliency(lm, x4, targets=[jaxsal.class_score(4), jaxsal.class_score(2)])
+    np.testing.assert_allclose(c, jaxsal.saliency(lm, x4, targets=[4, 2]), rtol=1e-6)
+
+
+def test_neuron_score_at_intermediate_layer(mnist, x4):
+    got = jaxsal.saliency(mnist, x4, targets=jaxsal.neuron("dense_1", (7,)), reduce=None)
+    want = jax.grad(lambda x: mnist.apply(mnist.params, x, capture=["dense_1"])[1]["dense_1"]
+                    [:, 7].sum())(jnp.asarray(x4))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    ch = jaxsal.saliency(mnist, x4, targets=jaxsal.neuron("conv2d_2", 5), reduce=None)
+    want = jax.grad(lambda x: mnist.apply(mnist.params, x, capture=["conv2d_2"])[1]["conv2d_2"]
+                    [..., 5].mean(axis=(1, 2)).sum())(jnp.asarray(x4))
+    np.testing.assert_allclose(ch, want, rtol=1e-5, atol=1e-8)
+
+
+def test_two_d_targets_per_input(mnist, x4):
+    lm = mnist.with_head("logits")
+    t = np.array([[0, 1], [2, 3], [4, 5], [6, 7]])
+    got = jaxsal.saliency(lm, x4, targets=t)
+    assert got.shape == (4, 2, 28, 28)
+    for n in range(4):
+        for j in range(2):
+            np.testing.assert_allclose(got[n, j], jaxsal.saliency(lm, x4[n:n + 1], int(t[n, j]))[0],
+                                       rtol=1e-5, atol=1e-7)
+
+
+def test_head_option_equals_with_head(mnist, x4):
+    a = jaxsal.saliency(mnist, x4, 3, head="logits")
+    b = jaxsal.saliency(mnist.with_head("logits"), x4, 3)
+    np.testing.assert_array_equal(a, b)
+    c = jaxsal.saliency(mnist, x4, 3, head="softmax")
+    assert not np.allclose(a, c)
+
+
+def test_binary_model_class_ids_and_heads():
+    m = load_keras(FIX / "binary_cnn_keras3.keras")
+    x = np.load(FIX / "binary_cnn_keras3.expected.npz")["x"][:3]
+    xj = jnp.asarray(x)
+    lm = m.with_head("logits")
+    z = lambda x: lm.apply(lm.params, x)[:, 0].sum()  # noqa: E731
+    p = lambda x: jax.nn.sigmoid(lm.apply(lm.params, x)[:, 0]).sum()  # noqa: E731
+    gz, gp = jax.grad(z)(xj), jax.grad(p)(xj)
+    kw = dict(reduce=None)
+    # class 1: the unit (logit or probability); class 0: its complement
+    np.testing.assert_allclose(jaxsal.saliency(lm, x, 1, **kw), gz, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(jaxsal.saliency(lm, x, 0, **kw), -gz, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(jaxsal.saliency(m, x, 1, **kw), gp, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(jaxsal.saliency(m, x, 0, **kw), -gp, rtol=1e-5, atol=1e-9)
+    comp = m.with_head("sigmoid_complement")
+    np.testing.assert_allclose(jaxsal.saliency(comp, x, 0, **kw), -gp, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(jaxsal.saliency(m, x, 0, head="sigmoid_complement", **kw), -gp,
+                               rtol=1e-5, atol=1e-9)
+    both = jaxsal.saliency(m, x, [0, 1], **kw)
+    np.testing.assert_allclose(both[:, 0], -both[:, 1], rtol=1e-6, atol=1e-9)
+    # predicted class: p > 0.5
+    pred = (np.asarray(m(x))[:, 0] > 0.5).astype(int)
+    np.testing.assert_allclose(jaxsal.saliency(m, x, **kw),
+                               jaxsal.saliency(m, x, pred[:, None], **kw)[:, 0], rtol=1e-6)
+    with pytest.raises(ValueError, match="binary"):
+        jaxsal.saliency(m, x, 2)
+    with pytest.raises(ValueError, match="one-unit"):
+        jaxsal.saliency(m, x, 0, head="softmax")
+
+
+# ------------------------------------------------------------------ consistency properties
+METHODS = {
+    "saliency": lambda m, x, t, **kw: jaxsal.saliency(m, x, t, **kw),
+    "gradient_x_input": lambda m, x, t, **kw: jaxsal.gradient_x_input(m, x, t, **kw),
+    "guided_backprop": lambda m, x, t, **kw: jaxsal.guided_backprop(m, x, t, **kw),
+    "deconvnet": lambda m, x, t, **kw: jaxsal.deconvnet(m, x, t, **kw),
+    "smoothgrad": lambda m, x, t, **kw: jaxsal.smoothgrad(m, x, t, key=jax.random.key(1), n=3,
+                                                          **kw),
+    "integrated_gradients": lambda m, x, t, **kw: jaxsal.integrated_gradients(m, x, t, steps=4,
+                                                                              **kw),
+    "gradcam": lambda m, x, t, **kw: jaxsal.gradcam(m, x, t, **kw),
+    "gradcam_plus_plus": lambda m, x, t, **kw: jaxsal.gradcam_plus_plus(m, x, t, **kw),
+    "layercam": lambda m, x, t, **kw: jaxsal.layercam(m, x, t, **kw),
+    "hirescam": lambda m, x, t, **kw: jaxsal.hirescam(m, x, t, **kw),
+    "xgradcam": lambda m, x, t, **kw: jaxsal.xgradcam(m, x, t, **kw),
+    "scorecam": lambda m, x, t, **kw: jaxsal.scorecam(m, x, t, top_k=6, top_k_mode="per_sample",
+                                                      **{k: v for k, v in kw.items()
+                                                         if k != "chunk_size"}),
+    "eigencam": lambda m, x, t, **kw: jaxsal.eigencam(m, x, t),
+    "guided_gradcam": lambda m, x, t, **kw: jaxsal.guided_gradcam(m, x, t, **kw),
+    "occlusion": lambda m, x, t, **kw: jaxsal.occlusion(m, x, t, patch=7, **{
+        k: v for k, v in kw.items() if k != "chunk_size"}),
+}
+
+
+@pytest.fixture(scope="module")
+def lm(mnist):
+    return mnist.with_head("logits")
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_t_classes_equal_single_calls_and_vmap_equals_loop(name, lm, x4):
+    f = METHODS[name]
+    x = x4[:3]
+    classes = [2, 0, 7]
+    many = np.asarray(f(lm, x, classes))
+    assert many.shape[:2] == (3, 3) and np.all(np.isfinite(many))
+    for j, c in enumerate(classes):
+        one = np.asarray(f(lm, x, c))
+        scale = max(np.abs(one).max(), 1e-12)
+        np.testing.assert_allclose(many[:, j], one, atol=2e-5 * scale, rtol=1e-4)
+    if name == "smoothgrad":
+        return  # per-input noise depends on the batch; covered by the key test
+    loop = np.stack([np.asarray(f(lm, x[i:i + 1], classes))[0] for i in range(3)])
+    scale = max(np.abs(many).max(), 1e-12)
+    np.testing.assert_allclose(many, loop, atol=2e-5 * scale, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["saliency", "gradcam", "integrated_gradients", "smoothgrad"])
+def test_chunked_targets_equal_unchunked(name, lm, x4):
+    f = METHODS[name]
+    full = np.asarray(f(lm, x4[:2], list(range(10))))
+    chunked = np.asarray(f(lm, x4[:2], list(range(10)), chunk_size=3))
+    np.testing.assert_allclose(chunked, full, rtol=1e-5, atol=1e-6 * np.abs(full).max())
+
+
+@pytest.mark.parametrize("name", ["saliency", "gradcam", "scorecam"])
+def test_jit_equals_eager(name, lm, x4):
+    f = METHODS[name]
+    eager = f(lm, x4[:2], [1, 3])
+    jitted = jax.jit(lambda x: f(lm, x, [1, 3]))(jnp.asarray(x4[:2]))
+    np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-6 * np.abs(eager).max())
+
+
+def test_jax_vmap_over_inputs_equals_loop(lm, x4):
+    x = jnp.asarray(x4[:3])
+    vm = jax.vmap(lambda xi: jaxsal.saliency(lm, xi[None], [1, 4])[0])(x)
+    loop = np.stack([np.asarray(jaxsal.saliency(lm, x4[i:i + 1], [1, 4])[0]) for i in range(3)])
+    np.testing.assert_allclose(vm, loop, rtol=1e-5, atol=1e-7)
+
+
+def test_smoothgrad_same_key_same_map(lm, x4):
+    a = jaxsal.smoothgrad(lm, x4[:2], 3, key=jax.random.key(7), n=4)
+    b = jaxsal.smoothgrad(lm, x4[:2], 3, key=jax.random.key(7), n=4)
+    c = jaxsal.smoothgrad(lm, x4[:2], 3, key=jax.random.key(8), n=4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    # batching the samples does not change the noise
+    d = jaxsal.smoothgrad(lm, x4[:2], 3, key=jax.random.key(7), n=4, batch_samples=1)
+    np.testing.assert_allclose(a, d, rtol=1e-5, atol=1e-7)
+
+
+def test_smoothgrad_matches_its_definition(lm, x4):
+    x = x4[:2]
+    key = jax.random.key(3)
+    n, level = 5, 0.2
+    got = jaxsal.smoothgrad(lm, x, 6, key=key, n=n, noise_level=level)
+    sigma = level * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))[:, None, None, None]
+    total = 0
+    for k in range(n):
+        eps = jax.random.normal(jax.random.fold_in(key, k), x.shape)
+        g = jax.grad(lambda xx: lm.apply(lm.params, xx)[:, 6].sum())(x + sigma * eps)
+        total = total + np.abs(np.asarray(g))
+    np.testing.assert_allclose(got, (total / n).max(-1), rtol=1e-4, atol=1e-7)
+    sq = jaxsal.smoothgrad(lm, x, 6, key=key, n=n, variant="sg_squared", reduce=None)
+    vg = jaxsal.smoothgrad(lm, x, 6, key=key, n=n, variant="vargrad", reduce=None)
+    assert sq.shape == vg.shape == (2, 28, 28, 1)
+    assert np.all(np.asarray(vg) >= 0) and np.all(np.asarray(sq) >= np.asarray(vg) - 1e-6)
+
+
+def test_smoothgrad_over_other_methods(lm, x4):
+    for method in ["gradient_x_input", jaxsal.guided_backprop, "integrated_gradients"]:
+        out = jaxsal.smoothgrad(lm, x4[:2], [1, 2], key=jax.random.key(0), n=2, method=method,
+                                method_options={"steps": 3} if method == "integrated_gradients"
+                                else None)
+        assert out.shape == (2, 2, 28, 28) and np.all(np.isfinite(out))
+
+
+class _CompileCounter:
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.n += 1
+
+
+def test_no_recompile_on_second_call(lm, x4):
+    counter = _CompileCounter()
+    jax.monitoring.register_event_duration_secs_listener(counter)
+    try:
+        calls = [lambda: jaxsal.saliency(lm, x4, [1, 2]),
+                 lambda: jaxsal.gradcam(lm, x4, 5),
+                 lambda: jaxsal.smoothgrad(lm, x4, 3, key=jax.random.key(0), n=2),
+                 lambda: jaxsal.scorecam(lm, x4, [0, 1], top_k=4)]
+        for c in calls:
+            jax.block_until_ready(c())
+        first = counter.n
+        assert first > 0
+        for c in calls:
+            jax.block_until_ready(c())
+        # new class ids and a new model object with the same structure reuse the programs
+        jax.block_until_ready(jaxsal.saliency(lm, x4, [7, 9]))
+        jax.block_until_ready(jaxsal.saliency(lm.with_head("logits"), x4, [3, 4]))
+        assert counter.n == first
+    finally:
+        jax.monitoring.unregister_event_duration_listener(counter)
