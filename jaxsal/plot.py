@@ -744,7 +744,9 @@ def feature_maps(model_or_activations, x=None, layer: str | None = None, *,
 
     Args:
       model_or_activations: a model from ``load_keras`` (with ``x`` and ``layer``), or the
-        activations ``(H, W, K)`` / ``(1, H, W, K)`` themselves.
+        activations ``(H, W, K)`` / ``(1, H, W, K)`` themselves, channels last as the layer
+        outputs them (``jaxsal.feature_maps`` returns channels first, ``(K, h, w)``: show
+        those with :func:`image_grid`).
       x: one input, ``(1, H, W, C)`` or ``(H, W, C)``.
       layer: the layer name.
       channels: which channels to show (default: the first ``max_maps``).
