@@ -278,9 +278,14 @@ class GraphBuilder:
             sub = self.build(layer_cfg)
             return LayerSpec(name, cls, cfg, LayerImpl(call=None, subgraph=sub, n_weights=None))
         module = str(layer_cfg.get("module") or "")
-        if module.startswith(("keras.src.ops", "keras.ops")) and not cls.startswith("ops."):
+        if not cls.startswith("ops.") and (
+                module.startswith(("keras.src.ops", "keras.ops"))
+                or (not module and "trainable" not in cfg and "dtype" not in cfg
+                    and lookup(f"ops.{cls}", self.custom) is not None)):
             # A Keras 3 operation on symbolic tensors (``x + 3.0``), not a layer: its class
-            # name (Add, Multiply, ...) collides with layer classes.
+            # name (Add, Multiply, ...) collides with layer classes. ``.keras`` configs say so
+            # by the module; Keras 3's legacy .h5 writer drops the module, but an operation's
+            # config lacks the ``trainable``/``dtype`` entries every layer config has.
             cls = f"ops.{cls}"
         conv = lookup(cls, self.custom)
         if conv is None:

@@ -83,12 +83,15 @@ def _glu(x):
 
 
 def _sparsemax(x):
+    # Keras's sparsemax (all backends): the support is the usual one, but the threshold is
+    # (sum over the support of the cumulative sums - 1) / k, not (cumsum_k - 1) / k as in
+    # Martins & Astudillo (2016). Models trained with Keras saw Keras's values: match them.
     z = jnp.sort(x, axis=-1)[..., ::-1]
     k = jnp.arange(1, x.shape[-1] + 1, dtype=x.dtype)
     cums = jnp.cumsum(z, axis=-1)
-    support = 1 + k * z > cums
+    support = z - (cums - 1) / k > 0
     k_max = jnp.sum(support, axis=-1, keepdims=True)
-    tau = (jnp.take_along_axis(cums, k_max.astype(int) - 1, axis=-1) - 1) / k_max
+    tau = (jnp.sum(jnp.where(support, cums, 0.0), axis=-1, keepdims=True) - 1) / k_max
     return jnp.maximum(x - tau, 0.0)
 
 

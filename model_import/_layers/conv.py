@@ -3,11 +3,14 @@ DepthwiseConv1D/2D, SeparableConv1D/2D."""
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from model_import._layers.registry import LayerImpl, register_layer
 
@@ -53,15 +56,73 @@ def _conv_module(config, rank, features, groups, kernel_size=None, strides=None,
     )
 
 
+_DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
+def _conv_plain(x, k, strides, pads, dilation):
+    rank = k.ndim - 2
+    return lax.conv_general_dilated(x, k, strides, pads, rhs_dilation=dilation,
+                                    dimension_numbers=_DIMS[rank])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_canonical_vjp(x, k, strides, pads, dilation):
+    """``lax.conv_general_dilated`` (channels-last, ``groups=1``) whose input gradient is a
+    convolution with an explicitly flipped and transposed, canonical ``(..., in, out)`` kernel.
+
+    JAX's own transpose rule expresses the input gradient with the kernel's in/out axes
+    swapped in the dimension numbers. XLA:CPU normally inserts a copy to fix that layout, but
+    not inside a ``while`` loop (``lax.map`` over target chunks, ``fori_loop`` over samples,
+    ``lax.scan`` in activation maximization), where the swapped-kernel convolution runs
+    about 3x slower. Forward values and both gradients are unchanged (forward-mode
+    differentiation is not defined for this function).
+    """
+    return _conv_plain(x, k, strides, pads, dilation)
+
+
+def _conv_fwd(x, k, strides, pads, dilation):
+    return _conv_plain(x, k, strides, pads, dilation), (x, k)
+
+
+def _conv_bwd(strides, pads, dilation, res, g):
+    x, k = res
+    rank = k.ndim - 2
+    dk = jax.vjp(lambda kk: _conv_plain(x, kk, strides, pads, dilation), k)[1](g)[0]
+    kt = jnp.swapaxes(jnp.flip(k, axis=tuple(range(rank))), -1, -2)
+    tpads = []
+    for i in range(rank):
+        k_eff = (k.shape[i] - 1) * dilation[i] + 1
+        lo, hi = pads[i]
+        rem = (x.shape[1 + i] + lo + hi - k_eff) % strides[i]
+        tpads.append((k_eff - 1 - lo, k_eff - 1 - hi + rem))
+    dx = lax.conv_general_dilated(g, kt, (1,) * rank, tpads, lhs_dilation=strides,
+                                  rhs_dilation=dilation, dimension_numbers=_DIMS[rank])
+    return dx.astype(x.dtype), dk.astype(k.dtype)
+
+
+conv_canonical_vjp.defvjp(_conv_fwd, _conv_bwd)
+
+
 def _make_conv(rank):
     def convert(config, ctx):
         filters = int(config["filters"])
         groups = int(config.get("groups", 1) or 1)
         use_bias = bool(config.get("use_bias", True))
         module = _conv_module(config, rank, filters, groups)
+        padding = _padding(config, rank)
+        strides = _tuple(config.get("strides", 1), rank)
+        dilation = _tuple(config.get("dilation_rate", 1), rank)
 
         def call(params, x, *, rt):
-            return module.apply({"params": params}, x)
+            if groups != 1 or padding == "CAUSAL":
+                return module.apply({"params": params}, x)
+            k = params["kernel"]
+            dtype = jnp.result_type(x, k)
+            k_eff = [(d - 1) * r + 1 for d, r in zip(k.shape[:rank], dilation)]
+            pads = tuple(lax.padtype_to_pads(x.shape[1:1 + rank], k_eff, strides, padding))
+            y = conv_canonical_vjp(x.astype(dtype), k.astype(dtype), strides,
+                                   tuple(tuple(int(v) for v in p) for p in pads), dilation)
+            return y + params["bias"] if use_bias else y
 
         names = ("kernel", "bias") if use_bias else ("kernel",)
         return LayerImpl(call=_wrap_channels(call, _channels_first(config)),

@@ -1,0 +1,58 @@
+"""Helpers for the importer's differential tests against real Keras 3 (JAX backend).
+
+Random initial weights hide bugs (BatchNormalization with fresh statistics is the identity,
+biases are zero, LayerScale is 1e-6): :func:`perturb_keras` gives every such weight a random
+value so that a wrong formula, axis or weight order changes the outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def perturb_keras(model, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        a = np.asarray(v.numpy())
+        if not np.issubdtype(a.dtype, np.floating):
+            continue
+        name = v.name.split("/")[-1].split(":")[0]
+        if name in ("moving_mean", "mean"):
+            new = rng.normal(0.0, 0.3, a.shape)
+        elif name in ("moving_variance", "variance"):
+            new = rng.uniform(0.4, 1.6, a.shape)
+        elif name == "gamma":
+            new = rng.uniform(0.5, 1.5, a.shape)
+        elif name in ("beta", "bias"):
+            new = rng.normal(0.0, 0.3, a.shape)
+        elif name == "alpha":  # PReLU
+            new = rng.uniform(0.05, 0.5, a.shape)
+        else:
+            continue
+        v.assign(new.astype(a.dtype))
+    for lay in _all_layers(model):
+        if type(lay).__name__ == "Normalization" and hasattr(lay, "finalize_state"):
+            lay.finalize_state()  # Keras reads adapted statistics from a cache set here
+
+
+def _all_layers(model):
+    for lay in getattr(model, "layers", []):
+        yield lay
+        if hasattr(lay, "layers"):
+            yield from _all_layers(lay)
+
+
+def scale_dense(layer, target_std: float, features: np.ndarray) -> None:
+    """Rescale a Dense layer so that its pre-activation outputs on ``features`` have standard
+    deviation ``target_std`` (a near-uniform softmax cannot tell a wrong model from a right
+    one)."""
+    k, b = [np.asarray(w) for w in layer.get_weights()]
+    z = features @ k + b
+    s = target_std / max(float(np.std(z)), 1e-12)
+    layer.set_weights([k * s, b * s])
+
+
+def rel_err(ours, ref) -> float:
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12))

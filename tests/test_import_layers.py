@@ -1,0 +1,254 @@
+"""Layer zoo: every converter against real Keras 3 (JAX backend), layer by layer.
+
+Each zoo is a small Functional model; every one of its layers' outputs is compared with the
+Keras output of that layer (a Keras sub-model with all layer outputs), after saving as
+``.keras`` and ``.h5``. Weights are perturbed (BN statistics, biases, gammas) so that wrong
+formulas or weight orders show.
+"""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+from keras import layers, ops  # noqa: E402
+
+import model_import  # noqa: E402
+from import_helpers import perturb_keras, rel_err  # noqa: E402
+from model_import import ACTIVATION_NAMES, load_keras  # noqa: E402
+
+TOL = 1e-4
+
+
+def _zoo_2d():
+    inp = keras.Input((12, 10, 3), name="img")
+    x = layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="c_same_s2")(inp)
+    y = layers.Conv2D(6, (3, 2), padding="same", dilation_rate=(2, 1), name="c_dil")(inp)
+    y = layers.BatchNormalization(epsilon=1e-2, name="bn")(y)
+    y = layers.BatchNormalization(center=False, name="bn_nocenter")(y)
+    y = layers.BatchNormalization(scale=False, name="bn_noscale")(y)
+    y = layers.Conv2D(6, 3, groups=3, padding="same", use_bias=False, name="c_groups")(y)
+    y = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", strides=2,
+                               name="dw_mult")(y)
+    y = layers.SeparableConv2D(6, 3, padding="same", depth_multiplier=2, activation="elu",
+                               name="sep")(y)
+    x = layers.Add(name="add")([x, layers.Conv2D(6, 1, strides=2, name="proj")(inp)])
+    x = layers.ZeroPadding2D(((1, 0), (2, 1)), name="zpad")(x)
+    x = layers.Cropping2D(((1, 0), (2, 1)), name="crop")(x)
+    a = layers.MaxPooling2D(3, strides=2, padding="same", name="maxp_same")(x)
+    b = layers.AveragePooling2D(3, strides=2, padding="same", name="avgp_same")(y)
+    c = layers.Subtract(name="sub")([a, b])
+    d = layers.Multiply(name="mul")([a, b])
+    e = layers.Average(name="avg")([a, b, c])
+    f = layers.Maximum(name="max")([a, b])
+    g = layers.Minimum(name="min")([a, b])
+    h = layers.Concatenate(axis=-1, name="cat")([c, d, e, f, g])
+    h = layers.UpSampling2D(2, name="up_nearest")(h)
+    h2 = layers.UpSampling2D((2, 3), interpolation="bilinear", name="up_bilinear")(h)
+    h2 = layers.AveragePooling2D((2, 3), name="avgp")(h2)
+    h = layers.Concatenate(axis=1, name="cat_axis1")([h, h2])
+    h = layers.LayerNormalization(axis=[1, 2, 3], name="ln_multi")(h)
+    h = layers.LayerNormalization(epsilon=1e-3, center=False, name="ln")(h)
+    h = layers.GroupNormalization(groups=5, name="gn")(h)
+    h = layers.ReLU(max_value=1.5, negative_slope=0.1, threshold=0.2, name="relu_full")(h)
+    h = layers.LeakyReLU(negative_slope=0.15, name="leaky")(h)
+    h = layers.PReLU(shared_axes=[1, 2], name="prelu")(h)
+    h = layers.ELU(alpha=0.7, name="elu")(h)
+    p = layers.GlobalMaxPooling2D(keepdims=True, name="gmp")(h)
+    h = layers.Multiply(name="se_mul")([h, p])
+    h = layers.MaxPooling2D(2, name="maxp")(h)
+    r = layers.Reshape((-1, 5), name="reshape")(h)
+    r = layers.Permute((2, 1), name="permute")(r)
+    r = layers.Flatten(name="flat_seq")(r)
+    q = layers.GlobalAveragePooling2D(name="gap")(h)
+    q = layers.Dense(8, activation="tanh", name="dense")(q)
+    q = layers.RepeatVector(3, name="repeat")(q)
+    q = layers.Flatten(name="flat_rep")(q)
+    o = layers.Concatenate(name="cat_out")([r, q])
+    o = layers.Dropout(0.5, name="drop")(o)
+    o = layers.UnitNormalization(name="unitnorm")(o)
+    o = layers.Dense(5, name="logits")(o)
+    o = layers.Softmax(name="softmax")(o)
+    return keras.Model(inp, o, name="zoo2d")
+
+
+def _zoo_channels_first():
+    inp = keras.Input((3, 11, 9), name="img_cf")
+    x = layers.Conv2D(4, 3, strides=2, padding="same", data_format="channels_first",
+                      activation="relu", name="cf_conv")(inp)
+    x = layers.BatchNormalization(axis=1, name="cf_bn")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2,
+                               data_format="channels_first", name="cf_dw")(x)
+    x = layers.SeparableConv2D(5, 3, padding="same", data_format="channels_first",
+                               name="cf_sep")(x)
+    x = layers.ZeroPadding2D(((1, 2), (0, 1)), data_format="channels_first", name="cf_pad")(x)
+    x = layers.Cropping2D(((0, 1), (1, 0)), data_format="channels_first", name="cf_crop")(x)
+    x = layers.UpSampling2D(2, data_format="channels_first", name="cf_up")(x)
+    a = layers.MaxPooling2D(2, data_format="channels_first", name="cf_maxp")(x)
+    b = layers.AveragePooling2D(3, strides=2, padding="same", data_format="channels_first",
+                                name="cf_avgp")(x)
+    x = layers.Concatenate(axis=1, name="cf_cat")([a, b])
+    g = layers.GlobalAveragePooling2D(data_format="channels_first", name="cf_gap")(x)
+    f = layers.Flatten(data_format="channels_first", name="cf_flat")(x)
+    o = layers.Concatenate(name="cf_out_cat")([g, f])
+    o = layers.Dense(4, activation="softmax", name="cf_dense")(o)
+    return keras.Model(inp, o, name="zoo_cf")
+
+
+def _zoo_1d():
+    inp = keras.Input((20, 3), name="seq")
+    x = layers.Conv1D(5, 3, padding="causal", dilation_rate=2, activation="relu",
+                      name="c1_causal")(inp)
+    y = layers.Conv1D(5, 4, strides=3, padding="same", name="c1_same")(inp)
+    z = layers.SeparableConv1D(5, 3, padding="same", depth_multiplier=2, name="sep1")(inp)
+    z = layers.DepthwiseConv1D(3, padding="same", depth_multiplier=1, name="dw1")(z)
+    z = layers.MaxPooling1D(3, strides=3, padding="same", name="mp1")(z)
+    y = layers.Add(name="add1")([y, z])
+    x = layers.AveragePooling1D(2, name="ap1")(x)
+    x = layers.ZeroPadding1D((1, 2), name="zp1")(x)
+    x = layers.Cropping1D((2, 0), name="crop1")(x)
+    x = layers.UpSampling1D(2, name="up1")(x)
+    x = layers.MaxPooling1D(2, padding="valid", name="mp1b")(x)
+    x = layers.AveragePooling1D(2, strides=1, padding="same", name="ap1_same")(x)
+    x = layers.GlobalMaxPooling1D(name="gmp1")(x)
+    y = layers.GlobalAveragePooling1D(name="gap1")(y)
+    w = layers.Conv1D(4, 3, data_format="channels_first", name="c1_cf")(inp)
+    w = layers.Flatten(name="flat1")(w)
+    dt = layers.Dot(axes=1, name="dot")([x, y])
+    dn = layers.Dot(axes=-1, normalize=True, name="dot_norm")([x, y])
+    o = layers.Concatenate(name="cat1")([x, y, w, dt, dn])
+    o = layers.Dense(3, activation="sigmoid", name="out1")(o)
+    return keras.Model(inp, o, name="zoo1d")
+
+
+def _zoo_activations():
+    inp = keras.Input((7,), name="vec")
+    outs = []
+    for name in ACTIVATION_NAMES:
+        outs.append(layers.Dense(6, activation=name, name=f"dense_{name}")(inp))
+        pre = layers.Dense(6, name=f"pre_{name}")(inp)
+        outs.append(layers.Activation(name, name=f"act_{name}")(pre))
+    o = layers.Concatenate(name="acts")(outs)
+    return keras.Model(inp, o, name="zoo_act")
+
+
+def _zoo_preprocessing():
+    inp = keras.Input((6, 5, 3), name="raw")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inp)
+    x = layers.Normalization(mean=[0.1, -0.2, 0.3], variance=[0.5, 2.0, 1.5], name="norm_cfg")(x)
+    n = layers.Normalization(axis=-1, name="norm_adapt")
+    n.adapt(np.random.default_rng(0).normal(1.0, 2.0, (16, 6, 5, 3)).astype("float32"))
+    x = n(x)
+    x = layers.Normalization(mean=[0.2, 0.1, 0.0], variance=[1.0, 4.0, 0.25], invert=True,
+                             name="norm_invert")(x)
+    x = layers.RandomFlip(name="aug_flip")(x)
+    x = layers.Identity(name="ident")(x)
+    # Keras 3 operations on symbolic tensors (recorded as keras.src.ops nodes)
+    h = ops.relu(x + 3.0) * (1.0 / 6.0)
+    h = h * x
+    h = 1.0 - h
+    h = h / 2.0
+    h = ops.mean(h, axis=[1, 2], keepdims=True) + ops.sigmoid(h) ** 2
+    s = ops.reshape(h, (-1, 90))[:, 3:40]
+    t = ops.transpose(h, (0, 3, 1, 2))
+    t = ops.concatenate([ops.reshape(t, (-1, 90)), s, ops.max(x, axis=(1, 2))], axis=-1)
+    t = ops.softmax(t, axis=-1) + ops.gelu(t) - ops.clip(t, -0.5, 0.5)
+    o = layers.Dense(4, name="pp_out")(t)
+    return keras.Model(inp, o, name="zoo_pp")
+
+
+ZOOS = {"2d": (_zoo_2d, (12, 10, 3)), "channels_first": (_zoo_channels_first, (3, 11, 9)),
+        "1d": (_zoo_1d, (20, 3)), "activations": (_zoo_activations, (7,)),
+        "preprocessing": (_zoo_preprocessing, (6, 5, 3))}
+
+
+@pytest.fixture(scope="module", params=sorted(ZOOS))
+def zoo(request, tmp_path_factory):
+    make, shape = ZOOS[request.param]
+    m = make()
+    perturb_keras(m, seed=1)
+    x = np.random.default_rng(2).normal(0.0, 1.5, (3, *shape)).astype("float32")
+    names = [lay.name for lay in m.layers if not isinstance(lay, layers.InputLayer)]
+    ref = keras.Model(m.input, [m.get_layer(n).output for n in names])(x, training=False)
+    ref = {n: np.asarray(r) for n, r in zip(names, ref)}
+    d = tmp_path_factory.mktemp(f"zoo_{request.param}")
+    paths = {}
+    for ext in (".keras", ".h5"):
+        paths[ext] = d / f"{request.param}{ext}"
+        m.save(paths[ext])
+    return m, x, ref, paths
+
+
+@pytest.mark.parametrize("ext", [".keras", ".h5"])
+def test_zoo_every_layer_matches_keras(zoo, ext):
+    km, x, ref, paths = zoo
+    m = load_keras(paths[ext])
+    names = list(ref)
+    y, acts = m.apply(m.params, x, capture=names)
+    bad = {n: rel_err(acts[n], ref[n]) for n in names if rel_err(acts[n], ref[n]) > TOL}
+    assert not bad, bad
+    assert rel_err(y, np.asarray(km(x, training=False))) <= TOL
+    for n in names:  # output shapes without batch, as Keras reports them
+        assert m.layer(n).output_shape == tuple(ref[n].shape[1:]), n
+
+
+# Registered classes that the zoos do not build, and where they are tested instead.
+_COVERED_ELSEWHERE = {
+    "LayerScale": "ConvNeXtTiny in test_import_apps.py",
+    "StochasticDepth": "identity at inference (ConvNeXt with drop_path_rate > 0)",
+    "TFOpLambda": "tf.keras fixtures in test_import_keras2.py",
+    "SlicingOpLambda": "tf.keras fixtures in test_import_keras2.py",
+    "InputLayer": "every model",
+}
+_ALIASES = {"Convolution1D", "Convolution2D", "Convolution3D", "SeparableConvolution1D",
+            "SeparableConvolution2D", "MaxPool1D", "MaxPool2D", "MaxPool3D", "AvgPool1D",
+            "AvgPool2D", "AvgPool3D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalAvgPool3D",
+            "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPool3D", "SyncBatchNormalization"}
+
+
+def test_zoos_cover_the_converters():
+    """Every registered 1-D/2-D layer class (and the common Keras 3 ops) is in some zoo."""
+    seen = set()
+    for make, _ in ZOOS.values():
+        km = make()
+        for lay in km.get_config()["layers"]:
+            mod = str(lay.get("module", ""))
+            seen.add(("ops." if mod.startswith("keras.src.ops") else "") + lay["class_name"])
+    wanted = {c for c in model_import.registered_classes()
+              if not c.startswith("ops.") and "3D" not in c}
+    wanted -= set(_COVERED_ELSEWHERE) | _ALIASES
+    # regularization / augmentation layers that are the identity at inference
+    wanted -= {"SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
+               "AlphaDropout", "ActivityRegularization", "Masking", "RandomRotation",
+               "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness",
+               "ThresholdedReLU"}
+    missing = wanted - seen
+    assert not missing, f"layer classes not exercised by any zoo: {sorted(missing)}"
+    for op in ("ops.Add", "ops.Multiply", "ops.Subtract", "ops.TrueDivide", "ops.Relu",
+               "ops.Mean", "ops.Reshape", "ops.GetItem", "ops.Transpose", "ops.Concatenate",
+               "ops.Softmax", "ops.Gelu", "ops.Clip", "ops.Power", "ops.Sigmoid", "ops.Max"):
+        assert op in seen, op
+
+
+def test_every_activation_string_is_exercised():
+    import keras.src.activations as ka
+
+    keras_names = set(ka.ALL_OBJECTS_DICT) - {"threshold"}  # needs arguments: not a string
+    assert keras_names <= set(ACTIVATION_NAMES), keras_names - set(ACTIVATION_NAMES)
+
+
+def test_channels_first_layers_report_data_format(zoo):
+    km, x, ref, paths = zoo
+    if km.name != "zoo_cf":
+        pytest.skip("channels_first zoo only")
+    m = load_keras(paths[".keras"])
+    assert m.layer("cf_conv").data_format == "channels_first"
+    assert m.layer("cf_bn").data_format == "channels_first"
+    assert m.layer("cf_gap").output_shape == (10,)  # 5 + 5 channels on axis 1
+
+
+def test_registered_classes_lists_builtin_converters():
+    names = model_import.registered_classes()
+    assert names == sorted(names)
+    for cls in ("Conv2D", "BatchNormalization", "LayerScale", "TFOpLambda", "ops.Add",
+                "Concatenate", "UpSampling2D", "Normalization", "Rescaling"):
+        assert cls in names
