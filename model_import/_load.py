@@ -57,6 +57,21 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
 def build_model(config: Mapping[str, Any], source: WeightSource | Callable | None, *,
                 keras_version: str = "3", path: str | None = None, head: str = "saved",
                 custom_layers: Mapping[str, Callable] | None = None) -> KerasModel:
+    """Build a :class:`KerasModel` from an architecture config and a weight source.
+
+    The lower-level half of :func:`load_keras`, for architectures that come from elsewhere.
+
+    Args:
+      config: ``{"class_name": "Functional" | "Sequential", "config": {...}}`` as
+        ``model.to_json()`` writes it.
+      source: a :class:`~model_import._files.WeightSource`, a function ``graph -> source``
+        (for Keras 3 weight files, whose keys depend on the architecture), or ``None`` for a
+        model without weights.
+      keras_version: the version that wrote the config (activation semantics differ).
+      path: the file name, used in error messages.
+      head: see :meth:`KerasModel.with_head`.
+      custom_layers: ``{class_name: converter}``, see :func:`register_layer`.
+    """
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
     if not isinstance(config, Mapping) or "class_name" not in config:

@@ -1,0 +1,41 @@
+"""The public namespaces: flat, documented, and free of heavy or hidden imports."""
+
+import inspect
+import subprocess
+import sys
+
+import jaxsal
+import model_import
+
+
+def _public(mod):
+    names = getattr(mod, "__all__", None) or [n for n in dir(mod) if not n.startswith("_")]
+    return [n for n in names if not inspect.ismodule(getattr(mod, n))]
+
+
+def test_every_public_name_is_documented():
+    undocumented = []
+    for mod in (jaxsal, model_import):
+        for name in _public(mod):
+            obj = getattr(mod, name)
+            if callable(obj) and not (inspect.getdoc(obj) or "").strip():
+                undocumented.append(f"{mod.__name__}.{name}")
+    assert not undocumented, f"public names without a docstring: {undocumented}"
+
+
+def test_contract_names_exist():
+    for name in ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "smoothgrad",
+                 "integrated_gradients", "gradcam", "gradcam_plus_plus", "layercam", "hirescam",
+                 "xgradcam", "scorecam", "eigencam", "guided_gradcam", "occlusion", "maximize",
+                 "normalize", "explain_to_file"):
+        assert callable(getattr(jaxsal, name)), name
+    assert callable(model_import.load_keras)
+
+
+def test_import_is_light():
+    # The engine must not pull in matplotlib, TensorFlow or Keras on import.
+    code = ("import sys, jaxsal, model_import; "
+            "print(','.join(m for m in ('matplotlib', 'tensorflow', 'keras', 'torch') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
