@@ -330,7 +330,8 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
                              f"got {top_k!r}")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if top_k is None or top_k == K:
+    use_all = top_k is None or top_k == K
+    if use_all:
         n_sel = K
     else:
         n_sel = min(K, n * top_k) if top_k_mode == "union" else top_k
@@ -357,7 +358,7 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
             y0, caps0 = run_model(m, params, x, (L,))
             A = caps0[L]
             ids_ = predicted_ids(y0, info)[:, None] if spec.kind == "predicted" else ids
-            if n_sel == K:
+            if use_all:
                 idx = jnp.broadcast_to(jnp.arange(K), (n, K))
                 valid = jnp.ones((n, K), x.dtype)
             else:

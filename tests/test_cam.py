@@ -1,0 +1,235 @@
+"""The CAM family and occlusion, checked against by-hand NumPy computations on a one-conv model."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+from model_import import load_keras
+
+FIX = pathlib.Path(__file__).parent / "fixtures"
+ndimage = pytest.importorskip("scipy.ndimage")
+
+H, W, C, K, CLASSES = 9, 8, 2, 4, 3
+
+
+def _conv_params(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"k": rng.normal(size=(3, 3, C, K)).astype(np.float32),
+            "b": (rng.normal(size=(K,)) * 0.1).astype(np.float32),
+            "w": rng.normal(size=(K, CLASSES)).astype(np.float32),
+            "c": rng.normal(size=(CLASSES,)).astype(np.float32)}
+
+
+def _features(p, x):
+    z = jax.lax.conv_general_dilated(x, p["k"], (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     precision=jax.lax.Precision.HIGHEST)
+    return jax.nn.relu(z + p["b"])
+
+
+def _head(p, a):
+    return a.mean(axis=(1, 2)) @ p["w"] + p["c"]
+
+
+def _np_features(p, x):
+    win = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))  # N,h,w,C,3,3
+    z = np.einsum("nhwcij,ijck->nhwk", win.astype(np.float64), p["k"].astype(np.float64))
+    return np.maximum(z + p["b"], 0)
+
+
+def _np_model(p, x):
+    return _np_features(p, x).mean(axis=(1, 2)) @ p["w"] + p["c"]
+
+
+@pytest.fixture(scope="module")
+def conv():
+    p = _conv_params()
+    m = jaxsal.FunctionModel(features=_features, head_fn=_head, params=p, layer="conv",
+                             input_shape=(H, W, C))
+    x = np.random.default_rng(1).uniform(size=(3, H, W, C)).astype(np.float32)
+    return m, p, x
+
+
+def _zoom(cam, hw):
+    return np.stack([ndimage.zoom(c, (hw[0] / c.shape[0], hw[1] / c.shape[1]), order=1)
+                     for c in cam])
+
+
+def test_one_conv_gradcam_by_hand(conv):
+    m, p, x = conv
+    A = _np_features(p, x)  # (N, h, w, K)
+    h, w = A.shape[1:3]
+    for c in range(CLASSES):
+        weights = p["w"][:, c] / (h * w)  # dS/dA is constant over positions for a GAP head
+        cam = np.maximum(np.einsum("nhwk,k->nhw", A, weights), 0)
+        low = jaxsal.gradcam(m, x, c, upsample=False)
+        np.testing.assert_allclose(low, cam, rtol=1e-4, atol=1e-6)
+        up = jaxsal.gradcam(m, x, c)
+        assert up.shape == (3, H, W)
+        np.testing.assert_allclose(up, _zoom(cam, (H, W)), rtol=1e-4, atol=1e-6)
+        # with a constant gradient, HiResCAM and XGrad-CAM reduce to Grad-CAM
+        np.testing.assert_allclose(jaxsal.hirescam(m, x, c, upsample=False), cam, rtol=1e-4,
+                                   atol=1e-6)
+        np.testing.assert_allclose(jaxsal.xgradcam(m, x, c, upsample=False), cam, rtol=1e-4,
+                                   atol=1e-6)
+        lc = np.maximum(np.einsum("nhwk,k->nhw", A, np.maximum(weights, 0)), 0)
+        np.testing.assert_allclose(jaxsal.layercam(m, x, c, upsample=False), lc, rtol=1e-4,
+                                   atol=1e-6)
+
+
+def test_gradcam_plus_plus_tf_keras_vis_formula(conv):
+    m, p, x = conv
+    A = _np_features(p, x)
+    h, w = A.shape[1:3]
+    s = _np_model(p, x)
+    for c in range(CLASSES):
+        G = np.broadcast_to(p["w"][:, c] / (h * w), A.shape)
+        e = np.exp(s[:, c])[:, None, None, None]
+        first, second, third = e * G, e * G ** 2, e * G ** 3
+        gsum = A.sum(axis=(1, 2), keepdims=True)
+        denom = second * 2 + third * gsum
+        denom = denom + (second == 0)
+        alphas = second / denom
+        norm = alphas.sum(axis=(1, 2), keepdims=True)
+        alphas = alphas / (norm + (norm == 0))
+        wts = (np.maximum(first, 0) * alphas).sum(axis=(1, 2), keepdims=True)
+        cam = np.maximum((wts * A).sum(-1), 0)
+        got = jaxsal.gradcam_plus_plus(m, x, c, upsample=False)
+        np.testing.assert_allclose(got, cam, rtol=1e-4, atol=1e-6 * np.abs(cam).max())
+        paper = jaxsal.gradcam_plus_plus(m, x, c, upsample=False, variant="paper")
+        a2 = np.where(G != 0, G ** 2 / (2 * G ** 2 + G ** 3 * gsum), 0)
+        cam2 = np.maximum(((np.maximum(G, 0) * a2).sum(axis=(1, 2), keepdims=True) * A).sum(-1), 0)
+        np.testing.assert_allclose(paper, cam2, rtol=1e-4, atol=1e-7)
+
+
+def _np_scorecam(p, x, c, channels=None):
+    A = _np_features(p, x)
+    n = x.shape[0]
+    out = []
+    for i in range(n):
+        ks = range(A.shape[-1]) if channels is None else channels[i]
+        cam = 0
+        for k in ks:
+            up = ndimage.zoom(A[i, ..., k], (H / A.shape[1], W / A.shape[2]), order=1)
+            mask = (up - up.min()) / (up.max() - up.min() + 1e-7)
+            y = _np_model(p, x[i:i + 1] * mask[None, ..., None])[0]
+            prob = np.exp(y - y.max()) / np.exp(y - y.max()).sum()
+            cam = cam + prob[c] * A[i, ..., k]
+        out.append(np.maximum(cam, 0))
+    return np.stack(out)
+
+
+def test_scorecam_by_hand(conv):
+    m, p, x = conv
+    for c in (0, 2):
+        want = _np_scorecam(p, x, c)
+        got = jaxsal.scorecam(m, x, c, upsample=False)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(jaxsal.scorecam(m, x, c, upsample=False, batch_size=2), want,
+                                   rtol=1e-4, atol=1e-6)
+    both = jaxsal.scorecam(m, x, [0, 2], upsample=False)
+    np.testing.assert_allclose(both[:, 1], _np_scorecam(p, x, 2), rtol=1e-4, atol=1e-6)
+
+
+def test_faster_scorecam_top_k(conv):
+    m, p, x = conv
+    A = _np_features(p, x)
+    std = A.std(axis=(1, 2))
+    top = np.argsort(-std, axis=1)[:, :2]
+    per = jaxsal.scorecam(m, x, 1, upsample=False, top_k=2, top_k_mode="per_sample")
+    np.testing.assert_allclose(per, _np_scorecam(p, x, 1, [list(t) for t in top]), rtol=1e-4,
+                               atol=1e-6)
+    union = sorted(set(top.ravel().tolist()))
+    un = jaxsal.scorecam(m, x, 1, upsample=False, top_k=2)
+    np.testing.assert_allclose(un, _np_scorecam(p, x, 1, [union] * 3), rtol=1e-4, atol=1e-6)
+    full = jaxsal.scorecam(m, x, 1, upsample=False, top_k=K)
+    np.testing.assert_allclose(full, _np_scorecam(p, x, 1), rtol=1e-4, atol=1e-6)
+
+
+def test_eigencam_first_principal_component(conv):
+    m, p, x = conv
+    A = _np_features(p, x)
+    got = jaxsal.eigencam(m, x, upsample=False)
+    for i in range(3):
+        X = A[i].reshape(-1, K)
+        Xc = X - X.mean(0)
+        proj = Xc @ np.linalg.svd(Xc, full_matrices=False)[2][0]
+        ref = X.sum(-1) - X.sum(-1).mean()
+        proj = proj if proj @ ref >= 0 else -proj
+        np.testing.assert_allclose(got[i], np.maximum(proj, 0).reshape(A.shape[1:3]),
+                                   rtol=1e-3, atol=1e-5)
+    assert jaxsal.eigencam(m, x, [0, 1]).shape == (3, 2, H, W)
+
+
+def test_guided_gradcam_is_cam_times_guided_gradient(conv):
+    m, p, x = conv
+    # no ReLU swap is possible in this FunctionModel, so build one that allows it
+    def feats(p, x, relu=jax.nn.relu):
+        z = jax.lax.conv_general_dilated(x, p["k"], (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return relu(z + p["b"])
+
+    def head(p, a, relu=jax.nn.relu):
+        return _head(p, a)
+
+    gm = jaxsal.FunctionModel(features=feats, head_fn=head, params=p, layer="conv",
+                              relu_kwarg="relu")
+    got = jaxsal.guided_gradcam(gm, x, [0, 1], reduce=None)
+    cam = jaxsal.gradcam(gm, x, [0, 1])
+    gb = jaxsal.guided_backprop(gm, x, [0, 1], reduce=None)
+    np.testing.assert_allclose(got, cam[..., None] * gb, rtol=1e-5, atol=1e-8)
+
+
+def test_cam_upsample_matches_resize(conv):
+    m, p, x = conv
+    low = jaxsal.layercam(m, x, [0, 1], upsample=False)
+    up = jaxsal.layercam(m, x, [0, 1])
+    np.testing.assert_allclose(up, jaxsal.resize(low, (H, W)), rtol=1e-5, atol=1e-7)
+
+
+def test_occlusion_linear_model_by_hand():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(5 * 4 * 2, 3)).astype(np.float32)
+
+    def f(p, x):
+        return x.reshape(x.shape[0], -1) @ p
+
+    m = jaxsal.FunctionModel(f, jnp.asarray(w))
+    x = rng.normal(size=(2, 5, 4, 2)).astype(np.float32)
+    got = jaxsal.occlusion(m, x, [0, 2], patch=2, stride=1, fill=0.5)
+    wr = w.T.reshape(3, 5, 4, 2)
+    for n in range(2):
+        for j, c in enumerate([0, 2]):
+            total = np.zeros((5, 4))
+            count = np.zeros((5, 4))
+            for r in range(4):
+                for q in range(3):
+                    drop = (wr[c, r:r + 2, q:q + 2] * (x[n, r:r + 2, q:q + 2] - 0.5)).sum()
+                    total[r:r + 2, q:q + 2] += drop
+                    count[r:r + 2, q:q + 2] += 1
+            np.testing.assert_allclose(got[n, j], total / count, rtol=1e-4, atol=1e-5)
+    # batched positions give the same result as one position per forward pass
+    np.testing.assert_allclose(jaxsal.occlusion(m, x, [0, 2], patch=2, stride=1, fill=0.5,
+                                                batch_size=2), got, rtol=1e-5, atol=1e-6)
+
+
+def test_default_cam_layer_and_spatial_layers():
+    m = load_keras(FIX / "mnist_cnn_tfkeras2.h5")
+    assert jaxsal.default_cam_layer(m) == "conv2d_2"
+    assert jaxsal.spatial_layers(m) == ["conv2d_1", "conv2d_2", "max_pooling2d_1", "dropout_1"]
+    b = load_keras(FIX / "binary_cnn_keras3.keras")
+    assert jaxsal.default_cam_layer(b) == "block2_conv2"
+    x = np.load(FIX / "binary_cnn_keras3.expected.npz")["x"][:2]
+    # the binary model: class 0 through the complement, class 1 through the unit
+    cams = jaxsal.gradcam(b.with_head("logits"), x, [0, 1], upsample=False)
+    assert cams.shape == (2, 2, 16, 16) and np.all(np.isfinite(cams))
+    # on logits, class 0's gradient is minus class 1's: the two ReLU'd maps never overlap
+    assert np.all(np.asarray(cams[:, 0]) * np.asarray(cams[:, 1]) == 0)
+    assert np.asarray(cams).max() > 0
+    for layer in ["block1_pool", "max_pooling2d_1"]:
+        if layer in b.layer_names:
+            assert jaxsal.gradcam(b, x, 1, layer=layer).shape == (2, 32, 32)
