@@ -1,0 +1,86 @@
+"""Bad input is rejected with a clear error before any heavy compute."""
+
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+import jaxsal
+from model_import import load_keras
+
+FIX = pathlib.Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def m():
+    return load_keras(FIX / "mnist_cnn_tfkeras2.h5")
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.load(FIX / "reference" / "gradcam.npz")["x"][:2]
+
+
+def test_unknown_layer_lists_valid_names(m, x):
+    with pytest.raises(ValueError, match="unknown layer 'conv9'.*conv2d_1.*dense_2"):
+        jaxsal.gradcam(m, x, 1, layer="conv9")
+
+
+def test_non_spatial_layer_for_cam(m, x):
+    for f in (jaxsal.gradcam, jaxsal.scorecam, jaxsal.eigencam):
+        with pytest.raises(ValueError, match="spatial"):
+            f(m, x, 1, layer="dense_1")
+
+
+def test_target_ids_out_of_range(m, x):
+    with pytest.raises(ValueError, match=r"out of range.*0 <= id < 10.*\[10\]"):
+        jaxsal.saliency(m, x, [3, 10])
+    with pytest.raises(ValueError, match="out of range"):
+        jaxsal.gradcam(m, x, -1)
+    with pytest.raises(ValueError, match=r"\(N, T\)"):
+        jaxsal.saliency(m, x, np.zeros((3, 2), int))
+    with pytest.raises(TypeError, match="integer class ids"):
+        jaxsal.saliency(m, x, [1.0, 2.0])
+
+
+def test_input_shape_and_dtype(m, x):
+    with pytest.raises(ValueError, match=r"expected x of shape \(N, 28, 28, 1\).*x\[None\]"):
+        jaxsal.saliency(m, x[0], 1)
+    with pytest.raises(ValueError, match=r"\(N, 28, 28, 1\)"):
+        jaxsal.saliency(m, np.zeros((2, 32, 32, 1), np.float32), 1)
+    with pytest.raises(TypeError, match="floating-point"):
+        jaxsal.saliency(m, (x * 255).astype(np.uint8), 1)
+
+
+def test_nan_and_inf_inputs(m, x):
+    bad = x.copy()
+    bad[0, 3, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        jaxsal.saliency(m, bad, 1)
+    bad[0, 3, 3, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        jaxsal.gradcam(m, jax.numpy.asarray(bad), 1)
+
+
+def test_option_errors(m, x):
+    with pytest.raises(ValueError, match="key"):
+        jaxsal.smoothgrad(m, x, 1)
+    with pytest.raises(ValueError, match="variant"):
+        jaxsal.smoothgrad(m, x, 1, key=jax.random.key(0), variant="mean")
+    with pytest.raises(ValueError, match="top_k"):
+        jaxsal.scorecam(m, x, 1, top_k=65)
+    with pytest.raises(ValueError, match="rule"):
+        jaxsal.integrated_gradients(m, x, 1, rule="simpson")
+    with pytest.raises(ValueError, match="baseline"):
+        jaxsal.integrated_gradients(m, x, 1, baseline=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="patch"):
+        jaxsal.occlusion(m, x, 1, patch=0)
+    with pytest.raises(ValueError, match="head"):
+        jaxsal.saliency(m, x, 1, head="tanh")
+    with pytest.raises(ValueError, match="reduction"):
+        jaxsal.saliency(m, x, 1, reduce="median")
+    with pytest.raises(TypeError, match="FunctionModel"):
+        jaxsal.saliency(lambda p, x: x, x, 1)
+    with pytest.raises(ValueError, match="one value per input"):
+        jaxsal.saliency(m, x, lambda y: y)

@@ -1,0 +1,56 @@
+"""Post-processing functions: normalize, clip_percentile, resize, reduce_channels."""
+
+import numpy as np
+import pytest
+
+import jaxsal
+
+ndimage = pytest.importorskip("scipy.ndimage")
+
+
+def test_normalize_per_map_and_shared():
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
+    per = np.asarray(jaxsal.normalize(maps))
+    lo = maps.min(axis=(2, 3), keepdims=True)
+    hi = maps.max(axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(per, (maps - lo) / (hi - lo + 1e-7), rtol=1e-6)
+    shared = np.asarray(jaxsal.normalize(maps, axis=(1, 2, 3)))
+    lo = maps.min(axis=(1, 2, 3), keepdims=True)
+    hi = maps.max(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(shared, (maps - lo) / (hi - lo + 1e-7), rtol=1e-6)
+    assert shared[0].min() == 0 and abs(shared[0].max() - 1) < 1e-6
+    np.testing.assert_array_equal(jaxsal.normalize(np.zeros((1, 3, 3))), 0)
+
+
+def test_clip_percentile():
+    maps = np.arange(2 * 10 * 10, dtype=np.float32).reshape(2, 10, 10)
+    out = np.asarray(jaxsal.clip_percentile(maps, 5, 95))
+    for i in range(2):
+        lo, hi = np.percentile(maps[i], [5, 95])
+        np.testing.assert_allclose(out[i], np.clip(maps[i], lo, hi), rtol=1e-6)
+    with pytest.raises(ValueError):
+        jaxsal.clip_percentile(maps, 50, 10)
+
+
+@pytest.mark.parametrize("hw,size", [((24, 24), (28, 28)), ((3, 5), (11, 7)), ((7, 7), (224, 224))])
+def test_resize_align_corners_matches_scipy_zoom(hw, size):
+    maps = np.random.default_rng(1).uniform(size=(2,) + hw).astype(np.float32)
+    got = np.asarray(jaxsal.resize(maps, size))
+    want = ndimage.zoom(maps, (1, size[0] / hw[0], size[1] / hw[1]), order=1)
+    assert want.shape == got.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    half = np.asarray(jaxsal.resize(maps, size, method="bilinear"))
+    assert half.shape == got.shape
+
+
+def test_reduce_channels_modes():
+    g = np.random.default_rng(2).normal(size=(2, 4, 4, 3)).astype(np.float32)
+    cases = {"max_abs": np.abs(g).max(-1), "abs_sum": np.abs(g).sum(-1), "sum": g.sum(-1),
+             "signed": g.sum(-1), "max": g.max(-1), "mean": g.mean(-1),
+             "l2": np.sqrt((g ** 2).sum(-1))}
+    for mode, want in cases.items():
+        np.testing.assert_allclose(jaxsal.reduce_channels(g, mode), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(jaxsal.reduce_channels(g, None), g)
+    with pytest.raises(ValueError, match="unknown channel reduction"):
+        jaxsal.reduce_channels(g, "median")
