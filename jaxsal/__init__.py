@@ -19,8 +19,8 @@ from jaxsal._src.targets import class_score, neuron
 
 # --- activation maximization (jaxsal._src.maximize) ---
 from jaxsal._src.features import feature_maps, filter_images, image_grid
-from jaxsal._src.maximize import (MaximizeResult, default_regularizers, default_transforms,
-                                  maximize)
+from jaxsal._src.maximize import (MaximizeResult, default_parameterization,
+                                  default_regularizers, default_transforms, maximize)
 from jaxsal._src.objectives import (Objective, channel_objective, direction_objective,
                                     neuron_objective, output_objective, stack_objectives)
 from jaxsal._src.parameterization import Parameterization, fourier, pixels

@@ -35,8 +35,9 @@ ArrayLike = jax.typing.ArrayLike
 
 LAYER_OBJECTIVES = ("channel", "neuron")
 
-# Defaults (tuned on the MNIST fixture model, see README "maximize"): Adam on sigmoid pixels,
-# total variation + L1 towards the low end of the range + occasional blur; jitter, scale, rotate.
+# Defaults (tuned on the MNIST fixture model, see README "maximize"): Adam on sigmoid pixels
+# starting dark, total variation + L1 towards the low end of the range + a blur every 8 steps;
+# jitter, scale and rotation.
 DEFAULT_LEARNING_RATE = 0.1
 
 
@@ -56,6 +57,14 @@ class MaximizeResult(NamedTuple):
     scores: Array
     trajectory: Array
     objective: Any
+
+
+@functools.lru_cache(maxsize=None)
+def default_parameterization() -> _param.Parameterization:
+    """The parameterization used when ``parameterization=None``: sigmoid pixels starting
+    near the low end of the range, ``pixels(init_value=0.1)`` (with the default L1 prior
+    towards ``lo`` the image starts where the prior pulls it; strokes then grow)."""
+    return _param.pixels(init_value=0.1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -143,7 +152,7 @@ def _build(model: Any, head: str | None, needed: tuple, need_output: bool,
                 and None not in in_shape[:2] else None)
     sizes = _round_sizes((H, W), rounds, factor)
     opt = optimizer if optimizer is not None else optax.adam(learning_rate)
-    par = param if param is not None else _param.pixels()
+    par = param if param is not None else default_parameterization()
     tfm = transforms if transforms is not None else default_transforms(max(H, W))
     penalties = [r.penalty for r in regularizers if r.penalty is not None]
     stepped = [r for r in regularizers if r.step is not None]
@@ -270,7 +279,7 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
         (its centre activation).
       head: the head the output units go through; ``"logits"`` by default (maximizing a
         softmax mostly minimizes the other classes); ``None`` uses the model as given.
-      parameterization: :func:`~jaxsal.pixels` (default, sigmoid) or
+      parameterization: :func:`~jaxsal.pixels` (default: :func:`default_parameterization`) or
         :func:`~jaxsal.fourier` (decorrelated Fourier space, for RGB models), or custom.
       optimizer: any ``optax.GradientTransformation``; default ``optax.adam(learning_rate)``.
       learning_rate: used by the default optimizer.
