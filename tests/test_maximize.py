@@ -283,3 +283,24 @@ def test_quality_bar_mnist_defaults(mnist):
     target = logits[np.arange(10), np.arange(10)]
     assert np.array_equal(logits.argmax(axis=1), np.arange(10)), logits.argmax(axis=1)
     assert target.mean() >= 2 * 3.16, target
+
+
+def test_rgb_fourier_standard_transforms(fixtures_dir):
+    """An RGB model (32x32x3, one sigmoid unit) with the Lucid-style options: Fourier
+    parameterization with colour decorrelation, the standard transform stack (its padding
+    enlarges the image, which is resized back to the model input), channel and neuron
+    objectives of a conv layer, input range [0, 255]."""
+    m = load_keras(fixtures_dir / "binary_cnn_keras3.keras")
+    opts = dict(parameterization=jaxsal.fourier(), transforms=jaxsal.standard_transforms(32),
+                regularizers=(jaxsal.total_variation(0.5),), input_range=(0.0, 255.0),
+                optimizer=optax.adam(0.05), steps=30, key=0)
+    res = jaxsal.maximize(m, [0, 5], layer="block2_conv1", **opts)
+    assert res.images.shape == (2, 32, 32, 3)
+    assert float(res.images.min()) >= 0.0 and float(res.images.max()) <= 255.0
+    tr = np.asarray(res.trajectory)
+    assert tr[:, -5:].mean() > tr[:, :5].mean()
+    _, acts = m.apply(m.params, res.images, capture=["block2_conv1"])
+    np.testing.assert_allclose(res.scores, [acts["block2_conv1"][0, ..., 0].mean(),
+                                            acts["block2_conv1"][1, ..., 5].mean()], rtol=1e-4)
+    # the colour channels are not all equal (decorrelation mixes them)
+    assert float(jnp.abs(res.images[..., 0] - res.images[..., 1]).max()) > 1.0
