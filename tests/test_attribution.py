@@ -315,9 +315,10 @@ def test_smoothgrad_matches_its_definition(lm, x4):
     got = jaxsal.smoothgrad(lm, x, 6, key=key, n=n, noise_level=level)
     sigma = level * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))[:, None, None, None]
     total = 0
+    grad = jax.jit(jax.grad(lambda xx: lm.apply(lm.params, xx)[:, 6].sum()))
     for k in range(n):
         eps = jax.random.normal(jax.random.fold_in(key, k), x.shape)
-        g = jax.grad(lambda xx: lm.apply(lm.params, xx)[:, 6].sum())(x + sigma * eps)
+        g = grad(x + sigma * eps)
         total = total + np.abs(np.asarray(g))
     np.testing.assert_allclose(got, (total / n).max(-1), rtol=1e-4, atol=1e-7)
     sq = jaxsal.smoothgrad(lm, x, 6, key=key, n=n, variant="sg_squared", reduce=None)
@@ -363,3 +364,16 @@ def test_no_recompile_on_second_call(lm, x4):
         assert counter.n == first
     finally:
         jax.monitoring.unregister_event_duration_listener(counter)
+
+
+def test_precision_options(lm, x4):
+    a = np.asarray(jaxsal.gradcam(lm, x4, [1, 2]))
+    hi = np.asarray(jaxsal.gradcam(lm, x4, [1, 2], precision="highest"))
+    np.testing.assert_allclose(hi, a, rtol=1e-4, atol=1e-6 * np.abs(a).max())
+    for f in (jaxsal.saliency, jaxsal.gradcam):
+        ref = np.asarray(f(lm, x4, [1, 2]))
+        bf = f(lm, x4, [1, 2], precision="bfloat16")
+        assert bf.dtype == np.float32
+        assert np.corrcoef(ref.ravel(), np.asarray(bf).ravel())[0, 1] >= 0.99
+    with pytest.raises(ValueError, match="precision"):
+        jaxsal.saliency(lm, x4, 1, precision="fp8")

@@ -93,7 +93,8 @@ def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | Non
       chunk_size: how many targets share one batched backward pass (default: as many as fit in
         ``memory_budget`` bytes, see ``jaxsal.DEFAULT_MEMORY_BUDGET``).
       memory_budget: bytes one chunk of backward passes may use.
-      precision: ``"highest"`` for exact float32 matmuls on accelerators (parity tests).
+      precision: ``"highest"`` for exact float32 matmuls on accelerators (parity tests);
+        ``"bfloat16"`` computes in bfloat16 (opt-in speed; maps returned as float32).
       check_finite: raise on NaN/inf inputs (one cheap device reduction).
     Returns:
       Raw (un-normalized) maps ``(N, H, W)`` (``(N, T, H, W)`` with a class axis; the channel
