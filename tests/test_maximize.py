@@ -304,3 +304,20 @@ def test_rgb_fourier_standard_transforms(fixtures_dir):
                                             acts["block2_conv1"][1, ..., 5].mean()], rtol=1e-4)
     # the colour channels are not all equal (decorrelation mixes them)
     assert float(jnp.abs(res.images[..., 0] - res.images[..., 1]).max()) > 1.0
+
+
+def test_linear_function_model_reaches_the_analytic_optimum():
+    """For y = W^T vec(x) with x in [0, 1], the maximizer of unit k is x = [W[:, k] > 0]."""
+    w = jax.random.normal(jax.random.key(0), (8 * 8, 3))
+
+    def fn(p, x):
+        return x.reshape(x.shape[0], -1) @ p["w"]
+
+    m = jaxsal.FunctionModel(fn, {"w": w}, input_shape=(8, 8, 1))
+    res = jaxsal.maximize(m, "all", steps=150, key=0, **PLAIN)
+    assert res.images.shape == (3, 8, 8, 1)
+    want = (np.asarray(w).T.reshape(3, 8, 8, 1) > 0).astype(np.float32)
+    np.testing.assert_allclose(res.images, want, atol=0.05)
+    np.testing.assert_allclose(res.scores, np.maximum(np.asarray(w), 0).sum(0), rtol=0.02)
+    with pytest.raises(ValueError, match="out of range"):
+        jaxsal.maximize(m, [3])

@@ -86,7 +86,8 @@ def default_transforms(image_size: int) -> _tf.Transform:
 
 
 # ---------------------------------------------------------------------------- targets
-def _as_objective(model: Any, targets: Any, layer: str | None, objective: str) -> _obj.Objective:
+def _as_objective(model: Any, targets: Any, layer: str | None, objective: str,
+                  image_shape: tuple | None = None) -> _obj.Objective:
     if isinstance(targets, _obj.Objective):
         if targets.weights and np.ndim(targets.weights[0]) == 0:
             return _obj.stack_objectives([targets])
@@ -95,11 +96,7 @@ def _as_objective(model: Any, targets: Any, layer: str | None, objective: str) -
         if targets != "all":
             raise ValueError(f"targets: expected 'all', unit indices or Objectives, got "
                              f"{targets!r}")
-        if layer is None:
-            shape = model.output_shape
-            shape = shape[0] if isinstance(shape, list) else shape
-        else:
-            shape = model.layer(layer).output_shape
+        shape = _obj.output_shape_of(model, layer, image_shape)
         if not shape or not isinstance(shape[-1], int):
             raise ValueError(f"targets='all': the number of units of "
                              f"{'the output' if layer is None else repr(layer)} is unknown "
@@ -371,7 +368,7 @@ def _prepare(model: Any, targets: Any, *, layer: str | None = None, steps: int =
     if transforms is not None and not callable(transforms):
         raise TypeError(f"transforms: expected a function (key, image) -> image, got "
                         f"{type(transforms).__name__}")
-    if layer is not None:
+    if layer is not None and hasattr(model, "resolve_layer"):
         model.resolve_layer(layer)
     if head is not None and hasattr(model, "with_head"):
         mh = model.with_head(head)  # validates the head name
@@ -393,8 +390,11 @@ def _prepare(model: Any, targets: Any, *, layer: str | None = None, steps: int =
             raise ValueError(f"image_shape: the model expects {in_shape[2]} channels, got "
                              f"image_shape={image_shape}")
 
-    obj = _as_objective(mh, targets, layer, objective)
-    _obj.validate_objective(obj, mh)
+    fit_shape = image_shape
+    if in_shape is not None and len(in_shape) == 3 and None not in in_shape:
+        fit_shape = tuple(in_shape)  # images are resized to a fixed model input
+    obj = _as_objective(mh, targets, layer, objective, fit_shape)
+    _obj.validate_objective(obj, mh, fit_shape)
     T = int(jax.tree_util.tree_leaves(obj)[0].shape[0])
 
     if isinstance(key, (int, np.integer)):

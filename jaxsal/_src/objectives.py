@@ -217,16 +217,42 @@ def stack_objectives(objectives: Sequence[Objective]) -> Objective:
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *objectives)
 
 
-def validate_objective(obj: Objective, model: Any) -> None:
+def output_shape_of(model: Any, layer: str | None, image_shape: tuple | None = None):
+    """Shape without batch of the model output (``layer=None``) or of a named layer.
+
+    Uses ``model.output_shape`` / ``model.layer(name).output_shape`` when the model has them
+    (:class:`model_import.KerasModel`), else ``jax.eval_shape`` of ``model.apply`` on one
+    image of ``image_shape`` (e.g. :class:`jaxsal.FunctionModel`). ``None`` if unknown."""
+    try:
+        if layer is None and hasattr(model, "output_shape"):
+            shape = model.output_shape
+            return shape[0] if isinstance(shape, list) else shape
+        if layer is not None and hasattr(model, "layer"):
+            return model.layer(layer).output_shape
+    except (AttributeError, TypeError):
+        pass
+    shape = image_shape or getattr(model, "input_shape", None)
+    if shape is None or None in tuple(shape):
+        return None
+    x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    if layer is None:
+        out = jax.eval_shape(lambda p, x: model.apply(p, x), model.params, x)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+    else:
+        out = jax.eval_shape(lambda p, x: model.apply(p, x, capture=[layer])[1][layer],
+                             model.params, x)
+    return tuple(out.shape[1:])
+
+
+def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = None) -> None:
     """Check layer names and unit bounds of a (stacked) objective against ``model``."""
     for kind, layer, idx in zip(obj.kinds, obj.layers, obj.indices):
-        if layer is None:
-            shape = model.output_shape
-            if isinstance(shape, list):
-                shape = shape[0]
-        else:
+        if layer is not None and hasattr(model, "resolve_layer"):
             model.resolve_layer(layer)  # raises with the list of valid names
-            shape = model.layer(layer).output_shape
+        elif layer is not None and layer not in getattr(model, "layer_names", [layer]):
+            raise ValueError(f"unknown layer {layer!r}; valid layer names: "
+                             f"{getattr(model, 'layer_names', [])}")
+        shape = output_shape_of(model, layer, image_shape)
         if not shape or isinstance(shape[0], tuple):
             continue
         k = shape[-1]
