@@ -902,16 +902,18 @@ def architecture(model, *, show_shapes: bool = True, show_activations: bool = Tr
         skips.append((s_, d_, right + lane_gap * (lane + 1)))
     half = (lay.width * box_w + (lay.width - 1) * gap_x) / 2
     x_max = max([half] + [x for *_, x in skips])
-    fw = max(3.5, half + x_max + 1.0)
+    content_w = half + x_max  # from the leftmost box to the rightmost lane
+    title_w = len(head) * 0.1 + 0.4  # 11 pt characters
+    fw = max(3.5, content_w + 1.0, title_w)
     fh = top + lay.n_ranks * box_h + (lay.n_ranks - 1) * gap_y + 0.25
-    x_shift = 0.5 + half
+    x_shift = (fw - content_w) / 2 + half
     centre = {k: (x + x_shift, y) for k, (x, y) in centre.items()}
     fig = Figure(figsize=(fw, fh))
     ax = fig.add_axes([0, 0, 1, 1], label="architecture")
     ax.set_xlim(0, fw)
     ax.set_ylim(fh, 0)  # y grows downwards: inputs at the top
     ax.axis("off")
-    ax.text(x_shift, 0.15, head, ha="center", va="top", fontsize=_TITLE_PT)
+    ax.text(fw / 2, 0.15, head, ha="center", va="top", fontsize=_TITLE_PT)
     for k, n in lay.nodes.items():
         cx, cy = centre[k]
         ax.add_patch(FancyBboxPatch((cx - box_w / 2, cy - box_h / 2), box_w, box_h,

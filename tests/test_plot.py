@@ -38,6 +38,34 @@ def _png_ok(path):
     return img
 
 
+def _texts_inside(fig):
+    """Every drawn text of the figure lies inside the figure (nothing clipped at an edge)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays out the text
+    r = canvas.get_renderer()
+    tick_labels, drawn = set(), []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            eps = 1e-9 * max(abs(lo), abs(hi), 1.0)
+            for loc, lab in zip(axis.get_majorticklocs(), axis.get_majorticklabels()):
+                tick_labels.add(id(lab))
+                # ticks outside the limits, or of a hidden axis, are not drawn
+                if ax.axison and lo - eps <= loc <= hi + eps:
+                    drawn.append(lab)
+    drawn += [t for t in fig.findobj(Text) if id(t) not in tick_labels]
+    W, H = fig.bbox.width, fig.bbox.height
+    for t in drawn:
+        if not (t.get_visible() and t.get_text()):
+            continue
+        b = t.get_window_extent(r)
+        assert b.x0 >= -1 and b.y0 >= -1 and b.x1 <= W + 1 and b.y1 <= H + 1, (
+            f"text {t.get_text()!r} at {b} is outside the {W}x{H} figure")
+
+
 def _maps(R, C, H=12, W=10, signed=False, seed=0):
     a = np.random.RandomState(seed).rand(R, C, H, W).astype(np.float32)
     return a - 0.5 if signed else a
@@ -65,6 +93,7 @@ def test_grid_shared_scale_one_colorbar(tmp_path):
     assert any("one colour scale for all panels" in t for t in texts)
     assert {"a", "b", "c"} <= set(texts)
     assert [ax.get_title() for ax in plot.panel_axes(fig)[:4]] == list("wxyz")
+    _texts_inside(fig)
     _png_ok(p)
 
 
@@ -84,6 +113,7 @@ def test_grid_other_scales(tmp_path, scale, n_bars):
     else:
         assert np.allclose(clims[..., 1], maps.max(axis=(2, 3)))
         assert "not comparable" in fig._suptitle.get_text()
+    _texts_inside(fig)
     _png_ok(tmp_path / "g.png")
 
 
@@ -213,6 +243,9 @@ def test_architecture_chain(tmp_path, mnist):
     assert len(boxes) == len(m.layer_names) == 9 and len(edges) == 8
     texts = [t.get_text() for t in ax.texts]
     assert "conv2d_2" in texts and "(24, 24, 64)" in texts and "(9216,)" in texts
+    _texts_inside(fig)
+    # a long title widens the figure instead of being cut off
+    _texts_inside(plot.architecture(m, title="a very long title " * 4))
     _png_ok(tmp_path / "a.png")
 
 
@@ -256,6 +289,7 @@ def test_architecture_branches_and_merges(tmp_path):
     ax = fig.axes[0]
     assert len([p for p in ax.patches if p.get_label() == "edge"]) == len(lay.edges) == 12
     assert "(8, 8, 5)" in [t.get_text() for t in ax.texts]  # concat of 3 + 2 channels
+    _texts_inside(fig)
     # the two skip connections (inp -> concat, add -> residual) go around the boxes between
     boxes = [p.get_bbox() for p in ax.patches if p.get_label() == "layer"]
     lanes = [ln.get_xydata() for ln in ax.lines if ln.get_label() == "lane"]
@@ -279,3 +313,24 @@ def test_grid_row_groups_share_a_scale_per_group():
     assert "group of rows" in fig._suptitle.get_text()
     with pytest.raises(ValueError, match="row_groups"):
         plot.grid(maps, row_groups=["a", "a", "b", "b"])  # needs scale="row"
+
+
+def test_no_text_is_cut_off_in_busy_layouts(mnist):
+    m, x = mnist
+    maps = _maps(4, 10, 28, 28)
+    cols = [f"class {c}\np=0.000\nlogit=-3.8" for c in range(10)]
+    rows = [f"softmax head\ngradient {i}" for i in range(4)]
+    kw = dict(inputs=x[0], row_titles=rows, col_titles=cols, colorbar_label="|d score / d x|",
+              title="a two-line\ntitle")
+    _texts_inside(plot.grid(maps, scale="row", row_groups=["a", "a", "b", "b"], **kw))
+    _texts_inside(plot.grid(maps * 1e-6, scale="panel", **kw))
+    _texts_inside(plot.grid(maps, scale="column", **kw))
+    _texts_inside(plot.grid(np.tile(maps, (20, 1, 1, 1)), inputs=np.tile(x[:1], (80, 1, 1, 1)),
+                            row_titles=[f"{i} (pred 5)" for i in range(80)], col_titles=cols,
+                            title="mosaic"))
+    _texts_inside(plot.image_grid(np.random.RandomState(0).rand(10, 28, 28, 1), ncols=5,
+                                  titles=[f"class {c}: logit 11.5\nclassified as {c}"
+                                          for c in range(10)], value_range=(0, 1),
+                                  title="activation maximization, logits head, 256 steps"))
+    _texts_inside(plot.filters(m, ncols=8))
+    _texts_inside(plot.feature_maps(m, x[:1], "conv2d_2", max_maps=32, ncols=8))
