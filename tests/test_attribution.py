@@ -377,3 +377,22 @@ def test_precision_options(lm, x4):
         assert np.corrcoef(ref.ravel(), np.asarray(bf).ravel())[0, 1] >= 0.99
     with pytest.raises(ValueError, match="precision"):
         jaxsal.saliency(lm, x4, 1, precision="fp8")
+
+
+PUBLIC_METHODS = ["saliency", "gradient_x_input", "guided_backprop", "deconvnet", "smoothgrad",
+                  "integrated_gradients", "gradcam", "gradcam_plus_plus", "layercam", "hirescam",
+                  "xgradcam", "scorecam", "eigencam", "guided_gradcam", "occlusion"]
+
+
+@pytest.mark.parametrize("name", PUBLIC_METHODS)
+def test_public_method_documented(name):
+    import inspect
+    import re
+
+    f = getattr(jaxsal, name)
+    doc = inspect.getdoc(f) or ""
+    assert re.search(r"\b(19|20)\d\d\b", doc), f"{name}: docstring names no paper (year)"
+    assert "(N," in doc or "(N, " in doc or "as in" in doc, f"{name}: no shapes documented"
+    params = list(inspect.signature(f).parameters)
+    assert params[:3] == ["model", "x", "targets"], params
+    assert name in open(pathlib.Path(__file__).parents[1] / "README.md").read()

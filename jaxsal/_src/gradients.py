@@ -118,6 +118,7 @@ def gradient_x_input(model: Any, x: ArrayLike, targets: Any = None, *,
 
     Same arguments as :func:`saliency`; the default reduction is the signed channel
     ``"sum"`` (for a linear model with zero bias, the map sums to the score).
+    Returns raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (channels kept with ``reduce=None``).
     """
     return _input_gradient_method("gradient_x_input", model, x, targets, backprop=None,
                                   times_input=True, reduce=reduce, head=head,
@@ -134,7 +135,7 @@ def guided_backprop(model: Any, x: ArrayLike, targets: Any = None, *,
     The gradient with every ReLU's backward rule replaced by ``dy * [dy > 0] * [z > 0]``
     (``jax.custom_vjp``, :func:`jaxsal.guided_relu`; keras-vis ``backprop_modifier="guided"``,
     tf-keras-vis ``GuidedBackpropagation``); forward values are unchanged. Same arguments
-    as :func:`saliency`.
+    as :func:`saliency`; returns raw maps ``(N, H, W)`` / ``(N, T, H, W)``.
     """
     return _input_gradient_method("guided_backprop", model, x, targets, backprop="guided",
                                   times_input=False, reduce=reduce, head=head,
@@ -149,7 +150,8 @@ def deconvnet(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | No
     """Deconvnet / "rectified" backprop (Zeiler & Fergus, 2014).
 
     Every ReLU's backward rule becomes ``dy * [dy > 0]`` (the input's sign is ignored;
-    keras-vis ``backprop_modifier="relu"``). Same arguments as :func:`saliency`.
+    keras-vis ``backprop_modifier="relu"``). Same arguments as :func:`saliency`; returns raw
+    maps ``(N, H, W)`` / ``(N, T, H, W)``.
     """
     return _input_gradient_method("deconvnet", model, x, targets, backprop="deconvnet",
                                   times_input=False, reduce=reduce, head=head,

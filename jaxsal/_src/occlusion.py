@@ -48,7 +48,7 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
               batch_size: int | None = None, head: str | None = None,
               memory_budget: int | None = None, precision: str | None = None,
               check_finite: bool = True) -> Array:
-    """Occlusion sensitivity maps.
+    """Occlusion sensitivity maps (Zeiler & Fergus, 2014).
 
     Args:
       model, x, targets, head, memory_budget, precision, check_finite: as in
