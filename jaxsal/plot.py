@@ -262,7 +262,9 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     if inputs is not None:
         ins = _np(inputs)
         if ins.ndim == 2 or (ins.ndim == 3 and ins.shape[-1] in (1, 3) and ins.shape[0] != R):
-            ins = np.broadcast_to(ins, (R,) + ins.shape)
+            ins = np.broadcast_to(ins, (R,) + ins.shape)  # one image for every row
+        elif ins.shape[0] == 1 and R > 1:
+            ins = np.broadcast_to(ins, (R,) + ins.shape[1:])
         if ins.shape[0] != R:
             raise ValueError(f"inputs: expected {R} images (one per row), got {ins.shape}")
     row_titles = None if row_titles is None else [str(t) for t in row_titles]
@@ -490,9 +492,20 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
                 img = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img
                 rgb = (1 - alpha) * img + alpha * rgb
             big[y0:y0 + H, x0:x0 + W] = rgb
-    scale_px = min(panel_size, 0.5) / W  # inches per map pixel
-    left = 0.15 + (max(_width_in(t) for t in row_titles) * 0.9 + 0.1 if row_titles else 0)
-    top = 0.15 + _lines(full_title) * 0.2 + (0.3 if col_titles or ins is not None else 0)
+    xl = list(col_titles) if col_titles else [""] * C
+    if ins is not None:
+        xl = [input_title] + xl
+    yl = list(row_titles) if row_titles else [""] * R
+    col_pt = _LABEL_PT if C <= 20 else _TICK_PT
+    row_pt = _LABEL_PT if R <= 20 else _TICK_PT
+    # a tile is at most 0.5 in wide, wider when the column titles need it; tall enough for
+    # the row titles' lines
+    tile_w = max(min(panel_size, 0.5), max(_width_in(t) for t in xl) * col_pt / _LABEL_PT + 0.06)
+    tile_h = max(_lines(t) for t in yl) * _LINE_IN * row_pt / _LABEL_PT + 0.02
+    scale_px = max(tile_w / (W + sep), tile_h / (H + sep))  # inches per map pixel
+    left = 0.15 + max(_width_in(t) for t in yl) * row_pt / _LABEL_PT + 0.1
+    col_lines = max(_lines(t) for t in xl)
+    top = 0.15 + _lines(full_title) * 0.2 + col_lines * _LINE_IN * col_pt / _LABEL_PT + 0.1
     right = 0.2 + (0.8 if colorbar else 0)
     gw, gh = big.shape[1] * scale_px, big.shape[0] * scale_px
     fw, fh = left + gw + right, top + gh + 0.15
@@ -500,15 +513,11 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
     ax = fig.add_axes([left / fw, 0.15 / fh, gw / fw, gh / fh], label=f"mosaic:{R}x{C}")
     ax.imshow(big, interpolation="nearest")
     xt = [(c + extra) * (W + sep) + (sep * 2 if extra else 0) + W / 2 - 0.5 for c in range(C)]
-    xl = list(col_titles) if col_titles else [""] * C
     if ins is not None:
         xt = [W / 2 - 0.5] + xt
-        xl = [input_title] + xl
     ax.xaxis.tick_top()
-    ax.set_xticks(xt, xl, fontsize=_LABEL_PT if C <= 20 else _TICK_PT)
-    ax.set_yticks([r * (H + sep) + H / 2 - 0.5 for r in range(R)],
-                  row_titles if row_titles else [""] * R,
-                  fontsize=_LABEL_PT if R <= 20 else _TICK_PT)
+    ax.set_xticks(xt, xl, fontsize=col_pt)
+    ax.set_yticks([r * (H + sep) + H / 2 - 0.5 for r in range(R)], yl, fontsize=row_pt)
     ax.tick_params(length=0)
     for s in ax.spines.values():
         s.set_visible(False)

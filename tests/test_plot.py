@@ -58,12 +58,20 @@ def _texts_inside(fig):
                     drawn.append(lab)
     drawn += [t for t in fig.findobj(Text) if id(t) not in tick_labels]
     W, H = fig.bbox.width, fig.bbox.height
+    boxes = []
     for t in drawn:
-        if not (t.get_visible() and t.get_text()):
+        if not (t.get_visible() and t.get_text().strip()):
             continue
         b = t.get_window_extent(r)
         assert b.x0 >= -1 and b.y0 >= -1 and b.x1 <= W + 1 and b.y1 <= H + 1, (
             f"text {t.get_text()!r} at {b} is outside the {W}x{H} figure")
+        boxes.append((t.get_text(), b))
+    # and no two texts overlap (titles, labels, tick labels, colour-bar labels)
+    for i, (ta, a) in enumerate(boxes):
+        for tb, b in boxes[i + 1:]:
+            ox = min(a.x1, b.x1) - max(a.x0, b.x0)
+            oy = min(a.y1, b.y1) - max(a.y0, b.y0)
+            assert ox <= 1 or oy <= 1, f"texts {ta!r} and {tb!r} overlap"
 
 
 def _maps(R, C, H=12, W=10, signed=False, seed=0):
@@ -332,5 +340,17 @@ def test_no_text_is_cut_off_in_busy_layouts(mnist):
                                   titles=[f"class {c}: logit 11.5\nclassified as {c}"
                                           for c in range(10)], value_range=(0, 1),
                                   title="activation maximization, logits head, 256 steps"))
+    _texts_inside(plot.grid(_maps(8, 2, 32, 32), images=np.zeros((8, 1, 32, 32, 3)),
+                            inputs=np.zeros((8, 32, 32, 3)), scale="row", panel_size=1.9,
+                            row_titles=["digit 0, class 0\np(class 1) = 0.003"] * 8,
+                            col_titles=["Grad-CAM class 1 (digit >= 5)\nsigmoid head",
+                                        "Grad-CAM class 0 (digit < 5)\nsigmoid_complement head"],
+                            colorbar_label="Grad-CAM", title="binary_cnn_keras3.keras"))
+    _texts_inside(plot.grid(_maps(6, 3, 28, 28), inputs=x[:1], panel_size=1.6, vmin=0, vmax=1,
+                            row_titles=["label 0\npredicted 0"] * 6,
+                            col_titles=["occlusion\n(drop of p, 6x6 gray patch)",
+                                        "Grad-CAM\n(conv2d_2, logits)", "saliency\n(logits)"],
+                            colorbar_label="each map min-max normalized",
+                            title="where the evidence for the predicted class is"))
     _texts_inside(plot.filters(m, ncols=8))
     _texts_inside(plot.feature_maps(m, x[:1], "conv2d_2", max_maps=32, ncols=8))
