@@ -354,3 +354,9 @@ def test_no_text_is_cut_off_in_busy_layouts(mnist):
                             title="where the evidence for the predicted class is"))
     _texts_inside(plot.filters(m, ncols=8))
     _texts_inside(plot.feature_maps(m, x[:1], "conv2d_2", max_maps=32, ncols=8))
+
+
+def test_every_public_function_is_documented():
+    for name in plot.__all__:
+        doc = getattr(plot, name).__doc__
+        assert doc and len(doc.strip()) > 40, f"jaxsal.plot.{name} needs a docstring"
