@@ -1,8 +1,6 @@
 """The convolution with a canonical-kernel input gradient (a CPU speed fix, see
 benchmarks/README.md) computes exactly what Flax's convolution and JAX's own VJP compute."""
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,8 +9,17 @@ from jax import lax
 
 from model_import._layers.conv import _conv_module, conv_canonical_vjp
 
-CASES = [c for c in itertools.product((1, 2, 3), ("VALID", "SAME"), (1, 2, 3), (1, 2))
-         if not (c[2] > 1 and c[3] > 1)]  # Keras forbids strides > 1 with dilation > 1
+# (rank, padding, stride, dilation); Keras forbids strides > 1 with dilation > 1
+CASES = [(2, "VALID", 1, 1), (2, "SAME", 1, 1), (2, "SAME", 2, 1), (2, "VALID", 3, 1),
+         (2, "SAME", 1, 2), (1, "SAME", 2, 1), (1, "VALID", 1, 2), (3, "SAME", 2, 1)]
+
+
+def _vjp_both(fn, x, k, g):
+    @jax.jit
+    def run(x, k, g):
+        y, pull = jax.vjp(fn, x, k)
+        return y, pull(g)
+    return run(x, k, g)
 
 
 @pytest.mark.parametrize("rank,padding,stride,dilation", CASES)
@@ -35,12 +42,13 @@ def test_values_and_both_gradients_match_flax(rank, padding, stride, dilation):
     def new(x, k):
         return conv_canonical_vjp(x, k, (stride,) * rank, pads, (dilation,) * rank)
 
-    y_ref, pull_ref = jax.vjp(ref, x, k)
-    y_new, pull_new = jax.vjp(new, x, k)
+    shape = jax.eval_shape(ref, x, k).shape
+    g = jnp.asarray(rng.randn(*shape), jnp.float32)
+    y_ref, grads_ref = _vjp_both(ref, x, k, g)
+    y_new, grads_new = _vjp_both(new, x, k, g)
     assert y_new.shape == y_ref.shape
     np.testing.assert_allclose(y_new, y_ref, rtol=1e-5, atol=1e-5)
-    g = jnp.asarray(rng.randn(*y_ref.shape), jnp.float32)
-    for a, b in zip(pull_new(g), pull_ref(g)):
+    for a, b in zip(grads_new, grads_ref):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
 
 
@@ -61,3 +69,37 @@ def test_input_gradient_inside_a_loop_uses_the_canonical_kernel_layout():
 
     ours = loop(lambda a, kk: conv_canonical_vjp(a, kk, (1, 1), pads, (1, 1)))
     assert "01oi" not in ours and "01io" in ours
+
+
+DW_CASES = [(2, "SAME", 1, 1, 1), (2, "SAME", 2, 1, 1), (2, "VALID", 1, 1, 2),
+            (2, "VALID", 3, 1, 1), (2, "SAME", 1, 2, 1), (1, "SAME", 2, 1, 2),
+            (1, "VALID", 1, 2, 1)]
+
+
+@pytest.mark.parametrize("rank,padding,stride,dilation,mult", DW_CASES)
+def test_depthwise_as_shifted_slices_matches_grouped_convolution(rank, padding, stride,
+                                                                 dilation, mult):
+    from model_import._layers.conv import depthwise_shifted
+
+    rng = np.random.RandomState(rank + 10 * stride + 100 * dilation + 1000 * mult)
+    size = {1: (13,), 2: (11, 12)}[rank]
+    x = jnp.asarray(rng.randn(2, *size, 3), jnp.float32)
+    k = jnp.asarray(rng.randn(*(3,) * rank, 1, 3 * mult), jnp.float32)
+    cfg = {"kernel_size": 3, "strides": stride, "dilation_rate": dilation,
+           "padding": padding.lower()}
+    module = _conv_module(cfg, rank, 3 * mult, 3, kernel_size=(3,) * rank, use_bias=False)
+
+    def ref(x, k):
+        return module.apply({"params": {"kernel": k}}, x)
+
+    def new(x, k):
+        return depthwise_shifted(x, k, (stride,) * rank, padding, (dilation,) * rank)
+
+    shape = jax.eval_shape(ref, x, k).shape
+    g = jnp.asarray(rng.randn(*shape), jnp.float32)
+    y_ref, grads_ref = _vjp_both(ref, x, k, g)
+    y_new, grads_new = _vjp_both(new, x, k, g)
+    assert y_new.shape == y_ref.shape
+    np.testing.assert_allclose(y_new, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads_new, grads_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))

@@ -145,14 +145,51 @@ def _depthwise_kernel(k: np.ndarray) -> np.ndarray:
     return np.reshape(k, (*spatial, 1, cin * mult))
 
 
+def depthwise_shifted(x, k, strides, padding, dilation):
+    """Depthwise convolution as a sum of shifted, per-channel-scaled slices of ``x``.
+
+    ``k`` is ``(*window, 1, C * multiplier)`` (output channel ``c * multiplier + m`` reads input
+    channel ``c``, as Keras orders it); ``padding`` is ``"VALID"`` or ``"SAME"``. Equal to the
+    grouped convolution (``feature_group_count=C``), which XLA:CPU runs 4x slower forward
+    and over 10x slower backward; the slices and products vectorize and fuse.
+    """
+    import itertools
+
+    rank = k.ndim - 2
+    dtype = jnp.result_type(x, k)
+    x, k = x.astype(dtype), k.astype(dtype)
+    mult = k.shape[-1] // x.shape[-1]
+    if mult > 1:
+        x = jnp.repeat(x, mult, axis=-1)
+    window = k.shape[:rank]
+    k_eff = [(w - 1) * d + 1 for w, d in zip(window, dilation)]
+    pads = lax.padtype_to_pads(x.shape[1:1 + rank], k_eff, strides, padding)
+    x = jnp.pad(x, ((0, 0), *[(int(lo), int(hi)) for lo, hi in pads], (0, 0)))
+    out = [(x.shape[1 + i] - k_eff[i]) // strides[i] + 1 for i in range(rank)]
+    y = None
+    for tap in itertools.product(*[range(w) for w in window]):
+        sl = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                   for t, d, o, s in zip(tap, dilation, out, strides))
+        term = x[(slice(None), *sl, slice(None))] * k[tap + (0,)]
+        y = term if y is None else y + term
+    return y
+
+
 def _depthwise_call(config, rank, kernel_key="depthwise_kernel", bias_key="bias",
                     use_bias=None, strides=None):
+    padding = _padding(config, rank)
+    dilation = _tuple(config.get("dilation_rate", 1), rank)
+    conv_strides = strides or _tuple(config.get("strides", 1), rank)
+
     def call(params, x, *, rt):
         k = params[kernel_key]
         cin = x.shape[-1]
-        module = _conv_module(config, rank, k.shape[-1], cin, kernel_size=k.shape[:rank],
-                              strides=strides, use_bias=False)
-        y = module.apply({"params": {"kernel": k}}, x)
+        if padding != "CAUSAL" and k.shape[-2] == 1:
+            y = depthwise_shifted(x, k, conv_strides, padding, dilation)
+        else:
+            module = _conv_module(config, rank, k.shape[-1], cin, kernel_size=k.shape[:rank],
+                                  strides=strides, use_bias=False)
+            y = module.apply({"params": {"kernel": k}}, x)
         if use_bias and bias_key in params:
             y = y + params[bias_key]
         return y
