@@ -40,11 +40,6 @@ def test_reference_logits(model, sal_ref):
     np.testing.assert_allclose(model(sal_ref["x"]), sal_ref["logits"], atol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "model_import's reshape-max MaxPooling2D splits the gradient evenly between tied window "
-    "maxima (blank regions give equal relu(bias) values), TF/Keras route it to the first "
-    "maximum: ~16% per-map differences. Remove this marker once pooling's backward picks the "
-    "first maximum (verified: that gives 1.2e-7 absolute)."))
 def test_saliency_parity(model, sal_ref):
     x, classes = sal_ref["x"], sal_ref["classes"]
     raw = np.moveaxis(np.asarray(jaxsal.saliency(model, x, list(classes))), 1, 0)  # (10,8,H,W)

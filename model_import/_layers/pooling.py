@@ -7,8 +7,12 @@ select-and-scatter, and its forward value is identical.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from model_import._layers.registry import LayerImpl, register_layer
 
@@ -29,8 +33,9 @@ def _to_last(fn, channels_first):
     return wrapped
 
 
-def _blocked_max(x, pool):
-    """Max over non-overlapping windows by reshape (crops the remainder, as VALID does)."""
+def _windows(x, pool):
+    """``(N, *spatial, C)`` -> ``(N, *out, C, prod(pool))``: the non-overlapping windows
+    (the remainder cropped, as VALID pooling does)."""
     n, *spatial, c = x.shape
     out = [s // p for s, p in zip(spatial, pool)]
     x = x[(slice(None), *[slice(0, o * p) for o, p in zip(out, pool)], slice(None))]
@@ -38,7 +43,49 @@ def _blocked_max(x, pool):
     for o, p in zip(out, pool):
         shape += [o, p]
     x = x.reshape(*shape, c)
-    return jnp.max(x, axis=tuple(2 + 2 * i for i in range(len(pool))))
+    r = len(pool)
+    perm = [0, *[1 + 2 * i for i in range(r)], 1 + 2 * r, *[2 + 2 * i for i in range(r)]]
+    return x.transpose(perm).reshape(n, *out, c, -1)
+
+
+def _unwindows(w, pool, full_shape):
+    """Inverse of :func:`_windows`, zero-filling the cropped remainder."""
+    n, *out, c, _ = w.shape
+    r = len(pool)
+    w = w.reshape(n, *out, c, *pool)
+    perm = [0]
+    for i in range(r):
+        perm += [1 + i, 2 + r + i]
+    perm.append(1 + r)
+    x = w.transpose(perm).reshape(n, *[o * p for o, p in zip(out, pool)], c)
+    pads = [(0, 0)] + [(0, s - o * p) for s, o, p in zip(full_shape[1:-1], out, pool)] + [(0, 0)]
+    return jnp.pad(x, pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _blocked_max(x, pool):
+    """Max over non-overlapping windows, by reshape: identical values to ``reduce_window``,
+    several times faster to differentiate on XLA:CPU. The gradient goes to the *first*
+    maximum of each window (row-major), as TensorFlow's and XLA's max-pool gradients do, not
+    split between ties (``jnp.max``'s rule): ties are common where ReLU outputs are equal
+    (blank image regions), and splitting them changes saliency maps."""
+    return jnp.max(_windows(x, pool), axis=-1)
+
+
+def _blocked_max_fwd(x, pool):
+    w = _windows(x, pool)
+    first = jnp.argmax(w, axis=-1)  # argmax returns the first maximal index
+    return jnp.max(w, axis=-1), (first, x.shape)
+
+
+def _blocked_max_bwd(pool, res, g):
+    first, shape = res
+    k = int(np.prod(pool))
+    gw = jax.nn.one_hot(first, k, dtype=g.dtype) * g[..., None]
+    return (_unwindows(gw, pool, shape),)
+
+
+_blocked_max.defvjp(_blocked_max_fwd, _blocked_max_bwd)
 
 
 def _make_pool(rank, kind):
