@@ -588,7 +588,7 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
 
     Args:
       images: ``(T, H, W, c)`` (c = 1 or 3) or ``(T, H, W)``, laid out ``ncols`` per row; or
-        ``(R, C, H, W[, c])`` for an explicit grid.
+        ``(R, C, H, W, c)`` (or gray ``(R, C, H, W)``) for an explicit grid.
       titles: one label per image (``T`` or ``(R, C)``), e.g. the class and the score reached.
       value_range: ``(lo, hi)`` that black/white (or 0/1 per RGB channel) stand for, e.g. the
         ``input_range`` of :func:`jaxsal.maximize`; ``None`` stretches each image to its own
@@ -598,8 +598,9 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
       row_titles, col_titles: labels for an explicit ``(R, C, ...)`` grid.
     """
     a = _np(images)
-    if a.ndim == 3 or (a.ndim == 4 and a.shape[-1] in (1, 3) and row_titles is None
-                       and col_titles is None):
+    # (T, H, W) and (T, H, W, c<=3) are lists laid out ncols per row; (R, C, H, W) with
+    # W > 3 and (R, C, H, W, c) are explicit grids
+    if a.ndim == 3 or (a.ndim == 4 and a.shape[-1] in (1, 3)):
         if a.ndim == 3:
             a = a[..., None]
         T = a.shape[0]
@@ -607,6 +608,8 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
         pad = R * C - T
         tiles = np.concatenate([a, np.full((pad,) + a.shape[1:], np.nan, np.float32)])
         tiles = tiles.reshape((R, C) + a.shape[1:])
+        if titles is not None and len(titles) != T:
+            raise ValueError(f"titles: expected {T} (one per image), got {len(titles)}")
         t = None if titles is None else list(titles) + [""] * pad
     elif a.ndim in (4, 5):
         if a.ndim == 4:
@@ -617,6 +620,11 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
         t = titles
     else:
         raise ValueError(f"images: expected (T, H, W[, c]) or (R, C, H, W[, c]), got {a.shape}")
+    if row_titles is not None and len(row_titles) != R:
+        raise ValueError(f"row_titles: expected {R} (the grid has {R} rows of {C}), got "
+                         f"{len(row_titles)}; pass ncols= or an (R, C, H, W, c) array")
+    if col_titles is not None and len(col_titles) != C:
+        raise ValueError(f"col_titles: expected {C}, got {len(col_titles)}")
     if tiles.shape[-1] not in (1, 3):
         raise ValueError(f"images: expected 1 or 3 channels, got {tiles.shape[-1]}")
     H, W, ch = tiles.shape[2:]

@@ -360,3 +360,18 @@ def test_every_public_function_is_documented():
     for name in plot.__all__:
         doc = getattr(plot, name).__doc__
         assert doc and len(doc.strip()) > 40, f"jaxsal.plot.{name} needs a docstring"
+
+
+def test_image_grid_layouts():
+    rgb = np.random.RandomState(0).rand(6, 9, 9, 3)
+    f = plot.image_grid(rgb, ncols=3, row_titles=["a", "b"], col_titles=["x", "y", "z"])
+    assert plot.count_panels(f) == 6
+    assert plot.panel_axes(f)[0].images[0].get_array().shape == (9, 9, 3)
+    f = plot.image_grid(rgb.reshape(2, 3, 9, 9, 3), row_titles=["a", "b"])
+    assert plot.count_panels(f) == 6
+    gray = plot.image_grid(rgb[..., 0].reshape(2, 3, 9, 9))  # (R, C, H, W)
+    assert plot.count_panels(gray) == 6
+    with pytest.raises(ValueError, match="row_titles"):
+        plot.image_grid(rgb, ncols=3, row_titles=["a", "b", "c"])
+    with pytest.raises(ValueError, match="titles"):
+        plot.image_grid(rgb, titles=["only one"])
