@@ -47,7 +47,7 @@ def run(model, key):
 def titled_figure(images, logits, title):
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 5, figsize=(8.0, 4.0))
+    fig, axes = plt.subplots(2, 5, figsize=(8.0, 4.8))
     pred = logits.argmax(-1)
     for c, ax in enumerate(axes.ravel()):
         ax.imshow(images[c, ..., 0], cmap="gray", vmin=0.0, vmax=1.0)
