@@ -153,25 +153,46 @@ class Graph:
         return y
 
     # ------------------------------------------------------------------ structure
-    def layer_paths(self, prefix: str = "") -> list[str]:
-        """All layer paths in Keras order, nested models' layers after the model's own."""
+    def layer_paths(self, prefix: str = "", *, include_ops: bool = False) -> list[str]:
+        """All layer paths in Keras order, nested models' layers after the model's own.
+
+        Keras 3 operation nodes (``x + 3.0``, class ``ops.*``) are not layers in Keras's
+        ``model.layers``; they are listed only with ``include_ops=True``."""
         out = []
         for name, spec in self.layers.items():
-            out.append(prefix + name)
+            if include_ops or not spec.class_name.startswith("ops."):
+                out.append(prefix + name)
             if spec.impl.subgraph is not None:
-                out.extend(spec.impl.subgraph.layer_paths(prefix + name + "/"))
+                out.extend(spec.impl.subgraph.layer_paths(prefix + name + "/",
+                                                          include_ops=include_ops))
         return out
 
+    def locate(self, path: str) -> list[str]:
+        """The chain of layer names (outer to inner) of a layer path. Layer names may
+        themselves contain ``/`` (tf.keras's ``Conv/BatchNorm``): the longest name that
+        matches wins."""
+        parts = path.split("/")
+        for i in range(len(parts), 0, -1):
+            head = "/".join(parts[:i])
+            if head not in self.layers:
+                continue
+            if i == len(parts):
+                return [head]
+            sub = self.layers[head].impl.subgraph
+            if sub is None:
+                continue
+            try:
+                return [head] + sub.locate("/".join(parts[i:]))
+            except KeyError:
+                continue
+        raise KeyError(path)
+
     def find(self, path: str) -> tuple["Graph", LayerSpec]:
-        head, _, rest = path.partition("/")
-        if head not in self.layers:
-            raise KeyError(path)
-        spec = self.layers[head]
-        if not rest:
-            return self, spec
-        if spec.impl.subgraph is None:
-            raise KeyError(path)
-        return spec.impl.subgraph.find(rest)
+        chain = self.locate(path)
+        g = self
+        for name in chain[:-1]:
+            g = g.layers[name].impl.subgraph
+        return g, g.layers[chain[-1]]
 
     def output_layer_specs(self) -> list[LayerSpec]:
         return [self.layers[r.layer] for r in self.outputs]
@@ -228,6 +249,18 @@ def _k2_kwarg(v):
             and isinstance(v[1], int) and isinstance(v[2], int)):
         return Ref(v[0], v[1], v[2])
     return v
+
+
+def _shift_refs(a, layers: set[str]):
+    if isinstance(a, Ref):
+        return Ref(a.layer, a.node - 1, a.tensor) if a.layer in layers else a
+    if isinstance(a, list):
+        return [_shift_refs(b, layers) for b in a]
+    if isinstance(a, tuple):
+        return tuple(_shift_refs(b, layers) for b in a)
+    if isinstance(a, dict):
+        return {k: _shift_refs(v, layers) for k, v in a.items()}
+    return a
 
 
 def _io_refs(spec) -> list[Ref]:
@@ -348,6 +381,40 @@ class GraphBuilder:
         return Graph(name, "Sequential", specs, tuple(calls), (Ref(input_name),), (prev,),
                      (input_shape,), (str(input_dtype),), True)
 
+    def _keras2_node_shift(self, specs, raw_calls, outputs) -> set[str]:
+        """Nested models whose node references are off by one.
+
+        tf.keras numbers the calls of a nested Functional model from 1 in its configs (its
+        node 0 is the one made when the nested model itself was built, which the outer
+        config omits), so a reference ``[base, 1, 0]`` means the first listed call.
+        """
+        if not str(self.keras_version).startswith(("1.", "2.")):
+            return set()
+        refs: dict[str, set[int]] = {}
+
+        def collect(a):
+            if isinstance(a, Ref):
+                refs.setdefault(a.layer, set()).add(a.node)
+            elif isinstance(a, (list, tuple)):
+                for b in a:
+                    collect(b)
+            elif isinstance(a, dict):
+                for b in a.values():
+                    collect(b)
+
+        for c in raw_calls.values():
+            collect(c.args)
+            collect(c.kwargs)
+        collect(list(outputs))
+        out = set()
+        for lname, spec in specs.items():
+            if spec.impl.subgraph is None or lname not in refs:
+                continue
+            n_calls = sum(1 for (ln, _) in raw_calls if ln == lname)
+            if min(refs[lname]) >= 1 and max(refs[lname]) == n_calls:
+                out.add(lname)
+        return out
+
     def _functional(self, cfg, cls) -> Graph:
         name = cfg.get("name", "model")
         specs: dict[str, LayerSpec] = {}
@@ -364,6 +431,12 @@ class GraphBuilder:
         inputs = tuple(_io_refs(cfg.get("input_layers")))
         outputs_spec = cfg.get("output_layers")
         outputs = tuple(_io_refs(outputs_spec))
+        shift = self._keras2_node_shift(specs, raw_calls, outputs)
+        if shift:
+            raw_calls = {k: dataclasses.replace(c, args=_shift_refs(c.args, shift),
+                                                kwargs=_shift_refs(dict(c.kwargs), shift))
+                         for k, c in raw_calls.items()}
+            outputs = tuple(_shift_refs(list(outputs), shift))
         single = not (isinstance(outputs_spec, list) and outputs_spec
                       and isinstance(outputs_spec[0], list) and len(outputs_spec) > 1)
         for r in inputs + outputs:

@@ -94,6 +94,8 @@ class KerasModel:
         self.source = source
         self.relu_mode = relu_mode
         self._paths = graph.layer_paths()
+        # Keras 3 operation nodes are not listed as layers but can be captured by name.
+        self._all_paths = graph.layer_paths(include_ops=True)
         self._keras_major = int(str(keras_version).split(".")[0] or 3) if str(
             keras_version).split(".")[0].isdigit() else 3
 
@@ -149,9 +151,9 @@ class KerasModel:
 
     def resolve_layer(self, name: str) -> str:
         """The full path of a layer given its path or a bare name unique in the model."""
-        if name in self._paths:
+        if name in self._all_paths:
             return name
-        matches = [p for p in self._paths if p.rsplit("/", 1)[-1] == name]
+        matches = [p for p in self._all_paths if p.endswith("/" + name)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -239,7 +241,7 @@ class KerasModel:
         if all(s is not None and None not in s for s in self.graph.input_shapes):
             xs = [jax.ShapeDtypeStruct((1, *s), jnp.float32) for s in self.graph.input_shapes]
             fn = lambda p, *xs: self.graph.run(  # noqa: E731
-                p, list(xs), self.runtime, capture=frozenset(self._paths),
+                p, list(xs), self.runtime, capture=frozenset(self._all_paths),
                 keras_major=self._keras_major)[1]
             out = jax.eval_shape(fn, self.params, *xs)
             shapes = {k: tuple(v.shape[1:]) for k, v in out.items()}
@@ -254,7 +256,7 @@ class KerasModel:
         path = self.resolve_layer(name)
         spec = self._spec(path)
         p: Any = self.params
-        for part in path.split("/"):
+        for part in self.graph.locate(path):
             p = p.get(part, {}) if isinstance(p, Mapping) else {}
         act = spec.config.get("activation")
         return LayerInfo(path, spec.class_name, self._output_shapes().get(path), spec.config,

@@ -1,0 +1,118 @@
+"""Differential tests of the importer against real Keras 3 (JAX backend) on every
+``keras.applications`` architecture the project supports (``weights=None``, small inputs).
+
+Per architecture (built once per module): BatchNormalization statistics, gammas, betas and
+biases are perturbed (fresh statistics make BN the identity and would hide bugs), the
+classifier is rescaled so its logits are far from uniform, and the model is saved as
+``.keras`` and ``.h5``. Checked: the saved head, the logits head (against a Keras clone of
+the classifier with a linear activation), three named intermediate layers and the
+classifier's input, all within 1e-4 of the output scale; the ``.h5`` gives the same params.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from import_helpers import perturb_keras, rel_err  # noqa: E402
+from model_import import load_keras  # noqa: E402
+
+TOL = 1e-4
+A = keras.applications
+SLOW = pytest.mark.slow
+
+# name: (constructor, input side, marks). Minimum sizes: InceptionV3 75, Xception 71.
+ARCHS = {
+    "VGG16": (lambda **k: A.VGG16(**k), 32, ()),
+    "VGG19": (lambda **k: A.VGG19(**k), 32, ()),
+    "ResNet50": (lambda **k: A.ResNet50(**k), 32, ()),
+    "ResNet50V2": (lambda **k: A.ResNet50V2(**k), 32, ()),
+    "MobileNet": (lambda **k: A.MobileNet(**k), 32, ()),
+    "MobileNetV2": (lambda **k: A.MobileNetV2(**k), 32, ()),
+    "MobileNetV3Small": (lambda **k: A.MobileNetV3Small(**k), 32, ()),
+    "EfficientNetB0": (lambda **k: A.EfficientNetB0(**k), 32, ()),
+    "InceptionV3": (lambda **k: A.InceptionV3(**k), 75, (SLOW,)),
+    "DenseNet121": (lambda **k: A.DenseNet121(**k), 32, (SLOW,)),
+    "Xception": (lambda **k: A.Xception(**k), 71, (SLOW,)),
+    "ConvNeXtTiny": (lambda **k: A.ConvNeXtTiny(**k), 32, ()),
+}
+
+
+def _head_chain(model):
+    """The classifier: the last layer with weights and the layers after it."""
+    i = max(j for j, lay in enumerate(model.layers) if lay.weights)
+    return model.layers[i - 1].name, model.layers[i:]
+
+
+def _head_models(chain, in_shape):
+    """Keras copies of the classifier (fresh layers from the configs, the same weights):
+    as saved, and with the last layer's activation replaced by linear."""
+    out = []
+    for linear in (False, True):
+        inp = keras.Input(in_shape)
+        h = inp
+        for j, lay in enumerate(chain):
+            cfg = lay.get_config()
+            if linear and j == len(chain) - 1:
+                cfg["activation"] = "linear"
+            new = type(lay).from_config(cfg)
+            h = new(h)
+            new.set_weights(lay.get_weights())
+        out.append(keras.Model(inp, h))
+    return out
+
+
+@pytest.fixture(scope="module", params=[pytest.param(n, marks=ARCHS[n][2]) for n in ARCHS])
+def app(request, tmp_path_factory):
+    name = request.param
+    make, side, _ = ARCHS[name]
+    km = make(weights=None, input_shape=(side, side, 3), classes=7)
+    perturb_keras(km, seed=3)
+    penult, chain = _head_chain(km)
+    body = [lay for lay in km.layers if lay.weights and lay not in chain]
+    inter = [body[len(body) // 4].name, body[len(body) // 2].name, body[-1].name]
+    x = np.random.default_rng(4).uniform(0.0, 255.0, (2, side, side, 3)).astype("float32")
+    sub = keras.Model(km.input, [km.get_layer(n).output for n in [penult, *inter]])
+    feats = [np.asarray(a) for a in sub.predict(x, verbose=0)]
+    # Rescale the classifier so that its logits have std ~4 on these inputs.
+    first = chain[0]
+    w = first.get_weights()
+    head, clone = _head_models(chain, feats[0].shape[1:])
+    z = np.asarray(clone(feats[0]))
+    s = 4.0 / max(float(np.std(z - np.mean(z, axis=-1, keepdims=True))), 1e-9)
+    first.set_weights([a * s for a in w])
+    head, clone = _head_models(chain, feats[0].shape[1:])
+    ref = {"saved": np.asarray(head(feats[0])), "logits": np.asarray(clone(feats[0])),
+           **dict(zip([penult, *inter], feats))}
+    assert np.std(ref["logits"]) > 1.0  # the head is not near-uniform: the test can fail
+    d = tmp_path_factory.mktemp(name)
+    km.save(d / f"{name}.keras")
+    km.save(d / f"{name}.h5")
+    return {"name": name, "x": x, "ref": ref, "dir": d, "capture": [penult, *inter],
+            "keras_layers": [lay.name for lay in km.layers]}
+
+
+def test_keras_archive_matches_keras(app):
+    m = load_keras(app["dir"] / f"{app['name']}.keras")
+    lm = m.with_head("logits")
+    names = app["capture"]
+    fn = jax.jit(lambda p, x: (m.apply(p, x), lm.apply(p, x, capture=names)))
+    y, (logits, acts) = fn(m.params, app["x"])
+    ref = app["ref"]
+    assert rel_err(y, ref["saved"]) <= TOL
+    assert rel_err(logits, ref["logits"]) <= TOL
+    for n in names:
+        assert rel_err(acts[n], ref[n]) <= TOL, n
+    assert [n for n in m.layer_names if "/" not in n] == app["keras_layers"]
+    assert m.head == "saved" and lm.head == "logits"
+
+
+def test_legacy_h5_matches_keras(app):
+    a = load_keras(app["dir"] / f"{app['name']}.keras")
+    b = load_keras(app["dir"] / f"{app['name']}.h5")
+    assert a.layer_names == b.layer_names
+    assert jax.tree_util.tree_structure(a.params) == jax.tree_util.tree_structure(b.params)
+    for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    assert rel_err(b(app["x"]), app["ref"]["saved"]) <= TOL

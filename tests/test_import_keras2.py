@@ -1,0 +1,85 @@
+"""Keras 2 (tf.keras 2.21) files, written once by tests/fixtures/keras2/make_keras2_fixtures.py
+with TensorFlow, load without TensorFlow and reproduce what tf.keras computed."""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from import_helpers import rel_err
+from model_import import load_keras
+
+K2 = pathlib.Path(__file__).parent / "fixtures" / "keras2"
+TOL = 1e-4
+NAMES = ["zoo_tfkeras2", "seq_tfkeras2", "mobilenetv2_tfkeras2", "mobilenetv3small_tfkeras2",
+         "transfer_frozen_tfkeras2", "transfer_mobilenet_tfkeras2", "channels_first_tfkeras2"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tfkeras2_file_matches_tfkeras(name):
+    ref = np.load(K2 / f"{name}.expected.npz")
+    m = load_keras(K2 / f"{name}.h5")
+    assert str(m.keras_version).startswith("2.")
+    acts = [k[len("act__"):] for k in ref.files if k.startswith("act__")]
+    lm = m.with_head("logits")
+    # one compiled program for all checks (compilation dominates on CPU)
+    fn = jax.jit(lambda p, x: (m.apply(p, x, capture=acts), lm.apply(p, x)))
+    (y, got), logits = fn(m.params, ref["x"]) if acts else ((m(ref["x"]), {}), lm(ref["x"]))
+    assert rel_err(y, ref["y"]) <= TOL
+    for n in acts:
+        assert rel_err(got[n], ref[f"act__{n}"]) <= TOL, n
+    if "logits" in ref.files:
+        assert rel_err(logits, ref["logits"]) <= TOL
+        assert np.std(ref["logits"]) > 0.05  # not a constant output
+
+
+def test_tfkeras2_zoo_contains_tf_op_layers():
+    m = load_keras(K2 / "zoo_tfkeras2.h5")
+    classes = {info.class_name for info in m.layers}
+    assert {"TFOpLambda", "SlicingOpLambda", "DepthwiseConv2D", "SeparableConv2D",
+            "LayerNormalization", "PReLU", "UpSampling2D"} <= classes
+    # tf.keras lists TFOpLambda layers in model.layers: so do we
+    assert "tf.math.multiply_1" in m.layer_names
+
+
+def test_tfkeras2_mobilenetv3_uses_tf_ops():
+    m = load_keras(K2 / "mobilenetv3small_tfkeras2.h5")
+    fns = {info.config.get("function") for info in m.layers if info.class_name == "TFOpLambda"}
+    assert {"__operators__.add", "math.multiply"} <= fns
+
+
+def test_frozen_nested_base_is_addressable():
+    m = load_keras(K2 / "transfer_frozen_tfkeras2.h5")
+    assert "base/b_bn2" in m.layer_names
+    assert m.resolve_layer("b_bn2") == "base/b_bn2"
+    bn = m.layer("base/b_bn2").params
+    assert set(bn) == {"gamma", "beta", "moving_mean", "moving_variance"}
+    ref = np.load(K2 / "transfer_frozen_tfkeras2.expected.npz")
+    # intermediate inside the nested model: the nested model's output feeds "gap"
+    y, acts = m.apply(m.params, ref["x"], capture=["base", "base/b_relu2"])
+    np.testing.assert_array_equal(np.asarray(acts["base"]), np.asarray(acts["base/b_relu2"]))
+    assert rel_err(y, ref["y"]) <= TOL
+
+
+@pytest.mark.parametrize("config_kind", ["json_string", "json_path", "dict"])
+def test_tfkeras2_save_weights_with_separate_config(config_kind):
+    cfg_path = K2 / "zoo_config.json"
+    config = {"json_string": cfg_path.read_text(), "json_path": str(cfg_path),
+              "dict": json.loads(cfg_path.read_text())}[config_kind]
+    m = load_keras(K2 / "zoo_weights.h5", config=config)
+    ref = np.load(K2 / "zoo_tfkeras2.expected.npz")
+    assert rel_err(m(ref["x"]), ref["y"]) <= TOL
+
+
+def test_tfkeras2_weights_only_without_config_says_what_to_do():
+    from model_import import KerasImportError
+
+    with pytest.raises(KerasImportError, match="config="):
+        load_keras(K2 / "zoo_weights.h5")
+
+
+def test_keras2_fixture_budget():
+    total = sum(p.stat().st_size for p in K2.iterdir())
+    assert total < 6e6
