@@ -305,8 +305,16 @@ class GraphBuilder:
 
     def convert_layer(self, layer_cfg: Mapping[str, Any]) -> LayerSpec:
         cls = layer_cfg.get("class_name")
+        if not isinstance(cls, str):
+            raise self._err(f"a layer entry has no class_name: {str(layer_cfg)[:200]}")
         cfg = dict(layer_cfg.get("config") or {})
         name = cfg.get("name") or layer_cfg.get("name")
+        registered = layer_cfg.get("registered_name")
+        if ">" in cls:  # Keras 3's legacy .h5 writes registered classes as "package>Class"
+            registered, cls = cls, cls.split(">")[-1]
+        if (registered and registered != cls and lookup(cls, self.custom) is None
+                and lookup(registered, self.custom) is not None):
+            cls = registered  # a converter registered under the full "package>Class" name
         if cls in MODEL_CLASSES:
             sub = self.build(layer_cfg)
             return LayerSpec(name, cls, cfg, LayerImpl(call=None, subgraph=sub, n_weights=None))

@@ -1,0 +1,240 @@
+"""Bad inputs give a clear KerasImportError that names the file and the problem (for a layer:
+its name and class, and how to supply a converter); custom converters can be registered;
+loading never touches the network."""
+
+import json
+import shutil
+import socket
+import zipfile
+
+import numpy as np
+import pytest
+
+import model_import
+from model_import import KerasImportError, LayerImpl, UnsupportedLayerError, load_keras
+from model_import._layers import registry
+
+keras = pytest.importorskip("keras")
+
+GOOD_H5 = "mnist_cnn_keras3.h5"
+GOOD_KERAS = "mnist_cnn_keras3.keras"
+
+
+def _raises_import_error(path, match=None, **kw):
+    with pytest.raises(KerasImportError, match=match) as info:
+        load_keras(path, **kw)
+    assert str(path) in str(info.value)  # the message names the file
+    return info.value
+
+
+def test_missing_file(tmp_path):
+    _raises_import_error(tmp_path / "nope.h5", "no such file")
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.h5"
+    p.write_bytes(b"")
+    _raises_import_error(p, "empty")
+
+
+def test_text_and_png_are_not_keras_files(tmp_path):
+    t = tmp_path / "model.h5"
+    t.write_text("this is not a model\n")
+    _raises_import_error(t, "not a Keras file")
+    png = tmp_path / "model.keras"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
+    _raises_import_error(png, "not a Keras file")
+
+
+def test_directory_like_savedmodel(tmp_path):
+    d = tmp_path / "saved_model_dir"
+    (d / "variables").mkdir(parents=True)
+    (d / "saved_model.pb").write_bytes(b"\x08\x01")
+    _raises_import_error(d, "SavedModel")
+
+
+def test_zip_that_is_not_a_keras_archive(tmp_path):
+    p = tmp_path / "model.keras"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("readme.txt", "hello")
+    _raises_import_error(p, "config.json")
+
+
+def test_keras_archive_with_broken_config(tmp_path, fixtures_dir):
+    src = zipfile.ZipFile(fixtures_dir / GOOD_KERAS)
+    p = tmp_path / "broken.keras"
+    with zipfile.ZipFile(p, "w") as z:
+        for n in src.namelist():
+            data = src.read(n)
+            z.writestr(n, data[: len(data) // 2] if n == "config.json" else data)
+    _raises_import_error(p, "cannot be read|JSON|malformed")
+
+
+def test_hdf5_without_keras_content(tmp_path):
+    import h5py
+
+    p = tmp_path / "data.h5"
+    with h5py.File(p, "w") as f:
+        f["x"] = np.zeros(3)
+    _raises_import_error(p, "without Keras content")
+
+
+@pytest.mark.parametrize("name", [GOOD_H5, GOOD_KERAS, "mnist_cnn_tfkeras2.h5"])
+@pytest.mark.parametrize("frac", [0.02, 0.3, 0.6, 0.97])
+def test_truncated_files(tmp_path, fixtures_dir, name, frac):
+    data = (fixtures_dir / name).read_bytes()
+    p = tmp_path / name
+    p.write_bytes(data[: int(len(data) * frac)])
+    _raises_import_error(p)
+
+
+@pytest.mark.parametrize("name", [GOOD_H5, GOOD_KERAS])
+def test_corrupted_bytes_never_surface_bare_errors(tmp_path, fixtures_dir, name):
+    data = bytearray((fixtures_dir / name).read_bytes())
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        buf = bytearray(data)
+        start = int(rng.integers(0, len(buf) - 512))
+        buf[start:start + 256] = rng.integers(0, 256, 256, dtype=np.uint8).tobytes()
+        p = tmp_path / f"c{trial}_{name}"
+        p.write_bytes(bytes(buf))
+        try:
+            m = load_keras(p)
+            m(np.zeros((1, 28, 28, 1), np.float32))  # corrupted weight values still load
+        except KerasImportError as e:
+            assert str(p) in str(e)
+
+
+def _custom_model(tmp_path):
+    @keras.saving.register_keras_serializable(package="jaxsal_test")
+    class ChannelScale(keras.layers.Layer):
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones",
+                                         name="scale")
+
+        def call(self, x):
+            return x * self.scale + 1.0
+
+    inp = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(3, 3, name="conv")(inp)
+    h = ChannelScale(name="my_scale")(h)
+    h = keras.layers.Flatten()(h)
+    out = keras.layers.Dense(4, name="out")(h)
+    m = keras.Model(inp, out)
+    m.get_layer("my_scale").set_weights([np.array([0.5, -2.0, 3.0], np.float32)])
+    paths = [tmp_path / "custom.keras", tmp_path / "custom.h5"]
+    for p in paths:
+        m.save(p)
+    return m, paths
+
+
+def _channel_scale_converter(config, ctx):
+    def call(params, x, *, rt):
+        return x * params["scale"] + 1.0
+
+    return LayerImpl(call=call, convert_weights=lambda w: {"scale": w[0]}, n_weights=1)
+
+
+def test_unknown_custom_class_names_file_layer_class_and_fix(tmp_path):
+    _, paths = _custom_model(tmp_path)
+    for p in paths:
+        err = _raises_import_error(p)
+        assert isinstance(err, UnsupportedLayerError)
+        assert err.layer_name == "my_scale" and err.class_name == "ChannelScale"
+        msg = str(err)
+        assert "'my_scale'" in msg and "'ChannelScale'" in msg
+        assert "register_layer('ChannelScale')" in msg and "custom_layers" in msg
+
+
+def test_custom_converter_via_argument_and_registry(tmp_path, monkeypatch):
+    km, paths = _custom_model(tmp_path)
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 2)).astype(np.float32)
+    ref = np.asarray(km(x))
+    for p in paths:
+        m = load_keras(p, custom_layers={"ChannelScale": _channel_scale_converter})
+        np.testing.assert_allclose(np.asarray(m(x)), ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(m.layer("my_scale").params["scale"]),
+                                      [0.5, -2.0, 3.0])
+    # the global registry (restored after the test)
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    model_import.register_layer("ChannelScale")(_channel_scale_converter)
+    assert "ChannelScale" in model_import.registered_classes()
+    m = load_keras(paths[0])
+    np.testing.assert_allclose(np.asarray(m(x)), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="already registered"):
+        model_import.register_layer("ChannelScale")(_channel_scale_converter)
+
+
+def test_lambda_layer_is_reported(tmp_path):
+    inp = keras.Input((4,))
+    out = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inp)
+    m = keras.Model(inp, keras.layers.Dense(2)(out))
+    for p in (tmp_path / "lam.keras", tmp_path / "lam.h5"):
+        m.save(p)
+        err = _raises_import_error(p, "Lambda")
+        assert isinstance(err, UnsupportedLayerError) and err.layer_name == "double"
+        assert "register_layer('Lambda')" in str(err)
+
+
+def test_unsupported_layer_in_config_only(tmp_path):
+    """A layer class without converter in an architecture given as JSON."""
+    cfg = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 3], "name": "in"}},
+        {"class_name": "LSTM", "config": {"name": "lstm_1", "units": 2}}]}}
+    with pytest.raises(UnsupportedLayerError, match="'lstm_1' of class 'LSTM'"):
+        model_import.build_model(cfg, None, path="inline")
+
+
+def _two_models():
+    def make(units):
+        inp = keras.Input((5,))
+        h = keras.layers.Dense(units, name="hidden")(inp)
+        return keras.Model(inp, keras.layers.Dense(2, name="out")(h))
+    return make(3), make(4)
+
+
+def test_weights_architecture_mismatch(tmp_path):
+    a, b = _two_models()
+    a.save_weights(tmp_path / "a.weights.h5")
+    a.save(tmp_path / "a.h5")
+    err = _raises_import_error(tmp_path / "a.weights.h5", config=b.to_json())
+    assert "hidden" in str(err) or "out" in str(err)
+    err = _raises_import_error(tmp_path / "a.h5", config=b.to_json())
+    assert "hidden" in str(err) or "out" in str(err)
+    # an architecture with a layer the weights file does not have
+    inp = keras.Input((5,))
+    c = keras.Model(inp, keras.layers.Dense(2, name="other")(inp))
+    _raises_import_error(tmp_path / "a.h5", "no weights found for layer 'other'",
+                         config=c.to_json())
+
+
+def test_bad_config_argument(tmp_path, fixtures_dir):
+    _raises_import_error(fixtures_dir / GOOD_H5, "not valid JSON", config="{not json")
+    _raises_import_error(fixtures_dir / GOOD_H5, "Sequential or Functional",
+                         config=json.dumps({"class_name": "MySubclassedModel", "config": {}}))
+    with pytest.raises(TypeError, match="config must be"):
+        load_keras(fixtures_dir / GOOD_H5, config=42)
+
+
+def test_bad_head_and_inputs(fixtures_dir):
+    with pytest.raises(ValueError, match="unknown head"):
+        load_keras(fixtures_dir / GOOD_H5, head="probabilities")
+    m = load_keras(fixtures_dir / GOOD_H5)
+    with pytest.raises(ValueError, match=r"expected shape \(N, 28, 28, 1\)"):
+        m(np.zeros((28, 28, 1), np.float32))
+    with pytest.raises(ValueError, match="unknown layer"):
+        m.layer("conv99")
+
+
+def test_loading_needs_no_network(monkeypatch, fixtures_dir, tmp_path):
+    def no_network(*args, **kwargs):
+        raise AssertionError("model_import tried to open a network connection")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    for name in (GOOD_H5, GOOD_KERAS, "mnist_cnn_tfkeras2.h5"):
+        shutil.copy(fixtures_dir / name, tmp_path / name)
+        m = load_keras(tmp_path / name)
+        m(np.zeros((1, 28, 28, 1), np.float32))
+        m.with_head("logits").summary()
