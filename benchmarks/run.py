@@ -139,7 +139,9 @@ def _summarize(spec: dict, results: list[dict], fwd_flops: dict) -> dict:
             other = by.get((side, key)) or by.get((side, json.dumps({}, sort_keys=True)))
             if other and other.get("status") == "ok":
                 ratio = other["median_s"] / js["median_s"]
-                ratios.append({"vs": side, "malloc": variant,
+                cpu_ratio = (other["median_cpu_s"] / js["median_cpu_s"]
+                             if other.get("median_cpu_s") and js.get("median_cpu_s") else None)
+                ratios.append({"vs": side, "malloc": variant, "cpu_time_speedup": cpu_ratio,
                                "peer_malloc": "default" if other.get("env") == {} else variant,
                                "speedup": ratio, "target": spec.get("target")
                                if side in PEER_SIDES else None,
@@ -186,12 +188,20 @@ def run_suite(a) -> dict:
                     print(msg, flush=True)
         doc["workloads"].append({"spec": spec, "results": results,
                                  **_summarize(spec, results, fwd_flops)})
+        if a.out:  # keep what is measured so far
+            _save(doc, a.out + ".partial")
     doc["derived"] = _derived(doc)
     doc["versions"] = _versions(doc)
     doc["devices"] = sorted({r["device"] for w in doc["workloads"] for r in w["results"]
                              if r.get("device")})
     doc["elapsed_s"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     return doc
+
+
+def _save(doc: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1, default=float)
 
 
 def _build_model(spec: dict) -> None:
@@ -244,10 +254,17 @@ def _fmt_b(b):
     return "-" if not b else f"{b / 2**20:.0f} MiB"
 
 
+def _load_range(doc: dict) -> str:
+    loads = [v for w in doc["workloads"] for r in w["results"]
+             for v in (r.get("loadavg_1min_before_after") or []) if v is not None]
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "?"
+
+
 def table(doc: dict) -> str:
     lines = [f"Suite `{doc['suite']}`, {doc['date']}, device(s): {', '.join(doc['devices'])}; "
              f"CPU: {doc['machine'].get('cpu_model', '?')} ({doc['machine'].get('cpu_count')} "
-             f"cores). Median of >= 5 calls after warm-up; compile = first call minus median "
+             f"cores), 1-min load average {_load_range(doc)}. Median of >= 5 calls after the "
+             f"first (warm-up) call; compile = first call minus median "
              f"(JAX AOT compile where measured); peak RSS = the worker process's high-water "
              f"mark; speed-up = peer median / jaxsal median at the same malloc setting.",
              "",
@@ -272,12 +289,15 @@ def table(doc: dict) -> str:
                 f"{_fmt_b(r.get('peak_rss_bytes'))} | {_fmt_b(r.get('peak_device_bytes'))} |")
     ratios = [(w["spec"]["id"], q) for w in doc["workloads"] for q in w["ratios"]]
     if ratios:
-        lines += ["", "| workload | jaxsal vs | malloc (jaxsal / peer) | speed-up | target | met |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "| workload | jaxsal vs | malloc (jaxsal / peer) | speed-up (wall) | "
+                  "speed-up (CPU time) | target | met (wall) |",
+                  "|---|---|---|---|---|---|---|"]
         for name, q in ratios:
             met = "-" if q["met"] is None else ("yes" if q["met"] else "**no**")
+            cr = q.get("cpu_time_speedup")
             lines.append(f"| {name} | {q['vs']} | {q['malloc']} / {q['peer_malloc']} | "
-                         f"{q['speedup']:.2f}x | {q['target'] or '-'} | {met} |")
+                         f"{q['speedup']:.2f}x | {'-' if cr is None else f'{cr:.2f}x'} | "
+                         f"{q['target'] or '-'} | {met} |")
     if doc.get("derived"):
         lines += ["", "| input-gradient / forward | library | malloc | ratio | target |",
                   "|---|---|---|---|---|"]
@@ -332,9 +352,9 @@ def main(argv=None) -> int:
         return 0
     doc = run_suite(a)
     if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        with open(a.out, "w") as f:
-            json.dump(doc, f, indent=1, default=float)
+        _save(doc, a.out)
+        if os.path.exists(a.out + ".partial"):
+            os.unlink(a.out + ".partial")
     if a.write_readme:
         write_readme(doc)
     if not a.quiet:

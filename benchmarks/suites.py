@@ -15,6 +15,10 @@ MNV2 = {"name": "mobilenetv2", "size": 96}
 VGG_CPU = {"name": "vgg16", "size": 112}
 VGG_CPU_NOTE = ("VGG16 (weights=None) at 112x112 input and small batches: the 224x224 "
                 "workloads of issue 6 take minutes per repetition on 2 CPU cores")
+VGG_TINY = {"name": "vgg16", "size": 32}
+VGG_TINY_NOTE = ("VGG16 (weights=None, 1000 classes) at a 32x32 input: 1000 backward passes, "
+                 "512 masked forwards or 2560 optimizer steps at 224x224 take many minutes per "
+                 "repetition on 2 CPU cores")
 
 
 def _w(id, model, method, batch=None, targets=None, sides=("jaxsal",), **kw):
@@ -51,24 +55,26 @@ CPU = [
     _w("mobilenetv2/maximize 10cls x100 steps", MNV2, "maximize", None, 10, steps=100,
        sides=("jaxsal", "tfkv"), target=3.0),
     # --- VGG16, CPU-sized
-    _w("vgg16-112/import .h5", VGG_CPU, "import", sides=("jaxsal",)),
-    _w("vgg16-224/import .h5", {"name": "vgg16", "size": 224}, "import", sides=("jaxsal",)),
+    _w("vgg16-224/import .h5", {"name": "vgg16", "size": 224}, "import"),
     _w("vgg16-112/forward b8", VGG_CPU, "forward", 8, note=VGG_CPU_NOTE),
     _w("vgg16-112/saliency top1 b8", VGG_CPU, "saliency", 8, "top1", sides=("jaxsal", "naive"),
        note=VGG_CPU_NOTE),
     _w("vgg16-112/saliency 10cls b2", VGG_CPU, "saliency", 2, 10, sides=("jaxsal", "naive"),
        note=VGG_CPU_NOTE),
+    _w("vgg16-32/saliency 1000cls b1", VGG_TINY, "saliency", 1, 1000, note=VGG_TINY_NOTE),
     _w("vgg16-112/guided top1 b8", VGG_CPU, "guided", 8, "top1", note=VGG_CPU_NOTE),
     _w("vgg16-112/guided 10cls b2", VGG_CPU, "guided", 2, 10, note=VGG_CPU_NOTE),
     _w("vgg16-112/gradcam block5_conv3 top1 b8", VGG_CPU, "gradcam", 8, "top1",
-       layer="block5_conv3", note=VGG_CPU_NOTE),
+       layer="block5_conv3", sides=("jaxsal", "naive"), note=VGG_CPU_NOTE),
     _w("vgg16-112/gradcam block5_conv3 10cls b2", VGG_CPU, "gradcam", 2, 10,
-       layer="block5_conv3", note=VGG_CPU_NOTE),
+       layer="block5_conv3", sides=("jaxsal", "naive"), note=VGG_CPU_NOTE),
     _w("vgg16-112/smoothgrad 50 top1 b1", VGG_CPU, "smoothgrad", 1, "top1", samples=50,
        note=VGG_CPU_NOTE),
     _w("vgg16-112/ig 50 steps top1 b1", VGG_CPU, "ig", 1, "top1", steps=50, note=VGG_CPU_NOTE),
-    _w("vgg16-112/scorecam block5_conv3 10cls b1", VGG_CPU, "scorecam", 1, 10,
-       layer="block5_conv3", note=VGG_CPU_NOTE, reps=3),
+    _w("vgg16-32/scorecam block5_conv3 10cls b1", VGG_TINY, "scorecam", 1, 10,
+       layer="block5_conv3", note=VGG_TINY_NOTE),
+    _w("vgg16-32/maximize 10cls x256 steps", VGG_TINY, "maximize", None, 10, steps=256,
+       note=VGG_TINY_NOTE),
 ]
 
 # GPU: issue 6 items 1-6 at full size against Captum / pytorch-grad-cam / a PyTorch Adam loop.

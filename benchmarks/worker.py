@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--spec", required=True, help="workload spec as JSON")
     ap.add_argument("--out", required=True)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="calls after the first (which is always a warm-up, timed apart)")
     ap.add_argument("--min-time", type=float, default=0.0)
     a = ap.parse_args(argv)
     spec = json.loads(a.spec)
