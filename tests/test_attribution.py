@@ -396,3 +396,14 @@ def test_public_method_documented(name):
     params = list(inspect.signature(f).parameters)
     assert params[:3] == ["model", "x", "targets"], params
     assert name in open(pathlib.Path(__file__).parents[1] / "README.md").read()
+
+
+@pytest.mark.parametrize("name", sorted(set(METHODS) - {"smoothgrad"}))
+def test_large_batches_split_under_memory_budget(name, lm, x4):
+    """A tiny memory budget runs one input (and one target) at a time: same maps."""
+    f = METHODS[name]
+    x = x4[:3]
+    full = np.asarray(f(lm, x, [1, 6]))
+    split = np.asarray(f(lm, x, [1, 6], memory_budget=1))
+    scale = max(np.abs(full).max(), 1e-12)
+    np.testing.assert_allclose(split, full, atol=2e-5 * scale, rtol=1e-4)

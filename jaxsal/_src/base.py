@@ -450,3 +450,52 @@ def sum_groups(fn: Callable[[Array, Array], Any], total: int, batch: int) -> Any
     shapes = jax.eval_shape(lambda: fn(jnp.zeros((batch,), jnp.int32), jnp.ones((batch,), bool)))
     init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     return jax.lax.fori_loop(0, groups, body, init)
+
+
+def batch_chunk(n: int, per_example_bytes: int, memory_budget: int | None,
+                batch_size: int | None = None, factor: int = 2) -> int:
+    """How many inputs one pass holds: all ``n`` unless ``factor`` times their forward
+    intermediates exceed the memory budget (or ``batch_size`` is given); balanced."""
+    if batch_size is not None:
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"expected batch_size as a positive int, got {batch_size!r}")
+        nb = int(batch_size)
+    else:
+        budget = default_budget() if memory_budget is None else int(memory_budget)
+        nb = max(1, budget // max(1, int(per_example_bytes) * factor))
+    nb = max(1, min(int(n), nb))
+    return math.ceil(n / math.ceil(n / nb))
+
+
+def split_batch(run: Callable, n: int, nb: int, per_example: tuple[int, ...] = (1, 2)):
+    """``run(params, x, ids, *rest)`` over sub-batches of ``nb`` inputs (``lax.map``, padded by
+    repeating the last input), outputs concatenated. Arguments at ``per_example`` positions
+    are split when they have a leading axis of ``n`` (``x``, ``ids``; an ``(N, H, W, C)``
+    baseline or fill); everything else is shared."""
+    if nb >= n:
+        return run
+    n_chunks = math.ceil(n / nb)
+    pad = n_chunks * nb - n
+
+    def wrapped(*args):
+        x = args[1]
+        split = [i for i in per_example if i < len(args) and args[i] is not None
+                 and getattr(args[i], "ndim", 0) >= 1 and args[i].shape[0] == n
+                 and (i in (1, 2) or args[i].ndim == x.ndim)]
+
+        def cut(a):
+            if pad:
+                a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
+            return a.reshape((n_chunks, nb) + a.shape[1:])
+
+        def body(parts):
+            a2 = list(args)
+            for i, part in zip(split, parts):
+                a2[i] = part
+            return run(*a2)
+
+        out = jax.lax.map(body, [cut(args[i]) for i in split])
+        return jax.tree_util.tree_map(lambda o: o.reshape((n_chunks * nb,) + o.shape[2:])[:n],
+                                      out)
+
+    return wrapped

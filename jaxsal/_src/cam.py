@@ -88,6 +88,7 @@ class _CamCall:
     layer: str
     a_shape: tuple
     chunk: int
+    nb: int
 
 
 def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
@@ -98,9 +99,10 @@ def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, chec
     _, caps = base.model_shapes(p.model, p.x, (layer,))
     a = caps[layer]
     check_spatial(layer, tuple(a.shape))
-    chunk = base.chunk_for(p.spec.num, base.forward_bytes(p.model, p.x), chunk_size,
-                           memory_budget)
-    return _CamCall(p, layer, tuple(a.shape), chunk)
+    fb = base.forward_bytes(p.model, p.x)
+    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
+    chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget)
+    return _CamCall(p, layer, tuple(a.shape), chunk, nb)
 
 
 def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, spec, info,
@@ -110,7 +112,8 @@ def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, sp
         y, caps = run_model(m, params, x, (layer,) + spec.layers, perturb={layer: delta})
         return y, caps, caps[layer]
 
-    return target_pullback(fwd, jnp.zeros(a_shape, x.dtype), spec, info, ids)
+    zeros = jnp.zeros((x.shape[0],) + tuple(a_shape[1:]), x.dtype)
+    return target_pullback(fwd, zeros, spec, info, ids)
 
 
 def _finish(cam: Array, x: Array, upsample: bool) -> Array:
@@ -176,8 +179,9 @@ def _gradient_cam(name: str, combine: Callable, model, x, targets, *, layer, ups
 
         return run
 
-    key = (name, p.key, spec, info, L, a_shape, bool(upsample), chunk)
-    return base.compiled(key, build, precision)(p.params, p.x, p.ids)
+    key = (name, p.key, spec, info, L, a_shape, bool(upsample), chunk, c.nb)
+    return base.compiled(key, lambda: base.split_batch(build(), p.n, c.nb),
+                         precision)(p.params, p.x, p.ids)
 
 
 _CAM_DOC_ARGS = """
@@ -323,7 +327,9 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     _, caps = base.model_shapes(p.model, p.x, (L,))
     a_shape = tuple(caps[L].shape)
     check_spatial(L, a_shape)
-    n, K = p.n, a_shape[-1]
+    K = a_shape[-1]
+    per_image = base.forward_bytes(p.model, p.x) // p.n
+    n = nb = base.batch_chunk(p.n, per_image, memory_budget)
     if top_k is not None:
         if not isinstance(top_k, int) or not 1 <= top_k <= K:
             raise ValueError(f"top_k must be an int in [1, {K}] (layer {L!r} has {K} channels), "
@@ -335,7 +341,6 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
         n_sel = K
     else:
         n_sel = min(K, n * top_k) if top_k_mode == "union" else top_k
-    per_image = base.forward_bytes(p.model, p.x) // n
     kc = base.chunk_for(n_sel, per_image * n, None if batch_size is None
                         else max(1, batch_size // n), memory_budget, cap=max(1, 1024 // n))
     m, spec, info = p.model, p.spec, p.info
@@ -355,6 +360,7 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     def build():
         def run(params, x, ids):
             H, W = x.shape[1:3]
+            n = x.shape[0]
             y0, caps0 = run_model(m, params, x, (L,))
             A = caps0[L]
             ids_ = predicted_ids(y0, info)[:, None] if spec.kind == "predicted" else ids
@@ -398,8 +404,9 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
         return run
 
     key = ("scorecam", p.key, spec, info, L, a_shape, bool(upsample), top_k, top_k_mode,
-           bool(softmax), n_sel, kc)
-    return base.compiled(key, build, precision)(p.params, p.x, p.ids)
+           bool(softmax), n_sel, kc, nb)
+    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb),
+                         precision)(p.params, p.x, p.ids)
 
 
 # ---------------------------------------------------------------------- Eigen-CAM
@@ -448,8 +455,9 @@ def eigencam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
 
         return run
 
-    key = ("eigencam", p.key, spec.class_axis, spec.num, L, bool(upsample))
-    return base.compiled(key, build, precision)(p.params, p.x)
+    key = ("eigencam", p.key, spec.class_axis, spec.num, L, bool(upsample), c.nb)
+    return base.compiled(key, lambda: base.split_batch(build(), p.n, c.nb, (1,)),
+                         precision)(p.params, p.x)
 
 
 # ---------------------------------------------------------------------- guided Grad-CAM
@@ -489,5 +497,7 @@ def guided_gradcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str 
 
         return run
 
-    key = ("guided_gradcam", p.key, base.model_key(mg), spec, info, L, a_shape, reduce, chunk)
-    return base.compiled(key, build, precision)(p.params, p.x, p.ids)
+    key = ("guided_gradcam", p.key, base.model_key(mg), spec, info, L, a_shape, reduce, chunk,
+           c.nb)
+    return base.compiled(key, lambda: base.split_batch(build(), p.n, c.nb),
+                         precision)(p.params, p.x, p.ids)

@@ -48,8 +48,9 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
                            precision: str | None, check_finite: bool) -> Array:
     check_reduce(reduce)
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite)
-    chunk = base.chunk_for(p.spec.num, base.forward_bytes(p.model, p.x), chunk_size,
-                           memory_budget)
+    fb = base.forward_bytes(p.model, p.x)
+    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
+    chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
 
     def build():
@@ -68,7 +69,8 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
 
         return run
 
-    fn = base.compiled((name, p.key, spec, info, times_input, reduce, chunk), build, precision)
+    fn = base.compiled((name, p.key, spec, info, times_input, reduce, chunk, nb),
+                       lambda: base.split_batch(build(), p.n, nb), precision)
     return fn(p.params, p.x, p.ids)
 
 

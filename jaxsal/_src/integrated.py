@@ -121,6 +121,8 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
     p = prepare(model, x, targets, head=head, check_finite=check_finite)
     b = check_baseline(baseline, p.x)
     fb = base.forward_bytes(p.model, p.x)
+    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
+    fb = fb * nb // p.n
     batch_steps = base.auto_batch(steps, fb, batch_steps, memory_budget)
     chunk = base.chunk_for(p.spec.num, fb * batch_steps, chunk_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
@@ -135,5 +137,7 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
 
         return run
 
-    key = ("integrated_gradients", p.key, spec, info, steps, rule, batch_steps, reduce, chunk)
-    return base.compiled(key, build, precision)(p.params, p.x, p.ids, b)
+    key = ("integrated_gradients", p.key, spec, info, steps, rule, batch_steps, reduce, chunk,
+           nb)
+    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb, (1, 2, 3)),
+                         precision)(p.params, p.x, p.ids, b)

@@ -78,8 +78,9 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     per_image = base.forward_bytes(p.model, p.x) // n
-    group = base.chunk_for(n_pos, per_image * n, None if batch_size is None
-                           else max(1, batch_size // n), memory_budget, cap=max(1, 1024 // n))
+    nb = base.batch_chunk(n, per_image, memory_budget)
+    group = base.chunk_for(n_pos, per_image * nb, None if batch_size is None
+                           else max(1, batch_size // nb), memory_budget, cap=max(1, 1024 // nb))
     count = np.zeros((H, W), np.float32)
     for r, c in pos:
         count[r:r + ph, c:c + pw] += 1
@@ -87,6 +88,7 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
 
     def build():
         def run(params, x, ids, fill):
+            n = x.shape[0]
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
             y, cap = run_model(m, params, x, spec.layers)
             s0 = score_matrix(sp, info, y, cap, ids_)  # (N, T)
@@ -118,5 +120,6 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
 
         return run
 
-    key = ("occlusion", p.key, spec, info, tuple(p.x.shape), ph, pw, sh, sw, group)
-    return base.compiled(key, build, precision)(p.params, p.x, p.ids, fill_arr)
+    key = ("occlusion", p.key, spec, info, tuple(p.x.shape), ph, pw, sh, sw, group, nb)
+    return base.compiled(key, lambda: base.split_batch(build(), n, nb, (1, 2, 3)),
+                         precision)(p.params, p.x, p.ids, fill_arr)

@@ -119,6 +119,8 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite)
     b = check_baseline(opts.get("baseline"), p.x)
     fb = base.forward_bytes(p.model, p.x)
+    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
+    fb = fb * nb // p.n
     if name == "integrated_gradients":
         batch_samples = 1 if batch_samples is None else batch_samples
         batch_steps = base.auto_batch(steps, fb * batch_samples, batch_steps, memory_budget)
@@ -177,5 +179,6 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
         return run
 
     ck = ("smoothgrad", name, p.key, spec, info, n, float(noise_level), variant, abs_first,
-          reduce, steps, rule, batch_steps, batch_samples, chunk)
-    return base.compiled(ck, build, precision)(p.params, p.x, p.ids, key, b)
+          reduce, steps, rule, batch_steps, batch_samples, chunk, nb)
+    return base.compiled(ck, lambda: base.split_batch(build(), p.n, nb, (1, 2, 4)),
+                         precision)(p.params, p.x, p.ids, key, b)
