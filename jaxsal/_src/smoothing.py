@@ -59,9 +59,9 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
                method: str | Callable = "saliency", n: int = 25, noise_level: float = 0.2,
                variant: str = "smoothgrad", abs_first: bool | None = None,
                reduce: Any = _DEFAULT, method_options: dict | None = None,
-               batch_samples: int | None = None, head: str | None = None, chunk_size: int | None = None,
-               memory_budget: int | None = None, precision: str | None = None,
-               check_finite: bool = True) -> Array:
+               batch_samples: int | None = None, head: str | None = None,
+               chunk_size: int | None = None, memory_budget: int | None = None,
+               precision: str | None = None, check_finite: bool = True) -> Array:
     """SmoothGrad (Smilkov et al., 2017) and its variants over any gradient method.
 
     Args:
