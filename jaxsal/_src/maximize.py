@@ -59,20 +59,39 @@ class MaximizeResult(NamedTuple):
     objective: Any
 
 
-@functools.lru_cache(maxsize=None)
-def default_parameterization() -> _param.Parameterization:
-    """The parameterization used when ``parameterization=None``: sigmoid pixels starting
-    near the low end of the range, ``pixels(init_value=0.1)`` (with the default L1 prior
-    towards ``lo`` the image starts where the prior pulls it; strokes then grow)."""
-    return _param.pixels(init_value=0.1)
+TARGET_KINDS = ("output", "layer")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in TARGET_KINDS:
+        raise ValueError(f"expected kind in {TARGET_KINDS}, got {kind!r}")
 
 
 @functools.lru_cache(maxsize=None)
-def default_regularizers() -> tuple[_reg.Regularizer, ...]:
-    """The regularizers used when ``regularizers=None``: ``total_variation(5)``,
-    ``lp_norm(10, p=1)`` (sparse, towards the low end of the range) and
-    ``blur_every(8, sigma=0.5)``. Tuned on the MNIST fixture (images in [0, 1] with a dark
-    background); for natural RGB images see the README recipe."""
+def default_parameterization(kind: str = "output") -> _param.Parameterization:
+    """The parameterization used when ``parameterization=None``.
+
+    ``kind="output"`` (objectives with an output term: class visualization): sigmoid pixels
+    starting near the low end of the range, ``pixels(init_value=0.1)``; with the L1 prior
+    towards ``lo`` the image starts where the prior pulls it and strokes grow.
+    ``kind="layer"`` (channels, neurons, directions only): ``pixels()`` from mid-range, so
+    that ReLU units are not all silent at the start."""
+    _check_kind(kind)
+    return _param.pixels(init_value=0.1 if kind == "output" else 0.5)
+
+
+@functools.lru_cache(maxsize=None)
+def default_regularizers(kind: str = "output") -> tuple[_reg.Regularizer, ...]:
+    """The regularizers used when ``regularizers=None``.
+
+    ``kind="output"``: ``total_variation(5)``, ``lp_norm(10, p=1)`` (sparse, towards the low
+    end of the range) and ``blur_every(8, sigma=0.5)``, tuned on the MNIST fixture (class
+    logits of about 10-20; images in [0, 1] with a dark background).
+    ``kind="layer"``: ``total_variation(0.5)`` and ``blur_every(8, sigma=0.5)``: channel
+    means are often 100x smaller than logits, and a strong prior would win over them."""
+    _check_kind(kind)
+    if kind == "layer":
+        return (_reg.total_variation(0.5), _reg.blur_every(8, 0.5))
     return (_reg.total_variation(5.0), _reg.lp_norm(10.0, p=1.0), _reg.blur_every(8, 0.5))
 
 
@@ -149,7 +168,8 @@ def _build(model: Any, head: str | None, needed: tuple, need_output: bool,
                 and None not in in_shape[:2] else None)
     sizes = _round_sizes((H, W), rounds, factor)
     opt = optimizer if optimizer is not None else optax.adam(learning_rate)
-    par = param if param is not None else default_parameterization()
+    par = param if param is not None else default_parameterization(
+        "output" if need_output else "layer")
     tfm = transforms if transforms is not None else default_transforms(max(H, W))
     penalties = [r.penalty for r in regularizers if r.penalty is not None]
     stepped = [r for r in regularizers if r.step is not None]
@@ -276,12 +296,14 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
         (its centre activation).
       head: the head the output units go through; ``"logits"`` by default (maximizing a
         softmax mostly minimizes the other classes); ``None`` uses the model as given.
-      parameterization: :func:`~jaxsal.pixels` (default: :func:`default_parameterization`) or
+      parameterization: :func:`~jaxsal.pixels` (default: :func:`default_parameterization`,
+        which depends on whether the objective has an output term) or
         :func:`~jaxsal.fourier` (decorrelated Fourier space, for RGB models), or custom.
       optimizer: any ``optax.GradientTransformation``; default ``optax.adam(learning_rate)``.
       learning_rate: used by the default optimizer.
       regularizers: a sequence of :class:`~jaxsal.Regularizer` (``total_variation``,
-        ``lp_norm``, ``l2_decay``, ``blur_every``); ``None`` -> :func:`default_regularizers`;
+        ``lp_norm``, ``l2_decay``, ``blur_every``); ``None`` -> :func:`default_regularizers`
+        (``"output"`` or ``"layer"``, as for the parameterization);
         ``()`` for none.
       transforms: ``(key, image) -> image`` (``jitter``, ``random_scale``, ``random_rotate``,
         ``pad``, ``compose``, ``standard_transforms``); ``None`` ->
@@ -360,8 +382,8 @@ def _prepare(model: Any, targets: Any, *, layer: str | None = None, steps: int =
                                                        _param.Parameterization):
         raise TypeError("parameterization: expected jaxsal.pixels(...), jaxsal.fourier(...) "
                         f"or a Parameterization, got {type(parameterization).__name__}")
-    regs = default_regularizers() if regularizers is None else tuple(regularizers)
-    for r in regs:
+    regs = None if regularizers is None else tuple(regularizers)
+    for r in regs or ():
         if not isinstance(r, _reg.Regularizer):
             raise TypeError(f"regularizers: expected Regularizer objects (total_variation(...), "
                             f"lp_norm(...), ...), got {type(r).__name__}")
@@ -410,6 +432,8 @@ def _prepare(model: Any, targets: Any, *, layer: str | None = None, steps: int =
                              f"({T}, H, W, {image_shape[2]}), got {tuple(seed.shape)}")
         seed = jnp.clip(seed, *rng)
 
+    if regs is None:
+        regs = default_regularizers("output" if any(l is None for l in obj.layers) else "layer")
     run, m = _build(model, head if hasattr(model, "with_head") else None, obj.needed_layers,
                     any(l is None for l in obj.layers), image_shape, rng, int(steps),
                     int(upscaling_steps), float(upscaling_factor), float(upscale_blur),
