@@ -167,7 +167,8 @@ def test_errors_are_raised_before_compute(mnist):
     with pytest.raises(ValueError, match="unknown layer"):
         jaxsal.maximize(mnist, [0], layer="nope")
     with pytest.raises(ValueError, match="same"):
-        jaxsal.maximize(mnist, [jaxsal.output_objective(0), jaxsal.channel_objective("conv2d_2", 1)])
+        jaxsal.maximize(mnist, [jaxsal.output_objective(0),
+                                jaxsal.channel_objective("conv2d_2", 1)])
     with pytest.raises(ValueError, match="direction"):
         jaxsal.maximize(mnist, [jaxsal.direction_objective("conv2d_2", np.ones(3))])
     with pytest.raises(TypeError, match="optax"):

@@ -154,7 +154,7 @@ def _round_sizes(hw: tuple[int, int], rounds: int, factor: float) -> list[tuple[
     return sizes
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)  # keeps models (and params) alive; _build.cache_clear() frees
 def _build(model: Any, head: str | None, needed: tuple, need_output: bool,
            image_shape: tuple, rng: tuple, steps: int, rounds: int, factor: float,
            upscale_blur: float, param: Any, optimizer: Any, learning_rate: float,
