@@ -467,11 +467,12 @@ def batch_chunk(n: int, per_example_bytes: int, memory_budget: int | None,
     return math.ceil(n / math.ceil(n / nb))
 
 
-def split_batch(run: Callable, n: int, nb: int, per_example: tuple[int, ...] = (1, 2)):
+def split_batch(run: Callable, n: int, nb: int, per_example: tuple[int, ...] = (1, 2),
+                maybe: tuple[int, ...] = ()):
     """``run(params, x, ids, *rest)`` over sub-batches of ``nb`` inputs (``lax.map``, padded by
     repeating the last input), outputs concatenated. Arguments at ``per_example`` positions
-    are split when they have a leading axis of ``n`` (``x``, ``ids``; an ``(N, H, W, C)``
-    baseline or fill); everything else is shared."""
+    (``x``, ``ids``) are split; those at ``maybe`` positions only when shaped like ``x``
+    (an ``(N, H, W, C)`` baseline or fill); everything else is shared."""
     if nb >= n:
         return run
     n_chunks = math.ceil(n / nb)
@@ -479,9 +480,10 @@ def split_batch(run: Callable, n: int, nb: int, per_example: tuple[int, ...] = (
 
     def wrapped(*args):
         x = args[1]
-        split = [i for i in per_example if i < len(args) and args[i] is not None
+        split = [i for i in sorted(set(per_example) | set(maybe))
+                 if i < len(args) and args[i] is not None
                  and getattr(args[i], "ndim", 0) >= 1 and args[i].shape[0] == n
-                 and (i in (1, 2) or args[i].ndim == x.ndim)]
+                 and (i in per_example or args[i].ndim == x.ndim)]
 
         def cut(a):
             if pad:

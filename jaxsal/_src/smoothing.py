@@ -133,7 +133,7 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
     two = variant == "vargrad"
 
     def build():
-        def run(params, x, ids, key, baseline):
+        def run(params, x, ids, key, baseline, index):
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
             if name == "integrated_gradients":
                 raw = raw_integrated(m, sp, info, steps, rule, batch_steps)
@@ -150,8 +150,14 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
 
             def chunk_fn(ts):
                 def group(ks, valid):
-                    eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(key, k),
-                                                               x.shape, x.dtype))(ks)
+                    # noise of sample k for input i: key -> fold_in(k) -> fold_in(i); independent
+                    # of how the batch is split into sub-batches
+                    def noise(k):
+                        kk = jax.random.fold_in(key, k)
+                        return jax.vmap(lambda i: jax.random.normal(
+                            jax.random.fold_in(kk, i), x.shape[1:], x.dtype))(index)
+
+                    eps = jax.vmap(noise)(ks)
                     xb = x[None] + sigma[None] * eps  # (B, N, ...)
                     if vmapped_ig:  # IG's own path batching happens inside
                         mk = jax.vmap(lambda xk: raw(params, xk, ids_, ts, baseline))(xb)
@@ -180,5 +186,6 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
 
     ck = ("smoothgrad", name, p.key, spec, info, n, float(noise_level), variant, abs_first,
           reduce, steps, rule, batch_steps, batch_samples, chunk, nb)
-    return base.compiled(ck, lambda: base.split_batch(build(), p.n, nb, (1, 2, 4)),
-                         precision)(p.params, p.x, p.ids, key, b)
+    return base.compiled(ck, lambda: base.split_batch(build(), p.n, nb, (1, 2, 5), maybe=(4,)),
+                         precision)(p.params, p.x, p.ids, key, b,
+                                    jnp.arange(p.n, dtype=jnp.int32))
