@@ -156,7 +156,22 @@ def _zoo_preprocessing():
     return keras.Model(inp, o, name="zoo_pp")
 
 
-ZOOS = {"2d": (_zoo_2d, (12, 10, 3)), "channels_first": (_zoo_channels_first, (3, 11, 9)),
+def _zoo_3d():
+    inp = keras.Input((6, 7, 5, 2), name="vol")
+    x = layers.Conv3D(3, 3, padding="same", strides=(2, 1, 1), activation="relu",
+                      name="c3")(inp)
+    x = layers.ZeroPadding3D(((1, 0), (0, 1), (1, 1)), name="zp3")(x)
+    x = layers.Cropping3D(((0, 1), (1, 0), (0, 1)), name="crop3")(x)
+    x = layers.SpatialDropout3D(0.2, name="sdrop3")(x)
+    a = layers.MaxPooling3D(2, padding="same", name="mp3")(x)
+    a = layers.UpSampling3D((1, 2, 1), name="up3")(a)
+    b = layers.AveragePooling3D(2, name="ap3")(x)
+    o = layers.Concatenate(name="cat3")([layers.GlobalMaxPooling3D(name="gmp3")(a),
+                                         layers.GlobalAveragePooling3D(name="gap3")(b)])
+    return keras.Model(inp, layers.Dense(2, name="out3")(o), name="zoo3d")
+
+
+ZOOS = {"2d": (_zoo_2d, (12, 10, 3)), "3d": (_zoo_3d, (6, 7, 5, 2)), "channels_first": (_zoo_channels_first, (3, 11, 9)),
         "1d": (_zoo_1d, (20, 3)), "activations": (_zoo_activations, (7,)),
         "preprocessing": (_zoo_preprocessing, (6, 5, 3))}
 
@@ -214,13 +229,14 @@ def test_zoos_cover_the_converters():
             mod = str(lay.get("module", ""))
             seen.add(("ops." if mod.startswith("keras.src.ops") else "") + lay["class_name"])
     wanted = {c for c in model_import.registered_classes()
-              if not c.startswith("ops.") and "3D" not in c}
+              if not c.startswith("ops.")}
     wanted -= set(_COVERED_ELSEWHERE) | _ALIASES
     # regularization / augmentation layers that are the identity at inference
     wanted -= {"SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
                "AlphaDropout", "ActivityRegularization", "Masking", "RandomRotation",
                "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness",
-               "ThresholdedReLU"}
+               "ThresholdedReLU",  # Keras 2 only; Keras 3 has no such layer
+               "DepthwiseConv3D", "Conv3DTranspose"}
     missing = wanted - seen
     assert not missing, f"layer classes not exercised by any zoo: {sorted(missing)}"
     for op in ("ops.Add", "ops.Multiply", "ops.Subtract", "ops.TrueDivide", "ops.Relu",
