@@ -138,5 +138,8 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
                            custom_layers=custom_layers)
     except (KeyError, AttributeError, TypeError, IndexError) as e:
         raise KerasImportError(f"malformed Keras file: {e!r}", path=path) from e
+    except OSError as e:  # h5py cannot read a dataset: damaged or truncated data
+        raise KerasImportError(f"the weights cannot be read ({e}); the file may be corrupt "
+                               "or truncated", path=path) from e
     finally:
         h5.close()

@@ -171,7 +171,21 @@ def _zoo_3d():
     return keras.Model(inp, layers.Dense(2, name="out3")(o), name="zoo3d")
 
 
-ZOOS = {"2d": (_zoo_2d, (12, 10, 3)), "3d": (_zoo_3d, (6, 7, 5, 2)), "channels_first": (_zoo_channels_first, (3, 11, 9)),
+def _zoo_convnext_block():
+    from keras.src.applications.convnext import LayerScale, StochasticDepth
+
+    inp = keras.Input((6, 6, 8), name="feat")
+    x = layers.DepthwiseConv2D(7, padding="same", name="dw7")(inp)
+    x = layers.LayerNormalization(epsilon=1e-6, name="ln_cn")(x)
+    x = layers.Dense(16, activation="gelu", name="pw1")(x)
+    x = layers.Dense(8, name="pw2")(x)
+    x = LayerScale(0.5, 8, name="layer_scale")(x)
+    x = StochasticDepth(0.3, name="stoch_depth")(x)
+    x = layers.Add(name="residual")([inp, x])
+    return keras.Model(inp, layers.GlobalAveragePooling2D(name="gap_cn")(x), name="zoo_cn")
+
+
+ZOOS = {"2d": (_zoo_2d, (12, 10, 3)), "convnext_block": (_zoo_convnext_block, (6, 6, 8)), "3d": (_zoo_3d, (6, 7, 5, 2)), "channels_first": (_zoo_channels_first, (3, 11, 9)),
         "1d": (_zoo_1d, (20, 3)), "activations": (_zoo_activations, (7,)),
         "preprocessing": (_zoo_preprocessing, (6, 5, 3))}
 
@@ -208,8 +222,6 @@ def test_zoo_every_layer_matches_keras(zoo, ext):
 
 # Registered classes that the zoos do not build, and where they are tested instead.
 _COVERED_ELSEWHERE = {
-    "LayerScale": "ConvNeXtTiny in test_import_apps.py",
-    "StochasticDepth": "identity at inference (ConvNeXt with drop_path_rate > 0)",
     "TFOpLambda": "tf.keras fixtures in test_import_keras2.py",
     "SlicingOpLambda": "tf.keras fixtures in test_import_keras2.py",
     "InputLayer": "every model",
