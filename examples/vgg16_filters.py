@@ -367,9 +367,9 @@ def train_head(features: np.ndarray, labels: np.ndarray, *, steps: int = 300,
 FAST = dict(crop=64, crops_per_class=12, cam_size=128, filter_size=64, filter_steps=48,
             block_size=48, block_filters=3, block_steps=24, ms_start=40, ms_rounds=3,
             ms_steps=8, ms_filters=2, class_size=64, class_steps=32)
-FULL = dict(crop=112, crops_per_class=24, cam_size=224, filter_size=128, filter_steps=192,
+FULL = dict(crop=112, crops_per_class=24, cam_size=224, filter_size=128, filter_steps=128,
             block_size=80, block_filters=3, block_steps=96, ms_start=40, ms_rounds=12,
-            ms_steps=16, ms_filters=3, class_size=112, class_steps=128)
+            ms_steps=16, ms_filters=3, class_size=112, class_steps=96)
 # The last conv layer of every block (a few of its filters are shown; see pick_filters).
 BLOCK_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 CAM_LAYER = "block5_conv3"
@@ -423,22 +423,42 @@ def load_fixed_size(path: str | os.PathLike, size: int):
     return load_keras(path, config=cfg)
 
 
-def pick_filters(trunk, photos: np.ndarray, k: int) -> dict[str, list[int]]:
-    """For each block's last conv layer, ``k`` filters spread evenly over the channels that
-    respond to ``photos`` (filter 56 always among them for block3_conv3).
+START_NOISE = 0.5  # std of the starting noise, in the sigmoid pixel parameterization's units
 
-    Many filters of this fine-tuned network never fire on natural images (their ReLU output
-    is 0 everywhere, so gradient ascent from a gray image cannot start): they are skipped.
+
+def filter_options() -> dict:
+    """``maximize`` options for filter visualizations on this RGB model: a noisy gray start
+    (so that more filters fire on the first image and gradient ascent can begin), total
+    variation, and an L1 pull towards mid-gray rather than black (jaxsal's default
+    regularizers suit MNIST's black background)."""
+    import jaxsal
+
+    return dict(parameterization=jaxsal.pixels(init_std=START_NOISE),
+                regularizers=(jaxsal.total_variation(0.3), jaxsal.lp_norm(0.3, center=0.5)))
+
+
+def pick_filters(trunk, photos: np.ndarray, k: int, size: int) -> dict[str, list[int]]:
+    """For each block's last conv layer, ``k`` filters spread evenly over the channels that
+    respond both to ``photos`` and to a noisy gray image like the one the optimization
+    starts from (filter 56 always among them for block3_conv3).
+
+    Many filters of this fine-tuned network never fire on natural images, and others not on
+    a gray image: their ReLU output is 0 everywhere, there is no gradient, and gradient
+    ascent cannot start. Those are skipped.
     """
     import jax
     import jax.numpy as jnp
 
+    rng = np.random.default_rng(0)
+    noise = 1.0 / (1.0 + np.exp(-START_NOISE * rng.normal(size=(4, size, size, 3))))
     fn = jax.jit(lambda p, x: {name: jnp.mean(a, axis=(0, 1, 2)) for name, a in
                                trunk.apply(p, x, capture=BLOCK_LAYERS)[1].items()})
-    means = fn(trunk.params, photos)
+    on_photos = fn(trunk.params, photos)
+    on_noise = fn(trunk.params, noise.astype(np.float32))
     out = {}
     for layer in BLOCK_LAYERS:
-        alive = np.flatnonzero(np.asarray(means[layer]) > 0)
+        alive = np.flatnonzero((np.asarray(on_photos[layer]) > 0)
+                               & (np.asarray(on_noise[layer]) > 0))
         chosen = [int(alive[i]) for i in np.linspace(0, len(alive) - 1, k).round().astype(int)]
         if layer == "block3_conv3" and 56 not in chosen:
             chosen = [56] + chosen[: k - 1]
@@ -468,18 +488,21 @@ def layer_mix_objectives(pairs: Sequence[tuple[str, int]]):
 # --------------------------------------------------------------------------- figures
 def fig_filter56(trunk, st: dict, out: str, key) -> None:
     import _common
+    import jax
     import jaxsal
     from jaxsal import plot
 
     size = st["filter_size"]
     t = time.perf_counter()
     res = jaxsal.maximize(trunk, [56], layer="block3_conv3", steps=st["filter_steps"],
-                          image_shape=(size, size, 3), input_range=(0.0, 1.0), key=key)
+                          image_shape=(size, size, 3), input_range=(0.0, 1.0), key=key,
+                          **filter_options())
+    res = jax.block_until_ready(res)
     score = float(res.scores[0])
     print(f"block3_conv3 filter 56: mean activation {score:.1f} after {st['filter_steps']} "
           f"steps ({time.perf_counter() - t:.1f}s)")
     fig = plot.image_grid(res.images, titles=[f"mean activation {score:.1f}"],
-                          value_range=(0.0, 1.0), panel_size=3.2,
+                          value_range=(0.0, 1.0), panel_size=4.0,
                           title=f"block3_conv3, filter 56\n({size}px, {st['filter_steps']} steps)"
                                 f"\n{WEIGHTS_LABEL}")
     _common.save(fig, out, "vgg16_filter56_block3_conv3.png")
@@ -487,6 +510,7 @@ def fig_filter56(trunk, st: dict, out: str, key) -> None:
 
 def fig_filters_by_block(trunk, chosen: dict, st: dict, out: str, key) -> None:
     import _common
+    import jax
     import jaxsal
     from jaxsal import plot
 
@@ -494,7 +518,9 @@ def fig_filters_by_block(trunk, chosen: dict, st: dict, out: str, key) -> None:
     size, steps = st["block_size"], st["block_steps"]
     t = time.perf_counter()
     res = jaxsal.maximize(trunk, layer_mix_objectives(pairs), steps=steps,
-                          image_shape=(size, size, 3), input_range=(0.0, 1.0), key=key)
+                          image_shape=(size, size, 3), input_range=(0.0, 1.0), key=key,
+                          **filter_options())
+    res = jax.block_until_ready(res)
     print(f"{len(pairs)} filters of 5 layers in one call: {time.perf_counter() - t:.1f}s")
     R, C = len(BLOCK_LAYERS), st["block_filters"]
     images = np.asarray(res.images).reshape(R, C, size, size, 3)
@@ -510,6 +536,7 @@ def fig_filters_by_block(trunk, chosen: dict, st: dict, out: str, key) -> None:
 
 def fig_multiscale(trunk, chosen: dict, st: dict, out: str, key) -> None:
     import _common
+    import jax
     import jaxsal
     from jaxsal import plot
 
@@ -521,7 +548,9 @@ def fig_multiscale(trunk, chosen: dict, st: dict, out: str, key) -> None:
     # FilterVisualizer: start small, optimize, upscale x1.2, blur, repeat
     res = jaxsal.maximize(trunk, filters, layer=layer, steps=st["ms_steps"],
                           image_shape=(final, final, 3), input_range=(0.0, 1.0), key=key,
-                          upscaling_steps=rounds, upscaling_factor=factor, upscale_blur=1.0)
+                          upscaling_steps=rounds, upscaling_factor=factor, upscale_blur=1.0,
+                          **filter_options())
+    res = jax.block_until_ready(res)
     print(f"multi-scale, {rounds} rounds x{factor} from {start}px to {final}px: "
           f"{time.perf_counter() - t:.1f}s")
     titles = [f"{layer} filter {f}\nmean activation {s:.1f}"
@@ -604,6 +633,7 @@ def fig_cams(clf, photos, st: dict, out: str) -> None:
 
 def fig_class_maximization(clf_path, st: dict, out: str, key) -> None:
     import _common
+    import jax
     import jaxsal
     from jaxsal import plot
 
@@ -612,6 +642,7 @@ def fig_class_maximization(clf_path, st: dict, out: str, key) -> None:
     t = time.perf_counter()
     res = jaxsal.maximize(clf, list(range(len(CLASSES))), steps=steps, head="logits",
                           input_range=(0.0, 1.0), key=key, transforms=jaxsal.jitter(16))
+    res = jax.block_until_ready(res)
     prob = np.asarray(clf.with_head("softmax")(res.images))
     logits = ", ".join(f"{c} {s:.1f}" for c, s in zip(CLASSES, np.asarray(res.scores)))
     print(f"class maximization, {len(CLASSES)} classes, Jitter(16): "
@@ -639,7 +670,7 @@ def main() -> None:
     keys = jax.random.split(jax.random.key(0), 4)
     fig_filter56(trunk, st, str(out), keys[0])
     chosen = pick_filters(trunk, np.stack([square(p, st["cam_size"]) for p in photos]),
-                          st["block_filters"])
+                          st["block_filters"], st["block_size"])
     fig_filters_by_block(trunk, chosen, st, str(out), keys[1])
     fig_multiscale(trunk, chosen, st, str(out), keys[2])
     fig_cams(clf, photos, st, str(out))
