@@ -157,8 +157,13 @@ def run_suite(a) -> dict:
     sides = set(a.sides) if a.sides else None
     variants = [v for v in a.malloc]
     started = datetime.datetime.now(datetime.timezone.utc)
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True)
     doc: dict = {"schema": SCHEMA, "suite": a.suite, "date": started.isoformat(timespec="seconds"),
                  "machine": _machine(), "command": " ".join(sys.argv),
+                 "git_commit": git.stdout.strip() or None,
+                 "git_dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None,
                  "malloc_variants": {v: MALLOC[v] for v in variants}, "workloads": []}
     for spec in specs:
         if spec["model"]["name"] != "mnist":
@@ -344,7 +349,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu", action="store_true", help="force JAX (and torch) onto the CPU")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
-    if a.suite in ("cpu", "smoke"):
+    if a.suite in ("cpu", "smoke", "gpu-smoke"):
         a.cpu = True
     if a.from_json:
         with open(a.from_json) as f:

@@ -251,6 +251,8 @@ def build_gradcam(spec: dict) -> Case:
     else:
         raise NotImplementedError(f"pytorch-grad-cam side has no workload {spec['method']!r}")
 
+    x.requires_grad_(True)  # weights are frozen: the graph to the layer starts at the input
+
     def run():
         return [cam(input_tensor=x, targets=t) for t in target_lists]  # numpy, on the host
 

@@ -115,4 +115,27 @@ SMOKE = [
        sides=("jaxsal", "naive"), reps=5),
 ]
 
-SUITES = {"cpu": CPU, "gpu": GPU, "smoke": SMOKE}
+# The GPU suite's code paths (every PyTorch peer) at tiny sizes on the MNIST model, to check
+# them on a CPU: python -m benchmarks.run --suite gpu-smoke --torch-python VENV/bin/python
+GPU_SMOKE = [
+    _w("mnist/forward b4", MNIST, "forward", 4, sides=("jaxsal", "torch")),
+    _w("mnist/saliency top1 b4", MNIST, "saliency", 4, "top1",
+       sides=("jaxsal", "naive", "captum"), target=2.0),
+    _w("mnist/saliency 3cls b4", MNIST, "saliency", 4, 3, sides=("jaxsal", "naive", "captum"),
+       target=4.0),
+    _w("mnist/guided 3cls b4", MNIST, "guided", 4, 3, sides=("jaxsal", "naive", "captum"),
+       target=2.0),
+    _w("mnist/gradcam conv2d_2 3cls b4", MNIST, "gradcam", 4, 3, layer="conv2d_2",
+       sides=("jaxsal", "naive", "gradcam"), target=2.5),
+    _w("mnist/scorecam conv2d_2 2cls b2", MNIST, "scorecam", 2, 2, layer="conv2d_2",
+       sides=("jaxsal", "gradcam")),
+    _w("mnist/smoothgrad 4 top1 b2", MNIST, "smoothgrad", 2, "top1", samples=4,
+       sides=("jaxsal", "captum")),
+    _w("mnist/ig 4 steps top1 b2", MNIST, "ig", 2, "top1", steps=4, sides=("jaxsal", "captum")),
+    _w("mnist/maximize 3cls x8 steps", MNIST, "maximize", None, 3, steps=8,
+       sides=("jaxsal", "torch"), target=4.0),
+    _w("mnist/maximize conv2d_2 4 filters x8 steps", MNIST, "maximize", None, 4, steps=8,
+       layer="conv2d_2", sides=("jaxsal", "torch")),
+]
+
+SUITES = {"cpu": CPU, "gpu": GPU, "smoke": SMOKE, "gpu-smoke": GPU_SMOKE}
