@@ -195,10 +195,17 @@ def run_suite(a) -> dict:
                                  **_summarize(spec, results, fwd_flops)})
         if a.out:  # keep what is measured so far
             _save(doc, a.out + ".partial")
+    doc["complete"] = True
+    return _finalize(doc)
+
+
+def _finalize(doc: dict) -> dict:
+    """Derived ratios, versions, devices and elapsed time of a (possibly partial) run."""
     doc["derived"] = _derived(doc)
     doc["versions"] = _versions(doc)
     doc["devices"] = sorted({r["device"] for w in doc["workloads"] for r in w["results"]
                              if r.get("device")})
+    started = datetime.datetime.fromisoformat(doc["date"])
     doc["elapsed_s"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     return doc
 
@@ -266,7 +273,11 @@ def _load_range(doc: dict) -> str:
 
 
 def table(doc: dict) -> str:
-    lines = [f"Suite `{doc['suite']}`, {doc['date']}, device(s): {', '.join(doc['devices'])}; "
+    lines = [f"Suite `{doc['suite']}`" + ("" if doc.get("complete", True) else
+                                           f" (stopped early; not run: {', '.join(doc.get('not_run', []))})")
+             + f", {doc['date']}, commit {str(doc.get('git_commit'))[:10]}"
+             f"{' + uncommitted changes' if doc.get('git_dirty') else ''}, "
+             f"device(s): {', '.join(doc['devices'])}; "
              f"CPU: {doc['machine'].get('cpu_model', '?')} ({doc['machine'].get('cpu_count')} "
              f"cores), 1-min load average {_load_range(doc)}. Median of >= 5 calls after the "
              f"first (warm-up) call; compile = first call minus median "
@@ -353,7 +364,18 @@ def main(argv=None) -> int:
         a.cpu = True
     if a.from_json:
         with open(a.from_json) as f:
-            write_readme(json.load(f))
+            doc = json.load(f)
+        if "complete" not in doc:  # a run's .partial file: stopped before its last workload
+            done = {w["spec"]["id"] for w in doc["workloads"]}
+            doc["complete"] = False
+            doc["not_run"] = [s["id"] for s in suites.SUITES[doc["suite"]] if s["id"] not in done]
+            _finalize(doc)
+            doc["elapsed_s"] = sum(r.get("wall_s", 0.0) for w in doc["workloads"]
+                                   for r in w["results"])
+            if a.out:
+                _save(doc, a.out)
+        if a.write_readme:
+            write_readme(doc)
         return 0
     doc = run_suite(a)
     if a.out:
