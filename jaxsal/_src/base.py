@@ -316,8 +316,11 @@ def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None
 
 def clear_caches() -> None:
     """Forget every compiled attribution program and cached shape (frees their memory)."""
+    from jaxsal._src import maximize  # imported here: maximize builds on this module
+
     _PROGRAMS.clear()
     _SHAPES.clear()
+    maximize._build.cache_clear()
 
 
 def _sds(x: Array) -> jax.ShapeDtypeStruct:
