@@ -39,7 +39,7 @@ def test_tfkeras2_zoo_contains_tf_op_layers():
     m = load_keras(K2 / "zoo_tfkeras2.h5")
     classes = {info.class_name for info in m.layers}
     assert {"TFOpLambda", "SlicingOpLambda", "DepthwiseConv2D", "SeparableConv2D",
-            "LayerNormalization", "PReLU", "UpSampling2D"} <= classes
+            "LayerNormalization", "PReLU", "UpSampling2D", "ThresholdedReLU"} <= classes
     # tf.keras lists TFOpLambda layers in model.layers: so do we
     assert "tf.math.multiply_1" in m.layer_names
 

@@ -218,11 +218,16 @@ def test_zoo_every_layer_matches_keras(zoo, ext):
     assert rel_err(y, np.asarray(km(x, training=False))) <= TOL
     for n in names:  # output shapes without batch, as Keras reports them
         assert m.layer(n).output_shape == tuple(ref[n].shape[1:]), n
+    if km.name == "zoo_cf":
+        assert m.layer("cf_conv").data_format == "channels_first"
+        assert m.layer("cf_bn").data_format == "channels_first"
+        assert m.layer("cf_gap").output_shape == (10,)  # 5 + 5 channels on axis 1
 
 
 # Registered classes that the zoos do not build, and where they are tested instead.
 _COVERED_ELSEWHERE = {
     "TFOpLambda": "tf.keras fixtures in test_import_keras2.py",
+    "ThresholdedReLU": "tf.keras zoo in test_import_keras2.py (Keras 3 has no such layer)",
     "SlicingOpLambda": "tf.keras fixtures in test_import_keras2.py",
     "InputLayer": "every model",
 }
@@ -247,7 +252,6 @@ def test_zoos_cover_the_converters():
     wanted -= {"SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
                "AlphaDropout", "ActivityRegularization", "Masking", "RandomRotation",
                "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness",
-               "ThresholdedReLU",  # Keras 2 only; Keras 3 has no such layer
                "DepthwiseConv3D", "Conv3DTranspose"}
     missing = wanted - seen
     assert not missing, f"layer classes not exercised by any zoo: {sorted(missing)}"
@@ -262,16 +266,6 @@ def test_every_activation_string_is_exercised():
 
     keras_names = set(ka.ALL_OBJECTS_DICT) - {"threshold"}  # needs arguments: not a string
     assert keras_names <= set(ACTIVATION_NAMES), keras_names - set(ACTIVATION_NAMES)
-
-
-def test_channels_first_layers_report_data_format(zoo):
-    km, x, ref, paths = zoo
-    if km.name != "zoo_cf":
-        pytest.skip("channels_first zoo only")
-    m = load_keras(paths[".keras"])
-    assert m.layer("cf_conv").data_format == "channels_first"
-    assert m.layer("cf_bn").data_format == "channels_first"
-    assert m.layer("cf_gap").output_shape == (10,)  # 5 + 5 channels on axis 1
 
 
 def test_registered_classes_lists_builtin_converters():
