@@ -606,7 +606,7 @@ def fig_cams(clf, photos, st: dict, out: str) -> None:
                     title=f"Grad-CAM at {CAM_LAYER} (logits) of a 4-class head trained here\n"
                           f"on crops of the 4 photos; p = softmax probability\n"
                           f"{WEIGHTS_LABEL.replace(chr(10), ' ')}")
-    _common.save(fig, out, "vgg16_gradcam.png")
+    _common.save(fig, out, "vgg16_gradcam.png", dpi=90)
 
     # guided backprop, deconvnet, guided Grad-CAM for each photo's own class and, on the
     # collage, for every class
@@ -629,7 +629,7 @@ def fig_cams(clf, photos, st: dict, out: str) -> None:
                                 f"photos: their own class; collage: each class\n"
                                 f"4-class head trained here; {WEIGHTS_LABEL}",
                           value_range=(0.0, 1.0))
-    _common.save(fig, out, "vgg16_guided_deconvnet.png")
+    _common.save(fig, out, "vgg16_guided_deconvnet.png", dpi=80)
 
 
 def fig_class_maximization(clf_path, st: dict, out: str, key) -> None:
