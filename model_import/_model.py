@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._graph import Graph, LayerSpec
+from model_import._graph import Graph, LayerCallError, LayerSpec
 from model_import._layers.activations import activation_name
 from model_import._layers.registry import Runtime
 
@@ -233,18 +233,47 @@ class KerasModel:
     def name(self) -> str:
         return self.graph.name
 
+    def _probe(self, fn: Callable) -> Any:
+        """Shapes (without batch) of ``fn(params, *inputs)``'s array leaves, found abstractly.
+
+        Free input sizes (``None``) are probed with two different sizes; an output dim that
+        changes with them is reported as ``None``. A probe size the model cannot take (too
+        small for its strides) moves on to larger ones; the first error is raised if all fail.
+        """
+        specs = self.graph.input_shapes
+        if any(s is None for s in specs):
+            return None
+        probes = [(0, 0)] if all(None not in s for s in specs) else [
+            (224, 256), (299, 331), (512, 544)]
+        first_error = None
+        for a, b in probes:
+            try:
+                outs = []
+                for size in (a, b) if a else (0,):
+                    xs = [jax.ShapeDtypeStruct((1, *[size if d is None else d for d in s]),
+                                               jnp.float32) for s in specs]
+                    outs.append(jax.eval_shape(fn, self.params, *xs))
+                    if not a:
+                        break
+            except LayerCallError as e:
+                first_error = first_error or e
+                continue
+            if len(outs) == 1:
+                return jax.tree_util.tree_map(lambda v: tuple(v.shape[1:]), outs[0])
+            return jax.tree_util.tree_map(
+                lambda u, v: tuple(d if d == e else None for d, e in zip(u.shape[1:],
+                                                                         v.shape[1:])),
+                outs[0], outs[1])
+        raise first_error
+
     def _output_shapes(self) -> dict[str, Any]:
         cache = self.__dict__.get("_shape_cache")
         if cache is not None:
             return cache
-        shapes: dict[str, Any] = {}
-        if all(s is not None and None not in s for s in self.graph.input_shapes):
-            xs = [jax.ShapeDtypeStruct((1, *s), jnp.float32) for s in self.graph.input_shapes]
-            fn = lambda p, *xs: self.graph.run(  # noqa: E731
-                p, list(xs), self.runtime, capture=frozenset(self._all_paths),
-                keras_major=self._keras_major)[1]
-            out = jax.eval_shape(fn, self.params, *xs)
-            shapes = {k: tuple(v.shape[1:]) for k, v in out.items()}
+        fn = lambda p, *xs: self.graph.run(  # noqa: E731
+            p, list(xs), self.runtime, capture=frozenset(self._all_paths),
+            keras_major=self._keras_major)[1]
+        shapes = self._probe(fn) or {}
         self.__dict__["_shape_cache"] = shapes
         return shapes
 
@@ -269,11 +298,9 @@ class KerasModel:
 
     @property
     def output_shape(self):
-        out = jax.eval_shape(lambda p, *xs: self.apply(p, list(xs)), self.params, *[
-            jax.ShapeDtypeStruct((1, *s), jnp.float32) for s in self.graph.input_shapes])
-        if isinstance(out, list):
-            return [tuple(o.shape[1:]) for o in out]
-        return tuple(out.shape[1:])
+        """Output shape without the batch axis (a list for multi-output models); ``None`` for
+        a dimension that depends on a free input size."""
+        return self._probe(lambda p, *xs: self.apply(p, list(xs)))
 
     def count_params(self) -> int:
         return int(sum(np.size(a) for a in jax.tree_util.tree_leaves(self.params)))
