@@ -20,7 +20,8 @@ ArrayLike = jax.typing.ArrayLike
 HEADS = ("saved", "logits", "softmax", "sigmoid", "sigmoid_complement")
 
 
-def _apply_head(head: str, z: Array) -> Array:
+def apply_head(head: str, z: Array) -> Array:
+    """Apply an output head to the pre-activation outputs ``z`` (``saved``/``logits``: as is)."""
     if head in ("saved", "logits"):
         return z
     if head == "softmax":
@@ -203,7 +204,7 @@ class KerasModel:
             params, self._prepare(x), self.runtime, capture=frozenset(cap_paths),
             perturb=pert, strip_output_activation=self.head != "saved",
             keras_major=self._keras_major)
-        outs = [_apply_head(self.head, o) for o in outs]
+        outs = [apply_head(self.head, o) for o in outs]
         y = outs[0] if self.graph.single_output else outs
         if capture:
             return y, {orig: captured[path] for path, orig in cap_paths.items()}

@@ -23,10 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from model_import._model import HEADS, apply_head  # one definition of the output heads
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
-HEADS = ("saved", "logits", "softmax", "sigmoid", "sigmoid_complement")
 
 #: Default bound, in bytes, on the memory that the batched backward passes (or masked forward
 #: passes) of one chunk may use on an accelerator. Change it per call with ``memory_budget=``.
@@ -39,18 +40,6 @@ DEFAULT_CPU_MEMORY_BUDGET = 256 * 2**20
 
 def default_budget() -> int:
     return DEFAULT_CPU_MEMORY_BUDGET if jax.default_backend() == "cpu" else DEFAULT_MEMORY_BUDGET
-
-
-def _apply_output_head(head: str, z: Array) -> Array:
-    if head in ("saved", "logits"):
-        return z
-    if head == "softmax":
-        return jax.nn.softmax(z, axis=-1)
-    if head == "sigmoid":
-        return jax.nn.sigmoid(z)
-    if head == "sigmoid_complement":
-        return jax.nn.sigmoid(-z)
-    raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
 
 
 class FunctionModel:
@@ -170,7 +159,7 @@ class FunctionModel:
         else:
             y = self.fn(params, x, **kw)
             captured = {}
-        y = _apply_output_head(self.head, y)
+        y = apply_head(self.head, y)
         return (y, captured) if capture else y
 
     def __call__(self, x: ArrayLike):
