@@ -38,8 +38,18 @@ DEFAULT_MEMORY_BUDGET = 2 * 2**30
 DEFAULT_CPU_MEMORY_BUDGET = 256 * 2**20
 
 
+#: On CPU, the bound that splits a batch of *inputs* into sub-batches is larger: splitting
+#: only avoids running out of host memory, and each split costs a sequential ``lax.map`` step
+#: (VGG16 at 64x64, 16 images: 0.81 s split under 256 MiB vs 0.59 s in one pass).
+DEFAULT_CPU_BATCH_BUDGET = 4 * 2**30
+
+
 def default_budget() -> int:
     return DEFAULT_CPU_MEMORY_BUDGET if jax.default_backend() == "cpu" else DEFAULT_MEMORY_BUDGET
+
+
+def default_batch_budget() -> int:
+    return DEFAULT_CPU_BATCH_BUDGET if jax.default_backend() == "cpu" else DEFAULT_MEMORY_BUDGET
 
 
 class FunctionModel:
@@ -453,7 +463,7 @@ def batch_chunk(n: int, per_example_bytes: int, memory_budget: int | None,
             raise ValueError(f"expected batch_size as a positive int, got {batch_size!r}")
         nb = int(batch_size)
     else:
-        budget = default_budget() if memory_budget is None else int(memory_budget)
+        budget = default_batch_budget() if memory_budget is None else int(memory_budget)
         nb = max(1, budget // max(1, int(per_example_bytes) * factor))
     nb = max(1, min(int(n), nb))
     return math.ceil(n / math.ceil(n / nb))
