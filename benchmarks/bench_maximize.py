@@ -87,7 +87,7 @@ def case(spec: dict, **options) -> Case:
     import jax
     import numpy as np
 
-    from jaxsal._src.maximize import _prepare
+    from jaxsal._src.maximize import maximize_program
     from model_import import load_keras
 
     path = models.build(spec["model"]) if spec["model"]["name"] != "mnist" else \
@@ -98,7 +98,7 @@ def case(spec: dict, **options) -> Case:
     steps = int(spec["steps"])
     layer = spec.get("layer")
     shape = models.input_shape(spec["model"])
-    run_fn, args = _prepare(model, units, layer=layer, steps=steps, input_range=(0.0, 1.0),
+    run_fn, args = maximize_program(model, units, layer=layer, steps=steps, input_range=(0.0, 1.0),
                             key=0, image_shape=shape, **options)
     t0 = time.perf_counter()
     compiled = run_fn.lower(*args).compile()

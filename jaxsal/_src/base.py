@@ -15,8 +15,10 @@ a small cache, so a second call with the same shapes runs without tracing or com
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import threading
+import types
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import jax
@@ -42,6 +44,68 @@ DEFAULT_CPU_MEMORY_BUDGET = 256 * 2**20
 #: only avoids running out of host memory, and each split costs a sequential ``lax.map`` step
 #: (VGG16 at 64x64, 16 images: 0.81 s split under 256 MiB vs 0.59 s in one pass).
 DEFAULT_CPU_BATCH_BUDGET = 4 * 2**30
+
+
+#: XLA options for jaxsal's programs that contain a backward pass, on the CPU backend only.
+#: XLA:CPU hands convolutions and matmuls to YNNPACK fusions; inside a program that also
+#: runs a backward pass (whose forward activations are kept for the pullback) those fusions
+#: ran on one thread here, and XLA's own (Eigen) kernels used both cores instead. Measured on
+#: the 2-core development VM (``benchmarks/README.md``): the MNIST top-1 saliency went from 60
+#: to 33 ms, its 10-class Grad-CAM from 85 to 37 ms, MobileNetV2 10-class Grad-CAM from 15 to
+#: 10 ms; VGG16 was unchanged. Forward-only programs (Score-CAM, occlusion, Eigen-CAM) keep
+#: XLA's defaults: there YNNPACK is faster (MNIST Score-CAM 71 vs 101 ms). Ignored when this
+#: jaxlib does not know the option (see :func:`compiler_options`).
+CPU_GRADIENT_COMPILER_OPTIONS = types.MappingProxyType(
+    {"xla_cpu_experimental_ynn_fusion_type": ""})
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_options_supported() -> bool:
+    try:
+        jax.jit(lambda a: a + 1, compiler_options=dict(CPU_GRADIENT_COMPILER_OPTIONS)).lower(
+            jnp.zeros((), jnp.float32)).compile()
+        return True
+    except Exception:  # an older or newer jaxlib without this DebugOptions field
+        return False
+
+
+class Program:
+    """A jitted function compiled with :func:`compiler_options`; called inside someone
+    else's trace (a user's ``jit``/``vmap``/``grad`` around a jaxsal method), it runs as a
+    plain nested ``jax.jit`` instead (XLA options belong to the outermost program)."""
+
+    def __init__(self, fn: Callable, options: Mapping | None):
+        self.plain = jax.jit(fn)
+        self.tuned = jax.jit(fn, compiler_options=dict(options)) if options else self.plain
+
+    def __call__(self, *args):
+        if self.tuned is not self.plain and any(
+                isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(args)):
+            return self.plain(*args)
+        return self.tuned(*args)
+
+    def lower(self, *args):
+        return self.tuned.lower(*args)
+
+    def _cache_size(self) -> int:
+        return self.tuned._cache_size() + (
+            self.plain._cache_size() if self.plain is not self.tuned else 0)
+
+
+def compiler_options(backward: bool = True) -> dict | None:
+    """The XLA options jaxsal compiles a program with: :data:`CPU_GRADIENT_COMPILER_OPTIONS`
+    for a program with a backward pass on the CPU backend, else ``None`` (XLA's defaults)."""
+    if not backward or jax.default_backend() != "cpu" or not _cpu_options_supported():
+        return None
+    return dict(CPU_GRADIENT_COMPILER_OPTIONS)
+
+
+#: On CPU, the input-gradient methods widen a chunk of targets until its batched backward
+#: passes cover this many rows (inputs x targets), within :data:`DEFAULT_MEMORY_BUDGET`: a
+#: backward pass over a handful of rows runs far below the cores' speed. VGG16 at 112x112, 2
+#: images, 10 classes: chunks of 1 target 2.48 s, of 10 targets 1.11 s; on the MNIST model
+#: with 64 images the 256 MiB budget's chunks of 2 stay (148 ms; chunks of 10: 178 ms).
+CPU_MIN_ROWS = 32
 
 
 def default_budget() -> int:
@@ -279,8 +343,12 @@ _SHAPES = _LRU(1024)
 PRECISIONS = (None, "default", "high", "highest", "bfloat16")
 
 
-def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None = None):
+def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None = None,
+             backward: bool = True):
     """The jitted program for ``key``, built once by ``build()`` and then reused.
+
+    ``backward``: whether the program differentiates the model (it then gets
+    :func:`compiler_options`); ``False`` for forward-only methods.
 
     ``precision``: ``None`` (JAX's default), ``"default"``, ``"high"``, ``"highest"``
     (matmul/convolution precision) or ``"bfloat16"``: floating inputs and params are cast to
@@ -308,9 +376,9 @@ def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None
             def fn(*args):
                 with jax.default_matmul_precision(precision):
                     return inner(*args)
-        return jax.jit(fn)
+        return Program(fn, compiler_options(backward))
 
-    return _PROGRAMS.get((key, precision), make)
+    return _PROGRAMS.get((key, precision, backward), make)
 
 
 def clear_caches() -> None:
@@ -380,16 +448,25 @@ def _jaxpr_bytes(jaxpr) -> int:
 
 
 def chunk_for(total: int, per_item_bytes: int, chunk_size: int | None,
-              memory_budget: int | None, cap: int | None = None) -> int:
+              memory_budget: int | None, cap: int | None = None,
+              rows: int | None = None) -> int:
     """How many items (targets, masked inputs) to batch at once: ``chunk_size`` if given,
     otherwise as many as fit in ``memory_budget`` bytes (at least 1, at most ``total``),
-    balanced so that the last chunk is not mostly padding."""
+    balanced so that the last chunk is not mostly padding.
+
+    ``rows``: inputs each item's pass covers. On CPU with the default budget, a chunk is
+    widened to cover :data:`CPU_MIN_ROWS` rows (inputs x items) as long as it fits in
+    :data:`DEFAULT_MEMORY_BUDGET`."""
     total = max(int(total), 1)
     if chunk_size is not None:
         c = int(chunk_size)
     else:
+        per_item = max(int(per_item_bytes), 1)
         budget = default_budget() if memory_budget is None else int(memory_budget)
-        c = max(1, budget // max(int(per_item_bytes), 1))
+        c = max(1, budget // per_item)
+        if rows and memory_budget is None and jax.default_backend() == "cpu":
+            wide = max(1, DEFAULT_MEMORY_BUDGET // per_item)
+            c = max(c, min(math.ceil(CPU_MIN_ROWS / int(rows)), wide))
         if cap is not None:
             c = min(c, cap)
     c = max(1, min(c, total))
@@ -400,7 +477,8 @@ def chunk_for(total: int, per_item_bytes: int, chunk_size: int | None,
 def auto_batch(total: int, per_item_bytes: int, batch: int | None,
                memory_budget: int | None) -> int:
     """Samples / path points per batched pass: ``batch`` if given (validated), else as many
-    as fit in half the memory budget (each needs its forward residuals and a backward)."""
+    as fit in a quarter of the memory budget (each needs its forward residuals and a
+    backward)."""
     if batch is not None:
         if not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"expected a positive int batch size, got {batch!r}")

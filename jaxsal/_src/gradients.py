@@ -50,7 +50,8 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
-    chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget)
+    chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget,
+                           rows=nb)
     m, spec, info = p.model, p.spec, p.info
 
     def build():

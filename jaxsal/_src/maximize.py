@@ -17,6 +17,7 @@ unit has its own image and optimizer state and T units cost one compiled program
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Any, NamedTuple, Sequence
 
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxsal._src import base
 from jaxsal._src import objectives as _obj
 from jaxsal._src import parameterization as _param
 from jaxsal._src import regularizers as _reg
@@ -250,7 +252,7 @@ def _build(model: Any, head: str | None, needed: tuple, need_output: bool,
         out = jax.lax.map(lambda c: many(params, c[0], key, c[1]), xs)
         return jax.tree_util.tree_map(lambda a: a.reshape(pad_to, *a.shape[2:])[:T], out)
 
-    return jax.jit(run), m
+    return base.Program(run, base.compiler_options(backward=True)), m
 
 
 def _check_range(input_range: Any) -> tuple[float, float]:
@@ -340,19 +342,23 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
     return MaximizeResult(images, scores, trajectory, args[1])
 
 
-def _prepare(model: Any, targets: Any, *, layer: str | None = None, steps: int = 200,
-             input_range: Sequence[float] = (0.0, 1.0), key: ArrayLike | int = 0,
-             objective: str = "channel", head: str | None = "logits",
-             parameterization: _param.Parameterization | None = None,
-             optimizer: optax.GradientTransformation | None = None,
-             learning_rate: float = DEFAULT_LEARNING_RATE,
-             regularizers: Sequence[_reg.Regularizer] | None = None,
-             transforms: _tf.Transform | None = None, upscaling_steps: int = 1,
-             upscaling_factor: float = 1.2, upscale_blur: float = 0.0,
-             image_shape: Sequence[int] | None = None, seed_images: ArrayLike | None = None,
-             unit_chunk: int | None = None):
-    """Validate the arguments of :func:`maximize`; return its jitted program and arguments
-    ``(run, (params, objective, key, seed))`` (benchmarks compile ``run`` ahead of time)."""
+def maximize_program(model: Any, targets: Any, **options):
+    """The compiled-program form of :func:`maximize` (same arguments and defaults): returns
+    ``(run, args)`` where ``run(*args)`` gives ``(images, scores, trajectory)``; ``run`` is
+    ``jax.jit``-ed, so ``run.lower(*args).compile()`` separates compilation from execution
+    (used by the benchmarks)."""
+    bound = inspect.signature(maximize).bind(model, targets, **options)
+    bound.apply_defaults()
+    return _prepare(**bound.arguments)
+
+
+def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, objective, head,
+             parameterization, optimizer, learning_rate, regularizers, transforms,
+             upscaling_steps, upscaling_factor, upscale_blur, image_shape, seed_images,
+             unit_chunk):
+    """Validate the arguments of :func:`maximize` (every one given: the defaults live in
+    :func:`maximize`'s signature only); return its jitted program and arguments
+    ``(run, (params, objective, key, seed))``."""
     # ---- validation, before any compute
     if not hasattr(model, "apply") or not hasattr(model, "params"):
         raise TypeError(f"model: expected a KerasModel (load_keras(path)), got "
