@@ -320,7 +320,30 @@ def table(doc: dict) -> str:
         for d in doc["derived"]:
             lines.append(f"| {d['workload']} | {d['side']} | {d['malloc']} | "
                          f"{d['ratio']:.2f} | <= {d['target']} |")
+    lines += _bf16_table(doc)
     return "\n".join(lines)
+
+
+def _bf16_table(doc: dict) -> list[str]:
+    """The bfloat16 opt-in: each map's Pearson r with the float32 map of the same call (the
+    worker's check, before timing) and the time relative to the float32 workload."""
+    f32 = {(w["spec"]["id"], r["malloc"]): r for w in doc["workloads"] for r in w["results"]
+           if r.get("status") == "ok"}
+    rows = []
+    for w in doc["workloads"]:
+        for r in w["results"]:
+            c = r.get("check") or {}
+            if r.get("status") != "ok" or "pearson_vs_float32_mean" not in c:
+                continue
+            base = f32.get((w["spec"]["id"].removesuffix(" bf16"), r["malloc"]))
+            speed = f"{base['median_s'] / r['median_s']:.2f}x" if base else "-"
+            rows.append(f"| {w['spec']['id']} | {r['malloc']} | "
+                        f"{c['pearson_vs_float32_mean']:.4f} | {c['pearson_vs_float32_min']:.4f} "
+                        f"| {c['maps']} | {speed} |")
+    if not rows:
+        return []
+    return ["", "| bfloat16 workload | malloc | Pearson r vs float32 (mean) | (min) | maps | "
+            "speed-up vs float32 |", "|---|---|---|---|---|---|"] + rows
 
 
 def write_readme(doc: dict, path: str = README) -> None:

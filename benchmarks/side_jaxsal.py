@@ -146,8 +146,28 @@ def build(spec: dict) -> Case:
     def run():
         return _block(fn(model, x, targets, **opts))
 
-    return Case(run, items=x.shape[0] * _n_targets(spec), info=info,
+    check = None
+    if opts.get("precision") == "bfloat16":
+        def check():  # the opt-in's accuracy, measured on the same inputs before timing
+            ref = {k: v for k, v in opts.items() if k != "precision"}
+            return pearson_per_map(fn(model, x, targets, **opts), fn(model, x, targets, **ref))
+
+    return Case(run, items=x.shape[0] * _n_targets(spec), info=info, check=check,
                 peak_device_bytes=_peak_device_bytes)
+
+
+def pearson_per_map(maps, ref) -> dict:
+    """Pearson correlation of each map with its float32 counterpart (maps are ``(N, H, W)``
+    or ``(N, T, H, W)``): mean and minimum over maps."""
+    import numpy as np
+
+    a = np.asarray(maps, np.float64).reshape(-1, *np.shape(maps)[-2:])
+    b = np.asarray(ref, np.float64).reshape(a.shape)
+    a = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(1, keepdims=True)
+    b = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(1, keepdims=True)
+    r = (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1) + 1e-300)
+    return {"pearson_vs_float32_mean": float(r.mean()), "pearson_vs_float32_min": float(r.min()),
+            "maps": int(len(r))}
 
 
 # ----------------------------------------------------------------------------- naive JAX

@@ -21,6 +21,10 @@ VGG_TINY_NOTE = ("VGG16 (weights=None, 1000 classes) at a 32x32 input: 1000 back
                  "repetition on 2 CPU cores")
 
 
+BF16_NOTE = ("precision='bfloat16' (opt-in): the check compares every map with the float32 "
+             "maps of the same call (Pearson r, issue 6 asks >= 0.99)")
+
+
 def _w(id, model, method, batch=None, targets=None, sides=("jaxsal",), **kw):
     d = {"id": id, "model": model, "method": method, "batch": batch, "targets": targets,
          "sides": list(sides)}
@@ -35,6 +39,8 @@ CPU = [
        sides=("jaxsal", "naive", "tfkv"), target=3.0),
     _w("mnist/saliency 10cls b64", MNIST, "saliency", 64, 10,
        sides=("jaxsal", "naive", "tfkv"), target=3.0),
+    _w("mnist/saliency 10cls b64 bf16", MNIST, "saliency", 64, 10,
+       options={"precision": "bfloat16"}, note=BF16_NOTE),
     _w("mnist/gradcam conv2d_2 10cls b64", MNIST, "gradcam", 64, 10, layer="conv2d_2",
        sides=("jaxsal", "naive", "tfkv"), target=3.0),
     _w("mnist/scorecam conv2d_2 10cls b8", MNIST, "scorecam", 8, 10, layer="conv2d_2",
@@ -61,6 +67,8 @@ CPU = [
        note=VGG_CPU_NOTE),
     _w("vgg16-112/saliency 10cls b2", VGG_CPU, "saliency", 2, 10, sides=("jaxsal", "naive"),
        note=VGG_CPU_NOTE),
+    _w("vgg16-112/saliency top1 b8 bf16", VGG_CPU, "saliency", 8, "top1",
+       options={"precision": "bfloat16"}, note=VGG_CPU_NOTE + "; " + BF16_NOTE),
     _w("vgg16-32/saliency 1000cls b1", VGG_TINY, "saliency", 1, 1000, note=VGG_TINY_NOTE),
     _w("vgg16-112/guided top1 b8", VGG_CPU, "guided", 8, "top1", note=VGG_CPU_NOTE),
     _w("vgg16-112/guided 10cls b2", VGG_CPU, "guided", 2, 10, note=VGG_CPU_NOTE),
@@ -87,6 +95,12 @@ GPU = [
     _w("vgg16/saliency 10cls b64", VGG, "saliency", 64, 10,
        sides=("jaxsal", "naive", "captum"), target=4.0),
     _w("vgg16/saliency 1000cls b8", VGG, "saliency", 8, 1000, sides=("jaxsal",), reps=5),
+    _w("vgg16/saliency top1 b64 bf16", VGG, "saliency", 64, "top1",
+       options={"precision": "bfloat16"}, note=BF16_NOTE),
+    _w("vgg16/saliency 10cls b64 bf16", VGG, "saliency", 64, 10,
+       options={"precision": "bfloat16"}, note=BF16_NOTE),
+    _w("vgg16/gradcam block5_conv3 10cls b64 bf16", VGG, "gradcam", 64, 10,
+       layer="block5_conv3", options={"precision": "bfloat16"}, note=BF16_NOTE),
     _w("vgg16/guided top1 b64", VGG, "guided", 64, "top1", sides=("jaxsal", "naive", "captum"),
        target=2.0),
     _w("vgg16/guided 10cls b64", VGG, "guided", 64, 10, sides=("jaxsal", "naive", "captum"),
@@ -113,6 +127,8 @@ SMOKE = [
     _w("mnist/saliency 3cls b4", MNIST, "saliency", 4, 3, sides=("jaxsal", "naive"), reps=5),
     _w("mnist/gradcam conv2d_2 3cls b4", MNIST, "gradcam", 4, 3, layer="conv2d_2",
        sides=("jaxsal", "naive"), reps=5),
+    _w("mnist/saliency 3cls b4 bf16", MNIST, "saliency", 4, 3, reps=5,
+       options={"precision": "bfloat16"}),
 ]
 
 # The GPU suite's code paths (every PyTorch peer) at tiny sizes on the MNIST model, to check

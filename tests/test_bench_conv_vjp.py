@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from model_import._layers.conv import _conv_module, conv_canonical_vjp
+from model_import._layers.conv import _conv_module, conv_canonical_vjp, conv_patches
 
 # (rank, padding, stride, dilation); Keras forbids strides > 1 with dilation > 1
 CASES = [(2, "VALID", 1, 1), (2, "SAME", 1, 1), (2, "SAME", 2, 1), (2, "VALID", 3, 1),
@@ -103,3 +103,38 @@ def test_depthwise_as_shifted_slices_matches_grouped_convolution(rank, padding, 
     np.testing.assert_allclose(y_new, y_ref, rtol=1e-5, atol=1e-5)
     for a, b in zip(grads_new, grads_ref):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize("shape,window,strides,padding,dilation", [
+    ((3, 2, 2, 5), (3, 3), (1, 1), "SAME", (1, 1)),
+    ((2, 4, 4, 3), (3, 3), (2, 2), "SAME", (1, 1)),
+    ((2, 5, 6, 3), (3, 2), (1, 2), "VALID", (1, 1)),
+    ((2, 6, 6, 4), (3, 3), (1, 1), "SAME", (2, 2)),
+    ((2, 7, 3), (3,), (1,), "SAME", (1,)),
+    ((1, 3, 3, 3, 2), (2, 2, 2), (1, 1, 1), "VALID", (1, 1, 1)),
+])
+def test_conv_patches_equals_convolution(shape, window, strides, padding, dilation):
+    """Small convolutions as patches @ kernel: values and both gradients as lax's conv."""
+    rank = len(window)
+    kx, kk = jax.random.split(jax.random.key(3))
+    x = jax.random.normal(kx, shape)
+    k = jax.random.normal(kk, (*window, shape[-1], 4))
+    k_eff = [(w - 1) * d + 1 for w, d in zip(window, dilation)]
+    pads = tuple(tuple(int(v) for v in p)
+                 for p in lax.padtype_to_pads(shape[1:1 + rank], k_eff, strides, padding))
+    dims = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"),
+            3: ("NDHWC", "DHWIO", "NDHWC")}[rank]
+
+    def ref(x, k):
+        return lax.conv_general_dilated(x, k, strides, pads, rhs_dilation=dilation,
+                                        dimension_numbers=dims,
+                                        precision=lax.Precision.HIGHEST)
+
+    def got(x, k):
+        with jax.default_matmul_precision("highest"):
+            return conv_patches(x, k, strides, pads, dilation)
+
+    np.testing.assert_allclose(got(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
+    loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))  # noqa: E731
+    for a, b in zip(jax.grad(loss(got), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -46,17 +46,19 @@ DEFAULT_CPU_MEMORY_BUDGET = 256 * 2**20
 DEFAULT_CPU_BATCH_BUDGET = 4 * 2**30
 
 
-#: XLA options for jaxsal's programs that contain a backward pass, on the CPU backend only.
-#: XLA:CPU hands convolutions and matmuls to YNNPACK fusions; inside a program that also
-#: runs a backward pass (whose forward activations are kept for the pullback) those fusions
-#: ran on one thread here, and XLA's own (Eigen) kernels used both cores instead. Measured on
-#: the 2-core development VM (``benchmarks/README.md``): the MNIST top-1 saliency went from 60
-#: to 33 ms, its 10-class Grad-CAM from 85 to 37 ms, MobileNetV2 10-class Grad-CAM from 15 to
-#: 10 ms; VGG16 was unchanged. Forward-only programs (Score-CAM, occlusion, Eigen-CAM) keep
-#: XLA's defaults: there YNNPACK is faster (MNIST Score-CAM 71 vs 101 ms). Ignored when this
-#: jaxlib does not know the option (see :func:`compiler_options`).
+#: XLA options for jaxsal's programs that contain a backward pass, on the CPU backend only:
+#: YNNPACK for matmuls only, not for convolutions. Inside a program that also runs a backward
+#: pass (the forward activations are kept for the pullback), XLA:CPU's YNNPACK convolution
+#: fusions ran on one thread here, and XLA's own (Eigen) convolutions used both cores.
+#: Measured on the 2-core development VM (``benchmarks/README.md``): the MNIST top-1 saliency
+#: went from 60 to 33 ms, its 10-class Grad-CAM from 85 to 37 ms, MobileNetV2 10-class
+#: Grad-CAM from 15 to 10 ms; VGG16 was unchanged; keeping YNNPACK's matmuls matters for the
+#: small convolutions computed as matmuls (VGG16 at 32x32: 147 ms per gradient without any
+#: YNNPACK, 89 ms with its matmuls). Forward-only programs (Score-CAM, occlusion, Eigen-CAM)
+#: keep XLA's defaults: there YNNPACK is faster (MNIST Score-CAM 71 vs 101 ms). Ignored when
+#: this jaxlib does not know the option (see :func:`compiler_options`).
 CPU_GRADIENT_COMPILER_OPTIONS = types.MappingProxyType(
-    {"xla_cpu_experimental_ynn_fusion_type": ""})
+    {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"})
 
 
 @functools.lru_cache(maxsize=None)
