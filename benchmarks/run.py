@@ -328,7 +328,7 @@ def _bf16_table(doc: dict) -> list[str]:
     """The bfloat16 opt-in: each map's Pearson r with the float32 map of the same call (the
     worker's check, before timing) and the time relative to the float32 workload."""
     f32 = {(w["spec"]["id"], r["malloc"]): r for w in doc["workloads"] for r in w["results"]
-           if r.get("status") == "ok"}
+           if r.get("status") == "ok" and r["side"] == "jaxsal"}
     rows = []
     for w in doc["workloads"]:
         for r in w["results"]:

@@ -14,3 +14,21 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 @pytest.fixture(scope="session")
 def fixtures_dir() -> pathlib.Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The MNIST CNN written by tf.keras 2 (saved softmax head); models are immutable, so
+    one instance serves every test."""
+    from model_import import load_keras
+
+    return load_keras(FIXTURES / "mnist_cnn_tfkeras2.h5")
+
+
+@pytest.fixture(scope="session")
+def mnist_digits():
+    """The held-out MNIST digits of ``mnist_5k.npz`` as ``(N, 28, 28, 1)`` float32 in [0, 1]."""
+    import numpy as np
+
+    d = np.load(FIXTURES / "mnist_5k.npz")
+    return (d["x"][d["test_idx"]].astype(np.float32) / 255.0)[..., None]

@@ -15,11 +15,6 @@ FIX = pathlib.Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    return load_keras(FIX / "mnist_cnn_tfkeras2.h5")
-
-
-@pytest.fixture(scope="module")
 def x4():
     return np.load(FIX / "reference" / "saliency_linear.npz")["x"][:4]
 
@@ -207,7 +202,7 @@ def test_binary_model_class_ids_and_heads():
     kw = dict(reduce=None)
     # class 1: the unit (logit or probability); class 0: its complement
     # atol relative to the map's scale: jaxsal's CPU programs use XLA's own convolution
-    # kernels (base.CPU_GRADIENT_COMPILER_OPTIONS), jax.grad here YNNPACK's: sums differ in order
+    # kernels (base.CPU_COMPILER_OPTIONS), jax.grad here YNNPACK's: sums differ in order
     az, ap = 1e-5 * np.abs(gz).max(), 1e-5 * np.abs(gp).max()
     np.testing.assert_allclose(jaxsal.saliency(lm, x, 1, **kw), gz, rtol=1e-5, atol=az)
     np.testing.assert_allclose(jaxsal.saliency(lm, x, 0, **kw), -gz, rtol=1e-5, atol=az)

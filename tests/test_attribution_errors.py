@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 
 import jaxsal
-from model_import import load_keras
 
 FIX = pathlib.Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def m():
-    return load_keras(FIX / "mnist_cnn_tfkeras2.h5")
+def m(mnist):
+    return mnist
 
 
 @pytest.fixture(scope="module")

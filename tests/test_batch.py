@@ -27,9 +27,8 @@ def model(fixtures_dir):
 
 
 @pytest.fixture(scope="module")
-def digits(fixtures_dir):
-    d = np.load(fixtures_dir / "mnist_5k.npz")
-    return (d["x"][d["test_idx"][:23]].astype(np.float32) / 255.0)[..., None]
+def digits(mnist_digits):
+    return mnist_digits[:23]
 
 
 def test_matches_one_call_and_pads_last_chunk(tmp_path, model, digits):

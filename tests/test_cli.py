@@ -1,7 +1,6 @@
 """The command line: the README's demo, summary, and resumable explain jobs."""
 
 import numpy as np
-import pytest
 
 import jaxsal
 from jaxsal import cli
@@ -27,9 +26,8 @@ def test_summary(capsys, fixtures_dir):
     assert "conv2d_2 (Conv2D)" in out and "Total params: 1,199,882" in out
 
 
-def test_explain_job(tmp_path, fixtures_dir, capsys):
-    d = np.load(fixtures_dir / "mnist_5k.npz")
-    x = (d["x"][d["test_idx"][:12]].astype(np.float32) / 255.0)[..., None]
+def test_explain_job(tmp_path, fixtures_dir, mnist_digits, capsys):
+    x = mnist_digits[:12]
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "maps.npy"
     args = ["explain", str(fixtures_dir / "mnist_cnn_tfkeras2.h5"), str(tmp_path / "x.npy"),

@@ -1,5 +1,5 @@
-"""jaxsal's XLA options on CPU: applied to programs with a backward pass only, and dropped when
-a method runs inside a user's own trace."""
+"""jaxsal's XLA options on CPU: no YNNPACK convolution fusions in its programs, and no options
+when a method runs inside a user's own trace."""
 
 import jax
 import jax.numpy as jnp
@@ -12,11 +12,10 @@ def _f(w, x):
     return jnp.tanh(x @ w).sum()
 
 
-def test_options_only_for_backward_programs_on_cpu():
-    assert base.compiler_options(backward=False) is None
-    opts = base.compiler_options(backward=True)
+def test_options_on_cpu():
+    opts = base.compiler_options()
     if jax.default_backend() == "cpu" and base._cpu_options_supported():
-        assert opts == dict(base.CPU_GRADIENT_COMPILER_OPTIONS)
+        assert opts == dict(base.CPU_COMPILER_OPTIONS)
         def conv_grad(x, k):
             return jax.grad(lambda a: jnp.sum(jax.lax.conv_general_dilated(
                 a, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) ** 2))(x)
@@ -31,7 +30,7 @@ def test_options_only_for_backward_programs_on_cpu():
 
 
 def test_program_inside_a_user_trace_runs_plain():
-    prog = base.Program(jax.grad(_f, argnums=1), base.compiler_options(backward=True))
+    prog = base.Program(jax.grad(_f, argnums=1), base.compiler_options())
     w, x = jnp.arange(32.0).reshape(8, 4) / 32, jnp.ones((3, 8))
     direct = prog(w, x)
     nested = jax.jit(lambda w, x: prog(w, x) * 2)(w, x)  # compiler_options: outermost jit only

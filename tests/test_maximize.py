@@ -14,11 +14,6 @@ PLAIN = dict(transforms=jaxsal.identity(), regularizers=())
 
 
 @pytest.fixture(scope="module")
-def mnist(fixtures_dir):
-    return load_keras(fixtures_dir / "mnist_cnn_tfkeras2.h5")
-
-
-@pytest.fixture(scope="module")
 def few(mnist):
     """Three classes, default options, 24 steps (compiled once, shared by several tests)."""
     return jaxsal.maximize(mnist, [0, 3, 7], steps=24, key=5)

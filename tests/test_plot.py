@@ -19,11 +19,8 @@ FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    m = load_keras(os.path.join(FIX, "mnist_cnn_tfkeras2.h5"))
-    d = np.load(os.path.join(FIX, "mnist_5k.npz"))
-    x = d["x"][d["test_idx"][:3]].astype(np.float32)[..., None] / 255.0
-    return m, x
+def mnist_x(mnist, mnist_digits):
+    return mnist, mnist_digits[:3]
 
 
 def _colorbars(fig):
@@ -177,8 +174,8 @@ def test_grid_mosaic_for_many_panels(tmp_path):
     _png_ok(tmp_path / "m.png")
 
 
-def test_heatmap_overlay_diverging(tmp_path, mnist):
-    _, x = mnist
+def test_heatmap_overlay_diverging(tmp_path, mnist_x):
+    _, x = mnist_x
     m = np.abs(np.random.RandomState(0).randn(28, 28)).astype(np.float32)
     f1 = plot.heatmap(m, save=tmp_path / "h.png", cmap="viridis")
     assert plot.count_panels(f1) == 1 and len(_colorbars(f1)) == 1
@@ -210,8 +207,8 @@ def test_image_grid(tmp_path):
     _png_ok(tmp_path / "i.png")
 
 
-def test_filters_from_model_and_rgb_kernel(tmp_path, mnist):
-    m, _ = mnist
+def test_filters_from_model_and_rgb_kernel(tmp_path, mnist_x):
+    m, _ = mnist_x
     fig = plot.filters(m, save=tmp_path / "f.png")
     assert plot.count_panels(fig) == 32  # conv2d_1 has 32 filters, 3x3x1
     k = np.asarray(m.layer("conv2d_1").params["kernel"])
@@ -225,8 +222,8 @@ def test_filters_from_model_and_rgb_kernel(tmp_path, mnist):
         plot.filters(m, layer="flatten_1")
 
 
-def test_feature_maps_match_the_layer_output(tmp_path, mnist):
-    m, x = mnist
+def test_feature_maps_match_the_layer_output(tmp_path, mnist_x):
+    m, x = mnist_x
     fig = plot.feature_maps(m, x[:1], "conv2d_2", max_maps=20, save=tmp_path / "fm.png")
     assert plot.count_panels(fig) == 20
     acts = np.asarray(m.intermediates(x[:1], ["conv2d_2"])["conv2d_2"])[0]
@@ -242,8 +239,8 @@ def test_feature_maps_match_the_layer_output(tmp_path, mnist):
         plot.feature_maps(m, x, "conv2d_1")
 
 
-def test_architecture_chain(tmp_path, mnist):
-    m, _ = mnist
+def test_architecture_chain(tmp_path, mnist_x):
+    m, _ = mnist_x
     fig = plot.architecture(m, save=tmp_path / "a.png")
     ax = fig.axes[0]
     boxes = [p for p in ax.patches if p.get_label() == "layer"]
@@ -323,8 +320,8 @@ def test_grid_row_groups_share_a_scale_per_group():
         plot.grid(maps, row_groups=["a", "a", "b", "b"])  # needs scale="row"
 
 
-def test_no_text_is_cut_off_in_busy_layouts(mnist):
-    m, x = mnist
+def test_no_text_is_cut_off_in_busy_layouts(mnist_x):
+    m, x = mnist_x
     maps = _maps(4, 10, 28, 28)
     cols = [f"class {c}\np=0.000\nlogit=-3.8" for c in range(10)]
     rows = [f"softmax head\ngradient {i}" for i in range(4)]

@@ -6,16 +6,15 @@ import numpy as np
 import pytest
 
 import jaxsal
-from model_import import load_keras
 
 FIX = pathlib.Path(__file__).parent / "fixtures"
 REF = FIX / "reference"
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(mnist):
     # tf-keras-vis's ReplaceToLinear == jaxsal's logits head
-    return load_keras(FIX / "mnist_cnn_tfkeras2.h5").with_head("logits")
+    return mnist.with_head("logits")
 
 
 def _per_map_rel(ours, ref):

@@ -46,25 +46,24 @@ DEFAULT_CPU_MEMORY_BUDGET = 256 * 2**20
 DEFAULT_CPU_BATCH_BUDGET = 4 * 2**30
 
 
-#: XLA options for jaxsal's programs that contain a backward pass, on the CPU backend only:
-#: YNNPACK for matmuls only, not for convolutions. Inside a program that also runs a backward
-#: pass (the forward activations are kept for the pullback), XLA:CPU's YNNPACK convolution
-#: fusions ran on one thread here, and XLA's own (Eigen) convolutions used both cores.
-#: Measured on the 2-core development VM (``benchmarks/README.md``): the MNIST top-1 saliency
-#: went from 60 to 33 ms, its 10-class Grad-CAM from 85 to 37 ms, MobileNetV2 10-class
-#: Grad-CAM from 15 to 10 ms; VGG16 was unchanged; keeping YNNPACK's matmuls matters for the
-#: small convolutions computed as matmuls (VGG16 at 32x32: 147 ms per gradient without any
-#: YNNPACK, 89 ms with its matmuls). Forward-only programs (Score-CAM, occlusion, Eigen-CAM)
-#: keep XLA's defaults: there YNNPACK is faster (MNIST Score-CAM 71 vs 101 ms). Ignored when
-#: this jaxlib does not know the option (see :func:`compiler_options`).
-CPU_GRADIENT_COMPILER_OPTIONS = types.MappingProxyType(
+#: XLA options for every program jaxsal compiles, on the CPU backend only: YNNPACK for
+#: matmuls, XLA's own (Eigen) kernels for convolutions. Measured on the 2-core development VM
+#: (``benchmarks/README.md``): inside a program that also runs a backward pass, XLA:CPU's
+#: YNNPACK convolution fusions ran on one thread, and Eigen's used both cores (MNIST top-1
+#: saliency 60 -> 33 ms, 10-class Grad-CAM 85 -> 37 ms; MobileNetV2 10-class Grad-CAM 15 ->
+#: 10 ms). Forward passes alone: VGG16 at 112x112, 8 images, 552 -> 342 ms; MobileNetV2 8.4 ->
+#: 6.8 ms; the MNIST model is the exception (9.1 -> 13.2 ms). Keeping YNNPACK's matmuls
+#: matters for small convolutions computed as matmuls (VGG16 at 32x32: 147 ms per gradient
+#: without any YNNPACK, 89 ms with its matmuls). Ignored when this jaxlib does not know the
+#: option (see :func:`compiler_options`).
+CPU_COMPILER_OPTIONS = types.MappingProxyType(
     {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"})
 
 
 @functools.lru_cache(maxsize=None)
 def _cpu_options_supported() -> bool:
     try:
-        jax.jit(lambda a: a + 1, compiler_options=dict(CPU_GRADIENT_COMPILER_OPTIONS)).lower(
+        jax.jit(lambda a: a + 1, compiler_options=dict(CPU_COMPILER_OPTIONS)).lower(
             jnp.zeros((), jnp.float32)).compile()
         return True
     except Exception:  # an older or newer jaxlib without this DebugOptions field
@@ -94,12 +93,12 @@ class Program:
             self.plain._cache_size() if self.plain is not self.tuned else 0)
 
 
-def compiler_options(backward: bool = True) -> dict | None:
-    """The XLA options jaxsal compiles a program with: :data:`CPU_GRADIENT_COMPILER_OPTIONS`
-    for a program with a backward pass on the CPU backend, else ``None`` (XLA's defaults)."""
-    if not backward or jax.default_backend() != "cpu" or not _cpu_options_supported():
+def compiler_options() -> dict | None:
+    """The XLA options jaxsal compiles its programs with: :data:`CPU_COMPILER_OPTIONS` on the
+    CPU backend, else ``None`` (XLA's defaults)."""
+    if jax.default_backend() != "cpu" or not _cpu_options_supported():
         return None
-    return dict(CPU_GRADIENT_COMPILER_OPTIONS)
+    return dict(CPU_COMPILER_OPTIONS)
 
 
 #: On CPU, the input-gradient methods widen a chunk of targets until its batched backward
@@ -345,12 +344,9 @@ _SHAPES = _LRU(1024)
 PRECISIONS = (None, "default", "high", "highest", "bfloat16")
 
 
-def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None = None,
-             backward: bool = True):
-    """The jitted program for ``key``, built once by ``build()`` and then reused.
-
-    ``backward``: whether the program differentiates the model (it then gets
-    :func:`compiler_options`); ``False`` for forward-only methods.
+def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None = None):
+    """The jitted program for ``key`` (compiled with :func:`compiler_options`), built once by
+    ``build()`` and then reused.
 
     ``precision``: ``None`` (JAX's default), ``"default"``, ``"high"``, ``"highest"``
     (matmul/convolution precision) or ``"bfloat16"``: floating inputs and params are cast to
@@ -378,9 +374,9 @@ def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None
             def fn(*args):
                 with jax.default_matmul_precision(precision):
                     return inner(*args)
-        return Program(fn, compiler_options(backward))
+        return Program(fn, compiler_options())
 
-    return _PROGRAMS.get((key, precision, backward), make)
+    return _PROGRAMS.get((key, precision), make)
 
 
 def clear_caches() -> None:

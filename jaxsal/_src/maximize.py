@@ -252,7 +252,7 @@ def _build(model: Any, head: str | None, needed: tuple, need_output: bool,
         out = jax.lax.map(lambda c: many(params, c[0], key, c[1]), xs)
         return jax.tree_util.tree_map(lambda a: a.reshape(pad_to, *a.shape[2:])[:T], out)
 
-    return base.Program(run, base.compiler_options(backward=True)), m
+    return base.Program(run, base.compiler_options()), m
 
 
 def _check_range(input_range: Any) -> tuple[float, float]:
