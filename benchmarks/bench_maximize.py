@@ -12,14 +12,13 @@ Two entry points:
   :mod:`benchmarks.suites` with ``method == "maximize"``);
 * ``run(suite, reps=5, warmup=1) -> dict``, standalone::
 
-    python -m benchmarks.bench_maximize --suite cpu --out benchmarks/results/maximize_cpu.json
+    python -m benchmarks.bench_maximize --suite cpu --out /tmp/maximize_cpu.json
 
-CPU suite: the MNIST fixture model (10 classes x 256 steps) and VGG16
-(``keras.applications.VGG16(weights=None)``, built by :mod:`benchmarks.models`) at a 32x32
-input, 10 classes x 32 steps: 10 x 256 steps at 224x224 is about 150 TFLOP per repetition,
-hours on 2 CPU cores, so the CPU suite records the smaller input and step count in each
-workload's id and ``note``. ``cpu-full`` has the 256-step VGG16 runs; the GPU suite uses
-224x224 and 256 steps.
+CPU suite: the MNIST fixture model and VGG16 (``keras.applications.VGG16(weights=None)``,
+built by :mod:`benchmarks.models`) at a 32x32 input, 10 classes x 256 steps each: at 224x224
+one repetition is about 150 TFLOP, hours on 2 CPU cores, so the CPU suite records the smaller
+input in the workload's id and ``note``. ``cpu-full`` adds VGG16 at 112x112; the GPU suite
+uses 224x224.
 """
 
 from __future__ import annotations
@@ -54,11 +53,9 @@ SUITES = {
     "smoke": [_w("mnist/maximize 3cls x16 steps", MNIST, 3, 16)],
     "cpu": [
         _w("mnist/maximize 10cls x256 steps", MNIST, 10, 256),
-        _w("vgg16-32/maximize 10cls x32 steps", {"name": "vgg16", "size": 32}, 10, 32,
-           note="VGG16 (weights=None, 1000 classes) at a 32x32 input and 32 steps instead of "
-                "224x224 x 256 steps: on 2 shared CPU cores one 10 x 256-step repetition at "
-                "32x32 already takes minutes (about 3 TFLOP); throughput is per image-step "
-                "and the scan is linear in steps. The 'cpu-full' suite has the 256-step run."),
+        _w("vgg16-32/maximize 10cls x256 steps", {"name": "vgg16", "size": 32}, 10, 256,
+           note="VGG16 (weights=None, 1000 classes) at a 32x32 input instead of 224x224 "
+                "(about 150 TFLOP per repetition there, hours on 2 CPU cores)"),
     ],
     "cpu-full": [
         _w("mnist/maximize 10cls x256 steps", MNIST, 10, 256),
