@@ -345,8 +345,8 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
 def maximize_program(model: Any, targets: Any, **options):
     """The compiled-program form of :func:`maximize` (same arguments and defaults): returns
     ``(run, args)`` where ``run(*args)`` gives ``(images, scores, trajectory)``; ``run`` is
-    ``jax.jit``-ed, so ``run.lower(*args).compile()`` separates compilation from execution
-    (used by the benchmarks)."""
+    jitted (a ``base.Program``), so ``run.lower(*args).compile()`` separates compilation from
+    execution (used by the benchmarks)."""
     bound = inspect.signature(maximize).bind(model, targets, **options)
     bound.apply_defaults()
     return _prepare(**bound.arguments)
