@@ -14,6 +14,18 @@ CASES = [(2, "VALID", 1, 1), (2, "SAME", 1, 1), (2, "SAME", 2, 1), (2, "VALID", 
          (2, "SAME", 1, 2), (1, "SAME", 2, 1), (1, "VALID", 1, 2), (3, "SAME", 2, 1)]
 
 
+def _assert_same_function(new, ref, x, k, rng):
+    """``new`` and ``ref`` agree in value and in both gradients (a random cotangent)."""
+    shape = jax.eval_shape(ref, x, k).shape
+    g = jnp.asarray(rng.randn(*shape), jnp.float32)
+    y_ref, grads_ref = _vjp_both(ref, x, k, g)
+    y_new, grads_new = _vjp_both(new, x, k, g)
+    assert y_new.shape == y_ref.shape
+    np.testing.assert_allclose(y_new, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads_new, grads_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+
+
 def _vjp_both(fn, x, k, g):
     @jax.jit
     def run(x, k, g):
@@ -42,14 +54,7 @@ def test_values_and_both_gradients_match_flax(rank, padding, stride, dilation):
     def new(x, k):
         return conv_canonical_vjp(x, k, (stride,) * rank, pads, (dilation,) * rank)
 
-    shape = jax.eval_shape(ref, x, k).shape
-    g = jnp.asarray(rng.randn(*shape), jnp.float32)
-    y_ref, grads_ref = _vjp_both(ref, x, k, g)
-    y_new, grads_new = _vjp_both(new, x, k, g)
-    assert y_new.shape == y_ref.shape
-    np.testing.assert_allclose(y_new, y_ref, rtol=1e-5, atol=1e-5)
-    for a, b in zip(grads_new, grads_ref):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+    _assert_same_function(new, ref, x, k, rng)
 
 
 def test_input_gradient_inside_a_loop_uses_the_canonical_kernel_layout():
@@ -95,14 +100,7 @@ def test_depthwise_as_shifted_slices_matches_grouped_convolution(rank, padding, 
     def new(x, k):
         return depthwise_shifted(x, k, (stride,) * rank, padding, (dilation,) * rank)
 
-    shape = jax.eval_shape(ref, x, k).shape
-    g = jnp.asarray(rng.randn(*shape), jnp.float32)
-    y_ref, grads_ref = _vjp_both(ref, x, k, g)
-    y_new, grads_new = _vjp_both(new, x, k, g)
-    assert y_new.shape == y_ref.shape
-    np.testing.assert_allclose(y_new, y_ref, rtol=1e-5, atol=1e-5)
-    for a, b in zip(grads_new, grads_ref):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+    _assert_same_function(new, ref, x, k, rng)
 
 
 @pytest.mark.parametrize("shape,window,strides,padding,dilation", [

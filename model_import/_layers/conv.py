@@ -114,23 +114,30 @@ conv_canonical_vjp.defvjp(_conv_fwd, _conv_bwd)
 SMALL_CONV_POSITIONS = 64
 
 
-def conv_patches(x, k, strides, pads, dilation):
-    """Channels-last convolution (``groups=1``) as ``patches @ kernel``: the window's taps
-    are gathered as strided slices of the padded input and concatenated along channels, in
-    the row-major order of ``k.reshape(-1, out)``. Equal to ``lax.conv_general_dilated``
-    (up to summation order); differentiable by JAX's own rules (slices, a pad, a dot)."""
+def _window_taps(x, window, strides, pads, dilation):
+    """``[(tap, slice)]`` for every position ``tap`` of a convolution window, in row-major
+    order: ``slice`` is the part of the padded channels-last ``x`` that the window's ``tap``
+    element meets at every output position (strided, dilated)."""
     import itertools
 
-    rank = k.ndim - 2
-    window = k.shape[:rank]
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    rank = len(window)
+    x = jnp.pad(x, ((0, 0), *[(int(lo), int(hi)) for lo, hi in pads], (0, 0)))
     k_eff = [(w - 1) * d + 1 for w, d in zip(window, dilation)]
     out = [(x.shape[1 + i] - k_eff[i]) // strides[i] + 1 for i in range(rank)]
     taps = []
     for tap in itertools.product(*[range(w) for w in window]):
         sl = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
                    for t, d, o, s in zip(tap, dilation, out, strides))
-        taps.append(x[(slice(None), *sl, slice(None))])
+        taps.append((tap, x[(slice(None), *sl, slice(None))]))
+    return taps
+
+
+def conv_patches(x, k, strides, pads, dilation):
+    """Channels-last convolution (``groups=1``) as ``patches @ kernel``: the window's taps
+    are gathered as strided slices of the padded input and concatenated along channels, in
+    the row-major order of ``k.reshape(-1, out)``. Equal to ``lax.conv_general_dilated``
+    (up to summation order); differentiable by JAX's own rules (slices, a pad, a dot)."""
+    taps = [xs for _, xs in _window_taps(x, k.shape[:-2], strides, pads, dilation)]
     patches = jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]
     return jnp.dot(patches, k.reshape(-1, k.shape[-1]))
 
@@ -189,8 +196,6 @@ def depthwise_shifted(x, k, strides, padding, dilation):
     grouped convolution (``feature_group_count=C``), which XLA:CPU runs 4x slower forward
     and over 10x slower backward; the slices and products vectorize and fuse.
     """
-    import itertools
-
     rank = k.ndim - 2
     dtype = jnp.result_type(x, k)
     x, k = x.astype(dtype), k.astype(dtype)
@@ -200,13 +205,9 @@ def depthwise_shifted(x, k, strides, padding, dilation):
     window = k.shape[:rank]
     k_eff = [(w - 1) * d + 1 for w, d in zip(window, dilation)]
     pads = lax.padtype_to_pads(x.shape[1:1 + rank], k_eff, strides, padding)
-    x = jnp.pad(x, ((0, 0), *[(int(lo), int(hi)) for lo, hi in pads], (0, 0)))
-    out = [(x.shape[1 + i] - k_eff[i]) // strides[i] + 1 for i in range(rank)]
     y = None
-    for tap in itertools.product(*[range(w) for w in window]):
-        sl = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
-                   for t, d, o, s in zip(tap, dilation, out, strides))
-        term = x[(slice(None), *sl, slice(None))] * k[tap + (0,)]
+    for tap, xs in _window_taps(x, window, strides, pads, dilation):
+        term = xs * k[tap + (0,)]
         y = term if y is None else y + term
     return y
 
