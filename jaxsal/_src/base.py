@@ -47,15 +47,15 @@ DEFAULT_CPU_BATCH_BUDGET = 4 * 2**30
 
 
 #: XLA options for every program jaxsal compiles, on the CPU backend only: YNNPACK for
-#: matmuls, XLA's own (Eigen) kernels for convolutions. Measured on the 2-core development VM
-#: (``benchmarks/README.md``): inside a program that also runs a backward pass, XLA:CPU's
-#: YNNPACK convolution fusions ran on one thread, and Eigen's used both cores (MNIST top-1
-#: saliency 60 -> 33 ms, 10-class Grad-CAM 85 -> 37 ms; MobileNetV2 10-class Grad-CAM 15 ->
-#: 10 ms). Forward passes alone: VGG16 at 112x112, 8 images, 552 -> 342 ms; MobileNetV2 8.4 ->
-#: 6.8 ms; the MNIST model is the exception (9.1 -> 13.2 ms). Keeping YNNPACK's matmuls
-#: matters for small convolutions computed as matmuls (VGG16 at 32x32: 147 ms per gradient
-#: without any YNNPACK, 89 ms with its matmuls). Ignored when this jaxlib does not know the
-#: option (see :func:`compiler_options`).
+#: matmuls, XLA's own (Eigen) kernels for convolutions. Inside a program that also runs a
+#: backward pass, XLA:CPU's YNNPACK convolution fusions ran on one thread here, and Eigen's
+#: used both cores (MNIST top-1 saliency 60 -> 33 ms, 10-class Grad-CAM 85 -> 37 ms:
+#: ``benchmarks/results/ynn_experiment``). Forward passes alone depend on the model (VGG16 at
+#: 112x112 530-557 -> 330-351 ms; the MNIST model slower, 9.6 -> 16.7 ms: the forward probes in
+#: ``benchmarks/results/cpu.json``); the larger models decide. YNNPACK's matmuls are kept for
+#: the small convolutions computed as matmuls (``model_import._layers.conv.conv_patches``).
+#: See ``benchmarks/README.md``. Ignored when this jaxlib does not know the option (see
+#: :func:`compiler_options`).
 CPU_COMPILER_OPTIONS = types.MappingProxyType(
     {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"})
 
