@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src.precision import low_precision, low_precision_backward
 from model_import._model import HEADS, apply_head  # one definition of the output heads
 
 Array = jax.Array
@@ -344,39 +345,39 @@ _SHAPES = _LRU(1024)
 PRECISIONS = (None, "default", "high", "highest", "bfloat16")
 
 
-def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None = None):
+def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None = None, *,
+             forward_only: bool = False):
     """The jitted program for ``key`` (compiled with :func:`compiler_options`), built once by
     ``build()`` and then reused.
 
     ``precision``: ``None`` (JAX's default), ``"default"``, ``"high"``, ``"highest"``
-    (matmul/convolution precision) or ``"bfloat16"``: floating inputs and params are cast to
-    bfloat16 inside the program (faster on accelerators; maps returned as float32).
+    (matmul/convolution precision) or ``"bfloat16"``: the matmuls and convolutions of the
+    backward passes (``targets.target_pullback``) take bfloat16 operands and accumulate in
+    float32 (:func:`jaxsal._src.precision.low_precision`), the forward passes stay float32;
+    with ``forward_only`` (a program without a backward pass: Score-CAM, Eigen-CAM,
+    occlusion) all its matmuls and convolutions do. Inputs, params, every other operation and
+    the returned maps stay float32. See :mod:`jaxsal._src.precision` for why.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
 
     def make():
         fn = build()
-        if precision == "bfloat16":
-            inner = fn
-
-            def cast(a):
-                if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating):
-                    return a.astype(jnp.bfloat16)
-                return a
-
-            def fn(*args):
-                out = inner(*jax.tree_util.tree_map(cast, args))
-                return jax.tree_util.tree_map(lambda o: o.astype(jnp.float32), out)
+        if precision == "bfloat16" and forward_only:
+            fn = low_precision(fn, jnp.bfloat16)
         elif precision is not None:
             inner = fn
+            if precision == "bfloat16":
+                context = functools.partial(low_precision_backward, jnp.bfloat16)
+            else:
+                context = functools.partial(jax.default_matmul_precision, precision)
 
             def fn(*args):
-                with jax.default_matmul_precision(precision):
+                with context():  # entered while jit traces the program: a trace-time choice
                     return inner(*args)
         return Program(fn, compiler_options())
 
-    return _PROGRAMS.get((key, precision), make)
+    return _PROGRAMS.get((key, precision, bool(forward_only)), make)
 
 
 def clear_caches() -> None:

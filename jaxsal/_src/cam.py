@@ -410,7 +410,7 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     key = ("scorecam", p.key, spec, info, L, a_shape, bool(upsample), top_k, top_k_mode,
            bool(softmax), n_sel, kc, nb)
     return base.compiled(key, lambda: base.split_batch(build(), p.n, nb),
-                         precision)(p.params, p.x, p.ids)
+                         precision, forward_only=True)(p.params, p.x, p.ids)
 
 
 # ---------------------------------------------------------------------- Eigen-CAM
@@ -461,7 +461,7 @@ def eigencam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
 
     key = ("eigencam", p.key, spec.class_axis, spec.num, L, bool(upsample), c.nb)
     return base.compiled(key, lambda: base.split_batch(build(), p.n, c.nb, (1,)),
-                         precision)(p.params, p.x)
+                         precision, forward_only=True)(p.params, p.x)
 
 
 # ---------------------------------------------------------------------- guided Grad-CAM

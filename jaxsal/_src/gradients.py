@@ -97,7 +97,11 @@ def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | Non
         ``memory_budget`` bytes, see ``jaxsal.DEFAULT_MEMORY_BUDGET``).
       memory_budget: bytes one chunk of backward passes may use.
       precision: ``"highest"`` for exact float32 matmuls on accelerators (parity tests);
-        ``"bfloat16"`` computes in bfloat16 (opt-in speed; maps returned as float32).
+        ``"bfloat16"`` (opt-in speed on accelerators): the backward passes' matmuls and
+        convolutions take bfloat16 operands, accumulated in float32; the forward pass, every
+        other operation, inputs, params and maps stay float32. (Forward-only methods, Score-CAM,
+        Eigen-CAM and occlusion, run all their matmuls that way.) Rounding the forward pass
+        too would flip ReLU/max-pool routing in deep networks and change the gradients.
       check_finite: raise on NaN/inf inputs (one cheap device reduction).
     Returns:
       Raw (un-normalized) maps ``(N, H, W)`` (``(N, T, H, W)`` with a class axis; the channel

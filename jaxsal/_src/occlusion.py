@@ -122,4 +122,4 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
 
     key = ("occlusion", p.key, spec, info, tuple(p.x.shape), ph, pw, sh, sw, group, nb)
     return base.compiled(key, lambda: base.split_batch(build(), n, nb, maybe=(3,)),
-                         precision)(p.params, p.x, p.ids, fill_arr)
+                         precision, forward_only=True)(p.params, p.x, p.ids, fill_arr)

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src.precision import backward_dtype, low_precision
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
@@ -225,6 +227,10 @@ def target_pullback(fwd: Callable, primal: Any, spec: TargetSpec, info: OutputIn
     Returns ``(scores (N, T), aux, pull)`` where ``pull(t)`` is the gradient of score ``t``
     (summed over inputs, which are independent) with respect to ``primal``: one backward pass.
     ``pull`` is ``vmap``-able over ``t``.
+
+    While jaxsal traces a ``precision="bfloat16"`` program
+    (:func:`jaxsal._src.precision.backward_dtype`), the backward pass's matmuls and
+    convolutions take bfloat16 operands (float32 accumulation); the forward pass stays float32.
     """
     def scored(p):
         y, captured, aux = fwd(p)
@@ -232,9 +238,16 @@ def target_pullback(fwd: Callable, primal: Any, spec: TargetSpec, info: OutputIn
 
     s, pullback, aux = jax.vjp(scored, primal, has_aux=True)
 
+    def backward(ct):
+        return pullback(ct)[0]
+
+    dtype = backward_dtype()
+    if dtype is not None:
+        backward = low_precision(backward, dtype)
+
     def pull(t):
         ct = jnp.broadcast_to((jnp.arange(spec.num) == t).astype(s.dtype), s.shape)
-        return pullback(ct)[0]
+        return backward(ct)
 
     return s, aux, pull
 
