@@ -57,6 +57,31 @@ def test_values_and_both_gradients_match_flax(rank, padding, stride, dilation):
     _assert_same_function(new, ref, x, k, rng)
 
 
+@pytest.mark.parametrize("rank,padding,stride,size", [
+    (2, "VALID", 1, (11, 12)), (2, "SAME", 1, (11, 12)), (2, "SAME", 2, (11, 12)),
+    (1, "SAME", 1, (13,)), (3, "VALID", 1, (7, 8, 9)), (2, "SAME", 1, (5, 4))])
+def test_one_input_channel_matches_flax(rank, padding, stride, size):
+    """One input channel (a grayscale first layer): the input gradient is a matmul and
+    shifted sums (stride 1; other strides keep the transposed convolution)."""
+    rng = np.random.RandomState(7 + rank + stride)
+    x = jnp.asarray(rng.randn(3, *size, 1), jnp.float32)
+    k = jnp.asarray(rng.randn(*(3,) * rank, 1, 5), jnp.float32)
+    cfg = {"kernel_size": 3, "strides": stride, "padding": padding.lower()}
+    module = _conv_module(cfg, rank, 5, 1, use_bias=False)
+    pads = tuple(tuple(int(v) for v in p) for p in
+                 lax.padtype_to_pads(x.shape[1:1 + rank], (3,) * rank, (stride,) * rank, padding))
+
+    def new(x, k):
+        return conv_canonical_vjp(x, k, (stride,) * rank, pads, (1,) * rank)
+
+    _assert_same_function(new, lambda x, k: module.apply({"params": {"kernel": k}}, x),
+                          x, k, rng)
+    # a convolution producing the input's shape is the transposed one: only where stride > 1
+    jaxpr = str(jax.make_jaxpr(lambda x: jax.grad(lambda a: new(a, k).sum())(x))(x))
+    shape = "f32[" + ",".join(map(str, x.shape)) + "] = conv_general_dilated"
+    assert (shape in jaxpr) == (stride != 1)
+
+
 def test_input_gradient_inside_a_loop_uses_the_canonical_kernel_layout():
     """The point of the function: in a while loop the input-gradient convolution keeps
     XLA's canonical kernel dimension labels (JAX's own rule gives swapped in/out labels)."""
