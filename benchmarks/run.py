@@ -383,8 +383,10 @@ def main(argv=None) -> int:
     ap.add_argument("--from-json", help="only regenerate the README table from this JSON")
     ap.add_argument("--only", nargs="*", help="run workloads whose id contains any of these")
     ap.add_argument("--sides", nargs="*", help="run only these libraries")
-    ap.add_argument("--malloc", nargs="*", default=["default", "tuned"],
-                    choices=sorted(MALLOC), help="allocator settings to run jaxsal under")
+    ap.add_argument("--malloc", nargs="*", default=None, choices=sorted(MALLOC),
+                    help="allocator settings to run jaxsal under (default: default and tuned "
+                         "on CPU suites; default alone on the GPU suites, where the host "
+                         "allocator does not hold the device's buffers)")
     ap.add_argument("--peer-malloc-variants", action="store_true",
                     help="run the peers under every --malloc setting too (default: glibc "
                          "defaults only)")
@@ -399,6 +401,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.suite in ("cpu", "smoke", "gpu-smoke"):
         a.cpu = True
+    if a.malloc is None:
+        a.malloc = ["default"] if a.suite.startswith("gpu") else ["default", "tuned"]
     if a.from_json:
         with open(a.from_json) as f:
             doc = json.load(f)
