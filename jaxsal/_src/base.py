@@ -48,9 +48,10 @@ DEFAULT_CPU_BATCH_BUDGET = 4 * 2**30
 
 
 #: XLA options for every program jaxsal compiles, on the CPU backend only: YNNPACK for
-#: matmuls, XLA's own (Eigen) kernels for convolutions. Inside a program that also runs a
-#: backward pass, XLA:CPU's YNNPACK convolution fusions ran on one thread here, and Eigen's
-#: used both cores (MNIST top-1 saliency 60 -> 33 ms, 10-class Grad-CAM 85 -> 37 ms:
+#: matmuls, XLA's own (Eigen) kernels for convolutions. YNNPACK is fast on a forward pass it
+#: takes whole as one fused graph; inside a program that also runs a backward pass each
+#: convolution becomes a YNNPACK fusion of its own, several times slower than Eigen's kernel
+#: (MNIST top-1 saliency 60 -> 33 ms, 10-class Grad-CAM 85 -> 37 ms:
 #: ``benchmarks/results/ynn_experiment``). Forward passes alone depend on the model (VGG16 at
 #: 112x112 530-557 -> 330-351 ms; the MNIST model slower, 9.6 -> 16.7 ms: the forward probes in
 #: ``benchmarks/results/cpu.json``); the larger models decide. YNNPACK's matmuls are kept for
