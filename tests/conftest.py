@@ -32,3 +32,27 @@ def mnist_digits():
 
     d = np.load(FIXTURES / "mnist_5k.npz")
     return (d["x"][d["test_idx"]].astype(np.float32) / 255.0)[..., None]
+
+
+class CompileCounter:
+    """Counts XLA backend compilations while it is registered (``jax.monitoring``)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.n += 1
+
+
+@pytest.fixture
+def compiles():
+    """A :class:`CompileCounter` listening for the duration of one test."""
+    import jax
+
+    counter = CompileCounter()
+    jax.monitoring.register_event_duration_secs_listener(counter)
+    try:
+        yield counter
+    finally:
+        jax.monitoring.unregister_event_duration_listener(counter)

@@ -335,35 +335,21 @@ def test_smoothgrad_over_other_methods(lm, x4):
         assert out.shape == (2, 2, 28, 28) and np.all(np.isfinite(out))
 
 
-class _CompileCounter:
-    def __init__(self):
-        self.n = 0
-
-    def __call__(self, event, duration, **kw):
-        if event == "/jax/core/compile/backend_compile_duration":
-            self.n += 1
-
-
-def test_no_recompile_on_second_call(lm, x4):
-    counter = _CompileCounter()
-    jax.monitoring.register_event_duration_secs_listener(counter)
-    try:
-        calls = [lambda: jaxsal.saliency(lm, x4, [1, 2]),
-                 lambda: jaxsal.gradcam(lm, x4, 5),
-                 lambda: jaxsal.smoothgrad(lm, x4, 3, key=jax.random.key(0), n=2),
-                 lambda: jaxsal.scorecam(lm, x4, [0, 1], top_k=4)]
-        for c in calls:
-            jax.block_until_ready(c())
-        first = counter.n
-        assert first > 0
-        for c in calls:
-            jax.block_until_ready(c())
-        # new class ids and a new model object with the same structure reuse the programs
-        jax.block_until_ready(jaxsal.saliency(lm, x4, [7, 9]))
-        jax.block_until_ready(jaxsal.saliency(lm.with_head("logits"), x4, [3, 4]))
-        assert counter.n == first
-    finally:
-        jax.monitoring.unregister_event_duration_listener(counter)
+def test_no_recompile_on_second_call(lm, x4, compiles):
+    calls = [lambda: jaxsal.saliency(lm, x4, [1, 2]),
+             lambda: jaxsal.gradcam(lm, x4, 5),
+             lambda: jaxsal.smoothgrad(lm, x4, 3, key=jax.random.key(0), n=2),
+             lambda: jaxsal.scorecam(lm, x4, [0, 1], top_k=4)]
+    for c in calls:
+        jax.block_until_ready(c())
+    first = compiles.n
+    assert first > 0
+    for c in calls:
+        jax.block_until_ready(c())
+    # new class ids and a new model object with the same structure reuse the programs
+    jax.block_until_ready(jaxsal.saliency(lm, x4, [7, 9]))
+    jax.block_until_ready(jaxsal.saliency(lm.with_head("logits"), x4, [3, 4]))
+    assert compiles.n == first
 
 
 def test_precision_options(lm, x4):
