@@ -1,4 +1,5 @@
-"""Helpers for the importer's differential tests against real Keras 3 (JAX backend).
+"""Helpers for the importer's differential tests against real Keras 3 (NumPy backend unless
+``KERAS_BACKEND`` says otherwise: see conftest.py).
 
 Random initial weights hide bugs (BatchNormalization with fresh statistics is the identity,
 biases are zero, LayerScale is 1e-6): :func:`perturb_keras` gives every such weight a random

@@ -1,5 +1,6 @@
-"""Differential tests of the importer against real Keras 3 (JAX backend) on every
-``keras.applications`` architecture the project supports (``weights=None``, small inputs).
+"""Differential tests of the importer against real Keras 3 (its NumPy backend unless
+``KERAS_BACKEND`` says otherwise: see conftest.py) on every ``keras.applications``
+architecture the project supports (``weights=None``, small inputs).
 
 Per architecture (built once per module): BatchNormalization statistics, gammas, betas and
 biases are perturbed (fresh statistics make BN the identity and would hide bugs), the

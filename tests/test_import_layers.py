@@ -1,4 +1,5 @@
-"""Layer zoo: every converter against real Keras 3 (JAX backend), layer by layer.
+"""Layer zoo: every converter against real Keras 3 (NumPy backend unless ``KERAS_BACKEND``
+says otherwise: see conftest.py), layer by layer.
 
 Each zoo is a small Functional model; every one of its layers' outputs is compared with the
 Keras output of that layer (a Keras sub-model with all layer outputs), after saving as
