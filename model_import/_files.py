@@ -121,6 +121,7 @@ class Keras3Weights(WeightSource):
     def __init__(self, root: h5py.Group, path: str, layer_order: dict):
         self.root = root
         self.path = path
+        self._name_index: dict[str, dict[str, str]] = {}
         # layer_order: {container path tuple: [(layer name, class name), ...]}
         self.keys: dict[tuple[str, ...], str] = {}
         for container, layers in layer_order.items():
@@ -137,12 +138,8 @@ class Keras3Weights(WeightSource):
             layers = g.get("layers")
             if layers is None:
                 return None
-            found = None
-            for key in layers:  # prefer the recorded name when the writer stored one
-                v = layers[key].get("vars")
-                if v is not None and _decode(v.attrs.get("name", "")) == path[i]:
-                    found = layers[key]
-                    break
+            key = self._recorded_names(layers).get(path[i])
+            found = layers[key] if key is not None else None
             if found is None:
                 key = self.keys.get(tuple(path[: i + 1]))
                 if key is None or key not in layers:
@@ -150,6 +147,22 @@ class Keras3Weights(WeightSource):
                 found = layers[key]
             g = found
         return g
+
+    def _recorded_names(self, layers: h5py.Group) -> dict[str, str]:
+        """``{layer name: key}`` of one ``layers`` group, from the ``name`` attributes of
+        the ``vars`` groups (the recorded name is preferred over the class-name key when
+        the writer stored one); read once per group, since a lookup per layer would read
+        every attribute again (quadratic: 16 s for DenseNet121)."""
+        index = self._name_index.get(layers.name)
+        if index is None:
+            index = {}
+            for key in layers:
+                v = layers[key].get("vars")
+                name = _decode(v.attrs.get("name", "")) if v is not None else ""
+                if name:
+                    index.setdefault(name, key)  # the first match, as a scan would find
+            self._name_index[layers.name] = index
+        return index
 
     def get(self, path, class_names):
         g = self._group(tuple(path))
