@@ -154,10 +154,16 @@ def test_conv_patches_equals_convolution(shape, window, strides, padding, dilati
                                         precision=lax.Precision.HIGHEST)
 
     def got(x, k):
-        with jax.default_matmul_precision("highest"):
-            return conv_patches(x, k, strides, pads, dilation)
+        return conv_patches(x, k, strides, pads, dilation)
 
-    np.testing.assert_allclose(got(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
     loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))  # noqa: E731
-    for a, b in zip(jax.grad(loss(got), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
+
+    @jax.jit  # one compiled program (eager, every primitive would compile on its own)
+    def values_and_grads(x, k):
+        return [(f(x, k), jax.grad(loss(f), (0, 1))(x, k)) for f in (got, ref)]
+
+    with jax.default_matmul_precision("highest"):
+        (y, grads), (y_ref, grads_ref) = values_and_grads(x, k)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, grads_ref):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
