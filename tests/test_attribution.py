@@ -198,7 +198,7 @@ def test_binary_model_class_ids_and_heads():
     lm = m.with_head("logits")
     z = lambda x: lm.apply(lm.params, x)[:, 0].sum()  # noqa: E731
     p = lambda x: jax.nn.sigmoid(lm.apply(lm.params, x)[:, 0]).sum()  # noqa: E731
-    gz, gp = jax.grad(z)(xj), jax.grad(p)(xj)
+    gz, gp = jax.jit(jax.grad(z))(xj), jax.jit(jax.grad(p))(xj)
     kw = dict(reduce=None)
     # class 1: the unit (logit or probability); class 0: its complement
     # atol relative to the map's scale: jaxsal's CPU programs use XLA's own convolution
