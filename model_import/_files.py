@@ -139,13 +139,11 @@ class Keras3Weights(WeightSource):
             if layers is None:
                 return None
             key = self._recorded_names(layers).get(path[i])
-            found = layers[key] if key is not None else None
-            if found is None:
+            if key is None:
                 key = self.keys.get(tuple(path[: i + 1]))
                 if key is None or key not in layers:
                     return None
-                found = layers[key]
-            g = found
+            g = layers[key]
         return g
 
     def _recorded_names(self, layers: h5py.Group) -> dict[str, str]:

