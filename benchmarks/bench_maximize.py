@@ -81,7 +81,6 @@ def case(spec: dict, **options) -> Case:
     """A ready-to-time :class:`Case` for one workload ``spec`` (see the module docstring).
 
     ``options`` are passed to ``jaxsal.maximize`` (default options otherwise)."""
-    import jax
     import numpy as np
 
     from jaxsal._src.maximize import maximize_program

@@ -17,10 +17,9 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
-from benchmarks import models, suites
+from benchmarks import _workers, models, suites
 
 ROOT = models.ROOT
 README = os.path.join(ROOT, "benchmarks", "README.md")
@@ -68,42 +67,24 @@ def _python_for(side: str, a) -> str:
     return sys.executable
 
 
-def _run_worker(side: str, spec: dict, env_extra: dict, a) -> dict:
-    python = _python_for(side, a)
-    if not python or not os.path.exists(python):
-        return {"side": side, "workload": spec["id"], "status": "skipped",
-                "reason": f"no interpreter for {side!r} (got {python!r}); see "
-                          "benchmarks/setup_peers.sh"}
+def _worker_env(env_extra: dict, a, side: str) -> dict:
     env = dict(os.environ)
     env.update(env_extra)
     env.setdefault("PYTHONPATH", ROOT)
     if a.cpu:
         env["JAX_PLATFORMS"] = "cpu"
         env["CUDA_VISIBLE_DEVICES"] = ""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
-        out = tmp.name
-    cmd = [python, "-m", "benchmarks.worker", "--side", side, "--spec", json.dumps(spec),
-           "--out", out, "--reps", str(a.reps)]
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=a.timeout)
-        try:
-            with open(out) as f:
-                res = json.load(f)
-        except (OSError, ValueError):
-            res = {"side": side, "workload": spec["id"], "status": "error",
-                   "reason": f"worker exited {p.returncode} without a result",
-                   "stderr_tail": p.stderr[-3000:]}
-    except subprocess.TimeoutExpired:
-        res = {"side": side, "workload": spec["id"], "status": "error",
-               "reason": f"timed out after {a.timeout} s"}
-    finally:
-        if os.path.exists(out):
-            os.unlink(out)
-    res["wall_s"] = time.perf_counter() - t0
-    res["env"] = env_extra
-    return res
+    elif a.keep_workers and side in ("jaxsal", "naive"):
+        # two JAX workers (jaxsal, naive) and the PyTorch ones share the GPU for the whole
+        # run: JAX takes memory as it needs it instead of 75% of the device up front
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    return env
+
+
+def _no_interpreter(side: str, spec: dict, python: str) -> dict:
+    return {"side": side, "workload": spec["id"], "status": "skipped",
+            "reason": f"no interpreter for {side!r} (got {python!r}); see "
+                      "benchmarks/setup_peers.sh"}
 
 
 def _forward_equivalents(spec: dict) -> float | None:
@@ -160,6 +141,7 @@ def _summarize(spec: dict, results: list[dict], fwd_flops: dict) -> dict:
 
 
 def run_suite(a) -> dict:
+    t_start = time.perf_counter()
     specs = list(suites.SUITES[a.suite])
     if a.only:
         specs = [s for s in specs if any(o in s["id"] for o in a.only)]
@@ -171,46 +153,95 @@ def run_suite(a) -> dict:
                            capture_output=True, text=True)
     doc: dict = {"schema": SCHEMA, "suite": a.suite, "date": started.isoformat(timespec="seconds"),
                  "machine": _machine(), "command": " ".join(sys.argv),
-                 "git_commit": git.stdout.strip() or None,
+                 # a device machine's copy of the tree has no .git: the caller names the commit
+                 "git_commit": git.stdout.strip() or os.environ.get("JAXSAL_GIT_COMMIT"),
                  "git_dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None,
-                 "malloc_variants": {v: MALLOC[v] for v in variants}, "workloads": []}
+                 "malloc_variants": {v: MALLOC[v] for v in variants},
+                 "workers": "kept (one per library for the run)" if a.keep_workers
+                 else "one per workload", "deadline_s": a.deadline, "workloads": []}
     for spec in specs:
         if spec["model"]["name"] != "mnist":
             _build_model(spec["model"])
-    fwd_flops: dict = {}
-    for spec in specs:
-        results = []
-        for side in spec["sides"]:
-            if sides and side not in sides:
-                continue
-            side_variants = variants if (side not in PEER_SIDES or a.peer_malloc_variants) \
-                else ["default"]
-            for v in side_variants:
-                if not a.quiet:
-                    print(f"[{a.suite}] {spec['id']:<55} {side:<7} malloc={v:<8}", end=" ",
-                          flush=True)
-                r = _run_worker(side, spec, MALLOC[v], a)
-                r["malloc"] = v
-                results.append(r)
-                f = (r.get("info") or {}).get("fwd_flops_per_image")
-                if f:
-                    fwd_flops[models.model_key(spec["model"])] = f
-                if not a.quiet:
-                    msg = (f"{r['median_s'] * 1e3:10.1f} ms  ({r['throughput']:.1f} "
-                           f"{r['unit']})" if r.get("status") == "ok"
-                           else f"{r.get('status')}: {r.get('reason', '')[:150]}")
-                    print(msg, flush=True)
-        doc["workloads"].append({"spec": spec, "results": results,
-                                 **_summarize(spec, results, fwd_flops)})
-        if a.out:  # keep what is measured so far
-            _save(doc, a.out + ".partial")
-    doc["complete"] = True
+    kept: dict = {}
+    try:
+        for spec in specs:
+            results = []
+            for side in spec["sides"]:
+                if sides and side not in sides:
+                    continue
+                side_variants = variants if (side not in PEER_SIDES or a.peer_malloc_variants) \
+                    else ["default"]
+                for v in side_variants:
+                    left = None if a.deadline is None else \
+                        a.deadline - (time.perf_counter() - t_start)
+                    if left is not None and left < a.min_worker_s:
+                        r = {"side": side, "workload": spec["id"], "status": "not_run",
+                             "reason": "the run's --deadline left too little time to start it"}
+                    else:
+                        if not a.quiet:
+                            print(f"[{a.suite}] {spec['id']:<55} {side:<7} malloc={v:<8}",
+                                  end=" ", flush=True)
+                        r = _run(spec, side, v, a, kept,
+                                 a.timeout if left is None else min(a.timeout, left))
+                        if not a.quiet:
+                            print(_short(r), flush=True)
+                    r["malloc"] = v
+                    r["env"] = MALLOC[v]
+                    results.append(r)
+            doc["workloads"].append({"spec": spec, "results": results})
+            doc["workloads"] = _assemble(doc["workloads"])
+            if a.out:  # keep what is measured so far
+                _save(doc, a.out + ".partial")
+    finally:
+        for w in kept.values():
+            w.close()
+    cut = [f"{w['spec']['id']} [{r['side']}]" for w in doc["workloads"] for r in w["results"]
+           if r.get("status") == "not_run"]
+    doc["complete"] = not cut
+    if cut:
+        doc["not_run"] = cut
     return _finalize(doc)
+
+
+def _run(spec: dict, side: str, variant: str, a, kept: dict, timeout: float) -> dict:
+    """One workload on one side, in a fresh worker or in the run's kept worker for it."""
+    python = _python_for(side, a)
+    if not python or not os.path.exists(python):
+        return _no_interpreter(side, spec, python)
+    env = _worker_env(MALLOC[variant], a, side)
+    if not a.keep_workers:
+        t0 = time.perf_counter()
+        r = _workers.run_once(python, side, spec, env, ROOT, a.reps, timeout)
+        r["wall_s"] = time.perf_counter() - t0
+        return r
+    if (side, variant) not in kept:
+        kept[(side, variant)] = _workers.KeptWorker(python, side, env, ROOT, a.reps)
+    return kept[(side, variant)].run(spec, timeout)
+
+
+def _short(r: dict) -> str:
+    if r.get("status") == "ok":
+        return f"{r['median_s'] * 1e3:.1f} ms ({r['throughput']:.1f} {r['unit']})"
+    return f"{r.get('status')}: {r.get('reason', '')[:150]}"
+
+
+def _assemble(workloads: list[dict]) -> list[dict]:
+    """The workload entries with their nominal FLOPs and ratios (re)computed: a model's
+    forward FLOPs come from the first of its results that measured them."""
+    fwd_flops: dict = {}
+    for w in workloads:
+        for r in w["results"]:
+            f = (r.get("info") or {}).get("fwd_flops_per_image")
+            if f:
+                fwd_flops.setdefault(models.model_key(w["spec"]["model"]), f)
+    return [{"spec": w["spec"], "results": w["results"],
+             **_summarize(w["spec"], w["results"], fwd_flops)} for w in workloads]
 
 
 def _finalize(doc: dict) -> dict:
     """Derived ratios, versions, devices and elapsed time of a (possibly partial) run."""
     doc["derived"] = _derived(doc)
+    doc["memory_ratios"] = _memory_ratios(doc)
     doc["versions"] = _versions(doc)
     doc["devices"] = sorted({r["device"] for w in doc["workloads"] for r in w["results"]
                              if r.get("device")})
@@ -269,6 +300,58 @@ def _derived(doc) -> list[dict]:
     return out
 
 
+def _memory_ratios(doc) -> list[dict]:
+    """Peak device memory of a T-class call over that of the top-1 call of the same method,
+    model, batch and library (issue 6: at most 2). Needs device-memory figures (GPU)."""
+    def peak(r):
+        return r.get("peak_device_bytes"), r.get("peak_device_bytes_at_most")
+
+    top1 = {}
+    for w in doc["workloads"]:
+        s = w["spec"]
+        if s["targets"] == "top1" and not s.get("options"):
+            for r in w["results"]:
+                if r.get("status") == "ok" and r.get("peak_device_bytes"):
+                    top1[(s["method"], models.model_key(s["model"]), s["batch"], r["side"],
+                          r["malloc"])] = r
+    out = []
+    for w in doc["workloads"]:
+        s = w["spec"]
+        if s["targets"] == "top1" or s.get("options"):
+            continue
+        for r in w["results"]:
+            base = top1.get((s["method"], models.model_key(s["model"]), s["batch"], r["side"],
+                             r["malloc"]))
+            exact, at_most = peak(r)
+            if r.get("status") != "ok" or not base or not (exact or at_most):
+                continue
+            b = base["peak_device_bytes"]
+            out.append({"what": "peak device memory, T targets / top-1", "workload": s["id"],
+                        "side": r["side"], "malloc": r["malloc"],
+                        "ratio": exact / b if exact else None,
+                        "ratio_at_most": None if exact else at_most / b, "target": 2.0})
+    return out
+
+
+#: Dense (no sparsity) peak throughput of the accelerators the GPU suite is run on, from
+#: NVIDIA's H100 and H200 datasheets (SXM form factor; the datasheets' tensor-core figures
+#: are with 2:4 sparsity, twice these). Matched on the device name the sides report.
+DEVICE_PEAK = (
+    ("H200 NVL", {"fp32": 60e12, "tf32": 417.5e12, "bf16": 835.5e12}),
+    ("H200", {"fp32": 66.9e12, "tf32": 494.7e12, "bf16": 989.4e12}),
+    ("H100 PCIe", {"fp32": 51.2e12, "tf32": 378e12, "bf16": 756e12}),
+    ("H100", {"fp32": 66.9e12, "tf32": 494.7e12, "bf16": 989.4e12}),
+)
+
+
+def device_peak_flops(device: str) -> dict | None:
+    """Peak FLOP/s by precision for a device name such as ``"gpu: NVIDIA H200"``, if known."""
+    for name, peak in DEVICE_PEAK:
+        if name in device:
+            return peak
+    return None
+
+
 # ----------------------------------------------------------------------------- README table
 def _fmt_s(s):
     return "-" if s is None else (f"{s * 1e3:.1f} ms" if s < 10 else f"{s:.1f} s")
@@ -276,6 +359,22 @@ def _fmt_s(s):
 
 def _fmt_b(b):
     return "-" if not b else f"{b / 2**20:.0f} MiB"
+
+
+def _fmt_device(r: dict) -> str:
+    if r.get("peak_device_bytes"):
+        return _fmt_b(r["peak_device_bytes"])
+    if r.get("peak_device_bytes_at_most"):  # a shared JAX process: see benchmarks/worker.py
+        return "<= " + _fmt_b(r["peak_device_bytes_at_most"])
+    return "-"
+
+
+def _fmt_flops(r: dict) -> str:
+    gf = r.get("achieved_flops_per_s")
+    if not gf:
+        return "-"
+    peak = device_peak_flops(r.get("device", ""))
+    return f"{gf / 1e9:.1f}" + (f" ({100 * gf / peak['tf32']:.0f}% TF32)" if peak else "")
 
 
 def _load_range(doc: dict) -> str:
@@ -309,12 +408,11 @@ def table(doc: dict) -> str:
                 continue
             comp = r.get("compile_s")
             comp = comp if comp is not None else r.get("compile_estimate_s")
-            gf = r.get("achieved_flops_per_s")
             lines.append(
                 f"| {name} | {r['side']} | {r['malloc']} | {_fmt_s(r['median_s'])} | "
                 f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])} | {r['throughput']:.1f} "
-                f"{r['unit']} | {_fmt_s(comp)} | {'-' if not gf else f'{gf / 1e9:.1f}'} | "
-                f"{_fmt_b(r.get('peak_rss_bytes'))} | {_fmt_b(r.get('peak_device_bytes'))} |")
+                f"{r['unit']} | {_fmt_s(comp)} | {_fmt_flops(r)} | "
+                f"{_fmt_b(r.get('peak_rss_bytes'))} | {_fmt_device(r)} |")
     ratios = [(w["spec"]["id"], q) for w in doc["workloads"] for q in w["ratios"]]
     if ratios:
         lines += ["", "| workload | jaxsal vs | malloc (jaxsal / peer) | speed-up (wall) | "
@@ -334,6 +432,13 @@ def table(doc: dict) -> str:
             lines.append(f"| {d['workload']} | {d['side']} | {d['malloc']} | "
                          f"{d['ratio']:.2f} | {'-' if c is None else f'{c:.2f}'} | "
                          f"<= {d['target']} |")
+    if doc.get("memory_ratios"):
+        lines += ["", "| peak device memory, T targets / top-1 | library | ratio | target |",
+                  "|---|---|---|---|"]
+        for d in doc["memory_ratios"]:
+            ratio = (f"{d['ratio']:.2f}" if d["ratio"] is not None
+                     else f"<= {d['ratio_at_most']:.2f}")
+            lines.append(f"| {d['workload']} | {d['side']} | {ratio} | <= {d['target']} |")
     lines += _bf16_table(doc)
     return "\n".join(lines)
 
@@ -392,6 +497,15 @@ def main(argv=None) -> int:
                          "defaults only)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=1800.0, help="per worker, seconds")
+    ap.add_argument("--deadline", type=float, default=None,
+                    help="seconds for the whole run: no worker starts with less than "
+                         "--min-worker-s left, a running one is stopped at it, and what "
+                         "was measured is kept (workloads not reached are listed as not_run)")
+    ap.add_argument("--min-worker-s", type=float, default=30.0)
+    ap.add_argument("--keep-workers", action=argparse.BooleanOptionalAction, default=None,
+                    help="one worker process per library kept for the whole run (default on "
+                         "the GPU suites) instead of one per workload (default on the CPU "
+                         "suites: each workload's peak RSS is its own)")
     ap.add_argument("--peer-python", default=os.environ.get(
         "JAXSAL_PEER_PYTHON", "/work/venvs/peer/bin/python"))
     ap.add_argument("--torch-python", default=os.environ.get("JAXSAL_TORCH_PYTHON",
@@ -401,6 +515,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.suite in ("cpu", "smoke", "gpu-smoke"):
         a.cpu = True
+    if a.keep_workers is None:
+        a.keep_workers = a.suite.startswith("gpu")
     if a.malloc is None:
         a.malloc = ["default"] if a.suite.startswith("gpu") else ["default", "tuned"]
     if a.from_json:
@@ -415,6 +531,7 @@ def main(argv=None) -> int:
                                    for r in w["results"])
         else:
             doc["derived"] = _derived(doc)  # recomputed: the ratios are derived, not measured
+            doc["memory_ratios"] = _memory_ratios(doc)
         if a.out:
             _save(doc, a.out)
         if a.write_readme:

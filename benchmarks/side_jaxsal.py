@@ -10,6 +10,7 @@ classes; CAMs at ``layer=`` upsampled to the input; ``jaxsal.maximize`` through
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -39,7 +40,9 @@ def device_name() -> str:
     return f"{d.platform}: {getattr(d, 'device_kind', str(d))}"
 
 
-def _peak_device_bytes():
+def device_peak_bytes() -> int | None:
+    """The process's device-memory high-water mark (``None`` on CPU). JAX cannot reset it:
+    see :mod:`benchmarks.worker` for how a shared process reads it per workload."""
     import jax
 
     d = jax.devices()[0]
@@ -53,6 +56,11 @@ def _block(tree):
     import jax
 
     return jax.block_until_ready(tree)
+
+
+@functools.lru_cache(maxsize=None)
+def _flops_cached(path: str, shape: tuple) -> float | None:
+    return forward_flops_per_image(_load_path(path), shape)
 
 
 def forward_flops_per_image(model, shape) -> float | None:
@@ -70,18 +78,30 @@ def forward_flops_per_image(model, shape) -> float | None:
     return float(f) if f else None
 
 
-def _load(spec):
+@functools.lru_cache(maxsize=None)
+def _load_path(path: str):
+    """The model of ``path`` with the logits head, loaded once per process (workers that run
+    several workloads share it, as one user program would)."""
     from model_import import load_keras
 
-    return load_keras(models.model_path(spec["model"])).with_head("logits")
+    return load_keras(path).with_head("logits")
+
+
+def _load(spec):
+    return _load_path(models.model_path(spec["model"]))
 
 
 def _common(spec):
     import jax.numpy as jnp
 
+    import jax
+
     model = _load(spec)
-    info = {"fwd_flops_per_image": forward_flops_per_image(
-        model, models.input_shape(spec["model"]))}
+    info = {"fwd_flops_per_image": _flops_cached(models.model_path(spec["model"]),
+                                                 tuple(models.input_shape(spec["model"]))),
+            # None: XLA's default, TF32 for float32 convolutions and dots on NVIDIA GPUs
+            # since Ampere (the PyTorch peers are set to match: side_torch.TORCH_SETTINGS)
+            "jax_default_matmul_precision": jax.config.jax_default_matmul_precision}
     return model, info, jnp
 
 
@@ -112,7 +132,9 @@ def build(spec: dict) -> Case:
             from benchmarks import bench_maximize
         except ImportError as e:
             raise NotImplementedError(f"benchmarks.bench_maximize not available yet: {e}")
-        return bench_maximize.case(spec)
+        case = bench_maximize.case(spec)
+        case.peak_device_bytes = device_peak_bytes
+        return case
 
     model, info, jnp = _common(spec)
     x = jnp.asarray(data.inputs(spec, spec["batch"]))
@@ -144,7 +166,7 @@ def build(spec: dict) -> Case:
         info.update(forward_options=best, forward_probe_s=speed)
         return Case(lambda: _block(compiled(model.params, x)), items=x.shape[0],
                     unit="images/s", compile_s=compile_s, info=info,
-                    peak_device_bytes=_peak_device_bytes)
+                    peak_device_bytes=device_peak_bytes)
 
     import jaxsal
 
@@ -177,7 +199,7 @@ def build(spec: dict) -> Case:
             return pearson_per_map(fn(model, x, t, **opts), fn(model, x, t, **ref))
 
     return Case(run, items=x.shape[0] * _n_targets(spec), info=info, check=check,
-                peak_device_bytes=_peak_device_bytes)
+                peak_device_bytes=device_peak_bytes)
 
 
 def pearson_per_map(maps, ref) -> dict:
@@ -240,4 +262,4 @@ def build_naive(spec: dict) -> Case:
     compiled = fn.lower(model.params, x, cts).compile()
     compile_s = time.perf_counter() - t0
     return Case(lambda: _block(compiled(model.params, x, cts)), items=n * cts.shape[0],
-                compile_s=compile_s, info=info, peak_device_bytes=_peak_device_bytes)
+                compile_s=compile_s, info=info, peak_device_bytes=device_peak_bytes)

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The whole GPU suite in one call on a device machine without network, within a time budget.
+#
+# Here, beforehand (network): bash benchmarks/setup_peers.sh gpu-wheels   # benchmarks/wheels/
+# There (repository root, benchmarks/wheels carried along):
+#   JAXSAL_GIT_COMMIT=<commit> bash benchmarks/gpu_run.sh [benchmarks.run options, e.g. --only ...]
+# Writes $OUT/gpu.json (complete, or with the workloads the deadline cut listed in not_run),
+# $OUT/gpu.md (the README table) and $OUT/gpu.log; $OUT defaults to benchmarks/results.
+# JAXSAL_GPU_BUDGET_S (default 540): seconds for everything here; the suite's --deadline is
+# what the setup leaves of it, and the workers stop at it keeping what they measured.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+budget=${JAXSAL_GPU_BUDGET_S:-540}
+out=${OUT:-benchmarks/results}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+{
+  echo "== $(date -u +%FT%TZ) commit ${JAXSAL_GIT_COMMIT:-unknown}, budget ${budget} s"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site benchmarks/wheels/*.whl || { echo "wheel install failed" >&2; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD
+  # stop here, not minutes later, if either library cannot see the GPU (JAX would fall back
+  # to the CPU); JAXSAL_ALLOW_CPU=1 lets the script be tried on a machine without one
+  python3 -c "import os, jax, torch, flax, optax
+print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__)
+print('torch', torch.__version__, 'cuda', torch.cuda.is_available())
+gpu = jax.default_backend() == 'gpu' and torch.cuda.is_available()
+assert gpu or os.environ.get('JAXSAL_ALLOW_CPU') == '1', 'JAX or PyTorch sees no GPU'" || exit 1
+  # the VGG16 file: Keras's NumPy backend (no JAX/Keras version coupling, no compiles)
+  KERAS_BACKEND=numpy python3 -m benchmarks.models vgg16_224 || exit 1
+  left=$((budget - (SECONDS - start)))
+  echo "== setup took $((SECONDS - start)) s; suite deadline ${left} s"
+  # --timeout: a workload that runs for minutes (e.g. a peer's Score-CAM) is stopped and the
+  # next one goes on
+  python3 -m benchmarks.run --suite gpu --deadline "$left" --timeout 180 --out "$out/gpu.json" "$@"
+  rc=$?
+  json=$out/gpu.json
+  [ -f "$json" ] || json=$out/gpu.json.partial
+  [ -f "$json" ] && python3 - "$json" "$out/gpu.md" <<'PY'
+import json, sys
+from benchmarks import run
+doc = json.load(open(sys.argv[1]))
+if "complete" not in doc:  # the harness itself was stopped: finalize what it saved
+    run.main(["--from-json", sys.argv[1], "--out", sys.argv[1]])
+    doc = json.load(open(sys.argv[1]))
+open(sys.argv[2], "w").write(run.table(doc) + "\n")
+PY
+  echo "== done in $((SECONDS - start)) s (harness exit $rc)"
+} 2>&1 | tee "$out/gpu.log"

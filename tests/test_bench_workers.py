@@ -1,0 +1,122 @@
+"""The harness's worker processes: kept workers, timeouts, the run deadline, and how a shared
+process reports each workload's peak device memory."""
+
+import json
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # benchmarks/ is a top-level folder of the repo, not installed
+from benchmarks import _workers, run as bench_run, suites, worker  # noqa: E402
+from benchmarks._measure import Case  # noqa: E402
+
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+SAL = next(s for s in suites.SMOKE if s["id"] == "mnist/saliency 3cls b4")
+CAM = next(s for s in suites.SMOKE if s["id"] == "mnist/gradcam conv2d_2 3cls b4")
+
+
+def test_kept_worker_runs_workloads_in_one_process_and_restarts_after_a_timeout():
+    w = _workers.KeptWorker(sys.executable, "jaxsal", ENV, ROOT, reps=5)
+    try:
+        first = w.run(SAL, timeout=300)
+        second = w.run(CAM, timeout=300)
+        assert first["status"] == second["status"] == "ok", (first, second)
+        assert (first["workloads_before_in_process"], second["workloads_before_in_process"]) \
+            == (0, 1)
+        assert second["reps"] >= 5 and second["median_s"] > 0
+        pid = w.proc.pid
+        # no result within the time given: the process is stopped, the workload recorded
+        late = w.run(SAL, timeout=0.01)
+        assert late["status"] == "error" and "timed out" in late["reason"]
+        assert w.proc is None
+        again = w.run(SAL, timeout=300)  # a fresh process takes the next workload
+        assert again["status"] == "ok" and again["workloads_before_in_process"] == 0
+        assert w.proc.pid != pid
+    finally:
+        w.close()
+    assert w.proc is None
+
+
+def test_kept_worker_records_a_failing_workload_and_goes_on():
+    bad = dict(SAL, id="mnist/gradcam at a layer that does not exist", method="gradcam",
+               layer="no_such_layer")
+    w = _workers.KeptWorker(sys.executable, "jaxsal", ENV, ROOT, reps=5)
+    try:
+        r = w.run(bad, timeout=300)
+        pid = w.proc.pid
+        ok = w.run(SAL, timeout=300)
+        assert w.proc.pid == pid  # the same process ran both
+    finally:
+        w.close()
+    assert r["status"] == "error" and "no_such_layer" in r["reason"] and r["traceback"]
+    assert ok["status"] == "ok" and ok["workloads_before_in_process"] == 1
+
+
+class _FakeSide(types.SimpleNamespace):
+    """A side module whose device high-water mark, like JAX's, is never reset: each workload
+    uses the next of ``uses`` bytes at its peak."""
+
+    def __init__(self, uses):
+        super().__init__(uses=list(uses), mark=0)
+
+    def versions(self):
+        return {}
+
+    def device_peak_bytes(self):
+        return self.mark
+
+    def build(self, spec):
+        use = self.uses.pop(0)
+
+        def run():
+            self.mark = max(self.mark, use)
+
+        return Case(run, items=1, peak_device_bytes=self.device_peak_bytes)
+
+
+def test_shared_process_peak_is_exact_only_when_the_workload_raised_it():
+    side = _FakeSide([100, 300, 200])
+    spec = {"id": "w"}
+    a = worker.run_one(side, "jaxsal", spec, earlier=0)
+    b = worker.run_one(side, "jaxsal", spec, earlier=1)
+    c = worker.run_one(side, "jaxsal", spec, earlier=2)  # below the mark b left
+    assert (a["peak_device_bytes"], b["peak_device_bytes"]) == (100, 300)
+    assert c["peak_device_bytes"] is None and c["peak_device_bytes_at_most"] == 300
+
+
+def test_deadline_records_every_workload_as_not_run(tmp_path):
+    out = tmp_path / "cut.json"
+    p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite", "smoke", "--out",
+                        str(out), "--quiet", "--deadline", "0", "--keep-workers"], cwd=ROOT,
+                       env=ENV, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["complete"] is False and doc["deadline_s"] == 0
+    n = sum(len(s["sides"]) * 2 for s in suites.SMOKE)  # default and tuned allocator
+    assert len(doc["not_run"]) == n
+    assert all(r["status"] == "not_run" for w in doc["workloads"] for r in w["results"])
+    assert "stopped early" in bench_run.table(doc)
+
+
+def test_memory_ratio_of_ten_classes_to_top1():
+    def w(id, targets, peak=None, at_most=None):
+        r = {"side": "jaxsal", "malloc": "default", "status": "ok", "peak_device_bytes": peak,
+             "peak_device_bytes_at_most": at_most}
+        return {"spec": {"id": id, "method": "saliency", "model": {"name": "vgg16", "size": 224},
+                         "batch": 64, "targets": targets}, "results": [r]}
+
+    doc = {"workloads": [w("top1", "top1", peak=4 << 30), w("10", 10, peak=6 << 30),
+                         w("10b", 10, at_most=12 << 30)]}
+    got = {d["workload"]: d for d in bench_run._memory_ratios(doc)}
+    assert got["10"]["ratio"] == pytest.approx(1.5) and got["10"]["ratio_at_most"] is None
+    assert got["10b"]["ratio"] is None and got["10b"]["ratio_at_most"] == pytest.approx(3.0)
+
+
+def test_device_peak_flops_by_name():
+    assert bench_run.device_peak_flops("gpu: NVIDIA H200")["tf32"] == pytest.approx(494.7e12)
+    assert bench_run.device_peak_flops("cuda: NVIDIA H100 PCIe")["tf32"] == pytest.approx(378e12)
+    assert bench_run.device_peak_flops("cpu: cpu") is None
