@@ -23,7 +23,8 @@ TOL = 1e-4
 A = keras.applications
 SLOW = pytest.mark.slow
 
-# name: (constructor, input side, marks). Minimum sizes: InceptionV3 75, Xception 71.
+# name: (constructor, input side, marks). Minimum sizes: InceptionV3 and InceptionResNetV2
+# 75, Xception 71.
 ARCHS = {
     "VGG16": (lambda **k: A.VGG16(**k), 32, ()),
     "VGG19": (lambda **k: A.VGG19(**k), 32, ()),
@@ -37,6 +38,8 @@ ARCHS = {
     "DenseNet121": (lambda **k: A.DenseNet121(**k), 32, (SLOW,)),
     "Xception": (lambda **k: A.Xception(**k), 71, (SLOW,)),
     "ConvNeXtTiny": (lambda **k: A.ConvNeXtTiny(**k), 32, ()),
+    # Keras 3's own CustomScaleLayer merges its residual branches
+    "InceptionResNetV2": (lambda **k: A.InceptionResNetV2(**k), 75, (SLOW,)),
 }
 
 

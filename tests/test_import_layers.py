@@ -231,6 +231,7 @@ _COVERED_ELSEWHERE = {
     "ThresholdedReLU": "tf.keras zoo in test_import_keras2.py (Keras 3 has no such layer)",
     "SlicingOpLambda": "tf.keras fixtures in test_import_keras2.py",
     "InputLayer": "every model",
+    "CustomScaleLayer": "InceptionResNetV2 in test_import_apps.py (keras.applications' own)",
 }
 _ALIASES = {"Convolution1D", "Convolution2D", "Convolution3D", "SeparableConvolution1D",
             "SeparableConvolution2D", "MaxPool1D", "MaxPool2D", "MaxPool3D", "AvgPool1D",

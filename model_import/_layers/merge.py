@@ -1,4 +1,5 @@
-"""Merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot.
+"""Merge layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot, and
+InceptionResNetV2's CustomScaleLayer.
 
 A merge layer is called with one list of tensors (as in Keras). Shapes broadcast as in
 Keras 3 (a squeeze-excitation ``Multiply`` of ``(N,H,W,C)`` and ``(N,1,1,C)``).
@@ -74,4 +75,22 @@ def _dot(config, ctx):
             b = b * jax.lax.rsqrt(jnp.maximum(jnp.sum(b * b, ax[1], keepdims=True), 1e-12))
         y = jax.vmap(lambda u, v: jnp.tensordot(u, v, axes=(ax[0] - 1, ax[1] - 1)))(a, b)
         return y[:, None] if y.ndim == 1 else y
+    return LayerImpl(call=call)
+
+
+@register_layer("CustomScaleLayer")
+def _custom_scale(config, ctx):
+    """``keras.applications.InceptionResNetV2``'s residual merge (Keras 3; tf.keras wrote a
+    Lambda there): ``[x, r] -> x + scale * r``."""
+    scale = config.get("scale")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise ctx.error(f"expected InceptionResNetV2's CustomScaleLayer with a numeric 'scale' "
+                        f"in its config, got {scale!r}; register a converter for this class")
+    scale = float(scale)
+
+    def call(params, xs, *args, rt, **kwargs):
+        xs = _as_list(xs) + list(args)
+        if len(xs) != 2:
+            raise ValueError(f"CustomScaleLayer expects 2 inputs [x, residual], got {len(xs)}")
+        return xs[0] + xs[1] * scale
     return LayerImpl(call=call)
