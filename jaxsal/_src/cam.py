@@ -104,7 +104,7 @@ def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, chec
     # A CAM's pullback runs only through the layers after `layer`: cheap per target. On CPU
     # the small default budget of the input-gradient methods made narrow chunks here (VGG16
     # 112x112, 2 images, 10 classes at block5_conv3: 261 ms vs 125 ms in one chunk).
-    budget = base.DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    budget = base.default_wide_budget() if memory_budget is None else memory_budget
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, budget)
     return _CamCall(p, layer, tuple(a.shape), chunk, nb)
 

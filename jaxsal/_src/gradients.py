@@ -94,8 +94,9 @@ def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | Non
       head: override the model's head (``"logits"``, ``"softmax"``, ``"sigmoid"``,
         ``"sigmoid_complement"``, ``"saved"``); default: the model's own.
       chunk_size: how many targets share one batched backward pass (default: as many as fit in
-        ``memory_budget`` bytes, see ``jaxsal.DEFAULT_MEMORY_BUDGET``).
-      memory_budget: bytes one chunk of backward passes may use.
+        ``memory_budget`` bytes).
+      memory_budget: bytes one chunk of backward passes may use (default: a quarter of the
+        accelerator's memory, at least ``jaxsal.DEFAULT_MEMORY_BUDGET``; 256 MiB on CPU).
       precision: ``"highest"`` for exact float32 matmuls on accelerators (parity tests);
         ``"bfloat16"`` (opt-in speed on accelerators): the backward passes' matmuls and
         convolutions take bfloat16 operands, accumulated in float32; the forward pass, every

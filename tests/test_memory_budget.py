@@ -1,0 +1,80 @@
+"""How jaxsal sizes its chunks on an accelerator: the default budget follows the device's
+memory, and a forward pass is charged for its VJP residuals (the CPU path is unchanged and
+tested through the methods' timings elsewhere)."""
+
+import types
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+from jaxsal._src import base
+
+
+def _mlp(d_in=6, hidden=5, wide=0):
+    """relu(x @ w1) @ w2, or with ``wide`` > 0 relu(x @ w1) @ w3 @ w4 through a ``wide``
+    linear layer: a VJP keeps w3 and w4 (weights), but no more per input."""
+    rng = np.random.default_rng(0)
+    params = {"w1": jnp.asarray(rng.normal(size=(d_in, hidden)), jnp.float32),
+              "w2": jnp.asarray(rng.normal(size=(hidden, 3)), jnp.float32)}
+    if wide:
+        params["w3"] = jnp.asarray(rng.normal(size=(hidden, wide)), jnp.float32)
+        params["w4"] = jnp.asarray(rng.normal(size=(wide, 3)), jnp.float32)
+
+    def f(p, x):
+        h = jax.nn.relu(x @ p["w1"])
+        return h @ p["w3"] @ p["w4"] if "w3" in p else h @ p["w2"]
+
+    return jaxsal.FunctionModel(f, params)
+
+
+def test_residual_bytes_scale_with_the_batch_and_leave_weights_out():
+    m = _mlp()
+    per = base.residual_bytes(m, jnp.zeros((1, 6)))
+    assert base.residual_bytes(m, jnp.zeros((7, 6))) == 7 * per
+    # what the backward pass needs per input: the hidden ReLU state (5 values) and the
+    # second matmul's input, in float32 or as a mask; never the weights
+    assert 5 <= per <= 4 * 5 * 4
+    heavy = _mlp(wide=100_000)  # 2.4 MB of weights that the backward pass keeps
+    assert base.residual_bytes(heavy, jnp.zeros((1, 6))) == per
+
+
+def test_accelerator_budget_is_a_quarter_of_the_device_limit():
+    def fake(limit):
+        dev = types.SimpleNamespace(memory_stats=lambda: {"bytes_limit": limit} if limit else None)
+        return mock.patch.object(jax, "devices", lambda backend=None: [dev])
+
+    base._accelerator_budget.cache_clear()
+    try:
+        with fake(96 * 2**30):
+            assert base._accelerator_budget("gpu") == 24 * 2**30
+        base._accelerator_budget.cache_clear()
+        with fake(4 * 2**30):  # a small card: never below the 2 GiB floor
+            assert base._accelerator_budget("gpu") == base.DEFAULT_MEMORY_BUDGET
+        base._accelerator_budget.cache_clear()
+        with fake(None):  # no statistics reported
+            assert base._accelerator_budget("gpu") == base.DEFAULT_MEMORY_BUDGET
+    finally:
+        base._accelerator_budget.cache_clear()
+
+
+@pytest.mark.parametrize("backend", ["gpu", "tpu"])
+def test_on_an_accelerator_defaults_follow_the_device(backend):
+    m = _mlp()
+    x = jnp.zeros((4, 6))
+    base._SHAPES.clear()
+    try:
+        with mock.patch.object(jax, "default_backend", return_value=backend), \
+                mock.patch.object(base, "_accelerator_budget", return_value=24 * 2**30):
+            assert base.default_budget() == base.default_batch_budget() == 24 * 2**30
+            assert base.default_wide_budget() == 24 * 2**30
+            assert base.forward_bytes(m, x) == base.residual_bytes(m, x)
+    finally:
+        base._SHAPES.clear()
+    # on CPU: the tuned constants and the jaxpr sum, as before
+    assert base.default_budget() == base.DEFAULT_CPU_MEMORY_BUDGET
+    assert base.default_wide_budget() == base.DEFAULT_MEMORY_BUDGET
+    assert base.forward_bytes(m, x) > base.residual_bytes(m, x)
