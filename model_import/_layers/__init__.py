@@ -8,6 +8,7 @@ from model_import._layers import core as _core  # noqa: F401
 from model_import._layers import conv as _conv  # noqa: F401
 from model_import._layers import pooling as _pooling  # noqa: F401
 from model_import._layers import convnext as _convnext  # noqa: F401
+from model_import._layers import image as _image  # noqa: F401
 from model_import._layers import merge as _merge  # noqa: F401
 from model_import._layers import normalization as _normalization  # noqa: F401
 from model_import._layers import ops as _ops  # noqa: F401

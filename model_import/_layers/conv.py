@@ -1,5 +1,5 @@
 """Convolutions: Conv1D/2D/3D (groups, dilation, TF-style SAME padding, causal, channels_first),
-DepthwiseConv1D/2D, SeparableConv1D/2D."""
+DepthwiseConv1D/2D, SeparableConv1D/2D, Conv1D/2D/3DTranspose."""
 
 from __future__ import annotations
 
@@ -291,3 +291,90 @@ def _make_separable(rank):
 
 register_layer("SeparableConv1D", "SeparableConvolution1D")(_make_separable(1))
 register_layer("SeparableConv2D", "SeparableConvolution2D")(_make_separable(2))
+
+
+def transpose_output_size(n_in, window, stride, padding, output_padding, dilation):
+    """Length of one spatial axis after a Keras transposed convolution.
+
+    ``valid``: ``(n_in - 1) * stride + k`` plus ``output_padding`` (by default
+    ``max(k, stride) - k``); ``same``: ``n_in * stride``, or ``(n_in - 1) * stride + k % 2 +
+    output_padding`` when ``output_padding`` is given; ``k`` is the dilated window. Keras 2
+    (``conv_utils.deconv_output_length``) and Keras 3 agree.
+    """
+    k = (window - 1) * dilation + 1
+    if padding == "VALID":
+        extra = max(k, stride) - k if output_padding is None else output_padding
+        return (n_in - 1) * stride + k + extra
+    if output_padding is None:
+        return n_in * stride
+    return (n_in - 1) * stride + k % 2 + output_padding
+
+
+def transpose_pads(n_in, window, stride, padding, output_padding, dilation):
+    """``(lo, hi)`` padding of the stride-dilated input for a transposed convolution.
+
+    A transposed convolution is the input gradient of the forward convolution that maps the
+    output size (:func:`transpose_output_size`) back to ``n_in``, as TensorFlow defines
+    ``conv_transpose``: that forward convolution pads ``before`` zeros on the left (none for
+    ``valid``; half the TF ``SAME`` total, rounded down, for ``same``). Written as a
+    convolution of the input dilated by ``stride`` with the flipped kernel, the left padding
+    is ``k - 1 - before`` and the right padding makes the output ``transpose_output_size``
+    long. Keras 3's JAX and NumPy backends compute the same paddings.
+    """
+    k = (window - 1) * dilation + 1
+    n_out = transpose_output_size(n_in, window, stride, padding, output_padding, dilation)
+    before = 0 if padding == "VALID" else max((n_in - 1) * stride + k - n_out, 0) // 2
+    lo = k - 1 - before
+    hi = n_out - ((n_in - 1) * stride + 1) - lo + k - 1
+    return lo, hi
+
+
+def conv_transpose(x, k, strides, padding, output_padding, dilation):
+    """Channels-last transposed convolution with a Keras kernel ``(*window, out, in)``.
+
+    ``padding`` is ``"VALID"`` or ``"SAME"``; ``output_padding`` is ``None`` or one int per
+    spatial axis. Computed as a convolution of the stride-dilated input with the spatially
+    flipped kernel, its in/out axes swapped: ``jax.grad`` through it is a strided convolution.
+    """
+    rank = k.ndim - 2
+    dtype = jnp.result_type(x, k)
+    window = k.shape[:rank]
+    out_pad = output_padding or (None,) * rank
+    pads = [transpose_pads(x.shape[1 + i], window[i], strides[i], padding, out_pad[i],
+                           dilation[i]) for i in range(rank)]
+    kt = jnp.swapaxes(jnp.flip(k, axis=tuple(range(rank))), -1, -2).astype(dtype)
+    return lax.conv_general_dilated(x.astype(dtype), kt, (1,) * rank, pads,
+                                    lhs_dilation=strides, rhs_dilation=dilation,
+                                    dimension_numbers=_DIMS[rank])
+
+
+def _make_conv_transpose(rank):
+    def convert(config, ctx):
+        padding = _padding(config, rank)
+        if padding not in ("VALID", "SAME"):
+            raise ctx.error(f"transposed convolutions take padding 'valid' or 'same', got "
+                            f"{config.get('padding')!r}")
+        if int(config.get("groups", 1) or 1) != 1:
+            raise ctx.error(f"groups={config['groups']} is not supported for transposed "
+                            "convolutions")
+        strides = _tuple(config.get("strides", 1), rank)
+        dilation = _tuple(config.get("dilation_rate", 1), rank)
+        op = config.get("output_padding")
+        output_padding = None if op is None else _tuple(op, rank)
+        use_bias = bool(config.get("use_bias", True))
+        cf = _channels_first(config)
+
+        def call(params, x, *, rt):
+            y = conv_transpose(x, params["kernel"], strides, padding, output_padding, dilation)
+            return y + params["bias"] if use_bias else y
+
+        names = ("kernel", "bias") if use_bias else ("kernel",)
+        return LayerImpl(call=_wrap_channels(call, cf), activation=config.get("activation"),
+                         convert_weights=lambda w: dict(zip(names, w)), n_weights=len(names),
+                         data_format="channels_first" if cf else "channels_last")
+    return convert
+
+
+for _rank in (1, 2, 3):
+    register_layer(f"Conv{_rank}DTranspose", f"Convolution{_rank}DTranspose")(
+        _make_conv_transpose(_rank))

@@ -1,0 +1,228 @@
+"""Transposed convolutions, Resizing and CenterCrop against Keras 3 (NumPy backend unless
+``KERAS_BACKEND`` says otherwise), over more configurations than the layer zoos build:
+each converter is built from a Keras layer's own config and weights and run on the input the
+Keras layer was called on. Saved files (``.keras``, ``.h5``) are in the ``upsampling`` zoos
+of test_import_layers.py. Also: the adjoint identity of these linear layers (so their
+gradients are right), jit, and the refusals.
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+from keras import layers  # noqa: E402
+
+import model_import  # noqa: E402
+from import_helpers import rel_err  # noqa: E402
+from model_import import UnsupportedLayerError  # noqa: E402
+from model_import._layers.activations import get_activation  # noqa: E402
+from model_import._layers.image import nearest_indices  # noqa: E402
+from model_import._layers.registry import ConvertContext, lookup  # noqa: E402
+
+TOL = 1e-5
+
+
+def _ours(layer, x):
+    """Our converter for ``layer`` (from its config and weights) applied to ``x``, with the
+    fused activation as the model graph applies it."""
+    cls = type(layer).__name__
+    impl = lookup(cls)(layer.get_config(), ConvertContext(layer.name, cls))
+    params = impl.convert_weights([np.asarray(w) for w in layer.get_weights()])
+    y = impl.call(params, jnp.asarray(x), rt=None)
+    if impl.activation is not None:
+        y = get_activation(impl.activation)(y, model_import.Runtime())
+    return impl, params, np.asarray(y)
+
+
+def _check(layer, x):
+    ref = np.asarray(layer(x))
+    impl, params, y = _ours(layer, x)
+    assert y.shape == ref.shape
+    assert rel_err(y, ref) <= TOL, rel_err(y, ref)
+    return impl, params
+
+
+def _random_weights(layer, rng):
+    layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
+
+
+def _transpose_configs():
+    out = []
+    for k, s, pad, d, op in itertools.product((1, 2, 3, 4), (1, 2, 3), ("valid", "same"),
+                                              (1, 2), (None, 0, 1, 2)):
+        if (s > 1 and d > 1) or (op is not None and op >= s):
+            continue  # Keras refuses both
+        out.append((k, s, pad, d, op))
+    return out
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_conv_transpose_matches_keras(rank):
+    """Every padding x stride x kernel (smaller and larger than the stride) x dilation x
+    output_padding that Keras accepts, channels_last and channels_first."""
+    rng = np.random.default_rng(rank)
+    cls = getattr(layers, f"Conv{rank}DTranspose")
+    for i, (k, s, pad, d, op) in enumerate(_transpose_configs()):
+        cf = i % 2 == 1
+        shape = (2, 3) + (5,) * rank if cf else (2,) + (5,) * rank + (3,)
+        x = rng.normal(size=shape).astype("float32")
+        layer = cls(4, k, strides=s, padding=pad, dilation_rate=d, output_padding=op,
+                    use_bias=i % 3 != 0, activation="tanh" if i % 4 == 0 else None,
+                    data_format="channels_first" if cf else "channels_last")
+        layer.build(shape)
+        _random_weights(layer, rng)
+        _check(layer, x)
+
+
+def test_conv3d_transpose_matches_keras():
+    rng = np.random.default_rng(3)
+    for i, (k, s, pad, op, cf) in enumerate([
+            ((3, 2, 1), (2, 1, 3), "same", None, False),
+            ((2, 2, 2), (2, 2, 2), "valid", (1, 0, 1), True),
+            (3, 3, "same", (2, 1, 0), False),
+            ((1, 3, 2), 1, "valid", None, True)]):
+        shape = (2, 2, 4, 3, 5) if cf else (2, 4, 3, 5, 2)
+        layer = layers.Conv3DTranspose(3, k, strides=s, padding=pad, output_padding=op,
+                                       data_format="channels_first" if cf else None)
+        layer.build(shape)
+        _random_weights(layer, rng)
+        _check(layer, rng.normal(size=shape).astype("float32"))
+
+
+def test_nearest_indices_match_keras():
+    """Keras's "nearest" rule, floor((j + 0.5) * n_in / n_out) in float32, for every pair of
+    sizes up to 64 (up and down, ties included)."""
+    for n_in in range(1, 65):
+        x = np.arange(n_in, dtype="float32").reshape(1, n_in, 1, 1)
+        for n_out in range(1, 65):
+            ref = keras.ops.image.resize(x, (n_out, 1), interpolation="nearest")
+            np.testing.assert_array_equal(nearest_indices(n_in, n_out),
+                                          np.asarray(ref)[0, :, 0, 0].astype(int))
+
+
+_SIZES = [(5, 7), (8, 8), (1, 3), (13, 6)]
+_TARGETS = [(3, 4), (5, 7), (11, 9), (16, 16), (2, 13), (1, 1)]
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest", "bicubic", "lanczos3",
+                                           "lanczos5"])
+def test_resizing_matches_keras(interpolation):
+    """Up- and downsampling, odd sizes, antialias on and off, crop or pad to the aspect
+    ratio, both data formats."""
+    rng = np.random.default_rng(0)
+    for i, ((h, w), (th, tw)) in enumerate(itertools.product(_SIZES, _TARGETS)):
+        cf = i % 2 == 1
+        mode = ("plain", "crop", "pad")[i % 3]
+        x = rng.normal(size=(2, 3, h, w) if cf else (2, h, w, 3)).astype("float32")
+        for antialias in (False, True):
+            _check(layers.Resizing(th, tw, interpolation=interpolation, antialias=antialias,
+                                   crop_to_aspect_ratio=mode == "crop",
+                                   pad_to_aspect_ratio=mode == "pad", fill_value=0.7,
+                                   data_format="channels_first" if cf else "channels_last"), x)
+
+
+def test_center_crop_matches_keras():
+    """A target inside the image is a centred crop (the extra pixel of an odd difference on
+    the bottom/right); one larger than the image along either axis crops to the target's
+    aspect ratio and resizes bilinearly."""
+    rng = np.random.default_rng(1)
+    for (h, w), (th, tw), cf in itertools.product(
+            [(5, 7), (8, 8), (13, 6), (4, 20)], [(3, 4), (5, 7), (11, 9), (2, 13), (4, 6)],
+            (False, True)):
+        x = rng.normal(size=(2, 3, h, w) if cf else (2, h, w, 3)).astype("float32")
+        _check(layers.CenterCrop(th, tw, data_format="channels_first" if cf else None), x)
+
+
+_LINEAR_LAYERS = [
+    lambda: layers.Conv2DTranspose(4, 3, strides=2, padding="same", output_padding=1),
+    lambda: layers.Conv2DTranspose(2, (2, 3), strides=(3, 1), data_format="channels_first"),
+    lambda: layers.Conv1DTranspose(3, 3, dilation_rate=2, padding="same"),
+    lambda: layers.Conv3DTranspose(2, 2, strides=(1, 2, 2)),
+    lambda: layers.Resizing(11, 4, interpolation="bicubic"),
+    lambda: layers.Resizing(5, 13, interpolation="nearest", crop_to_aspect_ratio=True),
+    lambda: layers.Resizing(9, 4, antialias=True, pad_to_aspect_ratio=True, fill_value=0.3),
+    lambda: layers.Resizing(3, 12, interpolation="lanczos3"),
+    lambda: layers.CenterCrop(3, 4),
+    lambda: layers.CenterCrop(9, 4, data_format="channels_first"),
+]
+
+
+@pytest.mark.parametrize("make", _LINEAR_LAYERS)
+def test_gradients_are_the_adjoint(make):
+    """These layers are affine in their input: the input gradient must be the adjoint,
+    <f(x) - f(0), g> = <x, vjp(g)>, and jit gives the same values and gradient."""
+    rng = np.random.default_rng(4)
+    layer = make()
+    name = type(layer).__name__
+    rank = 3 if "3D" in name else 1 if "1D" in name else 2
+    shape = (2,) + (7, 6, 5)[:rank] + (3,)
+    if getattr(layer, "data_format", None) == "channels_first":
+        shape = (2, 3) + shape[1:-1]
+    x = rng.normal(size=shape).astype("float32")
+    if hasattr(layer, "kernel_size"):  # a transposed convolution: random weights
+        layer.build(shape)
+        _random_weights(layer, rng)
+    impl, params = _check(layer, x)
+
+    def f(v):
+        return impl.call(params, v, rt=None)
+
+    y, pullback = jax.vjp(f, jnp.asarray(x))
+    g = rng.normal(size=y.shape).astype("float32")
+    (dx,) = pullback(jnp.asarray(g))
+    lhs = float(np.vdot(np.asarray(y) - np.asarray(f(jnp.zeros_like(x))), g))
+    rhs = float(np.vdot(x, np.asarray(dx)))
+    assert abs(lhs - rhs) <= 1e-4 * max(abs(lhs), 1.0), (lhs, rhs)
+    grad = jax.grad(lambda v: jnp.sum(f(v)))
+    eager = np.asarray(grad(jnp.asarray(x)))
+    assert np.isfinite(eager).all() and np.abs(eager).max() > 0
+    np.testing.assert_allclose(np.asarray(jax.jit(grad)(x)), eager, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.jit(f)(x)), np.asarray(y), rtol=1e-5, atol=1e-5)
+
+
+def _resizing_model(**resizing):
+    return {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 6, 5, 3], "name": "in"}},
+        {"class_name": "Resizing", "config": {"name": "resize", "height": 4, "width": 4,
+                                               **resizing}}]}}
+
+
+@pytest.mark.parametrize("interpolation", ["area", "gaussian", "mitchellcubic"])
+def test_resizing_refuses_interpolations_without_reference(interpolation):
+    """tf.keras 2 (and Keras 3 on TensorFlow) also accept these; Keras 3's NumPy and JAX
+    backends do not, so no exact reference exists here: refused, naming the method."""
+    with pytest.raises(UnsupportedLayerError, match=f"'resize' of class 'Resizing'.*"
+                                                    f"interpolation '{interpolation}'"):
+        model_import.build_model(_resizing_model(interpolation=interpolation), None,
+                                 path="inline")
+
+
+def test_resizing_refuses_other_fill_modes():
+    with pytest.raises(UnsupportedLayerError, match="fill_mode 'reflect'"):
+        model_import.build_model(_resizing_model(pad_to_aspect_ratio=True,
+                                                 fill_mode="reflect"), None, path="inline")
+
+
+def test_keras2_style_configs():
+    """tf.keras 2 configs: Resizing without data_format/pad_to_aspect_ratio/antialias, a
+    transposed convolution with ``output_padding: null``; same kernel layout."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 5, 6, 3)).astype("float32")
+    cfg = {"name": "r", "height": 7, "width": 4, "interpolation": "bilinear",
+           "crop_to_aspect_ratio": True}
+    impl = lookup("Resizing")(cfg, ConvertContext("r", "Resizing"))
+    ref = keras.layers.Resizing(7, 4, crop_to_aspect_ratio=True)(x)
+    assert rel_err(impl.call({}, x, rt=None), ref) <= TOL
+    ct = layers.Conv2DTranspose(2, 3, strides=2)
+    ct.build(x.shape)
+    _random_weights(ct, rng)
+    cfg = {"name": "ct", "filters": 2, "kernel_size": [3, 3], "strides": [2, 2],
+           "padding": "valid", "data_format": "channels_last", "dilation_rate": [1, 1],
+           "output_padding": None, "activation": "linear", "use_bias": True, "groups": 1}
+    impl = lookup("Conv2DTranspose")(cfg, ConvertContext("ct", "Conv2DTranspose"))
+    params = impl.convert_weights([np.asarray(w) for w in ct.get_weights()])
+    assert rel_err(impl.call(params, x, rt=None), ct(x)) <= TOL
