@@ -4,8 +4,9 @@ channels_last and channels_first).
 Resizing is written as one small matrix per resized axis, built in NumPy when the function
 is traced (the sizes are static) and applied with ``tensordot``: Keras resizes by
 ``scale_and_translate`` (half-pixel centres, weights normalized to sum to one, antialiasing
-only when the layer's ``antialias`` is true), which is exactly a linear map per axis. The
-"nearest" rule is a gather. Both are differentiable, so saliency flows through them.
+only when the layer's ``antialias`` is true), which is exactly a linear map per axis; so is
+"area" (TensorFlow's area average). The "nearest" rule is a gather. All are differentiable,
+so saliency flows through them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,18 @@ def _lanczos(radius):
 
 _KERNELS = {"bilinear": _triangle, "bicubic": _keys_cubic, "lanczos3": _lanczos(3.0),
             "lanczos5": _lanczos(5.0)}
-INTERPOLATIONS = ("nearest", *_KERNELS)
+INTERPOLATIONS = ("nearest", *_KERNELS, "area")
+
+
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    # Output j averages the input over [j * s, (j + 1) * s), s = n_in / n_out, each input
+    # pixel i weighted by its overlap with that interval (TensorFlow's ResizeArea, which
+    # Keras 3 on TensorFlow and tf.keras 2 call for "area"; antialias does not apply).
+    s = n_in / n_out
+    lo = np.arange(n_out, dtype=np.float64) * s
+    i = np.arange(n_in, dtype=np.float64)[:, None]
+    overlap = np.minimum(i + 1.0, lo + s) - np.maximum(i, lo)
+    return (np.maximum(overlap, 0.0) / s).astype(np.float32)
 
 
 def resize_matrix(n_in: int, n_out: int, interpolation: str, antialias: bool) -> np.ndarray:
@@ -47,8 +59,10 @@ def resize_matrix(n_in: int, n_out: int, interpolation: str, antialias: bool) ->
     Output sample ``j`` sits at input coordinate ``(j + 0.5) * n_in / n_out - 0.5``; input
     ``i`` weighs ``kernel(|sample - i| / width)`` with ``width = max(n_in / n_out, 1)`` when
     antialiasing, else 1; each column is normalized to sum to one (computed in float64, as
-    Keras's NumPy backend does).
+    Keras's NumPy backend does). "area" is the exact area average (:func:`_area_matrix`).
     """
+    if interpolation == "area":
+        return _area_matrix(n_in, n_out)
     inv_scale = n_in / n_out
     width = max(inv_scale, 1.0) if antialias else 1.0
     sample = (np.arange(n_out, dtype=np.float64) + 0.5) * inv_scale - 0.5
@@ -124,10 +138,8 @@ def _resizing(config, ctx):
     height, width = int(config["height"]), int(config["width"])
     interpolation = str(config.get("interpolation", "bilinear")).lower()
     if interpolation not in INTERPOLATIONS:
-        raise ctx.error(
-            f"interpolation {interpolation!r} is not supported (Keras 3's NumPy and JAX "
-            f"backends, the reference here, have no such method); supported: "
-            f"{', '.join(INTERPOLATIONS)}")
+        raise ctx.error(f"interpolation {interpolation!r} is not supported; supported: "
+                        f"{', '.join(INTERPOLATIONS)}")
     crop = bool(config.get("crop_to_aspect_ratio", False))
     pad = bool(config.get("pad_to_aspect_ratio", False))
     if crop and pad:
