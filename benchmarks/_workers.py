@@ -33,20 +33,22 @@ def run_once(python: str, side: str, spec: dict, env: dict, cwd: str, reps: int,
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out = tmp.name
     cmd = _worker_cmd(python, side, reps) + ["--spec", json.dumps(spec), "--out", out]
+    t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                            timeout=timeout)
         try:
             with open(out) as f:
-                return json.load(f)
+                res = json.load(f)
         except (OSError, ValueError):
-            return _error(side, spec, f"worker exited {p.returncode} without a result",
-                          p.stderr)
+            res = _error(side, spec, f"worker exited {p.returncode} without a result", p.stderr)
     except subprocess.TimeoutExpired:
-        return _error(side, spec, f"timed out after {timeout:.0f} s")
+        res = _error(side, spec, f"timed out after {timeout:.0f} s")
     finally:
         if os.path.exists(out):
             os.unlink(out)
+    res["wall_s"] = time.perf_counter() - t0
+    return res
 
 
 class KeptWorker:
@@ -57,7 +59,6 @@ class KeptWorker:
     def __init__(self, python: str, side: str, env: dict, cwd: str, reps: int):
         self.python, self.side, self.env, self.cwd, self.reps = python, side, env, cwd, reps
         self.proc: subprocess.Popen | None = None
-        self.count = 0  # workloads handed to the current process
 
     def _start(self) -> None:
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
@@ -69,7 +70,6 @@ class KeptWorker:
                                      pass_fds=(w,))
         os.close(w)
         self.results = os.fdopen(r, "r")
-        self.count = 0
 
     def _log_tail(self) -> str:
         try:
@@ -88,7 +88,6 @@ class KeptWorker:
             self.proc.stdin.flush()
         except BrokenPipeError:
             return self._failed(spec, "the worker process had exited")
-        self.count += 1
         ready, _, _ = select.select([self.results], [], [], max(timeout, 0.0))
         if not ready:
             res = self._failed(spec, f"timed out after {timeout:.0f} s")

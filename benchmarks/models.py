@@ -8,6 +8,7 @@ function. ``python -m benchmarks.models NAME [NAME...]`` builds the files.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -30,6 +31,16 @@ def model_path(spec: dict) -> str:
     if spec["name"] == "mnist":
         return MNIST
     return os.path.join(CACHE, model_key(spec) + ".h5")
+
+
+@functools.lru_cache(maxsize=None)
+def logits_model(path: str):
+    """jaxsal's model of the file ``path`` with the logits head, loaded once per process:
+    a kept worker's workloads share it, as one user program would (JAX on whatever platform
+    the process runs; the PyTorch side builds its own module from it for each workload)."""
+    from model_import import load_keras
+
+    return load_keras(path).with_head("logits")
 
 
 def input_shape(spec: dict) -> tuple:

@@ -210,10 +210,7 @@ def _run(spec: dict, side: str, variant: str, a, kept: dict, timeout: float) -> 
         return _no_interpreter(side, spec, python)
     env = _worker_env(MALLOC[variant], a, side)
     if not a.keep_workers:
-        t0 = time.perf_counter()
-        r = _workers.run_once(python, side, spec, env, ROOT, a.reps, timeout)
-        r["wall_s"] = time.perf_counter() - t0
-        return r
+        return _workers.run_once(python, side, spec, env, ROOT, a.reps, timeout)
     if (side, variant) not in kept:
         kept[(side, variant)] = _workers.KeptWorker(python, side, env, ROOT, a.reps)
     return kept[(side, variant)].run(spec, timeout)

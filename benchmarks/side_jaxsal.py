@@ -60,7 +60,7 @@ def _block(tree):
 
 @functools.lru_cache(maxsize=None)
 def _flops_cached(path: str, shape: tuple) -> float | None:
-    return forward_flops_per_image(_load_path(path), shape)
+    return forward_flops_per_image(models.logits_model(path), shape)
 
 
 def forward_flops_per_image(model, shape) -> float | None:
@@ -78,23 +78,13 @@ def forward_flops_per_image(model, shape) -> float | None:
     return float(f) if f else None
 
 
-@functools.lru_cache(maxsize=None)
-def _load_path(path: str):
-    """The model of ``path`` with the logits head, loaded once per process (workers that run
-    several workloads share it, as one user program would)."""
-    from model_import import load_keras
-
-    return load_keras(path).with_head("logits")
-
-
 def _load(spec):
-    return _load_path(models.model_path(spec["model"]))
+    return models.logits_model(models.model_path(spec["model"]))
 
 
 def _common(spec):
-    import jax.numpy as jnp
-
     import jax
+    import jax.numpy as jnp
 
     model = _load(spec)
     info = {"fwd_flops_per_image": _flops_cached(models.model_path(spec["model"]),

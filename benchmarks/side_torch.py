@@ -17,8 +17,6 @@ import os
 os.environ["JAX_PLATFORMS"] = "cpu"  # jax only reads the model and checks outputs here
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import functools  # noqa: E402
-
 from benchmarks import data, models  # noqa: E402
 from benchmarks._measure import Case  # noqa: E402
 
@@ -32,13 +30,12 @@ TORCH_SETTINGS = {"cudnn.benchmark": True, "cudnn.allow_tf32": True,
                   "cuda.matmul.allow_tf32": True}
 
 
-def _configure() -> dict:
+def _configure() -> None:
     import torch
 
     torch.backends.cudnn.benchmark = TORCH_SETTINGS["cudnn.benchmark"]
     torch.backends.cudnn.allow_tf32 = TORCH_SETTINGS["cudnn.allow_tf32"]
     torch.backends.cuda.matmul.allow_tf32 = TORCH_SETTINGS["cuda.matmul.allow_tf32"]
-    return dict(TORCH_SETTINGS)
 
 
 def versions() -> dict:
@@ -163,23 +160,13 @@ def torch_model(km, upto: str | None = None):
     return nn.Sequential(*mods).eval(), where
 
 
-@functools.lru_cache(maxsize=None)
-def _keras_model(path: str):
-    """The jaxsal model of ``path`` (logits head, on the CPU), read once per process; the
-    PyTorch module is built afresh for each workload (hooks of one peer never reach
-    another)."""
-    from model_import import load_keras
-
-    return load_keras(path).with_head("logits")
-
-
 def _setup(spec):
     import numpy as np
     import torch
 
     _configure()
-    km = _keras_model(models.model_path(spec["model"]))
-    net, where = torch_model(km)
+    km = models.logits_model(models.model_path(spec["model"]))  # cached per process
+    net, where = torch_model(km)  # afresh: one peer's hooks never reach another
     dev = _device()
     net = net.to(dev)
     for q in net.parameters():
