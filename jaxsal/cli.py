@@ -92,6 +92,9 @@ def cmd_explain(args) -> int:
 
     _enable_cache(args.cache_dir)
     model = load_keras(args.model, head=args.head)
+    if args.output is not None:
+        model = model.with_output(int(args.output) if args.output.lstrip("-").isdigit()
+                                  else args.output)
     inputs = np.load(args.inputs, mmap_mode="r")
     n_classes = int(np.prod(model.output_shape))
     targets = _parse_targets(args.targets, n_classes)
@@ -127,6 +130,8 @@ def main(argv=None) -> int:
     e.add_argument("--targets", default="predicted",
                    help="'predicted' (default), 'all', a class id, or ids like 0,3,7")
     e.add_argument("--head", default="logits")
+    e.add_argument("--output", default=None,
+                   help="for a multi-output model: the output to explain (name or position)")
     e.add_argument("--layer", default=None, help="layer for CAM methods (default: automatic)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"),

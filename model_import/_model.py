@@ -84,7 +84,8 @@ class KerasModel:
 
     def __init__(self, graph: Graph, params: Any, *, head: str = "saved",
                  runtime: Runtime | None = None, keras_version: str = "3",
-                 source: str | None = None, relu_mode: str = "standard"):
+                 source: str | None = None, relu_mode: str = "standard",
+                 output: int | None = None):
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
         self.graph = graph
@@ -94,6 +95,7 @@ class KerasModel:
         self.keras_version = keras_version
         self.source = source
         self.relu_mode = relu_mode
+        self.output_index = output
         self._paths = graph.layer_paths()
         # Keras 3 operation nodes are not listed as layers but can be captured by name.
         self._all_paths = graph.layer_paths(include_ops=True)
@@ -103,7 +105,7 @@ class KerasModel:
     # ------------------------------------------------------------------ variants
     def _replace(self, **kw) -> "KerasModel":
         args = dict(head=self.head, runtime=self.runtime, keras_version=self.keras_version,
-                    source=self.source, relu_mode=self.relu_mode)
+                    source=self.source, relu_mode=self.relu_mode, output=self.output_index)
         params = kw.pop("params", self.params)
         args.update(kw)
         new = KerasModel(self.graph, params, **args)
@@ -121,6 +123,42 @@ class KerasModel:
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
         return self._replace(head=head)
+
+    @property
+    def output_names(self) -> list[str]:
+        """The model's outputs, in Keras order, by the layer that produces each
+        (``"layer:k"`` for output ``k`` of a multi-output layer)."""
+        return [r.layer if r.tensor == 0 and sum(o.layer == r.layer for o in
+                                                    self.graph.outputs) == 1
+                else f"{r.layer}:{r.tensor}" for r in self.graph.outputs]
+
+    def with_output(self, output: int | str | None) -> "KerasModel":
+        """A new model that returns one output of a multi-output model: ``output`` is its
+        position or its name in :attr:`output_names` (``None``: all outputs, as saved).
+
+        The head (``with_head``) then applies to that output, and the attribution methods
+        take the model like any single-output classifier::
+
+            m = load_keras("multitask.keras").with_output("cls").with_head("logits")
+        """
+        if output is None:
+            return self._replace(output=None)
+        names = self.output_names
+        if isinstance(output, str):
+            if output not in names:
+                raise ValueError(f"unknown output {output!r}; this model's outputs are "
+                                 f"{names} (or their positions 0..{len(names) - 1})")
+            index = names.index(output)
+        elif isinstance(output, (int, np.integer)) and not isinstance(output, bool):
+            index = int(output)
+            if not -len(names) <= index < len(names):
+                raise ValueError(f"output {index} out of range: this model has {len(names)} "
+                                 f"output(s): {names}")
+            index %= len(names)
+        else:
+            raise TypeError(f"expected output= as a position (int) or a name (str), got "
+                            f"{type(output).__name__}")
+        return self._replace(output=index)
 
     def with_params(self, params: Any) -> "KerasModel":
         """The same architecture with other weights (same tree structure and shapes)."""
@@ -204,8 +242,10 @@ class KerasModel:
             params, self._prepare(x), self.runtime, capture=frozenset(cap_paths),
             perturb=pert, strip_output_activation=self.head != "saved",
             keras_major=self._keras_major)
+        if self.output_index is not None:
+            outs = [outs[self.output_index]]
         outs = [apply_head(self.head, o) for o in outs]
-        y = outs[0] if self.graph.single_output else outs
+        y = outs[0] if self.graph.single_output or self.output_index is not None else outs
         if capture:
             return y, {orig: captured[path] for path, orig in cap_paths.items()}
         return y
@@ -324,5 +364,7 @@ class KerasModel:
         return "\n".join(out)
 
     def __repr__(self) -> str:
+        out = "" if self.output_index is None else \
+            f", output={self.output_names[self.output_index]!r}"
         return (f"KerasModel(name={self.graph.name!r}, inputs={self.graph.input_shapes}, "
-                f"layers={len(self._paths)}, head={self.head!r}, relu={self.relu_mode!r})")
+                f"layers={len(self._paths)}, head={self.head!r}, relu={self.relu_mode!r}{out})")

@@ -324,7 +324,7 @@ def model_key(model: Any) -> Hashable:
     graph = getattr(model, "graph", None)
     if graph is not None and hasattr(model, "runtime"):  # model_import.KerasModel
         return (type(model), graph, model.head, model.runtime,
-                getattr(model, "_keras_major", None))
+                getattr(model, "_keras_major", None), getattr(model, "output_index", None))
     return (type(model), id(model))
 
 
@@ -339,7 +339,9 @@ def output_kind(model: Any) -> tuple[str, bool]:
         return "logit", False
     graph = getattr(model, "graph", None)
     if graph is not None:  # a KerasModel with its saved head: read the output activation
-        for spec in graph.output_layer_specs():
+        specs = graph.output_layer_specs()
+        index = getattr(model, "output_index", None)
+        for spec in specs if index is None else specs[index:index + 1]:
             act = spec.config.get("activation")
             if isinstance(act, dict):
                 act = act.get("config", {}).get("name", act.get("class_name"))

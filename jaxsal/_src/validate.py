@@ -104,6 +104,11 @@ class Prepared:
         return int(self.x.shape[0])
 
 
+def _score_functions(targets: Any) -> bool:
+    return callable(targets) or (isinstance(targets, (list, tuple)) and bool(targets)
+                                 and all(callable(t) for t in targets))
+
+
 def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
             backprop: str | None = None, check_finite: bool = True,
             image: bool = False) -> Prepared:
@@ -111,6 +116,14 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
     m = base.with_options(model, head, backprop)
     xa = check_input(m, x, check_finite=check_finite, image=image)
     y, _ = base.model_shapes(m, xa)
+    if isinstance(y, (list, tuple)) and not _score_functions(targets):
+        names = getattr(m, "output_names", None) or [str(i) for i in range(len(y))]
+        shapes = ", ".join(f"{n!r} {(xa.shape[0],) + tuple(o.shape[1:])}"
+                           for n, o in zip(names, y))
+        raise ValueError(f"this model has {len(y)} outputs ({shapes}); class ids and the "
+                         "predicted class need one. Pick one with model.with_output(name) "
+                         f"(e.g. model.with_output({names[0]!r})), or pass a score function "
+                         "of the list of outputs: targets=lambda outs: outs[0][:, k]")
     units = None
     if isinstance(y, jax.ShapeDtypeStruct) and len(y.shape) == 2:
         units = int(y.shape[1])
