@@ -117,3 +117,15 @@ def test_cli_output_option(multi, tmp_path, capsys):
     rc = cli.main(["explain", paths[".keras"], str(inputs), "--output", "bad",
                    "--out", str(tmp_path / "other.npy")])
     assert rc == 2 and "unknown output 'bad'" in capsys.readouterr().err
+
+
+def test_maximize_output_units_need_one_output(multi):
+    m = load_keras(multi[0][".keras"])
+    with pytest.raises(ValueError, match=r"2 outputs.*with_output\('cls'\)"):
+        jaxsal.maximize(m, [0, 1], steps=2, input_range=(0.0, 1.0))
+    a = jaxsal.maximize(m.with_output("reg"), [0, 1], steps=3, input_range=(0.0, 1.0), key=1)
+    ref = m.with_output("reg").with_head("logits")(a.images)
+    np.testing.assert_allclose(a.scores, np.diagonal(np.asarray(ref)), rtol=1e-4, atol=1e-5)
+    # Channels of a layer need no output: the unselected model is fine.
+    f = jaxsal.maximize(m, [0, 1], layer="conv", steps=2, input_range=(0.0, 1.0))
+    assert f.images.shape == (2, 8, 8, 3)

@@ -217,6 +217,21 @@ def stack_objectives(objectives: Sequence[Objective]) -> Objective:
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *objectives)
 
 
+def _one_output(model: Any, shape: Any) -> Any:
+    """``shape`` of a single-output model; an output objective on a model with several
+    outputs is ambiguous: raise, naming them."""
+    if not isinstance(shape, list):
+        return shape
+    if len(shape) == 1:
+        return shape[0]
+    names = getattr(model, "output_names", None) or [str(i) for i in range(len(shape))]
+    raise ValueError(
+        f"this model has {len(shape)} outputs ("
+        + ", ".join(f"{n!r} {s}" for n, s in zip(names, shape))
+        + f"); output units need one. Pick it with model.with_output(name), e.g. "
+        f"model.with_output({names[0]!r}).")
+
+
 def output_shape_of(model: Any, layer: str | None, image_shape: tuple | None = None):
     """Shape without batch of the model output (``layer=None``) or of a named layer.
 
@@ -225,8 +240,7 @@ def output_shape_of(model: Any, layer: str | None, image_shape: tuple | None = N
     image of ``image_shape`` (e.g. :class:`jaxsal.FunctionModel`). ``None`` if unknown."""
     try:
         if layer is None and hasattr(model, "output_shape"):
-            shape = model.output_shape
-            return shape[0] if isinstance(shape, list) else shape
+            return _one_output(model, model.output_shape)
         if layer is not None and hasattr(model, "layer"):
             return model.layer(layer).output_shape
     except (AttributeError, TypeError):
@@ -237,7 +251,9 @@ def output_shape_of(model: Any, layer: str | None, image_shape: tuple | None = N
     x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
     if layer is None:
         out = jax.eval_shape(lambda p, x: model.apply(p, x), model.params, x)
-        out = out[0] if isinstance(out, (list, tuple)) else out
+        if isinstance(out, (list, tuple)):
+            _one_output(model, [tuple(o.shape[1:]) for o in out])
+            out = out[0]
     else:
         out = jax.eval_shape(lambda p, x: model.apply(p, x, capture=[layer])[1][layer],
                              model.params, x)
