@@ -162,10 +162,26 @@ class Keras3Weights(WeightSource):
             self._name_index[layers.name] = index
         return index
 
-    def get(self, path, class_names):
+    def get(self, path, class_names, groups: Sequence[str] | None = None):
+        """The layer's arrays; ``groups``: sub-object paths (``"forward_layer/cell"``) whose
+        ``vars`` follow the layer's own, for layers made of sublayers (RNN cells, wrappers,
+        attention projections), in ``layer.weights`` order."""
         g = self._group(tuple(path))
         if g is None:
             return None
+        out = self._vars(g)
+        for sub in groups or ():
+            h = g.get(sub)
+            if h is None:
+                raise KerasImportError(
+                    f"layer {'/'.join(path)!r}: the weights file has no {sub!r} group (found "
+                    f"{sorted(g.keys())}); the file does not match the architecture",
+                    path=self.path)
+            out += self._vars(h)
+        return out
+
+    @staticmethod
+    def _vars(g) -> list[np.ndarray]:
         v = g.get("vars")
         if v is None:
             return []

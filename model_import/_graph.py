@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from model_import._errors import KerasImportError, UnsupportedLayerError
+from model_import._layers import masking as _masking
 from model_import._layers.activations import get_activation
-from model_import._layers.registry import ConvertContext, LayerImpl, Runtime, lookup
+from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
+                                           builtin_converters, lookup)
 
 Array = jax.Array
 
@@ -71,7 +73,8 @@ class Graph:
     def run(self, params: Mapping[str, Any], inputs: Sequence[Array], rt: Runtime, *,
             capture: frozenset[str] = frozenset(), perturb: Mapping[str, Array] | None = None,
             strip_output_activation: bool = False, keras_major: int = 3,
-            prefix: str = "") -> tuple[list, dict[str, Array]]:
+            prefix: str = "", input_masks: Sequence[Any] | None = None,
+            mask_sink: list | None = None) -> tuple[list, dict[str, Array]]:
         """Evaluate the graph.
 
         Args:
@@ -83,18 +86,24 @@ class Graph:
             respect to a zero ``delta`` is the gradient with respect to the layer's output.
           strip_output_activation: drop the fused activation of the layers producing the
             graph outputs (the ``logits`` head).
+          input_masks: Keras masks of the inputs (a nested model called on masked tensors).
+          mask_sink: a list that receives the outputs' Keras masks.
         Returns:
           ``(outputs, captured)``.
         """
         perturb = perturb or {}
         values: dict[tuple[str, int], Any] = {}
+        # Keras masks (mask_zero embeddings, Masking) travel beside the values, as Keras
+        # attaches them to tensors: see model_import._layers.masking.
+        masks: dict[tuple[str, int], Any] = {}
         captured: dict[str, Array] = {}
         if len(inputs) != len(self.inputs):
             raise ValueError(f"model {self.name!r} expects {len(self.inputs)} inputs, got "
                              f"{len(inputs)}")
-        for ref, x in zip(self.inputs, inputs):
+        for i, (ref, x) in enumerate(zip(self.inputs, inputs)):
             values[(ref.layer, ref.node)] = self._post(ref.layer, x, captured, capture,
                                                        perturb, prefix)
+            masks[(ref.layer, ref.node)] = input_masks[i] if input_masks else None
         output_keys = {(r.layer, r.node) for r in self.outputs}
 
         def resolve(a):
@@ -107,26 +116,51 @@ class Graph:
                 return {k: resolve(b) for k, b in a.items()}
             return a
 
+        def mask_of(a):
+            if isinstance(a, Ref):
+                m = masks.get((a.layer, a.node))
+                return m[a.tensor] if isinstance(m, (list, tuple)) else m
+            if isinstance(a, (list, tuple)):
+                return [mask_of(b) for b in a]
+            return None
+
         for call in self.calls:
             spec = self.layers[call.layer]
+            raw_kwargs = dict(call.kwargs)
+            explicit_mask = raw_kwargs.pop("mask", None)
             args = resolve(call.args)
-            kwargs = resolve(dict(call.kwargs))
+            kwargs = resolve(raw_kwargs)
             strip = strip_output_activation and (call.layer, call.index) in output_keys
             impl = spec.impl
+            in_mask = (resolve(explicit_mask) if explicit_mask is not None
+                       else mask_of(call.args[0]) if call.args else None)
             if impl.subgraph is not None:
                 sub_in = list(args[0]) if isinstance(args[0], (list, tuple)) else [args[0]]
+                sub_masks = in_mask if isinstance(in_mask, list) else [in_mask]
                 sub_prefix = f"{prefix}{call.layer}/"
+                sink: list = []
                 outs, sub_captured = impl.subgraph.run(
                     params.get(call.layer, {}), sub_in, rt,
                     capture=capture, perturb=perturb, strip_output_activation=strip,
-                    keras_major=keras_major, prefix=sub_prefix)
+                    keras_major=keras_major, prefix=sub_prefix,
+                    input_masks=sub_masks if len(sub_masks) == len(sub_in) else None,
+                    mask_sink=sink)
                 captured.update(sub_captured)
                 y = outs[0] if impl.subgraph.single_output else tuple(outs)
+                y_mask = sink[0] if impl.subgraph.single_output else tuple(sink)
             else:
                 try:
-                    y = impl.call(params.get(call.layer, {}), *args, rt=rt, **kwargs)
+                    arg_masks = {k: mask_of(a) for k, a in
+                                 [*enumerate(call.args), *raw_kwargs.items()] if _has_ref(a)}
+                    mask_kw = _masking.call_masks(impl, in_mask, explicit_mask is not None,
+                                                  arg_masks, f"{prefix}{call.layer}",
+                                                  spec.class_name)
+                    y = impl.call(params.get(call.layer, {}), *args, rt=rt, **kwargs,
+                                  **mask_kw)
                     if impl.activation is not None and not strip:
                         y = get_activation(impl.activation, keras_major)(y, rt)
+                    y_mask = _masking.output_mask(impl, in_mask, args, kwargs, y,
+                                                  _masking.any_mask(list(arg_masks.values())))
                 except LayerCallError:
                     raise
                 except Exception as e:  # trace-time only: name the layer that failed
@@ -137,11 +171,80 @@ class Graph:
             if call.index == 0:
                 y = self._post(call.layer, y, captured, capture, perturb, prefix)
             values[(call.layer, call.index)] = y
+            masks[(call.layer, call.index)] = y_mask
+            if impl.clears_input_masks:
+                self._clear_masks(call, masks, mask_of, prefix)
         outs = []
         for r in self.outputs:
             v = values[(r.layer, r.node)]
             outs.append(v[r.tensor] if isinstance(v, (list, tuple)) else v)
+            if mask_sink is not None:
+                mask_sink.append(mask_of(r))
         return outs, captured
+
+    def _clear_masks(self, call: Call, masks: dict, mask_of: Callable, prefix: str) -> None:
+        """Keras 3's MultiHeadAttention removes the masks of its input tensors: the calls
+        that depend on its output run after it and see none. Other consumers of a masked
+        input run before or after it depending on Keras's execution order, so their result
+        is not determined by the model: refuse those that a mask would change."""
+        settled = self._descendants(call) | self._ancestors(call)
+        for r in {a for a in _refs(call.args) + _refs(dict(call.kwargs))}:
+            if mask_of(r) is None:
+                continue
+            for other in self._consumers().get((r.layer, r.node), ()):
+                if other is call or (other.layer, other.index) in settled or \
+                        other.kwargs.get("mask") is not None:  # runs after / before / own mask
+                    continue
+                impl = self.layers[other.layer].impl
+                if impl.mask_call or impl.compute_mask not in ("drop",):
+                    raise LayerCallError(
+                        f"layer {prefix}{call.layer!r} (MultiHeadAttention) removes the Keras "
+                        f"mask of its input {r.layer!r}, which layer {prefix}{other.layer!r} "
+                        "also uses, independently of the attention's output: whether that "
+                        "layer sees the mask depends on Keras's execution order. Pass the "
+                        "mask explicitly (attention_mask=, or Masking) or feed the other "
+                        "layer a copy of the tensor (e.g. through an Identity layer)")
+            m = masks.get((r.layer, r.node))
+            if isinstance(m, tuple):
+                masks[(r.layer, r.node)] = tuple(None if i == r.tensor else v
+                                                 for i, v in enumerate(m))
+            else:
+                masks[(r.layer, r.node)] = None
+
+    def _consumers(self) -> dict[tuple[str, int], list[Call]]:
+        cache = self.__dict__.get("_consumer_cache")
+        if cache is None:
+            cache = {}
+            for c in self.calls:
+                for r in _refs(c.args) + _refs(dict(c.kwargs)):
+                    cache.setdefault((r.layer, r.node), []).append(c)
+            self.__dict__["_consumer_cache"] = cache
+        return cache
+
+    def _ancestors(self, call: Call) -> set[tuple[str, int]]:
+        seen: set[tuple[str, int]] = set()
+        todo = [call]
+        by_key = {(c.layer, c.index): c for c in self.calls}
+        while todo:
+            c = todo.pop()
+            for r in _refs(c.args) + _refs(dict(c.kwargs)):
+                key = (r.layer, r.node)
+                if key not in seen and key in by_key:
+                    seen.add(key)
+                    todo.append(by_key[key])
+        return seen
+
+    def _descendants(self, call: Call) -> set[tuple[str, int]]:
+        seen: set[tuple[str, int]] = set()
+        todo = [(call.layer, call.index)]
+        cons = self._consumers()
+        while todo:
+            for c in cons.get(todo.pop(), ()):
+                key = (c.layer, c.index)
+                if key not in seen:
+                    seen.add(key)
+                    todo.append(key)
+        return seen
 
     @staticmethod
     def _post(layer, y, captured, capture, perturb, prefix):
@@ -198,6 +301,26 @@ class Graph:
         return [self.layers[r.layer] for r in self.outputs]
 
 
+def _refs(a) -> list[Ref]:
+    if isinstance(a, Ref):
+        return [a]
+    if isinstance(a, (list, tuple)):
+        return [r for b in a for r in _refs(b)]
+    if isinstance(a, dict):
+        return [r for b in a.values() for r in _refs(b)]
+    return []
+
+
+def _has_ref(a) -> bool:
+    if isinstance(a, Ref):
+        return True
+    if isinstance(a, (list, tuple)):
+        return any(_has_ref(b) for b in a)
+    if isinstance(a, dict):
+        return any(_has_ref(b) for b in a.values())
+    return False
+
+
 # ---------------------------------------------------------------------- parsing configs
 def _is_tensor_dict(a):
     return isinstance(a, dict) and a.get("class_name") == "__keras_tensor__"
@@ -216,7 +339,9 @@ def _k3_arg(a):
     return a
 
 
-_IGNORED_KWARGS = ("training", "mask")
+# ``mask`` is kept: Keras 3 records a mask passed to a layer (mask_zero embeddings, Masking)
+# as a call argument; the interpreter takes it out of the kwargs (model_import._layers.masking).
+_IGNORED_KWARGS = ("training",)
 
 
 def _parse_node(node) -> tuple[tuple, dict]:
@@ -321,12 +446,14 @@ class GraphBuilder:
         module = str(layer_cfg.get("module") or "")
         if not cls.startswith("ops.") and (
                 module.startswith(("keras.src.ops", "keras.ops"))
-                or (not module and "trainable" not in cfg and "dtype" not in cfg
+                or (not module and "trainable" not in cfg
+                    and not isinstance(cfg.get("dtype"), dict)
                     and lookup(f"ops.{cls}", self.custom) is not None)):
             # A Keras 3 operation on symbolic tensors (``x + 3.0``), not a layer: its class
             # name (Add, Multiply, ...) collides with layer classes. ``.keras`` configs say so
             # by the module; Keras 3's legacy .h5 writer drops the module, but an operation's
-            # config lacks the ``trainable``/``dtype`` entries every layer config has.
+            # config lacks the ``trainable`` entry and the dtype policy every layer config has
+            # (``zeros_like(x, dtype="bool")`` has a plain dtype).
             cls = f"ops.{cls}"
         conv = lookup(cls, self.custom)
         if conv is None:
@@ -349,6 +476,8 @@ class GraphBuilder:
         except Exception as e:  # a converter choked on an unexpected config
             raise UnsupportedLayerError(name, cls, path=self.path,
                                         detail=f"its config could not be converted ({e!r})") from e
+        impl = _masking.with_builtin_rules(impl, cls, cfg, ctx,
+                                           builtin=conv in builtin_converters())
         return LayerSpec(name, cls, cfg, impl)
 
     def _sequential(self, cfg) -> Graph:

@@ -38,7 +38,10 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
             continue
         if spec.impl.n_weights == 0:
             continue
-        ws = source.get(lpath, [spec.class_name])
+        if spec.impl.weight_groups is not None and isinstance(source, Keras3Weights):
+            ws = source.get(lpath, [spec.class_name], groups=spec.impl.weight_groups)
+        else:
+            ws = source.get(lpath, [spec.class_name])
         where = "/".join(lpath)
         if ws is None:
             raise KerasImportError(

@@ -207,7 +207,10 @@ class KerasModel:
         out = []
         for i, (a, shape) in enumerate(zip(xs, self.graph.input_shapes)):
             a = jnp.asarray(a)
-            if not jnp.issubdtype(a.dtype, jnp.floating):
+            int_input = "int" in str(self.graph.input_dtypes[i])  # token ids (Embedding)
+            if jnp.issubdtype(a.dtype, jnp.integer) and int_input:
+                a = a.astype(jnp.int32)
+            elif not jnp.issubdtype(a.dtype, jnp.floating):
                 a = a.astype(jnp.float32)
             if shape is not None:
                 ok = a.ndim == len(shape) + 1 and all(
@@ -292,7 +295,8 @@ class KerasModel:
                 outs = []
                 for size in (a, b) if a else (0,):
                     xs = [jax.ShapeDtypeStruct((1, *[size if d is None else d for d in s]),
-                                               jnp.float32) for s in specs]
+                                               jnp.int32 if "int" in str(dt) else jnp.float32)
+                          for s, dt in zip(specs, self.graph.input_dtypes)]
                     outs.append(jax.eval_shape(fn, self.params, *xs))
                     if not a:
                         break

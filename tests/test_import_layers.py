@@ -348,6 +348,8 @@ _COVERED_ELSEWHERE = {
     "SlicingOpLambda": "tf.keras fixtures in test_import_keras2.py",
     "InputLayer": "every model",
     "CustomScaleLayer": "InceptionResNetV2 in test_import_apps.py (keras.applications' own)",
+    "CuDNNLSTM": "test_import_sequence.py against LSTM (tf.keras 1 only; Keras 3 has none)",
+    "CuDNNGRU": "test_import_sequence.py against GRU (tf.keras 1 only; Keras 3 has none)",
 }
 _ALIASES = {"Convolution1D", "Convolution2D", "Convolution3D", "SeparableConvolution1D",
             "SeparableConvolution2D", "MaxPool1D", "MaxPool2D", "MaxPool3D", "AvgPool1D",
@@ -357,20 +359,30 @@ _ALIASES = {"Convolution1D", "Convolution2D", "Convolution3D", "SeparableConvolu
 
 
 def test_zoos_cover_the_converters():
-    """Every registered layer class (and the common Keras 3 ops) is in some zoo, except the
-    identity-at-inference layers, aliases and those tested elsewhere (all registered)."""
+    """Every registered layer class (and the common Keras 3 ops) is in some zoo (here or in
+    test_import_sequence.py; layers inside wrappers count), except the identity-at-inference
+    layers, aliases and those tested elsewhere (all registered)."""
+    from test_import_sequence import ZOOS as SEQUENCE_ZOOS
+
     seen = set()
-    for make, _ in ZOOS.values():
+
+    def visit(lay):
+        mod = str(lay.get("module", ""))
+        seen.add(("ops." if mod.startswith("keras.src.ops") else "") + lay["class_name"])
+        for key in ("layer", "backward_layer"):  # TimeDistributed, Bidirectional
+            if isinstance(lay.get("config", {}).get(key), dict):
+                visit(lay["config"][key])
+
+    for make, _ in [*ZOOS.values(), *SEQUENCE_ZOOS.values()]:
         km = make()
         for lay in km.get_config()["layers"]:
-            mod = str(lay.get("module", ""))
-            seen.add(("ops." if mod.startswith("keras.src.ops") else "") + lay["class_name"])
+            visit(lay)
     wanted = {c for c in model_import.registered_classes()
               if not c.startswith("ops.")}
     wanted -= set(_COVERED_ELSEWHERE) | _ALIASES
     # regularization / augmentation layers that are the identity at inference
     identity = {"SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
-                "AlphaDropout", "ActivityRegularization", "Masking", "RandomRotation",
+                "AlphaDropout", "ActivityRegularization", "RandomRotation",
                 "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness"}
     excluded = set(_COVERED_ELSEWHERE) | _ALIASES | identity
     stale = excluded - set(model_import.registered_classes())

@@ -20,7 +20,7 @@ def _input(config, ctx):
 # Regularization layers are the identity at inference, which is what attribution explains.
 @register_layer("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
                 "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
-                "Masking", "Identity",
+                "Identity",
                 # data augmentation layers return their inputs unchanged at inference
                 "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
                 "RandomContrast", "RandomBrightness")

@@ -48,6 +48,20 @@ class LayerImpl:
       n_weights: how many weight arrays the layer expects (``None``: any number).
       subgraph: for a nested model used as a layer, its :class:`~model_import._graph.Graph`.
       data_format: ``channels_last`` or ``channels_first`` for layers that have one.
+      mask_call: ``call`` takes a ``mask=`` keyword: the Keras mask of its first argument
+        (``None``, a boolean array, or a list of them for a list argument), as Keras passes
+        it to layers whose ``call`` has a ``mask`` parameter (RNNs, attention).
+      compute_mask: the layer's output mask, as Keras's ``compute_mask``: ``"propagate"``
+        (the first argument's mask), ``"drop"`` (none), or ``f(mask, *args, **kwargs)``
+        called with the input mask and the call's arguments. ``None`` (a custom converter
+        that says nothing) means unknown: a mask reaching such a layer makes the importer
+        refuse mask-using layers downstream rather than guess.
+      weight_groups: where a layer made of sublayers keeps its arrays in a Keras 3 weights
+        file (``.keras``): paths below the layer's own group, in ``layer.weights`` order
+        (``("cell",)`` for an RNN; ``("forward_layer/cell", "backward_layer/cell")`` for a
+        bidirectional one). ``None``: the layer's own ``vars``.
+      clears_input_masks: the Keras layer removes the masks of its input tensors when called
+        (Keras 3's MultiHeadAttention), so later consumers of those tensors see none.
     """
 
     call: Callable[..., Any]
@@ -56,6 +70,10 @@ class LayerImpl:
     n_weights: int | None = 0
     subgraph: Any = None
     data_format: str | None = None
+    mask_call: bool = False
+    compute_mask: str | Callable | None = None
+    weight_groups: tuple[str, ...] | None = None
+    clears_input_masks: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +132,19 @@ def register_layer(*class_names: str, override: bool = False) -> Callable[[Conve
         return fn
 
     return deco
+
+
+def builtin_converters() -> frozenset:
+    """The converter functions registered by ``model_import`` itself (not by users)."""
+    return _BUILTIN
+
+
+_BUILTIN: frozenset = frozenset()
+
+
+def _freeze_builtins() -> None:
+    global _BUILTIN
+    _BUILTIN = frozenset(_REGISTRY.values())
 
 
 def lookup(class_name: str, custom: Mapping[str, Converter] | None = None) -> Converter | None:

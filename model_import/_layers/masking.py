@@ -1,0 +1,309 @@
+"""Keras masks: how ``Embedding(mask_zero=True)`` and ``Masking`` reach RNNs and attention.
+
+Keras attaches a boolean mask ``(batch, time)`` to a tensor; every later layer either passes
+it on (``supports_masking``: Dense, activations, normalizations, dropout...), computes a new
+one (merges, RNNs returning sequences, attention), or drops it (convolutions, pooling,
+Flatten, Keras operations). Layers whose ``call`` has a ``mask`` parameter use it: RNNs keep
+their state over masked steps, attention ignores masked keys, ``GlobalAveragePooling1D``
+averages over unmasked steps only, ``Softmax`` ignores masked entries.
+
+The graph interpreter (:meth:`model_import._graph.Graph.run`) carries the masks beside the
+values, with the rules of :class:`~model_import._layers.registry.LayerImpl`
+(``mask_call``, ``compute_mask``). :func:`with_builtin_rules` gives the layers converted
+before masks were supported their Keras rule, by class name. A custom converter that states
+no rule makes the mask *unknown* (:data:`UNKNOWN`); a mask-using layer that would receive an
+unknown mask raises instead of computing something Keras would not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from model_import._layers.registry import ConvertContext, LayerImpl, register_layer
+
+Array = jax.Array
+
+#: Keras's stand-in for minus infinity in masked softmaxes (float32).
+LARGE_NEGATIVE = -1e9
+
+
+class _Unknown:
+    """The mask of a tensor that went through a converter without a mask rule."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = _Unknown()
+
+
+def _flat(m) -> list:
+    if isinstance(m, (list, tuple)):
+        return [x for b in m for x in _flat(b)]
+    if isinstance(m, dict):
+        return [x for b in m.values() for x in _flat(b)]
+    return [m]
+
+
+def any_mask(masks: Sequence[Any]) -> bool:
+    """Whether any of ``masks`` (nested lists) is set (an array or :data:`UNKNOWN`)."""
+    return any(m is not None for m in _flat(list(masks)))
+
+
+def _has_unknown(m) -> bool:
+    return any(x is UNKNOWN for x in _flat(m))
+
+
+class UnknownMaskError(ValueError):
+    """A mask-using layer would receive a mask the importer cannot know."""
+
+
+def _refuse(where: str, class_name: str) -> Exception:
+    return UnknownMaskError(
+        f"layer {where!r} ({class_name}) uses Keras masks, but the mask of its input went "
+        "through a custom converter that does not say how it treats masks, so the importer "
+        "cannot know what Keras passes here. Give that converter's LayerImpl a "
+        "compute_mask ('propagate' if the Keras layer supports masking and keeps the mask, "
+        "'drop' if it does not, or a function of the mask and the inputs)")
+
+
+def call_masks(impl: LayerImpl, in_mask: Any, explicit: bool, arg_masks: Mapping[Any, Any],
+               where: str, class_name: str) -> dict:
+    """The mask keyword(s) a layer's ``call`` receives, as Keras's ``Layer.__call__`` fills
+    them: ``mask=`` from the node's explicit ``mask`` argument, else the mask of the call's
+    only tensor argument (none when there are several); ``masks=`` (every tensor
+    argument's mask, by position or keyword) for ``mask_call="arguments"``."""
+    if not impl.mask_call:
+        return {}
+    if impl.mask_call == "arguments":
+        if _has_unknown(list(arg_masks.values())):
+            raise _refuse(where, class_name)
+        return {"masks": dict(arg_masks)}
+    if explicit:
+        m = in_mask
+    elif len(arg_masks) == 1:
+        m = next(iter(arg_masks.values()))
+    else:
+        m = None
+    if _has_unknown(m):
+        raise _refuse(where, class_name)
+    return {"mask": m}
+
+
+def output_mask(impl: LayerImpl, in_mask: Any, args: Sequence, kwargs: Mapping, y: Any,
+                any_in: bool) -> Any:
+    """The mask Keras attaches to a layer's output(s) (a tuple for several outputs)."""
+    rule = impl.compute_mask
+    if rule is None:
+        out = UNKNOWN if any_in else None
+    elif rule == "drop":
+        out = None
+    elif rule == "propagate":
+        out = in_mask
+    elif _has_unknown(in_mask):
+        out = UNKNOWN
+    else:
+        out = rule(in_mask, *args, **kwargs)
+    if isinstance(y, (list, tuple)):
+        ms = list(out) if isinstance(out, (list, tuple)) else [out]
+        return tuple((ms + [None] * len(y))[: len(y)])
+    while isinstance(out, (list, tuple)):  # Keras attaches the first mask to a single output
+        out = out[0] if out else None
+    return out
+
+
+# ---------------------------------------------------------------------- built-in rules
+#: Layers whose Keras class supports masking and passes the mask on unchanged (Keras 3 and
+#: tf.keras 2 agree on these).
+PROPAGATE = frozenset({
+    "Activation", "ELU", "LeakyReLU", "PReLU", "ReLU", "ThresholdedReLU", "Dense", "Identity",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "BatchNormalization",
+    "SyncBatchNormalization", "GroupNormalization", "LayerNormalization", "UnitNormalization",
+    "Normalization", "Rescaling",
+})
+_ELEMENTWISE_MERGES = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum",
+                                 "Minimum"})
+
+
+def _merge_mask(keras_major: int) -> Callable:
+    """Keras 3 ORs the inputs' masks (``None`` if any input has none); tf.keras 2 ANDs the
+    given ones."""
+
+    def rule(mask, inputs, *a, **k):
+        if not isinstance(mask, (list, tuple)):
+            return None
+        if keras_major >= 3:
+            if any(m is None for m in mask):
+                return None
+            return jax.tree_util.tree_reduce(jnp.logical_or, list(mask))
+        given = [m for m in mask if m is not None]
+        if not given:
+            return None
+        return jax.tree_util.tree_reduce(jnp.logical_and, given)
+
+    return rule
+
+
+def _concat_mask(axis: int, keras_major: int) -> Callable:
+    """Each input's mask (all-true for unmasked inputs) broadcast to the input's shape,
+    concatenated along ``axis`` and reduced over the last axis: ``any`` in Keras 3, ``all``
+    in tf.keras 2."""
+    reduce = jnp.any if keras_major >= 3 else jnp.all
+
+    def rule(mask, inputs, *a, **k):
+        if not isinstance(mask, (list, tuple)) or all(m is None for m in mask):
+            return None
+        full = []
+        for x, m in zip(inputs, mask):
+            if m is None:
+                full.append(jnp.ones(x.shape, bool))
+            elif m.ndim < x.ndim:
+                full.append(jnp.broadcast_to(m[..., None], x.shape))
+            else:
+                full.append(m.astype(bool))
+        return reduce(jnp.concatenate(full, axis=axis), axis=-1)
+
+    return rule
+
+
+def _masked_global_average_1d(config: Mapping[str, Any], impl: LayerImpl) -> LayerImpl:
+    """``GlobalAveragePooling1D`` with a mask: the mean over the unmasked steps."""
+    cf = config.get("data_format") == "channels_first"
+    keepdims = bool(config.get("keepdims", False))
+
+    def call(params, x, *, rt, mask=None):
+        if mask is None:
+            return impl.call(params, x, rt=rt)
+        m = mask.astype(bool)[:, None, :] if cf else mask.astype(bool)[:, :, None]
+        axis = 2 if cf else 1
+        total = jnp.sum(jnp.where(m, x, 0.0), axis=axis, keepdims=keepdims)
+        return total / jnp.sum(m.astype(x.dtype), axis=axis, keepdims=keepdims)
+
+    return dataclasses.replace(impl, call=call, mask_call=True, compute_mask="drop")
+
+
+def _masked_softmax(config: Mapping[str, Any], impl: LayerImpl, keras_major: int) -> LayerImpl:
+    """``Softmax`` with a mask (broadcast from the right): masked entries get -1e9 before
+    the softmax; Keras 3 also sets them to 0 after it (a fully masked row is all zeros),
+    tf.keras 2 adds ``(1 - mask) * -1e9`` and stops there. The masked pre-activation stays
+    in ``call`` (the ``logits`` head's output); the activation zeroes the entries equal to
+    exactly -1e9, which only masking produces."""
+    axis = config.get("axis", -1)
+    axes = tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+
+    def call(params, x, *, rt, mask=None):
+        if mask is None:
+            return x
+        if keras_major >= 3:
+            return jnp.where(mask.astype(bool), x, LARGE_NEGATIVE)
+        return x + (1.0 - mask.astype(x.dtype)) * LARGE_NEGATIVE
+
+    def act(z, rt):
+        y = jax.nn.softmax(z, axis=axes)
+        return jnp.where(z == LARGE_NEGATIVE, 0.0, y) if keras_major >= 3 else y
+
+    return dataclasses.replace(impl, call=call, activation=act, mask_call=True,
+                               compute_mask="propagate")
+
+
+def with_builtin_rules(impl: LayerImpl, class_name: str, config: Mapping[str, Any],
+                       ctx: ConvertContext, *, builtin: bool) -> LayerImpl:
+    """``impl`` with the Keras mask rule of its class, for built-in converters that do not
+    state one (custom converters without a rule stay unknown)."""
+    if impl.compute_mask is not None or impl.mask_call or not builtin:
+        return impl
+    major = ctx.keras_major
+    if class_name in PROPAGATE:
+        return dataclasses.replace(impl, compute_mask="propagate")
+    if class_name in _ELEMENTWISE_MERGES:
+        return dataclasses.replace(impl, compute_mask=_merge_mask(major))
+    if class_name == "Concatenate":
+        return dataclasses.replace(impl,
+                                   compute_mask=_concat_mask(int(config.get("axis", -1)), major))
+    if class_name in ("GlobalAveragePooling1D", "GlobalAvgPool1D"):
+        return _masked_global_average_1d(config, impl)
+    if class_name == "Softmax":
+        return _masked_softmax(config, impl, major)
+    return dataclasses.replace(impl, compute_mask="drop")
+
+
+# ---------------------------------------------------------------------- layers and ops
+@register_layer("Masking")
+def _masking(config, ctx):
+    """``Masking(mask_value)``: steps whose features all equal ``mask_value`` are masked and
+    set to zero; the mask is ``any(x != mask_value, axis=-1)``."""
+    value = config.get("mask_value", 0.0)
+    if isinstance(value, Mapping):
+        raise ctx.error("a Masking layer whose mask_value is a serialized tensor is not "
+                        "supported; expected a number")
+    value = float(value)
+
+    def keep(x: Array) -> Array:
+        return jnp.any(x != value, axis=-1)
+
+    def call(params, x, *, rt):
+        return jnp.where(keep(x)[..., None], x, 0.0)
+
+    return LayerImpl(call=call, compute_mask=lambda mask, x, *a, **k: keep(x))
+
+
+def _comparison(fn):
+    def convert(config, ctx):
+        def call(params, x, y, *, rt):
+            return fn(jnp.asarray(x), jnp.asarray(y))
+
+        return LayerImpl(call=call, compute_mask="drop")
+    return convert
+
+
+# Keras 3 (>= 3.10 or so) records the mask of a mask_zero Embedding as an explicit
+# ``not_equal(tokens, 0)`` operation whose output is passed to later layers as ``mask=``.
+register_layer("ops.NotEqual")(_comparison(jnp.not_equal))
+register_layer("ops.Equal")(_comparison(jnp.equal))
+register_layer("ops.LogicalAnd")(_comparison(jnp.logical_and))
+register_layer("ops.LogicalOr")(_comparison(jnp.logical_or))
+
+
+def _op_layer(make: Callable[[Mapping[str, Any]], Callable]) -> Callable:
+    def convert(config, ctx):
+        fn = make(config)
+
+        def call(params, *args, rt, **kwargs):
+            return fn(*args, **kwargs)
+
+        return LayerImpl(call=call, compute_mask="drop")
+    return convert
+
+
+def _dtype(config) -> Any:
+    dt = config.get("dtype")
+    if isinstance(dt, Mapping):
+        dt = (dt.get("config") or {}).get("name")
+    return None if dt is None else jnp.dtype(str(dt))
+
+
+def _reduce_bool(fn):
+    def make(config):
+        axis = config.get("axis")
+        axis = tuple(axis) if isinstance(axis, list) else axis
+        keepdims = bool(config.get("keepdims", False))
+        return lambda x: fn(jnp.asarray(x), axis=axis, keepdims=keepdims)
+    return make
+
+
+# The operations Keras 3 records while computing masks symbolically (Concatenate's and
+# Attention's compute_mask): ones/zeros of an input's shape, any/all, conversions.
+register_layer("ops.Any")(_op_layer(_reduce_bool(jnp.any)))
+register_layer("ops.All")(_op_layer(_reduce_bool(jnp.all)))
+register_layer("ops.LogicalNot")(_op_layer(lambda c: jnp.logical_not))
+register_layer("ops.ZerosLike")(_op_layer(
+    lambda c: lambda x: jnp.zeros(jnp.shape(x), _dtype(c) or jnp.asarray(x).dtype)))
+register_layer("ops.OnesLike")(_op_layer(
+    lambda c: lambda x: jnp.ones(jnp.shape(x), _dtype(c) or jnp.asarray(x).dtype)))
+register_layer("ops.ConvertToTensor")(_op_layer(
+    lambda c: lambda x: jnp.asarray(x, _dtype(c))))
