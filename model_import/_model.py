@@ -64,6 +64,22 @@ class LayerInfo:
             isinstance(d, (int, type(None))) for d in s) and len(s) in (2, 3, 4)
 
 
+def _last(shape: tuple) -> tuple:
+    """A channels-first shape (without batch) written channels-last."""
+    return tuple(shape[1:]) + tuple(shape[:1])
+
+
+def _refs_in(a) -> list:
+    """The graph references (``.layer``/``.node``/``.tensor``) inside a call's arguments."""
+    if hasattr(a, "layer") and hasattr(a, "node") and hasattr(a, "tensor"):
+        return [a]
+    if isinstance(a, (list, tuple)):
+        return [r for b in a for r in _refs_in(b)]
+    if isinstance(a, Mapping):
+        return [r for b in a.values() for r in _refs_in(b)]
+    return []
+
+
 class KerasModel:
     """A Keras model ported to JAX. Immutable: every ``with_*`` returns a new model.
 
@@ -85,7 +101,7 @@ class KerasModel:
     def __init__(self, graph: Graph, params: Any, *, head: str = "saved",
                  runtime: Runtime | None = None, keras_version: str = "3",
                  source: str | None = None, relu_mode: str = "standard",
-                 output: int | None = None):
+                 output: int | None = None, channels_last_view: bool = False):
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
         self.graph = graph
@@ -96,6 +112,7 @@ class KerasModel:
         self.source = source
         self.relu_mode = relu_mode
         self.output_index = output
+        self.channels_last_view = channels_last_view
         self._paths = graph.layer_paths()
         # Keras 3 operation nodes are not listed as layers but can be captured by name.
         self._all_paths = graph.layer_paths(include_ops=True)
@@ -105,11 +122,14 @@ class KerasModel:
     # ------------------------------------------------------------------ variants
     def _replace(self, **kw) -> "KerasModel":
         args = dict(head=self.head, runtime=self.runtime, keras_version=self.keras_version,
-                    source=self.source, relu_mode=self.relu_mode, output=self.output_index)
+                    source=self.source, relu_mode=self.relu_mode, output=self.output_index,
+                    channels_last_view=self.channels_last_view)
         params = kw.pop("params", self.params)
         args.update(kw)
         new = KerasModel(self.graph, params, **args)
         new.__dict__["_shape_cache"] = self.__dict__.get("_shape_cache")
+        if "_formats" in self.__dict__:  # a function of the graph alone
+            new.__dict__["_formats"] = self.__dict__["_formats"]
         return new
 
     def with_head(self, head: str) -> "KerasModel":
@@ -186,7 +206,24 @@ class KerasModel:
     @property
     def input_shape(self) -> tuple | None:
         """Shape of the (first) input without the batch axis; ``None`` entries are free."""
-        return self.graph.input_shapes[0]
+        shape = self.graph.input_shapes[0]
+        if shape is not None and self._moved(self.graph.inputs[0].layer):
+            return _last(shape)
+        return shape
+
+    def channels_last(self) -> "KerasModel":
+        """The same function taking and giving channels-last arrays: for a channels-first
+        model (:attr:`data_format`), a view whose input is ``(N, H, W, C)`` and whose
+        channels-first layers' outputs (``capture``, ``perturb``, :meth:`layer` shapes) are
+        ``(N, h, w, K)``; the axes are moved around the unchanged graph. Other models
+        return themselves."""
+        if self.channels_last_view or self.data_format != "channels_first":
+            return self
+        return self._replace(channels_last_view=True)
+
+    def _moved(self, path: str) -> bool:
+        """Whether this view moves the channel axis of ``path``'s output."""
+        return self.channels_last_view and self._formats.get(path) == "channels_first"
 
     def resolve_layer(self, name: str) -> str:
         """The full path of a layer given its path or a bare name unique in the model."""
@@ -241,6 +278,12 @@ class KerasModel:
         capture = tuple(capture) if not isinstance(capture, str) else (capture,)
         cap_paths = {self.resolve_layer(c): c for c in capture}
         pert = {self.resolve_layer(k): v for k, v in (perturb or {}).items()}
+        if self.channels_last_view:
+            xs = list(x) if isinstance(x, (list, tuple)) else [x]
+            x = [jnp.moveaxis(jnp.asarray(a), -1, 1) if self._moved(r.layer) else a
+                 for r, a in zip(self.graph.inputs, xs)]
+            pert = {k: jnp.moveaxis(v, -1, 1) if self._moved(k) else v
+                    for k, v in pert.items()}
         outs, captured = self.graph.run(
             params, self._prepare(x), self.runtime, capture=frozenset(cap_paths),
             perturb=pert, strip_output_activation=self.head != "saved",
@@ -250,7 +293,8 @@ class KerasModel:
         outs = [apply_head(self.head, o) for o in outs]
         y = outs[0] if self.graph.single_output or self.output_index is not None else outs
         if capture:
-            return y, {orig: captured[path] for path, orig in cap_paths.items()}
+            return y, {orig: jnp.moveaxis(captured[path], 1, -1) if self._moved(path)
+                       else captured[path] for path, orig in cap_paths.items()}
         return y
 
     @functools.cached_property
@@ -322,6 +366,73 @@ class KerasModel:
         self.__dict__["_shape_cache"] = shapes
         return shapes
 
+    @functools.cached_property
+    def _formats(self) -> dict[str, str | None]:
+        """``{layer path: "channels_last" | "channels_first" | None}``: the layout of each
+        layer's output. A layer with a ``data_format`` (convolutions, pooling, a
+        BatchNormalization over axis 1...) sets it; any other layer keeps the layout of its
+        first input when it keeps that input's rank (activations, merges, normalization over
+        the last axis); a layer that changes the rank (Flatten, global pooling, Reshape) has
+        none. The model inputs take the layout of the first layer that declares one."""
+        shapes = self._output_shapes()
+        out: dict[str, str | None] = {}
+
+        def first_declared(graph: Graph) -> str | None:
+            for call in graph.calls:
+                impl = graph.layers[call.layer].impl
+                found = first_declared(impl.subgraph) if impl.subgraph is not None else \
+                    impl.data_format
+                if found is not None:
+                    return found
+            return None
+
+        def rank(path: str) -> int | None:
+            s = shapes.get(path)
+            return len(s) if isinstance(s, tuple) and all(
+                isinstance(d, (int, type(None))) for d in s) else None
+
+        def walk(graph: Graph, prefix: str, input_formats: list) -> None:
+            for ref, fmt in zip(graph.inputs, input_formats):
+                out[prefix + ref.layer] = fmt
+            for call in graph.calls:
+                if call.index != 0:
+                    continue
+                spec = graph.layers[call.layer]
+                path = prefix + call.layer
+                src = next(iter(_refs_in(call.args)), None)
+                src_path = None if src is None else prefix + src.layer
+                src_fmt = None if src_path is None else out.get(src_path)
+                sub = spec.impl.subgraph
+                if sub is not None:
+                    walk(sub, path + "/", [src_fmt] * len(sub.inputs))
+                    fmt = out.get(path + "/" + sub.outputs[0].layer)
+                elif spec.impl.data_format is not None:
+                    fmt = spec.impl.data_format
+                else:
+                    r_in, r_out = (None, None) if src_path is None else (rank(src_path),
+                                                                         rank(path))
+                    fmt = src_fmt if r_in is not None and r_in == r_out else None
+                r = rank(path)
+                out[path] = fmt if r is None or r >= 2 else None  # no channel axis
+
+        default = first_declared(self.graph) or "channels_last"
+        walk(self.graph, "", [default] * len(self.graph.inputs))
+        return out
+
+    @property
+    def data_format(self) -> str:
+        """Layout of the (first) input: ``"channels_last"`` (``(N, ..., C)``) or
+        ``"channels_first"`` (``(N, C, ...)``), as the model's first layer with a
+        ``data_format`` declares it (channels-last in a :meth:`channels_last` view)."""
+        fmt = self._formats.get(self.graph.inputs[0].layer) or "channels_last"
+        return "channels_last" if self.channels_last_view else fmt
+
+    def layer_data_format(self, name: str) -> str | None:
+        """Layout of a layer's output (see :attr:`data_format`), ``None`` when it has no
+        channel axis to speak of (Flatten, Dense after Flatten, global pooling...)."""
+        path = self.resolve_layer(name)
+        return "channels_last" if self._moved(path) else self._formats.get(path)
+
     def _spec(self, path: str) -> LayerSpec:
         return self.graph.find(path)[1]
 
@@ -333,8 +444,11 @@ class KerasModel:
         for part in self.graph.locate(path):
             p = p.get(part, {}) if isinstance(p, Mapping) else {}
         act = spec.config.get("activation")
-        return LayerInfo(path, spec.class_name, self._output_shapes().get(path), spec.config,
-                         p, spec.impl.data_format,
+        shape = self._output_shapes().get(path)
+        if shape is not None and self._moved(path):
+            shape = _last(shape)
+        return LayerInfo(path, spec.class_name, shape, spec.config, p,
+                         "channels_last" if self._moved(path) else spec.impl.data_format,
                          None if act is None else activation_name(act))
 
     @property
@@ -345,7 +459,8 @@ class KerasModel:
     def output_shape(self):
         """Output shape without the batch axis (a list for multi-output models); ``None`` for
         a dimension that depends on a free input size."""
-        return self._probe(lambda p, *xs: self.apply(p, list(xs)))
+        m = self._replace(channels_last_view=False) if self.channels_last_view else self
+        return m._probe(lambda p, *xs: m.apply(p, list(xs)))  # outputs are never moved
 
     def count_params(self) -> int:
         return int(sum(np.size(a) for a in jax.tree_util.tree_leaves(self.params)))
@@ -370,5 +485,6 @@ class KerasModel:
     def __repr__(self) -> str:
         out = "" if self.output_index is None else \
             f", output={self.output_names[self.output_index]!r}"
+        out += ", channels_last view" if self.channels_last_view else ""
         return (f"KerasModel(name={self.graph.name!r}, inputs={self.graph.input_shapes}, "
                 f"layers={len(self._paths)}, head={self.head!r}, relu={self.relu_mode!r}{out})")

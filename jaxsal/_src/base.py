@@ -324,7 +324,8 @@ def model_key(model: Any) -> Hashable:
     graph = getattr(model, "graph", None)
     if graph is not None and hasattr(model, "runtime"):  # model_import.KerasModel
         return (type(model), graph, model.head, model.runtime,
-                getattr(model, "_keras_major", None), getattr(model, "output_index", None))
+                getattr(model, "_keras_major", None), getattr(model, "output_index", None),
+                getattr(model, "channels_last_view", False))
     return (type(model), id(model))
 
 

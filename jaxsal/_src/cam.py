@@ -8,6 +8,12 @@ is computed at the layer's resolution, passed through a ReLU, and (``upsample=Tr
 resized to the input's ``(H, W)`` on device by bilinear interpolation with
 ``align_corners=True``, as tf-keras-vis does.
 
+Any number of spatial axes works the same way: signals ``(N, L, C)`` with a 1-D layer
+``(N, l, K)``, volumes ``(N, D, H, W, C)`` (trilinear upsampling). The CAM functions see the
+spatial positions flattened, ``A (N, P, K)``, ``G (N, T, P, K)``. A channels-first model's
+layer outputs ``(N, K, h, w)`` are moved to channels-last first; the maps have no channel
+axis, so they are the same for either layout.
+
 Papers:
 - Grad-CAM: Selvaraju et al. (2017), "Grad-CAM: Visual Explanations from Deep Networks via
   Gradient-based Localization" (also guided Grad-CAM).
@@ -33,9 +39,10 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.postprocess import _reduce, check_reduce, upsample_hw
+from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, predicted_ids, run_model, score_matrix,
                                  target_pullback)
 from jaxsal._src.validate import Prepared, check_layer, check_spatial, prepare
@@ -50,14 +57,18 @@ _CONV = ("Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "Conv3DTranspose",
 
 # ---------------------------------------------------------------------- layers
 def spatial_layers(model: Any) -> list[str]:
-    """Names of the layers whose output is ``(h, w, channels)`` (usable by the CAMs), in the
-    model's layer order."""
+    """Names of the layers usable by the CAMs, in the model's layer order: those whose
+    output has the input's spatial axes and a channel axis (``(h, w, channels)`` in an image
+    model, ``(l, channels)`` in a 1-D one; channels first in a channels-first model)."""
     model = base.as_model(model)
     if hasattr(model, "layers") and hasattr(model, "graph"):
+        rank = len(model.input_shape) if model.input_shape is not None else 3
+        fmt = getattr(model, "layer_data_format", lambda name: "channels_last")
         return [info.name for info in model.layers
-                if isinstance(info.output_shape, tuple) and len(info.output_shape) == 3
-                and all(isinstance(d, int) for d in info.output_shape)
-                and info.class_name != "InputLayer"]
+                if isinstance(info.output_shape, tuple) and len(info.output_shape) == rank
+                and rank >= 2 and all(isinstance(d, (int, type(None)))
+                                      for d in info.output_shape)
+                and info.class_name != "InputLayer" and fmt(info.name) is not None]
     return list(getattr(model, "layer_names", []) or [])
 
 
@@ -77,9 +88,9 @@ def default_cam_layer(model: Any) -> str:
             return convs[-1]
     if names:
         return names[-1]
-    raise ValueError("this model has no layer with a spatial output (h, w, channels); CAMs "
-                     "need one. For a plain function use FunctionModel(features=..., "
-                     "head_fn=...).")
+    raise ValueError("this model has no layer with the input's spatial axes and a channel "
+                     "axis ((h, w, channels) in an image model); CAMs need one. For a plain "
+                     "function use FunctionModel(features=..., head_fn=...).")
 
 
 @dataclasses.dataclass
@@ -89,6 +100,29 @@ class _CamCall:
     a_shape: tuple
     chunk: int
     nb: int
+    layer_cf: bool  # the layer's output is channels-first (N, K, ...)
+
+
+def layer_format(model: Any, layer: str) -> str | None:
+    """The layout of ``layer``'s output (``"channels_last"`` for a plain function)."""
+    fmt = getattr(model, "layer_data_format", None)
+    return "channels_last" if fmt is None else fmt(layer)
+
+
+def to_channels_last(a: Array, channels_first: bool, axis: int = 1) -> Array:
+    """``a`` with its channel axis (``axis`` when ``channels_first``) moved last."""
+    return jnp.moveaxis(a, axis, -1) if channels_first else a
+
+
+def _spatial(combine: Callable) -> Callable:
+    """A CAM function of flattened positions, ``A (N, P, K)``, ``G (N, T, P, K)`` ->
+    ``(N, T, P)``, applied to ``A (N, *s, K)``, ``G (N, T, *s, K)`` -> ``(N, T, *s)``."""
+    def f(A, G, s):
+        n, *sp, k = A.shape
+        cam = combine(A.reshape(n, -1, k), G.reshape(G.shape[:2] + (-1, k)), s)
+        return cam.reshape(cam.shape[:2] + tuple(sp))
+
+    return f
 
 
 def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
@@ -98,7 +132,8 @@ def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, chec
     layer = check_layer(p.model, default_cam_layer(p.model) if layer is None else layer)
     _, caps = base.model_shapes(p.model, p.x, (layer,))
     a = caps[layer]
-    check_spatial(layer, tuple(a.shape))
+    fmt = layer_format(p.model, layer)
+    check_spatial(layer, tuple(a.shape), p.x.ndim, fmt)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     # A CAM's pullback runs only through the layers after `layer`: cheap per target. On CPU
@@ -106,12 +141,13 @@ def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, chec
     # 112x112, 2 images, 10 classes at block5_conv3: 261 ms vs 125 ms in one chunk).
     budget = base.default_wide_budget() if memory_budget is None else memory_budget
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, budget)
-    return _CamCall(p, layer, tuple(a.shape), chunk, nb)
+    return _CamCall(p, layer, tuple(a.shape), chunk, nb, fmt == "channels_first")
 
 
 def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, spec, info,
                    ids):
-    """``(S (N, T), A (N, h, w, K), pull)`` with ``pull(t) = dS_t/dA``: one forward pass."""
+    """``(S (N, T), A (N, h, w, K), pull)`` with ``pull(t) = dS_t/dA``: one forward pass
+    (``A`` and ``dS_t/dA`` in the layer's own layout)."""
     def fwd(delta):
         y, caps = run_model(m, params, x, (layer,) + spec.layers, perturb={layer: delta})
         return y, caps, caps[layer]
@@ -120,63 +156,75 @@ def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, sp
     return target_pullback(fwd, zeros, spec, info, ids)
 
 
-def _finish(cam: Array, x: Array, upsample: bool) -> Array:
+def _finish(cam: Array, size: tuple[int, ...], upsample: bool) -> Array:
+    """ReLU, then (``upsample``) align-corners linear resize of the trailing spatial axes of
+    ``cam`` to the input's spatial ``size``."""
     cam = jax.nn.relu(cam)
-    return upsample_hw(cam, x.shape[1:3]) if upsample else cam
+    if not upsample:
+        return cam
+    return upsample_linear(cam, size, tuple(range(-len(size), 0)))
 
 
 # ---------------------------------------------------------------------- gradient CAMs
+# A (N, P, K) activations at P positions, G (N, T, P, K) gradients, s (N, T) scores.
+@_spatial
 def _gradcam_weights(A, G, s):
-    return jnp.einsum("nhwk,ntk->nthw", A, G.mean(axis=(2, 3)))
+    return jnp.einsum("npk,ntk->ntp", A, G.mean(axis=2))
 
 
+@_spatial
 def _hirescam(A, G, s):
-    return jnp.einsum("nhwk,nthwk->nthw", A, G)
+    return jnp.einsum("npk,ntpk->ntp", A, G)
 
 
+@_spatial
 def _layercam(A, G, s):
-    return jnp.einsum("nhwk,nthwk->nthw", A, jax.nn.relu(G))
+    return jnp.einsum("npk,ntpk->ntp", A, jax.nn.relu(G))
 
 
+@_spatial
 def _xgradcam(A, G, s):
-    w = jnp.einsum("nhwk,nthwk->ntk", A, G) / (A.sum(axis=(1, 2))[:, None, :] + 1e-7)
-    return jnp.einsum("nhwk,ntk->nthw", A, w)
+    w = jnp.einsum("npk,ntpk->ntk", A, G) / (A.sum(axis=1)[:, None, :] + 1e-7)
+    return jnp.einsum("npk,ntk->ntp", A, w)
 
 
+@_spatial
 def _gradcampp_tfkv(A, G, s):
     # tf-keras-vis: first/second/third-order terms times exp(S). exp(S) cancels in alpha and
     # factors out of the ReLU'd weights, so it is applied once at the end (same values,
     # without forming exp(S) * G**3).
     g2 = G * G
-    denom = 2.0 * g2 + g2 * G * A.sum(axis=(1, 2))[:, None, None, None, :]
+    denom = 2.0 * g2 + g2 * G * A.sum(axis=1)[:, None, None, :]
     alpha = g2 / (denom + (g2 == 0).astype(G.dtype))
-    norm = alpha.sum(axis=(2, 3), keepdims=True)
+    norm = alpha.sum(axis=2, keepdims=True)
     alpha = alpha / (norm + (norm == 0).astype(G.dtype))
-    w = (jax.nn.relu(G) * alpha).sum(axis=(2, 3))
-    return jnp.einsum("nhwk,ntk->nthw", A, w) * jnp.exp(s)[:, :, None, None]
+    w = (jax.nn.relu(G) * alpha).sum(axis=2)
+    return jnp.einsum("npk,ntk->ntp", A, w) * jnp.exp(s)[:, :, None]
 
 
+@_spatial
 def _gradcampp_paper(A, G, s):
     g2 = G * G
-    denom = 2.0 * g2 + g2 * G * A.sum(axis=(1, 2))[:, None, None, None, :]
+    denom = 2.0 * g2 + g2 * G * A.sum(axis=1)[:, None, None, :]
     alpha = jnp.where(g2 != 0, g2 / jnp.where(denom != 0, denom, 1.0), 0.0)
-    w = (jax.nn.relu(G) * alpha).sum(axis=(2, 3))
-    return jnp.einsum("nhwk,ntk->nthw", A, w)
+    w = (jax.nn.relu(G) * alpha).sum(axis=2)
+    return jnp.einsum("npk,ntk->ntp", A, w)
 
 
 def _gradient_cam(name: str, combine: Callable, model, x, targets, *, layer, upsample, head,
                   chunk_size, memory_budget, precision, check_finite) -> Array:
     c = _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite)
-    p, L, a_shape, chunk = c.p, c.layer, c.a_shape, c.chunk
-    m, spec, info = p.model, p.spec, p.info
+    p, L, a_shape, chunk, lcf = c.p, c.layer, c.a_shape, c.chunk, c.layer_cf
+    m, spec, info, size = p.model, p.spec, p.info, p.spatial_shape
 
     def build():
         def run(params, x, ids):
             s, A, pull = layer_pullback(m, params, x, L, a_shape, spec, info, ids)
+            A = to_channels_last(A, lcf)
 
             def chunk_fn(ts):
-                G = jax.vmap(pull, out_axes=1)(ts)  # (N, Tc, h, w, K)
-                return _finish(combine(A, G, s[:, ts]), x, upsample)
+                G = to_channels_last(jax.vmap(pull, out_axes=1)(ts), lcf, 2)  # (N, Tc, h, w, K)
+                return _finish(combine(A, G, s[:, ts]), size, upsample)
 
             out = base.map_chunks(chunk_fn, spec.num, chunk)
             return out if spec.class_axis else out[:, 0]
@@ -191,11 +239,14 @@ def _gradient_cam(name: str, combine: Callable, model, x, targets, *, layer, ups
 _CAM_DOC_ARGS = """
     Args:
       model, x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
-        :func:`jaxsal.saliency`; ``x`` is ``(N, H, W, C)``.
+        :func:`jaxsal.saliency`; ``x`` is ``(N, H, W, C)`` (``(N, C, H, W)`` for a
+        channels-first model; signals ``(N, L, C)`` and volumes ``(N, D, H, W, C)`` work
+        alike, with a layer of the same number of spatial axes).
       layer: the layer to explain (default :func:`jaxsal.default_cam_layer`: the last
         convolution). ``A`` is its output including its fused activation.
-      upsample: ``True`` resizes to ``(H, W)`` (bilinear, ``align_corners=True``, on device);
-        ``False`` returns the map at the layer's resolution ``(h, w)``.
+      upsample: ``True`` resizes to ``(H, W)`` (bilinear, ``align_corners=True``, on device;
+        linear or trilinear for 1 or 3 spatial axes); ``False`` returns the map at the
+        layer's resolution ``(h, w)``.
     Returns:
       Raw (un-normalized) maps ``(N, H, W)`` or ``(N, T, H, W)`` with a class axis.
 """
@@ -330,8 +381,11 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     L = check_layer(p.model, default_cam_layer(p.model) if layer is None else layer)
     _, caps = base.model_shapes(p.model, p.x, (L,))
     a_shape = tuple(caps[L].shape)
-    check_spatial(L, a_shape)
-    K = a_shape[-1]
+    fmt = layer_format(p.model, L)
+    check_spatial(L, a_shape, p.x.ndim, fmt)
+    lcf, xcf, size = fmt == "channels_first", p.channels_first, p.spatial_shape
+    K = a_shape[1] if lcf else a_shape[-1]
+    sp_axes = tuple(range(1, 1 + len(size)))  # spatial axes of a channels-last (N, *s, K)
     per_image = base.forward_bytes(p.model, p.x) // p.n
     n = nb = base.batch_chunk(p.n, per_image, memory_budget)
     if top_k is not None:
@@ -363,16 +417,15 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
 
     def build():
         def run(params, x, ids):
-            H, W = x.shape[1:3]
             n = x.shape[0]
             y0, caps0 = run_model(m, params, x, (L,))
-            A = caps0[L]
+            A = to_channels_last(caps0[L], lcf)  # (N, *s, K)
             ids_ = predicted_ids(y0, info)[:, None] if spec.kind == "predicted" else ids
             if use_all:
                 idx = jnp.broadcast_to(jnp.arange(K), (n, K))
                 valid = jnp.ones((n, K), x.dtype)
             else:
-                std = jnp.std(A, axis=(1, 2))  # (N, K)
+                std = jnp.std(A, axis=sp_axes)  # (N, K)
                 top = jax.lax.top_k(std, top_k)[1]  # (N, k)
                 if top_k_mode == "per_sample":
                     idx, valid = top, jnp.ones((n, top_k), x.dtype)
@@ -381,16 +434,17 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
                     order = jnp.argsort(~chosen, stable=True)[:n_sel]
                     idx = jnp.broadcast_to(order, (n, n_sel))
                     valid = jnp.broadcast_to(chosen[order].astype(x.dtype), (n, n_sel))
-            sel = jnp.take_along_axis(A, idx[:, None, None, :], axis=3)  # (N, h, w, K')
+            sel = jnp.take_along_axis(A, idx.reshape((n,) + (1,) * len(size) + (-1,)),
+                                      axis=A.ndim - 1)  # (N, *s, K')
 
             def chunk_fn(js):
-                a = sel[..., js]  # (N, h, w, kc)
-                up = upsample_hw(a, (H, W), hw_axes=(1, 2))
-                lo = up.min(axis=(1, 2), keepdims=True)
-                hi = up.max(axis=(1, 2), keepdims=True)
-                mask = (up - lo) / (hi - lo + 1e-7)  # (N, H, W, kc)
-                xm = x[:, None] * jnp.moveaxis(mask, -1, 1)[..., None]  # (N, kc, H, W, C)
-                xm = xm.reshape((n * len_js,) + x.shape[1:])
+                a = sel[..., js]  # (N, *s, kc)
+                up = upsample_linear(a, size, sp_axes)
+                lo = up.min(axis=sp_axes, keepdims=True)
+                hi = up.max(axis=sp_axes, keepdims=True)
+                mask = jnp.moveaxis((up - lo) / (hi - lo + 1e-7), -1, 1)  # (N, kc, *S)
+                mask = mask[:, :, None] if xcf else mask[..., None]  # x's layout, 1 channel
+                xm = (x[:, None] * mask).reshape((n * len_js,) + x.shape[1:])
                 y, cap = run_model(m, params, xm, spec.layers)
                 y = jax.tree_util.tree_map(
                     lambda a: a.reshape((n, len_js) + a.shape[1:]), to_scores(y))
@@ -401,8 +455,8 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
             sp_ids = spec if spec.kind != "predicted" else dataclasses.replace(spec, kind="ids")
             len_js = min(kc, n_sel)
             beta = base.map_chunks(chunk_fn, n_sel, kc) * valid[..., None]  # (N, K', T)
-            cam = jnp.einsum("nhwk,nkt->nthw", sel, beta)
-            out = _finish(cam, x, upsample)
+            cam = jnp.moveaxis(jnp.einsum("n...k,nkt->n...t", sel, beta), -1, 1)  # (N, T, *s)
+            out = _finish(cam, size, upsample)
             return out if spec.class_axis else out[:, 0]
 
         return run
@@ -416,22 +470,24 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
 # ---------------------------------------------------------------------- Eigen-CAM
 def _first_component(A: Array) -> Array:
     """Projection of each position's activation vector on the first principal component,
-    ``(N, h, w)``, its sign chosen to correlate positively with the channel sum."""
-    n, h, w, k = A.shape
-    X = A.reshape(n, h * w, k)
+    ``(N, h, w)`` for ``A (N, h, w, K)`` (any number of spatial axes), its sign chosen to
+    correlate positively with the channel sum."""
+    n, *sp, k = A.shape
+    P = int(np.prod(sp))
+    X = A.reshape(n, P, k)
     X = X - X.mean(axis=1, keepdims=True)
-    if h * w <= k:
+    if P <= k:
         _, vecs = jnp.linalg.eigh(jnp.einsum("npk,nqk->npq", X, X))
-        u = vecs[..., -1]  # (N, hw)
+        u = vecs[..., -1]  # (N, P)
         lam = jnp.einsum("np,npq,nq->n", u, jnp.einsum("npk,nqk->npq", X, X), u)
         proj = u * jnp.sqrt(jnp.maximum(lam, 0.0))[:, None]
     else:
         _, vecs = jnp.linalg.eigh(jnp.einsum("npk,npl->nkl", X, X))
         proj = jnp.einsum("npk,nk->np", X, vecs[..., -1])
-    ref = A.reshape(n, h * w, k).sum(-1)
+    ref = A.reshape(n, P, k).sum(-1)
     ref = ref - ref.mean(axis=1, keepdims=True)
     sign = jnp.where(jnp.sum(proj * ref, axis=1) < 0, -1.0, 1.0).astype(A.dtype)
-    return (proj * sign[:, None]).reshape(n, h, w)
+    return (proj * sign[:, None]).reshape(n, *sp)
 
 
 def eigencam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
@@ -446,13 +502,14 @@ def eigencam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     for every target. Arguments as in :func:`gradcam`.
     """
     c = _prepare_cam(model, x, targets, layer, head, None, None, check_finite)
-    p, L = c.p, c.layer
-    m, spec = p.model, p.spec
+    p, L, lcf = c.p, c.layer, c.layer_cf
+    m, spec, size = p.model, p.spec, p.spatial_shape
 
     def build():
         def run(params, x):
             _, caps = run_model(m, params, x, (L,))
-            cam = _finish(_first_component(caps[L])[:, None], x, upsample)
+            cam = _finish(_first_component(to_channels_last(caps[L], lcf))[:, None], size,
+                          upsample)
             if spec.class_axis:
                 return jnp.broadcast_to(cam, (cam.shape[0], spec.num) + cam.shape[2:])
             return cam[:, 0]
@@ -479,22 +536,24 @@ def guided_gradcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str 
     check_reduce(reduce)
     c = _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
                      backprop="standard")
-    p, L, a_shape = c.p, c.layer, c.a_shape
+    p, L, a_shape, lcf = c.p, c.layer, c.a_shape, c.layer_cf
     mg = base.with_options(p.model, None, "guided")
     chunk = max(1, c.chunk // 2)
-    m, spec, info = p.model, p.spec, p.info
+    m, spec, info, size = p.model, p.spec, p.info, p.spatial_shape
+    cax = p.map_channel_axis
 
     def build():
         def run(params, x, ids):
             s, A, pull_a = layer_pullback(m, params, x, L, a_shape, spec, info, ids)
+            A = to_channels_last(A, lcf)
             fwd = lambda xx: (*run_model(mg, params, xx, spec.layers), None)  # noqa: E731
             _, _, pull_x = target_pullback(fwd, x, spec, info, ids)
 
             def chunk_fn(ts):
-                G = jax.vmap(pull_a, out_axes=1)(ts)
-                cam = _finish(_gradcam_weights(A, G, None), x, True)  # (N, Tc, H, W)
+                G = to_channels_last(jax.vmap(pull_a, out_axes=1)(ts), lcf, 2)
+                cam = _finish(_gradcam_weights(A, G, None), size, True)  # (N, Tc, H, W)
                 gb = jax.vmap(pull_x, out_axes=1)(ts)  # (N, Tc, H, W, C)
-                return _reduce(cam[..., None] * gb, reduce)
+                return _reduce(jnp.expand_dims(cam, cax) * gb, reduce, cax)
 
             out = base.map_chunks(chunk_fn, spec.num, chunk)
             return out if spec.class_axis else out[:, 0]

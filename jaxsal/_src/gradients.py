@@ -53,6 +53,7 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget,
                            rows=nb)
     m, spec, info = p.model, p.spec, p.info
+    cax = p.map_channel_axis  # the input's channel axis in (N, T, *x.shape[1:])
 
     def build():
         def run(params, x, ids):
@@ -63,7 +64,7 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
                 g = jax.vmap(pull, out_axes=1)(ts)  # (N, Tc, *x.shape[1:])
                 if times_input:
                     g = g * x[:, None]
-                return _reduce(g, reduce)
+                return _reduce(g, reduce, cax)
 
             out = base.map_chunks(chunk_fn, spec.num, chunk)
             return out if spec.class_axis else out[:, 0]

@@ -126,13 +126,15 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
     batch_steps = base.auto_batch(steps, fb, batch_steps, memory_budget)
     chunk = base.chunk_for(p.spec.num, fb * batch_steps, chunk_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
+    cax = p.map_channel_axis  # the input's channel axis in (N, T, *x.shape[1:])
 
     def build():
         def run(params, x, ids, baseline):
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
             f = raw_integrated(m, sp, info, steps, rule, batch_steps)
-            out = base.map_chunks(lambda ts: _reduce(f(params, x, ids_, ts, baseline), reduce),
-                                  spec.num, chunk)
+            out = base.map_chunks(
+                lambda ts: _reduce(f(params, x, ids_, ts, baseline), reduce, cax), spec.num,
+                chunk)
             return out if spec.class_axis else out[:, 0]
 
         return run

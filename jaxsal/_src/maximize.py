@@ -318,6 +318,10 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
         the model accepts any size). Images whose size differs from a fixed model input are
         resized (bilinear) before the forward pass.
       seed_images: ``(H, W, C)`` or ``(T, H, W, C)`` starting images instead of noise.
+
+      A channels-first model (``model.data_format``) is optimized through its
+      ``channels_last()`` view; ``image_shape``, ``seed_images`` and the returned images
+      are then in its own layout, ``(C, H, W)``.
       unit_chunk: optimize at most this many units at a time (``lax.map`` over chunks) to
         bound memory; ``None``: all at once.
 
@@ -339,7 +343,14 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
         upscaling_factor=upscaling_factor, upscale_blur=upscale_blur,
         image_shape=image_shape, seed_images=seed_images, unit_chunk=unit_chunk)
     images, scores, trajectory = run(*args)
+    if _channels_first(model):  # back to the model's own layout
+        images = jnp.moveaxis(images, -1, -3)
     return MaximizeResult(images, scores, trajectory, args[1])
+
+
+def _channels_first(model: Any) -> bool:
+    return (getattr(model, "data_format", "channels_last") == "channels_first"
+            and hasattr(model, "channels_last"))
 
 
 def maximize_program(model: Any, targets: Any, **options):
@@ -366,6 +377,12 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     if getattr(model, "num_inputs", 1) != 1:
         raise ValueError(f"maximize supports single-input models; this model has "
                          f"{model.num_inputs} inputs")
+    if _channels_first(model):  # optimize channels-last images; see maximize()
+        model = model.channels_last()
+        if image_shape is not None and len(image_shape) == 3:
+            image_shape = (*image_shape[1:], image_shape[0])
+        if seed_images is not None and np.ndim(seed_images) >= 3:
+            seed_images = jnp.moveaxis(jnp.asarray(seed_images), -3, -1)
     rng = _check_range(input_range)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps: expected an int >= 1, got {steps!r}")

@@ -25,18 +25,20 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 
-def _pair(v, name) -> tuple[int, int]:
-    t = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-    if len(t) != 2 or not all(isinstance(i, (int, np.integer)) and i >= 1 for i in t):
-        raise ValueError(f"expected {name} as a positive int or a pair of them, got {v!r}")
-    return int(t[0]), int(t[1])
+def _sizes(v, name: str, rank: int) -> tuple[int, ...]:
+    """``v`` as ``rank`` positive ints (an int is repeated)."""
+    t = tuple(v) if isinstance(v, (tuple, list)) else (v,) * rank
+    if len(t) != rank or not all(isinstance(i, (int, np.integer)) and i >= 1 for i in t):
+        raise ValueError(f"expected {name} as a positive int or {rank} of them (one per "
+                         f"spatial axis), got {v!r}")
+    return tuple(int(i) for i in t)
 
 
 def patch_positions(size: int, patch: int, stride: int) -> np.ndarray:
     """Start offsets along one axis; the last patch is aligned to the border so that every
     pixel is covered."""
     if patch > size:
-        raise ValueError(f"patch {patch} is larger than the image side {size}")
+        raise ValueError(f"patch {patch} is larger than the input's side {size}")
     starts = list(range(0, size - patch + 1, stride))
     if starts[-1] != size - patch:
         starts.append(size - patch)
@@ -52,22 +54,24 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
 
     Args:
       model, x, targets, head, memory_budget, precision, check_finite: as in
-        :func:`jaxsal.saliency`; ``x`` is ``(N, H, W, C)``. ``targets=None`` uses the
-        predicted class of the clean input.
-      patch: patch size ``p`` or ``(ph, pw)``.
+        :func:`jaxsal.saliency`; ``x`` is ``(N, H, W, C)`` (``(N, C, H, W)`` for a
+        channels-first model; signals ``(N, L, C)`` and volumes ``(N, D, H, W, C)`` alike).
+        ``targets=None`` uses the predicted class of the clean input.
+      patch: patch size ``p`` or ``(ph, pw)`` (one size per spatial axis).
       stride: step between patch positions (default: ``patch``, non-overlapping).
-      fill: the occluding value: a scalar, ``(C,)``, ``(H, W, C)`` or ``(N, H, W, C)`` (e.g. a
-        blurred copy of ``x``).
+      fill: the occluding value, in ``x``'s layout: a scalar, ``(C,)`` (``(C, 1, 1)``
+        channels-first), ``(H, W, C)`` or ``(N, H, W, C)`` (e.g. a blurred copy of ``x``).
       batch_size: occluded inputs per forward pass (default: from ``memory_budget``).
     Returns:
       Raw maps ``(N, H, W)`` / ``(N, T, H, W)``: mean score drop over the covering patches.
     """
     p = prepare(model, x, targets, head=head, check_finite=check_finite, image=True)
-    n, H, W, C = p.x.shape
-    ph, pw = _pair(patch, "patch")
-    sh, sw = _pair(stride if stride is not None else (ph, pw), "stride")
-    rows, cols = patch_positions(H, ph, sh), patch_positions(W, pw, sw)
-    pos = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
+    n, size, cf = p.n, p.spatial_shape, p.channels_first
+    rank = len(size)
+    psize = _sizes(patch, "patch", rank)
+    step = _sizes(stride if stride is not None else psize, "stride", rank)
+    starts = [patch_positions(d, q, t) for d, q, t in zip(size, psize, step)]
+    pos = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, rank)
     n_pos = len(pos)
     fill_arr = jnp.asarray(fill, p.x.dtype)
     try:
@@ -81,9 +85,9 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
     nb = base.batch_chunk(n, per_image, memory_budget)
     group = base.chunk_for(n_pos, per_image * nb, None if batch_size is None
                            else max(1, batch_size // nb), memory_budget, cap=max(1, 1024 // nb))
-    count = np.zeros((H, W), np.float32)
-    for r, c in pos:
-        count[r:r + ph, c:c + pw] += 1
+    count = np.zeros(size, np.float32)
+    for q in pos:
+        count[tuple(slice(a, a + b) for a, b in zip(q, psize))] += 1
     m, spec, info = p.model, p.spec, p.info
 
     def build():
@@ -93,33 +97,36 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
             y, cap = run_model(m, params, x, spec.layers)
             s0 = score_matrix(sp, info, y, cap, ids_)  # (N, T)
             positions = jnp.asarray(pos)
-            ih = jnp.arange(H)[:, None]
-            iw = jnp.arange(W)[None, :]
             fill_b = jnp.broadcast_to(fill, x.shape)
 
-            def mask_of(k):
-                r, c = positions[k, 0], positions[k, 1]
-                return ((ih >= r) & (ih < r + ph) & (iw >= c) & (iw < c + pw))  # (H, W)
+            def mask_of(k):  # (*S): the patch at position k
+                inside = jnp.ones(size, bool)
+                for a, d in enumerate(size):
+                    i = jnp.arange(d).reshape((d,) + (1,) * (rank - 1 - a))
+                    inside = inside & (i >= positions[k, a]) & (i < positions[k, a] + psize[a])
+                return inside
 
             def body(g, acc):
                 ks = g * group + jnp.arange(group)
                 valid = (ks < n_pos).astype(x.dtype)
-                masks = jax.vmap(mask_of)(jnp.minimum(ks, n_pos - 1))  # (G, H, W)
-                xo = jnp.where(masks[:, None, :, :, None], fill_b[None], x[None])
+                masks = jax.vmap(mask_of)(jnp.minimum(ks, n_pos - 1))  # (G, *S)
+                # (G, 1, *x.shape[1:]) with a channel axis of 1 where x has its channels
+                mx = masks[:, None, None] if cf else masks[:, None, ..., None]
+                xo = jnp.where(mx, fill_b[None], x[None])
                 yo, co = run_model(m, params, xo.reshape((-1,) + x.shape[1:]), spec.layers)
                 yo = jax.tree_util.tree_map(lambda a: a.reshape((group, n) + a.shape[1:]), yo)
                 co = {k: v.reshape((group, n) + v.shape[1:]) for k, v in co.items()}
                 s = jax.vmap(lambda yy, cc: score_matrix(sp, info, yy, cc, ids_))(yo, co)
                 drop = (s0[None] - s) * valid[:, None, None]  # (G, N, T)
-                return acc + jnp.einsum("gnt,ghw->nthw", drop, masks.astype(x.dtype))
+                return acc + jnp.tensordot(drop, masks.astype(x.dtype), axes=[[0], [0]])
 
             total = jax.lax.fori_loop(0, -(-n_pos // group), body,
-                                      jnp.zeros((n, spec.num, H, W), x.dtype))
+                                      jnp.zeros((n, spec.num) + size, x.dtype))
             out = total / jnp.asarray(count)
             return out if spec.class_axis else out[:, 0]
 
         return run
 
-    key = ("occlusion", p.key, spec, info, tuple(p.x.shape), ph, pw, sh, sw, group, nb)
+    key = ("occlusion", p.key, spec, info, tuple(p.x.shape), psize, step, group, nb)
     return base.compiled(key, lambda: base.split_batch(build(), n, nb, maybe=(3,)),
                          precision, forward_only=True)(p.params, p.x, p.ids, fill_arr)

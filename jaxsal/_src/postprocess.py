@@ -123,18 +123,25 @@ def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m.astype(np.float32)
 
 
-def upsample_hw(maps: Array, size: tuple[int, int], hw_axes: tuple[int, int] = (-2, -1)) -> Array:
-    """Align-corners bilinear resize of two axes (two small matrix products, on device)."""
-    a0, a1 = (ax % maps.ndim for ax in hw_axes)
-    h, w = maps.shape[a0], maps.shape[a1]
-    if (h, w) == tuple(size):
-        return maps
-    mh = jnp.asarray(interp_matrix(h, size[0]), maps.dtype)
-    mw = jnp.asarray(interp_matrix(w, size[1]), maps.dtype)
+def upsample_linear(maps: Array, size: Sequence[int], axes: Sequence[int]) -> Array:
+    """Align-corners linear resize of ``axes`` to ``size`` (one small matrix product per
+    axis, on device): bilinear on two axes, trilinear on three, as tf-keras-vis's
+    ``scipy.ndimage.zoom(order=1)``."""
     hp = jax.lax.Precision.HIGHEST
-    out = jnp.moveaxis(jnp.tensordot(maps, mh, axes=[[a0], [1]], precision=hp), -1, a0)
-    out = jnp.moveaxis(jnp.tensordot(out, mw, axes=[[a1], [1]], precision=hp), -1, a1)
+    out = maps
+    for ax, n_out in zip(axes, size):
+        ax = ax % maps.ndim
+        n_in = out.shape[ax]
+        if n_in == n_out:
+            continue
+        m = jnp.asarray(interp_matrix(n_in, int(n_out)), maps.dtype)
+        out = jnp.moveaxis(jnp.tensordot(out, m, axes=[[ax], [1]], precision=hp), -1, ax)
     return out
+
+
+def upsample_hw(maps: Array, size: tuple[int, int], hw_axes: tuple[int, int] = (-2, -1)) -> Array:
+    """Align-corners bilinear resize of two axes (see :func:`upsample_linear`)."""
+    return upsample_linear(maps, size, hw_axes)
 
 
 RESIZE_METHODS = ("align_corners", "linear", "bilinear", "nearest", "cubic", "lanczos3",

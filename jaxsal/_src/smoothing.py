@@ -130,6 +130,8 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
         per_target = fb * batch_samples
     chunk = base.chunk_for(p.spec.num, per_target, chunk_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
+    cax = p.map_channel_axis  # the input's channel axis in (N, T, *x.shape[1:])
+    cf = p.channels_first
     two = variant == "vargrad"
 
     def build():
@@ -151,11 +153,14 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
             def chunk_fn(ts):
                 def group(ks, valid):
                     # noise of sample k for input i: key -> fold_in(k) -> fold_in(i); independent
-                    # of how the batch is split into sub-batches
+                    # of how the batch is split into sub-batches, and drawn channels-last so
+                    # that a channels-first model gets the same noise, transposed
                     def noise(k):
                         kk = jax.random.fold_in(key, k)
-                        return jax.vmap(lambda i: jax.random.normal(
-                            jax.random.fold_in(kk, i), x.shape[1:], x.dtype))(index)
+                        shape = x.shape[2:] + x.shape[1:2] if cf else x.shape[1:]
+                        eps = jax.vmap(lambda i: jax.random.normal(
+                            jax.random.fold_in(kk, i), shape, x.dtype))(index)
+                        return jnp.moveaxis(eps, -1, 1) if cf else eps
 
                     eps = jax.vmap(noise)(ks)
                     xb = x[None] + sigma[None] * eps  # (B, N, ...)
@@ -177,7 +182,7 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
                 mean = sums[0] / n
                 if two:
                     mean = jnp.maximum(sums[1] / n - mean * mean, 0.0)
-                return _reduce(mean, reduce)
+                return _reduce(mean, reduce, cax)
 
             out = base.map_chunks(chunk_fn, spec.num, chunk)
             return out if spec.class_axis else out[:, 0]

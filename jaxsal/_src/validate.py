@@ -42,9 +42,12 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, image: bool = 
                         f"float32 in [0, 1]), got dtype {dtype}. Convert and preprocess it "
                         "first, e.g. x.astype(np.float32) / 255.")
     shape = getattr(model, "input_shape", None)
-    if image and x.ndim != 4:
-        raise ValueError(f"expected images x of shape (N, H, W, C), got shape {tuple(x.shape)}"
-                         + (" (add a batch axis: x[None])" if x.ndim == 3 else ""))
+    if image and x.ndim not in (3, 4, 5):
+        missing_batch = isinstance(shape, tuple) and x.ndim == len(shape)
+        raise ValueError(f"expected x with 1 to 3 axes besides the batch and channel axes "
+                         f"(signals (N, L, C), images (N, H, W, C), volumes (N, D, H, W, C)), "
+                         f"got shape {tuple(x.shape)}"
+                         + (" (add a batch axis: x[None])" if missing_batch else ""))
     if isinstance(shape, tuple) and all(isinstance(d, (int, type(None))) for d in shape):
         ok = x.ndim == len(shape) + 1 and all(d is None or d == s
                                               for d, s in zip(shape, x.shape[1:]))
@@ -78,13 +81,14 @@ def check_layer(model: Any, layer: str) -> str:
     return layer
 
 
-def check_spatial(layer: str, shape: tuple) -> None:
-    """A CAM layer must output ``(N, h, w, K)``."""
-    if len(shape) != 4:
+def check_spatial(layer: str, shape: tuple, x_ndim: int, data_format: str | None) -> None:
+    """A CAM layer must have the input's spatial axes and a channel axis: ``(N, h, w, K)``
+    for images (``(N, K, h, w)`` channels-first), ``(N, l, K)`` for signals..."""
+    if len(shape) != x_ndim or data_format is None:
         raise ValueError(f"layer {layer!r} has output shape {tuple(shape)} (batch first); a CAM "
-                         "needs a spatial layer with output (N, h, w, channels), e.g. the last "
-                         "convolution (see jaxsal.default_cam_layer(model) and "
-                         "jaxsal.spatial_layers(model))")
+                         f"needs a layer with the input's {x_ndim - 2} spatial axes and a "
+                         "channel axis, e.g. the last convolution (see "
+                         "jaxsal.default_cam_layer(model) and jaxsal.spatial_layers(model))")
 
 
 @dataclasses.dataclass
@@ -98,10 +102,33 @@ class Prepared:
     spec: TargetSpec
     ids: Array | None
     info: OutputInfo
+    channels_first: bool = False
 
     @property
     def n(self) -> int:
         return int(self.x.shape[0])
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """The input's spatial size: ``(H, W)`` of ``(N, H, W, C)`` or ``(N, C, H, W)``."""
+        return spatial_shape(self.x.shape, self.channels_first)
+
+    @property
+    def map_channel_axis(self) -> int:
+        """The channel axis of an ``(N, T, *x.shape[1:])`` array of per-target gradients."""
+        return 2 if self.channels_first else -1
+
+
+def is_channels_first(model: Any, ndim: int) -> bool:
+    """Whether ``model`` takes ``ndim``-dimensional inputs channels-first, ``(N, C, ...)``:
+    a :class:`model_import.KerasModel` says so by its ``data_format`` (a plain function is
+    channels-last)."""
+    return ndim >= 3 and getattr(model, "data_format", "channels_last") == "channels_first"
+
+
+def spatial_shape(shape: tuple, channels_first: bool) -> tuple[int, ...]:
+    """The spatial axes' sizes of a batched ``shape``."""
+    return tuple(shape[2:]) if channels_first else tuple(shape[1:-1])
 
 
 def _score_functions(targets: Any) -> bool:
@@ -138,4 +165,5 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
             check_layer(m, layer)
         base.model_shapes(m, xa, spec.layers)
     return Prepared(m, base.model_key(m), m.params, xa, spec,
-                    None if ids is None else jnp.asarray(ids), info)
+                    None if ids is None else jnp.asarray(ids), info,
+                    is_channels_first(m, xa.ndim))

@@ -1,0 +1,235 @@
+"""Every method on channels-first models and on 1-D signals and 3-D volumes.
+
+The reference is the 2-D channels-last path (tested against tf-keras-vis elsewhere), run on
+an equivalent model: the same network written channels-first must give the same maps for the
+transposed input; a 1-D network equals a 2-D one whose kernels, pools and input have width 1,
+and a 2-D one equals a 3-D one of depth 1 (linear upsampling of a size-1 axis to size 1 is
+the identity, so the maps agree exactly up to float rounding).
+"""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+from keras import layers  # noqa: E402
+
+import jax  # noqa: E402
+
+import jaxsal  # noqa: E402
+from model_import import load_keras  # noqa: E402
+
+TOL = dict(rtol=2e-4, atol=1e-6)
+
+# name -> (method, options); every map-returning method of jaxsal
+METHODS = {
+    "saliency": (jaxsal.saliency, {}),
+    "saliency_none": (jaxsal.saliency, {"reduce": None}),
+    "gradient_x_input": (jaxsal.gradient_x_input, {}),
+    "guided_backprop": (jaxsal.guided_backprop, {}),
+    "deconvnet": (jaxsal.deconvnet, {}),
+    "smoothgrad": (jaxsal.smoothgrad, {"key": jax.random.key(0), "n": 3}),
+    "integrated_gradients": (jaxsal.integrated_gradients, {"steps": 8}),
+    "gradcam": (jaxsal.gradcam, {"layer": "c2"}),
+    "gradcam_lowres": (jaxsal.gradcam, {"layer": "c2", "upsample": False}),
+    "gradcam_plus_plus": (jaxsal.gradcam_plus_plus, {"layer": "c2"}),
+    "layercam": (jaxsal.layercam, {"layer": "c2"}),
+    "hirescam": (jaxsal.hirescam, {"layer": "c2"}),
+    "xgradcam": (jaxsal.xgradcam, {"layer": "c2"}),
+    "scorecam": (jaxsal.scorecam, {"layer": "c2"}),
+    "scorecam_topk": (jaxsal.scorecam, {"layer": "c2", "top_k": 2}),
+    "eigencam": (jaxsal.eigencam, {"layer": "c2"}),
+    "guided_gradcam": (jaxsal.guided_gradcam, {"layer": "c2"}),
+    "guided_gradcam_none": (jaxsal.guided_gradcam, {"layer": "c2", "reduce": None}),
+    "occlusion": (jaxsal.occlusion, {}),
+}
+
+
+def _net(rank, data_format="channels_last", spatial=None, pool=2, channels=2):
+    """conv(4) 'c1' -> maxpool -> conv(5) 'c2' -> BN -> GAP -> dense(3), with ``rank``
+    spatial axes of sizes ``spatial`` (12 each by default)."""
+    conv = {1: layers.Conv1D, 2: layers.Conv2D, 3: layers.Conv3D}[rank]
+    maxpool = {1: layers.MaxPooling1D, 2: layers.MaxPooling2D, 3: layers.MaxPooling3D}[rank]
+    gap = {1: layers.GlobalAveragePooling1D, 2: layers.GlobalAveragePooling2D,
+           3: layers.GlobalAveragePooling3D}[rank]
+    cf = data_format == "channels_first"
+    sp = tuple(spatial or (12,) * rank)
+    inp = keras.Input((channels, *sp) if cf else (*sp, channels))
+    kw = {"data_format": data_format}
+    h = conv(4, 3, padding="same", activation="relu", name="c1", **kw)(inp)
+    h = maxpool(pool, name="pool", **kw)(h)
+    h = conv(5, 3, padding="same", activation="relu", name="c2", **kw)(h)
+    h = layers.BatchNormalization(axis=1 if cf else -1, name="bn")(h)
+    h = gap(name="gap", **kw)(h)
+    return keras.Model(inp, layers.Dense(3, name="out")(h))
+
+
+def _embed(src, dst):
+    """Weights of the lower-rank ``src`` into ``dst``, whose convolutions have one more
+    window axis, last, and see inputs of size 1 along it ("same" padding): only the
+    window's middle slice meets data, and it gets ``src``'s kernel."""
+    for ls, ld in zip(src.layers, dst.layers):
+        ws = ls.get_weights()
+        if not ws:
+            continue
+        if ls.name in ("c1", "c2"):
+            k = np.zeros(ld.get_weights()[0].shape, np.float32)
+            k[..., 1, :, :] = ws[0]
+            ws = [k, ws[1]]
+        ld.set_weights(ws)
+
+
+def _copy(src, dst):
+    """Weights of ``src`` into ``dst`` (kernels reshaped to ``dst``'s window rank)."""
+    for ls, ld in zip(src.layers, dst.layers):
+        ws = ls.get_weights()
+        if ws:
+            ld.set_weights([np.reshape(w, d.shape) for w, d in zip(ws, ld.get_weights())])
+
+
+def _perturbed(model, seed):
+    rng = np.random.default_rng(seed)
+    for lay in model.layers:
+        ws = lay.get_weights()
+        if lay.name == "bn":
+            ws = [rng.uniform(0.5, 1.5, ws[0].shape), rng.normal(0, 0.2, ws[1].shape),
+                  rng.normal(0, 0.2, ws[2].shape), rng.uniform(0.5, 1.5, ws[3].shape)]
+        elif ws:
+            ws = [w if w.ndim > 1 else rng.normal(0, 0.1, w.shape) for w in ws]
+        lay.set_weights([np.asarray(w, np.float32) for w in ws])
+    return model
+
+
+def _load(model, tmp_path, name):
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    return load_keras(path, head="logits")
+
+
+def _maps(m, x, name):
+    fn, opts = METHODS[name]
+    if name == "occlusion":  # patches of 3 along every axis longer than 1
+        spatial = x.shape[2:] if m.data_format == "channels_first" else x.shape[1:-1]
+        opts = {"patch": tuple(3 if d > 1 else 1 for d in spatial)}
+    return np.asarray(fn(m, x, targets=[0, 2], **opts))
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    """The same 2-D network channels-last and channels-first, a 1-D network and its 2-D
+    width-1 twin, a 3-D network and its 2-D depth-1... (see module docstring)."""
+    tmp = tmp_path_factory.mktemp("layouts")
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(1)
+    out = {}
+    cl = _perturbed(_net(2), 2)
+    cf = _net(2, "channels_first")
+    _copy(cl, cf)
+    x = rng.normal(size=(2, 12, 12, 2)).astype(np.float32)
+    out["cf"] = (_load(cl, tmp, "cl"), x, _load(cf, tmp, "cf"), np.moveaxis(x, -1, 1))
+
+    one = _perturbed(_net(1), 3)
+    wide = _net(2, spatial=(12, 1), pool=(2, 1))
+    _embed(one, wide)
+    x1 = rng.normal(size=(2, 12, 2)).astype(np.float32)
+    out["1d"] = (_load(wide, tmp, "wide"), x1[:, :, None], _load(one, tmp, "one"), x1)
+
+    two = _perturbed(_net(2, spatial=(8, 10)), 4)
+    deep = _net(3, spatial=(8, 10, 1), pool=(2, 2, 1))
+    _embed(two, deep)
+    x2 = rng.normal(size=(2, 8, 10, 2)).astype(np.float32)
+    out["3d"] = (_load(two, tmp, "two"), x2, _load(deep, tmp, "deep"), x2[:, :, :, None])
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_channels_first_equals_channels_last(twins, name):
+    m_cl, x_cl, m_cf, x_cf = twins["cf"]
+    assert m_cf.data_format == "channels_first" and m_cl.data_format == "channels_last"
+    np.testing.assert_allclose(m_cf(x_cf), m_cl(x_cl), **TOL)
+    a, b = _maps(m_cl, x_cl, name), _maps(m_cf, x_cf, name)
+    if name.endswith("_none"):  # channels kept: each in its model's own layout
+        assert b.shape == (2, 2, 2, 12, 12)
+        b = np.moveaxis(b, 2, -1)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(b, a, **TOL)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_signals_equal_width_one_images(twins, name):
+    m2, x2, m1, x1 = twins["1d"]
+    np.testing.assert_allclose(m1(x1), m2(x2), **TOL)
+    a, b = _maps(m2, x2, name), _maps(m1, x1, name)  # (N, T, 12, 1[, C]) and (N, T, 12[, C])
+    a = a[..., 0, :] if name.endswith("_none") else a[..., 0]
+    assert a.shape == b.shape
+    np.testing.assert_allclose(b, a, **TOL)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_volumes_equal_depth_one_images(twins, name):
+    m2, x2, m3, x3 = twins["3d"]
+    np.testing.assert_allclose(m3(x3), m2(x2), **TOL)
+    a, b = _maps(m2, x2, name), _maps(m3, x3, name)
+    b = b[..., 0, :] if name.endswith("_none") else b[..., 0]
+    assert a.shape == b.shape
+    np.testing.assert_allclose(b, a, **TOL)
+
+
+def test_layer_formats_and_cam_layers(twins):
+    m_cl, _, m_cf, _ = twins["cf"]
+    assert [m_cf.layer_data_format(n) for n in m_cf.layer_names] == [
+        "channels_first"] * 5 + [None, None]
+    assert jaxsal.spatial_layers(m_cf) == ["c1", "pool", "c2", "bn"]
+    assert jaxsal.default_cam_layer(m_cf) == "c2"
+    m2, _, m1, x1 = twins["1d"]
+    assert jaxsal.spatial_layers(m1) == ["c1", "pool", "c2", "bn"]
+    assert jaxsal.default_cam_layer(m1) == "c2"
+    with pytest.raises(ValueError, match="layer 'gap' has output shape .*1 spatial axes"):
+        jaxsal.gradcam(m1, x1, layer="gap")
+    with pytest.raises(ValueError, match=r"1 to 3 axes besides .* got shape \(2, 12\)"):
+        jaxsal.gradcam(m1, x1[..., 0])
+
+
+def test_occlusion_counts_and_patch_sizes(twins):
+    m2, x2, m3, x3 = twins["3d"]
+    # one patch covering everything: every position's map is the full score drop
+    full = np.asarray(jaxsal.occlusion(m3, x3, targets=1, patch=(8, 10, 1)))
+    s = np.asarray(m3(x3))[:, 1] - np.asarray(m3(np.zeros_like(x3)))[:, 1]
+    np.testing.assert_allclose(full, np.broadcast_to(s[:, None, None, None], full.shape),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="one per spatial axis"):
+        jaxsal.occlusion(m3, x3, patch=(2, 2))
+
+
+def test_channels_last_view(twins):
+    m_cl, x_cl, m_cf, x_cf = twins["cf"]
+    v = m_cf.channels_last()
+    assert v.channels_last() is v and m_cl.channels_last() is m_cl and m_cf.channels_last_view \
+        is False
+    assert v.data_format == "channels_last" and v.input_shape == (12, 12, 2)
+    assert v.layer("c2").output_shape == (6, 6, 5) == m_cl.layer("c2").output_shape
+    assert m_cf.layer("c2").output_shape == (5, 6, 6)
+    y, caps = v.apply(v.params, x_cl, capture=["bn"], perturb={"c1": np.ones((2, 12, 12, 4))})
+    y2, caps2 = m_cl.apply(m_cl.params, x_cl, capture=["bn"],
+                           perturb={"c1": np.ones((2, 12, 12, 4))})
+    np.testing.assert_allclose(y, y2, **TOL)
+    np.testing.assert_allclose(caps["bn"], caps2["bn"], **TOL)
+    np.testing.assert_allclose(jaxsal.gradcam(v, x_cl, targets=1),
+                               jaxsal.gradcam(m_cf, x_cf, targets=1), **TOL)
+
+
+def test_maximize_channels_first(twins):
+    """Images come back in the model's layout and equal the channels-last twin's."""
+    m_cl, _, m_cf, _ = twins["cf"]
+    a = jaxsal.maximize(m_cl, [0, 2], steps=6, input_range=(0.0, 1.0), key=3)
+    b = jaxsal.maximize(m_cf, [0, 2], steps=6, input_range=(0.0, 1.0), key=3)
+    assert b.images.shape == (2, 2, 12, 12)
+    np.testing.assert_allclose(np.moveaxis(np.asarray(b.images), 1, -1), a.images,
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b.scores, np.diagonal(np.asarray(m_cf(b.images))[:, [0, 2]]),
+                               rtol=1e-4, atol=1e-5)
+    f = jaxsal.maximize(m_cf, "all", layer="c2", steps=2, input_range=(0.0, 1.0))
+    assert f.images.shape == (5, 2, 12, 12)  # the 5 filters of c2, not its 6 columns
+    seed = np.full((2, 12, 12), 0.5, np.float32)
+    s = jaxsal.maximize(m_cf, 1, steps=2, input_range=(0.0, 1.0), seed_images=seed,
+                        image_shape=(2, 12, 12))
+    assert s.images.shape == (1, 2, 12, 12)
