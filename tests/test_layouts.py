@@ -41,6 +41,8 @@ METHODS = {
     "guided_gradcam": (jaxsal.guided_gradcam, {"layer": "c2"}),
     "guided_gradcam_none": (jaxsal.guided_gradcam, {"layer": "c2", "reduce": None}),
     "occlusion": (jaxsal.occlusion, {}),
+    "layer_gradient_x_input": (jaxsal.gradient_x_input, {"layer": "c2"}),
+    "layer_integrated_gradients": (jaxsal.integrated_gradients, {"layer": "c2", "steps": 4}),
 }
 
 

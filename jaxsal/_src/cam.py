@@ -43,9 +43,10 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
-from jaxsal._src.targets import (OutputInfo, predicted_ids, run_model, score_matrix,
-                                 target_pullback)
-from jaxsal._src.validate import Prepared, check_layer, check_spatial, prepare
+from jaxsal._src.targets import (OutputInfo, layer_pullback, predicted_ids, run_model,
+                                 score_matrix, target_pullback)
+from jaxsal._src.validate import (Prepared, check_layer, check_spatial, layer_format, prepare,
+                                  to_channels_last)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -103,17 +104,6 @@ class _CamCall:
     layer_cf: bool  # the layer's output is channels-first (N, K, ...)
 
 
-def layer_format(model: Any, layer: str) -> str | None:
-    """The layout of ``layer``'s output (``"channels_last"`` for a plain function)."""
-    fmt = getattr(model, "layer_data_format", None)
-    return "channels_last" if fmt is None else fmt(layer)
-
-
-def to_channels_last(a: Array, channels_first: bool, axis: int = 1) -> Array:
-    """``a`` with its channel axis (``axis`` when ``channels_first``) moved last."""
-    return jnp.moveaxis(a, axis, -1) if channels_first else a
-
-
 def _spatial(combine: Callable) -> Callable:
     """A CAM function of flattened positions, ``A (N, P, K)``, ``G (N, T, P, K)`` ->
     ``(N, T, P)``, applied to ``A (N, *s, K)``, ``G (N, T, *s, K)`` -> ``(N, T, *s)``."""
@@ -142,18 +132,6 @@ def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, chec
     budget = base.default_wide_budget() if memory_budget is None else memory_budget
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, budget)
     return _CamCall(p, layer, tuple(a.shape), chunk, nb, fmt == "channels_first")
-
-
-def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, spec, info,
-                   ids):
-    """``(S (N, T), A (N, h, w, K), pull)`` with ``pull(t) = dS_t/dA``: one forward pass
-    (``A`` and ``dS_t/dA`` in the layer's own layout)."""
-    def fwd(delta):
-        y, caps = run_model(m, params, x, (layer,) + spec.layers, perturb={layer: delta})
-        return y, caps, caps[layer]
-
-    zeros = jnp.zeros((x.shape[0],) + tuple(a_shape[1:]), x.dtype)
-    return target_pullback(fwd, zeros, spec, info, ids)
 
 
 def _finish(cam: Array, size: tuple[int, ...], upsample: bool) -> Array:

@@ -22,8 +22,9 @@ import jax
 
 from jaxsal._src import base
 from jaxsal._src.postprocess import _reduce, check_reduce
-from jaxsal._src.targets import TargetSpec, OutputInfo, run_model, target_pullback
-from jaxsal._src.validate import prepare
+from jaxsal._src.targets import (TargetSpec, OutputInfo, layer_pullback, run_model,
+                                 target_pullback)
+from jaxsal._src.validate import prepare, prepare_layer, to_channels_last
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -45,9 +46,15 @@ def raw_gradients(model: Any, spec: TargetSpec, info: OutputInfo, times_input: b
 def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
                            backprop: str | None, times_input: bool, reduce: str | None,
                            head: str | None, chunk_size: int | None, memory_budget: int | None,
-                           precision: str | None, check_finite: bool) -> Array:
+                           precision: str | None, check_finite: bool,
+                           layer: str | None = None) -> Array:
     check_reduce(reduce)
-    p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite)
+    p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
+                allow_int=layer is not None)
+    if layer is not None:
+        return _layer_gradient_method(name, p, times_input=times_input, reduce=reduce,
+                                      layer=layer, chunk_size=chunk_size,
+                                      memory_budget=memory_budget, precision=precision)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget,
@@ -76,10 +83,42 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
     return fn(p.params, p.x, p.ids)
 
 
+def _layer_gradient_method(name: str, p, *, times_input: bool, reduce: str | None, layer: str,
+                           chunk_size: int | None, memory_budget: int | None,
+                           precision: str | None) -> Array:
+    """The gradient (times the activation) with respect to a layer's output: one forward
+    pass with a zero perturbation added at ``layer``, the pullback of every target to it."""
+    lt = prepare_layer(p, layer, reduce)
+    fb = base.forward_bytes(p.model, p.x)
+    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
+    chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget, rows=nb)
+    m, spec, info = p.model, p.spec, p.info
+
+    def build():
+        def run(params, x, ids):
+            _, A, pull = layer_pullback(m, params, x, lt.name, lt.shape, spec, info, ids)
+
+            def chunk_fn(ts):
+                g = jax.vmap(pull, out_axes=1)(ts)  # (N, Tc, *layer output)
+                if times_input:
+                    g = g * A[:, None]
+                return g if reduce is None else _reduce(to_channels_last(g, lt.channels_first,
+                                                                         2), reduce)
+
+            out = base.map_chunks(chunk_fn, spec.num, chunk)
+            return out if spec.class_axis else out[:, 0]
+
+        return run
+
+    fn = base.compiled((name, "layer", p.key, spec, info, lt, reduce, chunk, nb),
+                       lambda: base.split_batch(build(), p.n, nb), precision)
+    return fn(p.params, p.x, p.ids)
+
+
 def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | None = "max_abs",
              head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
-             check_finite: bool = True) -> Array:
+             check_finite: bool = True, layer: str | None = None) -> Array:
     """Vanilla gradient saliency (Simonyan et al., 2014): ``d score / d x``.
 
     Args:
@@ -105,6 +144,11 @@ def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | Non
         Eigen-CAM and occlusion, run all their matmuls that way.) Rounding the forward pass
         too would flip ReLU/max-pool routing in deep networks and change the gradients.
       check_finite: raise on NaN/inf inputs (one cheap device reduction).
+      layer: attribute to this layer's output instead of the input: ``d score / d A`` (a
+        "layer" method, as Captum's; with an ``Embedding`` layer, the way to explain a model
+        of integer token ids, which are then accepted as ``x``). The map has the layer's
+        shape, its channel axis reduced (``(N, L)`` for an embedding output ``(N, L, E)``);
+        a layer without one (``Dense``) needs ``reduce=None``.
     Returns:
       Raw (un-normalized) maps ``(N, H, W)`` (``(N, T, H, W)`` with a class axis; the channel
       axis kept when ``reduce=None``).
@@ -116,23 +160,26 @@ def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | Non
     return _input_gradient_method("saliency", model, x, targets, backprop=None,
                                   times_input=False, reduce=reduce, head=head,
                                   chunk_size=chunk_size, memory_budget=memory_budget,
-                                  precision=precision, check_finite=check_finite)
+                                  precision=precision, check_finite=check_finite, layer=layer)
 
 
 def gradient_x_input(model: Any, x: ArrayLike, targets: Any = None, *,
                      reduce: str | None = "sum", head: str | None = None,
                      chunk_size: int | None = None, memory_budget: int | None = None,
-                     precision: str | None = None, check_finite: bool = True) -> Array:
+                     precision: str | None = None, check_finite: bool = True,
+                     layer: str | None = None) -> Array:
     """Gradient times input (Shrikumar et al., 2016): ``x * d score / d x``.
 
     Same arguments as :func:`saliency`; the default reduction is the signed channel
-    ``"sum"`` (for a linear model with zero bias, the map sums to the score).
+    ``"sum"`` (for a linear model with zero bias, the map sums to the score). With
+    ``layer=``: gradient times activation, ``A * d score / d A`` (Captum's
+    ``LayerGradientXActivation``).
     Returns raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (channels kept with ``reduce=None``).
     """
     return _input_gradient_method("gradient_x_input", model, x, targets, backprop=None,
                                   times_input=True, reduce=reduce, head=head,
                                   chunk_size=chunk_size, memory_budget=memory_budget,
-                                  precision=precision, check_finite=check_finite)
+                                  precision=precision, check_finite=check_finite, layer=layer)
 
 
 def guided_backprop(model: Any, x: ArrayLike, targets: Any = None, *,

@@ -18,8 +18,9 @@ import numpy as np
 from jaxsal._src import base
 from jaxsal._src.gradients import raw_gradients
 from jaxsal._src.postprocess import _reduce, check_reduce
-from jaxsal._src.targets import OutputInfo, TargetSpec, resolve_predicted
-from jaxsal._src.validate import prepare
+from jaxsal._src.targets import (OutputInfo, TargetSpec, layer_pullback, resolve_predicted,
+                                 run_model)
+from jaxsal._src.validate import LayerTarget, prepare, prepare_layer, to_channels_last
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -76,6 +77,54 @@ def raw_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: int, r
     return f
 
 
+def raw_layer_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: int, rule: str,
+                         batch_steps: int, lt: LayerTarget):
+    """``f(params, x, ids, ts, baseline) -> (N, len(ts), *A.shape[1:])``: integrated gradients
+    of the layer's output ``A`` along the straight path from ``A(baseline)`` to ``A(x)``
+    (Captum's ``LayerIntegratedGradients``). Each path point ``z`` is evaluated as ``x`` run
+    with ``z - A(x)`` added at the layer, so the layers after it see ``z``."""
+    alphas, weights = quadrature(steps, rule)
+
+    def f(params, x, ids, ts, baseline):
+        x0 = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
+        A = run_model(model, params, x, (lt.name,))[1][lt.name]
+        A0 = run_model(model, params, x0, (lt.name,))[1][lt.name]
+        a = jnp.asarray(alphas)
+        w = jnp.asarray(weights)
+        n = x.shape[0]
+        xb = jnp.tile(x, (batch_steps,) + (1,) * (x.ndim - 1))
+        ids_b = None if ids is None else jnp.tile(ids, (batch_steps, 1))
+
+        def group(ks, valid):
+            ak = a[ks].reshape((-1,) + (1,) * A.ndim)
+            delta = ((ak - 1.0) * (A - A0)[None]).reshape((-1,) + A.shape[1:])  # z - A
+            shape = (len(ks) * n,) + lt.shape[1:]
+            _, _, pull = layer_pullback(_Shifted(model, lt.name, delta), params, xb, lt.name,
+                                        shape, spec, info, ids_b)
+            g = jax.vmap(pull, out_axes=1)(ts)  # (B*N, Tc, ...)
+            g = g.reshape((len(ks), n) + g.shape[1:])
+            wk = jnp.where(valid, w[ks], 0.0).astype(g.dtype)
+            return jnp.tensordot(wk, g, axes=1)
+
+        total = base.sum_groups(group, steps, batch_steps)
+        return (A - A0)[:, None] * total
+
+    return f
+
+
+class _Shifted:
+    """``model`` with a fixed ``delta`` added at ``layer`` on top of any perturbation there
+    (so a zero perturbation's gradient is the gradient at the shifted activation)."""
+
+    def __init__(self, model: Any, layer: str, delta: Array):
+        self.model, self.layer, self.delta = model, layer, delta
+
+    def apply(self, params, x, *, capture=(), perturb=None):
+        perturb = dict(perturb or {})
+        perturb[self.layer] = perturb.get(self.layer, 0.0) + self.delta
+        return self.model.apply(params, x, capture=capture, perturb=perturb)
+
+
 def check_baseline(baseline: Any, x: Array) -> Array:
     if baseline is None:
         return jnp.zeros((), x.dtype)
@@ -96,7 +145,8 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
                          rule: str = "trapezoid", batch_steps: int | None = None,
                          reduce: str | None = "sum", head: str | None = None,
                          chunk_size: int | None = None, memory_budget: int | None = None,
-                         precision: str | None = None, check_finite: bool = True) -> Array:
+                         precision: str | None = None, check_finite: bool = True,
+                         layer: str | None = None) -> Array:
     """Integrated gradients (Sundararajan et al., 2017).
 
     Args:
@@ -111,6 +161,11 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
         (memory grows with it; 1 = a loop). Default: as many as fit in ``memory_budget``.
       reduce: channel reduction; the default signed ``"sum"`` keeps completeness
         (``maps.sum((-2, -1)) ~= S(x) - S(baseline)``); ``None`` keeps channels.
+      layer: integrate along the layer's output instead of the input, from ``A(baseline)``
+        to ``A(x)`` (Captum's ``LayerIntegratedGradients``; ``baseline`` stays an input, e.g.
+        all padding tokens). Maps have the layer's shape with its channel axis reduced
+        (per-token attributions ``(N, L)`` at an ``Embedding``; ``x`` may then be integer
+        token ids); completeness holds over the layer's positions.
     Returns:
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``).
     """
@@ -118,7 +173,9 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
     quadrature(steps, rule)
-    p = prepare(model, x, targets, head=head, check_finite=check_finite)
+    p = prepare(model, x, targets, head=head, check_finite=check_finite,
+                allow_int=layer is not None)
+    lt = None if layer is None else prepare_layer(p, layer, reduce)
     b = check_baseline(baseline, p.x)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
@@ -131,15 +188,20 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
     def build():
         def run(params, x, ids, baseline):
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
-            f = raw_integrated(m, sp, info, steps, rule, batch_steps)
-            out = base.map_chunks(
-                lambda ts: _reduce(f(params, x, ids_, ts, baseline), reduce, cax), spec.num,
-                chunk)
+            if lt is None:
+                f = raw_integrated(m, sp, info, steps, rule, batch_steps)
+                finish = lambda g: _reduce(g, reduce, cax)  # noqa: E731
+            else:
+                f = raw_layer_integrated(m, sp, info, steps, rule, batch_steps, lt)
+                finish = lambda g: g if reduce is None else _reduce(  # noqa: E731
+                    to_channels_last(g, lt.channels_first, 2), reduce)
+            out = base.map_chunks(lambda ts: finish(f(params, x, ids_, ts, baseline)),
+                                  spec.num, chunk)
             return out if spec.class_axis else out[:, 0]
 
         return run
 
     key = ("integrated_gradients", p.key, spec, info, steps, rule, batch_steps, reduce, chunk,
-           nb)
+           nb, lt)
     return base.compiled(key, lambda: base.split_batch(build(), p.n, nb, maybe=(3,)),
                          precision)(p.params, p.x, p.ids, b)

@@ -252,6 +252,18 @@ def target_pullback(fwd: Callable, primal: Any, spec: TargetSpec, info: OutputIn
     return s, aux, pull
 
 
+def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, spec, info,
+                   ids):
+    """``(S (N, T), A (N, h, w, K), pull)`` with ``pull(t) = dS_t/dA``: one forward pass
+    (``A`` and ``dS_t/dA`` in the layer's own layout)."""
+    def fwd(delta):
+        y, caps = run_model(m, params, x, (layer,) + spec.layers, perturb={layer: delta})
+        return y, caps, caps[layer]
+
+    dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32  # token ids
+    zeros = jnp.zeros((x.shape[0],) + tuple(a_shape[1:]), dtype)
+    return target_pullback(fwd, zeros, spec, info, ids)
+
 def resolve_predicted(model: Any, params: Any, x: Array, spec: TargetSpec, info: OutputInfo,
                       ids: Array | None) -> tuple[TargetSpec, Array | None]:
     """For methods that evaluate the model away from ``x`` (noise, paths, masks): fix the

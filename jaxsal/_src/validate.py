@@ -26,8 +26,10 @@ def _all_finite(x):
     return jnp.isfinite(x).all()
 
 
-def check_input(model: Any, x: Any, *, check_finite: bool = True, image: bool = False) -> Array:
-    """``x`` as a floating JAX array of shape ``(N, *model.input_shape)``, or a clear error."""
+def check_input(model: Any, x: Any, *, check_finite: bool = True, image: bool = False,
+                allow_int: bool = False) -> Array:
+    """``x`` as a floating JAX array of shape ``(N, *model.input_shape)`` (integer token ids
+    too with ``allow_int``: methods attributing at a layer), or a clear error."""
     if isinstance(x, (list, tuple)) and x and hasattr(x[0], "shape"):
         raise TypeError("expected one input array x of shape (N, H, W, C), got a list; "
                         "multi-input models are not supported by the attribution methods")
@@ -37,7 +39,14 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, image: bool = 
         except Exception as e:  # noqa: BLE001  (ragged lists and other junk)
             raise TypeError(f"expected x as an array (N, H, W, C), got {type(x).__name__}: {e}")
     dtype = x.dtype
-    if not jnp.issubdtype(dtype, jnp.floating):
+    if jnp.issubdtype(dtype, jnp.integer) and not allow_int and not image:
+        raise TypeError(f"expected a floating-point input, got integer dtype {dtype}. Images: "
+                        "convert and preprocess first, e.g. x.astype(np.float32) / 255. Token "
+                        "ids (or other integer codes) have no gradient: attribute at a layer "
+                        "instead, e.g. the embedding: jaxsal.integrated_gradients(model, x, "
+                        "layer='embedding') (also saliency and gradient_x_input).")
+    if not jnp.issubdtype(dtype, jnp.floating) and not (
+            allow_int and jnp.issubdtype(dtype, jnp.integer)):
         raise TypeError(f"expected a floating-point input (the model's preprocessed input, e.g. "
                         f"float32 in [0, 1]), got dtype {dtype}. Convert and preprocess it "
                         "first, e.g. x.astype(np.float32) / 255.")
@@ -91,6 +100,17 @@ def check_spatial(layer: str, shape: tuple, x_ndim: int, data_format: str | None
                          "jaxsal.default_cam_layer(model) and jaxsal.spatial_layers(model))")
 
 
+def layer_format(model: Any, layer: str) -> str | None:
+    """The layout of ``layer``'s output (``"channels_last"`` for a plain function)."""
+    fmt = getattr(model, "layer_data_format", None)
+    return "channels_last" if fmt is None else fmt(layer)
+
+
+def to_channels_last(a: Array, channels_first: bool, axis: int = 1) -> Array:
+    """``a`` with its channel axis (``axis`` when ``channels_first``) moved last."""
+    return jnp.moveaxis(a, axis, -1) if channels_first else a
+
+
 @dataclasses.dataclass
 class Prepared:
     """A validated call: the model variant, its cache key, params, input and targets."""
@@ -138,10 +158,10 @@ def _score_functions(targets: Any) -> bool:
 
 def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
             backprop: str | None = None, check_finite: bool = True,
-            image: bool = False) -> Prepared:
+            image: bool = False, allow_int: bool = False) -> Prepared:
     """Validate everything a method needs (see the module docstring)."""
     m = base.with_options(model, head, backprop)
-    xa = check_input(m, x, check_finite=check_finite, image=image)
+    xa = check_input(m, x, check_finite=check_finite, image=image, allow_int=allow_int)
     y, _ = base.model_shapes(m, xa)
     if isinstance(y, (list, tuple)) and not _score_functions(targets):
         names = getattr(m, "output_names", None) or [str(i) for i in range(len(y))]
@@ -167,3 +187,28 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
     return Prepared(m, base.model_key(m), m.params, xa, spec,
                     None if ids is None else jnp.asarray(ids), info,
                     is_channels_first(m, xa.ndim))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerTarget:
+    """The layer a gradient method attributes to (``layer=``): its resolved name, output
+    shape (batch first, the model's own layout) and whether that is channels-first."""
+
+    name: str
+    shape: tuple
+    channels_first: bool
+
+
+def prepare_layer(p: Prepared, layer: str, reduce: str | None) -> LayerTarget:
+    """Validate ``layer=`` of a gradient method: the layer exists, and a channel reduction
+    has a channel axis to reduce (the last one, or the first for a channels-first layer:
+    an embedding's ``(N, L, E)`` reduces over ``E``)."""
+    name = check_layer(p.model, layer)
+    _, caps = base.model_shapes(p.model, p.x, (name,))
+    shape = tuple(caps[name].shape)
+    fmt = layer_format(p.model, name)
+    if reduce is not None and len(shape) < 3:  # (N, units): nothing to reduce over
+        raise ValueError(f"layer {layer!r} has output shape {shape} (batch first) and no "
+                         f"channel axis for reduce={reduce!r} to collapse; pass reduce=None "
+                         "for one attribution per unit")
+    return LayerTarget(name, shape, fmt == "channels_first")

@@ -1,0 +1,134 @@
+"""Attribution at a layer (``layer=``): gradients, gradient x activation and integrated
+gradients with respect to a layer's output, and token models explained at their embedding."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+from keras import layers  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import jaxsal  # noqa: E402
+from model_import import load_keras  # noqa: E402
+
+VOCAB, LEN = 30, 9
+
+
+@pytest.fixture(scope="module")
+def text_models(tmp_path_factory):
+    """Two token classifiers: Embedding -> Conv1D -> global max pool -> Dense(3), and
+    Embedding(mask_zero) -> LSTM -> Dense(2); token ids with padding (0) at the end."""
+    keras.utils.set_random_seed(5)
+    tmp = tmp_path_factory.mktemp("text")
+    inp = keras.Input((LEN,), dtype="int32")
+    h = layers.Embedding(VOCAB, 8, name="embedding")(inp)
+    h = layers.Conv1D(6, 3, activation="relu", padding="same", name="conv")(h)
+    h = layers.GlobalMaxPooling1D(name="gmp")(h)
+    h = layers.Dense(5, activation="relu", name="hidden")(h)
+    cnn = keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
+    inp = keras.Input((LEN,), dtype="int32")
+    h = layers.Embedding(VOCAB, 8, mask_zero=True, name="embedding")(inp)
+    h = layers.LSTM(7, name="lstm")(h)
+    rnn = keras.Model(inp, layers.Dense(2, name="out")(h))
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, VOCAB, size=(4, LEN)).astype(np.int32)
+    tokens[0, 6:] = 0
+    tokens[2, 4:] = 0
+    paths = {}
+    for name, model in (("cnn", cnn), ("rnn", rnn)):
+        paths[name] = str(tmp / f"{name}.keras")
+        model.save(paths[name])
+    return load_keras(paths["cnn"], head="logits"), load_keras(paths["rnn"]), tokens
+
+
+def _layer_grad(m, x, layer, k):
+    """d score_k / d A by jax.grad of a perturbation at the layer (the reference)."""
+    a = m.apply(m.params, x, capture=[layer])[1][layer]
+
+    def score(delta):
+        return m.apply(m.params, x, perturb={layer: delta})[:, k].sum()
+
+    return np.asarray(jax.grad(score)(jnp.zeros_like(a))), np.asarray(a)
+
+
+@pytest.mark.parametrize("which", ["cnn", "rnn"])
+def test_layer_gradients_match_jax_grad(text_models, which):
+    m = text_models[0] if which == "cnn" else text_models[1]
+    x = text_models[2]
+    targets = [0, 1]
+    g = np.asarray(jaxsal.saliency(m, x, targets, layer="embedding", reduce=None))
+    gx = np.asarray(jaxsal.gradient_x_input(m, x, targets, layer="embedding", reduce=None))
+    assert g.shape == (4, 2, LEN, 8)
+    for t, k in enumerate(targets):
+        ref, a = _layer_grad(m, x, "embedding", k)
+        np.testing.assert_allclose(g[:, t], ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(gx[:, t], ref * a, rtol=1e-5, atol=1e-6)
+    per_token = np.asarray(jaxsal.gradient_x_input(m, x, targets, layer="embedding"))
+    np.testing.assert_allclose(per_token, gx.sum(-1), rtol=1e-5, atol=1e-6)
+    sal = np.asarray(jaxsal.saliency(m, x, 1, layer="embedding"))  # max |g| per token
+    np.testing.assert_allclose(sal, np.abs(g[:, 1]).max(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_layer_integrated_gradients_completeness(text_models):
+    """Per-token IG sums to S(x) - S(baseline): without masks the model from the
+    baseline's embedding on is the model on the baseline tokens."""
+    m, _, x = text_models
+    base_tokens = np.zeros_like(x)
+    ig = np.asarray(jaxsal.integrated_gradients(m, x, [0, 2], layer="embedding", steps=128,
+                                                baseline=base_tokens))
+    assert ig.shape == (4, 2, LEN)
+    s, s0 = np.asarray(m(x))[:, [0, 2]], np.asarray(m(base_tokens))[:, [0, 2]]
+    np.testing.assert_allclose(ig.sum(-1), s - s0, rtol=2e-3, atol=2e-3)
+    # predicted class, the default target, and the path endpoints of the integrand
+    top = np.asarray(jaxsal.integrated_gradients(m, x, layer="embedding", steps=4))
+    assert top.shape == (4, LEN)
+
+
+def test_layer_integrated_gradients_with_masks(text_models):
+    """With mask_zero the mask comes from x at every path point (as Captum's layer IG):
+    completeness holds against the model run on x with the baseline's embedding."""
+    _, m, x = text_models
+    a = m.apply(m.params, x, capture=["embedding"])[1]["embedding"]
+    a0 = m.apply(m.params, np.zeros_like(x), capture=["embedding"])[1]["embedding"]
+    s = np.asarray(m(x))[:, 1]
+    s_end = np.asarray(m.apply(m.params, x, perturb={"embedding": a0 - a}))[:, 1]
+    ig = np.asarray(jaxsal.integrated_gradients(m, x, 1, layer="embedding", steps=128))
+    np.testing.assert_allclose(ig.sum(-1), s - s_end, rtol=2e-3, atol=2e-3)
+    # padded positions carry no attribution: their embeddings never reach the output
+    assert np.all(ig[0, 6:] == 0) and np.all(ig[2, 4:] == 0)
+
+
+def test_token_inputs_need_a_layer(text_models):
+    m, _, x = text_models
+    with pytest.raises(TypeError, match=r"integer dtype int32.*layer='embedding'"):
+        jaxsal.saliency(m, x, 0)
+    with pytest.raises(TypeError, match="layer='embedding'"):
+        jaxsal.integrated_gradients(m, x, 0)
+    with pytest.raises(ValueError, match=r"unknown layer 'embed'"):
+        jaxsal.saliency(m, x, 0, layer="embed")
+
+
+def test_layer_without_channel_axis_needs_reduce_none(text_models):
+    m, _, x = text_models
+    with pytest.raises(ValueError, match=r"'hidden' has output shape \(4, 5\).*reduce=None"):
+        jaxsal.gradient_x_input(m, x, 0, layer="hidden")
+    g = np.asarray(jaxsal.gradient_x_input(m, x, [0, 1], layer="hidden", reduce=None))
+    assert g.shape == (4, 2, 5)
+    # the hidden layer feeds the output Dense directly: g = W[:, k] * hidden (logits head)
+    h = np.asarray(m.apply(m.params, x, capture=["hidden"])[1]["hidden"])
+    w = np.asarray(m.params["out"]["kernel"])
+    np.testing.assert_allclose(g[:, 1], h * w[:, 1], rtol=1e-5, atol=1e-6)
+
+
+def test_image_model_layer_attribution_is_gradcam_material():
+    """On an image model, the gradient at a convolution averaged over positions is
+    Grad-CAM's channel weight: the layer map and Grad-CAM share their pieces."""
+    m = load_keras("tests/fixtures/mnist_cnn_tfkeras2.h5").with_head("logits")
+    x = np.load("tests/fixtures/mnist_5k.npz")["x"][:3, :, :, None].astype(np.float32) / 255
+    g = np.asarray(jaxsal.saliency(m, x, [2, 7], layer="conv2d_2", reduce=None))
+    a = np.asarray(m.apply(m.params, x, capture=["conv2d_2"])[1]["conv2d_2"])
+    cam = np.maximum(np.einsum("nhwk,ntk->nthw", a, g.mean(axis=(2, 3))), 0)
+    np.testing.assert_allclose(jaxsal.gradcam(m, x, [2, 7], layer="conv2d_2", upsample=False),
+                               cam, rtol=1e-4, atol=1e-5)
