@@ -132,7 +132,10 @@ def main(argv=None) -> int:
     e.add_argument("--head", default="logits")
     e.add_argument("--output", default=None,
                    help="for a multi-output model: the output to explain (name or position)")
-    e.add_argument("--layer", default=None, help="layer for CAM methods (default: automatic)")
+    e.add_argument("--layer", default=None,
+                   help="layer for CAM methods (default: automatic), or the layer saliency, "
+                        "gradient_x_input and integrated_gradients attribute to (e.g. the "
+                        "embedding of a token model, whose inputs.npy holds integer ids)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"),
                    help="persistent XLA compilation cache (reused across runs)")

@@ -132,3 +132,17 @@ def test_image_model_layer_attribution_is_gradcam_material():
     cam = np.maximum(np.einsum("nhwk,ntk->nthw", a, g.mean(axis=(2, 3))), 0)
     np.testing.assert_allclose(jaxsal.gradcam(m, x, [2, 7], layer="conv2d_2", upsample=False),
                                cam, rtol=1e-4, atol=1e-5)
+
+
+def test_cli_explains_token_ids_at_a_layer(text_models, tmp_path):
+    from jaxsal import cli
+
+    m, _, x = text_models
+    np.save(tmp_path / "tokens.npy", x)
+    out = tmp_path / "ig.npy"
+    rc = cli.main(["explain", m.source, str(tmp_path / "tokens.npy"), "--method",
+                   "integrated_gradients", "--layer", "embedding", "--targets", "all",
+                   "--out", str(out)])
+    assert rc == 0
+    ref = jaxsal.integrated_gradients(m, x, [0, 1, 2], layer="embedding")
+    np.testing.assert_allclose(np.load(out), ref, rtol=1e-5, atol=1e-6)
