@@ -1,9 +1,9 @@
 """Keras model files -> pure JAX functions, without TensorFlow or Keras.
 
-``load_keras(path)`` reads legacy ``.h5`` files (Keras 2, tf.keras, Keras 3), Keras 3
-``.keras`` archives and weights-only files, and returns a :class:`KerasModel`: a pure
-``apply(params, x)`` over an explicit params pytree, with a configurable head, named-layer
-outputs and gradients, and swappable ReLU backward rules.
+``load_keras(path)`` reads legacy ``.h5`` files (Keras 2, tf.keras, Keras 3), ``.keras``
+archives (Keras 3, tf.keras 2.13+) and weights-only files, and returns a
+:class:`KerasModel`: a pure ``apply(params, x)`` over an explicit params pytree, with a
+configurable head, named-layer outputs and gradients, and swappable ReLU backward rules.
 """
 
 from model_import import _layers  # noqa: F401  (fills the converter registry)

@@ -1,4 +1,5 @@
-"""Reading Keras files without Keras: legacy HDF5, Keras 3 ``.keras`` zips, weights-only files.
+"""Reading Keras files without Keras: legacy HDF5, ``.keras`` zips (Keras 3 and tf.keras 2.13+),
+weights-only files.
 
 Each reader returns the architecture config (a dict) when the file has one, the Keras
 version that wrote it, and a :class:`WeightSource` answering "the weight arrays of the layer
@@ -214,7 +215,7 @@ def sniff(path: str) -> str:
     if head[:4] == b"PK\x03\x04":
         return "zip"
     raise KerasImportError(
-        f"not a Keras file: expected an HDF5 file (.h5) or a Keras 3 zip archive (.keras), "
+        f"not a Keras file: expected an HDF5 file (.h5) or a .keras zip archive, "
         f"got bytes {head!r}", path=path)
 
 
@@ -253,7 +254,7 @@ def read_keras_zip(path: str) -> tuple[dict, str, h5py.File]:
                                "truncated or corrupt", path=path) from e
     if "config.json" not in names or "model.weights.h5" not in names:
         raise KerasImportError(
-            f"zip archive is not a Keras 3 .keras file: expected config.json and "
+            f"zip archive is not a .keras file: expected config.json and "
             f"model.weights.h5, found {names[:10]}", path=path)
     try:
         cfg = json.loads(z.read("config.json"))
@@ -281,3 +282,35 @@ def parse_config(config: Any, path: str | None = None) -> dict:
             raise KerasImportError(f"the architecture config is not valid JSON ({e})",
                                    path=path) from e
     raise TypeError(f"config must be a dict, a JSON string or a path, got {type(config).__name__}")
+
+
+# Model classes of the .keras archives written by Keras 2.13-2.15 (``keras.src.engine``) and
+# tf_keras (``tf_keras.src.engine``); Keras 3 writes ``keras.src.models.functional``.
+_KERAS2_MODEL_MODULES = ("keras.src.engine.", "tf_keras.")
+
+
+def config_keras_version(cfg: Any) -> str | None:
+    """The Keras version an architecture config records, or ``None``.
+
+    tf.keras's ``model.to_json()`` stores ``keras_version`` beside the config; Keras 3's does
+    not. The ``config.json`` of a tf.keras ``.keras`` archive stores none either, but names
+    its model classes by their Keras 2 modules: ``"2.13"`` then, the first Keras that wrote
+    that format. Weights-only files of the new layout (``.weights.h5``, written by Keras 3
+    and by tf.keras 2.13+) record no version, so only the config can tell that it must be
+    read with Keras 2's semantics (``hard_sigmoid``, the node numbering of nested models).
+    """
+    if not isinstance(cfg, dict):
+        return None
+    if cfg.get("keras_version"):
+        return str(cfg["keras_version"])
+    if str(cfg.get("module") or "").startswith(_KERAS2_MODEL_MODULES):
+        return "2.13"
+    inner = cfg.get("config")
+    layers = inner.get("layers") if isinstance(inner, dict) else inner
+    for layer in layers if isinstance(layers, list) else []:
+        if isinstance(layer, dict) and layer.get("class_name") in ("Functional", "Sequential",
+                                                                   "Model"):
+            found = config_keras_version(layer)  # a nested model
+            if found:
+                return found
+    return None

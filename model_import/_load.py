@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from model_import._errors import KerasImportError
-from model_import._files import (Keras3Weights, WeightSource, parse_config, read_h5,
-                                 read_keras_zip, sniff)
+from model_import._files import (Keras3Weights, WeightSource, config_keras_version,
+                                 parse_config, read_h5, read_keras_zip, sniff)
 from model_import._graph import MODEL_CLASSES, Graph, GraphBuilder, LayerCallError
 from model_import._model import HEADS, KerasModel
 
@@ -104,8 +104,9 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
 
     Args:
       path: a legacy HDF5 file (``model.save("m.h5")`` of Keras 2/tf.keras or Keras 3), a
-        Keras 3 archive (``m.keras``), or a weights-only file (``m.weights.h5`` of Keras 3,
-        or a legacy ``save_weights`` HDF5) together with ``config``.
+        ``.keras`` archive (Keras 3, or tf.keras 2.13+), or a weights-only file
+        (``m.weights.h5`` of Keras 3 or tf.keras 2.13+, or a legacy ``save_weights`` HDF5)
+        together with ``config``.
       head: ``"saved"`` (default), ``"logits"``, ``"softmax"``, ``"sigmoid"`` or
         ``"sigmoid_complement"``; see :meth:`KerasModel.with_head`.
       config: the architecture, for weights-only files (or to override the file's): a dict,
@@ -128,6 +129,9 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
         cfg = parse_config(config, path)
         if "class_name" not in cfg and "config" not in cfg and "layers" in cfg:
             cfg = {"class_name": "Functional", "config": cfg}
+        # the architecture's record of the Keras that wrote it wins: a tf.keras to_json()
+        # with a .weights.h5 (which records no version) is Keras 2, not 3
+        version = config_keras_version(cfg) or version
     if cfg is None:
         raise KerasImportError(
             "the file holds weights but no architecture (a save_weights / .weights.h5 file); "

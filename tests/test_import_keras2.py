@@ -14,13 +14,27 @@ from model_import import load_keras
 K2 = pathlib.Path(__file__).parent / "fixtures" / "keras2"
 TOL = 1e-4
 NAMES = ["zoo_tfkeras2", "seq_tfkeras2", "mobilenetv2_tfkeras2", "mobilenetv3small_tfkeras2",
-         "transfer_frozen_tfkeras2", "transfer_mobilenet_tfkeras2", "channels_first_tfkeras2"]
+         "transfer_frozen_tfkeras2", "transfer_mobilenet_tfkeras2", "channels_first_tfkeras2",
+         "transfer_functional_tfkeras2"]
+# the same models in tf_keras's other file forms: its own .keras archive (model.save("m.keras"),
+# tf.keras 2.13+) and save_weights("m.weights.h5") (the new layout) with the to_json()
+ARCHIVES = ["zoo_tfkeras2", "transfer_frozen_tfkeras2", "transfer_functional_tfkeras2"]
+NEW_WEIGHTS = {"zoo_tfkeras2": "zoo_config.json",
+               "transfer_functional_tfkeras2": "transfer_functional_tfkeras2.json"}
+FILES = ([(n, "h5") for n in NAMES] + [(n, "keras") for n in ARCHIVES]
+         + [(n, "weights.h5") for n in NEW_WEIGHTS])
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_tfkeras2_file_matches_tfkeras(name):
+def _load(name, form):
+    if form == "weights.h5":
+        return load_keras(K2 / f"{name}.weights.h5", config=K2 / NEW_WEIGHTS[name])
+    return load_keras(K2 / f"{name}.{form}")
+
+
+@pytest.mark.parametrize("name,form", FILES)
+def test_tfkeras2_file_matches_tfkeras(name, form):
     ref = np.load(K2 / f"{name}.expected.npz")
-    m = load_keras(K2 / f"{name}.h5")
+    m = _load(name, form)
     assert str(m.keras_version).startswith("2.")
     acts = [k[len("act__"):] for k in ref.files if k.startswith("act__")]
     lm = m.with_head("logits")
@@ -78,6 +92,37 @@ def test_tfkeras2_weights_only_without_config_says_what_to_do():
 
     with pytest.raises(KerasImportError, match="config="):
         load_keras(K2 / "zoo_weights.h5")
+
+
+@pytest.mark.parametrize("name", ARCHIVES)
+def test_tfkeras2_archive_equals_its_h5(name):
+    # tf_keras's .keras archive: Keras 2 configs (list-form nodes, nested calls numbered from
+    # 1) and weights keyed like Keras 3's; the metadata gives the version
+    a, h = load_keras(K2 / f"{name}.keras"), load_keras(K2 / f"{name}.h5")
+    assert a.keras_version == h.keras_version == "2.21.0"
+    assert a.layer_names == h.layer_names
+    la, lh = jax.tree_util.tree_leaves_with_path(a.params), jax.tree_util.tree_leaves_with_path(
+        h.params)
+    assert [p for p, _ in la] == [p for p, _ in lh]
+    for (_, x), (_, y) in zip(la, lh):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_tfkeras2_new_layout_weights_take_the_configs_keras_version():
+    # a .weights.h5 records no Keras version: tf.keras's to_json() does ("2.21.0"), and the
+    # config.json of a tf.keras archive names Keras 2 modules. Read as Keras 3, the nested
+    # base's call would be missing and hard_sigmoid would be Keras 3's.
+    import zipfile
+
+    name = "transfer_functional_tfkeras2"
+    ref = np.load(K2 / f"{name}.expected.npz")
+    cfg = json.loads(zipfile.ZipFile(K2 / f"{name}.keras").read("config.json"))
+    assert "keras_version" not in cfg
+    m = load_keras(K2 / f"{name}.weights.h5", config=cfg)
+    assert m.keras_version == "2.13"
+    assert rel_err(m(ref["x"]), ref["y"]) <= TOL
+    assert load_keras(K2 / f"{name}.weights.h5",
+                      config=K2 / f"{name}.json").keras_version == "2.21.0"
 
 
 def test_keras2_fixture_budget():
