@@ -102,10 +102,14 @@ def test_layer_integrated_gradients_with_masks(text_models):
 
 def test_token_inputs_need_a_layer(text_models):
     m, _, x = text_models
-    with pytest.raises(TypeError, match=r"integer dtype int32.*layer='embedding'"):
+    with pytest.raises(TypeError, match=r"integer inputs \(int32.*layer='embedding'"):
         jaxsal.saliency(m, x, 0)
     with pytest.raises(TypeError, match="layer='embedding'"):
         jaxsal.integrated_gradients(m, x, 0)
+    with pytest.raises(TypeError, match=r"takes integer inputs \(int32"):  # ids as floats
+        jaxsal.saliency(m, x.astype(np.float32), 0)
+    with pytest.raises(TypeError, match="takes integer inputs"):
+        jaxsal.gradcam(m, x.astype(np.float32), 0, layer="conv")
     with pytest.raises(ValueError, match=r"unknown layer 'embed'"):
         jaxsal.saliency(m, x, 0, layer="embed")
 

@@ -39,6 +39,13 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, image: bool = 
         except Exception as e:  # noqa: BLE001  (ragged lists and other junk)
             raise TypeError(f"expected x as an array (N, H, W, C), got {type(x).__name__}: {e}")
     dtype = x.dtype
+    graph = getattr(model, "graph", None)
+    takes_ids = graph is not None and "int" in str(getattr(graph, "input_dtypes", ("",))[0])
+    if takes_ids and not allow_int:  # the ids' gradient would be silently zero
+        raise TypeError(f"this model takes integer inputs ({graph.input_dtypes[0]}: token ids "
+                        "or other codes), which have no gradient. Attribute at a layer "
+                        "instead, e.g. the embedding: jaxsal.integrated_gradients(model, x, "
+                        "layer='embedding') (also saliency and gradient_x_input).")
     if jnp.issubdtype(dtype, jnp.integer) and not allow_int and not image:
         raise TypeError(f"expected a floating-point input, got integer dtype {dtype}. Images: "
                         "convert and preprocess first, e.g. x.astype(np.float32) / 255. Token "
