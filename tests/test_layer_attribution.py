@@ -110,6 +110,8 @@ def test_token_inputs_need_a_layer(text_models):
         jaxsal.saliency(m, x.astype(np.float32), 0)
     with pytest.raises(TypeError, match="takes integer inputs"):
         jaxsal.gradcam(m, x.astype(np.float32), 0, layer="conv")
+    with pytest.raises(ValueError, match=r"maximize optimizes continuous inputs"):
+        jaxsal.maximize(m, 0, steps=2, input_range=(0.0, 1.0))
     with pytest.raises(ValueError, match=r"unknown layer 'embed'"):
         jaxsal.saliency(m, x, 0, layer="embed")
 

@@ -377,6 +377,10 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     if getattr(model, "num_inputs", 1) != 1:
         raise ValueError(f"maximize supports single-input models; this model has "
                          f"{model.num_inputs} inputs")
+    graph = getattr(model, "graph", None)
+    if graph is not None and "int" in str(getattr(graph, "input_dtypes", ("",))[0]):
+        raise ValueError(f"maximize optimizes continuous inputs; this model takes integer "
+                         f"inputs ({graph.input_dtypes[0]}: token ids or other codes)")
     if _channels_first(model):  # optimize channels-last images; see maximize()
         model = model.channels_last()
         if image_shape is not None and len(image_shape) == 3:
