@@ -118,7 +118,7 @@ def _spatial(combine: Callable) -> Callable:
 def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
                  backprop=None) -> _CamCall:
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
-                image=True)
+                spatial=True)
     layer = check_layer(p.model, default_cam_layer(p.model) if layer is None else layer)
     _, caps = base.model_shapes(p.model, p.x, (layer,))
     a = caps[layer]
@@ -355,7 +355,7 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     """
     if top_k_mode not in ("union", "per_sample"):
         raise ValueError(f"unknown top_k_mode {top_k_mode!r}; expected 'union' or 'per_sample'")
-    p = prepare(model, x, targets, head=head, check_finite=check_finite, image=True)
+    p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
     L = check_layer(p.model, default_cam_layer(p.model) if layer is None else layer)
     _, caps = base.model_shapes(p.model, p.x, (L,))
     a_shape = tuple(caps[L].shape)

@@ -65,7 +65,7 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
     Returns:
       Raw maps ``(N, H, W)`` / ``(N, T, H, W)``: mean score drop over the covering patches.
     """
-    p = prepare(model, x, targets, head=head, check_finite=check_finite, image=True)
+    p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
     n, size, cf = p.n, p.spatial_shape, p.channels_first
     rank = len(size)
     psize = _sizes(patch, "patch", rank)

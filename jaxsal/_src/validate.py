@@ -26,7 +26,7 @@ def _all_finite(x):
     return jnp.isfinite(x).all()
 
 
-def check_input(model: Any, x: Any, *, check_finite: bool = True, image: bool = False,
+def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool = False,
                 allow_int: bool = False) -> Array:
     """``x`` as a floating JAX array of shape ``(N, *model.input_shape)`` (integer token ids
     too with ``allow_int``: methods attributing at a layer), or a clear error."""
@@ -46,7 +46,7 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, image: bool = 
                         "or other codes), which have no gradient. Attribute at a layer "
                         "instead, e.g. the embedding: jaxsal.integrated_gradients(model, x, "
                         "layer='embedding') (also saliency and gradient_x_input).")
-    if jnp.issubdtype(dtype, jnp.integer) and not allow_int and not image:
+    if jnp.issubdtype(dtype, jnp.integer) and not allow_int and not spatial:
         raise TypeError(f"expected a floating-point input, got integer dtype {dtype}. Images: "
                         "convert and preprocess first, e.g. x.astype(np.float32) / 255. Token "
                         "ids (or other integer codes) have no gradient: attribute at a layer "
@@ -58,7 +58,7 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, image: bool = 
                         f"float32 in [0, 1]), got dtype {dtype}. Convert and preprocess it "
                         "first, e.g. x.astype(np.float32) / 255.")
     shape = getattr(model, "input_shape", None)
-    if image and x.ndim not in (3, 4, 5):
+    if spatial and x.ndim not in (3, 4, 5):
         missing_batch = isinstance(shape, tuple) and x.ndim == len(shape)
         raise ValueError(f"expected x with 1 to 3 axes besides the batch and channel axes "
                          f"(signals (N, L, C), images (N, H, W, C), volumes (N, D, H, W, C)), "
@@ -165,10 +165,11 @@ def _score_functions(targets: Any) -> bool:
 
 def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
             backprop: str | None = None, check_finite: bool = True,
-            image: bool = False, allow_int: bool = False) -> Prepared:
+            spatial: bool = False, allow_int: bool = False) -> Prepared:
     """Validate everything a method needs (see the module docstring)."""
     m = base.with_options(model, head, backprop)
-    xa = check_input(m, x, check_finite=check_finite, image=image, allow_int=allow_int)
+    xa = check_input(m, x, check_finite=check_finite, spatial=spatial,
+                     allow_int=allow_int)
     y, _ = base.model_shapes(m, xa)
     if isinstance(y, (list, tuple)) and not _score_functions(targets):
         names = getattr(m, "output_names", None) or [str(i) for i in range(len(y))]
