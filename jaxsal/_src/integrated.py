@@ -50,29 +50,42 @@ def quadrature(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
     return alphas.astype(np.float32), w.astype(np.float32)
 
 
+def path_integral(grad_at: Any, start: Array, end: Array, steps: int, rule: str,
+                  batch_steps: int) -> Array:
+    """``(end - start) * sum_k w_k grad_at(z_k)``, ``z_k = start + a_k (end - start)`` on the
+    quadrature points of ``rule``, ``batch_steps`` points per batched evaluation.
+
+    ``grad_at(z, b)`` takes ``b`` path points of the whole batch stacked, ``(b * N, ...)``,
+    and returns the per-target gradients there, ``(b * N, Tc, ...)``; the result is
+    ``(N, Tc, ...)``."""
+    alphas, weights = (jnp.asarray(v) for v in quadrature(steps, rule))
+    n = end.shape[0]
+
+    def group(ks, valid):
+        ak = alphas[ks].reshape((-1,) + (1,) * end.ndim)
+        z = (start[None] + ak * (end - start)[None]).reshape((-1,) + end.shape[1:])
+        g = grad_at(z, len(ks))
+        g = g.reshape((len(ks), n) + g.shape[1:])
+        wk = jnp.where(valid, weights[ks], 0.0).astype(g.dtype)
+        return jnp.tensordot(wk, g, axes=1)
+
+    return (end - start)[:, None] * base.sum_groups(group, steps, batch_steps)
+
+
+def _tile(a: Array | None, b: int) -> Array | None:
+    return None if a is None else jnp.tile(a, (b,) + (1,) * (a.ndim - 1))
+
+
 def raw_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: int, rule: str,
                    batch_steps: int):
     """``f(params, x, ids, ts, baseline) -> (N, len(ts), *x.shape[1:])`` un-reduced IG."""
-    alphas, weights = quadrature(steps, rule)
+    quadrature(steps, rule)
     grads = raw_gradients(model, spec, info)
 
     def f(params, x, ids, ts, baseline):
         x0 = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
-        a = jnp.asarray(alphas)
-        w = jnp.asarray(weights)
-        n = x.shape[0]
-        ids_b = None if ids is None else jnp.tile(ids, (batch_steps, 1))
-
-        def group(ks, valid):
-            ak = a[ks].reshape((-1,) + (1,) * x.ndim)
-            xb = (x0[None] + ak * (x - x0)[None]).reshape((-1,) + x.shape[1:])
-            g = grads(params, xb, ids_b, ts)  # (B*N, Tc, ...)
-            g = g.reshape((len(ks), n) + g.shape[1:])
-            wk = jnp.where(valid, w[ks], 0.0).astype(g.dtype)
-            return jnp.tensordot(wk, g, axes=1)
-
-        total = base.sum_groups(group, steps, batch_steps)
-        return (x - x0)[:, None] * total
+        return path_integral(lambda xb, b: grads(params, xb, _tile(ids, b), ts), x0, x,
+                             steps, rule, batch_steps)
 
     return f
 
@@ -83,31 +96,20 @@ def raw_layer_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: 
     of the layer's output ``A`` along the straight path from ``A(baseline)`` to ``A(x)``
     (Captum's ``LayerIntegratedGradients``). Each path point ``z`` is evaluated as ``x`` run
     with ``z - A(x)`` added at the layer, so the layers after it see ``z``."""
-    alphas, weights = quadrature(steps, rule)
+    quadrature(steps, rule)
 
     def f(params, x, ids, ts, baseline):
         x0 = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
         A = run_model(model, params, x, (lt.name,))[1][lt.name]
         A0 = run_model(model, params, x0, (lt.name,))[1][lt.name]
-        a = jnp.asarray(alphas)
-        w = jnp.asarray(weights)
-        n = x.shape[0]
-        xb = jnp.tile(x, (batch_steps,) + (1,) * (x.ndim - 1))
-        ids_b = None if ids is None else jnp.tile(ids, (batch_steps, 1))
 
-        def group(ks, valid):
-            ak = a[ks].reshape((-1,) + (1,) * A.ndim)
-            delta = ((ak - 1.0) * (A - A0)[None]).reshape((-1,) + A.shape[1:])  # z - A
-            shape = (len(ks) * n,) + lt.shape[1:]
-            _, _, pull = layer_pullback(_Shifted(model, lt.name, delta), params, xb, lt.name,
-                                        shape, spec, info, ids_b)
-            g = jax.vmap(pull, out_axes=1)(ts)  # (B*N, Tc, ...)
-            g = g.reshape((len(ks), n) + g.shape[1:])
-            wk = jnp.where(valid, w[ks], 0.0).astype(g.dtype)
-            return jnp.tensordot(wk, g, axes=1)
+        def grad_at(z, b):
+            shifted = _Shifted(model, lt.name, z - _tile(A, b))
+            _, _, pull = layer_pullback(shifted, params, _tile(x, b), lt.name, z.shape, spec,
+                                        info, _tile(ids, b))
+            return jax.vmap(pull, out_axes=1)(ts)
 
-        total = base.sum_groups(group, steps, batch_steps)
-        return (A - A0)[:, None] * total
+        return path_integral(grad_at, A0, A, steps, rule, batch_steps)
 
     return f
 
