@@ -235,3 +235,34 @@ def test_maximize_channels_first(twins):
     s = jaxsal.maximize(m_cf, 1, steps=2, input_range=(0.0, 1.0), seed_images=seed,
                         image_shape=(2, 12, 12))
     assert s.images.shape == (1, 2, 12, 12)
+
+
+def test_function_model_channels_first():
+    """A plain JAX network written channels-first equals its channels-last twin."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    rng = np.random.default_rng(7)
+    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32),
+         "w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
+
+    def feats(cf):
+        dn = ("NCHW", "HWIO", "NCHW") if cf else ("NHWC", "HWIO", "NHWC")
+        return lambda p, x: jax.nn.relu(lax.conv_general_dilated(x, p["k"], (1, 1), "SAME",
+                                                                 dimension_numbers=dn))
+
+    def head(cf):
+        return lambda p, a: a.mean(axis=(2, 3) if cf else (1, 2)) @ p["w"]
+
+    cl = jaxsal.FunctionModel(features=feats(False), head_fn=head(False), params=p)
+    cf = jaxsal.FunctionModel(features=feats(True), head_fn=head(True), params=p,
+                              data_format="channels_first")
+    x = rng.normal(size=(2, 6, 6, 2)).astype(np.float32)
+    xt = np.moveaxis(x, -1, 1)
+    for fn, opts in ((jaxsal.saliency, {}), (jaxsal.gradcam, {}), (jaxsal.scorecam, {}),
+                     (jaxsal.occlusion, {"patch": 2})):
+        np.testing.assert_allclose(fn(cf, xt, [0, 2], **opts), fn(cl, x, [0, 2], **opts),
+                                   **TOL)
+    with pytest.raises(ValueError, match="data_format"):
+        jaxsal.FunctionModel(features=feats(True), head_fn=head(True), params=p,
+                             data_format="NCHW")

@@ -172,6 +172,8 @@ class FunctionModel:
       relu_kwarg: if ``fn``/``features``/``head_fn`` accept a keyword argument through which
         their ReLU can be chosen (e.g. ``"relu"``), its name; this enables
         :meth:`with_backprop` (guided backprop, deconvnet).
+      data_format: ``"channels_last"`` (default) or ``"channels_first"``: the layout of ``x``
+        and of ``A`` (``(N, C, H, W)`` and ``(N, K, h, w)``).
 
     Example::
 
@@ -185,7 +187,11 @@ class FunctionModel:
                  features: Callable | None = None, head_fn: Callable | None = None,
                  layer: str = "features", head: str = "logits",
                  input_shape: Sequence[int] | None = None, relu_kwarg: str | None = None,
-                 relu: Callable | None = None, relu_mode: str = "standard"):
+                 relu: Callable | None = None, relu_mode: str = "standard",
+                 data_format: str = "channels_last"):
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(f"FunctionModel: expected data_format 'channels_last' or "
+                             f"'channels_first', got {data_format!r}")
         if (features is None) != (head_fn is None):
             raise ValueError("FunctionModel: expected both features= and head_fn= (the two halves "
                              "of the network around the CAM layer) or neither; got only "
@@ -204,12 +210,13 @@ class FunctionModel:
         self.relu_kwarg = relu_kwarg
         self.relu = relu
         self.relu_mode = relu_mode
+        self.data_format = data_format
 
     def _replace(self, **kw) -> "FunctionModel":
         args = dict(fn=self.fn, params=self.params, features=self.features,
                     head_fn=self.head_fn, layer=self.layer_name, head=self.head,
                     input_shape=self.input_shape, relu_kwarg=self.relu_kwarg, relu=self.relu,
-                    relu_mode=self.relu_mode)
+                    relu_mode=self.relu_mode, data_format=self.data_format)
         args.update(kw)
         return FunctionModel(**args)
 
@@ -241,10 +248,14 @@ class FunctionModel:
     def layer_names(self) -> list[str]:
         return [self.layer_name] if self.features is not None else []
 
+    def layer_data_format(self, name: str) -> str:
+        """The layout of the ``features`` output (that of ``x``)."""
+        return self.data_format
+
     @property
     def cache_key(self) -> Hashable:
         return (FunctionModel, self.fn, self.features, self.head_fn, self.layer_name, self.head,
-                self.relu_kwarg, self.relu)
+                self.relu_kwarg, self.relu, self.data_format)
 
     def _kw(self) -> dict:
         if self.relu_kwarg is not None and self.relu is not None:
