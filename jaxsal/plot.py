@@ -40,6 +40,8 @@ __all__ = [
     "image_grid",
     "overlay",
     "panel_axes",
+    "signal",
+    "tokens",
 ]
 
 DEFAULT_CMAP = "jet"  # what keras-vis users expect; "viridis", "inferno", "magma" are perceptual
@@ -576,6 +578,138 @@ def diverging(map, *, image=None, cmap: str = DIVERGING_CMAP, **kwargs) -> Figur
     """A signed map (e.g. gradient x input, integrated gradients without ``abs``) with a
     diverging colour map centred at 0: negative blue, zero white, positive red."""
     return heatmap(map, image=image, cmap=cmap, signed=True, **kwargs)
+
+
+# ----------------------------------------------------------------------------- sequences
+def _rows(a: np.ndarray, length: int | None, what: str) -> np.ndarray:
+    """``(L,)`` or ``(R, L)`` attributions -> ``(R, L)``, checked against ``length``."""
+    a = _np(a)
+    a = a[None] if a.ndim == 1 else a
+    if a.ndim != 2 or (length is not None and a.shape[1] != length):
+        want = "(L,) or (R, L)" if length is None else f"({length},) or (R, {length})"
+        raise ValueError(f"{what}: expected attributions of shape {want}, got {a.shape}")
+    return a
+
+
+def _sequence_norm(a: np.ndarray, signed: bool | None, cmap: str | None):
+    signed = _is_signed(a) if signed is None else signed
+    lo, hi = _limits(a, signed)
+    return signed, colors.Normalize(lo, hi), matplotlib.colormaps[
+        cmap or (DIVERGING_CMAP if signed else "Reds")]
+
+
+def tokens(words: Sequence[str], attributions, *, row_titles: Sequence[str] | None = None,
+           title: str | None = None, cmap: str | None = None, signed: bool | None = None,
+           colorbar: bool = True, colorbar_label: str | None = None, width: float = 8.0,
+           save=None, dpi: int = 120) -> Figure:
+    """Per-token attributions as coloured words, one block per row (e.g. per class).
+
+    Args:
+      words: the ``L`` tokens as strings, in input order (padding positions included, so
+        that they line up with the attributions; pass ``""`` to hide one).
+      attributions: ``(L,)`` or ``(R, L)``, e.g. one input's
+        ``jaxsal.integrated_gradients(m, ids, [0, 1], layer="embedding")[i]``.
+      row_titles: ``R`` labels (``"class 0"``, ...).
+      signed: diverging colours centred at 0 (``None``: when the values have both signs);
+        otherwise white to red. One colour scale for all rows.
+      width: figure width in inches; long sequences wrap.
+    """
+    words = [str(w) for w in words]
+    a = _rows(attributions, len(words), "tokens")
+    if row_titles is not None and len(row_titles) != len(a):
+        raise ValueError(f"tokens: {len(a)} rows of attributions but {len(row_titles)} "
+                         "row_titles")
+    signed, norm, cmap_ = _sequence_norm(a, signed, cmap)
+    left = 0.15 + (_CHAR_IN * max(len(t) for t in row_titles) if row_titles else 0.0)
+    bar = 0.9 if colorbar else 0.0
+    usable = max(width - left - bar - 0.15, 1.0)
+    # lay the words out once (inches): every row wraps the same way
+    places, x, line = [], 0.0, 0
+    for w in words:
+        wd = _CHAR_IN * max(len(w), 1) + 0.12
+        if x > 0 and x + wd > usable:
+            x, line = 0.0, line + 1
+        places.append((x, line))
+        x += wd + 0.05
+    lines = line + 1
+    row_h = lines * 0.3 + 0.15
+    top = 0.35 if title else 0.1
+    height = top + len(a) * row_h + 0.1
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_axes([0, 0, 1, 1], label="tokens")
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
+    for r, row in enumerate(a):
+        y0 = top + r * row_h
+        if row_titles is not None:
+            ax.text(0.1, y0 + 0.15, row_titles[r], fontsize=_LABEL_PT, va="center", ha="left")
+        for (x, ln), w, v in zip(places, words, row):
+            rgba = cmap_(norm(v))
+            dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+            ax.text(left + x, y0 + 0.15 + 0.3 * ln, w, fontsize=_LABEL_PT, va="center",
+                    ha="left", color="white" if dark else "black",
+                    bbox=dict(boxstyle="round,pad=0.15", facecolor=rgba, edgecolor="none"))
+    if title:
+        fig.suptitle(title, fontsize=_TITLE_PT, y=1 - 0.05 / height, va="top")
+    if colorbar:
+        cax = fig.add_axes([(width - 0.65) / width, 0.1 / height, 0.12 / width,
+                            (height - top - 0.2) / height], label="colorbar")
+        _colorbar(fig, cax, norm, cmap_, colorbar_label, "vertical", _extend(a, norm))
+    return _finish(fig, save, dpi)
+
+
+def signal(x, attributions, *, row_titles: Sequence[str] | None = None,
+           title: str | None = None, cmap: str | None = None, signed: bool | None = None,
+           colorbar: bool = True, colorbar_label: str | None = None,
+           panel_size: tuple[float, float] = (6.0, 1.3), save=None, dpi: int = 120) -> Figure:
+    """A 1-D signal with its attribution maps drawn behind it, one panel per map row.
+
+    Args:
+      x: the signal, ``(L,)`` or ``(L, C)`` (one line per channel).
+      attributions: ``(L,)`` or ``(R, L)``: e.g. ``jaxsal.gradcam(m, x[None], [0, 1])[0]``
+        for a ``Conv1D`` model.
+      row_titles: ``R`` labels; other arguments as in :func:`tokens`.
+    """
+    sig = _np(x)
+    sig = sig[:, None] if sig.ndim == 1 else sig
+    if sig.ndim != 2:
+        raise ValueError(f"signal: expected x of shape (L,) or (L, C), got {_np(x).shape}")
+    a = _rows(attributions, sig.shape[0], "signal")
+    if row_titles is not None and len(row_titles) != len(a):
+        raise ValueError(f"signal: {len(a)} rows of attributions but {len(row_titles)} "
+                         "row_titles")
+    signed, norm, cmap_ = _sequence_norm(a, signed, cmap)
+    pw, ph = panel_size
+    left = 0.5 + (_CHAR_IN * max(len(t) for t in row_titles) if row_titles else 0.0)
+    bar = 0.9 if colorbar else 0.2
+    top = 0.4 if title else 0.15
+    fw, fh = left + pw + bar, top + len(a) * (ph + 0.15) + 0.35
+    fig = Figure(figsize=(fw, fh))
+    lo, hi = float(sig.min()), float(sig.max())
+    pad = 0.05 * (hi - lo or 1.0)
+    length = sig.shape[0]
+    for r, row in enumerate(a):
+        y = 1 - (top + r * (ph + 0.15) + ph) / fh
+        ax = fig.add_axes([left / fw, y, pw / fw, ph / fh], label="panel")
+        ax.imshow(row[None, :], aspect="auto", cmap=cmap_, norm=norm, interpolation="nearest",
+                  extent=(-0.5, length - 0.5, lo - pad, hi + pad))
+        ax.plot(np.arange(length), sig, color="black", linewidth=0.8)
+        ax.set_xlim(-0.5, length - 0.5)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.tick_params(labelsize=_TICK_PT)
+        if r != len(a) - 1:
+            ax.set_xticklabels([])
+        if row_titles is not None:
+            ax.set_ylabel(row_titles[r], fontsize=_LABEL_PT, rotation=0, ha="right",
+                          va="center")
+    if title:
+        fig.suptitle(title, fontsize=_TITLE_PT, y=1 - 0.05 / fh, va="top")
+    if colorbar:
+        cax = fig.add_axes([(left + pw + 0.15) / fw, 0.35 / fh, 0.12 / fw,
+                            (fh - top - 0.35) / fh], label="colorbar")
+        _colorbar(fig, cax, norm, cmap_, colorbar_label, "vertical", _extend(a, norm))
+    return _finish(fig, save, dpi)
 
 
 # ----------------------------------------------------------------------------- images

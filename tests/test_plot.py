@@ -372,3 +372,44 @@ def test_image_grid_layouts():
         plot.image_grid(rgb, ncols=3, row_titles=["a", "b", "c"])
     with pytest.raises(ValueError, match="titles"):
         plot.image_grid(rgb, titles=["only one"])
+
+
+def test_tokens_colours_follow_the_attributions(tmp_path):
+    from matplotlib import colors as mcolors
+
+    words = ["the", "film", "was", "not", "extraordinarily", "good", "<pad>"]
+    a = np.array([[0.0, 0.1, -0.2, -1.0, 0.3, 1.0, 0.0], [0.2, 0.0, 0.1, 0.5, -0.3, -1.0, 0.0]])
+    fig = plot.tokens(words, a, row_titles=["negative", "positive"], title="IG per token",
+                      colorbar_label="attribution", save=tmp_path / "t.png")
+    _png_ok(tmp_path / "t.png")
+    assert len(_colorbars(fig)) == 1
+    _texts_inside(fig)
+    boxes = {(t.get_text(), round(t.get_position()[1], 2)): t.get_bbox_patch().get_facecolor()
+             for t in fig.axes[0].texts if t.get_bbox_patch() is not None}
+    assert len(boxes) == 2 * len(words)
+    rows = sorted({y for _, y in boxes})
+    red, blue = boxes[("good", rows[0])], boxes[("not", rows[0])]
+    assert red[0] > red[2] + 0.2 and blue[2] > blue[0] + 0.2  # +1 red, -1 blue
+    white = mcolors.to_rgba("white")
+    assert np.allclose(boxes[("the", rows[0])], white, atol=0.05)  # 0 is white (centred)
+    # long sequences wrap inside the figure
+    _texts_inside(plot.tokens([f"token{i}" for i in range(80)], np.linspace(0, 1, 80)))
+    with pytest.raises(ValueError, match=r"expected attributions of shape \(7,\)"):
+        plot.tokens(words, np.zeros(6))
+    with pytest.raises(ValueError, match="2 rows of attributions but 1 row_titles"):
+        plot.tokens(words, a, row_titles=["x"])
+
+
+def test_signal_panels(tmp_path):
+    x = np.stack([np.sin(np.linspace(0, 9, 120)), np.cos(np.linspace(0, 9, 120))], -1)
+    maps = np.abs(np.random.default_rng(0).normal(size=(3, 120)))
+    fig = plot.signal(x, maps, row_titles=["A", "B", "C"], title="Grad-CAM",
+                      save=tmp_path / "s.png")
+    _png_ok(tmp_path / "s.png")
+    panels = [ax for ax in fig.axes if ax.get_label() == "panel"]
+    assert len(panels) == 3 and len(_colorbars(fig)) == 1
+    assert len(panels[0].lines) == 2  # one line per channel
+    np.testing.assert_allclose(panels[1].images[0].get_array()[0], maps[1])
+    _texts_inside(fig)
+    with pytest.raises(ValueError, match=r"\(120,\) or \(R, 120\)"):
+        plot.signal(x, np.zeros((2, 100)))
