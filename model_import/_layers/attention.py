@@ -172,9 +172,11 @@ def _multi_head_attention(config, ctx):
             y = y + params["output_bias"]
         return (y, probs) if return_attention_scores else y
 
-    # .keras groups are named after the attributes: public properties for query/key/value/
-    # output, the private `_gate_dense` for the gate.
-    groups = tuple(("_gate_dense" if p == "gate" else f"{p}_dense") for p in parts)
+    # .keras groups are named after the attributes: in Keras 3 public properties for
+    # query/key/value/output, the private `_gate_dense` for the gate; tf.keras 2's archive
+    # (2.13+) uses its private attributes (`_query_dense`...).
+    private = ctx.keras_major < 3
+    groups = tuple(f"_{p}_dense" if (p == "gate" or private) else f"{p}_dense" for p in parts)
     if ctx.keras_major < 3 and _version(ctx.keras_version) < (2, 10):
         # tf.keras before 2.10 did not read the inputs' Keras masks in MultiHeadAttention.
         return LayerImpl(call=call, convert_weights=convert, n_weights=per * len(parts),
