@@ -210,10 +210,9 @@ def _rnn_layer(kind: str, config: Mapping[str, Any], ctx: ConvertContext,
     def call(params, x, *args, rt, mask=None, initial_state=None, **kwargs):
         if args:  # RNN(x, initial_state) called positionally
             initial_state = args[0]
-        if time_major:
-            if mask is not None:
-                raise ValueError("a time_major RNN with a Keras mask is not supported")
+        if time_major:  # (time, batch, ...) arrays; tf.keras's masks are (time, batch) too
             x = jnp.swapaxes(x, 0, 1)
+            mask = None if mask is None else jnp.swapaxes(mask, 0, 1)
         n = x.shape[0]
         states = _state_list(initial_state)
         if states is None:
@@ -370,6 +369,7 @@ def _bidirectional(config, ctx):
     n_states = 2 if fcls in ("LSTM", "CuDNNLSTM") else 1
     return_sequences = bool(fcfg.get("return_sequences", False))
     return_state = bool(fcfg.get("return_state", False))
+    time_axis = 0 if fcfg.get("time_major", False) else 1
     nf = fwd.n_weights
     if nf is None:
         raise ctx.error("the wrapped layer does not say how many weights it has")
@@ -391,7 +391,7 @@ def _bidirectional(config, ctx):
             st = tuple(y[1:]) + tuple(y_rev[1:])
             y, y_rev = y[0], y_rev[0]
         if return_sequences:
-            y_rev = jnp.flip(y_rev, axis=1)
+            y_rev = jnp.flip(y_rev, axis=time_axis)
         out = (y, y_rev) if merge_mode is None else (_MERGES[merge_mode](y, y_rev),)
         return out + st if (return_state or merge_mode is None) else out[0]
 
