@@ -266,3 +266,10 @@ def test_function_model_channels_first():
     with pytest.raises(ValueError, match="data_format"):
         jaxsal.FunctionModel(features=feats(True), head_fn=head(True), params=p,
                              data_format="NCHW")
+
+
+def test_maximize_refuses_signals(twins):
+    _, _, m1, _ = twins["1d"]
+    with pytest.raises(ValueError, match=r"maximize optimizes images \(H, W, C\); this model's "
+                                         r"input is \(12, 2\)"):
+        jaxsal.maximize(m1, 0, steps=2, input_range=(0.0, 1.0))

@@ -425,6 +425,10 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         mh = model
 
     in_shape = getattr(model, "input_shape", None)
+    if in_shape is not None and len(in_shape) != 3:
+        raise ValueError(f"maximize optimizes images (H, W, C); this model's input is "
+                         f"{tuple(in_shape)} (signals, volumes and tabular inputs are not "
+                         "supported: its transforms and regularizers are 2-D)")
     if image_shape is None:
         if in_shape is None or len(in_shape) != 3 or None in in_shape:
             raise ValueError(f"image_shape: the model's input shape is {in_shape}; pass "
