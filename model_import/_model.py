@@ -64,6 +64,20 @@ class LayerInfo:
             isinstance(d, (int, type(None))) for d in s) and len(s) in (2, 3, 4)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Unresolved:
+    """The layout of model input ``index`` while it is not yet known."""
+
+    index: int
+
+
+def _rearranges(spec: LayerSpec) -> bool:
+    """Whether a layer may move axes around (its output's layout is not its input's)."""
+    words = ("permute", "reshape", "transpose", "swapaxes", "moveaxis", "rearrange")
+    text = (spec.class_name + " " + str(spec.config.get("function", ""))).lower()
+    return any(w in text for w in words)
+
+
 def _last(shape: tuple) -> tuple:
     """A channels-first shape (without batch) written channels-last."""
     return tuple(shape[1:]) + tuple(shape[:1])
@@ -372,19 +386,13 @@ class KerasModel:
         layer's output. A layer with a ``data_format`` (convolutions, pooling, a
         BatchNormalization over axis 1...) sets it; any other layer keeps the layout of its
         first input when it keeps that input's rank (activations, merges, normalization over
-        the last axis); a layer that changes the rank (Flatten, global pooling, Reshape) has
-        none. The model inputs take the layout of the first layer that declares one."""
+        the last axis); a layer that changes the rank (Flatten, global pooling) or may
+        rearrange axes (Permute, Reshape, transposes) has none. An input takes the layout of
+        the first layer declaring one that it reaches through layout-keeping layers
+        (channels-last if none)."""
         shapes = self._output_shapes()
-        out: dict[str, str | None] = {}
-
-        def first_declared(graph: Graph) -> str | None:
-            for call in graph.calls:
-                impl = graph.layers[call.layer].impl
-                found = first_declared(impl.subgraph) if impl.subgraph is not None else \
-                    impl.data_format
-                if found is not None:
-                    return found
-            return None
+        out: dict[str, Any] = {}
+        resolved: dict[int, str] = {}  # input i -> the layout found for it
 
         def rank(path: str) -> int | None:
             s = shapes.get(path)
@@ -408,6 +416,10 @@ class KerasModel:
                     fmt = out.get(path + "/" + sub.outputs[0].layer)
                 elif spec.impl.data_format is not None:
                     fmt = spec.impl.data_format
+                    if isinstance(src_fmt, _Unresolved):  # the input it came from has it too
+                        resolved.setdefault(src_fmt.index, fmt)
+                elif _rearranges(spec):
+                    fmt = None
                 else:
                     r_in, r_out = (None, None) if src_path is None else (rank(src_path),
                                                                          rank(path))
@@ -415,9 +427,9 @@ class KerasModel:
                 r = rank(path)
                 out[path] = fmt if r is None or r >= 2 else None  # no channel axis
 
-        default = first_declared(self.graph) or "channels_last"
-        walk(self.graph, "", [default] * len(self.graph.inputs))
-        return out
+        walk(self.graph, "", [_Unresolved(i) for i in range(len(self.graph.inputs))])
+        return {k: resolved.get(v.index, "channels_last") if isinstance(v, _Unresolved) else v
+                for k, v in out.items()}
 
     @property
     def data_format(self) -> str:

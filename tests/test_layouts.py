@@ -273,3 +273,25 @@ def test_maximize_refuses_signals(twins):
     with pytest.raises(ValueError, match=r"maximize optimizes images \(H, W, C\); this model's "
                                          r"input is \(12, 2\)"):
         jaxsal.maximize(m1, 0, steps=2, input_range=(0.0, 1.0))
+
+
+def test_permute_to_channels_first_inside_the_model(tmp_path):
+    """An input permuted to channels-first inside the model stays channels-last for the
+    methods (the Permute does not pass its layout on); the layer after it is channels-first."""
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((10, 10, 3))
+    h = layers.Permute((3, 1, 2), name="perm")(inp)
+    h = layers.Conv2D(4, 3, data_format="channels_first", activation="relu", name="c")(h)
+    h = layers.GlobalAveragePooling2D(data_format="channels_first", name="gap")(h)
+    perm = keras.Model(inp, layers.Dense(2, name="out")(h))
+    inp = keras.Input((10, 10, 3))
+    h = layers.Conv2D(4, 3, activation="relu", name="c")(inp)
+    twin = keras.Model(inp, layers.Dense(2, name="out")(layers.GlobalAveragePooling2D()(h)))
+    twin.get_layer("c").set_weights(perm.get_layer("c").get_weights())
+    twin.get_layer("out").set_weights(perm.get_layer("out").get_weights())
+    m, t = _load(perm, tmp_path, "perm"), _load(twin, tmp_path, "twin")
+    assert m.data_format == "channels_last" and m.layer_data_format("perm") is None
+    assert m.layer_data_format("c") == "channels_first"
+    x = np.random.default_rng(0).normal(size=(2, 10, 10, 3)).astype(np.float32)
+    for fn in (jaxsal.saliency, jaxsal.gradcam, jaxsal.scorecam):
+        np.testing.assert_allclose(fn(m, x, [0, 1]), fn(t, x, [0, 1]), **TOL)
