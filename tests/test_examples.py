@@ -32,6 +32,13 @@ EXPECTED = {
         "internals_occlusion.png": 9,
     },
     "batch_saliency": {"batch_saliency.png": 640},
+    "sequences": {
+        "sequences_signal_class0.png": 6,  # plot.signal: one panel per map row
+        "sequences_signal_class1.png": 6,
+        "sequences_signal_class2.png": 6,
+        "sequences_tokens_class0.png": 0,  # plot.tokens: coloured words, no map panels
+        "sequences_tokens_class1.png": 0,
+    },
 }
 
 
@@ -97,6 +104,21 @@ def test_example2_matches_jaxsal(outputs):
     stdout, _ = outputs["saliency_from_scratch"]
     diff = float(re.search(r"max \|from scratch - jaxsal.saliency\| = (\S+)", stdout).group(1))
     assert diff < 1e-5
+
+
+def test_example7_finds_the_planted_truth(outputs):
+    """Grad-CAM peaks inside the planted signal pattern, integrated gradients at the embedding
+    put the most on the keyword, and padded tokens get exactly 0."""
+    stdout, _ = outputs["sequences"]
+
+    def number(pattern):
+        return float(re.search(pattern, stdout, re.M).group(1))
+
+    assert number(r"^signals: accuracy (\S+)") >= 0.95
+    assert number(r"^tokens: accuracy (\S+)") >= 0.95
+    assert number(r"^signal localization gradcam: (\S+)") >= 0.9  # 1.000 measured
+    assert number(r"^token localization integrated_gradients: (\S+)") >= 0.9  # 1.000
+    assert number(r"^mean \|attribution\| on padding positions: (\S+)") == 0.0
 
 
 def test_tour_notebook_executes(tmp_path, monkeypatch):
