@@ -7,7 +7,9 @@ tf.keras computed, from the ``.h5`` and the tf_keras ``.keras`` archive.
 What these files pin down (tf.keras 2's rules, not Keras 3's): merges AND their inputs'
 masks; ``MultiHeadAttention`` reads the query/value masks and leaves its inputs' masks in
 place; ``Bidirectional`` configs without ``backward_layer``; ``go_backwards`` outputs in
-processing order; ``GRU`` with ``reset_after`` True and False.
+processing order; ``GRU`` with ``reset_after`` True and False; ``initial_state`` recorded as
+the list ``[x, *states]``, and zeros (not the initial state) as the output of masked steps
+before the first unmasked one.
 """
 
 import pathlib
@@ -21,9 +23,10 @@ from model_import import load_keras
 
 K2 = pathlib.Path(__file__).parent / "fixtures" / "keras2"
 TOL = 1e-4
-# time_major: (time, batch, features) arrays through Masking, LSTM and GRU (h5 only)
+# h5 only: time_major ((time, batch, features) arrays through Masking, LSTM, GRU and
+# Bidirectional) and states (return_state, initial_state, merge_mode=None)
 FILES = ([(n, f) for n in ("rnn_tfkeras2", "attention_tfkeras2", "masking_tfkeras2")
-          for f in ("h5", "keras")] + [("time_major_tfkeras2", "h5")])
+          for f in ("h5", "keras")] + [("time_major_tfkeras2", "h5"), ("states_tfkeras2", "h5")])
 
 
 @pytest.mark.parametrize("name,form", FILES)

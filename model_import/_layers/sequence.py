@@ -59,8 +59,8 @@ def _embedding(config, ctx):
 # ---------------------------------------------------------------------- the recurrence
 def run_rnn(step: Callable[[Array, tuple], tuple[Array, tuple]], xs: Array,
             states: tuple[Array, ...], mask: Array | None = None, *,
-            go_backwards: bool = False, zero_output_for_mask: bool = False
-            ) -> tuple[Array, tuple[Array, ...]]:
+            go_backwards: bool = False, zero_output_for_mask: bool = False,
+            zero_initial_output: bool = False) -> tuple[Array, tuple[Array, ...]]:
     """Keras's RNN loop as one ``lax.scan``.
 
     Args:
@@ -71,6 +71,9 @@ def run_rnn(step: Callable[[Array, tuple], tuple[Array, tuple]], xs: Array,
       mask: ``(N, T)`` booleans; a masked step keeps the states and outputs the previous
         output (zeros if ``zero_output_for_mask``).
       go_backwards: process the steps from the last one.
+      zero_initial_output: the "previous output" of masked steps before the first unmasked
+        one is zeros (tf.keras 2's loop), not ``states[0]`` (Keras 3 on JAX/NumPy); they
+        differ when an initial state is given.
     Returns:
       ``(outputs (N, T, U) in processing order, final states)``.
     """
@@ -81,17 +84,18 @@ def run_rnn(step: Callable[[Array, tuple], tuple[Array, tuple]], xs: Array,
         mt = None if mt is None else jnp.flip(mt, 0)
 
     def body(carry, inp):
+        states, prev = carry
         x, m = inp
-        out, new = step(x, carry)
+        out, new = step(x, states)
         if m is not None:
             keep = m[:, None]
-            prev = jnp.zeros_like(out) if zero_output_for_mask else carry[0]
-            out = jnp.where(keep, out, prev)
+            out = jnp.where(keep, out, jnp.zeros_like(out) if zero_output_for_mask else prev)
             new = tuple(jnp.where(keep.reshape(keep.shape + (1,) * (n.ndim - 2)), n, s)
-                        for n, s in zip(new, carry))
-        return tuple(new), out
+                        for n, s in zip(new, states))
+        return (tuple(new), out), out
 
-    final, outs = jax.lax.scan(body, tuple(states), (xt, mt))
+    prev0 = jnp.zeros_like(states[0]) if zero_initial_output else states[0]
+    (final, _), outs = jax.lax.scan(body, (tuple(states), prev0), (xt, mt))
     return jnp.swapaxes(outs, 0, 1), final
 
 
@@ -188,6 +192,16 @@ def _cell_from_config(kind: str, config: Mapping[str, Any], ctx: ConvertContext,
     return _Cell(kind, units, act, ract, bool(config.get("use_bias", True)), reset_after)
 
 
+def _split_inputs(x, mask, initial_state):
+    """tf.keras 2 records ``RNN(x, initial_state=s)`` as one list input ``[x, *s]``, whose
+    masks are ``[mask of x, None, ...]``: back to ``x``, its mask and the states."""
+    if isinstance(x, (list, tuple)):
+        x, initial_state = x[0], list(x[1:]) or initial_state
+    if isinstance(mask, (list, tuple)):
+        mask = mask[0]
+    return x, mask, initial_state
+
+
 def _state_list(initial_state) -> list | None:
     if initial_state is None:
         return None
@@ -210,6 +224,7 @@ def _rnn_layer(kind: str, config: Mapping[str, Any], ctx: ConvertContext,
     def call(params, x, *args, rt, mask=None, initial_state=None, **kwargs):
         if args:  # RNN(x, initial_state) called positionally
             initial_state = args[0]
+        x, mask, initial_state = _split_inputs(x, mask, initial_state)
         if time_major:  # (time, batch, ...) arrays; tf.keras's masks are (time, batch) too
             x = jnp.swapaxes(x, 0, 1)
             mask = None if mask is None else jnp.swapaxes(mask, 0, 1)
@@ -222,13 +237,16 @@ def _rnn_layer(kind: str, config: Mapping[str, Any], ctx: ConvertContext,
                              f"{len(states)}")
         outs, final = run_rnn(cell.step(params, rt), cell.input_projection(params, x),
                               tuple(states), mask, go_backwards=go_backwards,
-                              zero_output_for_mask=zero_output)
+                              zero_output_for_mask=zero_output,
+                              zero_initial_output=ctx.keras_major < 3)
         y = outs if return_sequences else outs[:, -1]
         if time_major and return_sequences:
             y = jnp.swapaxes(y, 0, 1)
         return (y, *final) if return_state else y
 
     def compute_mask(mask, *args, **kwargs):
+        if isinstance(mask, (list, tuple)):  # [x, *initial_state] (tf.keras 2)
+            mask = mask[0]
         out = mask if return_sequences else None
         return [out] + [None] * cell.n_states if return_state else out
 
@@ -377,6 +395,7 @@ def _bidirectional(config, ctx):
     def call(params, x, *args, rt, mask=None, initial_state=None, **kwargs):
         if args:
             initial_state = args[0]
+        x, mask, initial_state = _split_inputs(x, mask, initial_state)
         states = _state_list(initial_state)
         kf, kb = {}, {}
         if states is not None:
