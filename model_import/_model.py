@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._graph import Graph, LayerCallError, LayerSpec
+from model_import._graph import Graph, LayerCallError, LayerSpec, _refs
 from model_import._layers.activations import activation_name
 from model_import._layers.registry import Runtime
 
@@ -81,17 +81,6 @@ def _rearranges(spec: LayerSpec) -> bool:
 def _last(shape: tuple) -> tuple:
     """A channels-first shape (without batch) written channels-last."""
     return tuple(shape[1:]) + tuple(shape[:1])
-
-
-def _refs_in(a) -> list:
-    """The graph references (``.layer``/``.node``/``.tensor``) inside a call's arguments."""
-    if hasattr(a, "layer") and hasattr(a, "node") and hasattr(a, "tensor"):
-        return [a]
-    if isinstance(a, (list, tuple)):
-        return [r for b in a for r in _refs_in(b)]
-    if isinstance(a, Mapping):
-        return [r for b in a.values() for r in _refs_in(b)]
-    return []
 
 
 class KerasModel:
@@ -407,7 +396,7 @@ class KerasModel:
                     continue
                 spec = graph.layers[call.layer]
                 path = prefix + call.layer
-                src = next(iter(_refs_in(call.args)), None)
+                src = next(iter(_refs(call.args)), None)
                 src_path = None if src is None else prefix + src.layer
                 src_fmt = None if src_path is None else out.get(src_path)
                 sub = spec.impl.subgraph

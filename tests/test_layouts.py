@@ -117,8 +117,8 @@ def _maps(m, x, name):
 
 @pytest.fixture(scope="module")
 def twins(tmp_path_factory):
-    """The same 2-D network channels-last and channels-first, a 1-D network and its 2-D
-    width-1 twin, a 3-D network and its 2-D depth-1... (see module docstring)."""
+    """``{"cf": (channels-last model, x, channels-first twin, x transposed), "1d"/"3d":
+    (model, x, its twin with one more spatial axis of size 1, x with that axis)}``."""
     tmp = tmp_path_factory.mktemp("layouts")
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(1)
@@ -133,7 +133,7 @@ def twins(tmp_path_factory):
     wide = _net(2, spatial=(12, 1), pool=(2, 1))
     _embed(one, wide)
     x1 = rng.normal(size=(2, 12, 2)).astype(np.float32)
-    out["1d"] = (_load(wide, tmp, "wide"), x1[:, :, None], _load(one, tmp, "one"), x1)
+    out["1d"] = (_load(one, tmp, "one"), x1, _load(wide, tmp, "wide"), x1[:, :, None])
 
     two = _perturbed(_net(2, spatial=(8, 10)), 4)
     deep = _net(3, spatial=(8, 10, 1), pool=(2, 2, 1))
@@ -157,20 +157,12 @@ def test_channels_first_equals_channels_last(twins, name):
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_signals_equal_width_one_images(twins, name):
-    m2, x2, m1, x1 = twins["1d"]
-    np.testing.assert_allclose(m1(x1), m2(x2), **TOL)
-    a, b = _maps(m2, x2, name), _maps(m1, x1, name)  # (N, T, 12, 1[, C]) and (N, T, 12[, C])
-    a = a[..., 0, :] if name.endswith("_none") else a[..., 0]
-    assert a.shape == b.shape
-    np.testing.assert_allclose(b, a, **TOL)
-
-
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_volumes_equal_depth_one_images(twins, name):
-    m2, x2, m3, x3 = twins["3d"]
-    np.testing.assert_allclose(m3(x3), m2(x2), **TOL)
-    a, b = _maps(m2, x2, name), _maps(m3, x3, name)
+@pytest.mark.parametrize("twin", ["1d", "3d"])
+def test_one_more_axis_of_size_one_changes_nothing(twins, twin, name):
+    """A 1-D model equals its width-1 2-D twin, a 2-D model its depth-1 3-D twin."""
+    m, x, m_up, x_up = twins[twin]
+    np.testing.assert_allclose(m_up(x_up), m(x), **TOL)
+    a, b = _maps(m, x, name), _maps(m_up, x_up, name)  # b has one more spatial axis, last
     b = b[..., 0, :] if name.endswith("_none") else b[..., 0]
     assert a.shape == b.shape
     np.testing.assert_allclose(b, a, **TOL)
@@ -182,7 +174,7 @@ def test_layer_formats_and_cam_layers(twins):
         "channels_first"] * 5 + [None, None]
     assert jaxsal.spatial_layers(m_cf) == ["c1", "pool", "c2", "bn"]
     assert jaxsal.default_cam_layer(m_cf) == "c2"
-    m2, _, m1, x1 = twins["1d"]
+    m1, x1, _, _ = twins["1d"]
     assert jaxsal.spatial_layers(m1) == ["c1", "pool", "c2", "bn"]
     assert jaxsal.default_cam_layer(m1) == "c2"
     with pytest.raises(ValueError, match="layer 'gap' has output shape .*1 spatial axes"):
@@ -192,7 +184,7 @@ def test_layer_formats_and_cam_layers(twins):
 
 
 def test_occlusion_counts_and_patch_sizes(twins):
-    m2, x2, m3, x3 = twins["3d"]
+    _, _, m3, x3 = twins["3d"]
     # one patch covering everything: every position's map is the full score drop
     full = np.asarray(jaxsal.occlusion(m3, x3, targets=1, patch=(8, 10, 1)))
     s = np.asarray(m3(x3))[:, 1] - np.asarray(m3(np.zeros_like(x3)))[:, 1]
@@ -269,7 +261,7 @@ def test_function_model_channels_first():
 
 
 def test_maximize_refuses_signals(twins):
-    _, _, m1, _ = twins["1d"]
+    m1 = twins["1d"][0]
     with pytest.raises(ValueError, match=r"maximize optimizes images \(H, W, C\); this model's "
                                          r"input is \(12, 2\)"):
         jaxsal.maximize(m1, 0, steps=2, input_range=(0.0, 1.0))
