@@ -340,6 +340,13 @@ def model_key(model: Any) -> Hashable:
     return (type(model), id(model))
 
 
+def several_outputs(model: Any, shapes: Sequence[tuple]) -> tuple[str, str]:
+    """For errors about a model with several outputs: ``("'cls' (N, 3), 'reg' (N, 1)",
+    first name)``, the outputs by :attr:`output_names` (positions for a plain function)."""
+    names = getattr(model, "output_names", None) or [str(i) for i in range(len(shapes))]
+    return ", ".join(f"{n!r} {tuple(s)}" for n, s in zip(names, shapes)), names[0]
+
+
 def output_kind(model: Any) -> tuple[str, bool]:
     """(``"prob"`` or ``"logit"``, complement?): what the model's output units hold."""
     head = getattr(model, "head", "saved")

@@ -45,7 +45,7 @@ from jaxsal._src import base
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
-from jaxsal._src.validate import (Prepared, check_layer, check_spatial, layer_format, prepare,
+from jaxsal._src.validate import (Prepared, check_spatial, layer_output, prepare,
                                   to_channels_last)
 
 Array = jax.Array
@@ -115,15 +115,19 @@ def _spatial(combine: Callable) -> Callable:
     return f
 
 
+def _cam_layer(p: Prepared, layer: str | None) -> tuple[str, tuple, bool]:
+    """``(name, output shape, channels-first?)`` of the CAM layer (default
+    :func:`default_cam_layer`), checked to have the input's spatial axes."""
+    name, shape, fmt = layer_output(p, default_cam_layer(p.model) if layer is None else layer)
+    check_spatial(name, shape, p.x.ndim, fmt)
+    return name, shape, fmt == "channels_first"
+
+
 def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
                  backprop=None) -> _CamCall:
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
                 spatial=True)
-    layer = check_layer(p.model, default_cam_layer(p.model) if layer is None else layer)
-    _, caps = base.model_shapes(p.model, p.x, (layer,))
-    a = caps[layer]
-    fmt = layer_format(p.model, layer)
-    check_spatial(layer, tuple(a.shape), p.x.ndim, fmt)
+    layer, a_shape, layer_cf = _cam_layer(p, layer)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     # A CAM's pullback runs only through the layers after `layer`: cheap per target. On CPU
@@ -131,7 +135,7 @@ def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, chec
     # 112x112, 2 images, 10 classes at block5_conv3: 261 ms vs 125 ms in one chunk).
     budget = base.default_wide_budget() if memory_budget is None else memory_budget
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, budget)
-    return _CamCall(p, layer, tuple(a.shape), chunk, nb, fmt == "channels_first")
+    return _CamCall(p, layer, a_shape, chunk, nb, layer_cf)
 
 
 def _finish(cam: Array, size: tuple[int, ...], upsample: bool) -> Array:
@@ -356,12 +360,8 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     if top_k_mode not in ("union", "per_sample"):
         raise ValueError(f"unknown top_k_mode {top_k_mode!r}; expected 'union' or 'per_sample'")
     p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
-    L = check_layer(p.model, default_cam_layer(p.model) if layer is None else layer)
-    _, caps = base.model_shapes(p.model, p.x, (L,))
-    a_shape = tuple(caps[L].shape)
-    fmt = layer_format(p.model, L)
-    check_spatial(L, a_shape, p.x.ndim, fmt)
-    lcf, xcf, size = fmt == "channels_first", p.channels_first, p.spatial_shape
+    L, a_shape, lcf = _cam_layer(p, layer)
+    xcf, size = p.channels_first, p.spatial_shape
     K = a_shape[1] if lcf else a_shape[-1]
     sp_axes = tuple(range(1, 1 + len(size)))  # spatial axes of a channels-last (N, *s, K)
     per_image = base.forward_bytes(p.model, p.x) // p.n

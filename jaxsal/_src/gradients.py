@@ -24,7 +24,7 @@ from jaxsal._src import base
 from jaxsal._src.postprocess import _reduce, check_reduce
 from jaxsal._src.targets import (TargetSpec, OutputInfo, layer_pullback, run_model,
                                  target_pullback)
-from jaxsal._src.validate import prepare, prepare_layer, to_channels_last
+from jaxsal._src.validate import prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -48,29 +48,35 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
                            head: str | None, chunk_size: int | None, memory_budget: int | None,
                            precision: str | None, check_finite: bool,
                            layer: str | None = None) -> Array:
+    """The gradient (times the input) of every target with respect to ``x``, or with
+    ``layer`` with respect to that layer's output ``A`` (one forward pass with a zero
+    perturbation added there; times ``A``)."""
     check_reduce(reduce)
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
                 allow_int=layer is not None)
-    if layer is not None:
-        return _layer_gradient_method(name, p, times_input=times_input, reduce=reduce,
-                                      layer=layer, chunk_size=chunk_size,
-                                      memory_budget=memory_budget, precision=precision)
+    lt = None if layer is None else prepare_layer(p, layer, reduce)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget,
                            rows=nb)
     m, spec, info = p.model, p.spec, p.info
-    cax = p.map_channel_axis  # the input's channel axis in (N, T, *x.shape[1:])
+    # the channel axis of the (N, T, ...) gradients: the input's, or the layer's
+    cax = p.map_channel_axis if lt is None else lt.map_channel_axis
 
     def build():
         def run(params, x, ids):
-            fwd = lambda xx: (*run_model(m, params, xx, spec.layers), None)  # noqa: E731
-            _, _, pull = target_pullback(fwd, x, spec, info, ids)
+            if lt is None:
+                fwd = lambda xx: (*run_model(m, params, xx, spec.layers), None)  # noqa: E731
+                _, _, pull = target_pullback(fwd, x, spec, info, ids)
+                primal = x
+            else:
+                _, primal, pull = layer_pullback(m, params, x, lt.name, lt.shape, spec, info,
+                                                 ids)
 
             def chunk_fn(ts):
-                g = jax.vmap(pull, out_axes=1)(ts)  # (N, Tc, *x.shape[1:])
+                g = jax.vmap(pull, out_axes=1)(ts)  # (N, Tc, *primal.shape[1:])
                 if times_input:
-                    g = g * x[:, None]
+                    g = g * primal[:, None]
                 return _reduce(g, reduce, cax)
 
             out = base.map_chunks(chunk_fn, spec.num, chunk)
@@ -78,39 +84,7 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
 
         return run
 
-    fn = base.compiled((name, p.key, spec, info, times_input, reduce, chunk, nb),
-                       lambda: base.split_batch(build(), p.n, nb), precision)
-    return fn(p.params, p.x, p.ids)
-
-
-def _layer_gradient_method(name: str, p, *, times_input: bool, reduce: str | None, layer: str,
-                           chunk_size: int | None, memory_budget: int | None,
-                           precision: str | None) -> Array:
-    """The gradient (times the activation) with respect to a layer's output: one forward
-    pass with a zero perturbation added at ``layer``, the pullback of every target to it."""
-    lt = prepare_layer(p, layer, reduce)
-    fb = base.forward_bytes(p.model, p.x)
-    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
-    chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget, rows=nb)
-    m, spec, info = p.model, p.spec, p.info
-
-    def build():
-        def run(params, x, ids):
-            _, A, pull = layer_pullback(m, params, x, lt.name, lt.shape, spec, info, ids)
-
-            def chunk_fn(ts):
-                g = jax.vmap(pull, out_axes=1)(ts)  # (N, Tc, *layer output)
-                if times_input:
-                    g = g * A[:, None]
-                return g if reduce is None else _reduce(to_channels_last(g, lt.channels_first,
-                                                                         2), reduce)
-
-            out = base.map_chunks(chunk_fn, spec.num, chunk)
-            return out if spec.class_axis else out[:, 0]
-
-        return run
-
-    fn = base.compiled((name, "layer", p.key, spec, info, lt, reduce, chunk, nb),
+    fn = base.compiled((name, p.key, spec, info, times_input, reduce, chunk, nb, lt),
                        lambda: base.split_batch(build(), p.n, nb), precision)
     return fn(p.params, p.x, p.ids)
 

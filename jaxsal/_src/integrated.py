@@ -20,7 +20,7 @@ from jaxsal._src.gradients import raw_gradients
 from jaxsal._src.postprocess import _reduce, check_reduce
 from jaxsal._src.targets import (OutputInfo, TargetSpec, layer_pullback, resolve_predicted,
                                  run_model)
-from jaxsal._src.validate import LayerTarget, prepare, prepare_layer, to_channels_last
+from jaxsal._src.validate import LayerTarget, prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -185,20 +185,17 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
     batch_steps = base.auto_batch(steps, fb, batch_steps, memory_budget)
     chunk = base.chunk_for(p.spec.num, fb * batch_steps, chunk_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
-    cax = p.map_channel_axis  # the input's channel axis in (N, T, *x.shape[1:])
+    # the channel axis of the (N, T, ...) attributions: the input's, or the layer's
+    cax = p.map_channel_axis if lt is None else lt.map_channel_axis
 
     def build():
         def run(params, x, ids, baseline):
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
-            if lt is None:
-                f = raw_integrated(m, sp, info, steps, rule, batch_steps)
-                finish = lambda g: _reduce(g, reduce, cax)  # noqa: E731
-            else:
-                f = raw_layer_integrated(m, sp, info, steps, rule, batch_steps, lt)
-                finish = lambda g: g if reduce is None else _reduce(  # noqa: E731
-                    to_channels_last(g, lt.channels_first, 2), reduce)
-            out = base.map_chunks(lambda ts: finish(f(params, x, ids_, ts, baseline)),
-                                  spec.num, chunk)
+            f = raw_integrated(m, sp, info, steps, rule, batch_steps) if lt is None else \
+                raw_layer_integrated(m, sp, info, steps, rule, batch_steps, lt)
+            out = base.map_chunks(
+                lambda ts: _reduce(f(params, x, ids_, ts, baseline), reduce, cax), spec.num,
+                chunk)
             return out if spec.class_axis else out[:, 0]
 
         return run

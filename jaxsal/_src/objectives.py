@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src import base
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
@@ -224,12 +226,9 @@ def _one_output(model: Any, shape: Any) -> Any:
         return shape
     if len(shape) == 1:
         return shape[0]
-    names = getattr(model, "output_names", None) or [str(i) for i in range(len(shape))]
-    raise ValueError(
-        f"this model has {len(shape)} outputs ("
-        + ", ".join(f"{n!r} {s}" for n, s in zip(names, shape))
-        + f"); output units need one. Pick it with model.with_output(name), e.g. "
-        f"model.with_output({names[0]!r}).")
+    listing, first = base.several_outputs(model, shape)
+    raise ValueError(f"this model has {len(shape)} outputs ({listing}); output units need one. "
+                     f"Pick it with model.with_output(name), e.g. model.with_output({first!r}).")
 
 
 def output_shape_of(model: Any, layer: str | None, image_shape: tuple | None = None):

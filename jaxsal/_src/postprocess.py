@@ -139,11 +139,6 @@ def upsample_linear(maps: Array, size: Sequence[int], axes: Sequence[int]) -> Ar
     return out
 
 
-def upsample_hw(maps: Array, size: tuple[int, int], hw_axes: tuple[int, int] = (-2, -1)) -> Array:
-    """Align-corners bilinear resize of two axes (see :func:`upsample_linear`)."""
-    return upsample_linear(maps, size, hw_axes)
-
-
 RESIZE_METHODS = ("align_corners", "linear", "bilinear", "nearest", "cubic", "lanczos3",
                   "lanczos5")
 
@@ -166,7 +161,7 @@ def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners"
     if maps.ndim < 2:
         raise ValueError(f"expected maps (..., h, w), got shape {maps.shape}")
     if method == "align_corners":
-        return upsample_hw(maps, size)
+        return upsample_linear(maps, size, (-2, -1))
     if method not in RESIZE_METHODS:
         raise ValueError(f"unknown resize method {method!r}; expected one of {RESIZE_METHODS}")
     return jax.image.resize(maps, maps.shape[:-2] + size, method=method)

@@ -264,6 +264,7 @@ def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, sp
     zeros = jnp.zeros((x.shape[0],) + tuple(a_shape[1:]), dtype)
     return target_pullback(fwd, zeros, spec, info, ids)
 
+
 def resolve_predicted(model: Any, params: Any, x: Array, spec: TargetSpec, info: OutputInfo,
                       ids: Array | None) -> tuple[TargetSpec, Array | None]:
     """For methods that evaluate the model away from ``x`` (noise, paths, masks): fix the

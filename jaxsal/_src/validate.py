@@ -26,6 +26,18 @@ def _all_finite(x):
     return jnp.isfinite(x).all()
 
 
+_AT_A_LAYER = ("Attribute at a layer instead, e.g. the embedding: "
+               "jaxsal.integrated_gradients(model, x, layer='embedding') (also saliency and "
+               "gradient_x_input).")
+
+
+def integer_input(model: Any) -> str | None:
+    """The dtype of a model's (first) input when it is an integer one (token ids), else
+    ``None``: a :class:`model_import.KerasModel` records it from its ``InputLayer``."""
+    dtypes = getattr(getattr(model, "graph", None), "input_dtypes", None)
+    return str(dtypes[0]) if dtypes and "int" in str(dtypes[0]) else None
+
+
 def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool = False,
                 allow_int: bool = False) -> Array:
     """``x`` as a floating JAX array of shape ``(N, *model.input_shape)`` (integer token ids
@@ -39,21 +51,15 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool 
         except Exception as e:  # noqa: BLE001  (ragged lists and other junk)
             raise TypeError(f"expected x as an array (N, H, W, C), got {type(x).__name__}: {e}")
     dtype = x.dtype
-    graph = getattr(model, "graph", None)
-    takes_ids = graph is not None and "int" in str(getattr(graph, "input_dtypes", ("",))[0])
-    if takes_ids and not allow_int:  # the ids' gradient would be silently zero
-        raise TypeError(f"this model takes integer inputs ({graph.input_dtypes[0]}: token ids "
-                        "or other codes), which have no gradient. Attribute at a layer "
-                        "instead, e.g. the embedding: jaxsal.integrated_gradients(model, x, "
-                        "layer='embedding') (also saliency and gradient_x_input).")
-    if jnp.issubdtype(dtype, jnp.integer) and not allow_int and not spatial:
+    ids_dtype = integer_input(model)
+    if ids_dtype is not None and not allow_int:  # the ids' gradient would be silently zero
+        raise TypeError(f"this model takes integer inputs ({ids_dtype}: token ids or other "
+                        f"codes), which have no gradient. {_AT_A_LAYER}")
+    if jnp.issubdtype(dtype, jnp.integer) and not allow_int:
         raise TypeError(f"expected a floating-point input, got integer dtype {dtype}. Images: "
                         "convert and preprocess first, e.g. x.astype(np.float32) / 255. Token "
-                        "ids (or other integer codes) have no gradient: attribute at a layer "
-                        "instead, e.g. the embedding: jaxsal.integrated_gradients(model, x, "
-                        "layer='embedding') (also saliency and gradient_x_input).")
-    if not jnp.issubdtype(dtype, jnp.floating) and not (
-            allow_int and jnp.issubdtype(dtype, jnp.integer)):
+                        f"ids (or other integer codes) have no gradient: {_AT_A_LAYER}")
+    if not jnp.issubdtype(dtype, jnp.floating) and not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(f"expected a floating-point input (the model's preprocessed input, e.g. "
                         f"float32 in [0, 1]), got dtype {dtype}. Convert and preprocess it "
                         "first, e.g. x.astype(np.float32) / 255.")
@@ -172,12 +178,10 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
                      allow_int=allow_int)
     y, _ = base.model_shapes(m, xa)
     if isinstance(y, (list, tuple)) and not _score_functions(targets):
-        names = getattr(m, "output_names", None) or [str(i) for i in range(len(y))]
-        shapes = ", ".join(f"{n!r} {(xa.shape[0],) + tuple(o.shape[1:])}"
-                           for n, o in zip(names, y))
-        raise ValueError(f"this model has {len(y)} outputs ({shapes}); class ids and the "
+        listing, first = base.several_outputs(m, [o.shape for o in y])
+        raise ValueError(f"this model has {len(y)} outputs ({listing}); class ids and the "
                          "predicted class need one. Pick one with model.with_output(name) "
-                         f"(e.g. model.with_output({names[0]!r})), or pass a score function "
+                         f"(e.g. model.with_output({first!r})), or pass a score function "
                          "of the list of outputs: targets=lambda outs: outs[0][:, k]")
     units = None
     if isinstance(y, jax.ShapeDtypeStruct) and len(y.shape) == 2:
@@ -206,15 +210,26 @@ class LayerTarget:
     shape: tuple
     channels_first: bool
 
+    @property
+    def map_channel_axis(self) -> int:
+        """The channel axis of an ``(N, T, *shape[1:])`` array of per-target gradients."""
+        return 2 if self.channels_first else -1
+
+
+def layer_output(p: Prepared, layer: str) -> tuple[str, tuple, str | None]:
+    """``(name, shape, data_format)`` of a layer's output for the prepared call: its name as
+    the model resolves it (or a ``ValueError`` listing the valid ones), its shape (batch
+    first, the model's own layout) and layout (:func:`layer_format`)."""
+    name = check_layer(p.model, layer)
+    _, caps = base.model_shapes(p.model, p.x, (name,))
+    return name, tuple(caps[name].shape), layer_format(p.model, name)
+
 
 def prepare_layer(p: Prepared, layer: str, reduce: str | None) -> LayerTarget:
     """Validate ``layer=`` of a gradient method: the layer exists, and a channel reduction
     has a channel axis to reduce (the last one, or the first for a channels-first layer:
     an embedding's ``(N, L, E)`` reduces over ``E``)."""
-    name = check_layer(p.model, layer)
-    _, caps = base.model_shapes(p.model, p.x, (name,))
-    shape = tuple(caps[name].shape)
-    fmt = layer_format(p.model, name)
+    name, shape, fmt = layer_output(p, layer)
     if reduce is not None and len(shape) < 3:  # (N, units): nothing to reduce over
         raise ValueError(f"layer {layer!r} has output shape {shape} (batch first) and no "
                          f"channel axis for reduce={reduce!r} to collapse; pass reduce=None "
