@@ -14,6 +14,7 @@ keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 import jaxsal  # noqa: E402
 from model_import import load_keras  # noqa: E402
@@ -231,7 +232,6 @@ def test_maximize_channels_first(twins):
 
 def test_function_model_channels_first():
     """A plain JAX network written channels-first equals its channels-last twin."""
-    import jax.numpy as jnp
     from jax import lax
 
     rng = np.random.default_rng(7)
@@ -287,3 +287,13 @@ def test_permute_to_channels_first_inside_the_model(tmp_path):
     x = np.random.default_rng(0).normal(size=(2, 10, 10, 3)).astype(np.float32)
     for fn in (jaxsal.saliency, jaxsal.gradcam, jaxsal.scorecam):
         np.testing.assert_allclose(fn(m, x, [0, 1]), fn(t, x, [0, 1]), **TOL)
+
+
+def test_maximize_refuses_a_channels_first_function_model():
+    """A plain channels-first function has no channels-last view to optimize through: an
+    error, not images optimized along the wrong axes."""
+    p = {"w": jnp.ones((3, 2))}
+    m = jaxsal.FunctionModel(lambda p, x: x.mean(axis=(2, 3)) @ p["w"], p,
+                             input_shape=(3, 8, 8), data_format="channels_first")
+    with pytest.raises(ValueError, match="channels-first: give it a function of"):
+        jaxsal.maximize(m, 0, steps=2, input_range=(0.0, 1.0))

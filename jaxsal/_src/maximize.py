@@ -31,6 +31,7 @@ from jaxsal._src import objectives as _obj
 from jaxsal._src import parameterization as _param
 from jaxsal._src import regularizers as _reg
 from jaxsal._src import transforms as _tf
+from jaxsal._src.validate import integer_input, is_channels_first
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -343,14 +344,9 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
         upscaling_factor=upscaling_factor, upscale_blur=upscale_blur,
         image_shape=image_shape, seed_images=seed_images, unit_chunk=unit_chunk)
     images, scores, trajectory = run(*args)
-    if _channels_first(model):  # back to the model's own layout
+    if is_channels_first(model, 4):  # back to the model's own layout
         images = jnp.moveaxis(images, -1, -3)
     return MaximizeResult(images, scores, trajectory, args[1])
-
-
-def _channels_first(model: Any) -> bool:
-    return (getattr(model, "data_format", "channels_last") == "channels_first"
-            and hasattr(model, "channels_last"))
 
 
 def maximize_program(model: Any, targets: Any, **options):
@@ -377,11 +373,16 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     if getattr(model, "num_inputs", 1) != 1:
         raise ValueError(f"maximize supports single-input models; this model has "
                          f"{model.num_inputs} inputs")
-    graph = getattr(model, "graph", None)
-    if graph is not None and "int" in str(getattr(graph, "input_dtypes", ("",))[0]):
+    ids_dtype = integer_input(model)
+    if ids_dtype is not None:
         raise ValueError(f"maximize optimizes continuous inputs; this model takes integer "
-                         f"inputs ({graph.input_dtypes[0]}: token ids or other codes)")
-    if _channels_first(model):  # optimize channels-last images; see maximize()
+                         f"inputs ({ids_dtype}: token ids or other codes)")
+    if is_channels_first(model, 4):  # optimize channels-last images; see maximize()
+        if not hasattr(model, "channels_last"):
+            raise ValueError("maximize optimizes channels-last images, and this "
+                             f"{type(model).__name__} is channels-first: give it a function "
+                             "of (N, H, W, C) images (move the axis inside it) and "
+                             "data_format='channels_last'")
         model = model.channels_last()
         if image_shape is not None and len(image_shape) == 3:
             image_shape = (*image_shape[1:], image_shape[0])
