@@ -57,3 +57,13 @@ def rel_err(ours, ref) -> float:
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
     assert ours.shape == ref.shape, (ours.shape, ref.shape)
     return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+
+def save_keras_and_h5(model, directory, name: str) -> dict:
+    """``model`` saved as ``directory/name.keras`` and ``directory/name.h5``:
+    ``{".keras": path, ".h5": path}``."""
+    paths = {}
+    for ext in (".keras", ".h5"):
+        paths[ext] = directory / f"{name}{ext}"
+        model.save(paths[ext])
+    return paths

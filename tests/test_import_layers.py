@@ -14,7 +14,7 @@ keras = pytest.importorskip("keras")
 from keras import layers, ops  # noqa: E402
 
 import model_import  # noqa: E402
-from import_helpers import perturb_keras, rel_err  # noqa: E402
+from import_helpers import perturb_keras, rel_err, save_keras_and_h5  # noqa: E402
 from model_import import ACTIVATION_NAMES, load_keras  # noqa: E402
 
 TOL = 1e-4
@@ -294,11 +294,7 @@ def zoo(request, tmp_path_factory):
     ref = keras.Model(m.input, [m.get_layer(n).output for n in names])(x, training=False)
     ref = {n: np.asarray(r) for n, r in zip(names, ref)}
     d = tmp_path_factory.mktemp(f"zoo_{request.param}")
-    paths = {}
-    for ext in (".keras", ".h5"):
-        paths[ext] = d / f"{request.param}{ext}"
-        m.save(paths[ext])
-    return m, x, ref, paths
+    return m, x, ref, save_keras_and_h5(m, d, request.param)
 
 
 @pytest.mark.parametrize("ext", [".keras", ".h5"])

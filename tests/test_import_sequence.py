@@ -18,7 +18,7 @@ import pytest
 keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
-from import_helpers import perturb_keras, rel_err  # noqa: E402
+from import_helpers import perturb_keras, rel_err, save_keras_and_h5  # noqa: E402
 from model_import import KerasImportError, LayerImpl, build_model, load_keras  # noqa: E402
 
 TOL = 1e-4
@@ -177,11 +177,7 @@ def zoo(request, tmp_path_factory):
     names = [lay.name for lay in m.layers if not isinstance(lay, layers.InputLayer)]
     ref = _outputs(m, names, x)
     d = tmp_path_factory.mktemp(f"seq_{request.param}")
-    paths = {}
-    for ext in (".keras", ".h5"):
-        paths[ext] = d / f"{request.param}{ext}"
-        m.save(paths[ext])
-    return m, x, ref, paths
+    return m, x, ref, save_keras_and_h5(m, d, request.param)
 
 
 def _compare(acts, ref):

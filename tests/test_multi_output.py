@@ -8,6 +8,7 @@ from keras import layers  # noqa: E402
 
 import jaxsal  # noqa: E402
 from jaxsal import cli  # noqa: E402
+from import_helpers import save_keras_and_h5  # noqa: E402
 from model_import import load_keras  # noqa: E402
 
 
@@ -27,10 +28,7 @@ def multi(tmp_path_factory):
     logits.get_layer("cls_logits").set_weights(lin.get_weights())
     x = np.random.default_rng(0).normal(size=(3, 8, 8, 3)).astype(np.float32)
     d = tmp_path_factory.mktemp("multi")
-    paths = {}
-    for ext in (".keras", ".h5"):
-        paths[ext] = str(d / f"multi{ext}")
-        model.save(paths[ext])
+    paths = {ext: str(p) for ext, p in save_keras_and_h5(model, d, "multi").items()}
     return paths, x, model.predict(x, verbose=0), logits.predict(x, verbose=0)
 
 
