@@ -151,7 +151,7 @@ class Graph:
             else:
                 try:
                     arg_masks = {k: mask_of(a) for k, a in
-                                 [*enumerate(call.args), *raw_kwargs.items()] if _has_ref(a)}
+                                 [*enumerate(call.args), *raw_kwargs.items()] if _refs(a)}
                     mask_kw = _masking.call_masks(impl, in_mask, explicit_mask is not None,
                                                   arg_masks, f"{prefix}{call.layer}",
                                                   spec.class_name)
@@ -309,16 +309,6 @@ def _refs(a) -> list[Ref]:
     if isinstance(a, dict):
         return [r for b in a.values() for r in _refs(b)]
     return []
-
-
-def _has_ref(a) -> bool:
-    if isinstance(a, Ref):
-        return True
-    if isinstance(a, (list, tuple)):
-        return any(_has_ref(b) for b in a)
-    if isinstance(a, dict):
-        return any(_has_ref(b) for b in a.values())
-    return False
 
 
 # ---------------------------------------------------------------------- parsing configs
