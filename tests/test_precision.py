@@ -48,8 +48,12 @@ def _eqns(jaxpr):
     """Every equation of ``jaxpr`` and of the jaxprs in its parameters."""
     for eqn in jaxpr.eqns:
         yield eqn
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            yield from _eqns(sub)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple) else (value,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    sub = sub.jaxpr
+                if isinstance(sub, jax.extend.core.Jaxpr):
+                    yield from _eqns(sub)
 
 
 @pytest.mark.parametrize("native", [None, True])

@@ -34,6 +34,8 @@ from jax import lax
 from jax.extend import core as jcore
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: The placeholder of an unused output (in ``jax.extend.core`` in JAX 0.10; in ``jax.core`` only in 0.4.38 to 0.8).
+_DropVar = getattr(jcore, "DropVar", None) or jax.core.DropVar
 
 #: The primitives whose float32 operands are rounded.
 _LOW = (lax.dot_general_p, lax.conv_general_dilated_p)
@@ -128,10 +130,15 @@ class _Rule:
     native: bool
 
     def bind(self, prim: jcore.Primitive, params: dict, invals: list):
-        ops = [lax.convert_element_type(a, self.dtype) for a in invals]
         if self.native:
+            ops = [lax.convert_element_type(a, self.dtype) for a in invals]
             return prim.bind(*ops, **dict(params, preferred_element_type=jnp.dtype(jnp.float32)))
-        return prim.bind(*(lax.convert_element_type(o, jnp.float32) for o in ops), **params)
+        # reduce_precision, not a float32 -> dtype -> float32 round trip: XLA may drop such a
+        # pair of converts as "excess precision" (jaxlib 0.4.30's CPU compiler did)
+        info = jnp.finfo(self.dtype)
+        return prim.bind(*(lax.reduce_precision(a, exponent_bits=info.nexp,
+                                                mantissa_bits=info.nmant) for a in invals),
+                         **params)
 
 
 def _eval(jaxpr: jcore.Jaxpr, consts: Sequence[Any], args: Sequence[Any], rule: _Rule) -> list:
@@ -141,7 +148,7 @@ def _eval(jaxpr: jcore.Jaxpr, consts: Sequence[Any], args: Sequence[Any], rule: 
         return v.val if isinstance(v, jcore.Literal) else env[v]
 
     def write(v, val):
-        if not isinstance(v, jcore.DropVar):
+        if not isinstance(v, _DropVar):
             env[v] = val
 
     for v, a in zip(jaxpr.constvars, consts):
