@@ -104,7 +104,7 @@ class Graph:
             values[(ref.layer, ref.node)] = self._post(ref.layer, x, captured, capture,
                                                        perturb, prefix)
             masks[(ref.layer, ref.node)] = input_masks[i] if input_masks else None
-        output_keys = {(r.layer, r.node) for r in self.outputs}
+        output_keys = self._head_keys() if strip_output_activation else set()
 
         def resolve(a):
             if isinstance(a, Ref):
@@ -211,6 +211,59 @@ class Graph:
             else:
                 masks[(r.layer, r.node)] = None
 
+    def _head_source(self, r: Ref) -> tuple[Ref, list[str]]:
+        """The tensor whose layer's activation is output ``r``'s head, and the layers
+        between them.
+
+        That is ``r`` itself, except where ``r`` comes through layers that only move or pass
+        values on (``Reshape``, ``Flatten``, ``Permute``, inference-time identities such as
+        ``Dropout``; :data:`_PASS_THROUGH`) from a layer with an activation:
+        ``Dense(softmax) -> Reshape`` holds probabilities, and its logits are the reshaped
+        pre-softmax values."""
+        by_key = {(c.layer, c.index): c for c in self.calls}
+        ref, chain = r, []
+        while ((ref.layer, ref.node) in by_key
+               and self.layers[ref.layer].class_name in _PASS_THROUGH
+               and self.layers[ref.layer].impl.activation is None):
+            call = by_key[(ref.layer, ref.node)]
+            args = _refs(call.args) + _refs(dict(call.kwargs))
+            if len(args) != 1 or (args[0].layer, args[0].node) not in by_key:
+                break
+            chain.append(ref.layer)
+            ref = args[0]
+        return (ref, chain) if chain and self._activates(ref.layer) else (r, [])
+
+    def _head_keys(self) -> set[tuple[str, int]]:
+        """The calls whose activation the ``logits`` head removes (see
+        :meth:`_head_source`). Refused where such a call before pass-through layers also
+        feeds other layers (removing its activation would change them)."""
+        keys = set()
+        consumers = self._consumers()
+        for r in self.outputs:
+            keys.add((r.layer, r.node))
+            src, chain = self._head_source(r)
+            if not chain:
+                continue
+            key = (src.layer, src.node)
+            users = len(consumers.get(key, ())) + sum((o.layer, o.node) == key
+                                                      for o in self.outputs)
+            if users > 1:
+                raise ValueError(
+                    f"the logits head cannot remove the activation of layer {key[0]!r} (it "
+                    f"reaches the output through {chain}): its output also feeds other "
+                    "layers, which need it activated. Use head='saved' (the model's own "
+                    "output).")
+            keys.add(key)
+        return keys
+
+    def _activates(self, layer: str) -> bool:
+        """Whether ``layer`` has an activation for the logits head to remove."""
+        impl = self.layers[layer].impl
+        if impl.subgraph is not None:
+            return any(impl.subgraph._activates(impl.subgraph._head_source(r)[0].layer)
+                       for r in impl.subgraph.outputs if r.layer in impl.subgraph.layers)
+        return impl.activation is not None
+
     def _consumers(self) -> dict[tuple[str, int], list[Call]]:
         cache = self.__dict__.get("_consumer_cache")
         if cache is None:
@@ -297,8 +350,26 @@ class Graph:
             g = g.layers[name].impl.subgraph
         return g, g.layers[chain[-1]]
 
-    def output_layer_specs(self) -> list[LayerSpec]:
-        return [self.layers[r.layer] for r in self.outputs]
+    def head_layer_specs(self) -> list[LayerSpec]:
+        """For each output, the layer whose activation is its head (:meth:`_head_source`;
+        inside a nested model, that model's own)."""
+        specs = []
+        for r in self.outputs:
+            graph, src = self, self._head_source(r)[0]
+            while graph.layers[src.layer].impl.subgraph is not None:
+                sub = graph.layers[src.layer].impl.subgraph
+                graph, src = sub, sub._head_source(
+                    sub.outputs[src.tensor if len(sub.outputs) > 1 else 0])[0]
+            specs.append(graph.layers[src.layer])
+        return specs
+
+
+#: Layers that only move or pass values on at inference: the ``logits`` head looks through
+#: them for the activation to remove (:meth:`Graph._head_keys`).
+_PASS_THROUGH = frozenset({
+    "Reshape", "Flatten", "Permute", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+    "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+    "ActivityRegularization", "Identity"})
 
 
 def _refs(a) -> list[Ref]:

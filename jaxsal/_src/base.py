@@ -358,7 +358,7 @@ def output_kind(model: Any) -> tuple[str, bool]:
         return "logit", False
     graph = getattr(model, "graph", None)
     if graph is not None:  # a KerasModel with its saved head: read the output activation
-        specs = graph.output_layer_specs()
+        specs = graph.head_layer_specs()
         index = getattr(model, "output_index", None)
         for spec in specs if index is None else specs[index:index + 1]:
             act = spec.config.get("activation")

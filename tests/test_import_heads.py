@@ -1,0 +1,119 @@
+"""The logits head on models whose output layer only reshapes or passes on the activated
+values (``Dense(softmax) -> Reshape``): it removes the activation before them, compared with
+Keras's own pre-activation values."""
+
+import numpy as np
+import pytest
+
+import keras  # noqa: E402  (tests/conftest.py picks the backend)
+from keras import layers  # noqa: E402
+
+from import_helpers import save_keras_and_h5  # noqa: E402
+from model_import import load_keras  # noqa: E402
+
+
+def _dense_z(x, dense):
+    """The pre-activation output of a Keras ``Dense`` layer."""
+    kernel, bias = (np.asarray(w) for w in dense.get_weights())
+    return x @ kernel + bias
+
+
+def _case(kind):
+    """(model, function of x giving the Keras pre-activation values at the output)."""
+    inp = keras.Input((6,))
+    if kind == "fused_softmax_reshape":
+        dense = layers.Dense(8, activation="softmax")
+        out = layers.Reshape((2, 4))(dense(inp))
+        return keras.Model(inp, out), lambda x: _dense_z(x, dense).reshape(-1, 2, 4)
+    if kind == "activation_dropout_flatten":
+        seq = layers.Reshape((2, 3))(inp)
+        dense = layers.Dense(4)
+        act = layers.Activation("sigmoid")(dense(seq))
+        out = layers.Flatten()(layers.Dropout(0.5)(act))
+        return keras.Model(inp, out), lambda x: _dense_z(x.reshape(-1, 2, 3), dense).reshape(-1, 8)
+    if kind == "softmax_layer_permute":
+        seq = layers.Reshape((2, 3))(inp)
+        dense = layers.Dense(5)
+        out = layers.Permute((2, 1))(layers.Softmax(axis=1)(dense(seq)))
+        return (keras.Model(inp, out),
+                lambda x: _dense_z(x.reshape(-1, 2, 3), dense).transpose(0, 2, 1))
+    if kind == "nested_model_reshape":
+        sub_in = keras.Input((6,))
+        dense = layers.Dense(8, activation="softmax")
+        sub = keras.Model(sub_in, dense(sub_in), name="classifier")
+        out = layers.Reshape((8, 1))(sub(inp))
+        return keras.Model(inp, out), lambda x: _dense_z(x, dense).reshape(-1, 8, 1)
+    if kind == "linear_reshape":  # nothing to remove: logits == the saved output
+        dense = layers.Dense(8)
+        out = layers.Reshape((4, 2))(dense(inp))
+        return keras.Model(inp, out), lambda x: _dense_z(x, dense).reshape(-1, 4, 2)
+    raise ValueError(kind)
+
+
+KINDS = ["fused_softmax_reshape", "activation_dropout_flatten", "softmax_layer_permute",
+         "nested_model_reshape", "linear_reshape"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_logits_head_looks_through_pass_through_layers(kind, tmp_path):
+    keras.utils.set_random_seed(0)
+    model, pre_activation = _case(kind)
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
+    saved = np.asarray(model(x))
+    z = pre_activation(x)
+    if kind != "linear_reshape":
+        assert np.abs(saved - z).max() > 0.1  # the activation matters: the test can fail
+    for path in save_keras_and_h5(model, tmp_path, kind).values():
+        m = load_keras(path)
+        np.testing.assert_allclose(np.asarray(m(x)), saved, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(m.with_head("logits")(x)), z,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_logits_head_refuses_an_activation_other_layers_need(tmp_path):
+    inp = keras.Input((6,))
+    probs = layers.Dense(8, activation="softmax", name="probs")(inp)
+    out = layers.Add()([layers.Reshape((8,))(probs), layers.Dense(8)(probs)])
+    model = keras.Model(inp, [layers.Reshape((2, 4))(probs), out])
+    x = np.ones((2, 6), np.float32)
+    for path in save_keras_and_h5(model, tmp_path, "shared").values():
+        m = load_keras(path)
+        saved = m(x)  # the saved head is unaffected
+        np.testing.assert_allclose(np.asarray(saved[0]), np.asarray(model(x)[0]), rtol=1e-5)
+        with pytest.raises(ValueError, match="'probs'.*feeds other layers.*head='saved'"):
+            m.with_head("logits")(x)
+
+
+def _binary(kind):
+    inp = keras.Input((4,))
+    dense = layers.Dense(1, activation="sigmoid")
+    if kind == "flatten":
+        out = layers.Flatten()(layers.Reshape((1, 1))(dense(inp)))
+    else:  # a nested classifier
+        sub_in = keras.Input((4,))
+        out = keras.Model(sub_in, dense(sub_in), name="classifier")(inp)
+    model = keras.Model(inp, out)
+    dense.set_weights([np.array([[1.0], [-1.0], [0.5], [0.0]], np.float32),
+                       np.zeros(1, np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("kind", ["flatten"])
+def test_saved_probabilities_behind_pass_through_layers_predict_by_probability(kind, tmp_path):
+    """A one-unit sigmoid behind Flatten/Reshape, or inside a nested model, holds
+    probabilities: the predicted class is p > 0.5 (read as a logit, every p > 0 would
+    predict class 1)."""
+    import jaxsal
+    from jaxsal._src import base
+
+    model = _binary(kind)
+    x = np.array([[0.0, 2.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]], np.float32)  # p < .5, p > .5
+    p = np.asarray(model(x))[:, 0]
+    assert p[0] < 0.5 < p[1]
+    m = load_keras(save_keras_and_h5(model, tmp_path, kind)[".keras"])
+    assert base.output_kind(m) == ("prob", False)
+    both = np.asarray(jaxsal.saliency(m, x, [0, 1], reduce=None))
+    top1 = np.asarray(jaxsal.saliency(m, x, reduce=None))
+    np.testing.assert_allclose(top1[0], both[0, 0], rtol=1e-6)  # class 0: 1 - p
+    np.testing.assert_allclose(top1[1], both[1, 1], rtol=1e-6)
+    assert not np.allclose(both[0, 0], both[0, 1])
