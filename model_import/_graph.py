@@ -629,6 +629,14 @@ class GraphBuilder:
         inputs = tuple(_io_refs(cfg.get("input_layers")))
         outputs_spec = cfg.get("output_layers")
         outputs = tuple(_io_refs(outputs_spec))
+        if not str(self.keras_version).startswith(("1.", "2.")):
+            # Keras 3 numbers a nested Functional model's calls from 1 in `input_layers` /
+            # `output_layers` (its node 0 is the one built with the model; Keras's loader
+            # subtracts 1) but from 0 in the inbound nodes (seen in files of 3.1 and 3.15)
+            functional = {n for n, sp in specs.items() if sp.class_name == "Functional"}
+            inputs, outputs = (tuple(Ref(r.layer, r.node - 1, r.tensor)
+                                     if r.layer in functional and r.node > 0 else r
+                                     for r in refs) for refs in (inputs, outputs))
         shift = self._keras2_node_shift(specs, raw_calls, outputs)
         if shift:
             raw_calls = {k: dataclasses.replace(c, args=_shift_refs(c.args, shift),

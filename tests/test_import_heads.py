@@ -98,7 +98,7 @@ def _binary(kind):
     return model
 
 
-@pytest.mark.parametrize("kind", ["flatten"])
+@pytest.mark.parametrize("kind", ["flatten", "nested"])
 def test_saved_probabilities_behind_pass_through_layers_predict_by_probability(kind, tmp_path):
     """A one-unit sigmoid behind Flatten/Reshape, or inside a nested model, holds
     probabilities: the predicted class is p > 0.5 (read as a logit, every p > 0 would
