@@ -155,8 +155,11 @@ class Graph:
                     mask_kw = _masking.call_masks(impl, in_mask, explicit_mask is not None,
                                                   arg_masks, f"{prefix}{call.layer}",
                                                   spec.class_name)
-                    y = impl.call(params.get(call.layer, {}), *args, rt=rt, **kwargs,
-                                  **mask_kw)
+                    if strip and impl.head_op is not None:  # logits: its argument
+                        y = args[0]
+                    else:
+                        y = impl.call(params.get(call.layer, {}), *args, rt=rt, **kwargs,
+                                      **mask_kw)
                     if impl.activation is not None and not strip:
                         y = get_activation(impl.activation, keras_major)(y, rt)
                     y_mask = _masking.output_mask(impl, in_mask, args, kwargs, y,
@@ -262,7 +265,7 @@ class Graph:
         if impl.subgraph is not None:
             return any(impl.subgraph._activates(impl.subgraph._head_source(r)[0].layer)
                        for r in impl.subgraph.outputs if r.layer in impl.subgraph.layers)
-        return impl.activation is not None
+        return impl.activation is not None or impl.head_op is not None
 
     def _consumers(self) -> dict[tuple[str, int], list[Call]]:
         cache = self.__dict__.get("_consumer_cache")

@@ -2,6 +2,8 @@
 values (``Dense(softmax) -> Reshape``): it removes the activation before them, compared with
 Keras's own pre-activation values."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,13 @@ def _case(kind):
         sub = keras.Model(sub_in, dense(sub_in), name="classifier")
         out = layers.Reshape((8, 1))(sub(inp))
         return keras.Model(inp, out), lambda x: _dense_z(x, dense).reshape(-1, 8, 1)
+    if kind == "ops_softmax":  # keras.ops.softmax: an op node, not a layer's activation
+        dense = layers.Dense(8)
+        return keras.Model(inp, keras.ops.softmax(dense(inp))), lambda x: _dense_z(x, dense)
+    if kind == "activations_sigmoid_reshape":  # keras.activations.* on a tensor is an op too
+        dense = layers.Dense(8)
+        out = layers.Reshape((4, 2))(keras.activations.sigmoid(dense(inp)))
+        return keras.Model(inp, out), lambda x: _dense_z(x, dense).reshape(-1, 4, 2)
     if kind == "linear_reshape":  # nothing to remove: logits == the saved output
         dense = layers.Dense(8)
         out = layers.Reshape((4, 2))(dense(inp))
@@ -51,7 +60,8 @@ def _case(kind):
 
 
 KINDS = ["fused_softmax_reshape", "activation_dropout_flatten", "softmax_layer_permute",
-         "nested_model_reshape", "linear_reshape"]
+         "nested_model_reshape", "ops_softmax", "activations_sigmoid_reshape",
+         "linear_reshape"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -89,6 +99,9 @@ def _binary(kind):
     dense = layers.Dense(1, activation="sigmoid")
     if kind == "flatten":
         out = layers.Flatten()(layers.Reshape((1, 1))(dense(inp)))
+    elif kind == "ops_sigmoid":
+        dense = layers.Dense(1)
+        out = keras.ops.sigmoid(dense(inp))
     else:  # a nested classifier
         sub_in = keras.Input((4,))
         out = keras.Model(sub_in, dense(sub_in), name="classifier")(inp)
@@ -98,7 +111,7 @@ def _binary(kind):
     return model
 
 
-@pytest.mark.parametrize("kind", ["flatten", "nested"])
+@pytest.mark.parametrize("kind", ["flatten", "nested", "ops_sigmoid"])
 def test_saved_probabilities_behind_pass_through_layers_predict_by_probability(kind, tmp_path):
     """A one-unit sigmoid behind Flatten/Reshape, or inside a nested model, holds
     probabilities: the predicted class is p > 0.5 (read as a logit, every p > 0 would
@@ -117,3 +130,29 @@ def test_saved_probabilities_behind_pass_through_layers_predict_by_probability(k
     np.testing.assert_allclose(top1[0], both[0, 0], rtol=1e-6)  # class 0: 1 - p
     np.testing.assert_allclose(top1[1], both[1, 1], rtol=1e-6)
     assert not np.allclose(both[0, 0], both[0, 1])
+
+
+KERAS2 = Path(__file__).parent / "fixtures" / "keras2"
+
+
+@pytest.mark.parametrize("ext", [".h5", ".keras"])
+def test_tf_keras_output_computed_by_a_tf_function(ext):
+    """tf_keras 2.21 files whose output is ``tf.nn.softmax(z)`` / ``tf.math.sigmoid(z)``
+    (``TFOpLambda``): the logits head gives ``z``; the saved one-unit sigmoid counts as a
+    probability (``tests/fixtures/keras2/make_keras2_fixtures.py``, group ``tf_heads``)."""
+    import jaxsal
+    from jaxsal._src import base
+
+    for name in ("tfop_softmax_tfkeras2", "tfop_sigmoid_tfkeras2"):
+        d = np.load(KERAS2 / f"{name}.expected.npz")
+        m = load_keras(KERAS2 / f"{name}{ext}")
+        np.testing.assert_allclose(np.asarray(m(d["x"])), d["y"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(m.with_head("logits")(d["x"])),
+                                   d["act__z"].reshape(d["y"].shape), rtol=1e-5, atol=1e-5)
+        assert base.output_kind(m) == ("prob", False)
+    p = d["y"][:, 0]  # the sigmoid model: predicted class 1 exactly where p > 0.5
+    assert 0 < (p > 0.5).sum() < len(p)
+    both = np.asarray(jaxsal.saliency(m, d["x"], [0, 1], reduce=None))
+    top1 = np.asarray(jaxsal.saliency(m, d["x"], reduce=None))
+    np.testing.assert_allclose(top1, both[np.arange(len(p)), (p > 0.5).astype(int)],
+                               rtol=1e-6)

@@ -364,8 +364,8 @@ def output_kind(model: Any) -> tuple[str, bool]:
             act = spec.config.get("activation")
             if isinstance(act, dict):
                 act = act.get("config", {}).get("name", act.get("class_name"))
-            if spec.class_name == "Softmax" or (isinstance(act, str)
-                                                and act in ("softmax", "sigmoid")):
+            if (spec.impl.head_op is not None or spec.class_name == "Softmax"
+                    or (isinstance(act, str) and act in ("softmax", "sigmoid"))):
                 return "prob", False
     return "logit", False
 

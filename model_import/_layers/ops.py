@@ -24,8 +24,9 @@ def _axis(v):
     return v
 
 
-def _op(*names: str):
-    """Register ``make(config) -> f(rt, *args, **kwargs)`` for Keras op classes ``names``."""
+def _op(*names: str, head_op: str | None = None):
+    """Register ``make(config) -> f(rt, *args, **kwargs)`` for Keras op classes ``names``
+    (``head_op``: see :class:`LayerImpl`)."""
 
     def deco(make: Callable[[dict], Callable[..., Any]]):
         def convert(config, ctx):
@@ -34,7 +35,7 @@ def _op(*names: str):
             def call(params, *args, rt, **kwargs):
                 return f(rt, *args, **kwargs)
 
-            return LayerImpl(call=call)
+            return LayerImpl(call=call, head_op=head_op)
 
         register_layer(*[f"ops.{n}" for n in names])(convert)
         return make
@@ -43,7 +44,8 @@ def _op(*names: str):
 
 
 def _simple(names, fn):
-    _op(*names)(lambda cfg: (lambda rt, *a, **k: fn(*a, **k)))
+    _op(*names, head_op="sigmoid" if names == ("Sigmoid",) else None)(
+        lambda cfg: (lambda rt, *a, **k: fn(*a, **k)))
 
 
 for _names, _fn in [
@@ -93,7 +95,7 @@ def _gelu(cfg):
     return lambda rt, x: jax.nn.gelu(x, approximate=approx)
 
 
-@_op("Softmax")
+@_op("Softmax", head_op="softmax")
 def _softmax(cfg):
     axis = _axis(cfg.get("axis", -1))
     return lambda rt, x: jax.nn.softmax(x, axis=axis)

@@ -62,6 +62,9 @@ class LayerImpl:
         bidirectional one). ``None``: the layer's own ``vars``.
       clears_input_masks: the Keras layer removes the masks of its input tensors when called
         (Keras 3's MultiHeadAttention), so later consumers of those tensors see none.
+      head_op: ``"softmax"`` or ``"sigmoid"`` where the whole layer is that function of its
+        first argument (an op node: ``keras.ops.softmax(x)``, ``tf.nn.sigmoid(x)``): the
+        ``logits`` head passes that argument on instead, as it drops a fused activation.
     """
 
     call: Callable[..., Any]
@@ -74,6 +77,7 @@ class LayerImpl:
     compute_mask: str | Callable | None = None
     weight_groups: tuple[str, ...] | None = None
     clears_input_masks: bool = False
+    head_op: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

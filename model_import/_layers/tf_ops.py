@@ -97,6 +97,11 @@ _FUNCTIONS = {
 }
 
 
+#: The wrapped functions that are an output activation (``LayerImpl.head_op``).
+_HEAD_OPS = {"nn.softmax": "softmax", "math.softmax": "softmax", "nn.sigmoid": "sigmoid",
+             "math.sigmoid": "sigmoid"}
+
+
 def supported_tf_functions() -> list[str]:
     """The TensorFlow function names a ``TFOpLambda`` may wrap."""
     return sorted(_FUNCTIONS)
@@ -114,7 +119,7 @@ def _tf_op_lambda(config, ctx):
         kwargs.pop("name", None)
         return fn(rt, *args, **kwargs)
 
-    return LayerImpl(call=call)
+    return LayerImpl(call=call, head_op=_HEAD_OPS.get(fn_name))
 
 
 def _slice_spec(spec):
