@@ -220,14 +220,14 @@ class Graph:
 
         That is ``r`` itself, except where ``r`` comes through layers that only move or pass
         values on (``Reshape``, ``Flatten``, ``Permute``, inference-time identities such as
-        ``Dropout``; :data:`_PASS_THROUGH`) from a layer with an activation:
-        ``Dense(softmax) -> Reshape`` holds probabilities, and its logits are the reshaped
-        pre-softmax values."""
+        ``Dropout``, :data:`_PASS_THROUGH`; ``Activation("linear")``) from a layer with an
+        activation: ``Dense(softmax) -> Reshape`` holds probabilities, and its logits are
+        the reshaped pre-softmax values."""
         by_key = {(c.layer, c.index): c for c in self.calls}
         ref, chain = r, []
         while ((ref.layer, ref.node) in by_key
-               and self.layers[ref.layer].class_name in _PASS_THROUGH
-               and self.layers[ref.layer].impl.activation is None):
+               and self.layers[ref.layer].class_name in _PASS_THROUGH | {"Activation"}
+               and self.layers[ref.layer].impl.activation in (None, "linear")):
             call = by_key[(ref.layer, ref.node)]
             args = _refs(call.args) + _refs(dict(call.kwargs))
             if len(args) != 1 or (args[0].layer, args[0].node) not in by_key:
@@ -265,7 +265,7 @@ class Graph:
         if impl.subgraph is not None:
             return any(impl.subgraph._activates(impl.subgraph._head_source(r)[0].layer)
                        for r in impl.subgraph.outputs if r.layer in impl.subgraph.layers)
-        return impl.activation is not None or impl.head_op is not None
+        return impl.activation not in (None, "linear") or impl.head_op is not None
 
     def _consumers(self) -> dict[tuple[str, int], list[Call]]:
         cache = self.__dict__.get("_consumer_cache")

@@ -52,6 +52,10 @@ def _case(kind):
         dense = layers.Dense(8)
         out = layers.Reshape((4, 2))(keras.activations.sigmoid(dense(inp)))
         return keras.Model(inp, out), lambda x: _dense_z(x, dense).reshape(-1, 4, 2)
+    if kind == "fused_softmax_linear_activation":
+        dense = layers.Dense(8, activation="softmax")
+        out = layers.Activation("linear")(dense(inp))
+        return keras.Model(inp, out), lambda x: _dense_z(x, dense)
     if kind == "linear_reshape":  # nothing to remove: logits == the saved output
         dense = layers.Dense(8)
         out = layers.Reshape((4, 2))(dense(inp))
@@ -61,7 +65,7 @@ def _case(kind):
 
 KINDS = ["fused_softmax_reshape", "activation_dropout_flatten", "softmax_layer_permute",
          "nested_model_reshape", "ops_softmax", "activations_sigmoid_reshape",
-         "linear_reshape"]
+         "fused_softmax_linear_activation", "linear_reshape"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
