@@ -34,7 +34,8 @@ from jax import lax
 from jax.extend import core as jcore
 
 F = TypeVar("F", bound=Callable[..., Any])
-#: The placeholder of an unused output (in ``jax.extend.core`` in JAX 0.10; in ``jax.core`` only in 0.4.38 to 0.8).
+#: The placeholder of an unused output (in ``jax.extend.core`` in JAX 0.10; in ``jax.core``
+#: only in 0.4.38 to 0.8).
 _DropVar = getattr(jcore, "DropVar", None) or jax.core.DropVar
 
 #: The primitives whose float32 operands are rounded.

@@ -44,8 +44,7 @@ def _op(*names: str, head_op: str | None = None):
 
 
 def _simple(names, fn):
-    _op(*names, head_op="sigmoid" if names == ("Sigmoid",) else None)(
-        lambda cfg: (lambda rt, *a, **k: fn(*a, **k)))
+    _op(*names)(lambda cfg: (lambda rt, *a, **k: fn(*a, **k)))
 
 
 for _names, _fn in [
@@ -58,7 +57,7 @@ for _names, _fn in [
     (("Expm1",), jnp.expm1), (("Tanh",), jnp.tanh), (("Sin",), jnp.sin), (("Cos",), jnp.cos),
     (("Sign",), jnp.sign), (("Reciprocal",), jnp.reciprocal), (("Floor",), jnp.floor),
     (("Ceil",), jnp.ceil), (("Erf",), jax.scipy.special.erf),
-    (("Sigmoid",), jax.nn.sigmoid), (("Silu", "Swish"), jax.nn.silu),
+    (("Silu", "Swish"), jax.nn.silu),
     (("Softplus",), jax.nn.softplus), (("Softsign",), jax.nn.soft_sign),
     (("Selu",), jax.nn.selu), (("LogSigmoid",), jax.nn.log_sigmoid),
     (("HardSigmoid",), _hard_sigmoid_k3),
@@ -93,6 +92,11 @@ def _elu(cfg):
 def _gelu(cfg):
     approx = bool(cfg.get("approximate", True))
     return lambda rt, x: jax.nn.gelu(x, approximate=approx)
+
+
+@_op("Sigmoid", head_op="sigmoid")
+def _sigmoid(cfg):
+    return lambda rt, x: jax.nn.sigmoid(x)
 
 
 @_op("Softmax", head_op="softmax")
