@@ -223,10 +223,10 @@ class Graph:
         ``Dropout``, :data:`_PASS_THROUGH`; ``Activation("linear")``) from a layer with an
         activation: ``Dense(softmax) -> Reshape`` holds probabilities, and its logits are
         the reshaped pre-softmax values."""
-        by_key = {(c.layer, c.index): c for c in self.calls}
+        by_key = self._calls_by_key()
         ref, chain = r, []
         while ((ref.layer, ref.node) in by_key
-               and self.layers[ref.layer].class_name in _PASS_THROUGH | {"Activation"}
+               and self.layers[ref.layer].class_name in _PASS_THROUGH
                and self.layers[ref.layer].impl.activation in (None, "linear")):
             call = by_key[(ref.layer, ref.node)]
             args = _refs(call.args) + _refs(dict(call.kwargs))
@@ -267,6 +267,12 @@ class Graph:
                        for r in impl.subgraph.outputs if r.layer in impl.subgraph.layers)
         return impl.activation not in (None, "linear") or impl.head_op is not None
 
+    def _calls_by_key(self) -> dict[tuple[str, int], Call]:
+        cache = self.__dict__.get("_calls_cache")
+        if cache is None:
+            cache = self.__dict__["_calls_cache"] = {(c.layer, c.index): c for c in self.calls}
+        return cache
+
     def _consumers(self) -> dict[tuple[str, int], list[Call]]:
         cache = self.__dict__.get("_consumer_cache")
         if cache is None:
@@ -280,7 +286,7 @@ class Graph:
     def _ancestors(self, call: Call) -> set[tuple[str, int]]:
         seen: set[tuple[str, int]] = set()
         todo = [call]
-        by_key = {(c.layer, c.index): c for c in self.calls}
+        by_key = self._calls_by_key()
         while todo:
             c = todo.pop()
             for r in _refs(c.args) + _refs(dict(c.kwargs)):
@@ -367,12 +373,12 @@ class Graph:
         return specs
 
 
-#: Layers that only move or pass values on at inference: the ``logits`` head looks through
-#: them for the activation to remove (:meth:`Graph._head_keys`).
+#: Layers that only move or pass values on at inference (``Activation`` when linear): the
+#: ``logits`` head looks through them for the activation to remove (:meth:`Graph._head_keys`).
 _PASS_THROUGH = frozenset({
     "Reshape", "Flatten", "Permute", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
     "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-    "ActivityRegularization", "Identity"})
+    "ActivityRegularization", "Identity", "Activation"})
 
 
 def _refs(a) -> list[Ref]:
@@ -633,13 +639,11 @@ class GraphBuilder:
         outputs_spec = cfg.get("output_layers")
         outputs = tuple(_io_refs(outputs_spec))
         if not str(self.keras_version).startswith(("1.", "2.")):
-            # Keras 3 numbers a nested Functional model's calls from 1 in `input_layers` /
-            # `output_layers` (its node 0 is the one built with the model; Keras's loader
-            # subtracts 1) but from 0 in the inbound nodes (seen in files of 3.1 and 3.15)
-            functional = {n for n, sp in specs.items() if sp.class_name == "Functional"}
-            inputs, outputs = (tuple(Ref(r.layer, r.node - 1, r.tensor)
-                                     if r.layer in functional and r.node > 0 else r
-                                     for r in refs) for refs in (inputs, outputs))
+            # Keras 3 numbers a nested Functional model's calls from 1 in `output_layers`
+            # (its node 0 is the one built with the model; Keras's loader subtracts 1) but
+            # from 0 in the inbound nodes (seen in files of 3.1 and 3.15)
+            outputs = tuple(_shift_refs(list(outputs), {
+                n for n, sp in specs.items() if sp.class_name == "Functional"}))
         shift = self._keras2_node_shift(specs, raw_calls, outputs)
         if shift:
             raw_calls = {k: dataclasses.replace(c, args=_shift_refs(c.args, shift),
