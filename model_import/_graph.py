@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from model_import._errors import KerasImportError, UnsupportedLayerError
 from model_import._layers import masking as _masking
@@ -68,11 +69,15 @@ class Graph:
     input_shapes: tuple[tuple | None, ...]
     input_dtypes: tuple[str, ...]
     single_output: bool = True
+    #: The keys of a model built with dicts (``keras.Model({"a": ...}, {"cls": ...})``),
+    #: in Keras's flattening order (sorted), which is the order of ``inputs``/``outputs``.
+    input_keys: tuple[str, ...] | None = None
+    output_keys: tuple[str, ...] | None = None
 
     # ------------------------------------------------------------------ running
     def run(self, params: Mapping[str, Any], inputs: Sequence[Array], rt: Runtime, *,
             capture: frozenset[str] = frozenset(), perturb: Mapping[str, Array] | None = None,
-            strip_output_activation: bool = False, keras_major: int = 3,
+            strip_output_activation: bool | Sequence[int] = False, keras_major: int = 3,
             prefix: str = "", input_masks: Sequence[Any] | None = None,
             mask_sink: list | None = None) -> tuple[list, dict[str, Array]]:
         """Evaluate the graph.
@@ -85,7 +90,8 @@ class Graph:
           perturb: ``{layer_path: delta}`` added to those layers' outputs; the gradient with
             respect to a zero ``delta`` is the gradient with respect to the layer's output.
           strip_output_activation: drop the fused activation of the layers producing the
-            graph outputs (the ``logits`` head).
+            graph outputs (the ``logits`` head): ``True`` for every output, or the positions
+            of the outputs to be returned (the others may then be wrong).
           input_masks: Keras masks of the inputs (a nested model called on masked tensors).
           mask_sink: a list that receives the outputs' Keras masks.
         Returns:
@@ -104,7 +110,9 @@ class Graph:
             values[(ref.layer, ref.node)] = self._post(ref.layer, x, captured, capture,
                                                        perturb, prefix)
             masks[(ref.layer, ref.node)] = input_masks[i] if input_masks else None
-        output_keys = self._head_keys() if strip_output_activation else set()
+        output_keys = (set() if strip_output_activation is False
+                       else self._head_keys(None if strip_output_activation is True
+                                            else tuple(strip_output_activation)))
 
         def resolve(a):
             if isinstance(a, Ref):
@@ -236,28 +244,59 @@ class Graph:
             ref = args[0]
         return (ref, chain) if chain and self._activates(ref.layer) else (r, [])
 
-    def _head_keys(self) -> set[tuple[str, int]]:
-        """The calls whose activation the ``logits`` head removes (see
-        :meth:`_head_source`). Refused where such a call before pass-through layers also
-        feeds other layers (removing its activation would change them)."""
-        keys = set()
+    def _head_keys(self, selected: Sequence[int] | None = None) -> set[tuple[str, int]]:
+        """The calls whose activation the ``logits`` head removes for the outputs at
+        positions ``selected`` (all by default; see :meth:`_head_source`).
+
+        Refused where removing one would change another layer on the way to a selected
+        output (a softmax output that also feeds a second output, say: that output needs the
+        probabilities), and where a selected output merges activated outputs
+        (``Average`` of two softmax classifiers): no single pre-activation exists there."""
+        outputs = self.outputs if selected is None else [self.outputs[i] for i in selected]
+        by_key = self._calls_by_key()
+        needed: set[tuple[str, int]] = set()  # the calls the selected outputs depend on
+        for r in outputs:
+            key = (r.layer, r.node)
+            if key in by_key:
+                needed |= self._ancestors(by_key[key]) | {key}
         consumers = self._consumers()
-        for r in self.outputs:
+        keys = set()
+        for r in outputs:
             keys.add((r.layer, r.node))
             src, chain = self._head_source(r)
-            if not chain:
-                continue
             key = (src.layer, src.node)
-            users = len(consumers.get(key, ())) + sum((o.layer, o.node) == key
-                                                      for o in self.outputs)
-            if users > 1:
+            if not self._activates(src.layer):
+                self._refuse_merged_probabilities(src)
+                continue
+            others = [c for c in consumers.get(key, ()) if c.layer not in chain
+                      and (c.layer, c.index) in needed]
+            if others:
+                via = f" (it reaches the output through {chain})" if chain else ""
                 raise ValueError(
-                    f"the logits head cannot remove the activation of layer {key[0]!r} (it "
-                    f"reaches the output through {chain}): its output also feeds other "
-                    "layers, which need it activated. Use head='saved' (the model's own "
-                    "output).")
+                    f"the logits head cannot remove the activation of layer {key[0]!r}{via}: "
+                    f"its output also feeds other layers ({sorted({c.layer for c in others})}"
+                    ") on the way to the outputs, which need it activated. Use head='saved' "
+                    "(the model's own output), or select one output first "
+                    "(model.with_output(name).with_head('logits')).")
             keys.add(key)
         return keys
+
+    def _refuse_merged_probabilities(self, src: Ref) -> None:
+        call = self._calls_by_key().get((src.layer, src.node))
+        if call is None or self.layers[src.layer].class_name not in _MERGES:
+            return
+        activated = []
+        for a in _refs(call.args):
+            s, _ = self._head_source(a)
+            if (s.layer, s.node) in self._calls_by_key() and holds_probabilities(
+                    self.layers[s.layer]):
+                activated.append(s.layer)
+        if activated:
+            raise ValueError(
+                f"the logits head cannot undo the output {src.layer!r} "
+                f"({self.layers[src.layer].class_name}): it merges the probabilities of "
+                f"{activated}, and no single pre-activation gives it. Use head='saved' (the "
+                "merged probabilities), or explain a member at its own layer (layer=...).")
 
     def _activates(self, layer: str) -> bool:
         """Whether ``layer`` has an activation for the logits head to remove."""
@@ -359,18 +398,58 @@ class Graph:
             g = g.layers[name].impl.subgraph
         return g, g.layers[chain[-1]]
 
-    def head_layer_specs(self) -> list[LayerSpec]:
+    def _head_calls(self) -> list[tuple[LayerSpec, Call | None]]:
         """For each output, the layer whose activation is its head (:meth:`_head_source`;
-        inside a nested model, that model's own)."""
-        specs = []
+        inside a nested model, that model's own) and its call."""
+        found = []
         for r in self.outputs:
             graph, src = self, self._head_source(r)[0]
             while graph.layers[src.layer].impl.subgraph is not None:
                 sub = graph.layers[src.layer].impl.subgraph
                 graph, src = sub, sub._head_source(
                     sub.outputs[src.tensor if len(sub.outputs) > 1 else 0])[0]
-            specs.append(graph.layers[src.layer])
-        return specs
+            found.append((graph.layers[src.layer],
+                          graph._calls_by_key().get((src.layer, src.node))))
+        return found
+
+    def head_layer_specs(self) -> list[LayerSpec]:
+        """For each output, the layer whose activation is its head (:meth:`_head_source`;
+        inside a nested model, that model's own)."""
+        return [spec for spec, _ in self._head_calls()]
+
+    def softmax_axes(self) -> list[int | tuple[int, ...]]:
+        """For each output, the axis of the model's own softmax (``Softmax(axis=1)``,
+        ``tf.nn.softmax(z, axis=1)``...), which the ``softmax`` head uses; -1 where the
+        output has no softmax or one over the last axis."""
+        axes = []
+        for spec, call in self._head_calls():
+            axis = -1
+            if spec.class_name in ("Softmax", "ops.Softmax") or spec.impl.head_op == "softmax":
+                kw = dict(call.kwargs) if call is not None else {}
+                axis = kw.get("axis", spec.config.get("axis", -1))
+                if axis is None:  # tf.nn.softmax(axis=None): the last axis
+                    axis = -1
+            act = spec.config.get("activation")
+            if isinstance(act, Mapping) and act.get("class_name") == "Softmax" and isinstance(
+                    act.get("config"), Mapping):  # Dense(activation=layers.Softmax(axis=1))
+                axis = act["config"].get("axis", -1)
+            axes.append(tuple(int(a) for a in axis) if isinstance(axis, (list, tuple))
+                        else int(axis))
+        return axes
+
+
+#: Merge layers: an output that merges softmax/sigmoid outputs (an ensemble) has no logits.
+_MERGES = frozenset({"Add", "Average", "Maximum", "Minimum", "Multiply", "Subtract",
+                     "Concatenate"})
+
+
+def holds_probabilities(spec: LayerSpec) -> bool:
+    """Whether a layer's output is a softmax or sigmoid (fused, a ``Softmax`` layer, an op)."""
+    from model_import._layers.activations import activation_name
+
+    act = spec.config.get("activation")
+    return (spec.class_name == "Softmax" or spec.impl.head_op is not None
+            or (act is not None and activation_name(act) in ("softmax", "sigmoid")))
 
 
 #: Layers that only move or pass values on at inference (``Activation`` when linear): the
@@ -396,10 +475,33 @@ def _is_tensor_dict(a):
     return isinstance(a, dict) and a.get("class_name") == "__keras_tensor__"
 
 
+def decode_constants(a):
+    """Replace the constant arrays Keras writes into configs and call arguments
+    (``{"class_name": "__numpy__" | "__tensor__", "config": {"value": ..., "dtype": ...}}``,
+    e.g. ``Rescaling(scale=np.array(...))`` or ``x - np.array(mean)``) by NumPy arrays."""
+    if isinstance(a, dict):
+        if a.get("class_name") in ("__numpy__", "__tensor__") and isinstance(
+                a.get("config"), dict) and "value" in a["config"]:
+            dtype = str(a["config"].get("dtype") or "float32")
+            value = np.asarray(a["config"]["value"])
+            try:
+                return value.astype(np.dtype(dtype))
+            except TypeError:  # bfloat16 and other dtypes NumPy lacks: computed in float32
+                return value.astype(np.float32)
+        return {k: decode_constants(v) for k, v in a.items()}
+    if isinstance(a, list):
+        return [decode_constants(b) for b in a]
+    if isinstance(a, tuple):
+        return tuple(decode_constants(b) for b in a)
+    return a
+
+
 def _k3_arg(a):
     if _is_tensor_dict(a):
         h = a["config"]["keras_history"]
         return Ref(h[0], int(h[1]), int(h[2]))
+    if isinstance(a, dict) and a.get("class_name") in ("__numpy__", "__tensor__"):
+        return decode_constants(a)
     if isinstance(a, list):
         return [_k3_arg(b) for b in a]
     if isinstance(a, tuple):
@@ -414,7 +516,14 @@ def _k3_arg(a):
 _IGNORED_KWARGS = ("training",)
 
 
-def _parse_node(node) -> tuple[tuple, dict]:
+#: tf.keras 2 layers that keep the structure of their first call argument in the config
+#: (``_preserve_input_structure_in_config``): for them a one-element list of entries is a
+#: list of one tensor (``tf.add_n([x])``), where for other layers it is the tensor itself.
+_PRESERVE_STRUCTURE = frozenset({"TFOpLambda", "SlicingOpLambda", "ClassMethod",
+                                 "InstanceMethod", "InstanceProperty"})
+
+
+def _parse_node(node, preserve_structure: bool = False) -> tuple[tuple, dict]:
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
         args = tuple(_k3_arg(a) for a in node.get("args", []))
         kwargs = {k: _k3_arg(v) for k, v in (node.get("kwargs") or {}).items()
@@ -423,7 +532,8 @@ def _parse_node(node) -> tuple[tuple, dict]:
     # Keras 2: [[layer, node_index, tensor_index, kwargs], ...]; a TFOpLambda called on one
     # tensor stores the bare entry [layer, node_index, tensor_index, kwargs], and a constant
     # first argument is ["_CONSTANT_VALUE", -1, value, kwargs].
-    if node and isinstance(node[0], str):
+    bare = bool(node) and isinstance(node[0], str)
+    if bare:
         node = [node]
     refs, kwargs = [], {}
     for entry in node:
@@ -434,7 +544,7 @@ def _parse_node(node) -> tuple[tuple, dict]:
         if len(entry) > 3 and entry[3]:
             kwargs.update({k: _k2_kwarg(v) for k, v in entry[3].items()
                            if k not in _IGNORED_KWARGS})
-    arg = refs[0] if len(refs) == 1 else refs
+    arg = refs[0] if len(refs) == 1 and (bare or not preserve_structure) else refs
     return (arg,), kwargs
 
 
@@ -458,14 +568,19 @@ def _shift_refs(a, layers: set[str]):
     return a
 
 
-def _io_refs(spec) -> list[Ref]:
+def _io_refs(spec) -> tuple[list[Ref], tuple[str, ...] | None]:
+    """The refs of ``input_layers``/``output_layers`` and, for a dict, its keys. Keras (3 and
+    tf.keras 2) flattens a dict of inputs or outputs in sorted key order, whatever the order
+    of the saved config: ``model.inputs`` of ``Model({"b": ib, "a": ia}, ...)`` is [ia, ib]."""
     if not spec:
-        return []
+        return [], None
+    keys = None
     if isinstance(spec, list) and spec and isinstance(spec[0], str):  # a single flat ref
         spec = [spec]
     if isinstance(spec, dict):
-        spec = list(spec.values())
-    return [Ref(s[0], int(s[1]), int(s[2])) for s in spec]
+        keys = tuple(sorted(spec))
+        spec = [spec[k] for k in keys]
+    return [Ref(s[0], int(s[1]), int(s[2])) for s in spec], keys
 
 
 def _input_shape(cfg) -> tuple | None:
@@ -503,6 +618,8 @@ class GraphBuilder:
         if not isinstance(cls, str):
             raise self._err(f"a layer entry has no class_name: {str(layer_cfg)[:200]}")
         cfg = dict(layer_cfg.get("config") or {})
+        if cls not in MODEL_CLASSES:
+            cfg = decode_constants(cfg)
         name = cfg.get("name") or layer_cfg.get("name")
         registered = layer_cfg.get("registered_name")
         if ">" in cls:  # Keras 3's legacy .h5 writes registered classes as "package>Class"
@@ -633,11 +750,12 @@ class GraphBuilder:
                 spec = dataclasses.replace(spec, name=lname)
             specs[lname] = spec
             for i, node in enumerate(lc.get("inbound_nodes") or []):
-                args, kwargs = _parse_node(node)
+                args, kwargs = _parse_node(node, lc.get("class_name") in _PRESERVE_STRUCTURE)
                 raw_calls[(lname, i)] = Call(lname, i, args, kwargs)
-        inputs = tuple(_io_refs(cfg.get("input_layers")))
+        inputs, in_dict_keys = _io_refs(cfg.get("input_layers"))
         outputs_spec = cfg.get("output_layers")
-        outputs = tuple(_io_refs(outputs_spec))
+        outputs, out_dict_keys = _io_refs(outputs_spec)
+        inputs, outputs = tuple(inputs), tuple(outputs)
         if not str(self.keras_version).startswith(("1.", "2.")):
             # Keras 3 numbers a nested Functional model's calls from 1 in `output_layers`
             # (its node 0 is the one built with the model; Keras's loader subtracts 1) but
@@ -650,8 +768,9 @@ class GraphBuilder:
                                                 kwargs=_shift_refs(dict(c.kwargs), shift))
                          for k, c in raw_calls.items()}
             outputs = tuple(_shift_refs(list(outputs), shift))
-        single = not (isinstance(outputs_spec, list) and outputs_spec
-                      and isinstance(outputs_spec[0], list) and len(outputs_spec) > 1)
+        single = not ((isinstance(outputs_spec, list) and outputs_spec
+                       and isinstance(outputs_spec[0], list) and len(outputs_spec) > 1)
+                      or (isinstance(outputs_spec, dict) and len(outputs_spec) > 1))
         for r in inputs + outputs:
             if r.layer not in specs:
                 raise self._err(f"model {name!r} names {r.layer!r} as an input/output, but has "
@@ -701,4 +820,4 @@ class GraphBuilder:
                 dt = dt.get("config", {}).get("name", "float32")
             in_dtypes.append(str(dt))
         return Graph(name, cls, specs, tuple(order), inputs, outputs, tuple(in_shapes),
-                     tuple(in_dtypes), single)
+                     tuple(in_dtypes), single, in_dict_keys, out_dict_keys)

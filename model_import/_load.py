@@ -26,6 +26,20 @@ def _layer_order(graph: Graph, prefix: tuple = ()) -> dict[tuple, list]:
     return order
 
 
+def _as_numeric(w, where: str, path: str | None) -> np.ndarray:
+    """A stored weight as a NumPy array; bfloat16, which HDF5 files hold as opaque 2-byte
+    values (``|V2``), is widened to float32 exactly."""
+    a = np.asarray(w)
+    if a.dtype.kind == "V":
+        if a.dtype.itemsize != 2:
+            raise KerasImportError(
+                f"layer {where!r}: a weight is stored as opaque {a.dtype.itemsize}-byte values "
+                f"(dtype {a.dtype}), expected a float or integer dtype or bfloat16 (2 bytes); "
+                "re-save the model in float32", path=path)
+        a = (a.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return a
+
+
 def _collect_params(graph: Graph, source: WeightSource, path: str | None,
                     prefix: tuple = ()) -> dict:
     params: dict[str, Any] = {}
@@ -51,7 +65,16 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
             raise KerasImportError(
                 f"layer {where!r} ({spec.class_name}) expects {spec.impl.n_weights} weight "
                 f"arrays, the file has {len(ws)} (shapes {[w.shape for w in ws]})", path=path)
-        converted = spec.impl.convert_weights([np.asarray(w) for w in ws])
+        converted = spec.impl.convert_weights([_as_numeric(w, where, path) for w in ws])
+        for k, want in (spec.impl.param_shapes or {}).items():
+            got = np.shape(converted.get(k)) if k in converted else None
+            if got is not None and (len(got) != len(want) or any(
+                    w is not None and w != g for w, g in zip(want, got))):
+                raise KerasImportError(
+                    f"layer {where!r} ({spec.class_name}): its config implies a {k} of shape "
+                    f"{tuple('?' if w is None else w for w in want)}, the weights file has "
+                    f"{got}; the weights belong to another architecture (load them with the "
+                    "config they were saved with)", path=path)
         params[name] = {k: jnp.asarray(v, dtype=jnp.float32 if np.issubdtype(
             np.asarray(v).dtype, np.floating) else None) for k, v in converted.items()}
     return params

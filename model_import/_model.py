@@ -19,13 +19,18 @@ ArrayLike = jax.typing.ArrayLike
 
 HEADS = ("saved", "logits", "softmax", "sigmoid", "sigmoid_complement")
 
+#: Layers whose ``data_format`` comes from a normalization axis, a weaker sign of the layout
+#: than a convolution's or pooling's ``data_format`` (:meth:`KerasModel._formats`).
+_WEAK_FORMAT = frozenset({"BatchNormalization", "SyncBatchNormalization"})
 
-def apply_head(head: str, z: Array) -> Array:
-    """Apply an output head to the pre-activation outputs ``z`` (``saved``/``logits``: as is)."""
+
+def apply_head(head: str, z: Array, softmax_axis: int | tuple[int, ...] = -1) -> Array:
+    """Apply an output head to the pre-activation outputs ``z`` (``saved``/``logits``: as is);
+    ``softmax`` normalizes over ``softmax_axis``."""
     if head in ("saved", "logits"):
         return z
     if head == "softmax":
-        return jax.nn.softmax(z, axis=-1)
+        return jax.nn.softmax(z, axis=softmax_axis)
     if head == "sigmoid":
         return jax.nn.sigmoid(z)
     if head == "sigmoid_complement":
@@ -141,7 +146,9 @@ class KerasModel:
         ``"logits"`` replaces the fused activation of the output layer(s) by linear (an
         output ``Activation``/``Softmax`` layer becomes the identity); ``"softmax"``,
         ``"sigmoid"`` and ``"sigmoid_complement"`` (``1 - sigmoid``: the other class of a
-        one-unit binary model) apply to those logits; ``"saved"`` is the file's own head.
+        one-unit binary model) apply to those logits (``"softmax"`` over the axis of the
+        model's own softmax, e.g. ``Softmax(axis=1)``; else the last axis); ``"saved"`` is
+        the file's own head.
         """
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
@@ -150,7 +157,10 @@ class KerasModel:
     @property
     def output_names(self) -> list[str]:
         """The model's outputs, in Keras order, by the layer that produces each
-        (``"layer:k"`` for output ``k`` of a multi-output layer)."""
+        (``"layer:k"`` for output ``k`` of a multi-output layer); for a model built with a dict
+        of outputs, its keys in Keras's order (sorted)."""
+        if self.graph.output_keys is not None:
+            return list(self.graph.output_keys)
         return [r.layer if r.tensor == 0 and sum(o.layer == r.layer for o in
                                                     self.graph.outputs) == 1
                 else f"{r.layer}:{r.tensor}" for r in self.graph.outputs]
@@ -207,6 +217,24 @@ class KerasModel:
         return len(self.graph.inputs)
 
     @property
+    def input_names(self) -> list[str]:
+        """The model's inputs in the order :meth:`apply` takes them as a list: the input
+        layers' names, or for a model built with a dict of inputs its keys (sorted, Keras's
+        order). A dict keyed by these names is accepted too."""
+        if self.graph.input_keys is not None:
+            return list(self.graph.input_keys)
+        return [r.layer for r in self.graph.inputs]
+
+    def _as_list(self, x) -> list:
+        if isinstance(x, Mapping):
+            names = self.input_names
+            if set(x) != set(names):
+                raise ValueError(f"expected the inputs {names} (a dict with these keys, or a "
+                                 f"list in this order), got a dict with keys {sorted(x)}")
+            return [x[n] for n in names]
+        return list(x) if isinstance(x, (list, tuple)) else [x]
+
+    @property
     def input_shape(self) -> tuple | None:
         """Shape of the (first) input without the batch axis; ``None`` entries are free."""
         shape = self.graph.input_shapes[0]
@@ -241,9 +269,10 @@ class KerasModel:
         raise ValueError(f"unknown layer {name!r}; valid layer names: {', '.join(self._paths)}")
 
     def _prepare(self, x) -> list[Array]:
-        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        xs = self._as_list(x)
         if len(xs) != self.num_inputs:
-            raise ValueError(f"expected {self.num_inputs} input arrays, got {len(xs)}")
+            raise ValueError(f"expected {self.num_inputs} input arrays ({self.input_names}, as "
+                             f"a list in this order or a dict), got {len(xs)}")
         out = []
         for i, (a, shape) in enumerate(zip(xs, self.graph.input_shapes)):
             a = jnp.asarray(a)
@@ -269,7 +298,8 @@ class KerasModel:
 
         Args:
           params: a pytree like :attr:`params`.
-          x: ``(N, *input_shape)`` (a list for multi-input models).
+          x: ``(N, *input_shape)`` (for multi-input models a list in :attr:`input_names`
+            order, or a dict keyed by those names).
           capture: layer names whose outputs to return as well.
           perturb: ``{layer: delta}`` added to those layers' outputs (``delta`` shaped like
             the output); ``jax.grad`` with respect to ``delta`` at zero is the gradient with
@@ -282,18 +312,24 @@ class KerasModel:
         cap_paths = {self.resolve_layer(c): c for c in capture}
         pert = {self.resolve_layer(k): v for k, v in (perturb or {}).items()}
         if self.channels_last_view:
-            xs = list(x) if isinstance(x, (list, tuple)) else [x]
+            xs = self._as_list(x)
             x = [jnp.moveaxis(jnp.asarray(a), -1, 1) if self._moved(r.layer) else a
                  for r, a in zip(self.graph.inputs, xs)]
             pert = {k: jnp.moveaxis(v, -1, 1) if self._moved(k) else v
                     for k, v in pert.items()}
         outs, captured = self.graph.run(
             params, self._prepare(x), self.runtime, capture=frozenset(cap_paths),
-            perturb=pert, strip_output_activation=self.head != "saved",
+            perturb=pert, strip_output_activation=(
+                self.head != "saved" and (True if self.output_index is None
+                                          else (self.output_index,))),
             keras_major=self._keras_major)
         if self.output_index is not None:
             outs = [outs[self.output_index]]
-        outs = [apply_head(self.head, o) for o in outs]
+        axes = (self.graph.softmax_axes() if self.head == "softmax"
+                else [-1] * len(self.graph.outputs))
+        if self.output_index is not None:
+            axes = [axes[self.output_index]]
+        outs = [apply_head(self.head, o, a) for o, a in zip(outs, axes)]
         y = outs[0] if self.graph.single_output or self.output_index is not None else outs
         if capture:
             return y, {orig: jnp.moveaxis(captured[path], 1, -1) if self._moved(path)
@@ -378,10 +414,13 @@ class KerasModel:
         the last axis); a layer that changes the rank (Flatten, global pooling) or may
         rearrange axes (Permute, Reshape, transposes) has none. An input takes the layout of
         the first layer declaring one that it reaches through layout-keeping layers
-        (channels-last if none)."""
+        (channels-last if none); a BatchNormalization's axis counts only on tensors with
+        spatial axes (rank >= 3, not ``(N, features)``) and only where no convolution or
+        pooling layer declares a layout."""
         shapes = self._output_shapes()
         out: dict[str, Any] = {}
         resolved: dict[int, str] = {}  # input i -> the layout found for it
+        weak: dict[int, str] = {}  # ... found only by a normalization layer's axis
 
         def rank(path: str) -> int | None:
             s = shapes.get(path)
@@ -403,10 +442,12 @@ class KerasModel:
                 if sub is not None:
                     walk(sub, path + "/", [src_fmt] * len(sub.inputs))
                     fmt = out.get(path + "/" + sub.outputs[0].layer)
-                elif spec.impl.data_format is not None:
+                elif spec.impl.data_format is not None and not (
+                        spec.class_name in _WEAK_FORMAT and (rank(path) or 3) < 3):
                     fmt = spec.impl.data_format
                     if isinstance(src_fmt, _Unresolved):  # the input it came from has it too
-                        resolved.setdefault(src_fmt.index, fmt)
+                        (weak if spec.class_name in _WEAK_FORMAT else resolved).setdefault(
+                            src_fmt.index, fmt)
                 elif _rearranges(spec):
                     fmt = None
                 else:
@@ -417,8 +458,8 @@ class KerasModel:
                 out[path] = fmt if r is None or r >= 2 else None  # no channel axis
 
         walk(self.graph, "", [_Unresolved(i) for i in range(len(self.graph.inputs))])
-        return {k: resolved.get(v.index, "channels_last") if isinstance(v, _Unresolved) else v
-                for k, v in out.items()}
+        return {k: resolved.get(v.index, weak.get(v.index, "channels_last"))
+                if isinstance(v, _Unresolved) else v for k, v in out.items()}
 
     @property
     def data_format(self) -> str:

@@ -22,7 +22,7 @@ def perturb_keras(model, seed: int = 0) -> None:
             new = rng.normal(0.0, 0.3, a.shape)
         elif name in ("moving_variance", "variance"):
             new = rng.uniform(0.4, 1.6, a.shape)
-        elif name == "gamma":
+        elif name in ("gamma", "scale"):  # "scale": RMSNormalization
             new = rng.uniform(0.5, 1.5, a.shape)
         elif name in ("beta", "bias"):
             new = rng.normal(0.0, 0.3, a.shape)

@@ -49,6 +49,10 @@ def _zoo_2d():
     h = layers.Concatenate(axis=1, name="cat_axis1")([h, h2])
     h = layers.LayerNormalization(axis=[1, 2, 3], name="ln_multi")(h)
     h = layers.LayerNormalization(epsilon=1e-3, center=False, name="ln")(h)
+    # rms_scaling: Keras creates gamma whatever `scale`/`center` say, and never beta
+    h = layers.LayerNormalization(rms_scaling=True, name="ln_rms")(h)
+    h = layers.LayerNormalization(rms_scaling=True, scale=False, axis=[1, 2], name="ln_rms_ns")(h)
+    h = layers.RMSNormalization(axis=[2, 3], name="rmsn")(h)
     h = layers.GroupNormalization(groups=5, name="gn")(h)
     h = layers.ReLU(max_value=1.5, negative_slope=0.1, threshold=0.2, name="relu_full")(h)
     h = layers.LeakyReLU(negative_slope=0.15, name="leaky")(h)
@@ -128,6 +132,11 @@ def _zoo_activations():
         outs.append(layers.Dense(6, activation=name, name=f"dense_{name}")(inp))
         pre = layers.Dense(6, name=f"pre_{name}")(inp)
         outs.append(layers.Activation(name, name=f"act_{name}")(pre))
+    # an activation given as a layer is saved as that layer's config, named by the layer
+    # ("relu" here), not by its function
+    for act in (layers.LeakyReLU(0.1, name="relu"), layers.ELU(alpha=0.3, name="elu"),
+                layers.ReLU(max_value=0.5, name="sigmoid"), layers.Softmax(name="softmax_l")):
+        outs.append(layers.Dense(6, activation=act, name=f"dense_layer_{act.name}")(inp))
     o = layers.Concatenate(name="acts")(outs)
     return keras.Model(inp, o, name="zoo_act")
 
@@ -135,6 +144,11 @@ def _zoo_activations():
 def _zoo_preprocessing():
     inp = keras.Input((6, 5, 3), name="raw")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inp)
+    # NumPy arrays in a config and as an op operand are saved as {"class_name": "__numpy__"
+    # or "__tensor__", ...}
+    x = layers.Rescaling(np.array([0.5, 2.0, -1.0], "float32"),
+                         offset=np.array([0.1, 0.0, -0.2], "float32"), name="rescale_np")(x)
+    x = (x - np.array([0.3, -0.1, 0.2], "float32")) / np.array([1.5, 0.5, 2.0], "float32")
     x = layers.Normalization(mean=[0.1, -0.2, 0.3], variance=[0.5, 2.0, 1.5], name="norm_cfg")(x)
     n = layers.Normalization(axis=-1, name="norm_adapt")
     n.adapt(np.random.default_rng(0).normal(1.0, 2.0, (16, 6, 5, 3)).astype("float32"))

@@ -12,7 +12,8 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from model_import._layers.registry import ConvertContext, LayerImpl, Runtime, register_layer
+from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime, lookup,
+                                          register_layer)
 
 Array = jax.Array
 
@@ -101,7 +102,14 @@ _ALIASES = {None: "linear", "": "linear", "none": "linear", "relu_": "relu"}
 
 
 def activation_name(spec: Any) -> str:
-    """Normalize a serialized Keras activation (string or dict) to its name."""
+    """Normalize a serialized Keras activation (string or dict) to its name; an activation
+    given as a layer is named by its class (``"LeakyReLU"``), except ``Softmax`` (``"softmax"``)
+    and ``Activation`` (its own activation's name)."""
+    if _is_layer_spec(spec):
+        cls = str(spec["class_name"])
+        if cls == "Activation":
+            return activation_name(spec["config"].get("activation"))
+        return "softmax" if cls == "Softmax" else cls
     if isinstance(spec, Mapping):  # Keras 3 may serialize {"class_name": "function", "config": "relu"}
         cfg = spec.get("config")
         spec = cfg if isinstance(cfg, str) else (cfg or {}).get("name", spec.get("class_name"))
@@ -114,6 +122,8 @@ def get_activation(spec: Any, keras_major: int = 3,
     """Return ``f(x, rt)`` for a Keras activation spec, or raise naming the unknown one."""
     if callable(spec):
         return spec
+    if _is_layer_spec(spec):
+        return _layer_activation(spec, keras_major, ctx)
     name = activation_name(spec)
     table = _named(keras_major)
     if name not in table:
@@ -122,6 +132,36 @@ def get_activation(spec: Any, keras_major: int = 3,
             raise ctx.error(detail)
         raise ValueError(detail)
     return table[name]
+
+
+def _is_layer_spec(spec: Any) -> bool:
+    # ``Dense(activation=layers.ELU(0.3))`` saves the layer's own config, whose `name` is the
+    # layer's name (maybe "relu"), not an activation's: dispatch on the layer class instead
+    return (isinstance(spec, Mapping) and isinstance(spec.get("config"), Mapping)
+            and spec.get("class_name") not in (None, "function")
+            and lookup(str(spec["class_name"])) is not None)
+
+
+def _layer_activation(spec: Mapping, keras_major: int, ctx: ConvertContext | None):
+    cls = str(spec["class_name"])
+    sub = ConvertContext(layer_name=str(spec["config"].get("name", cls)), class_name=cls,
+                         keras_version=str(keras_major), path=None if ctx is None else ctx.path)
+    impl = lookup(cls)(spec["config"], sub)
+    if impl.subgraph is not None or impl.n_weights != 0:
+        detail = (f"its activation is a {cls} layer with weights, which an activation "
+                  "cannot carry; use the layer on its own (Dense(...) then a separate "
+                  f"{cls}(...))")
+        if ctx is not None:
+            raise ctx.error(detail)
+        raise ValueError(detail)
+    after = None if impl.activation is None else get_activation(impl.activation, keras_major,
+                                                                ctx)
+
+    def act(x, rt):
+        y = impl.call({}, x, rt=rt)
+        return y if after is None else after(y, rt)
+
+    return act
 
 
 def _identity(params, x, *, rt):

@@ -175,10 +175,12 @@ def _make_conv(rank):
             return y + params["bias"] if use_bias else y
 
         names = ("kernel", "bias") if use_bias else ("kernel",)
+        shapes = {"kernel": (*_tuple(config["kernel_size"], rank), None, filters),
+                  "bias": (filters,)}
         return LayerImpl(call=_wrap_channels(call, _channels_first(config)),
                          activation=config.get("activation"),
                          convert_weights=lambda w: dict(zip(names, w)),
-                         n_weights=len(names),
+                         n_weights=len(names), param_shapes=shapes,
                          data_format="channels_first" if _channels_first(config) else "channels_last")
     return convert
 

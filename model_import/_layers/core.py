@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -45,7 +47,8 @@ def _dense(config, ctx):
 
     return LayerImpl(call=call, activation=config.get("activation"),
                      convert_weights=_bias_weights(("kernel", "bias") if use_bias else ("kernel",)),
-                     n_weights=2 if use_bias else 1)
+                     n_weights=2 if use_bias else 1,
+                     param_shapes={"kernel": (None, units), "bias": (units,)})
 
 
 @register_layer("Flatten")
@@ -55,6 +58,6 @@ def _flatten(config, ctx):
     def call(params, x, *, rt):
         if channels_first and x.ndim > 2:
             x = jnp.moveaxis(x, 1, -1)  # Keras flattens channels_first inputs in channels_last order
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
     return LayerImpl(call=call)

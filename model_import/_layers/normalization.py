@@ -1,5 +1,6 @@
 """Normalization layers: BatchNormalization (inference: moving statistics), LayerNormalization,
-Normalization (incl. ``invert``), Rescaling, UnitNormalization, GroupNormalization.
+Normalization (incl. ``invert``), Rescaling, UnitNormalization, GroupNormalization,
+RMSNormalization.
 
 BatchNormalization computes ``x * inv + (beta - mean * inv)`` with
 ``inv = gamma / sqrt(moving_variance + epsilon)``, the Keras 3 formula, along ``axis`` (an int
@@ -28,11 +29,17 @@ def _axes(axis) -> tuple[int, ...]:
 
 
 def _broadcast(v, axes: Sequence[int], ndim: int):
-    """Reshape a parameter of shape ``x.shape[axes]`` to broadcast against ``x``."""
+    """Reshape a parameter of shape ``x.shape[axes]`` (Keras 3) to broadcast against ``x``.
+
+    tf.keras 2 stores the parameters of a multi-axis BatchNormalization already broadcast,
+    with ``x``'s rank (``(1, H, 1, C)`` for ``axis=[1, 3]``); those are used as they are.
+    """
     axes = sorted(a % ndim for a in axes)
     if v.ndim == 0:
         return v
     if axes == [ndim - 1] and v.ndim == 1:
+        return v
+    if v.ndim == ndim and len(axes) != ndim:
         return v
     shape = [1] * ndim
     for a, n in zip(axes, v.shape if v.ndim == len(axes) else [v.size]):
@@ -50,6 +57,16 @@ def _batch_norm(config, ctx):
     scale = bool(config.get("scale", True))
     names = (["gamma"] if scale else []) + (["beta"] if center else []) + [
         "moving_mean", "moving_variance"]
+    virtual = config.get("virtual_batch_size") is not None
+    if virtual:
+        # tf.keras 2's ghost batch norm (training only; inference uses the moving statistics
+        # as usual) computes in a rank-(n+1) view (virtual batch, rest of the batch, ...): a
+        # built layer's config records the axes of that view (axis -1 of a 4-D input is
+        # saved as [4]) and its parameters have its shape, (1, 1, ..., C)
+        if any(a == 0 or a == 1 for a in axes):
+            raise ctx.error(f"BatchNormalization(virtual_batch_size=...) with axis={axes}: "
+                            "expected the axes of a built tf.keras layer (> 1)")
+        axes = tuple(a - 1 if a > 0 else a for a in axes)
 
     def call(params, x, *, rt):
         nd = x.ndim
@@ -61,9 +78,14 @@ def _batch_norm(config, ctx):
             res = res + _broadcast(params["beta"], axes, nd)
         return x * inv + res
 
+    def convert(w):
+        if virtual:  # drop the virtual-batch axis: (1, 1, ..., C) -> (1, ..., C)
+            w = [np.asarray(a).reshape(np.asarray(a).shape[:1] + np.asarray(a).shape[2:])
+                 if np.ndim(a) >= 2 else a for a in w]
+        return dict(zip(names, w))
+
     df = "channels_first" if axes in ((1,), [1]) else None
-    return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)),
-                     n_weights=len(names), data_format=df)
+    return LayerImpl(call=call, convert_weights=convert, n_weights=len(names), data_format=df)
 
 
 @register_layer("LayerNormalization")
@@ -73,6 +95,8 @@ def _layer_norm(config, ctx):
     center = bool(config.get("center", True))
     scale = bool(config.get("scale", True))
     rms = bool(config.get("rms_scaling", False))
+    if rms:  # Keras 3 creates gamma whatever `scale` says, and never beta
+        scale, center = True, False
     names = (["gamma"] if scale else []) + (["beta"] if center else [])
 
     def call(params, x, *, rt):
@@ -80,7 +104,7 @@ def _layer_norm(config, ctx):
         ax = tuple(sorted(a % nd for a in axes))
         if rms:  # Keras 3's (deprecated) rms_scaling: x / sqrt(var + eps) * gamma, no beta
             y = x * jax.lax.rsqrt(jnp.var(x, axis=ax, keepdims=True) + eps)
-            return y * _broadcast(params["gamma"], ax, nd) if scale else y
+            return y * _broadcast(params["gamma"], ax, nd)
         mean = jnp.mean(x, axis=ax, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), axis=ax, keepdims=True)
         inv = jax.lax.rsqrt(var + eps)
@@ -93,6 +117,22 @@ def _layer_norm(config, ctx):
 
     return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)),
                      n_weights=len(names))
+
+
+@register_layer("RMSNormalization")
+def _rms_norm(config, ctx):
+    """Keras 3's ``RMSNormalization``: ``x * rsqrt(mean(x**2) + epsilon) * scale`` (unlike
+    LayerNormalization's ``rms_scaling``, which divides by the variance)."""
+    axes = _axes(config.get("axis", -1))
+    eps = float(config.get("epsilon", 1e-6))
+
+    def call(params, x, *, rt):
+        nd = x.ndim
+        ax = tuple(sorted(a % nd for a in axes))
+        y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=ax, keepdims=True) + eps)
+        return y * _broadcast(params["scale"], ax, nd)
+
+    return LayerImpl(call=call, convert_weights=lambda w: {"scale": w[0]}, n_weights=1)
 
 
 @register_layer("GroupNormalization")

@@ -8,6 +8,7 @@ select-and-scatter, and its forward value is identical.
 from __future__ import annotations
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -45,7 +46,7 @@ def _windows(x, pool):
     x = x.reshape(*shape, c)
     r = len(pool)
     perm = [0, *[1 + 2 * i for i in range(r)], 1 + 2 * r, *[2 + 2 * i for i in range(r)]]
-    return x.transpose(perm).reshape(n, *out, c, -1)
+    return x.transpose(perm).reshape(n, *out, c, math.prod(pool))
 
 
 def _unwindows(w, pool, full_shape):

@@ -65,6 +65,10 @@ class LayerImpl:
       head_op: ``"softmax"`` or ``"sigmoid"`` where the whole layer is that function of its
         first argument (an op node: ``keras.ops.softmax(x)``, ``tf.nn.sigmoid(x)``): the
         ``logits`` head passes that argument on instead, as it drops a fused activation.
+      param_shapes: ``{param: shape}`` that the converted weights must have (``None``
+        entries match any size), from the config (a Dense's ``units``, a convolution's
+        ``kernel_size`` and ``filters``): weights of another architecture are refused at
+        load time, as Keras refuses them, instead of running a different layer.
     """
 
     call: Callable[..., Any]
@@ -78,6 +82,7 @@ class LayerImpl:
     weight_groups: tuple[str, ...] | None = None
     clears_input_masks: bool = False
     head_op: str | None = None
+    param_shapes: Mapping[str, tuple] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

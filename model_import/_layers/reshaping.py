@@ -3,6 +3,8 @@ RepeatVector. Spatial layers honour ``data_format`` (channels_first moves the sp
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -113,7 +115,12 @@ def _reshape(config, ctx):
     target = tuple(int(-1 if d is None else d) for d in config["target_shape"])
 
     def call(params, x, *, rt):
-        return x.reshape(x.shape[0], *target)
+        shape = target
+        if -1 in target:  # resolved from the example size: an empty batch has no -1
+            known = math.prod(d for d in target if d != -1)
+            shape = tuple(math.prod(x.shape[1:]) // max(known, 1) if d == -1 else d
+                          for d in target)
+        return x.reshape(x.shape[0], *shape)
 
     return LayerImpl(call=call)
 
