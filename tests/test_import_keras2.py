@@ -126,8 +126,8 @@ def test_tfkeras2_new_layout_weights_take_the_configs_keras_version():
 
 
 def test_keras2_fixture_budget():
-    # 6.3 MB since the sequence models (0.47 MB), 6.4 MB since the tf_heads pair (0.06 MB):
-    # tf_keras's .h5 and .keras files carry a few kB of HDF5 structure per layer, whatever
-    # the (here ~1500) weights
+    # 6.3 MB since the sequence models (0.47 MB), 6.4 MB since the tf_heads pair (0.06 MB),
+    # 6.5 MB since the tf_op_args group (0.1 MB): tf_keras's .h5 and .keras files carry a few
+    # kB of HDF5 structure per layer, whatever the (here ~1500) weights
     total = sum(p.stat().st_size for p in K2.iterdir())
-    assert total < 6.4e6
+    assert total < 6.5e6
