@@ -131,3 +131,15 @@ def test_keras2_fixture_budget():
     # kB of HDF5 structure per layer, whatever the (here ~1500) weights
     total = sum(p.stat().st_size for p in K2.iterdir())
     assert total < 6.5e6
+
+
+def test_tfkeras2_batch_normalization_several_axes_and_virtual_batch():
+    # axis=[1, 3] stores its parameters broadcast, (1, 5, 1, 3); virtual_batch_size=3 saves
+    # the axes and parameters of a rank-5 view (axis [4], (1, 1, 1, 1, 3)): both were read
+    # onto the wrong axes (a shape error, and wrong values where channels == batch)
+    ref = np.load(K2 / "bn_axes_tfkeras2.expected.npz")
+    m = load_keras(K2 / "bn_axes_tfkeras2.h5")
+    y, acts = m.apply(m.params, ref["x"], capture=["bn_multi", "bn_virtual"])
+    assert rel_err(y, ref["y"]) <= TOL
+    for name in ("bn_multi", "bn_virtual"):
+        assert rel_err(acts[name], ref[f"act__{name}"]) <= TOL
