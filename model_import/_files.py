@@ -237,6 +237,14 @@ def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File
         return cfg, version, LegacyH5Weights(f["model_weights"], path), f
     if "layer_names" in attrs:  # legacy save_weights file
         return cfg, version, LegacyH5Weights(f, path), f
+    if "_layer_checkpoint_dependencies" in f:
+        raise KerasImportError(
+            "a .weights.h5 file in the layout of tf.keras 2.12 and older "
+            "('_layer_checkpoint_dependencies' groups), which is not supported; expected the "
+            "layout of tf.keras >= 2.13 / Keras 3 ('layers' and 'vars' groups). In that "
+            "TensorFlow, save the model whole (model.save('model.h5')) or with "
+            "model.save_weights('weights.h5') (no .weights.h5 suffix) and load that file",
+            path=path)
     if "layers" in f or "vars" in f:  # Keras 3 .weights.h5
         return cfg, "3", None, f
     raise KerasImportError(

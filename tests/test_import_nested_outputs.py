@@ -70,3 +70,15 @@ def test_keras_3_1_file_with_a_shared_nested_model():
     assert np.abs(d["y1"]).max() > 0.1  # not all zero after the ReLU: the test can fail
     np.testing.assert_allclose(np.asarray(y0), d["y0"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(y1), d["y1"], rtol=1e-5, atol=1e-6)
+
+
+def test_keras_3_1_merge_layers_have_no_output_mask():
+    # Keras 3.0-3.3 read the mask of a list argument as None: Add and Concatenate of masked
+    # sequences had no mask there, so the pooling and the LSTM after them saw every step
+    # (from Keras 3.4 on, the masks are merged; tests/test_import_sequence.py)
+    ref = np.load(KERAS3_1 / "merge_masks.expected.npz")
+    m = load_keras(KERAS3_1 / "merge_masks.keras")
+    assert m.keras_version == "3.1.1"
+    y0, y1 = m(ref["x"])
+    np.testing.assert_allclose(np.asarray(y0), ref["y0"], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(y1), ref["y1"], atol=1e-5)

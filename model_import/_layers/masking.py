@@ -211,6 +211,44 @@ def _masked_softmax(config: Mapping[str, Any], impl: LayerImpl, keras_major: int
                                compute_mask="propagate")
 
 
+def _keras3_before_3_4(version: str) -> bool:
+    """Keras 3.0-3.3: ``Layer.__call__`` read the mask of a list argument as ``None`` (only
+    the first argument's own ``_keras_mask``), so merge layers had no output mask there."""
+    parts = str(version).split(".")
+    try:
+        return parts[0] == "3" and len(parts) > 1 and int(parts[1]) < 4
+    except ValueError:
+        return False
+
+
+def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerImpl:
+    """Keras 3.4+'s ``Maximum``/``Minimum`` of masked inputs: where an input is masked, the
+    running result stands in for it (and it for a masked running result), so a masked step
+    of one input never wins; where every input is masked the result is the first input."""
+
+    def call(params, xs, *args, rt, mask=None, **kwargs):
+        xs = (list(xs) if isinstance(xs, (list, tuple)) else [xs]) + list(args)
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [None] * len(xs)
+        out = out_mask = None
+        for i, (x, m) in enumerate(zip(xs, masks)):
+            if m is not None:
+                m = jnp.broadcast_to(jnp.expand_dims(m.astype(bool), -1), x.shape)
+            if i == 0:
+                out, out_mask = x, m
+                continue
+            if m is not None:
+                x = jnp.where(m, x, out)
+            if out_mask is not None:
+                out = jnp.where(out_mask, out, x)
+            out_mask = (jnp.logical_or(out_mask, m) if m is not None and out_mask is not None
+                        else None)
+            out = op(out, x)
+        return out
+
+    return dataclasses.replace(impl, call=call, mask_call=True,
+                               compute_mask=_merge_mask(keras_major))
+
+
 def with_builtin_rules(impl: LayerImpl, class_name: str, config: Mapping[str, Any],
                        ctx: ConvertContext, *, builtin: bool) -> LayerImpl:
     """``impl`` with the Keras mask rule of its class, for built-in converters that do not
@@ -220,6 +258,12 @@ def with_builtin_rules(impl: LayerImpl, class_name: str, config: Mapping[str, An
     major = ctx.keras_major
     if class_name in PROPAGATE:
         return dataclasses.replace(impl, compute_mask="propagate")
+    if class_name in _ELEMENTWISE_MERGES | {"Concatenate"} and _keras3_before_3_4(
+            ctx.keras_version):
+        return dataclasses.replace(impl, compute_mask="drop")
+    if class_name in ("Maximum", "Minimum") and major >= 3:
+        return _masked_extremum(jnp.maximum if class_name == "Maximum" else jnp.minimum,
+                                impl, major)
     if class_name in _ELEMENTWISE_MERGES:
         return dataclasses.replace(impl, compute_mask=_merge_mask(major))
     if class_name == "Concatenate":

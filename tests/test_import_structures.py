@@ -1,0 +1,198 @@
+"""Model structures and files that used to load with wrong numbers or fail unclearly, each
+compared with Keras 3 itself: dict inputs and outputs, a softmax output that feeds another
+output (the logits head), ensembles, ``Softmax(axis=1)`` outputs, weights of another
+architecture, bfloat16 weights, empty batches and the layout of BatchNormalization models."""
+
+import numpy as np
+import pytest
+
+import keras  # noqa: E402  (tests/conftest.py picks the backend)
+from keras import layers  # noqa: E402
+
+from import_helpers import perturb_keras, save_keras_and_h5  # noqa: E402
+from model_import import KerasImportError, load_keras  # noqa: E402
+
+EXTS = (".keras", ".h5")
+
+
+def _x(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def _close(a, b, tol=1e-5):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=tol * max(1.0, float(np.abs(b).max())), rtol=0)
+
+
+@pytest.fixture(scope="module")
+def dict_io(tmp_path_factory):
+    """Inputs given as {"b": ..., "a": ...} (config order b, a; Keras's order a, b) and
+    outputs {"reg": ..., "cls": ...}."""
+    ib, ia = keras.Input((3,), name="b"), keras.Input((5,), name="a")
+    h = layers.Dense(8, activation="relu", name="h")(layers.Concatenate(name="cat")([ib, ia]))
+    out = {"reg": layers.Dense(1, name="reg_layer")(h),
+           "cls": layers.Dense(3, activation="softmax", name="cls_layer")(h)}
+    model = keras.Model({"b": ib, "a": ia}, out)
+    perturb_keras(model, 1)
+    return model, save_keras_and_h5(model, tmp_path_factory.mktemp("dict_io"), "dict_io")
+
+
+@pytest.mark.parametrize("ext", EXTS)
+def test_dict_inputs_and_outputs_follow_keras_order(dict_io, ext):
+    model, paths = dict_io
+    xa, xb = _x(4, 5), _x(4, 3, seed=1)
+    ref = model({"a": xa, "b": xb})
+    m = load_keras(paths[ext])
+    assert m.input_names == ["a", "b"]  # Keras's model.inputs order, not the config's
+    assert m.output_names == ["cls", "reg"]  # sorted keys, as Keras flattens them
+    for x in ([xa, xb], {"a": xa, "b": xb}):
+        ys = m(x)
+        assert isinstance(ys, list) and len(ys) == 2
+        _close(ys[0], ref["cls"])
+        _close(ys[1], ref["reg"])
+    _close(m.with_output("reg")(x), ref["reg"])
+    with pytest.raises(ValueError, match=r"expected the inputs \['a', 'b'\].*keys \['a', 'c'\]"):
+        m({"a": xa, "c": xb})
+
+
+@pytest.fixture(scope="module")
+def probs_feed_score(tmp_path_factory):
+    inp = keras.Input((6,))
+    dense = layers.Dense(4, activation="softmax", name="probs")
+    probs = dense(inp)
+    score = layers.Dense(1, name="score")(probs)
+    model = keras.Model(inp, [probs, score])
+    perturb_keras(model, 2)
+    return model, dense, save_keras_and_h5(model, tmp_path_factory.mktemp("pfs"), "pfs")
+
+
+@pytest.mark.parametrize("ext", EXTS)
+def test_logits_head_keeps_activations_other_selected_outputs_need(probs_feed_score, ext):
+    model, dense, paths = probs_feed_score
+    x = _x(5, 6)
+    probs, score = model(x)
+    kernel, bias = (np.asarray(w) for w in dense.get_weights())
+    m = load_keras(paths[ext])
+    # both outputs: the softmax also feeds `score`, which needs the probabilities
+    with pytest.raises(ValueError, match="'probs'.*feeds other layers.*'score'.*with_output"):
+        m.with_head("logits")(x)
+    # one output: only its own head is removed
+    _close(m.with_output("score").with_head("logits")(x), score)
+    _close(m.with_output("probs").with_head("logits")(x), x @ kernel + bias)
+    _close(m.with_output(1).with_head("saved")(x), score)
+
+
+@pytest.mark.parametrize("ext", EXTS)
+def test_logits_head_refuses_an_ensemble_of_probabilities(tmp_path, ext):
+    inp = keras.Input((6,))
+    a = layers.Dense(3, activation="softmax", name="member_a")(inp)
+    b = layers.Dense(3, activation="softmax", name="member_b")(inp)
+    model = keras.Model(inp, layers.Average(name="ensemble")([a, b]))
+    m = load_keras(save_keras_and_h5(model, tmp_path, "ens")[ext])
+    x = _x(2, 6)
+    _close(m(x), model(x))
+    with pytest.raises(ValueError, match="'ensemble'.*probabilities of.*member_a"):
+        m.with_head("logits")(x)
+
+
+@pytest.mark.parametrize("ext", EXTS)
+def test_softmax_head_uses_the_models_softmax_axis(tmp_path, ext):
+    inp = keras.Input((4, 5))  # channels-first classes: softmax over axis 1
+    model = keras.Model(inp, layers.Softmax(axis=1, name="sm")(layers.Dense(5, name="d")(inp)))
+    perturb_keras(model, 3)
+    m = load_keras(save_keras_and_h5(model, tmp_path, "sm_axis")[ext])
+    x = _x(3, 4, 5)
+    _close(m.with_head("softmax")(x), model(x))
+    _close(m(x), model(x))
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    def build(k):
+        inp = keras.Input((8, 8, 3))
+        return keras.Model(inp, layers.Dense(2, name="d")(layers.Flatten()(
+            layers.Conv2D(4, k, name="c")(inp))))
+
+    big, small = build(5), build(3)
+    big.save_weights(tmp_path / "big.weights.h5")
+    with pytest.raises(KerasImportError, match=r"'c' \(Conv2D\).*\(3, 3, '\?', 4\).*\(5, 5, 3, 4\)"):
+        load_keras(tmp_path / "big.weights.h5", config=small.to_json())
+
+
+@pytest.mark.parametrize("ext", EXTS)
+def test_bfloat16_weights_are_widened_exactly(tmp_path, ext):
+    inp = keras.Input((6,))
+    dense = layers.Dense(4, dtype="bfloat16", name="d16")
+    model = keras.Model(inp, layers.Dense(2, name="d32")(dense(inp)))
+    perturb_keras(model, 4)
+    path = save_keras_and_h5(model, tmp_path, "bf16")[ext]
+    m = load_keras(path)
+    kernel = np.asarray(dense.kernel.numpy()).astype(np.float32)  # bfloat16 values
+    np.testing.assert_array_equal(np.asarray(m.params["d16"]["kernel"]), kernel)
+    x = _x(3, 6)
+    # jaxsal computes in float32: equal to the float32 model with the same (bfloat16) weights
+    d32 = model.get_layer("d32")
+    w, b = (np.asarray(v, np.float32) for v in d32.get_weights())
+    ref = (x @ kernel + np.asarray(dense.bias.numpy(), np.float32)) @ w + b
+    _close(m(x), ref)
+
+
+@pytest.mark.parametrize("ext", EXTS)
+def test_empty_batch(tmp_path, ext):
+    inp = keras.Input((6, 6, 2))
+    h = layers.MaxPooling2D(2)(layers.Conv2D(2, 1)(inp))
+    h = layers.Reshape((-1, 2))(h)
+    model = keras.Model(inp, layers.Dense(3)(layers.Flatten()(h)))
+    m = load_keras(save_keras_and_h5(model, tmp_path, "empty")[ext])
+    assert np.asarray(m(np.zeros((0, 6, 6, 2), np.float32))).shape == (0, 3)
+
+
+def test_batch_normalization_axis_1_is_a_layout_only_with_spatial_axes(tmp_path):
+    inp = keras.Input((6,))
+    tab = keras.Model(inp, layers.Dense(2)(layers.BatchNormalization(axis=1)(inp)))
+    m = load_keras(save_keras_and_h5(tab, tmp_path, "tab")[".keras"])
+    assert m.data_format == "channels_last"
+    # (N, 5, 3) normalized over axis 1, then a channels-last Conv1D: the convolution decides
+    inp = keras.Input((5, 3))
+    seq = keras.Model(inp, layers.Conv1D(2, 3, name="conv")(layers.BatchNormalization(axis=1)(inp)))
+    m = load_keras(save_keras_and_h5(seq, tmp_path, "seq")[".keras"])
+    assert m.data_format == "channels_last"
+    assert m.channels_last().input_shape == (5, 3)
+    # a channels-first image model keeps its layout from the BatchNormalization alone
+    inp = keras.Input((3, 4, 4))
+    img = keras.Model(inp, layers.Flatten()(layers.BatchNormalization(axis=1)(inp)))
+    assert load_keras(save_keras_and_h5(img, tmp_path, "img")[".keras"]).data_format == \
+        "channels_first"
+
+
+@pytest.mark.parametrize("ext", EXTS)
+def test_output_kind_reads_an_activation_layer_by_its_class(tmp_path, ext):
+    # Dense(activation=ReLU(name="sigmoid")): a ReLU, not a sigmoid, although named so
+    from jaxsal._src.base import output_kind
+
+    inp = keras.Input((4,))
+    relu = keras.Model(inp, layers.Dense(1, activation=layers.ReLU(name="sigmoid"))(inp))
+    soft = keras.Model(inp, layers.Dense(3, activation=layers.Softmax(name="s1"))(inp))
+    assert output_kind(load_keras(save_keras_and_h5(relu, tmp_path, "r")[ext]))[0] == "logit"
+    m = load_keras(save_keras_and_h5(soft, tmp_path, "s")[ext])
+    assert output_kind(m)[0] == "prob"
+    x = _x(2, 4)
+    _close(m(x), soft(x))
+
+
+@pytest.mark.parametrize("ext", EXTS)
+def test_maximum_and_minimum_of_masked_sequences(tmp_path, ext):
+    # Keras 3.4+: where an input is masked the running result stands in for it, so the
+    # values at masked steps (read here by Flatten and a sequence output) are not max(a, b)
+    tok = keras.Input((6,), dtype="int32")
+    e = layers.Embedding(10, 4, mask_zero=True)(tok)
+    a, b = layers.Dense(4, name="a")(e), layers.Dense(4, name="b")(e)
+    m1 = layers.Maximum(name="max")([a, b])
+    m2 = layers.Flatten()(layers.Minimum(name="min")([a, b, layers.Dense(4, name="c")(e)]))
+    model = keras.Model(tok, [m1, m2])
+    perturb_keras(model, 5)
+    x = np.array([[3, 5, 7, 2, 0, 0], [1, 4, 9, 0, 0, 0]], dtype=np.int32)
+    ref = model(x)
+    m = load_keras(save_keras_and_h5(model, tmp_path, "extremum")[ext])
+    for y, r in zip(m(x), ref):
+        _close(y, r)
