@@ -3,6 +3,8 @@
     jaxsal demo --out jaxsal_out
     jaxsal summary model.h5
     jaxsal explain model.h5 inputs.npy --method saliency --targets all --out maps.npy
+    jaxsal explain model.h5 inputs.npy --method smoothgrad --seed 0 --out sg.npy
+    jaxsal explain model.h5 inputs.npy --method occlusion --patch 4 --stride 2 --out occ.npy
 
 I/O lives here; the engine never prints.
 """
@@ -34,13 +36,101 @@ def _enable_cache(cache_dir: str | None) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def _parse_targets(s: str | None, n_classes: int):
+#: Methods that draw random numbers: they need ``--seed``.
+RANDOM_METHODS = ("smoothgrad",)
+
+
+def _num_classes(model) -> int:
+    """The class ids ``--targets all`` lists: ``K`` for ``(N, K)`` outputs, 2 for a one-unit
+    (sigmoid) output (classes 0 and 1, as the methods read them)."""
+    from jaxsal._src.targets import OutputInfo
+
+    shape = model.output_shape
+    if isinstance(shape, list):
+        raise ValueError(f"--targets all needs one output; this model has {len(shape)} "
+                         f"({', '.join(model.output_names)}): pick one with --output NAME")
+    if shape is None or len(shape) != 1 or not isinstance(shape[0], int):
+        raise ValueError(f"--targets all needs outputs of shape (N, classes); this model's "
+                         f"output has shape (N, *{shape}). Pass explicit class ids")
+    return OutputInfo(int(shape[0])).num_classes
+
+
+def _parse_targets(s: str | None, model):
     if s is None or s == "predicted":
         return None
     if s == "all":
-        return list(range(n_classes))
-    ids = [int(t) for t in s.split(",") if t.strip()]
+        return list(range(_num_classes(model)))
+    try:
+        ids = [int(t) for t in s.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--targets: expected 'predicted', 'all', a class id or ids like "
+                         f"0,3,7; got {s!r}") from None
     return ids[0] if len(ids) == 1 and "," not in s else ids
+
+
+def _parse_sizes(s: str, flag: str):
+    """``"8"`` -> 8, ``"8,4"`` -> (8, 4) (one size per spatial axis)."""
+    try:
+        sizes = [int(t) for t in s.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag}: expected an int or ints like 8,4 (one per spatial axis), "
+                         f"got {s!r}") from None
+    return sizes[0] if len(sizes) == 1 else tuple(sizes)
+
+
+def _parse_option(s: str) -> tuple[str, object]:
+    """``NAME=VALUE``; VALUE is read as JSON (numbers, true/false, lists, objects) when it
+    parses, else kept as a string."""
+    import json
+
+    name, eq, value = s.partition("=")
+    if not eq or not name.isidentifier():
+        raise ValueError(f"--option: expected NAME=VALUE (e.g. --option n=16), got {s!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def _method_options(args) -> dict:
+    """The method's options from the command line, checked against the method."""
+    options: dict = {}
+    if args.layer:
+        options["layer"] = args.layer
+    for item in args.option or ():
+        name, value = _parse_option(item)
+        if name in options:
+            raise ValueError(f"--option {name}=... repeats an option given already (by "
+                             f"--{name} or another --option {name}=...); pass it once")
+        options[name] = value
+    explicit = {"--seed": args.seed is not None, "--patch": args.patch is not None,
+                "--stride": args.stride is not None}
+    if args.method in RANDOM_METHODS:
+        if args.seed is None:
+            raise ValueError(f"--method {args.method} draws random noise and needs --seed INT "
+                             "(the same seed gives the same maps)")
+    elif explicit["--seed"]:
+        raise ValueError(f"--seed is used by the random methods {RANDOM_METHODS}, not by "
+                         f"--method {args.method}")
+    if args.method != "occlusion":
+        for flag in ("--patch", "--stride"):
+            if explicit[flag]:
+                raise ValueError(f"{flag} is an option of --method occlusion, not of "
+                                 f"--method {args.method}")
+    for flag, name, value in (("--seed", "key", args.seed), ("--patch", "patch", args.patch),
+                              ("--stride", "stride", args.stride)):
+        if value is None:
+            continue
+        if name in options:
+            raise ValueError(f"{flag} and --option {name}=... both given; pass one")
+        if name == "key":
+            import jax
+
+            value = jax.random.key(value)
+        else:
+            value = _parse_sizes(value, flag)
+        options[name] = value
+    return options
 
 
 def cmd_demo(args) -> int:
@@ -96,11 +186,8 @@ def cmd_explain(args) -> int:
         model = model.with_output(int(args.output) if args.output.lstrip("-").isdigit()
                                   else args.output)
     inputs = np.load(args.inputs, mmap_mode="r")
-    n_classes = int(np.prod(model.output_shape))
-    targets = _parse_targets(args.targets, n_classes)
-    options = {}
-    if args.layer:
-        options["layer"] = args.layer
+    targets = _parse_targets(args.targets, model)
+    options = _method_options(args)
     method = getattr(jaxsal, args.method)
     t0 = time.perf_counter()
 
@@ -128,7 +215,8 @@ def main(argv=None) -> int:
     e.add_argument("inputs", help=".npy of inputs (N, H, W, C), read memory-mapped")
     e.add_argument("--method", default="saliency", choices=METHODS)
     e.add_argument("--targets", default="predicted",
-                   help="'predicted' (default), 'all', a class id, or ids like 0,3,7")
+                   help="'predicted' (default), 'all' (every class; 0 and 1 for a one-unit "
+                        "sigmoid model), a class id, or ids like 0,3,7")
     e.add_argument("--head", default="logits")
     e.add_argument("--output", default=None,
                    help="for a multi-output model: the output to explain (name or position)")
@@ -136,6 +224,19 @@ def main(argv=None) -> int:
                    help="layer for CAM methods (default: automatic), or the layer saliency, "
                         "gradient_x_input and integrated_gradients attribute to (e.g. the "
                         "embedding of a token model, whose inputs.npy holds integer ids)")
+    e.add_argument("--seed", type=int, default=None,
+                   help="PRNG seed of the random methods (smoothgrad: required), used as "
+                        "jax.random.key(SEED) and recorded in the job's resume signature")
+    e.add_argument("--patch", default=None,
+                   help="occlusion: patch size, an int or one per spatial axis (e.g. 4 or 4,2); "
+                        "default 8")
+    e.add_argument("--stride", default=None,
+                   help="occlusion: step between patches (default: the patch; at most the "
+                        "patch)")
+    e.add_argument("--option", action="append", metavar="NAME=VALUE",
+                   help="any other keyword option of the method, VALUE read as JSON when it "
+                        "parses (e.g. --option n=16 --option noise_level=0.1 --option "
+                        "'method_options={\"steps\": 8}'); repeatable")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"),
                    help="persistent XLA compilation cache (reused across runs)")

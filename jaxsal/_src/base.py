@@ -17,6 +17,8 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import numbers
+import operator
 import threading
 import types
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
@@ -26,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src.precision import low_precision, low_precision_backward
+from model_import._graph import holds_probabilities
 from model_import._model import HEADS, apply_head  # one definition of the output heads
 
 Array = jax.Array
@@ -347,6 +350,17 @@ def several_outputs(model: Any, shapes: Sequence[tuple]) -> tuple[str, str]:
     return ", ".join(f"{n!r} {tuple(s)}" for n, s in zip(names, shapes)), names[0]
 
 
+def pick_output_hint(model: Any, first: str) -> str:
+    """How to pick one output of a multi-output ``model``, for error messages: a
+    :class:`model_import.KerasModel` has ``with_output``; a plain function must return one
+    output itself."""
+    if hasattr(model, "with_output"):
+        return f"Pick one with model.with_output(name) (e.g. model.with_output({first!r}))"
+    return ("Pick one by making the model return it: e.g. jaxsal.FunctionModel(lambda p, x: "
+            f"f(p, x)[{first}], params) (or head_fn=lambda p, a: rest(p, a)[{first}] for a "
+            "split model)")
+
+
 def output_kind(model: Any) -> tuple[str, bool]:
     """(``"prob"`` or ``"logit"``, complement?): what the model's output units hold."""
     head = getattr(model, "head", "saved")
@@ -361,11 +375,7 @@ def output_kind(model: Any) -> tuple[str, bool]:
         specs = graph.head_layer_specs()
         index = getattr(model, "output_index", None)
         for spec in specs if index is None else specs[index:index + 1]:
-            act = spec.config.get("activation")
-            if isinstance(act, dict):
-                act = act.get("config", {}).get("name", act.get("class_name"))
-            if (spec.impl.head_op is not None or spec.class_name == "Softmax"
-                    or (isinstance(act, str) and act in ("softmax", "sigmoid"))):
+            if holds_probabilities(spec):
                 return "prob", False
     return "logit", False
 
@@ -533,6 +543,61 @@ def _jaxpr_bytes(jaxpr) -> int:
     return total
 
 
+def check_count(value: Any, name: str) -> int | None:
+    """``value`` as a positive ``int`` (Python or NumPy integers; not bools, not floats), or a
+    ``ValueError`` naming the option; ``None`` passes through (the option's default)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"expected {name} as a positive int, got a bool ({value!r})")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise ValueError(f"expected {name} as a positive int, got {value!r} "
+                         f"({type(value).__name__}); pass e.g. {name}=4") from None
+    if v < 1:
+        raise ValueError(f"expected {name} as a positive int (>= 1), got {v}")
+    return v
+
+
+def check_budget(memory_budget: Any) -> int | None:
+    """``memory_budget=`` as a positive number of bytes (an int, or a float such as ``2e9``),
+    or a ``ValueError``; ``None`` passes through (the backend's default)."""
+    if memory_budget is None:
+        return None
+    if (isinstance(memory_budget, (bool, np.bool_))
+            or not isinstance(memory_budget, numbers.Real)
+            or not math.isfinite(memory_budget) or memory_budget < 1):
+        raise ValueError(f"expected memory_budget as a positive number of bytes (e.g. "
+                         f"memory_budget=2 * 2**30 for 2 GiB) or None for the default, got "
+                         f"{memory_budget!r}")
+    return int(memory_budget)
+
+
+def check_key(key: Any, what: str) -> jax.Array:
+    """``key`` as a JAX PRNG key: a key (``jax.random.key(0)``, or a legacy
+    ``jax.random.PRNGKey(0)``) is used as given, an int seed ``s`` becomes
+    ``jax.random.key(s)`` (as :func:`jaxsal.maximize` does); anything else is refused."""
+    if key is None:
+        raise ValueError(f"{what} needs an explicit PRNG key: key=jax.random.key(0) (or an int "
+                         "seed, key=0); the same key gives the same result")
+    if isinstance(key, (bool, np.bool_)):
+        raise TypeError(f"{what}: expected key as a PRNG key or an int seed, got a bool")
+    if isinstance(key, (int, np.integer)):
+        return jax.random.key(int(key))
+    if isinstance(key, (jax.Array, np.ndarray)):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+            return key
+        if key.dtype == jnp.uint32 and key.ndim == 1:  # raw key data: jax.random.PRNGKey(s)
+            return key
+        if jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
+            return jax.random.key(int(key))
+    raise TypeError(f"{what}: expected key as one PRNG key (jax.random.key(0)) or an int seed, "
+                    f"got {type(key).__name__} of shape {getattr(key, 'shape', None)} and "
+                    f"dtype {getattr(key, 'dtype', None)}; for several inputs pass one key, "
+                    "not one per input")
+
+
 def chunk_for(total: int, per_item_bytes: int, chunk_size: int | None,
               memory_budget: int | None, cap: int | None = None,
               rows: int | None = None) -> int:
@@ -543,12 +608,14 @@ def chunk_for(total: int, per_item_bytes: int, chunk_size: int | None,
     ``rows``: inputs each item's pass covers. On CPU with the default budget, a chunk is
     widened to cover :data:`CPU_MIN_ROWS` rows (inputs x items) as long as it fits in
     :data:`DEFAULT_MEMORY_BUDGET`."""
+    chunk_size = check_count(chunk_size, "chunk_size")
+    memory_budget = check_budget(memory_budget)
     total = max(int(total), 1)
     if chunk_size is not None:
-        c = int(chunk_size)
+        c = chunk_size
     else:
         per_item = max(int(per_item_bytes), 1)
-        budget = default_budget() if memory_budget is None else int(memory_budget)
+        budget = default_budget() if memory_budget is None else memory_budget
         c = max(1, budget // per_item)
         if rows and memory_budget is None and jax.default_backend() == "cpu":
             wide = max(1, DEFAULT_MEMORY_BUDGET // per_item)
@@ -561,15 +628,15 @@ def chunk_for(total: int, per_item_bytes: int, chunk_size: int | None,
 
 
 def auto_batch(total: int, per_item_bytes: int, batch: int | None,
-               memory_budget: int | None) -> int:
+               memory_budget: int | None, name: str = "batch size") -> int:
     """Samples / path points per batched pass: ``batch`` if given (validated), else as many
     as fit in a quarter of the memory budget (each needs its forward residuals and a
     backward)."""
+    batch = check_count(batch, name)
+    memory_budget = check_budget(memory_budget)
     if batch is not None:
-        if not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise ValueError(f"expected a positive int batch size, got {batch!r}")
         return int(min(batch, total))
-    budget = default_budget() if memory_budget is None else int(memory_budget)
+    budget = default_budget() if memory_budget is None else memory_budget
     b = max(1, min(int(total), budget // (4 * max(int(per_item_bytes), 1))))
     return math.ceil(total / math.ceil(total / b))
 
@@ -622,12 +689,12 @@ def batch_chunk(n: int, per_example_bytes: int, memory_budget: int | None,
                 batch_size: int | None = None, factor: int = 2) -> int:
     """How many inputs one pass holds: all ``n`` unless ``factor`` times their forward
     intermediates exceed the memory budget (or ``batch_size`` is given); balanced."""
+    batch_size = check_count(batch_size, "batch_size")
+    memory_budget = check_budget(memory_budget)
     if batch_size is not None:
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"expected batch_size as a positive int, got {batch_size!r}")
-        nb = int(batch_size)
+        nb = batch_size
     else:
-        budget = default_batch_budget() if memory_budget is None else int(memory_budget)
+        budget = default_batch_budget() if memory_budget is None else memory_budget
         nb = max(1, budget // max(1, int(per_example_bytes) * factor))
     nb = max(1, min(int(n), nb))
     return math.ceil(n / math.ceil(n / nb))

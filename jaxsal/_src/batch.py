@@ -5,31 +5,226 @@
 a memory-mapped ``.npy`` as soon as it is done, and records progress in a JSON sidecar. A job
 that is stopped or fails (a NaN in chunk 7, a killed process) keeps every finished chunk; run the
 same call again and it resumes where it stopped.
+
+A job is identified by a signature: a hash of a stable description of the method, the model
+(its class, head, output selection, backward rule, architecture and a hash of every weight),
+the inputs' count, shape and dtype (not their values: fixing a bad input and running again
+resumes), the targets, every option (arrays by a hash of their bytes, shape and dtype; PRNG
+keys by their key data; functions by their code, constants, defaults and closure values) and
+the batch size. A run whose signature differs from the sidecar's starts over.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
+import inspect
 import json
 import os
-from typing import Any, Callable, Sequence
+import types
+from typing import Any, Callable
 
+import jax
 import numpy as np
 
-_FORMAT = 1
+from jaxsal._src import base
+
+_FORMAT = 2  # 1: signatures without the model (jaxsal before the model fingerprint)
+_MAX_DEPTH = 12
 
 
-def _signature(method: Callable, n: int, options: dict, targets: Any, batch_size: int) -> str:
+class _Unstable(Exception):
+    """A value with no description that is the same in another process."""
+
+
+# ---------------------------------------------------------------------- stable descriptions
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _array_digest(a: Any) -> dict:
+    if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        a = jax.random.key_data(a)  # a typed PRNG key: its raw key data
+    a = np.ascontiguousarray(np.asarray(a))
+    h = hashlib.blake2b(digest_size=16)
+    if a.dtype == object:
+        raise _Unstable(f"an object array of shape {a.shape}")
+    h.update(memoryview(a.reshape(-1)).cast("B") if a.size else b"")
+    return {"array": h.hexdigest(), "shape": list(a.shape), "dtype": str(a.dtype)}
+
+
+def _code(code: types.CodeType, depth: int) -> dict:
+    return {"code": hashlib.blake2b(code.co_code, digest_size=16).hexdigest(),
+            "consts": [_describe(c, depth + 1) for c in code.co_consts],
+            "names": list(code.co_names)}
+
+
+def _describe(v: Any, depth: int = 0) -> Any:
+    """A JSON-able description of ``v`` that is the same in every process for equal values,
+    or :class:`_Unstable`."""
+    if depth > _MAX_DEPTH:
+        raise _Unstable("a value nested too deeply")
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return {"float": float(v).hex()}
+    if isinstance(v, complex):
+        return {"complex": [v.real.hex(), v.imag.hex()]}
+    if isinstance(v, (bytes, bytearray)):
+        return {"bytes": hashlib.blake2b(bytes(v), digest_size=16).hexdigest()}
+    if isinstance(v, (np.ndarray, jax.Array, np.generic)):
+        return _array_digest(v)
+    if isinstance(v, range):
+        return {"range": [v.start, v.stop, v.step]}
+    if isinstance(v, types.CodeType):
+        return _code(v, depth)
+    if isinstance(v, (list, tuple)):
+        out = [_describe(x, depth + 1) for x in v]
+        return out if type(v) in (list, tuple) else {"type": _qualname(type(v)), "items": out}
+    if isinstance(v, (dict, types.MappingProxyType)):
+        return {"dict": sorted([str(k), _describe(x, depth + 1)] for k, x in v.items())}
+    if isinstance(v, (set, frozenset)):
+        return {"set": sorted(json.dumps(_describe(x, depth + 1), sort_keys=True) for x in v)}
+    if isinstance(v, type):
+        return {"class": _qualname(v)}
+    if isinstance(v, functools.partial):
+        return {"partial": _describe(v.func, depth + 1), "args": _describe(v.args, depth + 1),
+                "kw": _describe(v.keywords, depth + 1)}
+    if isinstance(v, types.MethodType):
+        return {"method": _describe(v.__func__, depth + 1), "self": _describe(v.__self__,
+                                                                                depth + 1)}
+    if isinstance(v, types.FunctionType):
+        cells = [c.cell_contents if _filled(c) else None for c in (v.__closure__ or ())]
+        return {"fn": _qualname(v), "body": _code(v.__code__, depth),
+                "defaults": _describe(v.__defaults__, depth + 1),
+                "kwdefaults": _describe(v.__kwdefaults__, depth + 1),
+                "closure": _describe(cells, depth + 1)}
+    if isinstance(v, (types.BuiltinFunctionType, np.ufunc)):
+        return {"builtin": _qualname(v) if not isinstance(v, np.ufunc) else f"numpy.{v.__name__}"}
+    if dataclasses.is_dataclass(v):  # jaxsal.class_score / jaxsal.neuron and the like
+        return {"type": _qualname(type(v)),
+                "fields": {f.name: _describe(getattr(v, f.name), depth + 1)
+                           for f in dataclasses.fields(v)}}
+    wrapped = getattr(v, "__wrapped__", None)  # jax.jit(f), functools.wraps wrappers
+    if wrapped is not None and wrapped is not v:
+        return {"wrapper": _qualname(type(v)), "of": _describe(wrapped, depth + 1)}
+    r = repr(v)
+    if " at 0x" in r or " object at " in r:
+        raise _Unstable(f"a {_qualname(type(v))} ({r[:80]})")
+    return {"type": _qualname(type(v)), "repr": r}
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+        return True
+    except ValueError:
+        return False
+
+
+def _params_digest(params: Any) -> str:
+    """A hash of every weight: the tree's paths, each array's shape, dtype and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    h.update(str(treedef).encode())
+    for path, leaf in leaves:
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(json.dumps(_array_digest(leaf)).encode())
+    return h.hexdigest()
+
+
+def _graph_digest(graph: Any) -> str:
+    """A hash of an imported model's architecture: its layers (class and Keras config), the
+    calls that connect them, its inputs and outputs."""
+    def default(o):
+        return _describe(o)
+
+    layers = getattr(graph, "layers", {}) or {}
+    blob = json.dumps({
+        "name": getattr(graph, "name", None), "class": getattr(graph, "class_name", None),
+        "layers": [[str(k), getattr(s, "class_name", None), getattr(s, "config", None)]
+                   for k, s in layers.items()],
+        "calls": [repr(c) for c in getattr(graph, "calls", ())],
+        "inputs": repr(getattr(graph, "inputs", None)),
+        "outputs": repr(getattr(graph, "outputs", None)),
+        "input_shapes": repr(getattr(graph, "input_shapes", None)),
+        "input_dtypes": repr(getattr(graph, "input_dtypes", None)),
+    }, sort_keys=True, default=default)
+    if " at 0x" in blob:
+        raise _Unstable("the model's architecture")
+    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+def model_fingerprint(model: Any) -> dict:
+    """A description of the function ``model`` computes that is the same in every process:
+    its class, head, output selection, backward rule and layout, its architecture (an
+    imported model's layers and connections; a :class:`jaxsal.FunctionModel`'s functions by
+    their code, constants and closure values) and a hash of all its weights (about 1 s per GB
+    of weights)."""
+    m = base.as_model(model)
+    desc: dict = {"type": _qualname(type(m))}
+    for attr in ("head", "relu_mode", "output_index", "channels_last_view", "data_format",
+                 "keras_version", "input_shape"):
+        v = getattr(m, attr, None)
+        if v is not None:
+            desc[attr] = _describe(v)
+    graph = getattr(m, "graph", None)
+    if graph is not None:
+        desc["graph"] = _graph_digest(graph)
+    elif isinstance(m, base.FunctionModel):
+        desc.update(fn=_describe(m.fn), features=_describe(m.features),
+                    head_fn=_describe(m.head_fn), layer=m.layer_name, relu_kwarg=m.relu_kwarg)
+    else:
+        desc["cache_key"] = _describe(base.model_key(m))
+    desc["params"] = _params_digest(m.params)
+    return desc
+
+
+def _method_description(method: Callable) -> Any:
+    if isinstance(method, functools.partial):
+        return {"partial": _method_description(method.func), "args": _describe(method.args),
+                "kw": _describe(method.keywords)}
+    if isinstance(method, types.FunctionType):
+        # its name and code, not its defaults (jaxsal.smoothgrad's sentinel) or closure (a
+        # wrapper's call log): configuration belongs in functools.partial or in options
+        return {"fn": _qualname(method), "body": _code(method.__code__, 0)}
     owner = method if hasattr(method, "__qualname__") else type(method)  # instances: their class
-    name = f"{owner.__module__}.{owner.__qualname__}"
-    t = targets if isinstance(targets, (int, str, type(None))) else np.asarray(targets).tolist()
-    blob = json.dumps({"m": name, "n": n, "o": {k: repr(v) for k, v in sorted(options.items())},
-                       "t": t, "b": batch_size}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return {"callable": _qualname(owner)}
+
+
+def _signature(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
+               batch_size: int) -> str:
+    """The job's identity (see the module docstring); raises :class:`_Unstable`."""
+    n = len(inputs)
+    blob = json.dumps({
+        "method": _method_description(method), "model": model_fingerprint(model),
+        "n": n, "input": [list(np.shape(inputs)[1:]), str(getattr(inputs, "dtype", ""))],
+        "options": _describe(dict(options)), "targets": _describe(targets), "b": batch_size,
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------------- chunks
+def _score_functions(targets: Any) -> bool:
+    return callable(targets) or (isinstance(targets, (list, tuple)) and bool(targets)
+                                 and all(callable(t) for t in targets))
+
+
+def _check_targets(targets: Any, n: int) -> None:
+    if targets is None or _score_functions(targets) or isinstance(targets, str):
+        return
+    shape = np.shape(targets)
+    if len(shape) == 2 and shape[0] != n:
+        raise ValueError(f"2-D targets are per-input class ids (N, T) and need one row per "
+                         f"input: expected {n} rows, got shape {shape}. A 1-D sequence "
+                         "explains every listed class for every input.")
 
 
 def _chunk_targets(targets, lo, hi, pad):
-    if targets is None or isinstance(targets, (int, np.integer)) or callable(targets):
+    if targets is None or isinstance(targets, (int, np.integer)) or _score_functions(targets):
         return targets
     t = np.asarray(targets)
     if t.ndim == 2:  # per-input class ids: slice with the inputs
@@ -37,6 +232,53 @@ def _chunk_targets(targets, lo, hi, pad):
         if pad:
             t = np.concatenate([t, np.repeat(t[-1:], pad, axis=0)])
     return t
+
+
+def _per_input(v: Any, n: int, ndim: int) -> bool:
+    """Whether option value ``v`` holds one row per input: an array of the inputs' rank whose
+    leading axis is the inputs' (``(N, H, W, C)`` IG baselines, occlusion fills)."""
+    return (isinstance(v, (np.ndarray, jax.Array)) and v.ndim == ndim and v.ndim >= 1
+            and v.shape[0] == n and n > 1)
+
+
+def _check_options(options: dict, n: int, ndim: int, where: str = "") -> None:
+    """Refuse an array option of the inputs' rank whose leading axis is neither the inputs'
+    count nor 1: it cannot be split into chunks with the inputs."""
+    for k, v in options.items():
+        name = f"{where}[{k!r}]" if where else k
+        if isinstance(v, dict):
+            _check_options(v, n, ndim, name)
+        elif (isinstance(v, (np.ndarray, jax.Array)) and v.ndim == ndim and v.ndim >= 1
+              and v.shape[0] not in (1, n)):
+            raise ValueError(f"option {name} has shape {tuple(v.shape)}: an array with the "
+                             f"inputs' rank ({ndim}) is read per input and is split into chunks "
+                             f"with them, so it needs one row per input ({n}) or a single row "
+                             f"(shared by all); got {v.shape[0]} rows")
+
+
+def _chunk_options(options: dict, n: int, ndim: int, lo: int, hi: int, pad: int) -> dict:
+    out = {}
+    for k, v in options.items():
+        if isinstance(v, dict):
+            v = _chunk_options(v, n, ndim, lo, hi, pad)
+        elif _per_input(v, n, ndim):
+            v = np.asarray(v[lo:hi])
+            if pad:
+                v = np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
+        out[k] = v
+    return out
+
+
+def _takes_offset(method: Callable) -> bool:
+    try:
+        return "index_offset" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _fresh(path: str, progress_path: str) -> str:
+    return (f"delete {path} and {progress_path} (or pass resume=False / write to another "
+            "path) to start the job over")
 
 
 def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str | os.PathLike,
@@ -52,41 +294,90 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
       inputs: ``(N, ...)`` array; a ``np.load(..., mmap_mode="r")`` array works, so inputs larger
         than memory stream from disk.
       path: output ``.npy``; ``path + ".progress.json"`` records finished chunks.
-      targets: as for ``method``; a 2-D ``(N, T)`` array is sliced along with the inputs.
+      targets: as for ``method`` (class ids, ``None``, score functions such as
+        :func:`jaxsal.class_score` / :func:`jaxsal.neuron` or your own functions); a 2-D
+        ``(N, T)`` array is sliced along with the inputs.
       batch_size: inputs per compiled call. The last chunk is padded to this size so a single
         compilation serves the whole job.
-      resume: reuse the finished chunks of an earlier run of the *same* job (same method,
-        inputs length, targets, options, batch size); otherwise start over.
+      resume: reuse the finished chunks of an earlier run of the *same* job: same method, model
+        (class, head, output, backward rule, architecture and weights), inputs count, shape
+        and dtype, targets, options and batch size (see the module docstring); otherwise start
+        over. ``False`` always starts over.
       on_chunk: called as ``on_chunk(done, total)`` after each chunk is written.
+      **options: passed to ``method``. An array option of the inputs' rank whose leading axis
+        is the inputs' count (an ``(N, H, W, C)`` integrated-gradients ``baseline`` or
+        occlusion ``fill``, also inside ``method_options``) is sliced with the inputs; a
+        method with an ``index_offset`` parameter (:func:`jaxsal.smoothgrad`) gets each
+        chunk's position, so its noise, keyed by the global input index, does not depend on
+        ``batch_size`` and the file equals one call over all inputs.
     Returns:
       The maps as a read-only memory map of ``path`` (shape ``(N, ...)`` as ``method`` returns).
     Raises:
       ValueError: from ``method`` for a bad chunk (e.g. NaN inputs), naming the chunk; every
-        chunk finished before it stays on disk and is not recomputed on the next run.
+        chunk finished before it stays on disk and is not recomputed on the next run. Also for
+        options that cannot be split with the inputs, and when the file at ``path`` does not
+        hold this job's maps although its progress file says so.
+      TypeError: when ``resume=True`` and an option, a target or the model cannot be described
+        the same way in another process (an object without a stable description): the job
+        could not be told apart from another one on resume.
     """
     path = os.fspath(path)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = base.check_count(batch_size, "batch_size")
+    if batch_size is None:
+        raise ValueError("expected batch_size as a positive int, got None")
     n = len(inputs)
     if n == 0:
         raise ValueError("inputs is empty: expected at least one example along axis 0")
+    ndim = len(np.shape(inputs))
+    _check_targets(targets, n)
+    _check_options(options, n, ndim)
+    offset = options.pop("index_offset", 0) if _takes_offset(method) else None
+    if offset is not None and (isinstance(offset, (bool, np.bool_))
+                               or not isinstance(offset, (int, np.integer)) or offset < 0):
+        raise ValueError(f"expected index_offset as an int >= 0, got {offset!r}")
     progress_path = path + ".progress.json"
-    sig = _signature(method, n, options, targets, batch_size)
+    try:
+        sig = _signature(method, model, inputs,
+                         options if offset is None else {**options, "index_offset": offset},
+                         targets, batch_size)
+    except _Unstable as e:
+        if resume:
+            raise TypeError(
+                f"explain_to_file records the method, model, targets and options in the job's "
+                f"signature to tell a resumed job from another, and cannot describe {e} the "
+                "same way in another process. Pass a value with a stable description (arrays, "
+                "numbers, strings, plain functions, jaxsal.class_score / jaxsal.neuron), or "
+                "resume=False (the job then starts over on every run).") from None
+        sig = None  # never resumed
     n_chunks = -(-n // batch_size)
     done: set[int] = set()
     out = None
-    if resume and os.path.exists(progress_path) and os.path.exists(path):
+    if resume and sig is not None and os.path.exists(progress_path) and os.path.exists(path):
         with open(progress_path) as fh:
-            prog = json.load(fh)
+            try:
+                prog = json.load(fh)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"cannot read the progress file {progress_path} ({e}); "
+                                 f"{_fresh(path, progress_path)}") from None
         if prog.get("signature") == sig and prog.get("format") == _FORMAT:
+            try:
+                out = np.lib.format.open_memmap(path, mode="r+")
+            except (OSError, ValueError) as e:
+                raise ValueError(f"cannot reopen {path} to resume this job ({e}); "
+                                 f"{_fresh(path, progress_path)}") from None
+            if out.ndim < 1 or out.shape[0] != n:
+                raise ValueError(f"{path} holds an array of shape {out.shape}, but this job "
+                                 f"writes maps for {n} inputs; the file was replaced after the "
+                                 f"job started. {_fresh(path, progress_path)}")
             done = set(prog.get("done", []))
-            out = np.lib.format.open_memmap(path, mode="r+")
+    resumed = out is not None
 
     def save_progress():
         tmp = progress_path + ".tmp"
         with open(tmp, "w") as fh:
             json.dump({"format": _FORMAT, "signature": sig, "done": sorted(done),
-                       "chunks": n_chunks, "batch_size": batch_size, "n": n}, fh)
+                       "chunks": n_chunks, "batch_size": batch_size, "n": n,
+                       "input_shape": list(np.shape(inputs)[1:])}, fh)
         os.replace(tmp, progress_path)  # atomic: a crash never leaves a torn progress file
 
     for c in range(n_chunks):
@@ -97,15 +388,24 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
         pad = batch_size - (hi - lo)
         if pad:
             xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
+        opts = _chunk_options(options, n, ndim, lo, hi, pad)
+        if offset is not None:
+            opts["index_offset"] = int(offset) + lo
         try:
-            maps = method(model, xb, _chunk_targets(targets, lo, hi, pad), **options)
+            maps = method(model, xb, _chunk_targets(targets, lo, hi, pad), **opts)
         except ValueError as e:
             raise ValueError(f"chunk {c} (inputs {lo}:{hi}) failed: {e}. Chunks finished so far "
-                             f"are saved in {path}; fix the inputs and run again to resume.") from e
+                             f"are saved in {path}; fix the cause (the inputs of this chunk or "
+                             "an option) and run the same call again to resume.") from e
         maps = np.asarray(maps)[: hi - lo]
         if out is None:
             out = np.lib.format.open_memmap(path, mode="w+", dtype=maps.dtype,
                                             shape=(n, *maps.shape[1:]))
+        elif resumed and (out.shape[1:] != maps.shape[1:] or out.dtype != maps.dtype):
+            raise ValueError(f"{path} holds maps of shape {out.shape[1:]} ({out.dtype}) per "
+                             f"input, but this job computes {maps.shape[1:]} ({maps.dtype}); "
+                             "its progress file says it is the same job, so the file was "
+                             f"replaced after the job started. {_fresh(path, progress_path)}")
         out[lo:hi] = maps
         out.flush()
         done.add(c)

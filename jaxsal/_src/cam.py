@@ -352,7 +352,10 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
         results do not depend on the batch).
       softmax: apply a softmax to the outputs before scoring (tf-keras-vis). For a one-unit
         output (where a softmax is constant) jaxsal uses the unit's probability instead
-        (``sigmoid`` of a logit): ``p`` for class 1, ``1 - p`` for class 0.
+        (``sigmoid`` of a logit): ``p`` for class 1, ``1 - p`` for class 0. A model with
+        several outputs raises a ``ValueError`` (which output is the classifier is not
+        known): pass ``softmax=False`` and apply the softmax inside the score function,
+        ``targets=lambda outs: jax.nn.softmax(outs[0])[:, k]``.
       batch_size: masked inputs per forward pass (default: from ``memory_budget``).
     Returns:
       Raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (``(h, w)`` with ``upsample=False``).
@@ -367,11 +370,15 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     per_image = base.forward_bytes(p.model, p.x) // p.n
     n = nb = base.batch_chunk(p.n, per_image, memory_budget)
     if top_k is not None:
-        if not isinstance(top_k, int) or not 1 <= top_k <= K:
+        given = top_k
+        try:
+            top_k = base.check_count(top_k, "top_k")
+        except ValueError:
+            top_k = 0  # reported below, with the layer's channel count
+        if not 1 <= top_k <= K:
             raise ValueError(f"top_k must be an int in [1, {K}] (layer {L!r} has {K} channels), "
-                             f"got {top_k!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+                             f"got {given!r}")
+    batch_size = base.check_count(batch_size, "batch_size")
     use_all = top_k is None or top_k == K
     if use_all:
         n_sel = K
@@ -380,6 +387,14 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     kc = base.chunk_for(n_sel, per_image * n, None if batch_size is None
                         else max(1, batch_size // n), memory_budget, cap=max(1, 1024 // n))
     m, spec, info = p.model, p.spec, p.info
+    y_shape, _ = base.model_shapes(m, p.x)
+    if softmax and isinstance(y_shape, (list, tuple)):
+        raise ValueError(
+            f"scorecam(softmax=True) applies a softmax to the model's output before scoring, "
+            f"but this model returns {len(y_shape)} outputs and jaxsal does not guess which "
+            "one is the classifier. Pass softmax=False (your score function then sees the raw "
+            "outputs; apply the softmax to the one it reads: targets=lambda outs: "
+            "jax.nn.softmax(outs[0])[:, k]), or explain one output of a single-output model.")
     if softmax:
         out_info = OutputInfo(info.units, "prob",
                               info.complement if info.kind == "prob" else False)

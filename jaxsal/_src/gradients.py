@@ -107,10 +107,11 @@ def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | Non
         ``"l2"``, or ``None`` to keep the channel axis.
       head: override the model's head (``"logits"``, ``"softmax"``, ``"sigmoid"``,
         ``"sigmoid_complement"``, ``"saved"``); default: the model's own.
-      chunk_size: how many targets share one batched backward pass (default: as many as fit in
-        ``memory_budget`` bytes).
-      memory_budget: bytes one chunk of backward passes may use (default: a quarter of the
-        accelerator's memory, at least ``jaxsal.DEFAULT_MEMORY_BUDGET``; 256 MiB on CPU).
+      chunk_size: how many targets share one batched backward pass, a positive int (default:
+        as many as fit in ``memory_budget`` bytes).
+      memory_budget: bytes one chunk of backward passes may use, a positive number (default: a
+        quarter of the accelerator's memory, at least ``jaxsal.DEFAULT_MEMORY_BUDGET``; 256 MiB
+        on CPU). Zero, negative or fractional counts raise a ``ValueError``.
       precision: ``"highest"`` for exact float32 matmuls on accelerators (parity tests);
         ``"bfloat16"`` (opt-in speed on accelerators): the backward passes' matmuls and
         convolutions take bfloat16 operands, accumulated in float32; the forward pass, every

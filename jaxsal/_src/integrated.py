@@ -30,7 +30,8 @@ RULES = ("trapezoid", "left", "right", "middle")
 
 def quadrature(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
     """``(alphas, weights)`` of a Riemann rule on [0, 1] with ``steps`` gradient evaluations."""
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) \
+            or steps < 1:
         raise ValueError(f"expected steps >= 1 (an int), got {steps!r}")
     k = np.arange(steps, dtype=np.float64)
     if rule == "trapezoid":
@@ -182,7 +183,7 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     fb = fb * nb // p.n
-    batch_steps = base.auto_batch(steps, fb, batch_steps, memory_budget)
+    batch_steps = base.auto_batch(steps, fb, batch_steps, memory_budget, "batch_steps")
     chunk = base.chunk_for(p.spec.num, fb * batch_steps, chunk_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
     # the channel axis of the (N, T, ...) attributions: the input's, or the layer's

@@ -123,7 +123,8 @@ def _as_objective(model: Any, targets: Any, layer: str | None, objective: str,
             raise ValueError(f"targets='all': the number of units of "
                              f"{'the output' if layer is None else repr(layer)} is unknown "
                              f"(shape {shape}); pass explicit unit indices")
-        targets = list(range(shape[-1]))
+        binary = layer is None and tuple(shape) == (1,)  # classes 0 and 1
+        targets = list(range(2 if binary else shape[-1]))
     if isinstance(targets, (int, np.integer)):
         targets = [targets]
     if isinstance(targets, (np.ndarray, jax.Array)):
@@ -176,6 +177,11 @@ def _build(model: Any, head: str | None, needed: tuple, need_output: bool,
     tfm = transforms if transforms is not None else default_transforms(max(H, W))
     penalties = [r.penalty for r in regularizers if r.penalty is not None]
     stepped = [r for r in regularizers if r.step is not None]
+    # a one-unit (sigmoid) output has two classes, as for the attribution methods:
+    # output unit 1 is the unit and 0 its complement (targets.class_scores)
+    binary = need_output and _obj.binary_output(
+        m, tuple(in_shape) if in_shape is not None and None not in in_shape else image_shape)
+    kind, complement = base.output_kind(m)
 
     def fit(x):
         return _tf.resize(x, fixed_hw) if fixed_hw is not None else x
@@ -186,7 +192,11 @@ def _build(model: Any, head: str | None, needed: tuple, need_output: bool,
         y, acts = out
         if isinstance(y, (list, tuple)):
             y = y[0]
-        return y[0], {k: v[0] for k, v in acts.items()}
+        y = y[0]
+        if binary:  # (1,) -> (2,): the scores of classes 0 and 1
+            pos = (1.0 - y if complement else y) if kind == "prob" else y
+            y = jnp.concatenate([1.0 - pos if kind == "prob" else -pos, pos])
+        return y, {k: v[0] for k, v in acts.items()}
 
     def score(params, obj, x):
         y, acts = forward(params, x)
@@ -291,7 +301,10 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
         output or of ``layer``), or :class:`~jaxsal.Objective` instances of one structure
         (combinations such as ``channel_objective(l, 3) - 0.5 * output_objective(1)``).
       layer: ``None``: unit indices are output units (classes) of the model's ``head``;
-        a layer name: unit indices are that layer's channels.
+        a layer name: unit indices are that layer's channels. A one-unit (sigmoid) output
+        has two classes, as in the attribution methods: ``1`` is the unit and ``0`` its
+        complement (``-z`` on the logits head, ``1 - p`` on a probability head), so
+        ``targets="all"`` gives two images and ``scores`` are those class scores.
       steps: optimizer steps per scale (``steps * upscaling_steps`` in all).
       input_range: ``(lo, hi)``; images are kept inside it and returned inside it.
       key: a PRNG key or an int seed; the same key gives the same images.
@@ -451,8 +464,7 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     _obj.validate_objective(obj, mh, fit_shape)
     T = int(jax.tree_util.tree_leaves(obj)[0].shape[0])
 
-    if isinstance(key, (int, np.integer)):
-        key = jax.random.key(int(key))
+    key = base.check_key(key, "maximize")
     has_seed = seed_images is not None
     seed = None
     if has_seed:

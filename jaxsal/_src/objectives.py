@@ -148,7 +148,9 @@ def output_objective(unit: int, *, weight: float = 1.0) -> Objective:
     """Maximize output unit ``unit`` (a class) of the model's head.
 
     With the ``logits`` head (the default of :func:`jaxsal.maximize`) this is the class logit:
-    maximizing a softmax probability mostly pushes the other classes down.
+    maximizing a softmax probability mostly pushes the other classes down. On a one-unit
+    (sigmoid) output ``unit`` is a class id as in the attribution methods: ``1`` the unit,
+    ``0`` its complement (``-z`` on the logits head, ``1 - p`` on a probability head).
     """
     return Objective(("output",), (None,), (jnp.asarray(weight, jnp.float32),),
                      (_index(unit, "output_objective"),))
@@ -228,7 +230,7 @@ def _one_output(model: Any, shape: Any) -> Any:
         return shape[0]
     listing, first = base.several_outputs(model, shape)
     raise ValueError(f"this model has {len(shape)} outputs ({listing}); output units need one. "
-                     f"Pick it with model.with_output(name), e.g. model.with_output({first!r}).")
+                     f"{base.pick_output_hint(model, first)}.")
 
 
 def output_shape_of(model: Any, layer: str | None, image_shape: tuple | None = None):
@@ -259,6 +261,17 @@ def output_shape_of(model: Any, layer: str | None, image_shape: tuple | None = N
     return tuple(out.shape[1:])
 
 
+def binary_output(model: Any, image_shape: tuple | None = None) -> bool:
+    """Whether ``model``'s output is one unit per example, ``(1,)``: a binary classifier
+    whose class ids are ``1`` (the unit) and ``0`` (its complement), as in the attribution
+    methods."""
+    try:
+        shape = output_shape_of(model, None, image_shape)
+    except ValueError:  # several outputs: refused where output terms are validated
+        return False
+    return shape is not None and tuple(shape) == (1,)
+
+
 def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = None) -> None:
     """Check layer names and unit bounds of a (stacked) objective against ``model``."""
     for kind, layer, idx in zip(obj.kinds, obj.layers, obj.indices):
@@ -269,6 +282,12 @@ def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = N
                              f"{getattr(model, 'layer_names', [])}")
         shape = output_shape_of(model, layer, image_shape)
         if not shape or isinstance(shape[0], tuple):
+            continue
+        if layer is None and tuple(shape) == (1,):  # a binary classifier: classes 0 and 1
+            if np.any(np.asarray(idx) >= 2):
+                raise ValueError(f"class {int(np.max(np.asarray(idx)))} out of range: the "
+                                 "model output is one (sigmoid) unit, a binary classifier "
+                                 "with classes 0 (the complement) and 1 (the unit)")
             continue
         k = shape[-1]
         where = "the model output" if layer is None else f"layer {layer!r}"

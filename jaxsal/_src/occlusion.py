@@ -28,7 +28,8 @@ ArrayLike = jax.typing.ArrayLike
 def _sizes(v, name: str, rank: int) -> tuple[int, ...]:
     """``v`` as ``rank`` positive ints (an int is repeated)."""
     t = tuple(v) if isinstance(v, (tuple, list)) else (v,) * rank
-    if len(t) != rank or not all(isinstance(i, (int, np.integer)) and i >= 1 for i in t):
+    if len(t) != rank or not all(isinstance(i, (int, np.integer))
+                                 and not isinstance(i, (bool, np.bool_)) and i >= 1 for i in t):
         raise ValueError(f"expected {name} as a positive int or {rank} of them (one per "
                          f"spatial axis), got {v!r}")
     return tuple(int(i) for i in t)
@@ -58,7 +59,9 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
         channels-first model; signals ``(N, L, C)`` and volumes ``(N, D, H, W, C)`` alike).
         ``targets=None`` uses the predicted class of the clean input.
       patch: patch size ``p`` or ``(ph, pw)`` (one size per spatial axis).
-      stride: step between patch positions (default: ``patch``, non-overlapping).
+      stride: step between patch positions (default: ``patch``, non-overlapping); at most
+        ``patch`` along every axis the patch does not span, so that every pixel is occluded
+        by some patch (a larger stride raises a ``ValueError``, as in Captum).
       fill: the occluding value, in ``x``'s layout: a scalar, ``(C,)`` (``(C, 1, 1)``
         channels-first), ``(H, W, C)`` or ``(N, H, W, C)`` (e.g. a blurred copy of ``x``).
       batch_size: occluded inputs per forward pass (default: from ``memory_budget``).
@@ -70,6 +73,12 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
     rank = len(size)
     psize = _sizes(patch, "patch", rank)
     step = _sizes(stride if stride is not None else psize, "stride", rank)
+    for ax, (d, q, t) in enumerate(zip(size, psize, step)):
+        if t > q and q < d:  # Captum's Occlusion refuses the same
+            raise ValueError(f"stride {t} is larger than the patch {q} on spatial axis {ax} "
+                             f"(input side {d}): the pixels between patches would never be "
+                             f"occluded and have no score drop. Use stride <= patch (e.g. "
+                             f"stride={q}, or patch={t} for non-overlapping patches)")
     starts = [patch_positions(d, q, t) for d, q, t in zip(size, psize, step)]
     pos = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, rank)
     n_pos = len(pos)
@@ -79,8 +88,7 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
     except ValueError:
         raise ValueError(f"fill of shape {fill_arr.shape} does not broadcast to x of shape "
                          f"{tuple(p.x.shape)}") from None
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = base.check_count(batch_size, "batch_size")
     per_image = base.forward_bytes(p.model, p.x) // n
     nb = base.batch_chunk(n, per_image, memory_budget)
     group = base.chunk_for(n_pos, per_image * nb, None if batch_size is None

@@ -16,6 +16,7 @@ last two axes spatial) unless an ``axis`` says otherwise.
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Sequence
 
 import jax
@@ -73,7 +74,19 @@ def _norm(maps: Array, axis, eps: float) -> Array:
     return (maps - lo) / (hi - lo + eps)
 
 
+def _static_axis(axis):
+    """``axis`` as a hashable static argument: a list becomes a tuple (``jax.jit`` cannot
+    hash a list)."""
+    if isinstance(axis, (list, tuple)):
+        return tuple(operator.index(a) for a in axis)
+    return None if axis is None else operator.index(axis)
+
+
 @functools.partial(jax.jit, static_argnames=("axis", "eps"))
+def _normalize(maps: Array, axis, eps: float) -> Array:
+    return _norm(jnp.asarray(maps), axis, eps)
+
+
 def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
               eps: float = 1e-7) -> Array:
     """Min-max normalize to ``[0, 1]``: ``(a - min) / (max - min + eps)`` over ``axis``.
@@ -81,17 +94,25 @@ def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
     This is tf-keras-vis's ``normalize`` (``eps = 1e-7``, an all-zero map stays 0) when
     ``axis`` covers one map: the default ``(-2, -1)`` normalizes every ``(H, W)`` map on its
     own. To keep the classes of one input comparable, normalize them together: for maps
-    ``(N, T, H, W)`` use ``axis=(1, 2, 3)``; ``axis=None`` shares one range across everything.
-    For channel maps ``(N, H, W, C)`` as tf-keras-vis does: ``axis=(1, 2, 3)``.
+    ``(N, T, H, W)`` use ``axis=(1, 2, 3)`` (a list works too); ``axis=None`` shares one
+    range across everything. For channel maps ``(N, H, W, C)`` as tf-keras-vis does:
+    ``axis=(1, 2, 3)``. Jit-compiled (once per shape, axis and eps).
     """
-    axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
-    return _norm(jnp.asarray(maps), axis, eps)
+    return _normalize(maps, _static_axis(axis), eps)
 
 
 @functools.partial(jax.jit, static_argnames=("lower", "upper", "axis"))
+def _clip_percentile(maps: Array, lower: float, upper: float, axis) -> Array:
+    maps = jnp.asarray(maps)
+    lo = jnp.percentile(maps, lower, axis=axis, keepdims=True)
+    hi = jnp.percentile(maps, upper, axis=axis, keepdims=True)
+    return jnp.clip(maps, lo, hi)
+
+
 def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
                     axis: int | Sequence[int] | None = (-2, -1)) -> Array:
-    """Clip every map (over ``axis``) to its ``[lower, upper]`` percentiles (0-100).
+    """Clip every map (over ``axis``, a tuple or list of axes) to its ``[lower, upper]``
+    percentiles (0-100).
 
     A common step before display: a few extreme pixels would otherwise squash the colour
     range (PAIR saliency clips at the 99th percentile).
@@ -99,11 +120,7 @@ def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
     if not 0 <= lower <= upper <= 100:
         raise ValueError(f"expected 0 <= lower <= upper <= 100, got lower={lower}, "
                          f"upper={upper}")
-    maps = jnp.asarray(maps)
-    axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
-    lo = jnp.percentile(maps, lower, axis=axis, keepdims=True)
-    hi = jnp.percentile(maps, upper, axis=axis, keepdims=True)
-    return jnp.clip(maps, lo, hi)
+    return _clip_percentile(maps, lower, upper, _static_axis(axis))
 
 
 def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -143,19 +160,31 @@ RESIZE_METHODS = ("align_corners", "linear", "bilinear", "nearest", "cubic", "la
                   "lanczos5")
 
 
-@functools.partial(jax.jit, static_argnames=("size", "method"))
 def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners") -> Array:
     """Resize maps ``(..., h, w) -> (..., H, W)``.
 
     Args:
-      maps: maps with the spatial axes last.
+      maps: maps with the spatial axes last. Integer or boolean maps (counts, masks) are
+        resized in float32 and returned as float32: interpolated values are fractions.
       size: ``(H, W)``.
       method: ``"align_corners"`` (bilinear, corner pixels aligned: tf-keras-vis's CAM
         upsampling) or a ``jax.image.resize`` method (``"linear"``/``"bilinear"``,
         ``"nearest"``, ``"cubic"``, ...: half-pixel centred, like ``tf.image.resize``).
+    Returns:
+      Floating-point maps ``(..., H, W)`` (the input's dtype when it is floating).
     """
+    try:
+        size = tuple(int(s) for s in size)
+    except TypeError:
+        raise ValueError(f"expected size=(H, W), got {size!r}") from None
+    return _resize(maps, size, method)
+
+
+@functools.partial(jax.jit, static_argnames=("size", "method"))
+def _resize(maps: ArrayLike, size: tuple[int, ...], method: str) -> Array:
     maps = jnp.asarray(maps)
-    size = tuple(int(s) for s in size)
+    if not jnp.issubdtype(maps.dtype, jnp.floating):
+        maps = maps.astype(jnp.float32)
     if len(size) != 2:
         raise ValueError(f"expected size=(H, W), got {size}")
     if maps.ndim < 2:

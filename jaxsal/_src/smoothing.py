@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.gradients import (deconvnet, gradient_x_input, guided_backprop, raw_gradients,
@@ -55,19 +56,22 @@ def _method_name(method: str | Callable) -> str:
     return name
 
 
-def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array | None = None,
+def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
+               key: jax.Array | int | None = None,
                method: str | Callable = "saliency", n: int = 25, noise_level: float = 0.2,
                variant: str = "smoothgrad", abs_first: bool | None = None,
                reduce: Any = _DEFAULT, method_options: dict | None = None,
                batch_samples: int | None = None, head: str | None = None,
                chunk_size: int | None = None, memory_budget: int | None = None,
-               precision: str | None = None, check_finite: bool = True) -> Array:
+               precision: str | None = None, check_finite: bool = True,
+               index_offset: int = 0) -> Array:
     """SmoothGrad (Smilkov et al., 2017) and its variants over any gradient method.
 
     Args:
       model, x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
         :func:`jaxsal.saliency`. ``targets=None`` fixes the predicted class on the clean ``x``.
-      key: a ``jax.random`` key (required): the same key gives the same map.
+      key: a ``jax.random`` key or an int seed (``key=0`` is ``jax.random.key(0)``, as in
+        :func:`jaxsal.maximize`); required: the same key gives the same map.
       method: ``"saliency"`` (default), ``"gradient_x_input"``, ``"guided_backprop"``,
         ``"deconvnet"``, ``"integrated_gradients"`` (or those jaxsal functions).
       n: number of noisy samples.
@@ -85,6 +89,10 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
         ``rule``, ``batch_steps``.
       batch_samples: noisy samples evaluated together in one batched pass (1 = a loop;
         default: as many as fit in ``memory_budget``).
+      index_offset: the position of ``x[0]`` in a larger batch. The noise of input ``i`` is
+        keyed by its index ``index_offset + i``, so explaining ``x[a:b]`` with
+        ``index_offset=a`` gives exactly rows ``a:b`` of one call over all of ``x``
+        (:func:`jaxsal.explain_to_file` passes it for each chunk).
     Returns:
       Raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (channels kept when ``reduce=None``).
     """
@@ -92,12 +100,16 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
     backprop, times_input, default_reduce = _METHODS[name]
     reduce = default_reduce if reduce is _DEFAULT else reduce
     check_reduce(reduce)
-    if key is None:
-        raise ValueError("smoothgrad needs an explicit PRNG key: key=jax.random.key(0)")
+    key = base.check_key(key, "smoothgrad")
+    if isinstance(index_offset, (bool, np.bool_)) or not isinstance(index_offset,
+                                                                    (int, np.integer)) \
+            or index_offset < 0:
+        raise ValueError(f"expected index_offset as an int >= 0, got {index_offset!r}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
-    if not isinstance(n, int) or n < 1:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"expected n >= 1 noisy samples (an int), got {n!r}")
+    n = int(n)
     if not noise_level >= 0:
         raise ValueError(f"expected noise_level >= 0, got {noise_level!r}")
     if abs_first is None:
@@ -122,11 +134,13 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     fb = fb * nb // p.n
     if name == "integrated_gradients":
-        batch_samples = 1 if batch_samples is None else batch_samples
-        batch_steps = base.auto_batch(steps, fb * batch_samples, batch_steps, memory_budget)
+        batch_samples = base.auto_batch(n, fb, 1 if batch_samples is None else batch_samples,
+                                        memory_budget, "batch_samples")
+        batch_steps = base.auto_batch(steps, fb * batch_samples, batch_steps, memory_budget,
+                                      "method_options['batch_steps']")
         per_target = fb * batch_samples * batch_steps
     else:
-        batch_samples = base.auto_batch(n, fb, batch_samples, memory_budget)
+        batch_samples = base.auto_batch(n, fb, batch_samples, memory_budget, "batch_samples")
         per_target = fb * batch_samples
     chunk = base.chunk_for(p.spec.num, per_target, chunk_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
@@ -193,4 +207,4 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array 
           reduce, steps, rule, batch_steps, batch_samples, chunk, nb)
     return base.compiled(ck, lambda: base.split_batch(build(), p.n, nb, (1, 2, 5), maybe=(4,)),
                          precision)(p.params, p.x, p.ids, key, b,
-                                    jnp.arange(p.n, dtype=jnp.int32))
+                                    jnp.arange(p.n, dtype=jnp.int32) + int(index_offset))

@@ -40,6 +40,21 @@ class ClassScore:
     def __call__(self, outputs: Array) -> Array:
         return outputs[:, self.index]
 
+    def check_shape(self, shape: tuple) -> None:
+        """Refuse an index outside the outputs ``shape`` (batch first), which JAX would clamp
+        to the last unit."""
+        if len(shape) != 2:
+            raise ValueError(f"{self!r} reads outputs of shape (N, units); this model's outputs "
+                             f"have shape {shape}. Write a score function of the outputs "
+                             "instead: targets=lambda outputs: ... -> (N,)")
+        k = shape[1]
+        if not 0 <= self.index < k:
+            extra = (" (class_score reads output units; a one-unit binary model has unit 0 only: "
+                     "for its classes 0 (the complement) and 1 (the unit) pass targets=0 or 1)"
+                     if k == 1 else "")
+            raise ValueError(f"class_score index out of range: expected 0 <= index < {k} (the "
+                             f"model's output units){extra}, got {self.index}")
+
 
 @dataclasses.dataclass(frozen=True)
 class LayerScore:
@@ -47,20 +62,54 @@ class LayerScore:
 
     layer: str
     index: Any
+    channels_first: bool = False  # set by the methods from the layer's layout
 
     def __call__(self, activation: Array) -> Array:
         if isinstance(self.index, tuple):
             return activation[(slice(None),) + self.index]
-        a = activation[..., self.index]
+        a = activation[:, self.index] if self.channels_first else activation[..., self.index]
         return a.reshape(a.shape[0], -1).mean(axis=1)
+
+    def __repr__(self) -> str:
+        return f"neuron({self.layer!r}, {self.index!r})"
+
+    def check_shape(self, shape: tuple) -> None:
+        """Refuse an index that does not name one unit (a tuple) or one channel (an int) of
+        the layer's output ``shape`` (batch first); JAX would clamp it to another unit."""
+        per = tuple(shape[1:])
+        what = f"neuron({self.layer!r}, {self.index!r})"
+        if isinstance(self.index, tuple):
+            if len(self.index) != len(per):
+                raise ValueError(f"{what}: a tuple index names one unit of the layer's "
+                                 f"per-example output, shape {per}: expected {len(per)} "
+                                 f"indices, got {len(self.index)}. An int index selects a "
+                                 "channel (last axis), averaged over the other axes.")
+            for ax, (i, d) in enumerate(zip(self.index, per)):
+                if not 0 <= i < d:
+                    raise ValueError(f"{what}: index {i} out of range on axis {ax} of layer "
+                                     f"{self.layer!r}'s per-example output, shape {per}: "
+                                     f"expected 0 <= index < {d}")
+            return
+        if not per:
+            raise ValueError(f"{what}: layer {self.layer!r} has output shape {tuple(shape)} "
+                             "(batch first) and no channel axis to select from")
+        k = per[0] if self.channels_first else per[-1]
+        if not 0 <= self.index < k:
+            axis = "axis 1, channels-first" if self.channels_first else "the last axis"
+            raise ValueError(f"{what}: channel {self.index} out of range: layer "
+                             f"{self.layer!r} has {k} channels ({axis} of its output, shape "
+                             f"{tuple(shape)}); expected 0 <= index < {k}")
 
 
 def class_score(index: int) -> ClassScore:
     """Score function ``outputs -> outputs[:, index]`` (shape ``(N,)``).
 
     Equal to passing ``targets=index`` for a multi-class model; useful as a building block for
-    custom scores. Score objects made by the factories compare equal when their arguments do,
-    so repeated calls reuse the compiled program (a fresh ``lambda`` each call recompiles).
+    custom scores. ``index`` is an output unit: ``0 <= index < units``, checked by the methods
+    before tracing (an index out of range raises a ``ValueError``; JAX would clamp it). On a
+    one-unit binary model use ``targets=0`` / ``1`` for its two classes. Score objects made
+    by the factories compare equal when their arguments do, so repeated calls reuse the
+    compiled program (a fresh ``lambda`` each call recompiles).
     """
     return ClassScore(int(index))
 
@@ -70,9 +119,13 @@ def neuron(layer: str, index: int | Sequence[int]) -> LayerScore:
 
     Args:
       layer: a layer name of the model.
-      index: an int selects a channel (last axis), averaged over any spatial axes (a
-        "filter" score, ``(N,)``); a tuple indexes one unit of the per-example output
-        (e.g. ``(i, j, k)`` for a conv layer, ``(k,)`` for a Dense layer).
+      index: an int selects a channel (the last axis; axis 1 of a channels-first layer),
+        averaged over any spatial axes (a "filter" score, ``(N,)``); a tuple indexes one unit
+        of the per-example output in the layer's own layout (e.g. ``(i, j, k)`` for a
+        channels-last conv layer, ``(k,)`` for a Dense layer).
+
+    The methods check the index against the layer's output shape before tracing and raise a
+    ``ValueError`` when it is out of range (JAX itself would clamp it to another unit).
     """
     idx = tuple(int(i) for i in index) if isinstance(index, (tuple, list)) else int(index)
     return LayerScore(str(layer), idx)

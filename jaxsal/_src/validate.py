@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.targets import OutputInfo, TargetSpec, parse_targets
+from jaxsal._src.targets import ClassScore, LayerScore, OutputInfo, TargetSpec, parse_targets
 
 Array = jax.Array
 
@@ -169,6 +169,24 @@ def _score_functions(targets: Any) -> bool:
                                  and all(callable(t) for t in targets))
 
 
+def check_scores(model: Any, spec: TargetSpec, y: Any, caps: dict) -> None:
+    """Static checks of the score functions made by :func:`jaxsal.class_score` and
+    :func:`jaxsal.neuron` against the shapes they read (``y``: the model's abstract outputs,
+    ``caps``: the captured layers'): an index out of range raises here, where JAX would
+    clamp it and silently explain another unit."""
+    for fn in spec.scores:
+        if isinstance(fn, ClassScore):
+            if isinstance(y, (list, tuple)):
+                listing, first = base.several_outputs(model, [o.shape for o in y])
+                raise ValueError(f"{fn!r} reads one output array, but this model has {len(y)} "
+                                 f"outputs ({listing}). {base.pick_output_hint(model, first)}, "
+                                 "or write a score function of the list of outputs: "
+                                 "targets=lambda outs: outs[0][:, k]")
+            fn.check_shape(tuple(y.shape))
+        elif isinstance(fn, LayerScore):
+            fn.check_shape(tuple(caps[fn.layer].shape))
+
+
 def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
             backprop: str | None = None, check_finite: bool = True,
             spatial: bool = False, allow_int: bool = False) -> Prepared:
@@ -180,9 +198,9 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
     if isinstance(y, (list, tuple)) and not _score_functions(targets):
         listing, first = base.several_outputs(m, [o.shape for o in y])
         raise ValueError(f"this model has {len(y)} outputs ({listing}); class ids and the "
-                         "predicted class need one. Pick one with model.with_output(name) "
-                         f"(e.g. model.with_output({first!r})), or pass a score function "
-                         "of the list of outputs: targets=lambda outs: outs[0][:, k]")
+                         f"predicted class need one. {base.pick_output_hint(m, first)}, or "
+                         "pass a score function of the list of outputs: "
+                         "targets=lambda outs: outs[0][:, k]")
     units = None
     if isinstance(y, jax.ShapeDtypeStruct) and len(y.shape) == 2:
         units = int(y.shape[1])
@@ -192,10 +210,17 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
                          "gradients; use head='sigmoid', 'sigmoid_complement' or 'logits'")
     info = OutputInfo(units, kind, complement)
     spec, ids = parse_targets(targets, int(xa.shape[0]), info)
+    caps = {}
     if spec.layers:
         for layer in spec.layers:
             check_layer(m, layer)
-        base.model_shapes(m, xa, spec.layers)
+        _, caps = base.model_shapes(m, xa, spec.layers)
+        # a channel score reads the channel axis of the layer's own layout
+        spec = dataclasses.replace(spec, scores=tuple(
+            dataclasses.replace(fn, channels_first=layer_format(m, fn.layer) == "channels_first")
+            if isinstance(fn, LayerScore) and not isinstance(fn.index, tuple) else fn
+            for fn in spec.scores))
+    check_scores(m, spec, y, caps)
     return Prepared(m, base.model_key(m), m.params, xa, spec,
                     None if ids is None else jnp.asarray(ids), info,
                     is_channels_first(m, xa.ndim))

@@ -1,0 +1,99 @@
+"""``jaxsal explain`` options: binary ``--targets all``, ``--seed`` for SmoothGrad,
+occlusion's ``--patch``/``--stride``, generic ``--option``, and jobs that change ``--head`` or
+``--output`` between runs on the same ``--out``."""
+
+import jax
+import numpy as np
+import pytest
+
+import jaxsal
+from jaxsal import cli
+from model_import import load_keras
+
+
+@pytest.fixture(scope="module")
+def digits_file(tmp_path_factory, mnist_digits):
+    path = tmp_path_factory.mktemp("cli") / "x.npy"
+    np.save(path, mnist_digits[:2])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def mnist_path(fixtures_dir):
+    return str(fixtures_dir / "mnist_cnn_tfkeras2.h5")
+
+
+def _explain(model, inputs, out, *extra):
+    return cli.main(["explain", model, inputs, "--out", str(out), *extra])
+
+
+def test_targets_all_on_a_one_unit_model_is_both_classes(tmp_path, fixtures_dir):
+    path = str(fixtures_dir / "binary_cnn_keras3.keras")
+    x = np.random.RandomState(0).rand(2, 32, 32, 3).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert _explain(path, str(tmp_path / "x.npy"), tmp_path / "m.npy", "--targets", "all") == 0
+    maps = np.load(tmp_path / "m.npy")
+    direct = jaxsal.saliency(load_keras(path, head="logits"), x, [0, 1])
+    assert maps.shape == (2, 2, 32, 32)
+    np.testing.assert_allclose(maps, direct, rtol=1e-5, atol=1e-9)
+
+
+def test_smoothgrad_needs_and_uses_seed(tmp_path, mnist_path, digits_file, mnist_digits,
+                                        capsys):
+    assert _explain(mnist_path, digits_file, tmp_path / "a.npy", "--method", "smoothgrad") == 2
+    assert "--seed" in capsys.readouterr().err
+    assert _explain(mnist_path, digits_file, tmp_path / "s.npy", "--method", "smoothgrad",
+                    "--seed", "3", "--option", "n=2", "--targets", "1") == 0
+    direct = jaxsal.smoothgrad(load_keras(mnist_path, head="logits"), mnist_digits[:2], 1,
+                               key=jax.random.key(3), n=2)
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), direct, rtol=1e-5, atol=1e-8)
+
+
+def test_occlusion_patch_and_stride(tmp_path, mnist_path, digits_file, mnist_digits):
+    assert _explain(mnist_path, digits_file, tmp_path / "o.npy", "--method", "occlusion",
+                    "--patch", "7", "--stride", "7,7", "--targets", "2") == 0
+    direct = jaxsal.occlusion(load_keras(mnist_path, head="logits"), mnist_digits[:2], 2,
+                              patch=7, stride=(7, 7))
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), direct, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seed", "0"], "--seed is used by the random methods"),
+    (["--patch", "4"], "--patch is an option of --method occlusion"),
+    (["--option", "oops"], "NAME=VALUE"),
+    (["--targets", "cat"], "--targets"),
+])
+def test_misplaced_options_are_refused(tmp_path, mnist_path, digits_file, capsys, extra,
+                                       message):
+    assert _explain(mnist_path, digits_file, tmp_path / "m.npy", *extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_changing_head_starts_over(tmp_path, mnist_path, digits_file, mnist_digits):
+    out = tmp_path / "h.npy"
+    assert _explain(mnist_path, digits_file, out, "--targets", "4", "--batch-size", "1",
+                    "--head", "logits") == 0
+    assert _explain(mnist_path, digits_file, out, "--targets", "4", "--batch-size", "1",
+                    "--head", "softmax") == 0
+    direct = jaxsal.saliency(load_keras(mnist_path, head="softmax"), mnist_digits[:2], 4)
+    np.testing.assert_allclose(np.load(out), direct, rtol=1e-5, atol=1e-12)
+
+
+def test_changing_output_starts_over(tmp_path):
+    keras = pytest.importorskip("keras")
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 1))
+    g = layers.GlobalAveragePooling2D()(layers.Conv2D(3, 3, name="conv")(inp))
+    model = keras.Model(inp, [layers.Dense(3, name="cls")(g), layers.Dense(3, name="reg")(g)])
+    path = str(tmp_path / "multi.keras")
+    model.save(path)
+    x = np.random.RandomState(0).rand(2, 6, 6, 1).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "o.npy"
+    for name in ("cls", "reg"):
+        assert _explain(path, str(tmp_path / "x.npy"), out, "--output", name,
+                        "--targets", "1") == 0
+    direct = jaxsal.saliency(load_keras(path, head="logits").with_output("reg"), x, 1)
+    np.testing.assert_allclose(np.load(out), direct, rtol=1e-5, atol=1e-9)

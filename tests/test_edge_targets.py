@@ -1,0 +1,172 @@
+"""Edge cases of targets and arguments: indices JAX would clamp, binary class ids in
+``maximize``, multi-output Score-CAM, occlusion strides, post-processing of odd inputs and
+argument validation. Tiny models built in-test."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+
+
+def _conv(x, k):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.fixture(scope="module")
+def split():
+    """A conv layer "conv" (5 channels) and a 3-class head, split for the CAMs."""
+    k1, k2 = jax.random.split(jax.random.key(0))
+    params = {"k": jax.random.normal(k1, (3, 3, 2, 5)), "w": jax.random.normal(k2, (5, 3))}
+
+    def features(p, x):
+        return jax.nn.relu(_conv(x, p["k"]))
+
+    def head_fn(p, a):
+        return a.mean(axis=(1, 2)) @ p["w"]
+
+    return jaxsal.FunctionModel(features=features, head_fn=head_fn, params=params,
+                                layer="conv")
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.RandomState(0).rand(2, 6, 6, 2).astype(np.float32)
+
+
+# ---------------------------------------------------------------- indices JAX would clamp
+@pytest.mark.parametrize("method", [jaxsal.saliency, jaxsal.gradcam, jaxsal.occlusion])
+def test_class_score_out_of_range_raises(split, x, method):
+    opts = {"patch": 3} if method is jaxsal.occlusion else {}
+    with pytest.raises(ValueError, match=r"class_score index out of range.*0 <= index < 3.*got 5"):
+        method(split, x, jaxsal.class_score(5), **opts)
+    with pytest.raises(ValueError, match="got -1"):
+        method(split, x, [jaxsal.class_score(0), jaxsal.class_score(-1)], **opts)
+
+
+def test_neuron_out_of_range_raises(split, x):
+    with pytest.raises(ValueError, match=r"channel 99 out of range.*5 channels"):
+        jaxsal.saliency(split, x, jaxsal.neuron("conv", 99))
+    with pytest.raises(ValueError, match=r"index 7 out of range on axis 2.*0 <= index < 5"):
+        jaxsal.saliency(split, x, jaxsal.neuron("conv", (1, 2, 7)))
+    with pytest.raises(ValueError, match="expected 3 indices, got 2"):
+        jaxsal.saliency(split, x, jaxsal.neuron("conv", (1, 2)))
+    # in range: the same map as the equivalent score written by hand
+    got = jaxsal.saliency(split, x, jaxsal.neuron("conv", (1, 2, 4)), reduce=None)
+    g = jax.grad(lambda xx: split.features(split.params, xx)[:, 1, 2, 4].sum())(x)
+    np.testing.assert_allclose(got, g, rtol=1e-5, atol=1e-6)
+
+
+def test_neuron_channel_of_a_channels_first_layer(split, x):
+    """An int index is a channel: axis 1 of a channels-first layer, not its last axis."""
+    cf = jaxsal.FunctionModel(
+        features=lambda p, xx: jnp.moveaxis(split.features(p, jnp.moveaxis(xx, 1, -1)), -1, 1),
+        head_fn=lambda p, a: split.head_fn(p, jnp.moveaxis(a, 1, -1)), params=split.params,
+        layer="conv", data_format="channels_first")
+    xc = np.moveaxis(x, -1, 1)
+    a = jaxsal.saliency(split, x, jaxsal.neuron("conv", 4), reduce=None)
+    b = jaxsal.saliency(cf, xc, jaxsal.neuron("conv", 4), reduce=None)
+    np.testing.assert_allclose(np.moveaxis(np.asarray(b), 1, -1), a, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="has 5 channels"):
+        jaxsal.saliency(cf, xc, jaxsal.neuron("conv", 5))
+
+
+# ---------------------------------------------------------------- multi-output
+@pytest.fixture(scope="module")
+def two_outputs(split):
+    return jaxsal.FunctionModel(
+        features=split.features, params=split.params, layer="conv",
+        head_fn=lambda p, a: [split.head_fn(p, a), a.max(axis=(1, 2, 3))[:, None]])
+
+
+def test_scorecam_multi_output_softmax_is_refused_clearly(two_outputs, x):
+    score = lambda outs: outs[0][:, 1]  # noqa: E731
+    with pytest.raises(ValueError, match="softmax=False"):
+        jaxsal.scorecam(two_outputs, x, score)
+    assert jaxsal.scorecam(two_outputs, x, score, softmax=False).shape == (2, 6, 6)
+
+
+def test_multi_output_hint_fits_the_model_type(two_outputs, x):
+    with pytest.raises(ValueError, match="2 outputs") as e:
+        jaxsal.saliency(two_outputs, x, 1)
+    assert "with_output" not in str(e.value) and "FunctionModel(lambda p, x" in str(e.value)
+    with pytest.raises(ValueError, match="2 outputs"):
+        jaxsal.saliency(two_outputs, x, jaxsal.class_score(0))
+
+
+# ---------------------------------------------------------------- occlusion
+def test_occlusion_stride_larger_than_patch_is_refused(split, x):
+    with pytest.raises(ValueError, match=r"stride 4 is larger than the patch 2"):
+        jaxsal.occlusion(split, x, 0, patch=2, stride=4)
+    # a patch spanning the whole side leaves nothing uncovered: any stride is fine there
+    out = jaxsal.occlusion(split, x, 0, patch=(6, 2), stride=(9, 2))
+    assert np.isfinite(np.asarray(out)).all()
+
+
+# ---------------------------------------------------------------- maximize: binary class ids
+def test_maximize_binary_class_ids_follow_the_methods():
+    """One logit z = <w, x>: class 1 maximizes z (x = [w > 0]), class 0 maximizes -z
+    (x = [w < 0]), as saliency reads class 0 of a one-unit model."""
+    w = jax.random.normal(jax.random.key(1), (36, 1))
+    m = jaxsal.FunctionModel(lambda p, xx: xx.reshape(len(xx), -1) @ p, w, input_shape=(6, 6, 1))
+    plain = dict(steps=60, key=0, regularizers=(), transforms=jaxsal.identity())
+    res = jaxsal.maximize(m, "all", **plain)
+    assert res.images.shape == (2, 6, 6, 1)
+    want1 = (np.asarray(w)[:, 0] > 0).reshape(6, 6, 1)
+    np.testing.assert_allclose(res.images[1], want1, atol=0.05)
+    np.testing.assert_allclose(res.images[0], ~want1, atol=0.05)
+    z = np.asarray(m(res.images))[:, 0]
+    np.testing.assert_allclose(res.scores, [-z[0], z[1]], rtol=1e-5)
+    g0 = jaxsal.saliency(m, res.images[:1], 0, reduce="sum")  # d(-z)/dx: class 0's score
+    np.testing.assert_allclose(np.asarray(g0)[0], -np.asarray(w).reshape(6, 6), rtol=1e-5)
+    with pytest.raises(ValueError, match="classes 0 .* and 1"):
+        jaxsal.maximize(m, [2], steps=2)
+
+
+# ---------------------------------------------------------------- post-processing
+def test_resize_integer_maps_in_float():
+    a = np.arange(12).reshape(3, 4)
+    got = jaxsal.resize(a, (5, 7))
+    np.testing.assert_allclose(got, jaxsal.resize(a.astype(np.float32), (5, 7)))
+    np.testing.assert_allclose(np.asarray(got)[0], [0, 0.5, 1, 1.5, 2, 2.5, 3])
+    assert jaxsal.resize(a, (5, 7), method="nearest").dtype == jnp.float32
+
+
+def test_axis_as_a_list():
+    maps = np.random.RandomState(0).rand(2, 3, 4, 4).astype(np.float32)
+    np.testing.assert_array_equal(jaxsal.normalize(maps, axis=[1, 2, 3]),
+                                  jaxsal.normalize(maps, axis=(1, 2, 3)))
+    np.testing.assert_array_equal(jaxsal.clip_percentile(maps, 1, 90, axis=[1, 2, 3]),
+                                  jaxsal.clip_percentile(maps, 1, 90, axis=(1, 2, 3)))
+
+
+# ---------------------------------------------------------------- argument validation
+@pytest.mark.parametrize("kw, match", [
+    (dict(chunk_size=0), "chunk_size"), (dict(chunk_size=-3), "chunk_size"),
+    (dict(chunk_size=2.7), "chunk_size"), (dict(chunk_size=True), "chunk_size"),
+    (dict(memory_budget=0), "memory_budget"), (dict(memory_budget=-1), "memory_budget"),
+    (dict(memory_budget=float("nan")), "memory_budget")])
+def test_bad_chunk_size_and_memory_budget_are_refused(split, x, kw, match):
+    with pytest.raises(ValueError, match=match):
+        jaxsal.saliency(split, x, [0, 1, 2], **kw)
+
+
+def test_numpy_integers_are_accepted(split, x):
+    ref = jaxsal.scorecam(split, x, 1, top_k=4, batch_size=8)
+    np.testing.assert_allclose(
+        jaxsal.scorecam(split, x, 1, top_k=np.int64(4), batch_size=np.int64(8)), ref)
+    jaxsal.occlusion(split, x, 1, patch=3, batch_size=np.int32(8))
+    jaxsal.saliency(split, x, [0, 1, 2], chunk_size=np.int64(2), memory_budget=2e8)
+    jaxsal.smoothgrad(split, x, 1, key=0, n=np.int64(2))
+
+
+def test_int_seed_is_a_key_everywhere(split, x):
+    np.testing.assert_array_equal(jaxsal.smoothgrad(split, x, 1, key=3, n=2),
+                                  jaxsal.smoothgrad(split, x, 1, key=jax.random.key(3), n=2))
+    for bad in (True, 1.5, jnp.zeros((2,), jnp.float32), jax.random.split(jax.random.key(0))):
+        with pytest.raises(TypeError, match="PRNG key"):
+            jaxsal.smoothgrad(split, x, 1, key=bad, n=2)
+    with pytest.raises(ValueError, match="explicit PRNG key"):
+        jaxsal.smoothgrad(split, x, 1, n=2)

@@ -1,0 +1,186 @@
+"""explain_to_file's job identity and chunking: a resumed job is the same job (model, head,
+options in full, score functions), per-input options and SmoothGrad's noise follow the
+inputs across chunks, and a mismatched file is refused clearly."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+from jaxsal._src.batch import _signature
+
+
+class Stop(Exception):
+    pass
+
+
+def _stop_after_first(done, total):
+    if done == 1:
+        raise Stop
+
+
+def _interrupted(method, model, x, path, **kw):
+    """Run a job and stop it after its first chunk (a killed process)."""
+    with pytest.raises(Stop):
+        jaxsal.explain_to_file(method, model, x, path, on_chunk=_stop_after_first, **kw)
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_digits):
+    return mnist_digits[:4]
+
+
+@pytest.fixture(scope="module")
+def linear():
+    """A tiny tanh-linear image model: 5x5x1 inputs, 3 classes."""
+    w = jax.random.normal(jax.random.key(0), (25, 3))
+    return jaxsal.FunctionModel(lambda p, xx: jnp.tanh(xx.reshape(len(xx), -1) @ p), w)
+
+
+@pytest.fixture(scope="module")
+def xs():
+    return np.random.RandomState(0).rand(6, 5, 5, 1).astype(np.float32)
+
+
+def test_resume_with_another_head_starts_over(tmp_path, mnist, digits):
+    path = tmp_path / "maps.npy"
+    _interrupted(jaxsal.saliency, mnist.with_head("logits"), digits, path, targets=3,
+                 batch_size=2)
+    out = jaxsal.explain_to_file(jaxsal.saliency, mnist, digits, path, targets=3, batch_size=2)
+    np.testing.assert_allclose(out, jaxsal.saliency(mnist, digits, 3), rtol=1e-5, atol=1e-9)
+
+
+def test_resume_with_other_weights_starts_over(tmp_path, linear, xs):
+    path = tmp_path / "maps.npy"
+    _interrupted(jaxsal.saliency, linear, xs, path, targets=1, batch_size=3)
+    other = linear.with_params(linear.params.at[0, 1].add(1.0))  # one weight changed
+    out = jaxsal.explain_to_file(jaxsal.saliency, other, xs, path, targets=1, batch_size=3)
+    np.testing.assert_allclose(out, jaxsal.saliency(other, xs, 1), rtol=1e-6)
+    # the same model (a copy of its weights) resumes: nothing is recomputed
+    again = []
+
+    def counting(model, x, targets=None):
+        again.append(len(x))
+        return jaxsal.saliency(model, x, targets)
+
+    jaxsal.explain_to_file(counting, other, xs, tmp_path / "b.npy", targets=1, batch_size=3)
+    same = other.with_params(np.array(other.params))
+    jaxsal.explain_to_file(counting, same, xs, tmp_path / "b.npy", targets=1, batch_size=3)
+    assert again == [3, 3]  # the second call resumed a finished job
+
+
+def test_signature_hashes_whole_arrays(linear):
+    """Arrays are hashed whole (numpy's repr elides arrays over 1000 elements)."""
+    b1 = np.zeros((64, 28, 28, 1), np.float32)
+    b2 = b1.copy()
+    b2[10, 14, 14, 0] = 0.9
+    x = np.zeros((64, 5, 5, 1), np.float32)
+    sig = [_signature(jaxsal.integrated_gradients, linear, x, {"baseline": b}, 1, 64)
+           for b in (b1, b2, jnp.asarray(b2))]
+    assert sig[0] != sig[1] and sig[1] == sig[2]
+
+
+def test_per_input_baseline_is_sliced_and_in_the_signature(tmp_path, linear, xs):
+    b1 = np.random.RandomState(1).rand(*xs.shape).astype(np.float32)
+    b2 = b1.copy()
+    b2[5] += 0.5  # only the last chunk's baseline differs
+    path = tmp_path / "ig.npy"
+    kw = dict(targets=[0, 2], batch_size=4, steps=4)
+    _interrupted(jaxsal.integrated_gradients, linear, xs, path, baseline=b1, **kw)
+    out = jaxsal.explain_to_file(jaxsal.integrated_gradients, linear, xs, path, baseline=b2,
+                                 **kw)
+    want = jaxsal.integrated_gradients(linear, xs, [0, 2], baseline=b2, steps=4)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=r"option baseline has shape \(4, 5, 5, 1\).*6"):
+        jaxsal.explain_to_file(jaxsal.integrated_gradients, linear, xs, tmp_path / "c.npy",
+                               baseline=b1[:4], **kw)
+
+
+def test_per_input_occlusion_fill_is_sliced(tmp_path, linear, xs):
+    fill = np.random.RandomState(2).rand(*xs.shape).astype(np.float32)
+    out = jaxsal.explain_to_file(jaxsal.occlusion, linear, xs, tmp_path / "o.npy", targets=1,
+                                 batch_size=4, patch=2, fill=fill)
+    np.testing.assert_allclose(out, jaxsal.occlusion(linear, xs, 1, patch=2, fill=fill),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_smoothgrad_chunks_equal_one_call(tmp_path, linear, xs):
+    x = np.concatenate([xs[:3], xs[:3]])  # inputs 3..5 repeat 0..2: their noise must differ
+    one = np.asarray(jaxsal.smoothgrad(linear, x, 1, key=jax.random.key(0), n=3))
+    for b in (2, 4):  # 3 chunks, 2 chunks (the last padded)
+        f = jaxsal.explain_to_file(jaxsal.smoothgrad, linear, x, tmp_path / f"s{b}.npy",
+                                   targets=1, batch_size=b, key=jax.random.key(0), n=3)
+        np.testing.assert_allclose(f, one, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(one[:3], one[3:])
+    # index_offset is the position of x[0] in a larger batch
+    np.testing.assert_allclose(
+        jaxsal.smoothgrad(linear, x[3:5], 1, key=jax.random.key(0), n=3, index_offset=3),
+        one[3:5], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("targets", [jaxsal.class_score(2), jaxsal.neuron("x", (1,)),
+                                     [jaxsal.class_score(0), jaxsal.class_score(2)]],
+                         ids=["class_score", "neuron-missing-layer", "list"])
+def test_score_function_targets(tmp_path, linear, xs, targets):
+    if isinstance(targets, jaxsal._src.targets.LayerScore):
+        with pytest.raises(ValueError, match="chunk 0.*unknown layer 'x'"):
+            jaxsal.explain_to_file(jaxsal.saliency, linear, xs, tmp_path / "n.npy",
+                                   targets=targets, batch_size=4)
+        return
+    out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, tmp_path / "t.npy",
+                                 targets=targets, batch_size=4)
+    np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, targets), rtol=1e-6)
+
+
+def test_lambda_targets_resume_only_the_same_function(tmp_path, linear, xs):
+    path = tmp_path / "l.npy"
+    _interrupted(jaxsal.saliency, linear, xs, path, targets=lambda y: y[:, 0], batch_size=3)
+    out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=lambda y: y[:, 2],
+                                 batch_size=3)  # same code, another constant: a new job
+    np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 2), rtol=1e-6)
+
+
+def test_unstable_option_needs_resume_false(tmp_path, linear, xs):
+    class Opaque:
+        pass
+
+    def method(model, x, targets=None, thing=None):
+        return jaxsal.saliency(model, x, targets)
+
+    with pytest.raises(TypeError, match="resume=False"):
+        jaxsal.explain_to_file(method, linear, xs, tmp_path / "u.npy", targets=1,
+                               thing=Opaque())
+    out = jaxsal.explain_to_file(method, linear, xs, tmp_path / "u.npy", targets=1,
+                                 thing=Opaque(), resume=False)
+    assert out.shape == (6, 5, 5)
+
+
+def test_other_input_shape_starts_over_and_a_replaced_file_is_refused(tmp_path, xs):
+    fm = jaxsal.FunctionModel(lambda p, xx: xx.mean(axis=(1, 2)) @ p, jnp.ones((1, 3)))
+    path = tmp_path / "shape.npy"
+    _interrupted(jaxsal.saliency, fm, xs, path, targets=1, batch_size=3)
+    other = np.random.RandomState(3).rand(6, 4, 3, 1).astype(np.float32)
+    out = jaxsal.explain_to_file(jaxsal.saliency, fm, other, path, targets=1, batch_size=3)
+    assert out.shape == (6, 4, 3)
+    # the progress file says "this job", but the .npy was replaced by something else
+    _interrupted(jaxsal.saliency, fm, xs, path, targets=1, batch_size=3)
+    np.save(path, np.zeros((6, 4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"holds maps of shape \(4, 3\).*computes \(5, 5\)"):
+        jaxsal.explain_to_file(jaxsal.saliency, fm, xs, path, targets=1, batch_size=3)
+    np.save(path, np.zeros((2, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="for 6 inputs"):
+        jaxsal.explain_to_file(jaxsal.saliency, fm, xs, path, targets=1, batch_size=3)
+
+
+def test_targets_and_batch_size_are_checked_up_front(tmp_path, linear, xs):
+    with pytest.raises(ValueError, match="expected 6 rows"):
+        jaxsal.explain_to_file(jaxsal.saliency, linear, xs, tmp_path / "a.npy",
+                               targets=np.zeros((4, 2), int), batch_size=2)
+    for bad in (2.5, True, -1):
+        with pytest.raises(ValueError, match="batch_size"):
+            jaxsal.explain_to_file(jaxsal.saliency, linear, xs, tmp_path / "a.npy",
+                                   batch_size=bad)
+    out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, tmp_path / "a.npy", targets=0,
+                                 batch_size=np.int64(4))
+    assert out.shape == (6, 5, 5)
