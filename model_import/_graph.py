@@ -110,7 +110,7 @@ class Graph:
             values[(ref.layer, ref.node)] = self._post(ref.layer, x, captured, capture,
                                                        perturb, prefix)
             masks[(ref.layer, ref.node)] = input_masks[i] if input_masks else None
-        output_keys = (set() if strip_output_activation is False
+        output_keys = ({} if strip_output_activation is False
                        else self._head_keys(None if strip_output_activation is True
                                             else tuple(strip_output_activation)))
 
@@ -138,7 +138,7 @@ class Graph:
             explicit_mask = raw_kwargs.pop("mask", None)
             args = resolve(call.args)
             kwargs = resolve(raw_kwargs)
-            strip = strip_output_activation and (call.layer, call.index) in output_keys
+            strip = (call.layer, call.index) in output_keys
             impl = spec.impl
             in_mask = (resolve(explicit_mask) if explicit_mask is not None
                        else mask_of(call.args[0]) if call.args else None)
@@ -149,7 +149,10 @@ class Graph:
                 sink: list = []
                 outs, sub_captured = impl.subgraph.run(
                     params.get(call.layer, {}), sub_in, rt,
-                    capture=capture, perturb=perturb, strip_output_activation=strip,
+                    capture=capture, perturb=perturb,
+                    strip_output_activation=strip and (
+                        True if impl.subgraph.single_output
+                        else tuple(sorted(output_keys[(call.layer, call.index)]))),
                     keras_major=keras_major, prefix=sub_prefix,
                     input_masks=sub_masks if len(sub_masks) == len(sub_in) else None,
                     mask_sink=sink)
@@ -244,9 +247,11 @@ class Graph:
             ref = args[0]
         return (ref, chain) if chain and self._activates(ref.layer) else (r, [])
 
-    def _head_keys(self, selected: Sequence[int] | None = None) -> set[tuple[str, int]]:
+    def _head_keys(self, selected: Sequence[int] | None = None
+                   ) -> dict[tuple[str, int], set[int]]:
         """The calls whose activation the ``logits`` head removes for the outputs at
-        positions ``selected`` (all by default; see :meth:`_head_source`).
+        positions ``selected`` (all by default; see :meth:`_head_source`), each with the
+        tensors of it that are used (the outputs of a nested model to strip in turn).
 
         Refused where removing one would change another layer on the way to a selected
         output (a softmax output that also feeds a second output, say: that output needs the
@@ -260,9 +265,9 @@ class Graph:
             if key in by_key:
                 needed |= self._ancestors(by_key[key]) | {key}
         consumers = self._consumers()
-        keys = set()
+        keys: dict[tuple[str, int], set[int]] = {}
         for r in outputs:
-            keys.add((r.layer, r.node))
+            keys.setdefault((r.layer, r.node), set()).add(r.tensor)
             src, chain = self._head_source(r)
             key = (src.layer, src.node)
             if not self._activates(src.layer):
@@ -278,7 +283,7 @@ class Graph:
                     ") on the way to the outputs, which need it activated. Use head='saved' "
                     "(the model's own output), or select one output first "
                     "(model.with_output(name).with_head('logits')).")
-            keys.add(key)
+            keys.setdefault(key, set()).add(src.tensor)
         return keys
 
     def _refuse_merged_probabilities(self, src: Ref) -> None:

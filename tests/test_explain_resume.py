@@ -81,6 +81,19 @@ def test_signature_hashes_whole_arrays(linear):
     assert sig[0] != sig[1] and sig[1] == sig[2]
 
 
+def test_bfloat16_weights_and_options_are_hashed(tmp_path, linear, xs):
+    # memoryview has no code for bfloat16: the bytes are hashed through a uint8 view
+    m16 = linear.with_params(linear.params.astype(jnp.bfloat16))
+    base = jnp.full(xs.shape[1:], 0.25, jnp.bfloat16)
+    out = jaxsal.explain_to_file(jaxsal.integrated_gradients, m16, xs, tmp_path / "b.npy",
+                                 targets=1, batch_size=3, steps=4, baseline=base)
+    np.testing.assert_allclose(out, jaxsal.integrated_gradients(m16, xs, 1, steps=4,
+                                                                baseline=base), rtol=1e-5)
+    sig = [_signature(jaxsal.saliency, m16, xs, {"baseline": b}, 1, 3)
+           for b in (base, base.at[0, 0, 0].set(0.5))]
+    assert sig[0] != sig[1]
+
+
 def test_per_input_baseline_is_sliced_and_in_the_signature(tmp_path, linear, xs):
     b1 = np.random.RandomState(1).rand(*xs.shape).astype(np.float32)
     b2 = b1.copy()

@@ -196,3 +196,24 @@ def test_maximum_and_minimum_of_masked_sequences(tmp_path, ext):
     m = load_keras(save_keras_and_h5(model, tmp_path, "extremum")[ext])
     for y, r in zip(m(x), ref):
         _close(y, r)
+
+
+@pytest.mark.parametrize("ext", EXTS)
+def test_logits_head_on_one_output_of_a_nested_multi_output_model(tmp_path, ext):
+    # the selection reaches the nested model: only its selected output's head is removed
+    i = keras.Input((6,))
+    dense = layers.Dense(3, activation="softmax", name="probs")
+    probs = dense(i)
+    inner = keras.Model(i, [probs, layers.Dense(2, name="o2")(probs)], name="inner")
+    j = keras.Input((6,))
+    r = inner(j)
+    model = keras.Model(j, [r[0], r[1]])
+    perturb_keras(model, 6)
+    x = _x(4, 6)
+    _, o2 = model(x)
+    kernel, bias = (np.asarray(w) for w in dense.get_weights())
+    m = load_keras(save_keras_and_h5(model, tmp_path, "nested_heads")[ext])
+    _close(m.with_output(0).with_head("logits")(x), x @ kernel + bias)
+    _close(m.with_output(1).with_head("logits")(x), o2)
+    with pytest.raises(ValueError, match="'probs'.*feeds other layers"):
+        m.with_head("logits")(x)

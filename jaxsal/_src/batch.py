@@ -50,7 +50,8 @@ def _array_digest(a: Any) -> dict:
     h = hashlib.blake2b(digest_size=16)
     if a.dtype == object:
         raise _Unstable(f"an object array of shape {a.shape}")
-    h.update(memoryview(a.reshape(-1)).cast("B") if a.size else b"")
+    # the bytes through a uint8 view: memoryview refuses dtypes it has no code for (bfloat16)
+    h.update(memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
     return {"array": h.hexdigest(), "shape": list(a.shape), "dtype": str(a.dtype)}
 
 
