@@ -225,6 +225,37 @@ class KerasModel:
             return list(self.graph.input_keys)
         return [r.layer for r in self.graph.inputs]
 
+    def check_token_ids(self, x) -> None:
+        """Refuse token ids outside ``[0, input_dim)`` of an ``Embedding`` that reads a model
+        input directly (JAX would give NaN rows, and gradients at the embedding that do not
+        depend on its values would still come out finite). ``x`` as for :meth:`apply`;
+        traced values are not checked (their values are unknown)."""
+        limits: dict[int, tuple[int, str]] = {}
+        inputs = {(r.layer, r.node): i for i, r in enumerate(self.graph.inputs)}
+        for call in self.graph.calls:
+            spec = self.graph.layers[call.layer]
+            if spec.class_name != "Embedding" or not call.args:
+                continue
+            src = call.args[0]
+            i = inputs.get((getattr(src, "layer", None), getattr(src, "node", None)))
+            if i is not None:
+                dim = int(spec.config.get("input_dim", 0) or 0)
+                if dim and (i not in limits or dim < limits[i][0]):
+                    limits[i] = (dim, call.layer)
+        if not limits:
+            return
+        xs = self._as_list(x)
+        for i, (dim, layer) in limits.items():
+            a = xs[i] if i < len(xs) else None
+            if a is None or isinstance(a, jax.core.Tracer):
+                continue
+            a = np.asarray(a)
+            if a.size and (a.min() < 0 or a.max() >= dim):
+                raise ValueError(
+                    f"input {i}: token ids must be in [0, {dim}) for Embedding {layer!r} "
+                    f"(input_dim={dim}), got ids from {a.min()} to {a.max()}; map unknown "
+                    "tokens to an id the model knows (an OOV or padding id)")
+
     def _as_list(self, x) -> list:
         if isinstance(x, Mapping):
             names = self.input_names
@@ -270,6 +301,7 @@ class KerasModel:
 
     def _prepare(self, x) -> list[Array]:
         xs = self._as_list(x)
+        self.check_token_ids(xs)
         if len(xs) != self.num_inputs:
             raise ValueError(f"expected {self.num_inputs} input arrays ({self.input_names}, as "
                              f"a list in this order or a dict), got {len(xs)}")
@@ -342,6 +374,7 @@ class KerasModel:
 
     def __call__(self, x: ArrayLike | Sequence[ArrayLike]):
         """``apply(self.params, x)``, jit-compiled (cached per model and input shape)."""
+        self.check_token_ids(x)
         return self._jitted(self.params, x)
 
     def intermediates(self, x: ArrayLike, layers: Sequence[str]) -> dict[str, Array]:

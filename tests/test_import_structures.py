@@ -3,6 +3,7 @@ compared with Keras 3 itself: dict inputs and outputs, a softmax output that fee
 output (the logits head), ensembles, ``Softmax(axis=1)`` outputs, weights of another
 architecture, bfloat16 weights, empty batches and the layout of BatchNormalization models."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -217,3 +218,36 @@ def test_logits_head_on_one_output_of_a_nested_multi_output_model(tmp_path, ext)
     _close(m.with_output(1).with_head("logits")(x), o2)
     with pytest.raises(ValueError, match="'probs'.*feeds other layers"):
         m.with_head("logits")(x)
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(tmp_path):
+    tok = keras.Input((5,), dtype="int32")
+    e = layers.Embedding(20, 4, name="emb")(tok)
+    model = keras.Model(tok, layers.Dense(2)(layers.GlobalAveragePooling1D()(e)))
+    m = load_keras(save_keras_and_h5(model, tmp_path, "tok")[".keras"])
+    ok = np.array([[1, 2, 3, 0, 19]], np.int32)
+    _close(m(ok), model(ok))
+    import jaxsal
+
+    for bad, shown in (([[1, 2, 25, 0, 0]], "from 0 to 25"), ([[1, -1, 2, 0, 0]], "from -1")):
+        bad = np.array(bad, np.int32)
+        with pytest.raises(ValueError, match=rf"\[0, 20\) for Embedding 'emb'.*{shown}"):
+            m(bad)
+        # the saliency at the embedding does not depend on its values: it was finite
+        with pytest.raises(ValueError, match=r"token ids must be in \[0, 20\)"):
+            jaxsal.saliency(m, bad, 0, layer="emb")
+    # traced ids are not checked: out-of-range rows (negative ones too) are NaN
+    y = jax.jit(m.apply)(m.params, np.array([[1, -1, 2, 0, 25]], np.int32))
+    assert np.isnan(np.asarray(y)).all()
+
+
+def test_attribution_at_a_layer_with_several_outputs_is_refused(tmp_path):
+    tok = keras.Input((5,), dtype="int32")
+    e = layers.Embedding(20, 4, name="emb")(tok)
+    seq, h, c = layers.LSTM(3, return_sequences=True, return_state=True, name="lstm")(e)
+    model = keras.Model(tok, layers.Dense(2)(layers.Concatenate()([h, c])))
+    m = load_keras(save_keras_and_h5(model, tmp_path, "tuple")[".keras"])
+    import jaxsal
+
+    with pytest.raises(ValueError, match="'lstm' has 3 outputs"):
+        jaxsal.saliency(m, np.array([[1, 2, 3, 4, 5]], np.int32), 0, layer="lstm")

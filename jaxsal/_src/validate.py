@@ -80,6 +80,9 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool 
                              f"{tuple(x.shape)}.{hint}")
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"expected a batch of at least one input, got shape {tuple(x.shape)}")
+    check_ids = getattr(model, "check_token_ids", None)
+    if ids_dtype is not None and check_ids is not None:
+        check_ids(x)  # ids outside an Embedding's vocabulary: NaN rows, refused here
     if check_finite and not isinstance(x, jax.core.Tracer):
         finite = np.isfinite(x).all() if isinstance(x, np.ndarray) else bool(_all_finite(x))
         if not finite:
@@ -247,6 +250,10 @@ def layer_output(p: Prepared, layer: str) -> tuple[str, tuple, str | None]:
     first, the model's own layout) and layout (:func:`layer_format`)."""
     name = check_layer(p.model, layer)
     _, caps = base.model_shapes(p.model, p.x, (name,))
+    if isinstance(caps[name], (list, tuple)):
+        raise ValueError(f"layer {layer!r} has {len(caps[name])} outputs (an RNN with "
+                         "return_state=True, say); attribution at a layer needs one output: "
+                         "pick a layer with a single output (the layer after it)")
     return name, tuple(caps[name].shape), layer_format(p.model, name)
 
 

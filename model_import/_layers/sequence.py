@@ -38,8 +38,10 @@ Array = jax.Array
 @register_layer("Embedding")
 def _embedding(config, ctx):
     """Token ids ``(N, ...)`` (integers; floats are cast as Keras does) -> ``(N, ..., dim)``.
-    ``mask_zero=True`` masks the id 0. Ids outside ``[0, input_dim)`` give NaN rows (Keras
-    raises on CPU)."""
+    ``mask_zero=True`` masks the id 0. Ids outside ``[0, input_dim)``, negative ones too,
+    give NaN rows (Keras raises on CPU; its NumPy backend wraps negative ids); a
+    :class:`~model_import.KerasModel` refuses such ids before running when it sees their
+    values (:meth:`~model_import.KerasModel.check_token_ids`)."""
     if config.get("quantization_config") or config.get("lora_rank"):
         raise ctx.error("quantized or LoRA Embedding layers are not supported; save the "
                         "model with plain float weights")
@@ -47,7 +49,9 @@ def _embedding(config, ctx):
 
     def call(params, x, *, rt):
         ids = x if jnp.issubdtype(x.dtype, jnp.integer) else x.astype(jnp.int32)
-        return jnp.take(params["embeddings"], ids, axis=0, mode="fill", fill_value=jnp.nan)
+        table = params["embeddings"]
+        ids = jnp.where(ids < 0, table.shape[0], ids)  # take would wrap negative ids
+        return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
 
     def mask(m, x, *a, **k):
         return jnp.asarray(x) != 0
