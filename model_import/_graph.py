@@ -16,7 +16,7 @@ import numpy as np
 
 from model_import._errors import KerasImportError, UnsupportedLayerError
 from model_import._layers import masking as _masking
-from model_import._layers.activations import get_activation
+from model_import._layers.activations import activation_name, get_activation
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
                                            builtin_converters, lookup)
 
@@ -311,6 +311,26 @@ class Graph:
                        for r in impl.subgraph.outputs if r.layer in impl.subgraph.layers)
         return impl.activation not in (None, "linear") or impl.head_op is not None
 
+    def token_limits(self) -> dict[int, tuple[int, str]]:
+        """``{input position: (input_dim, layer)}``: the smallest vocabulary of the
+        ``Embedding`` layers reading each model input directly (cached: a function of the
+        graph, read on every call of a model)."""
+        cache = self.__dict__.get("_token_limits")
+        if cache is None:
+            cache = {}
+            inputs = {(r.layer, r.node): i for i, r in enumerate(self.inputs)}
+            for call in self.calls:
+                spec = self.layers[call.layer]
+                if spec.class_name != "Embedding" or not call.args:
+                    continue
+                src = call.args[0]
+                i = inputs.get((getattr(src, "layer", None), getattr(src, "node", None)))
+                dim = int(spec.config.get("input_dim", 0) or 0)
+                if i is not None and dim and (i not in cache or dim < cache[i][0]):
+                    cache[i] = (dim, call.layer)
+            self.__dict__["_token_limits"] = cache
+        return cache
+
     def _calls_by_key(self) -> dict[tuple[str, int], Call]:
         cache = self.__dict__.get("_calls_cache")
         if cache is None:
@@ -450,8 +470,6 @@ _MERGES = frozenset({"Add", "Average", "Maximum", "Minimum", "Multiply", "Subtra
 
 def holds_probabilities(spec: LayerSpec) -> bool:
     """Whether a layer's output is a softmax or sigmoid (fused, a ``Softmax`` layer, an op)."""
-    from model_import._layers.activations import activation_name
-
     act = spec.config.get("activation")
     return (spec.class_name == "Softmax" or spec.impl.head_op is not None
             or (act is not None and activation_name(act) in ("softmax", "sigmoid")))

@@ -230,18 +230,7 @@ class KerasModel:
         input directly (JAX would give NaN rows, and gradients at the embedding that do not
         depend on its values would still come out finite). ``x`` as for :meth:`apply`;
         traced values are not checked (their values are unknown)."""
-        limits: dict[int, tuple[int, str]] = {}
-        inputs = {(r.layer, r.node): i for i, r in enumerate(self.graph.inputs)}
-        for call in self.graph.calls:
-            spec = self.graph.layers[call.layer]
-            if spec.class_name != "Embedding" or not call.args:
-                continue
-            src = call.args[0]
-            i = inputs.get((getattr(src, "layer", None), getattr(src, "node", None)))
-            if i is not None:
-                dim = int(spec.config.get("input_dim", 0) or 0)
-                if dim and (i not in limits or dim < limits[i][0]):
-                    limits[i] = (dim, call.layer)
+        limits = self.graph.token_limits()
         if not limits:
             return
         xs = self._as_list(x)
