@@ -107,9 +107,9 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
         raise ValueError(f"expected index_offset as an int >= 0, got {index_offset!r}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"expected n >= 1 noisy samples (an int), got {n!r}")
-    n = int(n)
+    n = base.check_count(n, "n (noisy samples)")
+    if n is None:
+        raise ValueError("expected n >= 1 noisy samples (an int), got None")
     if not noise_level >= 0:
         raise ValueError(f"expected noise_level >= 0, got {noise_level!r}")
     if abs_first is None:
