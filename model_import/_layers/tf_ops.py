@@ -211,8 +211,7 @@ def _same(v, default) -> bool:
                              and v == default))
 
 
-def _check_keywords(fn_name: str, kwargs: dict, implemented: frozenset,
-                    accepted: dict) -> None:
+def _check_keywords(kwargs: dict, implemented: frozenset, accepted: dict) -> None:
     for k, v in kwargs.items():
         if k == "name" or k in implemented:
             continue
@@ -240,7 +239,7 @@ def _tf_op_lambda(config, ctx):
 
     def call(params, *args, rt, **kwargs):
         try:
-            _check_keywords(fn_name, kwargs, implemented, accepted)
+            _check_keywords(kwargs, implemented, accepted)
             kwargs = {k: v for k, v in kwargs.items() if k in implemented}
             return fn(rt, *args, **kwargs)
         except _Refused as e:
@@ -268,7 +267,7 @@ def _slicing_op_lambda(config, ctx):
 
     def call(params, x, *, rt, slice_spec=None, **kwargs):
         try:
-            _check_keywords(fn_name, kwargs, frozenset({"slice_spec"}), {"var": None})
+            _check_keywords(kwargs, frozenset({"slice_spec"}), {"var": None})
         except _Refused as e:
             raise _refusal(ctx, fn_name, e) from None
         return x[_slice_spec(slice_spec)]
