@@ -262,6 +262,20 @@ class KerasModel:
             return _last(shape)
         return shape
 
+    @property
+    def input_shapes(self) -> list[tuple | None]:
+        """Shapes of every input without the batch axis, in :attr:`input_names` order
+        (``None`` entries are free; channels moved last in a :meth:`channels_last` view)."""
+        return [_last(shape) if shape is not None and self._moved(r.layer) else shape
+                for r, shape in zip(self.graph.inputs, self.graph.input_shapes)]
+
+    @property
+    def input_data_formats(self) -> list[str]:
+        """Layout of every input, in :attr:`input_names` order (see :attr:`data_format`)."""
+        if self.channels_last_view:
+            return ["channels_last"] * self.num_inputs
+        return [self._formats.get(r.layer) or "channels_last" for r in self.graph.inputs]
+
     def channels_last(self) -> "KerasModel":
         """The same function taking and giving channels-last arrays: for a channels-first
         model (:attr:`data_format`), a view whose input is ``(N, H, W, C)`` and whose

@@ -455,8 +455,24 @@ def clear_caches() -> None:
     maximize._build.cache_clear()
 
 
-def _sds(x: Array) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(x.shape, x.dtype)
+def _sds(x: Any) -> Any:
+    """The abstract value of ``x``: one array, or a structure of input arrays."""
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), x)
+
+
+def shape_key(x: Any) -> Hashable:
+    """A hashable key of the shapes and dtypes of ``x`` (an array or a structure of them)."""
+    leaves, tree = jax.tree_util.tree_flatten(x)
+    return (tree, tuple((tuple(a.shape), str(a.dtype)) for a in leaves))
+
+
+def describe_shapes(x: Any) -> str:
+    """``(2, 28, 28, 1) (float32)``, or every input's for a structure of inputs."""
+    if isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct)):
+        return f"{tuple(x.shape)} ({x.dtype})"
+    leaves = jax.tree_util.tree_leaves_with_path(x)
+    return ", ".join(f"{jax.tree_util.keystr(k)}: {tuple(a.shape)} ({a.dtype})"
+                     for k, a in leaves)
 
 
 def model_shapes(model: Any, x: Array, layers: Sequence[str] = ()) -> tuple[Any, dict]:
@@ -465,7 +481,7 @@ def model_shapes(model: Any, x: Array, layers: Sequence[str] = ()) -> tuple[Any,
     Raises a ``ValueError`` naming the input shape when the model cannot run on ``x``.
     """
     layers = tuple(layers)
-    key = (model_key(model), tuple(x.shape), str(x.dtype), layers)
+    key = (model_key(model), shape_key(x), layers)
 
     def make():
         def run(p, xx):
@@ -479,7 +495,7 @@ def model_shapes(model: Any, x: Array, layers: Sequence[str] = ()) -> tuple[Any,
             if "unknown layer" in str(e) or "ambiguous" in str(e):
                 raise
             raise ValueError(f"the model cannot be applied to an input of shape "
-                             f"{tuple(x.shape)} ({x.dtype}): {e}") from e
+                             f"{describe_shapes(x)}: {e}") from e
 
     return _SHAPES.get(key, make)
 
@@ -496,7 +512,7 @@ def forward_bytes(model: Any, x: Array) -> int:
     392 MiB, VJP residuals 105 MiB, XLA:CPU's buffers for a forward and one backward pass
     65 MiB).
     """
-    key = ("bytes", model_key(model), tuple(x.shape), str(x.dtype), jax.default_backend())
+    key = ("bytes", model_key(model), shape_key(x), jax.default_backend())
 
     def make():
         if jax.default_backend() != "cpu":
@@ -517,14 +533,15 @@ def residual_bytes(model: Any, x: Array) -> int:
     the batch size. Shapes only: nothing is computed."""
 
     def total(n: int) -> int:
-        spec = jax.ShapeDtypeStruct((n, *x.shape[1:]), x.dtype)
+        spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype),
+                                      x)
         res = jax.eval_shape(lambda p, xx: jax.vjp(lambda b: model.apply(p, b), xx)[1],
                              model.params, spec)
         return sum(int(np.prod(a.shape, dtype=np.int64)) * a.dtype.itemsize
                    for a in jax.tree_util.tree_leaves(res) if hasattr(a, "dtype"))
 
     per_input = total(2) - total(1)
-    return max(per_input, 1) * int(x.shape[0])
+    return max(per_input, 1) * int(jax.tree_util.tree_leaves(x)[0].shape[0])
 
 
 def _jaxpr_bytes(jaxpr) -> int:
@@ -704,19 +721,28 @@ def split_batch(run: Callable, n: int, nb: int, per_example: tuple[int, ...] = (
                 maybe: tuple[int, ...] = ()):
     """``run(params, x, ids, *rest)`` over sub-batches of ``nb`` inputs (``lax.map``, padded by
     repeating the last input), outputs concatenated. Arguments at ``per_example`` positions
-    (``x``, ``ids``) are split; those at ``maybe`` positions only when shaped like ``x``
-    (an ``(N, H, W, C)`` baseline or fill); everything else is shared."""
+    (``x``, ``ids``; an array or a structure of arrays, as ``x`` of a multi-input model) are
+    split; those at ``maybe`` positions only when shaped like ``x`` (an ``(N, H, W, C)``
+    baseline or fill); everything else is shared."""
     if nb >= n:
         return run
     n_chunks = math.ceil(n / nb)
     pad = n_chunks * nb - n
 
+    def batched(a, x, strict: bool) -> bool:
+        leaves = jax.tree_util.tree_leaves(a)
+        if not leaves or any(getattr(v, "ndim", 0) < 1 or v.shape[0] != n for v in leaves):
+            return False
+        if strict:
+            return True
+        return (jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(x)
+                and all(v.ndim == r.ndim for v, r in zip(leaves, jax.tree_util.tree_leaves(x))))
+
     def wrapped(*args):
         x = args[1]
         split = [i for i in sorted(set(per_example) | set(maybe))
                  if i < len(args) and args[i] is not None
-                 and getattr(args[i], "ndim", 0) >= 1 and args[i].shape[0] == n
-                 and (i in per_example or args[i].ndim == x.ndim)]
+                 and batched(args[i], x, i in per_example)]
 
         def cut(a):
             if pad:
@@ -729,7 +755,7 @@ def split_batch(run: Callable, n: int, nb: int, per_example: tuple[int, ...] = (
                 a2[i] = part
             return run(*a2)
 
-        out = jax.lax.map(body, [cut(args[i]) for i in split])
+        out = jax.lax.map(body, [jax.tree_util.tree_map(cut, args[i]) for i in split])
         return jax.tree_util.tree_map(lambda o: o.reshape((n_chunks * nb,) + o.shape[2:])[:n],
                                       out)
 

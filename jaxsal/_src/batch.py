@@ -326,6 +326,13 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
     batch_size = base.check_count(batch_size, "batch_size")
     if batch_size is None:
         raise ValueError("expected batch_size as a positive int, got None")
+    if isinstance(inputs, dict) or (isinstance(inputs, (list, tuple)) and inputs
+                                    and hasattr(inputs[0], "shape")):
+        raise TypeError("explain_to_file takes one input array (N, ...) and writes one .npy "
+                        f"of maps; got a {type(inputs).__name__} of input arrays (a "
+                        "multi-input model), which it does not split. Call the method on "
+                        "slices of every input yourself (maps = method(model, [a[i:j] for a "
+                        "in inputs])) and save each chunk's maps")
     n = len(inputs)
     if n == 0:
         raise ValueError("inputs is empty: expected at least one example along axis 0")

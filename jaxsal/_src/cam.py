@@ -46,7 +46,7 @@ from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
 from jaxsal._src.validate import (Prepared, check_spatial, layer_output, prepare,
-                                  to_channels_last)
+                                  spatial_shape, to_channels_last)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -63,11 +63,12 @@ def spatial_layers(model: Any) -> list[str]:
     model, ``(l, channels)`` in a 1-D one; channels first in a channels-first model)."""
     model = base.as_model(model)
     if hasattr(model, "layers") and hasattr(model, "graph"):
-        rank = len(model.input_shape) if model.input_shape is not None else 3
+        shapes = getattr(model, "input_shapes", None) or [model.input_shape]
+        ranks = {len(s) if s is not None else 3 for s in shapes} - {0, 1}  # every input's
         fmt = getattr(model, "layer_data_format", lambda name: "channels_last")
         return [info.name for info in model.layers
-                if isinstance(info.output_shape, tuple) and len(info.output_shape) == rank
-                and rank >= 2 and all(isinstance(d, (int, type(None)))
+                if isinstance(info.output_shape, tuple) and len(info.output_shape) in ranks
+                and all(isinstance(d, (int, type(None)))
                                       for d in info.output_shape)
                 and info.class_name != "InputLayer" and fmt(info.name) is not None]
     return list(getattr(model, "layer_names", []) or [])
@@ -102,6 +103,7 @@ class _CamCall:
     chunk: int
     nb: int
     layer_cf: bool  # the layer's output is channels-first (N, K, ...)
+    size: tuple | None  # the spatial size maps are upsampled to (None: not upsampled)
 
 
 def _spatial(combine: Callable) -> Callable:
@@ -115,19 +117,38 @@ def _spatial(combine: Callable) -> Callable:
     return f
 
 
-def _cam_layer(p: Prepared, layer: str | None) -> tuple[str, tuple, bool]:
-    """``(name, output shape, channels-first?)`` of the CAM layer (default
-    :func:`default_cam_layer`), checked to have the input's spatial axes."""
+def _cam_layer(p: Prepared, layer: str | None, upsample: bool = True
+               ) -> tuple[str, tuple, bool, tuple | None]:
+    """``(name, output shape, channels-first?, upsampled size)`` of the CAM layer (default
+    :func:`default_cam_layer`), checked to have the input's spatial axes. With several model
+    inputs, maps are upsampled to the input(s) with the layer's number of spatial axes, which
+    must then share one spatial size (else ``upsample=False``)."""
     name, shape, fmt = layer_output(p, default_cam_layer(p.model) if layer is None else layer)
-    check_spatial(name, shape, p.x.ndim, fmt)
-    return name, shape, fmt == "channels_first"
+    if not p.multi:
+        check_spatial(name, shape, p.x.ndim, fmt)
+        return name, shape, fmt == "channels_first", p.spatial_shape
+    leaves = jax.tree_util.tree_leaves(p.x)
+    sizes = {spatial_shape(a.shape, cf) for a, cf in zip(leaves, p.formats)
+             if a.ndim == len(shape)}
+    if not sizes:
+        raise ValueError(f"layer {name!r} has output shape {tuple(shape)} (batch first) and no "
+                         "input of this model has its number of axes; a CAM needs a layer with "
+                         "an input's spatial axes and a channel axis (see "
+                         "jaxsal.spatial_layers(model))")
+    check_spatial(name, shape, len(shape), fmt)
+    if len(sizes) > 1 and upsample:
+        raise ValueError(f"layer {name!r} has {len(shape) - 2} spatial axes, as several inputs "
+                         f"of this model with different sizes ({sorted(sizes)}): the map has no "
+                         "one input size to be upsampled to. Pass upsample=False (maps at the "
+                         "layer's resolution) and resize them with jaxsal.resize")
+    return name, shape, fmt == "channels_first", (sizes.pop() if upsample else None)
 
 
 def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
-                 backprop=None) -> _CamCall:
+                 backprop=None, upsample=True, multi_input=True) -> _CamCall:
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
-                spatial=True)
-    layer, a_shape, layer_cf = _cam_layer(p, layer)
+                spatial=True, multi_input=multi_input)
+    layer, a_shape, layer_cf, size = _cam_layer(p, layer, upsample)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     # A CAM's pullback runs only through the layers after `layer`: cheap per target. On CPU
@@ -135,7 +156,7 @@ def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, chec
     # 112x112, 2 images, 10 classes at block5_conv3: 261 ms vs 125 ms in one chunk).
     budget = base.default_wide_budget() if memory_budget is None else memory_budget
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, budget)
-    return _CamCall(p, layer, a_shape, chunk, nb, layer_cf)
+    return _CamCall(p, layer, a_shape, chunk, nb, layer_cf, size)
 
 
 def _finish(cam: Array, size: tuple[int, ...], upsample: bool) -> Array:
@@ -195,9 +216,10 @@ def _gradcampp_paper(A, G, s):
 
 def _gradient_cam(name: str, combine: Callable, model, x, targets, *, layer, upsample, head,
                   chunk_size, memory_budget, precision, check_finite) -> Array:
-    c = _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite)
+    c = _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
+                     upsample=upsample)
     p, L, a_shape, chunk, lcf = c.p, c.layer, c.a_shape, c.chunk, c.layer_cf
-    m, spec, info, size = p.model, p.spec, p.info, p.spatial_shape
+    m, spec, info, size = p.model, p.spec, p.info, c.size
 
     def build():
         def run(params, x, ids):
@@ -363,7 +385,7 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     if top_k_mode not in ("union", "per_sample"):
         raise ValueError(f"unknown top_k_mode {top_k_mode!r}; expected 'union' or 'per_sample'")
     p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
-    L, a_shape, lcf = _cam_layer(p, layer)
+    L, a_shape, lcf, _ = _cam_layer(p, layer)
     xcf, size = p.channels_first, p.spatial_shape
     K = a_shape[1] if lcf else a_shape[-1]
     sp_axes = tuple(range(1, 1 + len(size)))  # spatial axes of a channels-last (N, *s, K)
@@ -494,9 +516,10 @@ def eigencam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     ``A``. ``targets`` only shapes the output: with a class axis the same map is repeated
     for every target. Arguments as in :func:`gradcam`.
     """
-    c = _prepare_cam(model, x, targets, layer, head, None, None, check_finite)
+    c = _prepare_cam(model, x, targets, layer, head, None, None, check_finite,
+                     upsample=upsample)
     p, L, lcf = c.p, c.layer, c.layer_cf
-    m, spec, size = p.model, p.spec, p.spatial_shape
+    m, spec, size = p.model, p.spec, c.size
 
     def build():
         def run(params, x):
@@ -528,7 +551,7 @@ def guided_gradcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str 
     """
     check_reduce(reduce)
     c = _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
-                     backprop="standard")
+                     backprop="standard", multi_input=False)
     p, L, a_shape, lcf = c.p, c.layer, c.a_shape, c.layer_cf
     mg = base.with_options(p.model, None, "guided")
     chunk = max(1, c.chunk // 2)

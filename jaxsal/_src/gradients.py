@@ -21,13 +21,25 @@ from typing import Any
 import jax
 
 from jaxsal._src import base
-from jaxsal._src.postprocess import _reduce, check_reduce
+from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import (TargetSpec, OutputInfo, layer_pullback, run_model,
                                  target_pullback)
 from jaxsal._src.validate import prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
+
+
+def times(g: Any, x: Any) -> Any:
+    """Per-target gradients ``(N, T, ...)`` times their input ``(N, ...)`` (each input of a
+    multi-input model with its own)."""
+    return jax.tree_util.tree_map(lambda gi, xi: gi * xi[:, None], g, x)
+
+
+def first_only(out: Any, class_axis: bool) -> Any:
+    """Drop the target axis of ``(N, 1, ...)`` maps (every map of a structure) unless the
+    caller asked for a class axis."""
+    return out if class_axis else jax.tree_util.tree_map(lambda a: a[:, 0], out)
 
 
 def raw_gradients(model: Any, spec: TargetSpec, info: OutputInfo, times_input: bool = False):
@@ -38,7 +50,7 @@ def raw_gradients(model: Any, spec: TargetSpec, info: OutputInfo, times_input: b
         fwd = lambda xx: (*run_model(model, params, xx, spec.layers), None)  # noqa: E731
         _, _, pull = target_pullback(fwd, x, spec, info, ids)
         g = jax.vmap(pull, out_axes=1)(ts)
-        return g * x[:, None] if times_input else g
+        return times(g, x) if times_input else g
 
     return f
 
@@ -53,15 +65,15 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
     perturbation added there; times ``A``)."""
     check_reduce(reduce)
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
-                allow_int=layer is not None)
+                allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget,
                            rows=nb)
     m, spec, info = p.model, p.spec, p.info
-    # the channel axis of the (N, T, ...) gradients: the input's, or the layer's
-    cax = p.map_channel_axis if lt is None else lt.map_channel_axis
+    # the channel axis of the (N, T, ...) gradients: each input's, or the layer's
+    axes = p.map_channel_axes if lt is None else [lt.map_channel_axis]
 
     def build():
         def run(params, x, ids):
@@ -76,11 +88,10 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
             def chunk_fn(ts):
                 g = jax.vmap(pull, out_axes=1)(ts)  # (N, Tc, *primal.shape[1:])
                 if times_input:
-                    g = g * primal[:, None]
-                return _reduce(g, reduce, cax)
+                    g = times(g, primal)
+                return _reduce_inputs(g, reduce, axes)
 
-            out = base.map_chunks(chunk_fn, spec.num, chunk)
-            return out if spec.class_axis else out[:, 0]
+            return first_only(base.map_chunks(chunk_fn, spec.num, chunk), spec.class_axis)
 
         return run
 

@@ -9,6 +9,7 @@ between kinks and converges as ``1/steps**2`` on smooth ones).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import jax
@@ -16,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.gradients import raw_gradients
-from jaxsal._src.postprocess import _reduce, check_reduce
+from jaxsal._src.gradients import first_only, raw_gradients
+from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import (OutputInfo, TargetSpec, layer_pullback, resolve_predicted,
                                  run_model)
 from jaxsal._src.validate import LayerTarget, prepare, prepare_layer
@@ -51,30 +52,48 @@ def quadrature(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
     return alphas.astype(np.float32), w.astype(np.float32)
 
 
-def path_integral(grad_at: Any, start: Array, end: Array, steps: int, rule: str,
-                  batch_steps: int) -> Array:
+def path_integral(grad_at: Any, start: Any, end: Any, steps: int, rule: str,
+                  batch_steps: int) -> Any:
     """``(end - start) * sum_k w_k grad_at(z_k)``, ``z_k = start + a_k (end - start)`` on the
     quadrature points of ``rule``, ``batch_steps`` points per batched evaluation.
 
     ``grad_at(z, b)`` takes ``b`` path points of the whole batch stacked, ``(b * N, ...)``,
     and returns the per-target gradients there, ``(b * N, Tc, ...)``; the result is
-    ``(N, Tc, ...)``."""
+    ``(N, Tc, ...)``. ``start``/``end`` may be structures of arrays (the inputs of a
+    multi-input model): every input moves along its own straight path, at the same
+    ``a_k``."""
     alphas, weights = (jnp.asarray(v) for v in quadrature(steps, rule))
-    n = end.shape[0]
+    n = jax.tree_util.tree_leaves(end)[0].shape[0]
 
     def group(ks, valid):
-        ak = alphas[ks].reshape((-1,) + (1,) * end.ndim)
-        z = (start[None] + ak * (end - start)[None]).reshape((-1,) + end.shape[1:])
-        g = grad_at(z, len(ks))
-        g = g.reshape((len(ks), n) + g.shape[1:])
-        wk = jnp.where(valid, weights[ks], 0.0).astype(g.dtype)
-        return jnp.tensordot(wk, g, axes=1)
+        def point(s, e):
+            ak = alphas[ks].reshape((-1,) + (1,) * e.ndim)
+            return (s[None] + ak * (e - s)[None]).reshape((-1,) + e.shape[1:])
 
-    return (end - start)[:, None] * base.sum_groups(group, steps, batch_steps)
+        g = grad_at(jax.tree_util.tree_map(point, start, end), len(ks))
+
+        def weigh(gi):
+            gi = gi.reshape((len(ks), n) + gi.shape[1:])
+            return jnp.tensordot(jnp.where(valid, weights[ks], 0.0).astype(gi.dtype), gi,
+                                 axes=1)
+
+        return jax.tree_util.tree_map(weigh, g)
+
+    total = base.sum_groups(group, steps, batch_steps)
+    return jax.tree_util.tree_map(lambda s, e, t: (e - s)[:, None] * t, start, end, total)
 
 
-def _tile(a: Array | None, b: int) -> Array | None:
-    return None if a is None else jnp.tile(a, (b,) + (1,) * (a.ndim - 1))
+def _tile(a: Any, b: int) -> Any:
+    """``b`` copies of ``a`` (an array or a structure of arrays) stacked on the batch axis."""
+    if a is None:
+        return None
+    return jax.tree_util.tree_map(lambda v: jnp.tile(v, (b,) + (1,) * (v.ndim - 1)), a)
+
+
+def _start(baseline: Any, x: Any) -> Any:
+    """The path's start: ``baseline`` broadcast to ``x`` (per input for several inputs)."""
+    return jax.tree_util.tree_map(lambda b, v: jnp.broadcast_to(b, v.shape).astype(v.dtype),
+                                  baseline, x)
 
 
 def raw_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: int, rule: str,
@@ -84,9 +103,8 @@ def raw_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: int, r
     grads = raw_gradients(model, spec, info)
 
     def f(params, x, ids, ts, baseline):
-        x0 = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
-        return path_integral(lambda xb, b: grads(params, xb, _tile(ids, b), ts), x0, x,
-                             steps, rule, batch_steps)
+        return path_integral(lambda xb, b: grads(params, xb, _tile(ids, b), ts),
+                             _start(baseline, x), x, steps, rule, batch_steps)
 
     return f
 
@@ -100,7 +118,7 @@ def raw_layer_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: 
     quadrature(steps, rule)
 
     def f(params, x, ids, ts, baseline):
-        x0 = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
+        x0 = _start(baseline, x)
         A = run_model(model, params, x, (lt.name,))[1][lt.name]
         A0 = run_model(model, params, x0, (lt.name,))[1][lt.name]
 
@@ -128,7 +146,21 @@ class _Shifted:
         return self.model.apply(params, x, capture=capture, perturb=perturb)
 
 
-def check_baseline(baseline: Any, x: Array) -> Array:
+def check_baseline(baseline: Any, x: Any) -> Any:
+    """``baseline`` as the path's start for ``x``: zeros for ``None``; otherwise an array that
+    broadcasts to ``x``. For several inputs (``x`` a list, tuple or dict) one baseline per
+    input in the same structure, or one number for all of them."""
+    if not isinstance(x, jax.Array):  # several inputs
+        if baseline is None or (not isinstance(baseline, (list, tuple, dict))
+                                and np.ndim(baseline) == 0):
+            value = 0.0 if baseline is None else baseline
+            return jax.tree_util.tree_map(lambda v: check_baseline(value, v), x)
+        if (jax.tree_util.tree_structure(baseline, is_leaf=_is_array)
+                != jax.tree_util.tree_structure(x)):
+            raise ValueError("expected one baseline per input, in the same structure as x (a "
+                             f"list of {len(x)} or a dict with the same keys), or one number "
+                             f"for every input; got {type(baseline).__name__}")
+        return jax.tree_util.tree_map(check_baseline, baseline, x, is_leaf=_is_array)
     if baseline is None:
         return jnp.zeros((), x.dtype)
     b = jnp.asarray(baseline, dtype=x.dtype)
@@ -141,6 +173,10 @@ def check_baseline(baseline: Any, x: Array) -> Array:
     if not isinstance(b, jax.core.Tracer) and not bool(jnp.isfinite(b).all()):
         raise ValueError("baseline contains NaN or infinite values")
     return b
+
+
+def _is_array(v: Any) -> bool:
+    return isinstance(v, (jax.Array, np.ndarray, numbers.Number))
 
 
 def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
@@ -177,7 +213,7 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
     quadrature(steps, rule)
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
-                allow_int=layer is not None)
+                allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
     b = check_baseline(baseline, p.x)
     fb = base.forward_bytes(p.model, p.x)
@@ -186,8 +222,8 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
     batch_steps = base.auto_batch(steps, fb, batch_steps, memory_budget, "batch_steps")
     chunk = base.chunk_for(p.spec.num, fb * batch_steps, chunk_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
-    # the channel axis of the (N, T, ...) attributions: the input's, or the layer's
-    cax = p.map_channel_axis if lt is None else lt.map_channel_axis
+    # the channel axis of the (N, T, ...) attributions: each input's, or the layer's
+    axes = p.map_channel_axes if lt is None else [lt.map_channel_axis]
 
     def build():
         def run(params, x, ids, baseline):
@@ -195,9 +231,9 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
             f = raw_integrated(m, sp, info, steps, rule, batch_steps) if lt is None else \
                 raw_layer_integrated(m, sp, info, steps, rule, batch_steps, lt)
             out = base.map_chunks(
-                lambda ts: _reduce(f(params, x, ids_, ts, baseline), reduce, cax), spec.num,
-                chunk)
-            return out if spec.class_axis else out[:, 0]
+                lambda ts: _reduce_inputs(f(params, x, ids_, ts, baseline), reduce, axes),
+                spec.num, chunk)
+            return first_only(out, spec.class_axis)
 
         return run
 

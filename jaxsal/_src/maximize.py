@@ -384,8 +384,12 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         raise TypeError(f"model: expected a KerasModel (load_keras(path)), got "
                         f"{type(model).__name__}")
     if getattr(model, "num_inputs", 1) != 1:
-        raise ValueError(f"maximize supports single-input models; this model has "
-                         f"{model.num_inputs} inputs")
+        raise ValueError(f"maximize optimizes one input image; this model has "
+                         f"{model.num_inputs} inputs ({model.input_names}). Hold the others "
+                         "fixed in a wrapper, e.g. for one example meta of shape (1, D): "
+                         "jaxsal.FunctionModel(lambda p, img: model.apply(p, [img, "
+                         "jnp.broadcast_to(meta, (len(img), D))]), model.params, "
+                         "input_shape=(H, W, C))")
     ids_dtype = integer_input(model)
     if ids_dtype is not None:
         raise ValueError(f"maximize optimizes continuous inputs; this model takes integer "

@@ -52,6 +52,16 @@ def _reduce(g: Array, mode: str | None, axis: int = -1) -> Array:
     raise ValueError(f"unknown channel reduction {mode!r}; expected one of {REDUCTIONS}")
 
 
+def _reduce_inputs(g, mode: str | None, axes):
+    """:func:`_reduce` on each array of ``g`` (one per model input, in leaf order) over its
+    own channel axis in ``axes``. An input without one (``None``: ``(N, D)`` features) keeps
+    every feature, each taken as one channel: ``"max_abs"``, ``"abs_sum"`` and ``"l2"`` give
+    the absolute value, the signed reductions the value itself."""
+    leaves, tree = jax.tree_util.tree_flatten(g)
+    return tree.unflatten([_reduce(a[..., None], mode, -1) if ax is None and mode is not None
+                           else _reduce(a, mode, ax) for a, ax in zip(leaves, axes)])
+
+
 @functools.partial(jax.jit, static_argnames=("mode", "axis"))
 def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs", axis: int = -1) -> Array:
     """Collapse the channel axis of ``maps``.

@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.gradients import (deconvnet, gradient_x_input, guided_backprop, raw_gradients,
-                                   saliency)
+from jaxsal._src.gradients import (deconvnet, first_only, gradient_x_input, guided_backprop,
+                                   raw_gradients, saliency)
 from jaxsal._src.integrated import (RULES, check_baseline, integrated_gradients, quadrature,
                                     raw_integrated)
-from jaxsal._src.postprocess import _reduce, check_reduce
+from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import resolve_predicted
 from jaxsal._src.validate import prepare
 
@@ -128,7 +128,8 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
             raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
         quadrature(steps, rule)
 
-    p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite)
+    p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
+                multi_input=True)
     b = check_baseline(opts.get("baseline"), p.x)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
@@ -144,8 +145,8 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
         per_target = fb * batch_samples
     chunk = base.chunk_for(p.spec.num, per_target, chunk_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
-    cax = p.map_channel_axis  # the input's channel axis in (N, T, *x.shape[1:])
-    cf = p.channels_first
+    axes = p.map_channel_axes  # each input's channel axis in (N, T, *x.shape[1:])
+    formats = p.formats  # each input: channels-first?
     two = variant == "vargrad"
 
     def build():
@@ -156,50 +157,71 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
             else:
                 g = raw_gradients(m, sp, info, times_input)
                 raw = lambda params, xk, ids, ts, _b: g(params, xk, ids, ts)  # noqa: E731
-            axes = tuple(range(1, x.ndim))
-            sigma = noise_level * (jnp.max(x, axis=axes, keepdims=True)
-                                   - jnp.min(x, axis=axes, keepdims=True))
+            leaves, tree = jax.tree_util.tree_flatten(x)
+            sigma = [noise_level * (jnp.max(a, axis=tuple(range(1, a.ndim)), keepdims=True)
+                                    - jnp.min(a, axis=tuple(range(1, a.ndim)), keepdims=True))
+                     for a in leaves]
 
-            n_in = x.shape[0]
+            n_in = leaves[0].shape[0]
             ids_b = None if ids_ is None else jnp.tile(ids_, (batch_samples, 1))
             vmapped_ig = name == "integrated_gradients"
 
-            def chunk_fn(ts):
-                def group(ks, valid):
-                    # noise of sample k for input i: key -> fold_in(k) -> fold_in(i); independent
-                    # of how the batch is split into sub-batches, and drawn channels-last so
-                    # that a channels-first model gets the same noise, transposed
-                    def noise(k):
+            def noisy(ks):
+                """``(B, N, ...)`` noisy copies of every input for samples ``ks``: the noise
+                of sample k for input i is key -> fold_in(k) -> fold_in(i) (and, with
+                several model inputs, -> fold_in(j) for input j); independent of how the
+                batch is split into sub-batches, and drawn channels-last so that a
+                channels-first model gets the same noise, transposed."""
+                out = []
+                for j, (a, sd, cf) in enumerate(zip(leaves, sigma, formats)):
+                    def noise(k, a=a, cf=cf, j=j):
                         kk = jax.random.fold_in(key, k)
-                        shape = x.shape[2:] + x.shape[1:2] if cf else x.shape[1:]
-                        eps = jax.vmap(lambda i: jax.random.normal(
-                            jax.random.fold_in(kk, i), shape, x.dtype))(index)
+                        shape = a.shape[2:] + a.shape[1:2] if cf else a.shape[1:]
+
+                        def one(i):
+                            ki = jax.random.fold_in(kk, i)
+                            if len(leaves) > 1:
+                                ki = jax.random.fold_in(ki, j)
+                            return jax.random.normal(ki, shape, a.dtype)
+
+                        eps = jax.vmap(one)(index)
                         return jnp.moveaxis(eps, -1, 1) if cf else eps
 
-                    eps = jax.vmap(noise)(ks)
-                    xb = x[None] + sigma[None] * eps  # (B, N, ...)
+                    out.append(a[None] + sd[None] * jax.vmap(noise)(ks))
+                return tree.unflatten(out)
+
+            def chunk_fn(ts):
+                def group(ks, valid):
+                    xb = noisy(ks)  # (B, N, ...) per input
                     if vmapped_ig:  # IG's own path batching happens inside
                         mk = jax.vmap(lambda xk: raw(params, xk, ids_, ts, baseline))(xb)
                     else:
-                        mk = raw(params, xb.reshape((-1,) + x.shape[1:]), ids_b, ts, baseline)
-                        mk = mk.reshape((len(ks), n_in) + mk.shape[1:])
-                    v = valid.reshape((-1,) + (1,) * (mk.ndim - 1))
-                    if variant == "sg_squared":
-                        parts = (mk * mk,)
-                    elif variant == "vargrad":
-                        parts = (mk, mk * mk)
-                    else:
-                        parts = (jnp.abs(mk) if abs_first else mk,)
-                    return tuple(jnp.sum(jnp.where(v, q, 0.0), axis=0) for q in parts)
+                        flat = jax.tree_util.tree_map(
+                            lambda a: a.reshape((-1,) + a.shape[2:]), xb)
+                        mk = jax.tree_util.tree_map(
+                            lambda a: a.reshape((len(ks), n_in) + a.shape[1:]),
+                            raw(params, flat, ids_b, ts, baseline))
+
+                    def parts(m_):
+                        v = valid.reshape((-1,) + (1,) * (m_.ndim - 1))
+                        if variant == "sg_squared":
+                            qs = (m_ * m_,)
+                        elif variant == "vargrad":
+                            qs = (m_, m_ * m_)
+                        else:
+                            qs = (jnp.abs(m_) if abs_first else m_,)
+                        return tuple(jnp.sum(jnp.where(v, q, 0.0), axis=0) for q in qs)
+
+                    per = [parts(m_) for m_ in jax.tree_util.tree_leaves(mk)]
+                    return tuple(tuple(q[i] for q in per) for i in range(len(per[0])))
 
                 sums = base.sum_groups(group, n, batch_samples)
-                mean = sums[0] / n
+                mean = [s_ / n for s_ in sums[0]]
                 if two:
-                    mean = jnp.maximum(sums[1] / n - mean * mean, 0.0)
-                return _reduce(mean, reduce, cax)
+                    mean = [jnp.maximum(s2 / n - m_ * m_, 0.0) for s2, m_ in zip(sums[1], mean)]
+                return _reduce_inputs(tree.unflatten(mean), reduce, axes)
 
-            out = base.map_chunks(chunk_fn, spec.num, chunk)
-            return out if spec.class_axis else out[:, 0]
+            return first_only(base.map_chunks(chunk_fn, spec.num, chunk), spec.class_axis)
 
         return run
 

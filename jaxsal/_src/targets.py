@@ -313,8 +313,10 @@ def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, sp
         y, caps = run_model(m, params, x, (layer,) + spec.layers, perturb={layer: delta})
         return y, caps, caps[layer]
 
-    dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32  # token ids
-    zeros = jnp.zeros((x.shape[0],) + tuple(a_shape[1:]), dtype)
+    leaves = jax.tree_util.tree_leaves(x)  # one input array, or several
+    floats = [a.dtype for a in leaves if jnp.issubdtype(a.dtype, jnp.floating)]
+    dtype = floats[0] if floats else jnp.float32  # token ids
+    zeros = jnp.zeros((leaves[0].shape[0],) + tuple(a_shape[1:]), dtype)
     return target_pullback(fwd, zeros, spec, info, ids)
 
 

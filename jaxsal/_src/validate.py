@@ -38,35 +38,113 @@ def integer_input(model: Any) -> str | None:
     return str(dtypes[0]) if dtypes and "int" in str(dtypes[0]) else None
 
 
+def _several_inputs(model: Any) -> int:
+    """How many input arrays ``model`` takes (1 for a plain function: it takes what it is
+    given)."""
+    return int(getattr(model, "num_inputs", 1) or 1)
+
+
 def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool = False,
-                allow_int: bool = False) -> Array:
+                allow_int: bool = False, multi_input: bool = False) -> Any:
     """``x`` as a floating JAX array of shape ``(N, *model.input_shape)`` (integer token ids
-    too with ``allow_int``: methods attributing at a layer), or a clear error."""
-    if isinstance(x, (list, tuple)) and x and hasattr(x[0], "shape"):
-        raise TypeError("expected one input array x of shape (N, H, W, C), got a list; "
-                        "multi-input models are not supported by the attribution methods")
+    too with ``allow_int``: methods attributing at a layer), or a clear error.
+
+    With ``multi_input`` (the methods that attribute to every input of a multi-input model),
+    ``x`` may also be a list, tuple or dict of arrays, one per input of the model (a dict
+    keyed by :attr:`model_import.KerasModel.input_names`): each is checked against its own
+    input, all share the batch size, and the same container comes back."""
+    if isinstance(x, (list, tuple, dict)) and x and (
+            isinstance(x, dict) or hasattr(x[0], "shape") or _several_inputs(model) > 1):
+        return _check_inputs(model, x, check_finite=check_finite, spatial=spatial,
+                             allow_int=allow_int, multi_input=multi_input)
+    if _several_inputs(model) > 1:
+        raise TypeError(f"this model has {_several_inputs(model)} inputs "
+                        f"({getattr(model, 'input_names', '')}); pass x as a list in that order "
+                        f"or a dict keyed by those names, got one {type(x).__name__}")
+    shape = getattr(model, "input_shape", None)
+    ids_dtype = integer_input(model)
+    return _check_array(model, x, shape, ids_dtype, check_finite=check_finite, spatial=spatial,
+                        allow_int=allow_int, what="x")
+
+
+def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allow_int: bool,
+                  multi_input: bool) -> Any:
+    """:func:`check_input` for a list, tuple or dict of input arrays."""
+    k = _several_inputs(model)
+    names = list(getattr(model, "input_names", None) or [])
+    if k == 1 and not isinstance(model, base.FunctionModel):
+        raise TypeError(f"this model takes one input array x of shape (N, ...), got a "
+                        f"{type(x).__name__} of {len(x)}; pass the array itself")
+    if not multi_input:
+        raise TypeError("this method takes one input array; for a model with several inputs "
+                        "use the input-gradient methods (saliency, gradient_x_input, "
+                        "guided_backprop, deconvnet, smoothgrad, integrated_gradients: a map "
+                        "per input), the gradient CAMs (gradcam, gradcam_plus_plus, hirescam, "
+                        "layercam, xgradcam) or eigencam, or wrap the model so that it takes "
+                        "one array: jaxsal.FunctionModel(lambda p, img: model.apply(p, [img, "
+                        "other]), model.params), with other the other inputs' fixed values")
+    if isinstance(x, dict):
+        if names and set(x) != set(names):
+            raise ValueError(f"expected a dict with the model's input names {names} as keys, "
+                             f"got keys {sorted(map(str, x))}")
+        order = names or sorted(x)
+        items = [(n, x[n]) for n in order]
+    else:
+        if k > 1 and len(x) != k:
+            raise ValueError(f"this model has {k} inputs ({names}); expected a list of {k} "
+                             f"arrays in that order (or a dict keyed by those names), got "
+                             f"{len(x)}")
+        items = [(names[i] if i < len(names) else str(i), a) for i, a in enumerate(x)]
+    shapes = list(getattr(model, "input_shapes", None) or [None] * len(items))
+    dtypes = list(getattr(getattr(model, "graph", None), "input_dtypes", None)
+                  or [None] * len(items))
+    out = []
+    for (name, a), shape, dt in zip(items, shapes, dtypes):
+        ids_dtype = str(dt) if dt is not None and "int" in str(dt) else None
+        out.append(_check_array(model, a, shape, ids_dtype, check_finite=check_finite,
+                                spatial=False, allow_int=allow_int, what=f"input {name!r}",
+                                check_ids=False))
+    if spatial and not any(a.ndim in (3, 4, 5) for a in out):
+        raise ValueError("this method needs an input with 1 to 3 spatial axes (signals "
+                         "(N, L, C), images (N, H, W, C), volumes (N, D, H, W, C)); got inputs "
+                         "of shapes " + ", ".join(str(tuple(a.shape)) for a in out))
+    sizes = {int(a.shape[0]) for a in out}
+    if len(sizes) > 1:
+        raise ValueError("expected every input with the same batch size N, got "
+                         + ", ".join(f"{n!r}: {int(a.shape[0])}" for (n, _), a in zip(items, out)))
+    check_ids = getattr(model, "check_token_ids", None)
+    if check_ids is not None:
+        check_ids(out)  # ids outside an Embedding's vocabulary: NaN rows, refused here
+    if isinstance(x, dict):
+        return {n: a for (n, _), a in zip(items, out)}
+    return type(x)(out)
+
+
+def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check_finite: bool,
+                 spatial: bool, allow_int: bool, what: str, check_ids: bool = True) -> Array:
+    """One input array: dtype, shape against ``shape`` (without the batch axis), a non-empty
+    batch, finite values."""
     if not isinstance(x, jax.Array):
         try:
             x = np.asarray(x)
         except Exception as e:  # noqa: BLE001  (ragged lists and other junk)
-            raise TypeError(f"expected x as an array (N, H, W, C), got {type(x).__name__}: {e}")
+            raise TypeError(f"expected {what} as an array (N, H, W, C), got "
+                            f"{type(x).__name__}: {e}")
     dtype = x.dtype
-    ids_dtype = integer_input(model)
     if ids_dtype is not None and not allow_int:  # the ids' gradient would be silently zero
-        raise TypeError(f"this model takes integer inputs ({ids_dtype}: token ids or other "
-                        f"codes), which have no gradient. {_AT_A_LAYER}")
+        raise TypeError(f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
+                        f"other codes), which have no gradient. {_AT_A_LAYER}")
     if jnp.issubdtype(dtype, jnp.integer) and not allow_int:
-        raise TypeError(f"expected a floating-point input, got integer dtype {dtype}. Images: "
-                        "convert and preprocess first, e.g. x.astype(np.float32) / 255. Token "
-                        f"ids (or other integer codes) have no gradient: {_AT_A_LAYER}")
+        raise TypeError(f"{what}: expected a floating-point input, got integer dtype {dtype}. "
+                        "Images: convert and preprocess first, e.g. x.astype(np.float32) / 255. "
+                        f"Token ids (or other integer codes) have no gradient: {_AT_A_LAYER}")
     if not jnp.issubdtype(dtype, jnp.floating) and not jnp.issubdtype(dtype, jnp.integer):
-        raise TypeError(f"expected a floating-point input (the model's preprocessed input, e.g. "
-                        f"float32 in [0, 1]), got dtype {dtype}. Convert and preprocess it "
-                        "first, e.g. x.astype(np.float32) / 255.")
-    shape = getattr(model, "input_shape", None)
+        raise TypeError(f"{what}: expected a floating-point input (the model's preprocessed "
+                        f"input, e.g. float32 in [0, 1]), got dtype {dtype}. Convert and "
+                        "preprocess it first, e.g. x.astype(np.float32) / 255.")
     if spatial and x.ndim not in (3, 4, 5):
         missing_batch = isinstance(shape, tuple) and x.ndim == len(shape)
-        raise ValueError(f"expected x with 1 to 3 axes besides the batch and channel axes "
+        raise ValueError(f"expected {what} with 1 to 3 axes besides the batch and channel axes "
                          f"(signals (N, L, C), images (N, H, W, C), volumes (N, D, H, W, C)), "
                          f"got shape {tuple(x.shape)}"
                          + (" (add a batch axis: x[None])" if missing_batch else ""))
@@ -76,18 +154,19 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool 
         if not ok:
             want = ", ".join("?" if d is None else str(d) for d in shape)
             hint = " Add a batch axis for one example: x[None]." if x.ndim == len(shape) else ""
-            raise ValueError(f"expected x of shape (N, {want}) for this model, got "
+            raise ValueError(f"expected {what} of shape (N, {want}) for this model, got "
                              f"{tuple(x.shape)}.{hint}")
     if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"expected a batch of at least one input, got shape {tuple(x.shape)}")
-    check_ids = getattr(model, "check_token_ids", None)
-    if ids_dtype is not None and check_ids is not None:
-        check_ids(x)  # ids outside an Embedding's vocabulary: NaN rows, refused here
+        raise ValueError(f"expected a batch of at least one input, got {what} of shape "
+                         f"{tuple(x.shape)}")
+    model_check = getattr(model, "check_token_ids", None)
+    if check_ids and ids_dtype is not None and model_check is not None:
+        model_check(x)  # ids outside an Embedding's vocabulary: NaN rows, refused here
     if check_finite and not isinstance(x, jax.core.Tracer):
         finite = np.isfinite(x).all() if isinstance(x, np.ndarray) else bool(_all_finite(x))
         if not finite:
-            raise ValueError("x contains NaN or infinite values; attribution maps of such inputs "
-                             "are meaningless. Clean the input (np.nan_to_num) or pass "
+            raise ValueError(f"{what} contains NaN or infinite values; attribution maps of such "
+                             "inputs are meaningless. Clean the input (np.nan_to_num) or pass "
                              "check_finite=False.")
     return jnp.asarray(x)
 
@@ -129,20 +208,29 @@ def to_channels_last(a: Array, channels_first: bool, axis: int = 1) -> Array:
 
 @dataclasses.dataclass
 class Prepared:
-    """A validated call: the model variant, its cache key, params, input and targets."""
+    """A validated call: the model variant, its cache key, params, input and targets.
+
+    ``x`` is one array, or for a multi-input model the list, tuple or dict of arrays the
+    caller gave (methods that accept several inputs only: ``prepare(multi_input=True)``)."""
 
     model: Any
     key: Any
     params: Any
-    x: Array
+    x: Any
     spec: TargetSpec
     ids: Array | None
     info: OutputInfo
     channels_first: bool = False
+    formats: tuple = ()  # per input (leaf order of x): channels-first?
 
     @property
     def n(self) -> int:
-        return int(self.x.shape[0])
+        return int(jax.tree_util.tree_leaves(self.x)[0].shape[0])
+
+    @property
+    def multi(self) -> bool:
+        """Whether ``x`` is a structure of several input arrays."""
+        return not isinstance(self.x, jax.Array)
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -153,6 +241,15 @@ class Prepared:
     def map_channel_axis(self) -> int:
         """The channel axis of an ``(N, T, *x.shape[1:])`` array of per-target gradients."""
         return 2 if self.channels_first else -1
+
+    @property
+    def map_channel_axes(self) -> list[int | None]:
+        """Per input (leaf order of ``x``): the channel axis of its ``(N, T, *shape[1:])``
+        per-target gradients, ``None`` for an input without one (``(N, D)`` features, whose
+        maps keep every feature, each reduced as a channel of its own)."""
+        leaves = jax.tree_util.tree_leaves(self.x)
+        return [None if a.ndim < 3 else (2 if cf else -1)
+                for a, cf in zip(leaves, self.formats)]
 
 
 def is_channels_first(model: Any, ndim: int) -> bool:
@@ -192,11 +289,14 @@ def check_scores(model: Any, spec: TargetSpec, y: Any, caps: dict) -> None:
 
 def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
             backprop: str | None = None, check_finite: bool = True,
-            spatial: bool = False, allow_int: bool = False) -> Prepared:
-    """Validate everything a method needs (see the module docstring)."""
+            spatial: bool = False, allow_int: bool = False,
+            multi_input: bool = False) -> Prepared:
+    """Validate everything a method needs (see the module docstring). ``multi_input``: the
+    method accepts a structure of several input arrays for a multi-input model."""
     m = base.with_options(model, head, backprop)
     xa = check_input(m, x, check_finite=check_finite, spatial=spatial,
-                     allow_int=allow_int)
+                     allow_int=allow_int, multi_input=multi_input)
+    n = int(jax.tree_util.tree_leaves(xa)[0].shape[0])
     y, _ = base.model_shapes(m, xa)
     if isinstance(y, (list, tuple)) and not _score_functions(targets):
         listing, first = base.several_outputs(m, [o.shape for o in y])
@@ -212,7 +312,7 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
         raise ValueError("head='softmax' on a one-unit output is constant (1.0) and has zero "
                          "gradients; use head='sigmoid', 'sigmoid_complement' or 'logits'")
     info = OutputInfo(units, kind, complement)
-    spec, ids = parse_targets(targets, int(xa.shape[0]), info)
+    spec, ids = parse_targets(targets, n, info)
     caps = {}
     if spec.layers:
         for layer in spec.layers:
@@ -224,9 +324,14 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
             if isinstance(fn, LayerScore) and not isinstance(fn.index, tuple) else fn
             for fn in spec.scores))
     check_scores(m, spec, y, caps)
+    leaves = jax.tree_util.tree_leaves(xa)
+    fmts = list(getattr(m, "input_data_formats", None) or [])
+    if len(fmts) != len(leaves):  # a plain function: one layout for every input
+        fmts = [getattr(m, "data_format", "channels_last")] * len(leaves)
+    formats = tuple(a.ndim >= 3 and f == "channels_first" for a, f in zip(leaves, fmts))
     return Prepared(m, base.model_key(m), m.params, xa, spec,
                     None if ids is None else jnp.asarray(ids), info,
-                    is_channels_first(m, xa.ndim))
+                    formats[0], formats)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,232 @@
+"""Models with several inputs: the input-gradient methods give one map per input (in the
+caller's list, tuple or dict), the gradient CAMs and Eigen-CAM upsample to the input with the
+layer's spatial axes, everything else refuses clearly."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+
+WA = np.array([[1.0, -2.0], [0.5, 3.0], [-1.5, 0.25]], np.float32)  # (3 features, 2 classes)
+WB = np.array([[2.0, 1.0], [-0.5, 4.0]], np.float32)  # (2 features, 2 classes)
+
+
+def _linear(p, x):
+    return x["a"] @ p["wa"] + x["b"] @ p["wb"]
+
+
+@pytest.fixture(scope="module")
+def linear():
+    return jaxsal.FunctionModel(_linear, {"wa": jnp.asarray(WA), "wb": jnp.asarray(WB)})
+
+
+@pytest.fixture(scope="module")
+def xl():
+    rng = np.random.default_rng(0)
+    return {"a": rng.normal(size=(4, 3)).astype(np.float32),
+            "b": rng.normal(size=(4, 2)).astype(np.float32)}
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """A Keras 3 model of an image and a feature vector (saved and re-imported)."""
+    import keras
+
+    from model_import import load_keras
+
+    keras.utils.set_random_seed(1)
+    img = keras.Input((8, 8, 3), name="img")
+    vec = keras.Input((5,), name="vec")
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(img)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    v = keras.layers.Dense(4, activation="tanh", name="dv")(vec)
+    z = keras.layers.Concatenate(name="cat")([h, v])
+    out = keras.layers.Dense(3, activation="softmax", name="out")(z)
+    model = keras.Model([img, vec], out)
+    path = tmp_path_factory.mktemp("multi_input") / "two.keras"
+    model.save(path)
+    rng = np.random.default_rng(2)
+    x = [rng.normal(size=(3, 8, 8, 3)).astype(np.float32),
+         rng.normal(size=(3, 5)).astype(np.float32)]
+    expected = np.asarray(model.predict(x, verbose=0))
+    m = load_keras(path)
+    np.testing.assert_allclose(np.asarray(m(x)), expected, rtol=1e-5, atol=1e-6)
+    return m.with_head("logits"), x
+
+
+def _grads(m, x, cls):
+    """Per-input gradients of the logit ``cls`` by ``jax.grad`` (the reference)."""
+    f = lambda a, b: m.apply(m.params, [a, b])[:, cls].sum()  # noqa: E731
+    return [np.asarray(g) for g in jax.grad(f, argnums=(0, 1))(*x)]
+
+
+def test_linear_gradients_are_the_weights(linear, xl):
+    g = jaxsal.saliency(linear, xl, [0, 1], reduce=None)
+    assert set(g) == {"a", "b"}
+    assert g["a"].shape == (4, 2, 3) and g["b"].shape == (4, 2, 2)
+    for t in range(2):
+        np.testing.assert_allclose(g["a"][:, t], np.broadcast_to(WA[:, t], (4, 3)))
+        np.testing.assert_allclose(g["b"][:, t], np.broadcast_to(WB[:, t], (4, 2)))
+    # gradient x input over every input sums to the score of a linear model (no bias)
+    gi = jaxsal.gradient_x_input(linear, xl, 1)
+    score = np.asarray(_linear({"wa": WA, "wb": WB}, xl))[:, 1]
+    np.testing.assert_allclose(gi["a"].sum(-1) + gi["b"].sum(-1), score, rtol=1e-5, atol=1e-6)
+
+
+def test_features_are_never_reduced(linear, xl):
+    # (N, D) inputs have no channel axis: every reduction keeps one value per feature
+    for reduce in ("max_abs", "sum", None):
+        g = jaxsal.saliency(linear, xl, 0, reduce=reduce)
+        assert g["a"].shape == (4, 3) and g["b"].shape == (4, 2)
+    one = jaxsal.FunctionModel(lambda p, x: x @ p, jnp.asarray(WA))
+    np.testing.assert_allclose(jaxsal.saliency(one, xl["a"], 1),
+                               np.broadcast_to(np.abs(WA[:, 1]), (4, 3)))
+
+
+def test_keras_model_matches_jax_grad(two):
+    m, x = two
+    g = jaxsal.saliency(m, x, [0, 2], reduce=None)
+    assert isinstance(g, list) and len(g) == 2
+    for t, cls in enumerate([0, 2]):
+        ref = _grads(m, x, cls)
+        np.testing.assert_allclose(g[0][:, t], ref[0], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(g[1][:, t], ref[1], rtol=1e-5, atol=1e-7)
+    # default reduction: the image's channels collapse, the feature vector stays whole
+    d = jaxsal.saliency(m, tuple(x), 2)
+    assert isinstance(d, tuple)
+    ref = _grads(m, x, 2)
+    np.testing.assert_allclose(d[0], np.abs(ref[0]).max(-1), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(d[1], np.abs(ref[1]), rtol=1e-5, atol=1e-7)
+    # a dict keyed by the input names gives a dict
+    k = jaxsal.gradient_x_input(m, {"vec": x[1], "img": x[0]}, 2, reduce=None)
+    np.testing.assert_allclose(k["img"], ref[0] * x[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(k["vec"], ref[1] * x[1], rtol=1e-5, atol=1e-7)
+
+
+def test_rows_classes_and_sub_batches_agree(two):
+    m, x = two
+    full = jaxsal.guided_backprop(m, x, [0, 1, 2])
+    split = jaxsal.guided_backprop(m, x, [0, 1, 2], memory_budget=1000, chunk_size=1)
+    for a, b in zip(full, split):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    for i in range(3):  # one input at a time == its row of the batched call
+        row = jaxsal.guided_backprop(m, [a[i:i + 1] for a in x], [0, 1, 2])
+        for a, b in zip(full, row):
+            np.testing.assert_allclose(a[i:i + 1], b, rtol=1e-5, atol=1e-7)
+    for t in range(3):  # one class at a time == its column
+        col = jaxsal.guided_backprop(m, x, t)
+        for a, b in zip(full, col):
+            np.testing.assert_allclose(a[:, t], b, rtol=1e-5, atol=1e-7)
+
+
+def test_integrated_gradients_completeness_over_all_inputs(two):
+    m, x = two
+    y = np.asarray(m.apply(m.params, x))
+    for baseline, starts in [(None, [np.zeros_like(a) for a in x]),
+                             (0.5, [np.full_like(a, 0.5) for a in x]),
+                             ({"img": 0.1, "vec": np.ones(5, np.float32)},
+                              [np.full_like(x[0], 0.1), np.ones_like(x[1])])]:
+        xx = x if not isinstance(baseline, dict) else {"img": x[0], "vec": x[1]}
+        ig = jaxsal.integrated_gradients(m, xx, [0, 2], baseline=baseline, steps=256)
+        maps = list(ig.values()) if isinstance(ig, dict) else ig
+        total = maps[0].sum((-2, -1)) + maps[1].sum(-1)
+        y0 = np.asarray(m.apply(m.params, starts))
+        gap = (y - y0)[:, [0, 2]]
+        np.testing.assert_allclose(total, gap, atol=0.01 * np.abs(gap).max())
+    with pytest.raises(ValueError, match="one baseline per input"):
+        jaxsal.integrated_gradients(m, x, 0, baseline=[0.0])
+
+
+def test_smoothgrad_noise_per_input_and_reproducible(linear):
+    # d(a.b)/da = b: with identical inputs, the same noise on both would give equal maps
+    prod = jaxsal.FunctionModel(lambda p, x: (x[0] * x[1]).sum(-1, keepdims=True) * p, 1.0)
+    a = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    x = [a, a.copy()]
+    opts = dict(targets=lambda y: y[:, 0], key=3, n=4, reduce=None, abs_first=False)
+    sg = jaxsal.smoothgrad(prod, x, **opts)
+    assert not np.allclose(sg[0], sg[1])
+    again = jaxsal.smoothgrad(prod, x, **opts)
+    for u, v in zip(sg, again):
+        np.testing.assert_array_equal(u, v)
+    tail = jaxsal.smoothgrad(prod, [v[1:] for v in x], index_offset=1, **opts)
+    for u, v in zip(sg, tail):
+        np.testing.assert_allclose(u[1:], v, rtol=1e-6)
+    ig = jaxsal.smoothgrad(prod, x, method="integrated_gradients", variant="vargrad",
+                           method_options={"steps": 4}, **{k: v for k, v in opts.items()
+                                                          if k != "abs_first"})
+    assert ig[0].shape == (2, 4) and ig[1].shape == (2, 4)
+
+
+def test_gradient_cams_upsample_to_the_image(two):
+    m, x = two
+    other = jnp.asarray(x[1])
+    single = jaxsal.FunctionModel(lambda p, img: m.apply(p, [img, other]), m.params)
+    ref = jaxsal.gradient_x_input(single, x[0], [0, 1], reduce=None)  # same function of img
+    got = jaxsal.gradient_x_input(m, x, [0, 1], reduce=None)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
+    cam = jaxsal.gradcam(m, x, [0, 1])
+    small = jaxsal.gradcam(m, x, [0, 1], upsample=False)
+    assert cam.shape == (3, 2, 8, 8) and small.shape == (3, 2, 6, 6)
+    # Grad-CAM by hand from the conv output and its gradient
+    A = m.intermediates(x, ["conv"])["conv"]
+
+    def score(a):
+        return m.apply(m.params, x, perturb={"conv": a - A})[:, 1].sum()
+
+    G = jax.grad(score)(A)
+    hand = jax.nn.relu(jnp.einsum("nhwk,nk->nhw", A, G.mean((1, 2))))
+    np.testing.assert_allclose(small[:, 1], hand, rtol=1e-5, atol=1e-7)
+    assert jaxsal.eigencam(m, x).shape == (3, 8, 8)
+    assert jaxsal.layercam(m, {"img": x[0], "vec": x[1]}, 1).shape == (3, 8, 8)
+
+
+def test_refusals(two, tmp_path):
+    m, x = two
+    with pytest.raises(TypeError, match="2 inputs"):
+        jaxsal.saliency(m, x[0], 0)
+    with pytest.raises(ValueError, match="expected a list of 2"):
+        jaxsal.saliency(m, x[:1], 0)
+    with pytest.raises(ValueError, match="input names"):
+        jaxsal.saliency(m, {"img": x[0], "other": x[1]}, 0)
+    with pytest.raises(ValueError, match="same batch size"):
+        jaxsal.saliency(m, [x[0], x[1][:2]], 0)
+    with pytest.raises(ValueError, match=r"input 'vec' of shape \(N, 5\)"):
+        jaxsal.saliency(m, [x[0], x[1][:, :4]], 0)
+    bad = [x[0], x[1].copy()]
+    bad[1][0, 0] = np.nan
+    with pytest.raises(ValueError, match="'vec' contains NaN"):
+        jaxsal.saliency(m, bad, 0)
+    for f in (jaxsal.scorecam, jaxsal.occlusion, jaxsal.guided_gradcam):
+        with pytest.raises(TypeError, match="takes one input array"):
+            f(m, x, 0)
+    with pytest.raises(TypeError, match="one input array"):
+        jaxsal.explain_to_file(jaxsal.saliency, m, x, tmp_path / "maps.npy")
+    with pytest.raises(ValueError, match="one input image"):
+        jaxsal.maximize(m, [0], steps=2, key=0)
+
+
+def test_cam_upsampling_needs_one_input_size():
+    def feats(p, x):
+        return jnp.concatenate([x[0][:, :4, :4], x[1][:, :4, :4]], -1) * p
+
+    mm = jaxsal.FunctionModel(features=feats, head_fn=lambda p, a: a.mean((1, 2)), params=1.0)
+    x = [np.ones((2, 4, 4, 1), np.float32), np.ones((2, 6, 6, 1), np.float32)]
+    with pytest.raises(ValueError, match="upsample=False"):
+        jaxsal.gradcam(mm, x, 0)
+    assert jaxsal.gradcam(mm, x, 0, upsample=False).shape == (2, 4, 4)
+
+
+def test_no_recompile_on_second_call(two, compiles):
+    m, x = two
+    calls = [lambda: jaxsal.saliency(m, x, [0, 1]),
+             lambda: jaxsal.integrated_gradients(m, x, 1, steps=4),
+             lambda: jaxsal.smoothgrad(m, x, 1, key=0, n=2)]
+    for c in calls:
+        jax.block_until_ready(c())
+    first = compiles.n
+    for c in calls:
+        jax.block_until_ready(c())
+    jax.block_until_ready(jaxsal.saliency(m, x, [2, 0]))
+    assert compiles.n == first
