@@ -178,6 +178,9 @@ def test_gradient_cams_upsample_to_the_image(two):
     G = jax.grad(score)(A)
     hand = jax.nn.relu(jnp.einsum("nhwk,nk->nhw", A, G.mean((1, 2))))
     np.testing.assert_allclose(small[:, 1], hand, rtol=1e-5, atol=1e-7)
+    # attribution at the layer: one map of the layer's shape, whatever the inputs
+    at = jaxsal.saliency(m, x, 1, layer="conv", reduce=None)
+    np.testing.assert_allclose(at, G, rtol=1e-5, atol=1e-7)
     assert jaxsal.eigencam(m, x).shape == (3, 8, 8)
     assert jaxsal.layercam(m, {"img": x[0], "vec": x[1]}, 1).shape == (3, 8, 8)
 
