@@ -34,4 +34,8 @@ class UnsupportedLayerError(KerasImportError):
             f"model_import.register_layer({class_name!r}) (see model_import.register_layer's "
             f"docstring), or pass custom_layers={{{class_name!r}: converter}} to load_keras."
         )
+        if class_name == "Lambda":
+            msg += (" Every Lambda layer of a model goes to that one converter with its own "
+                    "config: tell them apart by config['name'] (here "
+                    f"{layer_name!r}).")
         super().__init__(msg, path=path)

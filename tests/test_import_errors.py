@@ -176,6 +176,29 @@ def test_lambda_layer_is_reported(tmp_path):
         assert "register_layer('Lambda')" in str(err)
 
 
+def test_several_lambdas_by_name(tmp_path):
+    """One converter serves every Lambda layer; it tells them apart by the config's name."""
+    inp = keras.Input((4,))
+    h = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inp)
+    h = keras.layers.Dense(3, name="d")(h)
+    h = keras.layers.Lambda(lambda t: t - 1.0, name="shift")(h)
+    m = keras.Model(inp, h)
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    ref = np.asarray(m.predict(x, verbose=0))
+    fns = {"double": lambda t: t * 2.0, "shift": lambda t: t - 1.0}
+
+    def lam(config, ctx):
+        fn = fns[config["name"]]
+        return model_import.LayerImpl(call=lambda params, t, *, rt: fn(t))
+
+    for p in (tmp_path / "two.keras", tmp_path / "two.h5"):
+        m.save(p)
+        err = _raises_import_error(p, "Lambda")
+        assert "config['name']" in str(err)
+        got = load_keras(p, custom_layers={"Lambda": lam})(x)
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-6)
+
+
 def test_unsupported_layer_in_config_only(tmp_path):
     """A layer class without converter in an architecture given as JSON."""
     cfg = {"class_name": "Sequential", "config": {"name": "s", "layers": [
