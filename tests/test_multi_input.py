@@ -1,6 +1,7 @@
 """Models with several inputs: the input-gradient methods give one map per input (in the
 caller's list, tuple or dict), the gradient CAMs and Eigen-CAM upsample to the input with the
-layer's spatial axes, everything else refuses clearly."""
+layer's spatial axes, everything else refuses clearly. Also (N, D) feature inputs: kept per
+feature by the channel reductions, ablated feature by feature by occlusion."""
 
 import jax
 import jax.numpy as jnp
@@ -83,6 +84,22 @@ def test_features_are_never_reduced(linear, xl):
     one = jaxsal.FunctionModel(lambda p, x: x @ p, jnp.asarray(WA))
     np.testing.assert_allclose(jaxsal.saliency(one, xl["a"], 1),
                                np.broadcast_to(np.abs(WA[:, 1]), (4, 3)))
+
+
+def test_feature_ablation_of_a_linear_model(xl):
+    """Occlusion of (N, D) features, one at a time by default: for a linear model the drop
+    is x_d * w_d (fill 0) or (x_d - fill_d) * w_d."""
+    one = jaxsal.FunctionModel(lambda p, x: x @ p, jnp.asarray(WA))
+    x = xl["a"]
+    got = jaxsal.occlusion(one, x, [0, 1])
+    np.testing.assert_allclose(got, x[:, None, :] * WA.T[None], rtol=1e-5, atol=1e-6)
+    mean = np.array([0.5, -1.0, 2.0], np.float32)
+    got = jaxsal.occlusion(one, x, 1, fill=mean)
+    np.testing.assert_allclose(got, (x - mean) * WA[:, 1], rtol=1e-5, atol=1e-6)
+    # one patch over every feature: each feature's map is the whole drop
+    whole = jaxsal.occlusion(one, x, 1, patch=3)
+    np.testing.assert_allclose(whole, np.repeat((x @ WA[:, 1])[:, None], 3, 1),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_keras_model_matches_jax_grad(two):

@@ -46,7 +46,24 @@ def patch_positions(size: int, patch: int, stride: int) -> np.ndarray:
     return np.asarray(starts, np.int32)
 
 
-def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tuple = 8,
+def _rank(x: Any) -> int | None:
+    """The number of axes of one input array (``None`` for a structure of arrays, which
+    :func:`prepare` refuses with its own message)."""
+    if hasattr(x, "ndim"):
+        return int(x.ndim)
+    try:
+        return int(np.ndim(x))
+    except ValueError:  # ragged: a list of input arrays
+        return None
+
+
+#: The default ``patch`` of spatial inputs (pixels per side); ``(N, D)`` feature inputs
+#: default to 1 (one feature at a time: feature ablation).
+DEFAULT_PATCH = 8
+
+
+def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
+              patch: int | tuple | None = None,
               stride: int | tuple | None = None, fill: ArrayLike = 0.0,
               batch_size: int | None = None, head: str | None = None,
               memory_budget: int | None = None, precision: str | None = None,
@@ -57,20 +74,31 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
       model, x, targets, head, memory_budget, precision, check_finite: as in
         :func:`jaxsal.saliency`; ``x`` is ``(N, H, W, C)`` (``(N, C, H, W)`` for a
         channels-first model; signals ``(N, L, C)`` and volumes ``(N, D, H, W, C)`` alike).
-        ``targets=None`` uses the predicted class of the clean input.
-      patch: patch size ``p`` or ``(ph, pw)`` (one size per spatial axis).
+        ``targets=None`` uses the predicted class of the clean input. ``x`` may also be
+        ``(N, D)`` features (a tabular model): feature ablation (Captum's
+        ``FeatureAblation``), each feature (or run of ``patch`` features) replaced by
+        ``fill`` in turn.
+      patch: patch size ``p`` or ``(ph, pw)`` (one size per spatial axis); default 8, or 1
+        for ``(N, D)`` features.
       stride: step between patch positions (default: ``patch``, non-overlapping); at most
         ``patch`` along every axis the patch does not span, so that every pixel is occluded
         by some patch (a larger stride raises a ``ValueError``, as in Captum).
       fill: the occluding value, in ``x``'s layout: a scalar, ``(C,)`` (``(C, 1, 1)``
-        channels-first), ``(H, W, C)`` or ``(N, H, W, C)`` (e.g. a blurred copy of ``x``).
+        channels-first), ``(H, W, C)`` or ``(N, H, W, C)`` (e.g. a blurred copy of ``x``);
+        for features a scalar, ``(D,)`` (e.g. the training means) or ``(N, D)``.
       batch_size: occluded inputs per forward pass (default: from ``memory_budget``).
     Returns:
-      Raw maps ``(N, H, W)`` / ``(N, T, H, W)``: mean score drop over the covering patches.
+      Raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features):
+      mean score drop over the covering patches.
     """
-    p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
-    n, size, cf = p.n, p.spatial_shape, p.channels_first
+    p = prepare(model, x, targets, head=head, check_finite=check_finite,
+                spatial=_rank(x) != 2)
+    features = p.x.ndim == 2  # (N, D): no channel axis, the features are the positions
+    n, cf = p.n, p.channels_first
+    size = tuple(p.x.shape[1:]) if features else p.spatial_shape
     rank = len(size)
+    if patch is None:
+        patch = 1 if features else DEFAULT_PATCH
     psize = _sizes(patch, "patch", rank)
     step = _sizes(stride if stride is not None else psize, "stride", rank)
     for ax, (d, q, t) in enumerate(zip(size, psize, step)):
@@ -119,7 +147,10 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *, patch: int | tup
                 valid = (ks < n_pos).astype(x.dtype)
                 masks = jax.vmap(mask_of)(jnp.minimum(ks, n_pos - 1))  # (G, *S)
                 # (G, 1, *x.shape[1:]) with a channel axis of 1 where x has its channels
-                mx = masks[:, None, None] if cf else masks[:, None, ..., None]
+                if features:
+                    mx = masks[:, None]
+                else:
+                    mx = masks[:, None, None] if cf else masks[:, None, ..., None]
                 xo = jnp.where(mx, fill_b[None], x[None])
                 yo, co = run_model(m, params, xo.reshape((-1,) + x.shape[1:]), spec.layers)
                 yo = jax.tree_util.tree_map(lambda a: a.reshape((group, n) + a.shape[1:]), yo)
