@@ -7,10 +7,14 @@ the patch positions covering it, of ``S(x) - S(x occluded)``: positive where hid
 pixel lowers the score. All patch positions are evaluated as batched forward passes (groups
 of positions ``vmap``-ed into one batch, groups in a ``fori_loop``), and every target's
 score comes from the same forward passes.
+
+``(N, D)`` feature inputs are occluded feature by feature (feature ablation); the inputs of
+a multi-input model are occluded one at a time, the others unchanged, in the same program.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -19,7 +23,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import prepare
+from jaxsal._src.validate import prepare, spatial_shape
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -62,6 +66,65 @@ def _rank(x: Any) -> int | None:
 DEFAULT_PATCH = 8
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """The patches of one input: its positions' sizes (spatial axes, or the features of an
+    ``(N, D)`` input), patch and stride, start offsets ``pos`` ``(P, rank)`` and how many
+    patches cover each position (``count``); the last two follow from the others and take
+    no part in comparisons (a plan is part of a compiled program's key)."""
+
+    size: tuple
+    psize: tuple
+    step: tuple
+    features: bool
+    channels_first: bool
+    pos: np.ndarray = dataclasses.field(compare=False, hash=False, repr=False)
+    count: np.ndarray = dataclasses.field(compare=False, hash=False, repr=False)
+
+
+def _plan(a: Array, cf: bool, patch: Any, stride: Any, what: str) -> _Plan:
+    if a.ndim not in (2, 3, 4, 5):
+        raise ValueError(f"occlusion needs {what} as (N, D) features or with 1 to 3 spatial "
+                         f"axes and a channel axis ((N, L, C), (N, H, W, C), (N, D, H, W, C)), "
+                         f"got shape {tuple(a.shape)}")
+    features = a.ndim == 2  # (N, D): no channel axis, the features are the positions
+    size = tuple(a.shape[1:]) if features else spatial_shape(a.shape, cf)
+    rank = len(size)
+    if patch is None:
+        patch = 1 if features else DEFAULT_PATCH
+    psize = _sizes(patch, "patch", rank)
+    step = _sizes(stride if stride is not None else psize, "stride", rank)
+    for ax, (d, q, t) in enumerate(zip(size, psize, step)):
+        if t > q and q < d:  # Captum's Occlusion refuses the same
+            raise ValueError(f"stride {t} is larger than the patch {q} on spatial axis {ax} "
+                             f"of {what} (side {d}): the pixels between patches would never be "
+                             f"occluded and have no score drop. Use stride <= patch (e.g. "
+                             f"stride={q}, or patch={t} for non-overlapping patches)")
+    starts = [patch_positions(d, q, t) for d, q, t in zip(size, psize, step)]
+    pos = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, rank)
+    count = np.zeros(size, np.float32)
+    for q in pos:
+        count[tuple(slice(i, i + b) for i, b in zip(q, psize))] += 1
+    return _Plan(size, psize, step, features, cf, pos.astype(np.int32), count)
+
+
+def _each(v: Any, x: Any, names: list[str], name: str) -> list:
+    """``v`` per input of ``x``: a list (``x`` a list or tuple) or dict (``x`` a dict) gives
+    each input its own value; anything else serves every input."""
+    k = len(names)
+    if isinstance(x, dict) and isinstance(v, dict):
+        if set(v) != set(x):
+            raise ValueError(f"expected {name} per input as a dict with x's keys "
+                             f"{sorted(x)}, got keys {sorted(v)}")
+        return [v[n] for n in sorted(x)]
+    if isinstance(x, (list, tuple)) and isinstance(v, list):
+        if len(v) != k:
+            raise ValueError(f"expected {name} per input as a list of {k} (one per input; a "
+                             f"tuple gives one value per spatial axis), got {len(v)}")
+        return list(v)
+    return [v] * k
+
+
 def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
               patch: int | tuple | None = None,
               stride: int | tuple | None = None, fill: ArrayLike = 0.0,
@@ -77,95 +140,114 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
         ``targets=None`` uses the predicted class of the clean input. ``x`` may also be
         ``(N, D)`` features (a tabular model): feature ablation (Captum's
         ``FeatureAblation``), each feature (or run of ``patch`` features) replaced by
-        ``fill`` in turn.
+        ``fill`` in turn. For a multi-input model ``x`` is a list, tuple or dict of arrays:
+        each input is occluded in turn, the others left as they are, and the maps come back
+        in the same container.
       patch: patch size ``p`` or ``(ph, pw)`` (one size per spatial axis); default 8, or 1
-        for ``(N, D)`` features.
+        for ``(N, D)`` features. With several inputs, a list (or a dict, for a dict ``x``)
+        gives each input its own; another value serves every input.
       stride: step between patch positions (default: ``patch``, non-overlapping); at most
         ``patch`` along every axis the patch does not span, so that every pixel is occluded
-        by some patch (a larger stride raises a ``ValueError``, as in Captum).
+        by some patch (a larger stride raises a ``ValueError``, as in Captum). Per input as
+        ``patch``.
       fill: the occluding value, in ``x``'s layout: a scalar, ``(C,)`` (``(C, 1, 1)``
         channels-first), ``(H, W, C)`` or ``(N, H, W, C)`` (e.g. a blurred copy of ``x``);
-        for features a scalar, ``(D,)`` (e.g. the training means) or ``(N, D)``.
+        for features a scalar, ``(D,)`` (e.g. the training means) or ``(N, D)``. Per input
+        as ``patch``.
       batch_size: occluded inputs per forward pass (default: from ``memory_budget``).
     Returns:
       Raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features):
       mean score drop over the covering patches.
     """
+    rank = _rank(x)
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
-                spatial=_rank(x) != 2)
-    features = p.x.ndim == 2  # (N, D): no channel axis, the features are the positions
-    n, cf = p.n, p.channels_first
-    size = tuple(p.x.shape[1:]) if features else p.spatial_shape
-    rank = len(size)
-    if patch is None:
-        patch = 1 if features else DEFAULT_PATCH
-    psize = _sizes(patch, "patch", rank)
-    step = _sizes(stride if stride is not None else psize, "stride", rank)
-    for ax, (d, q, t) in enumerate(zip(size, psize, step)):
-        if t > q and q < d:  # Captum's Occlusion refuses the same
-            raise ValueError(f"stride {t} is larger than the patch {q} on spatial axis {ax} "
-                             f"(input side {d}): the pixels between patches would never be "
-                             f"occluded and have no score drop. Use stride <= patch (e.g. "
-                             f"stride={q}, or patch={t} for non-overlapping patches)")
-    starts = [patch_positions(d, q, t) for d, q, t in zip(size, psize, step)]
-    pos = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, rank)
-    n_pos = len(pos)
-    fill_arr = jnp.asarray(fill, p.x.dtype)
-    try:
-        np.broadcast_shapes(fill_arr.shape, p.x.shape)
-    except ValueError:
-        raise ValueError(f"fill of shape {fill_arr.shape} does not broadcast to x of shape "
-                         f"{tuple(p.x.shape)}") from None
+                spatial=rank is not None and rank != 2, multi_input=True)
+    n = p.n
+    leaves, tree = jax.tree_util.tree_flatten(p.x)
+    names = sorted(p.x) if isinstance(p.x, dict) else [str(i) for i in range(len(leaves))]
+    shown = list(getattr(p.model, "input_names", None) or names)  # for messages
+    what = ["x"] if not p.multi else [f"input {nm!r}" for nm in
+                                      (names if isinstance(p.x, dict) else shown)]
+    plans = [_plan(a, cf, pa, st, w) for a, cf, pa, st, w in zip(
+        leaves, p.formats, _each(patch, p.x, names, "patch"),
+        _each(stride, p.x, names, "stride"), what)]
+    fills = []
+    for a, f, w in zip(leaves, _each(fill, p.x, names, "fill"), what):
+        f = jnp.asarray(f, a.dtype)
+        try:
+            np.broadcast_shapes(f.shape, a.shape)
+        except ValueError:
+            raise ValueError(f"fill of shape {f.shape} does not broadcast to {w} of shape "
+                             f"{tuple(a.shape)}") from None
+        fills.append(f)
     batch_size = base.check_count(batch_size, "batch_size")
     per_image = base.forward_bytes(p.model, p.x) // n
     nb = base.batch_chunk(n, per_image, memory_budget)
-    group = base.chunk_for(n_pos, per_image * nb, None if batch_size is None
-                           else max(1, batch_size // nb), memory_budget, cap=max(1, 1024 // nb))
-    count = np.zeros(size, np.float32)
-    for q in pos:
-        count[tuple(slice(a, a + b) for a, b in zip(q, psize))] += 1
+    if nb < n and p.multi:  # sub-batches split every fill with its input
+        fills = [jnp.broadcast_to(f, a.shape) for f, a in zip(fills, leaves)]
+    groups = tuple(base.chunk_for(len(q.pos), per_image * nb, None if batch_size is None
+                                  else max(1, batch_size // nb), memory_budget,
+                                  cap=max(1, 1024 // nb)) for q in plans)
     m, spec, info = p.model, p.spec, p.info
 
     def build():
         def run(params, x, ids, fill):
-            n = x.shape[0]
+            xs = jax.tree_util.tree_leaves(x)
+            n = xs[0].shape[0]
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
             y, cap = run_model(m, params, x, spec.layers)
             s0 = score_matrix(sp, info, y, cap, ids_)  # (N, T)
-            positions = jnp.asarray(pos)
-            fill_b = jnp.broadcast_to(fill, x.shape)
-
-            def mask_of(k):  # (*S): the patch at position k
-                inside = jnp.ones(size, bool)
-                for a, d in enumerate(size):
-                    i = jnp.arange(d).reshape((d,) + (1,) * (rank - 1 - a))
-                    inside = inside & (i >= positions[k, a]) & (i < positions[k, a] + psize[a])
-                return inside
-
-            def body(g, acc):
-                ks = g * group + jnp.arange(group)
-                valid = (ks < n_pos).astype(x.dtype)
-                masks = jax.vmap(mask_of)(jnp.minimum(ks, n_pos - 1))  # (G, *S)
-                # (G, 1, *x.shape[1:]) with a channel axis of 1 where x has its channels
-                if features:
-                    mx = masks[:, None]
-                else:
-                    mx = masks[:, None, None] if cf else masks[:, None, ..., None]
-                xo = jnp.where(mx, fill_b[None], x[None])
-                yo, co = run_model(m, params, xo.reshape((-1,) + x.shape[1:]), spec.layers)
-                yo = jax.tree_util.tree_map(lambda a: a.reshape((group, n) + a.shape[1:]), yo)
-                co = {k: v.reshape((group, n) + v.shape[1:]) for k, v in co.items()}
-                s = jax.vmap(lambda yy, cc: score_matrix(sp, info, yy, cc, ids_))(yo, co)
-                drop = (s0[None] - s) * valid[:, None, None]  # (G, N, T)
-                return acc + jnp.tensordot(drop, masks.astype(x.dtype), axes=[[0], [0]])
-
-            total = jax.lax.fori_loop(0, -(-n_pos // group), body,
-                                      jnp.zeros((n, spec.num) + size, x.dtype))
-            out = total / jnp.asarray(count)
-            return out if spec.class_axis else out[:, 0]
+            fl = jax.tree_util.tree_leaves(fill)  # in x's structure, one per input
+            out = tree.unflatten([
+                _occlude_input(m, params, xs, tree, j, plan, group, fl[j], s0, sp, info, ids_,
+                               n, spec.num)
+                for j, (plan, group) in enumerate(zip(plans, groups))])
+            return jax.tree_util.tree_map(lambda o: o if spec.class_axis else o[:, 0], out)
 
         return run
 
-    key = ("occlusion", p.key, spec, info, tuple(p.x.shape), psize, step, group, nb)
+    key = ("occlusion", p.key, spec, info, base.shape_key(p.x), tuple(plans), groups, nb)
     return base.compiled(key, lambda: base.split_batch(build(), n, nb, maybe=(3,)),
-                         precision, forward_only=True)(p.params, p.x, p.ids, fill_arr)
+                         precision, forward_only=True)(
+        p.params, p.x, p.ids, tree.unflatten(fills))
+
+
+def _occlude_input(m, params, xs, tree, j, plan: _Plan, group, fill, s0, sp, info, ids_, n,
+                   num) -> Array:
+    """The ``(N, T, *plan.size)`` mean score drops of occluding input ``j`` of ``xs`` (the
+    others unchanged), ``group`` patch positions per batched forward pass."""
+    x = xs[j]
+    size, psize, rank = plan.size, plan.psize, len(plan.size)
+    positions = jnp.asarray(plan.pos)
+    n_pos = positions.shape[0]
+    fill_b = jnp.broadcast_to(fill, x.shape)
+
+    def mask_of(k):  # (*S): the patch at position k
+        inside = jnp.ones(size, bool)
+        for a, d in enumerate(size):
+            i = jnp.arange(d).reshape((d,) + (1,) * (rank - 1 - a))
+            inside = inside & (i >= positions[k, a]) & (i < positions[k, a] + psize[a])
+        return inside
+
+    def body(g, acc):
+        ks = g * group + jnp.arange(group)
+        valid = (ks < n_pos).astype(x.dtype)
+        masks = jax.vmap(mask_of)(jnp.minimum(ks, n_pos - 1))  # (G, *S)
+        # (G, 1, *x.shape[1:]) with a channel axis of 1 where x has its channels
+        if plan.features:
+            mx = masks[:, None]
+        else:
+            mx = masks[:, None, None] if plan.channels_first else masks[:, None, ..., None]
+        xo = jnp.where(mx, fill_b[None], x[None]).reshape((-1,) + x.shape[1:])
+        inputs = [xo if i == j else jnp.tile(v, (group,) + (1,) * (v.ndim - 1))
+                  for i, v in enumerate(xs)]
+        yo, co = run_model(m, params, tree.unflatten(inputs), sp.layers)
+        yo = jax.tree_util.tree_map(lambda a: a.reshape((group, n) + a.shape[1:]), yo)
+        co = {k: v.reshape((group, n) + v.shape[1:]) for k, v in co.items()}
+        s = jax.vmap(lambda yy, cc: score_matrix(sp, info, yy, cc, ids_))(yo, co)
+        drop = (s0[None] - s) * valid[:, None, None]  # (G, N, T)
+        return acc + jnp.tensordot(drop, masks.astype(x.dtype), axes=[[0], [0]])
+
+    total = jax.lax.fori_loop(0, -(-n_pos // group), body,
+                              jnp.zeros((n, num) + size, x.dtype))
+    return total / jnp.asarray(plan.count, x.dtype)

@@ -78,9 +78,10 @@ def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allo
     if not multi_input:
         raise TypeError("this method takes one input array; for a model with several inputs "
                         "use the input-gradient methods (saliency, gradient_x_input, "
-                        "guided_backprop, deconvnet, smoothgrad, integrated_gradients: a map "
-                        "per input), the gradient CAMs (gradcam, gradcam_plus_plus, hirescam, "
-                        "layercam, xgradcam) or eigencam, or wrap the model so that it takes "
+                        "guided_backprop, deconvnet, smoothgrad, integrated_gradients) or "
+                        "occlusion (a map per input), the gradient CAMs (gradcam, "
+                        "gradcam_plus_plus, hirescam, layercam, xgradcam) or eigencam, or wrap "
+                        "the model so that it takes "
                         "one array: jaxsal.FunctionModel(lambda p, img: model.apply(p, [img, "
                         "other]), model.params), with other the other inputs' fixed values")
     if isinstance(x, dict):
