@@ -33,6 +33,26 @@ def _decode(v):
     return v
 
 
+def _list_attr(attrs, name: str) -> list[str] | None:
+    """A list attribute of a legacy HDF5 group (``weight_names``, ``layer_names``), or None.
+
+    HDF5 keeps attributes in the object header, which holds at most 64 KiB; Keras's legacy
+    writers (Keras 2, tf.keras, Keras 3's ``.h5``) split a longer list into consecutive
+    chunks ``<name>0``, ``<name>1``, ... (a nested NASNetMobile's ``weight_names`` is three
+    chunks). The chunks are concatenated in order.
+    """
+    if name in attrs:
+        return [str(n) for n in _decode(attrs[name])]
+    if f"{name}0" not in attrs:
+        return None
+    out: list[str] = []
+    i = 0
+    while f"{name}{i}" in attrs:
+        out.extend(str(n) for n in _decode(attrs[f"{name}{i}"]))
+        i += 1
+    return out
+
+
 def _snake(name: str) -> str:
     # Keras 3 keys saved objects by the snake_case of their class name (keras.src.utils.naming).
     name = re.sub(r"\W+", "", name)
@@ -76,7 +96,7 @@ class LegacyH5Weights(WeightSource):
         return self
 
     def _names(self, g) -> list[str]:
-        return [str(n) for n in _decode(g.attrs.get("weight_names", []))]
+        return _list_attr(g.attrs, "weight_names") or []
 
     def _assign_nested(self, top: str) -> dict[tuple, list[str]]:
         if top in self._nested:
@@ -235,7 +255,7 @@ def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File
                                    path=path) from e
     if "model_weights" in f:
         return cfg, version, LegacyH5Weights(f["model_weights"], path), f
-    if "layer_names" in attrs:  # legacy save_weights file
+    if _list_attr(attrs, "layer_names") is not None:  # legacy save_weights file
         return cfg, version, LegacyH5Weights(f, path), f
     if "_layer_checkpoint_dependencies" in f:
         raise KerasImportError(
