@@ -53,6 +53,11 @@ def _list_attr(attrs, name: str) -> list[str] | None:
     return out
 
 
+#: Config class names whose Python class (which Keras 3 keys saved objects by) is named
+#: otherwise: Keras registers ``GroupedQueryAttention`` as ``GroupQueryAttention``.
+_PYTHON_CLASS = {"GroupQueryAttention": "GroupedQueryAttention"}
+
+
 def _snake(name: str) -> str:
     # Keras 3 keys saved objects by the snake_case of their class name (keras.src.utils.naming).
     name = re.sub(r"\W+", "", name)
@@ -148,7 +153,7 @@ class Keras3Weights(WeightSource):
         for container, layers in layer_order.items():
             used: dict[str, int] = {}
             for lname, cls in layers:
-                base = _snake(cls)
+                base = _snake(_PYTHON_CLASS.get(cls, cls))
                 k = used.get(base, 0)
                 used[base] = k + 1
                 self.keys[container + (lname,)] = base if k == 0 else f"{base}_{k}"

@@ -23,6 +23,8 @@ from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
 Array = jax.Array
 
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
+#: Layers that look token ids up in a table of ``input_dim`` rows (see ``token_limits``).
+_EMBEDDINGS = ("Embedding", "ReversibleEmbedding")
 
 
 class LayerCallError(ValueError):
@@ -313,7 +315,8 @@ class Graph:
 
     def token_limits(self) -> dict[int, tuple[int, str]]:
         """``{input position: (input_dim, layer)}``: the smallest vocabulary of the
-        ``Embedding`` layers reading each model input directly (cached: a function of the
+        ``Embedding`` (and ``ReversibleEmbedding``) layers reading each model input directly
+        (cached: a function of the
         graph, read on every call of a model)."""
         cache = self.__dict__.get("_token_limits")
         if cache is None:
@@ -321,7 +324,7 @@ class Graph:
             inputs = {(r.layer, r.node): i for i, r in enumerate(self.inputs)}
             for call in self.calls:
                 spec = self.layers[call.layer]
-                if spec.class_name != "Embedding" or not call.args:
+                if spec.class_name not in _EMBEDDINGS or not call.args:
                     continue
                 src = call.args[0]
                 i = inputs.get((getattr(src, "layer", None), getattr(src, "node", None)))
@@ -558,15 +561,21 @@ def _parse_node(node, preserve_structure: bool = False) -> tuple[tuple, dict]:
     bare = bool(node) and isinstance(node[0], str)
     if bare:
         node = [node]
-    refs, kwargs = [], {}
-    for entry in node:
-        if entry[0] == "_CONSTANT_VALUE":
-            refs.append(entry[2])
-        else:
-            refs.append(Ref(entry[0], int(entry[1]), int(entry[2])))
+    kwargs: dict = {}
+
+    def entry_ref(entry):
+        # a nested list of entries: tf.keras 2 records a layer called on [x, [h, c], g] (a
+        # stack of RNN cells given its initial states per cell) with the nesting kept
+        if entry and isinstance(entry[0], list):
+            return [entry_ref(e) for e in entry]
         if len(entry) > 3 and entry[3]:
             kwargs.update({k: _k2_kwarg(v) for k, v in entry[3].items()
                            if k not in _IGNORED_KWARGS})
+        if entry[0] == "_CONSTANT_VALUE":
+            return entry[2]
+        return Ref(entry[0], int(entry[1]), int(entry[2]))
+
+    refs = [entry_ref(entry) for entry in node]
     arg = refs[0] if len(refs) == 1 and (bare or not preserve_structure) else refs
     return (arg,), kwargs
 

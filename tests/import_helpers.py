@@ -67,3 +67,34 @@ def save_keras_and_h5(model, directory, name: str) -> dict:
         paths[ext] = directory / f"{name}{ext}"
         model.save(paths[ext])
     return paths
+
+
+def save_all_formats(model, directory, name: str) -> dict:
+    """``model`` saved as ``.keras``, legacy ``.h5`` and ``.weights.h5``: ``{ext: path}``."""
+    paths = {ext: directory / f"{name}{ext}" for ext in (".keras", ".h5", ".weights.h5")}
+    model.save(paths[".keras"])
+    model.save(paths[".h5"])
+    model.save_weights(paths[".weights.h5"])
+    return paths
+
+
+def keras_outputs(model, names, x) -> dict:
+    """``{layer name: output}`` of the named layers of a Keras ``model`` on ``x`` (a layer
+    with several outputs gives a tuple), in one inference call."""
+    import keras
+
+    flat = [model.get_layer(n).output for n in names]
+    flat = [list(keras.tree.flatten(o)) if isinstance(o, (list, tuple)) else o for o in flat]
+    got = keras.Model(model.inputs, flat)(x, training=False)
+    return {n: (tuple(np.asarray(a) for a in r) if isinstance(r, (list, tuple))
+                else np.asarray(r)) for n, r in zip(names, got)}
+
+
+def layer_errors(acts, ref) -> dict:
+    """``{layer: relative error}`` of ported activations ``acts`` against Keras's ``ref``
+    (:func:`keras_outputs`; the worst output of a layer with several)."""
+    out = {}
+    for n, r in ref.items():
+        pairs = zip(acts[n], r) if isinstance(r, tuple) else [(acts[n], r)]
+        out[n] = max(rel_err(a, b) for a, b in pairs)
+    return out

@@ -203,8 +203,8 @@ def test_unsupported_layer_in_config_only(tmp_path):
     """A layer class without converter in an architecture given as JSON."""
     cfg = {"class_name": "Sequential", "config": {"name": "s", "layers": [
         {"class_name": "InputLayer", "config": {"batch_shape": [None, 3], "name": "in"}},
-        {"class_name": "ConvLSTM2D", "config": {"name": "clstm_1", "filters": 2}}]}}
-    with pytest.raises(UnsupportedLayerError, match="'clstm_1' of class 'ConvLSTM2D'"):
+        {"class_name": "QuantumDense", "config": {"name": "qd_1", "units": 2}}]}}
+    with pytest.raises(UnsupportedLayerError, match="'qd_1' of class 'QuantumDense'"):
         model_import.build_model(cfg, None, path="inline")
 
 

@@ -360,18 +360,22 @@ _COVERED_ELSEWHERE = {
     "CustomScaleLayer": "InceptionResNetV2 in test_import_apps.py (keras.applications' own)",
     "CuDNNLSTM": "test_import_sequence.py against LSTM (tf.keras 1 only; Keras 3 has none)",
     "CuDNNGRU": "test_import_sequence.py against GRU (tf.keras 1 only; Keras 3 has none)",
+    "GroupQueryAttention": "test_import_gqa.py",
+    "ReversibleEmbedding": "test_import_gqa.py",
 }
 _ALIASES = {"Convolution1D", "Convolution2D", "Convolution3D", "SeparableConvolution1D",
             "SeparableConvolution2D", "MaxPool1D", "MaxPool2D", "MaxPool3D", "AvgPool1D",
             "AvgPool2D", "AvgPool3D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalAvgPool3D",
             "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPool3D", "SyncBatchNormalization",
-            "Convolution1DTranspose", "Convolution2DTranspose", "Convolution3DTranspose"}
+            "Convolution1DTranspose", "Convolution2DTranspose", "Convolution3DTranspose",
+            "GroupedQueryAttention"}
 
 
 def test_zoos_cover_the_converters():
-    """Every registered layer class (and the common Keras 3 ops) is in some zoo (here or in
-    test_import_sequence.py; layers inside wrappers count), except the identity-at-inference
+    """Every registered layer class (and the common Keras 3 ops) is in some zoo (here, in
+    test_import_sequence.py or test_import_rnn_cells.py; layers inside wrappers count), except the identity-at-inference
     layers, aliases and those tested elsewhere (all registered)."""
+    from test_import_rnn_cells import ZOOS as RNN_CELL_ZOOS
     from test_import_sequence import ZOOS as SEQUENCE_ZOOS
 
     seen = set()
@@ -383,7 +387,7 @@ def test_zoos_cover_the_converters():
             if isinstance(lay.get("config", {}).get(key), dict):
                 visit(lay["config"][key])
 
-    for make, _ in [*ZOOS.values(), *SEQUENCE_ZOOS.values()]:
+    for make, _ in [*ZOOS.values(), *SEQUENCE_ZOOS.values(), *RNN_CELL_ZOOS.values()]:
         km = make()
         for lay in km.get_config()["layers"]:
             visit(lay)

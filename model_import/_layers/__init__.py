@@ -16,6 +16,7 @@ from model_import._layers import reshaping as _reshaping  # noqa: F401
 from model_import._layers import tf_ops as _tf_ops  # noqa: F401
 from model_import._layers import masking as _masking  # noqa: F401
 from model_import._layers import sequence as _sequence  # noqa: F401
+from model_import._layers import convlstm as _convlstm  # noqa: F401
 from model_import._layers import attention as _attention  # noqa: F401
 from model_import._layers.registry import _freeze_builtins
 

@@ -1,5 +1,5 @@
-"""Attention layers: EinsumDense, MultiHeadAttention, Attention (Luong) and AdditiveAttention
-(Bahdanau), with Keras's masks.
+"""Attention layers: EinsumDense, MultiHeadAttention, GroupedQueryAttention, Attention (Luong)
+and AdditiveAttention (Bahdanau), with Keras's masks.
 
 MultiHeadAttention follows Keras 3: the projections are EinsumDense kernels
 ``(features, heads, key_dim)``; the attention mask is the AND of an explicit
@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import string
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from model_import._errors import KerasImportError
 from model_import._layers.masking import LARGE_NEGATIVE
 from model_import._layers.registry import LayerImpl, register_layer
 
@@ -62,6 +63,30 @@ def _einsum_dense(config, ctx):
 
 
 # ---------------------------------------------------------------------- MultiHeadAttention
+def _projection_weights(parts: Sequence[str], use_bias: bool):
+    """Weight conversion of an attention layer made of EinsumDense projections ``parts``
+    (in ``layer.weights`` order): ``[kernel, bias?] * len(parts)`` ->
+    ``{"<part>_kernel": ..., "<part>_bias": ...}``."""
+    per = 2 if use_bias else 1
+
+    def convert(w):
+        out = {}
+        for i, name in enumerate(parts):
+            out[f"{name}_kernel"] = w[i * per]
+            if use_bias:
+                out[f"{name}_bias"] = w[i * per + 1]
+        return out
+
+    return convert
+
+
+def _project(params: Mapping[str, Array], name: str, x: Array, use_bias: bool) -> Array:
+    """A head projection ``(N, T, D) x (D, heads, dim) -> (N, T, heads, dim)`` (Keras's
+    EinsumDense ``"abc,cde->abde"``, bias ``(heads, dim)``)."""
+    y = jnp.tensordot(x, params[f"{name}_kernel"], axes=1)
+    return y + params[f"{name}_bias"] if use_bias else y
+
+
 def _attention_equations(rank: int, attn_axes: tuple[int, ...]) -> tuple[str, str]:
     """Einsum equations over projected tensors ``(N, <other axes>, <attention axes>, heads,
     channels)`` of rank ``rank``: ``key, query -> scores`` with scores
@@ -75,6 +100,17 @@ def _attention_equations(rank: int, attn_axes: tuple[int, ...]) -> tuple[str, st
     scores = ("".join(query[i] for i in batch) + "".join(query[i] for i in attn_axes)
               + "".join(key[i] for i in attn_axes))
     return f"{key},{query}->{scores}", f"{scores},{key}->{query}"
+
+
+def _call_tensors(args: Sequence, query, value, key) -> tuple:
+    """``(query, value, key, key given?)`` of an attention call ``(query, value, key=None)``
+    whose tensors come positionally or by keyword; without a key, the value serves as key."""
+    pos = list(args) + [None] * 3
+    query = pos[0] if query is None else query
+    value = pos[1] if value is None else value
+    key_given = key is not None or pos[2] is not None
+    key = (pos[2] if key is None else key) if key_given else value
+    return query, value, key, key_given
 
 
 @register_layer("MultiHeadAttention")
@@ -97,28 +133,16 @@ def _multi_head_attention(config, ctx):
     scale = 1.0 / math.sqrt(float(key_dim))
     parts = ["query", "key"] + (["gate"] if use_gate else []) + ["value", "output"]
     per = 2 if use_bias else 1
-
-    def convert(w):
-        out = {}
-        for i, name in enumerate(parts):
-            out[f"{name}_kernel"] = w[i * per]
-            if use_bias:
-                out[f"{name}_bias"] = w[i * per + 1]
-        return out
+    convert = _projection_weights(parts, use_bias)
 
     def project(params, name, x):
-        y = jnp.tensordot(x, params[f"{name}_kernel"], axes=1)
-        return y + params[f"{name}_bias"] if use_bias else y
+        return _project(params, name, x, use_bias)
 
     def call(params, *args, rt, masks=None, query=None, value=None, key=None,
              query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
              return_attention_scores=False, use_causal_mask=False, training=None):
         masks = masks or {}
-        pos = list(args) + [None] * 3
-        query = pos[0] if query is None else query
-        value = pos[1] if value is None else value
-        key_given = key is not None or len(args) > 2
-        key = (pos[2] if key is None else key) if key_given else value
+        query, value, key, key_given = _call_tensors(args, query, value, key)
         # Keras reads the query's mask from the tensor; value/key masks from arguments first.
         q_mask = masks.get(0, masks.get("query"))
         v_mask = value_mask if value_mask is not None else masks.get(1, masks.get("value"))
@@ -192,6 +216,172 @@ def _version(v: str) -> tuple[int, ...]:
         digits = "".join(ch for ch in part if ch.isdigit())
         out.append(int(digits) if digits else 0)
     return tuple(out)
+
+
+# ---------------------------------------------------------------------- GroupedQueryAttention
+#: GroupedQueryAttention config keys of Keras 3.15 (and the base layer's); any other key
+#: with a value other than None/False/0 is refused rather than silently ignored.
+_GQA_KEYS = frozenset({
+    "name", "trainable", "dtype", "head_dim", "num_query_heads", "num_key_value_heads",
+    "use_bias", "use_gate", "sliding_window", "dropout", "flash_attention", "seed",
+    "kernel_initializer", "bias_initializer", "kernel_regularizer", "bias_regularizer",
+    "activity_regularizer", "kernel_constraint", "bias_constraint",
+})
+
+
+def _positive_int(config, key, ctx) -> int:
+    v = config.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 1:
+        raise ctx.error(f"expected a positive integer {key}, got {v!r}")
+    return int(v)
+
+
+def _as_mask(m, keep_above_half: bool = False) -> Array:
+    """A Keras mask as booleans: a boolean array as is; numbers as ``!= 0`` (``ops.cast``),
+    or as ``> 0.5`` where Keras hands the raw mask to its ``Softmax`` layer."""
+    m = jnp.asarray(m)
+    if m.dtype == jnp.bool_:
+        return m
+    return m > 0.5 if keep_above_half else m != 0
+
+
+@register_layer("GroupQueryAttention", "GroupedQueryAttention")
+def _grouped_query_attention(config, ctx):
+    """Keras 3's ``GroupedQueryAttention``, exported as ``keras.layers.GroupQueryAttention``:
+    ``.keras`` configs and ``to_json()`` record ``GroupQueryAttention``, legacy ``.h5`` configs
+    the Python class name ``GroupedQueryAttention`` (and ``.keras`` weights files key it
+    ``grouped_query_attention``).
+    ``call(query (N, T, D), value (N, S, Dv), key=None (N, S, Dk), query_mask, value_mask,
+    key_mask, attention_mask, return_attention_scores, use_causal_mask) -> (N, T, D)``
+    (and scores ``(N, num_query_heads, T, S)``).
+
+    The EinsumDense projections are kernels ``query (D, U, H)``, ``key (Dk, V, H)``,
+    ``gate (D, U, H)`` (``use_gate``: sigmoid), ``value (Dv, V, H)``, ``attention_output
+    (U, H, D)`` with biases ``(U, H)``, ``(V, H)`` and ``(D,)``, in that order (``layer.weights``,
+    the legacy ``.h5`` ``weight_names``; ``.keras`` groups ``_query_dense``, ``_key_dense``,
+    ``_gate_dense``, ``_value_dense``, ``_output_dense``). Key and value heads are repeated
+    (``repeat``, not ``tile``: key head ``j`` serves query heads ``j*r .. j*r+r-1``,
+    ``r = U // V``); scores are ``q k / sqrt(H)``.
+
+    Masks, as Keras 3.15: ``Layer.__call__`` fills ``query_mask``/``value_mask``/``key_mask``
+    (when not passed) from the Keras masks of the query, value and (only when given) key
+    tensors; the attention mask is their AND with ``attention_mask``, the causal mask (a
+    lower triangle from the top left) and the ``sliding_window`` band ``|i - j| < window``.
+    Without dropout or returned scores Keras uses its fused ``dot_product_attention`` (a fully
+    masked query row stays uniform); otherwise its ``Softmax`` layer (such a row becomes 0,
+    and an ``attention_mask`` that is the only mask and not boolean counts where ``> 0.5``,
+    where elsewhere it counts where non-zero). Unlike MultiHeadAttention, the layer leaves its
+    inputs' masks in place; its output carries the query's mask.
+    """
+    unknown = sorted(k for k in config if k not in _GQA_KEYS
+                     and config[k] not in (None, False, 0, 0.0, "", [], {}))
+    if unknown:
+        raise ctx.error(
+            "unsupported GroupQueryAttention option(s) "
+            + ", ".join(f"{k}={config[k]!r}" for k in unknown)
+            + "; expected only the options of Keras 3.15's GroupedQueryAttention "
+            f"({', '.join(sorted(_GQA_KEYS - {'name', 'trainable', 'dtype'}))}), others at "
+            "their defaults (None/False/0). Re-save the model without them, or override the "
+            "built-in converter (register_layer(..., override=True))")
+    head_dim = _positive_int(config, "head_dim", ctx)
+    n_q = _positive_int(config, "num_query_heads", ctx)
+    n_kv = _positive_int(config, "num_key_value_heads", ctx)
+    if n_q % n_kv:
+        raise ctx.error(f"num_query_heads ({n_q}) must be a multiple of num_key_value_heads "
+                        f"({n_kv}), as Keras requires; got a config Keras cannot build")
+    repeats = n_q // n_kv
+    use_bias = bool(config.get("use_bias", True))
+    use_gate = bool(config.get("use_gate", False))
+    dropout = float(config.get("dropout", 0.0) or 0.0)
+    window = config.get("sliding_window")
+    if window is not None:
+        window = _positive_int(config, "sliding_window", ctx)
+    scale = 1.0 / math.sqrt(float(head_dim))
+    parts = ["query", "key"] + (["gate"] if use_gate else []) + ["value", "output"]
+    per = 2 if use_bias else 1
+    n_weights = per * len(parts)
+    to_params = _projection_weights(parts, use_bias)
+
+    def convert(w):
+        if len(w) == n_weights:
+            return to_params(w)
+        shapes = [tuple(np.shape(a)) for a in w]
+        if any(not np.issubdtype(np.asarray(a).dtype, np.floating) for a in w):
+            raise ctx.error(
+                f"its weights include integer arrays ({len(w)} arrays, shapes {shapes}): a "
+                "quantized model (model.quantize(...)); expected float kernels. Load the model "
+                "saved before quantization")
+        raise KerasImportError(
+            f"layer {ctx.layer_name!r} ({ctx.class_name}): expected {n_weights} weight arrays "
+            f"({', '.join(parts)}: kernel{' and bias' if use_bias else ''} each, as its config "
+            f"says), the file has {len(w)} (shapes {shapes}); the weights belong to another "
+            "architecture (load them with the config they were saved with)", path=ctx.path)
+
+    def call(params, *args, rt, masks=None, query=None, value=None, key=None,
+             query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
+             return_attention_scores=False, use_causal_mask=False, training=None):
+        masks = masks or {}
+        query, value, key, key_given = _call_tensors(args, query, value, key)
+        # Layer.__call__ fills each <arg>_mask that the call did not pass from the tensor.
+        if query_mask is None:
+            query_mask = masks.get(0, masks.get("query"))
+        if value_mask is None:
+            value_mask = masks.get(1, masks.get("value"))
+        if key_mask is None and key_given:
+            key_mask = masks.get(2, masks.get("key"))
+        q = _project(params, "query", query, use_bias)            # (N, T, U, H)
+        k = jnp.repeat(_project(params, "key", key, use_bias), repeats, axis=2)
+        v = jnp.repeat(_project(params, "value", value, use_bias), repeats, axis=2)
+        t_len, s_len = q.shape[1], k.shape[1]
+        fused = not (dropout > 0.0 or return_attention_scores)
+        auto = []
+        if query_mask is not None:
+            auto.append(_as_mask(query_mask)[..., None])           # (N, T, 1)
+        for m in (value_mask, key_mask):
+            if m is not None:
+                auto.append(jnp.expand_dims(_as_mask(m), -2))      # (N, 1, S)
+        if use_causal_mask:
+            auto.append(jnp.tril(jnp.ones((t_len, s_len), bool))[None])
+        if window is not None:
+            i = jnp.arange(t_len)[:, None]
+            j = jnp.arange(s_len)[None, :]
+            auto.append((jnp.abs(i - j) < window)[None])
+        if auto:
+            mask = None if attention_mask is None else _as_mask(attention_mask)
+            for m in auto:
+                mask = m if mask is None else jnp.logical_and(mask, m)
+        elif attention_mask is not None:  # passed on as given: cast by the fused path only
+            mask = _as_mask(attention_mask, keep_above_half=not fused)
+        else:
+            mask = None
+        scores = jnp.einsum("btuh,bsuh->buts", q * scale, k)
+        if mask is not None:
+            while mask.ndim < 4:
+                mask = jnp.expand_dims(mask, -3)
+            probs = jax.nn.softmax(jnp.where(mask, scores, LARGE_NEGATIVE), axis=-1)
+            if not fused:  # Keras's Softmax layer: masked probabilities are 0
+                probs = jnp.where(mask, probs, 0.0)
+        else:
+            probs = jax.nn.softmax(scores, axis=-1)
+        out = jnp.einsum("buts,bsuh->btuh", probs, v)
+        if use_gate:
+            out = out * jax.nn.sigmoid(_project(params, "gate", query, use_bias))
+        y = jnp.tensordot(out, params["output_kernel"], axes=2)
+        if use_bias:
+            y = y + params["output_bias"]
+        return (y, probs) if return_attention_scores else y
+
+    shapes = {"query_kernel": (None, n_q, head_dim), "key_kernel": (None, n_kv, head_dim),
+              "value_kernel": (None, n_kv, head_dim), "output_kernel": (n_q, head_dim, None)}
+    if use_gate:
+        shapes["gate_kernel"] = (None, n_q, head_dim)
+    if use_bias:
+        shapes.update({f"{p}_bias": (n_kv if p in ("key", "value") else n_q, head_dim)
+                       for p in parts if p != "output"})
+        shapes["output_bias"] = (None,)
+    return LayerImpl(call=call, convert_weights=convert, n_weights=None,
+                     mask_call="arguments", compute_mask="propagate",
+                     weight_groups=tuple(f"_{p}_dense" for p in parts), param_shapes=shapes)
 
 
 # ---------------------------------------------------------------------- Attention layers

@@ -1,5 +1,6 @@
 """Sequence layers: Embedding, SimpleRNN, LSTM, GRU (and tf.keras 1's CuDNNLSTM/CuDNNGRU),
-Bidirectional and TimeDistributed.
+``RNN(cell)`` with the built-in cells or a ``StackedRNNCells`` of them, Bidirectional and
+TimeDistributed.
 
 Recurrences are one ``jax.lax.scan`` over time (pure, jit/vmap friendly); the input
 projection of every step is one matmul before the scan. Masks (``Embedding(mask_zero=True)``,
@@ -11,7 +12,10 @@ and returns the outputs in processing order, as Keras does.
 Weights, in ``layer.weights`` order: ``kernel (features, gates * units)``,
 ``recurrent_kernel (units, gates * units)``, ``bias``; gates ``i, f, c, o`` (LSTM) and
 ``z, r, h`` (GRU), the same in Keras 3 and tf.keras 2. A GRU with ``reset_after=True`` has a
-``(2, 3 * units)`` bias: input bias, then recurrent bias.
+``(2, 3 * units)`` bias: input bias, then recurrent bias. ``RNN(cell)`` stores the cell's
+weights the same way (``rnn/lstm_cell/kernel``); a ``StackedRNNCells`` lists each cell's in
+cell order (``rnn/stacked_rnn_cells/gru_cell/kernel``, ...; a ``.keras`` file keeps them under
+``cell/cells/<snake_case class>``, made unique: ``lstm_cell``, ``lstm_cell_1``).
 
 ``relu`` activations of the cells use the runtime ReLU (guided backprop's rule applies to
 them as to Dense layers); gate activations (sigmoid, hard sigmoid) and tanh are not ReLUs.
@@ -26,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from model_import._files import _snake
 from model_import._layers import masking as _masking
 from model_import._layers.activations import get_activation
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
@@ -48,10 +53,7 @@ def _embedding(config, ctx):
     mask_zero = bool(config.get("mask_zero", False))
 
     def call(params, x, *, rt):
-        ids = x if jnp.issubdtype(x.dtype, jnp.integer) else x.astype(jnp.int32)
-        table = params["embeddings"]
-        ids = jnp.where(ids < 0, table.shape[0], ids)  # take would wrap negative ids
-        return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+        return _lookup(params["embeddings"], x)
 
     def mask(m, x, *a, **k):
         return jnp.asarray(x) != 0
@@ -60,24 +62,88 @@ def _embedding(config, ctx):
                      compute_mask=mask if mask_zero else "drop")
 
 
+def _lookup(table: Array, x: Array) -> Array:
+    """Rows of ``table`` for the ids ``x`` (floats cast as Keras does); ids outside
+    ``[0, len(table))``, negative ones too, give NaN rows."""
+    ids = x if jnp.issubdtype(x.dtype, jnp.integer) else x.astype(jnp.int32)
+    ids = jnp.where(ids < 0, table.shape[0], ids)  # take would wrap negative ids
+    return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+
+
+# ---------------------------------------------------------------------- ReversibleEmbedding
+_REVERSE_DTYPES = {"float16": jnp.float16, "bfloat16": jnp.bfloat16, "float32": jnp.float32}
+
+
+@register_layer("ReversibleEmbedding")
+def _reversible_embedding(config, ctx):
+    """Keras 3's ``ReversibleEmbedding``: ``call(ids)`` is an ``Embedding`` (``mask_zero``
+    masks the id 0); ``call(x (N, ..., dim), reverse=True)`` gives logits ``x @ embeddings.T``
+    (``tie_weights``, the default) or ``x @ reverse_embeddings (dim, input_dim)``, computed in
+    ``reverse_dtype`` when set, then ``tanh(logits / cap) * cap`` with ``logit_soft_cap``;
+    the logits carry no mask. Weights: ``embeddings`` then (untied) ``reverse_embeddings``.
+    Ids as for :func:`_embedding`."""
+    if config.get("quantization_config") or config.get("lora_rank"):
+        raise ctx.error("quantized or LoRA ReversibleEmbedding layers are not supported; "
+                        "save the model with plain float weights")
+    mask_zero = bool(config.get("mask_zero", False))
+    tie = bool(config.get("tie_weights", True))
+    cap = config.get("logit_soft_cap")
+    cap = None if cap is None else float(cap)
+    rdtype = config.get("reverse_dtype")
+    if isinstance(rdtype, Mapping):  # a serialized DTypePolicy
+        rdtype = (rdtype.get("config") or {}).get("name")
+    if rdtype is not None and rdtype not in _REVERSE_DTYPES:
+        raise ctx.error(f"reverse_dtype {rdtype!r} is not supported; expected None or one of "
+                        f"{sorted(_REVERSE_DTYPES)}")
+    names = ("embeddings",) if tie else ("embeddings", "reverse_embeddings")
+
+    def call(params, x, *, rt, reverse=False):
+        table = params["embeddings"]
+        if not reverse:
+            return _lookup(table, x)
+        kernel = table.T if tie else params["reverse_embeddings"]
+        if rdtype is not None:
+            x, kernel = x.astype(_REVERSE_DTYPES[rdtype]), kernel.astype(_REVERSE_DTYPES[rdtype])
+        logits = jnp.matmul(x, kernel)
+        if cap is not None:
+            logits = jnp.tanh(logits / cap) * cap
+        return logits.astype(jnp.float32)
+
+    def compute_mask(mask, x, *args, reverse=False, **kwargs):
+        if reverse or not mask_zero:
+            return None
+        return jnp.asarray(x) != 0
+
+    dim, n = config.get("output_dim"), config.get("input_dim")
+    shapes = {"embeddings": (n, dim)}
+    if not tie:
+        shapes["reverse_embeddings"] = (dim, n)
+    return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)),
+                     n_weights=len(names), compute_mask=compute_mask, param_shapes=shapes)
+
+
 # ---------------------------------------------------------------------- the recurrence
 def run_rnn(step: Callable[[Array, tuple], tuple[Array, tuple]], xs: Array,
             states: tuple[Array, ...], mask: Array | None = None, *,
             go_backwards: bool = False, zero_output_for_mask: bool = False,
-            zero_initial_output: bool = False) -> tuple[Array, tuple[Array, ...]]:
+            zero_initial_output: bool = False,
+            output_state: int = 0) -> tuple[Array, tuple[Array, ...]]:
     """Keras's RNN loop as one ``lax.scan``.
 
     Args:
       step: ``step(x_t (N, ...), states) -> (output_t (N, U), new_states)``; ``states[0]``
-        is the previous output.
+        is the previous output (``states[output_state]`` for stacked cells).
       xs: ``(N, T, ...)`` per-step inputs (already projected if the step wants that).
       states: initial states, each ``(N, ...)``.
       mask: ``(N, T)`` booleans; a masked step keeps the states and outputs the previous
         output (zeros if ``zero_output_for_mask``).
       go_backwards: process the steps from the last one.
       zero_initial_output: the "previous output" of masked steps before the first unmasked
-        one is zeros (tf.keras 2's loop), not ``states[0]`` (Keras 3 on JAX/NumPy); they
-        differ when an initial state is given.
+        one is zeros (tf.keras 2's loop, and Keras 3's unrolled loop), not
+        ``states[output_state]`` (Keras 3's scan on JAX/NumPy); they differ when an initial
+        state is given.
+      output_state: which of ``states`` is the previous output: 0 for one cell, the first
+        state of the last cell for stacked cells (as Keras 3 reads it).
     Returns:
       ``(outputs (N, T, U) in processing order, final states)``.
     """
@@ -91,14 +157,17 @@ def run_rnn(step: Callable[[Array, tuple], tuple[Array, tuple]], xs: Array,
         states, prev = carry
         x, m = inp
         out, new = step(x, states)
-        if m is not None:
-            keep = m[:, None]
-            out = jnp.where(keep, out, jnp.zeros_like(out) if zero_output_for_mask else prev)
-            new = tuple(jnp.where(keep.reshape(keep.shape + (1,) * (n.ndim - 2)), n, s)
-                        for n, s in zip(new, states))
+        if m is not None:  # (N,) flags against (N, ...) outputs and states
+            def keep(a):
+                return m.reshape(m.shape + (1,) * (a.ndim - 1))
+
+            out = jnp.where(keep(out), out,
+                            jnp.zeros_like(out) if zero_output_for_mask else prev)
+            new = tuple(jnp.where(keep(n), n, s) for n, s in zip(new, states))
         return (tuple(new), out), out
 
-    prev0 = jnp.zeros_like(states[0]) if zero_initial_output else states[0]
+    prev0 = (jnp.zeros_like(states[output_state]) if zero_initial_output
+             else states[output_state])
     (final, _), outs = jax.lax.scan(body, (tuple(states), prev0), (xt, mt))
     return jnp.swapaxes(outs, 0, 1), final
 
@@ -212,18 +281,89 @@ def _state_list(initial_state) -> list | None:
     return list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
 
 
-def _rnn_layer(kind: str, config: Mapping[str, Any], ctx: ConvertContext,
-               cudnn: bool = False) -> LayerImpl:
+@dataclasses.dataclass(frozen=True)
+class _Stack:
+    """The cells of one recurrent layer, called in order at every step (Keras's
+    ``StackedRNNCells``): each cell reads the previous cell's output, the layer outputs the
+    last cell's. The states are all cells' states, flat, in cell order. A plain RNN layer is
+    a stack of one cell whose params are the cell's own (``prefixes == ("",)``); stacked
+    cells keep theirs under ``cell_0/``, ``cell_1/``, ...."""
+
+    cells: tuple[_Cell, ...]
+    prefixes: tuple[str, ...]
+
+    @property
+    def n_states(self) -> int:
+        return sum(c.n_states for c in self.cells)
+
+    @property
+    def output_state(self) -> int:
+        """The index of the last cell's first state (its previous output)."""
+        return self.n_states - self.cells[-1].n_states
+
+    @property
+    def n_weights(self) -> int:
+        return sum(3 if c.use_bias else 2 for c in self.cells)
+
+    def state_units(self) -> list[int]:
+        return [c.units for c in self.cells for _ in range(c.n_states)]
+
+    def convert(self, w: Sequence[np.ndarray]) -> dict:
+        out, i = {}, 0
+        for cell, prefix in zip(self.cells, self.prefixes):
+            k = 3 if cell.use_bias else 2
+            out.update({prefix + name: v for name, v in cell.convert(w[i:i + k]).items()})
+            i += k
+        return out
+
+    def _own(self, params, prefix: str) -> dict:
+        if not prefix:
+            return params
+        return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+    def input_projection(self, params, x: Array) -> Array:
+        return self.cells[0].input_projection(self._own(params, self.prefixes[0]), x)
+
+    def step(self, params, rt: Runtime) -> Callable:
+        if len(self.cells) == 1:
+            return self.cells[0].step(self._own(params, self.prefixes[0]), rt)
+        own = [self._own(params, p) for p in self.prefixes]
+        steps = [c.step(o, rt) for c, o in zip(self.cells, own)]
+
+        def stacked(xw, states):
+            new: list = []
+            i = 0
+            out = None
+            for k, (cell, step) in enumerate(zip(self.cells, steps)):
+                if k:  # the next cell reads this step's output of the previous one
+                    xw = cell.input_projection(own[k], out)
+                out, ns = step(xw, tuple(states[i:i + cell.n_states]))
+                new.extend(ns)
+                i += cell.n_states
+            return out, tuple(new)
+
+        return stacked
+
+
+def _refuse_stateful(config: Mapping[str, Any], ctx: ConvertContext) -> None:
     if config.get("stateful"):
         raise ctx.error("stateful RNNs carry their state from one call to the next; an "
                         "attribution needs a pure function. Rebuild the layer with "
                         "stateful=False (same weights) and save again")
-    cell = _cell_from_config(kind, config, ctx, cudnn)
+
+
+def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertContext,
+                     weight_groups: tuple[str, ...], what: str) -> LayerImpl:
+    """A Keras RNN layer (``SimpleRNN``/``LSTM``/``GRU``, ``RNN(cell)``) running ``stack``."""
     return_sequences = bool(config.get("return_sequences", False))
     return_state = bool(config.get("return_state", False))
     go_backwards = bool(config.get("go_backwards", False))
     zero_output = bool(config.get("zero_output_for_mask", False))
     time_major = bool(config.get("time_major", False))
+    # Masked steps before the first unmasked one output zeros in tf.keras 2's loop and in
+    # Keras 3's unrolled loop, the initial state in Keras 3's scan (JAX/NumPy backends).
+    zero_initial_output = ctx.keras_major < 3 or bool(config.get("unroll", False))
+    units = stack.state_units()
 
     def call(params, x, *args, rt, mask=None, initial_state=None, **kwargs):
         if args:  # RNN(x, initial_state) called positionally
@@ -233,16 +373,19 @@ def _rnn_layer(kind: str, config: Mapping[str, Any], ctx: ConvertContext,
             x = jnp.swapaxes(x, 0, 1)
             mask = None if mask is None else jnp.swapaxes(mask, 0, 1)
         n = x.shape[0]
-        states = _state_list(initial_state)
+        # stacked cells take one list of states per cell ([[h1, c1], [h2]]): flat here
+        states = (None if initial_state is None
+                  else jax.tree_util.tree_leaves(_state_list(initial_state)))
         if states is None:
-            states = [jnp.zeros((n, cell.units), x.dtype)] * cell.n_states
-        if len(states) != cell.n_states:
-            raise ValueError(f"{kind} expects {cell.n_states} initial states, got "
-                             f"{len(states)}")
-        outs, final = run_rnn(cell.step(params, rt), cell.input_projection(params, x),
+            states = [jnp.zeros((n, u), x.dtype) for u in units]
+        if len(states) != len(units):
+            raise ValueError(f"{what} expects {len(units)} initial states (of sizes {units}), "
+                             f"got {len(states)}")
+        outs, final = run_rnn(stack.step(params, rt), stack.input_projection(params, x),
                               tuple(states), mask, go_backwards=go_backwards,
                               zero_output_for_mask=zero_output,
-                              zero_initial_output=ctx.keras_major < 3)
+                              zero_initial_output=zero_initial_output,
+                              output_state=stack.output_state)
         y = outs if return_sequences else outs[:, -1]
         if time_major and return_sequences:
             y = jnp.swapaxes(y, 0, 1)
@@ -252,11 +395,92 @@ def _rnn_layer(kind: str, config: Mapping[str, Any], ctx: ConvertContext,
         if isinstance(mask, (list, tuple)):  # [x, *initial_state] (tf.keras 2)
             mask = mask[0]
         out = mask if return_sequences else None
-        return [out] + [None] * cell.n_states if return_state else out
+        return [out] + [None] * len(units) if return_state else out
 
-    return LayerImpl(call=call, convert_weights=cell.convert,
-                     n_weights=3 if cell.use_bias else 2, mask_call=True,
-                     compute_mask=compute_mask, weight_groups=("cell",))
+    return LayerImpl(call=call, convert_weights=stack.convert, n_weights=stack.n_weights,
+                     mask_call=True, compute_mask=compute_mask, weight_groups=weight_groups)
+
+
+def _rnn_layer(kind: str, config: Mapping[str, Any], ctx: ConvertContext,
+               cudnn: bool = False) -> LayerImpl:
+    _refuse_stateful(config, ctx)
+    cell = _cell_from_config(kind, config, ctx, cudnn)
+    return _recurrent_layer(_Stack((cell,), ("",)), config, ctx, ("cell",), kind)
+
+
+# ---------------------------------------------------------------------- RNN(cell)
+#: the built-in cells an ``RNN`` layer may hold (alone or in a ``StackedRNNCells``)
+_CELL_KINDS = {"SimpleRNNCell": "simple", "LSTMCell": "lstm", "GRUCell": "gru"}
+
+
+def _serialized(obj: Any, ctx: ConvertContext, what: str) -> tuple[str, dict]:
+    """``(class name, config)`` of a serialized Keras object (``{"class_name", "config"}``;
+    Keras 3 may prefix the class with its package, ``"keras.layers>LSTMCell"``)."""
+    if not isinstance(obj, Mapping) or "class_name" not in obj:
+        raise ctx.error(f"expected {what} as a serialized Keras object with 'class_name' and "
+                        f"'config', got {str(obj)[:200]}")
+    return str(obj["class_name"]).split(">")[-1], dict(obj.get("config") or {})
+
+
+def _unknown_cell(cls: str, ctx: ConvertContext, where: str = "") -> Exception:
+    return ctx.error(
+        f"its cell{where} is a {cls}, which has no converter: an RNN layer is converted "
+        f"when its cell is one of {sorted(_CELL_KINDS)} or a StackedRNNCells of them. "
+        "Rebuild the model with those cells (or SimpleRNN/LSTM/GRU layers), or convert the "
+        "whole RNN layer yourself")
+
+
+def _rnn_cells(config: Mapping[str, Any], ctx: ConvertContext
+               ) -> tuple[_Stack, tuple[str, ...]]:
+    """The cells of an ``RNN`` layer config and the groups of a Keras 3 weights file that
+    hold their arrays (``cell``; ``cell/cells/<key>`` for stacked cells, ``key`` the
+    snake_case class name made unique in cell order: ``lstm_cell``, ``lstm_cell_1``)."""
+    cls, cfg = _serialized(config.get("cell"), ctx, "the RNN's cell")
+    if cls in _CELL_KINDS:
+        return _Stack((_cell_from_config(_CELL_KINDS[cls], cfg, ctx),), ("",)), ("cell",)
+    if cls != "StackedRNNCells":
+        raise _unknown_cell(cls, ctx)
+    if cfg.get("reverse_state_order"):
+        raise ctx.error("its StackedRNNCells has reverse_state_order=True (a tf.keras 1 "
+                        "option), which is not supported; expected the cells' states in cell "
+                        "order. Rebuild the layer without it")
+    subs = cfg.get("cells")
+    if not isinstance(subs, list) or not subs:
+        raise ctx.error(f"its StackedRNNCells lists no cells (expected a non-empty 'cells' "
+                        f"list, got {str(subs)[:200]})")
+    cells, prefixes, groups, used = [], [], [], {}
+    for i, sub in enumerate(subs):
+        scls, scfg = _serialized(sub, ctx, f"cell {i} of the StackedRNNCells")
+        if scls not in _CELL_KINDS:
+            raise _unknown_cell(scls, ctx, f" {i} in the StackedRNNCells")
+        cells.append(_cell_from_config(_CELL_KINDS[scls], scfg, ctx))
+        prefixes.append(f"cell_{i}/")
+        key = _snake(scls)
+        k = used.get(key, 0)
+        used[key] = k + 1
+        groups.append(f"cell/cells/{key if k == 0 else f'{key}_{k}'}")
+    return _Stack(tuple(cells), tuple(prefixes)), tuple(groups)
+
+
+@register_layer("RNN")
+def _rnn(config, ctx):
+    """``keras.layers.RNN(cell)`` with a built-in cell (``SimpleRNNCell``, ``LSTMCell``,
+    ``GRUCell``) or a ``StackedRNNCells`` of them: the same recurrence, masks, states and
+    options as the SimpleRNN/LSTM/GRU layers (``unroll`` changes only what masked leading
+    steps output: zeros, as Keras's unrolled loop does). A stack's ``return_state`` returns
+    every cell's states, flat, in cell order (``out, h1, c1, h2``), as a Functional model
+    indexes them; ``initial_state`` takes them nested per cell (``[[h1, c1], [h2]]``) or
+    flat."""
+    _refuse_stateful(config, ctx)
+    stack, groups = _rnn_cells(config, ctx)
+    return _recurrent_layer(stack, config, ctx, groups, "RNN")
+
+
+def _state_count(cls: str, config: Mapping[str, Any], ctx: ConvertContext) -> int:
+    """How many states a wrapped recurrent layer returns with ``return_state``."""
+    if cls == "RNN":
+        return _rnn_cells(config, ctx)[0].n_states
+    return 2 if cls in ("LSTM", "CuDNNLSTM") or cls.startswith("ConvLSTM") else 1
 
 
 @register_layer("SimpleRNN")
@@ -388,7 +612,7 @@ def _bidirectional(config, ctx):
         lc["config"] = inner_cfg
         layers.append(convert_inner(lc, ctx))
     (fcls, fcfg, fwd), (_, bcfg, bwd) = layers
-    n_states = 2 if fcls in ("LSTM", "CuDNNLSTM") else 1
+    n_states = _state_count(fcls, fcfg, ctx)
     return_sequences = bool(fcfg.get("return_sequences", False))
     return_state = bool(fcfg.get("return_state", False))
     time_axis = 0 if fcfg.get("time_major", False) else 1
