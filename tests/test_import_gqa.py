@@ -145,6 +145,27 @@ def test_gqa_matches_keras(zoo, ext):
     assert np.allclose(np.asarray(m(x)), np.asarray(y), rtol=1e-5, atol=1e-6)  # jit == eager
 
 
+def test_weights_found_by_class_key_without_recorded_names(zoo, tmp_path):
+    """Keras keys a saved layer by its Python class (``grouped_query_attention``), not the
+    config's ``GroupQueryAttention``; a file without the recorded layer names (older
+    writers) is read by that key."""
+    import shutil
+
+    import h5py
+
+    km, x, ref, paths = zoo
+    bare = tmp_path / "bare.weights.h5"
+    shutil.copy(paths[".weights.h5"], bare)
+    with h5py.File(bare, "r+") as f:
+        def strip(name, obj):
+            if isinstance(obj, h5py.Group) and "name" in obj.attrs:
+                del obj.attrs["name"]
+        f.visititems(strip)
+        assert any(k.startswith("grouped_query_attention") for k in f["layers"])
+    m = load_keras(bare, config=km.to_json())
+    assert rel_err(m(x), np.asarray(km(x, training=False))) <= TOL
+
+
 def _without_recorded_masks(cfg):
     """The config as Keras 3 before 3.10 writes it: no ``mask`` arguments filled in by Keras,
     and none of the operations that computed them; masks must then flow implicitly (the
