@@ -324,3 +324,7 @@ def test_reversible_embedding_matches_keras(tmp_path):
         ours = m(x)
         errs = [rel_err(a, b) for a, b in zip(ours, ref)]
         assert max(errs) <= TOL, (ext, errs)
+    bad = x.copy()
+    bad[0, 0] = 20  # outside the 20-row table: refused, not NaN rows
+    with pytest.raises(ValueError, match="token ids must be in"):
+        m(bad)
