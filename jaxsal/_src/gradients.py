@@ -109,6 +109,9 @@ def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | Non
     Args:
       model: a ``KerasModel`` (``load_keras``), a :class:`FunctionModel` or ``(fn, params)``.
       x: inputs ``(N, H, W, C)`` (any ``(N, ...)`` the model takes), preprocessed, floating.
+        For a model with several inputs, a list, tuple or dict of such arrays (keyed by
+        ``model.input_names``): every input gets its map, returned in the same container.
+        ``(N, D)`` feature inputs have no channel axis: each feature keeps its value.
       targets: ``None`` (each input's predicted class), an int (that class for every input),
         a 1-D sequence of ``T`` class ids (every class for every input: output ``(N, T, ...)``),
         an ``(N, T)`` int array (per-input ids), or a score function ``outputs -> (N,)``
