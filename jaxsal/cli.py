@@ -229,7 +229,7 @@ def main(argv=None) -> int:
                         "jax.random.key(SEED) and recorded in the job's resume signature")
     e.add_argument("--patch", default=None,
                    help="occlusion: patch size, an int or one per spatial axis (e.g. 4 or 4,2); "
-                        "default 8")
+                        "default 8 (1 for (N, D) feature inputs)")
     e.add_argument("--stride", default=None,
                    help="occlusion: step between patches (default: the patch; at most the "
                         "patch)")
