@@ -460,6 +460,14 @@ def _sds(x: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), x)
 
 
+def tile_batch(a: Any, b: int) -> Any:
+    """``b`` copies of ``a`` (an array or a structure of arrays) stacked on the batch axis;
+    ``None`` stays ``None``."""
+    if a is None:
+        return None
+    return jax.tree_util.tree_map(lambda v: jnp.tile(v, (b,) + (1,) * (v.ndim - 1)), a)
+
+
 def shape_key(x: Any) -> Hashable:
     """A hashable key of the shapes and dtypes of ``x`` (an array or a structure of them)."""
     leaves, tree = jax.tree_util.tree_flatten(x)

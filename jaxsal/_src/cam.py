@@ -126,7 +126,7 @@ def _cam_layer(p: Prepared, layer: str | None, upsample: bool = True
     name, shape, fmt = layer_output(p, default_cam_layer(p.model) if layer is None else layer)
     if not p.multi:
         check_spatial(name, shape, p.x.ndim, fmt)
-        return name, shape, fmt == "channels_first", p.spatial_shape
+        return name, shape, fmt == "channels_first", (p.spatial_shape if upsample else None)
     leaves = jax.tree_util.tree_leaves(p.x)
     sizes = {spatial_shape(a.shape, cf) for a, cf in zip(leaves, p.formats)
              if a.ndim == len(shape)}

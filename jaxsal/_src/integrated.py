@@ -83,13 +83,6 @@ def path_integral(grad_at: Any, start: Any, end: Any, steps: int, rule: str,
     return jax.tree_util.tree_map(lambda s, e, t: (e - s)[:, None] * t, start, end, total)
 
 
-def _tile(a: Any, b: int) -> Any:
-    """``b`` copies of ``a`` (an array or a structure of arrays) stacked on the batch axis."""
-    if a is None:
-        return None
-    return jax.tree_util.tree_map(lambda v: jnp.tile(v, (b,) + (1,) * (v.ndim - 1)), a)
-
-
 def _start(baseline: Any, x: Any) -> Any:
     """The path's start: ``baseline`` broadcast to ``x`` (per input for several inputs)."""
     return jax.tree_util.tree_map(lambda b, v: jnp.broadcast_to(b, v.shape).astype(v.dtype),
@@ -103,7 +96,7 @@ def raw_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: int, r
     grads = raw_gradients(model, spec, info)
 
     def f(params, x, ids, ts, baseline):
-        return path_integral(lambda xb, b: grads(params, xb, _tile(ids, b), ts),
+        return path_integral(lambda xb, b: grads(params, xb, base.tile_batch(ids, b), ts),
                              _start(baseline, x), x, steps, rule, batch_steps)
 
     return f
@@ -123,9 +116,9 @@ def raw_layer_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: 
         A0 = run_model(model, params, x0, (lt.name,))[1][lt.name]
 
         def grad_at(z, b):
-            shifted = _Shifted(model, lt.name, z - _tile(A, b))
-            _, _, pull = layer_pullback(shifted, params, _tile(x, b), lt.name, z.shape, spec,
-                                        info, _tile(ids, b))
+            shifted = _Shifted(model, lt.name, z - base.tile_batch(A, b))
+            _, _, pull = layer_pullback(shifted, params, base.tile_batch(x, b), lt.name, z.shape, spec,
+                                        info, base.tile_batch(ids, b))
             return jax.vmap(pull, out_axes=1)(ts)
 
         return path_integral(grad_at, A0, A, steps, rule, batch_steps)

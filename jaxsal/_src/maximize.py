@@ -31,6 +31,7 @@ from jaxsal._src import objectives as _obj
 from jaxsal._src import parameterization as _param
 from jaxsal._src import regularizers as _reg
 from jaxsal._src import transforms as _tf
+from jaxsal._src.targets import OutputInfo, class_scores
 from jaxsal._src.validate import integer_input, is_channels_first
 
 Array = jax.Array
@@ -181,7 +182,7 @@ def _build(model: Any, head: str | None, needed: tuple, need_output: bool,
     # output unit 1 is the unit and 0 its complement (targets.class_scores)
     binary = need_output and _obj.binary_output(
         m, tuple(in_shape) if in_shape is not None and None not in in_shape else image_shape)
-    kind, complement = base.output_kind(m)
+    binary_info = OutputInfo(1, *base.output_kind(m))
 
     def fit(x):
         return _tf.resize(x, fixed_hw) if fixed_hw is not None else x
@@ -194,8 +195,7 @@ def _build(model: Any, head: str | None, needed: tuple, need_output: bool,
             y = y[0]
         y = y[0]
         if binary:  # (1,) -> (2,): the scores of classes 0 and 1
-            pos = (1.0 - y if complement else y) if kind == "prob" else y
-            y = jnp.concatenate([1.0 - pos if kind == "prob" else -pos, pos])
+            y = class_scores(y[None], jnp.array([[0, 1]]), binary_info)[0]
         return y, {k: v[0] for k, v in acts.items()}
 
     def score(params, obj, x):

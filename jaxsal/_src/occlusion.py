@@ -108,10 +108,9 @@ def _plan(a: Array, cf: bool, patch: Any, stride: Any, what: str) -> _Plan:
     return _Plan(size, psize, step, features, cf, pos.astype(np.int32), count)
 
 
-def _each(v: Any, x: Any, names: list[str], name: str) -> list:
-    """``v`` per input of ``x``: a list (``x`` a list or tuple) or dict (``x`` a dict) gives
-    each input its own value; anything else serves every input."""
-    k = len(names)
+def _each(v: Any, x: Any, k: int, name: str) -> list:
+    """``v`` per input of ``x`` (``k`` inputs): a list (``x`` a list or tuple) or dict (``x`` a
+    dict) gives each input its own value; anything else serves every input."""
     if isinstance(x, dict) and isinstance(v, dict):
         if set(v) != set(x):
             raise ValueError(f"expected {name} per input as a dict with x's keys "
@@ -164,15 +163,18 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
                 spatial=rank is not None and rank != 2, multi_input=True)
     n = p.n
     leaves, tree = jax.tree_util.tree_flatten(p.x)
-    names = sorted(p.x) if isinstance(p.x, dict) else [str(i) for i in range(len(leaves))]
-    shown = list(getattr(p.model, "input_names", None) or names)  # for messages
-    what = ["x"] if not p.multi else [f"input {nm!r}" for nm in
-                                      (names if isinstance(p.x, dict) else shown)]
+    k = len(leaves)
+    if not p.multi:
+        what = ["x"]
+    else:  # in leaf order: a dict's sorted keys, else the model's input names or positions
+        labels = (sorted(p.x) if isinstance(p.x, dict)
+                  else getattr(p.model, "input_names", None) or range(k))
+        what = [f"input {nm!r}" for nm in labels]
     plans = [_plan(a, cf, pa, st, w) for a, cf, pa, st, w in zip(
-        leaves, p.formats, _each(patch, p.x, names, "patch"),
-        _each(stride, p.x, names, "stride"), what)]
+        leaves, p.formats, _each(patch, p.x, k, "patch"), _each(stride, p.x, k, "stride"),
+        what)]
     fills = []
-    for a, f, w in zip(leaves, _each(fill, p.x, names, "fill"), what):
+    for a, f, w in zip(leaves, _each(fill, p.x, k, "fill"), what):
         f = jnp.asarray(f, a.dtype)
         try:
             np.broadcast_shapes(f.shape, a.shape)
@@ -183,7 +185,7 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
     batch_size = base.check_count(batch_size, "batch_size")
     per_image = base.forward_bytes(p.model, p.x) // n
     nb = base.batch_chunk(n, per_image, memory_budget)
-    if nb < n and p.multi:  # sub-batches split every fill with its input
+    if nb < n:  # sub-batches: every fill is split with its input
         fills = [jnp.broadcast_to(f, a.shape) for f, a in zip(fills, leaves)]
     groups = tuple(base.chunk_for(len(q.pos), per_image * nb, None if batch_size is None
                                   else max(1, batch_size // nb), memory_budget,
@@ -239,8 +241,7 @@ def _occlude_input(m, params, xs, tree, j, plan: _Plan, group, fill, s0, sp, inf
         else:
             mx = masks[:, None, None] if plan.channels_first else masks[:, None, ..., None]
         xo = jnp.where(mx, fill_b[None], x[None]).reshape((-1,) + x.shape[1:])
-        inputs = [xo if i == j else jnp.tile(v, (group,) + (1,) * (v.ndim - 1))
-                  for i, v in enumerate(xs)]
+        inputs = [xo if i == j else base.tile_batch(v, group) for i, v in enumerate(xs)]
         yo, co = run_model(m, params, tree.unflatten(inputs), sp.layers)
         yo = jax.tree_util.tree_map(lambda a: a.reshape((group, n) + a.shape[1:]), yo)
         co = {k: v.reshape((group, n) + v.shape[1:]) for k, v in co.items()}

@@ -163,7 +163,7 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
                      for a in leaves]
 
             n_in = leaves[0].shape[0]
-            ids_b = None if ids_ is None else jnp.tile(ids_, (batch_samples, 1))
+            ids_b = base.tile_batch(ids_, batch_samples)
             vmapped_ig = name == "integrated_gradients"
 
             def noisy(ks):

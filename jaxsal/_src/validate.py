@@ -221,8 +221,12 @@ class Prepared:
     spec: TargetSpec
     ids: Array | None
     info: OutputInfo
-    channels_first: bool = False
-    formats: tuple = ()  # per input (leaf order of x): channels-first?
+    formats: tuple = (False,)  # per input (leaf order of x): channels-first?
+
+    @property
+    def channels_first(self) -> bool:
+        """Whether the (first) input is channels-first, ``(N, C, ...)``."""
+        return self.formats[0]
 
     @property
     def n(self) -> int:
@@ -297,7 +301,8 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
     m = base.with_options(model, head, backprop)
     xa = check_input(m, x, check_finite=check_finite, spatial=spatial,
                      allow_int=allow_int, multi_input=multi_input)
-    n = int(jax.tree_util.tree_leaves(xa)[0].shape[0])
+    leaves = jax.tree_util.tree_leaves(xa)
+    n = int(leaves[0].shape[0])
     y, _ = base.model_shapes(m, xa)
     if isinstance(y, (list, tuple)) and not _score_functions(targets):
         listing, first = base.several_outputs(m, [o.shape for o in y])
@@ -325,14 +330,12 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
             if isinstance(fn, LayerScore) and not isinstance(fn.index, tuple) else fn
             for fn in spec.scores))
     check_scores(m, spec, y, caps)
-    leaves = jax.tree_util.tree_leaves(xa)
     fmts = list(getattr(m, "input_data_formats", None) or [])
     if len(fmts) != len(leaves):  # a plain function: one layout for every input
         fmts = [getattr(m, "data_format", "channels_last")] * len(leaves)
     formats = tuple(a.ndim >= 3 and f == "channels_first" for a, f in zip(leaves, fmts))
     return Prepared(m, base.model_key(m), m.params, xa, spec,
-                    None if ids is None else jnp.asarray(ids), info,
-                    formats[0], formats)
+                    None if ids is None else jnp.asarray(ids), info, formats)
 
 
 @dataclasses.dataclass(frozen=True)
