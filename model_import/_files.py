@@ -53,6 +53,20 @@ def _list_attr(attrs, name: str) -> list[str] | None:
     return out
 
 
+def object_keys(class_names: Sequence[str]) -> list[str]:
+    """The keys Keras 3 gives a list of saved objects (layers of a model, cells of a
+    ``StackedRNNCells``) in its ``.keras``/``.weights.h5`` files: the snake_case class name,
+    numbered from the second object of a class on (``lstm_cell``, ``lstm_cell_1``)."""
+    used: dict[str, int] = {}
+    out = []
+    for cls in class_names:
+        base = _snake(cls)
+        k = used.get(base, 0)
+        used[base] = k + 1
+        out.append(base if k == 0 else f"{base}_{k}")
+    return out
+
+
 #: Config class names whose Python class (which Keras 3 keys saved objects by) is named
 #: otherwise: Keras registers ``GroupedQueryAttention`` as ``GroupQueryAttention``.
 _PYTHON_CLASS = {"GroupQueryAttention": "GroupedQueryAttention"}
@@ -151,12 +165,9 @@ class Keras3Weights(WeightSource):
         # layer_order: {container path tuple: [(layer name, class name), ...]}
         self.keys: dict[tuple[str, ...], str] = {}
         for container, layers in layer_order.items():
-            used: dict[str, int] = {}
-            for lname, cls in layers:
-                base = _snake(_PYTHON_CLASS.get(cls, cls))
-                k = used.get(base, 0)
-                used[base] = k + 1
-                self.keys[container + (lname,)] = base if k == 0 else f"{base}_{k}"
+            keys = object_keys([_PYTHON_CLASS.get(cls, cls) for _, cls in layers])
+            for (lname, _), key in zip(layers, keys):
+                self.keys[container + (lname,)] = key
 
     def _group(self, path):
         g = self.root

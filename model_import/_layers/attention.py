@@ -113,6 +113,59 @@ def _call_tensors(args: Sequence, query, value, key) -> tuple:
     return query, value, key, key_given
 
 
+def _as_mask(m, keep_above_half: bool = False) -> Array:
+    """A Keras mask as booleans: a boolean array as is; numbers as ``!= 0`` (``ops.cast``),
+    or as ``> 0.5`` where Keras hands the raw mask to its ``Softmax`` layer."""
+    m = jnp.asarray(m)
+    if m.dtype == jnp.bool_:
+        return m
+    return m > 0.5 if keep_above_half else m != 0
+
+
+def _and(*masks):
+    """The AND of the masks that are not ``None`` (``None`` if all are)."""
+    out = None
+    for m in masks:
+        if m is not None:
+            out = m if out is None else jnp.logical_and(out, m)
+    return out
+
+
+def _derived_mask(q_mask, kv_masks, t_len: int, s_len: int, causal: bool, window):
+    """The mask an attention layer derives itself: the query's ``(N, T, 1)`` AND the
+    value's/key's ``(N, 1, S)`` AND the causal lower triangle (from the top left) AND the
+    sliding window ``|i - j| < window``; ``None`` when there is none of them."""
+    parts = [None if q_mask is None else _as_mask(q_mask)[..., None]]
+    parts += [None if m is None else jnp.expand_dims(_as_mask(m), -2) for m in kv_masks]
+    if causal:
+        parts.append(jnp.tril(jnp.ones((t_len, s_len), bool))[None])
+    if window is not None:
+        i = jnp.arange(t_len)[:, None]
+        j = jnp.arange(s_len)[None, :]
+        parts.append((jnp.abs(i - j) < int(window))[None])
+    return _and(*parts)
+
+
+def _masked_softmax(scores: Array, mask, axis, zero_masked: bool) -> Array:
+    """Softmax of ``scores`` over ``axis`` where ``mask`` holds (masked scores pushed to
+    ``LARGE_NEGATIVE``: a fully masked row stays uniform, as Keras's fused attention
+    leaves it); ``zero_masked``: masked probabilities are 0 (Keras's ``Softmax`` layer)."""
+    if mask is None:
+        return jax.nn.softmax(scores, axis=axis)
+    probs = jax.nn.softmax(jnp.where(mask, scores, LARGE_NEGATIVE), axis=axis)
+    return jnp.where(mask, probs, 0.0) if zero_masked else probs
+
+
+def _attention_output(params, out: Array, query: Array, use_gate: bool,
+                      use_bias: bool) -> Array:
+    """The attended heads ``(N, T, heads, dim)`` gated (``use_gate``: times the sigmoid of the
+    query's gate projection) and projected back, ``output_kernel (heads, dim, D)``."""
+    if use_gate:
+        out = out * jax.nn.sigmoid(_project(params, "gate", query, use_bias))
+    y = jnp.tensordot(out, params["output_kernel"], axes=2)
+    return y + params["output_bias"] if use_bias else y
+
+
 @register_layer("MultiHeadAttention")
 def _multi_head_attention(config, ctx):
     """Keras's ``MultiHeadAttention(query, value, key=None, attention_mask=None, ...)``.
@@ -157,23 +210,11 @@ def _multi_head_attention(config, ctx):
         n_attn = len(attn_axes)
         t_shape = tuple(q.shape[a] for a in attn_axes)
         s_shape = tuple(k.shape[a] for a in attn_axes)
-        auto = []
-        if q_mask is not None:
-            auto.append(q_mask.astype(bool)[..., None])
-        for m in (v_mask, k_mask):
-            if m is not None:
-                auto.append(jnp.expand_dims(m.astype(bool), -2))
-        if use_causal_mask:
-            if n_attn != 1:
-                raise ValueError("use_causal_mask needs a single attention axis")
-            auto.append(jnp.tril(jnp.ones((t_shape[0], s_shape[0]), bool))[None])
-        if window is not None:
-            i = jnp.arange(t_shape[0])[:, None]
-            j = jnp.arange(s_shape[0])[None, :]
-            auto.append((jnp.abs(i - j) < int(window))[None])
-        mask = None if attention_mask is None else jnp.asarray(attention_mask).astype(bool)
-        for m in auto:
-            mask = m if mask is None else jnp.logical_and(mask, m)
+        if use_causal_mask and n_attn != 1:
+            raise ValueError("use_causal_mask needs a single attention axis")
+        mask = _and(None if attention_mask is None else _as_mask(attention_mask),
+                    _derived_mask(q_mask, (v_mask, k_mask), t_shape[0], s_shape[0],
+                                  use_causal_mask, window))
         dot_eq, combine_eq = _attention_equations(rank, attn_axes)
         scores = jnp.einsum(dot_eq, k, q * scale)
         norm = tuple(range(scores.ndim - n_attn, scores.ndim))
@@ -181,19 +222,11 @@ def _multi_head_attention(config, ctx):
             while mask.ndim < scores.ndim:
                 mask = jnp.expand_dims(mask, -2 * n_attn - 1)
         fused = not (dropout > 0.0 or return_attention_scores or rank != 4)
-        if mask is None:
-            probs = jax.nn.softmax(scores, axis=norm)
-        elif fused or ctx.keras_major < 3:  # dot_product_attention / tf.keras's Softmax
-            probs = jax.nn.softmax(jnp.where(mask, scores, LARGE_NEGATIVE), axis=norm)
-        else:  # Keras's Softmax layer with a mask: masked probabilities are 0
-            probs = jax.nn.softmax(jnp.where(mask, scores, LARGE_NEGATIVE), axis=norm)
-            probs = jnp.where(mask, probs, 0.0)
-        out = jnp.einsum(combine_eq, probs, v)
-        if use_gate:
-            out = out * jax.nn.sigmoid(project(params, "gate", query))
-        y = jnp.tensordot(out, params["output_kernel"], axes=2)
-        if use_bias:
-            y = y + params["output_bias"]
+        # dot_product_attention and tf.keras's Softmax keep masked probabilities; Keras 3's
+        # Softmax layer with a mask zeroes them
+        probs = _masked_softmax(scores, mask, norm, not fused and ctx.keras_major >= 3)
+        y = _attention_output(params, jnp.einsum(combine_eq, probs, v), query, use_gate,
+                              use_bias)
         return (y, probs) if return_attention_scores else y
 
     # .keras groups are named after the attributes: in Keras 3 public properties for
@@ -234,15 +267,6 @@ def _positive_int(config, key, ctx) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 1:
         raise ctx.error(f"expected a positive integer {key}, got {v!r}")
     return int(v)
-
-
-def _as_mask(m, keep_above_half: bool = False) -> Array:
-    """A Keras mask as booleans: a boolean array as is; numbers as ``!= 0`` (``ops.cast``),
-    or as ``> 0.5`` where Keras hands the raw mask to its ``Softmax`` layer."""
-    m = jnp.asarray(m)
-    if m.dtype == jnp.bool_:
-        return m
-    return m > 0.5 if keep_above_half else m != 0
 
 
 @register_layer("GroupQueryAttention", "GroupedQueryAttention")
@@ -334,22 +358,10 @@ def _grouped_query_attention(config, ctx):
         v = jnp.repeat(_project(params, "value", value, use_bias), repeats, axis=2)
         t_len, s_len = q.shape[1], k.shape[1]
         fused = not (dropout > 0.0 or return_attention_scores)
-        auto = []
-        if query_mask is not None:
-            auto.append(_as_mask(query_mask)[..., None])           # (N, T, 1)
-        for m in (value_mask, key_mask):
-            if m is not None:
-                auto.append(jnp.expand_dims(_as_mask(m), -2))      # (N, 1, S)
-        if use_causal_mask:
-            auto.append(jnp.tril(jnp.ones((t_len, s_len), bool))[None])
-        if window is not None:
-            i = jnp.arange(t_len)[:, None]
-            j = jnp.arange(s_len)[None, :]
-            auto.append((jnp.abs(i - j) < window)[None])
-        if auto:
-            mask = None if attention_mask is None else _as_mask(attention_mask)
-            for m in auto:
-                mask = m if mask is None else jnp.logical_and(mask, m)
+        derived = _derived_mask(query_mask, (value_mask, key_mask), t_len, s_len,
+                                use_causal_mask, window)
+        if derived is not None:
+            mask = _and(None if attention_mask is None else _as_mask(attention_mask), derived)
         elif attention_mask is not None:  # passed on as given: cast by the fused path only
             mask = _as_mask(attention_mask, keep_above_half=not fused)
         else:
@@ -358,17 +370,10 @@ def _grouped_query_attention(config, ctx):
         if mask is not None:
             while mask.ndim < 4:
                 mask = jnp.expand_dims(mask, -3)
-            probs = jax.nn.softmax(jnp.where(mask, scores, LARGE_NEGATIVE), axis=-1)
-            if not fused:  # Keras's Softmax layer: masked probabilities are 0
-                probs = jnp.where(mask, probs, 0.0)
-        else:
-            probs = jax.nn.softmax(scores, axis=-1)
-        out = jnp.einsum("buts,bsuh->btuh", probs, v)
-        if use_gate:
-            out = out * jax.nn.sigmoid(_project(params, "gate", query, use_bias))
-        y = jnp.tensordot(out, params["output_kernel"], axes=2)
-        if use_bias:
-            y = y + params["output_bias"]
+        # Keras's Softmax layer (not fused): masked probabilities are 0
+        probs = _masked_softmax(scores, mask, -1, not fused)
+        y = _attention_output(params, jnp.einsum("buts,bsuh->btuh", probs, v), query,
+                              use_gate, use_bias)
         return (y, probs) if return_attention_scores else y
 
     shapes = {"query_kernel": (None, n_q, head_dim), "key_kernel": (None, n_kv, head_dim),

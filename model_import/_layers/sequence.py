@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._files import _snake
+from model_import._files import object_keys
 from model_import._layers import masking as _masking
 from model_import._layers.activations import get_activation
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
@@ -192,6 +192,10 @@ class _Cell:
     def n_states(self) -> int:
         return 2 if self.kind == "lstm" else 1
 
+    @property
+    def n_weights(self) -> int:
+        return 3 if self.use_bias else 2
+
     def convert(self, w: Sequence[np.ndarray]) -> dict:
         p = {"kernel": np.asarray(w[0]), "recurrent_kernel": np.asarray(w[1])}
         if self.use_bias:
@@ -303,7 +307,7 @@ class _Stack:
 
     @property
     def n_weights(self) -> int:
-        return sum(3 if c.use_bias else 2 for c in self.cells)
+        return sum(c.n_weights for c in self.cells)
 
     def state_units(self) -> list[int]:
         return [c.units for c in self.cells for _ in range(c.n_states)]
@@ -311,7 +315,7 @@ class _Stack:
     def convert(self, w: Sequence[np.ndarray]) -> dict:
         out, i = {}, 0
         for cell, prefix in zip(self.cells, self.prefixes):
-            k = 3 if cell.use_bias else 2
+            k = cell.n_weights
             out.update({prefix + name: v for name, v in cell.convert(w[i:i + k]).items()})
             i += k
         return out
@@ -448,18 +452,16 @@ def _rnn_cells(config: Mapping[str, Any], ctx: ConvertContext
     if not isinstance(subs, list) or not subs:
         raise ctx.error(f"its StackedRNNCells lists no cells (expected a non-empty 'cells' "
                         f"list, got {str(subs)[:200]})")
-    cells, prefixes, groups, used = [], [], [], {}
+    cells, classes = [], []
     for i, sub in enumerate(subs):
         scls, scfg = _serialized(sub, ctx, f"cell {i} of the StackedRNNCells")
         if scls not in _CELL_KINDS:
             raise _unknown_cell(scls, ctx, f" {i} in the StackedRNNCells")
         cells.append(_cell_from_config(_CELL_KINDS[scls], scfg, ctx))
-        prefixes.append(f"cell_{i}/")
-        key = _snake(scls)
-        k = used.get(key, 0)
-        used[key] = k + 1
-        groups.append(f"cell/cells/{key if k == 0 else f'{key}_{k}'}")
-    return _Stack(tuple(cells), tuple(prefixes)), tuple(groups)
+        classes.append(scls)
+    prefixes = tuple(f"cell_{i}/" for i in range(len(cells)))
+    return (_Stack(tuple(cells), prefixes),
+            tuple(f"cell/cells/{key}" for key in object_keys(classes)))
 
 
 @register_layer("RNN")
