@@ -549,11 +549,22 @@ _PRESERVE_STRUCTURE = frozenset({"TFOpLambda", "SlicingOpLambda", "ClassMethod",
                                  "InstanceMethod", "InstanceProperty"})
 
 
+#: The first parameter of ``call`` in Keras's layer classes (``inputs`` for most; ``data``
+#: for image preprocessing layers, ``sequences`` for RNNs, ``query`` for attention).
+_FIRST_PARAMS = ("inputs", "data", "sequences", "query", "x", "sequence")
+
+
 def _parse_node(node, preserve_structure: bool = False) -> tuple[tuple, dict]:
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
         args = tuple(_k3_arg(a) for a in node.get("args", []))
         kwargs = {k: _k3_arg(v) for k, v in (node.get("kwargs") or {}).items()
                   if k not in _IGNORED_KWARGS}
+        if not args:  # `layer(inputs=x)`: Keras takes the first parameter, by any name,
+            # as the call's main input (its mask is the input mask); converters take it
+            # positionally
+            first = next((k for k in _FIRST_PARAMS if _refs(kwargs.get(k))), None)
+            if first is not None:
+                args = (kwargs.pop(first),)
         return args, kwargs
     # Keras 2: [[layer, node_index, tensor_index, kwargs], ...]; a TFOpLambda called on one
     # tensor stores the bare entry [layer, node_index, tensor_index, kwargs], and a constant

@@ -200,6 +200,24 @@ def test_maximum_and_minimum_of_masked_sequences(tmp_path, ext):
 
 
 @pytest.mark.parametrize("ext", EXTS)
+def test_layers_called_by_keyword(tmp_path, ext):
+    # `layer(inputs=x)`, `lstm(sequences=x)`, `mha(query=x, value=y)`: Keras takes the first
+    # parameter as the main input, and the output carries its mask (read here by the
+    # pooling: without it the average would run over the padding)
+    tok = keras.Input((6,), dtype="int32")
+    e = layers.Embedding(20, 8, mask_zero=True)(tok)
+    d = layers.Dense(8)(inputs=e)
+    r = layers.LSTM(8, return_sequences=True)(sequences=d)
+    a = layers.MultiHeadAttention(2, 4)(query=r, value=d)
+    g = layers.GroupQueryAttention(4, 2, 2)(query=a, value=r)
+    model = keras.Model(tok, layers.Dense(3)(layers.GlobalAveragePooling1D()(g)))
+    perturb_keras(model, 6)
+    x = np.array([[3, 5, 7, 0, 0, 0], [1, 4, 9, 11, 12, 0]], dtype=np.int32)
+    m = load_keras(save_keras_and_h5(model, tmp_path, "keywords")[ext])
+    _close(m(x), model(x))
+
+
+@pytest.mark.parametrize("ext", EXTS)
 def test_logits_head_on_one_output_of_a_nested_multi_output_model(tmp_path, ext):
     # the selection reaches the nested model: only its selected output's head is removed
     i = keras.Input((6,))
