@@ -48,7 +48,7 @@ import pathlib
 import sys
 import time
 import zipfile
-from typing import Any, Sequence
+from typing import Sequence
 
 import h5py
 import numpy as np

@@ -11,7 +11,6 @@ import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from model_import._errors import KerasImportError, UnsupportedLayerError

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

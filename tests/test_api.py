@@ -23,6 +23,14 @@ def test_every_public_name_is_documented():
     assert not undocumented, f"public names without a docstring: {undocumented}"
 
 
+def test_all_lists_every_public_name():
+    # `from jaxsal import *` and documentation tools read __all__: it must not miss an export
+    for mod in (jaxsal, model_import):
+        public = {n for n in dir(mod) if not n.startswith("_")
+                  and not inspect.ismodule(getattr(mod, n))}
+        assert sorted(mod.__all__) == sorted(public), mod.__name__
+
+
 def test_contract_names_exist():
     for name in ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "smoothgrad",
                  "integrated_gradients", "gradcam", "gradcam_plus_plus", "layercam", "hirescam",

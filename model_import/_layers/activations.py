@@ -214,8 +214,7 @@ def _softmax(config, ctx):
 
 @register_layer("PReLU")
 def _prelu(config, ctx):
-    shared = config.get("shared_axes")
-
+    # `shared_axes` needs nothing here: the stored alpha has size 1 along them
     def call(params, x, *, rt):
         alpha = params["alpha"]
         return jnp.maximum(x, 0.0) + alpha * jnp.minimum(x, 0.0)

@@ -173,9 +173,7 @@ def _multi_head_attention(config, ctx):
     Shapes: query ``(N, T..., Dq)``, value ``(N, S..., Dv)``, key ``(N, S..., Dk)`` ->
     ``(N, T..., output_shape or Dq)``.
     """
-    heads = int(config["num_heads"])
     key_dim = int(config["key_dim"])
-    value_dim = int(config.get("value_dim") or key_dim)
     use_bias = bool(config.get("use_bias", True))
     use_gate = bool(config.get("use_gate", False))
     dropout = float(config.get("dropout", 0.0) or 0.0)
