@@ -18,6 +18,7 @@ from model_import._layers import masking as _masking  # noqa: F401
 from model_import._layers import sequence as _sequence  # noqa: F401
 from model_import._layers import convlstm as _convlstm  # noqa: F401
 from model_import._layers import attention as _attention  # noqa: F401
+from model_import._layers import augment as _augment  # noqa: F401
 from model_import._layers.registry import _freeze_builtins
 
 _freeze_builtins()  # converters registered from here on are the users'

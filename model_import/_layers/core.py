@@ -22,10 +22,7 @@ def _input(config, ctx):
 # Regularization layers are the identity at inference, which is what attribution explains.
 @register_layer("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
                 "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
-                "Identity",
-                # data augmentation layers return their inputs unchanged at inference
-                "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
-                "RandomContrast", "RandomBrightness")
+                "Identity")
 def _inference_identity(config, ctx):
     return LayerImpl(call=_identity)
 
