@@ -1,8 +1,16 @@
-"""Pooling: Max/Average 1D/2D/3D (TF padding semantics), global pooling.
+"""Pooling: Max/Average 1D/2D/3D (TF padding semantics), global pooling, and Keras 3's
+adaptive pooling (AdaptiveAveragePooling1D/2D/3D, AdaptiveMaxPooling1D/2D/3D).
 
 Non-overlapping VALID max pooling (the common ``pool == stride``) is computed as a reshape
 and a max: on XLA:CPU its backward pass is several times faster than ``reduce_window``'s
 select-and-scatter, and its forward value is identical.
+
+Adaptive pooling to ``output_size`` splits each spatial axis of length ``n`` into ``o`` bins,
+bin ``j`` covering ``[floor(j * n / o), ceil((j + 1) * n / o))`` (PyTorch's rule, which
+Keras 3 follows on every backend): bins may overlap by one element, and repeat elements
+when ``o > n``. An axis that ``o`` divides is a reshape and a mean or max (all axes at once
+where every axis divides); another axis is a ``(n, o)`` averaging matrix applied with
+``tensordot``, or a gather of each bin's elements and a max.
 """
 
 from __future__ import annotations
@@ -132,3 +140,90 @@ for _rank in (1, 2, 3):
         _make_global(_rank, jnp.mean))
     register_layer(f"GlobalMaxPooling{_rank}D", f"GlobalMaxPool{_rank}D")(
         _make_global(_rank, jnp.max))
+
+
+# ---------------------------------------------------------------------- adaptive pooling
+def adaptive_bins(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, ends)`` of the ``n_out`` adaptive-pooling bins of an axis of ``n_in``:
+    ``[floor(j * n_in / n_out), ceil((j + 1) * n_in / n_out))``, in integers."""
+    j = np.arange(n_out, dtype=np.int64)
+    return (j * n_in) // n_out, -((-(j + 1) * n_in) // n_out)
+
+
+def _adaptive_mean_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_in, n_out)`` float32: column ``j`` is ``1 / size`` over bin ``j``."""
+    starts, ends = adaptive_bins(n_in, n_out)
+    i = np.arange(n_in)[:, None]
+    inside = (i >= starts[None, :]) & (i < ends[None, :])
+    return (inside / (ends - starts)[None, :]).astype(np.float32)
+
+
+def _adaptive_max_indices(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, widest bin)`` input indices of each bin, the shorter bins padded with their
+    first index (a repeated element leaves a max unchanged)."""
+    starts, ends = adaptive_bins(n_in, n_out)
+    k = np.arange(int((ends - starts).max()))[None, :]
+    return np.where(starts[:, None] + k < ends[:, None], starts[:, None] + k,
+                    starts[:, None])
+
+
+def _adaptive_axis(x, axis: int, n_out: int, kind: str):
+    """Adaptive pooling of ``x`` along one axis."""
+    n_in = x.shape[axis]
+    if n_in == n_out:
+        return x
+    if n_in % n_out == 0:
+        p = n_in // n_out
+        x = x.reshape(x.shape[:axis] + (n_out, p) + x.shape[axis + 1:])
+        return jnp.max(x, axis=axis + 1) if kind == "max" else jnp.mean(x, axis=axis + 1)
+    if kind == "avg":
+        w = jnp.asarray(_adaptive_mean_matrix(n_in, n_out), x.dtype)
+        return jnp.moveaxis(jnp.tensordot(x, w, axes=(axis, 0)), -1, axis)
+    idx = _adaptive_max_indices(n_in, n_out)
+    g = jnp.take(x, idx.reshape(-1), axis=axis)
+    g = g.reshape(x.shape[:axis] + idx.shape + x.shape[axis + 1:])
+    return jnp.max(g, axis=axis + 1)
+
+
+def adaptive_pool(x, output_size: tuple[int, ...], kind: str):
+    """Keras 3's adaptive average (``kind="avg"``) or max pooling of a channels-last ``x``
+    ``(N, *spatial, C)`` to ``output_size``."""
+    spatial = x.shape[1:-1]
+    if all(s % o == 0 for s, o in zip(spatial, output_size)):
+        pool = tuple(s // o for s, o in zip(spatial, output_size))
+        if kind == "max":
+            return _blocked_max(x, pool)  # the max-pool gradient rule for ties
+        shape = [x.shape[0]]
+        for o, p in zip(output_size, pool):
+            shape += [o, p]
+        axes = tuple(2 + 2 * i for i in range(len(pool)))
+        return jnp.mean(x.reshape(*shape, x.shape[-1]), axis=axes)
+    for i, o in enumerate(output_size):
+        x = _adaptive_axis(x, 1 + i, o, kind)
+    return x
+
+
+def _make_adaptive(rank, kind):
+    def convert(config, ctx):
+        size = config.get("output_size")
+        if size is None:
+            raise ctx.error("its config has no output_size")
+        size = _tuple(size, rank)
+        if len(size) != rank or min(size) < 1:
+            raise ctx.error(f"output_size {config.get('output_size')!r}: expected {rank} "
+                            "positive integer(s)")
+        cf = config.get("data_format") == "channels_first"
+
+        def call(params, x, *, rt):
+            if x.ndim != rank + 2:
+                raise ValueError(f"expected a rank-{rank + 2} input, got shape {x.shape}")
+            return adaptive_pool(x, size, kind)
+
+        return LayerImpl(call=_to_last(call, cf),
+                         data_format="channels_first" if cf else "channels_last")
+    return convert
+
+
+for _rank in (1, 2, 3):
+    register_layer(f"AdaptiveAveragePooling{_rank}D")(_make_adaptive(_rank, "avg"))
+    register_layer(f"AdaptiveMaxPooling{_rank}D")(_make_adaptive(_rank, "max"))
