@@ -19,6 +19,7 @@ from model_import._layers import sequence as _sequence  # noqa: F401
 from model_import._layers import convlstm as _convlstm  # noqa: F401
 from model_import._layers import attention as _attention  # noqa: F401
 from model_import._layers import augment as _augment  # noqa: F401
+from model_import._layers import audio as _audio  # noqa: F401
 from model_import._layers import wrappers as _wrappers  # noqa: F401
 from model_import._layers import encoding as _encoding  # noqa: F401
 from model_import._layers.registry import _freeze_builtins
