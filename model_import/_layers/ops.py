@@ -5,6 +5,9 @@ of class ``Add``/``Multiply``/``Mean`` from module ``keras.src.ops.*`` (MobileNe
 hard-sigmoid, ConvNeXt's residual sums). Their class names collide with layer classes, so
 they are registered as ``"ops.<ClassName>"``; the config holds the operation's arguments
 (``axis``, ``keepdims``, ``newshape``...), the node the operands (tensors and constants).
+Operations with several outputs (``split``, ``top_k``, ``moments``, ``unstack``) return a
+tuple, which later nodes index by tensor position. A configuration whose Keras result the
+converter does not reproduce exactly is refused at load time (:class:`_Refused`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from model_import._layers.activations import _hard_sigmoid_k3, relu_family
 from model_import._layers.registry import LayerImpl, register_layer
@@ -24,18 +28,31 @@ def _axis(v):
     return v
 
 
-def _op(*names: str, head_op: str | None = None):
+class _Refused(ValueError):
+    """A configuration of an operation whose Keras semantics the converter does not match:
+    the importer refuses the node (an :class:`UnsupportedLayerError` naming it)."""
+
+
+def _op(*names: str, head_op: str | None = None, layout: bool = False, **impl_kw):
     """Register ``make(config) -> f(rt, *args, **kwargs)`` for Keras op classes ``names``
-    (``head_op``: see :class:`LayerImpl`)."""
+    (``head_op`` and ``impl_kw``: see :class:`LayerImpl`; ``layout``: the operation has a
+    ``data_format``, which the model's layout inference reads). ``make`` raises
+    :class:`_Refused` for configurations it does not support."""
 
     def deco(make: Callable[[dict], Callable[..., Any]]):
         def convert(config, ctx):
-            f = make(dict(config))
+            kw = dict(impl_kw)
+            try:
+                f = make(dict(config))
+                if layout:
+                    kw["data_format"] = _data_format(config)
+            except _Refused as e:
+                raise ctx.error(str(e)) from None
 
             def call(params, *args, rt, **kwargs):
                 return f(rt, *args, **kwargs)
 
-            return LayerImpl(call=call, head_op=head_op)
+            return LayerImpl(call=call, head_op=head_op, **kw)
 
         register_layer(*[f"ops.{n}" for n in names])(convert)
         return make
@@ -208,3 +225,1024 @@ def _index(key):
     if isinstance(key, (list, tuple)):
         return tuple(_index(k) for k in key)
     return key
+
+
+# ---------------------------------------------------------------------------------------
+# More of keras.ops, as Keras 3 records them in functional models. Each follows Keras's
+# JAX backend (which the NumPy backend mirrors), with Keras's dtype rules where they differ
+# from jax.numpy's; configurations whose Keras result is not pinned down are refused.
+
+_FLOATX = jnp.float32  # Keras's default float type (keras.config.floatx())
+_EPSILON = 1e-7  # keras.config.epsilon()
+
+
+def _tuple(v):
+    """Lists (JSON) -> tuples, recursively (axes, shapes, pad widths)."""
+    if isinstance(v, list):
+        return tuple(_tuple(b) for b in v)
+    return v
+
+
+def _float_dtype(dtype):
+    """Keras's ``result_type(dtype, float)``: floating types stay, others become floatx."""
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else _FLOATX
+
+
+def _to_float(x):
+    x = jnp.asarray(x)
+    return x.astype(_float_dtype(x.dtype))
+
+
+def _is_int_or_bool(x):
+    x = jnp.asarray(x)
+    return jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_
+
+
+def _data_format(cfg):
+    # an op's data_format=None is keras.config.image_data_format() when it runs: Keras's
+    # default, channels_last
+    fmt = cfg.get("data_format") or "channels_last"
+    if fmt not in ("channels_last", "channels_first"):
+        raise _Refused(f"unknown data_format {fmt!r}")
+    return fmt
+
+
+def _sparse_plus(x):
+    return jnp.where(x <= -1, 0.0, jnp.where(x < 1, 0.25 * (x + 1) ** 2, x)).astype(x.dtype)
+
+
+for _names, _fn in [
+    (("Tan",), jnp.tan), (("Sinh",), jnp.sinh), (("Cosh",), jnp.cosh),
+    (("Arcsin",), jnp.arcsin), (("Arccos",), jnp.arccos), (("Arctan",), jnp.arctan),
+    (("Arctan2",), jnp.arctan2), (("Arcsinh",), jnp.arcsinh), (("Arccosh",), jnp.arccosh),
+    (("Arctanh",), jnp.arctanh), (("Log2",), jnp.log2), (("Log10",), jnp.log10),
+    (("Cbrt",), jnp.cbrt), (("Hypot",), jnp.hypot), (("Logaddexp",), jnp.logaddexp),
+    (("Heaviside",), jnp.heaviside), (("Sinc",), jnp.sinc),
+    (("Erfc",), jax.scipy.special.erfc), (("Erfinv",), jax.scipy.special.erfinv),
+    (("Rsqrt",), jax.lax.rsqrt),
+    (("Isnan",), jnp.isnan), (("Isinf",), jnp.isinf), (("Isfinite",), jnp.isfinite),
+    (("Greater",), jnp.greater), (("GreaterEqual",), jnp.greater_equal),
+    (("Less",), jnp.less), (("LessEqual",), jnp.less_equal),
+    (("LogicalXor",), jnp.logical_xor), (("StopGradient",), jax.lax.stop_gradient),
+    (("HardTanh",), lambda x: jnp.clip(x, -1.0, 1.0).astype(jnp.asarray(x).dtype)),
+    (("TanhShrink",), lambda x: x - jnp.tanh(x)),
+    (("SparsePlus",), _sparse_plus),
+    (("SparseSigmoid",), lambda x: jnp.clip(0.5 * (x + 1.0), 0.0, 1.0).astype(x.dtype)),
+    (("Ravel",), jnp.ravel), (("Fliplr",), jnp.fliplr), (("Flipud",), jnp.flipud),
+    (("Dot",), jnp.dot), (("Outer",), jnp.outer), (("Inner",), jnp.inner),
+    (("Kron",), jnp.kron),
+    (("Hstack",), lambda xs: jnp.hstack(list(xs))),
+    (("Vstack",), lambda xs: jnp.vstack(list(xs))),
+    (("Dstack",), lambda xs: jnp.dstack(list(xs))),
+]:
+    _simple(_names, _fn)
+
+
+@_op("Exp2")
+def _exp2(cfg):
+    return lambda rt, x: jnp.exp2(_to_float(x))
+
+
+@_op("Fabs")
+def _fabs(cfg):
+    return lambda rt, x: jnp.fabs(_to_float(x))
+
+
+@_op("Trunc")
+def _trunc(cfg):
+    return lambda rt, x: x if _is_int_or_bool(x) else jnp.trunc(x)
+
+
+@_op("Fmod")
+def _fmod(cfg):
+    def f(rt, a, b):
+        a, b = jnp.asarray(a), jnp.asarray(b)
+        if a.dtype == jnp.bool_ and b.dtype == jnp.bool_:
+            a, b = a.astype(jnp.int32), b.astype(jnp.int32)
+        return jnp.fmod(a, b)
+    return f
+
+
+@_op("Round")
+def _round(cfg):
+    decimals = int(cfg.get("decimals", 0))
+
+    def f(rt, x):
+        x = jnp.asarray(x)
+        if jnp.issubdtype(x.dtype, jnp.integer) and decimals < 0:  # as Keras's JAX backend
+            factor = jnp.asarray(10.0 ** decimals, _FLOATX)
+            return (jnp.round(x.astype(_FLOATX) * factor) / factor).astype(x.dtype)
+        return jnp.round(x, decimals)
+    return f
+
+
+@_op("DivideNoNan")
+def _divide_no_nan(cfg):
+    def f(rt, a, b):
+        a, b = jnp.asarray(a), jnp.asarray(b)
+        dt = _float_dtype(jnp.result_type(a, b))
+        a, b = a.astype(dt), b.astype(dt)
+        zero = b == 0
+        return jnp.where(zero, jnp.zeros((), dt), a / jnp.where(zero, jnp.ones((), dt), b))
+    return f
+
+
+@_op("NanToNum")
+def _nan_to_num(cfg):
+    nan, posinf, neginf = cfg.get("nan", 0.0), cfg.get("posinf"), cfg.get("neginf")
+    return lambda rt, x: jnp.nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf)
+
+
+@_op("Cast")
+def _cast(cfg):
+    dtype = cfg.get("dtype")
+    if isinstance(dtype, dict):
+        dtype = (dtype.get("config") or {}).get("name")
+    if not dtype:
+        raise _Refused("a Cast without dtype")
+    dt = jax.dtypes.canonicalize_dtype(jnp.dtype(str(dtype)))
+    return lambda rt, x: jnp.asarray(x).astype(dt)
+
+
+@_op("Celu")
+def _celu(cfg):
+    alpha = float(cfg.get("alpha", 1.0))
+    return lambda rt, x: jax.nn.celu(x, alpha)
+
+
+@_op("Glu")
+def _glu(cfg):
+    axis = int(cfg.get("axis", -1))
+
+    def f(rt, x):
+        if x.shape[axis] % 2:
+            raise ValueError(f"glu: axis size must be even, got shape {x.shape}")
+        a, b = jnp.split(x, 2, axis)
+        return a * jax.nn.sigmoid(b)
+    return f
+
+
+@_op("HardShrink")
+def _hard_shrink(cfg):
+    t = float(cfg.get("threshold", 0.5))
+    return lambda rt, x: jnp.where(jnp.abs(x) > t, x, jnp.zeros((), x.dtype))
+
+
+@_op("SoftShrink")
+def _soft_shrink(cfg):
+    t = float(cfg.get("threshold", 0.5))
+    return lambda rt, x: jnp.where(x > t, x - t, jnp.where(x < -t, x + t,
+                                                             jnp.zeros((), x.dtype)))
+
+
+@_op("Threshold")
+def _threshold(cfg):
+    t, v = cfg["threshold"], cfg["default_value"]
+    return lambda rt, x: jnp.where(x > t, x, jnp.asarray(v, x.dtype))
+
+
+@_op("Squareplus")
+def _squareplus(cfg):
+    b = float(cfg.get("b", 4))
+    return lambda rt, x: (x + jnp.sqrt(x * x + b)) / 2
+
+
+@_op("Sparsemax")
+def _sparsemax(cfg):
+    axis = int(cfg.get("axis", -1))
+
+    def f(rt, x):  # Keras's JAX backend, step by step
+        s = -jnp.sort(-x, axis=axis)
+        cs = jnp.cumsum(s, axis=axis)
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        r = jnp.arange(1, x.shape[axis] + 1).reshape(shape)
+        support = s - (cs - 1) / r > 0
+        k = jnp.sum(support, axis=axis, keepdims=True)
+        tau = (jnp.sum(jnp.where(support, cs, 0.0), axis=axis, keepdims=True) - 1) / k
+        return jnp.maximum(x - tau, 0.0)
+    return f
+
+
+# ------------------------------------------------------------------ reductions, statistics
+@_op("Logsumexp")
+def _logsumexp(cfg):
+    axis, keepdims = _tuple(cfg.get("axis")), bool(cfg.get("keepdims", False))
+    return lambda rt, x: jax.scipy.special.logsumexp(x, axis=axis, keepdims=keepdims)
+
+
+@_op("Average")
+def _average(cfg):
+    axis = _tuple(cfg.get("axis"))
+
+    def f(rt, x, weights=None):
+        x = jnp.asarray(x)
+        if weights is None:
+            return jnp.average(_to_float(x), axis=axis)
+        w = jnp.asarray(weights)
+        dt = _float_dtype(jnp.result_type(x.dtype, w.dtype))
+        return jnp.average(x.astype(dt), axis=axis, weights=w.astype(dt))
+    return f
+
+
+@_op("Median")
+def _median(cfg):
+    axis, keepdims = _tuple(cfg.get("axis")), bool(cfg.get("keepdims", False))
+    return lambda rt, x: jnp.median(_to_float(x), axis=axis, keepdims=keepdims)
+
+
+_QUANTILE_METHODS = ("linear", "lower", "higher", "midpoint", "nearest")
+
+
+def _quantile(x, q, axis, method, keepdims):
+    """``numpy.quantile`` (Keras's reference semantics), with the positions computed from
+    the constant ``q`` in float64 as NumPy does (``jnp.quantile`` rounds them in float32 and
+    rounds ``nearest`` differently)."""
+    try:
+        q = np.asarray(q, np.float64)
+    except Exception as e:  # a traced tensor
+        raise ValueError("quantile/percentile: q must be a constant, not a tensor") from e
+    if np.any((q < 0) | (q > 1)) or np.any(np.isnan(q)):
+        raise ValueError(f"quantiles must be in [0, 1], got {q}")
+    x = _to_float(x)
+    nd = x.ndim
+    axes = (tuple(range(nd)) if axis is None else
+            tuple(sorted(a % nd for a in (axis if isinstance(axis, tuple) else (axis,)))))
+    rest = [d for d in range(nd) if d not in axes]
+    xt = jnp.transpose(x, rest + list(axes)).reshape(tuple(x.shape[d] for d in rest) + (-1,))
+    n = xt.shape[-1]
+    xs = jnp.sort(xt, axis=-1)
+    vi = (n - 1) * q
+    if method in ("lower", "higher", "nearest"):
+        idx = {"lower": np.floor, "higher": np.ceil, "nearest": np.around}[method](vi)
+        out = xs[..., idx.astype(np.intp)]
+    else:
+        if method == "midpoint":
+            vi = 0.5 * (np.floor(vi) + np.ceil(vi))
+        prev = np.floor(vi)
+        gamma = vi - prev
+        if method == "midpoint":
+            gamma = np.where(vi % 1 == 0, 0.0, 0.5)
+        prev = np.clip(prev, 0, n - 1).astype(np.intp)
+        nxt = np.clip(prev + 1, 0, n - 1).astype(np.intp)
+        a, b = xs[..., prev], xs[..., nxt]
+        t = jnp.asarray(gamma, x.dtype)
+        d = b - a
+        out = jnp.where(t >= 0.5, b - d * (1 - t), a + d * t)  # numpy's _lerp
+    has_nan = jnp.any(jnp.isnan(xt), axis=-1).reshape(xt.shape[:-1] + (1,) * q.ndim)
+    out = jnp.where(has_nan, jnp.nan, out)
+    k = len(rest)
+    out = jnp.transpose(out, tuple(range(k, k + q.ndim)) + tuple(range(k)))
+    if keepdims:
+        out = out.reshape(q.shape + tuple(1 if d in axes else x.shape[d] for d in range(nd)))
+    return out
+
+
+@_op("Quantile")
+def _quantile_op(cfg):
+    # Keras's Quantile operation ignores its `method` (Quantile.call does not pass it on;
+    # keras.ops.quantile honours it only on concrete tensors): a functional model computes
+    # the linear method whatever its config says. Refused rather than guessed.
+    method = cfg.get("method", "linear")
+    if method != "linear":
+        raise _Refused(f"quantile with method={method!r}: Keras's Quantile operation ignores "
+                       "the method in a functional model (it computes 'linear'), so the "
+                       "file's result depends on the Keras version")
+    axis, keepdims = _tuple(cfg.get("axis")), bool(cfg.get("keepdims", False))
+    return lambda rt, x, q: _quantile(x, q, axis, "linear", keepdims)
+
+
+@_op("Percentile")
+def _percentile(cfg):
+    method = cfg.get("method", "linear")
+    if method not in _QUANTILE_METHODS:
+        raise _Refused(f"percentile method {method!r}; supported: {_QUANTILE_METHODS}")
+    axis, keepdims = _tuple(cfg.get("axis")), bool(cfg.get("keepdims", False))
+
+    def f(rt, x, q):
+        try:
+            q = np.true_divide(np.asarray(q, np.float64), 100)
+        except Exception as e:
+            raise ValueError("percentile: q must be a constant, not a tensor") from e
+        return _quantile(x, q, axis, method, keepdims)
+    return f
+
+
+def _cumulative(fn):
+    def make(cfg):
+        axis, dtype = cfg.get("axis"), cfg.get("dtype")
+        dt = None if dtype is None else jax.dtypes.canonicalize_dtype(jnp.dtype(str(dtype)))
+
+        def f(rt, x):
+            x = jnp.asarray(x)
+            d = dt if dt is not None else (jnp.int32 if x.dtype == jnp.bool_ else None)
+            return fn(x, axis=axis, dtype=d)
+        return f
+    return make
+
+
+_op("Cumsum")(_cumulative(jnp.cumsum))
+_op("Cumprod")(_cumulative(jnp.cumprod))
+
+
+@_op("CountNonzero")
+def _count_nonzero(cfg):
+    axis = _tuple(cfg.get("axis"))
+    return lambda rt, x: jnp.count_nonzero(x, axis=axis).astype(jnp.int32)
+
+
+def _arg_extremum(fn):
+    def make(cfg):
+        axis, keepdims = cfg.get("axis"), bool(cfg.get("keepdims", False))
+
+        def f(rt, x):
+            x = jnp.asarray(x)
+            if jnp.issubdtype(x.dtype, jnp.floating) and x.ndim:
+                # Keras (NumPy backend; JAX backend on CPU) orders -0.0 below +0.0
+                neg_zero = (x == 0.0) & jnp.signbit(x)
+                x = jnp.where(neg_zero, -jnp.finfo(x.dtype).tiny, x)
+            return fn(x, axis=axis, keepdims=keepdims).astype(jnp.int32)
+        return f
+    return make
+
+
+_op("Argmax")(_arg_extremum(jnp.argmax))
+_op("Argmin")(_arg_extremum(jnp.argmin))
+
+
+@_op("TopK")
+def _top_k(cfg):
+    # sorted=False leaves the order to the backend; Keras's JAX backend (like this port)
+    # returns the values sorted. Ties: the lower index first (JAX, TensorFlow).
+    k = int(cfg["k"])
+
+    def f(rt, x):
+        v, i = jax.lax.top_k(x, k)
+        return v, i.astype(jnp.int32)
+    return f
+
+
+@_op("Sort")
+def _sort(cfg):
+    axis = cfg.get("axis", -1)
+    return lambda rt, x: jnp.sort(x, axis=axis)
+
+
+@_op("Argsort")
+def _argsort(cfg):
+    axis = cfg.get("axis", -1)
+    return lambda rt, x: jnp.argsort(x, axis=axis if jnp.ndim(x) else None).astype(jnp.int32)
+
+
+@_op("Moments")
+def _moments(cfg):
+    axes, keepdims = _tuple(cfg.get("axes")), bool(cfg.get("keepdims", False))
+    if cfg.get("synchronized"):
+        raise _Refused("moments(synchronized=True) (a distributed-training statistic)")
+
+    def f(rt, x):
+        x = jnp.asarray(x)
+        dt = x.dtype
+        low = dt in (jnp.float16, jnp.bfloat16)
+        if low:
+            x = x.astype(jnp.float32)
+        mean = jnp.mean(x, axis=axes, keepdims=keepdims)
+        var = jnp.var(x, axis=axes, keepdims=keepdims)
+        if low:
+            lim = float(jnp.finfo(jnp.float16).max)
+            mean = jnp.clip(mean, -lim, lim).astype(dt)
+            var = jnp.clip(var, -lim, lim).astype(dt)
+        return mean, var
+    return f
+
+
+@_op("Norm")
+def _norm(cfg):
+    ord_, axis = cfg.get("ord"), _tuple(cfg.get("axis"))
+    keepdims = bool(cfg.get("keepdims", False))
+    return lambda rt, x: jnp.linalg.norm(_to_float(x), ord=ord_, axis=axis, keepdims=keepdims)
+
+
+@_op("Normalize")
+def _normalize(cfg):
+    axis, order = _tuple(cfg.get("axis", -1)), cfg.get("order", 2)
+    eps = cfg.get("epsilon")
+    eps = _EPSILON if eps is None else float(eps)
+    if not isinstance(order, int) or order < 1:
+        raise _Refused(f"normalize order must be an int >= 1, got {order!r}")
+
+    def f(rt, x):
+        x = jnp.asarray(x)
+        if x.ndim == 0:
+            x = x[None]
+        if order == 2:  # Keras: x * min(rsqrt(sum(x^2)), 1/epsilon)
+            inv = jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
+            return x * jnp.minimum(inv, 1.0 / eps)
+        nrm = jnp.linalg.norm(x, ord=order, axis=axis, keepdims=True)
+        return x / jnp.maximum(nrm, eps)
+    return f
+
+
+@_op("Ptp")
+def _ptp(cfg):
+    axis, keepdims = _tuple(cfg.get("axis")), bool(cfg.get("keepdims", False))
+    return lambda rt, x: jnp.ptp(x, axis=axis, keepdims=keepdims)
+
+
+@_op("Trace")
+def _trace(cfg):
+    offset, a1, a2 = int(cfg.get("offset", 0)), int(cfg.get("axis1", 0)), int(cfg.get("axis2", 1))
+
+    def f(rt, x):
+        x = jnp.asarray(x)
+        dt = jnp.int32 if x.dtype in (jnp.bool_, jnp.int8, jnp.int16) else None
+        return jnp.trace(x, offset=offset, axis1=a1, axis2=a2, dtype=dt)
+    return f
+
+
+# ------------------------------------------------------------------ shapes and indexing
+@_op("Moveaxis")
+def _moveaxis(cfg):
+    src, dst = _tuple(cfg["source"]), _tuple(cfg["destination"])
+    return lambda rt, x: jnp.moveaxis(x, src, dst)
+
+
+@_op("Swapaxes")
+def _swapaxes(cfg):
+    a1, a2 = int(cfg["axis1"]), int(cfg["axis2"])
+    return lambda rt, x: jnp.swapaxes(x, a1, a2)
+
+
+@_op("BroadcastTo")
+def _broadcast_to(cfg):
+    shape = _tuple(cfg["shape"])
+    return lambda rt, x: jnp.broadcast_to(x, shape)
+
+
+@_op("Take")
+def _take(cfg):
+    # out-of-range indices: Keras's JAX backend (jnp.take) fills with NaN, NumPy raises
+    axis = cfg.get("axis")
+    return lambda rt, x, indices: jnp.take(x, jnp.asarray(indices), axis=axis)
+
+
+@_op("TakeAlongAxis")
+def _take_along_axis(cfg):
+    axis = cfg.get("axis")
+    return lambda rt, x, indices: jnp.take_along_axis(x, jnp.asarray(indices), axis=axis)
+
+
+@_op("Slice")
+def _slice(cfg):
+    shape = _tuple(cfg["shape"])
+
+    def f(rt, x, start_indices):
+        starts = (tuple(int(s) for s in start_indices)
+                  if isinstance(start_indices, (list, tuple)) else start_indices)
+        size = tuple(x.shape[i] - starts[i] if s == -1 else s for i, s in enumerate(shape))
+        return jax.lax.dynamic_slice(x, starts, size)
+    return f
+
+
+def _sections(v):
+    return list(v) if isinstance(v, (list, tuple)) else int(v)
+
+
+@_op("Split")
+def _split(cfg):
+    ios, axis = _sections(cfg["indices_or_sections"]), int(cfg.get("axis", 0))
+    return lambda rt, x: tuple(jnp.split(x, ios, axis=axis))
+
+
+@_op("ArraySplit")
+def _array_split(cfg):
+    ios, axis = _sections(cfg["indices_or_sections"]), int(cfg.get("axis", 0))
+    return lambda rt, x: tuple(jnp.array_split(x, ios, axis=axis))
+
+
+for _name, _fn in [("Hsplit", jnp.hsplit), ("Vsplit", jnp.vsplit), ("Dsplit", jnp.dsplit)]:
+    _op(_name)(lambda cfg, fn=_fn: (lambda rt, x, ios=_sections(cfg["indices_or_sections"]):
+                                    tuple(fn(x, ios))))
+
+
+@_op("Unstack")
+def _unstack(cfg):
+    axis = int(cfg.get("axis", 0))
+    return lambda rt, x: tuple(jnp.moveaxis(x, axis, 0))
+
+
+_PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
+
+
+@_op("Pad")
+def _pad(cfg):
+    pad_width, mode = _tuple(cfg["pad_width"]), cfg.get("mode", "constant")
+    if mode not in _PAD_MODES:
+        raise _Refused(f"pad mode {mode!r}; supported: {_PAD_MODES}")
+
+    def f(rt, x, constant_values=None):
+        if constant_values is not None and mode != "constant":
+            raise ValueError("constant_values needs mode='constant'")
+        if len(pad_width) > 1 and len(pad_width) != x.ndim:
+            raise ValueError(f"pad_width {pad_width} does not match the rank of {x.shape}")
+        kw = {} if constant_values is None else {"constant_values": constant_values}
+        return jnp.pad(x, pad_width, mode=mode, **kw)
+    return f
+
+
+@_op("Roll")
+def _roll(cfg):
+    shift, axis = _tuple(cfg["shift"]), _tuple(cfg.get("axis"))
+    return lambda rt, x: jnp.roll(x, shift, axis=axis)
+
+
+@_op("Tril")
+def _tril(cfg):
+    k = int(cfg.get("k", 0))
+    return lambda rt, x: jnp.tril(x, k)
+
+
+@_op("Triu")
+def _triu(cfg):
+    k = int(cfg.get("k", 0))
+    return lambda rt, x: jnp.triu(x, k)
+
+
+@_op("Diagonal")
+def _diagonal(cfg):
+    o, a1, a2 = int(cfg.get("offset", 0)), int(cfg.get("axis1", 0)), int(cfg.get("axis2", 1))
+    return lambda rt, x: jnp.diagonal(x, offset=o, axis1=a1, axis2=a2)
+
+
+@_op("Diag")
+def _diag(cfg):
+    k = int(cfg.get("k", 0))
+    return lambda rt, x: jnp.diag(x, k)
+
+
+@_op("Einsum")
+def _einsum(cfg):
+    sub = cfg["subscripts"]
+
+    def f(rt, *operands, **kw):
+        kw.pop("optimize", None)  # a contraction-order hint
+        if kw:
+            raise ValueError(f"einsum: unsupported arguments {sorted(kw)}")
+        return jnp.einsum(sub, *operands)
+    return f
+
+
+@_op("Tensordot")
+def _tensordot(cfg):
+    axes = _tuple(cfg.get("axes", 2))
+    return lambda rt, a, b: jnp.tensordot(a, b, axes=axes)
+
+
+@_op("Cross")
+def _cross(cfg):
+    axis = cfg.get("axis")
+    a, b, c = ((axis,) * 3 if axis is not None else
+               (cfg.get("axisa", -1), cfg.get("axisb", -1), cfg.get("axisc", -1)))
+    return lambda rt, x1, x2: jnp.cross(x1, x2, axisa=a, axisb=b, axisc=c)
+
+
+@_op("Append")
+def _append(cfg):
+    axis = cfg.get("axis")
+    return lambda rt, a, b: jnp.append(a, b, axis=axis)
+
+
+@_op("Rot90")
+def _rot90(cfg):
+    k, axes = int(cfg.get("k", 1)), _tuple(cfg.get("axes", (0, 1)))
+    return lambda rt, x: jnp.rot90(x, k, axes=axes)
+
+
+def _dtype_of(cfg):
+    dt = cfg.get("dtype")
+    if isinstance(dt, dict):
+        dt = (dt.get("config") or {}).get("name")
+    return None if dt is None else jax.dtypes.canonicalize_dtype(jnp.dtype(str(dt)))
+
+
+@_op("Full")
+def _full(cfg):
+    shape, dt = _tuple(cfg["shape"]), _dtype_of(cfg)
+    return lambda rt, fill_value: jnp.full(shape, fill_value, dt or _FLOATX)
+
+
+@_op("FullLike")
+def _full_like(cfg):
+    dt = _dtype_of(cfg)
+    return lambda rt, x, fill_value: jnp.full_like(x, fill_value, dtype=dt)
+
+
+@_op("Linspace")
+def _linspace(cfg):
+    if cfg.get("retstep"):
+        raise _Refused("linspace(retstep=True)")
+    num, endpoint = int(cfg.get("num", 50)), bool(cfg.get("endpoint", True))
+    axis, dt = int(cfg.get("axis", 0)), _dtype_of(cfg)
+
+    def f(rt, start, stop):
+        if dt is None:
+            d = _float_dtype(jnp.result_type(jnp.asarray(start), jnp.asarray(stop)))
+        else:
+            d = dt
+        return jnp.linspace(start, stop, num, endpoint=endpoint, dtype=d, axis=axis)
+    return f
+
+
+# ------------------------------------------------------------------ nn
+@_op("OneHot")
+def _one_hot(cfg):
+    if cfg.get("sparse"):
+        raise _Refused("one_hot(sparse=True)")
+    n, axis, dt = int(cfg["num_classes"]), int(cfg.get("axis", -1)), _dtype_of(cfg)
+    return lambda rt, x: jax.nn.one_hot(x, n, axis=axis, dtype=dt or _FLOATX)
+
+
+@_op("MultiHot")
+def _multi_hot(cfg):
+    if cfg.get("sparse"):
+        raise _Refused("multi_hot(sparse=True)")
+    if cfg.get("num_classes") is None:
+        raise _Refused("multi_hot without num_classes (a data-dependent shape)")
+    n, axis, dt = int(cfg["num_classes"]), int(cfg.get("axis", -1)), _dtype_of(cfg)
+
+    def f(rt, x):
+        oh = jax.nn.one_hot(jnp.asarray(x).astype(jnp.int32), n, axis=axis,
+                            dtype=dt or _FLOATX)
+        return jnp.max(oh, axis=1 if jnp.ndim(x) > 1 else 0)
+    return f
+
+
+@_op("DotProductAttention", mask_call=True, compute_mask="drop")
+def _dot_product_attention(cfg):
+    # query/key/value (B, T|S, heads, H); bias and mask broadcast to (B, heads, T, S).
+    # Masked positions get -0.7 * finfo.max, as in Keras's backends: a row masked entirely
+    # attends uniformly to every key.
+    if cfg.get("attn_logits_soft_cap") is not None:
+        raise _Refused("dot_product_attention(attn_logits_soft_cap=...): Keras's JAX and NumPy "
+                       "backends ignore it off TPU, so the file's result depends on the backend")
+    causal = bool(cfg.get("is_causal", False))
+
+    def f(rt, query, key, value, bias=None, scale=None, mask=None):
+        q, k, v = (jnp.asarray(t) for t in (query, key, value))
+        if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+            raise ValueError("dot_product_attention takes 4D query, key and value")
+        dt = jnp.result_type(q, k, v)
+        q, k, v = q.astype(dt), k.astype(dt), v.astype(dt)
+        n, kh = q.shape[2], k.shape[2]
+        if n % kh:
+            raise ValueError(f"{n} query heads cannot be grouped over {kh} key heads")
+        if kh != n:  # grouped-query attention: query head h reads key/value head h // G
+            k, v = jnp.repeat(k, n // kh, axis=2), jnp.repeat(v, n // kh, axis=2)
+        s = 1.0 / np.sqrt(k.shape[-1]) if scale is None else scale
+        ldt = jnp.promote_types(dt, jnp.float32)
+        logits = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=ldt)
+        logits = logits * jnp.asarray(s, ldt)
+        if bias is not None:
+            logits = (logits + jnp.asarray(bias, dt)).astype(ldt)
+        if mask is not None or causal:
+            keep = jnp.ones(logits.shape, bool)
+            if mask is not None:
+                keep = keep & (jnp.asarray(mask) != 0)
+            if causal:
+                t_, s_ = logits.shape[2], logits.shape[3]
+                keep = keep & jnp.tril(jnp.ones((t_, s_), bool))[None, None]
+            logits = jnp.where(keep, logits, jnp.asarray(-0.7 * jnp.finfo(ldt).max, ldt))
+        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(k.dtype)
+        return jnp.einsum("BNTS,BSNH->BTNH", probs, v)
+    return f
+
+
+def _norm_axes(axis, ndim):
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    return sorted(a % ndim for a in axes)
+
+
+@_op("LayerNorm")
+def _layer_norm(cfg):
+    axis, rms = _tuple(cfg.get("axis", -1)), bool(cfg.get("rms_scaling", False))
+    eps = cfg.get("epsilon")
+    eps = _EPSILON if eps is None else float(eps)
+
+    def f(rt, x, gamma=None, beta=None):
+        x = jnp.asarray(x)
+        dt = x.dtype
+        x = x.astype(jnp.promote_types(dt, jnp.float32))
+        axes = _norm_axes(axis, x.ndim)
+        bshape = [1] * x.ndim
+        for a in axes:
+            bshape[a] = x.shape[a]
+
+        def bc(p):
+            if p is None:
+                return None
+            p = jnp.asarray(p, x.dtype)
+            if p.ndim != x.ndim and axes != [x.ndim - 1]:
+                p = p.reshape(bshape)
+            return p
+
+        if rms:
+            y = x * jax.lax.rsqrt(jnp.var(x, axis=axes, keepdims=True) + eps)
+            if gamma is not None:
+                y = y * bc(gamma)
+        else:
+            mean = jnp.mean(x, axis=axes, keepdims=True)
+            var = jnp.var(x, axis=axes, keepdims=True)
+            inv = jax.lax.rsqrt(var + eps)
+            if gamma is not None:
+                inv = inv * bc(gamma)
+            res = -mean * inv
+            if beta is not None:
+                res = res + bc(beta)
+            y = x * inv + res
+        return y.astype(dt)
+    return f
+
+
+@_op("RMSNorm")
+def _rms_norm(cfg):
+    axis = _tuple(cfg.get("axis", -1))
+    eps = cfg.get("epsilon")
+    eps = _EPSILON if eps is None else float(eps)
+
+    def f(rt, x, scale=None):
+        x = jnp.asarray(x)
+        dt = x.dtype
+        x = x.astype(jnp.promote_types(dt, jnp.float32))
+        if x.ndim == 0:
+            x = x[None]
+        ax = tuple(sorted(axis)) if isinstance(axis, tuple) else axis
+        y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=ax, keepdims=True) + eps)
+        if scale is not None:
+            y = y * jnp.asarray(scale, x.dtype)
+        return y.astype(dt)
+    return f
+
+
+@_op("DepthToSpace", layout=True)
+def _depth_to_space(cfg):
+    b, fmt = int(cfg["block_size"]), _data_format(cfg)
+
+    def f(rt, x):
+        if fmt == "channels_last":
+            n, h, w, c = x.shape
+            x = x.reshape(n, h, w, b, b, c // (b * b)).transpose(0, 1, 3, 2, 4, 5)
+            return x.reshape(n, h * b, w * b, c // (b * b))
+        n, c, h, w = x.shape
+        x = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+        return x.reshape(n, c // (b * b), h * b, w * b)
+    return f
+
+
+@_op("SpaceToDepth", layout=True)
+def _space_to_depth(cfg):
+    b, fmt = int(cfg["block_size"]), _data_format(cfg)
+
+    def f(rt, x):
+        if fmt == "channels_last":
+            n, h, w, c = x.shape
+            x = x.reshape(n, h // b, b, w // b, b, c).transpose(0, 1, 3, 2, 4, 5)
+            return x.reshape(n, h // b, w // b, c * b * b)
+        n, c, h, w = x.shape
+        x = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 1, 3, 5, 2, 4)
+        return x.reshape(n, c * b * b, h // b, w // b)
+    return f
+
+
+# ------------------------------------------------------------------ image
+_RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos3", "lanczos5")
+
+
+@_op("Resize", layout=True)
+def _resize(cfg):
+    # Keras's JAX backend is jax.image.resize, and its NumPy backend a port of it: those
+    # are the semantics here (TensorFlow's and PyTorch's kernels differ for some modes)
+    size = tuple(int(s) for s in cfg["size"])
+    method = cfg.get("interpolation", "bilinear")
+    antialias = bool(cfg.get("antialias", False))
+    crop, pad = bool(cfg.get("crop_to_aspect_ratio")), bool(cfg.get("pad_to_aspect_ratio"))
+    fill_value = float(cfg.get("fill_value", 0.0) or 0.0)
+    fmt = _data_format(cfg)
+    if method not in _RESIZE_METHODS:
+        raise _Refused(f"resize interpolation {method!r}; supported: {_RESIZE_METHODS}")
+    if cfg.get("fill_mode", "constant") != "constant":
+        raise _Refused(f"resize fill_mode {cfg.get('fill_mode')!r} (Keras supports 'constant')")
+    if crop and pad:
+        raise _Refused("resize with both crop_to_aspect_ratio and pad_to_aspect_ratio")
+    th, tw = size
+
+    def f(rt, images):
+        x = jnp.asarray(images)
+        dt = x.dtype
+        hax = x.ndim - 3 if fmt == "channels_last" else x.ndim - 2
+        h, w = x.shape[hax], x.shape[hax + 1]
+        if crop:
+            ch = max(min(h, int(float(w * th) / tw)), 1)
+            cw = max(min(w, int(float(h * tw) / th)), 1)
+            h0, w0 = int(float(h - ch) / 2), int(float(w - cw) / 2)
+            x = jax.lax.slice_in_dim(x, h0, h0 + ch, axis=hax)
+            x = jax.lax.slice_in_dim(x, w0, w0 + cw, axis=hax + 1)
+        elif pad:
+            ph = max(h, int(float(w * th) / tw))
+            pw = max(w, int(float(h * tw) / th))
+            hs, ws = int(float(ph - h) / 2), int(float(pw - w) / 2)
+            widths = [(0, 0)] * x.ndim
+            if hs > 0:  # as Keras: one axis, the same amount on both sides
+                widths[hax] = (hs, hs)
+            elif ws > 0:
+                widths[hax + 1] = (ws, ws)
+            x = jnp.pad(x, widths, constant_values=fill_value)
+        shape = list(x.shape)
+        shape[hax], shape[hax + 1] = th, tw
+        y = jax.image.resize(x, tuple(shape), method=method, antialias=antialias)
+        if y.dtype != dt:
+            if jnp.issubdtype(dt, jnp.integer):  # Keras: round, then saturate_cast
+                info = jnp.iinfo(dt)
+                y = jnp.clip(jnp.round(y), info.min, info.max)
+            y = y.astype(dt)
+        return y
+    return f
+
+
+@_op("ExtractPatches", layout=True)
+def _extract_patches(cfg):
+    size = cfg["size"]
+    size = (size,) * 2 if isinstance(size, int) else tuple(size)
+    nd = len(size)
+    if nd not in (2, 3):
+        raise _Refused(f"extract_patches size {size!r}")
+    strides = cfg.get("strides") or size
+    strides = (strides,) * nd if isinstance(strides, int) else tuple(strides)
+    dil = cfg.get("dilation_rate", 1)
+    dil = (dil,) * nd if isinstance(dil, int) else tuple(dil)
+    padding = str(cfg.get("padding", "valid")).upper()
+    if padding not in ("VALID", "SAME"):
+        raise _Refused(f"extract_patches padding {padding!r}")
+    fmt = _data_format(cfg)
+    sp = "DHW"[-nd:]
+
+    def f(rt, images):
+        x = jnp.asarray(images)
+        unbatched = x.ndim == nd + 1
+        if unbatched:
+            x = x[None]
+        c = x.shape[-1] if fmt == "channels_last" else x.shape[1]
+        out = int(np.prod(size)) * c
+        # Keras convolves with an identity kernel (patch order: rows, columns, channels)
+        kernel = jnp.eye(out, dtype=x.dtype).reshape(size + (c, out))
+        dn = (("N" + sp + "C") if fmt == "channels_last" else ("NC" + sp), sp + "IO",
+              ("N" + sp + "C") if fmt == "channels_last" else ("NC" + sp))
+        y = jax.lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dil,
+                                         dimension_numbers=dn,
+                                         precision=jax.lax.Precision.HIGHEST)
+        return y[0] if unbatched else y
+    return f
+
+
+@_op("RGBToGrayscale", layout=True)
+def _rgb_to_grayscale(cfg):
+    fmt = _data_format(cfg)
+
+    def f(rt, images):
+        x = jnp.asarray(images)
+        cax = -1 if fmt == "channels_last" else -3
+        if x.shape[cax] == 1:
+            return x
+        if x.shape[cax] != 3:
+            raise ValueError(f"rgb_to_grayscale takes 1 or 3 channels, got {x.shape}")
+        dt = x.dtype
+        xf = _to_float(x)
+        w = jnp.asarray([0.2989, 0.5870, 0.1140], xf.dtype)
+        y = jnp.tensordot(xf, w, axes=((x.ndim + cax,), (0,)))
+        return jnp.expand_dims(y, cax).astype(dt)
+    return f
+
+
+def _image_hw(x, fmt):
+    return (x.shape[-3], x.shape[-2]) if fmt == "channels_last" else (x.shape[-2], x.shape[-1])
+
+
+@_op("PadImages", layout=True)
+def _pad_images(cfg):
+    fmt = _data_format(cfg)
+    top, left, bottom, right = (cfg.get(k) for k in ("top_padding", "left_padding",
+                                                     "bottom_padding", "right_padding"))
+    th, tw = cfg.get("target_height"), cfg.get("target_width")
+
+    def f(rt, images):
+        x = jnp.asarray(images)
+        h, w = _image_hw(x, fmt)
+        t = th - bottom - h if top is None else top
+        b = th - t - h if bottom is None else bottom
+        lft = tw - right - w if left is None else left
+        r = tw - lft - w if right is None else right
+        if min(t, b, lft, r) < 0:
+            raise ValueError(f"pad_images: negative padding for an image of shape {x.shape}")
+        widths = [(t, b), (lft, r)]
+        widths = widths + [(0, 0)] if fmt == "channels_last" else [(0, 0)] + widths
+        widths = [(0, 0)] * (x.ndim - 3) + widths
+        return jnp.pad(x, widths)
+    return f
+
+
+@_op("CropImages", layout=True)
+def _crop_images(cfg):
+    fmt = _data_format(cfg)
+    top, left, bottom, right = (cfg.get(k) for k in ("top_cropping", "left_cropping",
+                                                     "bottom_cropping", "right_cropping"))
+    th, tw = cfg.get("target_height"), cfg.get("target_width")
+
+    def f(rt, images):
+        x = jnp.asarray(images)
+        h, w = _image_hw(x, fmt)
+        t = h - th - bottom if top is None else top
+        hh = h - bottom - t if th is None else th
+        lft = w - tw - right if left is None else left
+        ww = w - right - lft if tw is None else tw
+        if min(t, hh, lft, ww) < 0 or t + hh > h or lft + ww > w:
+            raise ValueError(f"crop_images: the crop does not fit an image of shape {x.shape}")
+        hax = x.ndim - 3 if fmt == "channels_last" else x.ndim - 2
+        x = jax.lax.slice_in_dim(x, t, t + hh, axis=hax)
+        return jax.lax.slice_in_dim(x, lft, lft + ww, axis=hax + 1)
+    return f
+
+
+# ------------------------------------------------------------------ a few more
+for _names, _fn in [
+    (("Deg2rad",), jnp.deg2rad), (("Rad2deg",), jnp.rad2deg),
+    (("Logaddexp2",), jnp.logaddexp2), (("Signbit",), jnp.signbit),
+    (("Isneginf",), jnp.isneginf), (("Isposinf",), jnp.isposinf),
+    (("Copy",), jnp.asarray), (("Fmax",), jnp.fmax), (("Fmin",), jnp.fmin),
+]:
+    _simple(_names, _fn)
+
+
+@_op("Diff")
+def _diff(cfg):
+    n, axis = int(cfg.get("n", 1)), int(cfg.get("axis", -1))
+    return lambda rt, a: jnp.diff(a, n=n, axis=axis)
+
+
+@_op("Isclose")
+def _isclose(cfg):
+    equal_nan = bool(cfg.get("equal_nan", False))
+    return lambda rt, a, b, rtol=1e-5, atol=1e-8: jnp.isclose(a, b, rtol, atol, equal_nan)
+
+
+@_op("Select")
+def _select(cfg):
+    return lambda rt, condlist, choicelist, default=0: jnp.select(
+        list(condlist), list(choicelist), default)
+
+
+def _nan_reduction(fn, int_sum=False):
+    def make(cfg):
+        axis, keepdims = _tuple(cfg.get("axis")), bool(cfg.get("keepdims", False))
+
+        def f(rt, x):
+            x = jnp.asarray(x)
+            if fn is jnp.nanmean:
+                x = _to_float(x)
+            dt = (jnp.int32 if int_sum and x.dtype in (jnp.bool_, jnp.int8, jnp.int16)
+                  else None)
+            kw = {"dtype": dt} if int_sum else {}
+            return fn(x, axis=axis, keepdims=keepdims, **kw)
+        return f
+    return make
+
+
+_op("Nansum")(_nan_reduction(jnp.nansum, int_sum=True))
+_op("Nanmean")(_nan_reduction(jnp.nanmean))
+_op("Nanmax")(_nan_reduction(jnp.nanmax))
+_op("Nanmin")(_nan_reduction(jnp.nanmin))
+
+
+@_op("SaturateCast")
+def _saturate_cast(cfg):
+    dt = _dtype_of(cfg)
+    if dt is None:
+        raise _Refused("a saturate_cast without dtype")
+
+    def limits(d):
+        d = np.dtype(d)
+        if d == np.bool_:
+            return 0, 1
+        info = jnp.iinfo(d) if jnp.issubdtype(d, jnp.integer) else jnp.finfo(d)
+        return info.min, info.max
+
+    def f(rt, x):  # Keras's _saturate_cast: clip to limits representable in x's dtype
+        x = jnp.asarray(x)
+        ind = np.dtype(x.dtype)
+        (in_min, in_max), (out_min, out_max) = limits(ind), limits(dt)
+        lo = np.asarray(np.maximum(in_min, out_min)).astype(ind)
+        if lo < out_min:
+            lo = np.nextafter(lo, 0, dtype=ind)
+        hi = np.asarray(np.minimum(in_max, out_max)).astype(ind)
+        if hi > out_max:
+            hi = np.nextafter(hi, 0, dtype=ind)
+        return jnp.clip(x, lo, hi).astype(dt)
+    return f

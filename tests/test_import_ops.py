@@ -1,0 +1,482 @@
+"""Keras 3 operations (``keras.ops.*`` on symbolic tensors, recorded as ``keras.src.ops``
+nodes) against real Keras 3 (NumPy backend unless ``KERAS_BACKEND`` says otherwise: see
+conftest.py).
+
+Each zoo is a small Functional model with one output per operation (several per model keep
+the file fast); it is saved (``.keras``, and ``.h5`` for some: the legacy format records the
+operations without their module), loaded with ``load_keras`` and compared output by output:
+exactly for integer and boolean results, to ~1e-5 otherwise. Inputs avoid ties (sorting,
+arg-extrema, top-k) and domain errors.
+"""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+from keras import layers, ops  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from import_helpers import rel_err  # noqa: E402
+from model_import import UnsupportedLayerError, load_keras  # noqa: E402
+
+TOL = 1e-5
+B = 4  # batch size
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _distinct(shape, seed=0, lo=-2.0, hi=2.0):
+    """Values without ties (a shuffled grid plus jitter)."""
+    n = int(np.prod(shape))
+    v = np.linspace(lo, hi, n) + _rng(seed).uniform(0, 0.2 * (hi - lo) / n, n)
+    return _rng(seed + 1).permutation(v).reshape(shape).astype("float32")
+
+
+# ---------------------------------------------------------------------------- zoos
+def _zoo_elementwise():
+    """Unary/binary elementwise operations, activations, comparisons, casts. ``u`` in
+    (-0.9, 0.9), ``p`` in (0.2, 3) (logs, roots, arccosh on 1 + p), ``z`` with NaN/inf."""
+    u = keras.Input((3, 6), name="u")
+    p = keras.Input((3, 6), name="p")
+    z = keras.Input((3, 6), name="z")
+    d = layers.Dense(6, name="dense_u")(u)  # a weighted layer before the operations
+    o = {
+        "tan": ops.tan(u), "sinh": ops.sinh(d), "cosh": ops.cosh(d),
+        "arcsin": ops.arcsin(u), "arccos": ops.arccos(u), "arctan": ops.arctan(d),
+        "arctan2": ops.arctan2(d, u), "arcsinh": ops.arcsinh(d),
+        "arccosh": ops.arccosh(1.0 + p), "arctanh": ops.arctanh(u),
+        "log2": ops.log2(p), "log10": ops.log10(p), "exp2": ops.exp2(d),
+        "round": ops.round(d * 10.0), "round_dec": ops.round(d, 2),
+        "trunc": ops.trunc(d * 5.0), "fabs": ops.fabs(d), "cbrt": ops.cbrt(d),
+        "hypot": ops.hypot(d, p), "logaddexp": ops.logaddexp(d, p),
+        "fmod": ops.fmod(d * 5.0, p), "heaviside": ops.heaviside(ops.round(d), u),
+        "sinc": ops.sinc(d), "rsqrt": ops.rsqrt(p), "erfc": ops.erfc(d),
+        "erfinv": ops.erfinv(u), "divide_no_nan": ops.divide_no_nan(d, ops.relu(p - 1.0)),
+        "nan_to_num": ops.nan_to_num(z, nan=1.5, posinf=9.0, neginf=-8.0),
+        "nan_to_num_default": ops.nan_to_num(z),
+        "isnan": ops.isnan(z), "isinf": ops.isinf(z), "isfinite": ops.isfinite(z),
+        "greater": ops.greater(d, u), "greater_equal": d >= 0.1, "less": ops.less(d, p),
+        "less_equal": ops.less_equal(u, 0.0), "logical_xor": ops.logical_xor(d > 0, u > 0),
+        "cast_int": ops.cast(d * 10.0, "int32"), "cast_bool": ops.cast(ops.round(d), "bool"),
+        "cast_half": ops.cast(d, "float16"),
+        "stop_gradient": ops.stop_gradient(d),
+        "celu": ops.celu(d, alpha=0.7), "glu": ops.glu(d), "glu_axis": ops.glu(p, axis=-1),
+        "hard_tanh": ops.hard_tanh(d * 2.0), "hard_shrink": ops.hard_shrink(d, 0.3),
+        "soft_shrink": ops.soft_shrink(d), "tanh_shrink": ops.tanh_shrink(d),
+        "threshold": ops.threshold(d, 0.1, -2.0), "squareplus": ops.squareplus(d, 2.0),
+        "squareplus_default": ops.squareplus(d), "sparse_plus": ops.sparse_plus(d * 2.0),
+        "sparse_sigmoid": ops.sparse_sigmoid(d * 2.0), "sparsemax": ops.sparsemax(d * 2.0),
+        "sparsemax_axis1": ops.sparsemax(d * 3.0, axis=1),
+        # NaN and inf in statistics: a slice with a NaN gives NaN (NumPy's rule)
+        "quantile_nan": ops.quantile(z, 0.25, axis=-1), "median_nan": ops.median(z, axis=-1),
+        "percentile_nan": ops.percentile(z, 90.0, axis=1, method="nearest"),
+        "deg2rad": ops.deg2rad(d * 90.0), "rad2deg": ops.rad2deg(d),
+        "logaddexp2": ops.logaddexp2(d, p), "signbit": ops.signbit(ops.round(d)),
+        "isneginf": ops.isneginf(z), "isposinf": ops.isposinf(z), "copy": ops.copy(d),
+        "fmax": ops.fmax(z, d), "fmin": ops.fmin(d, z), "diff": ops.diff(d),
+        "diff_n2": ops.diff(d, n=2, axis=1),
+        "isclose": ops.isclose(d, ops.round(d, 1), rtol=0.01, atol=0.02),
+        "isclose_nan": ops.isclose(z, z, equal_nan=True),
+        "select": ops.select([d > 0.5, u < -0.2], [d, p], default=-1.0),
+        "nansum": ops.nansum(z, axis=-1), "nanmean": ops.nanmean(z, axis=1),
+        "nanmax": ops.nanmax(z, axis=-1, keepdims=True), "nanmin": ops.nanmin(z),
+        "saturate_cast": ops.saturate_cast(d * 300.0, "uint8"),
+        "saturate_cast_int8": ops.saturate_cast(d * 300.0, "int8"),
+        "saturate_cast_narrow": ops.saturate_cast(ops.cast(d * 300.0, "int32"), "int8"),
+        # +0.0 where u > 0.3, -0.0 elsewhere: Keras's argmax takes -0.0 < +0.0
+        "argmax_signed_zero": ops.argmax(ops.where(u > 0.3, 0.0, ops.negative(
+            ops.relu(u) * 0.0)), axis=-1),
+    }
+    return keras.Model({"u": u, "p": p, "z": z}, list(o.values()),
+                       name="ops_elementwise"), list(o)
+
+
+def _x_elementwise():
+    rng = _rng(1)
+    u = rng.uniform(-0.9, 0.9, (B, 3, 6)).astype("float32")
+    p = rng.uniform(0.2, 3.0, (B, 3, 6)).astype("float32")
+    z = rng.normal(size=(B, 3, 6)).astype("float32")
+    z[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    z[2, 1, 4] = np.nan
+    return {"u": u, "p": p, "z": z}
+
+
+def _zoo_reductions():
+    x = keras.Input((5, 6), name="x")
+    r = layers.ReLU(name="relu")(x)
+    o = {
+        "logsumexp": ops.logsumexp(x, axis=1), "logsumexp_all": ops.logsumexp(x),
+        "logsumexp_keep": ops.logsumexp(x, axis=(1, 2), keepdims=True),
+        "average": ops.average(x, axis=-1,
+                               weights=np.array([1, 2, 3, 0.5, 1, 4], "float32")),
+        "average_none": ops.average(x, axis=1),
+        "median": ops.median(x, axis=-1), "median_keep": ops.median(x, axis=1, keepdims=True),
+        "quantile": ops.quantile(x, 0.3, axis=-1),
+        "quantile_q": ops.quantile(x, np.array([0.1, 0.5, 0.95]), axis=1, keepdims=True),
+        "percentile": ops.percentile(x, 30.0, axis=-1),
+        # (6 - 1) * 0.3 = 1.5 and 5 * 0.5 = 2.5: NumPy's `nearest` rounds half to even
+        **{f"percentile_{m}": ops.percentile(x, np.array([30.0, 50.0, 100.0]), axis=-1,
+                                             method=m)
+           for m in ("lower", "higher", "midpoint", "nearest")},
+        "cumsum": ops.cumsum(x, axis=1), "cumsum_flat": ops.cumsum(x),
+        "cumprod": ops.cumprod(1.0 + 0.1 * x, axis=-1),
+        "cumsum_bool": ops.cumsum(r > 0, axis=-1),
+        "count_nonzero": ops.count_nonzero(r, axis=1), "count_nonzero_all": ops.count_nonzero(r),
+        "argmax": ops.argmax(x, axis=-1), "argmax_flat": ops.argmax(x),
+        "argmin": ops.argmin(x, axis=1, keepdims=True),
+        "sort": ops.sort(x, axis=1), "argsort": ops.argsort(x, axis=-1),
+        # (an int axis: see test_norm_int_axis)
+        "norm": ops.norm(x, axis=(-1,)), "norm_l1": ops.norm(x, ord=1, axis=(-1,)),
+        "norm_inf": ops.norm(x, ord=float("inf"), axis=(1,), keepdims=True),
+        "norm_0": ops.norm(r, ord=0, axis=(-1,)), "norm_all": ops.norm(x),
+        "norm_fro": ops.norm(x, ord="fro", axis=(1, 2)),
+        "norm_nuc": ops.norm(x, ord="nuc", axis=(1, 2)),
+        "norm_2": ops.norm(x, ord=2, axis=(1, 2)), "norm_m1": ops.norm(x, ord=-1, axis=(1, 2)),
+        "normalize": ops.normalize(x), "normalize_l1": ops.normalize(x, axis=1, order=1),
+        "ptp": ops.ptp(x, axis=1), "ptp_keep": ops.ptp(x, axis=-1, keepdims=True),
+        "trace": ops.trace(x, offset=1, axis1=1, axis2=2),
+    }
+    v, i = ops.top_k(x, 3)
+    m, var = ops.moments(x, axes=[1, 2])
+    mk, vk = ops.moments(x, axes=[-1], keepdims=True)
+    o.update({"top_k_values": v, "top_k_indices": i, "moments_mean": m, "moments_var": var,
+              "moments_keep_mean": mk, "moments_keep_var": vk})
+    out = layers.Dense(3, name="head")(o["logsumexp"])  # a weighted layer after them
+    o["dense_head"] = out
+    return keras.Model({"x": x}, list(o.values()), name="ops_reductions"), list(o)
+
+
+def _x_reductions():
+    x = _distinct((B, 5, 6), seed=3)
+    x[:, 1, 2] = 0.0  # zeros for count_nonzero / norm(ord=0) beyond the ReLU's
+    return {"x": x}
+
+
+def _zoo_shapes():
+    x = keras.Input((5, 6), name="x")
+    y = keras.Input((5, 6), name="y")
+    ix = keras.Input((3,), dtype="int32", name="ix")
+    o = {
+        "moveaxis": ops.moveaxis(x, 1, 2), "moveaxis_multi": ops.moveaxis(x, [0, 1], [2, 0]),
+        "swapaxes": ops.swapaxes(x, 1, 2), "ravel": ops.ravel(x),
+        "broadcast_to": ops.broadcast_to(x[0, :1], (2, 5, 6)),
+        "broadcast_to_cols": ops.broadcast_to(x[0, :, :1], (5, 6)),
+        "take": ops.take(x, np.array([0, 4, 2, -1]), axis=1),
+        "take_flat": ops.take(x, np.array([[3, 7], [1, 0]])),
+        "take_tensor": ops.take(x, ix, axis=2),
+        "take_along_axis": ops.take_along_axis(x, ops.argsort(y, axis=-1), axis=-1),
+        "slice": ops.slice(x[0], (1, 2), (3, 3)),
+        "pad_constant": ops.pad(x, ((0, 0), (1, 2), (0, 1)), constant_values=1.5),
+        "pad_default": ops.pad(x, ((0, 0), (2, 0), (1, 1))),
+        **{f"pad_{m}": ops.pad(x, ((0, 0), (2, 3), (1, 4)), mode=m)
+           for m in ("reflect", "symmetric", "edge", "wrap")},
+        "roll": ops.roll(x, 2, axis=1), "roll_multi": ops.roll(x, [1, -2], axis=[1, 2]),
+        "roll_flat": ops.roll(x, 7), "tril": ops.tril(x, k=1), "triu": ops.triu(x, -1),
+        "diagonal": ops.diagonal(x, offset=1, axis1=1, axis2=2),
+        "diag_matrix": ops.diag(x[0], k=-1), "diag_vector": ops.diag(x[0, 0], k=1),
+        "einsum": ops.einsum("bij,bkj->bik", x, y),
+        "dot": ops.dot(x, ops.swapaxes(y, 1, 2)), "tensordot": ops.tensordot(
+            x, y, axes=[[1, 2], [1, 2]]),
+        "tensordot_pairs": ops.tensordot(x[0], y[1], axes=[[1], [1]]),
+        "outer": ops.outer(x[:, 0], y[:, 1]), "inner": ops.inner(x, y),
+        "cross": ops.cross(x[..., :3], y[..., 3:]),
+        "cross_axis": ops.cross(x[:, :3], y[:, 2:], axis=1),
+        "kron": ops.kron(x[:, :2, :2], y[:, 1:3, :3]),
+        "append": ops.append(x, y, axis=1), "append_flat": ops.append(x, y),
+        "hstack": ops.hstack([x, y]), "vstack": ops.vstack([x, y]),
+        "dstack": ops.dstack([x, y]), "rot90": ops.rot90(x, 1, axes=(1, 2)),
+        "rot90_k3": ops.rot90(x, 3), "fliplr": ops.fliplr(x), "flipud": ops.flipud(x),
+        "full": ops.full((2, 3), x[0, 0, 0]), "full_like": ops.full_like(x, 2.5),
+        "full_like_int": ops.full_like(x, 3, dtype="int32"),
+        "linspace": ops.linspace(x[:, 0, 0], y[:, 0, 0], 5, axis=1),
+        "linspace_open": ops.linspace(x[:, 0], y[:, 1], 4, endpoint=False),
+    }
+    for name, parts in [("split", ops.split(x, 2, axis=-1)),
+                        ("split_at", ops.split(x, [1, 3], axis=1)),
+                        ("array_split", ops.array_split(x, 4, axis=-1)),
+                        ("hsplit", ops.hsplit(x, [2])), ("vsplit", ops.vsplit(x[1], [1, 3])),
+                        ("dsplit", ops.dsplit(x, 3)), ("unstack", ops.unstack(x, axis=1))]:
+        o.update({f"{name}_{i}": t for i, t in enumerate(parts)})
+    return keras.Model({"x": x, "y": y, "ix": ix}, list(o.values()), name="ops_shapes"), \
+        list(o)
+
+
+def _x_shapes():
+    return {"x": _distinct((B, 5, 6), seed=5), "y": _distinct((B, 5, 6), seed=7),
+            "ix": np.array([[0, 5, 2], [1, 1, 3], [4, 0, 2], [5, 5, 5]], "int32")}
+
+
+def _zoo_nn():
+    t = keras.Input((4, 3), dtype="int32", name="tok")
+    q = keras.Input((5, 2, 4), name="q")
+    k = keras.Input((6, 2, 4), name="k")
+    v = keras.Input((6, 2, 3), name="v")
+    x = keras.Input((3, 8), name="x")
+    img = keras.Input((4, 6, 8), name="img")
+    mask = np.ones((1, 2, 5, 6), bool)
+    mask[0, 1, 2, :] = False  # a row masked entirely: attends uniformly
+    mask[0, 0, :, 4] = False
+    bias = _rng(11).normal(size=(1, 2, 5, 6)).astype("float32")
+    keep = ops.greater(ops.einsum("btnh,bsnh->bnts", q, k), -0.5)  # a tensor mask
+    o = {
+        "one_hot": ops.one_hot(t, 5), "one_hot_axis": ops.one_hot(t, 6, axis=1),
+        "one_hot_int": ops.one_hot(t, 5, dtype="int32"), "multi_hot": ops.multi_hot(t, 5),
+        "dpa": ops.dot_product_attention(q, k, v),
+        "dpa_causal": ops.dot_product_attention(q, k, v, is_causal=True, scale=0.3),
+        "dpa_mask_bias": ops.dot_product_attention(q, k, v, bias=bias, mask=mask),
+        "dpa_tensor_mask": ops.dot_product_attention(q, k, v, mask=keep, is_causal=True),
+        "layer_norm": ops.layer_normalization(x), "layer_norm_params": ops.layer_normalization(
+            x, gamma=_rng(12).uniform(0.5, 1.5, 8).astype("float32"),
+            beta=_rng(13).normal(size=8).astype("float32"), epsilon=1e-3),
+        "layer_norm_axes": ops.layer_normalization(
+            x, gamma=_rng(14).uniform(0.5, 1.5, (3, 8)).astype("float32"), axis=[1, 2]),
+        "layer_norm_rms": ops.layer_normalization(
+            x, gamma=_rng(15).uniform(0.5, 1.5, 8).astype("float32"), rms_scaling=True),
+        "rms_norm": ops.rms_normalization(x), "rms_norm_scale": ops.rms_normalization(
+            x, scale=_rng(16).uniform(0.5, 1.5, 8).astype("float32"), epsilon=1e-2),
+        "depth_to_space": ops.nn.depth_to_space(img, 2),
+        "space_to_depth": ops.nn.space_to_depth(img, 2),
+        "depth_to_space_cf": ops.nn.depth_to_space(img, 2, data_format="channels_first"),
+        "space_to_depth_cf": ops.nn.space_to_depth(img, 2, data_format="channels_first"),
+    }
+    return keras.Model({"tok": t, "q": q, "k": k, "v": v, "x": x, "img": img},
+                       list(o.values()), name="ops_nn"), list(o)
+
+
+def _x_nn():
+    rng = _rng(21)
+    tok = rng.integers(0, 5, (B, 4, 3)).astype("int32")
+    tok[0, 0, 0] = -1  # one_hot of a negative index: zeros
+    return {"tok": tok, "q": rng.normal(size=(B, 5, 2, 4)).astype("float32"),
+            "k": rng.normal(size=(B, 6, 2, 4)).astype("float32"),
+            "v": rng.normal(size=(B, 6, 2, 3)).astype("float32"),
+            "x": rng.normal(1.0, 2.0, (B, 3, 8)).astype("float32"),
+            "img": rng.normal(size=(B, 4, 6, 8)).astype("float32")}
+
+
+def _zoo_image():
+    img = keras.Input((8, 10, 3), name="img")
+    cf = keras.Input((3, 8, 10), name="cf")
+    vol = keras.Input((4, 6, 4, 2), name="vol")
+    o = {
+        "resize_bilinear": ops.image.resize(img, (5, 6)),
+        "resize_up": ops.image.resize(img, (11, 17)),
+        "resize_nearest": ops.image.resize(img, (13, 7), interpolation="nearest"),
+        "resize_bicubic_aa": ops.image.resize(img, (5, 4), interpolation="bicubic",
+                                              antialias=True),
+        "resize_bilinear_aa": ops.image.resize(img, (3, 7), antialias=True),
+        "resize_lanczos3": ops.image.resize(img, (12, 9), interpolation="lanczos3"),
+        "resize_lanczos5": ops.image.resize(img, (6, 6), interpolation="lanczos5"),
+        "resize_crop": ops.image.resize(img, (6, 6), crop_to_aspect_ratio=True),
+        "resize_pad": ops.image.resize(img, (6, 6), pad_to_aspect_ratio=True,
+                                       fill_value=0.5),
+        "resize_pad_w": ops.image.resize(img, (4, 9), pad_to_aspect_ratio=True),
+        "resize_cf": ops.image.resize(cf, (5, 12), data_format="channels_first"),
+        "resize_crop_cf": ops.image.resize(cf, (9, 3), crop_to_aspect_ratio=True,
+                                           data_format="channels_first"),
+        "patches": ops.image.extract_patches(img, 4),
+        "patches_rect": ops.image.extract_patches(img, (3, 2), strides=(2, 3),
+                                                  dilation_rate=2, padding="same"),
+        "patches_cf": ops.image.extract_patches(cf, 2, strides=3,
+                                                data_format="channels_first"),
+        "patches_3d": ops.image.extract_patches(vol, (2, 3, 2), strides=(2, 2, 1)),
+        "gray": ops.image.rgb_to_grayscale(img),
+        "gray_cf": ops.image.rgb_to_grayscale(cf, data_format="channels_first"),
+        "pad_images": ops.image.pad_images(img, 1, 2, target_height=12, target_width=14),
+        "pad_images_br": ops.image.pad_images(img, bottom_padding=2, right_padding=1,
+                                              target_height=11, target_width=12),
+        "pad_images_cf": ops.image.pad_images(cf, 1, 0, 2, 3, data_format="channels_first"),
+        "crop_images": ops.image.crop_images(img, 1, 2, target_height=5, target_width=5),
+        "crop_images_br": ops.image.crop_images(img, bottom_cropping=2, right_cropping=3,
+                                                target_height=4, target_width=6),
+        "crop_images_cf": ops.image.crop_images(cf, 1, 2, 3, 1,
+                                                data_format="channels_first"),
+    }
+    return keras.Model({"img": img, "cf": cf, "vol": vol}, list(o.values()),
+                       name="ops_image"), list(o)
+
+
+def _x_image():
+    rng = _rng(31)
+    return {"img": rng.uniform(0, 1, (B, 8, 10, 3)).astype("float32"),
+            "cf": rng.uniform(0, 1, (B, 3, 8, 10)).astype("float32"),
+            "vol": rng.normal(size=(B, 4, 6, 4, 2)).astype("float32")}
+
+
+ZOOS = {"elementwise": (_zoo_elementwise, _x_elementwise),
+        "reductions": (_zoo_reductions, _x_reductions),
+        "shapes": (_zoo_shapes, _x_shapes), "nn": (_zoo_nn, _x_nn),
+        "image": (_zoo_image, _x_image)}
+H5_ZOOS = ("elementwise", "reductions", "shapes")  # Average, Dot: layer names too
+
+
+def _compare(names, ours, ref):
+    assert len(ours) == len(ref) == len(names)
+    bad = {}
+    for name, a, r in zip(names, ours, ref):
+        a, r = np.asarray(a), np.asarray(r)
+        if a.shape != r.shape:
+            bad[name] = f"shape {a.shape} != {r.shape}"
+        elif r.dtype.kind in "biu" or a.dtype.kind in "biu":
+            if a.dtype.kind != r.dtype.kind or not np.array_equal(a, r):
+                bad[name] = f"{a.dtype} vs {r.dtype}, equal={np.array_equal(a, r)}"
+        else:
+            fin = np.isfinite(r)
+            if not np.array_equal(fin, np.isfinite(a)) or not np.array_equal(
+                    np.isnan(r), np.isnan(a)):
+                bad[name] = "non-finite entries differ"
+            elif fin.any() and rel_err(np.where(fin, a, 0), np.where(fin, r, 0)) > TOL:
+                bad[name] = f"rel err {rel_err(np.where(fin, a, 0), np.where(fin, r, 0)):.2e}"
+    assert not bad, bad
+
+
+@pytest.fixture(scope="module")
+def zoo_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ops")
+    keras.utils.set_random_seed(0)
+    out = {}
+    for key, (build, inputs) in ZOOS.items():
+        with warnings.catch_warnings():  # Keras's own, on purpose: NumPy's floating-point
+            # warnings on the NaN/inf inputs and divide_no_nan's zeros; layer_normalization's
+            # rms_scaling=True is deprecated
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+            warnings.filterwarnings("ignore", ".*rms_scaling=True", UserWarning)
+            model, names = build()
+            x = inputs()
+            ref = model(x)
+        paths = {".keras": d / f"{key}.keras"}
+        model.save(paths[".keras"])
+        if key in H5_ZOOS:
+            paths[".h5"] = d / f"{key}.h5"
+            model.save(paths[".h5"])
+        out[key] = (paths, names, x, [np.asarray(r) for r in ref])
+    return out
+
+
+@pytest.mark.parametrize("key,ext", [(k, ".keras") for k in ZOOS] +
+                         [(k, ".h5") for k in H5_ZOOS])
+def test_ops_match_keras(zoo_files, key, ext):
+    paths, names, x, ref = zoo_files[key]
+    m = load_keras(paths[ext])
+    _compare(names, m(x), ref)
+
+
+#: Operation converters older than this file (exercised, where at all, by the layer zoos of
+#: test_import_layers.py and the mask tests); every later one must be in a zoo here.
+_OLDER_OPS = {f"ops.{c}" for c in """Abs Absolute Add All Amax Amin Any Ceil Clip Concatenate
+    ConvertToTensor Cos Divide Elu Equal Erf Exp ExpandDims Expm1 Flip Floor FloorDivide Gelu
+    GetItem HardSigmoid HardSilu HardSwish LeakyRelu Log Log1p LogSigmoid LogSoftmax LogicalAnd
+    LogicalNot LogicalOr Matmul Max Maximum Mean Min Minimum Mod Multiply Negative NotEqual
+    OnesLike Power Prod Reciprocal Relu Relu6 Repeat Reshape Selu Sigmoid Sign Silu Swish Sin
+    Softmax Softplus Softsign Sqrt Square Squeeze Stack Std Subtract Sum Tanh Tile Transpose
+    TrueDivide Var Where ZerosLike""".split()}
+
+
+def test_zoos_cover_the_op_converters():
+    import model_import
+
+    seen = set()
+    for build, _ in ZOOS.values():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*rms_scaling=True", UserWarning)
+            model, _ = build()
+        seen |= {f"ops.{lay['class_name']}" for lay in model.get_config()["layers"]
+                 if str(lay.get("module", "")).startswith("keras.src.ops")}
+    registered = {c for c in model_import.registered_classes() if c.startswith("ops.")}
+    missing = registered - _OLDER_OPS - seen
+    assert not missing, f"operation converters without a differential test: {sorted(missing)}"
+
+
+def test_ops_gradients_are_finite(zoo_files):
+    """The float outputs of the elementwise zoo are differentiable in the inputs (masked
+    divisions included): jax.grad gives finite values."""
+    paths, names, x, ref = zoo_files["elementwise"]
+    m = load_keras(paths[".keras"])
+    floats = [i for i, r in enumerate(ref) if r.dtype.kind == "f" and np.isfinite(r).all()
+              and names[i] != "stop_gradient"]
+
+    def total(up):
+        outs = m.apply(m.params, {**x, **up})
+        return sum(jnp.sum(outs[i].astype(jnp.float32)) for i in floats)
+
+    g = jax.jit(jax.grad(total))({"u": jnp.asarray(x["u"]), "p": jnp.asarray(x["p"])})
+    for v in g.values():
+        assert np.isfinite(np.asarray(v)).all() and float(jnp.abs(v).sum()) > 0
+
+
+def test_stop_gradient_stops_gradients(zoo_files):
+    paths, names, x, ref = zoo_files["elementwise"]
+    m = load_keras(paths[".keras"])
+    i, j = names.index("stop_gradient"), names.index("sinh")  # both of Dense(u)
+    u = jnp.asarray(x["u"])
+    outs = jax.jit(lambda u: m.apply(m.params, {**x, "u": u}))
+    g_stop = jax.grad(lambda u: jnp.sum(outs(u)[i]))(u)
+    g_sinh = jax.grad(lambda u: jnp.sum(outs(u)[j]))(u)
+    assert not np.asarray(g_stop).any() and np.asarray(g_sinh).any()
+
+
+def test_grouped_query_attention(tmp_path):
+    """Query heads grouped over fewer key/value heads (as Keras's JAX backend computes it;
+    the NumPy backend refuses): equal to attention with the key/value heads repeated."""
+    q = keras.Input((5, 4, 3), name="q")
+    k = keras.Input((6, 2, 3), name="k")
+    v = keras.Input((6, 2, 3), name="v")
+    gqa = keras.Model([q, k, v], ops.dot_product_attention(q, k, v, is_causal=True))
+    rep = keras.Model([q, k, v], ops.dot_product_attention(
+        q, ops.repeat(k, 2, axis=2), ops.repeat(v, 2, axis=2), is_causal=True))
+    rng = _rng(41)
+    xs = [rng.normal(size=(2, 5, 4, 3)).astype("float32"),
+          rng.normal(size=(2, 6, 2, 3)).astype("float32"),
+          rng.normal(size=(2, 6, 2, 3)).astype("float32")]
+    gqa.save(tmp_path / "gqa.keras")
+    ours = load_keras(tmp_path / "gqa.keras")(xs)
+    assert rel_err(ours, rep(xs)) < TOL
+
+
+def test_norm_int_axis(tmp_path):
+    """``norm(x, axis=-1)``: Keras's Norm turns the int into a list, which its JAX and
+    NumPy backends reject when the model runs; the file still means the vector norm."""
+    x = keras.Input((5, 6), name="x")
+    keras.Model(x, [ops.norm(x, ord=1, axis=-1), ops.norm(x, axis=1, keepdims=True)]).save(
+        tmp_path / "norm.keras")
+    a = _distinct((B, 5, 6), seed=9)
+    ours = load_keras(tmp_path / "norm.keras")(a)
+    assert rel_err(ours[0], np.linalg.norm(a, 1, axis=-1)) < TOL
+    assert rel_err(ours[1], np.linalg.norm(a, axis=1, keepdims=True)) < TOL
+
+
+def _edited(model, class_name, **changes):
+    """``model``'s architecture with ``changes`` made to the config of its (one) operation
+    of class ``class_name``: configurations Keras refuses to build on this platform."""
+    cfg = json.loads(model.to_json())
+    [op] = [lc for lc in cfg["config"]["layers"] if lc["class_name"] == class_name]
+    op["config"].update(changes)
+    return cfg
+
+
+@pytest.mark.parametrize("make,cls,changes,match", [
+    (lambda x: ops.quantile(x, 0.5, axis=-1, method="lower"), None, {},
+     "ignores the method"),
+    (lambda x: ops.pad(x, ((0, 0), (1, 1)), mode="mean"), None, {}, "pad mode 'mean'"),
+    (lambda x: ops.dot_product_attention(*[ops.reshape(x, (-1, 3, 2, 2))] * 3),
+     "DotProductAttention", {"attn_logits_soft_cap": 5.0}, "soft_cap"),
+    (lambda x: ops.linspace(x[:, 0], x[:, 1], 3), "Linspace", {"retstep": True}, "retstep"),
+    (lambda x: ops.image.resize(ops.reshape(x, (-1, 2, 2, 3)), (3, 3)), "Resize",
+     {"interpolation": "area"}, "interpolation 'area'"),
+], ids=["quantile_method", "pad_mean", "dpa_soft_cap", "linspace_retstep", "resize_area"])
+def test_refused_configurations(tmp_path, make, cls, changes, match):
+    """Configurations whose Keras result the converters do not reproduce are refused with
+    an error naming the operation."""
+    x = keras.Input((12,), name="x")
+    model = keras.Model(x, make(x))
+    model.save(tmp_path / "m.keras")
+    config = _edited(model, cls, **changes) if cls else None
+    with pytest.raises(UnsupportedLayerError, match=match):
+        load_keras(tmp_path / "m.keras", config=config)
