@@ -697,7 +697,8 @@ class GraphBuilder:
                 name, cls, path=self.path,
                 detail=f"no converter is registered for this class{where}")
         ctx = ConvertContext(layer_name=name, class_name=cls, keras_version=self.keras_version,
-                             path=self.path, build_subgraph=None)
+                             path=self.path, build_subgraph=None,
+                             custom_layers=self.custom or None)
         try:
             impl = conv(cfg, ctx)
         except (UnsupportedLayerError, KerasImportError):

@@ -135,6 +135,41 @@ def _channel_scale_converter(config, ctx):
     return LayerImpl(call=call, convert_weights=lambda w: {"scale": w[0]}, n_weights=1)
 
 
+def test_custom_converters_reach_wrapped_and_pipeline_layers(tmp_path):
+    # `custom_layers=` serves a custom layer inside TimeDistributed and inside a Pipeline as
+    # it serves one in the model itself
+    @keras.saving.register_keras_serializable(package="jaxsal_test")
+    class ShapedScale(keras.layers.Layer):  # TimeDistributed needs the output shape
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones",
+                                         name="scale")
+
+        def call(self, x):
+            return x * self.scale + 1.0
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    scale_cls = ShapedScale
+    inp = keras.Input((3, 6, 6, 2))
+    h = keras.layers.TimeDistributed(scale_cls(name="inner"), name="td")(inp)
+    h = keras.layers.Reshape((18, 6, 2))(h)
+    h = keras.layers.Pipeline([scale_cls(name="p_scale"), keras.layers.Rescaling(0.5)],
+                              name="prep")(h)
+    km = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
+    km.get_layer("td").layer.set_weights([np.array([0.5, -2.0], np.float32)])
+    km.get_layer("prep").layers[0].set_weights([np.array([1.5, 0.25], np.float32)])
+    x = np.random.default_rng(1).normal(size=(2, 3, 6, 6, 2)).astype(np.float32)
+    ref = np.asarray(km.predict(x, verbose=0))
+    for ext in (".keras", ".h5"):
+        p = tmp_path / f"wrapped_custom{ext}"
+        km.save(p)
+        err = _raises_import_error(p)
+        assert isinstance(err, UnsupportedLayerError) and "custom_layers" in str(err)
+        m = load_keras(p, custom_layers={"ShapedScale": _channel_scale_converter})
+        np.testing.assert_allclose(np.asarray(m(x)), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_unknown_custom_class_names_file_layer_class_and_fix(tmp_path):
     _, paths = _custom_model(tmp_path)
     for p in paths:

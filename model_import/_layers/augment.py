@@ -114,8 +114,7 @@ def _pipeline(config, ctx):
     Sequential model named like the pipeline. Keras keeps the sublayers' weights as it keeps
     a nested model's (``.keras``: ``layers/pipeline/layers/<layer>/vars``; ``.h5``: one group
     whose weight names carry the sublayers' names), so they load the same way. Its layers
-    find converters in the registry (``register_layer``); those passed to ``load_keras`` as
-    ``custom_layers`` do not reach them, as a converter is not told of them."""
+    find converters as the model's own do (``custom_layers=``, then the registry)."""
     from model_import._graph import GraphBuilder  # _graph imports this package
 
     sub_layers = config.get("layers")
@@ -125,7 +124,8 @@ def _pipeline(config, ctx):
                         f"{str(sub_layers)[:200]}")
     if not sub_layers:
         return LayerImpl(call=_identity)
-    builder = GraphBuilder(keras_version=ctx.keras_version, path=ctx.path)
+    builder = GraphBuilder(keras_version=ctx.keras_version, path=ctx.path,
+                           custom_layers=ctx.custom_layers)
     sub = builder.build({"class_name": "Sequential",
                          "config": {"name": ctx.layer_name, "layers": list(sub_layers)}})
     return LayerImpl(call=None, subgraph=sub, n_weights=None)

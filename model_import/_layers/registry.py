@@ -94,6 +94,9 @@ class ConvertContext:
     keras_version: str = "3"
     path: str | None = None
     build_subgraph: Callable[[str, dict], Any] | None = None
+    #: the ``custom_layers=`` converters of this load: a converter that converts layers it
+    #: holds (wrappers, ``Pipeline``) finds them here first, then in the registry
+    custom_layers: Mapping[str, Converter] | None = None
 
     @property
     def keras_major(self) -> int:

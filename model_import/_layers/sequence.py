@@ -518,10 +518,11 @@ def convert_inner(layer_cfg: Mapping[str, Any], ctx: ConvertContext) -> tuple[st
         raise ctx.error(f"expected the wrapped layer's config, got {str(layer_cfg)[:200]}")
     cls = str(layer_cfg["class_name"]).split(">")[-1]
     cfg = dict(layer_cfg.get("config") or {})
-    conv = lookup(cls)
+    conv = lookup(cls, ctx.custom_layers)
     if conv is None:
-        raise ctx.error(f"it wraps a {cls} layer, which has no converter (register one with "
-                        "model_import.register_layer)")
+        raise ctx.error(f"it wraps a {cls} layer, which has no converter (pass one as "
+                        f"load_keras(..., custom_layers={{{cls!r}: converter}}) or register it "
+                        "with model_import.register_layer)")
     sub = dataclasses.replace(ctx, layer_name=f"{ctx.layer_name}/{cfg.get('name', cls)}",
                               class_name=cls)
     impl = conv(cfg, sub)
