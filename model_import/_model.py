@@ -76,8 +76,16 @@ class _Unresolved:
     index: int
 
 
+#: Keras operations whose output axes may be any arrangement of their inputs' (an einsum
+#: can put the channel axis anywhere): the layout after them is unknown
+_AXIS_MOVING_OPS = frozenset({"ops.Einsum", "ops.Tensordot", "ops.Rot90", "ops.Dot",
+                              "ops.Kron", "ops.Outer", "ops.Inner"})
+
+
 def _rearranges(spec: LayerSpec) -> bool:
     """Whether a layer may move axes around (its output's layout is not its input's)."""
+    if spec.class_name in _AXIS_MOVING_OPS:
+        return True
     words = ("permute", "reshape", "transpose", "swapaxes", "moveaxis", "rearrange")
     text = (spec.class_name + " " + str(spec.config.get("function", ""))).lower()
     return any(w in text for w in words)

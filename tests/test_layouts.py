@@ -289,6 +289,24 @@ def test_permute_to_channels_first_inside_the_model(tmp_path):
         np.testing.assert_allclose(fn(m, x, [0, 1]), fn(t, x, [0, 1]), **TOL)
 
 
+def test_an_einsum_that_moves_the_channel_axis_leaves_the_layout_unknown(tmp_path):
+    """After ``keras.ops.einsum("nchw->nhwc", ...)`` in a channels-first model the channel
+    axis is last: the layers until the next declared layout have no known layout, and a CAM
+    there is refused instead of reading a spatial axis as channels."""
+    inp = keras.Input((2, 8, 8))
+    h = layers.Conv2D(4, 3, padding="same", data_format="channels_first", name="c")(inp)
+    h = layers.Activation("relu", name="act")(keras.ops.einsum("nchw->nhwc", h))
+    h = layers.Conv2D(4, 3, name="c2")(h)
+    m = _load(keras.Model(inp, layers.Dense(3)(layers.GlobalAveragePooling2D()(h))),
+              tmp_path, "einsum")
+    assert m.layer_data_format("c") == "channels_first"
+    assert m.layer_data_format("act") is None
+    assert m.layer_data_format("c2") == "channels_last"
+    assert "act" not in jaxsal.spatial_layers(m)
+    with pytest.raises(ValueError, match="spatial axes and a channel axis"):
+        jaxsal.gradcam(m, np.ones((1, 2, 8, 8), np.float32), layer="act")
+
+
 def test_maximize_refuses_a_channels_first_function_model():
     """A plain channels-first function has no channels-last view to optimize through: an
     error, not images optimized along the wrong axes."""
