@@ -78,6 +78,16 @@ def save_all_formats(model, directory, name: str) -> dict:
     return paths
 
 
+def load_saved(paths: dict, ext: str, model):
+    """``paths[ext]`` (from :func:`save_all_formats`) loaded by ``model_import``; a
+    ``.weights.h5`` with ``model``'s architecture."""
+    from model_import import load_keras
+
+    if ext == ".weights.h5":
+        return load_keras(paths[ext], config=model.to_json())
+    return load_keras(paths[ext])
+
+
 def keras_outputs(model, names, x) -> dict:
     """``{layer name: output}`` of the named layers of a Keras ``model`` on ``x`` (a layer
     with several outputs gives a tuple), in one inference call."""

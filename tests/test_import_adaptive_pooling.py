@@ -14,9 +14,8 @@ import pytest
 keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
-from import_helpers import (keras_outputs, layer_errors, perturb_keras,  # noqa: E402
+from import_helpers import (keras_outputs, layer_errors, load_saved, perturb_keras,  # noqa: E402
                             rel_err, save_all_formats)
-from model_import import load_keras  # noqa: E402
 from model_import._layers.pooling import adaptive_bins  # noqa: E402
 
 TOL = 1e-5
@@ -71,8 +70,7 @@ def zoo(tmp_path_factory):
 @pytest.mark.parametrize("ext", [".keras", ".h5", ".weights.h5"])
 def test_adaptive_pooling_matches_keras(zoo, ext):
     km, x, ref, paths = zoo
-    m = (load_keras(paths[ext], config=km.to_json()) if ext == ".weights.h5"
-         else load_keras(paths[ext]))
+    m = load_saved(paths, ext, km)
     y, acts = m.apply(m.params, x, capture=NAMES)
     errs = layer_errors(acts, ref)
     assert max(errs.values()) <= TOL, {k: v for k, v in errs.items() if v > TOL}

@@ -27,7 +27,8 @@ import pytest
 keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
-from import_helpers import keras_outputs, perturb_keras, rel_err, save_all_formats  # noqa: E402
+from import_helpers import (keras_outputs, load_saved, perturb_keras, rel_err,  # noqa: E402
+                            save_all_formats)
 from model_import import UnsupportedLayerError, load_keras  # noqa: E402
 from model_import._layers.encoding import digitize, encode  # noqa: E402
 
@@ -109,8 +110,7 @@ def zoo(tmp_path_factory):
 @pytest.mark.parametrize("ext", [".keras", ".h5", ".weights.h5"])
 def test_encodings_match_keras_exactly(zoo, ext):
     km, names, x, ref, paths = zoo
-    m = (load_keras(paths[ext], config=km.to_json()) if ext == ".weights.h5"
-         else load_keras(paths[ext]))
+    m = load_saved(paths, ext, km)
     y, acts = m.apply(m.params, x, capture=names)
     for n in names:
         got = np.asarray(acts[n])

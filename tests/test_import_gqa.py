@@ -22,7 +22,7 @@ import pytest
 keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
-from import_helpers import (keras_outputs, layer_errors, perturb_keras,  # noqa: E402
+from import_helpers import (keras_outputs, layer_errors, load_saved, perturb_keras,  # noqa: E402
                             rel_err, save_all_formats)
 from model_import import (KerasImportError, UnsupportedLayerError, build_model,  # noqa: E402
                           load_keras)
@@ -124,16 +124,10 @@ def zoo(tmp_path_factory):
     return km, x, ref, save_all_formats(km, tmp_path_factory.mktemp("gqa"), "gqa")
 
 
-def _load(paths, ext, km):
-    if ext == ".weights.h5":
-        return load_keras(paths[ext], config=km.to_json())
-    return load_keras(paths[ext])
-
-
 @pytest.mark.parametrize("ext", [".keras", ".h5", ".weights.h5"])
 def test_gqa_matches_keras(zoo, ext):
     km, x, ref, paths = zoo
-    m = _load(paths, ext, km)
+    m = load_saved(paths, ext, km)
     y, acts = m.apply(m.params, x, capture=COMPARED)
     errs = layer_errors(acts, ref)
     assert max(errs.values()) <= TOL, {k: v for k, v in errs.items() if v > TOL}
@@ -320,7 +314,7 @@ def test_reversible_embedding_matches_keras(tmp_path):
     km.save(tmp_path / "r.h5")
     km.save_weights(tmp_path / "r.weights.h5")
     for ext in (".keras", ".h5", ".weights.h5"):
-        m = _load({ext: tmp_path / f"r{ext}"}, ext, km)
+        m = load_saved({ext: tmp_path / f"r{ext}"}, ext, km)
         ours = m(x)
         errs = [rel_err(a, b) for a, b in zip(ours, ref)]
         assert max(errs) <= TOL, (ext, errs)

@@ -17,7 +17,8 @@ import pytest
 keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
-from import_helpers import keras_outputs, perturb_keras, rel_err, save_all_formats  # noqa: E402
+from import_helpers import (keras_outputs, load_saved, perturb_keras, rel_err,  # noqa: E402
+                            save_all_formats)
 from model_import import KerasImportError, UnsupportedLayerError, load_keras  # noqa: E402
 
 TOL = 1e-5
@@ -64,8 +65,7 @@ def zoo(tmp_path_factory):
 @pytest.mark.parametrize("ext", [".keras", ".h5", ".weights.h5"])
 def test_spectral_normalization_matches_keras(zoo, ext):
     km, x, ref, paths = zoo
-    m = (load_keras(paths[ext], config=km.to_json()) if ext == ".weights.h5"
-         else load_keras(paths[ext]))
+    m = load_saved(paths, ext, km)
     y, acts = m.apply(m.params, x, capture=NAMES)
     for n in NAMES:
         assert rel_err(acts[n], ref[n]) <= TOL, (n, rel_err(acts[n], ref[n]))
