@@ -68,32 +68,51 @@ def _named(keras_major: int) -> dict[str, Callable[[Array, Runtime], Array]]:
         "log_sigmoid": lambda x, rt: jax.nn.log_sigmoid(x),
         "hard_tanh": lambda x, rt: jnp.clip(x, -1.0, 1.0),
         "tanh_shrink": lambda x, rt: x - jnp.tanh(x),
-        "soft_shrink": lambda x, rt: jnp.where(x > 0.5, x - 0.5, jnp.where(x < -0.5, x + 0.5, 0.0)),
-        "hard_shrink": lambda x, rt: jnp.where(jnp.abs(x) > 0.5, x, 0.0),
-        "squareplus": lambda x, rt: (x + jnp.sqrt(x * x + 4.0)) / 2.0,
-        "sparse_plus": lambda x, rt: jnp.where(x <= -1, 0.0, jnp.where(x >= 1, x, (x + 1) ** 2 / 4)),
+        "soft_shrink": lambda x, rt: soft_shrink(x),
+        "hard_shrink": lambda x, rt: hard_shrink(x),
+        "squareplus": lambda x, rt: squareplus(x),
+        "sparse_plus": lambda x, rt: sparse_plus(x),
         "sparse_sigmoid": lambda x, rt: jnp.clip(0.5 * (x + 1.0), 0.0, 1.0),
-        "glu": lambda x, rt: _glu(x),
-        "sparsemax": lambda x, rt: _sparsemax(x),
+        "glu": lambda x, rt: glu(x),
+        "sparsemax": lambda x, rt: sparsemax(x),
     }
 
 
-def _glu(x):
-    a, b = jnp.split(x, 2, axis=-1)
+# Functions shared by the activation strings (default parameters) and the Keras operations
+# of the same name (keras.ops.soft_shrink(x, threshold), ...: model_import._layers.ops).
+def soft_shrink(x, t=0.5):
+    return jnp.where(x > t, x - t, jnp.where(x < -t, x + t, jnp.zeros((), x.dtype)))
+
+
+def hard_shrink(x, t=0.5):
+    return jnp.where(jnp.abs(x) > t, x, jnp.zeros((), x.dtype))
+
+
+def squareplus(x, b=4.0):
+    return (x + jnp.sqrt(x * x + b)) / 2
+
+
+def sparse_plus(x):
+    return jnp.where(x <= -1, 0.0, jnp.where(x < 1, 0.25 * (x + 1) ** 2, x)).astype(x.dtype)
+
+
+def glu(x, axis=-1):
+    a, b = jnp.split(x, 2, axis)
     return a * jax.nn.sigmoid(b)
 
 
-def _sparsemax(x):
+def sparsemax(x, axis=-1):
     # Keras's sparsemax (all backends): the support is the usual one, but the threshold is
     # (sum over the support of the cumulative sums - 1) / k, not (cumsum_k - 1) / k as in
     # Martins & Astudillo (2016). Models trained with Keras saw Keras's values: match them.
+    x = jnp.moveaxis(x, axis, -1)
     z = jnp.sort(x, axis=-1)[..., ::-1]
     k = jnp.arange(1, x.shape[-1] + 1, dtype=x.dtype)
     cums = jnp.cumsum(z, axis=-1)
     support = z - (cums - 1) / k > 0
     k_max = jnp.sum(support, axis=-1, keepdims=True)
     tau = (jnp.sum(jnp.where(support, cums, 0.0), axis=-1, keepdims=True) - 1) / k_max
-    return jnp.maximum(x - tau, 0.0)
+    return jnp.moveaxis(jnp.maximum(x - tau, 0.0), -1, axis)
 
 
 ACTIVATION_NAMES = tuple(sorted(_named(3)))

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._layers.activations import _hard_sigmoid_k3, relu_family
+from model_import._layers.activations import (_hard_sigmoid_k3, glu, hard_shrink, relu_family,
+                                              soft_shrink, sparse_plus, sparsemax, squareplus)
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -267,10 +268,6 @@ def _data_format(cfg):
     return fmt
 
 
-def _sparse_plus(x):
-    return jnp.where(x <= -1, 0.0, jnp.where(x < 1, 0.25 * (x + 1) ** 2, x)).astype(x.dtype)
-
-
 for _names, _fn in [
     (("Tan",), jnp.tan), (("Sinh",), jnp.sinh), (("Cosh",), jnp.cosh),
     (("Arcsin",), jnp.arcsin), (("Arccos",), jnp.arccos), (("Arctan",), jnp.arctan),
@@ -286,7 +283,7 @@ for _names, _fn in [
     (("LogicalXor",), jnp.logical_xor), (("StopGradient",), jax.lax.stop_gradient),
     (("HardTanh",), lambda x: jnp.clip(x, -1.0, 1.0).astype(jnp.asarray(x).dtype)),
     (("TanhShrink",), lambda x: x - jnp.tanh(x)),
-    (("SparsePlus",), _sparse_plus),
+    (("SparsePlus",), sparse_plus),
     (("SparseSigmoid",), lambda x: jnp.clip(0.5 * (x + 1.0), 0.0, 1.0).astype(x.dtype)),
     (("Ravel",), jnp.ravel), (("Fliplr",), jnp.fliplr), (("Flipud",), jnp.flipud),
     (("Dot",), jnp.dot), (("Outer",), jnp.outer), (("Inner",), jnp.inner),
@@ -377,22 +374,20 @@ def _glu(cfg):
     def f(rt, x):
         if x.shape[axis] % 2:
             raise ValueError(f"glu: axis size must be even, got shape {x.shape}")
-        a, b = jnp.split(x, 2, axis)
-        return a * jax.nn.sigmoid(b)
+        return glu(x, axis)
     return f
 
 
 @_op("HardShrink")
 def _hard_shrink(cfg):
     t = float(cfg.get("threshold", 0.5))
-    return lambda rt, x: jnp.where(jnp.abs(x) > t, x, jnp.zeros((), x.dtype))
+    return lambda rt, x: hard_shrink(x, t)
 
 
 @_op("SoftShrink")
 def _soft_shrink(cfg):
     t = float(cfg.get("threshold", 0.5))
-    return lambda rt, x: jnp.where(x > t, x - t, jnp.where(x < -t, x + t,
-                                                             jnp.zeros((), x.dtype)))
+    return lambda rt, x: soft_shrink(x, t)
 
 
 @_op("Threshold")
@@ -404,24 +399,13 @@ def _threshold(cfg):
 @_op("Squareplus")
 def _squareplus(cfg):
     b = float(cfg.get("b", 4))
-    return lambda rt, x: (x + jnp.sqrt(x * x + b)) / 2
+    return lambda rt, x: squareplus(x, b)
 
 
 @_op("Sparsemax")
 def _sparsemax(cfg):
     axis = int(cfg.get("axis", -1))
-
-    def f(rt, x):  # Keras's JAX backend, step by step
-        s = -jnp.sort(-x, axis=axis)
-        cs = jnp.cumsum(s, axis=axis)
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        r = jnp.arange(1, x.shape[axis] + 1).reshape(shape)
-        support = s - (cs - 1) / r > 0
-        k = jnp.sum(support, axis=axis, keepdims=True)
-        tau = (jnp.sum(jnp.where(support, cs, 0.0), axis=axis, keepdims=True) - 1) / k
-        return jnp.maximum(x - tau, 0.0)
-    return f
+    return lambda rt, x: sparsemax(x, axis)
 
 
 # ------------------------------------------------------------------ reductions, statistics
