@@ -117,6 +117,21 @@ class LegacyH5Weights(WeightSource):
     def _names(self, g) -> list[str]:
         return _list_attr(g.attrs, "weight_names") or []
 
+    def name_nested_sequentials(self, cfg: dict) -> dict:
+        """``cfg`` with names for the unnamed nested models of a Sequential model.
+
+        Keras 2.1 writes a Sequential's config as the bare list of its layers, so a
+        Sequential nested in a Sequential has no name in the architecture. Its weights group
+        has one, and the file's ``layer_names`` lists the outer model's layers in order:
+        such an entry takes the name at its position (when the counts agree)."""
+        names = _list_attr(self.group.attrs, "layer_names")
+        entries = cfg.get("config") if cfg.get("class_name") == "Sequential" else None
+        if not names or not isinstance(entries, list) or len(entries) != len(names):
+            return cfg
+        return dict(cfg, config=[
+            dict(e, name=n) if isinstance(e, dict) and isinstance(e.get("config"), list)
+            and not e.get("name") else e for e, n in zip(entries, names)])
+
     def _assign_nested(self, top: str) -> dict[tuple, list[str]]:
         if top in self._nested:
             return self._nested[top]

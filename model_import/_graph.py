@@ -632,6 +632,19 @@ def _input_shape(cfg) -> tuple | None:
     return None if shp is None else tuple(shp[1:])
 
 
+def _first_input_shape(layer_cfg) -> tuple | None:
+    """The input shape recorded by the first layer of a Sequential model without an
+    ``InputLayer``. A nested model there records none of its own: its own first layer's
+    (Keras 2.1 writes a Sequential's config as the bare list of its layers)."""
+    cfg = layer_cfg.get("config") or {}
+    if isinstance(cfg, list):
+        cfg = {"layers": cfg}
+    shape = _input_shape(cfg)
+    if shape is None and layer_cfg.get("class_name") in MODEL_CLASSES and cfg.get("layers"):
+        return _first_input_shape(cfg["layers"][0])
+    return shape
+
+
 class GraphBuilder:
     """Builds :class:`Graph` objects from configs, converting each layer with the registry."""
 
@@ -659,7 +672,9 @@ class GraphBuilder:
         cls = layer_cfg.get("class_name")
         if not isinstance(cls, str):
             raise self._err(f"a layer entry has no class_name: {str(layer_cfg)[:200]}")
-        cfg = dict(layer_cfg.get("config") or {})
+        raw_cfg = layer_cfg.get("config") or {}
+        # Keras 2.1 writes a Sequential's config as the bare list of its layers
+        cfg = {"layers": raw_cfg} if isinstance(raw_cfg, list) else dict(raw_cfg)
         if cls not in MODEL_CLASSES:
             cfg = decode_constants(cfg)
         name = cfg.get("name") or layer_cfg.get("name")
@@ -728,8 +743,7 @@ class GraphBuilder:
             layer_cfgs = layer_cfgs[1:]
         else:
             input_name = f"{name}_input"
-            fc = first.get("config", {})
-            input_shape = _input_shape(fc)
+            input_shape = _first_input_shape(first)
             if input_shape is None and isinstance(cfg, dict) and cfg.get("build_input_shape"):
                 input_shape = tuple(cfg["build_input_shape"][1:])
             specs[input_name] = LayerSpec(input_name, "InputLayer", {},
@@ -738,6 +752,15 @@ class GraphBuilder:
         prev = Ref(input_name)
         for lc in layer_cfgs:
             spec = self.convert_layer(lc)
+            if spec.name is None and spec.impl.subgraph is not None:
+                # a nested Sequential of Keras 2.1 (a bare list) records no name; the
+                # loader names those of a model's top level after the weights file
+                k = 1
+                while f"sequential_{k}" in specs or any(
+                        f"sequential_{k}" == (c.get("config") or {}).get("name")
+                        for c in layer_cfgs if isinstance(c.get("config"), dict)):
+                    k += 1
+                spec = dataclasses.replace(spec, name=f"sequential_{k}")
             if spec.name in specs:
                 raise self._err(f"duplicate layer name {spec.name!r} in {name!r}")
             specs[spec.name] = spec

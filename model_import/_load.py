@@ -158,7 +158,15 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
         raise KerasImportError(
             "the file holds weights but no architecture (a save_weights / .weights.h5 file); "
             "pass the architecture as config= (model.to_json() or a config.json)", path=path)
+    if str(version).startswith("1."):
+        h5.close()
+        raise KerasImportError(
+            f"written by Keras {version}: Keras 1 files are not supported (Keras 1 names its "
+            "layers' options and weights differently). Load the model with Keras 2 (e.g. "
+            "standalone keras 2.2.4, which reads Keras 1 files) and save it again with "
+            "model.save('model.h5')", path=path)
     if legacy is not None:
+        cfg = legacy.name_nested_sequentials(cfg)
         source: Any = lambda graph: legacy.bind(_layer_order(graph))  # noqa: E731
     else:
         source = lambda graph: Keras3Weights(h5, path, _layer_order(graph))  # noqa: E731
