@@ -233,9 +233,11 @@ def _multi_head_attention(config, ctx):
     private = ctx.keras_major < 3
     groups = tuple(f"_{p}_dense" if (p == "gate" or private) else f"{p}_dense" for p in parts)
     if ctx.keras_major < 3 and _version(ctx.keras_version) < (2, 10):
-        # tf.keras before 2.10 did not read the inputs' Keras masks in MultiHeadAttention.
+        # tf.keras before 2.10 did not read the inputs' Keras masks in MultiHeadAttention,
+        # and its output had no mask (the layer did not support masking; checked with TF 2.4
+        # and 2.8 files in tests/test_import_keras2_tf2x.py).
         return LayerImpl(call=call, convert_weights=convert, n_weights=per * len(parts),
-                         compute_mask="propagate", weight_groups=groups)
+                         compute_mask="drop", weight_groups=groups)
     return LayerImpl(call=call, convert_weights=convert, n_weights=per * len(parts),
                      mask_call="arguments", compute_mask="propagate", weight_groups=groups,
                      clears_input_masks=ctx.keras_major >= 3)
