@@ -548,6 +548,50 @@ _PRESERVE_STRUCTURE = frozenset({"TFOpLambda", "SlicingOpLambda", "ClassMethod",
                                  "InstanceMethod", "InstanceProperty"})
 
 
+#: Compute dtypes of the Keras 3 dtype policies whose layers compute in reduced precision.
+_LOW_PRECISION_POLICIES = {"float16": "float16", "mixed_float16": "float16",
+                           "bfloat16": "bfloat16", "mixed_bfloat16": "bfloat16"}
+
+
+def _autocasts(cfg) -> set[str]:
+    """The ``Cast`` operations of a Keras 3 Functional config that are Keras's autocasts of
+    reduced-precision layers' inputs (Keras 3.6-3.10 record them in the graph): casts to
+    float16/bfloat16 that only layers whose dtype policy computes in that dtype use. The
+    importer computes those layers in float32, so these casts are read as casts to float32
+    (the inputs are not rounded, nor the gradients that flow back through them)."""
+    def sources(a):
+        if _is_tensor_dict(a):
+            yield a["config"]["keras_history"][0]
+        elif isinstance(a, (list, tuple)):
+            for b in a:
+                yield from sources(b)
+        elif isinstance(a, dict):
+            for b in a.values():
+                yield from sources(b)
+
+    users: dict[str, set] = {}
+    for lc in cfg.get("layers", []):
+        c = lc.get("config")
+        policy = c.get("dtype") if isinstance(c, dict) and "trainable" in c else None  # a layer
+        if isinstance(policy, dict):
+            policy = (policy.get("config") or {}).get("name")
+        for src in sources(lc.get("inbound_nodes") or []):
+            users.setdefault(src, set()).add(_LOW_PRECISION_POLICIES.get(str(policy)))
+    outputs = {r.layer for r in _io_refs(cfg.get("output_layers"))[0]}
+    found = set()
+    for lc in cfg.get("layers", []):
+        c, name = lc.get("config"), lc.get("name")
+        if lc.get("class_name") != "Cast" or not isinstance(c, dict) or "trainable" in c:
+            continue
+        dtype = c.get("dtype")
+        if isinstance(dtype, dict):
+            dtype = (dtype.get("config") or {}).get("name")
+        if dtype in ("float16", "bfloat16") and users.get(name) == {dtype} and (
+                name not in outputs):
+            found.add(name)
+    return found
+
+
 #: The first parameter of ``call`` in Keras's layer classes (``inputs`` for most; ``data``
 #: for image preprocessing layers, ``sequences`` for RNNs, ``query`` for attention).
 _FIRST_PARAMS = ("inputs", "data", "sequences", "query", "x", "sequence")
@@ -809,7 +853,10 @@ class GraphBuilder:
         name = cfg.get("name", "model")
         specs: dict[str, LayerSpec] = {}
         raw_calls: dict[tuple[str, int], Call] = {}
+        autocasts = _autocasts(cfg)
         for lc in cfg.get("layers", []):
+            if lc.get("name") in autocasts:  # computed in float32, like the layers using it
+                lc = {**lc, "config": {**lc["config"], "dtype": "float32"}}
             spec = self.convert_layer(lc)
             lname = lc.get("name") or spec.name
             if lname != spec.name:
