@@ -80,12 +80,14 @@ def _parse_sizes(s: str, flag: str):
 
 def _parse_option(s: str) -> tuple[str, object]:
     """``NAME=VALUE``; VALUE is read as JSON (numbers, true/false, lists, objects) when it
-    parses, else kept as a string."""
+    parses, Python's ``True``/``False``/``None`` as those values, else kept as a string."""
     import json
 
     name, eq, value = s.partition("=")
     if not eq or not name.isidentifier():
         raise ValueError(f"--option: expected NAME=VALUE (e.g. --option n=16), got {s!r}")
+    if value in ("True", "False", "None"):  # the string "False" would be true in a flag
+        return name, {"True": True, "False": False, "None": None}[value]
     try:
         return name, json.loads(value)
     except json.JSONDecodeError:
@@ -235,7 +237,8 @@ def main(argv=None) -> int:
                         "patch)")
     e.add_argument("--option", action="append", metavar="NAME=VALUE",
                    help="any other keyword option of the method, VALUE read as JSON when it "
-                        "parses (e.g. --option n=16 --option noise_level=0.1 --option "
+                        "parses, True/False/None as in Python (e.g. --option n=16 --option "
+                        "noise_level=0.1 --option upsample=false --option "
                         "'method_options={\"steps\": 8}'); repeatable")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"),

@@ -201,6 +201,20 @@ class FunctionModel:
                              f"{'features' if features is not None else 'head_fn'}")
         if fn is None and features is None:
             raise ValueError("FunctionModel: expected fn(params, x), or features= and head_fn=")
+        for name, f in (("fn", fn), ("features", features), ("head_fn", head_fn)):
+            if f is not None and not callable(f):
+                raise TypeError(f"FunctionModel: expected {name} as a function (params, x) -> "
+                                f"outputs, got {type(f).__name__}")
+        if np.iterable(input_shape) and not isinstance(input_shape, (str, bytes)):
+            input_shape = tuple(input_shape)
+        if input_shape is not None and (
+                isinstance(input_shape, (str, bytes)) or not np.iterable(input_shape)
+                or not all(d is None or (isinstance(d, (int, np.integer))
+                                         and not isinstance(d, bool) and d >= 1)
+                           for d in tuple(input_shape))):
+            raise ValueError(f"FunctionModel: expected input_shape as one example's shape "
+                             f"without the batch axis, e.g. (28, 28, 1) (None for a free "
+                             f"size), got {input_shape!r}")
         if not isinstance(head, str) or head not in HEADS:
             raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
         self.fn = fn
@@ -209,7 +223,8 @@ class FunctionModel:
         self.head_fn = head_fn
         self.layer_name = layer
         self.head = head
-        self.input_shape = None if input_shape is None else tuple(input_shape)
+        self.input_shape = None if input_shape is None else tuple(
+            None if d is None else int(d) for d in input_shape)
         self.relu_kwarg = relu_kwarg
         self.relu = relu
         self.relu_mode = relu_mode
@@ -614,6 +629,11 @@ def check_key(key: Any, what: str) -> jax.Array:
         if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
             return key
         if key.dtype == jnp.uint32 and key.ndim == 1:  # raw key data: jax.random.PRNGKey(s)
+            want = jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape
+            if key.shape != want:
+                raise TypeError(f"{what}: raw key data (a uint32 array, as jax.random.PRNGKey "
+                                f"makes) has shape {want} with the default PRNG; got shape "
+                                f"{key.shape}. Pass jax.random.key(0) or an int seed")
             return key
         if jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
             return jax.random.key(int(key))

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.validate import _fits
 
 _FORMAT = 2  # 1: signatures without the model (jaxsal before the model fingerprint)
 _MAX_DEPTH = 12
@@ -217,7 +218,12 @@ def _score_functions(targets: Any) -> bool:
 def _check_targets(targets: Any, n: int) -> None:
     if targets is None or _score_functions(targets) or isinstance(targets, str):
         return
-    shape = np.shape(targets)
+    try:
+        shape = np.shape(targets)
+    except (TypeError, ValueError):  # [[1, 2], [3]]
+        raise ValueError("expected targets as an int, a 1-D sequence of ints or an (N, T) int "
+                         "array with T ids for every input; got a ragged sequence (rows of "
+                         "different lengths)") from None
     if len(shape) == 2 and shape[0] != n:
         raise ValueError(f"2-D targets are per-input class ids (N, T) and need one row per "
                          f"input: expected {n} rows, got shape {shape}. A 1-D sequence "
@@ -333,10 +339,18 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
                         "multi-input model), which it does not split. Call the method on "
                         "slices of every input yourself (maps = method(model, [a[i:j] for a "
                         "in inputs])) and save each chunk's maps")
+    if not callable(method):
+        raise TypeError(f"expected method as a jaxsal attribution function (e.g. "
+                        f"jaxsal.saliency), got {method!r}")
+    ndim = len(np.shape(inputs))
+    shape = getattr(model, "input_shape", None)
+    if ndim == 0 or (isinstance(shape, tuple) and _fits(tuple(np.shape(inputs)), shape)):
+        raise ValueError(f"expected inputs as a batch (N, ...) with the examples along axis 0, "
+                         f"got shape {np.shape(inputs)}"
+                         + (" (one example: pass inputs[None])" if ndim else ""))
     n = len(inputs)
     if n == 0:
         raise ValueError("inputs is empty: expected at least one example along axis 0")
-    ndim = len(np.shape(inputs))
     _check_targets(targets, n)
     _check_options(options, n, ndim)
     offset = options.pop("index_offset", 0) if _takes_offset(method) else None

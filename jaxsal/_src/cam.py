@@ -45,7 +45,7 @@ from jaxsal._src import base
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
-from jaxsal._src.validate import (Prepared, check_spatial, layer_output, prepare,
+from jaxsal._src.validate import (Prepared, check_flag, check_spatial, layer_output, prepare,
                                   spatial_shape, to_channels_last)
 
 Array = jax.Array
@@ -146,6 +146,7 @@ def _cam_layer(p: Prepared, layer: str | None, upsample: bool = True
 
 def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
                  backprop=None, upsample=True, multi_input=True) -> _CamCall:
+    check_flag(upsample, "upsample")
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
                 spatial=True, multi_input=multi_input)
     layer, a_shape, layer_cf, size = _cam_layer(p, layer, upsample)
@@ -384,6 +385,8 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     """
     if top_k_mode not in ("union", "per_sample"):
         raise ValueError(f"unknown top_k_mode {top_k_mode!r}; expected 'union' or 'per_sample'")
+    check_flag(upsample, "upsample")
+    check_flag(softmax, "softmax")
     p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
     L, a_shape, lcf, _ = _cam_layer(p, layer)
     xcf, size = p.channels_first, p.spatial_shape

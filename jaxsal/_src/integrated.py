@@ -21,7 +21,7 @@ from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import (OutputInfo, TargetSpec, layer_pullback, resolve_predicted,
                                  run_model)
-from jaxsal._src.validate import LayerTarget, prepare, prepare_layer
+from jaxsal._src.validate import LayerTarget, check_like, prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -156,16 +156,7 @@ def check_baseline(baseline: Any, x: Any) -> Any:
         return jax.tree_util.tree_map(check_baseline, baseline, x, is_leaf=_is_array)
     if baseline is None:
         return jnp.zeros((), x.dtype)
-    b = jnp.asarray(baseline, dtype=x.dtype)
-    try:
-        np.broadcast_shapes(b.shape, x.shape)
-    except ValueError:
-        raise ValueError(f"baseline of shape {b.shape} does not broadcast to x of shape "
-                         f"{tuple(x.shape)}; expected a scalar, {tuple(x.shape[1:])} or "
-                         f"{tuple(x.shape)}") from None
-    if not isinstance(b, jax.core.Tracer) and not bool(jnp.isfinite(b).all()):
-        raise ValueError("baseline contains NaN or infinite values")
-    return b
+    return check_like(baseline, x, "baseline")
 
 
 def _is_array(v: Any) -> bool:

@@ -132,6 +132,10 @@ def _as_objective(model: Any, targets: Any, layer: str | None, objective: str,
         targets = list(np.asarray(targets).reshape(-1)) if np.ndim(targets) <= 1 else None
         if targets is None:
             raise ValueError("targets: expected a 1-D array of unit indices")
+    if not np.iterable(targets) or callable(targets):
+        raise TypeError(f"targets: expected unit indices (an int, a list or a 1-D array of "
+                        f"ints), 'all' or Objectives (jaxsal.output_objective(k), ...), got "
+                        f"{targets!r} ({type(targets).__name__})")
     targets = list(targets)
     if not targets:
         raise ValueError("targets: expected at least one target, got an empty sequence")
@@ -411,10 +415,18 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     if (isinstance(upscaling_steps, bool) or not isinstance(upscaling_steps, (int, np.integer))
             or upscaling_steps < 1):
         raise ValueError(f"upscaling_steps: expected an int >= 1, got {upscaling_steps!r}")
+    for name, v, lo in (("upscaling_factor", upscaling_factor, "> 0"),
+                        ("upscale_blur", upscale_blur, ">= 0"),
+                        ("learning_rate", learning_rate, "> 0")):
+        try:
+            f = None if isinstance(v, (bool, np.bool_, str, bytes)) else float(v)
+        except (TypeError, ValueError):
+            f = None
+        if f is None or not math.isfinite(f) or not (f > 0 if lo == "> 0" else
+                                                     f >= float(lo[-1])):
+            raise ValueError(f"{name}: expected a finite number {lo}, got {v!r}")
     if upscaling_steps > 1 and not float(upscaling_factor) > 1.0:
         raise ValueError(f"upscaling_factor: expected > 1, got {upscaling_factor}")
-    if upscale_blur < 0:
-        raise ValueError(f"upscale_blur: expected >= 0, got {upscale_blur}")
     if objective not in LAYER_OBJECTIVES:
         raise ValueError(f"objective: expected one of {LAYER_OBJECTIVES}, got {objective!r}")
     if unit_chunk is not None and (not isinstance(unit_chunk, (int, np.integer))
@@ -435,6 +447,9 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     if transforms is not None and not callable(transforms):
         raise TypeError(f"transforms: expected a function (key, image) -> image, got "
                         f"{type(transforms).__name__}")
+    if layer is not None and not isinstance(layer, str):
+        raise TypeError(f"layer: expected a layer name (str) or None for the output, got "
+                        f"{layer!r} ({type(layer).__name__})")
     if layer is not None and hasattr(model, "resolve_layer"):
         model.resolve_layer(layer)
     if head is not None and hasattr(model, "with_head"):
@@ -453,7 +468,12 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                              f"image_shape=(H, W, C) for the images to optimize")
         image_shape = tuple(int(d) for d in in_shape)
     else:
-        image_shape = tuple(int(d) for d in image_shape)
+        given = image_shape
+        if (isinstance(given, (str, bytes)) or not np.iterable(given)
+                or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                           for d in given)):
+            raise ValueError(f"image_shape: expected (H, W, C) as three ints, got {given!r}")
+        image_shape = tuple(int(d) for d in given)
         if len(image_shape) != 3 or min(image_shape) < 1:
             raise ValueError(f"image_shape: expected (H, W, C), got {image_shape}")
         if in_shape is not None and len(in_shape) == 3 and in_shape[2] is not None \
@@ -473,6 +493,9 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     seed = None
     if has_seed:
         seed = jnp.asarray(seed_images, jnp.float32)
+        if not bool(jnp.isfinite(seed).all()):
+            raise ValueError("seed_images contains NaN or infinite values; the images would be "
+                             "NaN. Pass finite starting images (np.nan_to_num)")
         if seed.ndim == 3:
             seed = jnp.broadcast_to(seed, (T, *seed.shape))
         if seed.ndim != 4 or seed.shape[0] != T or seed.shape[-1] != image_shape[2]:

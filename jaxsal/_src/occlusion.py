@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import prepare, spatial_shape
+from jaxsal._src.validate import check_like, prepare, spatial_shape
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -175,13 +175,7 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
         what)]
     fills = []
     for a, f, w in zip(leaves, _each(fill, p.x, k, "fill"), what):
-        f = jnp.asarray(f, a.dtype)
-        try:
-            np.broadcast_shapes(f.shape, a.shape)
-        except ValueError:
-            raise ValueError(f"fill of shape {f.shape} does not broadcast to {w} of shape "
-                             f"{tuple(a.shape)}") from None
-        fills.append(f)
+        fills.append(check_like(f, a, "fill", w))
     batch_size = base.check_count(batch_size, "batch_size")
     per_image = base.forward_bytes(p.model, p.x) // n
     nb = base.batch_chunk(n, per_image, memory_budget)

@@ -62,7 +62,6 @@ def _reduce_inputs(g, mode: str | None, axes):
                            else _reduce(a, mode, ax) for a, ax in zip(leaves, axes)])
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "axis"))
 def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs", axis: int = -1) -> Array:
     """Collapse the channel axis of ``maps``.
 
@@ -75,6 +74,17 @@ def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs", axis: int = -
     Returns:
       ``maps`` without ``axis``.
     """
+    check_reduce(mode)
+    axis = _static_axis(axis)
+    if not isinstance(axis, int):
+        raise TypeError(f"reduce_channels: expected axis as one int (the channel axis), got "
+                        f"{axis!r}")
+    _check_axes(axis, np.ndim(maps), "reduce_channels", "the channel axis")
+    return _reduce_channels(maps, mode, axis)
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "axis"))
+def _reduce_channels(maps: ArrayLike, mode: str | None, axis: int) -> Array:
     return _reduce(jnp.asarray(maps), mode, axis)
 
 
@@ -87,14 +97,34 @@ def _norm(maps: Array, axis, eps: float) -> Array:
 def _static_axis(axis):
     """``axis`` as a hashable static argument: a list becomes a tuple (``jax.jit`` cannot
     hash a list)."""
-    if isinstance(axis, (list, tuple)):
-        return tuple(operator.index(a) for a in axis)
-    return None if axis is None else operator.index(axis)
+    try:
+        if isinstance(axis, (list, tuple)):
+            return tuple(operator.index(a) for a in axis)
+        return None if axis is None else operator.index(axis)
+    except TypeError:
+        raise TypeError(f"expected axis as an int, a tuple or list of ints, or None; got "
+                        f"{axis!r}") from None
+
+
+def _check_axes(axis, ndim: int, fn: str, what: str = "the axes of one map") -> None:
+    """Refuse an ``axis`` (``None``, an int or a tuple) that ``maps`` of rank ``ndim`` do not
+    have, or that names an axis twice."""
+    axes = () if axis is None else axis if isinstance(axis, tuple) else (axis,)
+    if any(not -ndim <= a < ndim for a in axes) or len({a % ndim for a in axes}) < len(axes):
+        raise ValueError(f"{fn}: axis={axis} does not name distinct axes of maps of rank "
+                         f"{ndim}; expected axis to select {what} among the maps' {ndim} axes "
+                         "(e.g. axis=-1 for 1-D maps, (-2, -1) for 2-D maps)")
+
+
+def _floating(maps: ArrayLike) -> Array:
+    """``maps`` as a floating array: integer and boolean maps (counts, masks) as float32."""
+    maps = jnp.asarray(maps)
+    return maps if jnp.issubdtype(maps.dtype, jnp.floating) else maps.astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("axis", "eps"))
 def _normalize(maps: Array, axis, eps: float) -> Array:
-    return _norm(jnp.asarray(maps), axis, eps)
+    return _norm(_floating(maps), axis, eps)
 
 
 def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
@@ -108,12 +138,14 @@ def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
     range across everything. For channel maps ``(N, H, W, C)`` as tf-keras-vis does:
     ``axis=(1, 2, 3)``. Jit-compiled (once per shape, axis and eps).
     """
-    return _normalize(maps, _static_axis(axis), eps)
+    axis = _static_axis(axis)
+    _check_axes(axis, np.ndim(maps), "normalize")
+    return _normalize(maps, axis, eps)
 
 
 @functools.partial(jax.jit, static_argnames=("lower", "upper", "axis"))
 def _clip_percentile(maps: Array, lower: float, upper: float, axis) -> Array:
-    maps = jnp.asarray(maps)
+    maps = _floating(maps)
     lo = jnp.percentile(maps, lower, axis=axis, keepdims=True)
     hi = jnp.percentile(maps, upper, axis=axis, keepdims=True)
     return jnp.clip(maps, lo, hi)
@@ -127,10 +159,16 @@ def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
     A common step before display: a few extreme pixels would otherwise squash the colour
     range (PAIR saliency clips at the 99th percentile).
     """
-    if not 0 <= lower <= upper <= 100:
-        raise ValueError(f"expected 0 <= lower <= upper <= 100, got lower={lower}, "
-                         f"upper={upper}")
-    return _clip_percentile(maps, lower, upper, _static_axis(axis))
+    try:
+        ok = 0 <= float(lower) <= float(upper) <= 100
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"expected percentiles 0 <= lower <= upper <= 100, got lower={lower!r}, "
+                         f"upper={upper!r}")
+    axis = _static_axis(axis)
+    _check_axes(axis, np.ndim(maps), "clip_percentile")
+    return _clip_percentile(maps, float(lower), float(upper), axis)
 
 
 def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -183,11 +221,13 @@ def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners"
     Returns:
       Floating-point maps ``(..., H, W)`` (the input's dtype when it is floating).
     """
-    try:
-        size = tuple(int(s) for s in size)
-    except TypeError:
-        raise ValueError(f"expected size=(H, W), got {size!r}") from None
-    return _resize(maps, size, method)
+    if np.iterable(size) and not isinstance(size, (str, bytes)):
+        size = tuple(size)
+    if (isinstance(size, (str, bytes)) or not np.iterable(size)
+            or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
+                       for s in size)):
+        raise ValueError(f"expected size=(H, W) as two positive ints, got {size!r}")
+    return _resize(maps, tuple(int(s) for s in size), method)
 
 
 @functools.partial(jax.jit, static_argnames=("size", "method"))

@@ -13,6 +13,7 @@ the input range; no clipping), are explained by the chosen method and combined:
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable
 
 import jax
@@ -26,7 +27,7 @@ from jaxsal._src.integrated import (RULES, check_baseline, integrated_gradients,
                                     raw_integrated)
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import resolve_predicted
-from jaxsal._src.validate import prepare
+from jaxsal._src.validate import check_flag, prepare
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -110,10 +111,15 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
     n = base.check_count(n, "n (noisy samples)")
     if n is None:
         raise ValueError("expected n >= 1 noisy samples (an int), got None")
-    if not noise_level >= 0:
-        raise ValueError(f"expected noise_level >= 0, got {noise_level!r}")
+    if (isinstance(noise_level, (bool, np.bool_)) or np.ndim(noise_level) != 0
+            or not isinstance(np.asarray(noise_level).item(), numbers.Real)
+            or not noise_level >= 0):
+        raise ValueError(f"expected noise_level as a number >= 0 (the noise's standard "
+                         f"deviation as a fraction of each input's max - min, e.g. 0.2), got "
+                         f"{noise_level!r}")
     if abs_first is None:
         abs_first = reduce in ("max_abs", "abs_sum")
+    abs_first = check_flag(abs_first, "abs_first")
     opts = dict(method_options or {})
     if name != "integrated_gradients" and opts:
         raise ValueError(f"method_options are only used by integrated_gradients, got {opts} "
@@ -121,12 +127,13 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
     unknown = set(opts) - {"baseline", "steps", "rule", "batch_steps"}
     if unknown:
         raise ValueError(f"unknown integrated_gradients options {sorted(unknown)}")
-    steps, rule = int(opts.get("steps", 16)), opts.get("rule", "trapezoid")
+    steps, rule = opts.get("steps", 16), opts.get("rule", "trapezoid")
     batch_steps = opts.get("batch_steps")
     if name == "integrated_gradients":
         if rule not in RULES:
             raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
-        quadrature(steps, rule)
+        quadrature(steps, rule)  # refuses steps that are not ints >= 1 (2.5, True...)
+        steps = int(steps)
 
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
                 multi_input=True)

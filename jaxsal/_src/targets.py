@@ -183,7 +183,16 @@ def parse_targets(targets: Any, n: int, info: OutputInfo) -> tuple[TargetSpec, n
         return TargetSpec("scores", len(targets), True, tuple(targets)), None
     if isinstance(targets, (bool, np.bool_)):
         raise TypeError(f"expected targets as class ids (int), got a bool ({targets!r})")
-    arr = np.asarray(targets)
+    if isinstance(targets, (list, tuple)) and any(callable(t) for t in targets):
+        raise TypeError("expected targets as class ids or as score functions, not both in one "
+                        "list: write each class as a score function, jaxsal.class_score(k)")
+    try:
+        arr = np.asarray(targets)
+    except (TypeError, ValueError):  # ragged: [[1, 2], [3]]
+        raise ValueError("expected targets as an int, a 1-D sequence of ints or an (N, T) "
+                         "int array with T ids for every input; got a ragged sequence (rows of "
+                         "different lengths). Give every input the same number of targets, "
+                         "or call once per group of inputs") from None
     if arr.size == 0:
         raise ValueError("expected at least one target, got an empty sequence")
     if not np.issubdtype(arr.dtype, np.integer):

@@ -143,18 +143,15 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
         raise TypeError(f"{what}: expected a floating-point input (the model's preprocessed "
                         f"input, e.g. float32 in [0, 1]), got dtype {dtype}. Convert and "
                         "preprocess it first, e.g. x.astype(np.float32) / 255.")
+    hint = _shape_hint(tuple(x.shape), shape, model, what)
     if spatial and x.ndim not in (3, 4, 5):
-        missing_batch = isinstance(shape, tuple) and x.ndim == len(shape)
         raise ValueError(f"expected {what} with 1 to 3 axes besides the batch and channel axes "
                          f"(signals (N, L, C), images (N, H, W, C), volumes (N, D, H, W, C)), "
-                         f"got shape {tuple(x.shape)}"
-                         + (" (add a batch axis: x[None])" if missing_batch else ""))
+                         f"got shape {tuple(x.shape)}.{hint}")
     if isinstance(shape, tuple) and all(isinstance(d, (int, type(None))) for d in shape):
-        ok = x.ndim == len(shape) + 1 and all(d is None or d == s
-                                              for d, s in zip(shape, x.shape[1:]))
+        ok = x.ndim == len(shape) + 1 and _fits(x.shape[1:], shape)
         if not ok:
             want = ", ".join("?" if d is None else str(d) for d in shape)
-            hint = " Add a batch axis for one example: x[None]." if x.ndim == len(shape) else ""
             raise ValueError(f"expected {what} of shape (N, {want}) for this model, got "
                              f"{tuple(x.shape)}.{hint}")
     if x.ndim < 1 or x.shape[0] == 0:
@@ -169,7 +166,74 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
             raise ValueError(f"{what} contains NaN or infinite values; attribution maps of such "
                              "inputs are meaningless. Clean the input (np.nan_to_num) or pass "
                              "check_finite=False.")
-    return jnp.asarray(x)
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < 4:
+        # float16 / bfloat16: widened exactly; params and compute are float32, and a half
+        # precision input would round gradients at the layers (Grad-CAM++'s G**3) and break
+        # programs whose carries are float32 (occlusion)
+        x = x.astype(jnp.float32)
+    return x
+
+
+def _fits(got: tuple, shape: tuple) -> bool:
+    """Whether ``got`` matches ``shape`` (``None``: any size), axis by axis."""
+    return len(got) == len(shape) and all(d is None or d == s for d, s in zip(shape, got))
+
+
+def _shape_hint(got: tuple, shape: Any, model: Any, what: str = "x") -> str:
+    """How to fix an input of shape ``got`` that a model of input ``shape`` (no batch axis)
+    refuses, when the cause is plain: one example without its batch axis, or a batch without
+    its channel axis."""
+    if not isinstance(shape, tuple) or len(got) != len(shape) or not shape:
+        return ""
+    if _fits(got, shape):
+        return " Add a batch axis for one example: x[None]."
+    if len(shape) < 2:
+        return ""
+    if getattr(model, "data_format", "channels_last") == "channels_first":
+        c, rest, fix = shape[0], shape[1:], "x[:, None]"
+    else:
+        c, rest, fix = shape[-1], shape[:-1], "x[..., None]"
+    if _fits(got[1:], rest):
+        return (f" {what} lacks the channel axis ({c} channel{'s' if c != 1 else ''})"
+                + (f": add it with {fix}." if c == 1 else "."))
+    return ""
+
+
+def check_like(value: Any, a: Any, name: str, what: str = "x") -> Array:
+    """``value`` (an integrated-gradients ``baseline``, an occlusion ``fill``) as an array of
+    ``a``'s dtype whose shape broadcasts to ``a``'s without changing it (a scalar, ``(C,)``,
+    one example's shape or the batch's), with finite values; else a clear error."""
+    try:
+        v = jnp.asarray(value, dtype=a.dtype)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"expected {name} as a number or an array for {what}, got "
+                        f"{type(value).__name__} ({e})") from None
+    try:
+        ok = np.broadcast_shapes(v.shape, a.shape) == tuple(a.shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} of shape {v.shape} does not broadcast to {what} of shape "
+                         f"{tuple(a.shape)}; expected a scalar, {tuple(a.shape[1:])} or "
+                         f"{tuple(a.shape)} (or a shape that broadcasts to it, such as one "
+                         "value per channel)")
+    if not isinstance(v, jax.core.Tracer) and not bool(_all_finite(v)):
+        raise ValueError(f"{name} contains NaN or infinite values; the maps would be NaN. "
+                         f"Pass a finite {name} (e.g. np.nan_to_num({name}))")
+    return v
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """A boolean option (``upsample``, ``softmax``, ``check_finite``...) as a ``bool``:
+    ``True``/``False`` (NumPy bools, and the ints 0 and 1, too); anything else, a string
+    such as ``"False"`` (which Python reads as true) above all, is refused."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"expected {name} as a bool (True or False), got {value!r} "
+                    f"({type(value).__name__})")
 
 
 def check_layer(model: Any, layer: str) -> str:
@@ -299,11 +363,20 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
     """Validate everything a method needs (see the module docstring). ``multi_input``: the
     method accepts a structure of several input arrays for a multi-input model."""
     m = base.with_options(model, head, backprop)
+    check_finite = check_flag(check_finite, "check_finite")
     xa = check_input(m, x, check_finite=check_finite, spatial=spatial,
                      allow_int=allow_int, multi_input=multi_input)
     leaves = jax.tree_util.tree_leaves(xa)
     n = int(leaves[0].shape[0])
     y, _ = base.model_shapes(m, xa)
+    unbatched = [tuple(o.shape) for o in jax.tree_util.tree_leaves(y)
+                 if not o.shape or o.shape[0] != n]
+    if unbatched:  # scores would be read across inputs, or broadcast against the wrong N
+        raise ValueError(f"the model returned outputs of shape "
+                         f"{', '.join(map(str, unbatched))} for a batch of {n} inputs; expected "
+                         f"outputs with the batch axis first, (N={n}, ...), one row per input. "
+                         "Make the function map each input to its own output (no reduction or "
+                         "reshape across the batch axis)")
     if isinstance(y, (list, tuple)) and not _score_functions(targets):
         listing, first = base.several_outputs(m, [o.shape for o in y])
         raise ValueError(f"this model has {len(y)} outputs ({listing}); class ids and the "

@@ -1,0 +1,300 @@
+"""Odd and bad arguments over the public methods: every one gets a clear error before any heavy
+compute (what was expected, what was given, how to fix it) or the same maps as the plain
+float32 call; nothing is silently truncated, clipped or broadcast to another shape.
+
+Regression tests of an input sweep (x dtypes and shapes, targets, options, maximize,
+post-processing, explain_to_file, FunctionModel). Tiny models; the MNIST fixture only where the
+error is raised before compiling."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+
+FIX = pathlib.Path(__file__).parent / "fixtures"
+
+
+def _conv(x, k):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.fixture(scope="module")
+def split():
+    """A conv layer "conv" (5 channels, float32 kernel) and a 3-class head."""
+    k1, k2 = jax.random.split(jax.random.key(0))
+    params = {"k": jax.random.normal(k1, (3, 3, 2, 5)), "w": jax.random.normal(k2, (5, 3))}
+    return jaxsal.FunctionModel(features=lambda p, x: jax.nn.relu(_conv(x, p["k"])),
+                                head_fn=lambda p, a: a.mean(axis=(1, 2)) @ p["w"],
+                                params=params, layer="conv", input_shape=(6, 6, 2))
+
+
+@pytest.fixture(scope="module")
+def xs():
+    return np.random.RandomState(0).rand(2, 6, 6, 2).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def m(mnist):
+    return mnist.with_head("logits")
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.load(FIX / "reference" / "gradcam.npz")["x"][:2].astype(np.float32)
+
+
+ALL = [jaxsal.saliency, jaxsal.gradient_x_input, jaxsal.guided_backprop, jaxsal.deconvnet,
+       jaxsal.smoothgrad, jaxsal.integrated_gradients, jaxsal.gradcam,
+       jaxsal.gradcam_plus_plus, jaxsal.layercam, jaxsal.hirescam, jaxsal.xgradcam,
+       jaxsal.scorecam, jaxsal.eigencam, jaxsal.guided_gradcam, jaxsal.occlusion]
+OPTS = {jaxsal.smoothgrad: dict(key=0, n=2), jaxsal.integrated_gradients: dict(steps=4),
+        jaxsal.occlusion: dict(patch=3), jaxsal.scorecam: dict(top_k=2)}
+
+
+def _name(f):
+    return f.__name__
+
+
+# ---------------------------------------------------------------- x: shapes and dtypes
+@pytest.mark.parametrize("method", ALL, ids=_name)
+def test_empty_batch_is_refused_by_every_method(m, x, method):
+    """N = 0: a clear error, the same for every method (README "Attribution methods")."""
+    with pytest.raises(ValueError, match=r"at least one input.*\(0, 28, 28, 1\)"):
+        method(m, x[:0], 3, **OPTS.get(method, {}))
+
+
+def test_missing_channel_axis_is_named(m, x):
+    with pytest.raises(ValueError, match=r"got \(2, 28, 28\)\. x lacks the channel axis "
+                                         r"\(1 channel\): add it with x\[\.\.\., None\]"):
+        jaxsal.saliency(m, x[..., 0], 3)
+    with pytest.raises(ValueError, match=r"got \(2, 28, 28\)\. x lacks the channel axis"):
+        jaxsal.gradcam(m, x[..., 0], 3)
+    with pytest.raises(ValueError, match=r"got \(28, 28, 1\)\. Add a batch axis.*x\[None\]"):
+        jaxsal.saliency(m, x[0], 3)
+    with pytest.raises(ValueError, match=r"got \(2, 28, 28, 3\)\.$"):
+        jaxsal.saliency(m, np.repeat(x, 3, -1), 3)
+
+
+HALF = [jaxsal.saliency, jaxsal.smoothgrad, jaxsal.integrated_gradients,
+        jaxsal.gradcam_plus_plus, jaxsal.scorecam, jaxsal.occlusion]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, jnp.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("method", HALF, ids=_name)
+def test_half_precision_inputs_are_widened_to_float32(split, xs, method, dtype):
+    """float16/bfloat16 x is computed in float32 (exactly widened), like the float32 array
+    with the same values: it used to return float16 maps, round the gradients at the layer
+    (Grad-CAM++), fail inside a FunctionModel with float32 weights, or break occlusion's loop
+    (a float16 carry)."""
+    half = jnp.asarray(xs, dtype)
+    want = method(split, np.asarray(half.astype(jnp.float32)), [0, 2], **OPTS.get(method, {}))
+    got = method(split, half, [0, 2], **OPTS.get(method, {}))
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", [jaxsal.saliency, jaxsal.gradcam, jaxsal.occlusion],
+                         ids=_name)
+def test_other_array_likes_match_float32(split, xs, method):
+    want = method(split, xs, [0, 2], **OPTS.get(method, {}))
+    for v in (xs.astype(np.float64), xs.tolist(), jnp.asarray(xs)):
+        got = method(split, v, [0, 2], **OPTS.get(method, {}))
+        assert got.dtype == jnp.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    # targets as NumPy/JAX integers and 0-d arrays: the same maps as Python ints
+    for t in (np.int64(1), np.array(1), jnp.array(1), np.uint8(1)):
+        np.testing.assert_array_equal(method(split, xs, t, **OPTS.get(method, {})),
+                                      method(split, xs, 1, **OPTS.get(method, {})))
+    np.testing.assert_array_equal(method(split, xs, np.array([0, 2], np.int32),
+                                         **OPTS.get(method, {})), want)
+
+
+# ---------------------------------------------------------------- model outputs
+def test_outputs_without_the_batch_axis_are_refused(xs):
+    """A function mixing the batch (here: 2 inputs -> 5 rows) gave maps from scores read
+    across inputs for a score function, and a broadcasting error deep in JAX for class ids."""
+    bad = jaxsal.FunctionModel(lambda p, v: v.reshape(-1, 3)[:5] * p, jnp.ones(()))
+    for t in (0, lambda y: y[:, 0]):
+        with pytest.raises(ValueError, match=r"outputs of shape \(5, 3\) for a batch of 2 "
+                                             r"inputs.*batch axis first"):
+            jaxsal.saliency(bad, xs, t)
+
+
+# ---------------------------------------------------------------- targets
+def test_ragged_targets_are_refused_clearly(split, xs, tmp_path):
+    with pytest.raises(ValueError, match="ragged sequence"):
+        jaxsal.saliency(split, xs, [[0, 1], [2]])
+    with pytest.raises(ValueError, match="ragged sequence"):
+        jaxsal.explain_to_file(jaxsal.saliency, split, xs, tmp_path / "r.npy",
+                               targets=[[0, 1], [2]])
+
+
+def test_ids_and_score_functions_in_one_list_are_refused(split, xs):
+    with pytest.raises(TypeError, match="not both in one list.*class_score"):
+        jaxsal.saliency(split, xs, [jaxsal.class_score(1), 2])
+
+
+# ---------------------------------------------------------------- options
+@pytest.mark.parametrize("call", [
+    lambda m, x: jaxsal.integrated_gradients(m, x, 3, baseline=np.zeros((28, 28))),
+    lambda m, x: jaxsal.occlusion(m, x, 3, patch=7, fill=np.zeros((28, 28))),
+    lambda m, x: jaxsal.occlusion(m, x, 3, patch=7, fill=np.zeros(5)),
+], ids=["ig-baseline", "occlusion-fill-hw", "occlusion-fill-5"])
+def test_baseline_and_fill_must_broadcast_to_x(m, x, call):
+    """(28, 28) broadcasts with (2, 28, 28, 1) to (2, 28, 28, 28): refused by name, not by
+    JAX's broadcast_to in the middle of the method."""
+    with pytest.raises(ValueError, match=r"(baseline|fill) of shape \((28, 28|5,)\) does not "
+                                         r"broadcast to x of shape \(2, 28, 28, 1\)"):
+        call(m, x)
+
+
+def test_non_numeric_and_non_finite_baseline_and_fill(split, xs):
+    with pytest.raises(TypeError, match="baseline as a number or an array"):
+        jaxsal.integrated_gradients(split, xs, 1, baseline="zeros", steps=4)
+    with pytest.raises(TypeError, match="fill as a number or an array"):
+        jaxsal.occlusion(split, xs, 1, patch=3, fill="black")
+    # a NaN fill made every map NaN without a word
+    with pytest.raises(ValueError, match="fill contains NaN"):
+        jaxsal.occlusion(split, xs, 1, patch=3, fill=np.nan)
+    with pytest.raises(ValueError, match="baseline contains NaN"):
+        jaxsal.integrated_gradients(split, xs, 1, baseline=np.full((6, 6, 2), np.inf), steps=4)
+    # valid broadcasting shapes still work: one value per channel, one per input
+    a = jaxsal.occlusion(split, xs, 1, patch=3, fill=np.zeros(2))
+    np.testing.assert_array_equal(a, jaxsal.occlusion(split, xs, 1, patch=3, fill=0.0))
+    b = jaxsal.integrated_gradients(split, xs, 1, baseline=np.zeros((2, 1, 1, 1)), steps=4)
+    np.testing.assert_array_equal(b, jaxsal.integrated_gradients(split, xs, 1, steps=4))
+
+
+@pytest.mark.parametrize("method, kw", [
+    (jaxsal.gradcam, dict(upsample="False")),
+    (jaxsal.eigencam, dict(upsample="no")),
+    (jaxsal.scorecam, dict(upsample="False")),
+    (jaxsal.scorecam, dict(softmax="no")),
+    (jaxsal.smoothgrad, dict(key=0, n=2, abs_first="yes")),
+    (jaxsal.saliency, dict(check_finite="no")),
+    (jaxsal.occlusion, dict(patch=3, check_finite=None)),
+], ids=["gradcam-upsample", "eigencam-upsample", "scorecam-upsample", "scorecam-softmax",
+        "smoothgrad-abs_first", "saliency-check_finite", "occlusion-check_finite"])
+def test_flags_refuse_strings(split, xs, method, kw):
+    """upsample="False" is a true string: it used to upsample."""
+    name = next(k for k in kw if k not in ("key", "n", "patch"))
+    with pytest.raises(TypeError, match=f"expected {name} as a bool"):
+        method(split, xs, 1, **kw)
+
+
+def test_flags_take_bools_and_0_1(split, xs):
+    low = jaxsal.gradcam(split, xs, 1, upsample=False)
+    np.testing.assert_array_equal(jaxsal.gradcam(split, xs, 1, upsample=0), low)
+    np.testing.assert_array_equal(jaxsal.gradcam(split, xs, 1, upsample=np.False_), low)
+
+
+@pytest.mark.parametrize("level", ["x", np.array([0.1, 0.2]), True, float("nan"), -0.1])
+def test_noise_level_must_be_a_number(split, xs, level):
+    with pytest.raises(ValueError, match="noise_level as a number >= 0"):
+        jaxsal.smoothgrad(split, xs, 1, key=0, n=2, noise_level=level)
+
+
+def test_smoothgrad_ig_steps_are_not_truncated(split, xs):
+    with pytest.raises(ValueError, match=r"steps >= 1 \(an int\), got 2.5"):
+        jaxsal.smoothgrad(split, xs, 1, key=0, n=2, method="integrated_gradients",
+                          method_options={"steps": 2.5})
+
+
+def test_raw_key_data_of_the_wrong_length(split, xs):
+    with pytest.raises(TypeError, match=r"raw key data.*got shape \(3,\)"):
+        jaxsal.smoothgrad(split, xs, 1, key=np.zeros(3, np.uint32), n=2)
+    # the valid spellings give the same maps
+    want = jaxsal.smoothgrad(split, xs, 1, key=0, n=2)
+    for k in (np.int64(0), jnp.array(0), jax.random.key(0)):
+        np.testing.assert_array_equal(jaxsal.smoothgrad(split, xs, 1, key=k, n=2), want)
+
+
+# ---------------------------------------------------------------- maximize
+@pytest.mark.parametrize("kw, err, match", [
+    (dict(targets=3.0), TypeError, "unit indices"),
+    (dict(targets=None), TypeError, "unit indices"),
+    (dict(targets=jaxsal.class_score(1)), TypeError, "unit indices"),
+    (dict(layer=3), TypeError, "layer name"),
+    (dict(image_shape=(14.5, 14, 1)), ValueError, "three ints"),
+    (dict(image_shape="abc"), ValueError, "three ints"),
+    (dict(learning_rate=-1.0), ValueError, "learning_rate"),
+    (dict(learning_rate=float("nan")), ValueError, "learning_rate"),
+    (dict(learning_rate="x"), ValueError, "learning_rate"),
+    (dict(upscale_blur="x"), ValueError, "upscale_blur"),
+    (dict(upscaling_steps=2, upscaling_factor="x"), ValueError, "upscaling_factor"),
+    (dict(seed_images=np.full((28, 28, 1), np.nan)), ValueError, "seed_images contains NaN"),
+], ids=lambda v: str(v)[:30])
+def test_maximize_refuses_bad_arguments(m, kw, err, match):
+    kw = {"targets": 3, **kw}
+    with pytest.raises(err, match=match):
+        jaxsal.maximize(m, kw.pop("targets"), steps=2, **kw)
+
+
+# ---------------------------------------------------------------- post-processing
+def test_postprocess_odd_inputs():
+    maps = np.random.RandomState(0).rand(2, 3, 5, 5)
+    mask = maps > 0.5
+    np.testing.assert_array_equal(jaxsal.normalize(mask), jaxsal.normalize(mask.astype(float)))
+    np.testing.assert_array_equal(jaxsal.clip_percentile(mask, 10, 90),
+                                  jaxsal.clip_percentile(mask.astype(np.float32), 10, 90))
+    with pytest.raises(ValueError, match=r"normalize: axis=\(-2, -1\).*rank 1.*axis=-1"):
+        jaxsal.normalize(np.ones(5))
+    np.testing.assert_allclose(jaxsal.normalize(np.arange(5.0), axis=-1),
+                               np.arange(5.0) / (4 + 1e-7), rtol=1e-6)
+    with pytest.raises(ValueError, match="clip_percentile: axis=7"):
+        jaxsal.clip_percentile(maps, axis=7)
+    with pytest.raises(ValueError, match=r"normalize: axis=\(1, 1\)"):
+        jaxsal.normalize(maps, axis=(1, 1))
+    with pytest.raises(TypeError, match="expected axis as an int"):
+        jaxsal.normalize(maps, axis="x")
+    with pytest.raises(TypeError, match="expected axis as one int"):
+        jaxsal.reduce_channels(maps, axis=(1, 2))
+    with pytest.raises(TypeError, match="expected axis as an int"):
+        jaxsal.reduce_channels(maps, axis=1.5)
+    with pytest.raises(ValueError, match="reduce_channels: axis=4"):
+        jaxsal.reduce_channels(maps, axis=4)
+    with pytest.raises(ValueError, match="percentiles"):
+        jaxsal.clip_percentile(maps, lower="x")
+    for size in [(0, 7), (-1, 7), (7.5, 7), "ab", 7, None]:
+        with pytest.raises(ValueError, match="size=.*positive ints"):
+            jaxsal.resize(maps, size)
+    assert jaxsal.resize(maps, np.array([7, 6])).shape == (2, 3, 7, 6)
+
+
+# ---------------------------------------------------------------- explain_to_file, models
+def test_explain_to_file_checks_inputs_and_method(m, x, tmp_path):
+    with pytest.raises(ValueError, match=r"got shape \(28, 28, 1\) \(one example: pass "
+                                         r"inputs\[None\]\)"):
+        jaxsal.explain_to_file(jaxsal.saliency, m, x[0], tmp_path / "a.npy", targets=3)
+    with pytest.raises(ValueError, match=r"a batch \(N, \.\.\.\).*got shape \(\)"):
+        jaxsal.explain_to_file(jaxsal.saliency, m, np.float32(1), tmp_path / "b.npy")
+    with pytest.raises(TypeError, match="attribution function"):
+        jaxsal.explain_to_file("saliency", m, x, tmp_path / "c.npy")
+
+
+def test_function_model_arguments():
+    with pytest.raises(TypeError, match="fn as a function"):
+        jaxsal.FunctionModel(3, {})
+    with pytest.raises(TypeError, match="head_fn as a function"):
+        jaxsal.FunctionModel(features=lambda p, x: x, head_fn="dense", params={})
+    for bad in (5, "hwc", (28, 0, 1), (28.0, 28, 1)):
+        with pytest.raises(ValueError, match="input_shape as one example's shape"):
+            jaxsal.FunctionModel(lambda p, x: x, {}, input_shape=bad)
+    assert jaxsal.FunctionModel(lambda p, x: x, {}, input_shape=[np.int64(4), None]
+                                ).input_shape == (4, None)
+
+
+def test_cli_option_reads_python_booleans():
+    """``--option upsample=False`` was the string "False", which upsampled."""
+    from jaxsal.cli import _parse_option
+
+    assert _parse_option("upsample=False") == ("upsample", False)
+    assert _parse_option("upsample=false") == ("upsample", False)
+    assert _parse_option("abs_first=True") == ("abs_first", True)
+    assert _parse_option("reduce=None") == ("reduce", None)
+    assert _parse_option("reduce=sum") == ("reduce", "sum")
