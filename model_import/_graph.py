@@ -74,6 +74,10 @@ class Graph:
     #: in Keras's flattening order (sorted), which is the order of ``inputs``/``outputs``.
     input_keys: tuple[str, ...] | None = None
     output_keys: tuple[str, ...] | None = None
+    #: what a call's recorded ``"mask": null`` means for the Keras that wrote the config
+    #: (:func:`model_import._layers.masking.null_mask_rule`): "implicit" (like no key),
+    #: "call" (the call got no mask) or "none" (nor did the output mask's computation)
+    null_mask: str = "implicit"
 
     # ------------------------------------------------------------------ running
     def run(self, params: Mapping[str, Any], inputs: Sequence[Array], rt: Runtime, *,
@@ -136,16 +140,22 @@ class Graph:
         for call in self.calls:
             spec = self.layers[call.layer]
             raw_kwargs = dict(call.kwargs)
+            no_mask = (self.null_mask != "implicit" and "mask" in raw_kwargs
+                       and raw_kwargs["mask"] is None)  # a recorded `mask=None` honoured
             explicit_mask = raw_kwargs.pop("mask", None)
             args = resolve(call.args)
             kwargs = resolve(raw_kwargs)
             strip = (call.layer, call.index) in output_keys
             impl = spec.impl
             in_mask = (resolve(explicit_mask) if explicit_mask is not None
+                       else None if no_mask and self.null_mask == "none"
                        else mask_of(call.args[0]) if call.args else None)
             if impl.subgraph is not None:
                 sub_in = list(args[0]) if isinstance(args[0], (list, tuple)) else [args[0]]
-                sub_masks = in_mask if isinstance(in_mask, list) else [in_mask]
+                # a nested model called with mask=None runs on unmasked inputs (its output
+                # masks then too, also where Keras computes those from the tensors' masks)
+                sub_masks = ([None] * len(sub_in) if no_mask
+                             else in_mask if isinstance(in_mask, list) else [in_mask])
                 sub_prefix = f"{prefix}{call.layer}/"
                 sink: list = []
                 outs, sub_captured = impl.subgraph.run(
@@ -164,7 +174,8 @@ class Graph:
                 try:
                     arg_masks = {k: mask_of(a) for k, a in
                                  [*enumerate(call.args), *raw_kwargs.items()] if _refs(a)}
-                    mask_kw = _masking.call_masks(impl, in_mask, explicit_mask is not None,
+                    mask_kw = _masking.call_masks(impl, None if no_mask else in_mask,
+                                                  explicit_mask is not None or no_mask,
                                                   arg_masks, f"{prefix}{call.layer}",
                                                   spec.class_name)
                     if strip and impl.head_op is not None:  # logits: its argument
@@ -933,4 +944,5 @@ class GraphBuilder:
                 dt = dt.get("config", {}).get("name", "float32")
             in_dtypes.append(str(dt))
         return Graph(name, cls, specs, tuple(order), inputs, outputs, tuple(in_shapes),
-                     tuple(in_dtypes), single, in_dict_keys, out_dict_keys)
+                     tuple(in_dtypes), single, in_dict_keys, out_dict_keys,
+                     null_mask=_masking.null_mask_rule(self.keras_version))

@@ -221,6 +221,30 @@ def _keras3_before_3_4(version: str) -> bool:
         return False
 
 
+def null_mask_rule(version: str) -> str:
+    """What a call's recorded ``"mask": null`` means for the Keras that wrote the config.
+
+    ``"none"``: tf.keras (``2.x.y-tf``, 2.4 and later): the user passed ``mask=None``; the
+    layer's call got no mask and its output mask was computed from none.
+    ``"call"``: standalone Keras 2.0-2.3 (the call got no mask, the output mask is still
+    computed from the tensor's) and Keras 3.0-3.9 (which record the kwargs after filling in
+    the tensor's mask, so ``null`` is the mask the call got; the output mask comes from the
+    first argument's).
+    ``"implicit"``: Keras 3.10+ record the user's own kwargs and replace ``mask=None`` with
+    the tensor's mask, as for a missing key; also an unknown version (a bare ``"3"``: a
+    ``.weights.h5`` with a config that records none).
+    """
+    v = str(version)
+    parts = v.split(".")
+    try:
+        major, minor = int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()))
+    except (ValueError, IndexError):
+        return "call" if v == "2" else "implicit"
+    if major == 2:
+        return "none" if v.endswith("-tf") or minor >= 4 else "call"
+    return "call" if major == 3 and minor < 10 else "implicit"
+
+
 def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerImpl:
     """Keras 3.4+'s ``Maximum``/``Minimum`` of masked inputs: where an input is masked, the
     running result stands in for it (and it for a masked running result), so a masked step
