@@ -59,6 +59,30 @@ def rel_err(ours, ref) -> float:
     return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12))
 
 
+def check_expected(m, ref, tol: float = 1e-4, *, require_logits: bool = True) -> None:
+    """Compare an imported model with the outputs its Keras computed, as the fixture
+    generators record them on ``ref["x"]``: ``ref["y"]`` (the saved head), ``ref["logits"]``
+    (a copy whose last activation is linear; with ``require_logits=False`` only when
+    recorded) and ``ref["act__<layer>"]`` (named layers), each within ``tol`` relative to
+    its largest value."""
+    import jax
+
+    acts = [k[len("act__"):] for k in ref.files if k.startswith("act__")]
+    lm = m.with_head("logits")
+    # one compiled program for all checks: compilation dominates on CPU, and XLA's backend
+    # optimizations (halving the compile time of the recurrent models) do not pay here
+    fn = jax.jit(lambda p, x: (m.apply(p, x, capture=acts) if acts else (m.apply(p, x), {}),
+                               lm.apply(p, x)))
+    (y, got), logits = fn.lower(m.params, ref["x"]).compile(
+        compiler_options={"xla_backend_optimization_level": 0})(m.params, ref["x"])
+    assert rel_err(y, ref["y"]) <= tol
+    for n in acts:
+        assert rel_err(got[n], ref[f"act__{n}"]) <= tol, n
+    if require_logits or "logits" in ref.files:
+        assert rel_err(logits, ref["logits"]) <= tol
+        assert np.std(ref["logits"]) > 0.05  # not a constant output
+
+
 def save_keras_and_h5(model, directory, name: str) -> dict:
     """``model`` saved as ``directory/name.keras`` and ``directory/name.h5``:
     ``{".keras": path, ".h5": path}``."""

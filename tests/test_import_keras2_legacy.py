@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from import_helpers import rel_err
+from import_helpers import check_expected
 from model_import import KerasImportError, load_keras
 
 LEGACY = pathlib.Path(__file__).parent / "fixtures" / "keras2_legacy"
@@ -21,27 +21,11 @@ MODELS = ["cnn", "zoo", "seq", "nested", "nestedseq"]
 FILES = [(m, t) for t in VERSIONS for m in MODELS]
 
 
-def _check(m, ref):
-    acts = [k[len("act__"):] for k in ref.files if k.startswith("act__")]
-    lm = m.with_head("logits")
-    # one compiled program for all checks: compilation dominates on CPU, and XLA's backend
-    # optimizations (halving the compile time of the recurrent models) do not pay here
-    fn = jax.jit(lambda p, x: (m.apply(p, x, capture=acts) if acts else (m.apply(p, x), {}),
-                               lm.apply(p, x)))
-    (y, got), logits = fn.lower(m.params, ref["x"]).compile(
-        compiler_options={"xla_backend_optimization_level": 0})(m.params, ref["x"])
-    assert rel_err(y, ref["y"]) <= TOL
-    for n in acts:
-        assert rel_err(got[n], ref[f"act__{n}"]) <= TOL, n
-    assert rel_err(logits, ref["logits"]) <= TOL
-    assert np.std(ref["logits"]) > 0.05  # not a constant output
-
-
 @pytest.mark.parametrize("name,tag", FILES)
 def test_legacy_keras_file_matches_keras(name, tag):
     m = load_keras(LEGACY / f"{name}_{tag}.h5")
     assert m.keras_version == VERSIONS[tag]
-    _check(m, np.load(LEGACY / f"{name}_{tag}.expected.npz"))
+    check_expected(m, np.load(LEGACY / f"{name}_{tag}.expected.npz"))
 
 
 @pytest.mark.parametrize("tag", VERSIONS)

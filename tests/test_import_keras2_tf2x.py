@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from import_helpers import rel_err
+from import_helpers import check_expected, rel_err
 from model_import import load_keras
 
 D = pathlib.Path(__file__).parent / "fixtures" / "keras2_tf2x"
@@ -22,26 +22,13 @@ def _versions(tag):
     return json.loads((D / f"versions_{tag}.json").read_text())
 
 
-def _check(m, ref):
-    acts = [k[len("act__"):] for k in ref.files if k.startswith("act__")]
-    lm = m.with_head("logits")
-    # one compiled program for all checks (compilation dominates on CPU)
-    fn = jax.jit(lambda p, x: (m.apply(p, x, capture=acts), lm.apply(p, x)))
-    (y, got), logits = fn(m.params, ref["x"])
-    assert rel_err(y, ref["y"]) <= TOL
-    for n in acts:
-        assert rel_err(got[n], ref[f"act__{n}"]) <= TOL, n
-    assert rel_err(logits, ref["logits"]) <= TOL
-    assert np.std(ref["logits"]) > 0.05  # not a constant output
-
-
 @pytest.mark.parametrize("tag", TAGS)
 @pytest.mark.parametrize("name", MODELS)
 def test_tf2x_file_matches_tfkeras(name, tag):
     m = load_keras(D / f"{name}_{tag}.h5")
     recorded = _versions(tag)["files"][f"{name}_{tag}.h5"]["keras_version"]
     assert m.keras_version == recorded and recorded.startswith(TAGS[tag])
-    _check(m, np.load(D / f"{name}_{tag}.expected.npz"))
+    check_expected(m, np.load(D / f"{name}_{tag}.expected.npz"))
 
 
 @pytest.mark.parametrize("tag", TAGS)
