@@ -205,13 +205,9 @@ class FunctionModel:
             if f is not None and not callable(f):
                 raise TypeError(f"FunctionModel: expected {name} as a function (params, x) -> "
                                 f"outputs, got {type(f).__name__}")
-        if np.iterable(input_shape) and not isinstance(input_shape, (str, bytes)):
-            input_shape = tuple(input_shape)
-        if input_shape is not None and (
-                isinstance(input_shape, (str, bytes)) or not np.iterable(input_shape)
-                or not all(d is None or (isinstance(d, (int, np.integer))
-                                         and not isinstance(d, bool) and d >= 1)
-                           for d in tuple(input_shape))):
+        dims = None if input_shape is None else int_sizes(input_shape, allow_none=True)
+        if input_shape is not None and (dims is None
+                                        or any(d is not None and d < 1 for d in dims)):
             raise ValueError(f"FunctionModel: expected input_shape as one example's shape "
                              f"without the batch axis, e.g. (28, 28, 1) (None for a free "
                              f"size), got {input_shape!r}")
@@ -223,8 +219,7 @@ class FunctionModel:
         self.head_fn = head_fn
         self.layer_name = layer
         self.head = head
-        self.input_shape = None if input_shape is None else tuple(
-            None if d is None else int(d) for d in input_shape)
+        self.input_shape = dims
         self.relu_kwarg = relu_kwarg
         self.relu = relu
         self.relu_mode = relu_mode
@@ -598,6 +593,20 @@ def check_count(value: Any, name: str) -> int | None:
     if v < 1:
         raise ValueError(f"expected {name} as a positive int (>= 1), got {v}")
     return v
+
+
+def int_sizes(value: Any, *, allow_none: bool = False) -> tuple | None:
+    """``value`` (a shape, a size) as a tuple of Python ints when it is a sequence of Python
+    or NumPy integers (not bools; ``None`` entries too with ``allow_none``), else ``None``:
+    the caller raises its own error. A string is not a sequence of sizes."""
+    if isinstance(value, (str, bytes)) or not np.iterable(value):
+        return None
+    dims = tuple(value)
+    if not all((allow_none and d is None)
+               or (isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)))
+               for d in dims):
+        return None
+    return tuple(None if d is None else int(d) for d in dims)
 
 
 def check_budget(memory_budget: Any) -> int | None:

@@ -468,12 +468,9 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                              f"image_shape=(H, W, C) for the images to optimize")
         image_shape = tuple(int(d) for d in in_shape)
     else:
-        given = image_shape
-        if (isinstance(given, (str, bytes)) or not np.iterable(given)
-                or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
-                           for d in given)):
+        given, image_shape = image_shape, base.int_sizes(image_shape)
+        if image_shape is None:
             raise ValueError(f"image_shape: expected (H, W, C) as three ints, got {given!r}")
-        image_shape = tuple(int(d) for d in given)
         if len(image_shape) != 3 or min(image_shape) < 1:
             raise ValueError(f"image_shape: expected (H, W, C), got {image_shape}")
         if in_shape is not None and len(in_shape) == 3 and in_shape[2] is not None \

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src.base import int_sizes
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
@@ -221,13 +223,10 @@ def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners"
     Returns:
       Floating-point maps ``(..., H, W)`` (the input's dtype when it is floating).
     """
-    if np.iterable(size) and not isinstance(size, (str, bytes)):
-        size = tuple(size)
-    if (isinstance(size, (str, bytes)) or not np.iterable(size)
-            or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
-                       for s in size)):
+    dims = int_sizes(size)
+    if dims is None or any(s < 1 for s in dims):
         raise ValueError(f"expected size=(H, W) as two positive ints, got {size!r}")
-    return _resize(maps, tuple(int(s) for s in size), method)
+    return _resize(maps, dims, method)
 
 
 @functools.partial(jax.jit, static_argnames=("size", "method"))
