@@ -108,11 +108,24 @@ class LegacyH5Weights(WeightSource):
         self.path = path
         self.layer_order: dict | None = None
         self._nested: dict[str, dict[tuple, list[str]]] = {}
+        self.used: set[str] = set()
+        self._fetched: set[tuple] = set()
+        self._unassigned: list[str] = []
 
     def bind(self, layer_order: dict) -> "LegacyH5Weights":
         """Tell the source the architecture (``{container path: [(name, class), ...]}``)."""
         self.layer_order = layer_order
         return self
+
+    def unused(self) -> list[str]:
+        """The weights no layer asked for: layers of ``layer_names`` with weights, arrays of
+        a nested model that belong to none of its layers or to one without weights (Keras 2
+        refuses such a file: "a weight file containing N layers into a model with M")."""
+        names = _list_attr(self.group.attrs, "layer_names") or []
+        return [n for n in names if n not in self.used and n in self.group
+                and self._names(self.group[n])] + self._unassigned + [
+            "/".join(p) for nested in self._nested.values() for p, ws in nested.items()
+            if ws and p not in self._fetched]
 
     def _names(self, g) -> list[str]:
         return _list_attr(g.attrs, "weight_names") or []
@@ -149,6 +162,8 @@ class LegacyH5Weights(WeightSource):
                         best = lpath
             if best is not None:
                 out.setdefault(best, []).append(wname)
+            else:
+                self._unassigned.append(f"{top}: {wname}")
         self._nested[top] = out
         return out
 
@@ -157,14 +172,30 @@ class LegacyH5Weights(WeightSource):
         if top not in self.group:
             return None
         g = self.group[top]
+        self.used.add(top)
         if len(path) == 1:
-            return [np.asarray(g[n]) for n in self._names(g)]
+            return [self._read(g, n, path) for n in self._names(g)]
         if self.layer_order is not None:
             names = self._assign_nested(top).get(tuple(path), [])
+            self._fetched.add(tuple(path))
         else:  # no architecture to disambiguate: match the leaf name as a path segment
             leaf = path[-1]
             names = [n for n in self._names(g) if leaf in n.split("/")[:-1]]
-        return [np.asarray(g[n]) for n in names]
+        return [self._read(g, n, path) for n in names]
+
+    def _read(self, g: h5py.Group, name: str, path) -> np.ndarray:
+        # ``weight_names`` is an attribute, the arrays are datasets: a damaged or edited file
+        # may list an array that is not there (h5py would say only KeyError(name))
+        d = g.get(name)
+        if not isinstance(d, h5py.Dataset):
+            held = []
+            g.visit(lambda n: held.append(n) if isinstance(g[n], h5py.Dataset) else None)
+            raise KerasImportError(
+                f"layer {'/'.join(path)!r}: the weight_names attribute of group {g.name!r} "
+                f"lists {name!r}, which is {'a group' if d is not None else 'not there'}; "
+                f"expected a dataset (the group holds the datasets {held[:12]}). The file is "
+                "damaged or was edited: save the model again", path=self.path)
+        return np.asarray(d)
 
 
 class Keras3Weights(WeightSource):
@@ -177,6 +208,7 @@ class Keras3Weights(WeightSource):
         self.root = root
         self.path = path
         self._name_index: dict[str, dict[str, str]] = {}
+        self.used: set[str] = set()
         # layer_order: {container path tuple: [(layer name, class name), ...]}
         self.keys: dict[tuple[str, ...], str] = {}
         for container, layers in layer_order.items():
@@ -196,7 +228,27 @@ class Keras3Weights(WeightSource):
                 if key is None or key not in layers:
                     return None
             g = layers[key]
+            self.used.add(g.name)
         return g
+
+    def unused(self) -> list[str]:
+        """The ``layers/<key>`` groups (nested ones too) with arrays of their own (``vars``)
+        that no layer asked for: weights of a layer the architecture does not have, or has
+        without weights."""
+        out = []
+
+        def walk(layers, prefix):
+            for key in layers if layers is not None else ():
+                g = layers[key]
+                v = g.get("vars")
+                if g.name in self.used:
+                    walk(g.get("layers"), f"{prefix}{key}/")  # a nested model's layers
+                elif v is not None and len(v):
+                    name = _decode(v.attrs.get("name", ""))
+                    out.append(f"{prefix}{key}" + (f" ({name})" if name and name != key else ""))
+
+        walk(self.root.get("layers"), "")
+        return out
 
     def _recorded_names(self, layers: h5py.Group) -> dict[str, str]:
         """``{layer name: key}`` of one ``layers`` group, from the ``name`` attributes of
@@ -232,12 +284,18 @@ class Keras3Weights(WeightSource):
             out += self._vars(h)
         return out
 
-    @staticmethod
-    def _vars(g) -> list[np.ndarray]:
+    def _vars(self, g) -> list[np.ndarray]:
         v = g.get("vars")
         if v is None:
             return []
-        return [np.asarray(v[k]) for k in sorted(v.keys(), key=int)]
+        keys = list(v.keys())
+        if sorted(keys) != sorted(str(i) for i in range(len(keys))) or not all(
+                isinstance(v[k], h5py.Dataset) for k in keys):
+            raise KerasImportError(
+                f"group {v.name!r} holds {sorted(keys)[:12]}; expected datasets named 0, 1, "
+                "... (one per weight, as Keras writes them). The file is damaged or was "
+                "edited: save the model again", path=self.path)
+        return [np.asarray(v[k]) for k in sorted(keys, key=int)]
 
 
 def _open_h5(path: str, data: bytes | None = None) -> h5py.File:
@@ -270,13 +328,26 @@ def sniff(path: str) -> str:
         f"got bytes {head!r}", path=path)
 
 
+def keras_version_of(value: Any, where: str, path: str | None) -> str:
+    """A recorded Keras version, refusing a damaged record: which Keras wrote a file decides
+    semantics that differ between releases (``hard_sigmoid``, masks, node numbering)."""
+    v = _decode(value)
+    if isinstance(v, str) and re.match(r"\d+(\.|$)", v):
+        return str(v)
+    raise KerasImportError(
+        f"the Keras version recorded in {where} is {v!r}; expected a version string such as "
+        "'2.15.0' or '3.4.1'. The file is damaged or was edited: save the model again (or "
+        "restore the version it was written with)", path=path)
+
+
 def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File]:
     """Returns ``(config or None, keras_version, legacy weight source or None, file)``; a
     ``None`` source means a Keras 3 weights file, whose keys depend on the architecture
     (:class:`Keras3Weights`)."""
     f = _open_h5(path)
     attrs = f.attrs
-    version = str(_decode(attrs.get("keras_version", "2")))
+    version = keras_version_of(attrs.get("keras_version", "2"), "the keras_version attribute",
+                               path)
     cfg = attrs.get("model_config")
     if cfg is not None:
         try:
@@ -317,12 +388,18 @@ def read_keras_zip(path: str) -> tuple[dict, str, h5py.File]:
             f"model.weights.h5, found {names[:10]}", path=path)
     try:
         cfg = json.loads(z.read("config.json"))
-        version = "3"
-        if "metadata.json" in names:
-            version = str(json.loads(z.read("metadata.json")).get("keras_version", "3"))
+        meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
         data = z.read("model.weights.h5")
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise KerasImportError(f"the archive's contents cannot be read ({e!r})", path=path) from e
+    if not isinstance(meta, dict):
+        raise KerasImportError(
+            f"the archive's metadata.json holds a JSON {type(meta).__name__}, expected an "
+            "object such as {\"keras_version\": \"3.4.1\"}. The archive is damaged or was "
+            "edited: save the model again", path=path)
+    # without a recorded version, the config tells a tf.keras archive (Keras 2 semantics)
+    version = (keras_version_of(meta["keras_version"], "metadata.json", path)
+               if meta.get("keras_version") is not None else config_keras_version(cfg) or "3")
     return cfg, version, _open_h5(path, data)
 
 

@@ -7,6 +7,7 @@ Python loop runs once, at trace time, so the compiled program is the model's dat
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
@@ -532,10 +533,44 @@ def decode_constants(a):
     return a
 
 
+def _tensor_ref(h) -> Ref:
+    """A tensor reference of a config, ``[layer name, node index, tensor index]``."""
+    try:
+        if isinstance(h, (list, tuple)) and len(h) >= 3 and isinstance(h[0], str):
+            ref = Ref(h[0], int(h[1]), int(h[2]))
+            if ref.node >= 0 and ref.tensor >= 0:
+                return ref
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"a tensor reference is {str(h)[:80]}, expected [layer name, node index, "
+                     "tensor index]")
+
+
+def _entry_name(lc) -> Any:
+    """The layer name of a config entry, for messages (``'?'`` when it has none)."""
+    if not isinstance(lc, Mapping):
+        return "?"
+    c = lc.get("config")
+    return lc.get("name") or (c.get("name") if isinstance(c, Mapping) else None) or "?"
+
+
+#: Config options that are sizes or counts: a zero or negative one is a damaged config.
+_POSITIVE_SIZES = ("units", "filters", "kernel_size", "strides", "pool_size", "dilation_rate",
+                   "input_dim", "output_dim", "num_heads", "key_dim", "depth_multiplier")
+#: ... and the amounts of ZeroPadding and Cropping layers (a negative one is neither).
+_PADDINGS = ("padding", "cropping")
+
+
+def _numbers(v) -> list:
+    """The scalars of a config value (nested lists flattened: ``[[1, 1], [2, 0]]``)."""
+    if isinstance(v, (list, tuple)):
+        return [x for b in v for x in _numbers(b)]
+    return [v]
+
+
 def _k3_arg(a):
     if _is_tensor_dict(a):
-        h = a["config"]["keras_history"]
-        return Ref(h[0], int(h[1]), int(h[2]))
+        return _tensor_ref(a["config"]["keras_history"])
     if isinstance(a, dict) and a.get("class_name") in ("__numpy__", "__tensor__"):
         return decode_constants(a)
     if isinstance(a, list):
@@ -610,6 +645,10 @@ _FIRST_PARAMS = ("inputs", "data", "sequences", "query", "x", "sequence")
 
 def _parse_node(node, preserve_structure: bool = False) -> tuple[tuple, dict]:
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
+        if "args" not in node and "kwargs" not in node:
+            raise ValueError(f"an inbound node is {str(node)[:80]}, expected "
+                             '{"args": [...], "kwargs": {...}} (Keras 3) or a list of '
+                             "[layer name, node index, tensor index, kwargs] (Keras 2)")
         args = tuple(_k3_arg(a) for a in node.get("args", []))
         kwargs = {k: _k3_arg(v) for k, v in (node.get("kwargs") or {}).items()
                   if k not in _IGNORED_KWARGS}
@@ -638,7 +677,7 @@ def _parse_node(node, preserve_structure: bool = False) -> tuple[tuple, dict]:
                            if k not in _IGNORED_KWARGS})
         if entry[0] == "_CONSTANT_VALUE":
             return entry[2]
-        return Ref(entry[0], int(entry[1]), int(entry[2]))
+        return _tensor_ref(entry)
 
     refs = [entry_ref(entry) for entry in node]
     arg = refs[0] if len(refs) == 1 and (bare or not preserve_structure) else refs
@@ -677,14 +716,21 @@ def _io_refs(spec) -> tuple[list[Ref], tuple[str, ...] | None]:
     if isinstance(spec, dict):
         keys = tuple(sorted(spec))
         spec = [spec[k] for k in keys]
-    return [Ref(s[0], int(s[1]), int(s[2])) for s in spec], keys
+    if not isinstance(spec, list):
+        raise ValueError(f"{str(spec)[:60]!r} is not a list of tensor references")
+    return [_tensor_ref(s) for s in spec], keys
 
 
 def _input_shape(cfg) -> tuple | None:
     shp = cfg.get("batch_shape") or cfg.get("batch_input_shape")
     if shp is None and cfg.get("shape") is not None:
-        return tuple(cfg["shape"])
-    return None if shp is None else tuple(shp[1:])
+        shape = tuple(cfg["shape"])
+    else:
+        shape = None if shp is None else tuple(shp[1:])
+    if shape is not None and not all(d is None or (type(d) is int and d >= 0) for d in shape):
+        raise ValueError(f"an input shape is {shp or cfg.get('shape')}, expected sizes "
+                         "(integers, or null for a free size)")
+    return shape
 
 
 def _first_input_shape(layer_cfg) -> tuple | None:
@@ -712,27 +758,77 @@ class GraphBuilder:
     def _err(self, msg):
         return KerasImportError(msg, path=self.path)
 
+    @contextlib.contextmanager
+    def _reading(self, where: str):
+        """Names ``where`` (a model, a layer entry) when its config makes the parsing code
+        fail: a damaged or edited config otherwise surfaces as a bare KeyError or TypeError
+        from deep inside (the original is chained)."""
+        try:
+            yield
+        except (KerasImportError, LayerCallError):
+            raise
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
+            raise self._err(
+                f"{where}: the config is malformed ({type(e).__name__}: {e}); expected what "
+                "Keras writes there. The file is damaged or was edited: save the model "
+                "again") from e
+
     def build(self, model_cfg: Mapping[str, Any]) -> Graph:
         cls = model_cfg.get("class_name")
         cfg = model_cfg.get("config")
+        name = (cfg.get("name") if isinstance(cfg, dict) else None) or model_cfg.get("name")
+        # Keras 2.1 writes a Sequential's config as the bare list of its layers
+        layers = cfg.get("layers") if isinstance(cfg, dict) else (
+            cfg if cls == "Sequential" else None)
+        if cls in MODEL_CLASSES and not isinstance(layers, list):
+            raise self._err(
+                f"{cls} model {name!r}: its config has {type(cfg).__name__} {str(cfg)[:60]!r}"
+                f"{'' if not isinstance(cfg, dict) else ' whose layers are ' + repr(layers)[:40]}"
+                "; expected an object whose 'layers' is a list of layer entries (what "
+                "model.to_json() writes). The file is damaged or was edited: save the model "
+                "again")
         if cls == "Sequential":
-            return self._sequential(cfg)
+            with self._reading(f"Sequential model {name!r}"):
+                return self._sequential(cfg)
         if cls in ("Functional", "Model") or (isinstance(cfg, dict) and "input_layers" in cfg):
-            return self._functional(cfg, cls or "Functional")
+            with self._reading(f"model {name!r}"):
+                return self._functional(cfg, cls or "Functional")
         raise self._err(f"expected a Sequential or Functional model config, got class "
                         f"{cls!r}. Subclassed Keras models store no architecture; rebuild it "
                         "as a Functional model or pass the architecture config explicitly.")
 
     def convert_layer(self, layer_cfg: Mapping[str, Any]) -> LayerSpec:
+        if not isinstance(layer_cfg, Mapping):
+            raise self._err(f"a layer entry is a {type(layer_cfg).__name__} "
+                            f"({str(layer_cfg)[:60]}), expected an object with 'class_name' "
+                            "and 'config'. The file is damaged or was edited: save the model "
+                            "again")
         cls = layer_cfg.get("class_name")
         if not isinstance(cls, str):
             raise self._err(f"a layer entry has no class_name: {str(layer_cfg)[:200]}")
-        raw_cfg = layer_cfg.get("config") or {}
+        raw_cfg = layer_cfg.get("config")
+        if not isinstance(raw_cfg, (Mapping, list)):
+            # Keras writes every layer's options: defaults would build another layer
+            raise self._err(
+                f"the entry of layer {layer_cfg.get('name', '?')!r} ({cls}) has config "
+                f"{str(raw_cfg)[:60]}, expected an object of the layer's options. The file "
+                "is damaged or was edited: save the model again")
         # Keras 2.1 writes a Sequential's config as the bare list of its layers
         cfg = {"layers": raw_cfg} if isinstance(raw_cfg, list) else dict(raw_cfg)
         if cls not in MODEL_CLASSES:
             cfg = decode_constants(cfg)
         name = cfg.get("name") or layer_cfg.get("name")
+        if not isinstance(name, str) and not (cls in MODEL_CLASSES and isinstance(raw_cfg, list)):
+            raise self._err(f"a layer entry of class {cls!r} has name {name!r}, expected a "
+                            "string. The file is damaged or was edited: save the model again")
+        for key in _POSITIVE_SIZES + _PADDINGS if cls not in MODEL_CLASSES else ():
+            v = cfg.get(key)
+            low = 0 if key in _PADDINGS else 1
+            if any(isinstance(x, (int, float)) and not isinstance(x, bool) and x < low
+                   for x in _numbers(v)):
+                raise self._err(f"layer {name!r} ({cls}): its config sets {key}={v!r}, "
+                                f"expected {'sizes >= 0' if low == 0 else 'positive sizes'}. "
+                                "The file is damaged or was edited: save the model again")
         registered = layer_cfg.get("registered_name")
         if ">" in cls:  # Keras 3's legacy .h5 writes registered classes as "package>Class"
             registered, cls = cls, cls.split(">")[-1]
@@ -774,8 +870,12 @@ class GraphBuilder:
         except (UnsupportedLayerError, KerasImportError):
             raise
         except Exception as e:  # a converter choked on an unexpected config
-            raise UnsupportedLayerError(name, cls, path=self.path,
-                                        detail=f"its config could not be converted ({e!r})") from e
+            raise UnsupportedLayerError(
+                name, cls, path=self.path,
+                detail=f"its config could not be converted ({type(e).__name__}: {e}; found "
+                f"the options {sorted(cfg)[:20]}): the config is malformed (a damaged or "
+                "edited file: save the model again) or of a form this converter does not "
+                "know") from e
         impl = _masking.with_builtin_rules(impl, cls, cfg, ctx,
                                            builtin=conv in builtin_converters())
         return LayerSpec(name, cls, cfg, impl)
@@ -790,6 +890,8 @@ class GraphBuilder:
         if not layer_cfgs:
             raise self._err(f"Sequential model {name!r} has no layers")
         first = layer_cfgs[0]
+        if not isinstance(first, Mapping):
+            self.convert_layer(first)  # refuses it
         if first.get("class_name") == "InputLayer":
             input_name = first["config"].get("name", f"{name}_input")
             input_shape = _input_shape(first["config"])
@@ -806,7 +908,12 @@ class GraphBuilder:
                                                               "config": {"name": input_name}}).impl)
         prev = Ref(input_name)
         for lc in layer_cfgs:
-            spec = self.convert_layer(lc)
+            with self._reading(f"Sequential model {name!r}, layer {_entry_name(lc)!r}"):
+                spec = self.convert_layer(lc)
+            if spec.class_name == "InputLayer":
+                raise self._err(f"Sequential model {name!r}: layer {spec.name!r} is an "
+                                "InputLayer after its first layer; an InputLayer starts a "
+                                "model. The file is damaged or was edited: save the model again")
             if spec.name is None and spec.impl.subgraph is not None:
                 # a nested Sequential of Keras 2.1 (a bare list) records no name; the
                 # loader names those of a model's top level after the weights file
@@ -864,22 +971,50 @@ class GraphBuilder:
         name = cfg.get("name", "model")
         specs: dict[str, LayerSpec] = {}
         raw_calls: dict[tuple[str, int], Call] = {}
+        # the entries and references, checked before any use of them (_autocasts)
+        for lc in cfg["layers"]:
+            if not isinstance(lc, Mapping):
+                self.convert_layer(lc)  # refuses it
+            with self._reading(f"model {name!r}, layer {_entry_name(lc)!r} "
+                               f"({lc.get('class_name')})"):
+                for node in lc.get("inbound_nodes") or []:
+                    _parse_node(node, lc.get("class_name") in _PRESERVE_STRUCTURE)
+        with self._reading(f"model {name!r}, its input_layers"):
+            inputs, in_dict_keys = _io_refs(cfg.get("input_layers"))
+        outputs_spec = cfg.get("output_layers")
+        with self._reading(f"model {name!r}, its output_layers"):
+            outputs, out_dict_keys = _io_refs(outputs_spec)
         autocasts = _autocasts(cfg)
         for lc in cfg.get("layers", []):
             if lc.get("name") in autocasts:  # computed in float32, like the layers using it
                 lc = {**lc, "config": {**lc["config"], "dtype": "float32"}}
-            spec = self.convert_layer(lc)
-            lname = lc.get("name") or spec.name
-            if lname != spec.name:
-                spec = dataclasses.replace(spec, name=lname)
-            specs[lname] = spec
-            for i, node in enumerate(lc.get("inbound_nodes") or []):
-                args, kwargs = _parse_node(node, lc.get("class_name") in _PRESERVE_STRUCTURE)
-                raw_calls[(lname, i)] = Call(lname, i, args, kwargs)
-        inputs, in_dict_keys = _io_refs(cfg.get("input_layers"))
-        outputs_spec = cfg.get("output_layers")
-        outputs, out_dict_keys = _io_refs(outputs_spec)
+            with self._reading(f"model {name!r}, layer {_entry_name(lc)!r} "
+                               f"({lc.get('class_name')})"):
+                spec = self.convert_layer(lc)
+                lname = lc.get("name") or spec.name
+                if lname != spec.name:
+                    spec = dataclasses.replace(spec, name=lname)
+                if spec.class_name == "InputLayer" and lc.get("inbound_nodes"):
+                    raise self._err(f"model {name!r}: layer {lname!r} is an InputLayer called on "
+                                    "other tensors; an InputLayer starts a model. The file is "
+                                    "damaged or was edited: save the model again")
+                if lname in specs:
+                    raise self._err(f"model {name!r} has two layers named {lname!r}; Keras "
+                                    "names the layers of a model uniquely. The file is damaged "
+                                    "or was edited: save the model again")
+                specs[lname] = spec
+                for i, node in enumerate(lc.get("inbound_nodes") or []):
+                    args, kwargs = _parse_node(node,
+                                               lc.get("class_name") in _PRESERVE_STRUCTURE)
+                    raw_calls[(lname, i)] = Call(lname, i, args, kwargs)
         inputs, outputs = tuple(inputs), tuple(outputs)
+        if not inputs or not outputs:
+            raise self._err(
+                f"model {name!r} has {len(inputs)} inputs and {len(outputs)} outputs "
+                f"(input_layers {str(cfg.get('input_layers'))[:60]}, output_layers "
+                f"{str(outputs_spec)[:60]}); expected at least one of each, as "
+                "[layer name, node index, tensor index]. The file is damaged or was edited: "
+                "save the model again")
         if not str(self.keras_version).startswith(("1.", "2.")):
             # Keras 3 numbers a nested Functional model's calls from 1 in `output_layers`
             # (its node 0 is the one built with the model; Keras's loader subtracts 1) but
@@ -938,7 +1073,8 @@ class GraphBuilder:
         in_shapes, in_dtypes = [], []
         for r in inputs:
             c = specs[r.layer].config
-            in_shapes.append(_input_shape(c))
+            with self._reading(f"model {name!r}, input layer {r.layer!r}"):
+                in_shapes.append(_input_shape(c))
             dt = c.get("dtype", "float32")
             if isinstance(dt, dict):
                 dt = dt.get("config", {}).get("name", "float32")

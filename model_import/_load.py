@@ -10,7 +10,7 @@ import numpy as np
 
 from model_import._errors import KerasImportError
 from model_import._files import (Keras3Weights, WeightSource, config_keras_version,
-                                 parse_config, read_h5, read_keras_zip, sniff)
+                                 keras_version_of, parse_config, read_h5, read_keras_zip, sniff)
 from model_import._graph import MODEL_CLASSES, Graph, GraphBuilder, LayerCallError
 from model_import._model import HEADS, KerasModel
 
@@ -25,6 +25,15 @@ def _layer_order(graph: Graph, prefix: tuple = ()) -> dict[tuple, list]:
     return order
 
 
+def _raised_by_h5py(e: BaseException) -> bool:
+    """Whether ``e`` was raised inside h5py (HDF5 reading a damaged file: OSError,
+    RuntimeError, KeyError, ValueError... by the damage), not by the importer's own code."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "h5py" in tb.tb_frame.f_code.co_filename
+
+
 def _as_numeric(w, where: str, path: str | None) -> np.ndarray:
     """A stored weight as a NumPy array; bfloat16, which HDF5 files hold as opaque 2-byte
     values (``|V2``), is widened to float32 exactly."""
@@ -36,6 +45,11 @@ def _as_numeric(w, where: str, path: str | None) -> np.ndarray:
                 f"(dtype {a.dtype}), expected a float or integer dtype or bfloat16 (2 bytes); "
                 "re-save the model in float32", path=path)
         a = (a.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    elif a.dtype.kind not in "biuf":
+        raise KerasImportError(
+            f"layer {where!r}: a weight of shape {a.shape} is stored as {a.dtype} values "
+            f"({a.dtype.kind!r}: not numbers), expected a float or integer dtype. The file is "
+            "damaged or was edited: save the model again", path=path)
     return a
 
 
@@ -64,7 +78,25 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
             raise KerasImportError(
                 f"layer {where!r} ({spec.class_name}) expects {spec.impl.n_weights} weight "
                 f"arrays, the file has {len(ws)} (shapes {[w.shape for w in ws]})", path=path)
-        converted = spec.impl.convert_weights([_as_numeric(w, where, path) for w in ws])
+        arrays = [_as_numeric(w, where, path) for w in ws]
+        try:
+            converted = spec.impl.convert_weights(arrays)
+        except KerasImportError:  # the converter's own refusal
+            raise
+        except Exception as e:  # arrays of the right number but not of the expected shapes
+            raise KerasImportError(
+                f"layer {where!r} ({spec.class_name}): its weights do not fit its config "
+                f"({type(e).__name__}: {e}); the file has arrays of shapes "
+                f"{[a.shape for a in arrays]}. The weights belong to another architecture or "
+                "the file is damaged (load them with the config they were saved with)",
+                path=path) from e
+        scalar_biases = [k for k, v in converted.items()
+                         if (k == "bias" or k.endswith("_bias")) and np.ndim(v) == 0]
+        if scalar_biases:  # it would broadcast: a layer with one bias for every unit
+            raise KerasImportError(
+                f"layer {where!r} ({spec.class_name}): its {scalar_biases[0]} is a single number "
+                "(0-d), expected a vector (one value per unit). The file is damaged or was "
+                "edited: save the model again", path=path)
         for k, want in (spec.impl.param_shapes or {}).items():
             got = np.shape(converted.get(k)) if k in converted else None
             if got is not None and (len(got) != len(want) or any(
@@ -76,6 +108,13 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
                     "config they were saved with)", path=path)
         params[name] = {k: jnp.asarray(v, dtype=jnp.float32 if np.issubdtype(
             np.asarray(v).dtype, np.floating) else None) for k, v in converted.items()}
+    extra = source.unused() if not prefix and hasattr(source, "unused") else []
+    if extra:
+        raise KerasImportError(
+            f"the weights file holds weights for {extra[:8]}, which no layer of the "
+            "architecture takes (it has no layer of that name, or one without weights: another "
+            "class). The weights belong to another architecture or the file was edited: load "
+            "them with the config they were saved with", path=path)
     return params
 
 
@@ -142,22 +181,39 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
     """
     path = os.fspath(path)
     kind = sniff(path)
-    if kind == "zip":
-        cfg, version, h5 = read_keras_zip(path)
-        legacy = None
-    else:
-        cfg, version, legacy, h5 = read_h5(path)
+    try:
+        if kind == "zip":
+            cfg, version, h5 = read_keras_zip(path)
+            legacy = None
+        else:
+            cfg, version, legacy, h5 = read_h5(path)
+    except KerasImportError:
+        raise
+    except Exception as e:
+        if not _raised_by_h5py(e):
+            raise
+        raise KerasImportError(f"the file's HDF5 structure cannot be read ({type(e).__name__}: "
+                               f"{e}); the file is corrupt or truncated. Save the model again",
+                               path=path) from e
     if config is not None:
         cfg = parse_config(config, path)
         if "class_name" not in cfg and "config" not in cfg and "layers" in cfg:
             cfg = {"class_name": "Functional", "config": cfg}
         # the architecture's record of the Keras that wrote it wins: a tf.keras to_json()
         # with a .weights.h5 (which records no version) is Keras 2, not 3
-        version = config_keras_version(cfg) or version
+        recorded = config_keras_version(cfg)
+        if recorded:
+            version = keras_version_of(recorded, "the architecture's keras_version", path)
     if cfg is None:
         raise KerasImportError(
             "the file holds weights but no architecture (a save_weights / .weights.h5 file); "
             "pass the architecture as config= (model.to_json() or a config.json)", path=path)
+    if not isinstance(cfg, dict):
+        h5.close()
+        raise KerasImportError(
+            f"the architecture config is a JSON {type(cfg).__name__} ({str(cfg)[:60]}), "
+            "expected an object with 'class_name' and 'config' (what model.to_json() writes). "
+            "The file is damaged or was edited: save the model again", path=path)
     if str(version).startswith("1."):
         h5.close()
         raise KerasImportError(
@@ -166,17 +222,22 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
             "standalone keras 2.2.4, which reads Keras 1 files) and save it again with "
             "model.save('model.h5')", path=path)
     if legacy is not None:
-        cfg = legacy.name_nested_sequentials(cfg)
         source: Any = lambda graph: legacy.bind(_layer_order(graph))  # noqa: E731
     else:
         source = lambda graph: Keras3Weights(h5, path, _layer_order(graph))  # noqa: E731
     try:
+        if legacy is not None:  # reads the file's layer_names
+            cfg = legacy.name_nested_sequentials(cfg)
         return build_model(cfg, source, keras_version=version, path=path, head=head,
                            custom_layers=custom_layers)
-    except (KeyError, AttributeError, TypeError, IndexError) as e:
-        raise KerasImportError(f"malformed Keras file: {e!r}", path=path) from e
-    except OSError as e:  # h5py cannot read a dataset: damaged or truncated data
-        raise KerasImportError(f"the weights cannot be read ({e}); the file may be corrupt "
-                               "or truncated", path=path) from e
+    except KerasImportError:
+        raise
+    except Exception as e:
+        if isinstance(e, OSError) or _raised_by_h5py(e):  # damaged or truncated data
+            raise KerasImportError(f"the weights cannot be read ({type(e).__name__}: {e}); "
+                                   "the file may be corrupt or truncated", path=path) from e
+        if isinstance(e, (KeyError, AttributeError, TypeError, IndexError)):
+            raise KerasImportError(f"malformed Keras file: {e!r}", path=path) from e
+        raise
     finally:
         h5.close()

@@ -131,7 +131,8 @@ def activation_name(spec: Any) -> str:
         return "softmax" if cls == "Softmax" else cls
     if isinstance(spec, Mapping):  # Keras 3 may serialize {"class_name": "function", "config": "relu"}
         cfg = spec.get("config")
-        spec = cfg if isinstance(cfg, str) else (cfg or {}).get("name", spec.get("class_name"))
+        name = cfg if isinstance(cfg, str) else (cfg or {}).get("name", spec.get("class_name"))
+        spec = name if name is not None else str(dict(spec))  # no name: an unknown activation
     name = _ALIASES.get(spec, spec)
     return str(name)
 

@@ -9,6 +9,7 @@ or a list; ``axis=1`` for channels_first models).
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -47,6 +48,16 @@ def _broadcast(v, axes: Sequence[int], ndim: int):
     return v.reshape(shape)
 
 
+def _same_shapes(w: Sequence[np.ndarray], names: Sequence[str]) -> Sequence[np.ndarray]:
+    """``w``, checked: a normalization's parameters all have the shape of the normalized
+    axes (one array of another shape, or a scalar, would broadcast into a different layer)."""
+    shapes = [np.shape(a) for a in w]
+    if len(set(shapes)) > 1 or () in shapes:
+        raise ValueError(f"expected {list(names)} of one shape (the normalized axes), got "
+                         f"shapes {shapes}")
+    return w
+
+
 @register_layer("BatchNormalization", "SyncBatchNormalization")
 def _batch_norm(config, ctx):
     if config.get("renorm"):
@@ -70,6 +81,12 @@ def _batch_norm(config, ctx):
 
     def call(params, x, *, rt):
         nd = x.ndim
+        # another axis (a damaged config) would broadcast the statistics into the batch axis
+        if not all(0 < a % nd and -nd <= a < nd for a in axes) or math.prod(
+                x.shape[a % nd] for a in axes) != np.size(params["moving_variance"]):
+            raise ValueError(f"axis {list(axes)} of an input of shape {x.shape}: expected the "
+                             f"axes of the {np.size(params['moving_variance'])} statistics (not "
+                             "the batch axis)")
         inv = jax.lax.rsqrt(_broadcast(params["moving_variance"], axes, nd) + eps)
         if scale:
             inv = inv * _broadcast(params["gamma"], axes, nd)
@@ -79,6 +96,7 @@ def _batch_norm(config, ctx):
         return x * inv + res
 
     def convert(w):
+        _same_shapes(w, names)
         if virtual:  # drop the virtual-batch axis: (1, 1, ..., C) -> (1, ..., C)
             w = [np.asarray(a).reshape(np.asarray(a).shape[:1] + np.asarray(a).shape[2:])
                  if np.ndim(a) >= 2 else a for a in w]
@@ -115,7 +133,8 @@ def _layer_norm(config, ctx):
             res = res + _broadcast(params["beta"], ax, nd)
         return x * inv + res
 
-    return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)),
+    return LayerImpl(call=call,
+                     convert_weights=lambda w: dict(zip(names, _same_shapes(w, names))),
                      n_weights=len(names))
 
 

@@ -198,8 +198,21 @@ class _Cell:
 
     def convert(self, w: Sequence[np.ndarray]) -> dict:
         p = {"kernel": np.asarray(w[0]), "recurrent_kernel": np.asarray(w[1])}
+        g = self.gates * self.units
+        # another architecture's (or a damaged file's) arrays would reshape or broadcast
+        if p["kernel"].ndim != 2 or p["kernel"].shape[1] != g or \
+                p["recurrent_kernel"].shape != (self.units, g):
+            raise ValueError(
+                f"expected a kernel of shape (input size, {g}) and a recurrent kernel of shape "
+                f"({self.units}, {g}) for {self.units} units, got {p['kernel'].shape} and "
+                f"{p['recurrent_kernel'].shape}")
         if self.use_bias:
             b = np.asarray(w[2])
+            want = ({(2, g), (2 * g,)} if self.kind == "gru" and self.reset_after
+                    else {(g,)} | ({(2 * g,)} if self.cudnn else set()))
+            if b.shape not in want:
+                raise ValueError(f"expected a bias of shape {' or '.join(map(str, sorted(want)))}"
+                                 f" for {self.units} units, got {b.shape}")
             if self.cudnn and self.kind == "lstm":  # input and recurrent biases, summed
                 b = b[: 4 * self.units] + b[4 * self.units:]
             elif self.kind == "gru" and self.reset_after:
