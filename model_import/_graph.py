@@ -605,24 +605,15 @@ def _autocasts(cfg) -> set[str]:
     float16/bfloat16 that only layers whose dtype policy computes in that dtype use. The
     importer computes those layers in float32, so these casts are read as casts to float32
     (the inputs are not rounded, nor the gradients that flow back through them)."""
-    def sources(a):
-        if _is_tensor_dict(a):
-            yield a["config"]["keras_history"][0]
-        elif isinstance(a, (list, tuple)):
-            for b in a:
-                yield from sources(b)
-        elif isinstance(a, dict):
-            for b in a.values():
-                yield from sources(b)
-
     users: dict[str, set] = {}
     for lc in cfg.get("layers", []):
         c = lc.get("config")
         policy = c.get("dtype") if isinstance(c, dict) and "trainable" in c else None  # a layer
         if isinstance(policy, dict):
             policy = (policy.get("config") or {}).get("name")
-        for src in sources(lc.get("inbound_nodes") or []):
-            users.setdefault(src, set()).add(_LOW_PRECISION_POLICIES.get(str(policy)))
+        for node in lc.get("inbound_nodes") or []:
+            for src in _refs(_parse_node(node, lc.get("class_name") in _PRESERVE_STRUCTURE)):
+                users.setdefault(src.layer, set()).add(_LOW_PRECISION_POLICIES.get(str(policy)))
     outputs = {r.layer for r in _io_refs(cfg.get("output_layers"))[0]}
     found = set()
     for lc in cfg.get("layers", []):
