@@ -153,6 +153,24 @@ class LegacyH5Weights(WeightSource):
         out: dict[tuple, list[str]] = {}
         for wname in self._names(self.group[top]):
             owner = wname.rsplit("/", 1)[0] if "/" in wname else ""
+            best = self._owner_layer(owner, layers)
+            if best is not None:
+                out.setdefault(best, []).append(wname)
+            else:
+                self._unassigned.append(f"{top}: {wname}")
+        self._nested[top] = out
+        return out
+
+    @staticmethod
+    def _owner_layer(owner: str, layers: list[tuple]) -> tuple | None:
+        """The layer (path) of a nested model that owns weights named ``owner/<var>``.
+
+        The layer whose name is the longest suffix of ``owner`` (ties: the one least deeply
+        nested). A layer wrapping others names its weights after itself and its inner
+        layers (``td/dense/kernel`` for ``TimeDistributed(Dense)`` named ``td``,
+        ``lstm/lstm_cell/kernel``, ``bidi/forward_gru/gru_cell/kernel``): when no layer
+        matches the whole of ``owner``, its trailing segments are dropped one at a time."""
+        while owner:
             best = None
             for lpath in layers:
                 leaf = lpath[-1]
@@ -160,12 +178,10 @@ class LegacyH5Weights(WeightSource):
                     if best is None or len(leaf) > len(best[-1]) or (
                             len(leaf) == len(best[-1]) and len(lpath) < len(best)):
                         best = lpath
-            if best is not None:
-                out.setdefault(best, []).append(wname)
-            else:
-                self._unassigned.append(f"{top}: {wname}")
-        self._nested[top] = out
-        return out
+            if best is not None or "/" not in owner:
+                return best
+            owner = owner.rsplit("/", 1)[0]
+        return None
 
     def get(self, path, class_names):
         top = path[0]

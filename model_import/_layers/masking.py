@@ -273,6 +273,32 @@ def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerIm
                                compute_mask=_merge_mask(keras_major))
 
 
+def _masked_multiply(impl: LayerImpl, keras_major: int) -> LayerImpl:
+    """Keras 3.4+'s ``Multiply`` of masked inputs: a masked input counts as 1 at its masked
+    steps (it does not zero the product); when every input is masked, the product is 0
+    where all of them are masked (Keras 3.15's ``Multiply._merge_function``; unmasked
+    inputs multiply as they are)."""
+
+    def call(params, xs, *args, rt, mask=None, **kwargs):
+        xs = (list(xs) if isinstance(xs, (list, tuple)) else [xs]) + list(args)
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [None] * len(xs)
+        all_masked = all(m is not None for m in masks)
+        out = out_mask = None
+        for x, m in zip(xs, masks):
+            if m is not None:
+                m = jnp.broadcast_to(jnp.expand_dims(m.astype(bool), -1), x.shape)
+                x = jnp.where(m, x, jnp.ones((), x.dtype))
+                if all_masked:
+                    out_mask = m if out_mask is None else jnp.logical_or(out_mask, m)
+            out = x if out is None else out * x
+        if all_masked:
+            out = jnp.where(out_mask, out, jnp.zeros((), out.dtype))
+        return out
+
+    return dataclasses.replace(impl, call=call, mask_call=True,
+                               compute_mask=_merge_mask(keras_major))
+
+
 def with_builtin_rules(impl: LayerImpl, class_name: str, config: Mapping[str, Any],
                        ctx: ConvertContext, *, builtin: bool) -> LayerImpl:
     """``impl`` with the Keras mask rule of its class, for built-in converters that do not
@@ -288,6 +314,8 @@ def with_builtin_rules(impl: LayerImpl, class_name: str, config: Mapping[str, An
     if class_name in ("Maximum", "Minimum") and major >= 3:
         return _masked_extremum(jnp.maximum if class_name == "Maximum" else jnp.minimum,
                                 impl, major)
+    if class_name == "Multiply" and major >= 3:
+        return _masked_multiply(impl, major)
     if class_name in _ELEMENTWISE_MERGES:
         return dataclasses.replace(impl, compute_mask=_merge_mask(major))
     if class_name == "Concatenate":

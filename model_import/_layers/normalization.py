@@ -141,7 +141,13 @@ def _layer_norm(config, ctx):
 @register_layer("RMSNormalization")
 def _rms_norm(config, ctx):
     """Keras 3's ``RMSNormalization``: ``x * rsqrt(mean(x**2) + epsilon) * scale`` (unlike
-    LayerNormalization's ``rms_scaling``, which divides by the variance)."""
+    LayerNormalization's ``rms_scaling``, which divides by the variance).
+
+    ``scale`` has the shape of ``x``'s normalized axes but Keras multiplies it with plain
+    broadcasting, that is along ``x``'s *last* axes whatever ``axis`` says
+    (``ops.rms_normalization``): ``axis=1`` on ``(N, 4, 4)`` scales the last axis. The port
+    does the same, so that it computes what the Keras model computes (for the default
+    ``axis=-1``, or trailing axes, the two readings agree)."""
     axes = _axes(config.get("axis", -1))
     eps = float(config.get("epsilon", 1e-6))
 
@@ -149,7 +155,16 @@ def _rms_norm(config, ctx):
         nd = x.ndim
         ax = tuple(sorted(a % nd for a in axes))
         y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=ax, keepdims=True) + eps)
-        return y * _broadcast(params["scale"], ax, nd)
+        scale = params["scale"]
+        try:
+            np.broadcast_shapes(x.shape, scale.shape)
+        except ValueError:
+            raise ValueError(
+                f"RMSNormalization(axis={list(axes)}): Keras multiplies its scale of shape "
+                f"{tuple(scale.shape)} along the last axes of the input, which do not fit the "
+                f"input shape {tuple(x.shape)}; Keras itself cannot run this layer (use "
+                "axis=-1, or axes that end with the last one)") from None
+        return y * scale
 
     return LayerImpl(call=call, convert_weights=lambda w: {"scale": w[0]}, n_weights=1)
 
