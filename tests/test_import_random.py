@@ -99,3 +99,18 @@ def test_multiply_of_masked_sequences(tmp_path):
     perturb_keras(model)
     x = np.array([[3, 5, 1, 0, 0], [2, 0, 8, 4, 7]], "int32")
     _compare(model, x, tmp_path, "multiply")
+
+
+def test_unrolled_bidirectional_repeats_outputs_at_masked_steps(tmp_path):
+    """Keras 3's unrolled RNN loop (JAX/NumPy backends) ignores the ``zero_output_for_mask``
+    that ``Bidirectional`` sets: masked steps repeat the previous output. The port output
+    zeros there (found while checking the tf.keras 2 sweep's fix of the same loop)."""
+    inp = keras.Input((4, 3))
+    t = layers.Masking(0.0)(inp)
+    out = layers.Bidirectional(layers.LSTM(2, return_sequences=True, unroll=True))(t)
+    model = keras.Model(inp, out)
+    perturb_keras(model)
+    x = np.random.default_rng(0).normal(size=(3, 4, 3)).astype("float32")
+    x[0, -1] = 0.0
+    x[1, 0] = 0.0
+    _compare(model, x, tmp_path, "bidir_unroll")

@@ -53,19 +53,31 @@ def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
     return (np.maximum(overlap, 0.0) / s).astype(np.float32)
 
 
-def resize_matrix(n_in: int, n_out: int, interpolation: str, antialias: bool) -> np.ndarray:
+def resize_matrix(n_in: int, n_out: int, interpolation: str, antialias: bool,
+                  kernel_table: int = 0) -> np.ndarray:
     """``(n_in, n_out)`` float32 weights of Keras's resize along one axis (not "nearest").
 
     Output sample ``j`` sits at input coordinate ``(j + 0.5) * n_in / n_out - 0.5``; input
     ``i`` weighs ``kernel(|sample - i| / width)`` with ``width = max(n_in / n_out, 1)`` when
     antialiasing, else 1; each column is normalized to sum to one (computed in float64, as
     Keras's NumPy backend does). "area" is the exact area average (:func:`_area_matrix`).
+
+    ``kernel_table=1024``: TensorFlow's ``ResizeBicubic`` (``tf.image.resize`` bicubic
+    without antialiasing: tf.keras 2, Keras 3 on TensorFlow), which computes the sample in
+    float32 and reads the kernel from a table of that many steps, i.e. at the sample's
+    fractional part rounded to a multiple of ``1 / kernel_table`` (up to about 1e-3 of the
+    output scale from the exact kernel).
     """
     if interpolation == "area":
         return _area_matrix(n_in, n_out)
     inv_scale = n_in / n_out
     width = max(inv_scale, 1.0) if antialias else 1.0
     sample = (np.arange(n_out, dtype=np.float64) + 0.5) * inv_scale - 0.5
+    if kernel_table and not antialias:
+        s32 = ((np.arange(n_out, dtype=np.float32) + np.float32(0.5))
+               * (np.float32(n_in) / np.float32(n_out)) - np.float32(0.5))
+        base = np.floor(s32)
+        sample = base + np.rint((s32 - base) * np.float32(kernel_table)) / kernel_table
     dist = np.abs(sample[None, :] - np.arange(n_in, dtype=np.float64)[:, None]) / width
     w = _KERNELS[interpolation](dist)
     total = w.sum(axis=0, keepdims=True)
@@ -83,9 +95,10 @@ def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum(idx, n_in - 1)
 
 
-def resize_axes(x, axes, sizes, interpolation, antialias=False):
+def resize_axes(x, axes, sizes, interpolation, antialias=False, kernel_table=0):
     """Resize ``x`` along ``axes`` to ``sizes`` as Keras 3 does; axes whose size does not
-    change are left untouched (as Keras leaves them)."""
+    change are left untouched (as Keras leaves them). ``kernel_table``: see
+    :func:`resize_matrix`."""
     for axis, n_out in zip(axes, sizes):
         n_in = x.shape[axis]
         if n_in == n_out:
@@ -93,7 +106,8 @@ def resize_axes(x, axes, sizes, interpolation, antialias=False):
         if interpolation == "nearest":
             x = jnp.take(x, nearest_indices(n_in, n_out), axis=axis)
         else:
-            w = jnp.asarray(resize_matrix(n_in, n_out, interpolation, antialias), x.dtype)
+            w = jnp.asarray(resize_matrix(n_in, n_out, interpolation, antialias, kernel_table),
+                            x.dtype)
             x = jnp.moveaxis(jnp.tensordot(x, w, axes=(axis, 0)), -1, axis)
     return x
 
@@ -150,6 +164,8 @@ def _resizing(config, ctx):
                         "'constant' only)")
     fill_value = float(config.get("fill_value", 0.0) or 0.0)
     antialias = bool(config.get("antialias", False))
+    # tf.keras 2 resizes with TensorFlow's kernels (Keras 3 files follow the JAX/NumPy ones)
+    table = 1024 if ctx.keras_major < 3 and interpolation == "bicubic" else 0
     axes, cf = _hw_axes(config)
 
     def call(params, x, *, rt):
@@ -161,7 +177,7 @@ def _resizing(config, ctx):
             widths = [(0, 0)] * x.ndim
             widths[axes[0]], widths[axes[1]] = (ph, ph), (pw, pw)
             x = jnp.pad(x, widths, constant_values=jnp.asarray(fill_value, x.dtype))
-        return resize_axes(x, axes, (height, width), interpolation, antialias)
+        return resize_axes(x, axes, (height, width), interpolation, antialias, table)
 
     return LayerImpl(call=call, data_format=_df(cf))
 

@@ -6,7 +6,8 @@ Recurrences are one ``jax.lax.scan`` over time (pure, jit/vmap friendly); the in
 projection of every step is one matmul before the scan. Masks (``Embedding(mask_zero=True)``,
 ``Masking``) follow Keras's generic RNN loop: at a masked step the state is carried over
 unchanged and the output is the previous output (zeros with ``zero_output_for_mask``, which
-``Bidirectional`` forces for sequences). ``go_backwards`` runs the scan from the last step
+``Bidirectional`` forces for sequences; Keras 3's unrolled loop ignores it and tf.keras 2's
+zeroes by the mask in time order, see ``_recurrent_layer``). ``go_backwards`` runs the scan from the last step
 and returns the outputs in processing order, as Keras does.
 
 Weights, in ``layer.weights`` order: ``kernel (features, gates * units)``,
@@ -380,6 +381,16 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
     # Masked steps before the first unmasked one output zeros in tf.keras 2's loop and in
     # Keras 3's unrolled loop, the initial state in Keras 3's scan (JAX/NumPy backends).
     zero_initial_output = ctx.keras_major < 3 or bool(config.get("unroll", False))
+    # tf.keras 2's unrolled loop with zero_output_for_mask (a Bidirectional's layers) repeats
+    # the previous output at masked steps like the generic loop, then zeroes the outputs
+    # (kept in processing order) where the mask *in time order* is False: with go_backwards
+    # output i is zeroed by the mask of step i, not of step T-1-i that it processed.
+    tf2_unrolled_backwards = (ctx.keras_major < 3 and zero_output and go_backwards
+                              and bool(config.get("unroll", False)))
+    # Keras 3's unrolled loop on JAX/NumPy ignores zero_output_for_mask: masked steps repeat
+    # the previous output there, in a Bidirectional too.
+    if ctx.keras_major >= 3 and bool(config.get("unroll", False)):
+        zero_output = False
     units = stack.state_units()
 
     def call(params, x, *args, rt, mask=None, initial_state=None, **kwargs):
@@ -398,11 +409,16 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
         if len(states) != len(units):
             raise ValueError(f"{what} expects {len(units)} initial states (of sizes {units}), "
                              f"got {len(states)}")
+        quirk = tf2_unrolled_backwards and mask is not None
         outs, final = run_rnn(stack.step(params, rt), stack.input_projection(params, x),
                               tuple(states), mask, go_backwards=go_backwards,
-                              zero_output_for_mask=zero_output,
+                              zero_output_for_mask=zero_output and not quirk,
                               zero_initial_output=zero_initial_output,
                               output_state=stack.output_state)
+        if quirk:  # see tf2_unrolled_backwards; the last output: the mask of its step (0)
+            keep = mask.astype(bool).reshape(mask.shape[:2] + (1,) * (outs.ndim - 2))
+            outs = (jnp.where(keep, outs, jnp.zeros_like(outs)) if return_sequences else
+                    outs.at[:, -1].set(jnp.where(keep[:, 0], outs[:, -1], 0)))
         y = outs if return_sequences else outs[:, -1]
         if time_major and return_sequences:
             y = jnp.swapaxes(y, 0, 1)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model_import._layers.activations import relu_family
+from model_import._layers.image import resize_axes
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -114,6 +115,8 @@ def _resize(rt, images, size, method="bilinear", preserve_aspect_ratio=False,
         h = int(np.round(np.float32(scale) * np.float32(ih)))
         w = int(np.round(np.float32(scale) * np.float32(iw)))
     shape = (images.shape[0], h, w, images.shape[-1])
+    if method == "bicubic" and not antialias:  # TF's ResizeBicubic: see resize_matrix
+        return resize_axes(images, (1, 2), (h, w), "bicubic", kernel_table=1024)
     return jax.image.resize(images, shape, method="linear" if method == "bilinear" else "cubic",
                             antialias=bool(antialias))
 
