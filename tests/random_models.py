@@ -103,6 +103,14 @@ class Builder:
     def fmt(self):
         return self.r("channels_last", "channels_last", "channels_first")
 
+    def spatial_input(self, t: T) -> tuple[int, str, str]:
+        """``(spatial rank, drawn data_format, "1D"/"2D"/"3D")`` of a layer taking ``t``;
+        redraws unless ``t`` has 1-3 spatial axes."""
+        nd = t.rank - 1
+        if nd not in (1, 2, 3):
+            raise _Redraw
+        return nd, self.fmt(), f"{nd}D"
+
     def spatial(self, t: T, fmt: str) -> tuple:
         return t.shape[:-1] if fmt == "channels_last" else t.shape[1:]
 
@@ -236,10 +244,7 @@ class Builder:
 
     def conv(self, t: T) -> T:
         L, r = self.L, self.r
-        nd = t.rank - 1
-        if nd not in (1, 2, 3):
-            raise _Redraw
-        fmt = self.fmt()
+        nd, fmt, cls = self.spatial_input(t)
         cin = self.chan(t, fmt)
         kind = r("Conv", "Conv", "ConvTranspose", "Depthwise", "Separable")
         if kind in ("Depthwise", "Separable") and nd == 3:
@@ -253,7 +258,6 @@ class Builder:
         use_bias = self.p(0.7)
         act = r(None, None, "relu", *[a for a in ACTIVATIONS if a not in ("threshold", "glu")])
         name = self.name(kind)
-        cls = {1: "1D", 2: "2D", 3: "3D"}[nd]
         if kind == "Conv":
             groups = r(*[g for g in (1, 1, 2, 3) if cin % g == 0])
             filters = groups * self.i(1, 3)
@@ -296,11 +300,7 @@ class Builder:
 
     def pool(self, t: T) -> T:
         L, r = self.L, self.r
-        nd = t.rank - 1
-        if nd not in (1, 2, 3):
-            raise _Redraw
-        fmt = self.fmt()
-        cls = {1: "1D", 2: "2D", 3: "3D"}[nd]
+        nd, fmt, cls = self.spatial_input(t)
         kind = r("Max", "Average", "GlobalMax", "GlobalAverage", "Adaptive")
         if kind in ("Max", "Average"):
             ps = tuple(self.i(1, 3) for _ in range(nd)) if self.p(0.5) else self.i(1, 3)
@@ -328,11 +328,7 @@ class Builder:
 
     def resample(self, t: T) -> T:
         L, r = self.L, self.r
-        nd = t.rank - 1
-        if nd not in (1, 2, 3):
-            raise _Redraw
-        fmt = self.fmt()
-        cls = {1: "1D", 2: "2D", 3: "3D"}[nd]
+        nd, fmt, cls = self.spatial_input(t)
         kind = r("ZeroPadding", "Cropping", "UpSampling", "Resizing")
         if kind == "Resizing":
             if nd != 2:
