@@ -11,8 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def perturb_keras(model, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
+def perturb_keras(model, seed: int = 0, *, rng: np.random.Generator | None = None,
+                  kernels: bool = False) -> None:
+    """Randomize ``model``'s normalization statistics, gammas/scales, betas, biases and
+    PReLU alphas (from ``rng``, else ``default_rng(seed)``); ``kernels=True`` also draws
+    every other float weight from a normal of about its initial scale."""
+    rng = np.random.default_rng(seed) if rng is None else rng
     for v in model.weights:
         a = np.asarray(v.numpy())
         if not np.issubdtype(a.dtype, np.floating):
@@ -28,6 +32,9 @@ def perturb_keras(model, seed: int = 0) -> None:
             new = rng.normal(0.0, 0.3, a.shape)
         elif name == "alpha":  # PReLU
             new = rng.uniform(0.05, 0.5, a.shape)
+        elif kernels:
+            std = float(np.std(a)) if a.size > 1 else 0.3
+            new = rng.normal(0.0, min(max(std, 0.05), 1.0), a.shape)
         else:
             continue
         v.assign(new.astype(a.dtype))

@@ -35,6 +35,8 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from import_helpers import perturb_keras  # noqa: E402
+
 #: Largest accepted ``max|ours - keras| / max|keras|`` per output (float32 arithmetic).
 TOL = 1e-4
 BATCH = 2
@@ -916,31 +918,6 @@ class Builder:
                            name="random")
 
 
-def randomize_weights(model, rng: np.random.Generator) -> None:
-    """Give every float weight a random value, so that a wrong formula, axis or weight order
-    shows: normalization statistics and gammas away from the identity, biases away from zero,
-    kernels random normals of about their initial scale."""
-    for v in model.weights:
-        a = np.asarray(v.numpy())
-        if not np.issubdtype(a.dtype, np.floating):
-            continue
-        name = v.path.split("/")[-1]
-        if name in ("moving_mean", "mean"):
-            new = rng.normal(0.0, 0.3, a.shape)
-        elif name in ("moving_variance", "variance"):
-            new = rng.uniform(0.4, 1.6, a.shape)
-        elif name in ("gamma", "scale"):
-            new = rng.uniform(0.5, 1.5, a.shape)
-        elif name in ("beta", "bias"):
-            new = rng.normal(0.0, 0.3, a.shape)
-        elif name == "alpha":
-            new = rng.uniform(0.05, 0.5, a.shape)
-        else:
-            std = float(np.std(a)) if a.size > 1 else 0.3
-            new = rng.normal(0.0, min(max(std, 0.05), 1.0), a.shape)
-        v.assign(new.astype(a.dtype))
-
-
 def build(seed: int):
     """``(model, inputs, description)`` for ``seed``: a Keras Functional model that Keras
     runs on ``inputs`` (a list of arrays, batch of :data:`BATCH`) with finite outputs, or
@@ -953,7 +930,7 @@ def build(seed: int):
         b = Builder(rng)
         try:
             model = b.model()
-            randomize_weights(model, rng)
+            perturb_keras(model, rng=rng, kernels=True)
             ref = _as_list(model(b.feeds if len(b.feeds) > 1 else b.feeds[0], training=False))
         except Exception:  # noqa: BLE001  (Keras cannot build or run it: draw again)
             continue
