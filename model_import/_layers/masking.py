@@ -221,6 +221,20 @@ def _keras3_before_3_4(version: str) -> bool:
         return False
 
 
+def _keras3_masked_merges(version: str) -> bool:
+    """Whether ``Maximum``/``Minimum``/``Multiply`` see their inputs' masks: Keras 3.14+
+    (on the NumPy backend, 3.4-3.13 compute them as plain merges of the values: their
+    ``_merge_function`` reads the masks from the tensors, which those versions' Functional
+    runs do not attach; compared with Keras 3.4.1, 3.9.2, 3.10.0, 3.11.3, 3.12.0, 3.13.2,
+    3.14.0 and 3.15.1). An unrecorded minor version (a bare ``"3"``) is read as the newest."""
+    parts = str(version).split(".")
+    try:
+        return int(parts[0]) > 3 or (int(parts[0]) == 3 and (
+            len(parts) == 1 or int("".join(c for c in parts[1] if c.isdigit())) >= 14))
+    except ValueError:
+        return False
+
+
 def null_mask_rule(version: str) -> str:
     """What a call's recorded ``"mask": null`` means for the Keras that wrote the config.
 
@@ -246,7 +260,7 @@ def null_mask_rule(version: str) -> str:
 
 
 def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerImpl:
-    """Keras 3.4+'s ``Maximum``/``Minimum`` of masked inputs: where an input is masked, the
+    """Keras 3.14+'s ``Maximum``/``Minimum`` of masked inputs: where an input is masked, the
     running result stands in for it (and it for a masked running result), so a masked step
     of one input never wins; where every input is masked the result is the first input."""
 
@@ -274,7 +288,7 @@ def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerIm
 
 
 def _masked_multiply(impl: LayerImpl, keras_major: int) -> LayerImpl:
-    """Keras 3.4+'s ``Multiply`` of masked inputs: a masked input counts as 1 at its masked
+    """Keras 3.14+'s ``Multiply`` of masked inputs: a masked input counts as 1 at its masked
     steps (it does not zero the product); when every input is masked, the product is 0
     where all of them are masked (Keras 3.15's ``Multiply._merge_function``; unmasked
     inputs multiply as they are)."""
@@ -311,10 +325,11 @@ def with_builtin_rules(impl: LayerImpl, class_name: str, config: Mapping[str, An
     if class_name in _ELEMENTWISE_MERGES | {"Concatenate"} and _keras3_before_3_4(
             ctx.keras_version):
         return dataclasses.replace(impl, compute_mask="drop")
-    if class_name in ("Maximum", "Minimum") and major >= 3:
+    masked_merges = major >= 3 and _keras3_masked_merges(ctx.keras_version)
+    if class_name in ("Maximum", "Minimum") and masked_merges:
         return _masked_extremum(jnp.maximum if class_name == "Maximum" else jnp.minimum,
                                 impl, major)
-    if class_name == "Multiply" and major >= 3:
+    if class_name == "Multiply" and masked_merges:
         return _masked_multiply(impl, major)
     if class_name in _ELEMENTWISE_MERGES:
         return dataclasses.replace(impl, compute_mask=_merge_mask(major))
