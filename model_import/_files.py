@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from model_import._errors import KerasImportError
+from model_import._version import is_version_string
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -348,7 +349,7 @@ def keras_version_of(value: Any, where: str, path: str | None) -> str:
     """A recorded Keras version, refusing a damaged record: which Keras wrote a file decides
     semantics that differ between releases (``hard_sigmoid``, masks, node numbering)."""
     v = _decode(value)
-    if isinstance(v, str) and re.match(r"\d+(\.|$)", v):
+    if is_version_string(v):
         return str(v)
     raise KerasImportError(
         f"the Keras version recorded in {where} is {v!r}; expected a version string such as "

@@ -19,6 +19,7 @@ from model_import._layers import masking as _masking
 from model_import._layers.activations import activation_name, get_activation
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
                                            builtin_converters, lookup)
+from model_import._version import parse_version
 
 Array = jax.Array
 
@@ -931,7 +932,7 @@ class GraphBuilder:
         node 0 is the one made when the nested model itself was built, which the outer
         config omits), so a reference ``[base, 1, 0]`` means the first listed call.
         """
-        if not str(self.keras_version).startswith(("1.", "2.")):
+        if parse_version(self.keras_version).major >= 3:
             return set()
         refs: dict[str, set[int]] = {}
 
@@ -1006,7 +1007,7 @@ class GraphBuilder:
                 f"{str(outputs_spec)[:60]}); expected at least one of each, as "
                 "[layer name, node index, tensor index]. The file is damaged or was edited: "
                 "save the model again")
-        if not str(self.keras_version).startswith(("1.", "2.")):
+        if parse_version(self.keras_version).major >= 3:
             # Keras 3 numbers a nested Functional model's calls from 1 in `output_layers`
             # (its node 0 is the one built with the model; Keras's loader subtracts 1) but
             # from 0 in the inbound nodes (seen in files of 3.1 and 3.15)

@@ -13,6 +13,7 @@ import numpy as np
 from model_import._graph import Graph, LayerCallError, LayerSpec, _refs
 from model_import._layers.activations import activation_name
 from model_import._layers.registry import Runtime
+from model_import._version import keras_major
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -132,8 +133,7 @@ class KerasModel:
         self._paths = graph.layer_paths()
         # Keras 3 operation nodes are not listed as layers but can be captured by name.
         self._all_paths = graph.layer_paths(include_ops=True)
-        self._keras_major = int(str(keras_version).split(".")[0] or 3) if str(
-            keras_version).split(".")[0].isdigit() else 3
+        self._keras_major = keras_major(keras_version)
 
     # ------------------------------------------------------------------ variants
     def _replace(self, **kw) -> "KerasModel":

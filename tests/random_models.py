@@ -244,6 +244,14 @@ class Builder:
         self.log.append(f"EinsumDense({eq}, {bias})")
         return T(lay(t.x), t.masked)
 
+    def apply(self, lay, t: T, desc: str) -> T:
+        """``lay(t.x)``, logged as ``desc`` with its shapes; an empty output is redrawn."""
+        out = lay(t.x)
+        if 0 in out.shape[1:]:
+            raise _Redraw
+        self.log.append(f"{desc} {t.shape}->{tuple(out.shape[1:])}")
+        return T(out)
+
     def conv(self, t: T) -> T:
         L, r = self.L, self.r
         nd, fmt, cls = self.spatial_input(t)
@@ -291,14 +299,10 @@ class Builder:
                                                      dilation_rate=dil, data_format=fmt,
                                                      use_bias=use_bias, activation=act,
                                                      name=name)
-        out = lay(t.x)
-        if 0 in out.shape[1:]:
-            raise _Redraw
         keys = ("kernel_size", "strides", "dilation_rate", "padding", "data_format", "groups",
                 "output_padding", "depth_multiplier", "activation", "use_bias")
         cfg = {k: v for k, v in lay.get_config().items() if k in keys}
-        self.log.append(f"{type(lay).__name__}({cfg}) {t.shape}->{tuple(out.shape[1:])}")
-        return T(out)
+        return self.apply(lay, t, f"{type(lay).__name__}({cfg})")
 
     def pool(self, t: T) -> T:
         L, r = self.L, self.r
@@ -322,11 +326,7 @@ class Builder:
             lay = getattr(L, f"{kind}Pooling{cls}")(data_format=fmt, keepdims=self.p(0.3),
                                                      name=self.name(f"{kind}pool"))
             desc = f"{type(lay).__name__}({fmt}, keepdims={lay.keepdims})"
-        out = lay(t.x)
-        if 0 in out.shape[1:]:
-            raise _Redraw
-        self.log.append(f"{desc} {t.shape}->{tuple(out.shape[1:])}")
-        return T(out)
+        return self.apply(lay, t, desc)
 
     def resample(self, t: T) -> T:
         L, r = self.L, self.r
@@ -344,11 +344,9 @@ class Builder:
                                  crop_to_aspect_ratio=self.p(0.2),
                                  pad_to_aspect_ratio=self.p(0.2), data_format=fmt,
                                  antialias=self.p(0.2), name=self.name("resizing"))
-            out = lay(t.x)
             cfg = {k: v for k, v in lay.get_config().items()
                    if k not in ("name", "trainable", "dtype")}
-            self.log.append(f"{type(lay).__name__}({cfg}) {t.shape}->{tuple(out.shape[1:])}")
-            return T(out)
+            return self.apply(lay, t, f"{type(lay).__name__}({cfg})")
         if kind == "ZeroPadding":
             pad = tuple((self.i(0, 2), self.i(0, 2)) for _ in range(nd))
             arg = pad[0] if nd == 1 else pad
@@ -367,11 +365,7 @@ class Builder:
             if nd == 2:
                 kw["interpolation"] = r("nearest", "bilinear", "bicubic", "lanczos3")
         lay = getattr(L, f"{kind}{cls}")(arg, name=self.name(kind), **kw)
-        out = lay(t.x)
-        if 0 in out.shape[1:]:
-            raise _Redraw
-        self.log.append(f"{type(lay).__name__}({arg}, {kw}) {t.shape}->{tuple(out.shape[1:])}")
-        return T(out)
+        return self.apply(lay, t, f"{type(lay).__name__}({arg}, {kw})")
 
     def reshape(self, t: T) -> T:
         L, r = self.L, self.r
@@ -400,9 +394,7 @@ class Builder:
                 raise _Redraw
             lay = L.RepeatVector(self.i(1, 4), name=self.name("repeat"))
             desc = "RepeatVector"
-        out = lay(t.x)
-        self.log.append(f"{desc} {t.shape}->{tuple(out.shape[1:])}")
-        return T(out)
+        return self.apply(lay, t, desc)
 
     def recurrent(self, t: T) -> T:
         L, r = self.L, self.r

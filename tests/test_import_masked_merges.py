@@ -1,6 +1,7 @@
-"""Merges of masked sequences by the Keras 3 version that wrote the file: ``Maximum``,
-``Minimum`` and ``Multiply`` see their inputs' masks from Keras 3.14 on; Keras 3.4-3.13 (on
-the NumPy backend) compute them as plain merges. The files were written once by
+"""Merges of masked sequences: ``Maximum``, ``Minimum`` and ``Multiply`` see their inputs'
+masks in files of Keras 3.4 and later (as Keras computes them on JAX and TensorFlow; the
+NumPy backend of Keras 3.4-3.13 loses the masks and is not followed), and unrolled RNNs on
+the same masked input. The files were written once, on the JAX backend, by
 tests/fixtures/masked_merges/make_masked_merges.py with each Keras version.
 """
 
@@ -19,13 +20,12 @@ RNNS = (2, 3)  # unrolled Bidirectional LSTM, unrolled go_backwards GRU on a mas
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_masked_merges_follow_the_files_keras(version):
+def test_masked_merges_and_unrolled_rnns(version):
     ref = np.load(D / f"mk_{version}.npz")
     m = load_keras(D / f"mk_{version}.keras")
     assert m.keras_version == version
     got = m(ref["x"])
     for i in MERGES:
         assert rel_err(got[i], ref[f"y{i}"]) <= 1e-5, (version, i)
-    if version != "3.13.2":  # Keras 3.10-3.13's unrolled masked RNNs: README, limitations
-        for i in RNNS:
-            assert rel_err(got[i], ref[f"y{i}"]) <= 1e-5, (version, i)
+    for i in RNNS:
+        assert rel_err(got[i], ref[f"y{i}"]) <= 1e-5, (version, i)

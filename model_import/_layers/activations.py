@@ -165,7 +165,8 @@ def _is_layer_spec(spec: Any) -> bool:
 def _layer_activation(spec: Mapping, keras_major: int, ctx: ConvertContext | None):
     cls = str(spec["class_name"])
     sub = ConvertContext(layer_name=str(spec["config"].get("name", cls)), class_name=cls,
-                         keras_version=str(keras_major), path=None if ctx is None else ctx.path)
+                         keras_version=str(keras_major) if ctx is None else ctx.keras_version,
+                         path=None if ctx is None else ctx.path)
     impl = lookup(cls)(spec["config"], sub)
     if impl.subgraph is not None or impl.n_weights != 0:
         detail = (f"its activation is a {cls} layer with weights, which an activation "

@@ -23,6 +23,7 @@ import numpy as np
 from model_import._errors import KerasImportError
 from model_import._layers.masking import LARGE_NEGATIVE
 from model_import._layers.registry import LayerImpl, register_layer
+from model_import._version import parse_version
 
 Array = jax.Array
 
@@ -232,7 +233,7 @@ def _multi_head_attention(config, ctx):
     # (2.13+) uses its private attributes (`_query_dense`...).
     private = ctx.keras_major < 3
     groups = tuple(f"_{p}_dense" if (p == "gate" or private) else f"{p}_dense" for p in parts)
-    if ctx.keras_major < 3 and _version(ctx.keras_version) < (2, 10):
+    if parse_version(ctx.keras_version).before(2, 10, unrecorded=True):
         # tf.keras before 2.10 did not read the inputs' Keras masks in MultiHeadAttention,
         # and its output had no mask (the layer did not support masking; checked with TF 2.4
         # and 2.8 files in tests/test_import_keras2_tf2x.py).
@@ -241,14 +242,6 @@ def _multi_head_attention(config, ctx):
     return LayerImpl(call=call, convert_weights=convert, n_weights=per * len(parts),
                      mask_call="arguments", compute_mask="propagate", weight_groups=groups,
                      clears_input_masks=ctx.keras_major >= 3)
-
-
-def _version(v: str) -> tuple[int, ...]:
-    out = []
-    for part in str(v).split(".")[:2]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
 
 
 # ---------------------------------------------------------------------- GroupedQueryAttention

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from model_import._layers.registry import ConvertContext, LayerImpl, register_layer
+from model_import._version import parse_version
 
 Array = jax.Array
 
@@ -214,25 +215,18 @@ def _masked_softmax(config: Mapping[str, Any], impl: LayerImpl, keras_major: int
 def _keras3_before_3_4(version: str) -> bool:
     """Keras 3.0-3.3: ``Layer.__call__`` read the mask of a list argument as ``None`` (only
     the first argument's own ``_keras_mask``), so merge layers had no output mask there."""
-    parts = str(version).split(".")
-    try:
-        return parts[0] == "3" and len(parts) > 1 and int(parts[1]) < 4
-    except ValueError:
-        return False
+    v = parse_version(version)
+    return v.major == 3 and v.before(3, 4, unrecorded=False)
 
 
 def _keras3_masked_merges(version: str) -> bool:
-    """Whether ``Maximum``/``Minimum``/``Multiply`` see their inputs' masks: Keras 3.14+
-    (on the NumPy backend, 3.4-3.13 compute them as plain merges of the values: their
-    ``_merge_function`` reads the masks from the tensors, which those versions' Functional
-    runs do not attach; compared with Keras 3.4.1, 3.9.2, 3.10.0, 3.11.3, 3.12.0, 3.13.2,
-    3.14.0 and 3.15.1). An unrecorded minor version (a bare ``"3"``) is read as the newest."""
-    parts = str(version).split(".")
-    try:
-        return int(parts[0]) > 3 or (int(parts[0]) == 3 and (
-            len(parts) == 1 or int("".join(c for c in parts[1] if c.isdigit())) >= 14))
-    except ValueError:
-        return False
+    """Whether ``Maximum``/``Minimum``/``Multiply`` see their inputs' masks: Keras 3.4+ (3.0-3.3
+    merge the values as they are). Measured with one model written and run eagerly by each
+    of Keras 3.4.1, 3.5.0, 3.6.0, 3.7.0, 3.8.0, 3.9.2, 3.10.0, 3.11.3, 3.12.0, 3.13.2, 3.14.0
+    and 3.15.1 on JAX, and run by 3.4.1, 3.9.2, 3.13.2 and 3.15.1 on TensorFlow (eager and
+    ``predict``). Two Keras paths lose these masks and are not followed: Functional runs on
+    the NumPy backend of Keras 3.4-3.13, and jitted calls (``predict``) of Keras 3.4-3.5 on JAX."""
+    return not parse_version(version).before(3, 4, unrecorded=False)
 
 
 def null_mask_rule(version: str) -> str:
@@ -248,15 +242,21 @@ def null_mask_rule(version: str) -> str:
     the tensor's mask, as for a missing key; also an unknown version (a bare ``"3"``: a
     ``.weights.h5`` with a config that records none).
     """
-    v = str(version)
-    parts = v.split(".")
-    try:
-        major, minor = int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()))
-    except (ValueError, IndexError):
-        return "call" if v == "2" else "implicit"
-    if major == 2:
-        return "none" if v.endswith("-tf") or minor >= 4 else "call"
-    return "call" if major == 3 and minor < 10 else "implicit"
+    v = parse_version(version)
+    if v.major < 3:  # a bare "2": an .h5 without a keras_version attribute, i.e. an old one
+        return "none" if v.tf_keras or not v.before(2, 4, unrecorded=True) else "call"
+    return "call" if v.before(3, 10, unrecorded=False) else "implicit"
+
+
+def _merge_operands(xs, args, mask) -> list[tuple[Array, Array | None]]:
+    """A merge call's inputs, each with its mask as a boolean array of the input's shape
+    (Keras 3.14+ expands a mask on the last axis and broadcasts it), or ``None`` if the
+    input has none."""
+    xs = (list(xs) if isinstance(xs, (list, tuple)) else [xs]) + list(args)
+    masks = list(mask) if isinstance(mask, (list, tuple)) else [None] * len(xs)
+    return [(x, None if m is None
+             else jnp.broadcast_to(jnp.expand_dims(m.astype(bool), -1), x.shape))
+            for x, m in zip(xs, masks)]
 
 
 def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerImpl:
@@ -265,12 +265,8 @@ def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerIm
     of one input never wins; where every input is masked the result is the first input."""
 
     def call(params, xs, *args, rt, mask=None, **kwargs):
-        xs = (list(xs) if isinstance(xs, (list, tuple)) else [xs]) + list(args)
-        masks = list(mask) if isinstance(mask, (list, tuple)) else [None] * len(xs)
         out = out_mask = None
-        for i, (x, m) in enumerate(zip(xs, masks)):
-            if m is not None:
-                m = jnp.broadcast_to(jnp.expand_dims(m.astype(bool), -1), x.shape)
+        for i, (x, m) in enumerate(_merge_operands(xs, args, mask)):
             if i == 0:
                 out, out_mask = x, m
                 continue
@@ -294,13 +290,11 @@ def _masked_multiply(impl: LayerImpl, keras_major: int) -> LayerImpl:
     inputs multiply as they are)."""
 
     def call(params, xs, *args, rt, mask=None, **kwargs):
-        xs = (list(xs) if isinstance(xs, (list, tuple)) else [xs]) + list(args)
-        masks = list(mask) if isinstance(mask, (list, tuple)) else [None] * len(xs)
-        all_masked = all(m is not None for m in masks)
+        operands = _merge_operands(xs, args, mask)
+        all_masked = all(m is not None for _, m in operands)
         out = out_mask = None
-        for x, m in zip(xs, masks):
+        for x, m in operands:
             if m is not None:
-                m = jnp.broadcast_to(jnp.expand_dims(m.astype(bool), -1), x.shape)
                 x = jnp.where(m, x, jnp.ones((), x.dtype))
                 if all_masked:
                     out_mask = m if out_mask is None else jnp.logical_or(out_mask, m)
@@ -325,7 +319,7 @@ def with_builtin_rules(impl: LayerImpl, class_name: str, config: Mapping[str, An
     if class_name in _ELEMENTWISE_MERGES | {"Concatenate"} and _keras3_before_3_4(
             ctx.keras_version):
         return dataclasses.replace(impl, compute_mask="drop")
-    masked_merges = major >= 3 and _keras3_masked_merges(ctx.keras_version)
+    masked_merges = _keras3_masked_merges(ctx.keras_version)
     if class_name in ("Maximum", "Minimum") and masked_merges:
         return _masked_extremum(jnp.maximum if class_name == "Maximum" else jnp.minimum,
                                 impl, major)

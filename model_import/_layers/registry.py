@@ -14,6 +14,8 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
+from model_import._version import keras_major
+
 Array = jax.Array
 
 
@@ -100,10 +102,7 @@ class ConvertContext:
 
     @property
     def keras_major(self) -> int:
-        try:
-            return int(str(self.keras_version).split(".")[0])
-        except ValueError:
-            return 3
+        return keras_major(self.keras_version)
 
     def error(self, detail: str) -> Exception:
         from model_import._errors import UnsupportedLayerError
