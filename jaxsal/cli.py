@@ -173,7 +173,7 @@ def cmd_demo(args) -> int:
 def cmd_summary(args) -> int:
     from model_import import load_keras
 
-    m = load_keras(args.model, head=args.head)
+    m = load_keras(args.model, head=args.head, keras_backend=args.keras_backend)
     print(m.summary())
     return 0
 
@@ -183,7 +183,7 @@ def cmd_explain(args) -> int:
     from model_import import load_keras
 
     _enable_cache(args.cache_dir)
-    model = load_keras(args.model, head=args.head)
+    model = load_keras(args.model, head=args.head, keras_backend=args.keras_backend)
     if args.output is not None:
         model = model.with_output(int(args.output) if args.output.lstrip("-").isdigit()
                                   else args.output)
@@ -202,6 +202,12 @@ def cmd_explain(args) -> int:
     return 0
 
 
+BACKEND_HELP = ("jax, numpy, tensorflow or torch: the backend Keras 3 ran the model on, for "
+                "the few layers that compute differently there (bicubic resizing, unrolled "
+                "masked RNNs); default: what an .h5 records, else JAX/NumPy (a .keras "
+                "archive records none)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="jaxsal", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -211,6 +217,7 @@ def main(argv=None) -> int:
     s = sub.add_parser("summary", help="print a model file's layers")
     s.add_argument("model")
     s.add_argument("--head", default="saved")
+    s.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
     s.set_defaults(fn=cmd_summary)
     e = sub.add_parser("explain", help="attribution maps for a .npy of inputs, resumable")
     e.add_argument("model")
@@ -220,6 +227,7 @@ def main(argv=None) -> int:
                    help="'predicted' (default), 'all' (every class; 0 and 1 for a one-unit "
                         "sigmoid model), a class id, or ids like 0,3,7")
     e.add_argument("--head", default="logits")
+    e.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
     e.add_argument("--output", default=None,
                    help="for a multi-output model: the output to explain (name or position)")
     e.add_argument("--layer", default=None,

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from model_import._errors import KerasImportError
-from model_import._version import is_version_string
+from model_import._version import is_version_string, keras_backend_of
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -355,6 +355,15 @@ def keras_version_of(value: Any, where: str, path: str | None) -> str:
         f"the Keras version recorded in {where} is {v!r}; expected a version string such as "
         "'2.15.0' or '3.4.1'. The file is damaged or was edited: save the model again (or "
         "restore the version it was written with)", path=path)
+
+
+def recorded_backend(f: h5py.File) -> str | None:
+    """The backend recorded in a legacy ``.h5`` (its ``backend`` attribute: Keras 3 and
+    tf.keras write it), or ``None`` when absent or not a Keras 3 backend (``"theano"``)."""
+    try:
+        return keras_backend_of(f.attrs.get("backend"), "the backend attribute")
+    except ValueError:
+        return None
 
 
 def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File]:

@@ -742,8 +742,10 @@ class GraphBuilder:
     """Builds :class:`Graph` objects from configs, converting each layer with the registry."""
 
     def __init__(self, *, keras_version: str, path: str | None,
-                 custom_layers: Mapping[str, Callable] | None = None):
+                 custom_layers: Mapping[str, Callable] | None = None,
+                 keras_backend: str | None = None):
         self.keras_version = keras_version
+        self.keras_backend = keras_backend
         self.path = path
         self.custom = dict(custom_layers or {})
 
@@ -856,7 +858,8 @@ class GraphBuilder:
                 detail=f"no converter is registered for this class{where}")
         ctx = ConvertContext(layer_name=name, class_name=cls, keras_version=self.keras_version,
                              path=self.path, build_subgraph=None,
-                             custom_layers=self.custom or None)
+                             custom_layers=self.custom or None,
+                             keras_backend=self.keras_backend)
         try:
             impl = conv(cfg, ctx)
         except (UnsupportedLayerError, KerasImportError):

@@ -10,9 +10,11 @@ import numpy as np
 
 from model_import._errors import KerasImportError
 from model_import._files import (Keras3Weights, WeightSource, config_keras_version,
-                                 keras_version_of, parse_config, read_h5, read_keras_zip, sniff)
+                                 keras_version_of, parse_config, read_h5, read_keras_zip,
+                                 recorded_backend, sniff)
 from model_import._graph import MODEL_CLASSES, Graph, GraphBuilder, LayerCallError
 from model_import._model import HEADS, KerasModel
+from model_import._version import keras_backend_of, parse_version
 
 
 def _layer_order(graph: Graph, prefix: tuple = ()) -> dict[tuple, list]:
@@ -120,7 +122,8 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
 
 def build_model(config: Mapping[str, Any], source: WeightSource | Callable | None, *,
                 keras_version: str = "3", path: str | None = None, head: str = "saved",
-                custom_layers: Mapping[str, Callable] | None = None) -> KerasModel:
+                custom_layers: Mapping[str, Callable] | None = None,
+                keras_backend: str | None = None) -> KerasModel:
     """Build a :class:`KerasModel` from an architecture config and a weight source.
 
     The lower-level half of :func:`load_keras`, for architectures that come from elsewhere.
@@ -135,6 +138,7 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
       path: the file name, used in error messages.
       head: see :meth:`KerasModel.with_head`.
       custom_layers: ``{class_name: converter}``, see :func:`register_layer`.
+      keras_backend: see :func:`load_keras`.
     """
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
@@ -146,12 +150,15 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
             f"expected a Sequential or Functional model, got class {config['class_name']!r}. "
             "Subclassed models store no architecture: rebuild the model as a Functional model "
             "and save that.", path=path)
-    graph = GraphBuilder(keras_version=keras_version, path=path,
-                         custom_layers=custom_layers).build(config)
+    if keras_backend is not None:
+        keras_backend = keras_backend_of(keras_backend, "keras_backend")
+    graph = GraphBuilder(keras_version=keras_version, path=path, custom_layers=custom_layers,
+                         keras_backend=keras_backend).build(config)
     if callable(source):
         source = source(graph)
     params = _collect_params(graph, source, path) if source is not None else {}
-    model = KerasModel(graph, params, head=head, keras_version=keras_version, source=path)
+    model = KerasModel(graph, params, head=head, keras_version=keras_version, source=path,
+                       keras_backend=keras_backend)
     try:  # check the whole forward once, abstractly: shapes, weights and wiring
         model._output_shapes()
     except LayerCallError as e:
@@ -160,7 +167,8 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
 
 
 def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = None,
-               custom_layers: Mapping[str, Callable] | None = None) -> KerasModel:
+               custom_layers: Mapping[str, Callable] | None = None,
+               keras_backend: str | None = None) -> KerasModel:
     """Load a Keras model file into a pure JAX :class:`KerasModel`, without TensorFlow.
 
     Args:
@@ -175,11 +183,20 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
         archive's ``config.json``).
       custom_layers: ``{class_name: converter}`` for layers without a built-in converter
         (see :func:`model_import.register_layer`).
+      keras_backend: the backend Keras 3 ran the model on: ``"jax"``, ``"numpy"``,
+        ``"tensorflow"`` or ``"torch"``. A few layers compute differently on them (bicubic
+        ``Resizing`` and ``keras.ops.image.resize`` on TensorFlow, unrolled RNNs with
+        ``zero_output_for_mask`` on masked inputs on TensorFlow and PyTorch). ``None``
+        (default): the backend a Keras 3 ``.h5`` records, else (a ``.keras`` archive, which
+        records none) as on JAX/NumPy, with a :class:`BackendWarning` for each such layer.
+        Ignored for Keras 2 files, which compute as TensorFlow.
     Raises:
       KerasImportError: unreadable, corrupt or non-Keras files, mismatched weights.
       UnsupportedLayerError: a layer class without converter (names the layer and class).
     """
     path = os.fspath(path)
+    if keras_backend is not None:
+        keras_backend = keras_backend_of(keras_backend, "keras_backend")
     kind = sniff(path)
     try:
         if kind == "zip":
@@ -214,7 +231,7 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
             f"the architecture config is a JSON {type(cfg).__name__} ({str(cfg)[:60]}), "
             "expected an object with 'class_name' and 'config' (what model.to_json() writes). "
             "The file is damaged or was edited: save the model again", path=path)
-    if str(version).startswith("1."):
+    if parse_version(version).major < 2:
         h5.close()
         raise KerasImportError(
             f"written by Keras {version}: Keras 1 files are not supported (Keras 1 names its "
@@ -228,8 +245,10 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
     try:
         if legacy is not None:  # reads the file's layer_names
             cfg = legacy.name_nested_sequentials(cfg)
+        if keras_backend is None and h5 is not None and kind != "zip":
+            keras_backend = recorded_backend(h5)
         return build_model(cfg, source, keras_version=version, path=path, head=head,
-                           custom_layers=custom_layers)
+                           custom_layers=custom_layers, keras_backend=keras_backend)
     except KerasImportError:
         raise
     except Exception as e:

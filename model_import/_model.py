@@ -113,12 +113,16 @@ class KerasModel:
       head: ``"saved"`` (as in the file), ``"logits"``, ``"softmax"``, ``"sigmoid"`` or
         ``"sigmoid_complement"``.
       graph: the static structure (see :mod:`model_import._graph`).
+      keras_version: the Keras version that wrote the file.
+      keras_backend: the Keras 3 backend whose computation is followed where backends
+        differ (``None``: unknown, as on JAX/NumPy); see ``load_keras(keras_backend=)``.
     """
 
     def __init__(self, graph: Graph, params: Any, *, head: str = "saved",
                  runtime: Runtime | None = None, keras_version: str = "3",
                  source: str | None = None, relu_mode: str = "standard",
-                 output: int | None = None, channels_last_view: bool = False):
+                 output: int | None = None, channels_last_view: bool = False,
+                 keras_backend: str | None = None):
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
         self.graph = graph
@@ -126,6 +130,7 @@ class KerasModel:
         self.head = head
         self.runtime = runtime or Runtime()
         self.keras_version = keras_version
+        self.keras_backend = keras_backend
         self.source = source
         self.relu_mode = relu_mode
         self.output_index = output
@@ -138,7 +143,7 @@ class KerasModel:
     # ------------------------------------------------------------------ variants
     def _replace(self, **kw) -> "KerasModel":
         args = dict(head=self.head, runtime=self.runtime, keras_version=self.keras_version,
-                    source=self.source, relu_mode=self.relu_mode, output=self.output_index,
+                    keras_backend=self.keras_backend, source=self.source, relu_mode=self.relu_mode, output=self.output_index,
                     channels_last_view=self.channels_last_view)
         params = kw.pop("params", self.params)
         args.update(kw)
@@ -559,8 +564,9 @@ class KerasModel:
             rows.append((f"{info.name} ({info.class_name})", str(info.output_shape), str(n)))
         w = [max(len(r[i]) for r in rows) for i in range(3)]
         line = "-" * (sum(w) + 4)
-        out = [f'Model: "{self.graph.name}"  (head: {self.head}, Keras {self.keras_version})',
-               line]
+        backend = "" if self.keras_backend is None else f" on {self.keras_backend}"
+        out = [f'Model: "{self.graph.name}"  (head: {self.head}, Keras {self.keras_version}'
+               f'{backend})', line]
         for i, r in enumerate(rows):
             out.append(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:>{w[2]}}")
             if i == 0:

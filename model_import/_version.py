@@ -58,3 +58,20 @@ def parse_version(version: object) -> KerasVersion:
 def keras_major(version: object) -> int:
     """The major version of a recorded version string (3 when unreadable)."""
     return parse_version(version).major
+
+
+#: The Keras 3 backends whose computations the importer can follow where they differ
+#: (``Resizing`` bicubic, unrolled RNNs with ``zero_output_for_mask``; README).
+KERAS_BACKENDS = ("jax", "numpy", "tensorflow", "torch")
+
+
+def keras_backend_of(value: object, where: str) -> str:
+    """A Keras backend name (``"jax"``, ``"numpy"``, ``"tensorflow"``, ``"torch"``), as given
+    to ``load_keras(keras_backend=)`` or recorded in a Keras 3 ``.h5``; ``where`` names the
+    source in the error."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str) and value.strip().lower() in KERAS_BACKENDS:
+        return value.strip().lower()
+    raise ValueError(f"{where} is {value!r}; expected one of {KERAS_BACKENDS} (the backend "
+                     "Keras ran the model on)")

@@ -26,6 +26,14 @@ def test_summary(capsys, fixtures_dir):
     assert "conv2d_2 (Conv2D)" in out and "Total params: 1,199,882" in out
 
 
+def test_keras_backend_option(capsys, fixtures_dir):
+    path = str(fixtures_dir / "keras3_backends" / "backends_tensorflow.keras")
+    assert cli.main(["summary", path, "--keras-backend", "tensorflow"]) == 0
+    assert "Keras 3.15.1 on tensorflow)" in capsys.readouterr().out.splitlines()[0]
+    assert cli.main(["summary", path, "--keras-backend", "theano"]) == 2
+    assert "keras_backend is 'theano'" in capsys.readouterr().err
+
+
 def test_explain_job(tmp_path, fixtures_dir, mnist_digits, capsys):
     x = mnist_digits[:12]
     np.save(tmp_path / "x.npy", x)

@@ -7,6 +7,7 @@ disagree (``hard_sigmoid``: Keras 2 uses ``clip(0.2x + 0.5)``, Keras 3 ``relu6(x
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping
 
 import jax
@@ -164,9 +165,10 @@ def _is_layer_spec(spec: Any) -> bool:
 
 def _layer_activation(spec: Mapping, keras_major: int, ctx: ConvertContext | None):
     cls = str(spec["class_name"])
-    sub = ConvertContext(layer_name=str(spec["config"].get("name", cls)), class_name=cls,
-                         keras_version=str(keras_major) if ctx is None else ctx.keras_version,
-                         path=None if ctx is None else ctx.path)
+    name = str(spec["config"].get("name", cls))
+    sub = (ConvertContext(layer_name=name, class_name=cls, keras_version=str(keras_major))
+           if ctx is None else dataclasses.replace(ctx, layer_name=name, class_name=cls,
+                                                   build_subgraph=None))
     impl = lookup(cls)(spec["config"], sub)
     if impl.subgraph is not None or impl.n_weights != 0:
         detail = (f"its activation is a {cls} layer with weights, which an activation "

@@ -125,7 +125,7 @@ def _pipeline(config, ctx):
     if not sub_layers:
         return LayerImpl(call=_identity)
     builder = GraphBuilder(keras_version=ctx.keras_version, path=ctx.path,
-                           custom_layers=ctx.custom_layers)
+                           custom_layers=ctx.custom_layers, keras_backend=ctx.keras_backend)
     sub = builder.build({"class_name": "Sequential",
                          "config": {"name": ctx.layer_name, "layers": list(sub_layers)}})
     return LayerImpl(call=None, subgraph=sub, n_weights=None)

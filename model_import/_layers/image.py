@@ -21,10 +21,11 @@ def _triangle(x):
     return np.maximum(0.0, 1.0 - x)
 
 
-def _keys_cubic(x):
-    # Keys' cubic convolution kernel with a = -0.5 (what Keras and TF call "bicubic").
-    near = (1.5 * x - 2.5) * x * x + 1.0
-    far = ((-0.5 * x + 2.5) * x - 4.0) * x + 2.0
+def _keys_cubic(x, a=-0.5):
+    # Keys' cubic convolution kernel; a = -0.5 is what Keras, JAX and TF call "bicubic",
+    # PyTorch's bicubic takes a = -0.75.
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
     return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
 
 
@@ -40,6 +41,10 @@ def _lanczos(radius):
 _KERNELS = {"bilinear": _triangle, "bicubic": _keys_cubic, "lanczos3": _lanczos(3.0),
             "lanczos5": _lanczos(5.0)}
 INTERPOLATIONS = ("nearest", *_KERNELS, "area")
+#: what :meth:`ConvertContext.backend_dependent` says of bicubic resizing
+BICUBIC_BACKENDS = ("bicubic resizing differs on Keras's TensorFlow backend (a kernel table "
+                    "of 1024 steps: up to about 1e-3 of the output scale) and on PyTorch "
+                    "(a = -0.75, border pixels repeated: up to about 1e-1)")
 
 
 def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -53,31 +58,54 @@ def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
     return (np.maximum(overlap, 0.0) / s).astype(np.float32)
 
 
+def _sample32(n_in: int, n_out: int) -> np.ndarray:
+    # the half-pixel sample positions in float32, as TensorFlow's and PyTorch's kernels
+    return ((np.arange(n_out, dtype=np.float32) + np.float32(0.5))
+            * (np.float32(n_in) / np.float32(n_out)) - np.float32(0.5))
+
+
+def _torch_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+    # PyTorch's bicubic upsampling (align_corners=False, no antialiasing): four taps
+    # floor(s) - 1 .. floor(s) + 2 around the sample s, Keys' kernel with a = -0.75, taps
+    # outside the image reading the border pixel (their weights add up there); no
+    # normalization.
+    s = _sample32(n_in, n_out).astype(np.float64)
+    base = np.floor(s)
+    w = np.zeros((n_in, n_out), np.float64)
+    for k in (-1, 0, 1, 2):
+        rows = np.clip(base + k, 0, n_in - 1).astype(np.int64)
+        np.add.at(w, (rows, np.arange(n_out)), _keys_cubic(np.abs(s - base - k), a=-0.75))
+    return w.astype(np.float32)
+
+
 def resize_matrix(n_in: int, n_out: int, interpolation: str, antialias: bool,
-                  kernel_table: int = 0) -> np.ndarray:
+                  backend: str | None = None) -> np.ndarray:
     """``(n_in, n_out)`` float32 weights of Keras's resize along one axis (not "nearest").
 
     Output sample ``j`` sits at input coordinate ``(j + 0.5) * n_in / n_out - 0.5``; input
     ``i`` weighs ``kernel(|sample - i| / width)`` with ``width = max(n_in / n_out, 1)`` when
     antialiasing, else 1; each column is normalized to sum to one (computed in float64, as
     Keras's NumPy backend does). "area" is the exact area average (:func:`_area_matrix`).
+    That is Keras on JAX and NumPy (``backend=None``).
 
-    ``kernel_table=1024``: TensorFlow's ``ResizeBicubic`` (``tf.image.resize`` bicubic
-    without antialiasing: tf.keras 2, Keras 3 on TensorFlow), which computes the sample in
-    float32 and reads the kernel from a table of that many steps, i.e. at the sample's
-    fractional part rounded to a multiple of ``1 / kernel_table`` (up to about 1e-3 of the
-    output scale from the exact kernel).
+    ``backend="tensorflow"`` changes bicubic without antialiasing to TensorFlow's
+    ``ResizeBicubic`` (tf.keras 2, Keras 3 on TensorFlow): the sample in float32 and the
+    kernel read from a table of 1024 steps, i.e. at the sample's fractional part rounded
+    to a multiple of 1/1024 (up to about 1e-3 of the output scale from the exact kernel).
+    ``backend="torch"`` changes it to PyTorch's bicubic (:func:`_torch_bicubic_matrix`;
+    up to about 1e-1 of the output scale from JAX's).
     """
     if interpolation == "area":
         return _area_matrix(n_in, n_out)
+    if backend == "torch" and interpolation == "bicubic" and not antialias:
+        return _torch_bicubic_matrix(n_in, n_out)
     inv_scale = n_in / n_out
     width = max(inv_scale, 1.0) if antialias else 1.0
     sample = (np.arange(n_out, dtype=np.float64) + 0.5) * inv_scale - 0.5
-    if kernel_table and not antialias:
-        s32 = ((np.arange(n_out, dtype=np.float32) + np.float32(0.5))
-               * (np.float32(n_in) / np.float32(n_out)) - np.float32(0.5))
+    if backend == "tensorflow" and interpolation == "bicubic" and not antialias:
+        s32 = _sample32(n_in, n_out)
         base = np.floor(s32)
-        sample = base + np.rint((s32 - base) * np.float32(kernel_table)) / kernel_table
+        sample = base + np.rint((s32 - base) * np.float32(1024)) / 1024
     dist = np.abs(sample[None, :] - np.arange(n_in, dtype=np.float64)[:, None]) / width
     w = _KERNELS[interpolation](dist)
     total = w.sum(axis=0, keepdims=True)
@@ -95,9 +123,9 @@ def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum(idx, n_in - 1)
 
 
-def resize_axes(x, axes, sizes, interpolation, antialias=False, kernel_table=0):
+def resize_axes(x, axes, sizes, interpolation, antialias=False, backend=None):
     """Resize ``x`` along ``axes`` to ``sizes`` as Keras 3 does; axes whose size does not
-    change are left untouched (as Keras leaves them). ``kernel_table``: see
+    change are left untouched (as Keras leaves them). ``backend``: see
     :func:`resize_matrix`."""
     for axis, n_out in zip(axes, sizes):
         n_in = x.shape[axis]
@@ -106,7 +134,7 @@ def resize_axes(x, axes, sizes, interpolation, antialias=False, kernel_table=0):
         if interpolation == "nearest":
             x = jnp.take(x, nearest_indices(n_in, n_out), axis=axis)
         else:
-            w = jnp.asarray(resize_matrix(n_in, n_out, interpolation, antialias, kernel_table),
+            w = jnp.asarray(resize_matrix(n_in, n_out, interpolation, antialias, backend),
                             x.dtype)
             x = jnp.moveaxis(jnp.tensordot(x, w, axes=(axis, 0)), -1, axis)
     return x
@@ -164,8 +192,9 @@ def _resizing(config, ctx):
                         "'constant' only)")
     fill_value = float(config.get("fill_value", 0.0) or 0.0)
     antialias = bool(config.get("antialias", False))
-    # tf.keras 2 resizes with TensorFlow's kernels (Keras 3 files follow the JAX/NumPy ones)
-    table = 1024 if ctx.keras_major < 3 and interpolation == "bicubic" else 0
+    backend = ctx.backend
+    if interpolation == "bicubic" and not antialias:
+        ctx.backend_dependent(BICUBIC_BACKENDS)
     axes, cf = _hw_axes(config)
 
     def call(params, x, *, rt):
@@ -177,7 +206,7 @@ def _resizing(config, ctx):
             widths = [(0, 0)] * x.ndim
             widths[axes[0]], widths[axes[1]] = (ph, ph), (pw, pw)
             x = jnp.pad(x, widths, constant_values=jnp.asarray(fill_value, x.dtype))
-        return resize_axes(x, axes, (height, width), interpolation, antialias, table)
+        return resize_axes(x, axes, (height, width), interpolation, antialias, backend)
 
     return LayerImpl(call=call, data_format=_df(cf))
 

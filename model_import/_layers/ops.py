@@ -20,6 +20,7 @@ import numpy as np
 
 from model_import._layers.activations import (_hard_sigmoid_k3, glu, hard_shrink, relu_family,
                                               soft_shrink, sparse_plus, sparsemax, squareplus)
+from model_import._layers.image import BICUBIC_BACKENDS, resize_axes
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -34,17 +35,19 @@ class _Refused(ValueError):
     the importer refuses the node (an :class:`UnsupportedLayerError` naming it)."""
 
 
-def _op(*names: str, head_op: str | None = None, layout: bool = False, **impl_kw):
+def _op(*names: str, head_op: str | None = None, layout: bool = False, context: bool = False,
+        **impl_kw):
     """Register ``make(config) -> f(rt, *args, **kwargs)`` for Keras op classes ``names``
     (``head_op`` and ``impl_kw``: see :class:`LayerImpl`; ``layout``: the operation has a
-    ``data_format``, which the model's layout inference reads). ``make`` raises
-    :class:`_Refused` for configurations it does not support."""
+    ``data_format``, which the model's layout inference reads; ``context``: ``make`` takes
+    the :class:`ConvertContext` too). ``make`` raises :class:`_Refused` for configurations
+    it does not support."""
 
-    def deco(make: Callable[[dict], Callable[..., Any]]):
+    def deco(make: Callable[..., Callable[..., Any]]):
         def convert(config, ctx):
             kw = dict(impl_kw)
             try:
-                f = make(dict(config))
+                f = make(dict(config), ctx) if context else make(dict(config))
                 if layout:
                     kw["data_format"] = _data_format(config)
             except _Refused as e:
@@ -1001,10 +1004,10 @@ def _space_to_depth(cfg):
 _RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos3", "lanczos5")
 
 
-@_op("Resize", layout=True)
-def _resize(cfg):
+@_op("Resize", layout=True, context=True)
+def _resize(cfg, ctx):
     # Keras's JAX backend is jax.image.resize, and its NumPy backend a port of it: those
-    # are the semantics here (TensorFlow's and PyTorch's kernels differ for some modes)
+    # are the semantics here, but for bicubic without antialiasing on TensorFlow/PyTorch
     size = tuple(int(s) for s in cfg["size"])
     method = cfg.get("interpolation", "bilinear")
     antialias = bool(cfg.get("antialias", False))
@@ -1018,6 +1021,10 @@ def _resize(cfg):
     if crop and pad:
         raise _Refused("resize with both crop_to_aspect_ratio and pad_to_aspect_ratio")
     th, tw = size
+    backend = None
+    if method == "bicubic" and not antialias:
+        ctx.backend_dependent(BICUBIC_BACKENDS)
+        backend = ctx.backend if ctx.backend in ("tensorflow", "torch") else None
 
     def f(rt, images):
         x = jnp.asarray(images)
@@ -1040,9 +1047,13 @@ def _resize(cfg):
             elif ws > 0:
                 widths[hax + 1] = (ws, ws)
             x = jnp.pad(x, widths, constant_values=fill_value)
-        shape = list(x.shape)
-        shape[hax], shape[hax + 1] = th, tw
-        y = jax.image.resize(x, tuple(shape), method=method, antialias=antialias)
+        if backend is not None:
+            y = resize_axes(x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(
+                jnp.float32), (hax, hax + 1), (th, tw), method, False, backend)
+        else:
+            shape = list(x.shape)
+            shape[hax], shape[hax + 1] = th, tw
+            y = jax.image.resize(x, tuple(shape), method=method, antialias=antialias)
         if y.dtype != dt:
             if jnp.issubdtype(dt, jnp.integer):  # Keras: round, then saturate_cast
                 info = jnp.iinfo(dt)

@@ -9,6 +9,7 @@ layer's params dict. Users extend the registry with :func:`register_layer`.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -87,6 +88,11 @@ class LayerImpl:
     param_shapes: Mapping[str, tuple] | None = None
 
 
+class BackendWarning(UserWarning):
+    """A layer of a Keras 3 file whose result depends on the Keras backend, which the file
+    does not record (see ``load_keras(keras_backend=)``)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ConvertContext:
     """What a converter may need besides the layer's config."""
@@ -99,10 +105,30 @@ class ConvertContext:
     #: the ``custom_layers=`` converters of this load: a converter that converts layers it
     #: holds (wrappers, ``Pipeline``) finds them here first, then in the registry
     custom_layers: Mapping[str, Converter] | None = None
+    #: the Keras 3 backend the model ran on (``"jax"``, ``"numpy"``, ``"tensorflow"``,
+    #: ``"torch"``) where the caller said or the file records it (Keras 3 ``.h5``); ``None``
+    #: when unknown (a ``.keras`` archive): computed as Keras's JAX/NumPy backends do
+    keras_backend: str | None = None
 
     @property
     def keras_major(self) -> int:
         return keras_major(self.keras_version)
+
+    @property
+    def backend(self) -> str | None:
+        """Whose computation a layer follows where Keras's backends differ: ``"tensorflow"``
+        for Keras 2 files, else :attr:`keras_backend` (``None``: as on JAX/NumPy)."""
+        return "tensorflow" if self.keras_major < 3 else self.keras_backend
+
+    def backend_dependent(self, detail: str) -> None:
+        """Warns that this layer computes differently on Keras 3's backends (``detail`` says
+        how) when the backend is unknown; it is then computed as on JAX/NumPy."""
+        if self.keras_major >= 3 and self.keras_backend is None:
+            warnings.warn(
+                f"layer {self.layer_name!r} ({self.class_name}): {detail}. The file does not "
+                "record the backend Keras ran it on (a .keras archive), so it is computed as "
+                "on Keras's JAX and NumPy backends; pass load_keras(..., keras_backend="
+                "'tensorflow' or 'torch') to follow those", BackendWarning, stacklevel=2)
 
     def error(self, detail: str) -> Exception:
         from model_import._errors import UnsupportedLayerError

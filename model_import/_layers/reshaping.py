@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 
+from model_import._layers.image import BICUBIC_BACKENDS, resize_axes
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -71,8 +71,8 @@ def _make_cropping(rank):
     return convert
 
 
-_RESIZE_METHODS = {"bilinear": "linear", "linear": "linear", "bicubic": "cubic",
-                   "cubic": "cubic", "lanczos3": "lanczos3", "lanczos5": "lanczos5"}
+_RESIZE_METHODS = {"bilinear": "bilinear", "linear": "bilinear", "bicubic": "bicubic",
+                   "cubic": "bicubic", "lanczos3": "lanczos3", "lanczos5": "lanczos5"}
 
 
 def _make_upsampling(rank):
@@ -86,19 +86,18 @@ def _make_upsampling(rank):
         method = str(config.get("interpolation", "nearest"))
         if method != "nearest" and method not in _RESIZE_METHODS:
             raise ctx.error(f"unsupported interpolation {method!r}")
+        backend = ctx.backend
+        if _RESIZE_METHODS.get(method) == "bicubic":
+            ctx.backend_dependent(BICUBIC_BACKENDS)
 
         def call(params, x, *, rt):
             if method == "nearest":
                 for a, s in zip(axes, size):
                     x = jnp.repeat(x, s, axis=a)
                 return x
-            # Keras resizes with half-pixel centres and no antialiasing when upsampling,
-            # which is what jax.image.resize does.
-            shape = list(x.shape)
-            for a, s in zip(axes, size):
-                shape[a] *= s
-            return jax.image.resize(x, tuple(shape), method=_RESIZE_METHODS[method],
-                                    antialias=False)
+            # Keras resizes with half-pixel centres and no antialiasing when upsampling
+            return resize_axes(x, axes, [x.shape[a] * s for a, s in zip(axes, size)],
+                               _RESIZE_METHODS[method], False, backend)
 
         return LayerImpl(call=call, data_format=None if rank == 1 else _df(cf))
     return convert

@@ -378,18 +378,24 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
     go_backwards = bool(config.get("go_backwards", False))
     zero_output = bool(config.get("zero_output_for_mask", False))
     time_major = bool(config.get("time_major", False))
+    unroll = bool(config.get("unroll", False))
     # Masked steps before the first unmasked one output zeros in tf.keras 2's loop and in
     # Keras 3's unrolled loop, the initial state in Keras 3's scan (JAX/NumPy backends).
-    zero_initial_output = ctx.keras_major < 3 or bool(config.get("unroll", False))
-    # tf.keras 2's unrolled loop with zero_output_for_mask (a Bidirectional's layers) repeats
+    zero_initial_output = ctx.keras_major < 3 or unroll
+    # The unrolled loop of TensorFlow (tf.keras 2, Keras 3 on TensorFlow; Keras 3's PyTorch
+    # backend has the same code) with zero_output_for_mask (a Bidirectional's layers) repeats
     # the previous output at masked steps like the generic loop, then zeroes the outputs
     # (kept in processing order) where the mask *in time order* is False: with go_backwards
     # output i is zeroed by the mask of step i, not of step T-1-i that it processed.
-    tf2_unrolled_backwards = (ctx.keras_major < 3 and zero_output and go_backwards
-                              and bool(config.get("unroll", False)))
+    tf_unrolled = unroll and ctx.backend in ("tensorflow", "torch")
+    tf_unrolled_backwards = tf_unrolled and zero_output and go_backwards
     # Keras 3's unrolled loop on JAX/NumPy ignores zero_output_for_mask: masked steps repeat
     # the previous output there, in a Bidirectional too.
-    if ctx.keras_major >= 3 and bool(config.get("unroll", False)):
+    if ctx.keras_major >= 3 and unroll and not tf_unrolled and zero_output:
+        ctx.backend_dependent("an unrolled RNN with zero_output_for_mask (which "
+                              "Bidirectional sets) outputs zeros at masked steps on Keras's "
+                              "TensorFlow and PyTorch backends, the previous output on JAX "
+                              "and NumPy")
         zero_output = False
     units = stack.state_units()
 
@@ -409,13 +415,13 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
         if len(states) != len(units):
             raise ValueError(f"{what} expects {len(units)} initial states (of sizes {units}), "
                              f"got {len(states)}")
-        quirk = tf2_unrolled_backwards and mask is not None
+        quirk = tf_unrolled_backwards and mask is not None
         outs, final = run_rnn(stack.step(params, rt), stack.input_projection(params, x),
                               tuple(states), mask, go_backwards=go_backwards,
                               zero_output_for_mask=zero_output and not quirk,
                               zero_initial_output=zero_initial_output,
                               output_state=stack.output_state)
-        if quirk:  # see tf2_unrolled_backwards; the last output: the mask of its step (0)
+        if quirk:  # see tf_unrolled_backwards; the last output: the mask of its step (0)
             keep = mask.astype(bool).reshape(mask.shape[:2] + (1,) * (outs.ndim - 2))
             outs = (jnp.where(keep, outs, jnp.zeros_like(outs)) if return_sequences else
                     outs.at[:, -1].set(jnp.where(keep[:, 0], outs[:, -1], 0)))

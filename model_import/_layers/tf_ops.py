@@ -116,7 +116,7 @@ def _resize(rt, images, size, method="bilinear", preserve_aspect_ratio=False,
         w = int(np.round(np.float32(scale) * np.float32(iw)))
     shape = (images.shape[0], h, w, images.shape[-1])
     if method == "bicubic" and not antialias:  # TF's ResizeBicubic: see resize_matrix
-        return resize_axes(images, (1, 2), (h, w), "bicubic", kernel_table=1024)
+        return resize_axes(images, (1, 2), (h, w), "bicubic", backend="tensorflow")
     return jax.image.resize(images, shape, method="linear" if method == "bilinear" else "cubic",
                             antialias=bool(antialias))
 

@@ -1,0 +1,91 @@
+"""Layers that Keras 3 computes differently on its backends, in files written by Keras
+3.15.1 on TensorFlow 2.21 and on PyTorch 2.13 (tests/fixtures/keras3_backends, written once
+by make_backend_fixtures.py there).
+
+TensorFlow reads bicubic resizing kernels from a 1024-step table and, in unrolled RNNs with
+``zero_output_for_mask``, zeroes the outputs at masked steps; PyTorch's bicubic takes
+a = -0.75 and repeats border pixels. A legacy ``.h5`` records the backend, a ``.keras``
+archive does not: it is read as on JAX/NumPy, with a ``BackendWarning`` naming each such
+layer, unless ``load_keras(keras_backend=...)`` says otherwise.
+"""
+
+import pathlib
+import warnings
+
+import numpy as np
+import pytest
+
+from import_helpers import rel_err
+from model_import import BackendWarning, load_keras
+
+D = pathlib.Path(__file__).parent / "fixtures" / "keras3_backends"
+K2 = pathlib.Path(__file__).parent / "fixtures" / "keras2_random"
+TOL = 1e-5
+# outputs of backends_tensorflow.npz (make_backend_fixtures.py gives the order)
+TF_BICUBIC, TF_OPS_BICUBIC, TF_BI_UNROLLED, TF_GRU_ZERO = 2, 7, 8, 10
+
+
+def _errors(model, ref):
+    got = model([ref["img"], ref["ids"]])
+    n = len([k for k in ref.files if k.startswith("y")])
+    assert len(got) == n
+    return [rel_err(g, ref[f"y{i}"]) for i, g in enumerate(got)]
+
+
+def _load_quietly(path, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackendWarning)
+        return load_keras(path, **kw)
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_h5_files_record_their_backend(backend):
+    ref = np.load(D / f"backends_{backend}.npz")
+    model = _load_quietly(D / f"backends_{backend}.h5")
+    assert model.keras_backend == backend
+    assert f"on {backend}" in model.summary().splitlines()[0]
+    errs = _errors(model, ref)
+    assert max(errs) <= TOL, errs
+
+
+def test_keras_archive_is_read_as_jax_with_a_warning_unless_told():
+    ref = np.load(D / "backends_tensorflow.npz")
+    with pytest.warns(BackendWarning) as record:
+        model = load_keras(D / "backends_tensorflow.keras")
+    named = {str(w.message).split("'")[1] for w in record}
+    assert named == {"rs_bicubic", "up_bicubic", "resize", "bi_unrolled/forward_lstm",
+                     "bi_unrolled/backward_lstm", "gru_zero_back", "gru_zero"}, named
+    assert model.keras_backend is None
+    errs = _errors(model, ref)
+    # JAX's exact kernel is up to ~1e-3 from TensorFlow's table; TensorFlow zeroes the
+    # unrolled outputs at masked steps where JAX repeats the previous output
+    assert 1e-5 < errs[TF_BICUBIC] < 3e-3 and 1e-5 < errs[TF_OPS_BICUBIC] < 3e-3, errs
+    assert errs[TF_BI_UNROLLED] > 1e-2 and errs[TF_GRU_ZERO] > 1e-2, errs
+    told = _load_quietly(D / "backends_tensorflow.keras", keras_backend="TensorFlow")
+    assert told.keras_backend == "tensorflow"
+    errs = _errors(told, ref)
+    assert max(errs) <= TOL, errs
+
+
+def test_the_callers_backend_wins_over_the_files():
+    ref = np.load(D / "backends_torch.npz")
+    model = _load_quietly(D / "backends_torch.h5", keras_backend="jax")
+    assert model.keras_backend == "jax"
+    errs = _errors(model, ref)
+    assert errs[2] > 1e-2, errs  # PyTorch's bicubic (a = -0.75) is far from JAX's
+    assert max(errs[:2]) <= TOL, errs  # bilinear and nearest agree
+
+
+def test_keras_backend_is_checked():
+    with pytest.raises(ValueError, match="keras_backend is 'theano'; expected one of"):
+        load_keras(D / "backends_torch.h5", keras_backend="theano")
+
+
+def test_keras2_files_compute_as_tensorflow_whatever_is_passed():
+    name = "tf_resize_bicubic"  # tf.image.resize bicubic in a tf.keras 2.21 file
+    ref = np.load(K2 / f"{name}.expected.npz")
+    got = _load_quietly(K2 / f"{name}.h5", keras_backend="jax")(ref["x0"])
+    got = got if isinstance(got, (list, tuple)) else [got]
+    ys = [ref[f"y{i}"] for i in range(len(got))]
+    for g, y in zip(got, ys):
+        assert rel_err(g, y) <= TOL
