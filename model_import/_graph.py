@@ -78,6 +78,7 @@ class Graph:
     output_keys: tuple[str, ...] | None = None
     #: what a call's recorded ``"mask": null`` means for the Keras that wrote the config
     #: (:func:`model_import._layers.masking.null_mask_rule`): "implicit" (like no key),
+    #: "if_unknown" (no mask where the importer cannot know the tensor's, else like no key),
     #: "call" (the call got no mask) or "none" (nor did the output mask's computation)
     null_mask: str = "implicit"
 
@@ -143,7 +144,9 @@ class Graph:
             spec = self.layers[call.layer]
             raw_kwargs = dict(call.kwargs)
             no_mask = (self.null_mask != "implicit" and "mask" in raw_kwargs
-                       and raw_kwargs["mask"] is None)  # a recorded `mask=None` honoured
+                       and raw_kwargs["mask"] is None  # a recorded `mask=None` honoured
+                       and (self.null_mask != "if_unknown" or bool(call.args) and
+                            _masking.has_unknown(mask_of(call.args[0]))))
             explicit_mask = raw_kwargs.pop("mask", None)
             args = resolve(call.args)
             kwargs = resolve(raw_kwargs)

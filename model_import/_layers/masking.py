@@ -55,7 +55,7 @@ def any_mask(masks: Sequence[Any]) -> bool:
     return any(m is not None for m in _flat(list(masks)))
 
 
-def _has_unknown(m) -> bool:
+def has_unknown(m) -> bool:
     return any(x is UNKNOWN for x in _flat(m))
 
 
@@ -81,7 +81,7 @@ def call_masks(impl: LayerImpl, in_mask: Any, explicit: bool, arg_masks: Mapping
     if not impl.mask_call:
         return {}
     if impl.mask_call == "arguments":
-        if _has_unknown(list(arg_masks.values())):
+        if has_unknown(list(arg_masks.values())):
             raise _refuse(where, class_name)
         return {"masks": dict(arg_masks)}
     if explicit:
@@ -90,7 +90,7 @@ def call_masks(impl: LayerImpl, in_mask: Any, explicit: bool, arg_masks: Mapping
         m = next(iter(arg_masks.values()))
     else:
         m = None
-    if _has_unknown(m):
+    if has_unknown(m):
         raise _refuse(where, class_name)
     return {"mask": m}
 
@@ -105,7 +105,7 @@ def output_mask(impl: LayerImpl, in_mask: Any, args: Sequence, kwargs: Mapping, 
         out = None
     elif rule == "propagate":
         out = in_mask
-    elif _has_unknown(in_mask):
+    elif has_unknown(in_mask):
         out = UNKNOWN
     else:
         out = rule(in_mask, *args, **kwargs)
@@ -235,9 +235,14 @@ def null_mask_rule(version: str) -> str:
     ``"none"``: tf.keras (``2.x.y-tf``, 2.4 and later): the user passed ``mask=None``; the
     layer's call got no mask and its output mask was computed from none.
     ``"call"``: standalone Keras 2.0-2.3 (the call got no mask, the output mask is still
-    computed from the tensor's) and Keras 3.0-3.9 (which record the kwargs after filling in
-    the tensor's mask, so ``null`` is the mask the call got; the output mask comes from the
-    first argument's).
+    computed from the tensor's).
+    ``"if_unknown"``: Keras 3.0-3.9 record the kwargs after filling in the mask the tensor
+    had when the model was built (a user's ``mask=None`` on a masked tensor is recorded as
+    that mask), and at run time replace a ``None`` mask by the tensor's own, as for a missing
+    key. So a ``null`` says the built tensor had no mask, which is not always the run's
+    mask (a nested model's inner layers see its caller's mask; a nested Sequential's output
+    carries its input's mask at run time only). It is trusted only where the importer cannot
+    know the mask (after a custom layer without a mask rule): there it means none.
     ``"implicit"``: Keras 3.10+ record the user's own kwargs and replace ``mask=None`` with
     the tensor's mask, as for a missing key; also an unknown version (a bare ``"3"``: a
     ``.weights.h5`` with a config that records none).
@@ -245,7 +250,7 @@ def null_mask_rule(version: str) -> str:
     v = parse_version(version)
     if v.major < 3:  # a bare "2": an .h5 without a keras_version attribute, i.e. an old one
         return "none" if v.tf_keras or not v.before(2, 4, unrecorded=True) else "call"
-    return "call" if v.before(3, 10, unrecorded=False) else "implicit"
+    return "if_unknown" if v.before(3, 10, unrecorded=False) else "implicit"
 
 
 def _merge_operands(xs, args, mask) -> list[tuple[Array, Array | None]]:
