@@ -282,3 +282,57 @@ def test_keras2_style_configs():
     impl = lookup("Conv2DTranspose")(cfg, ConvertContext("ct", "Conv2DTranspose"))
     params = impl.convert_weights([np.asarray(w) for w in ct.get_weights()])
     assert rel_err(impl.call(params, x, rt=None), ct(x)) <= TOL
+
+
+def _np_conv_transpose(x, k, strides, pads):
+    """A channels-last transposed convolution written out in NumPy (no dilation): the input
+    spread ``strides`` apart, padded by ``pads`` (negative: cropped), correlated with the
+    spatially flipped kernel ``(*window, out, in)``."""
+    rank = k.ndim - 2
+    xd = np.zeros((x.shape[0], *[(m - 1) * s + 1 for m, s in zip(x.shape[1:-1], strides)],
+                   x.shape[-1]), np.float64)
+    xd[(slice(None), *[slice(None, None, s) for s in strides])] = x
+    for axis, (lo, hi) in enumerate(pads, start=1):
+        widths = [(0, 0)] * xd.ndim
+        widths[axis] = (max(lo, 0), max(hi, 0))
+        xd = np.pad(xd, widths)
+        idx = [slice(None)] * xd.ndim
+        idx[axis] = slice(max(-lo, 0), xd.shape[axis] - max(-hi, 0))
+        xd = xd[tuple(idx)]
+    kf = np.flip(k, axis=tuple(range(rank)))
+    out = [xd.shape[1 + i] - k.shape[i] + 1 for i in range(rank)]
+    y = np.zeros((x.shape[0], *out, k.shape[-2]))
+    for off in np.ndindex(*k.shape[:rank]):
+        win = xd[(slice(None), *[slice(o, o + m) for o, m in zip(off, out)])]
+        y += np.einsum("n...c,oc->n...o", win, kf[off])
+    return y
+
+
+@pytest.mark.parametrize("shape, window, strides, padding, output_padding", [
+    ((2, 3, 3, 1), (2, 4), (2, 2), "SAME", (0, 1)),  # aborted the process in XLA before
+    ((2, 3, 3, 2), (4, 2), (2, 2), "VALID", None),
+    ((1, 2, 3, 2), (3, 4), (1, 2), "SAME", None),
+    ((2, 3, 3, 3, 1), (2, 2, 4), (2, 2, 2), "SAME", (1, 0, 1))])
+def test_conv_transpose_with_a_window_larger_than_the_input(shape, window, strides, padding,
+                                                            output_padding):
+    """XLA (jax 0.10.2) aborts the whole process on some input-dilated convolutions whose
+    window is larger than the input (found by a random sweep); the port dilates and pads
+    such inputs itself. Checked against the operation written out in NumPy, with its
+    gradient and vmap."""
+    from model_import._layers.conv import conv_transpose, transpose_pads
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype("float32")
+    k = rng.normal(size=(*window, 3, shape[-1])).astype("float32")
+    rank = len(window)
+    op = output_padding or (None,) * rank
+    pads = [transpose_pads(shape[1 + i], window[i], strides[i], padding, op[i], 1)
+            for i in range(rank)]
+    f = lambda x: conv_transpose(x, jnp.asarray(k), strides, padding, output_padding,  # noqa: E731
+                                 (1,) * rank)
+    y = np.asarray(jax.jit(f)(jnp.asarray(x)))
+    assert rel_err(y, _np_conv_transpose(x, k, strides, pads)) <= TOL
+    g = jax.grad(lambda x: jnp.sum(f(x) ** 2))(jnp.asarray(x))
+    assert g.shape == x.shape and bool(jnp.all(jnp.isfinite(g)))
+    yv = jax.vmap(lambda a: f(a[None])[0])(jnp.asarray(x))
+    assert rel_err(yv, y) <= TOL

@@ -345,9 +345,18 @@ def conv_transpose(x, k, strides, padding, output_padding, dilation):
     pads = [transpose_pads(x.shape[1 + i], window[i], strides[i], padding, out_pad[i],
                            dilation[i]) for i in range(rank)]
     kt = jnp.swapaxes(jnp.flip(k, axis=tuple(range(rank))), -1, -2).astype(dtype)
-    return lax.conv_general_dilated(x.astype(dtype), kt, (1,) * rank, pads,
-                                    lhs_dilation=strides, rhs_dilation=dilation,
-                                    dimension_numbers=_DIMS[rank])
+    x = x.astype(dtype)
+    if any(x.shape[1 + i] < window[i] for i in range(rank)):
+        # XLA (jax 0.10.2) aborts the process ("Window dimensions do not match RHS shape",
+        # algebraic_simplifier) on some input-dilated convolutions whose window is larger
+        # than the input along an axis, e.g. a (2, 4) kernel, strides (2, 2), on a 3 x 3
+        # image. Then the input is dilated and padded explicitly, behind a barrier that
+        # keeps XLA from folding that back into the convolution (a tiny input: cheap).
+        config = [(0, 0, 0)] + [(lo, hi, s - 1) for (lo, hi), s in zip(pads, strides)]
+        x = lax.optimization_barrier(lax.pad(x, jnp.zeros((), dtype), config + [(0, 0, 0)]))
+        pads, strides = [(0, 0)] * rank, (1,) * rank
+    return lax.conv_general_dilated(x, kt, (1,) * rank, pads, lhs_dilation=strides,
+                                    rhs_dilation=dilation, dimension_numbers=_DIMS[rank])
 
 
 def _make_conv_transpose(rank):

@@ -1001,7 +1001,7 @@ def _space_to_depth(cfg):
 
 
 # ------------------------------------------------------------------ image
-_RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos3", "lanczos5")
+_RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos3", "lanczos5", "area")
 
 
 @_op("Resize", layout=True, context=True)
@@ -1047,7 +1047,7 @@ def _resize(cfg, ctx):
             elif ws > 0:
                 widths[hax + 1] = (ws, ws)
             x = jnp.pad(x, widths, constant_values=fill_value)
-        if backend is not None:
+        if backend is not None or method == "area":  # "area": TensorFlow's (the only one)
             y = resize_axes(x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(
                 jnp.float32), (hax, hax + 1), (th, tw), method, False, backend)
         else:
