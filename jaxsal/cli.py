@@ -204,7 +204,7 @@ def cmd_explain(args) -> int:
 
 BACKEND_HELP = ("jax, numpy, tensorflow or torch: the backend Keras 3 ran the model on, for "
                 "the few layers that compute differently there (bicubic resizing, unrolled "
-                "masked RNNs); default: what an .h5 records, else JAX/NumPy (a .keras "
+                "masked RNNs, ...); default: what an .h5 records, else JAX/NumPy (a .keras "
                 "archive records none)")
 
 

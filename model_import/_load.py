@@ -185,8 +185,10 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
         (see :func:`model_import.register_layer`).
       keras_backend: the backend Keras 3 ran the model on: ``"jax"``, ``"numpy"``,
         ``"tensorflow"`` or ``"torch"``. A few layers compute differently on them (bicubic
-        ``Resizing`` and ``keras.ops.image.resize`` on TensorFlow, unrolled RNNs with
-        ``zero_output_for_mask`` on masked inputs on TensorFlow and PyTorch). ``None``
+        resizing on TensorFlow and PyTorch, unrolled RNNs with ``zero_output_for_mask`` on
+        masked inputs on TensorFlow and PyTorch, and on PyTorch layer/RMS normalization over
+        axes other than the last, asymmetric "same" average pooling, "symmetric" padding;
+        README, "The backend Keras ran on"). ``None``
         (default): the backend a Keras 3 ``.h5`` records, else (a ``.keras`` archive, which
         records none) as on JAX/NumPy, with a :class:`BackendWarning` for each such layer.
         Ignored for Keras 2 files, which compute as TensorFlow.

@@ -61,7 +61,7 @@ def keras_major(version: object) -> int:
 
 
 #: The Keras 3 backends whose computations the importer can follow where they differ
-#: (``Resizing`` bicubic, unrolled RNNs with ``zero_output_for_mask``; README).
+#: (README, "The backend Keras ran on").
 KERAS_BACKENDS = ("jax", "numpy", "tensorflow", "torch")
 
 

@@ -4,7 +4,9 @@ by make_backend_fixtures.py there).
 
 TensorFlow reads bicubic resizing kernels from a 1024-step table and, in unrolled RNNs with
 ``zero_output_for_mask``, zeroes the outputs at masked steps; PyTorch's bicubic takes
-a = -0.75 and repeats border pixels. A legacy ``.h5`` records the backend, a ``.keras``
+a = -0.75 and repeats border pixels, its layer/RMS normalization over a contiguous set of
+axes normalizes the last ones, its asymmetric "same" average pooling repeats the edges and
+averages over them, and its "symmetric" padding repeats the edge. A legacy ``.h5`` records the backend, a ``.keras``
 archive does not: it is read as on JAX/NumPy, with a ``BackendWarning`` naming each such
 layer, unless ``load_keras(keras_backend=...)`` says otherwise.
 """
@@ -26,7 +28,7 @@ TF_BICUBIC, TF_OPS_BICUBIC, TF_BI_UNROLLED, TF_GRU_ZERO = 2, 7, 8, 10
 
 
 def _errors(model, ref):
-    got = model([ref["img"], ref["ids"]])
+    got = model([ref[f"in{i}"] for i in range(4)])
     n = len([k for k in ref.files if k.startswith("y")])
     assert len(got) == n
     return [rel_err(g, ref[f"y{i}"]) for i, g in enumerate(got)]
@@ -54,7 +56,8 @@ def test_keras_archive_is_read_as_jax_with_a_warning_unless_told():
         model = load_keras(D / "backends_tensorflow.keras")
     named = {str(w.message).split("'")[1] for w in record}
     assert named == {"rs_bicubic", "up_bicubic", "resize", "bi_unrolled/forward_lstm",
-                     "bi_unrolled/backward_lstm", "gru_zero_back", "gru_zero"}, named
+                     "bi_unrolled/backward_lstm", "gru_zero_back", "gru_zero", "ln_axis1",
+                     "rms_axis1", "ln_axes12", "avg_same", "pad"}, named
     assert model.keras_backend is None
     errs = _errors(model, ref)
     # JAX's exact kernel is up to ~1e-3 from TensorFlow's table; TensorFlow zeroes the

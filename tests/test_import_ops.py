@@ -469,8 +469,8 @@ def _edited(model, class_name, **changes):
      "DotProductAttention", {"attn_logits_soft_cap": 5.0}, "soft_cap"),
     (lambda x: ops.linspace(x[:, 0], x[:, 1], 3), "Linspace", {"retstep": True}, "retstep"),
     (lambda x: ops.image.resize(ops.reshape(x, (-1, 2, 2, 3)), (3, 3)), "Resize",
-     {"interpolation": "area"}, "interpolation 'area'"),
-], ids=["quantile_method", "pad_mean", "dpa_soft_cap", "linspace_retstep", "resize_area"])
+     {"interpolation": "gaussian"}, "interpolation 'gaussian'"),
+], ids=["quantile_method", "pad_mean", "dpa_soft_cap", "linspace_retstep", "resize_gaussian"])
 def test_refused_configurations(tmp_path, make, cls, changes, match):
     """Configurations whose Keras result the converters do not reproduce are refused with
     an error naming the operation."""

@@ -29,6 +29,24 @@ def _axes(axis) -> tuple[int, ...]:
     return (int(axis),)
 
 
+def _normalized_axes(axes: Sequence[int], ndim: int, ctx, what: str) -> tuple[int, ...]:
+    """The axes a layer normalizes over. Keras on PyTorch hands a contiguous set (one axis
+    included) to ``F.layer_norm``/``F.rms_norm``, which normalize the *last* ``len(axes)``
+    axes whichever were asked (torch raises unless their sizes agree): that is followed for
+    ``keras_backend="torch"``, and warned about when the backend is unknown."""
+    ax = tuple(sorted(a % ndim for a in axes))
+    raw = sorted(axes)
+    contiguous = all(b - a == 1 for a, b in zip(raw, raw[1:]))
+    trailing = tuple(range(ndim - len(ax), ndim))
+    if not contiguous or ax == trailing or not ax:
+        return ax
+    if ctx.backend == "torch":
+        return trailing
+    ctx.backend_dependent(f"{what} over axes {list(axes)} of a rank-{ndim} input: Keras on "
+                          "PyTorch normalizes over the last axes instead")
+    return ax
+
+
 def _broadcast(v, axes: Sequence[int], ndim: int):
     """Reshape a parameter of shape ``x.shape[axes]`` (Keras 3) to broadcast against ``x``.
 
@@ -123,6 +141,7 @@ def _layer_norm(config, ctx):
         if rms:  # Keras 3's (deprecated) rms_scaling: x / sqrt(var + eps) * gamma, no beta
             y = x * jax.lax.rsqrt(jnp.var(x, axis=ax, keepdims=True) + eps)
             return y * _broadcast(params["gamma"], ax, nd)
+        ax = _normalized_axes(axes, nd, ctx, "LayerNormalization")
         mean = jnp.mean(x, axis=ax, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), axis=ax, keepdims=True)
         inv = jax.lax.rsqrt(var + eps)
@@ -153,7 +172,7 @@ def _rms_norm(config, ctx):
 
     def call(params, x, *, rt):
         nd = x.ndim
-        ax = tuple(sorted(a % nd for a in axes))
+        ax = _normalized_axes(axes, nd, ctx, "RMSNormalization")
         y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=ax, keepdims=True) + eps)
         scale = params["scale"]
         try:

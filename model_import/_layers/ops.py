@@ -721,11 +721,17 @@ def _unstack(cfg):
 _PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
 
 
-@_op("Pad")
-def _pad(cfg):
+@_op("Pad", context=True)
+def _pad(cfg, ctx):
     pad_width, mode = _tuple(cfg["pad_width"]), cfg.get("mode", "constant")
     if mode not in _PAD_MODES:
         raise _Refused(f"pad mode {mode!r}; supported: {_PAD_MODES}")
+    if mode == "symmetric" and max(np.ravel(pad_width), default=0) >= 2:
+        if ctx.backend == "torch":  # Keras on PyTorch pads "symmetric" as "replicate"
+            mode = "edge"
+        else:
+            ctx.backend_dependent("symmetric padding by 2 or more: Keras on PyTorch repeats "
+                                  "the edge instead")
 
     def f(rt, x, constant_values=None):
         if constant_values is not None and mode != "constant":

@@ -97,6 +97,13 @@ def _blocked_max_bwd(pool, res, g):
 _blocked_max.defvjp(_blocked_max_fwd, _blocked_max_bwd)
 
 
+def _same_pads(n: int, pool: int, stride: int) -> tuple[int, int]:
+    """``(before, after)`` of "same" pooling along an axis of size ``n`` (the extra pixel of
+    an odd total after), as TensorFlow, XLA and Keras's PyTorch backend compute it."""
+    total = max(0, (-(-n // stride) - 1) * stride + pool - n)
+    return total // 2, total - total // 2
+
+
 def _make_pool(rank, kind):
     def convert(config, ctx):
         pool = _tuple(config.get("pool_size", 2), rank)
@@ -109,6 +116,18 @@ def _make_pool(rank, kind):
                 if padding == "VALID" and strides == pool:
                     return _blocked_max(x, pool)
                 return nn.max_pool(x, pool, strides, padding)
+            if padding == "SAME":
+                pads = [_same_pads(n, p, s) for n, p, s in zip(x.shape[1:-1], pool, strides)]
+                if any(lo != hi for lo, hi in pads) and ctx.backend == "torch":
+                    # Keras on PyTorch: asymmetric "same" padding repeats the edges of
+                    # every axis, and the windows average over them
+                    x = jnp.pad(x, [(0, 0), *pads, (0, 0)], mode="edge")
+                    return nn.avg_pool(x, pool, strides, "VALID")
+                if any(lo != hi for lo, hi in pads):
+                    ctx.backend_dependent(
+                        f"average pooling with 'same' padding {pads} of an input of spatial "
+                        f"shape {x.shape[1:-1]}: Keras on PyTorch pads by repeating the edges "
+                        "and averages over them")
             return nn.avg_pool(x, pool, strides, padding, count_include_pad=False)
 
         cf = config.get("data_format") == "channels_first"
