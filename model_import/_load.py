@@ -247,7 +247,7 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
     try:
         if legacy is not None:  # reads the file's layer_names
             cfg = legacy.name_nested_sequentials(cfg)
-        if keras_backend is None and h5 is not None and kind != "zip":
+        if keras_backend is None and kind != "zip":  # a legacy .h5 records it
             keras_backend = recorded_backend(h5)
         return build_model(cfg, source, keras_version=version, path=path, head=head,
                            custom_layers=custom_layers, keras_backend=keras_backend)

@@ -143,7 +143,8 @@ class KerasModel:
     # ------------------------------------------------------------------ variants
     def _replace(self, **kw) -> "KerasModel":
         args = dict(head=self.head, runtime=self.runtime, keras_version=self.keras_version,
-                    keras_backend=self.keras_backend, source=self.source, relu_mode=self.relu_mode, output=self.output_index,
+                    keras_backend=self.keras_backend, source=self.source,
+                    relu_mode=self.relu_mode, output=self.output_index,
                     channels_last_view=self.channels_last_view)
         params = kw.pop("params", self.params)
         args.update(kw)

@@ -255,7 +255,7 @@ def null_mask_rule(version: str) -> str:
 
 def _merge_operands(xs, args, mask) -> list[tuple[Array, Array | None]]:
     """A merge call's inputs, each with its mask as a boolean array of the input's shape
-    (Keras 3.14+ expands a mask on the last axis and broadcasts it), or ``None`` if the
+    (Keras 3.4+ expands a mask on the last axis and broadcasts it), or ``None`` if the
     input has none."""
     xs = (list(xs) if isinstance(xs, (list, tuple)) else [xs]) + list(args)
     masks = list(mask) if isinstance(mask, (list, tuple)) else [None] * len(xs)
@@ -265,7 +265,7 @@ def _merge_operands(xs, args, mask) -> list[tuple[Array, Array | None]]:
 
 
 def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerImpl:
-    """Keras 3.14+'s ``Maximum``/``Minimum`` of masked inputs: where an input is masked, the
+    """Keras 3.4+'s ``Maximum``/``Minimum`` of masked inputs: where an input is masked, the
     running result stands in for it (and it for a masked running result), so a masked step
     of one input never wins; where every input is masked the result is the first input."""
 
@@ -289,7 +289,7 @@ def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerIm
 
 
 def _masked_multiply(impl: LayerImpl, keras_major: int) -> LayerImpl:
-    """Keras 3.14+'s ``Multiply`` of masked inputs: a masked input counts as 1 at its masked
+    """Keras 3.4+'s ``Multiply`` of masked inputs: a masked input counts as 1 at its masked
     steps (it does not zero the product); when every input is masked, the product is 0
     where all of them are masked (Keras 3.15's ``Multiply._merge_function``; unmasked
     inputs multiply as they are)."""

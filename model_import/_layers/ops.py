@@ -20,7 +20,8 @@ import numpy as np
 
 from model_import._layers.activations import (_hard_sigmoid_k3, glu, hard_shrink, relu_family,
                                               soft_shrink, sparse_plus, sparsemax, squareplus)
-from model_import._layers.image import BICUBIC_BACKENDS, resize_axes
+from model_import._layers.image import (BICUBIC_BACKENDS, aspect_crop_box, aspect_pads,
+                                        resize_axes)
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -1038,20 +1039,13 @@ def _resize(cfg, ctx):
         hax = x.ndim - 3 if fmt == "channels_last" else x.ndim - 2
         h, w = x.shape[hax], x.shape[hax + 1]
         if crop:
-            ch = max(min(h, int(float(w * th) / tw)), 1)
-            cw = max(min(w, int(float(h * tw) / th)), 1)
-            h0, w0 = int(float(h - ch) / 2), int(float(w - cw) / 2)
+            h0, w0, ch, cw = aspect_crop_box(h, w, th, tw)
             x = jax.lax.slice_in_dim(x, h0, h0 + ch, axis=hax)
             x = jax.lax.slice_in_dim(x, w0, w0 + cw, axis=hax + 1)
-        elif pad:
-            ph = max(h, int(float(w * th) / tw))
-            pw = max(w, int(float(h * tw) / th))
-            hs, ws = int(float(ph - h) / 2), int(float(pw - w) / 2)
+        elif pad:  # as Keras: one axis, the same amount on both sides
+            hs, ws = aspect_pads(h, w, th, tw)
             widths = [(0, 0)] * x.ndim
-            if hs > 0:  # as Keras: one axis, the same amount on both sides
-                widths[hax] = (hs, hs)
-            elif ws > 0:
-                widths[hax + 1] = (ws, ws)
+            widths[hax], widths[hax + 1] = (hs, hs), (ws, ws)
             x = jnp.pad(x, widths, constant_values=fill_value)
         if backend is not None or method == "area":  # "area": TensorFlow's (the only one)
             y = resize_axes(x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(

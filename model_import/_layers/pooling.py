@@ -118,12 +118,13 @@ def _make_pool(rank, kind):
                 return nn.max_pool(x, pool, strides, padding)
             if padding == "SAME":
                 pads = [_same_pads(n, p, s) for n, p, s in zip(x.shape[1:-1], pool, strides)]
-                if any(lo != hi for lo, hi in pads) and ctx.backend == "torch":
+                asymmetric = any(lo != hi for lo, hi in pads)
+                if asymmetric and ctx.backend == "torch":
                     # Keras on PyTorch: asymmetric "same" padding repeats the edges of
                     # every axis, and the windows average over them
                     x = jnp.pad(x, [(0, 0), *pads, (0, 0)], mode="edge")
                     return nn.avg_pool(x, pool, strides, "VALID")
-                if any(lo != hi for lo, hi in pads):
+                if asymmetric:
                     ctx.backend_dependent(
                         f"average pooling with 'same' padding {pads} of an input of spatial "
                         f"shape {x.shape[1:-1]}: Keras on PyTorch pads by repeating the edges "

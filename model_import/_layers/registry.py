@@ -128,7 +128,8 @@ class ConvertContext:
                 f"layer {self.layer_name!r} ({self.class_name}): {detail}. The file does not "
                 "record the backend Keras ran it on (.keras archives and weights files do "
                 "not), so it is computed as on Keras's JAX and NumPy backends; pass "
-                "load_keras(..., keras_backend='tensorflow' or 'torch') to follow those", BackendWarning, stacklevel=2)
+                "load_keras(..., keras_backend='tensorflow' or 'torch') to follow those",
+                BackendWarning, stacklevel=2)
 
     def error(self, detail: str) -> Exception:
         from model_import._errors import UnsupportedLayerError

@@ -6,9 +6,9 @@ Recurrences are one ``jax.lax.scan`` over time (pure, jit/vmap friendly); the in
 projection of every step is one matmul before the scan. Masks (``Embedding(mask_zero=True)``,
 ``Masking``) follow Keras's generic RNN loop: at a masked step the state is carried over
 unchanged and the output is the previous output (zeros with ``zero_output_for_mask``, which
-``Bidirectional`` forces for sequences; Keras 3's unrolled loop ignores it and tf.keras 2's
-zeroes by the mask in time order, see ``_recurrent_layer``). ``go_backwards`` runs the scan
-from the last step and returns the outputs in processing order, as Keras does.
+``Bidirectional`` forces for sequences; Keras 3's unrolled loop on JAX/NumPy ignores it and
+TensorFlow's zeroes by the mask in time order, see ``_recurrent_layer``). ``go_backwards``
+runs the scan from the last step and returns the outputs in processing order, as Keras does.
 
 Weights, in ``layer.weights`` order: ``kernel (features, gates * units)``,
 ``recurrent_kernel (units, gates * units)``, ``bias``; gates ``i, f, c, o`` (LSTM) and
