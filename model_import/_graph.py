@@ -19,6 +19,7 @@ from model_import._layers import masking as _masking
 from model_import._layers.activations import activation_name, get_activation
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
                                            builtin_converters, lookup)
+from model_import._output_padding import restore_output_padding
 from model_import._version import parse_version
 
 Array = jax.Array
@@ -887,6 +888,9 @@ class GraphBuilder:
         prev: Ref | None = None
         if not layer_cfgs:
             raise self._err(f"Sequential model {name!r} has no layers")
+        if parse_version(self.keras_version).major >= 3:
+            layer_cfgs = restore_output_padding(layer_cfgs, sequential=True, model_name=name,
+                                                keras_version=self.keras_version)
         first = layer_cfgs[0]
         if not isinstance(first, Mapping):
             self.convert_layer(first)  # refuses it
@@ -983,7 +987,11 @@ class GraphBuilder:
         with self._reading(f"model {name!r}, its output_layers"):
             outputs, out_dict_keys = _io_refs(outputs_spec)
         autocasts = _autocasts(cfg)
-        for lc in cfg.get("layers", []):
+        layer_cfgs = cfg["layers"]
+        if parse_version(self.keras_version).major >= 3:
+            layer_cfgs = restore_output_padding(layer_cfgs, sequential=False, model_name=name,
+                                                keras_version=self.keras_version)
+        for lc in layer_cfgs:
             if lc.get("name") in autocasts:  # computed in float32, like the layers using it
                 lc = {**lc, "config": {**lc["config"], "dtype": "float32"}}
             with self._reading(f"model {name!r}, layer {_entry_name(lc)!r} "

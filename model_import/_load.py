@@ -13,6 +13,7 @@ from model_import._files import (Keras3Weights, WeightSource, config_keras_versi
                                  keras_version_of, parse_config, read_h5, read_keras_zip,
                                  recorded_backend, sniff)
 from model_import._graph import MODEL_CLASSES, Graph, GraphBuilder, LayerCallError
+from model_import._output_padding import padding_hint
 from model_import._model import HEADS, KerasModel
 from model_import._version import keras_backend_of, parse_version
 
@@ -162,7 +163,7 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
     try:  # check the whole forward once, abstractly: shapes, weights and wiring
         model._output_shapes()
     except LayerCallError as e:
-        raise KerasImportError(str(e), path=path) from e
+        raise KerasImportError(str(e) + padding_hint(graph, keras_version), path=path) from e
     return model
 
 

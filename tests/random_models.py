@@ -939,12 +939,16 @@ def _as_list(y) -> list[np.ndarray]:
 
 
 def rel_err(ours, ref) -> float:
+    """The largest difference relative to the largest reference value, which counts as at
+    least 1e-2: with :data:`TOL` that passes absolute differences up to 1e-6, so an output
+    that is zero up to float32 rounding (seen on Keras's torch backend: 2e-7 apart, which
+    relative to a 1e-6 floor was a 0.2 "mismatch") is not one."""
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
     if ours.shape != ref.shape:
         return float("inf")
     if ref.size == 0:
         return 0.0
-    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-6))
+    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-2))
 
 
 def check(seed: int, directory) -> dict:
