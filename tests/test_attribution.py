@@ -86,13 +86,23 @@ def test_integrated_gradients_completeness_relu_cnn(mnist, x4):
     np.testing.assert_allclose(ig.sum(axis=(2, 3)), diff, rtol=0.02, atol=0.05)
 
 
-@pytest.mark.parametrize("rule", ["left", "right", "middle"])
+@pytest.mark.parametrize("rule", ["left", "right", "middle", "gausslegendre"])
 def test_integrated_gradients_rules_converge(rule):
     m = _smooth_model()
     x = _x()
     ig = jaxsal.integrated_gradients(m, x, 2, steps=256, rule=rule)
     d = np.asarray(m(x))[:, 2] - np.asarray(m(np.zeros_like(x)))[:, 2]
     np.testing.assert_allclose(ig.sum(axis=(1, 2)), d, rtol=2e-2, atol=2e-2)
+
+
+def test_gauss_legendre_quadrature_is_exact_for_polynomials_of_degree_2n_minus_1():
+    from jaxsal._src.integrated import quadrature
+
+    alphas, w = (np.asarray(v, np.float64) for v in quadrature(3, "gausslegendre"))
+    assert np.all((alphas > 0) & (alphas < 1))  # never the endpoints
+    for d in range(6):  # int_0^1 a^d da = 1 / (d + 1)
+        assert abs(np.sum(w * alphas ** d) - 1.0 / (d + 1)) < 1e-6, d
+    assert abs(np.sum(w * alphas ** 6) - 1.0 / 7) > 1e-4  # degree 2n is not (3.6e-4 off)
 
 
 # ------------------------------------------------------------------ modified backprop

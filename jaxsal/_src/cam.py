@@ -206,13 +206,24 @@ def _gradcampp_tfkv(A, G, s):
     return jnp.einsum("npk,ntk->ntp", A, w) * jnp.exp(s)[:, :, None]
 
 
+def _gradcampp_weights(A, G, eps):
+    """``sum_ij ReLU(G) alpha`` with the paper's ``alpha`` (0 where ``G = 0``), ``eps`` added
+    to its denominator."""
+    g2 = G * G
+    denom = 2.0 * g2 + g2 * G * A.sum(axis=1)[:, None, None, :] + eps
+    alpha = jnp.where(g2 != 0, g2 / jnp.where(denom != 0, denom, 1.0), 0.0)
+    return (jax.nn.relu(G) * alpha).sum(axis=2)
+
+
 @_spatial
 def _gradcampp_paper(A, G, s):
-    g2 = G * G
-    denom = 2.0 * g2 + g2 * G * A.sum(axis=1)[:, None, None, :]
-    alpha = jnp.where(g2 != 0, g2 / jnp.where(denom != 0, denom, 1.0), 0.0)
-    w = (jax.nn.relu(G) * alpha).sum(axis=2)
-    return jnp.einsum("npk,ntk->ntp", A, w)
+    return jnp.einsum("npk,ntk->ntp", A, _gradcampp_weights(A, G, 0.0))
+
+
+@_spatial
+def _gradcampp_pgc(A, G, s):
+    # pytorch-grad-cam's GradCAMPlusPlus: the paper's weights, 1e-6 added to the denominator
+    return jnp.einsum("npk,ntk->ntp", A, _gradcampp_weights(A, G, 1e-6))
 
 
 def _gradient_cam(name: str, combine: Callable, model, x, targets, *, layer, upsample, head,
@@ -316,7 +327,7 @@ xgradcam.__doc__ = """XGrad-CAM (Fu et al., 2020): ``ReLU(sum_k w_k A_k)`` with
     ``w_k = sum_ij (A_ijk dS/dA_ijk) / (sum_ij A_ijk + 1e-7)``.
 """ + _CAM_DOC_ARGS
 
-GRADCAMPP_VARIANTS = ("tf-keras-vis", "paper")
+GRADCAMPP_VARIANTS = ("tf-keras-vis", "paper", "pytorch-grad-cam")
 
 
 def gradcam_plus_plus(model: Any, x: ArrayLike, targets: Any = None, *,
@@ -328,6 +339,8 @@ def gradcam_plus_plus(model: Any, x: ArrayLike, targets: Any = None, *,
         combine = _gradcampp_tfkv
     elif variant == "paper":
         combine = _gradcampp_paper
+    elif variant == "pytorch-grad-cam":
+        combine = _gradcampp_pgc
     else:
         raise ValueError(f"unknown Grad-CAM++ variant {variant!r}; expected one of "
                          f"{GRADCAMPP_VARIANTS}")
@@ -345,15 +358,20 @@ gradcam_plus_plus.__doc__ = """Grad-CAM++ (Chattopadhyay et al., 2018).
     ``variant="tf-keras-vis"`` (default) is tf-keras-vis's ``GradcamPlusPlus``: ``alpha`` is
     renormalized to sum to 1 per channel, and the terms carry the factor ``exp(S)`` of the
     paper's exponential score, so raw maps scale with ``exp(score)`` (compare normalized
-    maps). ``variant="paper"`` drops the renormalization and the ``exp(S)`` factor (as
-    pytorch-grad-cam does).
+    maps). ``variant="paper"`` drops the renormalization and the ``exp(S)`` factor;
+    ``variant="pytorch-grad-cam"`` is the paper's with pytorch-grad-cam's ``1e-6`` added to
+    the denominator of ``alpha`` (which matters where gradients are small).
 """ + _CAM_DOC_ARGS
 
 
 # ---------------------------------------------------------------------- Score-CAM
+SCORECAM_VARIANTS = ("tf-keras-vis", "pytorch-grad-cam")
+
+
 def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
              upsample: bool = True, top_k: int | None = None, top_k_mode: str = "union",
-             softmax: bool = True, batch_size: int | None = None, head: str | None = None,
+             softmax: bool | None = None, variant: str = "tf-keras-vis",
+             batch_size: int | None = None, head: str | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
     """Score-CAM (Wang et al., 2020) and Faster-Score-CAM (``top_k``).
@@ -362,6 +380,10 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     normalized to [0, 1], masks the input: ``x * mask_k``. ``beta_k`` = the target's score on
     ``softmax(model(x * mask_k))`` and the map is ``ReLU(sum_k beta_k A_k)``, as tf-keras-vis
     computes it (its own softmax on top of whatever head is used, no baseline subtraction).
+    With ``variant="pytorch-grad-cam"``, as pytorch-grad-cam's ``ScoreCAM``: ``beta`` is the
+    softmax *over the channels* of the target's score on ``model(x * mask_k)`` (the head's
+    own outputs: logits on the ``logits`` head), and the masks' min-max normalization adds
+    ``1e-8`` instead of ``1e-7``.
     The masked forward passes are shared by all targets (every class's ``beta`` comes from
     the same outputs) and run in batches of at most ``batch_size`` masked inputs.
 
@@ -373,12 +395,15 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
       top_k_mode: ``"union"`` (tf-keras-vis: the union of every input's top-k channels is
         used for all inputs of the batch) or ``"per_sample"`` (each input its own top-k;
         results do not depend on the batch).
-      softmax: apply a softmax to the outputs before scoring (tf-keras-vis). For a one-unit
+      softmax: apply a softmax to the outputs before scoring (default: ``True`` for
+        ``variant="tf-keras-vis"``, ``False`` for ``"pytorch-grad-cam"``). For a one-unit
         output (where a softmax is constant) jaxsal uses the unit's probability instead
         (``sigmoid`` of a logit): ``p`` for class 1, ``1 - p`` for class 0. A model with
         several outputs raises a ``ValueError`` (which output is the classifier is not
         known): pass ``softmax=False`` and apply the softmax inside the score function,
         ``targets=lambda outs: jax.nn.softmax(outs[0])[:, k]``.
+      variant: ``"tf-keras-vis"`` (default) or ``"pytorch-grad-cam"`` (see above; with
+        ``top_k`` the softmax runs over the channels used).
       batch_size: masked inputs per forward pass (default: from ``memory_budget``).
     Returns:
       Raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (``(h, w)`` with ``upsample=False``).
@@ -386,7 +411,14 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     if top_k_mode not in ("union", "per_sample"):
         raise ValueError(f"unknown top_k_mode {top_k_mode!r}; expected 'union' or 'per_sample'")
     check_flag(upsample, "upsample")
+    if variant not in SCORECAM_VARIANTS:
+        raise ValueError(f"unknown Score-CAM variant {variant!r}; expected one of "
+                         f"{SCORECAM_VARIANTS}")
+    channel_softmax = variant == "pytorch-grad-cam"
+    if softmax is None:
+        softmax = not channel_softmax
     check_flag(softmax, "softmax")
+    mask_eps = 1e-8 if channel_softmax else 1e-7
     p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
     L, a_shape, lcf, _ = _cam_layer(p, layer)
     xcf, size = p.channels_first, p.spatial_shape
@@ -460,7 +492,7 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
                 up = upsample_linear(a, size, sp_axes)
                 lo = up.min(axis=sp_axes, keepdims=True)
                 hi = up.max(axis=sp_axes, keepdims=True)
-                mask = jnp.moveaxis((up - lo) / (hi - lo + 1e-7), -1, 1)  # (N, kc, *S)
+                mask = jnp.moveaxis((up - lo) / (hi - lo + mask_eps), -1, 1)  # (N, kc, *S)
                 mask = mask[:, :, None] if xcf else mask[..., None]  # x's layout, 1 channel
                 xm = (x[:, None] * mask).reshape((n * len_js,) + x.shape[1:])
                 y, cap = run_model(m, params, xm, spec.layers)
@@ -472,7 +504,10 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
 
             sp_ids = spec if spec.kind != "predicted" else dataclasses.replace(spec, kind="ids")
             len_js = min(kc, n_sel)
-            beta = base.map_chunks(chunk_fn, n_sel, kc) * valid[..., None]  # (N, K', T)
+            beta = base.map_chunks(chunk_fn, n_sel, kc)  # (N, K', T)
+            if channel_softmax:  # over the channels used (``valid``)
+                beta = jax.nn.softmax(jnp.where(valid[..., None] > 0, beta, -jnp.inf), axis=1)
+            beta = beta * valid[..., None]
             cam = jnp.moveaxis(jnp.einsum("n...k,nkt->n...t", sel, beta), -1, 1)  # (N, T, *s)
             out = _finish(cam, size, upsample)
             return out if spec.class_axis else out[:, 0]
@@ -480,7 +515,7 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
         return run
 
     key = ("scorecam", p.key, spec, info, L, a_shape, bool(upsample), top_k, top_k_mode,
-           bool(softmax), n_sel, kc, nb)
+           bool(softmax), variant, n_sel, kc, nb)
     return base.compiled(key, lambda: base.split_batch(build(), p.n, nb),
                          precision, forward_only=True)(p.params, p.x, p.ids)
 

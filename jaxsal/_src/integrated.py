@@ -26,11 +26,13 @@ from jaxsal._src.validate import LayerTarget, check_like, prepare, prepare_layer
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
-RULES = ("trapezoid", "left", "right", "middle")
+RULES = ("trapezoid", "left", "right", "middle", "gausslegendre")
 
 
 def quadrature(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(alphas, weights)`` of a Riemann rule on [0, 1] with ``steps`` gradient evaluations."""
+    """``(alphas, weights)`` of a quadrature rule on [0, 1] with ``steps`` gradient
+    evaluations: the trapezoid rule, left/right/middle Riemann sums, or Gauss-Legendre
+    (Captum's default: the ``steps`` Legendre nodes mapped from [-1, 1] to [0, 1])."""
     if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) \
             or steps < 1:
         raise ValueError(f"expected steps >= 1 (an int), got {steps!r}")
@@ -47,6 +49,9 @@ def quadrature(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
         alphas, w = (k + 1) / steps, np.full(steps, 1.0 / steps)
     elif rule == "middle":
         alphas, w = (k + 0.5) / steps, np.full(steps, 1.0 / steps)
+    elif rule == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        alphas, w = 0.5 * (nodes + 1.0), 0.5 * weights
     else:
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
     return alphas.astype(np.float32), w.astype(np.float32)
@@ -179,7 +184,9 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
         ``(N, H, W, C)``.
       steps: gradient evaluations along the straight path.
       rule: ``"trapezoid"`` (default; endpoints included), ``"left"``, ``"right"`` or
-        ``"middle"`` Riemann sums.
+        ``"middle"`` Riemann sums, or ``"gausslegendre"`` (Captum's default ``method``;
+        exact for polynomials of degree ``2 * steps - 1`` along the path, but never
+        evaluates the endpoints, so completeness holds only as far as the path is smooth).
       batch_steps: path points evaluated together in one batched forward/backward pass
         (memory grows with it; 1 = a loop). Default: as many as fit in ``memory_budget``.
       reduce: channel reduction; the default signed ``"sum"`` keeps completeness
