@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import jaxsal
+from reference_helpers import assert_per_map, by_class
 from model_import import load_keras
 
 D = pathlib.Path(__file__).parent / "fixtures" / "reference_models"
@@ -27,19 +28,6 @@ def case(request):
     return name, model, np.load(D / f"tfkv_{name}.npz"), targets, saved_head, layers
 
 
-def _by_class(maps):
-    return np.moveaxis(np.asarray(maps), 1, 0)  # jaxsal (N, T, ...) -> tf-keras-vis (T, N, ...)
-
-
-def _assert_raw(ours, ref):
-    ours = np.asarray(ours, np.float64)
-    axes = tuple(range(2, ref.ndim))
-    den = np.abs(ref).max(axis=axes)
-    err = np.abs(ours - ref).max(axis=axes)
-    assert np.all(err <= np.maximum(1e-4 * den, 1e-6)), \
-        f"worst relative error {np.max(err / np.maximum(den, 1e-12)):.2e}"
-
-
 def _assert_normalized(raw, ref):
     assert np.abs(np.asarray(jaxsal.normalize(raw)) - ref).max() <= 1e-3
 
@@ -48,19 +36,19 @@ def test_saliency(case):
     _, model, ref, targets, saved_head, _ = case
     lin = model.with_head("logits")
     np.testing.assert_allclose(model(ref["x"]), ref["probs"], atol=1e-5)
-    raw = _by_class(jaxsal.saliency(lin, ref["x"], targets))
-    _assert_raw(raw, ref["sal"])
+    raw = by_class(jaxsal.saliency(lin, ref["x"], targets))
+    assert_per_map(raw, ref["sal"])
     _assert_normalized(raw, ref["sal_norm"])
-    _assert_raw(_by_class(jaxsal.saliency(lin, ref["x"], targets, reduce=None)),
+    assert_per_map(by_class(jaxsal.saliency(lin, ref["x"], targets, reduce=None)),
                 ref["sal_signed"])
     # without ReplaceToLinear: the saved softmax / sigmoid head (BinaryScore(0) is -p)
-    _assert_raw(_by_class(jaxsal.saliency(model, ref["x"], targets)), ref[f"sal_{saved_head}"])
+    assert_per_map(by_class(jaxsal.saliency(model, ref["x"], targets)), ref[f"sal_{saved_head}"])
 
 
 def test_guided_backprop(case):
     _, model, ref, targets, *_ = case
     assert np.abs(ref["guided"] - ref["sal"]).max() > 0.1 * np.abs(ref["sal"]).max()
-    _assert_raw(_by_class(jaxsal.guided_backprop(model.with_head("logits"), ref["x"],
+    assert_per_map(by_class(jaxsal.guided_backprop(model.with_head("logits"), ref["x"],
                                                  targets)), ref["guided"])
 
 
@@ -68,20 +56,20 @@ def test_gradcam(case):
     _, model, ref, targets, _, layers = case
     lin = model.with_head("logits")
     for layer in layers:
-        raw = _by_class(jaxsal.gradcam(lin, ref["x"], targets, layer=layer))
-        _assert_raw(raw, ref[f"gradcam_{layer}"])
+        raw = by_class(jaxsal.gradcam(lin, ref["x"], targets, layer=layer))
+        assert_per_map(raw, ref[f"gradcam_{layer}"])
         _assert_normalized(raw, ref[f"gradcam_{layer}_norm"])
-        _assert_raw(_by_class(jaxsal.gradcam(lin, ref["x"], targets, layer=layer,
+        assert_per_map(by_class(jaxsal.gradcam(lin, ref["x"], targets, layer=layer,
                                              upsample=False)), ref[f"gradcam_{layer}_low"])
 
 
 def test_gradcam_plus_plus_and_layercam(case):
     _, model, ref, targets, _, layers = case
     lin, layer = model.with_head("logits"), layers[0]
-    raw = _by_class(jaxsal.gradcam_plus_plus(lin, ref["x"], targets, layer=layer))
-    _assert_raw(raw, ref[f"gradcampp_{layer}"])
+    raw = by_class(jaxsal.gradcam_plus_plus(lin, ref["x"], targets, layer=layer))
+    assert_per_map(raw, ref[f"gradcampp_{layer}"])
     _assert_normalized(raw, ref[f"gradcampp_{layer}_norm"])
-    _assert_raw(_by_class(jaxsal.layercam(lin, ref["x"], targets, layer=layer)),
+    assert_per_map(by_class(jaxsal.layercam(lin, ref["x"], targets, layer=layer)),
                 ref[f"layercam_{layer}"])
 
 
@@ -89,9 +77,9 @@ def test_scorecam():
     model = load_keras(D / "rgb.keras").with_head("logits")
     ref = np.load(D / "tfkv_rgb.npz")
     targets = CASES["rgb"][0]
-    _assert_raw(_by_class(jaxsal.scorecam(model, ref["x"], targets, layer="c3")),
+    assert_per_map(by_class(jaxsal.scorecam(model, ref["x"], targets, layer="c3")),
                 ref["scorecam_c3"])
-    _assert_raw(_by_class(jaxsal.scorecam(model, ref["x"], targets, layer="c3", top_k=4)),
+    assert_per_map(by_class(jaxsal.scorecam(model, ref["x"], targets, layer="c3", top_k=4)),
                 ref["scorecam_c3_top4"])
 
 
@@ -113,7 +101,7 @@ def test_smoothgrad_statistically(noise):
     model = load_keras(D / "rgb.keras").with_head("logits")
     ref = np.load(D / "tfkv_rgb.npz")
     tfkv = ref[f"smoothgrad_{noise}"]
-    ours = _by_class(jaxsal.smoothgrad(model, ref["x"], CASES["rgb"][0], key=0, n=512,
+    ours = by_class(jaxsal.smoothgrad(model, ref["x"], CASES["rgb"][0], key=0, n=512,
                                        noise_level=noise))
     assert _pearson(np.asarray(ours, np.float64), tfkv).min() >= 0.98
     assert abs(float(np.abs(ours).mean() / np.abs(tfkv).mean()) - 1.0) <= 0.02

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import jaxsal
+from reference_helpers import assert_per_map, by_class
 from model_import import load_keras
 
 F = pathlib.Path(__file__).parent / "fixtures"
@@ -28,19 +29,6 @@ def model():
     return load_keras(F / "reference_models" / "rgb.keras").with_head("logits")
 
 
-def _by_class(maps):
-    return np.moveaxis(np.asarray(maps, np.float64), 1, 0)  # (N, T, ...) -> (T, N, ...)
-
-
-def _assert_raw(ours, ref):
-    ours = _by_class(ours)
-    axes = tuple(range(2, ref.ndim))
-    den = np.abs(ref).max(axis=axes)
-    err = np.abs(ours - ref).max(axis=axes)
-    assert np.all(err <= np.maximum(1e-4 * den, 1e-6)), \
-        f"worst relative error {np.max(err / np.maximum(den, 1e-12)):.2e}"
-
-
 def test_logits(model, ref):
     np.testing.assert_allclose(model(ref["x"]), ref["logits"], atol=5e-5)
 
@@ -52,7 +40,7 @@ def test_logits(model, ref):
     (jaxsal.deconvnet, "deconvolution"),
 ])
 def test_gradient_methods(model, ref, method, key):
-    _assert_raw(method(model, ref["x"], CLASSES, reduce=None), ref[key])
+    assert_per_map(by_class(method(model, ref["x"], CLASSES, reduce=None)), ref[key])
 
 
 @pytest.mark.parametrize("rule, key", [
@@ -64,7 +52,7 @@ def test_gradient_methods(model, ref, method, key):
 def test_integrated_gradients(model, ref, rule, key):
     ours = jaxsal.integrated_gradients(model, ref["x"], CLASSES, steps=50, rule=rule,
                                        reduce=None)
-    _assert_raw(ours, ref[key])
+    assert_per_map(by_class(ours), ref[key])
 
 
 def test_integrated_gradients_trapezoid_is_captums_times_n_over_n_minus_1(model, ref):
@@ -72,17 +60,17 @@ def test_integrated_gradients_trapezoid_is_captums_times_n_over_n_minus_1(model,
     # the trapezoid rule's weights, 1/49 (ends 1/98), sum to 1: the two differ by that factor
     ours = jaxsal.integrated_gradients(model, ref["x"], CLASSES, steps=50, rule="trapezoid",
                                        reduce=None)
-    _assert_raw(np.asarray(ours) * 49 / 50, ref["ig_riemann_trapezoid"])
+    assert_per_map(by_class(ours) * 49 / 50, ref["ig_riemann_trapezoid"])
 
 
 def test_occlusion(model, ref):
     ours = jaxsal.occlusion(model, ref["x"], CLASSES, patch=4, stride=2, fill=0.0)
-    _assert_raw(ours, ref["occlusion"])
+    assert_per_map(by_class(ours), ref["occlusion"])
 
 
 def test_layer_gradcam(model, ref):
-    _assert_raw(jaxsal.gradcam(model, ref["x"], CLASSES, layer="c3", upsample=False),
-                ref["layer_gradcam_c3"])
+    assert_per_map(by_class(jaxsal.gradcam(model, ref["x"], CLASSES, layer="c3",
+                                           upsample=False)), ref["layer_gradcam_c3"])
 
 
 def _as_pytorch_grad_cam(raw):
@@ -103,7 +91,7 @@ def _as_pytorch_grad_cam(raw):
 def test_pytorch_grad_cam(model, ref, method, key, options):
     options = {"layer": "c3", **options}
     raw = method(model, ref["x"], CLASSES, upsample=False, **options)
-    ours = _by_class(_as_pytorch_grad_cam(raw))
+    ours = by_class(_as_pytorch_grad_cam(raw))
     assert np.abs(ours - ref[key]).max() <= 1e-3
 
 
@@ -118,7 +106,7 @@ def test_variants_differ_where_it_shows(model, ref):
     for method, key in ((jaxsal.gradcam_plus_plus, "pgc_gradcamplusplus"),
                         (jaxsal.scorecam, "pgc_scorecam")):
         raw = method(model, x, CLASSES, layer="c3", upsample=False)
-        assert np.abs(_by_class(_as_pytorch_grad_cam(raw)) - ref[key]).max() > 0.01
+        assert np.abs(by_class(_as_pytorch_grad_cam(raw)) - ref[key]).max() > 0.01
     raw = jaxsal.gradcam_plus_plus(model, x, CLASSES, layer="c3", upsample=False,
                                    variant="paper")
-    assert np.abs(_by_class(_as_pytorch_grad_cam(raw)) - ref["pgc_gradcamplusplus"]).max() > 0.01
+    assert np.abs(by_class(_as_pytorch_grad_cam(raw)) - ref["pgc_gradcamplusplus"]).max() > 0.01

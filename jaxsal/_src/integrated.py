@@ -122,8 +122,8 @@ def raw_layer_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: 
 
         def grad_at(z, b):
             shifted = _Shifted(model, lt.name, z - base.tile_batch(A, b))
-            _, _, pull = layer_pullback(shifted, params, base.tile_batch(x, b), lt.name, z.shape, spec,
-                                        info, base.tile_batch(ids, b))
+            _, _, pull = layer_pullback(shifted, params, base.tile_batch(x, b), lt.name,
+                                        z.shape, spec, info, base.tile_batch(ids, b))
             return jax.vmap(pull, out_axes=1)(ts)
 
         return path_integral(grad_at, A0, A, steps, rule, batch_steps)
