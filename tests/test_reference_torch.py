@@ -73,6 +73,15 @@ def test_layer_gradcam(model, ref):
                                            upsample=False)), ref["layer_gradcam_c3"])
 
 
+def test_layer_integrated_gradients_and_gradient_x_activation(model, ref):
+    x = ref["x"]
+    ig = jaxsal.integrated_gradients(model, x, CLASSES, layer="c3", steps=50,
+                                     rule="gausslegendre", reduce=None)
+    assert_per_map(by_class(ig), ref["layer_ig_c3"])
+    gxa = jaxsal.gradient_x_input(model, x, CLASSES, layer="c3", reduce=None)
+    assert_per_map(by_class(gxa), ref["layer_gxa_c3"])
+
+
 def _as_pytorch_grad_cam(raw):
     """pytorch-grad-cam's output from a low-resolution CAM: resized to the input with
     OpenCV's bilinear (half-pixel centres), then min-max scaled per map."""
