@@ -316,21 +316,30 @@ def test_smoothgrad_same_key_same_map(lm, x4):
     np.testing.assert_allclose(a, d, rtol=1e-5, atol=1e-7)
 
 
+def _smoothgrad_by_hand(lm, x, target, key, n, sigma):
+    """max over channels of the mean |gradient| at x + sigma * eps, jaxsal's noise keys."""
+    total = 0
+    grad = jax.jit(jax.grad(lambda xx: lm.apply(lm.params, xx)[:, target].sum()))
+    for k in range(n):
+        kk = jax.random.fold_in(key, k)
+        eps = np.stack([jax.random.normal(jax.random.fold_in(kk, i), x.shape[1:])
+                        for i in range(len(x))])
+        total = total + np.abs(np.asarray(grad(x + sigma * eps)))
+    return (total / n).max(-1)
+
+
 def test_smoothgrad_matches_its_definition(lm, x4):
     x = x4[:2]
     key = jax.random.key(3)
     n, level = 5, 0.2
     got = jaxsal.smoothgrad(lm, x, 6, key=key, n=n, noise_level=level)
     sigma = level * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))[:, None, None, None]
-    total = 0
-    grad = jax.jit(jax.grad(lambda xx: lm.apply(lm.params, xx)[:, 6].sum()))
-    for k in range(n):
-        kk = jax.random.fold_in(key, k)
-        eps = np.stack([jax.random.normal(jax.random.fold_in(kk, i), x.shape[1:])
-                        for i in range(len(x))])
-        g = grad(x + sigma * eps)
-        total = total + np.abs(np.asarray(g))
-    np.testing.assert_allclose(got, (total / n).max(-1), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(got, _smoothgrad_by_hand(lm, x, 6, key, n, sigma),
+                               rtol=1e-4, atol=1e-7)
+    # noise_std: the standard deviation itself (Captum's stdevs), whatever the input range
+    got = jaxsal.smoothgrad(lm, x * 3.0, 6, key=key, n=n, noise_std=0.05)
+    np.testing.assert_allclose(got, _smoothgrad_by_hand(lm, x * 3.0, 6, key, n, 0.05),
+                               rtol=1e-4, atol=1e-7)
     sq = jaxsal.smoothgrad(lm, x, 6, key=key, n=n, variant="sg_squared", reduce=None)
     vg = jaxsal.smoothgrad(lm, x, 6, key=key, n=n, variant="vargrad", reduce=None)
     assert sq.shape == vg.shape == (2, 28, 28, 1)

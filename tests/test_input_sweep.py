@@ -193,10 +193,17 @@ def test_flags_take_bools_and_0_1(split, xs):
     np.testing.assert_array_equal(jaxsal.gradcam(split, xs, 1, upsample=np.False_), low)
 
 
-@pytest.mark.parametrize("level", ["x", np.array([0.1, 0.2]), True, float("nan"), -0.1])
-def test_noise_level_must_be_a_number(split, xs, level):
-    with pytest.raises(ValueError, match="noise_level as a number >= 0"):
-        jaxsal.smoothgrad(split, xs, 1, key=0, n=2, noise_level=level)
+@pytest.mark.parametrize("level", ["x", np.array([0.1, 0.2]), True, float("nan"), -0.1,
+                                   float("inf")])
+@pytest.mark.parametrize("name", ["noise_level", "noise_std"])
+def test_noise_level_must_be_a_number(split, xs, level, name):
+    with pytest.raises(ValueError, match=f"{name} as a finite number >= 0"):
+        jaxsal.smoothgrad(split, xs, 1, key=0, n=2, **{name: level})
+
+
+def test_noise_level_and_noise_std_are_exclusive(split, xs):
+    with pytest.raises(ValueError, match="pass one"):
+        jaxsal.smoothgrad(split, xs, 1, key=0, n=2, noise_level=0.1, noise_std=0.1)
 
 
 def test_smoothgrad_ig_steps_are_not_truncated(split, xs):

@@ -7,7 +7,8 @@
 
 ``n`` noisy copies ``x + eps``, ``eps ~ N(0, sigma_i^2)`` with ``sigma_i = noise_level *
 (max(x_i) - min(x_i))`` per input (tf-keras-vis's and the paper's "noise level" relative to
-the input range; no clipping), are explained by the chosen method and combined:
+the input range; no clipping) or a given ``noise_std`` (Captum's ``stdevs``), are explained
+by the chosen method and combined:
 ``smoothgrad`` = mean, ``sg_squared`` = mean of squares, ``vargrad`` = variance.
 """
 
@@ -57,9 +58,18 @@ def _method_name(method: str | Callable) -> str:
     return name
 
 
+def _nonnegative(v: Any, name: str, what: str) -> float:
+    if (isinstance(v, (bool, np.bool_)) or np.ndim(v) != 0
+            or not isinstance(np.asarray(v).item(), numbers.Real) or not v >= 0
+            or not np.isfinite(v)):
+        raise ValueError(f"expected {name} as a finite number >= 0 ({what}), got {v!r}")
+    return float(v)
+
+
 def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
                key: jax.Array | int | None = None,
-               method: str | Callable = "saliency", n: int = 25, noise_level: float = 0.2,
+               method: str | Callable = "saliency", n: int = 25,
+               noise_level: float | None = None, noise_std: float | None = None,
                variant: str = "smoothgrad", abs_first: bool | None = None,
                reduce: Any = _DEFAULT, method_options: dict | None = None,
                batch_samples: int | None = None, head: str | None = None,
@@ -78,6 +88,8 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
       n: number of noisy samples.
       noise_level: noise std relative to each input's value range ``max - min``
         (tf-keras-vis's ``smooth_noise``, default 0.2; the paper suggests 0.1-0.2).
+      noise_std: the noise std itself, the same for every input (Captum's ``NoiseTunnel``
+        ``stdevs``), instead of ``noise_level``.
       variant: ``"smoothgrad"`` (mean), ``"sg_squared"`` (mean of squared maps), ``"vargrad"``
         (variance of the maps).
       abs_first: for ``"smoothgrad"``, average absolute values (tf-keras-vis) instead of
@@ -111,12 +123,17 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
     n = base.check_count(n, "n (noisy samples)")
     if n is None:
         raise ValueError("expected n >= 1 noisy samples (an int), got None")
-    if (isinstance(noise_level, (bool, np.bool_)) or np.ndim(noise_level) != 0
-            or not isinstance(np.asarray(noise_level).item(), numbers.Real)
-            or not noise_level >= 0):
-        raise ValueError(f"expected noise_level as a number >= 0 (the noise's standard "
-                         f"deviation as a fraction of each input's max - min, e.g. 0.2), got "
-                         f"{noise_level!r}")
+    if noise_level is not None and noise_std is not None:
+        raise ValueError(f"got noise_level={noise_level!r} and noise_std={noise_std!r}; pass "
+                         "one: noise_level is relative to each input's max - min, noise_std "
+                         "is the standard deviation itself")
+    if noise_std is not None:
+        noise_std = _nonnegative(noise_std, "noise_std", "the noise's standard deviation, "
+                                 "e.g. 0.15")
+    else:
+        noise_level = _nonnegative(0.2 if noise_level is None else noise_level, "noise_level",
+                                   "the noise's standard deviation as a fraction of each "
+                                   "input's max - min, e.g. 0.2")
     if abs_first is None:
         abs_first = reduce in ("max_abs", "abs_sum")
     abs_first = check_flag(abs_first, "abs_first")
@@ -165,9 +182,12 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
                 g = raw_gradients(m, sp, info, times_input)
                 raw = lambda params, xk, ids, ts, _b: g(params, xk, ids, ts)  # noqa: E731
             leaves, tree = jax.tree_util.tree_flatten(x)
-            sigma = [noise_level * (jnp.max(a, axis=tuple(range(1, a.ndim)), keepdims=True)
-                                    - jnp.min(a, axis=tuple(range(1, a.ndim)), keepdims=True))
-                     for a in leaves]
+            if noise_std is not None:
+                sigma = [jnp.asarray(noise_std, a.dtype) for a in leaves]
+            else:
+                sigma = [noise_level * (jnp.max(a, axis=tuple(range(1, a.ndim)), keepdims=True)
+                                        - jnp.min(a, axis=tuple(range(1, a.ndim)),
+                                                  keepdims=True)) for a in leaves]
 
             n_in = leaves[0].shape[0]
             ids_b = base.tile_batch(ids_, batch_samples)
@@ -232,7 +252,7 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
 
         return run
 
-    ck = ("smoothgrad", name, p.key, spec, info, n, float(noise_level), variant, abs_first,
+    ck = ("smoothgrad", name, p.key, spec, info, n, noise_level, noise_std, variant, abs_first,
           reduce, steps, rule, batch_steps, batch_samples, chunk, nb)
     return base.compiled(ck, lambda: base.split_batch(build(), p.n, nb, (1, 2, 5), maybe=(4,)),
                          precision)(p.params, p.x, p.ids, key, b,
