@@ -43,7 +43,8 @@ def test_failure_keeps_finished_chunks_and_resume_skips_them(tmp_path, model, di
     bad[17, 3, 3, 0] = np.nan  # inside chunk 2 (inputs 16:23)
     m = Counting()
     path = tmp_path / "maps.npy"
-    with pytest.raises(ValueError, match=r"chunk 2 \(inputs 16:23\)"):
+    with pytest.raises(ValueError, match=r"chunk 2 \(inputs 16:23, padded to 8 by repeating "
+                       r"the last\) failed: .*NaN.*The 2 chunk\(s\) finished so far are saved"):
         jaxsal.explain_to_file(m, model, bad, path, batch_size=8)
     saved = np.load(path)
     expected = np.asarray(model(digits))
@@ -52,6 +53,14 @@ def test_failure_keeps_finished_chunks_and_resume_skips_them(tmp_path, model, di
     out = jaxsal.explain_to_file(m2, model, digits, path, batch_size=8)
     assert m2.calls == [8]  # only the failed chunk is recomputed
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_failure_of_the_first_chunk_says_nothing_was_written(tmp_path, model, digits):
+    path = tmp_path / "maps.npy"
+    with pytest.raises(ValueError, match=r"chunk 0 \(inputs 0:8\) failed: expected x of shape "
+                       r"\(N, 28, 28, 1\).*No chunk had finished"):
+        jaxsal.explain_to_file(jaxsal.saliency, model, digits[..., 0], path, batch_size=8)
+    assert not path.exists()
 
 
 def test_changed_job_starts_over(tmp_path, model, digits):

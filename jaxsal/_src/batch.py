@@ -416,9 +416,13 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
         try:
             maps = method(model, xb, _chunk_targets(targets, lo, hi, pad), **opts)
         except ValueError as e:
-            raise ValueError(f"chunk {c} (inputs {lo}:{hi}) failed: {e}. Chunks finished so far "
-                             f"are saved in {path}; fix the cause (the inputs of this chunk or "
-                             "an option) and run the same call again to resume.") from e
+            padded = f", padded to {batch_size} by repeating the last" if pad else ""
+            saved = (f"The {len(done)} chunk(s) finished so far are saved in {path}" if done
+                     else f"No chunk had finished ({path} was not written)")
+            raise ValueError(f"chunk {c} (inputs {lo}:{hi}{padded}) failed: "
+                             f"{str(e).rstrip('.')}. {saved}; fix the cause (the inputs of "
+                             "this chunk or an option) and run the same call again to "
+                             "resume.") from e
         maps = np.asarray(maps)[: hi - lo]
         if out is None:
             out = np.lib.format.open_memmap(path, mode="w+", dtype=maps.dtype,
