@@ -163,7 +163,8 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
     try:  # check the whole forward once, abstractly: shapes, weights and wiring
         model._output_shapes()
     except LayerCallError as e:
-        raise KerasImportError(str(e) + padding_hint(graph, keras_version), path=path) from e
+        hint = padding_hint(graph, keras_version)
+        raise KerasImportError(str(e).rstrip(".") + hint if hint else str(e), path=path) from e
     return model
 
 
