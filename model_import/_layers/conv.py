@@ -331,6 +331,17 @@ def transpose_pads(n_in, window, stride, padding, output_padding, dilation):
     return lo, hi
 
 
+@jax.custom_vjp
+def _barrier(x):
+    """``lax.optimization_barrier`` of ``x``, differentiable (jax before 0.5 has no AD rule
+    for it): the cotangent passes through a barrier too."""
+    return lax.optimization_barrier(x)
+
+
+_barrier.defvjp(lambda x: (lax.optimization_barrier(x), None),
+                lambda _, g: (lax.optimization_barrier(g),))
+
+
 def conv_transpose(x, k, strides, padding, output_padding, dilation):
     """Channels-last transposed convolution with a Keras kernel ``(*window, out, in)``.
 
@@ -353,7 +364,7 @@ def conv_transpose(x, k, strides, padding, output_padding, dilation):
         # image. Then the input is dilated and padded explicitly, behind a barrier that
         # keeps XLA from folding that back into the convolution (a tiny input: cheap).
         config = [(0, 0, 0)] + [(lo, hi, s - 1) for (lo, hi), s in zip(pads, strides)]
-        x = lax.optimization_barrier(lax.pad(x, jnp.zeros((), dtype), config + [(0, 0, 0)]))
+        x = _barrier(lax.pad(x, jnp.zeros((), dtype), config + [(0, 0, 0)]))
         pads, strides = [(0, 0)] * rank, (1,) * rank
     return lax.conv_general_dilated(x, kt, (1,) * rank, pads, lhs_dilation=strides,
                                     rhs_dilation=dilation, dimension_numbers=_DIMS[rank])
