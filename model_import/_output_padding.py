@@ -121,12 +121,11 @@ def restore_output_padding(layer_cfgs: Sequence[Any], *, sequential: bool, keras
     for j in todo:
         lc = entries[j]
         name = lc.get("name") or lc["config"].get("name")
-        if sequential:
-            built = [e.get("build_config") if isinstance(e, Mapping) else None
-                     for e in entries[j:j + 2]]
-            pairs = ([(b0["input_shape"], b1["input_shape"]) for b0, b1 in [built]
-                      if isinstance(b0, Mapping) and isinstance(b1, Mapping)]
-                     if len(built) == 2 else [])
+        if sequential:  # this layer's build shape, and the next layer's
+            b0, b1 = ([e.get("build_config") if isinstance(e, Mapping) else None
+                       for e in entries[j:j + 2]] + [None])[:2]
+            pairs = ([(b0.get("input_shape"), b1.get("input_shape"))]
+                     if isinstance(b0, Mapping) and isinstance(b1, Mapping) else [])
         else:
             pairs = [(_first_arg_shape(node), out)
                      for i, node in enumerate(lc.get("inbound_nodes") or [])
