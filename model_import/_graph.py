@@ -888,9 +888,8 @@ class GraphBuilder:
         prev: Ref | None = None
         if not layer_cfgs:
             raise self._err(f"Sequential model {name!r} has no layers")
-        if parse_version(self.keras_version).major >= 3:
-            layer_cfgs = restore_output_padding(layer_cfgs, sequential=True, model_name=name,
-                                                keras_version=self.keras_version)
+        layer_cfgs = restore_output_padding(layer_cfgs, sequential=True, model_name=name,
+                                            keras_version=self.keras_version)
         first = layer_cfgs[0]
         if not isinstance(first, Mapping):
             self.convert_layer(first)  # refuses it
@@ -987,10 +986,8 @@ class GraphBuilder:
         with self._reading(f"model {name!r}, its output_layers"):
             outputs, out_dict_keys = _io_refs(outputs_spec)
         autocasts = _autocasts(cfg)
-        layer_cfgs = cfg["layers"]
-        if parse_version(self.keras_version).major >= 3:
-            layer_cfgs = restore_output_padding(layer_cfgs, sequential=False, model_name=name,
-                                                keras_version=self.keras_version)
+        layer_cfgs = restore_output_padding(cfg["layers"], sequential=False, model_name=name,
+                                            keras_version=self.keras_version)
         for lc in layer_cfgs:
             if lc.get("name") in autocasts:  # computed in float32, like the layers using it
                 lc = {**lc, "config": {**lc["config"], "dtype": "float32"}}

@@ -14,16 +14,12 @@ from __future__ import annotations
 import warnings
 from typing import Any, Mapping, Sequence
 
-from model_import._layers.conv import transpose_output_size
+from model_import._layers.conv import _padding, _tuple, transpose_output_size
 from model_import._version import parse_version
 
 #: Keras's transposed convolution classes and their spatial rank.
 TRANSPOSED = {f"{name}{r}DTranspose": r for r in (1, 2, 3)
               for name in ("Conv", "Convolution")}
-
-
-def _ints(v, n: int) -> tuple[int, ...]:
-    return tuple(int(i) for i in v) if isinstance(v, (list, tuple)) else (int(v),) * n
 
 
 def _spatial(shape, rank: int, channels_first: bool) -> tuple | None:
@@ -66,31 +62,24 @@ def _infer(cfg: Mapping[str, Any], rank: int, pairs) -> tuple[int, ...] | None:
     """The ``output_padding`` that maps each recorded ``(input shape, output shape)`` pair of
     calls, or ``None`` where no pair is known, they disagree, or the default explains them."""
     channels_first = cfg.get("data_format") == "channels_first"
-    padding = str(cfg.get("padding", "valid")).upper()
-    window = _ints(cfg.get("kernel_size", 1), rank)
-    strides = _ints(cfg.get("strides", 1), rank)
-    dilation = _ints(cfg.get("dilation_rate", 1), rank)
-    found = set()
+    padding = _padding(cfg, rank)
+    axes = list(zip(_tuple(cfg.get("kernel_size", 1), rank), _tuple(cfg.get("strides", 1), rank),
+                    _tuple(cfg.get("dilation_rate", 1), rank)))
+    found, default = set(), set()  # the paddings the pairs show; the default's equivalent
     for in_shape, out_shape in pairs:
         n_in, n_out = _spatial(in_shape, rank, channels_first), _spatial(out_shape, rank,
                                                                          channels_first)
         if n_in is None or n_out is None:
             continue
-        found.add(tuple(o - transpose_output_size(i, w, s, padding, 0, d)
-                        for i, o, w, s, d in zip(n_in, n_out, window, strides, dilation)))
+        unpadded = [transpose_output_size(i, w, s, padding, 0, d)
+                    for i, (w, s, d) in zip(n_in, axes)]
+        found.add(tuple(o - u for o, u in zip(n_out, unpadded)))
+        default.add(tuple(transpose_output_size(i, w, s, padding, None, d) - u
+                          for i, (w, s, d), u in zip(n_in, axes, unpadded)))
     if len(found) != 1:
         return None
     (pad,) = found
-    default = set()
-    for in_shape, _ in pairs:
-        n_in = _spatial(in_shape, rank, channels_first)
-        if n_in is not None:
-            default.add(tuple(transpose_output_size(i, w, s, padding, None, d)
-                              - transpose_output_size(i, w, s, padding, 0, d)
-                              for i, w, s, d in zip(n_in, window, strides, dilation)))
-    if min(pad) < 0 or default == {pad}:
-        return None
-    return pad
+    return None if min(pad) < 0 or default == {pad} else pad
 
 
 def restore_output_padding(layer_cfgs: Sequence[Any], *, sequential: bool, keras_version: str,
@@ -105,9 +94,12 @@ def restore_output_padding(layer_cfgs: Sequence[Any], *, sequential: bool, keras
       keras_version: the Keras that wrote the file, for the warning.
       model_name: for the warning.
     Returns:
-      A new list; the changed entries are copies, the others the same objects.
+      A new list; the changed entries are copies, the others the same objects. Configs of
+      Keras 1 and 2 (which save ``output_padding``) come back unchanged.
     """
     entries = list(layer_cfgs)
+    if parse_version(keras_version).major < 3:
+        return entries
     todo = [j for j, lc in enumerate(entries)
             if isinstance(lc, Mapping) and lc.get("class_name") in TRANSPOSED
             and isinstance(lc.get("config"), Mapping) and "output_padding" not in lc["config"]]
