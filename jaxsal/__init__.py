@@ -8,11 +8,14 @@ from jaxsal._src.guided import deconvnet_relu, guided_relu, relu_for_mode
 
 # --- attribution methods (jaxsal._src: targets, gradients, cam, ...) ---
 from jaxsal._src.base import DEFAULT_MEMORY_BUDGET, FunctionModel, clear_caches
-from jaxsal._src.cam import (default_cam_layer, eigencam, gradcam, gradcam_plus_plus,
-                             guided_gradcam, hirescam, layercam, scorecam, spatial_layers,
-                             xgradcam)
+from jaxsal._src.cam import (ablationcam, default_cam_layer, eigencam, eigengradcam, gradcam,
+                             gradcam_elementwise, gradcam_plus_plus, guided_gradcam, hirescam,
+                             layercam, scorecam, spatial_layers, xgradcam)
 from jaxsal._src.gradients import deconvnet, gradient_x_input, guided_backprop, saliency
+from jaxsal._src.gradient_shap import gradient_shap
 from jaxsal._src.integrated import integrated_gradients
+from jaxsal._src.blur_ig import blur_integrated_gradients
+from jaxsal._src.guided_ig import guided_integrated_gradients
 from jaxsal._src.occlusion import occlusion
 from jaxsal._src.smoothing import smoothgrad
 from jaxsal._src.targets import class_score, neuron
@@ -39,7 +42,9 @@ __all__ = [
     "Objective",
     "Parameterization",
     "Regularizer",
+    "ablationcam",
     "blur_every",
+    "blur_integrated_gradients",
     "channel_objective",
     "class_score",
     "clear_caches",
@@ -53,16 +58,20 @@ __all__ = [
     "default_transforms",
     "direction_objective",
     "eigencam",
+    "eigengradcam",
     "explain_to_file",
     "feature_maps",
     "filter_images",
     "fourier",
     "gaussian_blur",
     "gradcam",
+    "gradcam_elementwise",
     "gradcam_plus_plus",
+    "gradient_shap",
     "gradient_x_input",
     "guided_backprop",
     "guided_gradcam",
+    "guided_integrated_gradients",
     "guided_relu",
     "hirescam",
     "identity",

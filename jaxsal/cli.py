@@ -20,8 +20,10 @@ from importlib import resources
 import numpy as np
 
 METHODS = ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "smoothgrad",
-           "integrated_gradients", "gradcam", "gradcam_plus_plus", "layercam", "hirescam",
-           "xgradcam", "scorecam", "eigencam", "guided_gradcam", "occlusion")
+           "gradient_shap", "integrated_gradients", "blur_integrated_gradients",
+           "guided_integrated_gradients", "gradcam", "gradcam_plus_plus", "layercam",
+           "hirescam", "xgradcam", "scorecam", "eigencam", "eigengradcam",
+           "gradcam_elementwise", "ablationcam", "guided_gradcam", "occlusion")
 
 
 def _data_path(name: str) -> str:
@@ -37,7 +39,7 @@ def _enable_cache(cache_dir: str | None) -> None:
 
 
 #: Methods that draw random numbers: they need ``--seed``.
-RANDOM_METHODS = ("smoothgrad",)
+RANDOM_METHODS = ("smoothgrad", "gradient_shap")
 
 
 def _num_classes(model) -> int:
@@ -80,12 +82,23 @@ def _parse_sizes(s: str, flag: str):
 
 def _parse_option(s: str) -> tuple[str, object]:
     """``NAME=VALUE``; VALUE is read as JSON (numbers, true/false, lists, objects) when it
-    parses, Python's ``True``/``False``/``None`` as those values, else kept as a string."""
+    parses, Python's ``True``/``False``/``None`` as those values, ``@FILE.npy`` as the
+    array in that file (a baseline, a distribution of baselines, an occlusion fill), else
+    kept as a string."""
     import json
 
     name, eq, value = s.partition("=")
     if not eq or not name.isidentifier():
         raise ValueError(f"--option: expected NAME=VALUE (e.g. --option n=16), got {s!r}")
+    if value.startswith("@"):
+        if not value.endswith(".npy"):
+            raise ValueError(f"--option {name}=@FILE: expected a .npy file after '@' (an "
+                             f"array saved with numpy.save), got {value[1:]!r}")
+        try:
+            return name, np.load(value[1:], allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--option {name}=@{value[1:]}: could not read the array "
+                             f"({e})") from None
     if value in ("True", "False", "None"):  # the string "False" would be true in a flag
         return name, {"True": True, "False": False, "None": None}[value]
     try:
@@ -235,7 +248,8 @@ def main(argv=None) -> int:
                         "gradient_x_input and integrated_gradients attribute to (e.g. the "
                         "embedding of a token model, whose inputs.npy holds integer ids)")
     e.add_argument("--seed", type=int, default=None,
-                   help="PRNG seed of the random methods (smoothgrad: required), used as "
+                   help="PRNG seed of the random methods (smoothgrad, gradient_shap: "
+                        "required), used as "
                         "jax.random.key(SEED) and recorded in the job's resume signature")
     e.add_argument("--patch", default=None,
                    help="occlusion: patch size, an int or one per spatial axis (e.g. 4 or 4,2); "
@@ -247,7 +261,8 @@ def main(argv=None) -> int:
                    help="any other keyword option of the method, VALUE read as JSON when it "
                         "parses, True/False/None as in Python (e.g. --option n=16 --option "
                         "noise_level=0.1 --option upsample=false --option "
-                        "'method_options={\"steps\": 8}'); repeatable")
+                        "'method_options={\"steps\": 8}'), @FILE.npy as the array in the file "
+                        "(--option baselines=@refs.npy); repeatable")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"),
                    help="persistent XLA compilation cache (reused across runs)")

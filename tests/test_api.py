@@ -35,6 +35,8 @@ def test_contract_names_exist():
     for name in ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "smoothgrad",
                  "integrated_gradients", "gradcam", "gradcam_plus_plus", "layercam", "hirescam",
                  "xgradcam", "scorecam", "eigencam", "guided_gradcam", "occlusion", "maximize",
+                 "eigengradcam", "gradcam_elementwise", "ablationcam",
+                 "blur_integrated_gradients", "guided_integrated_gradients", "gradient_shap",
                  "normalize", "explain_to_file"):
         assert callable(getattr(jaxsal, name)), name
     assert callable(model_import.load_keras)

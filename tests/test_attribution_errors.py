@@ -27,7 +27,8 @@ def test_unknown_layer_lists_valid_names(m, x):
 
 
 def test_non_spatial_layer_for_cam(m, x):
-    for f in (jaxsal.gradcam, jaxsal.scorecam, jaxsal.eigencam):
+    for f in (jaxsal.gradcam, jaxsal.scorecam, jaxsal.eigencam, jaxsal.eigengradcam,
+              jaxsal.gradcam_elementwise, jaxsal.ablationcam):
         with pytest.raises(ValueError, match="spatial"):
             f(m, x, 1, layer="dense_1")
 

@@ -41,6 +41,9 @@ def test_vgg16_every_method(vgg):
         "xgradcam": jaxsal.xgradcam(m, x, t),
         "scorecam": jaxsal.scorecam(m, x, t, top_k=4),
         "eigencam": jaxsal.eigencam(m, x, t),
+        "eigengradcam": jaxsal.eigengradcam(m, x, t),
+        "gradcam_elementwise": jaxsal.gradcam_elementwise(m, x, t),
+        "ablationcam": jaxsal.ablationcam(m, x, t),
         "guided_gradcam": jaxsal.guided_gradcam(m, x, t),
         "occlusion": jaxsal.occlusion(m, x, t, patch=32),
     }

@@ -165,6 +165,120 @@ def test_eigencam_first_principal_component(conv):
     assert jaxsal.eigencam(m, x, [0, 1]).shape == (3, 2, H, W)
 
 
+def _oriented_component(X):
+    """First principal component projection of X (P, K), channels centred, its sign
+    correlating positively with the channel sum."""
+    Xc = X - X.mean(0)
+    proj = Xc @ np.linalg.svd(Xc, full_matrices=False)[2][0]
+    return proj if proj @ X.sum(-1) >= 0 else -proj
+
+
+def test_gradcam_elementwise_and_eigengradcam_by_hand(conv):
+    m, p, x = conv
+    A = _np_features(p, x)
+    h, w = A.shape[1:3]
+    for c in range(CLASSES):
+        GA = A * p["w"][:, c] / (h * w)  # dS/dA * A: the gradient is constant over positions
+        np.testing.assert_allclose(jaxsal.gradcam_elementwise(m, x, c, upsample=False),
+                                   np.maximum(GA, 0).sum(-1), rtol=1e-4, atol=1e-7)
+        got = jaxsal.eigengradcam(m, x, c, upsample=False)
+        for i in range(len(x)):
+            want = np.maximum(_oriented_component(GA[i].reshape(-1, K)), 0).reshape(h, w)
+            np.testing.assert_allclose(got[i], want, rtol=1e-3, atol=1e-6 * np.abs(want).max())
+    # the T-class call is the T single-class calls (one SVD per input and target)
+    both = jaxsal.eigengradcam(m, x, [2, 0])
+    for j, c in enumerate([2, 0]):
+        np.testing.assert_allclose(both[:, j], jaxsal.eigengradcam(m, x, c), rtol=1e-4,
+                                   atol=1e-6 * np.abs(both).max())
+
+
+def _np_ablationcam(A, y, wc, fill):
+    """Ablation-CAM of the one-conv model (a GAP head): setting channel k to ``fill`` moves
+    score c by ``wc[k] * (fill - mean_ij A_k)``."""
+    drop = -wc * (fill[:, None] - A.mean(axis=(1, 2)))  # (N, K): S - S_k
+    return np.maximum(np.einsum("nhwk,nk->nhw", A, drop / y[:, None]), 0)
+
+
+def test_ablationcam_by_hand(conv):
+    m, p, x = conv
+    A = _np_features(p, x)
+    y = _np_model(p, x)
+    zero = np.zeros(len(x))
+    for c in range(CLASSES):
+        want = _np_ablationcam(A, y[:, c], p["w"][:, c], zero)
+        got = jaxsal.ablationcam(m, x, c, upsample=False)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+    # one set of ablated passes serves every target; batches of ablated passes do not matter
+    many = jaxsal.ablationcam(m, x, [2, 0, 1], upsample=False)
+    for j, c in enumerate([2, 0, 1]):
+        want = jaxsal.ablationcam(m, x, c, upsample=False)
+        np.testing.assert_allclose(many[:, j], want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    np.testing.assert_allclose(jaxsal.ablationcam(m, x, [2, 0, 1], upsample=False, batch_size=2),
+                               many, rtol=1e-5, atol=1e-6 * np.abs(many).max())
+    assert jaxsal.ablationcam(m, x, [2, 0]).shape == (3, 2, H, W)
+    with pytest.raises(ValueError, match="variant"):
+        jaxsal.ablationcam(m, x, 0, variant="torch")
+
+
+def test_ablationcam_pytorch_grad_cam_fill():
+    # without the ReLU the layer's minimum is not 0: pytorch-grad-cam's rule fills min - 1e7
+    p = _conv_params(2)
+
+    def feats(p, x):
+        z = jax.lax.conv_general_dilated(x, p["k"], (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                         precision=jax.lax.Precision.HIGHEST)
+        return z + p["b"]
+
+    m = jaxsal.FunctionModel(features=feats, head_fn=_head, params=p, layer="conv")
+    x = np.random.default_rng(4).uniform(size=(2, H, W, C)).astype(np.float32)
+    win = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))
+    A = np.einsum("nhwcij,ijck->nhwk", win.astype(np.float64), p["k"]) + p["b"]
+    y = A.mean(axis=(1, 2)) @ p["w"] + p["c"]
+    fill = A.reshape(len(x), -1).min(-1) - 1e7
+    for c in range(CLASSES):
+        want = _np_ablationcam(A, y[:, c], p["w"][:, c], fill)
+        got = jaxsal.ablationcam(m, x, c, upsample=False, variant="pytorch-grad-cam")
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+        paper = _np_ablationcam(A, y[:, c], p["w"][:, c], np.zeros(len(x)))
+        np.testing.assert_allclose(jaxsal.ablationcam(m, x, c, upsample=False), paper,
+                                   rtol=1e-4, atol=1e-6 * np.abs(paper).max())
+        assert np.abs(want - paper).max() > 0.1 * np.abs(paper).max()
+
+
+def test_ablationcam_runs_the_layers_before_the_layer_once(compiles):
+    # cos marks the layers before the explained one: in the optimized program it appears
+    # once, whatever the number of chunks of ablated channels (the vmapped ablated passes
+    # leave it unbatched; XLA merges it with the clean pass and keeps it out of the loop)
+    from jaxsal._src import base
+
+    p = _conv_params()
+
+    def feats(p, x):
+        return _features(p, jnp.cos(x))
+
+    m = jaxsal.FunctionModel(features=feats, head_fn=_head, params=p, layer="conv")
+    x = np.random.default_rng(1).uniform(size=(3, H, W, C)).astype(np.float32)
+    ids = jnp.asarray(np.tile([[0, 2]], (3, 1)), jnp.int32)
+    for batch_size in (None, 3):  # 1 chunk of K channels, K chunks of 1 (a loop)
+        jaxsal.ablationcam(m, x, [0, 2], batch_size=batch_size)
+        key, program = next(reversed(base._PROGRAMS.data.items()))
+        assert key[0][0] == "ablationcam"
+        hlo = program.lower(p, jnp.asarray(x), ids).compile().as_text()
+        assert hlo.count("cosine(") == 1, batch_size
+        assert (" while(" in hlo) == (batch_size is not None)
+    # a second call compiles nothing
+    first = compiles.n
+    jax.block_until_ready(jaxsal.ablationcam(m, x, [1, 2], batch_size=3))
+    jax.block_until_ready(jaxsal.eigengradcam(m, x, [1, 2]))
+    jax.block_until_ready(jaxsal.gradcam_elementwise(m, x, [1, 2]))
+    second = compiles.n
+    jax.block_until_ready(jaxsal.ablationcam(m, x, [0, 1], batch_size=3))
+    jax.block_until_ready(jaxsal.eigengradcam(m, x, [0, 1]))
+    jax.block_until_ready(jaxsal.gradcam_elementwise(m, x, [0, 1]))
+    assert second > first and compiles.n == second
+
+
 def test_guided_gradcam_is_cam_times_guided_gradient(conv):
     m, p, x = conv
     # no ReLU swap is possible in this FunctionModel, so build one that allows it

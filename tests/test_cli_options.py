@@ -49,6 +49,21 @@ def test_smoothgrad_needs_and_uses_seed(tmp_path, mnist_path, digits_file, mnist
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), direct, rtol=1e-5, atol=1e-8)
 
 
+def test_gradient_shap_baselines_from_a_file(tmp_path, mnist_path, digits_file, mnist_digits,
+                                            capsys):
+    refs = np.random.RandomState(1).rand(3, 28, 28, 1).astype(np.float32)
+    np.save(tmp_path / "refs.npy", refs)
+    assert _explain(mnist_path, digits_file, tmp_path / "g.npy", "--method", "gradient_shap",
+                    "--seed", "2", "--option", "n=3", "--option",
+                    f"baselines=@{tmp_path / 'refs.npy'}", "--targets", "4") == 0
+    direct = jaxsal.gradient_shap(load_keras(mnist_path, head="logits"), mnist_digits[:2], 4,
+                                  key=jax.random.key(2), n=3, baselines=refs)
+    np.testing.assert_allclose(np.load(tmp_path / "g.npy"), direct, rtol=1e-5, atol=1e-8)
+    assert _explain(mnist_path, digits_file, tmp_path / "h.npy", "--method", "gradient_shap",
+                    "--seed", "2", "--option", f"baselines=@{tmp_path / 'nope.npy'}") == 2
+    assert "could not read the array" in capsys.readouterr().err
+
+
 def test_occlusion_patch_and_stride(tmp_path, mnist_path, digits_file, mnist_digits):
     assert _explain(mnist_path, digits_file, tmp_path / "o.npy", "--method", "occlusion",
                     "--patch", "7", "--stride", "7,7", "--targets", "2") == 0

@@ -51,8 +51,13 @@ def x():
 ALL = [jaxsal.saliency, jaxsal.gradient_x_input, jaxsal.guided_backprop, jaxsal.deconvnet,
        jaxsal.smoothgrad, jaxsal.integrated_gradients, jaxsal.gradcam,
        jaxsal.gradcam_plus_plus, jaxsal.layercam, jaxsal.hirescam, jaxsal.xgradcam,
-       jaxsal.scorecam, jaxsal.eigencam, jaxsal.guided_gradcam, jaxsal.occlusion]
+       jaxsal.scorecam, jaxsal.eigencam, jaxsal.guided_gradcam, jaxsal.occlusion,
+       jaxsal.eigengradcam, jaxsal.gradcam_elementwise, jaxsal.ablationcam,
+       jaxsal.gradient_shap, jaxsal.blur_integrated_gradients,
+       jaxsal.guided_integrated_gradients]
 OPTS = {jaxsal.smoothgrad: dict(key=0, n=2), jaxsal.integrated_gradients: dict(steps=4),
+        jaxsal.gradient_shap: dict(key=0, n=2), jaxsal.blur_integrated_gradients: dict(steps=4),
+        jaxsal.guided_integrated_gradients: dict(steps=4),
         jaxsal.occlusion: dict(patch=3), jaxsal.scorecam: dict(top_k=2)}
 
 

@@ -30,6 +30,10 @@ METHODS = {
     "deconvnet": (jaxsal.deconvnet, {}),
     "smoothgrad": (jaxsal.smoothgrad, {"key": jax.random.key(0), "n": 3}),
     "integrated_gradients": (jaxsal.integrated_gradients, {"steps": 8}),
+    "gradient_shap": (jaxsal.gradient_shap, {"key": 0, "n": 3, "noise_std": 0.1}),
+    # (Blur IG is not here: blurring an axis of size 1 with zero padding, as scipy and PAIR
+    # do, scales it, so a width-1 twin differs; its layouts: test_blur_guided_ig.py)
+    "guided_integrated_gradients": (jaxsal.guided_integrated_gradients, {"steps": 6}),
     "gradcam": (jaxsal.gradcam, {"layer": "c2"}),
     "gradcam_lowres": (jaxsal.gradcam, {"layer": "c2", "upsample": False}),
     "gradcam_plus_plus": (jaxsal.gradcam_plus_plus, {"layer": "c2"}),
@@ -39,6 +43,9 @@ METHODS = {
     "scorecam": (jaxsal.scorecam, {"layer": "c2"}),
     "scorecam_topk": (jaxsal.scorecam, {"layer": "c2", "top_k": 2}),
     "eigencam": (jaxsal.eigencam, {"layer": "c2"}),
+    "eigengradcam": (jaxsal.eigengradcam, {"layer": "c2"}),
+    "gradcam_elementwise": (jaxsal.gradcam_elementwise, {"layer": "c2"}),
+    "ablationcam": (jaxsal.ablationcam, {"layer": "c2"}),
     "guided_gradcam": (jaxsal.guided_gradcam, {"layer": "c2"}),
     "guided_gradcam_none": (jaxsal.guided_gradcam, {"layer": "c2", "reduce": None}),
     "occlusion": (jaxsal.occlusion, {}),

@@ -199,6 +199,8 @@ def test_gradient_cams_upsample_to_the_image(two):
     at = jaxsal.saliency(m, x, 1, layer="conv", reduce=None)
     np.testing.assert_allclose(at, G, rtol=1e-5, atol=1e-7)
     assert jaxsal.eigencam(m, x).shape == (3, 8, 8)
+    for f in (jaxsal.eigengradcam, jaxsal.gradcam_elementwise, jaxsal.ablationcam):
+        assert f(m, x, [0, 1]).shape == (3, 2, 8, 8), f.__name__
     assert jaxsal.layercam(m, {"img": x[0], "vec": x[1]}, 1).shape == (3, 8, 8)
 
 

@@ -182,7 +182,7 @@ def test_bfloat16_saliency_of_a_deep_relu_net(net, x32, compiles):
 
 
 @pytest.mark.parametrize("method,kw", [("scorecam", {}), ("occlusion", {"patch": 8}),
-                                       ("eigencam", {})])
+                                       ("eigencam", {}), ("ablationcam", {})])
 def test_bfloat16_forward_only_methods(net, x32, method, kw):
     f = getattr(jaxsal, method)
     ref = f(net, x32[:2], **kw)  # the predicted class

@@ -623,6 +623,15 @@ def check_budget(memory_budget: Any) -> int | None:
     return int(memory_budget)
 
 
+def check_index_offset(offset: Any) -> int:
+    """A sampling method's ``index_offset`` (the position of ``x[0]`` in a larger batch) as
+    an int >= 0, else a ``ValueError``."""
+    if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, (int, np.integer)) \
+            or offset < 0:
+        raise ValueError(f"expected index_offset as an int >= 0, got {offset!r}")
+    return int(offset)
+
+
 def check_key(key: Any, what: str) -> jax.Array:
     """``key`` as a JAX PRNG key: a key (``jax.random.key(0)``, or a legacy
     ``jax.random.PRNGKey(0)``) is used as given, an int seed ``s`` becomes
@@ -693,6 +702,20 @@ def auto_batch(total: int, per_item_bytes: int, batch: int | None,
     budget = default_budget() if memory_budget is None else memory_budget
     b = max(1, min(int(total), budget // (4 * max(int(per_item_bytes), 1))))
     return math.ceil(total / math.ceil(total / b))
+
+
+def sampling_plan(model: Any, x: Any, n: int, num_targets: int, total: int,
+                  batch: int | None, batch_name: str, chunk_size: int | None,
+                  memory_budget: int | None) -> tuple[int, int, int]:
+    """``(nb, batch, chunk)`` of a method that evaluates ``total`` points per input (path
+    steps, noisy samples) in batched passes: inputs per pass, points per batched pass
+    (``batch`` if given, checked as ``batch_name``) and targets per chunk, all within the
+    memory budget."""
+    fb = forward_bytes(model, x)
+    nb = batch_chunk(n, fb // n, memory_budget)
+    fb = fb * nb // n
+    batch = auto_batch(total, fb, batch, memory_budget, batch_name)
+    return nb, batch, chunk_for(num_targets, fb * batch, chunk_size, memory_budget)
 
 
 def map_chunks(fn: Callable[[Array], Any], total: int, chunk: int) -> Any:

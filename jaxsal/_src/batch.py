@@ -248,11 +248,23 @@ def _per_input(v: Any, n: int, ndim: int) -> bool:
             and v.shape[0] == n and n > 1)
 
 
-def _check_options(options: dict, n: int, ndim: int, where: str = "") -> None:
+def shared_options(method: Callable) -> tuple[str, ...]:
+    """The options ``method`` declares as the same for every chunk, never sliced with the
+    inputs (its ``shared_options`` attribute; e.g. :func:`jaxsal.gradient_shap`'s
+    ``baselines``, a distribution of ``B`` reference inputs, which may have ``N`` rows)."""
+    while isinstance(method, functools.partial):
+        method = method.func
+    return tuple(getattr(method, "shared_options", ()))
+
+
+def _check_options(options: dict, n: int, ndim: int, where: str = "",
+                   shared: tuple[str, ...] = ()) -> None:
     """Refuse an array option of the inputs' rank whose leading axis is neither the inputs'
     count nor 1: it cannot be split into chunks with the inputs."""
     for k, v in options.items():
         name = f"{where}[{k!r}]" if where else k
+        if k in shared and not where:
+            continue
         if isinstance(v, dict):
             _check_options(v, n, ndim, name)
         elif (isinstance(v, (np.ndarray, jax.Array)) and v.ndim == ndim and v.ndim >= 1
@@ -263,10 +275,13 @@ def _check_options(options: dict, n: int, ndim: int, where: str = "") -> None:
                              f"(shared by all); got {v.shape[0]} rows")
 
 
-def _chunk_options(options: dict, n: int, ndim: int, lo: int, hi: int, pad: int) -> dict:
+def _chunk_options(options: dict, n: int, ndim: int, lo: int, hi: int, pad: int,
+                   shared: tuple[str, ...] = ()) -> dict:
     out = {}
     for k, v in options.items():
-        if isinstance(v, dict):
+        if k in shared:
+            pass
+        elif isinstance(v, dict):
             v = _chunk_options(v, n, ndim, lo, hi, pad)
         elif _per_input(v, n, ndim):
             v = np.asarray(v[lo:hi])
@@ -316,7 +331,9 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
         occlusion ``fill``, also inside ``method_options``) is sliced with the inputs; a
         method with an ``index_offset`` parameter (:func:`jaxsal.smoothgrad`) gets each
         chunk's position, so its noise, keyed by the global input index, does not depend on
-        ``batch_size`` and the file equals one call over all inputs.
+        ``batch_size`` and the file equals one call over all inputs. Options a method lists
+        in its ``shared_options`` attribute (:func:`jaxsal.gradient_shap`'s ``baselines``)
+        are passed whole to every chunk.
     Returns:
       The maps as a read-only memory map of ``path`` (shape ``(N, ...)`` as ``method`` returns).
     Raises:
@@ -352,11 +369,11 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
     if n == 0:
         raise ValueError("inputs is empty: expected at least one example along axis 0")
     _check_targets(targets, n)
-    _check_options(options, n, ndim)
+    shared = shared_options(method)
+    _check_options(options, n, ndim, shared=shared)
     offset = options.pop("index_offset", 0) if _takes_offset(method) else None
-    if offset is not None and (isinstance(offset, (bool, np.bool_))
-                               or not isinstance(offset, (int, np.integer)) or offset < 0):
-        raise ValueError(f"expected index_offset as an int >= 0, got {offset!r}")
+    if offset is not None:
+        offset = base.check_index_offset(offset)
     progress_path = path + ".progress.json"
     try:
         sig = _signature(method, model, inputs,
@@ -410,7 +427,7 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
         pad = batch_size - (hi - lo)
         if pad:
             xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
-        opts = _chunk_options(options, n, ndim, lo, hi, pad)
+        opts = _chunk_options(options, n, ndim, lo, hi, pad, shared)
         if offset is not None:
             opts["index_offset"] = int(offset) + lo
         try:

@@ -207,11 +207,9 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
     b = check_baseline(baseline, p.x)
-    fb = base.forward_bytes(p.model, p.x)
-    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
-    fb = fb * nb // p.n
-    batch_steps = base.auto_batch(steps, fb, batch_steps, memory_budget, "batch_steps")
-    chunk = base.chunk_for(p.spec.num, fb * batch_steps, chunk_size, memory_budget)
+    nb, batch_steps, chunk = base.sampling_plan(p.model, p.x, p.n, p.spec.num, steps,
+                                                batch_steps, "batch_steps", chunk_size,
+                                                memory_budget)
     m, spec, info = p.model, p.spec, p.info
     # the channel axis of the (N, T, ...) attributions: each input's, or the layer's
     axes = p.map_channel_axes if lt is None else [lt.map_channel_axis]

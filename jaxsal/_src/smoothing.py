@@ -114,10 +114,7 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
     reduce = default_reduce if reduce is _DEFAULT else reduce
     check_reduce(reduce)
     key = base.check_key(key, "smoothgrad")
-    if isinstance(index_offset, (bool, np.bool_)) or not isinstance(index_offset,
-                                                                    (int, np.integer)) \
-            or index_offset < 0:
-        raise ValueError(f"expected index_offset as an int >= 0, got {index_offset!r}")
+    index_offset = base.check_index_offset(index_offset)
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     n = base.check_count(n, "n (noisy samples)")
@@ -256,4 +253,4 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
           reduce, steps, rule, batch_steps, batch_samples, chunk, nb)
     return base.compiled(ck, lambda: base.split_batch(build(), p.n, nb, (1, 2, 5), maybe=(4,)),
                          precision)(p.params, p.x, p.ids, key, b,
-                                    jnp.arange(p.n, dtype=jnp.int32) + int(index_offset))
+                                    jnp.arange(p.n, dtype=jnp.int32) + index_offset)

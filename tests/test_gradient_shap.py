@@ -1,0 +1,174 @@
+"""GradientSHAP (expected gradients): analytic cases on linear models, its expectation (the
+mean over baselines of integrated gradients), determinism, batch splitting, refusals."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+
+SHAPE = (5, 4, 2)
+
+
+def _linear(bias=True):
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=(int(np.prod(SHAPE)), 3)), jnp.float32),
+              "b": jnp.asarray(rng.normal(size=(3,)) if bias else np.zeros(3), jnp.float32)}
+
+    def f(p, x):
+        return x.reshape(x.shape[0], -1) @ p["w"] + p["b"]
+
+    w = np.asarray(params["w"]).T.reshape((3,) + SHAPE)  # (classes, *SHAPE)
+    return jaxsal.FunctionModel(f, params, input_shape=SHAPE), w
+
+
+def _smooth():
+    rng = np.random.default_rng(3)
+    params = {"w1": jnp.asarray(rng.normal(size=(40, 16)) * 0.3, jnp.float32),
+              "w2": jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)}
+
+    def f(p, x):
+        return jnp.tanh(x.reshape(x.shape[0], -1) @ p["w1"]) @ p["w2"]
+
+    return jaxsal.FunctionModel(f, params, input_shape=SHAPE)
+
+
+def _x(n=3, seed=1):
+    return np.random.default_rng(seed).normal(size=(n,) + SHAPE).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def refs():
+    return np.random.default_rng(3).normal(size=(4,) + SHAPE).astype(np.float32)
+
+
+def test_one_baseline_of_a_linear_model_is_exact():
+    m, w = _linear()
+    x = _x()
+    b = np.full(SHAPE, 0.5, np.float32)
+    for key in (0, 1):  # any draw of the path point gives w * (x - b)
+        g = jaxsal.gradient_shap(m, x, [0, 2], key=key, baselines=b, n=3, reduce=None)
+        np.testing.assert_allclose(g, w[[0, 2]][None] * (x - b)[:, None], rtol=1e-5, atol=1e-5)
+    zero = jaxsal.gradient_shap(m, x, 1, key=0, n=2, reduce=None)  # baselines=None: zeros
+    np.testing.assert_allclose(zero, w[1][None] * x, rtol=1e-5, atol=1e-6)
+    local = jaxsal.gradient_shap(m, x, 1, key=0, n=2, multiply_by_inputs=False, reduce=None)
+    np.testing.assert_allclose(local, np.broadcast_to(w[1], x.shape), rtol=1e-6)
+
+
+def test_linear_model_converges_to_the_mean_baseline(refs):
+    m, w = _linear()
+    x = _x()
+    n = 4096
+    g = np.asarray(jaxsal.gradient_shap(m, x, [0, 1, 2], key=0, baselines=refs, n=n,
+                                        reduce=None))
+    want = w[None] * (x[:, None] - refs.mean(0))
+    # each sample is w * (x - b) for a uniformly drawn b: its standard error is
+    # |w| * std(b) / sqrt(n); every value within 5 of them
+    se = np.abs(w)[None] * refs.std(0) / np.sqrt(n)
+    assert np.all(np.abs(g - want) <= 5 * se + 1e-5)
+    # but it is an estimate: a few samples do not give the mean
+    few = np.asarray(jaxsal.gradient_shap(m, x, [0, 1, 2], key=0, baselines=refs, n=2,
+                                          reduce=None))
+    assert np.abs(few - want).max() > 10 * np.abs(g - want).max()
+
+
+def test_expectation_is_integrated_gradients_averaged_over_baselines(refs):
+    m = _smooth()
+    x = _x(2)
+    base = refs[:2] * 0.5
+    ig = np.mean([np.asarray(jaxsal.integrated_gradients(m, x, [0, 3], baseline=b, steps=64))
+                  for b in base], axis=0)
+    est = np.asarray(jaxsal.gradient_shap(m, x, [0, 3], key=0, baselines=base, n=8192))
+    # completeness in expectation: the maps sum to S(x) - mean_b S(b)
+    y, yb = np.asarray(m(x)), np.asarray(m(base)).mean(0)
+    np.testing.assert_allclose(ig.sum(axis=(2, 3)), (y - yb)[:, [0, 3]], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(est.sum(axis=(2, 3)), (y - yb)[:, [0, 3]], rtol=0.05, atol=0.05)
+    r = np.corrcoef(est.ravel(), ig.ravel())[0, 1]
+    assert r > 0.99, r
+
+
+def test_same_key_same_map_and_splits_do_not_matter(refs):
+    m = _smooth()
+    x = _x(5)
+    kw = dict(baselines=refs, n=6, noise_std=0.2)
+    a = np.asarray(jaxsal.gradient_shap(m, x, [1, 2], key=jax.random.key(7), **kw))
+    np.testing.assert_array_equal(a, jaxsal.gradient_shap(m, x, [1, 2], key=7, **kw))
+    assert np.abs(a - np.asarray(jaxsal.gradient_shap(m, x, [1, 2], key=8, **kw))).max() > 1e-3
+    for opts in (dict(batch_samples=1), dict(batch_samples=4), dict(chunk_size=1),
+                 dict(memory_budget=1)):  # a budget of one byte: one input per pass
+        np.testing.assert_allclose(jaxsal.gradient_shap(m, x, [1, 2], key=7, **kw, **opts), a,
+                                   rtol=1e-5, atol=1e-6)
+    # rows a:b of the batch, explained alone with index_offset=a, get the same draws
+    np.testing.assert_allclose(
+        jaxsal.gradient_shap(m, x[2:4], [1, 2], key=7, index_offset=2, **kw), a[2:4],
+        rtol=1e-5, atol=1e-6)
+    # a class axis or not: the same maps
+    np.testing.assert_allclose(jaxsal.gradient_shap(m, x, 2, key=7, **kw), a[:, 1],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_noise_is_added_to_the_input(refs):
+    m, w = _linear()
+    x = _x()
+    b = refs[:1]
+    clean = np.asarray(jaxsal.gradient_shap(m, x, 0, key=0, baselines=b, n=8, reduce=None))
+    noisy = np.asarray(jaxsal.gradient_shap(m, x, 0, key=0, baselines=b, n=8, noise_std=0.5,
+                                            reduce=None))
+    # a linear model's sample is w * (x + e - b): noise changes the map by w * mean(e)
+    e = (noisy - clean) / w[0][None]
+    assert 0.05 < np.abs(e).mean() < 0.5  # mean of 8 draws of N(0, 0.25): std 0.18
+
+
+def test_several_inputs_share_the_draw():
+    wa = np.array([[1.0, -2.0], [0.5, 3.0], [-1.5, 0.25]], np.float32)
+    wb = np.array([[2.0, 1.0], [-0.5, 4.0]], np.float32)
+    m = jaxsal.FunctionModel(lambda p, x: x["a"] @ p["a"] + x["b"] @ p["b"],
+                             {"a": jnp.asarray(wa), "b": jnp.asarray(wb)})
+    rng = np.random.default_rng(0)
+    x = {"a": rng.normal(size=(4, 3)).astype(np.float32),
+         "b": rng.normal(size=(4, 2)).astype(np.float32)}
+    b = {"a": np.ones((1, 3), np.float32), "b": np.full((1, 2), -1.0, np.float32)}
+    g = jaxsal.gradient_shap(m, x, [0, 1], key=0, baselines=b, n=3)
+    np.testing.assert_allclose(g["a"], wa.T[None] * (x["a"] - 1.0)[:, None], rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(g["b"], wb.T[None] * (x["b"] + 1.0)[:, None], rtol=1e-5,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="same number of reference examples"):
+        jaxsal.gradient_shap(m, x, 0, key=0, n=2, baselines={"a": np.ones((2, 3)),
+                                                             "b": np.ones((3, 2))})
+
+
+def test_no_recompile_on_second_call(refs, compiles):
+    m = _smooth()
+    x = _x(2)
+    jax.block_until_ready(jaxsal.gradient_shap(m, x, [0, 1], key=0, baselines=refs, n=3))
+    first = compiles.n
+    jax.block_until_ready(jaxsal.gradient_shap(m, x + 1, [2, 3], key=1, baselines=refs + 1,
+                                               n=3))
+    assert compiles.n == first
+
+
+def test_explain_to_file_chunks_equal_one_call(refs, tmp_path):
+    m = _smooth()
+    x = _x(4)  # as many inputs as baselines: the baselines must still not be sliced
+    one = np.asarray(jaxsal.gradient_shap(m, x, [0, 1], key=3, baselines=refs, n=4))
+    path = str(tmp_path / "gs.npy")
+    jaxsal.explain_to_file(jaxsal.gradient_shap, m, x, path, targets=[0, 1], batch_size=3,
+                           key=3, baselines=refs, n=4)
+    np.testing.assert_allclose(np.load(path), one, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    (dict(), ValueError, "needs an explicit PRNG key"),
+    (dict(key=0, n=0), ValueError, "n"),
+    (dict(key=0, noise_std=-1.0), ValueError, "noise_std"),
+    (dict(key=0, baselines=np.zeros((2, 3))), ValueError, r"expected baselines of shape"),
+    (dict(key=0, baselines=np.full((1,) + SHAPE, np.nan)), ValueError, "NaN"),
+    (dict(key=0, multiply_by_inputs="no"), TypeError, "multiply_by_inputs"),
+    (dict(key=0, index_offset=-1), ValueError, "index_offset"),
+])
+def test_refusals(kw, err, match):
+    m, _ = _linear()
+    with pytest.raises(err, match=match):
+        jaxsal.gradient_shap(m, _x(), 0, **kw)
