@@ -5,6 +5,7 @@
     jaxsal explain model.h5 inputs.npy --method saliency --targets all --out maps.npy
     jaxsal explain model.h5 inputs.npy --method smoothgrad --seed 0 --out sg.npy
     jaxsal explain model.h5 inputs.npy --method occlusion --patch 4 --stride 2 --out occ.npy
+    jaxsal explain model.h5 inputs.npy --method shapley_values --patch 7 --out shap.npy
 
 I/O lives here; the engine never prints.
 """
@@ -23,7 +24,8 @@ METHODS = ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "smoo
            "gradient_shap", "integrated_gradients", "blur_integrated_gradients",
            "guided_integrated_gradients", "gradcam", "gradcam_plus_plus", "layercam",
            "hirescam", "xgradcam", "scorecam", "eigencam", "eigengradcam",
-           "gradcam_elementwise", "ablationcam", "guided_gradcam", "occlusion")
+           "gradcam_elementwise", "ablationcam", "guided_gradcam", "occlusion",
+           "shapley_values", "shapley_value_sampling")
 
 
 def _data_path(name: str) -> str:
@@ -39,7 +41,9 @@ def _enable_cache(cache_dir: str | None) -> None:
 
 
 #: Methods that draw random numbers: they need ``--seed``.
-RANDOM_METHODS = ("smoothgrad", "gradient_shap")
+RANDOM_METHODS = ("smoothgrad", "gradient_shap", "shapley_value_sampling")
+#: Methods whose feature groups are patches: they take ``--patch``.
+PATCH_METHODS = ("occlusion", "shapley_values", "shapley_value_sampling")
 
 
 def _num_classes(model) -> int:
@@ -122,16 +126,17 @@ def _method_options(args) -> dict:
                 "--stride": args.stride is not None}
     if args.method in RANDOM_METHODS:
         if args.seed is None:
-            raise ValueError(f"--method {args.method} draws random noise and needs --seed INT "
-                             "(the same seed gives the same maps)")
+            raise ValueError(f"--method {args.method} draws random numbers and needs --seed "
+                             "INT (the same seed gives the same maps)")
     elif explicit["--seed"]:
         raise ValueError(f"--seed is used by the random methods {RANDOM_METHODS}, not by "
                          f"--method {args.method}")
-    if args.method != "occlusion":
-        for flag in ("--patch", "--stride"):
-            if explicit[flag]:
-                raise ValueError(f"{flag} is an option of --method occlusion, not of "
-                                 f"--method {args.method}")
+    if args.method not in PATCH_METHODS and explicit["--patch"]:
+        raise ValueError(f"--patch is an option of --method occlusion (and of the patch "
+                         f"methods {PATCH_METHODS[1:]}), not of --method {args.method}")
+    if args.method != "occlusion" and explicit["--stride"]:
+        raise ValueError(f"--stride is an option of --method occlusion, not of "
+                         f"--method {args.method}")
     for flag, name, value in (("--seed", "key", args.seed), ("--patch", "patch", args.patch),
                               ("--stride", "stride", args.stride)):
         if value is None:
@@ -248,12 +253,14 @@ def main(argv=None) -> int:
                         "gradient_x_input and integrated_gradients attribute to (e.g. the "
                         "embedding of a token model, whose inputs.npy holds integer ids)")
     e.add_argument("--seed", type=int, default=None,
-                   help="PRNG seed of the random methods (smoothgrad, gradient_shap: "
-                        "required), used as "
+                   help="PRNG seed of the random methods (smoothgrad, gradient_shap, "
+                        "shapley_value_sampling: required), used as "
                         "jax.random.key(SEED) and recorded in the job's resume signature")
     e.add_argument("--patch", default=None,
-                   help="occlusion: patch size, an int or one per spatial axis (e.g. 4 or 4,2); "
-                        "default 8 (1 for (N, D) feature inputs)")
+                   help="occlusion, shapley_values, shapley_value_sampling: patch size, an "
+                        "int or one per spatial axis (e.g. 4 or 4,2); default 8 (1 for (N, D) "
+                        "feature inputs); for the Shapley methods the groups' grid (or pass "
+                        "--option feature_mask=@mask.npy)")
     e.add_argument("--stride", default=None,
                    help="occlusion: step between patches (default: the patch; at most the "
                         "patch)")

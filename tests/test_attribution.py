@@ -271,6 +271,11 @@ METHODS = {
     "guided_gradcam": lambda m, x, t, **kw: jaxsal.guided_gradcam(m, x, t, **kw),
     "occlusion": lambda m, x, t, **kw: jaxsal.occlusion(m, x, t, patch=7, **{
         k: v for k, v in kw.items() if k != "chunk_size"}),
+    # 28x28 in 4 groups of 14x14: 15 coalitions per input (patch=7, 16 groups: 65535)
+    "shapley_values": lambda m, x, t, **kw: jaxsal.shapley_values(m, x, t, patch=14, **{
+        k: v for k, v in kw.items() if k != "chunk_size"}),
+    "shapley_value_sampling": lambda m, x, t, **kw: jaxsal.shapley_value_sampling(
+        m, x, t, key=1, n=3, patch=14, **{k: v for k, v in kw.items() if k != "chunk_size"}),
 }
 
 
@@ -290,7 +295,7 @@ def test_t_classes_equal_single_calls_and_vmap_equals_loop(name, lm, x4):
         one = np.asarray(f(lm, x, c))
         scale = max(np.abs(one).max(), 1e-12)
         np.testing.assert_allclose(many[:, j], one, atol=2e-5 * scale, rtol=1e-4)
-    if name in ("smoothgrad", "gradient_shap"):
+    if name in ("smoothgrad", "gradient_shap", "shapley_value_sampling"):
         return  # draws keyed by the input's index in the batch; covered by their own tests
     loop = np.stack([np.asarray(f(lm, x[i:i + 1], classes))[0] for i in range(3)])
     scale = max(np.abs(many).max(), 1e-12)
@@ -407,7 +412,8 @@ PUBLIC_METHODS = ["saliency", "gradient_x_input", "guided_backprop", "deconvnet"
                   "integrated_gradients", "gradcam", "gradcam_plus_plus", "layercam", "hirescam",
                   "xgradcam", "scorecam", "eigencam", "guided_gradcam", "occlusion",
                   "eigengradcam", "gradcam_elementwise", "ablationcam",
-                  "blur_integrated_gradients", "guided_integrated_gradients", "gradient_shap"]
+                  "blur_integrated_gradients", "guided_integrated_gradients", "gradient_shap",
+                  "shapley_values", "shapley_value_sampling"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_METHODS)

@@ -1,6 +1,7 @@
 """``jaxsal explain`` options: binary ``--targets all``, ``--seed`` for SmoothGrad,
-occlusion's ``--patch``/``--stride``, generic ``--option``, and jobs that change ``--head`` or
-``--output`` between runs on the same ``--out``."""
+occlusion's ``--patch``/``--stride``, the Shapley methods' ``--patch`` and ``feature_mask``,
+generic ``--option``, and jobs that change ``--head`` or ``--output`` between runs on the same
+``--out``."""
 
 import jax
 import numpy as np
@@ -70,6 +71,28 @@ def test_occlusion_patch_and_stride(tmp_path, mnist_path, digits_file, mnist_dig
     direct = jaxsal.occlusion(load_keras(mnist_path, head="logits"), mnist_digits[:2], 2,
                               patch=7, stride=(7, 7))
     np.testing.assert_allclose(np.load(tmp_path / "o.npy"), direct, rtol=1e-5, atol=1e-6)
+
+
+def test_shapley_patch_and_feature_mask(tmp_path, mnist_path, digits_file, mnist_digits,
+                                        capsys):
+    m = load_keras(mnist_path, head="logits")
+    assert _explain(mnist_path, digits_file, tmp_path / "v.npy", "--method", "shapley_values",
+                    "--patch", "14", "--targets", "2,3") == 0
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"),
+                               jaxsal.shapley_values(m, mnist_digits[:2], [2, 3], patch=14),
+                               rtol=1e-5, atol=1e-6)
+    mask = (np.arange(28)[:, None] // 10) * 3 + np.arange(28)[None] // 10  # 9 groups
+    np.save(tmp_path / "mask.npy", mask)
+    assert _explain(mnist_path, digits_file, tmp_path / "s.npy", "--method",
+                    "shapley_value_sampling", "--seed", "0", "--option", "n=2", "--option",
+                    f"feature_mask=@{tmp_path / 'mask.npy'}", "--batch-size", "1") == 0
+    direct = np.asarray(jaxsal.shapley_value_sampling(m, mnist_digits[:2], key=jax.random.key(0),
+                                                      n=2, feature_mask=mask))
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), direct, rtol=1e-5,
+                               atol=1e-6 * np.abs(direct).max())  # chunks of 1 input: rounding
+    assert _explain(mnist_path, digits_file, tmp_path / "t.npy", "--method", "shapley_values",
+                    "--stride", "3") == 2
+    assert "--stride is an option of --method occlusion" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -257,6 +257,19 @@ def shared_options(method: Callable) -> tuple[str, ...]:
     return tuple(getattr(method, "shared_options", ()))
 
 
+def per_input_options(method: Callable, model: Any, shape: tuple,
+                      options: dict) -> tuple[str, ...]:
+    """The options ``method`` says hold one row per input although they do not have the
+    inputs' rank (its ``per_input_options`` attribute, a function ``(model, inputs_shape,
+    options) -> names``; e.g. :func:`jaxsal.shapley_values`'s ``(N, H, W)`` feature_mask for
+    ``(N, H, W, C)`` inputs, which only the method can tell from a shared ``(H, W, C)``
+    one): they are sliced with the inputs."""
+    while isinstance(method, functools.partial):
+        method = method.func
+    fn = getattr(method, "per_input_options", None)
+    return tuple(fn(model, shape, options)) if fn is not None else ()
+
+
 def _check_options(options: dict, n: int, ndim: int, where: str = "",
                    shared: tuple[str, ...] = ()) -> None:
     """Refuse an array option of the inputs' rank whose leading axis is neither the inputs'
@@ -276,15 +289,15 @@ def _check_options(options: dict, n: int, ndim: int, where: str = "",
 
 
 def _chunk_options(options: dict, n: int, ndim: int, lo: int, hi: int, pad: int,
-                   shared: tuple[str, ...] = ()) -> dict:
+                   shared: tuple[str, ...] = (), rows: tuple[str, ...] = ()) -> dict:
     out = {}
     for k, v in options.items():
         if k in shared:
             pass
         elif isinstance(v, dict):
             v = _chunk_options(v, n, ndim, lo, hi, pad)
-        elif _per_input(v, n, ndim):
-            v = np.asarray(v[lo:hi])
+        elif k in rows or _per_input(v, n, ndim):
+            v = np.asarray(v)[lo:hi]
             if pad:
                 v = np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
         out[k] = v
@@ -333,7 +346,8 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
         chunk's position, so its noise, keyed by the global input index, does not depend on
         ``batch_size`` and the file equals one call over all inputs. Options a method lists
         in its ``shared_options`` attribute (:func:`jaxsal.gradient_shap`'s ``baselines``)
-        are passed whole to every chunk.
+        are passed whole to every chunk; those its ``per_input_options`` names
+        (:func:`jaxsal.shapley_values`'s ``(N, H, W)`` ``feature_mask``) are sliced.
     Returns:
       The maps as a read-only memory map of ``path`` (shape ``(N, ...)`` as ``method`` returns).
     Raises:
@@ -371,6 +385,7 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
     _check_targets(targets, n)
     shared = shared_options(method)
     _check_options(options, n, ndim, shared=shared)
+    rows = per_input_options(method, model, tuple(np.shape(inputs)), options)
     offset = options.pop("index_offset", 0) if _takes_offset(method) else None
     if offset is not None:
         offset = base.check_index_offset(offset)
@@ -427,7 +442,7 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
         pad = batch_size - (hi - lo)
         if pad:
             xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
-        opts = _chunk_options(options, n, ndim, lo, hi, pad, shared)
+        opts = _chunk_options(options, n, ndim, lo, hi, pad, shared, rows)
         if offset is not None:
             opts["index_offset"] = int(offset) + lo
         try:

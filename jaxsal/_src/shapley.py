@@ -1,0 +1,533 @@
+"""Shapley values of groups of input features: exact, and estimated from random permutations.
+
+Shapley (1953), "A Value for n-Person Games"; Lundberg & Lee (2017), "A Unified Approach to
+Interpreting Model Predictions" (SHAP: Shapley values of a model's inputs); Castro, Gómez &
+Tejada (2009), "Polynomial calculation of the Shapley value based on sampling" (the
+permutation estimate, Captum's ``ShapleyValueSampling``).
+
+The players are ``M`` groups of input features: the patches of a grid over the spatial axes
+(channels together), or the groups of a ``feature_mask``. A coalition ``S`` keeps the groups
+in ``S`` and replaces the others by ``fill``; its value ``v(S)`` is the target's score on
+that input. Group ``i``'s Shapley value is its mean marginal contribution over the orders in
+which the groups can be added to the filled input::
+
+    phi_i = sum_{S not containing i} |S|! (M - |S| - 1)! / M! * (v(S + i) - v(S))
+
+and the values add up to ``v(all) - v(empty)`` (efficiency).
+
+:func:`shapley_values` evaluates all ``2^M`` coalitions. Rather than storing ``v``, each
+coalition's score is credited as it comes: ``S`` adds ``w(|S| - 1) v(S)`` to every group in
+``S`` and subtracts ``w(|S|) v(S)`` from every group outside it (``w(s) = s! (M - s - 1)! /
+M!``), which regroups the sum above term by term. :func:`shapley_value_sampling` walks ``n``
+random orders per input instead: the ``j``-th prefix of an order is credited ``+v`` to the
+group added last and ``-v`` to the group added next, so every evaluated prefix is a
+contribution of its own and the prefixes can be batched in any grouping. Both evaluate their
+masked inputs as batched forward passes (groups of masked inputs in a ``fori_loop``, under
+the memory budget), and every target's score comes from the same passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+try:
+    from jax.extend.random import threefry_2x32
+except ImportError:  # a JAX without it in jax.extend
+    from jax._src.prng import threefry_2x32
+
+from jaxsal._src import base
+from jaxsal._src.occlusion import DEFAULT_PATCH, _rank, _sizes
+from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
+from jaxsal._src.validate import check_flag, check_like, is_channels_first, prepare
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+#: The default ``max_groups`` of :func:`shapley_values`: ``2^20 - 1`` (about a million)
+#: masked forward passes per input.
+MAX_GROUPS = 20
+#: ``max_groups`` may not exceed this (coalitions are enumerated as int32 bit sets).
+_HARD_MAX_GROUPS = 30
+_HIGHEST = jax.lax.Precision.HIGHEST  # the crediting sums stay float32 (no TF32, no bf16)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Groups:
+    """The players of one call: ``m`` groups, the group of every element, ``gid`` (int32
+    in ``0..m-1``, in ``x``'s layout and rank with the batch and channel axes 1 or ``x``'s:
+    ``(1|N, *S, 1|C)``), whether the maps keep the channel axis, and the group ids: group
+    ``j`` is id ``ids[j]``, column ``ids[j]`` of the ``columns`` that ``return_groups=True``
+    gives. ``gid`` and ``ids`` take no part in comparisons: the rest is part of a compiled
+    program's key, they are arguments."""
+
+    m: int
+    columns: int
+    shape: tuple
+    channel_axis: int | None  # x's channel axis, None for (N, D) features
+    channels: bool
+    gid: np.ndarray = dataclasses.field(compare=False, hash=False, repr=False)
+    ids: np.ndarray = dataclasses.field(compare=False, hash=False, repr=False)
+
+
+def _layout(mshape: tuple, xshape: tuple, cf: bool) -> tuple:
+    """The ``feature_mask`` shape ``mshape`` as a shape of ``x``'s rank that broadcasts to
+    ``xshape`` (see :func:`shapley_values`), or a ``ValueError``."""
+    n, one = xshape[0], tuple(xshape[1:])
+    if len(xshape) == 2:  # (N, D) features
+        forms = f"({one[0]},) (shared) or ({n}, {one[0]}) (one mask per input)"
+        if mshape == one:
+            return (1,) + one
+        if len(mshape) == 2 and mshape[0] in (1, n) and mshape[1:] == one:
+            return mshape
+        raise ValueError(f"expected feature_mask of shape {forms}, got {mshape}")
+    sp = one[1:] if cf else one[:-1]
+    c = one[0] if cf else one[-1]
+    full = f"(1 or {n}, {'1 or ' + str(c) + ', ' if cf else ''}" + ", ".join(map(str, sp)) + \
+        ("" if cf else f", 1 or {c}") + ")"
+    forms = (f"{sp} (one mask for every input, channels grouped together), "
+             f"({n}, {', '.join(map(str, sp))}) (one per input), {one} (channels grouped "
+             f"apart) or {full}")
+
+    def with_channels(rows: int, ch: int) -> tuple:
+        return (rows, ch) + sp if cf else (rows,) + sp + (ch,)
+
+    if mshape == sp:
+        return with_channels(1, 1)
+    if len(mshape) == len(sp) + 1:
+        per_input = mshape[0] in (1, n) and mshape[1:] == sp
+        channels = mshape == one
+        if per_input and channels:
+            rows, chans = with_channels(n, 1), (1,) + one
+            raise ValueError(f"feature_mask of shape {mshape} is ambiguous for x of shape "
+                             f"{xshape}: one mask per input or one mask whose groups split "
+                             f"the channels. Pass it with x's rank: {rows} for one per input "
+                             f"(feature_mask[{':, None' if cf else '..., None'}]) or {chans} "
+                             f"for one with channels (feature_mask[None])")
+        if per_input:
+            return with_channels(mshape[0], 1)
+        if channels:
+            return (1,) + one
+    if len(mshape) == len(xshape) and all(d in (1, x) for d, x in zip(mshape, xshape)) \
+            and all(d == s for d, s in zip(mshape[2:] if cf else mshape[1:-1], sp)):
+        return mshape
+    raise ValueError(f"expected feature_mask of shape {forms}; got {mshape} for x of shape "
+                     f"{xshape}")
+
+
+def _mask_groups(feature_mask: Any, x: Array, cf: bool) -> _Groups:
+    """The players given by ``feature_mask``: its ids >= 0 that occur, in increasing order,
+    become groups ``0..M-1``."""
+    if isinstance(feature_mask, jax.core.Tracer):
+        raise TypeError("feature_mask must be a concrete array (its values fix the number of "
+                        "groups, M, which sets the program's shapes); got a traced value. "
+                        "Pass it from outside jax.jit")
+    try:
+        mask = np.asarray(feature_mask)
+    except (TypeError, ValueError):
+        raise TypeError(f"expected feature_mask as an integer array of group ids, got "
+                        f"{type(feature_mask).__name__}") from None
+    if not np.issubdtype(mask.dtype, np.integer):
+        hint = (" convert it with .astype(int)"
+                if np.issubdtype(mask.dtype, np.floating) and mask.size
+                and np.all(np.mod(mask, 1) == 0) else
+                " pass an int array (e.g. superpixel labels from skimage.segmentation.slic)")
+        raise TypeError(f"expected feature_mask as an integer array of group ids, got dtype "
+                        f"{mask.dtype}:{hint}")
+    shape = _layout(tuple(mask.shape), tuple(x.shape), cf)
+    if mask.size and mask.min() < 0:
+        raise ValueError(f"expected feature_mask ids >= 0 (id j is column j of "
+                         f"return_groups=True), got {int(mask.min())}; renumber them, e.g. "
+                         f"np.unique(mask, return_inverse=True)[1].reshape(mask.shape)")
+    ids, gid = np.unique(mask, return_inverse=True)  # the players: the ids that occur
+    gid = gid.reshape(shape).astype(np.int32)
+    axis = None if x.ndim == 2 else (1 if cf else x.ndim - 1)
+    channels = axis is not None and shape[axis] > 1
+    return _Groups(len(ids), int(ids[-1]) + 1, shape, axis, channels, gid,
+                   ids.astype(np.int32))
+
+
+def _patch_groups(patch: Any, x: Array, cf: bool) -> _Groups:
+    """A non-overlapping grid of ``patch``-sized cells over the spatial axes (the features
+    of an ``(N, D)`` input), numbered in row-major order; the last cell along an axis may be
+    smaller."""
+    features = x.ndim == 2
+    size = tuple(x.shape[1:]) if features else (tuple(x.shape[2:]) if cf else
+                                                tuple(x.shape[1:-1]))
+    if patch is None:  # the default, at most the input's size
+        patch = tuple(1 if features else min(DEFAULT_PATCH, d) for d in size)
+    psize = _sizes(patch, "patch", len(size))
+    for ax, (d, q) in enumerate(zip(size, psize)):
+        if q > d:
+            what = "the number of features" if features else f"spatial axis {ax}'s size"
+            raise ValueError(f"patch {q} is larger than {what}, {d}: expected a patch of at "
+                             f"most {d} along that axis (patch={d} makes the whole axis one "
+                             f"group)")
+    cells = [(np.arange(d) // q) for d, q in zip(size, psize)]
+    counts = [-(-d // q) for d, q in zip(size, psize)]
+    grid = np.ravel_multi_index(np.meshgrid(*cells, indexing="ij"), counts).astype(np.int32)
+    m = int(np.prod(counts))
+    if features:
+        shape, axis = (1,) + size, None
+    else:
+        shape, axis = ((1, 1) + size, 1) if cf else ((1,) + size + (1,), x.ndim - 1)
+    return _Groups(m, m, shape, axis, False, grid.reshape(shape), np.arange(m, dtype=np.int32))
+
+
+def _groups(patch: Any, feature_mask: Any, x: Array, cf: bool) -> _Groups:
+    if patch is not None and feature_mask is not None:
+        raise ValueError("expected patch= (a grid of cells) or feature_mask= (any groups), "
+                         "got both; pass one")
+    if feature_mask is not None:
+        return _mask_groups(feature_mask, x, cf)
+    return _patch_groups(patch, x, cf)
+
+
+def _key(groups: _Groups, return_groups: bool) -> _Groups:
+    """``groups`` as part of a program's key: the number of columns only matters to
+    ``return_groups`` (maps of masks with other ids reuse the program)."""
+    return groups if return_groups else dataclasses.replace(groups, columns=0)
+
+
+def _weights(m: int) -> np.ndarray:
+    """``w(s) = s! (M - s - 1)! / M! = 1 / (M * C(M - 1, s))``, ``s = 0..M-1``."""
+    return np.asarray([1.0 / (m * math.comb(m - 1, s)) for s in range(m)], np.float32)
+
+
+def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, feature_mask: Any,
+           fill: ArrayLike, batch_size: Any, head: str | None, memory_budget: Any,
+           check_finite: bool, return_groups: Any):
+    """Validation shared by both methods: the prepared call, its groups, the fill,
+    ``batch_size``, the forward pass's bytes per input, inputs per sub-batch (``nb``) and
+    ``return_groups``."""
+    return_groups = check_flag(return_groups, "return_groups")
+    rank = _rank(x)
+    if isinstance(x, (list, tuple, dict)) and x and (
+            isinstance(x, dict) or hasattr(next(iter(x)), "shape")):
+        raise TypeError(f"{name} explains one input array; for a model with several inputs, "
+                        "explain one input with the others fixed: wrap the model, "
+                        "jaxsal.FunctionModel(lambda p, img: model.apply(p, [img, other]), "
+                        "model.params), with other the other inputs' values")
+    p = prepare(model, x, targets, head=head, check_finite=check_finite,
+                spatial=rank is not None and rank != 2)
+    if p.x.ndim not in (2, 3, 4, 5):
+        raise ValueError(f"{name} needs x as (N, D) features or with 1 to 3 spatial axes and a "
+                         f"channel axis, got shape {tuple(p.x.shape)}")
+    groups = _groups(patch, feature_mask, p.x, p.channels_first)
+    fill = check_like(fill, p.x, "fill")
+    batch_size = base.check_count(batch_size, "batch_size")
+    per_image = base.forward_bytes(p.model, p.x) // p.n
+    nb = base.batch_chunk(p.n, per_image, memory_budget)
+    if nb < p.n:  # sub-batches: the fill is split with the inputs
+        fill = jnp.broadcast_to(fill, p.x.shape)
+    return p, groups, fill, batch_size, per_image, nb, return_groups
+
+
+def _passes(total: int, per_image: int, nb: int, batch_size: int | None,
+            memory_budget: Any) -> int:
+    """Masked inputs of each of ``nb`` inputs per forward pass (occlusion's rule)."""
+    return base.chunk_for(total, per_image * nb, None if batch_size is None
+                          else max(1, batch_size // nb), memory_budget, cap=max(1, 1024 // nb))
+
+
+def _scores(m, params, x, sp, info, ids_rep, n, g):
+    """``(G, N, T)`` scores of a batch of ``G * N`` masked inputs."""
+    y, cap = run_model(m, params, x, sp.layers)
+    return score_matrix(sp, info, y, cap, ids_rep).reshape(g, n, -1)
+
+
+def _finish(phi: Array, gid: Array, ids: Array, groups: _Groups, class_axis: bool,
+            return_groups: bool):
+    """``(N, T, M)`` group values -> the maps (every element its group's value; the channel
+    axis only where the groups split it) or the values by id (``groups.columns`` of them, 0
+    for an id that occurs nowhere), the class axis dropped for a single target given
+    without one."""
+    if return_groups and groups.columns != groups.m:
+        phi = jnp.zeros(phi.shape[:2] + (groups.columns,), phi.dtype).at[:, :, ids].set(phi)
+    elif not return_groups:
+        if not groups.channels and groups.channel_axis is not None:
+            gid = jnp.take(gid, 0, axis=groups.channel_axis)
+        idx = jnp.broadcast_to(gid, (phi.shape[0],) + gid.shape[1:])
+        phi = jax.vmap(lambda ph, g: ph[:, g])(phi, idx)  # (N, T, *map shape)
+    return phi if class_axis else phi[:, 0]
+
+
+def _present(gid: Array, keep: Array) -> Array:
+    """``(G, N, *gid.shape[1:])``: whether each element is kept, from ``keep`` ``(G, N, M)``
+    (per masked input, per group) and the group index ``gid`` ``(1|N, ...)``."""
+    g, n, _ = keep.shape
+    flat = jnp.broadcast_to(gid, (n,) + gid.shape[1:]).reshape(1, n, -1)
+    got = jnp.take_along_axis(keep, jnp.broadcast_to(flat, (g, n, flat.shape[-1])), axis=2)
+    return got.reshape((g, n) + gid.shape[1:])
+
+
+def _places(kp: Array, k: Array, index: Array, m: int) -> Array:
+    """``(G, N, M)``: order ``k[g]`` of input ``index[n]`` as the place of each of the ``m``
+    groups in it, a uniform random permutation (its inverse, the order, is one too). The
+    groups are sorted by 64 random bits each, threefry's encryption under ``kp`` of the
+    counter ``(index, k * m + group)``: one counter-based draw, keyed by the order and the
+    input's global index (not by the batching), and one sort (ties: about ``m^2 / 2^65``)."""
+    shape = (k.shape[0], index.shape[0], m)
+    c0 = jnp.broadcast_to(index.astype(jnp.uint32)[None, :, None], shape)
+    c1 = jnp.broadcast_to(k.astype(jnp.uint32)[:, None, None] * np.uint32(m)
+                          + jnp.arange(m, dtype=jnp.uint32), shape)
+    hi, lo = jnp.split(threefry_2x32(kp, jnp.concatenate([c0.ravel(), c1.ravel()])), 2)
+    groups = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), shape)
+    return jax.lax.sort((hi.reshape(shape), lo.reshape(shape), groups), num_keys=2)[2]
+
+
+def shapley_values(model: Any, x: ArrayLike, targets: Any = None, *,
+                   patch: int | tuple | None = None, feature_mask: ArrayLike | None = None,
+                   fill: ArrayLike = 0.0, batch_size: int | None = None,
+                   head: str | None = None, memory_budget: int | None = None,
+                   precision: str | None = None, check_finite: bool = True,
+                   return_groups: bool = False, max_groups: int = MAX_GROUPS) -> Array:
+    """Exact Shapley values of groups of input features (Shapley, 1953; Lundberg & Lee,
+    2017; Captum's ``ShapleyValues`` and ``feature_mask``).
+
+    The players are ``M`` feature groups (``patch`` or ``feature_mask``). The value of a
+    coalition ``S`` is the target's score on ``x`` with the groups outside ``S`` replaced by
+    ``fill``; group ``i`` gets ``sum_{S not containing i} |S|! (M-|S|-1)! / M! * (v(S + i)
+    - v(S))``, and the values add up to ``v(all) - v(empty)``, the score of ``x`` minus that
+    of ``fill`` (efficiency). All ``2^M`` coalitions are evaluated: ``(2^M - 1) * N`` masked
+    forward passes (and one over ``x``), batched and shared by every target, so ``T`` classes cost
+    no more forward passes than one; no table of ``v`` is kept (each coalition's score is
+    credited to the groups as it comes). Exact values are practical for a few to about 20
+    groups (2^16 = 65,536 masked passes per input at 16); beyond, use
+    :func:`jaxsal.shapley_value_sampling`.
+
+    Args:
+      model, x, targets, head, memory_budget, precision, check_finite: as in
+        :func:`jaxsal.saliency`; ``x`` is ``(N, H, W, C)`` (``(N, C, H, W)`` for a
+        channels-first model; signals ``(N, L, C)`` and volumes ``(N, D, H, W, C)`` alike)
+        or ``(N, D)`` features. ``targets=None`` uses the predicted class of the clean input.
+        One input array: for a multi-input model, wrap it with the other inputs fixed.
+      patch: the groups as a non-overlapping grid of ``p`` or ``(ph, pw)`` pixels (one size
+        per spatial axis; the last cell along an axis may be smaller), every channel of a
+        cell together, numbered in row-major order; default 8 (at most the input's size), or
+        1 for ``(N, D)`` features (one group per feature; ``patch=k``: runs of ``k``
+        features). At most the input's size along every axis.
+      feature_mask: the groups as an integer array of group ids, instead of ``patch``:
+        ``(H, W)`` one mask for every input (each pixel's channels together, e.g. superpixel
+        labels), ``(N, H, W)`` one per input, ``(H, W, C)`` to group channels apart (in
+        ``x``'s layout: ``(C, H, W)`` channels-first), or with ``x``'s rank, its batch and
+        channel axes 1 or ``x``'s (Captum's form, e.g. ``(1, H, W, 1)``; where ``(N, H, W)``
+        and ``(H, W, C)`` are the same shape it is required); for ``(N, D)`` features
+        ``(D,)`` or ``(N, D)``. Ids are integers >= 0 (id ``j`` is column ``j`` of
+        ``return_groups``, as in Captum), not necessarily contiguous: the ``M`` ids that
+        occur are the groups (an id that occurs nowhere costs nothing and gets the value 0;
+        an id absent from one input's mask, of a mask per input, is a group that changes
+        nothing there: its value is 0 too). Elements with the same id form one group
+        wherever they are.
+      fill: what an absent group is replaced by, in ``x``'s layout: a scalar, ``(C,)``,
+        ``(H, W, C)`` or ``(N, H, W, C)`` (e.g. a blurred copy of ``x``; Captum's
+        ``baselines``); for features a scalar, ``(D,)`` (e.g. the training means) or
+        ``(N, D)``.
+      batch_size: masked inputs per forward pass (default: from ``memory_budget``).
+      return_groups: ``False`` (default): maps, every element carrying its group's value
+        (Captum's convention); ``True``: the group values themselves, ``(N, T, K)``
+        (``(N, K)``), column ``j`` for id ``j`` of ``feature_mask`` (``K`` its largest id
+        plus one: the same in every chunk of :func:`jaxsal.explain_to_file` only when every
+        chunk's masks hold it) or the ``j``-th cell of the ``patch`` grid in row-major order
+        (``K = M``).
+      max_groups: refuse more groups than this (default 20): the cost doubles with every
+        group. At most 30.
+    Returns:
+      Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features;
+      with channels, in ``x``'s layout, when ``feature_mask`` groups them apart), or the
+      group values ``(N, K)`` / ``(N, T, K)`` (``return_groups=True``).
+
+    Example::
+
+        phi = jaxsal.shapley_values(model, x, [3, 5], patch=7)  # 28x28: 16 groups
+        sp = jaxsal.shapley_values(model, x, 3, feature_mask=superpixels, fill=blurred,
+                                   return_groups=True)  # (N, K)
+    """
+    max_groups = base.check_count(max_groups, "max_groups")
+    if max_groups is None or max_groups > _HARD_MAX_GROUPS:
+        raise ValueError(f"expected max_groups as an int from 1 to {_HARD_MAX_GROUPS}, got "
+                         f"{max_groups!r}")
+    p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
+        "shapley_values", model, x, targets, patch, feature_mask, fill, batch_size, head,
+        memory_budget, check_finite, return_groups)
+    m_groups = groups.m
+    if m_groups > max_groups:
+        more = (f", or pass max_groups={m_groups} if that many passes is what you want"
+                if m_groups <= _HARD_MAX_GROUPS else "")
+        raise ValueError(
+            f"shapley_values: {m_groups} feature groups is more than max_groups={max_groups}: "
+            f"the exact values cost 2^M - 1 = {2 ** m_groups - 1:,} masked forward passes per "
+            f"input. Use jaxsal.shapley_value_sampling (n random orders, n * (M - 1) passes "
+            f"per input) or fewer groups (a larger patch, a coarser feature_mask){more}")
+    total = 2 ** m_groups - 1  # every coalition but the full one, whose score is x's own
+    group = _passes(total, per_image, nb, batch_size, memory_budget)
+    m, spec, info = p.model, p.spec, p.info
+    weights = _weights(m_groups)
+
+    def build():
+        def run(params, x, ids, fill, gid, cols):
+            n = x.shape[0]
+            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            y, cap = run_model(m, params, x, sp.layers)
+            s_full = score_matrix(sp, info, y, cap, ids_)  # (N, T)
+            fill_b = jnp.broadcast_to(fill, x.shape)
+            w = jnp.asarray(weights)
+            ids_rep = base.tile_batch(ids_, group)
+            bit = jnp.arange(m_groups, dtype=jnp.int32)
+
+            def credit(ks, valid):  # coalitions ks (G,), as bit sets of the groups kept
+                keep = ((ks[:, None] >> bit) & 1).astype(bool)  # (G, M)
+                size = keep.sum(axis=1, dtype=jnp.int32)[:, None]
+                coef = jnp.where(keep, w[jnp.maximum(size - 1, 0)],
+                                 -w[jnp.minimum(size, m_groups - 1)])
+                coef = jnp.where(valid[:, None], coef, 0.0).astype(x.dtype)
+                present = jnp.take(keep, gid, axis=1)  # (G, 1|N, ...)
+                xo = jnp.where(present, x[None], fill_b[None]).reshape((-1,) + x.shape[1:])
+                s = _scores(m, params, xo, sp, info, ids_rep, n, group)
+                # v(S) - v(all): the credits of a constant cancel; centred, the sums keep
+                # the differences' digits
+                return jnp.einsum("gnt,gm->ntm", s - s_full[None], coef, precision=_HIGHEST)
+
+            phi = base.sum_groups(credit, total, group)
+            return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
+
+        return run
+
+    key = ("shapley_values", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
+           group, nb, return_groups)
+    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb, maybe=(3, 4)),
+                         precision, forward_only=True)(
+        p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), jnp.asarray(groups.ids))
+
+
+def shapley_value_sampling(model: Any, x: ArrayLike, targets: Any = None, *,
+                           key: jax.Array | int | None = None, n: int = 25,
+                           patch: int | tuple | None = None,
+                           feature_mask: ArrayLike | None = None, fill: ArrayLike = 0.0,
+                           batch_size: int | None = None, head: str | None = None,
+                           memory_budget: int | None = None, precision: str | None = None,
+                           check_finite: bool = True, return_groups: bool = False,
+                           index_offset: int = 0) -> Array:
+    """Shapley values of groups of input features estimated from random orders (Castro, Gómez
+    & Tejada, 2009; Shapley, 1953; Captum's ``ShapleyValueSampling``).
+
+    The players, coalitions and values are those of :func:`jaxsal.shapley_values`. For each
+    of ``n`` random orders of the ``M`` groups, drawn per input, the groups are put back one
+    at a time into the filled input, in that order, and each is credited with the change of
+    the score it brings; the estimate is the mean over the orders. Every order's credits add
+    up to ``v(all) - v(empty)`` (efficiency holds for every estimate, not only on average),
+    and the estimate converges to the exact values, its error falling as ``1/sqrt(n)``.
+    Costs ``n * (M - 1) * N`` masked forward passes (and one over ``x``, one over the fill),
+    batched and shared by every target: any number of groups, e.g. one per pixel or
+    superpixels.
+
+    Args:
+      model, x, targets, patch, feature_mask, fill, batch_size, head, memory_budget,
+        precision, check_finite, return_groups: as in :func:`jaxsal.shapley_values`.
+      key: a ``jax.random`` key or an int seed (required: the same key gives the same
+        values).
+      n: random orders per input (Captum's ``n_samples``, default 25).
+      index_offset: the position of ``x[0]`` in a larger batch: order ``k`` of input ``i``
+        is keyed by ``(k, index_offset + i)``, so rows ``a:b`` of one call over all of ``x``
+        equal a call on ``x[a:b]`` with ``index_offset=a`` (:func:`jaxsal.explain_to_file`
+        passes it), whatever the batching.
+    Returns:
+      Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features;
+      with channels when ``feature_mask`` groups them apart), or the group values
+      ``(N, K)`` / ``(N, T, K)`` (``return_groups=True``).
+
+    Example::
+
+        phi = jaxsal.shapley_value_sampling(model, x, 3, key=0, n=50, patch=4)
+    """
+    key = base.check_key(key, "shapley_value_sampling")
+    index_offset = base.check_index_offset(index_offset)
+    n_orders = base.check_count(n, "n (random orders)")
+    if n_orders is None:
+        raise ValueError("expected n >= 1 random orders (an int), got None")
+    p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
+        "shapley_value_sampling", model, x, targets, patch, feature_mask, fill, batch_size,
+        head, memory_budget, check_finite, return_groups)
+    m_groups = groups.m
+    if n_orders * m_groups >= 2 ** 32:
+        raise ValueError(f"expected n * M below 2^32 (the orders are drawn from the counters "
+                         f"order * M + group), got n = {n_orders} orders of M = {m_groups} "
+                         f"groups; pass a smaller n (or fewer groups)")
+    steps = m_groups - 1  # prefixes evaluated per order: 1 .. M-1 groups put back
+    total = n_orders * steps
+    group = _passes(max(total, 1), per_image, nb, batch_size, memory_budget)
+    m, spec, info = p.model, p.spec, p.info
+
+    def build():
+        def run(params, x, ids, fill, gid, key, index, cols):
+            n_in = x.shape[0]
+            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            fill_b = jnp.broadcast_to(fill, x.shape)
+            y, cap = run_model(m, params, x, sp.layers)
+            s_full = score_matrix(sp, info, y, cap, ids_)  # v(all), (N, T)
+            y, cap = run_model(m, params, fill_b, sp.layers)
+            s_empty = score_matrix(sp, info, y, cap, ids_)  # v(empty)
+            gain = s_full - s_empty
+            if steps == 0:  # one group: every order credits it with v(all) - v(empty)
+                phi = gain[:, :, None]
+                return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
+            ids_rep = base.tile_batch(ids_, group)
+
+            kp = jax.random.bits(key, (2,), jnp.uint32)  # the orders' threefry key
+
+            def credit(ts, valid):  # items ts (G,): order k, its prefix of j groups
+                k, j = ts // steps, ts % steps + 1
+                rank = _places(kp, k, index, m_groups)
+                j = j[:, None, None]
+                present = _present(gid, rank < j)  # (G, N, ...): the first j groups kept
+                xo = jnp.where(present, x[None], fill_b[None]).reshape((-1,) + x.shape[1:])
+                s = _scores(m, params, xo, sp, info, ids_rep, n_in, group) - s_empty[None]
+                # the prefix's score, v - v(empty), goes to the group put back last (+) and to
+                # the next one (-); the last prefix also credits v(all) - v(empty) to the
+                # last group: every order's credits telescope to v(all) - v(empty)
+                ok = valid[:, None, None].astype(x.dtype)
+                nxt = (rank == j).astype(x.dtype) * ok  # (G, N, M) one-hot
+                step = (rank == j - 1).astype(x.dtype) * ok - nxt
+                out = jnp.einsum("gnt,gnm->ntm", s, step, precision=_HIGHEST)
+                end = jnp.where(j == steps, nxt, 0.0).sum(axis=0)  # (N, M)
+                return out + gain[:, :, None] * end[:, None, :]
+
+            phi = base.sum_groups(credit, total, group) / n_orders
+            return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
+
+        return run
+
+    ck = ("shapley_value_sampling", p.key, spec, info, base.shape_key(p.x),
+          _key(groups, return_groups), n_orders, group, nb, return_groups)
+    return base.compiled(ck, lambda: base.split_batch(build(), p.n, nb, (1, 2, 6), (3, 4)),
+                         precision, forward_only=True)(
+        p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
+        jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids))
+
+
+def _per_input_mask(model: Any, shape: tuple, options: dict) -> tuple[str, ...]:
+    """For :func:`jaxsal.explain_to_file`: ``("feature_mask",)`` when it holds one mask per
+    input in the ``(N, *spatial)`` form, which has one axis fewer than the inputs (a mask of
+    the inputs' rank with ``N`` rows is sliced by the general rule)."""
+    mask = options.get("feature_mask")
+    if mask is None or not hasattr(mask, "shape") and not isinstance(mask, (list, tuple)):
+        return ()
+    mshape = tuple(np.shape(mask))
+    if len(mshape) != len(shape) - 1 or len(shape) < 3:
+        return ()
+    cf = is_channels_first(base.as_model(model), len(shape))
+    try:
+        canon = _layout(mshape, tuple(shape), cf)
+    except ValueError:
+        return ()  # the method refuses it, naming the chunk
+    return ("feature_mask",) if canon[0] == shape[0] > 1 else ()
+
+
+#: explain_to_file slices an ``(N, H, W)`` feature_mask with the inputs (see batch.py).
+shapley_values.per_input_options = _per_input_mask
+shapley_value_sampling.per_input_options = _per_input_mask
