@@ -718,6 +718,16 @@ def sampling_plan(model: Any, x: Any, n: int, num_targets: int, total: int,
     return nb, batch, chunk_for(num_targets, fb * batch, chunk_size, memory_budget)
 
 
+def masked_chunk(total: int, per_image: int, nb: int, batch_size: int | None,
+                 memory_budget: int | None) -> int:
+    """How many of ``total`` modified copies (masked, occluded, ablated) of each of ``nb``
+    inputs one forward pass evaluates: ``batch_size // nb`` if ``batch_size`` (copies of all
+    inputs per pass) is given, else as many as fit in the memory budget, at most 1024
+    copies per pass."""
+    return chunk_for(total, per_image * nb, None if batch_size is None
+                     else max(1, batch_size // nb), memory_budget, cap=max(1, 1024 // nb))
+
+
 def map_chunks(fn: Callable[[Array], Any], total: int, chunk: int) -> Any:
     """``fn(idx)`` over ``arange(total)`` in chunks of ``chunk``, concatenated on axis 1.
 

@@ -248,13 +248,18 @@ def _per_input(v: Any, n: int, ndim: int) -> bool:
             and v.shape[0] == n and n > 1)
 
 
+def _unwrap(method: Callable) -> Callable:
+    """The function under any ``functools.partial`` layers (where its attributes are)."""
+    while isinstance(method, functools.partial):
+        method = method.func
+    return method
+
+
 def shared_options(method: Callable) -> tuple[str, ...]:
     """The options ``method`` declares as the same for every chunk, never sliced with the
     inputs (its ``shared_options`` attribute; e.g. :func:`jaxsal.gradient_shap`'s
     ``baselines``, a distribution of ``B`` reference inputs, which may have ``N`` rows)."""
-    while isinstance(method, functools.partial):
-        method = method.func
-    return tuple(getattr(method, "shared_options", ()))
+    return tuple(getattr(_unwrap(method), "shared_options", ()))
 
 
 def per_input_options(method: Callable, model: Any, shape: tuple,
@@ -264,9 +269,7 @@ def per_input_options(method: Callable, model: Any, shape: tuple,
     options) -> names``; e.g. :func:`jaxsal.shapley_values`'s ``(N, H, W)`` feature_mask for
     ``(N, H, W, C)`` inputs, which only the method can tell from a shared ``(H, W, C)``
     one): they are sliced with the inputs."""
-    while isinstance(method, functools.partial):
-        method = method.func
-    fn = getattr(method, "per_input_options", None)
+    fn = getattr(_unwrap(method), "per_input_options", None)
     return tuple(fn(model, shape, options)) if fn is not None else ()
 
 

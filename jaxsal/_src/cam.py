@@ -499,8 +499,7 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
         n_sel = K
     else:
         n_sel = min(K, n * top_k) if top_k_mode == "union" else top_k
-    kc = base.chunk_for(n_sel, per_image * n, None if batch_size is None
-                        else max(1, batch_size // n), memory_budget, cap=max(1, 1024 // n))
+    kc = base.masked_chunk(n_sel, per_image, n, batch_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
     y_shape, _ = base.model_shapes(m, p.x)
     if softmax and isinstance(y_shape, (list, tuple)):
@@ -627,8 +626,7 @@ def ablationcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | N
     K = a_shape[1] if lcf else a_shape[-1]
     cax = 1 if lcf else len(a_shape) - 1  # the channel axis in the layer's own layout
     per_image = base.forward_bytes(m, p.x) // p.n
-    kc = base.chunk_for(K, per_image * nb, None if batch_size is None
-                        else max(1, batch_size // nb), memory_budget, cap=max(1, 1024 // nb))
+    kc = base.masked_chunk(K, per_image, nb, batch_size, memory_budget)
     sp_ids = spec if spec.kind != "predicted" else dataclasses.replace(spec, kind="ids")
 
     def build():

@@ -181,9 +181,8 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
     nb = base.batch_chunk(n, per_image, memory_budget)
     if nb < n:  # sub-batches: every fill is split with its input
         fills = [jnp.broadcast_to(f, a.shape) for f, a in zip(fills, leaves)]
-    groups = tuple(base.chunk_for(len(q.pos), per_image * nb, None if batch_size is None
-                                  else max(1, batch_size // nb), memory_budget,
-                                  cap=max(1, 1024 // nb)) for q in plans)
+    groups = tuple(base.masked_chunk(len(q.pos), per_image, nb, batch_size, memory_budget)
+                   for q in plans)
     m, spec, info = p.model, p.spec, p.info
 
     def build():

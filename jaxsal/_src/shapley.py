@@ -228,13 +228,6 @@ def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, featur
     return p, groups, fill, batch_size, per_image, nb, return_groups
 
 
-def _passes(total: int, per_image: int, nb: int, batch_size: int | None,
-            memory_budget: Any) -> int:
-    """Masked inputs of each of ``nb`` inputs per forward pass (occlusion's rule)."""
-    return base.chunk_for(total, per_image * nb, None if batch_size is None
-                          else max(1, batch_size // nb), memory_budget, cap=max(1, 1024 // nb))
-
-
 def _scores(m, params, x, sp, info, ids_rep, n, g):
     """``(G, N, T)`` scores of a batch of ``G * N`` masked inputs."""
     y, cap = run_model(m, params, x, sp.layers)
@@ -365,7 +358,7 @@ def shapley_values(model: Any, x: ArrayLike, targets: Any = None, *,
             f"input. Use jaxsal.shapley_value_sampling (n random orders, n * (M - 1) passes "
             f"per input) or fewer groups (a larger patch, a coarser feature_mask){more}")
     total = 2 ** m_groups - 1  # every coalition but the full one, whose score is x's own
-    group = _passes(total, per_image, nb, batch_size, memory_budget)
+    group = base.masked_chunk(total, per_image, nb, batch_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
     weights = _weights(m_groups)
 
@@ -460,7 +453,7 @@ def shapley_value_sampling(model: Any, x: ArrayLike, targets: Any = None, *,
                          f"groups; pass a smaller n (or fewer groups)")
     steps = m_groups - 1  # prefixes evaluated per order: 1 .. M-1 groups put back
     total = n_orders * steps
-    group = _passes(max(total, 1), per_image, nb, batch_size, memory_budget)
+    group = base.masked_chunk(max(total, 1), per_image, nb, batch_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
 
     def build():
