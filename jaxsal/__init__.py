@@ -12,6 +12,7 @@ from jaxsal._src.cam import (ablationcam, default_cam_layer, eigencam, eigengrad
                              gradcam_elementwise, gradcam_plus_plus, guided_gradcam, hirescam,
                              layercam, scorecam, spatial_layers, xgradcam)
 from jaxsal._src.gradients import deconvnet, gradient_x_input, guided_backprop, saliency
+from jaxsal._src.fullgrad import fullgrad
 from jaxsal._src.gradient_shap import gradient_shap
 from jaxsal._src.integrated import integrated_gradients
 from jaxsal._src.blur_ig import blur_integrated_gradients
@@ -64,6 +65,7 @@ __all__ = [
     "feature_maps",
     "filter_images",
     "fourier",
+    "fullgrad",
     "gaussian_blur",
     "gradcam",
     "gradcam_elementwise",

@@ -24,7 +24,7 @@ METHODS = ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "smoo
            "gradient_shap", "integrated_gradients", "blur_integrated_gradients",
            "guided_integrated_gradients", "gradcam", "gradcam_plus_plus", "layercam",
            "hirescam", "xgradcam", "scorecam", "eigencam", "eigengradcam",
-           "gradcam_elementwise", "ablationcam", "guided_gradcam", "occlusion",
+           "gradcam_elementwise", "ablationcam", "fullgrad", "guided_gradcam", "occlusion",
            "shapley_values", "shapley_value_sampling")
 
 

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from model_import._errors import KerasImportError, UnsupportedLayerError
@@ -88,7 +89,8 @@ class Graph:
             capture: frozenset[str] = frozenset(), perturb: Mapping[str, Array] | None = None,
             strip_output_activation: bool | Sequence[int] = False, keras_major: int = 3,
             prefix: str = "", input_masks: Sequence[Any] | None = None,
-            mask_sink: list | None = None) -> tuple[list, dict[str, Array]]:
+            mask_sink: list | None = None, perturb_pre: Mapping[str, Array] | None = None,
+            bias_sink: dict | None = None) -> tuple[list, dict[str, Array]]:
         """Evaluate the graph.
 
         Args:
@@ -103,10 +105,15 @@ class Graph:
             of the outputs to be returned (the others may then be wrong).
           input_masks: Keras masks of the inputs (a nested model called on masked tensors).
           mask_sink: a list that receives the outputs' Keras masks.
+          perturb_pre: ``{layer_path: delta}`` added to those layers' outputs before their
+            fused activation (the gradient with respect to the pre-activation).
+          bias_sink: a dict that receives ``{layer_path: b}`` for every affine layer
+            (:attr:`LayerImpl.affine`): its output for a zero input of batch size 1.
         Returns:
           ``(outputs, captured)``.
         """
         perturb = perturb or {}
+        perturb_pre = perturb_pre or {}
         values: dict[tuple[str, int], Any] = {}
         # Keras masks (mask_zero embeddings, Masking) travel beside the values, as Keras
         # attaches them to tensors: see model_import._layers.masking.
@@ -172,7 +179,7 @@ class Graph:
                         else tuple(sorted(output_keys[(call.layer, call.index)]))),
                     keras_major=keras_major, prefix=sub_prefix,
                     input_masks=sub_masks if len(sub_masks) == len(sub_in) else None,
-                    mask_sink=sink)
+                    mask_sink=sink, perturb_pre=perturb_pre, bias_sink=bias_sink)
                 captured.update(sub_captured)
                 y = outs[0] if impl.subgraph.single_output else tuple(outs)
                 y_mask = sink[0] if impl.subgraph.single_output else tuple(sink)
@@ -189,6 +196,14 @@ class Graph:
                     else:
                         y = impl.call(params.get(call.layer, {}), *args, rt=rt, **kwargs,
                                       **mask_kw)
+                    if call.index == 0:
+                        path = prefix + call.layer
+                        if path in perturb_pre:
+                            y = y + perturb_pre[path]
+                        if bias_sink is not None and impl.affine:
+                            z = jnp.zeros((1,) + args[0].shape[1:], args[0].dtype)
+                            bias_sink[path] = impl.call(params.get(call.layer, {}), z, rt=rt,
+                                                        **kwargs, **mask_kw)
                     if impl.activation is not None and not strip:
                         y = get_activation(impl.activation, keras_major)(y, rt)
                     y_mask = _masking.output_mask(impl, in_mask, args, kwargs, y,
@@ -413,6 +428,20 @@ class Graph:
             if spec.impl.subgraph is not None:
                 out.extend(spec.impl.subgraph.layer_paths(prefix + name + "/",
                                                           include_ops=include_ops))
+        return out
+
+    def affine_paths(self, prefix: str = "") -> list[str]:
+        """Paths of the affine layers (:attr:`LayerImpl.affine`: a convolution or Dense with a
+        bias, BatchNormalization) that are called, in call order, nested models' in place."""
+        out = []
+        for call in self.calls:
+            impl = self.layers[call.layer].impl
+            if call.index != 0:
+                continue
+            if impl.affine:
+                out.append(prefix + call.layer)
+            elif impl.subgraph is not None:
+                out.extend(impl.subgraph.affine_paths(prefix + call.layer + "/"))
         return out
 
     def locate(self, path: str) -> list[str]:

@@ -342,7 +342,8 @@ class KerasModel:
         return out
 
     def apply(self, params: Any, x: ArrayLike | Sequence[ArrayLike], *,
-              capture: Iterable[str] = (), perturb: Mapping[str, Array] | None = None):
+              capture: Iterable[str] = (), perturb: Mapping[str, Array] | None = None,
+              perturb_pre: Mapping[str, Array] | None = None):
         """The forward pass, pure in ``params``.
 
         Args:
@@ -353,22 +354,29 @@ class KerasModel:
           perturb: ``{layer: delta}`` added to those layers' outputs (``delta`` shaped like
             the output); ``jax.grad`` with respect to ``delta`` at zero is the gradient with
             respect to that layer's output.
+          perturb_pre: the same, added before the layer's fused activation (a ``Conv2D``
+            with ``activation="relu"``): the gradient with respect to its pre-activation.
+            For a layer without a fused activation it is ``perturb``.
         Returns:
           ``outputs`` (``(N, ...)``; a list for multi-output models), or
           ``(outputs, {layer: activation})`` when ``capture`` is given.
         """
+        return self._run(params, x, capture, perturb, perturb_pre, None)
+
+    def _run(self, params, x, capture, perturb, perturb_pre, bias_sink):
         capture = tuple(capture) if not isinstance(capture, str) else (capture,)
         cap_paths = {self.resolve_layer(c): c for c in capture}
         pert = {self.resolve_layer(k): v for k, v in (perturb or {}).items()}
+        pre = {self.resolve_layer(k): v for k, v in (perturb_pre or {}).items()}
         if self.channels_last_view:
             xs = self._as_list(x)
             x = [jnp.moveaxis(jnp.asarray(a), -1, 1) if self._moved(r.layer) else a
                  for r, a in zip(self.graph.inputs, xs)]
-            pert = {k: jnp.moveaxis(v, -1, 1) if self._moved(k) else v
-                    for k, v in pert.items()}
+            pert, pre = ({k: jnp.moveaxis(v, -1, 1) if self._moved(k) else v
+                          for k, v in d.items()} for d in (pert, pre))
         outs, captured = self.graph.run(
             params, self._prepare(x), self.runtime, capture=frozenset(cap_paths),
-            perturb=pert, strip_output_activation=(
+            perturb=pert, perturb_pre=pre, bias_sink=bias_sink, strip_output_activation=(
                 self.head != "saved" and (True if self.output_index is None
                                           else (self.output_index,))),
             keras_major=self._keras_major)
@@ -384,6 +392,23 @@ class KerasModel:
             return y, {orig: jnp.moveaxis(captured[path], 1, -1) if self._moved(path)
                        else captured[path] for path, orig in cap_paths.items()}
         return y
+
+    @property
+    def affine_layers(self) -> list[str]:
+        """Paths of the layers that add a constant term, in call order: convolutions and
+        ``Dense``/``EinsumDense`` layers with a bias, ``BatchNormalization`` (FullGrad's
+        bias layers; see :meth:`biases`)."""
+        return self.graph.affine_paths()
+
+    def biases(self, params: Any, x: ArrayLike | Sequence[ArrayLike]) -> dict[str, Array]:
+        """``{layer: b}`` for every :attr:`affine_layers` entry: the layer's pre-activation
+        output for a zero input, ``(1, *output_shape)`` (its bias broadcast over the
+        positions; for BatchNormalization ``beta - mean * gamma / sqrt(var + eps)``). Only
+        ``x``'s shapes matter: the rest of the forward pass is dead code under ``jit``."""
+        sink: dict[str, Array] = {}
+        xs = [jnp.asarray(a)[:1] for a in self._as_list(x)]
+        self._run(params, xs if self.num_inputs > 1 else xs[0], (), None, None, sink)
+        return {k: jnp.moveaxis(v, 1, -1) if self._moved(k) else v for k, v in sink.items()}
 
     @functools.cached_property
     def _jitted(self):

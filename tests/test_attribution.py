@@ -269,6 +269,7 @@ METHODS = {
     "ablationcam": lambda m, x, t, **kw: jaxsal.ablationcam(m, x, t, **{
         k: v for k, v in kw.items() if k != "chunk_size"}),
     "guided_gradcam": lambda m, x, t, **kw: jaxsal.guided_gradcam(m, x, t, **kw),
+    "fullgrad": lambda m, x, t, **kw: jaxsal.fullgrad(m, x, t, **kw),
     "occlusion": lambda m, x, t, **kw: jaxsal.occlusion(m, x, t, patch=7, **{
         k: v for k, v in kw.items() if k != "chunk_size"}),
     # 28x28 in 4 groups of 14x14: 15 coalitions per input (patch=7, 16 groups: 65535)
@@ -413,7 +414,7 @@ PUBLIC_METHODS = ["saliency", "gradient_x_input", "guided_backprop", "deconvnet"
                   "xgradcam", "scorecam", "eigencam", "guided_gradcam", "occlusion",
                   "eigengradcam", "gradcam_elementwise", "ablationcam",
                   "blur_integrated_gradients", "guided_integrated_gradients", "gradient_shap",
-                  "shapley_values", "shapley_value_sampling"]
+                  "shapley_values", "shapley_value_sampling", "fullgrad"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_METHODS)

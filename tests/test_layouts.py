@@ -47,6 +47,8 @@ METHODS = {
     "gradcam_elementwise": (jaxsal.gradcam_elementwise, {"layer": "c2"}),
     "ablationcam": (jaxsal.ablationcam, {"layer": "c2"}),
     "guided_gradcam": (jaxsal.guided_gradcam, {"layer": "c2"}),
+    # (per-channel scaling, the layout-sensitive variant; the paper's: test_fullgrad.py)
+    "fullgrad": (jaxsal.fullgrad, {"variant": "pytorch-grad-cam"}),
     "guided_gradcam_none": (jaxsal.guided_gradcam, {"layer": "c2", "reduce": None}),
     "occlusion": (jaxsal.occlusion, {}),
     # the default grid, 8 pixels at most the axis: the same groups in every twin

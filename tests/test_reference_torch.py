@@ -2,7 +2,8 @@
 images (tests/fixtures/reference_models/rgb.keras: BatchNormalization, an Activation layer,
 global average pooling), ported to PyTorch with its weights by
 tests/fixtures/reference_torch/make_torch_references.py, which says what each array is
-(make_shapley_references.py for Captum's Shapley values, shapley_rgb.npz). Raw attributions
+(make_shapley_references.py for Captum's Shapley values, shapley_rgb.npz;
+make_fullgrad_references.py for FullGrad, fullgrad_rgb.npz). Raw attributions
 within ``1e-4 * max|ref|`` per map (exact Shapley values within ``2e-5``); pytorch-grad-cam's
 [0, 1] maps within 1e-3.
 """
@@ -250,3 +251,15 @@ def test_variants_differ_where_it_shows(model, ref):
                          ("pytorch-grad-cam", "pgc_ablationcam_bn")):
         raw = jaxsal.ablationcam(model, x, CLASSES, layer="bn", upsample=False, variant=variant)
         assert np.abs(by_class(_as_pytorch_grad_cam(raw)) - ref[key]).max() > 0.1
+
+
+def test_fullgrad(model):
+    """pytorch-grad-cam's ``FullGrad`` (every Conv2d and BatchNorm2d of the port: c1, bn, c2,
+    c3; c1's valid 16x20 output resized by OpenCV) and the authors' rules written in PyTorch
+    (make_fullgrad_references.py). Measured: 3.6e-7 of pytorch-grad-cam's [0, 1] maps;
+    2.9e-6 where the paper's maps reach 9.1."""
+    fg = np.load(F / "reference_torch" / "fullgrad_rgb.npz")
+    x = fg["x"]
+    pgc = jaxsal.fullgrad(model, x, CLASSES, variant="pytorch-grad-cam")
+    assert np.abs(by_class(pgc) - fg["pgc_fullgrad"]).max() <= 1e-5
+    assert_per_map(by_class(jaxsal.fullgrad(model, x, CLASSES)), fg["fullgrad_paper"], 1e-5)

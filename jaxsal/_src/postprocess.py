@@ -173,14 +173,18 @@ def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
     return _clip_percentile(maps, float(lower), float(upper), axis)
 
 
-def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """``(n_out, n_in)`` linear interpolation with ``align_corners=True``: output index ``i``
+def interp_matrix(n_in: int, n_out: int, align_corners: bool = True) -> np.ndarray:
+    """``(n_out, n_in)`` linear interpolation. ``align_corners=True``: output index ``i``
     samples input coordinate ``i * (n_in - 1) / (n_out - 1)`` (``scipy.ndimage.zoom``,
-    ``order=1``)."""
-    if n_out == 1 or n_in == 1:
+    ``order=1``). ``False``: half-pixel centres, ``(i + 0.5) * n_in / n_out - 0.5`` clamped
+    to the input (OpenCV's ``INTER_LINEAR``, without antialiasing when shrinking)."""
+    if n_out == 1 and align_corners or n_in == 1:
         coords = np.zeros(n_out)
-    else:
+    elif align_corners:
         coords = np.arange(n_out, dtype=np.float64) * (n_in - 1) / (n_out - 1)
+    else:
+        coords = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5,
+                         0, n_in - 1)
     lo = np.clip(np.floor(coords).astype(np.int64), 0, n_in - 1)
     hi = np.minimum(lo + 1, n_in - 1)
     frac = coords - lo
@@ -190,10 +194,12 @@ def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m.astype(np.float32)
 
 
-def upsample_linear(maps: Array, size: Sequence[int], axes: Sequence[int]) -> Array:
-    """Align-corners linear resize of ``axes`` to ``size`` (one small matrix product per
-    axis, on device): bilinear on two axes, trilinear on three, as tf-keras-vis's
-    ``scipy.ndimage.zoom(order=1)``."""
+def upsample_linear(maps: Array, size: Sequence[int], axes: Sequence[int],
+                    align_corners: bool = True) -> Array:
+    """Linear resize of ``axes`` to ``size`` (one small matrix product per axis, on
+    device): bilinear on two axes, trilinear on three. ``align_corners=True`` as
+    tf-keras-vis's ``scipy.ndimage.zoom(order=1)``; ``False`` as OpenCV's ``INTER_LINEAR``
+    (:func:`interp_matrix`)."""
     hp = jax.lax.Precision.HIGHEST
     out = maps
     for ax, n_out in zip(axes, size):
@@ -201,7 +207,7 @@ def upsample_linear(maps: Array, size: Sequence[int], axes: Sequence[int]) -> Ar
         n_in = out.shape[ax]
         if n_in == n_out:
             continue
-        m = jnp.asarray(interp_matrix(n_in, int(n_out)), maps.dtype)
+        m = jnp.asarray(interp_matrix(n_in, int(n_out), align_corners), maps.dtype)
         out = jnp.moveaxis(jnp.tensordot(out, m, axes=[[ax], [1]], precision=hp), -1, ax)
     return out
 

@@ -121,7 +121,8 @@ def _batch_norm(config, ctx):
         return dict(zip(names, w))
 
     df = "channels_first" if axes in ((1,), [1]) else None
-    return LayerImpl(call=call, convert_weights=convert, n_weights=len(names), data_format=df)
+    return LayerImpl(call=call, convert_weights=convert, n_weights=len(names), data_format=df,
+                     affine=True)
 
 
 @register_layer("LayerNormalization")

@@ -72,6 +72,10 @@ class LayerImpl:
         entries match any size), from the config (a Dense's ``units``, a convolution's
         ``kernel_size`` and ``filters``): weights of another architecture are refused at
         load time, as Keras refuses them, instead of running a different layer.
+      affine: ``call`` is affine in its one input with a constant term that can be nonzero:
+        ``call(params, x) = L(x) + b`` with ``L`` linear (a convolution or Dense with a
+        bias, BatchNormalization at inference). ``b`` is then ``call(params, 0)``: what
+        FullGrad's bias-gradients multiply (:meth:`KerasModel.biases`).
     """
 
     call: Callable[..., Any]
@@ -86,6 +90,7 @@ class LayerImpl:
     clears_input_masks: bool = False
     head_op: str | None = None
     param_shapes: Mapping[str, tuple] | None = None
+    affine: bool = False
 
 
 class BackendWarning(UserWarning):
