@@ -155,6 +155,9 @@ def test_maps_follow_their_rules(cnn, variant):
     if variant == "pytorch-grad-cam":
         np.testing.assert_allclose(got.max(axis=(2, 3)), 1, rtol=1e-5)
         assert got.min() == 0
+    if fmt == "channels_first":  # its channels-last view: the same maps
+        view = jaxsal.fullgrad(m.channels_last(), np.moveaxis(x, 1, -1), [0, 3], variant=variant)
+        np.testing.assert_allclose(view, got, rtol=1e-5, atol=1e-6 * got.max())
 
 
 def test_interp_matrix_half_pixel_is_opencv_linear():

@@ -57,7 +57,7 @@ def _term(a: Array, variant: str) -> Array:
     return a.sum(-1)
 
 
-def bias_layers(model: Any, x: Array, channels_first: bool) -> list[tuple[str, tuple, bool]]:
+def bias_layers(model: Any, x: Array) -> list[tuple[str, tuple, bool]]:
     """``(name, output shape, channels-first?)`` of the model's affine layers whose output
     has the input's spatial axes and a channel axis (FullGrad's spatial bias-gradients)."""
     names = tuple(model.affine_layers)
@@ -120,7 +120,7 @@ def fullgrad(model: Any, x: ArrayLike, targets: Any = None, *, variant: str = "p
     if not (hasattr(m, "affine_layers") and hasattr(m, "biases")):
         raise TypeError(f"fullgrad needs a model that exposes its biases and pre-activations "
                         f"(a KerasModel from jaxsal.load_keras), got {type(m).__name__}")
-    layers = bias_layers(m, p.x, p.channels_first)
+    layers = bias_layers(m, p.x)
     size = p.spatial_shape
     fb = base.forward_bytes(m, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
