@@ -18,6 +18,7 @@ from jaxsal._src.integrated import integrated_gradients
 from jaxsal._src.blur_ig import blur_integrated_gradients
 from jaxsal._src.guided_ig import guided_integrated_gradients
 from jaxsal._src.occlusion import occlusion
+from jaxsal._src.rise import rise, rise_masks
 from jaxsal._src.shapley import shapley_value_sampling, shapley_values
 from jaxsal._src.smoothing import smoothgrad
 from jaxsal._src.targets import class_score, neuron
@@ -97,6 +98,8 @@ __all__ = [
     "reduce_channels",
     "relu_for_mode",
     "resize",
+    "rise",
+    "rise_masks",
     "saliency",
     "scorecam",
     "shapley_value_sampling",

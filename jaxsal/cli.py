@@ -25,7 +25,7 @@ METHODS = ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "smoo
            "guided_integrated_gradients", "gradcam", "gradcam_plus_plus", "layercam",
            "hirescam", "xgradcam", "scorecam", "eigencam", "eigengradcam",
            "gradcam_elementwise", "ablationcam", "fullgrad", "guided_gradcam", "occlusion",
-           "shapley_values", "shapley_value_sampling")
+           "rise", "shapley_values", "shapley_value_sampling")
 
 
 def _data_path(name: str) -> str:
@@ -41,7 +41,7 @@ def _enable_cache(cache_dir: str | None) -> None:
 
 
 #: Methods that draw random numbers: they need ``--seed``.
-RANDOM_METHODS = ("smoothgrad", "gradient_shap", "shapley_value_sampling")
+RANDOM_METHODS = ("smoothgrad", "gradient_shap", "rise", "shapley_value_sampling")
 #: Methods whose feature groups are patches: they take ``--patch``.
 PATCH_METHODS = ("occlusion", "shapley_values", "shapley_value_sampling")
 
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
                         "gradient_x_input and integrated_gradients attribute to (e.g. the "
                         "embedding of a token model, whose inputs.npy holds integer ids)")
     e.add_argument("--seed", type=int, default=None,
-                   help="PRNG seed of the random methods (smoothgrad, gradient_shap, "
+                   help="PRNG seed of the random methods (smoothgrad, gradient_shap, rise, "
                         "shapley_value_sampling: required), used as "
                         "jax.random.key(SEED) and recorded in the job's resume signature")
     e.add_argument("--patch", default=None,

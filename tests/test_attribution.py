@@ -272,6 +272,8 @@ METHODS = {
     "fullgrad": lambda m, x, t, **kw: jaxsal.fullgrad(m, x, t, **kw),
     "occlusion": lambda m, x, t, **kw: jaxsal.occlusion(m, x, t, patch=7, **{
         k: v for k, v in kw.items() if k != "chunk_size"}),
+    "rise": lambda m, x, t, **kw: jaxsal.rise(m, x, t, key=1, n=8, grid=4, **{
+        k: v for k, v in kw.items() if k != "chunk_size"}),
     # 28x28 in 4 groups of 14x14: 15 coalitions per input (patch=7, 16 groups: 65535)
     "shapley_values": lambda m, x, t, **kw: jaxsal.shapley_values(m, x, t, patch=14, **{
         k: v for k, v in kw.items() if k != "chunk_size"}),
@@ -296,7 +298,7 @@ def test_t_classes_equal_single_calls_and_vmap_equals_loop(name, lm, x4):
         one = np.asarray(f(lm, x, c))
         scale = max(np.abs(one).max(), 1e-12)
         np.testing.assert_allclose(many[:, j], one, atol=2e-5 * scale, rtol=1e-4)
-    if name in ("smoothgrad", "gradient_shap", "shapley_value_sampling"):
+    if name in ("smoothgrad", "gradient_shap", "shapley_value_sampling", "rise"):
         return  # draws keyed by the input's index in the batch; covered by their own tests
     loop = np.stack([np.asarray(f(lm, x[i:i + 1], classes))[0] for i in range(3)])
     scale = max(np.abs(many).max(), 1e-12)
@@ -414,7 +416,7 @@ PUBLIC_METHODS = ["saliency", "gradient_x_input", "guided_backprop", "deconvnet"
                   "xgradcam", "scorecam", "eigencam", "guided_gradcam", "occlusion",
                   "eigengradcam", "gradcam_elementwise", "ablationcam",
                   "blur_integrated_gradients", "guided_integrated_gradients", "gradient_shap",
-                  "shapley_values", "shapley_value_sampling", "fullgrad"]
+                  "shapley_values", "shapley_value_sampling", "fullgrad", "rise"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_METHODS)

@@ -54,6 +54,7 @@ METHODS = {
     # the default grid, 8 pixels at most the axis: the same groups in every twin
     "shapley_values": (jaxsal.shapley_values, {}),
     "shapley_value_sampling": (jaxsal.shapley_value_sampling, {"key": 0, "n": 3}),
+    "rise": (jaxsal.rise, {"key": 0, "n": 6}),
     "layer_gradient_x_input": (jaxsal.gradient_x_input, {"layer": "c2"}),
     "layer_integrated_gradients": (jaxsal.integrated_gradients, {"layer": "c2", "steps": 4}),
 }

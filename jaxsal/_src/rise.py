@@ -1,0 +1,224 @@
+"""RISE: Randomized Input Sampling for Explanation (Petsiuk, Das & Saenko, 2018, "RISE:
+Randomized Input Sampling for Explanation of Black-box Models").
+
+The map is the score-weighted mean of random smooth masks,
+``sum_k S(x * M_k + fill * (1 - M_k)) M_k / (n p)``: pixels that are kept when the score is
+high get high values. A mask is a coarse ``grid x grid`` (per spatial axis) of Bernoulli(p)
+cells, upsampled with bilinear interpolation to ``(grid + 1) * cell`` pixels
+(``cell = ceil(size / grid)``) and cropped to the input at a random shift below ``cell``,
+as the authors' code does (``skimage.transform.resize(order=1, mode="reflect")``).
+
+Every mask is drawn from the key, the mask's number and the input's global index (not from
+the batching), inside the compiled program: nothing of size ``n x H x W`` is stored. The
+masked inputs run in batched forward passes, and every target's map comes from the same
+passes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsal._src import base
+from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
+from jaxsal._src.validate import check_like, prepare, spatial_shape
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+#: Cells per spatial axis by default (the authors' code: 8), at most the axis's size.
+DEFAULT_GRID = 8
+
+
+def mirror_interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` linear interpolation with half-pixel centres, output ``i`` at input
+    coordinate ``(i + 0.5) * n_in / n_out - 0.5``, beyond the edges mirrored about the edge
+    samples (``d c b | a b c d``: scikit-image's ``mode="reflect"``)."""
+    c = (np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5
+    lo = np.floor(c).astype(np.int64)
+    frac = c - lo
+
+    def mirror(i):
+        if n_in == 1:
+            return np.zeros_like(i)
+        period = 2 * (n_in - 1)
+        i = np.mod(i, period)
+        return np.where(i >= n_in, period - i, i)
+
+    m = np.zeros((n_out, n_in), np.float64)
+    np.add.at(m, (np.arange(n_out), mirror(lo)), 1.0 - frac)
+    np.add.at(m, (np.arange(n_out), mirror(lo + 1)), frac)
+    return m.astype(np.float32)
+
+
+def _check_grid(grid: Any, size: tuple[int, ...]) -> tuple[int, ...]:
+    if grid is None:  # the default: 8 cells, at most the axis's size
+        return tuple(min(DEFAULT_GRID, s) for s in size)
+    g = tuple(grid) if isinstance(grid, (tuple, list)) else (grid,) * len(size)
+    if len(g) != len(size) or not all(isinstance(v, (int, np.integer)) and
+                                      not isinstance(v, (bool, np.bool_)) and v >= 1 for v in g):
+        raise ValueError(f"expected grid as a positive int or {len(size)} of them (cells per "
+                         f"spatial axis), got {grid!r}")
+    bad = [(v, s) for v, s in zip(g, size) if v > s]
+    if bad:
+        raise ValueError(f"grid {g} has more cells than the input has pixels ({size}); expected "
+                         f"at most the input's size per axis")
+    return tuple(int(v) for v in g)
+
+
+def _check_p(p: Any) -> float:
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.floating,
+                                                              np.integer)) \
+            or not 0.0 < float(p) <= 1.0:
+        raise ValueError(f"expected p, the probability that a cell is kept, in (0, 1], got {p!r}")
+    return float(p)
+
+
+class _Plan:
+    """The static geometry of the masks of one input size: cells, upsampled size, and the
+    upsampling matrices (one per spatial axis)."""
+
+    def __init__(self, size: tuple[int, ...], grid: tuple[int, ...], p: float):
+        self.size, self.grid, self.p = size, grid, p
+        self.cell = tuple(math.ceil(s / g) for s, g in zip(size, grid))
+        self.up = tuple((g + 1) * c for g, c in zip(grid, self.cell))
+        self.mats = [mirror_interp_matrix(g, u) for g, u in zip(grid, self.up)]
+
+    def mask(self, key: Array) -> Array:
+        """One mask ``size`` from one key: the grid, then the shift."""
+        kg, ks = jax.random.split(key)
+        cells = jax.random.bernoulli(kg, self.p, self.grid).astype(jnp.float32)
+        # one draw per axis, so that an extra axis of size 1 leaves the others' draws alone
+        shift = jnp.stack([jax.random.randint(jax.random.fold_in(ks, a), (), 0, c)
+                           for a, c in enumerate(self.cell)])
+        return self.place(cells, shift)
+
+    def place(self, cells: Array, shift: Array) -> Array:
+        """The mask of a cell grid and a shift: upsampled axis by axis, then cropped."""
+        up = cells
+        for ax, m in enumerate(self.mats):
+            up = jnp.moveaxis(jnp.tensordot(jnp.asarray(m), up, axes=[[1], [ax]],
+                                            precision=_HIGHEST), 0, ax)
+        return jax.lax.dynamic_slice(up, tuple(shift), self.size)
+
+    def masks(self, key: Array, ks: Array, index: Array) -> Array:
+        """``(G, N, *size)``: mask ``ks[g]`` of input ``index[n]``."""
+        def one(k, i):
+            return self.mask(jax.random.fold_in(jax.random.fold_in(key, k), i))
+
+        return jax.vmap(lambda k: jax.vmap(lambda i: one(k, i))(index))(ks)
+
+
+def rise_masks(key: jax.Array | int, n: int, size: tuple[int, ...], *, grid: Any = None,
+               p: float = 0.5, index: int = 0) -> Array:
+    """The ``n`` RISE masks that :func:`jaxsal.rise` draws for the input at global index
+    ``index`` with this key: ``(n, *size)`` values in ``[0, 1]`` (``size`` the input's
+    spatial size, e.g. ``(H, W)``). For inspecting or plotting them."""
+    key = base.check_key(key, "rise_masks")
+    n = base.check_count(n, "n (masks)")
+    if n is None:
+        raise ValueError("expected n >= 1 masks (an int), got None")
+    size = base.int_sizes(size)
+    if size is None or any(s < 1 for s in size):
+        raise ValueError(f"expected size as positive ints (the spatial size), got {size!r}")
+    plan = _Plan(size, _check_grid(grid, size), _check_p(p))
+    idx = jnp.asarray([base.check_index_offset(index)], jnp.int32)
+    return jax.jit(lambda k: plan.masks(k, jnp.arange(n, dtype=jnp.int32), idx)[:, 0])(key)
+
+
+def rise(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array | int | None = None,
+         n: int = 2000, grid: int | tuple | None = None, p: float = 0.5,
+         fill: ArrayLike = 0.0,
+         batch_size: int | None = None, head: str | None = None,
+         memory_budget: int | None = None, precision: str | None = None,
+         check_finite: bool = True, index_offset: int = 0) -> Array:
+    """RISE (Petsiuk, Das & Saenko, 2018): the mean of ``n`` random smooth masks weighted by
+    the target's score on the masked input, ``sum_k S(x_k) M_k / (n p)`` with
+    ``x_k = x * M_k + fill * (1 - M_k)``.
+
+    Masks: a ``grid``-cell Bernoulli(``p``) grid per spatial axis, upsampled bilinearly to
+    ``(grid + 1) * ceil(size / grid)`` pixels and cropped at a random shift, as the authors'
+    code. The score is whatever the head gives: the paper weighs by class probabilities
+    (a ``softmax`` head); with ``logits`` negative scores subtract their masks.
+
+    Cost: ``n`` masked forward passes per input, batched (``batch_size`` masked inputs per
+    pass) and shared by every target; masks are drawn on device, never stored.
+
+    Args:
+      model, x, targets, head, memory_budget, precision, check_finite: as in
+        :func:`jaxsal.saliency`; ``x`` with 1 to 3 spatial axes and a channel axis (images
+        ``(N, H, W, C)``, channels-first ``(N, C, H, W)``, signals, volumes).
+      key: a ``jax.random`` key or an int seed (required: the same key gives the same maps).
+      n: masks per input (2000; the paper's 4000 for ImageNet models).
+      grid: cells per spatial axis, an int or one per axis (default 8, the authors', at
+        most the axis's size).
+      p: probability that a cell is kept (0.5, the paper's).
+      fill: what a masked pixel becomes (0, the paper's: ``x * M``), a scalar or an array
+        that broadcasts to ``x`` (e.g. a blurred copy).
+      batch_size: masked inputs per forward pass (default: from ``memory_budget``).
+      index_offset: the position of ``x[0]`` in a larger batch: input ``i``'s masks are
+        keyed by ``index_offset + i``, so rows of one call equal a call on those rows with
+        their offset (:func:`jaxsal.explain_to_file` passes it), whatever the batching.
+    Returns:
+      Maps ``(N, H, W)`` / ``(N, T, H, W)`` with a class axis.
+
+    Example::
+
+        maps = jaxsal.rise(model, x, targets=range(10), key=0, n=4000)  # (N, 10, H, W)
+    """
+    key = base.check_key(key, "rise")
+    index_offset = base.check_index_offset(index_offset)
+    n_masks = base.check_count(n, "n (masks)")
+    if n_masks is None:
+        raise ValueError("expected n >= 1 masks (an int), got None")
+    p_keep = _check_p(p)
+    pr = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
+    if pr.x.ndim not in (3, 4, 5):
+        raise ValueError(f"rise needs x with 1 to 3 spatial axes and a channel axis, got shape "
+                         f"{tuple(pr.x.shape)}")
+    cf = pr.channels_first
+    size = spatial_shape(pr.x.shape, cf)
+    plan = _Plan(size, _check_grid(grid, size), p_keep)
+    fill = check_like(fill, pr.x, "fill")
+    batch_size = base.check_count(batch_size, "batch_size")
+    per_image = base.forward_bytes(pr.model, pr.x) // pr.n
+    nb = base.batch_chunk(pr.n, per_image, memory_budget)
+    if nb < pr.n:  # sub-batches: the fill is split with the inputs
+        fill = jnp.broadcast_to(fill, pr.x.shape)
+    group = base.masked_chunk(n_masks, per_image, nb, batch_size, memory_budget)
+    m, spec, info = pr.model, pr.spec, pr.info
+    cax = 1 if cf else pr.x.ndim - 1
+
+    def build():
+        def run(params, x, ids, fill, key, index):
+            n_in = x.shape[0]
+            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            fill_b = jnp.broadcast_to(fill, x.shape)
+            ids_rep = base.tile_batch(ids_, group)
+
+            def weigh(ks, valid):
+                masks = plan.masks(key, ks, index)  # (G, N, *size)
+                mx = jnp.expand_dims(masks, cax + 1)  # x's layout, channel axis of size 1
+                xm = (fill_b[None] + (x[None] - fill_b[None]) * mx).reshape(
+                    (-1,) + x.shape[1:])
+                y, cap = run_model(m, params, xm, sp.layers)
+                s = score_matrix(sp, info, y, cap, ids_rep).reshape(group, n_in, -1)
+                s = s * valid[:, None, None].astype(s.dtype)
+                return jnp.einsum("gnt,gn...->nt...", s, masks, precision=_HIGHEST)
+
+            sal = base.sum_groups(weigh, n_masks, group) / (n_masks * p_keep)
+            return sal if spec.class_axis else sal[:, 0]
+
+        return run
+
+    ck = ("rise", pr.key, spec, info, base.shape_key(pr.x), plan.size, plan.grid, p_keep,
+          n_masks, group, nb)
+    index = index_offset + jnp.arange(pr.n, dtype=jnp.int32)
+    fn = base.compiled(ck, lambda: base.split_batch(build(), pr.n, nb, (1, 2, 5), (3,)),
+                       precision, forward_only=True)
+    return fn(pr.params, pr.x, pr.ids, fill, key, index)

@@ -1,0 +1,98 @@
+"""RISE: masks placed as the authors' code places them (scikit-image references), maps equal to
+their definition computed with direct model calls on the same masks, and draws that depend
+on the key and the input's global index only."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+from jaxsal._src.rise import _Plan, mirror_interp_matrix
+from model_import import load_keras
+
+F = pathlib.Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    m = load_keras(F / "reference_models" / "rgb.keras")  # its softmax head, as the paper
+    return m, np.load(F / "reference_models" / "tfkv_rgb.npz")["x"]
+
+
+@pytest.mark.parametrize("case", ["a", "b", "c"])
+def test_masks_are_placed_as_the_authors_code(case):
+    """Bilinear upsampling to (grid + 1) * cell with mirrored edges, cropped at the shift:
+    scikit-image's resize(order=1, mode="reflect") (tests/fixtures/reference_rise)."""
+    ref = np.load(F / "reference_rise" / "rise_masks.npz")
+    size, grid = tuple(ref[f"size_{case}"]), tuple(ref[f"grid_{case}"])
+    plan = _Plan(size, grid, 0.5)
+    got = jax.vmap(plan.place)(jnp.asarray(ref[f"cells_{case}"]),
+                               jnp.asarray(ref[f"shift_{case}"]))
+    np.testing.assert_allclose(got, ref[f"mask_{case}"], atol=1e-6)
+
+
+def test_mirror_interp_matrix():
+    np.testing.assert_allclose(mirror_interp_matrix(2, 4), [[0.75, 0.25], [0.75, 0.25],
+                                                            [0.25, 0.75], [0.25, 0.75]])
+    np.testing.assert_allclose(mirror_interp_matrix(3, 3), np.eye(3))
+    np.testing.assert_allclose(mirror_interp_matrix(1, 3), np.ones((3, 1)))
+
+
+def test_maps_are_the_definition_on_the_same_masks(rgb):
+    m, x = rgb
+    n, classes = 48, [0, 2]
+    got = np.asarray(jaxsal.rise(m, x, classes, key=3, n=n, grid=4, fill=0.25))
+    for i in range(len(x)):
+        masks = np.asarray(jaxsal.rise_masks(3, n, (18, 22), grid=4, index=i))
+        xm = x[i][None] * masks[..., None] + 0.25 * (1 - masks[..., None])
+        s = np.asarray(m(xm))[:, classes]
+        want = np.einsum("kt,khw->thw", s, masks) / (n * 0.5)
+        np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+
+
+def test_draws_depend_on_the_key_and_the_global_index_only(rgb, tmp_path):
+    m, x = rgb
+    kw = dict(key=jax.random.key(5), n=40, grid=(3, 4))
+    full = np.asarray(jaxsal.rise(m, x, [1, 4], **kw))
+    np.testing.assert_allclose(jaxsal.rise(m, x, [1, 4], batch_size=7, **kw), full, rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(jaxsal.rise(m, x, [1, 4], memory_budget=1, **kw), full,
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(jaxsal.rise(m, x[1:3], [1, 4], index_offset=1, **kw), full[1:3],
+                               rtol=1e-5, atol=1e-7)
+    part = jaxsal.explain_to_file(jaxsal.rise, m, x, tmp_path / "r.npy", targets=[1, 4],
+                                  batch_size=3, **kw)  # two chunks, the last padded
+    np.testing.assert_allclose(part, full, rtol=1e-5, atol=1e-7)
+    other = np.asarray(jaxsal.rise(m, x, [1, 4], **{**kw, "key": 6}))
+    assert np.abs(other - full).max() > 0.05 * np.abs(full).max()
+    # inputs get their own masks: the same image at two indices, two maps
+    twice = np.asarray(jaxsal.rise(m, np.stack([x[0], x[0]]), 1, **kw))
+    assert np.abs(twice[0] - twice[1]).max() > 0.05 * np.abs(twice).max()
+
+
+def test_masks_keep_about_p_and_the_map_finds_the_pixel():
+    masks = np.asarray(jaxsal.rise_masks(0, 4000, (20, 20), p=0.3))
+    assert masks.min() >= 0 and masks.max() <= 1
+    assert abs(masks.mean() - 0.3) < 0.02
+    # a model that scores one pixel: the map peaks there (E[M_j M_j0] is largest at j = j0)
+    fm = jaxsal.FunctionModel(lambda p, x: jnp.concatenate([x[:, 6, 13], x[:, 0, 0] * 0], -1) * p,
+                              jnp.ones(2))  # two classes (one unit would be a binary model)
+    sal = np.asarray(jaxsal.rise(fm, np.ones((1, 20, 20, 1), np.float32), 0, key=0, n=4000))
+    assert np.unravel_index(sal[0].argmax(), sal[0].shape) == (6, 13)
+
+
+def test_refusals(rgb):
+    m, x = rgb
+    with pytest.raises(ValueError, match="explicit PRNG key"):
+        jaxsal.rise(m, x, 0)
+    with pytest.raises(ValueError, match=r"p, the probability.*\(0, 1\]"):
+        jaxsal.rise(m, x, 0, key=0, p=0)
+    with pytest.raises(ValueError, match=r"grid \(30, 4\) has more cells than the input"):
+        jaxsal.rise(m, x, 0, key=0, grid=(30, 4))
+    with pytest.raises(ValueError, match="grid as a positive int or 2"):
+        jaxsal.rise(m, x, 0, key=0, grid=(2, 2, 2))
+    with pytest.raises(ValueError, match="fill of shape"):
+        jaxsal.rise(m, x, 0, key=0, fill=np.zeros((5, 5)))
