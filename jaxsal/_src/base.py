@@ -718,6 +718,21 @@ def sampling_plan(model: Any, x: Any, n: int, num_targets: int, total: int,
     return nb, batch, chunk_for(num_targets, fb * batch, chunk_size, memory_budget)
 
 
+def masked_plan(model: Any, x: Array, fill: Array, batch_size: Any,
+                memory_budget: int | None) -> tuple[Array, int | None, int, int]:
+    """``(fill, batch_size, per_image, nb)`` of a method that runs masked copies of its
+    inputs (Shapley values, RISE): ``batch_size`` checked, the forward pass's bytes per input,
+    inputs per sub-batch, and ``fill`` broadcast to ``x`` when sub-batches split it with the
+    inputs."""
+    batch_size = check_count(batch_size, "batch_size")
+    n = int(x.shape[0])
+    per_image = forward_bytes(model, x) // n
+    nb = batch_chunk(n, per_image, memory_budget)
+    if nb < n:
+        fill = jnp.broadcast_to(fill, x.shape)
+    return fill, batch_size, per_image, nb
+
+
 def masked_chunk(total: int, per_image: int, nb: int, batch_size: int | None,
                  memory_budget: int | None) -> int:
     """How many of ``total`` modified copies (masked, occluded, ablated) of each of ``nb``

@@ -184,12 +184,8 @@ def rise(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array | int 
     cf = pr.channels_first
     size = spatial_shape(pr.x.shape, cf)
     plan = _Plan(size, _check_grid(grid, size), p_keep)
-    fill = check_like(fill, pr.x, "fill")
-    batch_size = base.check_count(batch_size, "batch_size")
-    per_image = base.forward_bytes(pr.model, pr.x) // pr.n
-    nb = base.batch_chunk(pr.n, per_image, memory_budget)
-    if nb < pr.n:  # sub-batches: the fill is split with the inputs
-        fill = jnp.broadcast_to(fill, pr.x.shape)
+    fill, batch_size, per_image, nb = base.masked_plan(
+        pr.model, pr.x, check_like(fill, pr.x, "fill"), batch_size, memory_budget)
     group = base.masked_chunk(n_masks, per_image, nb, batch_size, memory_budget)
     m, spec, info = pr.model, pr.spec, pr.info
     cax = 1 if cf else pr.x.ndim - 1

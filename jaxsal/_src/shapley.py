@@ -219,12 +219,8 @@ def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, featur
         raise ValueError(f"{name} needs x as (N, D) features or with 1 to 3 spatial axes and a "
                          f"channel axis, got shape {tuple(p.x.shape)}")
     groups = _groups(patch, feature_mask, p.x, p.channels_first)
-    fill = check_like(fill, p.x, "fill")
-    batch_size = base.check_count(batch_size, "batch_size")
-    per_image = base.forward_bytes(p.model, p.x) // p.n
-    nb = base.batch_chunk(p.n, per_image, memory_budget)
-    if nb < p.n:  # sub-batches: the fill is split with the inputs
-        fill = jnp.broadcast_to(fill, p.x.shape)
+    fill, batch_size, per_image, nb = base.masked_plan(
+        p.model, p.x, check_like(fill, p.x, "fill"), batch_size, memory_budget)
     return p, groups, fill, batch_size, per_image, nb, return_groups
 
 
