@@ -33,6 +33,15 @@ def mnist():
 
 
 @pytest.fixture(scope="session")
+def rgb_logits():
+    """The RGB classifier of the reference comparisons (reference_models/rgb.keras), with
+    the ``logits`` head."""
+    from model_import import load_keras
+
+    return load_keras(FIXTURES / "reference_models" / "rgb.keras").with_head("logits")
+
+
+@pytest.fixture(scope="session")
 def mnist_digits():
     """The held-out MNIST digits of ``mnist_5k.npz`` as ``(N, 28, 28, 1)`` float32 in [0, 1]."""
     import numpy as np

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import jaxsal
+from small_models import smooth_model
 from model_import import load_keras
 
 FIX = pathlib.Path(__file__).parent / "fixtures"
@@ -57,19 +58,8 @@ def test_gradient_x_input_sums_to_score_without_bias():
     np.testing.assert_allclose(maps.sum(axis=(2, 3)), y[:, [0, 2]], rtol=1e-5, atol=1e-5)
 
 
-def _smooth_model():
-    rng = np.random.default_rng(3)
-    params = {"w1": jnp.asarray(rng.normal(size=(40, 16)) * 0.3, jnp.float32),
-              "w2": jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)}
-
-    def f(p, x):
-        return jnp.tanh(x.reshape(x.shape[0], -1) @ p["w1"]) @ p["w2"]
-
-    return jaxsal.FunctionModel(f, params, input_shape=(5, 4, 2))
-
-
 def test_integrated_gradients_completeness_smooth():
-    m = _smooth_model()
+    m = smooth_model()
     x = _x()
     base = np.full((5, 4, 2), 0.3, np.float32)
     ig = jaxsal.integrated_gradients(m, x, targets=[0, 3], baseline=base, steps=64)
@@ -88,7 +78,7 @@ def test_integrated_gradients_completeness_relu_cnn(mnist, x4):
 
 @pytest.mark.parametrize("rule", ["left", "right", "middle", "gausslegendre"])
 def test_integrated_gradients_rules_converge(rule):
-    m = _smooth_model()
+    m = smooth_model()
     x = _x()
     ig = jaxsal.integrated_gradients(m, x, 2, steps=256, rule=rule)
     d = np.asarray(m(x))[:, 2] - np.asarray(m(np.zeros_like(x)))[:, 2]

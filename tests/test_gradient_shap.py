@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import jaxsal
+from small_models import smooth_model
 
 SHAPE = (5, 4, 2)
 
@@ -21,17 +22,6 @@ def _linear(bias=True):
 
     w = np.asarray(params["w"]).T.reshape((3,) + SHAPE)  # (classes, *SHAPE)
     return jaxsal.FunctionModel(f, params, input_shape=SHAPE), w
-
-
-def _smooth():
-    rng = np.random.default_rng(3)
-    params = {"w1": jnp.asarray(rng.normal(size=(40, 16)) * 0.3, jnp.float32),
-              "w2": jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)}
-
-    def f(p, x):
-        return jnp.tanh(x.reshape(x.shape[0], -1) @ p["w1"]) @ p["w2"]
-
-    return jaxsal.FunctionModel(f, params, input_shape=SHAPE)
 
 
 def _x(n=3, seed=1):
@@ -74,7 +64,7 @@ def test_linear_model_converges_to_the_mean_baseline(refs):
 
 
 def test_expectation_is_integrated_gradients_averaged_over_baselines(refs):
-    m = _smooth()
+    m = smooth_model()
     x = _x(2)
     base = refs[:2] * 0.5
     ig = np.mean([np.asarray(jaxsal.integrated_gradients(m, x, [0, 3], baseline=b, steps=64))
@@ -94,7 +84,7 @@ def test_expectation_is_integrated_gradients_averaged_over_baselines(refs):
 
 
 def test_same_key_same_map_and_splits_do_not_matter(refs):
-    m = _smooth()
+    m = smooth_model()
     x = _x(5)
     kw = dict(baselines=refs, n=6, noise_std=0.2)
     a = np.asarray(jaxsal.gradient_shap(m, x, [1, 2], key=jax.random.key(7), **kw))
@@ -145,7 +135,7 @@ def test_several_inputs_share_the_draw():
 
 
 def test_no_recompile_on_second_call(refs, compiles):
-    m = _smooth()
+    m = smooth_model()
     x = _x(2)
     jax.block_until_ready(jaxsal.gradient_shap(m, x, [0, 1], key=0, baselines=refs, n=3))
     first = compiles.n
@@ -155,7 +145,7 @@ def test_no_recompile_on_second_call(refs, compiles):
 
 
 def test_explain_to_file_chunks_equal_one_call(refs, tmp_path):
-    m = _smooth()
+    m = smooth_model()
     x = _x(4)  # as many inputs as baselines: the baselines must still not be sliced
     one = np.asarray(jaxsal.gradient_shap(m, x, [0, 1], key=3, baselines=refs, n=4))
     path = str(tmp_path / "gs.npy")

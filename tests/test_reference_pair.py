@@ -12,7 +12,6 @@ import pytest
 
 import jaxsal
 from reference_helpers import assert_per_map, by_class
-from model_import import load_keras
 
 F = pathlib.Path(__file__).parent / "fixtures"
 CLASSES = [0, 2, 4]
@@ -24,8 +23,8 @@ def ref():
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_keras(F / "reference_models" / "rgb.keras").with_head("logits")
+def model(rgb_logits):
+    return rgb_logits
 
 
 def test_logits(model, ref):
