@@ -258,6 +258,31 @@ def test_explain_to_file_chunks_equal_one_call(tmp_path):
         np.testing.assert_allclose(np.load(path), one, rtol=1e-5, atol=1e-6)
 
 
+def test_explain_to_file_group_values_of_one_mask_per_input(tmp_path):
+    """return_groups with one mask per input: the job's width is the largest id of all the
+    masks plus one, also for chunks whose masks lack it (they used to be narrower)."""
+    m = _smooth()
+    x = _x(4)
+    masks = np.random.default_rng(4).integers(0, 3, size=(4,) + SHAPE[:2])
+    masks[3, 0, 0] = 6  # only the last input has id 6: the first chunk's ids stop at 2
+    one = np.asarray(jaxsal.shapley_values(m, x, [0, 1], feature_mask=masks,
+                                           return_groups=True))
+    assert one.shape == (4, 2, 7)
+    got = jaxsal.explain_to_file(jaxsal.shapley_values, m, x, str(tmp_path / "g.npy"),
+                                 targets=[0, 1], batch_size=2, feature_mask=masks,
+                                 return_groups=True)
+    np.testing.assert_allclose(got, one, rtol=1e-5, atol=1e-6)
+    # an int is the number of columns; fewer than the ids need is refused
+    wide = np.asarray(jaxsal.shapley_values(m, x[:2], [0, 1], feature_mask=masks[:2],
+                                            return_groups=9))
+    np.testing.assert_allclose(wide[..., :7], one[:2], rtol=1e-5, atol=1e-6)
+    assert wide.shape == (2, 2, 9) and not wide[..., 7:].any()
+    with pytest.raises(ValueError, match=r"return_groups=3 columns.*need 7.*at least 7"):
+        jaxsal.shapley_values(m, x, 0, feature_mask=masks, return_groups=3)
+    with pytest.raises(ValueError, match="number of columns >= 1"):
+        jaxsal.shapley_values(m, x, 0, feature_mask=masks, return_groups=0)
+
+
 def test_no_recompile_on_second_call(compiles):
     m = _smooth()
     x = _x(2)

@@ -273,6 +273,15 @@ def per_input_options(method: Callable, model: Any, shape: tuple,
     return tuple(fn(model, shape, options)) if fn is not None else ()
 
 
+def job_options(method: Callable, model: Any, shape: tuple, options: dict) -> dict:
+    """The options of the whole job, as ``method`` fixes them before the inputs are cut into
+    chunks (its ``job_options`` attribute, a function ``(model, inputs_shape, options) ->
+    options``; e.g. the Shapley methods' ``return_groups=True`` becomes the number of
+    columns of all the inputs' masks)."""
+    fn = getattr(_unwrap(method), "job_options", None)
+    return dict(fn(model, shape, options)) if fn is not None else options
+
+
 def _check_options(options: dict, n: int, ndim: int, where: str = "",
                    shared: tuple[str, ...] = ()) -> None:
     """Refuse an array option of the inputs' rank whose leading axis is neither the inputs'
@@ -350,7 +359,9 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
         ``batch_size`` and the file equals one call over all inputs. Options a method lists
         in its ``shared_options`` attribute (:func:`jaxsal.gradient_shap`'s ``baselines``)
         are passed whole to every chunk; those its ``per_input_options`` names
-        (:func:`jaxsal.shapley_values`'s ``(N, H, W)`` ``feature_mask``) are sliced.
+        (:func:`jaxsal.shapley_values`'s ``(N, H, W)`` ``feature_mask``) are sliced; its
+        ``job_options`` fixes options for the whole job first (the Shapley methods'
+        ``return_groups=True`` becomes the column count of all the inputs' masks).
     Returns:
       The maps as a read-only memory map of ``path`` (shape ``(N, ...)`` as ``method`` returns).
     Raises:
@@ -387,6 +398,7 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
         raise ValueError("inputs is empty: expected at least one example along axis 0")
     _check_targets(targets, n)
     shared = shared_options(method)
+    options = job_options(method, model, tuple(np.shape(inputs)), options)
     _check_options(options, n, ndim, shared=shared)
     rows = per_input_options(method, model, tuple(np.shape(inputs)), options)
     offset = options.pop("index_offset", 0) if _takes_offset(method) else None

@@ -205,6 +205,13 @@ def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, featur
     """Validation shared by both methods: the prepared call, its groups, the fill,
     ``batch_size``, the forward pass's bytes per input, inputs per sub-batch (``nb``) and
     ``return_groups``."""
+    columns = None
+    if isinstance(return_groups, (int, np.integer)) and not isinstance(return_groups,
+                                                                        (bool, np.bool_)):
+        if return_groups < 1:
+            raise ValueError(f"expected return_groups as True, False or a number of columns "
+                             f">= 1, got {return_groups}")
+        columns, return_groups = int(return_groups), True
     return_groups = check_flag(return_groups, "return_groups")
     rank = _rank(x)
     if isinstance(x, (list, tuple, dict)) and x and (
@@ -219,6 +226,12 @@ def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, featur
         raise ValueError(f"{name} needs x as (N, D) features or with 1 to 3 spatial axes and a "
                          f"channel axis, got shape {tuple(p.x.shape)}")
     groups = _groups(patch, feature_mask, p.x, p.channels_first)
+    if columns is not None:
+        if columns < groups.columns:
+            raise ValueError(f"return_groups={columns} columns, but the groups need "
+                             f"{groups.columns} (ids up to {groups.columns - 1}); pass at "
+                             f"least {groups.columns}, or True")
+        groups = dataclasses.replace(groups, columns=columns)
     fill, batch_size, per_image, nb = base.masked_plan(
         p.model, p.x, check_like(fill, p.x, "fill"), batch_size, memory_budget)
     return p, groups, fill, batch_size, per_image, nb, return_groups
@@ -321,9 +334,10 @@ def shapley_values(model: Any, x: ArrayLike, targets: Any = None, *,
       return_groups: ``False`` (default): maps, every element carrying its group's value
         (Captum's convention); ``True``: the group values themselves, ``(N, T, K)``
         (``(N, K)``), column ``j`` for id ``j`` of ``feature_mask`` (``K`` its largest id
-        plus one: the same in every chunk of :func:`jaxsal.explain_to_file` only when every
-        chunk's masks hold it) or the ``j``-th cell of the ``patch`` grid in row-major order
-        (``K = M``).
+        plus one) or the ``j``-th cell of the ``patch`` grid in row-major order
+        (``K = M``); an int ``K`` (at least that): that many columns, 0 for ids that do not
+        occur (:func:`jaxsal.explain_to_file` passes the largest id of all the inputs'
+        masks plus one, so that every chunk of one mask per input has the same width).
       max_groups: refuse more groups than this (default 20): the cost doubles with every
         group. At most 30.
     Returns:
@@ -517,6 +531,19 @@ def _per_input_mask(model: Any, shape: tuple, options: dict) -> tuple[str, ...]:
     return ("feature_mask",) if canon[0] == shape[0] > 1 else ()
 
 
-#: explain_to_file slices an ``(N, H, W)`` feature_mask with the inputs (see batch.py).
-shapley_values.per_input_options = _per_input_mask
-shapley_value_sampling.per_input_options = _per_input_mask
+def _job_options(model: Any, shape: tuple, options: dict) -> dict:
+    """For :func:`jaxsal.explain_to_file`: with one mask per input and
+    ``return_groups=True``, the number of columns of the whole job (a chunk whose masks lack
+    the largest id would give fewer)."""
+    if options.get("return_groups") is True and _per_input_mask(model, shape, options):
+        mask = np.asarray(options["feature_mask"])
+        if mask.size and np.issubdtype(mask.dtype, np.integer) and mask.min() >= 0:
+            return {**options, "return_groups": int(mask.max()) + 1}
+    return options
+
+
+#: explain_to_file slices an ``(N, H, W)`` feature_mask with the inputs (see batch.py) and,
+#: for ``return_groups=True``, fixes the number of columns of the whole job.
+for _f in (shapley_values, shapley_value_sampling):
+    _f.per_input_options = _per_input_mask
+    _f.job_options = _job_options
