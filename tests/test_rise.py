@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import jaxsal
-from jaxsal._src.rise import _Plan, mirror_interp_matrix
+from jaxsal._src.postprocess import interp_matrix
+from jaxsal._src.rise import _Plan
 from model_import import load_keras
 
 F = pathlib.Path(__file__).parent / "fixtures"
@@ -34,11 +35,11 @@ def test_masks_are_placed_as_the_authors_code(case):
     np.testing.assert_allclose(got, ref[f"mask_{case}"], atol=1e-6)
 
 
-def test_mirror_interp_matrix():
-    np.testing.assert_allclose(mirror_interp_matrix(2, 4), [[0.75, 0.25], [0.75, 0.25],
-                                                            [0.25, 0.75], [0.25, 0.75]])
-    np.testing.assert_allclose(mirror_interp_matrix(3, 3), np.eye(3))
-    np.testing.assert_allclose(mirror_interp_matrix(1, 3), np.ones((3, 1)))
+def test_mirrored_interp_matrix():
+    np.testing.assert_allclose(interp_matrix(2, 4, False, mirror=True),
+                               [[0.75, 0.25], [0.75, 0.25], [0.25, 0.75], [0.25, 0.75]])
+    np.testing.assert_allclose(interp_matrix(3, 3, False, mirror=True), np.eye(3))
+    np.testing.assert_allclose(interp_matrix(1, 3, False, mirror=True), np.ones((3, 1)))
 
 
 def test_maps_are_the_definition_on_the_same_masks(rgb):

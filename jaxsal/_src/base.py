@@ -718,18 +718,18 @@ def sampling_plan(model: Any, x: Any, n: int, num_targets: int, total: int,
     return nb, batch, chunk_for(num_targets, fb * batch, chunk_size, memory_budget)
 
 
-def masked_plan(model: Any, x: Array, fill: Array, batch_size: Any,
-                memory_budget: int | None) -> tuple[Array, int | None, int, int]:
+def masked_plan(model: Any, x: Any, fill: Any, batch_size: Any,
+                memory_budget: int | None) -> tuple[Any, int | None, int, int]:
     """``(fill, batch_size, per_image, nb)`` of a method that runs masked copies of its
-    inputs (Shapley values, RISE): ``batch_size`` checked, the forward pass's bytes per input,
-    inputs per sub-batch, and ``fill`` broadcast to ``x`` when sub-batches split it with the
-    inputs."""
+    inputs (occlusion, Shapley values, RISE): ``batch_size`` checked, the forward pass's bytes
+    per input, inputs per sub-batch, and ``fill`` (one per input array, in ``x``'s structure)
+    broadcast to ``x`` when sub-batches split it with the inputs."""
     batch_size = check_count(batch_size, "batch_size")
-    n = int(x.shape[0])
+    n = int(jax.tree_util.tree_leaves(x)[0].shape[0])
     per_image = forward_bytes(model, x) // n
     nb = batch_chunk(n, per_image, memory_budget)
     if nb < n:
-        fill = jnp.broadcast_to(fill, x.shape)
+        fill = jax.tree_util.tree_map(lambda f, a: jnp.broadcast_to(f, a.shape), fill, x)
     return fill, batch_size, per_image, nb
 
 

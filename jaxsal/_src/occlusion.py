@@ -173,14 +173,10 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
     plans = [_plan(a, cf, pa, st, w) for a, cf, pa, st, w in zip(
         leaves, p.formats, _each(patch, p.x, k, "patch"), _each(stride, p.x, k, "stride"),
         what)]
-    fills = []
-    for a, f, w in zip(leaves, _each(fill, p.x, k, "fill"), what):
-        fills.append(check_like(f, a, "fill", w))
-    batch_size = base.check_count(batch_size, "batch_size")
-    per_image = base.forward_bytes(p.model, p.x) // n
-    nb = base.batch_chunk(n, per_image, memory_budget)
-    if nb < n:  # sub-batches: every fill is split with its input
-        fills = [jnp.broadcast_to(f, a.shape) for f, a in zip(fills, leaves)]
+    fills = tree.unflatten([check_like(f, a, "fill", w) for a, f, w in zip(
+        leaves, _each(fill, p.x, k, "fill"), what)])
+    fills, batch_size, per_image, nb = base.masked_plan(p.model, p.x, fills, batch_size,
+                                                        memory_budget)
     groups = tuple(base.masked_chunk(len(q.pos), per_image, nb, batch_size, memory_budget)
                    for q in plans)
     m, spec, info = p.model, p.spec, p.info
@@ -204,7 +200,7 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
     key = ("occlusion", p.key, spec, info, base.shape_key(p.x), tuple(plans), groups, nb)
     return base.compiled(key, lambda: base.split_batch(build(), n, nb, maybe=(3,)),
                          precision, forward_only=True)(
-        p.params, p.x, p.ids, tree.unflatten(fills))
+        p.params, p.x, p.ids, fills)
 
 
 def _occlude_input(m, params, xs, tree, j, plan: _Plan, group, fill, s0, sp, info, ids_, n,

@@ -173,24 +173,35 @@ def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
     return _clip_percentile(maps, float(lower), float(upper), axis)
 
 
-def interp_matrix(n_in: int, n_out: int, align_corners: bool = True) -> np.ndarray:
+def interp_matrix(n_in: int, n_out: int, align_corners: bool = True,
+                  mirror: bool = False) -> np.ndarray:
     """``(n_out, n_in)`` linear interpolation. ``align_corners=True``: output index ``i``
     samples input coordinate ``i * (n_in - 1) / (n_out - 1)`` (``scipy.ndimage.zoom``,
-    ``order=1``). ``False``: half-pixel centres, ``(i + 0.5) * n_in / n_out - 0.5`` clamped
-    to the input (OpenCV's ``INTER_LINEAR``, without antialiasing when shrinking)."""
-    if n_out == 1 and align_corners or n_in == 1:
+    ``order=1``). ``False``: half-pixel centres, ``(i + 0.5) * n_in / n_out - 0.5``, the
+    input clamped beyond its edges (OpenCV's ``INTER_LINEAR``, without antialiasing when
+    shrinking) or, with ``mirror=True``, mirrored about its edge samples (``d c b | a b c d``:
+    scikit-image's ``mode="reflect"``)."""
+    if not align_corners:
+        coords = (np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5
+    elif n_out == 1 or n_in == 1:
         coords = np.zeros(n_out)
-    elif align_corners:
-        coords = np.arange(n_out, dtype=np.float64) * (n_in - 1) / (n_out - 1)
     else:
-        coords = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5,
-                         0, n_in - 1)
-    lo = np.clip(np.floor(coords).astype(np.int64), 0, n_in - 1)
-    hi = np.minimum(lo + 1, n_in - 1)
+        coords = np.arange(n_out, dtype=np.float64) * (n_in - 1) / (n_out - 1)
+    lo = np.floor(coords).astype(np.int64)
     frac = coords - lo
+
+    def inside(i):  # an input index for every sample position
+        if n_in == 1:
+            return np.zeros_like(i)
+        if mirror:
+            period = 2 * (n_in - 1)
+            i = np.mod(i, period)
+            return np.where(i >= n_in, period - i, i)
+        return np.clip(i, 0, n_in - 1)
+
     m = np.zeros((n_out, n_in), np.float64)
-    np.add.at(m, (np.arange(n_out), lo), 1.0 - frac)
-    np.add.at(m, (np.arange(n_out), hi), frac)
+    np.add.at(m, (np.arange(n_out), inside(lo)), 1.0 - frac)
+    np.add.at(m, (np.arange(n_out), inside(lo + 1)), frac)
     return m.astype(np.float32)
 
 

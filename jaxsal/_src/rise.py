@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.postprocess import interp_matrix
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import check_like, prepare, spatial_shape
 
@@ -33,27 +34,6 @@ ArrayLike = jax.typing.ArrayLike
 _HIGHEST = jax.lax.Precision.HIGHEST
 #: Cells per spatial axis by default (the authors' code: 8), at most the axis's size.
 DEFAULT_GRID = 8
-
-
-def mirror_interp_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """``(n_out, n_in)`` linear interpolation with half-pixel centres, output ``i`` at input
-    coordinate ``(i + 0.5) * n_in / n_out - 0.5``, beyond the edges mirrored about the edge
-    samples (``d c b | a b c d``: scikit-image's ``mode="reflect"``)."""
-    c = (np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5
-    lo = np.floor(c).astype(np.int64)
-    frac = c - lo
-
-    def mirror(i):
-        if n_in == 1:
-            return np.zeros_like(i)
-        period = 2 * (n_in - 1)
-        i = np.mod(i, period)
-        return np.where(i >= n_in, period - i, i)
-
-    m = np.zeros((n_out, n_in), np.float64)
-    np.add.at(m, (np.arange(n_out), mirror(lo)), 1.0 - frac)
-    np.add.at(m, (np.arange(n_out), mirror(lo + 1)), frac)
-    return m.astype(np.float32)
 
 
 def _check_grid(grid: Any, size: tuple[int, ...]) -> tuple[int, ...]:
@@ -87,7 +67,8 @@ class _Plan:
         self.size, self.grid, self.p = size, grid, p
         self.cell = tuple(math.ceil(s / g) for s, g in zip(size, grid))
         self.up = tuple((g + 1) * c for g, c in zip(grid, self.cell))
-        self.mats = [mirror_interp_matrix(g, u) for g, u in zip(grid, self.up)]
+        self.mats = [interp_matrix(g, u, align_corners=False, mirror=True)
+                     for g, u in zip(grid, self.up)]
 
     def mask(self, key: Array) -> Array:
         """One mask ``size`` from one key: the grid, then the shift."""
