@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from jaxsal._src import base
 from jaxsal._src.postprocess import upsample_linear
-from jaxsal._src.targets import target_pullback
+from jaxsal._src.targets import run_model, target_pullback
 from jaxsal._src.validate import layer_format, prepare, to_channels_last
 
 Array = jax.Array
@@ -133,10 +133,8 @@ def fullgrad(model: Any, x: ArrayLike, targets: Any = None, *, variant: str = "p
             b = m.biases(params, x)
 
             def fwd(primal):
-                xx, deltas = primal
-                out = m.apply(params, xx, capture=list(spec.layers), perturb_pre=deltas)
-                y, caps = out if spec.layers else (out, {})
-                return y, caps, None
+                return (*run_model(m, params, primal[0], spec.layers, perturb_pre=primal[1]),
+                        None)
 
             zeros = {name: jnp.zeros((x.shape[0],) + shape[1:], x.dtype)
                      for name, shape, _ in layers}
@@ -144,8 +142,8 @@ def fullgrad(model: Any, x: ArrayLike, targets: Any = None, *, variant: str = "p
 
             def chunk_fn(ts):
                 gx, gz = jax.vmap(pull, out_axes=1)(ts)
-                cx = p.channels_first
-                total = _term(to_channels_last(jnp.abs(gx * x[:, None]), cx, 2), variant)
+                total = _term(to_channels_last(jnp.abs(gx * x[:, None]), p.channels_first, 2),
+                              variant)
                 for name, _, cf in layers:
                     t = _term(to_channels_last(jnp.abs(gz[name] * b[name][:, None]), cf, 2),
                               variant)

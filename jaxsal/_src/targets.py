@@ -273,9 +273,14 @@ def score_matrix(spec: TargetSpec, info: OutputInfo, y: Any, captured: dict,
 
 
 def run_model(model: Any, params: Any, x: Array, layers: Sequence[str] = (),
-              perturb: dict | None = None) -> tuple[Any, dict]:
-    """``(outputs, {layer: activation})`` whatever was asked."""
+              perturb: dict | None = None, perturb_pre: dict | None = None) -> tuple[Any, dict]:
+    """``(outputs, {layer: activation})`` whatever was asked (``perturb_pre``: a
+    ``KerasModel``'s perturbations before fused activations, FullGrad's)."""
     layers = tuple(layers)
+    if perturb_pre:
+        out = model.apply(params, x, capture=list(layers), perturb=perturb,
+                          perturb_pre=perturb_pre)
+        return out if layers else (out, {})
     if layers or perturb:
         out = model.apply(params, x, capture=list(layers), perturb=perturb)
         return out if layers else (out, {})
