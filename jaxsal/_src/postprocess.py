@@ -206,10 +206,11 @@ def interp_matrix(n_in: int, n_out: int, align_corners: bool = True,
 
 
 def upsample_linear(maps: Array, size: Sequence[int], axes: Sequence[int],
-                    align_corners: bool = True) -> Array:
+                    align_corners: bool = True, mirror: bool = False) -> Array:
     """Linear resize of ``axes`` to ``size`` (one small matrix product per axis, on
     device): bilinear on two axes, trilinear on three. ``align_corners=True`` as
-    tf-keras-vis's ``scipy.ndimage.zoom(order=1)``; ``False`` as OpenCV's ``INTER_LINEAR``
+    tf-keras-vis's ``scipy.ndimage.zoom(order=1)``; ``False`` as OpenCV's ``INTER_LINEAR``,
+    or with ``mirror`` as scikit-image's ``resize(order=1, mode="reflect")``
     (:func:`interp_matrix`)."""
     hp = jax.lax.Precision.HIGHEST
     out = maps
@@ -218,7 +219,8 @@ def upsample_linear(maps: Array, size: Sequence[int], axes: Sequence[int],
         n_in = out.shape[ax]
         if n_in == n_out:
             continue
-        m = jnp.asarray(interp_matrix(n_in, int(n_out), align_corners), maps.dtype)
+        m = jnp.asarray(interp_matrix(n_in, int(n_out), align_corners, mirror),
+                        maps.dtype)
         out = jnp.moveaxis(jnp.tensordot(out, m, axes=[[ax], [1]], precision=hp), -1, ax)
     return out
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.postprocess import interp_matrix
+from jaxsal._src.postprocess import upsample_linear
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import check_like, prepare, spatial_shape
 
@@ -60,15 +60,12 @@ def _check_p(p: Any) -> float:
 
 
 class _Plan:
-    """The static geometry of the masks of one input size: cells, upsampled size, and the
-    upsampling matrices (one per spatial axis)."""
+    """The static geometry of the masks of one input size: cells and upsampled size."""
 
     def __init__(self, size: tuple[int, ...], grid: tuple[int, ...], p: float):
         self.size, self.grid, self.p = size, grid, p
         self.cell = tuple(math.ceil(s / g) for s, g in zip(size, grid))
         self.up = tuple((g + 1) * c for g, c in zip(grid, self.cell))
-        self.mats = [interp_matrix(g, u, align_corners=False, mirror=True)
-                     for g, u in zip(grid, self.up)]
 
     def mask(self, key: Array) -> Array:
         """One mask ``size`` from one key: the grid, then the shift."""
@@ -81,10 +78,8 @@ class _Plan:
 
     def place(self, cells: Array, shift: Array) -> Array:
         """The mask of a cell grid and a shift: upsampled axis by axis, then cropped."""
-        up = cells
-        for ax, m in enumerate(self.mats):
-            up = jnp.moveaxis(jnp.tensordot(jnp.asarray(m), up, axes=[[1], [ax]],
-                                            precision=_HIGHEST), 0, ax)
+        up = upsample_linear(cells, self.up, range(cells.ndim), align_corners=False,
+                             mirror=True)
         return jax.lax.dynamic_slice(up, tuple(shift), self.size)
 
     def masks(self, key: Array, ks: Array, index: Array) -> Array:
