@@ -217,6 +217,15 @@ class KerasModel:
         return self._replace(runtime=dataclasses.replace(self.runtime, relu=relu),
                              relu_mode=name)
 
+    def with_rules(self, *, elementwise: Callable | None = None,
+                   max_pool: Callable | None = None) -> "KerasModel":
+        """A new model whose elementwise activations and max poolings go through these rules
+        (``Runtime.elementwise`` / ``Runtime.max_pool``; ``None`` restores the plain
+        function): how ``jaxsal.deeplift`` installs DeepLIFT's rules. Forward values are
+        unchanged; the weights are untouched."""
+        return self._replace(runtime=dataclasses.replace(self.runtime, elementwise=elementwise,
+                                                         max_pool=max_pool))
+
     def with_backprop(self, mode: str) -> "KerasModel":
         """``"standard"``, ``"guided"`` (Springenberg et al. 2015) or ``"deconvnet"`` (Zeiler &
         Fergus 2014) backward rules for every ReLU, via ``jax.custom_vjp``. Forward values are

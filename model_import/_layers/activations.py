@@ -42,7 +42,28 @@ def relu_family(x: Array, rt: Runtime, *, negative_slope: float = 0.0,
     return y
 
 
+#: Activation strings that are not elementwise (they act along an axis): never given to
+#: ``Runtime.elementwise``.
+NOT_ELEMENTWISE = frozenset({"linear", "softmax", "log_softmax", "glu", "sparsemax"})
+
+
+def elementwise(f: Callable[..., Array]) -> Callable[..., Array]:
+    """``f(x, rt, *consts)`` as an activation that goes through ``rt.act`` (the runtime's
+    ``elementwise`` rule, DeepLIFT's for instance). ``consts`` (a PReLU's slopes) are arrays
+    the function depends on without being differentiated."""
+
+    def act(x, rt, *consts):
+        return rt.act(lambda v, *c: f(v, rt, *c), x, *consts)
+
+    return act
+
+
 def _named(keras_major: int) -> dict[str, Callable[[Array, Runtime], Array]]:
+    table = _plain_named(keras_major)
+    return {k: f if k in NOT_ELEMENTWISE else elementwise(f) for k, f in table.items()}
+
+
+def _plain_named(keras_major: int) -> dict[str, Callable[[Array, Runtime], Array]]:
     hs = _hard_sigmoid_k2 if keras_major < 3 else _hard_sigmoid_k3
     return {
         "linear": lambda x, rt: x,
@@ -202,26 +223,29 @@ def _relu(config, ctx):
     kw = dict(negative_slope=float(config.get("negative_slope", 0.0) or 0.0),
               max_value=None if config.get("max_value") is None else float(config["max_value"]),
               threshold=float(config.get("threshold", 0.0) or 0.0))
-    return LayerImpl(call=_identity, activation=lambda x, rt: relu_family(x, rt, **kw))
+    return LayerImpl(call=_identity,
+                     activation=elementwise(lambda x, rt: relu_family(x, rt, **kw)))
 
 
 @register_layer("LeakyReLU")
 def _leaky_relu(config, ctx):
     # Keras 2 calls it `alpha` (default 0.3); Keras 3 `negative_slope` (default 0.3).
     slope = config.get("negative_slope", config.get("alpha", 0.3))
-    return LayerImpl(call=_identity, activation=lambda x, rt: jax.nn.leaky_relu(x, float(slope)))
+    return LayerImpl(call=_identity,
+                     activation=elementwise(lambda x, rt: jax.nn.leaky_relu(x, float(slope))))
 
 
 @register_layer("ELU")
 def _elu(config, ctx):
     alpha = float(config.get("alpha", 1.0))
-    return LayerImpl(call=_identity, activation=lambda x, rt: jax.nn.elu(x, alpha))
+    return LayerImpl(call=_identity, activation=elementwise(lambda x, rt: jax.nn.elu(x, alpha)))
 
 
 @register_layer("ThresholdedReLU")
 def _thresholded_relu(config, ctx):
     theta = float(config.get("theta", 1.0))
-    return LayerImpl(call=_identity, activation=lambda x, rt: jnp.where(x > theta, x, 0.0))
+    return LayerImpl(call=_identity,
+                     activation=elementwise(lambda x, rt: jnp.where(x > theta, x, 0.0)))
 
 
 @register_layer("Softmax")
@@ -235,11 +259,13 @@ def _softmax(config, ctx):
     return LayerImpl(call=_identity, activation=act)
 
 
+_prelu_act = elementwise(lambda x, rt, alpha: jnp.maximum(x, 0.0) + alpha * jnp.minimum(x, 0.0))
+
+
 @register_layer("PReLU")
 def _prelu(config, ctx):
     # `shared_axes` needs nothing here: the stored alpha has size 1 along them
     def call(params, x, *, rt):
-        alpha = params["alpha"]
-        return jnp.maximum(x, 0.0) + alpha * jnp.minimum(x, 0.0)
+        return _prelu_act(x, rt, params["alpha"])
 
     return LayerImpl(call=call, convert_weights=lambda w: {"alpha": w[0]}, n_weights=1)

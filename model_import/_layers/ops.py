@@ -37,12 +37,13 @@ class _Refused(ValueError):
 
 
 def _op(*names: str, head_op: str | None = None, layout: bool = False, context: bool = False,
-        **impl_kw):
+        act: bool = False, **impl_kw):
     """Register ``make(config) -> f(rt, *args, **kwargs)`` for Keras op classes ``names``
     (``head_op`` and ``impl_kw``: see :class:`LayerImpl`; ``layout``: the operation has a
     ``data_format``, which the model's layout inference reads; ``context``: ``make`` takes
-    the :class:`ConvertContext` too). ``make`` raises :class:`_Refused` for configurations
-    it does not support."""
+    the :class:`ConvertContext` too; ``act``: an elementwise activation of its first
+    argument, computed through ``rt.act``). ``make`` raises :class:`_Refused` for
+    configurations it does not support."""
 
     def deco(make: Callable[..., Callable[..., Any]]):
         def convert(config, ctx):
@@ -55,6 +56,8 @@ def _op(*names: str, head_op: str | None = None, layout: bool = False, context: 
                 raise ctx.error(str(e)) from None
 
             def call(params, *args, rt, **kwargs):
+                if act and args:
+                    return rt.act(lambda v: f(rt, v, *args[1:], **kwargs), args[0])
                 return f(rt, *args, **kwargs)
 
             return LayerImpl(call=call, head_op=head_op, **kw)
@@ -65,8 +68,14 @@ def _op(*names: str, head_op: str | None = None, layout: bool = False, context: 
     return deco
 
 
+#: Operations among the simple ones below that are elementwise activations (``rt.act``).
+_ACTIVATION_OPS = frozenset({"Tanh", "Silu", "Softplus", "Softsign", "Selu", "LogSigmoid",
+                             "HardSigmoid", "HardSilu", "HardTanh", "TanhShrink", "SparsePlus",
+                             "SparseSigmoid"})
+
+
 def _simple(names, fn):
-    _op(*names)(lambda cfg: (lambda rt, *a, **k: fn(*a, **k)))
+    _op(*names, act=names[0] in _ACTIVATION_OPS)(lambda cfg: (lambda rt, *a, **k: fn(*a, **k)))
 
 
 for _names, _fn in [
@@ -88,35 +97,35 @@ for _names, _fn in [
     _simple(_names, _fn)
 
 
-@_op("Relu")
+@_op("Relu", act=True)
 def _relu(cfg):
     return lambda rt, x: rt.relu(x)
 
 
-@_op("Relu6")
+@_op("Relu6", act=True)
 def _relu6(cfg):
     return lambda rt, x: relu_family(x, rt, max_value=6.0)
 
 
-@_op("LeakyRelu")
+@_op("LeakyRelu", act=True)
 def _leaky_relu(cfg):
     slope = float(cfg.get("negative_slope", 0.2))
     return lambda rt, x: jax.nn.leaky_relu(x, slope)
 
 
-@_op("Elu")
+@_op("Elu", act=True)
 def _elu(cfg):
     alpha = float(cfg.get("alpha", 1.0))
     return lambda rt, x: jax.nn.elu(x, alpha)
 
 
-@_op("Gelu")
+@_op("Gelu", act=True)
 def _gelu(cfg):
     approx = bool(cfg.get("approximate", True))
     return lambda rt, x: jax.nn.gelu(x, approximate=approx)
 
 
-@_op("Sigmoid", head_op="sigmoid")
+@_op("Sigmoid", head_op="sigmoid", act=True)
 def _sigmoid(cfg):
     return lambda rt, x: jax.nn.sigmoid(x)
 
@@ -365,7 +374,7 @@ def _cast(cfg):
     return lambda rt, x: jnp.asarray(x).astype(dt)
 
 
-@_op("Celu")
+@_op("Celu", act=True)
 def _celu(cfg):
     alpha = float(cfg.get("alpha", 1.0))
     return lambda rt, x: jax.nn.celu(x, alpha)
@@ -382,25 +391,25 @@ def _glu(cfg):
     return f
 
 
-@_op("HardShrink")
+@_op("HardShrink", act=True)
 def _hard_shrink(cfg):
     t = float(cfg.get("threshold", 0.5))
     return lambda rt, x: hard_shrink(x, t)
 
 
-@_op("SoftShrink")
+@_op("SoftShrink", act=True)
 def _soft_shrink(cfg):
     t = float(cfg.get("threshold", 0.5))
     return lambda rt, x: soft_shrink(x, t)
 
 
-@_op("Threshold")
+@_op("Threshold", act=True)
 def _threshold(cfg):
     t, v = cfg["threshold"], cfg["default_value"]
     return lambda rt, x: jnp.where(x > t, x, jnp.asarray(v, x.dtype))
 
 
-@_op("Squareplus")
+@_op("Squareplus", act=True)
 def _squareplus(cfg):
     b = float(cfg.get("b", 4))
     return lambda rt, x: squareplus(x, b)

@@ -114,8 +114,8 @@ def _make_pool(rank, kind):
         def call(params, x, *, rt):
             if kind == "max":
                 if padding == "VALID" and strides == pool:
-                    return _blocked_max(x, pool)
-                return nn.max_pool(x, pool, strides, padding)
+                    return rt.pool(lambda v: _blocked_max(v, pool), x)
+                return rt.pool(lambda v: nn.max_pool(v, pool, strides, padding), x)
             if padding == "SAME":
                 pads = [_same_pads(n, p, s) for n, p, s in zip(x.shape[1:-1], pool, strides)]
                 asymmetric = any(lo != hi for lo, hi in pads)
@@ -149,6 +149,8 @@ def _make_global(rank, reduce):
         axes = tuple(range(2, 2 + rank)) if cf else tuple(range(1, 1 + rank))
 
         def call(params, x, *, rt):
+            if reduce is jnp.max:
+                return rt.pool(lambda v: reduce(v, axis=axes, keepdims=keepdims), x)
             return reduce(x, axis=axes, keepdims=keepdims)
 
         return LayerImpl(call=call, data_format="channels_first" if cf else "channels_last")
@@ -237,6 +239,8 @@ def _make_adaptive(rank, kind):
         def call(params, x, *, rt):
             if x.ndim != rank + 2:
                 raise ValueError(f"expected a rank-{rank + 2} input, got shape {x.shape}")
+            if kind == "max":
+                return rt.pool(lambda v: adaptive_pool(v, size, kind), x)
             return adaptive_pool(x, size, kind)
 
         return LayerImpl(call=_to_last(call, cf),

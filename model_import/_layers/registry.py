@@ -31,9 +31,34 @@ class Runtime:
     Attributes:
       relu: the function used for every ReLU nonlinearity (``relu``/``relu6`` activations,
         ``ReLU`` layers). Guided backprop and deconvnet swap in a ``custom_vjp`` ReLU here.
+      elementwise: ``None``, or ``rule(f, x, *consts)`` applied in place of
+        ``f(x, *consts)`` for every elementwise activation: the activation strings (not
+        the ones over an axis: ``softmax``, ``log_softmax``, ``glu``, ``sparsemax``), the
+        activation layers (``ReLU``, ``LeakyReLU``, ``ELU``, ``ThresholdedReLU``, and
+        ``PReLU`` with its slopes as ``consts``) and the activation operations of Keras 3
+        (``keras.ops.relu``...) and tf.keras (``tf.nn.relu``...). ``f`` is the plain
+        function (built on ``relu`` above); ``consts`` are not differentiated. DeepLIFT's
+        rescale rule (``jaxsal.deeplift``) is such a rule, a ``custom_vjp`` around ``f``.
+        It must compare equal by value (a frozen dataclass): compiled programs are cached
+        by runtime.
+      max_pool: ``None``, or ``rule(p, x)`` applied in place of ``p(x)`` for every max
+        pooling (``MaxPooling1D/2D/3D``, ``GlobalMaxPooling1D/2D/3D``,
+        ``AdaptiveMaxPooling1D/2D/3D``); ``p`` is the plain
+        pooling of one array. Compared by value, like ``elementwise``.
     """
 
     relu: Callable[[Array], Array] = jax.nn.relu
+    elementwise: Callable[[Callable[[Array], Array], Array], Array] | None = None
+    max_pool: Callable[[Callable[[Array], Array], Array], Array] | None = None
+
+    def act(self, f: Callable[..., Array], x: Array, *consts: Array) -> Array:
+        """``f(x, *consts)`` for an elementwise activation ``f`` (``consts``: arrays it
+        depends on, a PReLU's slopes), through the ``elementwise`` rule."""
+        return f(x, *consts) if self.elementwise is None else self.elementwise(f, x, *consts)
+
+    def pool(self, p: Callable[[Array], Array], x: Array) -> Array:
+        """``p(x)`` for a max pooling ``p``, through the ``max_pool`` rule."""
+        return p(x) if self.max_pool is None else self.max_pool(p, x)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -231,6 +231,24 @@ def _refusal(ctx, fn_name: str, e: _Refused) -> Exception:
     return dataclasses.replace(ctx, path=None).error(f"it calls tf.{fn_name}: {e}")
 
 
+#: The elementwise activations among the functions above: computed through ``rt.act``.
+_ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", "math.softplus",
+                          "nn.relu", "nn.relu6", "nn.silu", "nn.swish", "nn.elu", "nn.selu",
+                          "nn.gelu", "nn.leaky_relu"})
+
+
+def _through_act(fn):
+    """``fn(rt, x, ...)`` applied through the runtime's elementwise rule (the tensor comes
+    first, by position, as tf.keras records these calls)."""
+
+    def f(rt, *args, **kwargs):
+        if not args:
+            return fn(rt, *args, **kwargs)
+        return rt.act(lambda v: fn(rt, v, *args[1:], **kwargs), args[0])
+
+    return f
+
+
 @register_layer("TFOpLambda")
 def _tf_op_lambda(config, ctx):
     fn_name = str(config.get("function", ""))
@@ -239,6 +257,8 @@ def _tf_op_lambda(config, ctx):
         raise ctx.error(f"it wraps the TensorFlow function tf.{fn_name}, which has no JAX "
                         f"translation here; supported: {', '.join(supported_tf_functions())}")
     implemented, accepted = _KEYWORDS[fn_name], _ACCEPTED.get(fn_name, {})
+    if fn_name in _ACTIVATIONS:
+        fn = _through_act(fn)
 
     def call(params, *args, rt, **kwargs):
         try:
