@@ -12,6 +12,7 @@ from jaxsal._src.cam import (ablationcam, default_cam_layer, eigencam, eigengrad
                              gradcam_elementwise, gradcam_plus_plus, guided_gradcam, hirescam,
                              layercam, scorecam, spatial_layers, xgradcam)
 from jaxsal._src.gradients import deconvnet, gradient_x_input, guided_backprop, saliency
+from jaxsal._src.deeplift import deeplift, deeplift_shap
 from jaxsal._src.fullgrad import fullgrad
 from jaxsal._src.gradient_shap import gradient_shap
 from jaxsal._src.integrated import integrated_gradients
@@ -55,6 +56,8 @@ __all__ = [
     "compose",
     "deconvnet",
     "deconvnet_relu",
+    "deeplift",
+    "deeplift_shap",
     "default_cam_layer",
     "default_parameterization",
     "default_regularizers",

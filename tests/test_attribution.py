@@ -241,6 +241,10 @@ METHODS = {
                                                                               **kw),
     "gradient_shap": lambda m, x, t, **kw: jaxsal.gradient_shap(m, x, t, key=2, n=3,
                                                                 baselines=0.5 * x4_refs(), **kw),
+    "deeplift": lambda m, x, t, **kw: jaxsal.deeplift(m, x, t, baseline=0.5 * x4_refs()[0],
+                                                      **kw),
+    "deeplift_shap": lambda m, x, t, **kw: jaxsal.deeplift_shap(m, x, t, baselines=x4_refs(),
+                                                                **kw),
     "blur_integrated_gradients": lambda m, x, t, **kw: jaxsal.blur_integrated_gradients(
         m, x, t, steps=4, **kw),
     "guided_integrated_gradients": lambda m, x, t, **kw: jaxsal.guided_integrated_gradients(
@@ -406,7 +410,8 @@ PUBLIC_METHODS = ["saliency", "gradient_x_input", "guided_backprop", "deconvnet"
                   "xgradcam", "scorecam", "eigencam", "guided_gradcam", "occlusion",
                   "eigengradcam", "gradcam_elementwise", "ablationcam",
                   "blur_integrated_gradients", "guided_integrated_gradients", "gradient_shap",
-                  "shapley_values", "shapley_value_sampling", "fullgrad", "rise"]
+                  "shapley_values", "shapley_value_sampling", "fullgrad", "rise",
+                  "deeplift", "deeplift_shap"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_METHODS)

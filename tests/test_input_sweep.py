@@ -55,7 +55,8 @@ ALL = [jaxsal.saliency, jaxsal.gradient_x_input, jaxsal.guided_backprop, jaxsal.
        jaxsal.eigengradcam, jaxsal.gradcam_elementwise, jaxsal.ablationcam,
        jaxsal.gradient_shap, jaxsal.blur_integrated_gradients,
        jaxsal.guided_integrated_gradients, jaxsal.shapley_values,
-       jaxsal.shapley_value_sampling, jaxsal.fullgrad, jaxsal.rise]
+       jaxsal.shapley_value_sampling, jaxsal.fullgrad, jaxsal.rise, jaxsal.deeplift,
+       jaxsal.deeplift_shap]
 OPTS = {jaxsal.smoothgrad: dict(key=0, n=2), jaxsal.integrated_gradients: dict(steps=4),
         jaxsal.gradient_shap: dict(key=0, n=2), jaxsal.blur_integrated_gradients: dict(steps=4),
         jaxsal.guided_integrated_gradients: dict(steps=4),

@@ -31,6 +31,9 @@ METHODS = {
     "smoothgrad": (jaxsal.smoothgrad, {"key": jax.random.key(0), "n": 3}),
     "integrated_gradients": (jaxsal.integrated_gradients, {"steps": 8}),
     "gradient_shap": (jaxsal.gradient_shap, {"key": 0, "n": 3, "noise_std": 0.1}),
+    "deeplift": (jaxsal.deeplift, {"baseline": 0.25}),
+    "deeplift_gradient": (jaxsal.deeplift, {"baseline": 0.25, "maxpool": "gradient"}),
+    "deeplift_shap": (jaxsal.deeplift_shap, {"baselines": 0.25}),
     # (Blur IG is not here: blurring an axis of size 1 with zero padding, as scipy and PAIR
     # do, scales it, so a width-1 twin differs; its layouts: test_blur_guided_ig.py)
     "guided_integrated_gradients": (jaxsal.guided_integrated_gradients, {"steps": 6}),

@@ -1,0 +1,331 @@
+"""DeepLIFT with the rescale rule, and DeepLIFT-SHAP.
+
+Shrikumar, Greenside & Kundaje (2017), "Learning Important Features Through Propagating
+Activation Differences"; DeepLIFT-SHAP: Lundberg & Lee (2017), "A Unified Approach to
+Interpreting Model Predictions" (Captum's ``DeepLift`` and ``DeepLiftShap``).
+
+DeepLIFT explains ``S(x) - S(x')`` for a reference input ``x'``. It backpropagates
+"multipliers" instead of gradients: through a linear (affine) layer the gradient, through an
+elementwise nonlinearity ``y = f(z)`` the secant slope ``(f(z) - f(z')) / (z - z')`` between
+the activations of the input and of the reference (the *rescale rule*; the gradient ``f'(z)``
+where ``|z - z'| < eps``), and through a max pooling (``maxpool="delta"``, Captum's rule) each
+window's output difference placed at the position of the larger of the two maxima and divided
+by that position's input difference. The attribution is ``(x - x') * m``. For a network of
+affine layers, elementwise activations and max pooling it sums to ``S(x) - S(x')``
+("summation-to-delta"); other operations (products of activations, softmax over an axis,
+normalization over features) pass their gradient, as in Captum, and break that sum.
+
+The rules need the reference's activations at every nonlinearity. As Captum does, the input
+and its reference run as one batch ``[x; x']`` (one forward pass), and the rules --
+``jax.custom_vjp`` functions installed in the model's :class:`~model_import.Runtime` -- read
+the two halves of the batch axis. Every target's multipliers are one vmapped backward pass
+through that forward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxsal._src import base
+from jaxsal._src.gradient_shap import check_baselines
+from jaxsal._src.gradients import first_only
+from jaxsal._src.integrated import _start, check_baseline
+from jaxsal._src.postprocess import _reduce_inputs, check_reduce
+from jaxsal._src.targets import resolve_predicted, run_model, target_pullback
+from jaxsal._src.validate import check_flag, prepare
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+MAXPOOL_RULES = ("delta", "gradient")
+
+
+def _halves(a: Array) -> tuple[Array, Array]:
+    n = a.shape[0] // 2
+    return a[:n], a[n:]
+
+
+def _both(a: Array) -> Array:
+    """One half's values for both halves of the batch axis."""
+    return jnp.concatenate([a, a])
+
+
+@dataclasses.dataclass(frozen=True)
+class RescaleRule:
+    """DeepLIFT's rescale rule for an elementwise nonlinearity, as a
+    ``Runtime.elementwise`` rule: on a batch ``[z; z']`` (input half, reference half),
+    ``f`` computes its values; the backward pass multiplies the cotangent of both halves by
+    ``(f(z) - f(z')) / (z - z')``, or by the gradient ``f'`` where ``|z - z'| < eps``."""
+
+    eps: float = 1e-10
+
+    def __call__(self, f: Callable[..., Array], x: Array, *consts: Array) -> Array:
+        eps = self.eps
+
+        @jax.custom_vjp
+        def rule(z, *c):
+            return f(z, *c)
+
+        def fwd(z, *c):
+            y = f(z, *c)
+            return y, (z, y, c)
+
+        def bwd(res, g):
+            z, y, c = res
+            (z1, z0), (y1, y0) = _halves(z), _halves(y)
+            dz, dy = _both(z1 - z0), _both(y1 - y0)
+            small = jnp.abs(dz) < eps
+            plain = jax.vjp(lambda v: f(v, *c), z)[1](g)[0]
+            secant = g * dy / jnp.where(small, jnp.ones_like(dz), dz)
+            return (jnp.where(small, plain, secant), *(jnp.zeros_like(ci) for ci in c))
+
+        rule.defvjp(fwd, bwd)
+        return rule(x, *consts)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxPoolDeltaRule:
+    """Captum's DeepLIFT rule for max pooling, as a ``Runtime.max_pool`` rule: on a batch
+    ``[z; z']`` with outputs ``[y; y']``, each window's ``y - y'`` (times its cotangent) goes
+    to the position of ``max(y, y')`` -- the input's maximum where ``y >= y'``, the
+    reference's otherwise -- through the pooling's own gradient, and the multiplier there is
+    that share over ``z - z'`` (the plain gradient where ``|z - z'| < eps``). The window
+    differences are kept whole: the rule preserves summation-to-delta."""
+
+    eps: float = 1e-10
+
+    def __call__(self, p: Callable[[Array], Array], x: Array) -> Array:
+        eps = self.eps
+
+        @jax.custom_vjp
+        def rule(z):
+            return p(z)
+
+        def fwd(z):
+            y = p(z)
+            return y, (z, y)
+
+        def bwd(res, g):
+            z, y = res
+            (y1, y0), (g1, g0) = _halves(y), _halves(g)
+            top = jnp.maximum(y1, y0)
+            pull = jax.vjp(p, z)[1]
+            u1, u0 = _halves(pull(jnp.concatenate([g1 * (top - y0), g0 * (y1 - top)]))[0])
+            z1, z0 = _halves(z)
+            dz = _both(z1 - z0)
+            small = jnp.abs(dz) < eps
+            share = _both(u1 + u0) / jnp.where(small, jnp.ones_like(dz), dz)
+            return (jnp.where(small, pull(g)[0], share),)
+
+        rule.defvjp(fwd, bwd)
+        return rule(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class _RescaleReLU:
+    """The rescale rule on ``jax.nn.relu`` alone: a plain function's ReLU
+    (``FunctionModel(relu_kwarg=...)``)."""
+
+    eps: float = 1e-10
+
+    def __call__(self, x: Array) -> Array:
+        return RescaleRule(self.eps)(jax.nn.relu, x)
+
+
+def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10) -> Any:
+    """``model`` with DeepLIFT's rules: every elementwise activation and (``maxpool="delta"``)
+    max pooling of a ``KerasModel``; the ReLU of a :class:`FunctionModel` given through its
+    ``relu_kwarg``. The model must then run on ``[x; x']`` batches."""
+    if maxpool not in MAXPOOL_RULES:
+        raise ValueError(f"unknown maxpool rule {maxpool!r}; expected one of {MAXPOOL_RULES}: "
+                         "'delta' (Captum's rule, keeps summation-to-delta) or 'gradient' (the "
+                         "DeepLIFT authors' default: the max pooling's gradient)")
+    if hasattr(model, "with_rules"):  # model_import.KerasModel
+        return model.with_rules(elementwise=RescaleRule(eps),
+                                max_pool=MaxPoolDeltaRule(eps) if maxpool == "delta" else None)
+    if isinstance(model, base.FunctionModel):
+        if model.relu_kwarg is None:
+            raise ValueError(
+                "DeepLIFT needs to replace the function's nonlinearities, but this "
+                "FunctionModel has no relu_kwarg. Write fn(params, x, relu=jax.nn.relu) with "
+                "every ReLU through `relu` and pass FunctionModel(fn, params, "
+                "relu_kwarg='relu'), or load the model with jaxsal's importer (load_keras), "
+                "whose every activation and max pooling gets the rule")
+        return model._replace(relu=_RescaleReLU(eps), relu_mode="deeplift")
+    raise TypeError(f"DeepLIFT needs a model whose nonlinearities it can replace "
+                    f"(model_import.KerasModel, or a FunctionModel with relu_kwarg); got "
+                    f"{type(model).__name__}")
+
+
+def _check_eps(eps: Any) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"expected eps >= 0 (a float: |z - z'| below it uses the gradient), "
+                         f"got {eps!r}")
+    return float(eps)
+
+
+def _pair_pullback(dl: Any, params: Any, x: Any, refs: Any, spec, info, ids):
+    """One forward pass of ``[x; refs]`` through the DeepLIFT model ``dl``; returns
+    ``pull(t)``: target ``t``'s multipliers with respect to ``x``, ``(N, ...)`` per input.
+    Both halves' scores are differentiated, as Captum does (the reference half's cotangents
+    reach the input half only through the max-pool rule)."""
+    n = jax.tree_util.tree_leaves(x)[0].shape[0]
+    pair = jax.tree_util.tree_map(lambda a, r: jnp.concatenate([a, r]), x, refs)
+    fwd = lambda xx: (*run_model(dl, params, xx, spec.layers), None)  # noqa: E731
+    _, _, pull = target_pullback(fwd, pair, spec, info, base.tile_batch(ids, 2))
+    return lambda t: jax.tree_util.tree_map(lambda g: g[:n], pull(t))
+
+
+def _attribute(g: Any, x: Any, refs: Any, multiply_by_inputs: bool) -> Any:
+    """``(N, Tc, ...)`` multipliers times ``x - x'`` (per input), or as they are."""
+    if not multiply_by_inputs:
+        return g
+    return jax.tree_util.tree_map(lambda gi, a, r: gi * (a - r)[:, None], g, x, refs)
+
+
+def _setup(model, x, targets, head, check_finite, maxpool, eps, reduce, multiply_by_inputs):
+    check_reduce(reduce)
+    eps = _check_eps(eps)
+    multiply_by_inputs = check_flag(multiply_by_inputs, "multiply_by_inputs")
+    p = prepare(model, x, targets, head=head, backprop="standard", check_finite=check_finite,
+                multi_input=True)
+    return p, deeplift_model(p.model, maxpool, eps), eps, multiply_by_inputs
+
+
+def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
+             baseline: ArrayLike | None = None, maxpool: str = "delta", eps: float = 1e-10,
+             multiply_by_inputs: bool = True, reduce: str | None = "sum",
+             head: str | None = None, chunk_size: int | None = None,
+             memory_budget: int | None = None, precision: str | None = None,
+             check_finite: bool = True) -> Array:
+    """DeepLIFT, rescale rule (Shrikumar et al., 2017; Captum's ``DeepLift``).
+
+    ``(x - x') * m`` where ``m`` are the multipliers of the target's score: the backward
+    pass with every elementwise activation's derivative replaced by its secant slope between
+    ``x`` and the reference ``x'`` and every max pooling by the ``maxpool`` rule (see the
+    module). With the default ``reduce="sum"`` each map sums to ``S(x) - S(x')`` on networks
+    of affine layers, elementwise activations and max pooling.
+
+    Args:
+      model, x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
+        :func:`jaxsal.saliency`. ``model``: a ``KerasModel`` (every elementwise activation,
+        fused or a layer or an operation, and every max pooling get the rules), or a
+        :class:`FunctionModel` with ``relu_kwarg`` (its ReLU gets the rule; anything else in
+        the function passes its gradient).
+      baseline: the reference ``x'``: ``None`` (zeros), a number, ``(H, W, C)`` or
+        ``(N, H, W, C)`` (per input; a structure of them for several inputs).
+      maxpool: ``"delta"`` (default; Captum's rule, keeps summation-to-delta) or
+        ``"gradient"`` (the max pooling's own gradient, the DeepLIFT authors' default).
+      eps: where ``|z - z'| < eps`` a rule uses the plain gradient (Captum's 1e-10).
+      multiply_by_inputs: ``True``: ``(x - x') * m``; ``False``: the multipliers ``m``
+        (Captum's ``multiply_by_inputs=False``).
+      reduce: channel reduction (default signed ``"sum"``, which keeps summation-to-delta;
+        ``None`` keeps channels).
+    Returns:
+      Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``).
+    """
+    p, dl, eps, multiply_by_inputs = _setup(model, x, targets, head, check_finite, maxpool,
+                                            eps, reduce, multiply_by_inputs)
+    b = check_baseline(baseline, p.x)
+    fb = 2 * base.forward_bytes(p.model, p.x)  # input and reference in one pass
+    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
+    chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget, rows=2 * nb)
+    m, spec, info, axes = p.model, p.spec, p.info, p.map_channel_axes
+
+    def build():
+        def run(params, x, ids, baseline):
+            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            refs = _start(baseline, x)
+            pull = _pair_pullback(dl, params, x, refs, sp, info, ids_)
+
+            def chunk_fn(ts):
+                g = jax.vmap(pull, out_axes=1)(ts)
+                return _reduce_inputs(_attribute(g, x, refs, multiply_by_inputs), reduce, axes)
+
+            return first_only(base.map_chunks(chunk_fn, spec.num, chunk), spec.class_axis)
+
+        return run
+
+    key = ("deeplift", p.key, base.model_key(dl), spec, info, multiply_by_inputs, reduce,
+           chunk, nb)
+    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb, maybe=(3,)),
+                         precision)(p.params, p.x, p.ids, b)
+
+
+def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
+                  baselines: ArrayLike | None = None, maxpool: str = "delta",
+                  eps: float = 1e-10, multiply_by_inputs: bool = True,
+                  reduce: str | None = "sum", batch_baselines: int | None = None,
+                  head: str | None = None, chunk_size: int | None = None,
+                  memory_budget: int | None = None, precision: str | None = None,
+                  check_finite: bool = True) -> Array:
+    """DeepLIFT-SHAP (Lundberg & Lee, 2017; Captum's ``DeepLiftShap``): :func:`deeplift`
+    against each reference of a distribution ``baselines`` ``(B, ...)``, averaged. Each map
+    sums to ``S(x) - mean_b S(b)`` where DeepLIFT's summation-to-delta holds. Exact (no
+    sampling): every input is paired with every baseline.
+
+    Args:
+      model, x, targets, maxpool, eps, multiply_by_inputs, reduce, head, chunk_size,
+        memory_budget, precision, check_finite: as in :func:`deeplift`.
+      baselines: the reference distribution ``(B, H, W, C)`` (a structure of them for
+        several inputs), e.g. a few dozen training images; one reference ``(H, W, C)``, a
+        number or ``None`` (zeros) make it :func:`deeplift`.
+      batch_baselines: references evaluated together in one pass (default: as many as fit
+        in ``memory_budget``).
+    Returns:
+      Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``).
+    """
+    p, dl, eps, multiply_by_inputs = _setup(model, x, targets, head, check_finite, maxpool,
+                                            eps, reduce, multiply_by_inputs)
+    dist = check_baselines(baselines, p.x)
+    n_ref = int(jax.tree_util.tree_leaves(dist)[0].shape[0])
+    fb = 2 * base.forward_bytes(p.model, p.x)  # each input and a reference in one pass
+    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
+    fb = fb * nb // p.n
+    batch_baselines = base.auto_batch(n_ref, fb, batch_baselines, memory_budget,
+                                      "batch_baselines")
+    chunk = base.chunk_for(p.spec.num, fb * batch_baselines, chunk_size, memory_budget)
+    m, spec, info, axes = p.model, p.spec, p.info, p.map_channel_axes
+
+    def build():
+        def run(params, x, ids, dist):
+            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            n = jax.tree_util.tree_leaves(x)[0].shape[0]
+
+            def chunk_fn(ts):
+                def group(ks, valid):
+                    bs = len(ks)
+                    xs = base.tile_batch(x, bs)  # reference-major: row k * n + i
+                    refs = jax.tree_util.tree_map(lambda r: jnp.repeat(r[ks], n, axis=0), dist)
+                    pull = _pair_pullback(dl, params, xs, refs, sp, info,
+                                          base.tile_batch(ids_, bs))
+                    a = _attribute(jax.vmap(pull, out_axes=1)(ts), xs, refs,
+                                   multiply_by_inputs)
+
+                    def total(ai):
+                        ai = ai.reshape((bs, n) + ai.shape[1:])
+                        v = valid.reshape((-1,) + (1,) * (ai.ndim - 1))
+                        return jnp.sum(jnp.where(v, ai, 0.0), axis=0)
+
+                    return jax.tree_util.tree_map(total, a)
+
+                sums = base.sum_groups(group, n_ref, batch_baselines)
+                mean = jax.tree_util.tree_map(lambda s: s / n_ref, sums)
+                return _reduce_inputs(mean, reduce, axes)
+
+            return first_only(base.map_chunks(chunk_fn, spec.num, chunk), spec.class_axis)
+
+        return run
+
+    key = ("deeplift_shap", p.key, base.model_key(dl), spec, info, multiply_by_inputs, reduce,
+           batch_baselines, chunk, nb)
+    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb),
+                         precision)(p.params, p.x, p.ids, dist)
+
+
+#: explain_to_file passes ``baselines`` whole to every chunk (a distribution, not per input).
+deeplift_shap.shared_options = ("baselines",)

@@ -1,0 +1,288 @@
+"""DeepLIFT (rescale rule) and DeepLIFT-SHAP, and the importer's rule hooks they stand on
+(``Runtime.elementwise`` / ``Runtime.max_pool``, ``KerasModel.with_rules``).
+
+Analytic truths: through one elementwise nonlinearity the multiplier is its secant slope
+between input and reference (checked against a NumPy transcription for several
+activations); with the reference equal to the input every rule falls back to the gradient;
+summation-to-delta (``sum(map) == S(x) - S(x')``) on networks of affine layers, elementwise
+activations (fused, activation layers, PReLU, Keras operations) and max pooling, in both
+layouts; DeepLIFT-SHAP is the mean of DeepLIFT over its references. Parity with Captum 0.9.0:
+tests/test_reference_torch.py.
+"""
+
+import dataclasses
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "numpy")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from keras import layers  # noqa: E402
+
+import jaxsal  # noqa: E402
+from import_helpers import perturb_keras  # noqa: E402
+from jaxsal._src.deeplift import MaxPoolDeltaRule, RescaleRule  # noqa: E402
+from model_import import load_keras  # noqa: E402
+from model_import._layers.activations import (ACTIVATION_NAMES, NOT_ELEMENTWISE,  # noqa: E402
+                                              get_activation)
+
+
+def _load(km, tmp_path, name):
+    path = tmp_path / f"{name}.keras"
+    km.save(path)
+    return load_keras(path).with_head("logits")
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+NUMPY_ACTS = {
+    "relu": lambda z: np.maximum(z, 0.0),
+    "tanh": np.tanh,
+    "sigmoid": _sigmoid,
+    "elu": lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0.0))),
+    "softplus": lambda z: np.log1p(np.exp(z)),
+    "swish": lambda z: z * _sigmoid(z),
+}
+
+
+@pytest.mark.parametrize("act", sorted(NUMPY_ACTS))
+def test_multiplier_of_one_nonlinearity_is_its_secant_slope(act, tmp_path):
+    inp = keras.Input((5,))
+    h = layers.Dense(4, activation=act, name="h")(inp)
+    km = keras.Model(inp, layers.Dense(3, name="out")(h))
+    perturb_keras(km, seed=1)
+    m = _load(km, tmp_path, act)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 5)).astype(np.float32)
+    x0 = rng.normal(size=(6, 5)).astype(np.float32)
+    x0[0] = x[0]  # equal input and reference: the gradient
+    p = jax.tree_util.tree_map(np.asarray, m.params)
+    w1, b1, w2 = p["h"]["kernel"], p["h"]["bias"], p["out"]["kernel"]
+    z, z0 = x @ w1 + b1, x0 @ w1 + b1
+    f = NUMPY_ACTS[act]
+    dz = z - z0
+    grad = jax.vmap(jax.vmap(jax.grad(_jax_act(act))))(jnp.asarray(z))
+    slope = np.where(np.abs(dz) < 1e-10, np.asarray(grad), (f(z) - f(z0)) / np.where(dz == 0, 1, dz))
+    expected = np.einsum("ij,nj,jt->nti", w1, slope, w2)  # (N, T, 5)
+    mult = np.asarray(jaxsal.deeplift(m, x, [0, 1, 2], baseline=x0, multiply_by_inputs=False,
+                                      reduce=None))
+    np.testing.assert_allclose(mult, expected, rtol=2e-4, atol=2e-5)
+    attr = np.asarray(jaxsal.deeplift(m, x, [0, 1, 2], baseline=x0, reduce=None))
+    delta = np.asarray(m(x) - m(x0))
+    np.testing.assert_allclose(attr.sum(-1), delta, rtol=1e-4, atol=2e-5)
+
+
+def _jax_act(name):
+    return {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "elu": jax.nn.elu,
+            "softplus": jax.nn.softplus, "swish": jax.nn.silu}[name]
+
+
+def _zoo(data_format="channels_last"):
+    """Every kind of nonlinearity the rules reach: fused activations, activation layers
+    (ReLU with a cap, LeakyReLU, ELU, PReLU), Keras operations, max pooling (blocked,
+    overlapping and global), batch normalization and average pooling between them."""
+    cf = data_format == "channels_first"
+    kw = {"data_format": data_format}
+    inp = keras.Input((3, 12, 10) if cf else (12, 10, 3))
+    h = layers.Conv2D(6, 3, padding="same", activation="elu", name="c1", **kw)(inp)
+    h = layers.BatchNormalization(axis=1 if cf else -1, name="bn1")(h)
+    h = layers.MaxPooling2D(2, name="mp", **kw)(h)
+    h = layers.PReLU(shared_axes=[2, 3] if cf else [1, 2], name="prelu")(h)
+    h = layers.Conv2D(6, 3, padding="same", activation="tanh", name="c2", **kw)(h)
+    h = layers.MaxPooling2D(3, strides=1, padding="same", name="mp_overlap", **kw)(h)
+    h = layers.LeakyReLU(0.1, name="leaky")(h)
+    h = layers.Conv2D(8, 3, name="c3", **kw)(h)
+    h = keras.ops.sigmoid(h) if cf else keras.ops.relu(h)
+    h = layers.ReLU(max_value=1.5, name="relu_cap")(h)
+    a = layers.GlobalMaxPooling2D(name="gmp", **kw)(h)
+    b = layers.GlobalAveragePooling2D(name="gap", **kw)(h)
+    h = layers.Concatenate(name="cat")([a, b])
+    h = layers.Dense(7, activation="softplus", name="d1")(h)
+    h = layers.ELU(0.7, name="elu_layer")(h)
+    out = layers.Dense(4, activation="softmax", name="out")(h)
+    return keras.Model(inp, out)
+
+
+@pytest.fixture(scope="module", params=["channels_last", "channels_first"])
+def zoo(request, tmp_path_factory):
+    km = _zoo(request.param)
+    perturb_keras(km, seed=5)
+    m = _load(km, tmp_path_factory.mktemp("dl"), request.param)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3,) + km.input_shape[1:]).astype(np.float32)
+    x0 = rng.normal(size=(3,) + km.input_shape[1:]).astype(np.float32)
+    return m, x, x0
+
+
+def test_summation_to_delta_through_every_kind_of_nonlinearity(zoo):
+    m, x, x0 = zoo
+    classes = [0, 1, 2, 3]
+    delta = np.asarray(m(x) - m(x0))
+    attr = np.asarray(jaxsal.deeplift(m, x, classes, baseline=x0))
+    scale = np.abs(delta).max()
+    np.testing.assert_allclose(attr.sum((-2, -1)), delta, atol=1e-4 * scale, rtol=1e-4)
+    # a zero baseline (the default)
+    zero = np.asarray(jaxsal.deeplift(m, x, classes))
+    np.testing.assert_allclose(zero.sum((-2, -1)), np.asarray(m(x) - m(jnp.zeros_like(x))),
+                               atol=1e-4 * scale, rtol=1e-4)
+    # the rules matter: the plain gradient times (x - x') does not sum to the difference,
+    # nor does the max pooling's gradient rule here
+    gxi = np.asarray(jaxsal.saliency(m, x, classes, reduce=None)) * (x - x0)[:, None]
+    assert np.abs(gxi.sum(tuple(range(2, gxi.ndim))) - delta).max() > 1e-2 * scale
+    grad_pool = np.asarray(jaxsal.deeplift(m, x, classes, baseline=x0, maxpool="gradient"))
+    assert np.abs(grad_pool.sum((-2, -1)) - delta).max() > 1e-3 * scale
+
+
+def test_reference_equal_to_input_gives_the_gradient(zoo):
+    m, x, _ = zoo
+    mult = jaxsal.deeplift(m, x, [0, 3], baseline=x, multiply_by_inputs=False, reduce=None)
+    grad = jaxsal.saliency(m, x, [0, 3], reduce=None)
+    np.testing.assert_allclose(np.asarray(mult), np.asarray(grad), rtol=1e-5, atol=1e-7)
+
+
+def test_rules_leave_forward_values_unchanged(zoo):
+    m, x, x0 = zoo
+    ruled = m.with_rules(elementwise=RescaleRule(), max_pool=MaxPoolDeltaRule())
+    pair = np.concatenate([x, x0])
+    np.testing.assert_array_equal(np.asarray(ruled(pair)), np.asarray(m(pair)))
+    # rules compare by value: the same compiled programs serve every call
+    again = m.with_rules(elementwise=RescaleRule(), max_pool=MaxPoolDeltaRule())
+    assert hash(again.runtime) == hash(ruled.runtime) and again.runtime == ruled.runtime
+
+
+def test_deeplift_shap_is_the_mean_over_its_references(zoo):
+    m, x, x0 = zoo
+    refs = np.concatenate([x0, x0[:1] * 0.5])  # 4 references
+    each = [np.asarray(jaxsal.deeplift(m, x, [1, 2], baseline=r)) for r in refs]
+    expected = np.mean(each, axis=0)
+    scale = np.abs(expected).max()
+    for kw in ({}, {"batch_baselines": 1}, {"batch_baselines": 3}, {"memory_budget": 1}):
+        got = np.asarray(jaxsal.deeplift_shap(m, x, [1, 2], baselines=refs, **kw))
+        np.testing.assert_allclose(got, expected, atol=1e-5 * scale, rtol=1e-4, err_msg=str(kw))
+    delta = np.asarray(m(x))[:, [1, 2]] - np.asarray(m(refs)).mean(0)[[1, 2]]
+    np.testing.assert_allclose(expected.sum((-2, -1)), delta, atol=1e-4 * np.abs(delta).max())
+
+
+def test_no_recompile_on_a_second_call(zoo, compiles):
+    m, x, x0 = zoo
+    jaxsal.deeplift(m, x, [0, 1], baseline=x0)
+    jaxsal.deeplift_shap(m, x, [0, 1], baselines=x0)
+    compiles.n = 0
+    jaxsal.deeplift(m, x + 1.0, [0, 1], baseline=x0 * 2)
+    jaxsal.deeplift_shap(m, x + 1.0, [0, 1], baselines=x0 * 2)
+    assert compiles.n == 0
+
+
+def _mlp(params, x, relu=jax.nn.relu):
+    h = relu(x @ params["w1"] + params["b1"])
+    return h @ params["w2"] + params["b2"]
+
+
+def test_function_model_with_a_relu_kwarg():
+    rng = np.random.default_rng(2)
+    params = {"w1": rng.normal(size=(5, 8)).astype(np.float32),
+              "b1": rng.normal(size=8).astype(np.float32),
+              "w2": rng.normal(size=(8, 3)).astype(np.float32),
+              "b2": rng.normal(size=3).astype(np.float32)}
+    x = rng.normal(size=(4, 5)).astype(np.float32)
+    x0 = rng.normal(size=(4, 5)).astype(np.float32)
+    fm = jaxsal.FunctionModel(_mlp, params, relu_kwarg="relu")
+    attr = np.asarray(jaxsal.deeplift(fm, x, [0, 2], baseline=x0, reduce=None))
+    delta = np.asarray(_mlp(params, x) - _mlp(params, x0))[:, [0, 2]]
+    np.testing.assert_allclose(attr.sum(-1), delta, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="relu_kwarg"):
+        jaxsal.deeplift((_mlp, params), x, 0)
+
+
+def test_bad_options_are_refused(zoo):
+    m, x, x0 = zoo
+    with pytest.raises(ValueError, match="maxpool rule 'captum'.*'delta'"):
+        jaxsal.deeplift(m, x, 0, maxpool="captum")
+    with pytest.raises(ValueError, match="eps >= 0"):
+        jaxsal.deeplift(m, x, 0, eps=-1.0)
+    with pytest.raises(ValueError, match="baseline"):
+        jaxsal.deeplift(m, x, 0, baseline=x0[:, :, :5])
+    with pytest.raises(ValueError, match=r"baselines of shape \(B"):
+        jaxsal.deeplift_shap(m, x, 0, baselines=x0[:, :, :5])
+    with pytest.raises(ValueError, match="NaN"):
+        jaxsal.deeplift_shap(m, x, 0, baselines=np.full_like(x0, np.nan))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Marked:
+    """A rule that shows it was used: the plain value plus 1000."""
+
+    def __call__(self, f, x, *consts):
+        return f(x, *consts) + 1000.0
+
+
+def _marked_difference(impl, x, ctx_rt, **kwargs):
+    from model_import import Runtime
+
+    plain = impl.call({}, x, rt=Runtime(), **kwargs)
+    marked = impl.call({}, x, rt=ctx_rt, **kwargs)
+    if impl.activation is not None:
+        plain = get_activation(impl.activation)(plain, Runtime())
+        marked = get_activation(impl.activation)(marked, ctx_rt)
+    return np.asarray(marked - plain)
+
+
+def test_every_elementwise_activation_reaches_the_runtime_rule():
+    """The hooks DeepLIFT stands on: every activation string, activation layer, Keras 3
+    activation operation and tf.keras ``tf.nn`` activation goes through
+    ``Runtime.elementwise`` (activations over an axis do not), every max pooling through
+    ``Runtime.max_pool``."""
+    from model_import import Runtime
+    from model_import._layers import tf_ops
+    from model_import._layers.registry import ConvertContext, lookup
+
+    rt = Runtime(elementwise=_Marked())
+    x = jnp.linspace(-2.0, 2.0, 16, dtype=jnp.float32).reshape(2, 8)
+    for name in ACTIVATION_NAMES:
+        d = np.asarray(get_activation(name)(x, rt) - get_activation(name)(x, Runtime()))
+        np.testing.assert_allclose(d, 0.0 if name in NOT_ELEMENTWISE else 1000.0, atol=1e-3,
+                                   err_msg=name)
+
+    def ctx(cls):
+        return ConvertContext(layer_name="l", class_name=cls)
+
+    layer_configs = {"ReLU": {"max_value": 6.0}, "LeakyReLU": {"negative_slope": 0.1},
+                     "ELU": {}, "ThresholdedReLU": {"theta": 0.5}, "Activation":
+                     {"activation": "tanh"}}
+    for cls, config in layer_configs.items():
+        d = _marked_difference(lookup(cls)(config, ctx(cls)), x, rt)
+        np.testing.assert_allclose(d, 1000.0, atol=1e-3, err_msg=cls)
+    prelu = lookup("PReLU")({}, ctx("PReLU"))
+    alpha = {"alpha": jnp.full((8,), 0.25)}
+    d = prelu.call(alpha, x, rt=rt) - prelu.call(alpha, x, rt=Runtime())
+    np.testing.assert_allclose(np.asarray(d), 1000.0, atol=1e-3)
+    for op in ("Relu", "Relu6", "LeakyRelu", "Elu", "Gelu", "Celu", "Sigmoid", "Tanh", "Silu",
+               "Softplus", "Softsign", "Selu", "HardSigmoid", "HardSilu", "SoftShrink"):
+        d = _marked_difference(lookup(f"ops.{op}")({}, ctx(op)), x, rt)
+        np.testing.assert_allclose(d, 1000.0, atol=1e-3, err_msg=op)
+    for op in ("Softmax", "Exp", "Add"):  # over an axis, math, two arguments
+        args = (x, x) if op == "Add" else (x,)
+        impl = lookup(f"ops.{op}")({}, ctx(op))
+        d = impl.call({}, *args, rt=rt) - impl.call({}, *args, rt=Runtime())
+        np.testing.assert_allclose(np.asarray(d), 0.0, err_msg=op)
+    for fn in sorted(tf_ops._ACTIVATIONS):
+        impl = lookup("TFOpLambda")({"function": fn}, ctx("TFOpLambda"))
+        d = _marked_difference(impl, x, rt)
+        np.testing.assert_allclose(d, 1000.0, atol=1e-3, err_msg=fn)
+
+    pooled = Runtime(max_pool=lambda p, v: p(v) + 1000.0)
+    img = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
+    for cls, config in (("MaxPooling2D", {"pool_size": 2}),
+                        ("MaxPooling2D", {"pool_size": 3, "strides": 1, "padding": "same"}),
+                        ("GlobalMaxPooling2D", {}),
+                        ("AdaptiveMaxPooling2D", {"output_size": 2}),
+                        ("AveragePooling2D", {"pool_size": 2})):
+        impl = lookup(cls)(config, ctx(cls))
+        d = impl.call({}, img, rt=pooled) - impl.call({}, img, rt=Runtime())
+        expected = 0.0 if cls.startswith("Average") else 1000.0
+        np.testing.assert_allclose(np.asarray(d), expected, err_msg=f"{cls} {config}")
