@@ -310,3 +310,14 @@ def test_every_elementwise_activation_reaches_the_runtime_rule():
         d = impl.call({}, img, rt=pooled) - impl.call({}, img, rt=Runtime())
         expected = 0.0 if cls.startswith("Average") else 1000.0
         np.testing.assert_allclose(np.asarray(d), expected, err_msg=f"{cls} {config}")
+
+
+def test_explain_to_file_chunks_equal_one_call(zoo, tmp_path):
+    """A per-input ``baseline`` is sliced with the inputs; DeepLIFT-SHAP's ``baselines``, a
+    distribution with as many rows as inputs here, is passed whole to every chunk."""
+    m, x, x0 = zoo
+    for f, kw in ((jaxsal.deeplift, {"baseline": x0}), (jaxsal.deeplift_shap, {"baselines": x0})):
+        one = np.asarray(f(m, x, [0, 2], **kw))
+        path = tmp_path / f"{f.__name__}.npy"
+        out = jaxsal.explain_to_file(f, m, x, path, targets=[0, 2], batch_size=2, **kw)
+        np.testing.assert_allclose(out, one, rtol=1e-5, atol=1e-6 * np.abs(one).max())

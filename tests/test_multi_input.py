@@ -156,6 +156,27 @@ def test_integrated_gradients_completeness_over_all_inputs(two):
         jaxsal.integrated_gradients(m, x, 0, baseline=[0.0])
 
 
+def test_deeplift_summation_to_delta_over_all_inputs(two):
+    """DeepLIFT's maps of every input add up to S(x) - S(x') exactly (ReLU and tanh, one
+    per input branch), per-input references in x's structure, and DeepLIFT-SHAP's to
+    S(x) - mean S(b) over a distribution given per input."""
+    m, x = two
+    y = np.asarray(m.apply(m.params, x))
+    refs = [np.full_like(x[0], 0.3), np.linspace(-1, 1, 5, dtype=np.float32)]
+    dl = jaxsal.deeplift(m, {"img": x[0], "vec": x[1]}, [0, 2],
+                         baseline={"img": 0.3, "vec": refs[1]})
+    total = dl["img"].sum((-2, -1)) + dl["vec"].sum(-1)
+    gap = (y - np.asarray(m.apply(m.params, [r * np.ones_like(a) for r, a in zip(refs, x)])))
+    np.testing.assert_allclose(total, gap[:, [0, 2]], atol=1e-5 * np.abs(gap).max())
+    rng = np.random.default_rng(3)
+    dist = [rng.normal(size=(4, 8, 8, 3)).astype(np.float32),
+            rng.normal(size=(4, 5)).astype(np.float32)]
+    shap = jaxsal.deeplift_shap(m, x, 1, baselines=dist)
+    total = shap[0].sum((-2, -1)) + shap[1].sum(-1)
+    gap = y[:, 1] - np.asarray(m.apply(m.params, dist))[:, 1].mean()
+    np.testing.assert_allclose(total, gap, atol=1e-5 * np.abs(gap).max())
+
+
 def test_smoothgrad_noise_per_input_and_reproducible(linear):
     # d(a.b)/da = b: with identical inputs, the same noise on both would give equal maps
     prod = jaxsal.FunctionModel(lambda p, x: (x[0] * x[1]).sum(-1, keepdims=True) * p, 1.0)
