@@ -190,6 +190,18 @@ def test_deeplift_shap_is_the_mean_over_its_references(zoo):
     np.testing.assert_allclose(expected.sum((-2, -1)), delta, atol=1e-4 * np.abs(delta).max())
 
 
+def test_another_number_of_references_is_not_served_a_stale_program(zoo):
+    """The compiled DeepLIFT-SHAP program is cached by its options; the number of
+    references is read from the traced shapes (a program built for 4 references once
+    averaged 3 as if there were 4)."""
+    m, x, x0 = zoo
+    four = np.concatenate([x0, x0[:1] * 0.5])
+    jaxsal.deeplift_shap(m, x, [0, 2], baselines=four, batch_baselines=3)
+    got = np.asarray(jaxsal.deeplift_shap(m, x, [0, 2], baselines=x0, batch_baselines=3))
+    want = np.mean([np.asarray(jaxsal.deeplift(m, x, [0, 2], baseline=r)) for r in x0], axis=0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
 def test_no_recompile_on_a_second_call(zoo, compiles):
     m, x, x0 = zoo
     jaxsal.deeplift(m, x, [0, 1], baseline=x0)
@@ -321,3 +333,43 @@ def test_explain_to_file_chunks_equal_one_call(zoo, tmp_path):
         path = tmp_path / f"{f.__name__}.npy"
         out = jaxsal.explain_to_file(f, m, x, path, targets=[0, 2], batch_size=2, **kw)
         np.testing.assert_allclose(out, one, rtol=1e-5, atol=1e-6 * np.abs(one).max())
+
+
+def test_layer_attributions_sum_to_the_difference(zoo):
+    """``layer=``: ``(A(x) - A(x')) * m_A`` over the layer's units adds up to
+    ``S(x) - S(x')`` too, for DeepLIFT and DeepLIFT-SHAP; ``reduce=None`` keeps the layer's
+    channels, in its own layout."""
+    m, x, x0 = zoo
+    delta = np.asarray(m(x) - m(x0))[:, [1, 3]]
+    scale = np.abs(delta).max()
+    for layer in ("c2", "prelu", "d1"):
+        kw = {} if layer != "d1" else {"reduce": None}
+        a = np.asarray(jaxsal.deeplift(m, x, [1, 3], baseline=x0, layer=layer, **kw))
+        np.testing.assert_allclose(a.sum(tuple(range(2, a.ndim))), delta, atol=1e-4 * scale,
+                                   err_msg=layer)
+    full = np.asarray(jaxsal.deeplift(m, x, [1, 3], baseline=x0, layer="c2", reduce=None))
+    shape = m.intermediates(x[:1], ["c2"])["c2"].shape
+    assert full.shape == (3, 2) + tuple(shape[1:])
+    shap = np.asarray(jaxsal.deeplift_shap(m, x, [1, 3], baselines=x0, layer="c2"))
+    gap = np.asarray(m(x))[:, [1, 3]] - np.asarray(m(x0)).mean(0)[[1, 3]]
+    np.testing.assert_allclose(shap.sum((-2, -1)), gap, atol=1e-4 * np.abs(gap).max())
+
+
+def test_token_model_at_its_embedding(tmp_path):
+    """Integer token ids: DeepLIFT at the embedding output against a padding-token
+    reference; per-token maps ``(N, L)`` that sum to ``S(x) - S(x')``."""
+    inp = keras.Input((7,), dtype="int32")
+    h = layers.Embedding(20, 6, name="emb")(inp)
+    h = layers.Conv1D(5, 3, activation="tanh", name="conv")(h)
+    h = layers.GlobalMaxPooling1D(name="gmp")(h)
+    km = keras.Model(inp, layers.Dense(3, name="out")(h))
+    perturb_keras(km, seed=2, kernels=True)
+    m = _load(km, tmp_path, "tokens")
+    x = np.random.default_rng(0).integers(1, 20, size=(4, 7)).astype(np.int32)
+    pad = np.zeros_like(x)
+    a = np.asarray(jaxsal.deeplift(m, x, [0, 2], baseline=0, layer="emb"))
+    assert a.shape == (4, 2, 7)
+    delta = np.asarray(m(x) - m(pad))[:, [0, 2]]
+    np.testing.assert_allclose(a.sum(-1), delta, atol=1e-4 * np.abs(delta).max())
+    with pytest.raises(TypeError, match="integer inputs.*deeplift"):
+        jaxsal.deeplift(m, x, 0)  # token ids have no gradient: a layer is needed

@@ -284,6 +284,13 @@ def test_deeplift(model, dl, key, options):
     assert_per_map(by_class(ours), dl[key])
 
 
+def test_layer_deeplift(model, dl):
+    """Captum's ``LayerDeepLift`` at c3's ReLU output, against one reference per input."""
+    ours = jaxsal.deeplift(model, dl["x"], CLASSES, baseline=dl["ref"], layer="c3",
+                           reduce=None)
+    assert_per_map(by_class(ours), dl["layer_deeplift_c3"])
+
+
 def test_deeplift_shap(model, dl):
     """Captum's ``DeepLiftShap`` against 6 references. Measured: 9e-8 (maps up to 0.16)."""
     ours = jaxsal.deeplift_shap(model, dl["x"], CLASSES, baselines=dl["shap_baselines"],

@@ -35,8 +35,8 @@ from jaxsal._src.gradient_shap import check_baselines
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import _start, check_baseline
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import resolve_predicted, run_model, target_pullback
-from jaxsal._src.validate import check_flag, prepare
+from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model, target_pullback
+from jaxsal._src.validate import LayerTarget, check_flag, prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -184,33 +184,45 @@ def _check_tolerance(value: Any, name: str) -> float:
     return float(value)
 
 
-def _pair_pullback(dl: Any, params: Any, x: Any, refs: Any, spec, info, ids):
-    """One forward pass of ``[x; refs]`` through the DeepLIFT model ``dl``; returns
-    ``pull(t)``: target ``t``'s multipliers with respect to ``x``, ``(N, ...)`` per input.
-    Both halves' scores are differentiated, as Captum does (the reference half's cotangents
-    reach the input half only through the max-pool rule)."""
+def _pair_pullback(dl: Any, params: Any, x: Any, refs: Any, spec, info, ids,
+                   lt: LayerTarget | None = None):
+    """One forward pass of ``[x; refs]`` through the DeepLIFT model ``dl``. Returns
+    ``(pull, delta)``: ``pull(t)``, target ``t``'s multipliers with respect to ``x``
+    (``(N, ...)`` per input), and ``delta = x - refs``; with ``lt``, the multipliers with
+    respect to that layer's output ``A`` (a zero perturbation added there) and
+    ``A(x) - A(refs)``. Both halves' scores are differentiated, as Captum does (the
+    reference half's cotangents reach the input half only through the max-pool rule)."""
     n = jax.tree_util.tree_leaves(x)[0].shape[0]
     pair = jax.tree_util.tree_map(lambda a, r: jnp.concatenate([a, r]), x, refs)
-    fwd = lambda xx: (*run_model(dl, params, xx, spec.layers), None)  # noqa: E731
-    _, _, pull = target_pullback(fwd, pair, spec, info, base.tile_batch(ids, 2))
-    return lambda t: jax.tree_util.tree_map(lambda g: g[:n], pull(t))
+    ids2 = base.tile_batch(ids, 2)
+    if lt is None:
+        fwd = lambda xx: (*run_model(dl, params, xx, spec.layers), None)  # noqa: E731
+        _, _, pull = target_pullback(fwd, pair, spec, info, ids2)
+        delta = jax.tree_util.tree_map(jnp.subtract, x, refs)
+    else:
+        _, a, pull = layer_pullback(dl, params, pair, lt.name, lt.shape, spec, info, ids2)
+        delta = a[:n] - a[n:]
+    return (lambda t: jax.tree_util.tree_map(lambda g: g[:n], pull(t))), delta
 
 
-def _attribute(g: Any, x: Any, refs: Any, multiply_by_inputs: bool) -> Any:
-    """``(N, Tc, ...)`` multipliers times ``x - x'`` (per input), or as they are."""
+def _attribute(g: Any, delta: Any, multiply_by_inputs: bool) -> Any:
+    """``(N, Tc, ...)`` multipliers times ``delta`` (``(N, ...)``, per input), or as they
+    are."""
     if not multiply_by_inputs:
         return g
-    return jax.tree_util.tree_map(lambda gi, a, r: gi * (a - r)[:, None], g, x, refs)
+    return jax.tree_util.tree_map(lambda gi, d: gi * d[:, None], g, delta)
 
 
 def _setup(model, x, targets, head, check_finite, maxpool, eps, rtol, reduce,
-           multiply_by_inputs):
+           multiply_by_inputs, layer):
     check_reduce(reduce)
     eps, rtol = _check_tolerance(eps, "eps"), _check_tolerance(rtol, "rtol")
     multiply_by_inputs = check_flag(multiply_by_inputs, "multiply_by_inputs")
     p = prepare(model, x, targets, head=head, backprop="standard", check_finite=check_finite,
-                multi_input=True)
-    return p, deeplift_model(p.model, maxpool, eps, rtol), multiply_by_inputs
+                allow_int=layer is not None, multi_input=True)
+    lt = None if layer is None else prepare_layer(p, layer, reduce)
+    axes = p.map_channel_axes if lt is None else [lt.map_channel_axis]
+    return p, deeplift_model(p.model, maxpool, eps, rtol), multiply_by_inputs, lt, axes
 
 
 def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
@@ -218,7 +230,7 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
              rtol: float = 1e-4, multiply_by_inputs: bool = True, reduce: str | None = "sum",
              head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
-             check_finite: bool = True) -> Array:
+             check_finite: bool = True, layer: str | None = None) -> Array:
     """DeepLIFT, rescale rule (Shrikumar et al., 2017; Captum's ``DeepLift``).
 
     ``(x - x') * m`` where ``m`` are the multipliers of the target's score: the backward
@@ -247,33 +259,38 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
         (Captum's ``multiply_by_inputs=False``).
       reduce: channel reduction (default signed ``"sum"``, which keeps summation-to-delta;
         ``None`` keeps channels).
+      layer: attribute to this layer's output ``A`` instead of the input:
+        ``(A(x) - A(x')) * m_A`` (Captum's ``LayerDeepLift``; with an ``Embedding`` layer,
+        ``x`` and ``baseline`` may be integer token ids). Maps have the layer's shape, its
+        channel axis reduced; they sum to ``S(x) - S(x')`` as well.
     Returns:
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``).
     """
-    p, dl, multiply_by_inputs = _setup(model, x, targets, head, check_finite, maxpool, eps,
-                                       rtol, reduce, multiply_by_inputs)
+    p, dl, multiply_by_inputs, lt, axes = _setup(model, x, targets, head, check_finite,
+                                                 maxpool, eps, rtol, reduce,
+                                                 multiply_by_inputs, layer)
     b = check_baseline(baseline, p.x)
     fb = 2 * base.forward_bytes(p.model, p.x)  # input and reference in one pass
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget, rows=2 * nb)
-    m, spec, info, axes = p.model, p.spec, p.info, p.map_channel_axes
+    m, spec, info = p.model, p.spec, p.info
 
     def build():
         def run(params, x, ids, baseline):
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
-            refs = _start(baseline, x)
-            pull = _pair_pullback(dl, params, x, refs, sp, info, ids_)
+            pull, delta = _pair_pullback(dl, params, x, _start(baseline, x), sp, info, ids_,
+                                         lt)
 
             def chunk_fn(ts):
                 g = jax.vmap(pull, out_axes=1)(ts)
-                return _reduce_inputs(_attribute(g, x, refs, multiply_by_inputs), reduce, axes)
+                return _reduce_inputs(_attribute(g, delta, multiply_by_inputs), reduce, axes)
 
             return first_only(base.map_chunks(chunk_fn, spec.num, chunk), spec.class_axis)
 
         return run
 
     key = ("deeplift", p.key, base.model_key(dl), spec, info, multiply_by_inputs, reduce,
-           chunk, nb)
+           chunk, nb, lt)
     return base.compiled(key, lambda: base.split_batch(build(), p.n, nb, maybe=(3,)),
                          precision)(p.params, p.x, p.ids, b)
 
@@ -284,7 +301,7 @@ def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
                   reduce: str | None = "sum", batch_baselines: int | None = None,
                   head: str | None = None, chunk_size: int | None = None,
                   memory_budget: int | None = None, precision: str | None = None,
-                  check_finite: bool = True) -> Array:
+                  check_finite: bool = True, layer: str | None = None) -> Array:
     """DeepLIFT-SHAP (Lundberg & Lee, 2017; Captum's ``DeepLiftShap``): :func:`deeplift`
     against each reference of a distribution ``baselines`` ``(B, ...)``, averaged. Each map
     sums to ``S(x) - mean_b S(b)`` where DeepLIFT's summation-to-delta holds. Exact (no
@@ -292,7 +309,8 @@ def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
 
     Args:
       model, x, targets, maxpool, eps, rtol, multiply_by_inputs, reduce, head, chunk_size,
-        memory_budget, precision, check_finite: as in :func:`deeplift`.
+        memory_budget, precision, check_finite, layer: as in :func:`deeplift` (``layer``:
+        Captum's ``LayerDeepLiftShap``).
       baselines: the reference distribution ``(B, H, W, C)`` (a structure of them for
         several inputs), e.g. a few dozen training images; one reference ``(H, W, C)``, a
         number or ``None`` (zeros) make it :func:`deeplift`.
@@ -301,8 +319,9 @@ def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
     Returns:
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``).
     """
-    p, dl, multiply_by_inputs = _setup(model, x, targets, head, check_finite, maxpool, eps,
-                                       rtol, reduce, multiply_by_inputs)
+    p, dl, multiply_by_inputs, lt, axes = _setup(model, x, targets, head, check_finite,
+                                                 maxpool, eps, rtol, reduce,
+                                                 multiply_by_inputs, layer)
     dist = check_baselines(baselines, p.x)
     n_ref = int(jax.tree_util.tree_leaves(dist)[0].shape[0])
     fb = 2 * base.forward_bytes(p.model, p.x)  # each input and a reference in one pass
@@ -311,22 +330,22 @@ def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
     batch_baselines = base.auto_batch(n_ref, fb, batch_baselines, memory_budget,
                                       "batch_baselines")
     chunk = base.chunk_for(p.spec.num, fb * batch_baselines, chunk_size, memory_budget)
-    m, spec, info, axes = p.model, p.spec, p.info, p.map_channel_axes
+    m, spec, info = p.model, p.spec, p.info
 
     def build():
         def run(params, x, ids, dist):
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
             n = jax.tree_util.tree_leaves(x)[0].shape[0]
+            n_ref = jax.tree_util.tree_leaves(dist)[0].shape[0]  # this trace's, not the key's
 
             def chunk_fn(ts):
                 def group(ks, valid):
                     bs = len(ks)
                     xs = base.tile_batch(x, bs)  # reference-major: row k * n + i
                     refs = jax.tree_util.tree_map(lambda r: jnp.repeat(r[ks], n, axis=0), dist)
-                    pull = _pair_pullback(dl, params, xs, refs, sp, info,
-                                          base.tile_batch(ids_, bs))
-                    a = _attribute(jax.vmap(pull, out_axes=1)(ts), xs, refs,
-                                   multiply_by_inputs)
+                    pull, delta = _pair_pullback(dl, params, xs, refs, sp, info,
+                                                 base.tile_batch(ids_, bs), lt)
+                    a = _attribute(jax.vmap(pull, out_axes=1)(ts), delta, multiply_by_inputs)
 
                     def total(ai):
                         ai = ai.reshape((bs, n) + ai.shape[1:])
@@ -344,7 +363,7 @@ def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
         return run
 
     key = ("deeplift_shap", p.key, base.model_key(dl), spec, info, multiply_by_inputs, reduce,
-           batch_baselines, chunk, nb)
+           batch_baselines, chunk, nb, lt)
     return base.compiled(key, lambda: base.split_batch(build(), p.n, nb),
                          precision)(p.params, p.x, p.ids, dist)
 

@@ -27,8 +27,8 @@ def _all_finite(x):
 
 
 _AT_A_LAYER = ("Attribute at a layer instead, e.g. the embedding: "
-               "jaxsal.integrated_gradients(model, x, layer='embedding') (also saliency and "
-               "gradient_x_input).")
+               "jaxsal.integrated_gradients(model, x, layer='embedding') (also saliency, "
+               "gradient_x_input, deeplift and deeplift_shap).")
 
 
 def integer_input(model: Any) -> str | None:
