@@ -78,3 +78,31 @@ def test_on_an_accelerator_defaults_follow_the_device(backend):
     assert base.default_budget() == base.DEFAULT_CPU_MEMORY_BUDGET
     assert base.default_wide_budget() == base.DEFAULT_MEMORY_BUDGET
     assert base.forward_bytes(m, x) > base.residual_bytes(m, x)
+
+
+def test_one_program_splits_every_batch_size():
+    """``split_batch`` reads N from the traced inputs: the same program (cached by ``nb``)
+    serves a batch of 7 after one of 8, both in passes of 4 (it used to keep the first
+    call's N and fail: "scan got no values")."""
+    def run(params, x, ids):
+        return x * params + ids[:, None]
+
+    f = jax.jit(base.split_batch(run, 4))
+    for n in (8, 7, 3, 9):
+        x = jnp.arange(n * 2, dtype=jnp.float32).reshape(n, 2)
+        ids = jnp.arange(n, dtype=jnp.float32)
+        np.testing.assert_array_equal(f(2.0, x, ids), run(2.0, x, ids))
+
+
+def test_batch_sizes_sharing_a_plan_reuse_it(mnist, mnist_digits):
+    """End to end: 8 and then 7 inputs under a budget of about 4 inputs per pass (the same
+    ``nb``, hence the same cached program) give the maps of unsplit calls."""
+    m = mnist.with_head("logits")
+    x = mnist_digits[:8]
+    per = base.forward_bytes(m, x[:1])
+    budget = per * 2 * 4 + 10
+    assert base.batch_chunk(8, per, budget) == base.batch_chunk(7, per, budget) == 4
+    for n in (8, 7):
+        split = jaxsal.saliency(m, x[:n], [1, 5], memory_budget=budget)
+        np.testing.assert_allclose(split, jaxsal.saliency(m, x[:n], [1, 5]), rtol=1e-5,
+                                   atol=1e-7)

@@ -802,19 +802,19 @@ def batch_chunk(n: int, per_example_bytes: int, memory_budget: int | None,
     return math.ceil(n / math.ceil(n / nb))
 
 
-def split_batch(run: Callable, n: int, nb: int, per_example: tuple[int, ...] = (1, 2),
+def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
                 maybe: tuple[int, ...] = ()):
     """``run(params, x, ids, *rest)`` over sub-batches of ``nb`` inputs (``lax.map``, padded by
     repeating the last input), outputs concatenated. Arguments at ``per_example`` positions
     (``x``, ``ids``; an array or a structure of arrays, as ``x`` of a multi-input model) are
     split; those at ``maybe`` positions only when shaped like ``x`` (an ``(N, H, W, C)``
-    baseline or fill); everything else is shared."""
-    if nb >= n:
-        return run
-    n_chunks = math.ceil(n / nb)
-    pad = n_chunks * nb - n
+    baseline or fill); everything else is shared.
 
-    def batched(a, x, strict: bool) -> bool:
+    The number of inputs ``N`` is read from ``x`` when the program is traced, not fixed when
+    it is built: compiled programs are cached by their options (``nb`` among them), and one
+    program serves every batch size (a batch of 7 after one of 8, both in passes of 4)."""
+
+    def batched(a, x, n: int, strict: bool) -> bool:
         leaves = jax.tree_util.tree_leaves(a)
         if not leaves or any(getattr(v, "ndim", 0) < 1 or v.shape[0] != n for v in leaves):
             return False
@@ -825,9 +825,14 @@ def split_batch(run: Callable, n: int, nb: int, per_example: tuple[int, ...] = (
 
     def wrapped(*args):
         x = args[1]
+        n = int(jax.tree_util.tree_leaves(x)[0].shape[0])
+        if nb >= n:
+            return run(*args)
+        n_chunks = math.ceil(n / nb)
+        pad = n_chunks * nb - n
         split = [i for i in sorted(set(per_example) | set(maybe))
                  if i < len(args) and args[i] is not None
-                 and batched(args[i], x, i in per_example)]
+                 and batched(args[i], x, n, i in per_example)]
 
         def cut(a):
             if pad:

@@ -229,5 +229,5 @@ def blur_integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
 
     key = ("blur_integrated_gradients", p.key, spec, info, steps, batch_steps, reduce, chunk,
            nb, cf)
-    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb), precision)(
+    return base.compiled(key, lambda: base.split_batch(build(), nb), precision)(
         p.params, p.x, p.ids, jnp.asarray(weights), jax.tree_util.tree_map(jnp.asarray, tables))

@@ -265,7 +265,7 @@ def _gradient_cam(name: str, combine: Callable, model, x, targets, *, layer, ups
         return run
 
     key = (name, p.key, spec, info, L, a_shape, bool(upsample), chunk, c.nb)
-    return base.compiled(key, lambda: base.split_batch(build(), p.n, c.nb),
+    return base.compiled(key, lambda: base.split_batch(build(), c.nb),
                          precision)(p.params, p.x, p.ids)
 
 
@@ -573,7 +573,7 @@ def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
 
     key = ("scorecam", p.key, spec, info, L, a_shape, bool(upsample), top_k, top_k_mode,
            bool(softmax), variant, n_sel, kc, nb)
-    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb),
+    return base.compiled(key, lambda: base.split_batch(build(), nb),
                          precision, forward_only=True)(p.params, p.x, p.ids)
 
 
@@ -663,7 +663,7 @@ def ablationcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | N
         return run
 
     key = ("ablationcam", p.key, spec, info, L, a_shape, bool(upsample), variant, kc, nb)
-    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb),
+    return base.compiled(key, lambda: base.split_batch(build(), nb),
                          precision, forward_only=True)(p.params, p.x, p.ids)
 
 
@@ -718,7 +718,7 @@ def eigencam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
         return run
 
     key = ("eigencam", p.key, spec.class_axis, spec.num, L, bool(upsample), c.nb)
-    return base.compiled(key, lambda: base.split_batch(build(), p.n, c.nb, (1,)),
+    return base.compiled(key, lambda: base.split_batch(build(), c.nb, (1,)),
                          precision, forward_only=True)(p.params, p.x)
 
 
@@ -763,5 +763,5 @@ def guided_gradcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str 
 
     key = ("guided_gradcam", p.key, base.model_key(mg), spec, info, L, a_shape, reduce, chunk,
            c.nb)
-    return base.compiled(key, lambda: base.split_batch(build(), p.n, c.nb),
+    return base.compiled(key, lambda: base.split_batch(build(), c.nb),
                          precision)(p.params, p.x, p.ids)

@@ -291,7 +291,7 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
 
     key = ("deeplift", p.key, base.model_key(dl), spec, info, multiply_by_inputs, reduce,
            chunk, nb, lt)
-    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb, maybe=(3,)),
+    return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3,)),
                          precision)(p.params, p.x, p.ids, b)
 
 
@@ -364,7 +364,7 @@ def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
 
     key = ("deeplift_shap", p.key, base.model_key(dl), spec, info, multiply_by_inputs, reduce,
            batch_baselines, chunk, nb, lt)
-    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb),
+    return base.compiled(key, lambda: base.split_batch(build(), nb),
                          precision)(p.params, p.x, p.ids, dist)
 
 

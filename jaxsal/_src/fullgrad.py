@@ -158,5 +158,5 @@ def fullgrad(model: Any, x: ArrayLike, targets: Any = None, *, variant: str = "p
         return run
 
     key = ("fullgrad", p.key, spec, info, variant, tuple(layers), chunk, nb)
-    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb),
+    return base.compiled(key, lambda: base.split_batch(build(), nb),
                          precision)(p.params, p.x, p.ids)

@@ -191,7 +191,7 @@ def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
 
     ck = ("gradient_shap", p.key, spec, info, n, noise_std, multiply_by_inputs, reduce,
           batch_samples, chunk, nb)
-    return base.compiled(ck, lambda: base.split_batch(build(), p.n, nb, (1, 2, 5)),
+    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5)),
                          precision)(p.params, p.x, p.ids, key, dist,
                                     jnp.arange(p.n, dtype=jnp.int32) + index_offset)
 

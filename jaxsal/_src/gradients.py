@@ -96,7 +96,7 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
         return run
 
     fn = base.compiled((name, p.key, spec, info, times_input, reduce, chunk, nb, lt),
-                       lambda: base.split_batch(build(), p.n, nb), precision)
+                       lambda: base.split_batch(build(), nb), precision)
     return fn(p.params, p.x, p.ids)
 
 

@@ -228,5 +228,5 @@ def guided_integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *
 
     key = ("guided_integrated_gradients", p.key, spec, info, steps, fraction, max_dist, reduce,
            chunk, nb)
-    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb, maybe=(3,)),
+    return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3,)),
                          precision)(p.params, p.x, p.ids, b)

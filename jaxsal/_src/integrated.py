@@ -228,5 +228,5 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
 
     key = ("integrated_gradients", p.key, spec, info, steps, rule, batch_steps, reduce, chunk,
            nb, lt)
-    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb, maybe=(3,)),
+    return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3,)),
                          precision)(p.params, p.x, p.ids, b)

@@ -161,7 +161,6 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
     rank = _rank(x)
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
                 spatial=rank is not None and rank != 2, multi_input=True)
-    n = p.n
     leaves, tree = jax.tree_util.tree_flatten(p.x)
     k = len(leaves)
     if not p.multi:
@@ -198,7 +197,7 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
         return run
 
     key = ("occlusion", p.key, spec, info, base.shape_key(p.x), tuple(plans), groups, nb)
-    return base.compiled(key, lambda: base.split_batch(build(), n, nb, maybe=(3,)),
+    return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3,)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fills)
 

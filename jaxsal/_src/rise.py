@@ -191,6 +191,6 @@ def rise(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array | int 
     ck = ("rise", pr.key, spec, info, base.shape_key(pr.x), plan.size, plan.grid, p_keep,
           n_masks, group, nb)
     index = index_offset + jnp.arange(pr.n, dtype=jnp.int32)
-    fn = base.compiled(ck, lambda: base.split_batch(build(), pr.n, nb, (1, 2, 5), (3,)),
+    fn = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5), (3,)),
                        precision, forward_only=True)
     return fn(pr.params, pr.x, pr.ids, fill, key, index)

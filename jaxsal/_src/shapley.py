@@ -403,7 +403,7 @@ def shapley_values(model: Any, x: ArrayLike, targets: Any = None, *,
 
     key = ("shapley_values", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
            group, nb, return_groups)
-    return base.compiled(key, lambda: base.split_batch(build(), p.n, nb, maybe=(3, 4)),
+    return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3, 4)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), jnp.asarray(groups.ids))
 
@@ -507,7 +507,7 @@ def shapley_value_sampling(model: Any, x: ArrayLike, targets: Any = None, *,
 
     ck = ("shapley_value_sampling", p.key, spec, info, base.shape_key(p.x),
           _key(groups, return_groups), n_orders, group, nb, return_groups)
-    return base.compiled(ck, lambda: base.split_batch(build(), p.n, nb, (1, 2, 6), (3, 4)),
+    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6), (3, 4)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
         jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids))

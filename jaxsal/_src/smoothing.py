@@ -251,6 +251,6 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
 
     ck = ("smoothgrad", name, p.key, spec, info, n, noise_level, noise_std, variant, abs_first,
           reduce, steps, rule, batch_steps, batch_samples, chunk, nb)
-    return base.compiled(ck, lambda: base.split_batch(build(), p.n, nb, (1, 2, 5), maybe=(4,)),
+    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5), maybe=(4,)),
                          precision)(p.params, p.x, p.ids, key, b,
                                     jnp.arange(p.n, dtype=jnp.int32) + index_offset)
