@@ -375,6 +375,24 @@ def test_smoothgrad_over_other_methods(lm, x4):
         assert out.shape == (2, 2, 28, 28) and np.all(np.isfinite(out))
 
 
+def test_programs_are_keyed_by_the_input_signature():
+    """One plain function taking (N, D) features and then (N, H, W, C) images: the second
+    call gets a program of its own (it was served the first one's channel axes and kept the
+    channels: (2, 2, 3, 2) instead of (2, 2, 3))."""
+    def f(p, x):
+        flat = x.reshape(x.shape[0], -1)
+        return jnp.stack([jnp.sum(flat * p, axis=1), -jnp.sum(flat, axis=1)], 1)
+
+    fm = jaxsal.FunctionModel(f, 2.0)
+    assert jaxsal.saliency(fm, np.ones((2, 6), np.float32), 0).shape == (2, 6)
+    assert jaxsal.saliency(fm, np.ones((2, 2, 3, 2), np.float32), 0).shape == (2, 2, 3)
+    cams = jaxsal.FunctionModel(features=lambda p, x: x * p,
+                                head_fn=lambda p, a: a.mean((1, 2)), params=2.0)
+    for size in (4, 6):
+        x = np.random.default_rng(size).normal(size=(2, size, size, 2)).astype(np.float32)
+        assert jaxsal.gradcam(cams, x, 1).shape == (2, size, size)
+
+
 def test_no_recompile_on_second_call(lm, x4, compiles):
     calls = [lambda: jaxsal.saliency(lm, x4, [1, 2]),
              lambda: jaxsal.gradcam(lm, x4, 5),

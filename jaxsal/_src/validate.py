@@ -273,7 +273,8 @@ def to_channels_last(a: Array, channels_first: bool, axis: int = 1) -> Array:
 
 @dataclasses.dataclass
 class Prepared:
-    """A validated call: the model variant, its cache key, params, input and targets.
+    """A validated call: the model variant, its cache key (the model's function and the
+    inputs' structure, per-example shapes, dtypes and layouts), params, input and targets.
 
     ``x`` is one array, or for a multi-input model the list, tuple or dict of arrays the
     caller gave (methods that accept several inputs only: ``prepare(multi_input=True)``)."""
@@ -407,7 +408,12 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
     if len(fmts) != len(leaves):  # a plain function: one layout for every input
         fmts = [getattr(m, "data_format", "channels_last")] * len(leaves)
     formats = tuple(a.ndim >= 3 and f == "channels_first" for a, f in zip(leaves, fmts))
-    return Prepared(m, base.model_key(m), m.params, xa, spec,
+    # the programs built for this call close over what the input's structure, ranks and
+    # layouts decide (channel axes, map sizes): key them by it, not by the model alone (one
+    # FunctionModel may take (N, D) and (N, H, W, C) inputs)
+    signature = (jax.tree_util.tree_structure(xa),
+                 tuple((tuple(a.shape[1:]), str(a.dtype)) for a in leaves), formats)
+    return Prepared(m, (base.model_key(m), signature), m.params, xa, spec,
                     None if ids is None else jnp.asarray(ids), info, formats)
 
 
