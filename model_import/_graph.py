@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -193,6 +194,10 @@ class Graph:
                                                   spec.class_name)
                     if strip and impl.head_op is not None:  # logits: its argument
                         y = args[0]
+                    elif impl.relevance and rt.layer_rule is not None:
+                        y = rt.layer_rule(functools.partial(
+                            impl.call, params.get(call.layer, {}), rt=rt, **kwargs, **mask_kw),
+                            *args)
                     else:
                         y = impl.call(params.get(call.layer, {}), *args, rt=rt, **kwargs,
                                       **mask_kw)

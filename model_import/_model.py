@@ -218,13 +218,14 @@ class KerasModel:
                              relu_mode=name)
 
     def with_rules(self, *, elementwise: Callable | None = None,
-                   max_pool: Callable | None = None) -> "KerasModel":
-        """A new model whose elementwise activations and max poolings go through these rules
-        (``Runtime.elementwise`` / ``Runtime.max_pool``; ``None`` restores the plain
-        function): how ``jaxsal.deeplift`` installs DeepLIFT's rules. Forward values are
-        unchanged; the weights are untouched."""
-        return self._replace(runtime=dataclasses.replace(self.runtime, elementwise=elementwise,
-                                                         max_pool=max_pool))
+                   max_pool: Callable | None = None,
+                   layer_rule: Callable | None = None) -> "KerasModel":
+        """A new model whose elementwise activations, max poolings and relevance layers go
+        through these rules (``Runtime.elementwise`` / ``.max_pool`` / ``.layer_rule``;
+        ``None`` restores the plain function): how ``jaxsal.deeplift`` and ``jaxsal.lrp``
+        install theirs. Forward values are unchanged; the weights are untouched."""
+        return self._replace(runtime=dataclasses.replace(
+            self.runtime, elementwise=elementwise, max_pool=max_pool, layer_rule=layer_rule))
 
     def with_backprop(self, mode: str) -> "KerasModel":
         """``"standard"``, ``"guided"`` (Springenberg et al. 2015) or ``"deconvnet"`` (Zeiler &

@@ -243,6 +243,7 @@ METHODS = {
                                                                 baselines=0.5 * x4_refs(), **kw),
     "deeplift": lambda m, x, t, **kw: jaxsal.deeplift(m, x, t, baseline=0.5 * x4_refs()[0],
                                                       **kw),
+    "lrp": lambda m, x, t, **kw: jaxsal.lrp(m, x, t, epsilon=0.01, **kw),
     "deeplift_shap": lambda m, x, t, **kw: jaxsal.deeplift_shap(m, x, t, baselines=x4_refs(),
                                                                 **kw),
     "blur_integrated_gradients": lambda m, x, t, **kw: jaxsal.blur_integrated_gradients(
@@ -429,7 +430,7 @@ PUBLIC_METHODS = ["saliency", "gradient_x_input", "guided_backprop", "deconvnet"
                   "eigengradcam", "gradcam_elementwise", "ablationcam",
                   "blur_integrated_gradients", "guided_integrated_gradients", "gradient_shap",
                   "shapley_values", "shapley_value_sampling", "fullgrad", "rise",
-                  "deeplift", "deeplift_shap"]
+                  "deeplift", "deeplift_shap", "lrp"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_METHODS)

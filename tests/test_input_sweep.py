@@ -56,7 +56,7 @@ ALL = [jaxsal.saliency, jaxsal.gradient_x_input, jaxsal.guided_backprop, jaxsal.
        jaxsal.gradient_shap, jaxsal.blur_integrated_gradients,
        jaxsal.guided_integrated_gradients, jaxsal.shapley_values,
        jaxsal.shapley_value_sampling, jaxsal.fullgrad, jaxsal.rise, jaxsal.deeplift,
-       jaxsal.deeplift_shap]
+       jaxsal.deeplift_shap, jaxsal.lrp]
 OPTS = {jaxsal.smoothgrad: dict(key=0, n=2), jaxsal.integrated_gradients: dict(steps=4),
         jaxsal.gradient_shap: dict(key=0, n=2), jaxsal.blur_integrated_gradients: dict(steps=4),
         jaxsal.guided_integrated_gradients: dict(steps=4),

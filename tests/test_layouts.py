@@ -34,6 +34,7 @@ METHODS = {
     "deeplift": (jaxsal.deeplift, {"baseline": 0.25}),
     "deeplift_gradient": (jaxsal.deeplift, {"baseline": 0.25, "maxpool": "gradient"}),
     "deeplift_shap": (jaxsal.deeplift_shap, {"baselines": 0.25}),
+    "lrp": (jaxsal.lrp, {"epsilon": 0.01}),
     # (Blur IG is not here: blurring an axis of size 1 with zero padding, as scipy and PAIR
     # do, scales it, so a width-1 twin differs; its layouts: test_blur_guided_ig.py)
     "guided_integrated_gradients": (jaxsal.guided_integrated_gradients, {"steps": 6}),

@@ -61,7 +61,7 @@ def _einsum_dense(config, ctx):
     names = ("kernel", "bias") if bias_axes else ("kernel",)
     return LayerImpl(call=call, activation=config.get("activation"),
                      convert_weights=lambda w: dict(zip(names, w)), n_weights=len(names),
-                     affine=bool(bias_axes))
+                     affine=bool(bias_axes), relevance=True)
 
 
 # ---------------------------------------------------------------------- MultiHeadAttention

@@ -180,7 +180,7 @@ def _make_conv(rank):
         return LayerImpl(call=_wrap_channels(call, _channels_first(config)),
                          activation=config.get("activation"),
                          convert_weights=lambda w: dict(zip(names, w)),
-                         n_weights=len(names), param_shapes=shapes, affine=use_bias,
+                         n_weights=len(names), param_shapes=shapes, affine=use_bias, relevance=True,
                          data_format="channels_first" if _channels_first(config) else "channels_last")
     return convert
 
@@ -255,7 +255,7 @@ def _make_depthwise(rank):
         call = _depthwise_call(config, rank, use_bias=use_bias)
         return LayerImpl(call=_wrap_channels(call, _channels_first(config)),
                          activation=config.get("activation"), convert_weights=weights,
-                         n_weights=2 if use_bias else 1, affine=use_bias,
+                         n_weights=2 if use_bias else 1, affine=use_bias, relevance=True,
                          data_format="channels_first" if _channels_first(config) else "channels_last")
     return convert
 
@@ -286,7 +286,7 @@ def _make_separable(rank):
 
         return LayerImpl(call=_wrap_channels(call, _channels_first(config)),
                          activation=config.get("activation"), convert_weights=weights,
-                         n_weights=3 if use_bias else 2, affine=use_bias,
+                         n_weights=3 if use_bias else 2, affine=use_bias, relevance=True,
                          data_format="channels_first" if _channels_first(config) else "channels_last")
     return convert
 
@@ -393,7 +393,7 @@ def _make_conv_transpose(rank):
         names = ("kernel", "bias") if use_bias else ("kernel",)
         return LayerImpl(call=_wrap_channels(call, cf), activation=config.get("activation"),
                          convert_weights=lambda w: dict(zip(names, w)), n_weights=len(names),
-                         affine=use_bias, data_format="channels_first" if cf else "channels_last")
+                         affine=use_bias, relevance=True, data_format="channels_first" if cf else "channels_last")
     return convert
 
 

@@ -44,7 +44,7 @@ def _dense(config, ctx):
 
     return LayerImpl(call=call, activation=config.get("activation"),
                      convert_weights=_bias_weights(("kernel", "bias") if use_bias else ("kernel",)),
-                     n_weights=2 if use_bias else 1, affine=use_bias,
+                     n_weights=2 if use_bias else 1, affine=use_bias, relevance=True,
                      param_shapes={"kernel": (None, units), "bias": (units,)})
 
 

@@ -19,16 +19,16 @@ def _as_list(xs):
     return list(xs) if isinstance(xs, (list, tuple)) else [xs]
 
 
-def _reduce_merge(op):
+def _reduce_merge(op, relevance=False):
     def convert(config, ctx):
         def call(params, xs, *args, rt, **kwargs):
             xs = _as_list(xs) + list(args)
             return functools.reduce(op, xs)
-        return LayerImpl(call=call)
+        return LayerImpl(call=call, relevance=relevance)
     return convert
 
 
-register_layer("Add")(_reduce_merge(jnp.add))
+register_layer("Add")(_reduce_merge(jnp.add, relevance=True))
 register_layer("Multiply")(_reduce_merge(jnp.multiply))
 register_layer("Maximum")(_reduce_merge(jnp.maximum))
 register_layer("Minimum")(_reduce_merge(jnp.minimum))
@@ -49,7 +49,7 @@ def _average(config, ctx):
     def call(params, xs, *args, rt, **kwargs):
         xs = _as_list(xs) + list(args)
         return functools.reduce(jnp.add, xs) / len(xs)
-    return LayerImpl(call=call)
+    return LayerImpl(call=call, relevance=True)
 
 
 @register_layer("Concatenate")

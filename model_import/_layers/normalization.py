@@ -122,7 +122,7 @@ def _batch_norm(config, ctx):
 
     df = "channels_first" if axes in ((1,), [1]) else None
     return LayerImpl(call=call, convert_weights=convert, n_weights=len(names), data_format=df,
-                     affine=True)
+                     affine=True, relevance=True)
 
 
 @register_layer("LayerNormalization")

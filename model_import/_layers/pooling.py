@@ -132,7 +132,7 @@ def _make_pool(rank, kind):
             return nn.avg_pool(x, pool, strides, padding, count_include_pad=False)
 
         cf = config.get("data_format") == "channels_first"
-        return LayerImpl(call=_to_last(call, cf),
+        return LayerImpl(call=_to_last(call, cf), relevance=True,
                          data_format="channels_first" if cf else "channels_last")
     return convert
 
@@ -153,7 +153,8 @@ def _make_global(rank, reduce):
                 return rt.pool(lambda v: reduce(v, axis=axes, keepdims=keepdims), x)
             return reduce(x, axis=axes, keepdims=keepdims)
 
-        return LayerImpl(call=call, data_format="channels_first" if cf else "channels_last")
+        return LayerImpl(call=call, relevance=True,
+                         data_format="channels_first" if cf else "channels_last")
     return convert
 
 
@@ -243,7 +244,7 @@ def _make_adaptive(rank, kind):
                 return rt.pool(lambda v: adaptive_pool(v, size, kind), x)
             return adaptive_pool(x, size, kind)
 
-        return LayerImpl(call=_to_last(call, cf),
+        return LayerImpl(call=_to_last(call, cf), relevance=True,
                          data_format="channels_first" if cf else "channels_last")
     return convert
 

@@ -41,6 +41,10 @@ class Runtime:
         rescale rule (``jaxsal.deeplift``) is such a rule, a ``custom_vjp`` around ``f``.
         It must compare equal by value (a frozen dataclass): compiled programs are cached
         by runtime.
+      layer_rule: ``None``, or ``rule(f, *args)`` applied in place of ``f(*args)`` for the
+        call of every layer with ``LayerImpl.relevance`` (``f`` is the layer's call on its
+        positional arguments, before its fused activation): how ``jaxsal.lrp`` installs its
+        rule. Compared by value, like ``elementwise``.
       max_pool: ``None``, or ``rule(p, x)`` applied in place of ``p(x)`` for every max
         pooling (``MaxPooling1D/2D/3D``, ``GlobalMaxPooling1D/2D/3D``,
         ``AdaptiveMaxPooling1D/2D/3D``); ``p`` is the plain
@@ -50,6 +54,7 @@ class Runtime:
     relu: Callable[[Array], Array] = jax.nn.relu
     elementwise: Callable[[Callable[[Array], Array], Array], Array] | None = None
     max_pool: Callable[[Callable[[Array], Array], Array], Array] | None = None
+    layer_rule: Callable[..., Array] | None = None
 
     def act(self, f: Callable[..., Array], x: Array, *consts: Array) -> Array:
         """``f(x, *consts)`` for an elementwise activation ``f`` (``consts``: arrays it
@@ -101,6 +106,10 @@ class LayerImpl:
         ``call(params, x) = L(x) + b`` with ``L`` linear (a convolution or Dense with a
         bias, BatchNormalization at inference). ``b`` is then ``call(params, 0)``: what
         FullGrad's bias-gradients multiply (:meth:`KerasModel.biases`).
+      relevance: a layer that layer-wise relevance propagation gives its rule
+        (``Runtime.layer_rule``; Captum's rule layers): every convolution, ``Dense``,
+        ``EinsumDense``, ``BatchNormalization``, every pooling (average, max, global,
+        adaptive) and the ``Add`` and ``Average`` merges.
     """
 
     call: Callable[..., Any]
@@ -116,6 +125,7 @@ class LayerImpl:
     head_op: str | None = None
     param_shapes: Mapping[str, tuple] | None = None
     affine: bool = False
+    relevance: bool = False
 
 
 class BackendWarning(UserWarning):

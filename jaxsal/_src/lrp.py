@@ -1,0 +1,169 @@
+"""Layer-wise relevance propagation, epsilon rule (LRP-epsilon).
+
+Bach, Binder, Montavon, Klauschen, Müller & Samek (2015), "On Pixel-Wise Explanations for
+Non-Linear Classifier Decisions by Layer-Wise Relevance Propagation"; the epsilon rule as in
+Montavon et al. (2019), "Layer-Wise Relevance Propagation: An Overview", and Captum's ``LRP``
+with its default ``EpsilonRule``.
+
+Relevance starts as the target's score ``S(x)`` and flows back layer by layer. Through a
+layer ``z = f(a)`` that has a rule (every convolution, ``Dense``, ``EinsumDense``,
+``BatchNormalization``, every pooling and the ``Add``/``Average`` merges: Captum's rule
+layers) it is redistributed to the inputs in proportion to their contributions,
+``R_a = a * J_f(a)^T (R_z / (z + eps * sign(z)))`` (``sign(0) = 1``); through an elementwise
+activation it passes unchanged (Captum's ReLU and Tanh). As a backward pass: a
+``jax.custom_vjp`` around each rule layer's call and each activation, installed in the
+model's :class:`~model_import.Runtime`, and the target's cotangent scaled by ``S(x)`` at the
+end. One forward pass; every target's relevance is one vmapped backward pass through it.
+
+On a network of those layers and ReLUs, LRP with ``epsilon -> 0`` is gradient times input
+(exactly, biases included); a larger ``epsilon`` absorbs the relevance of weak, noisy
+activations. Relevance is conserved (sums to ``S(x)``) only without biases and with
+``epsilon -> 0``. Layers of other kinds pass the cotangent through their gradient: exact for
+layers that only move values (reshaping, padding, cropping, concatenation, dropout), not for
+products of activations, softmax or normalization over features, or attention.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxsal._src import base
+from jaxsal._src.gradients import first_only
+from jaxsal._src.postprocess import _reduce_inputs, check_reduce
+from jaxsal._src.targets import run_model, target_pullback
+from jaxsal._src.validate import prepare
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+@dataclasses.dataclass(frozen=True)
+class EpsilonRule:
+    """The LRP-epsilon rule as a ``Runtime.layer_rule``: the call ``z = f(*args)`` is
+    unchanged; its backward pass maps the relevance ``R`` on ``z`` to
+    ``a * J^T (R / (z + eps * sign(z)))`` on each argument ``a`` (a list argument, the inputs
+    of a merge, each with its own share)."""
+
+    eps: float = 1e-9
+
+    def __call__(self, f: Callable[..., Array], *args: Any) -> Array:
+        eps = self.eps
+
+        @jax.custom_vjp
+        def rule(*a):
+            return f(*a)
+
+        def fwd(*a):
+            z = f(*a)
+            return z, (a, z)
+
+        def bwd(res, r):
+            a, z = res
+            s = r / (z + eps * jnp.where(z >= 0, 1.0, -1.0).astype(z.dtype))
+            grads = jax.vjp(f, *a)[1](s)
+            return tuple(jax.tree_util.tree_map(jnp.multiply, ai, gi)
+                         for ai, gi in zip(a, grads))
+
+        rule.defvjp(fwd, bwd)
+        return rule(*args)
+
+
+@dataclasses.dataclass(frozen=True)
+class PassRelevance:
+    """An elementwise activation that passes the relevance on its output unchanged to its
+    input, as a ``Runtime.elementwise`` rule (Captum's rule for ReLU and Tanh)."""
+
+    def __call__(self, f: Callable[..., Array], x: Array, *consts: Array) -> Array:
+        @jax.custom_vjp
+        def rule(z, *c):
+            return f(z, *c)
+
+        def fwd(z, *c):
+            return f(z, *c), c
+
+        def bwd(c, r):
+            return (r, *(jnp.zeros_like(ci) for ci in c))
+
+        rule.defvjp(fwd, bwd)
+        return rule(x, *consts)
+
+
+def lrp_model(model: Any, epsilon: float = 1e-9) -> Any:
+    """``model`` (a ``KerasModel``) with LRP-epsilon's rules installed; forward values are
+    unchanged."""
+    if not hasattr(model, "with_rules"):
+        raise TypeError(
+            f"LRP needs a model whose layers it can give their rules (a model_import.KerasModel "
+            f"from load_keras); got {type(model).__name__}. A plain function has no layers to "
+            "find: use gradient_x_input (LRP-0 on a ReLU network) or deeplift")
+    return model.with_rules(elementwise=PassRelevance(), layer_rule=EpsilonRule(epsilon))
+
+
+def _check_epsilon(epsilon: Any) -> float:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
+        raise ValueError(f"expected epsilon > 0 (a float, the stabilizer added to each "
+                         f"layer's outputs, which keeps a zero output from dividing by zero: "
+                         f"1e-9 is Captum's default, larger values such as 0.25 absorb weak "
+                         f"contributions), got {epsilon!r}")
+    return float(epsilon)
+
+
+def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
+        reduce: str | None = "sum", head: str | None = None, chunk_size: int | None = None,
+        memory_budget: int | None = None, precision: str | None = None,
+        check_finite: bool = True) -> Array:
+    """Layer-wise relevance propagation with the epsilon rule (Bach et al., 2015; Captum's
+    ``LRP`` with its default rules).
+
+    The target's score ``S(x)`` is redistributed backwards: at every convolution, ``Dense``,
+    ``EinsumDense``, ``BatchNormalization``, pooling and ``Add``/``Average`` layer in
+    proportion to each input's contribution, ``R_a = a * J^T (R_z / (z + epsilon *
+    sign(z)))``; unchanged through elementwise activations (see the module for the rest).
+
+    Args:
+      model, x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
+        :func:`jaxsal.saliency`; ``model`` must come from ``load_keras``. Use the
+        ``logits`` head: a softmax output passes its gradient.
+      epsilon: the stabilizer (default 1e-9, Captum's; near 0 on a ReLU network this is
+        gradient times input); larger values (0.25 of typical activations) keep only the
+        strongest contributions.
+      reduce: channel reduction (default signed ``"sum"``; ``None`` keeps channels).
+    Returns:
+      Raw relevance maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when
+      ``reduce=None``).
+    """
+    check_reduce(reduce)
+    epsilon = _check_epsilon(epsilon)
+    p = prepare(model, x, targets, head=head, backprop="standard", check_finite=check_finite,
+                multi_input=True)
+    lm = lrp_model(p.model, epsilon)
+    fb = base.forward_bytes(p.model, p.x)
+    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
+    chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget, rows=nb)
+    spec, info, axes = p.spec, p.info, p.map_channel_axes
+
+    def build():
+        def run(params, x, ids):
+            fwd = lambda xx: (*run_model(lm, params, xx, spec.layers), None)  # noqa: E731
+            scores, _, pull = target_pullback(fwd, x, spec, info, ids)
+
+            def chunk_fn(ts):
+                g = jax.vmap(pull, out_axes=1)(ts)  # relevance per unit of score
+                s = scores[:, ts]  # (N, Tc): the relevance the pass starts from
+
+                def scale(gi):
+                    return gi * s.reshape(s.shape + (1,) * (gi.ndim - 2)).astype(gi.dtype)
+
+                return _reduce_inputs(jax.tree_util.tree_map(scale, g), reduce, axes)
+
+            return first_only(base.map_chunks(chunk_fn, spec.num, chunk), spec.class_axis)
+
+        return run
+
+    key = ("lrp", p.key, base.model_key(lm), spec, info, reduce, chunk, nb)
+    return base.compiled(key, lambda: base.split_batch(build(), nb),
+                         precision)(p.params, p.x, p.ids)
