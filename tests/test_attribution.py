@@ -394,6 +394,57 @@ def test_programs_are_keyed_by_the_input_signature():
         assert jaxsal.gradcam(cams, x, 1).shape == (2, size, size)
 
 
+def _flat_linear(p, x):
+    return x.reshape(x.shape[0], -1) @ p["w"]
+
+
+def test_one_function_with_params_of_other_shapes():
+    """One plain function, params of 1 and then 2 output units: the second model's output
+    shape is its own (its class 0 was once explained as the first one's binary complement:
+    the cached output shape was keyed by the function alone)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 4, 4, 1)).astype(np.float32)
+    w1 = rng.normal(size=(16, 1)).astype(np.float32)
+    w2 = rng.normal(size=(16, 2)).astype(np.float32)
+    g1 = jaxsal.gradient_x_input(jaxsal.FunctionModel(_flat_linear, {"w": w1}), x, 0,
+                                 reduce=None)
+    np.testing.assert_allclose(g1, -x * w1[:, 0].reshape(4, 4, 1), rtol=1e-5, atol=1e-6)
+    g2 = jaxsal.gradient_x_input(jaxsal.FunctionModel(_flat_linear, {"w": w2}), x, 0,
+                                 reduce=None)
+    np.testing.assert_allclose(g2, x * w2[:, 0].reshape(4, 4, 1), rtol=1e-5, atol=1e-6)
+    w10 = rng.normal(size=(16, 10)).astype(np.float32)  # class 7 exists here
+    assert jaxsal.saliency(jaxsal.FunctionModel(_flat_linear, {"w": w10}), x, 7).shape == (
+        2, 4, 4)
+
+
+def test_a_model_without_cache_key_is_held_by_its_cache_entries():
+    """A model known only by identity (``apply`` and ``params``, no ``cache_key``) is kept
+    alive by its cached entries, so a new model cannot reuse its address and be served its
+    shapes and programs."""
+    import gc
+    import weakref
+
+    from jaxsal._src import base
+
+    class Plain:
+        def __init__(self, w):
+            self.params = {"w": w}
+
+        def apply(self, params, x, capture=(), perturb=None):
+            return _flat_linear(params, x)
+
+    m = Plain(np.ones((16, 2), np.float32))
+    ref = weakref.ref(m)
+    base.model_shapes(m, jnp.ones((1, 4, 4, 1)))  # a cached entry and no program (as after
+    key = base.model_key(m)                       # a call refused by validation)
+    del m
+    gc.collect()
+    assert ref() is not None  # held by the cache until evicted
+    assert key == base.model_key(ref()) and key != base.model_key(Plain(None))
+    base.clear_caches()
+    gc.collect()
+
+
 def test_no_recompile_on_second_call(lm, x4, compiles):
     calls = [lambda: jaxsal.saliency(lm, x4, [1, 2]),
              lambda: jaxsal.gradcam(lm, x4, 5),

@@ -156,6 +156,18 @@ def test_integrated_gradients_completeness_over_all_inputs(two):
         jaxsal.integrated_gradients(m, x, 0, baseline=[0.0])
 
 
+def test_a_baseline_per_input_mixed_with_a_number_is_split_with_the_inputs(two):
+    """A structure of baselines, one with a row per input and one number: sub-batches take
+    the rows of the first and share the second (it used to be passed whole, and failed)."""
+    m, x = two
+    b = [np.random.default_rng(4).normal(size=x[0].shape).astype(np.float32), 0.5]
+    for f, kw in ((jaxsal.integrated_gradients, {"steps": 4}), (jaxsal.deeplift, {})):
+        whole = f(m, x, [0, 2], baseline=b, **kw)
+        split = f(m, x, [0, 2], baseline=b, memory_budget=1, **kw)
+        for a, c in zip(split, whole):
+            np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6 * np.abs(c).max())
+
+
 def test_deeplift_summation_to_delta_over_all_inputs(two):
     """DeepLIFT's maps of every input add up to S(x) - S(x') exactly (ReLU and tanh, one
     per input branch), per-input references in x's structure, and DeepLIFT-SHAP's to

@@ -350,7 +350,31 @@ def model_key(model: Any) -> Hashable:
         return (type(model), graph, model.head, model.runtime,
                 getattr(model, "_keras_major", None), getattr(model, "output_index", None),
                 getattr(model, "channels_last_view", False))
-    return (type(model), id(model))
+    return (type(model), _Held(model))
+
+
+class _Held:
+    """A cache-key part naming one object: hashed by ``id``, equal only to itself, and
+    holding it, so that a cache entry cannot be matched by a new object that reuses the
+    address of a collected one (the entry keeps its object alive until evicted)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _Held) and other.obj is self.obj
+
+
+def function_key(model: Any) -> Hashable:
+    """:func:`model_key` and the shapes and dtypes of the model's params: what a model's
+    output and layer shapes depend on (one plain function may take params of several
+    widths or class counts)."""
+    return (model_key(model), shape_key(getattr(model, "params", None)))
 
 
 def several_outputs(model: Any, shapes: Sequence[tuple]) -> tuple[str, str]:
@@ -499,7 +523,7 @@ def model_shapes(model: Any, x: Array, layers: Sequence[str] = ()) -> tuple[Any,
     Raises a ``ValueError`` naming the input shape when the model cannot run on ``x``.
     """
     layers = tuple(layers)
-    key = (model_key(model), shape_key(x), layers)
+    key = (function_key(model), shape_key(x), layers)
 
     def make():
         def run(p, xx):
@@ -530,7 +554,7 @@ def forward_bytes(model: Any, x: Array) -> int:
     392 MiB, VJP residuals 105 MiB, XLA:CPU's buffers for a forward and one backward pass
     65 MiB).
     """
-    key = ("bytes", model_key(model), shape_key(x), jax.default_backend())
+    key = ("bytes", function_key(model), shape_key(x), jax.default_backend())
 
     def make():
         if jax.default_backend() != "cpu":
@@ -807,21 +831,28 @@ def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
     """``run(params, x, ids, *rest)`` over sub-batches of ``nb`` inputs (``lax.map``, padded by
     repeating the last input), outputs concatenated. Arguments at ``per_example`` positions
     (``x``, ``ids``; an array or a structure of arrays, as ``x`` of a multi-input model) are
-    split; those at ``maybe`` positions only when shaped like ``x`` (an ``(N, H, W, C)``
-    baseline or fill); everything else is shared.
+    split; at ``maybe`` positions, each array shaped like its input in ``x`` (an
+    ``(N, H, W, C)`` baseline or fill) is split and the others (a scalar, one example's
+    shape) are shared, array by array; everything else is shared.
 
     The number of inputs ``N`` is read from ``x`` when the program is traced, not fixed when
     it is built: compiled programs are cached by their options (``nb`` among them), and one
     program serves every batch size (a batch of 7 after one of 8, both in passes of 4)."""
 
-    def batched(a, x, n: int, strict: bool) -> bool:
+    def rows(v, n: int) -> bool:
+        return getattr(v, "ndim", 0) >= 1 and v.shape[0] == n
+
+    def which(a, x, n: int, strict: bool) -> list[bool] | None:
+        """Per leaf of ``a``: split it? (``None``: nothing to split.)"""
         leaves = jax.tree_util.tree_leaves(a)
-        if not leaves or any(getattr(v, "ndim", 0) < 1 or v.shape[0] != n for v in leaves):
-            return False
         if strict:
-            return True
-        return (jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(x)
-                and all(v.ndim == r.ndim for v, r in zip(leaves, jax.tree_util.tree_leaves(x))))
+            return [True] * len(leaves) if leaves and all(rows(v, n) for v in leaves) else None
+        xs = jax.tree_util.tree_leaves(x)
+        if jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(x):
+            flags = [rows(v, n) and v.ndim == r.ndim for v, r in zip(leaves, xs)]
+        else:  # one array for every input
+            flags = [rows(v, n) and len(xs) == 1 and v.ndim == xs[0].ndim for v in leaves]
+        return flags if any(flags) else None
 
     def wrapped(*args):
         x = args[1]
@@ -830,22 +861,30 @@ def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
             return run(*args)
         n_chunks = math.ceil(n / nb)
         pad = n_chunks * nb - n
-        split = [i for i in sorted(set(per_example) | set(maybe))
-                 if i < len(args) and args[i] is not None
-                 and batched(args[i], x, n, i in per_example)]
 
         def cut(a):
             if pad:
                 a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
             return a.reshape((n_chunks, nb) + a.shape[1:])
 
+        plan = {}  # argument position -> (its treedef, per-leaf split flags)
+        for i in sorted(set(per_example) | set(maybe)):
+            if i < len(args) and args[i] is not None:
+                flags = which(args[i], x, n, i in per_example)
+                if flags is not None:
+                    plan[i] = (jax.tree_util.tree_structure(args[i]), flags)
+        split = {i: [cut(v) for v, f in zip(jax.tree_util.tree_leaves(args[i]), flags) if f]
+                 for i, (_, flags) in plan.items()}
+
         def body(parts):
             a2 = list(args)
-            for i, part in zip(split, parts):
-                a2[i] = part
+            for i, (tree, flags) in plan.items():
+                it = iter(parts[i])
+                a2[i] = tree.unflatten([next(it) if f else v for v, f in
+                                        zip(jax.tree_util.tree_leaves(args[i]), flags)])
             return run(*a2)
 
-        out = jax.lax.map(body, [jax.tree_util.tree_map(cut, args[i]) for i in split])
+        out = jax.lax.map(body, split)
         return jax.tree_util.tree_map(lambda o: o.reshape((n_chunks * nb,) + o.shape[2:])[:n],
                                       out)
 

@@ -273,8 +273,9 @@ def to_channels_last(a: Array, channels_first: bool, axis: int = 1) -> Array:
 
 @dataclasses.dataclass
 class Prepared:
-    """A validated call: the model variant, its cache key (the model's function and the
-    inputs' structure, per-example shapes, dtypes and layouts), params, input and targets.
+    """A validated call: the model variant, its cache key (the model's function, its params'
+    shapes and the inputs' structure, per-example shapes, dtypes and layouts), params, input
+    and targets.
 
     ``x`` is one array, or for a multi-input model the list, tuple or dict of arrays the
     caller gave (methods that accept several inputs only: ``prepare(multi_input=True)``)."""
@@ -413,7 +414,7 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
     # FunctionModel may take (N, D) and (N, H, W, C) inputs)
     signature = (jax.tree_util.tree_structure(xa),
                  tuple((tuple(a.shape[1:]), str(a.dtype)) for a in leaves), formats)
-    return Prepared(m, (base.model_key(m), signature), m.params, xa, spec,
+    return Prepared(m, (base.function_key(m), signature), m.params, xa, spec,
                     None if ids is None else jnp.asarray(ids), info, formats)
 
 
