@@ -127,6 +127,7 @@ def fullgrad(model: Any, x: ArrayLike, targets: Any = None, *, variant: str = "p
     chunk = base.chunk_for(spec.num, fb * nb // p.n, chunk_size, memory_budget, rows=nb)
     align = variant == "paper"
     axes = tuple(range(-len(size), 0))
+    x_cf = p.channels_first  # (the program closes over this, not over `p` and its arrays)
 
     def build():
         def run(params, x, ids):
@@ -142,8 +143,7 @@ def fullgrad(model: Any, x: ArrayLike, targets: Any = None, *, variant: str = "p
 
             def chunk_fn(ts):
                 gx, gz = jax.vmap(pull, out_axes=1)(ts)
-                total = _term(to_channels_last(jnp.abs(gx * x[:, None]), p.channels_first, 2),
-                              variant)
+                total = _term(to_channels_last(jnp.abs(gx * x[:, None]), x_cf, 2), variant)
                 for name, _, cf in layers:
                     t = _term(to_channels_last(jnp.abs(gz[name] * b[name][:, None]), cf, 2),
                               variant)
