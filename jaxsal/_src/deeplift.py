@@ -214,7 +214,10 @@ def _attribute(g: Any, delta: Any, multiply_by_inputs: bool) -> Any:
 
 
 def _setup(model, x, targets, head, check_finite, maxpool, eps, rtol, reduce,
-           multiply_by_inputs, layer):
+           multiply_by_inputs, layer, memory_budget):
+    """Validation and the plan both DeepLIFT functions share: ``(prepared call, DeepLIFT
+    model, multiply_by_inputs, layer target, channel axes, inputs per pass, bytes of one
+    pass of those inputs and as many references)``."""
     check_reduce(reduce)
     eps, rtol = _check_tolerance(eps, "eps"), _check_tolerance(rtol, "rtol")
     multiply_by_inputs = check_flag(multiply_by_inputs, "multiply_by_inputs")
@@ -222,7 +225,10 @@ def _setup(model, x, targets, head, check_finite, maxpool, eps, rtol, reduce,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
     axes = p.map_channel_axes if lt is None else [lt.map_channel_axis]
-    return p, deeplift_model(p.model, maxpool, eps, rtol), multiply_by_inputs, lt, axes
+    fb = 2 * base.forward_bytes(p.model, p.x)  # each input and a reference in one pass
+    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
+    return (p, deeplift_model(p.model, maxpool, eps, rtol), multiply_by_inputs, lt, axes, nb,
+            fb * nb // p.n)
 
 
 def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
@@ -266,13 +272,11 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
     Returns:
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``).
     """
-    p, dl, multiply_by_inputs, lt, axes = _setup(model, x, targets, head, check_finite,
-                                                 maxpool, eps, rtol, reduce,
-                                                 multiply_by_inputs, layer)
+    p, dl, multiply_by_inputs, lt, axes, nb, fb = _setup(
+        model, x, targets, head, check_finite, maxpool, eps, rtol, reduce, multiply_by_inputs,
+        layer, memory_budget)
     b = check_baseline(baseline, p.x)
-    fb = 2 * base.forward_bytes(p.model, p.x)  # input and reference in one pass
-    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
-    chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget, rows=2 * nb)
+    chunk = base.chunk_for(p.spec.num, fb, chunk_size, memory_budget, rows=2 * nb)
     m, spec, info = p.model, p.spec, p.info
 
     def build():
@@ -319,14 +323,11 @@ def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
     Returns:
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``).
     """
-    p, dl, multiply_by_inputs, lt, axes = _setup(model, x, targets, head, check_finite,
-                                                 maxpool, eps, rtol, reduce,
-                                                 multiply_by_inputs, layer)
+    p, dl, multiply_by_inputs, lt, axes, nb, fb = _setup(
+        model, x, targets, head, check_finite, maxpool, eps, rtol, reduce, multiply_by_inputs,
+        layer, memory_budget)
     dist = check_baselines(baselines, p.x)
     n_ref = int(jax.tree_util.tree_leaves(dist)[0].shape[0])
-    fb = 2 * base.forward_bytes(p.model, p.x)  # each input and a reference in one pass
-    nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
-    fb = fb * nb // p.n
     batch_baselines = base.auto_batch(n_ref, fb, batch_baselines, memory_budget,
                                       "batch_baselines")
     chunk = base.chunk_for(p.spec.num, fb * batch_baselines, chunk_size, memory_budget)
