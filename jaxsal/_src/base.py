@@ -503,9 +503,11 @@ def tile_batch(a: Any, b: int) -> Any:
 
 
 def shape_key(x: Any) -> Hashable:
-    """A hashable key of the shapes and dtypes of ``x`` (an array or a structure of them)."""
+    """A hashable key of the shapes and dtypes of ``x`` (an array or a structure of them;
+    Python numbers among them, as plain functions' params may be, by their type)."""
     leaves, tree = jax.tree_util.tree_flatten(x)
-    return (tree, tuple((tuple(a.shape), str(a.dtype)) for a in leaves))
+    return (tree, tuple((tuple(np.shape(a)), str(getattr(a, "dtype", type(a).__name__)))
+                        for a in leaves))
 
 
 def describe_shapes(x: Any) -> str:
