@@ -25,17 +25,24 @@ HEADS = ("saved", "logits", "softmax", "sigmoid", "sigmoid_complement")
 _WEAK_FORMAT = frozenset({"BatchNormalization", "SyncBatchNormalization"})
 
 
-def apply_head(head: str, z: Array, softmax_axis: int | tuple[int, ...] = -1) -> Array:
+def _complement(z: Array) -> Array:
+    return jax.nn.sigmoid(-z)  # == 1 - sigmoid(z), without cancellation
+
+
+def apply_head(head: str, z: Array, softmax_axis: int | tuple[int, ...] = -1,
+               rt: Runtime | None = None) -> Array:
     """Apply an output head to the pre-activation outputs ``z`` (``saved``/``logits``: as is);
-    ``softmax`` normalizes over ``softmax_axis``."""
+    ``softmax`` normalizes over ``softmax_axis``. The sigmoid heads are elementwise
+    activations: with ``rt`` they go through its ``elementwise`` rule (DeepLIFT's)."""
     if head in ("saved", "logits"):
         return z
     if head == "softmax":
         return jax.nn.softmax(z, axis=softmax_axis)
+    act = (lambda f, v: f(v)) if rt is None else rt.act
     if head == "sigmoid":
-        return jax.nn.sigmoid(z)
+        return act(jax.nn.sigmoid, z)
     if head == "sigmoid_complement":
-        return jax.nn.sigmoid(-z)  # == 1 - sigmoid(z), without cancellation
+        return act(_complement, z)
     raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
 
 
@@ -396,7 +403,7 @@ class KerasModel:
                 else [-1] * len(self.graph.outputs))
         if self.output_index is not None:
             axes = [axes[self.output_index]]
-        outs = [apply_head(self.head, o, a) for o, a in zip(outs, axes)]
+        outs = [apply_head(self.head, o, a, self.runtime) for o, a in zip(outs, axes)]
         y = outs[0] if self.graph.single_output or self.output_index is not None else outs
         if capture:
             return y, {orig: jnp.moveaxis(captured[path], 1, -1) if self._moved(path)

@@ -12,6 +12,7 @@ tests/test_reference_torch.py.
 
 import dataclasses
 import os
+import pathlib
 
 os.environ.setdefault("KERAS_BACKEND", "numpy")
 
@@ -373,3 +374,20 @@ def test_token_model_at_its_embedding(tmp_path):
     np.testing.assert_allclose(a.sum(-1), delta, atol=1e-4 * np.abs(delta).max())
     with pytest.raises(TypeError, match="integer inputs.*deeplift"):
         jaxsal.deeplift(m, x, 0)  # token ids have no gradient: a layer is needed
+
+
+def test_sigmoid_heads_of_a_binary_model_get_the_rule():
+    """The ``sigmoid`` and ``sigmoid_complement`` heads are elementwise activations: DeepLIFT
+    sums to the difference of the probabilities (class 1 and class 0 of a one-unit model)."""
+    fix = pathlib.Path(__file__).parent / "fixtures"
+    m = load_keras(fix / "binary_cnn_keras3.keras")
+    x = np.load(fix / "binary_cnn_keras3.expected.npz")["x"][:3]
+    x0 = np.zeros_like(x)
+    for head in ("sigmoid", "sigmoid_complement"):
+        mh = m.with_head(head)
+        y = np.asarray(mh(x) - mh(x0))[:, 0]
+        for cls in (0, 1):
+            a = np.asarray(jaxsal.deeplift(mh, x, cls, baseline=x0)).sum((-2, -1))
+            want = y if (cls == 1) == (head == "sigmoid") else -y
+            np.testing.assert_allclose(a, want, atol=1e-5 * max(np.abs(y).max(), 1e-3),
+                                       err_msg=f"{head} class {cls}")

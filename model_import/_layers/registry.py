@@ -36,7 +36,8 @@ class Runtime:
         the ones over an axis: ``softmax``, ``log_softmax``, ``glu``, ``sparsemax``), the
         activation layers (``ReLU``, ``LeakyReLU``, ``ELU``, ``ThresholdedReLU``, and
         ``PReLU`` with its slopes as ``consts``) and the activation operations of Keras 3
-        (``keras.ops.relu``...) and tf.keras (``tf.nn.relu``...). ``f`` is the plain
+        (``keras.ops.relu``...) and tf.keras (``tf.nn.relu``...), and the ``sigmoid`` and
+        ``sigmoid_complement`` heads of ``KerasModel``. ``f`` is the plain
         function (built on ``relu`` above); ``consts`` are not differentiated. DeepLIFT's
         rescale rule (``jaxsal.deeplift``) is such a rule, a ``custom_vjp`` around ``f``.
         It must compare equal by value (a frozen dataclass): compiled programs are cached
