@@ -134,3 +134,31 @@ def test_bad_models_and_options_are_refused(relu_net):
     fm = jaxsal.FunctionModel(lambda p, v: v.reshape(v.shape[0], -1)[:, :3] * p, 1.0)
     with pytest.raises(TypeError, match="load_keras"):
         jaxsal.lrp(fm, x, 0)
+
+
+def test_layer_relevance(relu_net):
+    """``layer=``: the relevance reaching a layer's output (Captum's ``LayerLRP``). With a
+    vanishing epsilon on a ReLU network it is gradient times activation there."""
+    m, x = relu_net
+    for layer in ("max_pooling2d", "add", "dense"):
+        name = next(n for n in m.layer_names if n.startswith(layer))
+        kw = {"reduce": None} if layer == "dense" else {}
+        r = np.asarray(jaxsal.lrp(m, x, [0, 3], layer=name, **kw))
+        gxa = np.asarray(jaxsal.gradient_x_input(m, x, [0, 3], layer=name, **kw))
+        np.testing.assert_allclose(r, gxa, rtol=1e-4, atol=1e-5 * np.abs(gxa).max(),
+                                   err_msg=name)
+
+
+def test_layer_relevance_without_biases_sums_to_the_score(tmp_path):
+    """At every layer that cuts the network in two (not the convolutions inside the
+    residual branch), the relevance of a bias-free network adds up to the score."""
+    km = _relu_net(use_bias=False)
+    perturb_keras(km, seed=6, kernels=True)
+    m = _load(km, tmp_path, "nobias_layer")
+    x = np.random.default_rng(5).normal(size=(3, 12, 10, 3)).astype(np.float32)
+    y = np.asarray(m(x))[:, 1]
+    convs = [n for n in m.layer_names if n.startswith("conv2d")]
+    for name in [n for n in m.layer_names[1:-1] if n not in convs[1:3]]:
+        r = np.asarray(jaxsal.lrp(m, x, 1, layer=name, reduce=None))
+        np.testing.assert_allclose(r.reshape(len(x), -1).sum(-1), y, rtol=1e-4,
+                                   atol=1e-5 * np.abs(y).max(), err_msg=name)

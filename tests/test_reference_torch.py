@@ -301,6 +301,14 @@ def test_lrp(model, epsilon, key):
     assert_per_map(by_class(ours), ref[key])
 
 
+def test_layer_lrp(model):
+    """Captum's ``LayerLRP`` at c3 (its Conv2d, whose relevance the ReLU passes on).
+    Measured: 2.1e-7 where the maps reach 0.55."""
+    ref = np.load(F / "reference_torch" / "lrp_rgb.npz")
+    ours = jaxsal.lrp(model, ref["x"], CLASSES, layer="c3", reduce=None)
+    assert_per_map(by_class(ours), ref["layer_lrp_c3"])
+
+
 def test_deeplift_shap(model, dl):
     """Captum's ``DeepLiftShap`` against 6 references. Measured: 9e-8 (maps up to 0.16)."""
     ours = jaxsal.deeplift_shap(model, dl["x"], CLASSES, baselines=dl["shap_baselines"],

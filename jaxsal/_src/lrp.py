@@ -34,8 +34,8 @@ import jax.numpy as jnp
 from jaxsal._src import base
 from jaxsal._src.gradients import first_only
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import run_model, target_pullback
-from jaxsal._src.validate import prepare
+from jaxsal._src.targets import layer_pullback, run_model, target_pullback
+from jaxsal._src.validate import prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -115,7 +115,7 @@ def _check_epsilon(epsilon: Any) -> float:
 def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
         reduce: str | None = "sum", head: str | None = None, chunk_size: int | None = None,
         memory_budget: int | None = None, precision: str | None = None,
-        check_finite: bool = True) -> Array:
+        check_finite: bool = True, layer: str | None = None) -> Array:
     """Layer-wise relevance propagation with the epsilon rule (Bach et al., 2015; Captum's
     ``LRP`` with its default rules).
 
@@ -132,6 +132,9 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
         gradient times input); larger values (0.25 of typical activations) keep only the
         strongest contributions.
       reduce: channel reduction (default signed ``"sum"``; ``None`` keeps channels).
+      layer: the relevance of this layer's output instead of the input's (Captum's
+        ``LayerLRP``); maps have the layer's shape, its channel axis reduced (token models:
+        at the embedding, ``x`` may be integer ids).
     Returns:
       Raw relevance maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when
       ``reduce=None``).
@@ -139,17 +142,23 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
     check_reduce(reduce)
     epsilon = _check_epsilon(epsilon)
     p = prepare(model, x, targets, head=head, backprop="standard", check_finite=check_finite,
-                multi_input=True)
+                allow_int=layer is not None, multi_input=True)
+    lt = None if layer is None else prepare_layer(p, layer, reduce)
     lm = lrp_model(p.model, epsilon)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget, rows=nb)
-    spec, info, axes = p.spec, p.info, p.map_channel_axes
+    spec, info = p.spec, p.info
+    axes = p.map_channel_axes if lt is None else [lt.map_channel_axis]
 
     def build():
         def run(params, x, ids):
-            fwd = lambda xx: (*run_model(lm, params, xx, spec.layers), None)  # noqa: E731
-            scores, _, pull = target_pullback(fwd, x, spec, info, ids)
+            if lt is None:
+                fwd = lambda xx: (*run_model(lm, params, xx, spec.layers), None)  # noqa: E731
+                scores, _, pull = target_pullback(fwd, x, spec, info, ids)
+            else:  # the cotangent reaching the layer's output is its relevance
+                scores, _, pull = layer_pullback(lm, params, x, lt.name, lt.shape, spec, info,
+                                                 ids)
 
             def chunk_fn(ts):
                 g = jax.vmap(pull, out_axes=1)(ts)  # relevance per unit of score
@@ -164,6 +173,6 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
 
         return run
 
-    key = ("lrp", p.key, base.model_key(lm), spec, info, reduce, chunk, nb)
+    key = ("lrp", p.key, base.model_key(lm), spec, info, reduce, chunk, nb, lt)
     return base.compiled(key, lambda: base.split_batch(build(), nb),
                          precision)(p.params, p.x, p.ids)
