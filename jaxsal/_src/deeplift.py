@@ -35,7 +35,7 @@ from jaxsal._src.gradient_shap import check_baselines
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import _start, check_baseline
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model, target_pullback
+from jaxsal._src.targets import pullback_at, resolve_predicted
 from jaxsal._src.validate import LayerTarget, check_flag, prepare, prepare_layer
 
 Array = jax.Array
@@ -194,14 +194,8 @@ def _pair_pullback(dl: Any, params: Any, x: Any, refs: Any, spec, info, ids,
     reference half's cotangents reach the input half only through the max-pool rule)."""
     n = jax.tree_util.tree_leaves(x)[0].shape[0]
     pair = jax.tree_util.tree_map(lambda a, r: jnp.concatenate([a, r]), x, refs)
-    ids2 = base.tile_batch(ids, 2)
-    if lt is None:
-        fwd = lambda xx: (*run_model(dl, params, xx, spec.layers), None)  # noqa: E731
-        _, _, pull = target_pullback(fwd, pair, spec, info, ids2)
-        delta = jax.tree_util.tree_map(jnp.subtract, x, refs)
-    else:
-        _, a, pull = layer_pullback(dl, params, pair, lt.name, lt.shape, spec, info, ids2)
-        delta = a[:n] - a[n:]
+    _, primal, pull = pullback_at(dl, params, pair, spec, info, base.tile_batch(ids, 2), lt)
+    delta = jax.tree_util.tree_map(lambda a: a[:n] - a[n:], primal)
     return (lambda t: jax.tree_util.tree_map(lambda g: g[:n], pull(t))), delta
 
 

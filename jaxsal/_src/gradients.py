@@ -22,7 +22,7 @@ import jax
 
 from jaxsal._src import base
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import (TargetSpec, OutputInfo, layer_pullback, run_model,
+from jaxsal._src.targets import (TargetSpec, OutputInfo, pullback_at, run_model,
                                  target_pullback)
 from jaxsal._src.validate import prepare, prepare_layer
 
@@ -77,13 +77,7 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
 
     def build():
         def run(params, x, ids):
-            if lt is None:
-                fwd = lambda xx: (*run_model(m, params, xx, spec.layers), None)  # noqa: E731
-                _, _, pull = target_pullback(fwd, x, spec, info, ids)
-                primal = x
-            else:
-                _, primal, pull = layer_pullback(m, params, x, lt.name, lt.shape, spec, info,
-                                                 ids)
+            _, primal, pull = pullback_at(m, params, x, spec, info, ids, lt)
 
             def chunk_fn(ts):
                 g = jax.vmap(pull, out_axes=1)(ts)  # (N, Tc, *primal.shape[1:])

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jaxsal._src import base
 from jaxsal._src.gradients import first_only
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import layer_pullback, run_model, target_pullback
+from jaxsal._src.targets import pullback_at
 from jaxsal._src.validate import prepare, prepare_layer
 
 Array = jax.Array
@@ -153,12 +153,8 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
 
     def build():
         def run(params, x, ids):
-            if lt is None:
-                fwd = lambda xx: (*run_model(lm, params, xx, spec.layers), None)  # noqa: E731
-                scores, _, pull = target_pullback(fwd, x, spec, info, ids)
-            else:  # the cotangent reaching the layer's output is its relevance
-                scores, _, pull = layer_pullback(lm, params, x, lt.name, lt.shape, spec, info,
-                                                 ids)
+            # the cotangent reaching x (or the layer's output) is its relevance
+            scores, _, pull = pullback_at(lm, params, x, spec, info, ids, lt)
 
             def chunk_fn(ts):
                 g = jax.vmap(pull, out_axes=1)(ts)  # relevance per unit of score

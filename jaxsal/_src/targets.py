@@ -334,6 +334,18 @@ def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, sp
     return target_pullback(fwd, zeros, spec, info, ids)
 
 
+def pullback_at(m: Any, params: Any, x: Any, spec, info, ids, lt=None):
+    """``(S (N, T), primal, pull)``: one forward pass of ``m``; ``pull(t)`` is target
+    ``t``'s gradient with respect to ``x`` (``primal = x``), or with ``lt`` (a
+    :class:`~jaxsal._src.validate.LayerTarget`) with respect to that layer's output
+    (``primal = A``), through whatever backward rules ``m``'s runtime installs."""
+    if lt is None:
+        fwd = lambda xx: (*run_model(m, params, xx, spec.layers), None)  # noqa: E731
+        scores, _, pull = target_pullback(fwd, x, spec, info, ids)
+        return scores, x, pull
+    return layer_pullback(m, params, x, lt.name, lt.shape, spec, info, ids)
+
+
 def resolve_predicted(model: Any, params: Any, x: Array, spec: TargetSpec, info: OutputInfo,
                       ids: Array | None) -> tuple[TargetSpec, Array | None]:
     """For methods that evaluate the model away from ``x`` (noise, paths, masks): fix the
