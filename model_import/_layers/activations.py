@@ -58,6 +58,19 @@ def elementwise(f: Callable[..., Array]) -> Callable[..., Array]:
     return act
 
 
+def act_on_first(fn: Callable[..., Array]) -> Callable[..., Array]:
+    """An operation ``fn(rt, x, *args, **kwargs)`` that is an elementwise activation of its
+    first positional argument, computed through ``rt.act`` (Keras 3 ``keras.ops`` nodes and
+    tf.keras ``TFOpLambda`` calls record the tensor first, by position)."""
+
+    def f(rt, *args, **kwargs):
+        if not args:
+            return fn(rt, *args, **kwargs)
+        return rt.act(lambda v: fn(rt, v, *args[1:], **kwargs), args[0])
+
+    return f
+
+
 def _named(keras_major: int) -> dict[str, Callable[[Array, Runtime], Array]]:
     table = _plain_named(keras_major)
     return {k: f if k in NOT_ELEMENTWISE else elementwise(f) for k, f in table.items()}

@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._layers.activations import (_hard_sigmoid_k3, glu, hard_shrink, relu_family,
-                                              soft_shrink, sparse_plus, sparsemax, squareplus)
+from model_import._layers.activations import (_hard_sigmoid_k3, act_on_first, glu, hard_shrink,
+                                              relu_family, soft_shrink, sparse_plus, sparsemax,
+                                              squareplus)
 from model_import._layers.image import (BICUBIC_BACKENDS, aspect_crop_box, aspect_pads,
                                         resize_axes)
 from model_import._layers.registry import LayerImpl, register_layer
@@ -55,9 +56,10 @@ def _op(*names: str, head_op: str | None = None, layout: bool = False, context: 
             except _Refused as e:
                 raise ctx.error(str(e)) from None
 
+            if act:
+                f = act_on_first(f)
+
             def call(params, *args, rt, **kwargs):
-                if act and args:
-                    return rt.act(lambda v: f(rt, v, *args[1:], **kwargs), args[0])
                 return f(rt, *args, **kwargs)
 
             return LayerImpl(call=call, head_op=head_op, **kw)

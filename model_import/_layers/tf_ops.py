@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._layers.activations import relu_family
+from model_import._layers.activations import act_on_first, relu_family
 from model_import._layers.image import resize_axes
 from model_import._layers.registry import LayerImpl, register_layer
 
@@ -237,18 +237,6 @@ _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", 
                           "nn.gelu", "nn.leaky_relu"})
 
 
-def _through_act(fn):
-    """``fn(rt, x, ...)`` applied through the runtime's elementwise rule (the tensor comes
-    first, by position, as tf.keras records these calls)."""
-
-    def f(rt, *args, **kwargs):
-        if not args:
-            return fn(rt, *args, **kwargs)
-        return rt.act(lambda v: fn(rt, v, *args[1:], **kwargs), args[0])
-
-    return f
-
-
 @register_layer("TFOpLambda")
 def _tf_op_lambda(config, ctx):
     fn_name = str(config.get("function", ""))
@@ -258,7 +246,7 @@ def _tf_op_lambda(config, ctx):
                         f"translation here; supported: {', '.join(supported_tf_functions())}")
     implemented, accepted = _KEYWORDS[fn_name], _ACCEPTED.get(fn_name, {})
     if fn_name in _ACTIVATIONS:
-        fn = _through_act(fn)
+        fn = act_on_first(fn)
 
     def call(params, *args, rt, **kwargs):
         try:
