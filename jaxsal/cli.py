@@ -22,10 +22,10 @@ import numpy as np
 
 METHODS = ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "smoothgrad",
            "gradient_shap", "deeplift", "deeplift_shap", "lrp", "integrated_gradients",
-           "blur_integrated_gradients", "guided_integrated_gradients", "gradcam", "gradcam_plus_plus", "layercam",
-           "hirescam", "xgradcam", "scorecam", "eigencam", "eigengradcam",
-           "gradcam_elementwise", "ablationcam", "fullgrad", "guided_gradcam", "occlusion",
-           "rise", "shapley_values", "shapley_value_sampling")
+           "blur_integrated_gradients", "guided_integrated_gradients", "gradcam",
+           "gradcam_plus_plus", "layercam", "hirescam", "xgradcam", "scorecam", "eigencam",
+           "eigengradcam", "gradcam_elementwise", "ablationcam", "fullgrad", "guided_gradcam",
+           "occlusion", "rise", "shapley_values", "shapley_value_sampling")
 
 
 def _data_path(name: str) -> str:

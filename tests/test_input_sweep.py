@@ -60,7 +60,8 @@ ALL = [jaxsal.saliency, jaxsal.gradient_x_input, jaxsal.guided_backprop, jaxsal.
 OPTS = {jaxsal.smoothgrad: dict(key=0, n=2), jaxsal.integrated_gradients: dict(steps=4),
         jaxsal.gradient_shap: dict(key=0, n=2), jaxsal.blur_integrated_gradients: dict(steps=4),
         jaxsal.guided_integrated_gradients: dict(steps=4),
-        jaxsal.occlusion: dict(patch=3), jaxsal.rise: dict(key=0, n=2), jaxsal.scorecam: dict(top_k=2),
+        jaxsal.occlusion: dict(patch=3), jaxsal.rise: dict(key=0, n=2),
+        jaxsal.scorecam: dict(top_k=2),
         jaxsal.shapley_values: dict(patch=3), jaxsal.shapley_value_sampling: dict(key=0, n=2,
                                                                                   patch=3)}
 

@@ -10,10 +10,11 @@ elementwise nonlinearity ``y = f(z)`` the secant slope ``(f(z) - f(z')) / (z - z
 the activations of the input and of the reference (the *rescale rule*; the gradient ``f'(z)``
 where ``z`` and ``z'`` are equal up to ``eps`` and ``rtol``), and through a max pooling
 (``maxpool="delta"``, Captum's rule) each window's output difference placed at the position of
-the larger of the two maxima and divided by that position's input difference. The attribution is ``(x - x') * m``. For a network of
-affine layers, elementwise activations and max pooling it sums to ``S(x) - S(x')``
-("summation-to-delta"); other operations (products of activations, softmax over an axis,
-normalization over features) pass their gradient, as in Captum, and break that sum.
+the larger of the two maxima and divided by that position's input difference. The attribution
+is ``(x - x') * m``. For a network of affine layers, elementwise activations and max pooling
+it sums to ``S(x) - S(x')`` ("summation-to-delta"); other operations (products of
+activations, softmax over an axis, normalization over features) pass their gradient, as in
+Captum, and break that sum.
 
 The rules need the reference's activations at every nonlinearity. As Captum does, the input
 and its reference run as one batch ``[x; x']`` (one forward pass), and the rules --

@@ -180,7 +180,8 @@ def _make_conv(rank):
         return LayerImpl(call=_wrap_channels(call, _channels_first(config)),
                          activation=config.get("activation"),
                          convert_weights=lambda w: dict(zip(names, w)),
-                         n_weights=len(names), param_shapes=shapes, affine=use_bias, relevance=True,
+                         n_weights=len(names), param_shapes=shapes, affine=use_bias,
+                         relevance=True,
                          data_format="channels_first" if _channels_first(config) else "channels_last")
     return convert
 
@@ -393,7 +394,8 @@ def _make_conv_transpose(rank):
         names = ("kernel", "bias") if use_bias else ("kernel",)
         return LayerImpl(call=_wrap_channels(call, cf), activation=config.get("activation"),
                          convert_weights=lambda w: dict(zip(names, w)), n_weights=len(names),
-                         affine=use_bias, relevance=True, data_format="channels_first" if cf else "channels_last")
+                         affine=use_bias, relevance=True,
+                         data_format="channels_first" if cf else "channels_last")
     return convert
 
 
