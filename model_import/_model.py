@@ -38,7 +38,7 @@ def apply_head(head: str, z: Array, softmax_axis: int | tuple[int, ...] = -1,
         return z
     if head == "softmax":
         return jax.nn.softmax(z, axis=softmax_axis)
-    act = (lambda f, v: f(v)) if rt is None else rt.act
+    act = (rt or Runtime()).act  # a plain Runtime applies the function as it is
     if head == "sigmoid":
         return act(jax.nn.sigmoid, z)
     if head == "sigmoid_complement":
