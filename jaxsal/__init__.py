@@ -17,6 +17,9 @@ from jaxsal._src.fullgrad import fullgrad
 from jaxsal._src.gradient_shap import gradient_shap
 from jaxsal._src.integrated import integrated_gradients
 from jaxsal._src.lrp import lrp
+from jaxsal._src.lrp_rules import (LRPComposite, LRPRule, lrp_alpha_beta, lrp_composite,
+                                  lrp_epsilon, lrp_flat, lrp_gamma, lrp_pass, lrp_wsquare,
+                                  lrp_zbox, lrp_zplus)
 from jaxsal._src.blur_ig import blur_integrated_gradients
 from jaxsal._src.guided_ig import guided_integrated_gradients
 from jaxsal._src.occlusion import occlusion
@@ -43,6 +46,8 @@ from jaxsal._src.postprocess import clip_percentile, normalize, reduce_channels,
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "FunctionModel",
+    "LRPComposite",
+    "LRPRule",
     "MaximizeResult",
     "Objective",
     "Parameterization",
@@ -90,6 +95,15 @@ __all__ = [
     "layercam",
     "lp_norm",
     "lrp",
+    "lrp_alpha_beta",
+    "lrp_composite",
+    "lrp_epsilon",
+    "lrp_flat",
+    "lrp_gamma",
+    "lrp_pass",
+    "lrp_wsquare",
+    "lrp_zbox",
+    "lrp_zplus",
     "maximize",
     "neuron",
     "neuron_objective",

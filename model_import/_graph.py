@@ -195,9 +195,10 @@ class Graph:
                     if strip and impl.head_op is not None:  # logits: its argument
                         y = args[0]
                     elif impl.relevance and rt.layer_rule is not None:
-                        y = rt.layer_rule(functools.partial(
-                            impl.call, params.get(call.layer, {}), rt=rt, **kwargs, **mask_kw),
-                            *args)
+                        y = rt.layer_rule(functools.partial(impl.call, rt=rt, **kwargs,
+                                                            **mask_kw),
+                                          params.get(call.layer, {}), *args,
+                                          name=prefix + call.layer)
                     else:
                         y = impl.call(params.get(call.layer, {}), *args, rt=rt, **kwargs,
                                       **mask_kw)
@@ -438,15 +439,23 @@ class Graph:
     def affine_paths(self, prefix: str = "") -> list[str]:
         """Paths of the affine layers (:attr:`LayerImpl.affine`: a convolution or Dense with a
         bias, BatchNormalization) that are called, in call order, nested models' in place."""
+        return self._called_paths(lambda impl: impl.affine, prefix)
+
+    def relevance_paths(self, prefix: str = "") -> list[str]:
+        """Paths of the layers with :attr:`LayerImpl.relevance` that are called, in call
+        order, nested models' in place."""
+        return self._called_paths(lambda impl: impl.relevance, prefix)
+
+    def _called_paths(self, chosen: Callable[[Any], bool], prefix: str) -> list[str]:
         out = []
         for call in self.calls:
             impl = self.layers[call.layer].impl
             if call.index != 0:
                 continue
-            if impl.affine:
+            if chosen(impl):
                 out.append(prefix + call.layer)
             elif impl.subgraph is not None:
-                out.extend(impl.subgraph.affine_paths(prefix + call.layer + "/"))
+                out.extend(impl.subgraph._called_paths(chosen, prefix + call.layer + "/"))
         return out
 
     def locate(self, path: str) -> list[str]:

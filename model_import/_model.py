@@ -417,6 +417,13 @@ class KerasModel:
         bias layers; see :meth:`biases`)."""
         return self.graph.affine_paths()
 
+    @property
+    def relevance_layers(self) -> list[str]:
+        """Paths of the layers that layer-wise relevance propagation gives a rule
+        (:attr:`LayerImpl.relevance`: convolutions, ``Dense``, ``EinsumDense``,
+        ``BatchNormalization``, poolings, ``Add``/``Average``), in call order."""
+        return self.graph.relevance_paths()
+
     def biases(self, params: Any, x: ArrayLike | Sequence[ArrayLike]) -> dict[str, Array]:
         """``{layer: b}`` for every :attr:`affine_layers` entry: the layer's pre-activation
         output for a zero input, ``(1, *output_shape)`` (its bias broadcast over the

@@ -1,10 +1,11 @@
-"""Parity with Captum 0.9.0 and pytorch-grad-cam 1.5.7 on an RGB classifier of non-square
-images (tests/fixtures/reference_models/rgb.keras: BatchNormalization, an Activation layer,
-global average pooling), ported to PyTorch with its weights by
+"""Parity with Captum 0.9.0, pytorch-grad-cam 1.5.7 and zennit 0.5.1 on an RGB classifier of
+non-square images (tests/fixtures/reference_models/rgb.keras: BatchNormalization, an
+Activation layer, global average pooling), ported to PyTorch with its weights by
 tests/fixtures/reference_torch/make_torch_references.py, which says what each array is
 (make_shapley_references.py for Captum's Shapley values, shapley_rgb.npz;
 make_fullgrad_references.py for FullGrad, fullgrad_rgb.npz; make_deeplift_references.py
-for DeepLIFT, deeplift_rgb.npz; make_lrp_references.py for LRP, lrp_rgb.npz). Raw attributions
+for DeepLIFT, deeplift_rgb.npz; make_lrp_references.py for LRP, lrp_rgb.npz;
+make_lrp_rules_references.py for zennit's LRP rules, lrp_rules_rgb.npz). Raw attributions
 within ``1e-4 * max|ref|`` per map (exact Shapley values within ``2e-5``); pytorch-grad-cam's
 [0, 1] maps within 1e-3.
 """
@@ -307,6 +308,36 @@ def test_layer_lrp(model):
     ref = np.load(F / "reference_torch" / "lrp_rgb.npz")
     ours = jaxsal.lrp(model, ref["x"], CLASSES, layer="c3", reduce=None)
     assert_per_map(by_class(ours), ref["layer_lrp_c3"])
+
+
+def _zennit_cases(ref):
+    J, E = jaxsal, 1e-6
+    return {
+        "gamma_box": (ref["x"], J.lrp_composite(first=J.lrp_zbox(ref["low"], ref["high"], E),
+                                                conv=J.lrp_gamma(0.25, E),
+                                                dense=J.lrp_epsilon(0.25))),
+        "plus_flat": (ref["x"], J.lrp_composite(first=J.lrp_flat(E), conv=J.lrp_zplus(E),
+                                                dense=J.lrp_epsilon(E))),
+        "alpha2_beta1": (ref["x"], J.lrp_composite(conv=J.lrp_alpha_beta(2, 1, E),
+                                                   dense=J.lrp_epsilon(E))),
+        "gamma_all": (ref["x_centered"], J.lrp_composite(conv=J.lrp_gamma(0.5, E),
+                                                         dense=J.lrp_gamma(0.5, E))),
+        "wsquare": (ref["x"], J.lrp_composite(first=J.lrp_wsquare(E), conv=J.lrp_zplus(E),
+                                              dense=J.lrp_zplus(E))),
+    }
+
+
+@pytest.mark.parametrize("key", ["gamma_box", "plus_flat", "alpha2_beta1", "gamma_all",
+                                 "wsquare"])
+def test_lrp_rules_as_zennit(model, key):
+    """zennit 0.5.1's rules and composites (make_lrp_rules_references.py; BatchNorm and the
+    poolings take the epsilon rule on both sides, every stabilizer 1e-6). c2 reads
+    BatchNorm outputs of both signs (zennit's sign-aware gamma and alpha-beta). Measured:
+    6.7e-8 (maps up to 0.14), 1.9e-8 (0.05), 3.1e-7 (0.40), 4.8e-8 (0.09), 5.2e-8 (0.13)."""
+    ref = np.load(F / "reference_torch" / "lrp_rules_rgb.npz")
+    x, rule = _zennit_cases(ref)[key]
+    ours = jaxsal.lrp(model, x, CLASSES, rule=rule, epsilon=1e-6, reduce=None)
+    assert_per_map(by_class(ours), ref[key])
 
 
 def test_deeplift_shap(model, dl):

@@ -1,4 +1,5 @@
-"""Layer-wise relevance propagation, epsilon rule (LRP-epsilon).
+"""Layer-wise relevance propagation: the epsilon rule (LRP-epsilon) by default, any rule per
+layer (:mod:`jaxsal._src.lrp_rules`).
 
 Bach, Binder, Montavon, Klauschen, Müller & Samek (2015), "On Pixel-Wise Explanations for
 Non-Linear Classifier Decisions by Layer-Wise Relevance Propagation"; the epsilon rule as in
@@ -8,8 +9,9 @@ with its default ``EpsilonRule``.
 Relevance starts as the target's score ``S(x)`` and flows back layer by layer. Through a
 layer ``z = f(a)`` that has a rule (every convolution, ``Dense``, ``EinsumDense``,
 ``BatchNormalization``, every pooling and the ``Add``/``Average`` merges: Captum's rule
-layers) it is redistributed to the inputs in proportion to their contributions,
-``R_a = a * J_f(a)^T (R_z / (z + eps * sign(z)))`` (``sign(0) = 1``); through an elementwise
+layers) it is redistributed to the inputs by the layer's rule, by default in proportion to
+their contributions, ``R_a = a * J_f(a)^T (R_z / (z + eps * sign(z)))`` (``sign(0) = 1``,
+the epsilon rule; the others in :mod:`jaxsal._src.lrp_rules`); through an elementwise
 activation it passes unchanged (Captum's ReLU and Tanh). As a backward pass: a
 ``jax.custom_vjp`` around each rule layer's call and each activation, installed in the
 model's :class:`~model_import.Runtime`, and the target's cotangent scaled by ``S(x)`` at the
@@ -33,43 +35,13 @@ import jax.numpy as jnp
 
 from jaxsal._src import base
 from jaxsal._src.gradients import first_only
+from jaxsal._src.lrp_rules import layer_rules
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import pullback_at
 from jaxsal._src.validate import prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
-
-
-@dataclasses.dataclass(frozen=True)
-class EpsilonRule:
-    """The LRP-epsilon rule as a ``Runtime.layer_rule``: the call ``z = f(*args)`` is
-    unchanged; its backward pass maps the relevance ``R`` on ``z`` to
-    ``a * J^T (R / (z + eps * sign(z)))`` on each argument ``a`` (a list argument, the inputs
-    of a merge, each with its own share)."""
-
-    eps: float = 1e-9
-
-    def __call__(self, f: Callable[..., Array], *args: Any) -> Array:
-        eps = self.eps
-
-        @jax.custom_vjp
-        def rule(*a):
-            return f(*a)
-
-        def fwd(*a):
-            z = f(*a)
-            return z, (a, z)
-
-        def bwd(res, r):
-            a, z = res
-            s = r / (z + eps * jnp.where(z >= 0, 1.0, -1.0).astype(z.dtype))
-            grads = jax.vjp(f, *a)[1](s)
-            return tuple(jax.tree_util.tree_map(jnp.multiply, ai, gi)
-                         for ai, gi in zip(a, grads))
-
-        rule.defvjp(fwd, bwd)
-        return rule(*args)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,15 +64,16 @@ class PassRelevance:
         return rule(x, *consts)
 
 
-def lrp_model(model: Any, epsilon: float = 1e-9) -> Any:
-    """``model`` (a ``KerasModel``) with LRP-epsilon's rules installed; forward values are
-    unchanged."""
+def lrp_model(model: Any, epsilon: float = 1e-9, rule: Any = None) -> Any:
+    """``model`` (a ``KerasModel``) with LRP's rules installed (``rule`` as in :func:`lrp`);
+    forward values are unchanged."""
     if not hasattr(model, "with_rules"):
         raise TypeError(
             f"LRP needs a model whose layers it can give their rules (a model_import.KerasModel "
             f"from load_keras); got {type(model).__name__}. A plain function has no layers to "
             "find: use gradient_x_input (LRP-0 on a ReLU network) or deeplift")
-    return model.with_rules(elementwise=PassRelevance(), layer_rule=EpsilonRule(epsilon))
+    return model.with_rules(elementwise=PassRelevance(),
+                            layer_rule=layer_rules(model, rule, epsilon))
 
 
 def _check_epsilon(epsilon: Any) -> float:
@@ -113,16 +86,23 @@ def _check_epsilon(epsilon: Any) -> float:
 
 
 def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
-        reduce: str | None = "sum", head: str | None = None, chunk_size: int | None = None,
-        memory_budget: int | None = None, precision: str | None = None,
-        check_finite: bool = True, layer: str | None = None) -> Array:
-    """Layer-wise relevance propagation with the epsilon rule (Bach et al., 2015; Captum's
-    ``LRP`` with its default rules).
+        rule: Any = None, reduce: str | None = "sum", head: str | None = None,
+        chunk_size: int | None = None, memory_budget: int | None = None,
+        precision: str | None = None, check_finite: bool = True, layer: str | None = None) -> Array:
+    """Layer-wise relevance propagation (Bach et al., 2015; Captum's ``LRP``, zennit's
+    composites).
 
     The target's score ``S(x)`` is redistributed backwards: at every convolution, ``Dense``,
-    ``EinsumDense``, ``BatchNormalization``, pooling and ``Add``/``Average`` layer in
-    proportion to each input's contribution, ``R_a = a * J^T (R_z / (z + epsilon *
-    sign(z)))``; unchanged through elementwise activations (see the module for the rest).
+    ``EinsumDense``, ``BatchNormalization``, pooling and ``Add``/``Average`` layer by its rule
+    (by default the epsilon rule: in proportion to each input's contribution, ``R_a = a *
+    J^T (R_z / (z + epsilon * sign(z)))``); unchanged through elementwise activations (see
+    the module for the rest, :mod:`jaxsal._src.lrp_rules` for the other rules).
+
+    Example: zennit's ``EpsilonGammaBox`` on images in ``[0, 1]``::
+
+        rules = jaxsal.lrp_composite(first=jaxsal.lrp_zbox(0.0, 1.0), conv=jaxsal.lrp_gamma(),
+                                     dense=jaxsal.lrp_epsilon(0.25))
+        maps = jaxsal.lrp(model, x, targets, rule=rules)   # (N, T, H, W)
 
     Args:
       model, x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
@@ -130,7 +110,12 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
         ``logits`` head: a softmax output passes its gradient.
       epsilon: the stabilizer (default 1e-9, Captum's; near 0 on a ReLU network this is
         gradient times input); larger values (0.25 of typical activations) keep only the
-        strongest contributions.
+        strongest contributions. The rule of every rule layer that ``rule`` leaves out.
+      rule: ``None`` (the epsilon rule everywhere), one rule for every rule layer
+        (:func:`jaxsal.lrp_gamma`, :func:`jaxsal.lrp_zplus`, ...; the ones that change
+        weights give layers without a kernel the epsilon rule), a
+        :func:`jaxsal.lrp_composite` (a rule per role: first layer, convolutions, dense
+        layers, others) or a dict ``{layer name or Keras class name: rule}``.
       reduce: channel reduction (default signed ``"sum"``; ``None`` keeps channels).
       layer: the relevance of this layer's output instead of the input's (Captum's
         ``LayerLRP``); maps have the layer's shape, its channel axis reduced (token models:
@@ -144,7 +129,7 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
     p = prepare(model, x, targets, head=head, backprop="standard", check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
-    lm = lrp_model(p.model, epsilon)
+    lm = lrp_model(p.model, epsilon, rule)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget, rows=nb)

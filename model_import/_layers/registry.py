@@ -42,10 +42,11 @@ class Runtime:
         rescale rule (``jaxsal.deeplift``) is such a rule, a ``custom_vjp`` around ``f``.
         It must compare equal by value (a frozen dataclass): compiled programs are cached
         by runtime.
-      layer_rule: ``None``, or ``rule(f, *args)`` applied in place of ``f(*args)`` for the
-        call of every layer with ``LayerImpl.relevance`` (``f`` is the layer's call on its
-        positional arguments, before its fused activation): how ``jaxsal.lrp`` installs its
-        rule. Compared by value, like ``elementwise``.
+      layer_rule: ``None``, or ``rule(f, params, *args, name=path)`` applied in place of
+        ``f(params, *args)`` for the call of every layer with ``LayerImpl.relevance`` (``f``
+        is the layer's call on its parameters and positional arguments, before its fused
+        activation; ``path`` the layer's path, ``"outer/inner"`` in a nested model): how
+        ``jaxsal.lrp`` installs its rules. Compared by value, like ``elementwise``.
       max_pool: ``None``, or ``rule(p, x)`` applied in place of ``p(x)`` for every max
         pooling (``MaxPooling1D/2D/3D``, ``GlobalMaxPooling1D/2D/3D``,
         ``AdaptiveMaxPooling1D/2D/3D``); ``p`` is the plain

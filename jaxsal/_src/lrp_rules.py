@@ -1,0 +1,481 @@
+"""The rules of layer-wise relevance propagation, and which layer gets which.
+
+Montavon, Binder, Lapuschkin, Samek & Müller (2019), "Layer-Wise Relevance Propagation: An
+Overview" (epsilon, gamma, z-beta (``zbox``), w^2, flat rules; composites: one rule for the
+upper, middle and lower layers); Bach et al. (2015) (alpha-beta); Montavon et al. (2017),
+"Explaining nonlinear classification decisions with deep Taylor decomposition" (z-plus,
+z-beta); Lapuschkin et al. (2019), "Unmasking Clever Hans predictors" (flat). The
+definitions are zennit's (the LRP authors' PyTorch library), which extend the gamma, alpha-beta
+and z-plus rules to inputs of either sign.
+
+A rule maps the relevance ``R`` on a layer's output ``z = f(a)`` to its input. Every rule
+here is one formula: a weighted sum of *terms*, each the layer evaluated with modified
+inputs ``a_t`` and modified weights ``theta_t``, grouped so that each group shares a
+denominator::
+
+    z_g = sum_t s_t f(a_t; theta_t)                       (one per group)
+    R_a = sum_g c_g sum_t s_t a_t * J_{f(.; theta_t)}^T (m_g(z) R / stab(z_g))
+
+with ``stab(z) = z + epsilon * sign(z)`` (``sign(0) = 1``), term signs ``s_t``, group
+weights ``c_g`` and masks ``m_g`` on the true output. A rule layer's call is then a
+``jax.custom_vjp`` whose forward pass is the layer's own and whose backward pass is that
+formula (:class:`LayerRules`, installed as the model's ``Runtime.layer_rule``).
+
+Weights are the layer's kernels (the parameters named ``kernel``, ``depthwise_kernel``,
+``pointwise_kernel``: convolutions of every kind, ``Dense``, ``EinsumDense``) and its
+``bias``. The rules that change weights (:func:`lrp_gamma`, :func:`lrp_alpha_beta`,
+:func:`lrp_zplus`, :func:`lrp_zbox`, :func:`lrp_wsquare`, :func:`lrp_flat`) apply the epsilon
+rule, with their own ``epsilon``, to rule layers that have no kernel (``BatchNormalization``,
+poolings, ``Add``/``Average``), as Captum's weight-changing rules do on modules without a
+``weight``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+# ----------------------------------------------------------------------------- weights
+def _is_kernel(key: str) -> bool:
+    return key.endswith("kernel")
+
+
+def _leaf_name(path) -> str:
+    last = path[-1] if path else None
+    return str(getattr(last, "key", getattr(last, "name", "")))
+
+
+def has_kernel(params: Any) -> bool:
+    """Whether a layer's parameters hold a kernel (the weights the rules change)."""
+    return any(_is_kernel(_leaf_name(p))
+               for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
+
+
+def _modify(params: Any, kernel: Callable | None, bias: Callable | None) -> Any:
+    """``params`` with every kernel mapped by ``kernel`` and every bias by ``bias``
+    (``None``: unchanged)."""
+    def one(path, v):
+        name = _leaf_name(path)
+        if kernel is not None and _is_kernel(name):
+            return kernel(v)
+        if bias is not None and name == "bias":
+            return bias(v)
+        return v
+
+    return jax.tree_util.tree_map_with_path(one, params)
+
+
+def _pos(v):
+    return jnp.maximum(v, 0)
+
+
+def _neg(v):
+    return jnp.minimum(v, 0)
+
+
+def _ones(v):
+    return jnp.ones_like(v)
+
+
+def _zeros(v):
+    return jnp.zeros_like(v)
+
+
+def _square(v):
+    return v * v
+
+
+@dataclasses.dataclass(frozen=True)
+class _Term:
+    inputs: Callable[[Array], Array] | None  # each input array -> a_t (None: unchanged)
+    kernel: Callable | None = None  # kernel -> its modified value (None: unchanged)
+    bias: Callable | None = None
+    sign: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    terms: tuple[_Term, ...]
+    weight: float = 1.0
+    mask: Callable[[Array], Array] | None = None  # the true output z -> where it applies
+
+
+def stabilize(z: Array, epsilon: float) -> Array:
+    """``z + epsilon * sign(z)`` with ``sign(0) = 1``."""
+    return z + epsilon * jnp.where(z >= 0, 1.0, -1.0).astype(z.dtype)
+
+
+def _propagate(f: Callable, params: Any, args: tuple, z: Array, r: Array,
+               groups: Sequence[_Group], epsilon: float) -> tuple:
+    total = None
+    for group in groups:
+        runs = []
+        for t in group.terms:
+            a_t = args if t.inputs is None else jax.tree_util.tree_map(t.inputs, args)
+            p_t = _modify(params, t.kernel, t.bias)
+            runs.append((t, a_t, lambda *a, p_t=p_t: f(p_t, *a)))
+        z_g = sum(t.sign * g(*a_t) for t, a_t, g in runs)
+        s = r / stabilize(z_g, epsilon)
+        if group.mask is not None:
+            s = jnp.where(group.mask(z), s, 0).astype(s.dtype)
+        s = group.weight * s
+        for t, a_t, g in runs:
+            grads = jax.vjp(g, *a_t)[1](s)
+            share = jax.tree_util.tree_map(lambda a, d, c=t.sign: c * a * d, a_t, grads)
+            total = share if total is None else jax.tree_util.tree_map(jnp.add, total, share)
+    return total
+
+
+# ----------------------------------------------------------------------------- rules
+@dataclasses.dataclass(frozen=True)
+class LRPRule:
+    """One LRP rule (made by :func:`lrp_epsilon`, :func:`lrp_gamma`, ...): a frozen value,
+    compared by its fields, that maps the relevance on a layer's output to its inputs."""
+
+    epsilon: float = 1e-9
+    #: rules that change weights fall back to the epsilon rule on layers without a kernel
+    changes_weights: ClassVar[bool] = True
+
+    def _groups(self, args: tuple) -> tuple[_Group, ...]:
+        raise NotImplementedError
+
+    def relevance(self, f: Callable, params: Any, args: tuple, z: Array, r: Array) -> tuple:
+        """The relevance of each of ``args`` (a tuple, structured as ``args``) given the
+        relevance ``r`` on ``z = f(params, *args)``."""
+        if self.changes_weights and not has_kernel(params):
+            return Epsilon(self.epsilon).relevance(f, params, args, z, r)
+        return _propagate(f, params, args, z, r, self._groups(args), self.epsilon)
+
+
+@dataclasses.dataclass(frozen=True)
+class Epsilon(LRPRule):
+    changes_weights: ClassVar[bool] = False
+
+    def _groups(self, args):
+        return (_Group((_Term(None),)),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gamma(LRPRule):
+    gamma: float = 0.25
+
+    def _groups(self, args):
+        g = self.gamma
+
+        def up(v):  # the weights of the contributions that have the output's sign, boosted
+            return v + g * _pos(v)
+
+        def down(v):
+            return v + g * _neg(v)
+
+        return (_Group((_Term(_pos, up, up), _Term(_neg, down, _zeros)), mask=lambda z: z > 0),
+                _Group((_Term(_pos, down, down), _Term(_neg, up, _zeros)),
+                       mask=lambda z: z < 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class AlphaBeta(LRPRule):
+    alpha: float = 2.0
+    beta: float = 1.0
+
+    def _groups(self, args):
+        positive = _Group((_Term(_pos, _pos, _pos), _Term(_neg, _neg, _zeros)), self.alpha)
+        if self.beta == 0:
+            return (positive,)
+        return (positive,
+                _Group((_Term(_pos, _neg, _neg), _Term(_neg, _pos, _zeros)), -self.beta))
+
+
+def _as_tuple(v: Any) -> Any:
+    v = np.asarray(v, np.float32)
+    return float(v) if v.ndim == 0 else tuple(_as_tuple(e) for e in v)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZBox(LRPRule):
+    low: Any = 0.0  # a float or nested tuples (hashable), see lrp_zbox
+    high: Any = 1.0
+
+    def _groups(self, args):
+        low, high = np.asarray(self.low, np.float32), np.asarray(self.high, np.float32)
+
+        def bound(b):
+            def fill(a):
+                try:
+                    return jnp.broadcast_to(jnp.asarray(b, a.dtype), a.shape)
+                except ValueError:
+                    raise ValueError(
+                        f"lrp_zbox: expected low and high broadcastable to the layer's input "
+                        f"{a.shape[1:]} without the batch axis (a float, or one value per "
+                        f"channel shaped to broadcast, e.g. (C,) channels-last or (C, 1, 1) "
+                        f"channels-first), got shape {b.shape}") from None
+            return fill
+
+        return (_Group((_Term(None), _Term(bound(low), _pos, _pos, -1.0),
+                        _Term(bound(high), _neg, _neg, -1.0))),)
+
+
+@dataclasses.dataclass(frozen=True)
+class WSquare(LRPRule):
+    def _groups(self, args):
+        return (_Group((_Term(_ones, _square, _zeros),)),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flat(LRPRule):
+    def _groups(self, args):
+        return (_Group((_Term(_ones, _ones, _zeros),)),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pass(LRPRule):
+    changes_weights: ClassVar[bool] = False
+
+    def relevance(self, f, params, args, z, r):
+        if len(args) != 1 or not hasattr(args[0], "shape") or args[0].shape != z.shape:
+            shapes = jax.tree_util.tree_map(lambda a: getattr(a, "shape", a), args)
+            raise ValueError(
+                f"lrp_pass: expected a layer with one input of its output's shape {z.shape} "
+                f"(BatchNormalization, a same-size pooling), got inputs {shapes}; give this "
+                "layer another rule")
+        return (r,)
+
+
+def _check(name: str, value: Any, ok: Callable[[float], bool], expected: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return float(value)
+
+
+def _eps(epsilon: Any, who: str) -> float:
+    return _check(f"{who} epsilon", epsilon, lambda v: v > 0,
+                  "a float > 0 (the stabilizer added to each output that is divided by: 1e-9 is "
+                  "Captum's default, 1e-6 zennit's)")
+
+
+def lrp_epsilon(epsilon: float = 1e-9) -> LRPRule:
+    """The epsilon rule (LRP-epsilon; LRP-0 as ``epsilon -> 0``): ``R_a = a * J^T (R / stab(z))``.
+    ``epsilon`` of the order of the activations (0.25) absorbs weak, contradictory
+    contributions: Montavon et al.'s rule for the middle layers."""
+    return Epsilon(_eps(epsilon, "lrp_epsilon"))
+
+
+def lrp_gamma(gamma: float = 0.25, epsilon: float = 1e-9) -> LRPRule:
+    """The gamma rule (Montavon et al. 2019, lower layers): positive contributions weighted
+    ``1 + gamma`` (weights and bias ``theta + gamma * max(theta, 0)``), as zennit's ``Gamma``:
+    where the output is negative the negative contributions are the boosted ones, and a
+    negative input's contributions count with its sign. On non-negative inputs (after a
+    ReLU) and a positive output this is the rule of the paper; ``gamma -> inf`` tends to
+    z-plus, ``gamma = 0`` is LRP-0."""
+    return Gamma(_eps(epsilon, "lrp_gamma"),
+                 _check("lrp_gamma gamma", gamma, lambda v: v >= 0, "a float >= 0 (0.25 is "
+                        "the usual value; 0 gives the epsilon rule)"))
+
+
+def lrp_alpha_beta(alpha: float = 2.0, beta: float = 1.0, epsilon: float = 1e-9) -> LRPRule:
+    """The alpha-beta rule (Bach et al. 2015): the positive contributions ``(a w)^+`` (bias
+    ``b^+``) share ``alpha R``, the negative ones ``(a w)^-`` (bias ``b^-``) take
+    ``-beta R``, each in proportion to its size. ``alpha - beta = 1`` keeps the relevance's
+    total (zennit requires it; so does jaxsal). ``alpha=1, beta=0`` is :func:`lrp_zplus`."""
+    a = _check("lrp_alpha_beta alpha", alpha, lambda v: v >= 0, "a float >= 0")
+    b = _check("lrp_alpha_beta beta", beta, lambda v: v >= 0, "a float >= 0")
+    if abs(a - b - 1) > 1e-12:
+        raise ValueError(f"lrp_alpha_beta: expected alpha - beta = 1 (the relevance's total is "
+                         f"kept; the usual choices are (1, 0) and (2, 1)), got alpha={alpha!r}, "
+                         f"beta={beta!r}")
+    return AlphaBeta(_eps(epsilon, "lrp_alpha_beta"), a, b)
+
+
+def lrp_zplus(epsilon: float = 1e-9) -> LRPRule:
+    """The z-plus rule (deep Taylor decomposition; Captum's ``Alpha1_Beta0_Rule``): only
+    positive contributions, ``R_a = (a w)^+ / sum (a w)^+ * R`` (the bias's positive part in
+    the sum); ``lrp_alpha_beta(1, 0)``."""
+    return AlphaBeta(_eps(epsilon, "lrp_zplus"), 1.0, 0.0)
+
+
+def lrp_zbox(low: ArrayLike, high: ArrayLike, epsilon: float = 1e-9) -> LRPRule:
+    """The z-beta rule for the first layer, on inputs bounded by ``low <= x <= high``
+    (Montavon et al. 2017): ``R_x = (x w - l w^+ - h w^-) / sum (x w - l w^+ - h w^-) * R``.
+
+    Args:
+      low, high: the smallest and largest values the input can take: floats, or per-channel
+        values shaped to broadcast against one example (``(C,)`` channels-last,
+        ``(C, 1, 1)`` channels-first): for images normalized per channel, ``(0 - mean) /
+        std`` and ``(1 - mean) / std``.
+    """
+    lo, hi = np.asarray(low, np.float32), np.asarray(high, np.float32)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise ValueError(f"lrp_zbox: expected finite low and high, got {low!r}, {high!r}")
+    try:
+        bad = np.any(np.broadcast_arrays(lo, hi)[0] > np.broadcast_arrays(lo, hi)[1])
+    except ValueError:
+        raise ValueError(f"lrp_zbox: low {lo.shape} and high {hi.shape} do not broadcast "
+                         "together") from None
+    if bad:
+        raise ValueError("lrp_zbox: expected low <= high everywhere (the input's bounds)")
+    return ZBox(_eps(epsilon, "lrp_zbox"), _as_tuple(lo), _as_tuple(hi))
+
+
+def lrp_wsquare(epsilon: float = 1e-9) -> LRPRule:
+    """The w^2 rule (first layer, unbounded inputs): ``R_x`` proportional to ``w^2``,
+    independent of the input's value (bias ignored)."""
+    return WSquare(_eps(epsilon, "lrp_wsquare"))
+
+
+def lrp_flat(epsilon: float = 1e-9) -> LRPRule:
+    """The flat rule: the relevance spread evenly over each output's receptive field,
+    independent of input and weights (bias ignored)."""
+    return Flat(_eps(epsilon, "lrp_flat"))
+
+
+def lrp_pass() -> LRPRule:
+    """Relevance passed on unchanged, for a one-input layer that keeps its input's shape
+    (``BatchNormalization``: as if it were folded into the layer before it)."""
+    return Pass()
+
+
+# ----------------------------------------------------------------------------- which layer
+CONV_CLASSES = ("Conv", "Convolution")  # every class name containing these
+DENSE_CLASSES = ("Dense", "EinsumDense")
+
+
+@dataclasses.dataclass(frozen=True)
+class LRPComposite:
+    """Which rule each rule layer gets (made by :func:`lrp_composite`)."""
+
+    first: LRPRule | None = None
+    conv: LRPRule | None = None
+    dense: LRPRule | None = None
+    other: LRPRule | None = None
+    layers: tuple[tuple[str, LRPRule], ...] = ()
+
+
+def _check_rule(where: str, rule: Any) -> None:
+    if rule is not None and not isinstance(rule, LRPRule):
+        raise TypeError(f"{where}: expected an LRP rule (jaxsal.lrp_epsilon(), lrp_gamma(), "
+                        f"lrp_zplus(), ...) or None, got {type(rule).__name__}")
+
+
+def lrp_composite(*, first: LRPRule | None = None, conv: LRPRule | None = None,
+                  dense: LRPRule | None = None, other: LRPRule | None = None,
+                  layers: Mapping[str, LRPRule] | None = None) -> LRPComposite:
+    """A rule per layer, by role (Montavon et al. 2019's composite LRP; zennit's composites).
+
+    Args:
+      first: the first layer with a kernel in call order (the one reading the input:
+        :func:`lrp_zbox`, :func:`lrp_flat` or :func:`lrp_wsquare`).
+      conv: the other convolutions (every class whose name contains ``Conv``).
+      dense: ``Dense`` and ``EinsumDense`` layers.
+      other: the remaining rule layers (``BatchNormalization``, poolings, ``Add``/``Average``).
+      layers: ``{layer name or Keras class name: rule}``, over all of the above (a layer's
+        name before its class).
+    Roles left ``None`` get ``lrp``'s ``epsilon`` rule. zennit's composites, for example:
+    ``EpsilonGammaBox`` is ``lrp_composite(first=lrp_zbox(low, high), conv=lrp_gamma(),
+    dense=lrp_epsilon(1e-6))``; ``EpsilonPlus`` is ``lrp_composite(conv=lrp_zplus(),
+    dense=lrp_epsilon(1e-6))``; ``EpsilonPlusFlat`` adds ``first=lrp_flat()``;
+    ``EpsilonAlpha2Beta1`` uses ``conv=lrp_alpha_beta(2, 1)``.
+    """
+    for name, rule in (("first", first), ("conv", conv), ("dense", dense), ("other", other)):
+        _check_rule(f"lrp_composite({name}=)", rule)
+    items = tuple((layers or {}).items())
+    for key, rule in items:
+        if not isinstance(key, str):
+            raise TypeError(f"lrp_composite(layers=): expected layer or class names as keys, "
+                            f"got {key!r}")
+        _check_rule(f"lrp_composite(layers={{{key!r}: ...}})", rule)
+        if rule is None:
+            raise TypeError(f"lrp_composite(layers=): layer {key!r} maps to None; leave it out")
+    return LRPComposite(first, conv, dense, other, items)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRules:
+    """The rules installed as a model's ``Runtime.layer_rule``: ``default`` for every rule
+    layer not in ``by_layer`` (``(layer path, rule)`` pairs). Compared by value."""
+
+    default: LRPRule
+    by_layer: tuple[tuple[str, LRPRule], ...] = ()
+
+    def rule_for(self, name: str) -> LRPRule:
+        for path, rule in self.by_layer:
+            if path == name:
+                return rule
+        return self.default
+
+    def __call__(self, f: Callable[..., Array], params: Any, *args: Any, name: str) -> Array:
+        rule = self.rule_for(name)
+
+        @jax.custom_vjp
+        def call(*a):
+            return f(params, *a)
+
+        def fwd(*a):
+            z = f(params, *a)
+            return z, (a, z)
+
+        def bwd(res, r):
+            a, z = res
+            return tuple(rule.relevance(f, params, a, z, r))
+
+        call.defvjp(fwd, bwd)
+        return call(*args)
+
+
+def layer_rules(model: Any, rule: Any, epsilon: float) -> LayerRules:
+    """``rule`` (``None``, an :class:`LRPRule`, an :class:`LRPComposite` or a dict of layer
+    or class names to rules) resolved against ``model``'s rule layers."""
+    default = Epsilon(epsilon)
+    if rule is None:
+        return LayerRules(default)
+    if isinstance(rule, LRPRule):
+        return LayerRules(rule)
+    if isinstance(rule, Mapping):
+        rule = lrp_composite(layers=rule)
+    if not isinstance(rule, LRPComposite):
+        raise TypeError(f"lrp: expected rule= an LRP rule (jaxsal.lrp_gamma(), ...), a "
+                        f"jaxsal.lrp_composite(...) or a dict of layer or class names to rules, "
+                        f"got {type(rule).__name__}")
+    found = [(path, model.layer(path)) for path in model.relevance_layers]
+    classes = {info.class_name for _, info in found}
+    paths = {path for path, _ in found}
+    by_name, by_class = {}, {}
+    for key, r in rule.layers:
+        if key in classes:
+            by_class[key] = r
+            continue
+        try:
+            path = model.resolve_layer(key)
+        except ValueError as e:
+            raise ValueError(f"lrp: rule for {key!r}: {e}; or a class of the rule layers: "
+                             f"{sorted(classes)}") from None
+        if path not in paths:
+            raise ValueError(
+                f"lrp: layer {path!r} ({model.layer(path).class_name}) has no LRP rule (its "
+                f"relevance passes by its gradient); the rule layers are: "
+                f"{', '.join(_describe(found))}")
+        by_name[path] = r
+    first = next((path for path, info in found if has_kernel(info.params)), None)
+    chosen = []
+    for path, info in found:
+        cls = info.class_name
+        r = by_name.get(path) or by_class.get(cls)
+        if r is None and path == first:
+            r = rule.first
+        if r is None:
+            r = (rule.conv if any(c in cls for c in CONV_CLASSES)
+                 else rule.dense if cls in DENSE_CLASSES else rule.other)
+        if r is not None and r != default:
+            chosen.append((path, r))
+    return LayerRules(default, tuple(chosen))
+
+
+def _describe(found: Sequence[tuple[str, Any]]) -> list[str]:
+    return [f"{path} ({info.class_name})" for path, info in found]

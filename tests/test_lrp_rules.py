@@ -1,0 +1,281 @@
+"""LRP's rules beyond epsilon (gamma, alpha-beta, z-plus, z-box, w^2, flat, pass) and which
+layer gets which (``lrp_composite``, dicts of layer or class names).
+
+Analytic truths: each rule against a NumPy transcription of its formula on one Dense layer
+with inputs, weights and biases of both signs; relevance conserved by every rule on a
+network without biases; the special cases (gamma 0 is epsilon, alpha-beta (1, 0) is
+z-plus); rules found by nested paths. Parity with zennit 0.5.1's composites:
+tests/test_reference_torch.py.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "numpy")
+
+import jax  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from keras import layers  # noqa: E402
+
+import jaxsal  # noqa: E402
+from import_helpers import perturb_keras  # noqa: E402
+from test_lrp import _load, _relu_net  # noqa: E402
+
+EPS = 1e-6
+
+
+@pytest.fixture(scope="module")
+def dense_model(tmp_path_factory):
+    """x (5) -> Dense(4, linear) "h" -> Dense(3) "out": the rules are tested at "h", whose
+    inputs (the model's) have both signs; "out" keeps the epsilon rule."""
+    inp = keras.Input((5,))
+    h = layers.Dense(4, name="h")(inp)
+    km = keras.Model(inp, layers.Dense(3, name="out")(h))
+    perturb_keras(km, seed=11, kernels=True)
+    m = _load(km, tmp_path_factory.mktemp("rules"), "dense")
+    x = np.random.default_rng(3).normal(size=(6, 5)).astype(np.float32)
+    return m, x
+
+
+def _stab(z, eps=EPS):
+    return z + eps * np.where(z >= 0, 1.0, -1.0)
+
+
+def _pos(v):
+    return np.maximum(v, 0)
+
+
+def _neg(v):
+    return np.minimum(v, 0)
+
+
+def _relevance_at_h(m, x, target):
+    """The relevance reaching h's output (the epsilon rule at "out"), float64."""
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), m.params)
+    z1 = x @ p["h"]["kernel"] + p["h"]["bias"]
+    z2 = z1 @ p["out"]["kernel"] + p["out"]["bias"]
+    r2 = np.zeros_like(z2)
+    r2[:, target] = z2[:, target]
+    return p["h"]["kernel"], p["h"]["bias"], z1, z1 * ((r2 / _stab(z2)) @ p["out"]["kernel"].T)
+
+
+def _want(rule, x, w, b, z, r):
+    x = x.astype(np.float64)
+    if rule == "gamma":
+        g = 0.4
+        up = lambda v: v + g * _pos(v)  # noqa: E731
+        down = lambda v: v + g * _neg(v)  # noqa: E731
+        zp = _pos(x) @ up(w) + up(b) + _neg(x) @ down(w)
+        zn = _pos(x) @ down(w) + down(b) + _neg(x) @ up(w)
+        sp = np.where(z > 0, r / _stab(zp), 0)
+        sn = np.where(z < 0, r / _stab(zn), 0)
+        return (_pos(x) * (sp @ up(w).T) + _neg(x) * (sp @ down(w).T)
+                + _pos(x) * (sn @ down(w).T) + _neg(x) * (sn @ up(w).T))
+    if rule in ("alpha_beta", "zplus"):
+        alpha, beta = (2.0, 1.0) if rule == "alpha_beta" else (1.0, 0.0)
+        zp = _pos(x) @ _pos(w) + _pos(b) + _neg(x) @ _neg(w)
+        zn = _pos(x) @ _neg(w) + _neg(b) + _neg(x) @ _pos(w)
+        sp, sn = r / _stab(zp), r / _stab(zn)
+        return (alpha * (_pos(x) * (sp @ _pos(w).T) + _neg(x) * (sp @ _neg(w).T))
+                - beta * (_pos(x) * (sn @ _neg(w).T) + _neg(x) * (sn @ _pos(w).T)))
+    if rule == "zbox":
+        lo, hi = -2.5, 3.0
+        zz = x @ w + b - (lo * np.ones_like(x)) @ _pos(w) - _pos(b) \
+            - (hi * np.ones_like(x)) @ _neg(w) - _neg(b)
+        s = r / _stab(zz)
+        return x * (s @ w.T) - lo * (s @ _pos(w).T) - hi * (s @ _neg(w).T)
+    if rule == "wsquare":
+        s = r / _stab(np.ones_like(x) @ (w * w))
+        return s @ (w * w).T
+    if rule == "flat":
+        s = r / _stab(np.ones_like(x) @ np.ones_like(w))
+        return s @ np.ones_like(w).T
+    raise AssertionError(rule)
+
+
+RULES = {
+    "gamma": jaxsal.lrp_gamma(0.4, EPS),
+    "alpha_beta": jaxsal.lrp_alpha_beta(2, 1, EPS),
+    "zplus": jaxsal.lrp_zplus(EPS),
+    "zbox": jaxsal.lrp_zbox(-2.5, 3.0, EPS),
+    "wsquare": jaxsal.lrp_wsquare(EPS),
+    "flat": jaxsal.lrp_flat(EPS),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_each_rule_against_its_definition(dense_model, name):
+    m, x = dense_model
+    got = np.asarray(jaxsal.lrp(m, x, [0, 2], rule={"h": RULES[name]}, epsilon=EPS,
+                                reduce=None))
+    for i, t in enumerate([0, 2]):
+        w, b, z, r = _relevance_at_h(m, x, t)
+        want = _want(name, x, w, b, z, r)
+        np.testing.assert_allclose(got[:, i], want, rtol=2e-4, atol=1e-5 * np.abs(want).max(),
+                                   err_msg=name)
+
+
+def test_special_cases(dense_model):
+    m, x = dense_model
+
+    def run(rule):
+        return np.asarray(jaxsal.lrp(m, x, [0, 1, 2], rule=rule, epsilon=EPS))
+
+    eps = run(None)
+    np.testing.assert_allclose(run(jaxsal.lrp_gamma(0.0, EPS)), eps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(jaxsal.lrp_epsilon(EPS)), eps, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(run(jaxsal.lrp_alpha_beta(1, 0, EPS)),
+                               run(jaxsal.lrp_zplus(EPS)), rtol=1e-6, atol=1e-7)
+    # the rules really differ from each other
+    maps = [run(r) for r in RULES.values()]
+    for i in range(len(maps)):
+        for j in range(i):
+            assert np.abs(maps[i] - maps[j]).max() > 1e-3 * np.abs(maps[i]).max()
+
+
+@pytest.fixture(scope="module")
+def nobias_net(tmp_path_factory):
+    km = _relu_net(use_bias=False)
+    perturb_keras(km, seed=6, kernels=True)
+    m = _load(km, tmp_path_factory.mktemp("rules_nobias"), "nobias")
+    x = np.random.default_rng(1).normal(size=(3, 12, 10, 3)).astype(np.float32)
+    return m, x
+
+
+@pytest.mark.parametrize("composite", [
+    dict(first=jaxsal.lrp_zbox(-4.0, 4.0, EPS), conv=jaxsal.lrp_gamma(0.25, EPS),
+         dense=jaxsal.lrp_zplus(EPS)),
+    dict(first=jaxsal.lrp_flat(EPS), conv=jaxsal.lrp_zplus(EPS), dense=jaxsal.lrp_epsilon(EPS)),
+    dict(first=jaxsal.lrp_wsquare(EPS), conv=jaxsal.lrp_gamma(1.0, EPS),
+         dense=jaxsal.lrp_gamma(0.5, EPS), other=jaxsal.lrp_epsilon(EPS)),
+], ids=["zbox-gamma-zplus", "flat-zplus-epsilon", "wsquare-gamma"])
+def test_without_biases_every_rule_conserves_relevance(nobias_net, composite):
+    """Conv, max pooling, a residual Add, average pooling, GAP and Dense layers: the input's
+    relevance adds up to the target's score (a ReLU passes relevance only where it is
+    active, where the positive contributions the rules divide by are nonzero)."""
+    m, x = nobias_net
+    r = np.asarray(jaxsal.lrp(m, x, [0, 2], rule=jaxsal.lrp_composite(**composite),
+                              epsilon=EPS))
+    y = np.asarray(m(x))[:, [0, 2]]
+    np.testing.assert_allclose(r.sum((-2, -1)), y, rtol=1e-3, atol=1e-4 * np.abs(y).max())
+
+
+def test_which_layer_gets_which_rule(relu_net_cl):
+    from jaxsal._src.lrp_rules import Epsilon, layer_rules
+
+    m = relu_net_cl
+    names = m.relevance_layers
+    convs = [n for n in names if n.startswith("conv2d")]
+    dense = [n for n in names if n.startswith("dense")]
+    z, g, f = jaxsal.lrp_zplus(), jaxsal.lrp_gamma(), jaxsal.lrp_flat()
+    got = layer_rules(m, jaxsal.lrp_composite(first=f, conv=g, dense=z,
+                                              layers={dense[0]: jaxsal.lrp_epsilon(0.5),
+                                                      "Add": z}), 1e-9)
+    assert got.default == Epsilon(1e-9)
+    by = dict(got.by_layer)
+    assert by[convs[0]] == f and all(by[c] == g for c in convs[1:])
+    assert by[dense[0]] == jaxsal.lrp_epsilon(0.5) and by[dense[1]] == z
+    assert by[next(n for n in names if n.startswith("add"))] == z
+    assert not any(n.startswith(("max_pool", "average", "global", "batch")) for n in by)
+    # a dict is a composite of its names; one rule is every layer's
+    assert layer_rules(m, {convs[1]: g}, 1e-9).by_layer == ((convs[1], g),)
+    assert layer_rules(m, z, 1e-9) == type(got)(z)
+
+
+def test_one_weight_rule_everywhere_is_epsilon_on_layers_without_kernels(relu_net_cl):
+    m = relu_net_cl
+    x = np.random.default_rng(0).normal(size=(2, 12, 10, 3)).astype(np.float32)
+    everywhere = np.asarray(jaxsal.lrp(m, x, [1], rule=jaxsal.lrp_zplus(0.01)))
+    by_role = np.asarray(jaxsal.lrp(m, x, [1], epsilon=0.01, rule=jaxsal.lrp_composite(
+        conv=jaxsal.lrp_zplus(0.01), dense=jaxsal.lrp_zplus(0.01))))
+    np.testing.assert_allclose(everywhere, by_role, rtol=1e-5, atol=1e-7)
+
+
+def test_pass_rule(relu_net_cl):
+    m = relu_net_cl
+    x = np.random.default_rng(0).normal(size=(2, 12, 10, 3)).astype(np.float32)
+    bn = next(n for n in m.relevance_layers if n.startswith("batch"))
+    plain = np.asarray(jaxsal.lrp(m, x, [1], layer=bn, reduce=None))
+    passed = np.asarray(jaxsal.lrp(m, x, [1], rule={bn: jaxsal.lrp_pass()}, reduce=None))
+    # the relevance on bn's output goes to its input unchanged: the first conv's output
+    conv = m.relevance_layers[0]
+    at_conv = np.asarray(jaxsal.lrp(m, x, [1], rule={bn: jaxsal.lrp_pass()}, layer=conv,
+                                    reduce=None))
+    np.testing.assert_allclose(at_conv, plain, rtol=1e-5, atol=1e-7)
+    assert passed.shape == (2, 1, 12, 10, 3)
+    pool = next(n for n in m.relevance_layers if n.startswith("max_pool"))
+    with pytest.raises(ValueError, match="lrp_pass: expected a layer with one input"):
+        jaxsal.lrp(m, x, [1], rule={pool: jaxsal.lrp_pass()})
+
+
+def test_nested_layers_by_path(tmp_path):
+    """A rule reaches a layer inside a nested model by its path (or bare name); the maps
+    equal those of the same network written flat."""
+    inner = keras.Sequential([keras.Input((8, 8, 2)),
+                              layers.Conv2D(4, 3, activation="relu", name="conv")], name="inner")
+    inp = keras.Input((8, 8, 2))
+    h = layers.GlobalAveragePooling2D(name="gap")(inner(inp))
+    nested = keras.Model(inp, layers.Dense(3, name="out")(h))
+    perturb_keras(nested, seed=2, kernels=True)
+    inp = keras.Input((8, 8, 2))
+    h = layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
+    flat = keras.Model(inp, layers.Dense(3, name="out")(layers.GlobalAveragePooling2D()(h)))
+    flat.get_layer("conv").set_weights(inner.get_layer("conv").get_weights())
+    flat.get_layer("out").set_weights(nested.get_layer("out").get_weights())
+    mn, mf = _load(nested, tmp_path, "nested"), _load(flat, tmp_path, "flat")
+    assert mn.relevance_layers == ["inner/conv", "gap", "out"]
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 2)).astype(np.float32)
+    want = np.asarray(jaxsal.lrp(mf, x, [0, 1], rule={"conv": jaxsal.lrp_zbox(-3.0, 3.0)}))
+    for key in ("inner/conv", "conv"):
+        got = np.asarray(jaxsal.lrp(mn, x, [0, 1], rule={key: jaxsal.lrp_zbox(-3.0, 3.0)}))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert np.abs(want - np.asarray(jaxsal.lrp(mf, x, [0, 1]))).max() > 1e-3
+
+
+def test_a_new_rule_compiles_a_new_program(relu_net_cl, compiles):
+    m = relu_net_cl
+    x = np.random.default_rng(0).normal(size=(2, 12, 10, 3)).astype(np.float32)
+    rule = jaxsal.lrp_composite(conv=jaxsal.lrp_gamma(0.25))
+    a = np.asarray(jaxsal.lrp(m, x, [0], rule=rule))
+    compiles.n = 0
+    np.testing.assert_array_equal(
+        np.asarray(jaxsal.lrp(m, x, [0], rule=jaxsal.lrp_composite(conv=jaxsal.lrp_gamma(0.25)))),
+        a)
+    assert compiles.n == 0  # an equal composite is the same program
+    b = np.asarray(jaxsal.lrp(m, x, [0], rule=jaxsal.lrp_composite(conv=jaxsal.lrp_gamma(1.0))))
+    assert np.abs(a - b).max() > 1e-4 * np.abs(a).max()
+
+
+def test_bad_rules_are_refused(relu_net_cl):
+    m = relu_net_cl
+    x = np.zeros((1, 12, 10, 3), np.float32)
+    with pytest.raises(ValueError, match="alpha - beta = 1"):
+        jaxsal.lrp_alpha_beta(2, 2)
+    with pytest.raises(ValueError, match="gamma: expected a float >= 0"):
+        jaxsal.lrp_gamma(-0.1)
+    with pytest.raises(ValueError, match="low <= high"):
+        jaxsal.lrp_zbox(1.0, 0.0)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        jaxsal.lrp_zbox([0.0, 0.0], [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="epsilon: expected a float > 0"):
+        jaxsal.lrp_zplus(0.0)
+    with pytest.raises(TypeError, match="expected an LRP rule"):
+        jaxsal.lrp_composite(conv="gamma")
+    with pytest.raises(TypeError, match="expected rule= an LRP rule"):
+        jaxsal.lrp(m, x, 0, rule="gamma")
+    with pytest.raises(ValueError, match="unknown layer 'nope'"):
+        jaxsal.lrp(m, x, 0, rule={"nope": jaxsal.lrp_zplus()})
+    relu = next(n for n in m.layer_names if n.startswith("re_lu"))
+    with pytest.raises(ValueError, match="has no LRP rule.*the rule layers are"):
+        jaxsal.lrp(m, x, 0, rule={relu: jaxsal.lrp_zplus()})
+    first = m.relevance_layers[0]
+    with pytest.raises(ValueError, match=r"broadcastable to the layer's input \(12, 10, 3\)"):
+        jaxsal.lrp(m, x, 0, rule={first: jaxsal.lrp_zbox(np.zeros(4), np.ones(4))})
+
+
+@pytest.fixture(scope="module")
+def relu_net_cl(tmp_path_factory):
+    km = _relu_net()
+    perturb_keras(km, seed=4, kernels=True)
+    return _load(km, tmp_path_factory.mktemp("rules_net"), "net")
