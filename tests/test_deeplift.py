@@ -391,3 +391,16 @@ def test_sigmoid_heads_of_a_binary_model_get_the_rule():
             want = y if (cls == 1) == (head == "sigmoid") else -y
             np.testing.assert_allclose(a, want, atol=1e-5 * max(np.abs(y).max(), 1e-3),
                                        err_msg=f"{head} class {cls}")
+
+
+def test_time_major_rnns_are_refused():
+    """DeepLIFT pairs the input and reference halves along the batch axis, which a tf.keras
+    2 ``time_major`` RNN has on axis 1: such models are refused before anything runs."""
+    from jaxsal._src.deeplift import deeplift_model
+    from model_import import load_keras
+
+    path = pathlib.Path(__file__).parent / "fixtures" / "keras2" / "time_major_tfkeras2.h5"
+    m = load_keras(path).with_head("logits")
+    with pytest.raises(ValueError, match=r"\['lstm_tm', 'bi_tm', 'gru_tm'\] read their inputs "
+                                         r"time-major.*integrated_gradients"):
+        deeplift_model(m)

@@ -151,6 +151,16 @@ class _RescaleReLU:
         return RescaleRule(self.eps, self.rtol)(jax.nn.relu, x)
 
 
+def _time_major(config: Any) -> bool:
+    """Whether a layer's config (or a config nested in it: ``Bidirectional``'s layer, an
+    RNN's cell) has ``time_major=True``."""
+    if isinstance(config, dict):
+        return config.get("time_major") is True or any(_time_major(v) for v in config.values())
+    if isinstance(config, (list, tuple)):
+        return any(_time_major(v) for v in config)
+    return False
+
+
 def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
                    rtol: float = 1e-4) -> Any:
     """``model`` with DeepLIFT's rules: every elementwise activation and (``maxpool="delta"``)
@@ -161,6 +171,14 @@ def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
                          "'delta' (Captum's rule, keeps summation-to-delta) or 'gradient' (the "
                          "DeepLIFT authors' default: the max pooling's gradient)")
     if hasattr(model, "with_rules"):  # model_import.KerasModel
+        moving = [n for n in model.layer_names if _time_major(model._spec(n).config)]
+        if moving:
+            raise ValueError(
+                f"DeepLIFT runs each input and its reference as the two halves of one batch "
+                f"and pairs them along the batch axis, but {moving} read their inputs "
+                f"time-major (tf.keras's time_major=True: the batch on axis 1), so the "
+                f"halves would be paired wrongly. Use integrated_gradients (DeepLIFT's "
+                f"path-integral counterpart) or gradient_shap for this model")
         return model.with_rules(
             elementwise=RescaleRule(eps, rtol),
             max_pool=MaxPoolDeltaRule(eps) if maxpool == "delta" else None)
