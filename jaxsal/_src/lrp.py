@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from jaxsal._src import base
 from jaxsal._src.gradients import first_only
+from jaxsal._src.lrp_fold import FoldedBatchNorm, check_fold, fold_params, fold_plan
 from jaxsal._src.lrp_rules import layer_rules
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import pullback_at
@@ -64,7 +65,8 @@ class PassRelevance:
         return rule(x, *consts)
 
 
-def lrp_model(model: Any, epsilon: float = 1e-9, rule: Any = None) -> Any:
+def lrp_model(model: Any, epsilon: float = 1e-9, rule: Any = None,
+              folds: tuple = ()) -> Any:
     """``model`` (a ``KerasModel``) with LRP's rules installed (``rule`` as in :func:`lrp`);
     forward values are unchanged."""
     if not hasattr(model, "with_rules"):
@@ -72,8 +74,9 @@ def lrp_model(model: Any, epsilon: float = 1e-9, rule: Any = None) -> Any:
             f"LRP needs a model whose layers it can give their rules (a model_import.KerasModel "
             f"from load_keras); got {type(model).__name__}. A plain function has no layers to "
             "find: use gradient_x_input (LRP-0 on a ReLU network) or deeplift")
+    fixed = {f.batch_norm_path: FoldedBatchNorm() for f in folds}
     return model.with_rules(elementwise=PassRelevance(),
-                            layer_rule=layer_rules(model, rule, epsilon))
+                            layer_rule=layer_rules(model, rule, epsilon, fixed))
 
 
 def _check_epsilon(epsilon: Any) -> float:
@@ -86,7 +89,8 @@ def _check_epsilon(epsilon: Any) -> float:
 
 
 def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
-        rule: Any = None, reduce: str | None = "sum", head: str | None = None,
+        rule: Any = None, fold_batchnorm: bool = False, reduce: str | None = "sum",
+        head: str | None = None,
         chunk_size: int | None = None, memory_budget: int | None = None,
         precision: str | None = None, check_finite: bool = True, layer: str | None = None) -> Array:
     """Layer-wise relevance propagation (Bach et al., 2015; Captum's ``LRP``, zennit's
@@ -116,6 +120,10 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
         weights give layers without a kernel the epsilon rule), a
         :func:`jaxsal.lrp_composite` (a rule per role: first layer, convolutions, dense
         layers, others) or a dict ``{layer name or Keras class name: rule}``.
+      fold_batchnorm: fold every ``BatchNormalization`` that directly follows a convolution
+        or ``Dense`` layer into it (zennit's ``SequentialMergeBatchNorm``; see
+        :mod:`jaxsal._src.lrp_fold`): that layer's rule then sees the merged weights and
+        bias, and the batch norm passes relevance on unchanged. Forward values are the same.
       reduce: channel reduction (default signed ``"sum"``; ``None`` keeps channels).
       layer: the relevance of this layer's output instead of the input's (Captum's
         ``LayerLRP``); maps have the layer's shape, its channel axis reduced (token models:
@@ -129,7 +137,9 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
     p = prepare(model, x, targets, head=head, backprop="standard", check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
-    lm = lrp_model(p.model, epsilon, rule)
+    folds = (fold_plan(p.model, frozenset(() if lt is None else (lt.name,)))
+             if check_fold(fold_batchnorm) and hasattr(p.model, "with_rules") else ())
+    lm = lrp_model(p.model, epsilon, rule, folds)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget, rows=nb)
@@ -139,6 +149,7 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
     def build():
         def run(params, x, ids):
             # the cotangent reaching x (or the layer's output) is its relevance
+            params = fold_params(params, folds)
             scores, _, pull = pullback_at(lm, params, x, spec, info, ids, lt)
 
             def chunk_fn(ts):
@@ -154,6 +165,6 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
 
         return run
 
-    key = ("lrp", p.key, base.model_key(lm), spec, info, reduce, chunk, nb, lt)
+    key = ("lrp", p.key, base.model_key(lm), folds, spec, info, reduce, chunk, nb, lt)
     return base.compiled(key, lambda: base.split_batch(build(), nb),
                          precision)(p.params, p.x, p.ids)

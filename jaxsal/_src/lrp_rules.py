@@ -147,6 +147,10 @@ class LRPRule:
     def _groups(self, args: tuple) -> tuple[_Group, ...]:
         raise NotImplementedError
 
+    def forward(self, f: Callable, params: Any, args: tuple) -> Array:
+        """The layer's output: its own call (a rule changes only the backward pass)."""
+        return f(params, *args)
+
     def relevance(self, f: Callable, params: Any, args: tuple, z: Array, r: Array) -> tuple:
         """The relevance of each of ``args`` (a tuple, structured as ``args``) given the
         relevance ``r`` on ``z = f(params, *args)``."""
@@ -415,10 +419,10 @@ class LayerRules:
 
         @jax.custom_vjp
         def call(*a):
-            return f(params, *a)
+            return rule.forward(f, params, a)
 
         def fwd(*a):
-            z = f(params, *a)
+            z = rule.forward(f, params, a)
             return z, (a, z)
 
         def bwd(res, r):
@@ -429,14 +433,15 @@ class LayerRules:
         return call(*args)
 
 
-def layer_rules(model: Any, rule: Any, epsilon: float) -> LayerRules:
+def layer_rules(model: Any, rule: Any, epsilon: float,
+                fixed: Mapping[str, LRPRule] | None = None) -> LayerRules:
     """``rule`` (``None``, an :class:`LRPRule`, an :class:`LRPComposite` or a dict of layer
-    or class names to rules) resolved against ``model``'s rule layers."""
+    or class names to rules) resolved against ``model``'s rule layers; ``fixed``: ``{path:
+    rule}`` that no ``rule`` may name (folded batch norms)."""
+    fixed = dict(fixed or {})
     default = Epsilon(epsilon)
-    if rule is None:
-        return LayerRules(default)
-    if isinstance(rule, LRPRule):
-        return LayerRules(rule)
+    if rule is None or isinstance(rule, LRPRule):
+        return LayerRules(default if rule is None else rule, tuple(sorted(fixed.items())))
     if isinstance(rule, Mapping):
         rule = lrp_composite(layers=rule)
     if not isinstance(rule, LRPComposite):
@@ -461,11 +466,18 @@ def layer_rules(model: Any, rule: Any, epsilon: float) -> LayerRules:
                 f"lrp: layer {path!r} ({model.layer(path).class_name}) has no LRP rule (its "
                 f"relevance passes by its gradient); the rule layers are: "
                 f"{', '.join(_describe(found))}")
+        if path in fixed:
+            raise ValueError(f"lrp: {path!r} is folded into the layer before it "
+                             f"(fold_batchnorm=True): it passes relevance on unchanged and "
+                             f"takes no rule; leave it out, or pass fold_batchnorm=False")
         by_name[path] = r
     first = next((path for path, info in found if has_kernel(info.params)), None)
     chosen = []
     for path, info in found:
         cls = info.class_name
+        if path in fixed:
+            chosen.append((path, fixed[path]))
+            continue
         r = by_name.get(path) or by_class.get(cls)
         if r is None and path == first:
             r = rule.first

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from model_import._layers.registry import LayerImpl, register_layer
+from model_import._layers.registry import LayerImpl, accepts_bias, register_layer
 
 
 def _tuple(v, n):
@@ -177,7 +177,8 @@ def _make_conv(rank):
         names = ("kernel", "bias") if use_bias else ("kernel",)
         shapes = {"kernel": (*_tuple(config["kernel_size"], rank), None, filters),
                   "bias": (filters,)}
-        return LayerImpl(call=_wrap_channels(call, _channels_first(config)),
+        return LayerImpl(call=_wrap_channels(accepts_bias(call, use_bias),
+                                             _channels_first(config)),
                          activation=config.get("activation"),
                          convert_weights=lambda w: dict(zip(names, w)),
                          n_weights=len(names), param_shapes=shapes, affine=use_bias,
@@ -254,7 +255,8 @@ def _make_depthwise(rank):
             return out
 
         call = _depthwise_call(config, rank, use_bias=use_bias)
-        return LayerImpl(call=_wrap_channels(call, _channels_first(config)),
+        return LayerImpl(call=_wrap_channels(accepts_bias(call, use_bias),
+                                             _channels_first(config)),
                          activation=config.get("activation"), convert_weights=weights,
                          n_weights=2 if use_bias else 1, affine=use_bias, relevance=True,
                          data_format="channels_first" if _channels_first(config) else "channels_last")
@@ -285,7 +287,8 @@ def _make_separable(rank):
                 out["bias"] = w[2]
             return out
 
-        return LayerImpl(call=_wrap_channels(call, _channels_first(config)),
+        return LayerImpl(call=_wrap_channels(accepts_bias(call, use_bias),
+                                             _channels_first(config)),
                          activation=config.get("activation"), convert_weights=weights,
                          n_weights=3 if use_bias else 2, affine=use_bias, relevance=True,
                          data_format="channels_first" if _channels_first(config) else "channels_last")
@@ -392,7 +395,8 @@ def _make_conv_transpose(rank):
             return y + params["bias"] if use_bias else y
 
         names = ("kernel", "bias") if use_bias else ("kernel",)
-        return LayerImpl(call=_wrap_channels(call, cf), activation=config.get("activation"),
+        return LayerImpl(call=_wrap_channels(accepts_bias(call, use_bias), cf),
+                         activation=config.get("activation"),
                          convert_weights=lambda w: dict(zip(names, w)), n_weights=len(names),
                          affine=use_bias, relevance=True,
                          data_format="channels_first" if cf else "channels_last")

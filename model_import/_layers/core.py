@@ -7,7 +7,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from model_import._layers.registry import LayerImpl, register_layer
+from model_import._layers.registry import LayerImpl, accepts_bias, register_layer
 
 
 def _identity(params, x, *args, rt, **kwargs):
@@ -42,7 +42,7 @@ def _dense(config, ctx):
     def call(params, x, *, rt):
         return module.apply({"params": params}, x)
 
-    return LayerImpl(call=call, activation=config.get("activation"),
+    return LayerImpl(call=accepts_bias(call, use_bias), activation=config.get("activation"),
                      convert_weights=_bias_weights(("kernel", "bias") if use_bias else ("kernel",)),
                      n_weights=2 if use_bias else 1, affine=use_bias, relevance=True,
                      param_shapes={"kernel": (None, units), "bias": (units,)})

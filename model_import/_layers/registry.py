@@ -68,6 +68,23 @@ class Runtime:
         return p(x) if self.max_pool is None else self.max_pool(p, x)
 
 
+def accepts_bias(call: Callable[..., Any], use_bias: bool) -> Callable[..., Any]:
+    """``call`` of a kernel layer built without a bias (``use_bias=False``), made to add a
+    ``"bias"`` that a params transform puts in its params (``jaxsal.lrp``'s folding of a
+    following ``BatchNormalization``); the layer's own params have none, so nothing changes
+    for them. The bias is added on the last axis (call it before moving channels)."""
+    if use_bias:
+        return call
+
+    def with_bias(params, x, *, rt):
+        if not isinstance(params, Mapping) or "bias" not in params:
+            return call(params, x, rt=rt)
+        rest = {k: v for k, v in params.items() if k != "bias"}
+        return call(rest, x, rt=rt) + params["bias"]
+
+    return with_bias
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerImpl:
     """A ported layer.
