@@ -110,9 +110,9 @@ def test_kernel_shap_converges_to_the_exact_shapley_values():
     errors = [np.abs(np.asarray(jaxsal.kernel_shap(m, x, [1, 2], key=0, n=n, patch=(3, 2),
                                                    return_groups=True)) - exact).max()
               for n in (40, 4000)]
-    # measured 0.58 and 0.060 for values up to 4.1 (the error falls as 1/sqrt(n))
+    # measured 0.43 and 0.027 for values up to 4.1 (the error falls about as 1/sqrt(n))
     scale = np.abs(exact).max()
-    assert errors[1] < 0.04 * scale and errors[0] > 3 * errors[1], (errors, scale)
+    assert errors[1] < 0.02 * scale and errors[0] > 5 * errors[1], (errors, scale)
 
 
 # ------------------------------------------------------------------ the fit, by hand
