@@ -16,6 +16,7 @@ from jaxsal._src.deeplift import deeplift, deeplift_shap
 from jaxsal._src.fullgrad import fullgrad
 from jaxsal._src.gradient_shap import gradient_shap
 from jaxsal._src.integrated import integrated_gradients
+from jaxsal._src.lime import kernel_shap, lime
 from jaxsal._src.lrp import lrp
 from jaxsal._src.lrp_rules import (LRPComposite, LRPRule, lrp_alpha_beta, lrp_composite,
                                   lrp_epsilon, lrp_flat, lrp_gamma, lrp_pass, lrp_wsquare,
@@ -91,8 +92,10 @@ __all__ = [
     "image_grid",
     "integrated_gradients",
     "jitter",
+    "kernel_shap",
     "l2_decay",
     "layercam",
+    "lime",
     "lp_norm",
     "lrp",
     "lrp_alpha_beta",

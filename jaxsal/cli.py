@@ -25,7 +25,8 @@ METHODS = ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "smoo
            "blur_integrated_gradients", "guided_integrated_gradients", "gradcam",
            "gradcam_plus_plus", "layercam", "hirescam", "xgradcam", "scorecam", "eigencam",
            "eigengradcam", "gradcam_elementwise", "ablationcam", "fullgrad", "guided_gradcam",
-           "occlusion", "rise", "shapley_values", "shapley_value_sampling")
+           "occlusion", "rise", "shapley_values", "shapley_value_sampling", "kernel_shap",
+           "lime")
 
 
 def _data_path(name: str) -> str:
@@ -41,9 +42,11 @@ def _enable_cache(cache_dir: str | None) -> None:
 
 
 #: Methods that draw random numbers: they need ``--seed``.
-RANDOM_METHODS = ("smoothgrad", "gradient_shap", "rise", "shapley_value_sampling")
+RANDOM_METHODS = ("smoothgrad", "gradient_shap", "rise", "shapley_value_sampling",
+                  "kernel_shap", "lime")
 #: Methods whose feature groups are patches: they take ``--patch``.
-PATCH_METHODS = ("occlusion", "shapley_values", "shapley_value_sampling")
+PATCH_METHODS = ("occlusion", "shapley_values", "shapley_value_sampling", "kernel_shap",
+                 "lime")
 
 
 def _num_classes(model) -> int:
@@ -254,12 +257,13 @@ def main(argv=None) -> int:
                         "embedding of a token model, whose inputs.npy holds integer ids)")
     e.add_argument("--seed", type=int, default=None,
                    help="PRNG seed of the random methods (smoothgrad, gradient_shap, rise, "
-                        "shapley_value_sampling: required), used as "
+                        "shapley_value_sampling, kernel_shap, lime: required), used as "
                         "jax.random.key(SEED) and recorded in the job's resume signature")
     e.add_argument("--patch", default=None,
-                   help="occlusion, shapley_values, shapley_value_sampling: patch size, an "
-                        "int or one per spatial axis (e.g. 4 or 4,2); default 8 (1 for (N, D) "
-                        "feature inputs); for the Shapley methods the groups' grid (or pass "
+                   help="occlusion, shapley_values, shapley_value_sampling, kernel_shap, "
+                        "lime: patch size, an int or one per spatial axis (e.g. 4 or 4,2); "
+                        "default 8 (1 for (N, D) feature inputs); for the Shapley methods, "
+                        "KernelSHAP and LIME the groups' grid (or pass "
                         "--option feature_mask=@mask.npy)")
     e.add_argument("--stride", default=None,
                    help="occlusion: step between patches (default: the patch; at most the "

@@ -274,6 +274,10 @@ METHODS = {
         k: v for k, v in kw.items() if k != "chunk_size"}),
     "shapley_value_sampling": lambda m, x, t, **kw: jaxsal.shapley_value_sampling(
         m, x, t, key=1, n=3, patch=14, **{k: v for k, v in kw.items() if k != "chunk_size"}),
+    "kernel_shap": lambda m, x, t, **kw: jaxsal.kernel_shap(
+        m, x, t, key=1, n=8, patch=14, **{k: v for k, v in kw.items() if k != "chunk_size"}),
+    "lime": lambda m, x, t, **kw: jaxsal.lime(
+        m, x, t, key=1, n=8, patch=14, **{k: v for k, v in kw.items() if k != "chunk_size"}),
 }
 
 
@@ -293,7 +297,8 @@ def test_t_classes_equal_single_calls_and_vmap_equals_loop(name, lm, x4):
         one = np.asarray(f(lm, x, c))
         scale = max(np.abs(one).max(), 1e-12)
         np.testing.assert_allclose(many[:, j], one, atol=2e-5 * scale, rtol=1e-4)
-    if name in ("smoothgrad", "gradient_shap", "shapley_value_sampling", "rise"):
+    if name in ("smoothgrad", "gradient_shap", "shapley_value_sampling", "rise",
+                "kernel_shap", "lime"):
         return  # draws keyed by the input's index in the batch; covered by their own tests
     loop = np.stack([np.asarray(f(lm, x[i:i + 1], classes))[0] for i in range(3)])
     scale = max(np.abs(many).max(), 1e-12)
@@ -481,7 +486,7 @@ PUBLIC_METHODS = ["saliency", "gradient_x_input", "guided_backprop", "deconvnet"
                   "eigengradcam", "gradcam_elementwise", "ablationcam",
                   "blur_integrated_gradients", "guided_integrated_gradients", "gradient_shap",
                   "shapley_values", "shapley_value_sampling", "fullgrad", "rise",
-                  "deeplift", "deeplift_shap", "lrp"]
+                  "deeplift", "deeplift_shap", "lrp", "kernel_shap", "lime"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_METHODS)

@@ -1,5 +1,6 @@
 """``jaxsal explain`` options: binary ``--targets all``, ``--seed`` for SmoothGrad,
 occlusion's ``--patch``/``--stride``, the Shapley methods' ``--patch`` and ``feature_mask``,
+KernelSHAP's and LIME's ``--seed`` and ``--patch``,
 generic ``--option``, and jobs that change ``--head`` or ``--output`` between runs on the same
 ``--out``."""
 
@@ -93,6 +94,26 @@ def test_shapley_patch_and_feature_mask(tmp_path, mnist_path, digits_file, mnist
     assert _explain(mnist_path, digits_file, tmp_path / "t.npy", "--method", "shapley_values",
                     "--stride", "3") == 2
     assert "--stride is an option of --method occlusion" in capsys.readouterr().err
+
+
+def test_kernel_shap_and_lime(tmp_path, mnist_path, digits_file, mnist_digits, capsys):
+    """The surrogate methods take --seed (required), --patch and their own --option's; every
+    chunk of one input draws the coalitions of that input's global index."""
+    m = load_keras(mnist_path, head="logits")
+    for method, opts, kw in (("kernel_shap", ["--option", "n=8"], dict(n=8)),
+                             ("lime", ["--option", "n=8", "--option", "alpha=0.5"],
+                              dict(n=8, alpha=0.5))):
+        out = tmp_path / f"{method}.npy"
+        assert _explain(mnist_path, digits_file, out, "--method", method, "--seed", "3",
+                        "--patch", "14", "--targets", "1,4", "--batch-size", "1", *opts) == 0
+        direct = np.asarray(getattr(jaxsal, method)(m, mnist_digits[:2], [1, 4],
+                                                    key=jax.random.key(3), patch=14, **kw))
+        np.testing.assert_allclose(np.load(out), direct, rtol=1e-4,
+                                   atol=1e-5 * np.abs(direct).max())
+        assert _explain(mnist_path, digits_file, tmp_path / "no_seed.npy", "--method",
+                        method) == 2
+        assert f"--method {method} draws random numbers and needs --seed" in \
+            capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [

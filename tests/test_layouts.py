@@ -58,6 +58,8 @@ METHODS = {
     # the default grid, 8 pixels at most the axis: the same groups in every twin
     "shapley_values": (jaxsal.shapley_values, {}),
     "shapley_value_sampling": (jaxsal.shapley_value_sampling, {"key": 0, "n": 3}),
+    "kernel_shap": (jaxsal.kernel_shap, {"key": 0, "n": 6}),
+    "lime": (jaxsal.lime, {"key": 0, "n": 6}),
     "rise": (jaxsal.rise, {"key": 0, "n": 6}),
     "layer_gradient_x_input": (jaxsal.gradient_x_input, {"layer": "c2"}),
     "layer_integrated_gradients": (jaxsal.integrated_gradients, {"layer": "c2", "steps": 4}),

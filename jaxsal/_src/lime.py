@@ -1,0 +1,459 @@
+"""Surrogate linear models fitted on masked forward passes: LIME and KernelSHAP.
+
+Ribeiro, Singh & Guestrin (2016), "Why Should I Trust You?": Explaining the Predictions of Any
+Classifier (LIME); Lundberg & Lee (2017), "A Unified Approach to Interpreting Model
+Predictions" (KernelSHAP: LIME with the Shapley kernel and no regularization).
+
+The interpretable features are the ``M`` groups of :func:`jaxsal.shapley_values` (a ``patch``
+grid over the spatial axes, channels together, or a ``feature_mask``). A coalition is a binary
+vector ``z`` in ``{0, 1}^M``; its masked input keeps the groups with ``z_i = 1`` and replaces
+the others by ``fill``, and ``v(z)`` is the target's score on it. Each method draws ``n``
+coalitions per input, weighs them, and fits a linear model ``g(z) = b + z . phi`` to the
+scores by weighted least squares; ``phi`` is the explanation.
+
+- :func:`lime`: every group kept with probability 1/2 (Captum's ``Lime``), weights
+  ``exp(-d^2 / (2 width^2))`` of a cosine distance ``d`` to ``x``, an intercept, and an L2
+  penalty ``alpha |phi|^2`` (ridge).
+- :func:`kernel_shap`: a coalition size ``s`` in ``1..M-1`` drawn with probability
+  proportional to ``(M - 1) / (s (M - s))``, then a uniform subset of that size (the Shapley
+  kernel as a sampling distribution, every draw weighted alike, as Captum's ``KernelShap``);
+  the intercept is ``v(empty)`` and the values are constrained to add up to
+  ``v(all) - v(empty)`` (the kernel's infinite weights on the empty and the full coalition,
+  honoured exactly rather than by a large finite weight). The constrained problem is solved in
+  an orthonormal basis of the vectors summing to 0 (Helmert's), so that ``phi = (v(all) -
+  v(empty)) / M + N u`` with ``u`` unconstrained. On a linear model any draws that determine
+  the fit give the exact Shapley values, and as ``n`` grows the estimate converges to them.
+
+Nothing of size ``n`` is stored: the draws are counter-based (keyed by the coalition's number
+and the input's global index), the masked inputs run in batched forward passes (groups of
+coalitions in a ``fori_loop``, under the memory budget), and the passes accumulate the
+weighted normal equations, ``sum w z z^T`` (``M x M`` per input) and ``sum w z v^T`` (``M x T``).
+Every target's scores come from the same passes and share one factorization per input: a
+symmetric eigendecomposition whose pseudo-inverse gives the minimum-norm solution where the
+draws leave the fit undetermined (fewer coalitions than unknowns).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+try:
+    from jax.extend.random import threefry_2x32
+except ImportError:  # a JAX without it in jax.extend
+    from jax._src.prng import threefry_2x32
+
+from jaxsal._src import base
+from jaxsal._src.shapley import (_finish, _job_options, _key, _per_input_mask, _places,
+                                 _present, _scores, _setup)
+from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+_HIGHEST = jax.lax.Precision.HIGHEST  # the normal equations stay float32 (no TF32, no bf16)
+#: :func:`lime`'s default number of coalitions per input (the ``lime`` package's
+#: ``num_samples`` for images).
+LIME_SAMPLES = 1000
+#: :func:`kernel_shap` draws ``2 M + KERNEL_SHAP_SAMPLES`` coalitions per input by default
+#: (the ``shap`` package's ``nsamples="auto"``).
+KERNEL_SHAP_SAMPLES = 2048
+#: The most groups either method takes: the normal equations hold ``M^2`` floats per input
+#: and their solution costs ``O(M^3)`` (4096 groups: 64 MiB per input).
+MAX_GROUPS = 4096
+DISTANCES = ("input", "interpretable")
+
+
+# ------------------------------------------------------------------ options
+def _check_real(value: Any, name: str, what: str, positive: bool) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or (value <= 0 if positive else value < 0):
+        raise ValueError(f"expected {name} as {what}, got {value!r}")
+    return float(value)
+
+
+def _check_n(n: Any, m: int, name: str) -> int:
+    n = base.check_count(n, "n (coalitions per input)")
+    if n is None:
+        raise ValueError("expected n >= 1 coalitions per input (an int), got None")
+    if n * m >= 2 ** 32:
+        raise ValueError(f"{name}: expected n * M below 2^32 (the coalitions are drawn from "
+                         f"the counters coalition * M + group), got n = {n} coalitions of "
+                         f"M = {m} groups; pass a smaller n (or fewer groups)")
+    return n
+
+
+def _check_groups(m: int, name: str) -> None:
+    if m > MAX_GROUPS:
+        raise ValueError(
+            f"{name}: {m} feature groups is more than {MAX_GROUPS}: the surrogate's normal "
+            f"equations hold M^2 = {m * m:,} numbers per input and need many more than M "
+            f"coalitions. Pass a larger patch or a coarser feature_mask (e.g. superpixels), "
+            f"or use jaxsal.shapley_value_sampling, whose cost grows with M only")
+
+
+# ------------------------------------------------------------------ draws
+def _words(kp: Array, c0: Array, c1: Array) -> tuple[Array, Array]:
+    """Threefry's encryption under ``kp`` of the counters ``(c0, c1)`` (same shapes): two
+    uint32 words each."""
+    hi, lo = jnp.split(threefry_2x32(kp, jnp.concatenate([c0.ravel(), c1.ravel()])), 2)
+    return hi.reshape(c0.shape), lo.reshape(c0.shape)
+
+
+def _bernoulli(kp: Array, k: Array, index: Array, m: int) -> Array:
+    """``(G, N, M)`` bool: coalition ``k[g]`` of input ``index[n]``, each group kept with
+    probability 1/2 (the top bit of the counter ``(index, k * m + group)``'s word)."""
+    shape = (k.shape[0], index.shape[0], m)
+    c0 = jnp.broadcast_to(index.astype(jnp.uint32)[None, :, None], shape)
+    c1 = jnp.broadcast_to(k.astype(jnp.uint32)[:, None, None] * np.uint32(m)
+                          + jnp.arange(m, dtype=jnp.uint32), shape)
+    return (_words(kp, c0, c1)[0] >> 31).astype(bool)
+
+
+def _size_cdf(m: int) -> np.ndarray:
+    """The Shapley kernel over coalition sizes ``s = 1..M-1``, ``p(s) ~ (M - 1) / (s (M -
+    s))``, as a cumulative distribution (``M - 1`` values, the last 1)."""
+    s = np.arange(1, m, dtype=np.float64)
+    p = 1.0 / (s * (m - s))
+    return (np.cumsum(p) / p.sum()).astype(np.float32)
+
+
+def _kernel_coalitions(kp: Array, ks: Array, cdf: Array, k: Array, index: Array,
+                       m: int) -> Array:
+    """``(G, N, M)`` bool: coalition ``k[g]`` of input ``index[n]``, a size drawn from the
+    Shapley kernel (one word of the counter ``(index, k)`` under ``ks``) and the groups in
+    the first ``s`` places of a uniform random order (:func:`jaxsal._src.shapley._places`
+    under ``kp``): a uniform subset of that size."""
+    shape = (k.shape[0], index.shape[0])
+    c0 = jnp.broadcast_to(index.astype(jnp.uint32)[None, :], shape)
+    c1 = jnp.broadcast_to(k.astype(jnp.uint32)[:, None], shape)
+    u = (_words(ks, c0, c1)[0] >> 8).astype(jnp.float32) * np.float32(2.0 ** -24)  # [0, 1)
+    size = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), m - 2) + 1  # 1..M-1
+    return _places(kp, k, index, m) < size[..., None]
+
+
+def _keys(key: Array) -> tuple[Array, Array]:
+    """The threefry keys of the draws: the groups' words (orders or bits), and the sizes'."""
+    return (jax.random.bits(key, (2,), jnp.uint32),
+            jax.random.bits(jax.random.fold_in(key, 1), (2,), jnp.uint32))
+
+
+def _coalitions(method: str, key: jax.Array | int, n: int, m: int, *, index: int = 0) -> Array:
+    """The ``n`` coalitions ``(n, M)`` (bool: group kept) that :func:`jaxsal.lime`
+    (``method="lime"``) or :func:`jaxsal.kernel_shap` (``"kernel_shap"``) draws with this
+    key for ``M`` groups and the input at global index ``index``. For tests and inspection;
+    ``kernel_shap``'s empty and full coalitions are not among them (they are always
+    evaluated)."""
+    kp, kz = _keys(base.check_key(key, "coalitions"))
+    ks = jnp.arange(n, dtype=jnp.int32)
+    idx = jnp.asarray([index], jnp.int32)
+    if method == "lime":
+        return _bernoulli(kp, ks, idx, m)[:, 0]
+    return _kernel_coalitions(kp, kz, jnp.asarray(_size_cdf(m)), ks, idx, m)[:, 0]
+
+
+# ------------------------------------------------------------------ solvers
+def _solve_psd(a: Array, b: Array, alpha: float) -> Array:
+    """``(a + alpha I)^+ b`` for symmetric positive semi-definite ``a`` ``(..., K, K)`` and
+    ``b`` ``(..., K, T)``, from one eigendecomposition: eigenvalues below ``10 K eps`` of the
+    largest count as 0 (the minimum-norm least-squares solution of a fit the draws leave
+    undetermined)."""
+    k = a.shape[-1]
+    a = 0.5 * (a + jnp.swapaxes(a, -1, -2))
+    if alpha:
+        a = a + alpha * jnp.eye(k, dtype=a.dtype)
+    lam, v = jnp.linalg.eigh(a)
+    cut = 10 * k * float(np.finfo(np.float32).eps) * jnp.max(lam, axis=-1, keepdims=True)
+    inv = jnp.where(lam > cut, 1.0 / jnp.where(lam > cut, lam, 1.0), 0.0)
+    vb = jnp.einsum("...kj,...kt->...jt", v, b, precision=_HIGHEST)
+    return jnp.einsum("...kj,...jt->...kt", v, inv[..., None] * vb, precision=_HIGHEST)
+
+
+def _helmert_t(a: Array, axis: int) -> Array:
+    """``H^T a`` along ``axis`` (length ``M`` -> ``M - 1``), ``H`` the ``M x (M - 1)``
+    Helmert basis of the vectors summing to 0: column ``j = 1..M-1`` is ``(1, ..., 1, -j,
+    0, ..., 0) / sqrt(j (j + 1))`` (``j`` ones). Orthonormal; ``O(M)`` per vector."""
+    a = jnp.moveaxis(a, axis, -1)
+    m = a.shape[-1]
+    j = jnp.arange(1, m, dtype=a.dtype)
+    out = (jnp.cumsum(a, axis=-1)[..., :-1] - j * a[..., 1:]) / jnp.sqrt(j * (j + 1))
+    return jnp.moveaxis(out, -1, axis)
+
+
+def _helmert(u: Array, axis: int) -> Array:
+    """``H u`` along ``axis`` (length ``M - 1`` -> ``M``): row ``i`` is ``sum_{j > i} q_j -
+    i q_i`` with ``q_j = u_j / sqrt(j (j + 1))`` (``q_0 = 0``)."""
+    u = jnp.moveaxis(u, axis, -1)
+    j = jnp.arange(1, u.shape[-1] + 1, dtype=u.dtype)
+    q = jnp.concatenate([jnp.zeros(u.shape[:-1] + (1,), u.dtype), u / jnp.sqrt(j * (j + 1))],
+                        axis=-1)
+    after = jnp.sum(q, axis=-1, keepdims=True) - jnp.cumsum(q, axis=-1)
+    i = jnp.arange(q.shape[-1], dtype=u.dtype)
+    return jnp.moveaxis(after - i * q, -1, axis)
+
+
+def _shap_solve(gram: Array, zv: Array, gain: Array) -> Array:
+    """KernelSHAP's values ``(N, T, M)``: the least-squares fit of ``v(z) - v(empty)`` by
+    ``z . phi`` subject to ``sum phi = gain`` (``(N, T)``), from ``gram = sum z z^T``
+    ``(N, M, M)`` and ``zv = sum z (v(z) - v(empty))^T`` ``(N, M, T)``. With ``phi = gain /
+    M + H u``: ``(H^T G H) u = H^T (zv - G 1 gain^T / M)``."""
+    m = gram.shape[-1]
+    share = gain / m  # (N, T)
+    rhs = zv - jnp.sum(gram, axis=-1)[..., None] * share[:, None, :]  # (N, M, T)
+    g_r = _helmert_t(_helmert_t(gram, 1), 2)  # (N, M-1, M-1)
+    u = _solve_psd(g_r, _helmert_t(rhs, 1), 0.0)  # (N, M-1, T)
+    phi = share[:, None, :] + _helmert(u, 1)  # (N, M, T)
+    return jnp.swapaxes(phi, 1, 2)
+
+
+def _lime_solve(moments: tuple, alpha: float) -> Array:
+    """LIME's coefficients ``(N, T, M)``: the weighted ridge fit with an (unpenalized)
+    intercept, from the weighted moments of ``c = z - 1/2`` and of the scores (centring the
+    coalitions first keeps the digits of the centred Gram matrix; the fit's slopes do not
+    depend on it)."""
+    sw, sc, cc, sv, cv = moments  # (N,), (N, M), (N, M, M), (N, T), (N, M, T)
+    mean_c = sc / sw[:, None]
+    gram = cc - sc[:, :, None] * mean_c[:, None, :]
+    rhs = cv - mean_c[:, :, None] * sv[:, None, :]
+    return jnp.swapaxes(_solve_psd(gram, rhs, alpha), 1, 2)
+
+
+# ------------------------------------------------------------------ the methods
+def _plan(p, groups, fill, nb, memory_budget):
+    """Inputs per sub-batch: also bound by the normal equations, ``M^2`` floats per input
+    (``fill`` broadcast to ``x`` where that splits the batch)."""
+    m = groups.m
+    nb2 = base.batch_chunk(p.n, 4 * (m * m + 2 * m), memory_budget, factor=3)
+    if nb2 < nb:
+        nb = nb2
+        fill = jnp.broadcast_to(fill, p.x.shape)
+    return fill, nb
+
+
+def kernel_shap(model: Any, x: ArrayLike, targets: Any = None, *,
+                key: jax.Array | int | None = None, n: int | None = None,
+                patch: int | tuple | None = None, feature_mask: ArrayLike | None = None,
+                fill: ArrayLike = 0.0, batch_size: int | None = None,
+                head: str | None = None, memory_budget: int | None = None,
+                precision: str | None = None, check_finite: bool = True,
+                return_groups: bool = False, index_offset: int = 0) -> Array:
+    """KernelSHAP (Lundberg & Lee, 2017; Captum's ``KernelShap``): Shapley values of groups
+    of input features estimated by a linear regression on random coalitions.
+
+    The players, coalitions and values are those of :func:`jaxsal.shapley_values`. For each
+    input, ``n`` coalitions are drawn from the Shapley kernel: a size ``s`` in ``1..M-1``
+    with probability proportional to ``(M - 1) / (s (M - s))``, then a uniform subset of
+    ``s`` groups (every draw weighted alike, as Captum). The estimate is the least-squares
+    fit of their scores by ``v(empty) + z . phi`` subject to ``sum phi = v(all) -
+    v(empty)``: the kernel's infinite weights on the empty and the full coalition are
+    constraints, so efficiency holds exactly for every estimate (Captum approximates them
+    with a weight of 1e6). On a linear model the estimate is exact once the draws determine
+    the fit; otherwise it converges to the exact values as ``n`` grows. Where the draws
+    leave the fit undetermined (fewer distinct coalitions than ``M - 1``), the estimate is
+    the solution closest to equal shares.
+
+    Costs ``n * N`` masked forward passes (and one over ``x``, one over the fill), batched
+    and shared by every target, and one ``M x M`` eigendecomposition per input; at most
+    4096 groups.
+
+    Args:
+      model, x, targets, patch, feature_mask, fill, batch_size, head, memory_budget,
+        precision, check_finite, return_groups: as in :func:`jaxsal.shapley_values`.
+      key: a ``jax.random`` key or an int seed (required: the same key gives the same
+        values).
+      n: coalitions per input (Captum's ``n_samples``, whose default, 25, counts the empty
+        and the full one); default ``2 M + 2048`` (the ``shap`` package's ``"auto"``).
+      index_offset: the position of ``x[0]`` in a larger batch: coalition ``k`` of input
+        ``i`` is keyed by ``(k, index_offset + i)``, so rows ``a:b`` of one call equal a
+        call on ``x[a:b]`` with ``index_offset=a`` (:func:`jaxsal.explain_to_file` passes
+        it), whatever the batching.
+    Returns:
+      Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features;
+      with channels when ``feature_mask`` groups them apart), or the group values
+      ``(N, K)`` / ``(N, T, K)`` (``return_groups=True``).
+
+    Example::
+
+        phi = jaxsal.kernel_shap(model, x, [3, 5], key=0, feature_mask=superpixels)
+    """
+    key = base.check_key(key, "kernel_shap")
+    index_offset = base.check_index_offset(index_offset)
+    p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
+        "kernel_shap", model, x, targets, patch, feature_mask, fill, batch_size, head,
+        memory_budget, check_finite, return_groups)
+    m_groups = groups.m
+    _check_groups(m_groups, "kernel_shap")
+    n_draws = _check_n(2 * m_groups + KERNEL_SHAP_SAMPLES if n is None else n, m_groups,
+                       "kernel_shap")
+    fill, nb = _plan(p, groups, fill, nb, memory_budget)
+    group = base.masked_chunk(n_draws, per_image, nb, batch_size, memory_budget)
+    m, spec, info = p.model, p.spec, p.info
+    cdf = _size_cdf(m_groups) if m_groups > 1 else None
+
+    def build():
+        def run(params, x, ids, fill, gid, key, index, cols):
+            n_in = x.shape[0]
+            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            fill_b = jnp.broadcast_to(fill, x.shape)
+            y, cap = run_model(m, params, x, sp.layers)
+            s_full = score_matrix(sp, info, y, cap, ids_)  # v(all), (N, T)
+            y, cap = run_model(m, params, fill_b, sp.layers)
+            s_empty = score_matrix(sp, info, y, cap, ids_)  # v(empty)
+            gain = s_full - s_empty
+            if m_groups == 1:  # the constraint alone: phi = v(all) - v(empty)
+                return _finish(gain[:, :, None], gid, cols, groups, spec.class_axis,
+                               return_groups)
+            ids_rep = base.tile_batch(ids_, group)
+            kp, kz = _keys(key)
+            sizes = jnp.asarray(cdf)
+
+            def normal_equations(ks, valid):  # coalitions ks (G,)
+                keep = _kernel_coalitions(kp, kz, sizes, ks, index, m_groups)  # (G, N, M)
+                present = _present(gid, keep)
+                xo = jnp.where(present, x[None], fill_b[None]).reshape((-1,) + x.shape[1:])
+                s = _scores(m, params, xo, sp, info, ids_rep, n_in, group) - s_empty[None]
+                z = keep.astype(x.dtype) * valid[:, None, None].astype(x.dtype)
+                return (jnp.einsum("gnm,gnk->nmk", z, z, precision=_HIGHEST),
+                        jnp.einsum("gnm,gnt->nmt", z, s, precision=_HIGHEST))
+
+            gram, zv = base.sum_groups(normal_equations, n_draws, group)
+            phi = _shap_solve(gram, zv, gain)
+            return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
+
+        return run
+
+    ck = ("kernel_shap", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
+          n_draws, group, nb, return_groups)
+    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6), (3, 4)),
+                         precision, forward_only=True)(
+        p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
+        jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids))
+
+
+def lime(model: Any, x: ArrayLike, targets: Any = None, *,
+         key: jax.Array | int | None = None, n: int = LIME_SAMPLES, alpha: float = 1.0,
+         kernel_width: float = 1.0, distance: str = "input",
+         patch: int | tuple | None = None, feature_mask: ArrayLike | None = None,
+         fill: ArrayLike = 0.0, batch_size: int | None = None, head: str | None = None,
+         memory_budget: int | None = None, precision: str | None = None,
+         check_finite: bool = True, return_groups: bool = False,
+         index_offset: int = 0) -> Array:
+    """LIME (Ribeiro, Singh & Guestrin, 2016; Captum's ``Lime``): the coefficients of a
+    linear model of the target's score in the presence of groups of input features, fitted
+    to random masked inputs weighted by their closeness to ``x``.
+
+    The groups and the masked inputs are those of :func:`jaxsal.shapley_values`. For each
+    input, ``n`` coalitions ``z`` are drawn, every group kept with probability 1/2 (as
+    Captum), and weighted ``w = exp(-d^2 / (2 kernel_width^2))`` (Captum's exponential
+    kernel), ``d`` the cosine distance between ``x`` and the masked input
+    (``distance="input"``, Captum's) or between the all-ones vector and ``z``
+    (``"interpretable"``, the ``lime`` package's: ``d = 1 - sqrt(|z| / M)``). The surrogate
+    minimizes ``sum_k w_k (v(z_k) - b - z_k . phi)^2 + alpha |phi|^2`` (scikit-learn's
+    ``Ridge(alpha)`` with ``sample_weight``; the intercept ``b`` is not penalized), solved
+    in closed form; ``alpha=0`` is weighted least squares (the minimum-norm solution where
+    the draws leave it undetermined). Captum's default surrogate is a lasso
+    (``Lasso(alpha=0.01)``, fitted iteratively, sparse); this ridge is the ``lime``
+    package's default surrogate, ``Ridge(alpha=1)``.
+
+    Costs ``n * N`` masked forward passes (and one over ``x``), batched and shared by every
+    target, and one ``M x M`` eigendecomposition per input; at most 4096 groups.
+
+    Args:
+      model, x, targets, patch, feature_mask, fill, batch_size, head, memory_budget,
+        precision, check_finite, return_groups: as in :func:`jaxsal.shapley_values`.
+      key: a ``jax.random`` key or an int seed (required: the same key gives the same
+        values).
+      n: coalitions per input (Captum's ``n_samples``, default 25 there; here 1000, the
+        ``lime`` package's for images: a fit of ``M + 1`` unknowns wants many more than
+        ``M`` draws).
+      alpha: the L2 penalty (>= 0), in scikit-learn's ``Ridge`` scale: the weighted sum of
+        squares is not divided by ``n``, so its effect fades as ``n`` grows.
+      kernel_width: the width of the exponential kernel (> 0; Captum's default, 1.0; the
+        ``lime`` package uses 0.25 with ``distance="interpretable"``).
+      distance: ``"input"`` (default) or ``"interpretable"``, as above.
+      index_offset: as in :func:`jaxsal.kernel_shap`.
+    Returns:
+      Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features;
+      with channels when ``feature_mask`` groups them apart), or the coefficients
+      ``(N, K)`` / ``(N, T, K)`` (``return_groups=True``).
+
+    Example::
+
+        coef = jaxsal.lime(model, x, 3, key=0, feature_mask=superpixels, fill=blurred)
+    """
+    key = base.check_key(key, "lime")
+    index_offset = base.check_index_offset(index_offset)
+    alpha = _check_real(alpha, "alpha", "a finite number >= 0 (the L2 penalty; 0 for none)",
+                        False)
+    width = _check_real(kernel_width, "kernel_width",
+                        "a finite number > 0 (the exponential kernel's width, e.g. 1.0)", True)
+    if not isinstance(distance, str) or distance not in DISTANCES:
+        raise ValueError(f"expected distance as one of {DISTANCES} (the cosine distance "
+                         f"between x and the masked input, Captum's, or between the all-ones "
+                         f"vector and the coalition, the lime package's), got {distance!r}")
+    p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
+        "lime", model, x, targets, patch, feature_mask, fill, batch_size, head,
+        memory_budget, check_finite, return_groups)
+    m_groups = groups.m
+    _check_groups(m_groups, "lime")
+    n_draws = _check_n(n, m_groups, "lime")
+    fill, nb = _plan(p, groups, fill, nb, memory_budget)
+    group = base.masked_chunk(n_draws, per_image, nb, batch_size, memory_budget)
+    m, spec, info = p.model, p.spec, p.info
+
+    def build():
+        def run(params, x, ids, fill, gid, key, index, cols):
+            n_in = x.shape[0]
+            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            fill_b = jnp.broadcast_to(fill, x.shape)
+            y, cap = run_model(m, params, x, sp.layers)
+            s_full = score_matrix(sp, info, y, cap, ids_)  # (N, T): the scores' centre
+            ids_rep = base.tile_batch(ids_, group)
+            kp = _keys(key)[0]
+            axes = tuple(range(1, x.ndim))
+            norm_x = jnp.sqrt(jnp.sum(x * x, axis=axes))  # (N,)
+
+            def moments(ks, valid):  # coalitions ks (G,)
+                keep = _bernoulli(kp, ks, index, m_groups)  # (G, N, M)
+                present = _present(gid, keep)
+                xo = jnp.where(present, x[None], fill_b[None])  # (G, N, ...)
+                if distance == "input":  # 1 - cos(x, x_z); 0/0 counts as cos 0, as torch
+                    dot = jnp.sum(xo * x[None], axis=tuple(a + 1 for a in axes))
+                    norms = jnp.sqrt(jnp.sum(xo * xo, axis=tuple(a + 1 for a in axes)))
+                    d = 1.0 - dot / jnp.maximum(norms * norm_x[None], 1e-8)
+                else:  # 1 - cos(ones, z) = 1 - sqrt(|z| / M)
+                    d = 1.0 - jnp.sqrt(keep.sum(axis=-1).astype(x.dtype) / m_groups)
+                w = jnp.exp(-d * d / (2.0 * width * width)) * valid[:, None].astype(x.dtype)
+                s = _scores(m, params, xo.reshape((-1,) + x.shape[1:]), sp, info, ids_rep,
+                            n_in, group) - s_full[None]  # (G, N, T)
+                c = keep.astype(x.dtype) - 0.5
+                wc = w[..., None] * c  # (G, N, M)
+                return (w.sum(axis=0), wc.sum(axis=0),
+                        jnp.einsum("gnm,gnk->nmk", wc, c, precision=_HIGHEST),
+                        jnp.einsum("gn,gnt->nt", w, s, precision=_HIGHEST),
+                        jnp.einsum("gnm,gnt->nmt", wc, s, precision=_HIGHEST))
+
+            phi = _lime_solve(base.sum_groups(moments, n_draws, group), alpha)
+            return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
+
+        return run
+
+    ck = ("lime", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
+          n_draws, alpha, width, distance, group, nb, return_groups)
+    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6), (3, 4)),
+                         precision, forward_only=True)(
+        p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
+        jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids))
+
+
+#: explain_to_file slices an ``(N, H, W)`` feature_mask with the inputs and, for
+#: ``return_groups=True``, fixes the number of columns of the whole job (as the Shapley
+#: methods).
+for _f in (kernel_shap, lime):
+    _f.per_input_options = _per_input_mask
+    _f.job_options = _job_options
