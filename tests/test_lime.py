@@ -12,43 +12,7 @@ import pytest
 
 import jaxsal
 from jaxsal._src import lime as lime_src
-
-SHAPE = (6, 5, 2)
-
-
-def _linear():
-    rng = np.random.default_rng(0)
-    params = {"w": jnp.asarray(rng.normal(size=(int(np.prod(SHAPE)), 3)), jnp.float32),
-              "b": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
-
-    def f(p, x):
-        return x.reshape(x.shape[0], -1) @ p["w"] + p["b"]
-
-    w = np.asarray(params["w"]).T.reshape((3,) + SHAPE)  # (classes, *SHAPE)
-    return jaxsal.FunctionModel(f, params, input_shape=SHAPE), w
-
-
-def _smooth():
-    """A nonlinear model with interactions between every pair of pixels."""
-    rng = np.random.default_rng(3)
-    params = {"w1": jnp.asarray(rng.normal(size=(int(np.prod(SHAPE)), 16)) * 0.3, jnp.float32),
-              "w2": jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)}
-
-    def f(p, x):
-        return jnp.tanh(x.reshape(x.shape[0], -1) @ p["w1"]) @ p["w2"]
-
-    return jaxsal.FunctionModel(f, params, input_shape=SHAPE)
-
-
-def _x(n=3, seed=1, shape=SHAPE):
-    return np.random.default_rng(seed).normal(size=(n,) + shape).astype(np.float32)
-
-
-def _grid(patch=(3, 2)):
-    """The group of every pixel of a SHAPE image under jaxsal's patch grid (row-major)."""
-    h, w = SHAPE[:2]
-    cols = -(-w // patch[1])
-    return (np.arange(h)[:, None] // patch[0]) * cols + np.arange(w)[None] // patch[1]
+from test_shapley import SHAPE, _grid, _linear, _smooth, _x
 
 
 def _scores(model, x, fill, z, gid, targets):

@@ -49,9 +49,8 @@ except ImportError:  # a JAX without it in jax.extend
     from jax._src.prng import threefry_2x32
 
 from jaxsal._src import base
-from jaxsal._src.shapley import (_finish, _job_options, _key, _per_input_mask, _places,
-                                 _present, _scores, _setup)
-from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
+from jaxsal._src.shapley import (_endpoints, _finish, _job_options, _key, _per_input_mask,
+                                 _places, _present, _scores, _setup)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -298,12 +297,8 @@ def kernel_shap(model: Any, x: ArrayLike, targets: Any = None, *,
     def build():
         def run(params, x, ids, fill, gid, key, index, cols):
             n_in = x.shape[0]
-            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
-            fill_b = jnp.broadcast_to(fill, x.shape)
-            y, cap = run_model(m, params, x, sp.layers)
-            s_full = score_matrix(sp, info, y, cap, ids_)  # v(all), (N, T)
-            y, cap = run_model(m, params, fill_b, sp.layers)
-            s_empty = score_matrix(sp, info, y, cap, ids_)  # v(empty)
+            sp, ids_, fill_b, s_full, s_empty = _endpoints(  # v(all) (N, T), v(empty)
+                m, params, x, fill, spec, info, ids, empty=True)
             gain = s_full - s_empty
             if m_groups == 1:  # the constraint alone: phi = v(all) - v(empty)
                 return _finish(gain[:, :, None], gid, cols, groups, spec.class_axis,
@@ -409,10 +404,8 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
     def build():
         def run(params, x, ids, fill, gid, key, index, cols):
             n_in = x.shape[0]
-            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
-            fill_b = jnp.broadcast_to(fill, x.shape)
-            y, cap = run_model(m, params, x, sp.layers)
-            s_full = score_matrix(sp, info, y, cap, ids_)  # (N, T): the scores' centre
+            sp, ids_, fill_b, s_full, _ = _endpoints(  # s_full (N, T): the scores' centre
+                m, params, x, fill, spec, info, ids, empty=False)
             ids_rep = base.tile_batch(ids_, group)
             kp = _keys(key)[0]
             axes = tuple(range(1, x.ndim))

@@ -283,6 +283,20 @@ def _places(kp: Array, k: Array, index: Array, m: int) -> Array:
     return jax.lax.sort((hi.reshape(shape), lo.reshape(shape), groups), num_keys=2)[2]
 
 
+def _endpoints(m, params, x, fill, spec, info, ids, *, empty: bool):
+    """What every coalition method starts from, inside its program: the resolved targets
+    ``(sp, ids)``, ``fill`` broadcast to ``x``, the scores on ``x`` (``v(all)``, ``(N, T)``)
+    and, with ``empty``, those on the input filled everywhere (``v(empty)``; else ``None``)."""
+    sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+    fill_b = jnp.broadcast_to(fill, x.shape)
+    y, cap = run_model(m, params, x, sp.layers)
+    s_full = score_matrix(sp, info, y, cap, ids_)
+    if not empty:
+        return sp, ids_, fill_b, s_full, None
+    y, cap = run_model(m, params, fill_b, sp.layers)
+    return sp, ids_, fill_b, s_full, score_matrix(sp, info, y, cap, ids_)
+
+
 def shapley_values(model: Any, x: ArrayLike, targets: Any = None, *,
                    patch: int | tuple | None = None, feature_mask: ArrayLike | None = None,
                    fill: ArrayLike = 0.0, batch_size: int | None = None,
@@ -375,10 +389,8 @@ def shapley_values(model: Any, x: ArrayLike, targets: Any = None, *,
     def build():
         def run(params, x, ids, fill, gid, cols):
             n = x.shape[0]
-            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
-            y, cap = run_model(m, params, x, sp.layers)
-            s_full = score_matrix(sp, info, y, cap, ids_)  # (N, T)
-            fill_b = jnp.broadcast_to(fill, x.shape)
+            sp, ids_, fill_b, s_full, _ = _endpoints(m, params, x, fill, spec, info, ids,
+                                                     empty=False)  # s_full: (N, T)
             w = jnp.asarray(weights)
             ids_rep = base.tile_batch(ids_, group)
             bit = jnp.arange(m_groups, dtype=jnp.int32)
@@ -469,12 +481,8 @@ def shapley_value_sampling(model: Any, x: ArrayLike, targets: Any = None, *,
     def build():
         def run(params, x, ids, fill, gid, key, index, cols):
             n_in = x.shape[0]
-            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
-            fill_b = jnp.broadcast_to(fill, x.shape)
-            y, cap = run_model(m, params, x, sp.layers)
-            s_full = score_matrix(sp, info, y, cap, ids_)  # v(all), (N, T)
-            y, cap = run_model(m, params, fill_b, sp.layers)
-            s_empty = score_matrix(sp, info, y, cap, ids_)  # v(empty)
+            sp, ids_, fill_b, s_full, s_empty = _endpoints(  # v(all) (N, T), v(empty)
+                m, params, x, fill, spec, info, ids, empty=True)
             gain = s_full - s_empty
             if steps == 0:  # one group: every order credits it with v(all) - v(empty)
                 phi = gain[:, :, None]
