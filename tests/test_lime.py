@@ -12,7 +12,7 @@ import pytest
 
 import jaxsal
 from jaxsal._src import lime as lime_src
-from test_shapley import SHAPE, _grid, _linear, _smooth, _x
+from test_shapley import SHAPE, _grid, _linear, _linear_values, _smooth, _x
 
 
 def _scores(model, x, fill, z, gid, targets):
@@ -29,10 +29,7 @@ def test_linear_model_gives_the_exact_shapley_values_and_coefficients():
     x = _x()
     fill = np.array([0.5, -1.0], np.float32)  # one value per channel
     gid = _grid()
-    want = np.zeros((3, 3, gid.max() + 1))  # (N, T, M)
-    contrib = (w[None] * (x - fill)[:, None]).sum(-1)  # (N, T, H, W)
-    for g in range(gid.max() + 1):
-        want[..., g] = contrib[..., gid == g].sum(-1)
+    want = _linear_values(w, x, fill, gid)
     exact = np.asarray(jaxsal.shapley_values(m, x, [0, 1, 2], patch=(3, 2), fill=fill,
                                              return_groups=True))
     np.testing.assert_allclose(exact, want, rtol=1e-5, atol=1e-5)

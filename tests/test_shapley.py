@@ -76,16 +76,23 @@ def _brute_force(model, x, targets, gid, fill=0.0):
     return phi, second - phi ** 2
 
 
+def _linear_values(w, x, fill, gid):
+    """``(N, T, M)``: the Shapley values of the linear model ``_linear`` (weights ``w``) on
+    ``x`` against ``fill``, for the groups ``gid``: each group's ``w * (x - fill)``."""
+    want = np.zeros((len(x), w.shape[0], gid.max() + 1))
+    contrib = (w[None] * (x - fill)[:, None]).sum(-1)  # (N, T, H, W)
+    for g in range(gid.max() + 1):
+        want[..., g] = contrib[..., gid == g].sum(-1)
+    return want
+
+
 # ------------------------------------------------------------------ analytic truths
 def test_linear_model_is_the_weights_times_the_difference_summed_over_each_group():
     m, w = _linear()
     x = _x()
     fill = np.array([0.5, -1.0], np.float32)  # one value per channel
     gid = _grid()
-    want = np.zeros((3, 3, gid.max() + 1))  # (N, T, M)
-    contrib = (w[None] * (x - fill)[:, None]).sum(-1)  # (N, T, H, W)
-    for g in range(gid.max() + 1):
-        want[..., g] = contrib[..., gid == g].sum(-1)
+    want = _linear_values(w, x, fill, gid)
     for method, kw in ((jaxsal.shapley_values, {}),
                        (jaxsal.shapley_value_sampling, dict(key=0, n=2))):
         got = method(m, x, [0, 1, 2], patch=(3, 2), fill=fill, return_groups=True, **kw)
