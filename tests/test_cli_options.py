@@ -156,3 +156,21 @@ def test_changing_output_starts_over(tmp_path):
                         "--targets", "1") == 0
     direct = jaxsal.saliency(load_keras(path, head="logits").with_output("reg"), x, 1)
     np.testing.assert_allclose(np.load(out), direct, rtol=1e-5, atol=1e-9)
+
+
+def test_lrp_rules_by_name_and_folding(tmp_path, mnist_path, digits_file, mnist_digits,
+                                       capsys):
+    """``--option rule=<zennit composite>`` and ``--option fold_batchnorm=...`` reach
+    ``jaxsal.lrp`` (the MNIST model has no batch norm to fold: a wrong value shows it)."""
+    assert _explain(mnist_path, digits_file, tmp_path / "f.npy", "--method", "lrp",
+                    "--option", "fold_batchnorm=1") != 0
+    assert "fold_batchnorm: expected True or False, got 1" in capsys.readouterr().err
+    m = load_keras(mnist_path, head="logits")
+    assert _explain(mnist_path, digits_file, tmp_path / "l.npy", "--method", "lrp",
+                    "--targets", "1,7", "--option", "rule=epsilon_plus_flat", "--option",
+                    "epsilon=0.01", "--option", "fold_batchnorm=true") == 0
+    direct = np.asarray(jaxsal.lrp(m, mnist_digits[:2], [1, 7], epsilon=0.01, rule=(
+        jaxsal.lrp_composite(first=jaxsal.lrp_flat(), conv=jaxsal.lrp_zplus(),
+                             dense=jaxsal.lrp_epsilon(0.01)))))
+    np.testing.assert_allclose(np.load(tmp_path / "l.npy"), direct, rtol=1e-5,
+                               atol=1e-6 * np.abs(direct).max())

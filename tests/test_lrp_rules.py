@@ -183,6 +183,23 @@ def test_which_layer_gets_which_rule(relu_net_cl):
     assert layer_rules(m, z, 1e-9) == type(got)(z)
 
 
+def test_composites_by_name(relu_net_cl):
+    m = relu_net_cl
+    x = np.random.default_rng(0).normal(size=(2, 12, 10, 3)).astype(np.float32)
+    J = jaxsal
+    for name, composite in (
+            ("epsilon_plus", J.lrp_composite(conv=J.lrp_zplus(), dense=J.lrp_epsilon(0.1))),
+            ("epsilon_plus_flat", J.lrp_composite(first=J.lrp_flat(), conv=J.lrp_zplus(),
+                                                  dense=J.lrp_epsilon(0.1))),
+            ("epsilon_alpha2_beta1", J.lrp_composite(conv=J.lrp_alpha_beta(2, 1),
+                                                     dense=J.lrp_epsilon(0.1)))):
+        np.testing.assert_array_equal(np.asarray(J.lrp(m, x, [0], rule=name, epsilon=0.1)),
+                                      np.asarray(J.lrp(m, x, [0], rule=composite,
+                                                       epsilon=0.1)), err_msg=name)
+    with pytest.raises(ValueError, match="unknown rule 'epsilon_gamma'; expected one of"):
+        J.lrp(m, x, [0], rule="epsilon_gamma")
+
+
 def test_one_weight_rule_everywhere_is_epsilon_on_layers_without_kernels(relu_net_cl):
     m = relu_net_cl
     x = np.random.default_rng(0).normal(size=(2, 12, 10, 3)).astype(np.float32)
@@ -263,7 +280,7 @@ def test_bad_rules_are_refused(relu_net_cl):
     with pytest.raises(TypeError, match="expected an LRP rule"):
         jaxsal.lrp_composite(conv="gamma")
     with pytest.raises(TypeError, match="expected rule= an LRP rule"):
-        jaxsal.lrp(m, x, 0, rule="gamma")
+        jaxsal.lrp(m, x, 0, rule=0.25)
     with pytest.raises(ValueError, match="unknown layer 'nope'"):
         jaxsal.lrp(m, x, 0, rule={"nope": jaxsal.lrp_zplus()})
     relu = next(n for n in m.layer_names if n.startswith("re_lu"))

@@ -119,7 +119,10 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
         (:func:`jaxsal.lrp_gamma`, :func:`jaxsal.lrp_zplus`, ...; the ones that change
         weights give layers without a kernel the epsilon rule), a
         :func:`jaxsal.lrp_composite` (a rule per role: first layer, convolutions, dense
-        layers, others) or a dict ``{layer name or Keras class name: rule}``.
+        layers, others), a dict ``{layer name or Keras class name: rule}``, or the name of
+        one of zennit's composites: ``"epsilon_plus"`` (convolutions z-plus, dense layers
+        the epsilon rule with ``epsilon``), ``"epsilon_plus_flat"`` (and the flat rule on
+        the first layer), ``"epsilon_alpha2_beta1"`` (convolutions alpha-beta (2, 1)).
       fold_batchnorm: fold every ``BatchNormalization`` that directly follows a convolution
         or ``Dense`` layer into it (zennit's ``SequentialMergeBatchNorm``; see
         :mod:`jaxsal._src.lrp_fold`): that layer's rule then sees the merged weights and

@@ -400,6 +400,27 @@ def lrp_composite(*, first: LRPRule | None = None, conv: LRPRule | None = None,
     return LRPComposite(first, conv, dense, other, items)
 
 
+#: ``lrp(rule=name)``: zennit's composites that need no input bounds, their dense layers'
+#: epsilon being ``lrp``'s ``epsilon``.
+PRESETS = ("epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1")
+
+
+def preset(name: str, epsilon: float) -> LRPComposite:
+    """A composite by name (:data:`PRESETS`): convolutions z-plus (``"epsilon_plus"``; with
+    the flat rule on the first layer, ``"epsilon_plus_flat"``) or alpha-beta (2, 1)
+    (``"epsilon_alpha2_beta1"``), dense layers the epsilon rule with ``epsilon``."""
+    dense = Epsilon(epsilon)
+    if name == "epsilon_plus":
+        return lrp_composite(conv=lrp_zplus(), dense=dense)
+    if name == "epsilon_plus_flat":
+        return lrp_composite(first=lrp_flat(), conv=lrp_zplus(), dense=dense)
+    if name == "epsilon_alpha2_beta1":
+        return lrp_composite(conv=lrp_alpha_beta(2.0, 1.0), dense=dense)
+    raise ValueError(f"lrp: unknown rule {name!r}; expected one of {PRESETS} (zennit's "
+                     f"composites), an LRP rule (jaxsal.lrp_gamma(), ...), a "
+                     f"jaxsal.lrp_composite(...) or a dict of layer or class names to rules")
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerRules:
     """The rules installed as a model's ``Runtime.layer_rule``: ``default`` for every rule
@@ -442,12 +463,14 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
     default = Epsilon(epsilon)
     if rule is None or isinstance(rule, LRPRule):
         return LayerRules(default if rule is None else rule, tuple(sorted(fixed.items())))
+    if isinstance(rule, str):
+        rule = preset(rule, epsilon)
     if isinstance(rule, Mapping):
         rule = lrp_composite(layers=rule)
     if not isinstance(rule, LRPComposite):
         raise TypeError(f"lrp: expected rule= an LRP rule (jaxsal.lrp_gamma(), ...), a "
-                        f"jaxsal.lrp_composite(...) or a dict of layer or class names to rules, "
-                        f"got {type(rule).__name__}")
+                        f"jaxsal.lrp_composite(...), a dict of layer or class names to rules "
+                        f"or a name in {PRESETS}, got {type(rule).__name__}")
     found = [(path, model.layer(path)) for path in model.relevance_layers]
     classes = {info.class_name for _, info in found}
     paths = {path for path, _ in found}
