@@ -506,8 +506,16 @@ def shape_key(x: Any) -> Hashable:
     """A hashable key of the shapes and dtypes of ``x`` (an array or a structure of them;
     Python numbers among them, as plain functions' params may be, by their type)."""
     leaves, tree = jax.tree_util.tree_flatten(x)
-    return (tree, tuple((tuple(np.shape(a)), str(getattr(a, "dtype", type(a).__name__)))
-                        for a in leaves))
+    return (tree, tuple(_signature(a) for a in leaves))
+
+
+def _signature(a: Any) -> tuple:
+    """``(shape, dtype)`` of an array (the dtype object: its ``str`` is slow, and a model's
+    params hold hundreds of arrays), ``(shape, type name)`` of anything else."""
+    dtype = getattr(a, "dtype", None)
+    if dtype is None:
+        return tuple(np.shape(a)), type(a).__name__
+    return tuple(a.shape), dtype
 
 
 def describe_shapes(x: Any) -> str:
