@@ -296,3 +296,29 @@ def relu_net_cl(tmp_path_factory):
     km = _relu_net()
     perturb_keras(km, seed=4, kernels=True)
     return _load(km, tmp_path_factory.mktemp("rules_net"), "net")
+
+
+def test_preprocessing_layers_pass_relevance_unchanged(tmp_path):
+    """Rescaling and Normalization inside the model pass relevance on unchanged (their
+    gradient would scale it by 1/255 or 1/std): a bias-free network still conserves the
+    score at its input, under the default rule, one rule everywhere and a composite; a rule
+    named for them applies."""
+    inp = keras.Input((6, 6, 3))
+    h = layers.Rescaling(1 / 255, offset=-0.5, name="rescale")(inp)
+    h = layers.Normalization(mean=[0.1, -0.2, 0.0], variance=[4.0, 0.25, 1.0], name="norm")(h)
+    h = layers.Conv2D(5, 3, activation="relu", use_bias=False)(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    km = keras.Model(inp, layers.Dense(2, use_bias=False)(h))
+    perturb_keras(km, seed=5, kernels=True)
+    m = _load(km, tmp_path, "prep")
+    x = np.random.default_rng(0).uniform(0, 255, size=(3, 6, 6, 3)).astype(np.float32)
+    y = np.asarray(m(x))[:, [0, 1]]
+    for rule in (None, jaxsal.lrp_zplus(1e-6),
+                 jaxsal.lrp_composite(first=jaxsal.lrp_zbox(-5.0, 5.0, 1e-6))):
+        r = np.asarray(jaxsal.lrp(m, x, [0, 1], rule=rule, epsilon=1e-6))
+        np.testing.assert_allclose(r.sum((-2, -1)), y, rtol=1e-3, atol=1e-4 * np.abs(y).max(),
+                                   err_msg=str(rule))
+    g = np.asarray(jaxsal.lrp(m, x, [0, 1], rule={"rescale": jaxsal.lrp_epsilon(1e-6),
+                                                 "Normalization": jaxsal.lrp_epsilon(1e-6)},
+                              epsilon=1e-6))
+    assert np.abs(g.sum((-2, -1)) - y).max() > 1e-2 * np.abs(y).max()  # offsets absorb

@@ -400,6 +400,10 @@ def lrp_composite(*, first: LRPRule | None = None, conv: LRPRule | None = None,
     return LRPComposite(first, conv, dense, other, items)
 
 
+#: Elementwise preprocessing layers (``x * scale + offset``, ``(x - mean) / std``): relevance
+#: passes them unchanged unless a rule names them (their gradient would rescale it).
+PREPROCESSING = ("Rescaling", "Normalization")
+
 #: ``lrp(rule=name)``: zennit's composites that need no input bounds, their dense layers'
 #: epsilon being ``lrp``'s ``epsilon``.
 PRESETS = ("epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1")
@@ -462,6 +466,8 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
     fixed = dict(fixed or {})
     default = Epsilon(epsilon)
     if rule is None or isinstance(rule, LRPRule):
+        fixed.update((path, Pass()) for path in model.relevance_layers
+                     if model._spec(path).class_name in PREPROCESSING)
         return LayerRules(default if rule is None else rule, tuple(sorted(fixed.items())))
     if isinstance(rule, str):
         rule = preset(rule, epsilon)
@@ -502,6 +508,8 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
             chosen.append((path, fixed[path]))
             continue
         r = by_name.get(path) or by_class.get(cls)
+        if r is None and cls in PREPROCESSING:
+            r = Pass()
         if r is None and path == first:
             r = rule.first
         if r is None:

@@ -237,7 +237,7 @@ def _rescaling(config, ctx):
     def call(params, x, *, rt):
         return x * scale + offset
 
-    return LayerImpl(call=call)
+    return LayerImpl(call=call, relevance=True)
 
 
 @register_layer("Normalization")
@@ -279,5 +279,5 @@ def _normalization(config, ctx):
         return (x - mean) / std
 
     if from_config:
-        return LayerImpl(call=call)
-    return LayerImpl(call=call, convert_weights=convert, n_weights=3)
+        return LayerImpl(call=call, relevance=True)
+    return LayerImpl(call=call, convert_weights=convert, n_weights=3, relevance=True)

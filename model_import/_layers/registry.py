@@ -128,7 +128,9 @@ class LayerImpl:
       relevance: a layer that layer-wise relevance propagation gives its rule
         (``Runtime.layer_rule``; Captum's rule layers): every convolution, ``Dense``,
         ``EinsumDense``, ``BatchNormalization``, every pooling (average, max, global,
-        adaptive) and the ``Add`` and ``Average`` merges.
+        adaptive) and the ``Add`` and ``Average`` merges; and the elementwise preprocessing
+        layers ``Rescaling`` and ``Normalization``, which pass relevance on unchanged
+        unless a rule is asked for them.
     """
 
     call: Callable[..., Any]
