@@ -195,10 +195,8 @@ class Graph:
                     if strip and impl.head_op is not None:  # logits: its argument
                         y = args[0]
                     elif impl.relevance and rt.layer_rule is not None:
-                        y = rt.layer_rule(functools.partial(impl.call, rt=rt, **kwargs,
-                                                            **mask_kw),
-                                          params.get(call.layer, {}), *args,
-                                          name=prefix + call.layer)
+                        y = _rule_call(rt, impl.call, params.get(call.layer, {}), args,
+                                       kwargs, mask_kw, prefix + call.layer)
                     else:
                         y = impl.call(params.get(call.layer, {}), *args, rt=rt, **kwargs,
                                       **mask_kw)
@@ -543,6 +541,21 @@ _PASS_THROUGH = frozenset({
     "Reshape", "Flatten", "Permute", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
     "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
     "ActivityRegularization", "Identity", "Activation"})
+
+
+def _rule_call(rt: Runtime, call: Callable, params: Any, args: Sequence, kwargs: dict,
+               mask_kw: dict, name: str) -> Any:
+    """``call(params, *args, rt=rt, **kwargs, **mask_kw)`` through ``rt.layer_rule``. The
+    arrays among ``kwargs`` (``mha(query=x, value=y)``) are passed to the rule as arguments
+    after ``args``, so that relevance reaches them too."""
+    arrays = [k for k, v in kwargs.items() if isinstance(v, jax.Array)]
+    rest = {k: v for k, v in kwargs.items() if k not in arrays}
+    n = len(args)
+
+    def f(p, *a):
+        return call(p, *a[:n], rt=rt, **rest, **dict(zip(arrays, a[n:])), **mask_kw)
+
+    return rt.layer_rule(f, params, *args, *(kwargs[k] for k in arrays), name=name)
 
 
 def _refs(a) -> list[Ref]:

@@ -76,7 +76,8 @@ def lrp_model(model: Any, epsilon: float = 1e-9, rule: Any = None,
             "find: use gradient_x_input (LRP-0 on a ReLU network) or deeplift")
     fixed = {f.batch_norm_path: FoldedBatchNorm() for f in folds}
     return model.with_rules(elementwise=PassRelevance(),
-                            layer_rule=layer_rules(model, rule, epsilon, fixed))
+                            layer_rule=layer_rules(model, rule, epsilon, fixed),
+                            hold=jax.lax.stop_gradient)
 
 
 def _check_epsilon(epsilon: Any) -> float:

@@ -404,6 +404,11 @@ def lrp_composite(*, first: LRPRule | None = None, conv: LRPRule | None = None,
 #: passes them unchanged unless a rule names them (their gradient would rescale it).
 PREPROCESSING = ("Rescaling", "Normalization")
 
+#: Layers whose kernels also set the weights they mix their inputs with (attention
+#: queries and keys): the rules that change weights give them the epsilon rule instead.
+ATTENTION = ("MultiHeadAttention", "GroupQueryAttention", "GroupedQueryAttention",
+             "Attention", "AdditiveAttention")
+
 #: ``lrp(rule=name)``: zennit's composites that need no input bounds, their dense layers'
 #: epsilon being ``lrp``'s ``epsilon``.
 PRESETS = ("epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1")
@@ -441,6 +446,9 @@ class LayerRules:
 
     def __call__(self, f: Callable[..., Array], params: Any, *args: Any, name: str) -> Array:
         rule = self.rule_for(name)
+        if not isinstance(jax.eval_shape(lambda *a: f(params, *a), *args),
+                          jax.ShapeDtypeStruct):  # several outputs (attention scores too)
+            return f(params, *args)
 
         @jax.custom_vjp
         def call(*a):
@@ -466,8 +474,14 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
     fixed = dict(fixed or {})
     default = Epsilon(epsilon)
     if rule is None or isinstance(rule, LRPRule):
-        fixed.update((path, Pass()) for path in model.relevance_layers
-                     if model._spec(path).class_name in PREPROCESSING)
+        for path in model.relevance_layers:
+            cls = model._spec(path).class_name
+            if path in fixed:
+                continue
+            if cls in PREPROCESSING:
+                fixed[path] = Pass()
+            elif cls in ATTENTION and rule is not None and rule.changes_weights:
+                fixed[path] = Epsilon(rule.epsilon)
         return LayerRules(default if rule is None else rule, tuple(sorted(fixed.items())))
     if isinstance(rule, str):
         rule = preset(rule, epsilon)
@@ -483,6 +497,11 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
     by_name, by_class = {}, {}
     for key, r in rule.layers:
         if key in classes:
+            if key in ATTENTION and r.changes_weights:
+                raise ValueError(f"lrp: {key} layers hold their attention weights constant "
+                                 f"and their query and key kernels set them; a rule that "
+                                 f"changes weights ({type(r).__name__}) does not apply to "
+                                 f"them: give them lrp_epsilon()")
             by_class[key] = r
             continue
         try:
@@ -495,12 +514,18 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
                 f"lrp: layer {path!r} ({model.layer(path).class_name}) has no LRP rule (its "
                 f"relevance passes by its gradient); the rule layers are: "
                 f"{', '.join(_describe(found))}")
+        if r.changes_weights and model._spec(path).class_name in ATTENTION:
+            raise ValueError(f"lrp: {path!r} is an attention layer, whose query and key "
+                             f"kernels set the attention weights that LRP holds constant; "
+                             f"a rule that changes weights ({type(r).__name__}) does not "
+                             f"apply to it: give it lrp_epsilon()")
         if path in fixed:
             raise ValueError(f"lrp: {path!r} is folded into the layer before it "
                              f"(fold_batchnorm=True): it passes relevance on unchanged and "
                              f"takes no rule; leave it out, or pass fold_batchnorm=False")
         by_name[path] = r
-    first = next((path for path, info in found if has_kernel(info.params)), None)
+    first = next((path for path, info in found
+                  if has_kernel(info.params) and info.class_name not in ATTENTION), None)
     chosen = []
     for path, info in found:
         cls = info.class_name
@@ -510,6 +535,8 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
         r = by_name.get(path) or by_class.get(cls)
         if r is None and cls in PREPROCESSING:
             r = Pass()
+        if r is not None and r.changes_weights and cls in ATTENTION:
+            r = Epsilon(r.epsilon)
         if r is None and path == first:
             r = rule.first
         if r is None:

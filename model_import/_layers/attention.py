@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import string
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -224,7 +224,8 @@ def _multi_head_attention(config, ctx):
         fused = not (dropout > 0.0 or return_attention_scores or rank != 4)
         # dot_product_attention and tf.keras's Softmax keep masked probabilities; Keras 3's
         # Softmax layer with a mask zeroes them
-        probs = _masked_softmax(scores, mask, norm, not fused and ctx.keras_major >= 3)
+        probs = rt.held(_masked_softmax(scores, mask, norm,
+                                        not fused and ctx.keras_major >= 3))
         y = _attention_output(params, jnp.einsum(combine_eq, probs, v), query, use_gate,
                               use_bias)
         return (y, probs) if return_attention_scores else y
@@ -239,10 +240,10 @@ def _multi_head_attention(config, ctx):
         # and its output had no mask (the layer did not support masking; checked with TF 2.4
         # and 2.8 files in tests/test_import_keras2_tf2x.py).
         return LayerImpl(call=call, convert_weights=convert, n_weights=per * len(parts),
-                         compute_mask="drop", weight_groups=groups)
+                         compute_mask="drop", weight_groups=groups, relevance=True)
     return LayerImpl(call=call, convert_weights=convert, n_weights=per * len(parts),
                      mask_call="arguments", compute_mask="propagate", weight_groups=groups,
-                     clears_input_masks=ctx.keras_major >= 3)
+                     clears_input_masks=ctx.keras_major >= 3, relevance=True)
 
 
 # ---------------------------------------------------------------------- GroupedQueryAttention
@@ -365,7 +366,7 @@ def _grouped_query_attention(config, ctx):
             while mask.ndim < 4:
                 mask = jnp.expand_dims(mask, -3)
         # Keras's Softmax layer (not fused): masked probabilities are 0
-        probs = _masked_softmax(scores, mask, -1, not fused)
+        probs = rt.held(_masked_softmax(scores, mask, -1, not fused))
         y = _attention_output(params, jnp.einsum("buts,bsuh->btuh", probs, v), query,
                               use_gate, use_bias)
         return (y, probs) if return_attention_scores else y
@@ -380,12 +381,13 @@ def _grouped_query_attention(config, ctx):
         shapes["output_bias"] = (None,)
     return LayerImpl(call=call, convert_weights=convert, n_weights=None,
                      mask_call="arguments", compute_mask="propagate",
-                     weight_groups=tuple(f"_{p}_dense" for p in parts), param_shapes=shapes)
+                     weight_groups=tuple(f"_{p}_dense" for p in parts), param_shapes=shapes,
+                     relevance=True)
 
 
 # ---------------------------------------------------------------------- Attention layers
-def _dot_attention(scores: Array, value: Array, q_mask, v_mask, causal: bool
-                   ) -> tuple[Array, Array]:
+def _dot_attention(scores: Array, value: Array, q_mask, v_mask, causal: bool,
+                   held: Callable[[Array], Array]) -> tuple[Array, Array]:
     """Masked softmax of ``scores (N, T, S)`` applied to ``value (N, S, D)``: masked keys
     get ``score - 1e9``, masked queries a zero output (Keras's Attention/AdditiveAttention)."""
     mask = None if v_mask is None else jnp.expand_dims(v_mask.astype(bool), -2)
@@ -394,7 +396,7 @@ def _dot_attention(scores: Array, value: Array, q_mask, v_mask, causal: bool
         mask = tri if mask is None else jnp.logical_and(mask, tri)
     if mask is not None:
         scores = jnp.where(mask, scores, scores - 1e9)
-    weights = jax.nn.softmax(scores, axis=-1)
+    weights = held(jax.nn.softmax(scores, axis=-1))
     out = weights @ value
     if q_mask is not None:
         out = jnp.where(q_mask.astype(bool)[..., None], out, 0.0)
@@ -430,7 +432,7 @@ def _attention_layer(config, ctx, additive: bool) -> LayerImpl:
         q_mask = mask[0] if mask else None
         v_mask = mask[1] if mask else None
         out, weights = _dot_attention(scores_of(params, q, k), v, q_mask, v_mask,
-                                      bool(use_causal_mask) or causal_cfg)
+                                      bool(use_causal_mask) or causal_cfg, rt.held)
         return (out, weights) if return_attention_scores else out
 
     def compute_mask(mask, *args, **kwargs):
@@ -439,7 +441,8 @@ def _attention_layer(config, ctx, additive: bool) -> LayerImpl:
         return mask[0]
 
     return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)),
-                     n_weights=len(names), mask_call=True, compute_mask=compute_mask)
+                     n_weights=len(names), mask_call=True, compute_mask=compute_mask,
+                     relevance=True)
 
 
 @register_layer("Attention")

@@ -140,12 +140,12 @@ def _layer_norm(config, ctx):
         nd = x.ndim
         ax = tuple(sorted(a % nd for a in axes))
         if rms:  # Keras 3's (deprecated) rms_scaling: x / sqrt(var + eps) * gamma, no beta
-            y = x * jax.lax.rsqrt(jnp.var(x, axis=ax, keepdims=True) + eps)
+            y = x * rt.held(jax.lax.rsqrt(jnp.var(x, axis=ax, keepdims=True) + eps))
             return y * _broadcast(params["gamma"], ax, nd)
         ax = _normalized_axes(axes, nd, ctx, "LayerNormalization")
         mean = jnp.mean(x, axis=ax, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), axis=ax, keepdims=True)
-        inv = jax.lax.rsqrt(var + eps)
+        inv = rt.held(jax.lax.rsqrt(var + eps))
         if scale:
             inv = inv * _broadcast(params["gamma"], ax, nd)
         res = -mean * inv
@@ -155,7 +155,7 @@ def _layer_norm(config, ctx):
 
     return LayerImpl(call=call,
                      convert_weights=lambda w: dict(zip(names, _same_shapes(w, names))),
-                     n_weights=len(names))
+                     n_weights=len(names), relevance=True)
 
 
 @register_layer("RMSNormalization")
@@ -174,7 +174,7 @@ def _rms_norm(config, ctx):
     def call(params, x, *, rt):
         nd = x.ndim
         ax = _normalized_axes(axes, nd, ctx, "RMSNormalization")
-        y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=ax, keepdims=True) + eps)
+        y = x * rt.held(jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=ax, keepdims=True) + eps))
         scale = params["scale"]
         try:
             np.broadcast_shapes(x.shape, scale.shape)
@@ -186,7 +186,8 @@ def _rms_norm(config, ctx):
                 "axis=-1, or axes that end with the last one)") from None
         return y * scale
 
-    return LayerImpl(call=call, convert_weights=lambda w: {"scale": w[0]}, n_weights=1)
+    return LayerImpl(call=call, convert_weights=lambda w: {"scale": w[0]}, n_weights=1,
+                     relevance=True)
 
 
 @register_layer("GroupNormalization")
@@ -207,7 +208,7 @@ def _group_norm(config, ctx):
         red = tuple(range(1, g.ndim - 2)) + (g.ndim - 1,)
         mean = jnp.mean(g, axis=red, keepdims=True)
         var = jnp.var(g, axis=red, keepdims=True)
-        y = ((g - mean) * jax.lax.rsqrt(var + eps)).reshape(xm.shape)
+        y = ((g - mean) * rt.held(jax.lax.rsqrt(var + eps))).reshape(xm.shape)
         if scale:
             y = y * params["gamma"]
         if center:
@@ -215,7 +216,7 @@ def _group_norm(config, ctx):
         return jnp.moveaxis(y, -1, a)
 
     return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)),
-                     n_weights=len(names))
+                     n_weights=len(names), relevance=True)
 
 
 @register_layer("UnitNormalization")
@@ -224,9 +225,9 @@ def _unit_norm(config, ctx):
 
     def call(params, x, *, rt):
         ss = jnp.sum(jnp.square(x), axis=axes, keepdims=True)
-        return x * jax.lax.rsqrt(jnp.maximum(ss, 1e-12))
+        return x * rt.held(jax.lax.rsqrt(jnp.maximum(ss, 1e-12)))
 
-    return LayerImpl(call=call)
+    return LayerImpl(call=call, relevance=True)
 
 
 @register_layer("Rescaling")

@@ -47,6 +47,13 @@ class Runtime:
         is the layer's call on its parameters and positional arguments, before its fused
         activation; ``path`` the layer's path, ``"outer/inner"`` in a nested model): how
         ``jaxsal.lrp`` installs its rules. Compared by value, like ``elementwise``.
+      hold: ``None``, or a function applied to the values a layer derives from its inputs
+        to scale or mix them (:meth:`held`): attention probabilities (``MultiHeadAttention``,
+        ``GroupQueryAttention``, ``Attention``, ``AdditiveAttention``) and normalization
+        scales (``LayerNormalization``, ``RMSNormalization``, ``GroupNormalization``,
+        ``UnitNormalization``). ``jaxsal.lrp`` installs ``jax.lax.stop_gradient``, which
+        makes those layers linear in their inputs for the backward pass (Ali et al. 2022's
+        conservative propagation). Compared by value, like ``elementwise``.
       max_pool: ``None``, or ``rule(p, x)`` applied in place of ``p(x)`` for every max
         pooling (``MaxPooling1D/2D/3D``, ``GlobalMaxPooling1D/2D/3D``,
         ``AdaptiveMaxPooling1D/2D/3D``); ``p`` is the plain
@@ -57,6 +64,12 @@ class Runtime:
     elementwise: Callable[[Callable[[Array], Array], Array], Array] | None = None
     max_pool: Callable[[Callable[[Array], Array], Array], Array] | None = None
     layer_rule: Callable[..., Array] | None = None
+    hold: Callable[[Array], Array] | None = None
+
+    def held(self, v: Array) -> Array:
+        """``v``, a value a layer computes from its inputs to weigh them (attention
+        probabilities, a normalization's scale), through the ``hold`` rule."""
+        return v if self.hold is None else self.hold(v)
 
     def act(self, f: Callable[..., Array], x: Array, *consts: Array) -> Array:
         """``f(x, *consts)`` for an elementwise activation ``f`` (``consts``: arrays it
@@ -128,7 +141,8 @@ class LayerImpl:
       relevance: a layer that layer-wise relevance propagation gives its rule
         (``Runtime.layer_rule``; Captum's rule layers): every convolution, ``Dense``,
         ``EinsumDense``, ``BatchNormalization``, every pooling (average, max, global,
-        adaptive) and the ``Add`` and ``Average`` merges; and the elementwise preprocessing
+        adaptive) and the ``Add`` and ``Average`` merges; the attention and normalization
+        layers that go through :meth:`Runtime.held`; and the elementwise preprocessing
         layers ``Rescaling`` and ``Normalization``, which pass relevance on unchanged
         unless a rule is asked for them.
     """
