@@ -20,9 +20,13 @@ end. One forward pass; every target's relevance is one vmapped backward pass thr
 On a network of those layers and ReLUs, LRP with ``epsilon -> 0`` is gradient times input
 (exactly, biases included); a larger ``epsilon`` absorbs the relevance of weak, noisy
 activations. Relevance is conserved (sums to ``S(x)``) only without biases and with
-``epsilon -> 0``. Layers of other kinds pass the cotangent through their gradient: exact for
-layers that only move values (reshaping, padding, cropping, concatenation, dropout), not for
-products of activations, softmax or normalization over features, or attention.
+``epsilon -> 0``. Attention and normalization layers are rule layers too, their attention
+probabilities and normalization scales held constant in the backward pass (Ali et al. 2022,
+"XAI for Transformers: Better Explanations through Conservative Propagation"; the model's
+``Runtime.hold``), which makes them linear in their inputs; ``Rescaling`` and
+``Normalization`` pass relevance unchanged. Layers of other kinds pass the cotangent through
+their gradient: exact for layers that only move values (reshaping, padding, cropping,
+concatenation, dropout), not for products of activations or a softmax over features.
 """
 
 from __future__ import annotations
