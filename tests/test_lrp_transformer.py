@@ -81,6 +81,10 @@ def test_weight_rules_leave_attention_with_the_epsilon_rule(block):
     by_role = np.asarray(jaxsal.lrp(m, x, [1], epsilon=EPS, rule=jaxsal.lrp_composite(
         dense=jaxsal.lrp_zplus(EPS), layers={"attn": jaxsal.lrp_epsilon(EPS)})))
     np.testing.assert_allclose(everywhere, by_role, rtol=1e-5, atol=1e-6 * np.abs(by_role).max())
+    # by role (`other`), a weight rule leaves attention layers with the epsilon rule as well
+    other = np.asarray(jaxsal.lrp(m, x, [1], epsilon=EPS, rule=jaxsal.lrp_composite(
+        dense=jaxsal.lrp_zplus(EPS), other=jaxsal.lrp_zplus(EPS))))
+    np.testing.assert_allclose(other, everywhere, rtol=1e-5, atol=1e-6 * np.abs(by_role).max())
     with pytest.raises(ValueError, match="'attn' is an attention layer"):
         jaxsal.lrp(m, x, [1], rule={"attn": jaxsal.lrp_gamma()})
 

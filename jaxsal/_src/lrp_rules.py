@@ -535,13 +535,13 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
         r = by_name.get(path) or by_class.get(cls)
         if r is None and cls in PREPROCESSING:
             r = Pass()
-        if r is not None and r.changes_weights and cls in ATTENTION:
-            r = Epsilon(r.epsilon)
         if r is None and path == first:
             r = rule.first
         if r is None:
             r = (rule.conv if any(c in cls for c in CONV_CLASSES)
                  else rule.dense if cls in DENSE_CLASSES else rule.other)
+        if r is not None and r.changes_weights and cls in ATTENTION:  # by role: see above
+            r = Epsilon(r.epsilon)
         if r is not None and r != default:
             chosen.append((path, r))
     return LayerRules(default, tuple(chosen))
