@@ -228,11 +228,11 @@ class KerasModel:
                    max_pool: Callable | None = None,
                    layer_rule: Callable | None = None,
                    hold: Callable | None = None) -> "KerasModel":
-        """A new model whose elementwise activations, max poolings and relevance layers go
-        through these rules (``Runtime.elementwise`` / ``.max_pool`` / ``.layer_rule`` /
-        ``.hold``;
-        ``None`` restores the plain function): how ``jaxsal.deeplift`` and ``jaxsal.lrp``
-        install theirs. Forward values are unchanged; the weights are untouched."""
+        """A new model whose elementwise activations, max poolings, relevance layers and
+        held values go through these rules (``Runtime.elementwise`` / ``.max_pool`` /
+        ``.layer_rule`` / ``.hold``; ``None`` restores the plain function): how
+        ``jaxsal.deeplift`` and ``jaxsal.lrp`` install theirs. Forward values are unchanged;
+        the weights are untouched."""
         return self._replace(runtime=dataclasses.replace(
             self.runtime, elementwise=elementwise, max_pool=max_pool, layer_rule=layer_rule,
             hold=hold))
@@ -424,7 +424,8 @@ class KerasModel:
     def relevance_layers(self) -> list[str]:
         """Paths of the layers that layer-wise relevance propagation gives a rule
         (:attr:`LayerImpl.relevance`: convolutions, ``Dense``, ``EinsumDense``,
-        ``BatchNormalization``, poolings, ``Add``/``Average``), in call order."""
+        ``BatchNormalization``, poolings, ``Add``/``Average``, attention and normalization
+        layers, ``Rescaling``/``Normalization``), in call order."""
         return self.graph.relevance_paths()
 
     def biases(self, params: Any, x: ArrayLike | Sequence[ArrayLike]) -> dict[str, Array]:

@@ -19,19 +19,21 @@ identity. A kernel layer without a bias takes the merged bias through
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any, Callable, ClassVar
 
 import jax
 
 from jaxsal._src.lrp_rules import LRPRule
+from model_import._graph import Ref
 
 Array = jax.Array
 
 BATCH_NORMS = ("BatchNormalization", "SyncBatchNormalization")
 
 
-def _kernel_slot(class_name: str, config: Any) -> tuple[str, int] | None:
+def _kernel_slot(class_name: str) -> tuple[str, int] | None:
     """(the kernel whose output-channel axis ``s`` scales, that axis) for the layers that a
     batch norm can fold into; ``None`` for others."""
     if "Transpose" in class_name and ("Conv" in class_name):
@@ -78,9 +80,7 @@ def fold_plan(model: Any, keep: frozenset[str] = frozenset()) -> tuple[Fold, ...
     folds: list[Fold] = []
 
     def walk(graph, chain: tuple[str, ...]):
-        counts: dict[str, int] = {}
-        for call in graph.calls:
-            counts[call.layer] = counts.get(call.layer, 0) + 1
+        counts = collections.Counter(call.layer for call in graph.calls)
         consumers = graph._consumers()
         outputs = {(r.layer, r.node) for r in graph.outputs}
         for call in graph.calls:
@@ -89,11 +89,11 @@ def fold_plan(model: Any, keep: frozenset[str] = frozenset()) -> tuple[Fold, ...
                 walk(spec.impl.subgraph, chain + (call.layer,))
             if spec.class_name not in BATCH_NORMS or counts[call.layer] != 1:
                 continue
-            refs = [a for a in call.args if hasattr(a, "layer") and hasattr(a, "node")]
+            refs = [a for a in call.args if isinstance(a, Ref)]
             if len(call.args) != 1 or len(refs) != 1:
                 continue
             src = graph.layers.get(refs[0].layer)
-            slot = None if src is None else _kernel_slot(src.class_name, src.config)
+            slot = None if src is None else _kernel_slot(src.class_name)
             cfg = spec.config
             if (slot is None or counts.get(src.name, 0) != 1 or refs[0].node != 0
                     or src.impl.activation not in (None, "linear")

@@ -474,15 +474,12 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
     fixed = dict(fixed or {})
     default = Epsilon(epsilon)
     if rule is None or isinstance(rule, LRPRule):
+        everywhere = default if rule is None else rule
         for path in model.relevance_layers:
-            cls = model._spec(path).class_name
-            if path in fixed:
-                continue
-            if cls in PREPROCESSING:
-                fixed[path] = Pass()
-            elif cls in ATTENTION and rule is not None and rule.changes_weights:
-                fixed[path] = Epsilon(rule.epsilon)
-        return LayerRules(default if rule is None else rule, tuple(sorted(fixed.items())))
+            r = _unnamed(model._spec(path).class_name, everywhere)
+            if path not in fixed and r != everywhere:
+                fixed[path] = r
+        return LayerRules(everywhere, tuple(sorted(fixed.items())))
     if isinstance(rule, str):
         rule = preset(rule, epsilon)
     if isinstance(rule, Mapping):
@@ -533,18 +530,26 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
             chosen.append((path, fixed[path]))
             continue
         r = by_name.get(path) or by_class.get(cls)
-        if r is None and cls in PREPROCESSING:
-            r = Pass()
-        if r is None and path == first:
-            r = rule.first
         if r is None:
-            r = (rule.conv if any(c in cls for c in CONV_CLASSES)
-                 else rule.dense if cls in DENSE_CLASSES else rule.other)
-        if r is not None and r.changes_weights and cls in ATTENTION:  # by role: see above
-            r = Epsilon(r.epsilon)
-        if r is not None and r != default:
+            role = (rule.first if path == first and rule.first is not None
+                    else rule.conv if any(c in cls for c in CONV_CLASSES)
+                    else rule.dense if cls in DENSE_CLASSES else rule.other)
+            r = _unnamed(cls, default if role is None else role)
+        if r != default:
             chosen.append((path, r))
     return LayerRules(default, tuple(chosen))
+
+
+def _unnamed(cls: str, r: LRPRule) -> LRPRule:
+    """The rule a layer of class ``cls`` gets where ``r`` reaches it without naming it (by
+    role or as everyone's): preprocessing layers pass relevance on, and attention layers
+    take the epsilon rule instead of one that changes weights (their query and key kernels
+    set the attention weights that LRP holds constant)."""
+    if cls in PREPROCESSING:
+        return Pass()
+    if cls in ATTENTION and r.changes_weights:
+        return Epsilon(r.epsilon)
+    return r
 
 
 def _describe(found: Sequence[tuple[str, Any]]) -> list[str]:
