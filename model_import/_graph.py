@@ -193,7 +193,7 @@ class Graph:
                                                   spec.class_name)
                     if strip and impl.head_op is not None:  # logits: its argument
                         y = args[0]
-                    elif impl.relevance and rt.layer_rule is not None:
+                    elif rt.layer_rule is not None and is_rule_call(impl, call):
                         y = _rule_call(rt, impl.call, params.get(call.layer, {}), args,
                                        kwargs, mask_kw, prefix + call.layer)
                     else:
@@ -436,20 +436,21 @@ class Graph:
     def affine_paths(self, prefix: str = "") -> list[str]:
         """Paths of the affine layers (:attr:`LayerImpl.affine`: a convolution or Dense with a
         bias, BatchNormalization) that are called, in call order, nested models' in place."""
-        return self._called_paths(lambda impl: impl.affine, prefix)
+        return self._called_paths(lambda impl, call: impl.affine, prefix)
 
     def relevance_paths(self, prefix: str = "") -> list[str]:
         """Paths of the layers with :attr:`LayerImpl.relevance` that are called, in call
-        order, nested models' in place."""
-        return self._called_paths(lambda impl: impl.relevance, prefix)
+        order, nested models' in place (merges only where they merge tensors,
+        :func:`is_rule_call`)."""
+        return self._called_paths(is_rule_call, prefix)
 
-    def _called_paths(self, chosen: Callable[[Any], bool], prefix: str) -> list[str]:
+    def _called_paths(self, chosen: Callable[[Any, Call], bool], prefix: str) -> list[str]:
         out = []
         for call in self.calls:
             impl = self.layers[call.layer].impl
             if call.index != 0:
                 continue
-            if chosen(impl):
+            if chosen(impl, call):
                 out.append(prefix + call.layer)
             elif impl.subgraph is not None:
                 out.extend(impl.subgraph._called_paths(chosen, prefix + call.layer + "/"))
@@ -542,19 +543,40 @@ _PASS_THROUGH = frozenset({
     "ActivityRegularization", "Identity", "Activation"})
 
 
+def is_rule_call(impl: LayerImpl, call: Call) -> bool:
+    """Whether this call of a layer goes through ``Runtime.layer_rule``: a layer with
+    :attr:`LayerImpl.relevance`, and for a merge (:attr:`LayerImpl.merge`) a call on at
+    least two tensors (``x * 0.5`` is an elementwise map of ``x``)."""
+    return impl.relevance and (impl.merge is None
+                               or len(_refs(call.args)) + len(_refs(dict(call.kwargs))) >= 2)
+
+
 def _rule_call(rt: Runtime, call: Callable, params: Any, args: Sequence, kwargs: dict,
                mask_kw: dict, name: str) -> Any:
     """``call(params, *args, rt=rt, **kwargs, **mask_kw)`` through ``rt.layer_rule``. The
-    arrays among ``kwargs`` (``mha(query=x, value=y)``) are passed to the rule as arguments
-    after ``args``, so that relevance reaches them too."""
-    arrays = [k for k, v in kwargs.items() if isinstance(v, jax.Array)]
+    rule receives the tensors among ``args`` (constants, ``tf.add(x, y, name=...)``'s
+    numbers, are closed over), then the tensors among ``kwargs`` (``mha(query=x,
+    value=y)``), so that relevance reaches every tensor and only tensors."""
+    pos = [i for i, v in enumerate(args) if _is_tensor_arg(v)]
+    arrays = [k for k, v in kwargs.items() if _is_tensor_arg(v)]
     rest = {k: v for k, v in kwargs.items() if k not in arrays}
-    n = len(args)
+    n = len(pos)
 
     def f(p, *a):
-        return call(p, *a[:n], rt=rt, **rest, **dict(zip(arrays, a[n:])), **mask_kw)
+        full = list(args)
+        for i, v in zip(pos, a[:n]):
+            full[i] = v
+        return call(p, *full, rt=rt, **rest, **dict(zip(arrays, a[n:])), **mask_kw)
 
-    return rt.layer_rule(f, params, *args, *(kwargs[k] for k in arrays), name=name)
+    return rt.layer_rule(f, params, *(args[i] for i in pos), *(kwargs[k] for k in arrays),
+                         name=name)
+
+
+def _is_tensor_arg(v: Any) -> bool:
+    """A graph tensor, or a list of them (a merge layer's one argument)."""
+    if isinstance(v, (list, tuple)):
+        return bool(v) and all(isinstance(e, jax.Array) for e in v)
+    return isinstance(v, jax.Array)
 
 
 def _refs(a) -> list[Ref]:

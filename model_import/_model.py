@@ -424,8 +424,9 @@ class KerasModel:
     def relevance_layers(self) -> list[str]:
         """Paths of the layers that layer-wise relevance propagation gives a rule
         (:attr:`LayerImpl.relevance`: convolutions, ``Dense``, ``EinsumDense``,
-        ``BatchNormalization``, poolings, ``Add``/``Average``, attention and normalization
-        layers, ``Rescaling``/``Normalization``), in call order."""
+        ``BatchNormalization``, poolings, attention and normalization layers,
+        ``Rescaling``/``Normalization``, ``LayerScale``, sums and products of tensors as
+        merges or operations), in call order."""
         return self.graph.relevance_paths()
 
     def biases(self, params: Any, x: ArrayLike | Sequence[ArrayLike]) -> dict[str, Array]:

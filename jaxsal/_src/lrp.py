@@ -9,10 +9,14 @@ with its default ``EpsilonRule``.
 Relevance starts as the target's score ``S(x)`` and flows back layer by layer. Through a
 layer ``z = f(a)`` that has a rule (every convolution, ``Dense``, ``EinsumDense``,
 ``BatchNormalization``, every pooling and the ``Add``/``Average`` merges: Captum's rule
-layers) it is redistributed to the inputs by the layer's rule, by default in proportion to
-their contributions, ``R_a = a * J_f(a)^T (R_z / (z + eps * sign(z)))`` (``sign(0) = 1``,
-the epsilon rule; the others in :mod:`jaxsal._src.lrp_rules`); through an elementwise
-activation it passes unchanged (Captum's ReLU and Tanh). As a backward pass: a
+layers; also sums of tensors as ``Subtract`` or operations, ``LayerScale``, a wrapped rule
+layer in ``TimeDistributed``) it is redistributed to the inputs by the layer's rule, by
+default in proportion to their contributions, ``R_a = a * J_f(a)^T (R_z / (z + eps *
+sign(z)))`` (``sign(0) = 1``, the epsilon rule; the others in :mod:`jaxsal._src.lrp_rules`);
+a product of tensors (``Multiply``, ``x * y``, ``matmul``) gives each of its ``n`` factors
+``1/n`` of it (the uniform rule, Achtibat et al. 2024); through an elementwise activation,
+or an elementwise operation of one tensor with a constant (``x + 3.0``), it passes unchanged
+(Captum's ReLU and Tanh). As a backward pass: a
 ``jax.custom_vjp`` around each rule layer's call and each activation, installed in the
 model's :class:`~model_import.Runtime`, and the target's cotangent scaled by ``S(x)`` at the
 end. One forward pass; every target's relevance is one vmapped backward pass through it.
@@ -26,7 +30,8 @@ probabilities and normalization scales held constant in the backward pass (Ali e
 ``Runtime.hold``), which makes them linear in their inputs; ``Rescaling`` and
 ``Normalization`` pass relevance unchanged. Layers of other kinds pass the cotangent through
 their gradient: exact for layers that only move values (reshaping, padding, cropping,
-concatenation, dropout), not for products of activations or a softmax over features.
+concatenation, dropout) or select one (``Maximum``), not for a softmax over features or a
+division of two tensors.
 """
 
 from __future__ import annotations
@@ -102,10 +107,11 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
     composites).
 
     The target's score ``S(x)`` is redistributed backwards: at every convolution, ``Dense``,
-    ``EinsumDense``, ``BatchNormalization``, pooling and ``Add``/``Average`` layer by its rule
-    (by default the epsilon rule: in proportion to each input's contribution, ``R_a = a *
-    J^T (R_z / (z + epsilon * sign(z)))``); unchanged through elementwise activations (see
-    the module for the rest, :mod:`jaxsal._src.lrp_rules` for the other rules).
+    ``EinsumDense``, ``BatchNormalization``, pooling and sum of tensors by its rule (by
+    default the epsilon rule: in proportion to each input's contribution, ``R_a = a * J^T
+    (R_z / (z + epsilon * sign(z)))``), at a product of tensors by the uniform rule;
+    unchanged through elementwise activations (see the module for the rest,
+    :mod:`jaxsal._src.lrp_rules` for the other rules).
 
     Example: zennit's ``EpsilonGammaBox`` on images in ``[0, 1]``::
 

@@ -27,7 +27,8 @@ Weights are the layer's kernels (the parameters named ``kernel``, ``depthwise_ke
 :func:`lrp_zplus`, :func:`lrp_zbox`, :func:`lrp_wsquare`, :func:`lrp_flat`) apply the epsilon
 rule, with their own ``epsilon``, to rule layers that have no kernel (``BatchNormalization``,
 poolings, ``Add``/``Average``), as Captum's weight-changing rules do on modules without a
-``weight``.
+``weight``. Products of tensors (``Multiply``, ``x * y``, ``matmul``) take
+:func:`lrp_uniform` whatever rule reaches them unnamed (Achtibat et al. 2024).
 """
 
 from __future__ import annotations
@@ -253,6 +254,14 @@ class Pass(LRPRule):
         return (r,)
 
 
+@dataclasses.dataclass(frozen=True)
+class Uniform(LRPRule):
+    changes_weights: ClassVar[bool] = False
+
+    def _groups(self, args):
+        return (_Group((_Term(None),), weight=1.0 / len(jax.tree_util.tree_leaves(args))),)
+
+
 def _check(name: str, value: Any, ok: Callable[[float], bool], expected: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
         raise ValueError(f"{name}: expected {expected}, got {value!r}")
@@ -340,6 +349,18 @@ def lrp_flat(epsilon: float = 1e-9) -> LRPRule:
     return Flat(_eps(epsilon, "lrp_flat"))
 
 
+def lrp_uniform(epsilon: float = 1e-9) -> LRPRule:
+    """The uniform rule for a product of ``n`` tensors (Achtibat et al. 2024, "AttnLRP:
+    Attention-Aware Layer-Wise Relevance Propagation for Transformers"): each factor gets
+    ``1/n`` of the relevance, spread over its elements by the epsilon rule (``a * J^T (R /
+    (n stab(z)))``: for ``z = x * y``, ``R_x = R_y = R / 2``; for a matrix product, each
+    term of each sum its share). The rule every product of tensors gets by default
+    (``Multiply``, ``Dot``, ``x * y`` and ``matmul`` operations): a product is homogeneous
+    of degree one in each factor, so the epsilon rule would give every factor the whole
+    relevance."""
+    return Uniform(_eps(epsilon, "lrp_uniform"))
+
+
 def lrp_pass() -> LRPRule:
     """Relevance passed on unchanged, for a one-input layer that keeps its input's shape
     (``BatchNormalization``: as if it were folded into the layer before it)."""
@@ -378,7 +399,8 @@ def lrp_composite(*, first: LRPRule | None = None, conv: LRPRule | None = None,
         :func:`lrp_zbox`, :func:`lrp_flat` or :func:`lrp_wsquare`).
       conv: the other convolutions (every class whose name contains ``Conv``).
       dense: ``Dense`` and ``EinsumDense`` layers.
-      other: the remaining rule layers (``BatchNormalization``, poolings, ``Add``/``Average``).
+      other: the remaining rule layers (``BatchNormalization``, poolings, sums of tensors;
+        products of tensors take :func:`lrp_uniform` unless named in ``layers``).
       layers: ``{layer name or Keras class name: rule}``, over all of the above (a layer's
         name before its class).
     Roles left ``None`` get ``lrp``'s ``epsilon`` rule. zennit's composites, for example:
@@ -476,7 +498,7 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
     if rule is None or isinstance(rule, LRPRule):
         everywhere = default if rule is None else rule
         for path in model.relevance_layers:
-            r = _unnamed(model._spec(path).class_name, everywhere)
+            r = _unnamed(model._spec(path), everywhere)
             if path not in fixed and r != everywhere:
                 fixed[path] = r
         return LayerRules(everywhere, tuple(sorted(fixed.items())))
@@ -499,6 +521,9 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
                                  f"and their query and key kernels set them; a rule that "
                                  f"changes weights ({type(r).__name__}) does not apply to "
                                  f"them: give them lrp_epsilon()")
+            for path, info in found:
+                if info.class_name == key:
+                    _check_product(path, model._spec(path), r)
             by_class[key] = r
             continue
         try:
@@ -511,6 +536,7 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
                 f"lrp: layer {path!r} ({model.layer(path).class_name}) has no LRP rule (its "
                 f"relevance passes by its gradient); the rule layers are: "
                 f"{', '.join(_describe(found))}")
+        _check_product(path, model._spec(path), r)
         if r.changes_weights and model._spec(path).class_name in ATTENTION:
             raise ValueError(f"lrp: {path!r} is an attention layer, whose query and key "
                              f"kernels set the attention weights that LRP holds constant; "
@@ -534,22 +560,45 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
             role = (rule.first if path == first and rule.first is not None
                     else rule.conv if any(c in cls for c in CONV_CLASSES)
                     else rule.dense if cls in DENSE_CLASSES else rule.other)
-            r = _unnamed(cls, default if role is None else role)
+            r = _unnamed(model._spec(path), default if role is None else role)
         if r != default:
             chosen.append((path, r))
     return LayerRules(default, tuple(chosen))
 
 
-def _unnamed(cls: str, r: LRPRule) -> LRPRule:
-    """The rule a layer of class ``cls`` gets where ``r`` reaches it without naming it (by
-    role or as everyone's): preprocessing layers pass relevance on, and attention layers
-    take the epsilon rule instead of one that changes weights (their query and key kernels
-    set the attention weights that LRP holds constant)."""
-    if cls in PREPROCESSING:
+def _is_product(spec: Any) -> bool:
+    return getattr(spec.impl, "merge", None) == "product"
+
+
+def _unnamed(spec: Any, r: LRPRule) -> LRPRule:
+    """The rule a layer (its ``LayerSpec``) gets where ``r`` reaches it without naming it
+    (by role or as everyone's): products of tensors take the uniform rule, preprocessing
+    layers pass relevance on, attention layers take the epsilon rule instead of one that
+    changes weights (their query and key kernels set the attention weights that LRP holds
+    constant), and other layers the epsilon rule instead of the uniform one."""
+    if _is_product(spec):
+        return r if isinstance(r, Uniform) else Uniform(r.epsilon)
+    if isinstance(r, Uniform):
+        return Epsilon(r.epsilon)
+    if spec.class_name in PREPROCESSING:
         return Pass()
-    if cls in ATTENTION and r.changes_weights:
+    if spec.class_name in ATTENTION and r.changes_weights:
         return Epsilon(r.epsilon)
     return r
+
+
+def _check_product(path: str, spec: Any, r: LRPRule) -> None:
+    """A rule named for a layer: the uniform rule is for products of tensors only, and a
+    product takes no rule that changes weights (it has none)."""
+    if isinstance(r, Uniform) and not _is_product(spec):
+        raise ValueError(f"lrp: lrp_uniform() is the rule of products of tensors (Multiply, "
+                         f"Dot, x * y, matmul); {path!r} ({spec.class_name}) is not one: give "
+                         f"it another rule")
+    if _is_product(spec) and r.changes_weights:
+        raise ValueError(f"lrp: {path!r} ({spec.class_name}) multiplies tensors and has no "
+                         f"weights for {type(r).__name__} to change: give it lrp_uniform() "
+                         f"(its default) or lrp_epsilon() (every factor then receives the "
+                         f"whole relevance)")
 
 
 def _describe(found: Sequence[tuple[str, Any]]) -> list[str]:

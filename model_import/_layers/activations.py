@@ -71,6 +71,28 @@ def act_on_first(fn: Callable[..., Array]) -> Callable[..., Array]:
     return f
 
 
+def elementwise_of_one(fn: Callable[[Any, Any], Any],
+                       constants: Callable[[Any, Any], tuple] | None = None
+                       ) -> Callable[..., Any]:
+    """``f(rt, x, y) = fn(x, y)`` for a binary elementwise ``fn``; where one operand is a
+    tensor and the other a constant of no larger shape (``x + 3.0``, ``x * (1 / 6)``,
+    ``2.0 ** x``), an elementwise map of that tensor, computed through ``rt.act`` (for LRP
+    and DeepLIFT, an activation). ``constants(x, y)``: the operands with recorded constants
+    made arrays (tf.keras), after telling tensors from constants."""
+
+    def f(rt, x, y):
+        tx, ty = isinstance(x, jax.Array), isinstance(y, jax.Array)
+        if constants is not None:
+            x, y = constants(x, y)
+        if tx != ty:
+            t = x if tx else y
+            if jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y)) == t.shape:
+                return rt.act((lambda v: fn(v, y)) if tx else (lambda v: fn(x, v)), t)
+        return fn(x, y)
+
+    return f
+
+
 def _named(keras_major: int) -> dict[str, Callable[[Array, Runtime], Array]]:
     table = _plain_named(keras_major)
     return {k: f if k in NOT_ELEMENTWISE else elementwise(f) for k, f in table.items()}

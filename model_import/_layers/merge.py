@@ -2,7 +2,10 @@
 InceptionResNetV2's CustomScaleLayer.
 
 A merge layer is called with one list of tensors (as in Keras). Shapes broadcast as in
-Keras 3 (a squeeze-excitation ``Multiply`` of ``(N,H,W,C)`` and ``(N,1,1,C)``).
+Keras 3 (a squeeze-excitation ``Multiply`` of ``(N,H,W,C)`` and ``(N,1,1,C)``). Sums
+(``Add``, ``Subtract``, ``Average``, ``CustomScaleLayer``) and products (``Multiply``, an
+unnormalized ``Dot``) are LRP's rule layers (``LayerImpl.merge``); ``Maximum`` and
+``Minimum`` pass relevance to the winner by their gradient.
 """
 
 from __future__ import annotations
@@ -19,17 +22,17 @@ def _as_list(xs):
     return list(xs) if isinstance(xs, (list, tuple)) else [xs]
 
 
-def _reduce_merge(op, relevance=False):
+def _reduce_merge(op, merge=None):
     def convert(config, ctx):
         def call(params, xs, *args, rt, **kwargs):
             xs = _as_list(xs) + list(args)
             return functools.reduce(op, xs)
-        return LayerImpl(call=call, relevance=relevance)
+        return LayerImpl(call=call, relevance=merge is not None, merge=merge)
     return convert
 
 
-register_layer("Add")(_reduce_merge(jnp.add, relevance=True))
-register_layer("Multiply")(_reduce_merge(jnp.multiply))
+register_layer("Add")(_reduce_merge(jnp.add, "sum"))
+register_layer("Multiply")(_reduce_merge(jnp.multiply, "product"))
 register_layer("Maximum")(_reduce_merge(jnp.maximum))
 register_layer("Minimum")(_reduce_merge(jnp.minimum))
 
@@ -41,7 +44,7 @@ def _subtract(config, ctx):
         if len(xs) != 2:
             raise ValueError(f"Subtract expects exactly 2 inputs, got {len(xs)}")
         return xs[0] - xs[1]
-    return LayerImpl(call=call)
+    return LayerImpl(call=call, relevance=True, merge="sum")
 
 
 @register_layer("Average")
@@ -49,7 +52,7 @@ def _average(config, ctx):
     def call(params, xs, *args, rt, **kwargs):
         xs = _as_list(xs) + list(args)
         return functools.reduce(jnp.add, xs) / len(xs)
-    return LayerImpl(call=call, relevance=True)
+    return LayerImpl(call=call, relevance=True, merge="sum")
 
 
 @register_layer("Concatenate")
@@ -75,7 +78,7 @@ def _dot(config, ctx):
             b = b * jax.lax.rsqrt(jnp.maximum(jnp.sum(b * b, ax[1], keepdims=True), 1e-12))
         y = jax.vmap(lambda u, v: jnp.tensordot(u, v, axes=(ax[0] - 1, ax[1] - 1)))(a, b)
         return y[:, None] if y.ndim == 1 else y
-    return LayerImpl(call=call)
+    return LayerImpl(call=call, relevance=not normalize, merge="product")
 
 
 @register_layer("CustomScaleLayer")
@@ -93,4 +96,4 @@ def _custom_scale(config, ctx):
         if len(xs) != 2:
             raise ValueError(f"CustomScaleLayer expects 2 inputs [x, residual], got {len(xs)}")
         return xs[0] + xs[1] * scale
-    return LayerImpl(call=call)
+    return LayerImpl(call=call, relevance=True, merge="sum")

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._layers.activations import (_hard_sigmoid_k3, act_on_first, glu, hard_shrink,
+from model_import._layers.activations import (_hard_sigmoid_k3, act_on_first,
+                                              elementwise_of_one, glu, hard_shrink,
                                               relu_family, soft_shrink, sparse_plus, sparsemax,
                                               squareplus)
 from model_import._layers.image import (BICUBIC_BACKENDS, aspect_crop_box, aspect_pads,
@@ -76,15 +77,23 @@ _ACTIVATION_OPS = frozenset({"Tanh", "Silu", "Softplus", "Softsign", "Selu", "Lo
                              "SparseSigmoid"})
 
 
-def _simple(names, fn):
-    _op(*names, act=names[0] in _ACTIVATION_OPS)(lambda cfg: (lambda rt, *a, **k: fn(*a, **k)))
+def _simple(names, fn, **impl_kw):
+    _op(*names, act=names[0] in _ACTIVATION_OPS, **impl_kw)(
+        lambda cfg: (lambda rt, *a, **k: fn(*a, **k)))
 
+
+for _names, _fn, _kw in [
+    (("Add",), jnp.add, {"merge": "sum"}), (("Subtract",), jnp.subtract, {"merge": "sum"}),
+    (("Multiply",), jnp.multiply, {"merge": "product"}),
+    (("Divide", "TrueDivide"), jnp.true_divide, {}), (("Power",), jnp.power, {}),
+    (("Maximum",), jnp.maximum, {}), (("Minimum",), jnp.minimum, {}),
+]:
+    _op(*_names, relevance="merge" in _kw, **_kw)(lambda cfg, fn=_fn: elementwise_of_one(fn))
+
+_simple(("Matmul",), jnp.matmul, relevance=True, merge="product")
 
 for _names, _fn in [
-    (("Add",), jnp.add), (("Subtract",), jnp.subtract), (("Multiply",), jnp.multiply),
-    (("Divide", "TrueDivide"), jnp.true_divide), (("FloorDivide",), jnp.floor_divide),
-    (("Power",), jnp.power), (("Maximum",), jnp.maximum), (("Minimum",), jnp.minimum),
-    (("Mod",), jnp.mod), (("Matmul",), jnp.matmul), (("Negative",), jnp.negative),
+    (("FloorDivide",), jnp.floor_divide), (("Mod",), jnp.mod), (("Negative",), jnp.negative),
     (("Absolute", "Abs"), jnp.abs), (("Square",), jnp.square), (("Sqrt",), jnp.sqrt),
     (("Exp",), jnp.exp), (("Log",), jnp.log), (("Log1p",), jnp.log1p),
     (("Expm1",), jnp.expm1), (("Tanh",), jnp.tanh), (("Sin",), jnp.sin), (("Cos",), jnp.cos),

@@ -43,10 +43,12 @@ class Runtime:
         It must compare equal by value (a frozen dataclass): compiled programs are cached
         by runtime.
       layer_rule: ``None``, or ``rule(f, params, *args, name=path)`` applied in place of
-        ``f(params, *args)`` for the call of every layer with ``LayerImpl.relevance`` (``f``
-        is the layer's call on its parameters and positional arguments, before its fused
-        activation; ``path`` the layer's path, ``"outer/inner"`` in a nested model): how
-        ``jaxsal.lrp`` installs its rules. Compared by value, like ``elementwise``.
+        ``f(params, *args)`` for the call of every layer with ``LayerImpl.relevance`` (a
+        merge only where it merges tensors; ``f`` is the layer's call on its parameters and
+        its tensor arguments, positional ones (a merge's list as one) then keyword ones, its
+        constants closed over, before its fused activation; ``path`` the layer's path,
+        ``"outer/inner"`` in a nested model): how ``jaxsal.lrp`` installs its rules.
+        Compared by value, like ``elementwise``.
       hold: ``None``, or a function applied to the values a layer derives from its inputs
         to scale or mix them (:meth:`held`): attention probabilities (``MultiHeadAttention``,
         ``GroupQueryAttention``, ``Attention``, ``AdditiveAttention``) and normalization
@@ -144,7 +146,13 @@ class LayerImpl:
         adaptive) and the ``Add`` and ``Average`` merges; the attention and normalization
         layers that go through :meth:`Runtime.held`; and the elementwise preprocessing
         layers ``Rescaling`` and ``Normalization``, which pass relevance on unchanged
-        unless a rule is asked for them.
+        unless a rule is asked for them; ``LayerScale``, ``TimeDistributed`` around a rule
+        layer, and the merges of ``merge`` below.
+      merge: ``"sum"`` or ``"product"`` for a layer or operation that adds (subtracts,
+        averages) or multiplies tensors (``Add``, ``Multiply``, ``Dot``, ``x * y``,
+        ``tf.matmul``): with ``relevance``, a rule layer only where at least two of a call's
+        arguments are tensors (``x + 3.0``, ``x * 0.5`` are elementwise maps of ``x``,
+        computed through :meth:`Runtime.act`); LRP gives products the uniform rule.
     """
 
     call: Callable[..., Any]
@@ -161,6 +169,7 @@ class LayerImpl:
     param_shapes: Mapping[str, tuple] | None = None
     affine: bool = False
     relevance: bool = False
+    merge: str | None = None
 
 
 class BackendWarning(UserWarning):

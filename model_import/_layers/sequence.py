@@ -592,9 +592,19 @@ def _unprefixed(prefix: str, d: Mapping[str, Any]) -> dict:
 @register_layer("TimeDistributed")
 def _time_distributed(config, ctx):
     """The wrapped layer applied to every step ``x[:, t]`` (the batch and time axes merged
-    into one batch); a mask ``(N, T, ...)`` reaches a mask-using wrapped layer step by step."""
+    into one batch); a mask ``(N, T, ...)`` reaches a mask-using wrapped layer step by step.
+    The wrapped layer's fused activation is the wrapper's (the ``logits`` head removes it
+    from a ``TimeDistributed(Dense(softmax))`` output), and a wrapped rule layer (``Dense``,
+    a convolution) or affine layer is one too (LRP, FullGrad)."""
     cls, cfg, inner = convert_inner(config["layer"], ctx)
     major = ctx.keras_major
+    # a named activation (over the last axis, if any) is the wrapper's; another (a Softmax
+    # layer with its own axis) is applied per step, as the wrapped layer would
+    lifted = isinstance(inner.activation, str)
+
+    def step(params, x, *, rt, **kw):
+        return (inner.call(params, x, rt=rt, **kw) if lifted
+                else _apply(inner, params, x, rt, major, **kw))
 
     def call(params, x, *, rt, mask=None):
         n, t = x.shape[:2]
@@ -607,14 +617,18 @@ def _time_distributed(config, ctx):
         elif inner.mask_call:
             raise ValueError(f"TimeDistributed({cls}) with masks per argument is not "
                              "supported")
-        y = _apply(inner, params, x.reshape((n * t,) + x.shape[2:]), rt, major, **kw)
+        y = step(params, x.reshape((n * t,) + x.shape[2:]), rt=rt, **kw)
         if isinstance(y, (list, tuple)):
             raise ValueError(f"the wrapped {cls} returns several tensors")
         return y.reshape((n, t) + y.shape[1:])
 
-    return LayerImpl(call=call, convert_weights=inner.convert_weights,
+    return LayerImpl(call=call, activation=inner.activation if lifted else None,
+                     convert_weights=inner.convert_weights,
                      n_weights=inner.n_weights, mask_call=True, compute_mask="propagate",
-                     weight_groups=_groups("layer", inner), data_format=inner.data_format)
+                     weight_groups=_groups("layer", inner), data_format=inner.data_format,
+                     affine=inner.affine and (lifted or inner.activation is None),
+                     relevance=(inner.relevance and inner.merge is None
+                                and (lifted or inner.activation is None)))
 
 
 _MERGES = {

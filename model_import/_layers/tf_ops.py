@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._layers.activations import act_on_first, relu_family
+from model_import._layers.activations import act_on_first, elementwise_of_one, relu_family
 from model_import._layers.image import resize_axes
 from model_import._layers.registry import LayerImpl, register_layer
 
@@ -49,10 +49,12 @@ def _const(v, like=None):
     return jnp.asarray(a, dtype=jnp.float32 if a.dtype.kind == "f" else None)
 
 
+def _operands(x, y):
+    return _const(x, _const(y)), _const(y, _const(x))
+
+
 def _binary(fn):
-    def f(rt, x, y):
-        return fn(_const(x, _const(y)), _const(y, _const(x)))
-    return f
+    return elementwise_of_one(fn, _operands)
 
 
 def _reduce(fn):
@@ -69,7 +71,7 @@ def _swap(a, conj):
 def _matmul(rt, a, b, transpose_a=False, transpose_b=False, adjoint_a=False,
             adjoint_b=False, a_is_sparse=False, b_is_sparse=False, grad_a=False, grad_b=False):
     # a_is_sparse / b_is_sparse / grad_a / grad_b are hints for TF's kernels: same result
-    a, b = _const(a, _const(b)), _const(b, _const(a))
+    a, b = _operands(a, b)
     if (transpose_a and adjoint_a) or (transpose_b and adjoint_b):
         raise _Refused("transpose and adjoint of the same operand (TF raises too)")
     if transpose_a or adjoint_a:
@@ -237,6 +239,14 @@ _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", 
                           "nn.gelu", "nn.leaky_relu"})
 
 
+#: The wrapped functions that add or multiply tensors (``LayerImpl.merge``: LRP's rule layers
+#: where they are called on two tensors).
+_MERGES = {"__operators__.add": "sum", "math.add": "sum", "math.add_n": "sum",
+           "math.subtract": "sum", "__operators__.sub": "sum",
+           "math.multiply": "product", "__operators__.mul": "product",
+           "linalg.matmul": "product"}
+
+
 @register_layer("TFOpLambda")
 def _tf_op_lambda(config, ctx):
     fn_name = str(config.get("function", ""))
@@ -256,7 +266,9 @@ def _tf_op_lambda(config, ctx):
         except _Refused as e:
             raise _refusal(ctx, fn_name, e) from None
 
-    return LayerImpl(call=call, head_op=_HEAD_OPS.get(fn_name))
+    merge = _MERGES.get(fn_name)
+    return LayerImpl(call=call, head_op=_HEAD_OPS.get(fn_name), relevance=merge is not None,
+                     merge=merge)
 
 
 def _slice_spec(spec):
