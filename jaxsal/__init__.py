@@ -19,8 +19,9 @@ from jaxsal._src.integrated import integrated_gradients
 from jaxsal._src.lime import kernel_shap, lime
 from jaxsal._src.lrp import lrp
 from jaxsal._src.lrp_rules import (LRPComposite, LRPRule, lrp_alpha_beta, lrp_composite,
-                                  lrp_epsilon, lrp_flat, lrp_gamma, lrp_pass, lrp_uniform,
-                                  lrp_wsquare, lrp_zbox, lrp_zplus)
+                                  lrp_epsilon, lrp_flat, lrp_gamma, lrp_pass,
+                                  lrp_signal_take_all, lrp_uniform, lrp_wsquare, lrp_zbox,
+                                  lrp_zplus)
 from jaxsal._src.blur_ig import blur_integrated_gradients
 from jaxsal._src.guided_ig import guided_integrated_gradients
 from jaxsal._src.occlusion import occlusion
@@ -104,6 +105,7 @@ __all__ = [
     "lrp_flat",
     "lrp_gamma",
     "lrp_pass",
+    "lrp_signal_take_all",
     "lrp_uniform",
     "lrp_wsquare",
     "lrp_zbox",

@@ -229,3 +229,36 @@ def test_logits_head_removes_a_time_distributed_softmax(tmp_path):
     shifted = logits - logits.max(-1, keepdims=True)
     log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     np.testing.assert_allclose(log_softmax, np.log(saved), rtol=1e-4, atol=1e-5)
+
+
+def test_signal_take_all_gives_the_gates_nothing(se_net, tmp_path):
+    """``lrp_signal_take_all(i)``: factor ``i`` of the product receives the whole relevance
+    (``R_x = w x y``), the other none; the relevance is conserved as with the uniform rule."""
+    x_in, y_in = keras.Input((4,), name="x"), keras.Input((4,), name="y")
+    p = layers.Multiply(name="prod")([x_in, y_in])
+    km = keras.Model([x_in, y_in], layers.Dense(1, use_bias=False, name="w")(p))
+    perturb_keras(km, seed=1, kernels=True)
+    m = _load(km, tmp_path, "gate")
+    rng = np.random.default_rng(2)
+    x, y = (rng.normal(size=(2, 4)).astype(np.float32) for _ in range(2))
+    w = np.asarray(m.params["w"]["kernel"])[:, 0]
+    for signal, (want_x, want_y) in ((0, (w * x * y, 0 * x)), (-1, (0 * x, w * x * y))):
+        rx, ry = jaxsal.lrp(m, [x, y], 0, epsilon=EPS, reduce=None,
+                            rule={"prod": jaxsal.lrp_signal_take_all(signal, EPS)})
+        np.testing.assert_allclose(np.asarray(rx), want_x, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(ry), want_y, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="names no factor"):
+        jaxsal.lrp(m, [x, y], 0, rule={"prod": jaxsal.lrp_signal_take_all(2)})
+    with pytest.raises(ValueError, match="expected signal an int"):
+        jaxsal.lrp_signal_take_all(1.0)
+    # the squeeze-excitation's gate held: still conserved, and a different map
+    sm, sx = se_net
+    y_se = np.asarray(sm(sx))[:, 0]
+    held = np.asarray(jaxsal.lrp(sm, sx, 0, epsilon=EPS, reduce=None,
+                                 rule={"Multiply": jaxsal.lrp_signal_take_all(0, EPS)}))
+    np.testing.assert_allclose(held.sum((-3, -2, -1)), y_se, rtol=1e-3,
+                               atol=1e-4 * np.abs(y_se).max())
+    uniform = np.asarray(jaxsal.lrp(sm, sx, 0, epsilon=EPS, reduce=None))
+    assert np.abs(held - uniform).max() > 1e-3 * np.abs(uniform).max()
+    with pytest.raises(ValueError, match="rule of products"):
+        jaxsal.lrp(sm, sx, 0, rule={"c2": jaxsal.lrp_signal_take_all()})

@@ -262,6 +262,32 @@ class Uniform(LRPRule):
         return (_Group((_Term(None),), weight=1.0 / len(jax.tree_util.tree_leaves(args))),)
 
 
+@dataclasses.dataclass(frozen=True)
+class SignalTakeAll(LRPRule):
+    signal: int = 0
+    changes_weights: ClassVar[bool] = False
+
+    def relevance(self, f, params, args, z, r):
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        if not -len(leaves) <= self.signal < len(leaves):
+            raise ValueError(f"lrp_signal_take_all: signal={self.signal} names no factor of a "
+                             f"product of {len(leaves)} tensors; expected 0 to "
+                             f"{len(leaves) - 1}, in the layer's argument order")
+        i = self.signal % len(leaves)
+
+        def g(v):  # the product as a function of its signal, the gates held
+            return f(params, *jax.tree_util.tree_unflatten(
+                tree, [v if j == i else leaf for j, leaf in enumerate(leaves)]))
+
+        share = _propagate(lambda p, v: g(v), params, (leaves[i],), z, r, _EPSILON_GROUPS,
+                           self.epsilon)[0]
+        return jax.tree_util.tree_unflatten(
+            tree, [share if j == i else jnp.zeros_like(leaf) for j, leaf in enumerate(leaves)])
+
+
+_EPSILON_GROUPS = (_Group((_Term(None),)),)
+
+
 def _check(name: str, value: Any, ok: Callable[[float], bool], expected: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
         raise ValueError(f"{name}: expected {expected}, got {value!r}")
@@ -359,6 +385,19 @@ def lrp_uniform(epsilon: float = 1e-9) -> LRPRule:
     of degree one in each factor, so the epsilon rule would give every factor the whole
     relevance."""
     return Uniform(_eps(epsilon, "lrp_uniform"))
+
+
+def lrp_signal_take_all(signal: int = 0, epsilon: float = 1e-9) -> LRPRule:
+    """The signal-take-all rule for a product ``signal * gate`` (Arras et al. 2017,
+    "Explaining Recurrent Neural Network Predictions in Sentiment Analysis"): the signal (the
+    factor at position ``signal`` in the layer's arguments, ``Multiply()([x, gate])``: 0)
+    receives the whole relevance, the gates none, as if they were constants (a
+    squeeze-excitation's gate, a GLU's sigmoid half). For products only, named per layer or
+    class: ``rule={"block_se_excite": jaxsal.lrp_signal_take_all(0)}``."""
+    if isinstance(signal, bool) or not isinstance(signal, (int, np.integer)):
+        raise ValueError(f"lrp_signal_take_all: expected signal an int (the position of the "
+                         f"signal among the product's factors), got {signal!r}")
+    return SignalTakeAll(_eps(epsilon, "lrp_signal_take_all"), int(signal))
 
 
 def lrp_pass() -> LRPRule:
@@ -577,8 +616,8 @@ def _unnamed(spec: Any, r: LRPRule) -> LRPRule:
     changes weights (their query and key kernels set the attention weights that LRP holds
     constant), and other layers the epsilon rule instead of the uniform one."""
     if _is_product(spec):
-        return r if isinstance(r, Uniform) else Uniform(r.epsilon)
-    if isinstance(r, Uniform):
+        return r if isinstance(r, (Uniform, SignalTakeAll)) else Uniform(r.epsilon)
+    if isinstance(r, (Uniform, SignalTakeAll)):
         return Epsilon(r.epsilon)
     if spec.class_name in PREPROCESSING:
         return Pass()
@@ -588,17 +627,18 @@ def _unnamed(spec: Any, r: LRPRule) -> LRPRule:
 
 
 def _check_product(path: str, spec: Any, r: LRPRule) -> None:
-    """A rule named for a layer: the uniform rule is for products of tensors only, and a
-    product takes no rule that changes weights (it has none)."""
-    if isinstance(r, Uniform) and not _is_product(spec):
-        raise ValueError(f"lrp: lrp_uniform() is the rule of products of tensors (Multiply, "
-                         f"Dot, x * y, matmul); {path!r} ({spec.class_name}) is not one: give "
-                         f"it another rule")
+    """A rule named for a layer: the uniform and signal-take-all rules are for products of
+    tensors only, and a product takes no rule that changes weights (it has none)."""
+    if isinstance(r, (Uniform, SignalTakeAll)) and not _is_product(spec):
+        name = "lrp_uniform()" if isinstance(r, Uniform) else "lrp_signal_take_all()"
+        raise ValueError(f"lrp: {name} is a rule of products of tensors (Multiply, Dot, "
+                         f"x * y, matmul); {path!r} ({spec.class_name}) is not one: give it "
+                         f"another rule")
     if _is_product(spec) and r.changes_weights:
         raise ValueError(f"lrp: {path!r} ({spec.class_name}) multiplies tensors and has no "
                          f"weights for {type(r).__name__} to change: give it lrp_uniform() "
-                         f"(its default) or lrp_epsilon() (every factor then receives the "
-                         f"whole relevance)")
+                         f"(its default), lrp_signal_take_all(i) or lrp_epsilon() (every "
+                         f"factor then receives the whole relevance)")
 
 
 def _describe(found: Sequence[tuple[str, Any]]) -> list[str]:
