@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from jaxsal._src import base
 from jaxsal._src.gradients import first_only
 from jaxsal._src.lrp_fold import FoldedBatchNorm, check_fold, fold_params, fold_plan
-from jaxsal._src.lrp_rules import layer_rules
+from jaxsal._src.lrp_rules import check_epsilon, layer_rules
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import pullback_at
 from jaxsal._src.validate import prepare, prepare_layer
@@ -87,15 +87,6 @@ def lrp_model(model: Any, epsilon: float = 1e-9, rule: Any = None,
     return model.with_rules(elementwise=PassRelevance(),
                             layer_rule=layer_rules(model, rule, epsilon, fixed),
                             hold=jax.lax.stop_gradient)
-
-
-def _check_epsilon(epsilon: Any) -> float:
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-        raise ValueError(f"expected epsilon > 0 (a float, the stabilizer added to each "
-                         f"layer's outputs, which keeps a zero output from dividing by zero: "
-                         f"1e-9 is Captum's default, larger values such as 0.25 absorb weak "
-                         f"contributions), got {epsilon!r}")
-    return float(epsilon)
 
 
 def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
@@ -147,7 +138,7 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
       ``reduce=None``).
     """
     check_reduce(reduce)
-    epsilon = _check_epsilon(epsilon)
+    epsilon = check_epsilon(epsilon, "lrp")
     p = prepare(model, x, targets, head=head, backprop="standard", check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)

@@ -160,12 +160,15 @@ class LRPRule:
         return _propagate(f, params, args, z, r, self._groups(args), self.epsilon)
 
 
+_EPSILON_GROUPS = (_Group((_Term(None),)),)
+
+
 @dataclasses.dataclass(frozen=True)
 class Epsilon(LRPRule):
     changes_weights: ClassVar[bool] = False
 
     def _groups(self, args):
-        return (_Group((_Term(None),)),)
+        return _EPSILON_GROUPS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,26 +288,26 @@ class SignalTakeAll(LRPRule):
             tree, [share if j == i else jnp.zeros_like(leaf) for j, leaf in enumerate(leaves)])
 
 
-_EPSILON_GROUPS = (_Group((_Term(None),)),)
-
-
 def _check(name: str, value: Any, ok: Callable[[float], bool], expected: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
         raise ValueError(f"{name}: expected {expected}, got {value!r}")
     return float(value)
 
 
-def _eps(epsilon: Any, who: str) -> float:
+def check_epsilon(epsilon: Any, who: str) -> float:
+    """``epsilon`` as a float, or a ``ValueError`` naming ``who`` (a rule or ``lrp``)."""
     return _check(f"{who} epsilon", epsilon, lambda v: v > 0,
-                  "a float > 0 (the stabilizer added to each output that is divided by: 1e-9 is "
-                  "Captum's default, 1e-6 zennit's)")
+                  "a float > 0 (the stabilizer added to each output that is divided by, which "
+                  "keeps a zero output from dividing by zero: 1e-9 is Captum's default, 1e-6 "
+                  "zennit's; values of the order of the activations, such as 0.25, absorb "
+                  "weak contributions)")
 
 
 def lrp_epsilon(epsilon: float = 1e-9) -> LRPRule:
     """The epsilon rule (LRP-epsilon; LRP-0 as ``epsilon -> 0``): ``R_a = a * J^T (R / stab(z))``.
     ``epsilon`` of the order of the activations (0.25) absorbs weak, contradictory
     contributions: Montavon et al.'s rule for the middle layers."""
-    return Epsilon(_eps(epsilon, "lrp_epsilon"))
+    return Epsilon(check_epsilon(epsilon, "lrp_epsilon"))
 
 
 def lrp_gamma(gamma: float = 0.25, epsilon: float = 1e-9) -> LRPRule:
@@ -314,7 +317,7 @@ def lrp_gamma(gamma: float = 0.25, epsilon: float = 1e-9) -> LRPRule:
     negative input's contributions count with its sign. On non-negative inputs (after a
     ReLU) and a positive output this is the rule of the paper; ``gamma -> inf`` tends to
     z-plus, ``gamma = 0`` is LRP-0."""
-    return Gamma(_eps(epsilon, "lrp_gamma"),
+    return Gamma(check_epsilon(epsilon, "lrp_gamma"),
                  _check("lrp_gamma gamma", gamma, lambda v: v >= 0, "a float >= 0 (0.25 is "
                         "the usual value; 0 gives the epsilon rule)"))
 
@@ -330,14 +333,14 @@ def lrp_alpha_beta(alpha: float = 2.0, beta: float = 1.0, epsilon: float = 1e-9)
         raise ValueError(f"lrp_alpha_beta: expected alpha - beta = 1 (the relevance's total is "
                          f"kept; the usual choices are (1, 0) and (2, 1)), got alpha={alpha!r}, "
                          f"beta={beta!r}")
-    return AlphaBeta(_eps(epsilon, "lrp_alpha_beta"), a, b)
+    return AlphaBeta(check_epsilon(epsilon, "lrp_alpha_beta"), a, b)
 
 
 def lrp_zplus(epsilon: float = 1e-9) -> LRPRule:
     """The z-plus rule (deep Taylor decomposition; Captum's ``Alpha1_Beta0_Rule``): only
     positive contributions, ``R_a = (a w)^+ / sum (a w)^+ * R`` (the bias's positive part in
     the sum); ``lrp_alpha_beta(1, 0)``."""
-    return AlphaBeta(_eps(epsilon, "lrp_zplus"), 1.0, 0.0)
+    return AlphaBeta(check_epsilon(epsilon, "lrp_zplus"), 1.0, 0.0)
 
 
 def lrp_zbox(low: ArrayLike, high: ArrayLike, epsilon: float = 1e-9) -> LRPRule:
@@ -360,19 +363,19 @@ def lrp_zbox(low: ArrayLike, high: ArrayLike, epsilon: float = 1e-9) -> LRPRule:
                          "together") from None
     if bad:
         raise ValueError("lrp_zbox: expected low <= high everywhere (the input's bounds)")
-    return ZBox(_eps(epsilon, "lrp_zbox"), _as_tuple(lo), _as_tuple(hi))
+    return ZBox(check_epsilon(epsilon, "lrp_zbox"), _as_tuple(lo), _as_tuple(hi))
 
 
 def lrp_wsquare(epsilon: float = 1e-9) -> LRPRule:
     """The w^2 rule (first layer, unbounded inputs): ``R_x`` proportional to ``w^2``,
     independent of the input's value (bias ignored)."""
-    return WSquare(_eps(epsilon, "lrp_wsquare"))
+    return WSquare(check_epsilon(epsilon, "lrp_wsquare"))
 
 
 def lrp_flat(epsilon: float = 1e-9) -> LRPRule:
     """The flat rule: the relevance spread evenly over each output's receptive field,
     independent of input and weights (bias ignored)."""
-    return Flat(_eps(epsilon, "lrp_flat"))
+    return Flat(check_epsilon(epsilon, "lrp_flat"))
 
 
 def lrp_uniform(epsilon: float = 1e-9) -> LRPRule:
@@ -384,7 +387,7 @@ def lrp_uniform(epsilon: float = 1e-9) -> LRPRule:
     (``Multiply``, ``Dot``, ``x * y`` and ``matmul`` operations): a product is homogeneous
     of degree one in each factor, so the epsilon rule would give every factor the whole
     relevance."""
-    return Uniform(_eps(epsilon, "lrp_uniform"))
+    return Uniform(check_epsilon(epsilon, "lrp_uniform"))
 
 
 def lrp_signal_take_all(signal: int = 0, epsilon: float = 1e-9) -> LRPRule:
@@ -397,7 +400,7 @@ def lrp_signal_take_all(signal: int = 0, epsilon: float = 1e-9) -> LRPRule:
     if isinstance(signal, bool) or not isinstance(signal, (int, np.integer)):
         raise ValueError(f"lrp_signal_take_all: expected signal an int (the position of the "
                          f"signal among the product's factors), got {signal!r}")
-    return SignalTakeAll(_eps(epsilon, "lrp_signal_take_all"), int(signal))
+    return SignalTakeAll(check_epsilon(epsilon, "lrp_signal_take_all"), int(signal))
 
 
 def lrp_pass() -> LRPRule:
