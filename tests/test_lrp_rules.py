@@ -284,7 +284,7 @@ def test_bad_rules_are_refused(relu_net_cl):
     with pytest.raises(ValueError, match="unknown layer 'nope'"):
         jaxsal.lrp(m, x, 0, rule={"nope": jaxsal.lrp_zplus()})
     relu = next(n for n in m.layer_names if n.startswith("re_lu"))
-    with pytest.raises(ValueError, match="has no LRP rule.*the rule layers are"):
+    with pytest.raises(ValueError, match="takes no rule.*the rule layers are"):
         jaxsal.lrp(m, x, 0, rule={relu: jaxsal.lrp_zplus()})
     first = m.relevance_layers[0]
     with pytest.raises(ValueError, match=r"broadcastable to the layer's input \(12, 10, 3\)"):

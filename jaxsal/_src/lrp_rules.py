@@ -502,7 +502,9 @@ class LayerRules:
     default: LRPRule
     by_layer: tuple[tuple[str, LRPRule], ...] = ()
 
-    def rule_for(self, name: str) -> LRPRule:
+    def rule_for(self, name: str | None) -> LRPRule:
+        if name is None:  # an affine step inside a layer (Runtime.rule: an RNN cell's)
+            return Epsilon(self.default.epsilon)
         for path, rule in self.by_layer:
             if path == name:
                 return rule
@@ -514,20 +516,28 @@ class LayerRules:
                           jax.ShapeDtypeStruct):  # several outputs (attention scores too)
             return f(params, *args)
 
+        # params are an argument (no relevance), not closed over: a rule inside a scan (an
+        # RNN cell's) must not capture the scan's outer values
         @jax.custom_vjp
-        def call(*a):
-            return rule.forward(f, params, a)
+        def call(p, *a):
+            return rule.forward(f, p, a)
 
-        def fwd(*a):
-            z = rule.forward(f, params, a)
-            return z, (a, z)
+        def fwd(p, *a):
+            z = rule.forward(f, p, a)
+            return z, (p, a, z)
 
         def bwd(res, r):
-            a, z = res
-            return tuple(rule.relevance(f, params, a, z, r))
+            p, a, z = res
+            return (jax.tree_util.tree_map(_no_cotangent, p), *rule.relevance(f, p, a, z, r))
 
         call.defvjp(fwd, bwd)
-        return call(*args)
+        return call(params, *args)
+
+
+def _no_cotangent(v: Any) -> Any:
+    if jnp.issubdtype(jnp.result_type(v), jnp.inexact):
+        return jnp.zeros_like(v)
+    return np.zeros(np.shape(v), jax.dtypes.float0)
 
 
 def layer_rules(model: Any, rule: Any, epsilon: float,
@@ -575,8 +585,9 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
                              f"{sorted(classes)}") from None
         if path not in paths:
             raise ValueError(
-                f"lrp: layer {path!r} ({model.layer(path).class_name}) has no LRP rule (its "
-                f"relevance passes by its gradient); the rule layers are: "
+                f"lrp: layer {path!r} ({model.layer(path).class_name}) takes no rule (its "
+                f"relevance passes by its gradient, or an RNN's by its cells' steps, each "
+                f"with the epsilon rule); the rule layers are: "
                 f"{', '.join(_describe(found))}")
         _check_product(path, model._spec(path), r)
         if r.changes_weights and model._spec(path).class_name in ATTENTION:

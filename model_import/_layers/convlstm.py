@@ -31,7 +31,8 @@ from jax import lax
 from model_import._layers.activations import get_activation
 from model_import._layers.conv import conv_canonical_vjp
 from model_import._layers.registry import LayerImpl, register_layer
-from model_import._layers.sequence import _refuse_stateful, _split_inputs, _state_list, run_rnn
+from model_import._layers.sequence import (_gated, _gated_sum, _refuse_stateful, _split_inputs,
+                                           _state_list, run_rnn)
 
 
 def _tuple(v, n: int, what: str, ctx) -> tuple[int, ...]:
@@ -86,6 +87,13 @@ def _make_convlstm(rank: int):
         def to_first(a, lead):
             return jnp.moveaxis(a, -1, lead) if channels_first else a
 
+        def input_conv(p, v):
+            y = _conv(v, p["kernel"], strides, padding, dilation)
+            return y + p["bias"] if "bias" in p else y
+
+        def recurrent_conv(p, z_x, h):
+            return z_x + _conv(h, p["recurrent_kernel"], ones, "same", ones)
+
         def call(params, x, *args, rt, mask=None, initial_state=None, **kwargs):
             if args:
                 initial_state = args[0]
@@ -97,11 +105,12 @@ def _make_convlstm(rank: int):
                     "the states); expected no mask. Remove the Masking/mask_zero before it")
             n, t = x.shape[:2]
             x = to_last(x, 2)
-            k, rk = params["kernel"], params["recurrent_kernel"]
-            xw = _conv(x.reshape((n * t,) + x.shape[2:]), k, strides, padding, dilation)
+            proj = {"kernel": params["kernel"]}
             if use_bias:
-                xw = xw + params["bias"]
+                proj["bias"] = params["bias"]
+            xw = rt.rule(input_conv, proj, x.reshape((n * t,) + x.shape[2:]))
             xw = xw.reshape((n, t) + xw.shape[1:])
+            rk = {"recurrent_kernel": params["recurrent_kernel"]}
             state_shape = (n,) + xw.shape[2:-1] + (filters,)
             states = _state_list(initial_state)
             if states is None:
@@ -116,12 +125,16 @@ def _make_convlstm(rank: int):
                     raise ValueError(f"{ctx.class_name}'s initial states must have the "
                                      f"shape {state_shape} (channels-last), got {s.shape}")
 
-            def step(z_x, st):
+            def step(z_x, st):  # as an LSTM cell's, for LRP (sequence._Cell.step)
                 h, c = st
-                z = z_x + _conv(h, rk, ones, "same", ones)
+                z = rt.rule(recurrent_conv, rk, z_x, h)
                 i, f, g, o = jnp.split(z, 4, axis=-1)
-                c = ract(f, rt) * c + ract(i, rt) * act(g, rt)
-                h = ract(o, rt) * act(c, rt)
+
+                def gate(v):
+                    return rt.held(ract(v, rt))
+
+                c = rt.rule(_gated_sum, {}, c, act(g, rt), gate(f), gate(i))
+                h = rt.rule(_gated, {}, act(c, rt), gate(o))
                 return h, (h, c)
 
             outs, final = run_rnn(step, xw, tuple(states), None, go_backwards=go_backwards)

@@ -53,9 +53,11 @@ class Runtime:
         to scale or mix them (:meth:`held`): attention probabilities (``MultiHeadAttention``,
         ``GroupQueryAttention``, ``Attention``, ``AdditiveAttention``) and normalization
         scales (``LayerNormalization``, ``RMSNormalization``, ``GroupNormalization``,
-        ``UnitNormalization``). ``jaxsal.lrp`` installs ``jax.lax.stop_gradient``, which
-        makes those layers linear in their inputs for the backward pass (Ali et al. 2022's
-        conservative propagation). Compared by value, like ``elementwise``.
+        ``UnitNormalization``) and the gates of recurrent cells (LSTM, GRU, ConvLSTM).
+        ``jaxsal.lrp`` installs ``jax.lax.stop_gradient``, which makes those layers linear
+        in their inputs for the backward pass (Ali et al. 2022's conservative propagation;
+        Arras et al. 2017's signal-take-all for the gates). Compared by value, like
+        ``elementwise``.
       max_pool: ``None``, or ``rule(p, x)`` applied in place of ``p(x)`` for every max
         pooling (``MaxPooling1D/2D/3D``, ``GlobalMaxPooling1D/2D/3D``,
         ``AdaptiveMaxPooling1D/2D/3D``); ``p`` is the plain
@@ -77,6 +79,14 @@ class Runtime:
         """``f(x, *consts)`` for an elementwise activation ``f`` (``consts``: arrays it
         depends on, a PReLU's slopes), through the ``elementwise`` rule."""
         return f(x, *consts) if self.elementwise is None else self.elementwise(f, x, *consts)
+
+    def rule(self, f: Callable[..., Array], params: Any, *args: Array) -> Array:
+        """``f(params, *args)`` for an affine step inside a layer (an RNN cell's projections
+        and state updates, their gates held by :meth:`held`), through ``layer_rule`` with
+        ``name=None``: ``jaxsal.lrp`` gives such steps the epsilon rule."""
+        if self.layer_rule is None:
+            return f(params, *args)
+        return self.layer_rule(f, params, *args, name=None)
 
     def pool(self, p: Callable[[Array], Array], x: Array) -> Array:
         """``p(x)`` for a max pooling ``p``, through the ``max_pool`` rule."""

@@ -20,6 +20,9 @@ cell order (``rnn/stacked_rnn_cells/gru_cell/kernel``, ...; a ``.keras`` file ke
 
 ``relu`` activations of the cells use the runtime ReLU (guided backprop's rule applies to
 them as to Dense layers); gate activations (sigmoid, hard sigmoid) and tanh are not ReLUs.
+The cells' affine steps go through ``Runtime.rule`` and their gates through
+``Runtime.held`` (LRP's rules for recurrent networks, Arras et al. 2017; see
+``_Cell.step``).
 """
 
 from __future__ import annotations
@@ -221,50 +224,94 @@ class _Cell:
             p["bias"] = b
         return p
 
-    def input_projection(self, params, x: Array) -> Array:
+    def input_projection(self, params, x: Array, rt: Runtime) -> Array:
         """``x @ kernel (+ input bias)`` for every step at once: ``(N, T, gates * units)``."""
-        y = jnp.matmul(x, params["kernel"])
+        proj = {"kernel": params["kernel"]}
         if self.use_bias:
             b = params["bias"]
-            y = y + (b[0] if b.ndim == 2 else b)
-        return y
+            proj["bias"] = b[0] if b.ndim == 2 else b
+        return rt.rule(_affine, proj, x)
 
     def step(self, params, rt: Runtime) -> Callable:
+        """The cell's step. Its affine parts (the recurrent projection, the state updates,
+        a gate times a value) go through :meth:`Runtime.rule` and its gates through
+        :meth:`Runtime.held`: under ``jaxsal.lrp``, the LRP of recurrent networks of Arras
+        et al. (2017), the gates held and given no relevance (signal-take-all), every sum
+        split by the epsilon rule. The values are the same."""
         u, act, ract = self.units, self.activation, self.recurrent_activation
-        rk = params["recurrent_kernel"]
+        rk = {"recurrent_kernel": params["recurrent_kernel"]}
         rb = params["bias"][1] if (self.kind == "gru" and self.reset_after and self.use_bias) \
             else None
 
+        def gate(v):
+            return rt.held(ract(v, rt))
+
         def simple(xw, states):
-            h = act(xw + states[0] @ rk, rt)
+            h = act(rt.rule(_recurrent, rk, xw, states[0]), rt)
             return h, (h,)
 
         def lstm(xw, states):
             h, c = states
-            z = xw + h @ rk
+            z = rt.rule(_recurrent, rk, xw, h)
             i, f, g, o = (z[:, k * u:(k + 1) * u] for k in range(4))
-            c = ract(f, rt) * c + ract(i, rt) * act(g, rt)
-            h = ract(o, rt) * act(c, rt)
+            c = rt.rule(_gated_sum, {}, c, act(g, rt), gate(f), gate(i))
+            h = rt.rule(_gated, {}, act(c, rt), gate(o))
             return h, (h, c)
 
         def gru(xw, states):
             h = states[0]
             xz, xr, xh = xw[:, :u], xw[:, u:2 * u], xw[:, 2 * u:]
             if self.reset_after:
-                inner = h @ rk
-                if rb is not None:
-                    inner = inner + rb
-                z = ract(xz + inner[:, :u], rt)
-                r = ract(xr + inner[:, u:2 * u], rt)
-                hh = act(xh + r * inner[:, 2 * u:], rt)
+                inner = rt.rule(_projection, {**rk, "bias": rb} if rb is not None else rk, h)
+                z = gate(xz + inner[:, :u])
+                r = gate(xr + inner[:, u:2 * u])
+                hh = act(rt.rule(_reset_after, {}, xh, inner[:, 2 * u:], r), rt)
             else:
-                z = ract(xz + h @ rk[:, :u], rt)
-                r = ract(xr + h @ rk[:, u:2 * u], rt)
-                hh = act(xh + (r * h) @ rk[:, 2 * u:], rt)
-            h = z * h + (1.0 - z) * hh
+                kz, kr = rk["recurrent_kernel"][:, :u], rk["recurrent_kernel"][:, u:2 * u]
+                z = gate(xz + h @ kz)
+                r = gate(xr + h @ kr)
+                hh = act(rt.rule(_reset_before, {"recurrent_kernel": rk["recurrent_kernel"][
+                    :, 2 * u:]}, xh, h, r), rt)
+            h = rt.rule(_interpolate, {}, h, hh, z)
             return h, (h,)
 
         return {"simple": simple, "lstm": lstm, "gru": gru}[self.kind]
+
+
+# The affine steps of the cells, as functions of (params, tensors..., held gates...): what
+# Runtime.rule passes to LRP's epsilon rule (the gates, held, take no relevance).
+def _affine(p, x):
+    y = jnp.matmul(x, p["kernel"])
+    return y + p["bias"] if "bias" in p else y
+
+
+def _recurrent(p, xw, h):
+    return xw + h @ p["recurrent_kernel"]
+
+
+def _projection(p, h):  # GRU, reset after: h @ recurrent kernel (+ recurrent bias)
+    y = h @ p["recurrent_kernel"]
+    return y + p["bias"] if "bias" in p else y
+
+
+def _gated_sum(p, c, g, f_gate, i_gate):  # LSTM: f * c + i * g
+    return f_gate * c + i_gate * g
+
+
+def _gated(p, v, gate):  # LSTM: o * tanh(c)
+    return gate * v
+
+
+def _reset_after(p, xh, inner_h, r):  # GRU, reset after the recurrent matmul
+    return xh + r * inner_h
+
+
+def _reset_before(p, xh, h, r):  # GRU, reset before it
+    return xh + (r * h) @ p["recurrent_kernel"]
+
+
+def _interpolate(p, h, hh, z):  # GRU: z * h + (1 - z) * hh
+    return z * h + (1.0 - z) * hh
 
 
 def _cell_from_config(kind: str, config: Mapping[str, Any], ctx: ConvertContext,
@@ -339,8 +386,8 @@ class _Stack:
             return params
         return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
-    def input_projection(self, params, x: Array) -> Array:
-        return self.cells[0].input_projection(self._own(params, self.prefixes[0]), x)
+    def input_projection(self, params, x: Array, rt: Runtime) -> Array:
+        return self.cells[0].input_projection(self._own(params, self.prefixes[0]), x, rt)
 
     def step(self, params, rt: Runtime) -> Callable:
         if len(self.cells) == 1:
@@ -354,7 +401,7 @@ class _Stack:
             out = None
             for k, (cell, step) in enumerate(zip(self.cells, steps)):
                 if k:  # the next cell reads this step's output of the previous one
-                    xw = cell.input_projection(own[k], out)
+                    xw = cell.input_projection(own[k], out, rt)
                 out, ns = step(xw, tuple(states[i:i + cell.n_states]))
                 new.extend(ns)
                 i += cell.n_states
@@ -416,7 +463,7 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
             raise ValueError(f"{what} expects {len(units)} initial states (of sizes {units}), "
                              f"got {len(states)}")
         quirk = tf_unrolled_backwards and mask is not None
-        outs, final = run_rnn(stack.step(params, rt), stack.input_projection(params, x),
+        outs, final = run_rnn(stack.step(params, rt), stack.input_projection(params, x, rt),
                               tuple(states), mask, go_backwards=go_backwards,
                               zero_output_for_mask=zero_output and not quirk,
                               zero_initial_output=zero_initial_output,
@@ -691,7 +738,11 @@ def _bidirectional(config, ctx):
             y, y_rev = y[0], y_rev[0]
         if return_sequences:
             y_rev = jnp.flip(y_rev, axis=time_axis)
-        out = (y, y_rev) if merge_mode is None else (_MERGES[merge_mode](y, y_rev),)
+        merge = _MERGES.get(merge_mode)
+        out = ((y, y_rev) if merge is None
+               else (rt.rule(lambda p, a, b: merge(a, b), {}, y, y_rev),) if merge_mode in (
+                   "sum", "ave")  # LRP's epsilon rule splits a sum
+               else (merge(y, y_rev),))
         return out + st if (return_state or merge_mode is None) else out[0]
 
     def compute_mask(mask, *args, **kwargs):
