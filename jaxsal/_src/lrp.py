@@ -125,6 +125,9 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
         one of zennit's composites: ``"epsilon_plus"`` (convolutions z-plus, dense layers
         the epsilon rule with ``epsilon``), ``"epsilon_plus_flat"`` (and the flat rule on
         the first layer), ``"epsilon_alpha2_beta1"`` (convolutions alpha-beta (2, 1)).
+        Products of tensors take :func:`jaxsal.lrp_uniform` unless a rule is named for them
+        (:func:`jaxsal.lrp_signal_take_all`: a gated product's signal takes it all);
+        recurrent cells take the epsilon rule inside (Arras et al. 2017).
       fold_batchnorm: fold every ``BatchNormalization`` that directly follows a convolution
         or ``Dense`` layer into it (zennit's ``SequentialMergeBatchNorm``; see
         :mod:`jaxsal._src.lrp_fold`): that layer's rule then sees the merged weights and
