@@ -547,8 +547,10 @@ def is_rule_call(impl: LayerImpl, call: Call) -> bool:
     """Whether this call of a layer goes through ``Runtime.layer_rule``: a layer with
     :attr:`LayerImpl.relevance`, and for a merge (:attr:`LayerImpl.merge`) a call on at
     least two tensors (``x * 0.5`` is an elementwise map of ``x``)."""
-    return impl.relevance and (impl.merge is None
-                               or len(_refs(call.args)) + len(_refs(dict(call.kwargs))) >= 2)
+    if not impl.relevance or impl.merge is None:
+        return impl.relevance
+    tensors = _refs(call.args) + _refs({k: v for k, v in call.kwargs.items() if k != "mask"})
+    return len(tensors) >= 2
 
 
 def _rule_call(rt: Runtime, call: Callable, params: Any, args: Sequence, kwargs: dict,
