@@ -619,6 +619,10 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
     return LayerRules(default, tuple(chosen))
 
 
+#: The rules of products of tensors (their factors share, or one takes, the relevance).
+_PRODUCT_RULES = (Uniform, SignalTakeAll)
+
+
 def _is_product(spec: Any) -> bool:
     return getattr(spec.impl, "merge", None) == "product"
 
@@ -630,8 +634,8 @@ def _unnamed(spec: Any, r: LRPRule) -> LRPRule:
     changes weights (their query and key kernels set the attention weights that LRP holds
     constant), and other layers the epsilon rule instead of the uniform one."""
     if _is_product(spec):
-        return r if isinstance(r, (Uniform, SignalTakeAll)) else Uniform(r.epsilon)
-    if isinstance(r, (Uniform, SignalTakeAll)):
+        return r if isinstance(r, _PRODUCT_RULES) else Uniform(r.epsilon)
+    if isinstance(r, _PRODUCT_RULES):
         return Epsilon(r.epsilon)
     if spec.class_name in PREPROCESSING:
         return Pass()
@@ -643,7 +647,7 @@ def _unnamed(spec: Any, r: LRPRule) -> LRPRule:
 def _check_product(path: str, spec: Any, r: LRPRule) -> None:
     """A rule named for a layer: the uniform and signal-take-all rules are for products of
     tensors only, and a product takes no rule that changes weights (it has none)."""
-    if isinstance(r, (Uniform, SignalTakeAll)) and not _is_product(spec):
+    if isinstance(r, _PRODUCT_RULES) and not _is_product(spec):
         name = "lrp_uniform()" if isinstance(r, Uniform) else "lrp_signal_take_all()"
         raise ValueError(f"lrp: {name} is a rule of products of tensors (Multiply, Dot, "
                          f"x * y, matmul); {path!r} ({spec.class_name}) is not one: give it "

@@ -31,8 +31,8 @@ from jax import lax
 from model_import._layers.activations import get_activation
 from model_import._layers.conv import conv_canonical_vjp
 from model_import._layers.registry import LayerImpl, register_layer
-from model_import._layers.sequence import (_gated, _gated_sum, _refuse_stateful, _split_inputs,
-                                           _state_list, run_rnn)
+from model_import._layers.sequence import (_refuse_stateful, _split_inputs, _state_list,
+                                           lstm_update, run_rnn)
 
 
 def _tuple(v, n: int, what: str, ctx) -> tuple[int, ...]:
@@ -128,13 +128,7 @@ def _make_convlstm(rank: int):
             def step(z_x, st):  # as an LSTM cell's, for LRP (sequence._Cell.step)
                 h, c = st
                 z = rt.rule(recurrent_conv, rk, z_x, h)
-                i, f, g, o = jnp.split(z, 4, axis=-1)
-
-                def gate(v):
-                    return rt.held(ract(v, rt))
-
-                c = rt.rule(_gated_sum, {}, c, act(g, rt), gate(f), gate(i))
-                h = rt.rule(_gated, {}, act(c, rt), gate(o))
+                h, c = lstm_update(rt, act, ract, c, *jnp.split(z, 4, axis=-1))
                 return h, (h, c)
 
             outs, final = run_rnn(step, xw, tuple(states), None, go_backwards=go_backwards)

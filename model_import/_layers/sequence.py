@@ -239,59 +239,62 @@ class _Cell:
         et al. (2017), the gates held and given no relevance (signal-take-all), every sum
         split by the epsilon rule. The values are the same."""
         u, act, ract = self.units, self.activation, self.recurrent_activation
-        rk = {"recurrent_kernel": params["recurrent_kernel"]}
+        rk = params["recurrent_kernel"]
         rb = params["bias"][1] if (self.kind == "gru" and self.reset_after and self.use_bias) \
             else None
 
-        def gate(v):
-            return rt.held(ract(v, rt))
-
         def simple(xw, states):
-            h = act(rt.rule(_recurrent, rk, xw, states[0]), rt)
+            h = act(rt.rule(_recurrent, {"kernel": rk}, xw, states[0]), rt)
             return h, (h,)
 
         def lstm(xw, states):
             h, c = states
-            z = rt.rule(_recurrent, rk, xw, h)
-            i, f, g, o = (z[:, k * u:(k + 1) * u] for k in range(4))
-            c = rt.rule(_gated_sum, {}, c, act(g, rt), gate(f), gate(i))
-            h = rt.rule(_gated, {}, act(c, rt), gate(o))
+            z = rt.rule(_recurrent, {"kernel": rk}, xw, h)
+            h, c = lstm_update(rt, act, ract, c, *(z[:, k * u:(k + 1) * u] for k in range(4)))
             return h, (h, c)
 
         def gru(xw, states):
             h = states[0]
             xz, xr, xh = xw[:, :u], xw[:, u:2 * u], xw[:, 2 * u:]
             if self.reset_after:
-                inner = rt.rule(_projection, {**rk, "bias": rb} if rb is not None else rk, h)
-                z = gate(xz + inner[:, :u])
-                r = gate(xr + inner[:, u:2 * u])
+                inner = rt.rule(_affine, {"kernel": rk} if rb is None
+                                else {"kernel": rk, "bias": rb}, h)
+                z = gate(rt, ract, xz + inner[:, :u])
+                r = gate(rt, ract, xr + inner[:, u:2 * u])
                 hh = act(rt.rule(_reset_after, {}, xh, inner[:, 2 * u:], r), rt)
             else:
-                kz, kr = rk["recurrent_kernel"][:, :u], rk["recurrent_kernel"][:, u:2 * u]
-                z = gate(xz + h @ kz)
-                r = gate(xr + h @ kr)
-                hh = act(rt.rule(_reset_before, {"recurrent_kernel": rk["recurrent_kernel"][
-                    :, 2 * u:]}, xh, h, r), rt)
+                z = gate(rt, ract, xz + h @ rk[:, :u])
+                r = gate(rt, ract, xr + h @ rk[:, u:2 * u])
+                hh = act(rt.rule(_reset_before, {"kernel": rk[:, 2 * u:]}, xh, h, r), rt)
             h = rt.rule(_interpolate, {}, h, hh, z)
             return h, (h,)
 
         return {"simple": simple, "lstm": lstm, "gru": gru}[self.kind]
 
 
+def gate(rt: Runtime, ract: Callable, v: Array) -> Array:
+    """A recurrent cell's gate ``ract(v)``, held by the runtime (LRP: no relevance)."""
+    return rt.held(ract(v, rt))
+
+
+def lstm_update(rt: Runtime, act: Callable, ract: Callable, c: Array, i: Array, f: Array,
+                g: Array, o: Array) -> tuple[Array, Array]:
+    """``(h, c)`` of an LSTM step (LSTM and ConvLSTM cells) from the previous cell state
+    ``c`` and the pre-activations ``i, f, g, o``: ``c = f c + i g``, ``h = o act(c)``, the
+    gates held and the two products through ``rt.rule``."""
+    c = rt.rule(_gated_sum, {}, c, act(g, rt), gate(rt, ract, f), gate(rt, ract, i))
+    return rt.rule(_gated, {}, act(c, rt), gate(rt, ract, o)), c
+
+
 # The affine steps of the cells, as functions of (params, tensors..., held gates...): what
 # Runtime.rule passes to LRP's epsilon rule (the gates, held, take no relevance).
-def _affine(p, x):
+def _affine(p, x):  # x @ kernel (+ bias)
     y = jnp.matmul(x, p["kernel"])
     return y + p["bias"] if "bias" in p else y
 
 
 def _recurrent(p, xw, h):
-    return xw + h @ p["recurrent_kernel"]
-
-
-def _projection(p, h):  # GRU, reset after: h @ recurrent kernel (+ recurrent bias)
-    y = h @ p["recurrent_kernel"]
-    return y + p["bias"] if "bias" in p else y
+    return xw + h @ p["kernel"]
 
 
 def _gated_sum(p, c, g, f_gate, i_gate):  # LSTM: f * c + i * g
@@ -307,7 +310,7 @@ def _reset_after(p, xh, inner_h, r):  # GRU, reset after the recurrent matmul
 
 
 def _reset_before(p, xh, h, r):  # GRU, reset before it
-    return xh + (r * h) @ p["recurrent_kernel"]
+    return xh + (r * h) @ p["kernel"]
 
 
 def _interpolate(p, h, hh, z):  # GRU: z * h + (1 - z) * hh
@@ -738,11 +741,12 @@ def _bidirectional(config, ctx):
             y, y_rev = y[0], y_rev[0]
         if return_sequences:
             y_rev = jnp.flip(y_rev, axis=time_axis)
-        merge = _MERGES.get(merge_mode)
-        out = ((y, y_rev) if merge is None
-               else (rt.rule(lambda p, a, b: merge(a, b), {}, y, y_rev),) if merge_mode in (
-                   "sum", "ave")  # LRP's epsilon rule splits a sum
-               else (merge(y, y_rev),))
+        if merge_mode is None:
+            out = (y, y_rev)
+        elif merge_mode in ("sum", "ave"):  # a sum: LRP's epsilon rule splits it
+            out = (rt.rule(lambda p, a, b: _MERGES[merge_mode](a, b), {}, y, y_rev),)
+        else:
+            out = (_MERGES[merge_mode](y, y_rev),)
         return out + st if (return_state or merge_mode is None) else out[0]
 
     def compute_mask(mask, *args, **kwargs):
