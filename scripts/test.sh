@@ -17,7 +17,7 @@ if [ -z "${JAXSAL_SKIP_VGG16:-}" ]; then
 fi
 # tests/conftest.py picks the Keras backend of the differential tests (NumPy unless KERAS_BACKEND
 # is set). Two pytest-xdist workers; JAXSAL_TEST_WORKERS=0 runs the tests in this process.
-source scripts/test_env.sh  # CPU, XLA flags
+source scripts/test_env.sh .venv/bin/python  # CPU, XLA flags
 .venv/bin/python -m pytest -q -n "${JAXSAL_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi

@@ -1,12 +1,27 @@
 # Sourced by scripts/test.sh and scripts/test_oldest.sh: the environment the suite runs in.
-# CPU only. XLA:CPU compiles about a thousand programs in this suite, and LLVM's optimization
-# of each one is most of the suite's CPU time: the tests compile at XLA's backend optimization
-# level 0. The optimized HLO (fusion, layouts, what runs once) is the same at any level
-# (checked on a Grad-CAM + FullGrad program: identical text); only the machine code differs,
-# so float results may differ in the last bits. Measured on the 2-core machine: 24.0 -> 17.4
-# CPU minutes, 13:00 -> 10:37 wall. Set JAXSAL_TEST_XLA_DEFAULT=1 to test with XLA's default
-# level, which users, the examples outside the tests and the benchmarks get.
+#   source scripts/test_env.sh PYTHON   (the interpreter the suite runs under)
+# CPU only. XLA:CPU compiles about a thousand programs in this suite, and compiling is most of
+# the suite's CPU time, so the tests compile cheaply:
+# - at XLA's backend optimization level 0 (LLVM optimizes the machine code less). Measured on
+#   the 2-core machine: 24.0 -> 17.4 CPU minutes, 13:00 -> 10:37 wall.
+# - where the installed jaxlib has it (probed: older ones abort on an unknown flag), with
+#   XLA:CPU's older fusion code generator (--xla_cpu_use_fusion_emitters=false; jaxlib's default
+#   is the newer MLIR one). Compiling takes half the time (0.95 -> 0.48 s for 13 MNIST
+#   programs; tests/test_layouts.py + test_attribution.py 1:56 -> 1:05 wall); XLA then fuses
+#   and lays out a few operations differently, so the compiled programs are not the ones users
+#   get and float results may differ in the last bits.
+# Set JAXSAL_TEST_XLA_DEFAULT=1 to test with XLA's defaults, which users, the examples outside
+# the tests and the benchmarks get.
 export JAX_PLATFORMS=cpu
-if [ -z "${JAXSAL_TEST_XLA_DEFAULT:-}" ] && [[ "${XLA_FLAGS:-}" != *xla_backend_optimization_level* ]]; then
-  export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_backend_optimization_level=0"
+if [ -z "${JAXSAL_TEST_XLA_DEFAULT:-}" ]; then
+  if [[ "${XLA_FLAGS:-}" != *xla_backend_optimization_level* ]]; then
+    export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_backend_optimization_level=0"
+  fi
+  _emitters="--xla_cpu_use_fusion_emitters=false"
+  if [[ "$XLA_FLAGS" != *xla_cpu_use_fusion_emitters* ]] &&
+     XLA_FLAGS="$XLA_FLAGS $_emitters" bash -c '"$0" -c "import jax; jax.devices()"; exit $?' \
+       "${1:-python3}" >/dev/null 2>&1; then
+    export XLA_FLAGS="$XLA_FLAGS $_emitters"
+  fi
+  unset _emitters
 fi

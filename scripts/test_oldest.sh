@@ -22,7 +22,7 @@ echo "oldest: $pins"
 # shellcheck disable=SC2086
 "$VENV/bin/python" -m pip install -q $pins -e ".[test]" || exit 1
 "$VENV/bin/python" -m pip freeze | grep -iE "^(jax|jaxlib|flax|optax|numpy|h5py|matplotlib|keras)=="
-source scripts/test_env.sh  # CPU, XLA flags
+source scripts/test_env.sh "$VENV/bin/python"  # CPU, XLA flags
 "$VENV/bin/python" -m pytest -q -n "${JAXSAL_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
