@@ -10,11 +10,17 @@ elementwise nonlinearity ``y = f(z)`` the secant slope ``(f(z) - f(z')) / (z - z
 the activations of the input and of the reference (the *rescale rule*; the gradient ``f'(z)``
 where ``z`` and ``z'`` are equal up to ``eps`` and ``rtol``), and through a max pooling
 (``maxpool="delta"``, Captum's rule) each window's output difference placed at the position of
-the larger of the two maxima and divided by that position's input difference. The attribution
-is ``(x - x') * m``. For a network of affine layers, elementwise activations and max pooling
-it sums to ``S(x) - S(x')`` ("summation-to-delta"); other operations (products of
-activations, softmax over an axis, normalization over features) pass their gradient, as in
-Captum, and break that sum.
+the larger of the two maxima and divided by that position's input difference, and through a
+product of tensors (``products="delta"``: ``Multiply``, an unnormalized ``Dot``, ``x * y`` and
+``matmul`` operations) the mean of its gradient along the straight line from the reference's
+factors to the input's (:class:`ProductRule`; for two factors the gradient at their
+midpoint: ``d(ab) = da (b + b')/2 + (a + a')/2 db``, each factor its own first-order term and
+half of the interaction ``da db``). The attribution is ``(x - x') * m``. For a network of
+affine layers, elementwise activations, max pooling and products it sums to
+``S(x) - S(x')`` ("summation-to-delta"); other operations (softmax over an axis,
+normalization over features, the gates inside recurrent cells) pass their gradient, as in
+Captum, and break that sum. Captum passes products their gradient too
+(``products="gradient"``).
 
 The rules need the reference's activations at every nonlinearity. As Captum does, the input
 and its reference run as one batch ``[x; x']`` (one forward pass), and the rules --
@@ -30,11 +36,13 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.gradient_shap import check_baselines
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import _start, check_baseline
+from jaxsal._src.lrp_rules import is_product, no_cotangent
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import pullback_at, resolve_predicted
 from jaxsal._src.validate import LayerTarget, check_flag, prepare, prepare_layer
@@ -43,6 +51,7 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 MAXPOOL_RULES = ("delta", "gradient")
+PRODUCT_RULES = ("delta", "gradient")
 
 
 def _halves(a: Array) -> tuple[Array, Array]:
@@ -151,6 +160,52 @@ class _RescaleReLU:
         return RescaleRule(self.eps, self.rtol)(jax.nn.relu, x)
 
 
+@dataclasses.dataclass(frozen=True)
+class ProductRule:
+    """DeepLIFT's multipliers for products of tensors, as a ``Runtime.layer_rule`` acting on
+    the layers in ``products`` (paths; every other layer is computed as it is). On a batch
+    ``[a; a']`` of each of the ``n`` factors, the backward pass gives every factor the mean
+    of the product's gradient along the straight line ``a' + t (a - a')``, ``t`` in
+    ``[0, 1]``: an integral of a polynomial of degree ``n - 1`` in ``t``, computed exactly by
+    Gauss-Legendre quadrature at ``ceil(n / 2)`` points (for two factors, or a ``matmul``,
+    the gradient at the midpoint ``(a + a') / 2``). The factors' contributions then sum to
+    the product's difference exactly (summation-to-delta); for two factors they are the
+    Shapley values of the two-player game ``a * b``."""
+
+    products: tuple[str, ...]
+
+    def __call__(self, f: Callable[..., Array], params: Any, *args: Array,
+                 name: str | None) -> Array:
+        if name is None or name not in self.products:
+            return f(params, *args)
+        n = len(jax.tree_util.tree_leaves(args))  # a merge's factors come as one list
+        nodes, weights = np.polynomial.legendre.leggauss((n + 1) // 2)
+        ts, ws = (nodes + 1) / 2, weights / 2  # on [0, 1]
+        tmap = jax.tree_util.tree_map
+
+        # params are an argument (no multiplier), not closed over, as in lrp's rules
+        @jax.custom_vjp
+        def call(p, *a):
+            return f(p, *a)
+
+        def fwd(p, *a):
+            return f(p, *a), (p, a)
+
+        def bwd(res, g):
+            p, a = res
+            start = tmap(lambda v: _both(_halves(v)[1]), a)
+            delta = tmap(lambda v: _both(_halves(v)[0] - _halves(v)[1]), a)
+            total = None
+            for t, w in zip(ts, ws):
+                point = tmap(lambda s0, d: s0 + float(t) * d, start, delta)
+                cot = tmap(lambda c: float(w) * c, jax.vjp(lambda *v: f(p, *v), *point)[1](g))
+                total = cot if total is None else tmap(jnp.add, total, cot)
+            return (tmap(no_cotangent, p), *total)
+
+        call.defvjp(fwd, bwd)
+        return call(params, *args)
+
+
 def _time_major(config: Any) -> bool:
     """Whether a layer's config (or a config nested in it: ``Bidirectional``'s layer, an
     RNN's cell) has ``time_major=True``."""
@@ -162,14 +217,20 @@ def _time_major(config: Any) -> bool:
 
 
 def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
-                   rtol: float = 1e-4) -> Any:
-    """``model`` with DeepLIFT's rules: every elementwise activation and (``maxpool="delta"``)
-    max pooling of a ``KerasModel``; the ReLU of a :class:`FunctionModel` given through its
-    ``relu_kwarg``. The model must then run on ``[x; x']`` batches."""
+                   rtol: float = 1e-4, products: str = "delta") -> Any:
+    """``model`` with DeepLIFT's rules: every elementwise activation, (``maxpool="delta"``)
+    max pooling and (``products="delta"``) product of tensors of a ``KerasModel``; the ReLU
+    of a :class:`FunctionModel` given through its ``relu_kwarg``. The model must then run on
+    ``[x; x']`` batches."""
     if maxpool not in MAXPOOL_RULES:
         raise ValueError(f"unknown maxpool rule {maxpool!r}; expected one of {MAXPOOL_RULES}: "
                          "'delta' (Captum's rule, keeps summation-to-delta) or 'gradient' (the "
                          "DeepLIFT authors' default: the max pooling's gradient)")
+    if products not in PRODUCT_RULES:
+        raise ValueError(f"unknown products rule {products!r}; expected one of "
+                         f"{PRODUCT_RULES}: 'delta' (the mean gradient between the reference's "
+                         f"and the input's factors, keeps summation-to-delta) or 'gradient' "
+                         f"(the product's gradient, as Captum)")
     if hasattr(model, "with_rules"):  # model_import.KerasModel
         moving = [n for n in model.layer_names if _time_major(model._spec(n).config)]
         if moving:
@@ -179,9 +240,12 @@ def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
                 f"time-major (tf.keras's time_major=True: the batch on axis 1), so the "
                 f"halves would be paired wrongly. Use integrated_gradients (DeepLIFT's "
                 f"path-integral counterpart) or gradient_shap for this model")
+        found = tuple(path for path in model.relevance_layers
+                      if is_product(model._spec(path)))
         return model.with_rules(
             elementwise=RescaleRule(eps, rtol),
-            max_pool=MaxPoolDeltaRule(eps) if maxpool == "delta" else None)
+            max_pool=MaxPoolDeltaRule(eps) if maxpool == "delta" else None,
+            layer_rule=ProductRule(found) if found and products == "delta" else None)
     if isinstance(model, base.FunctionModel):
         if model.relu_kwarg is None:
             raise ValueError(
@@ -226,7 +290,7 @@ def _attribute(g: Any, delta: Any, multiply_by_inputs: bool) -> Any:
     return jax.tree_util.tree_map(lambda gi, d: gi * d[:, None], g, delta)
 
 
-def _setup(model, x, targets, head, check_finite, maxpool, eps, rtol, reduce,
+def _setup(model, x, targets, head, check_finite, maxpool, products, eps, rtol, reduce,
            multiply_by_inputs, layer, memory_budget):
     """Validation and the plan both DeepLIFT functions share: ``(prepared call, DeepLIFT
     model, multiply_by_inputs, layer target, channel axes, inputs per pass, bytes of one
@@ -240,12 +304,13 @@ def _setup(model, x, targets, head, check_finite, maxpool, eps, rtol, reduce,
     axes = p.map_channel_axes if lt is None else [lt.map_channel_axis]
     fb = 2 * base.forward_bytes(p.model, p.x)  # each input and a reference in one pass
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
-    return (p, deeplift_model(p.model, maxpool, eps, rtol), multiply_by_inputs, lt, axes, nb,
-            fb * nb // p.n)
+    return (p, deeplift_model(p.model, maxpool, eps, rtol, products), multiply_by_inputs, lt,
+            axes, nb, fb * nb // p.n)
 
 
 def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
-             baseline: ArrayLike | None = None, maxpool: str = "delta", eps: float = 1e-10,
+             baseline: ArrayLike | None = None, maxpool: str = "delta",
+             products: str = "delta", eps: float = 1e-10,
              rtol: float = 1e-4, multiply_by_inputs: bool = True, reduce: str | None = "sum",
              head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
@@ -254,9 +319,10 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
 
     ``(x - x') * m`` where ``m`` are the multipliers of the target's score: the backward
     pass with every elementwise activation's derivative replaced by its secant slope between
-    ``x`` and the reference ``x'`` and every max pooling by the ``maxpool`` rule (see the
-    module). With the default ``reduce="sum"`` each map sums to ``S(x) - S(x')`` on networks
-    of affine layers, elementwise activations and max pooling.
+    ``x`` and the reference ``x'``, every max pooling by the ``maxpool`` rule and every
+    product of tensors by the ``products`` rule (see the module). With the default
+    ``reduce="sum"`` each map sums to ``S(x) - S(x')`` on networks of affine layers,
+    elementwise activations, max pooling and products of tensors.
 
     Args:
       model, x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
@@ -268,6 +334,11 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
         ``(N, H, W, C)`` (per input; a structure of them for several inputs).
       maxpool: ``"delta"`` (default; Captum's rule, keeps summation-to-delta) or
         ``"gradient"`` (the max pooling's own gradient, the DeepLIFT authors' default).
+      products: ``"delta"`` (default; a product of tensors -- ``Multiply``, an unnormalized
+        ``Dot``, ``x * y`` or ``matmul`` operations, as in squeeze-and-excitation blocks and
+        attention written with operations -- gives each factor the mean of its gradient
+        between the reference's factors and the input's, which keeps summation-to-delta)
+        or ``"gradient"`` (its gradient at the input, as Captum).
       eps, rtol: where ``|z - z'| < eps + rtol * max(|z|, |z'|)`` a rule uses the plain
         gradient instead of the secant (Captum: ``|z - z'| < eps``, 1e-10). ``rtol``
         (default 1e-4) keeps float rounding out of the secant: XLA may round the input's
@@ -286,8 +357,8 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``).
     """
     p, dl, multiply_by_inputs, lt, axes, nb, fb = _setup(
-        model, x, targets, head, check_finite, maxpool, eps, rtol, reduce, multiply_by_inputs,
-        layer, memory_budget)
+        model, x, targets, head, check_finite, maxpool, products, eps, rtol, reduce,
+        multiply_by_inputs, layer, memory_budget)
     b = check_baseline(baseline, p.x)
     chunk = base.chunk_for(p.spec.num, fb, chunk_size, memory_budget, rows=2 * nb)
     m, spec, info = p.model, p.spec, p.info
@@ -314,7 +385,8 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
 
 def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
                   baselines: ArrayLike | None = None, maxpool: str = "delta",
-                  eps: float = 1e-10, rtol: float = 1e-4, multiply_by_inputs: bool = True,
+                  products: str = "delta", eps: float = 1e-10, rtol: float = 1e-4,
+                  multiply_by_inputs: bool = True,
                   reduce: str | None = "sum", batch_baselines: int | None = None,
                   head: str | None = None, chunk_size: int | None = None,
                   memory_budget: int | None = None, precision: str | None = None,
@@ -325,9 +397,9 @@ def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
     sampling): every input is paired with every baseline.
 
     Args:
-      model, x, targets, maxpool, eps, rtol, multiply_by_inputs, reduce, head, chunk_size,
-        memory_budget, precision, check_finite, layer: as in :func:`deeplift` (``layer``:
-        Captum's ``LayerDeepLiftShap``).
+      model, x, targets, maxpool, products, eps, rtol, multiply_by_inputs, reduce, head,
+        chunk_size, memory_budget, precision, check_finite, layer: as in :func:`deeplift`
+        (``layer``: Captum's ``LayerDeepLiftShap``).
       baselines: the reference distribution ``(B, H, W, C)`` (a structure of them for
         several inputs), e.g. a few dozen training images; one reference ``(H, W, C)``, a
         number or ``None`` (zeros) make it :func:`deeplift`.
@@ -337,8 +409,8 @@ def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``).
     """
     p, dl, multiply_by_inputs, lt, axes, nb, fb = _setup(
-        model, x, targets, head, check_finite, maxpool, eps, rtol, reduce, multiply_by_inputs,
-        layer, memory_budget)
+        model, x, targets, head, check_finite, maxpool, products, eps, rtol, reduce,
+        multiply_by_inputs, layer, memory_budget)
     dist = check_baselines(baselines, p.x)
     n_ref = int(jax.tree_util.tree_leaves(dist)[0].shape[0])
     batch_baselines = base.auto_batch(n_ref, fb, batch_baselines, memory_budget,

@@ -528,13 +528,15 @@ class LayerRules:
 
         def bwd(res, r):
             p, a, z = res
-            return (jax.tree_util.tree_map(_no_cotangent, p), *rule.relevance(f, p, a, z, r))
+            return (jax.tree_util.tree_map(no_cotangent, p), *rule.relevance(f, p, a, z, r))
 
         call.defvjp(fwd, bwd)
         return call(params, *args)
 
 
-def _no_cotangent(v: Any) -> Any:
+def no_cotangent(v: Any) -> Any:
+    """The zero cotangent of ``v`` (``float0`` for integers): what a rule's ``custom_vjp``
+    returns for the params it takes as an argument."""
     if jnp.issubdtype(jnp.result_type(v), jnp.inexact):
         return jnp.zeros_like(v)
     return np.zeros(np.shape(v), jax.dtypes.float0)
@@ -623,7 +625,8 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
 _PRODUCT_RULES = (Uniform, SignalTakeAll)
 
 
-def _is_product(spec: Any) -> bool:
+def is_product(spec: Any) -> bool:
+    """Whether a layer (its ``LayerSpec``) multiplies tensors (``LayerImpl.merge``)."""
     return getattr(spec.impl, "merge", None) == "product"
 
 
@@ -633,7 +636,7 @@ def _unnamed(spec: Any, r: LRPRule) -> LRPRule:
     layers pass relevance on, attention layers take the epsilon rule instead of one that
     changes weights (their query and key kernels set the attention weights that LRP holds
     constant), and other layers the epsilon rule instead of the uniform one."""
-    if _is_product(spec):
+    if is_product(spec):
         return r if isinstance(r, _PRODUCT_RULES) else Uniform(r.epsilon)
     if isinstance(r, _PRODUCT_RULES):
         return Epsilon(r.epsilon)
@@ -647,12 +650,12 @@ def _unnamed(spec: Any, r: LRPRule) -> LRPRule:
 def _check_product(path: str, spec: Any, r: LRPRule) -> None:
     """A rule named for a layer: the uniform and signal-take-all rules are for products of
     tensors only, and a product takes no rule that changes weights (it has none)."""
-    if isinstance(r, _PRODUCT_RULES) and not _is_product(spec):
+    if isinstance(r, _PRODUCT_RULES) and not is_product(spec):
         name = "lrp_uniform()" if isinstance(r, Uniform) else "lrp_signal_take_all()"
         raise ValueError(f"lrp: {name} is a rule of products of tensors (Multiply, Dot, "
                          f"x * y, matmul); {path!r} ({spec.class_name}) is not one: give it "
                          f"another rule")
-    if _is_product(spec) and r.changes_weights:
+    if is_product(spec) and r.changes_weights:
         raise ValueError(f"lrp: {path!r} ({spec.class_name}) multiplies tensors and has no "
                          f"weights for {type(r).__name__} to change: give it lrp_uniform() "
                          f"(its default), lrp_signal_take_all(i) or lrp_epsilon() (every "
