@@ -42,7 +42,7 @@ from jaxsal._src import base
 from jaxsal._src.gradient_shap import check_baselines
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import _start, check_baseline
-from jaxsal._src.lrp_rules import is_product, no_cotangent
+from jaxsal._src.lrp_rules import is_product, with_backward
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import pullback_at, resolve_predicted
 from jaxsal._src.validate import LayerTarget, check_flag, prepare, prepare_layer
@@ -176,34 +176,28 @@ class ProductRule:
 
     def __call__(self, f: Callable[..., Array], params: Any, *args: Array,
                  name: str | None) -> Array:
-        if name is None or name not in self.products:
+        if name not in self.products:
             return f(params, *args)
         n = len(jax.tree_util.tree_leaves(args))  # a merge's factors come as one list
         nodes, weights = np.polynomial.legendre.leggauss((n + 1) // 2)
-        ts, ws = (nodes + 1) / 2, weights / 2  # on [0, 1]
         tmap = jax.tree_util.tree_map
 
-        # params are an argument (no multiplier), not closed over, as in lrp's rules
-        @jax.custom_vjp
-        def call(p, *a):
-            return f(p, *a)
-
-        def fwd(p, *a):
-            return f(p, *a), (p, a)
-
-        def bwd(res, g):
-            p, a = res
-            start = tmap(lambda v: _both(_halves(v)[1]), a)
-            delta = tmap(lambda v: _both(_halves(v)[0] - _halves(v)[1]), a)
+        def mean_gradient(p, a, _, g):
+            ref, delta = tmap(lambda v: _both(_halves(v)[1]), a), tmap(_delta, a)
             total = None
-            for t, w in zip(ts, ws):
-                point = tmap(lambda s0, d: s0 + float(t) * d, start, delta)
+            for t, w in zip((nodes + 1) / 2, weights / 2):  # on [0, 1]
+                point = tmap(lambda r, d: r + float(t) * d, ref, delta)
                 cot = tmap(lambda c: float(w) * c, jax.vjp(lambda *v: f(p, *v), *point)[1](g))
                 total = cot if total is None else tmap(jnp.add, total, cot)
-            return (tmap(no_cotangent, p), *total)
+            return total
 
-        call.defvjp(fwd, bwd)
-        return call(params, *args)
+        return with_backward(f, mean_gradient, params, args)
+
+
+def _delta(v: Array) -> Array:
+    """``[a - a'; a - a']`` of a batch ``[a; a']``."""
+    x, ref = _halves(v)
+    return _both(x - ref)
 
 
 def _time_major(config: Any) -> bool:

@@ -516,22 +516,31 @@ class LayerRules:
                           jax.ShapeDtypeStruct):  # several outputs (attention scores too)
             return f(params, *args)
 
-        # params are an argument (no relevance), not closed over: a rule inside a scan (an
-        # RNN cell's) must not capture the scan's outer values
-        @jax.custom_vjp
-        def call(p, *a):
-            return rule.forward(f, p, a)
+        return with_backward(lambda p, *a: rule.forward(f, p, a),
+                             lambda p, a, z, r: rule.relevance(f, p, a, z, r), params, args)
 
-        def fwd(p, *a):
-            z = rule.forward(f, p, a)
-            return z, (p, a, z)
 
-        def bwd(res, r):
-            p, a, z = res
-            return (jax.tree_util.tree_map(no_cotangent, p), *rule.relevance(f, p, a, z, r))
+def with_backward(forward: Callable[..., Any], backward: Callable[..., Sequence[Any]],
+                  params: Any, args: Sequence[Any]) -> Any:
+    """``forward(params, *args)`` whose backward pass is ``backward(params, args, out,
+    cotangent)`` (a sequence: one cotangent per argument) instead of its gradient; ``params``
+    get zero cotangents. They are an argument, not closed over: a rule inside a scan (an RNN
+    cell's) must not capture the scan's outer values."""
 
-        call.defvjp(fwd, bwd)
-        return call(params, *args)
+    @jax.custom_vjp
+    def call(p, *a):
+        return forward(p, *a)
+
+    def fwd(p, *a):
+        z = forward(p, *a)
+        return z, (p, a, z)
+
+    def bwd(res, g):
+        p, a, z = res
+        return (jax.tree_util.tree_map(no_cotangent, p), *backward(p, a, z, g))
+
+    call.defvjp(fwd, bwd)
+    return call(params, *args)
 
 
 def no_cotangent(v: Any) -> Any:
