@@ -12,15 +12,15 @@ where ``z`` and ``z'`` are equal up to ``eps`` and ``rtol``), and through a max 
 (``maxpool="delta"``, Captum's rule) each window's output difference placed at the position of
 the larger of the two maxima and divided by that position's input difference, and through a
 product of tensors (``products="delta"``: ``Multiply``, an unnormalized ``Dot``, ``x * y`` and
-``matmul`` operations) the mean of its gradient along the straight line from the reference's
-factors to the input's (:class:`ProductRule`; for two factors the gradient at their
-midpoint: ``d(ab) = da (b + b')/2 + (a + a')/2 db``, each factor its own first-order term and
-half of the interaction ``da db``). The attribution is ``(x - x') * m``. For a network of
-affine layers, elementwise activations, max pooling and products it sums to
-``S(x) - S(x')`` ("summation-to-delta"); other operations (softmax over an axis,
-normalization over features, the gates inside recurrent cells) pass their gradient, as in
-Captum, and break that sum. Captum passes products their gradient too
-(``products="gradient"``).
+``matmul`` operations, and the gated state updates inside recurrent cells) the mean of its
+gradient along the straight line from the reference's factors to the input's
+(:class:`ProductRule`; for two factors the gradient at their midpoint: ``d(ab) = da (b +
+b')/2 + (a + a')/2 db``, each factor its own first-order term and half of the interaction
+``da db``). The attribution is ``(x - x') * m``. For a network of affine layers, elementwise
+activations, max pooling, products and recurrent cells it sums to ``S(x) - S(x')``
+("summation-to-delta"); other operations (softmax over an axis, normalization over
+features) pass their gradient, as in Captum, and break that sum. Captum passes products and
+the cells' gates their gradient too (``products="gradient"``).
 
 The rules need the reference's activations at every nonlinearity. As Captum does, the input
 and its reference run as one batch ``[x; x']`` (one forward pass), and the rules --
@@ -163,23 +163,29 @@ class _RescaleReLU:
 @dataclasses.dataclass(frozen=True)
 class ProductRule:
     """DeepLIFT's multipliers for products of tensors, as a ``Runtime.layer_rule`` acting on
-    the layers in ``products`` (paths; every other layer is computed as it is). On a batch
-    ``[a; a']`` of each of the ``n`` factors, the backward pass gives every factor the mean
-    of the product's gradient along the straight line ``a' + t (a - a')``, ``t`` in
-    ``[0, 1]``: an integral of a polynomial of degree ``n - 1`` in ``t``, computed exactly by
-    Gauss-Legendre quadrature at ``ceil(n / 2)`` points (for two factors, or a ``matmul``,
-    the gradient at the midpoint ``(a + a') / 2``). The factors' contributions then sum to
-    the product's difference exactly (summation-to-delta); for two factors they are the
-    Shapley values of the two-player game ``a * b``."""
+    the layers in ``products`` (paths) and on the steps inside layers (``name=None``: an RNN
+    cell's projections and gated state updates, through ``Runtime.rule``); every other layer
+    is computed as it is. On a batch ``[a; a']`` of each of the ``n`` factors, the backward
+    pass gives every factor the mean of the product's gradient along the straight line
+    ``a' + t (a - a')``, ``t`` in ``[0, 1]``: an integral of a polynomial of degree ``n - 1``
+    in ``t``, computed exactly by Gauss-Legendre quadrature at ``ceil(n / 2)`` points (for
+    two factors, a ``matmul``, or a cell's step, a polynomial of degree at most 2 in its
+    tensors by ``Runtime.rule``'s contract: the gradient at the midpoint ``(a + a') / 2``).
+    The factors' contributions then sum to the product's difference exactly
+    (summation-to-delta); for two factors they are the Shapley values of the two-player game
+    ``a * b``."""
 
     products: tuple[str, ...]
 
     def __call__(self, f: Callable[..., Array], params: Any, *args: Array,
                  name: str | None) -> Array:
-        if name not in self.products:
+        if name is None:  # a step inside a layer: of degree <= 2 in its tensors
+            degree = 2
+        elif name in self.products:
+            degree = len(jax.tree_util.tree_leaves(args))  # a merge's factors: one list
+        else:
             return f(params, *args)
-        n = len(jax.tree_util.tree_leaves(args))  # a merge's factors come as one list
-        nodes, weights = np.polynomial.legendre.leggauss((n + 1) // 2)
+        nodes, weights = np.polynomial.legendre.leggauss((degree + 1) // 2)
         tmap = jax.tree_util.tree_map
 
         def mean_gradient(p, a, _, g):
@@ -239,7 +245,7 @@ def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
         return model.with_rules(
             elementwise=RescaleRule(eps, rtol),
             max_pool=MaxPoolDeltaRule(eps) if maxpool == "delta" else None,
-            layer_rule=ProductRule(found) if found and products == "delta" else None)
+            layer_rule=ProductRule(found) if products == "delta" else None)
     if isinstance(model, base.FunctionModel):
         if model.relu_kwarg is None:
             raise ValueError(
@@ -330,9 +336,10 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
         ``"gradient"`` (the max pooling's own gradient, the DeepLIFT authors' default).
       products: ``"delta"`` (default; a product of tensors -- ``Multiply``, an unnormalized
         ``Dot``, ``x * y`` or ``matmul`` operations, as in squeeze-and-excitation blocks and
-        attention written with operations -- gives each factor the mean of its gradient
-        between the reference's factors and the input's, which keeps summation-to-delta)
-        or ``"gradient"`` (its gradient at the input, as Captum).
+        attention written with operations, and the gated state updates inside LSTM, GRU
+        and ConvLSTM cells -- gives each factor the mean of its gradient between the
+        reference's factors and the input's, which keeps summation-to-delta) or
+        ``"gradient"`` (its gradient at the input, as Captum).
       eps, rtol: where ``|z - z'| < eps + rtol * max(|z|, |z'|)`` a rule uses the plain
         gradient instead of the secant (Captum: ``|z - z'| < eps``, 1e-10). ``rtol``
         (default 1e-4) keeps float rounding out of the secant: XLA may round the input's

@@ -83,7 +83,10 @@ class Runtime:
     def rule(self, f: Callable[..., Array], params: Any, *args: Array) -> Array:
         """``f(params, *args)`` for an affine step inside a layer (an RNN cell's projections
         and state updates, their gates held by :meth:`held`), through ``layer_rule`` with
-        ``name=None``: ``jaxsal.lrp`` gives such steps the epsilon rule."""
+        ``name=None``: ``jaxsal.lrp`` gives such steps the epsilon rule. ``f`` must be a
+        polynomial of degree at most 2 in ``args`` (affine once the gates among them are
+        held: a gate times a value): ``jaxsal.deeplift``'s product rule takes its gradient
+        at the midpoint of the input's and the reference's arguments, exact only then."""
         if self.layer_rule is None:
             return f(params, *args)
         return self.layer_rule(f, params, *args, name=None)
