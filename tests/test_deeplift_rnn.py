@@ -1,13 +1,13 @@
 """DeepLIFT through recurrent layers: the products inside the cells (an LSTM's ``f * c + i *
-g`` and ``o * tanh(c)``, a GRU's reset and interpolation) take
-``ProductRule``'s midpoint gradient through ``Runtime.rule``, their activations (gates
-included) the rescale rule, so the multipliers sum to the score difference through the whole
+g`` and ``o * tanh(c)``, a GRU's reset and interpolation) and a ``Bidirectional`` layer's
+``mul`` merge take ``ProductRule``'s midpoint gradient through ``Runtime.rule``, their
+activations (gates included) the rescale rule, so the multipliers sum to the score difference through the whole
 sequence; with the products' gradient (``products="gradient"``, Captum's behaviour) they do
 not (checked, so that the test can fail).
 
 The truth: summation-to-delta, ``sum(map) == S(x) - S(x')``, for SimpleRNN, LSTM, GRU
-(reset after and before), stacked cells, bidirectional layers (concatenated and summed), a
-biased bidirectional LSTM and a ConvLSTM2D, with a random reference.
+(reset after and before), stacked cells, bidirectional layers (concatenated, summed and
+multiplied), a biased bidirectional LSTM and a ConvLSTM2D, with a random reference.
 """
 
 import os
@@ -34,7 +34,8 @@ def _model(kind):
 
 
 @pytest.mark.parametrize("kind", ["simple", "lstm", "gru", "gru_before", "stacked",
-                                  "bidirectional", "bidirectional_sum", "biased", "convlstm"])
+                                  "bidirectional", "bidirectional_sum", "bidirectional_mul", "biased",
+                                  "convlstm"])
 def test_recurrent_layers_sum_to_delta(tmp_path, kind):
     km = _model(kind)
     perturb_keras(km, seed=4, kernels=True)

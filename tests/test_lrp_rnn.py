@@ -6,7 +6,8 @@ it on (``Runtime.rule`` and ``Runtime.held`` in the cells of ``model_import``).
 
 The truths: an LSTM's relevance equals a NumPy transcription of that algorithm; bias-free
 SimpleRNN, LSTM, GRU (reset after and before), stacked cells, bidirectional layers (merged by
-concatenation and by a sum) and a ConvLSTM2D conserve
+concatenation, by a sum, and by a product: the uniform rule, half to each direction) and a
+ConvLSTM2D conserve
 the score at the input, where the plain gradient times input does not (checked, so that the
 test can fail); forward values are unchanged.
 """
@@ -49,13 +50,16 @@ def _rnn(kind):
     elif kind == "bidirectional":  # over the sequence, then its mean over time
         h = layers.Bidirectional(layers.LSTM(4, return_sequences=True, **nb))(inp)
         h = layers.GlobalAveragePooling1D()(h)
+    elif kind == "bidirectional_mul":  # the two directions' last outputs multiplied
+        h = layers.Bidirectional(layers.GRU(4, **nb), merge_mode="mul")(inp)
     else:  # the two directions' last outputs summed
         h = layers.Bidirectional(layers.GRU(4, **nb), merge_mode="sum")(inp)
     return keras.Model(inp, layers.Dense(2, use_bias=False, name="out")(h))
 
 
 @pytest.fixture(scope="module", params=["simple", "lstm", "gru", "gru_before", "stacked",
-                                        "bidirectional", "bidirectional_sum", "convlstm"])
+                                        "bidirectional", "bidirectional_sum", "bidirectional_mul",
+                                        "convlstm"])
 def rnn(request, tmp_path_factory):
     km = _rnn(request.param)
     perturb_keras(km, seed=2, kernels=True)

@@ -163,9 +163,10 @@ class _RescaleReLU:
 @dataclasses.dataclass(frozen=True)
 class ProductRule:
     """DeepLIFT's multipliers for products of tensors, as a ``Runtime.layer_rule`` acting on
-    the layers in ``products`` (paths) and on the steps inside layers (``name=None``: an RNN
-    cell's projections and gated state updates, through ``Runtime.rule``); every other layer
-    is computed as it is. On a batch ``[a; a']`` of each of the ``n`` factors, the backward
+    the layers in ``products`` (paths) and on the steps inside layers (``name=None``, through
+    ``Runtime.rule``: an RNN cell's projections and gated state updates, and with
+    ``product=True`` a ``Bidirectional`` layer's ``mul`` merge); every other layer is
+    computed as it is. On a batch ``[a; a']`` of each of the ``n`` factors, the backward
     pass gives every factor the mean of the product's gradient along the straight line
     ``a' + t (a - a')``, ``t`` in ``[0, 1]``: an integral of a polynomial of degree ``n - 1``
     in ``t``, computed exactly by Gauss-Legendre quadrature at ``ceil(n / 2)`` points (for
@@ -178,11 +179,11 @@ class ProductRule:
     products: tuple[str, ...]
 
     def __call__(self, f: Callable[..., Array], params: Any, *args: Array,
-                 name: str | None) -> Array:
-        if name is None:  # a step inside a layer: of degree <= 2 in its tensors
-            degree = 2
-        elif name in self.products:
+                 name: str | None, product: bool = False) -> Array:
+        if product or name in self.products:
             degree = len(jax.tree_util.tree_leaves(args))  # a merge's factors: one list
+        elif name is None:  # a step inside a layer: of degree <= 2 in its tensors
+            degree = 2
         else:
             return f(params, *args)
         nodes, weights = np.polynomial.legendre.leggauss((degree + 1) // 2)

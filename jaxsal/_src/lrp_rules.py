@@ -502,16 +502,17 @@ class LayerRules:
     default: LRPRule
     by_layer: tuple[tuple[str, LRPRule], ...] = ()
 
-    def rule_for(self, name: str | None) -> LRPRule:
-        if name is None:  # an affine step inside a layer (Runtime.rule: an RNN cell's)
-            return Epsilon(self.default.epsilon)
+    def rule_for(self, name: str | None, product: bool = False) -> LRPRule:
+        if name is None:  # a step inside a layer (Runtime.rule: an RNN cell's)
+            return Uniform(self.default.epsilon) if product else Epsilon(self.default.epsilon)
         for path, rule in self.by_layer:
             if path == name:
                 return rule
         return self.default
 
-    def __call__(self, f: Callable[..., Array], params: Any, *args: Any, name: str) -> Array:
-        rule = self.rule_for(name)
+    def __call__(self, f: Callable[..., Array], params: Any, *args: Any, name: str | None,
+                 product: bool = False) -> Array:
+        rule = self.rule_for(name, product)
         if not isinstance(jax.eval_shape(lambda *a: f(params, *a), *args),
                           jax.ShapeDtypeStruct):  # several outputs (attention scores too)
             return f(params, *args)

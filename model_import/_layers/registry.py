@@ -47,7 +47,9 @@ class Runtime:
         merge only where it merges tensors; ``f`` is the layer's call on its parameters and
         its tensor arguments, positional ones (a merge's list as one) then keyword ones, its
         constants closed over, before its fused activation; ``path`` the layer's path,
-        ``"outer/inner"`` in a nested model): how ``jaxsal.lrp`` installs its rules.
+        ``"outer/inner"`` in a nested model), and ``rule(f, params, *args, name=None,
+        product=...)`` for the steps inside a layer (:meth:`rule`): how ``jaxsal.lrp`` and
+        ``jaxsal.deeplift`` install their rules.
         Compared by value, like ``elementwise``.
       hold: ``None``, or a function applied to the values a layer derives from its inputs
         to scale or mix them (:meth:`held`): attention probabilities (``MultiHeadAttention``,
@@ -80,16 +82,20 @@ class Runtime:
         depends on, a PReLU's slopes), through the ``elementwise`` rule."""
         return f(x, *consts) if self.elementwise is None else self.elementwise(f, x, *consts)
 
-    def rule(self, f: Callable[..., Array], params: Any, *args: Array) -> Array:
+    def rule(self, f: Callable[..., Array], params: Any, *args: Array,
+             product: bool = False) -> Array:
         """``f(params, *args)`` for an affine step inside a layer (an RNN cell's projections
         and state updates, their gates held by :meth:`held`), through ``layer_rule`` with
         ``name=None``: ``jaxsal.lrp`` gives such steps the epsilon rule. ``f`` must be a
         polynomial of degree at most 2 in ``args`` (affine once the gates among them are
         held: a gate times a value): ``jaxsal.deeplift``'s product rule takes its gradient
-        at the midpoint of the input's and the reference's arguments, exact only then."""
+        at the midpoint of the input's and the reference's arguments, exact only then.
+        ``product=True``: ``f`` is instead the product of its tensors (a ``Bidirectional``
+        layer merging its directions by ``mul``), which ``jaxsal.lrp`` gives the uniform
+        rule and ``jaxsal.deeplift`` the product rule for as many factors."""
         if self.layer_rule is None:
             return f(params, *args)
-        return self.layer_rule(f, params, *args, name=None)
+        return self.layer_rule(f, params, *args, name=None, product=product)
 
     def pool(self, p: Callable[[Array], Array], x: Array) -> Array:
         """``p(x)`` for a max pooling ``p``, through the ``max_pool`` rule."""

@@ -743,10 +743,11 @@ def _bidirectional(config, ctx):
             y_rev = jnp.flip(y_rev, axis=time_axis)
         if merge_mode is None:
             out = (y, y_rev)
-        elif merge_mode in ("sum", "ave"):  # a sum: LRP's epsilon rule splits it
-            out = (rt.rule(lambda p, a, b: _MERGES[merge_mode](a, b), {}, y, y_rev),)
-        else:
+        elif merge_mode == "concat":
             out = (_MERGES[merge_mode](y, y_rev),)
+        else:  # a sum (LRP's epsilon rule splits it) or a product of the two directions
+            out = (rt.rule(lambda p, a, b: _MERGES[merge_mode](a, b), {}, y, y_rev,
+                           product=merge_mode == "mul"),)
         return out + st if (return_state or merge_mode is None) else out[0]
 
     def compute_mask(mask, *args, **kwargs):
