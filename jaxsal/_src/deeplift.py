@@ -42,7 +42,8 @@ from jaxsal._src import base
 from jaxsal._src.gradient_shap import check_baselines
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import _start, check_baseline
-from jaxsal._src.lrp_rules import is_product, with_backward
+from jaxsal._src.backward import with_backward
+from jaxsal._src.lrp_rules import is_product
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import pullback_at, resolve_predicted
 from jaxsal._src.validate import LayerTarget, check_flag, prepare, prepare_layer
@@ -87,25 +88,16 @@ class RescaleRule:
     def __call__(self, f: Callable[..., Array], x: Array, *consts: Array) -> Array:
         eps, rtol = self.eps, self.rtol
 
-        @jax.custom_vjp
-        def rule(z, *c):
-            return f(z, *c)
-
-        def fwd(z, *c):
-            y = f(z, *c)
-            return y, (z, y, c)
-
-        def bwd(res, g):
-            z, y, c = res
+        def multiplier(c, a, y, g):  # the consts c are not differentiated
+            (z,) = a
             (z1, z0), (y1, y0) = _halves(z), _halves(y)
             dz, dy = _both(z1 - z0), _both(y1 - y0)
             small = _near(z1, z0, eps, rtol)
             plain = jax.vjp(lambda v: f(v, *c), z)[1](g)[0]
             secant = g * dy / jnp.where(small, jnp.ones_like(dz), dz)
-            return (jnp.where(small, plain, secant), *(jnp.zeros_like(ci) for ci in c))
+            return (jnp.where(small, plain, secant),)
 
-        rule.defvjp(fwd, bwd)
-        return rule(x, *consts)
+        return with_backward(lambda c, z: f(z, *c), multiplier, consts, (x,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,16 +116,8 @@ class MaxPoolDeltaRule:
     def __call__(self, p: Callable[[Array], Array], x: Array) -> Array:
         eps = self.eps
 
-        @jax.custom_vjp
-        def rule(z):
-            return p(z)
-
-        def fwd(z):
-            y = p(z)
-            return y, (z, y)
-
-        def bwd(res, g):
-            z, y = res
+        def share(_, a, y, g):
+            (z,) = a
             (y1, y0), (g1, g0) = _halves(y), _halves(g)
             top = jnp.maximum(y1, y0)
             pull = jax.vjp(p, z)[1]
@@ -141,11 +125,10 @@ class MaxPoolDeltaRule:
             z1, z0 = _halves(z)
             dz = _both(z1 - z0)
             small = _near(z1, z0, eps, 0.0)
-            share = _both(u1 + u0) / jnp.where(small, jnp.ones_like(dz), dz)
-            return (jnp.where(small, pull(g)[0], share),)
+            return (jnp.where(small, pull(g)[0],
+                              _both(u1 + u0) / jnp.where(small, jnp.ones_like(dz), dz)),)
 
-        rule.defvjp(fwd, bwd)
-        return rule(x)
+        return with_backward(lambda _, z: p(z), share, (), (x,))
 
 
 @dataclasses.dataclass(frozen=True)
