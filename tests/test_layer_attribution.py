@@ -100,6 +100,32 @@ def test_layer_integrated_gradients_with_masks(text_models):
     assert np.all(ig[0, 6:] == 0) and np.all(ig[2, 4:] == 0)
 
 
+def test_masked_token_model_with_a_baseline_that_keeps_the_padding(text_models):
+    """A baseline that keeps x's padding (pad ids where x has them, another id elsewhere)
+    gives the reference x's mask: DeepLIFT (whose cell updates take the product rule) and
+    IG at the embedding of the Embedding(mask_zero) -> LSTM model then sum to
+    S(x) - S(baseline). An all-padding baseline masks every step of DeepLIFT's reference
+    run (it runs the baseline tokens, as Captum's LayerDeepLift runs the baseline), which no
+    multiplier accounts for: its sum misses."""
+    _, m, x = text_models
+    keep = np.where(x == 0, 0, 1).astype(x.dtype)
+    delta = np.asarray(m(x) - m(keep))[:, [0, 1]]
+    scale = np.abs(delta).max()
+    dl = np.asarray(jaxsal.deeplift(m, x, [0, 1], baseline=keep, layer="embedding"))
+    np.testing.assert_allclose(dl.sum(-1), delta, rtol=1e-4, atol=1e-4 * scale)
+    ig = np.asarray(jaxsal.integrated_gradients(m, x, [0, 1], baseline=keep,
+                                                layer="embedding", steps=128))
+    np.testing.assert_allclose(ig.sum(-1), delta, rtol=2e-3, atol=2e-3 * scale)
+    assert np.all(dl[0, :, 6:] == 0) and np.all(dl[2, :, 4:] == 0)
+    grad = np.asarray(jaxsal.deeplift(m, x, [0, 1], baseline=keep, layer="embedding",
+                                      products="gradient"))  # the gates' gradient: misses
+    assert np.abs(grad.sum(-1) - delta).max() > 1e-2 * scale
+    pad = np.zeros_like(x)
+    dl0 = np.asarray(jaxsal.deeplift(m, x, [0, 1], baseline=pad, layer="embedding"))
+    delta0 = np.asarray(m(x) - m(pad))[:, [0, 1]]
+    assert np.abs(dl0.sum(-1) - delta0).max() > 1e-2 * np.abs(delta0).max()
+
+
 def test_token_inputs_need_a_layer(text_models):
     m, _, x = text_models
     with pytest.raises(TypeError, match=r"integer inputs \(int32.*layer='embedding'"):
