@@ -227,15 +227,17 @@ class KerasModel:
     def with_rules(self, *, elementwise: Callable | None = None,
                    max_pool: Callable | None = None,
                    layer_rule: Callable | None = None,
-                   hold: Callable | None = None) -> "KerasModel":
-        """A new model whose elementwise activations, max poolings, relevance layers and
-        held values go through these rules (``Runtime.elementwise`` / ``.max_pool`` /
-        ``.layer_rule`` / ``.hold``; ``None`` restores the plain function): how
-        ``jaxsal.deeplift`` and ``jaxsal.lrp`` install theirs. Forward values are unchanged;
-        the weights are untouched."""
+                   hold: Callable | None = None,
+                   pairwise: Callable | None = None) -> "KerasModel":
+        """A new model whose elementwise activations, max poolings, relevance layers, held
+        values and elementwise functions of two tensors go through these rules
+        (``Runtime.elementwise`` / ``.max_pool`` / ``.layer_rule`` / ``.hold`` /
+        ``.pairwise``; ``None`` restores the plain function): how ``jaxsal.deeplift`` and
+        ``jaxsal.lrp`` install theirs. Forward values are unchanged; the weights are
+        untouched."""
         return self._replace(runtime=dataclasses.replace(
             self.runtime, elementwise=elementwise, max_pool=max_pool, layer_rule=layer_rule,
-            hold=hold))
+            hold=hold, pairwise=pairwise))
 
     def with_backprop(self, mode: str) -> "KerasModel":
         """``"standard"``, ``"guided"`` (Springenberg et al. 2015) or ``"deconvnet"`` (Zeiler &

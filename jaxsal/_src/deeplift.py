@@ -16,11 +16,13 @@ product of tensors (``products="delta"``: ``Multiply``, an unnormalized ``Dot``,
 gradient along the straight line from the reference's factors to the input's
 (:class:`ProductRule`; for two factors the gradient at their midpoint: ``d(ab) = da (b +
 b')/2 + (a + a')/2 db``, each factor its own first-order term and half of the interaction
-``da db``). The attribution is ``(x - x') * m``. For a network of affine layers, elementwise
-activations, max pooling, products and recurrent cells it sums to ``S(x) - S(x')``
+``da db``), and through an elementwise function of two tensors (a maximum, a division) each
+operand's two-player Shapley value over its difference (:class:`PairRule`). The attribution
+is ``(x - x') * m``. For a network of affine layers, elementwise activations, max pooling,
+products, recurrent cells and such functions it sums to ``S(x) - S(x')``
 ("summation-to-delta"); other operations (softmax over an axis, normalization over
-features) pass their gradient, as in Captum, and break that sum. Captum passes products and
-the cells' gates their gradient too (``products="gradient"``).
+features) pass their gradient, as in Captum, and break that sum. Captum passes products,
+the cells' gates and two-tensor functions their gradient too (``products="gradient"``).
 
 The rules need the reference's activations at every nonlinearity. As Captum does, the input
 and its reference run as one batch ``[x; x']`` (one forward pass), and the rules --
@@ -184,6 +186,58 @@ class ProductRule:
         return with_backward(f, mean_gradient, params, args)
 
 
+@dataclasses.dataclass(frozen=True)
+class PairRule:
+    """DeepLIFT's multipliers for an elementwise function ``y = f(a, b)`` of two tensors that
+    is neither a sum nor a product (a maximum, a minimum, a division, a power), as a
+    ``Runtime.pairwise`` rule: on batches ``[a; a']`` and ``[b; b']``, the two-player
+    Shapley split of ``f(a, b) - f(a', b')``, ``C_a = (f(a, b') - f(a', b') + f(a, b) -
+    f(a', b)) / 2`` and ``C_b`` likewise (SHAP's ``DeepExplainer`` splits these operations
+    so), divided by ``a - a'`` and ``b - b'`` (broadcast to ``y``'s shape) gives each
+    operand's multiplier, the partial derivative at the input where the two are equal up to
+    ``eps`` and ``rtol``. ``C_a + C_b`` is the difference exactly. Operands that do not both
+    carry the ``[x; x']`` batch axis with ``y``'s rank, or are not floats, pass their
+    gradient."""
+
+    eps: float = 1e-10
+    rtol: float = 1e-4
+
+    def __call__(self, f: Callable[[Array, Array], Array], a: Array, b: Array) -> Array:
+        y = jax.eval_shape(f, a, b)
+        paired = (jnp.ndim(a) == jnp.ndim(b) == len(y.shape) >= 1
+                  and jnp.shape(a)[0] == jnp.shape(b)[0] == y.shape[0]
+                  and y.shape[0] % 2 == 0
+                  and all(jnp.issubdtype(jnp.result_type(v), jnp.inexact) for v in (a, b, y)))
+        if not paired:
+            return f(a, b)
+        eps, rtol = self.eps, self.rtol
+
+        def shapley(_, args, y, g):
+            a, b = args
+            (a1, a0), (b1, b0), (y1, y0) = _halves(a), _halves(b), _halves(y)
+            y10, y01 = f(a1, b0), f(a0, b1)
+            shares = (_both(((y10 - y0) + (y1 - y01)) / 2), _both(((y01 - y0) + (y1 - y10)) / 2))
+            partials = (jax.jvp(lambda u: f(u, b), (a,), (jnp.ones_like(a),))[1],
+                        jax.jvp(lambda u: f(a, u), (b,), (jnp.ones_like(b),))[1])
+            cots = []
+            for v, share, partial in zip((a, b), shares, partials):
+                v1, v0 = _halves(v)
+                dv = jnp.broadcast_to(_both(v1 - v0), y.shape)
+                small = jnp.broadcast_to(_near(v1, v0, eps, rtol), y.shape)
+                m = jnp.where(small, partial, share / jnp.where(small, jnp.ones_like(dv), dv))
+                cots.append(_unbroadcast(g * m, v.shape))
+            return cots
+
+        return with_backward(lambda _, u, v: f(u, v), shapley, (), (a, b))
+
+
+def _unbroadcast(v: Array, shape: tuple) -> Array:
+    """``v`` summed over the axes where ``shape`` (of the same rank) has 1: the cotangent of
+    an operand broadcast to ``v``'s shape."""
+    axes = tuple(i for i, (s, t) in enumerate(zip(shape, v.shape)) if s == 1 and t != 1)
+    return v.sum(axis=axes, keepdims=True) if axes else v
+
+
 def _delta(v: Array) -> Array:
     """``[a - a'; a - a']`` of a batch ``[a; a']``."""
     x, ref = _halves(v)
@@ -229,7 +283,8 @@ def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
         return model.with_rules(
             elementwise=RescaleRule(eps, rtol),
             max_pool=MaxPoolDeltaRule(eps) if maxpool == "delta" else None,
-            layer_rule=ProductRule(found) if products == "delta" else None)
+            layer_rule=ProductRule(found) if products == "delta" else None,
+            pairwise=PairRule(eps, rtol) if products == "delta" else None)
     if isinstance(model, base.FunctionModel):
         if model.relu_kwarg is None:
             raise ValueError(
@@ -322,8 +377,10 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
         ``Dot``, ``x * y`` or ``matmul`` operations, as in squeeze-and-excitation blocks and
         attention written with operations, and the gated state updates inside LSTM, GRU
         and ConvLSTM cells -- gives each factor the mean of its gradient between the
-        reference's factors and the input's, which keeps summation-to-delta) or
-        ``"gradient"`` (its gradient at the input, as Captum).
+        reference's factors and the input's, and an elementwise function of two tensors --
+        ``Maximum``, ``Minimum``, ``a / b``, ``a ** b`` -- gives each operand its two-player
+        Shapley value; both keep summation-to-delta) or ``"gradient"`` (their gradient at
+        the input, as Captum).
       eps, rtol: where ``|z - z'| < eps + rtol * max(|z|, |z'|)`` a rule uses the plain
         gradient instead of the secant (Captum: ``|z - z'| < eps``, 1e-10). ``rtol``
         (default 1e-4) keeps float rounding out of the secant: XLA may round the input's

@@ -72,13 +72,14 @@ def act_on_first(fn: Callable[..., Array]) -> Callable[..., Array]:
 
 
 def elementwise_of_one(fn: Callable[[Any, Any], Any],
-                       constants: Callable[[Any, Any], tuple] | None = None
-                       ) -> Callable[..., Any]:
+                       constants: Callable[[Any, Any], tuple] | None = None,
+                       pair: bool = False) -> Callable[..., Any]:
     """``f(rt, x, y) = fn(x, y)`` for a binary elementwise ``fn``; where one operand is a
     tensor and the other a constant of no larger shape (``x + 3.0``, ``x * (1 / 6)``,
     ``2.0 ** x``), an elementwise map of that tensor, computed through ``rt.act`` (for LRP
     and DeepLIFT, an activation). ``constants(x, y)``: the operands with recorded constants
-    made arrays (tf.keras), after telling tensors from constants."""
+    made arrays (tf.keras), after telling tensors from constants. ``pair``: ``fn`` is
+    neither a sum nor a product, and on two tensors goes through ``rt.pair``."""
 
     def f(rt, x, y):
         tx, ty = isinstance(x, jax.Array), isinstance(y, jax.Array)
@@ -88,6 +89,8 @@ def elementwise_of_one(fn: Callable[[Any, Any], Any],
             t = x if tx else y
             if jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y)) == t.shape:
                 return rt.act((lambda v: fn(v, y)) if tx else (lambda v: fn(x, v)), t)
+        if pair and tx and ty:
+            return rt.pair(fn, x, y)
         return fn(x, y)
 
     return f

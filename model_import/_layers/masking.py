@@ -267,7 +267,8 @@ def _merge_operands(xs, args, mask) -> list[tuple[Array, Array | None]]:
 def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerImpl:
     """Keras 3.4+'s ``Maximum``/``Minimum`` of masked inputs: where an input is masked, the
     running result stands in for it (and it for a masked running result), so a masked step
-    of one input never wins; where every input is masked the result is the first input."""
+    of one input never wins; where every input is masked the result is the first input.
+    Each step is ``rt.pair(op, ...)``, as in the unmasked merge."""
 
     def call(params, xs, *args, rt, mask=None, **kwargs):
         out = out_mask = None
@@ -281,7 +282,7 @@ def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerIm
                 out = jnp.where(out_mask, out, x)
             out_mask = (jnp.logical_or(out_mask, m) if m is not None and out_mask is not None
                         else None)
-            out = op(out, x)
+            out = rt.pair(op, out, x)
         return out
 
     return dataclasses.replace(impl, call=call, mask_call=True,

@@ -22,19 +22,31 @@ def _as_list(xs):
     return list(xs) if isinstance(xs, (list, tuple)) else [xs]
 
 
-def _reduce_merge(op, merge=None):
+def _reduce_merge(op, merge):
     def convert(config, ctx):
         def call(params, xs, *args, rt, **kwargs):
             xs = _as_list(xs) + list(args)
             return functools.reduce(op, xs)
-        return LayerImpl(call=call, relevance=merge is not None, merge=merge)
+        return LayerImpl(call=call, relevance=True, merge=merge)
     return convert
 
 
 register_layer("Add")(_reduce_merge(jnp.add, "sum"))
 register_layer("Multiply")(_reduce_merge(jnp.multiply, "product"))
-register_layer("Maximum")(_reduce_merge(jnp.maximum))
-register_layer("Minimum")(_reduce_merge(jnp.minimum))
+
+
+def _pairwise_merge(op):
+    """``op`` of two tensors, in order for more (``Maximum``, ``Minimum``), through
+    ``rt.pair``."""
+    def convert(config, ctx):
+        def call(params, xs, *args, rt, **kwargs):
+            return functools.reduce(lambda a, b: rt.pair(op, a, b), _as_list(xs) + list(args))
+        return LayerImpl(call=call)
+    return convert
+
+
+register_layer("Maximum")(_pairwise_merge(jnp.maximum))
+register_layer("Minimum")(_pairwise_merge(jnp.minimum))
 
 
 @register_layer("Subtract")

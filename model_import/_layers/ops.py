@@ -87,8 +87,9 @@ for _names, _fn, _kw in [
     (("Multiply",), jnp.multiply, {"merge": "product"}),
     (("Divide", "TrueDivide"), jnp.true_divide, {}), (("Power",), jnp.power, {}),
     (("Maximum",), jnp.maximum, {}), (("Minimum",), jnp.minimum, {}),
-]:
-    _op(*_names, relevance="merge" in _kw, **_kw)(lambda cfg, fn=_fn: elementwise_of_one(fn))
+]:  # the ones that are not merges go through rt.pair on two tensors
+    _op(*_names, relevance="merge" in _kw, **_kw)(
+        lambda cfg, fn=_fn, pair="merge" not in _kw: elementwise_of_one(fn, pair=pair))
 
 _simple(("Matmul",), jnp.matmul, relevance=True, merge="product")
 

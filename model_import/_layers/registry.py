@@ -64,6 +64,15 @@ class Runtime:
         pooling (``MaxPooling1D/2D/3D``, ``GlobalMaxPooling1D/2D/3D``,
         ``AdaptiveMaxPooling1D/2D/3D``); ``p`` is the plain
         pooling of one array. Compared by value, like ``elementwise``.
+      pairwise: ``None``, or ``rule(f, a, b)`` applied in place of ``f(a, b)`` for every
+        elementwise function of two tensors that is neither a sum nor a product (those are
+        merges, see ``layer_rule``): the ``Maximum`` and ``Minimum`` layers (pairwise, in
+        order, for more inputs), and the Keras 3 operations ``divide``, ``true_divide``,
+        ``power``, ``maximum``, ``minimum`` and tf.keras's ``tf.math.truediv``/``divide``,
+        ``pow``, ``maximum``, ``minimum``, ``squared_difference`` (and ``/``) where both
+        operands are tensors (with a constant they are activations, ``elementwise``).
+        ``a`` and ``b`` broadcast against each other. ``jaxsal.deeplift`` installs the
+        two-player Shapley rule here. Compared by value, like ``elementwise``.
     """
 
     relu: Callable[[Array], Array] = jax.nn.relu
@@ -71,6 +80,7 @@ class Runtime:
     max_pool: Callable[[Callable[[Array], Array], Array], Array] | None = None
     layer_rule: Callable[..., Array] | None = None
     hold: Callable[[Array], Array] | None = None
+    pairwise: Callable[..., Array] | None = None
 
     def held(self, v: Array) -> Array:
         """``v``, a value a layer computes from its inputs to weigh them (attention
@@ -96,6 +106,11 @@ class Runtime:
         if self.layer_rule is None:
             return f(params, *args)
         return self.layer_rule(f, params, *args, name=None, product=product)
+
+    def pair(self, f: Callable[[Array, Array], Array], a: Array, b: Array) -> Array:
+        """``f(a, b)`` for an elementwise function ``f`` of two tensors (``Maximum``,
+        ``a / b``...), through the ``pairwise`` rule."""
+        return f(a, b) if self.pairwise is None else self.pairwise(f, a, b)
 
     def pool(self, p: Callable[[Array], Array], x: Array) -> Array:
         """``p(x)`` for a max pooling ``p``, through the ``max_pool`` rule."""

@@ -53,8 +53,12 @@ def _operands(x, y):
     return _const(x, _const(y)), _const(y, _const(x))
 
 
-def _binary(fn):
-    return elementwise_of_one(fn, _operands)
+def _binary(fn, pair=False):
+    return elementwise_of_one(fn, _operands, pair)
+
+
+def _squared_difference(x, y):
+    return jnp.square(x - y)
 
 
 def _reduce(fn):
@@ -137,11 +141,12 @@ _FUNCTIONS = {
     "math.add_n": _add_n,
     "math.subtract": _binary(jnp.subtract), "__operators__.sub": _binary(jnp.subtract),
     "math.multiply": _binary(jnp.multiply), "__operators__.mul": _binary(jnp.multiply),
-    "math.truediv": _binary(jnp.true_divide), "math.divide": _binary(jnp.true_divide),
-    "__operators__.truediv": _binary(jnp.true_divide),
-    "math.floordiv": _binary(jnp.floor_divide), "math.pow": _binary(jnp.power),
-    "math.maximum": _binary(jnp.maximum), "math.minimum": _binary(jnp.minimum),
-    "math.squared_difference": _binary(lambda x, y: jnp.square(x - y)),
+    "math.truediv": _binary(jnp.true_divide, True),
+    "math.divide": _binary(jnp.true_divide, True),
+    "__operators__.truediv": _binary(jnp.true_divide, True),
+    "math.floordiv": _binary(jnp.floor_divide), "math.pow": _binary(jnp.power, True),
+    "math.maximum": _binary(jnp.maximum, True), "math.minimum": _binary(jnp.minimum, True),
+    "math.squared_difference": _binary(_squared_difference, True),
     "linalg.matmul": _matmul,
     "math.negative": lambda rt, x: -x,
     "math.abs": lambda rt, x: jnp.abs(x),
