@@ -271,9 +271,9 @@ def _marked_difference(impl, x, ctx_rt, **kwargs):
 
 def test_every_elementwise_activation_reaches_the_runtime_rule():
     """The hooks DeepLIFT stands on: every activation string, activation layer, Keras 3
-    activation operation and tf.keras ``tf.nn`` activation goes through
-    ``Runtime.elementwise`` (activations over an axis do not), every max pooling through
-    ``Runtime.max_pool``."""
+    activation or math operation of one tensor and tf.keras ``tf.nn`` activation goes
+    through ``Runtime.elementwise`` (activations over an axis and piecewise constant
+    operations do not), every max pooling through ``Runtime.max_pool``."""
     from model_import import Runtime
     from model_import._layers import tf_ops
     from model_import._layers.registry import ConvertContext, lookup
@@ -302,14 +302,17 @@ def test_every_elementwise_activation_reaches_the_runtime_rule():
                "Softplus", "Softsign", "Selu", "HardSigmoid", "HardSilu", "SoftShrink"):
         d = _marked_difference(lookup(f"ops.{op}")({}, ctx(op)), x, rt)
         np.testing.assert_allclose(d, 1000.0, atol=1e-3, err_msg=op)
-    for op in ("Softmax", "Exp", "Add"):  # over an axis, math, two arguments
+    for op in ("Exp", "Sqrt", "Log1p", "Erf"):  # math functions of one tensor, as activations
+        d = _marked_difference(lookup(f"ops.{op}")({}, ctx(op)), jnp.abs(x), rt)
+        np.testing.assert_allclose(d, 1000.0, atol=1e-3, err_msg=op)
+    for op in ("Softmax", "Sign", "Add"):  # over an axis, piecewise constant, two arguments
         args = (x, x) if op == "Add" else (x,)
         impl = lookup(f"ops.{op}")({}, ctx(op))
         d = impl.call({}, *args, rt=rt) - impl.call({}, *args, rt=Runtime())
         np.testing.assert_allclose(np.asarray(d), 0.0, err_msg=op)
-    for fn in sorted(tf_ops._ACTIVATIONS):
+    for fn in sorted(tf_ops._ACTIVATIONS):  # (positive inputs: tf.math.log, sqrt, rsqrt)
         impl = lookup("TFOpLambda")({"function": fn}, ctx("TFOpLambda"))
-        d = _marked_difference(impl, x, rt)
+        d = _marked_difference(impl, jnp.abs(x) + 0.5, rt)
         np.testing.assert_allclose(d, 1000.0, atol=1e-3, err_msg=fn)
 
     pooled = Runtime(max_pool=lambda p, v: p(v) + 1000.0)

@@ -7,12 +7,14 @@ The truths:
   + f(a, b) - f(a', b)) / 2`` (and ``C_b`` likewise), in closed form for Keras 3's
   ``maximum``, ``minimum``, ``divide`` and ``power`` of two inputs; they sum to the
   difference.
-- Summation-to-delta through a three-input ``Maximum`` layer and a normalization written
-  with operations (``h / sum(softplus(h))``, the divisor broadcast over features),
+- Summation-to-delta through a three-input ``Maximum`` layer, and a softmax and an L2
+  normalization written with operations (their divisors broadcast over features; ``exp``,
+  ``sqrt``, ``square``... take the rescale rule as activations do),
   where the operations' gradient (``products="gradient"``, Captum's) breaks it.
 - The converters route two tensors through ``Runtime.pair`` (Keras 3 operations, the
   ``Maximum``/``Minimum`` layers, tf.keras's ``TFOpLambda`` forms), a tensor and a constant
-  through ``Runtime.act``, and sums and products through neither.
+  through ``Runtime.act``, and sums and products through neither; math functions of one
+  tensor go through ``Runtime.act``, piecewise constant ones and ``stop_gradient`` do not.
 """
 
 import os
@@ -55,13 +57,15 @@ def test_two_operands_take_their_shapley_values(tmp_path, name):
 
 
 def _pair_net():
-    """Three Dense branches merged by a Maximum layer, then a normalization written with
-    operations, ``h / sum(softplus(h))`` (the divisor (N, 1) broadcast over 6 features),
-    then Dense(3)."""
+    """Three Dense branches merged by a Maximum layer, then a softmax and an L2
+    normalization written with operations (``exp(h) / sum(exp(h))``, ``h / sqrt(sum(h**2))``:
+    divisors of shape (N, 1) broadcast over 6 features), then Dense(3)."""
     inp = keras.Input((5,))
     branches = [layers.Dense(6, activation="tanh", name=f"d{i}")(inp) for i in range(3)]
     h = layers.Maximum(name="max")(branches)
-    h = h / ops.sum(layers.Activation("softplus")(h), axis=-1, keepdims=True)
+    e = ops.exp(h)
+    h = e / ops.sum(e, axis=-1, keepdims=True) - ops.minimum(h, ops.log1p(ops.abs(h)))
+    h = h / ops.sqrt(ops.sum(ops.square(h), axis=-1, keepdims=True) + 0.1)
     return keras.Model(inp, layers.Dense(3, name="out")(h))
 
 
@@ -119,3 +123,13 @@ def test_two_tensors_go_through_the_pairwise_rule():
         assert routed("TFOpLambda", x, y, fn=fn) == (1, 0), fn
         assert routed("TFOpLambda", x, 2.0, fn=fn) == (0, 1), fn
     assert routed("TFOpLambda", x, y, fn="math.floordiv") == (0, 0)  # piecewise constant
+    for cls in ("Exp", "Log", "Sqrt", "Square", "Absolute", "Negative", "Reciprocal", "Erf",
+                "Log2", "Arctan", "Rsqrt"):
+        assert routed(f"ops.{cls}", x) == (0, 1), cls
+    for cls in ("Arctan2", "Hypot", "Logaddexp", "Fmax"):
+        assert routed(f"ops.{cls}", x, y) == (1, 0), cls
+        assert routed(f"ops.{cls}", x, 2.0) == (0, 1), cls
+    for cls in ("Sign", "Floor", "StopGradient"):
+        assert routed(f"ops.{cls}", x) == (0, 0), cls
+    for fn in ("math.exp", "math.log", "math.sqrt", "math.square", "math.abs"):
+        assert routed("TFOpLambda", x, fn=fn) == (0, 1), fn

@@ -71,14 +71,28 @@ def _op(*names: str, head_op: str | None = None, layout: bool = False, context: 
     return deco
 
 
-#: Operations among the simple ones below that are elementwise activations (``rt.act``).
-_ACTIVATION_OPS = frozenset({"Tanh", "Silu", "Softplus", "Softsign", "Selu", "LogSigmoid",
-                             "HardSigmoid", "HardSilu", "HardTanh", "TanhShrink", "SparsePlus",
-                             "SparseSigmoid"})
+#: Operations among the simple ones below that are elementwise functions of one tensor, with
+#: a derivative that is not zero almost everywhere: activations and math functions, computed
+#: through ``rt.act`` (DeepLIFT's rescale rule; LRP passes relevance through them, as through
+#: ``x ** 2.0``). Not the piecewise constant ones (``Sign``, ``Floor``...) nor ``StopGradient``.
+_ELEMENTWISE_OPS = frozenset({
+    "Tanh", "Silu", "Softplus", "Softsign", "Selu", "LogSigmoid", "HardSigmoid", "HardSilu",
+    "HardTanh", "TanhShrink", "SparsePlus", "SparseSigmoid",
+    "Negative", "Absolute", "Square", "Sqrt", "Rsqrt", "Cbrt", "Reciprocal", "Exp", "Expm1",
+    "Log", "Log1p", "Log2", "Log10", "Sin", "Cos", "Tan", "Sinh", "Cosh", "Arcsin", "Arccos",
+    "Arctan", "Arcsinh", "Arccosh", "Arctanh", "Sinc", "Erf", "Erfc", "Erfinv", "Deg2rad",
+    "Rad2deg"})
+
+#: Elementwise functions of two tensors among them, through ``rt.pair`` (``rt.act`` with a
+#: constant operand).
+_PAIR_OPS = frozenset({"Arctan2", "Hypot", "Logaddexp", "Logaddexp2", "Fmax", "Fmin"})
 
 
 def _simple(names, fn, **impl_kw):
-    _op(*names, act=names[0] in _ACTIVATION_OPS, **impl_kw)(
+    if names[0] in _PAIR_OPS:
+        _op(*names, **impl_kw)(lambda cfg: elementwise_of_one(fn, pair=True))
+        return
+    _op(*names, act=names[0] in _ELEMENTWISE_OPS, **impl_kw)(
         lambda cfg: (lambda rt, *a, **k: fn(*a, **k)))
 
 

@@ -35,8 +35,11 @@ class Runtime:
         ``f(x, *consts)`` for every elementwise activation: the activation strings (not
         the ones over an axis: ``softmax``, ``log_softmax``, ``glu``, ``sparsemax``), the
         activation layers (``ReLU``, ``LeakyReLU``, ``ELU``, ``ThresholdedReLU``, and
-        ``PReLU`` with its slopes as ``consts``) and the activation operations of Keras 3
-        (``keras.ops.relu``...) and tf.keras (``tf.nn.relu``...), and the ``sigmoid`` and
+        ``PReLU`` with its slopes as ``consts``), the activation operations of Keras 3
+        (``keras.ops.relu``...) and tf.keras (``tf.nn.relu``...), the math operations of
+        one tensor that are not piecewise constant (``keras.ops.exp``, ``sqrt``, ``abs``...,
+        ``tf.math.exp``...), operations of one tensor with a constant (``x ** 2.0``), and
+        the ``sigmoid`` and
         ``sigmoid_complement`` heads of ``KerasModel``. ``f`` is the plain
         function (built on ``relu`` above); ``consts`` are not differentiated. DeepLIFT's
         rescale rule (``jaxsal.deeplift``) is such a rule, a ``custom_vjp`` around ``f``.

@@ -238,10 +238,12 @@ def _refusal(ctx, fn_name: str, e: _Refused) -> Exception:
     return dataclasses.replace(ctx, path=None).error(f"it calls tf.{fn_name}: {e}")
 
 
-#: The elementwise activations among the functions above: computed through ``rt.act``.
+#: The elementwise activations and math functions of one tensor among the functions above:
+#: computed through ``rt.act``.
 _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", "math.softplus",
                           "nn.relu", "nn.relu6", "nn.silu", "nn.swish", "nn.elu", "nn.selu",
-                          "nn.gelu", "nn.leaky_relu"})
+                          "nn.gelu", "nn.leaky_relu", "math.negative", "math.abs",
+                          "math.square", "math.sqrt", "math.rsqrt", "math.exp", "math.log"})
 
 
 #: The wrapped functions that add or multiply tensors (``LayerImpl.merge``: LRP's rule layers
