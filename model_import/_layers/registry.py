@@ -71,7 +71,8 @@ class Runtime:
         elementwise function of two tensors that is neither a sum nor a product (those are
         merges, see ``layer_rule``): the ``Maximum`` and ``Minimum`` layers (pairwise, in
         order, for more inputs), and the Keras 3 operations ``divide``, ``true_divide``,
-        ``power``, ``maximum``, ``minimum`` and tf.keras's ``tf.math.truediv``/``divide``,
+        ``power``, ``maximum``, ``minimum``, ``fmax``, ``fmin``, ``arctan2``, ``hypot``,
+        ``logaddexp``, ``logaddexp2`` and tf.keras's ``tf.math.truediv``/``divide``,
         ``pow``, ``maximum``, ``minimum``, ``squared_difference`` (and ``/``) where both
         operands are tensors (with a constant they are activations, ``elementwise``).
         ``a`` and ``b`` broadcast against each other. ``jaxsal.deeplift`` installs the
