@@ -126,6 +126,28 @@ def test_masked_token_model_with_a_baseline_that_keeps_the_padding(text_models):
     assert np.abs(dl0.sum(-1) - delta0).max() > 1e-2 * np.abs(delta0).max()
 
 
+def test_cams_explain_token_ids_at_a_convolution(text_models):
+    """Grad-CAM and the CAMs that read no input gradient take token ids as they are: the
+    token axis is the spatial one (Embedding -> Conv1D, the default CAM layer). Grad-CAM
+    equals its definition on jax.grad at the layer; Score-CAM (it multiplies the input by
+    masks) and guided Grad-CAM (it needs the input gradient) are refused."""
+    m, _, x = text_models
+    assert jaxsal.default_cam_layer(m) == "conv" and "conv" in jaxsal.spatial_layers(m)
+    cams = np.asarray(jaxsal.gradcam(m, x, [0, 2]))
+    assert cams.shape == (4, 2, LEN)
+    for t, k in enumerate([0, 2]):
+        g, a = _layer_grad(m, x, "conv", k)  # (N, LEN, 6): "same" padding keeps LEN
+        want = np.maximum((g.mean(1, keepdims=True) * a).sum(-1), 0.0)
+        np.testing.assert_allclose(cams[:, t], want, rtol=1e-5, atol=1e-6)
+    low = np.asarray(jaxsal.gradcam(m, x, [0, 2], upsample=False))
+    np.testing.assert_allclose(low, cams, rtol=1e-5, atol=1e-6)
+    for f in (jaxsal.gradcam_plus_plus, jaxsal.layercam, jaxsal.eigencam, jaxsal.ablationcam):
+        assert np.asarray(f(m, x, 1)).shape == (4, LEN), f.__name__
+    for f in (jaxsal.scorecam, jaxsal.guided_gradcam):
+        with pytest.raises(TypeError, match="token ids"):
+            f(m, x, 1)
+
+
 def test_token_inputs_need_a_layer(text_models):
     m, _, x = text_models
     with pytest.raises(TypeError, match=r"integer inputs \(int32.*layer='embedding'"):

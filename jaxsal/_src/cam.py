@@ -50,8 +50,8 @@ from jaxsal._src import base
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
-from jaxsal._src.validate import (Prepared, check_flag, check_spatial, layer_output, prepare,
-                                  spatial_shape, to_channels_last)
+from jaxsal._src.validate import (Prepared, cam_rank, check_flag, check_spatial,
+                                  input_spatial_shape, layer_output, prepare, to_channels_last)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -69,7 +69,10 @@ def spatial_layers(model: Any) -> list[str]:
     model = base.as_model(model)
     if hasattr(model, "layers") and hasattr(model, "graph"):
         shapes = getattr(model, "input_shapes", None) or [model.input_shape]
-        ranks = {len(s) if s is not None else 3 for s in shapes} - {0, 1}  # every input's
+        dtypes = list(getattr(model.graph, "input_dtypes", None) or [None] * len(shapes))
+        # every input's rank; token ids (L,) one more (their embedding's channel axis)
+        ranks = {(len(s) if s is not None else 3) + ("int" in str(d))
+                 for s, d in zip(shapes, dtypes)} - {0, 1}
         fmt = getattr(model, "layer_data_format", lambda name: "channels_last")
         return [info.name for info in model.layers
                 if isinstance(info.output_shape, tuple) and len(info.output_shape) in ranks
@@ -130,11 +133,11 @@ def _cam_layer(p: Prepared, layer: str | None, upsample: bool = True
     must then share one spatial size (else ``upsample=False``)."""
     name, shape, fmt = layer_output(p, default_cam_layer(p.model) if layer is None else layer)
     if not p.multi:
-        check_spatial(name, shape, p.x.ndim, fmt)
+        check_spatial(name, shape, cam_rank(p.x), fmt)
         return name, shape, fmt == "channels_first", (p.spatial_shape if upsample else None)
     leaves = jax.tree_util.tree_leaves(p.x)
-    sizes = {spatial_shape(a.shape, cf) for a, cf in zip(leaves, p.formats)
-             if a.ndim == len(shape)}
+    sizes = {input_spatial_shape(a, cf) for a, cf in zip(leaves, p.formats)
+             if cam_rank(a) == len(shape)}
     if not sizes:
         raise ValueError(f"layer {name!r} has output shape {tuple(shape)} (batch first) and no "
                          "input of this model has its number of axes; a CAM needs a layer with "
@@ -150,10 +153,12 @@ def _cam_layer(p: Prepared, layer: str | None, upsample: bool = True
 
 
 def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
-                 backprop=None, upsample=True, multi_input=True) -> _CamCall:
+                 backprop=None, upsample=True, multi_input=True, tokens=True) -> _CamCall:
+    """``tokens``: integer inputs (token ids) are accepted, the CAM reading no input
+    gradient (a token axis ``L`` of ``(N, L)`` is the spatial axis)."""
     check_flag(upsample, "upsample")
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
-                spatial=True, multi_input=multi_input)
+                spatial=True, allow_int=tokens, multi_input=multi_input)
     layer, a_shape, layer_cf, size = _cam_layer(p, layer, upsample)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
@@ -736,7 +741,7 @@ def guided_gradcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str 
     """
     check_reduce(reduce)
     c = _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
-                     backprop="standard", multi_input=False)
+                     backprop="standard", multi_input=False, tokens=False)
     p, L, a_shape, lcf = c.p, c.layer, c.a_shape, c.layer_cf
     mg = base.with_options(p.model, None, "guided")
     chunk = max(1, c.chunk // 2)

@@ -28,7 +28,9 @@ def _all_finite(x):
 
 _AT_A_LAYER = ("Attribute at a layer instead, e.g. the embedding: "
                "jaxsal.integrated_gradients(model, x, layer='embedding') (also saliency, "
-               "gradient_x_input, deeplift and deeplift_shap).")
+               "gradient_x_input, deeplift, deeplift_shap and lrp); the gradient CAMs "
+               "(gradcam, ...), eigencam and ablationcam take token ids as they are, at a "
+               "layer with a token axis (a Conv1D after the embedding).")
 
 
 def integer_input(model: Any) -> str | None:
@@ -135,6 +137,10 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
     if ids_dtype is not None and not allow_int:  # the ids' gradient would be silently zero
         raise TypeError(f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
                         f"other codes), which have no gradient. {_AT_A_LAYER}")
+    if ids_dtype is not None and not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
+                        f"other codes), got dtype {dtype}; pass the ids as integers, e.g. "
+                        f"x.astype(np.int32)")
     if jnp.issubdtype(dtype, jnp.integer) and not allow_int:
         raise TypeError(f"{what}: expected a floating-point input, got integer dtype {dtype}. "
                         "Images: convert and preprocess first, e.g. x.astype(np.float32) / 255. "
@@ -144,10 +150,11 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
                         f"input, e.g. float32 in [0, 1]), got dtype {dtype}. Convert and "
                         "preprocess it first, e.g. x.astype(np.float32) / 255.")
     hint = _shape_hint(tuple(x.shape), shape, model, what)
-    if spatial and x.ndim not in (3, 4, 5):
+    if spatial and cam_rank(x) not in (3, 4, 5):
         raise ValueError(f"expected {what} with 1 to 3 axes besides the batch and channel axes "
-                         f"(signals (N, L, C), images (N, H, W, C), volumes (N, D, H, W, C)), "
-                         f"got shape {tuple(x.shape)}.{hint}")
+                         f"(signals (N, L, C), images (N, H, W, C), volumes (N, D, H, W, C); "
+                         f"token ids (N, L) with a CAM method), got shape "
+                         f"{tuple(x.shape)}.{hint}")
     if isinstance(shape, tuple) and all(isinstance(d, (int, type(None))) for d in shape):
         ok = x.ndim == len(shape) + 1 and _fits(x.shape[1:], shape)
         if not ok:
@@ -305,8 +312,9 @@ class Prepared:
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
-        """The input's spatial size: ``(H, W)`` of ``(N, H, W, C)`` or ``(N, C, H, W)``."""
-        return spatial_shape(self.x.shape, self.channels_first)
+        """The input's spatial size: ``(H, W)`` of ``(N, H, W, C)`` or ``(N, C, H, W)``;
+        ``(L,)`` of token ids ``(N, L)``."""
+        return input_spatial_shape(self.x, self.channels_first)
 
     @property
     def map_channel_axis(self) -> int:
@@ -333,6 +341,20 @@ def is_channels_first(model: Any, ndim: int) -> bool:
 def spatial_shape(shape: tuple, channels_first: bool) -> tuple[int, ...]:
     """The spatial axes' sizes of a batched ``shape``."""
     return tuple(shape[2:]) if channels_first else tuple(shape[1:-1])
+
+
+def cam_rank(x: Any) -> int:
+    """The rank of a CAM layer's output for the input ``x``: ``x``'s own (``(N, H, W, C)``
+    images), or one more for integer token ids ``(N, L)``, which an embedding gives their
+    channel axis."""
+    return x.ndim + 1 if jnp.issubdtype(x.dtype, jnp.integer) else x.ndim
+
+
+def input_spatial_shape(x: Any, channels_first: bool) -> tuple[int, ...]:
+    """The spatial size of the input ``x`` (every axis after the batch of token ids)."""
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        return tuple(x.shape[1:])
+    return spatial_shape(x.shape, channels_first)
 
 
 def _score_functions(targets: Any) -> bool:
