@@ -148,6 +148,22 @@ def test_cams_explain_token_ids_at_a_convolution(text_models):
             f(m, x, 1)
 
 
+def test_occlusion_of_token_ids(text_models):
+    """Occlusion takes token ids: each token in turn replaced by the ``fill`` id, the map
+    its score drop; a fractional fill or one outside the vocabulary is refused."""
+    m, _, x = text_models
+    got = np.asarray(jaxsal.occlusion(m, x, [0, 2], fill=1))
+    assert got.shape == (4, 2, LEN)
+    s = np.asarray(m(x))[:, [0, 2]]
+    want = np.stack([s - np.asarray(m(np.where(np.arange(LEN) == i, 1, x)))[:, [0, 2]]
+                     for i in range(LEN)], -1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="whole numbers"):
+        jaxsal.occlusion(m, x, 0, fill=0.5)
+    with pytest.raises(ValueError, match=r"fill: .*token ids must be in \[0, 30\)"):
+        jaxsal.occlusion(m, x, 0, fill=VOCAB)
+
+
 def test_token_inputs_need_a_layer(text_models):
     m, _, x = text_models
     with pytest.raises(TypeError, match=r"integer inputs \(int32.*layer='embedding'"):

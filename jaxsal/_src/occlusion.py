@@ -160,7 +160,7 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
     """
     rank = _rank(x)
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
-                spatial=rank is not None and rank != 2, multi_input=True)
+                spatial=rank is not None and rank != 2, allow_int=True, multi_input=True)
     leaves, tree = jax.tree_util.tree_flatten(p.x)
     k = len(leaves)
     if not p.multi:
@@ -174,6 +174,13 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
         what)]
     fills = tree.unflatten([check_like(f, a, "fill", w) for a, f, w in zip(
         leaves, _each(fill, p.x, k, "fill"), what)])
+    check_ids = getattr(p.model, "check_token_ids", None)
+    if check_ids is not None:  # a fill id outside an Embedding's vocabulary: NaN rows
+        try:
+            check_ids(jax.tree_util.tree_map(lambda f, a: jnp.broadcast_to(f, a.shape), fills,
+                                             p.x))
+        except ValueError as e:
+            raise ValueError(f"fill: {e}") from None
     fills, batch_size, per_image, nb = base.masked_plan(p.model, p.x, fills, batch_size,
                                                         memory_budget)
     groups = tuple(base.masked_chunk(len(q.pos), per_image, nb, batch_size, memory_budget)
@@ -221,7 +228,7 @@ def _occlude_input(m, params, xs, tree, j, plan: _Plan, group, fill, s0, sp, inf
 
     def body(g, acc):
         ks = g * group + jnp.arange(group)
-        valid = (ks < n_pos).astype(x.dtype)
+        valid = (ks < n_pos).astype(s0.dtype)
         masks = jax.vmap(mask_of)(jnp.minimum(ks, n_pos - 1))  # (G, *S)
         # (G, 1, *x.shape[1:]) with a channel axis of 1 where x has its channels
         if plan.features:
@@ -235,8 +242,8 @@ def _occlude_input(m, params, xs, tree, j, plan: _Plan, group, fill, s0, sp, inf
         co = {k: v.reshape((group, n) + v.shape[1:]) for k, v in co.items()}
         s = jax.vmap(lambda yy, cc: score_matrix(sp, info, yy, cc, ids_))(yo, co)
         drop = (s0[None] - s) * valid[:, None, None]  # (G, N, T)
-        return acc + jnp.tensordot(drop, masks.astype(x.dtype), axes=[[0], [0]])
+        return acc + jnp.tensordot(drop, masks.astype(s0.dtype), axes=[[0], [0]])
 
     total = jax.lax.fori_loop(0, -(-n_pos // group), body,
-                              jnp.zeros((n, num) + size, x.dtype))
-    return total / jnp.asarray(plan.count, x.dtype)
+                              jnp.zeros((n, num) + size, s0.dtype))  # scores' dtype: x may hold ids
+    return total / jnp.asarray(plan.count, s0.dtype)
