@@ -164,6 +164,28 @@ def test_occlusion_of_token_ids(text_models):
         jaxsal.occlusion(m, x, 0, fill=VOCAB)
 
 
+def test_shapley_methods_on_token_ids(text_models):
+    """The Shapley family takes token ids, absent tokens replaced by the ``fill`` id: exact
+    Shapley values over the 9 tokens are efficient, ``sum = S(x) - S(fill everywhere)``,
+    as KernelSHAP and Shapley sampling are; LIME needs distance='interpretable' there."""
+    m, _, x = text_models
+    delta = np.asarray(m(x) - m(np.ones_like(x)))[:, [0, 2]]
+    exact = np.asarray(jaxsal.shapley_values(m, x, [0, 2], fill=1))
+    assert exact.shape == (4, 2, LEN)
+    np.testing.assert_allclose(exact.sum(-1), delta, rtol=1e-4, atol=1e-5)
+    key = jax.random.key(0)
+    for f in (jaxsal.kernel_shap, jaxsal.shapley_value_sampling):
+        approx = np.asarray(f(m, x, [0, 2], fill=1, key=key))
+        np.testing.assert_allclose(approx.sum(-1), delta, rtol=1e-4, atol=1e-5,
+                                   err_msg=f.__name__)
+    lime = np.asarray(jaxsal.lime(m, x, 0, fill=1, key=key, distance="interpretable"))
+    assert lime.shape == (4, LEN) and np.isfinite(lime).all()
+    with pytest.raises(ValueError, match="distance='interpretable'"):
+        jaxsal.lime(m, x, 0, fill=1, key=key)
+    with pytest.raises(ValueError, match="whole numbers"):
+        jaxsal.kernel_shap(m, x, 0, fill=0.5, key=key)
+
+
 def test_token_inputs_need_a_layer(text_models):
     m, _, x = text_models
     with pytest.raises(TypeError, match=r"integer inputs \(int32.*layer='embedding'"):

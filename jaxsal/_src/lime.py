@@ -50,7 +50,7 @@ except ImportError:  # a JAX without it in jax.extend
 
 from jaxsal._src import base
 from jaxsal._src.shapley import (_endpoints, _finish, _job_options, _key, _per_input_mask,
-                                 _places, _present, _scores, _setup)
+                                 _places, _present, _scores, _setup, s_dtype)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -312,7 +312,7 @@ def kernel_shap(model: Any, x: ArrayLike, targets: Any = None, *,
                 present = _present(gid, keep)
                 xo = jnp.where(present, x[None], fill_b[None]).reshape((-1,) + x.shape[1:])
                 s = _scores(m, params, xo, sp, info, ids_rep, n_in, group) - s_empty[None]
-                z = keep.astype(x.dtype) * valid[:, None, None].astype(x.dtype)
+                z = keep.astype(s_dtype(x)) * valid[:, None, None].astype(s_dtype(x))
                 return (jnp.einsum("gnm,gnk->nmk", z, z, precision=_HIGHEST),
                         jnp.einsum("gnm,gnt->nmt", z, s, precision=_HIGHEST))
 
@@ -394,6 +394,10 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
     p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
         "lime", model, x, targets, patch, feature_mask, fill, batch_size, head,
         memory_budget, check_finite, return_groups)
+    if distance == "input" and jnp.issubdtype(p.x.dtype, jnp.integer):
+        raise ValueError("lime: distance='input' is the cosine between x and the masked "
+                         "input, which is meaningless for integer ids (token ids); pass "
+                         "distance='interpretable' (the lime package's)")
     m_groups = groups.m
     _check_groups(m_groups, "lime")
     n_draws = _check_n(n, m_groups, "lime")
@@ -420,11 +424,11 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
                     norms = jnp.sqrt(jnp.sum(xo * xo, axis=tuple(a + 1 for a in axes)))
                     d = 1.0 - dot / jnp.maximum(norms * norm_x[None], 1e-8)
                 else:  # 1 - cos(ones, z) = 1 - sqrt(|z| / M)
-                    d = 1.0 - jnp.sqrt(keep.sum(axis=-1).astype(x.dtype) / m_groups)
-                w = jnp.exp(-d * d / (2.0 * width * width)) * valid[:, None].astype(x.dtype)
+                    d = 1.0 - jnp.sqrt(keep.sum(axis=-1).astype(s_dtype(x)) / m_groups)
+                w = jnp.exp(-d * d / (2.0 * width * width)) * valid[:, None].astype(d.dtype)
                 s = _scores(m, params, xo.reshape((-1,) + x.shape[1:]), sp, info, ids_rep,
                             n_in, group) - s_full[None]  # (G, N, T)
-                c = keep.astype(x.dtype) - 0.5
+                c = keep.astype(w.dtype) - 0.5
                 wc = w[..., None] * c  # (G, N, M)
                 return (w.sum(axis=0), wc.sum(axis=0),
                         jnp.einsum("gnm,gnk->nmk", wc, c, precision=_HIGHEST),

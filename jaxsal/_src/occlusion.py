@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import check_like, prepare, spatial_shape
+from jaxsal._src.validate import check_fill_ids, check_like, prepare, spatial_shape
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -174,13 +174,7 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
         what)]
     fills = tree.unflatten([check_like(f, a, "fill", w) for a, f, w in zip(
         leaves, _each(fill, p.x, k, "fill"), what)])
-    check_ids = getattr(p.model, "check_token_ids", None)
-    if check_ids is not None:  # a fill id outside an Embedding's vocabulary: NaN rows
-        try:
-            check_ids(jax.tree_util.tree_map(lambda f, a: jnp.broadcast_to(f, a.shape), fills,
-                                             p.x))
-        except ValueError as e:
-            raise ValueError(f"fill: {e}") from None
+    check_fill_ids(p.model, fills, p.x)
     fills, batch_size, per_image, nb = base.masked_plan(p.model, p.x, fills, batch_size,
                                                         memory_budget)
     groups = tuple(base.masked_chunk(len(q.pos), per_image, nb, batch_size, memory_budget)

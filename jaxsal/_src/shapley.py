@@ -44,7 +44,8 @@ except ImportError:  # a JAX without it in jax.extend
 from jaxsal._src import base
 from jaxsal._src.occlusion import DEFAULT_PATCH, _rank, _sizes
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import check_flag, check_like, is_channels_first, prepare
+from jaxsal._src.validate import (check_fill_ids, check_flag, check_like, is_channels_first,
+                                  prepare)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -221,7 +222,7 @@ def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, featur
                         "jaxsal.FunctionModel(lambda p, img: model.apply(p, [img, other]), "
                         "model.params), with other the other inputs' values")
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
-                spatial=rank is not None and rank != 2)
+                spatial=rank is not None and rank != 2, allow_int=True)
     if p.x.ndim not in (2, 3, 4, 5):
         raise ValueError(f"{name} needs x as (N, D) features or with 1 to 3 spatial axes and a "
                          f"channel axis, got shape {tuple(p.x.shape)}")
@@ -232,9 +233,16 @@ def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, featur
                              f"{groups.columns} (ids up to {groups.columns - 1}); pass at "
                              f"least {groups.columns}, or True")
         groups = dataclasses.replace(groups, columns=columns)
-    fill, batch_size, per_image, nb = base.masked_plan(
-        p.model, p.x, check_like(fill, p.x, "fill"), batch_size, memory_budget)
+    fill = check_like(fill, p.x, "fill")  # token ids: an id
+    check_fill_ids(p.model, fill, p.x)
+    fill, batch_size, per_image, nb = base.masked_plan(p.model, p.x, fill, batch_size,
+                                                       memory_budget)
     return p, groups, fill, batch_size, per_image, nb, return_groups
+
+
+def s_dtype(x: Array):
+    """The float dtype of coalition weights for inputs ``x`` (float32 for token ids)."""
+    return jnp.promote_types(x.dtype, jnp.float32)
 
 
 def _scores(m, params, x, sp, info, ids_rep, n, g):
@@ -400,7 +408,7 @@ def shapley_values(model: Any, x: ArrayLike, targets: Any = None, *,
                 size = keep.sum(axis=1, dtype=jnp.int32)[:, None]
                 coef = jnp.where(keep, w[jnp.maximum(size - 1, 0)],
                                  -w[jnp.minimum(size, m_groups - 1)])
-                coef = jnp.where(valid[:, None], coef, 0.0).astype(x.dtype)
+                coef = jnp.where(valid[:, None], coef, 0.0).astype(s_dtype(x))
                 present = jnp.take(keep, gid, axis=1)  # (G, 1|N, ...)
                 xo = jnp.where(present, x[None], fill_b[None]).reshape((-1,) + x.shape[1:])
                 s = _scores(m, params, xo, sp, info, ids_rep, n, group)
@@ -501,9 +509,9 @@ def shapley_value_sampling(model: Any, x: ArrayLike, targets: Any = None, *,
                 # the prefix's score, v - v(empty), goes to the group put back last (+) and to
                 # the next one (-); the last prefix also credits v(all) - v(empty) to the
                 # last group: every order's credits telescope to v(all) - v(empty)
-                ok = valid[:, None, None].astype(x.dtype)
-                nxt = (rank == j).astype(x.dtype) * ok  # (G, N, M) one-hot
-                step = (rank == j - 1).astype(x.dtype) * ok - nxt
+                ok = valid[:, None, None].astype(s_dtype(x))
+                nxt = (rank == j).astype(ok.dtype) * ok  # (G, N, M) one-hot
+                step = (rank == j - 1).astype(ok.dtype) * ok - nxt
                 out = jnp.einsum("gnt,gnm->ntm", s, step, precision=_HIGHEST)
                 end = jnp.where(j == steps, nxt, 0.0).sum(axis=0)  # (N, M)
                 return out + gain[:, :, None] * end[:, None, :]

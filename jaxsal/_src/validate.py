@@ -237,6 +237,18 @@ def check_like(value: Any, a: Any, name: str, what: str = "x") -> Array:
     return v
 
 
+def check_fill_ids(model: Any, fill: Any, x: Any, name: str = "fill") -> None:
+    """A ``fill`` (in ``x``'s structure) that puts token ids outside an input
+    ``Embedding``'s vocabulary into the model (NaN rows) is refused."""
+    check_ids = getattr(model, "check_token_ids", None)
+    if check_ids is None:
+        return
+    try:
+        check_ids(jax.tree_util.tree_map(lambda f, a: jnp.broadcast_to(f, a.shape), fill, x))
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
 def check_flag(value: Any, name: str) -> bool:
     """A boolean option (``upsample``, ``softmax``, ``check_finite``...) as a ``bool``:
     ``True``/``False`` (NumPy bools, and the ints 0 and 1, too); anything else, a string
