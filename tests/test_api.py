@@ -38,7 +38,8 @@ def test_contract_names_exist():
                  "eigengradcam", "gradcam_elementwise", "ablationcam",
                  "blur_integrated_gradients", "guided_integrated_gradients", "gradient_shap",
                  "shapley_values", "shapley_value_sampling", "fullgrad", "rise", "deeplift",
-                 "deeplift_shap", "lrp", "kernel_shap", "lime",
+                 "deeplift_shap", "lrp", "kernel_shap", "lime", "layer_conductance",
+                 "internal_influence",
                  "normalize", "explain_to_file"):
         assert callable(getattr(jaxsal, name)), name
     assert callable(model_import.load_keras)

@@ -56,7 +56,8 @@ ALL = [jaxsal.saliency, jaxsal.gradient_x_input, jaxsal.guided_backprop, jaxsal.
        jaxsal.gradient_shap, jaxsal.blur_integrated_gradients,
        jaxsal.guided_integrated_gradients, jaxsal.shapley_values,
        jaxsal.shapley_value_sampling, jaxsal.fullgrad, jaxsal.rise, jaxsal.deeplift,
-       jaxsal.deeplift_shap, jaxsal.lrp, jaxsal.kernel_shap, jaxsal.lime]
+       jaxsal.deeplift_shap, jaxsal.lrp, jaxsal.kernel_shap, jaxsal.lime,
+       jaxsal.layer_conductance, jaxsal.internal_influence]
 OPTS = {jaxsal.smoothgrad: dict(key=0, n=2), jaxsal.integrated_gradients: dict(steps=4),
         jaxsal.gradient_shap: dict(key=0, n=2), jaxsal.blur_integrated_gradients: dict(steps=4),
         jaxsal.guided_integrated_gradients: dict(steps=4),
@@ -64,7 +65,9 @@ OPTS = {jaxsal.smoothgrad: dict(key=0, n=2), jaxsal.integrated_gradients: dict(s
         jaxsal.scorecam: dict(top_k=2),
         jaxsal.shapley_values: dict(patch=3), jaxsal.shapley_value_sampling: dict(key=0, n=2,
                                                                                   patch=3),
-        jaxsal.kernel_shap: dict(key=0, n=2, patch=3), jaxsal.lime: dict(key=0, n=2, patch=3)}
+        jaxsal.kernel_shap: dict(key=0, n=2, patch=3), jaxsal.lime: dict(key=0, n=2, patch=3),
+        jaxsal.layer_conductance: dict(layer="conv2d_2", steps=2),
+        jaxsal.internal_influence: dict(layer="conv2d_2", steps=2)}
 
 
 def _name(f):

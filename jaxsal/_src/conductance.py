@@ -1,0 +1,166 @@
+"""Layer conductance and internal influence: gradients at a layer along the input's path.
+
+Both walk the straight path ``x(a) = x' + a (x - x')`` in *input* space (unlike
+``integrated_gradients(layer=...)``, whose path runs in the layer's space) and read the
+target's gradient at a layer's output ``A``, ``G(a) = dS/dA (x(a))``:
+
+- conductance (Dhamdhere, Sundararajan & Yan, 2018, "How Important Is a Neuron?"; Captum's
+  ``LayerConductance``): ``integral_0^1 G(a) * dA(x(a))/da da``, each unit's share of the
+  score's change. Summed over a layer that every path from the input to the output crosses,
+  it is ``S(x) - S(x')`` (the chain rule, integrated) up to the quadrature error.
+- internal influence (Leino et al., 2018, "Influence-Directed Explanations for Deep
+  Convolutional Networks"; Captum's ``InternalInfluence``): ``integral_0^1 G(a) da``.
+
+The conductance integral is taken by the trapezoid rule on ``steps + 1`` points ``a_k =
+k / steps``, ``sum_k (G_k + G_{k+1}) / 2 * (A_{k+1} - A_k)``, written as ``sum_k G_k c_k``
+with ``c_k = (A_{k+1} - A_{k-1}) / 2`` (the ends' own differences halved), so each point's
+gradients are weighed and summed as they come: memory holds one group of points at a time.
+Each point costs a forward and backward pass, and for conductance two forward passes up to
+the layer (its neighbours' ``A``). Every target's gradients come from one backward pass per
+point (vmapped pullbacks), as in the other gradient methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsal._src import base
+from jaxsal._src.gradients import first_only
+from jaxsal._src.integrated import RULES, _start, check_baseline, quadrature
+from jaxsal._src.postprocess import _reduce_inputs, check_reduce
+from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model
+from jaxsal._src.validate import prepare, prepare_layer
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+def _layer_path(name: str, weigh: Callable, alphas: Any, model: Any, x: ArrayLike,
+                targets: Any, *, layer: str, baseline: Any, batch_steps: int | None,
+                reduce: str | None, head: str | None, chunk_size: int | None,
+                memory_budget: int | None, precision: str | None, check_finite: bool) -> Array:
+    """``sum_k weigh(ks, G, A_at)`` over the path points ``alphas`` (``(P,)``), in groups
+    ``ks``: ``G`` the ``(b, N, Tc, *A)`` layer gradients at a group's points, ``A_at(ks)``
+    the layer's output at points ``ks`` (``(b, N, *A)``)."""
+    check_reduce(reduce)
+    p = prepare(model, x, targets, head=head, check_finite=check_finite, multi_input=True)
+    lt = prepare_layer(p, layer, reduce)
+    b = check_baseline(baseline, p.x)
+    points = len(alphas)
+    nb, batch_steps, chunk = base.sampling_plan(p.model, p.x, p.n, p.spec.num, points,
+                                                batch_steps, "batch_steps", chunk_size,
+                                                memory_budget)
+    m, spec, info, L = p.model, p.spec, p.info, lt.name
+
+    def build():
+        def run(params, x, ids, baseline):
+            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            x0 = _start(baseline, x)
+            n = jax.tree_util.tree_leaves(x)[0].shape[0]
+            path = jnp.asarray(alphas)
+
+            def inputs(ks):  # the path points of ks, stacked: (b * N, ...)
+                def point(s, e):
+                    ak = path[ks].reshape((-1,) + (1,) * e.ndim).astype(e.dtype)
+                    return (s[None] + ak * (e - s)[None]).reshape((-1,) + e.shape[1:])
+
+                return jax.tree_util.tree_map(point, x0, x)
+
+            def A_at(ks):
+                A = run_model(m, params, inputs(ks), (L,))[1][L]
+                return A.reshape((len(ks), n) + A.shape[1:])
+
+            def chunk_fn(ts):
+                def group(ks, valid):
+                    k = len(ks)
+                    _, _, pull = layer_pullback(m, params, inputs(ks), L,
+                                                (k * n,) + lt.shape[1:], sp, info,
+                                                base.tile_batch(ids_, k))
+                    G = jax.vmap(pull, out_axes=1)(ts)  # (k * N, Tc, *A)
+                    out = weigh(ks, G.reshape((k, n) + G.shape[1:]), A_at)
+                    mask = valid.reshape((k,) + (1,) * (out.ndim - 1))
+                    return jnp.where(mask, out, 0.0).sum(axis=0)
+
+                total = base.sum_groups(group, points, batch_steps)
+                return _reduce_inputs(total, reduce, [lt.map_channel_axis])
+
+            return first_only(base.map_chunks(chunk_fn, spec.num, chunk), spec.class_axis)
+
+        return run
+
+    key = (name, p.key, spec, info, tuple(map(float, alphas)), batch_steps, reduce, chunk, nb,
+           lt)
+    return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3,)),
+                         precision)(p.params, p.x, p.ids, b)
+
+
+def layer_conductance(model: Any, x: ArrayLike, targets: Any = None, *, layer: str,
+                      baseline: ArrayLike | None = None, steps: int = 50,
+                      batch_steps: int | None = None, reduce: str | None = "sum",
+                      head: str | None = None, chunk_size: int | None = None,
+                      memory_budget: int | None = None, precision: str | None = None,
+                      check_finite: bool = True) -> Array:
+    """Conductance of a layer's units (Dhamdhere et al., 2018; Captum's
+    ``LayerConductance``): along the straight path from ``baseline`` to ``x``, the target's
+    gradient at the layer's output times that output's change, integrated (trapezoid rule
+    on ``steps + 1`` points; see the module). Summed over a layer that every path from the
+    input to the output crosses, the map is ``S(x) - S(baseline)`` up to the quadrature
+    error.
+
+    Args:
+      model, x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
+        :func:`jaxsal.saliency` (a model of several inputs: every input moves on its own
+        straight path).
+      layer: the layer whose output's units are explained.
+      baseline: the path's start, as in :func:`jaxsal.integrated_gradients`.
+      steps: path segments (``steps + 1`` gradient evaluations).
+      batch_steps: path points per batched pass (default: from ``memory_budget``).
+      reduce: channel reduction of the layer's output (the default signed ``"sum"`` keeps
+        the sum over units); ``None`` keeps every unit.
+    Returns:
+      ``(N, *A)`` or ``(N, T, *A)``: the layer's output shape with its channel axis reduced.
+    """
+    quadrature(steps, "left")  # steps: an int >= 1
+    alphas = np.arange(steps + 1, dtype=np.float32) / steps
+
+    def weigh(ks, G, A_at):  # c_k = (A_{k+1} - A_{k-1}) / 2, the ends' own differences halved
+        c = 0.5 * (A_at(jnp.minimum(ks + 1, steps)) - A_at(jnp.maximum(ks - 1, 0)))
+        return G * c[:, :, None].astype(G.dtype)
+
+    return _layer_path("layer_conductance", weigh, alphas, model, x, targets, layer=layer,
+                       baseline=baseline, batch_steps=batch_steps, reduce=reduce, head=head,
+                       chunk_size=chunk_size, memory_budget=memory_budget,
+                       precision=precision, check_finite=check_finite)
+
+
+def internal_influence(model: Any, x: ArrayLike, targets: Any = None, *, layer: str,
+                       baseline: ArrayLike | None = None, steps: int = 50,
+                       rule: str = "trapezoid", batch_steps: int | None = None,
+                       reduce: str | None = "sum", head: str | None = None,
+                       chunk_size: int | None = None, memory_budget: int | None = None,
+                       precision: str | None = None, check_finite: bool = True) -> Array:
+    """Internal influence (Leino et al., 2018; Captum's ``InternalInfluence``): the target's
+    gradient at a layer's output averaged along the straight path from ``baseline`` to
+    ``x``, ``integral_0^1 dS/dA (x' + a (x - x')) da``, by the quadrature ``rule`` of
+    :func:`jaxsal.integrated_gradients` on ``steps`` points.
+
+    Arguments as in :func:`layer_conductance`; ``rule``: ``"trapezoid"`` (default),
+    ``"left"``, ``"right"``, ``"middle"`` or ``"gausslegendre"``. Returns ``(N, *A)`` or
+    ``(N, T, *A)`` with the channel axis reduced (``reduce``; ``None`` keeps it).
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
+    alphas, weights = quadrature(steps, rule)
+
+    def weigh(ks, G, A_at):
+        w = jnp.asarray(weights)[ks]
+        return G * w.reshape((-1,) + (1,) * (G.ndim - 1)).astype(G.dtype)
+
+    return _layer_path(f"internal_influence_{rule}", weigh, alphas, model, x, targets,
+                       layer=layer, baseline=baseline, batch_steps=batch_steps, reduce=reduce,
+                       head=head, chunk_size=chunk_size, memory_budget=memory_budget,
+                       precision=precision, check_finite=check_finite)

@@ -1,0 +1,96 @@
+"""Layer conductance and internal influence (``jaxsal.layer_conductance``,
+``jaxsal.internal_influence``; Captum's ``LayerConductance`` and ``InternalInfluence``).
+
+The truths: conductance is the trapezoid rule of ``integral G(a) dA(x(a))/da da`` and
+internal influence the quadrature of ``integral G(a) da``, ``G = dS/dA`` along the input's
+straight path, both checked against ``jax.grad`` of a perturbation at the layer at every
+path point; summed over a layer that cuts the network, conductance is ``S(x) - S(x')`` (up
+to the quadrature error, which shrinks with ``steps``).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+from keras import layers  # noqa: E402
+
+import jaxsal  # noqa: E402
+from import_helpers import perturb_keras  # noqa: E402
+from model_import import load_keras  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    inp = keras.Input((6, 6, 2))
+    h = layers.Conv2D(4, 3, activation="tanh", name="conv")(inp)
+    h = layers.Flatten()(h)
+    h = layers.Dense(5, activation="softplus", name="hidden")(h)
+    km = keras.Model(inp, layers.Dense(3, name="out")(h))
+    perturb_keras(km, seed=2, kernels=True)
+    path = tmp_path_factory.mktemp("cond") / "net.keras"
+    km.save(path)
+    m = load_keras(str(path))
+    rng = np.random.default_rng(0)
+    x, x0 = (rng.normal(size=(2, 6, 6, 2)).astype(np.float32) for _ in "ab")
+    return m, x, x0
+
+
+def _path(m, x, x0, layer, k, alphas):
+    """Per path point: the layer's output A and d score_k / dA (jax.grad at the layer)."""
+    out = []
+    for a in alphas:
+        xa = x0 + a * (x - x0)
+        A = m.apply(m.params, xa, capture=[layer])[1][layer]
+        g = jax.grad(lambda d: m.apply(m.params, xa, perturb={layer: d})[:, k].sum())(
+            jnp.zeros_like(A))
+        out.append((np.asarray(A), np.asarray(g)))
+    return out
+
+
+@pytest.mark.parametrize("layer", ["conv", "hidden"])
+def test_conductance_is_its_trapezoid_rule(net, layer):
+    m, x, x0 = net
+    steps = 4
+    got = np.asarray(jaxsal.layer_conductance(m, x, [0, 2], layer=layer, baseline=x0,
+                                              steps=steps, reduce=None))
+    for t, k in enumerate([0, 2]):
+        pts = _path(m, x, x0, layer, k, np.arange(steps + 1) / steps)
+        want = sum(0.5 * (pts[i][1] + pts[i + 1][1]) * (pts[i + 1][0] - pts[i][0])
+                   for i in range(steps))
+        np.testing.assert_allclose(got[:, t], want, rtol=1e-4, atol=1e-6)
+
+
+def test_conductance_sums_to_the_score_difference(net):
+    m, x, x0 = net
+    delta = np.asarray(m(x) - m(x0))
+    for layer, axes in (("conv", (-3, -2, -1)), ("hidden", (-1,))):
+        c = np.asarray(jaxsal.layer_conductance(m, x, [0, 1, 2], layer=layer, baseline=x0,
+                                                steps=64, reduce=None))
+        np.testing.assert_allclose(c.sum(axes), delta, rtol=1e-3,
+                                   atol=1e-3 * np.abs(delta).max(), err_msg=layer)
+        rough = np.asarray(jaxsal.layer_conductance(m, x, [0, 1, 2], layer=layer,
+                                                    baseline=x0, steps=1, reduce=None))
+        miss = np.abs(rough.sum(axes) - delta).max()
+        if layer == "hidden":  # the scores are affine in A: the trapezoid rule is exact
+            assert miss < 1e-5 * np.abs(delta).max()
+        else:  # a quadrature error, which 64 steps made small
+            assert miss > 1e-3 * np.abs(delta).max()
+    summed = np.asarray(jaxsal.layer_conductance(m, x, 1, layer="conv", baseline=x0))
+    assert summed.shape == (2, 4, 4)  # the channel axis summed
+
+
+@pytest.mark.parametrize("rule", ["trapezoid", "gausslegendre"])
+def test_internal_influence_is_the_mean_gradient(net, rule):
+    from jaxsal._src.integrated import quadrature
+
+    m, x, x0 = net
+    alphas, weights = quadrature(5, rule)
+    got = np.asarray(jaxsal.internal_influence(m, x, [1], layer="hidden", baseline=x0,
+                                               steps=5, rule=rule, reduce=None))
+    pts = _path(m, x, x0, "hidden", 1, alphas)
+    want = sum(w * g for w, (_, g) in zip(weights, pts))
+    np.testing.assert_allclose(got[:, 0], want, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown rule"):
+        jaxsal.internal_influence(m, x, 1, layer="hidden", rule="simpson")
