@@ -26,7 +26,7 @@ METHODS = ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "smoo
            "gradcam_plus_plus", "layercam", "hirescam", "xgradcam", "scorecam", "eigencam",
            "eigengradcam", "gradcam_elementwise", "ablationcam", "fullgrad", "guided_gradcam",
            "occlusion", "rise", "shapley_values", "shapley_value_sampling", "kernel_shap",
-           "lime")
+           "lime", "layer_conductance", "internal_influence")
 
 
 def _data_path(name: str) -> str:
@@ -44,6 +44,8 @@ def _enable_cache(cache_dir: str | None) -> None:
 #: Methods that draw random numbers: they need ``--seed``.
 RANDOM_METHODS = ("smoothgrad", "gradient_shap", "rise", "shapley_value_sampling",
                   "kernel_shap", "lime")
+#: Methods that explain a layer's units: they need ``--layer``.
+LAYER_METHODS = ("layer_conductance", "internal_influence")
 #: Methods whose feature groups are patches: they take ``--patch``.
 PATCH_METHODS = ("occlusion", "shapley_values", "shapley_value_sampling", "kernel_shap",
                  "lime")
@@ -119,6 +121,9 @@ def _method_options(args) -> dict:
     options: dict = {}
     if args.layer:
         options["layer"] = args.layer
+    elif args.method in LAYER_METHODS:
+        raise ValueError(f"--method {args.method} explains a layer's units and needs --layer "
+                         f"NAME (`jaxsal summary MODEL` lists the layers)")
     for item in args.option or ():
         name, value = _parse_option(item)
         if name in options:
@@ -254,7 +259,8 @@ def main(argv=None) -> int:
     e.add_argument("--layer", default=None,
                    help="layer for CAM methods (default: automatic), or the layer saliency, "
                         "gradient_x_input and integrated_gradients attribute to (e.g. the "
-                        "embedding of a token model, whose inputs.npy holds integer ids)")
+                        "embedding of a token model, whose inputs.npy holds integer ids); "
+                        "required by layer_conductance and internal_influence")
     e.add_argument("--seed", type=int, default=None,
                    help="PRNG seed of the random methods (smoothgrad, gradient_shap, rise, "
                         "shapley_value_sampling, kernel_shap, lime: required), used as "

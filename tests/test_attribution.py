@@ -278,6 +278,10 @@ METHODS = {
         m, x, t, key=1, n=8, patch=14, **{k: v for k, v in kw.items() if k != "chunk_size"}),
     "lime": lambda m, x, t, **kw: jaxsal.lime(
         m, x, t, key=1, n=8, patch=14, **{k: v for k, v in kw.items() if k != "chunk_size"}),
+    "layer_conductance": lambda m, x, t, **kw: jaxsal.layer_conductance(
+        m, x, t, layer="conv2d_2", baseline=0.5 * x4_refs()[0], steps=3, **kw),
+    "internal_influence": lambda m, x, t, **kw: jaxsal.internal_influence(
+        m, x, t, layer="conv2d_2", steps=3, **kw),
 }
 
 
@@ -486,7 +490,8 @@ PUBLIC_METHODS = ["saliency", "gradient_x_input", "guided_backprop", "deconvnet"
                   "eigengradcam", "gradcam_elementwise", "ablationcam",
                   "blur_integrated_gradients", "guided_integrated_gradients", "gradient_shap",
                   "shapley_values", "shapley_value_sampling", "fullgrad", "rise",
-                  "deeplift", "deeplift_shap", "lrp", "kernel_shap", "lime"]
+                  "deeplift", "deeplift_shap", "lrp", "kernel_shap", "lime",
+                  "layer_conductance", "internal_influence"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_METHODS)

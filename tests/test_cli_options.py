@@ -74,6 +74,19 @@ def test_occlusion_patch_and_stride(tmp_path, mnist_path, digits_file, mnist_dig
     np.testing.assert_allclose(np.load(tmp_path / "o.npy"), direct, rtol=1e-5, atol=1e-6)
 
 
+def test_layer_conductance_needs_and_uses_layer(tmp_path, mnist_path, digits_file,
+                                                mnist_digits, capsys):
+    assert _explain(mnist_path, digits_file, tmp_path / "c.npy", "--method",
+                    "layer_conductance", "--targets", "2") != 0
+    assert "needs --layer NAME" in capsys.readouterr().err
+    assert _explain(mnist_path, digits_file, tmp_path / "c.npy", "--method",
+                    "layer_conductance", "--layer", "conv2d_2", "--option", "steps=4",
+                    "--targets", "2") == 0
+    direct = jaxsal.layer_conductance(load_keras(mnist_path, head="logits"), mnist_digits[:2],
+                                      2, layer="conv2d_2", steps=4)
+    np.testing.assert_allclose(np.load(tmp_path / "c.npy"), direct, rtol=1e-5, atol=1e-6)
+
+
 def test_shapley_patch_and_feature_mask(tmp_path, mnist_path, digits_file, mnist_digits,
                                         capsys):
     m = load_keras(mnist_path, head="logits")
