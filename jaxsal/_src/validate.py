@@ -51,7 +51,8 @@ def _several_inputs(model: Any) -> int:
 def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool = False,
                 allow_int: bool = False, multi_input: bool = False) -> Any:
     """``x`` as a floating JAX array of shape ``(N, *model.input_shape)`` (integer token ids
-    too with ``allow_int``: methods attributing at a layer), or a clear error.
+    too with ``allow_int``: methods attributing at a layer or reading no input gradient),
+    or a clear error.
 
     With ``multi_input`` (the methods that attribute to every input of a multi-input model),
     ``x`` may also be a list, tuple or dict of arrays, one per input of the model (a dict
