@@ -67,6 +67,12 @@ def _both(a: Array) -> Array:
     return jnp.concatenate([a, a])
 
 
+def _delta(v: Array) -> Array:
+    """``[a - a'; a - a']`` of a batch ``[a; a']``."""
+    x, ref = _halves(v)
+    return _both(x - ref)
+
+
 def _near(z1: Array, z0: Array, eps: float, rtol: float) -> Array:
     """Where the input's and the reference's values count as equal, for both halves:
     ``|z - z'| < eps + rtol * max(|z|, |z'|)``. The relative part absorbs float rounding:
@@ -92,9 +98,8 @@ class RescaleRule:
 
         def multiplier(c, a, y, g):  # the consts c are not differentiated
             (z,) = a
-            (z1, z0), (y1, y0) = _halves(z), _halves(y)
-            dz, dy = _both(z1 - z0), _both(y1 - y0)
-            small = _near(z1, z0, eps, rtol)
+            dz, dy = _delta(z), _delta(y)
+            small = _near(*_halves(z), eps, rtol)
             plain = jax.vjp(lambda v: f(v, *c), z)[1](g)[0]
             secant = g * dy / jnp.where(small, jnp.ones_like(dz), dz)
             return (jnp.where(small, plain, secant),)
@@ -124,9 +129,8 @@ class MaxPoolDeltaRule:
             top = jnp.maximum(y1, y0)
             pull = jax.vjp(p, z)[1]
             u1, u0 = _halves(pull(jnp.concatenate([g1 * (top - y0), g0 * (y1 - top)]))[0])
-            z1, z0 = _halves(z)
-            dz = _both(z1 - z0)
-            small = _near(z1, z0, eps, 0.0)
+            dz = _delta(z)
+            small = _near(*_halves(z), eps, 0.0)
             return (jnp.where(small, pull(g)[0],
                               _both(u1 + u0) / jnp.where(small, jnp.ones_like(dz), dz)),)
 
@@ -221,9 +225,8 @@ class PairRule:
                         jax.jvp(lambda u: f(a, u), (b,), (jnp.ones_like(b),))[1])
             cots = []
             for v, share, partial in zip((a, b), shares, partials):
-                v1, v0 = _halves(v)
-                dv = jnp.broadcast_to(_both(v1 - v0), y.shape)
-                small = jnp.broadcast_to(_near(v1, v0, eps, rtol), y.shape)
+                dv = jnp.broadcast_to(_delta(v), y.shape)
+                small = jnp.broadcast_to(_near(*_halves(v), eps, rtol), y.shape)
                 m = jnp.where(small, partial, share / jnp.where(small, jnp.ones_like(dv), dv))
                 cots.append(_unbroadcast(g * m, v.shape))
             return cots
@@ -236,12 +239,6 @@ def _unbroadcast(v: Array, shape: tuple) -> Array:
     an operand broadcast to ``v``'s shape."""
     axes = tuple(i for i, (s, t) in enumerate(zip(shape, v.shape)) if s == 1 and t != 1)
     return v.sum(axis=axes, keepdims=True) if axes else v
-
-
-def _delta(v: Array) -> Array:
-    """``[a - a'; a - a']`` of a batch ``[a; a']``."""
-    x, ref = _halves(v)
-    return _both(x - ref)
 
 
 def _time_major(config: Any) -> bool:
