@@ -49,12 +49,16 @@ def _path(m, x, x0, layer, k, alphas):
     return out
 
 
-@pytest.mark.parametrize("layer", ["conv", "hidden"])
-def test_conductance_is_its_trapezoid_rule(net, layer):
+@pytest.mark.parametrize("layer,batch_steps", [("conv", None), ("hidden", None),
+                                               ("conv", 2), ("hidden", 3)])
+def test_conductance_is_its_trapezoid_rule(net, layer, batch_steps):
+    """Also in groups of 2 and 3 of the 5 path points: a group's neighbours across its ends
+    (and the padding of its last group) are read right."""
     m, x, x0 = net
     steps = 4
     got = np.asarray(jaxsal.layer_conductance(m, x, [0, 2], layer=layer, baseline=x0,
-                                              steps=steps, reduce=None))
+                                              steps=steps, batch_steps=batch_steps,
+                                              reduce=None))
     for t, k in enumerate([0, 2]):
         pts = _path(m, x, x0, layer, k, np.arange(steps + 1) / steps)
         want = sum(0.5 * (pts[i][1] + pts[i + 1][1]) * (pts[i + 1][0] - pts[i][0])

@@ -15,8 +15,9 @@ The conductance integral is taken by the trapezoid rule on ``steps + 1`` points 
 k / steps``, ``sum_k (G_k + G_{k+1}) / 2 * (A_{k+1} - A_k)``, written as ``sum_k G_k c_k``
 with ``c_k = (A_{k+1} - A_{k-1}) / 2`` (the ends' own differences halved), so each point's
 gradients are weighed and summed as they come: memory holds one group of points at a time.
-Each point costs a forward and backward pass, and for conductance two forward passes up to
-the layer (its neighbours' ``A``). Every target's gradients come from one backward pass per
+Each point costs a forward and backward pass (which also gives its ``A``), and conductance
+two more points' forward passes up to the layer per group of points (the neighbours just
+outside the group). Every target's gradients come from one backward pass per
 point (vmapped pullbacks), as in the other gradient methods.
 """
 
@@ -43,9 +44,10 @@ def _layer_path(name: str, weigh: Callable, alphas: Any, model: Any, x: ArrayLik
                 targets: Any, *, layer: str, baseline: Any, batch_steps: int | None,
                 reduce: str | None, head: str | None, chunk_size: int | None,
                 memory_budget: int | None, precision: str | None, check_finite: bool) -> Array:
-    """``sum_k weigh(ks, G, A_at)`` over the path points ``alphas`` (``(P,)``), in groups
-    ``ks``: ``G`` the ``(b, N, Tc, *A)`` layer gradients at a group's points, ``A_at(ks)``
-    the layer's output at points ``ks`` (``(b, N, *A)``)."""
+    """``sum_k weigh(ks, G, A, A_at)`` over the path points ``alphas`` (``(P,)``), in groups
+    ``ks``: ``G`` the ``(b, N, Tc, *A)`` layer gradients at a group's points and ``A`` the
+    layer's output there (``(b, N, *A)``, from the same forward pass), ``A_at(ks)`` the
+    layer's output at other points."""
     check_reduce(reduce)
     p = prepare(model, x, targets, head=head, check_finite=check_finite, multi_input=True)
     lt = prepare_layer(p, layer, reduce)
@@ -77,11 +79,12 @@ def _layer_path(name: str, weigh: Callable, alphas: Any, model: Any, x: ArrayLik
             def chunk_fn(ts):
                 def group(ks, valid):
                     k = len(ks)
-                    _, _, pull = layer_pullback(m, params, inputs(ks), L,
+                    _, A, pull = layer_pullback(m, params, inputs(ks), L,
                                                 (k * n,) + lt.shape[1:], sp, info,
                                                 base.tile_batch(ids_, k))
                     G = jax.vmap(pull, out_axes=1)(ts)  # (k * N, Tc, *A)
-                    out = weigh(ks, G.reshape((k, n) + G.shape[1:]), A_at)
+                    out = weigh(ks, G.reshape((k, n) + G.shape[1:]),
+                                A.reshape((k, n) + A.shape[1:]), A_at)
                     mask = valid.reshape((k,) + (1,) * (out.ndim - 1))
                     return jnp.where(mask, out, 0.0).sum(axis=0)
 
@@ -127,8 +130,13 @@ def layer_conductance(model: Any, x: ArrayLike, targets: Any = None, *, layer: s
     quadrature(steps, "left")  # steps: an int >= 1
     alphas = np.arange(steps + 1, dtype=np.float32) / steps
 
-    def weigh(ks, G, A_at):  # c_k = (A_{k+1} - A_{k-1}) / 2, the ends' own differences halved
-        c = 0.5 * (A_at(jnp.minimum(ks + 1, steps)) - A_at(jnp.maximum(ks - 1, 0)))
+    def weigh(ks, G, A, A_at):
+        # c_k = (A_{k+1} - A_{k-1}) / 2, the ends' own differences halved. A group's points
+        # are consecutive (the padding repeats the last, `steps`): its neighbours are the
+        # group's own A but for the points just before and after it
+        ends = A_at(jnp.stack([jnp.maximum(ks[0] - 1, 0), jnp.minimum(ks[-1] + 1, steps)]))
+        around = jnp.concatenate([ends[:1], A, ends[1:]])
+        c = 0.5 * (around[2:] - around[:-2])
         return G * c[:, :, None].astype(G.dtype)
 
     return _layer_path("layer_conductance", weigh, alphas, model, x, targets, layer=layer,
@@ -156,7 +164,7 @@ def internal_influence(model: Any, x: ArrayLike, targets: Any = None, *, layer: 
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
     alphas, weights = quadrature(steps, rule)
 
-    def weigh(ks, G, A_at):
+    def weigh(ks, G, A, A_at):
         w = jnp.asarray(weights)[ks]
         return G * w.reshape((-1,) + (1,) * (G.ndim - 1)).astype(G.dtype)
 
