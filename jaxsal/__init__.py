@@ -31,6 +31,11 @@ from jaxsal._src.shapley import shapley_value_sampling, shapley_values
 from jaxsal._src.smoothing import smoothgrad
 from jaxsal._src.targets import class_score, neuron
 
+# --- evaluation of maps (jaxsal._src: curves, infidelity, sensitivity) ---
+from jaxsal._src.curves import Curves, deletion, insertion
+from jaxsal._src.infidelity import infidelity
+from jaxsal._src.sensitivity import sensitivity_max
+
 # --- activation maximization (jaxsal._src.maximize) ---
 from jaxsal._src.features import feature_maps, filter_images, image_grid
 from jaxsal._src.maximize import (MaximizeResult, default_parameterization,
@@ -47,6 +52,7 @@ from jaxsal._src.transforms import (compose, gaussian_blur, identity, jitter, pa
 from jaxsal._src.postprocess import clip_percentile, normalize, reduce_channels, resize
 
 __all__ = [
+    "Curves",
     "DEFAULT_MEMORY_BUDGET",
     "FunctionModel",
     "LRPComposite",
@@ -71,6 +77,7 @@ __all__ = [
     "default_parameterization",
     "default_regularizers",
     "default_transforms",
+    "deletion",
     "direction_objective",
     "eigencam",
     "eigengradcam",
@@ -92,6 +99,8 @@ __all__ = [
     "hirescam",
     "identity",
     "image_grid",
+    "infidelity",
+    "insertion",
     "integrated_gradients",
     "internal_influence",
     "jitter",
@@ -130,6 +139,7 @@ __all__ = [
     "rise_masks",
     "saliency",
     "scorecam",
+    "sensitivity_max",
     "shapley_value_sampling",
     "shapley_values",
     "smoothgrad",

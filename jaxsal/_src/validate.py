@@ -240,6 +240,42 @@ def check_like(value: Any, a: Any, name: str, what: str = "x") -> Array:
     return v
 
 
+def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array, bool]:
+    """Attribution ``maps`` given to an evaluation (deletion, infidelity...) for the call
+    ``p``: ``(N, [T,] *size)`` (one value per position of the spatial shape ``size``) or
+    ``(N, [T,] *x.shape[1:])`` (one per scalar of ``x``), the class axis present exactly when
+    ``p``'s targets have one. Returns ``(maps (N, T, ...) float32, whole)``, ``whole`` when the
+    maps have ``x``'s own shape."""
+    try:
+        a = jnp.asarray(maps)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what}: expected maps as an array, got {type(maps).__name__} "
+                        f"({e})") from None
+    if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)):
+        raise TypeError(f"{what}: expected maps of real numbers, got dtype {a.dtype}")
+    a = a.astype(jnp.float32)
+    n, num, lead = p.n, p.spec.num, (p.n, p.spec.num) if p.spec.class_axis else (p.n,)
+    per_x = tuple(p.x.shape[1:])
+    shapes = [lead + tuple(size)] + ([lead + per_x] if per_x != tuple(size) else [])
+    if tuple(a.shape) not in shapes:
+        axis = (f"a class axis of T={num} (targets name {num} classes)" if p.spec.class_axis
+                else "no class axis (one target per input: targets=None, an int or one "
+                     "score function)")
+        hint = ""
+        if a.ndim >= 2 and a.shape[0] == n and tuple(a.shape[-len(size):]) != tuple(size):
+            hint = (f" Maps of another resolution (a CAM with upsample=False) come to the "
+                    f"input's size with jaxsal.resize(maps, {tuple(size)}).")
+        raise ValueError(f"{what}: expected maps of shape "
+                         f"{' or '.join(map(str, shapes))}, with {axis}, for x of shape "
+                         f"{tuple(p.x.shape)}; got {tuple(a.shape)}. Pass the maps of the same "
+                         f"inputs and targets.{hint}")
+    if not bool(_all_finite(a)):
+        raise ValueError(f"{what}: the maps contain NaN or infinite values; their order would "
+                         "be arbitrary. Pass finite maps (e.g. np.nan_to_num(maps))")
+    whole = tuple(a.shape[len(lead):]) == per_x and per_x != tuple(size)
+    return (a if p.spec.class_axis else a[:, None]), whole
+
+
 def check_fill_ids(model: Any, fill: Any, x: Any, name: str = "fill") -> None:
     """A ``fill`` (in ``x``'s structure) that puts token ids outside an input
     ``Embedding``'s vocabulary into the model (NaN rows) is refused."""

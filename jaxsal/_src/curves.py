@@ -1,0 +1,199 @@
+"""Deletion and insertion curves: how faithful a map is to the model (Petsiuk, Das & Saenko,
+2018, "RISE", section 4.1; Samek et al., 2017, "Evaluating the visualization of what a deep
+neural network has learned", MoRF/LeRF).
+
+A map orders the input's positions (pixels, or single values for a map with ``x``'s shape).
+*Deletion* replaces them by ``fill`` in that order, most relevant first, and follows the
+target's score: a faithful map makes it fall fast (a low area under the curve). *Insertion*
+starts from ``baseline`` and puts ``x``'s values back in the same order: a faithful map makes
+it rise fast (a high area). ``steps + 1`` points at the fractions ``0, 1/steps, ..., 1`` of the
+positions.
+
+Every (target, step) pair is one masked input; they run as batched forward passes (groups of
+pairs ``vmap``-free, in the batch axis, under a ``lax.map``), each target's curve following its
+own map's order. Cost: ``T (steps + 1)`` forward passes per input.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsal._src import base
+from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
+from jaxsal._src.validate import (check_fill_ids, check_like, check_maps, input_spatial_shape,
+                                  prepare)
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+ORDERS = ("most", "least")
+
+
+class Curves(NamedTuple):
+    """Perturbation curves (a pytree: ``jax.tree_util`` and ``np.savez(**c._asdict())`` work).
+
+    Attributes:
+      fractions: ``(steps + 1,)`` the fraction of positions changed at each point,
+        ``k / steps``.
+      scores: ``(N, steps + 1)``, or ``(N, T, steps + 1)`` with a class axis: the target's
+        score at each point.
+      auc: ``(N,)`` / ``(N, T)``: the area under each curve over the fractions (trapezoid
+        rule; a constant score ``s`` has area ``s``).
+    """
+
+    fractions: Array
+    scores: Array
+    auc: Array
+
+
+#: Points after the first by default (at most one per position).
+DEFAULT_STEPS = 100
+
+
+def _check_steps(steps: Any, positions: int) -> int:
+    steps = base.check_count(steps, "steps")
+    if steps is None:
+        return min(DEFAULT_STEPS, positions)
+    if steps > positions:
+        raise ValueError(f"steps={steps} is more than the map's {positions} positions; expected "
+                         f"at most {positions} (steps={positions} changes one position per "
+                         "step)")
+    return steps
+
+
+def deletion(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *,
+             steps: int | None = None, fill: ArrayLike = 0.0, order: str = "most",
+             batch_size: int | None = None, head: str | None = None,
+             memory_budget: int | None = None, precision: str | None = None,
+             check_finite: bool = True) -> Curves:
+    """The deletion curve of each map: the target's score as ``x``'s positions are replaced
+    by ``fill``, most relevant first (RISE's deletion metric; Samek et al.'s MoRF curve).
+    Lower areas are better.
+
+    Args:
+      model, x, targets, head, memory_budget, precision, check_finite: as in
+        :func:`jaxsal.occlusion` (one input array: images, signals, volumes, ``(N, D)``
+        features, or token ids with an id as ``fill``). ``targets`` must be those the maps
+        explain: its class axis decides the maps' (``targets=None``: the predicted class).
+        RISE's curves read probabilities: a ``softmax`` head.
+      maps: ``(N, *S)`` or ``(N, T, *S)`` with a class axis: one value per position
+        (``S``: the spatial shape ``(H, W)``; a position's channels change together), or
+        ``x``'s own shape per map, ``(N, [T,] H, W, C)``: one value per scalar, each changed
+        alone. ``jaxsal.resize`` brings a low-resolution CAM to the input's size.
+      steps: points after the first (default 100, at most the ``P`` positions):
+        ``round(k P / steps)`` positions are changed at point ``k``. Ties keep their raster order (first
+        position first).
+      fill: what a deleted position becomes, in ``x``'s layout (a scalar, ``(C,)``,
+        ``(H, W, C)`` or ``(N, H, W, C)``, e.g. a blurred copy of ``x``); RISE: 0.
+      order: ``"most"`` (most relevant first, the default) or ``"least"`` (least relevant
+        first: Samek et al.'s LeRF; a faithful map keeps the score high).
+      batch_size: masked inputs per forward pass (default: from ``memory_budget``).
+    Returns:
+      :class:`Curves` ``(fractions, scores, auc)``.
+
+    Example::
+
+        maps = jaxsal.saliency(m, x, targets=[3, 5])          # (N, 2, H, W)
+        c = jaxsal.deletion(m.with_head("softmax"), x, maps, targets=[3, 5])
+        c.auc                                                  # (N, 2)
+    """
+    return _curves(model, x, maps, targets, steps, fill, order, batch_size, head,
+                   memory_budget, precision, check_finite, insert=False)
+
+
+def insertion(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *,
+              steps: int | None = None, baseline: ArrayLike = 0.0, order: str = "most",
+              batch_size: int | None = None, head: str | None = None,
+              memory_budget: int | None = None, precision: str | None = None,
+              check_finite: bool = True) -> Curves:
+    """The insertion curve of each map: the target's score as ``x``'s positions are put
+    into ``baseline``, most relevant first (RISE's insertion metric, whose baseline is a
+    blurred copy of ``x``). Higher areas are better.
+
+    Args:
+      baseline: the input the curve starts from, in ``x``'s layout (a scalar, ``(C,)``,
+        ``(H, W, C)`` or ``(N, H, W, C)``), e.g. a blurred copy,
+        ``jax.vmap(lambda im: jaxsal.gaussian_blur(im, 5.0))(x)`` (default 0).
+      model, x, maps, targets, steps, order, batch_size, head, memory_budget, precision,
+        check_finite: as in :func:`jaxsal.deletion`.
+    Returns:
+      :class:`Curves` ``(fractions, scores, auc)``.
+    """
+    return _curves(model, x, maps, targets, steps, baseline, order, batch_size, head,
+                   memory_budget, precision, check_finite, insert=True)
+
+
+def _curves(model, x, maps, targets, steps, other, order, batch_size, head, memory_budget,
+            precision, check_finite, *, insert: bool) -> Curves:
+    what = "insertion" if insert else "deletion"
+    name = "baseline" if insert else "fill"
+    if order not in ORDERS:
+        raise ValueError(f"{what}: unknown order {order!r}; expected one of {ORDERS}")
+    p = prepare(model, x, targets, head=head, check_finite=check_finite,
+                spatial=getattr(x, "ndim", np.ndim(x)) != 2, allow_int=True)
+    if p.x.ndim not in (2, 3, 4, 5):
+        raise ValueError(f"{what} needs x as (N, D) features, token ids (N, L) or with 1 to 3 "
+                         f"spatial axes and a channel axis, got shape {tuple(p.x.shape)}")
+    ids_in = jnp.issubdtype(p.x.dtype, jnp.integer)
+    features = p.x.ndim == 2
+    size = input_spatial_shape(p.x, p.channels_first) if not features else p.x.shape[1:]
+    mp, whole = check_maps(maps, p, size, what)
+    positions = int(np.prod(mp.shape[2:]))
+    steps = _check_steps(steps, positions)
+    other = check_like(other, p.x, name)
+    check_fill_ids(p.model, other, p.x, name)
+    other, batch_size, per_image, nb = base.masked_plan(p.model, p.x, other, batch_size,
+                                                        memory_budget)
+    num = p.spec.num
+    total = num * (steps + 1)
+    group = base.masked_chunk(total, per_image, nb, batch_size, memory_budget)
+    counts = np.round(np.arange(steps + 1) * positions / steps).astype(np.int32)
+    m, spec, info, cf = p.model, p.spec, p.info, p.channels_first
+    # where a position's mask goes in x's layout: the channel axis is 1 (added) unless the
+    # maps have x's own shape (or x has no channel axis: features, token ids)
+    channel = None if whole or features or ids_in else (1 if cf else p.x.ndim - 1)
+    sign = -1.0 if order == "most" else 1.0
+
+    def build():
+        def run(params, x, ids, maps, other):
+            n = x.shape[0]
+            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            flat = maps.reshape(n, num, -1).astype(jnp.float32)
+            # each position's place in the order (ties: the first position first)
+            rank = jnp.argsort(jnp.argsort(sign * flat, axis=-1, stable=True), axis=-1)
+            rank = rank.reshape(maps.shape).astype(jnp.int32)
+            other_b = jnp.broadcast_to(other, x.shape)
+            first, then = (other_b, x) if not insert else (x, other_b)
+            ids_rep = base.tile_batch(ids_, group)
+            cnt = jnp.asarray(counts)
+
+            def point(ks):  # (G,) pair indices -> (N, G) scores
+                t, k = ks // (steps + 1), ks % (steps + 1)
+                r = jnp.moveaxis(rank[:, t], 1, 0)  # (G, N, *R)
+                changed = r < cnt[k].reshape((-1,) + (1,) * (r.ndim - 1))
+                if channel is not None:
+                    changed = jnp.expand_dims(changed, channel + 1)
+                xm = jnp.where(changed, first[None], then[None]).reshape((-1,) + x.shape[1:])
+                y, cap = run_model(m, params, xm, sp.layers)
+                s = score_matrix(sp, info, y, cap, ids_rep).reshape(group, n, num)
+                s = jnp.take_along_axis(s, t[:, None, None], axis=2)[..., 0]  # (G, N)
+                return s.T
+
+            curve = base.map_chunks(point, total, group)  # (N, T (steps + 1))
+            return curve.reshape(n, num, steps + 1)
+
+        return run
+
+    key = (what, p.key, spec, info, base.shape_key(p.x), tuple(mp.shape[2:]), steps, order,
+           group, nb)
+    scores = base.compiled(key, lambda: base.split_batch(build(), nb, (1, 2, 3), (4,)),
+                           precision, forward_only=True)(p.params, p.x, p.ids, mp, other)
+    fractions = jnp.asarray(np.arange(steps + 1) / steps, jnp.float32)
+    auc = (scores[..., 1:] + scores[..., :-1]).sum(-1) / (2 * steps)
+    if not spec.class_axis:
+        scores, auc = scores[:, 0], auc[:, 0]
+    return Curves(fractions, scores, auc)

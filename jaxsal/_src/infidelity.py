@@ -1,0 +1,165 @@
+"""Explanation infidelity (Yeh et al., 2019, "On the (In)fidelity and Sensitivity of
+Explanations"; Captum's ``captum.metrics.infidelity``).
+
+For a map ``a`` of a score ``S`` at ``x`` and random perturbations ``I`` of the input,
+``INFD = E_I[(<a, I> - (S(x) - S(x - I)))^2]``: how far the map, read as a linear model of
+the score's change, is from the model's own change. With ``normalize=True`` the map is first
+scaled by the ``beta`` that minimizes the error, ``beta = E[<a, I> dS] / E[<a, I>^2]`` (the
+paper's scale-invariant form; Captum's ``normalize``).
+
+Every perturbation is drawn from the key, the sample's number and the input's global index
+inside the compiled program; the perturbed inputs run as batched forward passes shared by
+every target (one map per target, the same draws for all).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsal._src import base
+from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
+from jaxsal._src.validate import check_like, check_maps, prepare, spatial_shape
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _check_std(noise_std: Any) -> float:
+    if isinstance(noise_std, (bool, np.bool_)) or not isinstance(
+            noise_std, (int, float, np.integer, np.floating)) or not float(noise_std) > 0 \
+            or not np.isfinite(noise_std):
+        raise ValueError(f"expected noise_std as a positive number (the perturbations' "
+                         f"standard deviation, in x's units), got {noise_std!r}")
+    return float(noise_std)
+
+
+def infidelity(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *,
+               key: jax.Array | int | None = None, n: int = 10, noise_std: float = 0.003,
+               perturbation: Callable[[Array, Array], Array] | None = None,
+               baseline: ArrayLike | None = None, normalize: bool = False,
+               batch_size: int | None = None, head: str | None = None,
+               memory_budget: int | None = None, precision: str | None = None,
+               check_finite: bool = True, index_offset: int = 0) -> Array:
+    """The infidelity of each map (Yeh et al., 2019): the mean over ``n`` random
+    perturbations ``I`` of ``(<maps, I> - (S(x) - S(x - I)))^2``. Lower is better.
+
+    Args:
+      model, x, targets, head, memory_budget, precision, check_finite: as in
+        :func:`jaxsal.saliency` (one floating input array). ``targets`` must be those the
+        maps explain; its class axis decides the maps'.
+      maps: ``(N, [T,] *x.shape[1:])`` (one value per scalar of ``x``), or ``(N, [T,] *S)``
+        with ``S`` the spatial shape: one value per position, whose channels are perturbed
+        together (by the same amount).
+      key: a ``jax.random`` key or an int seed (required: the same key gives the same
+        values).
+      n: perturbations per input (10, Captum's default).
+      noise_std: the standard deviation of the default perturbation, ``I ~ N(0,
+        noise_std^2)`` per value of the maps' shape (0.003: the scale of Captum's
+        documented example; in ``x``'s units).
+      perturbation: instead of the Gaussian, ``perturbation(key, x_i) -> I_i`` for one
+        input ``x_i`` (``x.shape[1:]``), an array of one map's shape (``x.shape[1:]`` or
+        ``S``); ``x - I`` is evaluated. A pure function of its key (it is ``vmap``-ped).
+      baseline: for maps that are multiplied by the input's distance to a baseline
+        (integrated gradients, DeepLIFT, gradient x input with a zero baseline), the map is
+        read against ``I / (x - baseline)`` (1 where ``x`` equals ``baseline``), as Captum's
+        ``infidelity_perturb_func_decorator(multiply_by_inputs=True)``: with ``I = m (x -
+        baseline)`` for a random 0/1 mask ``m``, the infidelity compares the masked
+        positions' total attribution with the score's drop when they go to the baseline
+        (sensitivity-n). Maps of ``x``'s own shape (or of pixels, with one channel).
+      normalize: scale each map by its optimal ``beta`` first (Captum's ``normalize``).
+      batch_size: perturbed inputs per forward pass (default: from ``memory_budget``).
+      index_offset: the position of ``x[0]`` in a larger batch (its draws are keyed by it).
+    Returns:
+      ``(N,)`` / ``(N, T)`` with a class axis.
+    """
+    key = base.check_key(key, "infidelity")
+    index_offset = base.check_index_offset(index_offset)
+    n_samples = base.check_count(n, "n (perturbations)")
+    if n_samples is None:
+        raise ValueError("expected n >= 1 perturbations (an int), got None")
+    std = _check_std(noise_std)
+    if perturbation is not None and not callable(perturbation):
+        raise TypeError(f"expected perturbation as a function (key, x_i) -> I_i, got "
+                        f"{type(perturbation).__name__}")
+    normalize = bool(normalize)
+    p = prepare(model, x, targets, head=head, check_finite=check_finite,
+                spatial=getattr(x, "ndim", np.ndim(x)) != 2)
+    size = p.x.shape[1:] if p.x.ndim == 2 else spatial_shape(p.x.shape, p.channels_first)
+    mp, whole = check_maps(maps, p, size, "infidelity")
+    whole = whole or tuple(size) == tuple(p.x.shape[1:])
+    shape = tuple(mp.shape[2:])  # one map: x.shape[1:] or S
+    channel = None if whole else (1 if p.channels_first else p.x.ndim - 1)
+    if baseline is not None:
+        if not whole and p.x.shape[channel] != 1:
+            raise ValueError("infidelity: baseline= reads each value of the maps against its "
+                             f"own input value, so it needs maps of x's shape "
+                             f"{(p.n,) + (mp.shape[1:2] if p.spec.class_axis else ())}"
+                             f"{tuple(p.x.shape[1:])}; got maps with one value per position "
+                             f"{shape} and {p.x.shape[channel]} channels. Pass maps that keep "
+                             "the channels (reduce=None)")
+        baseline = check_like(baseline, p.x, "baseline")
+    draw = perturbation or (lambda k, xi: std * jax.random.normal(k, shape, xi.dtype))
+    got = jax.eval_shape(draw, jax.random.key(0), jax.ShapeDtypeStruct(p.x.shape[1:],
+                                                                       p.x.dtype))
+    if getattr(got, "shape", None) != shape:
+        raise ValueError(f"infidelity: perturbation(key, x_i) must return one array of one "
+                         f"map's shape {shape} for x_i of shape {tuple(p.x.shape[1:])}; got "
+                         f"{jax.tree_util.tree_map(lambda s: s.shape, got)}")
+    b0 = baseline if baseline is not None else jnp.zeros((), p.x.dtype)
+    b0, batch_size, per_image, nb = base.masked_plan(p.model, p.x, b0, batch_size,
+                                                     memory_budget)
+    group = base.masked_chunk(n_samples, per_image, nb, batch_size, memory_budget)
+    m, spec, info, num = p.model, p.spec, p.info, p.spec.num
+    relative = baseline is not None
+
+    def build():
+        def run(params, x, ids, maps, b0, key, index):
+            n_in = x.shape[0]
+            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            y, cap = run_model(m, params, x, sp.layers)
+            s0 = score_matrix(sp, info, y, cap, ids_)  # (N, T)
+            ids_rep = base.tile_batch(ids_, group)
+            if relative:  # x - baseline: one channel (squeezed) if the maps have none
+                gap = x - jnp.broadcast_to(b0, x.shape)
+                gap = gap if channel is None else jnp.squeeze(gap, channel)
+
+            def moments(ks, valid):
+                def one(k, i, xi):
+                    return draw(jax.random.fold_in(jax.random.fold_in(key, k), i), xi)
+
+                pert = jax.vmap(lambda k: jax.vmap(lambda i, xi: one(k, i, xi))(index, x))(ks)
+                full = pert if channel is None else jnp.expand_dims(pert, channel + 1)
+                xp = (x[None] - full).reshape((-1,) + x.shape[1:])  # (G N, ...)
+                yp, cp = run_model(m, params, xp, sp.layers)
+                ds = s0[None] - score_matrix(sp, info, yp, cp, ids_rep).reshape(
+                    group, n_in, num)  # (G, N, T)
+                seen = jnp.where(gap == 0, pert, pert / jnp.where(gap == 0, 1, gap)) \
+                    if relative else pert
+                lin = jnp.einsum("gn...,nt...->gnt", seen, maps, precision=_HIGHEST)
+                w = valid[:, None, None].astype(ds.dtype)
+                if not normalize:
+                    return ((lin - ds) ** 2 * w).sum(0)
+                return ((lin * lin * w).sum(0), (lin * ds * w).sum(0), (ds * ds * w).sum(0))
+
+            out = base.sum_groups(moments, n_samples, group)
+            if normalize:  # beta * maps, beta = sum(lin ds) / sum(lin^2) (0 for a zero map)
+                aa, ab, bb = out
+                beta = ab / jnp.where(aa == 0, 1.0, aa)
+                out = jnp.maximum(beta * beta * aa - 2 * beta * ab + bb, 0.0)  # rounding
+            out = out / n_samples
+            return out if spec.class_axis else out[:, 0]
+
+        return run
+
+    ck = ("infidelity", p.key, spec, info, base.shape_key(p.x), shape, n_samples, std,
+          perturbation, relative, normalize, group, nb, base.shape_key(b0))
+    index = index_offset + jnp.arange(p.n, dtype=jnp.int32)
+    fn = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 3, 6), (4,)),
+                       precision, forward_only=True)
+    return fn(p.params, p.x, p.ids, mp, b0, key, index)

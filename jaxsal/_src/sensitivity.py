@@ -1,0 +1,139 @@
+"""Maximum sensitivity of an explanation (Yeh et al., 2019, "On the (In)fidelity and
+Sensitivity of Explanations"; Captum's ``captum.metrics.sensitivity_max``).
+
+``SENS_max = max_{|d|_inf <= r} |e(x + d) - e(x)| / |e(x)|``, estimated by Monte Carlo: the
+largest relative change of the explanation over ``n`` perturbations drawn uniformly from the
+L-infinity ball of radius ``r``. The explanation is any function of the inputs (a jaxsal
+method with its options closed over); it is called ``n + 1`` times on batches of ``x``'s shape,
+so a jaxsal method compiles once and reuses its program.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsal._src import base
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+NORMS = (1, 2, np.inf)
+
+
+@functools.partial(jax.jit, static_argnames=("radius", "perturbation"))
+def _perturbed(key: Array, j: Array, index: Array, x: Array, radius: float,
+               perturbation: Callable | None) -> Array:
+    """``x`` perturbed: input ``i``'s ``j``-th draw is keyed by ``(key, j, index[i])``."""
+    def one(i, xi):
+        k = jax.random.fold_in(jax.random.fold_in(key, j), i)
+        if perturbation is not None:
+            return perturbation(k, xi)
+        return xi + jax.random.uniform(k, xi.shape, xi.dtype, -radius, radius)
+
+    return jax.vmap(one)(index, x)
+
+
+@functools.partial(jax.jit, static_argnames=("ord", "batch_dims"))
+def _norm(a: Array, ord: float, batch_dims: int) -> Array:
+    a = a.reshape(a.shape[:batch_dims] + (-1,))
+    if ord == np.inf:
+        return jnp.abs(a).max(-1)
+    if ord == 1:
+        return jnp.abs(a).sum(-1)
+    return jnp.sqrt((a * a).sum(-1))
+
+
+def _explained(explain: Callable, x: Array, what: str, like: Array | None = None) -> Array:
+    e = explain(x)
+    try:
+        e = jnp.asarray(e)
+    except (TypeError, ValueError):
+        raise TypeError(f"sensitivity_max: explain(x) must return one array of maps, got "
+                        f"{type(e).__name__} ({what})") from None
+    if like is not None and e.shape != like.shape:
+        raise ValueError(f"sensitivity_max: explain returned maps of shape {e.shape} for "
+                         f"{what}, but {like.shape} for x itself; expected the same shape "
+                         "(fix the targets as class ids: targets=None follows the prediction, "
+                         "which may change with the input, but keeps its shape)")
+    if not bool(jnp.isfinite(e).all()):
+        raise ValueError(f"sensitivity_max: explain returned NaN or infinite maps for {what}; "
+                         "the sensitivity would be NaN. Check the method on these inputs")
+    return e
+
+
+def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
+                    key: jax.Array | int | None = None, n: int = 10, radius: float = 0.02,
+                    ord: float = 2, batch_dims: int = 1,
+                    perturbation: Callable[[Array, Array], Array] | None = None,
+                    index_offset: int = 0) -> Array:
+    """The maximum sensitivity of an explanation (Yeh et al., 2019): over ``n`` random
+    perturbations ``d`` with ``|d|_inf <= radius``, the largest ``|e(x + d) - e(x)| /
+    |e(x)|`` per input. Lower is more robust.
+
+    Args:
+      explain: ``explain(x) -> maps`` with the batch axis first, e.g.
+        ``lambda x: jaxsal.saliency(model, x, targets=3)``. Targets that follow the
+        prediction (``targets=None``) may explain another class for a perturbed input; fix
+        them as ids to measure the map's own change.
+      x: ``(N, ...)``: the inputs ``explain`` takes (one floating array).
+      key: a ``jax.random`` key or an int seed (required).
+      n: perturbations per input (10, Captum's default).
+      radius: the L-infinity radius of the uniform perturbations (0.02, Captum's), in
+        ``x``'s units.
+      ord: the norm over each map's values: 2 (Frobenius, Captum's default), 1 or
+        ``np.inf``. A map whose norm is 0 is compared by its absolute change (Captum).
+      batch_dims: leading axes of the maps kept apart (1: one value per input; 2 with maps
+        ``(N, T, ...)``: one per input and target).
+      perturbation: instead of the uniform draw, ``perturbation(key, x_i) -> x_i'`` (the
+        perturbed input itself, ``x_i``'s shape), a pure function of its key.
+      index_offset: the position of ``x[0]`` in a larger batch (its draws are keyed by it).
+    Returns:
+      ``(N,)``, or the maps' first ``batch_dims`` axes.
+    """
+    key = base.check_key(key, "sensitivity_max")
+    index_offset = base.check_index_offset(index_offset)
+    n_samples = base.check_count(n, "n (perturbations)")
+    if n_samples is None:
+        raise ValueError("expected n >= 1 perturbations (an int), got None")
+    if not callable(explain):
+        raise TypeError(f"sensitivity_max: expected explain as a function x -> maps, got "
+                        f"{type(explain).__name__}")
+    if perturbation is not None and not callable(perturbation):
+        raise TypeError(f"expected perturbation as a function (key, x_i) -> x_i', got "
+                        f"{type(perturbation).__name__}")
+    if isinstance(radius, (bool, np.bool_)) or not isinstance(
+            radius, (int, float, np.integer, np.floating)) or not 0 < float(radius) < np.inf:
+        raise ValueError(f"expected radius as a positive number, got {radius!r}")
+    if ord not in NORMS or isinstance(ord, bool):
+        raise ValueError(f"expected ord as one of 1, 2, np.inf, got {ord!r}")
+    batch_dims = base.check_count(batch_dims, "batch_dims")
+    xa = jnp.asarray(x)
+    if xa.ndim < 1 or not jnp.issubdtype(xa.dtype, jnp.floating):
+        raise TypeError(f"sensitivity_max: expected x as a floating array (N, ...), got dtype "
+                        f"{xa.dtype} and shape {xa.shape}; inputs of ids cannot be perturbed "
+                        "by noise")
+    if not bool(jnp.isfinite(xa).all()):
+        raise ValueError("sensitivity_max: x contains NaN or infinite values")
+    e0 = _explained(explain, xa, "x")
+    if e0.ndim <= batch_dims or e0.shape[0] != xa.shape[0]:
+        raise ValueError(f"sensitivity_max: expected explain(x) of shape (N={xa.shape[0]}, ...) "
+                         f"with more than batch_dims={batch_dims} axes, got {e0.shape}")
+    ord = float(ord)
+    base_norm = _norm(e0, ord, batch_dims)
+    base_norm = jnp.where(base_norm == 0, 1.0, base_norm)
+    index = index_offset + jnp.arange(xa.shape[0], dtype=jnp.int32)
+    worst = None
+    for j in range(n_samples):
+        xj = _perturbed(key, jnp.int32(j), index, xa, float(radius), perturbation)
+        if xj.shape != xa.shape:
+            raise ValueError(f"sensitivity_max: perturbation must return x_i's shape "
+                             f"{xa.shape[1:]}, got {xj.shape[1:]}")
+        s = _norm(_explained(explain, xj, f"perturbation {j}", e0) - e0, ord, batch_dims)
+        s = s / base_norm
+        worst = s if worst is None else jnp.maximum(worst, s)
+    return worst
