@@ -26,6 +26,7 @@ from jaxsal._src.lrp_rules import (LRPComposite, LRPRule, lrp_alpha_beta, lrp_co
 from jaxsal._src.blur_ig import blur_integrated_gradients
 from jaxsal._src.guided_ig import guided_integrated_gradients
 from jaxsal._src.occlusion import occlusion
+from jaxsal._src.permutation import feature_permutation
 from jaxsal._src.rise import rise, rise_masks
 from jaxsal._src.shapley import shapley_value_sampling, shapley_values
 from jaxsal._src.smoothing import smoothgrad
@@ -83,6 +84,7 @@ __all__ = [
     "eigengradcam",
     "explain_to_file",
     "feature_maps",
+    "feature_permutation",
     "filter_images",
     "fourier",
     "fullgrad",
