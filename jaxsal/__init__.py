@@ -12,7 +12,7 @@ from jaxsal._src.cam import (ablationcam, default_cam_layer, eigencam, eigengrad
                              gradcam_elementwise, gradcam_plus_plus, guided_gradcam, hirescam,
                              layercam, scorecam, spatial_layers, xgradcam)
 from jaxsal._src.gradients import deconvnet, gradient_x_input, guided_backprop, saliency
-from jaxsal._src.conductance import internal_influence, layer_conductance
+from jaxsal._src.conductance import internal_influence, layer_conductance, neuron_conductance
 from jaxsal._src.deeplift import deeplift, deeplift_shap
 from jaxsal._src.fullgrad import fullgrad
 from jaxsal._src.gradient_shap import gradient_shap
@@ -126,6 +126,7 @@ __all__ = [
     "lrp_zplus",
     "maximize",
     "neuron",
+    "neuron_conductance",
     "neuron_objective",
     "normalize",
     "occlusion",

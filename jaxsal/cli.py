@@ -26,7 +26,7 @@ METHODS = ("saliency", "gradient_x_input", "guided_backprop", "deconvnet", "smoo
            "gradcam_plus_plus", "layercam", "hirescam", "xgradcam", "scorecam", "eigencam",
            "eigengradcam", "gradcam_elementwise", "ablationcam", "fullgrad", "guided_gradcam",
            "occlusion", "rise", "shapley_values", "shapley_value_sampling", "kernel_shap",
-           "lime", "layer_conductance", "internal_influence")
+           "lime", "layer_conductance", "internal_influence", "neuron_conductance")
 
 
 def _data_path(name: str) -> str:
@@ -45,7 +45,7 @@ def _enable_cache(cache_dir: str | None) -> None:
 RANDOM_METHODS = ("smoothgrad", "gradient_shap", "rise", "shapley_value_sampling",
                   "kernel_shap", "lime")
 #: Methods that explain a layer's units: they need ``--layer``.
-LAYER_METHODS = ("layer_conductance", "internal_influence")
+LAYER_METHODS = ("layer_conductance", "internal_influence", "neuron_conductance")
 #: Methods whose feature groups are patches: they take ``--patch``.
 PATCH_METHODS = ("occlusion", "shapley_values", "shapley_value_sampling", "kernel_shap",
                  "lime")
@@ -130,6 +130,10 @@ def _method_options(args) -> dict:
             raise ValueError(f"--option {name}=... repeats an option given already (by "
                              f"--{name} or another --option {name}=...); pass it once")
         options[name] = value
+    if args.method == "neuron_conductance" and "neuron" not in options:
+        raise ValueError("--method neuron_conductance explains one unit or channel of --layer "
+                         "and needs --option neuron=INDEX (a channel, e.g. neuron=7) or "
+                         "--option 'neuron=[row, col, channel]' (one unit)")
     explicit = {"--seed": args.seed is not None, "--patch": args.patch is not None,
                 "--stride": args.stride is not None}
     if args.method in RANDOM_METHODS:
@@ -260,7 +264,8 @@ def main(argv=None) -> int:
                    help="layer for CAM methods (default: automatic), or the layer saliency, "
                         "gradient_x_input and integrated_gradients attribute to (e.g. the "
                         "embedding of a token model, whose inputs.npy holds integer ids); "
-                        "required by layer_conductance and internal_influence")
+                        "required by layer_conductance, internal_influence and "
+                        "neuron_conductance (with --option neuron=...)")
     e.add_argument("--seed", type=int, default=None,
                    help="PRNG seed of the random methods (smoothgrad, gradient_shap, rise, "
                         "shapley_value_sampling, kernel_shap, lime: required), used as "

@@ -491,7 +491,8 @@ PUBLIC_METHODS = ["saliency", "gradient_x_input", "guided_backprop", "deconvnet"
                   "blur_integrated_gradients", "guided_integrated_gradients", "gradient_shap",
                   "shapley_values", "shapley_value_sampling", "fullgrad", "rise",
                   "deeplift", "deeplift_shap", "lrp", "kernel_shap", "lime",
-                  "layer_conductance", "internal_influence", "feature_permutation"]
+                  "layer_conductance", "internal_influence", "feature_permutation",
+                  "neuron_conductance"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_METHODS)

@@ -87,6 +87,21 @@ def test_layer_conductance_needs_and_uses_layer(tmp_path, mnist_path, digits_fil
     np.testing.assert_allclose(np.load(tmp_path / "c.npy"), direct, rtol=1e-5, atol=1e-6)
 
 
+def test_neuron_conductance_needs_a_neuron(tmp_path, mnist_path, digits_file, mnist_digits,
+                                           capsys):
+    assert _explain(mnist_path, digits_file, tmp_path / "n.npy", "--method",
+                    "neuron_conductance", "--layer", "conv2d_2") != 0
+    assert "needs --option neuron=INDEX" in capsys.readouterr().err
+    assert _explain(mnist_path, digits_file, tmp_path / "n.npy", "--method",
+                    "neuron_conductance", "--layer", "conv2d_2", "--option",
+                    "neuron=[5, 6, 3]", "--option", "steps=4", "--targets", "2") == 0
+    direct = jaxsal.neuron_conductance(load_keras(mnist_path, head="logits"),
+                                       mnist_digits[:2], 2, layer="conv2d_2",
+                                       neuron=(5, 6, 3), steps=4)
+    np.testing.assert_allclose(np.load(tmp_path / "n.npy"), direct, rtol=1e-5,
+                               atol=1e-6 * np.abs(direct).max())
+
+
 def test_shapley_patch_and_feature_mask(tmp_path, mnist_path, digits_file, mnist_digits,
                                         capsys):
     m = load_keras(mnist_path, head="logits")

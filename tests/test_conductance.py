@@ -98,3 +98,74 @@ def test_internal_influence_is_the_mean_gradient(net, rule):
     np.testing.assert_allclose(got[:, 0], want, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="unknown rule"):
         jaxsal.internal_influence(m, x, 1, layer="hidden", rule="simpson")
+
+
+# ------------------------------------------------------------------ neuron conductance
+def _neuron_by_hand(m, x, x0, layer, unit, k, rule, steps):
+    """(x - x') * sum_w w * (dS_k/dA * unit) pulled back to the input (jax.vjp at each
+    quadrature point)."""
+    from jaxsal._src.integrated import quadrature
+
+    alphas, weights = quadrature(steps, rule)
+    total = 0.0
+    for a, w in zip(alphas, weights):
+        xa = x0 + a * (x - x0)
+        A = m.apply(m.params, xa, capture=[layer])[1][layer]
+        g = jax.grad(lambda d: m.apply(m.params, xa, perturb={layer: d})[:, k].sum())(
+            jnp.zeros_like(A))
+        _, pull = jax.vjp(lambda v: m.apply(m.params, v, capture=[layer])[1][layer], xa)
+        total = total + w * np.asarray(pull(g * unit)[0])
+    return (x - x0) * total
+
+
+@pytest.mark.parametrize("layer,neuron", [("conv", (1, 2, 3)), ("conv", 2), ("hidden", (4,)),
+                                          ("hidden", 1)])
+def test_neuron_conductance_is_its_definition(net, layer, neuron):
+    m, x, x0 = net
+    shape = m.apply(m.params, x, capture=[layer])[1][layer].shape[1:]
+    unit = np.zeros(shape, np.float32)
+    if isinstance(neuron, tuple):
+        unit[neuron] = 1.0
+    else:
+        unit[..., neuron] = 1.0
+    got = np.asarray(jaxsal.neuron_conductance(m, x, [0, 2], layer=layer, neuron=neuron,
+                                               baseline=x0, steps=5, batch_steps=2,
+                                               reduce=None))
+    assert got.shape == (2, 2, 6, 6, 2)
+    for t, k in enumerate([0, 2]):
+        want = _neuron_by_hand(m, x, x0, layer, unit, k, "trapezoid", 5)
+        np.testing.assert_allclose(got[:, t], want, rtol=1e-4,
+                                   atol=1e-5 * np.abs(want).max())
+    gl = np.asarray(jaxsal.neuron_conductance(m, x, 1, layer=layer, neuron=neuron,
+                                              baseline=x0, steps=4, rule="gausslegendre"))
+    want = _neuron_by_hand(m, x, x0, layer, unit, 1, "gausslegendre", 4).sum(-1)
+    np.testing.assert_allclose(gl, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_neuron_conductance_sums_to_the_units_conductance(net):
+    """Summed over the input, a unit's neuron conductance is its layer conductance (both
+    converge to the same integral); a channel's is the sum of its units'."""
+    m, x, x0 = net
+    layer_c = np.asarray(jaxsal.layer_conductance(m, x, [0, 1], layer="conv", baseline=x0,
+                                                  steps=96, reduce=None))
+    for neuron in ((0, 3, 1), (2, 2, 0)):
+        nc = np.asarray(jaxsal.neuron_conductance(m, x, [0, 1], layer="conv", neuron=neuron,
+                                                  baseline=x0, steps=96))
+        want = layer_c[(slice(None), slice(None)) + neuron]
+        np.testing.assert_allclose(nc.sum((-2, -1)), want, rtol=2e-3,
+                                   atol=2e-3 * np.abs(layer_c).max())
+    channel = np.asarray(jaxsal.neuron_conductance(m, x, [0, 1], layer="conv", neuron=1,
+                                                   baseline=x0, steps=96))
+    np.testing.assert_allclose(channel.sum((-2, -1)), layer_c[..., 1].sum((-2, -1)),
+                               rtol=2e-3, atol=2e-3 * np.abs(layer_c).max())
+
+
+def test_neuron_conductance_errors(net):
+    m, x, x0 = net
+    with pytest.raises(ValueError, match="not a channel of layer 'conv'"):
+        jaxsal.neuron_conductance(m, x, 0, layer="conv", neuron=4)
+    with pytest.raises(ValueError, match=r"a tuple of 3 indices into its output of shape "
+                                         r"\(4, 4, 4\)"):
+        jaxsal.neuron_conductance(m, x, 0, layer="conv", neuron=(1, 2))
+    with pytest.raises(ValueError, match="a tuple of 3 indices"):
+        jaxsal.neuron_conductance(m, x, 0, layer="conv", neuron=(1, 2, 9))

@@ -57,7 +57,8 @@ ALL = [jaxsal.saliency, jaxsal.gradient_x_input, jaxsal.guided_backprop, jaxsal.
        jaxsal.guided_integrated_gradients, jaxsal.shapley_values,
        jaxsal.shapley_value_sampling, jaxsal.fullgrad, jaxsal.rise, jaxsal.deeplift,
        jaxsal.deeplift_shap, jaxsal.lrp, jaxsal.kernel_shap, jaxsal.lime,
-       jaxsal.layer_conductance, jaxsal.internal_influence, jaxsal.feature_permutation]
+       jaxsal.layer_conductance, jaxsal.internal_influence, jaxsal.feature_permutation,
+       jaxsal.neuron_conductance]
 OPTS = {jaxsal.smoothgrad: dict(key=0, n=2), jaxsal.integrated_gradients: dict(steps=4),
         jaxsal.gradient_shap: dict(key=0, n=2), jaxsal.blur_integrated_gradients: dict(steps=4),
         jaxsal.guided_integrated_gradients: dict(steps=4),
@@ -68,7 +69,8 @@ OPTS = {jaxsal.smoothgrad: dict(key=0, n=2), jaxsal.integrated_gradients: dict(s
         jaxsal.kernel_shap: dict(key=0, n=2, patch=3), jaxsal.lime: dict(key=0, n=2, patch=3),
         jaxsal.layer_conductance: dict(layer="conv2d_2", steps=2),
         jaxsal.internal_influence: dict(layer="conv2d_2", steps=2),
-        jaxsal.feature_permutation: dict(key=0, patch=7)}
+        jaxsal.feature_permutation: dict(key=0, patch=7),
+        jaxsal.neuron_conductance: dict(layer="conv2d_2", neuron=0, steps=2)}
 
 
 def _name(f):

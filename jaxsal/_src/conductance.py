@@ -8,6 +8,10 @@ target's gradient at a layer's output ``A``, ``G(a) = dS/dA (x(a))``:
   ``LayerConductance``): ``integral_0^1 G(a) * dA(x(a))/da da``, each unit's share of the
   score's change. Summed over a layer that every path from the input to the output crosses,
   it is ``S(x) - S(x')`` (the chain rule, integrated) up to the quadrature error.
+- neuron conductance (Dhamdhere et al., 2018; Captum's ``NeuronConductance``): the same
+  integral for one unit (or channel) ``j`` of the layer, split over the *input*:
+  ``(x_i - x'_i) integral_0^1 dS/dA_j * dA_j/dx_i da``. Summed over the input, it is the
+  unit's conductance (the flow of integrated gradients through it).
 - internal influence (Leino et al., 2018, "Influence-Directed Explanations for Deep
   Convolutional Networks"; Captum's ``InternalInfluence``): ``integral_0^1 G(a) da``.
 
@@ -31,10 +35,11 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.gradients import first_only
-from jaxsal._src.integrated import RULES, _start, check_baseline, quadrature
+from jaxsal._src.integrated import RULES, _start, check_baseline, path_integral, quadrature
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model
-from jaxsal._src.validate import prepare, prepare_layer
+from jaxsal._src.precision import backward_dtype, low_precision
+from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model, score_matrix
+from jaxsal._src.validate import LayerTarget, prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -172,3 +177,117 @@ def internal_influence(model: Any, x: ArrayLike, targets: Any = None, *, layer: 
                        layer=layer, baseline=baseline, batch_steps=batch_steps, reduce=reduce,
                        head=head, chunk_size=chunk_size, memory_budget=memory_budget,
                        precision=precision, check_finite=check_finite)
+
+
+def _neuron_mask(neuron: Any, lt: LayerTarget, layer: str) -> np.ndarray:
+    """The units of ``lt``'s output (one example's shape) that ``neuron`` names, as 0/1: a
+    tuple indexes one unit, an int one channel (every position of it)."""
+    shape = tuple(lt.shape[1:])
+    channel_axis = 0 if lt.channels_first else len(shape) - 1
+    mask = np.zeros(shape, np.float32)
+    if isinstance(neuron, (int, np.integer)) and not isinstance(neuron, (bool, np.bool_)):
+        c = int(neuron)
+        if not -shape[channel_axis] <= c < shape[channel_axis]:
+            raise ValueError(f"neuron={c} is not a channel of layer {layer!r}, whose output "
+                             f"has {shape[channel_axis]} channels (shape {lt.shape}, batch "
+                             "first)")
+        index = [slice(None)] * len(shape)
+        index[channel_axis] = c
+        mask[tuple(index)] = 1.0
+        return mask
+    idx = base.int_sizes(neuron) if isinstance(neuron, (tuple, list)) else None
+    if idx is None or len(idx) != len(shape) or not all(
+            -d <= i < d for i, d in zip(idx, shape)):
+        raise ValueError(f"expected neuron as a channel (an int) or one unit of layer "
+                         f"{layer!r}, a tuple of {len(shape)} indices into its output of "
+                         f"shape {shape} (without the batch axis); got {neuron!r}")
+    mask[tuple(idx)] = 1.0
+    return mask
+
+
+def neuron_conductance(model: Any, x: ArrayLike, targets: Any = None, *, layer: str,
+                       neuron: int | tuple, baseline: ArrayLike | None = None,
+                       steps: int = 50, rule: str = "trapezoid",
+                       batch_steps: int | None = None, reduce: str | None = "sum",
+                       head: str | None = None, chunk_size: int | None = None,
+                       memory_budget: int | None = None, precision: str | None = None,
+                       check_finite: bool = True) -> Array:
+    """Neuron conductance (Dhamdhere, Sundararajan & Yan, 2018; Captum's
+    ``NeuronConductance``): how much of one unit's conductance each input feature carries,
+    ``(x - x') * integral_0^1 sum_j dS/dA_j * dA_j/dx da`` along the straight path from
+    ``baseline`` to ``x``, ``j`` over the chosen unit(s) of ``layer``'s output ``A``.
+    Summed over the input, it is the conductance of those units
+    (:func:`jaxsal.layer_conductance` with ``reduce=None``) up to the quadrature error.
+
+    Each path point costs one forward pass and two backward passes per target: ``dS/dA``,
+    then its part at the unit pulled back to the input.
+
+    Args:
+      model, x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
+        :func:`jaxsal.saliency` (a model of several inputs: every input moves on its own
+        straight path, and the maps come back per input).
+      layer: the layer whose unit is explained.
+      neuron: a tuple indexing one unit of the layer's output (without the batch axis,
+        e.g. ``(3, 4, 7)`` for row 3, column 4, channel 7 of ``(N, h, w, K)``; ``(7,)`` for
+        a Dense layer), or an int: a whole channel (the sum of its units' conductances).
+      baseline, steps, rule, batch_steps: as in :func:`jaxsal.integrated_gradients`.
+      reduce: channel reduction of the input attributions (signed ``"sum"``, default,
+        keeps the sum); ``None`` keeps the channels.
+    Returns:
+      ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept with ``reduce=None``).
+    """
+    check_reduce(reduce)
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
+    quadrature(steps, rule)
+    p = prepare(model, x, targets, head=head, check_finite=check_finite, multi_input=True)
+    lt = prepare_layer(p, layer, None)
+    mask = _neuron_mask(neuron, lt, layer)
+    b = check_baseline(baseline, p.x)
+    nb, batch_steps, chunk = base.sampling_plan(p.model, p.x, p.n, p.spec.num, steps,
+                                                batch_steps, "batch_steps", chunk_size,
+                                                memory_budget)
+    m, spec, info, L = p.model, p.spec, p.info, lt.name
+    axes = p.map_channel_axes
+
+    def build():
+        def run(params, x, ids, baseline):
+            sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            unit = jnp.asarray(mask)
+
+            def flow(ts):  # (N, Tc, ...): each target's gradient through the unit(s)
+                def grad_at(z, k):
+                    ids_k = base.tile_batch(ids_, k)
+
+                    def fwd(xx, delta):
+                        y, caps = run_model(m, params, xx, (L,) + sp.layers,
+                                            perturb={L: delta})
+                        return score_matrix(sp, info, y, caps, ids_k), caps[L]
+
+                    n_k = jax.tree_util.tree_leaves(z)[0].shape[0]
+                    zeros = jnp.zeros((n_k,) + lt.shape[1:], jnp.float32)
+                    (s, A), pull = jax.vjp(fwd, z, zeros)
+                    dtype = backward_dtype()
+                    if dtype is not None:
+                        pull = low_precision(pull, dtype)
+
+                    def one(t):
+                        ct = jnp.broadcast_to((jnp.arange(spec.num) == t).astype(s.dtype),
+                                              s.shape)
+                        G = pull((ct, jnp.zeros_like(A)))[1]  # dS_t/dA
+                        return pull((jnp.zeros_like(s), (G * unit).astype(A.dtype)))[0]
+
+                    return jax.vmap(one, out_axes=1)(ts)
+
+                return path_integral(grad_at, _start(baseline, x), x, steps, rule, batch_steps)
+
+            out = base.map_chunks(lambda ts: _reduce_inputs(flow(ts), reduce, axes),
+                                  spec.num, chunk)
+            return first_only(out, spec.class_axis)
+
+        return run
+
+    key = ("neuron_conductance", p.key, spec, info, steps, rule, batch_steps, reduce, chunk,
+           nb, lt, mask.tobytes())
+    return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3,)),
+                         precision)(p.params, p.x, p.ids, b)
