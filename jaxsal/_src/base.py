@@ -629,6 +629,15 @@ def check_count(value: Any, name: str) -> int | None:
     return v
 
 
+def check_n(n: Any, what: str) -> int:
+    """A required count ``n`` of ``what`` (samples, masks, orders...) as a positive int: as
+    :func:`check_count`, and ``None`` refused too."""
+    v = check_count(n, f"n ({what})")
+    if v is None:
+        raise ValueError(f"expected n >= 1 {what} (an int), got None")
+    return v
+
+
 def int_sizes(value: Any, *, allow_none: bool = False) -> tuple | None:
     """``value`` (a shape, a size) as a tuple of Python ints when it is a sequence of Python
     or NumPy integers (not bools; ``None`` entries too with ``allow_none``), else ``None``:

@@ -121,9 +121,7 @@ def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
     check_reduce(reduce)
     key = base.check_key(key, "gradient_shap")
     index_offset = base.check_index_offset(index_offset)
-    n = base.check_count(n, "n (samples)")
-    if n is None:
-        raise ValueError("expected n >= 1 samples (an int), got None")
+    n = base.check_n(n, "samples")
     noise_std = _nonnegative(noise_std, "noise_std", "the standard deviation of the noise "
                              "added to x, e.g. 0.1; 0 adds none")
     multiply_by_inputs = check_flag(multiply_by_inputs, "multiply_by_inputs")

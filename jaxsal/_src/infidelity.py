@@ -80,9 +80,7 @@ def infidelity(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *
     """
     key = base.check_key(key, "infidelity")
     index_offset = base.check_index_offset(index_offset)
-    n_samples = base.check_count(n, "n (perturbations)")
-    if n_samples is None:
-        raise ValueError("expected n >= 1 perturbations (an int), got None")
+    n_samples = base.check_n(n, "perturbations")
     std = _check_std(noise_std)
     if perturbation is not None and not callable(perturbation):
         raise TypeError(f"expected perturbation as a function (key, x_i) -> I_i, got "

@@ -77,9 +77,7 @@ def _check_real(value: Any, name: str, what: str, positive: bool) -> float:
 
 
 def _check_n(n: Any, m: int, name: str) -> int:
-    n = base.check_count(n, "n (coalitions per input)")
-    if n is None:
-        raise ValueError("expected n >= 1 coalitions per input (an int), got None")
+    n = base.check_n(n, "coalitions per input")
     if n * m >= 2 ** 32:
         raise ValueError(f"{name}: expected n * M below 2^32 (the coalitions are drawn from "
                          f"the counters coalition * M + group), got n = {n} coalitions of "

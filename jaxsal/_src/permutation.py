@@ -88,9 +88,7 @@ def feature_permutation(model: Any, x: ArrayLike, targets: Any = None, *,
         imp.mean(0)                                                             # (D,)
     """
     key = base.check_key(key, "feature_permutation")
-    n_rounds = base.check_count(n, "n (permutations per group)")
-    if n_rounds is None:
-        raise ValueError("expected n >= 1 permutations per group (an int), got None")
+    n_rounds = base.check_n(n, "permutations per group")
     p, groups, _, batch_size, per_image, _, return_groups = _setup(
         "feature_permutation", model, x, targets, patch, feature_mask, 0, batch_size, head,
         memory_budget, check_finite, return_groups)

@@ -96,9 +96,7 @@ def rise_masks(key: jax.Array | int, n: int, size: tuple[int, ...], *, grid: Any
     ``index`` with this key: ``(n, *size)`` values in ``[0, 1]`` (``size`` the input's
     spatial size, e.g. ``(H, W)``). For inspecting or plotting them."""
     key = base.check_key(key, "rise_masks")
-    n = base.check_count(n, "n (masks)")
-    if n is None:
-        raise ValueError("expected n >= 1 masks (an int), got None")
+    n = base.check_n(n, "masks")
     size = base.int_sizes(size)
     if size is None or any(s < 1 for s in size):
         raise ValueError(f"expected size as positive ints (the spatial size), got {size!r}")
@@ -149,9 +147,7 @@ def rise(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array | int 
     """
     key = base.check_key(key, "rise")
     index_offset = base.check_index_offset(index_offset)
-    n_masks = base.check_count(n, "n (masks)")
-    if n_masks is None:
-        raise ValueError("expected n >= 1 masks (an int), got None")
+    n_masks = base.check_n(n, "masks")
     p_keep = _check_p(p)
     pr = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
     if pr.x.ndim not in (3, 4, 5):

@@ -97,9 +97,7 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
     """
     key = base.check_key(key, "sensitivity_max")
     index_offset = base.check_index_offset(index_offset)
-    n_samples = base.check_count(n, "n (perturbations)")
-    if n_samples is None:
-        raise ValueError("expected n >= 1 perturbations (an int), got None")
+    n_samples = base.check_n(n, "perturbations")
     if not callable(explain):
         raise TypeError(f"sensitivity_max: expected explain as a function x -> maps, got "
                         f"{type(explain).__name__}")

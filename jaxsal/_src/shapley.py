@@ -470,9 +470,7 @@ def shapley_value_sampling(model: Any, x: ArrayLike, targets: Any = None, *,
     """
     key = base.check_key(key, "shapley_value_sampling")
     index_offset = base.check_index_offset(index_offset)
-    n_orders = base.check_count(n, "n (random orders)")
-    if n_orders is None:
-        raise ValueError("expected n >= 1 random orders (an int), got None")
+    n_orders = base.check_n(n, "random orders")
     p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
         "shapley_value_sampling", model, x, targets, patch, feature_mask, fill, batch_size,
         head, memory_budget, check_finite, return_groups)

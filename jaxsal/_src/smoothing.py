@@ -117,9 +117,7 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
     index_offset = base.check_index_offset(index_offset)
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
-    n = base.check_count(n, "n (noisy samples)")
-    if n is None:
-        raise ValueError("expected n >= 1 noisy samples (an int), got None")
+    n = base.check_n(n, "noisy samples")
     if noise_level is not None and noise_std is not None:
         raise ValueError(f"got noise_level={noise_level!r} and noise_std={noise_std!r}; pass "
                          "one: noise_level is relative to each input's max - min, noise_std "
