@@ -167,3 +167,81 @@ def test_refusals(kw, err, match):
     m, _ = _linear()
     with pytest.raises(err, match=match):
         jaxsal.gradient_shap(m, _x(), 0, **kw)
+
+
+# ------------------------------------------------------------------ layer=
+def _token_model():
+    """Token ids -> embedding (the layer) -> tanh of a projection of the mean -> 3 logits."""
+    rng = np.random.default_rng(5)
+    params = {"emb": jnp.asarray(rng.normal(size=(12, 4)), jnp.float32),
+              "w1": jnp.asarray(rng.normal(size=(4, 6)), jnp.float32),
+              "w2": jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)}
+
+    def features(p, ids):
+        return p["emb"][ids]  # (N, L, E)
+
+    def head_fn(p, a):
+        return jnp.tanh(a.mean(1) @ p["w1"] * 2.0) @ p["w2"]
+
+    return jaxsal.FunctionModel(features=features, head_fn=head_fn, layer="embedding",
+                                params=params), params
+
+
+def test_at_a_layer_is_the_definition_with_the_same_draws():
+    """Sample k of input i: the baseline index and the path point come from fold_in(key, k),
+    fold_in(i) (the draws of the input version); the point is on the straight line between
+    the layer's outputs, the attribution (A(x) - A(b)) * dS/dA there."""
+    m, params = _token_model()
+    ids = jnp.asarray([[1, 4, 7, 2, 0], [3, 3, 9, 11, 5]], jnp.int32)
+    refs_ids = jnp.asarray([[0, 0, 0, 0, 0], [2, 2, 2, 2, 2], [6, 1, 6, 1, 6]], jnp.int32)
+    n, key = 6, jax.random.key(7)
+    got = np.asarray(jaxsal.gradient_shap(m, ids, [0, 2], key=key, baselines=refs_ids, n=n,
+                                          layer="embedding", reduce=None, batch_samples=4))
+    assert got.shape == (2, 2, 5, 4)
+    A, A_ref = params["emb"][ids], params["emb"][refs_ids]
+    want = np.zeros_like(got)
+    for k in range(n):
+        for i in range(2):
+            kb, ka, _ = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, k), i), 3)
+            b = int(jax.random.randint(kb, (), 0, 3))
+            a = float(jax.random.uniform(ka))
+            z = A_ref[b] + a * (A[i] - A_ref[b])
+            for t, c in enumerate([0, 2]):
+                g = jax.grad(lambda v: m.head_fn(params, v[None])[0, c])(z)
+                want[i, t] += np.asarray(g * (A[i] - A_ref[b])) / n
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    # multiply_by_inputs=False: the mean gradient; reduce="sum": one value per token
+    mean_g = np.asarray(jaxsal.gradient_shap(m, ids, [0, 2], key=key, baselines=refs_ids, n=n,
+                                             layer="embedding", reduce="sum"))
+    np.testing.assert_allclose(mean_g, want.sum(-1), rtol=1e-4, atol=1e-6)
+
+
+def test_at_a_layer_sums_to_the_expected_score_difference():
+    """In expectation the layer attributions sum to S(x) - mean_b S(b) (integrated gradients
+    at the layer averaged over the baselines)."""
+    m, params = _token_model()
+    ids = jnp.asarray([[1, 4, 7, 2, 0], [3, 3, 9, 11, 5]], jnp.int32)
+    refs_ids = jnp.asarray([[0, 0, 0, 0, 0], [2, 2, 2, 2, 2]], jnp.int32)
+    got = np.asarray(jaxsal.gradient_shap(m, ids, [0, 1, 2], key=0, baselines=refs_ids,
+                                          n=40000, layer="embedding"))
+    ig = np.mean([np.asarray(jaxsal.integrated_gradients(m, ids, [0, 1, 2], baseline=b,
+                                                         layer="embedding", steps=64))
+                  for b in np.asarray(refs_ids)], axis=0)
+    np.testing.assert_allclose(got, ig, atol=0.05 * np.abs(ig).max())
+    delta = np.asarray(m(ids)) - np.asarray(m(refs_ids)).mean(0)
+    np.testing.assert_allclose(got.sum(-1), delta, atol=0.05 * np.abs(delta).max())
+
+
+def test_at_a_layer_of_a_keras_model_and_refusals(mnist, mnist_digits):
+    x = mnist_digits[:2]
+    maps = np.asarray(jaxsal.gradient_shap(mnist, x, [1, 3], key=0, n=3, layer="conv2d_2",
+                                           baselines=mnist_digits[2:4]))
+    assert maps.shape == (2, 2, 24, 24) and np.isfinite(maps).all()
+    with pytest.raises(ValueError, match="noise_std=0 with layer="):
+        jaxsal.gradient_shap(mnist, x, 1, key=0, layer="conv2d_2", noise_std=0.1)
+    m, _ = _token_model()
+    ids = jnp.asarray([[1, 4, 7, 2, 0]], jnp.int32)
+    with pytest.raises(ValueError, match="whole numbers"):
+        jaxsal.gradient_shap(m, ids, 0, key=0, layer="embedding", baselines=0.5)
+    with pytest.raises(TypeError, match="integer dtype"):
+        jaxsal.gradient_shap(m, ids, 0, key=0)

@@ -23,10 +23,11 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.gradients import first_only, raw_gradients
+from jaxsal._src.integrated import _Shifted
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.smoothing import _nonnegative
-from jaxsal._src.targets import resolve_predicted
-from jaxsal._src.validate import _all_finite, check_flag, prepare
+from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model
+from jaxsal._src.validate import _all_finite, check_flag, prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -55,6 +56,11 @@ def check_baselines(baselines: Any, x: Any) -> Any:
     one = tuple(x.shape[1:])
     if baselines is None:
         return jnp.zeros((1,) + one, x.dtype)
+    raw = np.asarray(baselines) if not isinstance(baselines, jax.core.Tracer) else None
+    if jnp.issubdtype(x.dtype, jnp.integer) and raw is not None and raw.dtype.kind == "f" \
+            and not np.array_equal(raw, np.round(raw)):  # a fraction would become another id
+        raise ValueError(f"baselines must hold whole numbers for x, whose integer values "
+                         f"({x.dtype}) are token ids; pass ids (e.g. the padding id)")
     try:
         b = jnp.asarray(baselines, dtype=x.dtype)
     except (TypeError, ValueError) as e:
@@ -84,7 +90,8 @@ def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
                   reduce: str | None = "sum", batch_samples: int | None = None,
                   head: str | None = None, chunk_size: int | None = None,
                   memory_budget: int | None = None, precision: str | None = None,
-                  check_finite: bool = True, index_offset: int = 0) -> Array:
+                  check_finite: bool = True, index_offset: int = 0,
+                  layer: str | None = None) -> Array:
     """GradientSHAP (Lundberg & Lee, 2017; Captum's ``GradientShap``), also known as expected
     gradients (Erion et al., 2021).
 
@@ -115,8 +122,16 @@ def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
       index_offset: the position of ``x[0]`` in a larger batch: the draws of input ``i`` are
         keyed by ``index_offset + i``, so rows ``a:b`` of one call over all of ``x`` equal a
         call on ``x[a:b]`` with ``index_offset=a`` (:func:`jaxsal.explain_to_file` passes it).
+      layer: attribute to that layer's output ``A`` (expected gradients at a layer): each
+        sample's point is ``A(b) + a (A(x) - A(b))`` on the straight path *in the layer's
+        space*, as :func:`jaxsal.integrated_gradients` with ``layer=`` (run as ``x`` with
+        the layer's output replaced), and its attribution ``(A(x) - A(b)) * dS/dA`` there;
+        in expectation it is ``integrated_gradients(layer=)`` averaged over the baselines
+        and sums to ``S(x) - mean_b S(b)``. ``x`` and ``baselines`` may then be token ids
+        (e.g. ``layer="embedding"``). ``noise_std`` must be 0.
     Returns:
-      Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``).
+      Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (channels kept when ``reduce=None``); with
+      ``layer``, the layer's shape with its channel axis reduced.
     """
     check_reduce(reduce)
     key = base.check_key(key, "gradient_shap")
@@ -125,13 +140,26 @@ def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
     noise_std = _nonnegative(noise_std, "noise_std", "the standard deviation of the noise "
                              "added to x, e.g. 0.1; 0 adds none")
     multiply_by_inputs = check_flag(multiply_by_inputs, "multiply_by_inputs")
-    p = prepare(model, x, targets, head=head, check_finite=check_finite, multi_input=True)
+    if layer is not None and noise_std > 0:
+        raise ValueError("gradient_shap: noise_std adds noise to the input, which a layer's "
+                         "path (layer=) does not start from; pass noise_std=0 with layer=, or "
+                         "attribute to the input")
+    p = prepare(model, x, targets, head=head, check_finite=check_finite,
+                allow_int=layer is not None, multi_input=True)
+    lt = None if layer is None else prepare_layer(p, layer, reduce)
     dist = check_baselines(baselines, p.x)
+    check_ids = getattr(p.model, "check_token_ids", None)
+    if lt is not None and check_ids is not None:  # ids outside the vocabulary: NaN rows
+        try:
+            check_ids(dist)
+        except ValueError as e:
+            raise ValueError(f"baselines: {e}") from None
     nb, batch_samples, chunk = base.sampling_plan(p.model, p.x, p.n, p.spec.num, n,
                                                   batch_samples, "batch_samples", chunk_size,
                                                   memory_budget)
     m, spec, info = p.model, p.spec, p.info
-    axes, formats = p.map_channel_axes, p.formats
+    axes = p.map_channel_axes if lt is None else [lt.map_channel_axis]
+    formats = p.formats
 
     def build():
         def run(params, x, ids, key, dist, index):
@@ -155,7 +183,32 @@ def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
                                         shape, a.dtype)
                 return jnp.moveaxis(eps, -1, 0) if cf else eps  # drawn channels-last
 
+            if lt is not None:
+                A = run_model(m, params, x, (lt.name,))[1][lt.name]  # (N, *A)
+                A_ref = run_model(m, params, dist, (lt.name,))[1][lt.name]  # (B, *A)
+
+            def layer_group(ts, ks, valid):
+                idx, alpha, _ = jax.vmap(lambda k: jax.vmap(lambda i: draw(k, i))(index))(ks)
+                bs = len(ks)
+                start, end = A_ref[idx], A[None]  # (B, N, *A)
+                al = alpha.reshape(alpha.shape + (1,) * (A.ndim - 1)).astype(A.dtype)
+                z = (start + al * (end - start)).reshape((-1,) + A.shape[1:])
+                shifted = _Shifted(m, lt.name, z - base.tile_batch(A, bs))
+                _, _, pull = layer_pullback(shifted, params, base.tile_batch(x, bs), lt.name,
+                                            z.shape, sp, info, base.tile_batch(ids_, bs))
+                g = jax.vmap(pull, out_axes=1)(ts)
+                g = g.reshape((bs, n_in) + g.shape[1:])  # (B, N, Tc, *A)
+                if multiply_by_inputs:
+                    g = g * (end - start)[:, :, None]
+                v = valid.reshape((-1,) + (1,) * (g.ndim - 1))
+                return jnp.sum(jnp.where(v, g, 0.0), axis=0)
+
             def chunk_fn(ts):
+                if lt is not None:
+                    total = base.sum_groups(lambda ks, valid: layer_group(ts, ks, valid), n,
+                                            batch_samples)
+                    return _reduce_inputs(total / n, reduce, axes)
+
                 def group(ks, valid):
                     idx, alpha, kn = jax.vmap(lambda k: jax.vmap(lambda i: draw(k, i))(index))(ks)
                     bs = len(ks)
@@ -188,7 +241,7 @@ def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
         return run
 
     ck = ("gradient_shap", p.key, spec, info, n, noise_std, multiply_by_inputs, reduce,
-          batch_samples, chunk, nb)
+          batch_samples, chunk, nb, lt)
     return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5)),
                          precision)(p.params, p.x, p.ids, key, dist,
                                     jnp.arange(p.n, dtype=jnp.int32) + index_offset)

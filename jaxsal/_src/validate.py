@@ -28,7 +28,8 @@ def _all_finite(x):
 
 _AT_A_LAYER = ("Attribute at a layer instead, e.g. the embedding: "
                "jaxsal.integrated_gradients(model, x, layer='embedding') (also saliency, "
-               "gradient_x_input, deeplift, deeplift_shap and lrp). The gradient CAMs "
+               "gradient_x_input, gradient_shap, deeplift, deeplift_shap and lrp). The "
+               "gradient CAMs "
                "(gradcam, ...), eigencam and ablationcam (at a layer with a token axis, a "
                "Conv1D after the embedding), occlusion, shapley_values, "
                "shapley_value_sampling, kernel_shap and lime (absent tokens become a fill id) "
