@@ -39,6 +39,7 @@ EXPECTED = {
         "sequences_tokens_class0.png": 0,  # plot.tokens: coloured words, no map panels
         "sequences_tokens_class1.png": 0,
     },
+    "evaluate_maps": {"evaluate_maps_curves.png": 0, "evaluate_maps.png": 24},
 }
 
 
@@ -145,3 +146,16 @@ def test_tour_notebook_executes(tmp_path, monkeypatch):
     outs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outs) == saved_images
+
+
+def test_example8_ranks_faithful_maps_above_a_random_order(outputs):
+    """Integrated gradients and occlusion delete the class faster than a random pixel order
+    and restore it faster by insertion (16 digits, 28 steps)."""
+    stdout, _ = outputs["evaluate_maps"]
+    auc = {name.strip(): (float(d), float(i)) for name, d, i in re.findall(
+        r"^\s*([\w -]+): deletion auc (\S+)  insertion auc (\S+)$", stdout, re.M)}
+    assert len(auc) == 7, stdout
+    rand_d, rand_i = auc["random"]
+    for name in ("integrated gradients", "occlusion", "gradient x input"):
+        d, i = auc[name]
+        assert d < 0.5 * rand_d and i > rand_i + 0.1, (name, auc)
