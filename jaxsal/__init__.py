@@ -35,6 +35,7 @@ from jaxsal._src.targets import class_score, neuron
 # --- evaluation of maps (jaxsal._src: curves, infidelity, sensitivity) ---
 from jaxsal._src.curves import Curves, deletion, insertion
 from jaxsal._src.infidelity import infidelity
+from jaxsal._src.randomization import randomization_test, rank_correlation
 from jaxsal._src.sensitivity import sensitivity_max
 
 # --- activation maximization (jaxsal._src.maximize) ---
@@ -138,6 +139,8 @@ __all__ = [
     "reduce_channels",
     "relu_for_mode",
     "resize",
+    "randomization_test",
+    "rank_correlation",
     "rise",
     "rise_masks",
     "saliency",

@@ -40,6 +40,7 @@ def test_contract_names_exist():
                  "shapley_values", "shapley_value_sampling", "fullgrad", "rise", "deeplift",
                  "deeplift_shap", "lrp", "kernel_shap", "lime", "layer_conductance",
                  "internal_influence", "feature_permutation", "neuron_conductance", "deletion", "insertion",
+                 "randomization_test", "rank_correlation",
                  "infidelity", "sensitivity_max",
                  "normalize", "explain_to_file"):
         assert callable(getattr(jaxsal, name)), name

@@ -1,0 +1,111 @@
+"""The model parameter randomization test (Adebayo et al., 2018) and the rank correlation it
+reports: Spearman's definition (scipy's, ties included), the layers randomized in cascade or
+alone, and maps that do or do not depend on the parameters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import jaxsal
+
+
+def test_rank_correlation_is_scipys_spearman_with_ties():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 2, 6, 5)).astype(np.float32)
+    b = a + rng.normal(size=a.shape).astype(np.float32)
+    a[0, 0, :3] = 0.0  # ties
+    b[1, 1] = np.round(b[1, 1])
+    got = np.asarray(jaxsal.rank_correlation(a, b, batch_dims=2))
+    want = np.array([[stats.spearmanr(a[i, j].ravel(), b[i, j].ravel())[0] for j in range(2)]
+                     for i in range(3)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jaxsal.rank_correlation(a[:, 0], a[:, 0]), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(jaxsal.rank_correlation(a[:, 0], -a[:, 0]), -1.0, rtol=1e-6)
+    assert np.isnan(np.asarray(jaxsal.rank_correlation(np.ones((1, 4)), a[:1, 0, 0, :4])))[0]
+    with pytest.raises(ValueError, match="same shape"):
+        jaxsal.rank_correlation(a, b[:, 0])
+
+
+def _mlp(seed=0):
+    rng = np.random.default_rng(seed)
+    params = {"d1": {"kernel": jnp.asarray(rng.normal(size=(12, 8)), jnp.float32),
+                     "bias": jnp.asarray(rng.normal(size=(8,)), jnp.float32)},
+              "d2": {"kernel": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32)}}
+
+    def f(p, x):
+        h = jnp.tanh(x.reshape(len(x), -1) @ p["d1"]["kernel"] + p["d1"]["bias"])
+        return h @ p["d2"]["kernel"]
+
+    return jaxsal.FunctionModel(f, params)
+
+
+def test_cascade_randomizes_from_the_output_down_with_the_documented_draws():
+    m = _mlp()
+    x = np.random.default_rng(1).normal(size=(4, 3, 4, 1)).astype(np.float32)
+    seen = []
+
+    def explain(mm):
+        seen.append(mm.params)
+        return jaxsal.saliency(mm, x, [0, 2], reduce=None)
+
+    corr = jaxsal.randomization_test(explain, m, key=3, batch_dims=2)
+    assert list(corr) == ["d2", "d1"] and corr["d1"].shape == (4, 2)
+    assert len(seen) == 3
+    p0, p1, p2 = seen
+    # step 1: d2 shuffled (same values, other places), d1 untouched
+    d2 = np.asarray(p1["d2"]["kernel"])
+    assert not np.array_equal(d2, np.asarray(p0["d2"]["kernel"]))
+    np.testing.assert_array_equal(np.sort(d2.ravel()), np.sort(np.asarray(
+        p0["d2"]["kernel"]).ravel()))
+    assert p1["d1"] is p0["d1"]
+    # step 2 (cascade): d2 stays randomized, d1 shuffled too
+    np.testing.assert_array_equal(np.asarray(p2["d2"]["kernel"]), d2)
+    assert not np.array_equal(np.asarray(p2["d1"]["kernel"]), np.asarray(p0["d1"]["kernel"]))
+    # the values are the rank correlations of those maps with the first ones
+    maps = [np.asarray(jaxsal.saliency(m.with_params(p), x, [0, 2], reduce=None))
+            for p in seen]
+    np.testing.assert_allclose(corr["d1"], jaxsal.rank_correlation(maps[0], maps[2],
+                                                                   batch_dims=2), rtol=1e-6)
+    # independent: d1 alone, d2 as trained
+    alone = jaxsal.randomization_test(explain, m, key=3, cascade=False, layers=["d1"])
+    assert list(alone) == ["d1"] and seen[-1]["d2"] is p0["d2"]
+    # the same key gives the same values
+    again = jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, x, [0, 2], reduce=None),
+                                      m, key=3, batch_dims=2)
+    np.testing.assert_array_equal(again["d1"], corr["d1"])
+
+
+def test_a_map_that_ignores_the_model_stays_identical_and_guided_backprop_stays_closer(
+        mnist, mnist_digits):
+    """A model-free map keeps correlation 1 at every step (it fails the check); saliency's
+    maps drift as more layers are randomized, and guided backprop's stay closer to the
+    original than saliency's, the paper's finding (on 6 digits, measured: saliency 0.70 after
+    the last layer and 0.43 after all, guided backprop 0.88 and 0.74)."""
+    x = mnist_digits[:6]
+    t = np.asarray(mnist(x)).argmax(1)[:, None]
+    lm = mnist.with_head("logits")
+    edge = jaxsal.randomization_test(lambda mm: jnp.abs(jnp.diff(jnp.asarray(x), axis=1)),
+                                     lm, key=0)
+    assert all(np.allclose(v, 1.0) for v in edge.values())
+    sal = jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, x, t)[:, 0], lm, key=0,
+                                    mode="gaussian")
+    gbp = jaxsal.randomization_test(lambda mm: jaxsal.guided_backprop(mm, x, t)[:, 0], lm,
+                                    key=0, mode="gaussian")
+    assert list(sal) == ["dense_2", "dense_1", "conv2d_2", "conv2d_1"]
+    s_first, s_last = float(sal["dense_2"].mean()), float(sal["conv2d_1"].mean())
+    assert s_last < s_first - 0.1
+    assert float(gbp["conv2d_1"].mean()) > s_last + 0.1
+
+
+def test_errors():
+    m = _mlp()
+    x = np.ones((2, 3, 4, 1), np.float32)
+    with pytest.raises(ValueError, match="have no parameters"):
+        jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, x, 0), m, key=0, layers=["x"])
+    with pytest.raises(ValueError, match="unknown mode"):
+        jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, x, 0), m, key=0, mode="zero")
+    f = jaxsal.FunctionModel(lambda p, v: v.reshape(len(v), -1) @ p, jnp.ones((12, 2)))
+    with pytest.raises(TypeError, match="dict keyed by layer"):
+        jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, x, 0), f, key=0)
