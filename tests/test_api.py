@@ -39,9 +39,9 @@ def test_contract_names_exist():
                  "blur_integrated_gradients", "guided_integrated_gradients", "gradient_shap",
                  "shapley_values", "shapley_value_sampling", "fullgrad", "rise", "deeplift",
                  "deeplift_shap", "lrp", "kernel_shap", "lime", "layer_conductance",
-                 "internal_influence", "feature_permutation", "neuron_conductance", "deletion", "insertion",
+                 "internal_influence", "feature_permutation", "neuron_conductance",
+                 "deletion", "insertion", "infidelity", "sensitivity_max",
                  "randomization_test", "rank_correlation",
-                 "infidelity", "sensitivity_max",
                  "normalize", "explain_to_file"):
         assert callable(getattr(jaxsal, name)), name
     assert callable(model_import.load_keras)

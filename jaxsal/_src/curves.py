@@ -85,8 +85,8 @@ def deletion(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *,
         ``x``'s own shape per map, ``(N, [T,] H, W, C)``: one value per scalar, each changed
         alone. ``jaxsal.resize`` brings a low-resolution CAM to the input's size.
       steps: points after the first (default 100, at most the ``P`` positions):
-        ``round(k P / steps)`` positions are changed at point ``k``. Ties keep their raster order (first
-        position first).
+        ``round(k P / steps)`` positions are changed at point ``k``. Ties keep their
+        raster order (first position first).
       fill: what a deleted position becomes, in ``x``'s layout (a scalar, ``(C,)``,
         ``(H, W, C)`` or ``(N, H, W, C)``, e.g. a blurred copy of ``x``); RISE: 0.
       order: ``"most"`` (most relevant first, the default) or ``"least"`` (least relevant
