@@ -29,10 +29,12 @@ def test_values_are_the_score_drops_under_the_same_permutations():
     assert got.shape == (6, 2, 5)
     s0 = np.asarray(m(x))[:, [0, 2]]
     want = np.zeros((6, 2, 5))
-    key = jax.random.key(3)
+    rounds, groups = np.meshgrid(np.arange(4), np.arange(5), indexing="ij")
+    perms = np.asarray(permutations(jax.random.key(3), jnp.asarray(rounds),
+                                    jnp.asarray(groups), 6))  # (4, 5, 6)
     for r in range(4):
         for g in range(5):
-            perm = np.asarray(permutations(key, jnp.int32(r), jnp.int32(g), 6))
+            perm = perms[r, g]
             xs = x.copy()
             xs[:, g] = x[perm, g]
             want[:, :, g] += s0 - np.asarray(m(xs))[:, [0, 2]]
