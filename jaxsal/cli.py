@@ -1,4 +1,5 @@
-"""The ``jaxsal`` command line: ``demo``, ``summary`` and ``explain`` (batch jobs to disk).
+"""The ``jaxsal`` command line: ``demo``, ``summary``, ``explain`` and ``evaluate`` (batch jobs
+to disk).
 
     jaxsal demo --out jaxsal_out
     jaxsal summary model.h5
@@ -6,6 +7,7 @@
     jaxsal explain model.h5 inputs.npy --method smoothgrad --seed 0 --out sg.npy
     jaxsal explain model.h5 inputs.npy --method occlusion --patch 4 --stride 2 --out occ.npy
     jaxsal explain model.h5 inputs.npy --method shapley_values --patch 7 --out shap.npy
+    jaxsal evaluate model.h5 inputs.npy maps.npy --metric deletion --out deletion.npy
 
 I/O lives here; the engine never prints.
 """
@@ -232,6 +234,64 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def _curve_scores(model, x, targets=None, *, maps, metric: str, **options):
+    """``jaxsal.deletion`` / ``jaxsal.insertion``'s scores ``(N, [T,] steps + 1)`` for
+    :func:`jaxsal.explain_to_file` (which writes one array per chunk); the maps are sliced
+    with the inputs."""
+    import jaxsal
+
+    fn = {"deletion": jaxsal.deletion, "insertion": jaxsal.insertion}[metric]
+    return fn(model, x, maps, targets, **options).scores
+
+
+_curve_scores.per_input_options = lambda model, shape, options: ("maps",)
+
+
+def cmd_evaluate(args) -> int:
+    import jaxsal
+    from model_import import load_keras
+
+    _enable_cache(args.cache_dir)
+    model = load_keras(args.model, head=args.head, keras_backend=args.keras_backend)
+    if args.output is not None:
+        model = model.with_output(int(args.output) if args.output.lstrip("-").isdigit()
+                                  else args.output)
+    inputs = np.load(args.inputs, mmap_mode="r")
+    maps = np.load(args.maps, mmap_mode="r")
+    if maps.ndim < 2 or len(maps) != len(inputs):
+        raise ValueError(f"expected maps with one row per input ({len(inputs)} in "
+                         f"{args.inputs}), got shape {maps.shape} in {args.maps}")
+    if not args.out.endswith(".npy"):
+        raise ValueError(f"--out: expected a .npy path (the curves), got {args.out!r}")
+    options = {"maps": maps, "metric": args.metric}
+    if args.steps is not None:
+        options["steps"] = args.steps
+    if args.order != "most":
+        options["order"] = args.order
+    for item in args.option or ():
+        name, value = _parse_option(item)
+        if name in options or name in ("maps", "metric", "steps", "order"):
+            raise ValueError(f"--option {name}=... repeats an option given already; pass it "
+                             "once")
+        options[name] = value
+    t0 = time.perf_counter()
+
+    def progress(done, total):
+        print(f"  chunk {done}/{total}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+    scores = jaxsal.explain_to_file(_curve_scores, model, inputs, args.out,
+                                    targets=_parse_targets(args.targets, model),
+                                    batch_size=args.batch_size, on_chunk=progress, **options)
+    steps = scores.shape[-1] - 1
+    auc = (np.asarray(scores[..., 1:]) + np.asarray(scores[..., :-1])).sum(-1) / (2 * steps)
+    auc_path = args.out[:-len(".npy")] + ".auc.npy"
+    np.save(auc_path, auc)
+    better = "lower" if (args.metric == "deletion") == (args.order == "most") else "higher"
+    print(f"wrote {args.out}: {scores.shape} scores at {steps + 1} points; {auc_path}: "
+          f"areas {auc.shape}, mean {float(auc.mean()):.4f} ({better} is better)")
+    return 0
+
+
 BACKEND_HELP = ("jax, numpy, tensorflow or torch: the backend Keras 3 ran the model on, for "
                 "the few layers that compute differently there (bicubic resizing, unrolled "
                 "masked RNNs, ...); default: what an .h5 records, else JAX/NumPy (a .keras "
@@ -290,6 +350,36 @@ def main(argv=None) -> int:
                    help="persistent XLA compilation cache (reused across runs)")
     e.add_argument("--out", required=True, help="output .npy (resumes if interrupted)")
     e.set_defaults(fn=cmd_explain)
+    v = sub.add_parser("evaluate", help="deletion or insertion curves of saved maps, "
+                                        "resumable")
+    v.add_argument("model")
+    v.add_argument("inputs", help=".npy of inputs (N, ...), read memory-mapped")
+    v.add_argument("maps", help=".npy of the maps of those inputs (what `jaxsal explain` "
+                                "wrote): (N, [T,] H, W) or with the inputs' own shape")
+    v.add_argument("--metric", required=True, choices=("deletion", "insertion"))
+    v.add_argument("--targets", default="predicted",
+                   help="the targets the maps explain, as for `jaxsal explain`")
+    v.add_argument("--head", default="saved",
+                   help="the scores followed: 'saved' (default: the model's own output, "
+                        "probabilities for a softmax classifier, as RISE's curves), "
+                        "'logits', 'softmax', 'sigmoid', 'sigmoid_complement'")
+    v.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
+    v.add_argument("--output", default=None,
+                   help="for a multi-output model: the output to follow (name or position)")
+    v.add_argument("--steps", type=int, default=None,
+                   help="points after the first (default 100, at most the positions)")
+    v.add_argument("--order", default="most", choices=("most", "least"),
+                   help="most relevant first (default) or least relevant first")
+    v.add_argument("--option", action="append", metavar="NAME=VALUE",
+                   help="fill= (deletion) or baseline= (insertion): a number or @FILE.npy "
+                        "(e.g. blurred inputs, (N, H, W, C)); memory_budget=...; repeatable")
+    v.add_argument("--batch-size", type=int, default=64)
+    v.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"),
+                   help="persistent XLA compilation cache (reused across runs)")
+    v.add_argument("--out", required=True,
+                   help="output .npy of the curves (N, [T,] steps + 1), resumes if "
+                        "interrupted; the areas go to the same name ending .auc.npy")
+    v.set_defaults(fn=cmd_evaluate)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

@@ -202,3 +202,33 @@ def test_lrp_rules_by_name_and_folding(tmp_path, mnist_path, digits_file, mnist_
                              dense=jaxsal.lrp_epsilon(0.01)))))
     np.testing.assert_allclose(np.load(tmp_path / "l.npy"), direct, rtol=1e-5,
                                atol=1e-6 * np.abs(direct).max())
+
+
+def test_evaluate_writes_the_curves_and_areas_of_saved_maps(tmp_path, mnist_path, digits_file,
+                                                            mnist_digits, capsys):
+    """`jaxsal evaluate` on the maps `jaxsal explain` wrote: the curves equal one
+    jaxsal.deletion / jaxsal.insertion call over all inputs (chunks of 1 input), and the
+    areas are written beside them."""
+    maps_path = tmp_path / "ig.npy"
+    assert _explain(mnist_path, digits_file, maps_path, "--method", "integrated_gradients",
+                    "--targets", "1,4", "--option", "steps=8") == 0
+    m = load_keras(mnist_path)  # the saved softmax head, evaluate's default
+    maps = np.load(maps_path)
+    blurred = np.asarray(jax.vmap(lambda im: jaxsal.gaussian_blur(im, 2.0))(mnist_digits[:2]))
+    np.save(tmp_path / "blur.npy", blurred)
+    for metric, extra, kw in (("deletion", [], {}),
+                              ("insertion", ["--option", f"baseline=@{tmp_path / 'blur.npy'}"],
+                               dict(baseline=blurred))):
+        out = tmp_path / f"{metric}.npy"
+        assert cli.main(["evaluate", mnist_path, digits_file, str(maps_path), "--metric", metric,
+                         "--targets", "1,4", "--steps", "14", "--batch-size", "1", "--out",
+                         str(out), *extra]) == 0
+        direct = getattr(jaxsal, metric)(m, mnist_digits[:2], maps, [1, 4], steps=14, **kw)
+        np.testing.assert_allclose(np.load(out), direct.scores, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.load(tmp_path / f"{metric}.auc.npy"), direct.auc,
+                                   rtol=1e-5, atol=1e-6)
+        assert f"mean {float(direct.auc.mean()):.4f}" in capsys.readouterr().out
+    np.save(tmp_path / "short.npy", maps[:1])
+    assert cli.main(["evaluate", mnist_path, digits_file, str(tmp_path / "short.npy"),
+                     "--metric", "deletion", "--out", str(tmp_path / "s.npy")]) == 2
+    assert "one row per input" in capsys.readouterr().err
