@@ -57,17 +57,14 @@ def main() -> None:
         print(f"{name:>22}: deletion auc {float(d.auc.mean()):.3f}  "
               f"insertion auc {float(i.auc.mean()):.3f}")
 
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, (d, i) in curves.items():
-        style = dict(ls="--", color="grey") if name == "random" else {}
-        axes[0].plot(d.fractions, np.asarray(d.scores)[:, 0].mean(0), label=name, **style)
-        axes[1].plot(i.fractions, np.asarray(i.scores)[:, 0].mean(0), label=name, **style)
-    for ax, title in zip(axes, ("deletion (pixels set to 0)", "insertion (into a blurred copy)")):
-        ax.set(title=title, xlabel="fraction of pixels", ylabel="probability of the class",
-               ylim=(0, 1.02))
-    axes[1].legend(fontsize=8)
+    fig = Figure(figsize=(10, 4))
+    for i, title in enumerate(("deletion (pixels set to 0)", "insertion (into a blurred copy)")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        plot.curves({name: pair[i] for name, pair in curves.items()}, ax=ax, title=title,
+                    ylabel="probability of the class")
+        ax.set_ylim(0, 1.02)
     fig.tight_layout()
     _common.save(fig, args.out, "evaluate_maps_curves.png")
 

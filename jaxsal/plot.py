@@ -32,6 +32,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 __all__ = [
     "architecture",
     "count_panels",
+    "curves",
     "diverging",
     "feature_maps",
     "filters",
@@ -1093,3 +1094,53 @@ def architecture(model, *, show_shapes: bool = True, show_activations: bool = Tr
         else:  # the source's bottom edge to the destination's top edge
             ax.add_patch(FancyArrowPatch((x0, y0 + box_h / 2), (x1, y1 - box_h / 2), **arrow))
     return _finish(fig, save, dpi)
+
+
+# ----------------------------------------------------------------------------- curves
+def curves(named: dict, *, target: int | None = None, title: str | None = None,
+           ylabel: str = "score of the target", size: tuple[float, float] = (5.0, 3.6),
+           ax=None, save=None, dpi: int = 120) -> Figure:
+    """Deletion or insertion curves (:func:`jaxsal.deletion`, :func:`jaxsal.insertion`) of
+    several maps, each averaged over the inputs, one line per name with its mean area in the
+    legend.
+
+    Args:
+      named: ``{name: Curves}``, e.g. ``{"integrated gradients": jaxsal.deletion(...),
+        "random": ...}``; all with the same steps.
+      target: for curves with a class axis ``(N, T, steps + 1)``, the target (column) to
+        draw; ``None`` averages over the targets too.
+      ylabel, title: the axis label and the figure's title.
+      ax: draw into this matplotlib axes (e.g. one of several subplots) instead of a new
+        figure; its figure is returned.
+    """
+    if not isinstance(named, dict) or not named:
+        raise ValueError("curves: expected a dict {name: Curves} of at least one entry, got "
+                         f"{type(named).__name__}")
+    if ax is None:
+        fig = Figure(figsize=size)
+        ax = fig.add_subplot(1, 1, 1)
+    else:
+        fig = ax.figure
+    for name, c in named.items():
+        if not all(hasattr(c, f) for f in ("fractions", "scores", "auc")):
+            raise TypeError(f"curves: {name!r} is not a Curves result (fractions, scores, "
+                            f"auc), got {type(c).__name__}")
+        scores, auc = _np(c.scores), _np(c.auc)
+        if scores.ndim == 3:  # (N, T, steps + 1)
+            if target is not None:
+                scores, auc = scores[:, target], auc[:, target]
+            else:
+                scores, auc = scores.reshape(-1, scores.shape[-1]), auc.ravel()
+        style = {"ls": "--", "color": "grey"} if name == "random" else {}
+        ax.plot(_np(c.fractions), scores.mean(0), label=f"{name} ({auc.mean():.3f})", **style)
+    ax.set_xlabel("fraction of positions changed", fontsize=_LABEL_PT)
+    ax.set_ylabel(ylabel, fontsize=_LABEL_PT)
+    ax.tick_params(labelsize=_TICK_PT)
+    ax.set_xlim(0.0, 1.0)
+    ax.legend(fontsize=_TICK_PT, title="mean area", title_fontsize=_TICK_PT)
+    if title:
+        ax.set_title(title, fontsize=_TITLE_PT)
+    if len(fig.axes) == 1:
+        fig.tight_layout()
+    return _finish(fig, save, dpi)
+

@@ -412,3 +412,33 @@ def test_signal_panels(tmp_path):
     _texts_inside(fig)
     with pytest.raises(ValueError, match=r"\(120,\) or \(R, 120\)"):
         plot.signal(x, np.zeros((2, 100)))
+
+
+def test_curves_draws_one_mean_line_per_name_with_its_area():
+    import jaxsal
+
+    rng = np.random.default_rng(0)
+    fr = np.linspace(0, 1, 5, dtype=np.float32)
+
+    def c(scores):
+        s = np.asarray(scores, np.float32)
+        return jaxsal.Curves(fr, s, (s[..., 1:] + s[..., :-1]).sum(-1) / 8)
+
+    a, b = c(rng.random((3, 2, 5))), c(rng.random((3, 2, 5)))
+    fig = plot.curves({"a": a, "random": b}, title="deletion")
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_label() for ln in lines] == [f"a ({float(np.mean(a.auc)):.3f})",
+                                               f"random ({float(np.mean(b.auc)):.3f})"]
+    np.testing.assert_allclose(lines[0].get_ydata(), a.scores.reshape(6, 5).mean(0), rtol=1e-6)
+    one = plot.curves({"a": a}, target=1)
+    np.testing.assert_allclose(one.axes[0].get_lines()[0].get_ydata(), a.scores[:, 1].mean(0),
+                               rtol=1e-6)
+    from matplotlib.figure import Figure
+
+    host = Figure()
+    ax = host.add_subplot(1, 2, 2)
+    assert plot.curves({"a": a}, ax=ax) is host and len(ax.get_lines()) == 1
+    with pytest.raises(TypeError, match="not a Curves result"):
+        plot.curves({"a": a.scores})
+    with pytest.raises(ValueError, match="at least one entry"):
+        plot.curves({})
