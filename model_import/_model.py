@@ -228,16 +228,17 @@ class KerasModel:
                    max_pool: Callable | None = None,
                    layer_rule: Callable | None = None,
                    hold: Callable | None = None,
-                   pairwise: Callable | None = None) -> "KerasModel":
+                   pairwise: Callable | None = None,
+                   softmax: Callable | None = None) -> "KerasModel":
         """A new model whose elementwise activations, max poolings, relevance layers, held
-        values and elementwise functions of two tensors go through these rules
+        values, elementwise functions of two tensors and softmaxes go through these rules
         (``Runtime.elementwise`` / ``.max_pool`` / ``.layer_rule`` / ``.hold`` /
-        ``.pairwise``; ``None`` restores the plain function): how ``jaxsal.deeplift`` and
+        ``.pairwise`` / ``.softmax``; ``None`` restores the plain function): how ``jaxsal.deeplift`` and
         ``jaxsal.lrp`` install theirs. Forward values are unchanged; the weights are
         untouched."""
         return self._replace(runtime=dataclasses.replace(
             self.runtime, elementwise=elementwise, max_pool=max_pool, layer_rule=layer_rule,
-            hold=hold, pairwise=pairwise))
+            hold=hold, pairwise=pairwise, softmax=softmax))
 
     def with_backprop(self, mode: str) -> "KerasModel":
         """``"standard"``, ``"guided"`` (Springenberg et al. 2015) or ``"deconvnet"`` (Zeiler &

@@ -16,11 +16,12 @@ product of tensors (``products="delta"``: ``Multiply``, an unnormalized ``Dot``,
 gradient along the straight line from the reference's factors to the input's
 (:class:`ProductRule`; for two factors the gradient at their midpoint: ``d(ab) = da (b +
 b')/2 + (a + a')/2 db``, each factor its own first-order term and half of the interaction
-``da db``), and through an elementwise function of two tensors (a maximum, a division) each
-operand's two-player Shapley value over its difference (:class:`PairRule`). The attribution
+``da db``), through an elementwise function of two tensors (a maximum, a division) each
+operand's two-player Shapley value over its difference (:class:`PairRule`), and through a
+softmax over an axis the composition of those rules (:class:`SoftmaxRule`). The attribution
 is ``(x - x') * m``. For a network of affine layers, elementwise activations, max pooling,
-products, recurrent cells and such functions it sums to ``S(x) - S(x')``
-("summation-to-delta"); other operations (softmax over an axis, normalization over
+products, recurrent cells, such functions and softmaxes it sums to ``S(x) - S(x')``
+("summation-to-delta"); other operations (attention layers' internals, normalization over
 features) pass their gradient, as in Captum, and break that sum. Captum passes products,
 the cells' gates and two-tensor functions their gradient too (``products="gradient"``).
 
@@ -135,6 +136,59 @@ class MaxPoolDeltaRule:
                               _both(u1 + u0) / jnp.where(small, jnp.ones_like(dz), dz)),)
 
         return with_backward(lambda _, z: p(z), share, (), (x,))
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftmaxRule:
+    """DeepLIFT's multipliers for a softmax over an axis, as a ``Runtime.softmax`` rule
+    (SHAP's ``DeepExplainer`` splits softmax so, shifts included). On a batch ``[z; z']``
+    the softmax is taken apart as ``u = z - max(z)`` (each half shifted by its own maximum:
+    every sum of exponentials is at least 1), ``e = exp(u)`` (the rescale rule), ``s =
+    sum(e)`` and ``y = e / s`` (the two-player Shapley split of the division: ``e``'s
+    multiplier ``(1/s + 1/s') / 2``, ``s``'s ``-(e + e') / (2 s s')``); the shift's change
+    ``max(z) - max(z')`` goes back to the position of the larger of the two maxima, as the
+    max-pooling rule places a window's (its share of that position's difference is at most
+    1). The contributions then sum to ``y - y'`` exactly; where ``z`` equals ``z'`` the
+    multipliers are the softmax's gradient."""
+
+    eps: float = 1e-10
+    rtol: float = 1e-4
+
+    def __call__(self, z: Array, axis: Any) -> Array:
+        eps, rtol = self.eps, self.rtol
+        axes = tuple(sorted(a % z.ndim for a in (axis if isinstance(axis, (tuple, list))
+                                                 else (axis,))))
+
+        def first_max(v: Array) -> Array:  # one-hot of the first maximum over the axes
+            moved = jnp.moveaxis(v, axes, range(v.ndim - len(axes), v.ndim))
+            flat = moved.reshape(moved.shape[:v.ndim - len(axes)] + (-1,))
+            hot = jax.nn.one_hot(jnp.argmax(flat, axis=-1), flat.shape[-1], dtype=v.dtype)
+            return jnp.moveaxis(hot.reshape(moved.shape), range(v.ndim - len(axes), v.ndim),
+                                axes)
+
+        def multipliers(_, a, y, g):
+            (v,) = a
+            z1, z0 = _halves(v)
+            c1, c0 = z1.max(axes, keepdims=True), z0.max(axes, keepdims=True)
+            u1, u0 = z1 - c1, z0 - c0
+            e1, e0 = jnp.exp(u1), jnp.exp(u0)
+            s1, s0 = e1.sum(axes, keepdims=True), e0.sum(axes, keepdims=True)
+            du = u1 - u0
+            near = jnp.abs(du) < eps + rtol * jnp.maximum(jnp.abs(u1), jnp.abs(u0))
+            m_e = jnp.where(_both(near), jnp.concatenate([e1, e0]),
+                            _both((e1 - e0) / jnp.where(near, 1.0, du)))
+            m_ye = _both(0.5 * (1.0 / s1 + 1.0 / s0))
+            m_ys = _both(-0.5 * (e1 + e0) / (s1 * s0))
+            ct_u = m_e * (g * m_ye + (g * m_ys).sum(axes, keepdims=True))
+            # u = z - max(z): the change of the maximum, c - c', at the position p of the
+            # larger maximum, as a share r = (c - c') / (z_p - z'_p) of its difference
+            hot = jnp.where(c1 >= c0, first_max(z1), first_max(z0))
+            dz_p = (hot * (z1 - z0)).sum(axes, keepdims=True)
+            small = jnp.abs(dz_p) < eps
+            r = jnp.where(small, 1.0, (c1 - c0) / jnp.where(small, 1.0, dz_p))
+            return (ct_u - _both(hot * r) * ct_u.sum(axes, keepdims=True),)
+
+        return with_backward(lambda _, v: jax.nn.softmax(v, axis=axes), multipliers, (), (z,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,7 +308,8 @@ def _time_major(config: Any) -> bool:
 def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
                    rtol: float = 1e-4, products: str = "delta") -> Any:
     """``model`` with DeepLIFT's rules: every elementwise activation, (``maxpool="delta"``)
-    max pooling and (``products="delta"``) product of tensors of a ``KerasModel``; the ReLU
+    max pooling and (``products="delta"``) product of tensors, function of two tensors and
+    softmax of a ``KerasModel``; the ReLU
     of a :class:`FunctionModel` given through its ``relu_kwarg``. The model must then run on
     ``[x; x']`` batches."""
     if maxpool not in MAXPOOL_RULES:
@@ -281,7 +336,8 @@ def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
             elementwise=RescaleRule(eps, rtol),
             max_pool=MaxPoolDeltaRule(eps) if maxpool == "delta" else None,
             layer_rule=ProductRule(found) if products == "delta" else None,
-            pairwise=PairRule(eps, rtol) if products == "delta" else None)
+            pairwise=PairRule(eps, rtol) if products == "delta" else None,
+            softmax=SoftmaxRule(eps, rtol) if products == "delta" else None)
     if isinstance(model, base.FunctionModel):
         if model.relu_kwarg is None:
             raise ValueError(
@@ -376,8 +432,10 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
         and ConvLSTM cells -- gives each factor the mean of its gradient between the
         reference's factors and the input's, and an elementwise function of two tensors --
         ``Maximum``, ``Minimum``, ``a / b``, ``a ** b`` -- gives each operand its two-player
-        Shapley value; both keep summation-to-delta) or ``"gradient"`` (their gradient at
-        the input, as Captum).
+        Shapley value, and a softmax over an axis -- ``Softmax`` layers, ``softmax``
+        activations and operations -- is taken apart into those rules (SHAP's split); all
+        keep summation-to-delta) or ``"gradient"`` (their gradient at the input, as
+        Captum).
       eps, rtol: where ``|z - z'| < eps + rtol * max(|z|, |z'|)`` a rule uses the plain
         gradient instead of the secant (Captum: ``|z - z'| < eps``, 1e-10). ``rtol``
         (default 1e-4) keeps float rounding out of the secant: XLA may round the input's

@@ -112,7 +112,7 @@ def _plain_named(keras_major: int) -> dict[str, Callable[[Array, Runtime], Array
         "hard_sigmoid": lambda x, rt: hs(x),
         "hard_silu": lambda x, rt: x * hs(x),
         "hard_swish": lambda x, rt: x * hs(x),
-        "softmax": lambda x, rt: jax.nn.softmax(x, axis=-1),
+        "softmax": lambda x, rt: rt.softmax_of(x, -1),
         "log_softmax": lambda x, rt: jax.nn.log_softmax(x, axis=-1),
         "softplus": lambda x, rt: jax.nn.softplus(x),
         "softsign": lambda x, rt: x / (1.0 + jnp.abs(x)),
@@ -292,7 +292,7 @@ def _softmax(config, ctx):
     axes = tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
 
     def act(x, rt):
-        return jax.nn.softmax(x, axis=axes)
+        return rt.softmax_of(x, axes)
 
     return LayerImpl(call=_identity, activation=act)
 

@@ -205,7 +205,7 @@ def _masked_softmax(config: Mapping[str, Any], impl: LayerImpl, keras_major: int
         return x + (1.0 - mask.astype(x.dtype)) * LARGE_NEGATIVE
 
     def act(z, rt):
-        y = jax.nn.softmax(z, axis=axes)
+        y = rt.softmax_of(z, axes)
         return jnp.where(z == LARGE_NEGATIVE, 0.0, y) if keras_major >= 3 else y
 
     return dataclasses.replace(impl, call=call, activation=act, mask_call=True,

@@ -159,7 +159,7 @@ def _sigmoid(cfg):
 @_op("Softmax", head_op="softmax")
 def _softmax(cfg):
     axis = _axis(cfg.get("axis", -1))
-    return lambda rt, x: jax.nn.softmax(x, axis=axis)
+    return lambda rt, x: rt.softmax_of(x, axis)
 
 
 @_op("LogSoftmax")

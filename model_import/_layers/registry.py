@@ -77,6 +77,11 @@ class Runtime:
         operands are tensors (with a constant they are activations, ``elementwise``).
         ``a`` and ``b`` broadcast against each other. ``jaxsal.deeplift`` installs the
         two-player Shapley rule here. Compared by value, like ``elementwise``.
+      softmax: ``None``, or ``rule(z, axis)`` applied in place of ``jax.nn.softmax(z,
+        axis=axis)`` for the softmax over an axis of the ``Softmax`` layer (masked too), the
+        ``softmax`` activation and the Keras 3 and tf.keras ``softmax`` operations (not the
+        attention layers' internal softmax). ``jaxsal.deeplift`` installs its softmax rule
+        here. Compared by value, like ``elementwise``.
     """
 
     relu: Callable[[Array], Array] = jax.nn.relu
@@ -85,6 +90,7 @@ class Runtime:
     layer_rule: Callable[..., Array] | None = None
     hold: Callable[[Array], Array] | None = None
     pairwise: Callable[..., Array] | None = None
+    softmax: Callable[..., Array] | None = None
 
     def held(self, v: Array) -> Array:
         """``v``, a value a layer computes from its inputs to weigh them (attention
@@ -115,6 +121,11 @@ class Runtime:
         """``f(a, b)`` for an elementwise function ``f`` of two tensors (``Maximum``,
         ``a / b``...), through the ``pairwise`` rule."""
         return f(a, b) if self.pairwise is None else self.pairwise(f, a, b)
+
+    def softmax_of(self, z: Array, axis: Any) -> Array:
+        """``jax.nn.softmax(z, axis=axis)`` (``axis`` an int or a tuple), through the
+        ``softmax`` rule."""
+        return jax.nn.softmax(z, axis=axis) if self.softmax is None else self.softmax(z, axis)
 
     def pool(self, p: Callable[[Array], Array], x: Array) -> Array:
         """``p(x)`` for a max pooling ``p``, through the ``max_pool`` rule."""

@@ -87,6 +87,8 @@ def _matmul(rt, a, b, transpose_a=False, transpose_b=False, adjoint_a=False,
 
 def _softmax(fn):
     def f(rt, logits, axis=None):  # TF: axis=None is the last axis
+        if fn is jax.nn.softmax:
+            return rt.softmax_of(logits, -1 if axis is None else axis)
         return fn(logits, axis=-1 if axis is None else axis)
     return f
 
