@@ -210,8 +210,10 @@ def cmd_summary(args) -> int:
     return 0
 
 
-def cmd_explain(args) -> int:
-    import jaxsal
+def _job(args):
+    """What a batch job (``explain``, ``evaluate``) starts from: the compilation cache
+    turned on, the model (its head and ``--output``), the inputs memory-mapped, and a
+    progress printer for :func:`jaxsal.explain_to_file`."""
     from model_import import load_keras
 
     _enable_cache(args.cache_dir)
@@ -219,15 +221,21 @@ def cmd_explain(args) -> int:
     if args.output is not None:
         model = model.with_output(int(args.output) if args.output.lstrip("-").isdigit()
                                   else args.output)
-    inputs = np.load(args.inputs, mmap_mode="r")
-    targets = _parse_targets(args.targets, model)
-    options = _method_options(args)
-    method = getattr(jaxsal, args.method)
     t0 = time.perf_counter()
 
     def progress(done, total):
         print(f"  chunk {done}/{total}  ({time.perf_counter() - t0:.1f} s)", flush=True)
 
+    return model, np.load(args.inputs, mmap_mode="r"), progress
+
+
+def cmd_explain(args) -> int:
+    import jaxsal
+
+    model, inputs, progress = _job(args)
+    targets = _parse_targets(args.targets, model)
+    options = _method_options(args)
+    method = getattr(jaxsal, args.method)
     out = jaxsal.explain_to_file(method, model, inputs, args.out, targets=targets,
                                  batch_size=args.batch_size, on_chunk=progress, **options)
     print(f"wrote {args.out}: {out.shape} {out.dtype}")
@@ -249,14 +257,8 @@ _curve_scores.per_input_options = lambda model, shape, options: ("maps",)
 
 def cmd_evaluate(args) -> int:
     import jaxsal
-    from model_import import load_keras
 
-    _enable_cache(args.cache_dir)
-    model = load_keras(args.model, head=args.head, keras_backend=args.keras_backend)
-    if args.output is not None:
-        model = model.with_output(int(args.output) if args.output.lstrip("-").isdigit()
-                                  else args.output)
-    inputs = np.load(args.inputs, mmap_mode="r")
+    model, inputs, progress = _job(args)
     maps = np.load(args.maps, mmap_mode="r")
     if maps.ndim < 2 or len(maps) != len(inputs):
         raise ValueError(f"expected maps with one row per input ({len(inputs)} in "
@@ -274,11 +276,6 @@ def cmd_evaluate(args) -> int:
             raise ValueError(f"--option {name}=... repeats an option given already; pass it "
                              "once")
         options[name] = value
-    t0 = time.perf_counter()
-
-    def progress(done, total):
-        print(f"  chunk {done}/{total}  ({time.perf_counter() - t0:.1f} s)", flush=True)
-
     scores = jaxsal.explain_to_file(_curve_scores, model, inputs, args.out,
                                     targets=_parse_targets(args.targets, model),
                                     batch_size=args.batch_size, on_chunk=progress, **options)
