@@ -612,10 +612,13 @@ def _jaxpr_bytes(jaxpr) -> int:
     return total
 
 
-def check_count(value: Any, name: str) -> int | None:
+def check_count(value: Any, name: str, *, required: bool = False) -> int | None:
     """``value`` as a positive ``int`` (Python or NumPy integers; not bools, not floats), or a
-    ``ValueError`` naming the option; ``None`` passes through (the option's default)."""
+    ``ValueError`` naming the option; ``None`` passes through (the option's default) unless
+    ``required``."""
     if value is None:
+        if required:
+            raise ValueError(f"expected {name} as a positive int, got None")
         return None
     if isinstance(value, (bool, np.bool_)):
         raise ValueError(f"expected {name} as a positive int, got a bool ({value!r})")

@@ -64,7 +64,7 @@ def rank_correlation(a: ArrayLike, b: ArrayLike, *, batch_dims: int = 1) -> Arra
     if a.shape != b.shape:
         raise ValueError(f"rank_correlation: expected maps of the same shape, got {a.shape} "
                          f"and {b.shape}")
-    batch_dims = base.check_count(batch_dims, "batch_dims")
+    batch_dims = base.check_count(batch_dims, "batch_dims", required=True)
     if a.ndim <= batch_dims:
         raise ValueError(f"rank_correlation: maps of shape {a.shape} have no axes to rank "
                          f"after batch_dims={batch_dims}")

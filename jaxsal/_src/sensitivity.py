@@ -109,7 +109,7 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
         raise ValueError(f"expected radius as a positive number, got {radius!r}")
     if ord not in NORMS or isinstance(ord, bool):
         raise ValueError(f"expected ord as one of 1, 2, np.inf, got {ord!r}")
-    batch_dims = base.check_count(batch_dims, "batch_dims")
+    batch_dims = base.check_count(batch_dims, "batch_dims", required=True)
     xa = jnp.asarray(x)
     if xa.ndim < 1 or not jnp.issubdtype(xa.dtype, jnp.floating):
         raise TypeError(f"sensitivity_max: expected x as a floating array (N, ...), got dtype "
