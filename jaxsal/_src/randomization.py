@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.validate import check_flag
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -121,7 +122,7 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: Any, *,
       cascade: ``True`` (default): step ``k`` randomizes layers ``0..k`` (Adebayo et al.'s
         cascading randomization); ``False``: each layer alone (independent randomization).
       mode: ``"permute"`` (each array's values shuffled) or ``"gaussian"`` (drawn with each
-        array's mean and standard deviation).
+        array's mean and standard deviation); integer arrays (lookup tables) stay.
       absolute: compare the maps' absolute values (the paper reports both).
       batch_dims: leading axes of the maps kept apart (2 for ``(N, T, H, W)``).
     Returns:
@@ -144,6 +145,7 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: Any, *,
     if not hasattr(model, "with_params"):
         raise TypeError(f"randomization_test: expected a model with with_params (load_keras "
                         f"or jaxsal.FunctionModel), got {type(model).__name__}")
+    cascade, absolute = check_flag(cascade, "cascade"), check_flag(absolute, "absolute")
     params = model.params
     order = _layer_keys(model, params, layers)
     draw = _shuffled if mode == "permute" else _gaussian
@@ -159,7 +161,9 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: Any, *,
         base_params = current if cascade else dict(params)
         leaves, tree = jax.tree_util.tree_flatten(params[name])
         keys = jax.random.split(jax.random.fold_in(key, i), max(1, len(leaves)))
-        randomized = tree.unflatten([draw(k, jnp.asarray(a)) for k, a in zip(keys, leaves)])
+        randomized = tree.unflatten([  # learned values only: integer tables stay
+            draw(k, jnp.asarray(a)) if jnp.issubdtype(jnp.result_type(a), jnp.floating)
+            else a for k, a in zip(keys, leaves)])
         base_params = {**base_params, name: randomized}
         if cascade:
             current = base_params
