@@ -66,6 +66,22 @@ def test_pixel_maps_delete_a_pixels_channels_together_and_one_target_drops_the_c
     np.testing.assert_allclose(c.scores, want, atol=2e-5 * np.abs(want).max())
 
 
+def test_patches_delete_cells_in_the_order_of_their_sums():
+    m, w = _linear((4, 6, 2))
+    x = _x((4, 6, 2))
+    per_pixel = np.einsum("nd,d->nd", x.reshape(3, -1), w[:, 2]).reshape(3, 4, 6, 2).sum(-1)
+    c = jaxsal.deletion(m, x, per_pixel, 2, patch=(2, 3), steps=4)  # 2 x 2 cells of 2 x 3
+    cells = per_pixel.reshape(3, 2, 2, 2, 3).sum((2, 4)).reshape(3, 4)
+    want = _curve_by_hand(per_pixel.reshape(3, -1).sum(-1), cells, 4)
+    np.testing.assert_allclose(c.scores, want, atol=2e-5 * np.abs(want).max())
+    np.testing.assert_allclose(jaxsal.deletion(m, x, per_pixel, 2, patch=1, steps=24).scores,
+                               jaxsal.deletion(m, x, per_pixel, 2, steps=24).scores)
+    with pytest.raises(ValueError, match="more than the map's 4 cells"):
+        jaxsal.deletion(m, x, per_pixel, 2, patch=(2, 3), steps=5)
+    with pytest.raises(ValueError, match="Reduce the channels first"):
+        jaxsal.insertion(m, x, np.zeros((3, 4, 6, 2)), 2, patch=2)
+
+
 def test_channels_first_and_a_fill_per_channel():
     m, w = _linear((2, 4, 5), data_format="channels_first")
     x = _x((2, 4, 5))

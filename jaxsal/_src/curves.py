@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.occlusion import _sizes
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_fill_ids, check_like, check_maps, input_spatial_shape,
                                   prepare)
@@ -50,23 +51,31 @@ class Curves(NamedTuple):
     auc: Array
 
 
+def _cells(size: tuple, psize: tuple) -> np.ndarray:
+    """The cell of every position of ``size``: a row-major grid of ``psize`` cells."""
+    idx = [np.arange(d) // q for d, q in zip(size, psize)]
+    counts = [-(-d // q) for d, q in zip(size, psize)]
+    return np.ravel_multi_index(np.meshgrid(*idx, indexing="ij"), counts).astype(np.int32)
+
+
 #: Points after the first by default (at most one per position).
 DEFAULT_STEPS = 100
 
 
-def _check_steps(steps: Any, positions: int) -> int:
+def _check_steps(steps: Any, positions: int, unit: str = "position") -> int:
     steps = base.check_count(steps, "steps")
     if steps is None:
         return min(DEFAULT_STEPS, positions)
     if steps > positions:
-        raise ValueError(f"steps={steps} is more than the map's {positions} positions; expected "
-                         f"at most {positions} (steps={positions} changes one position per "
+        raise ValueError(f"steps={steps} is more than the map's {positions} {unit}s; expected "
+                         f"at most {positions} (steps={positions} changes one {unit} per "
                          "step)")
     return steps
 
 
 def deletion(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *,
              steps: int | None = None, fill: ArrayLike = 0.0, order: str = "most",
+             patch: int | tuple | None = None,
              batch_size: int | None = None, head: str | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Curves:
@@ -91,6 +100,10 @@ def deletion(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *,
         ``(H, W, C)`` or ``(N, H, W, C)``, e.g. a blurred copy of ``x``); RISE: 0.
       order: ``"most"`` (most relevant first, the default) or ``"least"`` (least relevant
         first: Samek et al.'s LeRF; a faithful map keeps the score high).
+      patch: change the input by cells of ``patch`` positions per spatial axis (an int or
+        one per axis; a non-overlapping grid, the last cell of an axis may be smaller),
+        ranked by the sum of the map over the cell (Samek et al.'s regions, 9 x 9 there);
+        the steps then count cells. Maps of positions only (not of ``x``'s own shape).
       batch_size: masked inputs per forward pass (default: from ``memory_budget``).
     Returns:
       :class:`Curves` ``(fractions, scores, auc)``.
@@ -101,12 +114,13 @@ def deletion(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *,
         c = jaxsal.deletion(m.with_head("softmax"), x, maps, targets=[3, 5])
         c.auc                                                  # (N, 2)
     """
-    return _curves(model, x, maps, targets, steps, fill, order, batch_size, head,
+    return _curves(model, x, maps, targets, steps, fill, order, patch, batch_size, head,
                    memory_budget, precision, check_finite, insert=False)
 
 
 def insertion(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *,
               steps: int | None = None, baseline: ArrayLike = 0.0, order: str = "most",
+              patch: int | tuple | None = None,
               batch_size: int | None = None, head: str | None = None,
               memory_budget: int | None = None, precision: str | None = None,
               check_finite: bool = True) -> Curves:
@@ -118,17 +132,17 @@ def insertion(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *,
       baseline: the input the curve starts from, in ``x``'s layout (a scalar, ``(C,)``,
         ``(H, W, C)`` or ``(N, H, W, C)``), e.g. a blurred copy,
         ``jax.vmap(lambda im: jaxsal.gaussian_blur(im, 5.0))(x)`` (default 0).
-      model, x, maps, targets, steps, order, batch_size, head, memory_budget, precision,
-        check_finite: as in :func:`jaxsal.deletion`.
+      model, x, maps, targets, steps, order, patch, batch_size, head, memory_budget,
+        precision, check_finite: as in :func:`jaxsal.deletion`.
     Returns:
       :class:`Curves` ``(fractions, scores, auc)``.
     """
-    return _curves(model, x, maps, targets, steps, baseline, order, batch_size, head,
+    return _curves(model, x, maps, targets, steps, baseline, order, patch, batch_size, head,
                    memory_budget, precision, check_finite, insert=True)
 
 
-def _curves(model, x, maps, targets, steps, other, order, batch_size, head, memory_budget,
-            precision, check_finite, *, insert: bool) -> Curves:
+def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, head,
+            memory_budget, precision, check_finite, *, insert: bool) -> Curves:
     what = "insertion" if insert else "deletion"
     name = "baseline" if insert else "fill"
     if order not in ORDERS:
@@ -142,8 +156,16 @@ def _curves(model, x, maps, targets, steps, other, order, batch_size, head, memo
     features = p.x.ndim == 2
     size = input_spatial_shape(p.x, p.channels_first) if not features else p.x.shape[1:]
     mp, whole = check_maps(maps, p, size, what)
-    positions = int(np.prod(mp.shape[2:]))
-    steps = _check_steps(steps, positions)
+    cells = None
+    if patch is not None:
+        if whole and tuple(mp.shape[2:]) != tuple(size):
+            raise ValueError(f"{what}: patch= groups the positions of maps of shape "
+                             f"{tuple(size)} (channels together); got maps of x's own shape "
+                             f"{tuple(mp.shape[2:])}. Reduce the channels first (e.g. "
+                             "reduce='sum') or drop patch=")
+        cells = _cells(tuple(size), _sizes(patch, "patch", len(size)))
+    positions = int(np.prod(mp.shape[2:])) if cells is None else int(cells.max()) + 1
+    steps = _check_steps(steps, positions, "position" if cells is None else "cell")
     other = check_like(other, p.x, name)
     check_fill_ids(p.model, other, p.x, name)
     other, batch_size, per_image, nb = base.masked_plan(p.model, p.x, other, batch_size,
@@ -163,8 +185,14 @@ def _curves(model, x, maps, targets, steps, other, order, batch_size, head, memo
             n = x.shape[0]
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
             flat = maps.reshape(n, num, -1).astype(jnp.float32)
-            # each position's place in the order (ties: the first position first)
+            if cells is not None:  # each cell's sum, (N, T, M)
+                gid = jnp.asarray(cells.ravel())
+                flat = jax.ops.segment_sum(jnp.moveaxis(flat, -1, 0), gid, positions)
+                flat = jnp.moveaxis(flat, 0, -1)
+            # each position's (cell's) place in the order (ties: the first one first)
             rank = jnp.argsort(jnp.argsort(sign * flat, axis=-1, stable=True), axis=-1)
+            if cells is not None:  # back to the positions: each its cell's place
+                rank = rank[..., jnp.asarray(cells.ravel())]
             rank = rank.reshape(maps.shape).astype(jnp.int32)
             other_b = jnp.broadcast_to(other, x.shape)
             first, then = (other_b, x) if not insert else (x, other_b)
@@ -189,7 +217,7 @@ def _curves(model, x, maps, targets, steps, other, order, batch_size, head, memo
         return run
 
     key = (what, p.key, spec, info, base.shape_key(p.x), tuple(mp.shape[2:]), steps, order,
-           group, nb)
+           group, nb, None if cells is None else cells.tobytes())
     scores = base.compiled(key, lambda: base.split_batch(build(), nb, (1, 2, 3), (4,)),
                            precision, forward_only=True)(p.params, p.x, p.ids, mp, other)
     fractions = jnp.asarray(np.arange(steps + 1) / steps, jnp.float32)
