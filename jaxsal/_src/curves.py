@@ -102,7 +102,8 @@ def deletion(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *,
         first: Samek et al.'s LeRF; a faithful map keeps the score high).
       patch: change the input by cells of ``patch`` positions per spatial axis (an int or
         one per axis; a non-overlapping grid, the last cell of an axis may be smaller),
-        ranked by the sum of the map over the cell (Samek et al.'s regions, 9 x 9 there);
+        ranked by the sum of the map over the cell (a grid form of Samek et al.'s 9 x 9
+        regions, which are windows around the most relevant pixels in turn);
         the steps then count cells. Maps of positions only (not of ``x``'s own shape).
       batch_size: masked inputs per forward pass (default: from ``memory_budget``).
     Returns:
