@@ -229,16 +229,18 @@ class KerasModel:
                    layer_rule: Callable | None = None,
                    hold: Callable | None = None,
                    pairwise: Callable | None = None,
-                   softmax: Callable | None = None) -> "KerasModel":
+                   softmax: Callable | None = None,
+                   inner_product: Callable | None = None) -> "KerasModel":
         """A new model whose elementwise activations, max poolings, relevance layers, held
-        values, elementwise functions of two tensors and softmaxes go through these rules
-        (``Runtime.elementwise`` / ``.max_pool`` / ``.layer_rule`` / ``.hold`` /
-        ``.pairwise`` / ``.softmax``; ``None`` restores the plain function): how ``jaxsal.deeplift`` and
+        values, elementwise functions of two tensors, softmaxes and attention layers' products
+        go through these rules (``Runtime.elementwise`` / ``.max_pool`` / ``.layer_rule`` /
+        ``.hold`` / ``.pairwise`` / ``.softmax`` / ``.inner_product``; ``None`` restores the
+        plain function): how ``jaxsal.deeplift`` and
         ``jaxsal.lrp`` install theirs. Forward values are unchanged; the weights are
         untouched."""
         return self._replace(runtime=dataclasses.replace(
             self.runtime, elementwise=elementwise, max_pool=max_pool, layer_rule=layer_rule,
-            hold=hold, pairwise=pairwise, softmax=softmax))
+            hold=hold, pairwise=pairwise, softmax=softmax, inner_product=inner_product))
 
     def with_backprop(self, mode: str) -> "KerasModel":
         """``"standard"``, ``"guided"`` (Springenberg et al. 2015) or ``"deconvnet"`` (Zeiler &

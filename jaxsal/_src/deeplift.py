@@ -20,9 +20,9 @@ b')/2 + (a + a')/2 db``, each factor its own first-order term and half of the in
 operand's two-player Shapley value over its difference (:class:`PairRule`), and through a
 softmax over an axis the composition of those rules (:class:`SoftmaxRule`). The attribution
 is ``(x - x') * m``. For a network of affine layers, elementwise activations, max pooling,
-products, recurrent cells, such functions and softmaxes it sums to ``S(x) - S(x')``
-("summation-to-delta"); other operations (attention layers' internals, normalization over
-features) pass their gradient, as in Captum, and break that sum. Captum passes products,
+products, recurrent cells, such functions, softmaxes and attention layers it sums to
+``S(x) - S(x')`` ("summation-to-delta"); other operations (normalization over features)
+pass their gradient, as in Captum, and break that sum. Captum passes products,
 the cells' gates and two-tensor functions their gradient too (``products="gradient"``).
 
 The rules need the reference's activations at every nonlinearity. As Captum does, the input
@@ -245,6 +245,16 @@ class ProductRule:
 
 
 @dataclasses.dataclass(frozen=True)
+class _InnerProduct:
+    """:class:`ProductRule` for the products inside attention layers
+    (``Runtime.inner_product``): ``f(*tensors)`` with each factor's mean gradient along the
+    straight line from the reference's factors to the input's."""
+
+    def __call__(self, f: Callable[..., Array], *tensors: Array) -> Array:
+        return ProductRule(())(lambda _, *a: f(*a), {}, *tensors, name=None, product=True)
+
+
+@dataclasses.dataclass(frozen=True)
 class PairRule:
     """DeepLIFT's multipliers for an elementwise function ``y = f(a, b)`` of two tensors that
     is neither a sum nor a product (a maximum, a minimum, a division, a power), as a
@@ -337,7 +347,8 @@ def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
             max_pool=MaxPoolDeltaRule(eps) if maxpool == "delta" else None,
             layer_rule=ProductRule(found) if products == "delta" else None,
             pairwise=PairRule(eps, rtol) if products == "delta" else None,
-            softmax=SoftmaxRule(eps, rtol) if products == "delta" else None)
+            softmax=SoftmaxRule(eps, rtol) if products == "delta" else None,
+            inner_product=_InnerProduct() if products == "delta" else None)
     if isinstance(model, base.FunctionModel):
         if model.relu_kwarg is None:
             raise ValueError(
@@ -432,10 +443,10 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
         and ConvLSTM cells -- gives each factor the mean of its gradient between the
         reference's factors and the input's, and an elementwise function of two tensors --
         ``Maximum``, ``Minimum``, ``a / b``, ``a ** b`` -- gives each operand its two-player
-        Shapley value, and a softmax over an axis -- ``Softmax`` layers, ``softmax``
-        activations and operations -- is taken apart into those rules (SHAP's split); all
-        keep summation-to-delta) or ``"gradient"`` (their gradient at the input, as
-        Captum).
+        Shapley value, a softmax over an axis -- ``Softmax`` layers, ``softmax``
+        activations and operations -- is taken apart into those rules (SHAP's split), and
+        attention layers' softmax and products take them; all keep summation-to-delta)
+        or ``"gradient"`` (their gradient at the input, as Captum).
       eps, rtol: where ``|z - z'| < eps + rtol * max(|z|, |z'|)`` a rule uses the plain
         gradient instead of the secant (Captum: ``|z - z'| < eps``, 1e-10). ``rtol``
         (default 1e-4) keeps float rounding out of the secant: XLA may round the input's

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import string
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -148,13 +148,13 @@ def _derived_mask(q_mask, kv_masks, t_len: int, s_len: int, causal: bool, window
     return _and(*parts)
 
 
-def _masked_softmax(scores: Array, mask, axis, zero_masked: bool) -> Array:
+def _masked_softmax(scores: Array, mask, axis, zero_masked: bool, rt) -> Array:
     """Softmax of ``scores`` over ``axis`` where ``mask`` holds (masked scores pushed to
     ``LARGE_NEGATIVE``: a fully masked row stays uniform, as Keras's fused attention
     leaves it); ``zero_masked``: masked probabilities are 0 (Keras's ``Softmax`` layer)."""
     if mask is None:
-        return jax.nn.softmax(scores, axis=axis)
-    probs = jax.nn.softmax(jnp.where(mask, scores, LARGE_NEGATIVE), axis=axis)
+        return rt.softmax_of(scores, axis)
+    probs = rt.softmax_of(jnp.where(mask, scores, LARGE_NEGATIVE), axis)
     return jnp.where(mask, probs, 0.0) if zero_masked else probs
 
 
@@ -216,7 +216,7 @@ def _multi_head_attention(config, ctx):
                     _derived_mask(q_mask, (v_mask, k_mask), t_shape[0], s_shape[0],
                                   use_causal_mask, window))
         dot_eq, combine_eq = _attention_equations(rank, attn_axes)
-        scores = jnp.einsum(dot_eq, k, q * scale)
+        scores = rt.product_of(lambda a, b: jnp.einsum(dot_eq, a, b), k, q * scale)
         norm = tuple(range(scores.ndim - n_attn, scores.ndim))
         if mask is not None:
             while mask.ndim < scores.ndim:
@@ -225,9 +225,9 @@ def _multi_head_attention(config, ctx):
         # dot_product_attention and tf.keras's Softmax keep masked probabilities; Keras 3's
         # Softmax layer with a mask zeroes them
         probs = rt.held(_masked_softmax(scores, mask, norm,
-                                        not fused and ctx.keras_major >= 3))
-        y = _attention_output(params, jnp.einsum(combine_eq, probs, v), query, use_gate,
-                              use_bias)
+                                        not fused and ctx.keras_major >= 3, rt))
+        attended = rt.product_of(lambda a, b: jnp.einsum(combine_eq, a, b), probs, v)
+        y = _attention_output(params, attended, query, use_gate, use_bias)
         return (y, probs) if return_attention_scores else y
 
     # .keras groups are named after the attributes: in Keras 3 public properties for
@@ -361,14 +361,15 @@ def _grouped_query_attention(config, ctx):
             mask = _as_mask(attention_mask, keep_above_half=not fused)
         else:
             mask = None
-        scores = jnp.einsum("btuh,bsuh->buts", q * scale, k)
+        scores = rt.product_of(lambda a, b: jnp.einsum("btuh,bsuh->buts", a, b), q * scale,
+                               k)
         if mask is not None:
             while mask.ndim < 4:
                 mask = jnp.expand_dims(mask, -3)
         # Keras's Softmax layer (not fused): masked probabilities are 0
-        probs = rt.held(_masked_softmax(scores, mask, -1, not fused))
-        y = _attention_output(params, jnp.einsum("buts,bsuh->btuh", probs, v), query,
-                              use_gate, use_bias)
+        probs = rt.held(_masked_softmax(scores, mask, -1, not fused, rt))
+        attended = rt.product_of(lambda a, b: jnp.einsum("buts,bsuh->btuh", a, b), probs, v)
+        y = _attention_output(params, attended, query, use_gate, use_bias)
         return (y, probs) if return_attention_scores else y
 
     shapes = {"query_kernel": (None, n_q, head_dim), "key_kernel": (None, n_kv, head_dim),
@@ -387,7 +388,7 @@ def _grouped_query_attention(config, ctx):
 
 # ---------------------------------------------------------------------- Attention layers
 def _dot_attention(scores: Array, value: Array, q_mask, v_mask, causal: bool,
-                   held: Callable[[Array], Array]) -> tuple[Array, Array]:
+                   rt) -> tuple[Array, Array]:
     """Masked softmax of ``scores (N, T, S)`` applied to ``value (N, S, D)``: masked keys
     get ``score - 1e9``, masked queries a zero output (Keras's Attention/AdditiveAttention)."""
     mask = None if v_mask is None else jnp.expand_dims(v_mask.astype(bool), -2)
@@ -396,8 +397,8 @@ def _dot_attention(scores: Array, value: Array, q_mask, v_mask, causal: bool,
         mask = tri if mask is None else jnp.logical_and(mask, tri)
     if mask is not None:
         scores = jnp.where(mask, scores, scores - 1e9)
-    weights = held(jax.nn.softmax(scores, axis=-1))
-    out = weights @ value
+    weights = rt.held(rt.softmax_of(scores, -1))
+    out = rt.product_of(jnp.matmul, weights, value)
     if q_mask is not None:
         out = jnp.where(q_mask.astype(bool)[..., None], out, 0.0)
     return out, weights
@@ -412,15 +413,15 @@ def _attention_layer(config, ctx, additive: bool) -> LayerImpl:
     names = (["scale"] if use_scale else []) + (["concat_score_weight"]
                                                  if score_mode == "concat" else [])
 
-    def scores_of(params, q, k):
+    def scores_of(params, q, k, rt):
         if score_mode == "dot":
-            s = q @ jnp.swapaxes(k, -1, -2)
+            s = rt.product_of(lambda a, b: a @ jnp.swapaxes(b, -1, -2), q, k)
             return s * params["scale"] if use_scale else s
         pair = q[..., :, None, :] + k[..., None, :, :]
         if score_mode == "additive":
-            t = jnp.tanh(pair)
+            t = rt.act(jnp.tanh, pair)
             return jnp.sum(params["scale"] * t if use_scale else t, axis=-1)
-        t = jnp.tanh(params["scale"] * pair if use_scale else pair)
+        t = rt.act(jnp.tanh, params["scale"] * pair if use_scale else pair)
         return params["concat_score_weight"] * jnp.sum(t, axis=-1)
 
     def call(params, inputs, *, rt, mask=None, use_causal_mask=False,
@@ -431,8 +432,8 @@ def _attention_layer(config, ctx, additive: bool) -> LayerImpl:
         k = inputs[2] if len(inputs) > 2 else v
         q_mask = mask[0] if mask else None
         v_mask = mask[1] if mask else None
-        out, weights = _dot_attention(scores_of(params, q, k), v, q_mask, v_mask,
-                                      bool(use_causal_mask) or causal_cfg, rt.held)
+        out, weights = _dot_attention(scores_of(params, q, k, rt), v, q_mask, v_mask,
+                                      bool(use_causal_mask) or causal_cfg, rt)
         return (out, weights) if return_attention_scores else out
 
     def compute_mask(mask, *args, **kwargs):

@@ -80,8 +80,14 @@ class Runtime:
       softmax: ``None``, or ``rule(z, axis)`` applied in place of ``jax.nn.softmax(z,
         axis=axis)`` for the softmax over an axis of the ``Softmax`` layer (masked too), the
         ``softmax`` activation and the Keras 3 and tf.keras ``softmax`` operations (not the
-        attention layers' internal softmax). ``jaxsal.deeplift`` installs its softmax rule
-        here. Compared by value, like ``elementwise``.
+        attention layers' internal softmax, which goes through it too). ``jaxsal.deeplift``
+        installs its softmax rule here. Compared by value, like ``elementwise``.
+      inner_product: ``None``, or ``rule(f, *tensors)`` applied in place of ``f(*tensors)``
+        for the products of tensors inside attention layers (``MultiHeadAttention``,
+        ``GroupedQueryAttention``, ``Attention``, ``AdditiveAttention``: their scores and
+        their weighted sums of values). ``jaxsal.deeplift`` installs its product rule here;
+        ``jaxsal.lrp`` does not (it holds the attention weights instead, ``hold``).
+        Compared by value, like ``elementwise``.
     """
 
     relu: Callable[[Array], Array] = jax.nn.relu
@@ -91,6 +97,7 @@ class Runtime:
     hold: Callable[[Array], Array] | None = None
     pairwise: Callable[..., Array] | None = None
     softmax: Callable[..., Array] | None = None
+    inner_product: Callable[..., Array] | None = None
 
     def held(self, v: Array) -> Array:
         """``v``, a value a layer computes from its inputs to weigh them (attention
@@ -126,6 +133,14 @@ class Runtime:
         """``jax.nn.softmax(z, axis=axis)`` (``axis`` an int or a tuple), through the
         ``softmax`` rule."""
         return jax.nn.softmax(z, axis=axis) if self.softmax is None else self.softmax(z, axis)
+
+    def product_of(self, f: Callable[..., Array], *tensors: Array) -> Array:
+        """``f(*tensors)`` for a product of tensors inside an attention layer (an ``einsum``
+        of queries and keys, or of weights and values), through the ``inner_product``
+        rule."""
+        if self.inner_product is None:
+            return f(*tensors)
+        return self.inner_product(f, *tensors)
 
     def pool(self, p: Callable[[Array], Array], x: Array) -> Array:
         """``p(x)`` for a max pooling ``p``, through the ``max_pool`` rule."""
