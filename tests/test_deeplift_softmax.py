@@ -132,12 +132,16 @@ def _attention_net(kind):
                                        name="att")(inp, inp)
     elif kind == "dot":
         h = layers.Attention(use_scale=True, name="att")([inp, inp], use_causal_mask=True)
-    else:
+    elif kind == "additive":
         h = layers.AdditiveAttention(name="att")([inp, inp])
+    else:  # keras.ops.dot_product_attention on projections split into 2 heads
+        q, k, v = (layers.Reshape((5, 2, 3))(layers.Dense(6, name=f"p{i}")(inp))
+                   for i in range(3))
+        h = ops.dot_product_attention(q, k, v, is_causal=True)
     return keras.Model(inp, layers.Dense(3, name="out")(layers.Flatten()(h)))
 
 
-@pytest.mark.parametrize("kind", ["mha", "gqa", "dot", "additive"])
+@pytest.mark.parametrize("kind", ["mha", "gqa", "dot", "additive", "op"])
 def test_summation_to_delta_through_attention_layers(tmp_path, kind):
     """The attention layers' scores and weighted values (Runtime.inner_product: the product
     rule) and their softmax (the softmax rule), causal masks included: DeepLIFT sums to the

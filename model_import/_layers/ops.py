@@ -929,7 +929,8 @@ def _dot_product_attention(cfg):
             k, v = jnp.repeat(k, n // kh, axis=2), jnp.repeat(v, n // kh, axis=2)
         s = 1.0 / np.sqrt(k.shape[-1]) if scale is None else scale
         ldt = jnp.promote_types(dt, jnp.float32)
-        logits = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=ldt)
+        logits = rt.product_of(lambda a, b: jnp.einsum("BTNH,BSNH->BNTS", a, b,
+                                                        preferred_element_type=ldt), q, k)
         logits = logits * jnp.asarray(s, ldt)
         if bias is not None:
             logits = (logits + jnp.asarray(bias, dt)).astype(ldt)
@@ -941,8 +942,8 @@ def _dot_product_attention(cfg):
                 t_, s_ = logits.shape[2], logits.shape[3]
                 keep = keep & jnp.tril(jnp.ones((t_, s_), bool))[None, None]
             logits = jnp.where(keep, logits, jnp.asarray(-0.7 * jnp.finfo(ldt).max, ldt))
-        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(k.dtype)
-        return jnp.einsum("BNTS,BSNH->BTNH", probs, v)
+        probs = rt.softmax_of(logits.astype(jnp.float32), -1).astype(k.dtype)
+        return rt.product_of(lambda a, b: jnp.einsum("BNTS,BSNH->BTNH", a, b), probs, v)
     return f
 
 

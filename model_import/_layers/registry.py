@@ -84,8 +84,8 @@ class Runtime:
         installs its softmax rule here. Compared by value, like ``elementwise``.
       inner_product: ``None``, or ``rule(f, *tensors)`` applied in place of ``f(*tensors)``
         for the products of tensors inside attention layers (``MultiHeadAttention``,
-        ``GroupedQueryAttention``, ``Attention``, ``AdditiveAttention``: their scores and
-        their weighted sums of values). ``jaxsal.deeplift`` installs its product rule here;
+        ``GroupedQueryAttention``, ``Attention``, ``AdditiveAttention``, Keras 3's
+        ``dot_product_attention``: their scores and their weighted sums of values). ``jaxsal.deeplift`` installs its product rule here;
         ``jaxsal.lrp`` does not (it holds the attention weights instead, ``hold``).
         Compared by value, like ``elementwise``.
     """
