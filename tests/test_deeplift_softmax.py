@@ -127,6 +127,8 @@ def _attention_net(kind):
     inp = keras.Input((5, 4))
     if kind == "mha":
         h = layers.MultiHeadAttention(2, 3, name="att")(inp, inp, use_causal_mask=True)
+    elif kind == "mha_gated":  # the gate: a * sigmoid(g), through the pair rule
+        h = layers.MultiHeadAttention(2, 3, use_gate=True, name="att")(inp, inp)
     elif kind == "gqa":
         h = layers.GroupQueryAttention(head_dim=3, num_query_heads=2, num_key_value_heads=1,
                                        name="att")(inp, inp)
@@ -141,7 +143,7 @@ def _attention_net(kind):
     return keras.Model(inp, layers.Dense(3, name="out")(layers.Flatten()(h)))
 
 
-@pytest.mark.parametrize("kind", ["mha", "gqa", "dot", "additive", "op"])
+@pytest.mark.parametrize("kind", ["mha", "mha_gated", "gqa", "dot", "additive", "op"])
 def test_summation_to_delta_through_attention_layers(tmp_path, kind):
     """The attention layers' scores and weighted values (Runtime.inner_product: the product
     rule) and their softmax (the softmax rule), causal masks included: DeepLIFT sums to the

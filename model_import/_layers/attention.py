@@ -159,11 +159,13 @@ def _masked_softmax(scores: Array, mask, axis, zero_masked: bool, rt) -> Array:
 
 
 def _attention_output(params, out: Array, query: Array, use_gate: bool,
-                      use_bias: bool) -> Array:
+                      use_bias: bool, rt) -> Array:
     """The attended heads ``(N, T, heads, dim)`` gated (``use_gate``: times the sigmoid of the
-    query's gate projection) and projected back, ``output_kernel (heads, dim, D)``."""
+    query's gate projection, an elementwise function of two tensors: ``rt.pair``) and
+    projected back, ``output_kernel (heads, dim, D)``."""
     if use_gate:
-        out = out * jax.nn.sigmoid(_project(params, "gate", query, use_bias))
+        out = rt.pair(lambda a, g: a * jax.nn.sigmoid(g), out,
+                      _project(params, "gate", query, use_bias))
     y = jnp.tensordot(out, params["output_kernel"], axes=2)
     return y + params["output_bias"] if use_bias else y
 
@@ -227,7 +229,7 @@ def _multi_head_attention(config, ctx):
         probs = rt.held(_masked_softmax(scores, mask, norm,
                                         not fused and ctx.keras_major >= 3, rt))
         attended = rt.product_of(lambda a, b: jnp.einsum(combine_eq, a, b), probs, v)
-        y = _attention_output(params, attended, query, use_gate, use_bias)
+        y = _attention_output(params, attended, query, use_gate, use_bias, rt)
         return (y, probs) if return_attention_scores else y
 
     # .keras groups are named after the attributes: in Keras 3 public properties for
@@ -369,7 +371,7 @@ def _grouped_query_attention(config, ctx):
         # Keras's Softmax layer (not fused): masked probabilities are 0
         probs = rt.held(_masked_softmax(scores, mask, -1, not fused, rt))
         attended = rt.product_of(lambda a, b: jnp.einsum("buts,bsuh->btuh", a, b), probs, v)
-        y = _attention_output(params, attended, query, use_gate, use_bias)
+        y = _attention_output(params, attended, query, use_gate, use_bias, rt)
         return (y, probs) if return_attention_scores else y
 
     shapes = {"query_kernel": (None, n_q, head_dim), "key_kernel": (None, n_kv, head_dim),

@@ -74,7 +74,9 @@ class Runtime:
         ``power``, ``maximum``, ``minimum``, ``fmax``, ``fmin``, ``arctan2``, ``hypot``,
         ``logaddexp``, ``logaddexp2`` and tf.keras's ``tf.math.truediv``/``divide``,
         ``pow``, ``maximum``, ``minimum``, ``squared_difference`` (and ``/``) where both
-        operands are tensors (with a constant they are activations, ``elementwise``).
+        operands are tensors (with a constant they are activations, ``elementwise``), and
+        the gate of ``MultiHeadAttention`` / ``GroupedQueryAttention`` (``use_gate``:
+        ``a * sigmoid(g)``).
         ``a`` and ``b`` broadcast against each other. ``jaxsal.deeplift`` installs the
         two-player Shapley rule here. Compared by value, like ``elementwise``.
       softmax: ``None``, or ``rule(z, axis)`` applied in place of ``jax.nn.softmax(z,
