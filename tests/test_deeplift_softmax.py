@@ -1,12 +1,13 @@
 """DeepLIFT through a softmax over an axis (``Runtime.softmax``,
-:class:`jaxsal._src.deeplift.SoftmaxRule`) and through attention layers (their softmax and
-their products, ``Runtime.inner_product``).
+:class:`jaxsal._src.deeplift.SoftmaxRule`), through attention layers (their softmax and
+their products, ``Runtime.inner_product``) and through normalization layers (their values
+times their inverse scale, ``Runtime.pairwise``).
 
 The truths: the rule's contributions sum to ``softmax(z) - softmax(z')`` exactly (for any
 pair, including maxima at different positions, ties, logits hundreds apart and masked
 entries; up to float32 rounding of ``(z - z') * m``), it is the softmax's gradient where
 ``z == z'``, and through ``Softmax`` layers (a mask, two axes), ``softmax`` activations, the
-softmax operations and attention layers DeepLIFT keeps summation-to-delta; with
+softmax operations, attention and normalization layers DeepLIFT keeps summation-to-delta; with
 ``products="gradient"`` (Captum's: the gradient passes) it misses."""
 
 import os
@@ -161,4 +162,45 @@ def test_summation_to_delta_through_attention_layers(tmp_path, kind):
                                           reduce=None)).sum((-2, -1))
 
     np.testing.assert_allclose(total("delta"), delta, atol=2e-6 * np.abs(delta).max() * 10)
+    assert np.abs(total("gradient") - delta).max() > 0.05 * np.abs(delta).max()
+
+
+def _norm_net(kind):
+    inp = keras.Input((5, 4))
+    h = layers.Dense(4, name="d")(inp)
+    if kind == "layer":
+        h = layers.LayerNormalization(name="n")(h)
+    elif kind == "rms":
+        h = layers.RMSNormalization(name="n")(h)
+    elif kind == "group":
+        h = layers.GroupNormalization(groups=2, name="n")(h)
+    elif kind == "unit":
+        h = layers.UnitNormalization(name="n")(h)
+    else:  # a transformer block: attention, residuals, layer norms, a GELU feed-forward
+        a = layers.MultiHeadAttention(2, 3, name="att")(h, h)
+        h = layers.LayerNormalization(name="n1")(h + a)
+        f = layers.Dense(4, name="f")(layers.Dense(6, activation="gelu", name="ff")(h))
+        h = layers.LayerNormalization(name="n2")(h + f)
+    return keras.Model(inp, layers.Dense(3, name="out")(layers.Flatten()(h)))
+
+
+@pytest.mark.parametrize("kind", ["layer", "rms", "group", "unit", "transformer_block"])
+def test_summation_to_delta_through_normalization_layers(tmp_path, kind):
+    """A normalization's values times their inverse scale go through the pair rule, the
+    scale's square and reciprocal root through the rescale rule: DeepLIFT sums to the
+    difference through LayerNormalization, RMSNormalization, GroupNormalization,
+    UnitNormalization and a whole transformer block; their gradient misses by over 5%."""
+    km = _norm_net(kind)
+    rng = np.random.default_rng(5)
+    for w in km.weights:
+        w.assign(rng.normal(size=w.shape).astype("float32"))
+    m = _load(km, tmp_path, kind)
+    x, x0 = (rng.normal(size=(3, 5, 4)).astype(np.float32) for _ in "ab")
+    delta = np.asarray(m(x)) - np.asarray(m(x0))
+
+    def total(products):
+        return np.asarray(jaxsal.deeplift(m, x, [0, 1, 2], baseline=x0, products=products,
+                                          reduce=None)).sum((-2, -1))
+
+    np.testing.assert_allclose(total("delta"), delta, atol=2e-5 * np.abs(delta).max())
     assert np.abs(total("gradient") - delta).max() > 0.05 * np.abs(delta).max()

@@ -20,9 +20,10 @@ b')/2 + (a + a')/2 db``, each factor its own first-order term and half of the in
 operand's two-player Shapley value over its difference (:class:`PairRule`), and through a
 softmax over an axis the composition of those rules (:class:`SoftmaxRule`). The attribution
 is ``(x - x') * m``. For a network of affine layers, elementwise activations, max pooling,
-products, recurrent cells, such functions, softmaxes and attention layers it sums to
-``S(x) - S(x')`` ("summation-to-delta"); other operations (normalization over features)
-pass their gradient, as in Captum, and break that sum. Captum passes products,
+products, recurrent cells, such functions, softmaxes, attention and normalization layers
+it sums to ``S(x) - S(x')`` ("summation-to-delta"); other operations (``log_softmax``,
+reductions such as a maximum over an axis) pass their gradient, as in Captum, and break
+that sum. Captum passes products,
 the cells' gates and two-tensor functions their gradient too (``products="gradient"``).
 
 The rules need the reference's activations at every nonlinearity. As Captum does, the input

@@ -125,6 +125,20 @@ def _batch_norm(config, ctx):
                      affine=True, relevance=True)
 
 
+def _inverse_scale(rt, v: jax.Array, ax, eps: float) -> jax.Array:
+    """``1 / sqrt(mean(v**2) + eps)`` over ``ax`` (keepdims), its square and reciprocal root
+    as activations (``rt.act``: DeepLIFT's rescale rule), held (``rt.held``: LRP keeps it
+    constant)."""
+    ms = jnp.mean(rt.act(jnp.square, v), axis=ax, keepdims=True)
+    return rt.held(rt.act(lambda m: jax.lax.rsqrt(m + eps), ms))
+
+
+def _scaled(rt, v: jax.Array, inv: jax.Array) -> jax.Array:
+    """``v * inv``, a normalization's values times their (held) inverse scale, as a function
+    of two tensors (``rt.pair``: DeepLIFT's two-player split, exact where ``inv`` varies)."""
+    return rt.pair(jnp.multiply, v, inv)
+
+
 @register_layer("LayerNormalization")
 def _layer_norm(config, ctx):
     axes = _axes(config.get("axis", -1))
@@ -140,18 +154,17 @@ def _layer_norm(config, ctx):
         nd = x.ndim
         ax = tuple(sorted(a % nd for a in axes))
         if rms:  # Keras 3's (deprecated) rms_scaling: x / sqrt(var + eps) * gamma, no beta
-            y = x * rt.held(jax.lax.rsqrt(jnp.var(x, axis=ax, keepdims=True) + eps))
+            centered = x - jnp.mean(x, axis=ax, keepdims=True)
+            y = _scaled(rt, x, _inverse_scale(rt, centered, ax, eps))
             return y * _broadcast(params["gamma"], ax, nd)
         ax = _normalized_axes(axes, nd, ctx, "LayerNormalization")
-        mean = jnp.mean(x, axis=ax, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=ax, keepdims=True)
-        inv = rt.held(jax.lax.rsqrt(var + eps))
+        centered = x - jnp.mean(x, axis=ax, keepdims=True)
+        y = _scaled(rt, centered, _inverse_scale(rt, centered, ax, eps))
         if scale:
-            inv = inv * _broadcast(params["gamma"], ax, nd)
-        res = -mean * inv
+            y = y * _broadcast(params["gamma"], ax, nd)
         if center:
-            res = res + _broadcast(params["beta"], ax, nd)
-        return x * inv + res
+            y = y + _broadcast(params["beta"], ax, nd)
+        return y
 
     return LayerImpl(call=call,
                      convert_weights=lambda w: dict(zip(names, _same_shapes(w, names))),
@@ -174,7 +187,7 @@ def _rms_norm(config, ctx):
     def call(params, x, *, rt):
         nd = x.ndim
         ax = _normalized_axes(axes, nd, ctx, "RMSNormalization")
-        y = x * rt.held(jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=ax, keepdims=True) + eps))
+        y = _scaled(rt, x, _inverse_scale(rt, x, ax, eps))
         scale = params["scale"]
         try:
             np.broadcast_shapes(x.shape, scale.shape)
@@ -206,9 +219,8 @@ def _group_norm(config, ctx):
         c = xm.shape[-1]
         g = xm.reshape(*xm.shape[:-1], groups, c // groups)
         red = tuple(range(1, g.ndim - 2)) + (g.ndim - 1,)
-        mean = jnp.mean(g, axis=red, keepdims=True)
-        var = jnp.var(g, axis=red, keepdims=True)
-        y = ((g - mean) * rt.held(jax.lax.rsqrt(var + eps))).reshape(xm.shape)
+        centered = g - jnp.mean(g, axis=red, keepdims=True)
+        y = _scaled(rt, centered, _inverse_scale(rt, centered, red, eps)).reshape(xm.shape)
         if scale:
             y = y * params["gamma"]
         if center:
@@ -224,8 +236,9 @@ def _unit_norm(config, ctx):
     axes = _axes(config.get("axis", -1))
 
     def call(params, x, *, rt):
-        ss = jnp.sum(jnp.square(x), axis=axes, keepdims=True)
-        return x * rt.held(jax.lax.rsqrt(jnp.maximum(ss, 1e-12)))
+        ss = jnp.sum(rt.act(jnp.square, x), axis=axes, keepdims=True)
+        return _scaled(rt, x, rt.held(rt.act(lambda v: jax.lax.rsqrt(jnp.maximum(v, 1e-12)),
+                                             ss)))
 
     return LayerImpl(call=call, relevance=True)
 

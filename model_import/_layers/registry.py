@@ -76,7 +76,9 @@ class Runtime:
         ``pow``, ``maximum``, ``minimum``, ``squared_difference`` (and ``/``) where both
         operands are tensors (with a constant they are activations, ``elementwise``), and
         the gate of ``MultiHeadAttention`` / ``GroupedQueryAttention`` (``use_gate``:
-        ``a * sigmoid(g)``).
+        ``a * sigmoid(g)``) and a normalization's values times their (held) inverse scale
+        (``LayerNormalization``, ``RMSNormalization``, ``GroupNormalization``,
+        ``UnitNormalization``).
         ``a`` and ``b`` broadcast against each other. ``jaxsal.deeplift`` installs the
         two-player Shapley rule here. Compared by value, like ``elementwise``.
       softmax: ``None``, or ``rule(z, axis)`` applied in place of ``jax.nn.softmax(z,
