@@ -153,9 +153,11 @@ def run_suite(a) -> dict:
                            capture_output=True, text=True)
     doc: dict = {"schema": SCHEMA, "suite": a.suite, "date": started.isoformat(timespec="seconds"),
                  "machine": _machine(), "command": " ".join(sys.argv),
-                 # a device machine's copy of the tree has no .git: the caller names the commit
-                 "git_commit": git.stdout.strip() or os.environ.get("JAXSAL_GIT_COMMIT"),
-                 "git_dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None,
+                 # a device machine's copy of the tree may have no .git, or a stale one: the
+                 # caller's JAXSAL_GIT_COMMIT names the commit that runs (dirtiness unknown)
+                 "git_commit": os.environ.get("JAXSAL_GIT_COMMIT") or git.stdout.strip(),
+                 "git_dirty": (None if os.environ.get("JAXSAL_GIT_COMMIT") else
+                               bool(dirty.stdout.strip()) if dirty.returncode == 0 else None),
                  "malloc_variants": {v: MALLOC[v] for v in variants},
                  "workers": "kept (one per library for the run)" if a.keep_workers
                  else "one per workload", "deadline_s": a.deadline, "workloads": []}
