@@ -174,10 +174,9 @@ class SoftmaxRule:
             u1, u0 = z1 - c1, z0 - c0
             e1, e0 = jnp.exp(u1), jnp.exp(u0)
             s1, s0 = e1.sum(axes, keepdims=True), e0.sum(axes, keepdims=True)
-            du = u1 - u0
-            near = jnp.abs(du) < eps + rtol * jnp.maximum(jnp.abs(u1), jnp.abs(u0))
-            m_e = jnp.where(_both(near), jnp.concatenate([e1, e0]),
-                            _both((e1 - e0) / jnp.where(near, 1.0, du)))
+            near = _near(u1, u0, eps, rtol)  # exp's gradient where u and u' are equal
+            m_e = jnp.where(near, jnp.concatenate([e1, e0]),
+                            _both(e1 - e0) / jnp.where(near, 1.0, _both(u1 - u0)))
             m_ye = _both(0.5 * (1.0 / s1 + 1.0 / s0))
             m_ys = _both(-0.5 * (e1 + e0) / (s1 * s0))
             ct_u = m_e * (g * m_ye + (g * m_ys).sum(axes, keepdims=True))

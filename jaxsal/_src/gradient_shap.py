@@ -27,7 +27,7 @@ from jaxsal._src.integrated import _Shifted
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.smoothing import _nonnegative
 from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model
-from jaxsal._src.validate import _all_finite, check_flag, prepare, prepare_layer
+from jaxsal._src.validate import _all_finite, check_flag, check_whole, prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -56,11 +56,7 @@ def check_baselines(baselines: Any, x: Any) -> Any:
     one = tuple(x.shape[1:])
     if baselines is None:
         return jnp.zeros((1,) + one, x.dtype)
-    raw = np.asarray(baselines) if not isinstance(baselines, jax.core.Tracer) else None
-    if jnp.issubdtype(x.dtype, jnp.integer) and raw is not None and raw.dtype.kind == "f" \
-            and not np.array_equal(raw, np.round(raw)):  # a fraction would become another id
-        raise ValueError(f"baselines must hold whole numbers for x, whose integer values "
-                         f"({x.dtype}) are token ids; pass ids (e.g. the padding id)")
+    check_whole(baselines, x, "baselines")
     try:
         b = jnp.asarray(baselines, dtype=x.dtype)
     except (TypeError, ValueError) as e:

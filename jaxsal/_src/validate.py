@@ -211,16 +211,22 @@ def _shape_hint(got: tuple, shape: Any, model: Any, what: str = "x") -> str:
     return ""
 
 
-def check_like(value: Any, a: Any, name: str, what: str = "x") -> Array:
-    """``value`` (an integrated-gradients ``baseline``, an occlusion ``fill``) as an array of
-    ``a``'s dtype whose shape broadcasts to ``a``'s without changing it (a scalar, ``(C,)``,
-    one example's shape or the batch's), with finite values; else a clear error."""
+def check_whole(value: Any, a: Any, name: str, what: str = "x") -> None:
+    """For integer ``a`` (ids, codes), refuse a ``value`` (a fill, a baseline) with fractions:
+    cast to ``a``'s dtype it would be truncated to another id."""
     if jnp.issubdtype(a.dtype, jnp.integer) and not isinstance(value, jax.core.Tracer):
-        raw = np.asarray(value)  # ids: a fraction would be truncated to another id
+        raw = np.asarray(value)
         if raw.dtype.kind == "f" and not np.array_equal(raw, np.round(raw)):
             raise ValueError(f"{name} must hold whole numbers for {what}, whose integer "
                              f"values ({a.dtype}) are ids or codes, got {value!r}; pass an id "
                              f"(a padding or unknown-token id, say)")
+
+
+def check_like(value: Any, a: Any, name: str, what: str = "x") -> Array:
+    """``value`` (an integrated-gradients ``baseline``, an occlusion ``fill``) as an array of
+    ``a``'s dtype whose shape broadcasts to ``a``'s without changing it (a scalar, ``(C,)``,
+    one example's shape or the batch's), with finite values; else a clear error."""
+    check_whole(value, a, name, what)
     try:
         v = jnp.asarray(value, dtype=a.dtype)
     except (TypeError, ValueError) as e:
