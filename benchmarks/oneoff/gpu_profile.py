@@ -1,0 +1,243 @@
+"""One-off GPU profile (issue 6): where the time of VGG16's (224x224, batch 64) input gradient
+goes, compared with its forward pass, in jaxsal and in the naive JAX version; and why the
+bfloat16 Grad-CAM maps correlated badly with the float32 ones in the suite.
+
+Run on the GPU machine after ``python -m benchmarks.models vgg16_224``:
+
+    python -m benchmarks.oneoff.gpu_profile OUTDIR
+
+Part 1: the FLOPs of one forward pass by XLA's cost analysis of the lowered and of the
+compiled program. Part 2, for each program (the suite's own cases from
+``benchmarks.side_jaxsal``, plus the same with max pooling by ``reduce_window`` instead of
+the importer's reshape-and-max): median of 10 calls after a warm-up, then 3 calls under
+``jax.profiler.trace``, whose GPU kernels are summed per call by category and listed by
+kernel. The traces (``*.xplane.pb``, readable with ``jax.profiler.ProfileData``) are copied
+to OUTDIR. Part 3: Grad-CAM at block5_conv3 for 10 classes in float32 (XLA's default
+precision), ``precision="highest"`` and ``precision="bfloat16"``: per-map Pearson r between
+each pair, and how many maps are zero everywhere (ReLU of a negative weighted sum).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import glob
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import data, models, side_jaxsal
+
+# a dry run on a CPU: PROFILE_SIZE=32 PROFILE_BATCH=2 (after python -m benchmarks.models vgg16_32)
+SIZE = int(os.environ.get("PROFILE_SIZE", 224))
+BATCH = int(os.environ.get("PROFILE_BATCH", 64))
+VGG = {"name": "vgg16", "size": SIZE}
+
+# kernel-name patterns, first match wins
+CATEGORIES = [
+    ("layout conversion", r"nchwtonhwc|nhwctonchw|nchw_to_nhwc|nhwc_to_nchw|transpose"),
+    ("conv dgrad (input gradient)", r"dgrad|convolve_bwd_data|bwd_data"),
+    ("conv wgrad", r"wgrad|bwd_filter"),
+    ("conv fprop", r"fprop|implicit_gemm|convolve|conv2d|xmma_conv|cudnn"),
+    ("gemm (dense)", r"gemm|cublas|cutlass|sm\d+_xmma|matmul|dot"),
+    ("copy/memset", r"copy|memcpy|memset"),
+    ("reduction", r"reduce|reduction|argmax"),
+    ("select-and-scatter", r"select_and_scatter|scatter"),
+    ("elementwise fusion", r"fusion|loop_|wrapped_|elementwise"),
+]
+
+
+def category(name: str) -> str:
+    low = name.lower()
+    for label, pat in CATEGORIES:
+        if re.search(pat, low):
+            return label
+    return "other"
+
+
+def median_ms(run, reps=10):
+    run()
+    run()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        run()
+        ts.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(ts), 1e3 * min(ts)
+
+
+def profile(label, run, outdir, calls=3):
+    """Kernel time per call from a trace of ``calls`` calls."""
+    from jax.profiler import ProfileData
+
+    tmp = tempfile.mkdtemp()
+    with jax.profiler.trace(tmp):
+        for _ in range(calls):
+            run()
+    files = glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)
+    if not files:
+        print(f"  [{label}] no xplane file written")
+        return
+    safe = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
+    shutil.copy(files[0], os.path.join(outdir, f"{safe}.xplane.pb"))
+    pd = ProfileData.from_file(files[0])
+    kernels = collections.defaultdict(lambda: [0.0, 0, ""])
+    gpu_planes = [p for p in pd.planes if p.name.startswith("/device:GPU")]
+    if not gpu_planes:
+        print(f"  [{label}] planes: {[p.name for p in pd.planes]}")
+        return
+    first = True
+    ops = collections.Counter()
+    for plane in gpu_planes:
+        for line in plane.lines:
+            if line.name == "XLA Ops":
+                for ev in line.events:
+                    ops[ev.name] += ev.duration_ns
+            if "stream" not in line.name.lower() or "memcpy" in line.name.lower():
+                continue
+            for ev in line.events:
+                stats = dict(ev.stats)
+                if first:
+                    print(f"  [{label}] line {line.name!r}, first event stats: "
+                          f"{ {k: str(v)[:60] for k, v in stats.items()} }")
+                    first = False
+                k = kernels[ev.name]
+                k[0] += ev.duration_ns
+                k[1] += 1
+                k[2] = str(stats.get("hlo_op", ""))
+    if not kernels:
+        print(f"  [{label}] no kernels; lines: "
+              f"{[(p.name, [ln.name for ln in p.lines]) for p in gpu_planes]}")
+        return
+    total = sum(v[0] for v in kernels.values()) / calls / 1e6
+    by_cat = collections.Counter()
+    for name, (ns, _, _) in kernels.items():
+        by_cat[category(name)] += ns / calls / 1e6
+    print(f"  [{label}] GPU kernel time per call {total:.2f} ms; by category:")
+    for c, ms in by_cat.most_common():
+        print(f"      {ms:8.2f} ms  {100 * ms / total:5.1f}%  {c}")
+    print("    top kernels (ms per call, launches per call, hlo_op, name):")
+    for name, (ns, n, op) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:14]:
+        print(f"      {ns / calls / 1e6:8.2f} {n // calls:4d}  {op[:28]:28s} {name[:110]}")
+    if ops:
+        print("    top HLO ops of the 'XLA Ops' line (ms per call):")
+        for name, ns in ops.most_common(10):
+            print(f"      {ns / calls / 1e6:8.2f}  {name[:100]}")
+
+
+@contextlib.contextmanager
+def reduce_window_maxpool():
+    """Max pooling by ``reduce_window`` (select-and-scatter backward) instead of the
+    importer's reshape-and-max, while programs are traced inside."""
+    import flax.linen as nn
+
+    from model_import._layers import pooling
+
+    saved = pooling._blocked_max
+    pooling._blocked_max = lambda v, pool: nn.max_pool(v, pool, pool, "VALID")
+    try:
+        yield
+    finally:
+        pooling._blocked_max = saved
+
+
+def spec(method, targets, **kw):
+    return {"id": "profile", "model": VGG, "method": method, "batch": BATCH, "targets": targets,
+            **kw}
+
+
+def part1():
+    model = models.logits_model(models.model_path(VGG))
+    fn = jax.jit(model.apply)
+    lowered = fn.lower(model.params, jax.ShapeDtypeStruct((1, SIZE, SIZE, 3), jnp.float32))
+    lo = lowered.cost_analysis()
+    co = lowered.compile().cost_analysis()
+    co = co[0] if isinstance(co, (list, tuple)) else co
+    print(f"forward FLOPs per image: lowered {lo.get('flops'):.4g}, compiled "
+          f"{(co or {}).get('flops', float('nan')):.4g}; side_jaxsal now reports "
+          f"{side_jaxsal.forward_flops_per_image(model, (SIZE, SIZE, 3)):.4g}", flush=True)
+
+
+def part2(outdir):
+    cases = [
+        ("forward", lambda: side_jaxsal.build(spec("forward", None))),
+        ("jaxsal saliency top1", lambda: side_jaxsal.build(spec("saliency", "top1"))),
+        ("naive saliency top1", lambda: side_jaxsal.build_naive(spec("saliency", "top1"))),
+        ("jaxsal saliency 10cls one chunk", lambda: side_jaxsal.build(
+            spec("saliency", 10, options={"memory_budget": 100e9}))),
+        ("naive saliency 10cls", lambda: side_jaxsal.build_naive(spec("saliency", 10))),
+    ]
+    for pooled in (False, True):
+        for label, make in cases:
+            if pooled and label.startswith(("jaxsal saliency 10", "naive saliency 10")):
+                continue
+            label = label + (" [reduce_window maxpool]" if pooled else "")
+            with reduce_window_maxpool() if pooled else contextlib.nullcontext():
+                case = make()
+                med, mn = median_ms(case.run)  # traced and compiled inside the context
+            print(f"{label}: median {med:.2f} ms, min {mn:.2f} ms", flush=True)
+            profile(label, case.run, outdir)
+            sys.stdout.flush()
+
+
+def pearson(a, b):
+    a = np.asarray(a, np.float64).reshape(-1, SIZE * SIZE)
+    b = np.asarray(b, np.float64).reshape(-1, SIZE * SIZE)
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    return np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1), np.nan)
+
+
+def part3():
+    import jaxsal
+
+    model = models.logits_model(models.model_path(VGG))
+    x = jnp.asarray(data.inputs(spec("gradcam", 10), BATCH))
+    maps = {p: np.asarray(jaxsal.gradcam(model, x, list(range(10)), layer="block5_conv3",
+                                         precision=p))
+            for p in (None, "highest", "bfloat16")}
+    for p, m in maps.items():
+        flat = m.reshape(-1, SIZE * SIZE)
+        print(f"gradcam precision={p}: maps {len(flat)}, zero everywhere "
+              f"{int((flat.max(1) == 0).sum())}, median max {np.median(flat.max(1)):.3g}, "
+              f"median fraction of positive pixels {np.median((flat > 0).mean(1)):.3f}")
+    for a, b in ((None, "highest"), ("bfloat16", None), ("bfloat16", "highest")):
+        r = pearson(maps[a], maps[b])
+        ok = r[~np.isnan(r)]
+        q = np.quantile(ok, [0, 0.01, 0.05, 0.5]) if len(ok) else []
+        print(f"r({a} vs {b}): undefined (a constant map) {int(np.isnan(r).sum())}, "
+              f"defined {len(ok)}: mean {ok.mean():.5f}, quantiles 0/1/5/50% "
+              f"{np.round(q, 4).tolist()}, below 0.99: {int((ok < 0.99).sum())}")
+        low = np.argsort(np.nan_to_num(r, nan=-2))[:3]
+        for i in low:
+            fa = maps[a].reshape(-1, SIZE * SIZE)[i]
+            fb = maps[b].reshape(-1, SIZE * SIZE)[i]
+            print(f"    map {i}: r {r[i]:.4f}, positive pixels {(fa > 0).mean():.4f} / "
+                  f"{(fb > 0).mean():.4f}, max {fa.max():.3g} / {fb.max():.3g}")
+
+
+def main(argv):
+    outdir = argv[0] if argv else "gpu_profile_out"
+    os.makedirs(outdir, exist_ok=True)
+    print("device", jax.devices()[0], getattr(jax.devices()[0], "device_kind", ""),
+          "jax", jax.__version__, flush=True)
+    for part in (part1, lambda: part2(outdir), part3):
+        t = time.perf_counter()
+        try:
+            part()
+        except Exception as e:  # keep the other parts' output
+            print(f"FAILED: {type(e).__name__}: {e}", flush=True)
+        print(f"[{time.perf_counter() - t:.1f} s]", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
