@@ -455,9 +455,12 @@ def _bf16_table(doc: dict) -> list[str]:
                 continue
             base = f32.get((w["spec"]["id"].removesuffix(" bf16"), r["malloc"]))
             speed = f"{base['median_s'] / r['median_s']:.2f}x" if base else "-"
+            maps = str(c["maps"])
+            if c.get("maps_constant_in_both"):  # no correlation to score (see side_jaxsal)
+                maps += f" ({c['maps_constant_in_both']} constant in both, not scored)"
             rows.append(f"| {w['spec']['id']} | {r['malloc']} | "
                         f"{c['pearson_vs_float32_mean']:.4f} | {c['pearson_vs_float32_min']:.4f} "
-                        f"| {c['maps']} | {speed} |")
+                        f"| {maps} | {speed} |")
     if not rows:
         return []
     return ["", "| bfloat16 workload | malloc | Pearson r vs float32 (mean) | (min) | maps | "

@@ -79,3 +79,30 @@ def test_readme_table_regenerates_from_json(smoke, tmp_path):
     assert "hand-written text" in text
     for w in smoke["workloads"]:
         assert w["spec"]["id"] in text
+
+
+def test_forward_flops_count_convolutions_and_matmuls_by_hand():
+    """The harness's FLOP count (TFLOP/s next to the device's peak) is 2 x the multiply-
+    accumulates of every convolution and matrix product, nested calls included: what a GPU
+    compiler's cost analysis misses (cuDNN calls count 0)."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import side_jaxsal
+
+    w = jnp.ones((3, 3, 4, 8))
+    d = jnp.ones((6 * 6 * 8, 5))
+
+    @jax.jit  # a nested call: its jaxpr is counted too
+    def head(h):
+        return h.reshape(h.shape[0], -1) @ d
+
+    def f(x):
+        h = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return head(jax.nn.relu(h))
+
+    jaxpr = jax.make_jaxpr(f)(jnp.ones((2, 8, 8, 4))).jaxpr
+    conv = 2 * (2 * 6 * 6 * 8) * (4 * 3 * 3)
+    dense = 2 * (2 * 5) * (6 * 6 * 8)
+    assert side_jaxsal.jaxpr_matmul_flops(jaxpr) == conv + dense

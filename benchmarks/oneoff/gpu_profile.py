@@ -4,17 +4,22 @@ bfloat16 Grad-CAM maps correlated badly with the float32 ones in the suite.
 
 Run on the GPU machine after ``python -m benchmarks.models vgg16_224``:
 
-    python -m benchmarks.oneoff.gpu_profile OUTDIR
+    python -m benchmarks.oneoff.gpu_profile OUTDIR [--parts 1,2,3]
+    python -m benchmarks.oneoff.gpu_profile --from DIR   # summarize saved traces again
 
-Part 1: the FLOPs of one forward pass by XLA's cost analysis of the lowered and of the
-compiled program. Part 2, for each program (the suite's own cases from
-``benchmarks.side_jaxsal``, plus the same with max pooling by ``reduce_window`` instead of
-the importer's reshape-and-max): median of 10 calls after a warm-up, then 3 calls under
-``jax.profiler.trace``, whose GPU kernels are summed per call by category and listed by
-kernel. The traces (``*.xplane.pb``, readable with ``jax.profiler.ProfileData``) are copied
-to OUTDIR. Part 3: Grad-CAM at block5_conv3 for 10 classes in float32 (XLA's default
-precision), ``precision="highest"`` and ``precision="bfloat16"``: per-map Pearson r between
-each pair, and how many maps are zero everywhere (ReLU of a negative weighted sum).
+Part 1: the FLOPs of one forward pass by XLA's cost analysis (lowered and compiled program)
+and counted on the jaxpr. Part 2: the suite's own programs (``benchmarks.side_jaxsal``):
+median of 10 calls after a warm-up, then 3 calls under ``jax.profiler.trace``, whose GPU
+kernels are summed per call by category and listed by kernel (the traces, ``*.xplane.pb``,
+readable with ``jax.profiler.ProfileData``, go to OUTDIR); then the naive top-1 program
+with one implementation choice undone at a time (timings only). Part 3: Grad-CAM at
+block5_conv3 for 10 classes in float32 (XLA's default precision), ``precision="highest"``
+and ``precision="bfloat16"``: per-map Pearson r between each pair, and how many maps are
+zero everywhere (ReLU of a negative weighted sum).
+
+The first run (tree of commit 5b45ecc, before the max-pooling and ReLU changes) had part 2
+compare the importer's max pooling then (windows transposed last, an argmax) with
+``reduce_window``; its output is in ``benchmarks/results/oneoff/gpu_profile_1.txt``.
 """
 
 from __future__ import annotations
@@ -75,9 +80,7 @@ def median_ms(run, reps=10):
 
 
 def profile(label, run, outdir, calls=3):
-    """Kernel time per call from a trace of ``calls`` calls."""
-    from jax.profiler import ProfileData
-
+    """Trace ``calls`` calls, keep the trace in ``outdir`` and print its summary."""
     tmp = tempfile.mkdtemp()
     with jax.profiler.trace(tmp):
         for _ in range(calls):
@@ -87,8 +90,16 @@ def profile(label, run, outdir, calls=3):
         print(f"  [{label}] no xplane file written")
         return
     safe = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
-    shutil.copy(files[0], os.path.join(outdir, f"{safe}.xplane.pb"))
-    pd = ProfileData.from_file(files[0])
+    path = os.path.join(outdir, f"{safe}.xplane.pb")
+    shutil.copy(files[0], path)
+    summarize(label, path, calls)
+
+
+def summarize(label, path, calls=3):
+    """Kernel time per call of a trace of ``calls`` calls: by category and by kernel."""
+    from jax.profiler import ProfileData
+
+    pd = ProfileData.from_file(path)
     kernels = collections.defaultdict(lambda: [0.0, 0, ""])
     gpu_planes = [p for p in pd.planes if p.name.startswith("/device:GPU")]
     if not gpu_planes:
@@ -101,7 +112,9 @@ def profile(label, run, outdir, calls=3):
             if line.name == "XLA Ops":
                 for ev in line.events:
                     ops[ev.name] += ev.duration_ns
-            if "stream" not in line.name.lower() or "memcpy" in line.name.lower():
+            # kernels run on the compute stream ("Stream #14(Compute,Memset)", the order and
+            # the set of activities vary); the copy-only streams are skipped
+            if not line.name.startswith("Stream") or "Compute" not in line.name:
                 continue
             for ev in line.events:
                 stats = dict(ev.stats)
@@ -161,9 +174,35 @@ def part1():
     lo = lowered.cost_analysis()
     co = lowered.compile().cost_analysis()
     co = co[0] if isinstance(co, (list, tuple)) else co
-    print(f"forward FLOPs per image: lowered {lo.get('flops'):.4g}, compiled "
-          f"{(co or {}).get('flops', float('nan')):.4g}; side_jaxsal now reports "
+    print(f"forward FLOPs per image: XLA cost analysis of the lowered program "
+          f"{(lo or {}).get('flops')}, of the "
+          f"compiled one {(co or {}).get('flops')}; counted on the jaxpr (side_jaxsal) "
           f"{side_jaxsal.forward_flops_per_image(model, (SIZE, SIZE, 3)):.4g}", flush=True)
+
+
+@contextlib.contextmanager
+def two_operand_reduction():
+    """Every window's first maximum by the two-operand reduction, not the comparison chain."""
+    from model_import._layers import pooling
+
+    saved = pooling._CHAIN_MAX
+    pooling._CHAIN_MAX = 0
+    try:
+        yield
+    finally:
+        pooling._CHAIN_MAX = saved
+
+
+@contextlib.contextmanager
+def jax_relu():
+    """The naive cases' model with ``jax.nn.relu`` (derivative from the input) instead of
+    the importer's ReLU (derivative from the output)."""
+    saved = side_jaxsal._load
+    side_jaxsal._load = lambda spec: saved(spec).with_relu(jax.nn.relu, name="jax.nn.relu")
+    try:
+        yield
+    finally:
+        side_jaxsal._load = saved
 
 
 def part2(outdir):
@@ -173,19 +212,24 @@ def part2(outdir):
         ("naive saliency top1", lambda: side_jaxsal.build_naive(spec("saliency", "top1"))),
         ("jaxsal saliency 10cls one chunk", lambda: side_jaxsal.build(
             spec("saliency", 10, options={"memory_budget": 100e9}))),
-        ("naive saliency 10cls", lambda: side_jaxsal.build_naive(spec("saliency", 10))),
+        ("jaxsal guided top1", lambda: side_jaxsal.build(spec("guided", "top1"))),
     ]
-    for pooled in (False, True):
-        for label, make in cases:
-            if pooled and label.startswith(("jaxsal saliency 10", "naive saliency 10")):
-                continue
-            label = label + (" [reduce_window maxpool]" if pooled else "")
-            with reduce_window_maxpool() if pooled else contextlib.nullcontext():
-                case = make()
-                med, mn = median_ms(case.run)  # traced and compiled inside the context
-            print(f"{label}: median {med:.2f} ms, min {mn:.2f} ms", flush=True)
-            profile(label, case.run, outdir)
-            sys.stdout.flush()
+    for label, make in cases:
+        case = make()
+        med, mn = median_ms(case.run)
+        print(f"{label}: median {med:.2f} ms, min {mn:.2f} ms", flush=True)
+        profile(label, case.run, outdir)
+    # the same naive top-1 program with one choice undone at a time (traced afresh inside
+    # each context; timings only)
+    for label, ctx in (("max pooling's first maximum by the two-operand reduction",
+                        two_operand_reduction), ("max pooling by reduce_window",
+                                                 reduce_window_maxpool),
+                       ("jax.nn.relu", jax_relu)):
+        with ctx():
+            case = side_jaxsal.build_naive(spec("saliency", "top1"))
+            med, mn = median_ms(case.run)
+        print(f"naive saliency top1, {label}: median {med:.2f} ms, min {mn:.2f} ms",
+              flush=True)
 
 
 def pearson(a, b):
@@ -226,11 +270,17 @@ def part3():
 
 
 def main(argv):
+    if argv[:1] == ["--from"]:  # summarize saved traces again: --from DIR
+        for path in sorted(glob.glob(os.path.join(argv[1], "*.xplane.pb"))):
+            summarize(os.path.basename(path)[:-len(".xplane.pb")], path)
+        return
     outdir = argv[0] if argv else "gpu_profile_out"
+    parts = argv[2].split(",") if argv[1:2] == ["--parts"] else ["1", "2", "3"]
     os.makedirs(outdir, exist_ok=True)
     print("device", jax.devices()[0], getattr(jax.devices()[0], "device_kind", ""),
-          "jax", jax.__version__, flush=True)
-    for part in (part1, lambda: part2(outdir), part3):
+          "jax", jax.__version__, "parts", parts, flush=True)
+    chosen = {"1": part1, "2": lambda: part2(outdir), "3": part3}
+    for part in (chosen[p] for p in parts):
         t = time.perf_counter()
         try:
             part()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from model_import._layers.relu import relu as standard_relu
+
 Array = jax.Array
 
 
@@ -24,11 +26,12 @@ def guided_relu(x: Array) -> Array:
 
 
 def _guided_fwd(x):
-    return jnp.maximum(x, 0.0), x
+    y = jnp.maximum(x, 0.0)
+    return y, y > 0  # a boolean residual, read off the output (see model_import's relu)
 
 
-def _guided_bwd(x, g):
-    return (jnp.where((g > 0) & (x > 0), g, jnp.zeros_like(g)),)
+def _guided_bwd(positive, g):
+    return (jnp.where((g > 0) & positive, g, jnp.zeros_like(g)),)
 
 
 guided_relu.defvjp(_guided_fwd, _guided_bwd)
@@ -54,9 +57,10 @@ RELU_MODES = ("standard", "guided", "deconvnet")
 
 
 def relu_for_mode(mode: str):
-    """``"standard"`` -> ``jax.nn.relu``; ``"guided"``; ``"deconvnet"``."""
+    """``"standard"`` -> the importer's ReLU (``jax.nn.relu``'s values and derivatives);
+    ``"guided"``; ``"deconvnet"``."""
     if mode == "standard":
-        return jax.nn.relu
+        return standard_relu
     if mode == "guided":
         return guided_relu
     if mode == "deconvnet":

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
+from model_import._layers.relu import relu as _relu
 from model_import._version import keras_major
 
 Array = jax.Array
@@ -94,7 +95,7 @@ class Runtime:
         Compared by value, like ``elementwise``.
     """
 
-    relu: Callable[[Array], Array] = jax.nn.relu
+    relu: Callable[[Array], Array] = _relu
     elementwise: Callable[[Callable[[Array], Array], Array], Array] | None = None
     max_pool: Callable[[Callable[[Array], Array], Array], Array] | None = None
     layer_rule: Callable[..., Array] | None = None
