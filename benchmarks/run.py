@@ -115,7 +115,8 @@ def _summarize(spec: dict, results: list[dict], fwd_flops: dict) -> dict:
     for r in results:
         if r.get("status") == "ok" and fe and f1 and r.get("flops") is None:
             r["flops"] = n * f1 * fe
-            r["flops_source"] = ("nominal: XLA cost-analysis FLOPs of one forward per image x "
+            r["flops_source"] = ("nominal: convolution and matmul FLOPs of one forward per image "
+                                 "(counted on the jaxpr) x "
                                  f"{fe:g} forward-equivalents x {n} inputs")
             r["achieved_flops_per_s"] = r["flops"] / r["median_s"]
     by = {(r["side"], json.dumps(r.get("env", {}), sort_keys=True)): r for r in results}
