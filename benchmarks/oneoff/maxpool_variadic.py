@@ -8,6 +8,9 @@ One process per variant, run alternately:
 
 Each run saves its 10-class maps to ``$OUT`` (default /tmp) as ``a.npy``/``b.npy`` for a
 comparison. The runs of 2026-12-03 are in ``benchmarks/results/oneoff/maxpool_variadic.txt``.
+
+Written against the pooling module before commit 0e79fd9 (``_windows``, the argmax and
+``_blocked_max_bwd`` of then); run it in a checkout of 0e79fd9's parent.
 """
 import sys, time
 import numpy as np, jax, jax.numpy as jnp
