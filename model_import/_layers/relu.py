@@ -20,11 +20,11 @@ Array = jax.Array
 @jax.custom_jvp
 def relu(x: Array) -> Array:
     """``max(x, 0)``; its derivative is ``1`` where the output is positive, else ``0``."""
-    return jnp.maximum(x, jnp.zeros((), x.dtype))
+    return jnp.maximum(x, 0)
 
 
 @relu.defjvp
 def _relu_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
     y = relu(x)
-    return y, jnp.where(y > 0, t, jnp.zeros((), t.dtype))
+    return y, jnp.where(y > 0, t, jnp.zeros_like(t))
