@@ -3,7 +3,8 @@
 #
 # Here, beforehand (network): bash benchmarks/setup_peers.sh gpu-wheels   # benchmarks/wheels/
 # There (repository root, benchmarks/wheels carried along):
-#   JAXSAL_GIT_COMMIT=<commit> bash benchmarks/gpu_run.sh [benchmarks.run options, e.g. --only ...]
+#   JAXSAL_GIT_COMMIT=<commit> [JAXSAL_GPU_PROFILE=1] bash benchmarks/gpu_run.sh \
+#     [benchmarks.run options, e.g. --only ...]
 # Writes $OUT/gpu.json (complete, or with the workloads the deadline cut listed in not_run),
 # $OUT/gpu.md (the README table) and $OUT/gpu.log; $OUT defaults to benchmarks/results.
 # JAXSAL_GPU_BUDGET_S (default 540): seconds for everything here; the suite's --deadline is
@@ -30,6 +31,16 @@ gpu = jax.default_backend() == 'gpu' and torch.cuda.is_available()
 assert gpu or os.environ.get('JAXSAL_ALLOW_CPU') == '1', 'JAX or PyTorch sees no GPU'" || exit 1
   # the VGG16 file: Keras's NumPy backend (no JAX/Keras version coupling, no compiles)
   KERAS_BACKEND=numpy python3 -m benchmarks.models vgg16_224 || exit 1
+  # JAXSAL_GPU_PROFILE=1: first the kernel profile of the suite's gradient programs
+  # (benchmarks/oneoff/gpu_profile.py, parts 1-2, at most 150 s of the budget) into
+  # $out/gpu_profile.txt and its traces into $out/gpu_profile_xplanes.tgz
+  if [ "${JAXSAL_GPU_PROFILE:-0}" = 1 ]; then
+    rm -rf /tmp/jaxsal_prof
+    timeout 150 python3 -W ignore -m benchmarks.oneoff.gpu_profile /tmp/jaxsal_prof \
+      --parts 1,2 > "$out/gpu_profile.txt" 2>&1
+    echo "== profile: exit $?, $(wc -l < "$out/gpu_profile.txt") lines"
+    (cd /tmp && tar czf - jaxsal_prof) > "$out/gpu_profile_xplanes.tgz"
+  fi
   left=$((budget - (SECONDS - start)))
   echo "== setup took $((SECONDS - start)) s; suite deadline ${left} s"
   # --timeout: a workload that runs for minutes (e.g. a peer's Score-CAM) is stopped and the
