@@ -49,3 +49,14 @@ def test_imported_models_use_it_and_guided_backprop_keeps_its_rule(tmp_path):
     g_ref = jax.grad(lambda v: km.with_relu(jax.nn.relu)(v).sum())(x)
     np.testing.assert_allclose(g, g_ref, rtol=1e-6, atol=1e-7)
     assert km.with_backprop("standard").runtime.relu is relu
+
+
+def test_guided_relu_keeps_a_boolean_not_its_input():
+    from jaxsal._src.guided import guided_relu
+
+    x = jnp.linspace(-1, 1, 12).reshape(3, 4)
+    res = [a for a in jax.tree_util.tree_leaves(jax.vjp(guided_relu, x)[1])
+           if hasattr(a, "dtype") and a.shape == x.shape]
+    assert [a.dtype for a in res] == [jnp.bool_]
+    g = jnp.array([[1.0, -1.0, 2.0, -2.0]] * 3)
+    _same(jax.vjp(guided_relu, x)[1](g)[0], jnp.where((g > 0) & (x > 0), g, 0.0))

@@ -27,7 +27,7 @@ def guided_relu(x: Array) -> Array:
 
 def _guided_fwd(x):
     y = jnp.maximum(x, 0.0)
-    return y, y > 0  # a boolean residual, read off the output (see model_import's relu)
+    return y, y > 0  # a boolean residual (was the float32 input), read off the output
 
 
 def _guided_bwd(positive, g):

@@ -1,12 +1,13 @@
 """The ReLU every imported model computes: ``max(x, 0)`` whose derivative reads the output.
 
-``jax.nn.relu`` differentiates through its input (``x > 0``), so a program that takes a
-gradient keeps each pre-activation alive for the backward pass: XLA cannot then fuse the
-ReLU into the convolution before it (on a GPU, cuDNN's convolution-bias-activation call)
-and stores four bytes per unit. Reading the output instead (``y > 0``, true exactly where
-``x > 0``, NaN included) leaves one boolean per unit as the only residual and the fused
-convolution free to return ``y`` alone. Values and derivatives are ``jax.nn.relu``'s (zero
-at ``x == 0``), forward and reverse mode alike.
+``jax.nn.relu`` computes its derivative's mask from its input (``x > 0``), so a program that
+takes a gradient has to produce each pre-activation beside the ReLU's output: XLA then
+computes the convolution before it and the ReLU apart, where a forward pass alone fuses them
+into one call (on a GPU, cuDNN's convolution-bias-activation; the first GPU profile shows
+the separate ReLU kernels in gradient programs only). Reading the output instead
+(``y > 0``, true exactly where ``x > 0``, NaN included) leaves the fused call free to return
+``y`` alone; the backward pass keeps the same boolean mask either way. Values and
+derivatives are ``jax.nn.relu``'s (zero at ``x == 0``), forward and reverse mode alike.
 """
 
 from __future__ import annotations
