@@ -13,14 +13,16 @@ images (5 / 3 calls), XLA's default flags. After ``python -m benchmarks.models v
 
     for r in 1 2; do for v in before pool now; do
       python -m benchmarks.oneoff.pool_relu_ab_cpu $v; done; done
+
+(The runs in ``results/oneoff/pool_relu_ab_cpu.txt`` were made with the old module's window
+code copied here verbatim and a timing loop of its own; this version builds the same windows
+from the module's view and uses ``gpu_chunks.median_ms``: the same programs.)
 """
 
 import functools
 import math
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "numpy")
 
@@ -31,23 +33,19 @@ import numpy as np  # noqa: E402
 import jaxsal  # noqa: E402
 import model_import  # noqa: E402
 from benchmarks import models  # noqa: E402
+from benchmarks.oneoff.gpu_chunks import median_ms  # noqa: E402
 from model_import._layers import pooling  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-# ------------------------------------------------ the max pooling before 0e79fd9, as it was
+# ---------------------------------- the max pooling before 0e79fd9 (the same computation)
 def _windows(x, pool):
-    n, *spatial, c = x.shape
-    out = [s // p for s, p in zip(spatial, pool)]
-    x = x[(slice(None), *[slice(0, o * p) for o, p in zip(out, pool)], slice(None))]
-    shape = [n]
-    for o, p in zip(out, pool):
-        shape += [o, p]
-    x = x.reshape(*shape, c)
+    """``(N, *out, C, prod(pool))``: the windows moved last, as the old module had them."""
+    v = pooling._window_view(x, pool)
     r = len(pool)
-    perm = [0, *[1 + 2 * i for i in range(r)], 1 + 2 * r, *[2 + 2 * i for i in range(r)]]
-    return x.transpose(perm).reshape(n, *out, c, math.prod(pool))
+    v = jnp.moveaxis(v, pooling._window_axes(pool), range(-r, 0))
+    return v.reshape(*v.shape[:-r], math.prod(pool))
 
 
 def _unwindows(w, pool, full_shape):
@@ -80,16 +78,6 @@ def _bwd(pool, res, g):
 
 
 before_max.defvjp(_fwd, _bwd)
-
-
-def median_ms(f, n):
-    jax.block_until_ready(f())
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        jax.block_until_ready(f())
-        ts.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(ts)
 
 
 def main(variant):
