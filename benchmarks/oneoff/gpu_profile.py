@@ -4,7 +4,7 @@ bfloat16 Grad-CAM maps correlated badly with the float32 ones in the suite.
 
 Run on the GPU machine after ``python -m benchmarks.models vgg16_224``:
 
-    python -m benchmarks.oneoff.gpu_profile OUTDIR [--parts 1,2,3]
+    python -m benchmarks.oneoff.gpu_profile OUTDIR [--parts 1,2,3,4]
     python -m benchmarks.oneoff.gpu_profile --from DIR   # summarize saved traces again
 
 Part 1: the FLOPs of one forward pass by XLA's cost analysis (lowered and compiled program)
@@ -15,7 +15,8 @@ readable with ``jax.profiler.ProfileData``, go to OUTDIR); then the naive top-1 
 with one implementation choice undone at a time (timings only). Part 3: Grad-CAM at
 block5_conv3 for 10 classes in float32 (XLA's default precision), ``precision="highest"``
 and ``precision="bfloat16"``: per-map Pearson r between each pair, and how many maps are
-zero everywhere (ReLU of a negative weighted sum).
+zero everywhere (ReLU of a negative weighted sum). Part 4: the top-1 saliency with
+``precision="bfloat16"``, timed and profiled (which types cuDNN's kernels ran in).
 
 The first run (tree of commit 5b45ecc, before the max-pooling and ReLU changes) had part 2
 compare the importer's max pooling then (windows transposed last, an argmax) with
@@ -232,6 +233,16 @@ def part2(outdir):
               flush=True)
 
 
+def part4(outdir):
+    """bfloat16 (no speed-up in the first suite run): the kernels of the top-1 saliency with
+    ``precision="bfloat16"``; their names say which types cuDNN computed in (the float32
+    program's read ``f32f32_tf32f32_f32``)."""
+    case = side_jaxsal.build(spec("saliency", "top1", options={"precision": "bfloat16"}))
+    med, mn = median_ms(case.run)
+    print(f"jaxsal saliency top1 bfloat16: median {med:.2f} ms, min {mn:.2f} ms", flush=True)
+    profile("jaxsal saliency top1 bfloat16", case.run, outdir)
+
+
 def pearson(a, b):
     a = np.asarray(a, np.float64).reshape(-1, SIZE * SIZE)
     b = np.asarray(b, np.float64).reshape(-1, SIZE * SIZE)
@@ -275,11 +286,11 @@ def main(argv):
             summarize(os.path.basename(path)[:-len(".xplane.pb")], path)
         return
     outdir = argv[0] if argv else "gpu_profile_out"
-    parts = argv[2].split(",") if argv[1:2] == ["--parts"] else ["1", "2", "3"]
+    parts = argv[2].split(",") if argv[1:2] == ["--parts"] else ["1", "2", "3", "4"]
     os.makedirs(outdir, exist_ok=True)
     print("device", jax.devices()[0], getattr(jax.devices()[0], "device_kind", ""),
           "jax", jax.__version__, "parts", parts, flush=True)
-    chosen = {"1": part1, "2": lambda: part2(outdir), "3": part3}
+    chosen = {"1": part1, "2": lambda: part2(outdir), "3": part3, "4": lambda: part4(outdir)}
     for part in (chosen[p] for p in parts):
         t = time.perf_counter()
         try:
