@@ -97,3 +97,78 @@ def test_refusals(rgb):
         jaxsal.rise(m, x, 0, key=0, grid=(2, 2, 2))
     with pytest.raises(ValueError, match="fill of shape"):
         jaxsal.rise(m, x, 0, key=0, fill=np.zeros((5, 5)))
+
+
+# ------------------------------------------------------------- features and token ids
+def _linear():
+    w = jnp.asarray(np.random.default_rng(0).normal(size=(6, 2)), jnp.float32)
+    return jaxsal.FunctionModel(lambda p, x: x @ p, w), np.asarray(w)
+
+
+def test_features_take_binary_masks_and_the_definition():
+    m, w = _linear()
+    x = np.random.default_rng(1).normal(size=(3, 6)).astype(np.float32)
+    n = 40
+    got = np.asarray(jaxsal.rise(m, x, [0, 1], key=2, n=n, fill=0.5, p=0.3))
+    assert got.shape == (3, 2, 6)
+    for i in range(3):
+        masks = np.asarray(jaxsal.rise_masks(2, n, (6,), p=0.3, index=i, binary=True))
+        assert set(np.unique(masks)) <= {0.0, 1.0}
+        xm = np.where(masks > 0, x[i], 0.5)
+        want = np.einsum("kt,kd->td", xm @ w, masks) / (n * 0.3)
+        np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-5)
+
+
+def test_features_expectation_of_a_linear_model():
+    """With independent Bernoulli(p) positions, E[map_j] = b + w.fill + p sum_{i!=j} w_i d_i
+    + w_j d_j (d = x - fill): differences between positions are (1 - p)(w_j d_j - w_k d_k)."""
+    m, w = _linear()
+    x = np.random.default_rng(3).normal(size=(1, 6)).astype(np.float32)
+    p = 0.5
+    got = np.asarray(jaxsal.rise(m, x, 0, key=0, n=20000, p=p))[0]
+    contrib = w[:, 0] * x[0]
+    want = p * contrib.sum() + (1 - p) * contrib
+    np.testing.assert_allclose(got, want, atol=0.06 * np.abs(contrib).sum())
+
+
+def test_binary_masks_with_fewer_cells_keep_runs_of_positions():
+    masks = np.asarray(jaxsal.rise_masks(1, 50, (10,), grid=4, binary=True))
+    assert set(np.unique(masks)) <= {0.0, 1.0}
+    # 5 cells of 3 positions cropped at a shift below 3: at most 5 runs each
+    runs = 1 + (np.diff(masks, axis=1) != 0).sum(1)
+    assert runs.max() <= 5 and runs.min() >= 1
+    assert 0.3 < masks.mean() < 0.7
+
+
+def test_token_ids_with_an_id_as_fill():
+    table = jnp.asarray(np.random.default_rng(2).normal(size=(10, 1)), jnp.float32)
+
+    def f(p, ids):
+        return p[ids][..., 0].sum(1, keepdims=True) * jnp.asarray([[1.0, -1.0]])
+
+    m = jaxsal.FunctionModel(f, table)
+    ids = jnp.asarray([[1, 4, 7, 2], [3, 3, 9, 0]], jnp.int32)
+    n = 32
+    got = np.asarray(jaxsal.rise(m, ids, [0, 1], key=4, n=n, fill=5))
+    for i in range(2):
+        masks = np.asarray(jaxsal.rise_masks(4, n, (4,), index=i, binary=True))
+        xm = np.where(masks > 0, np.asarray(ids[i]), 5)
+        s = np.asarray(f(table, jnp.asarray(xm)))
+        np.testing.assert_allclose(got[i], np.einsum("kt,kl->tl", s, masks) / (n * 0.5),
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="whole numbers"):
+        jaxsal.rise(m, ids, 0, key=0, fill=0.5)
+
+
+def test_token_ids_of_a_keras_model_refuse_a_fill_outside_the_vocabulary(tmp_path):
+    import keras
+
+    km = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(12, 4),
+                           keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(3)])
+    km.save(tmp_path / "text.keras")
+    m = load_keras(tmp_path / "text.keras")
+    ids = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], np.int32)
+    maps = np.asarray(jaxsal.rise(m, ids, [0, 2], key=0, n=16, fill=0))
+    assert maps.shape == (2, 2, 5) and np.isfinite(maps).all()
+    with pytest.raises(ValueError, match="fill"):
+        jaxsal.rise(m, ids, 0, key=0, n=16, fill=99)

@@ -8,6 +8,12 @@ cells, upsampled with bilinear interpolation to ``(grid + 1) * cell`` pixels
 (``cell = ceil(size / grid)``) and cropped to the input at a random shift below ``cell``,
 as the authors' code does (``skimage.transform.resize(order=1, mode="reflect")``).
 
+Inputs without a spatial layout, ``(N, D)`` features and token ids ``(N, L)``, take binary
+masks instead (a token is kept or replaced, there is no half of one): ``grid + 1`` Bernoulli(p)
+cells of ``cell = ceil(D / grid)`` positions each, cropped at a random shift below ``cell``
+(by default ``grid = D``: every position its own cell), and a masked position becomes
+``fill`` (an id, for token ids).
+
 Every mask is drawn from the key, the mask's number and the input's global index (not from
 the batching), inside the compiled program: nothing of size ``n x H x W`` is stored. The
 masked inputs run in batched forward passes, and every target's map comes from the same
@@ -26,7 +32,8 @@ import numpy as np
 from jaxsal._src import base
 from jaxsal._src.postprocess import upsample_linear
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import check_like, prepare, spatial_shape
+from jaxsal._src.validate import (check_fill_ids, check_flag, check_like, prepare,
+                                  spatial_shape)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -36,9 +43,9 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 DEFAULT_GRID = 8
 
 
-def _check_grid(grid: Any, size: tuple[int, ...]) -> tuple[int, ...]:
-    if grid is None:  # the default: 8 cells, at most the axis's size
-        return tuple(min(DEFAULT_GRID, s) for s in size)
+def _check_grid(grid: Any, size: tuple[int, ...], binary: bool = False) -> tuple[int, ...]:
+    if grid is None:  # the default: 8 cells, at most the axis's size; binary: every position
+        return tuple(size) if binary else tuple(min(DEFAULT_GRID, s) for s in size)
     g = tuple(grid) if isinstance(grid, (tuple, list)) else (grid,) * len(size)
     if len(g) != len(size) or not all(isinstance(v, (int, np.integer)) and
                                       not isinstance(v, (bool, np.bool_)) and v >= 1 for v in g):
@@ -60,26 +67,35 @@ def _check_p(p: Any) -> float:
 
 
 class _Plan:
-    """The static geometry of the masks of one input size: cells and upsampled size."""
+    """The static geometry of the masks of one input size: cells and upsampled size;
+    ``binary``: masks of whole cells (features, token ids) instead of smooth ones."""
 
-    def __init__(self, size: tuple[int, ...], grid: tuple[int, ...], p: float):
-        self.size, self.grid, self.p = size, grid, p
+    def __init__(self, size: tuple[int, ...], grid: tuple[int, ...], p: float,
+                 binary: bool = False):
+        self.size, self.grid, self.p, self.binary = size, grid, p, binary
         self.cell = tuple(math.ceil(s / g) for s, g in zip(size, grid))
         self.up = tuple((g + 1) * c for g, c in zip(grid, self.cell))
 
     def mask(self, key: Array) -> Array:
         """One mask ``size`` from one key: the grid, then the shift."""
         kg, ks = jax.random.split(key)
-        cells = jax.random.bernoulli(kg, self.p, self.grid).astype(jnp.float32)
+        shape = tuple(g + 1 for g in self.grid) if self.binary else self.grid
+        cells = jax.random.bernoulli(kg, self.p, shape).astype(jnp.float32)
         # one draw per axis, so that an extra axis of size 1 leaves the others' draws alone
         shift = jnp.stack([jax.random.randint(jax.random.fold_in(ks, a), (), 0, c)
                            for a, c in enumerate(self.cell)])
         return self.place(cells, shift)
 
     def place(self, cells: Array, shift: Array) -> Array:
-        """The mask of a cell grid and a shift: upsampled axis by axis, then cropped."""
-        up = upsample_linear(cells, self.up, range(cells.ndim), align_corners=False,
-                             mirror=True)
+        """The mask of a cell grid and a shift: upsampled axis by axis (binary: each cell
+        repeated over its positions), then cropped."""
+        if self.binary:
+            up = cells
+            for axis, c in enumerate(self.cell):
+                up = jnp.repeat(up, c, axis=axis)
+        else:
+            up = upsample_linear(cells, self.up, range(cells.ndim), align_corners=False,
+                                 mirror=True)
         return jax.lax.dynamic_slice(up, tuple(shift), self.size)
 
     def masks(self, key: Array, ks: Array, index: Array) -> Array:
@@ -91,16 +107,19 @@ class _Plan:
 
 
 def rise_masks(key: jax.Array | int, n: int, size: tuple[int, ...], *, grid: Any = None,
-               p: float = 0.5, index: int = 0) -> Array:
+               p: float = 0.5, index: int = 0, binary: bool = False) -> Array:
     """The ``n`` RISE masks that :func:`jaxsal.rise` draws for the input at global index
     ``index`` with this key: ``(n, *size)`` values in ``[0, 1]`` (``size`` the input's
-    spatial size, e.g. ``(H, W)``). For inspecting or plotting them."""
+    spatial size, e.g. ``(H, W)``). ``binary=True``: the 0/1 masks it draws for ``(N, D)``
+    features and token ids ``(N, L)`` (``size`` then ``(D,)``). For inspecting or plotting
+    them."""
     key = base.check_key(key, "rise_masks")
     n = base.check_n(n, "masks")
     size = base.int_sizes(size)
     if size is None or any(s < 1 for s in size):
         raise ValueError(f"expected size as positive ints (the spatial size), got {size!r}")
-    plan = _Plan(size, _check_grid(grid, size), _check_p(p))
+    binary = check_flag(binary, "binary")
+    plan = _Plan(size, _check_grid(grid, size, binary), _check_p(p), binary)
     idx = jnp.asarray([base.check_index_offset(index)], jnp.int32)
     return jax.jit(lambda k: plan.masks(k, jnp.arange(n, dtype=jnp.int32), idx)[:, 0])(key)
 
@@ -117,8 +136,11 @@ def rise(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array | int 
 
     Masks: a ``grid``-cell Bernoulli(``p``) grid per spatial axis, upsampled bilinearly to
     ``(grid + 1) * ceil(size / grid)`` pixels and cropped at a random shift, as the authors'
-    code. The score is whatever the head gives: the paper weighs by class probabilities
-    (a ``softmax`` head); with ``logits`` negative scores subtract their masks.
+    code. ``(N, D)`` features and token ids ``(N, L)`` take binary masks (a token is kept
+    or replaced by ``fill``, an id): ``grid + 1`` Bernoulli(``p``) cells of
+    ``ceil(D / grid)`` positions, cropped at a random shift (default ``grid = D``: every
+    position on its own). The score is whatever the head gives: the paper weighs by class
+    probabilities (a ``softmax`` head); with ``logits`` negative scores subtract their masks.
 
     Cost: ``n`` masked forward passes per input, batched (``batch_size`` masked inputs per
     pass) and shared by every target; masks are drawn on device, never stored.
@@ -126,41 +148,49 @@ def rise(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array | int 
     Args:
       model, x, targets, head, memory_budget, precision, check_finite: as in
         :func:`jaxsal.saliency`; ``x`` with 1 to 3 spatial axes and a channel axis (images
-        ``(N, H, W, C)``, channels-first ``(N, C, H, W)``, signals, volumes).
+        ``(N, H, W, C)``, channels-first ``(N, C, H, W)``, signals, volumes), or ``(N, D)``
+        features, or token ids ``(N, L)`` (integers, for a model that embeds them).
       key: a ``jax.random`` key or an int seed (required: the same key gives the same maps).
       n: masks per input (2000; the paper's 4000 for ImageNet models).
       grid: cells per spatial axis, an int or one per axis (default 8, the authors', at
-        most the axis's size).
+        most the axis's size; features and token ids: their length, one cell each).
       p: probability that a cell is kept (0.5, the paper's).
       fill: what a masked pixel becomes (0, the paper's: ``x * M``), a scalar or an array
-        that broadcasts to ``x`` (e.g. a blurred copy).
+        that broadcasts to ``x`` (e.g. a blurred copy); for token ids an id in the model's
+        vocabulary (a padding or mask token).
       batch_size: masked inputs per forward pass (default: from ``memory_budget``).
       index_offset: the position of ``x[0]`` in a larger batch: input ``i``'s masks are
         keyed by ``index_offset + i``, so rows of one call equal a call on those rows with
         their offset (:func:`jaxsal.explain_to_file` passes it), whatever the batching.
     Returns:
-      Maps ``(N, H, W)`` / ``(N, T, H, W)`` with a class axis.
+      Maps ``(N, H, W)`` / ``(N, T, H, W)`` with a class axis (``(N, [T,] D)`` for features
+      and token ids).
 
     Example::
 
         maps = jaxsal.rise(model, x, targets=range(10), key=0, n=4000)  # (N, 10, H, W)
+        words = jaxsal.rise(text_model, ids, key=0, fill=pad_id)      # (N, L)
     """
     key = base.check_key(key, "rise")
     index_offset = base.check_index_offset(index_offset)
     n_masks = base.check_n(n, "masks")
     p_keep = _check_p(p)
-    pr = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
-    if pr.x.ndim not in (3, 4, 5):
-        raise ValueError(f"rise needs x with 1 to 3 spatial axes and a channel axis, got shape "
-                         f"{tuple(pr.x.shape)}")
+    binary = getattr(x, "ndim", np.ndim(x)) == 2  # features or token ids: no spatial layout
+    pr = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=not binary,
+                 allow_int=binary)
+    if pr.x.ndim not in (2, 3, 4, 5):
+        raise ValueError(f"rise needs x with 1 to 3 spatial axes and a channel axis, (N, D) "
+                         f"features or token ids (N, L), got shape {tuple(pr.x.shape)}")
     cf = pr.channels_first
-    size = spatial_shape(pr.x.shape, cf)
-    plan = _Plan(size, _check_grid(grid, size), p_keep)
-    fill, batch_size, per_image, nb = base.masked_plan(
-        pr.model, pr.x, check_like(fill, pr.x, "fill"), batch_size, memory_budget)
+    size = tuple(pr.x.shape[1:]) if binary else spatial_shape(pr.x.shape, cf)
+    plan = _Plan(size, _check_grid(grid, size, binary), p_keep, binary)
+    fill = check_like(fill, pr.x, "fill")
+    check_fill_ids(pr.model, fill, pr.x)
+    fill, batch_size, per_image, nb = base.masked_plan(pr.model, pr.x, fill, batch_size,
+                                                       memory_budget)
     group = base.masked_chunk(n_masks, per_image, nb, batch_size, memory_budget)
     m, spec, info = pr.model, pr.spec, pr.info
-    cax = 1 if cf else pr.x.ndim - 1
+    cax = None if binary else (1 if cf else pr.x.ndim - 1)
 
     def build():
         def run(params, x, ids, fill, key, index):
@@ -171,9 +201,12 @@ def rise(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array | int 
 
             def weigh(ks, valid):
                 masks = plan.masks(key, ks, index)  # (G, N, *size)
-                mx = jnp.expand_dims(masks, cax + 1)  # x's layout, channel axis of size 1
-                xm = (fill_b[None] + (x[None] - fill_b[None]) * mx).reshape(
-                    (-1,) + x.shape[1:])
+                if binary:  # kept or replaced (ids stay ids)
+                    xm = jnp.where(masks > 0, x[None], fill_b[None])
+                else:
+                    mx = jnp.expand_dims(masks, cax + 1)  # x's layout, channel axis of size 1
+                    xm = fill_b[None] + (x[None] - fill_b[None]) * mx
+                xm = xm.reshape((-1,) + x.shape[1:])
                 y, cap = run_model(m, params, xm, sp.layers)
                 s = score_matrix(sp, info, y, cap, ids_rep).reshape(group, n_in, -1)
                 s = s * valid[:, None, None].astype(s.dtype)
@@ -185,7 +218,7 @@ def rise(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array | int 
         return run
 
     ck = ("rise", pr.key, spec, info, base.shape_key(pr.x), plan.size, plan.grid, p_keep,
-          n_masks, group, nb)
+          binary, n_masks, group, nb)
     index = index_offset + jnp.arange(pr.n, dtype=jnp.int32)
     fn = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5), (3,)),
                        precision, forward_only=True)
