@@ -18,3 +18,15 @@ def smooth_model(shape=(5, 4, 2)):
         return jnp.tanh(x.reshape(x.shape[0], -1) @ p["w1"]) @ p["w2"]
 
     return jaxsal.FunctionModel(f, params, input_shape=shape)
+
+
+def token_sum_model():
+    """``(model, table, ids)``: a model of token ids ``(N, 4)`` (vocabulary 10) scoring the
+    sum of one number per token, and its negative: every token's effect is additive."""
+    table = jnp.asarray(np.random.default_rng(2).normal(size=(10, 1)), jnp.float32)
+
+    def f(p, ids):
+        return p[ids][..., 0].sum(1, keepdims=True) * jnp.asarray([[1.0, -1.0]])
+
+    ids = jnp.asarray([[1, 4, 7, 2], [3, 3, 9, 0]], jnp.int32)
+    return jaxsal.FunctionModel(f, table), table, ids

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import jaxsal
+from small_models import token_sum_model
 
 
 def _linear(shape=(4, 5, 2), k=3, seed=0, data_format="channels_last"):
@@ -104,13 +105,7 @@ def test_ties_go_in_raster_order_and_features_work():
 
 
 def test_token_ids_with_an_id_as_fill():
-    table = jnp.asarray(np.random.default_rng(2).normal(size=(10, 1)), jnp.float32)
-
-    def f(p, ids):
-        return p[ids][..., 0].sum(1, keepdims=True) * jnp.asarray([[1.0, -1.0]])
-
-    m = jaxsal.FunctionModel(f, table)
-    ids = jnp.asarray([[1, 4, 7, 2], [3, 3, 9, 0]], jnp.int32)
+    m, table, ids = token_sum_model()
     contrib = np.asarray(table[ids][..., 0] - table[0, 0])  # replacing a token by id 0
     c = jaxsal.deletion(m, ids, contrib, 0, steps=4, fill=0)
     want = _curve_by_hand(np.asarray(table[ids][..., 0]).sum(1), contrib, 4)

@@ -13,6 +13,7 @@ import jaxsal
 from jaxsal._src.postprocess import interp_matrix
 from jaxsal._src.rise import _Plan
 from model_import import load_keras
+from small_models import token_sum_model
 
 F = pathlib.Path(__file__).parent / "fixtures"
 
@@ -141,19 +142,13 @@ def test_binary_masks_with_fewer_cells_keep_runs_of_positions():
 
 
 def test_token_ids_with_an_id_as_fill():
-    table = jnp.asarray(np.random.default_rng(2).normal(size=(10, 1)), jnp.float32)
-
-    def f(p, ids):
-        return p[ids][..., 0].sum(1, keepdims=True) * jnp.asarray([[1.0, -1.0]])
-
-    m = jaxsal.FunctionModel(f, table)
-    ids = jnp.asarray([[1, 4, 7, 2], [3, 3, 9, 0]], jnp.int32)
+    m, _, ids = token_sum_model()
     n = 32
     got = np.asarray(jaxsal.rise(m, ids, [0, 1], key=4, n=n, fill=5))
     for i in range(2):
         masks = np.asarray(jaxsal.rise_masks(4, n, (4,), index=i, binary=True))
         xm = np.where(masks > 0, np.asarray(ids[i]), 5)
-        s = np.asarray(f(table, jnp.asarray(xm)))
+        s = np.asarray(m(jnp.asarray(xm)))
         np.testing.assert_allclose(got[i], np.einsum("kt,kl->tl", s, masks) / (n * 0.5),
                                    rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="whole numbers"):
