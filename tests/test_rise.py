@@ -155,15 +155,35 @@ def test_token_ids_with_an_id_as_fill():
         jaxsal.rise(m, ids, 0, key=0, fill=0.5)
 
 
-def test_token_ids_of_a_keras_model_refuse_a_fill_outside_the_vocabulary(tmp_path):
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory):
     import keras
 
     km = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(12, 4),
                            keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(3)])
-    km.save(tmp_path / "text.keras")
-    m = load_keras(tmp_path / "text.keras")
-    ids = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], np.int32)
+    path = tmp_path_factory.mktemp("text") / "text.keras"
+    km.save(path)
+    return str(path), np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], np.int32)
+
+
+def test_token_ids_of_a_keras_model_refuse_a_fill_outside_the_vocabulary(text_model):
+    path, ids = text_model
+    m = load_keras(path)
     maps = np.asarray(jaxsal.rise(m, ids, [0, 2], key=0, n=16, fill=0))
     assert maps.shape == (2, 2, 5) and np.isfinite(maps).all()
     with pytest.raises(ValueError, match="fill"):
         jaxsal.rise(m, ids, 0, key=0, n=16, fill=99)
+
+
+def test_cli_explains_token_ids_with_rise(text_model, tmp_path):
+    from jaxsal import cli
+
+    path, ids = text_model
+    np.save(tmp_path / "ids.npy", ids)
+    rc = cli.main(["explain", path, str(tmp_path / "ids.npy"), "--method", "rise", "--seed",
+                   "3", "--option", "n=16", "--option", "fill=0", "--targets", "0,2",
+                   "--out", str(tmp_path / "maps.npy")])
+    assert rc == 0
+    ref = jaxsal.rise(load_keras(path, head="logits"), ids, [0, 2], key=jax.random.key(3),
+                      n=16, fill=0)
+    np.testing.assert_allclose(np.load(tmp_path / "maps.npy"), ref, rtol=1e-5, atol=1e-6)
