@@ -319,8 +319,9 @@ def main(argv=None) -> int:
                    help="for a multi-output model: the output to explain (name or position)")
     e.add_argument("--layer", default=None,
                    help="layer for CAM methods (default: automatic), or the layer saliency, "
-                        "gradient_x_input and integrated_gradients attribute to (e.g. the "
-                        "embedding of a token model, whose inputs.npy holds integer ids); "
+                        "gradient_x_input, integrated_gradients and smoothgrad attribute to "
+                        "(e.g. the embedding of a token model, whose inputs.npy holds "
+                        "integer ids); "
                         "required by layer_conductance, internal_influence and "
                         "neuron_conductance (with --option neuron=...)")
     e.add_argument("--seed", type=int, default=None,

@@ -238,3 +238,49 @@ def test_cli_explains_token_ids_at_a_layer(text_models, tmp_path):
     assert rc == 0
     ref = jaxsal.integrated_gradients(m, x, [0, 1, 2], layer="embedding")
     np.testing.assert_allclose(np.load(out), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_smoothgrad_at_a_layer_is_its_definition_with_the_same_noise(text_models):
+    """SmoothGrad in the embedding space: the noise (key -> sample k -> input i, the layer's
+    shape) added to the layer's output, the gradient taken there, averaged."""
+    m, _, x = text_models
+    key, n, std = jax.random.key(4), 5, 0.3
+    got = np.asarray(jaxsal.smoothgrad(m, x, [0, 2], key=key, n=n, noise_std=std,
+                                       layer="embedding", reduce=None, abs_first=False))
+    a = np.asarray(m.apply(m.params, x, capture=["embedding"])[1]["embedding"])
+    want = np.zeros((len(x), 2) + a.shape[1:], np.float32)
+    for k in range(n):
+        kk = jax.random.fold_in(key, k)
+        eps = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(kk, i), a.shape[1:]))
+                        for i in range(len(x))])
+        for j, t in enumerate([0, 2]):
+            def score(delta):
+                return m.apply(m.params, x, perturb={"embedding": std * eps + delta})[:, t].sum()
+            want[:, j] += np.asarray(jax.grad(score)(jnp.zeros_like(a))) / n
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    # per token (the embedding axis reduced), and without noise the layer's saliency
+    per_token = jaxsal.smoothgrad(m, x, [0, 2], key=key, n=3, noise_std=0.0, layer="embedding")
+    assert per_token.shape == (len(x), 2, LEN)
+    np.testing.assert_allclose(per_token, jaxsal.saliency(m, x, [0, 2], layer="embedding"),
+                               rtol=1e-5, atol=1e-7)
+    gxi = jaxsal.smoothgrad(m, x, 1, key=key, n=2, noise_std=0.0, layer="embedding",
+                            method="gradient_x_input")
+    np.testing.assert_allclose(gxi, jaxsal.gradient_x_input(m, x, 1, layer="embedding"),
+                               rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="not integrated_gradients"):
+        jaxsal.smoothgrad(m, x, 0, key=0, layer="embedding", method="integrated_gradients")
+
+
+def test_cli_smoothgrad_at_a_layer(text_models, tmp_path):
+    from jaxsal import cli
+
+    m, _, x = text_models
+    np.save(tmp_path / "tokens.npy", x)
+    out = tmp_path / "sg.npy"
+    rc = cli.main(["explain", m.source, str(tmp_path / "tokens.npy"), "--method", "smoothgrad",
+                   "--layer", "embedding", "--seed", "2", "--option", "n=4", "--targets", "0,1",
+                   "--out", str(out)])
+    assert rc == 0
+    ref = jaxsal.smoothgrad(m, x, [0, 1], key=jax.random.key(2), n=4, layer="embedding")
+    assert ref.shape == (len(x), 2, LEN)
+    np.testing.assert_allclose(np.load(out), ref, rtol=1e-5, atol=1e-7)

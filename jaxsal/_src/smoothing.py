@@ -24,11 +24,11 @@ import numpy as np
 from jaxsal._src import base
 from jaxsal._src.gradients import (deconvnet, first_only, gradient_x_input, guided_backprop,
                                    raw_gradients, saliency)
-from jaxsal._src.integrated import (RULES, check_baseline, integrated_gradients, quadrature,
-                                    raw_integrated)
+from jaxsal._src.integrated import (RULES, _Shifted, check_baseline, integrated_gradients,
+                                    quadrature, raw_integrated)
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import resolve_predicted
-from jaxsal._src.validate import check_flag, prepare
+from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model
+from jaxsal._src.validate import check_flag, prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -75,7 +75,7 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
                batch_samples: int | None = None, head: str | None = None,
                chunk_size: int | None = None, memory_budget: int | None = None,
                precision: str | None = None, check_finite: bool = True,
-               index_offset: int = 0) -> Array:
+               index_offset: int = 0, layer: str | None = None) -> Array:
     """SmoothGrad (Smilkov et al., 2017) and its variants over any gradient method.
 
     Args:
@@ -106,6 +106,11 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
         keyed by its index ``index_offset + i``, so explaining ``x[a:b]`` with
         ``index_offset=a`` gives exactly rows ``a:b`` of one call over all of ``x``
         (:func:`jaxsal.explain_to_file` passes it for each chunk).
+      layer: add the noise to this layer's output ``A`` instead of the input and take the
+        gradients there (``"saliency"``, ``"gradient_x_input"`` -- times the noisy ``A`` --,
+        ``"guided_backprop"``, ``"deconvnet"``): SmoothGrad in an embedding space, for models
+        of token ids (``noise_level`` relative to each input's range of ``A``). Maps have
+        the layer's shape, its channel axis reduced (``(N, [T,] L)`` for an embedding).
     Returns:
       Raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (channels kept when ``reduce=None``).
     """
@@ -147,8 +152,14 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
         quadrature(steps, rule)  # refuses steps that are not ints >= 1 (2.5, True...)
         steps = int(steps)
 
+    if layer is not None and name == "integrated_gradients":
+        raise ValueError("smoothgrad(layer=...) takes the gradient methods (saliency, "
+                         "gradient_x_input, guided_backprop, deconvnet), not "
+                         "integrated_gradients; for a path at a layer use "
+                         "integrated_gradients(layer=...)")
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
-                multi_input=True)
+                allow_int=layer is not None, multi_input=True)
+    lt = None if layer is None else prepare_layer(p, layer, reduce)
     b = check_baseline(opts.get("baseline"), p.x)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
@@ -164,19 +175,25 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
         per_target = fb * batch_samples
     chunk = base.chunk_for(p.spec.num, per_target, chunk_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
-    axes = p.map_channel_axes  # each input's channel axis in (N, T, *x.shape[1:])
-    formats = p.formats  # each input: channels-first?
+    # each input's channel axis in (N, T, *x.shape[1:]), or the layer's
+    axes = p.map_channel_axes if lt is None else [lt.map_channel_axis]
+    formats = p.formats if lt is None else [False]  # noise in the layer's own layout
     two = variant == "vargrad"
 
     def build():
         def run(params, x, ids, key, baseline, index):
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
-            if name == "integrated_gradients":
-                raw = raw_integrated(m, sp, info, steps, rule, batch_steps)
+            if lt is not None:  # the noisy copies are of the layer's output A
+                A = run_model(m, params, x, (lt.name,))[1][lt.name]
+                leaves, tree = [A], jax.tree_util.tree_structure(0)
+                raw = _layer_raw(m, sp, info, lt, x, A, times_input)
             else:
-                g = raw_gradients(m, sp, info, times_input)
-                raw = lambda params, xk, ids, ts, _b: g(params, xk, ids, ts)  # noqa: E731
-            leaves, tree = jax.tree_util.tree_flatten(x)
+                leaves, tree = jax.tree_util.tree_flatten(x)
+                if name == "integrated_gradients":
+                    raw = raw_integrated(m, sp, info, steps, rule, batch_steps)
+                else:
+                    g = raw_gradients(m, sp, info, times_input)
+                    raw = lambda params, xk, ids, ts, _b: g(params, xk, ids, ts)  # noqa: E731
             if noise_std is not None:
                 sigma = [jnp.asarray(noise_std, a.dtype) for a in leaves]
             else:
@@ -248,7 +265,24 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
         return run
 
     ck = ("smoothgrad", name, p.key, spec, info, n, noise_level, noise_std, variant, abs_first,
-          reduce, steps, rule, batch_steps, batch_samples, chunk, nb)
+          reduce, steps, rule, batch_steps, batch_samples, chunk, nb, lt)
     return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5), maybe=(4,)),
                          precision)(p.params, p.x, p.ids, key, b,
                                     jnp.arange(p.n, dtype=jnp.int32) + index_offset)
+
+
+def _layer_raw(m: Any, spec: Any, info: Any, lt: Any, x: Any, A: Array, times_input: bool):
+    """``raw(params, z, ids, ts, _) -> (B N, len(ts), *A.shape[1:])``: the gradients with
+    respect to the layer's output at ``z`` (``B`` noisy copies of ``A``, stacked as
+    :func:`base.tile_batch` stacks ``x``), each copy run as ``x`` with ``z - A`` added at the
+    layer (times ``z`` for gradient x input)."""
+
+    def raw(params, z, ids, ts, _baseline):
+        b = z.shape[0] // A.shape[0]
+        shifted = _Shifted(m, lt.name, z - base.tile_batch(A, b))
+        _, _, pull = layer_pullback(shifted, params, base.tile_batch(x, b), lt.name, z.shape,
+                                    spec, info, ids)
+        g = jax.vmap(pull, out_axes=1)(ts)
+        return g * z[:, None] if times_input else g
+
+    return raw
