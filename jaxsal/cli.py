@@ -279,8 +279,10 @@ def cmd_evaluate(args) -> int:
     scores = jaxsal.explain_to_file(_curve_scores, model, inputs, args.out,
                                     targets=_parse_targets(args.targets, model),
                                     batch_size=args.batch_size, on_chunk=progress, **options)
+    from jaxsal._src.curves import curve_area
+
     steps = scores.shape[-1] - 1
-    auc = (np.asarray(scores[..., 1:]) + np.asarray(scores[..., :-1])).sum(-1) / (2 * steps)
+    auc = curve_area(np.asarray(scores))
     auc_path = args.out[:-len(".npy")] + ".auc.npy"
     np.save(auc_path, auc)
     better = "lower" if (args.metric == "deletion") == (args.order == "most") else "higher"

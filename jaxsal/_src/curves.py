@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.occlusion import _sizes
+from jaxsal._src.occlusion import _sizes, grid_cells
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_fill_ids, check_like, check_maps, input_spatial_shape,
                                   prepare)
@@ -51,11 +51,11 @@ class Curves(NamedTuple):
     auc: Array
 
 
-def _cells(size: tuple, psize: tuple) -> np.ndarray:
-    """The cell of every position of ``size``: a row-major grid of ``psize`` cells."""
-    idx = [np.arange(d) // q for d, q in zip(size, psize)]
-    counts = [-(-d // q) for d, q in zip(size, psize)]
-    return np.ravel_multi_index(np.meshgrid(*idx, indexing="ij"), counts).astype(np.int32)
+def curve_area(scores: Any) -> Any:
+    """The area under curves ``(..., steps + 1)`` of equally spaced points over ``[0, 1]``
+    (the trapezoidal rule): ``Curves.auc``."""
+    steps = scores.shape[-1] - 1
+    return (scores[..., 1:] + scores[..., :-1]).sum(-1) / (2 * steps)
 
 
 #: Points after the first by default (at most one per position).
@@ -164,7 +164,7 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
                              f"{tuple(size)} (channels together); got maps of x's own shape "
                              f"{tuple(mp.shape[2:])}. Reduce the channels first (e.g. "
                              "reduce='sum') or drop patch=")
-        cells = _cells(tuple(size), _sizes(patch, "patch", len(size)))
+        cells = grid_cells(tuple(size), _sizes(patch, "patch", len(size)))
     positions = int(np.prod(mp.shape[2:])) if cells is None else int(cells.max()) + 1
     steps = _check_steps(steps, positions, "position" if cells is None else "cell")
     other = check_like(other, p.x, name)
@@ -222,7 +222,7 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
     scores = base.compiled(key, lambda: base.split_batch(build(), nb, (1, 2, 3), (4,)),
                            precision, forward_only=True)(p.params, p.x, p.ids, mp, other)
     fractions = jnp.asarray(np.arange(steps + 1) / steps, jnp.float32)
-    auc = (scores[..., 1:] + scores[..., :-1]).sum(-1) / (2 * steps)
+    auc = curve_area(scores)
     if not spec.class_axis:
         scores, auc = scores[:, 0], auc[:, 0]
     return Curves(fractions, scores, auc)

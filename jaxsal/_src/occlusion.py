@@ -39,6 +39,14 @@ def _sizes(v, name: str, rank: int) -> tuple[int, ...]:
     return tuple(int(i) for i in t)
 
 
+def grid_cells(size: tuple, psize: tuple) -> np.ndarray:
+    """The cell of every position of ``size``: a non-overlapping grid of ``psize``-sized
+    cells numbered in row-major order (the last cell along an axis may be smaller)."""
+    idx = [np.arange(d) // q for d, q in zip(size, psize)]
+    counts = [-(-d // q) for d, q in zip(size, psize)]
+    return np.ravel_multi_index(np.meshgrid(*idx, indexing="ij"), counts).astype(np.int32)
+
+
 def patch_positions(size: int, patch: int, stride: int) -> np.ndarray:
     """Start offsets along one axis; the last patch is aligned to the border so that every
     pixel is covered."""

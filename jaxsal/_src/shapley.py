@@ -42,7 +42,7 @@ except ImportError:  # a JAX without it in jax.extend
     from jax._src.prng import threefry_2x32
 
 from jaxsal._src import base
-from jaxsal._src.occlusion import DEFAULT_PATCH, _rank, _sizes
+from jaxsal._src.occlusion import DEFAULT_PATCH, _rank, _sizes, grid_cells
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_fill_ids, check_flag, check_like, is_channels_first,
                                   prepare)
@@ -169,10 +169,8 @@ def _patch_groups(patch: Any, x: Array, cf: bool) -> _Groups:
             raise ValueError(f"patch {q} is larger than {what}, {d}: expected a patch of at "
                              f"most {d} along that axis (patch={d} makes the whole axis one "
                              f"group)")
-    cells = [(np.arange(d) // q) for d, q in zip(size, psize)]
-    counts = [-(-d // q) for d, q in zip(size, psize)]
-    grid = np.ravel_multi_index(np.meshgrid(*cells, indexing="ij"), counts).astype(np.int32)
-    m = int(np.prod(counts))
+    grid = grid_cells(size, psize)
+    m = int(grid.max()) + 1
     if features:
         shape, axis = (1,) + size, None
     else:

@@ -84,15 +84,16 @@ class Runtime:
         two-player Shapley rule here. Compared by value, like ``elementwise``.
       softmax: ``None``, or ``rule(z, axis)`` applied in place of ``jax.nn.softmax(z,
         axis=axis)`` for the softmax over an axis of the ``Softmax`` layer (masked too), the
-        ``softmax`` activation and the Keras 3 and tf.keras ``softmax`` operations (not the
-        attention layers' internal softmax, which goes through it too). ``jaxsal.deeplift``
-        installs its softmax rule here. Compared by value, like ``elementwise``.
+        ``softmax`` activation, the Keras 3 and tf.keras ``softmax`` operations and the
+        attention layers' own softmax. ``jaxsal.deeplift`` installs its softmax rule here.
+        Compared by value, like ``elementwise``.
       inner_product: ``None``, or ``rule(f, *tensors)`` applied in place of ``f(*tensors)``
         for the products of tensors inside attention layers (``MultiHeadAttention``,
         ``GroupedQueryAttention``, ``Attention``, ``AdditiveAttention``, Keras 3's
-        ``dot_product_attention``: their scores and their weighted sums of values). ``jaxsal.deeplift`` installs its product rule here;
-        ``jaxsal.lrp`` does not (it holds the attention weights instead, ``hold``).
-        Compared by value, like ``elementwise``.
+        ``dot_product_attention``: their scores and their weighted sums of values).
+        ``jaxsal.deeplift`` installs its product rule here; ``jaxsal.lrp`` does not (it
+        holds the attention weights instead, ``hold``). Compared by value, like
+        ``elementwise``.
     """
 
     relu: Callable[[Array], Array] = _relu
