@@ -126,8 +126,8 @@ def _blocked_max(x, pool):
     regions), and splitting them changes saliency maps."""
     # the windows moved last and reduced there, as before the gradient rule changed: with
     # the window axes reduced in place instead, VGG16's 10-class saliency took 4.7-4.9 s
-    # against 4.2-4.6 s on a 2-core CPU (two A/B runs); the GPU profile's forward pass spent
-    # 0.6 of 6.5 ms in these reductions
+    # against 4.2-4.6 s on a 2-core CPU (two A/B runs, output not kept); the GPU profile's
+    # forward pass spent 0.6 of 6.5 ms in these reductions
     r = len(pool)
     v = jnp.moveaxis(_window_view(x, pool), _window_axes(pool), range(-r, 0))
     return jnp.max(v.reshape(*v.shape[:-r], math.prod(pool)), axis=-1)
