@@ -2,6 +2,7 @@
 memory, and a forward pass is charged for its VJP residuals (the CPU path is unchanged and
 tested through the methods' timings elsewhere)."""
 
+import math
 import types
 from unittest import mock
 
@@ -106,3 +107,29 @@ def test_batch_sizes_sharing_a_plan_reuse_it(mnist, mnist_digits):
         split = jaxsal.saliency(m, x[:n], [1, 5], memory_budget=budget)
         np.testing.assert_allclose(split, jaxsal.saliency(m, x[:n], [1, 5]), rtol=1e-5,
                                    atol=1e-7)
+
+
+def test_chunks_pad_least():
+    """``lax.map`` runs equal chunks, so a balanced chunking of 10 targets in chunks of at
+    most 3 computed 12 backward passes (4 of 3: the H200's 10-class saliency plan); the
+    chunk size that pads least wins, down to half the size, then the fewest chunks."""
+    def work(total, c):
+        return math.ceil(total / c) * c
+
+    assert base.least_padding(10, 3) == 2  # 5 x 2 = 10, not 4 x 3 = 12
+    assert base.least_padding(10, 4) == 2
+    assert base.least_padding(13, 5) == 5  # 3 x 5 = 15 = 5 x 3: the fewer chunks
+    assert base.least_padding(1000, 3) == 3  # 1002: within MAX_PADDING, fewer chunks kept
+    for total in range(1, 80):
+        for c in range(1, total + 3):
+            k = base.least_padding(total, c)
+            balanced = math.ceil(total / math.ceil(total / min(c, total)))
+            assert 1 <= k <= min(c, total)
+            assert work(total, k) <= work(total, balanced)
+            assert k >= math.ceil(balanced / 2)
+            if work(total, balanced) - total <= base.MAX_PADDING * total:
+                assert k == balanced
+    per = 1000
+    assert base.chunk_for(10, per, None, 3 * per + 10) == 2
+    assert base.chunk_for(10, per, 3, None) == 2  # an explicit size is an upper bound
+    assert base.batch_chunk(10, per, 2 * 4 * per) == 2  # inputs: 5 passes of 2, not 3 of 4

@@ -115,8 +115,10 @@ def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | Non
         ``"l2"``, or ``None`` to keep the channel axis.
       head: override the model's head (``"logits"``, ``"softmax"``, ``"sigmoid"``,
         ``"sigmoid_complement"``, ``"saved"``); default: the model's own.
-      chunk_size: how many targets share one batched backward pass, a positive int (default:
-        as many as fit in ``memory_budget`` bytes).
+      chunk_size: at most how many targets share one batched backward pass, a positive int
+        (default: as many as fit in ``memory_budget`` bytes). Chunks are equal (the last one
+        padded), so the size used is the one up to this that pads least: 10 targets with
+        ``chunk_size=3`` run as 5 chunks of 2, not 4 of 3.
       memory_budget: bytes one chunk of backward passes may use, a positive number (default: a
         quarter of the accelerator's memory, at least ``jaxsal.DEFAULT_MEMORY_BUDGET``; 256 MiB
         on CPU). Zero, negative or fractional counts raise a ``ValueError``.
