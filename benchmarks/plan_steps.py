@@ -55,7 +55,9 @@ def _plan(model, budget: int, per_image: int, n: int, t: int) -> dict:
     nb = base.batch_chunk(n, per_image, budget)
     chunk = base.chunk_for(t, per_image * nb, None, budget, rows=nb)
     return {"sub_batch": nb, "targets_per_chunk": chunk,
-            "steps": math.ceil(n / nb) * math.ceil(t / chunk), "rows_per_step": nb * chunk}
+            "steps": math.ceil(n / nb) * math.ceil(t / chunk), "rows_per_step": nb * chunk,
+            # equal chunks: the last one padded, its extra targets computed and thrown away
+            "target_passes": math.ceil(t / chunk) * chunk}
 
 
 def _sampling_plan(budget: int, per_image: int, n: int, samples: int) -> int:
