@@ -133,3 +133,31 @@ def test_chunks_pad_least():
     assert base.chunk_for(10, per, None, 3 * per + 10) == 2
     assert base.chunk_for(10, per, 3, None) == 2  # an explicit size is an upper bound
     assert base.batch_chunk(10, per, 2 * 4 * per) == 2  # inputs: 5 passes of 2, not 3 of 4
+
+
+def test_gradient_cams_are_charged_for_the_pullback_to_their_layer(mnist, mnist_digits):
+    """A gradient CAM pulls each target back through the layers after its layer only: a
+    chunk of targets is charged for that (its VJP residuals, the gradient and one product
+    per target), not for whole backward passes, so targets that the whole pass's charge
+    split run in one chunk, with the same maps."""
+    from jaxsal._src import cam
+
+    m = mnist.with_head("logits")
+    x = mnist_digits[:4]
+    a_shape = (4, 24, 24, 64)  # conv2d_2
+    per = base.layer_pullback_bytes(m, x, "conv2d_2", a_shape)
+    a_bytes = 24 * 24 * 64 * 4
+    # the head after conv2d_2 keeps its pooling positions and ReLU mask: less than A itself
+    assert 4 * 2 * a_bytes < per < 4 * 3 * a_bytes
+    assert base.layer_pullback_bytes(m, x[:1], "conv2d_2", (1, 24, 24, 64)) * 4 == per
+    assert per < base.residual_bytes(m, x) < base.forward_bytes(m, x)
+    # at the last dense layer: the gradient and product of a (4, 10) output, nothing else
+    assert base.layer_pullback_bytes(m, x, "dense_2", (4, 10)) == 4 * 2 * 10 * 4
+    budget = 10 * per + 1
+    assert base.forward_bytes(m, x) * 2 > budget  # the old charge: chunks of 1
+    c = cam._prepare_cam(m, x, list(range(10)), "conv2d_2", None, None, budget, True,
+                         layer_charge=True)
+    assert c.chunk == 10
+    one = jaxsal.gradcam(m, x, list(range(10)), layer="conv2d_2", memory_budget=budget)
+    split = jaxsal.gradcam(m, x, list(range(10)), layer="conv2d_2", chunk_size=3)
+    np.testing.assert_allclose(one, split, rtol=1e-5, atol=1e-7)

@@ -153,9 +153,13 @@ def _cam_layer(p: Prepared, layer: str | None, upsample: bool = True
 
 
 def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
-                 backprop=None, upsample=True, multi_input=True, tokens=True) -> _CamCall:
+                 backprop=None, upsample=True, multi_input=True, tokens=True,
+                 layer_charge=False) -> _CamCall:
     """``tokens``: integer inputs (token ids) are accepted, the CAM reading no input
-    gradient (a token axis ``L`` of ``(N, L)`` is the spatial axis)."""
+    gradient (a token axis ``L`` of ``(N, L)`` is the spatial axis). ``layer_charge``: a
+    chunk of targets is charged for pullbacks to the layer only
+    (:func:`~jaxsal._src.base.layer_pullback_bytes`; the gradient CAMs), else for whole
+    backward passes."""
     check_flag(upsample, "upsample")
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
                 spatial=True, allow_int=tokens, multi_input=multi_input)
@@ -166,7 +170,13 @@ def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, chec
     # the small default budget of the input-gradient methods made narrow chunks here (VGG16
     # 112x112, 2 images, 10 classes at block5_conv3: 261 ms vs 125 ms in one chunk).
     budget = base.default_wide_budget() if memory_budget is None else memory_budget
-    chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, budget)
+    per_target = fb * nb // p.n
+    if layer_charge:
+        sub = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((nb, *a.shape[1:]), a.dtype),
+                                     p.x)
+        per_target = min(per_target, base.layer_pullback_bytes(
+            p.model, sub, layer, (nb,) + tuple(a_shape[1:])))
+    chunk = base.chunk_for(p.spec.num, per_target, chunk_size, budget)
     return _CamCall(p, layer, a_shape, chunk, nb, layer_cf, size)
 
 
@@ -251,7 +261,7 @@ def _eigengradcam(A, G, s):
 def _gradient_cam(name: str, combine: Callable, model, x, targets, *, layer, upsample, head,
                   chunk_size, memory_budget, precision, check_finite) -> Array:
     c = _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
-                     upsample=upsample)
+                     upsample=upsample, layer_charge=True)
     p, L, a_shape, chunk, lcf = c.p, c.layer, c.a_shape, c.chunk, c.layer_cf
     m, spec, info, size = p.model, p.spec, p.info, c.size
 
