@@ -161,3 +161,7 @@ def test_gradient_cams_are_charged_for_the_pullback_to_their_layer(mnist, mnist_
     one = jaxsal.gradcam(m, x, list(range(10)), layer="conv2d_2", memory_budget=budget)
     split = jaxsal.gradcam(m, x, list(range(10)), layer="conv2d_2", chunk_size=3)
     np.testing.assert_allclose(one, split, rtol=1e-5, atol=1e-7)
+    # attribution at a layer (saliency(layer=)) is charged the same way: same maps
+    at_layer = jaxsal.saliency(m, x, list(range(10)), layer="conv2d_2", memory_budget=budget)
+    np.testing.assert_allclose(at_layer, jaxsal.saliency(m, x, list(range(10)), layer="conv2d_2",
+                                                         chunk_size=1), rtol=1e-5, atol=1e-7)

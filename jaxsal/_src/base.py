@@ -582,6 +582,12 @@ def forward_bytes(model: Any, x: Array) -> int:
     return _SHAPES.get(key, make)
 
 
+def sub_batch_shapes(x: Any, nb: int) -> Any:
+    """The abstract values of ``nb`` inputs of ``x`` (an array or a structure of arrays)."""
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((nb, *a.shape[1:]), a.dtype),
+                                  x)
+
+
 def layer_pullback_bytes(model: Any, x: Any, layer: str, a_shape: tuple) -> int:
     """What one target's pullback from the outputs to ``layer`` (a gradient CAM's backward
     pass) is charged for, for the batch of ``x``: the residuals of the VJP with respect to

@@ -172,10 +172,8 @@ def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, chec
     budget = base.default_wide_budget() if memory_budget is None else memory_budget
     per_target = fb * nb // p.n
     if layer_charge:
-        sub = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((nb, *a.shape[1:]), a.dtype),
-                                     p.x)
         per_target = min(per_target, base.layer_pullback_bytes(
-            p.model, sub, layer, (nb,) + tuple(a_shape[1:])))
+            p.model, base.sub_batch_shapes(p.x, nb), layer, (nb,) + tuple(a_shape[1:])))
     chunk = base.chunk_for(p.spec.num, per_target, chunk_size, budget)
     return _CamCall(p, layer, a_shape, chunk, nb, layer_cf, size)
 
