@@ -177,7 +177,8 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
             raise ValueError(f"{what} contains NaN or infinite values; attribution maps of such "
                              "inputs are meaningless. Clean the input (np.nan_to_num) or pass "
                              "check_finite=False.")
-    x = jnp.asarray(x)
+    if not isinstance(x, jax.Array):
+        x = jnp.asarray(x)
     if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < 4:
         # float16 / bfloat16: widened exactly; params and compute are float32, and a half
         # precision input would round gradients at the layers (Grad-CAM++'s G**3) and break
