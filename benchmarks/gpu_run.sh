@@ -32,12 +32,12 @@ assert gpu or os.environ.get('JAXSAL_ALLOW_CPU') == '1', 'JAX or PyTorch sees no
   # the VGG16 file: Keras's NumPy backend (no JAX/Keras version coupling, no compiles)
   KERAS_BACKEND=numpy python3 -m benchmarks.models vgg16_224 || exit 1
   # JAXSAL_GPU_PROFILE=1: first the kernel profile of the suite's gradient programs
-  # and of the bfloat16 one (benchmarks/oneoff/gpu_profile.py, parts 1, 2 and 4, at most
-  # 150 s of the budget) into
+  # and of the bfloat16 ones (benchmarks/oneoff/gpu_profile.py, parts 1, 2 and 4, at most
+  # 170 s of the budget) into
   # $out/gpu_profile.txt and its traces into $out/gpu_profile_xplanes.tgz
   if [ "${JAXSAL_GPU_PROFILE:-0}" = 1 ]; then
     rm -rf /tmp/jaxsal_prof
-    timeout 150 python3 -W ignore -m benchmarks.oneoff.gpu_profile /tmp/jaxsal_prof \
+    timeout 170 python3 -W ignore -m benchmarks.oneoff.gpu_profile /tmp/jaxsal_prof \
       --parts 1,2,4 > "$out/gpu_profile.txt" 2>&1
     echo "== profile: exit $?, $(wc -l < "$out/gpu_profile.txt") lines"
     (cd /tmp && tar czf - jaxsal_prof) > "$out/gpu_profile_xplanes.tgz"

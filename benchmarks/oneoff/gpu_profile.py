@@ -16,7 +16,10 @@ with one implementation choice undone at a time (timings only). Part 3: Grad-CAM
 block5_conv3 for 10 classes in float32 (XLA's default precision), ``precision="highest"``
 and ``precision="bfloat16"``: per-map Pearson r between each pair, and how many maps are
 zero everywhere (ReLU of a negative weighted sum). Part 4: the top-1 saliency with
-``precision="bfloat16"``, timed and profiled (which types cuDNN's kernels ran in).
+``precision="bfloat16"``, timed and profiled (which types cuDNN's kernels ran in), then a
+variant whose backward convolutions and matmuls also return bfloat16 (in case cuDNN has no
+fast kernel for bfloat16 operands with a float32 output), timed, profiled and its maps'
+Pearson r against float32's.
 
 The first run (tree of commit 5b45ecc, before the max-pooling and ReLU changes) had part 2
 compare the importer's max pooling then (windows transposed last, an argmax) with
@@ -35,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -241,6 +245,31 @@ def part4(outdir):
     med, mn = median_ms(case.run)
     print(f"jaxsal saliency top1 bfloat16: median {med:.2f} ms, min {mn:.2f} ms", flush=True)
     profile("jaxsal saliency top1 bfloat16", case.run, outdir)
+    # A variant not in jaxsal: the backward convolutions and matmuls also *return* bfloat16
+    # (converted to float32 after), in case cuDNN has no fast kernel for bfloat16 operands
+    # with a float32 output. Timed, profiled, and its maps' r against float32.
+    import jaxsal
+    from jaxsal._src import base, precision
+
+    def bind_bf16_out(self, prim, params, invals):
+        ops = [jax.lax.convert_element_type(a, self.dtype) for a in invals]
+        out = prim.bind(*ops, **dict(params, preferred_element_type=jnp.dtype(self.dtype)))
+        return jax.lax.convert_element_type(out, jnp.float32)
+
+    model = models.logits_model(models.model_path(VGG))
+    x = jnp.asarray(data.inputs(spec("saliency", "top1"), BATCH))
+    ref = np.asarray(jaxsal.saliency(model, x))
+    base.clear_caches()
+    with mock.patch.object(precision._Rule, "bind", bind_bf16_out):
+        run = lambda: jax.block_until_ready(jaxsal.saliency(model, x, precision="bfloat16"))  # noqa: E731
+        maps = np.asarray(run())
+        med, mn = median_ms(run)
+        print(f"saliency top1 bfloat16 with bfloat16 outputs: median {med:.2f} ms, "
+              f"min {mn:.2f} ms", flush=True)
+        profile("saliency top1 bfloat16 outputs", run, outdir)
+    base.clear_caches()
+    r = pearson(maps, ref)
+    print(f"  r vs float32: mean {np.nanmean(r):.5f}, min {np.nanmin(r):.5f}", flush=True)
 
 
 def pearson(a, b):
