@@ -609,15 +609,13 @@ def layer_pullback_bytes(model: Any, x: Any, layer: str, a_shape: tuple) -> int:
         dtype = floats[0] if floats else jnp.float32
 
         def total(b: int) -> int:
-            xs = jax.tree_util.tree_map(
-                lambda a: jax.ShapeDtypeStruct((b, *a.shape[1:]), a.dtype), x)
             ds = jax.ShapeDtypeStruct((b, *a_shape[1:]), dtype)
 
             def pull(p, xx, d):
                 return jax.vjp(lambda dd: model.apply(p, xx, capture=[layer],
                                                       perturb={layer: dd})[0], d)[1]
 
-            res = jax.eval_shape(pull, model.params, xs, ds)
+            res = jax.eval_shape(pull, model.params, sub_batch_shapes(x, b), ds)
             return sum(int(np.prod(a.shape, dtype=np.int64)) * a.dtype.itemsize
                        for a in jax.tree_util.tree_leaves(res) if hasattr(a, "dtype"))
 
@@ -629,6 +627,20 @@ def layer_pullback_bytes(model: Any, x: Any, layer: str, a_shape: tuple) -> int:
         return max(n * (per_input + 2 * a_bytes), 1)
 
     return _SHAPES.get(key, make)
+
+
+def target_bytes(model: Any, x: Any, nb: int, layer: str | None = None,
+                 layer_shape: tuple | None = None) -> int:
+    """What one target of a chunk is charged for, over a sub-batch of ``nb`` of the inputs
+    ``x``: a whole backward pass (:func:`forward_bytes`), or with ``layer`` (a gradient CAM,
+    attribution at a layer; ``layer_shape`` its output's, batch first) at most the pullback
+    to that layer (:func:`layer_pullback_bytes`)."""
+    n = int(jax.tree_util.tree_leaves(x)[0].shape[0])
+    per = forward_bytes(model, x) * nb // n
+    if layer is None:
+        return per
+    return min(per, layer_pullback_bytes(model, sub_batch_shapes(x, nb), layer,
+                                         (nb,) + tuple(layer_shape[1:])))
 
 
 def residual_bytes(model: Any, x: Array) -> int:

@@ -176,10 +176,7 @@ def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, chec
     # the small default budget of the input-gradient methods made narrow chunks here (VGG16
     # 112x112, 2 images, 10 classes at block5_conv3: 261 ms vs 125 ms in one chunk).
     budget = base.default_wide_budget() if memory_budget is None else memory_budget
-    per_target = fb * nb // p.n
-    if layer_charge:
-        per_target = min(per_target, base.layer_pullback_bytes(
-            p.model, base.sub_batch_shapes(p.x, nb), layer, (nb,) + tuple(a_shape[1:])))
+    per_target = base.target_bytes(p.model, p.x, nb, layer if layer_charge else None, a_shape)
     chunk = base.chunk_for(p.spec.num, per_target, chunk_size, budget)
     return _CamCall(p, layer, a_shape, chunk, nb, layer_cf, size)
 

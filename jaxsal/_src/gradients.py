@@ -69,10 +69,8 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
     lt = None if layer is None else prepare_layer(p, layer, reduce)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
-    per_target = fb * nb // p.n
-    if lt is not None:  # a pullback to the layer only: charged for that
-        per_target = min(per_target, base.layer_pullback_bytes(
-            p.model, base.sub_batch_shapes(p.x, nb), lt.name, (nb,) + tuple(lt.shape[1:])))
+    per_target = (base.target_bytes(p.model, p.x, nb) if lt is None  # a pullback to x, or
+                  else base.target_bytes(p.model, p.x, nb, lt.name, lt.shape))  # to a layer
     chunk = base.chunk_for(p.spec.num, per_target, chunk_size, memory_budget, rows=nb)
     m, spec, info = p.model, p.spec, p.info
     # the channel axis of the (N, T, ...) gradients: each input's, or the layer's
