@@ -425,6 +425,14 @@ class _LRU:
         self.data: collections.OrderedDict = collections.OrderedDict()
         self.lock = threading.Lock()
 
+    def find(self, key):
+        """The value kept for ``key`` (now the most recently used), or ``None``."""
+        with self.lock:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return self.data[key]
+        return None
+
     def get(self, key, make):
         with self.lock:
             if key in self.data:
@@ -486,10 +494,11 @@ def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None
 
 def clear_caches() -> None:
     """Forget every compiled attribution program and cached shape (frees their memory)."""
-    from jaxsal._src import maximize  # imported here: maximize builds on this module
+    from jaxsal._src import maximize, plans  # imported here: they build on this module
 
     _PROGRAMS.clear()
     _SHAPES.clear()
+    plans.PLANS.clear()
     maximize._build.cache_clear()
 
 

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, plans
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
@@ -261,6 +261,19 @@ def _eigengradcam(A, G, s):
 
 def _gradient_cam(name: str, combine: Callable, model, x, targets, *, layer, upsample, head,
                   chunk_size, memory_budget, precision, check_finite) -> Array:
+    """A gradient CAM (``combine`` of ``A`` and the targets' ``dS/dA``), planned once per
+    static description of the call (:mod:`jaxsal._src.plans`)."""
+    m0 = base.with_options(model, head)
+    options = (layer, upsample, chunk_size, memory_budget, precision, check_finite)
+    return plans.cached(plans.key(name, m0, x, targets, options), m0, x, lambda: _plan_cam(
+        name, combine, model, x, targets, layer=layer, upsample=upsample, head=head,
+        chunk_size=chunk_size, memory_budget=memory_budget, precision=precision,
+        check_finite=check_finite))
+
+
+def _plan_cam(name: str, combine: Callable, model, x, targets, *, layer, upsample, head,
+              chunk_size, memory_budget, precision, check_finite) -> tuple[Array, plans.Plan]:
+    """:func:`_gradient_cam`'s full path: ``(maps, its plan)``."""
     c = _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
                      upsample=upsample, layer_charge=True)
     p, L, a_shape, chunk, lcf = c.p, c.layer, c.a_shape, c.chunk, c.layer_cf
@@ -281,8 +294,10 @@ def _gradient_cam(name: str, combine: Callable, model, x, targets, *, layer, ups
         return run
 
     key = (name, p.key, spec, info, L, a_shape, bool(upsample), chunk, c.nb)
-    return base.compiled(key, lambda: base.split_batch(build(), c.nb),
-                         precision)(p.params, p.x, p.ids)
+    fn = base.compiled(key, lambda: base.split_batch(build(), c.nb), precision)
+    check = dict(check_finite=check_flag(check_finite, "check_finite"), spatial=True,
+                 allow_int=True, multi_input=True)
+    return fn(p.params, p.x, p.ids), plans.Plan(fn, p.ids, check)
 
 
 _CAM_DOC_ARGS = """

@@ -20,11 +20,11 @@ from typing import Any
 
 import jax
 
-from jaxsal._src import base
+from jaxsal._src import base, plans
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import (TargetSpec, OutputInfo, pullback_at, run_model,
                                  target_pullback)
-from jaxsal._src.validate import prepare, prepare_layer
+from jaxsal._src.validate import check_flag, prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -62,7 +62,22 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
                            layer: str | None = None) -> Array:
     """The gradient (times the input) of every target with respect to ``x``, or with
     ``layer`` with respect to that layer's output ``A`` (one forward pass with a zero
-    perturbation added there; times ``A``)."""
+    perturbation added there; times ``A``). Planned once per static description of the
+    call (:mod:`jaxsal._src.plans`)."""
+    m0 = base.with_options(model, head, backprop)
+    options = (times_input, reduce, chunk_size, memory_budget, precision, check_finite, layer)
+    return plans.cached(plans.key(name, m0, x, targets, options), m0, x, lambda: _plan_gradients(
+        name, model, x, targets, backprop=backprop, times_input=times_input, reduce=reduce,
+        head=head, chunk_size=chunk_size, memory_budget=memory_budget, precision=precision,
+        check_finite=check_finite, layer=layer))
+
+
+def _plan_gradients(name: str, model: Any, x: ArrayLike, targets: Any, *,
+                    backprop: str | None, times_input: bool, reduce: str | None,
+                    head: str | None, chunk_size: int | None, memory_budget: int | None,
+                    precision: str | None, check_finite: bool,
+                    layer: str | None) -> tuple[Array, plans.Plan]:
+    """:func:`_input_gradient_method`'s full path: ``(maps, its plan)``."""
     check_reduce(reduce)
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
@@ -92,7 +107,9 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
 
     fn = base.compiled((name, p.key, spec, info, times_input, reduce, chunk, nb, lt),
                        lambda: base.split_batch(build(), nb), precision)
-    return fn(p.params, p.x, p.ids)
+    check = dict(check_finite=check_flag(check_finite, "check_finite"),
+                 allow_int=layer is not None, multi_input=True)
+    return fn(p.params, p.x, p.ids), plans.Plan(fn, p.ids, check)
 
 
 def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | None = "max_abs",
