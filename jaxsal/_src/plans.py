@@ -42,11 +42,24 @@ class Plan:
     check: dict
 
     def run(self, model: Any, x: Any) -> Any:
-        """Check ``x``'s values and run the program on the model's current parameters."""
-        from jaxsal._src.validate import check_input
+        """Check ``x``'s values and run the program on the model's current parameters.
 
-        xa = check_input(model, x, **self.check)
-        return self.fn(model.params, xa, self.ids)
+        A device array's NaN/inf check is dispatched before the program and read after it
+        has been dispatched (the host then waits for the small check alone, while the
+        program runs): the maps of an input that fails it are discarded and the same error
+        raised. The full path checks before it dispatches anything."""
+        from jaxsal._src.validate import _all_finite, check_input, not_finite
+
+        check = dict(self.check)
+        deferred = bool(check.get("check_finite")) and isinstance(x, jax.Array)
+        if deferred:
+            check["check_finite"] = False
+        xa = check_input(model, x, **check)
+        finite = _all_finite(xa) if deferred else None
+        out = self.fn(model.params, xa, self.ids)
+        if finite is not None and not bool(finite):
+            raise not_finite()
+        return out
 
 
 def _targets_key(targets: Any) -> Hashable | None:

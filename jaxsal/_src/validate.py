@@ -174,9 +174,7 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
     if check_finite and not isinstance(x, jax.core.Tracer):
         finite = np.isfinite(x).all() if isinstance(x, np.ndarray) else bool(_all_finite(x))
         if not finite:
-            raise ValueError(f"{what} contains NaN or infinite values; attribution maps of such "
-                             "inputs are meaningless. Clean the input (np.nan_to_num) or pass "
-                             "check_finite=False.")
+            raise not_finite(what)
     if not isinstance(x, jax.Array):
         x = jnp.asarray(x)
     if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < 4:
@@ -185,6 +183,13 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
         # programs whose carries are float32 (occlusion)
         x = x.astype(jnp.float32)
     return x
+
+
+def not_finite(what: str = "x") -> ValueError:
+    """The error for an input with NaN or infinite values."""
+    return ValueError(f"{what} contains NaN or infinite values; attribution maps of such "
+                      "inputs are meaningless. Clean the input (np.nan_to_num) or pass "
+                      "check_finite=False.")
 
 
 def _fits(got: tuple, shape: tuple) -> bool:
