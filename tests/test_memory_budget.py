@@ -165,3 +165,30 @@ def test_gradient_cams_are_charged_for_the_pullback_to_their_layer(mnist, mnist_
     at_layer = jaxsal.saliency(m, x, list(range(10)), layer="conv2d_2", memory_budget=budget)
     np.testing.assert_allclose(at_layer, jaxsal.saliency(m, x, list(range(10)), layer="conv2d_2",
                                                          chunk_size=1), rtol=1e-5, atol=1e-7)
+
+
+def test_backward_rules_are_charged_alike(mnist, mnist_digits, monkeypatch):
+    """Guided backprop's and the deconvnet's backward rules keep less for the backward pass
+    than the standard one, but a chunk's memory is its targets' cotangents, the same under
+    every rule: all three are charged the standard VJP's residuals."""
+    base.clear_caches()  # no plans: every call sizes its chunks
+    m = mnist.with_head("logits")
+    x = jnp.asarray(mnist_digits[:4])
+    guided = m.with_backprop("guided")
+    assert base.residual_bytes(guided, x) < base.residual_bytes(m, x)
+    assert base.sizing_model(guided).relu_mode == "standard"
+    assert base.sizing_model(m) is m
+    charged = []
+    real = base.chunk_for
+    monkeypatch.setattr(base, "chunk_for",
+                        lambda total, per, *a, **k: charged.append(per) or real(total, per,
+                                                                                 *a, **k))
+    # as on an accelerator, where a forward pass is charged its VJP residuals (on CPU, the
+    # jaxpr's intermediates: the same for every rule)
+    with mock.patch.object(jax, "default_backend", return_value="gpu"), \
+            mock.patch.object(base, "_accelerator_budget", return_value=24 * 2**30):
+        for method in (jaxsal.saliency, jaxsal.guided_backprop, jaxsal.deconvnet):
+            method(m, x, [1, 2, 3], check_finite=False)
+    base.clear_caches()
+    assert len(charged) == 3 and len(set(charged)) == 1, charged
+    assert charged[0] == base.residual_bytes(m, x)

@@ -638,6 +638,22 @@ def layer_pullback_bytes(model: Any, x: Any, layer: str, a_shape: tuple) -> int:
     return _SHAPES.get(key, make)
 
 
+def sizing_model(model: Any) -> Any:
+    """The model whose VJP sizes chunks of backward passes: ``model`` with the standard
+    backward rule. A chunk's memory is mostly its targets' cotangents, the same under every
+    rule, but guided backprop's and the deconvnet's rules keep less for their backward
+    passes (VGG16 at 224x224: 49 MiB of residuals per image against 101 for the standard
+    rule; ``benchmarks/results/oneoff/guided_residuals.txt``), and charged their own, their
+    chunks held twice the targets of a saliency call in the same memory."""
+    if getattr(model, "relu_mode", "standard") != "standard" and hasattr(model,
+                                                                           "with_backprop"):
+        try:
+            return model.with_backprop("standard")
+        except ValueError:  # a function whose ReLU cannot be swapped
+            pass
+    return model
+
+
 def target_bytes(model: Any, x: Any, nb: int, layer: str | None = None,
                  layer_shape: tuple | None = None) -> int:
     """What one target of a chunk is charged for, over a sub-batch of ``nb`` of the inputs
