@@ -617,19 +617,16 @@ def layer_pullback_bytes(model: Any, x: Any, layer: str, a_shape: tuple) -> int:
                   if jnp.issubdtype(a.dtype, jnp.floating)]
         dtype = floats[0] if floats else jnp.float32
 
-        def total(b: int) -> int:
-            ds = jax.ShapeDtypeStruct((b, *a_shape[1:]), dtype)
-
+        def vjp(b: int):
             def pull(p, xx, d):
                 return jax.vjp(lambda dd: model.apply(p, xx, capture=[layer],
                                                       perturb={layer: dd})[0], d)[1]
 
-            res = jax.eval_shape(pull, model.params, sub_batch_shapes(x, b), ds)
-            return sum(int(np.prod(a.shape, dtype=np.int64)) * a.dtype.itemsize
-                       for a in jax.tree_util.tree_leaves(res) if hasattr(a, "dtype"))
+            return jax.eval_shape(pull, model.params, sub_batch_shapes(x, b),
+                                  jax.ShapeDtypeStruct((b, *a_shape[1:]), dtype))
 
         try:
-            per_input = max(total(2) - total(1), 0)
+            per_input = max(_residuals_per_input(vjp), 0)
         except Exception:  # a function that only runs at the given batch size, say
             return forward_bytes(model, x)
         a_bytes = int(np.prod(a_shape[1:], dtype=np.int64)) * jnp.dtype(dtype).itemsize
@@ -674,16 +671,24 @@ def residual_bytes(model: Any, x: Array) -> int:
     those of a batch of one, so that weights kept for the backward pass do not count) times
     the batch size. Shapes only: nothing is computed."""
 
-    def total(n: int) -> int:
-        spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype),
-                                      x)
-        res = jax.eval_shape(lambda p, xx: jax.vjp(lambda b: model.apply(p, b), xx)[1],
-                             model.params, spec)
-        return sum(int(np.prod(a.shape, dtype=np.int64)) * a.dtype.itemsize
-                   for a in jax.tree_util.tree_leaves(res) if hasattr(a, "dtype"))
+    def vjp(b: int):
+        return jax.eval_shape(lambda p, xx: jax.vjp(lambda v: model.apply(p, v), xx)[1],
+                              model.params, sub_batch_shapes(x, b))
 
-    per_input = total(2) - total(1)
+    per_input = _residuals_per_input(vjp)
     return max(per_input, 1) * int(jax.tree_util.tree_leaves(x)[0].shape[0])
+
+
+def _residuals_per_input(vjp: Callable[[int], Any]) -> int:
+    """Bytes one input adds to what a VJP keeps for its backward pass: ``vjp(b)`` is the
+    abstract pullback (``jax.eval_shape`` of ``jax.vjp(...)[1]``) for a batch of ``b``;
+    those of a batch of two minus those of a batch of one, so that weights kept for the
+    backward pass do not count."""
+    def total(b: int) -> int:
+        return sum(int(np.prod(a.shape, dtype=np.int64)) * a.dtype.itemsize
+                   for a in jax.tree_util.tree_leaves(vjp(b)) if hasattr(a, "dtype"))
+
+    return total(2) - total(1)
 
 
 def _jaxpr_bytes(jaxpr) -> int:
