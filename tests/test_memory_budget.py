@@ -178,6 +178,8 @@ def test_backward_rules_are_charged_alike(mnist, mnist_digits, monkeypatch):
     assert base.residual_bytes(guided, x) < base.residual_bytes(m, x)
     assert base.sizing_model(guided).relu_mode == "standard"
     assert base.sizing_model(m) is m
+    other = m.with_relu(jax.nn.relu, name="deeplift")  # other rules are charged as they are
+    assert base.sizing_model(other) is other
     charged = []
     real = base.chunk_for
     monkeypatch.setattr(base, "chunk_for",

@@ -575,14 +575,15 @@ def forward_bytes(model: Any, x: Array) -> int:
     memory bound and bigger steps run faster: :func:`residual_bytes`, what a VJP keeps for
     its backward pass, closer to what XLA allocates (VGG16 at 224x224, per image: jaxpr sum
     392 MiB, VJP residuals 105 MiB, XLA:CPU's buffers for a forward and one backward pass
-    65 MiB).
+    65 MiB), those of the standard backward rule for guided backprop and the deconvnet
+    (:func:`sizing_model`).
     """
     key = ("bytes", function_key(model), shape_key(x), jax.default_backend())
 
     def make():
         if jax.default_backend() != "cpu":
             try:
-                return residual_bytes(model, x)
+                return residual_bytes(sizing_model(model), x)
             except Exception:  # e.g. a function that only runs at the given batch size
                 pass
         jaxpr = jax.make_jaxpr(lambda p, xx: model.apply(p, xx))(model.params, _sds(x))
@@ -617,12 +618,14 @@ def layer_pullback_bytes(model: Any, x: Any, layer: str, a_shape: tuple) -> int:
                   if jnp.issubdtype(a.dtype, jnp.floating)]
         dtype = floats[0] if floats else jnp.float32
 
+        sized = sizing_model(model)
+
         def vjp(b: int):
             def pull(p, xx, d):
-                return jax.vjp(lambda dd: model.apply(p, xx, capture=[layer],
+                return jax.vjp(lambda dd: sized.apply(p, xx, capture=[layer],
                                                       perturb={layer: dd})[0], d)[1]
 
-            return jax.eval_shape(pull, model.params, sub_batch_shapes(x, b),
+            return jax.eval_shape(pull, sized.params, sub_batch_shapes(x, b),
                                   jax.ShapeDtypeStruct((b, *a_shape[1:]), dtype))
 
         try:
@@ -641,9 +644,10 @@ def sizing_model(model: Any) -> Any:
     rule, but guided backprop's and the deconvnet's rules keep less for their backward
     passes (VGG16 at 224x224: 49 MiB of residuals per image against 101 for the standard
     rule; ``benchmarks/results/oneoff/guided_residuals.txt``), and charged their own, their
-    chunks held twice the targets of a saliency call in the same memory."""
-    if getattr(model, "relu_mode", "standard") != "standard" and hasattr(model,
-                                                                           "with_backprop"):
+    chunks held twice the targets of a saliency call in the same memory. Other models (and
+    DeepLIFT's rules, which keep more) are charged as they are."""
+    if getattr(model, "relu_mode", None) in ("guided", "deconvnet") and hasattr(
+            model, "with_backprop"):
         try:
             return model.with_backprop("standard")
         except ValueError:  # a function whose ReLU cannot be swapped

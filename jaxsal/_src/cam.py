@@ -170,14 +170,14 @@ def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, chec
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
                 spatial=True, allow_int=tokens, multi_input=multi_input)
     layer, a_shape, layer_cf, size = _cam_layer(p, layer, upsample)
-    ms = base.sizing_model(p.model)  # guided Grad-CAM's guided backprop: charged alike
-    fb = base.forward_bytes(ms, p.x)
+    fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     # A CAM's pullback runs only through the layers after `layer`: cheap per target. On CPU
     # the small default budget of the input-gradient methods made narrow chunks here (VGG16
     # 112x112, 2 images, 10 classes at block5_conv3: 261 ms vs 125 ms in one chunk).
     budget = base.default_wide_budget() if memory_budget is None else memory_budget
-    per_target = base.target_bytes(ms, p.x, nb, layer if layer_charge else None, a_shape)
+    per_target = base.target_bytes(p.model, p.x, nb, layer if layer_charge else None,
+                                   a_shape)
     chunk = base.chunk_for(p.spec.num, per_target, chunk_size, budget)
     return _CamCall(p, layer, a_shape, chunk, nb, layer_cf, size)
 

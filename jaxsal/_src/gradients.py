@@ -82,11 +82,10 @@ def _plan_gradients(name: str, model: Any, x: ArrayLike, targets: Any, *,
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
-    ms = base.sizing_model(p.model)
-    fb = base.forward_bytes(ms, p.x)
+    fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
-    per_target = (base.target_bytes(ms, p.x, nb) if lt is None  # a pullback to x, or
-                  else base.target_bytes(ms, p.x, nb, lt.name, lt.shape))  # to a layer
+    per_target = (base.target_bytes(p.model, p.x, nb) if lt is None  # a pullback to x, or
+                  else base.target_bytes(p.model, p.x, nb, lt.name, lt.shape))  # to a layer
     chunk = base.chunk_for(p.spec.num, per_target, chunk_size, memory_budget, rows=nb)
     m, spec, info = p.model, p.spec, p.info
     # the channel axis of the (N, T, ...) gradients: each input's, or the layer's
