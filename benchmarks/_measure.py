@@ -32,6 +32,8 @@ class Case:
       compile_s: time spent compiling, where the library separates it (JAX AOT compile).
       check: optional ``() -> dict`` run once before timing (output agreement checks).
       peak_device_bytes: optional ``() -> int`` read after the timed calls (GPU memory).
+      program_memory: optional ``() -> dict`` read after the timed calls: the memory XLA's
+        buffer assignment gives the compiled program that ran (:func:`program_memory`).
       info: free-form facts recorded with the result (shapes, chunk sizes, ...).
     """
 
@@ -43,7 +45,22 @@ class Case:
     compile_s: float | None = None
     check: Callable[[], dict] | None = None
     peak_device_bytes: Callable[[], int | None] | None = None
+    program_memory: Callable[[], dict | None] | None = None
     info: dict = dataclasses.field(default_factory=dict)
+
+
+def program_memory(compiled: Any) -> dict:
+    """What one call of a compiled JAX program holds on its device, from its
+    ``memory_analysis()``: arguments (parameters and inputs, resident before the call),
+    outputs, temporaries (one block per call, sized by XLA's buffer assignment: the
+    intermediates' peak) and the outputs aliasing arguments; ``bytes`` = arguments + outputs +
+    temporaries - aliased. Exact for the program where a process-wide high-water mark is not
+    (JAX cannot reset it: :mod:`benchmarks.worker`), and defined on CPU too."""
+    m = compiled.memory_analysis()
+    parts = {k: int(getattr(m, k + "_size_in_bytes", 0) or 0)
+             for k in ("argument", "output", "temp", "alias")}
+    return {**{k + "_bytes": v for k, v in parts.items()},
+            "bytes": parts["argument"] + parts["output"] + parts["temp"] - parts["alias"]}
 
 
 def rss_bytes() -> int | None:
@@ -65,6 +82,19 @@ def _loadavg() -> float | None:
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+def _program_memory(case: Case) -> dict | None:
+    if case.program_memory is None:
+        return None
+    t0 = time.perf_counter()
+    try:
+        out = case.program_memory()
+    except Exception as e:  # a figure the backend cannot give is recorded, not fatal
+        return {"error": f"{type(e).__name__}: {e}"}
+    if out is not None:
+        out["lookup_s"] = time.perf_counter() - t0
+    return out
 
 
 def measure(case: Case, *, reps: int = 5, warmup: int = 1, min_time_s: float = 0.0,
@@ -115,6 +145,7 @@ def measure(case: Case, *, reps: int = 5, warmup: int = 1, min_time_s: float = 0
         "peak_rss_before_run_bytes": peak_setup,
         "peak_rss_bytes": peak_rss_bytes(),
         "peak_device_bytes": case.peak_device_bytes() if case.peak_device_bytes else None,
+        "program_memory": _program_memory(case),
         "info": case.info,
     })
     return out

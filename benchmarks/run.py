@@ -301,17 +301,22 @@ def _derived(doc) -> list[dict]:
 
 
 def _memory_ratios(doc) -> list[dict]:
-    """Peak device memory of a T-class call over that of the top-1 call of the same method,
-    model, batch and library (issue 6: at most 2). Needs device-memory figures (GPU)."""
-    def peak(r):
-        return r.get("peak_device_bytes"), r.get("peak_device_bytes_at_most")
+    """Memory of a T-class call over that of the top-1 call of the same method, model, batch
+    and library (issue 6: at most 2), by two measures where the results have them: the peak
+    device memory (``ratio``; on GPU; only an upper bound, ``ratio_at_most``, where a shared
+    JAX process's high-water mark had been set by an earlier workload) and the compiled
+    programs' memory (``program_ratio``: arguments + outputs + temporaries of XLA's buffer
+    assignment, :func:`benchmarks._measure.program_memory`; exact per program, on every
+    backend)."""
+    def program(r):
+        return (r.get("program_memory") or {}).get("bytes")
 
     top1 = {}
     for w in doc["workloads"]:
         s = w["spec"]
         if s["targets"] == "top1" and not s.get("options"):
             for r in w["results"]:
-                if r.get("status") == "ok" and r.get("peak_device_bytes"):
+                if r.get("status") == "ok":
                     top1[(s["method"], models.model_key(s["model"]), s["batch"], r["side"],
                           r["malloc"])] = r
     out = []
@@ -322,14 +327,19 @@ def _memory_ratios(doc) -> list[dict]:
         for r in w["results"]:
             base = top1.get((s["method"], models.model_key(s["model"]), s["batch"], r["side"],
                              r["malloc"]))
-            exact, at_most = peak(r)
-            if r.get("status") != "ok" or not base or not (exact or at_most):
+            if r.get("status") != "ok" or not base:
                 continue
-            b = base["peak_device_bytes"]
-            out.append({"what": "peak device memory, T targets / top-1", "workload": s["id"],
-                        "side": r["side"], "malloc": r["malloc"],
-                        "ratio": exact / b if exact else None,
-                        "ratio_at_most": None if exact else at_most / b, "target": 2.0})
+            b, exact, at_most = (base.get("peak_device_bytes"), r.get("peak_device_bytes"),
+                                 r.get("peak_device_bytes_at_most"))
+            d = {"what": "memory, T targets / top-1", "workload": s["id"], "side": r["side"],
+                 "malloc": r["malloc"], "ratio": exact / b if b and exact else None,
+                 "ratio_at_most": at_most / b if b and at_most and not exact else None,
+                 "program_ratio": (program(r) / program(base)
+                                   if program(r) and program(base) else None),
+                 "program_bytes": program(r), "top1_program_bytes": program(base),
+                 "target": 2.0}
+            if d["ratio"] or d["ratio_at_most"] or d["program_ratio"]:
+                out.append(d)
     return out
 
 
@@ -433,12 +443,18 @@ def table(doc: dict) -> str:
                          f"{d['ratio']:.2f} | {'-' if c is None else f'{c:.2f}'} | "
                          f"<= {d['target']} |")
     if doc.get("memory_ratios"):
-        lines += ["", "| peak device memory, T targets / top-1 | library | ratio | target |",
-                  "|---|---|---|---|"]
+        lines += ["", "| memory, T targets / top-1 | library | malloc | peak device | "
+                  "compiled program | program bytes (T / top-1) | target |",
+                  "|---|---|---|---|---|---|---|"]
         for d in doc["memory_ratios"]:
-            ratio = (f"{d['ratio']:.2f}" if d["ratio"] is not None
-                     else f"<= {d['ratio_at_most']:.2f}")
-            lines.append(f"| {d['workload']} | {d['side']} | {ratio} | <= {d['target']} |")
+            dev = ("-" if d["ratio"] is None and d.get("ratio_at_most") is None
+                   else f"{d['ratio']:.2f}" if d["ratio"] is not None
+                   else f"<= {d['ratio_at_most']:.2f}")
+            prog = d.get("program_ratio")
+            lines.append(f"| {d['workload']} | {d['side']} | {d.get('malloc', '')} | {dev} | "
+                         f"{'-' if prog is None else f'{prog:.2f}'} | "
+                         f"{_fmt_b(d.get('program_bytes'))} / "
+                         f"{_fmt_b(d.get('top1_program_bytes'))} | <= {d['target']} |")
     lines += _bf16_table(doc)
     return "\n".join(lines)
 

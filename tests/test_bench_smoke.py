@@ -57,6 +57,11 @@ def test_smoke_results_are_measurements(smoke):
             assert r["throughput"] == pytest.approx(r["items"] / r["median_s"])
             assert r["peak_rss_bytes"] > 10 * 2**20
             assert r["first_call_s"] > 0
+            if spec["method"] in ("forward", "saliency", "gradcam"):
+                # the compiled program's own memory (the T-class / top-1 ratio's measure)
+                pm = r["program_memory"]
+                assert pm["bytes"] == (pm["argument_bytes"] + pm["output_bytes"]
+                                       + pm["temp_bytes"] - pm["alias_bytes"]) > 0, pm
 
 
 def test_smoke_forward_reports_flops_and_compile_time(smoke):

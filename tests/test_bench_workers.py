@@ -103,17 +103,65 @@ def test_deadline_records_every_workload_as_not_run(tmp_path):
 
 
 def test_memory_ratio_of_ten_classes_to_top1():
-    def w(id, targets, peak=None, at_most=None):
+    def w(id, targets, peak=None, at_most=None, program=None):
         r = {"side": "jaxsal", "malloc": "default", "status": "ok", "peak_device_bytes": peak,
-             "peak_device_bytes_at_most": at_most}
+             "peak_device_bytes_at_most": at_most,
+             "program_memory": None if program is None else {"bytes": program}}
         return {"spec": {"id": id, "method": "saliency", "model": {"name": "vgg16", "size": 224},
                          "batch": 64, "targets": targets}, "results": [r]}
 
-    doc = {"workloads": [w("top1", "top1", peak=4 << 30), w("10", 10, peak=6 << 30),
-                         w("10b", 10, at_most=12 << 30)]}
+    doc = {"workloads": [w("top1", "top1", peak=4 << 30, program=2 << 30),
+                         w("10", 10, peak=6 << 30, program=3 << 30),
+                         w("10b", 10, at_most=12 << 30), w("10c", 10)]}
     got = {d["workload"]: d for d in bench_run._memory_ratios(doc)}
     assert got["10"]["ratio"] == pytest.approx(1.5) and got["10"]["ratio_at_most"] is None
+    assert got["10"]["program_ratio"] == pytest.approx(1.5)
     assert got["10b"]["ratio"] is None and got["10b"]["ratio_at_most"] == pytest.approx(3.0)
+    assert got["10b"]["program_ratio"] is None
+    assert "10c" not in got  # nothing to compare
+
+    # a kept JAX worker (GPU suite): the top-1 peak is only a bound, so the device ratio is
+    # unknown, and the compiled programs' memory gives the figure
+    doc = {"workloads": [w("top1", "top1", at_most=9 << 30, program=2 << 30),
+                         w("10", 10, at_most=16 << 30, program=5 << 30)]}
+    (d,) = bench_run._memory_ratios(doc)
+    assert d["ratio"] is None and d["ratio_at_most"] is None
+    assert d["program_ratio"] == pytest.approx(2.5)
+    row = [line for line in bench_run.table({**_table_doc(), "memory_ratios": [d]}).splitlines()
+           if line.startswith("| 10 |")]
+    assert row == ["| 10 | jaxsal | default | - | 2.50 | 5120 MiB / 2048 MiB | <= 2.0 |"]
+
+
+def _table_doc():
+    return {"suite": "t", "date": "2026-12-04", "devices": ["cpu"], "machine": {},
+            "workloads": []}
+
+
+def test_program_memory_of_the_last_plan_reuses_its_executable(compiles):
+    """The harness reads the memory of the program a jaxsal call ran from its call plan,
+    lowered again with the same arguments: recent JAX finds the executable it already has
+    (seen with 0.10; 0.4.38 compiles it again, outside the timed calls)."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxsal
+    from benchmarks import side_jaxsal
+
+    k = jax.random.split(jax.random.key(3), 2)
+    params = {"w": jax.random.normal(k[0], (12, 5))}
+    model = jaxsal.FunctionModel(lambda p, x: jnp.tanh(x.reshape(x.shape[0], -1) @ p["w"]),
+                                 params)
+    x = jax.random.normal(k[1], (4, 2, 2, 3))
+    jaxsal.saliency(model, x, [0, 1, 2])
+    before = compiles.n
+    m = side_jaxsal.last_plan_memory("saliency", model, x)
+    if jax.__version_info__ >= (0, 10):
+        assert compiles.n == before
+    assert m["bytes"] == m["argument_bytes"] + m["output_bytes"] + m["temp_bytes"] - m[
+        "alias_bytes"]
+    assert m["argument_bytes"] >= (12 * 5 + 4 * 12) * 4 and m["output_bytes"] == 4 * 3 * 2 * 2 * 4
+    assert side_jaxsal.last_plan_memory("gradcam", model, x) is None  # another method's
+    assert side_jaxsal.last_plan_memory("saliency", model, x[:2]) is None  # another shape
 
 
 def test_device_peak_flops_by_name():
