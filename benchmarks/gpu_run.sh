@@ -9,6 +9,10 @@
 # $OUT/gpu.md (the README table) and $OUT/gpu.log; $OUT defaults to benchmarks/results.
 # JAXSAL_GPU_BUDGET_S (default 540): seconds for everything here; the suite's --deadline is
 # what the setup leaves of it, and the workers stop at it keeping what they measured.
+# JAXSAL_GPU_ONEOFFS=1: also the VGG16 224x224 A/B one-offs of benchmarks/README items 12-14
+# (chunk_padding, cam_chunks, host_overhead; each into $OUT/<name>.txt, each stopped at 150 s
+# or at what is left of the budget); JAXSAL_GPU_SUITE=0 skips the suite (a second call for
+# the one-offs alone: JAXSAL_GPU_SUITE=0 JAXSAL_GPU_ONEOFFS=1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -41,6 +45,20 @@ assert gpu or os.environ.get('JAXSAL_ALLOW_CPU') == '1', 'JAX or PyTorch sees no
       --parts 1,2,4 > "$out/gpu_profile.txt" 2>&1
     echo "== profile: exit $?, $(wc -l < "$out/gpu_profile.txt") lines"
     (cd /tmp && tar czf - jaxsal_prof) > "$out/gpu_profile_xplanes.tgz"
+  fi
+  if [ "${JAXSAL_GPU_ONEOFFS:-0}" = 1 ]; then
+    for name in chunk_padding cam_chunks host_overhead; do
+      left=$((budget - (SECONDS - start) - 10))
+      limit=$((left < 150 ? left : 150))
+      if [ "$limit" -lt 20 ]; then echo "== $name: not run, ${left} s left"; continue; fi
+      timeout "$limit" python3 -W ignore -m "benchmarks.oneoff.$name" vgg16_224 \
+        > "$out/$name.txt" 2>&1
+      echo "== $name: exit $? (limit ${limit} s), $(wc -l < "$out/$name.txt") lines"
+    done
+  fi
+  if [ "${JAXSAL_GPU_SUITE:-1}" = 0 ]; then
+    echo "== done in $((SECONDS - start)) s (suite not run: JAXSAL_GPU_SUITE=0)"
+    exit 0
   fi
   left=$((budget - (SECONDS - start)))
   echo "== setup took $((SECONDS - start)) s; suite deadline ${left} s"
