@@ -10,7 +10,7 @@
 # JAXSAL_GPU_BUDGET_S (default 540): seconds for everything here; the suite's --deadline is
 # what the setup leaves of it, and the workers stop at it keeping what they measured.
 # Order: the suite (JAXSAL_GPU_SUITE=0 leaves it out), then with JAXSAL_GPU_PROFILE=1 the
-# kernel profile (oneoff/gpu_profile.py, at most 170 s), then with JAXSAL_GPU_ONEOFFS=1 the
+# kernel profile (oneoff/gpu_profile.py, at most 200 s), then with JAXSAL_GPU_ONEOFFS=1 the
 # VGG16 224x224 A/B one-offs of benchmarks/README items 12-14 (chunk_padding, cam_chunks,
 # host_overhead, each at most 150 s, into $OUT/<name>.txt); the suite's deadline leaves
 # them their time, each stops at what is left of the budget. Two device calls, the second
@@ -41,7 +41,7 @@ assert gpu or os.environ.get('JAXSAL_ALLOW_CPU') == '1', 'JAX or PyTorch sees no
   KERAS_BACKEND=numpy python3 -m benchmarks.models vgg16_224 || exit 1
   # what the profile and the one-offs get when they follow the suite in the same call
   reserve=0
-  [ "${JAXSAL_GPU_PROFILE:-0}" = 1 ] && reserve=$((reserve + 170))
+  [ "${JAXSAL_GPU_PROFILE:-0}" = 1 ] && reserve=$((reserve + 200))
   [ "${JAXSAL_GPU_ONEOFFS:-0}" = 1 ] && reserve=$((reserve + 300))
   # one persistent compilation cache for everything here, emptied before the suite so that
   # its compile column stays a cold compile; the profile and the one-offs (which build the
@@ -71,18 +71,19 @@ open(sys.argv[2], "w").write(run.table(doc) + "\n")
 PY
     echo "== suite done at $((SECONDS - start)) s (harness exit $rc)"
   fi
-  # JAXSAL_GPU_PROFILE=1: the kernel profile of the suite's gradient programs and of the
-  # bfloat16 ones (benchmarks/oneoff/gpu_profile.py, parts 1, 2 and 4, at most 170 s) into
+  # JAXSAL_GPU_PROFILE=1: the kernel profile of the suite's gradient programs, the
+  # bfloat16 ones and class maximization (oneoff/gpu_profile.py, parts 1, 2, 4 and 5, at most
+  # 200 s) into
   # $out/gpu_profile.txt and its traces into $out/gpu_profile_xplanes.tgz
   if [ "${JAXSAL_GPU_PROFILE:-0}" = 1 ]; then
     left=$((budget - (SECONDS - start) - 10))
-    limit=$((left < 170 ? left : 170))
+    limit=$((left < 200 ? left : 200))
     if [ "$limit" -lt 30 ]; then
       echo "== profile: not run, ${left} s left"
     else
       rm -rf /tmp/jaxsal_prof
       timeout "$limit" python3 -W ignore -m benchmarks.oneoff.gpu_profile /tmp/jaxsal_prof \
-        --parts 1,2,4 > "$out/gpu_profile.txt" 2>&1
+        --parts 1,2,4,5 > "$out/gpu_profile.txt" 2>&1
       echo "== profile: exit $? (limit ${limit} s), $(wc -l < "$out/gpu_profile.txt") lines"
       (cd /tmp && tar czf - jaxsal_prof) > "$out/gpu_profile_xplanes.tgz"
     fi

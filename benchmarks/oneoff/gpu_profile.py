@@ -19,7 +19,8 @@ zero everywhere (ReLU of a negative weighted sum). Part 4: the top-1 saliency wi
 ``precision="bfloat16"``, timed and profiled (which types cuDNN's kernels ran in), then a
 variant whose backward convolutions and matmuls also return bfloat16 (in case cuDNN has no
 fast kernel for bfloat16 operands with a float32 output), timed, profiled and its maps'
-Pearson r against float32's.
+Pearson r against float32's. Part 5: class maximization (the suite's 10 classes x 256
+steps), one call traced: GPU kernel time per step against wall time per step.
 
 The first run (tree of commit 5b45ecc, before the max-pooling and ReLU changes) had part 2
 compare the importer's max pooling then (windows transposed last, an argmax) with
@@ -46,9 +47,11 @@ import numpy as np
 
 from benchmarks import data, models, side_jaxsal
 
-# a dry run on a CPU: PROFILE_SIZE=32 PROFILE_BATCH=2 (after python -m benchmarks.models vgg16_32)
+# a dry run on a CPU: PROFILE_SIZE=32 PROFILE_BATCH=2 PROFILE_STEPS=8 (after python -m
+# benchmarks.models vgg16_32)
 SIZE = int(os.environ.get("PROFILE_SIZE", 224))
 BATCH = int(os.environ.get("PROFILE_BATCH", 64))
+STEPS = int(os.environ.get("PROFILE_STEPS", 256))  # part 5's optimizer steps
 VGG = {"name": "vgg16", "size": SIZE}
 
 # kernel-name patterns, first match wins
@@ -85,7 +88,8 @@ def median_ms(run, reps=10):
 
 
 def profile(label, run, outdir, calls=3):
-    """Trace ``calls`` calls, keep the trace in ``outdir`` and print its summary."""
+    """Trace ``calls`` calls, keep the trace in ``outdir`` and print its summary; returns
+    the GPU kernel time per call in ms (``None`` without GPU kernels)."""
     tmp = tempfile.mkdtemp()
     with jax.profiler.trace(tmp):
         for _ in range(calls):
@@ -93,11 +97,11 @@ def profile(label, run, outdir, calls=3):
     files = glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)
     if not files:
         print(f"  [{label}] no xplane file written")
-        return
+        return None
     safe = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
     path = os.path.join(outdir, f"{safe}.xplane.pb")
     shutil.copy(files[0], path)
-    summarize(label, path, calls)
+    return summarize(label, path, calls)
 
 
 def summarize(label, path, calls=3):
@@ -109,7 +113,7 @@ def summarize(label, path, calls=3):
     gpu_planes = [p for p in pd.planes if p.name.startswith("/device:GPU")]
     if not gpu_planes:
         print(f"  [{label}] planes: {[p.name for p in pd.planes]}")
-        return
+        return None
     first = True
     ops = collections.Counter()
     for plane in gpu_planes:
@@ -134,7 +138,7 @@ def summarize(label, path, calls=3):
     if not kernels:
         print(f"  [{label}] no kernels; lines: "
               f"{[(p.name, [ln.name for ln in p.lines]) for p in gpu_planes]}")
-        return
+        return None
     total = sum(v[0] for v in kernels.values()) / calls / 1e6
     by_cat = collections.Counter()
     for name, (ns, _, _) in kernels.items():
@@ -149,6 +153,7 @@ def summarize(label, path, calls=3):
         print("    top HLO ops of the 'XLA Ops' line (ms per call):")
         for name, ns in ops.most_common(10):
             print(f"      {ns / calls / 1e6:8.2f}  {name[:100]}")
+    return total
 
 
 @contextlib.contextmanager
@@ -281,6 +286,26 @@ def pearson(a, b):
     return np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1), np.nan)
 
 
+def part5(outdir):
+    """Class maximization (the first run: 1.14x a PyTorch Adam loop, target 4x; 5.3 ms per
+    step for 10 images): the suite's own program (``bench_maximize.case``, 10 classes x
+    ``STEPS`` steps in one ``lax.scan``), one call traced. GPU kernel time per step against
+    wall time per step: what the kernels take, and how long the GPU waits between them
+    (launches of a loop's many small kernels)."""
+    from benchmarks import bench_maximize, suites
+
+    s = dict(next(w for w in suites.GPU if w["id"] == "vgg16/maximize 10cls x256 steps"),
+             model=VGG, steps=STEPS)
+    case = bench_maximize.case(s)
+    med, mn = median_ms(case.run, reps=3)
+    print(f"jaxsal maximize 10 classes x {STEPS} steps: median {med:.1f} ms, min {mn:.1f} ms "
+          f"({med / STEPS:.3f} ms per step)", flush=True)
+    kernels = profile("jaxsal maximize 10cls", case.run, outdir, calls=1)
+    if kernels:
+        print(f"  per step: wall {med / STEPS:.3f} ms, GPU kernels {kernels / STEPS:.3f} ms, "
+              f"between kernels {(med - kernels) / STEPS:.3f} ms", flush=True)
+
+
 def part3():
     import jaxsal
 
@@ -315,11 +340,12 @@ def main(argv):
             summarize(os.path.basename(path)[:-len(".xplane.pb")], path)
         return
     outdir = argv[0] if argv else "gpu_profile_out"
-    parts = argv[2].split(",") if argv[1:2] == ["--parts"] else ["1", "2", "3", "4"]
+    parts = argv[2].split(",") if argv[1:2] == ["--parts"] else ["1", "2", "3", "4", "5"]
     os.makedirs(outdir, exist_ok=True)
     print("device", jax.devices()[0], getattr(jax.devices()[0], "device_kind", ""),
           "jax", jax.__version__, "parts", parts, flush=True)
-    chosen = {"1": part1, "2": lambda: part2(outdir), "3": part3, "4": lambda: part4(outdir)}
+    chosen = {"1": part1, "2": lambda: part2(outdir), "3": part3, "4": lambda: part4(outdir),
+              "5": lambda: part5(outdir)}
     for part in (chosen[p] for p in parts):
         t = time.perf_counter()
         try:
