@@ -35,7 +35,7 @@ METHODS = [("saliency", {}), ("guided_backprop", {}),
            ("gradcam", {"layer": "block5_conv3", "upsample": True})]
 
 
-def naive_program(model, method: str, t: int | None):
+def naive_program(model, t: int | None):
     """The suite's naive saliency (``side_jaxsal.build_naive``) lowered on shapes only."""
     def f(params, x, cts):
         _, pullback = jax.vjp(lambda a: model.apply(params, a), x)
@@ -76,7 +76,7 @@ def main(argv):
                 int(LIMITS[device] * base.ACCELERATOR_BUDGET_FRACTION))):
         for t in (None, 10):
             name = f"naive saliency {'top1' if t is None else '10cls'}"
-            m = program_memory(naive_program(model, "saliency", t))
+            m = program_memory(naive_program(model, t))
             print(f"{name}: {mib(m['bytes'])} (temporaries {mib(m['temp_bytes'])}); measured "
                   f"peak on the H200 {gpu_peaks[name]:,} MiB", flush=True)
         for method, opts in METHODS:
