@@ -77,14 +77,39 @@ def _block(tree):
     return jax.block_until_ready(tree)
 
 
+def presets() -> dict:
+    """Named option sets of ``jaxsal.maximize`` a workload spec can ask for (``"preset"``).
+
+    ``"adam-roll"``: the objective of the GPU suite's PyTorch peer
+    (``benchmarks.side_torch._maximize``), for a comparison of the same work: the unit's
+    logit (or channel mean) alone, no regularizer, the same random shift of the whole batch
+    each step by up to 4 pixels with wrap-around (``torch.roll``), Adam at 0.05 on the pixel
+    values themselves, kept in the input range (clipped each step; the loop clamps once at
+    the end, an element-wise difference). jaxsal's defaults do more per step (jitter by 16
+    pixels, random scale and rotation, total variation, L1, a blur every 8 steps, sigmoid
+    pixels)."""
+    import jaxsal
+
+    return {"adam-roll": dict(parameterization=jaxsal.pixels(squash="clip"), regularizers=(),
+                              transforms=jaxsal.jitter(4, mode="wrap"), learning_rate=0.05)}
+
+
 def case(spec: dict, **options) -> Case:
     """A ready-to-time :class:`Case` for one workload ``spec`` (see the module docstring).
 
-    ``options`` are passed to ``jaxsal.maximize`` (default options otherwise)."""
+    ``options`` are passed to ``jaxsal.maximize`` on top of the spec's ``"preset"``
+    (:func:`presets`; default options otherwise)."""
     import numpy as np
 
     from jaxsal._src.maximize import maximize_program
     from model_import import load_keras
+
+    preset = spec.get("preset")
+    if preset is not None:
+        known = presets()
+        if preset not in known:
+            raise ValueError(f"preset: expected one of {sorted(known)}, got {preset!r}")
+        options = {**known[preset], **options}
 
     path = models.build(spec["model"]) if spec["model"]["name"] != "mnist" else \
         models.model_path(spec["model"])
@@ -113,7 +138,7 @@ def case(spec: dict, **options) -> Case:
         return out
 
     info = {"input_shape": list(shape), "units": len(units), "steps": steps, "layer": layer,
-            "options": sorted(options) or "defaults",
+            "options": sorted(options) or "defaults", "preset": preset,
             "compiled_program": "one jit: lax.scan over steps, vmap over units"}
     return Case(run, items=len(units) * steps, unit="image-steps/s", compile_s=compile_s,
                 check=check, info=info)

@@ -2,8 +2,9 @@
 side: ``id``, ``model`` (``{"name", "size"}``), ``method``, ``batch``, ``targets`` (an int T:
 classes 0..T-1 for every input, or ``"top1"``: each input's predicted class), optional
 ``layer``, ``steps``, ``samples``, ``sides`` (libraries that run it; the first is jaxsal),
-``target`` (the speed-up over the peer that issue 6 asks for) and ``note``. A suite runs in
-list order, every library of a workload before the next workload.
+``target`` (the speed-up over the peer that issue 6 asks for), ``preset`` (maximization:
+options of ``jaxsal.maximize`` by name, ``benchmarks.bench_maximize.presets``) and ``note``.
+A suite runs in list order, every library of a workload before the next workload.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ VGG_TINY_NOTE = ("VGG16 (weights=None, 1000 classes) at a 32x32 input: 1000 back
 
 BF16_NOTE = ("precision='bfloat16' (opt-in): the check compares every map with the float32 "
              "maps of the same call (Pearson r, issue 6 asks >= 0.99)")
+
+
+ADAM_ROLL_NOTE = ("the PyTorch loop's objective on both sides (bench_maximize.presets()"
+                  "['adam-roll']: the unit alone, no regularizer, a random roll of up to 4 "
+                  "pixels, Adam at 0.05 on clipped pixels)")
+DEFAULTS_NOTE = ("jaxsal.maximize's default options (jitter, random scale and rotation, total "
+                 "variation, L1, blur every 8 steps, sigmoid pixels): more work per step than "
+                 "the PyTorch loop, so no peer")
 
 
 def _w(id, model, method, batch=None, targets=None, sides=("jaxsal",), **kw):
@@ -107,7 +116,7 @@ GPU = [
     _w("vgg16/gradcam block5_conv3 10cls b64", VGG, "gradcam", 64, 10, layer="block5_conv3",
        sides=("jaxsal", "naive", "gradcam"), target=2.5),
     _w("vgg16/maximize 10cls x256 steps", VGG, "maximize", None, 10, steps=256,
-       sides=("jaxsal", "torch"), target=4.0),
+       sides=("jaxsal", "torch"), target=4.0, preset="adam-roll", note=ADAM_ROLL_NOTE),
     # --- B: precision, memory, import, and the workloads without a target
     _w("vgg16/saliency 10cls b64 bf16", VGG, "saliency", 64, 10,
        options={"precision": "bfloat16"}, note=BF16_NOTE),
@@ -122,9 +131,12 @@ GPU = [
     _w("vgg16/ig 50 steps top1 b16", VGG, "ig", 16, "top1", steps=50,
        sides=("jaxsal", "captum")),
     _w("vgg16/maximize block3_conv3 64 filters x256 steps", VGG, "maximize", None, 64,
-       steps=256, layer="block3_conv3", sides=("jaxsal", "torch")),
+       steps=256, layer="block3_conv3", sides=("jaxsal", "torch"), preset="adam-roll",
+       note=ADAM_ROLL_NOTE),
     _w("vgg16/scorecam block5_conv3 10cls b16", VGG, "scorecam", 16, 10, layer="block5_conv3",
        sides=("jaxsal", "gradcam")),
+    _w("vgg16/maximize 10cls x256 steps, jaxsal defaults", VGG, "maximize", None, 10,
+       steps=256, sides=("jaxsal",), note=DEFAULTS_NOTE),
 ]
 
 # Smoke: tiny, jaxsal only, for CI (< 60 s).
@@ -151,7 +163,7 @@ GPU_SMOKE = [
     _w("mnist/gradcam conv2d_2 3cls b4", MNIST, "gradcam", 4, 3, layer="conv2d_2",
        sides=("jaxsal", "naive", "gradcam"), target=2.5),
     _w("mnist/maximize 3cls x8 steps", MNIST, "maximize", None, 3, steps=8,
-       sides=("jaxsal", "torch"), target=4.0),
+       sides=("jaxsal", "torch"), target=4.0, preset="adam-roll"),
     _w("mnist/saliency 3cls b4 bf16", MNIST, "saliency", 4, 3,
        options={"precision": "bfloat16"}),
     _w("mnist/scorecam conv2d_2 2cls b2", MNIST, "scorecam", 2, 2, layer="conv2d_2",
@@ -160,7 +172,7 @@ GPU_SMOKE = [
        sides=("jaxsal", "captum")),
     _w("mnist/ig 4 steps top1 b2", MNIST, "ig", 2, "top1", steps=4, sides=("jaxsal", "captum")),
     _w("mnist/maximize conv2d_2 4 filters x8 steps", MNIST, "maximize", None, 4, steps=8,
-       layer="conv2d_2", sides=("jaxsal", "torch")),
+       layer="conv2d_2", sides=("jaxsal", "torch"), preset="adam-roll"),
 ]
 
 SUITES = {"cpu": CPU, "gpu": GPU, "smoke": SMOKE, "gpu-smoke": GPU_SMOKE}

@@ -288,8 +288,9 @@ def pearson(a, b):
 
 def part5(outdir):
     """Class maximization (the first run: 1.14x a PyTorch Adam loop, target 4x; 5.3 ms per
-    step for 10 images): the suite's own program (``bench_maximize.case``, 10 classes x
-    ``STEPS`` steps in one ``lax.scan``), one call traced. GPU kernel time per step against
+    step for 10 images, with jaxsal's default options): the suite's own program
+    (``bench_maximize.case`` with the suite's ``"adam-roll"`` preset, the PyTorch loop's
+    objective; 10 classes x ``STEPS`` steps in one ``lax.scan``), one call traced. GPU kernel time per step against
     wall time per step: what the kernels take, and how long the GPU waits between them
     (launches of a loop's many small kernels)."""
     from benchmarks import bench_maximize, suites
