@@ -1,0 +1,53 @@
+"""One-off (issue 6): the spread of the MNIST top-1 saliency's call time, in one process.
+
+The suite times 5 calls after one warm-up per worker; on the 2-core VM single calls of this
+~25 ms program vary by up to 2x. Here: 60 calls after 5 warm-ups, percentiles, in each of
+``RUNS`` fresh processes (the suite's model, inputs and call: ``jaxsal.saliency(model, x)``,
+64 images, each image's predicted class).
+
+    python -m benchmarks.oneoff.mnist_top1_spread
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+RUNS = 3
+
+
+def one() -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxsal
+    from benchmarks import data, models, suites
+
+    spec = next(w for w in suites.CPU if w["id"] == "mnist/saliency top1 b64")
+    model = models.logits_model(models.model_path(spec["model"]))
+    x = jnp.asarray(data.inputs(spec, spec["batch"]))
+
+    def call():
+        return jax.block_until_ready(jaxsal.saliency(model, x))
+
+    for _ in range(5):
+        call()
+    ts = []
+    for _ in range(60):
+        t = time.perf_counter()
+        call()
+        ts.append(1e3 * (time.perf_counter() - t))
+    q = np.percentile(ts, [0, 10, 50, 90, 100])
+    print("60 calls, ms at percentiles 0/10/50/90/100: "
+          + " / ".join(f"{v:.1f}" for v in q), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--one"]:
+        one()
+    else:
+        print(f"loadavg {os.getloadavg()[0]:.2f}", flush=True)
+        for _ in range(RUNS):
+            subprocess.run([sys.executable, "-m", "benchmarks.oneoff.mnist_top1_spread",
+                            "--one"], check=True)
