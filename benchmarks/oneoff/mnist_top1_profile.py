@@ -15,13 +15,10 @@ import glob
 import os
 import statistics
 import tempfile
-import time
 
 import jax
-import jax.numpy as jnp
 
-import jaxsal
-from benchmarks import data, models, suites
+from benchmarks.oneoff.mnist_top1_spread import call_times_ms, suite_call
 
 CALLS = 10
 
@@ -29,21 +26,9 @@ CALLS = 10
 def main():
     from jax.profiler import ProfileData
 
-    spec = next(w for w in suites.CPU if w["id"] == "mnist/saliency top1 b64")
-    model = models.logits_model(models.model_path(spec["model"]))
-    x = jnp.asarray(data.inputs(spec, spec["batch"]))
-
-    def call():
-        return jax.block_until_ready(jaxsal.saliency(model, x))
-
-    for _ in range(5):
-        call()
-    ts = []
-    for _ in range(30):
-        t = time.perf_counter()
-        call()
-        ts.append(1e3 * (time.perf_counter() - t))
-    print(f"median of 30 calls {statistics.median(ts):.1f} ms", flush=True)
+    call = suite_call()
+    print(f"median of 30 calls {statistics.median(call_times_ms(call, 5, 30)):.1f} ms",
+          flush=True)
     tmp = tempfile.mkdtemp()
     with jax.profiler.trace(tmp):
         for _ in range(CALLS):

@@ -16,10 +16,10 @@ import time
 RUNS = 3
 
 
-def one() -> None:
+def suite_call():
+    """The suite's call, ready: ``jaxsal.saliency(model, x)`` on its 64 MNIST images."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     import jaxsal
     from benchmarks import data, models, suites
@@ -27,17 +27,24 @@ def one() -> None:
     spec = next(w for w in suites.CPU if w["id"] == "mnist/saliency top1 b64")
     model = models.logits_model(models.model_path(spec["model"]))
     x = jnp.asarray(data.inputs(spec, spec["batch"]))
+    return lambda: jax.block_until_ready(jaxsal.saliency(model, x))
 
-    def call():
-        return jax.block_until_ready(jaxsal.saliency(model, x))
 
-    for _ in range(5):
+def call_times_ms(call, warmup: int, calls: int) -> list[float]:
+    for _ in range(warmup):
         call()
     ts = []
-    for _ in range(60):
+    for _ in range(calls):
         t = time.perf_counter()
         call()
         ts.append(1e3 * (time.perf_counter() - t))
+    return ts
+
+
+def one() -> None:
+    import numpy as np
+
+    ts = call_times_ms(suite_call(), 5, 60)
     q = np.percentile(ts, [0, 10, 50, 90, 100])
     print("60 calls, ms at percentiles 0/10/50/90/100: "
           + " / ".join(f"{v:.1f}" for v in q), flush=True)
