@@ -425,19 +425,23 @@ class _LRU:
         self.data: collections.OrderedDict = collections.OrderedDict()
         self.lock = threading.Lock()
 
+    def _lookup(self, key) -> tuple[bool, Any]:
+        """``(True, value)`` for a kept ``key`` (now the most recently used), else
+        ``(False, None)``."""
+        with self.lock:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return True, self.data[key]
+        return False, None
+
     def find(self, key):
         """The value kept for ``key`` (now the most recently used), or ``None``."""
-        with self.lock:
-            if key in self.data:
-                self.data.move_to_end(key)
-                return self.data[key]
-        return None
+        return self._lookup(key)[1]
 
     def get(self, key, make):
-        with self.lock:
-            if key in self.data:
-                self.data.move_to_end(key)
-                return self.data[key]
+        found, value = self._lookup(key)
+        if found:
+            return value
         value = make()
         with self.lock:
             self.data[key] = value

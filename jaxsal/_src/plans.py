@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.validate import _all_finite, check_input, not_finite
 
 Array = jax.Array
 
@@ -48,8 +49,6 @@ class Plan:
         has been dispatched (the host then waits for the small check alone, while the
         program runs): the maps of an input that fails it are discarded and the same error
         raised. The full path checks before it dispatches anything."""
-        from jaxsal._src.validate import _all_finite, check_input, not_finite
-
         check = dict(self.check)
         deferred = bool(check.get("check_finite")) and isinstance(x, jax.Array)
         if deferred:
