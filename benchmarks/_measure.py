@@ -84,7 +84,7 @@ def _loadavg() -> float | None:
         return None
 
 
-def _program_memory(case: Case) -> dict | None:
+def _read_program_memory(case: Case) -> dict | None:
     if case.program_memory is None:
         return None
     t0 = time.perf_counter()
@@ -145,7 +145,7 @@ def measure(case: Case, *, reps: int = 5, warmup: int = 1, min_time_s: float = 0
         "peak_rss_before_run_bytes": peak_setup,
         "peak_rss_bytes": peak_rss_bytes(),
         "peak_device_bytes": case.peak_device_bytes() if case.peak_device_bytes else None,
-        "program_memory": _program_memory(case),
+        "program_memory": _read_program_memory(case),
         "info": case.info,
     })
     return out

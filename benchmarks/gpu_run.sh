@@ -39,10 +39,24 @@ gpu = jax.default_backend() == 'gpu' and torch.cuda.is_available()
 assert gpu or os.environ.get('JAXSAL_ALLOW_CPU') == '1', 'JAX or PyTorch sees no GPU'" || exit 1
   # the VGG16 file: Keras's NumPy backend (no JAX/Keras version coupling, no compiles)
   KERAS_BACKEND=numpy python3 -m benchmarks.models vgg16_224 || exit 1
+  # at most this long: the profile, each one-off
+  profile_s=200
+  oneoff_s=150
   # what the profile and the one-offs get when they follow the suite in the same call
   reserve=0
-  [ "${JAXSAL_GPU_PROFILE:-0}" = 1 ] && reserve=$((reserve + 200))
-  [ "${JAXSAL_GPU_ONEOFFS:-0}" = 1 ] && reserve=$((reserve + 300))
+  [ "${JAXSAL_GPU_PROFILE:-0}" = 1 ] && reserve=$((reserve + profile_s))
+  [ "${JAXSAL_GPU_ONEOFFS:-0}" = 1 ] && reserve=$((reserve + 2 * oneoff_s))
+  # bounded NAME MAX MIN FILE CMD...: CMD, its output into FILE, stopped after MAX s or at
+  # what is left of the budget (less 10 s); not run (status 1) with less than MIN s left
+  bounded() {
+    local name=$1 max=$2 min=$3 file=$4
+    shift 4
+    local left=$((budget - (SECONDS - start) - 10))
+    local limit=$((left < max ? left : max))
+    if [ "$limit" -lt "$min" ]; then echo "== $name: not run, ${left} s left"; return 1; fi
+    timeout "$limit" "$@" > "$file" 2>&1
+    echo "== $name: exit $? (limit ${limit} s), $(wc -l < "$file") lines"
+  }
   # one persistent compilation cache for everything here, emptied before the suite so that
   # its compile column stays a cold compile; the profile and the one-offs (which build the
   # suite's own programs again) then load what the suite compiled, in this call or in the
@@ -76,26 +90,15 @@ PY
   # 200 s) into
   # $out/gpu_profile.txt and its traces into $out/gpu_profile_xplanes.tgz
   if [ "${JAXSAL_GPU_PROFILE:-0}" = 1 ]; then
-    left=$((budget - (SECONDS - start) - 10))
-    limit=$((left < 200 ? left : 200))
-    if [ "$limit" -lt 30 ]; then
-      echo "== profile: not run, ${left} s left"
-    else
-      rm -rf /tmp/jaxsal_prof
-      timeout "$limit" python3 -W ignore -m benchmarks.oneoff.gpu_profile /tmp/jaxsal_prof \
-        --parts 1,2,4,5 > "$out/gpu_profile.txt" 2>&1
-      echo "== profile: exit $? (limit ${limit} s), $(wc -l < "$out/gpu_profile.txt") lines"
-      (cd /tmp && tar czf - jaxsal_prof) > "$out/gpu_profile_xplanes.tgz"
-    fi
+    rm -rf /tmp/jaxsal_prof
+    bounded profile "$profile_s" 30 "$out/gpu_profile.txt" python3 -W ignore \
+      -m benchmarks.oneoff.gpu_profile /tmp/jaxsal_prof --parts 1,2,4,5 \
+      && (cd /tmp && tar czf - jaxsal_prof) > "$out/gpu_profile_xplanes.tgz"
   fi
   if [ "${JAXSAL_GPU_ONEOFFS:-0}" = 1 ]; then
     for name in chunk_padding cam_chunks host_overhead; do
-      left=$((budget - (SECONDS - start) - 10))
-      limit=$((left < 150 ? left : 150))
-      if [ "$limit" -lt 20 ]; then echo "== $name: not run, ${left} s left"; continue; fi
-      timeout "$limit" python3 -W ignore -m "benchmarks.oneoff.$name" vgg16_224 \
-        > "$out/$name.txt" 2>&1
-      echo "== $name: exit $? (limit ${limit} s), $(wc -l < "$out/$name.txt") lines"
+      bounded "$name" "$oneoff_s" 20 "$out/$name.txt" python3 -W ignore \
+        -m "benchmarks.oneoff.$name" vgg16_224
     done
   fi
   echo "== done in $((SECONDS - start)) s (harness exit $rc)"

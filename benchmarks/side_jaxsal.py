@@ -52,17 +52,25 @@ def device_peak_bytes() -> int | None:
     return stats.get("peak_bytes_in_use")
 
 
-def last_plan_memory(name: str, model, x) -> dict | None:
-    """:func:`~benchmarks._measure.program_memory` of the program that the last call of
-    ``jaxsal.<name>`` on an input shaped like ``x`` ran: the most recently used call plan
-    (:mod:`jaxsal._src.plans`), lowered again with the same arguments, which finds the
-    executable JAX already compiled (no second compilation with recent JAX; 0.4.38 compiles
-    it again, after the timed calls). ``None`` when the last plan is another call's (a
-    method without plans)."""
+def last_plan():
+    """``(key, plan)`` of the call plan used last (:mod:`jaxsal._src.plans`: the plan of the
+    jaxsal call that ran last, if that method keeps plans), or ``None``."""
     from jaxsal._src import plans
 
     with plans.PLANS.lock:
-        last = next(reversed(plans.PLANS.data.items()), None)
+        return next(reversed(plans.PLANS.data.items()), None)
+
+
+def last_plan_memory(name: str, model, x) -> dict | None:
+    """:func:`~benchmarks._measure.program_memory` of the program that the last call of
+    ``jaxsal.<name>`` on an input shaped like ``x`` ran: the most recently used call plan
+    (:func:`last_plan`), lowered again with the same arguments, which finds the
+    executable JAX already compiled (no second compilation with recent JAX; 0.4.38 compiles
+    it again, after the timed calls). ``None`` when the last plan is another call's (a
+    method without plans)."""
+    last = last_plan()
+    # a plan's key starts (method name, model function, input type, input shape, ...):
+    # jaxsal._src.plans.key
     if last is None or last[0][0] != name or last[0][3] != tuple(x.shape):
         return None
     plan = last[1]

@@ -17,14 +17,25 @@ import jaxsal
 from benchmarks import models
 
 
+def interleaved_ms(calls: dict, warmup: int = 1, rounds: int = 5) -> dict:
+    """Wall milliseconds of each call of ``calls`` (name -> function), each waited for:
+    ``warmup`` untimed calls of each (the first compiles), then ``rounds`` rounds of one
+    call of each in turn (a slower stretch of a shared VM hits all of them alike)."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            jax.block_until_ready(fn())
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(1e3 * (time.perf_counter() - t0))
+    return times
+
+
 def median_ms(fn, reps=5):
-    jax.block_until_ready(fn())  # compile + warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    """Median wall milliseconds of ``reps`` calls of ``fn`` after one warm-up call."""
+    return statistics.median(interleaved_ms({"fn": fn}, 1, reps)["fn"])
 
 
 def main():

@@ -12,7 +12,6 @@ suite builds them, 5 warm-up calls each, then 100 rounds of one call each, perce
 
 import subprocess
 import sys
-import time
 
 RUNS = 2
 
@@ -21,18 +20,11 @@ def one() -> None:
     import numpy as np
 
     from benchmarks import side_jaxsal, suites
+    from benchmarks.oneoff.gpu_chunks import interleaved_ms
 
     spec = next(w for w in suites.CPU if w["id"] == "mobilenetv2/gradcam Conv_1 10cls b16")
     cases = {"jaxsal": side_jaxsal.build(spec), "naive": side_jaxsal.build_naive(spec)}
-    for c in cases.values():
-        for _ in range(5):
-            c.run()
-    ts = {k: [] for k in cases}
-    for _ in range(100):
-        for k, c in cases.items():
-            t = time.perf_counter()
-            c.run()
-            ts[k].append(1e3 * (time.perf_counter() - t))
+    ts = interleaved_ms({k: c.run for k, c in cases.items()}, 5, 100)
     med = {k: float(np.median(v)) for k, v in ts.items()}
     for k, v in ts.items():
         print(f"{k}: ms at percentiles 0/10/50/90: "

@@ -13,13 +13,13 @@ their own.
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "numpy")
 
 import jax  # noqa: E402
 
 from benchmarks import bench_maximize  # noqa: E402
+from benchmarks.oneoff.gpu_chunks import interleaved_ms  # noqa: E402
 
 CASES = {  # name: (model spec, units, steps, repetitions)
     "mnist": ({"name": "mnist"}, 10, 200, 5),
@@ -37,19 +37,12 @@ def main(argv):
                 "targets": units, "steps": steps}
         cases = {"defaults": bench_maximize.case(spec),
                  "adam-roll": bench_maximize.case(dict(spec, preset="adam-roll"))}
-        times = {k: [] for k in cases}
-        for c in cases.values():
-            c.run()
-        for _ in range(reps):
-            for k, c in cases.items():
-                t = time.perf_counter()
-                c.run()
-                times[k].append(time.perf_counter() - t)
+        times = interleaved_ms({k: c.run for k, c in cases.items()}, 1, reps)
         med = {k: statistics.median(v) for k, v in times.items()}
         for k in cases:
-            print(f"{name} {units} units x {steps} steps, {k}: {1e3 * med[k]:.1f} ms "
-                  f"({1e3 * med[k] / steps:.2f} ms per step; {reps} calls "
-                  f"{', '.join(f'{1e3 * t:.0f}' for t in times[k])})", flush=True)
+            print(f"{name} {units} units x {steps} steps, {k}: {med[k]:.1f} ms "
+                  f"({med[k] / steps:.2f} ms per step; {reps} calls "
+                  f"{', '.join(f'{t:.0f}' for t in times[k])})", flush=True)
         print(f"{name}: defaults / adam-roll = {med['defaults'] / med['adam-roll']:.2f}",
               flush=True)
 

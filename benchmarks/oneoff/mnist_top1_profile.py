@@ -18,7 +18,8 @@ import tempfile
 
 import jax
 
-from benchmarks.oneoff.mnist_top1_spread import call_times_ms, suite_call
+from benchmarks.oneoff.gpu_chunks import interleaved_ms
+from benchmarks.oneoff.mnist_top1_spread import suite_call
 
 CALLS = 10
 
@@ -27,8 +28,8 @@ def main():
     from jax.profiler import ProfileData
 
     call = suite_call()
-    print(f"median of 30 calls {statistics.median(call_times_ms(call, 5, 30)):.1f} ms",
-          flush=True)
+    times = interleaved_ms({"call": call}, 5, 30)["call"]
+    print(f"median of 30 calls {statistics.median(times):.1f} ms", flush=True)
     tmp = tempfile.mkdtemp()
     with jax.profiler.trace(tmp):
         for _ in range(CALLS):

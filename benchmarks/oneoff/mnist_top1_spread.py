@@ -11,7 +11,6 @@ The suite times 5 calls after one warm-up per worker; on the 2-core VM single ca
 import os
 import subprocess
 import sys
-import time
 
 RUNS = 3
 
@@ -30,21 +29,12 @@ def suite_call():
     return lambda: jax.block_until_ready(jaxsal.saliency(model, x))
 
 
-def call_times_ms(call, warmup: int, calls: int) -> list[float]:
-    for _ in range(warmup):
-        call()
-    ts = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        call()
-        ts.append(1e3 * (time.perf_counter() - t))
-    return ts
-
-
 def one() -> None:
     import numpy as np
 
-    ts = call_times_ms(suite_call(), 5, 60)
+    from benchmarks.oneoff.gpu_chunks import interleaved_ms
+
+    ts = interleaved_ms({"call": suite_call()}, 5, 60)["call"]
     q = np.percentile(ts, [0, 10, 50, 90, 100])
     print("60 calls, ms at percentiles 0/10/50/90/100: "
           + " / ".join(f"{v:.1f}" for v in q), flush=True)
