@@ -18,8 +18,9 @@ import tempfile
 import time
 
 
-def _worker_cmd(python: str, side: str, reps: int) -> list[str]:
-    return [python, "-m", "benchmarks.worker", "--side", side, "--reps", str(reps)]
+def _worker_cmd(python: str, side: str, reps: int, min_time: float) -> list[str]:
+    return [python, "-m", "benchmarks.worker", "--side", side, "--reps", str(reps),
+            "--min-time", repr(float(min_time))]
 
 
 def _error(side: str, spec: dict, reason: str, log: str = "") -> dict:
@@ -28,11 +29,12 @@ def _error(side: str, spec: dict, reason: str, log: str = "") -> dict:
 
 
 def run_once(python: str, side: str, spec: dict, env: dict, cwd: str, reps: int,
-             timeout: float) -> dict:
-    """One workload in a fresh worker process."""
+             timeout: float, min_time: float = 0.0) -> dict:
+    """One workload in a fresh worker process: at least ``reps`` timed calls, more (up to
+    the worker's cap) until ``min_time`` seconds of them."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out = tmp.name
-    cmd = _worker_cmd(python, side, reps) + ["--spec", json.dumps(spec), "--out", out]
+    cmd = _worker_cmd(python, side, reps, min_time) + ["--spec", json.dumps(spec), "--out", out]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
@@ -56,15 +58,17 @@ class KeptWorker:
     after it died or was stopped. Its stdout and stderr go to a log file, whose tail is
     attached to a failing workload's result."""
 
-    def __init__(self, python: str, side: str, env: dict, cwd: str, reps: int):
+    def __init__(self, python: str, side: str, env: dict, cwd: str, reps: int,
+                 min_time: float = 0.0):
         self.python, self.side, self.env, self.cwd, self.reps = python, side, env, cwd, reps
+        self.min_time = min_time
         self.proc: subprocess.Popen | None = None
 
     def _start(self) -> None:
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         r, w = os.pipe()
-        cmd = _worker_cmd(self.python, self.side, self.reps) + ["--serve", "--result-fd",
-                                                                str(w)]
+        cmd = _worker_cmd(self.python, self.side, self.reps, self.min_time) + [
+            "--serve", "--result-fd", str(w)]
         self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdin=subprocess.PIPE,
                                      stdout=self.log, stderr=subprocess.STDOUT, text=True,
                                      pass_fds=(w,))

@@ -161,7 +161,8 @@ def run_suite(a) -> dict:
                                bool(dirty.stdout.strip()) if dirty.returncode == 0 else None),
                  "malloc_variants": {v: MALLOC[v] for v in variants},
                  "workers": "kept (one per library for the run)" if a.keep_workers
-                 else "one per workload", "deadline_s": a.deadline, "workloads": []}
+                 else "one per workload", "deadline_s": a.deadline,
+                 "timing": {"min_reps": a.reps, "min_time_s": a.min_time}, "workloads": []}
     for spec in specs:
         if spec["model"]["name"] != "mnist":
             _build_model(spec["model"])
@@ -213,9 +214,10 @@ def _run(spec: dict, side: str, variant: str, a, kept: dict, timeout: float) -> 
         return _no_interpreter(side, spec, python)
     env = _worker_env(MALLOC[variant], a, side)
     if not a.keep_workers:
-        return _workers.run_once(python, side, spec, env, ROOT, a.reps, timeout)
+        return _workers.run_once(python, side, spec, env, ROOT, a.reps, timeout, a.min_time)
     if (side, variant) not in kept:
-        kept[(side, variant)] = _workers.KeptWorker(python, side, env, ROOT, a.reps)
+        kept[(side, variant)] = _workers.KeptWorker(python, side, env, ROOT, a.reps,
+                                                    a.min_time)
     return kept[(side, variant)].run(spec, timeout)
 
 
@@ -515,6 +517,10 @@ def main(argv=None) -> int:
                     help="run the peers under every --malloc setting too (default: glibc "
                          "defaults only)")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--min-time", type=float, default=None,
+                    help="seconds of timed calls per workload: short workloads get more than "
+                         "--reps calls, up to 50, until they add up to this (default 1 s; "
+                         "0 on the smoke suites)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="per worker, seconds")
     ap.add_argument("--deadline", type=float, default=None,
                     help="seconds for the whole run: no worker starts with less than "
@@ -536,6 +542,8 @@ def main(argv=None) -> int:
         a.cpu = True
     if a.keep_workers is None:
         a.keep_workers = a.suite.startswith("gpu")
+    if a.min_time is None:
+        a.min_time = 0.0 if a.suite.endswith("smoke") else 1.0
     if a.malloc is None:
         a.malloc = ["default"] if a.suite.startswith("gpu") else ["default", "tuned"]
     if a.from_json:

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -96,10 +97,35 @@ def test_deadline_records_every_workload_as_not_run(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     doc = json.loads(out.read_text())
     assert doc["complete"] is False and doc["deadline_s"] == 0
+    assert doc["timing"] == {"min_reps": 5, "min_time_s": 0.0}  # the smoke suite's default
     n = sum(len(s["sides"]) * 2 for s in suites.SMOKE)  # default and tuned allocator
     assert len(doc["not_run"]) == n
     assert all(r["status"] == "not_run" for w in doc["workloads"] for r in w["results"])
     assert "stopped early" in bench_run.table(doc)
+
+
+def test_short_workloads_get_more_timed_calls_up_to_the_cap():
+    from benchmarks._measure import measure
+    calls = []
+
+    def case(seconds):
+        def run():
+            calls.append(1)
+            time.sleep(seconds)
+        return Case(run=run, items=1, unit="maps/s")
+
+    fast = measure(case(0.002), reps=5, min_time_s=0.1, max_reps=1000)
+    assert 0.1 / 0.002 * 0.5 < fast["reps"] < 0.1 / 0.002 + 1 and len(fast["times_s"]) == \
+        fast["reps"]
+    assert measure(case(0.002), reps=5, min_time_s=10.0, max_reps=12)["reps"] == 12
+    assert measure(case(0.05), reps=5, min_time_s=0.1)["reps"] == 5  # already over it
+    assert measure(case(0.0), reps=5)["reps"] == 5  # no minimum time: exactly reps
+
+
+def test_fresh_worker_takes_the_minimum_time(tmp_path):
+    r = _workers.run_once(sys.executable, "jaxsal", SAL, ENV, ROOT, 5, 300, min_time=0.5)
+    assert r["status"] == "ok", r
+    assert r["reps"] > 5 and sum(r["times_s"]) >= 0.5 or r["reps"] == 50
 
 
 def test_memory_ratio_of_ten_classes_to_top1():
