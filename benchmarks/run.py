@@ -395,6 +395,15 @@ def _load_range(doc: dict) -> str:
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "?"
 
 
+def _timing(doc: dict) -> str:
+    """How many calls each median is of, as the run's ``timing`` says (runs before it had
+    none: at least 5 calls)."""
+    t = doc.get("timing") or {}
+    reps, min_time = t.get("min_reps", 5), t.get("min_time_s") or 0
+    more = f", more (up to 50) until they add up to {min_time:g} s," if min_time else ""
+    return f"Median of >= {reps} calls{more} after the first (warm-up) call"
+
+
 def table(doc: dict) -> str:
     lines = [f"Suite `{doc['suite']}`" + ("" if doc.get("complete", True) else
                                            f" (stopped early; not run: {', '.join(doc.get('not_run', []))})")
@@ -402,8 +411,7 @@ def table(doc: dict) -> str:
              f"{' + uncommitted changes' if doc.get('git_dirty') else ''}, "
              f"device(s): {', '.join(doc['devices'])}; "
              f"CPU: {doc['machine'].get('cpu_model', '?')} ({doc['machine'].get('cpu_count')} "
-             f"cores), 1-min load average {_load_range(doc)}. Median of >= 5 calls after the "
-             f"first (warm-up) call; compile = first call minus median "
+             f"cores), 1-min load average {_load_range(doc)}. {_timing(doc)}; compile = first call minus median "
              f"(JAX AOT compile where measured); peak RSS = the worker process's high-water "
              f"mark; speed-up = peer median / jaxsal median at the same malloc setting.",
              "",
