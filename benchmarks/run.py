@@ -411,8 +411,8 @@ def table(doc: dict) -> str:
              f"{' + uncommitted changes' if doc.get('git_dirty') else ''}, "
              f"device(s): {', '.join(doc['devices'])}; "
              f"CPU: {doc['machine'].get('cpu_model', '?')} ({doc['machine'].get('cpu_count')} "
-             f"cores), 1-min load average {_load_range(doc)}. {_timing(doc)}; compile = first call minus median "
-             f"(JAX AOT compile where measured); peak RSS = the worker process's high-water "
+             f"cores), 1-min load average {_load_range(doc)}. {_timing(doc)}; compile = "
+             f"first call minus median (JAX AOT compile where measured); peak RSS = the worker process's high-water "
              f"mark; speed-up = peer median / jaxsal median at the same malloc setting.",
              "",
              "| workload | library | malloc | median | min-max | throughput | compile | "
