@@ -97,8 +97,12 @@ def _read_program_memory(case: Case) -> dict | None:
     return out
 
 
+#: The most timed calls :func:`measure` makes to fill ``min_time_s``.
+MAX_REPS = 50
+
+
 def measure(case: Case, *, reps: int = 5, warmup: int = 1, min_time_s: float = 0.0,
-            max_reps: int = 50) -> dict:
+            max_reps: int = MAX_REPS) -> dict:
     """Time ``case.run``; returns a JSON-ready dict (seconds, bytes)."""
     rss_setup = rss_bytes()
     peak_setup = peak_rss_bytes()

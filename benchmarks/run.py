@@ -20,6 +20,7 @@ import sys
 import time
 
 from benchmarks import _workers, models, suites
+from benchmarks._measure import MAX_REPS
 
 ROOT = models.ROOT
 README = os.path.join(ROOT, "benchmarks", "README.md")
@@ -400,7 +401,8 @@ def _timing(doc: dict) -> str:
     none: at least 5 calls)."""
     t = doc.get("timing") or {}
     reps, min_time = t.get("min_reps", 5), t.get("min_time_s") or 0
-    more = f", more (up to 50) until they add up to {min_time:g} s," if min_time else ""
+    more = (f", more (up to {MAX_REPS}) until they add up to {min_time:g} s," if min_time
+            else "")
     return f"Median of >= {reps} calls{more} after the first (warm-up) call"
 
 
@@ -412,8 +414,8 @@ def table(doc: dict) -> str:
              f"device(s): {', '.join(doc['devices'])}; "
              f"CPU: {doc['machine'].get('cpu_model', '?')} ({doc['machine'].get('cpu_count')} "
              f"cores), 1-min load average {_load_range(doc)}. {_timing(doc)}; compile = "
-             f"first call minus median (JAX AOT compile where measured); peak RSS = the worker process's high-water "
-             f"mark; speed-up = peer median / jaxsal median at the same malloc setting.",
+             f"first call minus median (JAX AOT compile where measured); peak RSS = the "
+             f"worker process's high-water mark; speed-up = peer median / jaxsal median at the same malloc setting.",
              "",
              "| workload | library | malloc | median | min-max | throughput | compile | "
              "GFLOP/s | peak RSS | peak device |",
@@ -527,8 +529,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=None,
                     help="seconds of timed calls per workload: short workloads get more than "
-                         "--reps calls, up to 50, until they add up to this (default 1 s; "
-                         "0 on the smoke suites)")
+                         f"--reps calls, up to {MAX_REPS}, until they add up to this (default "
+                         "1 s; 0 on the smoke suites)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="per worker, seconds")
     ap.add_argument("--deadline", type=float, default=None,
                     help="seconds for the whole run: no worker starts with less than "

@@ -37,6 +37,9 @@ def main():
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES')!r}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
+        def maps(*parts):  # each job's own output: explain resumes an existing file
+            return os.path.join(tmp, "maps_" + "_".join(map(str, parts)) + ".npy")
+
         x_mnist, x_mobilenet = os.path.join(tmp, "mnist.npy"), os.path.join(tmp, "mnv2.npy")
         np.save(x_mnist, np.concatenate([digits] * 103)[:1024])
         np.save(x_mobilenet, np.random.default_rng(0).uniform(
@@ -47,7 +50,7 @@ def main():
             times: dict = {"default": [], "tuned": []}
             for r in range(ROUNDS):
                 for mode in times:
-                    out = os.path.join(tmp, f"maps_{name}_{targets}_{mode}_{r}.npy")
+                    out = maps(name, targets, mode, r)
                     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
                     t0 = time.perf_counter()
                     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
@@ -59,8 +62,8 @@ def main():
                     wall = time.perf_counter() - t0
                     faults = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before
                     times[mode].append((wall, faults))
-            same = np.array_equal(np.load(os.path.join(tmp, f"maps_{name}_{targets}_default_0.npy")),
-                                  np.load(os.path.join(tmp, f"maps_{name}_{targets}_tuned_0.npy")))
+            same = np.array_equal(np.load(maps(name, targets, "default", 0)),
+                                  np.load(maps(name, targets, "tuned", 0)))
             for mode, runs in times.items():
                 print(f"{name}, --targets {targets}, {mode} allocator {MALLOC[mode]}: wall "
                       + ", ".join(f"{w:.2f}" for w, _ in runs) + " s; minor page faults "

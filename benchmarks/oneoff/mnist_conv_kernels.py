@@ -65,6 +65,11 @@ def _combine(coefficients, terms):
     return out
 
 
+def _batched_dot(v, u):
+    """``v[i] @ u[i]`` for every ``i`` of the leading axis."""
+    return lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))))
+
+
 def winograd(x, k):
     """3x3 VALID, stride 1, channels-last; the output's height and width must be even."""
     n, h, w, c = x.shape
@@ -73,7 +78,7 @@ def winograd(x, k):
     rows = [[_combine(BT[r], [d[a][b] for a in range(4)]) for b in range(4)] for r in range(4)]
     v = jnp.stack([_combine(BT[s], rows[r]) for r in range(4) for s in range(4)])
     u = jnp.einsum("ra,abck,sb->rsck", GW, k, GW).reshape(16, c, k.shape[-1])
-    m = lax.dot_general(v.reshape(16, n * th * tw, c), u, (((2,), (1,)), ((0,), (0,))))
+    m = _batched_dot(v.reshape(16, n * th * tw, c), u)
     m = m.reshape(16, n, th, tw, -1)
     y = jnp.stack([jnp.stack([_combine(np.outer(AT[i], AT[j]).ravel(), list(m))
                               for j in range(2)], axis=3) for i in range(2)], axis=2)
@@ -113,23 +118,28 @@ def main():
 
     gp = jnp.asarray(rng.normal(size=(N, OUT // 2, OUT // 2, K)), jnp.float32)
 
+    def consumed(conv):  # the output summed against an array inside the program
+        return jit(lambda x, k: jnp.sum(conv(x, k) * g))
+
     def fwd_and_grad(conv):  # through the model's ReLU and pooling, as in its gradient
         return jit(lambda x, k: jax.grad(lambda xx: jnp.sum(_pool(conv(xx, k)) * gp))(x))
 
     programs = {
-        "forward, Eigen, consumed (sum against an array)": (jit(lambda x, k: jnp.sum(eigen(x, k) * g)), (x, k), 1),
-        "forward, Eigen, + ReLU + 2x2 max pooling": (jit(lambda x, k: _pool(eigen(x, k))), (x, k), 1),
+        "forward, Eigen, consumed (sum against an array)": (consumed(eigen), (x, k), 1),
+        "forward, Eigen, + ReLU + 2x2 max pooling":
+            (jit(lambda x, k: _pool(eigen(x, k))), (x, k), 1),
         "forward, Eigen, returned": (jit(eigen), (x, k), 1),
-        "forward, patches @ kernel (YNNPACK dot)": (jit(lambda x, k: jnp.sum(patches(x, k) * g)), (x, k), 1),
-        "forward, Winograd F(2x2,3x3)": (jit(lambda x, k: jnp.sum(winograd(x, k) * g)), (x, k), 1),
+        "forward, patches @ kernel (YNNPACK dot)": (consumed(patches), (x, k), 1),
+        "forward, Winograd F(2x2,3x3)": (consumed(winograd), (x, k), 1),
         "input gradient, canonical convolution (jaxsal's)": (input_grad(canonical), (g, k), 1),
         "input gradient, JAX's transpose rule": (input_grad(eigen), (g, k), 1),
         "input gradient, patches VJP (matmul + shifted sums)": (input_grad(patches), (g, k), 1),
         "forward + ReLU + pooling + input gradient, jaxsal's convolution":
             (fwd_and_grad(canonical), (x, k), 2),
-        "forward + ReLU + pooling + input gradient, Winograd": (fwd_and_grad(winograd), (x, k), 2),
+        "forward + ReLU + pooling + input gradient, Winograd":
+            (fwd_and_grad(winograd), (x, k), 2),
         "Winograd's 16 matmuls alone (16 x (9216,32) @ (32,64))":
-            (jit(lambda v, u: jnp.sum(lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,)))))), (v, u), 4 / 9),
+            (jit(lambda v, u: jnp.sum(_batched_dot(v, u))), (v, u), 4 / 9),
     }
     ref = jax.jit(eigen)(x, k)
     for name, conv in (("patches", patches), ("Winograd", winograd)):

@@ -65,8 +65,9 @@ DEFAULT_CPU_BATCH_BUDGET = 4 * 2**30
 #: (MNIST top-1 saliency 60 -> 33 ms, 10-class Grad-CAM 85 -> 37 ms:
 #: ``benchmarks/results/ynn_experiment``). Forward passes alone depend on the model (VGG16 at
 #: 112x112 530-557 -> 330-351 ms; the MNIST model slower, 9.6 -> 16.7 ms: the forward probes in
-#: ``benchmarks/results/cpu.json`` as committed in 4cff494); the larger models decide. YNNPACK's matmuls are kept for
-#: the small convolutions computed as matmuls (``model_import._layers.conv.conv_patches``).
+#: ``benchmarks/results/cpu.json`` as committed in 4cff494); the larger models decide.
+#: YNNPACK's matmuls are kept for the small convolutions computed as matmuls
+#: (``model_import._layers.conv.conv_patches``).
 #: See ``benchmarks/README.md``. Ignored when this jaxlib does not know the option (see
 #: :func:`compiler_options`).
 CPU_COMPILER_OPTIONS = types.MappingProxyType(
