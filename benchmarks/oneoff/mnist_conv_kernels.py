@@ -18,17 +18,24 @@ the model) as jaxsal's programs do, or returns it.
 - Winograd F(2x2, 3x3): 16 matmuls of transformed 4x4 input tiles with transformed kernels,
   2.25x fewer multiplications; forward, and forward + input gradient by JAX's rules;
 - the 16 small matmuls alone (``(16, 9216, 32) @ (16, 32, 64)``): their rate decides
-  whether Winograd can pay here.
+  whether Winograd can pay here;
+- the input gradient as one matmul and shifted sums, 8 images at a time (:func:`shifted_sums`:
+  the blocks keep the 9-tap product in the caches, where the unblocked patches VJP streams
+  42 MB of it through memory).
 
-With ``saliency now`` or ``saliency winograd``: the suite's MNIST saliency calls (top-1 and
-10 classes, 64 images, medians of 40 calls), with the importer's convolutions as they are,
-or with the input gradient of every 3x3 stride-1 convolution of more than one input channel
-computed as the transpose of :func:`winograd` (by JAX's rules) instead of the canonical
-convolution; one process per variant, run them alternately.
+With ``saliency now``, ``saliency winograd`` or ``saliency blocked``: the suite's MNIST
+saliency calls (top-1 and 10 classes, 64 images, medians of 40 calls), with the importer's
+convolutions as they are, or with the input gradient of every 3x3 stride-1 convolution of
+more than one input channel computed as the transpose of :func:`winograd` (by JAX's rules)
+or as :func:`shifted_sums` instead of the canonical convolution; one process per variant,
+run them alternately. With ``passes``: the top-1 call in passes of 64, 32, 16, 8 and 2
+images (``memory_budget=``), whether smaller passes that keep their activations in the
+caches pay.
 
     python -m benchmarks.oneoff.mnist_conv_kernels
-    for r in 1 2; do for v in now winograd; do
+    for r in 1 2; do for v in now winograd blocked; do
       python -m benchmarks.oneoff.mnist_conv_kernels saliency $v; done; done
+    python -m benchmarks.oneoff.mnist_conv_kernels passes
 """
 
 import statistics
@@ -97,6 +104,28 @@ def canonical(x, k):
     return conv_canonical_vjp(x, k, (1, 1), VALID, (1, 1))
 
 
+def shifted_sums(g, k, chunk: int = 8):
+    """The input gradient of a 3x3 VALID convolution, ``chunk`` images at a time (``lax.map``):
+    one matmul of the cotangent with the kernel's taps side by side, ``(n*24*24, 64) @ (64,
+    9*32)``, then the 9 tap slices shifted into place and summed; the blocks keep the
+    ``(chunk, 24, 24, 9*32)`` product in the caches (5.3 MB for 8 images)."""
+    n, oh, ow, kk = g.shape
+    kh, kw, c, _ = k.shape
+    taps = k.transpose(3, 0, 1, 2).reshape(kk, kh * kw * c)
+
+    def block(gc):
+        u = (gc.reshape(-1, kk) @ taps).reshape(gc.shape[0], oh, ow, kh, kw, c)
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                t = jnp.pad(u[:, :, :, i, j, :], ((0, 0), (i, kh - 1 - i), (j, kw - 1 - j),
+                                                  (0, 0)))
+                out = t if out is None else out + t
+        return out
+    out = lax.map(block, g.reshape(n // chunk, chunk, oh, ow, kk))
+    return out.reshape(n, oh + kh - 1, ow + kw - 1, c)
+
+
 def _pool(y):
     return jnp.max(jnp.maximum(y, 0).reshape(N, OUT // 2, 2, OUT // 2, 2, K), axis=(2, 4))
 
@@ -134,6 +163,8 @@ def main():
         "input gradient, canonical convolution (jaxsal's)": (input_grad(canonical), (g, k), 1),
         "input gradient, JAX's transpose rule": (input_grad(eigen), (g, k), 1),
         "input gradient, patches VJP (matmul + shifted sums)": (input_grad(patches), (g, k), 1),
+        "input gradient, matmul + shifted sums, 8 images at a time":
+            (jit(lambda g, k: jnp.sum(shifted_sums(g, k) * x)), (g, k), 1),
         "forward + ReLU + pooling + input gradient, jaxsal's convolution":
             (fwd_and_grad(canonical), (x, k), 2),
         "forward + ReLU + pooling + input gradient, Winograd":
@@ -142,6 +173,10 @@ def main():
             (jit(lambda v, u: jnp.sum(_batched_dot(v, u))), (v, u), 4 / 9),
     }
     ref = jax.jit(eigen)(x, k)
+    dx = jax.vjp(lambda xx: eigen(xx, k), x)[1](g)[0]
+    err = float(jnp.max(jnp.abs(jax.jit(shifted_sums)(g, k) - dx)))
+    print(f"shifted sums' input gradient vs JAX's: max |diff| {err:.2e} (values up to "
+          f"{float(jnp.max(jnp.abs(dx))):.1f})")
     for name, conv in (("patches", patches), ("Winograd", winograd)):
         err = float(jnp.max(jnp.abs(jax.jit(conv)(x, k) - ref)))
         print(f"{name} forward vs Eigen: max |diff| {err:.2e} (values up to "
@@ -176,13 +211,30 @@ def _winograd_input_gradient(canonical_bwd):
     return bwd
 
 
+def _blocked_input_gradient(canonical_bwd):
+    """The same for :func:`shifted_sums` (8 images at a time), cut back to the padded input."""
+    def bwd(strides, pads, dilation, res, g):
+        x, k = res
+        if k.shape[:2] != (3, 3) or set(strides) != {1} or set(dilation) != {1} or \
+                k.shape[-2] == 1 or g.shape[0] % 8:
+            return canonical_bwd(strides, pads, dilation, res, g)
+        dk = canonical_bwd(strides, pads, dilation, res, g)[1]
+        (t, _), (le, _) = pads
+        full = shifted_sums(g, k)
+        return full[:, t:t + x.shape[1], le:le + x.shape[2], :].astype(x.dtype), dk
+    return bwd
+
+
+VARIANTS = {"winograd": _winograd_input_gradient, "blocked": _blocked_input_gradient}
+
+
 def saliency_ab(variant: str) -> None:
     from model_import._layers import conv as conv_module
-    if variant == "winograd":
+    if variant in VARIANTS:
         conv_module.conv_canonical_vjp.defvjp(
-            conv_module._conv_fwd, _winograd_input_gradient(conv_module._conv_bwd))
+            conv_module._conv_fwd, VARIANTS[variant](conv_module._conv_bwd))
     elif variant != "now":
-        raise SystemExit(f"expected 'now' or 'winograd', got {variant!r}")
+        raise SystemExit(f"expected 'now' or one of {sorted(VARIANTS)}, got {variant!r}")
     import jaxsal
     from benchmarks import data, models, suites
 
@@ -196,8 +248,41 @@ def saliency_ab(variant: str) -> None:
               flush=True)
 
 
+def passes() -> None:
+    """The suite's top-1 call (64 images) in passes of fewer images, set through
+    ``memory_budget=``: does keeping a pass's activations in the caches pay? The pass size
+    the planner chose is read by wrapping ``base.split_batch``."""
+    import jaxsal
+    from benchmarks import data, models, suites
+    from jaxsal._src import base
+
+    chosen = {}
+    split = base.split_batch
+
+    def spy(run, nb, *args, **kwargs):
+        chosen["nb"] = nb
+        return split(run, nb, *args, **kwargs)
+    base.split_batch = spy
+    spec = next(w for w in suites.CPU if w["id"] == "mnist/saliency top1 b64")
+    model = models.logits_model(models.build(spec["model"]))
+    x = jnp.asarray(data.inputs(spec, spec["batch"]))
+    ref = jaxsal.saliency(model, x)
+    calls = {}
+    for mib in (256, 120, 64, 28, 8):
+        def call(b=mib * 2 ** 20):
+            return jax.block_until_ready(jaxsal.saliency(model, x, memory_budget=b))
+        err = float(jnp.max(jnp.abs(call() - ref)))
+        calls[f"memory_budget {mib:3d} MiB: passes of {chosen['nb']:2d} images"] = call
+        print(f"{mib} MiB: passes of {chosen['nb']} images, max |diff| from the default {err:.1e}")
+    times = interleaved_ms(calls, 3, 40)
+    for name, t in times.items():
+        print(f"  {statistics.median(t):6.2f} ms (min {min(t):6.2f})  {name}", flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["saliency"]:
         saliency_ab(sys.argv[2])
+    elif sys.argv[1:] == ["passes"]:
+        passes()
     else:
         main()
