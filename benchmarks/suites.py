@@ -176,3 +176,11 @@ GPU_SMOKE = [
 ]
 
 SUITES = {"cpu": CPU, "gpu": GPU, "smoke": SMOKE, "gpu-smoke": GPU_SMOKE}
+
+
+def workload(wid: str, suite: str = "cpu") -> dict:
+    """The spec of workload ``wid`` in ``suite`` (for one-off scripts that rerun one)."""
+    for w in SUITES[suite]:
+        if w["id"] == wid:
+            return w
+    raise KeyError(f"no workload {wid!r} in suite {suite!r}")

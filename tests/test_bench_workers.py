@@ -16,8 +16,8 @@ from benchmarks import _workers, run as bench_run, suites, worker  # noqa: E402
 from benchmarks._measure import Case  # noqa: E402
 
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-SAL = next(s for s in suites.SMOKE if s["id"] == "mnist/saliency 3cls b4")
-CAM = next(s for s in suites.SMOKE if s["id"] == "mnist/gradcam conv2d_2 3cls b4")
+SAL = suites.workload("mnist/saliency 3cls b4", "smoke")
+CAM = suites.workload("mnist/gradcam conv2d_2 3cls b4", "smoke")
 
 
 def test_kept_worker_runs_workloads_in_one_process_and_restarts_after_a_timeout():
@@ -194,3 +194,10 @@ def test_device_peak_flops_by_name():
     assert bench_run.device_peak_flops("gpu: NVIDIA H200")["tf32"] == pytest.approx(494.7e12)
     assert bench_run.device_peak_flops("cuda: NVIDIA H100 PCIe")["tf32"] == pytest.approx(378e12)
     assert bench_run.device_peak_flops("cpu: cpu") is None
+
+
+def test_workload_finds_a_spec_by_id_and_names_a_missing_one():
+    assert suites.workload("mnist/saliency 3cls b4", "smoke")["method"] == "saliency"
+    assert suites.workload("vgg16/maximize 10cls x256 steps", "gpu")["preset"] == "adam-roll"
+    with pytest.raises(KeyError, match="no workload 'mnist/nothing' in suite 'cpu'"):
+        suites.workload("mnist/nothing")

@@ -295,8 +295,7 @@ def part5(outdir):
     (launches of a loop's many small kernels)."""
     from benchmarks import bench_maximize, suites
 
-    s = dict(next(w for w in suites.GPU if w["id"] == "vgg16/maximize 10cls x256 steps"),
-             model=VGG, steps=STEPS)
+    s = dict(suites.workload("vgg16/maximize 10cls x256 steps", "gpu"), model=VGG, steps=STEPS)
     case = bench_maximize.case(s)
     med, mn = median_ms(case.run, reps=3)
     print(f"jaxsal maximize 10 classes x {STEPS} steps: median {med:.1f} ms, min {mn:.1f} ms "

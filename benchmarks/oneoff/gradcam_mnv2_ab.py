@@ -22,7 +22,7 @@ def one() -> None:
     from benchmarks import side_jaxsal, suites
     from benchmarks.oneoff.gpu_chunks import interleaved_ms
 
-    spec = next(w for w in suites.CPU if w["id"] == "mobilenetv2/gradcam Conv_1 10cls b16")
+    spec = suites.workload("mobilenetv2/gradcam Conv_1 10cls b16")
     cases = {"jaxsal": side_jaxsal.build(spec), "naive": side_jaxsal.build_naive(spec)}
     ts = interleaved_ms({k: c.run for k, c in cases.items()}, 5, 100)
     med = {k: float(np.median(v)) for k, v in ts.items()}

@@ -47,6 +47,7 @@ import numpy as np
 from jax import lax
 
 from benchmarks.oneoff.gpu_chunks import interleaved_ms
+from benchmarks.oneoff.mnist_top1_spread import suite_inputs
 from jaxsal._src.base import compiler_options
 from model_import._layers.conv import conv_canonical_vjp, conv_patches
 
@@ -236,13 +237,10 @@ def saliency_ab(variant: str) -> None:
     elif variant != "now":
         raise SystemExit(f"expected 'now' or one of {sorted(VARIANTS)}, got {variant!r}")
     import jaxsal
-    from benchmarks import data, models, suites
 
     for wid, targets in (("mnist/saliency top1 b64", None),
                          ("mnist/saliency 10cls b64", list(range(10)))):
-        spec = next(w for w in suites.CPU if w["id"] == wid)
-        model = models.logits_model(models.build(spec["model"]))
-        x = jnp.asarray(data.inputs(spec, spec["batch"]))
+        model, x = suite_inputs(wid)
         t = interleaved_ms({wid: lambda: jaxsal.saliency(model, x, targets)}, 3, 40)[wid]
         print(f"{variant}: {wid}, median {statistics.median(t):.2f} ms (min {min(t):.2f})",
               flush=True)
@@ -253,7 +251,6 @@ def passes() -> None:
     ``memory_budget=``: does keeping a pass's activations in the caches pay? The pass size
     the planner chose is read by wrapping ``base.split_batch``."""
     import jaxsal
-    from benchmarks import data, models, suites
     from jaxsal._src import base
 
     chosen = {}
@@ -263,9 +260,7 @@ def passes() -> None:
         chosen["nb"] = nb
         return split(run, nb, *args, **kwargs)
     base.split_batch = spy
-    spec = next(w for w in suites.CPU if w["id"] == "mnist/saliency top1 b64")
-    model = models.logits_model(models.build(spec["model"]))
-    x = jnp.asarray(data.inputs(spec, spec["batch"]))
+    model, x = suite_inputs()
     ref = jaxsal.saliency(model, x)
     calls = {}
     for mib in (256, 120, 64, 28, 8):

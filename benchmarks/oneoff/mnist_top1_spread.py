@@ -15,17 +15,25 @@ import sys
 RUNS = 3
 
 
+def suite_inputs(wid: str = "mnist/saliency top1 b64"):
+    """``(model, x)`` of the CPU suite's workload ``wid``: its model with the logits head and
+    its inputs on the device."""
+    import jax.numpy as jnp
+
+    from benchmarks import data, models, suites
+
+    spec = suites.workload(wid)
+    return (models.logits_model(models.build(spec["model"])),
+            jnp.asarray(data.inputs(spec, spec["batch"])))
+
+
 def suite_call():
     """The suite's call, ready: ``jaxsal.saliency(model, x)`` on its 64 MNIST images."""
     import jax
-    import jax.numpy as jnp
 
     import jaxsal
-    from benchmarks import data, models, suites
 
-    spec = next(w for w in suites.CPU if w["id"] == "mnist/saliency top1 b64")
-    model = models.logits_model(models.model_path(spec["model"]))
-    x = jnp.asarray(data.inputs(spec, spec["batch"]))
+    model, x = suite_inputs()
     return lambda: jax.block_until_ready(jaxsal.saliency(model, x))
 
 
