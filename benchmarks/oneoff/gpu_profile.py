@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import data, models, side_jaxsal
+from benchmarks.oneoff.gpu_chunks import interleaved_ms
 
 # a dry run on a CPU: PROFILE_SIZE=32 PROFILE_BATCH=2 PROFILE_STEPS=8 (after python -m
 # benchmarks.models vgg16_32)
@@ -77,14 +78,9 @@ def category(name: str) -> str:
 
 
 def median_ms(run, reps=10):
-    run()
-    run()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        run()
-        ts.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(ts), 1e3 * min(ts)
+    """Median and minimum wall milliseconds of ``reps`` calls after two warm-up calls."""
+    ts = interleaved_ms({"run": run}, warmup=2, rounds=reps)["run"]
+    return statistics.median(ts), min(ts)
 
 
 def profile(label, run, outdir, calls=3):
