@@ -272,6 +272,20 @@ def pearson_per_map(maps, ref) -> dict:
 
 
 # ----------------------------------------------------------------------------- naive JAX
+def naive_saliency(model):
+    """The naive version's saliency program ``f(params, x, cts) -> (N, T, H, W)``: one
+    forward pass, its pullback vmapped over the ``(T, N, K)`` cotangents ``cts``, the max of
+    ``|.|`` over the channels."""
+    import jax
+    import jax.numpy as jnp
+
+    def f(params, x, cts):
+        _, pullback = jax.vjp(lambda a: model.apply(params, a), x)
+        g = jax.vmap(lambda c: pullback(c)[0])(cts)            # (T, N, H, W, C)
+        return jnp.moveaxis(jnp.max(jnp.abs(g), axis=-1), 0, 1)  # (N, T, H, W)
+    return f
+
+
 def build_naive(spec: dict) -> Case:
     """The hand-written baseline: what a JAX user writes without jaxsal."""
     import jax
@@ -293,10 +307,7 @@ def build_naive(spec: dict) -> Case:
         cts = jnp.broadcast_to(jax.nn.one_hot(ids, k)[:, None, :], (len(ids), n, k))
 
     if method in ("saliency", "guided"):
-        def f(params, x, cts):
-            _, pullback = jax.vjp(lambda a: model.apply(params, a), x)
-            g = jax.vmap(lambda c: pullback(c)[0])(cts)            # (T, N, H, W, C)
-            return jnp.moveaxis(jnp.max(jnp.abs(g), axis=-1), 0, 1)  # (N, T, H, W)
+        f = naive_saliency(model)
     else:
         layer = spec["layer"]
         shape = model.layer(layer).output_shape

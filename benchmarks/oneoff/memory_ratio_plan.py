@@ -24,7 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import jaxsal  # noqa: E402
-from benchmarks import models  # noqa: E402
+from benchmarks import models, side_jaxsal  # noqa: E402
 from benchmarks._measure import program_memory  # noqa: E402
 from jaxsal._src import base  # noqa: E402
 
@@ -36,15 +36,10 @@ METHODS = [("saliency", {}), ("guided_backprop", {}),
 
 
 def naive_program(model, t: int | None):
-    """The suite's naive saliency (``side_jaxsal.build_naive``) lowered on shapes only."""
-    def f(params, x, cts):
-        _, pullback = jax.vjp(lambda a: model.apply(params, a), x)
-        g = jax.vmap(lambda c: pullback(c)[0])(cts)
-        return jnp.moveaxis(jnp.max(jnp.abs(g), axis=-1), 0, 1)
-
+    """The suite's naive saliency (``side_jaxsal.naive_saliency``) lowered on shapes only."""
     cts = jax.ShapeDtypeStruct((t or 1, N, 1000), jnp.float32)
     x = jax.ShapeDtypeStruct((N, 224, 224, 3), jnp.float32)
-    return jax.jit(f).lower(model.params, x, cts).compile()
+    return jax.jit(side_jaxsal.naive_saliency(model)).lower(model.params, x, cts).compile()
 
 
 def jaxsal_program(model, method: str, targets, opts: dict):
