@@ -298,7 +298,8 @@ BACKEND_HELP = ("jax, numpy, tensorflow or torch: the backend Keras 3 ran the mo
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="jaxsal", description=__doc__.split("\n")[0])
+    summary = " ".join(__doc__.split("\n\n")[0].split())  # the first paragraph
+    p = argparse.ArgumentParser(prog="jaxsal", description=summary)
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="run the bundled MNIST example")
     d.add_argument("--out", default="jaxsal_out")

@@ -1,6 +1,7 @@
 """The command line: the README's demo, summary, and resumable explain jobs."""
 
 import numpy as np
+import pytest
 
 import jaxsal
 from jaxsal import cli
@@ -54,3 +55,12 @@ def test_bad_file_is_a_clean_error(tmp_path, capsys):
     bad.write_bytes(b"not a model")
     assert cli.main(["summary", str(bad)]) == 2
     assert "not a Keras file" in capsys.readouterr().err
+
+
+def test_help_names_every_command(capsys):
+    """`jaxsal --help` states the whole first paragraph of the module docstring."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "``evaluate`` (batch jobs to disk)." in out
