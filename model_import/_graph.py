@@ -87,7 +87,8 @@ class Graph:
     # ------------------------------------------------------------------ running
     def run(self, params: Mapping[str, Any], inputs: Sequence[Array], rt: Runtime, *,
             capture: frozenset[str] = frozenset(), perturb: Mapping[str, Array] | None = None,
-            strip_output_activation: bool | Sequence[int] = False, keras_major: int = 3,
+            strip_output_activation: bool | Sequence[int] = False, keep_softmax: bool = False,
+            keras_major: int = 3,
             prefix: str = "", input_masks: Sequence[Any] | None = None,
             mask_sink: list | None = None, perturb_pre: Mapping[str, Array] | None = None,
             bias_sink: dict | None = None) -> tuple[list, dict[str, Array]]:
@@ -103,6 +104,8 @@ class Graph:
           strip_output_activation: drop the fused activation of the layers producing the
             graph outputs (the ``logits`` head): ``True`` for every output, or the positions
             of the outputs to be returned (the others may then be wrong).
+          keep_softmax: with ``strip_output_activation``, keep the activation of the outputs
+            whose head is a softmax (the ``softmax`` head, :meth:`softmax_heads`).
           input_masks: Keras masks of the inputs (a nested model called on masked tensors).
           mask_sink: a list that receives the outputs' Keras masks.
           perturb_pre: ``{layer_path: delta}`` added to those layers' outputs before their
@@ -128,7 +131,8 @@ class Graph:
             masks[(ref.layer, ref.node)] = input_masks[i] if input_masks else None
         output_keys = ({} if strip_output_activation is False
                        else self._head_keys(None if strip_output_activation is True
-                                            else tuple(strip_output_activation)))
+                                            else tuple(strip_output_activation),
+                                            keep_softmax))
 
         def resolve(a):
             if isinstance(a, Ref):
@@ -265,15 +269,15 @@ class Graph:
         """The tensor whose layer's activation is output ``r``'s head, and the layers
         between them.
 
-        That is ``r`` itself, except where ``r`` comes through layers that only move or pass
-        values on (``Reshape``, ``Flatten``, ``Permute``, inference-time identities such as
-        ``Dropout``, :data:`_PASS_THROUGH`; ``Activation("linear")``) from a layer with an
-        activation: ``Dense(softmax) -> Reshape`` holds probabilities, and its logits are
-        the reshaped pre-softmax values."""
+        That is ``r`` itself, except where ``r`` comes through layers that only move, select
+        or pass values on (``Reshape``, ``Flatten``, ``Permute``, cropping, slicing,
+        inference-time identities such as ``Dropout``, :data:`_PASS_THROUGH`;
+        ``Activation("linear")``) from a layer with an activation: ``Dense(softmax) ->
+        Reshape`` holds probabilities, and its logits are the reshaped pre-softmax values."""
         by_key = self._calls_by_key()
         ref, chain = r, []
         while ((ref.layer, ref.node) in by_key
-               and self.layers[ref.layer].class_name in _PASS_THROUGH
+               and _passes_through(self.layers[ref.layer])
                and self.layers[ref.layer].impl.activation in (None, "linear")):
             call = by_key[(ref.layer, ref.node)]
             args = _refs(call.args) + _refs(dict(call.kwargs))
@@ -283,11 +287,13 @@ class Graph:
             ref = args[0]
         return (ref, chain) if chain and self._activates(ref.layer) else (r, [])
 
-    def _head_keys(self, selected: Sequence[int] | None = None
+    def _head_keys(self, selected: Sequence[int] | None = None, keep_softmax: bool = False
                    ) -> dict[tuple[str, int], set[int]]:
         """The calls whose activation the ``logits`` head removes for the outputs at
         positions ``selected`` (all by default; see :meth:`_head_source`), each with the
         tensors of it that are used (the outputs of a nested model to strip in turn).
+        ``keep_softmax``: leave the outputs whose head is a softmax as they are (the
+        ``softmax`` head keeps the model's own, :meth:`softmax_heads`).
 
         Refused where removing one would change another layer on the way to a selected
         output (a softmax output that also feeds a second output, say: that output needs the
@@ -302,7 +308,10 @@ class Graph:
                 needed |= self._ancestors(by_key[key]) | {key}
         consumers = self._consumers()
         keys: dict[tuple[str, int], set[int]] = {}
-        for r in outputs:
+        softmax = self.softmax_heads() if keep_softmax else [False] * len(self.outputs)
+        for i, r in zip(range(len(self.outputs)) if selected is None else selected, outputs):
+            if softmax[i]:
+                continue
             keys.setdefault((r.layer, r.node), set()).add(r.tensor)
             src, chain = self._head_source(r)
             key = (src.layer, src.node)
@@ -324,7 +333,7 @@ class Graph:
 
     def _refuse_merged_probabilities(self, src: Ref) -> None:
         call = self._calls_by_key().get((src.layer, src.node))
-        if call is None or self.layers[src.layer].class_name not in _MERGES:
+        if call is None or not _pools_or_merges(self.layers[src.layer]):
             return
         activated = []
         for a in _refs(call.args):
@@ -333,11 +342,13 @@ class Graph:
                     self.layers[s.layer]):
                 activated.append(s.layer)
         if activated:
+            merge = self.layers[src.layer].class_name in _MERGES
+            verb, done = ("merges", "merged") if merge else ("pools", "pooled")
             raise ValueError(
                 f"the logits head cannot undo the output {src.layer!r} "
-                f"({self.layers[src.layer].class_name}): it merges the probabilities of "
+                f"({self.layers[src.layer].class_name}): it {verb} the probabilities of "
                 f"{activated}, and no single pre-activation gives it. Use head='saved' (the "
-                "merged probabilities), or explain a member at its own layer (layer=...).")
+                f"{done} probabilities), or explain a member at its own layer (layer=...).")
 
     def _activates(self, layer: str) -> bool:
         """Whether ``layer`` has an activation for the logits head to remove."""
@@ -502,25 +513,18 @@ class Graph:
         inside a nested model, that model's own)."""
         return [spec for spec, _ in self._head_calls()]
 
-    def softmax_axes(self) -> list[int | tuple[int, ...]]:
-        """For each output, the axis of the model's own softmax (``Softmax(axis=1)``,
-        ``tf.nn.softmax(z, axis=1)``...), which the ``softmax`` head uses; -1 where the
-        output has no softmax or one over the last axis."""
-        axes = []
-        for spec, call in self._head_calls():
-            axis = -1
-            if spec.class_name in ("Softmax", "ops.Softmax") or spec.impl.head_op == "softmax":
-                kw = dict(call.kwargs) if call is not None else {}
-                axis = kw.get("axis", spec.config.get("axis", -1))
-                if axis is None:  # tf.nn.softmax(axis=None): the last axis
-                    axis = -1
+    def softmax_heads(self) -> list[bool]:
+        """For each output, whether its head (:meth:`_head_calls`) is a softmax: a fused
+        ``softmax`` activation, a ``Softmax`` layer or a softmax operation, over any axis. The
+        ``softmax`` head keeps those as the model computes them (with their axis and mask,
+        and the layers that move their values after them: ``Permute``, ``Flatten``)."""
+        out = []
+        for spec, _ in self._head_calls():
             act = spec.config.get("activation")
-            if isinstance(act, Mapping) and act.get("class_name") == "Softmax" and isinstance(
-                    act.get("config"), Mapping):  # Dense(activation=layers.Softmax(axis=1))
-                axis = act["config"].get("axis", -1)
-            axes.append(tuple(int(a) for a in axis) if isinstance(axis, (list, tuple))
-                        else int(axis))
-        return axes
+            out.append(spec.class_name in ("Softmax", "ops.Softmax")
+                       or spec.impl.head_op == "softmax"
+                       or (act is not None and activation_name(act) == "softmax"))
+        return out
 
 
 #: Merge layers: an output that merges softmax/sigmoid outputs (an ensemble) has no logits.
@@ -535,12 +539,45 @@ def holds_probabilities(spec: LayerSpec) -> bool:
             or (act is not None and activation_name(act) in ("softmax", "sigmoid")))
 
 
-#: Layers that only move or pass values on at inference (``Activation`` when linear): the
-#: ``logits`` head looks through them for the activation to remove (:meth:`Graph._head_keys`).
+#: Layers and Keras 3 operations that only move, select or pass values on at inference
+#: (``Activation`` when linear): the ``logits`` head looks through them for the activation to
+#: remove (:meth:`Graph._head_keys`): the logits of ``Dense(softmax) -> x[:, -1]`` are the
+#: last step's pre-softmax values.
 _PASS_THROUGH = frozenset({
-    "Reshape", "Flatten", "Permute", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-    "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-    "ActivityRegularization", "Identity", "Activation"})
+    "Reshape", "Flatten", "Permute", "Cropping1D", "Cropping2D", "Cropping3D", "RepeatVector",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", "Activation",
+    "SlicingOpLambda", "ops.Reshape", "ops.Transpose", "ops.ExpandDims", "ops.Squeeze",
+    "ops.GetItem", "ops.Slice", "ops.Take", "ops.Flip", "ops.Tile", "ops.Repeat", "ops.Roll",
+    "ops.Moveaxis", "ops.Swapaxes", "ops.Rot90", "ops.BroadcastTo", "ops.CropImages"})
+#: ... and the tf.keras ``TFOpLambda`` functions that do (``config["function"]``).
+_TF_PASS_THROUGH = frozenset({
+    "reshape", "compat.v1.reshape", "transpose", "compat.v1.transpose", "squeeze",
+    "compat.v1.squeeze", "expand_dims", "identity"})
+
+#: Layers and operations that pool or reduce values: an output that pools probabilities
+#: (the mean softmax over a sequence) has no logits, as a merge of them has none.
+_POOLS = frozenset({
+    *(f"{k}Pooling{d}D" for k in ("Average", "Max", "GlobalAverage", "GlobalMax",
+                                  "AdaptiveAverage", "AdaptiveMax") for d in (1, 2, 3)),
+    "ops.Mean", "ops.Sum", "ops.Max", "ops.Amax", "ops.Min", "ops.Amin", "ops.Prod",
+    "ops.Average", "ops.Median", "ops.Logsumexp"})
+_TF_POOLS = frozenset({"math.reduce_mean", "math.reduce_sum", "math.reduce_max",
+                       "math.reduce_min", "math.reduce_prod"})
+
+
+def _passes_through(spec: LayerSpec) -> bool:
+    """Whether a layer only moves or passes values on (:data:`_PASS_THROUGH`)."""
+    if spec.class_name == "TFOpLambda":
+        return spec.config.get("function") in _TF_PASS_THROUGH
+    return spec.class_name in _PASS_THROUGH
+
+
+def _pools_or_merges(spec: LayerSpec) -> bool:
+    """Whether a layer merges tensors or pools values (:data:`_MERGES`, :data:`_POOLS`)."""
+    if spec.class_name == "TFOpLambda":
+        return spec.config.get("function") in _TF_POOLS
+    return spec.class_name in _MERGES or spec.class_name in _POOLS
 
 
 def is_rule_call(impl: LayerImpl, call: Call) -> bool:

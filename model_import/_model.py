@@ -32,7 +32,8 @@ def _complement(z: Array) -> Array:
 def apply_head(head: str, z: Array, softmax_axis: int | tuple[int, ...] = -1,
                rt: Runtime | None = None) -> Array:
     """Apply an output head to the pre-activation outputs ``z`` (``saved``/``logits``: as is);
-    ``softmax`` normalizes over ``softmax_axis``. The sigmoid heads are elementwise
+    ``softmax`` normalizes over ``softmax_axis`` (a model's own softmax outputs are kept as
+    they are instead: :meth:`Graph.softmax_heads`). The sigmoid heads are elementwise
     activations: with ``rt`` they go through its ``elementwise`` rule (DeepLIFT's)."""
     if head in ("saved", "logits"):
         return z
@@ -146,6 +147,11 @@ class KerasModel:
         # Keras 3 operation nodes are not listed as layers but can be captured by name.
         self._all_paths = graph.layer_paths(include_ops=True)
         self._keras_major = keras_major(keras_version)
+        if head != "saved":  # refuse a head an output cannot have now, not at the first call
+            # (each output alone: what only several outputs together refuse is refused when
+            # they are run together, so that with_output can still select one of them)
+            for i in range(len(graph.outputs)) if output is None else (output,):
+                graph._head_keys((i,), head == "softmax")
 
     # ------------------------------------------------------------------ variants
     def _replace(self, **kw) -> "KerasModel":
@@ -167,9 +173,9 @@ class KerasModel:
         ``"logits"`` replaces the fused activation of the output layer(s) by linear (an
         output ``Activation``/``Softmax`` layer becomes the identity); ``"softmax"``,
         ``"sigmoid"`` and ``"sigmoid_complement"`` (``1 - sigmoid``: the other class of a
-        one-unit binary model) apply to those logits (``"softmax"`` over the axis of the
-        model's own softmax, e.g. ``Softmax(axis=1)``; else the last axis); ``"saved"`` is
-        the file's own head.
+        one-unit binary model) apply to those logits (``"softmax"`` keeps an output that is the
+        model's own softmax, over its axis, e.g. ``Softmax(axis=1)``, and normalizes other
+        outputs over their last axis); ``"saved"`` is the file's own head.
         """
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
@@ -404,14 +410,14 @@ class KerasModel:
             perturb=pert, perturb_pre=pre, bias_sink=bias_sink, strip_output_activation=(
                 self.head != "saved" and (True if self.output_index is None
                                           else (self.output_index,))),
-            keras_major=self._keras_major)
+            keep_softmax=self.head == "softmax", keras_major=self._keras_major)
+        # the softmax head keeps the model's own softmax outputs, and normalizes the others'
+        # logits over their last axis
+        heads = [("saved" if own else self.head) for own in (
+            self.graph.softmax_heads() if self.head == "softmax" else [False] * len(outs))]
         if self.output_index is not None:
-            outs = [outs[self.output_index]]
-        axes = (self.graph.softmax_axes() if self.head == "softmax"
-                else [-1] * len(self.graph.outputs))
-        if self.output_index is not None:
-            axes = [axes[self.output_index]]
-        outs = [apply_head(self.head, o, a, self.runtime) for o, a in zip(outs, axes)]
+            outs, heads = [outs[self.output_index]], [heads[self.output_index]]
+        outs = [apply_head(h, o, rt=self.runtime) for o, h in zip(outs, heads)]
         y = outs[0] if self.graph.single_output or self.output_index is not None else outs
         if capture:
             return y, {orig: jnp.moveaxis(captured[path], 1, -1) if self._moved(path)

@@ -56,6 +56,17 @@ def _case(kind):
         dense = layers.Dense(8, activation="softmax")
         out = layers.Activation("linear")(dense(inp))
         return keras.Model(inp, out), lambda x: _dense_z(x, dense)
+    if kind == "softmax_last_step":  # x[:, -1] of a sequence classifier's probabilities
+        seq = layers.Reshape((2, 3))(inp)
+        dense = layers.Dense(4, activation="softmax")
+        return (keras.Model(inp, dense(seq)[:, -1]),
+                lambda x: _dense_z(x.reshape(-1, 2, 3), dense)[:, -1])
+    if kind == "softmax_cropping_transpose":
+        seq = layers.Reshape((3, 2))(inp)
+        dense = layers.Dense(4, activation="softmax")
+        out = keras.ops.transpose(layers.Cropping1D((1, 0))(dense(seq)), (0, 2, 1))
+        return (keras.Model(inp, out),
+                lambda x: _dense_z(x.reshape(-1, 3, 2), dense)[:, 1:].transpose(0, 2, 1))
     if kind == "linear_reshape":  # nothing to remove: logits == the saved output
         dense = layers.Dense(8)
         out = layers.Reshape((4, 2))(dense(inp))
@@ -65,7 +76,8 @@ def _case(kind):
 
 KINDS = ["fused_softmax_reshape", "activation_dropout_flatten", "softmax_layer_permute",
          "nested_model_reshape", "ops_softmax", "activations_sigmoid_reshape",
-         "fused_softmax_linear_activation", "linear_reshape"]
+         "fused_softmax_linear_activation", "softmax_last_step", "softmax_cropping_transpose",
+         "linear_reshape"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -87,7 +99,7 @@ def test_logits_head_looks_through_pass_through_layers(kind, tmp_path):
 def test_logits_head_refuses_an_activation_other_layers_need(tmp_path):
     inp = keras.Input((6,))
     probs = layers.Dense(8, activation="softmax", name="probs")(inp)
-    out = layers.Add()([layers.Reshape((8,))(probs), layers.Dense(8)(probs)])
+    out = layers.Dense(8)(probs)
     model = keras.Model(inp, [layers.Reshape((2, 4))(probs), out])
     x = np.ones((2, 6), np.float32)
     for path in save_keras_and_h5(model, tmp_path, "shared").values():
@@ -96,6 +108,73 @@ def test_logits_head_refuses_an_activation_other_layers_need(tmp_path):
         np.testing.assert_allclose(np.asarray(saved[0]), np.asarray(model(x)[0]), rtol=1e-5)
         with pytest.raises(ValueError, match="'probs'.*feeds other layers.*head='saved'"):
             m.with_head("logits")(x)
+        # each output alone has its logits: the head can be chosen before the output
+        both = load_keras(path, head="logits")
+        np.testing.assert_allclose(np.asarray(both.with_output(1)(x)), np.asarray(saved[1]),
+                                   rtol=1e-5)
+        z = np.asarray(both.with_output(0)(x)).reshape(-1, 8)
+        np.testing.assert_allclose(np.exp(z) / np.exp(z).sum(-1, keepdims=True),
+                                   np.asarray(saved[0]).reshape(-1, 8), rtol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["global_average", "max_pooling", "ops_mean"])
+def test_logits_head_refuses_pooled_probabilities(pool, tmp_path):
+    """The mean (or max) of softmax outputs over a sequence has no pre-activation, as an
+    ``Average`` of classifiers has none: refused when the head is chosen, not computed as
+    the probabilities."""
+    inp = keras.Input((3, 2))
+    probs = layers.Dense(4, activation="softmax", name="probs")(inp)
+    out = {"global_average": lambda: layers.GlobalAveragePooling1D()(probs),
+           "max_pooling": lambda: layers.MaxPooling1D(3)(probs),
+           "ops_mean": lambda: keras.ops.mean(probs, axis=1)}[pool]()
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(0).normal(size=(2, 3, 2)).astype(np.float32)
+    for path in save_keras_and_h5(model, tmp_path, pool).values():
+        m = load_keras(path)
+        np.testing.assert_allclose(np.asarray(m(x)), np.asarray(model(x)), rtol=1e-5)
+        with pytest.raises(ValueError, match="pools the probabilities of \\['probs'\\]"):
+            m.with_head("logits")
+        with pytest.raises(ValueError, match="pools the probabilities"):
+            load_keras(path, head="logits")
+
+
+def _softmax_case(kind):
+    inp = keras.Input((6,))
+    seq = layers.Reshape((2, 3))(inp)
+    if kind == "fused_softmax_permute":  # (2, 3) probabilities over the last axis -> (3, 2)
+        return keras.Model(inp, layers.Permute((2, 1))(layers.Dense(3, activation="softmax")(
+            seq)))
+    if kind == "fused_softmax_flatten":
+        return keras.Model(inp, layers.Flatten()(layers.Dense(4, activation="softmax")(seq)))
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["fused_softmax_permute", "fused_softmax_flatten"])
+def test_softmax_head_keeps_the_models_own_softmax(kind, tmp_path):
+    """``head="softmax"`` on an output that is already the model's softmax gives that output
+    (over its own axis, through the layers that move its values), not a softmax over the
+    last axis of what reaches the output."""
+    keras.utils.set_random_seed(0)
+    model = _softmax_case(kind)
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
+    saved = np.asarray(model(x))
+    for path in save_keras_and_h5(model, tmp_path, kind).values():
+        m = load_keras(path, head="softmax")
+        np.testing.assert_allclose(np.asarray(m(x)), saved, rtol=1e-5, atol=1e-6)
+        z = np.asarray(load_keras(path, head="logits")(x))
+        last_axis = np.exp(z) / np.exp(z).sum(-1, keepdims=True)  # what it was before
+        assert np.abs(last_axis - saved).max() > 0.05  # the test can fail
+
+
+def test_softmax_head_of_a_sigmoid_output_normalizes_its_last_axis(tmp_path):
+    inp = keras.Input((6,))
+    dense = layers.Dense(4, activation="sigmoid")
+    model = keras.Model(inp, layers.Flatten()(dense(layers.Reshape((2, 3))(inp))))
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
+    z = _dense_z(x.reshape(-1, 2, 3), dense).reshape(-1, 8)
+    m = load_keras(save_keras_and_h5(model, tmp_path, "sig")[".keras"], head="softmax")
+    want = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(m(x)), want, rtol=1e-5, atol=1e-6)
 
 
 def _binary(kind):
