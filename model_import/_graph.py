@@ -83,6 +83,11 @@ class Graph:
     #: "if_unknown" (no mask where the importer cannot know the tensor's, else like no key),
     #: "call" (the call got no mask) or "none" (nor did the output mask's computation)
     null_mask: str = "implicit"
+    #: A digest of what the graph is a function of (the architecture config, the Keras
+    #: version and backend) where only model_import's own converters built it, else
+    #: ``None``: two loads of one file have equal fingerprints, so jaxsal reuses a program
+    #: compiled for one with the other (``jaxsal._src.base.model_key``).
+    fingerprint: str | None = None
 
     # ------------------------------------------------------------------ running
     def run(self, params: Mapping[str, Any], inputs: Sequence[Array], rt: Runtime, *,
@@ -868,6 +873,9 @@ class GraphBuilder:
         self.keras_backend = keras_backend
         self.path = path
         self.custom = dict(custom_layers or {})
+        #: whether every layer was converted by model_import's own converters (then the
+        #: graph is a function of the config, the Keras version and the backend alone)
+        self.builtin_only = True
 
     def _err(self, msg):
         return KerasImportError(msg, path=self.path)
@@ -993,6 +1001,7 @@ class GraphBuilder:
                 "know") from e
         impl = _masking.with_builtin_rules(impl, cls, cfg, ctx,
                                            builtin=conv in builtin_converters())
+        self.builtin_only = self.builtin_only and conv in builtin_converters()
         return LayerSpec(name, cls, cfg, impl)
 
     def _sequential(self, cfg) -> Graph:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 from typing import Any, Callable, Mapping
 
@@ -121,6 +124,22 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
     return params
 
 
+def _fingerprint(config: Mapping[str, Any], keras_version: str,
+                 keras_backend: str | None) -> str | None:
+    """A digest of an architecture config (arrays in it by value), the Keras version and
+    the backend: :attr:`Graph.fingerprint` (``None`` for a config JSON cannot write)."""
+    def plain(o):
+        if isinstance(o, (np.ndarray, np.generic)):
+            return np.asarray(o).tolist()
+        raise TypeError(type(o).__name__)
+
+    try:
+        text = json.dumps([config, keras_version, keras_backend], sort_keys=True, default=plain)
+    except (TypeError, ValueError):  # keys of mixed types, objects other than arrays
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def build_model(config: Mapping[str, Any], source: WeightSource | Callable | None, *,
                 keras_version: str = "3", path: str | None = None, head: str = "saved",
                 custom_layers: Mapping[str, Callable] | None = None,
@@ -153,8 +172,12 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
             "and save that.", path=path)
     if keras_backend is not None:
         keras_backend = keras_backend_of(keras_backend, "keras_backend")
-    graph = GraphBuilder(keras_version=keras_version, path=path, custom_layers=custom_layers,
-                         keras_backend=keras_backend).build(config)
+    builder = GraphBuilder(keras_version=keras_version, path=path, custom_layers=custom_layers,
+                           keras_backend=keras_backend)
+    graph = builder.build(config)
+    if builder.builtin_only:
+        graph = dataclasses.replace(graph, fingerprint=_fingerprint(
+            config, keras_version, keras_backend))
     if callable(source):
         source = source(graph)
     params = _collect_params(graph, source, path) if source is not None else {}

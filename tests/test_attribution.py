@@ -471,6 +471,28 @@ def test_no_recompile_on_second_call(lm, x4, compiles):
     assert compiles.n == first
 
 
+def test_another_load_of_the_same_file_reuses_the_programs(x4, compiles):
+    """Two loads of one file compute one function: the second reuses the first's compiled
+    programs (``Graph.fingerprint``), and its own weights, not the first's, are used."""
+    from jaxsal._src import base
+    from model_import import load_keras
+
+    path = FIX / "mnist_cnn_tfkeras2.h5"
+    first = load_keras(path, head="logits")
+    a = np.asarray(jaxsal.saliency(first, x4, [1, 2]))
+    second = load_keras(path).with_head("logits")
+    scaled = second.with_params(jax.tree_util.tree_map(lambda w: np.asarray(w) * 0.5,
+                                                       second.params))
+    n = compiles.n
+    assert second.graph is not first.graph
+    np.testing.assert_array_equal(np.asarray(jaxsal.saliency(second, x4, [1, 2])), a)
+    b = np.asarray(jaxsal.saliency(scaled, x4, [1, 2]))
+    assert compiles.n == n
+    assert np.abs(b - a).max() > 0.1 * np.abs(a).max()  # the other weights are used
+    other = load_keras(FIX / "mnist_cnn_keras3.keras", head="logits")  # another architecture
+    assert base.model_key(other) != base.model_key(first)
+
+
 def test_precision_options(lm, x4):
     a = np.asarray(jaxsal.gradcam(lm, x4, [1, 2]))
     hi = np.asarray(jaxsal.gradcam(lm, x4, [1, 2], precision="highest"))

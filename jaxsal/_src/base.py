@@ -352,7 +352,9 @@ def model_key(model: Any) -> Hashable:
         return key
     graph = getattr(model, "graph", None)
     if graph is not None and hasattr(model, "runtime"):  # model_import.KerasModel
-        return (type(model), graph, model.head, model.runtime,
+        # two loads of one file: equal fingerprints (the graph object where there is none)
+        return (type(model), getattr(graph, "fingerprint", None) or graph, model.head,
+                model.runtime,
                 getattr(model, "_keras_major", None), getattr(model, "output_index", None),
                 getattr(model, "channels_last_view", False))
     return (type(model), _Held(model))
