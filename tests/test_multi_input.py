@@ -256,6 +256,12 @@ def test_refusals(two, tmp_path):
     for f in (jaxsal.scorecam, jaxsal.guided_gradcam):
         with pytest.raises(TypeError, match="takes one input array"):
             f(m, x, 0)
+    maps = jaxsal.saliency(m, x, 0)  # inputs of different ranks: not one array to np.ndim
+    for f in (lambda: jaxsal.rise(m, x, 0, key=0, n=4),
+              lambda: jaxsal.deletion(m, x, maps, 0), lambda: jaxsal.insertion(m, x, maps, 0),
+              lambda: jaxsal.infidelity(m, x, maps, 0, key=0)):
+        with pytest.raises(TypeError, match="takes one input array"):
+            f()
     with pytest.raises(TypeError, match="one input array"):
         jaxsal.explain_to_file(jaxsal.saliency, m, x, tmp_path / "maps.npy")
     with pytest.raises(ValueError, match="one input image"):

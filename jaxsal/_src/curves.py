@@ -25,8 +25,8 @@ import numpy as np
 from jaxsal._src import base
 from jaxsal._src.occlusion import _sizes, grid_cells
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import (check_fill_ids, check_like, check_maps, input_spatial_shape,
-                                  prepare)
+from jaxsal._src.validate import (check_fill_ids, check_like, check_maps, input_rank,
+                                  input_spatial_shape, prepare)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -149,7 +149,7 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
     if order not in ORDERS:
         raise ValueError(f"{what}: unknown order {order!r}; expected one of {ORDERS}")
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
-                spatial=getattr(x, "ndim", np.ndim(x)) != 2, allow_int=True)
+                spatial=input_rank(x) != 2, allow_int=True)
     if p.x.ndim not in (2, 3, 4, 5):
         raise ValueError(f"{what} needs x as (N, D) features, token ids (N, L) or with 1 to 3 "
                          f"spatial axes and a channel axis, got shape {tuple(p.x.shape)}")

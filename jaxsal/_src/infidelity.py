@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import check_like, check_maps, prepare, spatial_shape
+from jaxsal._src.validate import check_like, check_maps, input_rank, prepare, spatial_shape
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -87,7 +87,7 @@ def infidelity(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *
                         f"{type(perturbation).__name__}")
     normalize = bool(normalize)
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
-                spatial=getattr(x, "ndim", np.ndim(x)) != 2)
+                spatial=input_rank(x) != 2)
     size = p.x.shape[1:] if p.x.ndim == 2 else spatial_shape(p.x.shape, p.channels_first)
     mp, whole = check_maps(maps, p, size, "infidelity")
     whole = whole or tuple(size) == tuple(p.x.shape[1:])

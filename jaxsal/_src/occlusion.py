@@ -23,7 +23,8 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import check_fill_ids, check_like, prepare, spatial_shape
+from jaxsal._src.validate import (check_fill_ids, check_like, input_rank, prepare,
+                                  spatial_shape)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -56,17 +57,6 @@ def patch_positions(size: int, patch: int, stride: int) -> np.ndarray:
     if starts[-1] != size - patch:
         starts.append(size - patch)
     return np.asarray(starts, np.int32)
-
-
-def _rank(x: Any) -> int | None:
-    """The number of axes of one input array (``None`` for a structure of arrays, which
-    :func:`prepare` refuses with its own message)."""
-    if hasattr(x, "ndim"):
-        return int(x.ndim)
-    try:
-        return int(np.ndim(x))
-    except ValueError:  # ragged: a list of input arrays
-        return None
 
 
 #: The default ``patch`` of spatial inputs (pixels per side); ``(N, D)`` feature inputs
@@ -166,7 +156,7 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
       Raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features):
       mean score drop over the covering patches.
     """
-    rank = _rank(x)
+    rank = input_rank(x)
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
                 spatial=rank is not None and rank != 2, allow_int=True, multi_input=True)
     leaves, tree = jax.tree_util.tree_flatten(p.x)

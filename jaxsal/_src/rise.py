@@ -32,7 +32,7 @@ import numpy as np
 from jaxsal._src import base
 from jaxsal._src.postprocess import upsample_linear
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import (check_fill_ids, check_flag, check_like, prepare,
+from jaxsal._src.validate import (check_fill_ids, check_flag, check_like, input_rank, prepare,
                                   spatial_shape)
 
 Array = jax.Array
@@ -175,7 +175,7 @@ def rise(model: Any, x: ArrayLike, targets: Any = None, *, key: jax.Array | int 
     index_offset = base.check_index_offset(index_offset)
     n_masks = base.check_n(n, "masks")
     p_keep = _check_p(p)
-    binary = getattr(x, "ndim", np.ndim(x)) == 2  # features or token ids: no spatial layout
+    binary = input_rank(x) == 2  # features or token ids: no spatial layout
     pr = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=not binary,
                  allow_int=binary)
     if pr.x.ndim not in (2, 3, 4, 5):

@@ -42,10 +42,10 @@ except ImportError:  # a JAX without it in jax.extend
     from jax._src.prng import threefry_2x32
 
 from jaxsal._src import base
-from jaxsal._src.occlusion import DEFAULT_PATCH, _rank, _sizes, grid_cells
+from jaxsal._src.occlusion import DEFAULT_PATCH, _sizes, grid_cells
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import (check_fill_ids, check_flag, check_like, is_channels_first,
-                                  prepare)
+from jaxsal._src.validate import (check_fill_ids, check_flag, check_like, input_rank,
+                                  is_channels_first, prepare)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -212,7 +212,7 @@ def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, featur
                              f">= 1, got {return_groups}")
         columns, return_groups = int(return_groups), True
     return_groups = check_flag(return_groups, "return_groups")
-    rank = _rank(x)
+    rank = input_rank(x)
     if isinstance(x, (list, tuple, dict)) and x and (
             isinstance(x, dict) or hasattr(next(iter(x)), "shape")):
         raise TypeError(f"{name} explains one input array; for a model with several inputs, "

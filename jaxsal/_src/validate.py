@@ -413,6 +413,18 @@ def spatial_shape(shape: tuple, channels_first: bool) -> tuple[int, ...]:
     return tuple(shape[2:]) if channels_first else tuple(shape[1:-1])
 
 
+def input_rank(x: Any) -> int | None:
+    """The number of axes of one input array, before it is checked (``None`` for a structure
+    of arrays, several inputs, which :func:`prepare` accepts or refuses with its own
+    message)."""
+    if hasattr(x, "ndim"):
+        return int(x.ndim)
+    try:
+        return int(np.ndim(x))
+    except ValueError:  # ragged: a list of input arrays
+        return None
+
+
 def cam_rank(x: Any) -> int:
     """The rank of a CAM layer's output for the input ``x``: ``x``'s own (``(N, H, W, C)``
     images), or one more for integer token ids ``(N, L)``, which an embedding gives their
