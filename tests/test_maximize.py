@@ -317,3 +317,24 @@ def test_linear_function_model_reaches_the_analytic_optimum():
     np.testing.assert_allclose(res.scores, np.maximum(np.asarray(w), 0).sum(0), rtol=0.02)
     with pytest.raises(ValueError, match="out of range"):
         jaxsal.maximize(m, [3])
+
+
+def test_gaussian_blur_borders_and_shapes():
+    """Reflected borders (NumPy's ``reflect``) while the radius fits the image, repeated
+    edges after; one image only, with a message that says how to blur a batch."""
+    img = np.random.default_rng(0).random((9, 9, 2)).astype(np.float32)
+
+    def by_hand(sigma, mode):
+        k = np.asarray(jaxsal._src.transforms.gaussian_kernel(sigma))
+        r = len(k) // 2
+        p = np.pad(img, ((r, r), (r, r), (0, 0)), mode=mode)
+        p = sum(k[i] * p[i:i + 9] for i in range(len(k)))
+        return sum(k[i] * p[:, i:i + 9] for i in range(len(k)))
+
+    np.testing.assert_allclose(jaxsal.gaussian_blur(img, 2.0), by_hand(2.0, "reflect"),
+                               atol=1e-6)  # radius 6 < 9
+    np.testing.assert_allclose(jaxsal.gaussian_blur(img, 3.0), by_hand(3.0, "edge"),
+                               atol=1e-6)  # radius 9: no reflection of 9 pixels
+    for bad in (np.stack([img, img]), img[..., 0]):
+        with pytest.raises(ValueError, match="one image \\(H, W, C\\).*jax.vmap"):
+            jaxsal.gaussian_blur(bad, 1.0)

@@ -207,7 +207,19 @@ def gaussian_kernel(sigma: float) -> Array:
 
 
 def gaussian_blur(image: Array, sigma: float) -> Array:
-    """Separable Gaussian blur of one image ``(H, W, C)`` (reflect padding), differentiable."""
+    """Separable Gaussian blur of one image ``(H, W, C)``, differentiable.
+
+    Borders are reflected about the edge pixel (``x[2], x[1] | x[0], x[1], x[2]``: NumPy's
+    ``reflect``, SciPy's ``mirror``) where the kernel's radius ``ceil(3 sigma)`` is less than
+    the image's height and width, else the edge pixels are repeated (SciPy's ``nearest``):
+    such a reflection needs more pixels than the radius.
+    For a batch, ``jax.vmap(lambda im: gaussian_blur(im, sigma))(images)``.
+    """
+    if jnp.ndim(image) != 3:
+        raise ValueError(f"gaussian_blur: expected one image (H, W, C), got shape "
+                         f"{jnp.shape(image)}; for a batch (N, H, W, C) use "
+                         "jax.vmap(lambda im: gaussian_blur(im, sigma))(images), and give a "
+                         "2-D map a channel axis (m[..., None])")
     if sigma <= 0:
         return image
     k = gaussian_kernel(sigma)
