@@ -170,3 +170,18 @@ def test_int_seed_is_a_key_everywhere(split, x):
             jaxsal.smoothgrad(split, x, 1, key=bad, n=2)
     with pytest.raises(ValueError, match="explicit PRNG key"):
         jaxsal.smoothgrad(split, x, 1, n=2)
+
+
+def test_traced_class_ids_are_refused_with_the_ways_around():
+    """Class ids traced under ``jit`` cannot be checked: refused with a message naming the
+    ways that work, one of which (a score function of traced ids) is checked here."""
+    w = jnp.asarray(np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32))
+    m = jaxsal.FunctionModel(lambda p, x: x.reshape(len(x), -1) @ p, w)
+    x = np.random.default_rng(1).normal(size=(3, 2, 2, 3)).astype(np.float32)
+    ids = jnp.array([1, 2, 3])
+    with pytest.raises(TypeError, match="expected concrete class ids, got traced"):
+        jax.jit(lambda xx, t: jaxsal.saliency(m, xx, t))(x, ids[:, None])
+    traced = jax.jit(lambda xx, t: jaxsal.saliency(m, xx, lambda y: jnp.take_along_axis(
+        y, t[:, None], axis=1)[:, 0]))(x, ids)
+    np.testing.assert_allclose(traced, jaxsal.saliency(m, x, np.asarray(ids)[:, None])[:, 0],
+                               rtol=1e-6)

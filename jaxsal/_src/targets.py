@@ -186,6 +186,14 @@ def parse_targets(targets: Any, n: int, info: OutputInfo) -> tuple[TargetSpec, n
     if isinstance(targets, (list, tuple)) and any(callable(t) for t in targets):
         raise TypeError("expected targets as class ids or as score functions, not both in one "
                         "list: write each class as a score function, jaxsal.class_score(k)")
+    if any(isinstance(t, jax.core.Tracer) for t in jax.tree_util.tree_leaves(targets)):
+        raise TypeError(
+            "expected concrete class ids, got traced targets (an argument of a function "
+            "under jax.jit or vmap): their count and range are checked before tracing. Close "
+            "over them (jax.jit(lambda x: jaxsal.saliency(model, x, [1, 2]))), make them "
+            "static (a tuple, jax.jit(f, static_argnums=...)), or, for one traced id per "
+            "input, pass a score function: targets=lambda y: jnp.take_along_axis(y, "
+            "ids[:, None], axis=1)[:, 0]")
     try:
         arr = np.asarray(targets)
     except (TypeError, ValueError):  # ragged: [[1, 2], [3]]
