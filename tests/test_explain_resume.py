@@ -197,3 +197,47 @@ def test_targets_and_batch_size_are_checked_up_front(tmp_path, linear, xs):
     out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, tmp_path / "a.npy", targets=0,
                                  batch_size=np.int64(4))
     assert out.shape == (6, 5, 5)
+
+
+def test_resume_with_another_keras_backend_starts_over(tmp_path, fixtures_dir, digits):
+    """The backend a model follows (``load_keras(keras_backend=)``) changes what some layers
+    compute: a job run for one backend is not resumed for another."""
+    from model_import import load_keras
+
+    path = fixtures_dir / "mnist_cnn_keras3.keras"
+    on_torch = load_keras(path, keras_backend="torch")
+    on_jax = load_keras(path, keras_backend="jax")
+    assert _signature(jaxsal.saliency, on_torch, digits, {}, 3, 2) != _signature(
+        jaxsal.saliency, on_jax, digits, {}, 3, 2)
+    calls = []
+
+    def counting(model, x, targets=None):
+        calls.append(model.keras_backend)
+        return jaxsal.saliency(model, x, targets)
+
+    out = tmp_path / "maps.npy"
+    _interrupted(counting, on_torch, digits, out, targets=3, batch_size=2)
+    jaxsal.explain_to_file(counting, on_jax, digits, out, targets=3, batch_size=2)
+    assert calls == ["torch", "jax", "jax"]  # started over: both chunks for jax
+
+
+def test_a_job_stopped_while_starting_over_leaves_no_old_progress(tmp_path, linear, xs,
+                                                                  monkeypatch):
+    """Job A stops after one chunk; job B, another job on the same path, starts over and is
+    killed after rewriting the .npy but before recording its own progress. Running A again
+    must start over, not resume over B's chunk."""
+    import jaxsal._src.batch as batch
+
+    path = tmp_path / "maps.npy"
+    _interrupted(jaxsal.saliency, linear, xs, path, targets=1, batch_size=3)
+
+    def killed(*a, **k):
+        raise Stop
+
+    with monkeypatch.context() as mp:
+        mp.setattr(batch.os, "replace", killed)
+        with pytest.raises(Stop):
+            jaxsal.explain_to_file(jaxsal.gradient_x_input, linear, xs, path, targets=1,
+                                   batch_size=3)
+    out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=1, batch_size=3)
+    np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 1), rtol=1e-6)

@@ -7,11 +7,14 @@ that is stopped or fails (a NaN in chunk 7, a killed process) keeps every finish
 same call again and it resumes where it stopped.
 
 A job is identified by a signature: a hash of a stable description of the method, the model
-(its class, head, output selection, backward rule, architecture and a hash of every weight),
+(its class, head, output selection, backward rule, the Keras backend it follows, architecture
+and a hash of every weight),
 the inputs' count, shape and dtype (not their values: fixing a bad input and running again
 resumes), the targets, every option (arrays by a hash of their bytes, shape and dtype; PRNG
 keys by their key data; functions by their code, constants, defaults and closure values) and
-the batch size. A run whose signature differs from the sidecar's starts over.
+the batch size. A run whose signature differs from the sidecar's starts over, and deletes that
+sidecar before it rewrites the ``.npy`` (a run stopped between the two never leaves an old
+job's progress over another job's chunks).
 """
 
 from __future__ import annotations
@@ -162,14 +165,15 @@ def _graph_digest(graph: Any) -> str:
 
 def model_fingerprint(model: Any) -> dict:
     """A description of the function ``model`` computes that is the same in every process:
-    its class, head, output selection, backward rule and layout, its architecture (an
+    its class, head, output selection, backward rule and layout, the Keras version and the
+    backend it follows (``load_keras(keras_backend=)``), its architecture (an
     imported model's layers and connections; a :class:`jaxsal.FunctionModel`'s functions by
     their code, constants and closure values) and a hash of all its weights (about 1 s per GB
     of weights)."""
     m = base.as_model(model)
     desc: dict = {"type": _qualname(type(m))}
     for attr in ("head", "relu_mode", "output_index", "channels_last_view", "data_format",
-                 "keras_version", "input_shape"):
+                 "keras_version", "keras_backend", "input_shape"):
         v = getattr(m, attr, None)
         if v is not None:
             desc[attr] = _describe(v)
@@ -472,6 +476,10 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
                              "resume.") from e
         maps = np.asarray(maps)[: hi - lo]
         if out is None:
+            # starting over: the progress file of the job that wrote `path` before goes
+            # first, so that it can never vouch for the new file's chunks
+            if os.path.exists(progress_path):
+                os.remove(progress_path)
             out = np.lib.format.open_memmap(path, mode="w+", dtype=maps.dtype,
                                             shape=(n, *maps.shape[1:]))
         elif resumed and (out.shape[1:] != maps.shape[1:] or out.dtype != maps.dtype):
