@@ -81,6 +81,25 @@ def _snake(name: str) -> str:
     return name
 
 
+def merge_lora(names: Sequence[str], arrays: list[np.ndarray], scale: float
+               ) -> list[np.ndarray]:
+    """A LoRA layer's arrays as Keras computes with them: ``kernel + scale * (a @ b)`` first
+    (as without LoRA), the other arrays in their order, ``lora_kernel_a``/``_b`` dropped (``embeddings`` and
+    ``lora_embeddings_a``/``_b`` for ``Embedding``); as given where the names hold no such
+    triple."""
+    short = [n.rsplit("/", 1)[-1].split(":")[0] for n in names]
+    for base in ("kernel", "embeddings"):  # Dense, EinsumDense, convolutions; Embedding
+        if {base, f"lora_{base}_a", f"lora_{base}_b"} <= set(short):
+            break
+    else:
+        return arrays
+    k, a, b = (short.index(n) for n in (base, f"lora_{base}_a", f"lora_{base}_b"))
+    merged = arrays[k] + np.asarray(scale, arrays[k].dtype) * np.matmul(arrays[a], arrays[b])
+    # enable_lora freezes the kernel, which then comes after the trainable weights: back in
+    # front, where the layer without LoRA has it (kernel, bias)
+    return [merged] + [w for i, w in enumerate(arrays) if i not in (k, a, b)]
+
+
 class WeightSource:
     """Where a model's weights live. ``get(path)`` returns a layer's arrays in Keras order."""
 
@@ -184,21 +203,25 @@ class LegacyH5Weights(WeightSource):
             owner = owner.rsplit("/", 1)[0]
         return None
 
-    def get(self, path, class_names):
+    def get(self, path, class_names, lora_scale: float | None = None):
+        """``lora_scale``: for a layer with LoRA enabled (``lora_rank`` in its config), the
+        ``lora_alpha / lora_rank`` by which its ``lora_kernel_a @ lora_kernel_b`` is added
+        to its kernel (the legacy writer stores the three apart; ``.keras`` files the sum)."""
         top = path[0]
         if top not in self.group:
             return None
         g = self.group[top]
         self.used.add(top)
         if len(path) == 1:
-            return [self._read(g, n, path) for n in self._names(g)]
-        if self.layer_order is not None:
+            names = self._names(g)
+        elif self.layer_order is not None:
             names = self._assign_nested(top).get(tuple(path), [])
             self._fetched.add(tuple(path))
         else:  # no architecture to disambiguate: match the leaf name as a path segment
             leaf = path[-1]
             names = [n for n in self._names(g) if leaf in n.split("/")[:-1]]
-        return [self._read(g, n, path) for n in names]
+        arrays = [self._read(g, n, path) for n in names]
+        return arrays if lora_scale is None else merge_lora(names, arrays, lora_scale)
 
     def _read(self, g: h5py.Group, name: str, path) -> np.ndarray:
         # ``weight_names`` is an attribute, the arrays are datasets: a damaged or edited file

@@ -672,6 +672,23 @@ def _tensor_ref(h) -> Ref:
                      "tensor index]")
 
 
+def _quantization(cfg: Mapping[str, Any]) -> str | None:
+    """The quantization mode of a layer config (Keras 3's ``model.quantize("int8")`` sets a
+    ``QuantizedDTypePolicy`` with ``mode``; newer versions also a ``quantization_config``),
+    else ``None``."""
+    policy = cfg.get("dtype")
+    if isinstance(policy, Mapping):
+        inner = policy.get("config") if isinstance(policy.get("config"), Mapping) else {}
+        if "Quantized" in str(policy.get("class_name", "")) or inner.get("mode"):
+            return str(inner.get("mode") or policy.get("class_name"))
+    elif isinstance(policy, str) and "_from_" in policy:  # "int8_from_float32"
+        return policy.split("_from_")[0]
+    qc = cfg.get("quantization_config")
+    if qc:
+        return str(qc.get("class_name") if isinstance(qc, Mapping) else qc)
+    return None
+
+
 def _entry_name(lc) -> Any:
     """The layer name of a config entry, for messages (``'?'`` when it has none)."""
     if not isinstance(lc, Mapping):
@@ -951,6 +968,13 @@ class GraphBuilder:
                 raise self._err(f"layer {name!r} ({cls}): its config sets {key}={v!r}, "
                                 f"expected {'sizes >= 0' if low == 0 else 'positive sizes'}. "
                                 "The file is damaged or was edited: save the model again")
+        quantized = _quantization(cfg) if cls not in MODEL_CLASSES else None
+        if quantized:
+            raise UnsupportedLayerError(
+                name, cls, path=self.path,
+                detail=f"its weights are quantized ({quantized}: model.quantize(...)), and "
+                "jaxsal computes in floating point, where attributions are defined; load the "
+                "model saved before quantization (the float weights)")
         registered = layer_cfg.get("registered_name")
         if ">" in cls:  # Keras 3's legacy .h5 writes registered classes as "package>Class"
             registered, cls = cls, cls.split(">")[-1]

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from model_import._errors import KerasImportError
-from model_import._files import (Keras3Weights, WeightSource, config_keras_version,
-                                 keras_version_of, parse_config, read_h5, read_keras_zip,
-                                 recorded_backend, sniff)
+from model_import._files import (Keras3Weights, LegacyH5Weights, WeightSource,
+                                 config_keras_version, keras_version_of, parse_config, read_h5,
+                                 read_keras_zip, recorded_backend, sniff)
 from model_import._graph import MODEL_CLASSES, Graph, GraphBuilder, LayerCallError
 from model_import._output_padding import padding_hint
 from model_import._model import HEADS, KerasModel
@@ -71,8 +71,12 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
             continue
         if spec.impl.n_weights == 0:
             continue
+        rank = spec.config.get("lora_rank")
         if spec.impl.weight_groups is not None and isinstance(source, Keras3Weights):
             ws = source.get(lpath, [spec.class_name], groups=spec.impl.weight_groups)
+        elif rank and isinstance(source, LegacyH5Weights):  # kernel + alpha / rank * a @ b
+            ws = source.get(lpath, [spec.class_name],
+                            lora_scale=float(spec.config.get("lora_alpha") or rank) / rank)
         else:
             ws = source.get(lpath, [spec.class_name])
         where = "/".join(lpath)
@@ -81,6 +85,14 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
                 f"no weights found for layer {where!r} ({spec.class_name}); the weights file "
                 "does not match the architecture", path=path)
         if spec.impl.n_weights is not None and len(ws) != spec.impl.n_weights:
+            if any(np.issubdtype(np.asarray(w).dtype, np.integer) for w in ws):
+                raise KerasImportError(
+                    f"layer {where!r} ({spec.class_name}) expects {spec.impl.n_weights} "
+                    f"float weight arrays, the file has {len(ws)} with integer ones among "
+                    f"them ({[(w.shape, str(w.dtype)) for w in ws]}): a quantized model "
+                    "(model.quantize(...)). jaxsal computes in floating point, where "
+                    "attributions are defined: load the model saved before quantization",
+                    path=path)
             raise KerasImportError(
                 f"layer {where!r} ({spec.class_name}) expects {spec.impl.n_weights} weight "
                 f"arrays, the file has {len(ws)} (shapes {[w.shape for w in ws]})", path=path)

@@ -47,8 +47,9 @@ def _bias_shape(equation: str, bias_axes: str, ndim: int, out_shape: Sequence[in
 @register_layer("EinsumDense")
 def _einsum_dense(config, ctx):
     """``einsum(equation, x, kernel) + bias`` (bias on ``bias_axes`` of the output)."""
-    if config.get("quantization_config") or config.get("lora_rank"):
-        raise ctx.error("quantized or LoRA EinsumDense layers are not supported")
+    if config.get("quantization_config"):
+        raise ctx.error("quantized EinsumDense layers are not supported; save the model "
+                        "with plain float weights")
     equation = str(config["equation"])
     bias_axes = config.get("bias_axes") or ""
 

@@ -51,9 +51,9 @@ def _embedding(config, ctx):
     give NaN rows (Keras raises on CPU; its NumPy backend wraps negative ids); a
     :class:`~model_import.KerasModel` refuses such ids before running when it sees their
     values (:meth:`~model_import.KerasModel.check_token_ids`)."""
-    if config.get("quantization_config") or config.get("lora_rank"):
-        raise ctx.error("quantized or LoRA Embedding layers are not supported; save the "
-                        "model with plain float weights")
+    if config.get("quantization_config"):
+        raise ctx.error("quantized Embedding layers are not supported; save the model with "
+                        "plain float weights")
     mask_zero = bool(config.get("mask_zero", False))
 
     def call(params, x, *, rt):
