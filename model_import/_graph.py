@@ -173,7 +173,7 @@ class Graph:
                        else None if no_mask and self.null_mask == "none"
                        else mask_of(call.args[0]) if call.args else None)
             if impl.subgraph is not None:
-                sub_in = list(args[0]) if isinstance(args[0], (list, tuple)) else [args[0]]
+                sub_in = _flatten_values(args[0])  # a nested model's inputs, flattened
                 # a nested model called with mask=None runs on unmasked inputs (its output
                 # masks then too, also where Keras computes those from the tensors' masks)
                 sub_masks = ([None] * len(sub_in) if no_mask
@@ -839,20 +839,42 @@ def _shift_refs(a, layers: set[str]):
 
 
 def _io_refs(spec) -> tuple[list[Ref], tuple[str, ...] | None]:
-    """The refs of ``input_layers``/``output_layers`` and, for a dict, its keys. Keras (3 and
-    tf.keras 2) flattens a dict of inputs or outputs in sorted key order, whatever the order
-    of the saved config: ``model.inputs`` of ``Model({"b": ib, "a": ia}, ...)`` is [ia, ib]."""
+    """The refs of ``input_layers``/``output_layers`` and, for a dict of tensors, its keys.
+    Keras (3 and tf.keras 2) flattens a dict of inputs or outputs in sorted key order,
+    whatever the order of the saved config: ``model.inputs`` of ``Model({"b": ib, "a": ia},
+    ...)`` is [ia, ib]; nested structures (``Model(a, [d1, [d2, d3]])``, a dict of lists)
+    are flattened the same way (``keras.tree.flatten``), and have no keys."""
     if not spec:
         return [], None
     keys = None
-    if isinstance(spec, list) and spec and isinstance(spec[0], str):  # a single flat ref
-        spec = [spec]
-    if isinstance(spec, dict):
+    if isinstance(spec, dict) and not any(isinstance(v, dict) or (
+            isinstance(v, list) and v and not isinstance(v[0], str)) for v in spec.values()):
         keys = tuple(sorted(spec))
-        spec = [spec[k] for k in keys]
-    if not isinstance(spec, list):
+    if not isinstance(spec, (list, dict)):
         raise ValueError(f"{str(spec)[:60]!r} is not a list of tensor references")
-    return [_tensor_ref(s) for s in spec], keys
+    return [_tensor_ref(s) for s in _flatten_refs(spec)], keys
+
+
+def _flatten_values(a) -> list:
+    """The arrays of a nested structure in ``keras.tree.flatten``'s order (the inputs of a
+    nested model called on ``[[x, y]]`` or a dict)."""
+    if isinstance(a, dict):
+        return [v for k in sorted(a) for v in _flatten_values(a[k])]
+    if isinstance(a, (list, tuple)):
+        return [v for b in a for v in _flatten_values(b)]
+    return [a]
+
+
+def _flatten_refs(spec) -> list:
+    """The tensor references of a nested structure of them, in ``keras.tree.flatten``'s
+    order (lists in order, dicts by sorted key)."""
+    if isinstance(spec, list) and spec and isinstance(spec[0], str):  # one reference
+        return [spec]
+    if isinstance(spec, dict):
+        return [r for k in sorted(spec) for r in _flatten_refs(spec[k])]
+    if isinstance(spec, (list, tuple)):
+        return [r for s in spec for r in _flatten_refs(s)]
+    return [spec]  # not a reference: _tensor_ref refuses it
 
 
 def _input_shape(cfg) -> tuple | None:

@@ -1,0 +1,52 @@
+"""Models whose inputs or outputs are nested structures (``Model(a, [d1, [d2, d3]])``, a dict
+of lists, ``Model([[a, b]], ...)``, an RNN's ``[seq, [h, c], h2]`` states) take and return
+them flattened in ``keras.tree.flatten``'s order, compared with Keras."""
+
+import numpy as np
+import pytest
+
+import keras  # noqa: E402  (tests/conftest.py picks the backend)
+from keras import layers  # noqa: E402
+
+from import_helpers import save_keras_and_h5  # noqa: E402
+from model_import import load_keras  # noqa: E402
+
+
+def _case(kind):
+    """(model, inputs as Keras takes them, inputs flattened as the import takes them)."""
+    rng = np.random.default_rng(0)
+    xa, xb = (rng.normal(size=(2, 4)).astype(np.float32) for _ in range(2))
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    if kind == "nested_outputs":
+        return keras.Model(a, [layers.Dense(2)(a), [layers.Dense(3)(a), layers.Dense(1)(a)]]), \
+            xa, xa
+    if kind == "dict_of_lists":
+        out = {"q": [layers.Dense(3)(a), layers.Dense(1)(a)], "p": layers.Dense(2)(a)}
+        return keras.Model(a, out), xa, xa
+    if kind == "nested_inputs":
+        return keras.Model([[a, b]], layers.Dense(3)(layers.Subtract()([a, b]))), \
+            [[xa, xb]], [xa, xb]
+    if kind == "inner_model_nested_inputs":  # a nested model called on [[x, y]]
+        ia, ib = keras.Input((4,)), keras.Input((4,))
+        inner = keras.Model([[ia, ib]], layers.Subtract()([ia, ib]), name="inner")
+        return keras.Model([a, b], layers.Dense(3)(inner([[a, b]]))), [xa, xb], [xa, xb]
+    seq = keras.Input((5, 4))  # an RNN over stacked cells returning its states
+    cells = layers.StackedRNNCells([layers.LSTMCell(3), layers.GRUCell(2)])
+    x = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    return keras.Model(seq, layers.RNN(cells, return_sequences=True, return_state=True)(seq)), \
+        x, x
+
+
+@pytest.mark.parametrize("kind", ["nested_outputs", "dict_of_lists", "nested_inputs",
+                                  "inner_model_nested_inputs", "stacked_rnn_states"])
+def test_nested_structures_flatten_as_keras(kind, tmp_path):
+    keras.utils.set_random_seed(0)
+    model, x_keras, x_flat = _case(kind)
+    want = [np.asarray(w) for w in keras.tree.flatten(model(x_keras))]
+    for ext, path in save_keras_and_h5(model, tmp_path, kind).items():
+        m = load_keras(path)
+        got = m(x_flat)
+        got = [np.asarray(g) for g in (got if isinstance(got, list) else [got])]
+        assert [g.shape for g in got] == [w.shape for w in want], ext
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=ext)
