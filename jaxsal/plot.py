@@ -233,7 +233,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
       colorbar_label: text beside the colour bar(s), e.g. ``"|d logit / d x|"``.
       panel_size: width of one panel, inches.
       mosaic: draw all panels as one image (fast for hundreds of panels; ``"shared"`` and
-        ``"panel"`` scales only). ``None``: when there are more than 150 panels.
+        ``"panel"`` scales only). ``None``: when there are more than 150 panels and the
+        scale is one of those (``"row"`` and ``"column"`` grids are drawn panel by panel).
       save: a path to write the figure to (PNG by its extension).
       dpi: resolution of the saved file.
     Returns:
@@ -317,11 +318,13 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
 
     caption = _scale_caption(scale, signed, grouped=row_groups is not None)
     full_title = caption if not title else f"{title}\n{caption}"
-    if mosaic is None:
-        mosaic = R * C > 150
+    if mosaic is None:  # a mosaic has one scale or one per panel, no per-row/column bars
+        mosaic = R * C > 150 and scale in ("shared", "panel")
     if mosaic:
         if scale not in ("shared", "panel"):
-            raise ValueError("mosaic=True supports scale='shared' or 'panel'")
+            raise ValueError(f"mosaic=True: expected scale='shared' or 'panel' (a mosaic "
+                             f"draws no per-row or per-column colour bars), got "
+                             f"scale={scale!r}; pass mosaic=False or leave mosaic unset")
         return _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles,
                        full_title, colorbar, colorbar_label, scale, input_title, panel_size,
                        save, dpi)

@@ -173,6 +173,19 @@ def test_grid_mosaic_for_many_panels(tmp_path):
     _png_ok(tmp_path / "m.png")
 
 
+@pytest.mark.parametrize("scale", ["row", "column"])
+def test_grid_of_many_panels_with_row_or_column_scale_is_not_a_mosaic(scale):
+    """More than 150 panels with per-row/column scales: the automatic choice draws panel by
+    panel (a mosaic has no per-row or per-column colour bars); mosaic=True is refused."""
+    maps = _maps(16, 10, 4, 4)
+    fig = plot.grid(maps, scale=scale)
+    assert plot.count_panels(fig) == 160
+    assert not any(ax.get_label().startswith("mosaic:") for ax in fig.axes)
+    assert len(_colorbars(fig)) == (16 if scale == "row" else 10)
+    with pytest.raises(ValueError, match=f"got scale='{scale}'; pass mosaic=False"):
+        plot.grid(maps, scale=scale, mosaic=True)
+
+
 def test_heatmap_overlay_diverging(tmp_path, mnist_x):
     _, x = mnist_x
     m = np.abs(np.random.RandomState(0).randn(28, 28)).astype(np.float32)
