@@ -91,6 +91,68 @@ def _parse_sizes(s: str, flag: str):
     return sizes[0] if len(sizes) == 1 else tuple(sizes)
 
 
+#: ``--seed`` takes 0 <= SEED < 2**32: ``jax.random.key`` overflows from 2**63, and in JAX's
+#: default 32-bit mode keeps only the low 32 bits (2**32 would give seed 0's numbers, -1 those
+#: of 2**32 - 1), so only this range gives distinct keys, the same with and without x64.
+SEED_LIMIT = 2**32
+
+
+def _seed(s: str) -> int:
+    """``--seed``'s argparse type: an int in ``[0, SEED_LIMIT)``."""
+    try:
+        seed = int(s)
+    except ValueError:
+        seed = None
+    if seed is None or not 0 <= seed < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"expected an int 0 <= SEED < 2**32 = {SEED_LIMIT} (in JAX's default 32-bit mode "
+            f"jax.random.key keeps only a seed's low 32 bits), got {s!r}; pick a seed in that "
+            "range")
+    return seed
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"  # an .npz archive (numpy.savez) is a zip file
+
+
+def _load_npy(path: str, what: str, *, mmap: bool = True) -> np.ndarray:
+    """The array in the ``.npy`` file ``path`` (memory-mapped unless ``mmap=False``), or a
+    ``ValueError`` naming ``what`` (``inputs``, ``maps``, ``--option fill=@FILE``...), the
+    file and how to make a .npy: every array a subcommand reads goes through here."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(len(_NPY_MAGIC))
+    except OSError as e:
+        raise ValueError(f"{what}: could not read the array in {path} "
+                         f"({e.strerror or e}); expected a .npy file written by numpy.save"
+                         ) from None
+    if magic.startswith(_ZIP_MAGIC):
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                names = list(archive.files)
+        except (OSError, ValueError, EOFError) as e:
+            names, why = [], f" (not a readable archive: {e})"
+        else:
+            why = f" (arrays: {', '.join(names)})" if names else " (an empty archive)"
+        name = names[0] if names else "x"
+        npy = os.path.splitext(path)[0] + f"_{name}.npy"
+        raise ValueError(
+            f"{what}: expected a .npy array (numpy.save), got {path}, an .npz archive of "
+            f"arrays (numpy.savez){why}; save the one you need as a .npy and pass that: "
+            f"python -c \"import numpy as np; np.save({npy!r}, np.load({path!r})[{name!r}])\"")
+    if magic != _NPY_MAGIC:
+        reason = ("the file is empty" if not magic else
+                  f"it does not start with the .npy signature {_NPY_MAGIC!r}")
+    else:
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            reason = str(e)
+    raise ValueError(f"{what}: expected a .npy array, but {path} is not a readable .npy file "
+                     f"(truncated, not written by numpy.save, or of Python objects): "
+                     f"{reason}. Write it again with numpy.save(path, array)")
+
+
 def _parse_option(s: str) -> tuple[str, object]:
     """``NAME=VALUE``; VALUE is read as JSON (numbers, true/false, lists, objects) when it
     parses, Python's ``True``/``False``/``None`` as those values, ``@FILE.npy`` as the
@@ -105,11 +167,7 @@ def _parse_option(s: str) -> tuple[str, object]:
         if not value.endswith(".npy"):
             raise ValueError(f"--option {name}=@FILE: expected a .npy file after '@' (an "
                              f"array saved with numpy.save), got {value[1:]!r}")
-        try:
-            return name, np.load(value[1:], allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"--option {name}=@{value[1:]}: could not read the array "
-                             f"({e})") from None
+        return name, _load_npy(value[1:], f"--option {name}=@FILE", mmap=False)
     if value in ("True", "False", "None"):  # the string "False" would be true in a flag
         return name, {"True": True, "False": False, "None": None}[value]
     try:
@@ -216,6 +274,7 @@ def _job(args):
     progress printer for :func:`jaxsal.explain_to_file`."""
     from model_import import load_keras
 
+    inputs = _load_npy(args.inputs, "inputs")  # before the model: a bad file fails fast
     _enable_cache(args.cache_dir)
     model = load_keras(args.model, head=args.head, keras_backend=args.keras_backend)
     if args.output is not None:
@@ -226,7 +285,7 @@ def _job(args):
     def progress(done, total):
         print(f"  chunk {done}/{total}  ({time.perf_counter() - t0:.1f} s)", flush=True)
 
-    return model, np.load(args.inputs, mmap_mode="r"), progress
+    return model, inputs, progress
 
 
 def cmd_explain(args) -> int:
@@ -259,23 +318,34 @@ def cmd_evaluate(args) -> int:
     import jaxsal
 
     model, inputs, progress = _job(args)
-    maps = np.load(args.maps, mmap_mode="r")
+    maps = _load_npy(args.maps, "maps")
     if maps.ndim < 2 or len(maps) != len(inputs):
         raise ValueError(f"expected maps with one row per input ({len(inputs)} in "
                          f"{args.inputs}), got shape {maps.shape} in {args.maps}")
     if not args.out.endswith(".npy"):
         raise ValueError(f"--out: expected a .npy path (the curves), got {args.out!r}")
     options = {"maps": maps, "metric": args.metric}
-    if args.steps is not None:
-        options["steps"] = args.steps
-    if args.order != "most":
-        options["order"] = args.order
     for item in args.option or ():
         name, value = _parse_option(item)
-        if name in options or name in ("maps", "metric", "steps", "order"):
-            raise ValueError(f"--option {name}=... repeats an option given already; pass it "
-                             "once")
+        if name == "maps":
+            raise ValueError("--option maps=...: the maps are the MAPS argument (a .npy "
+                             "file); pass them there only")
+        if name == "metric":
+            raise ValueError("--option metric=...: the metric is chosen by --metric; pass it "
+                             "there only")
+        if name in options:
+            raise ValueError(f"--option {name}=... given twice; pass it once")
         options[name] = value
+    # as `explain`'s --seed/--patch/--stride: a flag or its --option, not both
+    for flag, name, value in (("--steps", "steps", args.steps),
+                              ("--order", "order", args.order)):
+        if value is None:
+            continue
+        if name in options:
+            raise ValueError(f"{flag} and --option {name}=... both given; pass one")
+        options[name] = value
+    if options.get("order") == "most":  # the default, left out of the job's signature
+        del options["order"]
     scores = jaxsal.explain_to_file(_curve_scores, model, inputs, args.out,
                                     targets=_parse_targets(args.targets, model),
                                     batch_size=args.batch_size, on_chunk=progress, **options)
@@ -285,7 +355,8 @@ def cmd_evaluate(args) -> int:
     auc = curve_area(np.asarray(scores))
     auc_path = args.out[:-len(".npy")] + ".auc.npy"
     np.save(auc_path, auc)
-    better = "lower" if (args.metric == "deletion") == (args.order == "most") else "higher"
+    most = options.get("order", "most") == "most"
+    better = "lower" if (args.metric == "deletion") == most else "higher"
     print(f"wrote {args.out}: {scores.shape} scores at {steps + 1} points; {auc_path}: "
           f"areas {auc.shape}, mean {float(auc.mean()):.4f} ({better} is better)")
     return 0
@@ -327,10 +398,11 @@ def main(argv=None) -> int:
                         "integer ids); "
                         "required by layer_conductance, internal_influence and "
                         "neuron_conductance (with --option neuron=...)")
-    e.add_argument("--seed", type=int, default=None,
+    e.add_argument("--seed", type=_seed, default=None,
                    help="PRNG seed of the random methods (smoothgrad, gradient_shap, rise, "
-                        "shapley_value_sampling, kernel_shap, lime: required), used as "
-                        "jax.random.key(SEED) and recorded in the job's resume signature")
+                        "shapley_value_sampling, kernel_shap, lime: required), an int "
+                        "0 <= SEED < 2**32, used as jax.random.key(SEED) and recorded in the "
+                        "job's resume signature")
     e.add_argument("--patch", default=None,
                    help="occlusion, shapley_values, shapley_value_sampling, kernel_shap, "
                         "lime: patch size, an int or one per spatial axis (e.g. 4 or 4,2); "
@@ -369,7 +441,7 @@ def main(argv=None) -> int:
                    help="for a multi-output model: the output to follow (name or position)")
     v.add_argument("--steps", type=int, default=None,
                    help="points after the first (default 100, at most the positions)")
-    v.add_argument("--order", default="most", choices=("most", "least"),
+    v.add_argument("--order", default=None, choices=("most", "least"),
                    help="most relevant first (default) or least relevant first")
     v.add_argument("--option", action="append", metavar="NAME=VALUE",
                    help="fill= (deletion) or baseline= (insertion): a number or @FILE.npy "
@@ -387,6 +459,13 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, OSError) as err:
         print(f"jaxsal: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT
+        resume = ""
+        if args.cmd in ("explain", "evaluate"):  # resumable jobs (jaxsal.explain_to_file)
+            resume = (f"; the chunks finished so far are kept in {args.out}, and running the "
+                      "same command again resumes the job")
+        print(f"jaxsal {args.cmd}: interrupted{resume}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The command line: the README's demo, summary, and resumable explain jobs."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -64,3 +66,88 @@ def test_help_names_every_command(capsys):
     assert e.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "``evaluate`` (batch jobs to disk)." in out
+
+
+@pytest.fixture
+def bad_npy_files(tmp_path, mnist_digits):
+    """A good inputs file and the wrong files a user passes for one: an .npz archive, a
+    truncated .npy and a text file named .npy (name -> path)."""
+    np.save(tmp_path / "x.npy", mnist_digits[:2])
+    np.savez(tmp_path / "x.npz", digits=mnist_digits[:2])
+    (tmp_path / "trunc.npy").write_bytes((tmp_path / "x.npy").read_bytes()[:2000])
+    (tmp_path / "text.npy").write_text("hi\n")
+    return {n: str(tmp_path / n) for n in ("x.npy", "x.npz", "trunc.npy", "text.npy")}
+
+
+_BAD_NPY_MESSAGES = {
+    "x.npz": ["x.npz, an .npz archive", "(arrays: digits)",
+              "np.save('{dir}/x_digits.npy', np.load('{dir}/x.npz')['digits'])"],
+    "trunc.npy": ["trunc.npy is not a readable .npy file (truncated", "): "],
+    "text.npy": ["text.npy is not a readable .npy file", "does not start with the .npy "
+                 "signature"],
+}
+
+
+@pytest.mark.parametrize("where, bad", [
+    (where, bad) for where in ("explain inputs", "explain --option", "evaluate maps",
+                               "evaluate --option")
+    for bad in ("x.npz", "trunc.npy", "text.npy")
+    if not (where.endswith("--option") and bad == "x.npz")])  # @FILE must end .npy anyway
+def test_npy_files_that_are_not_npy_arrays_are_named_and_explained(
+        fixtures_dir, bad_npy_files, capsys, where, bad):
+    """Every .npy a job reads (inputs, maps, --option NAME=@FILE) is checked by one helper:
+    the error names the argument and the file, says a .npy array was expected and why the
+    file is not one (with the archive's arrays and a command to extract one from an .npz)."""
+    model = str(fixtures_dir / "mnist_cnn_keras3.keras")
+    x, path = bad_npy_files["x.npy"], bad_npy_files[bad]
+    argv = {"explain inputs": ["explain", model, path, "--out", path + ".maps.npy"],
+            "explain --option": ["explain", model, x, "--method", "integrated_gradients",
+                                 "--option", f"baseline=@{path}", "--out", x + ".maps.npy"],
+            "evaluate maps": ["evaluate", model, x, path, "--metric", "deletion",
+                              "--out", x + ".curves.npy"],
+            "evaluate --option": ["evaluate", model, x, x, "--metric", "deletion", "--option",
+                                  f"fill=@{path}", "--out", x + ".curves.npy"]}[where]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    what = {"explain inputs": "inputs: ", "evaluate maps": "maps: "}.get(where, "=@FILE: ")
+    assert err.startswith("jaxsal: error: ") and what in err and "expected a .npy array" in err
+    for part in _BAD_NPY_MESSAGES[bad]:
+        assert part.format(dir=os.path.dirname(path)) in err
+
+
+def test_ctrl_c_says_the_job_resumes(tmp_path, fixtures_dir, mnist_digits, capsys,
+                                     monkeypatch):
+    """Ctrl-C in a job (here after its first chunk) prints one line, not a traceback, and
+    exits 130; running the same command again computes only the chunks left."""
+    np.save(tmp_path / "x.npy", mnist_digits[:4])
+    out = str(tmp_path / "maps.npy")
+    argv = ["explain", str(fixtures_dir / "mnist_cnn_keras3.keras"), str(tmp_path / "x.npy"),
+            "--batch-size", "2", "--targets", "3", "--out", out]
+    job = cli._job
+
+    def interrupted_job(args):
+        model, inputs, progress = job(args)
+
+        def progress_then_ctrl_c(done, total):
+            progress(done, total)
+            raise KeyboardInterrupt
+
+        return model, inputs, progress_then_ctrl_c
+
+    monkeypatch.setattr(cli, "_job", interrupted_job)
+    try:
+        rc = cli.main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped cli.main")
+    assert rc == 130
+    err = capsys.readouterr().err
+    assert err == (f"jaxsal explain: interrupted; the chunks finished so far are kept in {out}, "
+                   "and running the same command again resumes the job\n")
+    monkeypatch.setattr(cli, "_job", job)
+    assert cli.main(argv) == 0
+    progress = [line.split()[1] for line in capsys.readouterr().out.splitlines()
+                if line.startswith("  chunk ")]
+    assert progress == ["2/2"]  # the first chunk was not computed again
+    model = load_keras(fixtures_dir / "mnist_cnn_keras3.keras", head="logits")
+    np.testing.assert_allclose(np.load(out), jaxsal.saliency(model, mnist_digits[:4], 3),
+                               rtol=1e-5, atol=1e-8)

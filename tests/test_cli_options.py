@@ -232,3 +232,50 @@ def test_evaluate_writes_the_curves_and_areas_of_saved_maps(tmp_path, mnist_path
     assert cli.main(["evaluate", mnist_path, digits_file, str(tmp_path / "short.npy"),
                      "--metric", "deletion", "--out", str(tmp_path / "s.npy")]) == 2
     assert "one row per input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999", "4294967296", "-1", "seven"])
+def test_seed_out_of_range_is_a_usage_error(tmp_path, mnist_path, digits_file, capsys, seed):
+    """Only 0 <= SEED < 2**32 gives one key per seed, the same with and without x64 (JAX's
+    default 32-bit mode keeps a seed's low 32 bits: 2**32 would repeat seed 0's numbers, -1
+    those of 2**32 - 1; from 2**63 jax.random.key overflows)."""
+    with pytest.raises(SystemExit) as e:
+        _explain(mnist_path, digits_file, tmp_path / "s.npy", "--method", "smoothgrad",
+                 "--seed", seed)
+    assert e.value.code == 2
+    assert (f"argument --seed: expected an int 0 <= SEED < 2**32 = 4294967296 (in JAX's "
+            f"default 32-bit mode jax.random.key keeps only a seed's low 32 bits), got "
+            f"{seed!r}") in capsys.readouterr().err
+    assert cli._seed(str(2**32 - 1)) == 2**32 - 1 and cli._seed("0") == 0
+
+
+def test_evaluate_takes_steps_and_order_by_flag_or_option(tmp_path, mnist_path, digits_file,
+                                                          capsys):
+    """As `explain`'s --seed/--patch/--stride: --steps and --order or their --option, not
+    both; maps and metric only by their argument and flag."""
+    maps = str(tmp_path / "maps.npy")
+    np.save(maps, np.random.RandomState(0).rand(2, 28, 28).astype(np.float32))
+
+    def evaluate(*extra, out="d.npy"):
+        return cli.main(["evaluate", mnist_path, digits_file, maps, "--metric", "deletion",
+                         "--out", str(tmp_path / out), *extra])
+
+    assert evaluate("--steps", "5", "--order", "least", out="flags.npy") == 0
+    assert "(higher is better)" in capsys.readouterr().out
+    assert evaluate("--option", "steps=5", "--option", "order=least", out="options.npy") == 0
+    assert "(higher is better)" in capsys.readouterr().out
+    by_flags, by_options = np.load(tmp_path / "flags.npy"), np.load(tmp_path / "options.npy")
+    assert by_flags.shape == (2, 6)
+    np.testing.assert_array_equal(by_options, by_flags)
+    for extra, message in ((["--steps", "5", "--option", "steps=5"],
+                            "--steps and --option steps=... both given; pass one"),
+                           (["--order", "most", "--option", "order=least"],
+                            "--order and --option order=... both given; pass one"),
+                           (["--option", "fill=0", "--option", "fill=1"],
+                            "--option fill=... given twice; pass it once"),
+                           (["--option", f"maps=@{maps}"],
+                            "the maps are the MAPS argument (a .npy file)"),
+                           (["--option", "metric=insertion"],
+                            "the metric is chosen by --metric")):
+        assert evaluate(*extra) == 2
+        assert message in capsys.readouterr().err
