@@ -176,6 +176,21 @@ def _parse_option(s: str) -> tuple[str, object]:
         return name, value
 
 
+#: What the job itself takes, by its own flags: never a method's ``--option``.
+_JOB_FLAGS = {"targets": "--targets", "batch_size": "--batch-size", "path": "--out",
+              "method": "--method", "model": "the MODEL argument",
+              "x": "the INPUTS argument", "inputs": "the INPUTS argument",
+              "on_chunk": "the job (it prints the progress)",
+              "resume": "the job (it resumes the same job, else starts over)"}
+
+
+def _job_flag(name: str) -> None:
+    """Refuse ``--option NAME=...`` for what the job takes by its own flags."""
+    if name in _JOB_FLAGS:
+        raise ValueError(f"--option {name}=...: {name} is given by {_JOB_FLAGS[name]}; pass "
+                         "it there")
+
+
 def _method_options(args) -> dict:
     """The method's options from the command line, checked against the method."""
     options: dict = {}
@@ -186,6 +201,7 @@ def _method_options(args) -> dict:
                          f"NAME (`jaxsal summary MODEL` lists the layers)")
     for item in args.option or ():
         name, value = _parse_option(item)
+        _job_flag(name)
         if name in options:
             raise ValueError(f"--option {name}=... repeats an option given already (by "
                              f"--{name} or another --option {name}=...); pass it once")
@@ -327,6 +343,7 @@ def cmd_evaluate(args) -> int:
     options = {"maps": maps, "metric": args.metric}
     for item in args.option or ():
         name, value = _parse_option(item)
+        _job_flag(name)
         if name == "maps":
             raise ValueError("--option maps=...: the maps are the MAPS argument (a .npy "
                              "file); pass them there only")

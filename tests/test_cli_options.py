@@ -279,3 +279,17 @@ def test_evaluate_takes_steps_and_order_by_flag_or_option(tmp_path, mnist_path, 
                             "the metric is chosen by --metric")):
         assert evaluate(*extra) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["targets", "batch_size", "method", "path"])
+def test_job_arguments_are_not_method_options(tmp_path, mnist_path, digits_file, capsys, name):
+    """What the job takes by its own flags is refused as an --option, naming the flag (it
+    was a TypeError about a keyword given twice)."""
+    assert _explain(mnist_path, digits_file, tmp_path / "j.npy", "--method", "saliency",
+                    "--option", f"{name}=1") == 2
+    assert f"--option {name}=...: {name} is given by" in capsys.readouterr().err
+    maps = str(tmp_path / "maps.npy")
+    np.save(maps, np.zeros((2, 28, 28), np.float32))
+    assert cli.main(["evaluate", mnist_path, digits_file, maps, "--metric", "deletion",
+                     "--out", str(tmp_path / "d.npy"), "--option", f"{name}=1"]) == 2
+    assert f"--option {name}=...: {name} is given by" in capsys.readouterr().err
