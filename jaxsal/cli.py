@@ -68,16 +68,26 @@ def _num_classes(model) -> int:
     return OutputInfo(int(shape[0])).num_classes
 
 
-def _parse_targets(s: str | None, model):
+def _parse_targets(s: str | None, model, n: int):
+    """``--targets``: None (predicted), the ids of ``all``, one id, a list of ids, or the
+    ``(N, T)`` per-input ids of ``@FILE.npy`` (``(N,)`` labels read as ``(N, 1)``)."""
     if s is None or s == "predicted":
         return None
     if s == "all":
         return list(range(_num_classes(model)))
+    if s.startswith("@"):
+        ids = _load_npy(s[1:], "--targets @FILE", mmap=False)
+        if not np.issubdtype(ids.dtype, np.integer) or ids.ndim not in (1, 2) or len(ids) != n:
+            raise ValueError(
+                f"--targets @{s[1:]}: expected per-input class ids, an int array of shape "
+                f"({n},) (one label per input) or ({n}, T), got {ids.dtype} of shape "
+                f"{ids.shape}; e.g. np.save('labels.npy', y.astype(int))")
+        return ids[:, None] if ids.ndim == 1 else ids
     try:
         ids = [int(t) for t in s.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"--targets: expected 'predicted', 'all', a class id or ids like "
-                         f"0,3,7; got {s!r}") from None
+        raise ValueError(f"--targets: expected 'predicted', 'all', a class id, ids like "
+                         f"0,3,7 or @FILE.npy (per-input ids); got {s!r}") from None
     return ids[0] if len(ids) == 1 and "," not in s else ids
 
 
@@ -308,7 +318,7 @@ def cmd_explain(args) -> int:
     import jaxsal
 
     model, inputs, progress = _job(args)
-    targets = _parse_targets(args.targets, model)
+    targets = _parse_targets(args.targets, model, len(inputs))
     options = _method_options(args)
     method = getattr(jaxsal, args.method)
     out = jaxsal.explain_to_file(method, model, inputs, args.out, targets=targets,
@@ -364,7 +374,7 @@ def cmd_evaluate(args) -> int:
     if options.get("order") == "most":  # the default, left out of the job's signature
         del options["order"]
     scores = jaxsal.explain_to_file(_curve_scores, model, inputs, args.out,
-                                    targets=_parse_targets(args.targets, model),
+                                    targets=_parse_targets(args.targets, model, len(inputs)),
                                     batch_size=args.batch_size, on_chunk=progress, **options)
     from jaxsal._src.curves import curve_area
 
@@ -403,7 +413,8 @@ def main(argv=None) -> int:
     e.add_argument("--method", default="saliency", choices=METHODS)
     e.add_argument("--targets", default="predicted",
                    help="'predicted' (default), 'all' (every class; 0 and 1 for a one-unit "
-                        "sigmoid model), a class id, or ids like 0,3,7")
+                        "sigmoid model), a class id, ids like 0,3,7, or @FILE.npy: per-input "
+                        "ids, (N,) labels (maps (N, 1, ...)) or (N, T)")
     e.add_argument("--head", default="logits")
     e.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
     e.add_argument("--output", default=None,

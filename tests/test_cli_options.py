@@ -293,3 +293,33 @@ def test_job_arguments_are_not_method_options(tmp_path, mnist_path, digits_file,
     assert cli.main(["evaluate", mnist_path, digits_file, maps, "--metric", "deletion",
                      "--out", str(tmp_path / "d.npy"), "--option", f"{name}=1"]) == 2
     assert f"--option {name}=...: {name} is given by" in capsys.readouterr().err
+
+
+def test_per_input_targets_from_a_file(tmp_path, mnist_path, digits_file, capsys):
+    """--targets @labels.npy explains each input's own class ((N,) labels: maps (N, 1, ...);
+    (N, T): T ids per input), as the Python call with those (N, T) ids; evaluate follows."""
+    from model_import import load_keras
+
+    x = np.load(digits_file)
+    model = load_keras(mnist_path, head="logits")
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.array([7, 2]))
+    assert _explain(mnist_path, digits_file, tmp_path / "l.npy", "--targets", f"@{labels}") == 0
+    np.testing.assert_allclose(np.load(tmp_path / "l.npy"),
+                               jaxsal.saliency(model, x, np.array([[7], [2]])), rtol=1e-5)
+    pairs = tmp_path / "pairs.npy"
+    np.save(pairs, np.array([[7, 1], [2, 3]]))
+    assert _explain(mnist_path, digits_file, tmp_path / "p.npy", "--targets", f"@{pairs}") == 0
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"),
+                               jaxsal.saliency(model, x, np.array([[7, 1], [2, 3]])), rtol=1e-5)
+    assert cli.main(["evaluate", mnist_path, digits_file, str(tmp_path / "l.npy"), "--metric",
+                     "deletion", "--targets", f"@{labels}", "--steps", "4",
+                     "--out", str(tmp_path / "d.npy")]) == 0
+    assert np.load(tmp_path / "d.npy").shape == (2, 1, 5)
+    capsys.readouterr()
+    for bad in (np.array([7.0, 2.0]), np.array([7, 2, 1]), np.zeros((2, 1, 1), int)):
+        np.save(labels, bad)
+        assert _explain(mnist_path, digits_file, tmp_path / "b.npy",
+                        "--targets", f"@{labels}") == 2
+        assert "expected per-input class ids, an int array of shape (2,)" in (
+            capsys.readouterr().err)
