@@ -525,7 +525,7 @@ class Graph:
         and the layers that move their values after them: ``Permute``, ``Flatten``)."""
         out = []
         for spec, _ in self._head_calls():
-            act = spec.config.get("activation")
+            act = _fused_activation(spec)
             out.append(spec.class_name in ("Softmax", "ops.Softmax")
                        or spec.impl.head_op == "softmax"
                        or (act is not None and activation_name(act) == "softmax"))
@@ -537,9 +537,16 @@ _MERGES = frozenset({"Add", "Average", "Maximum", "Minimum", "Multiply", "Subtra
                      "Concatenate"})
 
 
+def _fused_activation(spec: LayerSpec) -> Any:
+    """A layer's fused activation as configured: its own ``activation``, else the one its
+    converter lifted from a wrapped layer (``TimeDistributed(Dense(3, "softmax"))``)."""
+    act = spec.config.get("activation")
+    return act if act is not None else spec.impl.activation
+
+
 def holds_probabilities(spec: LayerSpec) -> bool:
     """Whether a layer's output is a softmax or sigmoid (fused, a ``Softmax`` layer, an op)."""
-    act = spec.config.get("activation")
+    act = _fused_activation(spec)
     return (spec.class_name == "Softmax" or spec.impl.head_op is not None
             or (act is not None and activation_name(act) in ("softmax", "sigmoid")))
 

@@ -146,10 +146,14 @@ def _softmax_case(kind):
             seq)))
     if kind == "fused_softmax_flatten":
         return keras.Model(inp, layers.Flatten()(layers.Dense(4, activation="softmax")(seq)))
+    if kind == "time_distributed_flatten":  # the activation is the wrapped layer's
+        return keras.Model(inp, layers.Flatten()(layers.TimeDistributed(
+            layers.Dense(4, activation="softmax"))(seq)))
     raise ValueError(kind)
 
 
-@pytest.mark.parametrize("kind", ["fused_softmax_permute", "fused_softmax_flatten"])
+@pytest.mark.parametrize("kind", ["fused_softmax_permute", "fused_softmax_flatten",
+                                  "time_distributed_flatten"])
 def test_softmax_head_keeps_the_models_own_softmax(kind, tmp_path):
     """``head="softmax"`` on an output that is already the model's softmax gives that output
     (over its own axis, through the layers that move its values), not a softmax over the
