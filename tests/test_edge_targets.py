@@ -185,3 +185,21 @@ def test_traced_class_ids_are_refused_with_the_ways_around():
         y, t[:, None], axis=1)[:, 0]))(x, ids)
     np.testing.assert_allclose(traced, jaxsal.saliency(m, x, np.asarray(ids)[:, None])[:, 0],
                                rtol=1e-6)
+
+
+def test_occlusion_keeps_a_non_finite_drop_where_its_patch_is():
+    """An occluded input whose score is NaN or infinite marks the positions its patch covers
+    and no others (a product with the other positions' zero mask gave NaN everywhere)."""
+    m = jaxsal.FunctionModel(
+        lambda p, x: jnp.stack([jnp.log(x) @ p, jnp.sqrt(x - 0.5) @ p], axis=1),
+        jnp.ones(3))
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    fill = np.array([0.0, 2.0, 3.0], np.float32)  # only feature 0 changes: log(0) = -inf
+    np.testing.assert_array_equal(jaxsal.occlusion(m, x, 0, fill=fill), [[np.inf, 0, 0]])
+    # sqrt of a negative number: NaN at feature 0 only
+    np.testing.assert_array_equal(np.isnan(jaxsal.occlusion(m, x, 1, fill=fill)),
+                                  [[True, False, False]])
+    # every feature filled with 0: each one's own infinite drop
+    np.testing.assert_array_equal(jaxsal.occlusion(m, x, 0, fill=0.0), [[np.inf] * 3])
+    finite = np.asarray(jaxsal.occlusion(m, x, 0, fill=1.5))  # all finite: unchanged
+    np.testing.assert_allclose(finite, np.log(x) - np.log(1.5), rtol=1e-6)

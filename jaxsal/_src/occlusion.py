@@ -233,9 +233,31 @@ def _occlude_input(m, params, xs, tree, j, plan: _Plan, group, fill, s0, sp, inf
         yo = jax.tree_util.tree_map(lambda a: a.reshape((group, n) + a.shape[1:]), yo)
         co = {k: v.reshape((group, n) + v.shape[1:]) for k, v in co.items()}
         s = jax.vmap(lambda yy, cc: score_matrix(sp, info, yy, cc, ids_))(yo, co)
-        drop = (s0[None] - s) * valid[:, None, None]  # (G, N, T)
-        return acc + jnp.tensordot(drop, masks.astype(s0.dtype), axes=[[0], [0]])
+        drop = jnp.where(valid[:, None, None] > 0, s0[None] - s, 0)  # (G, N, T)
+        return _add_drops(acc, drop, masks.astype(s0.dtype))
 
-    total = jax.lax.fori_loop(0, -(-n_pos // group), body,
-                              jnp.zeros((n, num) + size, s0.dtype))  # scores' dtype: x may hold ids
-    return total / jnp.asarray(plan.count, s0.dtype)
+    zeros = jnp.zeros((n, num) + size, s0.dtype)  # scores' dtype: x may hold ids
+    total, pos_inf, neg_inf, nan = jax.lax.fori_loop(0, -(-n_pos // group), body, (zeros,) * 4)
+    total = total / jnp.asarray(plan.count, s0.dtype)
+    # a non-finite drop (a NaN or infinite occluded score) stays at the positions it covers
+    return jnp.where((nan > 0) | ((pos_inf > 0) & (neg_inf > 0)), jnp.nan,
+                     jnp.where(pos_inf > 0, jnp.inf, jnp.where(neg_inf > 0, -jnp.inf, total)))
+
+
+def _add_drops(acc: tuple, drop: Array, masks: Array) -> tuple:
+    """Add a group's score drops ``(G, N, T)`` to the patches ``masks`` ``(G, *S)`` cover.
+    ``acc``: the finite drops' sums and the counts of +inf, -inf and NaN drops, each
+    ``(N, T, *S)``: a product with a mask's zeros would spread a non-finite drop to every
+    position (``nan * 0``); they are counted apart, only for a group that has any."""
+    def finite(acc):
+        return (acc[0] + jnp.tensordot(drop, masks, axes=[[0], [0]]),) + acc[1:]
+
+    def counted(acc):
+        def hits(cond):
+            return jnp.tensordot(cond.astype(masks.dtype), masks, axes=[[0], [0]])
+        ok = jnp.isfinite(drop)
+        return (acc[0] + jnp.tensordot(jnp.where(ok, drop, 0), masks, axes=[[0], [0]]),
+                acc[1] + hits(drop == jnp.inf), acc[2] + hits(drop == -jnp.inf),
+                acc[3] + hits(jnp.isnan(drop)))
+
+    return jax.lax.cond(jnp.all(jnp.isfinite(drop)), finite, counted, acc)
