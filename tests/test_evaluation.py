@@ -257,7 +257,7 @@ def test_infidelity_errors(mnist, mnist_digits):
     with pytest.raises(ValueError, match="explicit PRNG key"):
         jaxsal.infidelity(mnist, x, maps, 1)
     m2, _ = _linear()
-    with pytest.raises(ValueError, match="needs maps of x's shape"):
+    with pytest.raises(ValueError, match=r"needs maps of x's shape \(3, 4, 5, 2\); got"):
         jaxsal.infidelity(m2, _x(), np.zeros((3, 4, 5)), 1, key=0, baseline=0.0)
     with pytest.raises(ValueError, match=r"one map's shape \(28, 28\)"):
         jaxsal.infidelity(mnist, x, maps, 1, key=0, perturbation=lambda k, xi: xi)

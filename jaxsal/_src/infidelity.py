@@ -95,10 +95,11 @@ def infidelity(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *
     channel = None if whole else (1 if p.channels_first else p.x.ndim - 1)
     if baseline is not None:
         if not whole and p.x.shape[channel] != 1:
+            want = ((p.n,) + tuple(mp.shape[1:2] if p.spec.class_axis else ())
+                    + tuple(p.x.shape[1:]))
             raise ValueError("infidelity: baseline= reads each value of the maps against its "
-                             f"own input value, so it needs maps of x's shape "
-                             f"{(p.n,) + (mp.shape[1:2] if p.spec.class_axis else ())}"
-                             f"{tuple(p.x.shape[1:])}; got maps with one value per position "
+                             f"own input value, so it needs maps of x's shape {want}; got "
+                             "maps with one value per position "
                              f"{shape} and {p.x.shape[channel]} channels. Pass maps that keep "
                              "the channels (reduce=None)")
         baseline = check_like(baseline, p.x, "baseline")
