@@ -29,16 +29,16 @@ def _complement(z: Array) -> Array:
     return jax.nn.sigmoid(-z)  # == 1 - sigmoid(z), without cancellation
 
 
-def apply_head(head: str, z: Array, softmax_axis: int | tuple[int, ...] = -1,
-               rt: Runtime | None = None) -> Array:
+def apply_head(head: str, z: Array, rt: Runtime | None = None) -> Array:
     """Apply an output head to the pre-activation outputs ``z`` (``saved``/``logits``: as is);
-    ``softmax`` normalizes over ``softmax_axis`` (a model's own softmax outputs are kept as
-    they are instead: :meth:`Graph.softmax_heads`). The sigmoid heads are elementwise
-    activations: with ``rt`` they go through its ``elementwise`` rule (DeepLIFT's)."""
+    ``softmax`` normalizes over the last axis (a model's own softmax outputs are kept as the
+    model computes them instead: :meth:`Graph.softmax_heads`). The sigmoid heads are
+    elementwise activations: with ``rt`` they go through its ``elementwise`` rule
+    (DeepLIFT's)."""
     if head in ("saved", "logits"):
         return z
     if head == "softmax":
-        return jax.nn.softmax(z, axis=softmax_axis)
+        return jax.nn.softmax(z, axis=-1)
     act = (rt or Runtime()).act  # a plain Runtime applies the function as it is
     if head == "sigmoid":
         return act(jax.nn.sigmoid, z)
