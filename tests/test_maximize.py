@@ -103,8 +103,105 @@ def test_no_recompile_on_second_call(mnist):
 
 def _last_build_args(model, targets):
     obj = _max._as_objective(model.with_head("logits"), targets, None, "channel")
-    return (model, "logits", obj.needed_layers, True, (28, 28, 1), (0.0, 1.0), 3, 1, 1.2, 0.0,
+    return (_max._ModelKey(model), "logits", obj.needed_layers, True, (28, 28, 1), (0.0, 1.0),
+            3, 1, 1.2, 0.0,
             None, None, _max.DEFAULT_LEARNING_RATE, (), PLAIN["transforms"], None, False)
+
+
+def _linear(w):
+    """A linear model of 8x8x1 images, ``y = vec(x) @ w``."""
+    return jaxsal.FunctionModel(_linear_fn, {"w": w}, input_shape=(8, 8, 1))
+
+
+def _linear_fn(p, x):
+    return x.reshape(x.shape[0], -1) @ p["w"]
+
+
+def test_inline_options_compile_once(compiles):
+    """Options built in the call (jaxsal's factories, as in the README's recipe) find the
+    compiled program of an identical earlier call: they compare equal by hyperparameters."""
+    m = _linear(jax.random.normal(jax.random.key(0), (64, 2)))
+    opt = optax.adam(0.05)  # optax transformations: built once, matched by identity
+
+    def call():
+        return jaxsal.maximize(
+            m, [0, 1], steps=2, key=0, optimizer=opt,
+            parameterization=jaxsal.fourier(), transforms=jaxsal.standard_transforms(8),
+            regularizers=(jaxsal.total_variation(0.5, beta=0.5), jaxsal.lp_norm(1.0, p=0.5),
+                          jaxsal.l2_decay(0.1), jaxsal.blur_every(2, 0.5))).images
+
+    first = call()
+    compiles.n = 0
+    second = call()
+    assert compiles.n == 0
+    np.testing.assert_array_equal(first, second)
+
+
+def test_factories_compare_equal_by_hyperparameters_only():
+    same = [lambda: jaxsal.pixels(squash="clip", init_value=0.3), jaxsal.fourier,
+            lambda: jaxsal.fourier(color_matrix=np.eye(3)), lambda: jaxsal.jitter(2),
+            lambda: jaxsal.pad(1, value=0.5), lambda: jaxsal.random_scale(0.9, 1.1),
+            lambda: jaxsal.random_rotate(10), lambda: jaxsal.standard_transforms(16),
+            lambda: jaxsal.compose(jaxsal.jitter(1), jaxsal.identity()),
+            lambda: jaxsal.total_variation(0.5), lambda: jaxsal.lp_norm(2, p=0.5, center=0.5),
+            lambda: jaxsal.l2_decay(1.0), lambda: jaxsal.blur_every(4, 1.0, weight=0.5)]
+    for make in same:
+        a, b = make(), make()
+        assert a == b and hash(a) == hash(b), a
+    different = [(jaxsal.pixels(), jaxsal.pixels(init_value=0.4)),
+                 (jaxsal.pixels(), jaxsal.pixels(squash="tanh")),
+                 (jaxsal.fourier(), jaxsal.fourier(decay_power=1.5)),
+                 (jaxsal.fourier(), jaxsal.fourier(color_matrix=np.eye(3))),
+                 (jaxsal.jitter(2), jaxsal.jitter(3)),
+                 (jaxsal.jitter(2), jaxsal.jitter(2, mode="wrap")),
+                 (jaxsal.pad(1, value=0.0), jaxsal.pad(1, value=-0.0)),
+                 (jaxsal.random_rotate(10), jaxsal.random_rotate(11)),
+                 (jaxsal.standard_transforms(16), jaxsal.standard_transforms(224)),
+                 (jaxsal.standard_transforms(16), jaxsal.standard_transforms(16, pad_value=0.0)),
+                 (jaxsal.total_variation(0.5), jaxsal.total_variation(0.6)),
+                 (jaxsal.total_variation(0.5), jaxsal.total_variation(0.5, beta=2)),
+                 (jaxsal.lp_norm(1.0), jaxsal.lp_norm(1.0, center=0.5)),
+                 (jaxsal.blur_every(4, 1.0), jaxsal.blur_every(4, 1.5))]
+    for a, b in different:
+        assert a != b, (a, b)
+    # numbers of different types trace differently: never one program for both
+    from jaxsal._src.transforms import closure
+
+    assert closure(_linear_fn, n=2) != closure(_linear_fn, n=2.0)
+    assert closure(_linear_fn, n=1) != closure(_linear_fn, n=True)
+    assert repr(jaxsal.jitter(2)) == "jitter(pixels=2, mode='reflect')"
+
+
+def test_equal_models_share_a_program_with_their_own_params(compiles):
+    """Two models computing the same function (here one function with two weight matrices)
+    share one compiled program; each call still runs on its own model's params."""
+    w = jax.random.normal(jax.random.key(0), (64, 2))
+    a = jaxsal.maximize(_linear(w), [0], steps=20, key=0, **PLAIN)
+    other = _linear(-w)
+    compiles.n = 0
+    b = jaxsal.maximize(other, [0], steps=20, key=0, **PLAIN)
+    assert compiles.n == 0
+    for res, sign in ((a, 1.0), (b, -1.0)):  # brighter where the model's own weight is > 0
+        x = np.asarray(res.images[0]).ravel()
+        pos = np.asarray(sign * w[:, 0]) > 0
+        assert x[pos].mean() > x[~pos].mean() + 0.2
+        np.testing.assert_allclose(res.scores[0], x @ (sign * np.asarray(w[:, 0])), rtol=1e-4)
+
+
+def test_a_channels_first_model_compiles_once(compiles, tmp_path):
+    """maximize optimizes a channels-first model through a channels_last() view made on each
+    call; the view of the same model finds the program again."""
+    keras = pytest.importorskip("keras")
+    i = keras.Input((2, 6, 8))
+    x = keras.layers.Conv2D(3, 3, data_format="channels_first", name="conv")(i)
+    keras.Model(i, keras.layers.Dense(2)(keras.layers.Flatten()(x))).save(tmp_path / "cf.keras")
+    m = load_keras(tmp_path / "cf.keras")
+    first = jaxsal.maximize(m, [0, 1], steps=2, key=0, **PLAIN).images
+    assert first.shape == (2, 2, 6, 8)  # the model's own layout
+    compiles.n = 0
+    again = jaxsal.maximize(m, [0, 1], steps=2, key=0, **PLAIN).images
+    assert compiles.n == 0
+    np.testing.assert_array_equal(first, again)
 
 
 @pytest.mark.parametrize("param", [jaxsal.pixels(), jaxsal.pixels(squash="clip"),
@@ -174,6 +271,12 @@ def test_errors_are_raised_before_compute(mnist):
         jaxsal.maximize(mnist, [0], image_shape=(28, 28, 3))
     with pytest.raises(TypeError, match="index"):
         jaxsal.output_objective(1.5)
+    o = jaxsal.output_objective
+    for bad in (jaxsal.stack_objectives([o(1), o(2)]) + o(0),  # a single term on a stack
+                o(3) * np.array([1.0, 2.0]),  # an array weight
+                [jaxsal.stack_objectives([o(1), o(2)])]):  # a stack inside a list
+        with pytest.raises(ValueError, match="stacked over one unit axis"):
+            jaxsal.maximize(mnist, bad, steps=1)
 
 
 # ---------------------------------------------------------------- building blocks
@@ -224,6 +327,38 @@ def test_regularizer_values():
     np.testing.assert_allclose(half, 0.5 * spike + 0.5 * blurred, atol=1e-7)
     with pytest.raises(ValueError, match="weight"):
         jaxsal.total_variation(-1.0)
+    # exponents >= 1 are exact
+    d = jnp.tile(jnp.asarray([0.0, 0.5, 0.75, 0.75]).reshape(1, 4, 1), (2, 1, 1))  # dx .5 .25 0
+    np.testing.assert_allclose(jaxsal.total_variation(1.0, beta=2.0).penalty(d),
+                               (0.25 + 0.0625) / 3, rtol=1e-6)
+    np.testing.assert_allclose(jaxsal.lp_norm(1.0, p=1.5).penalty(d),
+                               np.mean(np.asarray([0.0, 0.5, 0.75, 0.75]) ** 1.5), rtol=1e-6)
+
+
+def test_subunit_exponents_keep_gradients_finite():
+    """|d|^q with q < 1 has an infinite slope at d = 0 (flat images, clipped pixels): the
+    penalties are smoothed there (zero gradient at 0) and equal to |d|^q away from 0."""
+    eps = jaxsal._src.regularizers.SUBUNIT_EPS
+    flat = jnp.full((4, 4, 1), 0.3)
+    for reg, n_terms in ((jaxsal.total_variation(2.0, beta=0.5), 2),
+                         (jaxsal.lp_norm(2.0, p=0.5, center=0.3), 1)):
+        np.testing.assert_array_equal(jax.grad(reg.penalty)(flat), 0.0)
+        np.testing.assert_allclose(reg.penalty(flat), 2.0 * n_terms * eps ** 0.25, rtol=1e-5)
+    ramp = jnp.asarray([0.0, 0.1, 0.3, 0.6])
+    img = ramp[:, None, None] + 2 * ramp[None, :, None]  # no two neighbours equal
+    want = np.mean(np.abs(np.diff(img, axis=0)) ** 0.5) + np.mean(np.abs(np.diff(img, axis=1))
+                                                                  ** 0.5)
+    np.testing.assert_allclose(jaxsal.total_variation(1.0, beta=0.5).penalty(img), want,
+                               rtol=1e-4)
+    np.testing.assert_allclose(jaxsal.lp_norm(1.0, p=0.5, center=-0.1).penalty(img),
+                               np.mean(np.asarray(img + 0.1) ** 0.5), rtol=1e-4)
+    m = _linear(jax.random.normal(jax.random.key(1), (64, 2)))
+    for opts in (dict(regularizers=(jaxsal.total_variation(1.0, beta=0.5),),
+                      seed_images=np.full((8, 8, 1), 0.3, np.float32)),
+                 dict(regularizers=(jaxsal.lp_norm(1.0, p=0.5),),
+                      parameterization=jaxsal.pixels(squash="clip"))):
+        res = jaxsal.maximize(m, [0, 1], steps=6, key=0, transforms=jaxsal.identity(), **opts)
+        assert np.all(np.isfinite(res.images)) and np.all(np.isfinite(res.scores))
 
 
 def test_filter_images_feature_maps_and_grid(mnist, fixtures_dir):
@@ -252,6 +387,9 @@ def test_filter_images_feature_maps_and_grid(mnist, fixtures_dir):
     np.testing.assert_array_equal(g[4:6, 1:4], imgs[3])
     np.testing.assert_array_equal(g[4:6, 9:12], 0.0)  # the empty sixth cell
     assert jaxsal.image_grid(jnp.ones((10, 4, 4, 3))).shape == (3 * 5 + 1, 4 * 5 + 1, 3)
+    for bad in (1.5, -1, True):
+        with pytest.raises(ValueError, match="pad as an int >= 0"):
+            jaxsal.image_grid(imgs, pad=bad)
 
 
 def test_ten_class_grid_renders_to_png(mnist, tmp_path):
@@ -338,3 +476,18 @@ def test_gaussian_blur_borders_and_shapes():
     for bad in (np.stack([img, img]), img[..., 0]):
         with pytest.raises(ValueError, match="one image \\(H, W, C\\).*jax.vmap"):
             jaxsal.gaussian_blur(bad, 1.0)
+    np.testing.assert_array_equal(jaxsal.gaussian_blur(img, 0.0), img)  # 0: no blur
+    with pytest.raises(ValueError, match="sigma >= 0.*got -2.0"):
+        jaxsal.gaussian_blur(img, -2.0)
+
+
+def test_centers_may_be_arrays_and_still_compare_equal():
+    """``lp_norm``/``l2_decay``'s ``center`` may hold one value per channel."""
+    img = np.random.default_rng(0).random((4, 4, 3)).astype(np.float32)
+    c = np.array([0.2, 0.5, 0.8], np.float32)
+    np.testing.assert_allclose(jaxsal.l2_decay(2.0, center=c).penalty(img),
+                               2.0 * np.mean((img - c) ** 2), rtol=1e-6)
+    np.testing.assert_allclose(jaxsal.lp_norm(1.0, p=1.0, center=c).penalty(img),
+                               np.mean(np.abs(img - c)), rtol=1e-6)
+    assert jaxsal.l2_decay(center=c) == jaxsal.l2_decay(center=c.copy())
+    assert jaxsal.l2_decay(center=c) != jaxsal.l2_decay(center=c + 0.1)

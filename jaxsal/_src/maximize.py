@@ -163,12 +163,37 @@ def _round_sizes(hw: tuple[int, int], rounds: int, factor: float) -> list[tuple[
     return sizes
 
 
+class _ModelKey:
+    """A model as part of :func:`_build`'s cache key: equal to the key of any model that
+    computes the same function of the same params' shapes (:func:`base.function_key`: two
+    loads of one file, or the ``channels_last()`` view :func:`_prepare` makes afresh on every
+    call for a channels-first model), and holding the model it was made from (the program is
+    built from that one; the params are always an argument, taken from the caller's model)."""
+
+    __slots__ = ("model", "key")
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.key = base.function_key(model)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _ModelKey) and self.key == other.key
+
+
 @functools.lru_cache(maxsize=8)  # keeps models (and params) alive; _build.cache_clear() frees
-def _build(model: Any, head: str | None, needed: tuple, need_output: bool,
+def _build(model_key: _ModelKey, head: str | None, needed: tuple, need_output: bool,
            image_shape: tuple, rng: tuple, steps: int, rounds: int, factor: float,
            upscale_blur: float, param: Any, optimizer: Any, learning_rate: float,
            regularizers: tuple, transforms: Any, unit_chunk: int | None, has_seed: bool):
-    """A jitted ``run(params, objective, key, seed) -> (images, scores, trajectory)``."""
+    """A jitted ``run(params, objective, key, seed) -> (images, scores, trajectory)``.
+
+    Every argument is part of the cache key: the model by :class:`_ModelKey`, the options by
+    equality (jaxsal's factories compare equal for equal hyperparameters; optax
+    transformations and functions of one's own by identity)."""
+    model = model_key.model
     m = model.with_head(head) if head is not None and hasattr(model, "with_head") else model
     lo, hi = rng
     H, W, C = image_shape
@@ -298,6 +323,11 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
     the same starting noise and the same random transforms (both from ``key``), so a unit's
     image does not depend on which other units are in the call.
 
+    A second call with the same options and shapes compiles nothing. jaxsal's
+    parameterizations, regularizers and transforms compare equal when built with equal
+    hyperparameters, so building them inline in every call is free; optimizers and functions
+    of your own are matched by identity: build them once and reuse them.
+
     Args:
       model: a :class:`model_import.KerasModel` (anything with ``apply(params, x,
         capture=...)``, ``params``, ``input_shape``, ``layer(name)`` works).
@@ -320,6 +350,12 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
         which depends on whether the objective has an output term) or
         :func:`~jaxsal.fourier` (decorrelated Fourier space, for RGB models), or custom.
       optimizer: any ``optax.GradientTransformation``; default ``optax.adam(learning_rate)``.
+        The compiled program is found again by the optimizer object's identity (optax
+        transformations are fresh closures that never compare equal): build it once and pass
+        the same object to every call (``opt = optax.adam(0.05)``); an
+        ``optimizer=optax.adam(0.05)`` written in the call compiles the whole program again
+        on every call (and, the cache holding 8 programs, evicts others). For Adam,
+        ``learning_rate=`` alone needs neither.
       learning_rate: used by the default optimizer.
       regularizers: a sequence of :class:`~jaxsal.Regularizer` (``total_variation``,
         ``lp_norm``, ``l2_decay``, ``blur_every``); ``None`` -> :func:`default_regularizers`
@@ -502,9 +538,11 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
 
     if regs is None:
         regs = default_regularizers("output" if any(l is None for l in obj.layers) else "layer")
-    run, m = _build(model, head if hasattr(model, "with_head") else None, obj.needed_layers,
+    run, _ = _build(_ModelKey(model), head if hasattr(model, "with_head") else None,
+                    obj.needed_layers,
                     any(l is None for l in obj.layers), image_shape, rng, int(steps),
                     int(upscaling_steps), float(upscaling_factor), float(upscale_blur),
                     parameterization, optimizer, float(learning_rate), regs, transforms,
                     None if unit_chunk is None else int(unit_chunk), has_seed)
-    return run, (m.params, obj, key, seed)
+    # the params of this call's model (the cached program may come from an equal model)
+    return run, (mh.params, obj, key, seed)

@@ -272,8 +272,30 @@ def binary_output(model: Any, image_shape: tuple | None = None) -> bool:
     return shape is not None and tuple(shape) == (1,)
 
 
+#: the number of axes of one unit's index, per kind (a stacked objective has one more)
+_INDEX_NDIM = {"output": 0, "channel": 0, "neuron": 1, "direction": 1}
+
+
+def check_stacked(obj: Objective) -> int:
+    """The number of units ``T`` of a stacked objective; raise unless every weight is
+    ``(T,)`` and every index has that same leading unit axis (one ``T`` for all terms)."""
+    ws = [tuple(np.shape(w)) for w in obj.weights]
+    ids = [tuple(np.shape(i)) for i in obj.indices]
+    lead = {s[0] for s in ws + ids if s}
+    if (len(lead) != 1 or any(len(s) != 1 for s in ws)
+            or any(len(s) != _INDEX_NDIM.get(k, len(s) - 1) + 1 for k, s in zip(obj.kinds, ids))):
+        raise ValueError(
+            f"targets: expected an objective whose terms are all stacked over one unit axis, "
+            f"got {obj!r} with weight shapes {ws} and index shapes {ids}. Combine single "
+            "objectives, then stack: stack_objectives([o1 + o0, o2 + o0]) rather than "
+            "stack_objectives([o1, o2]) + o0; scale by a number (2.0 * o), not an array; "
+            "pass a stacked objective itself as targets, not inside a list")
+    return lead.pop()
+
+
 def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = None) -> None:
     """Check layer names and unit bounds of a (stacked) objective against ``model``."""
+    check_stacked(obj)
     for kind, layer, idx in zip(obj.kinds, obj.layers, obj.indices):
         if layer is not None and hasattr(model, "resolve_layer"):
             model.resolve_layer(layer)  # raises with the list of valid names

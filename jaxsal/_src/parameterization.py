@@ -14,6 +14,8 @@ over the hyperparameters, the range is passed in):
 :func:`pixels` optimizes one variable per pixel; :func:`fourier` optimizes a scaled Fourier
 spectrum with decorrelated colours (Olah, Mordvintsev & Schubert 2017, "Feature
 Visualization", Distill; Mordvintsev et al. 2018, "Differentiable Image Parameterizations").
+Both return parameterizations that are equal when built with equal hyperparameters
+(``pixels() == pixels()``), so calls that build them inline share a compiled program.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxsal._src.transforms import closure
 
 Array = jax.Array
 Range = Sequence[float]
@@ -83,21 +87,30 @@ def pixels(*, squash: str = "sigmoid", init_value: float = 0.5,
         raise ValueError(f"pixels: expected 0 <= init_value <= 1 (a fraction of input_range), "
                          f"got {init_value}")
 
-    def init(key, shape, r):
-        u0 = _unsquash(jnp.full(shape, init_value, jnp.float32), squash)
-        return u0 + init_std * jax.random.normal(key, shape, jnp.float32)
+    hyper = dict(squash=squash)
+    return Parameterization(
+        closure(_pixels_init, squash=squash, init_value=float(init_value),
+                init_std=float(init_std)),
+        closure(_pixels_to_image, **hyper), closure(_pixels_from_image, **hyper),
+        closure(_pixels_project, **hyper), f"pixels({squash})")
 
-    def to_image(u, r):
-        lo, hi = r
-        return lo + (hi - lo) * _squash(u, squash)
 
-    def from_image(x, r):
-        return _unsquash(_unit(x, r), squash)
+def _pixels_init(key, shape, r, *, squash, init_value, init_std):
+    u0 = _unsquash(jnp.full(shape, init_value, jnp.float32), squash)
+    return u0 + init_std * jax.random.normal(key, shape, jnp.float32)
 
-    def project(u, r):
-        return jnp.clip(u, 0.0, 1.0) if squash == "clip" else u
 
-    return Parameterization(init, to_image, from_image, project, f"pixels({squash})")
+def _pixels_to_image(u, r, *, squash):
+    lo, hi = r
+    return lo + (hi - lo) * _squash(u, squash)
+
+
+def _pixels_from_image(x, r, *, squash):
+    return _unsquash(_unit(x, r), squash)
+
+
+def _pixels_project(u, r, *, squash):
+    return jnp.clip(u, 0.0, 1.0) if squash == "clip" else u
 
 
 # Square root of the colour correlation of ImageNet RGB pixels (an empirical statistic; the
@@ -139,31 +152,46 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
     if cm.shape != (3, 3):
         raise ValueError(f"fourier: expected color_matrix of shape (3, 3), got {cm.shape}")
     cm = cm / np.max(np.linalg.norm(cm, axis=0))
-    cm_inv = np.linalg.inv(cm)
+    mix = dict(decay_power=float(decay_power), decorrelate=bool(decorrelate))
+    return Parameterization(
+        closure(_fourier_init, init_std=float(init_std)),
+        closure(_fourier_to_image, matrix=_as_tuple(cm), **mix),
+        closure(_fourier_from_image, matrix=_as_tuple(np.linalg.inv(cm)), **mix),
+        _keep, f"fourier(decay={float(decay_power)})")
 
-    def _mix(v, m):  # v (H, W, C)
-        if decorrelate and v.shape[-1] == 3:
-            return v @ jnp.asarray(m.T)
-        return v
 
-    def init(key, shape, r):
-        h, w, c = shape
-        return init_std * jax.random.normal(key, (2, c, h, w), jnp.float32)
+def _as_tuple(m: np.ndarray) -> tuple:
+    """A matrix as nested tuples of floats (hashable, compared by value)."""
+    return tuple(tuple(float(v) for v in row) for row in np.asarray(m, np.float32))
 
-    def to_image(p, r):
-        lo, hi = r
-        _, c, h, w = p.shape
-        spec = (p[0] + 1j * p[1]) * _spectrum_scale(h, w, decay_power)
-        v = jnp.real(jnp.fft.ifft2(spec, norm="ortho")).astype(jnp.float32)  # (C, H, W)
-        v = _mix(jnp.transpose(v, (1, 2, 0)), cm)
-        return lo + (hi - lo) * jax.nn.sigmoid(v)
 
-    def from_image(x, r):
-        h, w, c = x.shape
-        v = _mix(_unsquash(_unit(x, r), "sigmoid"), cm_inv)
-        spec = jnp.fft.fft2(jnp.transpose(v, (2, 0, 1)), norm="ortho")
-        spec = spec / _spectrum_scale(h, w, decay_power)
-        return jnp.stack([spec.real, spec.imag]).astype(jnp.float32)
+def _mix(v, matrix, decorrelate):  # v (H, W, C)
+    if decorrelate and v.shape[-1] == 3:
+        return v @ jnp.asarray(np.asarray(matrix, np.float32).T)
+    return v
 
-    return Parameterization(init, to_image, from_image, lambda p, r: p,
-                            f"fourier(decay={decay_power})")
+
+def _fourier_init(key, shape, r, *, init_std):
+    h, w, c = shape
+    return init_std * jax.random.normal(key, (2, c, h, w), jnp.float32)
+
+
+def _fourier_to_image(p, r, *, matrix, decay_power, decorrelate):
+    lo, hi = r
+    _, c, h, w = p.shape
+    spec = (p[0] + 1j * p[1]) * _spectrum_scale(h, w, decay_power)
+    v = jnp.real(jnp.fft.ifft2(spec, norm="ortho")).astype(jnp.float32)  # (C, H, W)
+    v = _mix(jnp.transpose(v, (1, 2, 0)), matrix, decorrelate)
+    return lo + (hi - lo) * jax.nn.sigmoid(v)
+
+
+def _fourier_from_image(x, r, *, matrix, decay_power, decorrelate):
+    h, w, c = x.shape
+    v = _mix(_unsquash(_unit(x, r), "sigmoid"), matrix, decorrelate)
+    spec = jnp.fft.fft2(jnp.transpose(v, (2, 0, 1)), norm="ortho")
+    spec = spec / _spectrum_scale(h, w, decay_power)
+    return jnp.stack([spec.real, spec.imag]).astype(jnp.float32)
+
+
+def _keep(p, r):
+    return p

@@ -8,18 +8,31 @@ Through Deep Visualization": L2 decay and Gaussian blur every few steps), or bot
 Penalties see the image rescaled to the unit range, ``(x - lo) / (hi - lo)``, and are means
 over pixels, so a weight means the same for a 28x28 image in [0, 1] and a 224x224x3 image in
 [0, 255].
+
+The factories return regularizers that are equal when built with equal hyperparameters
+(``total_variation(0.5) == total_variation(0.5)``), so calls that build them inline share a
+compiled program.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import math
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxsal._src.transforms import gaussian_blur
+from jaxsal._src.transforms import closure, gaussian_blur
 
 Array = jax.Array
+
+#: Smoothing of ``|d|^q`` for exponents ``q < 1``, whose slope is infinite at ``d = 0``
+#: (flat regions, clipped pixels: NaN gradients): ``(d^2 + SUBUNIT_EPS)^(q/2)``, which has a
+#: zero gradient at 0, is ``SUBUNIT_EPS^(q/2)`` there (``1e-3^q``: 0.03 for ``q = 0.5``)
+#: instead of 0, and is within 0.5% of ``|d|^q`` for ``|d| >= 0.01`` (of the unit range).
+#: Exponents ``>= 1`` are computed exactly.
+SUBUNIT_EPS = 1e-6
 
 
 class Regularizer(NamedTuple):
@@ -39,45 +52,79 @@ def _check_weight(weight: float, what: str) -> float:
     return w
 
 
+def _abs_pow(d: Array, q: float) -> Array:
+    """``|d|^q``; for ``q < 1`` smoothed at 0 (see :data:`SUBUNIT_EPS`) so that its
+    gradient stays finite where ``d = 0`` (flat regions, clipped pixels)."""
+    if q >= 1.0:
+        return jnp.abs(d) ** q
+    return (d * d + SUBUNIT_EPS) ** (q / 2)
+
+
+def _check_exponent(q: float, what: str, name: str) -> float:
+    f = float(q)
+    if not (f > 0 and math.isfinite(f)):
+        raise ValueError(f"{what}: expected {name} > 0 (an exponent), got {q}")
+    return f
+
+
 def total_variation(weight: float = 1.0, *, beta: float = 1.0) -> Regularizer:
     """``weight * (mean |dx|^beta + mean |dy|^beta)`` over neighbouring pixels (anisotropic
     total variation; Mahendran & Vedaldi 2015, "Understanding Deep Image Representations by
     Inverting Them"). ``beta=1`` favours flat regions with sharp edges, ``beta=2`` smoothness.
+    ``beta < 1`` (sparser edges) is smoothed where neighbours are equal, so that gradients stay
+    finite (:data:`SUBUNIT_EPS`).
     """
     w = _check_weight(weight, "total_variation")
-    if beta <= 0:
-        raise ValueError(f"total_variation: expected beta > 0, got {beta}")
+    beta = _check_exponent(beta, "total_variation", "beta")
+    name = f"total_variation({w})" if beta == 1.0 else f"total_variation({w}, beta={beta})"
+    return Regularizer(penalty=closure(_total_variation, w=w, beta=beta), name=name)
 
-    def penalty(x: Array) -> Array:
-        dy = x[1:, :, :] - x[:-1, :, :]
-        dx = x[:, 1:, :] - x[:, :-1, :]
-        return w * (jnp.mean(jnp.abs(dy) ** beta) + jnp.mean(jnp.abs(dx) ** beta))
 
-    return Regularizer(penalty=penalty, name=f"total_variation({weight})")
+def _total_variation(x: Array, *, w: float, beta: float) -> Array:
+    dy = x[1:, :, :] - x[:-1, :, :]
+    dx = x[:, 1:, :] - x[:, :-1, :]
+    return w * (jnp.mean(_abs_pow(dy, beta)) + jnp.mean(_abs_pow(dx, beta)))
 
 
 def lp_norm(weight: float = 1.0, *, p: float = 1.0, center: float = 0.0) -> Regularizer:
     """``weight * mean |x - center|^p`` (``center`` as a fraction of the range: 0 = ``lo``).
-    ``p=1`` makes images sparse around ``center`` (a dark background for MNIST-like data)."""
+    ``p=1`` makes images sparse around ``center`` (a dark background for MNIST-like data);
+    ``p < 1`` is smoothed at ``center`` so that gradients stay finite (:data:`SUBUNIT_EPS`)."""
     w = _check_weight(weight, "lp_norm")
-    if p <= 0:
-        raise ValueError(f"lp_norm: expected p > 0, got {p}")
+    p = _check_exponent(p, "lp_norm", "p")
+    center = _center(center)
+    return Regularizer(penalty=closure(_lp_norm, w=w, p=p, center=center),
+                       name=f"lp_norm({w}, p={p}, center={center})")
 
-    def penalty(x: Array) -> Array:
-        return w * jnp.mean(jnp.abs(x - center) ** p)
 
-    return Regularizer(penalty=penalty, name=f"lp_norm({weight}, p={p})")
+def _center(c: Any) -> Any:
+    """A ``center`` as a hashable hyperparameter: a float, or nested tuples for an array
+    (one value per channel, ``(C,)``, or an image), restored by ``jnp.asarray``."""
+    a = np.asarray(c, dtype=float)
+    if a.ndim == 0:
+        return float(a)
+
+    def frozen(v):
+        return tuple(frozen(e) for e in v) if isinstance(v, list) else v
+
+    return frozen(a.tolist())
+
+
+def _lp_norm(x: Array, *, w: float, p: float, center: Any) -> Array:
+    return w * jnp.mean(_abs_pow(x - jnp.asarray(center, x.dtype), p))
 
 
 def l2_decay(weight: float = 1.0, *, center: float = 0.0) -> Regularizer:
     """``weight * mean (x - center)^2``: its gradient shrinks every pixel towards ``center``
     (a fraction of the range), the L2 decay of Yosinski et al. 2015."""
     w = _check_weight(weight, "l2_decay")
+    center = _center(center)
+    return Regularizer(penalty=closure(_l2_decay, w=w, center=center),
+                       name=f"l2_decay({w}, center={center})")
 
-    def penalty(x: Array) -> Array:
-        return w * jnp.mean((x - center) ** 2)
 
-    return Regularizer(penalty=penalty, name=f"l2_decay({weight})")
+def _l2_decay(x: Array, *, w: float, center: Any) -> Array:
+    return w * jnp.mean((x - jnp.asarray(center, x.dtype)) ** 2)
 
 
 def blur_every(every: int, sigma: float = 0.5, *, weight: float = 1.0) -> Regularizer:
@@ -91,7 +138,10 @@ def blur_every(every: int, sigma: float = 0.5, *, weight: float = 1.0) -> Regula
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"blur_every: expected 0 <= weight <= 1, got {weight}")
 
-    def step(x: Array) -> Array:
-        return (1.0 - weight) * x + weight * gaussian_blur(x, sigma)
+    sigma, weight = float(sigma), float(weight)
+    return Regularizer(step=closure(_blur, sigma=sigma, weight=weight), every=every,
+                       name=f"blur_every({every}, {sigma})")
 
-    return Regularizer(step=step, every=every, name=f"blur_every({every}, {sigma})")
+
+def _blur(x: Array, *, sigma: float, weight: float) -> Array:
+    return (1.0 - weight) * x + weight * gaussian_blur(x, sigma)

@@ -7,14 +7,19 @@ which removes most of the high-frequency patterns an unregularized optimization 
 (Mordvintsev, Olah & Tyka 2015, "Inceptionism"; Olah, Mordvintsev & Schubert 2017,
 "Feature Visualization", Distill).
 
+The factories return :class:`Closure` objects: callable as above, and equal when built with
+equal hyperparameters, so ``maximize(..., transforms=jaxsal.jitter(2))`` written inline in a
+loop finds its compiled program again (a function of your own is matched by identity).
+
 ``jitter``, ``random_scale`` and ``random_rotate`` keep the image size; ``pad`` enlarges it
 (:func:`jaxsal.maximize` resizes to the model's input size when the model needs one).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +28,53 @@ Array = jax.Array
 Transform = Callable[[Array, Array], Array]
 
 _PAD_MODES = ("reflect", "edge", "constant", "wrap")
+
+
+def _typed(v: Any) -> Any:
+    """``v`` with the type of every number kept beside it (``2 == 2.0 == True`` in Python,
+    but they may trace to different programs) and floats by their bits (``-0.0 == 0.0``)."""
+    if isinstance(v, tuple):
+        return tuple(_typed(e) for e in v)
+    if isinstance(v, float):
+        return (type(v), float(v).hex())
+    return (type(v), v)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Closure:
+    """``fn`` with its hyperparameters bound, like ``functools.partial(fn, **hyper)``, but
+    equal to another :class:`Closure` of the same ``fn`` and equal hyperparameters (and
+    hashed alike).
+
+    jaxsal's factories (transforms, parameterizations, regularizers) return these, so that
+    ``jaxsal.jitter(2)`` built afresh for every call is the same function as far as caches
+    are concerned: :func:`jaxsal.maximize` finds its compiled program again instead of
+    compiling another. Hyperparameters must be hashable (numbers, strings, tuples, other
+    functions); numbers of different types (``2`` and ``2.0``) are kept apart."""
+
+    fn: Callable
+    hyper: tuple  # ((name, value), ...)
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args, **dict(self.hyper))
+
+    def _key(self) -> tuple:
+        return (self.fn, tuple((k, _typed(v)) for k, v in self.hyper))
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Closure) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyper)
+        return f"{self.fn.__name__.lstrip('_')}({args})"
+
+
+def closure(fn: Callable, **hyper: Any) -> Closure:
+    """``fn`` with the keyword arguments ``hyper`` bound (see :class:`Closure`)."""
+    return Closure(fn, tuple(hyper.items()))
 
 
 def _check_image(image: Array, what: str) -> None:
@@ -54,15 +106,15 @@ def jitter(pixels: int, *, mode: str = "reflect") -> Transform:
         raise ValueError(f"jitter: expected mode in {_PAD_MODES}, got {mode!r}")
     if pixels == 0:
         return identity()
+    return closure(_jitter, pixels=pixels, mode=mode)
 
-    def apply(key: Array, image: Array) -> Array:
-        _check_image(image, "jitter")
-        h, w, c = image.shape
-        padded = jnp.pad(image, ((pixels, pixels), (pixels, pixels), (0, 0)), mode=mode)
-        off = jax.random.randint(key, (2,), 0, 2 * pixels + 1)
-        return jax.lax.dynamic_slice(padded, (off[0], off[1], 0), (h, w, c))
 
-    return apply
+def _jitter(key: Array, image: Array, *, pixels: int, mode: str) -> Array:
+    _check_image(image, "jitter")
+    h, w, c = image.shape
+    padded = jnp.pad(image, ((pixels, pixels), (pixels, pixels), (0, 0)), mode=mode)
+    off = jax.random.randint(key, (2,), 0, 2 * pixels + 1)
+    return jax.lax.dynamic_slice(padded, (off[0], off[1], 0), (h, w, c))
 
 
 def pad(pixels: int, *, mode: str = "constant", value: float = 0.0) -> Transform:
@@ -75,16 +127,16 @@ def pad(pixels: int, *, mode: str = "constant", value: float = 0.0) -> Transform
         raise ValueError(f"pad: expected mode in {_PAD_MODES}, got {mode!r}")
     if pixels == 0:
         return identity()
+    return closure(_pad, pixels=pixels, mode=mode, value=float(value))
 
-    def apply(key: Array, image: Array) -> Array:
-        del key
-        _check_image(image, "pad")
-        widths = ((pixels, pixels), (pixels, pixels), (0, 0))
-        if mode == "constant":
-            return jnp.pad(image, widths, mode="constant", constant_values=value)
-        return jnp.pad(image, widths, mode=mode)
 
-    return apply
+def _pad(key: Array, image: Array, *, pixels: int, mode: str, value: float) -> Array:
+    del key
+    _check_image(image, "pad")
+    widths = ((pixels, pixels), (pixels, pixels), (0, 0))
+    if mode == "constant":
+        return jnp.pad(image, widths, mode="constant", constant_values=value)
+    return jnp.pad(image, widths, mode=mode)
 
 
 def _fold_index(i: Array, n: int, mode: str) -> tuple[Array, Array]:
@@ -141,13 +193,13 @@ def random_scale(low: float, high: float, *, mode: str = "nearest") -> Transform
         raise ValueError(f"random_scale: expected 0 < low <= high, got ({low}, {high})")
     if mode not in _SAMPLE_MODES:
         raise ValueError(f"random_scale: expected mode in {_SAMPLE_MODES}, got {mode!r}")
+    return closure(_random_scale, low=float(low), high=float(high), mode=mode)
 
-    def apply(key: Array, image: Array) -> Array:
-        _check_image(image, "random_scale")
-        s = jax.random.uniform(key, (), minval=low, maxval=high)
-        return _affine(image, s, jnp.zeros(()), mode)
 
-    return apply
+def _random_scale(key: Array, image: Array, *, low: float, high: float, mode: str) -> Array:
+    _check_image(image, "random_scale")
+    s = jax.random.uniform(key, (), minval=low, maxval=high)
+    return _affine(image, s, jnp.zeros(()), mode)
 
 
 def random_rotate(degrees: float, *, mode: str = "nearest") -> Transform:
@@ -156,13 +208,13 @@ def random_rotate(degrees: float, *, mode: str = "nearest") -> Transform:
         raise ValueError(f"random_rotate: expected degrees >= 0, got {degrees}")
     if mode not in _SAMPLE_MODES:
         raise ValueError(f"random_rotate: expected mode in {_SAMPLE_MODES}, got {mode!r}")
+    return closure(_random_rotate, degrees=float(degrees), mode=mode)
 
-    def apply(key: Array, image: Array) -> Array:
-        _check_image(image, "random_rotate")
-        a = jax.random.uniform(key, (), minval=-degrees, maxval=degrees) * (math.pi / 180.0)
-        return _affine(image, jnp.ones(()), a, mode)
 
-    return apply
+def _random_rotate(key: Array, image: Array, *, degrees: float, mode: str) -> Array:
+    _check_image(image, "random_rotate")
+    a = jax.random.uniform(key, (), minval=-degrees, maxval=degrees) * (math.pi / 180.0)
+    return _affine(image, jnp.ones(()), a, mode)
 
 
 def compose(*transforms: Transform) -> Transform:
@@ -171,15 +223,15 @@ def compose(*transforms: Transform) -> Transform:
     for t in ts:
         if not callable(t):
             raise TypeError(f"compose: expected transforms (key, image) -> image, got {t!r}")
+    return closure(_compose, transforms=ts)
 
-    def apply(key: Array, image: Array) -> Array:
-        if not ts:
-            return image
-        for k, t in zip(jax.random.split(key, len(ts)), ts):
-            image = t(k, image)
+
+def _compose(key: Array, image: Array, *, transforms: tuple) -> Array:
+    if not transforms:
         return image
-
-    return apply
+    for k, t in zip(jax.random.split(key, len(transforms)), transforms):
+        image = t(k, image)
+    return image
 
 
 def standard_transforms(image_size: int = 224, *, pad_value: float | None = None) -> Transform:
@@ -207,7 +259,8 @@ def gaussian_kernel(sigma: float) -> Array:
 
 
 def gaussian_blur(image: Array, sigma: float) -> Array:
-    """Separable Gaussian blur of one image ``(H, W, C)``, differentiable.
+    """Separable Gaussian blur of one image ``(H, W, C)``, differentiable; ``sigma`` in
+    pixels, ``>= 0`` (``0`` returns the image unchanged).
 
     Borders are reflected about the edge pixel (``x[2], x[1] | x[0], x[1], x[2]``: NumPy's
     ``reflect``, SciPy's ``mirror``) where the kernel's radius ``ceil(3 sigma)`` is less than
@@ -220,7 +273,10 @@ def gaussian_blur(image: Array, sigma: float) -> Array:
                          f"{jnp.shape(image)}; for a batch (N, H, W, C) use "
                          "jax.vmap(lambda im: gaussian_blur(im, sigma))(images), and give a "
                          "2-D map a channel axis (m[..., None])")
-    if sigma <= 0:
+    if sigma < 0:
+        raise ValueError(f"gaussian_blur: expected sigma >= 0 (a width in pixels; 0: no blur), "
+                         f"got {sigma}")
+    if sigma == 0:
         return image
     k = gaussian_kernel(sigma)
     r = (k.shape[0] - 1) // 2
