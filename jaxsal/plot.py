@@ -823,19 +823,13 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
 
 
 def _kernel_of(model_or_kernel, layer):
-    if hasattr(model_or_kernel, "layer") and hasattr(model_or_kernel, "layer_names"):
-        model = model_or_kernel
-        if layer is None:
-            layer = next((n for n in model.layer_names if "kernel" in model.layer(n).params
-                          and np.ndim(model.layer(n).params["kernel"]) == 4), None)
-            if layer is None:
-                raise ValueError("the model has no 2-D convolution layer with a kernel; pass "
-                                 "layer= or a (kh, kw, in, out) kernel")
-        info = model.layer(layer)
-        if "kernel" not in info.params:
-            raise ValueError(f"layer {layer!r} ({info.class_name}) has no 'kernel'; its params "
-                             f"are {sorted(info.params)}")
-        return _np(info.params["kernel"]), layer
+    """``(kernel (kh, kw, in, out), layer)``: a model's conv layer read in its own Keras
+    layout (``Conv2DTranspose``, depthwise and separable ones too), or a kernel as given."""
+    if hasattr(model_or_kernel, "apply") and hasattr(model_or_kernel, "params"):
+        from jaxsal._src.features import find_conv_kernel
+
+        layer, k = find_conv_kernel(model_or_kernel, layer, "filters")
+        return _np(k), layer
     return _np(model_or_kernel), layer
 
 
@@ -846,8 +840,11 @@ def filters(model_or_kernel, layer: str | None = None, *, channel: int | None = 
     """The weights of a convolution layer's filters as images (first-layer filters).
 
     Args:
-      model_or_kernel: a model from ``load_keras`` (then ``layer`` names the conv layer;
-        default: the first one) or a kernel ``(kh, kw, in_channels, filters)``.
+      model_or_kernel: a model from ``load_keras`` (then ``layer`` names the conv layer:
+        ``Conv2D``, ``Conv2DTranspose`` (its ``(kh, kw, filters, in)`` kernel is read as
+        such), ``DepthwiseConv2D`` (one single-channel filter per output channel) or
+        ``SeparableConv2D`` (the equivalent full kernel); default: the first one) or a kernel
+        ``(kh, kw, in_channels, filters)``.
       channel: for kernels with neither 1 nor 3 input channels, which input channel to show
         (default: the mean over input channels, said in the title).
       max_filters: show only the first ones.
@@ -898,11 +895,12 @@ def feature_maps(model_or_activations, x=None, layer: str | None = None, *,
     """The feature maps (channels of one layer's output) for one input.
 
     Args:
-      model_or_activations: a model from ``load_keras`` (with ``x`` and ``layer``), or the
-        activations ``(H, W, K)`` / ``(1, H, W, K)`` themselves, channels last as the layer
-        outputs them (``jaxsal.feature_maps`` returns channels first, ``(K, h, w)``: show
-        those with :func:`image_grid`).
-      x: one input, ``(1, H, W, C)`` or ``(H, W, C)``.
+      model_or_activations: a model from ``load_keras`` (with ``x`` and ``layer``; a
+        channels-first layer's ``(K, h, w)`` maps are shown as they are), or the
+        activations ``(H, W, K)`` / ``(1, H, W, K)`` themselves, channels last
+        (``jaxsal.feature_maps`` returns channels first, ``(K, h, w)``: show those with
+        :func:`image_grid`, or pass ``np.moveaxis(maps, 0, -1)``).
+      x: one input, ``(1, H, W, C)`` or ``(H, W, C)`` (in the model's own layout).
       layer: the layer name.
       channels: which channels to show (default: the first ``max_maps``).
       scale: ``"shared"`` (one scale and colour bar: a weak channel looks weak) or
@@ -918,7 +916,10 @@ def feature_maps(model_or_activations, x=None, layer: str | None = None, *,
         if xb.shape[0] != 1:
             raise ValueError(f"feature_maps shows one input: expected x of shape (1, ...), got "
                              f"{xb.shape}; pass x[:1]")
-        a = _np(model.intermediates(xb, [layer])[layer])[0]
+        from jaxsal._src.features import layer_maps
+
+        maps, _ = layer_maps(model, xb, layer)  # (1, K, h, w) whatever the layer's layout
+        a = np.moveaxis(_np(maps)[0], 0, -1)
         name = f"{layer} "
     else:
         a = _np(model_or_activations)

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src.validate import layer_format
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
@@ -23,14 +25,81 @@ def _minmax(a: Array, axes: tuple) -> Array:
     return (a - lo) / jnp.maximum(hi - lo, 1e-12)
 
 
+#: Keras classes whose 4-D kernel is ``(kh, kw, filters, C_in)``: the output axis before the
+#: input axis, the reverse of a ``Conv2D`` (``(kh, kw, C_in, filters)``)
+TRANSPOSED_CONVS = ("Conv2DTranspose", "Convolution2DTranspose")
+
+
+def conv_kernel(info: Any) -> np.ndarray | None:
+    """The filters of a 2-D convolution layer (a :class:`model_import.LayerInfo`) as one
+    ``(kh, kw, C_in, C_out)`` kernel in ``Conv2D``'s layout, or ``None`` if it has none.
+
+    ``Conv2D`` (and grouped ones: ``C_in`` is the group's width): its kernel.
+    ``Conv2DTranspose``: its ``(kh, kw, filters, C_in)`` kernel with the last two axes
+    swapped. ``DepthwiseConv2D``: one single-channel filter per output channel
+    (``C_in * depth_multiplier`` of them, in Keras's output order). ``SeparableConv2D``: the
+    ``Conv2D`` kernel it equals, the depthwise filters mixed by the pointwise weights.
+    Conv1D/3D and their transposes (3-D and 5-D kernels) give ``None``."""
+    params = info.params if hasattr(info.params, "get") else {}
+    k = params.get("kernel")
+    if k is not None and np.ndim(k) == 4:
+        k = np.asarray(k)
+        return np.swapaxes(k, 2, 3) if info.class_name in TRANSPOSED_CONVS else k
+    dw = params.get("depthwise_kernel")
+    if dw is None or np.ndim(dw) != 4:
+        return None
+    dw = np.asarray(dw)  # the importer's grouped layout: (kh, kw, 1, C_in * multiplier)
+    pw = params.get("pointwise_kernel")
+    if pw is None:
+        return dw
+    kh, kw, _, cm = dw.shape
+    pw = np.asarray(pw).reshape(cm, -1)
+    mult = int(info.config.get("depth_multiplier", 1) or 1)
+    cin = cm // mult
+    return np.einsum("hwcm,cmo->hwco", dw.reshape(kh, kw, cin, mult),
+                     pw.reshape(cin, mult, -1))
+
+
+def _need_layers(model: Any, what: str) -> None:
+    if not (hasattr(model, "layer") and hasattr(model, "layers")):
+        raise TypeError(f"{what}: expected an imported Keras model (model_import.load_keras"
+                        f"(path)), whose layers hold their kernels; got {type(model).__name__}. "
+                        "For a kernel array k (kh, kw, C_in, C_out) of your own, "
+                        "jnp.transpose(k, (3, 0, 1, 2)) gives the same images")
+
+
+def find_conv_kernel(model: Any, layer: str | None, what: str) -> tuple[str, np.ndarray]:
+    """``(layer name, kernel (kh, kw, C_in, C_out))`` of ``layer`` (:func:`conv_kernel`), or
+    of the model's first 2-D convolution when ``layer`` is ``None``."""
+    _need_layers(model, what)
+    if layer is None:
+        for info in model.layers:
+            k = conv_kernel(info)
+            if k is not None:
+                return info.name, k
+        raise ValueError(f"{what}: the model has no 2-D convolution layer (Conv2D, "
+                         "Conv2DTranspose, DepthwiseConv2D, SeparableConv2D); pass layer=...")
+    info = model.layer(layer)
+    k = conv_kernel(info)
+    if k is None:
+        params = info.params if hasattr(info.params, "get") else {}
+        shapes = {n: tuple(np.shape(v)) for n, v in params.items()}
+        raise ValueError(f"{what}: layer {layer!r} ({info.class_name}) has no 2-D convolution "
+                         f"kernel (its weights: {shapes or 'none'}); expected a Conv2D, "
+                         "Conv2DTranspose, DepthwiseConv2D or SeparableConv2D layer, such as "
+                         "the first one")
+    return info.name, k
+
+
 def filter_images(model: Any, layer: str | None = None, *,
                   normalize: str | None = "filter") -> Array:
     """The kernels of a convolution layer as images (Krizhevsky et al. 2012, Fig. 3).
 
     Args:
       model: a :class:`model_import.KerasModel`.
-      layer: a layer with a 4-D ``kernel`` ``(kh, kw, C_in, C_out)``; ``None`` takes the first
-        such layer of the model (its first convolution).
+      layer: a 2-D convolution layer (``Conv2D``, ``Conv2DTranspose``, ``DepthwiseConv2D``,
+        ``SeparableConv2D``; each kernel read in its own Keras layout, see
+        :func:`conv_kernel`); ``None`` takes the first such layer of the model.
       normalize: ``"filter"`` min-max scales each filter to [0, 1], ``"all"`` scales all
         filters together (their relative strength is kept), ``None`` returns raw weights.
     Returns:
@@ -38,21 +107,7 @@ def filter_images(model: Any, layer: str | None = None, *,
     """
     if normalize not in NORMALIZE:
         raise ValueError(f"normalize: expected one of {NORMALIZE}, got {normalize!r}")
-    if layer is None:
-        for info in model.layers:
-            k = info.params.get("kernel") if hasattr(info.params, "get") else None
-            if k is not None and np.ndim(k) == 4:
-                layer = info.name
-                break
-        else:
-            raise ValueError("filter_images: the model has no layer with a 4-D kernel "
-                             "(Conv2D); pass layer=...")
-    info = model.layer(layer)
-    k = info.params.get("kernel") if hasattr(info.params, "get") else None
-    if k is None or np.ndim(k) != 4:
-        shape = None if k is None else tuple(np.shape(k))
-        raise ValueError(f"filter_images: layer {layer!r} ({info.class_name}) has no 4-D kernel "
-                         f"(got {shape}); expected a Conv2D layer such as the first one")
+    _, k = find_conv_kernel(model, layer, "filter_images")
     w = jnp.transpose(jnp.asarray(k, jnp.float32), (3, 0, 1, 2))
     if normalize == "filter":
         return _minmax(w, (1, 2, 3))
@@ -61,29 +116,53 @@ def filter_images(model: Any, layer: str | None = None, *,
     return w
 
 
+def layer_maps(model: Any, x: ArrayLike, layer: str) -> tuple[Array, bool]:
+    """``(maps (N, K, h, w), single)``: the activations of ``layer`` for ``x`` (a batch, or
+    one input: then ``single``), channels first whatever the layer's layout."""
+    if not hasattr(model, "apply") or not hasattr(model, "params"):
+        raise TypeError(f"feature_maps: expected a model (model_import.load_keras(path) or "
+                        f"jaxsal.FunctionModel), got {type(model).__name__}")
+    x = jnp.asarray(x)
+    in_shape = getattr(model, "input_shape", None)
+    single = in_shape is not None and x.ndim == len(in_shape)
+    if single:
+        x = x[None]
+    if hasattr(model, "layer"):
+        info = model.layer(layer)
+        shape = info.output_shape
+        if shape is not None and (not isinstance(shape, tuple) or len(shape) != 3):
+            raise ValueError(f"feature_maps: layer {layer!r} has output shape {shape}; expected "
+                             "a spatial layer (h, w, channels) such as a Conv2D or pooling "
+                             "layer")
+    if hasattr(model, "intermediates"):
+        a = model.intermediates(x, [layer])[layer]
+    else:  # a FunctionModel: its features= output, by the layer name it was given
+        a = model.apply(model.params, x, capture=[layer])[1][layer]
+    if a.ndim != 4:
+        raise ValueError(f"feature_maps: layer {layer!r} gives activations of shape "
+                         f"{tuple(a.shape)}; expected a spatial layer (N, h, w, channels) "
+                         "such as a Conv2D or pooling layer")
+    if layer_format(model, layer) != "channels_first":
+        a = jnp.transpose(a, (0, 3, 1, 2))
+    return a, single
+
+
 def feature_maps(model: Any, x: ArrayLike, layer: str, *, normalize: bool = False) -> Array:
     """The activations of ``layer`` for the inputs ``x``, one 2-D map per channel.
 
     Args:
-      model: a :class:`model_import.KerasModel`.
-      x: ``(N, H, W, C)`` inputs (or one ``(H, W, C)`` input).
-      layer: a layer with spatial output ``(h, w, K)``.
+      model: a :class:`model_import.KerasModel` (or a :class:`~jaxsal.FunctionModel` with
+        ``features=``: ``layer`` is its layer name).
+      x: ``(N, H, W, C)`` inputs (or one ``(H, W, C)`` input), in the model's own layout
+        (``(N, C, H, W)`` for a channels-first model).
+      layer: a layer with spatial output (``(h, w, K)``, or ``(K, h, w)`` channels-first).
       normalize: min-max scale every map to [0, 1] on its own.
     Returns:
-      ``(N, K, h, w)`` (``(K, h, w)`` for a single input): ``image_grid(maps[0])`` shows all
-      channels of the first input.
+      ``(N, K, h, w)`` (``(K, h, w)`` for a single input), for channels-last and
+      channels-first layers alike: ``image_grid(maps[0])`` shows all channels of the first
+      input.
     """
-    x = jnp.asarray(x)
-    single = model.input_shape is not None and x.ndim == len(model.input_shape)
-    if single:
-        x = x[None]
-    info = model.layer(layer)
-    shape = info.output_shape
-    if shape is not None and (not isinstance(shape, tuple) or len(shape) != 3):
-        raise ValueError(f"feature_maps: layer {layer!r} has output shape {shape}; expected a "
-                         "spatial layer (h, w, channels) such as a Conv2D or pooling layer")
-    a = model.intermediates(x, [layer])[layer]
-    maps = jnp.transpose(a, (0, 3, 1, 2))
+    maps, single = layer_maps(model, x, layer)
     if normalize:
         maps = _minmax(maps, (2, 3))
     return maps[0] if single else maps
@@ -115,8 +194,9 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
         ncols = int(np.ceil(np.sqrt(t)))
     if not isinstance(ncols, (int, np.integer)) or ncols < 1:
         raise ValueError(f"image_grid: expected ncols >= 1, got {ncols!r}")
-    if pad < 0:
-        raise ValueError(f"image_grid: expected pad >= 0, got {pad}")
+    if isinstance(pad, (bool, np.bool_)) or not isinstance(pad, (int, np.integer)) or pad < 0:
+        raise ValueError(f"image_grid: expected pad as an int >= 0 (pixels), got {pad!r}; "
+                         "round it, e.g. pad=2")
     ncols = min(int(ncols), t)
     rows = -(-t // ncols)
     a = jnp.concatenate([a, jnp.full((rows * ncols - t, h, w, c), pad_value, a.dtype)])

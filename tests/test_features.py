@@ -1,0 +1,137 @@
+"""Looking inside a model (jaxsal.filter_images, jaxsal.feature_maps and their plots) on the
+layouts Keras stores: channels-first layers, transposed, depthwise and separable kernels."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+from model_import import load_keras
+
+keras = pytest.importorskip("keras")
+
+
+@pytest.fixture(scope="module")
+def cf(tmp_path_factory):
+    """A channels-first model: (2, 6, 8) inputs, a 3-filter conv to (3, 4, 6) maps."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((2, 6, 8))
+    x = keras.layers.Conv2D(3, 3, data_format="channels_first", name="conv")(i)
+    km = keras.Model(i, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    path = tmp_path_factory.mktemp("features") / "cf.keras"
+    km.save(path)
+    x = np.random.default_rng(0).random((2, 2, 6, 8), np.float32)
+    want = keras.Model(km.input, km.get_layer("conv").output).predict(x, verbose=0)
+    return load_keras(path), x, np.asarray(want)
+
+
+@pytest.fixture(scope="module")
+def convs(tmp_path_factory):
+    """Three 2-D convolutions side by side on one RGB input, with Keras's own kernels."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((6, 6, 3))
+    t = keras.layers.Conv2DTranspose(5, 3, name="convT")(i)
+    d = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(i)
+    s = keras.layers.SeparableConv2D(4, 3, depth_multiplier=2, name="sep")(i)
+    flat = [keras.layers.Flatten()(v) for v in (t, d, s)]
+    km = keras.Model(i, keras.layers.Dense(2)(keras.layers.Concatenate()(flat)))
+    path = tmp_path_factory.mktemp("features") / "convs.keras"
+    km.save(path)
+    kernels = {n: [np.asarray(w) for w in km.get_layer(n).get_weights()]
+               for n in ("convT", "dw", "sep")}
+    return load_keras(path), kernels
+
+
+def test_feature_maps_of_a_channels_first_layer_are_n_k_h_w(cf):
+    m, x, want = cf
+    assert want.shape == (2, 3, 4, 6)  # Keras: (N, K, h, w)
+    np.testing.assert_allclose(jaxsal.feature_maps(m, x, "conv"), want, rtol=1e-4, atol=1e-5)
+    one = jaxsal.feature_maps(m, x[1], "conv", normalize=True)
+    assert one.shape == (3, 4, 6)
+    np.testing.assert_allclose(one.max(axis=(1, 2)), 1.0, atol=1e-6)  # per channel
+    # the channels-last view of the same model gives the same maps
+    view = jaxsal.feature_maps(m.channels_last(), np.moveaxis(x, 1, -1), "conv")
+    np.testing.assert_allclose(view, want, rtol=1e-4, atol=1e-5)
+
+
+def test_plot_feature_maps_of_a_channels_first_layer(cf):
+    from jaxsal import plot
+
+    m, x, want = cf
+    fig = plot.feature_maps(m, x[:1], "conv")
+    assert plot.count_panels(fig) == 3
+    assert "3 of 3 channels, 4x6" in fig._suptitle.get_text()
+    np.testing.assert_allclose(plot.panel_axes(fig)[2].images[0].get_array(), want[0, 2],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_filter_images_read_each_keras_kernel_layout(convs):
+    m, k = convs
+    # Conv2DTranspose: Keras stores (kh, kw, filters, in)
+    assert k["convT"][0].shape == (3, 3, 5, 3)
+    t = jaxsal.filter_images(m, "convT", normalize=None)
+    np.testing.assert_array_equal(t, np.transpose(k["convT"][0], (2, 0, 1, 3)))
+    assert jaxsal.filter_images(m).shape == (5, 3, 3, 3)  # the first conv: convT, RGB
+    # DepthwiseConv2D (kh, kw, in, multiplier): output channel c * multiplier + j
+    dk = k["dw"][0]
+    d = np.asarray(jaxsal.filter_images(m, "dw", normalize=None))
+    assert d.shape == (6, 3, 3, 1)
+    for c in range(3):
+        for j in range(2):
+            np.testing.assert_array_equal(d[2 * c + j, ..., 0], dk[:, :, c, j])
+    # SeparableConv2D: the Conv2D kernel it equals; convolving with it gives the layer
+    s = np.asarray(jaxsal.filter_images(m, "sep", normalize=None))
+    assert s.shape == (4, 3, 3, 3)
+    x = np.random.default_rng(1).random((1, 6, 6, 3), np.float32)
+    y = jax.lax.conv_general_dilated(x, jnp.transpose(s, (1, 2, 3, 0)), (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    _, acts = m.apply(m.params, x, capture=["sep"])
+    np.testing.assert_allclose(y + k["sep"][2], acts["sep"], rtol=1e-4, atol=1e-5)
+
+
+def test_plot_filters_read_each_keras_kernel_layout(convs):
+    from jaxsal import plot
+
+    m, k = convs
+    fig = plot.filters(m, "convT")
+    assert plot.count_panels(fig) == 5
+    assert "5 of 5 filters, 3x3x3" in fig._suptitle.get_text()
+    assert plot.panel_axes(fig)[0].images[0].get_array().shape == (3, 3, 3)  # RGB
+    dw = plot.filters(m, "dw")
+    assert plot.count_panels(dw) == 6
+    np.testing.assert_allclose(plot.panel_axes(dw)[3].images[0].get_array(),
+                               k["dw"][0][:, :, 1, 1])
+
+
+def test_function_models(cf):
+    """A FunctionModel's feature maps come from its features= (in its layout); it has no
+    layers whose kernels could be shown, which filter_images says."""
+    w = jax.random.normal(jax.random.key(0), (2, 3))
+
+    def features(p, x):  # channels-last (N, 6, 8, 2) -> (N, 6, 8, 3)
+        return x @ p["w"]
+
+    def head(p, a):
+        return a.mean(axis=(1, 2))
+
+    x = np.random.default_rng(0).random((2, 6, 8, 2), np.float32)
+    last = jaxsal.FunctionModel(params={"w": w}, features=features, head_fn=head,
+                                input_shape=(6, 8, 2))
+    want = np.moveaxis(x @ np.asarray(w), -1, 1)
+    np.testing.assert_allclose(jaxsal.feature_maps(last, x, "features"), want, rtol=1e-5)
+    assert jaxsal.feature_maps(last, x[0], "features").shape == (3, 6, 8)
+    first = jaxsal.FunctionModel(
+        params={"w": w}, features=lambda p, x: jnp.moveaxis(features(p, jnp.moveaxis(x, 1, -1)),
+                                                            -1, 1),
+        head_fn=lambda p, a: a.mean(axis=(2, 3)), data_format="channels_first")
+    np.testing.assert_allclose(jaxsal.feature_maps(first, np.moveaxis(x, -1, 1), "features"),
+                               want, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown layer 'conv'"):
+        jaxsal.feature_maps(last, x, "conv")
+    with pytest.raises(TypeError, match="imported Keras model"):
+        jaxsal.filter_images(last)
+    from jaxsal import plot
+
+    with pytest.raises(TypeError, match="imported Keras model"):
+        plot.filters(last)
