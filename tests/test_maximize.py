@@ -491,3 +491,16 @@ def test_centers_may_be_arrays_and_still_compare_equal():
                                np.mean(np.abs(img - c)), rtol=1e-6)
     assert jaxsal.l2_decay(center=c) == jaxsal.l2_decay(center=c.copy())
     assert jaxsal.l2_decay(center=c) != jaxsal.l2_decay(center=c + 0.1)
+
+
+def test_options_that_would_be_ignored_are_refused(mnist):
+    """``layer=``/``objective=`` with Objectives as targets, and ``objective=`` for output
+    units, would not be used: refused, saying why."""
+    with pytest.raises(ValueError, match="layer= applies to unit indices; these targets are "
+                                         "Objectives"):
+        jaxsal.maximize(mnist, [jaxsal.output_objective(3)], layer="conv2d_2", steps=2, key=0)
+    with pytest.raises(ValueError, match="objective= applies to unit indices"):
+        jaxsal.maximize(mnist, jaxsal.channel_objective("conv2d_2", 1), objective="neuron",
+                        steps=2, key=0)
+    with pytest.raises(ValueError, match="objective='neuron' chooses how a unit of layer="):
+        jaxsal.maximize(mnist, [3], objective="neuron", steps=2, key=0)

@@ -109,6 +109,14 @@ def default_transforms(image_size: int) -> _tf.Transform:
 
 
 # ---------------------------------------------------------------------------- targets
+def _objectives_given(targets: Any) -> bool:
+    """Whether ``targets`` are :class:`~jaxsal.Objective` objects (one, or a list of them)."""
+    if isinstance(targets, _obj.Objective):
+        return True
+    return (isinstance(targets, (list, tuple)) and bool(targets)
+            and any(isinstance(t, _obj.Objective) for t in targets))
+
+
 def _as_objective(model: Any, targets: Any, layer: str | None, objective: str,
                   image_shape: tuple | None = None) -> _obj.Objective:
     if isinstance(targets, _obj.Objective):
@@ -307,7 +315,7 @@ def _check_range(input_range: Any) -> tuple[float, float]:
 
 def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int = 200,
              input_range: Sequence[float] = (0.0, 1.0), key: ArrayLike | int = 0,
-             objective: str = "channel", head: str | None = "logits",
+             objective: str | None = None, head: str | None = "logits",
              parameterization: _param.Parameterization | None = None,
              optimizer: optax.GradientTransformation | None = None,
              learning_rate: float = DEFAULT_LEARNING_RATE,
@@ -342,8 +350,9 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
       steps: optimizer steps per scale (``steps * upscaling_steps`` in all).
       input_range: ``(lo, hi)``; images are kept inside it and returned inside it.
       key: a PRNG key or an int seed; the same key gives the same images.
-      objective: for a layer, ``"channel"`` (mean of the feature map) or ``"neuron"``
-        (its centre activation).
+      objective: for unit indices of ``layer``, ``"channel"`` (the default: mean of the
+        feature map) or ``"neuron"`` (its centre activation); refused without ``layer`` (an
+        output unit is one number) and with Objectives as targets (each names its own).
       head: the head the output units go through; ``"logits"`` by default (maximizing a
         softmax mostly minimizes the other classes); ``None`` uses the model as given.
       parameterization: :func:`~jaxsal.pixels` (default: :func:`default_parameterization`,
@@ -463,8 +472,19 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
             raise ValueError(f"{name}: expected a finite number {lo}, got {v!r}")
     if upscaling_steps > 1 and not float(upscaling_factor) > 1.0:
         raise ValueError(f"upscaling_factor: expected > 1, got {upscaling_factor}")
-    if objective not in LAYER_OBJECTIVES:
+    if objective is not None and objective not in LAYER_OBJECTIVES:
         raise ValueError(f"objective: expected one of {LAYER_OBJECTIVES}, got {objective!r}")
+    given = _objectives_given(targets)
+    if given and (layer is not None or objective is not None):
+        what = "layer=" if layer is not None else "objective="
+        raise ValueError(f"{what} applies to unit indices; these targets are Objectives, which "
+                         "name their own layer and kind (jaxsal.channel_objective(layer, k), "
+                         "jaxsal.neuron_objective(layer, k)...): drop " + what)
+    if layer is None and objective is not None:
+        raise ValueError(f"objective={objective!r} chooses how a unit of layer= is maximized; "
+                         "without layer= the targets are output units (one number each). Pass "
+                         "layer=NAME to maximize a layer's channels or neurons")
+    objective = "channel" if objective is None else objective
     if unit_chunk is not None and (not isinstance(unit_chunk, (int, np.integer))
                                    or unit_chunk < 1):
         raise ValueError(f"unit_chunk: expected None or an int >= 1, got {unit_chunk!r}")
