@@ -306,12 +306,14 @@ def test_per_input_targets_from_a_file(tmp_path, mnist_path, digits_file, capsys
     np.save(labels, np.array([7, 2]))
     assert _explain(mnist_path, digits_file, tmp_path / "l.npy", "--targets", f"@{labels}") == 0
     np.testing.assert_allclose(np.load(tmp_path / "l.npy"),
-                               jaxsal.saliency(model, x, np.array([[7], [2]])), rtol=1e-5)
+                               jaxsal.saliency(model, x, np.array([[7], [2]])), rtol=1e-5,
+                               atol=1e-7)
     pairs = tmp_path / "pairs.npy"
     np.save(pairs, np.array([[7, 1], [2, 3]]))
     assert _explain(mnist_path, digits_file, tmp_path / "p.npy", "--targets", f"@{pairs}") == 0
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"),
-                               jaxsal.saliency(model, x, np.array([[7, 1], [2, 3]])), rtol=1e-5)
+                               jaxsal.saliency(model, x, np.array([[7, 1], [2, 3]])),
+                               rtol=1e-5, atol=1e-7)
     assert cli.main(["evaluate", mnist_path, digits_file, str(tmp_path / "l.npy"), "--metric",
                      "deletion", "--targets", f"@{labels}", "--steps", "4",
                      "--out", str(tmp_path / "d.npy")]) == 0
