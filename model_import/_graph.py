@@ -279,6 +279,13 @@ class Graph:
         inference-time identities such as ``Dropout``, :data:`_PASS_THROUGH`;
         ``Activation("linear")``) from a layer with an activation: ``Dense(softmax) ->
         Reshape`` holds probabilities, and its logits are the reshaped pre-softmax values."""
+        ref, chain = self._walk(r)
+        return (ref, [c.layer for c in chain]) if chain and self._activates(ref.layer) \
+            else (r, [])
+
+    def _walk(self, r: Ref) -> tuple[Ref, list[Ref]]:
+        """The tensor reached from ``r`` back through the layers that only move or pass
+        values on (:meth:`_head_source`), and the tensors on the way (``r`` first)."""
         by_key = self._calls_by_key()
         ref, chain = r, []
         while ((ref.layer, ref.node) in by_key
@@ -288,9 +295,30 @@ class Graph:
             args = _refs(call.args) + _refs(dict(call.kwargs))
             if len(args) != 1 or (args[0].layer, args[0].node) not in by_key:
                 break
-            chain.append(ref.layer)
+            chain.append(ref)
             ref = args[0]
-        return (ref, chain) if chain and self._activates(ref.layer) else (r, [])
+        return ref, chain
+
+    def holds_probabilities_at(self, r: Ref) -> bool:
+        """Whether tensor ``r`` holds probabilities: a softmax or sigmoid (fused, a layer, an
+        op; inside a nested model too), through layers that move values, or an ``Average``,
+        ``Maximum``, ``Minimum`` or a mean / max / min pooling of probabilities (an
+        ensemble's mean)."""
+        src, _ = self._walk(r)
+        spec = self.layers.get(src.layer)
+        if spec is None or (src.layer, src.node) not in self._calls_by_key():
+            return False
+        sub = spec.impl.subgraph
+        if sub is not None:
+            return sub.holds_probabilities_at(
+                sub.outputs[src.tensor if len(sub.outputs) > 1 else 0])
+        if holds_probabilities(spec):
+            return True
+        if spec.class_name in _MEANS or (spec.class_name in _POOLS and not spec.class_name
+                                         in ("ops.Sum", "ops.Prod", "ops.Logsumexp")):
+            args = _refs(self._calls_by_key()[(src.layer, src.node)].args)
+            return bool(args) and all(self.holds_probabilities_at(a) for a in args)
+        return False
 
     def _head_keys(self, selected: Sequence[int] | None = None, keep_softmax: bool = False
                    ) -> dict[tuple[str, int], set[int]]:
@@ -321,10 +349,13 @@ class Graph:
             src, chain = self._head_source(r)
             key = (src.layer, src.node)
             if not self._activates(src.layer):
-                self._refuse_merged_probabilities(src)
+                self._refuse_merged_probabilities(self._walk(r)[0])
                 continue
-            others = [c for c in consumers.get(key, ()) if c.layer not in chain
-                      and (c.layer, c.index) in needed]
+            # every tensor from the activation to the output changes: none may feed another
+            # layer on the way to an output (a Reshape of the softmax read by a Dense)
+            on_way = [src] + [t for t in self._walk(r)[1] if t.layer in chain]
+            others = [c for t in on_way for c in consumers.get((t.layer, t.node), ())
+                      if c.layer not in chain and (c.layer, c.index) in needed]
             if others:
                 via = f" (it reaches the output through {chain})" if chain else ""
                 raise ValueError(
@@ -340,12 +371,8 @@ class Graph:
         call = self._calls_by_key().get((src.layer, src.node))
         if call is None or not _pools_or_merges(self.layers[src.layer]):
             return
-        activated = []
-        for a in _refs(call.args):
-            s, _ = self._head_source(a)
-            if (s.layer, s.node) in self._calls_by_key() and holds_probabilities(
-                    self.layers[s.layer]):
-                activated.append(s.layer)
+        activated = [self._walk(a)[0].layer for a in _refs(call.args)
+                     if self.holds_probabilities_at(a)]
         if activated:
             merge = self.layers[src.layer].class_name in _MERGES
             verb, done = ("merges", "merged") if merge else ("pools", "pooled")
@@ -531,6 +558,9 @@ class Graph:
                        or (act is not None and activation_name(act) == "softmax"))
         return out
 
+
+#: Merges whose result of probabilities is a probability (an ensemble's mean).
+_MEANS = frozenset({"Average", "Maximum", "Minimum"})
 
 #: Merge layers: an output that merges softmax/sigmoid outputs (an ensemble) has no logits.
 _MERGES = frozenset({"Add", "Average", "Maximum", "Minimum", "Multiply", "Subtract",

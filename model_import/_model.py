@@ -147,11 +147,10 @@ class KerasModel:
         # Keras 3 operation nodes are not listed as layers but can be captured by name.
         self._all_paths = graph.layer_paths(include_ops=True)
         self._keras_major = keras_major(keras_version)
-        if head != "saved":  # refuse a head an output cannot have now, not at the first call
-            # (each output alone: what only several outputs together refuse is refused when
-            # they are run together, so that with_output can still select one of them)
-            for i in range(len(graph.outputs)) if output is None else (output,):
-                graph._head_keys((i,), head == "softmax")
+        if head != "saved" and (output is not None or len(graph.outputs) == 1):
+            # refuse a head the output cannot have now, not at its first call (a model with
+            # several outputs is checked when they run: with_output may select one first)
+            graph._head_keys((0 if output is None else output,), head == "softmax")
 
     # ------------------------------------------------------------------ variants
     def _replace(self, **kw) -> "KerasModel":

@@ -243,3 +243,71 @@ def test_tf_keras_output_computed_by_a_tf_function(ext):
     top1 = np.asarray(jaxsal.saliency(m, d["x"], reduce=None))
     np.testing.assert_allclose(top1, both[np.arange(len(p)), (p > 0.5).astype(int)],
                                rtol=1e-6)
+
+
+def test_logits_refusal_follows_the_tensors_between_activation_and_output(tmp_path):
+    """A Reshape of the softmax that another output reads changes too when the softmax is
+    removed: refused for both outputs together, each output alone has its logits."""
+    inp = keras.Input((6,))
+    probs = layers.Dense(3, activation="softmax", name="p")(inp)
+    moved = layers.Reshape((3,), name="pr")(probs)
+    model = keras.Model(inp, [moved, layers.Dense(2, name="q")(moved)])
+    x = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
+    saved = [np.asarray(a) for a in model(x)]
+    m = load_keras(save_keras_and_h5(model, tmp_path, "chain")[".keras"], head="logits")
+    with pytest.raises(ValueError, match="'p' \\(it reaches the output through \\['pr'\\]\\)"):
+        m(x)
+    np.testing.assert_allclose(np.asarray(m.with_output("q")(x)), saved[1], rtol=1e-5,
+                               atol=1e-6)
+    z = np.asarray(m.with_output("pr")(x))
+    np.testing.assert_allclose(np.exp(z) / np.exp(z).sum(-1, keepdims=True), saved[0],
+                               rtol=1e-5, atol=1e-6)
+
+
+def _ensemble(kind):
+    inp = keras.Input((3, 2))
+    if kind == "average_reshape":
+        a, b = (layers.Dense(4, activation="softmax")(inp) for _ in range(2))
+        return keras.Model(inp, layers.Reshape((12,))(layers.Average()([a, b])))
+    if kind == "nested_members":
+        members = []
+        for i in range(2):
+            sub_in = keras.Input((3, 2))
+            members.append(keras.Model(sub_in, layers.Dense(4, activation="softmax")(sub_in),
+                                       name=f"member{i}")(inp))
+        return keras.Model(inp, layers.Average()(members))
+    pooled = layers.GlobalAveragePooling1D()(layers.Dense(4, activation="softmax")(inp))
+    return keras.Model(inp, layers.Flatten()(layers.Reshape((4, 1))(pooled)))
+
+
+@pytest.mark.parametrize("kind", ["average_reshape", "nested_members", "pooled_flatten"])
+def test_merged_probabilities_behind_moves_or_nested_are_refused(kind, tmp_path):
+    model = _ensemble(kind)
+    for path in save_keras_and_h5(model, tmp_path, kind).values():
+        with pytest.raises(ValueError, match="(merges|pools) the probabilities"):
+            load_keras(path, head="logits")
+
+
+def test_head_before_output_selection_on_a_model_with_an_unloggable_output(tmp_path):
+    """load_keras(head="logits").with_output("r") (the CLI's --head/--output order) works
+    where another output, an ensemble mean, has no logits."""
+    inp = keras.Input((4,))
+    avg = layers.Average(name="avg")([layers.Dense(3, activation="softmax")(inp)
+                                      for _ in range(2)])
+    model = keras.Model(inp, [avg, layers.Dense(2, name="r")(inp)])
+    x = np.ones((2, 4), np.float32)
+    m = load_keras(save_keras_and_h5(model, tmp_path, "two")[".keras"], head="logits")
+    np.testing.assert_allclose(np.asarray(m.with_output("r")(x)), np.asarray(model(x)[1]),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="merges the probabilities"):
+        m(x)
+
+
+def test_an_ensemble_mean_of_sigmoids_holds_probabilities(tmp_path):
+    from jaxsal._src import base
+
+    inp = keras.Input((4,))
+    members = [layers.Dense(1, activation="sigmoid")(inp) for _ in range(2)]
+    model = keras.Model(inp, layers.Average()(members))
+    m = load_keras(save_keras_and_h5(model, tmp_path, "ens")[".keras"])
+    assert base.output_kind(m) == ("prob", False)

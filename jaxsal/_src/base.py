@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src.precision import low_precision, low_precision_backward
-from model_import._graph import holds_probabilities
 from model_import._model import HEADS, apply_head  # one definition of the output heads
 
 Array = jax.Array
@@ -413,11 +412,10 @@ def output_kind(model: Any) -> tuple[str, bool]:
         return "logit", False
     graph = getattr(model, "graph", None)
     if graph is not None:  # a KerasModel with its saved head: read the output activation
-        specs = graph.head_layer_specs()
         index = getattr(model, "output_index", None)
-        for spec in specs if index is None else specs[index:index + 1]:
-            if holds_probabilities(spec):
-                return "prob", False
+        outs = graph.outputs if index is None else graph.outputs[index:index + 1]
+        if any(graph.holds_probabilities_at(r) for r in outs):  # an ensemble's mean too
+            return "prob", False
     return "logit", False
 
 
