@@ -540,11 +540,6 @@ class Graph:
                           graph._calls_by_key().get((src.layer, src.node))))
         return found
 
-    def head_layer_specs(self) -> list[LayerSpec]:
-        """For each output, the layer whose activation is its head (:meth:`_head_source`;
-        inside a nested model, that model's own)."""
-        return [spec for spec, _ in self._head_calls()]
-
     def softmax_heads(self) -> list[bool]:
         """For each output, whether its head (:meth:`_head_calls`) is a softmax: a fused
         ``softmax`` activation, a ``Softmax`` layer or a softmax operation, over any axis. The
