@@ -84,9 +84,9 @@ def _snake(name: str) -> str:
 def merge_lora(names: Sequence[str], arrays: list[np.ndarray], scale: float
                ) -> list[np.ndarray]:
     """A LoRA layer's arrays as Keras computes with them: ``kernel + scale * (a @ b)`` first
-    (as without LoRA), the other arrays in their order, ``lora_kernel_a``/``_b`` dropped (``embeddings`` and
-    ``lora_embeddings_a``/``_b`` for ``Embedding``); as given where the names hold no such
-    triple."""
+    (as without LoRA), the other arrays in their order, ``lora_kernel_a``/``_b`` dropped
+    (``embeddings`` and ``lora_embeddings_a``/``_b`` for ``Embedding``); as given where the
+    names hold no such triple."""
     short = [n.rsplit("/", 1)[-1].split(":")[0] for n in names]
     for base in ("kernel", "embeddings"):  # Dense, EinsumDense, convolutions; Embedding
         if {base, f"lora_{base}_a", f"lora_{base}_b"} <= set(short):

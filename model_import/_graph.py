@@ -173,7 +173,7 @@ class Graph:
                        else None if no_mask and self.null_mask == "none"
                        else mask_of(call.args[0]) if call.args else None)
             if impl.subgraph is not None:
-                sub_in = _flatten_values(args[0])  # a nested model's inputs, flattened
+                sub_in = _flatten(args[0])  # a nested model's inputs, flattened
                 # a nested model called with mask=None runs on unmasked inputs (its output
                 # masks then too, also where Keras computes those from the tensors' masks)
                 sub_masks = ([None] * len(sub_in) if no_mask
@@ -314,8 +314,7 @@ class Graph:
                 sub.outputs[src.tensor if len(sub.outputs) > 1 else 0])
         if holds_probabilities(spec):
             return True
-        if spec.class_name in _MEANS or (spec.class_name in _POOLS and not spec.class_name
-                                         in ("ops.Sum", "ops.Prod", "ops.Logsumexp")):
+        if spec.class_name in _MEANS or spec.class_name in _MEAN_POOLS:
             args = _refs(self._calls_by_key()[(src.layer, src.node)].args)
             return bool(args) and all(self.holds_probabilities_at(a) for a in args)
         return False
@@ -346,15 +345,16 @@ class Graph:
             if softmax[i]:
                 continue
             keys.setdefault((r.layer, r.node), set()).add(r.tensor)
-            src, chain = self._head_source(r)
+            end, path = self._walk(r)  # as _head_source, keeping the tensors on the way
+            src, path = (end, path) if path and self._activates(end.layer) else (r, [])
+            chain = [t.layer for t in path]
             key = (src.layer, src.node)
             if not self._activates(src.layer):
-                self._refuse_merged_probabilities(self._walk(r)[0])
+                self._refuse_merged_probabilities(end)
                 continue
             # every tensor from the activation to the output changes: none may feed another
             # layer on the way to an output (a Reshape of the softmax read by a Dense)
-            on_way = [src] + [t for t in self._walk(r)[1] if t.layer in chain]
-            others = [c for t in on_way for c in consumers.get((t.layer, t.node), ())
+            others = [c for t in [src, *path] for c in consumers.get((t.layer, t.node), ())
                       if c.layer not in chain and (c.layer, c.index) in needed]
             if others:
                 via = f" (it reaches the output through {chain})" if chain else ""
@@ -601,6 +601,8 @@ _POOLS = frozenset({
     "ops.Average", "ops.Median", "ops.Logsumexp"})
 _TF_POOLS = frozenset({"math.reduce_mean", "math.reduce_sum", "math.reduce_max",
                        "math.reduce_min", "math.reduce_prod"})
+#: ... those whose result of probabilities is a probability (means, maxima, minima, medians).
+_MEAN_POOLS = _POOLS - {"ops.Sum", "ops.Prod", "ops.Logsumexp"}
 
 
 def _passes_through(spec: LayerSpec) -> bool:
@@ -880,33 +882,29 @@ def _io_refs(spec) -> tuple[list[Ref], tuple[str, ...] | None]:
         return [], None
     keys = None
     if isinstance(spec, dict) and not any(isinstance(v, dict) or (
-            isinstance(v, list) and v and not isinstance(v[0], str)) for v in spec.values()):
+            isinstance(v, list) and v and not _is_ref(v)) for v in spec.values()):
         keys = tuple(sorted(spec))
     if not isinstance(spec, (list, dict)):
         raise ValueError(f"{str(spec)[:60]!r} is not a list of tensor references")
-    return [_tensor_ref(s) for s in _flatten_refs(spec)], keys
+    return [_tensor_ref(s) for s in _flatten(spec, _is_ref)], keys
 
 
-def _flatten_values(a) -> list:
-    """The arrays of a nested structure in ``keras.tree.flatten``'s order (the inputs of a
-    nested model called on ``[[x, y]]`` or a dict)."""
+def _flatten(a, is_leaf=lambda v: False) -> list:
+    """The leaves of a nested structure in ``keras.tree.flatten``'s order (lists and tuples
+    in order, dicts by sorted key): the inputs of a nested model called on ``[[x, y]]``, or
+    with :func:`_is_ref` the tensor references of ``input_layers``/``output_layers``."""
+    if is_leaf(a):
+        return [a]
     if isinstance(a, dict):
-        return [v for k in sorted(a) for v in _flatten_values(a[k])]
+        return [v for k in sorted(a) for v in _flatten(a[k], is_leaf)]
     if isinstance(a, (list, tuple)):
-        return [v for b in a for v in _flatten_values(b)]
-    return [a]
+        return [v for b in a for v in _flatten(b, is_leaf)]
+    return [a]  # a leaf (not a reference where one is expected: _tensor_ref refuses it)
 
 
-def _flatten_refs(spec) -> list:
-    """The tensor references of a nested structure of them, in ``keras.tree.flatten``'s
-    order (lists in order, dicts by sorted key)."""
-    if isinstance(spec, list) and spec and isinstance(spec[0], str):  # one reference
-        return [spec]
-    if isinstance(spec, dict):
-        return [r for k in sorted(spec) for r in _flatten_refs(spec[k])]
-    if isinstance(spec, (list, tuple)):
-        return [r for s in spec for r in _flatten_refs(s)]
-    return [spec]  # not a reference: _tensor_ref refuses it
+def _is_ref(v) -> bool:
+    """Whether a config value is one tensor reference, ``[layer name, node, tensor]``."""
+    return isinstance(v, list) and bool(v) and isinstance(v[0], str)
 
 
 def _input_shape(cfg) -> tuple | None:
