@@ -93,7 +93,7 @@ def test_same_key_same_image_other_key_other_image(mnist, few):
 def test_no_recompile_on_second_call(mnist):
     jaxsal.maximize(mnist, [1, 2], steps=3, key=0, **PLAIN)
     before = _max._build.cache_info()
-    run, _ = _max._build(*_last_build_args(mnist, [1, 2]))
+    run = _max._build(*_last_build_args(mnist, [1, 2]))
     n_compiled = run._cache_size()
     jaxsal.maximize(mnist, [4, 9], steps=3, key=1, **PLAIN)  # other units, other key
     after = _max._build.cache_info()

@@ -300,7 +300,7 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, need_output: b
         out = jax.lax.map(lambda c: many(params, c[0], key, c[1]), xs)
         return jax.tree_util.tree_map(lambda a: a.reshape(pad_to, *a.shape[2:])[:T], out)
 
-    return base.Program(run, base.compiler_options()), m
+    return base.Program(run, base.compiler_options())
 
 
 def _check_range(input_range: Any) -> tuple[float, float]:
@@ -558,11 +558,11 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
 
     if regs is None:
         regs = default_regularizers("output" if any(l is None for l in obj.layers) else "layer")
-    run, _ = _build(_ModelKey(model), head if hasattr(model, "with_head") else None,
-                    obj.needed_layers,
-                    any(l is None for l in obj.layers), image_shape, rng, int(steps),
-                    int(upscaling_steps), float(upscaling_factor), float(upscale_blur),
-                    parameterization, optimizer, float(learning_rate), regs, transforms,
-                    None if unit_chunk is None else int(unit_chunk), has_seed)
+    run = _build(_ModelKey(model), head if hasattr(model, "with_head") else None,
+                 obj.needed_layers,
+                 any(l is None for l in obj.layers), image_shape, rng, int(steps),
+                 int(upscaling_steps), float(upscaling_factor), float(upscale_blur),
+                 parameterization, optimizer, float(learning_rate), regs, transforms,
+                 None if unit_chunk is None else int(unit_chunk), has_seed)
     # the params of this call's model (the cached program may come from an equal model)
     return run, (mh.params, obj, key, seed)

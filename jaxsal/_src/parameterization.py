@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src.transforms import closure
+from jaxsal._src.transforms import closure, frozen
 
 Array = jax.Array
 Range = Sequence[float]
@@ -153,16 +153,12 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
         raise ValueError(f"fourier: expected color_matrix of shape (3, 3), got {cm.shape}")
     cm = cm / np.max(np.linalg.norm(cm, axis=0))
     mix = dict(decay_power=float(decay_power), decorrelate=bool(decorrelate))
+    to_rgb, from_rgb = (frozen(np.asarray(m, np.float32)) for m in (cm, np.linalg.inv(cm)))
     return Parameterization(
         closure(_fourier_init, init_std=float(init_std)),
-        closure(_fourier_to_image, matrix=_as_tuple(cm), **mix),
-        closure(_fourier_from_image, matrix=_as_tuple(np.linalg.inv(cm)), **mix),
+        closure(_fourier_to_image, matrix=to_rgb, **mix),
+        closure(_fourier_from_image, matrix=from_rgb, **mix),
         _keep, f"fourier(decay={float(decay_power)})")
-
-
-def _as_tuple(m: np.ndarray) -> tuple:
-    """A matrix as nested tuples of floats (hashable, compared by value)."""
-    return tuple(tuple(float(v) for v in row) for row in np.asarray(m, np.float32))
 
 
 def _mix(v, matrix, decorrelate):  # v (H, W, C)

@@ -21,9 +21,8 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxsal._src.transforms import closure, gaussian_blur
+from jaxsal._src.transforms import closure, frozen, gaussian_blur
 
 Array = jax.Array
 
@@ -92,22 +91,9 @@ def lp_norm(weight: float = 1.0, *, p: float = 1.0, center: float = 0.0) -> Regu
     ``p < 1`` is smoothed at ``center`` so that gradients stay finite (:data:`SUBUNIT_EPS`)."""
     w = _check_weight(weight, "lp_norm")
     p = _check_exponent(p, "lp_norm", "p")
-    center = _center(center)
+    center = frozen(center)  # a number, or an array such as one value per channel
     return Regularizer(penalty=closure(_lp_norm, w=w, p=p, center=center),
                        name=f"lp_norm({w}, p={p}, center={center})")
-
-
-def _center(c: Any) -> Any:
-    """A ``center`` as a hashable hyperparameter: a float, or nested tuples for an array
-    (one value per channel, ``(C,)``, or an image), restored by ``jnp.asarray``."""
-    a = np.asarray(c, dtype=float)
-    if a.ndim == 0:
-        return float(a)
-
-    def frozen(v):
-        return tuple(frozen(e) for e in v) if isinstance(v, list) else v
-
-    return frozen(a.tolist())
 
 
 def _lp_norm(x: Array, *, w: float, p: float, center: Any) -> Array:
@@ -118,7 +104,7 @@ def l2_decay(weight: float = 1.0, *, center: float = 0.0) -> Regularizer:
     """``weight * mean (x - center)^2``: its gradient shrinks every pixel towards ``center``
     (a fraction of the range), the L2 decay of Yosinski et al. 2015."""
     w = _check_weight(weight, "l2_decay")
-    center = _center(center)
+    center = frozen(center)  # a number, or an array such as one value per channel
     return Regularizer(penalty=closure(_l2_decay, w=w, center=center),
                        name=f"l2_decay({w}, center={center})")
 

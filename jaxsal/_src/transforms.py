@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Transform = Callable[[Array, Array], Array]
@@ -77,9 +78,18 @@ def closure(fn: Callable, **hyper: Any) -> Closure:
     return Closure(fn, tuple(hyper.items()))
 
 
+def frozen(a: Any) -> Any:
+    """A number or array as a :class:`Closure` hyperparameter: a float, or nested tuples of
+    floats (hashable, compared by value); ``jnp.asarray`` gives the array back."""
+    a = np.asarray(a, dtype=float)
+    return float(a) if a.ndim == 0 else tuple(frozen(e) for e in a)
+
+
 def _check_image(image: Array, what: str) -> None:
-    if image.ndim != 3:
-        raise ValueError(f"{what}: expected one image (H, W, C), got shape {image.shape}")
+    if jnp.ndim(image) != 3:
+        raise ValueError(f"{what}: expected one image (H, W, C), got shape "
+                         f"{jnp.shape(image)}; map it over a batch (N, H, W, C) with jax.vmap, "
+                         "and give a 2-D map a channel axis (m[..., None])")
 
 
 def _identity(key: Array, image: Array) -> Array:
@@ -268,11 +278,7 @@ def gaussian_blur(image: Array, sigma: float) -> Array:
     such a reflection needs more pixels than the radius.
     For a batch, ``jax.vmap(lambda im: gaussian_blur(im, sigma))(images)``.
     """
-    if jnp.ndim(image) != 3:
-        raise ValueError(f"gaussian_blur: expected one image (H, W, C), got shape "
-                         f"{jnp.shape(image)}; for a batch (N, H, W, C) use "
-                         "jax.vmap(lambda im: gaussian_blur(im, sigma))(images), and give a "
-                         "2-D map a channel axis (m[..., None])")
+    _check_image(image, "gaussian_blur")
     if sigma < 0:
         raise ValueError(f"gaussian_blur: expected sigma >= 0 (a width in pixels; 0: no blur), "
                          f"got {sigma}")
