@@ -421,7 +421,8 @@ def main(argv=None) -> int:
                    help="for a multi-output model: the output to explain (name or position)")
     e.add_argument("--layer", default=None,
                    help="layer for CAM methods (default: automatic), or the layer saliency, "
-                        "gradient_x_input, integrated_gradients and smoothgrad attribute to "
+                        "gradient_x_input, guided_backprop, deconvnet, integrated_gradients, "
+                        "gradient_shap, deeplift, lrp and smoothgrad attribute to "
                         "(e.g. the embedding of a token model, whose inputs.npy holds "
                         "integer ids); "
                         "required by layer_conductance, internal_influence and "

@@ -93,7 +93,7 @@ class Graph:
     def run(self, params: Mapping[str, Any], inputs: Sequence[Array], rt: Runtime, *,
             capture: frozenset[str] = frozenset(), perturb: Mapping[str, Array] | None = None,
             strip_output_activation: bool | Sequence[int] = False, keep_softmax: bool = False,
-            keras_major: int = 3,
+            head: str = "logits", keras_major: int = 3,
             prefix: str = "", input_masks: Sequence[Any] | None = None,
             mask_sink: list | None = None, perturb_pre: Mapping[str, Array] | None = None,
             bias_sink: dict | None = None) -> tuple[list, dict[str, Array]]:
@@ -111,6 +111,7 @@ class Graph:
             of the outputs to be returned (the others may then be wrong).
           keep_softmax: with ``strip_output_activation``, keep the activation of the outputs
             whose head is a softmax (the ``softmax`` head, :meth:`softmax_heads`).
+          head: the head that strips the activations, named in refusals.
           input_masks: Keras masks of the inputs (a nested model called on masked tensors).
           mask_sink: a list that receives the outputs' Keras masks.
           perturb_pre: ``{layer_path: delta}`` added to those layers' outputs before their
@@ -137,7 +138,7 @@ class Graph:
         output_keys = ({} if strip_output_activation is False
                        else self._head_keys(None if strip_output_activation is True
                                             else tuple(strip_output_activation),
-                                            keep_softmax))
+                                            keep_softmax, head))
 
         def resolve(a):
             if isinstance(a, Ref):
@@ -186,7 +187,7 @@ class Graph:
                     strip_output_activation=strip and (
                         True if impl.subgraph.single_output
                         else tuple(sorted(output_keys[(call.layer, call.index)]))),
-                    keras_major=keras_major, prefix=sub_prefix,
+                    head=head, keras_major=keras_major, prefix=sub_prefix,
                     input_masks=sub_masks if len(sub_masks) == len(sub_in) else None,
                     mask_sink=sink, perturb_pre=perturb_pre, bias_sink=bias_sink)
                 captured.update(sub_captured)
@@ -319,13 +320,14 @@ class Graph:
             return bool(args) and all(self.holds_probabilities_at(a) for a in args)
         return False
 
-    def _head_keys(self, selected: Sequence[int] | None = None, keep_softmax: bool = False
-                   ) -> dict[tuple[str, int], set[int]]:
+    def _head_keys(self, selected: Sequence[int] | None = None, keep_softmax: bool = False,
+                   head: str = "logits") -> dict[tuple[str, int], set[int]]:
         """The calls whose activation the ``logits`` head removes for the outputs at
         positions ``selected`` (all by default; see :meth:`_head_source`), each with the
         tensors of it that are used (the outputs of a nested model to strip in turn).
         ``keep_softmax``: leave the outputs whose head is a softmax as they are (the
-        ``softmax`` head keeps the model's own, :meth:`softmax_heads`).
+        ``softmax`` head keeps the model's own, :meth:`softmax_heads`). ``head``: the head
+        asking, named in the refusals (the softmax and sigmoid heads apply to the logits).
 
         Refused where removing one would change another layer on the way to a selected
         output (a softmax output that also feeds a second output, say: that output needs the
@@ -350,7 +352,7 @@ class Graph:
             chain = [t.layer for t in path]
             key = (src.layer, src.node)
             if not self._activates(src.layer):
-                self._refuse_merged_probabilities(end)
+                self._refuse_merged_probabilities(end, head)
                 continue
             # every tensor from the activation to the output changes: none may feed another
             # layer on the way to an output (a Reshape of the softmax read by a Dense)
@@ -359,7 +361,8 @@ class Graph:
             if others:
                 via = f" (it reaches the output through {chain})" if chain else ""
                 raise ValueError(
-                    f"the logits head cannot remove the activation of layer {key[0]!r}{via}: "
+                    f"{_head_phrase(head)} cannot remove the activation of layer "
+                    f"{key[0]!r}{via}: "
                     f"its output also feeds other layers ({sorted({c.layer for c in others})}"
                     ") on the way to the outputs, which need it activated. Use head='saved' "
                     "(the model's own output), or select one output first "
@@ -367,7 +370,7 @@ class Graph:
             keys.setdefault(key, set()).add(src.tensor)
         return keys
 
-    def _refuse_merged_probabilities(self, src: Ref) -> None:
+    def _refuse_merged_probabilities(self, src: Ref, head: str = "logits") -> None:
         call = self._calls_by_key().get((src.layer, src.node))
         if call is None or not _pools_or_merges(self.layers[src.layer]):
             return
@@ -377,7 +380,7 @@ class Graph:
             merge = self.layers[src.layer].class_name in _MERGES
             verb, done = ("merges", "merged") if merge else ("pools", "pooled")
             raise ValueError(
-                f"the logits head cannot undo the output {src.layer!r} "
+                f"{_head_phrase(head)} cannot undo the output {src.layer!r} "
                 f"({self.layers[src.layer].class_name}): it {verb} the probabilities of "
                 f"{activated}, and no single pre-activation gives it. Use head='saved' (the "
                 f"{done} probabilities), or explain a member at its own layer (layer=...).")
@@ -603,6 +606,12 @@ _TF_POOLS = frozenset({"math.reduce_mean", "math.reduce_sum", "math.reduce_max",
                        "math.reduce_min", "math.reduce_prod"})
 #: ... those whose result of probabilities is a probability (means, maxima, minima, medians).
 _MEAN_POOLS = _POOLS - {"ops.Sum", "ops.Prod", "ops.Logsumexp"}
+
+
+def _head_phrase(head: str) -> str:
+    """How a refusal names the head that strips output activations."""
+    return "the logits head" if head == "logits" else \
+        f"the {head!r} head (applied to the logits)"
 
 
 def _passes_through(spec: LayerSpec) -> bool:

@@ -150,7 +150,7 @@ class KerasModel:
         if head != "saved" and (output is not None or len(graph.outputs) == 1):
             # refuse a head the output cannot have now, not at its first call (a model with
             # several outputs is checked when they run: with_output may select one first)
-            graph._head_keys((0 if output is None else output,), head == "softmax")
+            graph._head_keys((0 if output is None else output,), head == "softmax", head)
 
     # ------------------------------------------------------------------ variants
     def _replace(self, **kw) -> "KerasModel":
@@ -409,7 +409,7 @@ class KerasModel:
             perturb=pert, perturb_pre=pre, bias_sink=bias_sink, strip_output_activation=(
                 self.head != "saved" and (True if self.output_index is None
                                           else (self.output_index,))),
-            keep_softmax=self.head == "softmax", keras_major=self._keras_major)
+            keep_softmax=self.head == "softmax", head=self.head, keras_major=self._keras_major)
         # the softmax head keeps the model's own softmax outputs, and normalizes the others'
         # logits over their last axis
         heads = [("saved" if own else self.head) for own in (

@@ -540,3 +540,25 @@ def test_large_batches_split_under_memory_budget(name, lm, x4):
     split = np.asarray(f(lm, x, [1, 6], memory_budget=1))
     scale = max(np.abs(full).max(), 1e-12)
     np.testing.assert_allclose(split, full, atol=2e-5 * scale, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fn", [jaxsal.guided_backprop, jaxsal.deconvnet])
+def test_modified_backprop_at_a_layer(mnist, x4, fn):
+    """``layer=``: the modified gradient with respect to a layer's output. At ``dense_1``
+    (ReLU fused, then dropout and the linear logits) it is the logits' weight column: the
+    layer's own ReLU is before the layer's output and no ReLU follows. At ``conv2d_1`` the
+    rule applies to the ReLUs after it: the saliency of the model whose ReLUs are the
+    modified ones, and not the plain saliency there."""
+    lm = mnist.with_head("logits")
+    got = fn(lm, x4, targets=[3, 5], layer="dense_1", reduce=None)
+    w2 = np.asarray(lm.params["dense_2"]["kernel"])
+    np.testing.assert_allclose(got, np.broadcast_to(w2[:, [3, 5]].T, (4, 2, w2.shape[0])),
+                               rtol=1e-6, atol=1e-7)
+    relu = jaxsal.guided_relu if fn is jaxsal.guided_backprop else jaxsal.deconvnet_relu
+    got = fn(lm, x4, targets=[3, 5], layer="conv2d_1", reduce=None)
+    by_hand = jaxsal.saliency(lm.with_relu(relu), x4, targets=[3, 5], layer="conv2d_1",
+                              reduce=None)
+    plain = jaxsal.saliency(lm, x4, targets=[3, 5], layer="conv2d_1", reduce=None)
+    assert got.shape == (4, 2, 26, 26, 32)
+    np.testing.assert_allclose(got, by_hand, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(got, plain, atol=1e-4)

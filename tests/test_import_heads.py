@@ -136,6 +136,11 @@ def test_logits_head_refuses_pooled_probabilities(pool, tmp_path):
             m.with_head("logits")
         with pytest.raises(ValueError, match="pools the probabilities"):
             load_keras(path, head="logits")
+        # the refusal names the head asked for (the others apply to the logits)
+        for head in ("softmax", "sigmoid", "sigmoid_complement"):
+            with pytest.raises(ValueError, match=f"the '{head}' head \\(applied to the "
+                               "logits\\) cannot undo"):
+                m.with_head(head)
 
 
 def _softmax_case(kind):

@@ -188,31 +188,34 @@ def gradient_x_input(model: Any, x: ArrayLike, targets: Any = None, *,
 def guided_backprop(model: Any, x: ArrayLike, targets: Any = None, *,
                     reduce: str | None = "max_abs", head: str | None = None,
                     chunk_size: int | None = None, memory_budget: int | None = None,
-                    precision: str | None = None, check_finite: bool = True) -> Array:
+                    precision: str | None = None, check_finite: bool = True,
+                    layer: str | None = None) -> Array:
     """Guided backpropagation (Springenberg et al., 2015).
 
     The gradient with every ReLU's backward rule replaced by ``dy * [dy > 0] * [z > 0]``
     (``jax.custom_vjp``, :func:`jaxsal.guided_relu`; keras-vis ``backprop_modifier="guided"``,
     tf-keras-vis ``GuidedBackpropagation``); forward values are unchanged. Same arguments
-    as :func:`saliency`; returns raw maps ``(N, H, W)`` / ``(N, T, H, W)``.
+    as :func:`saliency`; returns raw maps ``(N, H, W)`` / ``(N, T, H, W)``. With ``layer=``,
+    the guided gradient with respect to that layer's output (the rule applies to the ReLUs
+    after it).
     """
     return _input_gradient_method("guided_backprop", model, x, targets, backprop="guided",
                                   times_input=False, reduce=reduce, head=head,
                                   chunk_size=chunk_size, memory_budget=memory_budget,
-                                  precision=precision, check_finite=check_finite)
+                                  precision=precision, check_finite=check_finite, layer=layer)
 
 
 def deconvnet(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | None = "max_abs",
               head: str | None = None, chunk_size: int | None = None,
               memory_budget: int | None = None, precision: str | None = None,
-              check_finite: bool = True) -> Array:
+              check_finite: bool = True, layer: str | None = None) -> Array:
     """Deconvnet / "rectified" backprop (Zeiler & Fergus, 2014).
 
     Every ReLU's backward rule becomes ``dy * [dy > 0]`` (the input's sign is ignored;
-    keras-vis ``backprop_modifier="relu"``). Same arguments as :func:`saliency`; returns raw
-    maps ``(N, H, W)`` / ``(N, T, H, W)``.
+    keras-vis ``backprop_modifier="relu"``). Same arguments as :func:`saliency` (``layer=``
+    included); returns raw maps ``(N, H, W)`` / ``(N, T, H, W)``.
     """
     return _input_gradient_method("deconvnet", model, x, targets, backprop="deconvnet",
                                   times_input=False, reduce=reduce, head=head,
                                   chunk_size=chunk_size, memory_budget=memory_budget,
-                                  precision=precision, check_finite=check_finite)
+                                  precision=precision, check_finite=check_finite, layer=layer)
