@@ -194,3 +194,23 @@ def test_backward_rules_are_charged_alike(mnist, mnist_digits, monkeypatch):
     base.clear_caches()
     assert len(charged) == 3 and len(set(charged)) == 1, charged
     assert charged[0] == base.residual_bytes(m, x)
+
+
+def test_eigencam_runs_in_passes_under_a_memory_budget(mnist, mnist_digits, monkeypatch):
+    """Eigen-CAM's ``memory_budget`` bounds the inputs of one forward pass: 8 inputs under a
+    budget of about 4 per pass run as 2 passes, with the maps of one pass."""
+    m = mnist.with_head("logits")
+    x = mnist_digits[:8]
+    whole = jaxsal.eigencam(m, x, layer="conv2d_2")
+    per = base.forward_bytes(m, x[:1])
+    budget = per * 2 * 4 + 10
+    passes = []
+    split_batch = base.split_batch
+    monkeypatch.setattr(base, "split_batch",
+                        lambda run, nb, *a: passes.append(nb) or split_batch(run, nb, *a))
+    base.clear_caches()  # build the program again, under the spy
+    split = jaxsal.eigencam(m, x, layer="conv2d_2", memory_budget=budget)
+    assert passes == [4]
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="memory_budget"):
+        jaxsal.eigencam(m, x, memory_budget=0)

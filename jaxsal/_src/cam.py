@@ -723,7 +723,8 @@ def _first_component(A: Array) -> Array:
 
 
 def eigencam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
-             upsample: bool = True, head: str | None = None, precision: str | None = None,
+             upsample: bool = True, head: str | None = None,
+             memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
     """Eigen-CAM (Muhammad & Yeasin, 2020): the projection of the layer's activations on their
     first principal component (over spatial positions, channels centred), ReLU'd.
@@ -731,9 +732,10 @@ def eigencam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
     Class-agnostic: no gradients, one forward pass. The sign of a principal component is
     arbitrary; jaxsal picks the one that correlates positively with the channel sum of
     ``A``. ``targets`` only shapes the output: with a class axis the same map is repeated
-    for every target. Arguments as in :func:`gradcam`.
+    for every target. Arguments as in :func:`gradcam`; ``memory_budget`` bounds the inputs
+    of one forward pass (the batch runs in passes of as many as fit).
     """
-    c = _prepare_cam(model, x, targets, layer, head, None, None, check_finite,
+    c = _prepare_cam(model, x, targets, layer, head, None, memory_budget, check_finite,
                      upsample=upsample)
     p, L, lcf = c.p, c.layer, c.layer_cf
     m, spec, size = p.model, p.spec, c.size
