@@ -316,3 +316,27 @@ def test_an_ensemble_mean_of_sigmoids_holds_probabilities(tmp_path):
     model = keras.Model(inp, layers.Average()(members))
     m = load_keras(save_keras_and_h5(model, tmp_path, "ens")[".keras"])
     assert base.output_kind(m) == ("prob", False)
+
+
+def test_logits_of_a_masked_softmax_keep_its_mask(tmp_path):
+    """A masked output ``Softmax`` under ``logits``: Keras's pre-softmax values, the logits
+    where the mask is on and Keras's additive -1e9 where it is off, with no gradient there
+    (the README's Heads section)."""
+    import jax
+    import jax.numpy as jnp
+
+    inp, keep = keras.Input((5,)), keras.Input((5,), dtype="bool")
+    dense = layers.Dense(5)
+    model = keras.Model([inp, keep], layers.Softmax()(dense(inp), mask=keep))
+    x = np.random.default_rng(0).normal(size=(2, 5)).astype(np.float32)
+    mask = np.array([[1, 1, 0, 1, 0], [1, 0, 1, 1, 1]], bool)
+    for path in save_keras_and_h5(model, tmp_path, "masked").values():
+        m = load_keras(path)
+        np.testing.assert_allclose(np.asarray(m([x, mask])), np.asarray(model([x, mask])),
+                                   rtol=1e-5, atol=1e-7)
+        lg = m.with_head("logits")
+        z = np.asarray(lg([x, mask]))
+        np.testing.assert_allclose(z[mask], _dense_z(x, dense)[mask], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(z[~mask], -1e9, rtol=1e-6)
+        grad = jax.grad(lambda a: lg([a, jnp.asarray(mask)])[0, 2])(jnp.asarray(x))
+        np.testing.assert_array_equal(np.asarray(grad), 0.0)
