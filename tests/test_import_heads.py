@@ -340,3 +340,22 @@ def test_logits_of_a_masked_softmax_keep_its_mask(tmp_path):
         np.testing.assert_allclose(z[~mask], -1e9, rtol=1e-6)
         grad = jax.grad(lambda a: lg([a, jnp.asarray(mask)])[0, 2])(jnp.asarray(x))
         np.testing.assert_array_equal(np.asarray(grad), 0.0)
+
+
+def test_predicted_label_of_a_multi_label_model_under_each_head(tmp_path):
+    """Several sigmoid units: ``targets=None`` picks the largest score of the head's
+    output, the most likely label under ``sigmoid`` / ``logits`` and the most confidently
+    absent one under ``sigmoid_complement`` (the README's "Heads and binary models")."""
+    import jaxsal
+
+    inp = keras.Input((6,))
+    model = keras.Model(inp, layers.Dense(4, activation="sigmoid")(inp))
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
+    p = np.asarray(model(x))
+    assert not np.array_equal(p.argmax(-1), (1 - p).argmax(-1))  # the test can fail
+    m = load_keras(save_keras_and_h5(model, tmp_path, "multi_label")[".keras"])
+    for head, picked in (("sigmoid", p.argmax(-1)), ("logits", p.argmax(-1)),
+                         ("sigmoid_complement", (1 - p).argmax(-1))):
+        got = jaxsal.saliency(m, x, head=head, reduce=None)
+        want = jaxsal.saliency(m, x, picked[:, None], head=head, reduce=None)[:, 0]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
