@@ -393,6 +393,36 @@ class Graph:
                        for r in impl.subgraph.outputs if r.layer in impl.subgraph.layers)
         return impl.activation not in (None, "linear") or impl.head_op is not None
 
+    def takes_codes(self, i: int) -> bool:
+        """Whether input ``i`` may be given as integers: its ``InputLayer`` is of an integer
+        dtype, or a layer that reads integer codes (an ``Embedding``, ``CategoryEncoding``,
+        ``IntegerLookup``, a cast, one-hot or gather op; :data:`_CODE_READERS`) reads it,
+        directly, through layers that only move values, or as an input of a nested model.
+        A float input read by anything else is an image or a signal: an integer array there
+        is a forgotten conversion (``x.astype(np.float32) / 255``), which jaxsal refuses."""
+        if "int" in str(self.input_dtypes[i]):
+            return True
+        consumers = self._consumers()
+        todo, seen = [self.inputs[i]], set()
+        while todo:
+            r = todo.pop()
+            for c in consumers.get((r.layer, r.node), ()):
+                if (c.layer, c.index) in seen:
+                    continue
+                seen.add((c.layer, c.index))
+                spec = self.layers[c.layer]
+                if _reads_codes(spec):
+                    return True
+                sub = spec.impl.subgraph
+                if sub is not None:
+                    flat = _flatten(c.args[0]) if c.args else []
+                    if any(a == r and j < len(sub.inputs) and sub.takes_codes(j)
+                           for j, a in enumerate(flat)):
+                        return True
+                elif _passes_through(spec):
+                    todo.append(Ref(c.layer, c.index, 0))
+        return False
+
     def token_limits(self) -> dict[int, tuple[int, str]]:
         """``{input position: (input_dim, layer)}``: the smallest vocabulary of the
         ``Embedding`` (and ``ReversibleEmbedding``) layers reading each model input directly
@@ -612,6 +642,19 @@ def _head_phrase(head: str) -> str:
     """How a refusal names the head that strips output activations."""
     return "the logits head" if head == "logits" else \
         f"the {head!r} head (applied to the logits)"
+
+
+#: Layers and operations that read integer codes (:meth:`Graph.takes_codes`).
+_CODE_READERS = frozenset({*_EMBEDDINGS, "CategoryEncoding", "IntegerLookup", "ops.Cast",
+                           "ops.OneHot", "ops.Take", "ops.TakeAlongAxis"})
+_TF_CODE_READERS = frozenset({"cast", "one_hot", "gather", "compat.v1.gather",
+                              "nn.embedding_lookup"})
+
+
+def _reads_codes(spec: LayerSpec) -> bool:
+    if spec.class_name == "TFOpLambda":
+        return spec.config.get("function") in _TF_CODE_READERS
+    return spec.class_name in _CODE_READERS
 
 
 def _passes_through(spec: LayerSpec) -> bool:

@@ -85,6 +85,27 @@ def test_empty_batch_is_refused_by_every_method(m, x, method):
         method(m, x[:0], 3, **OPTS.get(method, {}))
 
 
+@pytest.mark.parametrize("method", ALL + [jaxsal.feature_maps], ids=_name)
+def test_integer_images_are_refused_by_every_method(m, x, method):
+    """uint8 images given to a model of float inputs: refused by every method, also by those
+    that take token ids (occlusion, the Shapley methods, the CAMs, layer=): they computed
+    maps of the unscaled images (occlusion's 260x too large)."""
+    u8 = (x * 255).astype(np.uint8)
+    args = ("conv2d_1",) if method is jaxsal.feature_maps else (3,)
+    with pytest.raises(TypeError, match=r"expected a floating-point input, got integer dtype "
+                                        r"uint8.*x\.astype\(np\.float32\) / 255"):
+        method(m, u8, *args, **OPTS.get(method, {}))
+    if method is jaxsal.saliency:  # also where it takes token ids
+        with pytest.raises(TypeError, match="floating-point"):
+            method(m, u8, 3, layer="conv2d_2")
+
+
+@pytest.mark.parametrize("method", [jaxsal.deletion, jaxsal.insertion], ids=_name)
+def test_integer_images_are_refused_by_the_curves(m, x, method):
+    with pytest.raises(TypeError, match="expected a floating-point input"):
+        method(m, (x * 255).astype(np.uint8), np.ones(x.shape[:3], np.float32), 3)
+
+
 def test_missing_channel_axis_is_named(m, x):
     with pytest.raises(ValueError, match=r"got \(2, 28, 28\)\. x lacks the channel axis "
                                          r"\(1 channel\): add it with x\[\.\.\., None\]"):

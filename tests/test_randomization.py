@@ -26,6 +26,42 @@ def test_rank_correlation_is_scipys_spearman_with_ties():
     assert np.isnan(np.asarray(jaxsal.rank_correlation(np.ones((1, 4)), a[:1, 0, 0, :4])))[0]
     with pytest.raises(ValueError, match="same shape"):
         jaxsal.rank_correlation(a, b[:, 0])
+    # maps with NaN or inf: NaN, as scipy's (NaN values were ranked as distinct values)
+    bad = b[:, 0].copy()
+    bad[0, 0, 0], bad[1] = np.nan, np.nan
+    bad[2, 0, 0] = np.inf
+    got = np.asarray(jaxsal.rank_correlation(a[:, 0], bad))
+    assert np.isnan(got).all()
+    assert np.isnan(stats.spearmanr(a[0, 0].ravel(), bad[0].ravel())[0])
+
+
+def test_gaussian_draws_keep_variances_non_negative():
+    """``mode="gaussian"`` on a batch-norm-like layer: its variance, drawn with the array's
+    mean and std, went negative (sqrt of a negative: every map NaN, and the NaN maps got a
+    correlation near 0, a pass); arrays without negative values get |draw|."""
+    rng = np.random.default_rng(0)
+    params = {"bn": {"gamma": jnp.ones(6), "var": jnp.asarray(rng.uniform(0.001, 0.05, 6),
+                                                                jnp.float32)},
+              "d": {"kernel": jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)}}
+
+    def f(p, x):
+        h = x.reshape(len(x), -1) / jnp.sqrt(p["bn"]["var"] + 1e-3) * p["bn"]["gamma"]
+        return jnp.tanh(h) @ p["d"]["kernel"]
+
+    m = jaxsal.FunctionModel(f, params)
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    seen = []
+
+    def explain(mm):
+        seen.append(mm.params)
+        return jaxsal.saliency(mm, x, 1, reduce=None)
+
+    for key in range(8):
+        corr = jaxsal.randomization_test(explain, m, key=key, mode="gaussian", layers=["bn"])
+        var = np.asarray(seen[-1]["bn"]["var"])
+        assert (var >= 0).all() and not np.allclose(var, np.asarray(params["bn"]["var"]))
+        np.testing.assert_array_equal(np.asarray(seen[-1]["bn"]["gamma"]), 1.0)  # constant
+        assert np.isfinite(np.asarray(corr["bn"])).all()
 
 
 def _mlp(seed=0):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src.validate import layer_format
+from jaxsal._src.validate import _fits, check_input, layer_format
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -122,11 +122,12 @@ def layer_maps(model: Any, x: ArrayLike, layer: str) -> tuple[Array, bool]:
     if not hasattr(model, "apply") or not hasattr(model, "params"):
         raise TypeError(f"feature_maps: expected a model (model_import.load_keras(path) or "
                         f"jaxsal.FunctionModel), got {type(model).__name__}")
-    x = jnp.asarray(x)
     in_shape = getattr(model, "input_shape", None)
-    single = in_shape is not None and x.ndim == len(in_shape)
-    if single:
-        x = x[None]
+    single = (isinstance(in_shape, tuple) and np.ndim(x) == len(in_shape)
+              and _fits(np.shape(x), in_shape))
+    # the checks of every method: floating inputs (integer ones where the model reads codes),
+    # the model's shape (with the fix in the message), finite values
+    x = check_input(model, jnp.asarray(x)[None] if single else x, allow_int=True)
     if hasattr(model, "layer"):
         info = model.layer(layer)
         shape = info.output_shape

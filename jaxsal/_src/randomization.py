@@ -53,14 +53,17 @@ def _spearman(a: Array, b: Array) -> Array:
     ra = ra - ra.mean(-1, keepdims=True)
     rb = rb - rb.mean(-1, keepdims=True)
     den = jnp.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
-    return jnp.where(den > 0, (ra * rb).sum(-1) / jnp.where(den > 0, den, 1.0), jnp.nan)
+    # NaN for a constant map and, as scipy's, for a map holding NaN or inf (whose ranks
+    # would otherwise be made up: NaN != NaN ranks every NaN as a distinct value)
+    ok = (den > 0) & jnp.isfinite(a).all(-1) & jnp.isfinite(b).all(-1)
+    return jnp.where(ok, (ra * rb).sum(-1) / jnp.where(ok, den, 1.0), jnp.nan)
 
 
 def rank_correlation(a: ArrayLike, b: ArrayLike, *, batch_dims: int = 1) -> Array:
     """Spearman rank correlation of maps ``a`` and ``b`` (same shape), one value per map: the
     first ``batch_dims`` axes index the maps (``(N, H, W)``: 1; ``(N, T, H, W)``: 2), the
     rest are ranked (ties share their average rank, as ``scipy.stats.spearmanr``). NaN for
-    a constant map."""
+    a constant map and for a map with NaN or infinite values (as scipy's)."""
     a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
     if a.shape != b.shape:
         raise ValueError(f"rank_correlation: expected maps of the same shape, got {a.shape} "
@@ -80,7 +83,10 @@ def _shuffled(key: Array, a: Array) -> Array:
 
 @jax.jit
 def _gaussian(key: Array, a: Array) -> Array:
-    return a.mean() + a.std() * jax.random.normal(key, a.shape, a.dtype)
+    draw = a.mean() + a.std() * jax.random.normal(key, a.shape, a.dtype)
+    # an array without negative values (a BatchNormalization variance, a scale) stays so:
+    # a negative variance would make the model's output NaN
+    return jnp.where(jnp.all(a >= 0), jnp.abs(draw), draw)
 
 
 def _layer_keys(model: Any, params: Any, layers: Any) -> list:
@@ -122,14 +128,16 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: Any, *,
       cascade: ``True`` (default): step ``k`` randomizes layers ``0..k`` (Adebayo et al.'s
         cascading randomization); ``False``: each layer alone (independent randomization).
       mode: ``"permute"`` (each array's values shuffled) or ``"gaussian"`` (drawn with each
-        array's mean and standard deviation); integer arrays (lookup tables) stay.
+        array's mean and standard deviation; an array without negative values, such as a
+        BatchNormalization variance, gets the draws' absolute values); integer arrays
+        (lookup tables) stay, and so does a constant array (a zero bias) in both modes.
       absolute: compare the maps' absolute values (the paper reports both).
       batch_dims: leading axes of the maps kept apart (2 for ``(N, T, H, W)``).
     Returns:
       ``{layer: rank correlations}``, in the order randomized; each value ``(N,)`` (the
       maps' first ``batch_dims`` axes): the Spearman correlation between the map of the
       randomized model and the original map. Near 0 at the first layers: the maps depend
-      on the parameters, as they should.
+      on the parameters, as they should. NaN where either map is constant or not finite.
 
     Example::
 

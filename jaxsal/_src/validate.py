@@ -70,7 +70,17 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool 
     shape = getattr(model, "input_shape", None)
     ids_dtype = integer_input(model)
     return _check_array(model, x, shape, ids_dtype, check_finite=check_finite, spatial=spatial,
-                        allow_int=allow_int, what="x")
+                        allow_int=allow_int and _takes_codes(model, 0), what="x")
+
+
+def _takes_codes(model: Any, i: int) -> bool:
+    """Whether input ``i`` of ``model`` may be integer codes (token ids): a
+    :class:`model_import.KerasModel` knows (:meth:`model_import.Graph.takes_codes`: an integer
+    ``InputLayer``, or an ``Embedding`` or another layer reading codes); a plain function
+    takes what it is given."""
+    graph = getattr(model, "graph", None)
+    takes = getattr(graph, "takes_codes", None)
+    return True if takes is None else bool(takes(i))
 
 
 def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allow_int: bool,
@@ -106,11 +116,11 @@ def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allo
     dtypes = list(getattr(getattr(model, "graph", None), "input_dtypes", None)
                   or [None] * len(items))
     out = []
-    for (name, a), shape, dt in zip(items, shapes, dtypes):
+    for i, ((name, a), shape, dt) in enumerate(zip(items, shapes, dtypes)):
         ids_dtype = str(dt) if dt is not None and "int" in str(dt) else None
         out.append(_check_array(model, a, shape, ids_dtype, check_finite=check_finite,
-                                spatial=False, allow_int=allow_int, what=f"input {name!r}",
-                                check_ids=False))
+                                spatial=False, allow_int=allow_int and _takes_codes(model, i),
+                                what=f"input {name!r}", check_ids=False))
     if spatial and not any(a.ndim in (3, 4, 5) for a in out):
         raise ValueError("this method needs an input with 1 to 3 spatial axes (signals "
                          "(N, L, C), images (N, H, W, C), volumes (N, D, H, W, C)); got inputs "
