@@ -20,6 +20,9 @@ ArrayLike = jax.typing.ArrayLike
 
 HEADS = ("saved", "logits", "softmax", "sigmoid", "sigmoid_complement")
 
+#: Integer input dtypes computed as declared (64-bit ones run as int32).
+_NARROW_INTS = frozenset({"int8", "uint8", "int16", "uint16", "int32", "uint32"})
+
 #: Layers whose ``data_format`` comes from a normalization axis, a weaker sign of the layout
 #: than a convolution's or pooling's ``data_format`` (:meth:`KerasModel._formats`).
 _WEAK_FORMAT = frozenset({"BatchNormalization", "SyncBatchNormalization"})
@@ -355,9 +358,13 @@ class KerasModel:
         out = []
         for i, (a, shape) in enumerate(zip(xs, self.graph.input_shapes)):
             a = jnp.asarray(a)
-            int_input = "int" in str(self.graph.input_dtypes[i])  # token ids (Embedding)
+            declared = str(self.graph.input_dtypes[i])
+            int_input = "int" in declared  # token ids (Embedding), raw uint8 images
             if jnp.issubdtype(a.dtype, jnp.integer) and int_input:
-                a = a.astype(jnp.int32)
+                # the InputLayer's own dtype, as Keras casts (uint8 arithmetic wraps, a
+                # resized uint8 image saturates at 0 and 255); 64-bit ones as int32 (JAX's
+                # default without x64)
+                a = a.astype(declared if declared in _NARROW_INTS else jnp.int32)
             elif not jnp.issubdtype(a.dtype, jnp.floating):
                 a = a.astype(jnp.float32)
             if shape is not None:

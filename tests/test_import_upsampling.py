@@ -336,3 +336,38 @@ def test_conv_transpose_with_a_window_larger_than_the_input(shape, window, strid
     assert g.shape == x.shape and bool(jnp.all(jnp.isfinite(g)))
     yv = jax.vmap(lambda a: f(a[None])[0])(jnp.asarray(x))
     assert rel_err(yv, y) <= TOL
+
+
+def test_integer_images_through_resizing_layers_as_keras(tmp_path):
+    """A raw uint8 (or int32) image model: ``Resizing``, bilinear ``UpSampling2D`` and an
+    enlarging ``CenterCrop`` interpolate in float and, as Keras 3 does, round and saturate
+    back to the image's dtype (``CenterCrop``: cast to float32 first). The interpolation
+    weights were cast to the integer dtype: zeros. The input keeps its ``InputLayer`` dtype,
+    so uint8 arithmetic wraps as in Keras. Rounding ties may fall either way by backend
+    (NumPy computes in float64): values within 1."""
+    from import_helpers import save_keras_and_h5
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(2, 6, 6, 3)).astype(np.uint8)
+    for dtype in ("uint8", "int32"):
+        cases = {"resize_bilinear": lambda: layers.Resizing(4, 9),
+                 "resize_bicubic": lambda: layers.Resizing(4, 9, interpolation="bicubic"),
+                 "upsampling": lambda: layers.UpSampling2D(2, interpolation="bilinear"),
+                 "center_crop_up": lambda: layers.CenterCrop(8, 4)}
+        if dtype == "int32":  # bicubic overshoot below 0: kept by Keras's JAX backend (and
+            del cases["resize_bicubic"]  # here), clipped by its NumPy one
+        for name, make in cases.items():
+            inp = keras.Input((6, 6, 3), dtype=dtype)
+            model = keras.Model(inp, make()(inp))
+            want = np.asarray(model(x.astype(dtype)))
+            for path in save_keras_and_h5(model, tmp_path, f"{dtype}_{name}").values():
+                got = np.asarray(model_import.load_keras(path)(x.astype(dtype)))
+                assert got.dtype == want.dtype, (dtype, name, path)
+                diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+                assert diff.max() <= 1 and (diff > 0).mean() < 0.05, (dtype, name, path)
+    inp = keras.Input((4,), dtype="uint8")
+    model = keras.Model(inp, keras.ops.subtract(inp, 200))
+    u = np.array([[0, 100, 200, 255]], np.uint8)
+    for path in save_keras_and_h5(model, tmp_path, "wrap").values():
+        np.testing.assert_array_equal(np.asarray(model_import.load_keras(path)(u)),
+                                      np.asarray(model(u)))

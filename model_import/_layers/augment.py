@@ -103,7 +103,7 @@ def _random_crop(config, ctx):
         top, left, h, w = aspect_crop_box(x.shape[axes[0]], x.shape[axes[1]], height, width)
         idx = [slice(None)] * x.ndim
         idx[axes[0]], idx[axes[1]] = slice(top, top + h), slice(left, left + w)
-        return resize_axes(x[tuple(idx)], axes, (height, width), "bilinear")
+        return resize_axes(x[tuple(idx)], axes, (height, width), "bilinear", keep_int=False)
 
     return LayerImpl(call=call, data_format="channels_last")
 

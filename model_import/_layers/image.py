@@ -123,10 +123,23 @@ def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum(idx, n_in - 1)
 
 
-def resize_axes(x, axes, sizes, interpolation, antialias=False, backend=None):
+def resize_axes(x, axes, sizes, interpolation, antialias=False, backend=None,
+                keep_int=True):
     """Resize ``x`` along ``axes`` to ``sizes`` as Keras 3 does; axes whose size does not
     change are left untouched (as Keras leaves them). ``backend``: see
-    :func:`resize_matrix`."""
+    :func:`resize_matrix`. An integer ``x`` (a raw ``uint8`` image) is interpolated in
+    float32 and, with ``keep_int`` (Keras 3's ``Resizing`` and ``UpSampling``), rounded and
+    saturated back to its dtype as Keras does; without, returned as float32 (tf.keras 2,
+    whose layers cast integer images to floats first)."""
+    dtype = x.dtype
+    if jnp.issubdtype(dtype, jnp.integer) and interpolation != "nearest" and any(
+            x.shape[a] != n for a, n in zip(axes, sizes)):
+        y = resize_axes(x.astype(jnp.float32), axes, sizes, interpolation, antialias,
+                        backend)
+        if not keep_int:
+            return y
+        info = jnp.iinfo(dtype)
+        return jnp.clip(jnp.round(y), info.min, info.max).astype(dtype)
     for axis, n_out in zip(axes, sizes):
         n_in = x.shape[axis]
         if n_in == n_out:
@@ -196,8 +209,11 @@ def _resizing(config, ctx):
     if interpolation == "bicubic" and not antialias:
         ctx.backend_dependent(BICUBIC_BACKENDS)
     axes, cf = _hw_axes(config)
+    keras3 = ctx.keras_major >= 3  # tf.keras 2 casts integer images to floats first
 
     def call(params, x, *, rt):
+        if not keras3 and not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.float32)
         h, w = x.shape[axes[0]], x.shape[axes[1]]
         if crop:
             x = _crop(x, axes, *aspect_crop_box(h, w, height, width))
@@ -206,7 +222,8 @@ def _resizing(config, ctx):
             widths = [(0, 0)] * x.ndim
             widths[axes[0]], widths[axes[1]] = (ph, ph), (pw, pw)
             x = jnp.pad(x, widths, constant_values=jnp.asarray(fill_value, x.dtype))
-        return resize_axes(x, axes, (height, width), interpolation, antialias, backend)
+        return resize_axes(x, axes, (height, width), interpolation, antialias, backend,
+                           keep_int=keras3)
 
     return LayerImpl(call=call, data_format=_df(cf))
 
@@ -217,6 +234,8 @@ def _center_crop(config, ctx):
     axes, cf = _hw_axes(config)
 
     def call(params, x, *, rt):
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.float32)  # as Keras: an integer image is cast to floats first
         h, w = x.shape[axes[0]], x.shape[axes[1]]
         if h >= height and w >= width:
             return _crop(x, axes, (h - height) // 2, (w - width) // 2, height, width)

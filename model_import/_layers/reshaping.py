@@ -89,6 +89,7 @@ def _make_upsampling(rank):
         backend = ctx.backend
         if _RESIZE_METHODS.get(method) == "bicubic":
             ctx.backend_dependent(BICUBIC_BACKENDS)
+        keras3 = ctx.keras_major >= 3  # integer images: rounded back (tf.keras 2: floats)
 
         def call(params, x, *, rt):
             if method == "nearest":
@@ -97,7 +98,7 @@ def _make_upsampling(rank):
                 return x
             # Keras resizes with half-pixel centres and no antialiasing when upsampling
             return resize_axes(x, axes, [x.shape[a] * s for a, s in zip(axes, size)],
-                               _RESIZE_METHODS[method], False, backend)
+                               _RESIZE_METHODS[method], False, backend, keep_int=keras3)
 
         return LayerImpl(call=call, data_format=None if rank == 1 else _df(cf))
     return convert
