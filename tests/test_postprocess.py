@@ -1,5 +1,6 @@
 """Post-processing functions: normalize, clip_percentile, resize, reduce_channels."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -54,3 +55,24 @@ def test_reduce_channels_modes():
     np.testing.assert_array_equal(jaxsal.reduce_channels(g, None), g)
     with pytest.raises(ValueError, match="unknown channel reduction"):
         jaxsal.reduce_channels(g, "median")
+
+
+def test_integer_and_half_maps_are_reduced_and_normalized_in_float32():
+    """Integer maps were reduced in their own dtype (uint8 200s: l2 13.9 instead of 346;
+    int8 -128: max_abs -128), float16 maps spanning +-4e4 normalized to NaN."""
+    cases = [(np.full((1, 2, 2, 3), 200, np.uint8), "l2", np.sqrt(3) * 200),
+             (np.full((1, 2, 2, 3), -128, np.int8), "max_abs", 128),
+             (np.full((1, 2, 2, 3), -128, np.int8), "abs_sum", 384),
+             (np.full((1, 2, 2, 3), 100000, np.int32), "l2", np.sqrt(3) * 1e5)]
+    for maps, mode, want in cases:
+        got = jaxsal.reduce_channels(maps, mode)
+        assert got.dtype == jnp.float32
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    half = np.array([[[-4e4, 0.0], [1e4, 4e4]]], np.float16)
+    got = jaxsal.normalize(half)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, [[[0, 0.5], [0.625, 1]]], rtol=1e-6)
+    # eps as a NumPy or JAX scalar (a static argument: was "Non-hashable static arguments")
+    np.testing.assert_array_equal(jaxsal.normalize(half, eps=jnp.float32(1e-7)), got)
+    with pytest.raises(ValueError, match="eps >= 0"):
+        jaxsal.normalize(half, eps=-1.0)

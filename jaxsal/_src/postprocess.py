@@ -87,7 +87,7 @@ def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs", axis: int = -
 
 @functools.partial(jax.jit, static_argnames=("mode", "axis"))
 def _reduce_channels(maps: ArrayLike, mode: str | None, axis: int) -> Array:
-    return _reduce(jnp.asarray(maps), mode, axis)
+    return _reduce(_floating(maps), mode, axis)  # integer maps: |-128| and sums wrapped
 
 
 def _norm(maps: Array, axis, eps: float) -> Array:
@@ -119,9 +119,12 @@ def _check_axes(axis, ndim: int, fn: str, what: str = "the axes of one map") -> 
 
 
 def _floating(maps: ArrayLike) -> Array:
-    """``maps`` as a floating array: integer and boolean maps (counts, masks) as float32."""
+    """``maps`` as a floating array of at least 32 bits: integer and boolean maps (counts,
+    masks) and float16/bfloat16 ones (whose range ``max - min`` can overflow) as float32."""
     maps = jnp.asarray(maps)
-    return maps if jnp.issubdtype(maps.dtype, jnp.floating) else maps.astype(jnp.float32)
+    if jnp.issubdtype(maps.dtype, jnp.floating) and maps.dtype.itemsize >= 4:
+        return maps
+    return maps.astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("axis", "eps"))
@@ -142,6 +145,12 @@ def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
     """
     axis = _static_axis(axis)
     _check_axes(axis, np.ndim(maps), "normalize")
+    try:
+        eps = float(eps)  # a static argument: a NumPy or JAX scalar is not hashable
+    except (TypeError, ValueError):
+        raise TypeError(f"normalize: expected eps as a number, got {eps!r}") from None
+    if not np.isfinite(eps) or eps < 0:
+        raise ValueError(f"normalize: expected eps >= 0 (finite), got {eps}")
     return _normalize(maps, axis, eps)
 
 
