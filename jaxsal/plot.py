@@ -80,18 +80,25 @@ def _as_map(a: np.ndarray, what: str) -> np.ndarray:
 
 
 def _as_display_image(a: np.ndarray, what: str = "image") -> np.ndarray:
-    """(H, W), (H, W, 1) or (H, W, 3) -> a gray (H, W) or RGB (H, W, 3) image in [0, 1]."""
+    """(H, W), (H, W, 1) or (H, W, 3) -> a gray (H, W) or RGB (H, W, 3) image in [0, 1]:
+    values in [0, 1] as they are, 0..255 images (integers, or floats whose maximum is above
+    10) divided by 255, anything else (a float image in [0, 1.5], a standardized one)
+    min-max scaled."""
+    integer = np.issubdtype(np.asarray(a).dtype, np.integer)
     a = _np(a)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
-        raise ValueError(f"{what}: expected (H, W), (H, W, 1) or (H, W, 3), got {a.shape}")
+        first = (" (channels first? pass np.moveaxis(image, 0, -1))"
+                 if a.ndim == 3 and a.shape[0] in (1, 3, 4) else "")
+        raise ValueError(f"{what}: expected (H, W), (H, W, 1) or (H, W, 3), got "
+                         f"{a.shape}{first}")
     if a.ndim == 3:
         a = a[..., :3]
     lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
     if lo >= 0.0 and hi <= 1.0:
         return a
-    if lo >= 0.0 and hi <= 255.0 and hi > 1.0:
+    if lo >= 0.0 and hi <= 255.0 and (integer or hi > 10.0):
         return a / 255.0
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
@@ -233,8 +240,9 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
       colorbar_label: text beside the colour bar(s), e.g. ``"|d logit / d x|"``.
       panel_size: width of one panel, inches.
       mosaic: draw all panels as one image (fast for hundreds of panels; ``"shared"`` and
-        ``"panel"`` scales only). ``None``: when there are more than 150 panels and the
-        scale is one of those (``"row"`` and ``"column"`` grids are drawn panel by panel).
+        ``"panel"`` scales only; no per-panel ``titles``). ``None``: when there are more than
+        150 panels, the scale is one of those and no ``titles`` are given (``"row"`` and
+        ``"column"`` grids, and grids with titles, are drawn panel by panel).
       save: a path to write the figure to (PNG by its extension).
       dpi: resolution of the saved file.
     Returns:
@@ -251,6 +259,13 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         raise ValueError(f"maps: expected (R, C, H, W) or (R, C, H, W, 1), got "
                          f"{np.shape(maps)}. Reduce channels first (a.max(-1)) and arrange "
                          "the grid axes first.")
+    if np.ndim(maps) == 4 and m.shape[-1] in (3, 4) and min(m.shape[1:3]) >= 4 * m.shape[-1]:
+        raise ValueError(f"maps: {np.shape(maps)} reads as (N, H, W, {m.shape[-1]}) maps with "
+                         "a colour channel axis (as saliency(..., reduce=None) of an RGB "
+                         "model gives), not an (R, C, H, W) grid of maps "
+                         f"{m.shape[-1]} pixels wide. Reduce channels first "
+                         "(jaxsal.reduce_channels(maps) or a.max(-1)); for a real grid of such "
+                         "narrow maps pass them as (R, C, H, W, 1)")
     if scale not in SCALES:
         raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
     if (vmin is not None or vmax is not None) and scale != "shared":
@@ -304,6 +319,12 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
             b = b if vmax is None else float(vmax)
             if signed and (vmin is None) != (vmax is None):
                 a, b = (-abs(b), abs(b)) if vmin is None else (a, -a)
+            if not (np.isfinite(a) and np.isfinite(b) and a < b):
+                raise ValueError(
+                    f"vmin/vmax: expected finite limits with vmin < vmax, got {a:g} .. {b:g}"
+                    f" (from vmin={vmin!r}, vmax={vmax!r}"
+                    + ("; signed maps centre the scale at 0: a single vmin must be negative"
+                       if signed and vmax is None else "") + ")")
         lo[:], hi[:] = a, b
     elif scale == "row":
         for r0, r1 in row_runs:
@@ -318,9 +339,13 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
 
     caption = _scale_caption(scale, signed, grouped=row_groups is not None)
     full_title = caption if not title else f"{title}\n{caption}"
-    if mosaic is None:  # a mosaic has one scale or one per panel, no per-row/column bars
-        mosaic = R * C > 150 and scale in ("shared", "panel")
+    if mosaic is None:  # a mosaic has one scale or one per panel, no per-row/column bars,
+        # no per-panel titles
+        mosaic = R * C > 150 and scale in ("shared", "panel") and ptitles is None
     if mosaic:
+        if ptitles is not None:
+            raise ValueError("mosaic=True draws no per-panel titles: pass mosaic=False to "
+                             "keep titles=, or leave titles out")
         if scale not in ("shared", "panel"):
             raise ValueError(f"mosaic=True: expected scale='shared' or 'panel' (a mosaic "
                              f"draws no per-row or per-column colour bars), got "
@@ -571,8 +596,9 @@ def heatmap(map, *, image=None, title: str | None = None, cmap: str | None = Non
 def overlay(image, map, *, alpha: float = 0.5, cmap: str | None = None, **kwargs) -> Figure:
     """``map`` drawn over ``image`` with opacity ``alpha`` (the input stays visible).
 
-    ``image`` is ``(H, W)``, ``(H, W, 1)`` (gray) or ``(H, W, 3)`` (RGB; values in [0, 1],
-    [0, 255] or anything else, which is min-max scaled for display); ``map`` has the same
+    ``image`` is ``(H, W)``, ``(H, W, 1)`` (gray) or ``(H, W, 3)`` (RGB; values in [0, 1]
+    as they are, 0..255 (integers, or floats whose maximum is above 10) divided by 255,
+    anything else min-max scaled for display); ``map`` has the same
     ``H, W`` (CAMs: ``upsample=True``). Other keywords as in :func:`heatmap`.
     """
     return heatmap(map, image=image, alpha=alpha, cmap=cmap, **kwargs)
@@ -725,8 +751,9 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
     """A grid of images: activation-maximization results, filter visualizations, inputs.
 
     Args:
-      images: ``(T, H, W, c)`` (c = 1 or 3) or ``(T, H, W)``, laid out ``ncols`` per row; or
-        ``(R, C, H, W, c)`` (or gray ``(R, C, H, W)``) for an explicit grid.
+      images: ``(T, H, W, c)`` (c = 1 or 3; RGBA, c = 4, drawn without alpha) or
+        ``(T, H, W)``, laid out ``ncols`` per row; or ``(R, C, H, W, c)`` (or gray
+        ``(R, C, H, W)``) for an explicit grid.
       titles: one label per image (``T`` or ``(R, C)``), e.g. the class and the score reached.
       value_range: ``(lo, hi)`` that black/white (or 0/1 per RGB channel) stand for, e.g. the
         ``input_range`` of :func:`jaxsal.maximize`; ``None`` stretches each image to its own
@@ -736,15 +763,20 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
       row_titles, col_titles: labels for an explicit ``(R, C, ...)`` grid.
     """
     a = _np(images)
+    if not np.all(np.isfinite(a)):  # (a NaN image was taken for a padding panel and dropped)
+        raise ValueError("images contain NaN or inf; nothing sensible can be drawn")
+    if a.ndim == 4 and a.shape[-1] == 4 and min(a.shape[1:3]) >= 16:
+        a = a[..., :3]  # (T, H, W, 4): RGBA images, drawn without their alpha channel
+    shown = None  # the panels holding an image (a list's last row is padded)
     # (T, H, W) and (T, H, W, c<=3) are lists laid out ncols per row; (R, C, H, W) with
     # W > 3 and (R, C, H, W, c) are explicit grids
     if a.ndim == 3 or (a.ndim == 4 and a.shape[-1] in (1, 3)):
         if a.ndim == 3:
             a = a[..., None]
-        T = a.shape[0]
+        T = shown = a.shape[0]
         R, C = _grid_shape(T, ncols)
         pad = R * C - T
-        tiles = np.concatenate([a, np.full((pad,) + a.shape[1:], np.nan, np.float32)])
+        tiles = np.concatenate([a, np.zeros((pad,) + a.shape[1:], np.float32)])
         tiles = tiles.reshape((R, C) + a.shape[1:])
         if titles is not None and len(titles) != T:
             raise ValueError(f"titles: expected {T} (one per image), got {len(titles)}")
@@ -788,8 +820,8 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
     for r in range(R):
         for c in range(C):
             img = tiles[r, c]
-            if np.all(np.isnan(img)):
-                continue
+            if shown is not None and r * C + c >= shown:
+                continue  # padding
             x0, y0 = left + c * (pw + hgap), fh - top - (r + 1) * ph - r * vgap
             ax = fig.add_axes([x0 / fw, y0 / fh, pw / fw, ph / fh], label="panel")
             if value_range is None:
@@ -857,6 +889,12 @@ def filters(model_or_kernel, layer: str | None = None, *, channel: int | None = 
     if k.ndim != 4:
         raise ValueError(f"expected a 2-D conv kernel (kh, kw, in, out), got shape {k.shape}")
     kh, kw, cin, cout = k.shape
+    if max_filters is not None and (isinstance(max_filters, bool) or int(max_filters) < 1):
+        raise ValueError(f"max_filters: expected a positive int, got {max_filters!r}")
+    if channel is not None and not (isinstance(channel, (int, np.integer))
+                                    and 0 <= int(channel) < cin):
+        raise ValueError(f"channel: expected an input channel 0 <= channel < {cin}, got "
+                         f"{channel!r}")
     n = cout if max_filters is None else min(cout, int(max_filters))
     name = f"{layer}: " if layer else ""
     head = title or f"{name}{n} of {cout} filters, {kh}x{kw}x{cin}"
@@ -910,7 +948,7 @@ def feature_maps(model_or_activations, x=None, layer: str | None = None, *,
         if x is None or layer is None:
             raise ValueError("pass both x and layer with a model (or the activations alone)")
         model = model_or_activations
-        xb = _np(x)
+        xb = np.asarray(x)  # its own dtype: integer images are refused by layer_maps
         if xb.ndim == len(model.input_shape or (0, 0, 0)):
             xb = xb[None]
         if xb.shape[0] != 1:
@@ -930,14 +968,20 @@ def feature_maps(model_or_activations, x=None, layer: str | None = None, *,
         raise ValueError(f"expected spatial activations (H, W, K), got {a.shape}; "
                          "dense layers have no feature maps")
     K = a.shape[-1]
+    if max_maps is not None and (isinstance(max_maps, bool) or int(max_maps) < 1):
+        raise ValueError(f"max_maps: expected a positive int (or None: every channel), got "
+                         f"{max_maps!r}")
     idx = list(range(K))[: (max_maps or K)] if channels is None else [int(c) for c in channels]
     bad = [c for c in idx if not 0 <= c < K]
     if bad:
         raise ValueError(f"channels {bad} out of range for a layer with {K} channels")
     n = len(idx)
     R, C = _grid_shape(n, ncols)
-    tiles = np.zeros((R * C,) + a.shape[:2], np.float32)
-    tiles[:n] = np.moveaxis(a[..., idx], -1, 0)
+    shown = np.moveaxis(a[..., idx], -1, 0)
+    # the padding panels (removed below) hold a shown value, so that the shared scale is
+    # the shown channels' own (zeros pulled it down to 0 for activations in [5, 10])
+    tiles = np.full((R * C,) + a.shape[:2], shown.min(), np.float32)
+    tiles[:n] = shown
     t = np.array([f"#{c}" for c in idx] + [""] * (R * C - n), dtype=object).reshape(R, C)
     head = title or f"{name}feature maps ({n} of {K} channels, {a.shape[0]}x{a.shape[1]})"
     fig = grid(tiles.reshape((R, C) + a.shape[:2]), titles=t, title=head, scale=scale,

@@ -455,3 +455,81 @@ def test_curves_draws_one_mean_line_per_name_with_its_area():
         plot.curves({"a": a.scores})
     with pytest.raises(ValueError, match="at least one entry"):
         plot.curves({})
+
+
+def test_grid_refuses_rgb_channel_maps_and_bad_limits():
+    """(N, H, W, 3) channel maps were drawn as N x H panels 3 pixels wide; vmin/vmax that
+    invert or empty the scale were passed on (a lone positive vmin on signed maps gave
+    (0.5, -0.5), which the colour bar turned into another range)."""
+    rgb = np.random.RandomState(0).rand(2, 28, 28, 3).astype(np.float32)
+    with pytest.raises(ValueError, match=r"reads as \(N, H, W, 3\) maps.*reduce_channels"):
+        plot.grid(rgb)
+    assert plot.count_panels(plot.grid(rgb[..., None])) == 2 * 28  # the escape hatch
+    signed = _maps(1, 2) - 0.5
+    for kw in (dict(vmin=0.5), dict(vmin=1.0, vmax=0.0), dict(vmin=0.5, vmax=0.5)):
+        with pytest.raises(ValueError, match="vmin < vmax"):
+            plot.grid(signed, **kw)
+    lo, hi = plot.panel_axes(plot.grid(signed, vmin=-0.2))[0].images[0].get_clim()
+    assert (lo, hi) == (-0.2, 0.2)
+
+
+def test_many_panels_with_titles_keep_them():
+    """A grid of > 150 panels with titles= is drawn panel by panel (a mosaic dropped every
+    title); mosaic=True with titles is refused."""
+    maps = _maps(16, 10, 4, 4)
+    titles = [[f"{r},{c}" for c in range(10)] for r in range(16)]
+    fig = plot.grid(maps, titles=titles)
+    assert not any(ax.get_label().startswith("mosaic:") for ax in fig.axes)
+    drawn = {ax.get_title() for ax in plot.panel_axes(fig)}
+    assert {t for row in titles for t in row} <= drawn
+    with pytest.raises(ValueError, match="no per-panel titles"):
+        plot.grid(maps, titles=titles, mosaic=True)
+
+
+def test_display_range_of_background_images():
+    """A float image in [0, 1.5] is min-max scaled (it was divided by 255: black); 0..255
+    images (uint8, or floats above 10) are divided by 255; [0, 1] is kept."""
+    from jaxsal.plot import _as_display_image
+
+    img = np.linspace(0, 1.5, 64, dtype=np.float32).reshape(8, 8)
+    np.testing.assert_allclose(_as_display_image(img), img / 1.5, rtol=1e-6)
+    u8 = (np.arange(64) * 2).astype(np.uint8).reshape(8, 8)  # 0..126: still 0..255 scale
+    np.testing.assert_allclose(_as_display_image(u8), u8 / 255.0, rtol=1e-6)
+    f255 = u8.astype(np.float32)
+    np.testing.assert_allclose(_as_display_image(f255), f255 / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(_as_display_image(img / 1.5), img / 1.5)
+    with pytest.raises(ValueError, match=r"channels first\? pass np.moveaxis"):
+        _as_display_image(np.zeros((3, 8, 8), np.float32))
+
+
+def test_image_grid_nan_and_rgba():
+    """A NaN image was taken for padding and dropped (2 of 3 panels drawn); RGBA images were
+    read as a (T, H, W) grid of 4-pixel-wide panels."""
+    imgs = np.random.RandomState(0).rand(3, 8, 8).astype(np.float32)
+    imgs[1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        plot.image_grid(imgs, titles=["a", "b", "c"])
+    rgba = np.random.RandomState(1).rand(2, 16, 16, 4).astype(np.float32)
+    assert plot.count_panels(plot.image_grid(rgba)) == 2
+    zeros = np.zeros((3, 8, 8), np.float32)  # all-zero images are images, not padding
+    assert plot.count_panels(plot.image_grid(zeros, ncols=2)) == 3
+
+
+def test_feature_maps_padding_keeps_the_shared_scale(mnist_x):
+    """The padding panels (zeros) pulled the shared scale down to 0 for activations in
+    [5, 10]; the scale is now the shown channels' own."""
+    acts = 5 + 5 * np.random.RandomState(0).rand(6, 6, 10).astype(np.float32)
+    fig = plot.feature_maps(acts)
+    assert plot.count_panels(fig) == 10
+    lo, hi = plot.panel_axes(fig)[0].images[0].get_clim()
+    assert lo == pytest.approx(acts.min()) and hi == pytest.approx(acts.max())
+    m, x = mnist_x
+    with pytest.raises(ValueError, match="max_maps"):
+        plot.feature_maps(acts, max_maps=0)
+    with pytest.raises(ValueError, match="max_filters"):
+        plot.filters(m, "conv2d_1", max_filters=0)
+    with pytest.raises(ValueError, match=r"channel: expected an input channel 0 <= channel < "
+                                         r"32, got 99"):
+        plot.filters(m, "conv2d_2", channel=99)
+    with pytest.raises(TypeError, match="floating-point"):
+        plot.feature_maps(m, (np.asarray(x[:1]) * 255).astype(np.uint8), "conv2d_1")
