@@ -196,6 +196,18 @@ def test_explain_to_file_chunks_equal_one_call(tmp_path):
                                feature_mask=masks, **kw)
         np.testing.assert_allclose(np.load(path), one, rtol=1e-4,
                                    atol=1e-5 * np.abs(one).max())
+    # masks whose ids differ between inputs (chunks of 2 hold fewer ids than the call): the
+    # draws are each input's own, and kernel_shap's default n is the whole job's
+    masks = masks % (np.arange(5)[:, None, None] % 3 + 2)  # inputs with 2, 3 or 4 ids
+    assert len({len(np.unique(mk)) for mk in masks}) == 3
+    for method, kw in ((jaxsal.kernel_shap, dict(key=3)),
+                       (jaxsal.lime, dict(key=3, n=20, return_groups=True))):
+        one = np.asarray(method(m, x, [0, 1], feature_mask=masks, **kw))
+        path = str(tmp_path / f"{method.__name__}_own.npy")
+        jaxsal.explain_to_file(method, m, x, path, targets=[0, 1], batch_size=2,
+                               feature_mask=masks, **kw)
+        np.testing.assert_allclose(np.load(path), one, rtol=1e-4,
+                                   atol=1e-5 * np.abs(one).max())
 
 
 def test_channels_first_features_and_channel_groups():
@@ -273,3 +285,35 @@ def test_too_many_groups_and_several_inputs_are_refused():
         with pytest.raises(TypeError, match="one input array.*FunctionModel"):
             method(two, [np.ones((2, 3)), np.ones((2, 3))], 0, key=0)
     assert math.isclose(lime_src._size_cdf(7)[-1], 1.0, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["kernel_shap", "lime", "shapley_value_sampling"])
+def test_masks_per_input_with_other_ids_draw_over_each_inputs_own_groups(method):
+    """One mask per input, input 0 with 3 of the batch's 6 ids: its absent ids get 0, its
+    values do not depend on the other inputs (the draws were over the batch's 6 groups:
+    absent ids got values, KernelSHAP's efficiency over the input's own groups failed and
+    the same input gave other values alone), and KernelSHAP's sum over its own groups is
+    S(x) - S(fill)."""
+    rng = np.random.default_rng(0)
+    params = {"a": jnp.asarray(rng.normal(size=(6, 8)), jnp.float32),
+              "b": jnp.asarray(rng.normal(size=(8, 2)), jnp.float32)}
+    m = jaxsal.FunctionModel(lambda p, x: jnp.tanh(x @ p["a"]) @ p["b"], params)
+    x = rng.normal(size=(3, 6)).astype(np.float32)
+    mask = np.array([[0, 0, 1, 1, 2, 2], [0, 1, 2, 3, 4, 5], [5, 5, 3, 3, 3, 0]])
+    fn = getattr(jaxsal, method)
+    kw = dict(key=0, n=30 if method != "shapley_value_sampling" else 5, return_groups=6)
+    full = np.asarray(fn(m, x, 0, feature_mask=mask, **kw))
+    np.testing.assert_array_equal(full[0, 3:], 0.0)
+    np.testing.assert_array_equal(full[2, [1, 2, 4]], 0.0)
+    assert np.all(full[1] != 0)
+    for i in range(3):
+        alone = np.asarray(fn(m, x[i:i + 1], 0, feature_mask=mask[i:i + 1], index_offset=i,
+                              **kw))
+        np.testing.assert_allclose(alone[0], full[i], rtol=1e-5, atol=1e-6)
+    if method == "kernel_shap":
+        gain = np.asarray(m(x))[:, 0] - np.asarray(m(np.zeros_like(x)))[:, 0]
+        np.testing.assert_allclose(full.sum(-1), gain, rtol=1e-5, atol=1e-5)
+        # with every id in every input, the draws are the batch's as before
+        same = np.asarray(fn(m, x, 0, feature_mask=np.tile(mask[1], (3, 1)), **kw))
+        shared = np.asarray(fn(m, x, 0, feature_mask=mask[1], **kw))
+        np.testing.assert_array_equal(same, shared)

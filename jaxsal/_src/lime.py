@@ -49,8 +49,9 @@ except ImportError:  # a JAX without it in jax.extend
     from jax._src.prng import threefry_2x32
 
 from jaxsal._src import base
-from jaxsal._src.shapley import (_endpoints, _finish, _job_options, _key, _per_input_mask,
-                                 _places, _present, _scores, _setup, s_dtype)
+from jaxsal._src.shapley import (_endpoints, _finish, _job_options, _key, _own_groups,
+                                 _per_input_mask, _places, _present, _scores, _setup,
+                                 _to_groups, s_dtype)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -102,36 +103,58 @@ def _words(kp: Array, c0: Array, c1: Array) -> tuple[Array, Array]:
     return hi.reshape(c0.shape), lo.reshape(c0.shape)
 
 
-def _bernoulli(kp: Array, k: Array, index: Array, m: int) -> Array:
+def _bernoulli(kp: Array, k: Array, index: Array, m: int, counts: Array | None = None
+               ) -> Array:
     """``(G, N, M)`` bool: coalition ``k[g]`` of input ``index[n]``, each group kept with
-    probability 1/2 (the top bit of the counter ``(index, k * m + group)``'s word)."""
+    probability 1/2 (the top bit of the counter ``(index, k * m + group)``'s word; with
+    ``counts``, of ``(index, k * counts[n] + group)`` for the input's own groups, as
+    :func:`jaxsal._src.shapley._places`)."""
     shape = (k.shape[0], index.shape[0], m)
+    mult = np.uint32(m) if counts is None else counts.astype(jnp.uint32)[None, :, None]
     c0 = jnp.broadcast_to(index.astype(jnp.uint32)[None, :, None], shape)
-    c1 = jnp.broadcast_to(k.astype(jnp.uint32)[:, None, None] * np.uint32(m)
+    c1 = jnp.broadcast_to(k.astype(jnp.uint32)[:, None, None] * mult
                           + jnp.arange(m, dtype=jnp.uint32), shape)
     return (_words(kp, c0, c1)[0] >> 31).astype(bool)
 
 
-def _size_cdf(m: int) -> np.ndarray:
+def _size_cdf(m: int, width: int | None = None) -> np.ndarray:
     """The Shapley kernel over coalition sizes ``s = 1..M-1``, ``p(s) ~ (M - 1) / (s (M -
-    s))``, as a cumulative distribution (``M - 1`` values, the last 1)."""
+    s))``, as a cumulative distribution (``M - 1`` values, the last 1; padded with 1s to
+    ``width`` values)."""
     s = np.arange(1, m, dtype=np.float64)
     p = 1.0 / (s * (m - s))
-    return (np.cumsum(p) / p.sum()).astype(np.float32)
+    cdf = (np.cumsum(p) / p.sum()).astype(np.float32) if m > 1 else np.zeros(0, np.float32)
+    width = m - 1 if width is None else width
+    return np.concatenate([cdf, np.ones(width - cdf.size, np.float32)])
+
+
+def _size_cdfs(counts: np.ndarray, m: int) -> np.ndarray:
+    """``(N, M - 1)``: each input's size distribution (:func:`_size_cdf` of its own number
+    of groups), one row per input."""
+    table = {int(c): _size_cdf(int(c), m - 1) for c in np.unique(counts)}
+    return np.stack([table[int(c)] for c in counts]) if len(counts) else \
+        np.zeros((0, m - 1), np.float32)
 
 
 def _kernel_coalitions(kp: Array, ks: Array, cdf: Array, k: Array, index: Array,
-                       m: int) -> Array:
+                       m: int, counts: Array | None = None) -> Array:
     """``(G, N, M)`` bool: coalition ``k[g]`` of input ``index[n]``, a size drawn from the
     Shapley kernel (one word of the counter ``(index, k)`` under ``ks``) and the groups in
     the first ``s`` places of a uniform random order (:func:`jaxsal._src.shapley._places`
-    under ``kp``): a uniform subset of that size."""
+    under ``kp``): a uniform subset of that size. With ``counts`` ``(N,)``, input ``n``
+    draws from its own ``counts[n]`` groups (numbered first), its size from row ``n`` of
+    ``cdf`` ``(N, M - 1)``."""
     shape = (k.shape[0], index.shape[0])
     c0 = jnp.broadcast_to(index.astype(jnp.uint32)[None, :], shape)
     c1 = jnp.broadcast_to(k.astype(jnp.uint32)[:, None], shape)
     u = (_words(ks, c0, c1)[0] >> 8).astype(jnp.float32) * np.float32(2.0 ** -24)  # [0, 1)
-    size = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), m - 2) + 1  # 1..M-1
-    return _places(kp, k, index, m) < size[..., None]
+    if counts is None:
+        size = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), m - 2) + 1  # 1..M-1
+        return _places(kp, k, index, m) < size[..., None]
+    found = jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="right"), in_axes=(0, 1),
+                     out_axes=1)(cdf, u)
+    size = jnp.minimum(found, counts[None, :] - 2) + 1  # 1..M_i-1 (0 for one group)
+    return _places(kp, k, index, m, counts) < size[..., None]
 
 
 def _keys(key: Array) -> tuple[Array, Array]:
@@ -194,17 +217,47 @@ def _helmert(u: Array, axis: int) -> Array:
     return jnp.moveaxis(after - i * q, -1, axis)
 
 
-def _shap_solve(gram: Array, zv: Array, gain: Array) -> Array:
+def _shap_solve(gram: Array, zv: Array, gain: Array, counts: Array | None = None,
+                order: Array | None = None, inverse: Array | None = None) -> Array:
     """KernelSHAP's values ``(N, T, M)``: the least-squares fit of ``v(z) - v(empty)`` by
     ``z . phi`` subject to ``sum phi = gain`` (``(N, T)``), from ``gram = sum z z^T``
     ``(N, M, M)`` and ``zv = sum z (v(z) - v(empty))^T`` ``(N, M, T)``. With ``phi = gain /
-    M + H u``: ``(H^T G H) u = H^T (zv - G 1 gain^T / M)``."""
+    M + H u``: ``(H^T G H) u = H^T (zv - G 1 gain^T / M)``.
+
+    With ``counts`` ``(N,)``, input ``n`` has ``counts[n]`` groups of its own, the first in
+    ``order[n]`` (``(N, M)``: the group at each position; ``inverse`` its inverse): the fit
+    is over those (``phi = gain / M_n`` on them ``+ H u`` with ``u``'s components beyond
+    ``M_n - 1`` zero, Helmert's first ``M_n - 1`` columns spanning the vectors of the first
+    ``M_n`` positions that sum to 0), and the groups it lacks get 0."""
     m = gram.shape[-1]
-    share = gain / m  # (N, T)
-    rhs = zv - jnp.sum(gram, axis=-1)[..., None] * share[:, None, :]  # (N, M, T)
+    own = None
+    if counts is not None:
+        gram = jnp.take_along_axis(jnp.take_along_axis(gram, order[:, :, None], axis=1),
+                                   order[:, None, :], axis=2)
+        zv = jnp.take_along_axis(zv, order[:, :, None], axis=1)
+        own = jnp.arange(m)[None, :] < counts[:, None]  # (N, M)
+        share = gain / counts[:, None].astype(gain.dtype)  # (N, T)
+        g1 = jnp.sum(jnp.where(own[:, None, :], gram, 0.0), axis=-1)  # G 1_own
+    else:
+        share = gain / m  # (N, T)
+        g1 = jnp.sum(gram, axis=-1)
+    rhs = zv - g1[..., None] * share[:, None, :]  # (N, M, T)
     g_r = _helmert_t(_helmert_t(gram, 1), 2)  # (N, M-1, M-1)
-    u = _solve_psd(g_r, _helmert_t(rhs, 1), 0.0)  # (N, M-1, T)
-    phi = share[:, None, :] + _helmert(u, 1)  # (N, M, T)
+    rhs_r = _helmert_t(rhs, 1)
+    if own is not None:
+        free = jnp.arange(m - 1)[None, :] < (counts - 1)[:, None]  # (N, M-1)
+        g_r = jnp.where(free[:, :, None] & free[:, None, :], g_r, 0.0)
+        rhs_r = jnp.where(free[..., None], rhs_r, 0.0)
+    u = _solve_psd(g_r, rhs_r, 0.0)  # (N, M-1, T)
+    if own is not None:  # exactly 0 (the eigenvectors mix the blocks by rounding)
+        u = jnp.where(free[..., None], u, 0.0)
+    base_share = share[:, None, :] if own is None else \
+        jnp.where(own[..., None], share[:, None, :], 0.0)
+    phi = base_share + _helmert(u, 1)  # (N, M, T)
+    if own is not None:  # exactly 0 (Helmert's sums leave rounding there)
+        phi = jnp.where(own[..., None], phi, 0.0)
+    if inverse is not None:
+        phi = jnp.take_along_axis(phi, inverse[:, :, None], axis=1)
     return jnp.swapaxes(phi, 1, 2)
 
 
@@ -221,6 +274,10 @@ def _lime_solve(moments: tuple, alpha: float) -> Array:
 
 
 # ------------------------------------------------------------------ the methods
+#: The per-input arrays of :func:`kernel_shap`'s program (its own groups, their size
+#: distributions and order), split with the inputs.
+_OWN = (8, 9, 10, 11, 12, 13)
+
 def _plan(p, groups, fill, nb, memory_budget):
     """Inputs per sub-batch: also bound by the normal equations, ``M^2`` floats per input
     (``fill`` broadcast to ``x`` where that splits the batch)."""
@@ -290,10 +347,14 @@ def kernel_shap(model: Any, x: ArrayLike, targets: Any = None, *,
     fill, nb = _plan(p, groups, fill, nb, memory_budget)
     group = base.masked_chunk(n_draws, per_image, nb, batch_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
-    cdf = _size_cdf(m_groups) if m_groups > 1 else None
+    counts, local, has = _own_groups(groups, p.n)
+    order = np.argsort(~has, axis=1, kind="stable").astype(np.int32)  # own groups first
+    per_input = (counts, local, has, _size_cdfs(counts, m_groups), order,
+                 np.argsort(order, axis=1).astype(np.int32))
 
     def build():
-        def run(params, x, ids, fill, gid, key, index, cols):
+        def run(params, x, ids, fill, gid, key, index, cols, counts, local, has, cdf, order,
+                inverse):
             n_in = x.shape[0]
             sp, ids_, fill_b, s_full, s_empty = _endpoints(  # v(all) (N, T), v(empty)
                 m, params, x, fill, spec, info, ids, empty=True)
@@ -303,10 +364,10 @@ def kernel_shap(model: Any, x: ArrayLike, targets: Any = None, *,
                                return_groups)
             ids_rep = base.tile_batch(ids_, group)
             kp, kz = _keys(key)
-            sizes = jnp.asarray(cdf)
 
             def normal_equations(ks, valid):  # coalitions ks (G,)
-                keep = _kernel_coalitions(kp, kz, sizes, ks, index, m_groups)  # (G, N, M)
+                own = _kernel_coalitions(kp, kz, cdf, ks, index, m_groups, counts)
+                keep = _to_groups(own, local, has, False)  # (G, N, M)
                 present = _present(gid, keep)
                 xo = jnp.where(present, x[None], fill_b[None]).reshape((-1,) + x.shape[1:])
                 s = _scores(m, params, xo, sp, info, ids_rep, n_in, group) - s_empty[None]
@@ -315,17 +376,18 @@ def kernel_shap(model: Any, x: ArrayLike, targets: Any = None, *,
                         jnp.einsum("gnm,gnt->nmt", z, s, precision=_HIGHEST))
 
             gram, zv = base.sum_groups(normal_equations, n_draws, group)
-            phi = _shap_solve(gram, zv, gain)
+            phi = _shap_solve(gram, zv, gain, counts, order, inverse)
             return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
 
         return run
 
     ck = ("kernel_shap", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
           n_draws, group, nb, return_groups)
-    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6), (3, 4)),
+    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6) + _OWN, (3, 4)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
-        jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids))
+        jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids),
+        *map(jnp.asarray, per_input))
 
 
 def lime(model: Any, x: ArrayLike, targets: Any = None, *,
@@ -402,9 +464,10 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
     fill, nb = _plan(p, groups, fill, nb, memory_budget)
     group = base.masked_chunk(n_draws, per_image, nb, batch_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
+    own_groups = _own_groups(groups, p.n)
 
     def build():
-        def run(params, x, ids, fill, gid, key, index, cols):
+        def run(params, x, ids, fill, gid, key, index, cols, counts, local, has):
             n_in = x.shape[0]
             sp, ids_, fill_b, s_full, _ = _endpoints(  # s_full (N, T): the scores' centre
                 m, params, x, fill, spec, info, ids, empty=False)
@@ -414,15 +477,19 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
             norm_x = jnp.sqrt(jnp.sum(x * x, axis=axes))  # (N,)
 
             def moments(ks, valid):  # coalitions ks (G,)
-                keep = _bernoulli(kp, ks, index, m_groups)  # (G, N, M)
+                # each input's own groups (a mask per input may lack some of the batch's
+                # ids: never kept, their coefficients 0)
+                keep = _to_groups(_bernoulli(kp, ks, index, m_groups, counts), local, has,
+                                  False)  # (G, N, M)
                 present = _present(gid, keep)
                 xo = jnp.where(present, x[None], fill_b[None])  # (G, N, ...)
                 if distance == "input":  # 1 - cos(x, x_z); 0/0 counts as cos 0, as torch
                     dot = jnp.sum(xo * x[None], axis=tuple(a + 1 for a in axes))
                     norms = jnp.sqrt(jnp.sum(xo * xo, axis=tuple(a + 1 for a in axes)))
                     d = 1.0 - dot / jnp.maximum(norms * norm_x[None], 1e-8)
-                else:  # 1 - cos(ones, z) = 1 - sqrt(|z| / M)
-                    d = 1.0 - jnp.sqrt(keep.sum(axis=-1).astype(s_dtype(x)) / m_groups)
+                else:  # 1 - cos(ones, z) = 1 - sqrt(|z| / M), over the input's own groups
+                    d = 1.0 - jnp.sqrt(keep.sum(axis=-1).astype(s_dtype(x))
+                                       / counts[None, :].astype(s_dtype(x)))
                 w = jnp.exp(-d * d / (2.0 * width * width)) * valid[:, None].astype(d.dtype)
                 s = _scores(m, params, xo.reshape((-1,) + x.shape[1:]), sp, info, ids_rep,
                             n_in, group) - s_full[None]  # (G, N, T)
@@ -434,21 +501,39 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
                         jnp.einsum("gnm,gnt->nmt", wc, s, precision=_HIGHEST))
 
             phi = _lime_solve(base.sum_groups(moments, n_draws, group), alpha)
+            phi = jnp.where(has[:, None, :], phi, 0.0)  # (0 but for the solver's rounding)
             return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
 
         return run
 
     ck = ("lime", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
           n_draws, alpha, width, distance, group, nb, return_groups)
-    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6), (3, 4)),
+    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6, 8, 9, 10),
+                                                      (3, 4)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
-        jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids))
+        jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids),
+        *map(jnp.asarray, own_groups))
+
+
+def _kernel_shap_job_options(model: Any, shape: tuple, options: dict) -> dict:
+    """As the Shapley methods' (:func:`jaxsal._src.shapley._job_options`), and with one
+    mask per input the default ``n`` of the whole job (``2 M + 2048`` for the ids of all the
+    masks: a chunk's own union would give its chunks other draws)."""
+    options = _job_options(model, shape, options)
+    if options.get("n") is None and _per_input_mask(model, shape, options):
+        mask = np.asarray(options["feature_mask"])
+        if mask.size and np.issubdtype(mask.dtype, np.integer) and mask.min() >= 0:
+            m = int(np.unique(mask).size)
+            if m <= MAX_GROUPS:
+                options = {**options, "n": 2 * m + KERNEL_SHAP_SAMPLES}
+    return options
 
 
 #: explain_to_file slices an ``(N, H, W)`` feature_mask with the inputs and, for
 #: ``return_groups=True``, fixes the number of columns of the whole job (as the Shapley
-#: methods).
+#: methods); kernel_shap's default n too.
 for _f in (kernel_shap, lime):
     _f.per_input_options = _per_input_mask
     _f.job_options = _job_options
+kernel_shap.job_options = _kernel_shap_job_options

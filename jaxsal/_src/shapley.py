@@ -274,19 +274,49 @@ def _present(gid: Array, keep: Array) -> Array:
     return got.reshape((g, n) + gid.shape[1:])
 
 
-def _places(kp: Array, k: Array, index: Array, m: int) -> Array:
+def _places(kp: Array, k: Array, index: Array, m: int, counts: Array | None = None) -> Array:
     """``(G, N, M)``: order ``k[g]`` of input ``index[n]`` as the place of each of the ``m``
     groups in it, a uniform random permutation (its inverse, the order, is one too). The
     groups are sorted by 64 random bits each, threefry's encryption under ``kp`` of the
     counter ``(index, k * m + group)``: one counter-based draw, keyed by the order and the
-    input's global index (not by the batching), and one sort (ties: about ``m^2 / 2^65``)."""
+    input's global index (not by the batching), and one sort (ties: about ``m^2 / 2^65``).
+
+    With ``counts`` ``(N,)``, input ``n`` has ``counts[n]`` groups of its own, numbered
+    ``0..counts[n]-1`` (:func:`_own_groups`): their places are a uniform permutation of
+    ``0..counts[n]-1`` drawn from the counters ``(index, k * counts[n] + group)``, so an
+    input's draws depend on its own groups only, not on the other inputs of the batch (the
+    positions beyond its count keep their own places)."""
     shape = (k.shape[0], index.shape[0], m)
+    mult = np.uint32(m) if counts is None else counts.astype(jnp.uint32)[None, :, None]
     c0 = jnp.broadcast_to(index.astype(jnp.uint32)[None, :, None], shape)
-    c1 = jnp.broadcast_to(k.astype(jnp.uint32)[:, None, None] * np.uint32(m)
+    c1 = jnp.broadcast_to(k.astype(jnp.uint32)[:, None, None] * mult
                           + jnp.arange(m, dtype=jnp.uint32), shape)
     hi, lo = jnp.split(threefry_2x32(kp, jnp.concatenate([c0.ravel(), c1.ravel()])), 2)
     groups = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), shape)
-    return jax.lax.sort((hi.reshape(shape), lo.reshape(shape), groups), num_keys=2)[2]
+    if counts is None:
+        return jax.lax.sort((hi.reshape(shape), lo.reshape(shape), groups), num_keys=2)[2]
+    beyond = (groups >= counts[None, :, None]).astype(jnp.uint32)  # its own groups first
+    return jax.lax.sort((beyond, hi.reshape(shape), lo.reshape(shape), groups),
+                        num_keys=3)[3]
+
+
+def _own_groups(groups: _Groups, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The groups each input has, for the sampled methods (one mask per input may lack some
+    of the batch's ids): ``counts`` ``(N,)`` (``M_i``), ``local`` ``(N, M)`` (a group's
+    number among the input's own, in the order of the ids) and ``present`` ``(N, M)``."""
+    gid = groups.gid.reshape(groups.gid.shape[0], -1)
+    present = np.zeros((gid.shape[0], groups.m), bool)
+    present[np.arange(gid.shape[0])[:, None], gid] = True
+    present = np.broadcast_to(present, (n, groups.m))
+    local = np.maximum(np.cumsum(present, axis=1) - 1, 0).astype(np.int32)
+    return present.sum(axis=1).astype(np.int32), local, np.ascontiguousarray(present)
+
+
+def _to_groups(own: Array, local: Array, present: Array, absent: Any) -> Array:
+    """``(G, N, M)`` values of the inputs' own groups (at their numbers ``local``) as values
+    of the batch's groups, ``absent`` for the groups an input does not have."""
+    got = jnp.take_along_axis(own, jnp.broadcast_to(local[None], own.shape), axis=2)
+    return jnp.where(present[None], got, absent)
 
 
 def _endpoints(m, params, x, fill, spec, info, ids, *, empty: bool):
@@ -482,8 +512,10 @@ def shapley_value_sampling(model: Any, x: ArrayLike, targets: Any = None, *,
     group = base.masked_chunk(max(total, 1), per_image, nb, batch_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
 
+    own = _own_groups(groups, p.n)
+
     def build():
-        def run(params, x, ids, fill, gid, key, index, cols):
+        def run(params, x, ids, fill, gid, key, index, cols, counts, local, has):
             n_in = x.shape[0]
             sp, ids_, fill_b, s_full, s_empty = _endpoints(  # v(all) (N, T), v(empty)
                 m, params, x, fill, spec, info, ids, empty=True)
@@ -497,7 +529,10 @@ def shapley_value_sampling(model: Any, x: ArrayLike, targets: Any = None, *,
 
             def credit(ts, valid):  # items ts (G,): order k, its prefix of j groups
                 k, j = ts // steps, ts % steps + 1
-                rank = _places(kp, k, index, m_groups)
+                # an input's own groups in a random order; the batch's groups it lacks
+                # come after every prefix (place M): their credits are 0
+                rank = _to_groups(_places(kp, k, index, m_groups, counts), local, has,
+                                  m_groups)
                 j = j[:, None, None]
                 present = _present(gid, rank < j)  # (G, N, ...): the first j groups kept
                 xo = jnp.where(present, x[None], fill_b[None]).reshape((-1,) + x.shape[1:])
@@ -519,10 +554,12 @@ def shapley_value_sampling(model: Any, x: ArrayLike, targets: Any = None, *,
 
     ck = ("shapley_value_sampling", p.key, spec, info, base.shape_key(p.x),
           _key(groups, return_groups), n_orders, group, nb, return_groups)
-    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6), (3, 4)),
+    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6, 8, 9, 10),
+                                                      (3, 4)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
-        jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids))
+        jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids),
+        *map(jnp.asarray, own))
 
 
 def _per_input_mask(model: Any, shape: tuple, options: dict) -> tuple[str, ...]:
