@@ -376,10 +376,17 @@ def cmd_evaluate(args) -> int:
     scores = jaxsal.explain_to_file(_curve_scores, model, inputs, args.out,
                                     targets=_parse_targets(args.targets, model, len(inputs)),
                                     batch_size=args.batch_size, on_chunk=progress, **options)
-    from jaxsal._src.curves import curve_area
+    from jaxsal._src.curves import curve_area, curve_fractions
+    from jaxsal._src.occlusion import _sizes, grid_cells
 
     steps = scores.shape[-1] - 1
-    auc = curve_area(np.asarray(scores))
+    # the positions each map orders (one map per input and target): its values, or the
+    # cells of --option patch=
+    size = tuple(maps.shape[2 if scores.ndim == 3 else 1:])
+    patch = options.get("patch")
+    positions = (int(grid_cells(size, _sizes(patch, "patch", len(size))).max()) + 1
+                 if patch is not None else int(np.prod(size)))
+    auc = curve_area(np.asarray(scores), curve_fractions(positions, steps))
     auc_path = args.out[:-len(".npy")] + ".auc.npy"
     np.save(auc_path, auc)
     most = options.get("order", "most") == "most"

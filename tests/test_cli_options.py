@@ -228,6 +228,15 @@ def test_evaluate_writes_the_curves_and_areas_of_saved_maps(tmp_path, mnist_path
         np.testing.assert_allclose(np.load(tmp_path / f"{metric}.auc.npy"), direct.auc,
                                    rtol=1e-5, atol=1e-6)
         assert f"mean {float(direct.auc.mean()):.4f}" in capsys.readouterr().out
+    # 16 cells of patch=9 in 6 steps: the areas over the cells' fractions, as the API's
+    out = tmp_path / "cells.npy"
+    assert cli.main(["evaluate", mnist_path, digits_file, str(maps_path), "--metric",
+                     "deletion", "--targets", "1,4", "--steps", "6", "--option", "patch=9",
+                     "--out", str(out)]) == 0
+    direct = jaxsal.deletion(m, mnist_digits[:2], maps, [1, 4], steps=6, patch=9)
+    assert not np.allclose(direct.fractions, np.arange(7) / 6)
+    np.testing.assert_allclose(np.load(tmp_path / "cells.auc.npy"), direct.auc, rtol=1e-5,
+                               atol=1e-6)
     np.save(tmp_path / "short.npy", maps[:1])
     assert cli.main(["evaluate", mnist_path, digits_file, str(tmp_path / "short.npy"),
                      "--metric", "deletion", "--out", str(tmp_path / "s.npy")]) == 2

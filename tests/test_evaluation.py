@@ -27,6 +27,11 @@ def _x(shape=(4, 5, 2), n=3, seed=1):
     return np.random.default_rng(seed).normal(size=(n, *shape)).astype(np.float32)
 
 
+def _trapezoid(y, x):
+    """The trapezoid rule along the last axis (np.trapezoid is NumPy >= 2 only)."""
+    return ((y[..., 1:] + y[..., :-1]) * np.diff(x)).sum(-1) / 2
+
+
 def _curve_by_hand(s0, contrib, steps, order="most"):
     """Scores of a linear model as the positions (last axis of ``contrib``, each one's share
     of the score) are deleted in ``contrib``'s order (stable)."""
@@ -47,13 +52,34 @@ def test_deletion_of_a_linear_model_is_its_score_minus_the_sorted_contributions(
     c = jaxsal.deletion(m, x, maps, [0, 1, 2], steps=16, order=order)
     want = _curve_by_hand(contrib.sum(-1), contrib, 16, order)
     np.testing.assert_allclose(c.scores, want, atol=2e-5 * np.abs(want).max())
-    np.testing.assert_allclose(c.fractions, np.arange(17) / 16)
-    np.testing.assert_allclose(c.auc, (want[..., 1:] + want[..., :-1]).sum(-1) / 32,
-                               rtol=1e-5, atol=1e-5)
+    # 40 values in 16 steps: point k deletes round(2.5 k) of them, its fraction of the 40
+    frac = np.round(np.arange(17) * 2.5) / 40
+    np.testing.assert_allclose(c.fractions, frac, rtol=1e-6)
+    np.testing.assert_allclose(c.auc, _trapezoid(want, frac), rtol=1e-5, atol=1e-5)
     # insertion from 0 in the same order is the deletion curve turned around: S(x) - deletion
     ins = jaxsal.insertion(m, x, maps, [0, 1, 2], steps=16, order=order)
     np.testing.assert_allclose(ins.scores, contrib.sum(-1)[..., None] - want,
                                atol=2e-5 * np.abs(want).max())
+
+
+def test_fractions_are_the_positions_changed_and_least_is_most_reversed_with_ties():
+    """10 positions in 4 steps change 0, 2 (2.5 rounds to even), 5, 8 and 10 of them: the
+    fractions and the area's abscissae are those, not k / 4. A map with ties (a CAM's zeros):
+    deletion with order="least" is insertion backwards (with fill == baseline), ties
+    included (both kept raster order, so they were not)."""
+    m, w = _linear((5, 2, 1))
+    x = _x((5, 2, 1))
+    maps = np.zeros((3, 5, 2), np.float32)
+    maps[:, 1, 1], maps[:, 3, 0] = 2.0, 1.0
+    c = jaxsal.deletion(m, x, maps, 1, steps=4)
+    np.testing.assert_allclose(c.fractions, [0, 0.2, 0.5, 0.8, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(c.auc, _trapezoid(np.asarray(c.scores), np.asarray(c.fractions)),
+                               rtol=1e-5)
+    fill = 0.5 * _x((5, 2, 1), seed=3)
+    least = jaxsal.deletion(m, x, maps, 1, steps=10, fill=fill, order="least")
+    ins = jaxsal.insertion(m, x, maps, 1, steps=10, baseline=fill)
+    np.testing.assert_allclose(least.scores, np.asarray(ins.scores)[:, ::-1], rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_pixel_maps_delete_a_pixels_channels_together_and_one_target_drops_the_class_axis():

@@ -6,8 +6,8 @@ A map orders the input's positions (pixels, or single values for a map with ``x`
 *Deletion* replaces them by ``fill`` in that order, most relevant first, and follows the
 target's score: a faithful map makes it fall fast (a low area under the curve). *Insertion*
 starts from ``baseline`` and puts ``x``'s values back in the same order: a faithful map makes
-it rise fast (a high area). ``steps + 1`` points at the fractions ``0, 1/steps, ..., 1`` of the
-positions.
+it rise fast (a high area). ``steps + 1`` points, point ``k`` changing ``round(k P / steps)``
+of the ``P`` positions (cells with ``patch=``); the areas are taken over those fractions.
 
 Every (target, step) pair is one masked input; they run as batched forward passes (groups of
 pairs ``vmap``-free, in the batch axis, under a ``lax.map``), each target's curve following its
@@ -38,8 +38,9 @@ class Curves(NamedTuple):
     """Perturbation curves (a pytree: ``jax.tree_util`` and ``np.savez(**c._asdict())`` work).
 
     Attributes:
-      fractions: ``(steps + 1,)`` the fraction of positions changed at each point,
-        ``k / steps``.
+      fractions: ``(steps + 1,)`` the fraction of positions (cells with ``patch=``)
+        changed at each point, ``round(k P / steps) / P`` (``k / steps`` where ``steps``
+        divides ``P``).
       scores: ``(N, steps + 1)``, or ``(N, T, steps + 1)`` with a class axis: the target's
         score at each point.
       auc: ``(N,)`` / ``(N, T)``: the area under each curve over the fractions (trapezoid
@@ -51,11 +52,26 @@ class Curves(NamedTuple):
     auc: Array
 
 
-def curve_area(scores: Any) -> Any:
-    """The area under curves ``(..., steps + 1)`` of equally spaced points over ``[0, 1]``
-    (the trapezoidal rule): ``Curves.auc``."""
+def curve_area(scores: Any, fractions: Any = None) -> Any:
+    """The area under curves ``(..., steps + 1)`` over ``[0, 1]`` by the trapezoidal rule:
+    ``Curves.auc``. ``fractions``: the points' abscissae (:func:`curve_fractions`); default
+    equally spaced."""
     steps = scores.shape[-1] - 1
-    return (scores[..., 1:] + scores[..., :-1]).sum(-1) / (2 * steps)
+    if fractions is None:
+        return (scores[..., 1:] + scores[..., :-1]).sum(-1) / (2 * steps)
+    dx = np.diff(np.asarray(fractions, np.float64)).astype(np.float32)
+    return ((scores[..., 1:] + scores[..., :-1]) * dx).sum(-1) / 2
+
+
+def _counts(positions: int, steps: int) -> np.ndarray:
+    """How many of the ``positions`` each of the ``steps + 1`` points changes."""
+    return np.round(np.arange(steps + 1) * positions / steps).astype(np.int32)
+
+
+def curve_fractions(positions: int, steps: int) -> np.ndarray:
+    """``(steps + 1,)``: the fraction of ``positions`` changed at each point of a deletion
+    or insertion curve (``Curves.fractions``)."""
+    return (_counts(positions, steps) / positions).astype(np.float32)
 
 
 #: Points after the first by default (at most one per position).
@@ -174,12 +190,12 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
     num = p.spec.num
     total = num * (steps + 1)
     group = base.masked_chunk(total, per_image, nb, batch_size, memory_budget)
-    counts = np.round(np.arange(steps + 1) * positions / steps).astype(np.int32)
+    counts = _counts(positions, steps)
     m, spec, info, cf = p.model, p.spec, p.info, p.channels_first
     # where a position's mask goes in x's layout: the channel axis is 1 (added) unless the
     # maps have x's own shape (or x has no channel axis: features, token ids)
     channel = None if whole or features or ids_in else (1 if cf else p.x.ndim - 1)
-    sign = -1.0 if order == "most" else 1.0
+    most = order == "most"
 
     def build():
         def run(params, x, ids, maps, other):
@@ -190,8 +206,12 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
                 gid = jnp.asarray(cells.ravel())
                 flat = jax.ops.segment_sum(jnp.moveaxis(flat, -1, 0), gid, positions)
                 flat = jnp.moveaxis(flat, 0, -1)
-            # each position's (cell's) place in the order (ties: the first one first)
-            rank = jnp.argsort(jnp.argsort(sign * flat, axis=-1, stable=True), axis=-1)
+            # each position's (cell's) place in the order: most relevant first, ties in
+            # raster order (the first one first); "least" is that order reversed, ties
+            # included, so that deletion with "least" is insertion backwards
+            rank = jnp.argsort(jnp.argsort(-flat, axis=-1, stable=True), axis=-1)
+            if not most:
+                rank = flat.shape[-1] - 1 - rank
             if cells is not None:  # back to the positions: each its cell's place
                 rank = rank[..., jnp.asarray(cells.ravel())]
             rank = rank.reshape(maps.shape).astype(jnp.int32)
@@ -221,8 +241,9 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
            group, nb, None if cells is None else cells.tobytes())
     scores = base.compiled(key, lambda: base.split_batch(build(), nb, (1, 2, 3), (4,)),
                            precision, forward_only=True)(p.params, p.x, p.ids, mp, other)
-    fractions = jnp.asarray(np.arange(steps + 1) / steps, jnp.float32)
-    auc = curve_area(scores)
+    fractions = curve_fractions(positions, steps)
+    auc = curve_area(scores, fractions)
+    fractions = jnp.asarray(fractions)
     if not spec.class_axis:
         scores, auc = scores[:, 0], auc[:, 0]
     return Curves(fractions, scores, auc)
