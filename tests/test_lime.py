@@ -188,24 +188,19 @@ def test_explain_to_file_chunks_equal_one_call(tmp_path):
     m = _smooth()
     x = _x(5)
     masks = np.random.default_rng(2).integers(0, 4, size=(5,) + SHAPE[:2])  # one per input
-    for method, kw in ((jaxsal.kernel_shap, dict(key=3, n=20)),
-                       (jaxsal.lime, dict(key=3, n=20, return_groups=True))):
-        one = np.asarray(method(m, x, [0, 1], feature_mask=masks, **kw))
-        path = str(tmp_path / f"{method.__name__}.npy")
+    # then masks whose ids differ between inputs (chunks of 2 hold fewer ids than the call):
+    # the draws are each input's own, and kernel_shap's default n is the whole job's
+    own = masks % (np.arange(5)[:, None, None] % 3 + 2)  # inputs with 2, 3 or 4 ids
+    assert len({len(np.unique(mk)) for mk in own}) == 3
+    cases = [(masks, jaxsal.kernel_shap, dict(key=3, n=20)),
+             (masks, jaxsal.lime, dict(key=3, n=20, return_groups=True)),
+             (own, jaxsal.kernel_shap, dict(key=3)),
+             (own, jaxsal.lime, dict(key=3, n=20, return_groups=True))]
+    for i, (mk, method, kw) in enumerate(cases):
+        one = np.asarray(method(m, x, [0, 1], feature_mask=mk, **kw))
+        path = str(tmp_path / f"{i}.npy")
         jaxsal.explain_to_file(method, m, x, path, targets=[0, 1], batch_size=2,
-                               feature_mask=masks, **kw)
-        np.testing.assert_allclose(np.load(path), one, rtol=1e-4,
-                                   atol=1e-5 * np.abs(one).max())
-    # masks whose ids differ between inputs (chunks of 2 hold fewer ids than the call): the
-    # draws are each input's own, and kernel_shap's default n is the whole job's
-    masks = masks % (np.arange(5)[:, None, None] % 3 + 2)  # inputs with 2, 3 or 4 ids
-    assert len({len(np.unique(mk)) for mk in masks}) == 3
-    for method, kw in ((jaxsal.kernel_shap, dict(key=3)),
-                       (jaxsal.lime, dict(key=3, n=20, return_groups=True))):
-        one = np.asarray(method(m, x, [0, 1], feature_mask=masks, **kw))
-        path = str(tmp_path / f"{method.__name__}_own.npy")
-        jaxsal.explain_to_file(method, m, x, path, targets=[0, 1], batch_size=2,
-                               feature_mask=masks, **kw)
+                               feature_mask=mk, **kw)
         np.testing.assert_allclose(np.load(path), one, rtol=1e-4,
                                    atol=1e-5 * np.abs(one).max())
 
