@@ -399,7 +399,14 @@ class Graph:
         ``IntegerLookup``, a cast, one-hot or gather op; :data:`_CODE_READERS`) reads it,
         directly, through layers that only move values, or as an input of a nested model.
         A float input read by anything else is an image or a signal: an integer array there
-        is a forgotten conversion (``x.astype(np.float32) / 255``), which jaxsal refuses."""
+        is a forgotten conversion (``x.astype(np.float32) / 255``), which jaxsal refuses.
+        Cached: a function of the graph, asked on every method call."""
+        cache = self.__dict__.setdefault("_takes_codes", {})
+        if i not in cache:
+            cache[i] = self._reads_codes_at(i)
+        return cache[i]
+
+    def _reads_codes_at(self, i: int) -> bool:
         if "int" in str(self.input_dtypes[i]):
             return True
         consumers = self._consumers()
