@@ -217,48 +217,34 @@ def _helmert(u: Array, axis: int) -> Array:
     return jnp.moveaxis(after - i * q, -1, axis)
 
 
-def _shap_solve(gram: Array, zv: Array, gain: Array, counts: Array | None = None,
-                order: Array | None = None, inverse: Array | None = None) -> Array:
+def _shap_solve(gram: Array, zv: Array, gain: Array, counts: Array, order: Array,
+                inverse: Array) -> Array:
     """KernelSHAP's values ``(N, T, M)``: the least-squares fit of ``v(z) - v(empty)`` by
     ``z . phi`` subject to ``sum phi = gain`` (``(N, T)``), from ``gram = sum z z^T``
-    ``(N, M, M)`` and ``zv = sum z (v(z) - v(empty))^T`` ``(N, M, T)``. With ``phi = gain /
-    M + H u``: ``(H^T G H) u = H^T (zv - G 1 gain^T / M)``.
+    ``(N, M, M)`` and ``zv = sum z (v(z) - v(empty))^T`` ``(N, M, T)``, over each input's
+    own groups: input ``n`` has ``counts[n]`` of them, the first in ``order[n]`` (``(N, M)``:
+    the group at each position; ``inverse`` its inverse), and the groups it lacks get 0.
 
-    With ``counts`` ``(N,)``, input ``n`` has ``counts[n]`` groups of its own, the first in
-    ``order[n]`` (``(N, M)``: the group at each position; ``inverse`` its inverse): the fit
-    is over those (``phi = gain / M_n`` on them ``+ H u`` with ``u``'s components beyond
-    ``M_n - 1`` zero, Helmert's first ``M_n - 1`` columns spanning the vectors of the first
-    ``M_n`` positions that sum to 0), and the groups it lacks get 0."""
+    In that order, ``phi = gain / M_n`` on the first ``M_n`` positions ``+ H u``, ``H`` the
+    Helmert basis of the vectors summing to 0, whose first ``M_n - 1`` columns span those of
+    the first ``M_n`` positions (``u``'s other components are 0): ``(H^T G H) u = H^T (zv - G
+    1_own gain^T / M_n)``."""
     m = gram.shape[-1]
-    own = None
-    if counts is not None:
-        gram = jnp.take_along_axis(jnp.take_along_axis(gram, order[:, :, None], axis=1),
-                                   order[:, None, :], axis=2)
-        zv = jnp.take_along_axis(zv, order[:, :, None], axis=1)
-        own = jnp.arange(m)[None, :] < counts[:, None]  # (N, M)
-        share = gain / counts[:, None].astype(gain.dtype)  # (N, T)
-        g1 = jnp.sum(jnp.where(own[:, None, :], gram, 0.0), axis=-1)  # G 1_own
-    else:
-        share = gain / m  # (N, T)
-        g1 = jnp.sum(gram, axis=-1)
-    rhs = zv - g1[..., None] * share[:, None, :]  # (N, M, T)
+    gram = jnp.take_along_axis(jnp.take_along_axis(gram, order[:, :, None], axis=1),
+                               order[:, None, :], axis=2)
+    zv = jnp.take_along_axis(zv, order[:, :, None], axis=1)
+    own = (jnp.arange(m)[None, :] < counts[:, None])[..., None]  # (N, M, 1)
+    free = (jnp.arange(m - 1)[None, :] < (counts - 1)[:, None])[..., None]  # (N, M-1, 1)
+    share = jnp.where(own, (gain / counts[:, None].astype(gain.dtype))[:, None, :], 0.0)
+    rhs = zv - jnp.sum(jnp.where(own[..., 0][:, None, :], gram, 0.0), axis=-1)[..., None] \
+        * share[:, :1]  # zv - G 1_own gain^T / M_n (N, M, T)
     g_r = _helmert_t(_helmert_t(gram, 1), 2)  # (N, M-1, M-1)
-    rhs_r = _helmert_t(rhs, 1)
-    if own is not None:
-        free = jnp.arange(m - 1)[None, :] < (counts - 1)[:, None]  # (N, M-1)
-        g_r = jnp.where(free[:, :, None] & free[:, None, :], g_r, 0.0)
-        rhs_r = jnp.where(free[..., None], rhs_r, 0.0)
-    u = _solve_psd(g_r, rhs_r, 0.0)  # (N, M-1, T)
-    if own is not None:  # exactly 0 (the eigenvectors mix the blocks by rounding)
-        u = jnp.where(free[..., None], u, 0.0)
-    base_share = share[:, None, :] if own is None else \
-        jnp.where(own[..., None], share[:, None, :], 0.0)
-    phi = base_share + _helmert(u, 1)  # (N, M, T)
-    if own is not None:  # exactly 0 (Helmert's sums leave rounding there)
-        phi = jnp.where(own[..., None], phi, 0.0)
-    if inverse is not None:
-        phi = jnp.take_along_axis(phi, inverse[:, :, None], axis=1)
-    return jnp.swapaxes(phi, 1, 2)
+    g_r = jnp.where(free & jnp.swapaxes(free, 1, 2), g_r, 0.0)
+    u = _solve_psd(g_r, jnp.where(free, _helmert_t(rhs, 1), 0.0), 0.0)  # (N, M-1, T)
+    # the masked components exactly 0 (the eigenvectors mix the blocks by rounding, and
+    # Helmert's sums leave rounding at the positions beyond M_n)
+    phi = jnp.where(own, share + _helmert(jnp.where(free, u, 0.0), 1), 0.0)  # (N, M, T)
+    return jnp.swapaxes(jnp.take_along_axis(phi, inverse[:, :, None], axis=1), 1, 2)
 
 
 def _lime_solve(moments: tuple, alpha: float) -> Array:
