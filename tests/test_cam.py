@@ -106,6 +106,37 @@ def test_gradcam_plus_plus_tf_keras_vis_formula(conv):
         np.testing.assert_allclose(paper, cam2, rtol=1e-4, atol=1e-7)
 
 
+def test_gradcam_plus_plus_stays_finite_where_tf_keras_vis_does_not(conv):
+    """The tf-keras-vis variant's exp(S): scores shifted by +-100 (same gradients) gave inf
+    and NaN maps (0 * inf at dead positions) or an all-zero one; now the factor is clipped
+    to exp(+-87.., 88) and the normalized map is the unshifted one. A channel whose
+    denominator 2 G^2 + G^3 sum(A) cancels with G != 0 gave NaN everywhere: its alpha is 0."""
+    m, p, x = conv
+
+    def scaled(cam):  # each map over its maximum (normalize's eps is absolute)
+        return cam / cam.max(axis=(1, 2), keepdims=True)
+
+    want = scaled(np.asarray(jaxsal.gradcam_plus_plus(m, x, 1, upsample=False)))
+    for shift in (100.0, -110.0):
+        q = dict(p, c=p["c"] + shift)
+        mm = jaxsal.FunctionModel(features=_features, head_fn=_head, params=q, layer="conv",
+                                  input_shape=(H, W, C))
+        raw = np.asarray(jaxsal.gradcam_plus_plus(mm, x, 1, upsample=False))
+        assert np.isfinite(raw).all() and (raw.max(axis=(1, 2)) > 0).all()
+        np.testing.assert_allclose(scaled(raw), want, rtol=1e-4, atol=1e-5)
+    # identity features, a GAP head: channel 0 has A = 1 everywhere and G = -2 / 4, so
+    # 2 G^2 + G^3 sum(A) = 0.5 - 0.5 = 0
+    a = np.stack([np.ones((2, 2)), np.arange(4.0).reshape(2, 2)], -1)[None].astype(np.float32)
+    w = np.array([[-2.0, 1.0], [1.0, 1.0]], np.float32)
+    ident = jaxsal.FunctionModel(features=lambda q, v: v,
+                                 head_fn=lambda q, v: v.mean(axis=(1, 2)) @ q["w"],
+                                 params={"w": w}, layer="id", input_shape=(2, 2, 2))
+    tfkv = np.asarray(jaxsal.gradcam_plus_plus(ident, a, 0, upsample=False))
+    paper = np.asarray(jaxsal.gradcam_plus_plus(ident, a, 0, upsample=False, variant="paper"))
+    assert np.isfinite(tfkv).all() and tfkv.max() > 0
+    np.testing.assert_allclose(jaxsal.normalize(tfkv), jaxsal.normalize(paper), atol=1e-6)
+
+
 def _np_scorecam(p, x, c, channels=None):
     A = _np_features(p, x)
     n = x.shape[0]

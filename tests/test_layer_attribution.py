@@ -284,3 +284,24 @@ def test_cli_smoothgrad_at_a_layer(text_models, tmp_path):
     ref = jaxsal.smoothgrad(m, x, [0, 1], key=jax.random.key(2), n=4, layer="embedding")
     assert ref.shape == (len(x), 2, LEN)
     np.testing.assert_allclose(np.load(out), ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_default_cam_layer_takes_transposed_convolutions_in_every_rank(rank, tmp_path):
+    """Conv -> ConvTranspose -> BatchNormalization: the default CAM layer is the transposed
+    convolution in 1-D as in 2-D (Conv1DTranspose was missing from the convolutions: the
+    1-D model's CAMs explained the earlier layer)."""
+    from keras import layers
+
+    conv, up = ((layers.Conv1D, layers.Conv1DTranspose) if rank == 1
+                else (layers.Conv2D, layers.Conv2DTranspose))
+    inp = keras.Input((8,) * rank + (2,))
+    h = layers.BatchNormalization(name="bn")(up(3, 3, padding="same", name="convT")(
+        conv(4, 3, padding="same", name="conv")(inp)))
+    pool = layers.GlobalAveragePooling1D() if rank == 1 else layers.GlobalAveragePooling2D()
+    model = keras.Model(inp, layers.Dense(2)(pool(h)))
+    path = tmp_path / f"t{rank}.keras"
+    model.save(path)
+    m = load_keras(path)
+    assert jaxsal.spatial_layers(m) == ["conv", "convT", "bn"]
+    assert jaxsal.default_cam_layer(m) == "convT"

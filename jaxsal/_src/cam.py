@@ -56,9 +56,11 @@ from jaxsal._src.validate import (Prepared, cam_rank, check_flag, check_spatial,
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
-_CONV = ("Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "Conv3DTranspose",
-         "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D",
-         "Convolution2D", "SeparableConvolution2D")
+_CONV = ("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose",
+         "Conv3DTranspose", "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D",
+         "DepthwiseConv2D", "Convolution1D", "Convolution2D", "Convolution3D",
+         "Convolution1DTranspose", "Convolution2DTranspose", "Convolution3DTranspose",
+         "SeparableConvolution1D", "SeparableConvolution2D")
 
 
 # ---------------------------------------------------------------------- layers
@@ -219,13 +221,18 @@ def _gradcampp_tfkv(A, G, s):
     # tf-keras-vis: first/second/third-order terms times exp(S). exp(S) cancels in alpha and
     # factors out of the ReLU'd weights, so it is applied once at the end (same values,
     # without forming exp(S) * G**3).
+    # Its alpha guards G = 0 only: where 2 G^2 + G^3 sum(A) cancels with G != 0 (a
+    # channel of negative gradients) tf-keras-vis divides by 0; alpha is 0 there, as the
+    # paper's variants have it. exp(S) is clipped to exp(+-50), where a map times it stays
+    # a normal float32: tf-keras-vis's maps overflow to inf (NaN where the map is 0) for
+    # scores above 88 and vanish (flushed to 0) below about -80.
     g2 = G * G
     denom = 2.0 * g2 + g2 * G * A.sum(axis=1)[:, None, None, :]
-    alpha = g2 / (denom + (g2 == 0).astype(G.dtype))
+    alpha = jnp.where(g2 != 0, g2 / jnp.where(denom != 0, denom, 1.0), 0.0)
     norm = alpha.sum(axis=2, keepdims=True)
     alpha = alpha / (norm + (norm == 0).astype(G.dtype))
     w = (jax.nn.relu(G) * alpha).sum(axis=2)
-    return jnp.einsum("npk,ntk->ntp", A, w) * jnp.exp(s)[:, :, None]
+    return jnp.einsum("npk,ntk->ntp", A, w) * jnp.exp(jnp.clip(s, -50.0, 50.0))[:, :, None]
 
 
 def _gradcampp_weights(A, G, eps):
@@ -407,7 +414,9 @@ gradcam_plus_plus.__doc__ = """Grad-CAM++ (Chattopadhyay et al., 2018).
     ``variant="tf-keras-vis"`` (default) is tf-keras-vis's ``GradcamPlusPlus``: ``alpha`` is
     renormalized to sum to 1 per channel, and the terms carry the factor ``exp(S)`` of the
     paper's exponential score, so raw maps scale with ``exp(score)`` (compare normalized
-    maps). ``variant="paper"`` drops the renormalization and the ``exp(S)`` factor;
+    maps; the factor is clipped to ``exp(clip(score, -50, 50))``, so that the map stays
+    finite and non-zero in float32). ``variant="paper"`` drops the renormalization and the
+    ``exp(S)`` factor;
     ``variant="pytorch-grad-cam"`` is the paper's with pytorch-grad-cam's ``1e-6`` added to
     the denominator of ``alpha`` (which matters where gradients are small).
 """ + _CAM_DOC_ARGS
