@@ -471,6 +471,36 @@ def test_no_recompile_on_second_call(lm, x4, compiles):
     assert compiles.n == first
 
 
+SCALE = 1.0  # a module-level variable a model function reads, as in a notebook
+
+
+def test_a_reassigned_variable_a_function_reads_is_not_baked_in(lm, x4, compiles):
+    """A model function reading a module-level variable, a score function reading a closure
+    variable: reassigned, they are traced again (the programs kept the old values: maps of
+    the old model, the old class); called again with the same values, they compile
+    nothing."""
+    global SCALE
+    fm = jaxsal.FunctionModel(lambda p, img: lm.apply(p, img * SCALE), lm.params)
+    SCALE = 1.0
+    first = jaxsal.saliency(fm, x4, 3, reduce=None)
+    SCALE = 0.5
+    half = jaxsal.saliency(fm, x4, 3, reduce=None)
+    np.testing.assert_allclose(half, 0.5 * jaxsal.saliency(lm, 0.5 * x4, 3, reduce=None),
+                               rtol=1e-5, atol=1e-7)
+    assert not np.allclose(half, first)
+    k = 3
+    score = lambda out: out[:, k]  # noqa: E731
+    np.testing.assert_allclose(jaxsal.saliency(lm, x4, score), jaxsal.saliency(lm, x4, 3),
+                               rtol=1e-6)
+    k = 7
+    np.testing.assert_allclose(jaxsal.saliency(lm, x4, score), jaxsal.saliency(lm, x4, 7),
+                               rtol=1e-6)
+    n = compiles.n
+    jax.block_until_ready(jaxsal.saliency(lm, x4, score))
+    jax.block_until_ready(jaxsal.saliency(fm, x4, 3, reduce=None))
+    assert compiles.n == n
+
+
 def test_another_load_of_the_same_file_reuses_the_programs(x4, compiles):
     """Two loads of one file compute one function: the second reuses the first's compiled
     programs (``Graph.fingerprint``), and its own weights, not the first's, are used."""

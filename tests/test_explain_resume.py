@@ -154,6 +154,27 @@ def test_lambda_targets_resume_only_the_same_function(tmp_path, linear, xs):
     np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 2), rtol=1e-6)
 
 
+CLASS = 0  # a module-level variable a score function reads, as in a notebook
+
+
+@pytest.mark.parametrize("where", ["module", "closure"])
+def test_a_reassigned_variable_a_score_function_reads_is_another_job(tmp_path, linear, xs,
+                                                                     where):
+    """The same score function reading a reassigned variable: a new job, computed with the
+    new value (a module-level one was not in the signature: the finished job was returned;
+    a closure one restarted the job on the program traced with the old value)."""
+    global CLASS
+    k = 0
+    score = (lambda y: y[:, CLASS]) if where == "module" else (lambda y: y[:, k])
+    path = tmp_path / "s.npy"
+    CLASS = 0
+    jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=score, batch_size=3)
+    CLASS = k = 2
+    out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=score,
+                                 batch_size=3)
+    np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 2), rtol=1e-6)
+
+
 def test_unstable_option_needs_resume_false(tmp_path, linear, xs):
     class Opaque:
         pass

@@ -271,8 +271,9 @@ class FunctionModel:
 
     @property
     def cache_key(self) -> Hashable:
-        return (FunctionModel, self.fn, self.features, self.head_fn, self.layer_name, self.head,
-                self.relu_kwarg, self.relu, self.data_format)
+        return (FunctionModel, *map(callable_key, (self.fn, self.features, self.head_fn)),
+                self.layer_name, self.head, self.relu_kwarg, callable_key(self.relu),
+                self.data_format)
 
     def _kw(self) -> dict:
         if self.relu_kwarg is not None and self.relu is not None:
@@ -357,6 +358,59 @@ def model_key(model: Any) -> Hashable:
                 getattr(model, "_keras_major", None), getattr(model, "output_index", None),
                 getattr(model, "channels_last_view", False))
     return (type(model), _Held(model))
+
+
+def callable_key(fn: Any, _depth: int = 0) -> Hashable:
+    """A function as part of a compiled program's key: the function and the values of the
+    variables it reads now, those of its closure and the module-level (notebook) ones it
+    names (by value where hashable, else the object itself, by identity; modules and
+    classes left out; ``functools.partial`` arguments likewise), so that a function reading
+    a variable that was reassigned since it was traced is traced again, instead of reusing
+    a program that baked the old value in (``jax.jit`` itself would reuse it). An array or
+    list changed in place is not seen: pass such values as arguments (inputs, params)."""
+    if _depth >= 4:
+        return fn
+    if isinstance(fn, functools.partial):
+        return (functools.partial, callable_key(fn.func, _depth + 1),
+                tuple(_closure_part(a, _depth) for a in fn.args),
+                tuple(sorted((k, _closure_part(v, _depth))
+                             for k, v in (fn.keywords or {}).items())))
+    if not isinstance(fn, types.FunctionType):
+        return fn
+    cells = tuple(_closure_part(_cell_value(c), _depth) for c in fn.__closure__ or ())
+    names = fn.__globals__
+    read = tuple((n, _closure_part(names[n], _depth)) for n in fn.__code__.co_names
+                 if n in names and not isinstance(names[n], (types.ModuleType, type)))
+    return (fn, cells, read) if cells or read else fn
+
+
+_EMPTY_CELL = object()
+
+
+def _cell_value(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # a variable not assigned yet
+        return _EMPTY_CELL
+
+
+def _closure_part(v: Any, depth: int) -> Hashable:
+    if isinstance(v, (types.FunctionType, functools.partial)):
+        return callable_key(v, depth + 1)
+    try:
+        hash(v)
+    except TypeError:  # arrays, lists, dicts: the object itself
+        return _Held(v)
+    return v
+
+
+def _function_keys(key: Any) -> Any:
+    """``key`` with the plain functions in it (inside tuples) as :func:`callable_key`."""
+    if isinstance(key, tuple):
+        return tuple(_function_keys(k) for k in key)
+    if isinstance(key, (types.FunctionType, functools.partial)):
+        return callable_key(key)
+    return key
 
 
 class _Held:
@@ -494,7 +548,7 @@ def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None
                     return inner(*args)
         return Program(fn, compiler_options())
 
-    return _PROGRAMS.get((key, precision, bool(forward_only)), make)
+    return _PROGRAMS.get((_function_keys(key), precision, bool(forward_only)), make)
 
 
 def clear_caches() -> None:

@@ -103,10 +103,14 @@ def _describe(v: Any, depth: int = 0) -> Any:
                                                                                 depth + 1)}
     if isinstance(v, types.FunctionType):
         cells = [c.cell_contents if _filled(c) else None for c in (v.__closure__ or ())]
-        return {"fn": _qualname(v), "body": _code(v.__code__, depth),
-                "defaults": _describe(v.__defaults__, depth + 1),
-                "kwdefaults": _describe(v.__kwdefaults__, depth + 1),
-                "closure": _describe(cells, depth + 1)}
+        out = {"fn": _qualname(v), "body": _code(v.__code__, depth),
+               "defaults": _describe(v.__defaults__, depth + 1),
+               "kwdefaults": _describe(v.__kwdefaults__, depth + 1),
+               "closure": _describe(cells, depth + 1)}
+        read = _global_data(v, depth)
+        if read:  # (left out when empty: the signatures of jobs written before stay valid)
+            out["globals"] = read
+        return out
     if isinstance(v, (types.BuiltinFunctionType, np.ufunc)):
         return {"builtin": _qualname(v) if not isinstance(v, np.ufunc) else f"numpy.{v.__name__}"}
     if dataclasses.is_dataclass(v):  # jaxsal.class_score / jaxsal.neuron and the like
@@ -120,6 +124,25 @@ def _describe(v: Any, depth: int = 0) -> Any:
     if " at 0x" in r or " object at " in r:
         raise _Unstable(f"a {_qualname(type(v))} ({r[:80]})")
     return {"type": _qualname(type(v)), "repr": r}
+
+
+#: Module-level values a function reads that its job signature records (numbers, strings,
+#: arrays and containers of them: a notebook's `k = 7` read by a score function).
+_DATA = (bool, int, float, complex, str, bytes, np.ndarray, jax.Array, np.generic, range,
+         list, tuple, dict)
+
+
+def _global_data(fn: types.FunctionType, depth: int) -> dict:
+    """``{name: description}`` of the data values among the module-level names ``fn``
+    reads (its other globals, models, functions and modules, are left out, as before)."""
+    out = {}
+    for name in fn.__code__.co_names:
+        if name in fn.__globals__ and isinstance(fn.__globals__[name], _DATA):
+            try:
+                out[name] = _describe(fn.__globals__[name], depth + 1)
+            except _Unstable:
+                continue
+    return out
 
 
 def _filled(cell) -> bool:

@@ -76,10 +76,11 @@ def _targets_key(targets: Any) -> Hashable | None:
                for t in targets):
             return ("ids", type(targets), tuple(int(t) for t in targets))
         if all(callable(t) for t in targets):
-            return _hashable(("scores", type(targets), tuple(targets)))
+            return _hashable(("scores", type(targets),
+                              tuple(base.callable_key(t) for t in targets)))
         return None
     if callable(targets):
-        return _hashable(("score", targets))
+        return _hashable(("score", base.callable_key(targets)))
     return None
 
 

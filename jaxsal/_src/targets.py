@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src.base import callable_key
 from jaxsal._src.precision import backward_dtype, low_precision
 
 Array = jax.Array
@@ -156,7 +157,13 @@ class TargetSpec:
     kind: str
     num: int
     class_axis: bool
-    scores: tuple = ()
+    scores: tuple = dataclasses.field(default=(), compare=False)
+    #: how the spec compares (it is part of compiled programs' keys): the score functions
+    #: with the values their closures hold now (:func:`jaxsal._src.base.callable_key`)
+    score_keys: tuple = dataclasses.field(default=(), init=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "score_keys", tuple(callable_key(s) for s in self.scores))
 
     @property
     def layers(self) -> tuple[str, ...]:
