@@ -165,6 +165,9 @@ class KerasModel:
         args.update(kw)
         new = KerasModel(self.graph, params, **args)
         new.__dict__["_shape_cache"] = self.__dict__.get("_shape_cache")
+        # output shapes, per output selection: the same for every head, weights of the same
+        # shapes and view (shared, so that a variant made on every call is traced once)
+        new.__dict__["_output_shape_memo"] = self.__dict__.setdefault("_output_shape_memo", {})
         if "_formats" in self.__dict__:  # a function of the graph alone
             new.__dict__["_formats"] = self.__dict__["_formats"]
         return new
@@ -621,9 +624,16 @@ class KerasModel:
     @property
     def output_shape(self):
         """Output shape without the batch axis (a list for multi-output models); ``None`` for
-        a dimension that depends on a free input size."""
-        m = self._replace(channels_last_view=False) if self.channels_last_view else self
-        return m._probe(lambda p, *xs: m.apply(p, list(xs)))  # outputs are never moved
+        a dimension that depends on a free input size. Traced once for a model and the
+        variants ``with_head``/``with_params``/... make of it (jaxsal's methods ask for it on
+        every call), per output selection."""
+        memo = self.__dict__.setdefault("_output_shape_memo", {})
+        if self.output_index not in memo:
+            m = self._replace(channels_last_view=False) if self.channels_last_view else self
+            memo[self.output_index] = m._probe(  # outputs are never moved
+                lambda p, *xs: m.apply(p, list(xs)))
+        shape = memo[self.output_index]
+        return list(shape) if isinstance(shape, list) else shape
 
     def count_params(self) -> int:
         return int(sum(np.size(a) for a in jax.tree_util.tree_leaves(self.params)))

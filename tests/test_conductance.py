@@ -160,6 +160,21 @@ def test_neuron_conductance_sums_to_the_units_conductance(net):
                                rtol=2e-3, atol=2e-3 * np.abs(layer_c).max())
 
 
+def test_a_sweep_over_neurons_compiles_once(net, compiles):
+    """The neuron is an argument of the program: other units and channels of one layer
+    reuse it (each compiled a program of its own), and each gives its own map."""
+    m, x, x0 = net
+    kw = dict(layer="conv", baseline=x0, steps=3)
+    first = np.asarray(jaxsal.neuron_conductance(m, x, [0, 1], neuron=(0, 3, 1), **kw))
+    n = compiles.n
+    second = np.asarray(jaxsal.neuron_conductance(m, x, [0, 1], neuron=(2, 2, 0), **kw))
+    np.asarray(jaxsal.neuron_conductance(m, x, [0, 1], neuron=(1, 1, 2), **kw))
+    assert compiles.n == n
+    assert not np.allclose(first, second)
+    jaxsal.neuron_conductance(m, x, [0, 1], neuron=2, **kw)  # a channel: the same program
+    assert compiles.n == n
+
+
 def test_neuron_conductance_errors(net):
     m, x, x0 = net
     with pytest.raises(ValueError, match="not a channel of layer 'conv'"):

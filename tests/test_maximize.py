@@ -504,3 +504,26 @@ def test_options_that_would_be_ignored_are_refused(mnist):
                         steps=2, key=0)
     with pytest.raises(ValueError, match="objective='neuron' chooses how a unit of layer="):
         jaxsal.maximize(mnist, [3], objective="neuron", steps=2, key=0)
+
+
+def test_a_second_call_traces_nothing(mnist):
+    """A second identical call runs the compiled program and traces no model: the model's
+    output shape (its objective's bounds check, asked on every call through a fresh
+    with_head variant) was traced again each time (twice per call)."""
+    traces = []
+
+    def listen(event, duration, **kw):
+        if event == "/jax/core/compile/jaxpr_trace_duration":
+            traces.append(event)
+
+    jaxsal.maximize(mnist, [1, 2], steps=2, key=0, input_range=(0.0, 1.0))
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        jaxsal.maximize(mnist, [1, 2], steps=2, key=0, input_range=(0.0, 1.0))
+    finally:
+        unregister = getattr(jax.monitoring, "unregister_event_duration_listener", None)
+        if unregister is not None:
+            unregister(listen)
+    n = len(traces)
+    traces.clear()
+    assert n == 0

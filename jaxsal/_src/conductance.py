@@ -251,9 +251,8 @@ def neuron_conductance(model: Any, x: ArrayLike, targets: Any = None, *, layer: 
     axes = p.map_channel_axes
 
     def build():
-        def run(params, x, ids, baseline):
+        def run(params, x, ids, baseline, unit):  # unit: the neuron's 0/1 mask, an argument
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
-            unit = jnp.asarray(mask)
 
             def flow(ts):  # (N, Tc, ...): each target's gradient through the unit(s)
                 def grad_at(z, k):
@@ -287,7 +286,9 @@ def neuron_conductance(model: Any, x: ArrayLike, targets: Any = None, *, layer: 
 
         return run
 
+    # the neuron is an argument (its mask), so that a sweep over a layer's units compiles
+    # once (the mask was baked into the program, one compilation per neuron)
     key = ("neuron_conductance", p.key, spec, info, steps, rule, batch_steps, reduce, chunk,
-           nb, lt, mask.tobytes())
+           nb, lt, mask.shape, str(mask.dtype))
     return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3,)),
-                         precision)(p.params, p.x, p.ids, b)
+                         precision)(p.params, p.x, p.ids, b, jnp.asarray(mask))

@@ -69,6 +69,8 @@ def _targets_key(targets: Any) -> Hashable | None:
         return None  # refused by the full path, with its message
     if isinstance(targets, (int, np.integer)):
         return ("int", int(targets))
+    if isinstance(targets, range) and len(targets):
+        return ("ids", list, tuple(targets))  # as the list of its ids
     if isinstance(targets, np.ndarray) and targets.dtype.kind in "iu" and targets.size <= 4096:
         return ("array", targets.shape, targets.dtype.str, targets.tobytes())
     if isinstance(targets, (list, tuple)) and targets:
