@@ -312,3 +312,28 @@ def test_masks_per_input_with_other_ids_draw_over_each_inputs_own_groups(method)
         same = np.asarray(fn(m, x, 0, feature_mask=np.tile(mask[1], (3, 1)), **kw))
         shared = np.asarray(fn(m, x, 0, feature_mask=mask[1], **kw))
         np.testing.assert_array_equal(same, shared)
+
+
+def test_chunks_with_fewer_ids_reuse_one_program(tmp_path, compiles):
+    """explain_to_file with one mask per input: chunks whose masks hold 2, 3 or 4 ids ran
+    with that many groups, one compilation each; the job's ids go in as group_ids (the
+    values do not change: each input draws over its own groups)."""
+    m = _smooth()
+    x = _x(6)
+    masks = np.random.default_rng(2).integers(0, 4, size=(6,) + SHAPE[:2])
+    masks = masks % np.array([2, 2, 3, 3, 4, 4])[:, None, None]  # chunks of 2: 2, 3, 4 ids
+    for method, kw in ((jaxsal.kernel_shap, dict(key=3, n=30)),
+                       (jaxsal.lime, dict(key=3, n=30)),
+                       (jaxsal.shapley_value_sampling, dict(key=3, n=3))):
+        one = np.asarray(method(m, x, [0, 1], feature_mask=masks, **kw))
+        chunks = []
+        jaxsal.explain_to_file(method, m, x, str(tmp_path / f"{method.__name__}.npy"),
+                               targets=[0, 1], batch_size=2, feature_mask=masks,
+                               on_chunk=lambda done, total: chunks.append(compiles.n), **kw)
+        assert chunks[1] == chunks[2] == chunks[0], (method.__name__, chunks)
+        np.testing.assert_allclose(np.load(tmp_path / f"{method.__name__}.npy"), one,
+                                   rtol=1e-4, atol=1e-5 * np.abs(one).max())
+    with pytest.raises(ValueError, match=r"ids that group_ids lacks: \[3\]"):
+        jaxsal.lime(m, x, 0, key=0, feature_mask=masks, group_ids=[0, 1, 2])
+    with pytest.raises(ValueError, match="pass it with feature_mask"):
+        jaxsal.lime(m, x, 0, key=0, patch=2, group_ids=[0, 1])

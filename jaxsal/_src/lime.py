@@ -49,8 +49,8 @@ except ImportError:  # a JAX without it in jax.extend
     from jax._src.prng import threefry_2x32
 
 from jaxsal._src import base
-from jaxsal._src.shapley import (_endpoints, _finish, _job_options, _key, _own_groups,
-                                 _per_input_mask, _places, _present, _scores, _setup,
+from jaxsal._src.shapley import (_endpoints, _finish, _key, _own_groups, _per_input_mask,
+                                 _places, _present, _sampled_job_options, _scores, _setup,
                                  _to_groups, s_dtype)
 
 Array = jax.Array
@@ -281,7 +281,8 @@ def kernel_shap(model: Any, x: ArrayLike, targets: Any = None, *,
                 fill: ArrayLike = 0.0, batch_size: int | None = None,
                 head: str | None = None, memory_budget: int | None = None,
                 precision: str | None = None, check_finite: bool = True,
-                return_groups: bool = False, index_offset: int = 0) -> Array:
+                return_groups: bool = False, index_offset: int = 0,
+                group_ids: ArrayLike | None = None) -> Array:
     """KernelSHAP (Lundberg & Lee, 2017; Captum's ``KernelShap``): Shapley values of groups
     of input features estimated by a linear regression on random coalitions.
 
@@ -312,6 +313,8 @@ def kernel_shap(model: Any, x: ArrayLike, targets: Any = None, *,
         ``i`` is keyed by ``(k, index_offset + i)``, so rows ``a:b`` of one call equal a
         call on ``x[a:b]`` with ``index_offset=a`` (:func:`jaxsal.explain_to_file` passes
         it), whatever the batching.
+      group_ids: as in :func:`jaxsal.shapley_value_sampling` (the ids that are groups, for
+        one mask per input; :func:`jaxsal.explain_to_file` passes the job's).
     Returns:
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features;
       with channels when ``feature_mask`` groups them apart), or the group values
@@ -325,7 +328,7 @@ def kernel_shap(model: Any, x: ArrayLike, targets: Any = None, *,
     index_offset = base.check_index_offset(index_offset)
     p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
         "kernel_shap", model, x, targets, patch, feature_mask, fill, batch_size, head,
-        memory_budget, check_finite, return_groups)
+        memory_budget, check_finite, return_groups, group_ids)
     m_groups = groups.m
     _check_groups(m_groups, "kernel_shap")
     n_draws = _check_n(2 * m_groups + KERNEL_SHAP_SAMPLES if n is None else n, m_groups,
@@ -383,7 +386,7 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
          fill: ArrayLike = 0.0, batch_size: int | None = None, head: str | None = None,
          memory_budget: int | None = None, precision: str | None = None,
          check_finite: bool = True, return_groups: bool = False,
-         index_offset: int = 0) -> Array:
+         index_offset: int = 0, group_ids: ArrayLike | None = None) -> Array:
     """LIME (Ribeiro, Singh & Guestrin, 2016; Captum's ``Lime``): the coefficients of a
     linear model of the target's score in the presence of groups of input features, fitted
     to random masked inputs weighted by their closeness to ``x``.
@@ -417,7 +420,7 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
       kernel_width: the width of the exponential kernel (> 0; Captum's default, 1.0; the
         ``lime`` package uses 0.25 with ``distance="interpretable"``).
       distance: ``"input"`` (default) or ``"interpretable"``, as above.
-      index_offset: as in :func:`jaxsal.kernel_shap`.
+      index_offset, group_ids: as in :func:`jaxsal.kernel_shap`.
     Returns:
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features;
       with channels when ``feature_mask`` groups them apart), or the coefficients
@@ -439,7 +442,7 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
                          f"vector and the coalition, the lime package's), got {distance!r}")
     p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
         "lime", model, x, targets, patch, feature_mask, fill, batch_size, head,
-        memory_budget, check_finite, return_groups)
+        memory_budget, check_finite, return_groups, group_ids)
     if distance == "input" and jnp.issubdtype(p.x.dtype, jnp.integer):
         raise ValueError("lime: distance='input' is the cosine between x and the masked "
                          "input, which is meaningless for integer ids (token ids); pass "
@@ -503,16 +506,14 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
 
 
 def _kernel_shap_job_options(model: Any, shape: tuple, options: dict) -> dict:
-    """As the Shapley methods' (:func:`jaxsal._src.shapley._job_options`), and with one
-    mask per input the default ``n`` of the whole job (``2 M + 2048`` for the ids of all the
-    masks: a chunk's own union would give its chunks other draws)."""
-    options = _job_options(model, shape, options)
-    if options.get("n") is None and _per_input_mask(model, shape, options):
-        mask = np.asarray(options["feature_mask"])
-        if mask.size and np.issubdtype(mask.dtype, np.integer) and mask.min() >= 0:
-            m = int(np.unique(mask).size)
-            if m <= MAX_GROUPS:
-                options = {**options, "n": 2 * m + KERNEL_SHAP_SAMPLES}
+    """As the sampled Shapley methods' (:func:`jaxsal._src.shapley._sampled_job_options`:
+    the ids of all the masks as ``group_ids``), and the default ``n`` of the whole job
+    (``2 M + 2048`` for those ids: a chunk's own would give its chunks other draws)."""
+    options = _sampled_job_options(model, shape, options)
+    ids = options.get("group_ids")
+    if options.get("n") is None and ids is not None and np.size(ids) <= MAX_GROUPS:
+        options = {**options, "n": 2 * int(np.unique(np.asarray(ids)).size)
+                   + KERNEL_SHAP_SAMPLES}
     return options
 
 
@@ -521,5 +522,5 @@ def _kernel_shap_job_options(model: Any, shape: tuple, options: dict) -> dict:
 #: methods); kernel_shap's default n too.
 for _f in (kernel_shap, lime):
     _f.per_input_options = _per_input_mask
-    _f.job_options = _job_options
+lime.job_options = _sampled_job_options
 kernel_shap.job_options = _kernel_shap_job_options

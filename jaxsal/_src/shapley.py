@@ -121,9 +121,9 @@ def _layout(mshape: tuple, xshape: tuple, cf: bool) -> tuple:
                      f"{xshape}")
 
 
-def _mask_groups(feature_mask: Any, x: Array, cf: bool) -> _Groups:
-    """The players given by ``feature_mask``: its ids >= 0 that occur, in increasing order,
-    become groups ``0..M-1``."""
+def _mask_groups(feature_mask: Any, x: Array, cf: bool, group_ids: Any = None) -> _Groups:
+    """The players given by ``feature_mask``: its ids >= 0 that occur (or ``group_ids``, a
+    superset of them), in increasing order, become groups ``0..M-1``."""
     if isinstance(feature_mask, jax.core.Tracer):
         raise TypeError("feature_mask must be a concrete array (its values fix the number of "
                         "groups, M, which sets the program's shapes); got a traced value. "
@@ -145,12 +145,30 @@ def _mask_groups(feature_mask: Any, x: Array, cf: bool) -> _Groups:
         raise ValueError(f"expected feature_mask ids >= 0 (id j is column j of "
                          f"return_groups=True), got {int(mask.min())}; renumber them, e.g. "
                          f"np.unique(mask, return_inverse=True)[1].reshape(mask.shape)")
-    ids, gid = np.unique(mask, return_inverse=True)  # the players: the ids that occur
+    if group_ids is None:
+        ids, gid = np.unique(mask, return_inverse=True)  # the players: the ids that occur
+    else:
+        ids = _check_group_ids(group_ids, mask)
+        gid = np.searchsorted(ids, mask)
     gid = gid.reshape(shape).astype(np.int32)
     axis = None if x.ndim == 2 else (1 if cf else x.ndim - 1)
     channels = axis is not None and shape[axis] > 1
     return _Groups(len(ids), int(ids[-1]) + 1, shape, axis, channels, gid,
                    ids.astype(np.int32))
+
+
+def _check_group_ids(group_ids: Any, mask: np.ndarray) -> np.ndarray:
+    ids = np.asarray(group_ids)
+    if ids.ndim != 1 or not ids.size or not np.issubdtype(ids.dtype, np.integer) \
+            or ids.min() < 0:
+        raise ValueError(f"expected group_ids as a 1-D array of ids >= 0 (the groups: every id "
+                         f"of feature_mask, and more), got {ids!r}")
+    ids = np.unique(ids)
+    missing = np.setdiff1d(np.unique(mask), ids)
+    if missing.size:
+        raise ValueError(f"feature_mask holds ids that group_ids lacks: {missing[:10].tolist()}"
+                         f"; group_ids must list every id of the mask (and may list more)")
+    return ids
 
 
 def _patch_groups(patch: Any, x: Array, cf: bool) -> _Groups:
@@ -178,12 +196,15 @@ def _patch_groups(patch: Any, x: Array, cf: bool) -> _Groups:
     return _Groups(m, m, shape, axis, False, grid.reshape(shape), np.arange(m, dtype=np.int32))
 
 
-def _groups(patch: Any, feature_mask: Any, x: Array, cf: bool) -> _Groups:
+def _groups(patch: Any, feature_mask: Any, x: Array, cf: bool, group_ids: Any = None
+            ) -> _Groups:
     if patch is not None and feature_mask is not None:
         raise ValueError("expected patch= (a grid of cells) or feature_mask= (any groups), "
                          "got both; pass one")
     if feature_mask is not None:
-        return _mask_groups(feature_mask, x, cf)
+        return _mask_groups(feature_mask, x, cf, group_ids)
+    if group_ids is not None:
+        raise ValueError("group_ids lists the ids of a feature_mask; pass it with feature_mask")
     return _patch_groups(patch, x, cf)
 
 
@@ -200,7 +221,7 @@ def _weights(m: int) -> np.ndarray:
 
 def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, feature_mask: Any,
            fill: ArrayLike, batch_size: Any, head: str | None, memory_budget: Any,
-           check_finite: bool, return_groups: Any):
+           check_finite: bool, return_groups: Any, group_ids: Any = None):
     """Validation shared by both methods: the prepared call, its groups, the fill,
     ``batch_size``, the forward pass's bytes per input, inputs per sub-batch (``nb``) and
     ``return_groups``."""
@@ -224,7 +245,7 @@ def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, featur
     if p.x.ndim not in (2, 3, 4, 5):
         raise ValueError(f"{name} needs x as (N, D) features or with 1 to 3 spatial axes and a "
                          f"channel axis, got shape {tuple(p.x.shape)}")
-    groups = _groups(patch, feature_mask, p.x, p.channels_first)
+    groups = _groups(patch, feature_mask, p.x, p.channels_first, group_ids)
     if columns is not None:
         if columns < groups.columns:
             raise ValueError(f"return_groups={columns} columns, but the groups need "
@@ -463,7 +484,7 @@ def shapley_value_sampling(model: Any, x: ArrayLike, targets: Any = None, *,
                            batch_size: int | None = None, head: str | None = None,
                            memory_budget: int | None = None, precision: str | None = None,
                            check_finite: bool = True, return_groups: bool = False,
-                           index_offset: int = 0) -> Array:
+                           index_offset: int = 0, group_ids: ArrayLike | None = None) -> Array:
     """Shapley values of groups of input features estimated from random orders (Castro, Gómez
     & Tejada, 2009; Shapley, 1953; Captum's ``ShapleyValueSampling``).
 
@@ -487,6 +508,11 @@ def shapley_value_sampling(model: Any, x: ArrayLike, targets: Any = None, *,
         is keyed by ``(k, index_offset + i)``, so rows ``a:b`` of one call over all of ``x``
         equal a call on ``x[a:b]`` with ``index_offset=a`` (:func:`jaxsal.explain_to_file`
         passes it), whatever the batching.
+      group_ids: with one ``feature_mask`` per input, the ids that are groups (every id of
+        the masks, and possibly more, which get 0): each input draws over its own ids
+        whatever they are, so the values do not change, but the number of groups ``M``
+        shapes the program; :func:`jaxsal.explain_to_file` passes the ids of all the job's
+        masks, so that chunks whose masks hold fewer ids reuse one compiled program.
     Returns:
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features;
       with channels when ``feature_mask`` groups them apart), or the group values
@@ -501,7 +527,7 @@ def shapley_value_sampling(model: Any, x: ArrayLike, targets: Any = None, *,
     n_orders = base.check_n(n, "random orders")
     p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
         "shapley_value_sampling", model, x, targets, patch, feature_mask, fill, batch_size,
-        head, memory_budget, check_finite, return_groups)
+        head, memory_budget, check_finite, return_groups, group_ids)
     m_groups = groups.m
     if n_orders * m_groups >= 2 ** 32:
         raise ValueError(f"expected n * M below 2^32 (the orders are drawn from the counters "
@@ -580,6 +606,18 @@ def _per_input_mask(model: Any, shape: tuple, options: dict) -> tuple[str, ...]:
     return ("feature_mask",) if canon[0] == shape[0] > 1 else ()
 
 
+def _sampled_job_options(model: Any, shape: tuple, options: dict) -> dict:
+    """:func:`_job_options`, and for the sampled methods (each input draws over its own
+    groups) with one mask per input the ids of the whole job as ``group_ids``: every chunk
+    then has the job's number of groups and one program serves them all."""
+    options = _job_options(model, shape, options)
+    if options.get("group_ids") is None and _per_input_mask(model, shape, options):
+        mask = np.asarray(options["feature_mask"])
+        if mask.size and np.issubdtype(mask.dtype, np.integer) and mask.min() >= 0:
+            options = {**options, "group_ids": np.unique(mask)}
+    return options
+
+
 def _job_options(model: Any, shape: tuple, options: dict) -> dict:
     """For :func:`jaxsal.explain_to_file`: with one mask per input and
     ``return_groups=True``, the number of columns of the whole job (a chunk whose masks lack
@@ -596,3 +634,4 @@ def _job_options(model: Any, shape: tuple, options: dict) -> dict:
 for _f in (shapley_values, shapley_value_sampling):
     _f.per_input_options = _per_input_mask
     _f.job_options = _job_options
+shapley_value_sampling.job_options = _sampled_job_options
