@@ -35,14 +35,15 @@ def _complement(z: Array) -> Array:
 def apply_head(head: str, z: Array, rt: Runtime | None = None) -> Array:
     """Apply an output head to the pre-activation outputs ``z`` (``saved``/``logits``: as is);
     ``softmax`` normalizes over the last axis (a model's own softmax outputs are kept as the
-    model computes them instead: :meth:`Graph.softmax_heads`). The sigmoid heads are
-    elementwise activations: with ``rt`` they go through its ``elementwise`` rule
-    (DeepLIFT's)."""
+    model computes them instead: :meth:`Graph.softmax_heads`), through ``rt``'s softmax
+    rule; the sigmoid heads are elementwise activations, through its ``elementwise`` rule
+    (DeepLIFT installs both)."""
     if head in ("saved", "logits"):
         return z
+    rt = rt or Runtime()  # a plain Runtime applies the functions as they are
     if head == "softmax":
-        return jax.nn.softmax(z, axis=-1)
-    act = (rt or Runtime()).act  # a plain Runtime applies the function as it is
+        return rt.softmax_of(z, -1)  # through the runtime's softmax rule (DeepLIFT's)
+    act = rt.act
     if head == "sigmoid":
         return act(jax.nn.sigmoid, z)
     if head == "sigmoid_complement":

@@ -197,3 +197,26 @@ def test_summation_to_delta_through_normalization_layers(tmp_path, kind):
     difference through LayerNormalization, RMSNormalization, GroupNormalization,
     UnitNormalization and a whole transformer block; their gradient misses by over 5%."""
     _sums_to_delta(_norm_net(kind), tmp_path, kind, seed=5)
+
+
+def test_the_heads_jaxsal_applies_get_the_rules(tmp_path):
+    """A model with a linear output explained under head="softmax" (or "sigmoid"): the head
+    jaxsal applies gets DeepLIFT's rule, and the maps sum to the difference of the
+    probabilities (the softmax head kept its gradient: off by more than the difference
+    itself). A FunctionModel's heads cannot get the rules: refused."""
+    inp = keras.Input((5,))
+    h = layers.Dense(8, activation="relu")(inp)
+    model = keras.Model(inp, layers.Dense(3)(h))
+    m = _load(model, tmp_path, "linear_out")
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4, 5)).astype(np.float32)
+    b = rng.normal(size=(4, 5)).astype(np.float32)
+    z, zb = np.asarray(model(x)), np.asarray(model(b))
+    for head, f in (("softmax", jax.nn.softmax), ("sigmoid", jax.nn.sigmoid)):
+        d = np.asarray(jaxsal.deeplift(m, x, [0, 1, 2], baseline=b, reduce=None, head=head))
+        want = np.asarray(f(z) - f(zb))
+        np.testing.assert_allclose(d.sum(-1), want, atol=2e-6 * np.abs(want).max() + 1e-7)
+    fm = jaxsal.FunctionModel(lambda p, v, relu=jax.nn.relu: relu(v @ p) @ jnp.ones((8, 3)),
+                              jnp.ones((5, 8)), relu_kwarg="relu", head="softmax")
+    with pytest.raises(ValueError, match="not the 'softmax' head jaxsal applies"):
+        jaxsal.deeplift(fm, x, 0, baseline=b)

@@ -357,6 +357,14 @@ def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
                 "every ReLU through `relu` and pass FunctionModel(fn, params, "
                 "relu_kwarg='relu'), or load the model with jaxsal's importer (load_keras), "
                 "whose every activation and max pooling gets the rule")
+        if model.head not in ("saved", "logits"):
+            # the head jaxsal applies after the function would keep its gradient: the maps
+            # would not sum to the difference of the scores
+            raise ValueError(
+                f"DeepLIFT gives a FunctionModel's ReLUs (its relu_kwarg) its rule, not the "
+                f"{model.head!r} head jaxsal applies after the function, whose gradient would "
+                f"break summation-to-delta. Explain the function's own output (head='logits'"
+                f" or 'saved'), or load the model with load_keras, whose heads get the rules")
         return model._replace(relu=_RescaleReLU(eps, rtol), relu_mode="deeplift")
     raise TypeError(f"DeepLIFT needs a model whose nonlinearities it can replace "
                     f"(model_import.KerasModel, or a FunctionModel with relu_kwarg); got "
