@@ -230,6 +230,13 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
                 return tree.unflatten(out)
 
             def chunk_fn(ts):
+                # VarGrad: the moments of the maps minus those at the clean input (one more
+                # pass), so that E[q^2] - E[q]^2 keeps the digits of a variance that is small
+                # next to the squared mean (float32 gave rounding noise, 0 or ulps of it)
+                clean = tree.unflatten(leaves)  # x, or the layer's output A
+                shift = (jax.tree_util.tree_leaves(raw(params, clean, ids_, ts, baseline))
+                         if two else None)
+
                 def group(ks, valid):
                     xb = noisy(ks)  # (B, N, ...) per input
                     if vmapped_ig:  # IG's own path batching happens inside
@@ -241,17 +248,20 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
                             lambda a: a.reshape((len(ks), n_in) + a.shape[1:]),
                             raw(params, flat, ids_b, ts, baseline))
 
-                    def parts(m_):
+                    def parts(m_, c_):
                         v = valid.reshape((-1,) + (1,) * (m_.ndim - 1))
                         if variant == "sg_squared":
                             qs = (m_ * m_,)
                         elif variant == "vargrad":
-                            qs = (m_, m_ * m_)
+                            d = m_ - c_[None]
+                            qs = (d, d * d)
                         else:
                             qs = (jnp.abs(m_) if abs_first else m_,)
                         return tuple(jnp.sum(jnp.where(v, q, 0.0), axis=0) for q in qs)
 
-                    per = [parts(m_) for m_ in jax.tree_util.tree_leaves(mk)]
+                    leaves_m = jax.tree_util.tree_leaves(mk)
+                    per = [parts(m_, c_) for m_, c_ in
+                           zip(leaves_m, shift or [None] * len(leaves_m))]
                     return tuple(tuple(q[i] for q in per) for i in range(len(per[0])))
 
                 sums = base.sum_groups(group, n, batch_samples)
