@@ -318,3 +318,44 @@ def test_no_recompile_on_second_call(two, compiles):
         jax.block_until_ready(c())
     jax.block_until_ready(jaxsal.saliency(m, x, [2, 0]))
     assert compiles.n == first
+
+
+def test_a_dict_of_inputs_in_another_order_than_the_model_s(tmp_path):
+    """Inputs ``[meta, img]`` (not in sorted order), the image channels-first: a dict gives
+    the list's maps (its leaves come in sorted order, and the layouts were matched to them by
+    position: the image was read channels-last, its maps (N, T, C, H) reduced over W), and
+    the random methods draw each input's noise by its position in the model."""
+    import keras
+
+    from model_import import load_keras
+
+    keras.utils.set_random_seed(3)
+    meta = keras.Input((4,), name="meta")
+    img = keras.Input((2, 6, 6), name="img")
+    h = keras.layers.Conv2D(3, 3, data_format="channels_first", activation="relu",
+                            name="conv")(img)
+    h = keras.layers.GlobalAveragePooling2D(data_format="channels_first")(h)
+    z = keras.layers.Concatenate()([h, keras.layers.Dense(3, activation="tanh")(meta)])
+    model = keras.Model([meta, img], keras.layers.Dense(3)(z))
+    model.save(tmp_path / "cf.keras")
+    m = load_keras(tmp_path / "cf.keras")
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(2, 4)).astype(np.float32),
+          rng.normal(size=(2, 2, 6, 6)).astype(np.float32)]
+    xd = {"img": xs[1], "meta": xs[0]}
+    for method, kw in ((jaxsal.saliency, {}), (jaxsal.gradcam, {}),
+                       (jaxsal.smoothgrad, dict(key=0, n=3)),
+                       (jaxsal.gradient_shap, dict(key=0, n=3,
+                                                   baselines=[np.zeros((1, 4), np.float32),
+                                                              np.zeros((1, 2, 6, 6),
+                                                                       np.float32)]))):
+        if method is jaxsal.gradient_shap:
+            kwd = dict(kw, baselines={"meta": kw["baselines"][0], "img": kw["baselines"][1]})
+        else:
+            kwd = kw
+        by_list = method(m, xs, [0, 2], **kw)
+        by_dict = method(m, xd, [0, 2], **kwd)
+        got = by_dict["img"] if isinstance(by_dict, dict) else by_dict
+        want = by_list[1] if isinstance(by_list, (list, tuple)) else by_list
+        assert np.shape(got) == (2, 2, 6, 6), method.__name__
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=method.__name__)

@@ -27,7 +27,8 @@ from jaxsal._src.integrated import _Shifted
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.smoothing import _nonnegative
 from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model
-from jaxsal._src.validate import _all_finite, check_flag, check_whole, prepare, prepare_layer
+from jaxsal._src.validate import (_all_finite, check_flag, check_whole, input_positions,
+                                  prepare, prepare_layer)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -156,6 +157,7 @@ def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
     m, spec, info = p.model, p.spec, p.info
     axes = p.map_channel_axes if lt is None else [lt.map_channel_axis]
     formats = p.formats
+    positions = input_positions(p.model, p.x)  # input j's noise: keyed by j, dict or list
 
     def build():
         def run(params, x, ids, key, dist, index):
@@ -175,6 +177,7 @@ def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
 
             def noise(kn, a, cf, j):
                 shape = a.shape[2:] + a.shape[1:2] if cf else a.shape[1:]
+                j = j if positions is None else positions[j]
                 eps = jax.random.normal(jax.random.fold_in(kn, j) if len(leaves) > 1 else kn,
                                         shape, a.dtype)
                 return jnp.moveaxis(eps, -1, 0) if cf else eps  # drawn channels-last
@@ -237,7 +240,7 @@ def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
         return run
 
     ck = ("gradient_shap", p.key, spec, info, n, noise_std, multiply_by_inputs, reduce,
-          batch_samples, chunk, nb, lt)
+          batch_samples, chunk, nb, lt, positions)
     return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5)),
                          precision)(p.params, p.x, p.ids, key, dist,
                                     jnp.arange(p.n, dtype=jnp.int32) + index_offset)

@@ -28,7 +28,7 @@ from jaxsal._src.integrated import (RULES, _Shifted, check_baseline, integrated_
                                     quadrature, raw_integrated)
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model
-from jaxsal._src.validate import check_flag, prepare, prepare_layer
+from jaxsal._src.validate import check_flag, input_positions, prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -178,6 +178,7 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
     # each input's channel axis in (N, T, *x.shape[1:]), or the layer's
     axes = p.map_channel_axes if lt is None else [lt.map_channel_axis]
     formats = p.formats if lt is None else [False]  # noise in the layer's own layout
+    positions = input_positions(p.model, p.x)  # input j's noise: keyed by j, dict or list
     two = variant == "vargrad"
 
     def build():
@@ -220,7 +221,8 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
                         def one(i):
                             ki = jax.random.fold_in(kk, i)
                             if len(leaves) > 1:
-                                ki = jax.random.fold_in(ki, j)
+                                ki = jax.random.fold_in(ki, j if positions is None
+                                                        else positions[j])
                             return jax.random.normal(ki, shape, a.dtype)
 
                         eps = jax.vmap(one)(index)
@@ -275,7 +277,7 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
         return run
 
     ck = ("smoothgrad", name, p.key, spec, info, n, noise_level, noise_std, variant, abs_first,
-          reduce, steps, rule, batch_steps, batch_samples, chunk, nb, lt)
+          reduce, steps, rule, batch_steps, batch_samples, chunk, nb, lt, positions)
     return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5), maybe=(4,)),
                          precision)(p.params, p.x, p.ids, key, b,
                                     jnp.arange(p.n, dtype=jnp.int32) + index_offset)

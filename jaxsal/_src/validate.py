@@ -73,6 +73,17 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool 
                         allow_int=allow_int and _takes_codes(model, 0), what="x")
 
 
+def input_positions(model: Any, x: Any) -> tuple[int, ...] | None:
+    """Each leaf's position among ``model``'s inputs for ``x`` a dict keyed by
+    :attr:`model_import.KerasModel.input_names` (its leaves come in its sorted keys' order),
+    else ``None`` (a list's leaves are in the model's order): per-input random draws are keyed
+    by that position, the same whatever the container."""
+    names = list(getattr(model, "input_names", None) or [])
+    if isinstance(x, dict) and set(names) == set(x):
+        return tuple(names.index(k) for k in sorted(x))
+    return None
+
+
 def _takes_codes(model: Any, i: int) -> bool:
     """Whether input ``i`` of ``model`` may be integer codes (token ids): a
     :class:`model_import.KerasModel` knows (:meth:`model_import.Graph.takes_codes`: an integer
@@ -520,6 +531,12 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
             for fn in spec.scores))
     check_scores(m, spec, y, caps)
     fmts = list(getattr(m, "input_data_formats", None) or [])
+    names = list(getattr(m, "input_names", None) or [])
+    if isinstance(xa, dict) and len(names) == len(fmts) == len(xa):
+        # the layouts are in the model's input order, a dict's leaves in its sorted keys'
+        # (a channels-first input given in a dict was read channels-last)
+        by_name = dict(zip(names, fmts))
+        fmts = [by_name.get(k) for k in sorted(xa)]
     if len(fmts) != len(leaves):  # a plain function: one layout for every input
         fmts = [getattr(m, "data_format", "channels_last")] * len(leaves)
     formats = tuple(a.ndim >= 3 and f == "channels_first" for a, f in zip(leaves, fmts))
