@@ -162,3 +162,22 @@ def test_layer_relevance_without_biases_sums_to_the_score(tmp_path):
         r = np.asarray(jaxsal.lrp(m, x, 1, layer=name, reduce=None))
         np.testing.assert_allclose(r.reshape(len(x), -1).sum(-1), y, rtol=1e-4,
                                    atol=1e-5 * np.abs(y).max(), err_msg=name)
+
+
+def test_relevance_starts_from_the_score_on_the_outputs(tmp_path):
+    """LRP starts from ``R_y = dS/dy * y``: on a bias-free ReLU network with one output unit
+    (epsilon -> 0: gradient x input), class 0 (the complement, ``-z``) gets ``-z``'s
+    relevance and a score ``2 z`` twice ``z``'s (the output cotangent was scaled by ``S``,
+    counting the score's factor twice: class 0 got class 1's map, ``2 z`` four times)."""
+    inp = keras.Input((5,))
+    h = layers.Dense(6, activation="relu", use_bias=False)(inp)
+    m = _load(keras.Model(inp, layers.Dense(1, use_bias=False)(h)), tmp_path, "unit")
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    z = np.asarray(m(x))[:, 0]
+    one = np.asarray(jaxsal.lrp(m, x, 1, epsilon=1e-9))
+    np.testing.assert_allclose(one.sum(-1), z, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(jaxsal.lrp(m, x, 0, epsilon=1e-9), -one, rtol=1e-6, atol=1e-8)
+    double = jaxsal.lrp(m, x, lambda y: 2.0 * y[:, 0], epsilon=1e-9)
+    np.testing.assert_allclose(double, 2 * one, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(double, jaxsal.gradient_x_input(
+        m, x, lambda y: 2.0 * jnp.asarray(y)[:, 0]), rtol=1e-4, atol=1e-6)

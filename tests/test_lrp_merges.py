@@ -104,7 +104,8 @@ def test_uniform_rule_in_closed_form(tmp_path):
     x, y = (rng.normal(size=(2, 4)).astype(np.float32) for _ in range(2))
     a, b = rng.normal(size=(2, 3, 4)).astype(np.float32), rng.normal(size=(2, 4, 2)).astype(
         np.float32)
-    rx, ry, ra, rb = (np.asarray(v) for v in jaxsal.lrp(m, [x, y, a, b], 0, epsilon=EPS,
+    # one output unit: class 1 is the unit (class 0, its complement, scores -z)
+    rx, ry, ra, rb = (np.asarray(v) for v in jaxsal.lrp(m, [x, y, a, b], 1, epsilon=EPS,
                                                          reduce=None))
     w = np.asarray(m.params["w"]["kernel"])[:, 0]
     v = np.asarray(m.params["v"]["kernel"])[:, 0].reshape(3, 2)
@@ -116,7 +117,7 @@ def test_uniform_rule_in_closed_form(tmp_path):
     np.testing.assert_allclose(rb, np.einsum("nik,nkj,ij->nkj", a, b, v) / 2, rtol=1e-4,
                                atol=1e-6)
     # the epsilon rule named for the Multiply: each factor receives the whole relevance
-    ex = np.asarray(jaxsal.lrp(m, [x, y, a, b], 0, epsilon=EPS, reduce=None,
+    ex = np.asarray(jaxsal.lrp(m, [x, y, a, b], 1, epsilon=EPS, reduce=None,
                                rule={"prod": jaxsal.lrp_epsilon(EPS)})[0])
     np.testing.assert_allclose(ex, w * x * y, rtol=1e-4, atol=1e-6)
 
@@ -243,7 +244,7 @@ def test_signal_take_all_gives_the_gates_nothing(se_net, tmp_path):
     x, y = (rng.normal(size=(2, 4)).astype(np.float32) for _ in range(2))
     w = np.asarray(m.params["w"]["kernel"])[:, 0]
     for signal, (want_x, want_y) in ((0, (w * x * y, 0 * x)), (-1, (0 * x, w * x * y))):
-        rx, ry = jaxsal.lrp(m, [x, y], 0, epsilon=EPS, reduce=None,
+        rx, ry = jaxsal.lrp(m, [x, y], 1, epsilon=EPS, reduce=None,  # the unit: class 1
                             rule={"prod": jaxsal.lrp_signal_take_all(signal, EPS)})
         np.testing.assert_allclose(np.asarray(rx), want_x, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(np.asarray(ry), want_y, rtol=1e-4, atol=1e-6)
