@@ -99,3 +99,16 @@ def test_errors():
         jaxsal.feature_permutation(m, x, 0, key=0)
     with pytest.raises(ValueError, match="explicit PRNG key"):
         jaxsal.feature_permutation(m, np.ones((3, 5), np.float32), 0)
+
+
+def test_explain_to_file_refuses_it(tmp_path):
+    """Its values depend on the batch: explain_to_file's chunks (the last one padded with
+    copies of its last input, which joined the shuffles: a lone last input got 0) would not
+    equal one call. Refused, saying why."""
+    m = jaxsal.FunctionModel(lambda p, v: v @ p, jnp.ones((4, 2)))
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="feature_permutation shuffles each group's values "
+                                         "across the batch.*Call it on the whole batch"):
+        jaxsal.explain_to_file(jaxsal.feature_permutation, m, x, tmp_path / "p.npy",
+                               targets=0, batch_size=4, key=0)
+    assert not (tmp_path / "p.npy").exists()

@@ -414,6 +414,13 @@ def explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str 
     if not callable(method):
         raise TypeError(f"expected method as a jaxsal attribution function (e.g. "
                         f"jaxsal.saliency), got {method!r}")
+    whole = getattr(_unwrap(method), "whole_batch", None)
+    if whole:
+        name = getattr(_unwrap(method), "__name__", "this method")
+        raise ValueError(f"{name} {whole}: its values depend on the "
+                         "batch, so chunks (and the last one, padded with copies of its last "
+                         "input) would not equal one call. Call it on the whole batch "
+                         "(method(model, inputs, ...)) and save the result")
     ndim = len(np.shape(inputs))
     shape = getattr(model, "input_shape", None)
     if ndim == 0 or (isinstance(shape, tuple) and _fits(tuple(np.shape(inputs)), shape)):

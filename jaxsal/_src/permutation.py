@@ -126,3 +126,8 @@ def feature_permutation(model: Any, x: ArrayLike, targets: Any = None, *,
           _key(groups, return_groups), n_rounds, group, return_groups)
     return base.compiled(ck, build, precision, forward_only=True)(
         p.params, p.x, p.ids, jnp.asarray(groups.gid), key, jnp.asarray(groups.ids))
+
+
+#: explain_to_file refuses it: each group's values are shuffled across the batch, so a chunk's
+#: values depend on the chunk (its padded copies of the last input join the shuffles).
+feature_permutation.whole_batch = "shuffles each group's values across the batch"
