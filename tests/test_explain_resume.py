@@ -262,3 +262,16 @@ def test_a_job_stopped_while_starting_over_leaves_no_old_progress(tmp_path, line
                                    batch_size=3)
     out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=1, batch_size=3)
     np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 1), rtol=1e-6)
+
+
+def test_smoothgrad_s_own_method_option_reaches_it(tmp_path, linear, xs):
+    """explain_to_file's method is positional, so SmoothGrad's method= (and its
+    method_options, a per-input baseline sliced with the inputs) goes through to it (it
+    collided: "got multiple values for argument 'method'")."""
+    base = np.random.default_rng(4).uniform(size=xs.shape).astype(np.float32)
+    kw = dict(key=0, n=2, method="integrated_gradients",
+              method_options={"steps": 3, "baseline": base})
+    out = jaxsal.explain_to_file(jaxsal.smoothgrad, linear, xs, tmp_path / "ig.npy",
+                                 targets=[0, 2], batch_size=3, **kw)
+    np.testing.assert_allclose(out, jaxsal.smoothgrad(linear, xs, [0, 2], **kw), rtol=1e-5,
+                               atol=1e-7)

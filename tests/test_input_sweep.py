@@ -343,3 +343,9 @@ def test_cli_option_reads_python_booleans():
     assert _parse_option("abs_first=True") == ("abs_first", True)
     assert _parse_option("reduce=None") == ("reduce", None)
     assert _parse_option("reduce=sum") == ("reduce", "sum")
+
+
+def test_a_fractional_count_is_named_as_the_option_to_pass(split, xs):
+    """The fix in the message is valid Python: "pass e.g. n=4", not "n (noisy samples)=4"."""
+    with pytest.raises(ValueError, match=r"got 2\.5 \(float\); pass e\.g\. n=4$"):
+        jaxsal.smoothgrad(split, xs, 0, key=0, n=2.5)

@@ -783,8 +783,9 @@ def check_count(value: Any, name: str, *, required: bool = False) -> int | None:
     try:
         v = operator.index(value)
     except TypeError:
+        option = name.split(" (")[0]  # "n (noisy samples)": the option is n
         raise ValueError(f"expected {name} as a positive int, got {value!r} "
-                         f"({type(value).__name__}); pass e.g. {name}=4") from None
+                         f"({type(value).__name__}); pass e.g. {option}=4") from None
     if v < 1:
         raise ValueError(f"expected {name} as a positive int (>= 1), got {v}")
     return v
