@@ -378,3 +378,21 @@ def test_default_cam_layer_and_spatial_layers():
     for layer in ["block1_pool", "max_pooling2d_1"]:
         if layer in b.layer_names:
             assert jaxsal.gradcam(b, x, 1, layer=layer).shape == (2, 32, 32)
+
+
+def test_occlusion_default_patch_fits_small_inputs():
+    """The default patch (8) is at most each side, as the Shapley methods': a volume 4 deep
+    was refused ("patch 8 is larger than the input's side 4"); a patch too large for a side
+    names the axis and the largest that fits."""
+    w = np.random.default_rng(0).normal(size=(4 * 6 * 6, 2)).astype(np.float32)
+    vol = jaxsal.FunctionModel(lambda p, v: v.reshape(len(v), -1) @ p, w,
+                               input_shape=(4, 6, 6, 1))
+    x = np.random.default_rng(1).normal(size=(2, 4, 6, 6, 1)).astype(np.float32)
+    got = np.asarray(jaxsal.occlusion(vol, x, 1))
+    # one patch covers the whole volume: every voxel gets S(x) - S(0), here S(x)
+    np.testing.assert_allclose(got, np.broadcast_to((x.reshape(2, -1) @ w)[:, 1, None, None,
+                                                                              None],
+                                                    got.shape), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"patch 5 is larger than spatial axis 0 .*side 4.*"
+                                         r"at most 4"):
+        jaxsal.occlusion(vol, x, 1, patch=5)

@@ -88,9 +88,14 @@ def _plan(a: Array, cf: bool, patch: Any, stride: Any, what: str) -> _Plan:
     features = a.ndim == 2  # (N, D): no channel axis, the features are the positions
     size = tuple(a.shape[1:]) if features else spatial_shape(a.shape, cf)
     rank = len(size)
-    if patch is None:
-        patch = 1 if features else DEFAULT_PATCH
+    if patch is None:  # the default, at most the input's side (as the Shapley methods')
+        patch = 1 if features else tuple(min(DEFAULT_PATCH, d) for d in size)
     psize = _sizes(patch, "patch", rank)
+    for ax, (d, q) in enumerate(zip(size, psize)):
+        if q > d:
+            raise ValueError(f"patch {q} is larger than spatial axis {ax} of {what} (side "
+                             f"{d}): expected a patch of at most {d} along that axis "
+                             f"(patch={d} occludes the whole axis at once)")
     step = _sizes(stride if stride is not None else psize, "stride", rank)
     for ax, (d, q, t) in enumerate(zip(size, psize, step)):
         if t > q and q < d:  # Captum's Occlusion refuses the same
@@ -140,8 +145,8 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
         ``fill`` in turn. For a multi-input model ``x`` is a list, tuple or dict of arrays:
         each input is occluded in turn, the others left as they are, and the maps come back
         in the same container.
-      patch: patch size ``p`` or ``(ph, pw)`` (one size per spatial axis); default 8, or 1
-        for ``(N, D)`` features. With several inputs, a list (or a dict, for a dict ``x``)
+      patch: patch size ``p`` or ``(ph, pw)`` (one size per spatial axis); default 8 (at
+        most the input's side), or 1 for ``(N, D)`` features. With several inputs, a list (or a dict, for a dict ``x``)
         gives each input its own; another value serves every input.
       stride: step between patch positions (default: ``patch``, non-overlapping); at most
         ``patch`` along every axis the patch does not span, so that every pixel is occluded
