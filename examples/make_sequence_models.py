@@ -123,4 +123,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    # --help prints the docstring and writes nothing (the outputs are committed files)
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()
