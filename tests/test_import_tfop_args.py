@@ -135,3 +135,21 @@ def test_default_values_of_untranslated_keywords_are_accepted():
     ref = np.load(K2 / "tfop_args_tfkeras2.expected.npz")
     m = load_keras(K2 / "tfop_args_tfkeras2.h5", config=cfg)
     assert rel_err(m(ref["x"]), ref["y"]) <= TOL
+
+
+@pytest.mark.parametrize("tag", ["tf212", "tf221"])
+def test_a_raw_image_model_with_cast_floordiv_and_log_softmax(tag):
+    """tf.keras 2.12 / 2.21: ``tf.cast`` of a uint8 input, Python's ``//`` and
+    ``tf.math.floordiv`` (both recorded as ``compat.v1.floor_div``) and 2.12's
+    ``log_softmax_v2`` activation were refused; they compute as TensorFlow did. The cast reads
+    the input as codes: uint8 images are taken by the methods (the model scales them)."""
+    d = pathlib.Path(__file__).parent / "fixtures" / "keras2_tfops"
+    ref = np.load(d / f"raw_image_{tag}.expected.npz")
+    m = load_keras(d / f"raw_image_{tag}.h5")
+    got = m(ref["x"])
+    for i, y in enumerate(got):
+        assert rel_err(y, ref[f"y{i}"]) <= TOL, i
+    import jaxsal
+
+    cams = jaxsal.gradcam(m.with_output(0), ref["x"], [0, 2])
+    assert cams.shape == (3, 2, 5, 5) and np.isfinite(np.asarray(cams)).all()

@@ -72,8 +72,10 @@ def spatial_layers(model: Any) -> list[str]:
     if hasattr(model, "layers") and hasattr(model, "graph"):
         shapes = getattr(model, "input_shapes", None) or [model.input_shape]
         dtypes = list(getattr(model.graph, "input_dtypes", None) or [None] * len(shapes))
-        # every input's rank; token ids (L,) one more (their embedding's channel axis)
-        ranks = {(len(s) if s is not None else 3) + ("int" in str(d))
+        # every input's rank; token ids (L,) one more (their embedding's channel axis);
+        # integer images (H, W, C) (raw uint8 the model casts) their own
+        ranks = {(len(s) if s is not None else 3)
+                 + ("int" in str(d) and s is not None and len(s) == 1)
                  for s, d in zip(shapes, dtypes)} - {0, 1}
         fmt = getattr(model, "layer_data_format", lambda name: "channels_last")
         return [info.name for info in model.layers

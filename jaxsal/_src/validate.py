@@ -446,16 +446,22 @@ def input_rank(x: Any) -> int | None:
         return None
 
 
+def _token_ids(x: Any) -> bool:
+    """Whether ``x`` holds token ids ``(N, L)``: integers without a channel axis (an integer
+    array of higher rank is images of codes, a raw uint8 image that the model casts)."""
+    return jnp.issubdtype(x.dtype, jnp.integer) and x.ndim == 2
+
+
 def cam_rank(x: Any) -> int:
     """The rank of a CAM layer's output for the input ``x``: ``x``'s own (``(N, H, W, C)``
     images), or one more for integer token ids ``(N, L)``, which an embedding gives their
     channel axis."""
-    return x.ndim + 1 if jnp.issubdtype(x.dtype, jnp.integer) else x.ndim
+    return x.ndim + 1 if _token_ids(x) else x.ndim
 
 
 def input_spatial_shape(x: Any, channels_first: bool) -> tuple[int, ...]:
     """The spatial size of the input ``x`` (every axis after the batch of token ids)."""
-    if jnp.issubdtype(x.dtype, jnp.integer):
+    if _token_ids(x):
         return tuple(x.shape[1:])
     return spatial_shape(x.shape, channels_first)
 

@@ -177,7 +177,9 @@ def sparsemax(x, axis=-1):
 
 ACTIVATION_NAMES = tuple(sorted(_named(3)))
 
-_ALIASES = {None: "linear", "": "linear", "none": "linear", "relu_": "relu"}
+#: Names some versions save for the same activation (tf.keras 2.12 writes "log_softmax_v2").
+_ALIASES = {None: "linear", "": "linear", "none": "linear", "relu_": "relu",
+            "log_softmax_v2": "log_softmax"}
 
 
 def activation_name(spec: Any) -> str:

@@ -57,6 +57,21 @@ def _binary(fn, pair=False):
     return elementwise_of_one(fn, _operands, pair)
 
 
+def _cast_dtype(dtype) -> Any:
+    """``tf.cast``'s target as the dtype computed here: floating types as float32 (jaxsal
+    computes in float32, as it reads the weights), 64-bit integers as 32-bit ones (JAX's
+    default), the others as named."""
+    name = str(getattr(dtype, "name", dtype))
+    if name.startswith(("float", "bfloat")):
+        return jnp.float32
+    if name in ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32"):
+        return jnp.dtype(name)
+    if name in ("int64", "uint64"):
+        return jnp.int32 if name == "int64" else jnp.uint32
+    raise _Refused(f"cast to {name!r} is not supported (supported: floating types, bool and "
+                   f"integer types)")
+
+
 def _squared_difference(x, y):
     return jnp.square(x - y)
 
@@ -146,7 +161,9 @@ _FUNCTIONS = {
     "math.truediv": _binary(jnp.true_divide, True),
     "math.divide": _binary(jnp.true_divide, True),
     "__operators__.truediv": _binary(jnp.true_divide, True),
-    "math.floordiv": _binary(jnp.floor_divide), "math.pow": _binary(jnp.power, True),
+    "math.floordiv": _binary(jnp.floor_divide),
+    "compat.v1.floor_div": _binary(jnp.floor_divide),  # Python's `//` in tf.keras 2.12-2.21
+    "math.pow": _binary(jnp.power, True),
     "math.maximum": _binary(jnp.maximum, True), "math.minimum": _binary(jnp.minimum, True),
     "math.squared_difference": _binary(_squared_difference, True),
     "linalg.matmul": _matmul,
@@ -185,6 +202,7 @@ _FUNCTIONS = {
     "compat.v1.transpose": _transpose, "transpose": _transpose,
     "clip_by_value": _clip,
     "identity": lambda rt, input: input,
+    "cast": lambda rt, x, dtype: x.astype(_cast_dtype(dtype)),
     "image.resize": _resize,
 }
 
