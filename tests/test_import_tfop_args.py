@@ -153,3 +153,14 @@ def test_a_raw_image_model_with_cast_floordiv_and_log_softmax(tag):
 
     cams = jaxsal.gradcam(m.with_output(0), ref["x"], [0, 2])
     assert cams.shape == (3, 2, 5, 5) and np.isfinite(np.asarray(cams)).all()
+
+
+@pytest.mark.parametrize("tag", ["tf212", "tf221"])
+def test_batch_renormalization_at_inference(tag):
+    """BatchNormalization(renorm=True) (tf.keras 2) was refused; at inference it normalizes
+    with its moving statistics like any batch norm, its renorm arrays unused (random in the
+    file, so that reading one shows)."""
+    d = pathlib.Path(__file__).parent / "fixtures" / "keras2_tfops"
+    ref = np.load(d / f"renorm_{tag}.expected.npz")
+    m = load_keras(d / f"renorm_{tag}.h5")
+    assert rel_err(m(ref["x"]), ref["y"]) <= TOL

@@ -78,8 +78,10 @@ def _same_shapes(w: Sequence[np.ndarray], names: Sequence[str]) -> Sequence[np.n
 
 @register_layer("BatchNormalization", "SyncBatchNormalization")
 def _batch_norm(config, ctx):
-    if config.get("renorm"):
-        raise ctx.error("BatchNormalization(renorm=True) is not supported")
+    # tf.keras 2's batch renormalization changes training only: at inference the layer
+    # normalizes with its moving statistics as usual; its three more arrays (moving_stddev,
+    # renorm_mean, renorm_stddev, saved after the others) are read and left unused
+    renorm = bool(config.get("renorm"))
     axes = _axes(config.get("axis", -1))
     eps = float(config.get("epsilon", 1e-3))
     center = bool(config.get("center", True))
@@ -114,6 +116,7 @@ def _batch_norm(config, ctx):
         return x * inv + res
 
     def convert(w):
+        w = list(w)[:len(names)]  # without renorm's training statistics
         _same_shapes(w, names)
         if virtual:  # drop the virtual-batch axis: (1, 1, ..., C) -> (1, ..., C)
             w = [np.asarray(a).reshape(np.asarray(a).shape[:1] + np.asarray(a).shape[2:])
@@ -121,8 +124,8 @@ def _batch_norm(config, ctx):
         return dict(zip(names, w))
 
     df = "channels_first" if axes in ((1,), [1]) else None
-    return LayerImpl(call=call, convert_weights=convert, n_weights=len(names), data_format=df,
-                     affine=True, relevance=True)
+    return LayerImpl(call=call, convert_weights=convert, n_weights=len(names) + 3 * renorm,
+                     data_format=df, affine=True, relevance=True)
 
 
 def _inverse_scale(rt, v: jax.Array, ax, eps: float) -> jax.Array:
