@@ -57,6 +57,14 @@ def _binary(fn, pair=False):
     return elementwise_of_one(fn, _operands, pair)
 
 
+def _where(condition, x, y):
+    if x is None or y is None:  # tf.where(condition): the indices, a data-dependent shape
+        raise _Refused("tf.where(condition) without x and y (the indices of the true "
+                       "elements: their number depends on the data) is not supported")
+    x, y = _operands(x, y)
+    return jnp.where(condition, x, y)
+
+
 def _cast_dtype(dtype) -> Any:
     """``tf.cast``'s target as the dtype computed here: floating types as float32 (jaxsal
     computes in float32, as it reads the weights), 64-bit integers as 32-bit ones (JAX's
@@ -203,6 +211,15 @@ _FUNCTIONS = {
     "clip_by_value": _clip,
     "identity": lambda rt, input: input,
     "cast": lambda rt, x, dtype: x.astype(_cast_dtype(dtype)),
+    # comparisons (`x > 0`: boolean, no gradient) and selection: `tf.where(x > 0, x, a * x)`
+    "math.greater": lambda rt, x, y: jnp.greater(*_operands(x, y)),
+    "math.greater_equal": lambda rt, x, y: jnp.greater_equal(*_operands(x, y)),
+    "math.less": lambda rt, x, y: jnp.less(*_operands(x, y)),
+    "math.less_equal": lambda rt, x, y: jnp.less_equal(*_operands(x, y)),
+    "math.equal": lambda rt, x, y: jnp.equal(*_operands(x, y)),
+    "math.not_equal": lambda rt, x, y: jnp.not_equal(*_operands(x, y)),
+    "where": lambda rt, condition, x=None, y=None: _where(condition, x, y),
+    "tile": lambda rt, input, multiples: jnp.tile(input, tuple(int(m) for m in multiples)),
     "image.resize": _resize,
 }
 
