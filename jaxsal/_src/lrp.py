@@ -49,47 +49,11 @@ from jaxsal._src.gradients import first_only
 from jaxsal._src.lrp_fold import FoldedBatchNorm, check_fold, fold_params, fold_plan
 from jaxsal._src.lrp_rules import check_epsilon, layer_rules
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.precision import backward_dtype, low_precision
-from jaxsal._src.targets import run_model, score_matrix
+from jaxsal._src.targets import pullback_at
 from jaxsal._src.validate import prepare, prepare_layer
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
-
-
-def _relevance_pullback(lm: Any, params: Any, x: Any, spec, info, ids, lt=None):
-    """``pull(t)``: target ``t``'s relevance of ``x`` (or, with ``lt``, of that layer's
-    output), one forward pass of the LRP model ``lm`` and one backward pass per target
-    through its rules, started from ``R_y = dS_t/dy * y`` on the outputs (and on the layers
-    a score reads) for ``S_t``'s gradient in the outputs (a plain gradient: the score is no
-    rule layer). For class ``k``, ``R_y`` is ``y_k`` at unit ``k``: LRP's usual start; for
-    a score ``c y_k`` it is ``c y_k``, where the output cotangent scaled by ``S`` counted
-    ``c`` twice (class 0 of a one-unit model, ``-z``, got class 1's relevance)."""
-    if lt is None:
-        def fwd(xx):
-            return run_model(lm, params, xx, spec.layers)
-        primal = x
-    else:
-        leaves = jax.tree_util.tree_leaves(x)
-        floats = [a.dtype for a in leaves if jnp.issubdtype(a.dtype, jnp.floating)]
-        primal = jnp.zeros((leaves[0].shape[0],) + tuple(lt.shape[1:]),
-                           floats[0] if floats else jnp.float32)  # token ids: float32
-
-        def fwd(delta):
-            return run_model(lm, params, x, spec.layers, perturb={lt.name: delta})
-    (y, caps), backward = jax.vjp(fwd, primal)
-    dtype = backward_dtype()
-    if dtype is not None:
-        backward = low_precision(backward, dtype)
-    scores, score_vjp = jax.vjp(lambda yy, cc: score_matrix(spec, info, yy, cc, ids), y, caps)
-
-    def pull(t):
-        ct = jnp.broadcast_to((jnp.arange(spec.num) == t).astype(scores.dtype), scores.shape)
-        seed = jax.tree_util.tree_map(lambda g, v: (g * v).astype(v.dtype),
-                                      score_vjp(ct), (y, caps))
-        return backward(seed)[0]
-
-    return pull
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +160,8 @@ def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
         def run(params, x, ids):
             # the cotangent reaching x (or the layer's output) is its relevance
             params = fold_params(params, folds)
-            pull = _relevance_pullback(lm, params, x, spec, info, ids, lt)
+            # started from the relevance the score puts on the outputs, dS/dy * y
+            _, _, pull = pullback_at(lm, params, x, spec, info, ids, lt, relevance=True)
 
             def chunk_fn(ts):
                 g = jax.vmap(pull, out_axes=1)(ts)  # (N, Tc, ...) per input

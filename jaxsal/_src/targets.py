@@ -303,25 +303,42 @@ def run_model(model: Any, params: Any, x: Array, layers: Sequence[str] = (),
 
 
 def target_pullback(fwd: Callable, primal: Any, spec: TargetSpec, info: OutputInfo,
-                    ids: Array | None):
+                    ids: Array | None, relevance: bool = False):
     """One forward pass through ``fwd(primal) -> (outputs, captured, aux)``.
 
     Returns ``(scores (N, T), aux, pull)`` where ``pull(t)`` is the gradient of score ``t``
     (summed over inputs, which are independent) with respect to ``primal``: one backward pass.
     ``pull`` is ``vmap``-able over ``t``.
 
+    With ``relevance`` (LRP), the backward pass through ``fwd`` starts from the relevance the
+    score puts on the outputs (and the captured layers a score reads), ``dS_t/dy * y``,
+    instead of ``dS_t/dy``: the score itself is differentiated plainly (it is no rule layer).
+
     While jaxsal traces a ``precision="bfloat16"`` program
     (:func:`jaxsal._src.precision.backward_dtype`), the backward pass's matmuls and
     convolutions take bfloat16 operands (float32 accumulation); the forward pass stays float32.
     """
-    def scored(p):
-        y, captured, aux = fwd(p)
-        return score_matrix(spec, info, y, captured, ids), aux
+    if not relevance:
+        def scored(p):
+            y, captured, aux = fwd(p)
+            return score_matrix(spec, info, y, captured, ids), aux
 
-    s, pullback, aux = jax.vjp(scored, primal, has_aux=True)
+        s, pullback, aux = jax.vjp(scored, primal, has_aux=True)
 
-    def backward(ct):
-        return pullback(ct)[0]
+        def backward(ct):
+            return pullback(ct)[0]
+    else:
+        def outputs(p):
+            y, captured, aux = fwd(p)
+            return (y, captured), aux
+
+        out, pullback, aux = jax.vjp(outputs, primal, has_aux=True)
+        s, score_vjp = jax.vjp(lambda yy, cc: score_matrix(spec, info, yy, cc, ids), *out)
+
+        def backward(ct):
+            seed = jax.tree_util.tree_map(lambda g, v: (g * v).astype(v.dtype),
+                                          score_vjp(ct), out)
+            return pullback(seed)[0]
 
     dtype = backward_dtype()
     if dtype is not None:
@@ -335,7 +352,7 @@ def target_pullback(fwd: Callable, primal: Any, spec: TargetSpec, info: OutputIn
 
 
 def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, spec, info,
-                   ids):
+                   ids, relevance: bool = False):
     """``(S (N, T), A (N, h, w, K), pull)`` with ``pull(t) = dS_t/dA``: one forward pass
     (``A`` and ``dS_t/dA`` in the layer's own layout)."""
     def fwd(delta):
@@ -346,19 +363,21 @@ def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, sp
     floats = [a.dtype for a in leaves if jnp.issubdtype(a.dtype, jnp.floating)]
     dtype = floats[0] if floats else jnp.float32  # token ids
     zeros = jnp.zeros((leaves[0].shape[0],) + tuple(a_shape[1:]), dtype)
-    return target_pullback(fwd, zeros, spec, info, ids)
+    return target_pullback(fwd, zeros, spec, info, ids, relevance)
 
 
-def pullback_at(m: Any, params: Any, x: Any, spec, info, ids, lt=None):
+def pullback_at(m: Any, params: Any, x: Any, spec, info, ids, lt=None,
+                relevance: bool = False):
     """``(S (N, T), primal, pull)``: one forward pass of ``m``; ``pull(t)`` is target
     ``t``'s gradient with respect to ``x`` (``primal = x``), or with ``lt`` (a
     :class:`~jaxsal._src.validate.LayerTarget`) with respect to that layer's output
-    (``primal = A``), through whatever backward rules ``m``'s runtime installs."""
+    (``primal = A``), through whatever backward rules ``m``'s runtime installs
+    (``relevance``: see :func:`target_pullback`)."""
     if lt is None:
         fwd = lambda xx: (*run_model(m, params, xx, spec.layers), None)  # noqa: E731
-        scores, _, pull = target_pullback(fwd, x, spec, info, ids)
+        scores, _, pull = target_pullback(fwd, x, spec, info, ids, relevance)
         return scores, x, pull
-    return layer_pullback(m, params, x, lt.name, lt.shape, spec, info, ids)
+    return layer_pullback(m, params, x, lt.name, lt.shape, spec, info, ids, relevance)
 
 
 def resolve_predicted(model: Any, params: Any, x: Array, spec: TargetSpec, info: OutputInfo,
