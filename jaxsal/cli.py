@@ -376,16 +376,13 @@ def cmd_evaluate(args) -> int:
     scores = jaxsal.explain_to_file(_curve_scores, model, inputs, args.out,
                                     targets=_parse_targets(args.targets, model, len(inputs)),
                                     batch_size=args.batch_size, on_chunk=progress, **options)
-    from jaxsal._src.curves import curve_area, curve_fractions
-    from jaxsal._src.occlusion import _sizes, grid_cells
+    from jaxsal._src.curves import curve_area, curve_fractions, map_positions
 
     steps = scores.shape[-1] - 1
     # the positions each map orders (one map per input and target): its values, or the
     # cells of --option patch=
-    size = tuple(maps.shape[2 if scores.ndim == 3 else 1:])
-    patch = options.get("patch")
-    positions = (int(grid_cells(size, _sizes(patch, "patch", len(size))).max()) + 1
-                 if patch is not None else int(np.prod(size)))
+    _, positions = map_positions(tuple(maps.shape[2 if scores.ndim == 3 else 1:]),
+                                 options.get("patch"))
     auc = curve_area(np.asarray(scores), curve_fractions(positions, steps))
     auc_path = args.out[:-len(".npy")] + ".auc.npy"
     np.save(auc_path, auc)

@@ -68,6 +68,16 @@ def _counts(positions: int, steps: int) -> np.ndarray:
     return np.round(np.arange(steps + 1) * positions / steps).astype(np.int32)
 
 
+def map_positions(map_shape: tuple, patch: Any = None) -> tuple[np.ndarray | None, int]:
+    """``(cells, P)``: what a map of ``map_shape`` (one input's, one target's) orders, its
+    values (``cells`` ``None``) or the cells of a ``patch`` grid (each value's cell number),
+    and how many there are."""
+    if patch is None:
+        return None, int(np.prod(map_shape))
+    cells = grid_cells(tuple(map_shape), _sizes(patch, "patch", len(map_shape)))
+    return cells, int(cells.max()) + 1
+
+
 def curve_fractions(positions: int, steps: int) -> np.ndarray:
     """``(steps + 1,)``: the fraction of ``positions`` changed at each point of a deletion
     or insertion curve (``Curves.fractions``)."""
@@ -173,15 +183,13 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
     features = p.x.ndim == 2
     size = input_spatial_shape(p.x, p.channels_first) if not features else p.x.shape[1:]
     mp, whole = check_maps(maps, p, size, what)
-    cells = None
     if patch is not None:
         if whole and tuple(mp.shape[2:]) != tuple(size):
             raise ValueError(f"{what}: patch= groups the positions of maps of shape "
                              f"{tuple(size)} (channels together); got maps of x's own shape "
                              f"{tuple(mp.shape[2:])}. Reduce the channels first (e.g. "
                              "reduce='sum') or drop patch=")
-        cells = grid_cells(tuple(size), _sizes(patch, "patch", len(size)))
-    positions = int(np.prod(mp.shape[2:])) if cells is None else int(cells.max()) + 1
+    cells, positions = map_positions(tuple(mp.shape[2:]), patch)
     steps = _check_steps(steps, positions, "position" if cells is None else "cell")
     other = check_like(other, p.x, name)
     check_fill_ids(p.model, other, p.x, name)
