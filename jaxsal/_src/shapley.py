@@ -606,27 +606,31 @@ def _per_input_mask(model: Any, shape: tuple, options: dict) -> tuple[str, ...]:
     return ("feature_mask",) if canon[0] == shape[0] > 1 else ()
 
 
+def _job_mask(model: Any, shape: tuple, options: dict) -> np.ndarray | None:
+    """The job's masks when they are one per input and valid ids (integers >= 0), else
+    ``None`` (a shared mask needs nothing fixed; the method refuses invalid ones)."""
+    if not _per_input_mask(model, shape, options):
+        return None
+    mask = np.asarray(options["feature_mask"])
+    ok = mask.size and np.issubdtype(mask.dtype, np.integer) and mask.min() >= 0
+    return mask if ok else None
+
+
 def _sampled_job_options(model: Any, shape: tuple, options: dict) -> dict:
     """:func:`_job_options`, and for the sampled methods (each input draws over its own
     groups) with one mask per input the ids of the whole job as ``group_ids``: every chunk
     then has the job's number of groups and one program serves them all."""
     options = _job_options(model, shape, options)
-    if options.get("group_ids") is None and _per_input_mask(model, shape, options):
-        mask = np.asarray(options["feature_mask"])
-        if mask.size and np.issubdtype(mask.dtype, np.integer) and mask.min() >= 0:
-            options = {**options, "group_ids": np.unique(mask)}
-    return options
+    mask = _job_mask(model, shape, options) if options.get("group_ids") is None else None
+    return options if mask is None else {**options, "group_ids": np.unique(mask)}
 
 
 def _job_options(model: Any, shape: tuple, options: dict) -> dict:
     """For :func:`jaxsal.explain_to_file`: with one mask per input and
     ``return_groups=True``, the number of columns of the whole job (a chunk whose masks lack
     the largest id would give fewer)."""
-    if options.get("return_groups") is True and _per_input_mask(model, shape, options):
-        mask = np.asarray(options["feature_mask"])
-        if mask.size and np.issubdtype(mask.dtype, np.integer) and mask.min() >= 0:
-            return {**options, "return_groups": int(mask.max()) + 1}
-    return options
+    mask = _job_mask(model, shape, options) if options.get("return_groups") is True else None
+    return options if mask is None else {**options, "return_groups": int(mask.max()) + 1}
 
 
 #: explain_to_file slices an ``(N, H, W)`` feature_mask with the inputs (see batch.py) and,
