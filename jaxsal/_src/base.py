@@ -378,10 +378,16 @@ def callable_key(fn: Any, _depth: int = 0) -> Hashable:
     if not isinstance(fn, types.FunctionType):
         return fn
     cells = tuple(_closure_part(_cell_value(c), _depth) for c in fn.__closure__ or ())
-    names = fn.__globals__
-    read = tuple((n, _closure_part(names[n], _depth)) for n in fn.__code__.co_names
-                 if n in names and not isinstance(names[n], (types.ModuleType, type)))
+    read = tuple((n, _closure_part(v, _depth)) for n, v in global_reads(fn)
+                 if not isinstance(v, (types.ModuleType, type)))
     return (fn, cells, read) if cells or read else fn
+
+
+def global_reads(fn: types.FunctionType) -> list[tuple[str, Any]]:
+    """``(name, value)`` of the module-level variables ``fn`` names (a notebook's ``k``),
+    in the order its code names them."""
+    names = fn.__globals__
+    return [(n, names[n]) for n in fn.__code__.co_names if n in names]
 
 
 _EMPTY_CELL = object()

@@ -136,10 +136,10 @@ def _global_data(fn: types.FunctionType, depth: int) -> dict:
     """``{name: description}`` of the data values among the module-level names ``fn``
     reads (its other globals, models, functions and modules, are left out, as before)."""
     out = {}
-    for name in fn.__code__.co_names:
-        if name in fn.__globals__ and isinstance(fn.__globals__[name], _DATA):
+    for name, value in base.global_reads(fn):
+        if isinstance(value, _DATA):
             try:
-                out[name] = _describe(fn.__globals__[name], depth + 1)
+                out[name] = _describe(value, depth + 1)
             except _Unstable:
                 continue
     return out
