@@ -912,10 +912,14 @@ def _parse_node(node, preserve_structure: bool = False) -> tuple[tuple, dict]:
 
 
 def _k2_kwarg(v):
-    # tf.keras serializes a KerasTensor inside call kwargs as [layer, node, tensor].
+    # tf.keras serializes a KerasTensor inside call kwargs as [layer, node, tensor], also
+    # nested in lists (`tf.reshape(x, [tf.shape(x)[0], -1, 8])` records its shape as
+    # [["tf.__operators__.getitem", 0, 0], -1, 8]); its loader reads any such list so.
     if (isinstance(v, list) and len(v) in (3, 4) and isinstance(v[0], str)
             and isinstance(v[1], int) and isinstance(v[2], int)):
         return Ref(v[0], v[1], v[2])
+    if isinstance(v, list):
+        return [_k2_kwarg(b) for b in v]
     return v
 
 

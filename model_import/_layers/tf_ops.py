@@ -13,6 +13,15 @@ raises an :class:`UnsupportedLayerError` naming the layer, the function and the 
 keywords come with the layer's call (the node), not its config, so that happens when the
 graph is first traced: ``load_keras`` traces it once, abstractly, and reports the error as a
 :class:`KerasImportError` (the file named) at load time.
+
+A function with several results (``tf.split``, ``tf.unstack``, ``tf.math.top_k``) returns a
+tuple, which later layers index by tensor position. ``tf.shape`` gives a NumPy array: shapes
+are static in JAX (each batch size is traced apart), so sizes computed from it
+(``tf.reshape(x, [tf.shape(x)[0], -1, d])``, ``tf.shape(x)[1] // 2``, a ``tf.stack`` of sizes)
+stay static and a reshape takes them under ``jit`` and ``vmap``; a size computed from a
+tensor's values is refused. tf.keras records ``tf.einsum`` without its operands and
+``tf.nn.moments`` as the reductions it is made of (``reduce_mean``, ``stop_gradient``,
+``squared_difference``).
 """
 
 from __future__ import annotations
@@ -20,12 +29,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
+import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from model_import._layers.activations import act_on_first, elementwise_of_one, relu_family
 from model_import._layers.image import resize_axes
+from model_import._layers.pooling import _blocked_max
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -53,8 +64,27 @@ def _operands(x, y):
     return _const(x, _const(y)), _const(y, _const(x))
 
 
-def _binary(fn, pair=False):
-    return elementwise_of_one(fn, _operands, pair)
+def _is_static(v) -> bool:
+    """A value known when the graph is traced: not a tensor (a constant, or a NumPy value
+    computed from ``tf.shape``)."""
+    return not isinstance(v, jax.Array)
+
+
+def _binary(fn, pair=False, static=None):
+    """The tf.keras call of a binary elementwise ``fn`` (see ``elementwise_of_one``).
+    ``static``: the same function in NumPy, used where both operands are static and one is a
+    NumPy value (``tf.shape(x)[1] // 2``: sizes, which must stay static under ``jit`` for a
+    reshape to take them)."""
+    f = elementwise_of_one(fn, _operands, pair)
+
+    def g(rt, x, y):
+        if static is not None and _is_static(x) and _is_static(y) and (
+                isinstance(x, (np.ndarray, np.generic)) or isinstance(y, (np.ndarray,
+                                                                          np.generic))):
+            return static(np.asarray(x) if isinstance(x, list) else x,
+                          np.asarray(y) if isinstance(y, list) else y)
+        return f(rt, x, y)
+    return g
 
 
 def _where(condition, x, y):
@@ -161,16 +191,371 @@ def _clip(rt, t, clip_value_min, clip_value_max):
     return jnp.clip(t, _const(clip_value_min, t), _const(clip_value_max, t))
 
 
+# ------------------------------------------------------------- static sizes (tf.shape)
+def _shape_of(rt, input, out_type=None):
+    """``tf.shape``: the input's shape, static in JAX (each traced call has concrete
+    shapes, every batch size its own trace), so a NumPy array: sizes computed from it
+    (``tf.shape(x)[0]``, ``tf.shape(x)[1] // 2``) stay static and a reshape can take them."""
+    name = str(getattr(out_type, "name", out_type))
+    if out_type is not None and name not in ("int32", "int64"):
+        raise _Refused(f"out_type={name!r} is not supported (supported: 'int32', 'int64', "
+                       "computed as int32)")
+    return np.asarray(jnp.shape(input), dtype=np.int32)
+
+
+def _static_ints(v, what: str) -> tuple:
+    """A shape-like argument (a list of sizes, some computed from ``tf.shape``; or the NumPy
+    array of ``tf.stack``-ed sizes) as Python ints."""
+    if isinstance(v, jax.Array) or (isinstance(v, (list, tuple))
+                                    and any(isinstance(e, jax.Array) for e in v)):
+        raise _Refused(f"{what}=<computed from a tensor> is not supported: it depends on "
+                       "the values of a tensor, and JAX needs sizes when it traces the model "
+                       "(sizes computed from tf.shape are static and supported)")
+    return tuple(int(e) for e in np.asarray(v).reshape(-1))
+
+
+def _stack(rt, values, axis=0):
+    values = list(values)
+    if all(_is_static(v) for v in values):  # sizes: tf.stack([tf.shape(x)[0], -1, 8])
+        return np.stack([np.asarray(v) for v in values], axis=axis).astype(
+            np.result_type(*values))
+    return jnp.stack(values, axis=axis)
+
+
+def _reshape(rt, tensor, shape):
+    return jnp.reshape(tensor, _static_ints(shape, "shape"))
+
+
+# ----------------------------------------------------------------- padding, slicing, order
+_PAD_MODES = {"CONSTANT": "constant", "REFLECT": "reflect", "SYMMETRIC": "symmetric"}
+
+
+def _pad(rt, tensor, paddings, mode="CONSTANT", constant_values=0):
+    mode_name = str(mode).upper()  # TF reads the mode case-insensitively
+    if mode_name not in _PAD_MODES:
+        raise _Refused(f"mode={mode!r} is not supported (supported: 'CONSTANT', 'REFLECT', "
+                       "'SYMMETRIC')")
+    pads = np.asarray(_static_ints(paddings, "paddings")).reshape(-1, 2)
+    if pads.shape[0] != tensor.ndim or (pads < 0).any():
+        raise _Refused(f"paddings={paddings!r} is not one (before, after) pair of "
+                       f"non-negative sizes per axis of the rank-{tensor.ndim} input")
+    if mode_name != "CONSTANT":  # TF: at most size - 1 (REFLECT) or size (SYMMETRIC)
+        limit = np.asarray(tensor.shape) - (mode_name == "REFLECT")
+        if (pads > limit[:, None]).any():
+            raise _Refused(f"paddings={paddings!r} exceed what mode={mode!r} allows for an "
+                           f"input of shape {tuple(tensor.shape)} (TF refuses them too)")
+        return jnp.pad(tensor, [tuple(p) for p in pads.tolist()], mode=_PAD_MODES[mode_name])
+    if isinstance(constant_values, jax.Array) and constant_values.ndim:
+        raise _Refused(f"constant_values={_show(constant_values)} is not supported (a "
+                       "scalar)")
+    return jnp.pad(tensor, [tuple(p) for p in pads.tolist()],
+                   constant_values=jnp.asarray(constant_values, tensor.dtype))
+
+
+def _pieces(spec, axis_size: int) -> list[int]:
+    """``tf.split``'s sizes: ``n`` equal ones, or the listed ones (one ``-1``: the rest)."""
+    if isinstance(spec, (int, np.integer)):
+        if spec <= 0 or axis_size % spec:
+            raise _Refused(f"num_or_size_splits={spec} does not divide the axis of size "
+                           f"{axis_size} (TF refuses it too)")
+        return [axis_size // int(spec)] * int(spec)
+    sizes = list(_static_ints(spec, "num_or_size_splits"))
+    if sizes.count(-1) > 1 or any(s < -1 for s in sizes):
+        raise _Refused(f"num_or_size_splits={spec!r}: sizes must be >= 0, one may be -1")
+    if -1 in sizes:
+        sizes[sizes.index(-1)] = axis_size - (sum(sizes) + 1)
+    if sum(sizes) != axis_size or min(sizes) < 0:
+        raise _Refused(f"num_or_size_splits={spec!r} does not sum to the axis size "
+                       f"{axis_size} (TF refuses it too)")
+    return sizes
+
+
+def _split(rt, value, num_or_size_splits, axis=0, num=None):
+    axis = int(axis)
+    if isinstance(num_or_size_splits, jax.Array):
+        raise _Refused("num_or_size_splits=<a tensor> is not supported (a number or a list "
+                       "of sizes)")
+    sizes = _pieces(num_or_size_splits, value.shape[axis])
+    if num is not None and int(num) != len(sizes):
+        raise _Refused(f"num={num!r} is not the number of pieces, {len(sizes)}")
+    cuts = np.cumsum(sizes)[:-1].tolist()
+    return tuple(jnp.split(value, cuts, axis=axis))
+
+
+def _unstack(rt, value, num=None, axis=0):
+    axis = int(axis)
+    if num is not None and int(num) != value.shape[axis]:
+        raise _Refused(f"num={num!r} is not the size {value.shape[axis]} of axis {axis} "
+                       "(TF refuses it too)")
+    return tuple(jnp.moveaxis(value, axis, 0))
+
+
+def _gather(rt, params, indices, axis=None, batch_dims=0):
+    """``tf.gather``: ``params`` indexed along ``axis`` (``None``: ``batch_dims``) by
+    ``indices``, the first ``batch_dims`` axes of both taken in step. Out-of-range constant
+    indices are refused (TF raises on CPU); for tensor indices they are clamped."""
+    if isinstance(indices, (list, tuple, int, np.integer, np.ndarray)):
+        indices = np.asarray(indices)
+        if indices.dtype.kind not in "iu":
+            raise _Refused(f"indices={_show(indices.tolist())} are not integers")
+    b = int(batch_dims)
+    b = b + indices.ndim if b < 0 else b
+    a = b if axis is None else int(axis)
+    a = a + params.ndim if a < 0 else a
+    if not 0 <= b <= min(a, indices.ndim):
+        raise _Refused(f"batch_dims={batch_dims!r} must be at most axis={axis!r} and the "
+                       "rank of indices (TF refuses it too)")
+    if isinstance(indices, np.ndarray) and indices.size and (
+            indices.min() < 0 or indices.max() >= params.shape[a]):
+        raise _Refused(f"indices={indices.tolist()!r} are out of range for axis {a} of size "
+                       f"{params.shape[a]} (TF raises on CPU)")
+
+    def take(p, i):
+        return jnp.take(p, i, axis=a - b, mode="clip")
+
+    for _ in range(b):
+        take = jax.vmap(take)
+    return take(params, jnp.asarray(indices))
+
+
+def _reverse(rt, tensor, axis):
+    return jnp.flip(tensor, tuple(int(a) for a in np.asarray(axis).reshape(-1)))
+
+
+def _image_flip(height: bool):
+    def f(rt, image):
+        if image.ndim not in (3, 4):
+            raise _Refused(f"an image of rank {image.ndim} is not supported (rank 3 or 4, "
+                           "as in TF)")
+        return jnp.flip(image, image.ndim - (3 if height else 2))
+    return f
+
+
+def _roll(rt, input, shift, axis):
+    shift, axis = np.asarray(shift).reshape(-1), np.asarray(axis).reshape(-1)
+    if shift.size != axis.size:
+        raise _Refused(f"shift={shift.tolist()} and axis={axis.tolist()} differ in length")
+    return jnp.roll(input, tuple(int(s) for s in shift), tuple(int(a) for a in axis))
+
+
+def _repeat(rt, input, repeats, axis=None):
+    reps = np.asarray(_static_ints(repeats, "repeats"))
+    return jnp.repeat(input, reps[0] if reps.size == 1 else reps,
+                      axis=None if axis is None else int(axis))
+
+
+def _broadcast_to(rt, input, shape):
+    return jnp.broadcast_to(input, _static_ints(shape, "shape"))
+
+
+def _tile(rt, input, multiples):
+    return jnp.tile(input, _static_ints(multiples, "multiples"))
+
+
+def _top_k(rt, input, k=1, sorted=True, index_type=None):
+    if not sorted:
+        raise _Refused("sorted=False (TF leaves the order to its kernel) is not supported")
+    name = str(getattr(index_type, "name", index_type))
+    if index_type is not None and name not in ("int32", "int64"):
+        raise _Refused(f"index_type={name!r} is not supported (supported: 'int32', 'int64', "
+                       "computed as int32)")
+    values, indices = jax.lax.top_k(input, int(_static_ints(k, "k")[0]))
+    return values, indices.astype(jnp.int32)
+
+
+def _arg(fn):
+    def f(rt, input, axis=None, output_type="int64"):  # TF: axis=None is axis 0
+        name = str(getattr(output_type, "name", output_type))
+        if name not in ("int32", "int64"):
+            raise _Refused(f"output_type={name!r} is not supported (supported: 'int32', "
+                           "'int64', computed as int32)")
+        return fn(input, axis=0 if axis is None else int(axis)).astype(jnp.int32)
+    return f
+
+
+def _one_hot(rt, indices, depth, on_value=None, off_value=None, axis=None, dtype=None):
+    """TF: ``on_value`` (1) where the index equals the position along the new axis (last by
+    default), else ``off_value`` (0); an index outside ``[0, depth)`` gives a row of
+    ``off_value``. The dtype: ``dtype``, else that of the values given, else float32."""
+    if dtype is not None:
+        dt = _cast_dtype(dtype)
+    elif any(isinstance(v, (float, np.floating)) for v in (on_value, off_value)):
+        dt = jnp.float32
+    elif on_value is not None or off_value is not None:
+        dt = jnp.int32
+    else:
+        dt = jnp.float32
+    depth = int(_static_ints(depth, "depth")[0])
+    hot = jnp.asarray(indices)[..., None] == jnp.arange(depth)
+    y = jnp.where(hot, jnp.asarray(1 if on_value is None else on_value, dt),
+                  jnp.asarray(0 if off_value is None else off_value, dt))
+    return y if axis is None or int(axis) == -1 else jnp.moveaxis(y, -1, int(axis))
+
+
+# ------------------------------------------------------------------ reductions and scans
+def _cumulative(fn, unit):
+    def f(rt, x, axis=0, exclusive=False, reverse=False):
+        axis = int(axis) % x.ndim
+        if reverse:
+            x = jnp.flip(x, axis)
+        y = fn(x, axis=axis)
+        if exclusive:  # shifted by one: the first is the empty sum (product)
+            first = jnp.full_like(jax.lax.slice_in_dim(y, 0, 1, axis=axis), unit)
+            y = jnp.concatenate([first, jax.lax.slice_in_dim(y, 0, -1, axis=axis)], axis)
+        return jnp.flip(y, axis) if reverse else y
+    return f
+
+
+def _logsumexp(x, axis=None, keepdims=False):
+    return jax.scipy.special.logsumexp(x, axis=axis, keepdims=keepdims)
+
+
+def _euclidean_norm(x, axis=None, keepdims=False):
+    return jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims))
+
+
+# --------------------------------------------------------------- normalization and bias
+def _l2_normalize(rt, x, axis=None, epsilon=1e-12, dim=None):
+    """``x * rsqrt(max(sum(x ** 2, axis), epsilon))`` (TF's formula: ``epsilon`` bounds the
+    squared norm), over every axis for ``axis=None``; ``dim`` is TF's old name of ``axis``.
+    Computed as ``UnitNormalization`` is: the values times their held inverse norm."""
+    if dim is not None and axis is not None:
+        raise _Refused(f"axis={axis!r} and dim={dim!r} are both given (TF refuses it too)")
+    axis = _axis(dim if axis is None else axis)
+    ss = jnp.sum(rt.act(jnp.square, x), axis=axis, keepdims=True)
+    eps = float(epsilon)
+    inv = rt.held(rt.act(lambda v: jax.lax.rsqrt(jnp.maximum(v, eps)), ss))
+    return rt.pair(jnp.multiply, x, inv)
+
+
+def _bias_add(rt, value, bias, data_format=None):
+    """``value + bias`` along the channels: the last axis (``data_format`` ``None`` or
+    ``N...C``), or axis 1 (``NC...``)."""
+    fmt = "NHWC" if data_format is None else str(data_format)
+    if not (fmt.startswith("NC") or (fmt.startswith("N") and fmt.endswith("C"))):
+        raise _Refused(f"data_format={data_format!r} is not supported ('N...C' or 'NC...', "
+                       "as in TF)")
+    bias = _const(bias, value)
+    if fmt.startswith("NC") and value.ndim > 2:
+        bias = jnp.reshape(bias, (-1,) + (1,) * (value.ndim - 2))
+    return _binary(jnp.add)(rt, value, bias)
+
+
+# ---------------------------------------------------------------------------- images
+def _pool_window(v, what: str) -> tuple[int, int]:
+    """TF's ``ksize``/``strides`` of a 2-D pooling (NHWC): an int, 2 ints, or 4 with ones at
+    the batch and channel positions."""
+    v = [int(e) for e in np.asarray(v).reshape(-1)]
+    if len(v) == 4 and v[0] == v[3] == 1:
+        return v[1], v[2]
+    if len(v) in (1, 2):
+        return (v[0], v[-1])
+    raise _Refused(f"{what}={v} is not supported (an int, 2 ints, or [1, rows, cols, 1]; TF "
+                   "does not pool over the batch or channels on CPU)")
+
+
+def _pool2d(kind: str):
+    def f(rt, input, ksize, strides, padding, data_format="NHWC"):
+        if data_format != "NHWC":  # TF's CPU kernels refuse NCHW too
+            raise _Refused(f"data_format={data_format!r} is not supported ('NHWC' only)")
+        if padding not in ("VALID", "SAME"):
+            raise _Refused(f"padding={_show(padding)} is not supported ('VALID', 'SAME')")
+        pool, strides = _pool_window(ksize, "ksize"), _pool_window(strides, "strides")
+        if kind == "max":
+            if padding == "VALID" and strides == pool:
+                return rt.pool(lambda v: _blocked_max(v, pool), input)
+            return rt.pool(lambda v: flax_nn.max_pool(v, pool, strides, padding), input)
+        # TF averages a "SAME" window over its elements inside the input only
+        return flax_nn.avg_pool(input, pool, strides, padding, count_include_pad=False)
+    return f
+
+
+def _block_format(block_size, data_format):
+    if data_format != "NHWC":
+        raise _Refused(f"data_format={data_format!r} is not supported ('NHWC' only)")
+    b = int(block_size)
+    if b < 2:
+        raise _Refused(f"block_size={block_size!r} must be at least 2 (TF refuses it too)")
+    return b
+
+
+def _depth_to_space(rt, input, block_size, data_format="NHWC"):
+    """TF's order: output pixel ``(h * b + i, w * b + j)``, channel ``c`` is input channel
+    ``(i * b + j) * C + c`` of pixel ``(h, w)``."""
+    b = _block_format(block_size, data_format)
+    n, h, w, c = input.shape
+    if c % (b * b):
+        raise _Refused(f"block_size={b}: {c} channels are not divisible by {b * b} (TF "
+                       "refuses it too)")
+    y = input.reshape(n, h, w, b, b, c // (b * b)).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, h * b, w * b, c // (b * b))
+
+
+def _space_to_depth(rt, input, block_size, data_format="NHWC"):
+    b = _block_format(block_size, data_format)
+    n, h, w, c = input.shape
+    if h % b or w % b:
+        raise _Refused(f"block_size={b} does not divide the height {h} and width {w} (TF "
+                       "refuses it too)")
+    y = input.reshape(n, h // b, b, w // b, b, c).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, h // b, w // b, b * b * c)
+
+
+def _extract_patches(rt, images, sizes, strides, rates, padding):
+    """``tf.image.extract_patches``: the ``(kh, kw)`` patches (every ``rates``-th pixel)
+    at every ``strides`` step, each flattened in (row, column, channel) order into the
+    last axis; "SAME" pads with zeros, the extra pixel of an odd total after."""
+    if images.ndim != 4:
+        raise _Refused(f"images of rank {images.ndim} are not supported (rank 4, as in TF)")
+    four = []
+    for name, v in (("sizes", sizes), ("strides", strides), ("rates", rates)):
+        v = [int(e) for e in np.asarray(v).reshape(-1)]
+        if len(v) != 4 or v[0] != 1 or v[3] != 1:
+            raise _Refused(f"{name}={v} must be [1, rows, cols, 1] (TF refuses it too)")
+        four.append(v[1:3])
+    (kh, kw), (sh, sw), (rh, rw) = four
+    pad = str(padding).upper()
+    if pad not in ("VALID", "SAME"):
+        raise _Refused(f"padding={padding!r} is not supported ('VALID', 'SAME')")
+    n, h, w, c = images.shape
+    eh, ew = (kh - 1) * rh + 1, (kw - 1) * rw + 1  # the patch's extent
+    if pad == "VALID":
+        oh, ow = (h - eh) // sh + 1, (w - ew) // sw + 1
+        x = images
+    else:
+        oh, ow = -(-h // sh), -(-w // sw)
+        th, tw = max(0, (oh - 1) * sh + eh - h), max(0, (ow - 1) * sw + ew - w)
+        x = jnp.pad(images, [(0, 0), (th // 2, th - th // 2), (tw // 2, tw - tw // 2),
+                             (0, 0)])
+    if oh <= 0 or ow <= 0:
+        raise _Refused(f"sizes={sizes!r} with rates={rates!r}: patches of extent {(eh, ew)} "
+                       f"do not fit images of size {(h, w)}")
+    cells = [x[:, i * rh: i * rh + (oh - 1) * sh + 1: sh,
+               j * rw: j * rw + (ow - 1) * sw + 1: sw, :]
+             for i in range(kh) for j in range(kw)]
+    return jnp.stack(cells, axis=3).reshape(n, oh, ow, kh * kw * c)
+
+
+def _filled_like(value):
+    def f(rt, input, dtype=None):
+        dt = input.dtype if dtype is None else _cast_dtype(dtype)
+        return jnp.full(input.shape, value, dt)
+    return f
+
+
 _FUNCTIONS = {
-    "__operators__.add": _binary(jnp.add), "math.add": _binary(jnp.add),
+    "__operators__.add": _binary(jnp.add, static=np.add),
+    "math.add": _binary(jnp.add, static=np.add),
     "math.add_n": _add_n,
-    "math.subtract": _binary(jnp.subtract), "__operators__.sub": _binary(jnp.subtract),
-    "math.multiply": _binary(jnp.multiply), "__operators__.mul": _binary(jnp.multiply),
+    "math.subtract": _binary(jnp.subtract, static=np.subtract),
+    "__operators__.sub": _binary(jnp.subtract, static=np.subtract),
+    "math.multiply": _binary(jnp.multiply, static=np.multiply),
+    "__operators__.mul": _binary(jnp.multiply, static=np.multiply),
     "math.truediv": _binary(jnp.true_divide, True),
     "math.divide": _binary(jnp.true_divide, True),
     "__operators__.truediv": _binary(jnp.true_divide, True),
-    "math.floordiv": _binary(jnp.floor_divide),
-    "compat.v1.floor_div": _binary(jnp.floor_divide),  # Python's `//` in tf.keras 2.12-2.21
+    "math.floordiv": _binary(jnp.floor_divide, static=np.floor_divide),
+    "compat.v1.floor_div": _binary(jnp.floor_divide, static=np.floor_divide),  # Python's `//` in tf.keras 2.12-2.21
     "math.pow": _binary(jnp.power, True),
     "math.maximum": _binary(jnp.maximum, True), "math.minimum": _binary(jnp.minimum, True),
     "math.squared_difference": _binary(_squared_difference, True),
@@ -200,11 +585,10 @@ _FUNCTIONS = {
     "math.reduce_mean": _reduce(jnp.mean), "math.reduce_sum": _reduce(jnp.sum),
     "math.reduce_max": _reduce(jnp.max), "math.reduce_min": _reduce(jnp.min),
     "math.reduce_prod": _reduce(jnp.prod),
-    "reshape": lambda rt, tensor, shape: jnp.reshape(tensor, tuple(shape)),
-    "compat.v1.reshape": lambda rt, tensor, shape: jnp.reshape(tensor, tuple(shape)),
+    "reshape": _reshape, "compat.v1.reshape": _reshape,
     "concat": lambda rt, values, axis: jnp.concatenate(list(values), axis=axis),
     "compat.v1.concat": lambda rt, values, axis: jnp.concatenate(list(values), axis=axis),
-    "stack": lambda rt, values, axis=0: jnp.stack(list(values), axis=axis),
+    "stack": _stack,
     "expand_dims": lambda rt, input, axis: jnp.expand_dims(input, axis),
     "compat.v1.squeeze": _squeeze_v1, "squeeze": _squeeze,
     "compat.v1.transpose": _transpose, "transpose": _transpose,
@@ -219,12 +603,51 @@ _FUNCTIONS = {
     "math.equal": lambda rt, x, y: jnp.equal(*_operands(x, y)),
     "math.not_equal": lambda rt, x, y: jnp.not_equal(*_operands(x, y)),
     "where": lambda rt, condition, x=None, y=None: _where(condition, x, y),
-    "tile": lambda rt, input, multiples: jnp.tile(input, tuple(int(m) for m in multiples)),
+    "tile": _tile,
     "image.resize": _resize,
+    # sizes: tf.shape (static, see _shape_of)
+    "compat.v1.shape": _shape_of,
+    # elementwise functions of one tensor (piecewise constant ones: not activations)
+    "math.sin": lambda rt, x: jnp.sin(x), "math.cos": lambda rt, x: jnp.cos(x),
+    "math.erf": lambda rt, x: jax.scipy.special.erf(x),
+    "math.erfc": lambda rt, x: jax.scipy.special.erfc(x),
+    "math.reciprocal": lambda rt, x: jnp.reciprocal(x),
+    "math.log1p": lambda rt, x: jnp.log1p(x), "math.expm1": lambda rt, x: jnp.expm1(x),
+    "math.log_sigmoid": lambda rt, x: jax.nn.log_sigmoid(x),
+    "nn.softsign": lambda rt, features: jax.nn.soft_sign(features),
+    "math.floor": lambda rt, x: jnp.floor(x), "math.ceil": lambda rt, x: jnp.ceil(x),
+    "math.round": lambda rt, x: jnp.round(x),  # half to even, as TF
+    "math.sign": lambda rt, x: jnp.sign(x),
+    "stop_gradient": lambda rt, input: jax.lax.stop_gradient(input),  # tf.nn.moments uses it
+    "zeros_like": _filled_like(0), "ones_like": _filled_like(1),
+    # reductions and scans (axis=None: every axis)
+    "math.reduce_std": _reduce(jnp.std), "math.reduce_variance": _reduce(jnp.var),
+    "math.reduce_logsumexp": _reduce(_logsumexp),
+    "math.reduce_euclidean_norm": _reduce(_euclidean_norm),
+    "math.reduce_any": _reduce(jnp.any), "math.reduce_all": _reduce(jnp.all),
+    "math.cumsum": _cumulative(jnp.cumsum, 0), "math.cumprod": _cumulative(jnp.cumprod, 1),
+    "math.argmax": _arg(jnp.argmax), "math.argmin": _arg(jnp.argmin),
+    "math.top_k": _top_k,
+    # shapes, order and selection
+    "compat.v1.pad": _pad,
+    "split": _split, "unstack": _unstack,
+    "compat.v1.gather": _gather,
+    "reverse": _reverse,
+    "image.flip_left_right": _image_flip(False), "image.flip_up_down": _image_flip(True),
+    "roll": _roll, "repeat": _repeat, "broadcast_to": _broadcast_to,
+    "one_hot": _one_hot,
+    # normalization, bias, pooling, image blocks and patches
+    "math.l2_normalize": _l2_normalize,
+    "nn.bias_add": _bias_add,
+    "nn.max_pool2d": _pool2d("max"), "nn.avg_pool2d": _pool2d("avg"),
+    "nn.depth_to_space": _depth_to_space, "nn.space_to_depth": _space_to_depth,
+    "image.extract_patches": _extract_patches,
 }
 
 #: TF keywords a translation does not implement but accepts: at these values (TF's defaults).
-_ACCEPTED = {"linalg.matmul": {"output_type": None}}
+_ACCEPTED = {"linalg.matmul": {"output_type": None},
+             "compat.v1.gather": {"validate_indices": None},  # TF ignores it
+             "zeros_like": {"layout": None}, "ones_like": {"layout": None}}
 
 
 def _keywords(fn) -> frozenset:
@@ -280,7 +703,9 @@ def _refusal(ctx, fn_name: str, e: _Refused) -> Exception:
 _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", "math.softplus",
                           "nn.relu", "nn.relu6", "nn.silu", "nn.swish", "nn.elu", "nn.selu",
                           "nn.gelu", "nn.leaky_relu", "math.negative", "math.abs",
-                          "math.square", "math.sqrt", "math.rsqrt", "math.exp", "math.log"})
+                          "math.square", "math.sqrt", "math.rsqrt", "math.exp", "math.log",
+                          "math.sin", "math.cos", "math.erf", "math.erfc", "math.reciprocal",
+                          "math.log1p", "math.expm1", "math.log_sigmoid", "nn.softsign"})
 
 
 #: The wrapped functions that add or multiply tensors (``LayerImpl.merge``: LRP's rule layers
@@ -288,13 +713,28 @@ _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", 
 _MERGES = {"__operators__.add": "sum", "math.add": "sum", "math.add_n": "sum",
            "math.subtract": "sum", "__operators__.sub": "sum",
            "math.multiply": "product", "__operators__.mul": "product",
-           "linalg.matmul": "product"}
+           "linalg.matmul": "product", "nn.bias_add": "sum"}
+
+#: Other wrapped functions that LRP gives its rule (``LayerImpl.relevance``), as it does the
+#: layers computing the same (``UnitNormalization``, ``MaxPooling2D``, ``AveragePooling2D``).
+_RULE_FUNCTIONS = frozenset({"math.l2_normalize", "nn.max_pool2d", "nn.avg_pool2d"})
+
+#: Functions whose tf.keras record lacks arguments (refused with the reason, not as unknown).
+_UNRECORDED = {
+    "einsum": "tf.keras records only its equation, not the tensors it is applied to (they "
+              "are extra positional arguments, which its config drops: tf.keras cannot reload "
+              "the file either); use tf.keras.layers.EinsumDense, or tf.linalg.matmul and "
+              "tf.transpose",
+}
 
 
 @register_layer("TFOpLambda")
 def _tf_op_lambda(config, ctx):
     fn_name = str(config.get("function", ""))
     fn = _FUNCTIONS.get(fn_name)
+    if fn_name in _UNRECORDED:
+        raise ctx.error(f"it wraps tf.{fn_name}, which cannot be imported: "
+                        f"{_UNRECORDED[fn_name]}")
     if fn is None:
         raise ctx.error(f"it wraps the TensorFlow function tf.{fn_name}, which has no JAX "
                         f"translation here; supported: {', '.join(supported_tf_functions())}")
@@ -311,8 +751,8 @@ def _tf_op_lambda(config, ctx):
             raise _refusal(ctx, fn_name, e) from None
 
     merge = _MERGES.get(fn_name)
-    return LayerImpl(call=call, head_op=_HEAD_OPS.get(fn_name), relevance=merge is not None,
-                     merge=merge)
+    return LayerImpl(call=call, head_op=_HEAD_OPS.get(fn_name),
+                     relevance=merge is not None or fn_name in _RULE_FUNCTIONS, merge=merge)
 
 
 def _slice_spec(spec):
