@@ -543,6 +543,90 @@ def _filled_like(value):
     return f
 
 
+# ------------------------------------------------------------------ norms, bands, slices
+def _norm(rt, tensor, ord="euclidean", axis=None, keepdims=None, keep_dims=None):
+    """``tf.norm``: a vector norm over ``axis`` (an int; ``None``: every element) of order
+    ``'euclidean'`` (2), 1, ``inf`` or any positive number, or a matrix norm over two axes
+    (``'euclidean'``/``'fro'``, 1: the largest column sum, ``inf``: the largest row sum);
+    ``keep_dims`` is TF's old name of ``keepdims``."""
+    if keepdims is not None and keep_dims is not None:
+        raise _Refused(f"keepdims={keepdims!r} and keep_dims={keep_dims!r} are both given "
+                       "(TF refuses it too)")
+    keep = bool(keepdims if keepdims is not None else keep_dims)
+    matrix = isinstance(axis, (list, tuple)) and len(axis) == 2
+    if matrix:
+        axes = tuple(int(a) % tensor.ndim for a in axis)
+        if axes[0] == axes[1] or ord not in ("euclidean", "fro", 1, np.inf):
+            raise _Refused(f"ord={ord!r} over axis={axis!r} is not supported (matrix norms: "
+                           "'euclidean', 'fro', 1, inf; TF's 2, a singular value, is not)")
+    elif axis is not None and not isinstance(axis, int):
+        raise _Refused(f"axis={axis!r} is not supported (None, an int or two ints, as in TF)")
+    elif not (ord in ("euclidean", 1, 2, np.inf) or (isinstance(ord, (int, float))
+                                                     and ord > 0)):
+        raise _Refused(f"ord={ord!r} is not supported for a vector norm ('euclidean', 1, 2, "
+                       "inf or a positive number, as in TF)")
+    else:
+        axes = None if axis is None else (int(axis),)
+    if ord in ("euclidean", "fro", 2):
+        y = jnp.sqrt(jnp.sum(jnp.square(tensor), axis=axes, keepdims=True))
+    elif ord == 1:
+        y = jnp.sum(jnp.abs(tensor), axis=None if axes is None else axes[0], keepdims=True)
+        if matrix:
+            y = jnp.max(y, axis=axes[1], keepdims=True)
+    elif ord == np.inf:
+        y = jnp.abs(tensor)
+        if matrix:
+            y = jnp.sum(y, axis=axes[1], keepdims=True)
+        y = jnp.max(y, axis=None if axes is None else axes[0], keepdims=True)
+    else:
+        p = float(ord)
+        y = jnp.power(jnp.sum(jnp.power(jnp.abs(tensor), p), axis=axes, keepdims=True), 1 / p)
+    return y if keep else jnp.squeeze(y, axes)
+
+
+def _band_part(rt, input, num_lower, num_upper):
+    """``tf.linalg.band_part``: each innermost matrix with the entries more than
+    ``num_lower`` below or ``num_upper`` above the diagonal set to zero (negative: none)."""
+    lo, up = (int(_static_ints(v, name)[0]) for v, name in ((num_lower, "num_lower"),
+                                                          (num_upper, "num_upper")))
+    m, n = input.shape[-2:]
+    below = np.arange(m)[:, None] - np.arange(n)[None, :]  # i - j
+    keep = ((lo < 0) | (below <= lo)) & ((up < 0) | (-below <= up))
+    return jnp.where(keep, input, jnp.zeros((), input.dtype))
+
+
+def _slice(rt, input_, begin, size):
+    """``tf.slice``: ``size[i]`` elements from ``begin[i]`` along each axis (``-1``: the
+    rest)."""
+    b, s = _static_ints(begin, "begin"), _static_ints(size, "size")
+    if len(b) != input_.ndim or len(s) != input_.ndim:
+        raise _Refused(f"begin={list(b)} and size={list(s)} need one entry per axis of the "
+                       f"rank-{input_.ndim} input")
+    index = []
+    for n, i, k in zip(input_.shape, b, s):
+        k = n - i if k == -1 else k
+        if i < 0 or k < 0 or i + k > n:
+            raise _Refused(f"begin={list(b)}, size={list(s)} are out of range for an input "
+                           f"of shape {tuple(input_.shape)} (TF refuses them too)")
+        index.append(slice(i, i + k))
+    return input_[tuple(index)]
+
+
+def _sort(rt, values, axis=-1, direction="ASCENDING"):
+    if direction not in ("ASCENDING", "DESCENDING"):
+        raise _Refused(f"direction={direction!r} is not supported ('ASCENDING', "
+                       "'DESCENDING', as in TF)")
+    y = jnp.sort(values, axis=int(axis))
+    return y if direction == "ASCENDING" else jnp.flip(y, int(axis))
+
+
+def _divide_no_nan(x, y):
+    """``x / y``, and 0 where ``y`` is 0 (its gradient there too)."""
+    zero = y == 0
+    return jnp.where(zero, jnp.zeros((), jnp.result_type(x, y)),
+                     x / jnp.where(zero, jnp.ones((), jnp.result_type(y)), y))
+
+
 _FUNCTIONS = {
     "__operators__.add": _binary(jnp.add, static=np.add),
     "math.add": _binary(jnp.add, static=np.add),
@@ -642,6 +726,16 @@ _FUNCTIONS = {
     "nn.max_pool2d": _pool2d("max"), "nn.avg_pool2d": _pool2d("avg"),
     "nn.depth_to_space": _depth_to_space, "nn.space_to_depth": _space_to_depth,
     "image.extract_patches": _extract_patches,
+    "compat.v1.norm": _norm, "linalg.band_part": _band_part, "slice": _slice, "sort": _sort,
+    "math.floormod": _binary(jnp.mod, True, static=np.mod),  # also Python's `%`
+    "math.divide_no_nan": _binary(_divide_no_nan, True),
+    "compat.v1.math.scalar_mul": lambda rt, scalar, x: _binary(jnp.multiply)(rt, scalar, x),
+    "math.logical_and": lambda rt, x, y: jnp.logical_and(*_operands(x, y)),
+    "math.logical_or": lambda rt, x, y: jnp.logical_or(*_operands(x, y)),
+    "math.logical_not": lambda rt, x: jnp.logical_not(x),
+    "math.atan": lambda rt, x: jnp.arctan(x), "math.asinh": lambda rt, x: jnp.arcsinh(x),
+    "math.sinh": lambda rt, x: jnp.sinh(x), "math.cosh": lambda rt, x: jnp.cosh(x),
+    "math.rint": lambda rt, x: jnp.round(x),  # half to even
 }
 
 #: TF keywords a translation does not implement but accepts: at these values (TF's defaults).
@@ -705,7 +799,8 @@ _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", 
                           "nn.gelu", "nn.leaky_relu", "math.negative", "math.abs",
                           "math.square", "math.sqrt", "math.rsqrt", "math.exp", "math.log",
                           "math.sin", "math.cos", "math.erf", "math.erfc", "math.reciprocal",
-                          "math.log1p", "math.expm1", "math.log_sigmoid", "nn.softsign"})
+                          "math.log1p", "math.expm1", "math.log_sigmoid", "nn.softsign",
+                          "math.atan", "math.asinh", "math.sinh", "math.cosh"})
 
 
 #: The wrapped functions that add or multiply tensors (``LayerImpl.merge``: LRP's rule layers
