@@ -20,7 +20,8 @@ from model_import import KerasImportError, load_keras
 D = pathlib.Path(__file__).parent / "fixtures" / "keras2_tfops"
 TOL = 1e-5
 OPS = ("TFOpLambda", "SlicingOpLambda")
-CASES = [(n, t) for n in ("tokens", "image_ops", "sizes") for t in ("tf212", "tf221")]
+CASES = [(n, t) for n in ("tokens", "image_ops", "sizes", "extras")
+         for t in ("tf212", "tf221")]
 
 
 def _load(name, tag):
@@ -66,7 +67,7 @@ def _float_outputs_sum(m):
     return f
 
 
-@pytest.mark.parametrize("name", ["tokens", "image_ops", "sizes"])
+@pytest.mark.parametrize("name", ["tokens", "image_ops", "sizes", "extras"])
 def test_gradients_are_finite_and_not_zero(name):
     m, ref = _load(name, "tf221")
     g = jax.jit(jax.grad(_float_outputs_sum(m)))(jnp.asarray(ref["x"]))
@@ -153,6 +154,12 @@ def _set_kwarg(cfg, layer, key, value):
      "keywords translated: axis, dim, epsilon"),
     ("tokens", "tf.compat.v1.shape", "compat.v1.shape", "out_type", "float32",
      "is not supported"),
+    ("extras", "tf.compat.v1.norm_3", "compat.v1.norm", "ord", 2, "is not supported"),
+    ("extras", "tf.compat.v1.norm", "compat.v1.norm", "ord", "fro",
+     "is not supported for a vector norm"),
+    ("extras", "tf.compat.v1.norm", "compat.v1.norm", "keep_dims", True, "are both given"),
+    ("extras", "tf.slice", "slice", "size", [-1, 3, 9], "out of range"),
+    ("extras", "tf.sort", "sort", "direction", "UP", "is not supported"),
     # a shape read from a tensor's values (argmax indices), not from shapes: no static size
     ("tokens", "tf.reshape_1", "reshape", "shape", ["tf.math.argmax", 0, 0],
      "depends on the values of a tensor"),
@@ -179,7 +186,8 @@ def test_einsum_is_refused_with_the_reason():
 def test_runtime_rules_reach_the_new_functions():
     """The new elementwise math functions go through ``Runtime.elementwise`` (checked for
     every one of ``tf_ops._ACTIVATIONS`` in test_deeplift.py); the piecewise constant ones
-    and ``stop_gradient`` do not; max pooling goes through ``Runtime.max_pool`` (average
+    and ``stop_gradient`` do not; ``floormod`` and ``divide_no_nan`` of two tensors go
+    through ``Runtime.pairwise``, of a tensor and a constant through ``elementwise``; max pooling goes through ``Runtime.max_pool`` (average
     pooling does not); ``l2_normalize`` holds its inverse norm (``Runtime.hold``) and
     multiplies through ``Runtime.pairwise``, as ``UnitNormalization`` does."""
     from model_import import Runtime
@@ -209,8 +217,12 @@ def test_runtime_rules_reach_the_new_functions():
     x = jnp.linspace(-2.0, 2.0, 2 * 4 * 4 * 3).reshape(2, 4, 4, 3)
     for fn in ("math.sin", "math.erf", "math.reciprocal", "math.log_sigmoid", "nn.softsign"):
         assert run(fn, x)["act"] == 1, fn
-    for fn in ("math.floor", "math.ceil", "math.round", "math.sign", "stop_gradient"):
+    for fn in ("math.floor", "math.ceil", "math.round", "math.rint", "math.sign",
+               "stop_gradient"):
         assert run(fn, x)["act"] == 0, fn
+    for fn in ("math.floormod", "math.divide_no_nan"):  # like tf.math.truediv
+        assert run(fn, x, y=x + 3.0) == {"act": 0, "pool": 0, "hold": 0, "pair": 1}, fn
+        assert run(fn, x, y=2.0) == {"act": 1, "pool": 0, "hold": 0, "pair": 0}, fn
     assert run("nn.max_pool2d", x, ksize=2, strides=2, padding="VALID")["pool"] == 1
     assert run("nn.max_pool2d", x, ksize=3, strides=1, padding="SAME")["pool"] == 1
     assert run("nn.avg_pool2d", x, ksize=2, strides=2, padding="VALID")["pool"] == 0
