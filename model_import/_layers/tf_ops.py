@@ -222,6 +222,16 @@ def _stack(rt, values, axis=0):
     return jnp.stack(values, axis=axis)
 
 
+def _concat(rt, values, axis):
+    values = list(values)
+    if all(_is_static(v) for v in values):  # sizes: tf.concat([tf.shape(x)[:1], [-1]], 0)
+        known = [v for v in values if isinstance(v, (np.ndarray, np.generic))]
+        dt = np.result_type(*known) if known else None
+        return np.concatenate([np.asarray(v, dtype=dt) for v in values], axis=axis)
+    like = next(v for v in values if isinstance(v, jax.Array))
+    return jnp.concatenate([_const(v, like) for v in values], axis=axis)
+
+
 def _reshape(rt, tensor, shape):
     return jnp.reshape(tensor, _static_ints(shape, "shape"))
 
@@ -670,8 +680,7 @@ _FUNCTIONS = {
     "math.reduce_max": _reduce(jnp.max), "math.reduce_min": _reduce(jnp.min),
     "math.reduce_prod": _reduce(jnp.prod),
     "reshape": _reshape, "compat.v1.reshape": _reshape,
-    "concat": lambda rt, values, axis: jnp.concatenate(list(values), axis=axis),
-    "compat.v1.concat": lambda rt, values, axis: jnp.concatenate(list(values), axis=axis),
+    "concat": _concat, "compat.v1.concat": _concat,
     "stack": _stack,
     "expand_dims": lambda rt, input, axis: jnp.expand_dims(input, axis),
     "compat.v1.squeeze": _squeeze_v1, "squeeze": _squeeze,
