@@ -137,7 +137,7 @@ def _set_kwarg(cfg, layer, key, value):
      "is not supported"),
     ("image_ops", "tf.nn.max_pool2d_1", "nn.max_pool2d", "ksize", [2, 2, 2, 2],
      "is not supported"),
-    ("image_ops", "tf.image.extract_patches_1", "image.extract_patches", "sizes",
+    ("image_ops", "tf.image.extract_patches", "image.extract_patches", "sizes",
      [2, 3, 2, 1], "must be [1, rows, cols, 1]"),
     ("image_ops", "tf.nn.depth_to_space", "nn.depth_to_space", "data_format", "NCHW",
      "is not supported"),
