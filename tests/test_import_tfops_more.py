@@ -141,6 +141,8 @@ def _set_kwarg(cfg, layer, key, value):
      [2, 3, 2, 1], "must be [1, rows, cols, 1]"),
     ("image_ops", "tf.nn.depth_to_space", "nn.depth_to_space", "data_format", "NCHW",
      "is not supported"),
+    ("image_ops", "tf.nn.bias_add", "nn.bias_add", "bias", [0.1, 0.2],
+     "is not one value per channel"),
     ("tokens", "tf.split", "split", "num", 5, "is not the number of pieces"),
     ("tokens", "tf.split_1", "split", "num_or_size_splits", [4, -1, -1], "one may be -1"),
     ("tokens", "tf.unstack", "unstack", "num", 3, "is not the size"),

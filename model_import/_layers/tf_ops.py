@@ -446,6 +446,10 @@ def _bias_add(rt, value, bias, data_format=None):
         raise _Refused(f"data_format={data_format!r} is not supported ('N...C' or 'NC...', "
                        "as in TF)")
     bias = _const(bias, value)
+    channels = value.shape[1 if fmt.startswith("NC") else -1]
+    if jnp.ndim(bias) != 1 or jnp.shape(bias)[0] != channels:
+        raise _Refused(f"bias={_show(bias)} is not one value per channel ({channels}; TF "
+                       "refuses it too)")
     if fmt.startswith("NC") and value.ndim > 2:
         bias = jnp.reshape(bias, (-1,) + (1,) * (value.ndim - 2))
     return _binary(jnp.add)(rt, value, bias)
