@@ -232,6 +232,26 @@ def _concat(rt, values, axis):
     return jnp.concatenate([_const(v, like) for v in values], axis=axis)
 
 
+def _range(rt, start, limit=None, delta=1, dtype=None):
+    """``tf.range`` of sizes (``tf.range(tf.shape(x)[1])``): a static NumPy array, int32 for
+    integer bounds and float32 if one is a float (TF's inference), else of ``dtype``."""
+    for name, v in (("start", start), ("limit", limit), ("delta", delta)):
+        if isinstance(v, jax.Array):
+            raise _Refused(f"{name}=<computed from a tensor> is not supported: the length "
+                           "would depend on the values of a tensor (bounds from tf.shape are "
+                           "static)")
+    if limit is None:
+        start, limit = 0, start
+    if dtype is not None:
+        dt = _cast_dtype(dtype)
+    elif any(np.asarray(v).dtype.kind == "f" for v in (start, limit, delta)):
+        dt = np.float32
+    else:
+        dt = np.int32
+    return np.arange(np.asarray(start, dt), np.asarray(limit, dt), np.asarray(delta, dt),
+                     dtype=dt)
+
+
 def _reshape(rt, tensor, shape):
     return jnp.reshape(tensor, _static_ints(shape, "shape"))
 
@@ -482,6 +502,23 @@ def _pool2d(kind: str):
         # TF averages a "SAME" window over its elements inside the input only
         return flax_nn.avg_pool(input, pool, strides, padding, count_include_pad=False)
     return f
+
+
+def _local_response_normalization(rt, input, depth_radius=5, bias=1.0, alpha=1.0,
+                                  beta=0.5):
+    """``tf.nn.local_response_normalization`` over the last axis of a 4-D input:
+    ``x / (bias + alpha * s) ** beta``, ``s`` the sum of squares of the channels within
+    ``depth_radius`` of each channel (fewer at the ends)."""
+    if input.ndim != 4:
+        raise _Refused(f"an input of rank {input.ndim} is not supported (rank 4, as in TF)")
+    r = int(depth_radius)
+    if r < 0:
+        raise _Refused(f"depth_radius={depth_radius!r} must be >= 0 (TF refuses it too)")
+    c = input.shape[-1]
+    r = min(r, c - 1)  # channels further away are outside the input
+    sq = jnp.pad(jnp.square(input), [(0, 0), (0, 0), (0, 0), (r, r)])
+    window = sum(sq[..., k:k + c] for k in range(2 * r + 1))
+    return input / jnp.power(float(bias) + float(alpha) * window, float(beta))
 
 
 def _block_format(block_size, data_format):
@@ -739,6 +776,8 @@ _FUNCTIONS = {
     "nn.max_pool2d": _pool2d("max"), "nn.avg_pool2d": _pool2d("avg"),
     "nn.depth_to_space": _depth_to_space, "nn.space_to_depth": _space_to_depth,
     "image.extract_patches": _extract_patches,
+    "range": _range,
+    "nn.local_response_normalization": _local_response_normalization,
     "compat.v1.norm": _norm, "linalg.band_part": _band_part, "slice": _slice, "sort": _sort,
     "math.floormod": _binary(jnp.mod, True, static=np.mod),  # also Python's `%`
     "math.divide_no_nan": _binary(_divide_no_nan, True),
