@@ -162,6 +162,9 @@ def _set_kwarg(cfg, layer, key, value):
     ("extras", "tf.compat.v1.norm", "compat.v1.norm", "keep_dims", True, "are both given"),
     ("extras", "tf.slice", "slice", "size", [-1, 3, 9], "out of range"),
     ("extras", "tf.sort", "sort", "direction", "UP", "is not supported"),
+    ("sizes", "tf.range_1", "range", "limit", ["input_1", 0, 0], "would depend on the values"),
+    ("image_ops", "tf.nn.local_response_normalization", "nn.local_response_normalization",
+     "depth_radius", -1, "must be >= 0"),
     # a shape read from a tensor's values (argmax indices), not from shapes: no static size
     ("tokens", "tf.reshape_1", "reshape", "shape", ["tf.math.argmax", 0, 0],
      "depends on the values of a tensor"),
