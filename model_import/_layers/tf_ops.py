@@ -323,7 +323,13 @@ def _unstack(rt, value, num=None, axis=0):
 def _gather(rt, params, indices, axis=None, batch_dims=0):
     """``tf.gather``: ``params`` indexed along ``axis`` (``None``: ``batch_dims``) by
     ``indices``, the first ``batch_dims`` axes of both taken in step. Out-of-range constant
-    indices are refused (TF raises on CPU); for tensor indices they are clamped."""
+    indices are refused (TF raises on CPU); for tensor indices they are clamped. Static
+    ``params`` and ``indices`` (sizes: ``tf.gather(tf.shape(x), [0, 2])``) give a static
+    result."""
+    if isinstance(params, (list, tuple)):  # a constant table: float32 or int32, as TF
+        a = np.asarray(params)
+        params = a.astype({"f": np.float32, "i": np.int32, "u": np.int32}.get(a.dtype.kind,
+                                                                           a.dtype))
     if isinstance(indices, (list, tuple, int, np.integer, np.ndarray)):
         indices = np.asarray(indices)
         if indices.dtype.kind not in "iu":
@@ -339,6 +345,9 @@ def _gather(rt, params, indices, axis=None, batch_dims=0):
             indices.min() < 0 or indices.max() >= params.shape[a]):
         raise _Refused(f"indices={indices.tolist()!r} are out of range for axis {a} of size "
                        f"{params.shape[a]} (TF raises on CPU)")
+
+    if _is_static(params) and isinstance(indices, np.ndarray) and b == 0:
+        return np.take(np.asarray(params), indices, axis=a)
 
     def take(p, i):
         return jnp.take(p, i, axis=a - b, mode="clip")
