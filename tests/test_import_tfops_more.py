@@ -192,8 +192,9 @@ def test_runtime_rules_reach_the_new_functions():
     """The new elementwise math functions go through ``Runtime.elementwise`` (checked for
     every one of ``tf_ops._ACTIVATIONS`` in test_deeplift.py); the piecewise constant ones
     and ``stop_gradient`` do not; ``floormod`` and ``divide_no_nan`` of two tensors go
-    through ``Runtime.pairwise``, of a tensor and a constant through ``elementwise``; max pooling goes through ``Runtime.max_pool`` (average
-    pooling does not); ``l2_normalize`` holds its inverse norm (``Runtime.hold``) and
+    through ``Runtime.pairwise``, of a tensor and a constant through ``elementwise``; max
+    pooling goes through ``Runtime.max_pool`` (average pooling does not); ``l2_normalize``
+    holds its inverse norm (``Runtime.hold``) and
     multiplies through ``Runtime.pairwise``, as ``UnitNormalization`` does."""
     from model_import import Runtime
     from model_import._layers.registry import ConvertContext, lookup

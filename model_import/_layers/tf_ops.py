@@ -699,7 +699,8 @@ _FUNCTIONS = {
     "math.divide": _binary(jnp.true_divide, True),
     "__operators__.truediv": _binary(jnp.true_divide, True),
     "math.floordiv": _binary(jnp.floor_divide, static=np.floor_divide),
-    "compat.v1.floor_div": _binary(jnp.floor_divide, static=np.floor_divide),  # Python's `//` in tf.keras 2.12-2.21
+    # Python's `//` in tf.keras 2.12-2.21
+    "compat.v1.floor_div": _binary(jnp.floor_divide, static=np.floor_divide),
     "math.pow": _binary(jnp.power, True),
     "math.maximum": _binary(jnp.maximum, True), "math.minimum": _binary(jnp.minimum, True),
     "math.squared_difference": _binary(_squared_difference, True),
