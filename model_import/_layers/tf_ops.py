@@ -485,30 +485,44 @@ def _bias_add(rt, value, bias, data_format=None):
 
 
 # ---------------------------------------------------------------------------- images
-def _pool_window(v, what: str) -> tuple[int, int]:
-    """TF's ``ksize``/``strides`` of a 2-D pooling (NHWC): an int, 2 ints, or 4 with ones at
-    the batch and channel positions."""
+#: The channels-last layouts of TF's poolings of 1, 2 and 3 spatial axes (``None``: the same).
+_POOL_FORMATS = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
+
+
+def _pool_window(v, n: int, what: str) -> tuple[int, ...]:
+    """TF's ``ksize``/``strides`` of an ``n``-D pooling (channels last): an int, ``n`` ints,
+    or ``n + 2`` with ones at the batch and channel positions."""
     v = [int(e) for e in np.asarray(v).reshape(-1)]
-    if len(v) == 4 and v[0] == v[3] == 1:
-        return v[1], v[2]
-    if len(v) in (1, 2):
-        return (v[0], v[-1])
-    raise _Refused(f"{what}={v} is not supported (an int, 2 ints, or [1, rows, cols, 1]; TF "
-                   "does not pool over the batch or channels on CPU)")
+    if len(v) == n + 2 and v[0] == v[-1] == 1:
+        return tuple(v[1:-1])
+    if len(v) == 1:
+        return (v[0],) * n
+    if len(v) == n:
+        return tuple(v)
+    raise _Refused(f"{what}={v} is not supported (an int, {n} ints, or {n + 2} with ones "
+                   "first and last; TF does not pool over the batch or channels on CPU)")
 
 
-def _pool2d(kind: str):
-    def f(rt, input, ksize, strides, padding, data_format="NHWC"):
-        if data_format != "NHWC":  # TF's CPU kernels refuse NCHW too
-            raise _Refused(f"data_format={data_format!r} is not supported ('NHWC' only)")
+def _pool(kind: str, n: int | None):
+    """``tf.nn.max_pool{n}d`` / ``avg_pool{n}d`` (``n=None``: ``tf.nn.avg_pool``, ``n``
+    from the input's rank), channels last, ``VALID`` or ``SAME``: a ``SAME`` window is
+    padded with -inf (max) or averaged over its elements inside the input only (TF's
+    average)."""
+    def f(rt, input, ksize, strides, padding, data_format=None):
+        rank = input.ndim - 2 if n is None else n
+        if rank not in _POOL_FORMATS or input.ndim != rank + 2:
+            raise _Refused(f"an input of rank {input.ndim} is not supported")
+        if data_format not in (None, _POOL_FORMATS[rank]):  # TF's CPU kernels refuse NC..
+            raise _Refused(f"data_format={data_format!r} is not supported "
+                           f"({_POOL_FORMATS[rank]!r} only)")
         if padding not in ("VALID", "SAME"):
             raise _Refused(f"padding={_show(padding)} is not supported ('VALID', 'SAME')")
-        pool, strides = _pool_window(ksize, "ksize"), _pool_window(strides, "strides")
+        pool = _pool_window(ksize, rank, "ksize")
+        strides = _pool_window(strides, rank, "strides")
         if kind == "max":
             if padding == "VALID" and strides == pool:
                 return rt.pool(lambda v: _blocked_max(v, pool), input)
             return rt.pool(lambda v: flax_nn.max_pool(v, pool, strides, padding), input)
-        # TF averages a "SAME" window over its elements inside the input only
         return flax_nn.avg_pool(input, pool, strides, padding, count_include_pad=False)
     return f
 
@@ -783,7 +797,10 @@ _FUNCTIONS = {
     # normalization, bias, pooling, image blocks and patches
     "math.l2_normalize": _l2_normalize,
     "nn.bias_add": _bias_add,
-    "nn.max_pool2d": _pool2d("max"), "nn.avg_pool2d": _pool2d("avg"),
+    "nn.max_pool1d": _pool("max", 1), "nn.max_pool2d": _pool("max", 2),
+    "nn.max_pool3d": _pool("max", 3), "nn.avg_pool1d": _pool("avg", 1),
+    "nn.avg_pool2d": _pool("avg", 2), "nn.avg_pool3d": _pool("avg", 3),
+    "nn.avg_pool": _pool("avg", None),  # (tf.nn.max_pool is recorded as max_pool{n}d)
     "nn.depth_to_space": _depth_to_space, "nn.space_to_depth": _space_to_depth,
     "image.extract_patches": _extract_patches,
     "range": _range,
@@ -873,8 +890,10 @@ _MERGES = {"__operators__.add": "sum", "math.add": "sum", "math.add_n": "sum",
            "linalg.matmul": "product", "nn.bias_add": "sum"}
 
 #: Other wrapped functions that LRP gives its rule (``LayerImpl.relevance``), as it does the
-#: layers computing the same (``UnitNormalization``, ``MaxPooling2D``, ``AveragePooling2D``).
-_RULE_FUNCTIONS = frozenset({"math.l2_normalize", "nn.max_pool2d", "nn.avg_pool2d"})
+#: layers computing the same (``UnitNormalization``, ``MaxPooling2D``, ``AveragePooling2D``...).
+_RULE_FUNCTIONS = frozenset({"math.l2_normalize", "nn.max_pool1d", "nn.max_pool2d",
+                             "nn.max_pool3d", "nn.avg_pool1d", "nn.avg_pool2d",
+                             "nn.avg_pool3d", "nn.avg_pool"})
 
 #: Functions whose tf.keras record lacks arguments (refused with the reason, not as unknown).
 _UNRECORDED = {
