@@ -20,7 +20,7 @@ from model_import import KerasImportError, load_keras
 D = pathlib.Path(__file__).parent / "fixtures" / "keras2_tfops"
 TOL = 1e-5
 OPS = ("TFOpLambda", "SlicingOpLambda")
-CASES = [(n, t) for n in ("tokens", "image_ops", "sizes", "extras")
+CASES = [(n, t) for n in ("tokens", "image_ops", "sizes", "extras", "pools")
          for t in ("tf212", "tf221")]
 
 
@@ -67,7 +67,7 @@ def _float_outputs_sum(m):
     return f
 
 
-@pytest.mark.parametrize("name", ["tokens", "image_ops", "sizes", "extras"])
+@pytest.mark.parametrize("name", ["tokens", "image_ops", "sizes", "extras", "pools"])
 def test_gradients_are_finite_and_not_zero(name):
     m, ref = _load(name, "tf221")
     g = jax.jit(jax.grad(_float_outputs_sum(m)))(jnp.asarray(ref["x"]))
@@ -143,6 +143,9 @@ def _set_kwarg(cfg, layer, key, value):
      "is not supported"),
     ("image_ops", "tf.nn.bias_add", "nn.bias_add", "bias", [0.1, 0.2],
      "is not one value per channel"),
+    ("pools", "tf.nn.max_pool3d", "nn.max_pool3d", "data_format", "NCDHW",
+     "is not supported"),
+    ("pools", "tf.nn.avg_pool", "nn.avg_pool", "padding", "same", "is not supported"),
     ("tokens", "tf.split", "split", "num", 5, "is not the number of pieces"),
     ("tokens", "tf.split_1", "split", "num_or_size_splits", [4, -1, -1], "one may be -1"),
     ("tokens", "tf.unstack", "unstack", "num", 3, "is not the size"),
@@ -232,5 +235,8 @@ def test_runtime_rules_reach_the_new_functions():
     assert run("nn.max_pool2d", x, ksize=2, strides=2, padding="VALID")["pool"] == 1
     assert run("nn.max_pool2d", x, ksize=3, strides=1, padding="SAME")["pool"] == 1
     assert run("nn.avg_pool2d", x, ksize=2, strides=2, padding="VALID")["pool"] == 0
+    assert run("nn.max_pool1d", x[:, 0], ksize=2, strides=1, padding="VALID")["pool"] == 1
+    assert run("nn.max_pool3d", x[..., None], ksize=2, strides=2, padding="VALID")["pool"] == 1
+    assert run("nn.avg_pool", x[:, 0], ksize=2, strides=1, padding="SAME")["pool"] == 0
     got = run("math.l2_normalize", x, axis=-1)
     assert got["hold"] == 1 and got["pair"] == 1 and got["act"] == 2
