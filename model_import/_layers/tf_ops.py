@@ -284,11 +284,12 @@ def _pad(rt, tensor, paddings, mode="CONSTANT", constant_values=0):
 
 def _pieces(spec, axis_size: int) -> list[int]:
     """``tf.split``'s sizes: ``n`` equal ones, or the listed ones (one ``-1``: the rest)."""
-    if isinstance(spec, (int, np.integer)):
+    if np.ndim(spec) == 0:  # a number (or a size computed from tf.shape)
+        spec = int(spec)
         if spec <= 0 or axis_size % spec:
             raise _Refused(f"num_or_size_splits={spec} does not divide the axis of size "
                            f"{axis_size} (TF refuses it too)")
-        return [axis_size // int(spec)] * int(spec)
+        return [axis_size // spec] * spec
     sizes = list(_static_ints(spec, "num_or_size_splits"))
     if sizes.count(-1) > 1 or any(s < -1 for s in sizes):
         raise _Refused(f"num_or_size_splits={spec!r}: sizes must be >= 0, one may be -1")
