@@ -328,9 +328,9 @@ def _gather(rt, params, indices, axis=None, batch_dims=0):
     ``params`` and ``indices`` (sizes: ``tf.gather(tf.shape(x), [0, 2])``) give a static
     result."""
     if isinstance(params, (list, tuple)):  # a constant table: float32 or int32, as TF
-        a = np.asarray(params)
-        params = a.astype({"f": np.float32, "i": np.int32, "u": np.int32}.get(a.dtype.kind,
-                                                                           a.dtype))
+        table = np.asarray(params)
+        params = table.astype({"f": np.float32, "i": np.int32, "u": np.int32}.get(
+            table.dtype.kind, table.dtype))
     if isinstance(indices, (list, tuple, int, np.integer, np.ndarray)):
         indices = np.asarray(indices)
         if indices.dtype.kind not in "iu":
