@@ -527,3 +527,18 @@ def test_a_second_call_traces_nothing(mnist):
     n = len(traces)
     traces.clear()
     assert n == 0
+
+
+def test_an_axis_of_one_pixel_keeps_its_size():
+    """A 1 x 40 image (one row) comes back 1 x 40, with one scale or several: the smaller
+    rounds' floor of 2 pixels made every round, the last one included, 2 rows tall."""
+    w = jax.random.normal(jax.random.key(0), (40, 2))
+    m = jaxsal.FunctionModel(lambda p, x: x.reshape(x.shape[0], -1) @ p["w"], {"w": w},
+                             input_shape=(1, 40, 1))
+    for rounds in (1, 3):
+        res = jaxsal.maximize(m, [0, 1], steps=2, key=0, upscaling_steps=rounds,
+                              upscaling_factor=1.5, **PLAIN)
+        assert res.images.shape == (2, 1, 40, 1), rounds
+        np.testing.assert_allclose(res.scores, jnp.einsum("tk,kt->t", res.images.reshape(2, 40),
+                                                          w), rtol=1e-5)
+    assert _max._round_sizes((1, 40), 3, 1.5) == [(1, 18), (1, 27), (1, 40)]

@@ -164,10 +164,13 @@ def _as_objective(model: Any, targets: Any, layer: str | None, objective: str,
 
 # ---------------------------------------------------------------------------- the loop
 def _round_sizes(hw: tuple[int, int], rounds: int, factor: float) -> list[tuple[int, int]]:
+    """``(h, w)`` of every multi-scale round: ``hw / factor ** (rounds - 1 - r)``, at least 2
+    pixels per axis in the smaller rounds but never more than ``hw`` (the last round is ``hw``
+    itself, also for an axis of 1 pixel)."""
     sizes = []
     for r in range(rounds):
         f = factor ** (rounds - 1 - r)
-        sizes.append((max(2, int(round(hw[0] / f))), max(2, int(round(hw[1] / f)))))
+        sizes.append(tuple(min(n, max(2, int(round(n / f)))) for n in hw))
     return sizes
 
 
