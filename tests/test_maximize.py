@@ -542,3 +542,26 @@ def test_an_axis_of_one_pixel_keeps_its_size():
         np.testing.assert_allclose(res.scores, jnp.einsum("tk,kt->t", res.images.reshape(2, 40),
                                                           w), rtol=1e-5)
     assert _max._round_sizes((1, 40), 3, 1.5) == [(1, 18), (1, 27), (1, 40)]
+
+
+def _below_range(p, x):
+    """Output 0: minus how far the image's pixels lie below 0 (0 for an image in [0, 1])."""
+    return jnp.minimum(x, 0.0).reshape(x.shape[0], -1).sum(1, keepdims=True) * jnp.ones((1, 2))
+
+
+def test_projected_ascent_starts_inside_the_range():
+    """pixels(squash="clip") is projected gradient ascent: the model sees images in
+    input_range from the first step on. Its starting noise around init_value=0 was not
+    clipped, so the first forward pass (trajectory[:, 0]) saw pixels below lo; a
+    Parameterization of one's own is projected at the start too."""
+    clip = jaxsal.pixels(squash="clip", init_value=0.0, init_std=0.1)
+    start = clip.to_image(clip.init(jax.random.key(0), (8, 8, 1), (0.0, 1.0)), (0.0, 1.0))
+    assert float(start.min()) >= 0.0 and float(start.max()) > 0.0
+    m = jaxsal.FunctionModel(_below_range, {}, input_shape=(8, 8, 1))
+    res = jaxsal.maximize(m, [0], steps=3, key=0, parameterization=clip, **PLAIN)
+    np.testing.assert_array_equal(res.trajectory, 0.0)
+    own = jaxsal.Parameterization(init=lambda k, s, r: jnp.full(s, -1.0),
+                                  to_image=lambda p, r: p, from_image=lambda x, r: x,
+                                  project=lambda p, r: jnp.clip(p, *r))
+    res = jaxsal.maximize(m, [0], steps=3, key=0, parameterization=own, **PLAIN)
+    np.testing.assert_array_equal(res.trajectory, 0.0)

@@ -264,8 +264,8 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, need_output: b
         trajectory, p, start = [], None, 0
         for r, hw in enumerate(sizes):
             if r == 0:
-                p = (par.from_image(_tf.resize(seed, hw), rng) if has_seed
-                     else par.init(k_init, (*hw, C), rng))
+                p = par.project(par.from_image(_tf.resize(seed, hw), rng) if has_seed
+                                else par.init(k_init, (*hw, C), rng), rng)  # start feasible
             else:
                 img = _tf.resize(par.to_image(p, rng), hw)
                 if upscale_blur > 0:

@@ -79,7 +79,7 @@ def pixels(*, squash: str = "sigmoid", init_value: float = 0.5,
         step: projected gradient ascent).
       init_value: the starting image, as a fraction of the range (0 = ``lo``, 1 = ``hi``).
       init_std: standard deviation of the starting noise, in variable units (for ``"clip"``,
-        in fractions of the range).
+        in fractions of the range, and the noisy start is clipped into the range).
     """
     if squash not in SQUASHES:
         raise ValueError(f"pixels: expected squash in {SQUASHES}, got {squash!r}")
@@ -97,7 +97,9 @@ def pixels(*, squash: str = "sigmoid", init_value: float = 0.5,
 
 def _pixels_init(key, shape, r, *, squash, init_value, init_std):
     u0 = _unsquash(jnp.full(shape, init_value, jnp.float32), squash)
-    return u0 + init_std * jax.random.normal(key, shape, jnp.float32)
+    # "clip": the variables are the pixels; start inside the range, as every later step is
+    return _pixels_project(u0 + init_std * jax.random.normal(key, shape, jnp.float32), r,
+                           squash=squash)
 
 
 def _pixels_to_image(u, r, *, squash):
