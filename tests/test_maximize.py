@@ -565,3 +565,25 @@ def test_projected_ascent_starts_inside_the_range():
                                   project=lambda p, r: jnp.clip(p, *r))
     res = jaxsal.maximize(m, [0], steps=3, key=0, parameterization=own, **PLAIN)
     np.testing.assert_array_equal(res.trajectory, 0.0)
+
+
+def test_a_layer_named_by_its_name_and_by_its_path(tmp_path):
+    """A nested model's layer may be named by its bare name or its path; one objective that
+    uses both (here for two channels of one layer) reads that layer once. It raised a
+    KeyError: the layer was captured under one of the two names only."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    ii = keras.Input((8, 8, 1))
+    inner = keras.Model(ii, keras.layers.Conv2D(3, 3, name="conv")(ii), name="inner")
+    i = keras.Input((8, 8, 1))
+    keras.Model(i, keras.layers.Dense(2)(keras.layers.Flatten()(inner(i)))).save(
+        tmp_path / "nested.keras")
+    m = load_keras(tmp_path / "nested.keras")
+    obj = jaxsal.channel_objective("conv", 1) + 0.5 * jaxsal.channel_objective("inner/conv", 2)
+    res = jaxsal.maximize(m, obj, steps=2, key=0, **PLAIN)
+    a = m.apply(m.params, res.images, capture=["inner/conv"])[1]["inner/conv"][0]
+    np.testing.assert_allclose(res.scores[0], a[..., 1].mean() + 0.5 * a[..., 2].mean(),
+                               rtol=1e-5)
+    alone = jaxsal.maximize(m, [1], layer="conv", steps=2, key=0, **PLAIN)
+    np.testing.assert_allclose(alone.scores[0], jaxsal.maximize(
+        m, [1], layer="inner/conv", steps=2, key=0, **PLAIN).scores[0])

@@ -542,6 +542,10 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         fit_shape = tuple(in_shape)  # images are resized to a fixed model input
     obj = _as_objective(mh, targets, layer, objective, fit_shape)
     _obj.validate_objective(obj, mh, fit_shape)
+    if hasattr(mh, "resolve_layer"):  # one name per layer: its path ("conv" and "inner/conv"
+        # are one layer of a nested model, captured once under one name)
+        obj = _obj.Objective(obj.kinds, tuple(l if l is None else mh.resolve_layer(l)
+                                              for l in obj.layers), obj.weights, obj.indices)
     T = int(jax.tree_util.tree_leaves(obj)[0].shape[0])
 
     key = base.check_key(key, "maximize")
