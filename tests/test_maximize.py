@@ -587,3 +587,43 @@ def test_a_layer_named_by_its_name_and_by_its_path(tmp_path):
     alone = jaxsal.maximize(m, [1], layer="conv", steps=2, key=0, **PLAIN)
     np.testing.assert_allclose(alone.scores[0], jaxsal.maximize(
         m, [1], layer="inner/conv", steps=2, key=0, **PLAIN).scores[0])
+
+
+NAN, INF = float("nan"), float("inf")
+_INVALID_HYPERPARAMETERS = {
+    "total_variation(nan)": lambda: jaxsal.total_variation(NAN),
+    "total_variation(inf)": lambda: jaxsal.total_variation(INF),
+    "lp_norm(nan)": lambda: jaxsal.lp_norm(NAN),
+    "lp_norm(center=nan)": lambda: jaxsal.lp_norm(1.0, center=NAN),
+    "l2_decay(inf)": lambda: jaxsal.l2_decay(INF),
+    "l2_decay(center=[0, inf])": lambda: jaxsal.l2_decay(1.0, center=[0.0, INF]),
+    "blur_every(1.5)": lambda: jaxsal.blur_every(1.5, 0.5),
+    "blur_every(1, nan)": lambda: jaxsal.blur_every(1, NAN),
+    "random_rotate(nan)": lambda: jaxsal.random_rotate(NAN),
+    "random_rotate(inf)": lambda: jaxsal.random_rotate(INF),
+    "random_scale(0.9, inf)": lambda: jaxsal.random_scale(0.9, INF),
+    "jitter(1.7)": lambda: jaxsal.jitter(1.7),
+    "jitter(True)": lambda: jaxsal.jitter(True),
+    "pad(1, value=nan)": lambda: jaxsal.pad(1, value=NAN),
+    "standard_transforms(pad_value=inf)": lambda: jaxsal.standard_transforms(32, pad_value=INF),
+    "pixels(init_std=nan)": lambda: jaxsal.pixels(init_std=NAN),
+    "pixels(init_std=-1)": lambda: jaxsal.pixels(init_std=-1.0),
+    "fourier(decay_power=nan)": lambda: jaxsal.fourier(decay_power=NAN),
+    "fourier(init_std=inf)": lambda: jaxsal.fourier(init_std=INF),
+    "fourier(color_matrix=zeros)": lambda: jaxsal.fourier(color_matrix=np.zeros((3, 3))),
+    "output_objective(weight=nan)": lambda: jaxsal.output_objective(1, weight=NAN),
+    "inf * channel_objective": lambda: INF * jaxsal.channel_objective("conv2d_2", 1),
+    "direction_objective([nan, ...])": lambda: jaxsal.direction_objective(
+        "conv2d_2", np.r_[NAN, np.ones(63)]),
+}
+
+
+@pytest.mark.parametrize("make", _INVALID_HYPERPARAMETERS.values(),
+                         ids=_INVALID_HYPERPARAMETERS.keys())
+def test_non_finite_or_fractional_hyperparameters_are_refused(make):
+    """A NaN or infinite weight, angle, width or centre was accepted and every optimized
+    image came back NaN (total_variation(nan), random_rotate(inf), ...); pixel counts and
+    step intervals were truncated (jitter(1.7) jittered by 1). Refused when built."""
+    with pytest.raises(ValueError, match="expected .*(finite|whole number|invertible)"):
+        make()
+

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.transforms import check_finite_array, check_real
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -72,6 +73,8 @@ class Objective:
     def __mul__(self, c: float) -> "Objective":
         if isinstance(c, Objective):
             return NotImplemented
+        if not isinstance(c, jax.core.Tracer):  # a number (arrays are refused by maximize)
+            check_finite_array(c, "Objective * c", "c")
         return Objective(self.kinds, self.layers,
                          tuple(jnp.asarray(c, jnp.float32) * w for w in self.weights),
                          self.indices)
@@ -152,7 +155,7 @@ def output_objective(unit: int, *, weight: float = 1.0) -> Objective:
     (sigmoid) output ``unit`` is a class id as in the attribution methods: ``1`` the unit,
     ``0`` its complement (``-z`` on the logits head, ``1 - p`` on a probability head).
     """
-    return Objective(("output",), (None,), (jnp.asarray(weight, jnp.float32),),
+    return Objective(("output",), (None,), (_weight(weight, "output_objective"),),
                      (_index(unit, "output_objective"),))
 
 
@@ -162,7 +165,7 @@ def channel_objective(layer: str, channel: int, *, weight: float = 1.0) -> Objec
     For a layer without spatial axes (Dense) this is the unit's activation.
     """
     _check_layer(layer, "channel_objective")
-    return Objective(("channel",), (layer,), (jnp.asarray(weight, jnp.float32),),
+    return Objective(("channel",), (layer,), (_weight(weight, "channel_objective"),),
                      (_index(channel, "channel_objective"),))
 
 
@@ -180,7 +183,7 @@ def neuron_objective(layer: str, channel: int, position: tuple[int, int] | None 
         if len(position) != 2:
             raise ValueError(f"neuron_objective: expected position=(row, col), got {position!r}")
         pos = tuple(int(_index(p, "neuron_objective position")) for p in position)
-    return Objective(("neuron",), (layer,), (jnp.asarray(weight, jnp.float32),),
+    return Objective(("neuron",), (layer,), (_weight(weight, "neuron_objective"),),
                      (jnp.asarray((c, *pos), jnp.int32),))
 
 
@@ -188,11 +191,20 @@ def direction_objective(layer: str, direction: ArrayLike, *, weight: float = 1.0
     """Maximize the mean over positions of ``<activation, direction>`` in ``layer``'s
     channel space (Olah et al. 2017). ``direction`` has shape ``(K,)``, K = channels."""
     _check_layer(layer, "direction_objective")
+    if not isinstance(direction, jax.core.Tracer):
+        check_finite_array(direction, "direction_objective", "direction")
     d = jnp.asarray(direction, jnp.float32)
     if d.ndim != 1:
         raise ValueError(f"direction_objective: expected a direction of shape (channels,), got "
                          f"shape {tuple(d.shape)}")
-    return Objective(("direction",), (layer,), (jnp.asarray(weight, jnp.float32),), (d,))
+    return Objective(("direction",), (layer,), (_weight(weight, "direction_objective"),), (d,))
+
+
+def _weight(weight: Any, what: str) -> Array:
+    """``weight`` as a float32 scalar; a finite number (a traced one is taken as it is)."""
+    if not isinstance(weight, jax.core.Tracer):
+        weight = check_real(weight, what, "weight")
+    return jnp.asarray(weight, jnp.float32)
 
 
 def _check_layer(layer: Any, what: str) -> None:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src.transforms import closure, frozen
+from jaxsal._src.transforms import check_finite_array, check_real, closure, frozen
 
 Array = jax.Array
 Range = Sequence[float]
@@ -83,9 +83,9 @@ def pixels(*, squash: str = "sigmoid", init_value: float = 0.5,
     """
     if squash not in SQUASHES:
         raise ValueError(f"pixels: expected squash in {SQUASHES}, got {squash!r}")
-    if not 0.0 <= init_value <= 1.0:
-        raise ValueError(f"pixels: expected 0 <= init_value <= 1 (a fraction of input_range), "
-                         f"got {init_value}")
+    init_value = check_real(init_value, "pixels", "init_value", low=0, high=1,
+                            kind="a fraction of input_range")
+    init_std = check_real(init_std, "pixels", "init_std", low=0)
 
     hyper = dict(squash=squash)
     return Parameterization(
@@ -150,9 +150,16 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
       init_std: standard deviation of the initial coefficients.
       color_matrix: a ``(3, 3)`` matrix to use instead of ImageNet's.
     """
-    cm = _IMAGENET_COLOR_SQRT if color_matrix is None else np.asarray(color_matrix, np.float32)
+    decay_power = check_real(decay_power, "fourier", "decay_power")
+    init_std = check_real(init_std, "fourier", "init_std", low=0)
+    cm = _IMAGENET_COLOR_SQRT if color_matrix is None else np.asarray(
+        check_finite_array(color_matrix, "fourier", "color_matrix"), np.float32)
     if cm.shape != (3, 3):
         raise ValueError(f"fourier: expected color_matrix of shape (3, 3), got {cm.shape}")
+    if np.linalg.matrix_rank(cm) < 3:
+        raise ValueError(f"fourier: expected an invertible color_matrix (the image's colours "
+                         f"are mapped back through its inverse), got rank "
+                         f"{np.linalg.matrix_rank(cm)}: {cm.tolist()}")
     cm = cm / np.max(np.linalg.norm(cm, axis=0))
     mix = dict(decay_power=float(decay_power), decorrelate=bool(decorrelate))
     to_rgb, from_rgb = (frozen(np.asarray(m, np.float32)) for m in (cm, np.linalg.inv(cm)))

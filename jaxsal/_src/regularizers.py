@@ -22,7 +22,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxsal._src.transforms import closure, frozen, gaussian_blur
+from jaxsal._src.transforms import (check_count, check_finite_array, check_real, closure,
+                                    frozen, gaussian_blur)
 
 Array = jax.Array
 
@@ -45,10 +46,7 @@ class Regularizer(NamedTuple):
 
 
 def _check_weight(weight: float, what: str) -> float:
-    w = float(weight)
-    if w < 0:
-        raise ValueError(f"{what}: expected a weight >= 0, got {weight}")
-    return w
+    return check_real(weight, what, "a weight", low=0)
 
 
 def _abs_pow(d: Array, q: float) -> Array:
@@ -91,7 +89,8 @@ def lp_norm(weight: float = 1.0, *, p: float = 1.0, center: float = 0.0) -> Regu
     ``p < 1`` is smoothed at ``center`` so that gradients stay finite (:data:`SUBUNIT_EPS`)."""
     w = _check_weight(weight, "lp_norm")
     p = _check_exponent(p, "lp_norm", "p")
-    center = frozen(center)  # a number, or an array such as one value per channel
+    # a number, or an array such as one value per channel
+    center = frozen(check_finite_array(center, "lp_norm", "center"))
     return Regularizer(penalty=closure(_lp_norm, w=w, p=p, center=center),
                        name=f"lp_norm({w}, p={p}, center={center})")
 
@@ -104,7 +103,8 @@ def l2_decay(weight: float = 1.0, *, center: float = 0.0) -> Regularizer:
     """``weight * mean (x - center)^2``: its gradient shrinks every pixel towards ``center``
     (a fraction of the range), the L2 decay of Yosinski et al. 2015."""
     w = _check_weight(weight, "l2_decay")
-    center = frozen(center)  # a number, or an array such as one value per channel
+    # a number, or an array such as one value per channel
+    center = frozen(check_finite_array(center, "l2_decay", "center"))
     return Regularizer(penalty=closure(_l2_decay, w=w, center=center),
                        name=f"l2_decay({w}, center={center})")
 
@@ -116,15 +116,10 @@ def _l2_decay(x: Array, *, w: float, center: Any) -> Array:
 def blur_every(every: int, sigma: float = 0.5, *, weight: float = 1.0) -> Regularizer:
     """Blur the image with a Gaussian of width ``sigma`` after every ``every``-th update;
     ``weight`` in [0, 1] mixes the blurred image in (``1`` replaces the image)."""
-    every = int(every)
-    if every < 1:
-        raise ValueError(f"blur_every: expected every >= 1, got {every}")
-    if sigma <= 0:
-        raise ValueError(f"blur_every: expected sigma > 0, got {sigma}")
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"blur_every: expected 0 <= weight <= 1, got {weight}")
-
-    sigma, weight = float(sigma), float(weight)
+    every = check_count(every, "blur_every", "every", low=1)
+    sigma = check_real(sigma, "blur_every", "sigma", low=0, above=True,
+                       kind="a finite width in pixels")
+    weight = check_real(weight, "blur_every", "weight", low=0, high=1)
     return Regularizer(step=closure(_blur, sigma=sigma, weight=weight), every=every,
                        name=f"blur_every({every}, {sigma})")
 

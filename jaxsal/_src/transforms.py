@@ -85,6 +85,50 @@ def frozen(a: Any) -> Any:
     return float(a) if a.ndim == 0 else tuple(frozen(e) for e in a)
 
 
+_NONFINITE = "; NaN and infinity make every image computed with it NaN"
+
+
+def check_real(v: Any, what: str, name: str, *, low: float | None = None,
+               above: bool = False, high: float | None = None,
+               kind: str = "a finite number") -> float:
+    """``v`` as a finite float (``>= low``, or ``> low`` with ``above``; ``<= high``), or a
+    ``ValueError`` naming ``what``'s argument ``name``: hyperparameters of the factories,
+    checked when they are built (a NaN weight, angle or width traces into NaN images)."""
+    try:
+        f = None if isinstance(v, (bool, np.bool_, str, bytes)) else float(v)
+    except (TypeError, ValueError):
+        f = None
+    ok = (f is not None and math.isfinite(f)
+          and (low is None or (f > low if above else f >= low))
+          and (high is None or f <= high))
+    if not ok:
+        cond = "" if low is None else f" {'>' if above else '>='} {low:g}"
+        cond += "" if high is None else (" and" if cond else "") + f" <= {high:g}"
+        expected = f"{name}{cond} ({kind})" if cond else f"{name} as {kind}"
+        raise ValueError(f"{what}: expected {expected}, got {v!r}"
+                         + (_NONFINITE if f is not None and not math.isfinite(f) else ""))
+    return f
+
+
+def check_count(v: Any, what: str, name: str, *, low: int = 0) -> int:
+    """``v`` as an int ``>= low`` (a whole float such as ``2.0`` too), or a ``ValueError``:
+    pixel counts and step intervals, which truncating (``1.7 -> 1``) would silently change."""
+    f = check_real(v, what, name, low=low)
+    if not f.is_integer():
+        raise ValueError(f"{what}: expected {name} as a whole number >= {low}, got {v!r}; "
+                         f"round it, e.g. {name}={int(round(f))}")
+    return int(f)
+
+
+def check_finite_array(a: Any, what: str, name: str) -> np.ndarray:
+    """``a`` as a float array with every entry finite, or a ``ValueError``."""
+    arr = np.asarray(a, dtype=float)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what}: expected {name} with finite entries, got {a!r}"
+                         + _NONFINITE)
+    return arr
+
+
 def _check_image(image: Array, what: str) -> None:
     if jnp.ndim(image) != 3:
         raise ValueError(f"{what}: expected one image (H, W, C), got shape "
@@ -109,9 +153,7 @@ def jitter(pixels: int, *, mode: str = "reflect") -> Transform:
     The size is kept: the image is padded by ``pixels`` (``mode`` as in ``jnp.pad``) and a
     window of the original size is cut at the random offset.
     """
-    pixels = int(pixels)
-    if pixels < 0:
-        raise ValueError(f"jitter: expected pixels >= 0, got {pixels}")
+    pixels = check_count(pixels, "jitter", "pixels")
     if mode not in _PAD_MODES:
         raise ValueError(f"jitter: expected mode in {_PAD_MODES}, got {mode!r}")
     if pixels == 0:
@@ -130,14 +172,13 @@ def _jitter(key: Array, image: Array, *, pixels: int, mode: str) -> Array:
 def pad(pixels: int, *, mode: str = "constant", value: float = 0.0) -> Transform:
     """Pad every side by ``pixels`` (deterministic; the key is unused). ``value`` is used with
     ``mode="constant"``; it is in the image's own units (e.g. the middle of ``input_range``)."""
-    pixels = int(pixels)
-    if pixels < 0:
-        raise ValueError(f"pad: expected pixels >= 0, got {pixels}")
+    pixels = check_count(pixels, "pad", "pixels")
+    value = check_real(value, "pad", "value")
     if mode not in _PAD_MODES:
         raise ValueError(f"pad: expected mode in {_PAD_MODES}, got {mode!r}")
     if pixels == 0:
         return identity()
-    return closure(_pad, pixels=pixels, mode=mode, value=float(value))
+    return closure(_pad, pixels=pixels, mode=mode, value=value)
 
 
 def _pad(key: Array, image: Array, *, pixels: int, mode: str, value: float) -> Array:
@@ -199,11 +240,14 @@ _SAMPLE_MODES = ("nearest", "reflect", "mirror", "wrap", "constant")  # as in sc
 
 def random_scale(low: float, high: float, *, mode: str = "nearest") -> Transform:
     """Zoom about the centre by a factor drawn uniformly from ``[low, high]`` (size kept)."""
-    if not (0 < low <= high):
-        raise ValueError(f"random_scale: expected 0 < low <= high, got ({low}, {high})")
+    low = check_real(low, "random_scale", "low", low=0, above=True)
+    high = check_real(high, "random_scale", "high", low=0, above=True)
+    if not low <= high:
+        raise ValueError(f"random_scale: expected 0 < low <= high, got ({low}, {high}); "
+                         f"swap them: random_scale({high}, {low})")
     if mode not in _SAMPLE_MODES:
         raise ValueError(f"random_scale: expected mode in {_SAMPLE_MODES}, got {mode!r}")
-    return closure(_random_scale, low=float(low), high=float(high), mode=mode)
+    return closure(_random_scale, low=low, high=high, mode=mode)
 
 
 def _random_scale(key: Array, image: Array, *, low: float, high: float, mode: str) -> Array:
@@ -214,11 +258,10 @@ def _random_scale(key: Array, image: Array, *, low: float, high: float, mode: st
 
 def random_rotate(degrees: float, *, mode: str = "nearest") -> Transform:
     """Rotate about the centre by an angle drawn uniformly from ``[-degrees, degrees]``."""
-    if degrees < 0:
-        raise ValueError(f"random_rotate: expected degrees >= 0, got {degrees}")
+    degrees = check_real(degrees, "random_rotate", "degrees", low=0)
     if mode not in _SAMPLE_MODES:
         raise ValueError(f"random_rotate: expected mode in {_SAMPLE_MODES}, got {mode!r}")
-    return closure(_random_rotate, degrees=float(degrees), mode=mode)
+    return closure(_random_rotate, degrees=degrees, mode=mode)
 
 
 def _random_rotate(key: Array, image: Array, *, degrees: float, mode: str) -> Array:
@@ -251,6 +294,9 @@ def standard_transforms(image_size: int = 224, *, pad_value: float | None = None
     within +-10 degrees, jitter 4. The pixel amounts scale with ``image_size / 224`` (at least
     1 pixel). ``pad_value=None`` pads by reflection, otherwise with that constant.
     """
+    image_size = check_count(image_size, "standard_transforms", "image_size", low=1)
+    if pad_value is not None:
+        pad_value = check_real(pad_value, "standard_transforms", "pad_value")
     f = image_size / 224.0
     px = lambda n: max(1, int(round(n * f)))  # noqa: E731
     first = (pad(px(12), mode="reflect") if pad_value is None
@@ -279,9 +325,8 @@ def gaussian_blur(image: Array, sigma: float) -> Array:
     For a batch, ``jax.vmap(lambda im: gaussian_blur(im, sigma))(images)``.
     """
     _check_image(image, "gaussian_blur")
-    if sigma < 0:
-        raise ValueError(f"gaussian_blur: expected sigma >= 0 (a width in pixels; 0: no blur), "
-                         f"got {sigma}")
+    sigma = check_real(sigma, "gaussian_blur", "sigma", low=0,
+                       kind="a finite width in pixels; 0: no blur")
     if sigma == 0:
         return image
     k = gaussian_kernel(sigma)
