@@ -627,3 +627,24 @@ def test_non_finite_or_fractional_hyperparameters_are_refused(make):
     with pytest.raises(ValueError, match="expected .*(finite|whole number|invertible)"):
         make()
 
+
+
+def test_default_transforms_are_sized_to_each_round(monkeypatch):
+    """With multi-scale rounds the default transforms follow each round's image size
+    (jitter by size / 14): a 140-pixel image's 21-pixel first round was jittered by the
+    final size's 10 pixels, half its width."""
+    sizes = []
+
+    def recording(image_size):
+        sizes.append(image_size)
+        return jaxsal.identity()
+
+    monkeypatch.setattr(_max, "default_transforms", recording)
+    m = jaxsal.FunctionModel(lambda p, x: x.mean(axis=(1, 2)) * p["w"], {"w": jnp.ones(1)},
+                             input_shape=(None, None, 1))
+    res = jaxsal.maximize(m, [0], steps=1, key=0, image_shape=(140, 70, 1), upscaling_steps=3,
+                          upscaling_factor=2.6, regularizers=())
+    assert res.images.shape == (1, 140, 70, 1)
+    rounds = _max._round_sizes((140, 70), 3, 2.6)
+    assert rounds == [(21, 10), (54, 27), (140, 70)]
+    assert sizes == [max(hw) for hw in rounds]

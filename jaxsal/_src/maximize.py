@@ -215,7 +215,10 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, need_output: b
     opt = optimizer if optimizer is not None else optax.adam(learning_rate)
     par = param if param is not None else default_parameterization(
         "output" if need_output else "layer")
-    tfm = transforms if transforms is not None else default_transforms(max(H, W))
+    # the default transforms are sized to each round's image (a 30-pixel first round of a
+    # 224-pixel image is jittered by 2 pixels, not by the 16 of the last round)
+    tfms = [transforms if transforms is not None else default_transforms(max(hw))
+            for hw in sizes]
     penalties = [r.penalty for r in regularizers if r.penalty is not None]
     stepped = [r for r in regularizers if r.step is not None]
     # a one-unit (sigmoid) output has two classes, as for the attribution methods:
@@ -245,7 +248,7 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, need_output: b
     def unit(x):
         return (x - lo) / (hi - lo)
 
-    def loss_fn(p, params, obj, key):
+    def loss_fn(p, params, obj, key, *, tfm):
         img = par.to_image(p, rng)
         s = score(params, obj, fit(tfm(key, img)))
         pen = sum((f(unit(img)) for f in penalties), jnp.zeros((), jnp.float32))
@@ -272,9 +275,10 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, need_output: b
                     img = _tf.gaussian_blur(img, upscale_blur)
                 p = par.from_image(img, rng)
 
-            def step(carry, i):
+            def step(carry, i, tfm=tfms[r]):
                 p, state = carry
-                (_, s), g = jax.value_and_grad(loss_fn, has_aux=True)(
+                (_, s), g = jax.value_and_grad(functools.partial(loss_fn, tfm=tfm),
+                                               has_aux=True)(
                     p, params, obj, jax.random.fold_in(k_steps, i))
                 updates, state = opt.update(g, state, p)
                 p = par.project(optax.apply_updates(p, updates), rng)
@@ -375,7 +379,8 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
         ``()`` for none.
       transforms: ``(key, image) -> image`` (``jitter``, ``random_scale``, ``random_rotate``,
         ``pad``, ``compose``, ``standard_transforms``); ``None`` ->
-        :func:`default_transforms`; ``jaxsal.identity()`` for none.
+        :func:`default_transforms` of each multi-scale round's image size;
+        ``jaxsal.identity()`` for none.
       upscaling_steps: number of scales; the first is ``image size / upscaling_factor **
         (upscaling_steps - 1)``, the last is the final size.
       upscaling_factor: size ratio between consecutive scales.
