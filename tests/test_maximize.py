@@ -648,3 +648,19 @@ def test_default_transforms_are_sized_to_each_round(monkeypatch):
     rounds = _max._round_sizes((140, 70), 3, 2.6)
     assert rounds == [(21, 10), (54, 27), (140, 70)]
     assert sizes == [max(hw) for hw in rounds]
+
+
+def test_optimizers_that_read_the_loss():
+    """optax transformations whose update reads the loss (L-BFGS's line search: value, grad
+    and value_fn; reduce_on_plateau: value) are optax.GradientTransformations like any other;
+    they raised a TypeError (missing keyword arguments) while the program was traced."""
+    w = jax.random.normal(jax.random.key(0), (64, 3))
+    m = _linear(w)
+    best = np.maximum(np.asarray(w), 0).sum(0)  # the maximum over [0, 1] images
+    lbfgs = optax.lbfgs()
+    res = jaxsal.maximize(m, "all", steps=30, key=0, optimizer=lbfgs, **PLAIN)
+    np.testing.assert_allclose(res.scores, best, rtol=2e-3)
+    plateau = optax.chain(optax.sgd(0.5), optax.contrib.reduce_on_plateau(patience=2))
+    res = jaxsal.maximize(m, "all", steps=30, key=0, optimizer=plateau,
+                          parameterization=jaxsal.pixels(squash="clip"), **PLAIN)
+    np.testing.assert_allclose(res.scores, best, rtol=2e-3)

@@ -212,7 +212,11 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, need_output: b
     fixed_hw = (tuple(in_shape[:2]) if in_shape is not None and len(in_shape) == 3
                 and None not in in_shape[:2] else None)
     sizes = _round_sizes((H, W), rounds, factor)
-    opt = optimizer if optimizer is not None else optax.adam(learning_rate)
+    # the step's loss, its gradient and the loss as a function of the variables go to every
+    # update (as extra arguments, which other transformations ignore): L-BFGS's line search,
+    # Polyak's step size and reduce_on_plateau read them
+    opt = optax.with_extra_args_support(
+        optimizer if optimizer is not None else optax.adam(learning_rate))
     par = param if param is not None else default_parameterization(
         "output" if need_output else "layer")
     # the default transforms are sized to each round's image (a 30-pixel first round of a
@@ -277,10 +281,12 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, need_output: b
 
             def step(carry, i, tfm=tfms[r]):
                 p, state = carry
-                (_, s), g = jax.value_and_grad(functools.partial(loss_fn, tfm=tfm),
-                                               has_aux=True)(
-                    p, params, obj, jax.random.fold_in(k_steps, i))
-                updates, state = opt.update(g, state, p)
+                def loss_of(p, k=jax.random.fold_in(k_steps, i)):
+                    return loss_fn(p, params, obj, k, tfm=tfm)
+
+                (loss, s), g = jax.value_and_grad(loss_of, has_aux=True)(p)
+                updates, state = opt.update(g, state, p, value=loss, grad=g,
+                                            value_fn=lambda q: loss_of(q)[0])
                 p = par.project(optax.apply_updates(p, updates), rng)
                 return (apply_steps(p, i), state), s
 
@@ -366,6 +372,9 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
         which depends on whether the objective has an output term) or
         :func:`~jaxsal.fourier` (decorrelated Fourier space, for RGB models), or custom.
       optimizer: any ``optax.GradientTransformation``; default ``optax.adam(learning_rate)``.
+        Every update gets the step's loss (``penalties - objective``, minimized) as the extra
+        arguments ``value``, ``grad`` and ``value_fn`` (``optax.lbfgs()``'s line search and
+        ``reduce_on_plateau`` read them; others ignore them).
         The compiled program is found again by the optimizer object's identity (optax
         transformations are fresh closures that never compare equal): build it once and pass
         the same object to every call (``opt = optax.adam(0.05)``); an
