@@ -390,6 +390,9 @@ def test_filter_images_feature_maps_and_grid(mnist, fixtures_dir):
     for bad in (1.5, -1, True):
         with pytest.raises(ValueError, match="pad as an int >= 0"):
             jaxsal.image_grid(imgs, pad=bad)
+    for bad in (True, 2.0, 0):  # True was taken for one column
+        with pytest.raises(ValueError, match="ncols"):
+            jaxsal.image_grid(imgs, ncols=bad)
 
 
 def test_ten_class_grid_renders_to_png(mnist, tmp_path):

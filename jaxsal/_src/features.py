@@ -193,8 +193,10 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
         raise ValueError("image_grid: expected at least one image, got 0")
     if ncols is None:
         ncols = int(np.ceil(np.sqrt(t)))
-    if not isinstance(ncols, (int, np.integer)) or ncols < 1:
-        raise ValueError(f"image_grid: expected ncols >= 1, got {ncols!r}")
+    if (isinstance(ncols, (bool, np.bool_)) or not isinstance(ncols, (int, np.integer))
+            or ncols < 1):
+        raise ValueError(f"image_grid: expected ncols as an int >= 1 (images per row), got "
+                         f"{ncols!r}; e.g. ncols=5")
     if isinstance(pad, (bool, np.bool_)) or not isinstance(pad, (int, np.integer)) or pad < 0:
         raise ValueError(f"image_grid: expected pad as an int >= 0 (pixels), got {pad!r}; "
                          "round it, e.g. pad=2")
