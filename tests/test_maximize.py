@@ -667,3 +667,25 @@ def test_optimizers_that_read_the_loss():
     res = jaxsal.maximize(m, "all", steps=30, key=0, optimizer=plateau,
                           parameterization=jaxsal.pixels(squash="clip"), **PLAIN)
     np.testing.assert_allclose(res.scores, best, rtol=2e-3)
+
+
+def test_the_multi_input_recipe_keeps_the_logits_head(tmp_path):
+    """maximize refuses a model of two inputs and says how to hold the other one fixed. Its
+    recipe wrapped model.apply, whose softmax outputs a FunctionModel takes as logits: the
+    images maximized probabilities, not the default logits. The recipe, as printed, now
+    maximizes the logits."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((8, 8, 1), name="img"), keras.Input((4,), name="meta")
+    h = keras.layers.Concatenate()([keras.layers.Flatten()(keras.layers.Conv2D(2, 3)(a)), b])
+    keras.Model([a, b], keras.layers.Dense(3, activation="softmax")(h)).save(
+        tmp_path / "two.keras")
+    model = load_keras(tmp_path / "two.keras")
+    with pytest.raises(ValueError, match="2 inputs") as err:
+        jaxsal.maximize(model, [0], steps=2, key=0)
+    recipe = str(err.value).split("(1, D): ")[1].split(" (a FunctionModel")[0]
+    names = dict(jaxsal=jaxsal, jnp=jnp, model=model, meta=jnp.ones((1, 4)), D=4, H=8, W=8, C=1)
+    wrapped = eval(recipe, names)
+    res = jaxsal.maximize(wrapped, [0, 1], steps=2, key=0)
+    logits = model.with_head("logits")([res.images, jnp.ones((2, 4))])
+    np.testing.assert_allclose(res.scores, logits[jnp.arange(2), jnp.arange(2)], rtol=1e-5)

@@ -453,9 +453,10 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         raise ValueError(f"maximize optimizes one input image; this model has "
                          f"{model.num_inputs} inputs ({model.input_names}). Hold the others "
                          "fixed in a wrapper, e.g. for one example meta of shape (1, D): "
-                         "jaxsal.FunctionModel(lambda p, img: model.apply(p, [img, "
-                         "jnp.broadcast_to(meta, (len(img), D))]), model.params, "
-                         "input_shape=(H, W, C))")
+                         "jaxsal.FunctionModel(lambda p, img: model.with_head('logits')"
+                         ".apply(p, [img, jnp.broadcast_to(meta, (len(img), D))]), "
+                         "model.params, input_shape=(H, W, C)) (a FunctionModel's outputs are "
+                         "taken as logits: give it the model's logits head)")
     ids_dtype = integer_input(model)
     if ids_dtype is not None:
         raise ValueError(f"maximize optimizes continuous inputs; this model takes integer "
