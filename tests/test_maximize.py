@@ -689,3 +689,22 @@ def test_the_multi_input_recipe_keeps_the_logits_head(tmp_path):
     res = jaxsal.maximize(wrapped, [0, 1], steps=2, key=0)
     logits = model.with_head("logits")([res.images, jnp.ones((2, 4))])
     np.testing.assert_allclose(res.scores, logits[jnp.arange(2), jnp.arange(2)], rtol=1e-5)
+
+
+def test_total_variation_of_one_row_or_column():
+    """An axis of one pixel has no neighbours along it: total variation is the other axis's
+    term alone. It was the mean of an empty array, NaN, so the loss of every step of a
+    1 x W image was NaN (and what reads it, L-BFGS's line search, failed)."""
+    row = jnp.asarray([0.0, 1.0, 1.0, 3.0]).reshape(1, 4, 1)
+    tv = jaxsal.total_variation(2.0, beta=2.0)
+    np.testing.assert_allclose(tv.penalty(row), 2.0 * (1 + 0 + 4) / 3, rtol=1e-6)
+    np.testing.assert_allclose(tv.penalty(row.reshape(4, 1, 1)), 2.0 * 5 / 3, rtol=1e-6)
+    np.testing.assert_array_equal(tv.penalty(jnp.ones((1, 1, 3))), 0.0)
+    w = jax.random.normal(jax.random.key(0), (40, 2))
+    m = jaxsal.FunctionModel(lambda p, x: x.reshape(x.shape[0], -1) @ p["w"], {"w": w},
+                             input_shape=(1, 40, 1))
+    res = jaxsal.maximize(m, [0, 1], steps=30, key=0, optimizer=optax.lbfgs(),
+                          transforms=jaxsal.identity(),
+                          regularizers=(jaxsal.total_variation(0.01),))
+    assert np.all(np.isfinite(np.asarray(res.images)))
+    assert np.all(np.asarray(res.scores) > 0.9 * np.maximum(np.asarray(w), 0).sum(0))

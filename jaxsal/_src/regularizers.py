@@ -78,9 +78,9 @@ def total_variation(weight: float = 1.0, *, beta: float = 1.0) -> Regularizer:
 
 
 def _total_variation(x: Array, *, w: float, beta: float) -> Array:
-    dy = x[1:, :, :] - x[:-1, :, :]
-    dx = x[:, 1:, :] - x[:, :-1, :]
-    return w * (jnp.mean(_abs_pow(dy, beta)) + jnp.mean(_abs_pow(dx, beta)))
+    # an axis of one pixel has no neighbours along it: its term is 0 (not a mean of nothing)
+    terms = [jnp.mean(_abs_pow(jnp.diff(x, axis=ax), beta)) for ax in (0, 1) if x.shape[ax] > 1]
+    return w * sum(terms, jnp.zeros((), x.dtype))
 
 
 def lp_norm(weight: float = 1.0, *, p: float = 1.0, center: float = 0.0) -> Regularizer:
