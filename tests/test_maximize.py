@@ -8,6 +8,7 @@ import pytest
 
 import jaxsal
 from jaxsal._src import maximize as _max
+from jaxsal._src import objectives as _obj
 from model_import import load_keras
 
 PLAIN = dict(transforms=jaxsal.identity(), regularizers=())
@@ -708,3 +709,29 @@ def test_total_variation_of_one_row_or_column():
                           regularizers=(jaxsal.total_variation(0.01),))
     assert np.all(np.isfinite(np.asarray(res.images)))
     assert np.all(np.asarray(res.scores) > 0.9 * np.maximum(np.asarray(w), 0).sum(0))
+
+
+def test_neuron_positions_follow_the_rounds_of_a_model_of_any_size():
+    """A model without a fixed input size runs the smaller multi-scale rounds at their own
+    size. A neuron position, given for the final maps, is moved to the same place of each
+    round's smaller maps; it was clamped to their edge, so the first rounds brightened the
+    bottom-right corner. Here the layer's maps are the image itself."""
+    m = jaxsal.FunctionModel(features=lambda p, x: x * p["s"],
+                             head_fn=lambda p, a: a.mean(axis=(1, 2)),
+                             params={"s": jnp.ones(())}, layer="f", input_shape=(None, None, 1))
+    res = jaxsal.maximize(m, [jaxsal.neuron_objective("f", 0, (20, 12))], steps=20, key=0,
+                          image_shape=(32, 32, 1), upscaling_steps=3, upscaling_factor=2.0,
+                          transforms=jaxsal.identity(), regularizers=(jaxsal.l2_decay(0.01),))
+    img = np.asarray(res.images[0, ..., 0])
+    assert np.unravel_index(img.argmax(), img.shape) == (20, 12)
+    np.testing.assert_allclose(res.scores[0], img[20, 12], rtol=1e-6)
+    assert img[28:, 28:].max() < 0.1, img[28:, 28:]  # the corner the clamped rounds lit
+    assert img[19:22, 11:14].mean() > 4 * np.median(img)  # the first rounds lit this place
+    # the positions each round reads: the centre of the cell (20, 12) falls in, at 8 and 16
+    obj = jaxsal.stack_objectives([jaxsal.neuron_objective("f", 0, (20, 12)),
+                                   jaxsal.neuron_objective("f", 0)])
+    for n, want in ((8, [[0, 5, 3], [0, -1, -1]]), (16, [[0, 10, 6], [0, -1, -1]]),
+                    (32, [[0, 20, 12], [0, -1, -1]])):
+        got = _obj.positions_for(obj, {"f": (n, n, 1)}, {"f": (32, 32, 1)}).indices[0]
+        np.testing.assert_array_equal(got, want)
+

@@ -245,8 +245,19 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, need_output: b
             y = class_scores(y[None], jnp.array([[0, 1]]), binary_info)[0]
         return y, {k: v[0] for k, v in acts.items()}
 
+    # a model without a fixed input size runs the smaller multi-scale rounds at their own
+    # size, where a layer's maps are smaller: neuron positions (given for the final maps) are
+    # moved to the same place of each round's maps instead of being clamped to their edge
+    final_maps = None
+    if fixed_hw is None and rounds > 1 and needed:
+        final_maps = {k: v.shape for k, v in jax.eval_shape(
+            lambda p, x: forward(p, x)[1], m.params,
+            jax.ShapeDtypeStruct((H, W, C), jnp.float32)).items()}
+
     def score(params, obj, x):
         y, acts = forward(params, x)
+        if final_maps is not None:
+            obj = _obj.positions_for(obj, {k: v.shape for k, v in acts.items()}, final_maps)
         return obj(y, acts)
 
     def unit(x):

@@ -137,6 +137,27 @@ def _term(kind: str, a: Array, idx: Array) -> Array:
     raise ValueError(f"unknown objective kind {kind!r}; expected one of {KINDS}")
 
 
+def positions_for(obj: Objective, shapes: Mapping[str, tuple],
+                  final: Mapping[str, tuple]) -> Objective:
+    """``obj`` with its neuron positions, given for maps of the ``final`` shapes
+    (``{layer: (h, w, K)}``), moved to the same relative place of maps of ``shapes`` (the
+    centre of the cell they fall in); centre positions (``-1``) and maps of the final size
+    are kept."""
+    indices = []
+    for kind, layer, idx in zip(obj.kinds, obj.layers, obj.indices):
+        now, end = shapes.get(layer), final.get(layer)
+        if (kind == "neuron" and now is not None and end is not None and len(now) >= 3
+                and tuple(now[:2]) != tuple(end[:2])):
+            pos = idx[..., 1:3]
+            n_now = jnp.asarray(now[:2], jnp.float32)
+            n_end = jnp.asarray(end[:2], jnp.float32)
+            moved = jnp.floor((pos.astype(jnp.float32) + 0.5) * n_now / n_end).astype(idx.dtype)
+            moved = jnp.clip(moved, 0, jnp.asarray(now[:2], idx.dtype) - 1)
+            idx = jnp.concatenate([idx[..., :1], jnp.where(pos < 0, pos, moved)], axis=-1)
+        indices.append(idx)
+    return Objective(obj.kinds, obj.layers, obj.weights, indices)
+
+
 def _index(i: Any, what: str) -> Array:
     if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
         if not (isinstance(i, (np.ndarray, jax.Array)) and np.ndim(i) == 0
