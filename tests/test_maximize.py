@@ -735,3 +735,17 @@ def test_neuron_positions_follow_the_rounds_of_a_model_of_any_size():
         got = _obj.positions_for(obj, {"f": (n, n, 1)}, {"f": (32, 32, 1)}).indices[0]
         np.testing.assert_array_equal(got, want)
 
+
+
+def test_sum_of_objectives():
+    """sum() of objectives (Python's sum starts from 0) is their + (it raised a TypeError:
+    0 + Objective); adding any other number is still refused."""
+    parts = [jaxsal.channel_objective("conv2d_2", k, weight=k + 1.0) for k in range(3)]
+    total = sum(parts)
+    assert total.kinds == ("channel",) * 3
+    a2 = jax.random.uniform(jax.random.key(0), (24, 24, 64))
+    np.testing.assert_allclose(total(jnp.zeros(10), {"conv2d_2": a2}),
+                               sum((k + 1) * a2[..., k].mean() for k in range(3)), rtol=1e-6)
+    for bad in (1, 0.5, True):
+        with pytest.raises(TypeError):
+            bad + parts[0]  # noqa: B018

@@ -70,6 +70,12 @@ class Objective:
         return Objective(self.kinds + other.kinds, self.layers + other.layers,
                          self.weights + other.weights, self.indices + other.indices)
 
+    def __radd__(self, other: Any) -> "Objective":
+        # sum(objectives) starts from 0: 0 + o is o (any other number is no objective)
+        if isinstance(other, (int, float)) and not isinstance(other, bool) and other == 0:
+            return self
+        return NotImplemented
+
     def __mul__(self, c: float) -> "Objective":
         if isinstance(c, Objective):
             return NotImplemented
