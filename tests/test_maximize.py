@@ -749,3 +749,23 @@ def test_sum_of_objectives():
     for bad in (1, 0.5, True):
         with pytest.raises(TypeError):
             bad + parts[0]  # noqa: B018
+
+
+def test_seed_images_of_another_size_are_refused(mnist, tmp_path):
+    """A seed must have the images' size: one of 20 x 20 (or 28 x 32) for 28 x 28 images was
+    resized without a word (distorted, for another aspect ratio), against the documented
+    (H, W, C). The message gives the shape in the model's own layout and the fix."""
+    for bad in (np.full((20, 20, 1), 0.5), np.full((2, 28, 32, 1), 0.5)):
+        with pytest.raises(ValueError, match=r"seed_images: expected \(28, 28, 1\).*"
+                                             r"\(2, 28, 28, 1\).*jax.image.resize"):
+            jaxsal.maximize(mnist, [3, 4], steps=1, key=0, seed_images=bad, **PLAIN)
+    ok = jaxsal.maximize(mnist, [3, 4], steps=1, key=0, seed_images=np.full((28, 28, 1), 0.5),
+                         optimizer=optax.sgd(0.0), **PLAIN)
+    np.testing.assert_allclose(ok.images, 0.5, atol=1e-6)
+    keras = pytest.importorskip("keras")
+    i = keras.Input((2, 6, 8))
+    x = keras.layers.Conv2D(3, 3, data_format="channels_first")(i)
+    keras.Model(i, keras.layers.Dense(2)(keras.layers.Flatten()(x))).save(tmp_path / "cf.keras")
+    cf = load_keras(tmp_path / "cf.keras")
+    with pytest.raises(ValueError, match=r"expected \(2, 6, 8\).*got \(2, 6, 6\)"):
+        jaxsal.maximize(cf, [0], steps=1, key=0, seed_images=np.zeros((2, 6, 6)), **PLAIN)

@@ -408,7 +408,8 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
       image_shape: ``(H, W, C)`` of the images; default the model's input shape (needed when
         the model accepts any size). Images whose size differs from a fixed model input are
         resized (bilinear) before the forward pass.
-      seed_images: ``(H, W, C)`` or ``(T, H, W, C)`` starting images instead of noise.
+      seed_images: ``(H, W, C)`` or ``(T, H, W, C)`` starting images instead of noise, of
+        the images' size (``image_shape``; a seed of another size is refused).
 
       A channels-first model (``model.data_format``) is optimized through its
       ``channels_last()`` view; ``image_shape``, ``seed_images`` and the returned images
@@ -472,7 +473,9 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     if ids_dtype is not None:
         raise ValueError(f"maximize optimizes continuous inputs; this model takes integer "
                          f"inputs ({ids_dtype}: token ids or other codes)")
-    if is_channels_first(model, 4):  # optimize channels-last images; see maximize()
+    channels_first = is_channels_first(model, 4)
+    seed_shape = None if seed_images is None else tuple(np.shape(seed_images))  # as given
+    if channels_first:  # optimize channels-last images; see maximize()
         if not hasattr(model, "channels_last"):
             raise ValueError("maximize optimizes channels-last images, and this "
                              f"{type(model).__name__} is channels-first: give it a function "
@@ -584,9 +587,14 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                              "NaN. Pass finite starting images (np.nan_to_num)")
         if seed.ndim == 3:
             seed = jnp.broadcast_to(seed, (T, *seed.shape))
-        if seed.ndim != 4 or seed.shape[0] != T or seed.shape[-1] != image_shape[2]:
-            raise ValueError(f"seed_images: expected (H, W, {image_shape[2]}) or "
-                             f"({T}, H, W, {image_shape[2]}), got {tuple(seed.shape)}")
+        if seed.ndim != 4 or seed.shape[0] != T or tuple(seed.shape[1:]) != image_shape:
+            h, w, c = image_shape
+            one = (c, h, w) if channels_first else (h, w, c)
+            raise ValueError(f"seed_images: expected {one} (one start for every unit) or "
+                             f"{(T, *one)} (one per unit: {T}), got {seed_shape}. A seed of "
+                             f"another size is not resized: resize it first, e.g. "
+                             f"jax.image.resize(seed, {one}, 'linear'), or pass "
+                             "image_shape= for images of the seed's size")
         seed = jnp.clip(seed, *rng)
 
     if regs is None:
