@@ -273,6 +273,8 @@ def test_raw_key_data_of_the_wrong_length(split, xs):
     (dict(upscale_blur="x"), ValueError, "upscale_blur"),
     (dict(upscaling_steps=2, upscaling_factor="x"), ValueError, "upscaling_factor"),
     (dict(seed_images=np.full((28, 28, 1), np.nan)), ValueError, "seed_images contains NaN"),
+    (dict(unit_chunk=True), ValueError, "unit_chunk"),  # was taken for chunks of 1 unit
+    (dict(unit_chunk=2.0), ValueError, "unit_chunk"),
 ], ids=lambda v: str(v)[:30])
 def test_maximize_refuses_bad_arguments(m, kw, err, match):
     kw = {"targets": 3, **kw}

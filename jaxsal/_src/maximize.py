@@ -517,9 +517,11 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                          "without layer= the targets are output units (one number each). Pass "
                          "layer=NAME to maximize a layer's channels or neurons")
     objective = "channel" if objective is None else objective
-    if unit_chunk is not None and (not isinstance(unit_chunk, (int, np.integer))
+    if unit_chunk is not None and (isinstance(unit_chunk, (bool, np.bool_))
+                                   or not isinstance(unit_chunk, (int, np.integer))
                                    or unit_chunk < 1):
-        raise ValueError(f"unit_chunk: expected None or an int >= 1, got {unit_chunk!r}")
+        raise ValueError(f"unit_chunk: expected None (every unit at once) or an int >= 1 (units "
+                         f"per chunk), got {unit_chunk!r}")
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer: expected an optax.GradientTransformation (e.g. "
                         f"optax.adam(0.05)), got {type(optimizer).__name__}")
