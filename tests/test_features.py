@@ -135,3 +135,15 @@ def test_function_models(cf):
 
     with pytest.raises(TypeError, match="imported Keras model"):
         plot.filters(last)
+
+
+def test_feature_maps_normalize_is_a_bool(cf):
+    """normalize= is True or False (each map on its own). filter_images's "all" (one scale
+    for every filter) was read as True, each map scaled on its own; refused with the way to
+    scale all maps together."""
+    m, x, _ = cf
+    for bad in ("all", "filter", 1):
+        with pytest.raises(TypeError, match=r"normalize as a bool.*axis=None"):
+            jaxsal.feature_maps(m, x, "conv", normalize=bad)
+    maps = jaxsal.feature_maps(m, x, "conv", normalize=np.bool_(True))
+    np.testing.assert_allclose(maps.max(axis=(2, 3)), 1.0, atol=1e-6)

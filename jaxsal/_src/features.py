@@ -163,6 +163,10 @@ def feature_maps(model: Any, x: ArrayLike, layer: str, *, normalize: bool = Fals
       channels-first layers alike: ``image_grid(maps[0])`` shows all channels of the first
       input.
     """
+    if not isinstance(normalize, (bool, np.bool_)):  # "all" read as True: per map
+        raise TypeError(f"feature_maps: expected normalize as a bool (True: min-max scale "
+                        f"every map to [0, 1] on its own), got {normalize!r}; for one scale "
+                        "over all maps, scale the result: jaxsal.normalize(maps, axis=None)")
     maps, single = layer_maps(model, x, layer)
     if normalize:
         maps = _minmax(maps, (2, 3))
