@@ -769,3 +769,26 @@ def test_seed_images_of_another_size_are_refused(mnist, tmp_path):
     cf = load_keras(tmp_path / "cf.keras")
     with pytest.raises(ValueError, match=r"expected \(2, 6, 8\).*got \(2, 6, 6\)"):
         jaxsal.maximize(cf, [0], steps=1, key=0, seed_images=np.zeros((2, 6, 6)), **PLAIN)
+
+
+def test_an_integer_image_model_is_refused_with_a_recipe_that_works(tmp_path):
+    """A model of raw uint8 images (a Rescaling front end) casts its input: no gradient, so
+    maximize refuses it. The message called its images "token ids or other codes" and gave
+    no way on; it now gives a wrapper of floats, which maximizes the model's logits."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3), dtype="uint8")
+    x = keras.layers.Conv2D(4, 3, activation="relu")(keras.layers.Rescaling(1 / 255)(i))
+    keras.Model(i, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))).save(
+        tmp_path / "u8.keras")
+    model = load_keras(tmp_path / "u8.keras")
+    with pytest.raises(ValueError, match=r"integer images \(uint8, shape \(8, 8, 3\)\)") as err:
+        jaxsal.maximize(model, [0], steps=2, input_range=(0, 255))
+    call = str(err.value).split("not reproduced): ")[1]
+    assert call.startswith("jaxsal.maximize(jaxsal.FunctionModel(")
+    wrapped = eval(call.split("jaxsal.maximize(")[1].split(", targets,")[0],
+                   dict(jaxsal=jaxsal, model=model))
+    res = jaxsal.maximize(wrapped, [0, 2], steps=3, key=0, input_range=(0, 255))
+    assert float(res.images.min()) >= 0 and float(res.images.max()) <= 255
+    logits = model.with_head("logits").apply(model.params, res.images)
+    np.testing.assert_allclose(res.scores, logits[jnp.arange(2), jnp.array([0, 2])], rtol=1e-5)

@@ -471,6 +471,17 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                          "taken as logits: give it the model's logits head)")
     ids_dtype = integer_input(model)
     if ids_dtype is not None:
+        shape = getattr(model, "input_shape", None)
+        if shape is not None and len(shape) == 3:  # integer images (raw uint8 pixels)
+            raise ValueError(
+                f"maximize optimizes continuous inputs; this model takes integer images "
+                f"({ids_dtype}, shape {tuple(shape)}), which it casts: no gradient. To "
+                "optimize float images in the integer range, give it the model as a "
+                "function of floats (its layers then compute in float, so integer "
+                "arithmetic such as uint8 wrap-around is not reproduced): "
+                "jaxsal.maximize(jaxsal.FunctionModel(lambda p, x: model.with_head('logits')"
+                ".apply(p, x), model.params, input_shape=model.input_shape), targets, "
+                "input_range=(0, 255))")
         raise ValueError(f"maximize optimizes continuous inputs; this model takes integer "
                          f"inputs ({ids_dtype}: token ids or other codes)")
     channels_first = is_channels_first(model, 4)
