@@ -792,3 +792,24 @@ def test_an_integer_image_model_is_refused_with_a_recipe_that_works(tmp_path):
     assert float(res.images.min()) >= 0 and float(res.images.max()) <= 255
     logits = model.with_head("logits").apply(model.params, res.images)
     np.testing.assert_allclose(res.scores, logits[jnp.arange(2), jnp.array([0, 2])], rtol=1e-5)
+
+
+def test_a_per_channel_center_must_match_the_channels():
+    """lp_norm/l2_decay's center may hold one value per channel. Three values for a
+    one-channel image broadcast it to three phantom channels (a penalty towards 0, 0.5 and 1
+    at once), silently; refused, as is a center of more than one axis."""
+    gray = jnp.full((4, 4, 1), 0.5)
+    for make in (jaxsal.lp_norm, jaxsal.l2_decay):
+        reg = make(1.0, center=[0.0, 0.5, 1.0])
+        with pytest.raises(ValueError, match=r"center has 3 values .* 1 channel"):
+            reg.penalty(gray)
+        np.testing.assert_allclose(reg.penalty(jnp.full((4, 4, 3), 0.5)),
+                                   np.mean(np.abs([-0.5, 0.0, 0.5]) ** (1 if make is
+                                                                        jaxsal.lp_norm else 2)),
+                                   rtol=1e-6)
+        with pytest.raises(ValueError, match=r"one value per channel \(C,\), got shape \(1, 3\)"):
+            make(1.0, center=[[0.0, 0.5, 1.0]])
+    m = _linear(jax.random.normal(jax.random.key(0), (64, 2)))
+    with pytest.raises(ValueError, match="center has 3 values"):
+        jaxsal.maximize(m, [0], steps=2, key=0, transforms=jaxsal.identity(),
+                        regularizers=(jaxsal.lp_norm(1.0, center=[0.0, 0.5, 1.0]),))

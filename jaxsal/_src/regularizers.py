@@ -90,13 +90,31 @@ def lp_norm(weight: float = 1.0, *, p: float = 1.0, center: float = 0.0) -> Regu
     w = _check_weight(weight, "lp_norm")
     p = _check_exponent(p, "lp_norm", "p")
     # a number, or an array such as one value per channel
-    center = frozen(check_finite_array(center, "lp_norm", "center"))
+    center = _check_center(center, "lp_norm")
     return Regularizer(penalty=closure(_lp_norm, w=w, p=p, center=center),
                        name=f"lp_norm({w}, p={p}, center={center})")
 
 
+def _check_center(center: Any, what: str) -> Any:
+    c = check_finite_array(center, what, "center")
+    if c.ndim > 1:
+        raise ValueError(f"{what}: expected center as a number or one value per channel "
+                         f"(C,), got shape {c.shape}")
+    return frozen(c)
+
+
+def _center(center: Any, x: Array, what: str) -> Array:
+    """``center`` as an array for the image ``x``: a scalar, or one value per channel."""
+    c = jnp.asarray(center, x.dtype)
+    if c.ndim == 1 and c.shape[0] != x.shape[-1]:  # (C,) would broadcast to more channels
+        raise ValueError(f"{what}: center has {c.shape[0]} values (one per channel) but the "
+                         f"images have {x.shape[-1]} channel(s) (shape {x.shape}); pass "
+                         f"{x.shape[-1]} values or one number")
+    return c
+
+
 def _lp_norm(x: Array, *, w: float, p: float, center: Any) -> Array:
-    return w * jnp.mean(_abs_pow(x - jnp.asarray(center, x.dtype), p))
+    return w * jnp.mean(_abs_pow(x - _center(center, x, "lp_norm"), p))
 
 
 def l2_decay(weight: float = 1.0, *, center: float = 0.0) -> Regularizer:
@@ -104,13 +122,13 @@ def l2_decay(weight: float = 1.0, *, center: float = 0.0) -> Regularizer:
     (a fraction of the range), the L2 decay of Yosinski et al. 2015."""
     w = _check_weight(weight, "l2_decay")
     # a number, or an array such as one value per channel
-    center = frozen(check_finite_array(center, "l2_decay", "center"))
+    center = _check_center(center, "l2_decay")
     return Regularizer(penalty=closure(_l2_decay, w=w, center=center),
                        name=f"l2_decay({w}, center={center})")
 
 
 def _l2_decay(x: Array, *, w: float, center: Any) -> Array:
-    return w * jnp.mean((x - jnp.asarray(center, x.dtype)) ** 2)
+    return w * jnp.mean((x - _center(center, x, "l2_decay")) ** 2)
 
 
 def blur_every(every: int, sigma: float = 0.5, *, weight: float = 1.0) -> Regularizer:
