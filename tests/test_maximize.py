@@ -782,7 +782,8 @@ def test_an_integer_image_model_is_refused_with_a_recipe_that_works(tmp_path):
     keras.Model(i, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))).save(
         tmp_path / "u8.keras")
     model = load_keras(tmp_path / "u8.keras")
-    with pytest.raises(ValueError, match=r"integer images \(uint8, shape \(8, 8, 3\)\)") as err:
+    with pytest.raises(ValueError, match=r"integer images \(uint8, shape \(8, 8, 3\)\).*"
+                                         r"input_range=\(0, 255\)\)") as err:
         jaxsal.maximize(model, [0], steps=2, input_range=(0, 255))
     call = str(err.value).split("not reproduced): ")[1]
     assert call.startswith("jaxsal.maximize(jaxsal.FunctionModel(")

@@ -473,6 +473,11 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     if ids_dtype is not None:
         shape = getattr(model, "input_shape", None)
         if shape is not None and len(shape) == 3:  # integer images (raw uint8 pixels)
+            try:
+                info = np.iinfo(ids_dtype)
+                span = f"({int(info.min)}, {int(info.max)})"
+            except (TypeError, ValueError):
+                span = "(lo, hi)"
             raise ValueError(
                 f"maximize optimizes continuous inputs; this model takes integer images "
                 f"({ids_dtype}, shape {tuple(shape)}), which it casts: no gradient. To "
@@ -481,7 +486,7 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                 "arithmetic such as uint8 wrap-around is not reproduced): "
                 "jaxsal.maximize(jaxsal.FunctionModel(lambda p, x: model.with_head('logits')"
                 ".apply(p, x), model.params, input_shape=model.input_shape), targets, "
-                "input_range=(0, 255))")
+                f"input_range={span})")
         raise ValueError(f"maximize optimizes continuous inputs; this model takes integer "
                          f"inputs ({ids_dtype}: token ids or other codes)")
     channels_first = is_channels_first(model, 4)
