@@ -814,3 +814,24 @@ def test_a_per_channel_center_must_match_the_channels():
     with pytest.raises(ValueError, match="center has 3 values"):
         jaxsal.maximize(m, [0], steps=2, key=0, transforms=jaxsal.identity(),
                         regularizers=(jaxsal.lp_norm(1.0, center=[0.0, 0.5, 1.0]),))
+
+
+def test_a_grayscale_model_without_a_channel_axis_gets_a_recipe(tmp_path):
+    """A model of (28, 28) inputs (Input((28, 28)) and Flatten: a gray image without its
+    channel axis, or a signal) is refused, as 2-D transforms need (H, W, C) images; the
+    message now gives the wrapper that adds the axis, and that wrapper maximizes the
+    model's logits."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    i = keras.Input((12, 10))
+    keras.Model(i, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(i))).save(
+        tmp_path / "gray2d.keras")
+    model = load_keras(tmp_path / "gray2d.keras")
+    with pytest.raises(ValueError, match=r"input is \(12, 10\).*without a channel axis") as err:
+        jaxsal.maximize(model, [0], steps=2, key=0)
+    recipe = str(err.value).split("give it one: ")[1].split("; the images")[0]
+    wrapped = eval(recipe, dict(jaxsal=jaxsal, model=model))
+    res = jaxsal.maximize(wrapped, [0, 2], steps=3, key=0, **PLAIN)
+    assert res.images.shape == (2, 12, 10, 1)
+    logits = model.with_head("logits").apply(model.params, res.images[..., 0])
+    np.testing.assert_allclose(res.scores, logits[jnp.arange(2), jnp.array([0, 2])], rtol=1e-5)

@@ -565,9 +565,15 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
 
     in_shape = getattr(model, "input_shape", None)
     if in_shape is not None and len(in_shape) != 3:
+        gray = ("" if len(in_shape) != 2 else
+                ". If its input is a grayscale image without a channel axis (H, W) "
+                "(Input((28, 28)) and Flatten), give it one: jaxsal.FunctionModel(lambda p, x: "
+                "model.with_head('logits').apply(p, x[..., 0]), model.params, "
+                f"input_shape=({in_shape[0]}, {in_shape[1]}, 1)); the images then come back "
+                "(T, H, W, 1)")
         raise ValueError(f"maximize optimizes images (H, W, C); this model's input is "
                          f"{tuple(in_shape)} (signals, volumes and tabular inputs are not "
-                         "supported: its transforms and regularizers are 2-D)")
+                         f"supported: its transforms and regularizers are 2-D){gray}")
     if image_shape is None:
         if in_shape is None or len(in_shape) != 3 or None in in_shape:
             raise ValueError(f"image_shape: the model's input shape is {in_shape}; pass "
