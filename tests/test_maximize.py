@@ -835,3 +835,20 @@ def test_a_grayscale_model_without_a_channel_axis_gets_a_recipe(tmp_path):
     assert res.images.shape == (2, 12, 10, 1)
     logits = model.with_head("logits").apply(model.params, res.images[..., 0])
     np.testing.assert_allclose(res.scores, logits[jnp.arange(2), jnp.array([0, 2])], rtol=1e-5)
+
+
+def test_a_diverged_ascent_is_refused_not_returned():
+    """A learning rate far too large overflows the ascent to NaN images; they were returned
+    beside the finite ones without a word. Now the call raises, naming the units; with
+    check_finite=False the rows come back as they are."""
+    w = jax.random.normal(jax.random.key(0), (64, 3))
+    m = _linear(w)
+    fine = jaxsal.maximize(m, [0, 1, 2], steps=5, key=0, **PLAIN)
+    assert np.isfinite(np.asarray(fine.images)).all()
+    huge = optax.sgd(3e38, momentum=0.9)
+    with pytest.raises(ValueError, match=r"diverged for \d of 3 units.*learning_rate"):
+        jaxsal.maximize(m, [0, 1, 2], steps=20, key=0, optimizer=huge,
+                        parameterization=jaxsal.fourier(), **PLAIN)
+    raw = jaxsal.maximize(m, [0, 1, 2], steps=20, key=0, optimizer=huge,
+                          parameterization=jaxsal.fourier(), check_finite=False, **PLAIN)
+    assert not np.isfinite(np.asarray(raw.images)).all()

@@ -347,7 +347,7 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
              transforms: _tf.Transform | None = None, upscaling_steps: int = 1,
              upscaling_factor: float = 1.2, upscale_blur: float = 0.0,
              image_shape: Sequence[int] | None = None, seed_images: ArrayLike | None = None,
-             unit_chunk: int | None = None) -> MaximizeResult:
+             unit_chunk: int | None = None, check_finite: bool = True) -> MaximizeResult:
     """Find, for every target unit, an input that maximizes it.
 
     One ``jax.jit``-compiled program: the optax update loop runs in ``lax.scan`` and is
@@ -416,6 +416,9 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
       are then in its own layout, ``(C, H, W)``.
       unit_chunk: optimize at most this many units at a time (``lax.map`` over chunks) to
         bound memory; ``None``: all at once.
+      check_finite: ``True`` (default): raise a ``ValueError`` naming the units whose image
+        or score is not finite (the ascent diverged: too large a learning rate, say), after
+        the run; ``False``: return them as they are (NaN rows beside the finite ones).
 
     Returns:
       :class:`MaximizeResult` with ``images (T, H, W, C)``, ``scores (T,)`` (on the returned
@@ -435,9 +438,29 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
         upscaling_factor=upscaling_factor, upscale_blur=upscale_blur,
         image_shape=image_shape, seed_images=seed_images, unit_chunk=unit_chunk)
     images, scores, trajectory = run(*args)
+    if check_finite:
+        _check_converged(images, scores, targets)
     if is_channels_first(model, 4):  # back to the model's own layout
         images = jnp.moveaxis(images, -1, -3)
     return MaximizeResult(images, scores, trajectory, args[1])
+
+
+def _check_converged(images: Array, scores: Array, targets: Any) -> None:
+    """Raise if a unit's image or score is not finite: its ascent diverged."""
+    ok = np.asarray(jnp.isfinite(scores) & jnp.isfinite(images.reshape(len(images), -1)).all(1))
+    if ok.all():
+        return
+    bad = np.flatnonzero(~ok)
+    shown = ", ".join(str(int(i)) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
+    ids = list(targets) if isinstance(targets, (list, tuple, range)) else None
+    labels = (f" (units {[int(ids[i]) for i in bad[:10]]})" if ids is not None
+              and len(ids) == len(ok) and all(isinstance(t, (int, np.integer)) for t in ids)
+              else "")
+    raise ValueError(
+        f"maximize: the ascent diverged for {len(bad)} of {len(ok)} units: positions "
+        f"{shown}{labels} have non-finite images or scores. Expected finite images; lower "
+        "the learning_rate (or the optimizer's step size), or pass check_finite=False to "
+        "get the results with those rows as they are")
 
 
 def maximize_program(model: Any, targets: Any, **options):
@@ -447,6 +470,7 @@ def maximize_program(model: Any, targets: Any, **options):
     execution (used by the benchmarks)."""
     bound = inspect.signature(maximize).bind(model, targets, **options)
     bound.apply_defaults()
+    bound.arguments.pop("check_finite")  # checked on the results, by maximize
     return _prepare(**bound.arguments)
 
 
