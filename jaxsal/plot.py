@@ -747,13 +747,16 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
                value_range: tuple[float, float] | None = None, cmap: str = "gray",
                colorbar: bool | None = None, row_titles: Sequence[str] | None = None,
                col_titles: Sequence[str] | None = None, panel_size: float = 1.2, save=None,
-               dpi: int = 120) -> Figure:
+               dpi: int = 120, channels_first: bool = False) -> Figure:
     """A grid of images: activation-maximization results, filter visualizations, inputs.
 
     Args:
       images: ``(T, H, W, c)`` (c = 1 or 3; RGBA, c = 4, drawn without alpha) or
         ``(T, H, W)``, laid out ``ncols`` per row; or ``(R, C, H, W, c)`` (or gray
         ``(R, C, H, W)``) for an explicit grid.
+      channels_first: the images are ``(T, c, H, W)`` (or ``(R, C, c, H, W)``), as
+        :func:`jaxsal.maximize` returns them for a channels-first model; without it a
+        ``(T, c, H, W)`` array reads as an explicit grid of ``c`` gray images per row.
       titles: one label per image (``T`` or ``(R, C)``), e.g. the class and the score reached.
       value_range: ``(lo, hi)`` that black/white (or 0/1 per RGB channel) stand for, e.g. the
         ``input_range`` of :func:`jaxsal.maximize`; ``None`` stretches each image to its own
@@ -763,6 +766,13 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
       row_titles, col_titles: labels for an explicit ``(R, C, ...)`` grid.
     """
     a = _np(images)
+    if not isinstance(channels_first, (bool, np.bool_)):
+        raise ValueError(f"channels_first: expected True or False, got {channels_first!r}")
+    if channels_first:
+        if a.ndim not in (4, 5) or a.shape[-3] not in (1, 3, 4):
+            raise ValueError(f"channels_first=True: expected (T, c, H, W) or (R, C, c, H, W) "
+                             f"images with c = 1, 3 or 4, got shape {a.shape}")
+        a = np.moveaxis(a, -3, -1)
     if not np.all(np.isfinite(a)):  # (a NaN image was taken for a padding panel and dropped)
         raise ValueError("images contain NaN or inf; nothing sensible can be drawn")
     if a.ndim == 4 and a.shape[-1] == 4 and min(a.shape[1:3]) >= 16:

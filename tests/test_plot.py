@@ -386,6 +386,28 @@ def test_image_grid_layouts():
         plot.image_grid(rgb, titles=["only one"])
 
 
+def test_image_grid_of_channels_first_images():
+    """maximize returns (T, C, H, W) images for a channels-first model; read as they are,
+    they were an explicit grid of C gray panels per image. channels_first=True draws one RGB
+    panel per image, the same as the channels-last array."""
+    rgb = np.random.RandomState(0).rand(6, 9, 9, 3)
+    first = np.moveaxis(rgb, -1, 1)  # (6, 3, 9, 9)
+    assert plot.count_panels(plot.image_grid(first)) == 18  # what it was taken for
+    f = plot.image_grid(first, ncols=3, channels_first=True)
+    assert plot.count_panels(f) == 6
+    last = plot.image_grid(rgb, ncols=3)
+    np.testing.assert_array_equal(plot.panel_axes(f)[4].images[0].get_array(),
+                                  plot.panel_axes(last)[4].images[0].get_array())
+    gray = plot.image_grid(first[:, :1], channels_first=True)
+    assert plot.count_panels(gray) == 6
+    grid = plot.image_grid(first.reshape(2, 3, 3, 9, 9), channels_first=True)
+    assert plot.count_panels(grid) == 6
+    with pytest.raises(ValueError, match=r"channels_first=True: expected .*got shape \(6, 9, 9, 3\)"):
+        plot.image_grid(rgb, channels_first=True)
+    with pytest.raises(ValueError, match="True or False"):
+        plot.image_grid(first, channels_first="yes")
+
+
 def test_tokens_colours_follow_the_attributions(tmp_path):
     from matplotlib import colors as mcolors
 

@@ -413,7 +413,8 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
 
       A channels-first model (``model.data_format``) is optimized through its
       ``channels_last()`` view; ``image_shape``, ``seed_images`` and the returned images
-      are then in its own layout, ``(C, H, W)``.
+      are then in its own layout, ``(C, H, W)`` (draw them with
+      ``jaxsal.plot.image_grid(res.images, channels_first=True)``).
       unit_chunk: optimize at most this many units at a time (``lax.map`` over chunks) to
         bound memory; ``None``: all at once.
       check_finite: ``True`` (default): raise a ``ValueError`` naming the units whose image
