@@ -899,10 +899,13 @@ def filters(model_or_kernel, layer: str | None = None, *, channel: int | None = 
     if k.ndim != 4:
         raise ValueError(f"expected a 2-D conv kernel (kh, kw, in, out), got shape {k.shape}")
     kh, kw, cin, cout = k.shape
-    if max_filters is not None and (isinstance(max_filters, bool) or int(max_filters) < 1):
+    if max_filters is not None and (isinstance(max_filters, (bool, np.bool_))
+                                    or not isinstance(max_filters, (int, np.integer))
+                                    or max_filters < 1):
         raise ValueError(f"max_filters: expected a positive int, got {max_filters!r}")
-    if channel is not None and not (isinstance(channel, (int, np.integer))
-                                    and 0 <= int(channel) < cin):
+    if channel is not None and (isinstance(channel, (bool, np.bool_))
+                                or not isinstance(channel, (int, np.integer))
+                                or not 0 <= int(channel) < cin):
         raise ValueError(f"channel: expected an input channel 0 <= channel < {cin}, got "
                          f"{channel!r}")
     n = cout if max_filters is None else min(cout, int(max_filters))

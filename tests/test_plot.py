@@ -232,6 +232,13 @@ def test_filters_from_model_and_rgb_kernel(tmp_path, mnist_x):
     assert plot.panel_axes(rgb)[0].images[0].get_array().shape == (5, 5, 3)
     with pytest.raises(ValueError, match="kernel"):
         plot.filters(m, layer="flatten_1")
+    k5 = np.random.RandomState(0).randn(3, 3, 4, 6)
+    # channel=True was input channel 1 and max_filters=2.5 two filters, silently
+    for bad in (dict(channel=True), dict(channel=1.0), dict(max_filters=2.5),
+                dict(max_filters=True)):
+        with pytest.raises(ValueError, match="expected"):
+            plot.filters(k5, **bad)
+    assert plot.count_panels(plot.filters(k5, channel=np.int64(1), max_filters=np.int32(2))) == 2
 
 
 def test_feature_maps_match_the_layer_output(tmp_path, mnist_x):
