@@ -489,34 +489,46 @@ class KerasModel:
         """Shapes (without batch) of ``fn(params, *inputs)``'s array leaves, found abstractly.
 
         Free input sizes (``None``) are probed with two different sizes; an output dim that
-        changes with them is reported as ``None``. A probe size the model cannot take (too
-        small for its strides) moves on to larger ones; the first error is raised if all fail.
+        changes with them is reported as ``None``. The probe's batch is 1; a value whose first
+        axis is not 1 is probed again with a batch of 2, and reported whole if it has no batch
+        axis (its shape does not change: tf.keras's ``tf.shape(x)``, a ``tf.range``). A probe
+        size the model cannot take (too small for its strides) moves on to larger ones; the
+        first error is raised if all fail.
         """
         specs = self.graph.input_shapes
         if any(s is None for s in specs):
             return None
         probes = [(0, 0)] if all(None not in s for s in specs) else [
             (224, 256), (299, 331), (512, 544)]
+
+        def run(size: int, batch: int = 1):
+            xs = [jax.ShapeDtypeStruct((batch, *[size if d is None else d for d in s]),
+                                       jnp.int32 if "int" in str(dt) else jnp.float32)
+                  for s, dt in zip(specs, self.graph.input_dtypes)]
+            return jax.eval_shape(fn, self.params, *xs)
+
         first_error = None
         for a, b in probes:
             try:
-                outs = []
-                for size in (a, b) if a else (0,):
-                    xs = [jax.ShapeDtypeStruct((1, *[size if d is None else d for d in s]),
-                                               jnp.int32 if "int" in str(dt) else jnp.float32)
-                          for s, dt in zip(specs, self.graph.input_dtypes)]
-                    outs.append(jax.eval_shape(fn, self.params, *xs))
-                    if not a:
-                        break
+                outs = [run(size) for size in ((a, b) if a else (0,))]
+                leaves = jax.tree_util.tree_leaves(outs[0])
+                twice = (run(a, 2) if any(not v.shape or v.shape[0] != 1 for v in leaves)
+                         else None)  # values without a batch axis: rare (tf.keras TF ops)
             except LayerCallError as e:
                 first_error = first_error or e
                 continue
-            if len(outs) == 1:
-                return jax.tree_util.tree_map(lambda v: tuple(v.shape[1:]), outs[0])
-            return jax.tree_util.tree_map(
-                lambda u, v: tuple(d if d == e else None for d, e in zip(u.shape[1:],
-                                                                         v.shape[1:])),
-                outs[0], outs[1])
+            if twice is None:
+                unbatched = [tuple(v.shape[1:]) for v in leaves]
+            else:
+                unbatched = [tuple(v.shape) if v.shape == w.shape else tuple(v.shape[1:])
+                             for v, w in zip(leaves, jax.tree_util.tree_leaves(twice))]
+            if len(outs) > 1:
+                unbatched = [tuple(d if d == e[i + (len(e) - len(u))] else None
+                                   for i, d in enumerate(u))
+                             for u, e in zip(unbatched, (tuple(v.shape) for v in
+                                                         jax.tree_util.tree_leaves(outs[1])))]
+            return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(outs[0]),
+                                                unbatched)
         raise first_error
 
     def _output_shapes(self) -> dict[str, Any]:
