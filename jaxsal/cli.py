@@ -350,6 +350,11 @@ def cmd_evaluate(args) -> int:
                          f"{args.inputs}), got shape {maps.shape} in {args.maps}")
     if not args.out.endswith(".npy"):
         raise ValueError(f"--out: expected a .npy path (the curves), got {args.out!r}")
+    auc_path = args.out[:-len(".npy")] + ".auc.npy"
+    for what, path in (("INPUTS", args.inputs), ("MAPS", args.maps)):
+        if os.path.exists(auc_path) and os.path.samefile(auc_path, path):
+            raise ValueError(f"--out {args.out} would write the areas to {auc_path}, the "
+                             f"{what} file; pick another --out")
     options = {"maps": maps, "metric": args.metric}
     for item in args.option or ():
         name, value = _parse_option(item)
@@ -384,7 +389,6 @@ def cmd_evaluate(args) -> int:
     _, positions = map_positions(tuple(maps.shape[2 if scores.ndim == 3 else 1:]),
                                  options.get("patch"))
     auc = curve_area(np.asarray(scores), curve_fractions(positions, steps))
-    auc_path = args.out[:-len(".npy")] + ".auc.npy"
     np.save(auc_path, auc)
     most = options.get("order", "most") == "most"
     better = "lower" if (args.metric == "deletion") == most else "higher"

@@ -76,3 +76,37 @@ def test_rejects_bad_arguments(tmp_path, model, digits):
         jaxsal.explain_to_file(Counting(), model, digits, tmp_path / "a.npy", batch_size=0)
     with pytest.raises(ValueError, match="empty"):
         jaxsal.explain_to_file(Counting(), model, digits[:0], tmp_path / "b.npy")
+
+
+def test_output_path_that_a_job_reads_from_is_refused(tmp_path, model, digits):
+    """Writing the maps over the file the inputs (or an option) are memory-mapped from would
+    overwrite them while later chunks still read them: refused before any chunk."""
+    calls = []
+
+    def doubled(model, x, targets=None, *, fill=1.0):  # maps the size of the inputs
+        calls.append(len(x))
+        return 2 * np.asarray(x) * fill
+
+    path = tmp_path / "x.npy"
+    np.save(path, digits)
+    with pytest.raises(ValueError, match=r"x\.npy is the file inputs is read from"):
+        jaxsal.explain_to_file(doubled, model, np.load(path, mmap_mode="r"), path,
+                               batch_size=8)
+    assert calls == []
+    np.testing.assert_array_equal(np.load(path), digits)  # the inputs are untouched
+
+    fill_path = tmp_path / "fill.npy"
+    np.save(fill_path, np.ones_like(digits))  # one row per input: sliced with the inputs
+    with pytest.raises(ValueError, match=r"fill\.npy is the file option fill is read from"):
+        jaxsal.explain_to_file(doubled, model, digits, fill_path, batch_size=8,
+                               fill=np.load(fill_path, mmap_mode="r"))
+    np.testing.assert_array_equal(np.load(fill_path), np.ones_like(digits))
+
+
+def test_an_unwritable_output_path_fails_before_any_chunk(tmp_path, model, digits):
+    for path, error in ((tmp_path / "missing" / "maps.npy", FileNotFoundError),
+                        (tmp_path, IsADirectoryError)):
+        m = Counting()
+        with pytest.raises(error, match="does not exist|is a folder"):
+            jaxsal.explain_to_file(m, model, digits, path, batch_size=8)
+        assert m.calls == []  # no chunk was computed only to be lost

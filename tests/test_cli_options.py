@@ -334,3 +334,21 @@ def test_per_input_targets_from_a_file(tmp_path, mnist_path, digits_file, capsys
                         "--targets", f"@{labels}") == 2
         assert "expected per-input class ids, an int array of shape (2,)" in (
             capsys.readouterr().err)
+
+
+def test_evaluate_never_writes_over_its_inputs_or_maps(tmp_path, mnist_path, mnist_digits,
+                                                       capsys):
+    """`--out` naming the MAPS file (the curves would overwrite the maps while later chunks
+    read them), or a name whose areas file (.auc.npy) is the INPUTS file, is refused before
+    anything is written."""
+    x_path, maps_path = tmp_path / "x.auc.npy", tmp_path / "maps.npy"
+    np.save(x_path, mnist_digits[:3])
+    assert _explain(mnist_path, str(x_path), maps_path, "--targets", "2") == 0
+    before = {p: p.read_bytes() for p in (x_path, maps_path)}
+    for out, said in ((maps_path, "maps.npy is the file option maps is read from"),
+                      (tmp_path / "x.npy", "x.auc.npy, the INPUTS file")):
+        assert cli.main(["evaluate", mnist_path, str(x_path), str(maps_path), "--metric",
+                         "deletion", "--targets", "2", "--steps", "4",
+                         "--out", str(out)]) == 2
+        assert said in capsys.readouterr().err
+        assert {p: p.read_bytes() for p in before} == before

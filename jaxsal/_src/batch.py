@@ -350,6 +350,53 @@ def _takes_offset(method: Callable) -> bool:
         return False
 
 
+def _mapped_file(a: Any) -> str | None:
+    """The file an array is memory-mapped from (``np.load(..., mmap_mode=...)``, a slice or
+    an ``np.asarray`` view of one), else None."""
+    while isinstance(a, np.ndarray):
+        if isinstance(a, np.memmap) and getattr(a, "filename", None):
+            return a.filename
+        a = a.base
+    return None
+
+
+def _mapped_sources(inputs: Any, options: dict):
+    """``(what, file)`` for the inputs and every option array (also inside dict options)
+    read memory-mapped from a file."""
+    found = _mapped_file(inputs)
+    if found:
+        yield "inputs", found
+    stack = [("", options)]
+    while stack:
+        where, d = stack.pop()
+        for k, v in d.items():
+            name = f"{where}[{k!r}]" if where else f"option {k}"
+            if isinstance(v, dict):
+                stack.append((name, v))
+            elif (found := _mapped_file(v)):
+                yield name, found
+
+
+def _check_path(path: str, inputs: Any, options: dict) -> None:
+    """Refuse, before any chunk is computed, an output path that cannot be written (a folder,
+    a missing folder) or that is the file the inputs or an option are read from: writing the
+    maps there would overwrite them while the job still reads them."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"path {path} is a folder; expected the path of the .npy file "
+                                "to write the maps to, e.g. os.path.join(folder, 'maps.npy')")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist; "
+                                "create it first (os.makedirs / mkdir -p) or write elsewhere")
+    if not os.path.exists(path):
+        return
+    for what, source in _mapped_sources(inputs, options):
+        if os.path.exists(source) and os.path.samefile(source, path):
+            raise ValueError(f"path {path} is the file {what} is read from (memory-mapped); "
+                             "writing the maps there would overwrite it while the job reads "
+                             "it. Write the maps to another path")
+
+
 def _fresh(path: str, progress_path: str) -> str:
     return (f"delete {path} and {progress_path} (or pass resume=False / write to another "
             "path) to start the job over")
@@ -440,6 +487,7 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
     offset = options.pop("index_offset", 0) if _takes_offset(method) else None
     if offset is not None:
         offset = base.check_index_offset(offset)
+    _check_path(path, inputs, options)
     progress_path = path + ".progress.json"
     try:
         sig = _signature(method, model, inputs,
