@@ -155,12 +155,30 @@ def _load_npy(path: str, what: str, *, mmap: bool = True) -> np.ndarray:
                   f"it does not start with the .npy signature {_NPY_MAGIC!r}")
     else:
         try:
-            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             reason = str(e)
+        else:
+            _check_finished(path, what)
+            return array
     raise ValueError(f"{what}: expected a .npy array, but {path} is not a readable .npy file "
                      f"(truncated, not written by numpy.save, or of Python objects): "
                      f"{reason}. Write it again with numpy.save(path, array)")
+
+
+def _check_finished(path: str, what: str) -> None:
+    """Refuse the output of an unfinished batch job (``jaxsal explain`` / ``evaluate``
+    stopped before its last chunk): the rows of its unfinished chunks are zeros."""
+    from jaxsal._src.batch import unfinished
+
+    left = unfinished(path)
+    if left is not None:
+        done, chunks, progress_path = left
+        raise ValueError(
+            f"{what}: {path} is the output of an unfinished job ({done} of {chunks} chunks "
+            f"done, says {progress_path}); the rows of the other chunks are zeros. Run the "
+            "command that wrote it again to finish it (it resumes), then use it; if the file "
+            f"was written otherwise since, delete {progress_path}")
 
 
 def _parse_option(s: str) -> tuple[str, object]:

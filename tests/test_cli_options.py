@@ -352,3 +352,34 @@ def test_evaluate_never_writes_over_its_inputs_or_maps(tmp_path, mnist_path, mni
                          "--out", str(out)]) == 2
         assert said in capsys.readouterr().err
         assert {p: p.read_bytes() for p in before} == before
+
+
+def test_the_output_of_an_unfinished_job_is_refused(tmp_path, mnist_path, digits_file,
+                                                    mnist_digits, capsys):
+    """The maps of an `explain` job stopped after its first chunk hold zeros for the rest:
+    `evaluate` (and any command reading them, here as inputs) refuses them, naming the
+    progress file, until the job is run again to the end."""
+    maps_path = tmp_path / "maps.npy"
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    model = load_keras(mnist_path, head="logits")
+    with pytest.raises(KeyboardInterrupt):  # a job stopped after its first chunk of two
+        jaxsal.explain_to_file(jaxsal.saliency, model, mnist_digits[:2], maps_path,
+                               targets=3, batch_size=1, on_chunk=stop)
+    evaluate = ["evaluate", mnist_path, digits_file, str(maps_path), "--metric", "deletion",
+                "--targets", "3", "--steps", "4", "--out", str(tmp_path / "del.npy")]
+    assert cli.main(evaluate) == 2
+    err = capsys.readouterr().err
+    assert (f"maps: {maps_path} is the output of an unfinished job (1 of 2 chunks done, says "
+            f"{maps_path}.progress.json); the rows of the other chunks are zeros") in err
+    assert not (tmp_path / "del.npy").exists()
+    assert _explain(mnist_path, str(maps_path), tmp_path / "m2.npy") == 2
+    assert "inputs: " in capsys.readouterr().err
+    # finished by the same job (resumed: only its second chunk is computed), they are taken
+    assert _explain(mnist_path, digits_file, maps_path, "--targets", "3",
+                    "--batch-size", "1") == 0
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("  chunk ")] == ["2/2"]
+    assert cli.main(evaluate) == 0

@@ -397,6 +397,20 @@ def _check_path(path: str, inputs: Any, options: dict) -> None:
                              "it. Write the maps to another path")
 
 
+def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
+    """``(done, chunks, progress_path)`` when the ``.npy`` at ``path`` is the output of an
+    :func:`explain_to_file` job that has not finished (its sidecar lists fewer chunks than
+    the job has: the rows of the others are still zeros), else None."""
+    progress_path = os.fspath(path) + ".progress.json"
+    try:
+        with open(progress_path) as fh:
+            prog = json.load(fh)
+        done, chunks = len(set(prog["done"])), int(prog["chunks"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # no sidecar (or none of this format): nothing says the file is partial
+    return (done, chunks, progress_path) if done < chunks else None
+
+
 def _fresh(path: str, progress_path: str) -> str:
     return (f"delete {path} and {progress_path} (or pass resume=False / write to another "
             "path) to start the job over")
