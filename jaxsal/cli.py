@@ -512,7 +512,9 @@ def main(argv=None) -> int:
     try:
         return args.fn(args)
     except (ValueError, TypeError, OSError) as err:
-        print(f"jaxsal: error: {err}", file=sys.stderr)
+        # with the notes a batch job adds (the chunk that failed, what is saved)
+        print(" ".join(["jaxsal: error:", str(err), *getattr(err, "__notes__", ())]),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT
         resume = ""

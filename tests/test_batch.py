@@ -110,3 +110,39 @@ def test_an_unwritable_output_path_fails_before_any_chunk(tmp_path, model, digit
         with pytest.raises(error, match="does not exist|is a folder"):
             jaxsal.explain_to_file(m, model, digits, path, batch_size=8)
         assert m.calls == []  # no chunk was computed only to be lost
+
+
+class Unready:
+    """What a JAX call returns before its device work is done: the error (out of memory...)
+    comes when the values are read."""
+
+    def __array__(self, dtype=None, copy=None):
+        raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+
+
+@pytest.mark.parametrize("when", ["call", "read"])
+def test_any_error_of_a_chunk_names_it_and_keeps_the_finished_ones(tmp_path, model, digits,
+                                                                   when):
+    """An error other than ValueError (a TypeError, a runtime error raised when the results
+    are read) keeps its type and gains a note naming the chunk; resuming computes the rest."""
+    calls, failing = [], True
+
+    def fails_on_chunk_1(model, x, targets=None):
+        calls.append(len(x))
+        if len(calls) == 2 and failing:
+            if when == "call":
+                raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+            return Unready()
+        return np.asarray(model(x))
+
+    path = tmp_path / "maps.npy"
+    with pytest.raises(RuntimeError, match="out of memory") as e:
+        jaxsal.explain_to_file(fails_on_chunk_1, model, digits, path, batch_size=8)
+    assert e.value.__notes__ == [
+        f"explain_to_file: chunk 1 (inputs 8:16) failed. The 1 chunk(s) finished so far are "
+        f"saved in {path}; run the same call again to resume."]
+    calls.clear()
+    failing = False
+    out = jaxsal.explain_to_file(fails_on_chunk_1, model, digits, path, batch_size=8)
+    assert calls == [8, 8]  # chunks 1 and 2
+    np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)

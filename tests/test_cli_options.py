@@ -383,3 +383,14 @@ def test_the_output_of_an_unfinished_job_is_refused(tmp_path, mnist_path, digits
     assert [line.split()[1] for line in capsys.readouterr().out.splitlines()
             if line.startswith("  chunk ")] == ["2/2"]
     assert cli.main(evaluate) == 0
+
+
+def test_an_error_in_a_chunk_names_it(tmp_path, mnist_path, digits_file, capsys):
+    """A TypeError raised in a chunk (an option the method does not take) is printed with
+    the job's note: which chunk failed and what is saved."""
+    out = tmp_path / "m.npy"
+    assert _explain(mnist_path, digits_file, out, "--option", "nosuch=1") == 2
+    assert capsys.readouterr().err == (
+        "jaxsal: error: saliency() got an unexpected keyword argument 'nosuch' "
+        f"explain_to_file: chunk 0 (inputs 0:2, padded to 64 by repeating the last) failed. "
+        f"No chunk had finished ({out} was not written); run the same call again to resume.\n")

@@ -459,6 +459,9 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
         chunk finished before it stays on disk and is not recomputed on the next run. Also for
         options that cannot be split with the inputs, and when the file at ``path`` does not
         hold this job's maps although its progress file says so.
+      Exception: any other error of ``method`` in a chunk (a ``TypeError``, a JAX runtime
+        error such as running out of memory) propagates as it is, with a note (``__notes__``)
+        naming the chunk and saying what is saved; the finished chunks stay, as above.
       TypeError: when ``resume=True`` and an option, a target or the model cannot be described
         the same way in another process (an object without a stable description): the job
         could not be told apart from another one on resume.
@@ -559,16 +562,21 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
         if offset is not None:
             opts["index_offset"] = int(offset) + lo
         try:
-            maps = method(model, xb, _chunk_targets(targets, lo, hi, pad), **opts)
-        except ValueError as e:
+            # np.asarray inside: a JAX runtime error (out of memory...) surfaces there
+            maps = np.asarray(method(model, xb, _chunk_targets(targets, lo, hi, pad),
+                                     **opts))[: hi - lo]
+        except Exception as e:
             padded = f", padded to {batch_size} by repeating the last" if pad else ""
             saved = (f"The {len(done)} chunk(s) finished so far are saved in {path}" if done
                      else f"No chunk had finished ({path} was not written)")
+            if not isinstance(e, ValueError):  # its own type kept, the chunk said in a note
+                e.add_note(f"explain_to_file: chunk {c} (inputs {lo}:{hi}{padded}) failed. "
+                           f"{saved}; run the same call again to resume.")
+                raise
             raise ValueError(f"chunk {c} (inputs {lo}:{hi}{padded}) failed: "
                              f"{str(e).rstrip('.')}. {saved}; fix the cause (the inputs of "
                              "this chunk or an option) and run the same call again to "
                              "resume.") from e
-        maps = np.asarray(maps)[: hi - lo]
         if out is None:
             # starting over: the progress file of the job that wrote `path` before goes
             # first, so that it can never vouch for the new file's chunks
