@@ -146,3 +146,24 @@ def test_any_error_of_a_chunk_names_it_and_keeps_the_finished_ones(tmp_path, mod
     out = jaxsal.explain_to_file(fails_on_chunk_1, model, digits, path, batch_size=8)
     assert calls == [8, 8]  # chunks 1 and 2
     np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
+
+
+def test_resume_recomputes_the_finished_chunks_whose_inputs_changed(tmp_path, model, digits):
+    """The same command over another data set of the same shape (or with one input fixed)
+    keeps only the finished chunks whose inputs are unchanged: none of the old inputs' maps
+    is mixed into the new job's file."""
+    path = tmp_path / "maps.npy"
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # chunks 0 and 1 of 3 finished
+        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
+                               on_chunk=stop_after_two)
+    other = digits.copy()
+    other[9] = digits[20]  # an input of chunk 1 changed
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, other, path, batch_size=8)
+    assert m.calls == [8, 8]  # chunks 1 and 2; chunk 0's inputs are the same
+    np.testing.assert_allclose(out, np.asarray(model(other)), rtol=1e-5, atol=1e-5)

@@ -9,8 +9,10 @@ same call again and it resumes where it stopped.
 A job is identified by a signature: a hash of a stable description of the method, the model
 (its class, head, output selection, backward rule, the Keras backend it follows, architecture
 and a hash of every weight),
-the inputs' count, shape and dtype (not their values: fixing a bad input and running again
-resumes), the targets, every option (arrays by a hash of their bytes, shape and dtype; PRNG
+the inputs' count, shape and dtype (not their values, which are checked chunk by chunk: the
+sidecar keeps a hash of each finished chunk's inputs, and a chunk whose inputs changed since,
+fixed or replaced by another data set of the same shape, is computed again; fixing a bad input
+and running again resumes), the targets, every option (arrays by a hash of their bytes, shape and dtype; PRNG
 keys by their key data; functions by their code, constants, defaults and closure values) and
 the batch size. A run whose signature differs from the sidecar's starts over, and deletes that
 sidecar before it rewrites the ``.npy`` (a run stopped between the two never leaves an old
@@ -437,7 +439,8 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
       resume: reuse the finished chunks of an earlier run of the *same* job: same method, model
         (class, head, output, backward rule, architecture and weights), inputs count, shape
         and dtype, targets, options and batch size (see the module docstring); otherwise start
-        over. ``False`` always starts over.
+        over. A finished chunk whose inputs changed since is computed again (resuming reads
+        the finished chunks' inputs once to check them). ``False`` always starts over.
       on_chunk: called as ``on_chunk(done, total)`` after each chunk is written.
       **options: passed to ``method`` (``method=`` too: ``explain_to_file``'s own ``method``
         is positional, so ``explain_to_file(jaxsal.smoothgrad, ...,
@@ -521,6 +524,7 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
         sig = None  # never resumed
     n_chunks = -(-n // batch_size)
     done: set[int] = set()
+    digests: dict[int, str] = {}  # finished chunk -> the hash of its inputs
     out = None
     if resume and sig is not None and os.path.exists(progress_path) and os.path.exists(path):
         with open(progress_path) as fh:
@@ -540,6 +544,16 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
                                  f"writes maps for {n} inputs; the file was replaced after the "
                                  f"job started. {_fresh(path, progress_path)}")
             done = set(prog.get("done", []))
+            kept = prog.get("inputs")
+            if isinstance(kept, dict):  # (absent from jobs written before: trusted)
+                # a finished chunk whose inputs changed since (fixed, or another data set of
+                # the same shape) is computed again, never kept from the old values
+                for c in sorted(done):
+                    lo, hi = c * batch_size, min(n, (c + 1) * batch_size)
+                    if kept.get(str(c)) == _array_digest(np.asarray(inputs[lo:hi]))["array"]:
+                        digests[c] = kept[str(c)]
+                    else:
+                        done.discard(c)
     resumed = out is not None
 
     def save_progress():
@@ -547,7 +561,8 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
         with open(tmp, "w") as fh:
             json.dump({"format": _FORMAT, "signature": sig, "done": sorted(done),
                        "chunks": n_chunks, "batch_size": batch_size, "n": n,
-                       "input_shape": list(np.shape(inputs)[1:])}, fh)
+                       "input_shape": list(np.shape(inputs)[1:]),
+                       "inputs": {str(c): d for c, d in sorted(digests.items())}}, fh)
         os.replace(tmp, progress_path)  # atomic: a crash never leaves a torn progress file
 
     for c in range(n_chunks):
@@ -555,6 +570,7 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
             continue
         lo, hi = c * batch_size, min(n, (c + 1) * batch_size)
         xb = np.asarray(inputs[lo:hi])
+        digest = _array_digest(xb)["array"]
         pad = batch_size - (hi - lo)
         if pad:
             xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
@@ -592,6 +608,7 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
         out[lo:hi] = maps
         out.flush()
         done.add(c)
+        digests[c] = digest
         save_progress()
         if on_chunk is not None:
             on_chunk(len(done), n_chunks)
