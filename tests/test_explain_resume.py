@@ -275,3 +275,20 @@ def test_smoothgrad_s_own_method_option_reaches_it(tmp_path, linear, xs):
                                  targets=[0, 2], batch_size=3, **kw)
     np.testing.assert_allclose(out, jaxsal.smoothgrad(linear, xs, [0, 2], **kw), rtol=1e-5,
                                atol=1e-7)
+
+
+def test_a_job_resumed_in_64_bit_mode_is_another_job(tmp_path, mnist_digits):
+    """JAX's 64-bit mode computes float64 maps of float64 inputs: a job stopped in the
+    default mode and run again with x64 on starts over (it was refused as "the file was
+    replaced after the job started"), and equals one call in that mode."""
+    w = np.random.RandomState(1).randn(784, 3)  # float64 weights: the maps follow x64
+    model = jaxsal.FunctionModel(lambda p, xx: jnp.tanh(xx.reshape(len(xx), -1) @ p), w)
+    x = mnist_digits[:4].astype(np.float64)
+    path = tmp_path / "maps.npy"
+    _interrupted(jaxsal.saliency, model, x, path, targets=1, batch_size=2)
+    assert np.load(path).dtype == np.float32
+    with jax.enable_x64(True):
+        out = jaxsal.explain_to_file(jaxsal.saliency, model, x, path, targets=1, batch_size=2)
+        assert out.dtype == np.float64
+        np.testing.assert_array_equal(out, jaxsal.saliency(model, x, 1))
+

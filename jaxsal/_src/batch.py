@@ -14,7 +14,8 @@ sidecar keeps a hash of each finished chunk's inputs, and a chunk whose inputs c
 fixed or replaced by another data set of the same shape, is computed again; fixing a bad input
 and running again resumes), the targets, every option (arrays by a hash of their bytes, shape and dtype; PRNG
 keys by their key data; functions by their code, constants, defaults and closure values) and
-the batch size. A run whose signature differs from the sidecar's starts over, and deletes that
+the batch size (and JAX's 64-bit mode, when it is on). A run whose signature differs from the
+sidecar's starts over, and deletes that
 sidecar before it rewrites the ``.npy`` (a run stopped between the two never leaves an old
 job's progress over another job's chunks).
 """
@@ -230,11 +231,14 @@ def _signature(method: Callable, model: Any, inputs: Any, options: dict, targets
                batch_size: int) -> str:
     """The job's identity (see the module docstring); raises :class:`_Unstable`."""
     n = len(inputs)
-    blob = json.dumps({
+    job = {
         "method": _method_description(method), "model": model_fingerprint(model),
         "n": n, "input": [list(np.shape(inputs)[1:]), str(getattr(inputs, "dtype", ""))],
         "options": _describe(dict(options)), "targets": _describe(targets), "b": batch_size,
-    }, sort_keys=True)
+    }
+    if jax.config.jax_enable_x64:  # 64-bit mode computes other maps, in other dtypes (left
+        job["x64"] = True          # out otherwise: the signatures of jobs before stay valid)
+    blob = json.dumps(job, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
