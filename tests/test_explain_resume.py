@@ -292,3 +292,13 @@ def test_a_job_resumed_in_64_bit_mode_is_another_job(tmp_path, mnist_digits):
         assert out.dtype == np.float64
         np.testing.assert_array_equal(out, jaxsal.saliency(model, x, 1))
 
+
+@pytest.mark.parametrize("content", [b"[0, 1]", b"\xff\xfe\x00"])
+def test_a_progress_file_that_is_no_json_object_is_a_clear_error(tmp_path, linear, xs,
+                                                                  content):
+    path = tmp_path / "maps.npy"
+    _interrupted(jaxsal.saliency, linear, xs, path, targets=1, batch_size=3)
+    (tmp_path / "maps.npy.progress.json").write_bytes(content)
+    with pytest.raises(ValueError, match=r"cannot read the progress file .*maps\.npy\.progress"
+                                         r"\.json \(.*\); delete .*maps\.npy and"):
+        jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=1, batch_size=3)

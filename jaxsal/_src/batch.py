@@ -531,12 +531,15 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
     digests: dict[int, str] = {}  # finished chunk -> the hash of its inputs
     out = None
     if resume and sig is not None and os.path.exists(progress_path) and os.path.exists(path):
-        with open(progress_path) as fh:
+        with open(progress_path, "rb") as fh:
             try:
                 prog = json.load(fh)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"cannot read the progress file {progress_path} ({e}); "
-                                 f"{_fresh(path, progress_path)}") from None
+                why = f"expected a JSON object, got a {type(prog).__name__}"
+            except ValueError as e:  # not JSON, not UTF-8 text
+                prog, why = None, str(e)
+        if not isinstance(prog, dict):
+            raise ValueError(f"cannot read the progress file {progress_path} ({why}); "
+                             f"{_fresh(path, progress_path)}")
         if prog.get("signature") == sig and prog.get("format") == _FORMAT:
             try:
                 out = np.lib.format.open_memmap(path, mode="r+")
