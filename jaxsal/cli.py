@@ -160,7 +160,11 @@ def _load_npy(path: str, what: str, *, mmap: bool = True) -> np.ndarray:
             reason = str(e)
         else:
             _check_finished(path, what)
-            return array
+            if mmap:  # (the batch job takes each chunk to the machine's byte order)
+                return array
+            from jaxsal._src.batch import _native
+
+            return _native(array)  # JAX takes no big-endian arrays
     raise ValueError(f"{what}: expected a .npy array, but {path} is not a readable .npy file "
                      f"(truncated, not written by numpy.save, or of Python objects): "
                      f"{reason}. Write it again with numpy.save(path, array)")

@@ -394,3 +394,26 @@ def test_an_error_in_a_chunk_names_it(tmp_path, mnist_path, digits_file, capsys)
         "jaxsal: error: saliency() got an unexpected keyword argument 'nosuch' "
         f"explain_to_file: chunk 0 (inputs 0:2, padded to 64 by repeating the last) failed. "
         f"No chunk had finished ({out} was not written); run the same call again to resume.\n")
+
+
+def test_big_endian_npy_files_are_read(tmp_path, mnist_path, mnist_digits):
+    """A .npy stored big-endian (from a big-endian machine, FITS data) is a valid array that
+    JAX does not take as it is: inputs, maps and @FILE options give what the native files
+    give (they failed with "Error interpreting argument to stage as a JAX value")."""
+    x = mnist_digits[:3]
+    fill = np.full_like(x, 0.25)
+    for name, order in (("le", "<"), ("be", ">")):
+        np.save(tmp_path / f"x_{name}.npy", x.astype(f"{order}f4"))
+        np.save(tmp_path / f"fill_{name}.npy", fill.astype(f"{order}f4"))
+        assert _explain(mnist_path, str(tmp_path / f"x_{name}.npy"),
+                        tmp_path / f"m_{name}.npy", "--targets", "2", "--batch-size", "2") == 0
+        maps = np.load(tmp_path / f"m_{name}.npy")
+        np.save(tmp_path / f"maps_{name}.npy", maps.astype(f"{order}f4"))
+        assert cli.main(["evaluate", mnist_path, str(tmp_path / f"x_{name}.npy"),
+                         str(tmp_path / f"maps_{name}.npy"), "--metric", "deletion",
+                         "--targets", "2", "--steps", "4", "--batch-size", "2", "--option",
+                         f"fill=@{tmp_path / f'fill_{name}.npy'}",
+                         "--out", str(tmp_path / f"d_{name}.npy")]) == 0
+    assert np.load(tmp_path / "x_be.npy").dtype.byteorder == ">"
+    np.testing.assert_array_equal(np.load(tmp_path / "m_be.npy"), np.load(tmp_path / "m_le.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "d_be.npy"), np.load(tmp_path / "d_le.npy"))

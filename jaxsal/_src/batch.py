@@ -12,12 +12,12 @@ and a hash of every weight),
 the inputs' count, shape and dtype (not their values, which are checked chunk by chunk: the
 sidecar keeps a hash of each finished chunk's inputs, and a chunk whose inputs changed since,
 fixed or replaced by another data set of the same shape, is computed again; fixing a bad input
-and running again resumes), the targets, every option (arrays by a hash of their bytes, shape and dtype; PRNG
-keys by their key data; functions by their code, constants, defaults and closure values) and
-the batch size (and JAX's 64-bit mode, when it is on). A run whose signature differs from the
-sidecar's starts over, and deletes that
-sidecar before it rewrites the ``.npy`` (a run stopped between the two never leaves an old
-job's progress over another job's chunks).
+and running again resumes), the targets, every option (arrays by a hash of their bytes, shape
+and dtype; PRNG keys by their key data; functions by their code, constants, defaults and
+closure values) and the batch size (and JAX's 64-bit mode, when it is on). A run whose
+signature differs from the sidecar's starts over, and deletes that sidecar before it rewrites
+the ``.npy`` (a run stopped between the two never leaves an old job's progress over another
+job's chunks).
 """
 
 from __future__ import annotations
@@ -333,6 +333,12 @@ def _check_options(options: dict, n: int, ndim: int, where: str = "",
                              f"(shared by all); got {v.shape[0]} rows")
 
 
+def _native(a: np.ndarray) -> np.ndarray:
+    """``a`` in the machine's byte order: JAX takes no other (a big-endian ``.npy``, from a
+    big-endian machine or FITS data, is read as it is stored)."""
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
 def _chunk_options(options: dict, n: int, ndim: int, lo: int, hi: int, pad: int,
                    shared: tuple[str, ...] = (), rows: tuple[str, ...] = ()) -> dict:
     out = {}
@@ -342,7 +348,7 @@ def _chunk_options(options: dict, n: int, ndim: int, lo: int, hi: int, pad: int,
         elif isinstance(v, dict):
             v = _chunk_options(v, n, ndim, lo, hi, pad)
         elif k in rows or _per_input(v, n, ndim):
-            v = np.asarray(v)[lo:hi]
+            v = _native(np.asarray(v)[lo:hi])
             if pad:
                 v = np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
         out[k] = v
@@ -578,6 +584,7 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
         lo, hi = c * batch_size, min(n, (c + 1) * batch_size)
         xb = np.asarray(inputs[lo:hi])
         digest = _array_digest(xb)["array"]
+        xb = _native(xb)
         pad = batch_size - (hi - lo)
         if pad:
             xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
