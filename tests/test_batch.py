@@ -167,3 +167,11 @@ def test_resume_recomputes_the_finished_chunks_whose_inputs_changed(tmp_path, mo
     out = jaxsal.explain_to_file(m, model, other, path, batch_size=8)
     assert m.calls == [8, 8]  # chunks 1 and 2; chunk 0's inputs are the same
     np.testing.assert_allclose(out, np.asarray(model(other)), rtol=1e-5, atol=1e-5)
+
+
+def test_fewer_inputs_than_a_batch_are_one_unpadded_chunk(tmp_path, model, digits):
+    """5 inputs with batch_size=8 cost 5 inputs' work, not a batch padded with 3 copies."""
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, digits[:5], tmp_path / "maps.npy", batch_size=8)
+    assert m.calls == [5]
+    np.testing.assert_allclose(out, np.asarray(model(digits[:5])), rtol=1e-5, atol=1e-5)

@@ -392,7 +392,7 @@ def test_an_error_in_a_chunk_names_it(tmp_path, mnist_path, digits_file, capsys)
     assert _explain(mnist_path, digits_file, out, "--option", "nosuch=1") == 2
     assert capsys.readouterr().err == (
         "jaxsal: error: saliency() got an unexpected keyword argument 'nosuch' "
-        f"explain_to_file: chunk 0 (inputs 0:2, padded to 64 by repeating the last) failed. "
+        f"explain_to_file: chunk 0 (inputs 0:2) failed. "
         f"No chunk had finished ({out} was not written); run the same call again to resume.\n")
 
 

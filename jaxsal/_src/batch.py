@@ -445,7 +445,8 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
         :func:`jaxsal.class_score` / :func:`jaxsal.neuron` or your own functions); a 2-D
         ``(N, T)`` array is sliced along with the inputs.
       batch_size: inputs per compiled call. The last chunk is padded to this size so a single
-        compilation serves the whole job.
+        compilation serves the whole job. At most ``len(inputs)``: fewer inputs are one chunk,
+        not padded.
       resume: reuse the finished chunks of an earlier run of the *same* job: same method, model
         (class, head, output, backward rule, architecture and weights), inputs count, shape
         and dtype, targets, options and batch size (see the module docstring); otherwise start
@@ -509,6 +510,9 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
     n = len(inputs)
     if n == 0:
         raise ValueError("inputs is empty: expected at least one example along axis 0")
+    # fewer inputs than a batch: one chunk of them all, not padded with copies (which cost a
+    # full batch: 64 inputs' work for 2 with the default)
+    batch_size = min(batch_size, n)
     _check_targets(targets, n)
     shared = shared_options(method)
     options = job_options(method, model, tuple(np.shape(inputs)), options)
