@@ -325,6 +325,12 @@ def _job(args):
     inputs = _load_npy(args.inputs, "inputs")  # before the model: a bad file fails fast
     _enable_cache(args.cache_dir)
     model = load_keras(args.model, head=args.head, keras_backend=args.keras_backend)
+    if getattr(model, "num_inputs", 1) > 1:
+        raise ValueError(
+            f"{args.model} has {model.num_inputs} inputs ({', '.join(model.input_names)}); "
+            f"`jaxsal {args.cmd}` reads one INPUTS .npy, so it explains models of one input. "
+            "Explain this one in Python with a list of arrays, one per input: "
+            "jaxsal.saliency(model, [a, b], ...) (README: \"Models with several inputs\")")
     if args.output is not None:
         model = model.with_output(int(args.output) if args.output.lstrip("-").isdigit()
                                   else args.output)

@@ -417,3 +417,21 @@ def test_big_endian_npy_files_are_read(tmp_path, mnist_path, mnist_digits):
     assert np.load(tmp_path / "x_be.npy").dtype.byteorder == ">"
     np.testing.assert_array_equal(np.load(tmp_path / "m_be.npy"), np.load(tmp_path / "m_le.npy"))
     np.testing.assert_array_equal(np.load(tmp_path / "d_be.npy"), np.load(tmp_path / "d_le.npy"))
+
+
+def test_a_model_of_several_inputs_is_refused_saying_how(tmp_path, capsys):
+    """`jaxsal explain` reads one inputs file: a two-input model is refused before any work,
+    naming its inputs and the Python call that explains it (the engine's error asked for
+    "x as a list", which a command line cannot pass)."""
+    import keras
+
+    a, b = keras.Input((6,), name="a"), keras.Input((3,), name="b")
+    out = keras.layers.Dense(2)(keras.layers.Concatenate()([a, b]))
+    keras.Model([a, b], out).save(tmp_path / "two.keras")
+    np.save(tmp_path / "x.npy", np.zeros((4, 6), np.float32))
+    assert _explain(str(tmp_path / "two.keras"), str(tmp_path / "x.npy"),
+                    tmp_path / "m.npy") == 2
+    err = capsys.readouterr().err
+    assert "two.keras has 2 inputs (a, b); `jaxsal explain` reads one INPUTS .npy" in err
+    assert "jaxsal.saliency(model, [a, b], ...)" in err
+    assert not (tmp_path / "m.npy").exists()
