@@ -67,8 +67,8 @@ def test_changed_job_starts_over(tmp_path, model, digits):
     path = tmp_path / "maps.npy"
     jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
     m = Counting()
-    jaxsal.explain_to_file(m, model, digits, path, batch_size=4)  # other batch size: new job
-    assert len(m.calls) == 6
+    jaxsal.explain_to_file(m, model, digits, path, targets=1, batch_size=8)  # other targets
+    assert len(m.calls) == 3
 
 
 def test_rejects_bad_arguments(tmp_path, model, digits):
@@ -175,3 +175,25 @@ def test_fewer_inputs_than_a_batch_are_one_unpadded_chunk(tmp_path, model, digit
     out = jaxsal.explain_to_file(m, model, digits[:5], tmp_path / "maps.npy", batch_size=8)
     assert m.calls == [5]
     np.testing.assert_allclose(out, np.asarray(model(digits[:5])), rtol=1e-5, atol=1e-5)
+
+
+def test_another_batch_size_keeps_the_finished_inputs(tmp_path, model, digits):
+    """The same job run again with a smaller batch size (what one does after running out of
+    memory) keeps the inputs already finished: only the chunks with unfinished inputs are
+    computed (it started over, losing every finished chunk)."""
+    path = tmp_path / "maps.npy"
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # inputs 0:16 of 23 finished, in chunks of 8
+        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
+                               on_chunk=stop_after_two)
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, digits, path, batch_size=5)
+    assert m.calls == [5, 5]  # inputs 15:20 and 20:23 (padded); 0:15 are kept
+    np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
+    m = Counting()
+    jaxsal.explain_to_file(m, model, digits, path, batch_size=8)  # finished at any size
+    assert m.calls == []

@@ -14,10 +14,11 @@ sidecar keeps a hash of each finished chunk's inputs, and a chunk whose inputs c
 fixed or replaced by another data set of the same shape, is computed again; fixing a bad input
 and running again resumes), the targets, every option (arrays by a hash of their bytes, shape
 and dtype; PRNG keys by their key data; functions by their code, constants, defaults and
-closure values) and the batch size (and JAX's 64-bit mode, when it is on). A run whose
-signature differs from the sidecar's starts over, and deletes that sidecar before it rewrites
-the ``.npy`` (a run stopped between the two never leaves an old job's progress over another
-job's chunks).
+closure values) and the batch size (and JAX's 64-bit mode, when it is on). A run that differs
+only in the batch size (a smaller one after running out of memory) is the same job: it keeps
+the inputs already finished and computes the chunks of the others. A run whose signature
+differs otherwise starts over, and deletes that sidecar before it rewrites the ``.npy`` (a run
+stopped between the two never leaves an old job's progress over another job's chunks).
 """
 
 from __future__ import annotations
@@ -230,6 +231,12 @@ def _method_description(method: Callable) -> Any:
 def _signature(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
                batch_size: int) -> str:
     """The job's identity (see the module docstring); raises :class:`_Unstable`."""
+    return _signatures(method, model, inputs, options, targets, batch_size)[0]
+
+
+def _signatures(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
+                batch_size: int) -> tuple[str, str]:
+    """The job's signature and its family's: the same job at any batch size."""
     n = len(inputs)
     job = {
         "method": _method_description(method), "model": model_fingerprint(model),
@@ -238,8 +245,9 @@ def _signature(method: Callable, model: Any, inputs: Any, options: dict, targets
     }
     if jax.config.jax_enable_x64:  # 64-bit mode computes other maps, in other dtypes (left
         job["x64"] = True          # out otherwise: the signatures of jobs before stay valid)
-    blob = json.dumps(job, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    sig = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
+    job["b"] = None
+    return sig, hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
 
 
 # ---------------------------------------------------------------------- chunks
@@ -449,9 +457,10 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
         not padded.
       resume: reuse the finished chunks of an earlier run of the *same* job: same method, model
         (class, head, output, backward rule, architecture and weights), inputs count, shape
-        and dtype, targets, options and batch size (see the module docstring); otherwise start
-        over. A finished chunk whose inputs changed since is computed again (resuming reads
-        the finished chunks' inputs once to check them). ``False`` always starts over.
+        and dtype, targets and options (see the module docstring); otherwise start over. At
+        another batch size the inputs already finished are kept and the chunks of the others
+        computed. A finished chunk whose inputs changed since is computed again (resuming
+        reads the finished chunks' inputs once to check them). ``False`` always starts over.
       on_chunk: called as ``on_chunk(done, total)`` after each chunk is written.
       **options: passed to ``method`` (``method=`` too: ``explain_to_file``'s own ``method``
         is positional, so ``explain_to_file(jaxsal.smoothgrad, ...,
@@ -524,9 +533,10 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
     _check_path(path, inputs, options)
     progress_path = path + ".progress.json"
     try:
-        sig = _signature(method, model, inputs,
-                         options if offset is None else {**options, "index_offset": offset},
-                         targets, batch_size)
+        sig, family = _signatures(
+            method, model, inputs,
+            options if offset is None else {**options, "index_offset": offset}, targets,
+            batch_size)
     except _Unstable as e:
         if resume:
             raise TypeError(
@@ -535,11 +545,21 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
                 "same way in another process. Pass a value with a stable description (arrays, "
                 "numbers, strings, plain functions, jaxsal.class_score / jaxsal.neuron), or "
                 "resume=False (the job then starts over on every run).") from None
-        sig = None  # never resumed
+        sig = family = None  # never resumed
     n_chunks = -(-n // batch_size)
     done: set[int] = set()
     digests: dict[int, str] = {}  # finished chunk -> the hash of its inputs
     out = None
+
+    def save_progress():
+        tmp = progress_path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"format": _FORMAT, "signature": sig, "family": family,
+                       "done": sorted(done), "chunks": n_chunks, "batch_size": batch_size,
+                       "n": n, "input_shape": list(np.shape(inputs)[1:]),
+                       "inputs": {str(c): d for c, d in sorted(digests.items())}}, fh)
+        os.replace(tmp, progress_path)  # atomic: a crash never leaves a torn progress file
+
     if resume and sig is not None and os.path.exists(progress_path) and os.path.exists(path):
         with open(progress_path, "rb") as fh:
             try:
@@ -550,7 +570,12 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
         if not isinstance(prog, dict):
             raise ValueError(f"cannot read the progress file {progress_path} ({why}); "
                              f"{_fresh(path, progress_path)}")
-        if prog.get("signature") == sig and prog.get("format") == _FORMAT:
+        same = prog.get("signature") == sig
+        old_b = batch_size if same else prog.get("batch_size")
+        # or the same job at another batch size (a smaller one after running out of memory)
+        rebatch = (not same and prog.get("family") == family and isinstance(old_b, int)
+                   and old_b >= 1)
+        if prog.get("format") == _FORMAT and (same or rebatch):
             try:
                 out = np.lib.format.open_memmap(path, mode="r+")
             except (OSError, ValueError) as e:
@@ -560,27 +585,29 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
                 raise ValueError(f"{path} holds an array of shape {out.shape}, but this job "
                                  f"writes maps for {n} inputs; the file was replaced after the "
                                  f"job started. {_fresh(path, progress_path)}")
-            done = set(prog.get("done", []))
             kept = prog.get("inputs")
-            if isinstance(kept, dict):  # (absent from jobs written before: trusted)
-                # a finished chunk whose inputs changed since (fixed, or another data set of
-                # the same shape) is computed again, never kept from the old values
-                for c in sorted(done):
+            finished = np.zeros(n, bool)  # the inputs whose maps are kept
+            for c in sorted(set(prog.get("done", []))):
+                lo, hi = c * old_b, min(n, (c + 1) * old_b)
+                if isinstance(kept, dict):  # (absent from jobs written before: trusted)
+                    # a finished chunk whose inputs changed since (fixed, or another data set
+                    # of the same shape) is computed again, never kept from the old values
+                    digest = _array_digest(np.asarray(inputs[lo:hi]))["array"]
+                    if kept.get(str(c)) != digest:
+                        continue
+                    if same:
+                        digests[c] = digest
+                if same:
+                    done.add(c)
+                finished[lo:hi] = True
+            if rebatch:  # this batch size's chunks whose inputs have all finished
+                for c in range(n_chunks):
                     lo, hi = c * batch_size, min(n, (c + 1) * batch_size)
-                    if kept.get(str(c)) == _array_digest(np.asarray(inputs[lo:hi]))["array"]:
-                        digests[c] = kept[str(c)]
-                    else:
-                        done.discard(c)
+                    if finished[lo:hi].all():
+                        done.add(c)
+                        digests[c] = _array_digest(np.asarray(inputs[lo:hi]))["array"]
+                save_progress()  # the job's progress at this batch size from now on
     resumed = out is not None
-
-    def save_progress():
-        tmp = progress_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"format": _FORMAT, "signature": sig, "done": sorted(done),
-                       "chunks": n_chunks, "batch_size": batch_size, "n": n,
-                       "input_shape": list(np.shape(inputs)[1:]),
-                       "inputs": {str(c): d for c, d in sorted(digests.items())}}, fh)
-        os.replace(tmp, progress_path)  # atomic: a crash never leaves a torn progress file
 
     for c in range(n_chunks):
         if c in done:
