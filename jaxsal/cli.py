@@ -7,7 +7,7 @@ to disk).
     jaxsal explain model.h5 inputs.npy --method smoothgrad --seed 0 --out sg.npy
     jaxsal explain model.h5 inputs.npy --method occlusion --patch 4 --stride 2 --out occ.npy
     jaxsal explain model.h5 inputs.npy --method shapley_values --patch 7 --out shap.npy
-    jaxsal evaluate model.h5 inputs.npy maps.npy --metric deletion --out deletion.npy
+    jaxsal evaluate model.h5 inputs.npy maps.npy --metric deletion --targets all --out del.npy
 
 I/O lives here; the engine never prints.
 """

@@ -151,3 +151,22 @@ def test_ctrl_c_says_the_job_resumes(tmp_path, fixtures_dir, mnist_digits, capsy
     model = load_keras(fixtures_dir / "mnist_cnn_keras3.keras", head="logits")
     np.testing.assert_allclose(np.load(out), jaxsal.saliency(model, mnist_digits[:4], 3),
                                rtol=1e-5, atol=1e-8)
+
+
+def test_the_module_docstring_commands_run_as_written(tmp_path, fixtures_dir, mnist_digits,
+                                                      monkeypatch):
+    """Every `jaxsal ...` line of the CLI's docstring runs in order, with the fixture model
+    for model.h5 and two digits for inputs.npy (shapley_values on patches of 14, not 7: 4
+    groups, not 16, keeps it fast); the evaluate line takes the maps the first explain line
+    wrote."""
+    import shlex
+
+    np.save(tmp_path / "inputs.npy", mnist_digits[:2])
+    os.symlink(fixtures_dir / "mnist_cnn_tfkeras2.h5", tmp_path / "model.h5")
+    monkeypatch.chdir(tmp_path)
+    lines = [line.split() for line in cli.__doc__.splitlines()
+             if line.strip().startswith("jaxsal ")]
+    assert [words[1] for words in lines] == ["demo", "summary"] + ["explain"] * 4 + ["evaluate"]
+    for words in lines:
+        argv = [("14" if w == "7" else w) for w in words[1:]]
+        assert cli.main(argv) == 0, shlex.join(words)
