@@ -197,3 +197,34 @@ def test_another_batch_size_keeps_the_finished_inputs(tmp_path, model, digits):
     m = Counting()
     jaxsal.explain_to_file(m, model, digits, path, batch_size=8)  # finished at any size
     assert m.calls == []
+
+
+def test_a_sidecar_written_before_the_input_hashes_is_trusted_twice(tmp_path, model, digits):
+    """A job whose sidecar predates the hashes of the finished chunks' inputs resumes trusting
+    its chunks, and records their hashes: stopped and resumed again, it still does not
+    compute them again."""
+    import json
+
+    path = tmp_path / "maps.npy"
+    progress = tmp_path / "maps.npy.progress.json"
+
+    def stop_at(k):
+        def on_chunk(done, total):
+            if done == k:
+                raise KeyboardInterrupt
+        return on_chunk
+
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
+                               on_chunk=stop_at(1))
+    prog = json.loads(progress.read_text())
+    del prog["inputs"], prog["family"]  # as jaxsal wrote it before
+    progress.write_text(json.dumps(prog))
+    m = Counting()
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(m, model, digits, path, batch_size=8, on_chunk=stop_at(2))
+    assert m.calls == [8]  # chunk 1
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8)
+    assert m.calls == [8]  # chunk 2 only: chunk 0 is still trusted
+    np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)

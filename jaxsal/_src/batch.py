@@ -589,16 +589,15 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
             finished = np.zeros(n, bool)  # the inputs whose maps are kept
             for c in sorted(set(prog.get("done", []))):
                 lo, hi = c * old_b, min(n, (c + 1) * old_b)
-                if isinstance(kept, dict):  # (absent from jobs written before: trusted)
-                    # a finished chunk whose inputs changed since (fixed, or another data set
-                    # of the same shape) is computed again, never kept from the old values
-                    digest = _array_digest(np.asarray(inputs[lo:hi]))["array"]
-                    if kept.get(str(c)) != digest:
-                        continue
-                    if same:
-                        digests[c] = digest
+                digest = _array_digest(np.asarray(inputs[lo:hi]))["array"]
+                # a finished chunk whose inputs changed since (fixed, or another data set of
+                # the same shape) is computed again, never kept from the old values (a sidecar
+                # written before the hashes is trusted, and gets them)
+                if isinstance(kept, dict) and kept.get(str(c)) != digest:
+                    continue
                 if same:
                     done.add(c)
+                    digests[c] = digest
                 finished[lo:hi] = True
             if rebatch:  # this batch size's chunks whose inputs have all finished
                 for c in range(n_chunks):
