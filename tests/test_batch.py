@@ -228,3 +228,43 @@ def test_a_sidecar_written_before_the_input_hashes_is_trusted_twice(tmp_path, mo
     out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8)
     assert m.calls == [8]  # chunk 2 only: chunk 0 is still trusted
     np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
+
+
+def _big_maps(model, x, targets=None):
+    return np.ones((len(x), 512, 1024), np.float32)  # 2 MiB per input
+
+
+def test_the_output_file_s_disk_space_is_reserved_at_its_start(tmp_path, model, digits):
+    """The .npy's space is reserved when it is created, so a disk too small fails then, with
+    an error naming the file and the size, not with a Bus error (SIGBUS) when a later chunk
+    writes to the memory map of a sparse file."""
+    import os
+
+    path = tmp_path / "maps.npy"
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # after the first chunk of 4
+        jaxsal.explain_to_file(_big_maps, model, digits[:4], path, batch_size=1,
+                               on_chunk=stop)
+    st = os.stat(path)
+    assert st.st_size > 8 * 2**20 and st.st_blocks * 512 >= st.st_size
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "posix_fallocate"),
+                    reason="no posix_fallocate")
+def test_a_disk_too_small_for_the_output_is_a_clear_error(tmp_path, model, digits,
+                                                          monkeypatch):
+    import errno
+    import os
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OSError, match=r"cannot reserve the 8,388,736 bytes of .*maps\.npy on "
+                                      r"its disk \(No space left on device\)"):
+        jaxsal.explain_to_file(_big_maps, model, digits[:4], tmp_path / "maps.npy",
+                               batch_size=1)
+    assert not (tmp_path / "maps.npy").exists()  # the new, empty file is not left behind

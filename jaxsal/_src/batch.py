@@ -24,6 +24,7 @@ stopped between the two never leaves an old job's progress over another job's ch
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import inspect
@@ -431,6 +432,26 @@ def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
     return (done, chunks, progress_path) if done < chunks else None
 
 
+def _allocate(path: str) -> None:
+    """Reserve the disk space of the whole ``.npy`` at ``path`` (``open_memmap`` leaves it
+    sparse): on a disk that cannot hold it, the job fails now with a clear error rather than
+    dies of SIGBUS (a "Bus error", no message) when a later chunk writes to the memory map."""
+    if not hasattr(os, "posix_fallocate"):  # (macOS, Windows: left sparse, as before)
+        return
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise OSError(e.errno, f"cannot reserve the {size:,} bytes of {path} on its disk "
+                          f"({e.strerror}): the maps of the whole job need them; free some "
+                          "space or write to another disk") from None
+        # EOPNOTSUPP, EINVAL...: a file system that cannot reserve space; left sparse
+    finally:
+        os.close(fd)
+
+
 def _fresh(path: str, progress_path: str) -> str:
     return (f"delete {path} and {progress_path} (or pass resume=False / write to another "
             "path) to start the job over")
@@ -585,6 +606,7 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
                 raise ValueError(f"{path} holds an array of shape {out.shape}, but this job "
                                  f"writes maps for {n} inputs; the file was replaced after the "
                                  f"job started. {_fresh(path, progress_path)}")
+            _allocate(path)  # (a file of a jaxsal before the reservation may be sparse)
             kept = prog.get("inputs")
             finished = np.zeros(n, bool)  # the inputs whose maps are kept
             for c in sorted(set(prog.get("done", []))):
@@ -644,6 +666,12 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
                 os.remove(progress_path)
             out = np.lib.format.open_memmap(path, mode="w+", dtype=maps.dtype,
                                             shape=(n, *maps.shape[1:]))
+            try:
+                _allocate(path)
+            except OSError:
+                del out
+                os.remove(path)  # this job's new file, nothing in it yet
+                raise
         elif resumed and (out.shape[1:] != maps.shape[1:] or out.dtype != maps.dtype):
             raise ValueError(f"{path} holds maps of shape {out.shape[1:]} ({out.dtype}) per "
                              f"input, but this job computes {maps.shape[1:]} ({maps.dtype}); "
