@@ -268,3 +268,23 @@ def test_a_disk_too_small_for_the_output_is_a_clear_error(tmp_path, model, digit
         jaxsal.explain_to_file(_big_maps, model, digits[:4], tmp_path / "maps.npy",
                                batch_size=1)
     assert not (tmp_path / "maps.npy").exists()  # the new, empty file is not left behind
+
+
+def test_a_new_file_reads_as_unfinished_from_its_creation(tmp_path, model, digits,
+                                                         monkeypatch):
+    """A job starting over on a finished file, stopped right after creating its new .npy
+    (before any chunk is recorded), leaves a file that reads as unfinished: the finished
+    job's sidecar was removed and nothing said the new, zero-filled file was partial."""
+    import jaxsal._src.batch as batch
+
+    path = tmp_path / "maps.npy"
+    jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
+    assert batch.unfinished(path) is None
+
+    def stopped(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "_allocate", stopped)  # called as the new .npy is created
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(Counting(), model, digits, path, targets=2, batch_size=8)
+    assert batch.unfinished(path)[:2] == (0, 3)

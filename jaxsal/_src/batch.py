@@ -17,8 +17,9 @@ and dtype; PRNG keys by their key data; functions by their code, constants, defa
 closure values) and the batch size (and JAX's 64-bit mode, when it is on). A run that differs
 only in the batch size (a smaller one after running out of memory) is the same job: it keeps
 the inputs already finished and computes the chunks of the others. A run whose signature
-differs otherwise starts over, and deletes that sidecar before it rewrites the ``.npy`` (a run
-stopped between the two never leaves an old job's progress over another job's chunks).
+differs otherwise starts over, and replaces that sidecar with its own (no chunk finished)
+before it rewrites the ``.npy`` (a run stopped between the two never leaves an old job's
+progress over another job's chunks, and the new file reads as unfinished).
 """
 
 from __future__ import annotations
@@ -660,10 +661,11 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
                              "this chunk or an option) and run the same call again to "
                              "resume.") from e
         if out is None:
-            # starting over: the progress file of the job that wrote `path` before goes
-            # first, so that it can never vouch for the new file's chunks
-            if os.path.exists(progress_path):
-                os.remove(progress_path)
+            # starting over: this job's progress (no chunk finished) replaces the sidecar of
+            # the job that wrote `path` before, first, so that it can never vouch for the new
+            # file's chunks, and the new file reads as unfinished (batch.unfinished) from the
+            # moment it exists
+            save_progress()
             out = np.lib.format.open_memmap(path, mode="w+", dtype=maps.dtype,
                                             shape=(n, *maps.shape[1:]))
             try:
