@@ -316,12 +316,30 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def _check_out(args) -> None:
+    """Refuse an ``--out`` that is one of the files the command reads (the model, the inputs,
+    the maps, an ``@FILE.npy``): the job would write over it."""
+    reads = [("MODEL", args.model), ("INPUTS", args.inputs), ("MAPS", getattr(args, "maps", None))]
+    if (args.targets or "").startswith("@"):
+        reads.append(("--targets @FILE", args.targets[1:]))
+    for item in args.option or ():
+        name, _, value = item.partition("=")
+        if value.startswith("@"):
+            reads.append((f"--option {name}=@FILE", value[1:]))
+    for what, path in reads:
+        if path and os.path.exists(args.out) and os.path.exists(path) \
+                and os.path.samefile(args.out, path):
+            raise ValueError(f"--out {args.out} is the {what} file this command reads; the job "
+                             "would write over it. Pass another --out")
+
+
 def _job(args):
     """What a batch job (``explain``, ``evaluate``) starts from: the compilation cache
     turned on, the model (its head and ``--output``), the inputs memory-mapped, and a
     progress printer for :func:`jaxsal.explain_to_file`."""
     from model_import import load_keras
 
+    _check_out(args)
     inputs = _load_npy(args.inputs, "inputs")  # before the model: a bad file fails fast
     _enable_cache(args.cache_dir)
     model = load_keras(args.model, head=args.head, keras_backend=args.keras_backend)

@@ -345,7 +345,7 @@ def test_evaluate_never_writes_over_its_inputs_or_maps(tmp_path, mnist_path, mni
     np.save(x_path, mnist_digits[:3])
     assert _explain(mnist_path, str(x_path), maps_path, "--targets", "2") == 0
     before = {p: p.read_bytes() for p in (x_path, maps_path)}
-    for out, said in ((maps_path, "maps.npy is the file option maps is read from"),
+    for out, said in ((maps_path, "maps.npy is the MAPS file this command reads"),
                       (tmp_path / "x.npy", "x.auc.npy, the INPUTS file")):
         assert cli.main(["evaluate", mnist_path, str(x_path), str(maps_path), "--metric",
                          "deletion", "--targets", "2", "--steps", "4",
@@ -435,3 +435,26 @@ def test_a_model_of_several_inputs_is_refused_saying_how(tmp_path, capsys):
     assert "two.keras has 2 inputs (a, b); `jaxsal explain` reads one INPUTS .npy" in err
     assert "jaxsal.saliency(model, [a, b], ...)" in err
     assert not (tmp_path / "m.npy").exists()
+
+
+def test_out_is_never_a_file_the_command_reads(tmp_path, mnist_path, digits_file, mnist_digits,
+                                               capsys):
+    """An --out naming the model, a --targets @FILE or an --option NAME=@FILE (a slip of tab
+    completion) is refused before anything is written: the job wrote its maps over it."""
+    import shutil
+
+    model = tmp_path / "model.h5"
+    shutil.copy(mnist_path, model)
+    np.save(tmp_path / "labels.npy", np.array([1, 2]))
+    np.save(tmp_path / "base.npy", np.zeros_like(mnist_digits[:2]))
+    files = {p: p.read_bytes() for p in (model, tmp_path / "labels.npy", tmp_path / "base.npy")}
+    for out, extra, what in (
+            (model, [], "MODEL"),
+            (tmp_path / "labels.npy", ["--targets", f"@{tmp_path / 'labels.npy'}"],
+             "--targets @FILE"),
+            (tmp_path / "base.npy", ["--method", "integrated_gradients", "--option",
+                                     f"baseline=@{tmp_path / 'base.npy'}"], "--option baseline=@FILE")):
+        assert _explain(str(model), digits_file, out, *extra) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out} is the {what}" in err and "Pass another --out" in err
+    assert {p: p.read_bytes() for p in files} == files
