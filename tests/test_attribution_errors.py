@@ -53,6 +53,17 @@ def test_input_shape_and_dtype(m, x):
         jaxsal.saliency(m, (x * 255).astype(np.uint8), 1)
 
 
+def test_big_endian_inputs_are_taken(m, x):
+    """A big-endian array (np.load of a .npy written on such a machine, FITS data) failed in
+    every method with JAX's 'Error interpreting argument to stage as a JAX value'."""
+    xb = x.astype(x.dtype.newbyteorder(">"))
+    assert not xb.dtype.isnative
+    for f in (lambda a: jaxsal.saliency(m, a, [1, 3]),
+              lambda a: jaxsal.gradcam(m, a, 1, layer="conv2d_2"),
+              lambda a: jaxsal.occlusion(m, a, 1, patch=7)):
+        np.testing.assert_array_equal(f(xb), f(x))
+
+
 def test_nan_and_inf_inputs(m, x):
     bad = x.copy()
     bad[0, 3, 3, 0] = np.nan

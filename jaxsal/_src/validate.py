@@ -158,6 +158,8 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
         except Exception as e:  # noqa: BLE001  (ragged lists and other junk)
             raise TypeError(f"expected {what} as an array (N, H, W, C), got "
                             f"{type(x).__name__}: {e}")
+        if not x.dtype.isnative:  # a big-endian .npy (FITS data): JAX takes native order only
+            x = x.astype(x.dtype.newbyteorder("="))
     dtype = x.dtype
     if ids_dtype is not None and not allow_int:  # the ids' gradient would be silently zero
         raise TypeError(f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
