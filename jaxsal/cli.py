@@ -547,8 +547,18 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT
         resume = ""
         if args.cmd in ("explain", "evaluate"):  # resumable jobs (jaxsal.explain_to_file)
-            resume = (f"; the chunks finished so far are kept in {args.out}, and running the "
-                      "same command again resumes the job")
+            from jaxsal._src.batch import unfinished
+
+            state = unfinished(args.out)
+            if state is not None and state[0]:
+                resume = (f"; {state[0]} of {state[1]} chunks are finished and kept in "
+                          f"{args.out}, and running the same command again computes the rest")
+            elif state is not None or not os.path.exists(args.out):
+                resume = (f"; no chunk had finished ({args.out} holds no maps yet): running "
+                          "the same command again starts the job")
+            else:  # stopped before its job began, or after the last chunk
+                resume = (f"; running the same command again resumes the job in {args.out} "
+                          "where it stopped")
         print(f"jaxsal {args.cmd}: interrupted{resume}", file=sys.stderr)
         return 130
 

@@ -141,8 +141,8 @@ def test_ctrl_c_says_the_job_resumes(tmp_path, fixtures_dir, mnist_digits, capsy
         pytest.fail("KeyboardInterrupt escaped cli.main")
     assert rc == 130
     err = capsys.readouterr().err
-    assert err == (f"jaxsal explain: interrupted; the chunks finished so far are kept in {out}, "
-                   "and running the same command again resumes the job\n")
+    assert err == (f"jaxsal explain: interrupted; 1 of 2 chunks are finished and kept in {out}, "
+                   "and running the same command again computes the rest\n")
     monkeypatch.setattr(cli, "_job", job)
     assert cli.main(argv) == 0
     progress = [line.split()[1] for line in capsys.readouterr().out.splitlines()
@@ -151,6 +151,40 @@ def test_ctrl_c_says_the_job_resumes(tmp_path, fixtures_dir, mnist_digits, capsy
     model = load_keras(fixtures_dir / "mnist_cnn_keras3.keras", head="logits")
     np.testing.assert_allclose(np.load(out), jaxsal.saliency(model, mnist_digits[:4], 3),
                                rtol=1e-5, atol=1e-8)
+
+
+def test_ctrl_c_before_any_chunk_says_so(tmp_path, fixtures_dir, mnist_digits, capsys,
+                                         monkeypatch):
+    """Ctrl-C before the first chunk finished said that the chunks finished so far are kept,
+    although there were none."""
+    np.save(tmp_path / "x.npy", mnist_digits[:4])
+    out = str(tmp_path / "maps.npy")
+    argv = ["explain", str(fixtures_dir / "mnist_cnn_keras3.keras"), str(tmp_path / "x.npy"),
+            "--batch-size", "2", "--targets", "3", "--out", out]
+    job = cli._job
+
+    def ctrl_c_in_the_first_chunk(args):
+        model, inputs, progress = job(args)
+
+        class Stop:  # inputs whose first chunk is interrupted while it is read
+            shape, dtype = inputs.shape, inputs.dtype
+
+            def __len__(self):
+                return len(inputs)
+
+            def __getitem__(self, item):
+                raise KeyboardInterrupt
+
+            def __array__(self, *a, **k):
+                return np.asarray(inputs, *a, **k)
+
+        return model, Stop(), progress
+
+    monkeypatch.setattr(cli, "_job", ctrl_c_in_the_first_chunk)
+    assert cli.main(argv) == 130
+    assert capsys.readouterr().err == (
+        f"jaxsal explain: interrupted; no chunk had finished ({out} holds no maps yet): "
+        "running the same command again starts the job\n")
 
 
 def test_the_module_docstring_commands_run_as_written(tmp_path, fixtures_dir, mnist_digits,

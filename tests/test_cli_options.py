@@ -393,7 +393,7 @@ def test_an_error_in_a_chunk_names_it(tmp_path, mnist_path, digits_file, capsys)
     assert capsys.readouterr().err == (
         "jaxsal: error: saliency() got an unexpected keyword argument 'nosuch' "
         f"explain_to_file: chunk 0 (inputs 0:2) failed. "
-        f"No chunk had finished ({out} was not written); run the same call again to resume.\n")
+        f"No chunk had finished ({out} was not written); run the call again.\n")
 
 
 def test_big_endian_npy_files_are_read(tmp_path, mnist_path, mnist_digits):

@@ -652,14 +652,14 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
             padded = f", padded to {batch_size} by repeating the last" if pad else ""
             saved = (f"The {len(done)} chunk(s) finished so far are saved in {path}" if done
                      else f"No chunk had finished ({path} was not written)")
+            again = "run the same call again to resume" if done else "run the call again"
             if not isinstance(e, ValueError):  # its own type kept, the chunk said in a note
                 e.add_note(f"explain_to_file: chunk {c} (inputs {lo}:{hi}{padded}) failed. "
-                           f"{saved}; run the same call again to resume.")
+                           f"{saved}; {again}.")
                 raise
             raise ValueError(f"chunk {c} (inputs {lo}:{hi}{padded}) failed: "
                              f"{str(e).rstrip('.')}. {saved}; fix the cause (the inputs of "
-                             "this chunk or an option) and run the same call again to "
-                             "resume.") from e
+                             f"this chunk or an option) and {again}.") from e
         if out is None:
             # starting over: this job's progress (no chunk finished) replaces the sidecar of
             # the job that wrote `path` before, first, so that it can never vouch for the new
