@@ -17,7 +17,7 @@ import numpy as np
 
 from model_import._errors import KerasImportError, UnsupportedLayerError
 from model_import._layers import masking as _masking
-from model_import._layers.activations import activation_name, get_activation
+from model_import._layers.activations import _identity, activation_name, get_activation
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
                                            builtin_converters, lookup)
 from model_import._output_padding import restore_output_padding
@@ -28,6 +28,28 @@ Array = jax.Array
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
 #: Layers that look token ids up in a table of ``input_dim`` rows (see ``token_limits``).
 _EMBEDDINGS = ("Embedding", "ReversibleEmbedding")
+
+
+def pre_activation_refusal(spec: LayerSpec) -> str | None:
+    """Why layer ``spec`` has no pre-activation value of its own to capture, or ``None``.
+
+    A layer with a fused activation (``Conv2D(..., activation="relu")``) has one: its value
+    before that activation. A layer without one (``"linear"``) has one too: its output. A
+    nested model has none (name a layer inside it), and neither has a layer that is itself
+    an activation (``Activation``, ``ReLU``, ``Softmax``, ``PReLU``, a softmax or sigmoid
+    operation): its pre-activation is the output of the layer before it, so name that one."""
+    impl = spec.impl
+    if spec.class_name == "InputLayer":
+        return "it is a model input, which no layer computes"
+    if impl.subgraph is not None:
+        return (f"it is a nested model ({spec.class_name}); name a layer inside it "
+                f"(\"{spec.name}/<layer>\")")
+    if (impl.call is _identity and impl.activation is not None) or impl.head_op is not None \
+            or spec.class_name == "PReLU":
+        return (f"it is an activation layer ({spec.class_name}): its pre-activation is the "
+                "output of the layer before it; name that layer (a Conv2D or Dense "
+                "followed by this layer) instead")
+    return None
 
 
 class LayerCallError(ValueError):
@@ -96,7 +118,8 @@ class Graph:
             head: str = "logits", keras_major: int = 3,
             prefix: str = "", input_masks: Sequence[Any] | None = None,
             mask_sink: list | None = None, perturb_pre: Mapping[str, Array] | None = None,
-            bias_sink: dict | None = None) -> tuple[list, dict[str, Array]]:
+            bias_sink: dict | None = None, capture_pre: frozenset[str] = frozenset(),
+            pre_sink: dict | None = None) -> tuple[list, dict[str, Array]]:
         """Evaluate the graph.
 
         Args:
@@ -118,6 +141,11 @@ class Graph:
             fused activation (the gradient with respect to the pre-activation).
           bias_sink: a dict that receives ``{layer_path: b}`` for every affine layer
             (:attr:`LayerImpl.affine`): its output for a zero input of batch size 1.
+          capture_pre: layer paths whose pre-activation values (before the fused
+            activation, after ``perturb_pre``; the output where the layer has none or the
+            head strips it) ``pre_sink`` receives, ``{layer_path: value}``, for the layer's
+            first call (in a nested model called several times, at its first call). Check the paths with :func:`pre_activation_refusal`
+            first: a layer that is itself an activation has no pre-activation of its own.
         Returns:
           ``(outputs, captured)``.
         """
@@ -189,7 +217,8 @@ class Graph:
                         else tuple(sorted(output_keys[(call.layer, call.index)]))),
                     head=head, keras_major=keras_major, prefix=sub_prefix,
                     input_masks=sub_masks if len(sub_masks) == len(sub_in) else None,
-                    mask_sink=sink, perturb_pre=perturb_pre, bias_sink=bias_sink)
+                    mask_sink=sink, perturb_pre=perturb_pre, bias_sink=bias_sink,
+                    capture_pre=capture_pre, pre_sink=pre_sink)
                 captured.update(sub_captured)
                 y = outs[0] if impl.subgraph.single_output else tuple(outs)
                 y_mask = sink[0] if impl.subgraph.single_output else tuple(sink)
@@ -213,6 +242,8 @@ class Graph:
                         path = prefix + call.layer
                         if path in perturb_pre:
                             y = y + perturb_pre[path]
+                        if path in capture_pre and path not in pre_sink:
+                            pre_sink[path] = y  # a nested model's first call only
                         if bias_sink is not None and impl.affine:
                             z = jnp.zeros((1,) + args[0].shape[1:], args[0].dtype)
                             bias_sink[path] = impl.call(params.get(call.layer, {}), z, rt=rt,

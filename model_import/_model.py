@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._graph import Graph, LayerCallError, LayerSpec, _refs
+from model_import._graph import (Graph, LayerCallError, LayerSpec, _refs,
+                                 pre_activation_refusal)
 from model_import._layers.activations import activation_name
 from model_import._layers.registry import Runtime
 from model_import._version import keras_major
@@ -384,7 +385,8 @@ class KerasModel:
 
     def apply(self, params: Any, x: ArrayLike | Sequence[ArrayLike], *,
               capture: Iterable[str] = (), perturb: Mapping[str, Array] | None = None,
-              perturb_pre: Mapping[str, Array] | None = None):
+              perturb_pre: Mapping[str, Array] | None = None,
+              capture_pre: Iterable[str] = ()):
         """The forward pass, pure in ``params``.
 
         Args:
@@ -398,15 +400,40 @@ class KerasModel:
           perturb_pre: the same, added before the layer's fused activation (a ``Conv2D``
             with ``activation="relu"``): the gradient with respect to its pre-activation.
             For a layer without a fused activation it is ``perturb``.
+          capture_pre: layer names whose pre-activation values to return: a ``Conv2D(64, 3,
+            activation="relu")``'s values before its ReLU (Lucid's ``..._pre_relu``), shaped
+            like its output; for a layer without a fused activation (``"linear"``), and for
+            an output layer whose activation the ``logits`` head removes, its output. A
+            layer that is itself an activation (``Activation``, ``ReLU``, ``Softmax``...)
+            is refused: name the layer before it. See :meth:`pre_activation_layer`.
         Returns:
           ``outputs`` (``(N, ...)``; a list for multi-output models), or
-          ``(outputs, {layer: activation})`` when ``capture`` is given.
-        """
-        return self._run(params, x, capture, perturb, perturb_pre, None)
+          ``(outputs, {layer: activation})`` when ``capture`` is given, or
+          ``(outputs, {layer: activation}, {layer: pre_activation})`` when ``capture_pre``
+          is given (the second dict empty without ``capture``)::
 
-    def _run(self, params, x, capture, perturb, perturb_pre, bias_sink):
+              y, _, pre = m.apply(m.params, x, capture_pre=["conv2d_1"])
+        """
+        return self._run(params, x, capture, perturb, perturb_pre, None, capture_pre)
+
+    def pre_activation_layer(self, name: str) -> str:
+        """The path of layer ``name`` (as :meth:`resolve_layer`) where it has a
+        pre-activation value to capture (``apply(capture_pre=...)``); raise ``ValueError``
+        for a nested model (name a layer inside it) and for a layer that is itself an
+        activation (``ReLU``, ``Activation``...: name the layer before it)."""
+        path = self.resolve_layer(name)
+        why = pre_activation_refusal(self._spec(path))
+        if why is not None:
+            raise ValueError(f"layer {name!r} has no pre-activation value: {why}")
+        return path
+
+    def _run(self, params, x, capture, perturb, perturb_pre, bias_sink, capture_pre=()):
         capture = tuple(capture) if not isinstance(capture, str) else (capture,)
         cap_paths = {self.resolve_layer(c): c for c in capture}
+        capture_pre = (tuple(capture_pre) if not isinstance(capture_pre, str)
+                       else (capture_pre,))
+        pre_paths = {c: self.pre_activation_layer(c) for c in capture_pre}  # every name asked
+        pre_sink: dict[str, Array] = {}
         pert = {self.resolve_layer(k): v for k, v in (perturb or {}).items()}
         pre = {self.resolve_layer(k): v for k, v in (perturb_pre or {}).items()}
         if self.channels_last_view:
@@ -417,7 +444,9 @@ class KerasModel:
                           for k, v in d.items()} for d in (pert, pre))
         outs, captured = self.graph.run(
             params, self._prepare(x), self.runtime, capture=frozenset(cap_paths),
-            perturb=pert, perturb_pre=pre, bias_sink=bias_sink, strip_output_activation=(
+            perturb=pert, perturb_pre=pre, bias_sink=bias_sink,
+            capture_pre=frozenset(pre_paths.values()), pre_sink=pre_sink,
+            strip_output_activation=(
                 self.head != "saved" and (True if self.output_index is None
                                           else (self.output_index,))),
             keep_softmax=self.head == "softmax", head=self.head, keras_major=self._keras_major)
@@ -429,10 +458,14 @@ class KerasModel:
             outs, heads = [outs[self.output_index]], [heads[self.output_index]]
         outs = [apply_head(h, o, rt=self.runtime) for o, h in zip(outs, heads)]
         y = outs[0] if self.graph.single_output or self.output_index is not None else outs
-        if capture:
-            return y, {orig: jnp.moveaxis(captured[path], 1, -1) if self._moved(path)
-                       else captured[path] for path, orig in cap_paths.items()}
-        return y
+        if not capture and not capture_pre:
+            return y
+        acts = {orig: jnp.moveaxis(captured[path], 1, -1) if self._moved(path)
+                else captured[path] for path, orig in cap_paths.items()}
+        if not capture_pre:
+            return y, acts
+        return y, acts, {orig: jnp.moveaxis(pre_sink[path], 1, -1) if self._moved(path)
+                         else pre_sink[path] for orig, path in pre_paths.items()}
 
     @property
     def affine_layers(self) -> list[str]:
