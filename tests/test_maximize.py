@@ -104,8 +104,8 @@ def test_no_recompile_on_second_call(mnist):
 
 def _last_build_args(model, targets):
     obj = _max._as_objective(model.with_head("logits"), targets, None, "channel")
-    return (_max._ModelKey(model), "logits", obj.needed_layers, True, (28, 28, 1), (0.0, 1.0),
-            3, 1, 1.2, 0.0,
+    return (_max._ModelKey(model), "logits", obj.needed_layers, obj.needed_pre_layers, True,
+            (28, 28, 1), (0.0, 1.0), 3, 1, 1.2, 0.0,
             None, None, _max.DEFAULT_LEARNING_RATE, (), PLAIN["transforms"], None, False)
 
 

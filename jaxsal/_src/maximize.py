@@ -118,7 +118,8 @@ def _objectives_given(targets: Any) -> bool:
 
 
 def _as_objective(model: Any, targets: Any, layer: str | None, objective: str,
-                  image_shape: tuple | None = None) -> _obj.Objective:
+                  image_shape: tuple | None = None,
+                  pre_activation: bool = False) -> _obj.Objective:
     if isinstance(targets, _obj.Objective):
         if targets.weights and np.ndim(targets.weights[0]) == 0:
             return _obj.stack_objectives([targets])
@@ -156,9 +157,9 @@ def _as_objective(model: Any, targets: Any, layer: str | None, objective: str,
         if layer is None:
             objs.append(_obj.output_objective(t))
         elif objective == "channel":
-            objs.append(_obj.channel_objective(layer, t))
+            objs.append(_obj.channel_objective(layer, t, pre_activation=pre_activation))
         else:
-            objs.append(_obj.neuron_objective(layer, t))
+            objs.append(_obj.neuron_objective(layer, t, pre_activation=pre_activation))
     return _obj.stack_objectives(objs)
 
 
@@ -195,15 +196,17 @@ class _ModelKey:
 
 
 @functools.lru_cache(maxsize=8)  # keeps models (and params) alive; _build.cache_clear() frees
-def _build(model_key: _ModelKey, head: str | None, needed: tuple, need_output: bool,
-           image_shape: tuple, rng: tuple, steps: int, rounds: int, factor: float,
-           upscale_blur: float, param: Any, optimizer: Any, learning_rate: float,
-           regularizers: tuple, transforms: Any, unit_chunk: int | None, has_seed: bool):
+def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tuple,
+           need_output: bool, image_shape: tuple, rng: tuple, steps: int, rounds: int,
+           factor: float, upscale_blur: float, param: Any, optimizer: Any,
+           learning_rate: float, regularizers: tuple, transforms: Any, unit_chunk: int | None,
+           has_seed: bool):
     """A jitted ``run(params, objective, key, seed) -> (images, scores, trajectory)``.
 
     Every argument is part of the cache key: the model by :class:`_ModelKey`, the options by
     equality (jaxsal's factories compare equal for equal hyperparameters; optax
-    transformations and functions of one's own by identity)."""
+    transformations and functions of one's own by identity). ``needed`` and ``needed_pre``:
+    the layers whose outputs and pre-activation values the objectives read."""
     model = model_key.model
     m = model.with_head(head) if head is not None and hasattr(model, "with_head") else model
     lo, hi = rng
@@ -235,30 +238,38 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, need_output: b
         return _tf.resize(x, fixed_hw) if fixed_hw is not None else x
 
     def forward(params, x):
-        out = m.apply(params, x[None], capture=needed) if needed else (
-            m.apply(params, x[None]), {})
-        y, acts = out
+        # pre-activation values are asked for only where an objective reads them: the
+        # other programs are traced as before
+        pre: dict = {}
+        if needed_pre:
+            y, acts, pre = m.apply(params, x[None], capture=needed, capture_pre=needed_pre)
+        else:
+            y, acts = m.apply(params, x[None], capture=needed) if needed else (
+                m.apply(params, x[None]), {})
         if isinstance(y, (list, tuple)):
             y = y[0]
         y = y[0]
         if binary:  # (1,) -> (2,): the scores of classes 0 and 1
             y = class_scores(y[None], jnp.array([[0, 1]]), binary_info)[0]
-        return y, {k: v[0] for k, v in acts.items()}
+        return y, {k: v[0] for k, v in acts.items()}, {k: v[0] for k, v in pre.items()}
+
+    def map_shapes(acts, pre):  # a layer's pre-activation has the shape of its output
+        return {**{k: v.shape for k, v in pre.items()}, **{k: v.shape for k, v in acts.items()}}
 
     # a model without a fixed input size runs the smaller multi-scale rounds at their own
     # size, where a layer's maps are smaller: neuron positions (given for the final maps) are
     # moved to the same place of each round's maps instead of being clamped to their edge
     final_maps = None
-    if fixed_hw is None and rounds > 1 and needed:
-        final_maps = {k: v.shape for k, v in jax.eval_shape(
-            lambda p, x: forward(p, x)[1], m.params,
-            jax.ShapeDtypeStruct((H, W, C), jnp.float32)).items()}
+    if fixed_hw is None and rounds > 1 and (needed or needed_pre):
+        final_maps = map_shapes(*jax.eval_shape(
+            lambda p, x: forward(p, x)[1:], m.params,
+            jax.ShapeDtypeStruct((H, W, C), jnp.float32)))
 
     def score(params, obj, x):
-        y, acts = forward(params, x)
+        y, acts, pre = forward(params, x)
         if final_maps is not None:
-            obj = _obj.positions_for(obj, {k: v.shape for k, v in acts.items()}, final_maps)
-        return obj(y, acts)
+            obj = _obj.positions_for(obj, map_shapes(acts, pre), final_maps)
+        return obj(y, acts, pre)
 
     def unit(x):
         return (x - lo) / (hi - lo)
@@ -347,7 +358,8 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
              transforms: _tf.Transform | None = None, upscaling_steps: int = 1,
              upscaling_factor: float = 1.2, upscale_blur: float = 0.0,
              image_shape: Sequence[int] | None = None, seed_images: ArrayLike | None = None,
-             unit_chunk: int | None = None, check_finite: bool = True) -> MaximizeResult:
+             unit_chunk: int | None = None, check_finite: bool = True,
+             pre_activation: bool = False) -> MaximizeResult:
     """Find, for every target unit, an input that maximizes it.
 
     One ``jax.jit``-compiled program: the optax update loop runs in ``lax.scan`` and is
@@ -420,6 +432,14 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
       check_finite: ``True`` (default): raise a ``ValueError`` naming the units whose image
         or score is not finite (the ascent diverged: too large a learning rate, say), after
         the run; ``False``: return them as they are (NaN rows beside the finite ones).
+      pre_activation: with ``layer``, maximize the unit's values before the layer's fused
+        activation (a ``Conv2D(..., activation="relu")`` before its ReLU, as Lucid's
+        ``..._pre_relu`` layers): a channel whose ReLU output is zero on the starting image
+        has no gradient and stays at the starting noise, its pre-activation has one. For a
+        layer without a fused activation these are its outputs; a separate ``ReLU`` or
+        ``Activation`` layer is refused (name the layer before it). Refused without
+        ``layer`` and with Objectives as targets (``channel_objective(l, k,
+        pre_activation=True)``). ``scores`` are then pre-activation values.
 
     Returns:
       :class:`MaximizeResult` with ``images (T, H, W, C)``, ``scores (T,)`` (on the returned
@@ -437,7 +457,8 @@ def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int =
         optimizer=optimizer, learning_rate=learning_rate, regularizers=regularizers,
         transforms=transforms, upscaling_steps=upscaling_steps,
         upscaling_factor=upscaling_factor, upscale_blur=upscale_blur,
-        image_shape=image_shape, seed_images=seed_images, unit_chunk=unit_chunk)
+        image_shape=image_shape, seed_images=seed_images, unit_chunk=unit_chunk,
+        pre_activation=pre_activation)
     images, scores, trajectory = run(*args)
     if check_finite:
         _check_converged(images, scores, targets)
@@ -478,7 +499,7 @@ def maximize_program(model: Any, targets: Any, **options):
 def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, objective, head,
              parameterization, optimizer, learning_rate, regularizers, transforms,
              upscaling_steps, upscaling_factor, upscale_blur, image_shape, seed_images,
-             unit_chunk):
+             unit_chunk, pre_activation):
     """Validate the arguments of :func:`maximize` (every one given: the defaults live in
     :func:`maximize`'s signature only); return its jitted program and arguments
     ``(run, (params, objective, key, seed))``."""
@@ -557,6 +578,17 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         raise ValueError(f"objective={objective!r} chooses how a unit of layer= is maximized; "
                          "without layer= the targets are output units (one number each). Pass "
                          "layer=NAME to maximize a layer's channels or neurons")
+    if not isinstance(pre_activation, (bool, np.bool_)):
+        raise TypeError(f"pre_activation: expected a bool, got {pre_activation!r}")
+    if pre_activation and given:
+        raise ValueError("pre_activation=True applies to unit indices of layer=; these targets "
+                         "are Objectives, which say it themselves: "
+                         "jaxsal.channel_objective(layer, k, pre_activation=True)")
+    if pre_activation and layer is None:
+        raise ValueError("pre_activation=True maximizes a layer's values before its fused "
+                         "activation; without layer= the targets are output units (the "
+                         "logits head already removes the output activation). Pass "
+                         "layer=NAME with the unit indices")
     objective = "channel" if objective is None else objective
     if unit_chunk is not None and (isinstance(unit_chunk, (bool, np.bool_))
                                    or not isinstance(unit_chunk, (int, np.integer))
@@ -618,12 +650,13 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     fit_shape = image_shape
     if in_shape is not None and len(in_shape) == 3 and None not in in_shape:
         fit_shape = tuple(in_shape)  # images are resized to a fixed model input
-    obj = _as_objective(mh, targets, layer, objective, fit_shape)
+    obj = _as_objective(mh, targets, layer, objective, fit_shape, bool(pre_activation))
     _obj.validate_objective(obj, mh, fit_shape)
     if hasattr(mh, "resolve_layer"):  # one name per layer: its path ("conv" and "inner/conv"
         # are one layer of a nested model, captured once under one name)
         obj = _obj.Objective(obj.kinds, tuple(l if l is None else mh.resolve_layer(l)
-                                              for l in obj.layers), obj.weights, obj.indices)
+                                              for l in obj.layers), obj.weights, obj.indices,
+                             obj.pre)
     T = int(jax.tree_util.tree_leaves(obj)[0].shape[0])
 
     key = base.check_key(key, "maximize")
@@ -649,7 +682,7 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     if regs is None:
         regs = default_regularizers("output" if any(l is None for l in obj.layers) else "layer")
     run = _build(_ModelKey(model), head if hasattr(model, "with_head") else None,
-                 obj.needed_layers,
+                 obj.needed_layers, obj.needed_pre_layers,
                  any(l is None for l in obj.layers), image_shape, rng, int(steps),
                  int(upscaling_steps), float(upscaling_factor), float(upscale_blur),
                  parameterization, optimizer, float(learning_rate), regs, transforms,

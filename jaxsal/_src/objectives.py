@@ -16,6 +16,11 @@ into one batched objective that ``jax.vmap`` maps over: every unit gets its own 
 combine with ``+``, ``-`` and scalar ``*``::
 
     obj = channel_objective("conv2d_2", 5) - 0.5 * output_objective(3)
+
+A layer term with ``pre_activation=True`` reads the layer's values before its fused
+activation (a ``Conv2D(..., activation="relu")`` before its ReLU; Lucid's ``..._pre_relu``
+layers): a channel whose ReLU output is zero on the starting image has no gradient there, its
+pre-activation has one.
 """
 
 from __future__ import annotations
@@ -46,29 +51,34 @@ class Objective:
       indices: per term, an int unit index (``output``, ``channel``), an int array
         ``(channel, row, col)`` (``neuron``; ``-1`` means the centre) or a float direction
         ``(K,)`` (``direction``).
+      pre: per term, whether it reads the layer's pre-activation values (static; ``False``
+        for every term when not given).
     """
 
     def __init__(self, kinds: Sequence[str], layers: Sequence[str | None],
-                 weights: Sequence[Any], indices: Sequence[Any]):
+                 weights: Sequence[Any], indices: Sequence[Any],
+                 pre: Sequence[bool] | None = None):
         self.kinds = tuple(kinds)
         self.layers = tuple(layers)
         self.weights = tuple(weights)
         self.indices = tuple(indices)
+        self.pre = (False,) * len(self.kinds) if pre is None else tuple(bool(p) for p in pre)
 
     # -- pytree
     def tree_flatten(self):
-        return (self.weights, self.indices), (self.kinds, self.layers)
+        return (self.weights, self.indices), (self.kinds, self.layers, self.pre)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(aux[0], aux[1], children[0], children[1])
+        return cls(aux[0], aux[1], children[0], children[1], aux[2])
 
     # -- algebra
     def __add__(self, other: "Objective") -> "Objective":
         if not isinstance(other, Objective):
             return NotImplemented
         return Objective(self.kinds + other.kinds, self.layers + other.layers,
-                         self.weights + other.weights, self.indices + other.indices)
+                         self.weights + other.weights, self.indices + other.indices,
+                         self.pre + other.pre)
 
     def __radd__(self, other: Any) -> "Objective":
         # sum(objectives) starts from 0: 0 + o is o (any other number is no objective)
@@ -83,7 +93,7 @@ class Objective:
             check_finite_array(c, "Objective * c", "c")
         return Objective(self.kinds, self.layers,
                          tuple(jnp.asarray(c, jnp.float32) * w for w in self.weights),
-                         self.indices)
+                         self.indices, self.pre)
 
     __rmul__ = __mul__
 
@@ -97,26 +107,38 @@ class Objective:
 
     @property
     def needed_layers(self) -> tuple[str, ...]:
-        """The named layers this objective reads (model output excluded), in order."""
-        return tuple(dict.fromkeys(l for l in self.layers if l is not None))
+        """The named layers whose outputs this objective reads (model output and
+        pre-activation terms excluded), in order."""
+        return tuple(dict.fromkeys(l for l, p in zip(self.layers, self.pre)
+                                   if l is not None and not p))
 
-    def __call__(self, outputs: Array, acts: Mapping[str, Array]) -> Array:
+    @property
+    def needed_pre_layers(self) -> tuple[str, ...]:
+        """The layers whose pre-activation values this objective reads, in order."""
+        return tuple(dict.fromkeys(l for l, p in zip(self.layers, self.pre) if p))
+
+    def __call__(self, outputs: Array, acts: Mapping[str, Array],
+                 pre_acts: Mapping[str, Array] | None = None) -> Array:
         """The objective for ONE example.
 
         Args:
           outputs: the model output without batch axis, ``(units,)`` (or ``(..., units)``).
           acts: ``{layer: activation}`` without batch axis, ``(h, w, K)`` or ``(K,)``.
+          pre_acts: ``{layer: pre-activation}`` likewise, for the terms that read them
+            (:attr:`needed_pre_layers`; ``model.apply(..., capture_pre=...)``).
         Returns:
           a scalar.
         """
         total = jnp.zeros((), jnp.float32)
-        for kind, layer, w, idx in zip(self.kinds, self.layers, self.weights, self.indices):
-            a = outputs if layer is None else acts[layer]
+        for kind, layer, w, idx, pre in zip(self.kinds, self.layers, self.weights,
+                                            self.indices, self.pre):
+            a = outputs if layer is None else (pre_acts or {})[layer] if pre else acts[layer]
             total = total + w * _term(kind, a, idx)
         return total
 
     def __repr__(self) -> str:
-        parts = [f"{k}({l or 'output'})" for k, l in zip(self.kinds, self.layers)]
+        parts = [f"{k}({l or 'output'}{' pre-activation' if p else ''})"
+                 for k, l, p in zip(self.kinds, self.layers, self.pre)]
         return f"Objective({' + '.join(parts)})"
 
 
@@ -161,7 +183,7 @@ def positions_for(obj: Objective, shapes: Mapping[str, tuple],
             moved = jnp.clip(moved, 0, jnp.asarray(now[:2], idx.dtype) - 1)
             idx = jnp.concatenate([idx[..., :1], jnp.where(pos < 0, pos, moved)], axis=-1)
         indices.append(idx)
-    return Objective(obj.kinds, obj.layers, obj.weights, indices)
+    return Objective(obj.kinds, obj.layers, obj.weights, indices, obj.pre)
 
 
 def _index(i: Any, what: str) -> Array:
@@ -186,21 +208,32 @@ def output_objective(unit: int, *, weight: float = 1.0) -> Objective:
                      (_index(unit, "output_objective"),))
 
 
-def channel_objective(layer: str, channel: int, *, weight: float = 1.0) -> Objective:
+def channel_objective(layer: str, channel: int, *, weight: float = 1.0,
+                      pre_activation: bool = False) -> Objective:
     """Maximize the mean over positions of channel ``channel`` of ``layer`` (a filter).
 
     For a layer without spatial axes (Dense) this is the unit's activation.
+    ``pre_activation=True`` reads the values before the layer's fused activation (a
+    ``Conv2D(..., activation="relu")`` before its ReLU): a channel whose ReLU output is zero
+    everywhere on the starting image still has a gradient. For a layer without a fused
+    activation these are its outputs; a separate ``ReLU``/``Activation`` layer is refused
+    (name the layer before it)::
+
+        obj = channel_objective("conv2d_1", 7, pre_activation=True)
     """
     _check_layer(layer, "channel_objective")
     return Objective(("channel",), (layer,), (_weight(weight, "channel_objective"),),
-                     (_index(channel, "channel_objective"),))
+                     (_index(channel, "channel_objective"),),
+                     (_pre(pre_activation, "channel_objective"),))
 
 
 def neuron_objective(layer: str, channel: int, position: tuple[int, int] | None = None, *,
-                     weight: float = 1.0) -> Objective:
+                     weight: float = 1.0, pre_activation: bool = False) -> Objective:
     """Maximize one activation: channel ``channel`` of ``layer`` at ``position`` (row, col).
 
     ``position=None`` takes the centre of the feature map (``(h // 2, w // 2)``).
+    ``pre_activation=True``: the value before the layer's fused activation (see
+    :func:`channel_objective`).
     """
     _check_layer(layer, "neuron_objective")
     c = int(_index(channel, "neuron_objective"))
@@ -211,12 +244,16 @@ def neuron_objective(layer: str, channel: int, position: tuple[int, int] | None 
             raise ValueError(f"neuron_objective: expected position=(row, col), got {position!r}")
         pos = tuple(int(_index(p, "neuron_objective position")) for p in position)
     return Objective(("neuron",), (layer,), (_weight(weight, "neuron_objective"),),
-                     (jnp.asarray((c, *pos), jnp.int32),))
+                     (jnp.asarray((c, *pos), jnp.int32),),
+                     (_pre(pre_activation, "neuron_objective"),))
 
 
-def direction_objective(layer: str, direction: ArrayLike, *, weight: float = 1.0) -> Objective:
+def direction_objective(layer: str, direction: ArrayLike, *, weight: float = 1.0,
+                        pre_activation: bool = False) -> Objective:
     """Maximize the mean over positions of ``<activation, direction>`` in ``layer``'s
-    channel space (Olah et al. 2017). ``direction`` has shape ``(K,)``, K = channels."""
+    channel space (Olah et al. 2017). ``direction`` has shape ``(K,)``, K = channels.
+    ``pre_activation=True``: of the values before the layer's fused activation (see
+    :func:`channel_objective`)."""
     _check_layer(layer, "direction_objective")
     if not isinstance(direction, jax.core.Tracer):
         check_finite_array(direction, "direction_objective", "direction")
@@ -224,7 +261,14 @@ def direction_objective(layer: str, direction: ArrayLike, *, weight: float = 1.0
     if d.ndim != 1:
         raise ValueError(f"direction_objective: expected a direction of shape (channels,), got "
                          f"shape {tuple(d.shape)}")
-    return Objective(("direction",), (layer,), (_weight(weight, "direction_objective"),), (d,))
+    return Objective(("direction",), (layer,), (_weight(weight, "direction_objective"),), (d,),
+                     (_pre(pre_activation, "direction_objective"),))
+
+
+def _pre(pre_activation: Any, what: str) -> bool:
+    if not isinstance(pre_activation, (bool, np.bool_)):
+        raise TypeError(f"{what}: expected pre_activation as a bool, got {pre_activation!r}")
+    return bool(pre_activation)
 
 
 def _weight(weight: Any, what: str) -> Array:
@@ -335,12 +379,20 @@ def check_stacked(obj: Objective) -> int:
 def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = None) -> None:
     """Check layer names and unit bounds of a (stacked) objective against ``model``."""
     check_stacked(obj)
-    for kind, layer, idx in zip(obj.kinds, obj.layers, obj.indices):
+    for kind, layer, idx, pre in zip(obj.kinds, obj.layers, obj.indices, obj.pre):
         if layer is not None and hasattr(model, "resolve_layer"):
             model.resolve_layer(layer)  # raises with the list of valid names
         elif layer is not None and layer not in getattr(model, "layer_names", [layer]):
             raise ValueError(f"unknown layer {layer!r}; valid layer names: "
                              f"{getattr(model, 'layer_names', [])}")
+        if pre:
+            if not hasattr(model, "pre_activation_layer"):
+                raise ValueError(
+                    f"a pre-activation objective of layer {layer!r} needs a model that "
+                    f"captures pre-activation values (model_import.KerasModel: "
+                    f"apply(..., capture_pre=...)); this {type(model).__name__} does not. "
+                    "Name a layer whose output is the value to maximize instead")
+            model.pre_activation_layer(layer)  # refuses activation layers, nested models
         shape = output_shape_of(model, layer, image_shape)
         if not shape or isinstance(shape[0], tuple):
             continue
