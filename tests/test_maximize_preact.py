@@ -182,3 +182,27 @@ def test_pre_activation_refusals(model):
     assert jaxsal.maximize(fm, [0], layer="conv", steps=1, **PLAIN).images.shape[0] == 1
     with pytest.raises(ValueError, match="captures pre-activation values"):
         jaxsal.maximize(fm, jaxsal.channel_objective("conv", 0, pre_activation=True), steps=1)
+
+
+# ---------------------------------------------------------------- feature maps
+def test_feature_maps_before_the_relu(model, tmp_path):
+    x = preact_models.inputs()
+    _, _, pre = model.apply(model.params, x, capture_pre=["conv"])
+    maps = jaxsal.feature_maps(model, x, "conv", pre_activation=True)
+    np.testing.assert_allclose(maps, jnp.moveaxis(pre["conv"], -1, 1), rtol=1e-5, atol=1e-5)
+    one = jaxsal.feature_maps(model, x[0], "conv", pre_activation=True)
+    np.testing.assert_allclose(one, maps[0], rtol=1e-5, atol=1e-5)
+    assert float(maps[:, DEAD].max()) < -5  # the dead channel, zero after its ReLU:
+    assert float(jaxsal.feature_maps(model, x, "conv")[:, DEAD].max()) == 0.0
+    i = keras.Input((6, 6, 1))
+    h = keras.layers.ReLU(name="relu")(keras.layers.Conv2D(2, 3, name="c")(i))
+    keras.Model(i, h).save(tmp_path / "r.keras")
+    with pytest.raises(ValueError, match="layer before it"):
+        jaxsal.feature_maps(load_keras(tmp_path / "r.keras"), jnp.ones((6, 6, 1)), "relu",
+                            pre_activation=True)
+    fm = jaxsal.FunctionModel(
+        features=lambda p, x: model.apply(p, x, capture=["conv"])[1]["conv"],
+        head_fn=lambda p, a: a.mean((1, 2)), layer="conv", params=model.params,
+        input_shape=(10, 10, 3))
+    with pytest.raises(ValueError, match="captures pre-activation values"):
+        jaxsal.feature_maps(fm, x, "conv", pre_activation=True)

@@ -116,12 +116,23 @@ def filter_images(model: Any, layer: str | None = None, *,
     return w
 
 
-def layer_maps(model: Any, x: ArrayLike, layer: str) -> tuple[Array, bool]:
+def layer_maps(model: Any, x: ArrayLike, layer: str, *,
+               pre_activation: bool = False) -> tuple[Array, bool]:
     """``(maps (N, K, h, w), single)``: the activations of ``layer`` for ``x`` (a batch, or
-    one input: then ``single``), channels first whatever the layer's layout."""
+    one input: then ``single``), channels first whatever the layer's layout;
+    ``pre_activation``: its values before its fused activation."""
     if not hasattr(model, "apply") or not hasattr(model, "params"):
         raise TypeError(f"feature_maps: expected a model (model_import.load_keras(path) or "
                         f"jaxsal.FunctionModel), got {type(model).__name__}")
+    if not isinstance(pre_activation, (bool, np.bool_)):
+        raise TypeError(f"feature_maps: expected pre_activation as a bool, got "
+                        f"{pre_activation!r}")
+    if pre_activation:
+        if not hasattr(model, "pre_activation_layer"):
+            raise ValueError(f"feature_maps: pre_activation=True needs a model that captures "
+                             f"pre-activation values (model_import.KerasModel); this "
+                             f"{type(model).__name__} does not")
+        model.pre_activation_layer(layer)  # refuses activation layers and nested models
     in_shape = getattr(model, "input_shape", None)
     single = (isinstance(in_shape, tuple) and np.ndim(x) == len(in_shape)
               and _fits(np.shape(x), in_shape))
@@ -135,7 +146,10 @@ def layer_maps(model: Any, x: ArrayLike, layer: str) -> tuple[Array, bool]:
             raise ValueError(f"feature_maps: layer {layer!r} has output shape {shape}; expected "
                              "a spatial layer (h, w, channels) such as a Conv2D or pooling "
                              "layer")
-    if hasattr(model, "intermediates"):
+    if pre_activation:
+        a = jax.jit(lambda p, x: model.apply(p, x, capture_pre=[layer])[2][layer])(
+            model.params, x)
+    elif hasattr(model, "intermediates"):
         a = model.intermediates(x, [layer])[layer]
     else:  # a FunctionModel: its features= output, by the layer name it was given
         a = model.apply(model.params, x, capture=[layer])[1][layer]
@@ -148,7 +162,8 @@ def layer_maps(model: Any, x: ArrayLike, layer: str) -> tuple[Array, bool]:
     return a, single
 
 
-def feature_maps(model: Any, x: ArrayLike, layer: str, *, normalize: bool = False) -> Array:
+def feature_maps(model: Any, x: ArrayLike, layer: str, *, normalize: bool = False,
+                 pre_activation: bool = False) -> Array:
     """The activations of ``layer`` for the inputs ``x``, one 2-D map per channel.
 
     Args:
@@ -158,6 +173,10 @@ def feature_maps(model: Any, x: ArrayLike, layer: str, *, normalize: bool = Fals
         (``(N, C, H, W)`` for a channels-first model).
       layer: a layer with spatial output (``(h, w, K)``, or ``(K, h, w)`` channels-first).
       normalize: min-max scale every map to [0, 1] on its own.
+      pre_activation: the layer's values before its fused activation (a ``Conv2D(...,
+        activation="relu")`` before its ReLU: the negative part a ReLU hides), as
+        ``model.apply(..., capture_pre=[layer])``; a layer without a fused activation gives
+        its output, an ``Activation``/``ReLU`` layer is refused (name the layer before it).
     Returns:
       ``(N, K, h, w)`` (``(K, h, w)`` for a single input), for channels-last and
       channels-first layers alike: ``image_grid(maps[0])`` shows all channels of the first
@@ -167,7 +186,7 @@ def feature_maps(model: Any, x: ArrayLike, layer: str, *, normalize: bool = Fals
         raise TypeError(f"feature_maps: expected normalize as a bool (True: min-max scale "
                         f"every map to [0, 1] on its own), got {normalize!r}; for one scale "
                         "over all maps, scale the result: jaxsal.normalize(maps, axis=None)")
-    maps, single = layer_maps(model, x, layer)
+    maps, single = layer_maps(model, x, layer, pre_activation=pre_activation)
     if normalize:
         maps = _minmax(maps, (2, 3))
     return maps[0] if single else maps
