@@ -37,7 +37,10 @@ def pre_activation_refusal(spec: LayerSpec) -> str | None:
     before that activation. A layer without one (``"linear"``) has one too: its output. A
     nested model has none (name a layer inside it), and neither has a layer that is itself
     an activation (``Activation``, ``ReLU``, ``Softmax``, ``PReLU``, a softmax or sigmoid
-    operation): its pre-activation is the output of the layer before it, so name that one."""
+    operation): its pre-activation is the output of the layer before it, so name that one.
+    Nor has a layer whose config declares an activation that its own call applies (an
+    ``LSTM``'s, a ``Bidirectional`` RNN's: inside its steps) rather than leaving it to the
+    interpreter as :attr:`LayerImpl.activation`."""
     impl = spec.impl
     if spec.class_name == "InputLayer":
         return "it is a model input, which no layer computes"
@@ -49,6 +52,15 @@ def pre_activation_refusal(spec: LayerSpec) -> str | None:
         return (f"it is an activation layer ({spec.class_name}): its pre-activation is the "
                 "output of the layer before it; name that layer (a Conv2D or Dense "
                 "followed by this layer) instead")
+    inner = spec.config.get("layer")  # TimeDistributed, Bidirectional: the wrapped layer's
+    declared = spec.config.get("activation", (inner.get("config") or {}).get("activation")
+                               if isinstance(inner, Mapping) else None)
+    if impl.activation is None and declared is not None and \
+            activation_name(declared) != "linear":
+        return (f"its activation ({activation_name(declared)!r}) is computed inside the "
+                f"layer's own call ({spec.class_name}: a recurrent layer's, or a wrapped "
+                "layer's applied per step), not after it, so it has no pre-activation "
+                "tensor; capture its output instead")
     return None
 
 

@@ -405,7 +405,8 @@ class KerasModel:
             like its output; for a layer without a fused activation (``"linear"``), and for
             an output layer whose activation the ``logits`` head removes, its output. A
             layer that is itself an activation (``Activation``, ``ReLU``, ``Softmax``...)
-            is refused: name the layer before it. See :meth:`pre_activation_layer`.
+            is refused: name the layer before it; so is a recurrent layer (its activation
+            is inside its steps). See :meth:`pre_activation_layer`.
         Returns:
           ``outputs`` (``(N, ...)``; a list for multi-output models), or
           ``(outputs, {layer: activation})`` when ``capture`` is given, or
@@ -419,8 +420,9 @@ class KerasModel:
     def pre_activation_layer(self, name: str) -> str:
         """The path of layer ``name`` (as :meth:`resolve_layer`) where it has a
         pre-activation value to capture (``apply(capture_pre=...)``); raise ``ValueError``
-        for a nested model (name a layer inside it) and for a layer that is itself an
-        activation (``ReLU``, ``Activation``...: name the layer before it)."""
+        for a nested model (name a layer inside it), for a layer that is itself an
+        activation (``ReLU``, ``Activation``...: name the layer before it) and for one that
+        applies its activation inside its own call (``LSTM``, a ``Bidirectional`` RNN)."""
         path = self.resolve_layer(name)
         why = pre_activation_refusal(self._spec(path))
         if why is not None:

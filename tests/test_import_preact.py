@@ -149,6 +149,27 @@ def test_channels_last_view_moves_pre_activations(tmp_path):
                                atol=1e-6)
 
 
+def test_wrapped_and_recurrent_layers(tmp_path):
+    """TimeDistributed(Dense(relu)) applies the wrapped ReLU after the wrapper: its
+    pre-activation is the Dense per step; a recurrent layer (and a Bidirectional one)
+    computes its activation inside its steps: refused rather than its output given."""
+    keras.utils.set_random_seed(4)
+    i = keras.Input((4, 6))
+    td = keras.layers.TimeDistributed(keras.layers.Dense(3, activation="relu"), name="td")(i)
+    rnn = keras.layers.LSTM(2, name="lstm")(i)
+    bi = keras.layers.Bidirectional(keras.layers.SimpleRNN(2, activation="relu"), name="bi")(i)
+    keras.Model(i, [td, rnn, bi]).save(tmp_path / "seq.keras")
+    m = load_keras(tmp_path / "seq.keras")
+    x = jax.random.normal(jax.random.key(7), (2, 4, 6))
+    p = m.layer("td").params
+    _, acts, pre = m.apply(m.params, x, capture=["td"], capture_pre=["td"])
+    np.testing.assert_allclose(pre["td"], x @ p["kernel"] + p["bias"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(acts["td"], jax.nn.relu(pre["td"]), rtol=1e-6)
+    for name in ("lstm", "bi"):
+        with pytest.raises(ValueError, match="computed inside the layer's own call"):
+            m.apply(m.params, x, capture_pre=[name])
+
+
 def test_activation_layers_and_unknown_layers_are_refused(tmp_path):
     i = keras.Input((6, 6, 1))
     h = keras.layers.Conv2D(2, 3, name="conv")(i)
