@@ -221,16 +221,20 @@ class Graph:
                              else in_mask if isinstance(in_mask, list) else [in_mask])
                 sub_prefix = f"{prefix}{call.layer}/"
                 sink: list = []
+                # its layers are captured and perturbed at the nested model's first call only,
+                # as a shared layer is (a Siamese encoder: the first branch's)
+                first = call.index == 0
                 outs, sub_captured = impl.subgraph.run(
                     params.get(call.layer, {}), sub_in, rt,
-                    capture=capture, perturb=perturb,
+                    capture=capture if first else frozenset(),
+                    perturb=perturb if first else {},
                     strip_output_activation=strip and (
                         True if impl.subgraph.single_output
                         else tuple(sorted(output_keys[(call.layer, call.index)]))),
                     head=head, keras_major=keras_major, prefix=sub_prefix,
                     input_masks=sub_masks if len(sub_masks) == len(sub_in) else None,
-                    mask_sink=sink, perturb_pre=perturb_pre, bias_sink=bias_sink,
-                    capture_pre=capture_pre, pre_sink=pre_sink)
+                    mask_sink=sink, perturb_pre=perturb_pre if first else {},
+                    bias_sink=bias_sink, capture_pre=capture_pre, pre_sink=pre_sink)
                 captured.update(sub_captured)
                 y = outs[0] if impl.subgraph.single_output else tuple(outs)
                 y_mask = sink[0] if impl.subgraph.single_output else tuple(sink)

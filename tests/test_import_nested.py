@@ -148,3 +148,32 @@ def test_partly_frozen_legacy_h5_lists_weights_out_of_layer_order(tmp_path):
         where.setdefault(o, []).append(i)
     split = [o for o, v in where.items() if v[-1] - v[0] + 1 != len(v)]
     assert split, "expected a partly frozen base to interleave some layers' weights"
+
+
+def test_a_nested_model_called_twice_is_captured_and_perturbed_at_its_first_call(tmp_path):
+    """A Siamese model: one nested encoder applied to two inputs. Its inner layers are
+    captured and perturbed at the encoder's first call, as a shared layer is (README); the
+    capture returned the second call's values and a perturbation shifted both branches."""
+    keras.utils.set_random_seed(0)
+    enc_in = keras.Input((6, 6, 2))
+    enc = keras.Model(enc_in, layers.Flatten()(layers.Conv2D(3, 3, activation="relu",
+                                                             name="conv")(enc_in)), name="enc")
+    a, b = keras.Input((6, 6, 2), name="a"), keras.Input((6, 6, 2), name="b")
+    ya = layers.Activation("linear", name="after_a")(enc(a))
+    yb = layers.Activation("linear", name="after_b")(enc(b))
+    keras.Model([a, b], layers.Dense(2, name="out")(layers.Concatenate()([ya, yb]))).save(
+        tmp_path / "siamese.keras")
+    m = load_keras(tmp_path / "siamese.keras")
+    rng = np.random.default_rng(1)
+    xa, xb = (rng.normal(size=(2, 6, 6, 2)).astype(np.float32) for _ in range(2))
+    conv_of = keras.Model(enc_in, enc.get_layer("conv").output)
+    _, caps = m.apply(m.params, [xa, xb], capture=["enc/conv", "after_a", "after_b"])
+    np.testing.assert_allclose(caps["enc/conv"], conv_of(xa), rtol=1e-5, atol=1e-6)
+    delta = {"enc/conv": 0.5 * np.ones((2, 4, 4, 3), np.float32)}
+    _, shifted = m.apply(m.params, [xa, xb], capture=["after_a", "after_b"], perturb=delta)
+    np.testing.assert_array_equal(shifted["after_b"], caps["after_b"])  # second call as is
+    np.testing.assert_allclose(shifted["after_a"], caps["after_a"] + 0.5, rtol=1e-6)
+    _, pre = m.apply(m.params, [xa, xb], capture=["after_a", "after_b"],
+                     perturb_pre={"enc/conv": -100.0 * np.ones((2, 4, 4, 3), np.float32)})
+    np.testing.assert_array_equal(pre["after_b"], caps["after_b"])
+    assert np.all(np.asarray(pre["after_a"]) == 0)  # the first branch's ReLU closed
