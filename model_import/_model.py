@@ -524,9 +524,12 @@ class KerasModel:
         """Shapes (without batch) of ``fn(params, *inputs)``'s array leaves, found abstractly.
 
         Free input sizes (``None``) are probed with two different sizes; an output dim that
-        changes with them is reported as ``None``. The probe's batch is 1; a value whose first
-        axis is not 1 is probed again with a batch of 2, and reported whole if it has no batch
-        axis (its shape does not change: tf.keras's ``tf.shape(x)``, a ``tf.range``). A probe
+        changes with them is reported as ``None``. The first axis is the batch axis, left
+        out, where it depends on the inputs' unknown sizes (the batch's, a free size's), as
+        Keras marks it ``None``: the probe's batch is 1, and a value whose first axis is not 1
+        is probed again with a batch of 2; one whose first axis changes with neither is
+        reported whole (tf.keras's ``tf.shape(x)``, a ``tf.range``: Keras's ``(3,)``; where every
+        first axis is 1, all are taken for batch axes). A probe
         size the model cannot take (too small for its strides) moves on to larger ones; the
         first error is raised if all fail.
         """
@@ -546,24 +549,22 @@ class KerasModel:
         for a, b in probes:
             try:
                 outs = [run(size) for size in ((a, b) if a else (0,))]
-                leaves = jax.tree_util.tree_leaves(outs[0])
-                twice = (run(a, 2) if any(not v.shape or v.shape[0] != 1 for v in leaves)
-                         else None)  # values without a batch axis: rare (tf.keras TF ops)
+                leaves = [tuple(v.shape) for v in jax.tree_util.tree_leaves(outs[0])]
+                # values whose first axis is not the batch of 1: rare (tf.keras TF ops)
+                twice = ([tuple(v.shape) for v in jax.tree_util.tree_leaves(run(a, 2))]
+                         if any(s[:1] != (1,) for s in leaves) else None)
             except LayerCallError as e:
                 first_error = first_error or e
                 continue
-            if twice is None:
-                unbatched = [tuple(v.shape[1:]) for v in leaves]
-            else:
-                unbatched = [tuple(v.shape) if v.shape == w.shape else tuple(v.shape[1:])
-                             for v, w in zip(leaves, jax.tree_util.tree_leaves(twice))]
-            if len(outs) > 1:
-                unbatched = [tuple(d if d == e[i + (len(e) - len(u))] else None
-                                   for i, d in enumerate(u))
-                             for u, e in zip(unbatched, (tuple(v.shape) for v in
-                                                         jax.tree_util.tree_leaves(outs[1])))]
-            return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(outs[0]),
-                                                unbatched)
+            other = ([tuple(v.shape) for v in jax.tree_util.tree_leaves(outs[1])]
+                     if len(outs) > 1 else leaves)
+            shapes = []
+            for s, s2, t in zip(leaves, twice or leaves, other):
+                batched = (s[:1] == (1,) if twice is None
+                           else len(s) > 0 and (s2[0] != s[0] or t[0] != s[0]))
+                s, t = (s[1:], t[1:]) if batched else (s, t)
+                shapes.append(tuple(d if d == e else None for d, e in zip(s, t)))
+            return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(outs[0]), shapes)
         raise first_error
 
     def _output_shapes(self) -> dict[str, Any]:
