@@ -157,15 +157,18 @@ def test_lambda_targets_resume_only_the_same_function(tmp_path, linear, xs):
 CLASS = 0  # a module-level variable a score function reads, as in a notebook
 
 
-@pytest.mark.parametrize("where", ["module", "closure"])
+@pytest.mark.parametrize("where", ["module", "closure", "nested"])
 def test_a_reassigned_variable_a_score_function_reads_is_another_job(tmp_path, linear, xs,
                                                                      where):
     """The same score function reading a reassigned variable: a new job, computed with the
     new value (a module-level one was not in the signature: the finished job was returned;
-    a closure one restarted the job on the program traced with the old value)."""
+    a closure one restarted the job on the program traced with the old value; a
+    module-level one read by a function inside the score function, the finished job was
+    returned and the program traced with the old value reused)."""
     global CLASS
     k = 0
-    score = (lambda y: y[:, CLASS]) if where == "module" else (lambda y: y[:, k])
+    score = {"module": lambda y: y[:, CLASS], "closure": lambda y: y[:, k],
+             "nested": lambda y: jax.vmap(lambda row: row[CLASS])(y)}[where]
     path = tmp_path / "s.npy"
     CLASS = 0
     jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=score, batch_size=3)

@@ -21,7 +21,7 @@ import numbers
 import operator
 import threading
 import types
-from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -385,9 +385,19 @@ def callable_key(fn: Any, _depth: int = 0) -> Hashable:
 
 def global_reads(fn: types.FunctionType) -> list[tuple[str, Any]]:
     """``(name, value)`` of the module-level variables ``fn`` names (a notebook's ``k``),
-    in the order its code names them."""
+    in the order its code names them, those named by the functions defined inside it
+    (a ``lambda``, a nested ``def``, a comprehension) included: their globals are read
+    from ``fn``'s module when ``fn`` runs."""
     names = fn.__globals__
-    return [(n, names[n]) for n in fn.__code__.co_names if n in names]
+    return [(n, names[n]) for n in dict.fromkeys(_code_names(fn.__code__)) if n in names]
+
+
+def _code_names(code: types.CodeType) -> Iterator[str]:
+    """The names ``code`` and the code objects nested in it (inner functions) read."""
+    yield from code.co_names
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            yield from _code_names(c)
 
 
 _EMPTY_CELL = object()

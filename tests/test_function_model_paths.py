@@ -1,0 +1,66 @@
+"""jaxsal.FunctionModel as a JAX user's own function: the compiled-program cache and the
+variables a function reads, the backward rules it is built with, its errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+
+
+def _mlp_params(seed=0, d=12, h=8, k=3):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    return {"w1": jax.random.normal(k1, (d, h)), "w2": jax.random.normal(k2, (h, k))}
+
+
+def _mlp(p, x, relu=jax.nn.relu):
+    return relu(x.reshape(len(x), -1) @ p["w1"]) @ p["w2"]
+
+
+def _x(n=4, seed=2):
+    return np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (n, 2, 2, 3)))
+
+
+def _input_grad(fn, params, x, k):
+    """d fn(params, x)[:, k] / dx per example, by jax.grad."""
+    return np.asarray(jax.vmap(jax.grad(lambda xi: fn(params, xi[None])[0, k]))(jnp.asarray(x)))
+
+
+SCALE = 1.0  # module-level variables, read only by a function inside the model function
+CLASS = 0  # (or the score function)
+
+
+def _scaled_mlp(p, x):
+    q = jax.tree_util.tree_map(lambda w: w * SCALE, p)  # SCALE is read by the lambda
+    return _mlp(q, x)
+
+
+def test_a_reassigned_variable_read_inside_a_nested_function_is_not_baked_in(compiles):
+    """A module-level variable that only a lambda inside the model function (or inside a
+    score function) names: reassigned, the function is traced again (the program traced
+    with the old value was reused: the old model's maps, silently); the same value again
+    compiles nothing."""
+    global SCALE, CLASS
+    p, x = _mlp_params(), _x()
+    m = jaxsal.FunctionModel(_scaled_mlp, p)
+    SCALE = 1.0
+    one = np.asarray(jaxsal.saliency(m, x, 0, reduce=None))
+    np.testing.assert_allclose(one, _input_grad(_mlp, p, x, 0), rtol=1e-5, atol=1e-6)
+    SCALE = 3.0
+    three = np.asarray(jaxsal.saliency(m, x, 0, reduce=None))
+    scaled = jax.tree_util.tree_map(lambda w: w * 3.0, p)
+    np.testing.assert_allclose(three, _input_grad(_mlp, scaled, x, 0), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(three, one)
+
+    score = lambda out: jax.vmap(lambda row: row[CLASS])(out)  # noqa: E731
+    CLASS = 0
+    np.testing.assert_allclose(jaxsal.saliency(m, x, score), jaxsal.saliency(m, x, 0),
+                               rtol=1e-6)
+    CLASS = 2
+    np.testing.assert_allclose(jaxsal.saliency(m, x, score), jaxsal.saliency(m, x, 2),
+                               rtol=1e-6)
+    n = compiles.n
+    jax.block_until_ready(jaxsal.saliency(m, x, score))
+    jax.block_until_ready(jaxsal.saliency(m, x, 0, reduce=None))
+    assert compiles.n == n
