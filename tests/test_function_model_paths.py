@@ -64,3 +64,31 @@ def test_a_reassigned_variable_read_inside_a_nested_function_is_not_baked_in(com
     jax.block_until_ready(jaxsal.saliency(m, x, score))
     jax.block_until_ready(jaxsal.saliency(m, x, 0, reduce=None))
     assert compiles.n == n
+    SCALE, CLASS = 1.0, 0
+
+
+class _Net:
+    """A user's model class whose method reads a module-level variable."""
+
+    def apply(self, p, x):
+        return _mlp(p, x) * SCALE
+
+
+def test_a_bound_method_is_found_again_with_the_variables_it_reads(compiles):
+    """``FunctionModel(net.apply, params)``: a module-level variable the method reads,
+    reassigned, is not baked in (the bound method was its own key: the old program was
+    reused); the same method and values compile nothing."""
+    global SCALE
+    p, x = _mlp_params(), _x()
+    net = _Net()
+    SCALE = 1.0
+    one = np.asarray(jaxsal.saliency(jaxsal.FunctionModel(net.apply, p), x, 1, reduce=None))
+    np.testing.assert_allclose(one, _input_grad(_mlp, p, x, 1), rtol=1e-5, atol=1e-6)
+    SCALE = 3.0
+    three = np.asarray(jaxsal.saliency(jaxsal.FunctionModel(net.apply, p), x, 1, reduce=None))
+    np.testing.assert_allclose(three, 3.0 * one, rtol=1e-5, atol=1e-5)
+    n = compiles.n
+    jax.block_until_ready(jaxsal.saliency(jaxsal.FunctionModel(net.apply, p), x, 1, reduce=None))
+    jax.block_until_ready(jaxsal.saliency(jaxsal.FunctionModel(net.apply, p), x, 2, reduce=None))
+    assert compiles.n == n
+    SCALE = 1.0

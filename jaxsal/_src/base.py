@@ -366,7 +366,8 @@ def callable_key(fn: Any, _depth: int = 0) -> Hashable:
     names (by value where hashable, else the object itself, by identity; modules and
     classes left out; ``functools.partial`` arguments likewise), so that a function reading
     a variable that was reassigned since it was traced is traced again, instead of reusing
-    a program that baked the old value in (``jax.jit`` itself would reuse it). An array or
+    a program that baked the old value in (``jax.jit`` itself would reuse it). A bound
+    method is its function with the object it is bound to. An array or
     list changed in place is not seen: pass such values as arguments (inputs, params)."""
     if _depth >= 4:
         return fn
@@ -375,6 +376,10 @@ def callable_key(fn: Any, _depth: int = 0) -> Hashable:
                 tuple(_closure_part(a, _depth) for a in fn.args),
                 tuple(sorted((k, _closure_part(v, _depth))
                              for k, v in (fn.keywords or {}).items())))
+    if isinstance(fn, types.MethodType) and isinstance(fn.__func__, types.FunctionType):
+        # a bound method (``net.apply``): its function's reads, and the object it is bound to
+        return (types.MethodType, callable_key(fn.__func__, _depth + 1),
+                _closure_part(fn.__self__, _depth))
     if not isinstance(fn, types.FunctionType):
         return fn
     cells = tuple(_closure_part(_cell_value(c), _depth) for c in fn.__closure__ or ())
@@ -411,7 +416,7 @@ def _cell_value(cell: Any) -> Any:
 
 
 def _closure_part(v: Any, depth: int) -> Hashable:
-    if isinstance(v, (types.FunctionType, functools.partial)):
+    if isinstance(v, (types.FunctionType, types.MethodType, functools.partial)):
         return callable_key(v, depth + 1)
     try:
         hash(v)
@@ -424,7 +429,7 @@ def _function_keys(key: Any) -> Any:
     """``key`` with the plain functions in it (inside tuples) as :func:`callable_key`."""
     if isinstance(key, tuple):
         return tuple(_function_keys(k) for k in key)
-    if isinstance(key, (types.FunctionType, functools.partial)):
+    if isinstance(key, (types.FunctionType, types.MethodType, functools.partial)):
         return callable_key(key)
     return key
 
