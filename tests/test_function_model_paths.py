@@ -92,3 +92,28 @@ def test_a_bound_method_is_found_again_with_the_variables_it_reads(compiles):
     jax.block_until_ready(jaxsal.saliency(jaxsal.FunctionModel(net.apply, p), x, 2, reduce=None))
     assert compiles.n == n
     SCALE = 1.0
+
+
+def test_relu_mode_given_to_the_constructor_is_the_rule_used():
+    """``FunctionModel(..., relu_kwarg="relu", relu_mode="guided")`` is the model
+    ``with_backprop("guided")`` makes (it kept the function's own ReLU: guided backprop gave
+    plain gradients, silently); an unknown mode, or a mode or ReLU without ``relu_kwarg``,
+    is refused."""
+    p, x = _mlp_params(), _x()
+    swappable = jaxsal.FunctionModel(_mlp, p, relu_kwarg="relu")
+    for mode, method in (("guided", jaxsal.guided_backprop), ("deconvnet", jaxsal.deconvnet)):
+        made = jaxsal.FunctionModel(_mlp, p, relu_kwarg="relu", relu_mode=mode)
+        expected = np.asarray(method(swappable, x, [0, 2]))
+        assert not np.allclose(expected, jaxsal.saliency(swappable, x, [0, 2]))
+        np.testing.assert_allclose(method(made, x, [0, 2]), expected, rtol=1e-6)
+        np.testing.assert_allclose(
+            jaxsal.saliency(made, x, [0, 2], reduce=None),
+            jaxsal.saliency(swappable.with_backprop(mode), x, [0, 2], reduce=None), rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown relu_mode 'guidd'"):
+        jaxsal.FunctionModel(_mlp, p, relu_kwarg="relu", relu_mode="guidd")
+    with pytest.raises(ValueError, match="needs relu_kwarg; got relu_kwarg=None"):
+        jaxsal.FunctionModel(_mlp, p, relu_mode="guided")
+    with pytest.raises(ValueError, match="needs relu_kwarg"):
+        jaxsal.FunctionModel(_mlp, p, relu=jaxsal.guided_relu, relu_mode="mine")
+    with pytest.raises(TypeError, match="expected relu as a function"):
+        jaxsal.FunctionModel(_mlp, p, relu_kwarg="relu", relu="relu")

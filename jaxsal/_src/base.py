@@ -179,6 +179,11 @@ class FunctionModel:
       relu_kwarg: if ``fn``/``features``/``head_fn`` accept a keyword argument through which
         their ReLU can be chosen (e.g. ``"relu"``), its name; this enables
         :meth:`with_backprop` (guided backprop, deconvnet).
+      relu_mode: the backward rule the model is made with: ``"standard"`` (the function's
+        own ReLU), ``"guided"`` or ``"deconvnet"`` (as ``with_backprop(relu_mode)``);
+        needs ``relu_kwarg``.
+      relu: a ReLU of your own passed through ``relu_kwarg`` (``relu_mode`` then names it);
+        ``None``: the one ``relu_mode`` names.
       data_format: ``"channels_last"`` (default) or ``"channels_first"``: the layout of ``x``
         and of ``A`` (``(N, C, H, W)`` and ``(N, K, h, w)``).
 
@@ -217,6 +222,7 @@ class FunctionModel:
                              f"size), got {input_shape!r}")
         if not isinstance(head, str) or head not in HEADS:
             raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+        relu, relu_mode = _function_relu(relu, relu_mode, relu_kwarg)
         self.fn = fn
         self.params = params
         self.features = features
@@ -309,6 +315,30 @@ class FunctionModel:
         return (f"FunctionModel(fn={getattr(self.fn, '__name__', self.fn)!r}, "
                 f"layer={self.layer_name if self.features is not None else None!r}, "
                 f"head={self.head!r}, relu={self.relu_mode!r})")
+
+
+def _function_relu(relu: Callable | None, relu_mode: str, relu_kwarg: str | None
+                   ) -> tuple[Callable | None, str]:
+    """:class:`FunctionModel`'s ``relu`` and ``relu_mode`` checked: a named mode without a
+    ``relu`` gets the mode's ReLU (``relu_mode="guided"`` alone left the function's own
+    ReLU, and guided backprop then gave plain gradients), and either needs ``relu_kwarg``,
+    the only way a ReLU reaches the function."""
+    from jaxsal._src.guided import RELU_MODES, relu_for_mode
+
+    if not isinstance(relu_mode, str) or (relu_mode not in RELU_MODES and relu is None):
+        raise ValueError(f"FunctionModel: unknown relu_mode {relu_mode!r}; expected one of "
+                         f"{RELU_MODES} (or a name of your own together with relu=)")
+    if relu is not None and not callable(relu):
+        raise TypeError(f"FunctionModel: expected relu as a function x -> relu(x), got "
+                        f"{type(relu).__name__}")
+    if (relu is not None or relu_mode != "standard") and relu_kwarg is None:
+        raise ValueError(
+            f"FunctionModel: relu_mode={relu_mode!r}{' with relu=' if relu is not None else ''} "
+            "swaps the function's ReLU, which needs relu_kwarg; got relu_kwarg=None. Expected "
+            "fn(params, x, relu=...) and FunctionModel(fn, params, relu_kwarg='relu', ...)")
+    if relu is None and relu_mode != "standard":
+        relu = relu_for_mode(relu_mode)
+    return relu, relu_mode
 
 
 # ---------------------------------------------------------------------- adapting models
