@@ -117,3 +117,30 @@ def test_relu_mode_given_to_the_constructor_is_the_rule_used():
         jaxsal.FunctionModel(_mlp, p, relu=jaxsal.guided_relu, relu_mode="mine")
     with pytest.raises(TypeError, match="expected relu as a function"):
         jaxsal.FunctionModel(_mlp, p, relu_kwarg="relu", relu="relu")
+
+
+def test_class_ids_on_outputs_that_are_not_n_by_classes_say_what_the_model_returned():
+    """Class ids (or ``targets=None``) on a function returning a dict, ``(N,)`` or
+    ``(N, a, K)``: the error names what came back and the score function to pass (it said
+    only "this model's outputs are not"); the score functions it suggests work."""
+    p, x = _mlp_params(), _x()
+    as_dict = jaxsal.FunctionModel(lambda q, xx: {"aux": xx.sum((1, 2, 3)),
+                                                  "logits": _mlp(q, xx)}, p)
+    with pytest.raises(ValueError, match=r"got a dict of outputs \{'aux': \(4,\), 'logits': "
+                                         r"\(4, 3\)\}.*outs\['logits'\]\[:, k\]"):
+        jaxsal.saliency(as_dict, x, 1)
+    np.testing.assert_allclose(jaxsal.saliency(as_dict, x, lambda outs: outs["logits"][:, 1]),
+                               jaxsal.saliency(jaxsal.FunctionModel(_mlp, p), x, 1), rtol=1e-6)
+    one = jaxsal.FunctionModel(lambda q, xx: _mlp(q, xx)[:, 0], p)
+    with pytest.raises(ValueError, match=r"predicted class.*got outputs of shape \(4,\).*"
+                                         r"targets=lambda out: out "):
+        jaxsal.saliency(one, x)
+    np.testing.assert_allclose(jaxsal.saliency(one, x, lambda out: out),
+                               jaxsal.saliency(jaxsal.FunctionModel(_mlp, p), x, 0), rtol=1e-6)
+    three = jaxsal.FunctionModel(lambda q, xx: _mlp(q, xx)[:, None, :], p)
+    with pytest.raises(ValueError, match=r"class-id targets.*got outputs of shape \(4, 1, 3\)"):
+        jaxsal.saliency(three, x, [0, 2])
+    k = 2
+    np.testing.assert_allclose(
+        jaxsal.saliency(three, x, lambda out: out[..., k].reshape(len(out), -1).mean(1)),
+        jaxsal.saliency(jaxsal.FunctionModel(_mlp, p), x, 2), rtol=1e-6)

@@ -141,6 +141,8 @@ class OutputInfo:
     units: int | None
     kind: str = "logit"
     complement: bool = False
+    #: for errors where ``units`` is ``None``: what the outputs are, and the way to a score
+    not_classes: str = dataclasses.field(default="", compare=False)
 
     @property
     def num_classes(self) -> int | None:
@@ -181,8 +183,9 @@ def parse_targets(targets: Any, n: int, info: OutputInfo) -> tuple[TargetSpec, n
     if targets is None:
         if info.units is None:
             raise ValueError("targets=None explains the predicted class, which needs outputs of "
-                             "shape (N, classes); this model's outputs are not. Pass a score "
-                             "function: targets=lambda outputs: ... -> (N,)")
+                             "shape (N, classes); " + (info.not_classes or
+                                                      "this model's outputs are not. Pass a score "
+                                                      "function: targets=lambda outputs: ... -> (N,)"))
         return TargetSpec("predicted", 1, False), None
     if callable(targets):
         return TargetSpec("scores", 1, False, (targets,)), None
@@ -218,8 +221,9 @@ def parse_targets(targets: Any, n: int, info: OutputInfo) -> tuple[TargetSpec, n
                         f"None or a score function; got {type(targets).__name__} of dtype "
                         f"{arr.dtype}")
     if info.units is None:
-        raise ValueError("class-id targets need outputs of shape (N, classes); this model's "
-                         "outputs are not. Pass a score function instead.")
+        raise ValueError("class-id targets need outputs of shape (N, classes); "
+                         + (info.not_classes or "this model's outputs are not. Pass a score "
+                            "function instead."))
     k = info.num_classes
     bad = arr[(arr < 0) | (arr >= k)]
     if bad.size:

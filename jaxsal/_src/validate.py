@@ -9,7 +9,7 @@ given and how to fix it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -468,6 +468,28 @@ def input_spatial_shape(x: Any, channels_first: bool) -> tuple[int, ...]:
     return spatial_shape(x.shape, channels_first)
 
 
+def _not_class_outputs(y: Any) -> str:
+    """For the error on class ids (or ``targets=None``) with outputs that are not
+    ``(N, K)``: what the model returned and the score function that reads it."""
+    if isinstance(y, Mapping):
+        got = "a dict of outputs {" + ", ".join(
+            f"{k!r}: {tuple(getattr(v, 'shape', ()))}" for k, v in y.items()) + "}"
+        first = next((k for k, v in y.items() if len(getattr(v, "shape", ())) == 2),
+                     next(iter(y), "logits"))
+        fix = (f"make the function return one (N, classes) array (FunctionModel(lambda p, x: "
+               f"f(p, x)[{first!r}], params)), or pass a score function: "
+               f"targets=lambda outs: outs[{first!r}][:, k]")
+    else:
+        shape = tuple(getattr(y, "shape", ()))
+        got = f"outputs of shape {shape}"
+        fix = ("pass a score function, e.g. targets=lambda out: out (one value per input)"
+               if len(shape) == 1 else
+               "pass a score function reading one value per input, e.g. targets=lambda out: "
+               "out[..., k].reshape(len(out), -1).mean(1) (unit k averaged), or make the "
+               "model return (N, classes)")
+    return f"got {got}: {fix}"
+
+
 def _score_functions(targets: Any) -> bool:
     return callable(targets) or (isinstance(targets, (list, tuple)) and bool(targets)
                                  and all(callable(t) for t in targets))
@@ -525,7 +547,8 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
     if units == 1 and getattr(m, "head", None) == "softmax":
         raise ValueError("head='softmax' on a one-unit output is constant (1.0) and has zero "
                          "gradients; use head='sigmoid', 'sigmoid_complement' or 'logits'")
-    info = OutputInfo(units, kind, complement)
+    info = OutputInfo(units, kind, complement,
+                      not_classes=_not_class_outputs(y) if units is None else "")
     spec, ids = parse_targets(targets, n, info)
     caps = {}
     if spec.layers:
