@@ -144,3 +144,32 @@ def test_class_ids_on_outputs_that_are_not_n_by_classes_say_what_the_model_retur
     np.testing.assert_allclose(
         jaxsal.saliency(three, x, lambda out: out[..., k].reshape(len(out), -1).mean(1)),
         jaxsal.saliency(jaxsal.FunctionModel(_mlp, p), x, 2), rtol=1e-6)
+
+
+def test_a_fresh_lambda_from_the_same_line_reuses_the_program(compiles):
+    """A FunctionModel made in a helper or a loop (a new ``lambda`` object every call) with
+    the same values compiles once (every call compiled again: the function object was the
+    key); a fresh score ``lambda`` likewise; other closure values (an int and a float that
+    compare equal included) are other programs, with their own values."""
+    p, x = _mlp_params(), _x()
+
+    def explain(params, batch, scale, k):
+        m = jaxsal.FunctionModel(lambda q, xx: _mlp(q, xx) * scale, params)
+        return np.asarray(jaxsal.saliency(m, batch, lambda out: out[:, k], reduce=None))
+
+    first = explain(p, x, 1.0, 0)
+    np.testing.assert_allclose(first, _input_grad(_mlp, p, x, 0), rtol=1e-5, atol=1e-6)
+    n = compiles.n
+    p2 = _mlp_params(seed=7)
+    second = explain(p2, x, 1.0, 0)
+    third = explain(p, x, 1.0, 0)
+    assert compiles.n == n
+    np.testing.assert_allclose(second, _input_grad(_mlp, p2, x, 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(third, first)
+    np.testing.assert_allclose(explain(p, x, 2.0, 1), 2.0 * _input_grad(_mlp, p, x, 1),
+                               rtol=1e-5, atol=1e-5)
+    assert compiles.n > n
+    n = compiles.n
+    as_int = explain(p, x, 1, 0)  # == 1.0 and hashes alike, but another constant
+    np.testing.assert_allclose(as_int, first, rtol=1e-6)
+    assert compiles.n > n

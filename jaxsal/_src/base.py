@@ -397,7 +397,10 @@ def callable_key(fn: Any, _depth: int = 0) -> Hashable:
     classes left out; ``functools.partial`` arguments likewise), so that a function reading
     a variable that was reassigned since it was traced is traced again, instead of reusing
     a program that baked the old value in (``jax.jit`` itself would reuse it). A bound
-    method is its function with the object it is bound to. An array or
+    method is its function with the object it is bound to. A plain function is keyed by its
+    code (and module, defaults, closure and reads), not by the function object: a fresh
+    ``lambda`` made by the same line with the same values (a ``FunctionModel`` built in a
+    loop or a helper) reuses the program instead of compiling it again. An array or
     list changed in place is not seen: pass such values as arguments (inputs, params)."""
     if _depth >= 4:
         return fn
@@ -415,7 +418,11 @@ def callable_key(fn: Any, _depth: int = 0) -> Hashable:
     cells = tuple(_closure_part(_cell_value(c), _depth) for c in fn.__closure__ or ())
     read = tuple((n, _closure_part(v, _depth)) for n, v in global_reads(fn)
                  if not isinstance(v, (types.ModuleType, type)))
-    return (fn, cells, read) if cells or read else fn
+    defaults = tuple(_closure_part(d, _depth) for d in fn.__defaults__ or ())
+    kwdefaults = tuple(sorted((k, _closure_part(v, _depth))
+                              for k, v in (fn.__kwdefaults__ or {}).items()))
+    return (types.FunctionType, fn.__code__, _Held(fn.__globals__), defaults, kwdefaults,
+            cells, read)
 
 
 def global_reads(fn: types.FunctionType) -> list[tuple[str, Any]]:
@@ -452,7 +459,7 @@ def _closure_part(v: Any, depth: int) -> Hashable:
         hash(v)
     except TypeError:  # arrays, lists, dicts: the object itself
         return _Held(v)
-    return v
+    return (type(v), v)  # by value and type: 1, 1.0 and True are equal, not the same
 
 
 def _function_keys(key: Any) -> Any:
