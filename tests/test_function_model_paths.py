@@ -173,3 +173,41 @@ def test_a_fresh_lambda_from_the_same_line_reuses_the_program(compiles):
     as_int = explain(p, x, 1, 0)  # == 1.0 and hashes alike, but another constant
     np.testing.assert_allclose(as_int, first, rtol=1e-6)
     assert compiles.n > n
+
+
+INNER = None  # a model a function reads as a module-level variable (a notebook's `net`)
+GAIN = 1.0  # read by a helper function that the model function calls
+
+
+def _amplified(x):
+    return x * GAIN
+
+
+def test_explain_to_file_sees_the_models_and_helpers_a_function_reads(tmp_path):
+    """A job whose model function calls a module-level model object, or a helper reading a
+    module-level number: reassigned, they make another job (the signature left both out:
+    the finished job of the old model was returned); the same values resume."""
+    global INNER, GAIN
+    x = _x(n=6)
+    INNER = jaxsal.FunctionModel(_mlp, _mlp_params(seed=0))
+    outer = jaxsal.FunctionModel(lambda q, xx: INNER.apply(INNER.params, _amplified(xx)), None)
+    path = tmp_path / "maps.npy"
+    first = np.array(jaxsal.explain_to_file(jaxsal.saliency, outer, x, path, targets=0,
+                                              batch_size=4))
+    np.testing.assert_allclose(first, jaxsal.saliency(INNER, x, 0), rtol=1e-6)
+    INNER = jaxsal.FunctionModel(_mlp, _mlp_params(seed=3))  # other weights
+    other = np.array(jaxsal.explain_to_file(jaxsal.saliency, outer, x, path, targets=0,
+                                              batch_size=4))
+    np.testing.assert_allclose(other, jaxsal.saliency(INNER, x, 0), rtol=1e-6)
+    assert not np.allclose(other, first)
+    GAIN = 2.0  # the helper's constant; the MLP has no biases: twice the gradient
+    shifted = np.array(jaxsal.explain_to_file(jaxsal.saliency, outer, x, path, targets=0,
+                                                batch_size=4))
+    np.testing.assert_allclose(shifted, 2.0 * other, rtol=1e-5)
+    calls = []
+    again = np.array(jaxsal.explain_to_file(jaxsal.saliency, outer, x, path, targets=0,
+                                              batch_size=4,
+                                              on_chunk=lambda d, t: calls.append(d)))
+    assert calls == []  # the same job: resumed, nothing computed
+    np.testing.assert_array_equal(again, shifted)
+    INNER, GAIN = None, 1.0

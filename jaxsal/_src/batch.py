@@ -13,8 +13,9 @@ the inputs' count, shape and dtype (not their values, which are checked chunk by
 sidecar keeps a hash of each finished chunk's inputs, and a chunk whose inputs changed since,
 fixed or replaced by another data set of the same shape, is computed again; fixing a bad input
 and running again resumes), the targets, every option (arrays by a hash of their bytes, shape
-and dtype; PRNG keys by their key data; functions by their code, constants, defaults and
-closure values) and the batch size (and JAX's 64-bit mode, when it is on). A run that differs
+and dtype; PRNG keys by their key data; functions by their code, constants, defaults,
+closure values and the module-level values they read; models by architecture and weights)
+and the batch size (and JAX's 64-bit mode, when it is on). A run that differs
 only in the batch size (a smaller one after running out of memory) is the same job: it keeps
 the inputs already finished and computes the chunks of the others. A run whose signature
 differs otherwise starts over, and replaces that sidecar with its own (no chunk finished)
@@ -119,6 +120,9 @@ def _describe(v: Any, depth: int = 0) -> Any:
         return out
     if isinstance(v, (types.BuiltinFunctionType, np.ufunc)):
         return {"builtin": _qualname(v) if not isinstance(v, np.ufunc) else f"numpy.{v.__name__}"}
+    if (not isinstance(v, type) and hasattr(v, "params")
+            and callable(getattr(v, "apply", None))):  # a model a function closes over
+        return {"model": model_fingerprint(v)}  # its weights too, not only its repr
     if dataclasses.is_dataclass(v):  # jaxsal.class_score / jaxsal.neuron and the like
         return {"type": _qualname(type(v)),
                 "fields": {f.name: _describe(getattr(v, f.name), depth + 1)
@@ -138,9 +142,11 @@ _DATA = (bool, int, float, complex, str, bytes, np.ndarray, jax.Array, np.generi
          list, tuple, dict)
 
 
-def _global_data(fn: types.FunctionType, depth: int) -> dict:
-    """``{name: description}`` of the data values among the module-level names ``fn``
-    reads (its other globals, models, functions and modules, are left out, as before)."""
+def _global_data(fn: types.FunctionType, depth: int, seen: tuple = ()) -> dict:
+    """``{name: description}`` of the module-level values ``fn`` reads: data values, the
+    objects it calls (a model, a Flax module: described like a closure value, or
+    :class:`_Unstable`) and, for the functions it calls, what those read in turn (modules
+    and classes are left out, as are functions that read nothing)."""
     out = {}
     for name, value in base.global_reads(fn):
         if isinstance(value, _DATA):
@@ -148,6 +154,16 @@ def _global_data(fn: types.FunctionType, depth: int) -> dict:
                 out[name] = _describe(value, depth + 1)
             except _Unstable:
                 continue
+        elif isinstance(value, (types.ModuleType, type)):
+            continue
+        elif isinstance(value, types.FunctionType):
+            if value is fn or value in seen or depth >= _MAX_DEPTH:
+                continue
+            inner = _global_data(value, depth + 1, seen + (fn,))
+            if inner:  # (left out when empty: the signatures of jobs written before stay)
+                out[name] = {"reads": inner}
+        elif not isinstance(value, (types.BuiltinFunctionType, np.ufunc)):
+            out[name] = _describe(value, depth + 1)  # a model reassigned: another job
     return out
 
 
