@@ -211,3 +211,20 @@ def test_explain_to_file_sees_the_models_and_helpers_a_function_reads(tmp_path):
     assert calls == []  # the same job: resumed, nothing computed
     np.testing.assert_array_equal(again, shifted)
     INNER, GAIN = None, 1.0
+
+
+def test_explain_to_file_tells_apart_models_held_in_a_closure(tmp_path):
+    """A model function closing over a model object: another model of the same
+    architecture with other weights is another job (the model was described by its repr,
+    the same for both: the first model's maps were returned)."""
+    x = _x(n=6)
+
+    def wrap(inner):
+        return jaxsal.FunctionModel(lambda q, xx: inner.apply(inner.params, xx), None)
+
+    path = tmp_path / "held.npy"
+    models = [jaxsal.FunctionModel(_mlp, _mlp_params(seed=s)) for s in (0, 3)]
+    for inner in models:
+        out = np.array(jaxsal.explain_to_file(jaxsal.saliency, wrap(inner), x, path,
+                                              targets=1, batch_size=4))
+        np.testing.assert_allclose(out, jaxsal.saliency(inner, x, 1), rtol=1e-6)
