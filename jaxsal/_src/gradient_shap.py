@@ -27,7 +27,7 @@ from jaxsal._src.integrated import _Shifted
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.smoothing import _nonnegative
 from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model
-from jaxsal._src.validate import (_all_finite, check_flag, check_whole, input_positions,
+from jaxsal._src.validate import (all_finite, check_flag, check_whole, input_positions,
                                   prepare, prepare_layer)
 
 Array = jax.Array
@@ -71,7 +71,7 @@ def check_baselines(baselines: Any, x: Any) -> Any:
         raise ValueError(f"expected baselines of shape (B, *{one}) (a distribution of B "
                          f"reference inputs, e.g. a sample of training images) or {one} (one "
                          f"reference), got shape {tuple(b.shape)}")
-    if not bool(_all_finite(b)):
+    if not all_finite(b):
         raise ValueError("baselines contain NaN or infinite values; the maps would be NaN. "
                          "Pass finite baselines (e.g. np.nan_to_num(baselines))")
     return b

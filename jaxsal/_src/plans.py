@@ -54,7 +54,8 @@ class Plan:
         if deferred:
             check["check_finite"] = False
         xa = check_input(model, x, **check)
-        finite = _all_finite(xa) if deferred else None
+        with jax.ensure_compile_time_eval():  # under the caller's jit: a value, not a tracer
+            finite = _all_finite(xa) if deferred else None
         out = self.fn(model.params, xa, self.ids)
         if finite is not None and not bool(finite):
             raise not_finite()
@@ -114,6 +115,9 @@ def cached(plan_key: Hashable | None, model: Any, x: Any, make: Callable[[], tup
     if plan is not None:
         return plan.run(model, x)
     result, plan = make()
-    if plan_key is not None and plan is not None:
+    if plan_key is not None and plan is not None and not any(
+            isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(plan.ids)):
+        # (a plan made while the caller's jit traces holds its ids as that trace's tracers:
+        # kept, they escaped into the next call, an UnexpectedTracerError)
         PLANS.get(plan_key, lambda: plan)
     return result

@@ -26,6 +26,18 @@ def _all_finite(x):
     return jnp.isfinite(x).all()
 
 
+def all_finite(v: Any) -> bool:
+    """Whether ``v`` holds no NaN/inf; ``True`` for a tracer (its values are not known
+    while the caller's ``jax.jit`` traces). A constant is checked while a trace runs too
+    (its check was a tracer there, and ``bool`` of it a TracerBoolConversionError)."""
+    if isinstance(v, jax.core.Tracer):
+        return True
+    if isinstance(v, np.ndarray):
+        return bool(np.isfinite(v).all())
+    with jax.ensure_compile_time_eval():
+        return bool(_all_finite(v))
+
+
 _AT_A_LAYER = ("Attribute at a layer instead, e.g. the embedding: "
                "jaxsal.integrated_gradients(model, x, layer='embedding') (also saliency, "
                "gradient_x_input, gradient_shap, deeplift, deeplift_shap and lrp). The "
@@ -194,8 +206,8 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
     model_check = getattr(model, "check_token_ids", None)
     if check_ids and ids_dtype is not None and model_check is not None:
         model_check(x)  # ids outside an Embedding's vocabulary: NaN rows, refused here
-    if check_finite and not isinstance(x, jax.core.Tracer):
-        finite = np.isfinite(x).all() if isinstance(x, np.ndarray) else bool(_all_finite(x))
+    if check_finite:
+        finite = all_finite(x)
         if not finite:
             raise not_finite(what)
     if not isinstance(x, jax.Array):
@@ -270,7 +282,7 @@ def check_like(value: Any, a: Any, name: str, what: str = "x") -> Array:
                          f"{tuple(a.shape)}; expected a scalar, {tuple(a.shape[1:])} or "
                          f"{tuple(a.shape)} (or a shape that broadcasts to it, such as one "
                          "value per channel)")
-    if not isinstance(v, jax.core.Tracer) and not bool(_all_finite(v)):
+    if not all_finite(v):
         raise ValueError(f"{name} contains NaN or infinite values; the maps would be NaN. "
                          f"Pass a finite {name} (e.g. np.nan_to_num({name}))")
     return v
@@ -305,7 +317,7 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array,
                          f"{' or '.join(map(str, shapes))}, with {axis}, for x of shape "
                          f"{tuple(p.x.shape)}; got {tuple(a.shape)}. Pass the maps of the same "
                          f"inputs and targets.{hint}")
-    if not bool(_all_finite(a)):
+    if not all_finite(a):
         raise ValueError(f"{what}: the maps contain NaN or infinite values; their order would "
                          "be arbitrary. Pass finite maps (e.g. np.nan_to_num(maps))")
     whole = tuple(a.shape[len(lead):]) == per_x and per_x != tuple(size)
