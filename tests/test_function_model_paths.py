@@ -265,3 +265,35 @@ def test_jit_over_a_call_on_constant_inputs_with_traced_params(first):
             traced = jax.jit(call)(p)
         np.testing.assert_allclose(traced, eager, rtol=1e-5, atol=1e-6, err_msg=name)
         np.testing.assert_allclose(jax.jit(call)(p), eager, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_params_give_float32_maps_from_every_method(dtype):
+    """A model whose params (and so its layers and outputs) are bfloat16/float16: Eigen-CAM
+    ran ``eigh`` on them (NotImplementedError: no such kernel), occlusion and KernelSHAP
+    returned maps in the model's dtype; every method now returns float32 maps close to the
+    float32 model's (the half-precision forward pass's own rounding apart)."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    p = {"c": jax.random.normal(k1, (2, 4)), "d": jax.random.normal(k2, (4, 3))}
+    half = jax.tree_util.tree_map(lambda a: a.astype(dtype), p)
+
+    def feat(q, xx):
+        return jax.nn.relu(xx.astype(q["c"].dtype) @ q["c"])
+
+    def model(q):
+        return jaxsal.FunctionModel(features=feat, head_fn=lambda q, a: a.mean((1, 2)) @ q["d"],
+                                    params=q, layer="conv")
+
+    x = jax.random.normal(jax.random.PRNGKey(3), (3, 5, 5, 2))
+    key = jax.random.PRNGKey(1)
+    calls = {"eigencam": lambda m: jaxsal.eigencam(m, x),
+             "occlusion": lambda m: jaxsal.occlusion(m, x, [0, 2], patch=2),
+             "kernel_shap": lambda m: jaxsal.kernel_shap(m, x, 1, key=key),
+             "shapley_value_sampling": lambda m: jaxsal.shapley_value_sampling(m, x, 1,
+                                                                               key=key),
+             "saliency": lambda m: jaxsal.saliency(m, x, 1)}
+    tol = 0.05 if dtype == jnp.bfloat16 else 0.01
+    for name, call in calls.items():
+        got, ref = call(model(half)), np.asarray(call(model(p)))
+        assert got.dtype == jnp.float32, (name, got.dtype)
+        assert np.abs(np.asarray(got) - ref).max() <= tol * np.abs(ref).max(), name

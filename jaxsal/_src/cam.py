@@ -715,6 +715,8 @@ def _first_component(A: Array) -> Array:
     """Projection of each position's activation vector on the first principal component,
     ``(N, h, w)`` for ``A (N, h, w, K)`` (any number of spatial axes), its sign chosen to
     correlate positively with the channel sum."""
+    if jnp.issubdtype(A.dtype, jnp.floating) and A.dtype.itemsize < 4:
+        A = A.astype(jnp.float32)  # a bfloat16/float16 model's layer: eigh has no such kernel
     n, *sp, k = A.shape
     P = int(np.prod(sp))
     X = A.reshape(n, P, k)

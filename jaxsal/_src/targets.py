@@ -272,7 +272,17 @@ def class_scores(y: Array, ids: Array, info: OutputInfo) -> Array:
 
 def score_matrix(spec: TargetSpec, info: OutputInfo, y: Any, captured: dict,
                  ids: Array | None) -> Array:
-    """``(N, T)`` scores for the targets: class ids, the predicted class, or score functions."""
+    """``(N, T)`` scores for the targets: class ids, the predicted class, or score functions;
+    float32 for a model computing in bfloat16/float16 (its maps, differences of scores
+    included, are float32 like every model's)."""
+    s = _score_matrix(spec, info, y, captured, ids)
+    if jnp.issubdtype(s.dtype, jnp.floating) and s.dtype.itemsize < 4:
+        s = s.astype(jnp.float32)
+    return s
+
+
+def _score_matrix(spec: TargetSpec, info: OutputInfo, y: Any, captured: dict,
+                  ids: Array | None) -> Array:
     if spec.kind == "scores":
         cols = []
         for fn in spec.scores:
