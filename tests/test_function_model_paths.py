@@ -297,3 +297,42 @@ def test_half_precision_params_give_float32_maps_from_every_method(dtype):
         got, ref = call(model(half)), np.asarray(call(model(p)))
         assert got.dtype == jnp.float32, (name, got.dtype)
         assert np.abs(np.asarray(got) - ref).max() <= tol * np.abs(ref).max(), name
+
+
+def test_randomization_test_of_flax_linen_variables_goes_module_by_module():
+    """A FunctionModel over ``net.apply`` with linen's variables: the layers randomized are
+    the modules, last created first, each across its collections (``params`` and
+    ``batch_stats`` were taken as two layers: every module's weights in one step); each
+    step equals randomizing that module's entries by hand with the same key."""
+    nn = pytest.importorskip("flax.linen")
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, xx):
+            xx = nn.relu(nn.BatchNorm(use_running_average=True)(nn.Conv(4, (3, 3))(xx)))
+            return nn.Dense(3)(xx.mean((1, 2)))
+
+    net = Net()
+    x = jax.random.normal(jax.random.PRNGKey(2), (3, 6, 6, 2))
+    v = net.init(jax.random.PRNGKey(0), x)
+    v = {"params": v["params"],  # running statistics that are not constants (permutable)
+         "batch_stats": jax.tree_util.tree_map(
+             lambda a: a + jax.random.uniform(jax.random.PRNGKey(5), a.shape), v["batch_stats"])}
+    fm = jaxsal.FunctionModel(net.apply, v)
+
+    def explain(m):
+        return jaxsal.saliency(m, x, 0)
+
+    out = jaxsal.randomization_test(explain, fm, key=0, cascade=False)
+    assert list(out) == ["Dense_0", "BatchNorm_0", "Conv_0"]
+    key = jax.random.PRNGKey(0)
+    # by hand: step 1 (BatchNorm_0) permutes its leaves across both collections
+    mine = {c: v[c]["BatchNorm_0"] for c in ("params", "batch_stats")}
+    leaves, tree = jax.tree_util.tree_flatten(mine)
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+    shuffled = tree.unflatten([jax.random.permutation(k, a.ravel()).reshape(a.shape)
+                               for k, a in zip(keys, leaves)])
+    by_hand = {c: {**v[c], "BatchNorm_0": shuffled[c]} for c in v}
+    np.testing.assert_allclose(
+        out["BatchNorm_0"],
+        jaxsal.rank_correlation(explain(fm), explain(fm.with_params(by_hand))), rtol=1e-6)

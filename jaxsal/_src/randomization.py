@@ -89,20 +89,49 @@ def _gaussian(key: Array, a: Array) -> Array:
     return jnp.where(jnp.all(a >= 0), jnp.abs(draw), draw)
 
 
+def _is_flax_variables(params: Any) -> bool:
+    """Flax linen's variables, ``{"params": {module: ...}, "batch_stats": {module: ...}}``:
+    collections of per-module dicts (the modules, not the collections, are the layers)."""
+    return (isinstance(params, dict) and isinstance(params.get("params"), dict)
+            and all(isinstance(c, dict) and all(isinstance(m, dict) for m in c.values())
+                    for c in params.values()))
+
+
+def _layer_params(params: Any, name: str) -> Any:
+    """The parameters of layer ``name``: ``params[name]``, or for Flax variables the
+    module's entry in every collection that has one."""
+    if _is_flax_variables(params):
+        return {c: col[name] for c, col in params.items() if name in col}
+    return params[name]
+
+
+def _with_layer(params: Any, name: str, value: Any) -> Any:
+    """``params`` with layer ``name``'s parameters replaced by ``value``."""
+    if _is_flax_variables(params):
+        return {c: ({**col, name: value[c]} if c in value else col) for c, col in params.items()}
+    return {**params, name: value}
+
+
 def _layer_keys(model: Any, params: Any, layers: Any) -> list:
     """The randomized units, from the output to the input: ``layers`` as given, or the keys
-    of a dict of parameters in the model's layer order (``layer_names``), last first."""
+    of a dict of parameters in the model's layer order (``layer_names``), last first (for
+    Flax linen variables the modules, in the order ``init`` created them)."""
     if not isinstance(params, dict):
         raise TypeError(f"randomization_test needs the model's params as a dict keyed by layer "
-                        f"(as load_keras gives), got {type(params).__name__}; pass a "
-                        "FunctionModel whose params are such a dict")
-    names = [n for n in getattr(model, "layer_names", []) if n in params]
-    names += [n for n in params if n not in names]
+                        f"(as load_keras gives, or Flax linen's variables), got "
+                        f"{type(params).__name__}; pass a FunctionModel whose params are such "
+                        "a dict")
+    if _is_flax_variables(params):
+        names = list(dict.fromkeys(n for col in params.values() for n in col))
+    else:
+        names = [n for n in getattr(model, "layer_names", []) if n in params]
+        names += [n for n in params if n not in names]
     if layers is None:
-        with_arrays = [n for n in names if jax.tree_util.tree_leaves(params[n])]
+        with_arrays = [n for n in names
+                       if jax.tree_util.tree_leaves(_layer_params(params, n))]
         return with_arrays[::-1]
     layers = [layers] if isinstance(layers, str) else list(layers)
-    unknown = [n for n in layers if n not in params]
+    unknown = [n for n in layers if n not in names]
     if unknown or not layers:
         raise ValueError(f"randomization_test: layers {unknown or layers} have no parameters; "
                          f"expected names among {names}")
@@ -121,7 +150,8 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: Any, *,
         ``lambda m: jaxsal.saliency(m, x, targets=t)`` (fix the targets as ids: the
         randomized model predicts other classes).
       model: a :class:`model_import.KerasModel` (or a ``FunctionModel`` whose params are a
-        dict keyed by layer).
+        dict keyed by layer, or Flax linen's variables ``{"params": {module: ...},
+        "batch_stats": ...}``, randomized module by module across the collections).
       key: a ``jax.random`` key or an int seed (required).
       layers: the layers to randomize, in order (default: every layer with parameters,
         from the output to the input).
@@ -163,16 +193,16 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: Any, *,
         return jnp.abs(a) if absolute else a
 
     original = prepare(model)
-    current = dict(params)
+    current = params
     out = {}
     for i, name in enumerate(order):
-        base_params = current if cascade else dict(params)
-        leaves, tree = jax.tree_util.tree_flatten(params[name])
+        base_params = current if cascade else params
+        leaves, tree = jax.tree_util.tree_flatten(_layer_params(params, name))
         keys = jax.random.split(jax.random.fold_in(key, i), max(1, len(leaves)))
         randomized = tree.unflatten([  # learned values only: integer tables stay
             draw(k, jnp.asarray(a)) if jnp.issubdtype(jnp.result_type(a), jnp.floating)
             else a for k, a in zip(keys, leaves)])
-        base_params = {**base_params, name: randomized}
+        base_params = _with_layer(base_params, name, randomized)
         if cascade:
             current = base_params
         maps = prepare(model.with_params(base_params))
