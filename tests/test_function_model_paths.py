@@ -336,3 +336,13 @@ def test_randomization_test_of_flax_linen_variables_goes_module_by_module():
     np.testing.assert_allclose(
         out["BatchNorm_0"],
         jaxsal.rank_correlation(explain(fm), explain(fm.with_params(by_hand))), rtol=1e-6)
+
+
+def test_layer_and_relu_kwarg_are_checked_when_the_model_is_made():
+    """``layer=None`` was refused only by a CAM call, as if its own ``layer=`` were wrong;
+    ``relu_kwarg=3`` was accepted and failed inside guided backprop."""
+    p = _mlp_params()
+    with pytest.raises(TypeError, match="FunctionModel: expected layer= as the name"):
+        jaxsal.FunctionModel(features=lambda q, x: x, head_fn=_mlp, params=p, layer=None)
+    with pytest.raises(TypeError, match="FunctionModel: expected relu_kwarg as the name"):
+        jaxsal.FunctionModel(_mlp, p, relu_kwarg=3)

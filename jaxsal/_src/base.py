@@ -222,6 +222,14 @@ class FunctionModel:
                              f"size), got {input_shape!r}")
         if not isinstance(head, str) or head not in HEADS:
             raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+        if not isinstance(layer, str):
+            raise TypeError(f"FunctionModel: expected layer= as the name (str) under which the "
+                            f"features output is addressed, e.g. 'features', got "
+                            f"{type(layer).__name__}")
+        if relu_kwarg is not None and (not isinstance(relu_kwarg, str)
+                                       or not relu_kwarg.isidentifier()):
+            raise TypeError(f"FunctionModel: expected relu_kwarg as the name of fn's keyword "
+                            f"argument that takes the ReLU (e.g. 'relu'), got {relu_kwarg!r}")
         relu, relu_mode = _function_relu(relu, relu_mode, relu_kwarg)
         self.fn = fn
         self.params = params
