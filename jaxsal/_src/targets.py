@@ -183,9 +183,9 @@ def parse_targets(targets: Any, n: int, info: OutputInfo) -> tuple[TargetSpec, n
     if targets is None:
         if info.units is None:
             raise ValueError("targets=None explains the predicted class, which needs outputs of "
-                             "shape (N, classes); " + (info.not_classes or
-                                                      "this model's outputs are not. Pass a score "
-                                                      "function: targets=lambda outputs: ... -> (N,)"))
+                             "shape (N, classes); " + (
+                                 info.not_classes or "this model's outputs are not. Pass a "
+                                 "score function: targets=lambda outputs: ... -> (N,)"))
         return TargetSpec("predicted", 1, False), None
     if callable(targets):
         return TargetSpec("scores", 1, False, (targets,)), None
