@@ -346,3 +346,29 @@ def test_layer_and_relu_kwarg_are_checked_when_the_model_is_made():
         jaxsal.FunctionModel(features=lambda q, x: x, head_fn=_mlp, params=p, layer=None)
     with pytest.raises(TypeError, match="FunctionModel: expected relu_kwarg as the name"):
         jaxsal.FunctionModel(_mlp, p, relu_kwarg=3)
+
+
+def test_a_function_and_params_pair_is_a_model_everywhere():
+    """README: "(f, params) is accepted wherever a model is"; randomization_test, maximize
+    and feature_maps refused it (maximize saying it expected a KerasModel). Each gives what
+    the same FunctionModel gives."""
+    p = {"dense": {"w": jax.random.normal(jax.random.PRNGKey(0), (12, 3))}}
+
+    def f(q, x):
+        return x.reshape(len(x), -1) @ q["dense"]["w"]
+
+    x = _x(n=3)
+    fm = jaxsal.FunctionModel(f, p)
+
+    def explain(m):
+        return jaxsal.saliency(m, x, 0)
+
+    for a, b in ((jaxsal.randomization_test(explain, (f, p), key=0),
+                  jaxsal.randomization_test(explain, fm, key=0)),):
+        assert list(a) == list(b) == ["dense"]
+        np.testing.assert_allclose(a["dense"], b["dense"])
+    np.testing.assert_allclose(jaxsal.maximize((f, p), 1, image_shape=(2, 2, 3), steps=3).images,
+                               jaxsal.maximize(fm, 1, image_shape=(2, 2, 3), steps=3).images)
+    split = (lambda q, xx: xx, p)
+    with pytest.raises(ValueError, match="unknown layer 'conv'"):  # a model, with no layers
+        jaxsal.feature_maps(split, x, "conv")

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src import base
 from jaxsal._src.validate import _fits, check_input, layer_format
 
 Array = jax.Array
@@ -121,9 +122,11 @@ def layer_maps(model: Any, x: ArrayLike, layer: str, *,
     """``(maps (N, K, h, w), single)``: the activations of ``layer`` for ``x`` (a batch, or
     one input: then ``single``), channels first whatever the layer's layout;
     ``pre_activation``: its values before its fused activation."""
+    if isinstance(model, tuple) and len(model) == 2 and callable(model[0]):
+        model = base.as_model(model)  # (fn, params), as every method takes it
     if not hasattr(model, "apply") or not hasattr(model, "params"):
-        raise TypeError(f"feature_maps: expected a model (model_import.load_keras(path) or "
-                        f"jaxsal.FunctionModel), got {type(model).__name__}")
+        raise TypeError(f"feature_maps: expected a model (model_import.load_keras(path), "
+                        f"jaxsal.FunctionModel or (fn, params)), got {type(model).__name__}")
     if not isinstance(pre_activation, (bool, np.bool_)):
         raise TypeError(f"feature_maps: expected pre_activation as a bool, got "
                         f"{pre_activation!r}")

@@ -504,9 +504,7 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     :func:`maximize`'s signature only); return its jitted program and arguments
     ``(run, (params, objective, key, seed))``."""
     # ---- validation, before any compute
-    if not hasattr(model, "apply") or not hasattr(model, "params"):
-        raise TypeError(f"model: expected a KerasModel (load_keras(path)), got "
-                        f"{type(model).__name__}")
+    model = base.as_model(model)  # (fn, params) too; refuses what is not a model
     if getattr(model, "num_inputs", 1) != 1:
         raise ValueError(f"maximize optimizes one input image; this model has "
                          f"{model.num_inputs} inputs ({model.input_names}). Hold the others "

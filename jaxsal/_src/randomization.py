@@ -180,9 +180,11 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: Any, *,
     if not callable(explain):
         raise TypeError(f"randomization_test: expected explain as a function model -> maps, "
                         f"got {type(explain).__name__}")
+    if isinstance(model, tuple) and len(model) == 2 and callable(model[0]):
+        model = base.as_model(model)  # (fn, params), as every method takes it
     if not hasattr(model, "with_params"):
-        raise TypeError(f"randomization_test: expected a model with with_params (load_keras "
-                        f"or jaxsal.FunctionModel), got {type(model).__name__}")
+        raise TypeError(f"randomization_test: expected a model with with_params (load_keras, "
+                        f"jaxsal.FunctionModel or (fn, params)), got {type(model).__name__}")
     cascade, absolute = check_flag(cascade, "cascade"), check_flag(absolute, "absolute")
     params = model.params
     order = _layer_keys(model, params, layers)
