@@ -1,6 +1,8 @@
 """jaxsal.FunctionModel as a JAX user's own function: the compiled-program cache and the
 variables a function reads, the backward rules it is built with, its errors."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -372,3 +374,16 @@ def test_a_function_and_params_pair_is_a_model_everywhere():
     split = (lambda q, xx: xx, p)
     with pytest.raises(ValueError, match="unknown layer 'conv'"):  # a model, with no layers
         jaxsal.feature_maps(split, x, "conv")
+
+
+def test_explain_to_file_tells_apart_relus_of_ones_own(tmp_path):
+    """A FunctionModel given a ReLU of the user's own (``relu=``): another ReLU is another
+    job (only ``relu_mode`` was recorded: the first ReLU's maps were returned)."""
+    x = _x(n=6)
+    path = tmp_path / "relu.npy"
+    for slope in (0.0, 0.5):
+        leaky = functools.partial(jax.nn.leaky_relu, negative_slope=slope)
+        m = jaxsal.FunctionModel(_mlp, _mlp_params(), relu_kwarg="relu", relu=leaky)
+        out = np.array(jaxsal.explain_to_file(jaxsal.saliency, m, x, path, targets=2,
+                                              batch_size=4))
+        np.testing.assert_allclose(out, jaxsal.saliency(m, x, 2), rtol=1e-6)

@@ -228,6 +228,11 @@ def model_fingerprint(model: Any) -> dict:
     elif isinstance(m, base.FunctionModel):
         desc.update(fn=_describe(m.fn), features=_describe(m.features),
                     head_fn=_describe(m.head_fn), layer=m.layer_name, relu_kwarg=m.relu_kwarg)
+        from jaxsal._src.guided import RELU_MODES, relu_for_mode
+
+        named = relu_for_mode(m.relu_mode) if m.relu_mode in RELU_MODES[1:] else None
+        if m.relu is not None and m.relu is not named:  # a ReLU of the user's own
+            desc["relu"] = _describe(m.relu)
     else:
         desc["cache_key"] = _describe(base.model_key(m))
     desc["params"] = _params_digest(m.params)
