@@ -387,3 +387,18 @@ def test_explain_to_file_tells_apart_relus_of_ones_own(tmp_path):
         out = np.array(jaxsal.explain_to_file(jaxsal.saliency, m, x, path, targets=2,
                                               batch_size=4))
         np.testing.assert_allclose(out, jaxsal.saliency(m, x, 2), rtol=1e-6)
+
+
+def test_a_jitted_function_whose_relu_is_not_static_is_told_how():
+    """guided_backprop passes its ReLU (a function) through relu_kwarg; a jax.jit-ed model
+    function without static_argnames failed with JAX's message alone, which names neither
+    the ReLU nor relu_kwarg. The error now says both, and the static form works."""
+    p, x = _mlp_params(), _x()
+    plain = jaxsal.FunctionModel(_mlp, p, relu_kwarg="relu", input_shape=(2, 2, 3))
+    jitted = jaxsal.FunctionModel(jax.jit(_mlp), p, relu_kwarg="relu", input_shape=(2, 2, 3))
+    with pytest.raises(ValueError, match=r"relu= argument .*static_argnames='relu'"):
+        jaxsal.guided_backprop(jitted, x, 0)
+    static = jaxsal.FunctionModel(jax.jit(_mlp, static_argnames="relu"), p, relu_kwarg="relu",
+                                  input_shape=(2, 2, 3))
+    np.testing.assert_allclose(jaxsal.guided_backprop(static, x, 0),
+                               jaxsal.guided_backprop(plain, x, 0), rtol=1e-6)

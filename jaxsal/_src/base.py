@@ -684,8 +684,16 @@ def model_shapes(model: Any, x: Array, layers: Sequence[str] = ()) -> tuple[Any,
         except (ValueError, TypeError) as e:
             if "unknown layer" in str(e) or "ambiguous" in str(e):
                 raise
+            kwarg = getattr(model, "relu_kwarg", None)
+            hint = (f". The ReLU of the {model.relu_mode!r} rule reaches your function as its "
+                    f"{kwarg}= argument (relu_kwarg), a function: a jax.jit-ed function needs "
+                    f"it static, jax.jit(fn, static_argnames={kwarg!r}), or pass the function "
+                    "unjitted (jaxsal compiles the whole method)"
+                    if kwarg and "static_arg" in str(e) and getattr(model, "relu", None)
+                    is not None else "")
             raise ValueError(f"the model cannot be applied to an input of shape "
-                             f"{describe_shapes(x)}: {e}") from e
+                             f"{describe_shapes(x)}: {str(e).rstrip('.') if hint else e}"
+                             f"{hint}") from e
 
     return _SHAPES.get(key, make)
 
