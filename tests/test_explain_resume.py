@@ -290,7 +290,10 @@ def test_a_job_resumed_in_64_bit_mode_is_another_job(tmp_path, mnist_digits):
     path = tmp_path / "maps.npy"
     _interrupted(jaxsal.saliency, model, x, path, targets=1, batch_size=2)
     assert np.load(path).dtype == np.float32
-    with jax.enable_x64(True):
+    x64 = getattr(jax, "enable_x64", None)
+    if x64 is None:  # older JAX (the oldest release pyproject.toml allows)
+        from jax.experimental import enable_x64 as x64
+    with x64(True):
         out = jaxsal.explain_to_file(jaxsal.saliency, model, x, path, targets=1, batch_size=2)
         assert out.dtype == np.float64
         np.testing.assert_array_equal(out, jaxsal.saliency(model, x, 1))
