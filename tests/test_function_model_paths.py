@@ -402,3 +402,50 @@ def test_a_jitted_function_whose_relu_is_not_static_is_told_how():
                                   input_shape=(2, 2, 3))
     np.testing.assert_allclose(jaxsal.guided_backprop(static, x, 0),
                                jaxsal.guided_backprop(plain, x, 0), rtol=1e-6)
+
+
+def test_randomization_test_of_list_and_named_tuple_params():
+    """Params as a list of per-layer tuples (stax's ``init_fun`` gives them) or a NamedTuple of
+    layers were refused ("needs a dict keyed by layer"). Their entries (fields) are the layers,
+    last first; each step equals randomizing that entry by hand with the same key, and the
+    structure the function takes is kept."""
+    import collections
+
+    p = _mlp_params()
+    stax = [(p["w1"], jnp.zeros(8)), (), (p["w2"], jnp.zeros(3))]  # Dense, Relu, Dense
+
+    def f_list(q, x):
+        (w1, b1), _, (w2, b2) = q
+        return jax.nn.relu(x.reshape(len(x), -1) @ w1 + b1) @ w2 + b2
+
+    Layers = collections.namedtuple("Layers", ["hidden", "out"])
+    named = Layers(p["w1"], p["w2"])
+
+    def f_named(q, x):
+        return jax.nn.relu(x.reshape(len(x), -1) @ q.hidden) @ q.out
+
+    x = _x()
+
+    def explain(m):
+        return jaxsal.saliency(m, x, 0)
+
+    key = jax.random.PRNGKey(0)
+    for f, params, names, step, entry in (
+            (f_list, stax, [2, 0], 1, 0), (f_named, named, ["out", "hidden"], 1, "hidden")):
+        fm = jaxsal.FunctionModel(f, params)
+        out = jaxsal.randomization_test(explain, fm, key=0, cascade=False)
+        assert list(out) == names  # (stax's Relu entry has no parameters)
+        leaves, tree = jax.tree_util.tree_flatten(
+            params[entry] if isinstance(entry, int) else getattr(params, entry))
+        keys = jax.random.split(jax.random.fold_in(key, step), len(leaves))
+        mine = tree.unflatten([jax.random.permutation(k, a.ravel()).reshape(a.shape)
+                               for k, a in zip(keys, leaves)])
+        by_hand = (params._replace(**{entry: mine}) if isinstance(entry, str)
+                   else [mine if i == entry else v for i, v in enumerate(params)])
+        np.testing.assert_allclose(
+            out[names[step]],
+            jaxsal.rank_correlation(explain(fm), explain(fm.with_params(by_hand))), rtol=1e-6)
+        assert np.nanmean(np.asarray(out[names[-1]])) < 0.9  # the maps changed
+    one = jaxsal.randomization_test(explain, jaxsal.FunctionModel(f_list, stax), key=0,
+                                    layers=0)
+    assert list(one) == [0]

@@ -143,5 +143,5 @@ def test_errors():
     with pytest.raises(ValueError, match="unknown mode"):
         jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, x, 0), m, key=0, mode="zero")
     f = jaxsal.FunctionModel(lambda p, v: v.reshape(len(v), -1) @ p, jnp.ones((12, 2)))
-    with pytest.raises(TypeError, match="dict keyed by layer"):
+    with pytest.raises(TypeError, match="dict keyed by layer.*got ArrayImpl"):
         jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, x, 0), f, key=0)

@@ -97,18 +97,29 @@ def _is_flax_variables(params: Any) -> bool:
                     for c in params.values()))
 
 
-def _layer_params(params: Any, name: str) -> Any:
-    """The parameters of layer ``name``: ``params[name]``, or for Flax variables the
-    module's entry in every collection that has one."""
+def _is_named_tuple(params: Any) -> bool:
+    return isinstance(params, tuple) and hasattr(params, "_fields")
+
+
+def _layer_params(params: Any, name: Any) -> Any:
+    """The parameters of layer ``name``: ``params[name]`` (a NamedTuple's field, a list's or
+    tuple's entry), or for Flax variables the module's entry in every collection that has
+    one."""
     if _is_flax_variables(params):
         return {c: col[name] for c, col in params.items() if name in col}
+    if _is_named_tuple(params):
+        return getattr(params, name)
     return params[name]
 
 
-def _with_layer(params: Any, name: str, value: Any) -> Any:
-    """``params`` with layer ``name``'s parameters replaced by ``value``."""
+def _with_layer(params: Any, name: Any, value: Any) -> Any:
+    """``params`` with layer ``name``'s parameters replaced by ``value`` (of the same type)."""
     if _is_flax_variables(params):
         return {c: ({**col, name: value[c]} if c in value else col) for c, col in params.items()}
+    if _is_named_tuple(params):
+        return params._replace(**{name: value})
+    if isinstance(params, (list, tuple)):
+        return type(params)(value if i == name else v for i, v in enumerate(params))
     return {**params, name: value}
 
 
@@ -116,13 +127,18 @@ def _layer_keys(model: Any, params: Any, layers: Any) -> list:
     """The randomized units, from the output to the input: ``layers`` as given, or the keys
     of a dict of parameters in the model's layer order (``layer_names``), last first (for
     Flax linen variables the modules, in the order ``init`` created them)."""
-    if not isinstance(params, dict):
+    if not isinstance(params, (dict, list, tuple)):
         raise TypeError(f"randomization_test needs the model's params as a dict keyed by layer "
-                        f"(as load_keras gives, or Flax linen's variables), got "
+                        f"(as load_keras gives, or Flax linen's variables), a NamedTuple of "
+                        f"layers or a list/tuple of per-layer params (stax's), got "
                         f"{type(params).__name__}; pass a FunctionModel whose params are such "
-                        "a dict")
+                        "a structure")
     if _is_flax_variables(params):
         names = list(dict.fromkeys(n for col in params.values() for n in col))
+    elif _is_named_tuple(params):
+        names = list(params._fields)  # in the order the layers are listed
+    elif isinstance(params, (list, tuple)):
+        names = list(range(len(params)))  # the layers in call order, as stax lists them
     else:
         names = [n for n in getattr(model, "layer_names", []) if n in params]
         names += [n for n in params if n not in names]
@@ -130,7 +146,7 @@ def _layer_keys(model: Any, params: Any, layers: Any) -> list:
         with_arrays = [n for n in names
                        if jax.tree_util.tree_leaves(_layer_params(params, n))]
         return with_arrays[::-1]
-    layers = [layers] if isinstance(layers, str) else list(layers)
+    layers = [layers] if isinstance(layers, (str, int)) else list(layers)
     unknown = [n for n in layers if n not in names]
     if unknown or not layers:
         raise ValueError(f"randomization_test: layers {unknown or layers} have no parameters; "
@@ -150,11 +166,13 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: Any, *,
         ``lambda m: jaxsal.saliency(m, x, targets=t)`` (fix the targets as ids: the
         randomized model predicts other classes).
       model: a :class:`model_import.KerasModel` (or a ``FunctionModel`` whose params are a
-        dict keyed by layer, or Flax linen's variables ``{"params": {module: ...},
-        "batch_stats": ...}``, randomized module by module across the collections).
+        dict keyed by layer, Flax linen's variables ``{"params": {module: ...},
+        "batch_stats": ...}``, randomized module by module across the collections, a
+        NamedTuple of layers (its fields, last first) or a list/tuple of per-layer params as
+        stax makes them (its entries by index, last first)).
       key: a ``jax.random`` key or an int seed (required).
       layers: the layers to randomize, in order (default: every layer with parameters,
-        from the output to the input).
+        from the output to the input): names, or indices for a list/tuple of params.
       cascade: ``True`` (default): step ``k`` randomizes layers ``0..k`` (Adebayo et al.'s
         cascading randomization); ``False``: each layer alone (independent randomization).
       mode: ``"permute"`` (each array's values shuffled) or ``"gaussian"`` (drawn with each
