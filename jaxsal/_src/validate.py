@@ -574,12 +574,11 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
             for fn in spec.scores))
     check_scores(m, spec, y, caps)
     fmts = list(getattr(m, "input_data_formats", None) or [])
-    names = list(getattr(m, "input_names", None) or [])
-    if isinstance(xa, dict) and len(names) == len(fmts) == len(xa):
+    positions = input_positions(m, xa)
+    if positions is not None and len(fmts) == len(positions):
         # the layouts are in the model's input order, a dict's leaves in its sorted keys'
         # (a channels-first input given in a dict was read channels-last)
-        by_name = dict(zip(names, fmts))
-        fmts = [by_name.get(k) for k in sorted(xa)]
+        fmts = [fmts[i] for i in positions]
     if len(fmts) != len(leaves):  # a plain function: one layout for every input
         fmts = [getattr(m, "data_format", "channels_last")] * len(leaves)
     formats = tuple(a.ndim >= 3 and f == "channels_first" for a, f in zip(leaves, fmts))
