@@ -350,9 +350,14 @@ def _function_relu(relu: Callable | None, relu_mode: str, relu_kwarg: str | None
 
 
 # ---------------------------------------------------------------------- adapting models
+def is_function_pair(model: Any) -> bool:
+    """Whether ``model`` is the ``(fn, params)`` form every method takes for a model."""
+    return isinstance(model, tuple) and len(model) == 2 and callable(model[0])
+
+
 def as_model(model: Any) -> Any:
     """``model`` if it speaks the protocol; ``(fn, params)`` becomes a :class:`FunctionModel`."""
-    if isinstance(model, tuple) and len(model) == 2 and callable(model[0]):
+    if is_function_pair(model):
         return FunctionModel(model[0], model[1])
     if hasattr(model, "apply") and hasattr(model, "params"):
         return model

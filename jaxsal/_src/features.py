@@ -122,7 +122,7 @@ def layer_maps(model: Any, x: ArrayLike, layer: str, *,
     """``(maps (N, K, h, w), single)``: the activations of ``layer`` for ``x`` (a batch, or
     one input: then ``single``), channels first whatever the layer's layout;
     ``pre_activation``: its values before its fused activation."""
-    if isinstance(model, tuple) and len(model) == 2 and callable(model[0]):
+    if base.is_function_pair(model):
         model = base.as_model(model)  # (fn, params), as every method takes it
     if not hasattr(model, "apply") or not hasattr(model, "params"):
         raise TypeError(f"feature_maps: expected a model (model_import.load_keras(path), "

@@ -198,7 +198,7 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: Any, *,
     if not callable(explain):
         raise TypeError(f"randomization_test: expected explain as a function model -> maps, "
                         f"got {type(explain).__name__}")
-    if isinstance(model, tuple) and len(model) == 2 and callable(model[0]):
+    if base.is_function_pair(model):
         model = base.as_model(model)  # (fn, params), as every method takes it
     if not hasattr(model, "with_params"):
         raise TypeError(f"randomization_test: expected a model with with_params (load_keras, "
