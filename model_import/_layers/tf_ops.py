@@ -87,6 +87,14 @@ def _binary(fn, pair=False, static=None):
     return g
 
 
+def _pairwise(fn):
+    """``fn`` of two operands, a constant one taking the other's dtype (comparisons and
+    logical functions: no gradient, so no attribution rule)."""
+    def f(rt, x, y):
+        return fn(*_operands(x, y))
+    return f
+
+
 def _where(condition, x, y):
     if x is None or y is None:  # tf.where(condition): the indices, a data-dependent shape
         raise _Refused("tf.where(condition) without x and y (the indices of the true "
@@ -755,12 +763,12 @@ _FUNCTIONS = {
     "identity": lambda rt, input: input,
     "cast": lambda rt, x, dtype: x.astype(_cast_dtype(dtype)),
     # comparisons (`x > 0`: boolean, no gradient) and selection: `tf.where(x > 0, x, a * x)`
-    "math.greater": lambda rt, x, y: jnp.greater(*_operands(x, y)),
-    "math.greater_equal": lambda rt, x, y: jnp.greater_equal(*_operands(x, y)),
-    "math.less": lambda rt, x, y: jnp.less(*_operands(x, y)),
-    "math.less_equal": lambda rt, x, y: jnp.less_equal(*_operands(x, y)),
-    "math.equal": lambda rt, x, y: jnp.equal(*_operands(x, y)),
-    "math.not_equal": lambda rt, x, y: jnp.not_equal(*_operands(x, y)),
+    "math.greater": _pairwise(jnp.greater),
+    "math.greater_equal": _pairwise(jnp.greater_equal),
+    "math.less": _pairwise(jnp.less),
+    "math.less_equal": _pairwise(jnp.less_equal),
+    "math.equal": _pairwise(jnp.equal),
+    "math.not_equal": _pairwise(jnp.not_equal),
     "where": lambda rt, condition, x=None, y=None: _where(condition, x, y),
     "tile": _tile,
     "image.resize": _resize,
@@ -810,8 +818,8 @@ _FUNCTIONS = {
     "math.floormod": _binary(jnp.mod, True, static=np.mod),  # also Python's `%`
     "math.divide_no_nan": _binary(_divide_no_nan, True),
     "compat.v1.math.scalar_mul": lambda rt, scalar, x: _binary(jnp.multiply)(rt, scalar, x),
-    "math.logical_and": lambda rt, x, y: jnp.logical_and(*_operands(x, y)),
-    "math.logical_or": lambda rt, x, y: jnp.logical_or(*_operands(x, y)),
+    "math.logical_and": _pairwise(jnp.logical_and),
+    "math.logical_or": _pairwise(jnp.logical_or),
     "math.logical_not": lambda rt, x: jnp.logical_not(x),
     "math.atan": lambda rt, x: jnp.arctan(x), "math.asinh": lambda rt, x: jnp.arcsinh(x),
     "math.sinh": lambda rt, x: jnp.sinh(x), "math.cosh": lambda rt, x: jnp.cosh(x),
