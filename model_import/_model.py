@@ -462,12 +462,14 @@ class KerasModel:
         y = outs[0] if self.graph.single_output or self.output_index is not None else outs
         if not capture and not capture_pre:
             return y
-        acts = {orig: jnp.moveaxis(captured[path], 1, -1) if self._moved(path)
-                else captured[path] for path, orig in cap_paths.items()}
+
+        def viewed(path, v):  # a moved layer's value in the channels-last view
+            return jnp.moveaxis(v, 1, -1) if self._moved(path) else v
+
+        acts = {orig: viewed(path, captured[path]) for path, orig in cap_paths.items()}
         if not capture_pre:
             return y, acts
-        return y, acts, {orig: jnp.moveaxis(pre_sink[path], 1, -1) if self._moved(path)
-                         else pre_sink[path] for orig, path in pre_paths.items()}
+        return y, acts, {orig: viewed(path, pre_sink[path]) for orig, path in pre_paths.items()}
 
     @property
     def affine_layers(self) -> list[str]:
@@ -528,10 +530,10 @@ class KerasModel:
         out, where it depends on the inputs' unknown sizes (the batch's, a free size's), as
         Keras marks it ``None``: the probe's batch is 1, and a value whose first axis is not 1
         is probed again with a batch of 2; one whose first axis changes with neither is
-        reported whole (tf.keras's ``tf.shape(x)``, a ``tf.range``: Keras's ``(3,)``; where every
-        first axis is 1, all are taken for batch axes). A probe
-        size the model cannot take (too small for its strides) moves on to larger ones; the
-        first error is raised if all fail.
+        reported whole (tf.keras's ``tf.shape(x)``, a ``tf.range``: Keras's ``(3,)``; where
+        every first axis is 1, all are taken for batch axes). A probe size the model cannot
+        take (too small for its strides) moves on to larger ones; the first error is raised
+        if all fail.
         """
         specs = self.graph.input_shapes
         if any(s is None for s in specs):
