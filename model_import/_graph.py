@@ -156,8 +156,9 @@ class Graph:
           capture_pre: layer paths whose pre-activation values (before the fused
             activation, after ``perturb_pre``; the output where the layer has none or the
             head strips it) ``pre_sink`` receives, ``{layer_path: value}``, for the layer's
-            first call (in a nested model called several times, at its first call). Check the paths with :func:`pre_activation_refusal`
-            first: a layer that is itself an activation has no pre-activation of its own.
+            first call (in a nested model called several times, at its first call). Check
+            the paths with :func:`pre_activation_refusal` first: a layer that is itself an
+            activation has no pre-activation of its own.
         Returns:
           ``(outputs, captured)``.
         """

@@ -480,8 +480,8 @@ def _fresh(path: str, progress_path: str) -> str:
 
 
 def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
-                    path: str | os.PathLike, *, targets: Any = None, batch_size: int = 64, resume: bool = True,
-                    on_chunk: Callable[[int, int], None] | None = None,
+                    path: str | os.PathLike, *, targets: Any = None, batch_size: int = 64,
+                    resume: bool = True, on_chunk: Callable[[int, int], None] | None = None,
                     **options: Any) -> np.ndarray:
     """Compute ``method(model, inputs[i:i+batch_size], targets, **options)`` chunk by chunk
     into the ``.npy`` file ``path``.
@@ -508,8 +508,9 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
       **options: passed to ``method`` (``method=`` too: ``explain_to_file``'s own ``method``
         is positional, so ``explain_to_file(jaxsal.smoothgrad, ...,
         method="integrated_gradients")`` reaches SmoothGrad). An array option of the inputs'
-        rank whose leading axis is the inputs' count (an ``(N, H, W, C)`` integrated-gradients ``baseline`` or
-        occlusion ``fill``, also inside ``method_options``) is sliced with the inputs; a
+        rank whose leading axis is the inputs' count (an ``(N, H, W, C)``
+        integrated-gradients ``baseline`` or occlusion ``fill``, also inside
+        ``method_options``) is sliced with the inputs; a
         method with an ``index_offset`` parameter (:func:`jaxsal.smoothgrad`) gets each
         chunk's position, so its noise, keyed by the global input index, does not depend on
         ``batch_size`` and the file equals one call over all inputs. Options a method lists

@@ -146,8 +146,9 @@ def occlusion(model: Any, x: ArrayLike, targets: Any = None, *,
         each input is occluded in turn, the others left as they are, and the maps come back
         in the same container.
       patch: patch size ``p`` or ``(ph, pw)`` (one size per spatial axis); default 8 (at
-        most the input's side), or 1 for ``(N, D)`` features. With several inputs, a list (or a dict, for a dict ``x``)
-        gives each input its own; another value serves every input.
+        most the input's side), or 1 for ``(N, D)`` features. With several inputs, a list
+        (or a dict, for a dict ``x``) gives each input its own; another value serves every
+        input.
       stride: step between patch positions (default: ``patch``, non-overlapping); at most
         ``patch`` along every axis the patch does not span, so that every pixel is occluded
         by some patch (a larger stride raises a ``ValueError``, as in Captum). Per input as
