@@ -115,14 +115,19 @@ def test_npy_files_that_are_not_npy_arrays_are_named_and_explained(
         assert part.format(dir=os.path.dirname(path)) in err
 
 
+def _two_chunk_job(tmp_path, fixtures_dir, mnist_digits):
+    """``jaxsal explain``'s argv for 4 digits in 2 chunks, and its --out."""
+    np.save(tmp_path / "x.npy", mnist_digits[:4])
+    out = str(tmp_path / "maps.npy")
+    return ["explain", str(fixtures_dir / "mnist_cnn_keras3.keras"), str(tmp_path / "x.npy"),
+            "--batch-size", "2", "--targets", "3", "--out", out], out
+
+
 def test_ctrl_c_says_the_job_resumes(tmp_path, fixtures_dir, mnist_digits, capsys,
                                      monkeypatch):
     """Ctrl-C in a job (here after its first chunk) prints one line, not a traceback, and
     exits 130; running the same command again computes only the chunks left."""
-    np.save(tmp_path / "x.npy", mnist_digits[:4])
-    out = str(tmp_path / "maps.npy")
-    argv = ["explain", str(fixtures_dir / "mnist_cnn_keras3.keras"), str(tmp_path / "x.npy"),
-            "--batch-size", "2", "--targets", "3", "--out", out]
+    argv, out = _two_chunk_job(tmp_path, fixtures_dir, mnist_digits)
     job = cli._job
 
     def interrupted_job(args):
@@ -157,10 +162,7 @@ def test_ctrl_c_before_any_chunk_says_so(tmp_path, fixtures_dir, mnist_digits, c
                                          monkeypatch):
     """Ctrl-C before the first chunk finished said that the chunks finished so far are kept,
     although there were none."""
-    np.save(tmp_path / "x.npy", mnist_digits[:4])
-    out = str(tmp_path / "maps.npy")
-    argv = ["explain", str(fixtures_dir / "mnist_cnn_keras3.keras"), str(tmp_path / "x.npy"),
-            "--batch-size", "2", "--targets", "3", "--out", out]
+    argv, out = _two_chunk_job(tmp_path, fixtures_dir, mnist_digits)
     job = cli._job
 
     def ctrl_c_in_the_first_chunk(args):
