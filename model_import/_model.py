@@ -650,6 +650,14 @@ class KerasModel:
         path = self.resolve_layer(name)
         return "channels_last" if self._moved(path) else self._formats.get(path)
 
+    @property
+    def output_data_format(self) -> str | None:
+        """Layout of the output :meth:`apply` returns (the selected one, else the first), as
+        :meth:`layer_data_format` says for its layer: ``"channels_first"`` for a
+        channels-first segmentation map ``(N, K, H, W)``. Outputs are never moved, also not
+        in a :meth:`channels_last` view."""
+        return self._formats.get(self.graph.outputs[self.output_index or 0].layer)
+
     def _spec(self, path: str) -> LayerSpec:
         return self.graph.find(path)[1]
 

@@ -205,6 +205,28 @@ def test_a_channels_first_model_compiles_once(compiles, tmp_path):
     np.testing.assert_array_equal(first, again)
 
 
+def test_output_units_of_a_channels_first_map_are_its_channels(tmp_path):
+    """A channels-first segmentation model's output (N, K, H, W): output_objective(k) read
+    the last axis, column k of the width, and accepted k up to W - 1; it now reads class k,
+    the mean of the model's own output[:, k], and refuses k >= K."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    i = keras.Input((3, 8, 6))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu",
+                            data_format="channels_first")(i)
+    out = keras.layers.Conv2D(5, 1, data_format="channels_first", name="seg")(x)
+    keras.Model(i, out).save(tmp_path / "seg.keras")
+    m = load_keras(tmp_path / "seg.keras")
+    assert m.output_data_format == "channels_first"
+    res = jaxsal.maximize(m, [jaxsal.output_objective(4), jaxsal.output_objective(1)],
+                          steps=3, key=0, **PLAIN)
+    y = m.with_head("logits").apply(m.params, res.images)  # (2, 5, 8, 6)
+    np.testing.assert_allclose(res.scores, [y[0, 4].mean(), y[1, 1].mean()], rtol=1e-5)
+    with pytest.raises(ValueError, match=r"model output \(channels-first\) has 5 units.*"
+                                         r"\(5, 8, 6\)"):
+        jaxsal.maximize(m, [jaxsal.output_objective(5)], steps=1, key=0, **PLAIN)
+
+
 @pytest.mark.parametrize("param", [jaxsal.pixels(), jaxsal.pixels(squash="clip"),
                                    jaxsal.fourier()], ids=["sigmoid", "clip", "fourier"])
 def test_input_range_respected(mnist, param):

@@ -233,6 +233,9 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
     binary = need_output and _obj.binary_output(
         m, tuple(in_shape) if in_shape is not None and None not in in_shape else image_shape)
     binary_info = OutputInfo(1, *base.output_kind(m))
+    out_first = need_output and _obj.output_channels_first(m, _obj.output_shape_of(
+        m, None, tuple(in_shape) if in_shape is not None and None not in in_shape
+        else image_shape))
 
     def fit(x):
         return _tf.resize(x, fixed_hw) if fixed_hw is not None else x
@@ -249,6 +252,8 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
         if isinstance(y, (list, tuple)):
             y = y[0]
         y = y[0]
+        if out_first:  # a channels-first map (K, H, W): its units last, as output terms read
+            y = jnp.moveaxis(y, 0, -1)
         if binary:  # (1,) -> (2,): the scores of classes 0 and 1
             y = class_scores(y[None], jnp.array([[0, 1]]), binary_info)[0]
         return y, {k: v[0] for k, v in acts.items()}, {k: v[0] for k, v in pre.items()}

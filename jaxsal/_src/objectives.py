@@ -344,6 +344,15 @@ def output_shape_of(model: Any, layer: str | None, image_shape: tuple | None = N
     return tuple(out.shape[1:])
 
 
+def output_channels_first(model: Any, shape: tuple | None) -> bool:
+    """Whether ``model``'s output of ``shape`` (without the batch axis) has its units on its
+    first axis: a channels-first map ``(K, H, W)`` of a model that says so
+    (:attr:`model_import.KerasModel.output_data_format`). Output objectives read units on
+    that axis, as they read the last axis of a channels-last map."""
+    return (shape is not None and len(shape) >= 2
+            and getattr(model, "output_data_format", None) == "channels_first")
+
+
 def binary_output(model: Any, image_shape: tuple | None = None) -> bool:
     """Whether ``model``'s output is one unit per example, ``(1,)``: a binary classifier
     whose class ids are ``1`` (the unit) and ``0`` (its complement), as in the attribution
@@ -402,8 +411,10 @@ def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = N
                                  "model output is one (sigmoid) unit, a binary classifier "
                                  "with classes 0 (the complement) and 1 (the unit)")
             continue
-        k = shape[-1]
-        where = "the model output" if layer is None else f"layer {layer!r}"
+        first = layer is None and output_channels_first(model, shape)  # units on axis 0
+        k = shape[0] if first else shape[-1]
+        where = ("the model output" + (" (channels-first)" if first else "") if layer is None
+                 else f"layer {layer!r}")
         idx = np.asarray(idx)
         if kind in ("output", "channel", "neuron"):
             ch = idx if kind != "neuron" else idx[..., 0]
