@@ -334,3 +334,21 @@ def test_maximize_refuses_a_channels_first_function_model():
                              input_shape=(3, 8, 8), data_format="channels_first")
     with pytest.raises(ValueError, match="channels-first: give it a function of"):
         jaxsal.maximize(m, 0, steps=2, input_range=(0.0, 1.0))
+
+
+def test_class_ids_on_a_channels_first_output_map_suggest_its_channel_axis(tmp_path):
+    """Class ids on a segmentation output are refused with a score function to use instead;
+    for a channels-first map (N, K, H, W) it read out[..., k] (a column of the width). The
+    suggested function, now out[:, k], averages class k and runs."""
+    i = keras.Input((3, 8, 6))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", data_format="channels_first")(i)
+    keras.Model(i, layers.Conv2D(5, 1, data_format="channels_first")(x)).save(
+        tmp_path / "seg.keras")
+    m = load_keras(tmp_path / "seg.keras")
+    x = np.random.default_rng(0).random((2, 3, 8, 6), np.float32)
+    with pytest.raises(ValueError, match=r"\(2, 5, 8, 6\).*targets=lambda out: out\[:, k\]") as e:
+        jaxsal.saliency(m, x, targets=4)
+    fn = eval(str(e.value).split("e.g. targets=")[1].split(" (unit k")[0], {"k": 4})
+    np.testing.assert_allclose(fn(m.apply(m.params, x)), m.apply(m.params, x)[:, 4].mean((1, 2)),
+                               rtol=1e-5)
+    assert jaxsal.saliency(m, x, targets=fn).shape == (2, 8, 6)

@@ -480,9 +480,10 @@ def input_spatial_shape(x: Any, channels_first: bool) -> tuple[int, ...]:
     return spatial_shape(x.shape, channels_first)
 
 
-def _not_class_outputs(y: Any) -> str:
+def _not_class_outputs(y: Any, channels_first: bool = False) -> str:
     """For the error on class ids (or ``targets=None``) with outputs that are not
-    ``(N, K)``: what the model returned and the score function that reads it."""
+    ``(N, K)``: what the model returned and the score function that reads it (units on axis
+    1 of a ``channels_first`` output map)."""
     if isinstance(y, Mapping):
         got = "a dict of outputs {" + ", ".join(
             f"{k!r}: {tuple(getattr(v, 'shape', ()))}" for k, v in y.items()) + "}"
@@ -497,8 +498,8 @@ def _not_class_outputs(y: Any) -> str:
         fix = ("pass a score function, e.g. targets=lambda out: out (one value per input)"
                if len(shape) == 1 else
                "pass a score function reading one value per input, e.g. targets=lambda out: "
-               "out[..., k].reshape(len(out), -1).mean(1) (unit k averaged), or make the "
-               "model return (N, classes)")
+               f"out[{':, k' if channels_first else '..., k'}].reshape(len(out), -1)"
+               ".mean(1) (unit k averaged), or make the model return (N, classes)")
     return f"got {got}: {fix}"
 
 
@@ -560,7 +561,8 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
         raise ValueError("head='softmax' on a one-unit output is constant (1.0) and has zero "
                          "gradients; use head='sigmoid', 'sigmoid_complement' or 'logits'")
     info = OutputInfo(units, kind, complement,
-                      not_classes=_not_class_outputs(y) if units is None else "")
+                      not_classes="" if units is not None else _not_class_outputs(
+                          y, getattr(m, "output_data_format", None) == "channels_first"))
     spec, ids = parse_targets(targets, n, info)
     caps = {}
     if spec.layers:
