@@ -538,7 +538,14 @@ def main(argv=None) -> int:
     v.set_defaults(fn=cmd_evaluate)
     args = p.parse_args(argv)
     try:
-        return args.fn(args)
+        if args.cmd not in ("explain", "evaluate"):
+            return args.fn(args)
+        from jaxsal._src.batch import job_lock
+
+        # the job's lock, for the whole command (its .auc.npy too): a second `jaxsal` writing
+        # the same --out fails here, before it loads anything
+        with job_lock(args.out):
+            return args.fn(args)
     except (ValueError, TypeError, OSError) as err:
         # with the notes a batch job adds (the chunk that failed, what is saved)
         print(" ".join(["jaxsal: error:", str(err), *getattr(err, "__notes__", ())]),

@@ -21,10 +21,18 @@ the inputs already finished and computes the chunks of the others. A run whose s
 differs otherwise starts over, and replaces that sidecar with its own (no chunk finished)
 before it rewrites the ``.npy`` (a run stopped between the two never leaves an old job's
 progress over another job's chunks, and the new file reads as unfinished).
+
+While it runs, a job holds an advisory lock (``fcntl.flock``) on ``path + ".lock"``: a second
+process (or thread) that starts the same job, or any job writing ``path``, fails at once with
+a :class:`BlockingIOError` naming the process that holds it. The kernel releases the lock when
+the process ends, however it ends; a job that ends removes the file, one that is killed leaves
+it (not held: the next job takes it). Where there is no ``fcntl`` (Windows) or the file system
+refuses ``flock`` (some network file systems), jobs run unlocked, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -32,14 +40,20 @@ import hashlib
 import inspect
 import json
 import os
+import threading
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.validate import _fits
+
+try:
+    import fcntl
+except ImportError:  # Windows: jobs run unlocked (see the module docstring)
+    fcntl = None
 
 _FORMAT = 2  # 1: signatures without the model (jaxsal before the model fingerprint)
 _MAX_DEPTH = 12
@@ -420,10 +434,8 @@ def _mapped_sources(inputs: Any, options: dict):
                 yield name, found
 
 
-def _check_path(path: str, inputs: Any, options: dict) -> None:
-    """Refuse, before any chunk is computed, an output path that cannot be written (a folder,
-    a missing folder) or that is the file the inputs or an option are read from: writing the
-    maps there would overwrite them while the job still reads them."""
+def _check_folder(path: str) -> None:
+    """Refuse an output path that is a folder, or in a folder that does not exist."""
     if os.path.isdir(path):
         raise IsADirectoryError(f"path {path} is a folder; expected the path of the .npy file "
                                 "to write the maps to, e.g. os.path.join(folder, 'maps.npy')")
@@ -431,6 +443,106 @@ def _check_path(path: str, inputs: Any, options: dict) -> None:
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist; "
                                 "create it first (os.makedirs / mkdir -p) or write elsewhere")
+
+
+def _lock_file(path: str | os.PathLike) -> str:
+    """The lock file of the job writing ``path``: beside the file ``path`` names (its folder's
+    symbolic links resolved), so that every name of one output is one lock."""
+    return os.path.realpath(path) + ".lock"
+
+
+#: The locks this process holds: lock file -> [file descriptor, thread, depth].
+_held: dict[str, list] = {}
+_held_guard = threading.Lock()
+
+
+def _busy(path: str, lock: str, who: str) -> BlockingIOError:
+    return BlockingIOError(f"another {who} is writing {path} (it holds the lock {lock}); "
+                           "wait for it to end, or write to another path (--out)")
+
+
+def _flock(path: str, lock: str) -> int | None:
+    """Open ``lock`` and take its ``flock``: the descriptor, or None where the file system
+    has no ``flock``."""
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise type(e)(e.errno, f"cannot create {lock} ({e.strerror}): the job writes its "
+                          "maps, their progress file and this lock in "
+                          f"{os.path.dirname(lock)}; make the folder writable or write to "
+                          "another path (--out)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                pid = os.read(fd, 32).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
+            raise _busy(path, lock, f"jaxsal process (pid {pid})" if pid.isdigit() else
+                        "jaxsal process") from None
+        except OSError:  # ENOLCK, EOPNOTSUPP...: a file system without flock; unlocked
+            os.close(fd)
+            return None
+        # the job that held it may have removed the file (and another job made a new one)
+        # between our open and our flock: then ours locks nothing; take the file now there
+        try:
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)
+
+
+def _unlock(lock: str, fd: int | None) -> None:
+    if fd is None:
+        return
+    try:  # removed while still held: a job waiting on this file then sees it gone
+        if os.path.samestat(os.fstat(fd), os.stat(lock)):
+            os.remove(lock)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def job_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the advisory lock of the job writing ``path`` (a ``.npy``): another process or
+    thread that takes it meanwhile gets a :class:`BlockingIOError` naming this process. The
+    same thread may take it again (the ``jaxsal`` command holds it, then
+    :func:`explain_to_file` inside). Without ``fcntl`` (Windows) it holds nothing."""
+    path = os.fspath(path)
+    _check_folder(path)
+    if fcntl is None:
+        yield
+        return
+    lock = _lock_file(path)
+    with _held_guard:
+        held = _held.get(lock)
+        if held is not None and held[1] != threading.get_ident():
+            raise _busy(path, lock, f"thread of this process (pid {os.getpid()})")
+        if held is None:
+            held = _held[lock] = [_flock(path, lock), threading.get_ident(), 0]
+        held[2] += 1
+    try:
+        yield
+    finally:
+        with _held_guard:
+            held[2] -= 1
+            if not held[2]:
+                del _held[lock]
+                _unlock(lock, held[0])
+
+
+def _check_path(path: str, inputs: Any, options: dict) -> None:
+    """Refuse, before any chunk is computed, an output path that cannot be written (a folder,
+    a missing folder) or that is the file the inputs or an option are read from: writing the
+    maps there would overwrite them while the job still reads them."""
+    _check_folder(path)
     if not os.path.exists(path):
         return
     for what, source in _mapped_sources(inputs, options):
@@ -532,8 +644,20 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
       TypeError: when ``resume=True`` and an option, a target or the model cannot be described
         the same way in another process (an object without a stable description): the job
         could not be told apart from another one on resume.
+      BlockingIOError: when another process (or thread) runs a job writing ``path``: it
+        holds the job's lock, ``path + ".lock"`` (see the module docstring).
     """
     path = os.fspath(path)
+    with job_lock(path):  # before the sidecar is read, until the job has returned
+        return _explain_to_file(method, model, inputs, path, targets=targets,
+                                batch_size=batch_size, resume=resume, on_chunk=on_chunk,
+                                **options)
+
+
+def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str, /, *,
+                     targets: Any, batch_size: int, resume: bool,
+                     on_chunk: Callable[[int, int], None] | None, **options: Any) -> np.ndarray:
+    """:func:`explain_to_file`, its lock held."""
     batch_size = base.check_count(batch_size, "batch_size")
     if batch_size is None:
         raise ValueError("expected batch_size as a positive int, got None")

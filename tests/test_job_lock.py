@@ -1,0 +1,243 @@
+"""Two processes never run the same batch job at once: explain_to_file (and the ``jaxsal``
+jobs) hold an advisory lock beside the output while they write it."""
+
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+import jaxsal._src.batch as batch
+from jaxsal import cli
+
+ROOT = str(pathlib.Path(__file__).resolve().parents[1])
+
+#: A job of two chunks that waits, after each, for a line on its stdin (so that the test
+#: knows it is running, holding the lock, and decides when it goes on or is killed).
+_JOB = r"""
+import sys
+import jax.numpy as jnp, numpy as np
+import jaxsal
+
+model = jaxsal.FunctionModel(lambda p, x: jnp.tanh(x @ p), np.ones((3, 2), np.float32))
+
+def wait(done, total):
+    print("chunk", done, flush=True)
+    sys.stdin.readline()
+
+jaxsal.explain_to_file(jaxsal.saliency, model, np.ones((4, 3), np.float32), sys.argv[1],
+                       targets=0, batch_size=2, on_chunk=wait)
+print("finished", flush=True)
+"""
+
+#: Holds the lock of the job writing argv[1] until a line comes on its stdin.
+_HOLDER = r"""
+import sys
+from jaxsal._src.batch import job_lock
+
+with job_lock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def _start(code, *args):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    p = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=env,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return p
+
+
+def _say(p, line):
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+
+
+class Counting:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, x, targets=None):
+        self.calls.append(len(x))
+        return np.asarray(model(x))
+
+
+@pytest.fixture(scope="module")
+def linear():
+    return jaxsal.FunctionModel(lambda p, x: jnp.tanh(x @ p), np.ones((3, 2), np.float32))
+
+
+XS = np.arange(12, dtype=np.float32).reshape(4, 3) / 12
+
+
+def test_a_second_process_is_refused_and_the_lock_dies_with_the_first(tmp_path, linear):
+    """While a job runs, another process's call for the same output fails at once, naming
+    the process, before any chunk; killed (no chance to clean up), the job's lock is
+    released by the kernel and the next call runs."""
+    path = tmp_path / "maps.npy"
+    job = _start(_JOB, path)
+    try:
+        assert job.stdout.readline() == "chunk 1\n"  # running, its first chunk written
+        m = Counting()
+        with pytest.raises(BlockingIOError) as e:
+            jaxsal.explain_to_file(m, linear, XS, path, batch_size=2)
+        assert str(e.value) == (
+            f"another jaxsal process (pid {job.pid}) is writing {path} (it holds the lock "
+            f"{path}.lock); wait for it to end, or write to another path (--out)")
+        assert m.calls == []
+        assert batch.unfinished(path)[:2] == (1, 2)  # the running job's progress untouched
+    finally:
+        job.kill()
+        job.wait()
+    assert os.path.exists(f"{path}.lock")  # left by the killed job, but not held
+    m = Counting()
+    out = jaxsal.explain_to_file(m, linear, XS, path, batch_size=2)
+    assert m.calls == [2, 2]  # (another job: the child's function is not this module's)
+    np.testing.assert_allclose(out, np.asarray(linear(XS)), rtol=1e-6)
+    assert not os.path.exists(f"{path}.lock")
+
+
+def test_the_lock_is_removed_when_a_job_ends_or_fails(tmp_path, linear):
+    path = tmp_path / "maps.npy"
+
+    def fails(model, x, targets=None):
+        raise ValueError("inputs contain NaN")
+
+    with pytest.raises(ValueError, match="chunk 0"):
+        jaxsal.explain_to_file(fails, linear, XS, path, batch_size=2)
+    assert os.listdir(tmp_path) == []
+    jaxsal.explain_to_file(Counting(), linear, XS, path, batch_size=2)
+    assert sorted(os.listdir(tmp_path)) == ["maps.npy", "maps.npy.progress.json"]
+
+
+def test_the_command_line_refuses_a_job_that_runs_before_loading_the_model(
+        tmp_path, fixtures_dir, mnist_digits, capsys, monkeypatch):
+    """`jaxsal explain` (and `evaluate`) hold the lock for the whole command: a second one
+    fails at its start, exit status 2, one line on stderr, the model never loaded."""
+    import model_import
+
+    np.save(tmp_path / "x.npy", mnist_digits[:2])
+    out = tmp_path / "my maps é.npy"  # a space and a non-ASCII letter
+    argv = ["explain", str(fixtures_dir / "mnist_cnn_keras3.keras"), str(tmp_path / "x.npy"),
+            "--targets", "3", "--out", str(out)]
+    holder = _start(_HOLDER, out)
+    loads = []
+    load_keras = model_import.load_keras
+    monkeypatch.setattr(model_import, "load_keras", lambda *a, **k: loads.append(a)
+                        or load_keras(*a, **k))
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err == (
+            f"jaxsal: error: another jaxsal process (pid {holder.pid}) is writing {out} (it "
+            f"holds the lock {out}.lock); wait for it to end, or write to another path "
+            "(--out)\n")
+        assert loads == [] and not out.exists()
+        _say(holder, "")
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli.main(argv) == 0
+    assert loads and np.load(out).shape == (2, 28, 28)
+    assert not os.path.exists(f"{out}.lock")
+
+
+def test_another_thread_is_refused_and_the_same_thread_reenters(tmp_path):
+    path = str(tmp_path / "maps.npy")
+    errors = []
+
+    def other():
+        try:
+            with batch.job_lock(path):
+                pass
+        except BlockingIOError as e:
+            errors.append(str(e))
+
+    with batch.job_lock(path):
+        with batch.job_lock(path):  # the CLI holds it, then explain_to_file inside
+            pass
+        assert os.path.exists(path + ".lock")  # still held by the outer block
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert errors == [f"another thread of this process (pid {os.getpid()}) is writing {path} "
+                      "(it holds the lock " f"{path}.lock); wait for it to end, or write to "
+                      "another path (--out)"]
+    assert not os.path.exists(path + ".lock")
+    with batch.job_lock(path):  # free again
+        pass
+
+
+def test_the_same_output_by_another_name_is_the_same_lock(tmp_path, monkeypatch):
+    """A relative path and a symlinked folder name the same file: the same lock."""
+    (tmp_path / "d").mkdir()
+    os.symlink(tmp_path / "d", tmp_path / "link")
+    monkeypatch.chdir(tmp_path / "d")
+    assert batch._lock_file("maps.npy") == str(tmp_path / "d" / "maps.npy.lock")
+    assert batch._lock_file(tmp_path / "link" / "maps.npy") == str(
+        tmp_path / "d" / "maps.npy.lock")
+
+
+def test_a_folder_where_no_lock_file_can_be_made_fails_before_any_chunk(tmp_path, linear,
+                                                                        monkeypatch):
+    """(A read-only folder: faked, as root writes anywhere.)"""
+    real_open = os.open
+
+    def read_only(p, *a, **k):
+        if str(p).startswith(str(tmp_path)):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(p, *a, **k)
+
+    monkeypatch.setattr(batch.os, "open", read_only)
+    m = Counting()
+    path = tmp_path / "maps.npy"
+    with pytest.raises(PermissionError, match=(
+            rf"cannot create {path}\.lock \(Permission denied\): the job writes its maps, "
+            rf"their progress file and this lock in {tmp_path}; make the folder writable or "
+            r"write to another path \(--out\)")):
+        jaxsal.explain_to_file(m, linear, XS, path, batch_size=2)
+    assert m.calls == []
+
+
+def test_without_fcntl_jobs_run_unlocked(tmp_path, linear, monkeypatch):
+    """(Windows has no fcntl: jobs run as before, unlocked; the README says so.)"""
+    monkeypatch.setattr(batch, "fcntl", None)
+    m = Counting()
+    jaxsal.explain_to_file(m, linear, XS, tmp_path / "maps.npy", batch_size=2)
+    assert m.calls == [2, 2]
+    assert sorted(os.listdir(tmp_path)) == ["maps.npy", "maps.npy.progress.json"]
+
+
+def test_a_lock_file_removed_as_it_is_taken_is_not_the_lock(tmp_path, monkeypatch):
+    """A job that ends removes its lock file: one that opened the old file just before, and
+    takes its flock just after, holds the lock of no file (another job would make a new one
+    and run beside it); it takes the file now at the path instead."""
+    import fcntl
+    import types
+
+    path = str(tmp_path / "maps.npy")
+    lock = path + ".lock"
+    calls = []
+
+    def flock(fd, op):
+        if not calls:  # the job that held it ends between our open and our flock
+            os.remove(lock)
+        calls.append(fd)
+        return fcntl.flock(fd, op)
+
+    monkeypatch.setattr(batch, "fcntl", types.SimpleNamespace(
+        flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB))
+    with batch.job_lock(path):
+        assert len(calls) == 2 and os.path.exists(lock)
+        fd = os.open(lock, os.O_RDONLY)  # another open file: as another process's
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
