@@ -199,6 +199,52 @@ def test_another_batch_size_keeps_the_finished_inputs(tmp_path, model, digits):
     assert m.calls == []
 
 
+class Reads:
+    """Inputs that count the rows read from them (a memory-mapped file's reads from disk)."""
+
+    def __init__(self, x):
+        self.x, self.rows = x, 0
+        self.shape, self.dtype = x.shape, x.dtype
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, item):
+        part = self.x[item]
+        self.rows += len(part)
+        return part
+
+
+@pytest.mark.parametrize("b", [5, 4])
+def test_resuming_at_another_batch_size_reads_each_finished_input_once(tmp_path, model,
+                                                                        digits, b):
+    """Resuming at another batch size checks the finished inputs' hashes in the old chunks
+    and hashes them in the new ones from one read (each was read twice; with chunks that
+    nest, 4 in 8, too); the inputs left are read once more, to compute them."""
+    path = tmp_path / "maps.npy"
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # inputs 0:16 of 23 finished, in chunks of 8
+        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
+                               on_chunk=stop_after_two)
+    x = Reads(digits)
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, x, path, batch_size=b)
+    assert m.calls == {5: [5, 5], 4: [4, 4]}[b]  # 15:20, 20:23; 16:20, 20:23
+    assert x.rows == 16 + {5: 8, 4: 7}[b]
+    np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
+    x = Reads(digits)
+    m = Counting()
+    jaxsal.explain_to_file(m, model, x, path, batch_size=b)  # the new hashes are right
+    assert m.calls == [] and x.rows == 23
+    x = Reads(digits)
+    jaxsal.explain_to_file(m, model, x, path, batch_size=8)  # and so are those at 8 again
+    assert m.calls == [] and x.rows == 23
+
+
 def test_a_sidecar_written_before_the_input_hashes_is_trusted_twice(tmp_path, model, digits):
     """A job whose sidecar predates the hashes of the finished chunks' inputs resumes trusting
     its chunks, and records their hashes: stopped and resumed again, it still does not

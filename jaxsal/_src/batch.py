@@ -73,11 +73,17 @@ def _array_digest(a: Any) -> dict:
         a = jax.random.key_data(a)  # a typed PRNG key: its raw key data
     a = np.ascontiguousarray(np.asarray(a))
     h = hashlib.blake2b(digest_size=16)
+    h.update(_bytes(a))
+    return {"array": h.hexdigest(), "shape": list(a.shape), "dtype": str(a.dtype)}
+
+
+def _bytes(a: np.ndarray) -> Any:
+    """The bytes of the C-contiguous array ``a``, what its digest hashes (those of rows
+    ``i:j`` then ``j:k`` are those of rows ``i:k``)."""
     if a.dtype == object:
         raise _Unstable(f"an object array of shape {a.shape}")
-    # the bytes through a uint8 view: memoryview refuses dtypes it has no code for (bfloat16)
-    h.update(memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
-    return {"array": h.hexdigest(), "shape": list(a.shape), "dtype": str(a.dtype)}
+    # through a uint8 view: memoryview refuses dtypes it has no code for (bfloat16)
+    return memoryview(a.reshape(-1).view(np.uint8)) if a.size else b""
 
 
 def _code(code: types.CodeType, depth: int) -> dict:
@@ -586,6 +592,39 @@ def _allocate(path: str) -> None:
         os.close(fd)
 
 
+def _finished_chunks(inputs: Any, n: int, old_b: int, old_done: set, kept: dict | None,
+                     b: int) -> dict[int, str]:
+    """``{chunk: hash of its inputs}`` for the chunks of batch size ``b`` whose inputs all
+    finished, unchanged, in a job's chunks ``old_done`` of batch size ``old_b`` (unchanged:
+    their hash is the one ``kept`` records by chunk; a sidecar without hashes, ``kept=None``,
+    is trusted). Each finished input is read once: at another batch size its bytes are hashed
+    in both chunkings at once (the old chunk's hash to check, the new one's to record)."""
+    new: dict[int, list] = {}  # chunk of b -> [its hash so far, rows hashed, all unchanged]
+    for c in sorted(c for c in old_done if isinstance(c, int)):
+        lo, hi = c * old_b, min(n, (c + 1) * old_b)
+        if not 0 <= lo < hi:
+            continue
+        h = hashlib.blake2b(digest_size=16)
+        cuts = [lo, *range((lo // b + 1) * b, hi, b), hi]  # where the chunks of b start
+        parts = []
+        for start, stop in zip(cuts, cuts[1:]):
+            k = start // b
+            rows = _bytes(np.ascontiguousarray(np.asarray(inputs[start:stop])))
+            h.update(rows)
+            if (start, stop) == (lo, hi) == (k * b, min(n, (k + 1) * b)):
+                new[k] = entry = [h, stop - start, True]  # one chunk in both: one hash
+            else:
+                entry = new.setdefault(k, [hashlib.blake2b(digest_size=16), 0, True])
+                entry[0].update(rows)
+                entry[1] += stop - start
+            parts.append(entry)
+        if kept is not None and kept.get(str(c)) != h.hexdigest():
+            for entry in parts:
+                entry[2] = False
+    return {k: h.hexdigest() for k, (h, rows, same) in new.items()
+            if same and rows == min(n, (k + 1) * b) - k * b}
+
+
 def _fresh(path: str, progress_path: str) -> str:
     return (f"delete {path} and {progress_path} (or pass resume=False / write to another "
             "path) to start the job over")
@@ -755,25 +794,14 @@ def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str
                                  f"job started. {_fresh(path, progress_path)}")
             _allocate(path)  # (a file of a jaxsal before the reservation may be sparse)
             kept = prog.get("inputs")
-            finished = np.zeros(n, bool)  # the inputs whose maps are kept
-            for c in sorted(set(prog.get("done", []))):
-                lo, hi = c * old_b, min(n, (c + 1) * old_b)
-                digest = _array_digest(np.asarray(inputs[lo:hi]))["array"]
-                # a finished chunk whose inputs changed since (fixed, or another data set of
-                # the same shape) is computed again, never kept from the old values (a sidecar
-                # written before the hashes is trusted, and gets them)
-                if isinstance(kept, dict) and kept.get(str(c)) != digest:
-                    continue
-                if same:
-                    done.add(c)
-                    digests[c] = digest
-                finished[lo:hi] = True
-            if rebatch:  # this batch size's chunks whose inputs have all finished
-                for c in range(n_chunks):
-                    lo, hi = c * batch_size, min(n, (c + 1) * batch_size)
-                    if finished[lo:hi].all():
-                        done.add(c)
-                        digests[c] = _array_digest(np.asarray(inputs[lo:hi]))["array"]
+            # a finished chunk whose inputs changed since (fixed, or another data set of the
+            # same shape) is computed again, never kept from the old values (a sidecar written
+            # before the hashes is trusted, and gets them)
+            digests.update(_finished_chunks(inputs, n, old_b, set(prog.get("done", [])),
+                                            kept if isinstance(kept, dict) else None,
+                                            batch_size))
+            done.update(digests)
+            if rebatch:
                 save_progress()  # the job's progress at this batch size from now on
     resumed = out is not None
 
