@@ -1,5 +1,7 @@
 """explain_to_file: chunked, padded, resumable batch jobs that never lose finished chunks."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -110,6 +112,22 @@ def test_an_unwritable_output_path_fails_before_any_chunk(tmp_path, model, digit
         with pytest.raises(error, match="does not exist|is a folder"):
             jaxsal.explain_to_file(m, model, digits, path, batch_size=8)
         assert m.calls == []  # no chunk was computed only to be lost
+
+
+@pytest.mark.parametrize("name", ["", "new/", "x.npy/"])
+def test_an_output_path_that_names_no_file_fails_before_any_chunk(tmp_path, model, digits,
+                                                                  monkeypatch, name):
+    """An empty path, or one ending in a separator (a folder to be, a file's name with a
+    slash), failed only after the first chunk, leaving a stray progress file, with "[Errno 2]
+    No such file or directory: ''"."""
+    monkeypatch.chdir(tmp_path)
+    np.save("x.npy", digits)
+    m = Counting()
+    with pytest.raises(ValueError, match=(
+            rf"expected path as the name of the \.npy file to write the maps to, got "
+            rf"'{name}', which names no file; add the file's name \(e\.g\. maps\.npy\)")):
+        jaxsal.explain_to_file(m, model, digits, name, batch_size=8)
+    assert m.calls == [] and sorted(os.listdir(tmp_path)) == ["x.npy"]
 
 
 class Unready:

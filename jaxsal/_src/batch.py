@@ -441,10 +441,15 @@ def _mapped_sources(inputs: Any, options: dict):
 
 
 def _check_folder(path: str) -> None:
-    """Refuse an output path that is a folder, or in a folder that does not exist."""
+    """Refuse an output path that is a folder, names no file, or is in a folder that does
+    not exist."""
     if os.path.isdir(path):
         raise IsADirectoryError(f"path {path} is a folder; expected the path of the .npy file "
                                 "to write the maps to, e.g. os.path.join(folder, 'maps.npy')")
+    if os.path.basename(path) in ("", ".", ".."):  # "", "out/": open() fails on them late
+        raise ValueError(f"expected path as the name of the .npy file to write the maps to, "
+                         f"got {path!r}, which names no file; add the file's name (e.g. "
+                         "maps.npy)")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist; "
