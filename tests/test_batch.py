@@ -334,6 +334,42 @@ def test_a_disk_too_small_for_the_output_is_a_clear_error(tmp_path, model, digit
     assert not (tmp_path / "maps.npy").exists()  # the new, empty file is not left behind
 
 
+def test_a_disk_full_while_recording_progress_says_what_is_kept(tmp_path, model, digits,
+                                                                monkeypatch):
+    """No space for the progress file after chunk 1: the error names the file and says what
+    is kept and how to resume (it said "[Errno 28] No space left on device"), the torn
+    temporary file is removed, and running again computes the chunks left."""
+    import errno
+    import json
+    import os
+
+    import jaxsal._src.batch as batch
+
+    real, calls = json.dump, []
+
+    def full(obj, fh):
+        calls.append(obj)
+        if len(calls) == 3:  # at the start (no chunk done), after chunk 0, after chunk 1
+            fh.write('{"form')
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(obj, fh)
+
+    path = tmp_path / "maps.npy"
+    monkeypatch.setattr(batch.json, "dump", full)
+    with pytest.raises(OSError, match=(
+            rf"cannot write the progress file {path}\.progress\.json \(No space left on "
+            r"device\); 1 of 3 chunks are finished and recorded in it: free some space and "
+            r"run the same call again to resume")) as e:
+        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
+    assert e.value.errno == errno.ENOSPC
+    assert sorted(os.listdir(tmp_path)) == ["maps.npy", "maps.npy.progress.json"]
+    monkeypatch.setattr(batch.json, "dump", real)
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8)
+    assert m.calls == [8, 8]
+    np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
+
+
 def test_a_new_file_reads_as_unfinished_from_its_creation(tmp_path, model, digits,
                                                          monkeypatch):
     """A job starting over on a finished file, stopped right after creating its new .npy

@@ -763,14 +763,26 @@ def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str
     digests: dict[int, str] = {}  # finished chunk -> the hash of its inputs
     out = None
 
+    recorded = [None]  # how many chunks the progress file lists, once this run wrote it
+
     def save_progress():
         tmp = progress_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"format": _FORMAT, "signature": sig, "family": family,
-                       "done": sorted(done), "chunks": n_chunks, "batch_size": batch_size,
-                       "n": n, "input_shape": list(np.shape(inputs)[1:]),
-                       "inputs": {str(c): d for c, d in sorted(digests.items())}}, fh)
-        os.replace(tmp, progress_path)  # atomic: a crash never leaves a torn progress file
+        try:
+            with open(tmp, "w") as fh:
+                json.dump({"format": _FORMAT, "signature": sig, "family": family,
+                           "done": sorted(done), "chunks": n_chunks, "batch_size": batch_size,
+                           "n": n, "input_shape": list(np.shape(inputs)[1:]),
+                           "inputs": {str(c): d for c, d in sorted(digests.items())}}, fh)
+            os.replace(tmp, progress_path)  # atomic: a crash never leaves a torn progress file
+        except OSError as e:  # a full disk, a folder made read-only meanwhile
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            kept = (f"{recorded[0]} of {n_chunks} chunks are finished and recorded in it"
+                    if recorded[0] is not None else "it is unchanged")
+            raise type(e)(e.errno, f"cannot write the progress file {progress_path} "
+                          f"({e.strerror or e}); {kept}: free some space and run the same call "
+                          "again to resume") from None
+        recorded[0] = len(done)
 
     if resume and sig is not None and os.path.exists(progress_path) and os.path.exists(path):
         with open(progress_path, "rb") as fh:
