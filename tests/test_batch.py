@@ -370,6 +370,31 @@ def test_a_disk_full_while_recording_progress_says_what_is_kept(tmp_path, model,
     np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
 
 
+def test_a_job_stopped_while_creating_its_file_starts_again(tmp_path, model, digits,
+                                                             monkeypatch):
+    """Stopped while writing the new .npy's header (a full disk, Ctrl-C), a job left a
+    progress file with no chunk done beside a torn .npy, and every later run refused it
+    ("cannot reopen ... delete ..."): with nothing finished there is nothing to keep, and
+    the job starts again."""
+    path = tmp_path / "maps.npy"
+    real = np.lib.format.open_memmap
+
+    def torn(filename, mode="r+", **kw):
+        if mode == "w+":
+            open(filename, "wb").write(b"\x93NUM")
+            raise OSError(28, "No space left on device")
+        return real(filename, mode, **kw)
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", torn)
+    with pytest.raises(OSError, match="No space left"):
+        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
+    monkeypatch.setattr(np.lib.format, "open_memmap", real)
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8)
+    assert m.calls == [8, 8, 8]
+    np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
+
+
 def test_a_new_file_reads_as_unfinished_from_its_creation(tmp_path, model, digits,
                                                          monkeypatch):
     """A job starting over on a finished file, stopped right after creating its new .npy

@@ -799,7 +799,9 @@ def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str
         # or the same job at another batch size (a smaller one after running out of memory)
         rebatch = (not same and prog.get("family") == family and isinstance(old_b, int)
                    and old_b >= 1)
-        if prog.get("format") == _FORMAT and (same or rebatch):
+        # (a job that finished no chunk has nothing to keep, and its .npy may be torn: one
+        # stopped while writing the header starts again)
+        if prog.get("format") == _FORMAT and (same or rebatch) and prog.get("done"):
             try:
                 out = np.lib.format.open_memmap(path, mode="r+")
             except (OSError, ValueError) as e:
