@@ -280,6 +280,9 @@ def cmd_demo(args) -> int:
     from jaxsal import plot
     from model_import import load_keras
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} is a file; `jaxsal demo` writes a PNG and a .npy "
+                         "into the folder --out names (made if missing): pass a folder's path")
     os.makedirs(args.out, exist_ok=True)
     model = load_keras(_data_path("mnist_cnn_keras3.keras"))
     digits = np.load(_data_path("mnist_digits.npz"))

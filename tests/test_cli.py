@@ -206,3 +206,14 @@ def test_the_module_docstring_commands_run_as_written(tmp_path, fixtures_dir, mn
     for words in lines:
         argv = [("14" if w == "7" else w) for w in words[1:]]
         assert cli.main(argv) == 0, shlex.join(words)
+
+
+def test_demo_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    """`jaxsal demo --out FILE` said "[Errno 17] File exists" (its --out is a folder)."""
+    f = tmp_path / "out.npy"
+    f.write_bytes(b"mine")
+    assert cli.main(["demo", "--out", str(f)]) == 2
+    assert capsys.readouterr().err == (
+        f"jaxsal: error: --out {f} is a file; `jaxsal demo` writes a PNG and a .npy into the "
+        "folder --out names (made if missing): pass a folder's path\n")
+    assert f.read_bytes() == b"mine"
