@@ -554,6 +554,13 @@ def main(argv=None) -> int:
         print(" ".join(["jaxsal: error:", str(err), *getattr(err, "__notes__", ())]),
               file=sys.stderr)
         return 2
+    except RuntimeError as err:  # JAX's (XLA's) out of memory; any other: its traceback
+        if "RESOURCE_EXHAUSTED" not in str(err) or args.cmd not in ("explain", "evaluate"):
+            raise
+        print(" ".join(["jaxsal: error:", str(err), *getattr(err, "__notes__", ()),
+                        "Out of memory: a smaller --batch-size needs less (the inputs already "
+                        "finished are kept)"]), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT
         resume = ""
         if args.cmd in ("explain", "evaluate"):  # resumable jobs (jaxsal.explain_to_file)

@@ -458,3 +458,32 @@ def test_out_is_never_a_file_the_command_reads(tmp_path, mnist_path, digits_file
         err = capsys.readouterr().err
         assert f"--out {out} is the {what}" in err and "Pass another --out" in err
     assert {p: p.read_bytes() for p in files} == files
+
+
+def test_out_of_memory_in_a_chunk_is_one_line_saying_what_to_do(tmp_path, mnist_path,
+                                                                digits_file, capsys,
+                                                                monkeypatch):
+    """JAX's out-of-memory error in a chunk (a RuntimeError) escaped `jaxsal` as a traceback
+    with status 1; now it is one line on stderr with the job's note and the fix: a smaller
+    --batch-size, which keeps the inputs already finished. Other RuntimeErrors (bugs) still
+    show their traceback."""
+    saliency = jaxsal.saliency
+
+    def oom_in_chunk_1(model, x, targets=None, **kw):
+        if len(calls) == 1:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 123 bytes.")
+        calls.append(1)
+        return saliency(model, x, targets, **kw)
+
+    calls = []
+    monkeypatch.setattr(jaxsal, "saliency", oom_in_chunk_1)
+    out = tmp_path / "m.npy"
+    assert _explain(mnist_path, digits_file, out, "--batch-size", "1", "--targets", "3") == 2
+    assert capsys.readouterr().err == (
+        "jaxsal: error: RESOURCE_EXHAUSTED: Out of memory allocating 123 bytes. "
+        f"explain_to_file: chunk 1 (inputs 1:2) failed. The 1 chunk(s) finished so far are "
+        f"saved in {out}; run the same call again to resume. Out of memory: a smaller "
+        "--batch-size needs less (the inputs already finished are kept)\n")
+    monkeypatch.setattr(jaxsal, "saliency", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        _explain(mnist_path, digits_file, tmp_path / "z.npy")
