@@ -363,9 +363,31 @@ def _job(args):
     return model, inputs, progress
 
 
+def _check_option_names(args) -> None:
+    """Refuse, before loading anything, ``--layer`` or an ``--option NAME=`` that the method
+    does not take (it failed in the first chunk, "got an unexpected keyword argument")."""
+    import inspect
+
+    import jaxsal
+
+    params = inspect.signature(getattr(jaxsal, args.method)).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    names = [("--layer", "layer")] if args.layer else []
+    names += [(f"--option {name}=...", name)
+              for name, eq, _ in (item.partition("=") for item in args.option or ()) if eq]
+    for flag, name in names:
+        if name.isidentifier() and name not in params and name not in _JOB_FLAGS:
+            takes = [n for n, p in params.items()
+                     if n not in ("model", "x", "targets") and p.kind != p.VAR_POSITIONAL]
+            raise ValueError(f"{flag}: --method {args.method} takes no option {name!r}; its "
+                             f"options: {', '.join(takes)}")
+
+
 def cmd_explain(args) -> int:
     import jaxsal
 
+    _check_option_names(args)
     model, inputs, progress = _job(args)
     targets = _parse_targets(args.targets, model, len(inputs))
     options = _method_options(args)

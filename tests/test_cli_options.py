@@ -386,14 +386,16 @@ def test_the_output_of_an_unfinished_job_is_refused(tmp_path, mnist_path, digits
 
 
 def test_an_error_in_a_chunk_names_it(tmp_path, mnist_path, digits_file, capsys):
-    """A TypeError raised in a chunk (an option the method does not take) is printed with
-    the job's note: which chunk failed and what is saved."""
+    """A TypeError raised in a chunk (uint8 images, not preprocessed) is printed with the
+    job's note: which chunk failed and what is saved."""
     out = tmp_path / "m.npy"
-    assert _explain(mnist_path, digits_file, out, "--option", "nosuch=1") == 2
-    assert capsys.readouterr().err == (
-        "jaxsal: error: saliency() got an unexpected keyword argument 'nosuch' "
-        f"explain_to_file: chunk 0 (inputs 0:2) failed. "
-        f"No chunk had finished ({out} was not written); run the call again.\n")
+    np.save(tmp_path / "u8.npy", (np.load(digits_file) * 255).astype(np.uint8))
+    assert _explain(mnist_path, str(tmp_path / "u8.npy"), out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxsal: error: x: expected a floating-point input, got integer "
+                          "dtype uint8. ")
+    assert err.endswith(f". explain_to_file: chunk 0 (inputs 0:2) failed. No chunk had "
+                        f"finished ({out} was not written); run the call again.\n")
 
 
 def test_big_endian_npy_files_are_read(tmp_path, mnist_path, mnist_digits):
@@ -487,3 +489,25 @@ def test_out_of_memory_in_a_chunk_is_one_line_saying_what_to_do(tmp_path, mnist_
     monkeypatch.setattr(jaxsal, "saliency", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         _explain(mnist_path, digits_file, tmp_path / "z.npy")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "fullgrad", "--layer", "conv2d_1"],
+     "--layer: --method fullgrad takes no option 'layer'; its options: variant, "),
+    (["--option", "nosuch=1"],
+     "--option nosuch=...: --method saliency takes no option 'nosuch'; its options: "
+     "reduce, head, "),
+])
+def test_an_option_the_method_does_not_take_is_refused_before_the_job(
+        tmp_path, mnist_path, digits_file, capsys, monkeypatch, extra, message):
+    """A misspelt --option or a --layer for a method without one failed in the first chunk,
+    after loading the model and compiling, with the engine's "got an unexpected keyword
+    argument" and "run the call again"; now refused first, naming the flag and the method's
+    options."""
+    import model_import
+
+    monkeypatch.setattr(model_import, "load_keras", lambda *a, **k: pytest.fail("loaded"))
+    assert _explain(mnist_path, digits_file, tmp_path / "m.npy", *extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxsal: error: " + message) and "chunk 0" not in err
+    assert not (tmp_path / "m.npy").exists()
