@@ -363,31 +363,31 @@ def _job(args):
     return model, inputs, progress
 
 
-def _check_option_names(args) -> None:
-    """Refuse, before loading anything, ``--layer`` or an ``--option NAME=`` that the method
-    does not take (it failed in the first chunk, "got an unexpected keyword argument")."""
+def _check_option_names(args, fn, what: str, given: tuple = ("model", "x", "targets")) -> None:
+    """Refuse, before loading anything, ``--layer`` or an ``--option NAME=`` that ``fn`` (the
+    method ``what``) does not take: it failed in the first chunk, "got an unexpected keyword
+    argument". ``given``: its parameters the job passes itself."""
     import inspect
 
-    import jaxsal
-
-    params = inspect.signature(getattr(jaxsal, args.method)).parameters
+    params = inspect.signature(fn).parameters
     if any(p.kind == p.VAR_KEYWORD for p in params.values()):
         return
-    names = [("--layer", "layer")] if args.layer else []
+    names = [("--layer", "layer")] if getattr(args, "layer", None) else []
     names += [(f"--option {name}=...", name)
               for name, eq, _ in (item.partition("=") for item in args.option or ()) if eq]
     for flag, name in names:
-        if name.isidentifier() and name not in params and name not in _JOB_FLAGS:
+        if (name.isidentifier() and name not in params and name not in _JOB_FLAGS
+                and name not in given):
             takes = [n for n, p in params.items()
-                     if n not in ("model", "x", "targets") and p.kind != p.VAR_POSITIONAL]
-            raise ValueError(f"{flag}: --method {args.method} takes no option {name!r}; its "
-                             f"options: {', '.join(takes)}")
+                     if n not in given and p.kind != p.VAR_POSITIONAL]
+            raise ValueError(f"{flag}: {what} takes no option {name!r}; its options: "
+                             f"{', '.join(takes)}")
 
 
 def cmd_explain(args) -> int:
     import jaxsal
 
-    _check_option_names(args)
+    _check_option_names(args, getattr(jaxsal, args.method), f"--method {args.method}")
     model, inputs, progress = _job(args)
     targets = _parse_targets(args.targets, model, len(inputs))
     options = _method_options(args)
@@ -414,6 +414,8 @@ _curve_scores.per_input_options = lambda model, shape, options: ("maps",)
 def cmd_evaluate(args) -> int:
     import jaxsal
 
+    _check_option_names(args, getattr(jaxsal, args.metric), f"--metric {args.metric}",
+                        given=("model", "x", "maps", "targets", "metric"))
     model, inputs, progress = _job(args)
     maps = _load_npy(args.maps, "maps")
     if maps.ndim < 2 or len(maps) != len(inputs):

@@ -497,17 +497,24 @@ def test_out_of_memory_in_a_chunk_is_one_line_saying_what_to_do(tmp_path, mnist_
     (["--option", "nosuch=1"],
      "--option nosuch=...: --method saliency takes no option 'nosuch'; its options: "
      "reduce, head, "),
+    (["evaluate", "--metric", "insertion", "--option", "fill=0.5"],
+     "--option fill=...: --metric insertion takes no option 'fill'; its options: steps, "
+     "baseline, "),
 ])
 def test_an_option_the_method_does_not_take_is_refused_before_the_job(
         tmp_path, mnist_path, digits_file, capsys, monkeypatch, extra, message):
-    """A misspelt --option or a --layer for a method without one failed in the first chunk,
-    after loading the model and compiling, with the engine's "got an unexpected keyword
-    argument" and "run the call again"; now refused first, naming the flag and the method's
-    options."""
+    """A misspelt --option (of explain or evaluate, fill= of deletion given to insertion) or
+    a --layer for a method without one failed in the first chunk, after loading the model
+    and compiling, with the engine's "got an unexpected keyword argument" and "run the call
+    again"; now refused first, naming the flag and the method's options."""
     import model_import
 
     monkeypatch.setattr(model_import, "load_keras", lambda *a, **k: pytest.fail("loaded"))
-    assert _explain(mnist_path, digits_file, tmp_path / "m.npy", *extra) == 2
+    if extra[0] == "evaluate":
+        assert cli.main(["evaluate", mnist_path, digits_file, digits_file, *extra[1:],
+                         "--out", str(tmp_path / "m.npy")]) == 2
+    else:
+        assert _explain(mnist_path, digits_file, tmp_path / "m.npy", *extra) == 2
     err = capsys.readouterr().err
     assert err.startswith("jaxsal: error: " + message) and "chunk 0" not in err
     assert not (tmp_path / "m.npy").exists()
