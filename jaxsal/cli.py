@@ -476,27 +476,41 @@ BACKEND_HELP = ("jax, numpy, tensorflow or torch: the backend Keras 3 ran the mo
                 "archive records none)")
 
 
+MODEL_HELP = "the Keras model file: .h5 (Keras 2, tf.keras, Keras 3) or .keras"
+HEAD_HELP = ("the scores followed: 'logits' (the output layer's activation replaced by "
+             "linear), 'saved' (the model's own output), 'softmax', 'sigmoid', "
+             "'sigmoid_complement'; default: {default}")
+BATCH_HELP = ("inputs per compiled call (default 64; the last chunk is padded to it); run "
+              "again at a smaller one after running out of memory: the finished inputs are "
+              "kept")
+CACHE_HELP = ("folder of JAX's persistent compilation cache, reused across runs (default: "
+              "$JAXSAL_CACHE_DIR, else none)")
+
+
 def main(argv=None) -> int:
     summary = " ".join(__doc__.split("\n\n")[0].split())  # the first paragraph
     p = argparse.ArgumentParser(prog="jaxsal", description=summary)
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="run the bundled MNIST example")
-    d.add_argument("--out", default="jaxsal_out")
+    d.add_argument("--out", default="jaxsal_out",
+                   help="folder for the saliency PNG and .npy (made if missing; default "
+                        "jaxsal_out)")
     d.set_defaults(fn=cmd_demo)
     s = sub.add_parser("summary", help="print a model file's layers")
-    s.add_argument("model")
-    s.add_argument("--head", default="saved")
+    s.add_argument("model", help=MODEL_HELP)
+    s.add_argument("--head", default="saved", help=HEAD_HELP.format(default="saved"))
     s.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
     s.set_defaults(fn=cmd_summary)
     e = sub.add_parser("explain", help="attribution maps for a .npy of inputs, resumable")
-    e.add_argument("model")
+    e.add_argument("model", help=MODEL_HELP)
     e.add_argument("inputs", help=".npy of inputs (N, H, W, C), read memory-mapped")
-    e.add_argument("--method", default="saliency", choices=METHODS)
+    e.add_argument("--method", default="saliency", choices=METHODS, metavar="METHOD",
+                   help=f"the attribution method (default: saliency): {', '.join(METHODS)}")
     e.add_argument("--targets", default="predicted",
                    help="'predicted' (default), 'all' (every class; 0 and 1 for a one-unit "
                         "sigmoid model), a class id, ids like 0,3,7, or @FILE.npy: per-input "
                         "ids, (N,) labels (maps (N, 1, ...)) or (N, T)")
-    e.add_argument("--head", default="logits")
+    e.add_argument("--head", default="logits", help=HEAD_HELP.format(default="logits"))
     e.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
     e.add_argument("--output", default=None,
                    help="for a multi-output model: the output to explain (name or position)")
@@ -528,18 +542,19 @@ def main(argv=None) -> int:
                         "noise_level=0.1 --option upsample=false --option "
                         "'method_options={\"steps\": 8}'), @FILE.npy as the array in the file "
                         "(--option baselines=@refs.npy); repeatable")
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"),
-                   help="persistent XLA compilation cache (reused across runs)")
+    e.add_argument("--batch-size", type=int, default=64, help=BATCH_HELP)
+    e.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"), help=CACHE_HELP)
     e.add_argument("--out", required=True, help="output .npy (resumes if interrupted)")
     e.set_defaults(fn=cmd_explain)
     v = sub.add_parser("evaluate", help="deletion or insertion curves of saved maps, "
                                         "resumable")
-    v.add_argument("model")
+    v.add_argument("model", help=MODEL_HELP)
     v.add_argument("inputs", help=".npy of inputs (N, ...), read memory-mapped")
     v.add_argument("maps", help=".npy of the maps of those inputs (what `jaxsal explain` "
                                 "wrote): (N, [T,] H, W) or with the inputs' own shape")
-    v.add_argument("--metric", required=True, choices=("deletion", "insertion"))
+    v.add_argument("--metric", required=True, choices=("deletion", "insertion"),
+                   help="deletion: remove the most relevant first, the score should fall "
+                        "fast; insertion: add them to a baseline, it should rise fast")
     v.add_argument("--targets", default="predicted",
                    help="the targets the maps explain, as for `jaxsal explain`")
     v.add_argument("--head", default="saved",
@@ -556,9 +571,8 @@ def main(argv=None) -> int:
     v.add_argument("--option", action="append", metavar="NAME=VALUE",
                    help="fill= (deletion) or baseline= (insertion): a number or @FILE.npy "
                         "(e.g. blurred inputs, (N, H, W, C)); memory_budget=...; repeatable")
-    v.add_argument("--batch-size", type=int, default=64)
-    v.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"),
-                   help="persistent XLA compilation cache (reused across runs)")
+    v.add_argument("--batch-size", type=int, default=64, help=BATCH_HELP)
+    v.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"), help=CACHE_HELP)
     v.add_argument("--out", required=True,
                    help="output .npy of the curves (N, [T,] steps + 1), resumes if "
                         "interrupted; the areas go to the same name ending .auc.npy")

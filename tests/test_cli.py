@@ -217,3 +217,28 @@ def test_demo_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
         f"jaxsal: error: --out {f} is a file; `jaxsal demo` writes a PNG and a .npy into the "
         "folder --out names (made if missing): pass a folder's path\n")
     assert f.read_bytes() == b"mine"
+
+
+def test_every_argument_of_every_command_has_help(capsys):
+    """`jaxsal CMD --help` explains every argument: MODEL, --method, --head (logits for
+    explain, saved for evaluate), --batch-size, --cache-dir's environment variable, demo's
+    and summary's options were listed bare."""
+    import re
+
+    for cmd in ("demo", "summary", "explain", "evaluate"):
+        with pytest.raises(SystemExit):
+            cli.main([cmd, "--help"])
+        text = capsys.readouterr().out
+        body = text.split("positional arguments:", 1)[-1].split("options:", 1)
+        lines = "\n".join(body).splitlines()
+        for i, line in enumerate(lines):
+            # an argument's own line ("  --head HEAD   help..."): its help follows on it or
+            # on the next, more indented, line
+            m = re.match(r"^  (\S+(?: [A-Z_=]+)?)(\s{2,}\S.*)?$", line)
+            if m and not m.group(2):
+                nxt = lines[i + 1] if i + 1 < len(lines) else ""
+                assert nxt.startswith(" " * 6) and nxt.strip(), f"jaxsal {cmd}: {line.strip()}"
+    with pytest.raises(SystemExit):
+        cli.main(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "JAXSAL_CACHE_DIR" in text and "default: logits" in text
