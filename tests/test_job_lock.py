@@ -241,3 +241,22 @@ def test_a_lock_file_removed_as_it_is_taken_is_not_the_lock(tmp_path, monkeypatc
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(fd)
+
+
+def test_a_lock_file_left_by_another_user_is_taken(tmp_path, linear, monkeypatch):
+    """A killed job of another user leaves its lock file, which this user may not write (a
+    shared folder, umask 022): the job takes its flock through a read-only descriptor (it
+    said "cannot create ... make the folder writable"), runs and removes the file."""
+    path = tmp_path / "maps.npy"
+    (tmp_path / "maps.npy.lock").write_text("4242\n")
+    real_open = os.open
+
+    def not_mine(p, flags, *a, **k):
+        if str(p).endswith(".lock") and os.path.exists(p) and flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(p, flags, *a, **k)
+
+    monkeypatch.setattr(batch.os, "open", not_mine)
+    m = Counting()
+    jaxsal.explain_to_file(m, linear, XS, path, batch_size=2)
+    assert m.calls == [2, 2] and not os.path.exists(f"{path}.lock")

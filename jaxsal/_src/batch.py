@@ -479,10 +479,19 @@ def _flock(path: str, lock: str) -> int | None:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
-            raise type(e)(e.errno, f"cannot create {lock} ({e.strerror}): the job writes its "
-                          "maps, their progress file and this lock in "
-                          f"{os.path.dirname(lock)}; make the folder writable or write to "
-                          "another path (--out)") from None
+            if not (isinstance(e, PermissionError) and os.path.exists(lock)):
+                raise type(e)(e.errno, f"cannot create {lock} ({e.strerror}): the job writes "
+                              "its maps, their progress file and this lock in "
+                              f"{os.path.dirname(lock)}; make the folder writable or write "
+                              "to another path (--out)") from None
+            try:  # another user's file (a killed job's): its flock needs no write access
+                fd = os.open(lock, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # (removed meanwhile: made anew on the next try)
+            except OSError as e:
+                raise type(e)(e.errno, f"cannot open {lock} ({e.strerror}): the lock of the "
+                              f"job writing {path}; make it readable or write to another path "
+                              "(--out)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -502,8 +511,9 @@ def _flock(path: str, lock: str) -> int | None:
         except FileNotFoundError:
             current = None
         if current is not None and os.path.samestat(os.fstat(fd), current):
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            with contextlib.suppress(OSError):  # (not on a read-only descriptor)
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
             return fd
         os.close(fd)
 
