@@ -413,3 +413,27 @@ def test_a_new_file_reads_as_unfinished_from_its_creation(tmp_path, model, digit
     with pytest.raises(KeyboardInterrupt):
         jaxsal.explain_to_file(Counting(), model, digits, path, targets=2, batch_size=8)
     assert batch.unfinished(path)[:2] == (0, 3)
+
+
+def test_a_folder_made_read_only_while_a_job_runs_says_so(tmp_path, model, digits,
+                                                          monkeypatch):
+    """The progress file cannot be replaced (permission denied): the error says to make the
+    folder writable, not to free some space."""
+    import errno
+    import os
+
+    import jaxsal._src.batch as batch
+
+    real, calls = os.replace, []
+
+    def denied(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), dst)
+        return real(src, dst)
+
+    monkeypatch.setattr(batch.os, "replace", denied)
+    with pytest.raises(PermissionError, match=(
+            r"\(Permission denied\); 0 of 3 chunks are finished and recorded in it: make its "
+            r"folder writable and run the same call again to resume")):
+        jaxsal.explain_to_file(Counting(), model, digits, tmp_path / "maps.npy", batch_size=8)

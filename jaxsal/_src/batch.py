@@ -789,9 +789,11 @@ def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str
                 os.remove(tmp)
             kept = (f"{recorded[0]} of {n_chunks} chunks are finished and recorded in it"
                     if recorded[0] is not None else "it is unchanged")
+            fix = ("free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+                   else "make its folder writable")
             raise type(e)(e.errno, f"cannot write the progress file {progress_path} "
-                          f"({e.strerror or e}); {kept}: free some space and run the same call "
-                          "again to resume") from None
+                          f"({e.strerror or e}); {kept}: {fix} and run the same call again to "
+                          "resume") from None
         recorded[0] = len(done)
 
     if resume and sig is not None and os.path.exists(progress_path) and os.path.exists(path):
