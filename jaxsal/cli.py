@@ -216,8 +216,15 @@ _JOB_FLAGS = {"targets": "--targets", "batch_size": "--batch-size", "path": "--o
               "resume": "the job (it resumes the same job, else starts over)"}
 
 
-def _job_flag(name: str) -> None:
-    """Refuse ``--option NAME=...`` for what the job takes by its own flags."""
+def _job_flag(name: str, method=None) -> None:
+    """Refuse ``--option NAME=...`` for what the job takes by its own flags (``method`` but
+    for a ``method`` with a ``method`` option of its own: SmoothGrad's gradient, which
+    :func:`jaxsal.explain_to_file` passes on)."""
+    import inspect
+
+    if name == "method" and method is not None \
+            and "method" in inspect.signature(method).parameters:
+        return
     if name in _JOB_FLAGS:
         raise ValueError(f"--option {name}=...: {name} is given by {_JOB_FLAGS[name]}; pass "
                          "it there")
@@ -231,9 +238,11 @@ def _method_options(args) -> dict:
     elif args.method in LAYER_METHODS:
         raise ValueError(f"--method {args.method} explains a layer's units and needs --layer "
                          f"NAME (`jaxsal summary MODEL` lists the layers)")
+    import jaxsal
+
     for item in args.option or ():
         name, value = _parse_option(item)
-        _job_flag(name)
+        _job_flag(name, getattr(jaxsal, args.method))
         if name in options:
             raise ValueError(f"--option {name}=... repeats an option given already (by "
                              f"--{name} or another --option {name}=...); pass it once")

@@ -518,3 +518,26 @@ def test_an_option_the_method_does_not_take_is_refused_before_the_job(
     err = capsys.readouterr().err
     assert err.startswith("jaxsal: error: " + message) and "chunk 0" not in err
     assert not (tmp_path / "m.npy").exists()
+
+
+def test_smoothgrad_s_own_method_option(tmp_path, mnist_path, digits_file, mnist_digits,
+                                        capsys):
+    """SmoothGrad's own `method` (the gradient it smooths) was refused as "--option
+    method=...: method is given by --method"; explain_to_file passes it to SmoothGrad, so
+    the command line does: the maps equal one Python call. A method without such an option
+    still refuses it, naming --method."""
+    assert _explain(mnist_path, digits_file, tmp_path / "s.npy", "--method", "smoothgrad",
+                    "--seed", "3", "--option", "n=2", "--option",
+                    "method=integrated_gradients", "--option",
+                    'method_options={"steps": 3}', "--targets", "1") == 0
+    direct = jaxsal.smoothgrad(load_keras(mnist_path, head="logits"), mnist_digits[:2], 1,
+                               key=jax.random.key(3), n=2, method="integrated_gradients",
+                               method_options={"steps": 3})
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), direct, rtol=1e-5, atol=1e-8)
+    plain = jaxsal.smoothgrad(load_keras(mnist_path, head="logits"), mnist_digits[:2], 1,
+                              key=jax.random.key(3), n=2)
+    assert not np.allclose(direct, plain)
+    capsys.readouterr()
+    assert _explain(mnist_path, digits_file, tmp_path / "g.npy", "--method", "gradcam",
+                    "--option", "method=saliency") == 2
+    assert "--option method=...: method is given by --method" in capsys.readouterr().err
