@@ -246,7 +246,8 @@ def test_a_lock_file_removed_as_it_is_taken_is_not_the_lock(tmp_path, monkeypatc
 def test_a_lock_file_left_by_another_user_is_taken(tmp_path, linear, monkeypatch):
     """A killed job of another user leaves its lock file, which this user may not write (a
     shared folder, umask 022): the job takes its flock through a read-only descriptor (it
-    said "cannot create ... make the folder writable"), runs and removes the file."""
+    said "cannot create ... make the folder writable") and replaces the file by its own,
+    which names its pid (not the dead job's), then runs and removes it."""
     path = tmp_path / "maps.npy"
     (tmp_path / "maps.npy.lock").write_text("4242\n")
     real_open = os.open
@@ -257,6 +258,9 @@ def test_a_lock_file_left_by_another_user_is_taken(tmp_path, linear, monkeypatch
         return real_open(p, flags, *a, **k)
 
     monkeypatch.setattr(batch.os, "open", not_mine)
-    m = Counting()
-    jaxsal.explain_to_file(m, linear, XS, path, batch_size=2)
+    m, pids = Counting(), []
+    jaxsal.explain_to_file(m, linear, XS, path, batch_size=2,
+                           on_chunk=lambda *_: pids.append((tmp_path / "maps.npy.lock")
+                                                           .read_text()))
     assert m.calls == [2, 2] and not os.path.exists(f"{path}.lock")
+    assert pids == [f"{os.getpid()}\n"] * 2

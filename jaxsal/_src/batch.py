@@ -476,9 +476,11 @@ def _flock(path: str, lock: str) -> int | None:
     """Open ``lock`` and take its ``flock``: the descriptor, or None where the file system
     has no ``flock``."""
     while True:
+        writable = True
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
+            writable = False
             if not (isinstance(e, PermissionError) and os.path.exists(lock)):
                 raise type(e)(e.errno, f"cannot create {lock} ({e.strerror}): the job writes "
                               "its maps, their progress file and this lock in "
@@ -511,10 +513,14 @@ def _flock(path: str, lock: str) -> int | None:
         except FileNotFoundError:
             current = None
         if current is not None and os.path.samestat(os.fstat(fd), current):
-            with contextlib.suppress(OSError):  # (not on a read-only descriptor)
+            if writable:
                 os.ftruncate(fd, 0)
                 os.write(fd, f"{os.getpid()}\n".encode())
-            return fd
+                return fd
+            try:  # another user's file, not held: replaced by one of ours (removed while
+                os.remove(lock)  # we hold its flock, as a job that ends removes its own)
+            except OSError:
+                return fd  # (held through it, without our pid)
         os.close(fd)
 
 
