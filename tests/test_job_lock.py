@@ -35,14 +35,16 @@ jaxsal.explain_to_file(jaxsal.saliency, model, np.ones((4, 3), np.float32), sys.
 print("finished", flush=True)
 """
 
-#: Holds the lock of the job writing argv[1] until a line comes on its stdin.
+#: Holds the lock of the job writing argv[1], as the README describes it (flock on OUT.lock,
+#: which names the holder's pid), until a line comes on its stdin: plain Python, quick to start.
 _HOLDER = r"""
-import sys
-from jaxsal._src.batch import job_lock
+import fcntl, os, sys
 
-with job_lock(sys.argv[1]):
-    print("locked", flush=True)
-    sys.stdin.readline()
+fd = os.open(sys.argv[1] + ".lock", os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.write(fd, f"{os.getpid()}\n".encode())
+print("locked", flush=True)
+sys.stdin.readline()
 """
 
 
