@@ -425,18 +425,19 @@ def cmd_evaluate(args) -> int:
 
     _check_option_names(args, getattr(jaxsal, args.metric), f"--metric {args.metric}",
                         given=("model", "x", "maps", "targets", "metric"))
+    if not args.out.endswith(".npy"):
+        raise ValueError(f"--out: expected a .npy path (the curves), got {args.out!r}")
+    auc_path = args.out[:-len(".npy")] + ".auc.npy"
+    for what, path in (("INPUTS", args.inputs), ("MAPS", args.maps)):
+        if os.path.exists(auc_path) and os.path.exists(path) \
+                and os.path.samefile(auc_path, path):
+            raise ValueError(f"--out {args.out} would write the areas to {auc_path}, the "
+                             f"{what} file; pick another --out")
     model, inputs, progress = _job(args)
     maps = _load_npy(args.maps, "maps")
     if maps.ndim < 2 or len(maps) != len(inputs):
         raise ValueError(f"expected maps with one row per input ({len(inputs)} in "
                          f"{args.inputs}), got shape {maps.shape} in {args.maps}")
-    if not args.out.endswith(".npy"):
-        raise ValueError(f"--out: expected a .npy path (the curves), got {args.out!r}")
-    auc_path = args.out[:-len(".npy")] + ".auc.npy"
-    for what, path in (("INPUTS", args.inputs), ("MAPS", args.maps)):
-        if os.path.exists(auc_path) and os.path.samefile(auc_path, path):
-            raise ValueError(f"--out {args.out} would write the areas to {auc_path}, the "
-                             f"{what} file; pick another --out")
     options = {"maps": maps, "metric": args.metric}
     for item in args.option or ():
         name, value = _parse_option(item)

@@ -541,3 +541,18 @@ def test_smoothgrad_s_own_method_option(tmp_path, mnist_path, digits_file, mnist
     assert _explain(mnist_path, digits_file, tmp_path / "g.npy", "--method", "gradcam",
                     "--option", "method=saliency") == 2
     assert "--option method=...: method is given by --method" in capsys.readouterr().err
+
+
+def test_evaluate_checks_its_out_before_loading_the_model(tmp_path, mnist_path, digits_file,
+                                                          capsys, monkeypatch):
+    """An --out not ending .npy (or whose .auc.npy is the MAPS file) was refused only after
+    the model was loaded and the maps read: now first."""
+    import model_import
+
+    monkeypatch.setattr(model_import, "load_keras", lambda *a, **k: pytest.fail("loaded"))
+    np.save(tmp_path / "m.auc.npy", np.zeros((2, 28, 28), np.float32))
+    for out, said in (("curves.txt", "--out: expected a .npy path (the curves), got"),
+                      ("m.npy", "m.auc.npy, the MAPS file; pick another --out")):
+        assert cli.main(["evaluate", mnist_path, digits_file, str(tmp_path / "m.auc.npy"),
+                         "--metric", "deletion", "--out", str(tmp_path / out)]) == 2
+        assert said in capsys.readouterr().err
