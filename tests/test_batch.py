@@ -143,11 +143,11 @@ def test_any_error_of_a_chunk_names_it_and_keeps_the_finished_ones(tmp_path, mod
                                                                    when):
     """An error other than ValueError (a TypeError, a runtime error raised when the results
     are read) keeps its type and gains a note naming the chunk; resuming computes the rest."""
-    calls, failing = [], True
+    calls, transient = [], {"failing": True}  # state (a list, a dict), not a setting
 
     def fails_on_chunk_1(model, x, targets=None):
         calls.append(len(x))
-        if len(calls) == 2 and failing:
+        if len(calls) == 2 and transient["failing"]:
             if when == "call":
                 raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
             return Unready()
@@ -160,7 +160,7 @@ def test_any_error_of_a_chunk_names_it_and_keeps_the_finished_ones(tmp_path, mod
         f"explain_to_file: chunk 1 (inputs 8:16) failed. The 1 chunk(s) finished so far are "
         f"saved in {path}; run the same call again to resume."]
     calls.clear()
-    failing = False
+    transient["failing"] = False
     out = jaxsal.explain_to_file(fails_on_chunk_1, model, digits, path, batch_size=8)
     assert calls == [8, 8]  # chunks 1 and 2
     np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)

@@ -178,6 +178,34 @@ def test_a_reassigned_variable_a_score_function_reads_is_another_job(tmp_path, l
     np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 2), rtol=1e-6)
 
 
+STEPS = 2  # a module-level setting a method function reads, as in a notebook
+
+
+def _ig_module(model, x, targets=None):
+    return jaxsal.integrated_gradients(model, x, targets, steps=STEPS)
+
+
+def _ig_closure(steps):
+    def ig(model, x, targets=None):
+        return jaxsal.integrated_gradients(model, x, targets, steps=steps)
+    return ig
+
+
+@pytest.mark.parametrize("where", ["module", "closure"])
+def test_a_setting_a_method_function_reads_is_part_of_the_job(tmp_path, linear, xs,
+                                                              monkeypatch, where):
+    """A method function of one's own reading a setting (a module-level STEPS = 2, then 5;
+    a closure's steps): the method was described by its name and code alone, so the run
+    with the new value resumed the old job and the file mixed chunks of both settings."""
+    path = tmp_path / "m.npy"
+    method = {"module": lambda: _ig_module, "closure": lambda: _ig_closure(STEPS)}[where]
+    _interrupted(method(), linear, xs, path, targets=1, batch_size=3)
+    monkeypatch.setattr(__import__(__name__), "STEPS", 5)
+    out = jaxsal.explain_to_file(method(), linear, xs, path, targets=1, batch_size=3)
+    np.testing.assert_allclose(out, jaxsal.integrated_gradients(linear, xs, 1, steps=5),
+                               rtol=1e-5, atol=1e-7)
+
+
 def test_unstable_option_needs_resume_false(tmp_path, linear, xs):
     class Opaque:
         pass

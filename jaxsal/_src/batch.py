@@ -6,7 +6,9 @@ a memory-mapped ``.npy`` as soon as it is done, and records progress in a JSON s
 that is stopped or fails (a NaN in chunk 7, a killed process) keeps every finished chunk; run the
 same call again and it resumes where it stopped.
 
-A job is identified by a signature: a hash of a stable description of the method, the model
+A job is identified by a signature: a hash of a stable description of the method (a function
+of one's own also by the settings it reads: its closure's numbers, strings, arrays and
+tuples, and the module-level values it reads), the model
 (its class, head, output selection, backward rule, the Keras backend it follows, architecture
 and a hash of every weight),
 the inputs' count, shape and dtype (not their values, which are checked chunk by chunk: the
@@ -259,14 +261,48 @@ def model_fingerprint(model: Any) -> dict:
     return desc
 
 
+#: Closure values of a method function that are settings (``steps`` closed over by a
+#: factory), not state (a call log, a counter object): described in its job's signature.
+_SETTINGS = (bool, int, float, complex, str, bytes, np.ndarray, jax.Array, np.generic, range,
+             tuple, frozenset, type(None))
+
+
+def _method_settings(fn: types.FunctionType) -> dict:
+    """The settings a method function of one's own reads: its closure's numbers, strings,
+    arrays and tuples, and the module-level values it (or a function it calls) reads, as a
+    score function's (:func:`_global_data`); values with no stable description are left
+    out, as the closure's lists and objects."""
+    out = {}
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        if _filled(cell) and isinstance(cell.cell_contents, _SETTINGS):
+            with contextlib.suppress(_Unstable):
+                out[f"closure {name}"] = _describe(cell.cell_contents)
+    try:
+        read = _global_data(fn, 0)
+    except _Unstable:  # an object it reads: its data values only
+        read = {}
+        for name, value in base.global_reads(fn):
+            if isinstance(value, _DATA):
+                with contextlib.suppress(_Unstable):
+                    read[name] = _describe(value)
+    out.update(read)
+    return out
+
+
 def _method_description(method: Callable) -> Any:
     if isinstance(method, functools.partial):
         return {"partial": _method_description(method.func), "args": _describe(method.args),
                 "kw": _describe(method.keywords)}
     if isinstance(method, types.FunctionType):
-        # its name and code, not its defaults (jaxsal.smoothgrad's sentinel) or closure (a
-        # wrapper's call log): configuration belongs in functools.partial or in options
-        return {"fn": _qualname(method), "body": _code(method.__code__, 0)}
+        # its name and code, not its defaults (jaxsal.smoothgrad's sentinel) or its closure's
+        # lists and objects (a wrapper's call log); configuration belongs in functools.partial
+        # or in options, but a function of one's own may read a setting (below)
+        desc = {"fn": _qualname(method), "body": _code(method.__code__, 0)}
+        if not method.__module__.startswith("jaxsal"):
+            settings = _method_settings(method)
+            if settings:  # (left out when empty: the signatures of jobs before stay valid)
+                desc["settings"] = settings
+        return desc
     owner = method if hasattr(method, "__qualname__") else type(method)  # instances: their class
     return {"callable": _qualname(owner)}
 
