@@ -191,19 +191,43 @@ def _ig_closure(steps):
     return ig
 
 
-@pytest.mark.parametrize("where", ["module", "closure"])
+class _IG:
+    def __init__(self, steps):
+        self.steps, self.calls = steps, []  # a setting and a call log
+
+    def __call__(self, model, x, targets=None):
+        self.calls.append(len(x))
+        return jaxsal.integrated_gradients(model, x, targets, steps=self.steps)
+
+    def explain(self, model, x, targets=None):
+        return self(model, x, targets)
+
+
+@pytest.mark.parametrize("where", ["module", "closure", "instance", "bound method"])
 def test_a_setting_a_method_function_reads_is_part_of_the_job(tmp_path, linear, xs,
                                                               monkeypatch, where):
-    """A method function of one's own reading a setting (a module-level STEPS = 2, then 5;
-    a closure's steps): the method was described by its name and code alone, so the run
-    with the new value resumed the old job and the file mixed chunks of both settings."""
+    """A method of one's own reading a setting (a module-level STEPS = 2, then 5; a
+    closure's steps; a callable object's or a bound method's self.steps): the method was
+    described by its name and code (or its class) alone, so the run with the new value
+    resumed the old job and the file mixed chunks of both settings."""
     path = tmp_path / "m.npy"
-    method = {"module": lambda: _ig_module, "closure": lambda: _ig_closure(STEPS)}[where]
+    method = {"module": lambda: _ig_module, "closure": lambda: _ig_closure(STEPS),
+              "instance": lambda: _IG(STEPS), "bound method": lambda: _IG(STEPS).explain}[where]
     _interrupted(method(), linear, xs, path, targets=1, batch_size=3)
     monkeypatch.setattr(__import__(__name__), "STEPS", 5)
     out = jaxsal.explain_to_file(method(), linear, xs, path, targets=1, batch_size=3)
     np.testing.assert_allclose(out, jaxsal.integrated_gradients(linear, xs, 1, steps=5),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_a_callable_object_s_call_log_is_not_a_setting(tmp_path, linear, xs):
+    """(Its list attribute is state: the job resumes.)"""
+    path = tmp_path / "m.npy"
+    _interrupted(_IG(2), linear, xs, path, targets=1, batch_size=3)
+    again = _IG(2)
+    again.calls.append(99)
+    jaxsal.explain_to_file(again, linear, xs, path, targets=1, batch_size=3)
+    assert again.calls == [99, 3]
 
 
 def test_unstable_option_needs_resume_false(tmp_path, linear, xs):

@@ -8,7 +8,8 @@ same call again and it resumes where it stopped.
 
 A job is identified by a signature: a hash of a stable description of the method (a function
 of one's own also by the settings it reads: its closure's numbers, strings, arrays and
-tuples, and the module-level values it reads), the model
+tuples, and the module-level values it reads; a callable object's or a bound method's
+attributes alike), the model
 (its class, head, output selection, backward rule, the Keras backend it follows, architecture
 and a hash of every weight),
 the inputs' count, shape and dtype (not their values, which are checked chunk by chunk: the
@@ -304,7 +305,24 @@ def _method_description(method: Callable) -> Any:
                 desc["settings"] = settings
         return desc
     owner = method if hasattr(method, "__qualname__") else type(method)  # instances: their class
-    return {"callable": _qualname(owner)}
+    desc = {"callable": _qualname(owner)}
+    # a bound method's or a callable object's settings: its attributes (as a closure's) and
+    # what its function reads
+    if isinstance(method, types.MethodType):
+        obj, fn = method.__self__, method.__func__
+    else:
+        obj, fn = (None, None) if owner is method else (method, getattr(owner, "__call__", None))
+    if obj is not None and not type(obj).__module__.startswith("jaxsal"):
+        settings = {}
+        for name, value in sorted((getattr(obj, "__dict__", None) or {}).items()):
+            if isinstance(value, _SETTINGS):
+                with contextlib.suppress(_Unstable):
+                    settings[f"self.{name}"] = _describe(value)
+        if isinstance(fn, types.FunctionType):
+            settings.update(_method_settings(fn))
+        if settings:  # (left out when empty: the signatures of jobs before stay valid)
+            desc["settings"] = settings
+    return desc
 
 
 def _signature(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
