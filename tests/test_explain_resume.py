@@ -360,3 +360,13 @@ def test_a_progress_file_that_is_no_json_object_is_a_clear_error(tmp_path, linea
     with pytest.raises(ValueError, match=r"cannot read the progress file .*maps\.npy\.progress"
                                          r"\.json \(.*\); delete .*maps\.npy and"):
         jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=1, batch_size=3)
+
+
+def test_a_method_defined_by_exec_without_a_module(tmp_path, linear, xs):
+    """(A function exec'd in a namespace without __name__ has no module: __module__ None.)"""
+    ns = {"jaxsal": jaxsal}
+    exec("def method(model, x, targets=None):\n    return jaxsal.saliency(model, x, targets)",
+         ns)
+    assert ns["method"].__module__ is None
+    out = jaxsal.explain_to_file(ns["method"], linear, xs, tmp_path / "e.npy", targets=1)
+    np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 1), rtol=1e-6)

@@ -299,7 +299,7 @@ def _method_description(method: Callable) -> Any:
         # lists and objects (a wrapper's call log); configuration belongs in functools.partial
         # or in options, but a function of one's own may read a setting (below)
         desc = {"fn": _qualname(method), "body": _code(method.__code__, 0)}
-        if not method.__module__.startswith("jaxsal"):
+        if not (method.__module__ or "").startswith("jaxsal"):
             settings = _method_settings(method)
             if settings:  # (left out when empty: the signatures of jobs before stay valid)
                 desc["settings"] = settings
@@ -511,7 +511,7 @@ def _check_folder(path: str) -> None:
 
 
 def _lock_file(path: str | os.PathLike) -> str:
-    """The lock file of the job writing ``path``: beside the file ``path`` names (its folder's
+    """The lock file of the job writing ``path``: beside the file ``path`` names (its
     symbolic links resolved), so that every name of one output is one lock."""
     return os.path.realpath(path) + ".lock"
 
