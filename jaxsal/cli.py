@@ -15,6 +15,7 @@ I/O lives here; the engine never prints.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
@@ -472,7 +473,19 @@ def cmd_evaluate(args) -> int:
     _, positions = map_positions(tuple(maps.shape[2 if scores.ndim == 3 else 1:]),
                                  options.get("patch"))
     auc = curve_area(np.asarray(scores), curve_fractions(positions, steps))
-    np.save(auc_path, auc)
+    try:
+        np.save(auc_path, auc)
+    except OSError as e:
+        try:
+            os.remove(auc_path)  # torn
+        except OSError:
+            pass
+        fix = ("free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else
+               "make its folder writable")
+        raise type(e)(e.errno, f"cannot write the areas to {auc_path} ({e.strerror or e}); "
+                      f"the curves are finished in {args.out}: {fix} and run the same command "
+                      "again (it writes the areas without computing the curves again)"
+                      ) from None
     most = options.get("order", "most") == "most"
     better = "lower" if (args.metric == "deletion") == most else "higher"
     print(f"wrote {args.out}: {scores.shape} scores at {steps + 1} points; {auc_path}: "

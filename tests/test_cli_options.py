@@ -556,3 +556,35 @@ def test_evaluate_checks_its_out_before_loading_the_model(tmp_path, mnist_path, 
         assert cli.main(["evaluate", mnist_path, digits_file, str(tmp_path / "m.auc.npy"),
                          "--metric", "deletion", "--out", str(tmp_path / out)]) == 2
         assert said in capsys.readouterr().err
+
+
+def test_evaluate_with_no_space_for_the_areas_says_the_curves_are_kept(
+        tmp_path, mnist_path, digits_file, capsys, monkeypatch):
+    """A full disk when the areas are written said "[Errno 28] No space left on device" and
+    left a torn .auc.npy; now it names the file, says the curves are finished and that the
+    same command writes the areas again without computing them."""
+    import errno
+    import os
+
+    maps = tmp_path / "maps.npy"
+    np.save(maps, np.random.RandomState(0).rand(2, 28, 28).astype(np.float32))
+    argv = ["evaluate", mnist_path, digits_file, str(maps), "--metric", "deletion", "--steps",
+            "4", "--targets", "1", "--out", str(tmp_path / "d.npy")]
+    save = np.save
+
+    def full(path, array, *a, **k):
+        with open(path, "wb") as fh:
+            fh.write(b"\x93NUMPY")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np, "save", full)
+    assert cli.main(argv) == 2
+    auc = tmp_path / "d.auc.npy"
+    assert capsys.readouterr().err == (
+        f"jaxsal: error: [Errno 28] cannot write the areas to {auc} (No space left on "
+        f"device); the curves are finished in {tmp_path / 'd.npy'}: free some space and run "
+        "the same command again (it writes the areas without computing the curves again)\n")
+    assert not auc.exists()
+    monkeypatch.setattr(np, "save", save)
+    assert cli.main(argv) == 0
+    assert "chunk" not in capsys.readouterr().out and np.load(auc).shape == (2,)
