@@ -177,13 +177,15 @@ def test_another_thread_is_refused_and_the_same_thread_reenters(tmp_path):
 
 
 def test_the_same_output_by_another_name_is_the_same_lock(tmp_path, monkeypatch):
-    """A relative path and a symlinked folder name the same file: the same lock."""
+    """A relative path, a symlinked folder and a symlink name the same file: one lock."""
     (tmp_path / "d").mkdir()
     os.symlink(tmp_path / "d", tmp_path / "link")
     monkeypatch.chdir(tmp_path / "d")
     assert batch._lock_file("maps.npy") == str(tmp_path / "d" / "maps.npy.lock")
     assert batch._lock_file(tmp_path / "link" / "maps.npy") == str(
         tmp_path / "d" / "maps.npy.lock")
+    os.symlink(tmp_path / "d" / "maps.npy", tmp_path / "alias.npy")  # (to a file to be)
+    assert batch._lock_file(tmp_path / "alias.npy") == str(tmp_path / "d" / "maps.npy.lock")
 
 
 def test_a_folder_where_no_lock_file_can_be_made_fails_before_any_chunk(tmp_path, linear,
