@@ -268,3 +268,21 @@ def test_a_lock_file_left_by_another_user_is_taken(tmp_path, linear, monkeypatch
                                                            .read_text()))
     assert m.calls == [2, 2] and not os.path.exists(f"{path}.lock")
     assert pids == [f"{os.getpid()}\n"] * 2
+
+
+def test_a_file_system_without_flock_runs_jobs_unlocked_and_leaves_no_file(tmp_path, linear,
+                                                                           monkeypatch):
+    """(flock refused, ENOLCK: some network file systems.)"""
+    import errno
+    import fcntl
+    import types
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(batch, "fcntl", types.SimpleNamespace(
+        flock=no_locks, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB))
+    m = Counting()
+    jaxsal.explain_to_file(m, linear, XS, tmp_path / "maps.npy", batch_size=2)
+    assert m.calls == [2, 2]
+    assert sorted(os.listdir(tmp_path)) == ["maps.npy", "maps.npy.progress.json"]

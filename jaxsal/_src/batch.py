@@ -559,6 +559,8 @@ def _flock(path: str, lock: str) -> int | None:
                         "jaxsal process") from None
         except OSError:  # ENOLCK, EOPNOTSUPP...: a file system without flock; unlocked
             os.close(fd)
+            with contextlib.suppress(OSError):  # (no job can hold it there)
+                os.remove(lock)
             return None
         # the job that held it may have removed the file (and another job made a new one)
         # between our open and our flock: then ours locks nothing; take the file now there
