@@ -55,6 +55,14 @@ def _start(code, *args):
     return p
 
 
+def _stop(p):
+    """Kill ``p`` (SIGKILL: no chance to clean up) and close its pipes."""
+    p.kill()
+    p.wait()
+    p.stdin.close()
+    p.stdout.close()
+
+
 def _say(p, line):
     p.stdin.write(line + "\n")
     p.stdin.flush()
@@ -94,12 +102,11 @@ def test_a_second_process_is_refused_and_the_lock_dies_with_the_first(tmp_path, 
         assert m.calls == []
         assert batch.unfinished(path)[:2] == (1, 2)  # the running job's progress untouched
     finally:
-        job.kill()
-        job.wait()
+        _stop(job)
     assert os.path.exists(f"{path}.lock")  # left by the killed job, but not held
     m = Counting()
     out = jaxsal.explain_to_file(m, linear, XS, path, batch_size=2)
-    assert m.calls == [2, 2]  # (another job: the child's function is not this module's)
+    assert m.calls == [2, 2]  # (another job: Counting, not jaxsal.saliency)
     np.testing.assert_allclose(out, np.asarray(linear(XS)), rtol=1e-6)
     assert not os.path.exists(f"{path}.lock")
 
@@ -143,8 +150,7 @@ def test_the_command_line_refuses_a_job_that_runs_before_loading_the_model(
         _say(holder, "")
         assert holder.wait(timeout=60) == 0
     finally:
-        holder.kill()
-        holder.wait()
+        _stop(holder)
     assert cli.main(argv) == 0
     assert loads and np.load(out).shape == (2, 28, 28)
     assert not os.path.exists(f"{out}.lock")
