@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import os
 import sys
 import time
@@ -217,14 +218,18 @@ _JOB_FLAGS = {"targets": "--targets", "batch_size": "--batch-size", "path": "--o
               "resume": "the job (it resumes the same job, else starts over)"}
 
 
+#: Options of the job's names that a method may take itself: SmoothGrad's ``method`` (the
+#: gradient it smooths), occlusion's or deletion's ``batch_size`` (perturbed inputs per
+#: forward pass; the job's is --batch-size, inputs per chunk).
+_OWN = ("method", "batch_size")
+
+
 def _job_flag(name: str, method=None) -> None:
-    """Refuse ``--option NAME=...`` for what the job takes by its own flags (``method`` but
-    for a ``method`` with a ``method`` option of its own: SmoothGrad's gradient, which
-    :func:`jaxsal.explain_to_file` passes on)."""
+    """Refuse ``--option NAME=...`` for what the job takes by its own flags, but for the
+    options of :data:`_OWN` that ``method`` takes itself."""
     import inspect
 
-    if name == "method" and method is not None \
-            and "method" in inspect.signature(method).parameters:
+    if name in _OWN and method is not None and name in inspect.signature(method).parameters:
         return
     if name in _JOB_FLAGS:
         raise ValueError(f"--option {name}=...: {name} is given by {_JOB_FLAGS[name]}; pass "
@@ -402,6 +407,8 @@ def cmd_explain(args) -> int:
     targets = _parse_targets(args.targets, model, len(inputs))
     options = _method_options(args)
     method = getattr(jaxsal, args.method)
+    if "batch_size" in options:  # the method's own (explain_to_file's is the job's)
+        method = functools.partial(method, batch_size=options.pop("batch_size"))
     out = jaxsal.explain_to_file(method, model, inputs, args.out, targets=targets,
                                  batch_size=args.batch_size, on_chunk=progress, **options)
     print(f"wrote {args.out}: {out.shape} {out.dtype}")
@@ -442,7 +449,7 @@ def cmd_evaluate(args) -> int:
     options = {"maps": maps, "metric": args.metric}
     for item in args.option or ():
         name, value = _parse_option(item)
-        _job_flag(name)
+        _job_flag(name, getattr(jaxsal, args.metric))
         if name == "maps":
             raise ValueError("--option maps=...: the maps are the MAPS argument (a .npy "
                              "file); pass them there only")
@@ -462,7 +469,10 @@ def cmd_evaluate(args) -> int:
         options[name] = value
     if options.get("order") == "most":  # the default, left out of the job's signature
         del options["order"]
-    scores = jaxsal.explain_to_file(_curve_scores, model, inputs, args.out,
+    scores_fn = _curve_scores
+    if "batch_size" in options:  # the metric's own (explain_to_file's is the job's)
+        scores_fn = functools.partial(_curve_scores, batch_size=options.pop("batch_size"))
+    scores = jaxsal.explain_to_file(scores_fn, model, inputs, args.out,
                                     targets=_parse_targets(args.targets, model, len(inputs)),
                                     batch_size=args.batch_size, on_chunk=progress, **options)
     from jaxsal._src.curves import curve_area, curve_fractions, map_positions

@@ -297,6 +297,8 @@ def test_job_arguments_are_not_method_options(tmp_path, mnist_path, digits_file,
     assert _explain(mnist_path, digits_file, tmp_path / "j.npy", "--method", "saliency",
                     "--option", f"{name}=1") == 2
     assert f"--option {name}=...: {name} is given by" in capsys.readouterr().err
+    if name == "batch_size":  # deletion's own: passed on (test_a_method_s_own_batch_size_...)
+        return
     maps = str(tmp_path / "maps.npy")
     np.save(maps, np.zeros((2, 28, 28), np.float32))
     assert cli.main(["evaluate", mnist_path, digits_file, maps, "--metric", "deletion",
@@ -588,3 +590,42 @@ def test_evaluate_with_no_space_for_the_areas_says_the_curves_are_kept(
     monkeypatch.setattr(np, "save", save)
     assert cli.main(argv) == 0
     assert "chunk" not in capsys.readouterr().out and np.load(auc).shape == (2,)
+
+
+@pytest.mark.parametrize("cmd", ["explain", "evaluate"])
+def test_a_method_s_own_batch_size_is_passed_on(tmp_path, mnist_path, digits_file, capsys,
+                                                monkeypatch, cmd):
+    """occlusion's (deletion's...) own batch_size, perturbed inputs per forward pass, was
+    refused as "given by --batch-size", which is the job's inputs per chunk: it is passed to
+    the method now (its maps, the same, equal one call); a method without one still refuses
+    it, naming --batch-size."""
+    import functools
+
+    name = {"explain": "occlusion", "evaluate": "deletion"}[cmd]
+    real, seen = getattr(jaxsal, name), []
+
+    @functools.wraps(real)
+    def spy(*a, **k):
+        seen.append(k.get("batch_size"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(jaxsal, name, spy)
+    maps = tmp_path / "maps.npy"
+    np.save(maps, np.random.RandomState(0).rand(2, 28, 28).astype(np.float32))
+    argv = {"explain": ["explain", mnist_path, digits_file, "--method", "occlusion",
+                        "--patch", "14", "--targets", "1"],
+            "evaluate": ["evaluate", mnist_path, digits_file, str(maps), "--metric",
+                         "deletion", "--steps", "4", "--targets", "1"]}[cmd]
+    out = tmp_path / "o.npy"
+    assert cli.main(argv + ["--option", "batch_size=3", "--out", str(out)]) == 0
+    assert seen == [3]
+    m = load_keras(mnist_path, head="logits") if cmd == "explain" else load_keras(mnist_path)
+    x = np.load(digits_file)
+    direct = (real(m, x, 1, patch=14) if cmd == "explain" else
+              real(m, x, np.load(maps), 1, steps=4).scores)
+    np.testing.assert_allclose(np.load(out), direct, rtol=1e-5, atol=1e-6)
+    capsys.readouterr()
+    assert cli.main(["explain", mnist_path, digits_file, "--option", "batch_size=3",
+                     "--out", str(tmp_path / "s.npy")]) == 2
+    assert "--option batch_size=...: batch_size is given by --batch-size" in \
+        capsys.readouterr().err
