@@ -29,6 +29,22 @@ def test_summary(capsys, fixtures_dir):
     assert "conv2d_2 (Conv2D)" in out and "Total params: 1,199,882" in out
 
 
+def test_python_dash_m_runs_the_command(fixtures_dir):
+    """``python -m jaxsal`` is the ``jaxsal`` command (for a venv whose bin/ is not on PATH),
+    with its output and exit status."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")
+    ok = subprocess.run([sys.executable, "-m", "jaxsal", "summary",
+                         str(fixtures_dir / "mnist_cnn_tfkeras2.h5")],
+                        cwd=root, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and "conv2d_2 (Conv2D)" in ok.stdout, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "jaxsal", "summary", "missing.h5"],
+                         cwd=root, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "missing.h5" in bad.stderr
+
+
 def test_keras_backend_option(capsys, fixtures_dir):
     path = str(fixtures_dir / "keras3_backends" / "backends_tensorflow.keras")
     assert cli.main(["summary", path, "--keras-backend", "tensorflow"]) == 0
