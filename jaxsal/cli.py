@@ -624,7 +624,8 @@ def main(argv=None) -> int:
         # with the notes a batch job adds (the chunk that failed, what is saved)
         print(" ".join(["jaxsal: error:", str(err), *getattr(err, "__notes__", ())]),
               file=sys.stderr)
-        return 2
+        # another process writes the same --out: 75 (EX_TEMPFAIL), a scheduler may retry
+        return 75 if isinstance(err, BlockingIOError) else 2
     except RuntimeError as err:  # JAX's (XLA's) out of memory; any other: its traceback
         if "RESOURCE_EXHAUSTED" not in str(err) or args.cmd not in ("explain", "evaluate"):
             raise

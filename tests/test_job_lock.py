@@ -127,7 +127,8 @@ def test_the_lock_is_removed_when_a_job_ends_or_fails(tmp_path, linear):
 def test_the_command_line_refuses_a_job_that_runs_before_loading_the_model(
         tmp_path, fixtures_dir, mnist_digits, capsys, monkeypatch):
     """`jaxsal explain` (and `evaluate`) hold the lock for the whole command: a second one
-    fails at its start, exit status 2, one line on stderr, the model never loaded."""
+    fails at its start, exit status 75 (EX_TEMPFAIL: try again later; 2 is for errors of the
+    inputs and options), one line on stderr, the model never loaded."""
     import model_import
 
     np.save(tmp_path / "x.npy", mnist_digits[:2])
@@ -141,7 +142,7 @@ def test_the_command_line_refuses_a_job_that_runs_before_loading_the_model(
                         or load_keras(*a, **k))
     try:
         assert holder.stdout.readline() == "locked\n"
-        assert cli.main(argv) == 2
+        assert cli.main(argv) == 75
         assert capsys.readouterr().err == (
             f"jaxsal: error: another jaxsal process (pid {holder.pid}) is writing {out} (it "
             f"holds the lock {out}.lock); wait for it to end, or write to another path "
