@@ -140,6 +140,24 @@ def test_token_ids_with_an_id_as_fill():
         jaxsal.deletion(m, ids, contrib, 0, fill=0.5)
 
 
+def test_raw_uint8_images_delete_a_pixels_channels_together():
+    """A model of raw uint8 images (it scales them itself; a Keras uint8 InputLayer or a
+    plain function) takes them as they are, channel axis and all: a pixel's map value
+    deletes (inserts) its channels together, as for float images. Integer images were taken
+    for token ids without a channel axis, and the curves failed with a broadcasting error."""
+    w = np.random.default_rng(0).normal(size=(4 * 5 * 2, 2)).astype(np.float32)
+    m = jaxsal.FunctionModel(
+        lambda p, x: x.reshape(len(x), -1).astype(jnp.float32) / 255.0 @ p, jnp.asarray(w))
+    x = np.random.default_rng(1).integers(0, 256, size=(3, 4, 5, 2)).astype(np.uint8)
+    per_pixel = (x.reshape(3, -1) / 255.0 * w[:, 1]).reshape(3, 4, 5, 2).sum(-1)
+    s0 = per_pixel.reshape(3, -1).sum(-1)
+    want = _curve_by_hand(s0, per_pixel.reshape(3, -1), 10)
+    c = jaxsal.deletion(m, x, per_pixel.astype(np.float32), 1, steps=10)
+    np.testing.assert_allclose(c.scores, want, atol=2e-5 * np.abs(want).max())
+    ins = jaxsal.insertion(m, x, per_pixel.astype(np.float32), 1, steps=10)
+    np.testing.assert_allclose(ins.scores, s0[:, None] - want, atol=2e-5 * np.abs(want).max())
+
+
 def test_curves_of_a_real_model_order_faithful_maps_first(mnist, mnist_digits):
     """On the MNIST CNN (softmax head), deleting integrated gradients' most relevant pixels
     first lowers the class probability sooner than deleting the least relevant first, and

@@ -179,7 +179,6 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
     if p.x.ndim not in (2, 3, 4, 5):
         raise ValueError(f"{what} needs x as (N, D) features, token ids (N, L) or with 1 to 3 "
                          f"spatial axes and a channel axis, got shape {tuple(p.x.shape)}")
-    ids_in = jnp.issubdtype(p.x.dtype, jnp.integer)
     features = p.x.ndim == 2
     size = input_spatial_shape(p.x, p.channels_first) if not features else p.x.shape[1:]
     mp, whole = check_maps(maps, p, size, what)
@@ -201,8 +200,9 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
     counts = _counts(positions, steps)
     m, spec, info, cf = p.model, p.spec, p.info, p.channels_first
     # where a position's mask goes in x's layout: the channel axis is 1 (added) unless the
-    # maps have x's own shape (or x has no channel axis: features, token ids)
-    channel = None if whole or features or ids_in else (1 if cf else p.x.ndim - 1)
+    # maps have x's own shape (or x has no channel axis: features, token ids (N, L); raw
+    # integer images (N, H, W, C) keep theirs)
+    channel = None if whole or features else (1 if cf else p.x.ndim - 1)
     most = order == "most"
 
     def build():
