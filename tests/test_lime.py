@@ -248,6 +248,28 @@ def test_no_recompile_on_second_call(compiles):
     assert compiles.n == first
 
 
+def test_lime_input_distance_on_raw_uint8_images():
+    """A model of raw uint8 images (it scales them itself) gets LIME's default cosine
+    distance between x and the masked input, computed in float (the same weights as on the
+    float pixels: uint8 squares wrapped around). It was refused as meaningless for token
+    ids; token ids (N, L) still are."""
+    w = np.random.default_rng(0).normal(size=(6 * 5 * 2, 2)).astype(np.float32)
+
+    def f(p, v):  # not linear, so that the fit depends on the weights
+        return jnp.tanh(v.reshape(len(v), -1).astype(jnp.float32) / 255.0 @ p)
+
+    u8 = np.random.default_rng(1).integers(0, 256, size=(2, 6, 5, 2)).astype(np.uint8)
+    kw = dict(key=0, n=30, patch=(3, 5), alpha=0.0)
+    got = jaxsal.lime(jaxsal.FunctionModel(f, jnp.asarray(w)), u8, [0, 1], **kw)
+    want = jaxsal.lime(jaxsal.FunctionModel(f, jnp.asarray(w)), u8.astype(np.float32),
+                       [0, 1], **kw)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    ids = jaxsal.FunctionModel(lambda p, v: jnp.take(p, v).sum(1, keepdims=True),
+                               jnp.arange(10.0))
+    with pytest.raises(ValueError, match="token ids"):
+        jaxsal.lime(ids, np.asarray([[1, 2, 3]]), 0, key=0, n=4)
+
+
 # ------------------------------------------------------------------ refusals
 @pytest.mark.parametrize("method, kw, err, match", [
     (jaxsal.kernel_shap, dict(), ValueError, "needs an explicit PRNG key"),

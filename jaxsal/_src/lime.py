@@ -443,7 +443,9 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
     p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
         "lime", model, x, targets, patch, feature_mask, fill, batch_size, head,
         memory_budget, check_finite, return_groups, group_ids)
-    if distance == "input" and jnp.issubdtype(p.x.dtype, jnp.integer):
+    if distance == "input" and jnp.issubdtype(p.x.dtype, jnp.integer) and p.x.ndim == 2:
+        # (raw integer images, (N, H, W, C) of a model that scales them, are pixel values:
+        # their cosine is computed in float below)
         raise ValueError("lime: distance='input' is the cosine between x and the masked "
                          "input, which is meaningless for integer ids (token ids); pass "
                          "distance='interpretable' (the lime package's)")
@@ -463,7 +465,8 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
             ids_rep = base.tile_batch(ids_, group)
             kp = _keys(key)[0]
             axes = tuple(range(1, x.ndim))
-            norm_x = jnp.sqrt(jnp.sum(x * x, axis=axes))  # (N,)
+            xf = x.astype(s_dtype(x))  # raw integer images: in float (uint8 squares wrap)
+            norm_x = jnp.sqrt(jnp.sum(xf * xf, axis=axes))  # (N,)
 
             def moments(ks, valid):  # coalitions ks (G,)
                 # each input's own groups (a mask per input may lack some of the batch's
@@ -473,8 +476,9 @@ def lime(model: Any, x: ArrayLike, targets: Any = None, *,
                 present = _present(gid, keep)
                 xo = jnp.where(present, x[None], fill_b[None])  # (G, N, ...)
                 if distance == "input":  # 1 - cos(x, x_z); 0/0 counts as cos 0, as torch
-                    dot = jnp.sum(xo * x[None], axis=tuple(a + 1 for a in axes))
-                    norms = jnp.sqrt(jnp.sum(xo * xo, axis=tuple(a + 1 for a in axes)))
+                    xof = xo.astype(xf.dtype)
+                    dot = jnp.sum(xof * xf[None], axis=tuple(a + 1 for a in axes))
+                    norms = jnp.sqrt(jnp.sum(xof * xof, axis=tuple(a + 1 for a in axes)))
                     d = 1.0 - dot / jnp.maximum(norms * norm_x[None], 1e-8)
                 else:  # 1 - cos(ones, z) = 1 - sqrt(|z| / M), over the input's own groups
                     d = 1.0 - jnp.sqrt(keep.sum(axis=-1).astype(s_dtype(x))
