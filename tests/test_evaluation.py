@@ -307,6 +307,10 @@ def test_infidelity_errors(mnist, mnist_digits):
         jaxsal.infidelity(mnist, x, maps, 1, key=0, perturbation=lambda k, xi: xi)
     with pytest.raises(ValueError, match="noise_std"):
         jaxsal.infidelity(mnist, x, maps, 1, key=0, noise_std=0)
+    # normalize is a flag like the others: the string "False" was taken as True
+    for bad in ("False", "no", 2):
+        with pytest.raises(TypeError, match="normalize"):
+            jaxsal.infidelity(m2, _x(), np.zeros((3, 4, 5)), 1, key=0, normalize=bad)
 
 
 # ------------------------------------------------------------------ sensitivity

@@ -22,7 +22,8 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import check_like, check_maps, input_rank, prepare, spatial_shape
+from jaxsal._src.validate import (check_flag, check_like, check_maps, input_rank, prepare,
+                                  spatial_shape)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -85,7 +86,7 @@ def infidelity(model: Any, x: ArrayLike, maps: ArrayLike, targets: Any = None, *
     if perturbation is not None and not callable(perturbation):
         raise TypeError(f"expected perturbation as a function (key, x_i) -> I_i, got "
                         f"{type(perturbation).__name__}")
-    normalize = bool(normalize)
+    normalize = check_flag(normalize, "normalize")
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
                 spatial=input_rank(x) != 2)
     size = p.x.shape[1:] if p.x.ndim == 2 else spatial_shape(p.x.shape, p.channels_first)
