@@ -107,6 +107,13 @@ def test_patches_delete_cells_in_the_order_of_their_sums():
         jaxsal.deletion(m, x, per_pixel, 2, patch=(2, 3), steps=5)
     with pytest.raises(ValueError, match="Reduce the channels first"):
         jaxsal.insertion(m, x, np.zeros((3, 4, 6, 2)), 2, patch=2)
+    # a patch larger than the map, as occlusion's and the Shapley methods' (it was one cell
+    # for the whole axis: a curve of two points, without a word)
+    with pytest.raises(ValueError, match=r"patch 5 is larger than axis 0 of the maps, 4: "
+                                         r"expected a patch of at most 4"):
+        jaxsal.deletion(m, x, per_pixel, 2, patch=5)
+    with pytest.raises(ValueError, match="patch 7 is larger than axis 1"):
+        jaxsal.insertion(m, x, per_pixel, 2, patch=(2, 7))
 
 
 def test_channels_first_and_a_fill_per_channel():

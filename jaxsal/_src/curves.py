@@ -74,7 +74,13 @@ def map_positions(map_shape: tuple, patch: Any = None) -> tuple[np.ndarray | Non
     and how many there are."""
     if patch is None:
         return None, int(np.prod(map_shape))
-    cells = grid_cells(tuple(map_shape), _sizes(patch, "patch", len(map_shape)))
+    psize = _sizes(patch, "patch", len(map_shape))
+    for ax, (d, q) in enumerate(zip(map_shape, psize)):
+        if q > d:  # as occlusion and the Shapley methods
+            raise ValueError(f"patch {q} is larger than axis {ax} of the maps, {d}: expected a "
+                             f"patch of at most {d} along that axis (patch={d} makes the whole "
+                             "axis one cell)")
+    cells = grid_cells(tuple(map_shape), psize)
     return cells, int(cells.max()) + 1
 
 
