@@ -351,3 +351,29 @@ def test_a_fractional_count_is_named_as_the_option_to_pass(split, xs):
     """The fix in the message is valid Python: "pass e.g. n=4", not "n (noisy samples)=4"."""
     with pytest.raises(ValueError, match=r"got 2\.5 \(float\); pass e\.g\. n=4$"):
         jaxsal.smoothgrad(split, xs, 0, key=0, n=2.5)
+
+
+def test_raw_integer_images_are_refused_as_images_with_the_ways_that_work(tmp_path):
+    """A model of raw uint8 images (a uint8 InputLayer, then Rescaling): the methods that
+    need a gradient of x or fractions of its pixels (RISE's and Score-CAM's masks,
+    infidelity's noise) refuse them naming images and the way on, attribution at the
+    Rescaling layer (which works), not token ids and an embedding the model lacks."""
+    keras = pytest.importorskip("keras")
+    from model_import import load_keras
+
+    inp = keras.Input((6, 6, 2), dtype="uint8")
+    h = keras.layers.Rescaling(1 / 255.0, name="scale")(inp)
+    h = keras.layers.Conv2D(3, 3, activation="relu", name="conv")(h)
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(h))
+    keras.Model(inp, out).save(tmp_path / "u8.keras")
+    m = load_keras(tmp_path / "u8.keras")
+    u8 = np.random.default_rng(0).integers(0, 256, (2, 6, 6, 2)).astype(np.uint8)
+    for call in (lambda: jaxsal.saliency(m, u8, 1), lambda: jaxsal.rise(m, u8, 1, key=0, n=2),
+                 lambda: jaxsal.scorecam(m, u8, 1, layer="conv")):
+        with pytest.raises(TypeError) as err:
+            call()
+        msg = str(err.value)
+        assert "raw integer images (uint8)" in msg and "layer='scale'" in msg, msg
+        assert "token" not in msg and "embedding" not in msg, msg
+    at = jaxsal.saliency(m, u8, 1, layer="scale", reduce=None)
+    assert at.shape == (2, 6, 6, 2) and np.isfinite(np.asarray(at)).all()

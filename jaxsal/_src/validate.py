@@ -143,7 +143,7 @@ def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allo
         ids_dtype = str(dt) if dt is not None and "int" in str(dt) else None
         out.append(_check_array(model, a, shape, ids_dtype, check_finite=check_finite,
                                 spatial=False, allow_int=allow_int and _takes_codes(model, i),
-                                what=f"input {name!r}", check_ids=False))
+                                what=f"input {name!r}", check_ids=False, index=i))
     if spatial and not any(a.ndim in (3, 4, 5) for a in out):
         raise ValueError("this method needs an input with 1 to 3 spatial axes (signals "
                          "(N, L, C), images (N, H, W, C), volumes (N, D, H, W, C)); got inputs "
@@ -160,8 +160,36 @@ def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allo
     return type(x)(out)
 
 
+def _readers(model: Any, i: int) -> list[str]:
+    """The names of the layers that read input ``i`` of a
+    :class:`model_import.KerasModel` directly (``[]`` for a plain function)."""
+    graph = getattr(model, "graph", None)
+    consumers = getattr(graph, "_consumers", None)
+    if consumers is None or i >= len(getattr(graph, "inputs", ())):
+        return []
+    r = graph.inputs[i]
+    return sorted({c.layer for c in consumers().get((r.layer, r.node), ())})
+
+
+def _integer_images(model: Any, i: int, dtype: str, shape: tuple, what: str) -> TypeError:
+    """The error for raw integer images (or other codes with a channel axis) given to a
+    method that needs their gradient or fractions of them (masks, noise)."""
+    readers = _readers(model, i)
+    at = f"layer={readers[0]!r}" if readers else "layer=<the layer that scales them>"
+    return TypeError(
+        f"{what}: this model takes raw integer images ({dtype}) or other integer codes, shape "
+        f"{shape}, which have no gradient and no fractions (masks, noise); this method needs "
+        f"one of them. Attribute at the layer that reads them, {at} (its output is the image "
+        "in floats; saliency, gradient_x_input, smoothgrad, integrated_gradients, "
+        "gradient_shap, deeplift, deeplift_shap and lrp take layer=), or use a method that "
+        "takes the integers as they are: the gradient CAMs, eigencam, ablationcam, occlusion, "
+        "shapley_values, shapley_value_sampling, kernel_shap, lime, feature_permutation, "
+        "deletion and insertion")
+
+
 def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check_finite: bool,
-                 spatial: bool, allow_int: bool, what: str, check_ids: bool = True) -> Array:
+                 spatial: bool, allow_int: bool, what: str, check_ids: bool = True,
+                 index: int = 0) -> Array:
     """One input array: dtype, shape against ``shape`` (without the batch axis), a non-empty
     batch, finite values."""
     if not isinstance(x, jax.Array):
@@ -173,6 +201,8 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
         if not x.dtype.isnative:  # a big-endian .npy (FITS data): JAX takes native order only
             x = x.astype(x.dtype.newbyteorder("="))
     dtype = x.dtype
+    if ids_dtype is not None and not allow_int and np.ndim(x) >= 3:
+        raise _integer_images(model, index, ids_dtype, tuple(np.shape(x)), what)
     if ids_dtype is not None and not allow_int:  # the ids' gradient would be silently zero
         raise TypeError(f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
                         f"other codes), which have no gradient. {_AT_A_LAYER}")
