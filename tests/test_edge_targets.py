@@ -59,6 +59,22 @@ def test_neuron_out_of_range_raises(split, x):
     np.testing.assert_allclose(got, g, rtol=1e-5, atol=1e-6)
 
 
+def test_score_factories_take_integer_indices_only(split, x):
+    """class_score and neuron index units as class ids do: a fraction or a bool is refused
+    (int() made class_score(2.7) unit 2 and neuron("conv", True) channel 1, where
+    targets=2.7 and targets=True are refused); NumPy and 0-d JAX integers are ids."""
+    for bad in (2.7, 1.0, True, np.bool_(False), "1", np.asarray([1, 2])):
+        with pytest.raises(TypeError, match="expected an integer index"):
+            jaxsal.class_score(bad)
+        with pytest.raises(TypeError, match="expected an integer index"):
+            jaxsal.neuron("conv", bad)
+    with pytest.raises(TypeError, match=r"neuron\('conv', \(1, 2.5, 0\)\).*integer index"):
+        jaxsal.neuron("conv", (1, 2.5, 0))
+    assert jaxsal.class_score(np.int64(2)) == jaxsal.class_score(jnp.int32(2))
+    assert jaxsal.neuron("conv", [np.int32(1), 2, jnp.int32(4)]) == jaxsal.neuron("conv",
+                                                                                  (1, 2, 4))
+
+
 def test_neuron_channel_of_a_channels_first_layer(split, x):
     """An int index is a channel: axis 1 of a channels-first layer, not its last axis."""
     cf = jaxsal.FunctionModel(

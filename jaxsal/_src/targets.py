@@ -102,6 +102,19 @@ class LayerScore:
                              f"{tuple(shape)}); expected 0 <= index < {k}")
 
 
+def _index(value: Any, what: str) -> int:
+    """``value`` as a Python int: an int, a NumPy integer or a 0-d integer array; a bool, a
+    float (even a whole one, as class ids are) or anything else raises a ``TypeError``."""
+    try:
+        a = None if isinstance(value, (bool, np.bool_, str)) else np.asarray(value)
+    except (TypeError, ValueError):  # an unconvertible object
+        a = None
+    if a is None or a.ndim != 0 or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{what}: expected an integer index (an int or a NumPy integer), got "
+                        f"{value!r} ({type(value).__name__}); convert it with int(...)")
+    return int(a)
+
+
 def class_score(index: int) -> ClassScore:
     """Score function ``outputs -> outputs[:, index]`` (shape ``(N,)``).
 
@@ -112,7 +125,7 @@ def class_score(index: int) -> ClassScore:
     by the factories compare equal when their arguments do, so repeated calls reuse the
     compiled program (a fresh ``lambda`` each call recompiles).
     """
-    return ClassScore(int(index))
+    return ClassScore(_index(index, f"class_score({index!r})"))
 
 
 def neuron(layer: str, index: int | Sequence[int]) -> LayerScore:
@@ -128,7 +141,9 @@ def neuron(layer: str, index: int | Sequence[int]) -> LayerScore:
     The methods check the index against the layer's output shape before tracing and raise a
     ``ValueError`` when it is out of range (JAX itself would clamp it to another unit).
     """
-    idx = tuple(int(i) for i in index) if isinstance(index, (tuple, list)) else int(index)
+    what = f"neuron({layer!r}, {index!r})"
+    idx = (tuple(_index(i, what) for i in index) if isinstance(index, (tuple, list))
+           else _index(index, what))
     return LayerScore(str(layer), idx)
 
 
