@@ -219,3 +219,34 @@ def test_occlusion_keeps_a_non_finite_drop_where_its_patch_is():
     np.testing.assert_array_equal(jaxsal.occlusion(m, x, 0, fill=0.0), [[np.inf] * 3])
     finite = np.asarray(jaxsal.occlusion(m, x, 0, fill=1.5))  # all finite: unchanged
     np.testing.assert_allclose(finite, np.log(x) - np.log(1.5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["fused", "layer"])
+def test_saved_softmax_over_one_unit_is_refused_like_the_softmax_head(kind, tmp_path):
+    """Dense(1, activation="softmax") (a classic slip for a binary classifier) outputs 1.0
+    for every input: its saved head gave all-zero maps without a word, where head="softmax"
+    is refused. It is refused the same way, with the heads that explain it; a softmax over
+    several steps of which the output keeps one is not constant and still runs."""
+    keras = pytest.importorskip("keras")
+    from model_import import load_keras
+
+    inp = keras.Input((6, 6, 2))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3, name="conv")(inp))
+    out = (keras.layers.Dense(1, activation="softmax")(h) if kind == "fused"
+           else keras.layers.Softmax()(keras.layers.Dense(1)(h)))
+    keras.Model(inp, out).save(tmp_path / "one.keras")
+    m = load_keras(tmp_path / "one.keras")
+    xs = np.random.RandomState(0).rand(2, 6, 6, 2).astype(np.float32)
+    np.testing.assert_allclose(m(xs), 1.0)
+    for method in (jaxsal.saliency, jaxsal.occlusion):
+        with pytest.raises(ValueError, match=r"softmax over one unit.*constant.*'logits'"):
+            method(m, xs, 1)
+    assert np.abs(np.asarray(jaxsal.saliency(m, xs, 1, head="logits"))).max() > 0
+    # a softmax over 3 units of which the output keeps the last: a probability, explained
+    seq = keras.Input((3, 2))
+    p = keras.layers.Softmax(axis=1)(keras.layers.Dense(1)(seq))  # (N, 3, 1)
+    last = keras.layers.Flatten()(keras.layers.Cropping1D((2, 0))(p))  # (N, 1)
+    keras.Model(seq, last).save(tmp_path / "pick.keras")
+    pick = load_keras(tmp_path / "pick.keras")
+    seqs = np.random.RandomState(1).rand(2, 3, 2).astype(np.float32)
+    assert np.abs(np.asarray(jaxsal.saliency(pick, seqs, 1))).max() > 0

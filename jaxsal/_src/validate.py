@@ -590,6 +590,12 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
     if units == 1 and getattr(m, "head", None) == "softmax":
         raise ValueError("head='softmax' on a one-unit output is constant (1.0) and has zero "
                          "gradients; use head='sigmoid', 'sigmoid_complement' or 'logits'")
+    if units == 1 and _constant_softmax(m):
+        raise ValueError("this model's saved output is a softmax over one unit: constant "
+                         "(1.0) for every input, so its gradients and score changes are zero "
+                         "and every map would be 0 (a binary classifier wants a sigmoid). "
+                         "Explain the unit's logit, head='logits' (or its sigmoid, "
+                         "head='sigmoid'): model.with_head('logits')")
     info = OutputInfo(units, kind, complement,
                       not_classes="" if units is not None else _not_class_outputs(
                           y, getattr(m, "output_data_format", None) == "channels_first"))
@@ -621,6 +627,27 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
                  tuple((tuple(a.shape[1:]), str(a.dtype)) for a in leaves), formats)
     return Prepared(m, (base.function_key(m), signature), m.params, xa, spec,
                     None if ids is None else jnp.asarray(ids), info, formats)
+
+
+def _constant_softmax(model: Any) -> bool:
+    """Whether a :class:`model_import.KerasModel`'s saved head is a softmax over a single
+    value (``Dense(1, activation="softmax")``): the head layer's own output has one element
+    per example, so the output is 1.0 whatever the input (a softmax over several values of
+    which the output keeps one, ``probs[:, -1]``, is not)."""
+    graph = getattr(model, "graph", None)
+    if getattr(model, "head", None) != "saved" or not hasattr(graph, "softmax_heads"):
+        return False
+    index = getattr(model, "output_index", None) or 0
+    heads = graph.softmax_heads()
+    if index >= len(heads) or not heads[index]:
+        return False
+    spec = graph._head_calls()[index][0]
+    try:
+        shape = model.layer(spec.name).output_shape
+    except (KeyError, ValueError):  # a name several nested models use: not checked
+        return False
+    return (isinstance(shape, tuple) and all(isinstance(d, int) for d in shape)
+            and int(np.prod(shape)) == 1)
 
 
 @dataclasses.dataclass(frozen=True)
