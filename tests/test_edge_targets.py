@@ -186,6 +186,15 @@ def test_int_seed_is_a_key_everywhere(split, x):
             jaxsal.smoothgrad(split, x, 1, key=bad, n=2)
     with pytest.raises(ValueError, match="explicit PRNG key"):
         jaxsal.smoothgrad(split, x, 1, n=2)
+    # JAX's default 32-bit mode keeps 32 bits of a seed: key(2**32) and key(2**40) are key(0),
+    # key(-1) is key(2**32 - 1). Such seeds gave another seed's draws without a word
+    if not jax.config.jax_enable_x64:
+        for bad in (2**32, 2**70, -1, np.int64(2**40)):
+            with pytest.raises(ValueError, match=r"int seed in \[0, 2\*\*32\).*seed % 2\*\*32"):
+                jaxsal.smoothgrad(split, x, 1, key=bad, n=2)
+    top = np.uint32(2**32 - 1)
+    np.testing.assert_array_equal(jaxsal.rise(split, x, 1, key=top, n=2),
+                                  jaxsal.rise(split, x, 1, key=jax.random.key(top), n=2))
 
 
 def test_traced_class_ids_are_refused_with_the_ways_around():

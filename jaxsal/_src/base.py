@@ -916,6 +916,21 @@ def check_index_offset(offset: Any) -> int:
     return int(offset)
 
 
+def _seed(seed: int, what: str) -> int:
+    """An int seed that JAX keeps whole: ``[0, 2**32)`` in its default 32-bit mode, where
+    ``jax.random.key`` keeps the low 32 bits (``2**32`` and ``2**40`` give ``key(0)``'s
+    draws, ``-1`` those of ``2**32 - 1``), ``[-2**63, 2**63)`` with ``jax_enable_x64``."""
+    lo, hi, span = ((-2**63, 2**63, "[-2**63, 2**63)") if jax.config.jax_enable_x64
+                    else (0, 2**32, "[0, 2**32)"))
+    if not lo <= seed < hi:
+        mod = "2**63" if jax.config.jax_enable_x64 else "2**32"
+        raise ValueError(f"{what}: expected an int seed in {span}, got {seed}: JAX keeps only "
+                         f"that many bits of a seed, so it would give another seed's draws "
+                         f"(key(2**32) is key(0) in JAX's default 32-bit mode). Pass "
+                         f"seed % {mod}, or a key you made (jax.random.key(0))")
+    return seed
+
+
 def check_key(key: Any, what: str) -> jax.Array:
     """``key`` as a JAX PRNG key: a key (``jax.random.key(0)``, or a legacy
     ``jax.random.PRNGKey(0)``) is used as given, an int seed ``s`` becomes
@@ -926,7 +941,7 @@ def check_key(key: Any, what: str) -> jax.Array:
     if isinstance(key, (bool, np.bool_)):
         raise TypeError(f"{what}: expected key as a PRNG key or an int seed, got a bool")
     if isinstance(key, (int, np.integer)):
-        return jax.random.key(int(key))
+        return jax.random.key(_seed(int(key), what))
     if isinstance(key, (jax.Array, np.ndarray)):
         if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
             return key
@@ -938,7 +953,7 @@ def check_key(key: Any, what: str) -> jax.Array:
                                 f"{key.shape}. Pass jax.random.key(0) or an int seed")
             return key
         if jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
-            return jax.random.key(int(key))
+            return jax.random.key(_seed(int(key), what))
     raise TypeError(f"{what}: expected key as one PRNG key (jax.random.key(0)) or an int seed, "
                     f"got {type(key).__name__} of shape {getattr(key, 'shape', None)} and "
                     f"dtype {getattr(key, 'dtype', None)}; for several inputs pass one key, "
