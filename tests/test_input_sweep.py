@@ -377,3 +377,8 @@ def test_raw_integer_images_are_refused_as_images_with_the_ways_that_work(tmp_pa
         assert "token" not in msg and "embedding" not in msg, msg
     at = jaxsal.saliency(m, u8, 1, layer="scale", reduce=None)
     assert at.shape == (2, 6, 6, 2) and np.isfinite(np.asarray(at)).all()
+    # float images (already scaled) given to it: the raw pixels are asked for, not ids
+    with pytest.raises(TypeError, match=r"raw integer images \(uint8\).*scales them itself.*"
+                                        r"x\.astype\(np\.uint8\)") as err:
+        jaxsal.occlusion(m, u8 / 255.0, 1, patch=3)
+    assert "token" not in str(err.value)

@@ -206,6 +206,10 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
     if ids_dtype is not None and not allow_int:  # the ids' gradient would be silently zero
         raise TypeError(f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
                         f"other codes), which have no gradient. {_AT_A_LAYER}")
+    if ids_dtype is not None and not jnp.issubdtype(dtype, jnp.integer) and np.ndim(x) >= 3:
+        raise TypeError(f"{what}: this model takes raw integer images ({ids_dtype}) and scales "
+                        f"them itself, got dtype {dtype}; pass the raw pixel values as "
+                        f"integers (not preprocessed floats), e.g. x.astype(np.{ids_dtype})")
     if ids_dtype is not None and not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
                         f"other codes), got dtype {dtype}; pass the ids as integers, e.g. "
