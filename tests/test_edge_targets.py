@@ -259,3 +259,19 @@ def test_saved_softmax_over_one_unit_is_refused_like_the_softmax_head(kind, tmp_
     pick = load_keras(tmp_path / "pick.keras")
     seqs = np.random.RandomState(1).rand(2, 3, 2).astype(np.float32)
     assert np.abs(np.asarray(jaxsal.saliency(pick, seqs, 1))).max() > 0
+
+
+def test_score_functions_must_return_real_floats(split, x):
+    """A score function returning integers or booleans (an argmax, a comparison) has a zero
+    gradient: the gradient methods gave all-zero maps without a word, and occlusion failed
+    in a JAX subtraction (booleans) or returned complex maps (complex scores). Refused in
+    every method, naming the dtype and the cast."""
+    for bad, dtype in ((lambda y: jnp.argmax(y, 1), "int32"), (lambda y: y[:, 0] > 0, "bool"),
+                       (lambda y: y[:, 0].astype(jnp.complex64), "complex64")):
+        for method, kw in ((jaxsal.saliency, {}), (jaxsal.occlusion, dict(patch=3)),
+                           (jaxsal.integrated_gradients, dict(steps=2))):
+            with pytest.raises(TypeError, match=rf"real floating-point scores.*{dtype}.*astype"):
+                method(split, x, bad, **kw)
+    # a half-precision score is a float: widened as before
+    half = jaxsal.saliency(split, x, lambda y: y[:, 1].astype(jnp.float16))
+    assert half.dtype == jnp.float32 and float(jnp.abs(half).max()) > 0

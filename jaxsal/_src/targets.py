@@ -304,6 +304,13 @@ def _score_matrix(spec: TargetSpec, info: OutputInfo, y: Any, captured: dict,
             layer = getattr(fn, "layer", None)
             s = fn(captured[layer] if layer is not None else y)
             s = jnp.asarray(s)
+            if not jnp.issubdtype(s.dtype, jnp.floating):  # int, bool: zero gradients
+                raise TypeError(f"a score function must return real floating-point scores; "
+                                f"{fn!r} returned dtype {s.dtype}. An integer or boolean "
+                                "score (an argmax, a comparison) has a zero gradient, so the "
+                                "gradient methods would give zero maps: score a logit or a "
+                                "probability; for the perturbation methods a float cast, "
+                                ".astype(jnp.float32), is enough")
             n = jax.tree_util.tree_leaves(y)[0].shape[0]
             if s.shape != (n,):
                 raise ValueError(f"a score function must return one value per input, shape "
