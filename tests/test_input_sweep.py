@@ -382,3 +382,20 @@ def test_raw_integer_images_are_refused_as_images_with_the_ways_that_work(tmp_pa
                                         r"x\.astype\(np\.uint8\)") as err:
         jaxsal.occlusion(m, u8 / 255.0, 1, patch=3)
     assert "token" not in str(err.value)
+
+
+def test_fill_outside_the_integer_inputs_range_is_refused():
+    """An occlusion fill or an insertion baseline for integer inputs (raw uint8 pixels, ids)
+    outside their dtype's range: an array was cast with wrap-around (300 -> 44, -1 -> 255)
+    and the model explained with another fill without a word; a Python int raised
+    OverflowError. Refused with the range; values in it are taken as given."""
+    w = jnp.asarray(np.random.default_rng(0).normal(size=(72, 2)), jnp.float32)
+    m = jaxsal.FunctionModel(lambda p, v: v.reshape(len(v), -1).astype(jnp.float32) @ p, w)
+    u8 = np.random.default_rng(1).integers(0, 256, (2, 6, 6, 2)).astype(np.uint8)
+    for fill in (300, -1, np.full((6, 6, 2), 300.0), np.full((2,), -1, np.int32)):
+        with pytest.raises(ValueError, match=r"fill.*uint8's range \[0, 255\].*got"):
+            jaxsal.occlusion(m, u8, 1, patch=3, fill=fill)
+    with pytest.raises(ValueError, match=r"baseline.*uint8's range \[0, 255\]"):
+        jaxsal.insertion(m, u8, np.zeros((2, 6, 6), np.float32), 1, baseline=256)
+    ok = jaxsal.occlusion(m, u8, 1, patch=3, fill=np.full((6, 6, 2), 255.0))
+    np.testing.assert_allclose(ok, jaxsal.occlusion(m, u8, 1, patch=3, fill=255))

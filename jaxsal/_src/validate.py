@@ -295,6 +295,14 @@ def check_whole(value: Any, a: Any, name: str, what: str = "x") -> None:
             raise ValueError(f"{name} must hold whole numbers for {what}, whose integer "
                              f"values ({a.dtype}) are ids or codes, got {value!r}; pass an id "
                              f"(a padding or unknown-token id, say)")
+        info = np.iinfo(np.dtype(a.dtype))
+        if raw.dtype.kind in "fiu" and raw.size and (raw.min() < info.min
+                                                      or raw.max() > info.max):
+            # cast to a's dtype it would wrap around (300 -> 44 in uint8) without a word
+            bad = raw.min() if raw.min() < info.min else raw.max()
+            raise ValueError(f"{name} must lie in {a.dtype}'s range [{info.min}, {info.max}] "
+                             f"for {what}, whose values are {a.dtype} (ids, codes or raw "
+                             f"pixels); got {bad!r}. Pass a value of that range")
 
 
 def check_like(value: Any, a: Any, name: str, what: str = "x") -> Array:
