@@ -54,3 +54,27 @@ def test_import_is_light():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_names_the_docs_and_messages_cite_exist():
+    # README, examples, docstrings and error messages cite `jaxsal.X` / `model_import.X`:
+    # each must be importable as written (fullgrad's error sent users to a
+    # `jaxsal.load_keras` that does not exist)
+    import importlib
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *sorted((root / "examples").glob("*.py"))]
+    for pkg in ("jaxsal", "model_import"):
+        files += sorted((root / pkg).rglob("*.py"))
+    missing = set()
+    for f in files:
+        for mod, name in re.findall(r"\b(jaxsal|model_import)\.([A-Za-z]\w*)", f.read_text()):
+            if hasattr(importlib.import_module(mod), name):
+                continue
+            try:
+                importlib.import_module(f"{mod}.{name}")
+            except ImportError:
+                missing.add(f"{mod}.{name} ({f.relative_to(root)})")
+    assert not missing, f"cited names that do not exist: {sorted(missing)}"

@@ -173,5 +173,5 @@ def test_refusals(cnn):
     with pytest.raises(ValueError, match="unknown FullGrad variant 'torch'.*paper"):
         jaxsal.fullgrad(m, x, 0, variant="torch")
     fm = jaxsal.FunctionModel(lambda p, x: x.reshape(len(x), -1) @ p, jnp.ones((360, 2)))
-    with pytest.raises(TypeError, match="biases and pre-activations.*load_keras"):
+    with pytest.raises(TypeError, match="biases and pre-activations.*model_import.load_keras"):
         jaxsal.fullgrad(fm, x, 0)

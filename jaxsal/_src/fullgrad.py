@@ -102,7 +102,7 @@ def fullgrad(model: Any, x: ArrayLike, targets: Any = None, *, variant: str = "p
     The normalization, channel sums and resizing run on device in the same program.
 
     Args:
-      model: a ``KerasModel`` (``jaxsal.load_keras``): FullGrad needs the model's biases
+      model: a ``KerasModel`` (``model_import.load_keras``): FullGrad needs the model's biases
         and pre-activations, which a plain function does not expose.
       x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
         :func:`jaxsal.saliency` (one input array ``(N, H, W, C)``, ``(N, C, H, W)`` for a
@@ -119,7 +119,7 @@ def fullgrad(model: Any, x: ArrayLike, targets: Any = None, *, variant: str = "p
     m, spec, info = p.model, p.spec, p.info
     if not (hasattr(m, "affine_layers") and hasattr(m, "biases")):
         raise TypeError(f"fullgrad needs a model that exposes its biases and pre-activations "
-                        f"(a KerasModel from jaxsal.load_keras), got {type(m).__name__}")
+                        f"(a KerasModel from model_import.load_keras), got {type(m).__name__}")
     layers = bias_layers(m, p.x)
     size = p.spatial_shape
     fb = base.forward_bytes(m, p.x)

@@ -139,7 +139,7 @@ def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | Non
         ``chunk_size=3`` run as 5 chunks of 2, not 4 of 3.
       memory_budget: bytes one chunk of backward passes may use, a positive number (default: a
         quarter of the accelerator's memory, at least ``jaxsal.DEFAULT_MEMORY_BUDGET``; 256 MiB
-        on CPU). Zero, negative or fractional counts raise a ``ValueError``.
+        on CPU). Floats work (``2e9``); below 1, NaN, inf or a bool raises a ``ValueError``.
       precision: ``"highest"`` for exact float32 matmuls on accelerators (parity tests);
         ``"bfloat16"`` (opt-in speed on accelerators): the backward passes' matmuls and
         convolutions take bfloat16 operands, accumulated in float32; the forward pass, every

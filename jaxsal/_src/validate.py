@@ -98,7 +98,7 @@ def input_positions(model: Any, x: Any) -> tuple[int, ...] | None:
 
 def _takes_codes(model: Any, i: int) -> bool:
     """Whether input ``i`` of ``model`` may be integer codes (token ids): a
-    :class:`model_import.KerasModel` knows (:meth:`model_import.Graph.takes_codes`: an integer
+    :class:`model_import.KerasModel` knows (its graph's ``takes_codes``: an integer
     ``InputLayer``, or an ``Embedding`` or another layer reading codes); a plain function
     takes what it is given."""
     graph = getattr(model, "graph", None)
