@@ -1,0 +1,124 @@
+"""The README's Python examples outside the Quick start (tests/test_readme_quickstart.py) run
+as written, on the MNIST fixture (or a tiny function where the README's model is made up),
+with the names the README leaves to the reader bound, and give the shapes their comments
+state. Each block is found by the heading above it, so an edited example is tested as it
+reads; the substitutions are listed per test and must still match the README."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+from model_import import load_keras
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _block(heading: str, nth: int = 0) -> str:
+    """The ``nth`` ```python block after ``heading`` (and before the next heading)."""
+    s = README.read_text()
+    start = s.index(f"\n{heading}\n") + len(heading) + 2
+    end = s.find("\n#", start)
+    section = s[start:end if end >= 0 else len(s)]
+    blocks = section.split("```python\n")[1:]
+    assert len(blocks) > nth, f"no python block {nth} under {heading!r}"
+    return blocks[nth].split("```", 1)[0]
+
+
+def _run(code: str, subs=(), **scope):
+    for old, new in subs:
+        assert old in code, f"the README no longer has {old!r}: update this test"
+        code = code.replace(old, new)
+    scope.update(jax=jax, jnp=jnp, np=np, jaxsal=jaxsal, load_keras=load_keras)
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102
+    return scope
+
+
+@pytest.fixture(scope="module")
+def x(mnist_digits):
+    return mnist_digits[:2]
+
+
+@pytest.fixture(scope="module")
+def mnist_path(fixtures_dir):
+    return repr(str(fixtures_dir / "mnist_cnn_tfkeras2.h5"))
+
+
+def test_importing(x, mnist_path, capsys):
+    s = _run(_block("## Importing Keras models (`model_import`)"), x=x, subs=[
+        ('"model.h5"', mnist_path), ('"base/block_3_expand_relu"', '"conv2d_1"'),
+        ('m.layer("dense")', 'm.layer("dense_1")')])
+    assert s["y"].shape == (2, 10)
+    assert s["acts"] == {} and s["pre"]["conv2d_2"].shape == (2, 24, 24, 64)
+    assert np.asarray(s["pre"]["conv2d_2"]).min() < 0  # before the ReLU
+    assert "conv2d_2 (Conv2D)" in capsys.readouterr().out
+
+
+def test_attribution_methods(x):
+    s = _run(_block("## Attribution methods"), x=x, subs=[("n=25", "n=2")])
+    assert s["maps"].shape == (2, 10, 28, 28) and s["cams"].shape == (2, 2, 24, 24)
+    assert s["sg"].shape == (2, 28, 28) and s["pics"].shape == (2, 10, 28, 28)
+    assert float(s["pics"].min()) >= 0 and float(s["pics"].max()) <= 1
+
+
+def test_fullgrad_decomposition(x, mnist_path):
+    # jit-compiled (the same values): eagerly, op by op, the two passes take 10 s
+    s = _run(_block("### FullGrad and the full-gradient decomposition"), x=x, c=3, subs=[
+        ('"model.keras"', mnist_path), ("m.biases(m.params, x)", "jax.jit(m.biases)(m.params, x)"),
+        ("gx, gz = jax.grad(", "gx, gz = jit_grad(")],
+        jit_grad=lambda f, **kw: jax.jit(jax.grad(f, **kw)))
+    m, b, gx, gz = s["m"], s["b"], s["gx"], s["gz"]
+    assert m.affine_layers == ["conv2d_1", "conv2d_2", "dense_1", "dense_2"]
+    assert {k: v.shape[0] for k, v in b.items()} == dict.fromkeys(m.affine_layers, 1)
+    assert gx.shape == x.shape and gz.keys() == b.keys()
+    # the README's claim: S(x) = <dS/dx, x> + sum_l <dS/dz_l, b_l> (ReLU, max pooling, Dense)
+    total = (gx * x).sum() + sum((gz[k] * b[k]).sum() for k in b)
+    np.testing.assert_allclose(total, m(x)[:, 3].sum(), rtol=1e-4)
+
+
+def test_lrp_composites(x, mnist):
+    s = _run(_block("### Layer-wise relevance propagation"), x=x, model=mnist.with_head("logits"),
+             low=0.0, high=1.0, targets=[3, 5])
+    assert s["maps"].shape == (2, 2, 28, 28)
+    for name in ("plus", "plus_flat"):
+        assert isinstance(s[name], jaxsal.LRPComposite)
+
+
+def test_plain_jax_functions():
+    w1 = jax.random.normal(jax.random.key(0), (3, 3, 1, 4))
+    w2 = jax.random.normal(jax.random.key(1), (4, 5))
+    params = {"w1": w1, "w2": w2}
+
+    def conv_part(p, x):
+        return jax.nn.relu(jax.lax.conv_general_dilated(
+            x, p["w1"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+
+    def rest(p, a):
+        return a.mean((1, 2)) @ p["w2"]
+
+    def f(p, x, relu=jax.nn.relu):
+        return rest(p, relu(conv_part(p, x)))
+
+    s = _run(_block("### Plain JAX functions"), f=f, params=params, conv_part=conv_part,
+             rest=rest)
+    x = jax.random.uniform(jax.random.key(2), (2, 6, 6, 1))
+    # the last line's comment: relu_mode="guided" is .with_backprop("guided")
+    plain = jaxsal.FunctionModel(f, params, relu_kwarg="relu")
+    np.testing.assert_array_equal(jaxsal.saliency(s["m"], x, [1]),
+                                  jaxsal.saliency(plain.with_backprop("guided"), x, [1]))
+
+
+def test_like_pytorch_grad_cam(x, mnist):
+    s = _run(_block("### Captum and pytorch-grad-cam"), x=x, m=mnist.with_head("logits"),
+             targets=[3, 5], subs=[('layer="c3"', 'layer="conv2d_2"')])
+    assert s["cam"].shape == (2, 2, 24, 24) and s["like_pgc"].shape == (2, 2, 28, 28)
+
+
+def test_plotting(x, mnist, tmp_path):
+    pytest.importorskip("matplotlib")
+    _run(_block("## Plotting and worked examples"), x=x, model=mnist, subs=[
+        ('save="maps.png"', f"save={str(tmp_path / 'maps.png')!r}")])
+    assert (tmp_path / "maps.png").stat().st_size > 0
