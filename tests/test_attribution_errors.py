@@ -95,3 +95,30 @@ def test_option_errors(m, x):
         jaxsal.saliency(lambda p, x: x, x, 1)
     with pytest.raises(ValueError, match="one value per input"):
         jaxsal.saliency(m, x, lambda y: y)
+
+
+@pytest.mark.parametrize("method", ["shapley_values", "kernel_shap"])
+def test_one_input_methods_give_a_wrap_that_works(method):
+    # Methods of one input array refuse a model's several inputs and say how to wrap the model
+    # with the others fixed. The wrap they gave closed over N rows of the other inputs, which
+    # fails once the method runs the function on a batch of masked copies (any N > 1).
+    import jax.numpy as jnp
+    import re
+
+    def f(p, xs):  # a Keras Concatenate of the two inputs' features: the batches must match
+        return jnp.concatenate([xs[0].mean((1, 2)), xs[1]], axis=1) @ p
+
+    w = jnp.arange(10.0).reshape(5, 2) - 4.0
+    model = jaxsal.FunctionModel(f, w)
+    img = jax.random.uniform(jax.random.key(0), (2, 4, 4, 3))
+    other = jnp.array([[0.3, -0.2]])  # one row: the fixed values of the other input
+    run = {"shapley_values": lambda f, x: jaxsal.shapley_values(f, x, [0, 1], patch=2),
+           "kernel_shap": lambda f, x: jaxsal.kernel_shap(f, x, [0, 1], key=0, patch=2)}[method]
+    with pytest.raises(TypeError, match="one input array") as err:
+        run(model, [img, jnp.concatenate([other, other])])
+    wrap = re.search(r"(jaxsal\.FunctionModel\(lambda p, img: .*?, model\.params\))",
+                     str(err.value)).group(1)
+    scope = {"jaxsal": jaxsal, "jnp": jnp, "model": model, "other": other}
+    wrapped = eval(wrap, scope)  # noqa: S307
+    fixed = jaxsal.FunctionModel(lambda p, x: x.mean((1, 2)) @ p[:3] + other @ p[3:], w)
+    np.testing.assert_allclose(run(wrapped, img), run(fixed, img), rtol=1e-6, atol=1e-6)

@@ -44,8 +44,8 @@ except ImportError:  # a JAX without it in jax.extend
 from jaxsal._src import base
 from jaxsal._src.occlusion import DEFAULT_PATCH, _sizes, grid_cells
 from jaxsal._src.targets import resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import (check_fill_ids, check_flag, check_like, input_rank,
-                                  is_channels_first, prepare)
+from jaxsal._src.validate import (WRAP_ONE_INPUT, check_fill_ids, check_flag, check_like,
+                                  input_rank, is_channels_first, prepare)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -237,9 +237,7 @@ def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, featur
     if isinstance(x, (list, tuple, dict)) and x and (
             isinstance(x, dict) or hasattr(next(iter(x)), "shape")):
         raise TypeError(f"{name} explains one input array; for a model with several inputs, "
-                        "explain one input with the others fixed: wrap the model, "
-                        "jaxsal.FunctionModel(lambda p, img: model.apply(p, [img, other]), "
-                        "model.params), with other the other inputs' values")
+                        f"explain one input with the others fixed: {WRAP_ONE_INPUT}")
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
                 spatial=rank is not None and rank != 2, allow_int=True)
     if p.x.ndim not in (2, 3, 4, 5):

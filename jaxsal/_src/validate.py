@@ -55,6 +55,16 @@ def integer_input(model: Any) -> str | None:
     return str(dtypes[0]) if dtypes and "int" in str(dtypes[0]) else None
 
 
+# How to explain one input of a several-input model with a method of one input array. The
+# method may run the function on a batch of masked copies (Shapley, KernelSHAP, LIME, RISE,
+# Score-CAM), not on the N inputs: the other inputs' values are one row, broadcast to it.
+WRAP_ONE_INPUT = ("wrap the model so that it takes one array, the other inputs fixed to one "
+                  "row of values other (shape (1, ...), shared by every input of the call): "
+                  "jaxsal.FunctionModel(lambda p, img: model.apply(p, [img, jnp.broadcast_to("
+                  "other, (len(img),) + other.shape[1:])]), model.params); for inputs with "
+                  "other values of their own, call once per input")
+
+
 def _several_inputs(model: Any) -> int:
     """How many input arrays ``model`` takes (1 for a plain function: it takes what it is
     given)."""
@@ -119,10 +129,8 @@ def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allo
                         "use the input-gradient methods (saliency, gradient_x_input, "
                         "guided_backprop, deconvnet, smoothgrad, integrated_gradients) or "
                         "occlusion (a map per input), the gradient CAMs (gradcam, "
-                        "gradcam_plus_plus, hirescam, layercam, xgradcam) or eigencam, or wrap "
-                        "the model so that it takes "
-                        "one array: jaxsal.FunctionModel(lambda p, img: model.apply(p, [img, "
-                        "other]), model.params), with other the other inputs' fixed values")
+                        "gradcam_plus_plus, hirescam, layercam, xgradcam) or eigencam, or "
+                        + WRAP_ONE_INPUT)
     if isinstance(x, dict):
         if names and set(x) != set(names):
             raise ValueError(f"expected a dict with the model's input names {names} as keys, "
