@@ -232,6 +232,7 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
     Raises:
       KerasImportError: unreadable, corrupt or non-Keras files, mismatched weights.
       UnsupportedLayerError: a layer class without converter (names the layer and class).
+      ValueError: an unknown ``head`` or ``keras_backend``.
     """
     path = os.fspath(path)
     if keras_backend is not None:
