@@ -4,6 +4,8 @@ KernelSHAP's and LIME's ``--seed`` and ``--patch``,
 generic ``--option``, and jobs that change ``--head`` or ``--output`` between runs on the same
 ``--out``."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -629,3 +631,16 @@ def test_a_method_s_own_batch_size_is_passed_on(tmp_path, mnist_path, digits_fil
                      "--out", str(tmp_path / "s.npy")]) == 2
     assert "--option batch_size=...: batch_size is given by --batch-size" in \
         capsys.readouterr().err
+
+
+def test_help_states_each_default(capsys):
+    # `explain` follows the logits head unless told (the Python API: the model's own head),
+    # and runs 64 inputs per chunk: --help says so, as it does for the other flags
+    for cmd, flags in (("explain", ("--head", "--batch-size")), ("summary", ("--head",)),
+                       ("evaluate", ("--head", "--batch-size"))):
+        with pytest.raises(SystemExit):
+            cli.main([cmd, "--help"])
+        out = capsys.readouterr().out
+        for flag in flags:  # the flag's entry: its line and the indented lines below it
+            entry = re.search(rf"\n  {flag} [A-Z_]+(.*?)(?=\n  -|\Z)", out, re.S)
+            assert "default" in entry.group(1), (cmd, flag, entry.group(0))
