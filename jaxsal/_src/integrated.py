@@ -182,7 +182,7 @@ def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
         :func:`jaxsal.saliency`. ``targets=None`` fixes each input's predicted class on ``x``.
       baseline: the reference input ``x'``: ``None`` (zeros), a scalar, ``(H, W, C)`` or
         ``(N, H, W, C)``.
-      steps: gradient evaluations along the straight path.
+      steps: gradient evaluations along the straight path (default 50).
       rule: ``"trapezoid"`` (default; endpoints included), ``"left"``, ``"right"`` or
         ``"middle"`` Riemann sums, or ``"gausslegendre"`` (Captum's default ``method``;
         exact for polynomials of degree ``2 * steps - 1`` along the path, but never

@@ -85,7 +85,7 @@ def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
         :func:`jaxsal.maximize`); required: the same key gives the same map.
       method: ``"saliency"`` (default), ``"gradient_x_input"``, ``"guided_backprop"``,
         ``"deconvnet"``, ``"integrated_gradients"`` (or those jaxsal functions).
-      n: number of noisy samples.
+      n: number of noisy samples (default 25).
       noise_level: noise std relative to each input's value range ``max - min``
         (tf-keras-vis's ``smooth_noise``, default 0.2; the paper suggests 0.1-0.2).
       noise_std: the noise std itself, the same for every input (Captum's ``NoiseTunnel``
