@@ -123,7 +123,8 @@ def class_score(index: int) -> ClassScore:
     before tracing (an index out of range raises a ``ValueError``; JAX would clamp it). On a
     one-unit binary model use ``targets=0`` / ``1`` for its two classes. Score objects made
     by the factories compare equal when their arguments do, so repeated calls reuse the
-    compiled program (a fresh ``lambda`` each call recompiles).
+    compiled program (as does a fresh ``lambda`` made by the same line with the same values;
+    tests/test_function_model_paths.py).
     """
     return ClassScore(_index(index, f"class_score({index!r})"))
 
