@@ -70,11 +70,18 @@ def test_names_the_docs_and_messages_cite_exist():
         files += sorted((root / pkg).rglob("*.py"))
     missing = set()
     for f in files:
-        for mod, name in re.findall(r"\b(jaxsal|model_import)\.([A-Za-z]\w*)", f.read_text()):
-            if hasattr(importlib.import_module(mod), name):
-                continue
-            try:
-                importlib.import_module(f"{mod}.{name}")
-            except ImportError:
-                missing.add(f"{mod}.{name} ({f.relative_to(root)})")
+        for mod, name, attr in re.findall(r"\b(jaxsal|model_import)\.([A-Za-z]\w*)(?:\.(\w+))?",
+                                          f.read_text()):
+            obj = getattr(importlib.import_module(mod), name, None)
+            if obj is None:
+                try:
+                    obj = importlib.import_module(f"{mod}.{name}")
+                except ImportError:
+                    missing.add(f"{mod}.{name} ({f.relative_to(root)})")
+                    continue
+            # a class's or module's attribute: `model_import.Runtime.pairwise`, `jaxsal.plot.grid`
+            fields = getattr(obj, "__dataclass_fields__", None) or getattr(obj, "_fields", ())
+            if (attr and (inspect.isclass(obj) or inspect.ismodule(obj))
+                    and not hasattr(obj, attr) and attr not in fields):
+                missing.add(f"{mod}.{name}.{attr} ({f.relative_to(root)})")
     assert not missing, f"cited names that do not exist: {sorted(missing)}"
