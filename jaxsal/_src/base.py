@@ -171,7 +171,10 @@ class FunctionModel:
         compiled programs, never baked in as constants).
       features: ``features(params, x) -> A`` with ``A`` of shape ``(N, h, w, K)``: the part of
         the network before the layer that CAMs explain.
-      head_fn: ``head_fn(params, A) -> outputs``: the rest of the network.
+      head_fn: ``head_fn(params, A) -> outputs``: the rest of the network. Given with ``fn``,
+        ``head_fn(params, features(params, x))`` must compute what ``fn`` does: the methods
+        that read the layer (CAMs, ``layer=``, :func:`jaxsal.neuron`) run the two halves, the
+        others ``fn``.
       layer: the name under which ``A`` is addressed (``layer=`` of the CAM methods).
       head: what is applied to ``fn``'s outputs: ``"logits"`` (nothing, the default),
         ``"softmax"``, ``"sigmoid"`` or ``"sigmoid_complement"`` (``1 - sigmoid``).
@@ -258,6 +261,7 @@ class FunctionModel:
         return self._replace(head=head)
 
     def with_params(self, params: Any) -> "FunctionModel":
+        """The same function with other ``params`` (of the same structure)."""
         return self._replace(params=params)
 
     def with_backprop(self, mode: str) -> "FunctionModel":
