@@ -249,7 +249,17 @@ class BackendWarning(UserWarning):
 
 @dataclasses.dataclass(frozen=True)
 class ConvertContext:
-    """What a converter may need besides the layer's config."""
+    """What a converter may need besides the layer's config.
+
+    Attributes:
+      layer_name, class_name: the layer's name and Keras class; :meth:`error` makes the
+        ``UnsupportedLayerError`` that names them and the file.
+      keras_version: the Keras version that wrote the file (``"2.13"``, ``"3"``...), where
+        layer semantics differ (:attr:`keras_major`).
+      path: the file's name, for messages.
+      build_subgraph: not set by the loader (always ``None``).
+      custom_layers, keras_backend: see their comments below.
+    """
 
     layer_name: str
     class_name: str
