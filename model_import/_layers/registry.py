@@ -258,7 +258,10 @@ class ConvertContext:
         layer semantics differ (:attr:`keras_major`).
       path: the file's name, for messages.
       build_subgraph: not set by the loader (always ``None``).
-      custom_layers, keras_backend: see their comments below.
+      custom_layers: this load's ``custom_layers=`` converters (a converter of a layer that
+        holds others, a wrapper or ``Pipeline``, looks them up here before the registry).
+      keras_backend: the Keras 3 backend the model ran on where given or recorded, else
+        ``None`` (computed as on JAX/NumPy; :attr:`backend`).
     """
 
     layer_name: str
