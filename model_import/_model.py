@@ -266,6 +266,7 @@ class KerasModel:
     # ------------------------------------------------------------------ running
     @property
     def num_inputs(self) -> int:
+        """How many input arrays the model takes (see :attr:`input_names`)."""
         return len(self.graph.inputs)
 
     @property
@@ -520,6 +521,7 @@ class KerasModel:
 
     @property
     def name(self) -> str:
+        """The Keras model's name."""
         return self.graph.name
 
     def _probe(self, fn: Callable) -> Any:
@@ -678,6 +680,7 @@ class KerasModel:
 
     @property
     def layers(self) -> list[LayerInfo]:
+        """A :class:`LayerInfo` for every layer, in :attr:`layer_names` order."""
         return [self.layer(p) for p in self._paths]
 
     @property
@@ -695,6 +698,7 @@ class KerasModel:
         return list(shape) if isinstance(shape, list) else shape
 
     def count_params(self) -> int:
+        """The number of scalars in :attr:`params` (Keras's ``count_params``)."""
         return int(sum(np.size(a) for a in jax.tree_util.tree_leaves(self.params)))
 
     def summary(self) -> str:
