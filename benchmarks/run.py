@@ -518,7 +518,9 @@ def main(argv=None) -> int:
                     help="regenerate this suite's table in benchmarks/README.md")
     ap.add_argument("--from-json", help="only regenerate the README table from this JSON")
     ap.add_argument("--only", nargs="*", help="run workloads whose id contains any of these")
-    ap.add_argument("--sides", nargs="*", help="run only these libraries")
+    ap.add_argument("--sides", nargs="*", help="run only these libraries",
+                    choices=sorted({side for suite in suites.SUITES.values() for spec in suite
+                                    for side in spec["sides"]}))
     ap.add_argument("--malloc", nargs="*", default=None, choices=sorted(MALLOC),
                     help="allocator settings to run jaxsal under (default: default and tuned "
                          "on CPU suites; default alone on the GPU suites, where the host "
@@ -574,6 +576,12 @@ def main(argv=None) -> int:
         if a.write_readme:
             write_readme(doc)
         return 0
+    if not any((not a.only or any(o in s["id"] for o in a.only))
+               and (not a.sides or set(s["sides"]) & set(a.sides))
+               for s in suites.SUITES[a.suite]):
+        ap.error(f"no workload of suite {a.suite!r} matches --only {a.only or '(all)'} and "
+                 f"--sides {a.sides or '(all)'}: expected a substring of a workload id of "
+                 f"that suite and libraries its workloads run on (see benchmarks/suites.py)")
     doc = run_suite(a)
     if a.out:
         _save(doc, a.out)

@@ -111,3 +111,17 @@ def test_forward_flops_count_convolutions_and_matmuls_by_hand():
     conv = 2 * (2 * 6 * 6 * 8) * (4 * 3 * 3)
     dense = 2 * (2 * 5) * (6 * 6 * 8)
     assert side_jaxsal.jaxpr_matmul_flops(jaxpr) == conv + dense
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--sides", "tfkvs"], "invalid choice: 'tfkvs'"),
+    (["--only", "no-such-workload"], "no workload of suite 'smoke'"),
+    (["--sides", "tfkv"], "no workload of suite 'smoke'"),  # the smoke suite is jaxsal's only
+])
+def test_a_selection_that_runs_nothing_is_refused(tmp_path, capsys, argv, says):
+    # a typo in --sides or --only ran nothing and, with --write-readme, would have replaced
+    # the README's measured table with an empty one
+    out = tmp_path / "x.json"
+    with pytest.raises(SystemExit) as e:
+        bench_run.main(["--suite", "smoke", "--out", str(out), "--quiet", *argv])
+    assert e.value.code == 2 and says in capsys.readouterr().err and not out.exists()
