@@ -4,7 +4,7 @@ bfloat16 Grad-CAM maps correlated badly with the float32 ones in the suite.
 
 Run on the GPU machine after ``python -m benchmarks.models vgg16_224``:
 
-    python -m benchmarks.oneoff.gpu_profile OUTDIR [--parts 1,2,3,4]
+    python -m benchmarks.oneoff.gpu_profile OUTDIR [--parts 1,2,3,4,5]   # default: every part
     python -m benchmarks.oneoff.gpu_profile --from DIR   # summarize saved traces again
 
 Part 1: the FLOPs of one forward pass by XLA's cost analysis (lowered and compiled program)
