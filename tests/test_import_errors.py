@@ -296,3 +296,23 @@ def test_loading_needs_no_network(monkeypatch, fixtures_dir, tmp_path):
         m = load_keras(tmp_path / name)
         m(np.zeros((1, 28, 28, 1), np.float32))
         m.with_head("logits").summary()
+
+
+def test_register_layer_refuses_what_registers_nothing(monkeypatch):
+    # `@register_layer` without the class name registered the converter under no Keras class
+    # (the function itself became the key) and replaced it by the decorator: loads failed
+    # later with an UnsupportedLayerError that did not say why
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    before = dict(registry._REGISTRY)
+    with pytest.raises(TypeError, match=r"@register_layer\('ClassName'\)"):
+        model_import.register_layer(_channel_scale_converter)
+    with pytest.raises(TypeError, match="expected at least one Keras class name"):
+        model_import.register_layer()
+    with pytest.raises(TypeError, match="expected Keras class names as non-empty strings"):
+        model_import.register_layer("ChannelScale", 3)
+    with pytest.raises(TypeError, match="expected a converter function"):
+        model_import.register_layer("ChannelScale")("not a function")
+    # a name already taken refuses the whole call: no other name is registered by it
+    with pytest.raises(ValueError, match="already registered"):
+        model_import.register_layer("ChannelScale", "Dense")(_channel_scale_converter)
+    assert registry._REGISTRY == before

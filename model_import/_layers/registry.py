@@ -324,15 +324,31 @@ def register_layer(*class_names: str, override: bool = False) -> Callable[[Conve
 
     Layers with weights also give ``convert_weights`` (the Keras weight list, in
     ``layer.weights`` order, to a params dict) and ``n_weights``; ``call`` then reads
-    ``params``. Registering a name twice raises unless ``override=True``.
+    ``params``. Registering a name twice raises unless ``override=True``; so do a call
+    without class names (``@register_layer`` without its parentheses) and a converter that
+    is not callable (``TypeError``).
     """
+    if len(class_names) == 1 and callable(class_names[0]):
+        raise TypeError(f"register_layer takes the Keras class names, got the function "
+                        f"{getattr(class_names[0], '__name__', class_names[0])!r}: decorate "
+                        f"it with @register_layer('ClassName'), not @register_layer")
+    if not class_names:
+        raise TypeError("register_layer: expected at least one Keras class name, e.g. "
+                        "@register_layer('ChannelScale')")
+    bad = [n for n in class_names if not isinstance(n, str) or not n]
+    if bad:
+        raise TypeError(f"register_layer: expected Keras class names as non-empty strings "
+                        f"(e.g. 'ChannelScale'), got {bad}")
 
     def deco(fn: Converter) -> Converter:
+        if not callable(fn):
+            raise TypeError(f"register_layer: expected a converter function (config, ctx) -> "
+                            f"LayerImpl, got {type(fn).__name__}")
+        taken = [n for n in class_names if n in _REGISTRY]
+        if taken and not override:
+            raise ValueError(f"a converter for Keras class {taken[0]!r} is already registered; "
+                             "pass override=True to replace it")
         for name in class_names:
-            if name in _REGISTRY and not override:
-                raise ValueError(
-                    f"a converter for Keras class {name!r} is already registered; pass "
-                    "override=True to replace it")
             _REGISTRY[name] = fn
         return fn
 
