@@ -152,6 +152,20 @@ def _fingerprint(config: Mapping[str, Any], keras_version: str,
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _check_custom_layers(custom_layers: Any) -> dict | None:
+    """``custom_layers=`` as a dict of Keras class names to converters, or a ``TypeError``."""
+    if custom_layers is None:
+        return None
+    bad = ([f"a {type(custom_layers).__name__}"] if not isinstance(custom_layers, Mapping) else
+           [f"{k!r}: {type(v).__name__}" for k, v in custom_layers.items()
+            if not (isinstance(k, str) and k) or not callable(v)])
+    if bad:
+        raise TypeError(f"expected custom_layers as {{class_name: converter}}, a dict of Keras "
+                        f"class names (str) to converter functions (config, ctx) -> LayerImpl, "
+                        f"e.g. {{'ChannelScale': channel_scale}}; got {', '.join(bad)}")
+    return dict(custom_layers)
+
+
 def build_model(config: Mapping[str, Any], source: WeightSource | Callable | None, *,
                 keras_version: str = "3", path: str | None = None, head: str = "saved",
                 custom_layers: Mapping[str, Callable] | None = None,
@@ -174,6 +188,7 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
     """
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+    custom_layers = _check_custom_layers(custom_layers)
     if not isinstance(config, Mapping) or "class_name" not in config:
         raise KerasImportError("the architecture config must be a dict with 'class_name' and "
                                "'config' (what model.to_json() writes)", path=path)
@@ -233,10 +248,12 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
       KerasImportError: unreadable, corrupt or non-Keras files, mismatched weights.
       UnsupportedLayerError: a layer class without converter (names the layer and class).
       ValueError: an unknown ``head`` or ``keras_backend``.
+      TypeError: ``custom_layers`` that is not a dict of class names to converters.
     """
     path = os.fspath(path)
     if keras_backend is not None:
         keras_backend = keras_backend_of(keras_backend, "keras_backend")
+    custom_layers = _check_custom_layers(custom_layers)
     kind = sniff(path)
     try:
         if kind == "zip":

@@ -316,3 +316,12 @@ def test_register_layer_refuses_what_registers_nothing(monkeypatch):
     with pytest.raises(ValueError, match="already registered"):
         model_import.register_layer("ChannelScale", "Dense")(_channel_scale_converter)
     assert registry._REGISTRY == before
+
+
+@pytest.mark.parametrize("custom", [["ChannelScale"], {"Conv2D": "not a function"},
+                                    {"Conv2D": None}, {3: _channel_scale_converter}])
+def test_custom_layers_must_map_class_names_to_converters(fixtures_dir, custom):
+    # these failed as "its config could not be converted", a dict-update error or "no
+    # converter is registered", or (an int key) were ignored
+    with pytest.raises(TypeError, match=r"expected custom_layers as \{class_name: converter"):
+        load_keras(fixtures_dir / "mnist_cnn_tfkeras2.h5", custom_layers=custom)
