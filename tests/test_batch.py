@@ -437,3 +437,11 @@ def test_a_folder_made_read_only_while_a_job_runs_says_so(tmp_path, model, digit
             r"\(Permission denied\); 0 of 3 chunks are finished and recorded in it: make its "
             r"folder writable and run the same call again to resume")):
         jaxsal.explain_to_file(Counting(), model, digits, tmp_path / "maps.npy", batch_size=8)
+
+
+@pytest.mark.parametrize("resume", ["False", None, 2])
+def test_resume_must_be_a_bool(tmp_path, model, digits, resume):
+    # resume="False" (a string, true to Python) resumed the job it was meant not to
+    with pytest.raises(TypeError, match="expected resume as a bool"):
+        jaxsal.explain_to_file(Counting(), model, digits, tmp_path / "a.npy", resume=resume)
+    assert not (tmp_path / "a.npy").exists()

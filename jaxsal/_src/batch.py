@@ -51,7 +51,7 @@ import jax
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.validate import _fits
+from jaxsal._src.validate import _fits, check_flag
 
 try:
     import fcntl
@@ -764,6 +764,7 @@ def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
         holds the job's lock, ``path + ".lock"`` (see the module docstring).
     """
     path = os.fspath(path)
+    resume = check_flag(resume, "resume")  # "False" would resume: refused before the lock
     with job_lock(path):  # before the sidecar is read, until the job has returned
         return _explain_to_file(method, model, inputs, path, targets=targets,
                                 batch_size=batch_size, resume=resume, on_chunk=on_chunk,
