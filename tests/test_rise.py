@@ -187,3 +187,11 @@ def test_cli_explains_token_ids_with_rise(text_model, tmp_path):
     ref = jaxsal.rise(load_keras(path, head="logits"), ids, [0, 2], key=jax.random.key(3),
                       n=16, fill=0)
     np.testing.assert_allclose(np.load(tmp_path / "maps.npy"), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_rise_masks_errors_name_its_own_arguments():
+    # the errors said "index_offset" (rise's option) for index=, and "got None" for a size
+    with pytest.raises(ValueError, match=r"expected index .*int >= 0, got -1"):
+        jaxsal.rise_masks(0, 2, (8, 8), index=-1)
+    with pytest.raises(ValueError, match=r"expected size .*got \(8\.5, 8\)"):
+        jaxsal.rise_masks(0, 2, (8.5, 8))

@@ -911,12 +911,12 @@ def check_budget(memory_budget: Any) -> int | None:
     return int(memory_budget)
 
 
-def check_index_offset(offset: Any) -> int:
+def check_index_offset(offset: Any, name: str = "index_offset") -> int:
     """A sampling method's ``index_offset`` (the position of ``x[0]`` in a larger batch) as
-    an int >= 0, else a ``ValueError``."""
+    an int >= 0, else a ``ValueError`` naming the argument ``name``."""
     if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, (int, np.integer)) \
             or offset < 0:
-        raise ValueError(f"expected index_offset as an int >= 0, got {offset!r}")
+        raise ValueError(f"expected {name} as an int >= 0, got {offset!r}")
     return int(offset)
 
 

@@ -115,12 +115,15 @@ def rise_masks(key: jax.Array | int, n: int, size: tuple[int, ...], *, grid: Any
     them."""
     key = base.check_key(key, "rise_masks")
     n = base.check_n(n, "masks")
-    size = base.int_sizes(size)
-    if size is None or any(s < 1 for s in size):
-        raise ValueError(f"expected size as positive ints (the spatial size), got {size!r}")
+    sizes = base.int_sizes(size)
+    if sizes is None or any(s < 1 for s in sizes):
+        raise ValueError(f"expected size as positive ints (the spatial size, e.g. (28, 28)), "
+                         f"got {size!r}")
+    size = sizes
     binary = check_flag(binary, "binary")
     plan = _Plan(size, _check_grid(grid, size, binary), _check_p(p), binary)
-    idx = jnp.asarray([base.check_index_offset(index)], jnp.int32)
+    idx = jnp.asarray([base.check_index_offset(index, "index (the input's global index)")],
+                      jnp.int32)
     return jax.jit(lambda k: plan.masks(k, jnp.arange(n, dtype=jnp.int32), idx)[:, 0])(key)
 
 
