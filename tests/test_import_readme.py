@@ -33,3 +33,13 @@ def test_readme_lists_tf_functions_and_activations():
     assert _names("tf.keras `TFOpLambda` functions")[: len(supported_tf_functions())] == \
         supported_tf_functions()
     assert _names("Activation strings") == list(model_import.ACTIVATION_NAMES)
+
+
+def test_readme_counts_match_its_lists():
+    # "Layer classes (159): ..." and "Keras 3 operations ... ; 207): ...": each count stated
+    # before a list is the list's length (the lists are checked above, not their counts)
+    for line in _block().splitlines():
+        head, _, rest = line.partition("):")
+        count = re.search(r"[(;] ?(\d+)$", head)
+        if count:
+            assert int(count.group(1)) == len(re.findall(r"`([^`]+)`", rest)), head
