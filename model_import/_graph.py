@@ -68,6 +68,21 @@ class LayerCallError(ValueError):
     """A ported layer could not be applied to its inputs (wrong shapes, bad weights)."""
 
 
+def _add_delta(y: Array, delta: Any, what: str, path: str) -> Array:
+    """``y + delta`` for ``apply(perturb=/perturb_pre=)``: a delta may broadcast to the
+    layer's output but not change its shape (more rows than inputs, an extra axis)."""
+    shape = jnp.shape(y)
+    try:
+        ok = jnp.broadcast_shapes(shape, jnp.shape(delta)) == shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{what}[{path!r}]: expected a delta of the layer's output shape "
+                         f"{tuple(shape)} (or one that broadcasts to it), got "
+                         f"{tuple(jnp.shape(delta))}")
+    return y + delta
+
+
 @dataclasses.dataclass(frozen=True)
 class Ref:
     """A tensor in the graph: output ``tensor`` of call ``node`` of layer ``layer``."""
@@ -258,7 +273,7 @@ class Graph:
                     if call.index == 0:
                         path = prefix + call.layer
                         if path in perturb_pre:
-                            y = y + perturb_pre[path]
+                            y = _add_delta(y, perturb_pre[path], "perturb_pre", path)
                         if path in capture_pre and path not in pre_sink:
                             pre_sink[path] = y  # a nested model's first call only
                         if bias_sink is not None and impl.affine:
@@ -544,7 +559,7 @@ class Graph:
     def _post(layer, y, captured, capture, perturb, prefix):
         path = prefix + layer
         if path in perturb:
-            y = y + perturb[path]
+            y = _add_delta(y, perturb[path], "perturb", path)
         if path in capture:
             captured[path] = y
         return y

@@ -275,3 +275,12 @@ def test_score_functions_must_return_real_floats(split, x):
     # a half-precision score is a float: widened as before
     half = jaxsal.saliency(split, x, lambda y: y[:, 1].astype(jnp.float16))
     assert half.dtype == jnp.float32 and float(jnp.abs(half).max()) > 0
+
+
+def test_function_model_perturbation_must_keep_the_features_shape(split):
+    # as KerasModel.apply: a delta that broadcast A to more rows gave more outputs than inputs
+    x = jax.random.uniform(jax.random.key(3), (1, 6, 6, 2))
+    a = split.apply(split.params, x, capture=["conv"])[1]["conv"]
+    with pytest.raises(ValueError, match=r"perturb\['conv'\]: expected .* shape \(1, 6, 6, 5\)"):
+        split.apply(split.params, x, perturb={"conv": jnp.zeros((3,) + a.shape[1:])})
+    assert split.apply(split.params, x, perturb={"conv": jnp.zeros(a.shape[1:])}).shape == (1, 3)

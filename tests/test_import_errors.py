@@ -3,6 +3,7 @@ its name and class, and how to supply a converter); custom converters can be reg
 loading never touches the network."""
 
 import json
+import re
 import shutil
 import socket
 import zipfile
@@ -325,3 +326,19 @@ def test_custom_layers_must_map_class_names_to_converters(fixtures_dir, custom):
     # converter is registered", or (an int key) were ignored
     with pytest.raises(TypeError, match=r"expected custom_layers as \{class_name: converter"):
         load_keras(fixtures_dir / "mnist_cnn_tfkeras2.h5", custom_layers=custom)
+
+
+@pytest.mark.parametrize("kw", ["perturb", "perturb_pre"])
+def test_a_perturbation_must_keep_the_layer_output_shape(fixtures_dir, kw):
+    # a delta that broadcast the output to another shape changed the model's result shape
+    # silently: 3 rows of outputs for one input, or (1, 10, 10) logits
+    m = load_keras(fixtures_dir / "mnist_cnn_tfkeras2.h5")
+    x = np.zeros((1, 28, 28, 1), np.float32)
+    for layer, shape in (("conv2d_2", (3, 24, 24, 64)), ("dense_2", (1, 10, 1)),
+                         ("dense_2", (1, 3))):
+        with pytest.raises(ValueError, match=rf"{kw}\['{layer}'\]: expected .* shape "
+                                             rf"\(1, .*got {re.escape(str(shape))}"):
+            m.apply(m.params, x, **{kw: {layer: np.zeros(shape, np.float32)}})
+    # deltas that broadcast to the output's own shape stay accepted
+    y = m.apply(m.params, x, **{kw: {"conv2d_2": np.zeros((24, 24, 64), np.float32)}})
+    assert np.shape(y) == (1, 10)

@@ -311,7 +311,16 @@ class FunctionModel:
         if self.features is not None and (capture or perturb or self.fn is None):
             a = self.features(params, x, **kw)
             if self.layer_name in perturb:
-                a = a + perturb[self.layer_name]
+                delta = perturb[self.layer_name]
+                try:
+                    ok = jnp.broadcast_shapes(jnp.shape(a), jnp.shape(delta)) == jnp.shape(a)
+                except ValueError:
+                    ok = False
+                if not ok:  # it would change the outputs' shape (more rows than inputs)
+                    raise ValueError(f"perturb[{self.layer_name!r}]: expected a delta of the "
+                                     f"features' shape {tuple(jnp.shape(a))} (or one that "
+                                     f"broadcasts to it), got {tuple(jnp.shape(delta))}")
+                a = a + delta
             y = self.head_fn(params, a, **kw)
             captured = {name: a for name in capture}
         else:
