@@ -233,7 +233,8 @@ class KerasModel:
 
     def with_relu(self, relu: Callable[[Array], Array], name: str = "custom") -> "KerasModel":
         """A new model that uses ``relu`` for every ReLU nonlinearity (``relu``/``relu6``
-        activations, ``ReLU`` layers). The weights are untouched."""
+        activations, ``Activation`` and ``ReLU`` layers, ReLU ops). The weights are
+        untouched; ``name`` is the rule's name in :attr:`relu_mode` and the ``repr``."""
         return self._replace(runtime=dataclasses.replace(self.runtime, relu=relu),
                              relu_mode=name)
 
