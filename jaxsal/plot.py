@@ -760,7 +760,7 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
       titles: one label per image (``T`` or ``(R, C)``), e.g. the class and the score reached.
       value_range: ``(lo, hi)`` that black/white (or 0/1 per RGB channel) stand for, e.g. the
         ``input_range`` of :func:`jaxsal.maximize`; ``None`` stretches each image to its own
-        min..max (said in the figure).
+        min..max (said in the figure). ``lo < hi``, both finite, else a ``ValueError``.
       cmap: for one-channel images.
       colorbar: one colour bar for one-channel images with ``value_range`` (default then).
       row_titles, col_titles: labels for an explicit ``(R, C, ...)`` grid.
@@ -809,6 +809,15 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
         raise ValueError(f"images: expected 1 or 3 channels, got {tiles.shape[-1]}")
     H, W, ch = tiles.shape[2:]
     ptitles = _titles_2d(t, R, C, "titles")
+    if value_range is not None:
+        try:
+            lo, hi = (float(v) for v in value_range)
+        except (TypeError, ValueError):
+            lo = hi = math.nan
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"value_range: expected (lo, hi), two finite numbers with lo < hi "
+                             f"(the values black and white stand for, e.g. (0, 1) or (0, 255)),"
+                             f" got {value_range!r}")
     if colorbar is None:
         colorbar = value_range is not None and ch == 1
     caption = ("each image stretched to its own min..max" if value_range is None

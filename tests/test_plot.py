@@ -562,3 +562,10 @@ def test_feature_maps_padding_keeps_the_shared_scale(mnist_x):
         plot.filters(m, "conv2d_2", channel=99)
     with pytest.raises(TypeError, match="floating-point"):
         plot.feature_maps(m, (np.asarray(x[:1]) * 255).astype(np.uint8), "conv2d_1")
+
+
+@pytest.mark.parametrize("value_range", [(1.0, 0.0), (0.5, 0.5), (0.0, np.nan), (0.0,)])
+def test_image_grid_refuses_a_value_range_that_is_not_lo_below_hi(value_range):
+    # (1, 0) drew every image in [0, 1) black (its values minus 1, clipped), silently
+    with pytest.raises(ValueError, match=r"value_range: expected \(lo, hi\)"):
+        plot.image_grid(np.zeros((2, 8, 8)), value_range=value_range)
