@@ -378,10 +378,17 @@ class KerasModel:
                 ok = a.ndim == len(shape) + 1 and all(
                     d is None or d == s for d, s in zip(shape, a.shape[1:]))
                 if not ok:
+                    fits = lambda have, want: len(have) == len(want) and all(  # noqa: E731
+                        d is None or d == s for d, s in zip(want, have))
+                    fix = ("Add a batch axis for a single example: x[None]."
+                           if fits(a.shape, shape) else
+                           "x lacks the channel axis (1 channel): add it with x[..., None]."
+                           if shape[-1] == 1 and fits(a.shape[1:], shape[:-1]) else
+                           "Pass inputs of the shape the model was saved with (resize or "
+                           "transpose them as its training data were).")
                     raise ValueError(
                         f"input {i}: expected shape (N, {', '.join(str(d) for d in shape)}) "
-                        f"for model {self.graph.name!r}, got {tuple(a.shape)}. Add a batch "
-                        "axis for a single example (x[None]) and check the channel axis.")
+                        f"for model {self.graph.name!r}, got {tuple(a.shape)}. {fix}")
             out.append(a)
         return out
 
@@ -509,8 +516,8 @@ class KerasModel:
         return self._jitted(self.params, x)
 
     def intermediates(self, x: ArrayLike, layers: Sequence[str]) -> dict[str, Array]:
-        """Outputs of several named layers for ``x`` in one forward pass."""
-        layers = tuple(layers)
+        """Outputs of several named layers (or one name) for ``x`` in one forward pass."""
+        layers = (layers,) if isinstance(layers, str) else tuple(layers)
         fn = jax.jit(lambda p, x: self.apply(p, x, capture=layers)[1])
         return fn(self.params, x)
 

@@ -342,3 +342,21 @@ def test_a_perturbation_must_keep_the_layer_output_shape(fixtures_dir, kw):
     # deltas that broadcast to the output's own shape stay accepted
     y = m.apply(m.params, x, **{kw: {"conv2d_2": np.zeros((24, 24, 64), np.float32)}})
     assert np.shape(y) == (1, 10)
+
+
+def test_a_wrong_input_shape_gets_the_fix_that_fits(fixtures_dir):
+    # every wrong shape was told to add a batch axis (x[None]), also one that has it
+    m = load_keras(fixtures_dir / "mnist_cnn_tfkeras2.h5")
+    for shape, fix in (((28, 28, 1), r"x\[None\]"), ((2, 28, 28), r"x\[\.\.\., None\]"),
+                       ((2, 27, 28, 1), None)):
+        with pytest.raises(ValueError, match=r"expected shape \(N, 28, 28, 1\)") as e:
+            m(np.zeros(shape, np.float32))
+        msg = str(e.value)
+        assert (re.search(fix, msg) is not None) if fix else ("x[None]" not in msg), msg
+
+
+def test_intermediates_takes_one_layer_name_as_apply_does(fixtures_dir):
+    # a str was iterated letter by letter: "unknown layer 'c'"
+    m = load_keras(fixtures_dir / "mnist_cnn_tfkeras2.h5")
+    x = np.zeros((1, 28, 28, 1), np.float32)
+    assert list(m.intermediates(x, "conv2d_2")) == ["conv2d_2"]
