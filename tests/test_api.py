@@ -65,7 +65,9 @@ def test_names_the_docs_and_messages_cite_exist():
     import re
 
     root = pathlib.Path(__file__).resolve().parents[1]
-    files = [root / "README.md", *sorted((root / "examples").glob("*.py"))]
+    files = [root / "README.md", root / "benchmarks" / "README.md",
+             *sorted((root / "examples").glob("*.py")),
+             *sorted((root / "examples").glob("*.ipynb"))]
     for pkg in ("jaxsal", "model_import"):
         files += sorted((root / pkg).rglob("*.py"))
     missing = set()
