@@ -152,6 +152,7 @@ class KerasModel:
         # Keras 3 operation nodes are not listed as layers but can be captured by name.
         self._all_paths = graph.layer_paths(include_ops=True)
         self._keras_major = keras_major(keras_version)
+        self._param_keys = _keys_of(params)  # what apply's params must hold (_check_params)
         if head != "saved" and (output is not None or len(graph.outputs) == 1):
             # refuse a head the output cannot have now, not at its first call (a model with
             # several outputs is checked when they run: with_output may select one first)
@@ -167,6 +168,7 @@ class KerasModel:
         args.update(kw)
         new = KerasModel(self.graph, params, **args)
         new.__dict__["_shape_cache"] = self.__dict__.get("_shape_cache")
+        new._param_keys = self._param_keys  # (with_params(None) still needs the loaded keys)
         # output shapes, per output selection: the same for every head, weights of the same
         # shapes and view (shared, so that a variant made on every call is traced once)
         new.__dict__["_output_shape_memo"] = self.__dict__.setdefault("_output_shape_memo", {})
@@ -439,6 +441,7 @@ class KerasModel:
         return path
 
     def _run(self, params, x, capture, perturb, perturb_pre, bias_sink, capture_pre=()):
+        _check_params(params, self._param_keys)
         capture = tuple(capture) if not isinstance(capture, str) else (capture,)
         cap_paths = {self.resolve_layer(c): c for c in capture}
         capture_pre = (tuple(capture_pre) if not isinstance(capture_pre, str)
@@ -733,3 +736,33 @@ class KerasModel:
         out += ", channels_last view" if self.channels_last_view else ""
         return (f"KerasModel(name={self.graph.name!r}, inputs={self.graph.input_shapes}, "
                 f"layers={len(self._paths)}, head={self.head!r}, relu={self.relu_mode!r}{out})")
+
+
+def _keys_of(tree: Any) -> Any:
+    """The dict keys of a params tree, nested (``None`` for anything else)."""
+    return {k: _keys_of(v) for k, v in tree.items()} if isinstance(tree, Mapping) else None
+
+
+def _check_params(given: Any, own: Any, where: tuple = ()) -> None:
+    """Refuse ``params`` that lack an entry of the loaded ones (``own``, their
+    :func:`_keys_of`): a ``None``, one layer's dict given for the whole model, a dict of
+    other layers; the layer that read it failed with a bare ``'kernel'`` or ``'NoneType'
+    object has no attribute 'get'``. Only the dicts' keys are compared (extra entries are
+    allowed; arrays are not looked at), so any pytree of the same keys works, traced or
+    not."""
+    if not isinstance(own, Mapping):
+        return
+    at = "".join(f"[{k!r}]" for k in where)
+    if not isinstance(given, Mapping):
+        raise TypeError(f"params{at}: expected a dict like model.params{at} (keys "
+                        f"{sorted(own)[:6]}{'...' if len(own) > 6 else ''}), got "
+                        f"{type(given).__name__}. Pass model.params, or a tree of the same "
+                        "keys (jax.tree_util.tree_map over model.params)")
+    missing = [k for k in own if k not in given]
+    if missing:
+        raise ValueError(f"params{at} lacks {missing[:6]}{'...' if len(missing) > 6 else ''} "
+                         f"(it has {sorted(given)[:6]}{'...' if len(given) > 6 else ''}); "
+                         f"expected the keys of model.params{at}: pass model.params, or a "
+                         "tree of the same keys (jax.tree_util.tree_map over model.params)")
+    for k, v in own.items():
+        _check_params(given[k], v, (*where, k))

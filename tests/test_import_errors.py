@@ -360,3 +360,28 @@ def test_intermediates_takes_one_layer_name_as_apply_does(fixtures_dir):
     m = load_keras(fixtures_dir / "mnist_cnn_tfkeras2.h5")
     x = np.zeros((1, 28, 28, 1), np.float32)
     assert list(m.intermediates(x, "conv2d_2")) == ["conv2d_2"]
+
+
+def test_params_without_the_models_entries_are_refused_by_name(fixtures_dir):
+    """apply(None, x), one layer's dict for the whole model or a dict of some layers failed
+    in the first layer that read it with a bare "'kernel'" or "'NoneType' object has no
+    attribute 'get'"; now the error names what is missing and what to pass, also for a
+    with_params(None) model run by a method. A tree of the same keys still runs."""
+    import jax
+    import jaxsal
+
+    m = load_keras(fixtures_dir / "mnist_cnn_keras3.keras")
+    x = np.zeros((1, 28, 28, 1), np.float32)
+    with pytest.raises(TypeError, match=r"params: expected a dict like model.params \(keys "
+                                        r"\['conv2d_1', 'conv2d_2', 'dense'\]\), got NoneType"):
+        m.apply(None, x)
+    with pytest.raises(ValueError, match=r"params lacks \['conv2d_2', 'dense'\] \(it has "
+                                         r"\['conv2d_1'\]\)"):
+        m.apply({"conv2d_1": m.params["conv2d_1"]}, x)
+    inner = {**m.params, "dense": {"kernel": m.params["dense"]["kernel"]}}
+    with pytest.raises(ValueError, match=r"params\['dense'\] lacks \['bias'\]"):
+        m.apply(inner, x)
+    with pytest.raises(ValueError, match=r"got NoneType"):
+        jaxsal.saliency(m.with_params(None), x, 0)
+    doubled = jax.tree_util.tree_map(lambda a: 2 * a, m.params)
+    assert m.with_params(doubled).apply(doubled, x).shape == (1, 10)
