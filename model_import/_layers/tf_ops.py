@@ -167,11 +167,20 @@ def _squeeze_v1(rt, input, axis=None, squeeze_dims=None):
     return _squeeze(rt, input, axis if axis is not None else squeeze_dims)
 
 
+def _nearest_tf(n_in: int, n_out: int) -> np.ndarray:
+    """The input row of each output row of TF's nearest-neighbour resize (half-pixel
+    centres): ``min(floor((j + 0.5) * (n_in / n_out)), n_in - 1)`` in float32, as TF's
+    kernel computes it (the ties fall as there)."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    j = np.arange(n_out, dtype=np.float32)
+    return np.minimum(np.floor((j + np.float32(0.5)) * scale).astype(np.int64), n_in - 1)
+
+
 def _resize(rt, images, size, method="bilinear", preserve_aspect_ratio=False,
             antialias=False):
-    if method not in ("bilinear", "bicubic"):
+    if method not in ("bilinear", "bicubic", "nearest", "area"):
         raise _Refused(f"method={method!r} is not supported (supported: 'bilinear', "
-                       "'bicubic')")
+                       "'bicubic', 'nearest', 'area')")
     if images.ndim != 4:
         raise _Refused(f"images of rank {images.ndim} are not supported (batch, height, "
                        "width, channels only)")
@@ -184,6 +193,11 @@ def _resize(rt, images, size, method="bilinear", preserve_aspect_ratio=False,
         h = int(np.round(np.float32(scale) * np.float32(ih)))
         w = int(np.round(np.float32(scale) * np.float32(iw)))
     shape = (images.shape[0], h, w, images.shape[-1])
+    if method == "nearest":  # TF: half-pixel centres, no antialiasing
+        return images[:, _nearest_tf(images.shape[1], h)][:, :, _nearest_tf(images.shape[2],
+                                                                            w)]
+    if method == "area":  # TF's ResizeArea (no antialiasing either); floats out
+        return resize_axes(images.astype(jnp.float32), (1, 2), (h, w), "area")
     if method == "bicubic" and not antialias:  # TF's ResizeBicubic: see resize_matrix
         return resize_axes(images, (1, 2), (h, w), "bicubic", backend="tensorflow")
     return jax.image.resize(images, shape, method="linear" if method == "bilinear" else "cubic",
@@ -710,6 +724,172 @@ def _divide_no_nan(x, y):
                      x / jnp.where(zero, jnp.ones((), jnp.result_type(y)), y))
 
 
+# ------------------------------------------- order, normalization, strided slices (more)
+def _argsort(rt, values, axis=-1, direction="ASCENDING", stable=False):
+    """``tf.argsort``: TF takes ``top_k`` of the values (of their negation for
+    ``ASCENDING``), which puts equal values in their input order both ways: a stable sort
+    (``stable`` only asks for that). int32 indices, piecewise constant (no gradient), as
+    ``tf.sort`` and ``tf.math.top_k``'s."""
+    if direction not in ("ASCENDING", "DESCENDING"):
+        raise _Refused(f"direction={direction!r} is not supported ('ASCENDING', "
+                       "'DESCENDING', as in TF)")
+    return jnp.argsort(values, axis=int(axis), stable=True,
+                       descending=direction == "DESCENDING").astype(jnp.int32)
+
+
+def _normalize(rt, tensor, ord="euclidean", axis=None):
+    """``tf.linalg.normalize``: ``(tensor / norm, norm)``, the norm of ``tf.norm`` kept
+    over its axes (two results, as in TF)."""
+    norm = _norm(rt, tensor, ord=ord, axis=axis, keepdims=True)
+    return tensor / norm, norm
+
+
+def _clip_by_norm(rt, t, clip_norm, axes=None):
+    """``tf.clip_by_norm``: ``t * clip_norm / max(norm, clip_norm)``, the L2 norm over
+    ``axes`` (``None``: every element, the batch too, as in TF); TF's formula, whose
+    gradient is finite where the norm is 0."""
+    if isinstance(clip_norm, jax.Array) and clip_norm.ndim:
+        raise _Refused(f"clip_norm={_show(clip_norm)} is not supported (a scalar, as TF "
+                       "requires)")
+    l2sum = jnp.sum(t * t, axis=None if axes is None else _static_ints(axes, "axes"),
+                    keepdims=True)
+    positive = l2sum > 0
+    l2norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, l2sum, 1.0)), l2sum)
+    clip = jnp.asarray(clip_norm, t.dtype)
+    return t * clip / jnp.maximum(l2norm, clip)
+
+
+def _strided_slice(rt, input_, begin, end, strides=None, begin_mask=0, end_mask=0,
+                   ellipsis_mask=0, new_axis_mask=0, shrink_axis_mask=0):
+    """``tf.strided_slice`` called directly: entry ``i`` of ``begin``/``end``/``strides``
+    is ``begin[i]:end[i]:strides[i]``, an ``Ellipsis`` (bit ``i`` of ``ellipsis_mask``), a
+    new axis (``new_axis_mask``) or the index ``begin[i]`` (``shrink_axis_mask``: the axis
+    is dropped); bit ``i`` of ``begin_mask`` (``end_mask``) leaves that bound out. TF's
+    bounds are Python's (negative from the end, clamped), so this is NumPy indexing."""
+    b, e = _static_ints(begin, "begin"), _static_ints(end, "end")
+    s = (1,) * len(b) if strides is None else _static_ints(strides, "strides")
+    if not len(b) == len(e) == len(s):
+        raise _Refused(f"begin={list(b)}, end={list(e)} and strides={list(s)} differ in "
+                       "length (TF refuses them too)")
+    masks = [int(m) for m in (begin_mask, end_mask, ellipsis_mask, new_axis_mask,
+                              shrink_axis_mask)]
+    begin_mask, end_mask, ellipsis_mask, new_axis_mask, shrink_axis_mask = masks
+    if ellipsis_mask & (ellipsis_mask - 1):
+        raise _Refused(f"ellipsis_mask={ellipsis_mask} sets more than one ellipsis (TF "
+                       "refuses it too)")
+    index = []
+    for i in range(len(b)):
+        bit = 1 << i
+        if ellipsis_mask & bit:
+            index.append(Ellipsis)
+        elif new_axis_mask & bit:
+            index.append(None)
+        elif s[i] == 0:
+            raise _Refused(f"strides={list(s)} has a zero stride (TF refuses it too)")
+        elif shrink_axis_mask & bit:
+            index.append((0 if s[i] > 0 else -1) if begin_mask & bit else b[i])
+        else:
+            index.append(slice(None if begin_mask & bit else b[i],
+                               None if end_mask & bit else e[i], s[i]))
+    shape = np.shape(input_)
+    used = sum(1 for v in index if v is not None and v is not Ellipsis)
+    if used > len(shape):
+        raise _Refused(f"begin={list(b)} with new_axis_mask={new_axis_mask}, ellipsis_mask="
+                       f"{ellipsis_mask} indexes {used} axes of a rank-{len(shape)} input (TF "
+                       "refuses it too)")
+    axis = 0  # the integer indices must be in range (JAX would clamp them)
+    for v in index:
+        if v is Ellipsis:
+            axis += len(shape) - used
+        elif isinstance(v, int):
+            if not -shape[axis] <= v < shape[axis]:
+                raise _Refused(f"begin={list(b)} with shrink_axis_mask={shrink_axis_mask}: "
+                               f"index {v} is out of range for axis {axis} of size "
+                               f"{shape[axis]} (TF refuses it too)")
+            axis += 1
+        elif v is not None:
+            axis += 1
+    return input_[tuple(index)]
+
+
+# ---------------------------------------------------------------- more image functions
+def _rgb_to_grayscale(rt, images):
+    """TF's weights (0.2989, 0.5870, 0.1140) over the last axis, kept as an axis of 1."""
+    if images.shape[-1] != 3:
+        raise _Refused(f"images with {images.shape[-1]} channels are not supported (3, as "
+                       "TF requires)")
+    w = jnp.asarray([0.2989, 0.5870, 0.1140], jnp.float32)
+    return jnp.tensordot(images.astype(jnp.float32), w, axes=([-1], [0]))[..., None]
+
+
+def _image_hw(image, what):
+    if image.ndim not in (3, 4):
+        raise _Refused(f"an image of rank {image.ndim} is not supported (rank 3 or 4, as in "
+                       f"TF's {what})")
+    return image.shape[-3], image.shape[-2]
+
+
+def _crop(image, top, left, height, width):
+    return image[..., top:top + height, left:left + width, :]
+
+
+def _central_crop(rt, image, central_fraction):
+    """TF: the centred ``h - 2 * top`` rows, ``top = int((h - h * fraction) / 2)`` (the
+    same for the columns)."""
+    f = float(central_fraction)
+    if not 0.0 < f <= 1.0:
+        raise _Refused(f"central_fraction={central_fraction!r} must be in (0, 1] (TF "
+                       "refuses it too)")
+    h, w = _image_hw(image, "central_crop")
+    top, left = int((h - h * f) / 2), int((w - w * f) / 2)
+    return image if f == 1.0 else _crop(image, top, left, h - 2 * top, w - 2 * left)
+
+
+def _crop_to_bounding_box(rt, image, offset_height, offset_width, target_height,
+                          target_width):
+    h, w = _image_hw(image, "crop_to_bounding_box")
+    t, l_, th, tw = (int(_static_ints(v, k)[0]) for v, k in (
+        (offset_height, "offset_height"), (offset_width, "offset_width"),
+        (target_height, "target_height"), (target_width, "target_width")))
+    if t < 0 or l_ < 0 or th <= 0 or tw <= 0 or t + th > h or l_ + tw > w:
+        raise _Refused(f"offset_height={t}, offset_width={l_}, target_height={th}, "
+                       f"target_width={tw}: the box is not inside the {h}x{w} image (TF "
+                       "refuses it too)")
+    return _crop(image, t, l_, th, tw)
+
+
+# ------------------------------------------------------------------ filled tensors
+def _fill_dtype(dtype, value=None):
+    if dtype is not None:
+        return _cast_dtype(dtype)
+    if isinstance(value, (bool, np.bool_)):
+        return jnp.bool_
+    if isinstance(value, (int, np.integer)):
+        return jnp.int32
+    return jnp.float32
+
+
+def _filled(value):
+    def f(rt, shape, dtype="float32"):
+        return jnp.full(_static_ints(shape, "shape"), value, _fill_dtype(dtype))
+    return f
+
+
+def _fill(rt, dims, value):
+    if isinstance(value, jax.Array):
+        return jnp.full(_static_ints(dims, "dims"), value)
+    return jnp.full(_static_ints(dims, "dims"), value, _fill_dtype(None, value))
+
+
+def _crelu(rt, features, axis=-1):
+    """``tf.nn.crelu``: ``concat([relu(x), relu(-x)], axis)``."""
+    return jnp.concatenate([rt.relu(features), rt.relu(-features)], axis=int(axis))
+
+
+def _reciprocal_no_nan(rt, x):
+    return _divide_no_nan(jnp.ones((), x.dtype), x)
+
+
 _FUNCTIONS = {
     "__operators__.add": _binary(jnp.add, static=np.add),
     "math.add": _binary(jnp.add, static=np.add),
@@ -824,12 +1004,29 @@ _FUNCTIONS = {
     "math.atan": lambda rt, x: jnp.arctan(x), "math.asinh": lambda rt, x: jnp.arcsinh(x),
     "math.sinh": lambda rt, x: jnp.sinh(x), "math.cosh": lambda rt, x: jnp.cosh(x),
     "math.rint": lambda rt, x: jnp.round(x),  # half to even
+    "math.asin": lambda rt, x: jnp.arcsin(x), "math.acos": lambda rt, x: jnp.arccos(x),
+    "math.atanh": lambda rt, x: jnp.arctanh(x), "math.acosh": lambda rt, x: jnp.arccosh(x),
+    "math.tan": lambda rt, x: jnp.tan(x),
+    "math.atan2": lambda rt, y, x: _binary(jnp.arctan2, True)(rt, y, x),
+    "math.is_nan": lambda rt, x: jnp.isnan(x), "math.is_finite": lambda rt, x: jnp.isfinite(x),
+    "math.reciprocal_no_nan": _reciprocal_no_nan,
+    "compat.v1.nn.crelu": _crelu,
+    "argsort": _argsort, "linalg.normalize": _normalize, "clip_by_norm": _clip_by_norm,
+    "strided_slice": _strided_slice,
+    "linalg.diag_part": lambda rt, input: jnp.diagonal(input, axis1=-2, axis2=-1),
+    "linalg.trace": lambda rt, x: jnp.trace(x, axis1=-2, axis2=-1),
+    "zeros": _filled(0), "ones": _filled(1), "fill": _fill,
+    "image.rgb_to_grayscale": _rgb_to_grayscale, "image.central_crop": _central_crop,
+    "image.crop_to_bounding_box": _crop_to_bounding_box,
 }
 
 #: TF keywords a translation does not implement but accepts: at these values (TF's defaults).
 _ACCEPTED = {"linalg.matmul": {"output_type": None},
              "compat.v1.gather": {"validate_indices": None},  # TF ignores it
-             "zeros_like": {"layout": None}, "ones_like": {"layout": None}}
+             "zeros_like": {"layout": None}, "ones_like": {"layout": None},
+             "zeros": {"layout": None}, "ones": {"layout": None}, "fill": {"layout": None},
+             "strided_slice": {"var": None},
+             "linalg.diag_part": {"k": 0, "padding_value": 0, "align": "RIGHT_LEFT"}}
 
 
 def _keywords(fn) -> frozenset:
@@ -888,7 +1085,8 @@ _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", 
                           "math.square", "math.sqrt", "math.rsqrt", "math.exp", "math.log",
                           "math.sin", "math.cos", "math.erf", "math.erfc", "math.reciprocal",
                           "math.log1p", "math.expm1", "math.log_sigmoid", "nn.softsign",
-                          "math.atan", "math.asinh", "math.sinh", "math.cosh"})
+                          "math.atan", "math.asinh", "math.sinh", "math.cosh",
+                          "math.asin", "math.acos", "math.atanh", "math.acosh", "math.tan"})
 
 
 #: The wrapped functions that add or multiply tensors (``LayerImpl.merge``: LRP's rule layers
@@ -904,12 +1102,16 @@ _RULE_FUNCTIONS = frozenset({"math.l2_normalize", "nn.max_pool1d", "nn.max_pool2
                              "nn.max_pool3d", "nn.avg_pool1d", "nn.avg_pool2d",
                              "nn.avg_pool3d", "nn.avg_pool"})
 
-#: Functions whose tf.keras record lacks arguments (refused with the reason, not as unknown).
+#: Functions refused with the reason, not as unknown: tf.keras's record lacks arguments, or
+#: the function is random at inference.
 _UNRECORDED = {
     "einsum": "tf.keras records only its equation, not the tensors it is applied to (they "
               "are extra positional arguments, which its config drops: tf.keras cannot reload "
               "the file either); use tf.keras.layers.EinsumDense, or tf.linalg.matmul and "
               "tf.transpose",
+    "nn.dropout": "it drops a random part of its input on every call, at inference too (it "
+                  "is not the Dropout layer): the model's outputs are random; use "
+                  "tf.keras.layers.Dropout, which is the identity at inference",
 }
 
 
@@ -954,6 +1156,11 @@ def _slice_spec(spec):
 @register_layer("SlicingOpLambda")
 def _slicing_op_lambda(config, ctx):
     fn_name = str(config.get("function", ""))
+    if fn_name == "compat.v1.boolean_mask":
+        raise ctx.error("it calls tf.boolean_mask, which is not supported: its output keeps "
+                        "the elements where the mask is true, so its shape depends on the "
+                        "data (JAX needs shapes when it traces the model); use tf.where(mask, "
+                        "x, 0.0) to zero the others instead")
     if fn_name != "__operators__.getitem":
         raise ctx.error(f"unsupported slicing function tf.{fn_name}")
 

@@ -1,0 +1,197 @@
+"""tf.keras 2 ``TFOpLambda`` layers of the TF functions translated last (the inverse trig
+functions, ``tf.argsort``, ``tf.linalg.normalize``, ``tf.clip_by_norm``, ``tf.strided_slice``
+called directly, nearest and area ``tf.image.resize``, small image and matrix functions),
+against TensorFlow 2.12 and 2.21's outputs and every such layer's output
+(tests/fixtures/keras2_tfops/make_tfops_rest.py); their gradients; and the values and
+functions refused at load, with the reason."""
+
+import json
+import pathlib
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from import_helpers import rel_err
+from model_import import KerasImportError, UnsupportedLayerError, load_keras
+
+D = pathlib.Path(__file__).parent / "fixtures" / "keras2_tfops"
+TOL = 1e-5
+OPS = ("TFOpLambda", "SlicingOpLambda")
+CASES = [(n, t) for n in ("rest",) for t in ("tf212", "tf221")]
+
+
+def _load(name, tag):
+    return load_keras(D / f"{name}_{tag}.h5"), np.load(D / f"{name}_{tag}.expected.npz")
+
+
+def _same(got, want, what):
+    got = np.asarray(got)
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    if want.dtype.kind == "f":
+        assert got.dtype == np.float32, what
+        nan = np.isnan(want)  # tf.math.log of negative values
+        np.testing.assert_array_equal(np.isnan(got), nan, err_msg=what)
+        assert rel_err(got[~nan], want[~nan]) <= TOL, (what, rel_err(got[~nan], want[~nan]))
+    else:  # integers (int64 computed as int32, as JAX does), booleans: exactly
+        assert got.dtype.kind == want.dtype.kind, what
+        np.testing.assert_array_equal(got, want, err_msg=what)
+
+
+@pytest.mark.parametrize("name,tag", CASES)
+def test_every_tf_function_layer_matches_tensorflow(name, tag):
+    m, ref = _load(name, tag)
+    names = [info.name for info in m.layers if info.class_name in OPS]
+    functions = {m.layer(n).config.get("function") for n in names}
+    recorded = json.loads((D / f"versions_rest_{tag}.json").read_text())["tf_functions"][name]
+    assert set(recorded) <= functions  # every function the model was built with is checked
+    ys, got = jax.jit(lambda p, x: m.apply(p, x, capture=names))(m.params, ref["x"])
+    _, one = jax.jit(lambda p, x: m.apply(p, x, capture=names))(m.params, ref["x"][:1])
+    for i, y in enumerate(ys):
+        _same(y, ref[f"y{i}"], f"output {i}")
+    for n in names:
+        if isinstance(got[n], tuple):  # tf.linalg.normalize
+            assert f"act__{n}__{len(got[n])}" not in ref.files, n
+            for i, g in enumerate(got[n]):
+                _same(g, ref[f"act__{n}__{i}"], f"{n}[{i}]")
+        else:
+            _same(got[n], ref[f"act__{n}"], n)
+            want = ref[f"act__{n}"].shape  # known at load, without the batch axis
+            batched = np.shape(one[n]) != want
+            assert m.layer(n).output_shape == (want[1:] if batched else want), n
+
+
+def test_the_fixtures_exercise_what_they_are_for():
+    """Ties for the argsorts (their order is TF's stable one), NaNs for is_nan, zeros for
+    reciprocal_no_nan, norms above and below the clip, the nearest resize on both sides."""
+    ref = np.load(D / "rest_tf221.expected.npz")
+    rounded = np.round(ref["act__tf.math.round"])
+    assert any(len(set(r)) < len(r) for r in rounded.reshape(-1, 6))
+    assert np.isnan(ref["act__tf.math.log"]).any() and not np.isnan(ref["act__tf.math.log"]).all()
+    assert (ref["act__tf.math.rint"] == 0).any()
+    assert ref["act__tf.image.resize"].shape[1:3] == (7, 9)
+    norms = ref["act__tf.linalg.normalize__1"]  # clip_by_norm(h, 3.0, axes=[2])
+    assert (norms > 3.0).any() and (norms < 3.0).any()
+    x = np.asarray([0.0, 1.0, 2.0, 3.0, 4.0])  # 5 -> 7 rows: repeats; 5 -> 3: skips
+    assert set(x[_nearest_rows(5, 7)]) == set(x) and len(set(x[_nearest_rows(5, 3)])) == 3
+
+
+def _nearest_rows(n_in, n_out):
+    from model_import._layers.tf_ops import _nearest_tf
+    return _nearest_tf(n_in, n_out)
+
+
+def _float_outputs_sum(m):
+    def f(x):
+        ys = m.apply(m.params, x)
+        return sum(jnp.sum(jnp.where(jnp.isnan(y), 0.0, y)) for y in ys
+                   if jnp.issubdtype(y.dtype, jnp.floating))
+    return f
+
+
+@pytest.mark.parametrize("name", ["rest"])
+def test_gradients_are_finite_and_not_zero(name):
+    m, ref = _load(name, "tf221")
+    g = jax.jit(jax.grad(_float_outputs_sum(m)))(jnp.asarray(ref["x"]))
+    assert np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).max() > 0
+
+
+# ----------------------------------------------------------------- refused values
+def _config(name):
+    with h5py.File(D / f"{name}_tf221.h5", "r") as f:
+        return json.loads(f.attrs["model_config"])
+
+
+def _layer(cfg, name):
+    return next(lay for lay in cfg["config"]["layers"] if lay["name"] == name)
+
+
+def _set_kwarg(cfg, layer, key, value):
+    node = _layer(cfg, layer)["inbound_nodes"][0]
+    entry = node if isinstance(node[0], str) else node[0]  # a bare entry, or a list of them
+    entry[3][key] = value
+    return cfg
+
+
+@pytest.mark.parametrize("name,layer,function,key,value,why", [
+    ("rest", "tf.argsort", "argsort", "direction", "UP", "is not supported"),
+    ("rest", "tf.strided_slice", "strided_slice", "strides", [1, 0, 1], "zero stride"),
+    ("rest", "tf.strided_slice", "strided_slice", "end", [0, 5], "differ in length"),
+    ("rest", "tf.strided_slice_2", "strided_slice", "ellipsis_mask", 3,
+     "more than one ellipsis"),
+    ("rest", "tf.strided_slice_4", "strided_slice", "begin", [0, -7], "out of range"),
+    ("rest", "tf.strided_slice_3", "strided_slice", "new_axis_mask", 0,
+     "indexes 4 axes of a rank-3 input"),
+    ("rest", "tf.image.resize", "image.resize", "method", "gaussian", "is not supported"),
+    ("rest", "tf.image.central_crop", "image.central_crop", "central_fraction", 0.0,
+     "must be in (0, 1]"),
+    ("rest", "tf.image.crop_to_bounding_box", "image.crop_to_bounding_box",
+     "target_height", 9, "is not inside"),
+    ("rest", "tf.linalg.diag_part", "linalg.diag_part", "k", 1, "k only at 0"),
+    ("rest", "tf.linalg.normalize", "linalg.normalize", "ord", 2.0 ** 0.5 - 9,
+     "is not supported for a vector norm"),
+])
+def test_unsupported_values_are_refused_at_load(name, layer, function, key, value, why):
+    cfg = _set_kwarg(_config(name), layer, key, value)
+    with pytest.raises(KerasImportError) as e:
+        load_keras(D / f"{name}_tf221.h5", config=cfg)
+    msg = str(e.value)
+    assert f"layer {layer!r}" in msg and "TFOpLambda" in msg, msg
+    assert f"tf.{function}" in msg and f"{key}=" in msg and why in msg, msg
+
+
+def test_random_and_data_dependent_functions_are_refused_with_the_reason():
+    """``tf.nn.dropout`` drops at random at inference too; ``tf.boolean_mask`` (a
+    ``SlicingOpLambda``) has a data-dependent shape."""
+    cfg = _config("rest")
+    _layer(cfg, "tf.math.tan")["config"]["function"] = "nn.dropout"
+    with pytest.raises(UnsupportedLayerError, match=r"tf\.nn\.dropout, which cannot be "
+                                                    r"imported: it drops a random part"):
+        load_keras(D / "rest_tf221.h5", config=cfg)
+    cfg = _config("rest")
+    _layer(cfg, "tf.__operators__.getitem")["config"]["function"] = "compat.v1.boolean_mask"
+    with pytest.raises(UnsupportedLayerError, match=r"tf\.boolean_mask, which is not "
+                                                    r"supported: .* depends on the data"):
+        load_keras(D / "rest_tf221.h5", config=cfg)
+
+
+def _impl(fn):
+    from model_import import Runtime
+    from model_import._layers.registry import ConvertContext, lookup
+
+    impl = lookup("TFOpLambda")({"function": fn}, ConvertContext(layer_name="t",
+                                                                  class_name="TFOpLambda"))
+    return lambda *a, **kw: impl.call({}, *a, rt=Runtime(), **kw)
+
+
+def test_gradients_of_the_new_functions_match_finite_differences():
+    """Reverse-mode gradients against finite differences (float32 tolerances):
+    ``clip_by_norm`` on both sides of the clip, ``tf.linalg.normalize``, a strided slice
+    with a negative stride and the inverse trig functions; ``clip_by_norm``'s
+    gradient is finite (zero) for an all-zero row, as TF's formula makes it; ``argsort``'s
+    indices pass none."""
+    from jax.test_util import check_grads
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 3, 2)), jnp.float32)
+    rows = x.reshape(4, 9) * jnp.asarray([[0.1], [1.0], [2.0], [0.3]])  # norms 0.3 to 6
+    clip = _impl("clip_by_norm")
+    check_grads(lambda v: clip(v, clip_norm=1.0, axes=[1]), (rows,), order=1, modes=("rev",))
+    zero = rows.at[2].set(0.0)
+    g = jax.grad(lambda v: jnp.sum(clip(v, clip_norm=1.0, axes=[1]) ** 2))(zero)
+    assert np.isfinite(np.asarray(g)).all() and not np.asarray(g)[2].any()
+    norm = _impl("linalg.normalize")
+    check_grads(lambda v: norm(v, axis=-1)[0] + norm(v, axis=-1)[1], (rows,), order=1,
+                modes=("rev",))
+    sl = _impl("strided_slice")
+    check_grads(lambda v: sl(v, begin=[0, 8], end=[0, 1], strides=[1, -3], begin_mask=1,
+                             end_mask=1), (rows,), order=1, modes=("rev",))
+    t = jnp.tanh(rows) * 0.9
+    for fn in ("math.asin", "math.acos", "math.atanh"):
+        check_grads(_impl(fn), (t,), order=1, modes=("rev",))
+    check_grads(_impl("math.acosh"), (rows ** 2 + 2.0,), order=1, modes=("rev",), eps=1e-2)
+    order = _impl("argsort")
+    g = jax.grad(lambda v: jnp.sum(order(v).astype(jnp.float32) * v))(rows)
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(
+        order(rows).astype(jnp.float32)))  # only the product's own factor
