@@ -1,6 +1,7 @@
 """tf.keras 2 ``TFOpLambda`` layers of the TF functions translated last (the inverse trig
 functions, ``tf.argsort``, ``tf.linalg.normalize``, ``tf.clip_by_norm``, ``tf.strided_slice``
-called directly, nearest and area ``tf.image.resize``, small image and matrix functions),
+called directly, nearest and area ``tf.image.resize``, small image and matrix functions;
+and ``tf.nn.conv*`` with a constant kernel, which tf.keras records as a nested list),
 against TensorFlow 2.12 and 2.21's outputs and every such layer's output
 (tests/fixtures/keras2_tfops/make_tfops_rest.py); their gradients; and the values and
 functions refused at load, with the reason."""
@@ -20,7 +21,7 @@ from model_import import KerasImportError, UnsupportedLayerError, load_keras
 D = pathlib.Path(__file__).parent / "fixtures" / "keras2_tfops"
 TOL = 1e-5
 OPS = ("TFOpLambda", "SlicingOpLambda")
-CASES = [(n, t) for n in ("rest",) for t in ("tf212", "tf221")]
+CASES = [(n, t) for n in ("rest", "convs") for t in ("tf212", "tf221")]
 
 
 def _load(name, tag):
@@ -91,11 +92,30 @@ def _float_outputs_sum(m):
     return f
 
 
-@pytest.mark.parametrize("name", ["rest"])
+@pytest.mark.parametrize("name", ["rest", "convs"])
 def test_gradients_are_finite_and_not_zero(name):
     m, ref = _load(name, "tf221")
     g = jax.jit(jax.grad(_float_outputs_sum(m)))(jnp.asarray(ref["x"]))
     assert np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).max() > 0
+
+
+def test_attribution_through_constant_kernel_convolutions():
+    """The classifier of ``convs`` (``tf.nn.conv2d`` with a constant kernel, ReLU, pooling,
+    Dense): DeepLIFT's maps sum to the score's change from the zero baseline, and LRP,
+    which gives the convolution its rule, is finite."""
+    import jaxsal
+
+    m, ref = _load("convs", "tf221")
+    head = m.with_output(0)
+    x = jnp.asarray(ref["x"])
+    dl = jaxsal.deeplift(head, x, [0, 2], reduce=None)
+    assert dl.shape == (2, 2, 6, 6, 4) and np.isfinite(np.asarray(dl)).all()
+    delta = head(x) - head(jnp.zeros_like(x))
+    sums = np.asarray(dl).reshape(2, 2, -1).sum(-1)
+    np.testing.assert_allclose(sums, np.asarray(delta)[:, [0, 2]], rtol=1e-3, atol=1e-4)
+    r = jaxsal.lrp(head, x, [1])
+    assert r.shape[0] == 2 and np.isfinite(np.asarray(r)).all()
+    assert m.layer("tf.compat.v1.nn.conv2d").config["function"] == "compat.v1.nn.conv2d"
 
 
 # ----------------------------------------------------------------- refused values
@@ -132,6 +152,22 @@ def _set_kwarg(cfg, layer, key, value):
     ("rest", "tf.linalg.diag_part", "linalg.diag_part", "k", 1, "k only at 0"),
     ("rest", "tf.linalg.normalize", "linalg.normalize", "ord", 2.0 ** 0.5 - 9,
      "is not supported for a vector norm"),
+    ("convs", "tf.compat.v1.nn.conv2d", "compat.v1.nn.conv2d", "data_format", "NCHW",
+     "is not supported (channels last"),
+    ("convs", "tf.compat.v1.nn.conv2d", "compat.v1.nn.conv2d", "padding", "CAUSAL",
+     "is not supported ('VALID', 'SAME'"),
+    ("convs", "tf.compat.v1.nn.conv2d", "compat.v1.nn.conv2d", "strides", [2, 1, 1, 1],
+     "is not supported (an int, 2 ints"),
+    ("convs", "tf.compat.v1.nn.conv2d", "compat.v1.nn.conv2d", "filter", [[[[1.0]]]],
+     "takes 1 input channels, the input has 4"),
+    ("convs", "tf.compat.v1.nn.depthwise_conv2d_2", "compat.v1.nn.depthwise_conv2d",
+     "dilations", [2, 2], "are both given"),
+    ("convs", "tf.compat.v1.nn.depthwise_conv2d_2", "compat.v1.nn.depthwise_conv2d",
+     "strides", [1, 2, 2, 1], "documents strides of 1 where the rate is above 1"),
+    ("convs", "tf.nn.conv2d_transpose", "nn.conv2d_transpose", "output_shape",
+     [2, 13, 13, 4], "not the input's"),
+    ("convs", "tf.nn.conv2d_transpose", "nn.conv2d_transpose", "output_shape",
+     [2, 12, 12, 3], "4 channels of the filters"),
 ])
 def test_unsupported_values_are_refused_at_load(name, layer, function, key, value, why):
     cfg = _set_kwarg(_config(name), layer, key, value)
@@ -167,14 +203,23 @@ def _impl(fn):
 
 
 def test_gradients_of_the_new_functions_match_finite_differences():
-    """Reverse-mode gradients against finite differences (float32 tolerances):
-    ``clip_by_norm`` on both sides of the clip, ``tf.linalg.normalize``, a strided slice
-    with a negative stride and the inverse trig functions; ``clip_by_norm``'s
+    """Reverse-mode gradients against finite differences (float32 tolerances): the
+    transposed convolution (an input gradient of a convolution itself), ``clip_by_norm``
+    on both sides of the clip, ``tf.linalg.normalize``, a strided slice with a negative
+    stride, a depthwise convolution and the inverse trig functions; ``clip_by_norm``'s
     gradient is finite (zero) for an all-zero row, as TF's formula makes it; ``argsort``'s
     indices pass none."""
     from jax.test_util import check_grads
 
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 3, 2)), jnp.float32)
+    k = np.random.default_rng(1).normal(size=(3, 3, 4, 2)).round(3).tolist()
+    transpose = _impl("nn.conv2d_transpose")
+    check_grads(lambda v: transpose(v, filters=k, output_shape=[2, 6, 6, 4], strides=2,
+                                    padding="SAME"), (x,), order=1, modes=("rev",))
+    depthwise = _impl("compat.v1.nn.depthwise_conv2d")
+    dk = np.asarray(k)[:, :, :2, :1].tolist()  # (3, 3, 2 channels, 1 multiplier)
+    check_grads(lambda v: depthwise(v, filter=dk, strides=[1, 1, 1, 1], padding="SAME"),
+                (x,), order=1, modes=("rev",))
     rows = x.reshape(4, 9) * jnp.asarray([[0.1], [1.0], [2.0], [0.3]])  # norms 0.3 to 6
     clip = _impl("clip_by_norm")
     check_grads(lambda v: clip(v, clip_norm=1.0, axes=[1]), (rows,), order=1, modes=("rev",))

@@ -21,7 +21,8 @@ are static in JAX (each batch size is traced apart), so sizes computed from it
 stay static and a reshape takes them under ``jit`` and ``vmap``; a size computed from a
 tensor's values is refused. tf.keras records ``tf.einsum`` without its operands and
 ``tf.nn.moments`` as the reductions it is made of (``reduce_mean``, ``stop_gradient``,
-``squared_difference``).
+``squared_difference``). A constant kernel of ``tf.nn.conv2d`` and the other convolutions (a
+NumPy array or ``tf.constant``) is recorded in the call as a nested list of its values.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model_import._layers.activations import act_on_first, elementwise_of_one, relu_family
+from model_import._layers.conv import _DIMS
 from model_import._layers.image import resize_axes
 from model_import._layers.pooling import _blocked_max
 from model_import._layers.registry import LayerImpl, register_layer
@@ -812,6 +814,158 @@ def _strided_slice(rt, input_, begin, end, strides=None, begin_mask=0, end_mask=
     return input_[tuple(index)]
 
 
+# -------------------------------------------------------- convolutions (constant kernels)
+_CONV_FORMATS = {1: ("NWC", "NHWC"), 2: ("NHWC",), 3: ("NDHWC",)}
+
+
+def _conv_window(v, n: int, what: str) -> tuple[int, ...]:
+    """A convolution's ``strides``/``dilations``: an int, ``n`` ints, or ``n + 2`` with
+    ones at the batch and channel positions (``None``: ones)."""
+    if v is None:
+        return (1,) * n
+    v = list(_static_ints(v, what))
+    if len(v) == n + 2 and v[0] == v[-1] == 1:
+        return tuple(v[1:-1])
+    if len(v) == 1:
+        return (v[0],) * n
+    if len(v) == n:
+        return tuple(v)
+    raise _Refused(f"{what}={v} is not supported (an int, {n} ints, or {n + 2} with ones "
+                   "first and last, as TF requires)")
+
+
+def _conv_padding(padding, n: int):
+    if isinstance(padding, str) and padding.upper() in ("VALID", "SAME"):
+        return padding.upper()
+    try:
+        pads = np.asarray(_static_ints(padding, "padding")).reshape(-1, 2)
+    except (ValueError, TypeError):
+        pads = None
+    if pads is None or len(pads) != n + 2 or pads[0].any() or pads[-1].any() or (
+            pads < 0).any():
+        raise _Refused(f"padding={_show(padding)} is not supported ('VALID', 'SAME', or "
+                       f"{n + 2} (before, after) pairs, zero for the batch and channels)")
+    return [tuple(p) for p in pads[1:-1].tolist()]
+
+
+def _conv_args(input, filters, n, data_format, what="filters"):
+    """The input and the kernel (a constant recorded as a nested list, or a tensor) of an
+    ``n``-D channels-last convolution, checked."""
+    if data_format is not None and str(data_format) not in _CONV_FORMATS[n]:
+        raise _Refused(f"data_format={data_format!r} is not supported (channels last: "
+                       f"{' or '.join(map(repr, _CONV_FORMATS[n]))})")
+    if filters is None:
+        raise _Refused(f"no {what} given")
+    k = _const(filters, input)
+    if input.ndim != n + 2 or jnp.ndim(k) != n + 2:
+        raise _Refused(f"an input of rank {input.ndim} and {what} of rank {jnp.ndim(k)} "
+                       f"are not a {n}-D convolution's ({n + 2} and {n + 2})")
+    return input, jnp.asarray(k, input.dtype)
+
+
+def _conv_core(x, k, strides, padding, dilations, groups=1):
+    return jax.lax.conv_general_dilated(x, k, strides, padding, rhs_dilation=dilations,
+                                        dimension_numbers=_DIMS[k.ndim - 2],
+                                        feature_group_count=groups)
+
+
+def _conv(x, k, n, strides, padding, dilations, groups=1, what="filters"):
+    if x.shape[-1] != k.shape[-2] * groups:
+        raise _Refused(f"{what}=<a kernel of shape {tuple(k.shape)}> takes "
+                       f"{k.shape[-2] * groups} input channels, the input has {x.shape[-1]} "
+                       "(TF refuses it too)")
+    strides, dilations = _conv_window(strides, n, "strides"), _conv_window(dilations, n,
+                                                                          "dilations")
+    return _conv_core(x, k, strides, _conv_padding(padding, n), dilations, groups)
+
+
+def _conv_nd(n: int | None):
+    """``tf.nn.conv{n}d`` / ``tf.nn.convolution`` (``n=None``: from the kernel's rank):
+    channels last, ``VALID``, ``SAME`` or explicit padding."""
+    def f(rt, input, filters, strides=None, padding="VALID", data_format=None,
+          dilations=None):
+        rank = n or jnp.ndim(_const(filters)) - 2
+        if rank not in _CONV_FORMATS:
+            raise _Refused(f"filters of rank {rank + 2} are not supported (1-D to 3-D)")
+        x, k = _conv_args(input, filters, rank, data_format)
+        return _conv(x, k, rank, strides, padding, dilations)
+    return f
+
+
+def _conv2d_v1(rt, input, filter=None, strides=None, padding=None, use_cudnn_on_gpu=True,
+               data_format="NHWC", dilations=None, filters=None):
+    """``tf.compat.v1.nn.conv2d``, which ``tf.nn.conv2d`` is recorded as (``filter`` or
+    ``filters``; ``use_cudnn_on_gpu`` is a hint: same result)."""
+    if filter is not None and filters is not None:
+        raise _Refused("filter and filters are both given (TF refuses it too)")
+    what = "filter" if filters is None else "filters"
+    x, k = _conv_args(input, filter if filters is None else filters, 2, data_format, what)
+    return _conv(x, k, 2, strides, padding, dilations, what=what)
+
+
+def _conv1d_v1(rt, value=None, filters=None, stride=None, padding=None,
+               use_cudnn_on_gpu=None, data_format=None, input=None, dilations=None):
+    """``tf.compat.v1.nn.conv1d``, which ``tf.nn.conv1d`` is recorded as."""
+    if value is not None and input is not None:
+        raise _Refused("value and input are both given (TF refuses it too)")
+    x, k = _conv_args(value if input is None else input, filters, 1, data_format)
+    return _conv(x, k, 1, stride, padding, dilations)
+
+
+def _depthwise_conv2d(rt, input, filter, strides, padding, rate=None, data_format=None,
+                      dilations=None):
+    """``tf.nn.depthwise_conv2d`` (recorded as ``compat.v1.nn.depthwise_conv2d``): the
+    kernel ``(kh, kw, C, M)`` gives channel ``c * M + m``; ``rate`` is TF's old name of
+    ``dilations``."""
+    if rate is not None and dilations is not None:
+        raise _Refused(f"rate={rate!r} and dilations={dilations!r} are both given (TF "
+                       "refuses it too)")
+    x, k = _conv_args(input, filter, 2, data_format, "filter")
+    kh, kw, c, m = k.shape
+    if x.shape[-1] != c:
+        raise _Refused(f"filter=<a kernel of shape {tuple(k.shape)}> takes {c} input "
+                       f"channels, the input has {x.shape[-1]} (TF refuses it too)")
+    dilations = dilations if rate is None else rate
+    if max(_conv_window(strides, 2, "strides")) > 1 and max(_conv_window(dilations, 2,
+                                                                          "dilations")) > 1:
+        raise _Refused(f"strides={strides!r} with a dilation rate of {dilations!r}: TF's "
+                       "depthwise_conv2d documents strides of 1 where the rate is above 1 "
+                       "(it computes another sampling than a strided dilated convolution, "
+                       "without an error)")
+    return _conv(x, k.reshape(kh, kw, 1, c * m), 2, strides, padding, dilations, groups=c)
+
+
+def _conv_transpose(n: int):
+    """``tf.nn.conv{n}d_transpose``: the transpose (input gradient) of the ``n``-D
+    convolution with these ``filters`` (``(..., out_channels, in_channels)``) that maps
+    ``output_shape`` to the input's shape, as TF defines it."""
+    def f(rt, input, filters, output_shape, strides, padding="SAME", data_format=None,
+          dilations=None):
+        x, k = _conv_args(input, filters, n, data_format)
+        shape = _static_ints(output_shape, "output_shape")
+        if len(shape) != n + 2 or shape[-1] != k.shape[-2]:
+            raise _Refused(f"output_shape={list(shape)} is not (batch, {n} sizes, "
+                           f"{k.shape[-2]} channels of the filters) (TF refuses it too)")
+        # the batch size is the input's: a constant one (TF runs only that batch size) is
+        # that of the calls TF can make, where the results are the same
+        shape = (x.shape[0], *shape[1:])
+        if x.shape[-1] != k.shape[-1]:
+            raise _Refused(f"filters=<a kernel of shape {tuple(k.shape)}> take "
+                           f"{k.shape[-1]} input channels, the input has {x.shape[-1]} (TF "
+                           "refuses it too)")
+
+        def forward(z):
+            return _conv(z, k, n, strides, padding, dilations)
+
+        fwd = jax.eval_shape(forward, jax.ShapeDtypeStruct(shape, x.dtype))
+        if fwd.shape != x.shape:
+            raise _Refused(f"output_shape={list(shape)}: the convolution maps it to shape "
+                           f"{fwd.shape}, not the input's {tuple(x.shape)} (TF refuses it "
+                           "too)")
+        return jax.vjp(forward, jnp.zeros(shape, x.dtype))[1](x)[0]
+    return f
+
+
 # ---------------------------------------------------------------- more image functions
 def _rgb_to_grayscale(rt, images):
     """TF's weights (0.2989, 0.5870, 0.1140) over the last axis, kept as an axis of 1."""
@@ -1016,6 +1170,13 @@ _FUNCTIONS = {
     "linalg.diag_part": lambda rt, input: jnp.diagonal(input, axis1=-2, axis2=-1),
     "linalg.trace": lambda rt, x: jnp.trace(x, axis1=-2, axis2=-1),
     "zeros": _filled(0), "ones": _filled(1), "fill": _fill,
+    # convolutions, the kernel a constant (recorded as a nested list) or a tensor
+    # (tf.nn.conv2d and tf.nn.conv1d are recorded as their compat.v1 forms)
+    "compat.v1.nn.conv2d": _conv2d_v1, "compat.v1.nn.conv1d": _conv1d_v1,
+    "nn.conv3d": _conv_nd(3), "nn.convolution": _conv_nd(None),
+    "compat.v1.nn.depthwise_conv2d": _depthwise_conv2d,
+    "nn.conv1d_transpose": _conv_transpose(1), "nn.conv2d_transpose": _conv_transpose(2),
+    "nn.conv3d_transpose": _conv_transpose(3),
     "image.rgb_to_grayscale": _rgb_to_grayscale, "image.central_crop": _central_crop,
     "image.crop_to_bounding_box": _crop_to_bounding_box,
 }
@@ -1100,7 +1261,11 @@ _MERGES = {"__operators__.add": "sum", "math.add": "sum", "math.add_n": "sum",
 #: layers computing the same (``UnitNormalization``, ``MaxPooling2D``, ``AveragePooling2D``...).
 _RULE_FUNCTIONS = frozenset({"math.l2_normalize", "nn.max_pool1d", "nn.max_pool2d",
                              "nn.max_pool3d", "nn.avg_pool1d", "nn.avg_pool2d",
-                             "nn.avg_pool3d", "nn.avg_pool"})
+                             "nn.avg_pool3d", "nn.avg_pool", "compat.v1.nn.conv2d",
+                             "compat.v1.nn.conv1d", "nn.conv3d",
+                             "nn.convolution", "compat.v1.nn.depthwise_conv2d",
+                             "nn.conv1d_transpose", "nn.conv2d_transpose",
+                             "nn.conv3d_transpose"})
 
 #: Functions refused with the reason, not as unknown: tf.keras's record lacks arguments, or
 #: the function is random at inference.
