@@ -412,8 +412,8 @@ def _broadcast_to(rt, input, shape):
     return jnp.broadcast_to(input, _static_ints(shape, "shape"))
 
 
-def _tile(rt, input, multiples):
-    return jnp.tile(input, _static_ints(multiples, "multiples"))
+def _tile(rt, input, multiples):  # a constant input too (tf.image.sobel_edges' kernels)
+    return jnp.tile(_const(input), _static_ints(multiples, "multiples"))
 
 
 def _top_k(rt, input, k=1, sorted=True, index_type=None):
@@ -912,27 +912,33 @@ def _conv1d_v1(rt, value=None, filters=None, stride=None, padding=None,
     return _conv(x, k, 1, stride, padding, dilations)
 
 
+def _depthwise(input, filter, strides, padding, rate, data_format, dilations, what):
+    if rate is not None and dilations is not None:
+        raise _Refused(f"rate={rate!r} and dilations={dilations!r} are both given (TF "
+                       "refuses it too)")
+    x, k = _conv_args(input, filter, 2, data_format, what)
+    kh, kw, c, m = k.shape
+    if x.shape[-1] != c:
+        raise _Refused(f"{what}=<a kernel of shape {tuple(k.shape)}> takes {c} input "
+                       f"channels, the input has {x.shape[-1]} (TF refuses it too)")
+    dilations = dilations if rate is None else rate
+    if max(_conv_window(strides, 2, "strides")) > 1 and max(_conv_window(dilations, 2,
+                                                                          "dilations")) > 1:
+        raise _Refused(f"strides={strides!r} with a dilation rate of {dilations!r}: TF "
+                       "documents strides of 1 where the rate is above 1 (it computes "
+                       "another sampling than a strided dilated convolution, without an "
+                       "error)")
+    return _conv(x, k.reshape(kh, kw, 1, c * m), 2, strides, padding, dilations, groups=c,
+                 what=what)
+
+
 def _depthwise_conv2d(rt, input, filter, strides, padding, rate=None, data_format=None,
                       dilations=None):
     """``tf.nn.depthwise_conv2d`` (recorded as ``compat.v1.nn.depthwise_conv2d``): the
     kernel ``(kh, kw, C, M)`` gives channel ``c * M + m``; ``rate`` is TF's old name of
     ``dilations``."""
-    if rate is not None and dilations is not None:
-        raise _Refused(f"rate={rate!r} and dilations={dilations!r} are both given (TF "
-                       "refuses it too)")
-    x, k = _conv_args(input, filter, 2, data_format, "filter")
-    kh, kw, c, m = k.shape
-    if x.shape[-1] != c:
-        raise _Refused(f"filter=<a kernel of shape {tuple(k.shape)}> takes {c} input "
-                       f"channels, the input has {x.shape[-1]} (TF refuses it too)")
-    dilations = dilations if rate is None else rate
-    if max(_conv_window(strides, 2, "strides")) > 1 and max(_conv_window(dilations, 2,
-                                                                          "dilations")) > 1:
-        raise _Refused(f"strides={strides!r} with a dilation rate of {dilations!r}: TF's "
-                       "depthwise_conv2d documents strides of 1 where the rate is above 1 "
-                       "(it computes another sampling than a strided dilated convolution, "
-                       "without an error)")
-    return _conv(x, k.reshape(kh, kw, 1, c * m), 2, strides, padding, dilations, groups=c)
+    return _depthwise(input, filter, strides, padding, rate, data_format, dilations,
+                      "filter")
 
 
 def _conv_transpose(n: int):
@@ -1042,6 +1048,190 @@ def _crelu(rt, features, axis=-1):
 
 def _reciprocal_no_nan(rt, x):
     return _divide_no_nan(jnp.ones((), x.dtype), x)
+
+
+# -------------------------------------------------------- image preprocessing functions
+def _float_image(image, what):
+    if not jnp.issubdtype(image.dtype, jnp.floating):
+        raise _Refused(f"an image of dtype {image.dtype} is not supported (floats; TF "
+                       f"converts integer images in {what} and back with saturation)")
+    return image
+
+
+def _per_image_standardization(rt, image):
+    """TF: ``(x - mean) / max(std, 1 / sqrt(N))`` over each image's ``N`` values (rows,
+    columns and channels)."""
+    _image_hw(image, "per_image_standardization")
+    x = image.astype(jnp.float32)
+    axes = (-3, -2, -1)
+    n = np.prod(image.shape[-3:])
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    std = jnp.std(x, axis=axes, keepdims=True)
+    return (x - mean) / jnp.maximum(std, np.float32(1.0 / np.sqrt(np.float32(n))))
+
+
+def _pad_image(image, top, left, height, width):
+    h, w = _image_hw(image, "pad_to_bounding_box")
+    bottom, right = height - top - h, width - left - w
+    if min(top, left, bottom, right) < 0:
+        raise _Refused(f"offset_height={top}, offset_width={left}, target_height={height}, "
+                       f"target_width={width}: the {h}x{w} image does not fit in the box (TF "
+                       "refuses it too)")
+    pads = [(0, 0)] * (image.ndim - 3) + [(top, bottom), (left, right), (0, 0)]
+    return jnp.pad(image, pads)
+
+
+def _pad_to_bounding_box(rt, image, offset_height, offset_width, target_height,
+                         target_width):
+    t, l_, th, tw = (int(_static_ints(v, k)[0]) for v, k in (
+        (offset_height, "offset_height"), (offset_width, "offset_width"),
+        (target_height, "target_height"), (target_width, "target_width")))
+    return _pad_image(image, t, l_, th, tw)
+
+
+def _resize_with_crop_or_pad(rt, image, target_height, target_width):
+    """TF: the centred crop of each too long axis, then the centred zero padding of each
+    too short one (the odd row or column at the end)."""
+    h, w = _image_hw(image, "resize_with_crop_or_pad")
+    th, tw = (int(_static_ints(v, k)[0]) for v, k in ((target_height, "target_height"),
+                                                        (target_width, "target_width")))
+    if th <= 0 or tw <= 0:
+        raise _Refused(f"target_height={th}, target_width={tw} must be positive (TF refuses "
+                       "them too)")
+    cropped = _crop(image, max(-(th - h) // 2, 0), max(-(tw - w) // 2, 0), min(th, h),
+                    min(tw, w))
+    return _pad_image(cropped, max((th - h) // 2, 0), max((tw - w) // 2, 0), th, tw)
+
+
+def _rot90(rt, image, k=1):
+    """``tf.image.rot90``: ``k`` quarter turns counter-clockwise of the rows and columns."""
+    _image_hw(image, "rot90")
+    return jnp.rot90(image, int(_static_ints(k, "k")[0]) % 4, axes=(-3, -2))
+
+
+def _image_transpose(rt, image):
+    _image_hw(image, "transpose")
+    return jnp.swapaxes(image, -3, -2)
+
+
+def _grayscale_to_rgb(rt, images):
+    if images.shape[-1] != 1:
+        raise _Refused(f"images with {images.shape[-1]} channels are not supported (1, as "
+                       "TF requires)")
+    return jnp.concatenate([images] * 3, axis=-1)
+
+
+def _adjust_brightness(rt, image, delta):
+    return _float_image(image, "adjust_brightness") + jnp.asarray(delta, image.dtype)
+
+
+def _adjust_contrast(rt, images, contrast_factor):
+    """TF: ``(x - mean) * contrast_factor + mean``, the mean over the rows and columns of
+    each channel of each image."""
+    x = _float_image(images, "adjust_contrast")
+    _image_hw(images, "adjust_contrast")
+    mean = jnp.mean(x, axis=(-3, -2), keepdims=True)
+    return (x - mean) * jnp.asarray(contrast_factor, x.dtype) + mean
+
+
+def _convert_image_dtype(rt, image, dtype, saturate=False):
+    """Floats stay floats (float32 here); integers become floats scaled by ``1 / max``
+    of their type, as TF converts them. Conversions to integers are refused."""
+    target = _cast_dtype(dtype)
+    if not jnp.issubdtype(target, jnp.floating):
+        raise _Refused(f"dtype={dtype!r} is not supported (floating types; conversions to "
+                       "integers round and saturate)")
+    if jnp.issubdtype(image.dtype, jnp.floating):
+        return image.astype(target)
+    return image.astype(target) * np.float32(1.0 / jnp.iinfo(image.dtype).max)
+
+
+# --------------------------------------------------------------------- gathers, masks
+def _gather_nd(rt, params, indices, batch_dims=0):
+    """``tf.gather_nd``: ``params[tuple(index)]`` for each index in the last axis of
+    ``indices``, the first ``batch_dims`` axes of both taken in step. Constant indices out
+    of range are refused (TF raises on CPU); tensor indices are clamped."""
+    params = _const(params)
+    b = int(batch_dims)
+    if isinstance(indices, (list, tuple, np.ndarray)):
+        indices = np.asarray(indices)
+        if indices.dtype.kind not in "iu" or indices.ndim < 1:
+            raise _Refused(f"indices={_show(indices.tolist())} are not integer index "
+                           "vectors")
+        m = indices.shape[-1]
+        if b + m > params.ndim:
+            raise _Refused(f"indices={_show(indices.tolist())} index {m} axes after "
+                           f"{b} batch axes of a rank-{params.ndim} tensor (TF refuses it too)")
+        sizes = np.asarray(params.shape[b:b + m])
+        if indices.size and ((indices < 0).any() or (indices >= sizes).any()):
+            raise _Refused(f"indices={_show(indices.tolist())} are out of range for axes of "
+                           f"sizes {sizes.tolist()} (TF raises on CPU)")
+    if not 0 <= b < min(params.ndim, jnp.ndim(indices)):
+        raise _Refused(f"batch_dims={batch_dims!r} must be below the ranks of params and "
+                       "indices (TF refuses it too)")
+
+    def take(p, i):
+        i = jnp.asarray(i)
+        return p[tuple(jnp.moveaxis(i, -1, 0))]
+
+    for _ in range(b):
+        take = jax.vmap(take)
+    return take(params, indices)
+
+
+def _sequence_mask(rt, lengths, maxlen=None, dtype="bool"):
+    """``tf.sequence_mask``: ``range(maxlen) < lengths[..., None]``; ``maxlen`` must be
+    given (else it is the largest length: a shape that depends on the data)."""
+    if maxlen is None:
+        raise _Refused("maxlen=None (the largest of the lengths: a shape that depends on the "
+                       "data) is not supported; give maxlen")
+    n = int(_static_ints(maxlen, "maxlen")[0])
+    mask = jnp.arange(n) < jnp.asarray(lengths)[..., None]
+    return mask if str(getattr(dtype, "name", dtype)) == "bool" else mask.astype(
+        _cast_dtype(dtype))
+
+
+def _count_nonzero(rt, input, axis=None, keepdims=None, dtype="int64"):
+    y = jnp.sum(jnp.asarray(input) != 0, axis=_axis(axis), keepdims=bool(keepdims))
+    return y.astype(_cast_dtype(dtype))
+
+
+def _diag(rt, diagonal):
+    """``tf.linalg.diag``: square matrices with ``diagonal`` on their diagonal (zeros
+    elsewhere, also where a diagonal entry is infinite)."""
+    n = diagonal.shape[-1]
+    return jnp.where(jnp.eye(n, dtype=bool), diagonal[..., None], jnp.zeros((), diagonal.dtype))
+
+
+def _linspace(rt, start, stop, num, axis=0):
+    n = int(_static_ints(num, "num")[0])
+    start, stop = (jnp.asarray(v, jnp.float32) if not isinstance(v, jax.Array) else v
+                   for v in (start, stop))
+    return jnp.linspace(start, stop, n, axis=int(axis))
+
+
+def _truncatediv(x, y):
+    if jnp.issubdtype(jnp.result_type(x, y), jnp.integer):
+        return jax.lax.div(*jnp.broadcast_arrays(x, y))
+    return jnp.trunc(x / y)
+
+
+def _multiply_no_nan(x, y):
+    """``x * y``, and 0 where ``y`` is 0 (even where ``x`` is infinite or NaN)."""
+    return jnp.where(y == 0, jnp.zeros((), jnp.result_type(x, y)), x * y)
+
+
+def _separable_conv2d(rt, input, depthwise_filter, pointwise_filter, strides, padding,
+                      rate=None, data_format=None, dilations=None):
+    """``tf.nn.separable_conv2d`` (recorded as ``compat.v1.nn.separable_conv2d``): the
+    depthwise convolution, then the pointwise (1x1) one."""
+    y = _depthwise(input, depthwise_filter, strides, padding, rate, data_format, dilations,
+                   "depthwise_filter")
+    y, k = _conv_args(y, pointwise_filter, 2, None, "pointwise_filter")
+    if k.shape[:2] != (1, 1):
+        raise _Refused(f"pointwise_filter=<a kernel of shape {tuple(k.shape)}> is not 1x1 "
+                       "(TF refuses it too)")
+    return _conv(y, k, 2, 1, "VALID", None, what="pointwise_filter")
 
 
 _FUNCTIONS = {
@@ -1179,6 +1369,26 @@ _FUNCTIONS = {
     "nn.conv3d_transpose": _conv_transpose(3),
     "image.rgb_to_grayscale": _rgb_to_grayscale, "image.central_crop": _central_crop,
     "image.crop_to_bounding_box": _crop_to_bounding_box,
+    "compat.v1.nn.separable_conv2d": _separable_conv2d,
+    "image.per_image_standardization": _per_image_standardization,
+    "image.pad_to_bounding_box": _pad_to_bounding_box,
+    "image.resize_with_crop_or_pad": _resize_with_crop_or_pad,
+    "image.rot90": _rot90, "image.transpose": _image_transpose,
+    "image.grayscale_to_rgb": _grayscale_to_rgb,
+    "image.adjust_brightness": _adjust_brightness, "image.adjust_contrast": _adjust_contrast,
+    "image.convert_image_dtype": _convert_image_dtype,
+    "compat.v1.gather_nd": _gather_nd,
+    "sequence_mask": _sequence_mask,
+    "math.count_nonzero": _count_nonzero,
+    "nn.l2_loss": lambda rt, t: jnp.sum(jnp.square(t)) / 2,
+    "linalg.diag": _diag, "linspace": _linspace,
+    "linalg.cross": lambda rt, a, b: jnp.cross(*_operands(a, b)),
+    "math.xlogy": _binary(jax.scipy.special.xlogy, True),
+    "math.multiply_no_nan": _binary(_multiply_no_nan, True),
+    "truncatediv": _binary(_truncatediv, True), "truncatemod": _binary(jnp.fmod, True),
+    "math.erfinv": lambda rt, x: jax.scipy.special.erfinv(x),
+    "math.lgamma": lambda rt, x: jax.scipy.special.gammaln(x),
+    "math.digamma": lambda rt, x: jax.scipy.special.digamma(x),
 }
 
 #: TF keywords a translation does not implement but accepts: at these values (TF's defaults).
@@ -1187,7 +1397,10 @@ _ACCEPTED = {"linalg.matmul": {"output_type": None},
              "zeros_like": {"layout": None}, "ones_like": {"layout": None},
              "zeros": {"layout": None}, "ones": {"layout": None}, "fill": {"layout": None},
              "strided_slice": {"var": None},
-             "linalg.diag_part": {"k": 0, "padding_value": 0, "align": "RIGHT_LEFT"}}
+             "linalg.diag_part": {"k": 0, "padding_value": 0, "align": "RIGHT_LEFT"},
+             "linalg.diag": {"k": 0, "num_rows": -1, "num_cols": -1, "padding_value": 0,
+                             "align": "RIGHT_LEFT"},
+             "compat.v1.gather_nd": {"bad_indices_policy": ""}}
 
 
 def _keywords(fn) -> frozenset:
@@ -1247,7 +1460,8 @@ _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", 
                           "math.sin", "math.cos", "math.erf", "math.erfc", "math.reciprocal",
                           "math.log1p", "math.expm1", "math.log_sigmoid", "nn.softsign",
                           "math.atan", "math.asinh", "math.sinh", "math.cosh",
-                          "math.asin", "math.acos", "math.atanh", "math.acosh", "math.tan"})
+                          "math.asin", "math.acos", "math.atanh", "math.acosh", "math.tan",
+                          "math.erfinv", "math.lgamma", "math.digamma"})
 
 
 #: The wrapped functions that add or multiply tensors (``LayerImpl.merge``: LRP's rule layers
@@ -1265,7 +1479,7 @@ _RULE_FUNCTIONS = frozenset({"math.l2_normalize", "nn.max_pool1d", "nn.max_pool2
                              "compat.v1.nn.conv1d", "nn.conv3d",
                              "nn.convolution", "compat.v1.nn.depthwise_conv2d",
                              "nn.conv1d_transpose", "nn.conv2d_transpose",
-                             "nn.conv3d_transpose"})
+                             "nn.conv3d_transpose", "compat.v1.nn.separable_conv2d"})
 
 #: Functions refused with the reason, not as unknown: tf.keras's record lacks arguments, or
 #: the function is random at inference.
@@ -1274,6 +1488,10 @@ _UNRECORDED = {
               "are extra positional arguments, which its config drops: tf.keras cannot reload "
               "the file either); use tf.keras.layers.EinsumDense, or tf.linalg.matmul and "
               "tf.transpose",
+    "compat.v1.nn.embedding_lookup": "tf.keras writes a constant table as a nested list and "
+                                     "reads each row back as a shard of a partitioned table: "
+                                     "its own reload computes another function (one value "
+                                     "per id); use tf.gather(table, ids)",
     "nn.dropout": "it drops a random part of its input on every call, at inference too (it "
                   "is not the Dropout layer): the model's outputs are random; use "
                   "tf.keras.layers.Dropout, which is the identity at inference",
