@@ -21,7 +21,8 @@ from model_import import KerasImportError, UnsupportedLayerError, load_keras
 D = pathlib.Path(__file__).parent / "fixtures" / "keras2_tfops"
 TOL = 1e-5
 OPS = ("TFOpLambda", "SlicingOpLambda")
-CASES = [(n, t) for n in ("rest", "convs", "misc") for t in ("tf212", "tf221")]
+CASES = [(n, t) for n in ("rest", "convs", "misc", "blocks")
+         for t in ("tf212", "tf221")]
 
 
 def _load(name, tag):
@@ -65,7 +66,9 @@ def test_every_tf_function_layer_matches_tensorflow(name, tag):
             elif at_one[0] == 1 and want[0] == len(ref["x"]):  # known without the batch axis
                 assert m.layer(n).output_shape == want[1:], n
             else:  # the batch axis moved (tf.transpose(h, [1, 2, 0, 3])): a batch of one's
-                assert m.layer(n).output_shape == at_one, n
+                # shape; or grew (tf.space_to_batch_nd: blocks x batch): without that axis
+                grown = want[0] == at_one[0] * len(ref["x"])
+                assert m.layer(n).output_shape == (at_one[1:] if grown else at_one), n
 
 
 def test_the_fixtures_exercise_what_they_are_for():
@@ -96,7 +99,23 @@ def _float_outputs_sum(m):
     return f
 
 
-@pytest.mark.parametrize("name", ["rest", "convs", "misc"])
+def test_blocks_of_the_batch_keep_the_examples_apart():
+    """``tf.nn.atrous_conv2d`` moves blocks of each image to the batch axis
+    (``space_to_batch_nd``) and back: the outputs of the whole batch, of its first example
+    and of a vmap over single examples agree (and with TF's), as attribution methods that
+    map over examples need."""
+    m, ref = _load("blocks", "tf221")
+    x = jnp.asarray(ref["x"])
+    full = m(x)
+    mapped = jax.vmap(lambda xi: m(xi[None]))(x)
+    for i in (0, 1, 3):  # the atrous convolutions, the round trip of space_to_batch_nd
+        np.testing.assert_allclose(np.asarray(mapped[i])[:, 0], np.asarray(full[i]),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(full[i]), ref[f"y{i}"], rtol=1e-4, atol=1e-5)
+    assert full[2].shape[0] == 6 * x.shape[0]  # space_to_batch_nd alone: blocks x batch
+
+
+@pytest.mark.parametrize("name", ["rest", "convs", "misc", "blocks"])
 def test_gradients_are_finite_and_not_zero(name):
     m, ref = _load(name, "tf221")
     g = jax.jit(jax.grad(_float_outputs_sum(m)))(jnp.asarray(ref["x"]))
@@ -188,6 +207,18 @@ def _set_kwarg(cfg, layer, key, value):
     ("misc", "tf.compat.v1.nn.separable_conv2d", "compat.v1.nn.separable_conv2d",
      "pointwise_filter", [[[[1.0]]]], "takes 1 input channels, the input has 6"),
     ("misc", "tf.linalg.diag", "linalg.diag", "k", 1, "k only at 0"),
+    ("blocks", "tf.space_to_batch_nd_2", "space_to_batch_nd", "paddings",
+     [[1, 0], [0, 0]], "does not divide"),
+    ("blocks", "tf.compat.v1.batch_to_space_nd_2", "compat.v1.batch_to_space_nd", "crops",
+     [[1, 1], [5, 2]], "exceed"),
+    ("blocks", "tf.compat.v1.nn.pool", "compat.v1.nn.pool", "dilation_rate", [2, 2],
+     "windows without gaps"),
+    ("blocks", "tf.compat.v1.nn.pool", "compat.v1.nn.pool", "pooling_type", "L2",
+     "is not supported"),
+    ("blocks", "tf.image.resize_with_pad", "image.resize_with_pad", "target_width", 0,
+     "must be positive"),
+    ("blocks", "tf.image.resize_with_pad", "image.resize_with_pad", "method", "gaussian",
+     "is not supported"),
 ])
 def test_unsupported_values_are_refused_at_load(name, layer, function, key, value, why):
     cfg = _set_kwarg(_config(name), layer, key, value)
@@ -251,6 +282,9 @@ _GRAD_CASES = {  # name: (function of one tensor, its input)
     "image.per_image_standardization": (lambda f, v: f(v), _X),
     "image.adjust_contrast": (lambda f, v: f(v, contrast_factor=1.5), _X),
     "math.xlogy": (lambda f, v: f(v, y=jnp.abs(v) + 0.5), _X),
+    "linalg.inv": (lambda f, v: f(v + 3.0 * jnp.eye(3)), _X[:, :, :, 0]),
+    "space_to_batch_nd": (lambda f, v: f(v, block_shape=[2, 2], paddings=[[1, 0], [1, 0]]),
+                          _X),
 }
 
 

@@ -1234,6 +1234,95 @@ def _separable_conv2d(rt, input, depthwise_filter, pointwise_filter, strides, pa
     return _conv(y, k, 2, 1, "VALID", None, what="pointwise_filter")
 
 
+# ------------------------------------------------- blocks of the batch, pools, linear algebra
+def _space_to_batch_nd(rt, input, block_shape, paddings):
+    """``tf.space_to_batch_nd`` (``tf.nn.atrous_conv2d`` is recorded as it, a convolution
+    and :func:`_batch_to_space_nd`): the ``M`` padded axes after the batch cut in blocks,
+    the positions within a block moved to the batch axis, in TF's order (position
+    ``(i_1, ..., i_M)`` of the block, then the example)."""
+    block = _static_ints(block_shape, "block_shape")
+    m = len(block)
+    pads = np.asarray(_static_ints(paddings, "paddings")).reshape(-1, 2)
+    if len(pads) != m or (pads < 0).any() or input.ndim < m + 1 or min(block) < 1:
+        raise _Refused(f"block_shape={list(block)} and paddings={pads.tolist()} need one "
+                       f"positive block and one pair of non-negative pads per axis (TF "
+                       "refuses them too)")
+    x = jnp.pad(input, [(0, 0)] + [tuple(p) for p in pads.tolist()]
+                + [(0, 0)] * (input.ndim - m - 1))
+    sizes = x.shape[1:m + 1]
+    if any(s % b for s, b in zip(sizes, block)):
+        raise _Refused(f"paddings={pads.tolist()} leave sizes {list(sizes)} that "
+                       f"block_shape={list(block)} does not divide (TF refuses them too)")
+    n, rest = x.shape[0], x.shape[m + 1:]
+    x = x.reshape((n,) + sum(((s // b, b) for s, b in zip(sizes, block)), ()) + rest)
+    order = [2 + 2 * i for i in range(m)] + [0] + [1 + 2 * i for i in range(m)]
+    x = x.transpose(order + list(range(2 * m + 1, x.ndim)))
+    return x.reshape((n * int(np.prod(block)),) + tuple(s // b for s, b in zip(sizes, block))
+                     + rest)
+
+
+def _batch_to_space_nd(rt, input, block_shape, crops):
+    """``tf.batch_to_space_nd``: the inverse of :func:`_space_to_batch_nd`, then the
+    ``crops`` cut from each spatial axis."""
+    block = _static_ints(block_shape, "block_shape")
+    m = len(block)
+    crop = np.asarray(_static_ints(crops, "crops")).reshape(-1, 2)
+    prod = int(np.prod(block))
+    if len(crop) != m or (crop < 0).any() or input.ndim < m + 1 or min(block) < 1 or (
+            input.shape[0] % prod):
+        raise _Refused(f"block_shape={list(block)} and crops={crop.tolist()} do not fit an "
+                       f"input of shape {tuple(input.shape)} (TF refuses them too)")
+    n, sizes, rest = input.shape[0] // prod, input.shape[1:m + 1], input.shape[m + 1:]
+    x = input.reshape(tuple(block) + (n,) + sizes + rest)
+    order = [m] + sum(([m + 1 + i, i] for i in range(m)), [])
+    x = x.transpose(order + list(range(2 * m + 1, x.ndim)))
+    full = tuple(s * b for s, b in zip(sizes, block))
+    if any(lo + hi > f for (lo, hi), f in zip(crop.tolist(), full)):
+        raise _Refused(f"crops={crop.tolist()} exceed the sizes {list(full)} (TF refuses "
+                       "them too)")
+    x = x.reshape((n,) + full + rest)
+    return x[(slice(None),) + tuple(slice(lo, f - hi) for (lo, hi), f in
+                                    zip(crop.tolist(), full))]
+
+
+def _nn_pool(rt, input, window_shape, pooling_type, padding, dilation_rate=None,
+             strides=None, data_format=None, dilations=None):
+    """``tf.nn.pool`` (recorded as ``compat.v1.nn.pool``): ``MAX`` or ``AVG`` pooling as
+    ``tf.nn.max_pool`` / ``avg_pool``; dilated windows are refused."""
+    for what, rate in (("dilation_rate", dilation_rate), ("dilations", dilations)):
+        if rate is not None and max(_static_ints(rate, what)) > 1:
+            raise _Refused(f"{what}={rate!r} is not supported (windows without gaps)")
+    kind = {"MAX": "max", "AVG": "avg"}.get(str(pooling_type))
+    if kind is None:
+        raise _Refused(f"pooling_type={pooling_type!r} is not supported ('MAX', 'AVG', as "
+                       "in TF)")
+    return _pool(kind, None)(rt, input, window_shape, 1 if strides is None else strides,
+                             padding, data_format)
+
+
+def _resize_with_pad(rt, image, target_height, target_width, method="bilinear",
+                     antialias=False):
+    """``tf.image.resize_with_pad``: resized by one ratio (TF's float32 arithmetic) to fit
+    the target, then padded with zeros to it (centred, the odd row at the end)."""
+    h, w = _image_hw(image, "resize_with_pad")
+    if image.ndim != 4:
+        raise _Refused(f"images of rank {image.ndim} are not supported (batch, height, "
+                       "width, channels only)")
+    th, tw = (int(_static_ints(v, k)[0]) for v, k in ((target_height, "target_height"),
+                                                        (target_width, "target_width")))
+    if th <= 0 or tw <= 0:
+        raise _Refused(f"target_height={th}, target_width={tw} must be positive (TF refuses "
+                       "them too)")
+    f32 = np.float32
+    ratio = max(f32(w) / f32(tw), f32(h) / f32(th))
+    rh, rw = f32(h) / ratio, f32(w) / ratio
+    resized = _resize(rt, image, [int(np.floor(rh)), int(np.floor(rw))], method=method,
+                      antialias=antialias)
+    top = max(0, int(np.floor((f32(th) - rh) / f32(2))))
+    left = max(0, int(np.floor((f32(tw) - rw) / f32(2))))
+    return _pad_image(resized, top, left, th, tw)
+
+
 _FUNCTIONS = {
     "__operators__.add": _binary(jnp.add, static=np.add),
     "math.add": _binary(jnp.add, static=np.add),
@@ -1389,6 +1478,13 @@ _FUNCTIONS = {
     "math.erfinv": lambda rt, x: jax.scipy.special.erfinv(x),
     "math.lgamma": lambda rt, x: jax.scipy.special.gammaln(x),
     "math.digamma": lambda rt, x: jax.scipy.special.digamma(x),
+    "space_to_batch_nd": _space_to_batch_nd, "compat.v1.batch_to_space_nd": _batch_to_space_nd,
+    "compat.v1.nn.pool": _nn_pool, "image.resize_with_pad": _resize_with_pad,
+    "linalg.inv": lambda rt, input, adjoint=False: jnp.linalg.inv(_swap(input, True)
+                                                                  if adjoint else input),
+    "linalg.det": lambda rt, input: jnp.linalg.det(input),
+    "math.bessel_i0e": lambda rt, x: jax.scipy.special.i0e(x),
+    "math.bessel_i1e": lambda rt, x: jax.scipy.special.i1e(x),
 }
 
 #: TF keywords a translation does not implement but accepts: at these values (TF's defaults).
@@ -1461,7 +1557,8 @@ _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", 
                           "math.log1p", "math.expm1", "math.log_sigmoid", "nn.softsign",
                           "math.atan", "math.asinh", "math.sinh", "math.cosh",
                           "math.asin", "math.acos", "math.atanh", "math.acosh", "math.tan",
-                          "math.erfinv", "math.lgamma", "math.digamma"})
+                          "math.erfinv", "math.lgamma", "math.digamma", "math.bessel_i0e",
+                          "math.bessel_i1e"})
 
 
 #: The wrapped functions that add or multiply tensors (``LayerImpl.merge``: LRP's rule layers
@@ -1479,7 +1576,8 @@ _RULE_FUNCTIONS = frozenset({"math.l2_normalize", "nn.max_pool1d", "nn.max_pool2
                              "compat.v1.nn.conv1d", "nn.conv3d",
                              "nn.convolution", "compat.v1.nn.depthwise_conv2d",
                              "nn.conv1d_transpose", "nn.conv2d_transpose",
-                             "nn.conv3d_transpose", "compat.v1.nn.separable_conv2d"})
+                             "nn.conv3d_transpose", "compat.v1.nn.separable_conv2d",
+                             "compat.v1.nn.pool"})
 
 #: Functions refused with the reason, not as unknown: tf.keras's record lacks arguments, or
 #: the function is random at inference.
