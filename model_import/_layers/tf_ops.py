@@ -180,9 +180,9 @@ def _nearest_tf(n_in: int, n_out: int) -> np.ndarray:
 
 def _resize(rt, images, size, method="bilinear", preserve_aspect_ratio=False,
             antialias=False):
-    if method not in ("bilinear", "bicubic", "nearest", "area"):
+    if method not in ("bilinear", "bicubic", "nearest", "area", "lanczos3", "lanczos5"):
         raise _Refused(f"method={method!r} is not supported (supported: 'bilinear', "
-                       "'bicubic', 'nearest', 'area')")
+                       "'bicubic', 'nearest', 'area', 'lanczos3', 'lanczos5')")
     if images.ndim != 4:
         raise _Refused(f"images of rank {images.ndim} are not supported (batch, height, "
                        "width, channels only)")
@@ -200,6 +200,9 @@ def _resize(rt, images, size, method="bilinear", preserve_aspect_ratio=False,
                                                                             w)]
     if method == "area":  # TF's ResizeArea (no antialiasing either); floats out
         return resize_axes(images.astype(jnp.float32), (1, 2), (h, w), "area")
+    if method.startswith("lanczos"):  # TF's ScaleAndTranslate; floats out
+        return resize_axes(images.astype(jnp.float32), (1, 2), (h, w), method,
+                           antialias=bool(antialias), backend="tensorflow")
     if method == "bicubic" and not antialias:  # TF's ResizeBicubic: see resize_matrix
         return resize_axes(images, (1, 2), (h, w), "bicubic", backend="tensorflow")
     return jax.image.resize(images, shape, method="linear" if method == "bilinear" else "cubic",
@@ -1323,6 +1326,64 @@ def _resize_with_pad(rt, image, target_height, target_width, method="bilinear",
     return _pad_image(resized, top, left, th, tw)
 
 
+
+# ------------------------------------------------------------- scans, moments, frames
+def _cumulative_logsumexp(rt, x, axis=0, exclusive=False, reverse=False):
+    """``tf.math.cumulative_logsumexp``: ``log(cumsum(exp(x)))`` computed stably; the
+    exclusive scan starts at ``-inf`` (the log of an empty sum)."""
+    axis = int(axis) % x.ndim
+    y = jax.lax.cumlogsumexp(x, axis=axis, reverse=bool(reverse))
+    if exclusive:
+        first = jnp.full_like(jax.lax.slice_in_dim(y, 0, 1, axis=axis), -jnp.inf)
+        if reverse:
+            y = jnp.concatenate([jax.lax.slice_in_dim(y, 1, None, axis=axis), first], axis)
+        else:
+            y = jnp.concatenate([first, jax.lax.slice_in_dim(y, 0, -1, axis=axis)], axis)
+    return y
+
+
+def _weighted_moments(rt, x, axes, frequency_weights, keep_dims=None, keepdims=None):
+    """``tf.nn.weighted_moments`` (recorded as ``compat.v1.nn.weighted_moments``): the
+    weighted mean and variance over ``axes`` (TF's formula: sums divided with
+    ``divide_no_nan``, the variance about the mean held constant for the gradient); two
+    results."""
+    if keepdims is not None and keep_dims is not None:
+        raise _Refused(f"keepdims={keepdims!r} and keep_dims={keep_dims!r} are both given "
+                       "(TF refuses it too)")
+    keep = bool(keepdims if keepdims is not None else keep_dims)
+    axes = _static_ints(axes, "axes")
+    w = _const(frequency_weights, x)
+    total = jnp.sum(w + jnp.zeros_like(x), axis=axes, keepdims=True)
+    mean = _divide_no_nan(jnp.sum(w * x, axis=axes, keepdims=True), total)
+    dist = jnp.sum(w * jnp.square(x - jax.lax.stop_gradient(mean)), axis=axes, keepdims=True)
+    var = _divide_no_nan(dist, total)
+    if not keep:
+        mean, var = jnp.squeeze(mean, axes), jnp.squeeze(var, axes)
+    return mean, var
+
+
+def _frame(rt, signal, frame_length, frame_step, pad_end=False, pad_value=0, axis=-1):
+    """``tf.signal.frame``: windows of ``frame_length`` every ``frame_step`` along
+    ``axis``, which becomes (frames, frame_length); ``pad_end`` pads with ``pad_value`` so
+    that every step starts a frame."""
+    n_len, step = (int(_static_ints(v, k)[0]) for v, k in ((frame_length, "frame_length"),
+                                                           (frame_step, "frame_step")))
+    if n_len <= 0 or step <= 0:
+        raise _Refused(f"frame_length={n_len}, frame_step={step} must be positive (TF "
+                       "refuses them too)")
+    axis = int(axis) % signal.ndim
+    size = signal.shape[axis]
+    if pad_end:
+        frames = -(-size // step)
+        extra = max(0, (frames - 1) * step + n_len - size)
+        pads = [(0, 0)] * signal.ndim
+        pads[axis] = (0, extra)
+        signal = jnp.pad(signal, pads, constant_values=jnp.asarray(pad_value, signal.dtype))
+    else:
+        frames = max(0, 1 + (size - n_len) // step)
+    index = np.arange(frames)[:, None] * step + np.arange(n_len)[None, :]
+    return jnp.take(signal, index, axis=axis)
+
 _FUNCTIONS = {
     "__operators__.add": _binary(jnp.add, static=np.add),
     "math.add": _binary(jnp.add, static=np.add),
@@ -1485,6 +1546,8 @@ _FUNCTIONS = {
     "linalg.det": lambda rt, input: jnp.linalg.det(input),
     "math.bessel_i0e": lambda rt, x: jax.scipy.special.i0e(x),
     "math.bessel_i1e": lambda rt, x: jax.scipy.special.i1e(x),
+    "math.cumulative_logsumexp": _cumulative_logsumexp,
+    "compat.v1.nn.weighted_moments": _weighted_moments, "signal.frame": _frame,
 }
 
 #: TF keywords a translation does not implement but accepts: at these values (TF's defaults).
