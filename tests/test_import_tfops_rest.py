@@ -21,7 +21,7 @@ from model_import import KerasImportError, UnsupportedLayerError, load_keras
 D = pathlib.Path(__file__).parent / "fixtures" / "keras2_tfops"
 TOL = 1e-5
 OPS = ("TFOpLambda", "SlicingOpLambda")
-CASES = [(n, t) for n in ("rest", "convs", "misc", "blocks", "scans")
+CASES = [(n, t) for n in ("rest", "convs", "misc", "blocks", "scans", "tail")
          for t in ("tf212", "tf221")]
 
 
@@ -118,7 +118,7 @@ def test_blocks_of_the_batch_keep_the_examples_apart():
     assert full[2].shape[0] == 6 * x.shape[0]  # space_to_batch_nd alone: blocks x batch
 
 
-@pytest.mark.parametrize("name", ["rest", "convs", "misc", "blocks", "scans"])
+@pytest.mark.parametrize("name", ["rest", "convs", "misc", "blocks", "scans", "tail"])
 def test_gradients_are_finite_and_not_zero(name):
     m, ref = _load(name, "tf221")
     g = jax.jit(jax.grad(_float_outputs_sum(m)))(jnp.asarray(ref["x"]))
@@ -227,6 +227,11 @@ def _set_kwarg(cfg, layer, key, value):
      "keepdims", False, "are both given"),
     ("scans", "tf.image.resize", "image.resize", "method", "mitchellcubic",
      "is not supported"),
+    ("tail", "tf.signal.dct", "signal.dct", "type", 3, "is not supported"),
+    ("tail", "tf.signal.dct", "signal.dct", "norm", "forward", "is not supported"),
+    ("tail", "tf.tensordot_1", "tensordot", "axes", [[2, 3], [0]], "of one length"),
+    ("tail", "tf.image.adjust_gamma", "image.adjust_gamma", "gamma", -1.0,
+     "must be non-negative"),
 ])
 def test_unsupported_values_are_refused_at_load(name, layer, function, key, value, why):
     cfg = _set_kwarg(_config(name), layer, key, value)
@@ -238,7 +243,8 @@ def test_unsupported_values_are_refused_at_load(name, layer, function, key, valu
 
 
 def test_random_and_data_dependent_functions_are_refused_with_the_reason():
-    """``tf.nn.dropout`` drops at random at inference too; ``tf.nn.embedding_lookup``'s
+    """``tf.nn.dropout`` drops at random at inference too, ``tf.random.normal`` and the
+    other random functions draw at every call; ``tf.nn.embedding_lookup``'s
     constant table comes back from tf.keras's file as shards (another function);
     ``tf.boolean_mask`` (a ``SlicingOpLambda``) has a data-dependent shape."""
     cfg = _config("rest")
@@ -251,6 +257,12 @@ def test_random_and_data_dependent_functions_are_refused_with_the_reason():
     with pytest.raises(UnsupportedLayerError, match=r"reads each row back as a shard .* use "
                                                     r"tf\.gather\(table, ids\)"):
         load_keras(D / "rest_tf221.h5", config=cfg)
+    for fn in ("random.normal", "random.uniform", "image.random_flip_left_right"):
+        cfg = _config("rest")  # (a VAE's sampling, written with tf.random.normal)
+        _layer(cfg, "tf.math.tan")["config"]["function"] = fn
+        with pytest.raises(UnsupportedLayerError, match=r"which cannot be imported: it draws "
+                                                        r"random numbers on every call"):
+            load_keras(D / "rest_tf221.h5", config=cfg)
     cfg = _config("rest")
     _layer(cfg, "tf.__operators__.getitem")["config"]["function"] = "compat.v1.boolean_mask"
     with pytest.raises(UnsupportedLayerError, match=r"tf\.boolean_mask, which is not "
@@ -295,6 +307,8 @@ _GRAD_CASES = {  # name: (function of one tensor, its input)
     "compat.v1.nn.weighted_moments": (lambda f, v: jnp.stack(f(
         v, axes=[1], frequency_weights=jnp.abs(v) + 0.1)), _ROWS),
     "signal.frame": (lambda f, v: f(v, frame_length=3, frame_step=2, pad_end=True), _ROWS),
+    "signal.dct": (lambda f, v: f(v, norm="ortho"), _ROWS),
+    "image.adjust_gamma": (lambda f, v: f(jnp.abs(v) + 0.1, gamma=2.0, gain=0.5), _X),
     "space_to_batch_nd": (lambda f, v: f(v, block_shape=[2, 2], paddings=[[1, 0], [1, 0]]),
                           _X),
 }

@@ -345,6 +345,8 @@ def _unstack(rt, value, num=None, axis=0):
     if num is not None and int(num) != value.shape[axis]:
         raise _Refused(f"num={num!r} is not the size {value.shape[axis]} of axis {axis} "
                        "(TF refuses it too)")
+    if _is_static(value):  # sizes: `n, h, w, c = tf.unstack(tf.shape(x))` stay static
+        return tuple(np.moveaxis(np.asarray(value), axis, 0))
     return tuple(jnp.moveaxis(value, axis, 0))
 
 
@@ -1384,6 +1386,56 @@ def _frame(rt, signal, frame_length, frame_step, pad_end=False, pad_value=0, axi
     index = np.arange(frames)[:, None] * step + np.arange(n_len)[None, :]
     return jnp.take(signal, index, axis=axis)
 
+
+# ------------------------------------------------------ products, transforms, colours
+def _tensordot(rt, a, b, axes):
+    """``tf.tensordot``: ``axes`` an int (the last ``axes`` of ``a`` with the first of
+    ``b``) or two lists of axes."""
+    a, b = _operands(a, b)
+    if not isinstance(axes, (list, tuple)) and np.ndim(axes) == 0:
+        return jnp.tensordot(a, b, axes=int(axes))
+    pair = [list(_static_ints(v, "axes")) for v in axes]
+    if len(pair) != 2 or len(pair[0]) != len(pair[1]):
+        raise _Refused(f"axes={axes!r} is not an int or two lists of axes of one length (TF "
+                       "refuses it too)")
+    return jnp.tensordot(a, b, axes=pair)
+
+
+def _dct(rt, input, type=2, n=None, axis=-1, norm=None):
+    """``tf.signal.dct`` of type 2 (the MFCCs' transform), unnormalized or ``ortho``,
+    along the last axis (``n``: truncated or zero-padded to that length)."""
+    if int(type) != 2:
+        raise _Refused(f"type={type!r} is not supported (type 2)")
+    if int(axis) not in (-1, input.ndim - 1):
+        raise _Refused(f"axis={axis!r} is not supported (-1, as TF requires)")
+    if norm not in (None, "ortho"):
+        raise _Refused(f"norm={norm!r} is not supported (None or 'ortho', as in TF)")
+    return jax.scipy.fft.dct(input, type=2, n=None if n is None else int(n), axis=-1,
+                             norm=norm)
+
+
+#: TF's colour-space matrices (image_ops_impl), applied to the last axis
+_RGB_TO_YUV = [[0.299, -0.14714119, 0.61497538], [0.587, -0.28886916, -0.51496512],
+               [0.114, 0.43601035, -0.10001026]]
+_YUV_TO_RGB = [[1, 1, 1], [0, -0.394642334, 2.03206185], [1.13988303, -0.58062185, 0]]
+
+
+def _colour_matrix(kernel, what):
+    def f(rt, images):
+        if images.shape[-1] != 3:
+            raise _Refused(f"images with {images.shape[-1]} channels are not supported (3, "
+                           f"as TF's {what} requires)")
+        return jnp.tensordot(images, jnp.asarray(kernel, images.dtype), axes=([-1], [0]))
+    return f
+
+
+def _adjust_gamma(rt, image, gamma=1, gain=1):
+    """``gain * image ** gamma`` (float images, as TF computes them)."""
+    x = _float_image(image, "adjust_gamma")
+    if float(gamma) < 0:
+        raise _Refused(f"gamma={gamma!r} must be non-negative (TF refuses it too)")
+    return jnp.asarray(gain, x.dtype) * x ** jnp.asarray(gamma, x.dtype)
+
 _FUNCTIONS = {
     "__operators__.add": _binary(jnp.add, static=np.add),
     "math.add": _binary(jnp.add, static=np.add),
@@ -1548,6 +1600,12 @@ _FUNCTIONS = {
     "math.bessel_i1e": lambda rt, x: jax.scipy.special.i1e(x),
     "math.cumulative_logsumexp": _cumulative_logsumexp,
     "compat.v1.nn.weighted_moments": _weighted_moments, "signal.frame": _frame,
+    "tensordot": _tensordot,
+    "keras.backend.batch_flatten": lambda rt, x: jnp.reshape(x, (x.shape[0], -1)),
+    "signal.dct": _dct,
+    "image.rgb_to_yuv": _colour_matrix(_RGB_TO_YUV, "rgb_to_yuv"),
+    "image.yuv_to_rgb": _colour_matrix(_YUV_TO_RGB, "yuv_to_rgb"),
+    "image.adjust_gamma": _adjust_gamma,
 }
 
 #: TF keywords a translation does not implement but accepts: at these values (TF's defaults).
@@ -1629,7 +1687,7 @@ _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", 
 _MERGES = {"__operators__.add": "sum", "math.add": "sum", "math.add_n": "sum",
            "math.subtract": "sum", "__operators__.sub": "sum",
            "math.multiply": "product", "__operators__.mul": "product",
-           "linalg.matmul": "product", "nn.bias_add": "sum"}
+           "linalg.matmul": "product", "tensordot": "product", "nn.bias_add": "sum"}
 
 #: Other wrapped functions that LRP gives its rule (``LayerImpl.relevance``), as it does the
 #: layers computing the same (``UnitNormalization``, ``MaxPooling2D``, ``AveragePooling2D``...).
@@ -1653,6 +1711,13 @@ _UNRECORDED = {
                                      "reads each row back as a shard of a partitioned table: "
                                      "its own reload computes another function (one value "
                                      "per id); use tf.gather(table, ids)",
+    **{f: "it draws random numbers on every call, at inference too: the model's outputs are "
+          "random (sample outside the model, or use a layer that is the identity at inference: "
+          "GaussianNoise, RandomFlip...)"
+       for f in ("random.normal", "random.uniform", "random.truncated_normal",
+                 "random.categorical", "random.shuffle", "image.random_flip_left_right",
+                 "image.random_flip_up_down", "image.random_brightness",
+                 "image.random_contrast", "image.random_crop")},
     "nn.dropout": "it drops a random part of its input on every call, at inference too (it "
                   "is not the Dropout layer): the model's outputs are random; use "
                   "tf.keras.layers.Dropout, which is the identity at inference",
