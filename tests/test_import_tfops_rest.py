@@ -1,10 +1,14 @@
-"""tf.keras 2 ``TFOpLambda`` layers of the TF functions translated last (the inverse trig
-functions, ``tf.argsort``, ``tf.linalg.normalize``, ``tf.clip_by_norm``, ``tf.strided_slice``
-called directly, nearest and area ``tf.image.resize``, small image and matrix functions;
-and ``tf.nn.conv*`` with a constant kernel, which tf.keras records as a nested list),
-against TensorFlow 2.12 and 2.21's outputs and every such layer's output
-(tests/fixtures/keras2_tfops/make_tfops_rest.py); their gradients; and the values and
-functions refused at load, with the reason."""
+"""tf.keras 2 ``TFOpLambda`` layers of the TF functions translated last, against TensorFlow
+2.12 and 2.21's outputs and every such layer's output (tests/fixtures/keras2_tfops/
+make_tfops_rest.py: ``rest``, the inverse trig functions, ``tf.argsort``,
+``tf.linalg.normalize``, ``tf.clip_by_norm``, ``tf.strided_slice`` called directly, nearest
+and area resizing, small image and matrix functions; ``convs``, ``tf.nn.conv*`` with a
+constant kernel, which tf.keras records as a nested list; ``misc``, image preprocessing,
+gathers, masks, separable convolutions; ``blocks``, ``space_to_batch_nd`` and atrous
+convolutions, ``tf.nn.pool``, ``resize_with_pad``, inverses; ``scans``, lanczos resizing,
+``cumulative_logsumexp``, ``weighted_moments``, ``tf.signal.frame``; ``tail``,
+``tf.unstack`` of sizes, ``tf.tensordot``, the DCT, YUV); their gradients (also against
+finite differences); and the values and functions refused at load, with the reason."""
 
 import json
 import pathlib
