@@ -81,7 +81,8 @@ def test_every_tf_function_layer_matches_tensorflow(name, tag):
 
 def test_the_fixtures_exercise_what_they_are_for():
     """Ties for the argsorts (their order is TF's stable one), NaNs for is_nan, zeros for
-    reciprocal_no_nan, norms above and below the clip, the nearest resize on both sides."""
+    reciprocal_no_nan, norms above and below the clip, grey and black pixels for
+    rgb_to_hsv, the nearest resize on both sides."""
     ref = np.load(D / "rest_tf221.expected.npz")
     rounded = np.round(ref["act__tf.math.round"])
     assert any(len(set(r)) < len(r) for r in rounded.reshape(-1, 6))
@@ -90,6 +91,9 @@ def test_the_fixtures_exercise_what_they_are_for():
     assert ref["act__tf.image.resize"].shape[1:3] == (7, 9)
     norms = ref["act__tf.linalg.normalize__1"]  # clip_by_norm(h, 3.0, axes=[2])
     assert (norms > 3.0).any() and (norms < 3.0).any()
+    hsv = np.load(D / "tail_tf221.expected.npz")["y7"]  # a grey pixel, a black one: s = 0
+    assert (hsv[:, 0, :2, 1] == 0).all() and (hsv[:, 0, 1, 2] == 0).all()
+    assert (hsv[:, 1:, :, 1] > 0).all()
     x = np.asarray([0.0, 1.0, 2.0, 3.0, 4.0])  # 5 -> 7 rows: repeats; 5 -> 3: skips
     assert set(x[_nearest_rows(5, 7)]) == set(x) and len(set(x[_nearest_rows(5, 3)])) == 3
 

@@ -1436,6 +1436,37 @@ def _adjust_gamma(rt, image, gamma=1, gain=1):
         raise _Refused(f"gamma={gamma!r} must be non-negative (TF refuses it too)")
     return jnp.asarray(gain, x.dtype) * x ** jnp.asarray(gamma, x.dtype)
 
+
+def _rgb_to_hsv(rt, images):
+    """TF's ``RGBToHSV``: ``v = max``, ``s = (max - min) / v`` (0 where ``v`` is 0), the hue
+    in [0, 1) from the largest channel (0 for greys)."""
+    if images.shape[-1] != 3:
+        raise _Refused(f"images with {images.shape[-1]} channels are not supported (3, as "
+                       "TF's rgb_to_hsv requires)")
+    r, g, b = (images[..., i] for i in range(3))
+    v = jnp.max(images, axis=-1)
+    spread = v - jnp.min(images, axis=-1)
+    s = jnp.where(v > 0, spread / jnp.where(v > 0, v, 1.0), 0.0)
+    norm = 1.0 / (6.0 * jnp.where(spread > 0, spread, 1.0))
+    h = jnp.where(r == v, norm * (g - b),
+                  jnp.where(g == v, norm * (b - r) + 2.0 / 6.0, norm * (r - g) + 4.0 / 6.0))
+    h = jnp.where(spread > 0, h, 0.0)
+    return jnp.stack([jnp.where(h < 0, h + 1.0, h), s, v], axis=-1)
+
+
+def _hsv_to_rgb(rt, images):
+    """TF's ``HSVToRGB``: each channel ``(1 - s + s * d) * v``, ``d`` a clipped triangle
+    of ``6 h``."""
+    if images.shape[-1] != 3:
+        raise _Refused(f"images with {images.shape[-1]} channels are not supported (3, as "
+                       "TF's hsv_to_rgb requires)")
+    h, s, v = (images[..., i] for i in range(3))
+    dh = h * 6.0
+    d = [jnp.clip(jnp.abs(dh - 3.0) - 1.0, 0.0, 1.0),
+         jnp.clip(2.0 - jnp.abs(dh - 2.0), 0.0, 1.0),
+         jnp.clip(2.0 - jnp.abs(dh - 4.0), 0.0, 1.0)]
+    return jnp.stack([(1.0 - s + s * di) * v for di in d], axis=-1)
+
 _FUNCTIONS = {
     "__operators__.add": _binary(jnp.add, static=np.add),
     "math.add": _binary(jnp.add, static=np.add),
@@ -1606,6 +1637,7 @@ _FUNCTIONS = {
     "image.rgb_to_yuv": _colour_matrix(_RGB_TO_YUV, "rgb_to_yuv"),
     "image.yuv_to_rgb": _colour_matrix(_YUV_TO_RGB, "yuv_to_rgb"),
     "image.adjust_gamma": _adjust_gamma,
+    "image.rgb_to_hsv": _rgb_to_hsv, "image.hsv_to_rgb": _hsv_to_rgb,
 }
 
 #: TF keywords a translation does not implement but accepts: at these values (TF's defaults).
