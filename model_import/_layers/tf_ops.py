@@ -1467,6 +1467,36 @@ def _hsv_to_rgb(rt, images):
          jnp.clip(2.0 - jnp.abs(dh - 4.0), 0.0, 1.0)]
     return jnp.stack([(1.0 - s + s * di) * v for di in d], axis=-1)
 
+
+def _hsv_sectors(h, s, v):
+    """The RGB of TF's ``AdjustHue`` / ``AdjustSaturation`` kernels: chroma ``c = s v``
+    spread over the hue's sixth of the circle (sector ``int(6 h)``), plus ``v - c``."""
+    c = s * v
+    dh = h * 6.0
+    x = c * (1.0 - jnp.abs(jnp.mod(dh, 2.0) - 1.0))
+    sector = jnp.floor(dh).astype(jnp.int32)
+    zero = jnp.zeros_like(c)
+    table = [(c, x, zero), (x, c, zero), (zero, c, x), (zero, x, c), (x, zero, c),
+             (c, zero, x)]
+    rgb = [jnp.select([sector == k for k in range(6)], [t[i] for t in table], zero)
+           for i in range(3)]
+    return jnp.stack(rgb, axis=-1) + (v - c)[..., None]
+
+
+def _adjust_hsv(kind):
+    """``tf.image.adjust_hue`` (``delta`` added to the hue, wrapped into [0, 1)) or
+    ``adjust_saturation`` (the saturation times ``saturation_factor``, clipped to
+    [0, 1]), as TF's kernels compute them: RGB to HSV and back."""
+    def f(rt, image, value):
+        x = _float_image(image, f"adjust_{kind}")
+        h, s, v = (_rgb_to_hsv(rt, x)[..., i] for i in range(3))
+        if kind == "hue":
+            h = jnp.mod(h + jnp.asarray(value, x.dtype), 1.0)
+        else:
+            s = jnp.clip(s * jnp.asarray(value, x.dtype), 0.0, 1.0)
+        return _hsv_sectors(h, s, v)
+    return f
+
 _FUNCTIONS = {
     "__operators__.add": _binary(jnp.add, static=np.add),
     "math.add": _binary(jnp.add, static=np.add),
@@ -1638,6 +1668,9 @@ _FUNCTIONS = {
     "image.yuv_to_rgb": _colour_matrix(_YUV_TO_RGB, "yuv_to_rgb"),
     "image.adjust_gamma": _adjust_gamma,
     "image.rgb_to_hsv": _rgb_to_hsv, "image.hsv_to_rgb": _hsv_to_rgb,
+    "image.adjust_hue": lambda rt, image, delta: _adjust_hsv("hue")(rt, image, delta),
+    "image.adjust_saturation": lambda rt, image, saturation_factor: _adjust_hsv(
+        "saturation")(rt, image, saturation_factor),
 }
 
 #: TF keywords a translation does not implement but accepts: at these values (TF's defaults).
