@@ -46,6 +46,25 @@ def test_one_baseline_of_a_linear_model_is_exact():
     np.testing.assert_allclose(local, np.broadcast_to(w[1], x.shape), rtol=1e-6)
 
 
+def test_baselines_with_size_one_axes_broadcast(refs):
+    """Per-channel values (1, 1, C) as one reference, and (B, 1, 1, C) as B of them, were
+    refused ('expected baselines of shape (B, *(5, 4, 2))') where integrated_gradients'
+    baseline broadcasts; they now give the maps of the same baselines written out whole.
+    Shapes that do not broadcast are still refused."""
+    m, _ = _linear()
+    x = _x()
+    one = np.array([0.3, -0.2], np.float32).reshape(1, 1, 2)
+    dist = refs[:, :1, :1, :]  # (4, 1, 1, 2)
+    for small in (one, dist):
+        got = jaxsal.gradient_shap(m, x, [0, 2], key=3, baselines=small, n=4, reduce=None)
+        whole = np.broadcast_to(small, small.shape[:small.ndim - 3] + SHAPE)
+        want = jaxsal.gradient_shap(m, x, [0, 2], key=3, baselines=whole, n=4, reduce=None)
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=r"expected baselines of shape .* got shape "
+                                         r"\(4, 1, 3, 2\)"):
+        jaxsal.gradient_shap(m, x, 0, key=0, baselines=np.zeros((4, 1, 3, 2)))
+
+
 def test_linear_model_converges_to_the_mean_baseline(refs):
     m, w = _linear()
     x = _x()

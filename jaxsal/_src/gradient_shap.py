@@ -63,18 +63,26 @@ def check_baselines(baselines: Any, x: Any) -> Any:
     except (TypeError, ValueError) as e:
         raise TypeError(f"expected baselines as a number or an array, got "
                         f"{type(baselines).__name__} ({e})") from None
+    if b.ndim == len(one):  # one reference; per-channel values (1, 1, C) broadcast
+        b = b[None]
     if b.ndim == 0:
         b = jnp.full((1,) + one, b, x.dtype)
-    elif tuple(b.shape) == one:
-        b = b[None]
-    elif b.ndim != x.ndim or tuple(b.shape[1:]) != one or b.shape[0] < 1:
+    elif b.ndim != x.ndim or not _broadcasts(b.shape[1:], one) or b.shape[0] < 1:
         raise ValueError(f"expected baselines of shape (B, *{one}) (a distribution of B "
                          f"reference inputs, e.g. a sample of training images) or {one} (one "
-                         f"reference), got shape {tuple(b.shape)}")
+                         "reference; either may have size-1 axes that broadcast, such as one "
+                         f"value per channel), got shape {tuple(b.shape)}")
+    else:
+        b = jnp.broadcast_to(b, (b.shape[0],) + one)
     if not all_finite(b):
         raise ValueError("baselines contain NaN or infinite values; the maps would be NaN. "
                          "Pass finite baselines (e.g. np.nan_to_num(baselines))")
     return b
+
+
+def _broadcasts(shape: tuple, to: tuple) -> bool:
+    """Whether ``shape`` broadcasts to ``to`` (same rank) without changing ``to``."""
+    return all(a in (1, b) for a, b in zip(shape, to))
 
 
 def _is_leaf(v: Any) -> bool:
@@ -105,7 +113,8 @@ def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
       key: a ``jax.random`` key or an int seed (required: the same key gives the same map).
       baselines: the reference distribution, ``(B, H, W, C)`` (any ``(B, *x.shape[1:])``; a
         structure of such arrays for a multi-input model); one reference ``(H, W, C)``, a
-        number, or ``None`` (zeros) for a single baseline. SHAP's expectation is over a
+        number, or ``None`` (zeros) for a single baseline; size-1 axes broadcast (``(1, 1, C)``
+        per-channel values, ``(B, 1, 1, C)`` B of them). SHAP's expectation is over a
         sample of the data, e.g. a few dozen training images.
       n: samples per input (Captum's ``n_samples``, default 5). The estimate's noise falls
         as ``1/sqrt(n)``; tens to hundreds of samples give stable maps.
