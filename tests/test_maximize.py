@@ -874,3 +874,12 @@ def test_a_diverged_ascent_is_refused_not_returned():
     raw = jaxsal.maximize(m, [0, 1, 2], steps=20, key=0, optimizer=huge,
                           parameterization=jaxsal.fourier(), check_finite=False, **PLAIN)
     assert not np.isfinite(np.asarray(raw.images)).all()
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, None])
+def test_default_transforms_refuses_sizes_that_are_not_pixels(bad):
+    """default_transforms(0) (or -3, 2.5, True) made transforms for no image without a
+    word; the size is the image's side in pixels, an int >= 1."""
+    with pytest.raises(ValueError, match="default_transforms image_size as a positive int"):
+        jaxsal.default_transforms(bad)
+    assert jaxsal.default_transforms(224) == jaxsal.default_transforms(np.int64(224))
