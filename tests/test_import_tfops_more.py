@@ -5,77 +5,27 @@ image code written with raw ``tf.*`` calls use, against TensorFlow 2.12 and 2.21
 ``image_ops``, pads, poolings, flips, depth/space blocks and patches), every such layer's
 output compared; and the keyword values without a translation, refused at load."""
 
-import json
-import pathlib
-
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from import_helpers import rel_err
 from model_import import KerasImportError, load_keras
+from tfops_helpers import (D, check_every_layer, check_gradients, check_refused, config,
+                           layer, load)
 
-D = pathlib.Path(__file__).parent / "fixtures" / "keras2_tfops"
-TOL = 1e-5
-OPS = ("TFOpLambda", "SlicingOpLambda")
 CASES = [(n, t) for n in ("tokens", "image_ops", "sizes", "extras", "pools")
          for t in ("tf212", "tf221")]
 
 
-def _load(name, tag):
-    return load_keras(D / f"{name}_{tag}.h5"), np.load(D / f"{name}_{tag}.expected.npz")
-
-
-def _same(got, want, what):
-    got = np.asarray(got)
-    assert got.shape == want.shape, what
-    if want.dtype.kind == "f":
-        assert got.dtype == np.float32, what
-        assert rel_err(got, want) <= TOL, (what, rel_err(got, want))
-    else:  # integers (int64 computed as int32, as JAX does), booleans: exactly
-        assert got.dtype.kind == want.dtype.kind, what
-        np.testing.assert_array_equal(got, want, err_msg=what)
-
-
 @pytest.mark.parametrize("name,tag", CASES)
 def test_every_tf_function_layer_matches_tensorflow(name, tag):
-    m, ref = _load(name, tag)
-    names = [info.name for info in m.layers if info.class_name in OPS]
-    functions = {m.layer(n).config.get("function") for n in names}
-    recorded = json.loads((D / f"versions_more_{tag}.json").read_text())["tf_functions"][name]
-    assert set(recorded) <= functions  # every function the model was built with is checked
-    ys, got = jax.jit(lambda p, x: m.apply(p, x, capture=names))(m.params, ref["x"])
-    _, one = jax.jit(lambda p, x: m.apply(p, x, capture=names))(m.params, ref["x"][:1])
-    for i, y in enumerate(ys):
-        _same(y, ref[f"y{i}"], f"output {i}")
-    for n in names:
-        if isinstance(got[n], tuple):  # tf.split, tf.unstack, tf.math.top_k
-            assert f"act__{n}__{len(got[n])}" not in ref.files, n
-            for i, g in enumerate(got[n]):
-                _same(g, ref[f"act__{n}__{i}"], f"{n}[{i}]")
-        else:
-            _same(got[n], ref[f"act__{n}"], n)
-            # the shape is known at load (and right): without the batch axis, or whole for a
-            # value that has none (tf.shape, tf.range: the same shape for a batch of 1)
-            want = ref[f"act__{n}"].shape
-            batched = np.shape(one[n]) != want
-            assert m.layer(n).output_shape == (want[1:] if batched else want), n
-
-
-def _float_outputs_sum(m):
-    def f(x):
-        ys = m.apply(m.params, x)
-        return sum(jnp.sum(y) for y in ys if jnp.issubdtype(y.dtype, jnp.floating))
-    return f
+    check_every_layer(name, tag, "versions_more")
 
 
 @pytest.mark.parametrize("name", ["tokens", "image_ops", "sizes", "extras", "pools"])
 def test_gradients_are_finite_and_not_zero(name):
-    m, ref = _load(name, "tf221")
-    g = jax.jit(jax.grad(_float_outputs_sum(m)))(jnp.asarray(ref["x"]))
-    assert np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).max() > 0
+    check_gradients(name)
 
 
 @pytest.mark.parametrize("name", ["tokens", "sizes"])
@@ -84,7 +34,7 @@ def test_sizes_from_tf_shape_follow_the_batch(name):
     ``tf.stack`` of sizes, ``tf.broadcast_to(..., tf.shape(x))``: the sizes are read from
     each call's shapes, so the whole batch, its first example alone and a vmap of single
     examples give the same outputs."""
-    m, ref = _load(name, "tf221")
+    m, ref = load(name, "tf221")
     x = jnp.asarray(ref["x"])
     full = m(x)
     one = m(x[:1])
@@ -102,7 +52,7 @@ def test_attribution_through_pools_pads_and_patches():
     the zero baseline (the image_ops classifier: convolution, pads, pools, a dense layer)."""
     import jaxsal
 
-    m, ref = _load("image_ops", "tf221")
+    m, ref = load("image_ops", "tf221")
     head = m.with_output(0)
     x = jnp.asarray(ref["x"])
     dl = jaxsal.deeplift(head, x, [0, 2], reduce=None)
@@ -115,22 +65,6 @@ def test_attribution_through_pools_pads_and_patches():
 
 
 # ----------------------------------------------------------------- refused keyword values
-def _config(name):
-    with h5py.File(D / f"{name}_tf221.h5", "r") as f:
-        return json.loads(f.attrs["model_config"])
-
-
-def _layer(cfg, name):
-    return next(lay for lay in cfg["config"]["layers"] if lay["name"] == name)
-
-
-def _set_kwarg(cfg, layer, key, value):
-    node = _layer(cfg, layer)["inbound_nodes"][0]
-    entry = node if isinstance(node[0], str) else node[0]  # a bare entry, or a list of them
-    entry[3][key] = value
-    return cfg
-
-
 @pytest.mark.parametrize("name,layer,function,key,value,why", [
     ("image_ops", "tf.compat.v1.pad", "compat.v1.pad", "mode", "WRAP", "is not supported"),
     ("image_ops", "tf.compat.v1.pad_1", "compat.v1.pad", "paddings",
@@ -177,19 +111,14 @@ def _set_kwarg(cfg, layer, key, value):
      "depends on the values of a tensor"),
 ])
 def test_unsupported_values_are_refused_at_load(name, layer, function, key, value, why):
-    cfg = _set_kwarg(_config(name), layer, key, value)
-    with pytest.raises(KerasImportError) as e:
-        load_keras(D / f"{name}_tf221.h5", config=cfg)
-    msg = str(e.value)
-    assert f"layer {layer!r}" in msg and "TFOpLambda" in msg, msg
-    assert f"tf.{function}" in msg and f"{key}=" in msg and why in msg, msg
+    check_refused(name, layer, function, key, value, why)
 
 
 def test_einsum_is_refused_with_the_reason():
     """tf.keras records ``tf.einsum``'s equation but not its operands (extra positional
     arguments): the file cannot be read back, by tf.keras either."""
-    cfg = _config("tokens")
-    _layer(cfg, "tf.linalg.matmul")["config"]["function"] = "einsum"
+    cfg = config("tokens")
+    layer(cfg, "tf.linalg.matmul")["config"]["function"] = "einsum"
     with pytest.raises(KerasImportError, match=r"tf\.einsum, which cannot be imported: "
                                                r"tf\.keras records only its equation"):
         load_keras(D / "tokens_tf221.h5", config=cfg)

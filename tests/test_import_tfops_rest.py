@@ -10,73 +10,22 @@ convolutions, ``tf.nn.pool``, ``resize_with_pad``, inverses; ``scans``, lanczos 
 ``tf.unstack`` of sizes, ``tf.tensordot``, the DCT, YUV); their gradients (also against
 finite differences); and the values and functions refused at load, with the reason."""
 
-import json
-import pathlib
-
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from import_helpers import rel_err
-from model_import import KerasImportError, UnsupportedLayerError, load_keras
+from model_import import UnsupportedLayerError, load_keras
+from tfops_helpers import (D, check_every_layer, check_gradients, check_refused, config,
+                           layer, load)
 
-D = pathlib.Path(__file__).parent / "fixtures" / "keras2_tfops"
-TOL = 1e-5
-OPS = ("TFOpLambda", "SlicingOpLambda")
 CASES = [(n, t) for n in ("rest", "convs", "misc", "blocks", "scans", "tail")
          for t in ("tf212", "tf221")]
 
 
-def _load(name, tag):
-    return load_keras(D / f"{name}_{tag}.h5"), np.load(D / f"{name}_{tag}.expected.npz")
-
-
-def _same(got, want, what):
-    got = np.asarray(got)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    if want.dtype.kind == "f":
-        assert got.dtype == np.float32, what
-        # NaN (tf.math.log of negative values), -inf (an exclusive cumulative_logsumexp's
-        # empty sum): in the same places
-        odd = ~np.isfinite(want)
-        np.testing.assert_array_equal(got[odd], want[odd], err_msg=what)
-        assert np.isfinite(got[~odd]).all(), what
-        assert rel_err(got[~odd], want[~odd]) <= TOL, (what, rel_err(got[~odd], want[~odd]))
-    else:  # integers (int64 computed as int32, as JAX does), booleans: exactly
-        assert got.dtype.kind == want.dtype.kind, what
-        np.testing.assert_array_equal(got, want, err_msg=what)
-
-
 @pytest.mark.parametrize("name,tag", CASES)
 def test_every_tf_function_layer_matches_tensorflow(name, tag):
-    m, ref = _load(name, tag)
-    names = [info.name for info in m.layers if info.class_name in OPS]
-    functions = {m.layer(n).config.get("function") for n in names}
-    recorded = json.loads((D / f"versions_rest_{tag}.json").read_text())["tf_functions"][name]
-    assert set(recorded) <= functions  # every function the model was built with is checked
-    ys, got = jax.jit(lambda p, x: m.apply(p, x, capture=names))(m.params, ref["x"])
-    # the shapes for a batch of one (traced, not compiled)
-    _, one = jax.eval_shape(lambda p, x: m.apply(p, x, capture=names), m.params, ref["x"][:1])
-    for i, y in enumerate(ys):
-        _same(y, ref[f"y{i}"], f"output {i}")
-    for n in names:
-        if isinstance(got[n], tuple):  # tf.linalg.normalize
-            assert f"act__{n}__{len(got[n])}" not in ref.files, n
-            for i, g in enumerate(got[n]):
-                _same(g, ref[f"act__{n}__{i}"], f"{n}[{i}]")
-        else:
-            _same(got[n], ref[f"act__{n}"], n)
-            want, at_one = ref[f"act__{n}"].shape, np.shape(one[n])
-            if at_one == want:  # no batch axis (tf.shape, tf.linspace): known whole
-                assert m.layer(n).output_shape == want, n
-            elif at_one[0] == 1 and want[0] == len(ref["x"]):  # known without the batch axis
-                assert m.layer(n).output_shape == want[1:], n
-            else:  # the batch axis moved (tf.transpose(h, [1, 2, 0, 3])): a batch of one's
-                # shape; or grew (tf.space_to_batch_nd: blocks x batch): without that axis
-                grown = want[0] == at_one[0] * len(ref["x"])
-                assert m.layer(n).output_shape == (at_one[1:] if grown else at_one), n
+    check_every_layer(name, tag, "versions_rest")
 
 
 def test_the_fixtures_exercise_what_they_are_for():
@@ -103,20 +52,12 @@ def _nearest_rows(n_in, n_out):
     return _nearest_tf(n_in, n_out)
 
 
-def _float_outputs_sum(m):
-    def f(x):
-        ys = m.apply(m.params, x)
-        return sum(jnp.sum(jnp.where(jnp.isnan(y), 0.0, y)) for y in ys
-                   if jnp.issubdtype(y.dtype, jnp.floating))
-    return f
-
-
 def test_blocks_of_the_batch_keep_the_examples_apart():
     """``tf.nn.atrous_conv2d`` moves blocks of each image to the batch axis
     (``space_to_batch_nd``) and back: the outputs of the whole batch, of its first example
     and of a vmap over single examples agree (and with TF's), as attribution methods that
     map over examples need."""
-    m, ref = _load("blocks", "tf221")
+    m, ref = load("blocks", "tf221")
     x = jnp.asarray(ref["x"])
     full = m(x)
     mapped = jax.vmap(lambda xi: m(xi[None]))(x)
@@ -129,9 +70,7 @@ def test_blocks_of_the_batch_keep_the_examples_apart():
 
 @pytest.mark.parametrize("name", ["rest", "convs", "misc", "blocks", "scans", "tail"])
 def test_gradients_are_finite_and_not_zero(name):
-    m, ref = _load(name, "tf221")
-    g = jax.jit(jax.grad(_float_outputs_sum(m)))(jnp.asarray(ref["x"]))
-    assert np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).max() > 0
+    check_gradients(name)
 
 
 def test_attribution_through_constant_kernel_convolutions():
@@ -140,7 +79,7 @@ def test_attribution_through_constant_kernel_convolutions():
     which gives the convolution its rule, is finite."""
     import jaxsal
 
-    m, ref = _load("convs", "tf221")
+    m, ref = load("convs", "tf221")
     head = m.with_output(0)
     x = jnp.asarray(ref["x"])
     dl = jaxsal.deeplift(head, x, [0, 2], reduce=None)
@@ -154,22 +93,6 @@ def test_attribution_through_constant_kernel_convolutions():
 
 
 # ----------------------------------------------------------------- refused values
-def _config(name):
-    with h5py.File(D / f"{name}_tf221.h5", "r") as f:
-        return json.loads(f.attrs["model_config"])
-
-
-def _layer(cfg, name):
-    return next(lay for lay in cfg["config"]["layers"] if lay["name"] == name)
-
-
-def _set_kwarg(cfg, layer, key, value):
-    node = _layer(cfg, layer)["inbound_nodes"][0]
-    entry = node if isinstance(node[0], str) else node[0]  # a bare entry, or a list of them
-    entry[3][key] = value
-    return cfg
-
-
 @pytest.mark.parametrize("name,layer,function,key,value,why", [
     ("rest", "tf.argsort", "argsort", "direction", "UP", "is not supported"),
     ("rest", "tf.strided_slice", "strided_slice", "strides", [1, 0, 1], "zero stride"),
@@ -243,12 +166,7 @@ def _set_kwarg(cfg, layer, key, value):
      "must be non-negative"),
 ])
 def test_unsupported_values_are_refused_at_load(name, layer, function, key, value, why):
-    cfg = _set_kwarg(_config(name), layer, key, value)
-    with pytest.raises(KerasImportError) as e:
-        load_keras(D / f"{name}_tf221.h5", config=cfg)
-    msg = str(e.value)
-    assert f"layer {layer!r}" in msg and "TFOpLambda" in msg, msg
-    assert f"tf.{function}" in msg and f"{key}=" in msg and why in msg, msg
+    check_refused(name, layer, function, key, value, why)
 
 
 def test_random_and_data_dependent_functions_are_refused_with_the_reason():
@@ -256,24 +174,24 @@ def test_random_and_data_dependent_functions_are_refused_with_the_reason():
     other random functions draw at every call; ``tf.nn.embedding_lookup``'s
     constant table comes back from tf.keras's file as shards (another function);
     ``tf.boolean_mask`` (a ``SlicingOpLambda``) has a data-dependent shape."""
-    cfg = _config("rest")
-    _layer(cfg, "tf.math.tan")["config"]["function"] = "nn.dropout"
+    cfg = config("rest")
+    layer(cfg, "tf.math.tan")["config"]["function"] = "nn.dropout"
     with pytest.raises(UnsupportedLayerError, match=r"tf\.nn\.dropout, which cannot be "
                                                     r"imported: it drops a random part"):
         load_keras(D / "rest_tf221.h5", config=cfg)
-    cfg = _config("rest")  # a table recorded as a list, read back as shards by tf.keras
-    _layer(cfg, "tf.math.tan")["config"]["function"] = "compat.v1.nn.embedding_lookup"
+    cfg = config("rest")  # a table recorded as a list, read back as shards by tf.keras
+    layer(cfg, "tf.math.tan")["config"]["function"] = "compat.v1.nn.embedding_lookup"
     with pytest.raises(UnsupportedLayerError, match=r"reads each row back as a shard .* use "
                                                     r"tf\.gather\(table, ids\)"):
         load_keras(D / "rest_tf221.h5", config=cfg)
     for fn in ("random.normal", "random.uniform", "image.random_flip_left_right"):
-        cfg = _config("rest")  # (a VAE's sampling, written with tf.random.normal)
-        _layer(cfg, "tf.math.tan")["config"]["function"] = fn
+        cfg = config("rest")  # (a VAE's sampling, written with tf.random.normal)
+        layer(cfg, "tf.math.tan")["config"]["function"] = fn
         with pytest.raises(UnsupportedLayerError, match=r"which cannot be imported: it draws "
                                                         r"random numbers on every call"):
             load_keras(D / "rest_tf221.h5", config=cfg)
-    cfg = _config("rest")
-    _layer(cfg, "tf.__operators__.getitem")["config"]["function"] = "compat.v1.boolean_mask"
+    cfg = config("rest")
+    layer(cfg, "tf.__operators__.getitem")["config"]["function"] = "compat.v1.boolean_mask"
     with pytest.raises(UnsupportedLayerError, match=r"tf\.boolean_mask, which is not "
                                                     r"supported: .* depends on the data"):
         load_keras(D / "rest_tf221.h5", config=cfg)
