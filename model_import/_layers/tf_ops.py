@@ -519,10 +519,10 @@ def _bias_add(rt, value, bias, data_format=None):
 _POOL_FORMATS = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
 
 
-def _pool_window(v, n: int, what: str) -> tuple[int, ...]:
-    """TF's ``ksize``/``strides`` of an ``n``-D pooling (channels last): an int, ``n`` ints,
-    or ``n + 2`` with ones at the batch and channel positions."""
-    v = [int(e) for e in np.asarray(v).reshape(-1)]
+def _window(v: list[int], n: int, what: str, why: str) -> tuple[int, ...]:
+    """A window's sizes over ``n`` spatial axes (channels last) from TF's form: an int,
+    ``n`` ints, or ``n + 2`` with ones at the batch and channel positions; ``why`` ends the
+    refusal of other forms."""
     if len(v) == n + 2 and v[0] == v[-1] == 1:
         return tuple(v[1:-1])
     if len(v) == 1:
@@ -530,7 +530,13 @@ def _pool_window(v, n: int, what: str) -> tuple[int, ...]:
     if len(v) == n:
         return tuple(v)
     raise _Refused(f"{what}={v} is not supported (an int, {n} ints, or {n + 2} with ones "
-                   "first and last; TF does not pool over the batch or channels on CPU)")
+                   f"first and last{why})")
+
+
+def _pool_window(v, n: int, what: str) -> tuple[int, ...]:
+    """TF's ``ksize``/``strides`` of an ``n``-D pooling (see :func:`_window`)."""
+    return _window([int(e) for e in np.asarray(v).reshape(-1)], n, what,
+                   "; TF does not pool over the batch or channels on CPU")
 
 
 def _pool(kind: str, n: int | None):
@@ -828,15 +834,7 @@ def _conv_window(v, n: int, what: str) -> tuple[int, ...]:
     ones at the batch and channel positions (``None``: ones)."""
     if v is None:
         return (1,) * n
-    v = list(_static_ints(v, what))
-    if len(v) == n + 2 and v[0] == v[-1] == 1:
-        return tuple(v[1:-1])
-    if len(v) == 1:
-        return (v[0],) * n
-    if len(v) == n:
-        return tuple(v)
-    raise _Refused(f"{what}={v} is not supported (an int, {n} ints, or {n + 2} with ones "
-                   "first and last, as TF requires)")
+    return _window(list(_static_ints(v, what)), n, what, ", as TF requires")
 
 
 def _conv_padding(padding, n: int):
