@@ -166,19 +166,25 @@ def test_any_error_of_a_chunk_names_it_and_keeps_the_finished_ones(tmp_path, mod
     np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
 
 
-def test_resume_recomputes_the_finished_chunks_whose_inputs_changed(tmp_path, model, digits):
-    """The same command over another data set of the same shape (or with one input fixed)
-    keeps only the finished chunks whose inputs are unchanged: none of the old inputs' maps
-    is mixed into the new job's file."""
+def _two_chunks_of_eight(tmp_path, model, digits):
+    """The path of a job stopped (Ctrl-C) with inputs 0:16 of 23 finished, in chunks of 8."""
     path = tmp_path / "maps.npy"
 
     def stop_after_two(done, total):
         if done == 2:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):  # chunks 0 and 1 of 3 finished
+    with pytest.raises(KeyboardInterrupt):
         jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
                                on_chunk=stop_after_two)
+    return path
+
+
+def test_resume_recomputes_the_finished_chunks_whose_inputs_changed(tmp_path, model, digits):
+    """The same command over another data set of the same shape (or with one input fixed)
+    keeps only the finished chunks whose inputs are unchanged: none of the old inputs' maps
+    is mixed into the new job's file."""
+    path = _two_chunks_of_eight(tmp_path, model, digits)  # chunks 0 and 1 of 3 finished
     other = digits.copy()
     other[9] = digits[20]  # an input of chunk 1 changed
     m = Counting()
@@ -199,15 +205,7 @@ def test_another_batch_size_keeps_the_finished_inputs(tmp_path, model, digits):
     """The same job run again with a smaller batch size (what one does after running out of
     memory) keeps the inputs already finished: only the chunks with unfinished inputs are
     computed (it started over, losing every finished chunk)."""
-    path = tmp_path / "maps.npy"
-
-    def stop_after_two(done, total):
-        if done == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):  # inputs 0:16 of 23 finished, in chunks of 8
-        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
-                               on_chunk=stop_after_two)
+    path = _two_chunks_of_eight(tmp_path, model, digits)
     m = Counting()
     out = jaxsal.explain_to_file(m, model, digits, path, batch_size=5)
     assert m.calls == [5, 5]  # inputs 15:20 and 20:23 (padded); 0:15 are kept
@@ -239,15 +237,7 @@ def test_resuming_at_another_batch_size_reads_each_finished_input_once(tmp_path,
     """Resuming at another batch size checks the finished inputs' hashes in the old chunks
     and hashes them in the new ones from one read (each was read twice; with chunks that
     nest, 4 in 8, too); the inputs left are read once more, to compute them."""
-    path = tmp_path / "maps.npy"
-
-    def stop_after_two(done, total):
-        if done == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):  # inputs 0:16 of 23 finished, in chunks of 8
-        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
-                               on_chunk=stop_after_two)
+    path = _two_chunks_of_eight(tmp_path, model, digits)
     x = Reads(digits)
     m = Counting()
     out = jaxsal.explain_to_file(m, model, x, path, batch_size=b)
