@@ -353,8 +353,14 @@ def sniff(path: str) -> str:
     if not os.path.exists(path):
         raise KerasImportError("no such file", path=path)
     if os.path.isdir(path):
-        raise KerasImportError("is a directory; a TensorFlow SavedModel directory is not a Keras "
-                               "file. Save with model.save('model.keras') or 'model.h5'.", path=path)
+        held = sorted(os.listdir(path))
+        if {"config.json", "model.weights.h5"} & set(held):  # model.save(d, zipped=False)
+            return "dir"
+        raise KerasImportError(
+            f"is a directory holding {held[:10]}, not a Keras model: expected a Keras 3 "
+            "unzipped .keras directory (model.save(dir, zipped=False): config.json and "
+            "model.weights.h5); a TensorFlow SavedModel directory is not a Keras file. Save "
+            "with model.save('model.keras') or 'model.h5'.", path=path)
     with open(path, "rb") as f:
         head = f.read(8)
     if not head:
@@ -441,15 +447,42 @@ def read_keras_zip(path: str) -> tuple[dict, str, h5py.File]:
         data = z.read("model.weights.h5")
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise KerasImportError(f"the archive's contents cannot be read ({e!r})", path=path) from e
+    return cfg, _archive_version(cfg, meta, path), _open_h5(path, data)
+
+
+def read_keras_dir(path: str) -> tuple[dict, str, h5py.File]:
+    """An unzipped ``.keras`` archive, the directory Keras 3 writes with
+    ``model.save(dir, zipped=False)`` (and on the Hugging Face Hub): the archive's
+    ``config.json``, ``metadata.json`` and ``model.weights.h5`` as files."""
+    names = sorted(os.listdir(path))
+    if "config.json" not in names or "model.weights.h5" not in names:
+        raise KerasImportError(
+            f"directory is not an unzipped .keras model: expected config.json and "
+            f"model.weights.h5 (model.save(dir, zipped=False)), found {names[:10]}", path=path)
+    try:
+        with open(os.path.join(path, "config.json"), "rb") as fh:
+            cfg = json.loads(fh.read())
+        meta = {}
+        if "metadata.json" in names:
+            with open(os.path.join(path, "metadata.json"), "rb") as fh:
+                meta = json.loads(fh.read())
+    except (ValueError, OSError) as e:
+        raise KerasImportError(f"the directory's config.json or metadata.json cannot be read "
+                               f"({e!r})", path=path) from e
+    version = _archive_version(cfg, meta, path)
+    return cfg, version, _open_h5(os.path.join(path, "model.weights.h5"))
+
+
+def _archive_version(cfg: Any, meta: Any, path: str) -> str:
+    """The Keras version of a ``.keras`` archive (zipped or not) from its metadata.json."""
     if not isinstance(meta, dict):
         raise KerasImportError(
             f"the archive's metadata.json holds a JSON {type(meta).__name__}, expected an "
             "object such as {\"keras_version\": \"3.4.1\"}. The archive is damaged or was "
             "edited: save the model again", path=path)
     # without a recorded version, the config tells a tf.keras archive (Keras 2 semantics)
-    version = (keras_version_of(meta["keras_version"], "metadata.json", path)
-               if meta.get("keras_version") is not None else config_keras_version(cfg) or "3")
-    return cfg, version, _open_h5(path, data)
+    return (keras_version_of(meta["keras_version"], "metadata.json", path)
+            if meta.get("keras_version") is not None else config_keras_version(cfg) or "3")
 
 
 def parse_config(config: Any, path: str | None = None) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 from model_import._errors import KerasImportError
 from model_import._files import (Keras3Weights, LegacyH5Weights, WeightSource,
                                  config_keras_version, keras_version_of, parse_config, read_h5,
-                                 read_keras_zip, recorded_backend, sniff)
+                                 read_keras_dir, read_keras_zip, recorded_backend, sniff)
 from model_import._graph import MODEL_CLASSES, Graph, GraphBuilder, LayerCallError
 from model_import._output_padding import padding_hint
 from model_import._model import HEADS, KerasModel
@@ -225,7 +225,8 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
 
     Args:
       path: a legacy HDF5 file (``model.save("m.h5")`` of Keras 2/tf.keras or Keras 3), a
-        ``.keras`` archive (Keras 3, or tf.keras 2.13+), or a weights-only file
+        ``.keras`` archive (Keras 3, or tf.keras 2.13+) or the directory of an unzipped one
+        (``model.save(dir, zipped=False)``), or a weights-only file
         (``m.weights.h5`` of Keras 3 or tf.keras 2.13+, or a legacy ``save_weights`` HDF5)
         together with ``config``.
       head: ``"saved"`` (default), ``"logits"``, ``"softmax"``, ``"sigmoid"`` or
@@ -256,8 +257,8 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
     custom_layers = _check_custom_layers(custom_layers)
     kind = sniff(path)
     try:
-        if kind == "zip":
-            cfg, version, h5 = read_keras_zip(path)
+        if kind in ("zip", "dir"):
+            cfg, version, h5 = (read_keras_zip if kind == "zip" else read_keras_dir)(path)
             legacy = None
         else:
             cfg, version, legacy, h5 = read_h5(path)
@@ -302,7 +303,7 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
     try:
         if legacy is not None:  # reads the file's layer_names
             cfg = legacy.name_nested_sequentials(cfg)
-        if keras_backend is None and kind != "zip":  # a legacy .h5 records it
+        if keras_backend is None and kind == "h5":  # a legacy .h5 records it
             keras_backend = recorded_backend(h5)
         return build_model(cfg, source, keras_version=version, path=path, head=head,
                            custom_layers=custom_layers, keras_backend=keras_backend)
