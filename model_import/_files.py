@@ -369,9 +369,99 @@ def sniff(path: str) -> str:
         return "h5"
     if head[:4] == b"PK\x03\x04":
         return "zip"
+    if head.lstrip()[:1] == b"{":  # the index of sharded weights, or an architecture config
+        return "json"
     raise KerasImportError(
         f"not a Keras file: expected an HDF5 file (.h5) or a .keras zip archive, "
         f"got bytes {head!r}", path=path)
+
+
+_SHARD_NAME = re.compile(r"^(?P<base>.+)_\d{5}\.weights\.h5$")
+
+
+def read_sharded_weights(path: str) -> h5py.File:
+    """The weights of ``model.save_weights("m.weights.json", max_shard_size=...)`` (Keras 3):
+    an index, ``{"metadata": ..., "weight_map": {"/layers/dense/vars": ["m_00000.weights.h5",
+    ...]}}``, beside shards in the ``.weights.h5`` layout, each holding part of the groups (a
+    layer's arrays may be split over two shards, its ``vars`` attributes in the first).
+
+    Returned as one in-memory HDF5 file of the merged groups and attributes whose datasets
+    are external links into the shards (nothing is copied)."""
+    try:
+        with open(path, "rb") as fh:
+            index = json.loads(fh.read())
+    except (ValueError, OSError) as e:
+        raise KerasImportError(f"not a readable JSON file ({e}); expected the index of sharded "
+                               "weights (model.save_weights('m.weights.json', "
+                               "max_shard_size=...))", path=path) from e
+    if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+        what = (" It looks like an architecture (model.to_json(), a config.json): pass it as "
+                "config= together with the weights file" if isinstance(index, dict)
+                and ("class_name" in index or "config" in index) else "")
+        raise KerasImportError(
+            "a JSON file without a 'weight_map': expected a Keras file (.keras, .h5) or the "
+            "index of sharded weights (model.save_weights('m.weights.json', max_shard_size=...))."
+            + what, path=path)
+    shards: list[str] = []
+    for where, files in index["weight_map"].items():
+        for name in [files] if isinstance(files, str) else files:
+            if not isinstance(name, str) or os.path.basename(name) != name:
+                raise KerasImportError(
+                    f"the weight_map entry {where!r} names {name!r}; expected file names of "
+                    "shards beside the index (m_00000.weights.h5). The index is damaged or was "
+                    "edited: save the weights again", path=path)
+            if name not in shards:
+                shards.append(name)
+    folder = os.path.dirname(os.path.abspath(path))
+    missing = [n for n in shards if not os.path.isfile(os.path.join(folder, n))]
+    if missing or not shards:
+        raise KerasImportError(
+            f"the index lists the shards {shards[:8]}; {missing[:8]} are not beside it in "
+            f"{folder}. Keep every shard with the index (or save the weights again)"
+            if shards else "the index lists no shards", path=path)
+    merged = h5py.File(f"{os.path.abspath(path)}.merged", "w", driver="core",
+                       backing_store=False)
+    for name in shards:
+        shard_path = os.path.join(folder, name)
+        with _open_h5(shard_path) as shard:
+            if "layers" not in shard and "vars" not in shard:
+                merged.close()
+                raise KerasImportError(
+                    f"the shard {name} has no 'layers' or 'vars' group (found "
+                    f"{sorted(shard.keys())}); expected part of a .weights.h5 file",
+                    path=path)
+
+            def copy(obj_name, obj, shard_path=shard_path):
+                if isinstance(obj, h5py.Dataset):
+                    if obj_name in merged:
+                        raise KerasImportError(
+                            f"{obj_name!r} is stored in two shards; the shards belong to "
+                            "different saves: save the weights again", path=path)
+                    merged[obj_name] = h5py.ExternalLink(shard_path, "/" + obj_name)
+                    return None
+                g = merged.require_group(obj_name)
+                for k, v in obj.attrs.items():
+                    if k not in g.attrs:
+                        g.attrs[k] = v
+                return None
+
+            shard.visititems(copy)
+    return merged
+
+
+def shard_index_of(path: str) -> str | None:
+    """The index (``m.weights.json``) that lists ``path`` as one of its shards, or None."""
+    found = _SHARD_NAME.match(os.path.basename(path))
+    if found is None:
+        return None
+    index = os.path.join(os.path.dirname(path), found["base"] + ".weights.json")
+    try:
+        with open(index, "rb") as fh:
+            weight_map = json.loads(fh.read()).get("weight_map") or {}
+    except (ValueError, OSError, AttributeError):
+        return None
+    listed = {n for v in weight_map.values() for n in ([v] if isinstance(v, str) else v)}
+    return index if os.path.basename(path) in listed else None
 
 
 def keras_version_of(value: Any, where: str, path: str | None) -> str:
@@ -423,6 +513,12 @@ def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File
             "model.save_weights('weights.h5') (no .weights.h5 suffix) and load that file",
             path=path)
     if "layers" in f or "vars" in f:  # Keras 3 .weights.h5
+        index = shard_index_of(path)
+        if index is not None:
+            f.close()
+            raise KerasImportError(
+                f"one shard of sharded weights, which hold only part of the model's weights; "
+                f"load their index instead: load_keras({index!r}, config=...)", path=path)
         return cfg, "3", None, f
     raise KerasImportError(
         "HDF5 file without Keras content: expected a 'model_weights' group (model.save), a "

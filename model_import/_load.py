@@ -14,7 +14,8 @@ import numpy as np
 from model_import._errors import KerasImportError
 from model_import._files import (Keras3Weights, LegacyH5Weights, WeightSource,
                                  config_keras_version, keras_version_of, parse_config, read_h5,
-                                 read_keras_dir, read_keras_zip, recorded_backend, sniff)
+                                 read_keras_dir, read_keras_zip, read_sharded_weights,
+                                 recorded_backend, sniff)
 from model_import._graph import MODEL_CLASSES, Graph, GraphBuilder, LayerCallError
 from model_import._output_padding import padding_hint
 from model_import._model import HEADS, KerasModel
@@ -227,8 +228,9 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
       path: a legacy HDF5 file (``model.save("m.h5")`` of Keras 2/tf.keras or Keras 3), a
         ``.keras`` archive (Keras 3, or tf.keras 2.13+) or the directory of an unzipped one
         (``model.save(dir, zipped=False)``), or a weights-only file
-        (``m.weights.h5`` of Keras 3 or tf.keras 2.13+, or a legacy ``save_weights`` HDF5)
-        together with ``config``.
+        (``m.weights.h5`` of Keras 3 or tf.keras 2.13+, the ``m.weights.json`` index of
+        Keras 3's sharded weights, or a legacy ``save_weights`` HDF5) together with
+        ``config``.
       head: ``"saved"`` (default), ``"logits"``, ``"softmax"``, ``"sigmoid"`` or
         ``"sigmoid_complement"``; see :meth:`KerasModel.with_head`.
       config: the architecture, for weights-only files (or to override the file's): a dict,
@@ -260,6 +262,8 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
         if kind in ("zip", "dir"):
             cfg, version, h5 = (read_keras_zip if kind == "zip" else read_keras_dir)(path)
             legacy = None
+        elif kind == "json":  # sharded weights: no architecture, no version (as .weights.h5)
+            cfg, version, legacy, h5 = None, "3", None, read_sharded_weights(path)
         else:
             cfg, version, legacy, h5 = read_h5(path)
     except KerasImportError:
@@ -280,6 +284,7 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
         if recorded:
             version = keras_version_of(recorded, "the architecture's keras_version", path)
     if cfg is None:
+        h5.close()
         raise KerasImportError(
             "the file holds weights but no architecture (a save_weights / .weights.h5 file); "
             "pass the architecture as config= (model.to_json() or a config.json)", path=path)

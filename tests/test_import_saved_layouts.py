@@ -1,6 +1,9 @@
 """Layouts Keras 3 saves a model in besides one ``.keras``/``.h5`` file: an unzipped
-``.keras`` directory (``model.save(dir, zipped=False)``, the Hugging Face Hub layout), compared
-with what Keras computes from the same model."""
+``.keras`` directory (``model.save(dir, zipped=False)``, the Hugging Face Hub layout) and
+sharded weights (``model.save_weights("m.weights.json", max_shard_size=...)``), compared with
+what Keras computes from the same model."""
+
+import json
 
 import numpy as np
 import pytest
@@ -43,3 +46,39 @@ def test_directory_without_a_keras_model_is_refused(small, tmp_path):
     with pytest.raises(KerasImportError, match="model.weights.h5") as info:
         load_keras(d)
     assert str(d) in str(info.value)
+
+
+def _shard(model, d, max_gb):
+    d.mkdir()
+    model.save_weights(d / "m.weights.json", max_shard_size=max_gb)
+    return d / "m.weights.json", sorted(p.name for p in d.glob("*.weights.h5"))
+
+
+def test_sharded_weights_load_with_the_architecture(small, tmp_path):
+    model, x, ref = small
+    # 7.2e-7 GB (773 bytes): the convolution and batch norm (276 bytes), the Dense kernel
+    # (768), its bias (16) each in a shard of its own: one layer's arrays in two shards
+    index, shards = _shard(model, tmp_path / "w", 7.2e-7)
+    weight_map = json.loads(index.read_text())["weight_map"]
+    assert len(shards) >= 3
+    assert any(isinstance(v, list) and len(v) > 1 for v in weight_map.values())
+    m = load_keras(index, config=model.to_json())
+    assert rel_err(m(x), ref) < 1e-6
+    with pytest.raises(KerasImportError, match="config=") as info:
+        load_keras(index)  # weights only
+    assert str(index) in str(info.value)
+
+
+def test_one_shard_of_several_is_refused_naming_the_index(small, tmp_path):
+    model, _, _ = small
+    index, shards = _shard(model, tmp_path / "w", 7.2e-7)
+    with pytest.raises(KerasImportError, match="m.weights.json"):
+        load_keras(index.parent / shards[0], config=model.to_json())
+
+
+def test_sharded_weights_with_a_missing_shard_are_refused(small, tmp_path):
+    model, _, _ = small
+    index, shards = _shard(model, tmp_path / "w", 7.2e-7)
+    (index.parent / shards[-1]).unlink()
+    with pytest.raises(KerasImportError, match=shards[-1]):
+        load_keras(index, config=model.to_json())
