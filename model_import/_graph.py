@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -886,6 +887,18 @@ def _k3_arg(a):
 _IGNORED_KWARGS = ("training",)
 
 
+def _called_training(node) -> bool:
+    """Whether an inbound node records ``training=True`` (Keras 3 ``kwargs``, or the kwargs
+    dicts of Keras 2's ``[layer, node, tensor, kwargs]`` entries)."""
+    if isinstance(node, dict):
+        return (node.get("kwargs") or {}).get("training") is True
+    if isinstance(node, list):
+        if len(node) > 3 and isinstance(node[0], str) and isinstance(node[3], dict):
+            return node[3].get("training") is True
+        return any(_called_training(e) for e in node)
+    return False
+
+
 #: tf.keras 2 layers that keep the structure of their first call argument in the config
 #: (``_preserve_input_structure_in_config``): for them a one-element list of entries is a
 #: list of one tensor (``tf.add_n([x])``), where for other layers it is the tensor itself.
@@ -1315,6 +1328,7 @@ class GraphBuilder:
         autocasts = _autocasts(cfg)
         layer_cfgs = restore_output_padding(cfg["layers"], sequential=False, model_name=name,
                                             keras_version=self.keras_version)
+        trained: list[str] = []  # layers called with training=True
         for lc in layer_cfgs:
             if lc.get("name") in autocasts:  # computed in float32, like the layers using it
                 lc = {**lc, "config": {**lc["config"], "dtype": "float32"}}
@@ -1337,6 +1351,21 @@ class GraphBuilder:
                     args, kwargs = _parse_node(node,
                                                lc.get("class_name") in _PRESERVE_STRUCTURE)
                     raw_calls[(lname, i)] = Call(lname, i, args, kwargs)
+                    if _called_training(node):
+                        trained.append(f"{lname!r} ({spec.class_name})")
+        if trained and parse_version(self.keras_version).major < 3:
+            # Keras 3's predict (and model(x, training=False)) overrides a recorded training
+            # argument; tf.keras 2 keeps it
+            warnings.warn(
+                f"model {name!r}: layer {', '.join(sorted(set(trained)))} was called with "
+                f"training=True, which Keras {self.keras_version} keeps at inference: in its "
+                "predict a BatchNormalization normalizes with each batch's statistics and "
+                "dropout, noise and augmentation layers are random (a nested model passes "
+                "training=True to its layers). jaxsal computes the inference model (moving "
+                "statistics; dropout, noise and augmentation the identity), as Keras 3's "
+                "predict does, so its outputs differ from this tf.keras model's predict. To "
+                "silence this, call the layer without training=True and save the model again",
+                UserWarning, stacklevel=2)
         inputs, outputs = tuple(inputs), tuple(outputs)
         if not inputs or not outputs:
             raise self._err(

@@ -119,7 +119,8 @@ def test_tfkeras2_new_layout_weights_take_the_configs_keras_version():
 
 def test_keras2_fixture_budget():
     # 6.3 MB since the sequence models (0.47 MB), 6.4 MB since the tf_heads pair (0.06 MB),
-    # 6.5 MB since the tf_op_args group (0.1 MB), 6.7 MB since nested_wrappers (0.18 MB):
+    # 6.5 MB since the tf_op_args group (0.1 MB), 6.7 MB since nested_wrappers (0.18 MB)
+    # and training_call (0.02 MB):
     # tf_keras's .h5 and .keras files carry a few kB of HDF5 structure per layer, whatever
     # the (here ~1500) weights
     total = sum(p.stat().st_size for p in K2.iterdir())
@@ -136,3 +137,14 @@ def test_tfkeras2_batch_normalization_several_axes_and_virtual_batch():
     assert rel_err(y, ref["y"]) <= TOL
     for name in ("bn_multi", "bn_virtual"):
         assert rel_err(acts[name], ref[f"act__{name}"]) <= TOL
+
+
+def test_tfkeras2_training_true_calls_warn_and_compute_at_inference():
+    # tf.keras 2 keeps a recorded `training=True` in predict (the BatchNormalization uses
+    # each batch's statistics, dropout drops at random); the importer computes the inference
+    # model, as Keras 3's predict does, and says so, naming the layer
+    ref = np.load(K2 / "training_call_tfkeras2.expected.npz")
+    assert np.abs(ref["y_predict"] - ref["y_inference"]).max() > 0.1
+    with pytest.warns(UserWarning, match=r"'bn' \(BatchNormalization\).*training=True"):
+        m = load_keras(K2 / "training_call_tfkeras2.h5")
+    assert rel_err(m(ref["x"]), ref["y_inference"]) <= TOL
