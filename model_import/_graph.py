@@ -899,6 +899,16 @@ def _called_training(node) -> bool:
     return False
 
 
+#: Keras preprocessing layers that read strings (or hash the decimal strings of integers):
+#: no JAX array holds their inputs.
+_STRING_LAYERS = {
+    "StringLookup": "maps strings to ids",
+    "TextVectorization": "splits strings into tokens and maps them to ids",
+    "Hashing": "hashes its inputs as strings (integers by their decimal strings)",
+    "HashedCrossing": "hashes crossed features as strings",
+}
+
+
 #: tf.keras 2 layers that keep the structure of their first call argument in the config
 #: (``_preserve_input_structure_in_config``): for them a one-element list of entries is a
 #: list of one tensor (``tf.add_n([x])``), where for other layers it is the tensor itself.
@@ -1195,6 +1205,14 @@ class GraphBuilder:
                     detail="a Lambda layer stores Python bytecode, which cannot be ported. "
                     "Write its computation in JAX; the converter receives the layer's "
                     "config, so one 'Lambda' converter can dispatch on config['name']")
+            if cls in _STRING_LAYERS:
+                raise UnsupportedLayerError(
+                    name, cls, path=self.path,
+                    detail=f"it {_STRING_LAYERS[cls]}, which JAX arrays cannot hold, so "
+                    "there is no JAX form of it. Explain the model after it, which takes "
+                    "the ids (or vectors) it outputs: in Keras, build "
+                    f"keras.Model(model.get_layer({name!r}).output, model.output), save "
+                    "that and load it (this layer's preprocessing stays in Keras)")
             where = f" (module {module!r})" if module else ""
             raise UnsupportedLayerError(
                 name, cls, path=self.path,

@@ -167,15 +167,18 @@ def test_refused_configs(zoo, name, changes, match):
         load_keras(paths[".weights.h5"], config=_config_with(km, name, **changes))
 
 
-@pytest.mark.parametrize("cls", ["StringLookup", "Hashing", "HashedCrossing"])
+@pytest.mark.parametrize("cls", ["StringLookup", "Hashing", "HashedCrossing",
+                                 "TextVectorization"])
 def test_string_and_hashing_layers_have_no_converter(zoo, cls):
     km, names, x, ref, paths = zoo
     cfg = json.loads(km.to_json())
     for lc in cfg["config"]["layers"]:
         if lc["name"] == "ce_multi":
             lc["class_name"] = cls
-    with pytest.raises(UnsupportedLayerError, match=cls):
+    with pytest.raises(UnsupportedLayerError, match=cls) as info:
         load_keras(paths[".weights.h5"], config=cfg)
+    # why (strings have no JAX array form) and what to do: load the model after the layer
+    assert "strings" in str(info.value) and "keras.Model(" in str(info.value)
 
 
 @pytest.mark.parametrize("fname", ["integer_lookup.keras", "integer_lookup.h5"])
