@@ -167,6 +167,42 @@ def _check_custom_layers(custom_layers: Any) -> dict | None:
     return dict(custom_layers)
 
 
+def _declared_batch_sizes(config: Any) -> list[int]:
+    """The batch sizes the inputs of an architecture declare (``keras.Input(batch_size=3)``:
+    ``batch_shape`` / ``batch_input_shape`` starting with a number), nested models' too."""
+    found: list[int] = []
+
+    def walk(o):
+        if isinstance(o, Mapping):
+            for key in ("batch_shape", "batch_input_shape"):
+                shp = o.get(key)
+                if isinstance(shp, list) and shp and type(shp[0]) is int:
+                    found.append(shp[0])
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(config)
+    return sorted(set(found))
+
+
+def _batch_hint(config: Any) -> str:
+    """What to add to a load error of a model whose inputs declare a batch size: the
+    importer traces it on a batch of one (and runs any batch size), which operations given
+    that batch size (``ops.reshape(x, (3, 8))``) cannot take."""
+    sizes = _declared_batch_sizes(config)
+    if not sizes:
+        return ""
+    return (f". The model's inputs declare batch_size={', '.join(map(str, sizes))} "
+            "(keras.Input(batch_size=...)), which jaxsal does not keep: it runs every batch "
+            "size and traces the model on a batch of one, where an operation given the "
+            "declared batch size fails. If this layer is one, write its batch axis as -1 or "
+            "None (keras.ops.reshape(x, (-1, 8)), or layers.Reshape), save the model again "
+            "and load that")
+
+
 def build_model(config: Mapping[str, Any], source: WeightSource | Callable | None, *,
                 keras_version: str = "3", path: str | None = None, head: str = "saved",
                 custom_layers: Mapping[str, Callable] | None = None,
@@ -214,7 +250,7 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
     try:  # check the whole forward once, abstractly: shapes, weights and wiring
         model._output_shapes()
     except LayerCallError as e:
-        hint = padding_hint(graph, keras_version)
+        hint = padding_hint(graph, keras_version) + _batch_hint(config)
         raise KerasImportError(str(e).rstrip(".") + hint if hint else str(e), path=path) from e
     return model
 

@@ -385,3 +385,14 @@ def test_params_without_the_models_entries_are_refused_by_name(fixtures_dir):
         jaxsal.saliency(m.with_params(None), x, 0)
     doubled = jax.tree_util.tree_map(lambda a: 2 * a, m.params)
     assert m.with_params(doubled).apply(doubled, x).shape == (1, 10)
+
+
+@pytest.mark.parametrize("ext", [".keras", ".h5"])
+def test_an_operation_with_the_declared_batch_size_is_refused_saying_why(tmp_path, ext):
+    # keras.Input(batch_size=3) lets Keras run ops.reshape(x, (3, 8)); the importer runs any
+    # batch size (it traces on a batch of one), so the error names the declared batch size
+    inp = keras.Input((2, 4), batch_size=3)
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.ops.reshape(inp, (3, 8))))
+    model.save(tmp_path / f"m{ext}")
+    err = _raises_import_error(tmp_path / f"m{ext}", "reshape")
+    assert "batch_size=3" in str(err) and "-1" in str(err)
