@@ -348,9 +348,30 @@ def _open_h5(path: str, data: bytes | None = None) -> h5py.File:
                                "corrupt. Re-save the model with model.save(...).", path=path) from e
 
 
+_TF_CHECKPOINT = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
+
+
+def _tf_checkpoint_error(path: str) -> KerasImportError:
+    return KerasImportError(
+        "a TensorFlow checkpoint (tf.keras's save_weights without an .h5 suffix, or "
+        "ModelCheckpoint(save_weights_only=True) so named), whose format is TensorFlow's own "
+        "and not read here. In TensorFlow, load the weights into the model "
+        "(model.load_weights(prefix)) and save it with model.save('model.h5') or "
+        "model.save_weights('weights.h5'), then load that", path=path)
+
+
 def sniff(path: str) -> str:
-    """'h5', 'zip' or raise: decided by content, not by extension."""
+    """'h5', 'zip', 'dir' (an unzipped .keras), 'json' (sharded weights) or raise: decided
+    by content, not by extension."""
+    if _TF_CHECKPOINT.search(path) and os.path.exists(path):
+        raise _tf_checkpoint_error(path)
+    if os.path.basename(path) == "checkpoint" and os.path.isfile(path):
+        with open(path, "rb") as f:
+            if f.read(21) == b"model_checkpoint_path":
+                raise _tf_checkpoint_error(path)
     if not os.path.exists(path):
+        if os.path.isfile(path + ".index"):  # the checkpoint's prefix
+            raise _tf_checkpoint_error(path)
         raise KerasImportError("no such file", path=path)
     if os.path.isdir(path):
         held = sorted(os.listdir(path))

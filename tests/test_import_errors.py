@@ -396,3 +396,15 @@ def test_an_operation_with_the_declared_batch_size_is_refused_saying_why(tmp_pat
     model.save(tmp_path / f"m{ext}")
     err = _raises_import_error(tmp_path / f"m{ext}", "reshape")
     assert "batch_size=3" in str(err) and "-1" in str(err)
+
+
+def test_tensorflow_checkpoint_files_are_named_as_such(tmp_path):
+    # tf.keras 2's save_weights("ckpt") (no .h5) and ModelCheckpoint(save_weights_only=True)
+    # write TensorFlow's checkpoint format: the prefix, its .index and .data files, and a
+    # "checkpoint" text file (the bytes here stand in for TensorFlow's; they are not read)
+    (tmp_path / "ckpt.index").write_bytes(b"\x00\x00\x06\x08\x01\x1a\x02\x08" + bytes(40))
+    (tmp_path / "ckpt.data-00000-of-00001").write_bytes(bytes(range(64)))
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt"\n')
+    for name in ("ckpt", "ckpt.index", "ckpt.data-00000-of-00001", "checkpoint"):
+        err = _raises_import_error(tmp_path / name, "TensorFlow checkpoint")
+        assert "save_weights" in str(err) and ".h5" in str(err)
