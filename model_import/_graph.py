@@ -1369,7 +1369,10 @@ class GraphBuilder:
                     args, kwargs = _parse_node(node,
                                                lc.get("class_name") in _PRESERVE_STRUCTURE)
                     raw_calls[(lname, i)] = Call(lname, i, args, kwargs)
-                    if _called_training(node):
+                    if _called_training(node) and not (
+                            spec.class_name in ("BatchNormalization", "SyncBatchNormalization")
+                            and spec.config.get("trainable") is False):
+                        # (a frozen batch norm runs at inference whatever `training` says)
                         trained.append(f"{lname!r} ({spec.class_name})")
         if trained and parse_version(self.keras_version).major < 3:
             # Keras 3's predict (and model(x, training=False)) overrides a recorded training

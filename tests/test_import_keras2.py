@@ -148,3 +148,17 @@ def test_tfkeras2_training_true_calls_warn_and_compute_at_inference():
     with pytest.warns(UserWarning, match=r"'bn' \(BatchNormalization\).*training=True"):
         m = load_keras(K2 / "training_call_tfkeras2.h5")
     assert rel_err(m(ref["x"]), ref["y_inference"]) <= TOL
+    # a frozen BatchNormalization runs at inference whatever `training` says (tf.keras 2
+    # since TF 2.0): nothing to warn about
+    import h5py
+    import warnings
+
+    with h5py.File(K2 / "training_call_tfkeras2.h5") as f:
+        cfg = json.loads(f.attrs["model_config"])
+    for lc in cfg["config"]["layers"]:
+        if lc["name"] == "bn":
+            lc["config"]["trainable"] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frozen = load_keras(K2 / "training_call_tfkeras2.h5", config=cfg)
+    assert rel_err(frozen(ref["x"]), ref["y_inference"]) <= TOL
