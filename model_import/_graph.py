@@ -1371,8 +1371,10 @@ class GraphBuilder:
                     raw_calls[(lname, i)] = Call(lname, i, args, kwargs)
                     if _called_training(node) and not (
                             spec.class_name in ("BatchNormalization", "SyncBatchNormalization")
-                            and spec.config.get("trainable") is False):
-                        # (a frozen batch norm runs at inference whatever `training` says)
+                            and spec.config.get("trainable") is False and not
+                            parse_version(self.keras_version).before(2, 4, unrecorded=True)):
+                        # (tf.keras 2.4+, TensorFlow 2, runs a frozen batch norm at inference
+                        # whatever `training` says; older Keras 2 used the batch statistics)
                         trained.append(f"{lname!r} ({spec.class_name})")
         if trained and parse_version(self.keras_version).major < 3:
             # Keras 3's predict (and model(x, training=False)) overrides a recorded training

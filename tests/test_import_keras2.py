@@ -148,8 +148,8 @@ def test_tfkeras2_training_true_calls_warn_and_compute_at_inference():
     with pytest.warns(UserWarning, match=r"'bn' \(BatchNormalization\).*training=True"):
         m = load_keras(K2 / "training_call_tfkeras2.h5")
     assert rel_err(m(ref["x"]), ref["y_inference"]) <= TOL
-    # a frozen BatchNormalization runs at inference whatever `training` says (tf.keras 2
-    # since TF 2.0): nothing to warn about
+    # a frozen BatchNormalization runs at inference whatever `training` says (tf.keras 2.4+;
+    # standalone Keras 2.2 used the batch statistics): nothing to warn about
     import h5py
     import warnings
 
@@ -162,3 +162,5 @@ def test_tfkeras2_training_true_calls_warn_and_compute_at_inference():
         warnings.simplefilter("error")
         frozen = load_keras(K2 / "training_call_tfkeras2.h5", config=cfg)
     assert rel_err(frozen(ref["x"]), ref["y_inference"]) <= TOL
+    with pytest.warns(UserWarning, match="'bn'"):
+        load_keras(K2 / "training_call_tfkeras2.h5", config=dict(cfg, keras_version="2.2.4"))
