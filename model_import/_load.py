@@ -313,7 +313,10 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
     if config is not None:
         cfg = parse_config(config, path)
         if "class_name" not in cfg and "config" not in cfg and "layers" in cfg:
-            cfg = {"class_name": "Functional", "config": cfg}
+            # model.get_config(): a Functional model's names its inputs and outputs, a
+            # Sequential model's only its layers
+            functional = "input_layers" in cfg or "output_layers" in cfg
+            cfg = {"class_name": "Functional" if functional else "Sequential", "config": cfg}
         # the architecture's record of the Keras that wrote it wins: a tf.keras to_json()
         # with a .weights.h5 (which records no version) is Keras 2, not 3
         recorded = config_keras_version(cfg)

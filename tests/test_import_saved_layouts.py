@@ -82,3 +82,24 @@ def test_sharded_weights_with_a_missing_shard_are_refused(small, tmp_path):
     (index.parent / shards[-1]).unlink()
     with pytest.raises(KerasImportError, match=shards[-1]):
         load_keras(index, config=model.to_json())
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+@pytest.mark.parametrize("form", ["to_json", "get_config", "serialize"])
+def test_weights_file_with_the_architecture_in_any_form_keras_gives(tmp_path, kind, form):
+    # model.to_json(), model.get_config() (no class_name: a Sequential's has no
+    # input_layers) and keras.saving.serialize_keras_object(model)
+    L = keras.layers
+    if kind == "sequential":
+        model = keras.Sequential([keras.Input((5,)), L.Dense(4, activation="relu"),
+                                  L.Dense(3, activation="softmax")])
+    else:
+        inp = keras.Input((5,))
+        model = keras.Model(inp, L.Dense(3, activation="softmax")(L.Dense(4)(inp)))
+    perturb_keras(model, seed=1, kernels=True)
+    model.save_weights(tmp_path / "m.weights.h5")
+    config = {"to_json": model.to_json, "get_config": model.get_config,
+              "serialize": lambda: keras.saving.serialize_keras_object(model)}[form]()
+    x = np.random.default_rng(1).normal(size=(2, 5)).astype("float32")
+    m = load_keras(tmp_path / "m.weights.h5", config=config)
+    assert rel_err(m(x), model.predict(x, verbose=0)) < 1e-6
