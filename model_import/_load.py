@@ -289,7 +289,16 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
       ValueError: an unknown ``head`` or ``keras_backend``.
       TypeError: ``custom_layers`` that is not a dict of class names to converters.
     """
-    path = os.fspath(path)
+    name = getattr(path, "name", None)
+    if hasattr(path, "read") and isinstance(name, (str, os.PathLike)) and os.path.isfile(name):
+        path = name  # an open file: read from its path (h5py and zipfile reopen it)
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"load_keras takes a path (a str or os.PathLike) of a Keras file or directory, "
+            f"got {type(path).__name__}. For a model held in memory (bytes, io.BytesIO), "
+            "write it to a file first (tempfile.NamedTemporaryFile(suffix='.keras')) and pass "
+            "that file's name")
+    path = os.fsdecode(os.fspath(path))
     if keras_backend is not None:
         keras_backend = keras_backend_of(keras_backend, "keras_backend")
     custom_layers = _check_custom_layers(custom_layers)

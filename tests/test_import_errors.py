@@ -408,3 +408,15 @@ def test_tensorflow_checkpoint_files_are_named_as_such(tmp_path):
     for name in ("ckpt", "ckpt.index", "ckpt.data-00000-of-00001", "checkpoint"):
         err = _raises_import_error(tmp_path / name, "TensorFlow checkpoint")
         assert "save_weights" in str(err) and ".h5" in str(err)
+
+
+def test_path_that_is_not_a_path(fixtures_dir):
+    # an open file is read from its name; bytes in memory need a file (h5py and the .keras
+    # reader take paths), and the error says so
+    with open(fixtures_dir / GOOD_KERAS, "rb") as f:
+        assert load_keras(f).input_shapes == load_keras(fixtures_dir / GOOD_KERAS).input_shapes
+    import io
+
+    for bad in (io.BytesIO((fixtures_dir / GOOD_KERAS).read_bytes()), None, 3):
+        with pytest.raises(TypeError, match=r"a path.*got " + type(bad).__name__):
+            load_keras(bad)
