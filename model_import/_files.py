@@ -554,14 +554,23 @@ def read_keras_zip(path: str) -> tuple[dict, str, h5py.File]:
     except (zipfile.BadZipFile, OSError) as e:
         raise KerasImportError(f"not a readable zip archive ({e}); a .keras file may be "
                                "truncated or corrupt", path=path) from e
+    folder = ""
     if "config.json" not in names or "model.weights.h5" not in names:
-        raise KerasImportError(
-            f"zip archive is not a .keras file: expected config.json and "
-            f"model.weights.h5, found {names[:10]}", path=path)
+        # an unzipped .keras directory zipped again with its folder (zip -r m.zip saved/)
+        folders = {n[:-len("config.json")] for n in names if n.endswith("/config.json")}
+        folders &= {n[:-len("model.weights.h5")] for n in names
+                    if n.endswith("/model.weights.h5")}
+        if len(folders) != 1:
+            raise KerasImportError(
+                f"zip archive is not a .keras file: expected config.json and "
+                f"model.weights.h5 (at its top, or in one folder), found {names[:10]}",
+                path=path)
+        folder = folders.pop()
     try:
-        cfg = json.loads(z.read("config.json"))
-        meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
-        data = z.read("model.weights.h5")
+        cfg = json.loads(z.read(folder + "config.json"))
+        meta = (json.loads(z.read(folder + "metadata.json"))
+                if folder + "metadata.json" in names else {})
+        data = z.read(folder + "model.weights.h5")
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise KerasImportError(f"the archive's contents cannot be read ({e!r})", path=path) from e
     return cfg, _archive_version(cfg, meta, path), _open_h5(path, data)

@@ -103,3 +103,26 @@ def test_weights_file_with_the_architecture_in_any_form_keras_gives(tmp_path, ki
     x = np.random.default_rng(1).normal(size=(2, 5)).astype("float32")
     m = load_keras(tmp_path / "m.weights.h5", config=config)
     assert rel_err(m(x), model.predict(x, verbose=0)) < 1e-6
+
+
+def test_a_zipped_keras_directory_loads(small, tmp_path):
+    # the unzipped layout zipped again with its folder (zip -r m.zip saved/): the archive's
+    # files sit under one folder
+    import zipfile
+
+    model, x, ref = small
+    d = tmp_path / "saved"
+    model.save(d, zipped=False)
+    with zipfile.ZipFile(tmp_path / "m.zip", "w") as z:
+        z.writestr("saved/", b"")
+        for p in sorted(d.iterdir()):
+            if p.is_file():
+                z.write(p, f"saved/{p.name}")
+    assert rel_err(load_keras(tmp_path / "m.zip")(x), ref) < 1e-6
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as z:  # two models: which one?
+        for folder in ("a", "b"):
+            for p in sorted(d.iterdir()):
+                if p.is_file():
+                    z.write(p, f"{folder}/{p.name}")
+    with pytest.raises(KerasImportError, match="config.json"):
+        load_keras(tmp_path / "two.zip")
