@@ -131,11 +131,25 @@ class LegacyH5Weights(WeightSource):
         self.used: set[str] = set()
         self._fetched: set[tuple] = set()
         self._unassigned: list[str] = []
+        self.alias: dict[str, str] = {}  # architecture layer name -> the file's (align)
 
     def bind(self, layer_order: dict) -> "LegacyH5Weights":
         """Tell the source the architecture (``{container path: [(name, class), ...]}``)."""
         self.layer_order = layer_order
         return self
+
+    def align(self, weighted: Sequence[str]) -> None:
+        """Match the architecture's top-level layers with weights (``weighted``, in order)
+        to the file's by position where the file does not hold them by name: Keras loads a
+        legacy file's weights so (``load_weights(by_name=False)``), into an architecture
+        rebuilt in code whose layers Keras named on (``dense_3`` for ``dense``). Nothing
+        changes where every such layer is in the file by name or the counts differ (then the
+        file belongs to another architecture, which the weight checks report)."""
+        names = [n for n in _list_attr(self.group.attrs, "layer_names") or []
+                 if n in self.group and self._names(self.group[n])]
+        if all(w in self.group for w in weighted) or len(names) != len(weighted):
+            return
+        self.alias = {w: n for w, n in zip(weighted, names) if w != n}
 
     def unused(self) -> list[str]:
         """The weights no layer asked for: layers of ``layer_names`` with weights, arrays of
@@ -165,11 +179,13 @@ class LegacyH5Weights(WeightSource):
             dict(e, name=n) if isinstance(e, dict) and isinstance(e.get("config"), list)
             and not e.get("name") else e for e, n in zip(entries, names)])
 
-    def _assign_nested(self, top: str) -> dict[tuple, list[str]]:
+    def _assign_nested(self, model: str, top: str) -> dict[tuple, list[str]]:
+        """``{layer path: weight names}`` of the nested model ``model`` of the architecture,
+        whose weights the file holds in its group ``top``."""
         if top in self._nested:
             return self._nested[top]
         layers = [c + (n,) for c, ls in (self.layer_order or {}).items()
-                  if c[:1] == (top,) for n, _ in ls]
+                  if c[:1] == (model,) for n, _ in ls]
         out: dict[tuple, list[str]] = {}
         for wname in self._names(self.group[top]):
             owner = wname.rsplit("/", 1)[0] if "/" in wname else ""
@@ -207,7 +223,7 @@ class LegacyH5Weights(WeightSource):
         """``lora_scale``: for a layer with LoRA enabled (``lora_rank`` in its config), the
         ``lora_alpha / lora_rank`` by which its ``lora_kernel_a @ lora_kernel_b`` is added
         to its kernel (the legacy writer stores the three apart; ``.keras`` files the sum)."""
-        top = path[0]
+        top = self.alias.get(path[0], path[0])
         if top not in self.group:
             return None
         g = self.group[top]
@@ -215,7 +231,7 @@ class LegacyH5Weights(WeightSource):
         if len(path) == 1:
             names = self._names(g)
         elif self.layer_order is not None:
-            names = self._assign_nested(top).get(tuple(path), [])
+            names = self._assign_nested(path[0], top).get(tuple(path), [])
             self._fetched.add(tuple(path))
         else:  # no architecture to disambiguate: match the leaf name as a path segment
             leaf = path[-1]
@@ -251,10 +267,12 @@ class Keras3Weights(WeightSource):
         self.used: set[str] = set()
         # layer_order: {container path tuple: [(layer name, class name), ...]}
         self.keys: dict[tuple[str, ...], str] = {}
+        self.names: dict[tuple[str, ...], set[str]] = {}
         for container, layers in layer_order.items():
             keys = object_keys([_PYTHON_CLASS.get(cls, cls) for _, cls in layers])
             for (lname, _), key in zip(layers, keys):
                 self.keys[container + (lname,)] = key
+            self.names[container] = {lname for lname, _ in layers}
 
     def _group(self, path):
         g = self.root
@@ -262,7 +280,12 @@ class Keras3Weights(WeightSource):
             layers = g.get("layers")
             if layers is None:
                 return None
-            key = self._recorded_names(layers).get(path[i])
+            recorded = self._recorded_names(layers)
+            # the recorded names are used when they are the architecture's own; otherwise
+            # (an architecture rebuilt in code, its layers named on: "dense_3" for "dense")
+            # as Keras itself loads: by the layer's position among those of its class
+            key = (recorded.get(path[i])
+                   if set(recorded) <= self.names.get(tuple(path[:i]), set()) else None)
             if key is None:
                 key = self.keys.get(tuple(path[: i + 1]))
                 if key is None or key not in layers:

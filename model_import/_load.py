@@ -60,9 +60,19 @@ def _as_numeric(w, where: str, path: str | None) -> np.ndarray:
     return a
 
 
+def _has_weights(spec) -> bool:
+    """Whether a layer (a nested model: one of its layers) takes weights; a layer whose
+    count depends on its config (``n_weights=None``) counts as one that does."""
+    if spec.impl.subgraph is not None:
+        return any(_has_weights(s) for s in spec.impl.subgraph.layers.values())
+    return spec.impl.n_weights != 0
+
+
 def _collect_params(graph: Graph, source: WeightSource, path: str | None,
                     prefix: tuple = ()) -> dict:
     params: dict[str, Any] = {}
+    if not prefix and isinstance(source, LegacyH5Weights):
+        source.align([n for n, spec in graph.layers.items() if _has_weights(spec)])
     for name, spec in graph.layers.items():
         lpath = prefix + (name,)
         if spec.impl.subgraph is not None:

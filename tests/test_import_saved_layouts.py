@@ -126,3 +126,54 @@ def test_a_zipped_keras_directory_loads(small, tmp_path):
                     z.write(p, f"{folder}/{p.name}")
     with pytest.raises(KerasImportError, match="config.json"):
         load_keras(tmp_path / "two.zip")
+
+
+def test_weights_with_an_architecture_whose_layer_names_differ(tmp_path):
+    # the architecture rebuilt in code, where Keras numbers the names on (a notebook cell run
+    # again): Keras 3 loads a .weights.h5 by each layer's position among those of its class,
+    # whatever the names, and so does the importer when the names recorded in the file are
+    # not the architecture's (here they overlap, shifted by one)
+    L = keras.layers
+
+    def build(names):
+        return keras.Sequential([keras.Input((4,))] + [L.Dense(4, name=n) for n in names]
+                                + [L.BatchNormalization(name=f"bn_{names[0]}")])
+
+    saved = build(["dense", "dense_1", "dense_2"])
+    perturb_keras(saved, seed=2, kernels=True)
+    saved.save_weights(tmp_path / "m.weights.h5")
+    rebuilt = build(["dense_1", "dense_2", "dense_3"])
+    rebuilt.load_weights(tmp_path / "m.weights.h5")
+    x = np.random.default_rng(2).normal(size=(3, 4)).astype("float32")
+    ref = saved.predict(x, verbose=0)
+    assert rel_err(rebuilt.predict(x, verbose=0), ref) == 0.0
+    m = load_keras(tmp_path / "m.weights.h5", config=rebuilt.to_json())
+    assert rel_err(m(x), ref) < 1e-6
+
+
+def test_legacy_h5_weights_with_an_architecture_whose_layer_names_differ(tmp_path):
+    # Keras loads a legacy .h5's weights into a model by the order of its layers with
+    # weights (load_weights' by_name=False), whatever their names: so does the importer when
+    # the file's layer names are not the architecture's
+    L = keras.layers
+
+    def build(names):
+        inp = keras.Input((4,))
+        h = L.Dense(4, name=names[0])(inp)
+        h = L.BatchNormalization(name=names[1])(L.Dropout(0.1, name=names[2])(h))
+        return keras.Model(inp, L.Dense(3, activation="softmax", name=names[3])(h))
+
+    saved = build(["dense", "batch_normalization", "dropout", "dense_1"])
+    perturb_keras(saved, seed=3, kernels=True)
+    saved.save(tmp_path / "m.h5")
+    rebuilt = build(["dense_2", "batch_normalization_1", "dropout_1", "dense_3"])
+    rebuilt.load_weights(tmp_path / "m.h5")
+    x = np.random.default_rng(3).normal(size=(3, 4)).astype("float32")
+    ref = saved.predict(x, verbose=0)
+    assert rel_err(rebuilt.predict(x, verbose=0), ref) == 0.0
+    m = load_keras(tmp_path / "m.h5", config=rebuilt.to_json())
+    assert rel_err(m(x), ref) < 1e-6
+    # another architecture (one Dense fewer) is still refused
+    other = keras.Sequential([keras.Input((4,)), L.Dense(3, name="dense_9")])
+    with pytest.raises(KerasImportError, match="dense_9"):
+        load_keras(tmp_path / "m.h5", config=other.to_json())
