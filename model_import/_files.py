@@ -465,11 +465,19 @@ def read_sharded_weights(path: str) -> h5py.File:
             if shards else "the index lists no shards", path=path)
     merged = h5py.File(f"{os.path.abspath(path)}.merged", "w", driver="core",
                        backing_store=False)
+    try:
+        _merge_shards(merged, folder, shards, path)
+    except BaseException:
+        merged.close()
+        raise
+    return merged
+
+
+def _merge_shards(merged: h5py.File, folder: str, shards: list[str], path: str) -> None:
     for name in shards:
         shard_path = os.path.join(folder, name)
         with _open_h5(shard_path) as shard:
             if "layers" not in shard and "vars" not in shard:
-                merged.close()
                 raise KerasImportError(
                     f"the shard {name} has no 'layers' or 'vars' group (found "
                     f"{sorted(shard.keys())}); expected part of a .weights.h5 file",
@@ -490,7 +498,6 @@ def read_sharded_weights(path: str) -> h5py.File:
                 return None
 
             shard.visititems(copy)
-    return merged
 
 
 def shard_index_of(path: str) -> str | None:
