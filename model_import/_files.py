@@ -164,6 +164,14 @@ class LegacyH5Weights(WeightSource):
     def _names(self, g) -> list[str]:
         return _list_attr(g.attrs, "weight_names") or []
 
+    def unmatched_owners(self, path: Sequence[str]) -> list[str]:
+        """The layer names (``owner`` of ``owner/var``) of the weights of the nested model
+        holding ``path`` that none of its layers took: the file's names for layers that the
+        architecture names otherwise."""
+        top = self.alias.get(path[0], path[0])
+        return sorted({u.split(": ", 1)[1].rsplit("/", 1)[0] for u in self._unassigned
+                       if u.startswith(top + ": ") and "/" in u.split(": ", 1)[1]})
+
     def name_nested_sequentials(self, cfg: dict) -> dict:
         """``cfg`` with names for the unnamed nested models of a Sequential model.
 

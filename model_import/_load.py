@@ -104,9 +104,22 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
                     "(model.quantize(...)). jaxsal computes in floating point, where "
                     "attributions are defined: load the model saved before quantization",
                     path=path)
+            hint = ""
+            if not ws and len(lpath) > 1 and isinstance(source, LegacyH5Weights):
+                owners = source.unmatched_owners(lpath)
+                if owners:
+                    hint = (
+                        f". The file holds the weights of {lpath[0]!r} under other layer "
+                        f"names ({owners[:6]}) than the architecture's ({lpath[-1]!r}): it "
+                        "was rebuilt with other layer names, which jaxsal does not match to a "
+                        "legacy .h5's nested weights (Keras's load_weights matches them by "
+                        "position). Load the file with the architecture it holds (no "
+                        "config=), or load the weights into the rebuilt model in Keras and "
+                        "save it as .keras or .weights.h5")
             raise KerasImportError(
                 f"layer {where!r} ({spec.class_name}) expects {spec.impl.n_weights} weight "
-                f"arrays, the file has {len(ws)} (shapes {[w.shape for w in ws]})", path=path)
+                f"arrays, the file has {len(ws)} (shapes {[w.shape for w in ws]}){hint}",
+                path=path)
         arrays = [_as_numeric(w, where, path) for w in ws]
         try:
             converted = spec.impl.convert_weights(arrays)
