@@ -159,7 +159,7 @@ def test_tfkeras2_training_true_calls_warn_and_compute_at_inference():
         if lc["name"] == "bn":
             lc["config"]["trainable"] = False
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)  # (not NumPy deprecations)
         frozen = load_keras(K2 / "training_call_tfkeras2.h5", config=cfg)
     assert rel_err(frozen(ref["x"]), ref["y_inference"]) <= TOL
     with pytest.warns(UserWarning, match="'bn'"):
