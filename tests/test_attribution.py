@@ -144,6 +144,34 @@ def test_guided_backprop_keras_differs_from_saliency(mnist, x4):
     assert np.all(np.isfinite(g)) and not np.allclose(g, s)
 
 
+def test_a_leaky_relu_layer_keeps_its_gradient_under_the_relu_rules(tmp_path):
+    """ReLU(negative_slope=0.1) is LeakyReLU(0.1): guided backprop and deconvnet gated its
+    ReLU part and passed the leak plainly, so two equal models gave two maps. A leaky ReLU
+    is not a ReLU for these rules (LeakyReLU, leaky_relu keep the plain gradient): the two
+    layers now give the same maps, the plain gradient, and a relu layer still differs."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(1)
+    maps = {}
+    for name, act in (("relu_slope", keras.layers.ReLU(negative_slope=0.1)),
+                      ("leaky", keras.layers.LeakyReLU(negative_slope=0.1)),
+                      ("relu", keras.layers.ReLU())):
+        i = keras.Input((6, 6, 2))
+        h = act(keras.layers.Conv2D(4, 3, name="conv")(i))
+        km = keras.Model(i, keras.layers.Dense(3, name="out")(keras.layers.Flatten()(h)))
+        if maps:  # the same weights in every model
+            km.set_weights(weights)
+        weights = km.get_weights()
+        km.save(tmp_path / f"{name}.keras")
+        m = load_keras(tmp_path / f"{name}.keras")
+        x = np.random.default_rng(0).normal(size=(2, 6, 6, 2)).astype(np.float32)
+        maps[name] = [np.asarray(f(m, x, [0, 2], reduce=None)) for f in (
+            jaxsal.guided_backprop, jaxsal.deconvnet, jaxsal.saliency)]
+    for a, b in zip(maps["relu_slope"], maps["leaky"]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(maps["leaky"][0], maps["leaky"][2], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(maps["relu"][0], maps["relu"][2])
+
+
 # ------------------------------------------------------------------ targets and heads
 def test_predicted_targets_equal_explicit_argmax(mnist, x4):
     pred = np.asarray(mnist(x4)).argmax(-1)

@@ -32,11 +32,17 @@ def relu_family(x: Array, rt: Runtime, *, negative_slope: float = 0.0,
     """Keras's general ReLU, built on ``rt.relu`` so that guided/deconvnet rules apply.
 
     ``f(x) = max_value if x >= max_value; x if threshold <= x < max_value;
-    negative_slope * (x - threshold) otherwise``.
+    negative_slope * (x - threshold) otherwise``. With a ``negative_slope`` it is a leaky
+    ReLU, as ``LeakyReLU`` and ``leaky_relu`` are, and like them not built on ``rt.relu``:
+    the rules of ReLUs leave it its plain gradient (an equal ``LeakyReLU`` model gets the
+    same maps).
     """
-    y = rt.relu(x - threshold) + threshold * (x >= threshold) if threshold else rt.relu(x)
     if negative_slope:
-        y = y + negative_slope * jnp.minimum(x - threshold, 0.0)
+        y = jnp.where(x >= threshold, x, negative_slope * (x - threshold))
+    elif threshold:
+        y = rt.relu(x - threshold) + threshold * (x >= threshold)
+    else:
+        y = rt.relu(x)
     if max_value is not None:
         y = jnp.minimum(y, max_value)
     return y
