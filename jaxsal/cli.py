@@ -329,15 +329,17 @@ def cmd_demo(args) -> int:
 def cmd_summary(args) -> int:
     from model_import import load_keras
 
-    m = load_keras(args.model, head=args.head, keras_backend=args.keras_backend)
+    m = load_keras(args.model, head=args.head, keras_backend=args.keras_backend,
+                   config=args.config)
     print(m.summary())
     return 0
 
 
 def _check_out(args) -> None:
-    """Refuse an ``--out`` that is one of the files the command reads (the model, the inputs,
-    the maps, an ``@FILE.npy``): the job would write over it."""
-    reads = [("MODEL", args.model), ("INPUTS", args.inputs), ("MAPS", getattr(args, "maps", None))]
+    """Refuse an ``--out`` that is one of the files the command reads (the model, its
+    ``--config``, the inputs, the maps, an ``@FILE.npy``): the job would write over it."""
+    reads = [("MODEL", args.model), ("--config", args.config), ("INPUTS", args.inputs),
+             ("MAPS", getattr(args, "maps", None))]
     if (args.targets or "").startswith("@"):
         reads.append(("--targets @FILE", args.targets[1:]))
     for item in args.option or ():
@@ -360,7 +362,8 @@ def _job(args):
     _check_out(args)
     inputs = _load_npy(args.inputs, "inputs")  # before the model: a bad file fails fast
     _enable_cache(args.cache_dir)
-    model = load_keras(args.model, head=args.head, keras_backend=args.keras_backend)
+    model = load_keras(args.model, head=args.head, keras_backend=args.keras_backend,
+                       config=args.config)
     if getattr(model, "num_inputs", 1) > 1:
         raise ValueError(
             f"{args.model} has {model.num_inputs} inputs ({', '.join(model.input_names)}); "
@@ -509,7 +512,11 @@ BACKEND_HELP = ("jax, numpy, tensorflow or torch: the backend Keras 3 ran the mo
                 "archive records none)")
 
 
-MODEL_HELP = "the Keras model file: .h5 (Keras 2, tf.keras, Keras 3) or .keras"
+MODEL_HELP = ("the Keras model file: .h5 (Keras 2, tf.keras, Keras 3) or .keras; or a "
+              "weights-only file (m.weights.h5, a save_weights .h5, the m.weights.json index "
+              "of sharded weights) with --config")
+CONFIG_HELP = ("the architecture, for a weights-only MODEL (or to override the file's): a "
+               "JSON file as model.to_json() writes it, or a .keras archive's config.json")
 HEAD_HELP = ("the scores followed: 'logits' (the output layer's activation replaced by "
              "linear), 'saved' (the model's own output), 'softmax', 'sigmoid', "
              "'sigmoid_complement'; default: {default}")
@@ -533,6 +540,7 @@ def main(argv=None) -> int:
     s.add_argument("model", help=MODEL_HELP)
     s.add_argument("--head", default="saved", help=HEAD_HELP.format(default="saved"))
     s.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
+    s.add_argument("--config", default=None, metavar="JSON", help=CONFIG_HELP)
     s.set_defaults(fn=cmd_summary)
     e = sub.add_parser("explain", help="attribution maps for a .npy of inputs, resumable")
     e.add_argument("model", help=MODEL_HELP)
@@ -545,6 +553,7 @@ def main(argv=None) -> int:
                         "ids, (N,) labels (maps (N, 1, ...)) or (N, T)")
     e.add_argument("--head", default="logits", help=HEAD_HELP.format(default="logits"))
     e.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
+    e.add_argument("--config", default=None, metavar="JSON", help=CONFIG_HELP)
     e.add_argument("--output", default=None,
                    help="for a multi-output model: the output to explain (name or position)")
     e.add_argument("--layer", default=None,
@@ -595,6 +604,7 @@ def main(argv=None) -> int:
                         "probabilities for a softmax classifier, as RISE's curves), "
                         "'logits', 'softmax', 'sigmoid', 'sigmoid_complement'")
     v.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
+    v.add_argument("--config", default=None, metavar="JSON", help=CONFIG_HELP)
     v.add_argument("--output", default=None,
                    help="for a multi-output model: the output to follow (name or position)")
     v.add_argument("--steps", type=int, default=None,

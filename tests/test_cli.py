@@ -68,6 +68,33 @@ def test_explain_job(tmp_path, fixtures_dir, mnist_digits, capsys):
     np.testing.assert_allclose(maps, direct, rtol=1e-4, atol=1e-6)
 
 
+def test_weights_only_files_run_with_config(tmp_path, fixtures_dir, mnist_digits, capsys):
+    """A weights-only file (the .weights.h5 inside a .keras archive) with its architecture:
+    the commands had no way to give it (only load_keras(..., config=) could). --config
+    JSON gives the maps of the whole .keras file; without it the error says to pass one;
+    an --out that is the config file is refused."""
+    import zipfile
+
+    keras_file = fixtures_dir / "mnist_cnn_keras3.keras"
+    with zipfile.ZipFile(keras_file) as z:
+        z.extract("config.json", tmp_path)
+        z.extract("model.weights.h5", tmp_path)
+    cfg, weights = str(tmp_path / "config.json"), str(tmp_path / "model.weights.h5")
+    assert cli.main(["summary", weights, "--config", cfg]) == 0
+    assert "conv2d_2 (Conv2D)" in capsys.readouterr().out
+    assert cli.main(["summary", weights]) == 2
+    assert "config" in capsys.readouterr().err
+    np.save(tmp_path / "x.npy", mnist_digits[:3])
+    job = ["explain", weights, str(tmp_path / "x.npy"), "--targets", "3", "--config", cfg]
+    assert cli.main(job + ["--out", str(tmp_path / "maps.npy")]) == 0
+    model = load_keras(keras_file, head="logits")
+    np.testing.assert_allclose(np.load(tmp_path / "maps.npy"),
+                               jaxsal.saliency(model, mnist_digits[:3], 3), rtol=1e-5,
+                               atol=1e-7)
+    assert cli.main(job + ["--out", cfg]) == 2
+    assert "is the --config file this command reads" in capsys.readouterr().err
+
+
 def test_bad_file_is_a_clean_error(tmp_path, capsys):
     bad = tmp_path / "model.h5"
     bad.write_bytes(b"not a model")
