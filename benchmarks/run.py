@@ -576,6 +576,11 @@ def main(argv=None) -> int:
         if a.write_readme:
             write_readme(doc)
         return 0
+    if a.write_readme and (a.only is not None or a.sides is not None):
+        ap.error("--write-readme regenerates the suite's whole table in benchmarks/README.md; "
+                 "with --only/--sides it would replace it with the selected rows alone. Run "
+                 "the selection without --write-readme, or regenerate the table from a whole "
+                 "run's JSON: --from-json benchmarks/results/<suite>.json --write-readme")
     if not any((not a.only or any(o in s["id"] for o in a.only))
                and (not a.sides or set(s["sides"]) & set(a.sides))
                for s in suites.SUITES[a.suite]):

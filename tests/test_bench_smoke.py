@@ -117,6 +117,9 @@ def test_forward_flops_count_convolutions_and_matmuls_by_hand():
     (["--sides", "tfkvs"], "invalid choice: 'tfkvs'"),
     (["--only", "no-such-workload"], "no workload of suite 'smoke'"),
     (["--sides", "tfkv"], "no workload of suite 'smoke'"),  # the smoke suite is jaxsal's only
+    # a selection that runs would replace the README's table with its own rows alone
+    (["--only", "forward", "--write-readme"], "would replace it with the selected rows"),
+    (["--sides", "jaxsal", "--write-readme"], "would replace it with the selected rows"),
 ])
 def test_a_selection_that_runs_nothing_is_refused(tmp_path, capsys, argv, says):
     # a typo in --sides or --only ran nothing and, with --write-readme, would have replaced
