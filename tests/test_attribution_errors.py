@@ -93,8 +93,13 @@ def test_option_errors(m, x):
         jaxsal.saliency(m, x, 1, reduce="median")
     with pytest.raises(TypeError, match="FunctionModel"):
         jaxsal.saliency(lambda p, x: x, x, 1)
-    with pytest.raises(ValueError, match="one value per input"):
+    with pytest.raises(ValueError, match="one value per"):
         jaxsal.saliency(m, x, lambda y: y)
+    # integrated gradients scores its steps' points together: the message said 'one value per
+    # input, shape (6,)' for 2 inputs and 3 steps, a batch the user never passed
+    with pytest.raises(ValueError, match=r"one value per row of the outputs it is given, shape "
+                                         r"\(\d+,\) here \(a method may stack several points"):
+        jaxsal.integrated_gradients(m, x, lambda y: y, steps=3)
 
 
 @pytest.mark.parametrize("method", ["shapley_values", "kernel_shap"])

@@ -314,9 +314,11 @@ def _score_matrix(spec: TargetSpec, info: OutputInfo, y: Any, captured: dict,
                                 ".astype(jnp.float32), is enough")
             n = jax.tree_util.tree_leaves(y)[0].shape[0]
             if s.shape != (n,):
-                raise ValueError(f"a score function must return one value per input, shape "
-                                 f"({n},); {fn!r} returned shape {s.shape}. Reduce it "
-                                 "(e.g. .mean over units) but keep the batch axis.")
+                raise ValueError(f"a score function must return one value per row of the "
+                                 f"outputs it is given, shape ({n},) here (a method may "
+                                 "stack several points per input: integration steps, noisy "
+                                 f"or masked copies); {fn!r} returned shape {s.shape}. Reduce "
+                                 "it (e.g. .mean over units) but keep the batch axis.")
             cols.append(s)
         return jnp.stack(cols, axis=1)
     if spec.kind == "predicted":
