@@ -396,3 +396,26 @@ def test_occlusion_default_patch_fits_small_inputs():
     with pytest.raises(ValueError, match=r"patch 5 is larger than spatial axis 0 .*side 4.*"
                                          r"at most 4"):
         jaxsal.occlusion(vol, x, 1, patch=5)
+
+
+def test_gray_images_without_a_channel_axis_are_told_how_to_get_one(tmp_path):
+    """A model of (28, 28) gray images (Input((28, 28)), then Reshape) reads x (N, 28, 28)
+    as a signal: its 2-D convolutions have a spatial axis too many for a CAM, and the errors
+    only said 'the input's 1 spatial axes'. They now say why and how to give the model a
+    channel axis; the wrapper they describe gets its CAMs."""
+    keras = pytest.importorskip("keras")
+    i = keras.Input((28, 28))
+    h = keras.layers.Conv2D(4, 3, name="conv")(keras.layers.Reshape((28, 28, 1))(i))
+    gray = keras.Model(i, keras.layers.Dense(3)(keras.layers.Flatten()(h)), name="gray")
+    gray.save(tmp_path / "gray.keras")
+    m = load_keras(tmp_path / "gray.keras")
+    x = np.random.default_rng(0).random((2, 28, 28), np.float32)
+    for layer in (None, "conv"):
+        with pytest.raises(ValueError, match=r"Images without a channel axis, \(N, H, W\), "
+                                             r"are read as signals"):
+            jaxsal.gradcam(m, x, 0, layer=layer)
+    inp = keras.Input((28, 28, 1))  # as the message says
+    keras.Model(inp, gray(keras.layers.Reshape((28, 28))(inp))).save(tmp_path / "wrap.keras")
+    w = load_keras(tmp_path / "wrap.keras")
+    assert jaxsal.default_cam_layer(w) == "gray/conv"
+    assert jaxsal.gradcam(w, x[..., None], 0).shape == (2, 28, 28)

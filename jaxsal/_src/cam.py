@@ -50,8 +50,9 @@ from jaxsal._src import base, plans
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
-from jaxsal._src.validate import (Prepared, cam_rank, check_flag, check_spatial,
-                                  input_spatial_shape, layer_output, prepare, to_channels_last)
+from jaxsal._src.validate import (NO_CHANNEL_AXIS, Prepared, cam_rank, check_flag,
+                                  check_spatial, input_spatial_shape, layer_output, prepare,
+                                  to_channels_last)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -108,9 +109,15 @@ def _default_cam_layer(model: Any) -> str:
             return convs[-1]
     if names:
         return names[-1]
+    shape = getattr(model, "input_shape", None)  # (H, W): gray images read as a signal
+    gray = (isinstance(shape, tuple) and len(shape) == 2
+            and not any(isinstance(d, tuple) for d in shape)
+            and any(isinstance(info.output_shape, tuple) and len(info.output_shape) == 3
+                    for info in getattr(model, "layers", ())))
     raise ValueError("this model has no layer with the input's spatial axes and a channel "
                      "axis ((h, w, channels) in an image model); CAMs need one. For a plain "
-                     "function use FunctionModel(features=..., head_fn=...).")
+                     "function use FunctionModel(features=..., head_fn=...)."
+                     + (f" {NO_CHANNEL_AXIS}" if gray else ""))
 
 
 @dataclasses.dataclass

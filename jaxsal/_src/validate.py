@@ -412,14 +412,25 @@ def check_layer(model: Any, layer: str) -> str:
     return layer
 
 
+#: For a CAM of an image model whose input has no channel axis (gray ``(N, H, W)``, read as
+#: a signal): how to give it one.
+NO_CHANNEL_AXIS = (
+    "Images without a channel axis, (N, H, W), are read as signals (N, L, C), with one "
+    "spatial axis: give the model a channel axis, inp = keras.Input((H, W, 1)); "
+    "keras.Model(inp, model(keras.layers.Reshape((H, W))(inp))), save it and load that, "
+    "with x[..., None] (its layers are then named 'inner_model_name/layer')")
+
+
 def check_spatial(layer: str, shape: tuple, x_ndim: int, data_format: str | None) -> None:
     """A CAM layer must have the input's spatial axes and a channel axis: ``(N, h, w, K)``
     for images (``(N, K, h, w)`` channels-first), ``(N, l, K)`` for signals..."""
     if len(shape) != x_ndim or data_format is None:
+        gray = x_ndim == 3 and len(shape) == 4 and data_format is not None
         raise ValueError(f"layer {layer!r} has output shape {tuple(shape)} (batch first); a CAM "
                          f"needs a layer with the input's {x_ndim - 2} spatial axes and a "
                          "channel axis, e.g. the last convolution (see "
-                         "jaxsal.default_cam_layer(model) and jaxsal.spatial_layers(model))")
+                         "jaxsal.default_cam_layer(model) and jaxsal.spatial_layers(model))"
+                         + (f". {NO_CHANNEL_AXIS}" if gray else ""))
 
 
 def layer_format(model: Any, layer: str) -> str | None:
