@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from model_import import KerasImportError, load_keras
-from tfops_helpers import (D, check_every_layer, check_gradients, check_refused, config,
-                           layer, load)
+from tfops_helpers import (D, check_attribution, check_every_layer, check_gradients,
+                           check_refused, config, layer, load)
 
 CASES = [(n, t) for n in ("tokens", "image_ops", "sizes", "extras", "pools")
          for t in ("tf212", "tf221")]
@@ -50,18 +50,7 @@ def test_attribution_through_pools_pads_and_patches():
     """DeepLIFT and LRP reach the input through the pools (``rt.pool``), pads, flips and
     blocks: finite maps of the input's shape; DeepLIFT's maps sum to the score's change from
     the zero baseline (the image_ops classifier: convolution, pads, pools, a dense layer)."""
-    import jaxsal
-
-    m, ref = load("image_ops", "tf221")
-    head = m.with_output(0)
-    x = jnp.asarray(ref["x"])
-    dl = jaxsal.deeplift(head, x, [0, 2], reduce=None)
-    assert dl.shape == (2, 2, 8, 8, 4) and np.isfinite(np.asarray(dl)).all()
-    delta = head(x) - head(jnp.zeros_like(x))
-    sums = np.asarray(dl).reshape(2, 2, -1).sum(-1)
-    np.testing.assert_allclose(sums, np.asarray(delta)[:, [0, 2]], rtol=1e-3, atol=1e-4)
-    r = jaxsal.lrp(head, x, [1])
-    assert r.shape[0] == 2 and np.isfinite(np.asarray(r)).all()
+    check_attribution("image_ops", (2, 2, 8, 8, 4))
 
 
 # ----------------------------------------------------------------- refused keyword values

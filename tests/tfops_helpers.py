@@ -112,3 +112,22 @@ def check_refused(name, layer_name, function, key, value, why):
     msg = str(e.value)
     assert f"layer {layer_name!r}" in msg and "TFOpLambda" in msg, msg
     assert f"tf.{function}" in msg and f"{key}=" in msg and why in msg, msg
+
+
+def check_attribution(name, shape):
+    """Attribution through fixture ``name``'s first output (a classifier): DeepLIFT's maps,
+    of ``shape`` for the fixture's two inputs and classes 0 and 2, sum to the score's change
+    from the zero baseline, and LRP (which gives every layer its rule) is finite."""
+    import jaxsal
+
+    m, ref = load(name, "tf221")
+    head = m.with_output(0)
+    x = jnp.asarray(ref["x"])
+    dl = jaxsal.deeplift(head, x, [0, 2], reduce=None)
+    assert dl.shape == shape and np.isfinite(np.asarray(dl)).all()
+    delta = head(x) - head(jnp.zeros_like(x))
+    sums = np.asarray(dl).reshape(2, 2, -1).sum(-1)
+    np.testing.assert_allclose(sums, np.asarray(delta)[:, [0, 2]], rtol=1e-3, atol=1e-4)
+    r = jaxsal.lrp(head, x, [1])
+    assert r.shape[0] == 2 and np.isfinite(np.asarray(r)).all()
+    return m
