@@ -3,6 +3,7 @@
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -127,3 +128,22 @@ def test_one_input_methods_give_a_wrap_that_works(method):
     wrapped = eval(wrap, scope)  # noqa: S307
     fixed = jaxsal.FunctionModel(lambda p, x: x.mean((1, 2)) @ p[:3] + other @ p[3:], w)
     np.testing.assert_allclose(run(wrapped, img), run(fixed, img), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["scorecam", "saliency"])
+def test_token_ids_are_refused_with_the_reason_that_fits_the_method(method):
+    """Score-CAM scales the input by masks: token ids were refused with 'have no gradient'
+    alone, which is not its reason; the message names both, and the methods that take ids
+    as they are (RISE among them: it was left out of that list)."""
+    rng = np.random.default_rng(0)
+    params = {"emb": jnp.asarray(rng.normal(size=(12, 4)), jnp.float32),
+              "w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
+    m = jaxsal.FunctionModel(features=lambda p, ids: p["emb"][ids],
+                             head_fn=lambda p, a: a.mean(1) @ p["w"], layer="embedding",
+                             params=params)
+    ids = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    with pytest.raises(TypeError, match=r"have no gradient and no fractions \(the masks and "
+                                        r"noise some methods scale inputs by\).*occlusion.*"
+                                        r"lime and rise \(absent tokens become a fill id\)"):
+        getattr(jaxsal, method)(m, ids, 0)
+    assert jaxsal.rise(m, ids, 0, key=0, n=8, fill=0).shape == (2, 4)

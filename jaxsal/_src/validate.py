@@ -44,8 +44,8 @@ _AT_A_LAYER = ("Attribute at a layer instead, e.g. the embedding: "
                "gradient CAMs "
                "(gradcam, ...), eigencam and ablationcam (at a layer with a token axis, a "
                "Conv1D after the embedding), occlusion, shapley_values, "
-               "shapley_value_sampling, kernel_shap and lime (absent tokens become a fill id) "
-               "take token ids as they are.")
+               "shapley_value_sampling, kernel_shap, lime and rise (absent tokens become a "
+               "fill id) take token ids as they are.")
 
 
 def integer_input(model: Any) -> str | None:
@@ -213,7 +213,8 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
         raise _integer_images(model, index, ids_dtype, tuple(np.shape(x)), what)
     if ids_dtype is not None and not allow_int:  # the ids' gradient would be silently zero
         raise TypeError(f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
-                        f"other codes), which have no gradient. {_AT_A_LAYER}")
+                        f"other codes), which have no gradient and no fractions (the masks "
+                        f"and noise some methods scale inputs by). {_AT_A_LAYER}")
     if ids_dtype is not None and not jnp.issubdtype(dtype, jnp.integer) and np.ndim(x) >= 3:
         raise TypeError(f"{what}: this model takes raw integer images ({ids_dtype}) and scales "
                         f"them itself, got dtype {dtype}; pass the raw pixel values as "
@@ -225,7 +226,8 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
     if jnp.issubdtype(dtype, jnp.integer) and not allow_int:
         raise TypeError(f"{what}: expected a floating-point input, got integer dtype {dtype}. "
                         "Images: convert and preprocess first, e.g. x.astype(np.float32) / 255. "
-                        f"Token ids (or other integer codes) have no gradient: {_AT_A_LAYER}")
+                        "Token ids (or other integer codes) have no gradient and no fractions "
+                        f"(the masks and noise some methods scale inputs by): {_AT_A_LAYER}")
     if not jnp.issubdtype(dtype, jnp.floating) and not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(f"{what}: expected a floating-point input (the model's preprocessed "
                         f"input, e.g. float32 in [0, 1]), got dtype {dtype}. Convert and "
