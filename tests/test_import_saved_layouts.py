@@ -128,6 +128,17 @@ def test_a_zipped_keras_directory_loads(small, tmp_path):
         load_keras(tmp_path / "two.zip")
 
 
+def _loads_as_keras_does(saved, rebuilt, path, seed):
+    """Keras's own load_weights of ``path`` into ``rebuilt`` gives ``saved``'s outputs, and
+    so does load_keras(path, config=rebuilt's architecture), on (3, 4) inputs."""
+    rebuilt.load_weights(path)
+    x = np.random.default_rng(seed).normal(size=(3, 4)).astype("float32")
+    ref = saved.predict(x, verbose=0)
+    assert rel_err(rebuilt.predict(x, verbose=0), ref) == 0.0
+    m = load_keras(path, config=rebuilt.to_json())
+    assert rel_err(m(x), ref) < 1e-6
+
+
 def test_weights_with_an_architecture_whose_layer_names_differ(tmp_path):
     # the architecture rebuilt in code, where Keras numbers the names on (a notebook cell run
     # again): Keras 3 loads a .weights.h5 by each layer's position among those of its class,
@@ -142,13 +153,8 @@ def test_weights_with_an_architecture_whose_layer_names_differ(tmp_path):
     saved = build(["dense", "dense_1", "dense_2"])
     perturb_keras(saved, seed=2, kernels=True)
     saved.save_weights(tmp_path / "m.weights.h5")
-    rebuilt = build(["dense_1", "dense_2", "dense_3"])
-    rebuilt.load_weights(tmp_path / "m.weights.h5")
-    x = np.random.default_rng(2).normal(size=(3, 4)).astype("float32")
-    ref = saved.predict(x, verbose=0)
-    assert rel_err(rebuilt.predict(x, verbose=0), ref) == 0.0
-    m = load_keras(tmp_path / "m.weights.h5", config=rebuilt.to_json())
-    assert rel_err(m(x), ref) < 1e-6
+    _loads_as_keras_does(saved, build(["dense_1", "dense_2", "dense_3"]),
+                         tmp_path / "m.weights.h5", seed=2)
 
 
 def test_legacy_h5_weights_with_an_architecture_whose_layer_names_differ(tmp_path):
@@ -166,13 +172,8 @@ def test_legacy_h5_weights_with_an_architecture_whose_layer_names_differ(tmp_pat
     saved = build(["dense", "batch_normalization", "dropout", "dense_1"])
     perturb_keras(saved, seed=3, kernels=True)
     saved.save(tmp_path / "m.h5")
-    rebuilt = build(["dense_2", "batch_normalization_1", "dropout_1", "dense_3"])
-    rebuilt.load_weights(tmp_path / "m.h5")
-    x = np.random.default_rng(3).normal(size=(3, 4)).astype("float32")
-    ref = saved.predict(x, verbose=0)
-    assert rel_err(rebuilt.predict(x, verbose=0), ref) == 0.0
-    m = load_keras(tmp_path / "m.h5", config=rebuilt.to_json())
-    assert rel_err(m(x), ref) < 1e-6
+    _loads_as_keras_does(saved, build(["dense_2", "batch_normalization_1", "dropout_1",
+                                       "dense_3"]), tmp_path / "m.h5", seed=3)
     # another architecture (one Dense fewer) is still refused
     other = keras.Sequential([keras.Input((4,)), L.Dense(3, name="dense_9")])
     with pytest.raises(KerasImportError, match="dense_9"):
