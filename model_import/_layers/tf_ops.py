@@ -241,6 +241,12 @@ def _static_ints(v, what: str) -> tuple:
     return tuple(int(e) for e in np.asarray(v).reshape(-1))
 
 
+def _static_int(v, what: str) -> int:
+    """A size-like argument (``k``, ``depth``, ``maxlen``...) as a Python int: the first of
+    :func:`_static_ints`."""
+    return _static_ints(v, what)[0]
+
+
 def _stack(rt, values, axis=0):
     values = list(values)
     if all(_is_static(v) for v in values):  # sizes: tf.stack([tf.shape(x)[0], -1, 8])
@@ -428,7 +434,7 @@ def _top_k(rt, input, k=1, sorted=True, index_type=None):
     if index_type is not None and name not in ("int32", "int64"):
         raise _Refused(f"index_type={name!r} is not supported (supported: 'int32', 'int64', "
                        "computed as int32)")
-    values, indices = jax.lax.top_k(input, int(_static_ints(k, "k")[0]))
+    values, indices = jax.lax.top_k(input, _static_int(k, "k"))
     return values, indices.astype(jnp.int32)
 
 
@@ -454,7 +460,7 @@ def _one_hot(rt, indices, depth, on_value=None, off_value=None, axis=None, dtype
         dt = jnp.int32
     else:
         dt = jnp.float32
-    depth = int(_static_ints(depth, "depth")[0])
+    depth = _static_int(depth, "depth")
     hot = jnp.asarray(indices)[..., None] == jnp.arange(depth)
     y = jnp.where(hot, jnp.asarray(1 if on_value is None else on_value, dt),
                   jnp.asarray(0 if off_value is None else off_value, dt))
@@ -697,8 +703,7 @@ def _norm(rt, tensor, ord="euclidean", axis=None, keepdims=None, keep_dims=None)
 def _band_part(rt, input, num_lower, num_upper):
     """``tf.linalg.band_part``: each innermost matrix with the entries more than
     ``num_lower`` below or ``num_upper`` above the diagonal set to zero (negative: none)."""
-    lo, up = (int(_static_ints(v, name)[0]) for v, name in ((num_lower, "num_lower"),
-                                                          (num_upper, "num_upper")))
+    lo, up = _static_int(num_lower, "num_lower"), _static_int(num_upper, "num_upper")
     m, n = input.shape[-2:]
     below = np.arange(m)[:, None] - np.arange(n)[None, :]  # i - j
     keep = ((lo < 0) | (below <= lo)) & ((up < 0) | (-below <= up))
@@ -1008,12 +1013,19 @@ def _central_crop(rt, image, central_fraction):
     return image if f == 1.0 else _crop(image, top, left, h - 2 * top, w - 2 * left)
 
 
+def _box(offset_height, offset_width, target_height, target_width) -> tuple[int, ...]:
+    """A bounding box's four static ints (``tf.image.crop_to_bounding_box`` and
+    ``pad_to_bounding_box``)."""
+    return (_static_int(offset_height, "offset_height"), _static_int(offset_width,
+                                                                     "offset_width"),
+            _static_int(target_height, "target_height"), _static_int(target_width,
+                                                                     "target_width"))
+
+
 def _crop_to_bounding_box(rt, image, offset_height, offset_width, target_height,
                           target_width):
     h, w = _image_hw(image, "crop_to_bounding_box")
-    t, l_, th, tw = (int(_static_ints(v, k)[0]) for v, k in (
-        (offset_height, "offset_height"), (offset_width, "offset_width"),
-        (target_height, "target_height"), (target_width, "target_width")))
+    t, l_, th, tw = _box(offset_height, offset_width, target_height, target_width)
     if t < 0 or l_ < 0 or th <= 0 or tw <= 0 or t + th > h or l_ + tw > w:
         raise _Refused(f"offset_height={t}, offset_width={l_}, target_height={th}, "
                        f"target_width={tw}: the box is not inside the {h}x{w} image (TF "
@@ -1086,9 +1098,7 @@ def _pad_image(image, top, left, height, width):
 
 def _pad_to_bounding_box(rt, image, offset_height, offset_width, target_height,
                          target_width):
-    t, l_, th, tw = (int(_static_ints(v, k)[0]) for v, k in (
-        (offset_height, "offset_height"), (offset_width, "offset_width"),
-        (target_height, "target_height"), (target_width, "target_width")))
+    t, l_, th, tw = _box(offset_height, offset_width, target_height, target_width)
     return _pad_image(image, t, l_, th, tw)
 
 
@@ -1096,8 +1106,8 @@ def _resize_with_crop_or_pad(rt, image, target_height, target_width):
     """TF: the centred crop of each too long axis, then the centred zero padding of each
     too short one (the odd row or column at the end)."""
     h, w = _image_hw(image, "resize_with_crop_or_pad")
-    th, tw = (int(_static_ints(v, k)[0]) for v, k in ((target_height, "target_height"),
-                                                        (target_width, "target_width")))
+    th, tw = _static_int(target_height, "target_height"), _static_int(target_width,
+                                                                         "target_width")
     if th <= 0 or tw <= 0:
         raise _Refused(f"target_height={th}, target_width={tw} must be positive (TF refuses "
                        "them too)")
@@ -1109,7 +1119,7 @@ def _resize_with_crop_or_pad(rt, image, target_height, target_width):
 def _rot90(rt, image, k=1):
     """``tf.image.rot90``: ``k`` quarter turns counter-clockwise of the rows and columns."""
     _image_hw(image, "rot90")
-    return jnp.rot90(image, int(_static_ints(k, "k")[0]) % 4, axes=(-3, -2))
+    return jnp.rot90(image, _static_int(k, "k") % 4, axes=(-3, -2))
 
 
 def _image_transpose(rt, image):
@@ -1188,7 +1198,7 @@ def _sequence_mask(rt, lengths, maxlen=None, dtype="bool"):
     if maxlen is None:
         raise _Refused("maxlen=None (the largest of the lengths: a shape that depends on the "
                        "data) is not supported; give maxlen")
-    n = int(_static_ints(maxlen, "maxlen")[0])
+    n = _static_int(maxlen, "maxlen")
     mask = jnp.arange(n) < jnp.asarray(lengths)[..., None]
     return mask if str(getattr(dtype, "name", dtype)) == "bool" else mask.astype(
         _cast_dtype(dtype))
@@ -1207,7 +1217,7 @@ def _diag(rt, diagonal):
 
 
 def _linspace(rt, start, stop, num, axis=0):
-    n = int(_static_ints(num, "num")[0])
+    n = _static_int(num, "num")
     start, stop = (jnp.asarray(v, jnp.float32) if not isinstance(v, jax.Array) else v
                    for v in (start, stop))
     return jnp.linspace(start, stop, n, axis=int(axis))
@@ -1311,8 +1321,8 @@ def _resize_with_pad(rt, image, target_height, target_width, method="bilinear",
     if image.ndim != 4:
         raise _Refused(f"images of rank {image.ndim} are not supported (batch, height, "
                        "width, channels only)")
-    th, tw = (int(_static_ints(v, k)[0]) for v, k in ((target_height, "target_height"),
-                                                        (target_width, "target_width")))
+    th, tw = _static_int(target_height, "target_height"), _static_int(target_width,
+                                                                         "target_width")
     if th <= 0 or tw <= 0:
         raise _Refused(f"target_height={th}, target_width={tw} must be positive (TF refuses "
                        "them too)")
@@ -1366,8 +1376,8 @@ def _frame(rt, signal, frame_length, frame_step, pad_end=False, pad_value=0, axi
     """``tf.signal.frame``: windows of ``frame_length`` every ``frame_step`` along
     ``axis``, which becomes (frames, frame_length); ``pad_end`` pads with ``pad_value`` so
     that every step starts a frame."""
-    n_len, step = (int(_static_ints(v, k)[0]) for v, k in ((frame_length, "frame_length"),
-                                                           (frame_step, "frame_step")))
+    n_len, step = _static_int(frame_length, "frame_length"), _static_int(frame_step,
+                                                                         "frame_step")
     if n_len <= 0 or step <= 0:
         raise _Refused(f"frame_length={n_len}, frame_step={step} must be positive (TF "
                        "refuses them too)")
