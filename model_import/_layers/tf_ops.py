@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from typing import Any
 
 import flax.linen as flax_nn
 import jax
