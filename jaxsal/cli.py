@@ -15,7 +15,6 @@ I/O lives here; the engine never prints.
 from __future__ import annotations
 
 import argparse
-import errno
 import functools
 import os
 import sys
@@ -489,16 +488,16 @@ def cmd_evaluate(args) -> int:
     try:
         np.save(auc_path, auc)
     except OSError as e:
+        from jaxsal._src.batch import write_fix
+
         try:
             os.remove(auc_path)  # torn
         except OSError:
             pass
-        fix = ("free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else
-               "make its folder writable")
         raise type(e)(e.errno, f"cannot write the areas to {auc_path} ({e.strerror or e}); "
-                      f"the curves are finished in {args.out}: {fix} and run the same command "
-                      "again (it writes the areas without computing the curves again)"
-                      ) from None
+                      f"the curves are finished in {args.out}: {write_fix(e)} and run the "
+                      "same command again (it writes the areas without computing the curves "
+                      "again)") from None
     most = options.get("order", "most") == "most"
     better = "lower" if (args.metric == "deletion") == most else "higher"
     print(f"wrote {args.out}: {scores.shape} scores at {steps + 1} points; {auc_path}: "
@@ -527,6 +526,18 @@ CACHE_HELP = ("folder of JAX's persistent compilation cache, reused across runs 
               "$JAXSAL_CACHE_DIR, else none)")
 
 
+def _model_source_arguments(p: argparse.ArgumentParser) -> None:
+    """What the model file is read with: the Keras backend it follows, its architecture."""
+    p.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
+    p.add_argument("--config", default=None, metavar="JSON", help=CONFIG_HELP)
+
+
+def _job_arguments(p: argparse.ArgumentParser) -> None:
+    """A batch job's chunking and compilation cache (``explain``, ``evaluate``)."""
+    p.add_argument("--batch-size", type=int, default=64, help=BATCH_HELP)
+    p.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"), help=CACHE_HELP)
+
+
 def main(argv=None) -> int:
     summary = " ".join(__doc__.split("\n\n")[0].split())  # the first paragraph
     p = argparse.ArgumentParser(prog="jaxsal", description=summary)
@@ -539,8 +550,7 @@ def main(argv=None) -> int:
     s = sub.add_parser("summary", help="print a model file's layers")
     s.add_argument("model", help=MODEL_HELP)
     s.add_argument("--head", default="saved", help=HEAD_HELP.format(default="saved"))
-    s.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
-    s.add_argument("--config", default=None, metavar="JSON", help=CONFIG_HELP)
+    _model_source_arguments(s)
     s.set_defaults(fn=cmd_summary)
     e = sub.add_parser("explain", help="attribution maps for a .npy of inputs, resumable")
     e.add_argument("model", help=MODEL_HELP)
@@ -552,8 +562,7 @@ def main(argv=None) -> int:
                         "sigmoid model), a class id, ids like 0,3,7, or @FILE.npy: per-input "
                         "ids, (N,) labels (maps (N, 1, ...)) or (N, T)")
     e.add_argument("--head", default="logits", help=HEAD_HELP.format(default="logits"))
-    e.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
-    e.add_argument("--config", default=None, metavar="JSON", help=CONFIG_HELP)
+    _model_source_arguments(e)
     e.add_argument("--output", default=None,
                    help="for a multi-output model: the output to explain (name or position)")
     e.add_argument("--layer", default=None,
@@ -584,8 +593,7 @@ def main(argv=None) -> int:
                         "noise_level=0.1 --option upsample=false --option "
                         "'method_options={\"steps\": 8}'), @FILE.npy as the array in the file "
                         "(--option baselines=@refs.npy); repeatable")
-    e.add_argument("--batch-size", type=int, default=64, help=BATCH_HELP)
-    e.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"), help=CACHE_HELP)
+    _job_arguments(e)
     e.add_argument("--out", required=True, help="output .npy (resumes if interrupted)")
     e.set_defaults(fn=cmd_explain)
     v = sub.add_parser("evaluate", help="deletion or insertion curves of saved maps, "
@@ -603,8 +611,7 @@ def main(argv=None) -> int:
                    help="the scores followed: 'saved' (default: the model's own output, "
                         "probabilities for a softmax classifier, as RISE's curves), "
                         "'logits', 'softmax', 'sigmoid', 'sigmoid_complement'")
-    v.add_argument("--keras-backend", default=None, help=BACKEND_HELP)
-    v.add_argument("--config", default=None, metavar="JSON", help=CONFIG_HELP)
+    _model_source_arguments(v)
     v.add_argument("--output", default=None,
                    help="for a multi-output model: the output to follow (name or position)")
     v.add_argument("--steps", type=int, default=None,
@@ -614,8 +621,7 @@ def main(argv=None) -> int:
     v.add_argument("--option", action="append", metavar="NAME=VALUE",
                    help="fill= (deletion) or baseline= (insertion): a number or @FILE.npy "
                         "(e.g. blurred inputs, (N, H, W, C)); memory_budget=...; repeatable")
-    v.add_argument("--batch-size", type=int, default=64, help=BATCH_HELP)
-    v.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"), help=CACHE_HELP)
+    _job_arguments(v)
     v.add_argument("--out", required=True,
                    help="output .npy of the curves (N, [T,] steps + 1), resumes if "
                         "interrupted; the areas go to the same name ending .auc.npy")

@@ -649,6 +649,16 @@ def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
     return (done, chunks, progress_path) if done < chunks else None
 
 
+#: The errnos of a write that found no room: a full disk, a quota, a file too large for it.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def write_fix(e: OSError) -> str:
+    """What to do about a failed write ``e``: free space where the disk had no room, else
+    (a folder made read-only...) make the folder writable."""
+    return "free some space" if e.errno in _NO_ROOM else "make its folder writable"
+
+
 def _allocate(path: str) -> None:
     """Reserve the disk space of the whole ``.npy`` at ``path`` (``open_memmap`` leaves it
     sparse): on a disk that cannot hold it, the job fails now with a clear error rather than
@@ -660,7 +670,7 @@ def _allocate(path: str) -> None:
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        if e.errno in _NO_ROOM:
             raise OSError(e.errno, f"cannot reserve the {size:,} bytes of {path} on its disk "
                           f"({e.strerror}): the maps of the whole job need them; free some "
                           "space or write to another disk") from None
@@ -852,8 +862,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str
                 os.remove(tmp)
             kept = (f"{recorded[0]} of {n_chunks} chunks are finished and recorded in it"
                     if recorded[0] is not None else "it is unchanged")
-            fix = ("free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-                   else "make its folder writable")
+            fix = write_fix(e)
             raise type(e)(e.errno, f"cannot write the progress file {progress_path} "
                           f"({e.strerror or e}); {kept}: {fix} and run the same call again to "
                           "resume") from None
