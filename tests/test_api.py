@@ -3,6 +3,7 @@
 import inspect
 import subprocess
 import sys
+import typing
 
 import jaxsal
 import model_import
@@ -21,6 +22,25 @@ def test_every_public_name_is_documented():
             if callable(obj) and not (inspect.getdoc(obj) or "").strip():
                 undocumented.append(f"{mod.__name__}.{name}")
     assert not undocumented, f"public names without a docstring: {undocumented}"
+
+
+def test_every_public_function_is_annotated():
+    # type hints on every parameter and the return value, resolvable at run time (a name an
+    # annotation cites but the module does not import fails typing.get_type_hints)
+    unannotated = []
+    for mod in (jaxsal, model_import):
+        for name in _public(mod):
+            obj = getattr(mod, name)
+            if not inspect.isfunction(obj):
+                continue
+            sig = inspect.signature(obj)
+            missing = [p.name for p in sig.parameters.values()
+                       if p.annotation is inspect.Parameter.empty
+                       and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            if missing or sig.return_annotation is inspect.Signature.empty:
+                unannotated.append(f"{mod.__name__}.{name} {missing or 'return'}")
+            typing.get_type_hints(obj)
+    assert not unannotated, f"public functions without type hints: {unannotated}"
 
 
 def test_all_lists_every_public_name():

@@ -11,6 +11,8 @@ The forward value is the ordinary ReLU in both. A model built with one of these
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -56,7 +58,7 @@ deconvnet_relu.defvjp(_deconv_fwd, _deconv_bwd)
 RELU_MODES = ("standard", "guided", "deconvnet")
 
 
-def relu_for_mode(mode: str):
+def relu_for_mode(mode: str) -> Callable[[Array], Array]:
     """``"standard"`` -> the importer's ReLU (``jax.nn.relu``'s values and derivatives);
     ``"guided"``; ``"deconvnet"``."""
     if mode == "standard":
