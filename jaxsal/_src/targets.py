@@ -374,9 +374,13 @@ def target_pullback(fwd: Callable, primal: Any, spec: TargetSpec, info: OutputIn
         out, pullback, aux = jax.vjp(outputs, primal, has_aux=True)
         s, score_vjp = jax.vjp(lambda yy, cc: score_matrix(spec, info, yy, cc, ids), *out)
 
+        def relevance_of(g, v):  # an integer output (an argmax's indices): no relevance,
+            # its float0 cotangent as it is
+            inexact = jnp.issubdtype(jnp.result_type(v), jnp.inexact)
+            return (g * v).astype(v.dtype) if inexact else g
+
         def backward(ct):
-            seed = jax.tree_util.tree_map(lambda g, v: (g * v).astype(v.dtype),
-                                          score_vjp(ct), out)
+            seed = jax.tree_util.tree_map(relevance_of, score_vjp(ct), out)
             return pullback(seed)[0]
 
     dtype = backward_dtype()
