@@ -148,7 +148,7 @@ def test_attribution_through_constant_kernel_convolutions():
      "keepdims", False, "are both given"),
     ("scans", "tf.image.resize", "image.resize", "method", "mitchellcubic",
      "is not supported"),
-    ("tail", "tf.signal.dct", "signal.dct", "type", 3, "is not supported"),
+    ("tail", "tf.signal.dct", "signal.dct", "type", 5, "is not supported (1, 2, 3 or 4"),
     ("tail", "tf.signal.dct", "signal.dct", "norm", "forward", "is not supported"),
     ("tail", "tf.tensordot_1", "tensordot", "axes", [[2, 3], [0]], "of one length"),
     ("tail", "tf.image.adjust_gamma", "image.adjust_gamma", "gamma", -1.0,

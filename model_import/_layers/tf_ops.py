@@ -1410,19 +1410,6 @@ def _tensordot(rt, a, b, axes):
     return jnp.tensordot(a, b, axes=pair)
 
 
-def _dct(rt, input, type=2, n=None, axis=-1, norm=None):
-    """``tf.signal.dct`` of type 2 (the MFCCs' transform), unnormalized or ``ortho``,
-    along the last axis (``n``: truncated or zero-padded to that length)."""
-    if int(type) != 2:
-        raise _Refused(f"type={type!r} is not supported (type 2)")
-    if int(axis) not in (-1, input.ndim - 1):
-        raise _Refused(f"axis={axis!r} is not supported (-1, as TF requires)")
-    if norm not in (None, "ortho"):
-        raise _Refused(f"norm={norm!r} is not supported (None or 'ortho', as in TF)")
-    return jax.scipy.fft.dct(input, type=2, n=None if n is None else int(n), axis=-1,
-                             norm=norm)
-
-
 #: TF's colour-space matrices (image_ops_impl), applied to the last axis
 _RGB_TO_YUV = [[0.299, -0.14714119, 0.61497538], [0.587, -0.28886916, -0.51496512],
                [0.114, 0.43601035, -0.10001026]]
@@ -1505,6 +1492,403 @@ def _adjust_hsv(kind):
             s = jnp.clip(s * jnp.asarray(value, x.dtype), 0.0, 1.0)
         return _hsv_sectors(h, s, v)
     return f
+
+
+# -------------------------------------------------------- segment reductions, scatters
+def _int_array(v, what: str) -> np.ndarray:
+    """A constant integer argument (segment ids, scatter indices, box indices) as a NumPy
+    array of its shape; a tensor is the caller's to handle."""
+    try:
+        a = np.asarray(v)
+    except ValueError:  # ragged lists
+        raise _Refused(f"{what}={_show(v)} are not a regular array of integers (TF refuses "
+                       "them too)") from None
+    if a.dtype.kind not in "iu":
+        if a.size or a.dtype.kind not in "f":
+            raise _Refused(f"{what}={_show(v)} are not integers (TF refuses them too)")
+        a = a.astype(np.int32)  # an empty list
+    return a.astype(np.int64)
+
+
+def _segment_reduce(kind: str, data, ids, num: int, unsorted: bool):
+    """``data`` reduced over its first ``ids.ndim`` axes into ``num`` segments, ids (a NumPy
+    array, or a tensor) of shape ``data.shape[:ids.ndim]``; ids outside ``[0, num)`` are
+    dropped (TF drops negative ones). An empty segment is 0 (1 for ``prod``), as in TF;
+    an empty ``max`` / ``min`` is the dtype's lowest / highest value in TF's unsorted
+    functions, 0 in its sorted ones."""
+    if kind in ("mean", "sqrt_n") and not jnp.issubdtype(data.dtype, jnp.floating):
+        raise _Refused(f"data of dtype {data.dtype} is not supported (floats, for the "
+                       f"{kind} of each segment)")
+    k = np.ndim(ids)
+    flat = jnp.asarray(ids).reshape(-1).astype(jnp.int32)
+    x = data.reshape((-1,) + data.shape[k:])
+    count = jax.ops.segment_sum(jnp.ones(flat.shape, jnp.int32), flat, num)
+    count = count.reshape((num,) + (1,) * (x.ndim - 1))
+    if kind in ("sum", "mean", "sqrt_n"):
+        y = jax.ops.segment_sum(x, flat, num)
+        n = jnp.maximum(count, 1).astype(x.dtype)
+        return y if kind == "sum" else y / (n if kind == "mean" else jnp.sqrt(n))
+    if kind == "prod":  # (JAX's segment_prod has no gradient for repeated ids)
+        member = (flat[None, :] == jnp.arange(num)[:, None]).reshape(
+            (num, flat.shape[0]) + (1,) * (x.ndim - 1))
+        return jnp.prod(jnp.where(member, x[None], jnp.ones((), x.dtype)), axis=1)
+    y = (jax.ops.segment_max if kind == "max" else jax.ops.segment_min)(x, flat, num)
+    if not unsorted:
+        fill = 0
+    elif jnp.issubdtype(x.dtype, jnp.floating):
+        fill = jnp.finfo(x.dtype).min if kind == "max" else jnp.finfo(x.dtype).max
+    else:
+        fill = jnp.iinfo(x.dtype).min if kind == "max" else jnp.iinfo(x.dtype).max
+    return jnp.where(count > 0, y, jnp.asarray(fill, x.dtype))
+
+
+def _segment(kind: str):
+    """``tf.math.segment_<kind>``: sorted, non-negative ids, one per row of ``data`` (its
+    first axis), constant or computed from ``tf.shape``; the result has ``ids[-1] + 1``
+    rows."""
+    def f(rt, data, segment_ids):
+        data = jnp.asarray(_const(data))
+        if not _is_static(segment_ids):
+            raise _Refused(f"segment_ids=<computed from a tensor> is not supported: the "
+                           "number of segments (the largest id + 1) would depend on the "
+                           "values of a tensor, and JAX needs every shape when it traces "
+                           "the model. Give constant ids, or use tf.math.unsorted_segment_"
+                           f"{kind}(data, segment_ids, num_segments), whose number of "
+                           "segments is given")
+        ids = _int_array(segment_ids, "segment_ids")
+        if ids.ndim != 1 or data.ndim < 1 or len(ids) != data.shape[0]:
+            raise _Refused(f"segment_ids={_show(ids.tolist())} of shape {ids.shape} is not "
+                           f"one id per row of data of shape {tuple(data.shape)} (TF refuses "
+                           "it too; constant ids over a batch axis fit one batch size only, "
+                           "and the importer traces the model on a batch of one)")
+        if ids.size and (ids[0] < 0 or (np.diff(ids) < 0).any()):
+            raise _Refused(f"segment_ids={_show(ids.tolist())} are not sorted non-negative "
+                           f"ids (TF refuses them too; tf.math.unsorted_segment_{kind} takes "
+                           "ids in any order)")
+        return _segment_reduce(kind, data, ids, int(ids[-1]) + 1 if ids.size else 0, False)
+    return f
+
+
+def _unsorted_segment(kind: str):
+    """``tf.math.unsorted_segment_<kind>``: ids of the shape of the leading axes of
+    ``data`` (constant, from ``tf.shape``, or a tensor), ``num_segments`` static; negative
+    ids are dropped. Constant ids at or above ``num_segments`` are refused (TF raises on
+    CPU); a tensor's are dropped."""
+    def f(rt, data, segment_ids, num_segments):
+        data = jnp.asarray(_const(data))
+        num = _static_int(num_segments, "num_segments")
+        if num < 0:
+            raise _Refused(f"num_segments={num} must be non-negative (TF refuses it too)")
+        if _is_static(segment_ids):
+            ids = _int_array(segment_ids, "segment_ids")
+            if ids.size and ids.max() >= num:
+                raise _Refused(f"segment_ids={_show(ids.tolist())} has ids at or above "
+                               f"num_segments={num} (TF raises on CPU)")
+        else:
+            ids = segment_ids
+            if not jnp.issubdtype(ids.dtype, jnp.integer):
+                raise _Refused(f"segment_ids={_show(ids)} of dtype {ids.dtype} are not "
+                               "integers (TF refuses them too)")
+        if tuple(np.shape(ids)) != tuple(data.shape[:np.ndim(ids)]):
+            shown = _show(ids if isinstance(ids, jax.Array) else ids.tolist())
+            raise _Refused(f"segment_ids={shown} of shape {tuple(np.shape(ids))} are not of "
+                           "the shape of the leading axes of data of shape "
+                           f"{tuple(data.shape)} (TF refuses them too; constant ids over a "
+                           "batch axis fit one batch size only, and the importer traces the "
+                           "model on a batch of one)")
+        return _segment_reduce(kind, data, ids, num, True)
+    return f
+
+
+def _scatter_indices(indices, shape: tuple) -> np.ndarray:
+    """Constant scatter indices ``(..., m)``: integers in range for the first ``m`` axes
+    of ``shape``, as TF's CPU kernels require."""
+    if not _is_static(indices):
+        raise _Refused("indices=<computed from a tensor> is not supported (constant indices "
+                       "only: their range, and for tensor_scatter_nd_update that no index "
+                       "repeats, are checked when the model is loaded)")
+    idx = _int_array(indices, "indices")
+    m = idx.shape[-1] if idx.ndim else 0
+    if idx.ndim < 1 or not 1 <= m <= len(shape):
+        raise _Refused(f"indices={_show(idx.tolist())} are not index vectors of 1 to "
+                       f"{len(shape)} entries (the rank of the tensor of shape {shape})")
+    sizes = np.asarray(shape[:m])
+    if idx.size and ((idx < 0).any() or (idx >= sizes).any()):
+        raise _Refused(f"indices={_show(idx.tolist())} are out of range for axes of sizes "
+                       f"{sizes.tolist()} (TF raises on CPU)")
+    return idx
+
+
+def _scatter(tensor, idx: np.ndarray, updates, kind: str):
+    m = idx.shape[-1]
+    want = idx.shape[:-1] + tuple(tensor.shape[m:])
+    if tuple(updates.shape) != want:
+        raise _Refused(f"indices={_show(idx.tolist())} take updates of shape {want} (the "
+                       "indices' shape without its last axis, then the tensor's axes after "
+                       f"the {m} indexed), not {tuple(updates.shape)} (TF refuses them too)")
+    updates = updates.astype(tensor.dtype)
+    at = tensor.at[tuple(idx[..., j] for j in range(m))]
+    if kind == "update":
+        return at.set(updates)
+    if kind == "max":
+        return at.max(updates)
+    if kind == "min":
+        return at.min(updates)
+    return at.add(-updates if kind == "sub" else updates)
+
+
+def _tensor_scatter(kind: str):
+    """``tf.tensor_scatter_nd_<kind>``: ``tensor`` with ``updates`` written, added,
+    subtracted, or maxed / mined in at constant ``indices`` (repeated ones accumulate);
+    the tensor and the updates constants or tensors. For ``update``, TF leaves which of
+    repeated indices' updates is kept unspecified: refused."""
+    def f(rt, tensor, indices, updates):
+        tensor, updates = (jnp.asarray(v) for v in _operands(tensor, updates))
+        idx = _scatter_indices(indices, tuple(tensor.shape))
+        if kind == "update":
+            rows = idx.reshape(-1, idx.shape[-1])
+            if len(np.unique(rows, axis=0)) < len(rows):
+                raise _Refused(f"indices={_show(idx.tolist())} repeat an index: TF leaves "
+                               "which of its updates is kept unspecified (its CPU kernel "
+                               "happens to keep the last); give each index once, or use "
+                               "tf.tensor_scatter_nd_add / max / min, whose results do not "
+                               "depend on the order")
+        return _scatter(tensor, idx, updates, kind)
+    return f
+
+
+def _scatter_nd(rt, indices, updates, shape):
+    """``tf.scatter_nd``: zeros of ``shape`` with ``updates`` added at constant
+    ``indices`` (repeated ones summed, as TF documents)."""
+    dims = _static_ints(shape, "shape")
+    updates = jnp.asarray(_const(updates))
+    return _scatter(jnp.zeros(dims, updates.dtype), _scatter_indices(indices, dims), updates,
+                    "add")
+
+
+# ------------------------------------------------- crops, pooling with argmax, transforms
+def _crop_and_resize(rt, image, boxes, box_indices, crop_size, method="bilinear",
+                     extrapolation_value=0.0):
+    """``tf.image.crop_and_resize``: box ``[y1, x1, y2, x2]`` (normalized: 0 and 1 are the
+    first and last pixel centres) of image ``box_indices[b]`` sampled on a
+    ``crop_size`` grid, bilinearly or at the nearest pixel (rounding halves up), in
+    float32; a sample outside the image is ``extrapolation_value``. Boxes and box indices
+    may be constants, sizes from ``tf.shape`` (``tf.range(tf.shape(x)[0])``) or tensors
+    (their box indices are clamped to the batch; constant ones out of range are
+    refused)."""
+    if method not in ("bilinear", "nearest"):
+        raise _Refused(f"method={method!r} is not supported ('bilinear', 'nearest', as in TF)")
+    if image.ndim != 4:
+        raise _Refused(f"an image of rank {image.ndim} is not supported (rank 4, as TF "
+                       "requires)")
+    size = _static_ints(crop_size, "crop_size")
+    if len(size) != 2 or min(size) < 1:
+        raise _Refused(f"crop_size={list(size)} is not two positive sizes (TF refuses it "
+                       "too)")
+    ch, cw = size
+    given = boxes
+    try:
+        boxes = jnp.asarray(_const(boxes), jnp.float32)
+    except (ValueError, TypeError):  # ragged lists
+        boxes = np.zeros((0,))
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise _Refused(f"boxes={_show(given)} are not of shape (boxes, 4) (TF refuses them "
+                       "too)")
+    n, h, w, _ = image.shape
+    if _is_static(box_indices):
+        which = _int_array(box_indices, "box_indices").reshape(-1)
+        if which.size and (which.min() < 0 or which.max() >= n):
+            raise _Refused(f"box_indices={_show(which.tolist())} are out of range for a "
+                           f"batch of {n} (TF refuses them too; the importer traces the "
+                           "model on a batch of one: tf.range(tf.shape(images)[0]) names "
+                           "each example)")
+        which = jnp.asarray(which, jnp.int32)
+    else:
+        which = jnp.clip(jnp.asarray(box_indices).reshape(-1).astype(jnp.int32), 0, n - 1)
+    if which.shape[0] != boxes.shape[0]:
+        raise _Refused(f"box_indices has {which.shape[0]} entries for {boxes.shape[0]} boxes "
+                       "(TF refuses it too)")
+    f32 = np.float32
+
+    def grid(lo, hi, size, count):  # TF's sampling points, in float32
+        if count > 1:
+            step = (hi - lo) * f32(size - 1) / f32(count - 1)
+            return lo[:, None] * f32(size - 1) + jnp.arange(count, dtype=jnp.float32) * step[
+                :, None]
+        return (f32(0.5) * (lo + hi) * f32(size - 1))[:, None]
+
+    ys, xs = grid(boxes[:, 0], boxes[:, 2], h, ch), grid(boxes[:, 1], boxes[:, 3], w, cw)
+    inside = ((ys >= 0) & (ys <= h - 1))[:, :, None] & ((xs >= 0) & (xs <= w - 1))[:, None]
+    images = jnp.take(image.astype(jnp.float32), which, axis=0)  # one image per box
+
+    def rows(v, size):
+        return jnp.clip(v, 0, size - 1).astype(jnp.int32)
+
+    def pick(r, c):  # images[b, r[b, i], c[b, j]]
+        b = jnp.arange(boxes.shape[0])[:, None, None]
+        return images[b, r[:, :, None], c[:, None, :]]
+
+    if method == "nearest":  # halves rounded away from zero (up: the points are >= 0)
+        ry = jnp.where(ys - jnp.floor(ys) >= 0.5, jnp.ceil(ys), jnp.floor(ys))
+        rx = jnp.where(xs - jnp.floor(xs) >= 0.5, jnp.ceil(xs), jnp.floor(xs))
+        out = pick(rows(ry, h), rows(rx, w))
+    else:
+        top, bottom = rows(jnp.floor(ys), h), rows(jnp.ceil(ys), h)
+        left, right = rows(jnp.floor(xs), w), rows(jnp.ceil(xs), w)
+        dy = (ys - jnp.floor(ys))[:, :, None, None]
+        dx = (xs - jnp.floor(xs))[:, None, :, None]
+        upper = pick(top, left) + (pick(top, right) - pick(top, left)) * dx
+        lower = pick(bottom, left) + (pick(bottom, right) - pick(bottom, left)) * dx
+        out = upper + (lower - upper) * dy
+    return jnp.where(inside[..., None], out, jnp.asarray(extrapolation_value, jnp.float32))
+
+
+def _max_pool_with_argmax(rt, input, ksize, strides, padding, data_format="NHWC",
+                          output_dtype="int64", include_batch_in_index=False):
+    """``tf.nn.max_pool_with_argmax``: the max pooling (as ``tf.nn.max_pool2d``) and the
+    flat index of each maximum, ``(y * width + x) * channels + c`` (plus ``b * height *
+    width * channels`` with ``include_batch_in_index``), the first in row-major order
+    among equal values, as TF's CPU kernel picks it; int32 indices (int64 in TF). The
+    indices are integers: no gradient flows through them."""
+    if input.ndim != 4:
+        raise _Refused(f"an input of rank {input.ndim} is not supported (rank 4, as TF "
+                       "requires)")
+    if data_format != "NHWC":
+        raise _Refused(f"data_format={data_format!r} is not supported ('NHWC', as TF "
+                       "requires)")
+    name = str(getattr(output_dtype, "name", output_dtype))
+    if name not in ("int32", "int64"):
+        raise _Refused(f"output_dtype={name!r} is not supported ('int32', 'int64', computed "
+                       "as int32)")
+    values = _pool("max", 2)(rt, input, ksize, strides, padding)
+    (kh, kw), (sh, sw) = _pool_window(ksize, 2, "ksize"), _pool_window(strides, 2, "strides")
+    n, h, w, c = input.shape
+    oh, ow = values.shape[1:3]
+    if padding == "SAME":
+        top, left = max((oh - 1) * sh + kh - h, 0) // 2, max((ow - 1) * sw + kw - w, 0) // 2
+    else:
+        top = left = 0
+    r = (np.arange(oh) * sh - top)[:, None] + np.arange(kh)  # (oh, kh): the window's rows
+    q = (np.arange(ow) * sw - left)[:, None] + np.arange(kw)  # (ow, kw)
+    x = jax.lax.stop_gradient(input)
+    win = x[:, np.clip(r, 0, h - 1)][:, :, :, np.clip(q, 0, w - 1)]  # (n, oh, kh, ow, kw, c)
+    valid = ((r >= 0) & (r < h))[:, :, None, None] & ((q >= 0) & (q < w))[None, None]
+    low = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
+    win = jnp.where(valid[None, ..., None], win, jnp.asarray(low, x.dtype))  # the padding
+    win = win.transpose(0, 1, 3, 2, 4, 5).reshape(n, oh, ow, kh * kw, c)
+    k = jnp.argmax(win, axis=3)  # the first of equal maxima in the window's row-major order
+    row = jnp.asarray(r)[jnp.arange(oh)[None, :, None, None], k // kw]
+    col = jnp.asarray(q)[jnp.arange(ow)[None, None, :, None], k % kw]
+    index = (row * w + col) * c + jnp.arange(c)
+    if include_batch_in_index:
+        index = index + (jnp.arange(n) * (h * w * c))[:, None, None, None]
+    return values, index.astype(jnp.int32)
+
+
+def _dct_matrix(kind: int, n: int, norm) -> np.ndarray:
+    """The ``n x n`` matrix of TF's (SciPy's) DCT of type ``kind``, ``y = C x``."""
+    k, m = np.arange(n)[:, None], np.arange(n)[None, :]
+    if kind == 1:
+        c = 2.0 * np.cos(np.pi * k * m / (n - 1))
+        c[:, 0], c[:, -1] = 1.0, (-1.0) ** np.arange(n)
+    elif kind == 2:
+        c = 2.0 * np.cos(np.pi * k * (2 * m + 1) / (2 * n))
+        if norm == "ortho":
+            c *= np.where(k == 0, np.sqrt(1.0 / (4 * n)), np.sqrt(1.0 / (2 * n)))
+    elif kind == 3:
+        c = 2.0 * np.cos(np.pi * m * (2 * k + 1) / (2 * n))
+        c[:, 0] = 1.0
+        if norm == "ortho":
+            c *= np.where(m == 0, np.sqrt(1.0 / n), np.sqrt(1.0 / (2 * n)))
+    else:
+        c = 2.0 * np.cos(np.pi * (2 * k + 1) * (2 * m + 1) / (4 * n))
+        if norm == "ortho":
+            c *= np.sqrt(1.0 / (2 * n))
+    return c.astype(np.float32)
+
+
+def _dct(rt, input, type=2, n=None, axis=-1, norm=None):
+    """``tf.signal.dct`` of types 1 to 4 along the last axis (SciPy's definitions, as TF
+    documents), unnormalized or ``ortho`` (not for type 1, as in TF); ``n``: the input
+    truncated or zero-padded to that length first."""
+    kind = int(type)
+    if kind not in (1, 2, 3, 4):
+        raise _Refused(f"type={type!r} is not supported (1, 2, 3 or 4, as in TF)")
+    if int(axis) not in (-1, input.ndim - 1):
+        raise _Refused(f"axis={axis!r} is not supported (-1, as TF requires)")
+    if norm not in (None, "ortho"):
+        raise _Refused(f"norm={norm!r} is not supported (None or 'ortho', as in TF)")
+    if kind == 1 and norm == "ortho":
+        raise _Refused("norm='ortho' is not supported for type=1 (TF refuses it too)")
+    size = input.shape[-1] if n is None else _static_int(n, "n")
+    if size < 1 or (kind == 1 and size < 2):
+        raise _Refused(f"n={size} is too short for a DCT of type {kind} (TF refuses it too)")
+    if kind == 2:  # (JAX's own, as before types 1, 3 and 4 were translated)
+        return jax.scipy.fft.dct(input, type=2, n=size, axis=-1, norm=norm)
+    x = input[..., :size]
+    if x.shape[-1] < size:
+        x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, size - x.shape[-1])])
+    return jnp.matmul(x, jnp.asarray(_dct_matrix(kind, size, norm).T, x.dtype),
+                      precision=jax.lax.Precision.HIGHEST)
+
+
+def _idct(rt, input, type=2, n=None, axis=-1, norm=None):
+    """``tf.signal.idct``: TF's, the DCT of the inverse type (1 <-> 1, 2 <-> 3, 4 <-> 4)
+    with the same ``norm``: unnormalized, it is the inverse times ``2 N`` (``2 (N - 1)``
+    for type 1), as SciPy's ``fftpack.idct``."""
+    inverse = {1: 1, 2: 3, 3: 2, 4: 4}.get(int(type))
+    if inverse is None:
+        raise _Refused(f"type={type!r} is not supported (1, 2, 3 or 4, as in TF)")
+    return _dct(rt, input, inverse, n, axis, norm)
+
+
+def _mfccs(rt, log_mel_spectrograms):
+    """``tf.signal.mfccs_from_log_mel_spectrograms``: the DCT-II of the last axis over
+    ``sqrt(2 N)`` (TF's scaling)."""
+    x = log_mel_spectrograms
+    if not jnp.issubdtype(x.dtype, jnp.floating) or x.shape[-1] < 1:
+        raise _Refused(f"log_mel_spectrograms={_show(x)} of dtype {x.dtype} are not "
+                       "supported (floats with a non-empty last axis)")
+    return jax.scipy.fft.dct(x, type=2, axis=-1) * jax.lax.rsqrt(
+        jnp.asarray(2.0 * x.shape[-1], x.dtype))
+
+
+def _overlap_and_add(rt, signal, frame_step):
+    """``tf.signal.overlap_and_add``: frames ``(..., frames, frame_length)`` added at every
+    ``frame_step``, into ``(frames - 1) * frame_step + frame_length`` samples."""
+    step = _static_int(frame_step, "frame_step")
+    if signal.ndim < 2 or step < 1:
+        raise _Refused(f"frame_step={step} with a signal of shape {tuple(signal.shape)}: a "
+                       "positive step and at least two axes (TF refuses others too)")
+    frames, length = signal.shape[-2:]
+    index = np.arange(frames)[:, None] * step + np.arange(length)
+    out = jnp.zeros(signal.shape[:-2] + (max(frames - 1, 0) * step + length,), signal.dtype)
+    return out.at[..., index].add(signal)
+
+
+def _ensure_shape(rt, x, shape):
+    """``tf.ensure_shape``: ``x``, its shape checked against ``shape`` (``None``: any size;
+    the batch axis is traced with one example)."""
+    want = list(shape) if isinstance(shape, (list, tuple)) else shape
+    if want is not None and (len(want) != x.ndim or any(
+            d is not None and int(d) not in (-1, s) for d, s in zip(want, x.shape))):
+        raise _Refused(f"shape={want!r} does not fit the input's {tuple(x.shape)} (TF "
+                       "raises when it runs; the importer traces the model on a batch of "
+                       "one)")
+    return x
+
+
+def _polyval(rt, coeffs, x):
+    """``tf.math.polyval``: ``coeffs[0] * x ** (n - 1) + ... + coeffs[-1]`` by Horner's
+    rule, as TF computes it."""
+    coeffs = list(coeffs) if isinstance(coeffs, (list, tuple)) else [coeffs]
+    if not coeffs:
+        return jnp.zeros_like(x)
+    y = jnp.asarray(_const(coeffs[0], x), x.dtype) + jnp.zeros_like(x)
+    for c in coeffs[1:]:
+        y = _const(c, x) + y * x
+    return y
+
 
 _FUNCTIONS = {
     "__operators__.add": _binary(jnp.add, static=np.add),
@@ -1672,7 +2056,7 @@ _FUNCTIONS = {
     "compat.v1.nn.weighted_moments": _weighted_moments, "signal.frame": _frame,
     "tensordot": _tensordot,
     "keras.backend.batch_flatten": lambda rt, x: jnp.reshape(x, (x.shape[0], -1)),
-    "signal.dct": _dct,
+    "signal.dct": _dct, "signal.idct": _idct,
     "image.rgb_to_yuv": _colour_matrix(_RGB_TO_YUV, "rgb_to_yuv"),
     "image.yuv_to_rgb": _colour_matrix(_YUV_TO_RGB, "yuv_to_rgb"),
     "image.adjust_gamma": _adjust_gamma,
@@ -1680,6 +2064,26 @@ _FUNCTIONS = {
     "image.adjust_hue": lambda rt, image, delta: _adjust_hsv("hue")(rt, image, delta),
     "image.adjust_saturation": lambda rt, image, saturation_factor: _adjust_hsv(
         "saturation")(rt, image, saturation_factor),
+    # segment reductions (constant ids; tensor ones for the unsorted functions), scatters
+    # at constant indices
+    **{f"math.segment_{k}": _segment(k) for k in ("sum", "mean", "max", "min", "prod")},
+    **{f"math.unsorted_segment_{k}": _unsorted_segment(k)
+       for k in ("sum", "mean", "max", "min", "prod", "sqrt_n")},
+    **{f"tensor_scatter_nd_{k}": _tensor_scatter(k)
+       for k in ("update", "add", "sub", "max", "min")},
+    "scatter_nd": _scatter_nd,
+    "image.crop_and_resize": _crop_and_resize,
+    "nn.max_pool_with_argmax": _max_pool_with_argmax,
+    "signal.mfccs_from_log_mel_spectrograms": _mfccs,
+    "signal.overlap_and_add": _overlap_and_add,
+    "linalg.matrix_transpose": lambda rt, a, conjugate=False: _swap(a, conjugate),
+    "math.is_inf": lambda rt, x: jnp.isinf(x),
+    "math.polyval": _polyval,
+    "math.xlog1py": _binary(jax.scipy.special.xlog1py, True),
+    "math.ndtri": lambda rt, x: jax.scipy.special.ndtri(x),
+    "math.erfcinv": lambda rt, x: -jax.scipy.special.ndtri(0.5 * x) * np.float32(
+        np.sqrt(0.5)),
+    "ensure_shape": _ensure_shape,
 }
 
 #: TF keywords a translation does not implement but accepts: at these values (TF's defaults).
@@ -1691,7 +2095,10 @@ _ACCEPTED = {"linalg.matmul": {"output_type": None},
              "linalg.diag_part": {"k": 0, "padding_value": 0, "align": "RIGHT_LEFT"},
              "linalg.diag": {"k": 0, "num_rows": -1, "num_cols": -1, "padding_value": 0,
                              "align": "RIGHT_LEFT"},
-             "compat.v1.gather_nd": {"bad_indices_policy": ""}}
+             "compat.v1.gather_nd": {"bad_indices_policy": ""},
+             **{f"tensor_scatter_nd_{k}": {"bad_indices_policy": ""}
+                for k in ("update", "add", "sub", "max", "min")},
+             "scatter_nd": {"bad_indices_policy": ""}}
 
 
 def _keywords(fn) -> frozenset:
@@ -1753,7 +2160,7 @@ _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", 
                           "math.atan", "math.asinh", "math.sinh", "math.cosh",
                           "math.asin", "math.acos", "math.atanh", "math.acosh", "math.tan",
                           "math.erfinv", "math.lgamma", "math.digamma", "math.bessel_i0e",
-                          "math.bessel_i1e"})
+                          "math.bessel_i1e", "math.ndtri", "math.erfcinv"})
 
 
 #: The wrapped functions that add or multiply tensors (``LayerImpl.merge``: LRP's rule layers
