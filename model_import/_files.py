@@ -115,12 +115,15 @@ class LegacyH5Weights(WeightSource):
     and Keras 3's legacy ``.h5`` writer); also the root of a legacy ``save_weights`` file.
 
     A nested model (a layer that is itself a model) stores the weights of all its layers in
-    one group, in the nested model's ``weights`` order (trainable weights of every layer,
-    then the non-trainable ones; a frozen base lists everything as non-trainable). Each
-    array is therefore assigned to its layer by name: a weight named ``.../<layer>/<var>``
-    belongs to the layer with the longest such name suffix (layer names may contain ``/``,
-    as in tf.keras's MobileNetV3), which keeps every layer's own order whatever the
-    trainable flags were.
+    one group, in the legacy order of the nested model's weights: the trainable weights of
+    every layer, then the non-trainable ones (a frozen layer's all non-trainable). Keras
+    loads the group by position in that order, whatever the names. Each array is assigned
+    to its layer by name where the names identify every layer: a weight named
+    ``.../<layer>/<var>`` belongs to the layer with the longest such name suffix (layer names
+    may contain ``/``, as in tf.keras's MobileNetV3), which for the files Keras writes is the
+    same assignment. Where they do not (layers renamed, or an architecture rebuilt in code
+    whose layers Keras named on), by position, as Keras does, from the architecture's
+    ``layouts`` (:meth:`bind`).
     """
 
     def __init__(self, group: h5py.Group, path: str):
@@ -132,10 +135,16 @@ class LegacyH5Weights(WeightSource):
         self._fetched: set[tuple] = set()
         self._unassigned: list[str] = []
         self.alias: dict[str, str] = {}  # architecture layer name -> the file's (align)
+        self.layouts: dict[str, list[tuple[tuple, int, int]] | str] = {}
 
-    def bind(self, layer_order: dict) -> "LegacyH5Weights":
-        """Tell the source the architecture (``{container path: [(name, class), ...]}``)."""
+    def bind(self, layer_order: dict, layouts: dict | None = None) -> "LegacyH5Weights":
+        """Tell the source the architecture: ``layer_order`` ``{container path: [(name,
+        class), ...]}``; ``layouts`` ``{nested model: [(layer path, n_trainable,
+        n_non_trainable), ...]}``, the layers with weights of each nested model at the top
+        in Keras's order with how many of their legacy weights are trainable, or a sentence
+        saying which layer's counts are not known."""
         self.layer_order = layer_order
+        self.layouts = dict(layouts or {})
         return self
 
     def align(self, weighted: Sequence[str]) -> None:
@@ -189,20 +198,80 @@ class LegacyH5Weights(WeightSource):
 
     def _assign_nested(self, model: str, top: str) -> dict[tuple, list[str]]:
         """``{layer path: weight names}`` of the nested model ``model`` of the architecture,
-        whose weights the file holds in its group ``top``."""
+        whose weights the file holds in its group ``top``: by name where every weight's name
+        names a layer and every layer with weights is named, else by position (Keras's
+        way) where the layout is known."""
         if top in self._nested:
             return self._nested[top]
         layers = [c + (n,) for c, ls in (self.layer_order or {}).items()
                   if c[:1] == (model,) for n, _ in ls]
+        names = self._names(self.group[top])
         out: dict[tuple, list[str]] = {}
-        for wname in self._names(self.group[top]):
+        unassigned = []
+        for wname in names:
             owner = wname.rsplit("/", 1)[0] if "/" in wname else ""
             best = self._owner_layer(owner, layers)
             if best is not None:
                 out.setdefault(best, []).append(wname)
             else:
-                self._unassigned.append(f"{top}: {wname}")
+                unassigned.append(wname)
+        layout = self.layouts.get(model)
+        if isinstance(layout, list) and (unassigned or any(p not in out for p, _, _ in layout)):
+            out, unassigned = self._by_position(model, top, names, layout), []
+        self._unassigned += [f"{top}: {w}" for w in unassigned]
         self._nested[top] = out
+        return out
+
+    def _by_position(self, model: str, top: str, names: list[str],
+                     layout: list[tuple[tuple, int, int]]) -> dict[tuple, list[str]]:
+        """The weight names of the group ``top`` given to the layers of the nested model
+        ``model`` as Keras's ``load_weights`` gives them: the first ``n_trainable`` of the
+        group's trainable part and the first ``n_non_trainable`` of its non-trainable part
+        (after all the trainable ones) to the first layer, and so on."""
+        def listing(pairs):
+            pairs = list(pairs)
+            text = ", ".join(f"{a}: {b}" for a, b in pairs[:10])
+            return text + (f", ... ({len(pairs)} layers)" if len(pairs) > 10 else "")
+
+        want = sum(t + n for _, t, n in layout)
+        owners: dict[str, int] = {}
+        for w in names:
+            o = w.rsplit("/", 1)[0] if "/" in w else w
+            owners[o] = owners.get(o, 0) + 1
+        if want != len(names):
+            raise KerasImportError(
+                f"the nested model {model!r}: its layers with weights take "
+                f"{want} arrays ({listing(('/'.join(p[1:]), t + n) for p, t, n in layout)}), "
+                f"the file's group {top!r} holds {len(names)} "
+                f"({listing(owners.items())}), and their names are not the layers' (Keras "
+                "loads a legacy .h5's nested weights by position, and refuses this file as "
+                "well: 'Weight count mismatch'). The weights belong to another architecture: "
+                "load the file with the architecture it was saved with", path=self.path)
+        out: dict[tuple, list[str]] = {}
+        t_at, n_at = 0, sum(t for _, t, _ in layout)
+        for p, t, n in layout:
+            out[p] = names[t_at:t_at + t] + names[n_at:n_at + n]
+            t_at, n_at = t_at + t, n_at + n
+        # Keras does not look at the names; where one layer of the file would give its
+        # weights to two layers of the architecture, the two do not line up (another
+        # architecture, or counts the importer has wrong): refused, not guessed
+        took: dict[str, list[tuple]] = {}
+        for p, ws in out.items():
+            for w in ws:
+                if "/" in w and p not in took.setdefault(w.rsplit("/", 1)[0], []):
+                    took[w.rsplit("/", 1)[0]].append(p)
+        split = {o: ps for o, ps in took.items() if len(ps) > 1}
+        if split:
+            o, ps = next(iter(split.items()))
+            raise KerasImportError(
+                f"the nested model {model!r}: the file names its layers otherwise than the "
+                f"architecture ({listing(owners.items())}), and in Keras's order (the "
+                "trainable weights of every layer, then the non-trainable ones) the weights "
+                f"of the file's {o!r} would go to {len(ps)} layers "
+                f"({', '.join(repr('/'.join(q[1:])) for q in ps)}): the layers do not line up. "
+                "The weights belong to another architecture (or its layers were frozen "
+                "otherwise than when saved): load the file with the architecture it was "
+                "saved with", path=self.path)
         return out
 
     @staticmethod

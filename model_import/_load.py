@@ -32,6 +32,46 @@ def _layer_order(graph: Graph, prefix: tuple = ()) -> dict[tuple, list]:
     return order
 
 
+def _frozen(spec) -> bool:
+    return isinstance(spec.config, Mapping) and spec.config.get("trainable") is False
+
+
+def _legacy_layout(spec, path: tuple, frozen: bool) -> list[tuple[tuple, int, int]] | str:
+    """The layers with weights of the nested model ``spec`` (its own nested models'
+    layers in their place), in Keras's order, each as ``(path, n_trainable,
+    n_non_trainable)``: how a legacy ``.h5`` lists its weights, the trainable ones of every
+    layer, then the non-trainable ones (all of a frozen layer's, or of a layer in a frozen
+    model). A sentence instead where a layer's counts are not known."""
+    out: list[tuple[tuple, int, int]] = []
+    for name, sub in spec.impl.subgraph.layers.items():
+        if sub.class_name.startswith("ops."):
+            continue
+        p, f = path + (name,), frozen or _frozen(sub)
+        if sub.impl.subgraph is not None:
+            inner = _legacy_layout(sub, p, f)
+            if isinstance(inner, str):
+                return inner
+            out += inner
+            continue
+        n = sub.impl.n_weights
+        if n is None:
+            return (f"layer {'/'.join(p)!r} ({sub.class_name}) has a number of weights that "
+                    "its config does not fix")
+        nn = min(sub.impl.n_non_trainable, n)
+        if isinstance(sub.config, Mapping) and sub.config.get("lora_rank"):
+            n, nn = n + 2, 1  # the frozen kernel; the two LoRA factors are trainable
+        if n:
+            out.append((p, 0, n) if f else (p, n - nn, nn))
+    return out
+
+
+def _legacy_layouts(graph: Graph) -> dict[str, list[tuple[tuple, int, int]] | str]:
+    """``{nested model: its _legacy_layout}`` for the nested models at the top of ``graph``
+    (a legacy ``.h5`` keeps each in one group)."""
+    return {n: _legacy_layout(s, (n,), _frozen(s)) for n, s in graph.layers.items()
+            if s.impl.subgraph is not None}
+
+
 def _raised_by_h5py(e: BaseException) -> bool:
     """Whether ``e`` was raised inside h5py (HDF5 reading a damaged file: OSError,
     RuntimeError, KeyError, ValueError... by the damage), not by the importer's own code."""
@@ -107,15 +147,16 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
             hint = ""
             if not ws and len(lpath) > 1 and isinstance(source, LegacyH5Weights):
                 owners = source.unmatched_owners(lpath)
-                if owners:
+                why = source.layouts.get(lpath[0])
+                if owners and isinstance(why, str):
                     hint = (
                         f". The file holds the weights of {lpath[0]!r} under other layer "
-                        f"names ({owners[:6]}) than the architecture's ({lpath[-1]!r}): it "
-                        "was rebuilt with other layer names, which jaxsal does not match to a "
-                        "legacy .h5's nested weights (Keras's load_weights matches them by "
-                        "position). Load the file with the architecture it holds (no "
-                        "config=), or load the weights into the rebuilt model in Keras and "
-                        "save it as .keras or .weights.h5")
+                        f"names ({owners[:6]}) than the architecture's ({lpath[-1]!r}): "
+                        "Keras's load_weights then gives them to the layers by position, "
+                        "the trainable weights of every layer first, which jaxsal follows "
+                        f"where it knows each layer's counts; {why}. Load the file with the "
+                        "architecture it holds (no config=), or load the weights into the "
+                        "model in Keras and save it as .keras or .weights.h5")
             raise KerasImportError(
                 f"layer {where!r} ({spec.class_name}) expects {spec.impl.n_weights} weight "
                 f"arrays, the file has {len(ws)} (shapes {[w.shape for w in ws]}){hint}",
@@ -373,7 +414,8 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
             "standalone keras 2.2.4, which reads Keras 1 files) and save it again with "
             "model.save('model.h5')", path=path)
     if legacy is not None:
-        source: Any = lambda graph: legacy.bind(_layer_order(graph))  # noqa: E731
+        source: Any = lambda graph: legacy.bind(_layer_order(graph),  # noqa: E731
+                                                _legacy_layouts(graph))
     else:
         source = lambda graph: Keras3Weights(h5, path, _layer_order(graph))  # noqa: E731
     try:

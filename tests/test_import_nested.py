@@ -3,7 +3,8 @@ or partly frozen; models built on ``input_tensor``) and weights-only files, agai
 
 A frozen base changes the order in which a legacy ``.h5`` lists the nested model's weights
 (all trainable weights of all its layers first, then the non-trainable ones); the importer
-assigns them by name, which these tests pin down for both writers.
+assigns them by name, which these tests pin down for both writers (by position where the
+names are not the layers': tests/test_import_nested_renamed.py).
 """
 
 import h5py

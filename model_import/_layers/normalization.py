@@ -125,6 +125,7 @@ def _batch_norm(config, ctx):
 
     df = "channels_first" if axes in ((1,), [1]) else None
     return LayerImpl(call=call, convert_weights=convert, n_weights=len(names) + 3 * renorm,
+                     n_non_trainable=2 + 3 * renorm,  # the moving (and renorm) statistics
                      data_format=df, affine=True, relevance=True)
 
 
@@ -297,4 +298,5 @@ def _normalization(config, ctx):
 
     if from_config:
         return LayerImpl(call=call, relevance=True)
-    return LayerImpl(call=call, convert_weights=convert, n_weights=3, relevance=True)
+    return LayerImpl(call=call, convert_weights=convert, n_weights=3, n_non_trainable=3,
+                     relevance=True)

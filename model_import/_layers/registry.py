@@ -183,6 +183,13 @@ class LayerImpl:
         apart lets a model swap the output layer's activation for linear (``logits`` head).
       convert_weights: Keras weight list (``layer.weights`` order) -> params dict.
       n_weights: how many weight arrays the layer expects (``None``: any number).
+      n_non_trainable: how many of them (the last ones) Keras keeps non-trainable while the
+        layer is trainable: ``BatchNormalization``'s moving statistics (2),
+        ``Normalization``'s mean, variance and count (3). A legacy ``.h5`` lists the weights
+        of a nested model as the trainable ones of all its layers, then the non-trainable
+        ones, and Keras loads them by position: where the file's names for a nested model's
+        layers are not the architecture's, the importer follows that order with these counts
+        (a frozen layer's weights all count as non-trainable).
       subgraph: for a nested model used as a layer, its :class:`~model_import._graph.Graph`.
       data_format: ``channels_last`` or ``channels_first`` for layers that have one.
       mask_call: ``call`` takes a ``mask=`` keyword: the Keras mask of its first argument
@@ -229,6 +236,7 @@ class LayerImpl:
     activation: str | Callable | None = None
     convert_weights: Callable[[Sequence[np.ndarray]], dict] = _no_weights
     n_weights: int | None = 0
+    n_non_trainable: int = 0
     subgraph: Any = None
     data_format: str | None = None
     mask_call: bool = False

@@ -673,8 +673,10 @@ def _time_distributed(config, ctx):
         return y.reshape((n, t) + y.shape[1:])
 
     return LayerImpl(call=call, activation=inner.activation if lifted else None,
-                     convert_weights=inner.convert_weights,
-                     n_weights=inner.n_weights, mask_call=True, compute_mask="propagate",
+                     convert_weights=inner.convert_weights, n_weights=inner.n_weights,
+                     # a frozen wrapped layer (td.layer.trainable = False): all non-trainable
+                     n_non_trainable=(inner.n_weights or 0) if cfg.get("trainable") is False
+                     else inner.n_non_trainable, mask_call=True, compute_mask="propagate",
                      weight_groups=_groups("layer", inner), data_format=inner.data_format,
                      affine=inner.affine and (lifted or inner.activation is None),
                      relevance=(inner.relevance and inner.merge is None
