@@ -654,6 +654,21 @@ def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File
         f"groups {sorted(f.keys())}", path=path)
 
 
+def _npz_weights_error(path: str, where: str, misnamed: bool = False) -> KerasImportError:
+    """The refusal of a ``.keras`` model saved with ``weights_format="npz"``."""
+    who = ("No Keras reads this directory (it reads a model.weights.h5 as HDF5): load the "
+           "model that was saved" if misnamed else
+           "Keras itself reads them only up to 3.8 (np.load with allow_pickle=True); from "
+           "3.9 on, keras.saving.load_model refuses them too. Load the model with a Keras "
+           "that reads it")
+    return KerasImportError(
+        f"a .keras model whose weights are {where}, written by Keras 3's "
+        "saving_lib.save_model(..., weights_format='npz') (not model.save): NumPy object "
+        "arrays of pickled Keras variables, which only Keras can unpickle, running the "
+        f"code the file names, and jaxsal does not unpickle files. {who} and save it with "
+        "model.save('model.keras') (weights in model.weights.h5)", path=path)
+
+
 def read_keras_zip(path: str) -> tuple[dict, str, h5py.File]:
     try:
         z = zipfile.ZipFile(path)
@@ -662,6 +677,9 @@ def read_keras_zip(path: str) -> tuple[dict, str, h5py.File]:
         raise KerasImportError(f"not a readable zip archive ({e}); a .keras file may be "
                                "truncated or corrupt", path=path) from e
     folder = ""
+    npz = [n for n in names if n.rsplit("/", 1)[-1] == "model.weights.npz"]
+    if npz and not any(n.rsplit("/", 1)[-1] == "model.weights.h5" for n in names):
+        raise _npz_weights_error(path, f"{npz[0]} (NumPy's .npz)")
     if "config.json" not in names or "model.weights.h5" not in names:
         # an unzipped .keras directory zipped again with its folder (zip -r m.zip saved/)
         folders = {n[:-len("config.json")] for n in names if n.endswith("/config.json")}
@@ -688,6 +706,13 @@ def read_keras_dir(path: str) -> tuple[dict, str, h5py.File]:
     ``model.save(dir, zipped=False)`` (and on the Hugging Face Hub): the archive's
     ``config.json``, ``metadata.json`` and ``model.weights.h5`` as files."""
     names = sorted(os.listdir(path))
+    if "model.weights.npz" in names and "model.weights.h5" not in names:
+        raise _npz_weights_error(path, "model.weights.npz (NumPy's .npz)")
+    if "model.weights.h5" in names:
+        with open(os.path.join(path, "model.weights.h5"), "rb") as fh:
+            if fh.read(4) == b"PK\x03\x04":  # Keras writes a directory's .npz under this name
+                raise _npz_weights_error(path, "in NumPy's .npz format (a zip), though the "
+                                         "file is named model.weights.h5", misnamed=True)
     if "config.json" not in names or "model.weights.h5" not in names:
         raise KerasImportError(
             f"directory is not an unzipped .keras model: expected config.json and "

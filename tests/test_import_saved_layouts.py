@@ -178,3 +178,27 @@ def test_legacy_h5_weights_with_an_architecture_whose_layer_names_differ(tmp_pat
     other = keras.Sequential([keras.Input((4,)), L.Dense(3, name="dense_9")])
     with pytest.raises(KerasImportError, match="dense_9"):
         load_keras(tmp_path / "m.h5", config=other.to_json())
+
+
+def test_weights_saved_as_npz_are_refused_naming_the_format(small, tmp_path):
+    # Keras 3's private saving_lib.save_model(..., weights_format="npz") (model.save has no
+    # such argument) stores pickled Keras variables in model.weights.npz, which Keras >= 3.9
+    # refuses to unpickle as well; its unzipped form writes the .npz as model.weights.h5
+    import zipfile
+
+    from keras.src.saving import saving_lib
+
+    model, _, _ = small
+    saving_lib.save_model(model, tmp_path / "m.keras", weights_format="npz")
+    assert "model.weights.npz" in zipfile.ZipFile(tmp_path / "m.keras").namelist()
+    if tuple(int(v) for v in keras.__version__.split(".")[:2]) >= (3, 9):
+        with pytest.raises(ValueError, match="allow_pickle"):
+            keras.saving.load_model(tmp_path / "m.keras")
+    saving_lib.save_model(model, tmp_path / "d", weights_format="npz", zipped=False)
+    zipfile.ZipFile(tmp_path / "m.keras").extractall(tmp_path / "unzipped")
+    for path in (tmp_path / "m.keras", tmp_path / "d", tmp_path / "unzipped"):
+        with pytest.raises(KerasImportError, match="weights_format='npz'") as info:
+            load_keras(path)
+        msg = str(info.value)
+        assert ".npz" in msg and "model.save('model.keras')" in msg
+        assert ("No Keras reads this directory" if path.name == "d" else "3.9") in msg
