@@ -198,8 +198,8 @@ class LegacyH5Weights(WeightSource):
 
     def _assign_nested(self, model: str, top: str) -> dict[tuple, list[str]]:
         """``{layer path: weight names}`` of the nested model ``model`` of the architecture,
-        whose weights the file holds in its group ``top``: by name where every weight's name
-        names a layer and every layer with weights is named, else by position (Keras's
+        whose weights the file holds in its group ``top``: by name where the names give
+        every layer with weights some and every weight a layer, else by position (Keras's
         way) where the layout is known."""
         if top in self._nested:
             return self._nested[top]
@@ -216,7 +216,11 @@ class LegacyH5Weights(WeightSource):
             else:
                 unassigned.append(wname)
         layout = self.layouts.get(model)
-        if isinstance(layout, list) and (unassigned or any(p not in out for p, _, _ in layout)):
+        # names that leave a layer without weights, or weights without a layer where the
+        # counts agree (tf.keras's adapted Normalization names its weights "mean:0"); a
+        # name for every layer and more weights: weights of layers the architecture lacks
+        if isinstance(layout, list) and (any(p not in out for p, _, _ in layout) or (
+                unassigned and len(names) == sum(t + n for _, t, n in layout))):
             out, unassigned = self._by_position(model, top, names, layout), []
         self._unassigned += [f"{top}: {w}" for w in unassigned]
         self._nested[top] = out
