@@ -8,6 +8,7 @@ Python loop runs once, at trace time, so the compiled program is the model's dat
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import warnings
 from typing import Any, Callable, Mapping, Sequence
@@ -67,6 +68,57 @@ def pre_activation_refusal(spec: LayerSpec) -> str | None:
 
 class LayerCallError(ValueError):
     """A ported layer could not be applied to its inputs (wrong shapes, bad weights)."""
+
+
+#: True while a model's shapes are probed at stand-in sizes for its free (``None``) input
+#: sizes (``KerasModel._probe``): Keras builds such a model on symbolic tensors whose free
+#: sizes are unknown, which its checks of declared shapes let pass.
+_PROBING_FREE_SIZES: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "probing_free_sizes", default=False)
+
+
+@contextlib.contextmanager
+def probing_free_sizes():
+    """The context in which :func:`check_nested_input_shapes` lets every size pass."""
+    token = _PROBING_FREE_SIZES.set(True)
+    try:
+        yield
+    finally:
+        _PROBING_FREE_SIZES.reset(token)
+
+
+def check_nested_input_shapes(path: str, sub: "Graph", inputs: Sequence[Any]) -> None:
+    """Refuse, as Keras 3 does, a nested Functional model called on inputs whose sizes are
+    not the ones its ``keras.Input`` declared (a model of free size, ``Input((None, None,
+    3))``, calling one built on ``Input((32, 32, 3))`` at 48x48).
+
+    Keras 3 checks a Functional model's inputs against their declared shapes whenever it is
+    called as a layer (its ``input_spec``: a size given on both sides must agree, a last
+    axis of 1 squeezed on either side), and raises "incompatible with the layer" at
+    ``predict``; a nested Sequential has no such check, and tf.keras 2 computes either.
+    """
+    if _PROBING_FREE_SIZES.get():
+        return
+    for i, (x, declared) in enumerate(zip(inputs, sub.input_shapes)):
+        if x is None or declared is None or not hasattr(x, "shape"):
+            continue
+        want, got = (None, *declared), tuple(x.shape)
+        want_cut = want[:-1] if want and want[-1] == 1 else want
+        got_cut = got[:-1] if got and got[-1] == 1 else got
+        if all(a is None or b is None or a == b for a, b in zip(want_cut, got_cut)):
+            continue
+        name = sub.inputs[i].layer if i < len(sub.inputs) else str(i)
+        # the declared sizes the call contradicts, freed: what the nested model could be
+        free = tuple(None if j < len(got) and d is not None and got[j] not in (d, None)
+                     else d for j, d in enumerate(want))[1:]
+        show = "(N, " + ", ".join("None" if d is None else str(d) for d in declared) + ")"
+        raise LayerCallError(
+            f"the nested model {path!r} (Functional) was built for inputs of shape {show} "
+            f"(its input {name!r}: keras.Input(shape={tuple(declared)})), got {got}; Keras 3 "
+            "refuses to call it on them as well ('incompatible with the layer'), whatever "
+            "sizes the outer model's inputs take. Give the model inputs of that shape "
+            f"(resize them), or rebuild the nested model on keras.Input(shape={free}), set "
+            "its weights and save the model again")
 
 
 def _add_delta(y: Array, delta: Any, what: str, path: str) -> Array:
@@ -232,6 +284,8 @@ class Graph:
                        else mask_of(call.args[0]) if call.args else None)
             if impl.subgraph is not None:
                 sub_in = _flatten(args[0])  # a nested model's inputs, flattened
+                if keras_major >= 3 and spec.class_name in ("Functional", "Model"):
+                    check_nested_input_shapes(prefix + call.layer, impl.subgraph, sub_in)
                 # a nested model called with mask=None runs on unmasked inputs (its output
                 # masks then too, also where Keras computes those from the tensors' masks)
                 sub_masks = ([None] * len(sub_in) if no_mask

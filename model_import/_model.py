@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model_import._graph import (Graph, LayerCallError, LayerSpec, _refs,
-                                 pre_activation_refusal)
+                                 pre_activation_refusal, probing_free_sizes)
 from model_import._layers.activations import activation_name
 from model_import._layers.registry import Runtime
 from model_import._version import keras_major
@@ -558,7 +558,10 @@ class KerasModel:
             xs = [jax.ShapeDtypeStruct((batch, *[size if d is None else d for d in s]),
                                        jnp.int32 if "int" in str(dt) else jnp.float32)
                   for s, dt in zip(specs, self.graph.input_dtypes)]
-            return jax.eval_shape(fn, self.params, *xs)
+            if not size:
+                return jax.eval_shape(fn, self.params, *xs)
+            with probing_free_sizes():  # stand-ins for free sizes pass declared shapes
+                return jax.eval_shape(fn, self.params, *xs)
 
         first_error = None
         for a, b in probes:
