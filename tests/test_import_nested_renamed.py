@@ -38,11 +38,12 @@ keras = pytest.importorskip("keras")
 L = keras.layers
 
 
-def _model(names, inner_layers=None):
+def _model(names, inner_layers=None, inner_name="inner"):
     """A model around a nested Sequential ``inner`` whose layer names are ``names``: a
     TimeDistributed BatchNormalization, a Dense with LoRA (its kernel frozen), a frozen Dense
     and a nested Sequential (Dense, BatchNormalization), as the weights file orders them
-    trainable first. ``inner_layers``: other layers for ``inner``."""
+    trainable first. ``inner_layers``: other layers for ``inner``; ``inner_name``: its
+    name."""
     if inner_layers is None:
         frozen = L.Dense(4, name=names[2])
         frozen.trainable = False
@@ -51,7 +52,7 @@ def _model(names, inner_layers=None):
             L.Dense(4, name=names[1]), frozen,
             keras.Sequential([L.Dense(4, name=names[3]), L.BatchNormalization(name=names[4])],
                              name=names[5])]
-    inner = keras.Sequential([keras.Input((3, 4))] + inner_layers, name="inner")
+    inner = keras.Sequential([keras.Input((3, 4))] + inner_layers, name=inner_name)
     if len(inner_layers) == 4:
         inner.layers[1].enable_lora(2)
     inp = keras.Input((3, 4))
@@ -60,9 +61,11 @@ def _model(names, inner_layers=None):
 
 def test_keras3_h5_into_an_architecture_whose_nested_names_are_shifted(tmp_path):
     # the names overlap shifted by one ("dense_1" is the LoRA Dense in one, the frozen Dense
-    # in the other): matched by name, weights would go to the wrong layers
+    # in the other): matched by name, weights would go to the wrong layers. The nested
+    # model itself is renamed too (the file's group "inner" for the layer "inner_1")
     saved = _model(["bn", "dense", "dense_1", "dense_2", "bn_1", "seq"])
-    rebuilt = _model(["bn_1", "dense_1", "dense_2", "dense_3", "bn_2", "seq_1"])
+    rebuilt = _model(["bn_1", "dense_1", "dense_2", "dense_3", "bn_2", "seq_1"],
+                     inner_name="inner_1")
     perturb_keras(saved, seed=4, kernels=True)
     saved.save(tmp_path / "m.h5")
     x = np.random.default_rng(4).normal(size=(2, 3, 4)).astype("float32")
