@@ -30,7 +30,7 @@ from jaxsal._src.permutation import feature_permutation
 from jaxsal._src.rise import rise, rise_masks
 from jaxsal._src.shapley import shapley_value_sampling, shapley_values
 from jaxsal._src.smoothing import smoothgrad
-from jaxsal._src.targets import class_score, neuron
+from jaxsal._src.targets import Targets, class_score, neuron
 
 # --- evaluation of maps (jaxsal._src: curves, infidelity, sensitivity) ---
 from jaxsal._src.curves import Curves, deletion, insertion
@@ -63,6 +63,7 @@ __all__ = [
     "Objective",
     "Parameterization",
     "Regularizer",
+    "Targets",
     "ablationcam",
     "blur_every",
     "blur_integrated_gradients",

@@ -1,12 +1,15 @@
 """The public namespaces: flat, documented, and free of heavy or hidden imports."""
 
 import inspect
+import pathlib
 import subprocess
 import sys
 import typing
 
 import jaxsal
 import model_import
+
+README = (pathlib.Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
 
 
 def _public(mod):
@@ -19,7 +22,12 @@ def test_every_public_name_is_documented():
     for mod in (jaxsal, model_import):
         for name in _public(mod):
             obj = getattr(mod, name)
-            if callable(obj) and not (inspect.getdoc(obj) or "").strip():
+            if typing.get_origin(obj) is not None:
+                # a type alias (jaxsal.Targets) has no docstring of its own: the README's
+                # entry documents it
+                if f"{mod.__name__}.{name}" not in README:
+                    undocumented.append(f"{mod.__name__}.{name}")
+            elif callable(obj) and not (inspect.getdoc(obj) or "").strip():
                 undocumented.append(f"{mod.__name__}.{name}")
     assert not undocumented, f"public names without a docstring: {undocumented}"
 

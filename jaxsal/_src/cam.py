@@ -48,7 +48,7 @@ import numpy as np
 
 from jaxsal._src import base, plans
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
-from jaxsal._src.targets import (OutputInfo, layer_pullback, predicted_ids, run_model,
+from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
 from jaxsal._src.validate import (NO_CHANNEL_AXIS, Prepared, cam_rank, check_flag,
                                   check_spatial, input_spatial_shape, layer_output, prepare,
@@ -333,7 +333,7 @@ _CAM_DOC_ARGS = """
 """
 
 
-def gradcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+def gradcam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
             upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
             memory_budget: int | None = None, precision: str | None = None,
             check_finite: bool = True) -> Array:
@@ -348,7 +348,7 @@ gradcam.__doc__ = """Grad-CAM (Selvaraju et al., 2017): ``ReLU(sum_k w_k A_k)`` 
 """ + _CAM_DOC_ARGS
 
 
-def hirescam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+def hirescam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
@@ -363,7 +363,7 @@ hirescam.__doc__ = """HiResCAM (Draelos & Carin, 2020): ``ReLU(sum_k dS/dA_k * A
 """ + _CAM_DOC_ARGS
 
 
-def layercam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+def layercam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
@@ -378,7 +378,7 @@ layercam.__doc__ = """Layer-CAM (Jiang et al., 2021): ``ReLU(sum_k ReLU(dS/dA_k)
 """ + _CAM_DOC_ARGS
 
 
-def xgradcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+def xgradcam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
@@ -395,7 +395,7 @@ xgradcam.__doc__ = """XGrad-CAM (Fu et al., 2020): ``ReLU(sum_k w_k A_k)`` with
 GRADCAMPP_VARIANTS = ("tf-keras-vis", "paper", "pytorch-grad-cam")
 
 
-def gradcam_plus_plus(model: Any, x: ArrayLike, targets: Any = None, *,
+def gradcam_plus_plus(model: Any, x: ArrayLike, targets: Targets = None, *,
                       layer: str | None = None, upsample: bool = True,
                       variant: str = "tf-keras-vis", head: str | None = None,
                       chunk_size: int | None = None, memory_budget: int | None = None,
@@ -431,7 +431,7 @@ gradcam_plus_plus.__doc__ = """Grad-CAM++ (Chattopadhyay et al., 2018).
 """ + _CAM_DOC_ARGS
 
 
-def gradcam_elementwise(model: Any, x: ArrayLike, targets: Any = None, *,
+def gradcam_elementwise(model: Any, x: ArrayLike, targets: Targets = None, *,
                         layer: str | None = None, upsample: bool = True,
                         head: str | None = None, chunk_size: int | None = None,
                         memory_budget: int | None = None, precision: str | None = None,
@@ -449,7 +449,7 @@ gradcam_elementwise.__doc__ = """Element-wise Grad-CAM, pytorch-grad-cam's ``Gra
 """ + _CAM_DOC_ARGS
 
 
-def eigengradcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+def eigengradcam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
                  upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
                  memory_budget: int | None = None, precision: str | None = None,
                  check_finite: bool = True) -> Array:
@@ -476,7 +476,7 @@ eigengradcam.__doc__ = """Eigen-Grad-CAM, pytorch-grad-cam's ``EigenGradCAM`` (G
 SCORECAM_VARIANTS = ("tf-keras-vis", "pytorch-grad-cam")
 
 
-def scorecam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+def scorecam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, top_k: int | None = None, top_k_mode: str = "union",
              softmax: bool | None = None, variant: str = "tf-keras-vis",
              batch_size: int | None = None, head: str | None = None,
@@ -632,7 +632,7 @@ ABLATIONCAM_VARIANTS = ("paper", "pytorch-grad-cam")
 _PGC_ABLATION_OFFSET = 1e7  # pytorch-grad-cam: below the layer's minimum, when that is not 0
 
 
-def ablationcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+def ablationcam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
                 upsample: bool = True, variant: str = "paper", batch_size: int | None = None,
                 head: str | None = None, memory_budget: int | None = None,
                 precision: str | None = None, check_finite: bool = True) -> Array:
@@ -742,7 +742,7 @@ def _first_component(A: Array) -> Array:
     return (proj * sign[:, None]).reshape(n, *sp)
 
 
-def eigencam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+def eigencam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
@@ -777,7 +777,7 @@ def eigencam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None
 
 
 # ---------------------------------------------------------------------- guided Grad-CAM
-def guided_gradcam(model: Any, x: ArrayLike, targets: Any = None, *, layer: str | None = None,
+def guided_gradcam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
                    reduce: str | None = "max_abs", head: str | None = None,
                    chunk_size: int | None = None, memory_budget: int | None = None,
                    precision: str | None = None, check_finite: bool = True) -> Array:

@@ -49,7 +49,7 @@ from jaxsal._src.integrated import _start, check_baseline
 from jaxsal._src.backward import with_backward
 from jaxsal._src.lrp_rules import is_product
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import pullback_at, resolve_predicted
+from jaxsal._src.targets import Targets, pullback_at, resolve_predicted
 from jaxsal._src.validate import LayerTarget, check_flag, prepare, prepare_layer
 
 Array = jax.Array
@@ -419,7 +419,7 @@ def _setup(model, x, targets, head, check_finite, maxpool, products, eps, rtol, 
             axes, nb, fb * nb // p.n)
 
 
-def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
+def deeplift(model: Any, x: ArrayLike, targets: Targets = None, *,
              baseline: ArrayLike | None = None, maxpool: str = "delta",
              products: str = "delta", eps: float = 1e-10,
              rtol: float = 1e-4, multiply_by_inputs: bool = True, reduce: str | None = "sum",
@@ -499,7 +499,7 @@ def deeplift(model: Any, x: ArrayLike, targets: Any = None, *,
                          precision)(p.params, p.x, p.ids, b)
 
 
-def deeplift_shap(model: Any, x: ArrayLike, targets: Any = None, *,
+def deeplift_shap(model: Any, x: ArrayLike, targets: Targets = None, *,
                   baselines: ArrayLike | None = None, maxpool: str = "delta",
                   products: str = "delta", eps: float = 1e-10, rtol: float = 1e-4,
                   multiply_by_inputs: bool = True,

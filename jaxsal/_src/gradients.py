@@ -22,7 +22,7 @@ import jax
 
 from jaxsal._src import base, plans
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import (TargetSpec, OutputInfo, pullback_at, run_model,
+from jaxsal._src.targets import (OutputInfo, TargetSpec, Targets, pullback_at, run_model,
                                  target_pullback)
 from jaxsal._src.validate import check_flag, prepare, prepare_layer
 
@@ -112,7 +112,7 @@ def _plan_gradients(name: str, model: Any, x: ArrayLike, targets: Any, *,
     return fn(p.params, p.x, p.ids), plans.Plan(fn, p.ids, check)
 
 
-def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | None = "max_abs",
+def saliency(model: Any, x: ArrayLike, targets: Targets = None, *, reduce: str | None = "max_abs",
              head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True, layer: str | None = None) -> Array:
@@ -166,7 +166,7 @@ def saliency(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | Non
                                   precision=precision, check_finite=check_finite, layer=layer)
 
 
-def gradient_x_input(model: Any, x: ArrayLike, targets: Any = None, *,
+def gradient_x_input(model: Any, x: ArrayLike, targets: Targets = None, *,
                      reduce: str | None = "sum", head: str | None = None,
                      chunk_size: int | None = None, memory_budget: int | None = None,
                      precision: str | None = None, check_finite: bool = True,
@@ -185,7 +185,7 @@ def gradient_x_input(model: Any, x: ArrayLike, targets: Any = None, *,
                                   precision=precision, check_finite=check_finite, layer=layer)
 
 
-def guided_backprop(model: Any, x: ArrayLike, targets: Any = None, *,
+def guided_backprop(model: Any, x: ArrayLike, targets: Targets = None, *,
                     reduce: str | None = "max_abs", head: str | None = None,
                     chunk_size: int | None = None, memory_budget: int | None = None,
                     precision: str | None = None, check_finite: bool = True,
@@ -205,7 +205,7 @@ def guided_backprop(model: Any, x: ArrayLike, targets: Any = None, *,
                                   precision=precision, check_finite=check_finite, layer=layer)
 
 
-def deconvnet(model: Any, x: ArrayLike, targets: Any = None, *, reduce: str | None = "max_abs",
+def deconvnet(model: Any, x: ArrayLike, targets: Targets = None, *, reduce: str | None = "max_abs",
               head: str | None = None, chunk_size: int | None = None,
               memory_budget: int | None = None, precision: str | None = None,
               check_finite: bool = True, layer: str | None = None) -> Array:

@@ -41,7 +41,8 @@ from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import check_baseline
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.precision import backward_dtype, low_precision
-from jaxsal._src.targets import OutputInfo, TargetSpec, resolve_predicted, run_model, score_matrix
+from jaxsal._src.targets import (OutputInfo, TargetSpec, Targets, resolve_predicted, run_model,
+                                 score_matrix)
 from jaxsal._src.validate import prepare
 
 Array = jax.Array
@@ -162,7 +163,7 @@ def _unit(v: Any, name: str, what: str) -> float:
     return float(v)
 
 
-def guided_integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
+def guided_integrated_gradients(model: Any, x: ArrayLike, targets: Targets = None, *,
                                 baseline: ArrayLike | None = None, steps: int = 200,
                                 fraction: float = 0.25, max_dist: float = 0.02,
                                 reduce: str | None = "sum", head: str | None = None,

@@ -19,8 +19,8 @@ import numpy as np
 from jaxsal._src import base
 from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import (OutputInfo, TargetSpec, layer_pullback, resolve_predicted,
-                                 run_model)
+from jaxsal._src.targets import (OutputInfo, TargetSpec, Targets, layer_pullback,
+                                 resolve_predicted, run_model)
 from jaxsal._src.validate import LayerTarget, check_like, prepare, prepare_layer
 
 Array = jax.Array
@@ -168,7 +168,7 @@ def _is_array(v: Any) -> bool:
     return isinstance(v, (jax.Array, np.ndarray, numbers.Number))
 
 
-def integrated_gradients(model: Any, x: ArrayLike, targets: Any = None, *,
+def integrated_gradients(model: Any, x: ArrayLike, targets: Targets = None, *,
                          baseline: ArrayLike | None = None, steps: int = 50,
                          rule: str = "trapezoid", batch_steps: int | None = None,
                          reduce: str | None = "sum", head: str | None = None,

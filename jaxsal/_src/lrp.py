@@ -49,7 +49,7 @@ from jaxsal._src.gradients import first_only
 from jaxsal._src.lrp_fold import FoldedBatchNorm, check_fold, fold_params, fold_plan
 from jaxsal._src.lrp_rules import check_epsilon, layer_rules
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import pullback_at
+from jaxsal._src.targets import Targets, pullback_at
 from jaxsal._src.validate import prepare, prepare_layer
 
 Array = jax.Array
@@ -91,11 +91,12 @@ def lrp_model(model: Any, epsilon: float = 1e-9, rule: Any = None,
                             hold=jax.lax.stop_gradient)
 
 
-def lrp(model: Any, x: ArrayLike, targets: Any = None, *, epsilon: float = 1e-9,
+def lrp(model: Any, x: ArrayLike, targets: Targets = None, *, epsilon: float = 1e-9,
         rule: Any = None, fold_batchnorm: bool = False, reduce: str | None = "sum",
         head: str | None = None,
         chunk_size: int | None = None, memory_budget: int | None = None,
-        precision: str | None = None, check_finite: bool = True, layer: str | None = None) -> Array:
+        precision: str | None = None, check_finite: bool = True,
+        layer: str | None = None) -> Array:
     """Layer-wise relevance propagation (Bach et al., 2015; Captum's ``LRP``, zennit's
     composites).
 

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsal._src import base
+from jaxsal._src.targets import Targets
 from jaxsal._src.shapley import _endpoints, _finish, _key, _scores, _setup, s_dtype
 
 Array = jax.Array
@@ -52,7 +53,7 @@ def permutations(key: Array, r: Array, g: Array, n: int) -> Array:
     return flat.reshape(jnp.shape(r) + (n,))
 
 
-def feature_permutation(model: Any, x: ArrayLike, targets: Any = None, *,
+def feature_permutation(model: Any, x: ArrayLike, targets: Targets = None, *,
                         key: jax.Array | int | None = None, n: int = 1,
                         patch: int | tuple | None = None,
                         feature_mask: ArrayLike | None = None,

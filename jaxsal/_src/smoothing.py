@@ -27,7 +27,7 @@ from jaxsal._src.gradients import (deconvnet, first_only, gradient_x_input, guid
 from jaxsal._src.integrated import (RULES, _Shifted, check_baseline, integrated_gradients,
                                     quadrature, raw_integrated)
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model
+from jaxsal._src.targets import Targets, layer_pullback, resolve_predicted, run_model
 from jaxsal._src.validate import check_flag, input_positions, prepare, prepare_layer
 
 Array = jax.Array
@@ -66,7 +66,7 @@ def _nonnegative(v: Any, name: str, what: str) -> float:
     return float(v)
 
 
-def smoothgrad(model: Any, x: ArrayLike, targets: Any = None, *,
+def smoothgrad(model: Any, x: ArrayLike, targets: Targets = None, *,
                key: jax.Array | int | None = None,
                method: str | Callable = "saliency", n: int = 25,
                noise_level: float | None = None, noise_std: float | None = None,

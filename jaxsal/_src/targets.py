@@ -18,7 +18,7 @@ their meaning whatever the head.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,14 @@ from jaxsal._src.precision import backward_dtype, low_precision
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
+
+#: What the attribution methods' ``targets`` accept: ``None`` (each input's predicted class),
+#: a class id (``int``), T class ids (a sequence or a ``(T,)`` array: every input, every id),
+#: an ``(N, T)`` int array (T ids per input), a score function ``outputs -> (N,)`` (such as
+#: :func:`class_score` or :func:`neuron`), or a sequence of T score functions. Maps keep a
+#: target axis ``T`` for sequences and arrays, none for ``None``, an int or one function.
+Targets = Union[None, int, Sequence[int], ArrayLike, Callable[..., Any],
+                Sequence[Callable[..., Any]]]
 
 
 # ---------------------------------------------------------------------- score factories
