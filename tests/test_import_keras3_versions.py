@@ -21,7 +21,7 @@ import pytest
 from jax.extend.core import jaxpr_as_fun
 
 from import_helpers import rel_err
-from model_import import KerasImportError, load_keras
+from model_import import load_keras
 
 KV = pathlib.Path(__file__).parent / "fixtures" / "keras3_versions"
 VERSIONS = json.loads((KV / "versions.json").read_text())

@@ -2,7 +2,6 @@
 reports: Spearman's definition (scipy's, ties included), the layers randomized in cascade or
 alone, and maps that do or do not depend on the parameters."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

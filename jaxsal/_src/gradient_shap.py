@@ -26,7 +26,7 @@ from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.integrated import _Shifted
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.smoothing import _nonnegative
-from jaxsal._src.targets import layer_pullback, resolve_predicted, run_model
+from jaxsal._src.targets import Targets, layer_pullback, resolve_predicted, run_model
 from jaxsal._src.validate import (all_finite, check_flag, check_whole, input_positions,
                                   prepare, prepare_layer)
 
@@ -89,7 +89,7 @@ def _is_leaf(v: Any) -> bool:
     return v is None or isinstance(v, (jax.Array, np.ndarray, float, int))
 
 
-def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
+def gradient_shap(model: Any, x: ArrayLike, targets: Targets = None, *,
                   key: jax.Array | int | None = None, baselines: ArrayLike | None = None,
                   n: int = 5, noise_std: float = 0.0, multiply_by_inputs: bool = True,
                   reduce: str | None = "sum", batch_samples: int | None = None,
@@ -220,7 +220,7 @@ def gradient_shap(model: Any, x: ArrayLike, targets: Any = None, *,
                 def group(ks, valid):
                     idx, alpha, kn = jax.vmap(lambda k: jax.vmap(lambda i: draw(k, i))(index))(ks)
                     bs = len(ks)
-                    ends, diffs, points = [], [], []
+                    diffs, points = [], []
                     for j, (a, r, cf) in enumerate(zip(leaves, refs, formats)):
                         end = jnp.broadcast_to(a[None], (bs,) + a.shape)  # (B, N, ...)
                         if noise_std > 0:

@@ -11,7 +11,7 @@ so a jaxsal method compiles once and reuses its program.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
