@@ -21,14 +21,14 @@ import numbers
 import operator
 import threading
 import types
-from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src.precision import low_precision, low_precision_backward
-from model_import._model import HEADS, apply_head  # one definition of the output heads
+from model_import._model import HEADS, KerasModel, apply_head  # one definition of the heads
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -360,6 +360,13 @@ def _function_relu(relu: Callable | None, relu_mode: str, relu_kwarg: str | None
     if relu is None and relu_mode != "standard":
         relu = relu_for_mode(relu_mode)
     return relu, relu_mode
+
+
+#: What every method takes as ``model``: a :class:`model_import.KerasModel` (from
+#: ``load_keras``), a :class:`FunctionModel`, or a pair ``(fn, params)`` (made a
+#: ``FunctionModel``). Other objects with ``.apply(params, x)`` and ``.params`` are taken as
+#: they are.
+ModelLike = Union[KerasModel, FunctionModel, tuple[Callable[..., Any], Any]]
 
 
 # ---------------------------------------------------------------------- adapting models

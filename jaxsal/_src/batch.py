@@ -51,6 +51,7 @@ import jax
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.targets import Targets
 from jaxsal._src.validate import _fits, check_flag
 
@@ -718,7 +719,7 @@ def _fresh(path: str, progress_path: str) -> str:
             "path) to start the job over")
 
 
-def explain_to_file(method: Callable, /, model: Any, inputs: np.ndarray,
+def explain_to_file(method: Callable, /, model: ModelLike, inputs: np.ndarray,
                     path: str | os.PathLike, *, targets: Targets = None, batch_size: int = 64,
                     resume: bool = True, on_chunk: Callable[[int, int], None] | None = None,
                     **options: Any) -> np.ndarray:

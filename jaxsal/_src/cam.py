@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base, plans
+from jaxsal._src.base import ModelLike
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
@@ -65,7 +66,7 @@ _CONV = ("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose",
 
 
 # ---------------------------------------------------------------------- layers
-def spatial_layers(model: Any) -> list[str]:
+def spatial_layers(model: ModelLike) -> list[str]:
     """Names of the layers usable by the CAMs, in the model's layer order: those whose
     output has the input's spatial axes and a channel axis (``(h, w, channels)`` in an image
     model, ``(l, channels)`` in a 1-D one; channels first in a channels-first model)."""
@@ -87,7 +88,7 @@ def spatial_layers(model: Any) -> list[str]:
     return list(getattr(model, "layer_names", []) or [])
 
 
-def default_cam_layer(model: Any) -> str:
+def default_cam_layer(model: ModelLike) -> str:
     """The layer CAMs use when ``layer=`` is omitted: the last convolution with a spatial
     output (tf-keras-vis's ``seek_penultimate_conv_layer``), else the last spatial layer.
 
@@ -333,7 +334,7 @@ _CAM_DOC_ARGS = """
 """
 
 
-def gradcam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
+def gradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
             upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
             memory_budget: int | None = None, precision: str | None = None,
             check_finite: bool = True) -> Array:
@@ -348,7 +349,7 @@ gradcam.__doc__ = """Grad-CAM (Selvaraju et al., 2017): ``ReLU(sum_k w_k A_k)`` 
 """ + _CAM_DOC_ARGS
 
 
-def hirescam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
+def hirescam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
@@ -363,7 +364,7 @@ hirescam.__doc__ = """HiResCAM (Draelos & Carin, 2020): ``ReLU(sum_k dS/dA_k * A
 """ + _CAM_DOC_ARGS
 
 
-def layercam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
+def layercam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
@@ -378,7 +379,7 @@ layercam.__doc__ = """Layer-CAM (Jiang et al., 2021): ``ReLU(sum_k ReLU(dS/dA_k)
 """ + _CAM_DOC_ARGS
 
 
-def xgradcam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
+def xgradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
@@ -395,7 +396,7 @@ xgradcam.__doc__ = """XGrad-CAM (Fu et al., 2020): ``ReLU(sum_k w_k A_k)`` with
 GRADCAMPP_VARIANTS = ("tf-keras-vis", "paper", "pytorch-grad-cam")
 
 
-def gradcam_plus_plus(model: Any, x: ArrayLike, targets: Targets = None, *,
+def gradcam_plus_plus(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                       layer: str | None = None, upsample: bool = True,
                       variant: str = "tf-keras-vis", head: str | None = None,
                       chunk_size: int | None = None, memory_budget: int | None = None,
@@ -431,7 +432,7 @@ gradcam_plus_plus.__doc__ = """Grad-CAM++ (Chattopadhyay et al., 2018).
 """ + _CAM_DOC_ARGS
 
 
-def gradcam_elementwise(model: Any, x: ArrayLike, targets: Targets = None, *,
+def gradcam_elementwise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                         layer: str | None = None, upsample: bool = True,
                         head: str | None = None, chunk_size: int | None = None,
                         memory_budget: int | None = None, precision: str | None = None,
@@ -449,10 +450,10 @@ gradcam_elementwise.__doc__ = """Element-wise Grad-CAM, pytorch-grad-cam's ``Gra
 """ + _CAM_DOC_ARGS
 
 
-def eigengradcam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
-                 upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
-                 memory_budget: int | None = None, precision: str | None = None,
-                 check_finite: bool = True) -> Array:
+def eigengradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+                 layer: str | None = None, upsample: bool = True, head: str | None = None,
+                 chunk_size: int | None = None, memory_budget: int | None = None,
+                 precision: str | None = None, check_finite: bool = True) -> Array:
     return _gradient_cam("eigengradcam", _eigengradcam, model, x, targets, layer=layer,
                          upsample=upsample, head=head, chunk_size=chunk_size,
                          memory_budget=memory_budget, precision=precision,
@@ -476,7 +477,7 @@ eigengradcam.__doc__ = """Eigen-Grad-CAM, pytorch-grad-cam's ``EigenGradCAM`` (G
 SCORECAM_VARIANTS = ("tf-keras-vis", "pytorch-grad-cam")
 
 
-def scorecam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
+def scorecam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, top_k: int | None = None, top_k_mode: str = "union",
              softmax: bool | None = None, variant: str = "tf-keras-vis",
              batch_size: int | None = None, head: str | None = None,
@@ -632,10 +633,11 @@ ABLATIONCAM_VARIANTS = ("paper", "pytorch-grad-cam")
 _PGC_ABLATION_OFFSET = 1e7  # pytorch-grad-cam: below the layer's minimum, when that is not 0
 
 
-def ablationcam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
-                upsample: bool = True, variant: str = "paper", batch_size: int | None = None,
-                head: str | None = None, memory_budget: int | None = None,
-                precision: str | None = None, check_finite: bool = True) -> Array:
+def ablationcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+                layer: str | None = None, upsample: bool = True, variant: str = "paper",
+                batch_size: int | None = None, head: str | None = None,
+                memory_budget: int | None = None, precision: str | None = None,
+                check_finite: bool = True) -> Array:
     """Ablation-CAM (Desai & Ramaswamy, 2020): ``ReLU(sum_k w_k A_k)`` with
     ``w_k = (S - S_k) / S``, where ``S`` is the target's score and ``S_k`` its score with
     channel ``k`` of the layer ablated (every unit of ``A_k`` set to a fill value).
@@ -742,7 +744,7 @@ def _first_component(A: Array) -> Array:
     return (proj * sign[:, None]).reshape(n, *sp)
 
 
-def eigencam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
+def eigencam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
@@ -777,10 +779,11 @@ def eigencam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | 
 
 
 # ---------------------------------------------------------------------- guided Grad-CAM
-def guided_gradcam(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
-                   reduce: str | None = "max_abs", head: str | None = None,
-                   chunk_size: int | None = None, memory_budget: int | None = None,
-                   precision: str | None = None, check_finite: bool = True) -> Array:
+def guided_gradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+                   layer: str | None = None, reduce: str | None = "max_abs",
+                   head: str | None = None, chunk_size: int | None = None,
+                   memory_budget: int | None = None, precision: str | None = None,
+                   check_finite: bool = True) -> Array:
     """Guided Grad-CAM (Selvaraju et al., 2017): the upsampled Grad-CAM map times the guided
     backpropagation gradient, ``cam[..., None] * dS/dx`` (guided ReLUs), then the channel
     ``reduce`` (default ``"max_abs"``; ``None`` keeps the paper's per-channel product).

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import RULES, _start, check_baseline, path_integral, quadrature
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
@@ -106,7 +107,7 @@ def _layer_path(name: str, weigh: Callable, alphas: Any, model: Any, x: ArrayLik
                          precision)(p.params, p.x, p.ids, b)
 
 
-def layer_conductance(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str,
+def layer_conductance(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str,
                       baseline: ArrayLike | None = None, steps: int = 50,
                       batch_steps: int | None = None, reduce: str | None = "sum",
                       head: str | None = None, chunk_size: int | None = None,
@@ -150,7 +151,7 @@ def layer_conductance(model: Any, x: ArrayLike, targets: Targets = None, *, laye
                        precision=precision, check_finite=check_finite)
 
 
-def internal_influence(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str,
+def internal_influence(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str,
                        baseline: ArrayLike | None = None, steps: int = 50,
                        rule: str = "trapezoid", batch_steps: int | None = None,
                        reduce: str | None = "sum", head: str | None = None,
@@ -205,7 +206,7 @@ def _neuron_mask(neuron: Any, lt: LayerTarget, layer: str) -> np.ndarray:
     return mask
 
 
-def neuron_conductance(model: Any, x: ArrayLike, targets: Targets = None, *, layer: str,
+def neuron_conductance(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str,
                        neuron: int | tuple, baseline: ArrayLike | None = None,
                        steps: int = 50, rule: str = "trapezoid",
                        batch_steps: int | None = None, reduce: str | None = "sum",

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.occlusion import _sizes, grid_cells
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_fill_ids, check_like, check_maps, input_rank,
@@ -105,7 +106,7 @@ def _check_steps(steps: Any, positions: int, unit: str = "position") -> int:
     return steps
 
 
-def deletion(model: Any, x: ArrayLike, maps: ArrayLike, targets: Targets = None, *,
+def deletion(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets = None, *,
              steps: int | None = None, fill: ArrayLike = 0.0, order: str = "most",
              patch: int | tuple | None = None,
              batch_size: int | None = None, head: str | None = None,
@@ -151,7 +152,7 @@ def deletion(model: Any, x: ArrayLike, maps: ArrayLike, targets: Targets = None,
                    memory_budget, precision, check_finite, insert=False)
 
 
-def insertion(model: Any, x: ArrayLike, maps: ArrayLike, targets: Targets = None, *,
+def insertion(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets = None, *,
               steps: int | None = None, baseline: ArrayLike = 0.0, order: str = "most",
               patch: int | tuple | None = None,
               batch_size: int | None = None, head: str | None = None,

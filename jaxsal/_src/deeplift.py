@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.gradient_shap import check_baselines
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import _start, check_baseline
@@ -419,7 +420,7 @@ def _setup(model, x, targets, head, check_finite, maxpool, products, eps, rtol, 
             axes, nb, fb * nb // p.n)
 
 
-def deeplift(model: Any, x: ArrayLike, targets: Targets = None, *,
+def deeplift(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
              baseline: ArrayLike | None = None, maxpool: str = "delta",
              products: str = "delta", eps: float = 1e-10,
              rtol: float = 1e-4, multiply_by_inputs: bool = True, reduce: str | None = "sum",
@@ -499,7 +500,7 @@ def deeplift(model: Any, x: ArrayLike, targets: Targets = None, *,
                          precision)(p.params, p.x, p.ids, b)
 
 
-def deeplift_shap(model: Any, x: ArrayLike, targets: Targets = None, *,
+def deeplift_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                   baselines: ArrayLike | None = None, maxpool: str = "delta",
                   products: str = "delta", eps: float = 1e-10, rtol: float = 1e-4,
                   multiply_by_inputs: bool = True,

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.validate import _fits, check_input, layer_format
 
 Array = jax.Array
@@ -92,7 +93,7 @@ def find_conv_kernel(model: Any, layer: str | None, what: str) -> tuple[str, np.
     return info.name, k
 
 
-def filter_images(model: Any, layer: str | None = None, *,
+def filter_images(model: ModelLike, layer: str | None = None, *,
                   normalize: str | None = "filter") -> Array:
     """The kernels of a convolution layer as images (Krizhevsky et al. 2012, Fig. 3).
 
@@ -165,7 +166,7 @@ def layer_maps(model: Any, x: ArrayLike, layer: str, *,
     return a, single
 
 
-def feature_maps(model: Any, x: ArrayLike, layer: str, *, normalize: bool = False,
+def feature_maps(model: ModelLike, x: ArrayLike, layer: str, *, normalize: bool = False,
                  pre_activation: bool = False) -> Array:
     """The activations of ``layer`` for the inputs ``x``, one 2-D map per channel.
 

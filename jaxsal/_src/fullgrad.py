@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.postprocess import upsample_linear
 from jaxsal._src.targets import Targets, run_model, target_pullback
 from jaxsal._src.validate import layer_format, prepare, to_channels_last
@@ -73,7 +74,7 @@ def bias_layers(model: Any, x: Array) -> list[tuple[str, tuple, bool]]:
     return out
 
 
-def fullgrad(model: Any, x: ArrayLike, targets: Targets = None, *, variant: str = "paper",
+def fullgrad(model: ModelLike, x: ArrayLike, targets: Targets = None, *, variant: str = "paper",
              head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:

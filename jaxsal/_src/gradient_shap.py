@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.integrated import _Shifted
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
@@ -89,7 +90,7 @@ def _is_leaf(v: Any) -> bool:
     return v is None or isinstance(v, (jax.Array, np.ndarray, float, int))
 
 
-def gradient_shap(model: Any, x: ArrayLike, targets: Targets = None, *,
+def gradient_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                   key: jax.Array | int | None = None, baselines: ArrayLike | None = None,
                   n: int = 5, noise_std: float = 0.0, multiply_by_inputs: bool = True,
                   reduce: str | None = "sum", batch_samples: int | None = None,

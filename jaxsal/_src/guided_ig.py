@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import check_baseline
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
@@ -163,7 +164,7 @@ def _unit(v: Any, name: str, what: str) -> float:
     return float(v)
 
 
-def guided_integrated_gradients(model: Any, x: ArrayLike, targets: Targets = None, *,
+def guided_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                                 baseline: ArrayLike | None = None, steps: int = 200,
                                 fraction: float = 0.25, max_dist: float = 0.02,
                                 reduce: str | None = "sum", head: str | None = None,

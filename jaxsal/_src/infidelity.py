@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_flag, check_like, check_maps, input_rank, prepare,
                                   spatial_shape)
@@ -40,7 +41,7 @@ def _check_std(noise_std: Any) -> float:
     return float(noise_std)
 
 
-def infidelity(model: Any, x: ArrayLike, maps: ArrayLike, targets: Targets = None, *,
+def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets = None, *,
                key: jax.Array | int | None = None, n: int = 10, noise_std: float = 0.003,
                perturbation: Callable[[Array, Array], Array] | None = None,
                baseline: ArrayLike | None = None, normalize: bool = False,

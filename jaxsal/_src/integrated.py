@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import (OutputInfo, TargetSpec, Targets, layer_pullback,
@@ -168,7 +169,7 @@ def _is_array(v: Any) -> bool:
     return isinstance(v, (jax.Array, np.ndarray, numbers.Number))
 
 
-def integrated_gradients(model: Any, x: ArrayLike, targets: Targets = None, *,
+def integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                          baseline: ArrayLike | None = None, steps: int = 50,
                          rule: str = "trapezoid", batch_steps: int | None = None,
                          reduce: str | None = "sum", head: str | None = None,

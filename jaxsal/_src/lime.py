@@ -49,6 +49,7 @@ except ImportError:  # a JAX without it in jax.extend
     from jax._src.prng import threefry_2x32
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.targets import Targets
 from jaxsal._src.shapley import (_endpoints, _finish, _key, _own_groups, _per_input_mask,
                                  _places, _present, _sampled_job_options, _scores, _setup,
@@ -276,7 +277,7 @@ def _plan(p, groups, fill, nb, memory_budget):
     return fill, nb
 
 
-def kernel_shap(model: Any, x: ArrayLike, targets: Targets = None, *,
+def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                 key: jax.Array | int | None = None, n: int | None = None,
                 patch: int | tuple | None = None, feature_mask: ArrayLike | None = None,
                 fill: ArrayLike = 0.0, batch_size: int | None = None,
@@ -380,7 +381,7 @@ def kernel_shap(model: Any, x: ArrayLike, targets: Targets = None, *,
         *map(jnp.asarray, per_input))
 
 
-def lime(model: Any, x: ArrayLike, targets: Targets = None, *,
+def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
          key: jax.Array | int | None = None, n: int = LIME_SAMPLES, alpha: float = 1.0,
          kernel_width: float = 1.0, distance: str = "input",
          patch: int | tuple | None = None, feature_mask: ArrayLike | None = None,

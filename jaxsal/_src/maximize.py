@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src import objectives as _obj
 from jaxsal._src import parameterization as _param
 from jaxsal._src import regularizers as _reg
@@ -354,7 +355,7 @@ def _check_range(input_range: Any) -> tuple[float, float]:
     return lo, hi
 
 
-def maximize(model: Any, targets: Any, *, layer: str | None = None, steps: int = 200,
+def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps: int = 200,
              input_range: Sequence[float] = (0.0, 1.0), key: ArrayLike | int = 0,
              objective: str | None = None, head: str | None = "logits",
              parameterization: _param.Parameterization | None = None,

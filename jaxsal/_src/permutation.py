@@ -15,12 +15,11 @@ target's score comes from the same passes.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.targets import Targets
 from jaxsal._src.shapley import _endpoints, _finish, _key, _scores, _setup, s_dtype
 
@@ -53,7 +52,7 @@ def permutations(key: Array, r: Array, g: Array, n: int) -> Array:
     return flat.reshape(jnp.shape(r) + (n,))
 
 
-def feature_permutation(model: Any, x: ArrayLike, targets: Targets = None, *,
+def feature_permutation(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                         key: jax.Array | int | None = None, n: int = 1,
                         patch: int | tuple | None = None,
                         feature_mask: ArrayLike | None = None,

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.validate import check_flag
 
 Array = jax.Array
@@ -153,7 +154,7 @@ def _layer_keys(model: Any, params: Any, layers: Any) -> list:
     return layers
 
 
-def randomization_test(explain: Callable[[Any], ArrayLike], model: Any, *,
+def randomization_test(explain: Callable[[Any], ArrayLike], model: ModelLike, *,
                        key: jax.Array | int | None = None, layers: Any = None,
                        cascade: bool = True, mode: str = "permute",
                        absolute: bool = False, batch_dims: int = 1) -> dict:

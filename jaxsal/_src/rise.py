@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.postprocess import upsample_linear
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_fill_ids, check_flag, check_like, input_rank, prepare,
@@ -127,11 +128,10 @@ def rise_masks(key: jax.Array | int, n: int, size: tuple[int, ...], *, grid: Any
     return jax.jit(lambda k: plan.masks(k, jnp.arange(n, dtype=jnp.int32), idx)[:, 0])(key)
 
 
-def rise(model: Any, x: ArrayLike, targets: Targets = None, *, key: jax.Array | int | None = None,
-         n: int = 2000, grid: int | tuple | None = None, p: float = 0.5,
-         fill: ArrayLike = 0.0,
-         batch_size: int | None = None, head: str | None = None,
-         memory_budget: int | None = None, precision: str | None = None,
+def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+         key: jax.Array | int | None = None, n: int = 2000, grid: int | tuple | None = None,
+         p: float = 0.5, fill: ArrayLike = 0.0, batch_size: int | None = None,
+         head: str | None = None, memory_budget: int | None = None, precision: str | None = None,
          check_finite: bool = True, index_offset: int = 0) -> Array:
     """RISE (Petsiuk, Das & Saenko, 2018): the mean of ``n`` random smooth masks weighted by
     the target's score on the masked input, ``sum_k S(x_k) M_k / (n p)`` with

@@ -42,6 +42,7 @@ except ImportError:  # a JAX without it in jax.extend
     from jax._src.prng import threefry_2x32
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.occlusion import DEFAULT_PATCH, _sizes, grid_cells
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (WRAP_ONE_INPUT, check_fill_ids, check_flag, check_like,
@@ -352,7 +353,7 @@ def _endpoints(m, params, x, fill, spec, info, ids, *, empty: bool):
     return sp, ids_, fill_b, s_full, score_matrix(sp, info, y, cap, ids_)
 
 
-def shapley_values(model: Any, x: ArrayLike, targets: Targets = None, *,
+def shapley_values(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                    patch: int | tuple | None = None, feature_mask: ArrayLike | None = None,
                    fill: ArrayLike = 0.0, batch_size: int | None = None,
                    head: str | None = None, memory_budget: int | None = None,
@@ -475,7 +476,7 @@ def shapley_values(model: Any, x: ArrayLike, targets: Targets = None, *,
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), jnp.asarray(groups.ids))
 
 
-def shapley_value_sampling(model: Any, x: ArrayLike, targets: Targets = None, *,
+def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                            key: jax.Array | int | None = None, n: int = 25,
                            patch: int | tuple | None = None,
                            feature_mask: ArrayLike | None = None, fill: ArrayLike = 0.0,

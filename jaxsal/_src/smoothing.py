@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.base import ModelLike
 from jaxsal._src.gradients import (deconvnet, first_only, gradient_x_input, guided_backprop,
                                    raw_gradients, saliency)
 from jaxsal._src.integrated import (RULES, _Shifted, check_baseline, integrated_gradients,
@@ -66,7 +67,7 @@ def _nonnegative(v: Any, name: str, what: str) -> float:
     return float(v)
 
 
-def smoothgrad(model: Any, x: ArrayLike, targets: Targets = None, *,
+def smoothgrad(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                key: jax.Array | int | None = None,
                method: str | Callable = "saliency", n: int = 25,
                noise_level: float | None = None, noise_std: float | None = None,
