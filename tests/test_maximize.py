@@ -225,6 +225,12 @@ def test_output_units_of_a_channels_first_map_are_its_channels(tmp_path):
     with pytest.raises(ValueError, match=r"model output \(channels-first\) has 5 units.*"
                                          r"\(5, 8, 6\)"):
         jaxsal.maximize(m, [jaxsal.output_objective(5)], steps=1, key=0, **PLAIN)
+    # targets="all" counts those classes (axis 0), not the map's width (6: class 5 refused)
+    every = jaxsal.maximize(m, "all", steps=1, key=0, **PLAIN)
+    assert every.images.shape == (5, 3, 8, 6)
+    y = m.with_head("logits").apply(m.params, every.images)
+    np.testing.assert_allclose(every.scores, y[jnp.arange(5), jnp.arange(5)].mean((1, 2)),
+                               rtol=1e-5)
 
 
 @pytest.mark.parametrize("param", [jaxsal.pixels(), jaxsal.pixels(squash="clip"),

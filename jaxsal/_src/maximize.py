@@ -131,12 +131,14 @@ def _as_objective(model: Any, targets: Any, layer: str | None, objective: str,
             raise ValueError(f"targets: expected 'all', unit indices or Objectives, got "
                              f"{targets!r}")
         shape = _obj.output_shape_of(model, layer, image_shape)
-        if not shape or not isinstance(shape[-1], int):
+        # a channels-first output map (K, H, W) has its units on axis 0, as output terms read
+        units_axis = 0 if layer is None and _obj.output_channels_first(model, shape) else -1
+        if not shape or not isinstance(shape[units_axis], int):
             raise ValueError(f"targets='all': the number of units of "
                              f"{'the output' if layer is None else repr(layer)} is unknown "
                              f"(shape {shape}); pass explicit unit indices")
         binary = layer is None and tuple(shape) == (1,)  # classes 0 and 1
-        targets = list(range(2 if binary else shape[-1]))
+        targets = list(range(2 if binary else shape[units_axis]))
     if isinstance(targets, (int, np.integer)):
         targets = [targets]
     if isinstance(targets, (np.ndarray, jax.Array)):
