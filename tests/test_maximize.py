@@ -536,6 +536,10 @@ def test_options_that_would_be_ignored_are_refused(mnist):
                         steps=2, key=0)
     with pytest.raises(ValueError, match="objective='neuron' chooses how a unit of layer="):
         jaxsal.maximize(mnist, [3], objective="neuron", steps=2, key=0)
+    # check_finite="False" read as true and None as false (the check silently off)
+    for flag in ("False", None):
+        with pytest.raises(TypeError, match="check_finite as a bool"):
+            jaxsal.maximize(mnist, [3], steps=2, key=0, check_finite=flag)
 
 
 def test_a_second_call_traces_nothing(mnist):

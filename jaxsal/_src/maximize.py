@@ -33,7 +33,7 @@ from jaxsal._src import parameterization as _param
 from jaxsal._src import regularizers as _reg
 from jaxsal._src import transforms as _tf
 from jaxsal._src.targets import OutputInfo, class_scores
-from jaxsal._src.validate import integer_input, is_channels_first
+from jaxsal._src.validate import check_flag, integer_input, is_channels_first
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -460,6 +460,7 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         res = maximize(m, range(10), input_range=(0.0, 1.0), key=0)   # one image per digit
         res = maximize(m, "all", layer="conv2d_2", steps=128)       # every filter of a layer
     """
+    check_finite = check_flag(check_finite, "check_finite")  # before any compute
     run, args = _prepare(
         model, targets, layer=layer, steps=steps, input_range=input_range, key=key,
         objective=objective, head=head, parameterization=parameterization,
