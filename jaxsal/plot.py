@@ -95,7 +95,10 @@ def _as_display_image(a: np.ndarray, what: str = "image") -> np.ndarray:
                          f"{a.shape}{first}")
     if a.ndim == 3:
         a = a[..., :3]
-    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    if not np.all(np.isfinite(a)):  # nanmin/nanmax would draw it black or min-max scaled
+        raise ValueError(f"{what} contain NaN or inf; expected finite images (replace the "
+                         "values first, e.g. np.nan_to_num(image))")
+    lo, hi = float(np.min(a)), float(np.max(a))
     if lo >= 0.0 and hi <= 1.0:
         return a
     if lo >= 0.0 and hi <= 255.0 and (integer or hi > 10.0):
@@ -187,9 +190,12 @@ def _broadcast_images(images, R: int, C: int, H: int, W: int):
     try:
         return np.broadcast_to(im, (R, C) + im.shape[2:])
     except ValueError:
-        raise ValueError(f"images of shape {im.shape[:2]} (rows, columns) do not broadcast to "
-                         f"the {R}x{C} grid of maps; pass (R, 1, ...) for one image per row, "
-                         "(1, C, ...) for one per column") from None
+        first = (" (channels first? pass np.moveaxis(image, 0, -1))"
+                 if np.ndim(images) == 3 and np.shape(images)[0] in (3, 4) else "")
+        raise ValueError(f"images of shape {np.shape(images)} give {im.shape[:2]} (rows, "
+                         f"columns), which do not broadcast to the {R}x{C} grid of maps; pass "
+                         "(H, W[, c]) for one image under every map, (R, 1, ...) for one per "
+                         f"row, (1, C, ...) for one per column{first}") from None
 
 
 def _scale_caption(scale: str, signed: bool, grouped: bool = False) -> str:
@@ -219,8 +225,9 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
       images: background images to overlay the maps on, with ``alpha``: one ``(H, W[, c])``
         for every panel, ``(R, 1, H, W[, c])`` per row, ``(1, C, ...)`` per column or
         ``(R, C, ...)`` per panel.
-      inputs: ``(R, H, W[, c])`` (or one ``(H, W[, c])`` for all rows), shown as an extra first
-        column titled ``input_title`` next to each row's maps.
+      inputs: ``(R, H, W[, c])`` (or one ``(H, W[, c])`` for all rows: a 3-D array whose last
+        axis is 1, 3 or 4 is one image), shown as an extra first column titled
+        ``input_title`` next to each row's maps. Images and inputs must be finite.
       row_titles, col_titles: a label per row (left) and per column (top).
       titles: ``(R, C)`` (or ``R*C``) labels above each panel, e.g. the class probability.
       title: the figure title; a line saying how colours are scaled is added below it.
@@ -280,8 +287,11 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     ins = None
     if inputs is not None:
         ins = _np(inputs)
-        if ins.ndim == 2 or (ins.ndim == 3 and ins.shape[-1] in (1, 3) and ins.shape[0] != R):
-            ins = np.broadcast_to(ins, (R,) + ins.shape)  # one image for every row
+        # one (H, W[, c]) image for every row, also when H equals the number of rows (it
+        # was read as R images of (W, c)); a gray batch (R, H, W) of width 1, 3 or 4 is
+        # passed as (R, H, W, 1)
+        if ins.ndim == 2 or (ins.ndim == 3 and ins.shape[-1] in (1, 3, 4)):
+            ins = np.broadcast_to(ins, (R,) + ins.shape)
         elif ins.shape[0] == 1 and R > 1:
             ins = np.broadcast_to(ins, (R,) + ins.shape[1:])
         if ins.shape[0] != R:

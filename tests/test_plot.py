@@ -569,3 +569,29 @@ def test_image_grid_refuses_a_value_range_that_is_not_lo_below_hi(value_range):
     # (1, 0) drew every image in [0, 1) black (its values minus 1, clipped), silently
     with pytest.raises(ValueError, match=r"value_range: expected \(lo, hi\)"):
         plot.image_grid(np.zeros((2, 8, 8)), value_range=value_range)
+
+
+def test_one_input_image_for_every_row_whatever_the_number_of_rows():
+    """One (H, W, c) input with as many rows as the grid has rows was read as R images of
+    (W, c): strips one pixel wide. It is one image, shown whole beside every row."""
+    img = np.random.RandomState(0).rand(8, 8, 1).astype(np.float32)
+    for inputs in (img, np.repeat(img, 3, -1)):
+        fig = plot.grid(_maps(8, 2, 8, 8), inputs=inputs)
+        shown = [ax for ax in plot.panel_axes(fig, inputs=True) if ax.get_label() == "input"]
+        assert len(shown) == 8
+        assert all(ax.images[0].get_array().shape[:2] == (8, 8) for ax in shown)
+
+
+def test_background_images_channels_first_or_not_finite_are_refused():
+    """A channels-first (3, H, W) image under a map failed with "(3, 1) do not broadcast to
+    the 1x1 grid"; a NaN image was drawn black without a word (a RuntimeWarning at most)."""
+    img = np.random.RandomState(0).rand(8, 8, 3).astype(np.float32)
+    m = _maps(1, 1, 8, 8)[0, 0]
+    with pytest.raises(ValueError, match=r"channels first\? pass np.moveaxis\(image, 0, -1\)"):
+        plot.overlay(np.moveaxis(img, -1, 0), m)
+    bad = img.copy()
+    bad[2, 3] = np.nan
+    with pytest.raises(ValueError, match="images contain NaN or inf"):
+        plot.overlay(bad, m)
+    with pytest.raises(ValueError, match="inputs contain NaN or inf"):
+        plot.grid(_maps(1, 2, 8, 8), inputs=bad)
