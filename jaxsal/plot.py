@@ -628,6 +628,9 @@ def _rows(a: np.ndarray, length: int | None, what: str) -> np.ndarray:
     if a.ndim != 2 or (length is not None and a.shape[1] != length):
         want = "(L,) or (R, L)" if length is None else f"({length},) or (R, {length})"
         raise ValueError(f"{what}: expected attributions of shape {want}, got {a.shape}")
+    if not np.all(np.isfinite(a)):  # as grid: a NaN was drawn as a gap, without a word
+        raise ValueError(f"{what}: attributions contain NaN or inf; nothing sensible can be "
+                         "drawn (find where they come from, or np.nan_to_num them)")
     return a
 
 
@@ -655,6 +658,9 @@ def tokens(words: Sequence[str], attributions, *, row_titles: Sequence[str] | No
       width: figure width in inches; long sequences wrap.
     """
     words = [str(w) for w in words]
+    if not words:
+        raise ValueError("tokens: expected at least one token, got 0 (an empty sequence has "
+                         "nothing to draw)")
     a = _rows(attributions, len(words), "tokens")
     if row_titles is not None and len(row_titles) != len(a):
         raise ValueError(f"tokens: {len(a)} rows of attributions but {len(row_titles)} "
@@ -715,6 +721,9 @@ def signal(x, attributions, *, row_titles: Sequence[str] | None = None,
     sig = sig[:, None] if sig.ndim == 1 else sig
     if sig.ndim != 2:
         raise ValueError(f"signal: expected x of shape (L,) or (L, C), got {_np(x).shape}")
+    if not np.all(np.isfinite(sig)):
+        raise ValueError("signal: x contains NaN or inf; expected a finite signal to draw "
+                         "(np.nan_to_num(x), or interpolate the gaps)")
     a = _rows(attributions, sig.shape[0], "signal")
     if row_titles is not None and len(row_titles) != len(a):
         raise ValueError(f"signal: {len(a)} rows of attributions but {len(row_titles)} "

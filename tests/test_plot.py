@@ -595,3 +595,17 @@ def test_background_images_channels_first_or_not_finite_are_refused():
         plot.overlay(bad, m)
     with pytest.raises(ValueError, match="inputs contain NaN or inf"):
         plot.grid(_maps(1, 2, 8, 8), inputs=bad)
+
+
+def test_sequences_refuse_what_cannot_be_drawn():
+    """NaN attributions were drawn as gaps (white tokens) without a word where grid refuses
+    them; a NaN signal failed inside matplotlib; no tokens failed in NumPy's fmin."""
+    a = np.array([0.5, np.nan, -0.2])
+    with pytest.raises(ValueError, match="tokens: attributions contain NaN or inf"):
+        plot.tokens(["a", "b", "c"], a)
+    with pytest.raises(ValueError, match="signal: attributions contain NaN or inf"):
+        plot.signal(np.zeros(3), a)
+    with pytest.raises(ValueError, match="signal: x contains NaN or inf"):
+        plot.signal(np.array([0.0, np.inf, 1.0]), np.zeros(3))
+    with pytest.raises(ValueError, match=r"tokens: expected at least one token, got 0"):
+        plot.tokens([], np.zeros(0))
