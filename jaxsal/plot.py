@@ -127,8 +127,15 @@ def _hide_ticks(ax) -> None:
     ax.set_yticks([])
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def _grid_shape(n: int, ncols: int | None) -> tuple[int, int]:
-    ncols = ncols or min(n, max(1, math.ceil(math.sqrt(n * 1.5))))
+    if ncols is not None and not (_is_int(ncols) and ncols >= 1):
+        raise ValueError(f"ncols: expected an int >= 1 (panels per row) or None (about a "
+                         f"3:2 layout), got {ncols!r}; e.g. ncols=5")
+    ncols = int(ncols) if ncols is not None else min(n, max(1, math.ceil(math.sqrt(n * 1.5))))
     return math.ceil(n / ncols), ncols
 
 
@@ -1009,9 +1016,17 @@ def feature_maps(model_or_activations, x=None, layer: str | None = None, *,
         raise ValueError(f"expected spatial activations (H, W, K), got {a.shape}; "
                          "dense layers have no feature maps")
     K = a.shape[-1]
-    if max_maps is not None and (isinstance(max_maps, bool) or int(max_maps) < 1):
+    if max_maps is not None and not (_is_int(max_maps) and max_maps >= 1):
         raise ValueError(f"max_maps: expected a positive int (or None: every channel), got "
                          f"{max_maps!r}")
+    if channels is not None:
+        given = channels
+        channels = list(np.asarray(channels).reshape(-1)) if np.ndim(channels) else [channels]
+        if not all(_is_int(c) for c in channels):
+            raise ValueError(f"channels: expected channel indices (ints), got {given!r}")
+        if not channels:
+            raise ValueError("channels: expected at least one channel, got []; pass None for "
+                             "the first max_maps channels")
     idx = list(range(K))[: (max_maps or K)] if channels is None else [int(c) for c in channels]
     bad = [c for c in idx if not 0 <= c < K]
     if bad:

@@ -609,3 +609,23 @@ def test_sequences_refuse_what_cannot_be_drawn():
         plot.signal(np.array([0.0, np.inf, 1.0]), np.zeros(3))
     with pytest.raises(ValueError, match=r"tokens: expected at least one token, got 0"):
         plot.tokens([], np.zeros(0))
+
+
+def test_counts_of_the_image_grids_are_checked():
+    """ncols=-1 failed in a reshape, 2.5 and True in math, 0 was read as the default;
+    feature_maps' max_maps=2.5 failed in a slice, channels=[] divided by zero and
+    channels=[1.5] showed channel 1."""
+    imgs = np.random.RandomState(0).rand(4, 8, 8, 1)
+    for fn, arg in ((plot.image_grid, imgs), (plot.feature_maps, imgs[0].repeat(4, -1)),
+                    (plot.filters, imgs[..., 0].transpose(1, 2, 0)[:3, :3, None])):
+        for bad in (-1, 0, 2.5, True):
+            with pytest.raises(ValueError, match=rf"ncols: expected an int >= 1 .*{bad!r}"):
+                fn(arg, ncols=bad)
+        assert plot.count_panels(fn(arg, ncols=np.int64(3))) == 4
+    acts = imgs[0].repeat(4, -1)
+    with pytest.raises(ValueError, match=r"max_maps: expected a positive int .*2\.5"):
+        plot.feature_maps(acts, max_maps=2.5)
+    with pytest.raises(ValueError, match=r"channels: expected channel indices \(ints\).*1\.5"):
+        plot.feature_maps(acts, channels=[1.5])
+    with pytest.raises(ValueError, match=r"channels: expected at least one channel, got \[\]"):
+        plot.feature_maps(acts, channels=[])
