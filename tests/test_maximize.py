@@ -867,6 +867,14 @@ def test_a_grayscale_model_without_a_channel_axis_gets_a_recipe(tmp_path):
     assert res.images.shape == (2, 12, 10, 1)
     logits = model.with_head("logits").apply(model.params, res.images[..., 0])
     np.testing.assert_allclose(res.scores, logits[jnp.arange(2), jnp.array([0, 2])], rtol=1e-5)
+    # read as a signal of 12 steps and 10 channels (a Conv1D model): a one-row image, whose
+    # 2-D transforms and penalties then act along the signal and leave its channels apart
+    recipe = str(err.value).split("make it a one-row image: ")[1].split("; the signals")[0]
+    wrapped = eval(recipe, dict(jaxsal=jaxsal, model=model))
+    res = jaxsal.maximize(wrapped, [1], steps=3, key=0, **PLAIN)
+    assert res.images.shape == (1, 1, 12, 10)
+    logits = model.with_head("logits").apply(model.params, res.images[:, 0])
+    np.testing.assert_allclose(res.scores, logits[:, 1], rtol=1e-5)
 
 
 def test_a_diverged_ascent_is_refused_not_returned():

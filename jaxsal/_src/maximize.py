@@ -635,7 +635,10 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                 "(Input((28, 28)) and Flatten), give it one: jaxsal.FunctionModel(lambda p, x: "
                 "model.with_head('logits').apply(p, x[..., 0]), model.params, "
                 f"input_shape=({in_shape[0]}, {in_shape[1]}, 1)); the images then come back "
-                "(T, H, W, 1)")
+                "(T, H, W, 1). If it is a signal (L, C) (a Conv1D model), make it a one-row "
+                "image: jaxsal.FunctionModel(lambda p, x: model.with_head('logits').apply(p, "
+                f"x[:, 0]), model.params, input_shape=(1, {in_shape[0]}, {in_shape[1]})); the "
+                "signals then come back (T, 1, L, C), jittered and penalized along L only")
         raise ValueError(f"maximize optimizes images (H, W, C); this model's input is "
                          f"{tuple(in_shape)} (signals, volumes and tabular inputs are not "
                          f"supported: its transforms and regularizers are 2-D){gray}")
