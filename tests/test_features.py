@@ -147,3 +147,17 @@ def test_feature_maps_normalize_is_a_bool(cf):
             jaxsal.feature_maps(m, x, "conv", normalize=bad)
     maps = jaxsal.feature_maps(m, x, "conv", normalize=np.bool_(True))
     np.testing.assert_allclose(maps.max(axis=(2, 3)), 1.0, atol=1e-6)
+
+
+def test_image_grid_of_channels_first_images():
+    """maximize returns (T, C, H, W) images for a channels-first model; jaxsal.image_grid
+    tiled them as (T, H=C, W=H, C=W): a grid of 3-pixel-high images with W channels."""
+    imgs = jnp.asarray(np.random.default_rng(0).uniform(size=(5, 6, 7, 3)), jnp.float32)
+    first = jnp.moveaxis(imgs, -1, 1)
+    np.testing.assert_array_equal(jaxsal.image_grid(first, channels_first=True, ncols=2),
+                                  jaxsal.image_grid(imgs, ncols=2))
+    with pytest.raises(ValueError, match=r"\(5, 3, 6, 7\) read as channels-first.*"
+                                         r"channels_first=True"):
+        jaxsal.image_grid(first)
+    with pytest.raises(ValueError, match="channels_first=True: expected"):
+        jaxsal.image_grid(imgs[..., 0], channels_first=True)

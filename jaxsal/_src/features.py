@@ -197,7 +197,7 @@ def feature_maps(model: ModelLike, x: ArrayLike, layer: str, *, normalize: bool 
 
 
 def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
-               pad_value: float = 0.0) -> Array:
+               pad_value: float = 0.0, channels_first: bool = False) -> Array:
     """Tile images into one image (pure array function).
 
     Args:
@@ -205,10 +205,25 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
       ncols: images per row (default ``ceil(sqrt(T))``).
       pad: pixels between images and around the border.
       pad_value: value of the padding.
+      channels_first: the images are ``(T, C, H, W)``, as :func:`jaxsal.maximize` returns
+        them for a channels-first model (the grid is channels-last all the same).
     Returns:
       ``(rows * (H + pad) + pad, ncols * (W + pad) + pad[, C])``.
     """
     a = jnp.asarray(images)
+    if not isinstance(channels_first, (bool, np.bool_)):
+        raise TypeError(f"image_grid: expected channels_first as a bool, got "
+                        f"{channels_first!r}")
+    if channels_first:
+        if a.ndim != 4:
+            raise ValueError(f"image_grid: channels_first=True: expected (T, C, H, W) images, "
+                             f"got shape {a.shape}")
+        a = jnp.moveaxis(a, 1, -1)
+    elif a.ndim == 4 and a.shape[1] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"image_grid: images of shape {a.shape} read as channels-first "
+                         f"(T, C, H, W) (as maximize returns for a channels-first model), not "
+                         f"(T, H, W, C) images with {a.shape[-1]} channels; pass "
+                         "channels_first=True (or np.moveaxis(images, 1, -1))")
     if a.ndim not in (3, 4):
         raise ValueError(f"image_grid: expected (T, H, W) or (T, H, W, C) images, got shape "
                          f"{a.shape}")
