@@ -72,10 +72,17 @@ def _as_map(a: np.ndarray, what: str) -> np.ndarray:
     """(H, W) or (H, W, 1) -> (H, W)."""
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
-    if a.ndim != 2:
-        raise ValueError(f"{what}: expected maps of shape (H, W) or (H, W, 1), got a trailing "
+    if a.ndim == 1:
+        raise ValueError(f"{what}: expected a map of shape (H, W) or (H, W, 1), got {a.shape}: "
+                         "a 1-D map; draw it with plot.signal(x, map) (plot.tokens for tokens)")
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        raise ValueError(f"{what}: expected a map of shape (H, W) or (H, W, 1), got a trailing "
                          f"shape {a.shape}. Reduce the channel axis first (e.g. "
                          "jaxsal.saliency(..., reduce='max_abs') or a.max(-1)).")
+    if a.ndim != 2:
+        raise ValueError(f"{what}: expected one map of shape (H, W) or (H, W, 1), got "
+                         f"{a.shape}; pick one (maps[i, t] of an (N, T, H, W) batch of maps) "
+                         "or draw them all with plot.grid(maps)")
     return a
 
 

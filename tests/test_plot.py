@@ -629,3 +629,15 @@ def test_counts_of_the_image_grids_are_checked():
         plot.feature_maps(acts, channels=[1.5])
     with pytest.raises(ValueError, match=r"channels: expected at least one channel, got \[\]"):
         plot.feature_maps(acts, channels=[])
+
+
+def test_one_map_functions_say_how_to_draw_other_shapes():
+    """heatmap of an (N, T, H, W) batch or of a 1-D map said "Reduce the channel axis
+    first", which does not apply."""
+    rng = np.random.RandomState(0)
+    with pytest.raises(ValueError, match=r"got \(2, 3, 8, 8\).*maps\[i, t\].*plot.grid"):
+        plot.heatmap(rng.rand(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"got \(16,\).*plot.signal"):
+        plot.heatmap(rng.rand(16))
+    with pytest.raises(ValueError, match=r"\(8, 8, 3\).*Reduce the channel axis"):
+        plot.heatmap(rng.rand(8, 8, 3))
