@@ -76,3 +76,14 @@ def test_integer_and_half_maps_are_reduced_and_normalized_in_float32():
     np.testing.assert_array_equal(jaxsal.normalize(half, eps=jnp.float32(1e-7)), got)
     with pytest.raises(ValueError, match="eps >= 0"):
         jaxsal.normalize(half, eps=-1.0)
+
+
+def test_resize_says_how_to_resize_1d_maps_and_what_size_is():
+    """A 1-D map and an image shape (H, W, C) as size were refused without the fix."""
+    with pytest.raises(ValueError, match=r"got maps of shape \(6,\).*"
+                                         r"resize\(maps\[\.\.\., None, :\], \(1, L\)\)"):
+        jaxsal.resize(np.arange(6.0), (1, 12))
+    with pytest.raises(ValueError, match=r"size=\(H, W\).*got \(28, 28, 1\).*x.shape\[1:3\]"):
+        jaxsal.resize(np.ones((2, 7, 7)), (28, 28, 1))
+    got = jaxsal.resize(np.arange(6.0)[None, None, :], (1, 11))[:, 0, :]  # the recipe works
+    np.testing.assert_allclose(got[0], np.linspace(0, 5, 11), rtol=1e-6)

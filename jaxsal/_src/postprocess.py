@@ -252,8 +252,14 @@ def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners"
       Floating-point maps ``(..., H, W)`` (the input's dtype when it is floating).
     """
     dims = int_sizes(size)
-    if dims is None or any(s < 1 for s in dims):
-        raise ValueError(f"expected size=(H, W) as two positive ints, got {size!r}")
+    if dims is None or len(dims) != 2 or any(s < 1 for s in dims):
+        raise ValueError(f"resize: expected size=(H, W) as two positive ints, got {size!r}"
+                         + ("; for the size of images x (N, H, W, C) pass x.shape[1:3]"
+                            if dims is not None and len(dims) == 3 else ""))
+    if np.ndim(maps) < 2:
+        raise ValueError(f"resize: expected maps (..., h, w) with the spatial axes last, got "
+                         f"maps of shape {np.shape(maps)}; for 1-D maps (..., L) resize "
+                         "them as one-row maps: resize(maps[..., None, :], (1, L))[..., 0, :]")
     return _resize(maps, dims, method)
 
 
