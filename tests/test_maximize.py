@@ -877,6 +877,25 @@ def test_a_grayscale_model_without_a_channel_axis_gets_a_recipe(tmp_path):
     np.testing.assert_allclose(res.scores, logits[:, 1], rtol=1e-5)
 
 
+def test_building_blocks_passed_the_wrong_way_are_refused_with_the_fix(mnist):
+    """One regularizer without a tuple was refused as "got Closure", a list of transforms
+    without compose, and a factory (transforms=jaxsal.identity) failed while tracing with
+    "identity() takes 0 positional arguments but 2 were given"."""
+    with pytest.raises(TypeError, match=r"a sequence.*got one Regularizer.*"
+                                        r"regularizers=\(total_variation\(1.0\),\)"):
+        jaxsal.maximize(mnist, [1], steps=1, regularizers=jaxsal.total_variation(1.0))
+    with pytest.raises(TypeError, match=r"got list.*jaxsal.compose\(t1, t2, ...\)"):
+        jaxsal.maximize(mnist, [1], steps=1, transforms=[jaxsal.jitter(1)])
+    for factory in (jaxsal.identity, jaxsal.jitter, jaxsal.standard_transforms):
+        with pytest.raises(TypeError, match=rf"the factory jaxsal.{factory.__name__}; call "
+                                            rf"it: transforms=jaxsal.{factory.__name__}\("):
+            jaxsal.maximize(mnist, [1], steps=1, transforms=factory)
+    with pytest.raises(TypeError, match=r"call it: parameterization=jaxsal.fourier\(...\)"):
+        jaxsal.maximize(mnist, [1], steps=1, parameterization=jaxsal.fourier)
+    with pytest.raises(TypeError, match=r"call it: regularizers=\(jaxsal.lp_norm\(...\),\)"):
+        jaxsal.maximize(mnist, [1], steps=1, regularizers=[jaxsal.lp_norm])
+
+
 def test_a_diverged_ascent_is_refused_not_returned():
     """A learning rate far too large overflows the ascent to NaN images; they were returned
     beside the finite ones without a word. Now the call raises, naming the units; with

@@ -110,6 +110,11 @@ def default_transforms(image_size: int) -> _tf.Transform:
                        _tf.random_scale(0.9, 1.1), _tf.random_rotate(10.0))
 
 
+# the functions that build transforms: given as transforms=, they fail while tracing
+_TRANSFORM_FACTORIES = (_tf.identity, _tf.jitter, _tf.pad, _tf.random_scale, _tf.random_rotate,
+                        _tf.compose, _tf.standard_transforms, default_transforms)
+
+
 # ---------------------------------------------------------------------------- targets
 def _objectives_given(targets: Any) -> bool:
     """Whether ``targets`` are :class:`~jaxsal.Objective` objects (one, or a list of them)."""
@@ -345,6 +350,15 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
         return jax.tree_util.tree_map(lambda a: a.reshape(pad_to, *a.shape[2:])[:T], out)
 
     return base.Program(run, base.compiler_options())
+
+
+def _call_it(f: Any, before: str, after: str = "") -> str:
+    """The hint for a jaxsal factory given where what it builds is expected."""
+    name = getattr(f, "__name__", "")
+    if callable(f) and getattr(f, "__module__", "").startswith("jaxsal.") and name:
+        sep = "" if before.endswith("(") else "="
+        return f" (the factory jaxsal.{name}; call it: {before}{sep}jaxsal.{name}(...){after})"
+    return ""
 
 
 def _check_range(input_range: Any) -> tuple[float, float]:
@@ -609,15 +623,27 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     if parameterization is not None and not isinstance(parameterization,
                                                        _param.Parameterization):
         raise TypeError("parameterization: expected jaxsal.pixels(...), jaxsal.fourier(...) "
-                        f"or a Parameterization, got {type(parameterization).__name__}")
+                        f"or a Parameterization, got {type(parameterization).__name__}"
+                        + _call_it(parameterization, "parameterization"))
+    if isinstance(regularizers, _reg.Regularizer):  # a NamedTuple: tuple() gives its fields
+        raise TypeError(f"regularizers: expected a sequence of Regularizers, got one "
+                        f"Regularizer ({regularizers.name}); put it in a tuple: "
+                        f"regularizers=({regularizers.name},)")
     regs = None if regularizers is None else tuple(regularizers)
     for r in regs or ():
         if not isinstance(r, _reg.Regularizer):
             raise TypeError(f"regularizers: expected Regularizer objects (total_variation(...), "
-                            f"lp_norm(...), ...), got {type(r).__name__}")
+                            f"lp_norm(...), ...), got {type(r).__name__}"
+                            + _call_it(r, "regularizers=(", ",)"))
     if transforms is not None and not callable(transforms):
         raise TypeError(f"transforms: expected a function (key, image) -> image, got "
-                        f"{type(transforms).__name__}")
+                        f"{type(transforms).__name__}"
+                        + ("; chain several with jaxsal.compose(t1, t2, ...)"
+                           if isinstance(transforms, (list, tuple)) else ""))
+    if any(transforms is f for f in _TRANSFORM_FACTORIES):
+        raise TypeError(f"transforms: expected a transform (key, image) -> image, got the "
+                        f"factory jaxsal.{transforms.__name__}; call it: "
+                        f"transforms=jaxsal.{transforms.__name__}(...)")
     if layer is not None and not isinstance(layer, str):
         raise TypeError(f"layer: expected a layer name (str) or None for the output, got "
                         f"{layer!r} ({type(layer).__name__})")
