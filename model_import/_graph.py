@@ -282,70 +282,73 @@ class Graph:
             in_mask = (resolve(explicit_mask) if explicit_mask is not None
                        else None if no_mask and self.null_mask == "none"
                        else mask_of(call.args[0]) if call.args else None)
-            if impl.subgraph is not None:
-                sub_in = _flatten(args[0])  # a nested model's inputs, flattened
-                if keras_major >= 3 and spec.class_name in ("Functional", "Model"):
-                    check_nested_input_shapes(prefix + call.layer, impl.subgraph, sub_in)
-                # a nested model called with mask=None runs on unmasked inputs (its output
-                # masks then too, also where Keras computes those from the tensors' masks)
-                sub_masks = ([None] * len(sub_in) if no_mask
-                             else in_mask if isinstance(in_mask, list) else [in_mask])
-                sub_prefix = f"{prefix}{call.layer}/"
-                sink: list = []
-                # its layers are captured and perturbed at the nested model's first call only,
-                # as a shared layer is (a Siamese encoder: the first branch's)
-                first = call.index == 0
-                outs, sub_captured = impl.subgraph.run(
-                    params.get(call.layer, {}), sub_in, rt,
-                    capture=capture if first else frozenset(),
-                    perturb=perturb if first else {},
-                    strip_output_activation=strip and (
-                        True if impl.subgraph.single_output
-                        else tuple(sorted(output_keys[(call.layer, call.index)]))),
-                    head=head, keras_major=keras_major, prefix=sub_prefix,
-                    input_masks=sub_masks if len(sub_masks) == len(sub_in) else None,
-                    mask_sink=sink, perturb_pre=perturb_pre if first else {},
-                    bias_sink=bias_sink, capture_pre=capture_pre, pre_sink=pre_sink)
-                captured.update(sub_captured)
-                y = outs[0] if impl.subgraph.single_output else tuple(outs)
-                y_mask = sink[0] if impl.subgraph.single_output else tuple(sink)
-            else:
-                try:
-                    arg_masks = {k: mask_of(a) for k, a in
-                                 [*enumerate(call.args), *raw_kwargs.items()] if _refs(a)}
-                    mask_kw = _masking.call_masks(impl, None if no_mask else in_mask,
-                                                  explicit_mask is not None or no_mask,
-                                                  arg_masks, f"{prefix}{call.layer}",
-                                                  spec.class_name)
-                    if strip and impl.head_op is not None:  # logits: its argument
-                        y = args[0]
-                    elif rt.layer_rule is not None and is_rule_call(impl, call):
-                        y = _rule_call(rt, impl.call, params.get(call.layer, {}), args,
-                                       kwargs, mask_kw, prefix + call.layer)
-                    else:
-                        y = impl.call(params.get(call.layer, {}), *args, rt=rt, **kwargs,
-                                      **mask_kw)
-                    if call.index == 0:
-                        path = prefix + call.layer
-                        if path in perturb_pre:
-                            y = _add_delta(y, perturb_pre[path], "perturb_pre", path)
-                        if path in capture_pre and path not in pre_sink:
-                            pre_sink[path] = y  # a nested model's first call only
-                        if bias_sink is not None and impl.affine:
-                            z = jnp.zeros((1,) + args[0].shape[1:], args[0].dtype)
-                            bias_sink[path] = impl.call(params.get(call.layer, {}), z, rt=rt,
-                                                        **kwargs, **mask_kw)
-                    if impl.activation is not None and not strip:
-                        y = get_activation(impl.activation, keras_major)(y, rt)
-                    y_mask = _masking.output_mask(impl, in_mask, args, kwargs, y,
-                                                  _masking.any_mask(list(arg_masks.values())))
-                except LayerCallError:
-                    raise
-                except Exception as e:  # trace-time only: name the layer that failed
-                    shapes = jax.tree_util.tree_map(lambda a: getattr(a, "shape", a), args)
-                    raise LayerCallError(
-                        f"layer {prefix}{call.layer!r} ({spec.class_name}) failed on inputs of "
-                        f"shape {shapes}: {e}") from e
+            # the layer's name on its operations (JAX's name stack): what jaxsal's check
+            # of a model that mixes the examples of a batch names (jaxsal/_src/per_example)
+            with jax.named_scope(call.layer):
+                if impl.subgraph is not None:
+                    sub_in = _flatten(args[0])  # a nested model's inputs, flattened
+                    if keras_major >= 3 and spec.class_name in ("Functional", "Model"):
+                        check_nested_input_shapes(prefix + call.layer, impl.subgraph, sub_in)
+                    # a nested model called with mask=None runs on unmasked inputs (its output
+                    # masks then too, also where Keras computes those from the tensors' masks)
+                    sub_masks = ([None] * len(sub_in) if no_mask
+                                 else in_mask if isinstance(in_mask, list) else [in_mask])
+                    sub_prefix = f"{prefix}{call.layer}/"
+                    sink: list = []
+                    # its layers are captured and perturbed at the nested model's first call only,
+                    # as a shared layer is (a Siamese encoder: the first branch's)
+                    first = call.index == 0
+                    outs, sub_captured = impl.subgraph.run(
+                        params.get(call.layer, {}), sub_in, rt,
+                        capture=capture if first else frozenset(),
+                        perturb=perturb if first else {},
+                        strip_output_activation=strip and (
+                            True if impl.subgraph.single_output
+                            else tuple(sorted(output_keys[(call.layer, call.index)]))),
+                        head=head, keras_major=keras_major, prefix=sub_prefix,
+                        input_masks=sub_masks if len(sub_masks) == len(sub_in) else None,
+                        mask_sink=sink, perturb_pre=perturb_pre if first else {},
+                        bias_sink=bias_sink, capture_pre=capture_pre, pre_sink=pre_sink)
+                    captured.update(sub_captured)
+                    y = outs[0] if impl.subgraph.single_output else tuple(outs)
+                    y_mask = sink[0] if impl.subgraph.single_output else tuple(sink)
+                else:
+                    try:
+                        arg_masks = {k: mask_of(a) for k, a in
+                                     [*enumerate(call.args), *raw_kwargs.items()] if _refs(a)}
+                        mask_kw = _masking.call_masks(impl, None if no_mask else in_mask,
+                                                      explicit_mask is not None or no_mask,
+                                                      arg_masks, f"{prefix}{call.layer}",
+                                                      spec.class_name)
+                        if strip and impl.head_op is not None:  # logits: its argument
+                            y = args[0]
+                        elif rt.layer_rule is not None and is_rule_call(impl, call):
+                            y = _rule_call(rt, impl.call, params.get(call.layer, {}), args,
+                                           kwargs, mask_kw, prefix + call.layer)
+                        else:
+                            y = impl.call(params.get(call.layer, {}), *args, rt=rt, **kwargs,
+                                          **mask_kw)
+                        if call.index == 0:
+                            path = prefix + call.layer
+                            if path in perturb_pre:
+                                y = _add_delta(y, perturb_pre[path], "perturb_pre", path)
+                            if path in capture_pre and path not in pre_sink:
+                                pre_sink[path] = y  # a nested model's first call only
+                            if bias_sink is not None and impl.affine:
+                                z = jnp.zeros((1,) + args[0].shape[1:], args[0].dtype)
+                                bias_sink[path] = impl.call(params.get(call.layer, {}), z, rt=rt,
+                                                            **kwargs, **mask_kw)
+                        if impl.activation is not None and not strip:
+                            y = get_activation(impl.activation, keras_major)(y, rt)
+                        y_mask = _masking.output_mask(impl, in_mask, args, kwargs, y,
+                                                      _masking.any_mask(list(arg_masks.values())))
+                    except LayerCallError:
+                        raise
+                    except Exception as e:  # trace-time only: name the layer that failed
+                        shapes = jax.tree_util.tree_map(lambda a: getattr(a, "shape", a), args)
+                        raise LayerCallError(
+                            f"layer {prefix}{call.layer!r} ({spec.class_name}) failed on inputs "
+                            f"of shape {shapes}: {e}") from e
             if call.index == 0:
                 y = self._post(call.layer, y, captured, capture, perturb, prefix)
             values[(call.layer, call.index)] = y

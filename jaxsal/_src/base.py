@@ -705,6 +705,8 @@ def model_shapes(model: Any, x: Array, layers: Sequence[str] = ()) -> tuple[Any,
             return model.apply(p, xx), {}
 
         try:
+            if not layers:  # the trace the per-example check and forward_bytes read too
+                return forward_jaxpr(model, x)[1], {}
             return jax.eval_shape(run, model.params, _sds(x))
         except (ValueError, TypeError) as e:
             if "unknown layer" in str(e) or "ambiguous" in str(e):
@@ -721,6 +723,16 @@ def model_shapes(model: Any, x: Array, layers: Sequence[str] = ()) -> tuple[Any,
                              f"{hint}") from e
 
     return _SHAPES.get(key, make)
+
+
+def forward_jaxpr(model: Any, x: Any) -> tuple[Any, Any]:
+    """``(closed jaxpr, abstract outputs)`` of one forward pass ``model.apply(params, x)`` on
+    ``x``'s shapes (traced once, cached): the outputs' shapes (:func:`model_shapes`), the
+    bytes of its intermediates (:func:`forward_bytes`) and which of its values hold which
+    examples (:mod:`jaxsal._src.per_example`) are read from one trace."""
+    key = ("jaxpr", function_key(model), shape_key(x))
+    return _SHAPES.get(key, lambda: jax.make_jaxpr(
+        lambda p, xx: model.apply(p, xx), return_shape=True)(model.params, _sds(x)))
 
 
 def forward_bytes(model: Any, x: Array) -> int:
@@ -744,8 +756,7 @@ def forward_bytes(model: Any, x: Array) -> int:
                 return residual_bytes(sizing_model(model), x)
             except Exception:  # e.g. a function that only runs at the given batch size
                 pass
-        jaxpr = jax.make_jaxpr(lambda p, xx: model.apply(p, xx))(model.params, _sds(x))
-        return max(_jaxpr_bytes(jaxpr.jaxpr), 1)
+        return max(_jaxpr_bytes(forward_jaxpr(model, x)[0].jaxpr), 1)
 
     return _SHAPES.get(key, make)
 

@@ -52,6 +52,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
+from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import Targets
 from jaxsal._src.validate import _fits, check_flag
 
@@ -783,6 +784,23 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: np.ndarray,
                                 **options)
 
 
+def _check_rows(model: Any, inputs: np.ndarray, batch_size: int) -> None:
+    """The methods' check that the model keeps the inputs of a batch apart
+    (:func:`jaxsal._src.per_example.check_per_example`), once before the first chunk: such a
+    model is refused as what it is, not as chunk 0's failure with "fix the inputs of this
+    chunk". Anything else that keeps the model from running is left to the method."""
+    try:
+        m = base.as_model(model)
+        dtype = getattr(inputs, "dtype", None)  # (not a row read: jobs count their reads)
+        dtype = np.dtype(np.asarray(inputs[:1]).dtype if dtype is None else dtype)
+        xs = jax.ShapeDtypeStruct((batch_size, *np.shape(inputs)[1:]),
+                                  np.float32 if dtype.kind == "f" else dtype)
+        y = base.model_shapes(m, xs)[0]
+    except Exception:  # the method says what is wrong, for the chunk it fails on
+        return
+    check_per_example(m, xs, y)
+
+
 def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str, /, *,
                      targets: Any, batch_size: int, resume: bool,
                      on_chunk: Callable[[int, int], None] | None, **options: Any) -> np.ndarray:
@@ -828,6 +846,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str
     if offset is not None:
         offset = base.check_index_offset(offset)
     _check_path(path, inputs, options)
+    _check_rows(model, inputs, batch_size)
     progress_path = path + ".progress.json"
     try:
         sig, family = _signatures(

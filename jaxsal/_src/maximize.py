@@ -32,6 +32,7 @@ from jaxsal._src import objectives as _obj
 from jaxsal._src import parameterization as _param
 from jaxsal._src import regularizers as _reg
 from jaxsal._src import transforms as _tf
+from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import OutputInfo, class_scores
 from jaxsal._src.validate import check_flag, integer_input, is_channels_first
 
@@ -688,6 +689,9 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     if in_shape is not None and len(in_shape) == 3 and None not in in_shape:
         fit_shape = tuple(in_shape)  # images are resized to a fixed model input
     obj = _as_objective(mh, targets, layer, objective, fit_shape, bool(pre_activation))
+    if any(l is None for l in obj.layers):  # output units: the outputs need a batch axis
+        check_per_example(mh, jax.ShapeDtypeStruct((1, *fit_shape), jnp.float32),
+                          mixing=False)
     _obj.validate_objective(obj, mh, fit_shape)
     if hasattr(mh, "resolve_layer"):  # one name per layer: its path ("conv" and "inner/conv"
         # are one layer of a nested model, captured once under one name)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import ClassScore, LayerScore, OutputInfo, TargetSpec, parse_targets
 
 Array = jax.Array
@@ -602,14 +603,7 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
     leaves = jax.tree_util.tree_leaves(xa)
     n = int(leaves[0].shape[0])
     y, _ = base.model_shapes(m, xa)
-    unbatched = [tuple(o.shape) for o in jax.tree_util.tree_leaves(y)
-                 if not o.shape or o.shape[0] != n]
-    if unbatched:  # scores would be read across inputs, or broadcast against the wrong N
-        raise ValueError(f"the model returned outputs of shape "
-                         f"{', '.join(map(str, unbatched))} for a batch of {n} inputs; expected "
-                         f"outputs with the batch axis first, (N={n}, ...), one row per input. "
-                         "Make the function map each input to its own output (no reduction or "
-                         "reshape across the batch axis)")
+    check_per_example(m, xa, y)
     if isinstance(y, (list, tuple)) and not _score_functions(targets):
         listing, first = base.several_outputs(m, [o.shape for o in y])
         raise ValueError(f"this model has {len(y)} outputs ({listing}); class ids and the "

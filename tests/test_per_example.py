@@ -1,0 +1,227 @@
+"""Models whose outputs mix the examples of a batch (``tf.nn.l2_loss``, a sum over the batch
+axis, ``h / l2_loss(h)``) are refused by every method before anything is compiled; models
+that keep the examples apart are not (jaxsal/_src/per_example.py)."""
+
+import json
+import shutil
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+from jaxsal import cli
+from model_import import load_keras
+from tfops_helpers import D, config
+
+RNG = np.random.default_rng(0)
+W = {"w": jnp.asarray(RNG.normal(size=(16, 3)), jnp.float32)}
+X = jnp.asarray(RNG.uniform(size=(3, 4, 4, 1)), jnp.float32)
+
+
+def _logits(p, x, relu=jax.nn.relu):
+    return relu(x.reshape(x.shape[0], -1) @ p["w"])
+
+
+# A model of (N, 4, 4, 1) images and 3 classes, each way of mixing the batch
+MIXED = {
+    "l2_loss": lambda p, x, relu=jax.nn.relu: jnp.sum(_logits(p, x, relu) ** 2) / 2,
+    "sum_axis0_keepdims": lambda p, x, relu=jax.nn.relu: jnp.sum(_logits(p, x, relu), 0,
+                                                                 keepdims=True),
+    # (3,) for a batch of 3: looked like one score per input
+    "sum_axis0": lambda p, x, relu=jax.nn.relu: jnp.sum(_logits(p, x, relu), 0),
+    # the shape of a classifier's
+    "scaled": lambda p, x, relu=jax.nn.relu: _logits(p, x, relu) / jnp.sum(
+        _logits(p, x, relu) ** 2),
+    "centred": lambda p, x, relu=jax.nn.relu: _logits(p, x, relu) - jnp.mean(
+        _logits(p, x, relu), 0),
+    "softmax_axis0": lambda p, x, relu=jax.nn.relu: jax.nn.softmax(_logits(p, x, relu), 0),
+    "cumsum_axis0": lambda p, x, relu=jax.nn.relu: jnp.cumsum(_logits(p, x, relu), 0),
+    "gram": lambda p, x, relu=jax.nn.relu: (_logits(p, x, relu) @ _logits(p, x, relu).T),
+    "rnn_over_batch": lambda p, x, relu=jax.nn.relu: jax.lax.scan(
+        lambda c, xi: (c + xi.reshape(-1) @ p["w"], c), jnp.zeros(3), x)[1],
+}
+
+
+@pytest.mark.parametrize("name", list(MIXED))
+def test_models_mixing_the_batch_are_refused(name):
+    m = jaxsal.FunctionModel(MIXED[name], W)
+    with pytest.raises(ValueError, match=r"for a batch of 3 inputs.*expected outputs with the "
+                                         r"batch axis first.*each computed from its own input "
+                                         r"alone.*jax\.vmap\(lambda xi: model\.apply"):
+        jaxsal.saliency(m, X, lambda y: y.reshape(len(y), -1)[:, 0] if y.ndim else y)
+
+
+def test_the_error_says_what_mixes_the_batch():
+    m = jaxsal.FunctionModel(MIXED["scaled"], W)
+    with pytest.raises(ValueError, match=r"the model's output \(shape \(3, 3\) for a batch of 3 "
+                                         r"inputs\) mixes the inputs of the batch: reduce_sum "
+                                         r"over the batch axis at .*test_per_example\.py"):
+        jaxsal.saliency(m, X, 0)
+
+
+def test_a_batch_of_one_is_checked_as_a_batch():
+    """A sum over the batch axis keeps (1, K) for one input, and DeepLIFT, which runs the
+    input and its reference in one batch of 2, failed with a raw JAX shape error."""
+    m = jaxsal.FunctionModel(MIXED["sum_axis0_keepdims"], W, relu_kwarg="relu")
+    for method in (jaxsal.deeplift, jaxsal.saliency, jaxsal.integrated_gradients):
+        with pytest.raises(ValueError, match=r"\(shape \(1, 3\) for a batch of 1 input\) mixes "
+                                             r"the inputs of the batch: reduce_sum"):
+            method(m, X[:1], 0)
+
+
+def _split_model(couple):
+    """A model with a features layer (for CAMs and layer methods) whose head may mix the
+    batch."""
+    def features(p, x, relu=jax.nn.relu):
+        return relu(x * p["a"])
+
+    def head(p, a, relu=jax.nn.relu):
+        y = a.reshape(a.shape[0], -1) @ p["w"]
+        return y / jnp.sum(y * y) if couple else y
+
+    return jaxsal.FunctionModel(params={**W, "a": jnp.ones((1, 1, 1))}, features=features,
+                                head_fn=head, layer="features", relu_kwarg="relu")
+
+
+K = dict(key=0)
+METHODS = {
+    "saliency": lambda m, x, tmp: jaxsal.saliency(m, x, 0),
+    "gradient_x_input": lambda m, x, tmp: jaxsal.gradient_x_input(m, x, 0),
+    "guided_backprop": lambda m, x, tmp: jaxsal.guided_backprop(m, x, 0),
+    "deconvnet": lambda m, x, tmp: jaxsal.deconvnet(m, x, 0),
+    "smoothgrad": lambda m, x, tmp: jaxsal.smoothgrad(m, x, 0, n=2, **K),
+    "integrated_gradients": lambda m, x, tmp: jaxsal.integrated_gradients(m, x, 0, steps=2),
+    "blur_integrated_gradients": lambda m, x, tmp: jaxsal.blur_integrated_gradients(m, x, 0,
+                                                                               steps=2),
+    "guided_integrated_gradients": lambda m, x, tmp: jaxsal.guided_integrated_gradients(
+        m, x, 0, steps=2),
+    "gradient_shap": lambda m, x, tmp: jaxsal.gradient_shap(m, x, 0, n=2, **K),
+    "deeplift": lambda m, x, tmp: jaxsal.deeplift(m, x, 0),
+    "deeplift_shap": lambda m, x, tmp: jaxsal.deeplift_shap(m, x, 0, baselines=jnp.zeros((2, 4, 4,
+                                                                                     1))),
+    "fullgrad": lambda m, x, tmp: jaxsal.fullgrad(m, x, 0),
+    "gradcam": lambda m, x, tmp: jaxsal.gradcam(m, x, 0),
+    "gradcam_plus_plus": lambda m, x, tmp: jaxsal.gradcam_plus_plus(m, x, 0),
+    "scorecam": lambda m, x, tmp: jaxsal.scorecam(m, x, 0),
+    "eigencam": lambda m, x, tmp: jaxsal.eigencam(m, x, 0),
+    "ablationcam": lambda m, x, tmp: jaxsal.ablationcam(m, x, 0),
+    "guided_gradcam": lambda m, x, tmp: jaxsal.guided_gradcam(m, x, 0),
+    "layer_conductance": lambda m, x, tmp: jaxsal.layer_conductance(m, x, 0, layer="features",
+                                                               steps=2),
+    "occlusion": lambda m, x, tmp: jaxsal.occlusion(m, x, 0, patch=2),
+    "lime": lambda m, x, tmp: jaxsal.lime(m, x, 0, n=8, patch=2, **K),
+    "kernel_shap": lambda m, x, tmp: jaxsal.kernel_shap(m, x, 0, n=8, patch=2, **K),
+    "rise": lambda m, x, tmp: jaxsal.rise(m, x, 0, n=4, **K),
+    "shapley_values": lambda m, x, tmp: jaxsal.shapley_values(m, x, 0, patch=2),
+    "shapley_value_sampling": lambda m, x, tmp: jaxsal.shapley_value_sampling(m, x, 0, n=1,
+                                                                         patch=2, **K),
+    "feature_permutation": lambda m, x, tmp: jaxsal.feature_permutation(m, x, 0, patch=2, **K),
+    "deletion": lambda m, x, tmp: jaxsal.deletion(m, x, jnp.ones((len(x), 4, 4)), 0, steps=2),
+    "insertion": lambda m, x, tmp: jaxsal.insertion(m, x, jnp.ones((len(x), 4, 4)), 0, steps=2),
+    "infidelity": lambda m, x, tmp: jaxsal.infidelity(m, x, jnp.ones((len(x), 4, 4)), 0, n=2, **K),
+    "sensitivity_max": lambda m, x, tmp: jaxsal.sensitivity_max(
+        lambda v: jaxsal.saliency(m, v, 0), x, n=2, **K),
+    "explain_to_file": lambda m, x, tmp: jaxsal.explain_to_file(
+        jaxsal.saliency, m, np.asarray(x), tmp / "maps.npy", targets=0),
+}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_refuses_a_model_mixing_the_batch(method, tmp_path):
+    """Before anything is compiled: each call is a trace of the model's shapes."""
+    with pytest.raises(ValueError, match="mixes the inputs of the batch: reduce_sum over the "
+                                         "batch axis"):
+        METHODS[method](_split_model(True), X[:2], tmp_path)
+    assert not list(tmp_path.iterdir())  # explain_to_file: nothing written
+
+
+def test_per_example_models_are_accepted():
+    """The fix the error suggests (the model run on one input at a time, jax.vmap) gives each
+    input the maps of that input alone; computations that keep the examples apart -- an
+    inference-mode normalization, lax.map, take_along_axis, a TimeDistributed reshape, a
+    lax.cond on the whole batch -- are not refused."""
+    from jaxsal._src.per_example import check_per_example
+
+    f = MIXED["scaled"]
+    wrapped = jaxsal.FunctionModel(
+        lambda p, x: jax.vmap(lambda xi: f(p, xi[None]).reshape(-1))(x), W)
+    got = jaxsal.saliency(wrapped, X, 1)
+    alone = np.concatenate([jaxsal.saliency(wrapped, X[i:i + 1], 1) for i in range(3)])
+    np.testing.assert_allclose(got, alone, rtol=1e-5, atol=1e-6)
+    for fn in (lambda p, x: (_logits(p, x) - 0.5) / 2.0,
+               lambda p, x: jax.lax.map(lambda xi: xi.reshape(-1) @ p["w"], x),
+               lambda p, x: jnp.take_along_axis(_logits(p, x), jnp.argsort(_logits(p, x), 1),
+                                                1),
+               lambda p, x: (x.reshape(-1, 4) @ p["w"][:4]).reshape(len(x), 4, 3).sum(1),
+               lambda p, x: jax.lax.cond(jnp.all(x > -1), lambda: _logits(p, x),
+                                         lambda: -_logits(p, x))):
+        check_per_example(jaxsal.FunctionModel(fn, W), X)
+    bn = load_keras(D.parent / "keras2" / "bn_axes_tfkeras2.h5")  # BatchNormalization
+    check_per_example(bn, np.load(D.parent / "keras2" / "bn_axes_tfkeras2.expected.npz")["x"])
+
+
+def test_outputs_with_the_batch_on_another_axis_are_refused():
+    square = jaxsal.FunctionModel(lambda p, x: _logits(p, x).T, W)  # (3, 3) for 3 inputs
+    with pytest.raises(ValueError, match=r"has no row per input: its inputs are on axis 1"):
+        jaxsal.saliency(square, X, 0)
+
+
+# ------------------------------------------------------------- tf.keras TFOpLambda models
+def _misc_with_output(tmp_path, layer):
+    """The tf.keras 2 fixture of raw tf.* calls (tests/fixtures/keras2_tfops), its output
+    set to one of its layers: tf.nn.l2_loss (over every element, the batch too) or
+    tf.math.truediv (h / tf.nn.l2_loss(h))."""
+    cfg = config("misc")
+    cfg["config"]["output_layers"] = [[layer, 0, 0]]
+    path = tmp_path / f"{layer}.h5"
+    shutil.copy(D / "misc_tf221.h5", path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["model_config"] = json.dumps(cfg)
+    return path
+
+
+@pytest.mark.parametrize("layer,shape", [("tf.nn.l2_loss", "()"),
+                                         ("tf.math.truediv", r"\(3, 6, 5, 3\)")])
+def test_tf_keras_models_mixing_the_batch_are_refused(tmp_path, capsys, layer, shape):
+    path = _misc_with_output(tmp_path, layer)
+    m = load_keras(path)
+    x = np.load(D / "misc_tf221.expected.npz")["x"]
+    why = r"reduce_sum over the batch axis in layer 'tf\.nn\.l2_loss'"
+    for method in (jaxsal.deeplift, jaxsal.lrp, jaxsal.saliency):
+        with pytest.raises(ValueError, match=rf"{shape} for a batch of 3 inputs.*{why}"):
+            method(m, x, lambda y: y.reshape(len(y), -1).sum(1))
+    np.save(tmp_path / "x.npy", x)
+    assert cli.main(["explain", str(path), str(tmp_path / "x.npy"), "--method", "deeplift",
+                     "--targets", "0", "--out", str(tmp_path / "maps.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "mixes the inputs" in err or "It mixes the inputs" in err, err
+    assert "layer 'tf.nn.l2_loss'" in err and "chunk 0" not in err, err
+    assert not (tmp_path / "maps.npy").exists()
+
+
+def test_every_output_is_checked():
+    """The fixture's output 5 holds the batch on its axis 1 and its output 8 is h /
+    tf.nn.l2_loss(h): the whole model is refused, naming how to pick another output; its
+    output 0 alone is not."""
+    m = load_keras(D / "misc_tf221.h5")
+    x = np.load(D / "misc_tf221.expected.npz")["x"]
+    with pytest.raises(ValueError, match=r"outputs of shape \(2, 3, 3\) for a batch of 3 "
+                                         r"inputs.*Every output of the model is checked; to "
+                                         r"explain one that keeps the inputs apart, pick one "
+                                         r"with model\.with_output"):
+        jaxsal.saliency(m, x, lambda ys: ys[0].reshape(3, -1).sum(1))
+    assert jaxsal.saliency(m.with_output(0), x, lambda y: y.reshape(3, -1).sum(1)).shape[0] == 3
+
+
+def test_maximize_runs_one_image_at_a_time():
+    """maximize runs the model on a batch of one image: a model that mixes a batch computes
+    its value on that image alone (well defined), but its outputs need the batch axis."""
+    scaled = jaxsal.FunctionModel(MIXED["scaled"], W, input_shape=(4, 4, 1))
+    assert jaxsal.maximize(scaled, [0], steps=2).images.shape == (1, 4, 4, 1)
+    l2 = jaxsal.FunctionModel(MIXED["l2_loss"], W, input_shape=(4, 4, 1))
+    with pytest.raises(ValueError, match=r"outputs of shape \(\) for a batch of 1 input.*"
+                                         r"It mixes the inputs: reduce_sum over the batch"):
+        jaxsal.maximize(l2, [0], steps=2)
