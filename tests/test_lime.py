@@ -359,3 +359,62 @@ def test_chunks_with_fewer_ids_reuse_one_program(tmp_path, compiles):
         jaxsal.lime(m, x, 0, key=0, feature_mask=masks, group_ids=[0, 1, 2])
     with pytest.raises(ValueError, match="pass it with feature_mask"):
         jaxsal.lime(m, x, 0, key=0, patch=2, group_ids=[0, 1])
+
+
+# ------------------------------------------------------------------ degenerate fits
+def test_a_kernel_too_narrow_for_the_fit_is_refused():
+    """kernel_width=0.01 left the weight on the coalitions that keep every group: LIME
+    returned near-zero maps (the ridge penalty's), and NaN where every weight underflowed
+    (30 groups: no draw keeps them all). Both are refused naming a kernel_width that works,
+    and with it the fit is the linear model's exact coefficients."""
+    m, w = _linear()
+    x = _x(2)
+    kw = dict(key=0, n=400, patch=(3, 2), return_groups=True)
+    with pytest.raises(ValueError, match=r"rest on at least 3\.5 effective coalitions.*has "
+                                         r"0(\.0\d+)? for group \d.*kernel_width=0\.01 gives.*"
+                                         r"Pass kernel_width=0\.\d+ or more") as e:
+        jaxsal.lime(m, x, [0, 1], kernel_width=0.01, **kw)
+    wide = float(str(e.value).split("Pass kernel_width=")[1].split()[0])
+    got = np.asarray(jaxsal.lime(m, x, [0, 1], kernel_width=wide, alpha=0.0, **kw))
+    want = _linear_values(w, x, 0.0, _grid())[:, :2]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    with pytest.raises(ValueError, match="NaN where every weight is 0.*kernel_width=0.001"):
+        jaxsal.lime(m, x, 0, key=0, n=50, patch=1, kernel_width=1e-3)
+    # under the caller's jit nothing can be raised: the refused fits' maps are NaN
+    traced = jax.jit(lambda v: jaxsal.lime(m, v, 0, key=0, n=50, patch=1,
+                                           kernel_width=1e-3))(jnp.asarray(x))
+    assert np.isnan(np.asarray(traced)).all()
+
+
+def test_one_draw_is_refused():
+    """n=1: a single coalition varies no group; the coefficients came back 0."""
+    with pytest.raises(ValueError, match=r"the n=1 draw\(s\) for input 0 \(and 2 more.*keep "
+                                         r"each of its 6 groups in every draw or in none.*"
+                                         r"Pass a larger n: at least 7"):
+        jaxsal.lime(_smooth(), _x(), 0, key=0, n=1, patch=(3, 2))
+
+
+def test_a_penalty_outweighing_the_weighted_draws_is_refused():
+    """Weights even but tiny (every draw far from x): each group keeps its effective
+    coalitions, but its weighted data fall below alpha, which then sets the coefficients;
+    the same draws with alpha=0, or unweighted, are not refused."""
+    z = np.asarray(lime_src._coalitions("lime", 0, 400, 4)).astype(np.float32)
+    c = z - 0.5
+
+    run = jax.jit(lime_src._lime_stats, static_argnums=1)  # one compile for the three calls
+
+    def stats(w, alpha):
+        wc = w[:, None] * c
+        totals = (w.sum()[None], wc.sum(0)[None], 0, 0, 0, (w * w).sum()[None],
+                  c.sum(0)[None], np.full(1, 400 * 0.3 ** 2, np.float32))
+        return jax.tree_util.tree_map(np.asarray, run(totals, 400, np.array([4]),
+                                                      np.ones((1, 4), bool), np.float32(alpha)))
+
+    tiny = np.full(400, 1e-5, np.float32)
+    assert stats(tiny, 1.0)["refused"][0]
+    assert not stats(tiny, 0.0)["refused"][0] and not stats(tiny * 1e5, 1.0)["refused"][0]
+    with pytest.raises(ValueError, match=r"expected the ridge penalty alpha=1 below every "
+                                         r"group's weighted data.*leaves group \d 0\.00099\d.*"
+                                         r"shrunk by 100%.*Pass kernel_width=0\.3 or more"):
+        lime_src._check_lime_fit(stats(tiny, 1.0), 400, np.array([4]), np.ones((1, 4), bool),
+                                 0.05, "input", 1.0, 0)

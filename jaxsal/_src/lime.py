@@ -249,6 +249,97 @@ def _shap_solve(gram: Array, zv: Array, gain: Array, counts: Array, order: Array
     return jnp.swapaxes(jnp.take_along_axis(phi, inverse[:, :, None], axis=1), 1, 2)
 
 
+#: :func:`lime` refuses a fit whose kernel leaves a group less than this fraction of what the
+#: draws offered it unweighted (its effective coalitions, capped at the fit's unknowns; or
+#: its weighted data where the ridge penalty then outweighs them). See :func:`_lime_stats`.
+MIN_KEPT_FRACTION = 0.5
+
+
+def _lime_stats(totals: tuple, n: int, counts: Array, has: Array, alpha: float) -> dict:
+    """What :func:`lime` checks its fits by, per input (``(N,)``) and group (``(N, M)``):
+
+    - ``"n"``: each group's effective number of coalitions: Kish's effective sample size of
+      the weights, ``(sum w)^2 / sum w^2``, times the weighted variance of ``z_j`` over its
+      variance under unweighted draws (1/4). A kernel that puts the weight on a handful of
+      coalitions leaves few; one that puts it on the coalitions keeping (nearly) every group
+      (a tiny ``kernel_width``) leaves the groups no variance.
+    - ``"u"``: the same with every weight 1 (``n`` times the draws' own variance of ``z_j``
+      over 1/4): what the draws offer the group; 0 where every draw keeps it, or none does.
+    - ``"g"``, ``"g_u"``: the group's weighted variance summed over the draws, ``sum w (z_j -
+      mean)^2``, and the same unweighted: the ridge penalty ``alpha`` shrinks the group's
+      coefficient by about ``alpha / (alpha + g)``.
+    - ``"share"``: the mean weight ``sum w / n``; ``"d"``: the root mean square of the draws'
+      distances to ``x``.
+    - ``"refused"``: the draws vary no group at all (``n=1``), or the weights leave some
+      group that the draws do vary fewer than :data:`MIN_KEPT_FRACTION` of ``min(u_j, M +
+      1)`` effective coalitions (a fit of ``M + 1`` unknowns), or leave it less than that
+      fraction of its unweighted data ``g_u`` and less than ``alpha`` (more than half of its
+      coefficient the penalty's). The penalty and rounding, not the model, then set the
+      coefficients (near 0; NaN where every weight is 0). What the draws themselves lack
+      (``n`` near ``M``: a group kept in every draw, a penalty that outweighs few draws) is
+      the caller's choice, not refused.
+    """
+    sw, sc, _, _, _, sww, su, sdd = totals
+    ess = jnp.where(sww > 0, sw * sw / jnp.where(sww > 0, sww, 1.0), 0.0)
+    mean_c = sc / jnp.where(sw > 0, sw, 1.0)[:, None]
+    var = jnp.clip(0.25 - mean_c * mean_c, 0.0, 0.25)  # (N, M)
+    var_u = jnp.clip(0.25 - (su / n) ** 2, 0.0, 0.25)
+    n_j, u_j = 4.0 * ess[:, None] * var, 4.0 * n * var_u
+    g_j, g_u = sw[:, None] * var, n * var_u
+    varied = has & (u_j >= 1.0)
+    short = n_j < MIN_KEPT_FRACTION * jnp.minimum(u_j, counts[:, None].astype(sw.dtype) + 1.0)
+    penalized = (g_j < alpha) & (g_j < MIN_KEPT_FRACTION * g_u)
+    refused = (jnp.any(varied & (short | penalized), axis=-1) | ~jnp.any(varied, axis=-1)
+               | ~jnp.all(jnp.isfinite(n_j) | ~has, axis=-1))
+    return {"n": n_j, "u": u_j, "g": g_j, "g_u": g_u, "share": sw / n,
+            "d": jnp.sqrt(sdd / n), "refused": refused}
+
+
+def _check_lime_fit(stats: dict, n: int, counts: np.ndarray, has: np.ndarray,
+                    width: float, distance: str, alpha: float, index_offset: int) -> None:
+    """Raise the ``ValueError`` of :func:`lime` for the inputs whose fit :func:`_lime_stats`
+    refused: which group lacks what, and the fix (a wider kernel, or more draws)."""
+    bad = np.flatnonzero(stats["refused"])
+    if not bad.size:
+        return
+    i = int(bad[0])
+    m = int(counts[i])
+    n_j, u_j, g_j, g_u = (stats[k][i] for k in ("n", "u", "g", "g_u"))
+    varied = has[i] & (u_j >= 1.0)
+    others = "" if bad.size == 1 else f" (and {bad.size - 1} more input(s) like it)"
+    where = f"the fit of input {index_offset + i}{others}"
+    if not varied.any():
+        raise ValueError(
+            f"lime: expected coalitions that vary the groups; the n={n} draw(s) for input "
+            f"{index_offset + i}{others} keep each of its {m} groups in every draw or in "
+            f"none, so no coefficient can be fitted (they would be 0). Pass a larger n: at "
+            f"least {m + 1}, better many more (the default is {LIME_SAMPLES})")
+    need = MIN_KEPT_FRACTION * np.minimum(u_j, m + 1)
+    ratio = np.where(varied, n_j / np.maximum(need, 1e-30), np.inf)
+    j = int(np.argmin(ratio))
+    if ratio[j] < 1.0:
+        got = (f"expected every group's coefficient to rest on at least {need[j]:.3g} "
+               f"effective coalitions (half of the fit's {m + 1} unknowns, or of the "
+               f"{u_j[j]:.4g} the n={n} draws offer the group unweighted); {where} has "
+               f"{n_j[j]:.3g} for group {j}, so the ridge penalty and rounding, not the model, "
+               "would set the coefficients (near 0, or NaN where every weight is 0)")
+    else:
+        j = int(np.argmin(np.where(varied, g_j - alpha, np.inf)))
+        got = (f"expected the ridge penalty alpha={alpha:g} below every group's weighted data "
+               f"(its weighted variance summed over the draws: {g_u[j]:.3g} for group {j} "
+               f"unweighted); {where} leaves group {j} {g_j[j]:.3g}, so the penalty, not the "
+               f"model, would set its coefficient (shrunk by {alpha / (alpha + g_j[j]):.0%})")
+    d_rms, share = float(stats["d"][i]), float(stats["share"][i])
+    step = 10.0 ** (math.floor(math.log10(d_rms)) - 1) if d_rms > 0 else 0.01
+    suggest = float(f"{math.ceil(d_rms / step * (1 - 1e-6)) * step:.2g}")  # d_rms rounded up
+    raise ValueError(
+        f"lime: {got}. kernel_width={width:g} gives the weights exp(-d^2 / (2 "
+        f"kernel_width^2)) (mean {share:.2g}) of distances d to x of about {d_rms:.3g} (the "
+        f"draws' root mean square, distance={distance!r}) to only the coalitions closest to "
+        f"x, those that keep (nearly) every group. Pass kernel_width={suggest:g} or more "
+        "(about the draws' typical distance to x)")
+
+
 def _lime_solve(moments: tuple, alpha: float) -> Array:
     """LIME's coefficients ``(N, T, M)``: the weighted ridge fit with an (unpenalized)
     intercept, from the weighted moments of ``c = z - 1/2`` and of the scores (centring the
@@ -423,6 +514,16 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
         ``lime`` package uses 0.25 with ``distance="interpretable"``).
       distance: ``"input"`` (default) or ``"interpretable"``, as above.
       index_offset, group_ids: as in :func:`jaxsal.kernel_shap`.
+    Raises:
+      ValueError: where the weights leave the fit without data (a ``kernel_width`` far
+        below the draws' distances to ``x`` puts the weight on the few coalitions that keep
+        nearly every group; the coefficients would be near 0, or NaN where every weight is
+        0): some group keeps fewer than half of ``min(its unweighted count, M + 1)``
+        effective coalitions, or less than half of its unweighted data and less than
+        ``alpha`` (:func:`_lime_stats`); or the draws vary no group (``n=1``). The message
+        names a ``kernel_width`` (the draws' root-mean-square distance to ``x``) or an ``n``
+        that works. Under a ``jax.jit`` of the caller's, nothing can be raised: those
+        inputs' maps are NaN.
     Returns:
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features;
       with channels when ``feature_mask`` groups them apart), or the coefficients
@@ -490,25 +591,36 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                             n_in, group) - s_full[None]  # (G, N, T)
                 c = keep.astype(w.dtype) - 0.5
                 wc = w[..., None] * c  # (G, N, M)
+                on = valid[:, None].astype(w.dtype)
                 return (w.sum(axis=0), wc.sum(axis=0),
                         jnp.einsum("gnm,gnk->nmk", wc, c, precision=_HIGHEST),
                         jnp.einsum("gn,gnt->nt", w, s, precision=_HIGHEST),
-                        jnp.einsum("gnm,gnt->nmt", wc, s, precision=_HIGHEST))
+                        jnp.einsum("gnm,gnt->nmt", wc, s, precision=_HIGHEST),
+                        # for _lime_stats: sum w^2, the unweighted sum of c, sum d^2
+                        (w * w).sum(axis=0), (on[..., None] * c).sum(axis=0),
+                        (on * d * d).sum(axis=0))
 
-            phi = _lime_solve(base.sum_groups(moments, n_draws, group), alpha)
+            totals = base.sum_groups(moments, n_draws, group)
+            stats = _lime_stats(totals, n_draws, counts, has, alpha)
+            phi = _lime_solve(totals[:5], alpha)
             phi = jnp.where(has[:, None, :], phi, 0.0)  # (0 but for the solver's rounding)
-            return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
+            phi = jnp.where(stats["refused"][:, None, None], jnp.nan, phi)  # see lime
+            return _finish(phi, gid, cols, groups, spec.class_axis, return_groups), stats
 
         return run
 
     ck = ("lime", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
           n_draws, alpha, width, distance, group, nb, return_groups)
-    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6, 8, 9, 10),
-                                                      (3, 4)),
-                         precision, forward_only=True)(
+    maps, stats = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6, 8, 9, 10),
+                                                             (3, 4)),
+                                precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
         jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids),
         *map(jnp.asarray, own_groups))
+    if not isinstance(stats["refused"], jax.core.Tracer):  # under a jit: NaN maps (see above)
+        _check_lime_fit(jax.tree_util.tree_map(np.asarray, stats), n_draws, own_groups[0],
+                        own_groups[2], width, distance, alpha, index_offset)
+    return maps
 
 
 def _kernel_shap_job_options(model: Any, shape: tuple, options: dict) -> dict:
