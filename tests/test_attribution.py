@@ -405,6 +405,24 @@ def test_smoothgrad_matches_its_definition(lm, x4):
     assert np.all(np.asarray(vg) >= 0) and np.all(np.asarray(sq) >= np.asarray(vg) - 1e-6)
 
 
+def test_vargrad_without_variance_is_refused():
+    """The variance of one noisy map, of noiseless copies or of a constant input's copies
+    (noise_level is relative to its max - min) is 0 at every pixel: VarGrad returned 0 maps
+    for them. noise_std gives a constant input its noise."""
+    m, _ = _linear()
+    x = _x()
+    for kw, match in ((dict(n=1), r"expected n >= 2, got n=1"),
+                      (dict(noise_level=0.0), r"got noise_level=0, whose copies are x itself"),
+                      (dict(noise_std=0.0), r"got noise_std=0")):
+        with pytest.raises(ValueError, match=rf"variant='vargrad'.*{match}"):
+            jaxsal.smoothgrad(m, x, 0, key=0, variant="vargrad", **dict(dict(n=4), **kw))
+    flat = np.concatenate([x[:1], np.full_like(x[:1], 0.5)])
+    with pytest.raises(ValueError, match="input 1 is constant, so its noise is 0"):
+        jaxsal.smoothgrad(m, flat, 0, key=0, n=4, variant="vargrad")
+    assert np.isfinite(np.asarray(jaxsal.smoothgrad(m, flat, 0, key=0, n=4, noise_std=0.1,
+                                                    variant="vargrad"))).all()
+
+
 def test_vargrad_keeps_the_digits_of_small_variances():
     """VarGrad as E[g^2] - E[g]^2 in float32 gave rounding noise where the variance is small
     next to the squared mean: a linear model (constant gradient, variance 0) got nonzero maps

@@ -166,3 +166,19 @@ def test_bad_arguments_raise_clear_errors(mnist, x4):
                       (dict(baseline=np.zeros((3, 3))), "baseline of shape")):
         with pytest.raises(ValueError, match=match):
             guided(mnist, x, 1, **kw)
+
+
+def test_a_path_whose_blurs_change_nothing_is_refused():
+    """steps=1 runs the path at the input alone (sigma 0), where a blur of grad_step=0.01 is
+    the identity (scipy's kernel has one tap below sigma 0.125): the map was 0 everywhere,
+    and so it was for a max_sigma below 0.125. A grad_step of 0.2 blurs: taken."""
+    m, _ = _linear((6, 5, 1))
+    x = np.random.default_rng(0).normal(size=(1, 6, 5, 1)).astype(np.float32)
+    blur = jaxsal.blur_integrated_gradients
+    with pytest.raises(ValueError, match=r"steps=1, max_sigma=50 and grad_step=0\.01.*map "
+                                         r"would be 0 everywhere\. Pass steps >= 2"):
+        blur(m, x, 0, steps=1)
+    with pytest.raises(ValueError, match=r"Pass a larger max_sigma \(the path's largest blur "
+                                         r"is sigma 0\.0475\)"):
+        blur(m, x, 0, steps=4, max_sigma=0.05)
+    assert np.abs(np.asarray(blur(m, x, 0, steps=1, grad_step=0.2))).max() > 0

@@ -195,3 +195,19 @@ def test_rise_masks_errors_name_its_own_arguments():
         jaxsal.rise_masks(0, 2, (8, 8), index=-1)
     with pytest.raises(ValueError, match=r"expected size .*got \(8\.5, 8\)"):
         jaxsal.rise_masks(0, 2, (8.5, 8))
+
+
+def test_masks_that_keep_all_or_nothing_are_refused():
+    """p=1 kept every pixel of every mask: the map was S(x) at every pixel. A p so small
+    that every mask of an input keeps nothing gave 0 everywhere, whatever the model: refused
+    (NaN under the caller's jit, where nothing can be raised)."""
+    m, _ = _linear()
+    x = np.random.default_rng(1).normal(size=(2, 6)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"with p=1 every mask keeps every pixel.*S\(x\) at "
+                                         r"every pixel.*in \(0, 1\)"):
+        jaxsal.rise(m, x, 0, key=0, n=4, p=1.0)
+    with pytest.raises(ValueError, match=r"all n=4 masks of 2 inputs \(the first: 0\) keep "
+                                         r"nothing.*map would be 0 whatever the model"):
+        jaxsal.rise(m, x, 0, key=0, n=4, p=1e-9)
+    traced = jax.jit(lambda v: jaxsal.rise(m, v, 0, key=0, n=4, p=1e-9))(jnp.asarray(x))
+    assert np.isnan(np.asarray(traced)).all()

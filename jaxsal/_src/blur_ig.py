@@ -92,6 +92,27 @@ def path_tables(sizes: tuple[int, ...], max_sigma: float, steps: int, grad_step:
     return weights.astype(np.float32), tuple(axes)
 
 
+def _check_blur_changes(tables: tuple, max_sigma: float, steps: int, grad_step: float,
+                        sqrt: bool) -> None:
+    """Refuse a path along which no blur differs from the next (every table ``D = Q - P`` of
+    :func:`path_tables` zero): the map would be 0 everywhere, whatever the model. scipy's
+    Gaussian below sigma 0.125 has a kernel of one tap (radius ``int(4 sigma + 0.5)`` = 0),
+    the identity; with ``steps=1`` the only path point is the input itself (sigma 0)."""
+    if any(np.any(t[1] != 0) for t in tables):
+        return
+    top = float(sigmas(max_sigma, steps, sqrt)[-2]) + grad_step
+    fix = ("pass steps >= 2 (PAIR's default is 100): with steps=1 the only path point is the "
+           "input itself, sigma 0" if steps == 1 else
+           f"pass a larger max_sigma (the path's largest blur is sigma {top:.3g})")
+    raise ValueError(f"blur_integrated_gradients: expected a path along which the blur "
+                     f"changes the input; with steps={steps}, max_sigma={max_sigma:g} and "
+                     f"grad_step={grad_step:g} every blur on it and its step of grad_step are "
+                     "Gaussians below sigma 0.125, whose kernel is one tap (scipy's radius "
+                     "int(4 sigma + 0.5) = 0) and leaves the input as it is, so the map "
+                     f"would be 0 everywhere. {fix[0].upper()}{fix[1:]}, or a grad_step of "
+                     "at least 0.125")
+
+
 def _toeplitz(taps: Array, n: int) -> Array:
     """``(b, 2 n - 1)`` tap rows -> ``(b, n, n)`` matrices ``M[i, j] = taps[j - i + n - 1]``."""
     idx = np.arange(n)[None, :] - np.arange(n)[:, None] + n - 1
@@ -210,6 +231,7 @@ def blur_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets =
     sizes = p.spatial_shape
     weights, tables = path_tables(tuple(int(s) for s in sizes), max_sigma, steps, grad_step,
                                   sqrt)
+    _check_blur_changes(tables, max_sigma, steps, grad_step, sqrt)
     nb, batch_steps, chunk = base.sampling_plan(p.model, p.x, p.n, p.spec.num, steps,
                                                 batch_steps, "batch_steps", chunk_size,
                                                 memory_budget)

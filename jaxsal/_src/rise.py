@@ -178,6 +178,11 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     index_offset = base.check_index_offset(index_offset)
     n_masks = base.check_n(n, "masks")
     p_keep = _check_p(p)
+    if p_keep == 1.0:
+        raise ValueError("rise: expected p, the probability that a cell is kept, below 1; "
+                         "with p=1 every mask keeps every pixel, every masked input is x "
+                         "itself, and the map is the score S(x) at every pixel (no "
+                         "attribution). Pass p in (0, 1) (the paper's is 0.5)")
     binary = input_rank(x) == 2  # features or token ids: no spatial layout
     pr = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=not binary,
                  allow_int=binary)
@@ -213,10 +218,15 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                 y, cap = run_model(m, params, xm, sp.layers)
                 s = score_matrix(sp, info, y, cap, ids_rep).reshape(group, n_in, -1)
                 s = s * valid[:, None, None].astype(s.dtype)
-                return jnp.einsum("gnt,gn...->nt...", s, masks, precision=_HIGHEST)
+                kept = jnp.sum(masks.reshape(group, n_in, -1), axis=(0, 2), where=valid[:, None,
+                                                                                      None])
+                return jnp.einsum("gnt,gn...->nt...", s, masks, precision=_HIGHEST), kept
 
-            sal = base.sum_groups(weigh, n_masks, group) / (n_masks * p_keep)
-            return sal if spec.class_axis else sal[:, 0]
+            sal, kept = base.sum_groups(weigh, n_masks, group)
+            sal = sal / (n_masks * p_keep)
+            # no mask keeps anything (p tiny): the map is 0 whatever the model (see rise)
+            sal = jnp.where((kept > 0).reshape((-1,) + (1,) * (sal.ndim - 1)), sal, jnp.nan)
+            return (sal if spec.class_axis else sal[:, 0]), kept
 
         return run
 
@@ -225,4 +235,17 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     index = index_offset + jnp.arange(pr.n, dtype=jnp.int32)
     fn = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5), (3,)),
                        precision, forward_only=True)
-    return fn(pr.params, pr.x, pr.ids, fill, key, index)
+    maps, kept = fn(pr.params, pr.x, pr.ids, fill, key, index)
+    if not isinstance(kept, jax.core.Tracer):  # under the caller's jit: NaN maps
+        empty = np.flatnonzero(np.asarray(kept) <= 0)
+        if empty.size:
+            which = (f"input {index_offset + int(empty[0])}" if empty.size == 1 else
+                     f"{empty.size} inputs (the first: {index_offset + int(empty[0])})")
+            cells = int(np.prod([g + 1 for g in plan.grid] if binary else plan.grid))
+            raise ValueError(
+                f"rise: expected masks that keep some of the input; all n={n_masks} masks of "
+                f"{which} keep nothing (each of their {cells} cells kept with probability "
+                f"p={p_keep:g}: {p_keep * cells:.2g} cells a mask on average), so every "
+                "masked input is the fill and the map would be 0 whatever the model. Pass a "
+                "larger p (the paper's is 0.5) or a larger n")
+    return maps

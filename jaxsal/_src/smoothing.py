@@ -135,6 +135,16 @@ def smoothgrad(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
         noise_level = _nonnegative(0.2 if noise_level is None else noise_level, "noise_level",
                                    "the noise's standard deviation as a fraction of each "
                                    "input's max - min, e.g. 0.2")
+    if variant == "vargrad" and n < 2:
+        raise ValueError("variant='vargrad' is the variance of the n noisy maps: expected n >= "
+                         "2, got n=1, whose variance is 0 at every pixel (the map would be 0). "
+                         "Pass n >= 2 (the default is 25)")
+    if variant == "vargrad" and (noise_std if noise_std is not None else noise_level) == 0:
+        given = "noise_std" if noise_std is not None else "noise_level"
+        raise ValueError(f"variant='vargrad' is the variance of the maps of noisy copies of x: "
+                         f"expected noise, got {given}=0, whose copies are x itself and their "
+                         "variance 0 at every pixel (the map would be 0). Pass noise_level > 0 "
+                         "(the default is 0.2) or noise_std > 0")
     if abs_first is None:
         abs_first = reduce in ("max_abs", "abs_sum")
     abs_first = check_flag(abs_first, "abs_first")
@@ -161,6 +171,8 @@ def smoothgrad(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
+    if variant == "vargrad" and noise_std is None and lt is None:
+        _check_noisy(p.x)
     b = check_baseline(opts.get("baseline"), p.x)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
@@ -282,6 +294,23 @@ def smoothgrad(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5), maybe=(4,)),
                          precision)(p.params, p.x, p.ids, key, b,
                                     jnp.arange(p.n, dtype=jnp.int32) + index_offset)
+
+
+def _check_noisy(x: Any) -> None:
+    """VarGrad with ``noise_level`` (relative to each input's max - min): refuse the inputs
+    that are constant (every array of them), whose noise is 0 and their map 0."""
+    flat = [jnp.reshape(a, (a.shape[0], -1)) for a in jax.tree_util.tree_leaves(x)]
+    spans = np.asarray(sum(jnp.max(a, axis=1) - jnp.min(a, axis=1) for a in flat))
+    flat_inputs = np.flatnonzero(spans == 0)
+    if flat_inputs.size:
+        which = (f"input {int(flat_inputs[0])} is constant, so its noise is" if
+                 flat_inputs.size == 1 else f"inputs {flat_inputs.tolist()[:10]} are constant, "
+                 "so their noise is")
+        raise ValueError(
+            f"variant='vargrad' with noise_level (relative to each input's max - min): "
+            f"{which} 0 and the variance of the noisy maps 0 at every pixel (the map would be "
+            "0). Expected inputs that vary; for constant ones pass noise_std (the noise's "
+            "standard deviation itself)")
 
 
 def _layer_raw(m: Any, spec: Any, info: Any, lt: Any, x: Any, A: Array, times_input: bool):
