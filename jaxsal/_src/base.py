@@ -602,6 +602,9 @@ class _LRU:
 
 _PROGRAMS = _LRU(256)
 _SHAPES = _LRU(1024)
+#: Forward jaxprs (:func:`forward_jaxpr`): a few, for the checks and sizes of the call in
+#: progress; they hold the constants a traced function made, which the shapes do not.
+_JAXPRS = _LRU(8)
 
 
 PRECISIONS = (None, "default", "high", "highest", "bfloat16")
@@ -648,6 +651,7 @@ def clear_caches() -> None:
 
     _PROGRAMS.clear()
     _SHAPES.clear()
+    _JAXPRS.clear()
     plans.PLANS.clear()
     maximize._build.cache_clear()
 
@@ -727,11 +731,12 @@ def model_shapes(model: Any, x: Array, layers: Sequence[str] = ()) -> tuple[Any,
 
 def forward_jaxpr(model: Any, x: Any) -> tuple[Any, Any]:
     """``(closed jaxpr, abstract outputs)`` of one forward pass ``model.apply(params, x)`` on
-    ``x``'s shapes (traced once, cached): the outputs' shapes (:func:`model_shapes`), the
-    bytes of its intermediates (:func:`forward_bytes`) and which of its values hold which
-    examples (:mod:`jaxsal._src.per_example`) are read from one trace."""
-    key = ("jaxpr", function_key(model), shape_key(x))
-    return _SHAPES.get(key, lambda: jax.make_jaxpr(
+    ``x``'s shapes (traced once, kept for the calls in progress): the outputs' shapes
+    (:func:`model_shapes`), the bytes of its intermediates (:func:`forward_bytes`) and
+    which of its values hold which examples (:mod:`jaxsal._src.per_example`) are read from
+    one trace."""
+    key = (function_key(model), shape_key(x))
+    return _JAXPRS.get(key, lambda: jax.make_jaxpr(
         lambda p, xx: model.apply(p, xx), return_shape=True)(model.params, _sds(x)))
 
 
