@@ -6,14 +6,22 @@ a memory-mapped ``.npy`` as soon as it is done, and records progress in a JSON s
 that is stopped or fails (a NaN in chunk 7, a killed process) keeps every finished chunk; run the
 same call again and it resumes where it stopped.
 
+For a model of several inputs, the inputs are a list or dict of arrays (each read chunk by
+chunk), and a method that gives a map per input writes each input's maps to a file of its own
+beside ``path`` (``maps.img.npy``, ``maps.vec.npy``; :func:`input_paths`); the job still has
+one sidecar, which lists those files, and one lock, and a chunk is recorded as finished only
+after every file holds its rows (a job stopped between two files' writes computes the chunk
+again).
+
 A job is identified by a signature: a hash of a stable description of the method (a function
 of one's own also by the settings it reads: its closure's numbers, strings, arrays and
 tuples, and the module-level values it reads; a callable object's or a bound method's
 attributes alike), the model
 (its class, head, output selection, backward rule, the Keras backend it follows, architecture
 and a hash of every weight),
-the inputs' count, shape and dtype (not their values, which are checked chunk by chunk: the
-sidecar keeps a hash of each finished chunk's inputs, and a chunk whose inputs changed since,
+the inputs' count, shape and dtype (each input's, by its name, for several; not their
+values, which are checked chunk by chunk: the sidecar keeps a hash of each finished chunk's
+inputs (of every input), and a chunk whose inputs changed since,
 fixed or replaced by another data set of the same shape, is computed again; fixing a bad input
 and running again resumes), the targets, every option (arrays by a hash of their bytes, shape
 and dtype; PRNG keys by their key data; functions by their code, constants, defaults,
@@ -54,7 +62,7 @@ from jaxsal._src import base
 from jaxsal._src.base import ModelLike
 from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import Targets
-from jaxsal._src.validate import _fits, check_flag
+from jaxsal._src.validate import WRAP_ONE_INPUT, _fits, check_flag
 
 try:
     import fcntl
@@ -335,12 +343,20 @@ def _signature(method: Callable, model: Any, inputs: Any, options: dict, targets
 
 
 def _signatures(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
-                batch_size: int) -> tuple[str, str]:
-    """The job's signature and its family's: the same job at any batch size."""
-    n = len(inputs)
+                batch_size: int, several: _Several | None = None) -> tuple[str, str]:
+    """The job's signature and its family's: the same job at any batch size. For several
+    inputs, each input's name, shape and dtype (in the model's order: a list and a dict of
+    the same inputs are the same job)."""
+    if several is None:
+        n = len(inputs)
+        described: Any = [list(np.shape(inputs)[1:]), str(getattr(inputs, "dtype", ""))]
+    else:
+        n = len(several.arrays[0])
+        described = {"inputs": [[name, list(np.shape(a)[1:]), str(getattr(a, "dtype", ""))]
+                                for name, a in zip(several.names, several.arrays)]}
     job = {
         "method": _method_description(method), "model": model_fingerprint(model),
-        "n": n, "input": [list(np.shape(inputs)[1:]), str(getattr(inputs, "dtype", ""))],
+        "n": n, "input": described,
         "options": _describe(dict(options)), "targets": _describe(targets), "b": batch_size,
     }
     if jax.config.jax_enable_x64:  # 64-bit mode computes other maps, in other dtypes (left
@@ -396,6 +412,148 @@ def _unwrap(method: Callable) -> Callable:
     return method
 
 
+# ---------------------------------------------------------------------- several inputs
+def _is_structure(inputs: Any) -> bool:
+    """Whether ``inputs`` is a list, tuple or dict of input arrays (a model of several
+    inputs), not one array (nor nested lists of numbers, one array too)."""
+    return isinstance(inputs, dict) or (isinstance(inputs, (list, tuple)) and bool(inputs)
+                                        and hasattr(inputs[0], "shape"))
+
+
+def model_inputs(model: Any) -> str:
+    """The inputs ``model`` takes, by name and shape: ``img (N, 8, 8, 3), vec (N, 5)``."""
+    names = list(getattr(model, "input_names", None) or [])
+    shapes = list(getattr(model, "input_shapes", None) or [None] * len(names))
+
+    def shape(s):
+        return "(N, ...)" if s is None else "(N" + "".join(
+            f", {'?' if d is None else d}" for d in s) + ")"
+
+    return ", ".join(f"{n} {shape(s)}" for n, s in zip(names, shapes))
+
+
+#: A name that may end a file's name as it is: letters, digits, ``_``, ``-``, ``.``.
+_SAFE_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _file_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The part of each input's maps file's name that names its input: the input names, or
+    their positions where one is not usable in a file name (empty, a ``/``, a leading
+    ``.``) or two differ only in case (one file on macOS's and Windows's file systems)."""
+    usable = all(n and set(n) <= _SAFE_NAME and not n.startswith(".") for n in names)
+    if usable and len({n.lower() for n in names}) == len(names):
+        return names
+    return tuple(str(i) for i in range(len(names)))
+
+
+def input_paths(path: str, names: Any) -> list[str]:
+    """The files a job writing ``path`` puts each input's maps in, for inputs ``names`` (in
+    the model's order): ``maps.npy`` -> ``maps.img.npy``, ``maps.vec.npy`` (see
+    :func:`explain_to_file`)."""
+    stem = path[:-len(".npy")] if path.endswith(".npy") else path
+    return [f"{stem}.{name}.npy" for name in _file_names(tuple(names))]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Several:
+    """The inputs of a job over a model of several inputs, in the model's order."""
+
+    kind: type  # list, tuple or dict: the container each chunk (and the result) comes in
+    keys: tuple  # dict keys, or positions
+    names: tuple[str, ...]  # the inputs' names (the model's, the dict's keys, else positions)
+    arrays: tuple  # each (N, ...), as given (memory-mapped ones are read chunk by chunk)
+
+    def pack(self, parts: list) -> Any:
+        """``parts`` (one per input, in order) in the container the inputs came in."""
+        return dict(zip(self.keys, parts)) if self.kind is dict else self.kind(parts)
+
+    def by_input(self, v: Any) -> list[tuple[Any, int]] | None:
+        """``[(key, input index)]`` when option value ``v`` holds one value per input: a
+        list or tuple of one per input, or a dict keyed by the inputs' names; else None."""
+        if isinstance(v, dict) and v and set(map(str, v)) == set(self.names):
+            index = {name: i for i, name in enumerate(self.names)}
+            return [(k, index[str(k)]) for k in v]
+        if isinstance(v, (list, tuple)) and len(v) == len(self.arrays):
+            return list(zip(range(len(v)), range(len(v))))
+        return None
+
+
+def _one_input_error(method: Callable, inputs: str) -> TypeError:
+    """The error for a method that explains one input array given a job's ``inputs``
+    (``"2 inputs (img (N, 8, 8, 3), vec (N, 5))"``)."""
+    fn = _unwrap(method)
+    name = getattr(fn, "__name__", "this method")
+    return TypeError(
+        f"{name} explains one input array ({fn.one_input}), so it cannot explain this job's "
+        f"{inputs}. Use a method that gives a map per input (saliency, "
+        "gradient_x_input, guided_backprop, deconvnet, smoothgrad, integrated_gradients, "
+        "gradient_shap, deeplift, deeplift_shap, lrp, occlusion) or one map at a layer (the "
+        "gradient CAMs, eigencam, ablationcam), or " + WRAP_ONE_INPUT)
+
+
+def _several(method: Callable, model: Any, inputs: Any) -> _Several | None:
+    """The inputs of a job given a list, tuple or dict of input arrays, checked (one per
+    input of the model, the same count N along axis 0, each a batch), or None for one
+    array (refused for a model of several inputs). Raises before any work."""
+    k_model = getattr(model, "num_inputs", None)  # None: a plain function takes any
+    names_model = list(getattr(model, "input_names", None) or [])
+    listed = f" ({model_inputs(model)})" if names_model else ""
+    if not _is_structure(inputs):
+        if isinstance(k_model, int) and k_model > 1:
+            raise TypeError(f"this model has {k_model} inputs{listed}; expected inputs as a "
+                            f"list of {k_model} arrays in that order (or a dict keyed by "
+                            f"those names), each (N, ...), got one {type(inputs).__name__}")
+        return None
+    if isinstance(inputs, dict) and not inputs:
+        raise ValueError("inputs is an empty dict: expected one (N, ...) array per input of "
+                         "the model, keyed by its input names")
+    given = (f"a dict of {len(inputs)} ({', '.join(map(str, inputs))})"
+             if isinstance(inputs, dict) else f"a {type(inputs).__name__} of {len(inputs)}")
+    if k_model == 1:
+        raise TypeError(f"this model takes one input array (N, ...), got {given} arrays; "
+                        "pass the array itself")
+    if getattr(_unwrap(method), "one_input", None):
+        listed = (model_inputs(model) if names_model else ", ".join(map(str, inputs))
+                  if isinstance(inputs, dict) else "")
+        raise _one_input_error(method, f"{len(inputs)} inputs" + (f" ({listed})" if listed
+                                                                    else ""))
+    if isinstance(inputs, dict):
+        if names_model and set(inputs) != set(names_model):
+            raise ValueError(f"expected inputs as a dict keyed by the model's input names: "
+                             f"{model_inputs(model)}; got keys {sorted(map(str, inputs))}")
+        keys = tuple(names_model) if names_model else tuple(sorted(inputs, key=str))
+        names = tuple(map(str, keys))
+    else:
+        if isinstance(k_model, int) and len(inputs) != k_model:
+            raise ValueError(f"this model has {k_model} inputs: {model_inputs(model)}; "
+                             f"expected a list of {k_model} arrays in that order (or a dict "
+                             f"keyed by those names), got {len(inputs)}")
+        keys = tuple(range(len(inputs)))
+        names = (tuple(names_model) if len(names_model) == len(inputs)
+                 else tuple(map(str, keys)))
+    arrays = tuple(inputs[key] for key in keys)
+    # (a plain function of one declared input_shape: a list of its examples is no batch)
+    shapes = list(getattr(model, "input_shapes", None)
+                  or [getattr(model, "input_shape", None)] * len(arrays))
+    counts = []
+    for name, a, shape in zip(names, arrays, shapes):
+        got = tuple(np.shape(a))
+        if not got or (isinstance(shape, tuple) and _fits(got, shape)):
+            raise ValueError(f"expected input {name!r} as a batch (N, ...) with the examples "
+                             f"along axis 0, got shape {got}"
+                             + (" (one example: pass it [None]; for a list of the examples "
+                                "of a model of one input, pass np.stack(inputs))"
+                                if got else ""))
+        counts.append(got[0])
+    if len(set(counts)) > 1:
+        raise ValueError("expected every input with the same count N along axis 0, got "
+                         + ", ".join(f"{name!r}: {c}" for name, c in zip(names, counts)))
+    if counts[0] == 0:
+        raise ValueError("inputs are empty: expected at least one example along axis 0")
+    kind = dict if isinstance(inputs, dict) else tuple if isinstance(inputs, tuple) else list
+    return _Several(kind, keys, names, arrays)
+
+
 def shared_options(method: Callable) -> tuple[str, ...]:
     """The options ``method`` declares as the same for every chunk, never sliced with the
     inputs (its ``shared_options`` attribute; e.g. :func:`jaxsal.gradient_shap`'s
@@ -424,17 +582,31 @@ def job_options(method: Callable, model: Any, shape: tuple, options: dict) -> di
 
 
 def _check_options(options: dict, n: int, ndim: int, where: str = "",
-                   shared: tuple[str, ...] = ()) -> None:
+                   shared: tuple[str, ...] = (), several: _Several | None = None) -> None:
     """Refuse an array option of the inputs' rank whose leading axis is neither the inputs'
-    count nor 1: it cannot be split into chunks with the inputs."""
+    count nor 1: it cannot be split into chunks with the inputs. For several inputs, the
+    arrays of an option given per input (a list of one per input, a dict keyed by their
+    names) are checked against their own input's rank."""
     for k, v in options.items():
         name = f"{where}[{k!r}]" if where else k
         if k in shared and not where:
             continue
-        if isinstance(v, dict):
-            _check_options(v, n, ndim, name)
-        elif (isinstance(v, (np.ndarray, jax.Array)) and v.ndim == ndim and v.ndim >= 1
-              and v.shape[0] not in (1, n)):
+        per = several.by_input(v) if several is not None else None
+        if per is not None:
+            for key, i in per:
+                e, rank = v[key], len(np.shape(several.arrays[i]))
+                if (isinstance(e, (np.ndarray, jax.Array)) and e.ndim == rank
+                        and e.shape[0] not in (1, n)):
+                    raise ValueError(
+                        f"option {name}[{key!r}] (for input {several.names[i]!r}) has shape "
+                        f"{tuple(e.shape)}: an array with its input's rank ({rank}) is read "
+                        f"per input and is split into chunks with them, so it needs one row "
+                        f"per input ({n}) or a single row (shared by all); got {e.shape[0]} "
+                        "rows")
+        elif isinstance(v, dict):
+            _check_options(v, n, ndim, name, several=several)
+        elif (several is None and isinstance(v, (np.ndarray, jax.Array)) and v.ndim == ndim
+              and v.ndim >= 1 and v.shape[0] not in (1, n)):
             raise ValueError(f"option {name} has shape {tuple(v.shape)}: an array with the "
                              f"inputs' rank ({ndim}) is read per input and is split into chunks "
                              f"with them, so it needs one row per input ({n}) or a single row "
@@ -447,18 +619,35 @@ def _native(a: np.ndarray) -> np.ndarray:
     return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
 
 
+def _rows(v: Any, lo: int, hi: int, pad: int) -> np.ndarray:
+    """Rows ``lo:hi`` of array ``v``, in the machine's byte order, padded with ``pad`` copies
+    of the last."""
+    v = _native(np.asarray(v)[lo:hi])
+    if pad:
+        v = np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
+    return v
+
+
 def _chunk_options(options: dict, n: int, ndim: int, lo: int, hi: int, pad: int,
-                   shared: tuple[str, ...] = (), rows: tuple[str, ...] = ()) -> dict:
+                   shared: tuple[str, ...] = (), rows: tuple[str, ...] = (),
+                   several: _Several | None = None) -> dict:
     out = {}
     for k, v in options.items():
+        per = None if k in shared or several is None else several.by_input(v)
         if k in shared:
             pass
+        elif per is not None:  # one value per input: each sliced by its own input's rank
+            parts = dict(v) if isinstance(v, dict) else list(v)
+            for key, i in per:
+                e = v[key]
+                if ((k in rows and np.ndim(e) >= 1)
+                        or _per_input(e, n, len(np.shape(several.arrays[i])))):
+                    parts[key] = _rows(e, lo, hi, pad)
+            v = parts if isinstance(v, dict) else tuple(parts) if isinstance(v, tuple) else parts
         elif isinstance(v, dict):
-            v = _chunk_options(v, n, ndim, lo, hi, pad)
-        elif k in rows or _per_input(v, n, ndim):
-            v = _native(np.asarray(v)[lo:hi])
-            if pad:
-                v = np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
+            v = _chunk_options(v, n, ndim, lo, hi, pad, several=several)
+        elif k in rows or (several is None and _per_input(v, n, ndim)):
+            v = _rows(v, lo, hi, pad)
         out[k] = v
     return out
 
@@ -480,18 +669,24 @@ def _mapped_file(a: Any) -> str | None:
     return None
 
 
-def _mapped_sources(inputs: Any, options: dict):
-    """``(what, file)`` for the inputs and every option array (also inside dict options)
-    read memory-mapped from a file."""
-    found = _mapped_file(inputs)
-    if found:
-        yield "inputs", found
-    stack = [("", options)]
+def _mapped_sources(inputs: Any, options: dict, several: _Several | None = None):
+    """``(what, file)`` for the inputs (each of several) and every option array (also
+    inside dict options and per-input lists) read memory-mapped from a file."""
+    if several is None:
+        found = _mapped_file(inputs)
+        if found:
+            yield "inputs", found
+    else:
+        for name, a in zip(several.names, several.arrays):
+            if (found := _mapped_file(a)):
+                yield f"input {name!r}", found
+    stack: list = [("", options)]
     while stack:
         where, d = stack.pop()
-        for k, v in d.items():
+        items = d.items() if isinstance(d, dict) else enumerate(d)
+        for k, v in items:
             name = f"{where}[{k!r}]" if where else f"option {k}"
-            if isinstance(v, dict):
+            if isinstance(v, (dict, list, tuple)):
                 stack.append((name, v))
             elif (found := _mapped_file(v)):
                 yield name, found
@@ -624,32 +819,83 @@ def job_lock(path: str | os.PathLike) -> Iterator[None]:
                 _unlock(lock, held[0])
 
 
-def _check_path(path: str, inputs: Any, options: dict) -> None:
+def _check_path(path: str, inputs: Any, options: dict, several: _Several | None = None
+                ) -> None:
     """Refuse, before any chunk is computed, an output path that cannot be written (a folder,
     a missing folder) or that is the file the inputs or an option are read from: writing the
-    maps there would overwrite them while the job still reads them."""
+    maps there would overwrite them while the job still reads them. For several inputs, the
+    files of their maps too (:func:`input_paths`: the job writes them or ``path``, as the
+    method gives a map per input or one map)."""
     _check_folder(path)
-    if not os.path.exists(path):
+    outputs = [(path, f"path {path}")]
+    if several is not None:
+        for name, file in zip(several.names, input_paths(path, several.names)):
+            what = f"{file} (where path {path} puts the maps of input {name!r})"
+            if os.path.isdir(file):
+                raise IsADirectoryError(f"{what} is a folder; remove it or write the maps to "
+                                        "another path")
+            outputs.append((file, what))
+    for file, what_out in outputs:
+        if not os.path.exists(file):
+            continue
+        for what, source in _mapped_sources(inputs, options, several):
+            if os.path.exists(source) and os.path.samefile(source, file):
+                raise ValueError(f"{what_out} is the file {what} is read from "
+                                 "(memory-mapped); writing the maps there would overwrite it "
+                                 "while the job reads it. Write the maps to another path")
+
+
+def _sidecars(path: str) -> Iterator[tuple[str, bool]]:
+    """``(progress file, whether it is path's own)`` of the jobs that may have written the
+    ``.npy`` at ``path``: its own, then for ``maps.img.npy`` (the maps of input ``img`` of a
+    job writing ``maps.npy``) that job's."""
+    yield path + ".progress.json", True
+    folder, base = os.path.split(path)
+    if not base.endswith(".npy"):
         return
-    for what, source in _mapped_sources(inputs, options):
-        if os.path.exists(source) and os.path.samefile(source, path):
-            raise ValueError(f"path {path} is the file {what} is read from (memory-mapped); "
-                             "writing the maps there would overwrite it while the job reads "
-                             "it. Write the maps to another path")
+    stem = base[:-len(".npy")]
+    for i, c in enumerate(stem):
+        if c == "." and i:
+            for job in (stem[:i] + ".npy", stem[:i]):
+                yield os.path.join(folder, job + ".progress.json"), False
 
 
 def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
     """``(done, chunks, progress_path)`` when the ``.npy`` at ``path`` is the output of an
     :func:`explain_to_file` job that has not finished (its sidecar lists fewer chunks than
-    the job has: the rows of the others are still zeros), else None."""
-    progress_path = os.fspath(path) + ".progress.json"
+    the job has: the rows of the others are still zeros), else None. The file of one input's
+    maps (``maps.img.npy`` of a job writing ``maps.npy``) is the output of the job whose
+    sidecar lists it (``maps.npy.progress.json``)."""
+    path = os.fspath(path)
+    for progress_path, own in _sidecars(path):
+        try:
+            with open(progress_path) as fh:
+                prog = json.load(fh)
+            done, chunks = len(set(prog["done"])), int(prog["chunks"])
+            outputs = prog.get("outputs")
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue  # no sidecar (or none of this format): nothing says the file is partial
+        if outputs is None and own:  # (a job over one input array: its file is path)
+            listed = True
+        else:
+            listed = isinstance(outputs, list) and os.path.basename(path) in outputs
+        if listed:
+            return (done, chunks, progress_path) if done < chunks else None
+    return None
+
+
+def job_files(path: str | os.PathLike) -> list[str]:
+    """The files the job writing ``path`` keeps its maps in: those its progress file lists
+    (a job over several inputs: ``maps.img.npy``, ``maps.vec.npy``), else ``[path]``."""
+    path = os.fspath(path)
     try:
-        with open(progress_path) as fh:
-            prog = json.load(fh)
-        done, chunks = len(set(prog["done"])), int(prog["chunks"])
-    except (OSError, ValueError, TypeError, KeyError):
-        return None  # no sidecar (or none of this format): nothing says the file is partial
-    return (done, chunks, progress_path) if done < chunks else None
+        with open(path + ".progress.json") as fh:
+            outputs = json.load(fh).get("outputs")
+    except (OSError, ValueError, AttributeError):
+        outputs = None
+    if not (isinstance(outputs, list) and outputs and all(isinstance(f, str) for f in outputs)):
+        return [path]
+    return [os.path.join(os.path.dirname(path), f) for f in outputs]
 
 
 #: The errnos of a write that found no room: a full disk, a quota, a file too large for it.
@@ -682,57 +928,123 @@ def _allocate(path: str) -> None:
         os.close(fd)
 
 
-def _finished_chunks(inputs: Any, n: int, old_b: int, old_done: set, kept: dict | None,
+def _chunk_digest(parts: list) -> str:
+    """The hash of a chunk's inputs (``parts``: its rows of each input, as read): one
+    input's digest, or for several the digests of each joined by ``+``."""
+    return "+".join(_array_digest(p)["array"] for p in parts)
+
+
+def _finished_chunks(arrays: tuple, n: int, old_b: int, old_done: set, kept: dict | None,
                      b: int) -> dict[int, str]:
     """``{chunk: hash of its inputs}`` for the chunks of batch size ``b`` whose inputs all
     finished, unchanged, in a job's chunks ``old_done`` of batch size ``old_b`` (unchanged:
     their hash is the one ``kept`` records by chunk; a sidecar without hashes, ``kept=None``,
-    is trusted). Each finished input is read once: at another batch size its bytes are hashed
-    in both chunkings at once (the old chunk's hash to check, the new one's to record)."""
-    new: dict[int, list] = {}  # chunk of b -> [its hash so far, rows hashed, all unchanged]
+    is trusted). ``arrays``: the job's inputs (one, or each of several: a chunk's hash is
+    theirs joined, :func:`_chunk_digest`). Each finished input is read once: at another
+    batch size its bytes are hashed in both chunkings at once (the old chunk's hash to
+    check, the new one's to record)."""
+    def hashers():
+        return [hashlib.blake2b(digest_size=16) for _ in arrays]
+
+    def digest(hs):
+        return "+".join(h.hexdigest() for h in hs)
+
+    # chunk of b -> [its hashes so far (one per input), rows hashed, all unchanged]
+    new: dict[int, list] = {}
     for c in sorted(c for c in old_done if isinstance(c, int)):
         lo, hi = c * old_b, min(n, (c + 1) * old_b)
         if not 0 <= lo < hi:
             continue
-        h = hashlib.blake2b(digest_size=16)
+        h = hashers()
         cuts = [lo, *range((lo // b + 1) * b, hi, b), hi]  # where the chunks of b start
         parts = []
         for start, stop in zip(cuts, cuts[1:]):
             k = start // b
-            rows = _bytes(np.ascontiguousarray(np.asarray(inputs[start:stop])))
-            h.update(rows)
+            rows = [_bytes(np.ascontiguousarray(np.asarray(a[start:stop]))) for a in arrays]
+            for hi_, r in zip(h, rows):
+                hi_.update(r)
             if (start, stop) == (lo, hi) == (k * b, min(n, (k + 1) * b)):
                 new[k] = entry = [h, stop - start, True]  # one chunk in both: one hash
             else:
-                entry = new.setdefault(k, [hashlib.blake2b(digest_size=16), 0, True])
-                entry[0].update(rows)
+                entry = new.setdefault(k, [hashers(), 0, True])
+                for hk, r in zip(entry[0], rows):
+                    hk.update(r)
                 entry[1] += stop - start
             parts.append(entry)
-        if kept is not None and kept.get(str(c)) != h.hexdigest():
+        if kept is not None and kept.get(str(c)) != digest(h):
             for entry in parts:
                 entry[2] = False
-    return {k: h.hexdigest() for k, (h, rows, same) in new.items()
+    return {k: digest(hs) for k, (hs, rows, same) in new.items()
             if same and rows == min(n, (k + 1) * b) - k * b}
 
 
-def _fresh(path: str, progress_path: str) -> str:
-    return (f"delete {path} and {progress_path} (or pass resume=False / write to another "
+def _fresh(path: str | list[str], progress_path: str) -> str:
+    files = " and ".join([path] if isinstance(path, str) else path)
+    return (f"delete {files} and {progress_path} (or pass resume=False / write to another "
             "path) to start the job over")
 
 
-def explain_to_file(method: Callable, /, model: ModelLike, inputs: np.ndarray,
+def _recorded_files(prog: dict, path: str, per_input: list[str]) -> list[str] | None:
+    """The files a job over several inputs recorded in its progress file ``prog`` as its
+    outputs: ``[path]`` (one map), ``per_input`` (a map per input), else None."""
+    outputs = prog.get("outputs")
+    for files in ([path], per_input):
+        if outputs == [os.path.basename(f) for f in files]:
+            return files
+    return None
+
+
+def _maps_by_file(result: Any, several: _Several | None, path: str, per_input: list[str],
+                  count: int) -> dict[str, np.ndarray]:
+    """``{file: its rows}`` of a chunk's maps ``result`` (its first ``count`` rows): one
+    array to ``path``; for several inputs, a map per input (in their container, or a list
+    or tuple of one per input) to each input's file."""
+    if several is None:
+        return {path: np.asarray(result)[:count]}
+    by_input = several.by_input(result) if isinstance(result, (list, tuple, dict)) else None
+    if by_input is None:
+        if isinstance(result, (list, tuple, dict)):
+            raise ValueError(f"expected the method to return one map per input "
+                             f"({', '.join(several.names)}), in a list in that order or a "
+                             f"dict keyed by their names, or one array; got a "
+                             f"{type(result).__name__} of {len(result)}")
+        return {path: np.asarray(result)[:count]}
+    return {per_input[i]: np.asarray(result[key])[:count] for key, i in
+            sorted(by_input, key=lambda ki: ki[1])}
+
+
+def _write(out: np.memmap, lo: int, hi: int, maps: np.ndarray) -> None:
+    """Rows ``lo:hi`` of one output file, flushed to it."""
+    out[lo:hi] = maps
+    out.flush()
+
+
+def explain_to_file(method: Callable, /, model: ModelLike, inputs: Any,
                     path: str | os.PathLike, *, targets: Targets = None, batch_size: int = 64,
                     resume: bool = True, on_chunk: Callable[[int, int], None] | None = None,
-                    **options: Any) -> np.ndarray:
+                    **options: Any) -> Any:
     """Compute ``method(model, inputs[i:i+batch_size], targets, **options)`` chunk by chunk
     into the ``.npy`` file ``path``.
+
+    For a model of several inputs, ``inputs`` is a list (or tuple) of arrays in
+    ``model.input_names`` order or a dict keyed by those names, as the methods take them:
+    every chunk gets rows ``i:i+batch_size`` of each. A method that gives a map per input
+    (:func:`jaxsal.saliency`, :func:`jaxsal.occlusion`...) has each input's maps written to a
+    file of its own, named after ``path`` and the input: ``maps.npy`` -> ``maps.img.npy``,
+    ``maps.vec.npy`` (:func:`input_paths`; positions, ``maps.0.npy``, where the model names
+    no inputs or a name cannot end a file's name); one that gives one map (the gradient CAMs)
+    writes ``path``. The job keeps one progress file and one lock, ``path + ".progress.json"``
+    and ``path + ".lock"``, and a chunk is finished only once every file holds its rows.
 
     Args:
       method: any jaxsal attribution function, e.g. :func:`jaxsal.saliency`.
       model: the model (``model_import.KerasModel`` or a wrapped JAX function).
       inputs: ``(N, ...)`` array; a ``np.load(..., mmap_mode="r")`` array works, so inputs larger
-        than memory stream from disk.
-      path: output ``.npy``; ``path + ".progress.json"`` records finished chunks.
+        than memory stream from disk. For several inputs, a list, tuple or dict of such
+        arrays, each with the same ``N``.
+      path: output ``.npy``; ``path + ".progress.json"`` records finished chunks. For several
+        inputs, the maps of each may go to its own file beside it (above): those files, too,
+        are never a file the job reads.
       targets: as for ``method`` (class ids, ``None``, score functions such as
         :func:`jaxsal.class_score` / :func:`jaxsal.neuron` or your own functions); a 2-D
         ``(N, T)`` array is sliced along with the inputs.
@@ -759,9 +1071,14 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: np.ndarray,
         are passed whole to every chunk; those its ``per_input_options`` names
         (:func:`jaxsal.shapley_values`'s ``(N, H, W)`` ``feature_mask``) are sliced; its
         ``job_options`` fixes options for the whole job first (the Shapley methods'
-        ``return_groups=True`` becomes the column count of all the inputs' masks).
+        ``return_groups=True`` becomes the column count of all the inputs' masks). For several
+        inputs, an option given per input (a list of one value per input, a dict keyed by
+        their names: an integrated-gradients ``baseline``) has each array of its input's
+        rank with ``N`` rows sliced with that input.
     Returns:
-      The maps as a read-only memory map of ``path`` (shape ``(N, ...)`` as ``method`` returns).
+      The maps as a read-only memory map of ``path`` (shape ``(N, ...)`` as ``method`` returns);
+      for several inputs and a map per input, the memory maps of their files in the
+      container ``inputs`` came in (a list, tuple or dict).
     Raises:
       ValueError: from ``method`` for a bad chunk (e.g. NaN inputs), naming the chunk; every
         chunk finished before it stays on disk and is not recomputed on the next run. Also for
@@ -772,7 +1089,10 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: np.ndarray,
         naming the chunk and saying what is saved; the finished chunks stay, as above.
       TypeError: when ``resume=True`` and an option, a target or the model cannot be described
         the same way in another process (an object without a stable description): the job
-        could not be told apart from another one on resume.
+        could not be told apart from another one on resume. Also, before any work, for a
+        structure of inputs given to a model of one input or to a method that explains one
+        input array (:func:`jaxsal.scorecam`, the Shapley methods, LIME...: its
+        ``one_input`` attribute says why), and for one array given to a model of several.
       BlockingIOError: when another process (or thread) runs a job writing ``path``: it
         holds the job's lock, ``path + ".lock"`` (see the module docstring).
     """
@@ -784,37 +1104,34 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: np.ndarray,
                                 **options)
 
 
-def _check_rows(model: Any, inputs: np.ndarray, batch_size: int) -> None:
+def _check_rows(model: Any, inputs: Any, batch_size: int) -> None:
     """The methods' check that the model keeps the inputs of a batch apart
     (:func:`jaxsal._src.per_example.check_per_example`), once before the first chunk: such a
     model is refused as what it is, not as chunk 0's failure with "fix the inputs of this
     chunk". Anything else that keeps the model from running is left to the method."""
     try:
         m = base.as_model(model)
-        dtype = getattr(inputs, "dtype", None)  # (not a row read: jobs count their reads)
-        dtype = np.dtype(np.asarray(inputs[:1]).dtype if dtype is None else dtype)
-        xs = jax.ShapeDtypeStruct((batch_size, *np.shape(inputs)[1:]),
-                                  np.float32 if dtype.kind == "f" else dtype)
+
+        def chunk(a):  # one chunk's shapes (the dtype: not a row read, jobs count their reads)
+            dtype = getattr(a, "dtype", None)
+            dtype = np.dtype(np.asarray(a[:1]).dtype if dtype is None else dtype)
+            return jax.ShapeDtypeStruct((batch_size, *np.shape(a)[1:]),
+                                        np.float32 if dtype.kind == "f" else dtype)
+
+        xs = jax.tree_util.tree_map(chunk, inputs)  # a list/tuple/dict: one per input
         y = base.model_shapes(m, xs)[0]
     except Exception:  # the method says what is wrong, for the chunk it fails on
         return
     check_per_example(m, xs, y)
 
 
-def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str, /, *,
+def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str, /, *,
                      targets: Any, batch_size: int, resume: bool,
-                     on_chunk: Callable[[int, int], None] | None, **options: Any) -> np.ndarray:
+                     on_chunk: Callable[[int, int], None] | None, **options: Any) -> Any:
     """:func:`explain_to_file`, its lock held."""
     batch_size = base.check_count(batch_size, "batch_size")
     if batch_size is None:
         raise ValueError("expected batch_size as a positive int, got None")
-    if isinstance(inputs, dict) or (isinstance(inputs, (list, tuple)) and inputs
-                                    and hasattr(inputs[0], "shape")):
-        raise TypeError("explain_to_file takes one input array (N, ...) and writes one .npy "
-                        f"of maps; got a {type(inputs).__name__} of input arrays (a "
-                        "multi-input model), which it does not split. Call the method on "
-                        "slices of every input yourself (maps = method(model, [a[i:j] for a "
-                        "in inputs])) and save each chunk's maps")
     if not callable(method):
         raise TypeError(f"expected method as a jaxsal attribution function (e.g. "
                         f"jaxsal.saliency), got {method!r}")
@@ -825,34 +1142,45 @@ def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str
                          "batch, so chunks (and the last one, padded with copies of its last "
                          "input) would not equal one call. Call it on the whole batch "
                          "(method(model, inputs, ...)) and save the result")
-    ndim = len(np.shape(inputs))
-    shape = getattr(model, "input_shape", None)
-    if ndim == 0 or (isinstance(shape, tuple) and _fits(tuple(np.shape(inputs)), shape)):
-        raise ValueError(f"expected inputs as a batch (N, ...) with the examples along axis 0, "
-                         f"got shape {np.shape(inputs)}"
-                         + (" (one example: pass inputs[None])" if ndim else ""))
-    n = len(inputs)
-    if n == 0:
-        raise ValueError("inputs is empty: expected at least one example along axis 0")
+    several = _several(method, model, inputs)  # None: one input array
+    if several is None:
+        ndim = len(np.shape(inputs))
+        shape = getattr(model, "input_shape", None)
+        if ndim == 0 or (isinstance(shape, tuple) and _fits(tuple(np.shape(inputs)), shape)):
+            raise ValueError(f"expected inputs as a batch (N, ...) with the examples along "
+                             f"axis 0, got shape {np.shape(inputs)}"
+                             + (" (one example: pass inputs[None])" if ndim else ""))
+        n = len(inputs)
+        if n == 0:
+            raise ValueError("inputs is empty: expected at least one example along axis 0")
+        arrays: tuple = (inputs,)
+        shapes: Any = tuple(np.shape(inputs))
+        per_input: list[str] = []
+    else:
+        ndim = -1  # (options are split per input, by each input's rank)
+        arrays = several.arrays
+        n = len(arrays[0])
+        shapes = several.pack([tuple(np.shape(a)) for a in arrays])
+        per_input = input_paths(path, several.names)
     # fewer inputs than a batch: one chunk of them all, not padded with copies (which cost a
     # full batch: 64 inputs' work for 2 with the default)
     batch_size = min(batch_size, n)
     _check_targets(targets, n)
     shared = shared_options(method)
-    options = job_options(method, model, tuple(np.shape(inputs)), options)
-    _check_options(options, n, ndim, shared=shared)
-    rows = per_input_options(method, model, tuple(np.shape(inputs)), options)
+    options = job_options(method, model, shapes, options)
+    _check_options(options, n, ndim, shared=shared, several=several)
+    rows = per_input_options(method, model, shapes, options)
     offset = options.pop("index_offset", 0) if _takes_offset(method) else None
     if offset is not None:
         offset = base.check_index_offset(offset)
-    _check_path(path, inputs, options)
+    _check_path(path, inputs, options, several)
     _check_rows(model, inputs, batch_size)
     progress_path = path + ".progress.json"
     try:
         sig, family = _signatures(
             method, model, inputs,
             options if offset is None else {**options, "index_offset": offset}, targets,
-            batch_size)
+            batch_size, several)
     except _Unstable as e:
         if resume:
             raise TypeError(
@@ -865,18 +1193,25 @@ def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str
     n_chunks = -(-n // batch_size)
     done: set[int] = set()
     digests: dict[int, str] = {}  # finished chunk -> the hash of its inputs
-    out = None
+    out: dict[str, np.memmap] | None = None  # output file -> its memory map
+    files: list[str] = [path]  # the files the maps go to: path, or one per input
 
     recorded = [None]  # how many chunks the progress file lists, once this run wrote it
 
     def save_progress():
         tmp = progress_path + ".tmp"
+        record = {"format": _FORMAT, "signature": sig, "family": family,
+                  "done": sorted(done), "chunks": n_chunks, "batch_size": batch_size,
+                  "n": n, "inputs": {str(c): d for c, d in sorted(digests.items())}}
+        if several is None:
+            record["input_shape"] = list(np.shape(inputs)[1:])
+        else:  # the files it vouches for (batch.unfinished finds it from theirs)
+            record["input_shapes"] = {name: list(np.shape(a)[1:])
+                                      for name, a in zip(several.names, arrays)}
+            record["outputs"] = [os.path.basename(f) for f in files]
         try:
             with open(tmp, "w") as fh:
-                json.dump({"format": _FORMAT, "signature": sig, "family": family,
-                           "done": sorted(done), "chunks": n_chunks, "batch_size": batch_size,
-                           "n": n, "input_shape": list(np.shape(inputs)[1:]),
-                           "inputs": {str(c): d for c, d in sorted(digests.items())}}, fh)
+                json.dump(record, fh)
             os.replace(tmp, progress_path)  # atomic: a crash never leaves a torn progress file
         except OSError as e:  # a full disk, a folder made read-only meanwhile
             with contextlib.suppress(OSError):
@@ -889,7 +1224,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str
                           "resume") from None
         recorded[0] = len(done)
 
-    if resume and sig is not None and os.path.exists(progress_path) and os.path.exists(path):
+    if (resume and sig is not None and os.path.exists(progress_path)
+            and (several is not None or os.path.exists(path))):
         with open(progress_path, "rb") as fh:
             try:
                 prog = json.load(fh)
@@ -904,24 +1240,31 @@ def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str
         # or the same job at another batch size (a smaller one after running out of memory)
         rebatch = (not same and prog.get("family") == family and isinstance(old_b, int)
                    and old_b >= 1)
+        # the files of a job over several inputs: as its progress file lists them (every one
+        # there, else the job starts over, as one whose .npy is missing)
+        kept_files = [path] if several is None else _recorded_files(prog, path, per_input)
         # (a job that finished no chunk has nothing to keep, and its .npy may be torn: one
         # stopped while writing the header starts again)
-        if prog.get("format") == _FORMAT and (same or rebatch) and prog.get("done"):
-            try:
-                out = np.lib.format.open_memmap(path, mode="r+")
-            except (OSError, ValueError) as e:
-                raise ValueError(f"cannot reopen {path} to resume this job ({e}); "
-                                 f"{_fresh(path, progress_path)}") from None
-            if out.ndim < 1 or out.shape[0] != n:
-                raise ValueError(f"{path} holds an array of shape {out.shape}, but this job "
-                                 f"writes maps for {n} inputs; the file was replaced after the "
-                                 f"job started. {_fresh(path, progress_path)}")
-            _allocate(path)  # (a file of a jaxsal before the reservation may be sparse)
+        if (prog.get("format") == _FORMAT and (same or rebatch) and prog.get("done")
+                and kept_files and all(os.path.exists(f) for f in kept_files)):
+            files = kept_files
+            out = {}
+            for f in files:
+                try:
+                    out[f] = np.lib.format.open_memmap(f, mode="r+")
+                except (OSError, ValueError) as e:
+                    raise ValueError(f"cannot reopen {f} to resume this job ({e}); "
+                                     f"{_fresh(files, progress_path)}") from None
+                if out[f].ndim < 1 or out[f].shape[0] != n:
+                    raise ValueError(f"{f} holds an array of shape {out[f].shape}, but this "
+                                     f"job writes maps for {n} inputs; the file was replaced "
+                                     f"after the job started. {_fresh(files, progress_path)}")
+                _allocate(f)  # (a file of a jaxsal before the reservation may be sparse)
             kept = prog.get("inputs")
             # a finished chunk whose inputs changed since (fixed, or another data set of the
             # same shape) is computed again, never kept from the old values (a sidecar written
             # before the hashes is trusted, and gets them)
-            digests.update(_finished_chunks(inputs, n, old_b, set(prog.get("done", [])),
+            digests.update(_finished_chunks(arrays, n, old_b, set(prog.get("done", [])),
                                             kept if isinstance(kept, dict) else None,
                                             batch_size))
             done.update(digests)
@@ -933,23 +1276,24 @@ def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str
         if c in done:
             continue
         lo, hi = c * batch_size, min(n, (c + 1) * batch_size)
-        xb = np.asarray(inputs[lo:hi])
-        digest = _array_digest(xb)["array"]
-        xb = _native(xb)
+        parts = [np.asarray(a[lo:hi]) for a in arrays]
+        digest = _chunk_digest(parts)
         pad = batch_size - (hi - lo)
-        if pad:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
-        opts = _chunk_options(options, n, ndim, lo, hi, pad, shared, rows)
+        parts = [_rows(p, 0, hi - lo, pad) for p in parts]
+        xb = parts[0] if several is None else several.pack(parts)
+        opts = _chunk_options(options, n, ndim, lo, hi, pad, shared, rows, several)
         if offset is not None:
             opts["index_offset"] = int(offset) + lo
         try:
             # np.asarray inside: a JAX runtime error (out of memory...) surfaces there
-            maps = np.asarray(method(model, xb, _chunk_targets(targets, lo, hi, pad),
-                                     **opts))[: hi - lo]
+            maps = _maps_by_file(method(model, xb, _chunk_targets(targets, lo, hi, pad),
+                                        **opts), several, path, per_input, hi - lo)
         except Exception as e:
             padded = f", padded to {batch_size} by repeating the last" if pad else ""
-            saved = (f"The {len(done)} chunk(s) finished so far are saved in {path}" if done
-                     else f"No chunk had finished ({path} was not written)")
+            saved = (f"The {len(done)} chunk(s) finished so far are saved in "
+                     f"{', '.join(files)}" if done
+                     else f"No chunk had finished ({path} was not written)" if several is None
+                     else "No chunk had finished (no maps were written)")
             again = "run the same call again to resume" if done else "run the call again"
             if not isinstance(e, ValueError):  # its own type kept, the chunk said in a note
                 e.add_note(f"explain_to_file: chunk {c} (inputs {lo}:{hi}{padded}) failed. "
@@ -961,28 +1305,40 @@ def _explain_to_file(method: Callable, model: Any, inputs: np.ndarray, path: str
         if out is None:
             # starting over: this job's progress (no chunk finished) replaces the sidecar of
             # the job that wrote `path` before, first, so that it can never vouch for the new
-            # file's chunks, and the new file reads as unfinished (batch.unfinished) from the
-            # moment it exists
+            # files' chunks, and the new files read as unfinished (batch.unfinished) from the
+            # moment they exist
+            files = list(maps)
             save_progress()
-            out = np.lib.format.open_memmap(path, mode="w+", dtype=maps.dtype,
-                                            shape=(n, *maps.shape[1:]))
+            out = {}
             try:
-                _allocate(path)
+                for f, m in maps.items():
+                    out[f] = np.lib.format.open_memmap(f, mode="w+", dtype=m.dtype,
+                                                       shape=(n, *m.shape[1:]))
+                    _allocate(f)
             except OSError:
-                del out
-                os.remove(path)  # this job's new file, nothing in it yet
+                made = list(out)
+                out = None  # (their memory maps closed)
+                for f in made:  # this job's new files, nothing in them yet
+                    with contextlib.suppress(OSError):
+                        os.remove(f)
                 raise
-        elif resumed and (out.shape[1:] != maps.shape[1:] or out.dtype != maps.dtype):
-            raise ValueError(f"{path} holds maps of shape {out.shape[1:]} ({out.dtype}) per "
-                             f"input, but this job computes {maps.shape[1:]} ({maps.dtype}); "
-                             "its progress file says it is the same job, so the file was "
-                             f"replaced after the job started. {_fresh(path, progress_path)}")
-        out[lo:hi] = maps
-        out.flush()
+        elif resumed and (list(out) != list(maps) or any(
+                out[f].shape[1:] != m.shape[1:] or out[f].dtype != m.dtype
+                for f, m in maps.items())):
+            have = "; ".join(f"{f} holds maps of shape {out[f].shape[1:]} ({out[f].dtype})"
+                             for f in out)
+            want = "; ".join(f"{m.shape[1:]} ({m.dtype})" + (f" for {f}" if several else "")
+                             for f, m in maps.items())
+            raise ValueError(f"{have} per input, but this job computes {want}; its progress "
+                             "file says it is the same job, so the file was replaced after "
+                             f"the job started. {_fresh(list(out), progress_path)}")
+        for f, m in maps.items():
+            _write(out[f], lo, hi, m)
         done.add(c)
         digests[c] = digest
         save_progress()
         if on_chunk is not None:
             on_chunk(len(done), n_chunks)
     del out
-    return np.load(path, mmap_mode="r")
+    loaded = [np.load(f, mmap_mode="r") for f in files]
+    return loaded[0] if files == [path] else several.pack(loaded)

@@ -254,3 +254,7 @@ def blur_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets =
            nb, cf)
     return base.compiled(key, lambda: base.split_batch(build(), nb), precision)(
         p.params, p.x, p.ids, jnp.asarray(weights), jax.tree_util.tree_map(jnp.asarray, tables))
+
+
+#: explain_to_file refuses a job over several inputs before any work (see batch.py).
+blur_integrated_gradients.one_input = "its path blurs one image"

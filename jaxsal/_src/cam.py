@@ -822,3 +822,9 @@ def guided_gradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
            c.nb)
     return base.compiled(key, lambda: base.split_batch(build(), c.nb),
                          precision)(p.params, p.x, p.ids)
+
+
+#: explain_to_file refuses a job over several inputs before any work (see batch.py).
+scorecam.one_input = "its activation masks would need a rule for which input they multiply"
+guided_gradcam.one_input = ("it multiplies Grad-CAM by guided backpropagation's map of one "
+                            "image")

@@ -161,3 +161,7 @@ def fullgrad(model: ModelLike, x: ArrayLike, targets: Targets = None, *, variant
     key = ("fullgrad", p.key, spec, info, variant, tuple(layers), chunk, nb)
     return base.compiled(key, lambda: base.split_batch(build(), nb),
                          precision)(p.params, p.x, p.ids)
+
+
+#: explain_to_file refuses a job over several inputs before any work (see batch.py).
+fullgrad.one_input = "it adds the bias gradients upsampled to one input"

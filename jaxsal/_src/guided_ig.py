@@ -232,3 +232,7 @@ def guided_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets
            chunk, nb)
     return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3,)),
                          precision)(p.params, p.x, p.ids, b)
+
+
+#: explain_to_file refuses a job over several inputs before any work (see batch.py).
+guided_integrated_gradients.one_input = "its path moves the features of one input"

@@ -637,8 +637,10 @@ def _kernel_shap_job_options(model: Any, shape: tuple, options: dict) -> dict:
 
 #: explain_to_file slices an ``(N, H, W)`` feature_mask with the inputs and, for
 #: ``return_groups=True``, fixes the number of columns of the whole job (as the Shapley
-#: methods); kernel_shap's default n too.
+#: methods); kernel_shap's default n too. It refuses a job over several inputs before any
+#: work (``one_input``).
 for _f in (kernel_shap, lime):
     _f.per_input_options = _per_input_mask
+    _f.one_input = "its feature groups would need a rule across inputs"
 lime.job_options = _sampled_job_options
 kernel_shap.job_options = _kernel_shap_job_options

@@ -249,3 +249,7 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                 "masked input is the fill and the map would be 0 whatever the model. Pass a "
                 "larger p (the paper's is 0.5) or a larger n")
     return maps
+
+
+#: explain_to_file refuses a job over several inputs before any work (see batch.py).
+rise.one_input = "its random masks cover one input"

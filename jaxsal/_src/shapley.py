@@ -633,8 +633,10 @@ def _job_options(model: Any, shape: tuple, options: dict) -> dict:
 
 
 #: explain_to_file slices an ``(N, H, W)`` feature_mask with the inputs (see batch.py) and,
-#: for ``return_groups=True``, fixes the number of columns of the whole job.
+#: for ``return_groups=True``, fixes the number of columns of the whole job; it refuses a job
+#: over several inputs before any work (``one_input``).
 for _f in (shapley_values, shapley_value_sampling):
     _f.per_input_options = _per_input_mask
+    _f.one_input = "its feature groups would need a rule across inputs"
     _f.job_options = _job_options
 shapley_value_sampling.job_options = _sampled_job_options

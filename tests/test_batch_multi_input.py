@@ -1,0 +1,300 @@
+"""Batch jobs over models of several inputs: explain_to_file takes a list, tuple or dict of
+(memory-mapped) input arrays, writes a map per input to a file of its own (``maps.img.npy``)
+or one map to ``maps.npy``, keeps one progress file and one lock, never records a chunk that
+not every file holds, and refuses what it refused for one input, for every file."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+import jaxsal._src.batch as batch
+from jaxsal import cli  # (its METHODS)
+
+WA = np.array([[1.0, -2.0], [0.5, 3.0], [-1.5, 0.25]], np.float32)  # (3 features, 2 classes)
+WB = np.array([[2.0, 1.0], [-0.5, 4.0]], np.float32)
+
+
+@pytest.fixture(scope="module")
+def linear():
+    """A plain function of two inputs, ``a`` (N, 3) and ``b`` (N, 2), given as a dict."""
+    return jaxsal.FunctionModel(lambda p, x: x["a"] @ p["wa"] + x["b"] @ p["wb"],
+                                {"wa": jnp.asarray(WA), "wb": jnp.asarray(WB)})
+
+
+@pytest.fixture
+def xs():
+    rng = np.random.default_rng(0)
+    return {"a": rng.normal(size=(5, 3)).astype(np.float32),
+            "b": rng.normal(size=(5, 2)).astype(np.float32)}
+
+
+class Doubling:
+    """A method stand-in (no compilation): a map per input, ``2 x`` (``3 x`` for the second
+    input), in the inputs' container, with a call log."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, x, targets=None):
+        self.calls.append(len(x["a"]))
+        return {"a": 2 * np.asarray(x["a"]), "b": 3 * np.asarray(x["b"])}
+
+
+def _expected(xs):
+    return {"a": 2 * xs["a"], "b": 3 * xs["b"]}
+
+
+def _assert_maps(out, want):
+    assert set(out) == set(want)
+    for k in want:
+        np.testing.assert_allclose(out[k], want[k], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """A Keras 3 model of an image ``img`` (8, 8, 3) and features ``vec`` (5,), its file,
+    and 5 inputs saved as ``img.npy`` and ``vec.npy``."""
+    import keras
+
+    from model_import import load_keras
+
+    keras.utils.set_random_seed(1)
+    img = keras.Input((8, 8, 3), name="img")
+    vec = keras.Input((5,), name="vec")
+    h = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 3, activation="relu", name="conv")(img))
+    z = keras.layers.Concatenate()([h, keras.layers.Dense(4, activation="tanh")(vec)])
+    folder = tmp_path_factory.mktemp("two")
+    keras.Model([img, vec], keras.layers.Dense(3, name="out")(z)).save(folder / "two.keras")
+    rng = np.random.default_rng(2)
+    x = [rng.normal(size=(5, 8, 8, 3)).astype(np.float32),
+         rng.normal(size=(5, 5)).astype(np.float32)]
+    np.save(folder / "img.npy", x[0])
+    np.save(folder / "vec.npy", x[1])
+    return load_keras(folder / "two.keras").with_head("logits"), x, folder
+
+
+# ---------------------------------------------------------------------- explain_to_file
+def test_a_map_per_input_goes_to_a_file_per_input(tmp_path, two):
+    """Memory-mapped inputs in a list: each input's maps in maps.NAME.npy (the model's
+    input names), returned as a list of memory maps equal to one call; a dict in another
+    order is the same job (it resumes: nothing is computed again) and gives a dict; a
+    method of one map (Grad-CAM) writes maps.npy alone."""
+    m, x, folder = two
+    xm = [np.load(folder / "img.npy", mmap_mode="r"), np.load(folder / "vec.npy", mmap_mode="r")]
+    path = tmp_path / "maps.npy"
+    chunks = []
+    out = jaxsal.explain_to_file(jaxsal.saliency, m, xm, path, targets=[0, 2], batch_size=2,
+                                 on_chunk=lambda done, total: chunks.append(done))
+    assert chunks == [1, 2, 3]  # 5 inputs in chunks of 2, the last padded
+    want = jaxsal.saliency(m, x, [0, 2])
+    assert isinstance(out, list) and all(isinstance(o, np.memmap) for o in out)
+    for o, w in zip(out, want):
+        np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-7)
+    assert sorted(os.listdir(tmp_path)) == ["maps.img.npy", "maps.npy.progress.json",
+                                            "maps.vec.npy"]
+    np.testing.assert_array_equal(np.load(tmp_path / "maps.vec.npy"), out[1])
+    prog = json.loads((tmp_path / "maps.npy.progress.json").read_text())
+    assert prog["outputs"] == ["maps.img.npy", "maps.vec.npy"]
+    assert prog["input_shapes"] == {"img": [8, 8, 3], "vec": [5]}
+    chunks.clear()
+    again = jaxsal.explain_to_file(jaxsal.saliency, m, {"vec": xm[1], "img": xm[0]}, path,
+                                   targets=[0, 2], batch_size=2,
+                                   on_chunk=lambda done, total: chunks.append(done))
+    assert chunks == [] and set(again) == {"img", "vec"}
+    np.testing.assert_array_equal(again["img"], out[0])
+    cam = jaxsal.explain_to_file(jaxsal.gradcam, m, tuple(xm), tmp_path / "cam.npy",
+                                 targets=1, batch_size=2)
+    assert isinstance(cam, np.memmap) and cam.shape == (5, 8, 8)
+    np.testing.assert_allclose(cam, jaxsal.gradcam(m, x, 1), rtol=1e-5, atol=1e-7)
+    assert not any(f.startswith("cam.") and f.count(".") > 1 and "progress" not in f
+                   for f in os.listdir(tmp_path))
+
+
+def test_an_option_per_input_is_sliced_with_its_input(tmp_path, two):
+    """An integrated-gradients baseline given per input (a dict: a number for the image,
+    one row per input for the features) is sliced with that input: the file equals one
+    call, as SmoothGrad's over chunks does; a baseline with rows neither 1 nor N is refused
+    before any chunk."""
+    m, x, _ = two
+    xd = {"img": x[0], "vec": x[1]}
+    base = {"img": 0.25, "vec": x[1][::-1].copy()}
+    out = jaxsal.explain_to_file(jaxsal.integrated_gradients, m, xd, tmp_path / "ig.npy",
+                                 targets=1, batch_size=2, steps=4, baseline=base)
+    want = jaxsal.integrated_gradients(m, xd, 1, steps=4, baseline=base)
+    for k in ("img", "vec"):
+        np.testing.assert_allclose(out[k], want[k], rtol=1e-5, atol=1e-6)
+    # SmoothGrad's noise follows each input's global index: chunks equal one call
+    sg = jaxsal.explain_to_file(jaxsal.smoothgrad, m, x, tmp_path / "sg.npy", targets=1,
+                                batch_size=2, key=jax.random.key(0), n=2)
+    for o, w in zip(sg, jaxsal.smoothgrad(m, x, 1, key=jax.random.key(0), n=2)):
+        np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=r"option baseline\['vec'\] \(for input 'vec'\) has "
+                                         r"shape \(3, 5\).*one row per input \(5\)"):
+        jaxsal.explain_to_file(jaxsal.integrated_gradients, m, xd, tmp_path / "bad.npy",
+                               targets=1, batch_size=2, baseline={"img": 0.0, "vec": x[1][:3]})
+    assert not (tmp_path / "bad.npy.progress.json").exists()
+
+
+def test_a_chunk_stopped_between_its_files_is_computed_again(tmp_path, linear, xs,
+                                                            monkeypatch):
+    """Killed after chunk 1's maps of input a were written but before those of b: chunk 1
+    is not recorded (its file of a holds rows of another state than b's), and the next run
+    computes chunks 1 and 2 only."""
+    path = tmp_path / "maps.npy"
+    real, writes = batch._write, []
+
+    def killed_at_the_fourth_write(out, lo, hi, maps):
+        writes.append(lo)
+        if len(writes) == 4:  # chunk 0: a, b; chunk 1: a, then killed
+            raise KeyboardInterrupt
+        real(out, lo, hi, maps)
+
+    monkeypatch.setattr(batch, "_write", killed_at_the_fourth_write)
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(Doubling(), linear, xs, path, batch_size=2)
+    prog = json.loads((tmp_path / "maps.npy.progress.json").read_text())
+    assert prog["done"] == [0] and batch.unfinished(tmp_path / "maps.b.npy")[:2] == (1, 3)
+    monkeypatch.setattr(batch, "_write", real)
+    m = Doubling()
+    out = jaxsal.explain_to_file(m, linear, xs, path, batch_size=2)
+    assert m.calls == [2, 2]
+    _assert_maps(out, _expected(xs))
+    assert batch.unfinished(tmp_path / "maps.a.npy") is None
+
+
+def test_resume_checks_every_input(tmp_path, linear, xs):
+    """The job's signature covers each input (a changed shape or dtype of one starts over),
+    and each finished chunk's hash covers the rows of every input: a changed row of the
+    second input computes its chunk again; another batch size keeps the finished inputs."""
+    path = tmp_path / "maps.npy"
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(Doubling(), linear, xs, path, batch_size=2,
+                               on_chunk=stop_after_two)
+    changed = {"a": xs["a"], "b": xs["b"].copy()}
+    changed["b"][3, 1] += 1.0  # chunk 1 (inputs 2:4)
+    m = Doubling()
+    out = jaxsal.explain_to_file(m, linear, changed, path, batch_size=2)
+    assert m.calls == [2, 2]  # chunks 1 and 2
+    _assert_maps(out, _expected(changed))
+    m = Doubling()
+    jaxsal.explain_to_file(m, linear, changed, path, batch_size=3)  # finished at any size
+    assert m.calls == []
+    wider = {"a": xs["a"], "b": xs["b"].astype(np.float64)}
+    m = Doubling()
+    jaxsal.explain_to_file(m, linear, wider, path, batch_size=3)
+    assert m.calls == [3, 3]  # another job: started over
+
+
+def test_every_output_file_is_checked_before_any_chunk(tmp_path, linear, xs, monkeypatch):
+    """The files of the inputs' maps are never an input's file, nor a folder; a disk too
+    small for the second file fails before any chunk is written and leaves no new file."""
+    import errno
+
+    np.save(tmp_path / "maps.b.npy", xs["b"])
+    mapped = {"a": xs["a"], "b": np.load(tmp_path / "maps.b.npy", mmap_mode="r")}
+    m = Doubling()
+    with pytest.raises(ValueError, match=r"maps\.b\.npy \(where path .*maps\.npy puts the "
+                                         r"maps of input 'b'\) is the file input 'b' is read "
+                                         r"from \(memory-mapped\)"):
+        jaxsal.explain_to_file(m, linear, mapped, tmp_path / "maps.npy", batch_size=2)
+    with pytest.raises(ValueError, match=r"path .*maps\.b\.npy is the file input 'b'"):
+        jaxsal.explain_to_file(m, linear, mapped, tmp_path / "maps.b.npy", batch_size=2)
+    os.mkdir(tmp_path / "out.a.npy")
+    with pytest.raises(IsADirectoryError, match=r"out\.a\.npy \(where .* input 'a'\) is a "
+                                                r"folder"):
+        jaxsal.explain_to_file(m, linear, xs, tmp_path / "out.npy", batch_size=2)
+    assert m.calls == []
+    np.testing.assert_array_equal(np.load(tmp_path / "maps.b.npy"), xs["b"])
+
+    if not hasattr(os, "posix_fallocate"):  # (macOS, Windows: files left sparse)
+        return
+    real, sizes = os.posix_fallocate, []
+
+    def second_full(fd, offset, length):
+        sizes.append(length)
+        if len(sizes) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", second_full)
+    with pytest.raises(OSError, match=r"cannot reserve the 168 bytes of .*new\.b\.npy"):
+        jaxsal.explain_to_file(Doubling(), linear, xs, tmp_path / "new.npy", batch_size=2)
+    assert not (tmp_path / "new.a.npy").exists() and not (tmp_path / "new.b.npy").exists()
+
+
+def test_another_job_on_the_same_path_starts_over(tmp_path, linear, xs):
+    """A job of other targets finds the first job's progress file: it starts over, writing
+    every chunk; the progress file then lists the new job's files only."""
+    path = tmp_path / "maps.npy"
+    jaxsal.explain_to_file(Doubling(), linear, xs, path, batch_size=2)
+    m = Doubling()
+    jaxsal.explain_to_file(m, linear, xs, path, targets=1, batch_size=2)
+    assert m.calls == [2, 2, 2]
+
+    def one_map(model, x, targets=None):
+        return np.asarray(x["a"]).sum(-1)
+
+    out = jaxsal.explain_to_file(one_map, linear, xs, path, batch_size=2)
+    np.testing.assert_allclose(out, xs["a"].sum(-1), rtol=1e-6)
+    assert batch.job_files(path) == [str(path)]
+    assert batch.unfinished(tmp_path / "maps.a.npy") is None  # not this job's any more
+
+
+def test_structures_are_refused_before_any_work(tmp_path, two, linear, xs, mnist):
+    """A method of one input array (for each of them, as its direct call refuses), one
+    array for a model of two, a list of another count, inputs of other counts N, an
+    example without its batch axis, a list for a model of one input (of arrays or of its
+    examples), and maps that are neither one array nor one per input: clear errors,
+    nothing written."""
+    m, x, _ = two
+    path = tmp_path / "maps.npy"
+    one_input = [name for name in cli.METHODS if getattr(getattr(jaxsal, name), "one_input",
+                                                         None)]
+    assert set(one_input) >= {"scorecam", "guided_gradcam", "shapley_values", "kernel_shap",
+                              "lime", "rise"}
+    for name in one_input:
+        method = getattr(jaxsal, name)
+        with pytest.raises(TypeError, match="one input array"):
+            method(m, x, 0, **({"key": 0} if name in cli.RANDOM_METHODS else {}))
+        with pytest.raises(TypeError, match=rf"{name} explains one input array \(.*\), so it "
+                                            r"cannot explain this job's 2 inputs \(img \(N, 8, "
+                                            r"8, 3\), vec \(N, 5\)\)"):
+            jaxsal.explain_to_file(method, m, x, path)
+    with pytest.raises(TypeError, match=r"this model has 2 inputs \(img \(N, 8, 8, 3\), vec "
+                                        r"\(N, 5\)\); expected inputs as a list of 2"):
+        jaxsal.explain_to_file(jaxsal.saliency, m, x[0], path)
+    with pytest.raises(ValueError, match=r"expected a list of 2 arrays in that order"):
+        jaxsal.explain_to_file(jaxsal.saliency, m, x[:1], path)
+    with pytest.raises(ValueError, match=r"keyed by the model's input names: img"):
+        jaxsal.explain_to_file(jaxsal.saliency, m, {"img": x[0], "meta": x[1]}, path)
+    with pytest.raises(ValueError, match=r"same count N along axis 0, got 'img': 5, "
+                                         r"'vec': 4"):
+        jaxsal.explain_to_file(jaxsal.saliency, m, [x[0], x[1][:4]], path)
+    with pytest.raises(ValueError, match=r"input 'vec' as a batch .* \(one example"):
+        jaxsal.explain_to_file(jaxsal.saliency, m, [x[0], x[1][0]], path)
+    with pytest.raises(TypeError, match=r"this model takes one input array \(N, \.\.\.\), got a "
+                                        r"list of 2 arrays; pass the array itself"):
+        jaxsal.explain_to_file(jaxsal.saliency, mnist, [x[0], x[0]], path)
+    examples = jaxsal.FunctionModel(lambda p, v: v @ p, WA, input_shape=(3,))
+    with pytest.raises(ValueError, match=r"input '0' as a batch .* got shape \(3,\) .*pass "
+                                         r"np\.stack\(inputs\)"):
+        jaxsal.explain_to_file(jaxsal.saliency, examples, list(xs["a"]), path)
+    assert os.listdir(tmp_path) == []
+
+    def three_maps(model, x, targets=None):
+        return [x["a"], x["b"], x["a"]]
+
+    with pytest.raises(ValueError, match=r"expected the method to return one map per input "
+                                         r"\(a, b\).*got a list of 3"):
+        jaxsal.explain_to_file(three_maps, linear, xs, path, batch_size=2)
