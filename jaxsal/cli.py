@@ -9,6 +9,10 @@ to disk).
     jaxsal explain model.h5 inputs.npy --method shapley_values --patch 7 --out shap.npy
     jaxsal evaluate model.h5 inputs.npy maps.npy --metric deletion --targets all --out del.npy
 
+A model of several inputs takes one INPUTS file per input, in the order of its inputs (as
+`summary` lists them) or as NAME=FILE.npy, e.g. ``explain two.keras img.npy vec.npy --out
+maps.npy``; a method giving a map per input writes ``maps.img.npy`` and ``maps.vec.npy``.
+
 I/O lives here; the engine never prints.
 """
 
@@ -204,9 +208,41 @@ def _parse_option(s: str) -> tuple[str, object]:
     if value in ("True", "False", "None"):  # the string "False" would be true in a flag
         return name, {"True": True, "False": False, "None": None}[value]
     try:
-        return name, json.loads(value)
+        parsed = json.loads(value)
     except json.JSONDecodeError:
         return name, value
+
+    def load(v):  # "@FILE.npy" in a JSON list or object: one array per input of a model
+        if isinstance(v, str) and v.startswith("@") and v.endswith(".npy"):
+            return _load_npy(v[1:], f"--option {name}=...{v}", mmap=False)
+        if isinstance(v, list):
+            return [load(e) for e in v]
+        if isinstance(v, dict):
+            return {k: load(e) for k, e in v.items()}
+        return v
+
+    return name, load(parsed)
+
+
+def _option_files(value: str) -> list[str]:
+    """The ``.npy`` files an ``--option NAME=VALUE`` reads: ``@FILE.npy``, or the
+    ``"@FILE.npy"`` strings in a JSON list or object."""
+    import json
+
+    if value.startswith("@"):
+        return [value[1:]]
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        return []
+    found, stack = [], [parsed]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str) and v.startswith("@") and v.endswith(".npy"):
+            found.append(v[1:])
+        elif isinstance(v, (list, dict)):
+            stack.extend(v.values() if isinstance(v, dict) else v)
+    return found
 
 
 #: What the job itself takes, by its own flags: never a method's ``--option``.
@@ -331,44 +367,91 @@ def cmd_summary(args) -> int:
     m = load_keras(args.model, head=args.head, keras_backend=args.keras_backend,
                    config=args.config)
     print(m.summary())
+    if getattr(m, "num_inputs", 1) > 1:
+        from jaxsal._src.batch import model_inputs
+
+        print(f"Inputs, in the order `jaxsal explain` takes their files: {model_inputs(m)}")
     return 0
 
 
-def _check_out(args) -> None:
-    """Refuse an ``--out`` that is one of the files the command reads (the model, its
-    ``--config``, the inputs, the maps, an ``@FILE.npy``): the job would write over it."""
-    reads = [("MODEL", args.model), ("--config", args.config), ("INPUTS", args.inputs),
+def _input_files(args) -> list[tuple[str | None, str]]:
+    """``(input name or None, file)`` of each INPUTS argument: ``FILE.npy`` (the model's
+    inputs in order) or ``NAME=FILE.npy`` (bound by name); all of one form."""
+    items = args.inputs if isinstance(args.inputs, list) else [args.inputs]
+    files = []
+    for item in items:
+        name, eq, file = item.partition("=")
+        if eq and name and not os.path.exists(item):
+            files.append((name, file))
+        else:
+            files.append((None, item))
+    if len({name is None for name, _ in files}) > 1:
+        raise ValueError("INPUTS: give every input as NAME=FILE.npy (bound by the model's "
+                         "input names) or none (FILE.npy in the order of the model's inputs), "
+                         f"not a mix; got {' '.join(items)}")
+    return files
+
+
+def _check_out(args, outputs: list[str] = ()) -> None:
+    """Refuse an ``--out`` (or one of the ``outputs`` a job over several inputs writes
+    beside it) that is one of the files the command reads (the model, its ``--config``, the
+    inputs, the maps, an ``@FILE.npy``): the job would write over it."""
+    reads = [("MODEL", args.model), ("--config", args.config),
+             *((f"INPUTS {file}" if len(_input_files(args)) > 1 else "INPUTS", file)
+               for _, file in _input_files(args)),
              ("MAPS", getattr(args, "maps", None))]
     if (args.targets or "").startswith("@"):
         reads.append(("--targets @FILE", args.targets[1:]))
     for item in args.option or ():
         name, _, value = item.partition("=")
-        if value.startswith("@"):
-            reads.append((f"--option {name}=@FILE", value[1:]))
-    for what, path in reads:
-        if path and os.path.exists(args.out) and os.path.exists(path) \
-                and os.path.samefile(args.out, path):
-            raise ValueError(f"--out {args.out} is the {what} file this command reads; the job "
-                             "would write over it. Pass another --out")
+        reads += [(f"--option {name}=@FILE", file) for file in _option_files(value)]
+    for out in (args.out, *outputs):
+        what_out = (f"--out {out}" if out == args.out else
+                    f"{out} (where --out {args.out} puts the maps of one input)")
+        for what, path in reads:
+            if path and os.path.exists(out) and os.path.exists(path) \
+                    and os.path.samefile(out, path):
+                raise ValueError(f"{what_out} is the {what} file this command reads; the job "
+                                 "would write over it. Pass another --out")
 
 
 def _job(args):
     """What a batch job (``explain``, ``evaluate``) starts from: the compilation cache
-    turned on, the model (its head and ``--output``), the inputs memory-mapped, and a
-    progress printer for :func:`jaxsal.explain_to_file`."""
+    turned on, the model (its head and ``--output``), the inputs memory-mapped (one array,
+    or a list of one per input of the model, in its order), and a progress printer for
+    :func:`jaxsal.explain_to_file`."""
+    from jaxsal._src.batch import input_paths, model_inputs
     from model_import import load_keras
 
     _check_out(args)
-    inputs = _load_npy(args.inputs, "inputs")  # before the model: a bad file fails fast
+    files = _input_files(args)
+    # before the model: a bad file fails fast
+    arrays = [_load_npy(file, "inputs" if len(files) == 1 else f"inputs ({file})")
+              for _, file in files]
     _enable_cache(args.cache_dir)
     model = load_keras(args.model, head=args.head, keras_backend=args.keras_backend,
                        config=args.config)
-    if getattr(model, "num_inputs", 1) > 1:
+    k = getattr(model, "num_inputs", 1)
+    names = list(getattr(model, "input_names", None) or [])
+    if k > 1 and args.cmd == "evaluate":
         raise ValueError(
-            f"{args.model} has {model.num_inputs} inputs ({', '.join(model.input_names)}); "
-            f"`jaxsal {args.cmd}` reads one INPUTS .npy, so it explains models of one input. "
-            "Explain this one in Python with a list of arrays, one per input: "
-            "jaxsal.saliency(model, [a, b], ...) (README: \"Models with several inputs\")")
+            f"{args.model} has {k} inputs ({model_inputs(model)}); `jaxsal evaluate` runs "
+            "jaxsal.deletion / jaxsal.insertion, which take one input array (they remove or "
+            "add one input's values in the order of its map). Evaluate one input's maps in "
+            "Python with the others held fixed (README: \"Models with several inputs\")")
+    named = files[0][0] is not None
+    if len(files) != k or (named and sorted(n for n, _ in files) != sorted(names)):
+        given = ", ".join(f"{n}={f}" if n else f for n, f in files)
+        form = (" ".join(f"{n.upper()}.npy" for n in names) if k > 1 else "INPUTS.npy")
+        raise ValueError(
+            f"{args.model} has {k} input{'s' if k > 1 else ''}: {model_inputs(model)}; got "
+            f"{len(files)} INPUTS file{'s' if len(files) > 1 else ''} ({given}). Pass one "
+            f".npy per input, in that order (`jaxsal {args.cmd} {args.model} {form} ...`) "
+            f"or as NAME=FILE.npy with those names")
+    if named:  # in the model's order
+        arrays = [dict(zip([n for n, _ in files], arrays))[name] for name in names]
+    if k > 1:
+        _check_out(args, input_paths(args.out, names))
     if args.output is not None:
         model = model.with_output(int(args.output) if args.output.lstrip("-").isdigit()
                                   else args.output)
@@ -377,7 +460,7 @@ def _job(args):
     def progress(done, total):
         print(f"  chunk {done}/{total}  ({time.perf_counter() - t0:.1f} s)", flush=True)
 
-    return model, inputs, progress
+    return model, (arrays if k > 1 else arrays[0]), progress
 
 
 def _check_option_names(args, fn, what: str, given: tuple = ("model", "x", "targets")) -> None:
@@ -401,19 +484,46 @@ def _check_option_names(args, fn, what: str, given: tuple = ("model", "x", "targ
                              f"{', '.join(takes)}")
 
 
+def _by_position(options: dict, names: list[str]) -> dict:
+    """``options`` with every value given per input as a dict keyed by the model's input
+    ``names`` (``--option 'baseline={"img": 0, "vec": "@mean.npy"}'``) made a list in their
+    order, as the job passes the inputs (also inside a dict option, ``method_options``)."""
+    out = {}
+    for k, v in options.items():
+        if isinstance(v, dict) and v and set(v) == set(names):
+            v = [v[n] for n in names]
+        elif isinstance(v, dict):
+            v = _by_position(v, names)
+        out[k] = v
+    return out
+
+
 def cmd_explain(args) -> int:
     import jaxsal
+    from jaxsal._src.batch import _one_input_error, input_paths
 
-    _check_option_names(args, getattr(jaxsal, args.method), f"--method {args.method}")
-    model, inputs, progress = _job(args)
-    targets = _parse_targets(args.targets, model, len(inputs))
-    options = _method_options(args)
     method = getattr(jaxsal, args.method)
+    _check_option_names(args, method, f"--method {args.method}")
+    files = _input_files(args)
+    if len(files) > 1 and getattr(method, "one_input", None):  # before loading the model
+        raise _one_input_error(method, f"{len(files)} inputs ("
+                               + ", ".join(f for _, f in files) + ")")
+    model, inputs, progress = _job(args)
+    several = isinstance(inputs, list)
+    targets = _parse_targets(args.targets, model, len(inputs[0] if several else inputs))
+    options = _method_options(args)
+    if several:
+        options = _by_position(options, list(model.input_names))
     if "batch_size" in options:  # the method's own (explain_to_file's is the job's)
         method = functools.partial(method, batch_size=options.pop("batch_size"))
     out = jaxsal.explain_to_file(method, model, inputs, args.out, targets=targets,
                                  batch_size=args.batch_size, on_chunk=progress, **options)
-    print(f"wrote {args.out}: {out.shape} {out.dtype}")
+    if isinstance(out, list):  # a map per input, each in its own file
+        print("wrote " + "; ".join(
+            f"{path}: {o.shape} {o.dtype}"
+            for path, o in zip(input_paths(args.out, model.input_names), out)))
+    else:
+        print(f"wrote {args.out}: {out.shape} {out.dtype}")
     return 0
 
 
@@ -554,7 +664,12 @@ def main(argv=None) -> int:
     s.set_defaults(fn=cmd_summary)
     e = sub.add_parser("explain", help="attribution maps for a .npy of inputs, resumable")
     e.add_argument("model", help=MODEL_HELP)
-    e.add_argument("inputs", help=".npy of inputs (N, H, W, C), read memory-mapped")
+    e.add_argument("inputs", nargs="+", metavar="INPUTS",
+                   help=".npy of inputs (N, H, W, C), read memory-mapped; for a model of "
+                        "several inputs one .npy per input (each with the same N), in the "
+                        "order of the model's inputs (`jaxsal summary MODEL` lists them) or "
+                        "as NAME=FILE.npy; a method that gives a map per input writes each "
+                        "to --out's name with the input's (maps.npy -> maps.img.npy)")
     e.add_argument("--method", default="saliency", choices=METHODS, metavar="METHOD",
                    help=f"the attribution method (default: saliency): {', '.join(METHODS)}")
     e.add_argument("--targets", default="predicted",
@@ -592,9 +707,13 @@ def main(argv=None) -> int:
                         "parses, True/False/None as in Python (e.g. --option n=16 --option "
                         "noise_level=0.1 --option upsample=false --option "
                         "'method_options={\"steps\": 8}'), @FILE.npy as the array in the file "
-                        "(--option baselines=@refs.npy); repeatable")
+                        "(--option baselines=@refs.npy; one per input of a model of several "
+                        "in a JSON list or object: --option 'baseline=[\"@img0.npy\", 0]'); "
+                        "repeatable")
     _job_arguments(e)
-    e.add_argument("--out", required=True, help="output .npy (resumes if interrupted)")
+    e.add_argument("--out", required=True,
+                   help="output .npy (resumes if interrupted); for several inputs and a map "
+                        "per input, OUT.NAME.npy for each input NAME beside it")
     e.set_defaults(fn=cmd_explain)
     v = sub.add_parser("evaluate", help="deletion or insertion curves of saved maps, "
                                         "resumable")
@@ -652,13 +771,15 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT
         resume = ""
         if args.cmd in ("explain", "evaluate"):  # resumable jobs (jaxsal.explain_to_file)
-            from jaxsal._src.batch import unfinished
+            from jaxsal._src.batch import job_files, unfinished
 
             state = unfinished(args.out)
+            files = job_files(args.out)  # --out, or the files of a job over several inputs
             if state is not None and state[0]:
                 resume = (f"; {state[0]} of {state[1]} chunks are finished and kept in "
-                          f"{args.out}, and running the same command again computes the rest")
-            elif state is not None or not os.path.exists(args.out):
+                          f"{', '.join(files)}, and running the same command again computes "
+                          "the rest")
+            elif state is not None or not any(map(os.path.exists, files)):
                 resume = (f"; no chunk had finished ({args.out} holds no maps yet): running "
                           "the same command again starts the job")
             else:  # stopped before its job began, or after the last chunk

@@ -1,7 +1,8 @@
 """Batch jobs over models of several inputs: explain_to_file takes a list, tuple or dict of
 (memory-mapped) input arrays, writes a map per input to a file of its own (``maps.img.npy``)
 or one map to ``maps.npy``, keeps one progress file and one lock, never records a chunk that
-not every file holds, and refuses what it refused for one input, for every file."""
+not every file holds, and refuses what it refused for one input, for every file; the
+``jaxsal explain`` command takes one INPUTS file per input."""
 
 import json
 import os
@@ -13,7 +14,7 @@ import pytest
 
 import jaxsal
 import jaxsal._src.batch as batch
-from jaxsal import cli  # (its METHODS)
+from jaxsal import cli
 
 WA = np.array([[1.0, -2.0], [0.5, 3.0], [-1.5, 0.25]], np.float32)  # (3 features, 2 classes)
 WB = np.array([[2.0, 1.0], [-0.5, 4.0]], np.float32)
@@ -298,3 +299,58 @@ def test_structures_are_refused_before_any_work(tmp_path, two, linear, xs, mnist
     with pytest.raises(ValueError, match=r"expected the method to return one map per input "
                                          r"\(a, b\).*got a list of 3"):
         jaxsal.explain_to_file(three_maps, linear, xs, path, batch_size=2)
+
+
+# ---------------------------------------------------------------------- the command line
+def test_the_command_takes_a_file_per_input(tmp_path, two, capsys):
+    """`jaxsal explain MODEL IMG.npy VEC.npy` writes OUT.img.npy and OUT.vec.npy, the maps
+    of one Python call; NAME=FILE in another order is the same job (nothing computed
+    again); a per-input --option baseline takes @FILE.npy in a JSON list."""
+    m, x, folder = two
+    model, img, vec = (str(folder / f) for f in ("two.keras", "img.npy", "vec.npy"))
+    out = tmp_path / "maps.npy"
+    argv = ["explain", model, img, vec, "--targets", "0,2", "--batch-size", "2", "--out",
+            str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {tmp_path}/maps.img.npy: (5, 2, 8, 8) float32; {tmp_path}/maps.vec.npy: " \
+           "(5, 2, 5) float32" in printed
+    for name, want in zip(("img", "vec"), jaxsal.saliency(m, x, [0, 2])):
+        np.testing.assert_allclose(np.load(tmp_path / f"maps.{name}.npy"), want, rtol=1e-5,
+                                   atol=1e-7)
+    assert cli.main(["explain", model, f"vec={vec}", f"img={img}", "--targets", "0,2",
+                     "--batch-size", "2", "--out", str(out)]) == 0
+    assert "chunk" not in capsys.readouterr().out  # resumed, finished
+    np.save(tmp_path / "b.npy", np.full_like(x[0], 0.5))
+    assert cli.main(["explain", model, img, vec, "--method", "integrated_gradients",
+                     "--option", "steps=4", "--option", f'baseline=["@{tmp_path}/b.npy", 0]',
+                     "--targets", "1", "--out", str(tmp_path / "ig.npy")]) == 0
+    want = jaxsal.integrated_gradients(m, x, 1, steps=4, baseline=[np.full_like(x[0], 0.5), 0])
+    for name, w in zip(("img", "vec"), want):
+        np.testing.assert_allclose(np.load(tmp_path / f"ig.{name}.npy"), w, rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_the_command_refuses_clearly(tmp_path, two, capsys):
+    """A count of INPUTS other than the model's inputs (naming them and their shapes), a
+    method of one input array (before loading the model), `evaluate` (deletion and
+    insertion take one input array), and an --out that is an input: exit status 2."""
+    m, x, folder = two
+    model, img, vec = (str(folder / f) for f in ("two.keras", "img.npy", "vec.npy"))
+    out = str(tmp_path / "maps.npy")
+    assert cli.main(["explain", model, img, "--out", out]) == 2
+    assert (f"{model} has 2 inputs: img (N, 8, 8, 3), vec (N, 5); got 1 INPUTS file "
+            f"({img}). Pass one .npy per input, in that order") in capsys.readouterr().err
+    assert cli.main(["explain", "missing.keras", img, vec, "--method", "scorecam",
+                     "--out", out]) == 2
+    assert "scorecam explains one input array" in capsys.readouterr().err
+    np.save(tmp_path / "maps.npy", x[0][..., 0])
+    assert cli.main(["evaluate", model, img, out, "--metric", "deletion", "--out",
+                     str(tmp_path / "d.npy")]) == 2
+    assert "`jaxsal evaluate` runs jaxsal.deletion / jaxsal.insertion, which take one input " \
+           "array" in capsys.readouterr().err
+    assert cli.main(["explain", model, img, vec, "--out", vec]) == 2
+    assert f"--out {vec} is the INPUTS {vec} file" in capsys.readouterr().err
+    assert cli.main(["explain", model, img, f"vec={vec}", "--out", out]) == 2
+    assert "not a mix" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["maps.npy"]

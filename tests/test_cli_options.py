@@ -425,10 +425,10 @@ def test_big_endian_npy_files_are_read(tmp_path, mnist_path, mnist_digits):
     np.testing.assert_array_equal(np.load(tmp_path / "d_be.npy"), np.load(tmp_path / "d_le.npy"))
 
 
-def test_a_model_of_several_inputs_is_refused_saying_how(tmp_path, capsys):
-    """`jaxsal explain` reads one inputs file: a two-input model is refused before any work,
-    naming its inputs and the Python call that explains it (the engine's error asked for
-    "x as a list", which a command line cannot pass)."""
+def test_a_model_of_several_inputs_needs_a_file_per_input(tmp_path, capsys):
+    """`jaxsal explain` given one inputs file for a two-input model refuses before any work,
+    naming the model's inputs, their shapes and how to pass one file per input (the
+    engine's error asked for "x as a list", which a command line cannot pass)."""
     import keras
 
     a, b = keras.Input((6,), name="a"), keras.Input((3,), name="b")
@@ -438,8 +438,8 @@ def test_a_model_of_several_inputs_is_refused_saying_how(tmp_path, capsys):
     assert _explain(str(tmp_path / "two.keras"), str(tmp_path / "x.npy"),
                     tmp_path / "m.npy") == 2
     err = capsys.readouterr().err
-    assert "two.keras has 2 inputs (a, b); `jaxsal explain` reads one INPUTS .npy" in err
-    assert "jaxsal.saliency(model, [a, b], ...)" in err
+    assert "two.keras has 2 inputs: a (N, 6), b (N, 3); got 1 INPUTS file" in err
+    assert "two.keras A.npy B.npy ...`) or as NAME=FILE.npy with those names" in err
     assert not (tmp_path / "m.npy").exists()
 
 
