@@ -771,9 +771,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT
         resume = ""
         if args.cmd in ("explain", "evaluate"):  # resumable jobs (jaxsal.explain_to_file)
-            from jaxsal._src.batch import job_files, unfinished
+            from jaxsal._src.batch import job_files, job_unfinished
 
-            state = unfinished(args.out)
+            state = job_unfinished(args.out)
             files = job_files(args.out)  # --out, or the files of a job over several inputs
             if state is not None and state[0]:
                 resume = (f"; {state[0]} of {state[1]} chunks are finished and kept in "

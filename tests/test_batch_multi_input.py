@@ -305,7 +305,8 @@ def test_structures_are_refused_before_any_work(tmp_path, two, linear, xs, mnist
 def test_the_command_takes_a_file_per_input(tmp_path, two, capsys):
     """`jaxsal explain MODEL IMG.npy VEC.npy` writes OUT.img.npy and OUT.vec.npy, the maps
     of one Python call; NAME=FILE in another order is the same job (nothing computed
-    again); a per-input --option baseline takes @FILE.npy in a JSON list."""
+    again); a per-input --option baseline takes @FILE.npy in a JSON list or an object keyed
+    by the input names; `summary` lists the inputs in that order."""
     m, x, folder = two
     model, img, vec = (str(folder / f) for f in ("two.keras", "img.npy", "vec.npy"))
     out = tmp_path / "maps.npy"
@@ -329,6 +330,48 @@ def test_the_command_takes_a_file_per_input(tmp_path, two, capsys):
     for name, w in zip(("img", "vec"), want):
         np.testing.assert_allclose(np.load(tmp_path / f"ig.{name}.npy"), w, rtol=1e-5,
                                    atol=1e-6)
+    # or keyed by the input names, in any order
+    assert cli.main(["explain", model, img, vec, "--method", "integrated_gradients",
+                     "--option", "steps=4", "--option",
+                     f'baseline={{"vec": 0, "img": "@{tmp_path}/b.npy"}}',
+                     "--targets", "1", "--out", str(tmp_path / "ig2.npy")]) == 0
+    for name in ("img", "vec"):
+        np.testing.assert_array_equal(np.load(tmp_path / f"ig2.{name}.npy"),
+                                      np.load(tmp_path / f"ig.{name}.npy"))
+    assert cli.main(["summary", model]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Inputs, in the order `jaxsal explain` takes their files: img (N, 8, 8, 3), vec (N, 5)")
+
+
+def test_ctrl_c_names_the_files_of_every_input(tmp_path, two, capsys, monkeypatch):
+    """Ctrl-C after the first of three chunks: the line names the files that keep it (not
+    --out, which a job of a map per input does not write); a half-finished file of one
+    input is refused as another command's input."""
+    m, x, folder = two
+    out = tmp_path / "maps.npy"
+    argv = ["explain", str(folder / "two.keras"), str(folder / "img.npy"),
+            str(folder / "vec.npy"), "--batch-size", "2", "--out", str(out)]
+    job = cli._job
+
+    def interrupted_job(args):
+        model, inputs, progress = job(args)
+
+        def ctrl_c(done, total):
+            raise KeyboardInterrupt
+
+        return model, inputs, ctrl_c
+
+    monkeypatch.setattr(cli, "_job", interrupted_job)
+    assert cli.main(argv) == 130
+    assert capsys.readouterr().err == (
+        f"jaxsal explain: interrupted; 1 of 3 chunks are finished and kept in "
+        f"{tmp_path}/maps.img.npy, {tmp_path}/maps.vec.npy, and running the same command "
+        "again computes the rest\n")
+    monkeypatch.setattr(cli, "_job", job)
+    assert cli.main(["explain", str(folder / "two.keras"), str(tmp_path / "maps.img.npy"),
+                     str(folder / "vec.npy"), "--out", str(tmp_path / "again.npy")]) == 2
+    assert "maps.img.npy is the output of an unfinished job (1 of 3 chunks done, says " \
+           f"{out}.progress.json)" in capsys.readouterr().err
 
 
 def test_the_command_refuses_clearly(tmp_path, two, capsys):

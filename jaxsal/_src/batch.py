@@ -860,6 +860,26 @@ def _sidecars(path: str) -> Iterator[tuple[str, bool]]:
                 yield os.path.join(folder, job + ".progress.json"), False
 
 
+def _read_progress(progress_path: str) -> tuple[int, int, list | None] | None:
+    """``(done, chunks, outputs)`` of a job's progress file (``outputs``: the files it
+    lists, a job over several inputs), or None where there is none readable."""
+    try:
+        with open(progress_path) as fh:
+            prog = json.load(fh)
+        return len(set(prog["done"])), int(prog["chunks"]), prog.get("outputs")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None  # no sidecar (or none of this format)
+
+
+def job_unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
+    """``(done, chunks, progress_path)`` when the job writing ``path`` (whose progress file
+    is ``path + ".progress.json"``, whatever files it writes) has not finished, else
+    None."""
+    progress_path = os.fspath(path) + ".progress.json"
+    state = _read_progress(progress_path)
+    return (*state[:2], progress_path) if state and state[0] < state[1] else None
+
+
 def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
     """``(done, chunks, progress_path)`` when the ``.npy`` at ``path`` is the output of an
     :func:`explain_to_file` job that has not finished (its sidecar lists fewer chunks than
@@ -868,13 +888,10 @@ def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
     sidecar lists it (``maps.npy.progress.json``)."""
     path = os.fspath(path)
     for progress_path, own in _sidecars(path):
-        try:
-            with open(progress_path) as fh:
-                prog = json.load(fh)
-            done, chunks = len(set(prog["done"])), int(prog["chunks"])
-            outputs = prog.get("outputs")
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            continue  # no sidecar (or none of this format): nothing says the file is partial
+        state = _read_progress(progress_path)
+        if state is None:
+            continue  # nothing says the file is partial
+        done, chunks, outputs = state
         if outputs is None and own:  # (a job over one input array: its file is path)
             listed = True
         else:
