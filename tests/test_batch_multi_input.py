@@ -58,25 +58,25 @@ def _assert_maps(out, want):
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
-    """A Keras 3 model of an image ``img`` (8, 8, 3) and features ``vec`` (5,), its file,
-    and 5 inputs saved as ``img.npy`` and ``vec.npy``."""
+    """A Keras 3 model of an image ``img`` (8, 8, 3) and features ``meta`` (5,), its file,
+    and 5 inputs saved as ``img.npy`` and ``meta.npy``."""
     import keras
 
     from model_import import load_keras
 
     keras.utils.set_random_seed(1)
     img = keras.Input((8, 8, 3), name="img")
-    vec = keras.Input((5,), name="vec")
+    meta = keras.Input((5,), name="meta")
     h = keras.layers.GlobalAveragePooling2D()(
         keras.layers.Conv2D(4, 3, activation="relu", name="conv")(img))
-    z = keras.layers.Concatenate()([h, keras.layers.Dense(4, activation="tanh")(vec)])
+    z = keras.layers.Concatenate()([h, keras.layers.Dense(4, activation="tanh")(meta)])
     folder = tmp_path_factory.mktemp("two")
-    keras.Model([img, vec], keras.layers.Dense(3, name="out")(z)).save(folder / "two.keras")
+    keras.Model([img, meta], keras.layers.Dense(3, name="out")(z)).save(folder / "two.keras")
     rng = np.random.default_rng(2)
     x = [rng.normal(size=(5, 8, 8, 3)).astype(np.float32),
          rng.normal(size=(5, 5)).astype(np.float32)]
     np.save(folder / "img.npy", x[0])
-    np.save(folder / "vec.npy", x[1])
+    np.save(folder / "meta.npy", x[1])
     return load_keras(folder / "two.keras").with_head("logits"), x, folder
 
 
@@ -87,7 +87,7 @@ def test_a_map_per_input_goes_to_a_file_per_input(tmp_path, two):
     order is the same job (it resumes: nothing is computed again) and gives a dict; a
     method of one map (Grad-CAM) writes maps.npy alone."""
     m, x, folder = two
-    xm = [np.load(folder / "img.npy", mmap_mode="r"), np.load(folder / "vec.npy", mmap_mode="r")]
+    xm = [np.load(folder / f"{name}.npy", mmap_mode="r") for name in ("img", "meta")]
     path = tmp_path / "maps.npy"
     chunks = []
     out = jaxsal.explain_to_file(jaxsal.saliency, m, xm, path, targets=[0, 2], batch_size=2,
@@ -97,17 +97,17 @@ def test_a_map_per_input_goes_to_a_file_per_input(tmp_path, two):
     assert isinstance(out, list) and all(isinstance(o, np.memmap) for o in out)
     for o, w in zip(out, want):
         np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-7)
-    assert sorted(os.listdir(tmp_path)) == ["maps.img.npy", "maps.npy.progress.json",
-                                            "maps.vec.npy"]
-    np.testing.assert_array_equal(np.load(tmp_path / "maps.vec.npy"), out[1])
+    assert sorted(os.listdir(tmp_path)) == ["maps.img.npy", "maps.meta.npy",
+                                            "maps.npy.progress.json"]
+    np.testing.assert_array_equal(np.load(tmp_path / "maps.meta.npy"), out[1])
     prog = json.loads((tmp_path / "maps.npy.progress.json").read_text())
-    assert prog["outputs"] == ["maps.img.npy", "maps.vec.npy"]
-    assert prog["input_shapes"] == {"img": [8, 8, 3], "vec": [5]}
+    assert prog["outputs"] == ["maps.img.npy", "maps.meta.npy"]
+    assert prog["input_shapes"] == {"img": [8, 8, 3], "meta": [5]}
     chunks.clear()
-    again = jaxsal.explain_to_file(jaxsal.saliency, m, {"vec": xm[1], "img": xm[0]}, path,
+    again = jaxsal.explain_to_file(jaxsal.saliency, m, {"meta": xm[1], "img": xm[0]}, path,
                                    targets=[0, 2], batch_size=2,
                                    on_chunk=lambda done, total: chunks.append(done))
-    assert chunks == [] and set(again) == {"img", "vec"}
+    assert chunks == [] and set(again) == {"img", "meta"}
     np.testing.assert_array_equal(again["img"], out[0])
     cam = jaxsal.explain_to_file(jaxsal.gradcam, m, tuple(xm), tmp_path / "cam.npy",
                                  targets=1, batch_size=2)
@@ -123,22 +123,22 @@ def test_an_option_per_input_is_sliced_with_its_input(tmp_path, two):
     call, as SmoothGrad's over chunks does; a baseline with rows neither 1 nor N is refused
     before any chunk."""
     m, x, _ = two
-    xd = {"img": x[0], "vec": x[1]}
-    base = {"img": 0.25, "vec": x[1][::-1].copy()}
+    xd = {"img": x[0], "meta": x[1]}
+    base = {"img": 0.25, "meta": x[1][::-1].copy()}
     out = jaxsal.explain_to_file(jaxsal.integrated_gradients, m, xd, tmp_path / "ig.npy",
                                  targets=1, batch_size=2, steps=4, baseline=base)
     want = jaxsal.integrated_gradients(m, xd, 1, steps=4, baseline=base)
-    for k in ("img", "vec"):
+    for k in ("img", "meta"):
         np.testing.assert_allclose(out[k], want[k], rtol=1e-5, atol=1e-6)
     # SmoothGrad's noise follows each input's global index: chunks equal one call
     sg = jaxsal.explain_to_file(jaxsal.smoothgrad, m, x, tmp_path / "sg.npy", targets=1,
                                 batch_size=2, key=jax.random.key(0), n=2)
     for o, w in zip(sg, jaxsal.smoothgrad(m, x, 1, key=jax.random.key(0), n=2)):
         np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-7)
-    with pytest.raises(ValueError, match=r"option baseline\['vec'\] \(for input 'vec'\) has "
+    with pytest.raises(ValueError, match=r"option baseline\['meta'\] \(for input 'meta'\) has "
                                          r"shape \(3, 5\).*one row per input \(5\)"):
         jaxsal.explain_to_file(jaxsal.integrated_gradients, m, xd, tmp_path / "bad.npy",
-                               targets=1, batch_size=2, baseline={"img": 0.0, "vec": x[1][:3]})
+                               targets=1, batch_size=2, baseline={"img": 0.0, "meta": x[1][:3]})
     assert not (tmp_path / "bad.npy.progress.json").exists()
 
 
@@ -270,19 +270,19 @@ def test_structures_are_refused_before_any_work(tmp_path, two, linear, xs, mnist
             method(m, x, 0, **({"key": 0} if name in cli.RANDOM_METHODS else {}))
         with pytest.raises(TypeError, match=rf"{name} explains one input array \(.*\), so it "
                                             r"cannot explain this job's 2 inputs \(img \(N, 8, "
-                                            r"8, 3\), vec \(N, 5\)\)"):
+                                            r"8, 3\), meta \(N, 5\)\)"):
             jaxsal.explain_to_file(method, m, x, path)
-    with pytest.raises(TypeError, match=r"this model has 2 inputs \(img \(N, 8, 8, 3\), vec "
+    with pytest.raises(TypeError, match=r"this model has 2 inputs \(img \(N, 8, 8, 3\), meta "
                                         r"\(N, 5\)\); expected inputs as a list of 2"):
         jaxsal.explain_to_file(jaxsal.saliency, m, x[0], path)
     with pytest.raises(ValueError, match=r"expected a list of 2 arrays in that order"):
         jaxsal.explain_to_file(jaxsal.saliency, m, x[:1], path)
     with pytest.raises(ValueError, match=r"keyed by the model's input names: img"):
-        jaxsal.explain_to_file(jaxsal.saliency, m, {"img": x[0], "meta": x[1]}, path)
+        jaxsal.explain_to_file(jaxsal.saliency, m, {"img": x[0], "other": x[1]}, path)
     with pytest.raises(ValueError, match=r"same count N along axis 0, got 'img': 5, "
-                                         r"'vec': 4"):
+                                         r"'meta': 4"):
         jaxsal.explain_to_file(jaxsal.saliency, m, [x[0], x[1][:4]], path)
-    with pytest.raises(ValueError, match=r"input 'vec' as a batch .* \(one example"):
+    with pytest.raises(ValueError, match=r"input 'meta' as a batch .* \(one example"):
         jaxsal.explain_to_file(jaxsal.saliency, m, [x[0], x[1][0]], path)
     with pytest.raises(TypeError, match=r"this model takes one input array \(N, \.\.\.\), got a "
                                         r"list of 2 arrays; pass the array itself"):
@@ -303,44 +303,44 @@ def test_structures_are_refused_before_any_work(tmp_path, two, linear, xs, mnist
 
 # ---------------------------------------------------------------------- the command line
 def test_the_command_takes_a_file_per_input(tmp_path, two, capsys):
-    """`jaxsal explain MODEL IMG.npy VEC.npy` writes OUT.img.npy and OUT.vec.npy, the maps
+    """`jaxsal explain MODEL IMG.npy META.npy` writes OUT.img.npy and OUT.meta.npy, the maps
     of one Python call; NAME=FILE in another order is the same job (nothing computed
     again); a per-input --option baseline takes @FILE.npy in a JSON list or an object keyed
     by the input names; `summary` lists the inputs in that order."""
     m, x, folder = two
-    model, img, vec = (str(folder / f) for f in ("two.keras", "img.npy", "vec.npy"))
+    model, img, meta = (str(folder / f) for f in ("two.keras", "img.npy", "meta.npy"))
     out = tmp_path / "maps.npy"
-    argv = ["explain", model, img, vec, "--targets", "0,2", "--batch-size", "2", "--out",
+    argv = ["explain", model, img, meta, "--targets", "0,2", "--batch-size", "2", "--out",
             str(out)]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
-    assert f"wrote {tmp_path}/maps.img.npy: (5, 2, 8, 8) float32; {tmp_path}/maps.vec.npy: " \
+    assert f"wrote {tmp_path}/maps.img.npy: (5, 2, 8, 8) float32; {tmp_path}/maps.meta.npy: " \
            "(5, 2, 5) float32" in printed
-    for name, want in zip(("img", "vec"), jaxsal.saliency(m, x, [0, 2])):
+    for name, want in zip(("img", "meta"), jaxsal.saliency(m, x, [0, 2])):
         np.testing.assert_allclose(np.load(tmp_path / f"maps.{name}.npy"), want, rtol=1e-5,
                                    atol=1e-7)
-    assert cli.main(["explain", model, f"vec={vec}", f"img={img}", "--targets", "0,2",
+    assert cli.main(["explain", model, f"meta={meta}", f"img={img}", "--targets", "0,2",
                      "--batch-size", "2", "--out", str(out)]) == 0
     assert "chunk" not in capsys.readouterr().out  # resumed, finished
     np.save(tmp_path / "b.npy", np.full_like(x[0], 0.5))
-    assert cli.main(["explain", model, img, vec, "--method", "integrated_gradients",
+    assert cli.main(["explain", model, img, meta, "--method", "integrated_gradients",
                      "--option", "steps=4", "--option", f'baseline=["@{tmp_path}/b.npy", 0]',
                      "--targets", "1", "--out", str(tmp_path / "ig.npy")]) == 0
     want = jaxsal.integrated_gradients(m, x, 1, steps=4, baseline=[np.full_like(x[0], 0.5), 0])
-    for name, w in zip(("img", "vec"), want):
+    for name, w in zip(("img", "meta"), want):
         np.testing.assert_allclose(np.load(tmp_path / f"ig.{name}.npy"), w, rtol=1e-5,
                                    atol=1e-6)
     # or keyed by the input names, in any order
-    assert cli.main(["explain", model, img, vec, "--method", "integrated_gradients",
+    assert cli.main(["explain", model, img, meta, "--method", "integrated_gradients",
                      "--option", "steps=4", "--option",
-                     f'baseline={{"vec": 0, "img": "@{tmp_path}/b.npy"}}',
+                     f'baseline={{"meta": 0, "img": "@{tmp_path}/b.npy"}}',
                      "--targets", "1", "--out", str(tmp_path / "ig2.npy")]) == 0
-    for name in ("img", "vec"):
+    for name in ("img", "meta"):
         np.testing.assert_array_equal(np.load(tmp_path / f"ig2.{name}.npy"),
                                       np.load(tmp_path / f"ig.{name}.npy"))
     assert cli.main(["summary", model]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "Inputs, in the order `jaxsal explain` takes their files: img (N, 8, 8, 3), vec (N, 5)")
+        "Inputs, in the order `jaxsal explain` takes their files: img (N, 8, 8, 3), meta (N, 5)")
 
 
 def test_ctrl_c_names_the_files_of_every_input(tmp_path, two, capsys, monkeypatch):
@@ -350,7 +350,7 @@ def test_ctrl_c_names_the_files_of_every_input(tmp_path, two, capsys, monkeypatc
     m, x, folder = two
     out = tmp_path / "maps.npy"
     argv = ["explain", str(folder / "two.keras"), str(folder / "img.npy"),
-            str(folder / "vec.npy"), "--batch-size", "2", "--out", str(out)]
+            str(folder / "meta.npy"), "--batch-size", "2", "--out", str(out)]
     job = cli._job
 
     def interrupted_job(args):
@@ -365,11 +365,11 @@ def test_ctrl_c_names_the_files_of_every_input(tmp_path, two, capsys, monkeypatc
     assert cli.main(argv) == 130
     assert capsys.readouterr().err == (
         f"jaxsal explain: interrupted; 1 of 3 chunks are finished and kept in "
-        f"{tmp_path}/maps.img.npy, {tmp_path}/maps.vec.npy, and running the same command "
+        f"{tmp_path}/maps.img.npy, {tmp_path}/maps.meta.npy, and running the same command "
         "again computes the rest\n")
     monkeypatch.setattr(cli, "_job", job)
     assert cli.main(["explain", str(folder / "two.keras"), str(tmp_path / "maps.img.npy"),
-                     str(folder / "vec.npy"), "--out", str(tmp_path / "again.npy")]) == 2
+                     str(folder / "meta.npy"), "--out", str(tmp_path / "again.npy")]) == 2
     assert "maps.img.npy is the output of an unfinished job (1 of 3 chunks done, says " \
            f"{out}.progress.json)" in capsys.readouterr().err
 
@@ -379,12 +379,12 @@ def test_the_command_refuses_clearly(tmp_path, two, capsys):
     method of one input array (before loading the model), `evaluate` (deletion and
     insertion take one input array), and an --out that is an input: exit status 2."""
     m, x, folder = two
-    model, img, vec = (str(folder / f) for f in ("two.keras", "img.npy", "vec.npy"))
+    model, img, meta = (str(folder / f) for f in ("two.keras", "img.npy", "meta.npy"))
     out = str(tmp_path / "maps.npy")
     assert cli.main(["explain", model, img, "--out", out]) == 2
-    assert (f"{model} has 2 inputs: img (N, 8, 8, 3), vec (N, 5); got 1 INPUTS file "
+    assert (f"{model} has 2 inputs: img (N, 8, 8, 3), meta (N, 5); got 1 INPUTS file "
             f"({img}). Pass one .npy per input, in that order") in capsys.readouterr().err
-    assert cli.main(["explain", "missing.keras", img, vec, "--method", "scorecam",
+    assert cli.main(["explain", "missing.keras", img, meta, "--method", "scorecam",
                      "--out", out]) == 2
     assert "scorecam explains one input array" in capsys.readouterr().err
     np.save(tmp_path / "maps.npy", x[0][..., 0])
@@ -392,8 +392,34 @@ def test_the_command_refuses_clearly(tmp_path, two, capsys):
                      str(tmp_path / "d.npy")]) == 2
     assert "`jaxsal evaluate` runs jaxsal.deletion / jaxsal.insertion, which take one input " \
            "array" in capsys.readouterr().err
-    assert cli.main(["explain", model, img, vec, "--out", vec]) == 2
-    assert f"--out {vec} is the INPUTS {vec} file" in capsys.readouterr().err
-    assert cli.main(["explain", model, img, f"vec={vec}", "--out", out]) == 2
+    assert cli.main(["explain", model, img, meta, "--out", meta]) == 2
+    assert f"--out {meta} is the INPUTS {meta} file" in capsys.readouterr().err
+    assert cli.main(["explain", model, img, f"meta={meta}", "--out", out]) == 2
     assert "not a mix" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["maps.npy"]
+
+
+def test_the_readme_s_commands_run_as_written(tmp_path, two, monkeypatch):
+    """The README's `jaxsal explain two.keras ...` lines (its batch jobs section) run in the
+    fixture's folder and write the files their comments name."""
+    import pathlib
+    import shlex
+
+    m, x, folder = two
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("```bash", readme.index("A model of several inputs (see"))
+    block = readme[start + len("```bash"):readme.index("```", start + 1)]
+    lines = [shlex.split(line, comments=True) for line in block.replace("\\\n", " ").splitlines()
+             if line.strip()]
+    assert len(lines) == 3 and all(words[:3] == ["jaxsal", "explain", "two.keras"]
+                                   for words in lines)
+    for f in ("two.keras", "img.npy", "meta.npy"):
+        os.symlink(folder / f, tmp_path / f)
+    np.save(tmp_path / "meta_mean.npy", x[1].mean(0))
+    monkeypatch.chdir(tmp_path)
+    for words in lines:
+        assert cli.main(words[1:]) == 0, shlex.join(words)
+    for f, shape in (("maps.img.npy", (5, 3, 8, 8)), ("maps.meta.npy", (5, 3, 5)),
+                     ("cam.npy", (5, 8, 8)), ("ig.img.npy", (5, 8, 8)),
+                     ("ig.meta.npy", (5, 5))):
+        assert np.load(f).shape == shape, f
