@@ -252,6 +252,33 @@ def test_another_job_on_the_same_path_starts_over(tmp_path, linear, xs):
     assert batch.unfinished(tmp_path / "maps.a.npy") is None  # not this job's any more
 
 
+def test_a_file_of_one_input_written_by_another_job(tmp_path, linear, xs):
+    """maps.a.npy written by a job of its own (its path, its progress file): the job over
+    several inputs that takes the file over removes that progress file, which would vouch
+    for rows it no longer holds; a job of its own writing the file again afterwards makes
+    the job over several inputs start over."""
+    def first_input(model, x, targets=None):
+        return np.asarray(x)
+
+    jaxsal.explain_to_file(first_input, linear, np.ones((5, 3), np.float32),
+                           tmp_path / "maps.a.npy", batch_size=5)
+    path = tmp_path / "maps.npy"
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(Doubling(), linear, xs, path, batch_size=2, on_chunk=stop)
+    assert not (tmp_path / "maps.a.npy.progress.json").exists()
+    assert batch.unfinished(tmp_path / "maps.a.npy")[:2] == (1, 3)
+    jaxsal.explain_to_file(first_input, linear, np.ones((5, 3), np.float32),
+                           tmp_path / "maps.a.npy", batch_size=5)
+    m = Doubling()
+    out = jaxsal.explain_to_file(m, linear, xs, path, batch_size=2)
+    assert m.calls == [2, 2, 2]
+    _assert_maps(out, _expected(xs))
+
+
 def test_structures_are_refused_before_any_work(tmp_path, two, linear, xs, mnist):
     """A method of one input array (for each of them, as its direct call refuses), one
     array for a model of two, a list of another count, inputs of other counts N, an

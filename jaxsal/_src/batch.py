@@ -1260,6 +1260,9 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str, /, *,
         # the files of a job over several inputs: as its progress file lists them (every one
         # there, else the job starts over, as one whose .npy is missing)
         kept_files = [path] if several is None else _recorded_files(prog, path, per_input)
+        if kept_files and kept_files != [path] and any(
+                os.path.exists(f + ".progress.json") for f in kept_files):
+            kept_files = None  # another job wrote one of them since (as its path): start over
         # (a job that finished no chunk has nothing to keep, and its .npy may be torn: one
         # stopped while writing the header starts again)
         if (prog.get("format") == _FORMAT and (same or rebatch) and prog.get("done")
@@ -1326,6 +1329,10 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str, /, *,
             # moment they exist
             files = list(maps)
             save_progress()
+            for f in files:  # a job that wrote one of them as its path: its sidecar no longer
+                if f != path:  # describes it (batch.unfinished would read it first)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(f + ".progress.json")
             out = {}
             try:
                 for f, m in maps.items():
