@@ -450,3 +450,16 @@ def test_the_readme_s_commands_run_as_written(tmp_path, two, monkeypatch):
                      ("cam.npy", (5, 8, 8)), ("ig.img.npy", (5, 8, 8)),
                      ("ig.meta.npy", (5, 5))):
         assert np.load(f).shape == shape, f
+
+
+def test_a_model_mixing_the_batch_is_refused_before_any_chunk(xs, tmp_path):
+    """The check that the model keeps the inputs of a batch apart runs over every input's
+    chunk shapes: a sum over the batch axis is refused before the method is called."""
+    mixing = jaxsal.FunctionModel(
+        lambda p, x: x["a"] @ p["wa"] + jnp.sum(x["b"] @ p["wb"], axis=0, keepdims=True),
+        {"wa": jnp.asarray(WA), "wb": jnp.asarray(WB)})
+    method = Doubling()
+    with pytest.raises(ValueError, match="mixes the inputs of the batch: reduce_sum over the "
+                                         "batch axis"):
+        jaxsal.explain_to_file(method, mixing, xs, tmp_path / "maps.npy", batch_size=2)
+    assert method.calls == [] and not (tmp_path / "maps.a.npy").exists()
