@@ -359,3 +359,19 @@ def test_a_dict_of_inputs_in_another_order_than_the_model_s(tmp_path):
         want = by_list[1] if isinstance(by_list, (list, tuple)) else by_list
         assert np.shape(got) == (2, 2, 6, 6), method.__name__
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=method.__name__)
+
+
+def test_the_methods_for_several_inputs_named_in_errors_are_the_ones_that_take_them():
+    """Every method of the command line either takes several inputs, and the refusals of the
+    others name it (SEVERAL_INPUT_METHODS), or refuses them saying why (``one_input``); the
+    probe of every method on a model of two inputs found this split."""
+    import re
+
+    from jaxsal import cli
+    from jaxsal._src.validate import SEVERAL_INPUT_METHODS
+
+    named = set(re.findall(r"[a-z_]+[a-z]", SEVERAL_INPUT_METHODS)) & set(cli.METHODS)
+    refusing = {n for n in cli.METHODS
+                if getattr(getattr(jaxsal, n), "one_input", None)}
+    assert named.isdisjoint(refusing), named & refusing
+    assert named | refusing == set(cli.METHODS), set(cli.METHODS) - named - refusing

@@ -62,7 +62,7 @@ from jaxsal._src import base
 from jaxsal._src.base import ModelLike
 from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import Targets
-from jaxsal._src.validate import WRAP_ONE_INPUT, _fits, check_flag
+from jaxsal._src.validate import SEVERAL_INPUT_METHODS, WRAP_ONE_INPUT, _fits, check_flag
 
 try:
     import fcntl
@@ -485,10 +485,7 @@ def _one_input_error(method: Callable, inputs: str) -> TypeError:
     name = getattr(fn, "__name__", "this method")
     return TypeError(
         f"{name} explains one input array ({fn.one_input}), so it cannot explain this job's "
-        f"{inputs}. Use a method that gives a map per input (saliency, "
-        "gradient_x_input, guided_backprop, deconvnet, smoothgrad, integrated_gradients, "
-        "gradient_shap, deeplift, deeplift_shap, lrp, occlusion) or one map at a layer (the "
-        "gradient CAMs, eigencam, ablationcam), or " + WRAP_ONE_INPUT)
+        f"{inputs}. Use {SEVERAL_INPUT_METHODS}, or " + WRAP_ONE_INPUT)
 
 
 def _several(method: Callable, model: Any, inputs: Any) -> _Several | None:

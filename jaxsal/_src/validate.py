@@ -57,6 +57,15 @@ def integer_input(model: Any) -> str | None:
 
 
 # How to explain one input of a several-input model with a method of one input array. The
+#: The methods that take a model's several inputs (a list, tuple or dict), for the errors of
+#: those that do not (each of which says why in its ``one_input`` attribute).
+SEVERAL_INPUT_METHODS = (
+    "a method that gives a map per input (saliency, gradient_x_input, guided_backprop, "
+    "deconvnet, smoothgrad, integrated_gradients, gradient_shap, deeplift, deeplift_shap, "
+    "lrp, occlusion, neuron_conductance) or one map at a layer (gradcam, gradcam_plus_plus, "
+    "hirescam, layercam, xgradcam, eigencam, eigengradcam, gradcam_elementwise, ablationcam, "
+    "layer_conductance, internal_influence)")
+
 # method may run the function on a batch of masked copies (Shapley, KernelSHAP, LIME, RISE,
 # Score-CAM), not on the N inputs: the other inputs' values are one row, broadcast to it.
 WRAP_ONE_INPUT = ("wrap the model so that it takes one array, the other inputs fixed to one "
@@ -127,11 +136,7 @@ def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allo
                         f"{type(x).__name__} of {len(x)}; pass the array itself")
     if not multi_input:
         raise TypeError("this method takes one input array; for a model with several inputs "
-                        "use the input-gradient methods (saliency, gradient_x_input, "
-                        "guided_backprop, deconvnet, smoothgrad, integrated_gradients) or "
-                        "occlusion (a map per input), the gradient CAMs (gradcam, "
-                        "gradcam_plus_plus, hirescam, layercam, xgradcam) or eigencam, or "
-                        + WRAP_ONE_INPUT)
+                        f"use {SEVERAL_INPUT_METHODS}, or " + WRAP_ONE_INPUT)
     if isinstance(x, dict):
         if names and set(x) != set(names):
             raise ValueError(f"expected a dict with the model's input names {names} as keys, "
