@@ -144,3 +144,46 @@ def test_errors():
     f = jaxsal.FunctionModel(lambda p, v: v.reshape(len(v), -1) @ p, jnp.ones((12, 2)))
     with pytest.raises(TypeError, match="dict keyed by layer.*got ArrayImpl"):
         jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, x, 0), f, key=0)
+
+
+def test_the_layers_of_a_nested_model_are_randomized_one_by_one(tmp_path):
+    """A model wrapping another (a pretrained base with a new head: ``Sequential([VGG16,
+    Dense])``) keeps the base's parameters under its name; the base was one unit, all its
+    layers randomized at once, and its layers (``"base/c1"``, as ``layer_names`` lists them)
+    could not be named in ``layers=``."""
+    import keras
+    from model_import import load_keras
+
+    keras.utils.set_random_seed(0)
+    bi = keras.Input((6, 5, 2))
+    h = keras.layers.Conv2D(3, 3, activation="relu", name="c1")(bi)
+    base_model = keras.Model(bi, keras.layers.Conv2D(4, 3, activation="relu", name="c2")(h),
+                             name="base")
+    i = keras.Input((6, 5, 2))
+    h = keras.layers.GlobalAveragePooling2D()(base_model(i))
+    keras.Model(i, keras.layers.Dense(2, name="out")(h)).save(tmp_path / "nested.keras")
+    m = load_keras(tmp_path / "nested.keras").with_head("logits")
+    x = np.random.default_rng(0).normal(size=(3, 6, 5, 2)).astype(np.float32)
+    seen = []
+
+    def explain(mm):
+        seen.append(mm.params)
+        return jaxsal.saliency(mm, x, 1)
+
+    corr = jaxsal.randomization_test(explain, m, key=0)
+    assert list(corr) == ["out", "base/c2", "base/c1"]
+    p0, _, p2, _ = seen
+    # step 2 randomized c2 (and kept out), not c1
+    assert p2["base"]["c1"] is p0["base"]["c1"]
+    assert not np.array_equal(p2["base"]["c2"]["kernel"], p0["base"]["c2"]["kernel"])
+    alone = jaxsal.randomization_test(explain, m, key=0, layers=["base/c1"], cascade=False)
+    assert list(alone) == ["base/c1"]
+    assert seen[-1]["base"]["c2"] is p0["base"]["c2"] and seen[-1]["out"] is p0["out"]
+    np.testing.assert_array_equal(np.sort(np.ravel(seen[-1]["base"]["c1"]["kernel"])),
+                                  np.sort(np.ravel(p0["base"]["c1"]["kernel"])))
+    # the whole nested model is still one unit when named
+    whole = jaxsal.randomization_test(explain, m, key=0, layers="base")
+    assert list(whole) == ["base"] and seen[-1]["out"] is p0["out"]
+    assert not np.array_equal(seen[-1]["base"]["c1"]["kernel"], p0["base"]["c1"]["kernel"])
+    with pytest.raises(ValueError, match="base/c1"):
+        jaxsal.randomization_test(explain, m, key=0, layers=["base/c3"])

@@ -109,6 +109,9 @@ def _layer_params(params: Any, name: Any) -> Any:
         return {c: col[name] for c, col in params.items() if name in col}
     if _is_named_tuple(params):
         return getattr(params, name)
+    if isinstance(params, dict) and name not in params and isinstance(name, str):
+        head, _, rest = name.partition("/")  # a nested model's layer, "outer/inner"
+        return _layer_params(params[head], rest)
     return params[name]
 
 
@@ -120,12 +123,25 @@ def _with_layer(params: Any, name: Any, value: Any) -> Any:
         return params._replace(**{name: value})
     if isinstance(params, (list, tuple)):
         return type(params)(value if i == name else v for i, v in enumerate(params))
+    if name not in params and isinstance(name, str):
+        head, _, rest = name.partition("/")  # a nested model's layer, "outer/inner"
+        return {**params, head: _with_layer(params[head], rest, value)}
     return {**params, name: value}
+
+
+def _nested_path(params: dict, name: str) -> bool:
+    """Whether ``name`` (``"outer/inner"``, a nested model's layer) has parameters."""
+    for part in name.split("/"):
+        if not isinstance(params, dict) or part not in params:
+            return False
+        params = params[part]
+    return True
 
 
 def _layer_keys(model: Any, params: Any, layers: Any) -> list:
     """The randomized units, from the output to the input: ``layers`` as given, or the keys
-    of a dict of parameters in the model's layer order (``layer_names``), last first (for
+    of a dict of parameters in the model's layer order (``layer_names``; a nested model's
+    layers by their paths, ``"outer/inner"``, the nested model itself not), last first (for
     Flax linen variables the modules, in the order ``init`` created them)."""
     if not isinstance(params, (dict, list, tuple)):
         raise TypeError(f"randomization_test needs the model's params as a dict keyed by layer "
@@ -140,11 +156,16 @@ def _layer_keys(model: Any, params: Any, layers: Any) -> list:
     elif isinstance(params, (list, tuple)):
         names = list(range(len(params)))  # the layers in call order, as stax lists them
     else:
-        names = [n for n in getattr(model, "layer_names", []) if n in params]
+        # a nested model's layers by their paths ("outer/inner": its params nest under
+        # the outer name); the nested model itself may be named as one unit too
+        names = [n for n in getattr(model, "layer_names", [])
+                 if n in params or (isinstance(n, str) and _nested_path(params, n))]
         names += [n for n in params if n not in names]
     if layers is None:
         with_arrays = [n for n in names
-                       if jax.tree_util.tree_leaves(_layer_params(params, n))]
+                       if jax.tree_util.tree_leaves(_layer_params(params, n))
+                       and not any(isinstance(o, str) and isinstance(n, str)
+                                   and o.startswith(n + "/") and o in names for o in names)]
         return with_arrays[::-1]
     layers = [layers] if isinstance(layers, (str, int)) else list(layers)
     unknown = [n for n in layers if n not in names]
@@ -165,11 +186,13 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: ModelLike, *,
       explain: ``explain(model) -> maps`` for the inputs being checked, e.g.
         ``lambda m: jaxsal.saliency(m, x, targets=t)`` (fix the targets as ids: the
         randomized model predicts other classes).
-      model: a :class:`model_import.KerasModel` (or a ``FunctionModel`` whose params are a
-        dict keyed by layer, Flax linen's variables ``{"params": {module: ...},
-        "batch_stats": ...}``, randomized module by module across the collections, a
+      model: a :class:`model_import.KerasModel` (the layers of a nested model are units
+        of their own, named by their paths, ``"base/block5_conv3"``; the nested model's
+        name, ``"base"``, randomizes all of them at once), or a ``FunctionModel`` whose
+        params are a dict keyed by layer, Flax linen's variables ``{"params": {module:
+        ...}, "batch_stats": ...}``, randomized module by module across the collections, a
         NamedTuple of layers (its fields, last first) or a list/tuple of per-layer params as
-        stax makes them (its entries by index, last first)).
+        stax makes them (its entries by index, last first).
       key: a ``jax.random`` key or an int seed (required).
       layers: the layers to randomize, in order (default: every layer with parameters,
         from the output to the input): names, or indices for a list/tuple of params.
