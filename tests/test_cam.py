@@ -419,3 +419,27 @@ def test_gray_images_without_a_channel_axis_are_told_how_to_get_one(tmp_path):
     w = load_keras(tmp_path / "wrap.keras")
     assert jaxsal.default_cam_layer(w) == "gray/conv"
     assert jaxsal.gradcam(w, x[..., None], 0).shape == (2, 28, 28)
+
+
+def test_default_cam_layer_passes_over_convolutions_after_global_pooling(tmp_path):
+    """keras.applications' MobileNet ends in GlobalAveragePooling2D(keepdims=True) and a 1x1
+    Conv2D, ``conv_preds`` (1, 1, classes): the last convolution, so it was the default CAM
+    layer, and every default CAM was a constant map. A convolution whose output has one
+    position is passed over for the last one with more; when every convolution's has one
+    (a tiny input), the last is kept."""
+    keras = pytest.importorskip("keras")
+    i = keras.Input((12, 12, 2))
+    h = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="c1")(i)
+    h = keras.layers.Conv2D(5, 3, activation="relu", name="c2")(h)
+    h = keras.layers.GlobalAveragePooling2D(keepdims=True)(h)
+    h = keras.layers.Conv2D(3, 1, name="conv_preds")(h)
+    keras.Model(i, keras.layers.Reshape((3,))(h)).save(tmp_path / "mobile.keras")
+    m = load_keras(tmp_path / "mobile.keras")
+    assert jaxsal.default_cam_layer(m) == "c2"
+    x = np.random.default_rng(0).uniform(size=(2, 12, 12, 2)).astype(np.float32)
+    np.testing.assert_array_equal(jaxsal.gradcam(m, x, [0, 1]),
+                                  jaxsal.gradcam(m, x, [0, 1], layer="c2"))
+    tiny = keras.Input((3, 3, 2))
+    keras.Model(tiny, keras.layers.Flatten()(keras.layers.Conv2D(3, 3, name="c")(tiny))).save(
+        tmp_path / "tiny.keras")
+    assert jaxsal.default_cam_layer(load_keras(tmp_path / "tiny.keras")) == "c"

@@ -91,6 +91,9 @@ def spatial_layers(model: ModelLike) -> list[str]:
 def default_cam_layer(model: ModelLike) -> str:
     """The layer CAMs use when ``layer=`` is omitted: the last convolution with a spatial
     output (tf-keras-vis's ``seek_penultimate_conv_layer``), else the last spatial layer.
+    A convolution whose output has one position (``(1, 1, K)``: MobileNet's ``conv_preds``
+    after its global pooling, whose CAM would be a constant map) is passed over for the
+    last one with more, unless every convolution's output has one position.
 
     Call it to see the choice; pass ``layer=`` to choose another (any of
     :func:`spatial_layers`). Found once per model function and cached (it reads every
@@ -101,13 +104,23 @@ def default_cam_layer(model: ModelLike) -> str:
                             lambda: _default_cam_layer(model))
 
 
+def _positions(model: Any, info: Any) -> bool:
+    """Whether layer ``info``'s output has more than one spatial position (or a free size):
+    a convolution after a global pooling with ``keepdims`` (MobileNet's ``conv_preds``,
+    ``(1, 1, classes)``) has one, and its CAM is a constant map."""
+    fmt = getattr(model, "layer_data_format", lambda name: "channels_last")(info.name)
+    spatial = info.output_shape[1:] if fmt == "channels_first" else info.output_shape[:-1]
+    return any(d is None or d > 1 for d in spatial)
+
+
 def _default_cam_layer(model: Any) -> str:
     names = spatial_layers(model)
     if hasattr(model, "layers") and hasattr(model, "graph"):
-        convs = [info.name for info in model.layers if info.name in names
+        convs = [info for info in model.layers if info.name in names
                  and info.class_name in _CONV]
-        if convs:
-            return convs[-1]
+        wide = [info for info in convs if _positions(model, info)]
+        if wide or convs:  # one position everywhere (a tiny input): the last convolution
+            return (wide or convs)[-1].name
     if names:
         return names[-1]
     shape = getattr(model, "input_shape", None)  # (H, W): gray images read as a signal
