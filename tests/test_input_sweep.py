@@ -118,6 +118,19 @@ def test_missing_channel_axis_is_named(m, x):
         jaxsal.saliency(m, np.repeat(x, 3, -1), 3)
 
 
+
+def test_a_list_of_examples_is_told_to_be_stacked(m, x):
+    """A list of example arrays (images of one size, or of several sizes for a free-size
+    model) read as a list of model inputs: the error said "pass the array itself"."""
+    for method in (jaxsal.saliency, jaxsal.gradcam):
+        with pytest.raises(TypeError, match=r"list of 2 arrays of shapes \(28, 28, 1\), "
+                                            r"\(28, 28, 1\); .*np\.stack\(x\)"):
+            method(m, [x[0], x[1]], 3)
+    with pytest.raises(TypeError, match=r"list of 1 arrays of shapes \(2, 28, 28, 1\); pass "
+                                        r"the array itself"):
+        jaxsal.saliency(m, [x], 3)
+
+
 HALF = [jaxsal.saliency, jaxsal.smoothgrad, jaxsal.integrated_gradients,
         jaxsal.gradcam_plus_plus, jaxsal.scorecam, jaxsal.occlusion]
 

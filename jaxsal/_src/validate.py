@@ -132,8 +132,16 @@ def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allo
     k = _several_inputs(model)
     names = list(getattr(model, "input_names", None) or [])
     if k == 1 and not isinstance(model, base.FunctionModel):
+        items = list(x.values()) if isinstance(x, dict) else list(x)
+        shapes = [tuple(np.shape(a)) for a in items]
+        fix = ("pass the array itself" if len(items) == 1 else
+               "a list of examples is one batch only as an array: stack them, np.stack(x) "
+               "(examples of different sizes, as a model of free input size takes: one call "
+               "per size)")
         raise TypeError(f"this model takes one input array x of shape (N, ...), got a "
-                        f"{type(x).__name__} of {len(x)}; pass the array itself")
+                        f"{type(x).__name__} of {len(items)} arrays of shapes "
+                        f"{', '.join(map(str, shapes[:4]))}{', ...' if len(shapes) > 4 else ''}"
+                        f"; {fix}")
     if not multi_input:
         raise TypeError("this method takes one input array; for a model with several inputs "
                         f"use {SEVERAL_INPUT_METHODS}, or " + WRAP_ONE_INPUT)
