@@ -196,6 +196,23 @@ def test_eigencam_first_principal_component(conv):
     assert jaxsal.eigencam(m, x, [0, 1]).shape == (3, 2, H, W)
 
 
+def test_eigencam_needs_no_class_output(conv):
+    """Eigen-CAM reads no score, but ``targets=None`` asked for a predicted class: a model
+    of several outputs or of a segmentation (detection...) output, Eigen-CAM's use beyond
+    classifiers, was refused until given a score function it never used."""
+    m, p, x = conv
+    want = np.asarray(jaxsal.eigencam(m, x, upsample=False))
+    heads = {"seg": lambda q, a: a @ q["w"],  # (N, h, w, classes)
+             "two": lambda q, a: [_head(q, a), a.mean(axis=(1, 2))]}
+    for name, head in heads.items():
+        f = jaxsal.FunctionModel(features=_features, head_fn=head, params=p, layer="conv",
+                                 input_shape=(H, W, C))
+        np.testing.assert_array_equal(jaxsal.eigencam(f, x, upsample=False), want, name)
+        assert jaxsal.eigencam(f, x).shape == (3, H, W)
+        with pytest.raises(ValueError, match="outputs"):  # class ids still need classes
+            jaxsal.eigencam(f, x, 0)
+
+
 def _oriented_component(X):
     """First principal component projection of X (P, K), channels centred, its sign
     correlating positively with the channel sum."""

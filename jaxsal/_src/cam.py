@@ -757,6 +757,12 @@ def _first_component(A: Array) -> Array:
     return (proj * sign[:, None]).reshape(n, *sp)
 
 
+def _no_score(outputs: Any) -> Array:
+    """The score Eigen-CAM's ``targets=None`` stands for: none is read (zeros, one per
+    input), so that no output has to hold classes."""
+    return jnp.zeros(jax.tree_util.tree_leaves(outputs)[0].shape[:1], jnp.float32)
+
+
 def eigencam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None,
              memory_budget: int | None = None, precision: str | None = None,
@@ -767,11 +773,13 @@ def eigencam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: 
     Class-agnostic: no gradients, one forward pass. The sign of a principal component is
     arbitrary; jaxsal picks the one that correlates positively with the channel sum of
     ``A``. ``targets`` only shapes the output: with a class axis the same map is repeated
-    for every target. Arguments as in :func:`gradcam`; ``memory_budget`` bounds the inputs
-    of one forward pass (the batch runs in passes of as many as fit).
+    for every target; ``targets=None`` (no class axis) reads no output, so a model of
+    several outputs or of no class output (a detector, a segmentation) needs none.
+    Arguments as in :func:`gradcam`; ``memory_budget`` bounds the inputs of one forward
+    pass (the batch runs in passes of as many as fit).
     """
-    c = _prepare_cam(model, x, targets, layer, head, None, memory_budget, check_finite,
-                     upsample=upsample)
+    c = _prepare_cam(model, x, _no_score if targets is None else targets, layer, head, None,
+                     memory_budget, check_finite, upsample=upsample)
     p, L, lcf = c.p, c.layer, c.layer_cf
     m, spec, size = p.model, p.spec, c.size
 
