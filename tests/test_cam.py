@@ -460,3 +460,22 @@ def test_default_cam_layer_passes_over_convolutions_after_global_pooling(tmp_pat
     keras.Model(tiny, keras.layers.Flatten()(keras.layers.Conv2D(3, 3, name="c")(tiny))).save(
         tmp_path / "tiny.keras")
     assert jaxsal.default_cam_layer(load_keras(tmp_path / "tiny.keras")) == "c"
+
+
+def test_a_layer_of_unknown_layout_is_refused_for_that_reason(tmp_path):
+    """A Permute's output (6, 5, 4) has the input's spatial axes and a channel axis, but no
+    known layout; the CAMs refused it saying it lacked them."""
+    keras = pytest.importorskip("keras")
+    i = keras.Input((8, 7, 3))
+    h = keras.layers.Permute((3, 1, 2))(i)
+    h = keras.layers.Conv2D(4, 3, activation="relu", data_format="channels_first",
+                            name="ccf")(h)
+    h = keras.layers.Permute((2, 3, 1), name="back")(h)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 1, name="cl")(h))
+    keras.Model(i, keras.layers.Dense(2)(h)).save(tmp_path / "permuted.keras")
+    m = load_keras(tmp_path / "permuted.keras")
+    x = np.random.default_rng(0).uniform(size=(2, 8, 7, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"layer 'back' has output shape \(2, 6, 5, 4\) .*, "
+                                         r"as many axes as the input, but no known layout"):
+        jaxsal.gradcam(m, x, 1, layer="back")
+    assert jaxsal.gradcam(m, x, 1, layer="ccf").shape == (2, 8, 7)

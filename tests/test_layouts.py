@@ -322,7 +322,7 @@ def test_an_einsum_that_moves_the_channel_axis_leaves_the_layout_unknown(tmp_pat
     assert m.layer_data_format("act") is None
     assert m.layer_data_format("c2") == "channels_last"
     assert "act" not in jaxsal.spatial_layers(m)
-    with pytest.raises(ValueError, match="spatial axes and a channel axis"):
+    with pytest.raises(ValueError, match="as many axes as the input, but no known layout"):
         jaxsal.gradcam(m, np.ones((1, 2, 8, 8), np.float32), layer="act")
 
 

@@ -440,7 +440,14 @@ NO_CHANNEL_AXIS = (
 def check_spatial(layer: str, shape: tuple, x_ndim: int, data_format: str | None) -> None:
     """A CAM layer must have the input's spatial axes and a channel axis: ``(N, h, w, K)``
     for images (``(N, K, h, w)`` channels-first), ``(N, l, K)`` for signals..."""
-    if len(shape) != x_ndim or data_format is None:
+    if len(shape) == x_ndim and data_format is None:
+        raise ValueError(f"layer {layer!r} has output shape {tuple(shape)} (batch first), as "
+                         "many axes as the input, but no known layout: which axis holds its "
+                         "channels is not known (a Permute, a Reshape or an operation that "
+                         "moves axes sets none). A CAM needs a layer whose layout is known: "
+                         "a convolution, or a layer after one that keeps its layout (see "
+                         "jaxsal.spatial_layers(model))")
+    if len(shape) != x_ndim:
         gray = x_ndim == 3 and len(shape) == 4 and data_format is not None
         raise ValueError(f"layer {layer!r} has output shape {tuple(shape)} (batch first); a CAM "
                          f"needs a layer with the input's {x_ndim - 2} spatial axes and a "
