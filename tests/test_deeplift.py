@@ -311,9 +311,10 @@ def test_every_elementwise_activation_reaches_the_runtime_rule():
         d = impl.call({}, *args, rt=rt) - impl.call({}, *args, rt=Runtime())
         np.testing.assert_allclose(np.asarray(d), 0.0, err_msg=op)
     # inputs in each function's domain: positive (tf.math.log, sqrt, rsqrt), within (-1, 1)
-    # (asin, acos, atanh, erfinv), above 1 (acosh)
+    # (asin, acos, atanh, erfinv), above 1 (acosh), within (0, 2) (erfcinv), (0, 1) (ndtri)
     inside = {"math.asin": x / 4.0, "math.acos": x / 4.0, "math.atanh": x / 4.0,
-              "math.erfinv": x / 4.0, "math.acosh": jnp.abs(x) + 1.5}
+              "math.erfinv": x / 4.0, "math.acosh": jnp.abs(x) + 1.5,
+              "math.erfcinv": x / 4.0 + 1.0, "math.ndtri": x / 8.0 + 0.5}
     for fn in sorted(tf_ops._ACTIVATIONS):
         impl = lookup("TFOpLambda")({"function": fn}, ctx("TFOpLambda"))
         d = _marked_difference(impl, inside.get(fn, jnp.abs(x) + 0.5), rt)
