@@ -182,13 +182,25 @@ def test_saved_audio_models_match_keras(saved, name, ext):
 @pytest.mark.parametrize("name", ["stft", "mel"])
 def test_saliency_on_waveforms(saved, name):
     """jaxsal.saliency on waveform input: (N, samples, 1) and (N, samples) both give
-    (N, samples) maps, finite (silent stretch included), equal to |d logit / d waveform|."""
+    (N, samples) maps, finite (silent stretch included), equal to |d logit / d waveform|; a
+    MelSpectrogram model (its top_db floor mixes the batch) through the per-input wrapper."""
     paths, x, _ = saved[name]
     m = load_keras(paths[".keras"]).with_head("logits")
+    if name == "mel":
+        # its top_db floor is the maximum over the whole batch (as in Keras): every method
+        # refuses the model, and the per-input wrapper the error gives is explained instead
+        with pytest.raises(ValueError, match=r"mixes the inputs of the batch: reduce_max over "
+                                             r"the batch axis in layer 'mel_spectrogram"):
+            jaxsal.saliency(m, x, targets=1)
+        whole = m
+        m = jaxsal.FunctionModel(
+            lambda p, v: jax.vmap(lambda vi: whole.apply(p, vi[None]).reshape(-1))(v),
+            whole.params)
     maps = np.asarray(jaxsal.saliency(m, x, targets=1))
     assert maps.shape == (x.shape[0], 800)
     assert np.isfinite(maps).all() and maps.max() > 0
-    grad = np.asarray(jax.grad(lambda v: m(v)[:, 1].sum())(jnp.asarray(x))).reshape(maps.shape)
+    one = lambda v: m.apply(m.params, v)  # noqa: E731
+    grad = np.asarray(jax.grad(lambda v: one(v)[:, 1].sum())(jnp.asarray(x))).reshape(maps.shape)
     np.testing.assert_allclose(maps, np.abs(grad), rtol=1e-5, atol=1e-7 * np.abs(grad).max())
     both = np.asarray(jaxsal.saliency(m, x, targets=[0, 2]))
     assert both.shape == (x.shape[0], 2, 800)
