@@ -57,6 +57,21 @@ def test_reduce_channels_modes():
         jaxsal.reduce_channels(g, "median")
 
 
+def test_l2_reduction_is_differentiable_where_every_channel_is_zero():
+    """The norm's gradient at an all-zero pixel is 0 (its subgradient), not NaN: a map may be
+    differentiated (an attack on an explanation); elsewhere it is g / |g|."""
+    import jax
+
+    g = np.random.default_rng(3).normal(size=(1, 3, 3, 2)).astype(np.float32)
+    g[0, 1, 1] = 0.0
+    grad = np.asarray(jax.grad(lambda v: jaxsal.reduce_channels(v, "l2").sum())(jnp.asarray(g)))
+    assert np.isfinite(grad).all()
+    np.testing.assert_array_equal(grad[0, 1, 1], 0.0)
+    norm = np.sqrt((g ** 2).sum(-1, keepdims=True))
+    keep = norm[..., 0] > 0
+    np.testing.assert_allclose(grad[keep], (g / np.where(norm > 0, norm, 1))[keep], rtol=1e-6)
+
+
 def test_integer_and_half_maps_are_reduced_and_normalized_in_float32():
     """Integer maps were reduced in their own dtype (uint8 200s: l2 13.9 instead of 346;
     int8 -128: max_abs -128), float16 maps spanning +-4e4 normalized to NaN."""

@@ -50,7 +50,11 @@ def _reduce(g: Array, mode: str | None, axis: int = -1) -> Array:
     if mode == "mean":
         return jnp.mean(g, axis=axis)
     if mode == "l2":
-        return jnp.sqrt(jnp.sum(g * g, axis=axis))
+        # sqrt's derivative is infinite at 0: where every channel is 0 the norm's gradient is
+        # taken as 0 (its subgradient), not NaN (a map differentiated, e.g. an attack on it)
+        s = jnp.sum(g * g, axis=axis)
+        some = s > 0
+        return jnp.where(some, jnp.sqrt(jnp.where(some, s, 1)), jnp.zeros((), s.dtype))
     raise ValueError(f"unknown channel reduction {mode!r}; expected one of {REDUCTIONS}")
 
 
