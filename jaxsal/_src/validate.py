@@ -56,7 +56,6 @@ def integer_input(model: Any) -> str | None:
     return str(dtypes[0]) if dtypes and "int" in str(dtypes[0]) else None
 
 
-# How to explain one input of a several-input model with a method of one input array. The
 #: The methods that take a model's several inputs (a list, tuple or dict), for the errors of
 #: those that do not (each of which says why in its ``one_input`` attribute).
 SEVERAL_INPUT_METHODS = (
@@ -66,6 +65,7 @@ SEVERAL_INPUT_METHODS = (
     "hirescam, layercam, xgradcam, eigencam, eigengradcam, gradcam_elementwise, ablationcam, "
     "layer_conductance, internal_influence)")
 
+# How to explain one input of a several-input model with a method of one input array. The
 # method may run the function on a batch of masked copies (Shapley, KernelSHAP, LIME, RISE,
 # Score-CAM), not on the N inputs: the other inputs' values are one row, broadcast to it.
 WRAP_ONE_INPUT = ("wrap the model so that it takes one array, the other inputs fixed to one "
