@@ -902,11 +902,8 @@ def job_files(path: str | os.PathLike) -> list[str]:
     """The files the job writing ``path`` keeps its maps in: those its progress file lists
     (a job over several inputs: ``maps.img.npy``, ``maps.vec.npy``), else ``[path]``."""
     path = os.fspath(path)
-    try:
-        with open(path + ".progress.json") as fh:
-            outputs = json.load(fh).get("outputs")
-    except (OSError, ValueError, AttributeError):
-        outputs = None
+    state = _read_progress(path + ".progress.json")
+    outputs = state[2] if state else None
     if not (isinstance(outputs, list) and outputs and all(isinstance(f, str) for f in outputs)):
         return [path]
     return [os.path.join(os.path.dirname(path), f) for f in outputs]
