@@ -1176,10 +1176,7 @@ def _gather_nd(rt, params, indices, batch_dims=0):
         if b + m > params.ndim:
             raise _Refused(f"indices={_show(indices.tolist())} index {m} axes after "
                            f"{b} batch axes of a rank-{params.ndim} tensor (TF refuses it too)")
-        sizes = np.asarray(params.shape[b:b + m])
-        if indices.size and ((indices < 0).any() or (indices >= sizes).any()):
-            raise _Refused(f"indices={_show(indices.tolist())} are out of range for axes of "
-                           f"sizes {sizes.tolist()} (TF raises on CPU)")
+        _check_in_range(indices, params.shape[b:b + m])
     if not 0 <= b < min(params.ndim, jnp.ndim(indices)):
         raise _Refused(f"batch_dims={batch_dims!r} must be below the ranks of params and "
                        "indices (TF refuses it too)")
@@ -1612,11 +1609,17 @@ def _scatter_indices(indices, shape: tuple) -> np.ndarray:
     if idx.ndim < 1 or not 1 <= m <= len(shape):
         raise _Refused(f"indices={_show(idx.tolist())} are not index vectors of 1 to "
                        f"{len(shape)} entries (the rank of the tensor of shape {shape})")
-    sizes = np.asarray(shape[:m])
+    _check_in_range(idx, shape[:m])
+    return idx
+
+
+def _check_in_range(idx: np.ndarray, sizes: tuple) -> None:
+    """Refuse constant index vectors ``idx`` ``(..., m)`` outside axes of ``sizes`` (``m``
+    of them), as TF's CPU kernels do (gather_nd, the scatters)."""
+    sizes = np.asarray(sizes)
     if idx.size and ((idx < 0).any() or (idx >= sizes).any()):
         raise _Refused(f"indices={_show(idx.tolist())} are out of range for axes of sizes "
                        f"{sizes.tolist()} (TF raises on CPU)")
-    return idx
 
 
 def _scatter(tensor, idx: np.ndarray, updates, kind: str):
