@@ -212,16 +212,21 @@ def _parse_option(s: str) -> tuple[str, object]:
     except json.JSONDecodeError:
         return name, value
 
-    def load(v):  # "@FILE.npy" in a JSON list or object: one array per input of a model
-        if isinstance(v, str) and v.startswith("@") and v.endswith(".npy"):
-            return _load_npy(v[1:], f"--option {name}=...{v}", mmap=False)
-        if isinstance(v, list):
-            return [load(e) for e in v]
-        if isinstance(v, dict):
-            return {k: load(e) for k, e in v.items()}
-        return v
+    # "@FILE.npy" in a JSON list or object: one array per input of a model
+    return name, _map_npy_refs(
+        parsed, lambda file: _load_npy(file, f"--option {name}=...@{file}", mmap=False))
 
-    return name, load(parsed)
+
+def _map_npy_refs(v: object, f) -> object:
+    """``v`` (parsed JSON) with each ``"@FILE.npy"`` string in it, in lists and objects too,
+    replaced by ``f(FILE)``."""
+    if isinstance(v, str) and v.startswith("@") and v.endswith(".npy"):
+        return f(v[1:])
+    if isinstance(v, list):
+        return [_map_npy_refs(e, f) for e in v]
+    if isinstance(v, dict):
+        return {k: _map_npy_refs(e, f) for k, e in v.items()}
+    return v
 
 
 def _option_files(value: str) -> list[str]:
@@ -235,13 +240,8 @@ def _option_files(value: str) -> list[str]:
         parsed = json.loads(value)
     except json.JSONDecodeError:
         return []
-    found, stack = [], [parsed]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str) and v.startswith("@") and v.endswith(".npy"):
-            found.append(v[1:])
-        elif isinstance(v, (list, dict)):
-            stack.extend(v.values() if isinstance(v, dict) else v)
+    found: list[str] = []
+    _map_npy_refs(parsed, found.append)
     return found
 
 
@@ -396,9 +396,9 @@ def _check_out(args, outputs: list[str] = ()) -> None:
     """Refuse an ``--out`` (or one of the ``outputs`` a job over several inputs writes
     beside it) that is one of the files the command reads (the model, its ``--config``, the
     inputs, the maps, an ``@FILE.npy``): the job would write over it."""
+    inputs = _input_files(args)
     reads = [("MODEL", args.model), ("--config", args.config),
-             *((f"INPUTS {file}" if len(_input_files(args)) > 1 else "INPUTS", file)
-               for _, file in _input_files(args)),
+             *((f"INPUTS {file}" if len(inputs) > 1 else "INPUTS", file) for _, file in inputs),
              ("MAPS", getattr(args, "maps", None))]
     if (args.targets or "").startswith("@"):
         reads.append(("--targets @FILE", args.targets[1:]))
