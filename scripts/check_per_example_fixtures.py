@@ -1,6 +1,6 @@
 """The per-example check (jaxsal/_src/per_example.py) against experiment, on every Keras
 fixture with recorded inputs: for each output, does the check refuse it, and do its other rows
-change when one input of the batch changes? Run by hand (it loads ~175 files, ~40 s):
+change when one input of the batch changes? Run by hand (it loads ~190 files, ~1 minute):
 
     PYTHONPATH=. python scripts/check_per_example_fixtures.py
 
@@ -38,7 +38,9 @@ def inputs_for(path: pathlib.Path):
     z = np.load(npz)
     if "x" in z.files and "x0" not in z.files:
         return z["x"]
-    xs = [z[k] for k in sorted(z.files) if k.startswith("x") and k[1:].isdigit()]
+    xs = []  # x0, x1, ...: one array per input (x12, x16: one input at two sizes, skipped)
+    while f"x{len(xs)}" in z.files:
+        xs.append(z[f"x{len(xs)}"])
     if not xs:
         return None
     return xs[0] if len(xs) == 1 else xs
