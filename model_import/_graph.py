@@ -601,6 +601,32 @@ class Graph:
                     todo.append(by_key[key])
         return seen
 
+    def reaching(self, outputs: Sequence[int] | None = None, prefix: str = "") -> set[str]:
+        """Paths of the layers whose calls the outputs at positions ``outputs`` of
+        :attr:`outputs` (``None``: every output) are computed from; a nested model's own
+        layers too, as ``"outer/inner"``, from the outputs of it that are used. Where a
+        nested model's output is used, every layer feeding any of its inputs is counted (a
+        superset: a layer left out is certainly unused)."""
+        refs = [r for i, r in enumerate(self.outputs) if outputs is None or i in outputs]
+        by_key = self._calls_by_key()
+        tensors: dict[tuple[str, int], set[int]] = {}
+        todo = list(refs)
+        while todo:
+            r = todo.pop()
+            key = (r.layer, r.node)
+            first = key not in tensors
+            tensors.setdefault(key, set()).add(r.tensor)
+            if first and key in by_key:
+                c = by_key[key]
+                todo.extend(_refs(c.args) + _refs(dict(c.kwargs)))
+        used = {prefix + layer for layer, _ in tensors}
+        for (layer, _), ts in tensors.items():
+            sub = self.layers[layer].impl.subgraph if layer in self.layers else None
+            if sub is not None:
+                picked = None if len(sub.outputs) == 1 else sorted(ts)
+                used |= sub.reaching(picked, prefix + layer + "/")
+        return used
+
     def _descendants(self, call: Call) -> set[tuple[str, int]]:
         seen: set[tuple[str, int]] = set()
         todo = [(call.layer, call.index)]

@@ -531,6 +531,19 @@ class KerasModel:
         return list(self._paths)
 
     @property
+    def used_layers(self) -> list[str]:
+        """The layers the model's output depends on, in Keras order (as
+        :attr:`layer_names`): with :meth:`with_output`, those feeding the selected output,
+        not the other outputs' heads; otherwise those feeding any output. A layer missing
+        here cannot change the output: its gradients are zero."""
+        memo = self.__dict__.setdefault("_used_memo", {})
+        if self.output_index not in memo:
+            used = self.graph.reaching(None if self.output_index is None
+                                       else (self.output_index,))
+            memo[self.output_index] = [p for p in self._paths if p in used]
+        return list(memo[self.output_index])
+
+    @property
     def name(self) -> str:
         """The Keras model's name."""
         return self.graph.name

@@ -51,9 +51,9 @@ from jaxsal._src.base import ModelLike
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
-from jaxsal._src.validate import (NO_CHANNEL_AXIS, Prepared, cam_rank, check_flag,
-                                  check_spatial, input_spatial_shape, layer_output, prepare,
-                                  to_channels_last)
+from jaxsal._src.validate import (NO_CHANNEL_AXIS, Prepared, cam_rank, check_feeds_output,
+                                  check_flag, check_spatial, input_spatial_shape, layer_output,
+                                  prepare, to_channels_last)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -90,7 +90,9 @@ def spatial_layers(model: ModelLike) -> list[str]:
 
 def default_cam_layer(model: ModelLike) -> str:
     """The layer CAMs use when ``layer=`` is omitted: the last convolution with a spatial
-    output (tf-keras-vis's ``seek_penultimate_conv_layer``), else the last spatial layer.
+    output (tf-keras-vis's ``seek_penultimate_conv_layer``), else the last spatial layer,
+    among the layers the output depends on (``model.used_layers``: of a model with several
+    outputs viewed through ``with_output``, not another output's branch).
     A convolution whose output has one position (``(1, 1, K)``: MobileNet's ``conv_preds``
     after its global pooling, whose CAM would be a constant map) is passed over for the
     last one with more, unless every convolution's output has one position.
@@ -115,6 +117,10 @@ def _positions(model: Any, info: Any) -> bool:
 
 def _default_cam_layer(model: Any) -> str:
     names = spatial_layers(model)
+    used = getattr(model, "used_layers", None)
+    if used is not None:  # not another output's layers (with_output): their gradients are 0
+        used = set(used)
+        names = [n for n in names if n in used]
     if hasattr(model, "layers") and hasattr(model, "graph"):
         convs = [info for info in model.layers if info.name in names
                  and info.class_name in _CONV]
@@ -185,16 +191,19 @@ def _cam_layer(p: Prepared, layer: str | None, upsample: bool = True
 
 def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
                  backprop=None, upsample=True, multi_input=True, tokens=True,
-                 layer_charge=False) -> _CamCall:
+                 layer_charge=False, reads_output=True) -> _CamCall:
     """``tokens``: integer inputs (token ids) are accepted, the CAM reading no input
     gradient (a token axis ``L`` of ``(N, L)`` is the spatial axis). ``layer_charge``: a
     chunk of targets is charged for pullbacks to the layer only
     (:func:`~jaxsal._src.base.layer_pullback_bytes`; the gradient CAMs), else for whole
-    backward passes."""
+    backward passes. ``reads_output``: the CAM reads how the output depends on the layer
+    (gradients, ablations), so a layer the output does not depend on is refused."""
     check_flag(upsample, "upsample")
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
                 spatial=True, allow_int=tokens, multi_input=multi_input)
     layer, a_shape, layer_cf, size = _cam_layer(p, layer, upsample)
+    if reads_output:
+        check_feeds_output(p.model, layer)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     # A CAM's pullback runs only through the layers after `layer`: cheap per target. On CPU
@@ -779,7 +788,7 @@ def eigencam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: 
     pass (the batch runs in passes of as many as fit).
     """
     c = _prepare_cam(model, x, _no_score if targets is None else targets, layer, head, None,
-                     memory_budget, check_finite, upsample=upsample)
+                     memory_budget, check_finite, upsample=upsample, reads_output=False)
     p, L, lcf = c.p, c.layer, c.layer_cf
     m, spec, size = p.model, p.spec, c.size
 

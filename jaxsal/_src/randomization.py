@@ -162,6 +162,10 @@ def _layer_keys(model: Any, params: Any, layers: Any) -> list:
                  if n in params or (isinstance(n, str) and _nested_path(params, n))]
         names += [n for n in params if n not in names]
     if layers is None:
+        used = getattr(model, "used_layers", None)
+        if used is not None:  # not another output's branch (with_output): it changes nothing
+            used = set(used)
+            names = [n for n in names if n in used]
         with_arrays = [n for n in names
                        if jax.tree_util.tree_leaves(_layer_params(params, n))
                        and not any(isinstance(o, str) and isinstance(n, str)
@@ -194,8 +198,10 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: ModelLike, *,
         NamedTuple of layers (its fields, last first) or a list/tuple of per-layer params as
         stax makes them (its entries by index, last first).
       key: a ``jax.random`` key or an int seed (required).
-      layers: the layers to randomize, in order (default: every layer with parameters,
-        from the output to the input): names, or indices for a list/tuple of params.
+      layers: the layers to randomize, in order (default: every layer with parameters
+        that the output depends on, from the output to the input; of a model with several
+        outputs viewed through ``with_output``, not the other outputs' branches, which
+        cannot change the maps): names, or indices for a list/tuple of params.
       cascade: ``True`` (default): step ``k`` randomizes layers ``0..k`` (Adebayo et al.'s
         cascading randomization); ``False``: each layer alone (independent randomization).
       mode: ``"permute"`` (each array's values shuffled) or ``"gaussian"`` (drawn with each

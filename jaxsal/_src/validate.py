@@ -428,6 +428,27 @@ def check_layer(model: Any, layer: str) -> str:
     return layer
 
 
+def check_feeds_output(model: Any, layer: str) -> None:
+    """A method that reads how the output changes with a layer (a gradient at it, an
+    ablation of its channels) refuses a layer the output does not depend on (of a model with
+    several outputs viewed through ``with_output``, another output's branch): its maps would
+    be 0 everywhere. Models that do not list :attr:`~model_import.KerasModel.used_layers`
+    are not checked."""
+    used = getattr(model, "used_layers", None)
+    if used is None or layer in used:
+        return
+    names = getattr(model, "output_names", None) or []
+    index = getattr(model, "output_index", None)
+    which = (f"output {names[index]!r} (selected with with_output)"
+             if index is not None and index < len(names) else "outputs")
+    raise ValueError(f"layer {layer!r} does not feed the model's {which}: the output does not "
+                     "depend on it, so its gradients are 0 and every map at it would be 0. "
+                     "Pick a layer the output depends on (model.used_layers lists them; "
+                     "jaxsal.default_cam_layer(model) picks the last convolution among "
+                     "them), or select the output this layer feeds with "
+                     "model.with_output(name)")
+
+
 #: For a CAM of an image model whose input has no channel axis (gray ``(N, H, W)``, read as
 #: a signal): how to give it one.
 NO_CHANNEL_AXIS = (
@@ -730,6 +751,7 @@ def prepare_layer(p: Prepared, layer: str, reduce: str | None) -> LayerTarget:
     has a channel axis to reduce (the last one, or the first for a channels-first layer:
     an embedding's ``(N, L, E)`` reduces over ``E``)."""
     name, shape, fmt = layer_output(p, layer)
+    check_feeds_output(p.model, name)
     if reduce is not None and len(shape) < 3:  # (N, units): nothing to reduce over
         raise ValueError(f"layer {layer!r} has output shape {shape} (batch first) and no "
                          f"channel axis for reduce={reduce!r} to collapse; pass reduce=None "

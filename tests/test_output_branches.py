@@ -1,0 +1,112 @@
+"""A model with several outputs viewed through ``with_output``: the layers of the other
+outputs' branches cannot change the selected output. The default CAM layer is not taken from
+them (its maps would be 0), methods reading gradients or ablations at such a layer refuse it,
+and the randomization test does not spend its first steps on them (a rank correlation of 1
+that would read as a failed sanity check)."""
+
+import numpy as np
+import pytest
+
+import jaxsal
+
+
+@pytest.fixture(scope="module")
+def two_heads(tmp_path_factory):
+    """A shared trunk, then ``conv_a -> cls`` (3 classes) and ``conv_b -> reg`` (1 unit); the
+    ``conv_b`` branch is built last, so it holds the model's last convolution."""
+    import keras
+    from model_import import load_keras
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 2))
+    t = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="trunk")(i)
+    a = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="conv_a")(t)
+    b = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b")(t)
+    cls = keras.layers.Dense(3, name="cls")(keras.layers.GlobalAveragePooling2D(name="gap_a")(a))
+    reg = keras.layers.Dense(1, name="reg")(keras.layers.GlobalAveragePooling2D(name="gap_b")(b))
+    path = tmp_path_factory.mktemp("branches") / "two_heads.keras"
+    keras.Model(i, [cls, reg]).save(path)
+    return load_keras(path)
+
+
+X = np.random.default_rng(0).normal(size=(2, 8, 8, 2)).astype(np.float32)
+
+
+def test_used_layers_follow_the_selected_output(two_heads):
+    m = two_heads
+    assert m.used_layers == m.layer_names  # every layer feeds one of the two outputs
+    assert m.with_output("cls").used_layers == ["input_layer", "trunk", "conv_a", "gap_a", "cls"]
+    assert m.with_output(1).used_layers == ["input_layer", "trunk", "conv_b", "gap_b", "reg"]
+    assert m.with_output("cls").with_head("logits").used_layers == \
+        m.with_output("cls").used_layers
+
+
+def test_the_default_cam_layer_is_on_the_selected_outputs_branch(two_heads):
+    cls = two_heads.with_output("cls").with_head("logits")
+    reg = two_heads.with_output("reg")
+    assert jaxsal.default_cam_layer(cls) == "conv_a"
+    assert jaxsal.default_cam_layer(reg) == "conv_b"
+    maps = np.asarray(jaxsal.gradcam(cls, X, [0, 2]))
+    np.testing.assert_array_equal(maps, np.asarray(jaxsal.gradcam(cls, X, [0, 2],
+                                                                  layer="conv_a")))
+    assert np.abs(maps).max() > 0
+
+
+def test_a_layer_the_output_does_not_depend_on_is_refused_where_it_would_give_zeros(
+        two_heads):
+    cls = two_heads.with_output("cls").with_head("logits")
+    match = "layer 'conv_b' does not feed the model's output 'cls'.*with_output"
+    for method in (jaxsal.gradcam, jaxsal.gradcam_plus_plus, jaxsal.layercam,
+                   jaxsal.ablationcam, jaxsal.guided_gradcam):
+        with pytest.raises(ValueError, match=match):
+            method(cls, X, 0, layer="conv_b")
+    for method in (jaxsal.saliency, jaxsal.integrated_gradients, jaxsal.internal_influence):
+        with pytest.raises(ValueError, match=match):
+            method(cls, X, 0, layer="conv_b")
+    # methods that read the layer's activations alone take any layer
+    assert np.abs(np.asarray(jaxsal.eigencam(cls, X, layer="conv_b"))).max() > 0
+    score = np.asarray(jaxsal.scorecam(cls, X, 0, layer="conv_b"))
+    assert score.shape == (2, 8, 8) and np.isfinite(score).all()
+    # the same layer is fine for the output it feeds
+    assert np.abs(np.asarray(jaxsal.gradcam(two_heads.with_output("reg"), X, 0,
+                                            layer="conv_b"))).max() > 0
+
+
+def test_the_randomization_test_randomizes_the_selected_outputs_layers(two_heads):
+    cls = two_heads.with_output("cls").with_head("logits")
+    corr = jaxsal.randomization_test(lambda m: jaxsal.saliency(m, X, 0), cls, key=0)
+    assert list(corr) == ["cls", "conv_a", "trunk"]
+    assert all(np.all(np.asarray(v) < 0.999) for v in corr.values())
+    reg = two_heads.with_output("reg")
+    assert list(jaxsal.randomization_test(lambda m: jaxsal.saliency(m, X, 0), reg,
+                                          key=0)) == ["reg", "conv_b", "trunk"]
+    # named explicitly (a negative control), another branch's layer is still randomized
+    alone = jaxsal.randomization_test(lambda m: jaxsal.saliency(m, X, 0), cls, key=0,
+                                      layers=["conv_b"])
+    np.testing.assert_array_equal(np.asarray(alone["conv_b"]), [1.0, 1.0])
+
+
+def test_a_nested_model_used_through_one_of_its_outputs(tmp_path):
+    """A nested model with two outputs, of which the outer model uses the first: the
+    second's branch inside it is not used."""
+    import keras
+    from model_import import load_keras
+
+    keras.utils.set_random_seed(1)
+    i = keras.Input((8, 8, 2))
+    t = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="trunk")(i)
+    a = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="conv_a")(t)
+    b = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b")(t)
+    inner = keras.Model(i, [a, b], name="inner")
+    o = keras.Input((8, 8, 2))
+    feats = inner(o)[0]
+    out = keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling2D()(feats))
+    keras.Model(o, out).save(tmp_path / "nested.keras")
+    m = load_keras(tmp_path / "nested.keras").with_head("logits")
+    assert "inner/conv_a" in m.used_layers and "inner/trunk" in m.used_layers
+    assert "inner/conv_b" not in m.used_layers and "inner/conv_b" in m.layer_names
+    assert jaxsal.default_cam_layer(m) == "inner/conv_a"
+    with pytest.raises(ValueError, match="'inner/conv_b' does not feed"):
+        jaxsal.gradcam(m, X, 0, layer="inner/conv_b")
+    assert list(jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, X, 0), m, key=0)) \
+        == ["out", "inner/conv_a", "inner/trunk"]
