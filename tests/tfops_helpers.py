@@ -35,6 +35,9 @@ def same(got, want, what):
         np.testing.assert_array_equal(got[odd], want[odd], err_msg=what)
         assert np.isfinite(got[~odd]).all(), what
         assert rel_err(got[~odd], want[~odd]) <= TOL, (what, rel_err(got[~odd], want[~odd]))
+    elif want.dtype.kind == "c":  # tf.signal.stft: complex64, real and imaginary parts
+        assert got.dtype == np.complex64, what
+        assert rel_err(got.view(np.float32), want.view(np.float32)) <= TOL, what
     else:  # integers (int64 computed as int32, as JAX does), booleans: exactly
         assert got.dtype.kind == want.dtype.kind, what
         np.testing.assert_array_equal(got, want, err_msg=what)

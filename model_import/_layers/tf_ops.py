@@ -38,7 +38,7 @@ import numpy as np
 
 from model_import._layers.activations import act_on_first, elementwise_of_one, relu_family
 from model_import._layers.conv import _DIMS
-from model_import._layers.image import resize_axes
+from model_import._layers.image import _keys_cubic, resize_axes
 from model_import._layers.pooling import _blocked_max
 from model_import._layers.registry import LayerImpl, register_layer
 
@@ -179,6 +179,14 @@ def _nearest_tf(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum(np.floor((j + np.float32(0.5)) * scale).astype(np.int64), n_in - 1)
 
 
+def _aspect_size(ih: int, iw: int, h: int, w: int) -> tuple[int, int]:
+    """TF's ``preserve_aspect_ratio``: the largest size within ``(h, w)`` with the image's
+    aspect ratio, from one scale factor (float32, rounded half to even)."""
+    scale = min(np.float32(h) / np.float32(ih), np.float32(w) / np.float32(iw))
+    return (int(np.round(np.float32(scale) * np.float32(ih))),
+            int(np.round(np.float32(scale) * np.float32(iw))))
+
+
 def _resize(rt, images, size, method="bilinear", preserve_aspect_ratio=False,
             antialias=False):
     if method not in ("bilinear", "bicubic", "nearest", "area", "lanczos3", "lanczos5"):
@@ -189,12 +197,7 @@ def _resize(rt, images, size, method="bilinear", preserve_aspect_ratio=False,
                        "width, channels only)")
     h, w = int(size[0]), int(size[1])
     if preserve_aspect_ratio:
-        # TF: the largest size within `size` with the image's aspect ratio, from one scale
-        # factor (float32, rounded half to even)
-        ih, iw = images.shape[1], images.shape[2]
-        scale = min(np.float32(h) / np.float32(ih), np.float32(w) / np.float32(iw))
-        h = int(np.round(np.float32(scale) * np.float32(ih)))
-        w = int(np.round(np.float32(scale) * np.float32(iw)))
+        h, w = _aspect_size(images.shape[1], images.shape[2], h, w)
     shape = (images.shape[0], h, w, images.shape[-1])
     if method == "nearest":  # TF: half-pixel centres, no antialiasing
         return images[:, _nearest_tf(images.shape[1], h)][:, :, _nearest_tf(images.shape[2],
@@ -1893,6 +1896,270 @@ def _polyval(rt, coeffs, x):
     return y
 
 
+# ------------------------------------ search, counts, legacy resizes, spectrograms, YIQ
+def _index_type(v, what: str) -> None:
+    """An ``out_type``-like argument: int32 or int64 (computed as int32, as JAX does)."""
+    name = str(getattr(v, "name", v))
+    if name not in ("int32", "int64"):
+        raise _Refused(f"{what}={name!r} is not supported (supported: 'int32', 'int64', "
+                       "computed as int32)")
+
+
+def _searchsorted(rt, sorted_sequence, values, side="left", out_type="int32"):
+    """``tf.searchsorted``: for each value, the number of entries of its row of
+    ``sorted_sequence`` below it (``side='left'``, TF's lower bound) or at most it
+    (``'right'``, the upper bound); rows are the innermost axis, the leading axes of each
+    flattened, and both must have as many rows (TF's rule). Written as counts of
+    comparisons, which are the bounds of a sorted row (a NaN value: 0 on the left, the
+    row's length on the right, as TF's binary search gives); ``sorted_sequence`` must be
+    sorted, TF's result being unspecified otherwise. int32 indices (int64 computed as
+    int32), piecewise constant: no gradient, as ``tf.argsort``'s."""
+    if side not in ("left", "right"):
+        raise _Refused(f"side={side!r} is not supported ('left' or 'right', as in TF)")
+    _index_type(out_type, "out_type")
+    seq, val = (jnp.asarray(v) for v in _operands(sorted_sequence, values))
+    if seq.ndim < 1 or val.ndim < 1:
+        raise _Refused(f"sorted_sequence of shape {tuple(seq.shape)} and values of shape "
+                       f"{tuple(val.shape)} must both have at least one axis (TF refuses "
+                       "scalars too)")
+    s2, v2 = seq.reshape(-1, seq.shape[-1]), val.reshape(-1, val.shape[-1])
+    if s2.shape[0] != v2.shape[0]:
+        raise _Refused(f"sorted_sequence of shape {tuple(seq.shape)} and values="
+                       f"{_show(values)} of shape {tuple(val.shape)} have {s2.shape[0]} and "
+                       f"{v2.shape[0]} rows (the product of the leading axes of each): TF "
+                       "requires as many; give the sequence the values' leading axes "
+                       "(tf.broadcast_to, or tf.tile by tf.shape(values)[0] for a batch)")
+    s, v = s2[:, None, :], v2[:, :, None]
+    if side == "left":
+        idx = jnp.sum(s < v, axis=-1)
+    else:
+        idx = s2.shape[-1] - jnp.sum(v < s, axis=-1)
+    return idx.astype(jnp.int32).reshape(val.shape)
+
+
+def _bincount(rt, arr, weights=None, minlength=None, maxlength=None, dtype="int32",
+              axis=None, binary_output=False):
+    """``tf.math.bincount`` with a static number of bins: ``minlength`` at least
+    ``maxlength`` (both given), which makes it ``maxlength`` (TF: the largest value + 1,
+    raised to ``minlength``, cut to ``maxlength``). Counts (or sums of ``weights``, or
+    ``binary_output``'s 1 where a value occurs) of the values in ``[0, maxlength)``; the
+    others are dropped (TF drops those above; it raises on negative ones, which only a
+    tensor's values can be here). ``axis`` ``None`` or 0: of every value; -1: of each row
+    of a 2-D ``arr``. Floats are truncated to integers first, as TF casts them. The
+    dtype: the weights' (float32), else ``dtype``'s. The counts are piecewise constant
+    (no gradient); sums of weights have the weights' gradient."""
+    if minlength is None or maxlength is None or _static_int(minlength, "minlength") < \
+            _static_int(maxlength, "maxlength"):
+        raise _Refused(f"minlength={_show(minlength)}, maxlength={_show(maxlength)}: the "
+                       "number of bins (the largest value + 1, between minlength and "
+                       "maxlength) would depend on the values of a tensor, and JAX needs "
+                       "every shape when it traces the model; give minlength and maxlength "
+                       "equal (tf.math.bincount(x, minlength=n, maxlength=n)) for n bins")
+    n = _static_int(maxlength, "maxlength")
+    if n < 0:
+        raise _Refused(f"maxlength={n} must be non-negative (TF refuses it too)")
+    if weights is not None and binary_output:
+        raise _Refused(f"weights={_show(weights)} with binary_output=True is not supported "
+                       "(TF refuses the two together too: give one)")
+    if axis not in (None, 0, -1):
+        raise _Refused(f"axis={axis!r} is not supported (None, 0 or -1, as in TF)")
+    arr = jnp.asarray(_const(arr))
+    if not jnp.issubdtype(arr.dtype, jnp.integer):
+        arr = arr.astype(jnp.int32)
+    if axis == -1 and arr.ndim not in (1, 2):
+        raise _Refused(f"axis=-1 with arr of rank {arr.ndim} is not supported (rank 1 or 2, "
+                       "as TF's kernel takes)")
+    if weights is not None:
+        shown, weights = _show(weights), jnp.asarray(_const(weights))
+        if weights.shape != arr.shape:
+            raise _Refused(f"weights={shown} of shape {tuple(weights.shape)} do not have the shape of arr, "
+                           f"{tuple(arr.shape)} (TF refuses them too)")
+        out = weights.dtype
+    else:
+        out = _cast_dtype(dtype)
+    rows = (arr.reshape(1, -1) if axis != -1 or arr.ndim == 1 else arr)
+    w = (jnp.ones(rows.shape, out) if weights is None else weights.reshape(rows.shape))
+    ids = rows.astype(jnp.int32)  # outside [0, n): dropped by segment_sum
+    counts = jax.vmap(lambda wi, i: jax.ops.segment_sum(wi, i, n))(w, ids)
+    if binary_output:
+        counts = (counts > 0).astype(out)
+    return counts[0] if axis != -1 or arr.ndim == 1 else counts
+
+
+def _legacy_scale(n_in: int, n_out: int, align_corners: bool) -> np.float32:
+    """TF 1's resize scale (``CalculateResizeScale``), in float32."""
+    if align_corners and n_out > 1:
+        return np.float32(n_in - 1) / np.float32(n_out - 1)
+    return np.float32(n_in) / np.float32(n_out)
+
+
+def _legacy_positions(n_in: int, n_out: int, align_corners: bool, half_pixel: bool,
+                      shift: bool = True) -> np.ndarray:
+    """The input coordinate of each output position of TF 1's resize kernels, in float32:
+    ``j * scale``, or ``(j + 0.5) * scale - 0.5`` with half-pixel centres (``shift``
+    False: without the ``- 0.5``, as the nearest-neighbour kernel)."""
+    scale, j = _legacy_scale(n_in, n_out, align_corners), np.arange(n_out, dtype=np.float32)
+    if not half_pixel:
+        return j * scale
+    pos = (j + np.float32(0.5)) * scale
+    return pos - np.float32(0.5) if shift else pos
+
+
+def _legacy_nearest(n_in: int, n_out: int, align_corners: bool, half_pixel: bool):
+    """TF 1's ``ResizeNearestNeighbor``: the position rounded (half away from zero) with
+    ``align_corners``, else floored; within the image."""
+    pos = _legacy_positions(n_in, n_out, align_corners, half_pixel, shift=False)
+    idx = (np.sign(pos) * np.floor(np.abs(pos) + np.float32(0.5)) if align_corners
+           else np.floor(pos))
+    return np.clip(idx.astype(np.int64), 0, n_in - 1)
+
+
+def _legacy_matrix(n_in: int, n_out: int, kind: str, align_corners: bool,
+                   half_pixel: bool) -> np.ndarray:
+    """``(n_in, n_out)`` weights of TF 1's ``ResizeBilinear`` or ``ResizeBicubic``.
+    Bilinear: the two neighbours of the position ``p`` (floor and ceil, kept within the
+    image) weighted ``1 - (p - floor p)`` and ``p - floor p``. Bicubic: four taps
+    ``floor p - 1 .. floor p + 2`` of Keys' kernel read from TF's table of 1024 steps
+    (the fractional part rounded to a multiple of 1/1024); ``a = -0.75`` with taps outside
+    the image reading the border pixel (the legacy kernel), or with half-pixel centres
+    ``a = -0.5``, taps outside the image weighing 0 and the four renormalized."""
+    pos = _legacy_positions(n_in, n_out, align_corners, half_pixel)
+    base = np.floor(pos)
+    frac = pos - base
+    cols = np.arange(n_out)
+    w = np.zeros((n_in, n_out), np.float64)
+    if kind == "bilinear":
+        lo = np.maximum(base, 0).astype(np.int64)
+        hi = np.minimum(np.ceil(pos), n_in - 1).astype(np.int64)
+        np.add.at(w, (lo, cols), 1.0 - frac.astype(np.float64))
+        np.add.at(w, (hi, cols), frac.astype(np.float64))
+        return w.astype(np.float32)
+    t = np.rint(frac * np.float32(1024)).astype(np.float64) / 1024
+    a = -0.5 if half_pixel else -0.75
+    taps = []
+    for k in (-1, 0, 1, 2):
+        rows = base.astype(np.int64) + k
+        weight = np.float32(_keys_cubic(np.abs(t - k), a))
+        if half_pixel:
+            weight = np.where((rows >= 0) & (rows < n_in), weight, np.float32(0))
+        taps.append((np.clip(rows, 0, n_in - 1), weight.astype(np.float64)))
+    total = sum(wk for _, wk in taps)
+    for rows, wk in taps:
+        if half_pixel:
+            wk = np.where(np.abs(total) >= 1000.0 * np.finfo(np.float32).tiny,
+                          wk / np.where(total == 0, 1.0, total), wk)
+        np.add.at(w, (rows, cols), wk)
+    return w.astype(np.float32)
+
+
+_V1_METHODS = {0: "bilinear", 1: "nearest", 2: "bicubic", 3: "area", "bilinear": "bilinear",
+               "nearest": "nearest", "bicubic": "bicubic", "area": "area"}
+
+
+def _resize_v1(images, size, kind: str, align_corners, half_pixel_centers):
+    """TF 1's resize kernels on 4-D images: floats out, except nearest, which keeps the
+    dtype."""
+    if images.ndim != 4:
+        raise _Refused(f"images of rank {images.ndim} are not supported (batch, height, "
+                       "width, channels only)")
+    align, half = bool(align_corners), bool(half_pixel_centers)
+    if align and half:
+        raise _Refused("align_corners=True with half_pixel_centers=True is not supported "
+                       "(TF refuses it too: give one)")
+    sizes = _static_ints(size, "size")
+    if len(sizes) != 2 or min(sizes) <= 0:
+        raise _Refused(f"size={list(sizes)} is not two positive sizes (TF refuses it too)")
+    if kind == "area":
+        if align:
+            raise _Refused("align_corners=True is not supported with area resizing (TF's "
+                           "ResizeArea without it only)")
+        return resize_axes(images.astype(jnp.float32), (1, 2), sizes, "area")
+    x = images if kind == "nearest" else images.astype(jnp.float32)
+    for axis, n_out in zip((1, 2), sizes):
+        n_in = x.shape[axis]
+        if kind == "nearest":
+            x = jnp.take(x, _legacy_nearest(n_in, n_out, align, half), axis=axis)
+        else:
+            w = jnp.asarray(_legacy_matrix(n_in, n_out, kind, align, half))
+            x = jnp.moveaxis(jnp.tensordot(x, w, axes=(axis, 0)), -1, axis)
+    return x
+
+
+def _resize_kernel_v1(kind: str):
+    """``tf.compat.v1.image.resize_bilinear`` / ``resize_nearest_neighbor`` /
+    ``resize_bicubic`` / ``resize_area`` (TF 1's kernels: ``align_corners``,
+    ``half_pixel_centers``)."""
+    if kind == "area":
+        def f(rt, images, size, align_corners=False):
+            return _resize_v1(images, size, kind, align_corners, False)
+    else:
+        def f(rt, images, size, align_corners=False, half_pixel_centers=False):
+            return _resize_v1(images, size, kind, align_corners, half_pixel_centers)
+    return f
+
+
+def _resize_images_v1(rt, images, size, method=0, align_corners=False,
+                      preserve_aspect_ratio=False):
+    """``tf.compat.v1.image.resize_images`` (``tf.compat.v1.image.resize``): TF 1's kernels
+    chosen by ``method`` (0 to 3 or its name), without half-pixel centres; a size equal to
+    the image's returns the image as it is."""
+    kind = _V1_METHODS.get(method if isinstance(method, (int, str)) else None)
+    if kind is None:
+        raise _Refused(f"method={method!r} is not supported (0 bilinear, 1 nearest, 2 "
+                       "bicubic, 3 area, or their names, as TF 1)")
+    if images.ndim != 4:
+        raise _Refused(f"images of rank {images.ndim} are not supported (batch, height, "
+                       "width, channels only)")
+    sizes = _static_ints(size, "size")
+    if preserve_aspect_ratio and len(sizes) == 2:
+        sizes = _aspect_size(images.shape[1], images.shape[2], *sizes)
+    if tuple(sizes) == tuple(images.shape[1:3]):
+        return images
+    return _resize_v1(images, sizes, kind, align_corners, False)
+
+
+def _cosine_window(kind: str, n: int) -> np.ndarray:
+    """TF's periodic ``hann_window`` / ``hamming_window`` of ``n`` samples, in float32."""
+    if kind is None:
+        return np.ones(n, np.float32)
+    if n == 1:
+        return np.ones(1, np.float32)
+    a, b = (0.5, 0.5) if kind == "hann_window" else (0.54, 0.46)
+    denom = np.float32(n + (1 - n % 2) - 1)
+    arg = np.float32(2 * np.pi) * np.arange(n, dtype=np.float32) / denom
+    return (np.float32(a) - np.float32(b) * np.cos(arg)).astype(np.float32)
+
+
+def _stft(rt, signals, frame_length, frame_step, fft_length=None, window_fn="hann_window",
+          pad_end=False):
+    """``tf.signal.stft``: frames of the last axis (:func:`_frame`), times TF's periodic
+    Hann window (``window_fn``: the default; ``None``, no window; tf.keras writes a window
+    function given explicitly as its name, ``'hann_window'`` or ``'hamming_window'`` read
+    here), then the real FFT of ``fft_length`` points (the frame cut or zero-padded to it;
+    default the smallest power of 2 at least ``frame_length``): complex64 of shape
+    ``(..., frames, fft_length // 2 + 1)``."""
+    if window_fn not in (None, "hann_window", "hamming_window"):
+        raise _Refused(f"window_fn={window_fn!r} is not supported (the default Hann window, "
+                       "'hann_window', 'hamming_window' or None)")
+    if not jnp.issubdtype(signals.dtype, jnp.floating):
+        raise _Refused(f"signals of dtype {signals.dtype} are not supported (floats, as TF "
+                       "requires)")
+    n = _static_int(frame_length, "frame_length")
+    frames = _frame(rt, signals, n, frame_step, pad_end=pad_end)
+    size = (1 << max(0, int(np.ceil(np.log2(n)))) if fft_length is None
+            else _static_int(fft_length, "fft_length"))
+    if size <= 0:
+        raise _Refused(f"fft_length={size} must be positive (TF refuses it too)")
+    windowed = frames * jnp.asarray(_cosine_window(window_fn, n), frames.dtype)
+    return jnp.fft.rfft(windowed, n=size, axis=-1).astype(jnp.complex64)
+
+
+_RGB_TO_YIQ = [[0.299, 0.59590059, 0.2115], [0.587, -0.27455667, -0.52273617],
+               [0.114, -0.32134392, 0.31119955]]
+_YIQ_TO_RGB = [[1, 1, 1], [0.95598634, -0.27201283, -1.10674021],
+               [0.6208248, -0.64720424, 1.70423049]]
+
+
 _FUNCTIONS = {
     "__operators__.add": _binary(jnp.add, static=np.add),
     "math.add": _binary(jnp.add, static=np.add),
@@ -2087,6 +2354,15 @@ _FUNCTIONS = {
     "math.erfcinv": lambda rt, x: -jax.scipy.special.ndtri(0.5 * x) * np.float32(
         np.sqrt(0.5)),
     "ensure_shape": _ensure_shape,
+    "searchsorted": _searchsorted, "math.bincount": _bincount,
+    "compat.v1.image.resize_bilinear": _resize_kernel_v1("bilinear"),
+    "compat.v1.image.resize_nearest_neighbor": _resize_kernel_v1("nearest"),
+    "compat.v1.image.resize_bicubic": _resize_kernel_v1("bicubic"),
+    "compat.v1.image.resize_area": _resize_kernel_v1("area"),
+    "compat.v1.image.resize_images": _resize_images_v1,
+    "signal.stft": _stft,
+    "image.rgb_to_yiq": _colour_matrix(_RGB_TO_YIQ, "rgb_to_yiq"),
+    "image.yiq_to_rgb": _colour_matrix(_YIQ_TO_RGB, "yiq_to_rgb"),
 }
 
 #: TF keywords a translation does not implement but accepts: at these values (TF's defaults).
@@ -2202,6 +2478,10 @@ _UNRECORDED = {
                  "random.categorical", "random.shuffle", "image.random_flip_left_right",
                  "image.random_flip_up_down", "image.random_brightness",
                  "image.random_contrast", "image.random_crop")},
+    **{f: "its output's shape depends on the data (the number of distinct values), and JAX "
+          "needs every shape when it traces the model; tf.math.bincount(x, minlength=n, "
+          "maxlength=n) counts n known values in a shape of its own"
+       for f in ("unique", "unique_with_counts")},
     "nn.dropout": "it drops a random part of its input on every call, at inference too (it "
                   "is not the Dropout layer): the model's outputs are random; use "
                   "tf.keras.layers.Dropout, which is the identity at inference",
