@@ -21,7 +21,7 @@ def _triangle(x):
     return np.maximum(0.0, 1.0 - x)
 
 
-def _keys_cubic(x, a=-0.5):
+def keys_cubic(x, a=-0.5):
     # Keys' cubic convolution kernel; a = -0.5 is what Keras, JAX and TF call "bicubic",
     # PyTorch's bicubic takes a = -0.75.
     near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
@@ -38,7 +38,7 @@ def _lanczos(radius):
     return kernel
 
 
-_KERNELS = {"bilinear": _triangle, "bicubic": _keys_cubic, "lanczos3": _lanczos(3.0),
+_KERNELS = {"bilinear": _triangle, "bicubic": keys_cubic, "lanczos3": _lanczos(3.0),
             "lanczos5": _lanczos(5.0)}
 INTERPOLATIONS = ("nearest", *_KERNELS, "area")
 #: what :meth:`ConvertContext.backend_dependent` says of bicubic resizing
@@ -74,7 +74,7 @@ def _torch_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
     w = np.zeros((n_in, n_out), np.float64)
     for k in (-1, 0, 1, 2):
         rows = np.clip(base + k, 0, n_in - 1).astype(np.int64)
-        np.add.at(w, (rows, np.arange(n_out)), _keys_cubic(np.abs(s - base - k), a=-0.75))
+        np.add.at(w, (rows, np.arange(n_out)), keys_cubic(np.abs(s - base - k), a=-0.75))
     return w.astype(np.float32)
 
 

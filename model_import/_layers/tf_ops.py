@@ -38,7 +38,7 @@ import numpy as np
 
 from model_import._layers.activations import act_on_first, elementwise_of_one, relu_family
 from model_import._layers.conv import _DIMS
-from model_import._layers.image import _keys_cubic, resize_axes
+from model_import._layers.image import keys_cubic, resize_axes
 from model_import._layers.pooling import _blocked_max
 from model_import._layers.registry import LayerImpl, register_layer
 
@@ -1972,8 +1972,8 @@ def _bincount(rt, arr, weights=None, minlength=None, maxlength=None, dtype="int3
     if weights is not None:
         shown, weights = _show(weights), jnp.asarray(_const(weights))
         if weights.shape != arr.shape:
-            raise _Refused(f"weights={shown} of shape {tuple(weights.shape)} do not have the shape of arr, "
-                           f"{tuple(arr.shape)} (TF refuses them too)")
+            raise _Refused(f"weights={shown} of shape {tuple(weights.shape)} do not have the "
+                           f"shape of arr, {tuple(arr.shape)} (TF refuses them too)")
         out = weights.dtype
     else:
         out = _cast_dtype(dtype)
@@ -2039,7 +2039,7 @@ def _legacy_matrix(n_in: int, n_out: int, kind: str, align_corners: bool,
     taps = []
     for k in (-1, 0, 1, 2):
         rows = base.astype(np.int64) + k
-        weight = np.float32(_keys_cubic(np.abs(t - k), a))
+        weight = np.float32(keys_cubic(np.abs(t - k), a))
         if half_pixel:
             weight = np.where((rows >= 0) & (rows < n_in), weight, np.float32(0))
         taps.append((np.clip(rows, 0, n_in - 1), weight.astype(np.float64)))
