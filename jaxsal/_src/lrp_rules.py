@@ -141,7 +141,12 @@ def _propagate(f: Callable, params: Any, args: tuple, z: Array, r: Array,
 @dataclasses.dataclass(frozen=True)
 class LRPRule:
     """One LRP rule (made by :func:`lrp_epsilon`, :func:`lrp_gamma`, ...): a frozen value,
-    compared by its fields, that maps the relevance on a layer's output to its inputs."""
+    compared by its fields, that maps the relevance on a layer's output to its inputs.
+
+    Every rule's ``epsilon`` (a float > 0, default 1e-9) is the stabilizer of its
+    denominators, ``stab(z) = z + epsilon * sign(z)``; a rule that changes weights (gamma,
+    alpha-beta, z-plus, z-box, w^2, flat) applies the epsilon rule with it to the rule layers
+    that have no kernel (see the module)."""
 
     epsilon: float = 1e-9
     #: rules that change weights fall back to the epsilon rule on layers without a kernel
@@ -151,7 +156,8 @@ class LRPRule:
         raise NotImplementedError
 
     def forward(self, f: Callable, params: Any, args: tuple) -> Array:
-        """The layer's output: its own call (a rule changes only the backward pass)."""
+        """The layer's output ``f(params, *args)``: its own call (a rule changes only the
+        backward pass)."""
         return f(params, *args)
 
     def relevance(self, f: Callable, params: Any, args: tuple, z: Array, r: Array) -> tuple:
@@ -318,7 +324,7 @@ def lrp_gamma(gamma: float = 0.25, epsilon: float = 1e-9) -> LRPRule:
     where the output is negative the negative contributions are the boosted ones, and a
     negative input's contributions count with its sign. On non-negative inputs (after a
     ReLU) and a positive output this is the rule of the paper; ``gamma -> inf`` tends to
-    z-plus, ``gamma = 0`` is LRP-0."""
+    z-plus, ``gamma = 0`` is LRP-0. ``epsilon``: the stabilizer (:class:`LRPRule`)."""
     return Gamma(check_epsilon(epsilon, "lrp_gamma"),
                  _check("lrp_gamma gamma", gamma, lambda v: v >= 0, "a float >= 0 (0.25 is "
                         "the usual value; 0 gives the epsilon rule)"))
@@ -328,7 +334,8 @@ def lrp_alpha_beta(alpha: float = 2.0, beta: float = 1.0, epsilon: float = 1e-9)
     """The alpha-beta rule (Bach et al. 2015): the positive contributions ``(a w)^+`` (bias
     ``b^+``) share ``alpha R``, the negative ones ``(a w)^-`` (bias ``b^-``) take
     ``-beta R``, each in proportion to its size. ``alpha - beta = 1`` keeps the relevance's
-    total (zennit requires it; so does jaxsal). ``alpha=1, beta=0`` is :func:`lrp_zplus`."""
+    total (zennit requires it; so does jaxsal). ``alpha=1, beta=0`` is :func:`lrp_zplus`.
+    ``epsilon``: the stabilizer (:class:`LRPRule`)."""
     a = _check("lrp_alpha_beta alpha", alpha, lambda v: v >= 0, "a float >= 0")
     b = _check("lrp_alpha_beta beta", beta, lambda v: v >= 0, "a float >= 0")
     if abs(a - b - 1) > 1e-12:
@@ -341,7 +348,7 @@ def lrp_alpha_beta(alpha: float = 2.0, beta: float = 1.0, epsilon: float = 1e-9)
 def lrp_zplus(epsilon: float = 1e-9) -> LRPRule:
     """The z-plus rule (deep Taylor decomposition; Captum's ``Alpha1_Beta0_Rule``): only
     positive contributions, ``R_a = (a w)^+ / sum (a w)^+ * R`` (the bias's positive part in
-    the sum); ``lrp_alpha_beta(1, 0)``."""
+    the sum); ``lrp_alpha_beta(1, 0)``. ``epsilon``: the stabilizer (:class:`LRPRule`)."""
     return AlphaBeta(check_epsilon(epsilon, "lrp_zplus"), 1.0, 0.0)
 
 
@@ -354,6 +361,7 @@ def lrp_zbox(low: ArrayLike, high: ArrayLike, epsilon: float = 1e-9) -> LRPRule:
         values shaped to broadcast against one example (``(C,)`` channels-last,
         ``(C, 1, 1)`` channels-first): for images normalized per channel, ``(0 - mean) /
         std`` and ``(1 - mean) / std``.
+      epsilon: the stabilizer (:class:`LRPRule`).
     """
     lo, hi = np.asarray(low, np.float32), np.asarray(high, np.float32)
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
@@ -370,13 +378,15 @@ def lrp_zbox(low: ArrayLike, high: ArrayLike, epsilon: float = 1e-9) -> LRPRule:
 
 def lrp_wsquare(epsilon: float = 1e-9) -> LRPRule:
     """The w^2 rule (first layer, unbounded inputs): ``R_x`` proportional to ``w^2``,
-    independent of the input's value (bias ignored)."""
+    independent of the input's value (bias ignored).
+    ``epsilon``: the stabilizer (:class:`LRPRule`)."""
     return WSquare(check_epsilon(epsilon, "lrp_wsquare"))
 
 
 def lrp_flat(epsilon: float = 1e-9) -> LRPRule:
     """The flat rule: the relevance spread evenly over each output's receptive field,
-    independent of input and weights (bias ignored)."""
+    independent of input and weights (bias ignored).
+    ``epsilon``: the stabilizer (:class:`LRPRule`)."""
     return Flat(check_epsilon(epsilon, "lrp_flat"))
 
 
@@ -388,7 +398,7 @@ def lrp_uniform(epsilon: float = 1e-9) -> LRPRule:
     term of each sum its share). The rule every product of tensors gets by default
     (``Multiply``, ``Dot``, ``x * y`` and ``matmul`` operations): a product is homogeneous
     of degree one in each factor, so the epsilon rule would give every factor the whole
-    relevance."""
+    relevance. ``epsilon``: the stabilizer (:class:`LRPRule`)."""
     return Uniform(check_epsilon(epsilon, "lrp_uniform"))
 
 
@@ -398,7 +408,8 @@ def lrp_signal_take_all(signal: int = 0, epsilon: float = 1e-9) -> LRPRule:
     factor at position ``signal`` in the layer's arguments, ``Multiply()([x, gate])``: 0)
     receives the whole relevance, the gates none, as if they were constants (a
     squeeze-excitation's gate, a GLU's sigmoid half). For products only, named per layer or
-    class: ``rule={"block_se_excite": jaxsal.lrp_signal_take_all(0)}``."""
+    class: ``rule={"block_se_excite": jaxsal.lrp_signal_take_all(0)}``.
+    ``epsilon``: the stabilizer (:class:`LRPRule`)."""
     if isinstance(signal, bool) or not isinstance(signal, (int, np.integer)):
         raise ValueError(f"lrp_signal_take_all: expected signal an int (the position of the "
                          f"signal among the product's factors), got {signal!r}")
