@@ -396,6 +396,11 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
     hyperparameters, so building them inline in every call is free; optimizers and functions
     of your own are matched by identity: build them once and reuse them.
 
+    A channels-first model (``model.data_format``) is optimized through its
+    ``channels_last()`` view; ``image_shape``, ``seed_images`` and the returned images are
+    then in its own layout, ``(C, H, W)`` (draw them with
+    ``jaxsal.plot.image_grid(res.images, channels_first=True)``).
+
     Args:
       model: a :class:`model_import.KerasModel` (anything with ``apply(params, x,
         capture=...)``, ``params``, ``input_shape``, ``layer(name)`` works).
@@ -447,10 +452,6 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
       seed_images: ``(H, W, C)`` or ``(T, H, W, C)`` starting images instead of noise, of
         the images' size (``image_shape``; a seed of another size is refused).
 
-      A channels-first model (``model.data_format``) is optimized through its
-      ``channels_last()`` view; ``image_shape``, ``seed_images`` and the returned images
-      are then in its own layout, ``(C, H, W)`` (draw them with
-      ``jaxsal.plot.image_grid(res.images, channels_first=True)``).
       unit_chunk: optimize at most this many units at a time (``lax.map`` over chunks) to
         bound memory; ``None``: all at once.
       check_finite: ``True`` (default): raise a ``ValueError`` naming the units whose image

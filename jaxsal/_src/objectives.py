@@ -203,6 +203,7 @@ def output_objective(unit: int, *, weight: float = 1.0) -> Objective:
     maximizing a softmax probability mostly pushes the other classes down. On a one-unit
     (sigmoid) output ``unit`` is a class id as in the attribution methods: ``1`` the unit,
     ``0`` its complement (``-z`` on the logits head, ``1 - p`` on a probability head).
+    ``weight``: the term's weight in a sum of objectives (default 1).
     """
     return Objective(("output",), (None,), (_weight(weight, "output_objective"),),
                      (_index(unit, "output_objective"),))
@@ -217,7 +218,7 @@ def channel_objective(layer: str, channel: int, *, weight: float = 1.0,
     ``Conv2D(..., activation="relu")`` before its ReLU): a channel whose ReLU output is zero
     everywhere on the starting image still has a gradient. For a layer without a fused
     activation these are its outputs; a separate ``ReLU``/``Activation`` layer is refused
-    (name the layer before it)::
+    (name the layer before it). ``weight``: the term's weight in a sum of objectives (default 1).::
 
         obj = channel_objective("conv2d_1", 7, pre_activation=True)
     """
@@ -233,7 +234,7 @@ def neuron_objective(layer: str, channel: int, position: tuple[int, int] | None 
 
     ``position=None`` takes the centre of the feature map (``(h // 2, w // 2)``).
     ``pre_activation=True``: the value before the layer's fused activation (see
-    :func:`channel_objective`).
+    :func:`channel_objective`). ``weight``: the term's weight in a sum of objectives (default 1).
     """
     _check_layer(layer, "neuron_objective")
     c = int(_index(channel, "neuron_objective"))
@@ -253,7 +254,7 @@ def direction_objective(layer: str, direction: ArrayLike, *, weight: float = 1.0
     """Maximize the mean over positions of ``<activation, direction>`` in ``layer``'s
     channel space (Olah et al. 2017). ``direction`` has shape ``(K,)``, K = channels.
     ``pre_activation=True``: of the values before the layer's fused activation (see
-    :func:`channel_objective`)."""
+    :func:`channel_objective`). ``weight``: the term's weight in a sum of objectives (default 1)."""
     _check_layer(layer, "direction_objective")
     if not isinstance(direction, jax.core.Tracer):
         check_finite_array(direction, "direction_objective", "direction")

@@ -35,7 +35,19 @@ _EPS = 1e-6
 
 
 class Parameterization(NamedTuple):
-    """See the module docstring."""
+    """How the optimized variables of one image become the image, inside ``input_range``.
+
+    Attributes:
+      init: ``init(key, shape, input_range) -> params``, random starting variables for an
+        image of ``shape = (H, W, C)``.
+      to_image: ``to_image(params, input_range) -> image``, the image ``(H, W, C)``, inside
+        the range.
+      from_image: ``from_image(image, input_range) -> params``, the (approximate) inverse:
+        starts from a seed image, rescales between multi-scale rounds and after blurs.
+      project: ``project(params, input_range) -> params``, applied after every update
+        (clipping for ``pixels(squash="clip")``, the identity otherwise).
+      name: a label, shown in its ``repr``.
+    """
 
     init: Callable[[Array, tuple, Range], Any]
     to_image: Callable[[Any, Range], Array]

@@ -37,7 +37,8 @@ SUBUNIT_EPS = 1e-6
 
 class Regularizer(NamedTuple):
     """``penalty(unit_image) -> scalar`` (weighted) and/or ``step(unit_image) -> unit_image``
-    applied after every ``every``-th update. Either function may be ``None``."""
+    applied after every ``every``-th update. Either function may be ``None``; ``name`` labels
+    it (in its ``repr`` and in messages)."""
 
     penalty: Callable[[Array], Array] | None = None
     step: Callable[[Array], Array] | None = None

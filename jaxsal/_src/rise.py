@@ -112,8 +112,8 @@ def rise_masks(key: jax.Array | int, n: int, size: tuple[int, ...], *, grid: Any
     """The ``n`` RISE masks that :func:`jaxsal.rise` draws for the input at global index
     ``index`` with this key: ``(n, *size)`` values in ``[0, 1]`` (``size`` the input's
     spatial size, e.g. ``(H, W)``). ``binary=True``: the 0/1 masks it draws for ``(N, D)``
-    features and token ids ``(N, L)`` (``size`` then ``(D,)``). For inspecting or plotting
-    them."""
+    features and token ids ``(N, L)`` (``size`` then ``(D,)``). ``grid`` and ``p`` as in
+    :func:`jaxsal.rise`. For inspecting or plotting them."""
     key = base.check_key(key, "rise_masks")
     n = base.check_n(n, "masks")
     sizes = base.int_sizes(size)

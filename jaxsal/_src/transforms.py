@@ -239,7 +239,10 @@ _SAMPLE_MODES = ("nearest", "reflect", "mirror", "wrap", "constant")  # as in sc
 
 
 def random_scale(low: float, high: float, *, mode: str = "nearest") -> Transform:
-    """Zoom about the centre by a factor drawn uniformly from ``[low, high]`` (size kept)."""
+    """Zoom about the centre by a factor drawn uniformly from ``[low, high]`` (size kept).
+    ``mode``: how points outside the image are read, as in ``scipy.ndimage``
+    (``"nearest"``, ``"reflect"``, ``"mirror"``, ``"wrap"`` or ``"constant"``: zeros).
+    """
     low = check_real(low, "random_scale", "low", low=0, above=True)
     high = check_real(high, "random_scale", "high", low=0, above=True)
     if not low <= high:
@@ -257,7 +260,10 @@ def _random_scale(key: Array, image: Array, *, low: float, high: float, mode: st
 
 
 def random_rotate(degrees: float, *, mode: str = "nearest") -> Transform:
-    """Rotate about the centre by an angle drawn uniformly from ``[-degrees, degrees]``."""
+    """Rotate about the centre by an angle drawn uniformly from ``[-degrees, degrees]``.
+    ``mode``: how points outside the image are read, as in ``scipy.ndimage``
+    (``"nearest"``, ``"reflect"``, ``"mirror"``, ``"wrap"`` or ``"constant"``: zeros).
+    """
     degrees = check_real(degrees, "random_rotate", "degrees", low=0)
     if mode not in _SAMPLE_MODES:
         raise ValueError(f"random_rotate: expected mode in {_SAMPLE_MODES}, got {mode!r}")
