@@ -230,7 +230,8 @@ class KerasModel:
         return self._replace(output=index)
 
     def with_params(self, params: Any) -> "KerasModel":
-        """The same architecture with other weights (same tree structure and shapes)."""
+        """The same architecture with other weights ``params`` (same tree structure and
+        shapes as :attr:`params`)."""
         return self._replace(params=params)
 
     def with_relu(self, relu: Callable[[Array], Array], name: str = "custom") -> "KerasModel":
@@ -259,9 +260,9 @@ class KerasModel:
             hold=hold, pairwise=pairwise, softmax=softmax, inner_product=inner_product))
 
     def with_backprop(self, mode: str) -> "KerasModel":
-        """``"standard"``, ``"guided"`` (Springenberg et al. 2015) or ``"deconvnet"`` (Zeiler &
-        Fergus 2014) backward rules for every ReLU, via ``jax.custom_vjp``. Forward values are
-        unchanged."""
+        """A new model whose ReLUs take the backward rule ``mode``: ``"standard"``, ``"guided"``
+        (Springenberg et al. 2015) or ``"deconvnet"`` (Zeiler & Fergus 2014), via
+        ``jax.custom_vjp``. Forward values are unchanged."""
         from jaxsal._src.guided import relu_for_mode  # the custom VJPs live in the engine
 
         return self.with_relu(relu_for_mode(mode), name=mode)
@@ -500,10 +501,11 @@ class KerasModel:
         return self.graph.relevance_paths()
 
     def biases(self, params: Any, x: ArrayLike | Sequence[ArrayLike]) -> dict[str, Array]:
-        """``{layer: b}`` for every :attr:`affine_layers` entry: the layer's pre-activation
-        output for a zero input, ``(1, *output_shape)`` (its bias broadcast over the
-        positions; for BatchNormalization ``beta - mean * gamma / sqrt(var + eps)``). Only
-        ``x``'s shapes matter: the rest of the forward pass is dead code under ``jit``."""
+        """``{layer: b}`` for every :attr:`affine_layers` entry, with weights ``params``: the
+        layer's pre-activation output for a zero input, ``(1, *output_shape)`` (its bias
+        broadcast over the positions; for BatchNormalization ``beta - mean * gamma /
+        sqrt(var + eps)``). Only ``x``'s shapes matter: the rest of the forward pass is dead
+        code under ``jit``."""
         sink: dict[str, Array] = {}
         xs = [jnp.asarray(a)[:1] for a in self._as_list(x)]
         self._run(params, xs if self.num_inputs > 1 else xs[0], (), None, None, sink)
@@ -674,7 +676,7 @@ class KerasModel:
         return "channels_last" if self.channels_last_view else fmt
 
     def layer_data_format(self, name: str) -> str | None:
-        """Layout of a layer's output (see :attr:`data_format`), ``None`` when it has no
+        """Layout of layer ``name``'s output (see :attr:`data_format`), ``None`` when it has no
         channel axis to speak of (Flatten, Dense after Flatten, global pooling...)."""
         path = self.resolve_layer(name)
         return "channels_last" if self._moved(path) else self._formats.get(path)

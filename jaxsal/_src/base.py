@@ -265,7 +265,8 @@ class FunctionModel:
         return self._replace(params=params)
 
     def with_backprop(self, mode: str) -> "FunctionModel":
-        """Guided / deconvnet backward rules; needs ``relu_kwarg`` (see the class doc)."""
+        """The backward rule ``mode`` for the function's ReLU: ``"standard"``, ``"guided"`` or
+        ``"deconvnet"``; the last two need ``relu_kwarg`` (see the class doc)."""
         from jaxsal._src.guided import relu_for_mode
 
         relu = relu_for_mode(mode)
@@ -281,10 +282,12 @@ class FunctionModel:
 
     @property
     def layer_names(self) -> list[str]:
+        """``[layer]`` (the name of ``features``' output) when ``features`` is given, else
+        ``[]``."""
         return [self.layer_name] if self.features is not None else []
 
     def layer_data_format(self, name: str) -> str:
-        """The layout of the ``features`` output (that of ``x``)."""
+        """The layout of the ``features`` output (that of ``x``), whatever ``name``."""
         return self.data_format
 
     @property

@@ -23,7 +23,7 @@ Array = jax.Array
 
 @jax.custom_vjp
 def guided_relu(x: Array) -> Array:
-    """ReLU whose VJP passes only positive gradients at positive inputs."""
+    """ReLU of ``x`` whose VJP passes only positive gradients at positive inputs."""
     return jnp.maximum(x, 0.0)
 
 
@@ -41,7 +41,7 @@ guided_relu.defvjp(_guided_fwd, _guided_bwd)
 
 @jax.custom_vjp
 def deconvnet_relu(x: Array) -> Array:
-    """ReLU whose VJP is the ReLU of the incoming gradient (input sign ignored)."""
+    """ReLU of ``x`` whose VJP is the ReLU of the incoming gradient (input sign ignored)."""
     return jnp.maximum(x, 0.0)
 
 
@@ -59,8 +59,9 @@ RELU_MODES = ("standard", "guided", "deconvnet")
 
 
 def relu_for_mode(mode: str) -> Callable[[Array], Array]:
-    """``"standard"`` -> the importer's ReLU (``jax.nn.relu``'s values and derivatives);
-    ``"guided"``; ``"deconvnet"``."""
+    """The ReLU of backward rule ``mode``: ``"standard"`` -> the importer's ReLU
+    (``jax.nn.relu``'s values and derivatives); ``"guided"`` -> :func:`guided_relu`;
+    ``"deconvnet"`` -> :func:`deconvnet_relu`."""
     if mode == "standard":
         return standard_relu
     if mode == "guided":

@@ -168,8 +168,8 @@ def _clip_percentile(maps: Array, lower: float, upper: float, axis) -> Array:
 
 def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
                     axis: int | Sequence[int] | None = (-2, -1)) -> Array:
-    """Clip every map (over ``axis``, a tuple or list of axes) to its ``[lower, upper]``
-    percentiles (0-100).
+    """Clip every map of ``maps`` (over ``axis``, a tuple or list of axes) to its
+    ``[lower, upper]`` percentiles (0-100).
 
     A common step before display: a few extreme pixels would otherwise squash the colour
     range (PAIR saliency clips at the 99th percentile).
