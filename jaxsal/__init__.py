@@ -7,7 +7,8 @@ from jaxsal._src.batch import explain_to_file
 from jaxsal._src.guided import deconvnet_relu, guided_relu, relu_for_mode
 
 # --- attribution methods (jaxsal._src: targets, gradients, cam, ...) ---
-from jaxsal._src.base import DEFAULT_MEMORY_BUDGET, FunctionModel, ModelLike, clear_caches
+from jaxsal._src.base import (DEFAULT_MEMORY_BUDGET, FunctionModel, Inputs, Maps, ModelLike,
+                              clear_caches)
 from jaxsal._src.cam import (ablationcam, default_cam_layer, eigencam, eigengradcam, gradcam,
                              gradcam_elementwise, gradcam_plus_plus, guided_gradcam, hirescam,
                              layercam, scorecam, spatial_layers, xgradcam)
@@ -57,8 +58,10 @@ __all__ = [
     "Curves",
     "DEFAULT_MEMORY_BUDGET",
     "FunctionModel",
+    "Inputs",
     "LRPComposite",
     "LRPRule",
+    "Maps",
     "MaximizeResult",
     "ModelLike",
     "Objective",

@@ -371,6 +371,15 @@ def _function_relu(relu: Callable | None, relu_mode: str, relu_kwarg: str | None
 #: they are.
 ModelLike = Union[KerasModel, FunctionModel, tuple[Callable[..., Any], Any]]
 
+#: What the methods take as ``x`` (and as a baseline of it): one array ``(N, ...)``, or for a
+#: model of several inputs one array per input, in a list or tuple in the model's input order
+#: or in a dict keyed by its input names.
+Inputs = Union[ArrayLike, Sequence[ArrayLike], Mapping[str, ArrayLike]]
+
+#: What a method giving a map per input returns: one array for one input array (or at a
+#: layer), else one per input in the container ``x`` came in (a list, a tuple or a dict).
+Maps = Union[Array, Sequence[Array], dict[str, Array]]
+
 
 # ---------------------------------------------------------------------- adapting models
 def is_function_pair(model: Any) -> bool:

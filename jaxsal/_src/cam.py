@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base, plans
-from jaxsal._src.base import ModelLike
+from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
@@ -356,7 +356,7 @@ _CAM_DOC_ARGS = """
 """
 
 
-def gradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
+def gradcam(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str | None = None,
             upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
             memory_budget: int | None = None, precision: str | None = None,
             check_finite: bool = True) -> Array:
@@ -371,7 +371,7 @@ gradcam.__doc__ = """Grad-CAM (Selvaraju et al., 2017): ``ReLU(sum_k w_k A_k)`` 
 """ + _CAM_DOC_ARGS
 
 
-def hirescam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
+def hirescam(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
@@ -386,7 +386,7 @@ hirescam.__doc__ = """HiResCAM (Draelos & Carin, 2020): ``ReLU(sum_k dS/dA_k * A
 """ + _CAM_DOC_ARGS
 
 
-def layercam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
+def layercam(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
@@ -401,7 +401,7 @@ layercam.__doc__ = """Layer-CAM (Jiang et al., 2021): ``ReLU(sum_k ReLU(dS/dA_k)
 """ + _CAM_DOC_ARGS
 
 
-def xgradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
+def xgradcam(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:
@@ -418,7 +418,7 @@ xgradcam.__doc__ = """XGrad-CAM (Fu et al., 2020): ``ReLU(sum_k w_k A_k)`` with
 GRADCAMPP_VARIANTS = ("tf-keras-vis", "paper", "pytorch-grad-cam")
 
 
-def gradcam_plus_plus(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+def gradcam_plus_plus(model: ModelLike, x: Inputs, targets: Targets = None, *,
                       layer: str | None = None, upsample: bool = True,
                       variant: str = "tf-keras-vis", head: str | None = None,
                       chunk_size: int | None = None, memory_budget: int | None = None,
@@ -454,7 +454,7 @@ gradcam_plus_plus.__doc__ = """Grad-CAM++ (Chattopadhyay et al., 2018).
 """ + _CAM_DOC_ARGS
 
 
-def gradcam_elementwise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+def gradcam_elementwise(model: ModelLike, x: Inputs, targets: Targets = None, *,
                         layer: str | None = None, upsample: bool = True,
                         head: str | None = None, chunk_size: int | None = None,
                         memory_budget: int | None = None, precision: str | None = None,
@@ -472,7 +472,7 @@ gradcam_elementwise.__doc__ = """Element-wise Grad-CAM, pytorch-grad-cam's ``Gra
 """ + _CAM_DOC_ARGS
 
 
-def eigengradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+def eigengradcam(model: ModelLike, x: Inputs, targets: Targets = None, *,
                  layer: str | None = None, upsample: bool = True, head: str | None = None,
                  chunk_size: int | None = None, memory_budget: int | None = None,
                  precision: str | None = None, check_finite: bool = True) -> Array:
@@ -655,7 +655,7 @@ ABLATIONCAM_VARIANTS = ("paper", "pytorch-grad-cam")
 _PGC_ABLATION_OFFSET = 1e7  # pytorch-grad-cam: below the layer's minimum, when that is not 0
 
 
-def ablationcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+def ablationcam(model: ModelLike, x: Inputs, targets: Targets = None, *,
                 layer: str | None = None, upsample: bool = True, variant: str = "paper",
                 batch_size: int | None = None, head: str | None = None,
                 memory_budget: int | None = None, precision: str | None = None,
@@ -772,7 +772,7 @@ def _no_score(outputs: Any) -> Array:
     return jnp.zeros(jax.tree_util.tree_leaves(outputs)[0].shape[:1], jnp.float32)
 
 
-def eigencam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
+def eigencam(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None,
              memory_budget: int | None = None, precision: str | None = None,
              check_finite: bool = True) -> Array:

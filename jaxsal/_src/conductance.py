@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.base import ModelLike
+from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import RULES, _start, check_baseline, path_integral, quadrature
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
@@ -107,8 +107,8 @@ def _layer_path(name: str, weigh: Callable, alphas: Any, model: Any, x: ArrayLik
                          precision)(p.params, p.x, p.ids, b)
 
 
-def layer_conductance(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str,
-                      baseline: ArrayLike | None = None, steps: int = 50,
+def layer_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str,
+                      baseline: Inputs | None = None, steps: int = 50,
                       batch_steps: int | None = None, reduce: str | None = "sum",
                       head: str | None = None, chunk_size: int | None = None,
                       memory_budget: int | None = None, precision: str | None = None,
@@ -151,8 +151,8 @@ def layer_conductance(model: ModelLike, x: ArrayLike, targets: Targets = None, *
                        precision=precision, check_finite=check_finite)
 
 
-def internal_influence(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str,
-                       baseline: ArrayLike | None = None, steps: int = 50,
+def internal_influence(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str,
+                       baseline: Inputs | None = None, steps: int = 50,
                        rule: str = "trapezoid", batch_steps: int | None = None,
                        reduce: str | None = "sum", head: str | None = None,
                        chunk_size: int | None = None, memory_budget: int | None = None,
@@ -206,13 +206,13 @@ def _neuron_mask(neuron: Any, lt: LayerTarget, layer: str) -> np.ndarray:
     return mask
 
 
-def neuron_conductance(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str,
-                       neuron: int | tuple, baseline: ArrayLike | None = None,
+def neuron_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str,
+                       neuron: int | tuple, baseline: Inputs | None = None,
                        steps: int = 50, rule: str = "trapezoid",
                        batch_steps: int | None = None, reduce: str | None = "sum",
                        head: str | None = None, chunk_size: int | None = None,
                        memory_budget: int | None = None, precision: str | None = None,
-                       check_finite: bool = True) -> Array:
+                       check_finite: bool = True) -> Maps:
     """Neuron conductance (Dhamdhere, Sundararajan & Yan, 2018; Captum's
     ``NeuronConductance``): how much of one unit's conductance each input feature carries,
     ``(x - x') * integral_0^1 sum_j dS/dA_j * dA_j/dx da`` along the straight path from

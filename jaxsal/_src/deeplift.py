@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.base import ModelLike
+from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.gradient_shap import check_baselines
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import _start, check_baseline
@@ -420,13 +420,13 @@ def _setup(model, x, targets, head, check_finite, maxpool, products, eps, rtol, 
             axes, nb, fb * nb // p.n)
 
 
-def deeplift(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
-             baseline: ArrayLike | None = None, maxpool: str = "delta",
+def deeplift(model: ModelLike, x: Inputs, targets: Targets = None, *,
+             baseline: Inputs | None = None, maxpool: str = "delta",
              products: str = "delta", eps: float = 1e-10,
              rtol: float = 1e-4, multiply_by_inputs: bool = True, reduce: str | None = "sum",
              head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,
-             check_finite: bool = True, layer: str | None = None) -> Array:
+             check_finite: bool = True, layer: str | None = None) -> Maps:
     """DeepLIFT, rescale rule (Shrikumar et al., 2017; Captum's ``DeepLift``).
 
     ``(x - x') * m`` where ``m`` are the multipliers of the target's score: the backward
@@ -500,14 +500,14 @@ def deeplift(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                          precision)(p.params, p.x, p.ids, b)
 
 
-def deeplift_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
-                  baselines: ArrayLike | None = None, maxpool: str = "delta",
+def deeplift_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
+                  baselines: Inputs | None = None, maxpool: str = "delta",
                   products: str = "delta", eps: float = 1e-10, rtol: float = 1e-4,
                   multiply_by_inputs: bool = True,
                   reduce: str | None = "sum", batch_baselines: int | None = None,
                   head: str | None = None, chunk_size: int | None = None,
                   memory_budget: int | None = None, precision: str | None = None,
-                  check_finite: bool = True, layer: str | None = None) -> Array:
+                  check_finite: bool = True, layer: str | None = None) -> Maps:
     """DeepLIFT-SHAP (Lundberg & Lee, 2017; Captum's ``DeepLiftShap``): :func:`deeplift`
     against each reference of a distribution ``baselines`` ``(B, ...)``, averaged. Each map
     sums to ``S(x) - mean_b S(b)`` where DeepLIFT's summation-to-delta holds. Exact (no

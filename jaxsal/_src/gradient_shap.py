@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.base import ModelLike
+from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.integrated import _Shifted
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
@@ -90,14 +90,14 @@ def _is_leaf(v: Any) -> bool:
     return v is None or isinstance(v, (jax.Array, np.ndarray, float, int))
 
 
-def gradient_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
-                  key: jax.Array | int | None = None, baselines: ArrayLike | None = None,
+def gradient_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
+                  key: jax.Array | int | None = None, baselines: Inputs | None = None,
                   n: int = 5, noise_std: float = 0.0, multiply_by_inputs: bool = True,
                   reduce: str | None = "sum", batch_samples: int | None = None,
                   head: str | None = None, chunk_size: int | None = None,
                   memory_budget: int | None = None, precision: str | None = None,
                   check_finite: bool = True, index_offset: int = 0,
-                  layer: str | None = None) -> Array:
+                  layer: str | None = None) -> Maps:
     """GradientSHAP (Lundberg & Lee, 2017; Captum's ``GradientShap``), also known as expected
     gradients (Erion et al., 2021).
 

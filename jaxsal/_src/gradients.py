@@ -21,7 +21,7 @@ from typing import Any
 import jax
 
 from jaxsal._src import base, plans
-from jaxsal._src.base import ModelLike
+from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import (OutputInfo, TargetSpec, Targets, pullback_at, run_model,
                                  target_pullback)
@@ -113,11 +113,11 @@ def _plan_gradients(name: str, model: Any, x: ArrayLike, targets: Any, *,
     return fn(p.params, p.x, p.ids), plans.Plan(fn, p.ids, check)
 
 
-def saliency(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+def saliency(model: ModelLike, x: Inputs, targets: Targets = None, *,
              reduce: str | None = "max_abs", head: str | None = None,
              chunk_size: int | None = None, memory_budget: int | None = None,
              precision: str | None = None, check_finite: bool = True,
-             layer: str | None = None) -> Array:
+             layer: str | None = None) -> Maps:
     """Vanilla gradient saliency (Simonyan et al., 2014): ``d score / d x``.
 
     Args:
@@ -168,11 +168,11 @@ def saliency(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                                   precision=precision, check_finite=check_finite, layer=layer)
 
 
-def gradient_x_input(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+def gradient_x_input(model: ModelLike, x: Inputs, targets: Targets = None, *,
                      reduce: str | None = "sum", head: str | None = None,
                      chunk_size: int | None = None, memory_budget: int | None = None,
                      precision: str | None = None, check_finite: bool = True,
-                     layer: str | None = None) -> Array:
+                     layer: str | None = None) -> Maps:
     """Gradient times input (Shrikumar et al., 2016): ``x * d score / d x``.
 
     Same arguments as :func:`saliency`; the default reduction is the signed channel
@@ -187,11 +187,11 @@ def gradient_x_input(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                                   precision=precision, check_finite=check_finite, layer=layer)
 
 
-def guided_backprop(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+def guided_backprop(model: ModelLike, x: Inputs, targets: Targets = None, *,
                     reduce: str | None = "max_abs", head: str | None = None,
                     chunk_size: int | None = None, memory_budget: int | None = None,
                     precision: str | None = None, check_finite: bool = True,
-                    layer: str | None = None) -> Array:
+                    layer: str | None = None) -> Maps:
     """Guided backpropagation (Springenberg et al., 2015).
 
     The gradient with every ReLU's backward rule replaced by ``dy * [dy > 0] * [z > 0]``
@@ -207,11 +207,11 @@ def guided_backprop(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                                   precision=precision, check_finite=check_finite, layer=layer)
 
 
-def deconvnet(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+def deconvnet(model: ModelLike, x: Inputs, targets: Targets = None, *,
               reduce: str | None = "max_abs", head: str | None = None,
               chunk_size: int | None = None, memory_budget: int | None = None,
               precision: str | None = None, check_finite: bool = True,
-              layer: str | None = None) -> Array:
+              layer: str | None = None) -> Maps:
     """Deconvnet / "rectified" backprop (Zeiler & Fergus, 2014).
 
     Every ReLU's backward rule becomes ``dy * [dy > 0]`` (the input's sign is ignored;

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.base import ModelLike
+from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import (OutputInfo, TargetSpec, Targets, layer_pullback,
@@ -169,13 +169,13 @@ def _is_array(v: Any) -> bool:
     return isinstance(v, (jax.Array, np.ndarray, numbers.Number))
 
 
-def integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
-                         baseline: ArrayLike | None = None, steps: int = 50,
+def integrated_gradients(model: ModelLike, x: Inputs, targets: Targets = None, *,
+                         baseline: Inputs | None = None, steps: int = 50,
                          rule: str = "trapezoid", batch_steps: int | None = None,
                          reduce: str | None = "sum", head: str | None = None,
                          chunk_size: int | None = None, memory_budget: int | None = None,
                          precision: str | None = None, check_finite: bool = True,
-                         layer: str | None = None) -> Array:
+                         layer: str | None = None) -> Maps:
     """Integrated gradients (Sundararajan et al., 2017).
 
     Args:

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsal._src import base
-from jaxsal._src.base import ModelLike
+from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.gradients import first_only
 from jaxsal._src.lrp_fold import FoldedBatchNorm, check_fold, fold_params, fold_plan
 from jaxsal._src.lrp_rules import check_epsilon, layer_rules
@@ -92,12 +92,12 @@ def lrp_model(model: Any, epsilon: float = 1e-9, rule: Any = None,
                             hold=jax.lax.stop_gradient)
 
 
-def lrp(model: ModelLike, x: ArrayLike, targets: Targets = None, *, epsilon: float = 1e-9,
+def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float = 1e-9,
         rule: Any = None, fold_batchnorm: bool = False, reduce: str | None = "sum",
         head: str | None = None,
         chunk_size: int | None = None, memory_budget: int | None = None,
         precision: str | None = None, check_finite: bool = True,
-        layer: str | None = None) -> Array:
+        layer: str | None = None) -> Maps:
     """Layer-wise relevance propagation (Bach et al., 2015; Captum's ``LRP``, zennit's
     composites).
 

@@ -254,7 +254,8 @@ def direction_objective(layer: str, direction: ArrayLike, *, weight: float = 1.0
     """Maximize the mean over positions of ``<activation, direction>`` in ``layer``'s
     channel space (Olah et al. 2017). ``direction`` has shape ``(K,)``, K = channels.
     ``pre_activation=True``: of the values before the layer's fused activation (see
-    :func:`channel_objective`). ``weight``: the term's weight in a sum of objectives (default 1)."""
+    :func:`channel_objective`). ``weight``: the term's weight in a sum of objectives
+    (default 1)."""
     _check_layer(layer, "direction_objective")
     if not isinstance(direction, jax.core.Tracer):
         check_finite_array(direction, "direction_objective", "direction")

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.base import ModelLike
+from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_fill_ids, check_like, input_rank, prepare,
                                   spatial_shape)
@@ -128,12 +128,12 @@ def _each(v: Any, x: Any, k: int, name: str) -> list:
     return [v] * k
 
 
-def occlusion(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+def occlusion(model: ModelLike, x: Inputs, targets: Targets = None, *,
               patch: int | tuple | None = None,
-              stride: int | tuple | None = None, fill: ArrayLike = 0.0,
+              stride: int | tuple | None = None, fill: Inputs = 0.0,
               batch_size: int | None = None, head: str | None = None,
               memory_budget: int | None = None, precision: str | None = None,
-              check_finite: bool = True) -> Array:
+              check_finite: bool = True) -> Maps:
     """Occlusion sensitivity maps (Zeiler & Fergus, 2014).
 
     Args:

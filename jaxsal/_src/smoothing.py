@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.base import ModelLike
+from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.gradients import (deconvnet, first_only, gradient_x_input, guided_backprop,
                                    raw_gradients, saliency)
 from jaxsal._src.integrated import (RULES, _Shifted, check_baseline, integrated_gradients,
@@ -67,7 +67,7 @@ def _nonnegative(v: Any, name: str, what: str) -> float:
     return float(v)
 
 
-def smoothgrad(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
                key: jax.Array | int | None = None,
                method: str | Callable = "saliency", n: int = 25,
                noise_level: float | None = None, noise_std: float | None = None,
@@ -76,7 +76,7 @@ def smoothgrad(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                batch_samples: int | None = None, head: str | None = None,
                chunk_size: int | None = None, memory_budget: int | None = None,
                precision: str | None = None, check_finite: bool = True,
-               index_offset: int = 0, layer: str | None = None) -> Array:
+               index_offset: int = 0, layer: str | None = None) -> Maps:
     """SmoothGrad (Smilkov et al., 2017) and its variants over any gradient method.
 
     Args:
