@@ -378,3 +378,28 @@ def test_the_methods_for_several_inputs_named_in_errors_are_the_ones_that_take_t
                 if getattr(getattr(jaxsal, n), "one_input", None)}
     assert named.isdisjoint(refusing), named & refusing
     assert named | refusing == set(cli.METHODS), set(cli.METHODS) - named - refusing
+
+
+def test_the_methods_that_take_several_inputs_say_so_in_their_type_hints():
+    """``x`` of the methods that take several inputs is ``jaxsal.Inputs`` (a baseline too),
+    and those giving a map per input return ``jaxsal.Maps``; the methods of one input array
+    keep ``ArrayLike``."""
+    import re
+    import typing
+
+    from jaxsal import cli
+    from jaxsal._src.validate import SEVERAL_INPUT_METHODS
+
+    per_input, at_layer = SEVERAL_INPUT_METHODS.split(" or one map at a layer ")
+    per_input = set(re.findall(r"[a-z_]+[a-z]", per_input)) & set(cli.METHODS)
+    at_layer = set(re.findall(r"[a-z_]+[a-z]", at_layer)) & set(cli.METHODS)
+    assert len(per_input) >= 10 and len(at_layer) >= 10
+    for name in sorted(per_input | at_layer):
+        hints = typing.get_type_hints(getattr(jaxsal, name))
+        assert hints["x"] == jaxsal.Inputs, name
+        for b in ("baseline", "baselines"):
+            if b in hints:
+                assert hints[b] == typing.Optional[jaxsal.Inputs], (name, b)
+        assert hints["return"] == (jaxsal.Maps if name in per_input else jax.Array), name
+    for name in sorted(set(cli.METHODS) - per_input - at_layer):
+        assert typing.get_type_hints(getattr(jaxsal, name))["x"] != jaxsal.Inputs, name
