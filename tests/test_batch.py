@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import jaxsal
+from batch_helpers import stop_after, stop_after_two
 
 
 class Counting:
@@ -169,11 +170,6 @@ def test_any_error_of_a_chunk_names_it_and_keeps_the_finished_ones(tmp_path, mod
 def _two_chunks_of_eight(tmp_path, model, digits):
     """The path of a job stopped (Ctrl-C) with inputs 0:16 of 23 finished, in chunks of 8."""
     path = tmp_path / "maps.npy"
-
-    def stop_after_two(done, total):
-        if done == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
                                on_chunk=stop_after_two)
@@ -261,22 +257,15 @@ def test_a_sidecar_written_before_the_input_hashes_is_trusted_twice(tmp_path, mo
 
     path = tmp_path / "maps.npy"
     progress = tmp_path / "maps.npy.progress.json"
-
-    def stop_at(k):
-        def on_chunk(done, total):
-            if done == k:
-                raise KeyboardInterrupt
-        return on_chunk
-
     with pytest.raises(KeyboardInterrupt):
         jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
-                               on_chunk=stop_at(1))
+                               on_chunk=stop_after(1))
     prog = json.loads(progress.read_text())
     del prog["inputs"], prog["family"]  # as jaxsal wrote it before
     progress.write_text(json.dumps(prog))
     m = Counting()
     with pytest.raises(KeyboardInterrupt):
-        jaxsal.explain_to_file(m, model, digits, path, batch_size=8, on_chunk=stop_at(2))
+        jaxsal.explain_to_file(m, model, digits, path, batch_size=8, on_chunk=stop_after(2))
     assert m.calls == [8]  # chunk 1
     m = Counting()
     out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8)
@@ -295,13 +284,9 @@ def test_the_output_file_s_disk_space_is_reserved_at_its_start(tmp_path, model, 
     import os
 
     path = tmp_path / "maps.npy"
-
-    def stop(done, total):
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):  # after the first chunk of 4
         jaxsal.explain_to_file(_big_maps, model, digits[:4], path, batch_size=1,
-                               on_chunk=stop)
+                               on_chunk=stop_after(1))
     st = os.stat(path)
     assert st.st_size > 8 * 2**20 and st.st_blocks * 512 >= st.st_size
 

@@ -16,6 +16,7 @@ import jaxsal
 import jaxsal._src.batch as batch
 from jaxsal import cli
 
+from batch_helpers import stop_after_two
 WA = np.array([[1.0, -2.0], [0.5, 3.0], [-1.5, 0.25]], np.float32)  # (3 features, 2 classes)
 WB = np.array([[2.0, 1.0], [-0.5, 4.0]], np.float32)
 
@@ -174,11 +175,6 @@ def test_resume_checks_every_input(tmp_path, linear, xs):
     and each finished chunk's hash covers the rows of every input: a changed row of the
     second input computes its chunk again; another batch size keeps the finished inputs."""
     path = tmp_path / "maps.npy"
-
-    def stop_after_two(done, total):
-        if done == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         jaxsal.explain_to_file(Doubling(), linear, xs, path, batch_size=2,
                                on_chunk=stop_after_two)
