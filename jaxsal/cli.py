@@ -484,20 +484,6 @@ def _check_option_names(args, fn, what: str, given: tuple = ("model", "x", "targ
                              f"{', '.join(takes)}")
 
 
-def _by_position(options: dict, names: list[str]) -> dict:
-    """``options`` with every value given per input as a dict keyed by the model's input
-    ``names`` (``--option 'baseline={"img": 0, "vec": "@mean.npy"}'``) made a list in their
-    order, as the job passes the inputs (also inside a dict option, ``method_options``)."""
-    out = {}
-    for k, v in options.items():
-        if isinstance(v, dict) and v and set(v) == set(names):
-            v = [v[n] for n in names]
-        elif isinstance(v, dict):
-            v = _by_position(v, names)
-        out[k] = v
-    return out
-
-
 def cmd_explain(args) -> int:
     import jaxsal
     from jaxsal._src.batch import _one_input_error, input_paths
@@ -511,9 +497,9 @@ def cmd_explain(args) -> int:
     model, inputs, progress = _job(args)
     several = isinstance(inputs, list)
     targets = _parse_targets(args.targets, model, len(inputs[0] if several else inputs))
+    # (an option per input, a JSON object keyed by the input names or a list in their
+    # order: explain_to_file takes either)
     options = _method_options(args)
-    if several:
-        options = _by_position(options, list(model.input_names))
     if "batch_size" in options:  # the method's own (explain_to_file's is the job's)
         method = functools.partial(method, batch_size=options.pop("batch_size"))
     out = jaxsal.explain_to_file(method, model, inputs, args.out, targets=targets,

@@ -6,6 +6,7 @@ not every file holds, and refuses what it refused for one input, for every file;
 
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -141,6 +142,114 @@ def test_an_option_per_input_is_sliced_with_its_input(tmp_path, two):
         jaxsal.explain_to_file(jaxsal.integrated_gradients, m, xd, tmp_path / "bad.npy",
                                targets=1, batch_size=2, baseline={"img": 0.0, "meta": x[1][:3]})
     assert not (tmp_path / "bad.npy.progress.json").exists()
+
+
+def _in_order(maps):
+    """The maps of the ``two`` model's inputs, img then meta, from a list, tuple or dict."""
+    return [maps["img"], maps["meta"]] if isinstance(maps, dict) else list(maps)
+
+
+def test_an_option_per_input_by_name_or_by_position(tmp_path, two):
+    """An option of one value per input (integrated gradients' baseline) is taken as a dict
+    keyed by the model's input names or as a list in their order, whatever container the
+    inputs come in (a list, a tuple, a dict): the maps of one call, and the same job either
+    way (the other form resumes it, computing nothing)."""
+    m, x, _ = two
+    mean = x[1].mean(0)
+    want = jaxsal.integrated_gradients(m, x, 1, steps=4, baseline=[0.25, mean])
+    for inputs in (x, tuple(x), {"meta": x[1], "img": x[0]}):
+        path = tmp_path / f"ig_{type(inputs).__name__}.npy"
+        out = jaxsal.explain_to_file(jaxsal.integrated_gradients, m, inputs, path, targets=1,
+                                     batch_size=2, steps=4, baseline={"meta": mean, "img": 0.25})
+        assert type(out) is type(inputs)
+        for o, w in zip(_in_order(out), want):
+            np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-6)
+        chunks = []
+        jaxsal.explain_to_file(jaxsal.integrated_gradients, m, inputs, path, targets=1,
+                               batch_size=2, steps=4, baseline=[0.25, mean],
+                               on_chunk=lambda done, total: chunks.append(done))
+        assert chunks == [], type(inputs)
+
+
+def test_every_option_of_one_value_per_input_is_taken_by_name(tmp_path, two):
+    """Occlusion's patch and fill and SmoothGrad's integrated-gradients baseline (inside
+    method_options) by input name, for inputs in a list: the maps of one call."""
+    m, x, _ = two
+    mean = x[1].mean(0)
+    out = jaxsal.explain_to_file(jaxsal.occlusion, m, x, tmp_path / "occ.npy", targets=1,
+                                 batch_size=2, patch={"meta": 1, "img": 4},
+                                 fill={"img": 0.5, "meta": mean})
+    for o, w in zip(out, jaxsal.occlusion(m, x, 1, patch=[4, 1], fill=[0.5, mean])):
+        np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-6)
+    key = jax.random.key(0)
+    out = jaxsal.explain_to_file(
+        jaxsal.smoothgrad, m, x, tmp_path / "sg.npy", targets=1, batch_size=2, key=key, n=2,
+        method="integrated_gradients",
+        method_options={"steps": 2, "baseline": {"meta": mean, "img": 0.25}})
+    want = jaxsal.smoothgrad(m, x, 1, key=key, n=2, method="integrated_gradients",
+                             method_options={"steps": 2, "baseline": [0.25, mean]})
+    for o, w in zip(out, want):
+        np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-6)
+
+
+def test_an_option_per_input_of_other_names_or_count_is_refused(tmp_path, two):
+    """Names other than the model's inputs (a misspelt one, one missing) or a list of
+    another count: a clear error naming the option, what it expected and what it got,
+    before the method is called and before any file is written."""
+    m, x, _ = two
+    calls = []
+
+    def ig(model, x, targets=None, **options):
+        calls.append(options)
+        return jaxsal.integrated_gradients(model, x, targets, **options)
+
+    ig.several_input_options = ("baseline",)  # (as jaxsal's methods declare theirs)
+    named = ("option baseline: expected one value per input, as a dict keyed by the model's "
+             "input names (img, meta) or a list in that order; got ")
+    cases = [
+        ({"img": 0.0, "mta": 0.0}, named + "'mta', not an input of the model; no value for "
+                                           "'meta'. Give every input its value under its "
+                                           "name (or one number for all of them)"),
+        ({"img": 0.0}, named + "no value for 'meta'."),
+        ({"img": 0.0, "meta": 0.0, "vec": 0.0, "x": 0.0}, named + "'vec', 'x', not inputs "
+                                                                  "of the model."),
+        ([0.0, 0.0, 0.0], "option baseline: expected one value per input, a list of 2 in the "
+                          "order of the model's inputs (img, meta) or a dict keyed by those "
+                          "names; got a list of 3"),
+    ]
+    for inputs in (x, {"img": x[0], "meta": x[1]}):
+        for bad, message in cases:
+            with pytest.raises(ValueError, match=re.escape(message)):
+                jaxsal.explain_to_file(ig, m, inputs, tmp_path / "maps.npy", targets=1,
+                                       batch_size=2, baseline=bad)
+    with pytest.raises(ValueError, match=re.escape(
+            "option method_options['baseline']: expected one value per input, as a dict "
+            "keyed by the model's input names (img, meta) or a list in that order; got "
+            "'mta', not an input of the model")):
+        jaxsal.explain_to_file(jaxsal.smoothgrad, m, x, tmp_path / "maps.npy", targets=1,
+                               key=0, method="integrated_gradients",
+                               method_options={"baseline": {"img": 0.0, "mta": 0.0}})
+    assert calls == [] and os.listdir(tmp_path) == []
+
+
+def test_the_options_of_one_value_per_input_are_declared():
+    """Every method of the command line that explains several inputs declares the options
+    it takes one per input (explain_to_file arranges those by name or position): each of
+    its baseline(s), patch, stride and fill, and integrated gradients' baseline inside
+    SmoothGrad's method_options; each declared one is an option of the method."""
+    import inspect
+
+    for name in cli.METHODS:
+        fn = getattr(jaxsal, name)
+        if getattr(fn, "one_input", None):
+            continue
+        params = inspect.signature(fn).parameters
+        declared = set(batch.several_input_options(fn))
+        want = {"baseline", "baselines", "patch", "stride", "fill"} & set(params)
+        if "method_options" in params:
+            want.add("method_options.baseline")
+        assert declared == want, name
+        assert all(d.partition(".")[0] in params for d in declared), name
 
 
 def test_a_chunk_stopped_between_its_files_is_computed_again(tmp_path, linear, xs,
@@ -364,6 +473,38 @@ def test_the_command_takes_a_file_per_input(tmp_path, two, capsys):
     assert cli.main(["summary", model]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "Inputs, in the order `jaxsal explain` takes their files: img (N, 8, 8, 3), meta (N, 5)")
+
+
+def test_the_command_s_options_per_input_by_name(tmp_path, two, capsys):
+    """The command passes an --option given per input as a JSON object keyed by the input
+    names on to explain_to_file, which arranges it (also SmoothGrad's integrated-gradients
+    baseline inside method_options): the maps of one Python call; a name that is not an
+    input is refused before any chunk, naming the option, the inputs and the name."""
+    m, x, folder = two
+    model, img, meta = (str(folder / f) for f in ("two.keras", "img.npy", "meta.npy"))
+    mean = x[1].mean(0)
+    np.save(tmp_path / "mean.npy", mean)
+    argv = ["explain", model, img, meta, "--targets", "1", "--batch-size", "2", "--method",
+            "smoothgrad", "--seed", "0", "--option", "n=2", "--option",
+            "method=integrated_gradients", "--option",
+            f'method_options={{"steps": 2, "baseline": {{"meta": "@{tmp_path}/mean.npy", '
+            '"img": 0.25}}']
+    assert cli.main([*argv, "--out", str(tmp_path / "sg.npy")]) == 0
+    want = jaxsal.smoothgrad(m, x, 1, key=jax.random.key(0), n=2, method="integrated_gradients",
+                             method_options={"steps": 2, "baseline": [0.25, mean]})
+    for name, w in zip(("img", "meta"), want):
+        np.testing.assert_allclose(np.load(tmp_path / f"sg.{name}.npy"), w, rtol=1e-5,
+                                   atol=1e-6)
+    capsys.readouterr()
+    assert cli.main(["explain", model, img, meta, "--method", "integrated_gradients",
+                     "--option", 'baseline={"img": 0, "mta": 0}', "--out",
+                     str(tmp_path / "ig.npy")]) == 2
+    out, err = capsys.readouterr()
+    assert err == ("jaxsal: error: option baseline: expected one value per input, as a dict "
+                   "keyed by the model's input names (img, meta) or a list in that order; got "
+                   "'mta', not an input of the model; no value for 'meta'. Give every input "
+                   "its value under its name (or one number for all of them)\n")
+    assert "chunk" not in out and not any(f.startswith("ig.") for f in os.listdir(tmp_path))
 
 
 def test_ctrl_c_names_the_files_of_every_input(tmp_path, two, capsys, monkeypatch):

@@ -156,6 +156,23 @@ def test_integrated_gradients_completeness_over_all_inputs(two):
         jaxsal.integrated_gradients(m, x, 0, baseline=[0.0])
 
 
+def test_a_baseline_per_input_by_position_in_a_list_or_a_tuple(two):
+    """Baselines by position are a list or a tuple for inputs in either (the container
+    explain_to_file passes an option per input in is a list): the same maps."""
+    m, x = two
+    vec = np.linspace(-1, 1, 5, dtype=np.float32)
+    want = jaxsal.integrated_gradients(m, x, 1, baseline=[0.5, vec], steps=4)
+    for xx, b in ((tuple(x), [0.5, vec]), (x, (0.5, vec))):
+        got = jaxsal.integrated_gradients(m, xx, 1, baseline=b, steps=4)
+        assert type(got) is type(xx)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+    dist = [np.zeros((2, 8, 8, 3), np.float32), np.stack([vec, -vec])]
+    want = jaxsal.gradient_shap(m, x, 1, key=0, baselines=dist, n=2)
+    for g, w in zip(jaxsal.gradient_shap(m, tuple(x), 1, key=0, baselines=dist, n=2), want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+
+
 def test_a_baseline_per_input_mixed_with_a_number_is_split_with_the_inputs(two):
     """A structure of baselines, one with a row per input and one number: sub-batches take
     the rows of the first and share the second (it used to be passed whole, and failed)."""

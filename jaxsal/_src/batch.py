@@ -11,7 +11,9 @@ chunk), and a method that gives a map per input writes each input's maps to a fi
 beside ``path`` (``maps.img.npy``, ``maps.vec.npy``; :func:`input_paths`); the job still has
 one sidecar, which lists those files, and one lock, and a chunk is recorded as finished only
 after every file holds its rows (a job stopped between two files' writes computes the chunk
-again).
+again). An option the method takes one value per input (its ``several_input_options``
+attribute: an integrated-gradients ``baseline``) is a dict keyed by the model's input names
+or a list in their order, whatever container the inputs come in.
 
 A job is identified by a signature: a hash of a stable description of the method (a function
 of one's own also by the settings it reads: its closure's numbers, strings, arrays and
@@ -467,6 +469,44 @@ class _Several:
         """``parts`` (one per input, in order) in the container the inputs came in."""
         return dict(zip(self.keys, parts)) if self.kind is dict else self.kind(parts)
 
+    def arrange(self, v: Any, what: str) -> Any:
+        """Option value ``v`` of an option the method takes one per input
+        (:func:`several_input_options`), given as a dict keyed by the inputs' names or a
+        list in their order, in the container the method gets it in beside the inputs: a
+        dict keyed as the inputs for a dict of inputs, else a list. Any other value (one
+        value for every input: a number, an array; a tuple, which the method reads as it
+        is: occlusion's ``patch`` per spatial axis) comes back as it is. Raises for names
+        other than the inputs' and for a list of another count."""
+        names = ", ".join(self.names)
+        if isinstance(v, dict):
+            given = {str(k): k for k in v}
+            unknown = [k for k in given if k not in self.names]
+            missing = [n for n in self.names if n not in given]
+            if unknown or missing:
+                got = []
+                if unknown:
+                    got.append(f"{', '.join(map(repr, unknown))}, "
+                               + ("not an input" if len(unknown) == 1 else "not inputs")
+                               + " of the model")
+                if missing:
+                    got.append(f"no value for {', '.join(map(repr, missing))}")
+                raise ValueError(
+                    f"option {what}: expected one value per input, as a dict keyed by the "
+                    f"model's input names ({names}) or a list in that order; got "
+                    f"{'; '.join(got)}. Give every input its value under its name (or one "
+                    "number for all of them)")
+            values = [v[given[n]] for n in self.names]
+        elif isinstance(v, list):
+            if len(v) != len(self.names):
+                raise ValueError(
+                    f"option {what}: expected one value per input, a list of "
+                    f"{len(self.names)} in the order of the model's inputs ({names}) or a "
+                    f"dict keyed by those names; got a list of {len(v)}")
+            values = list(v)
+        else:
+            return v
+        return dict(zip(self.keys, values)) if self.kind is dict else values
+
     def by_input(self, v: Any) -> list[tuple[Any, int]] | None:
         """``[(key, input index)]`` when option value ``v`` holds one value per input: a
         list or tuple of one per input, or a dict keyed by the inputs' names; else None."""
@@ -556,6 +596,33 @@ def shared_options(method: Callable) -> tuple[str, ...]:
     inputs (its ``shared_options`` attribute; e.g. :func:`jaxsal.gradient_shap`'s
     ``baselines``, a distribution of ``B`` reference inputs, which may have ``N`` rows)."""
     return tuple(getattr(_unwrap(method), "shared_options", ()))
+
+
+def several_input_options(method: Callable) -> tuple[str, ...]:
+    """The options ``method`` takes one value per input of a model of several inputs (its
+    ``several_input_options`` attribute; e.g. :func:`jaxsal.integrated_gradients`'s
+    ``baseline``; ``"method_options.baseline"``: the key ``baseline`` of its dict option
+    ``method_options``). :func:`explain_to_file` takes each as a dict keyed by the model's
+    input names or a list in their order, whatever container the inputs come in
+    (:meth:`_Several.arrange`)."""
+    return tuple(getattr(_unwrap(method), "several_input_options", ()))
+
+
+def _arrange_options(method: Callable, several: _Several, options: dict) -> dict:
+    """``options`` with each of :func:`several_input_options` given per input (a dict keyed
+    by the input names, a list by position) in the container the method takes beside the
+    inputs (:meth:`_Several.arrange`); the others as they are."""
+    out = dict(options)
+    for spec in several_input_options(method):
+        name, _, key = spec.partition(".")
+        if name not in out:
+            continue
+        if not key:
+            out[name] = several.arrange(out[name], name)
+        elif isinstance(out[name], dict) and key in out[name]:
+            out[name] = {**out[name], key: several.arrange(out[name][key],
+                                                           f"{name}[{key!r}]")}
+    return out
 
 
 def per_input_options(method: Callable, model: Any, shape: tuple,
@@ -1085,7 +1152,10 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Any,
         ``return_groups=True`` becomes the column count of all the inputs' masks). For several
         inputs, an option given per input (a list of one value per input, a dict keyed by
         their names: an integrated-gradients ``baseline``) has each array of its input's
-        rank with ``N`` rows sliced with that input.
+        rank with ``N`` rows sliced with that input; the options a method lists in its
+        ``several_input_options`` attribute (:func:`several_input_options`) are taken in
+        either form whatever container ``inputs`` is, and passed on as a dict keyed as
+        ``inputs`` for a dict of inputs, else as a list.
     Returns:
       The maps as a read-only memory map of ``path`` (shape ``(N, ...)`` as ``method`` returns);
       for several inputs and a map per input, the memory maps of their files in the
@@ -1093,8 +1163,10 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Any,
     Raises:
       ValueError: from ``method`` for a bad chunk (e.g. NaN inputs), naming the chunk; every
         chunk finished before it stays on disk and is not recomputed on the next run. Also for
-        options that cannot be split with the inputs, and when the file at ``path`` does not
-        hold this job's maps although its progress file says so.
+        options that cannot be split with the inputs, for an option of one value per input
+        given with names other than the inputs' (misspelt, missing) or as a list of another
+        count (both before any work), and when the file at ``path`` does not hold this job's
+        maps although its progress file says so.
       Exception: any other error of ``method`` in a chunk (a ``TypeError``, a JAX runtime
         error such as running out of memory) propagates as it is, with a note (``__notes__``)
         naming the chunk and saying what is saved; the finished chunks stay, as above.
@@ -1173,6 +1245,9 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str, /, *,
         n = len(arrays[0])
         shapes = several.pack([tuple(np.shape(a)) for a in arrays])
         per_input = input_paths(path, several.names)
+        # an option of one value per input as a dict by name or a list by position: passed
+        # on keyed as the inputs (a dict of them), else as a list
+        options = _arrange_options(method, several, options)
     # fewer inputs than a batch: one chunk of them all, not padded with copies (which cost a
     # full batch: 64 inputs' work for 2 with the default)
     batch_size = min(batch_size, n)

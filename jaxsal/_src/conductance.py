@@ -293,3 +293,9 @@ def neuron_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, 
            nb, lt, mask.shape, str(mask.dtype))
     return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3,)),
                          precision)(p.params, p.x, p.ids, b, jnp.asarray(mask))
+
+
+#: explain_to_file takes these one per input of a model of several inputs, by name or position.
+layer_conductance.several_input_options = ("baseline",)
+internal_influence.several_input_options = ("baseline",)
+neuron_conductance.several_input_options = ("baseline",)

@@ -573,3 +573,6 @@ def deeplift_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
 
 #: explain_to_file passes ``baselines`` whole to every chunk (a distribution, not per input).
 deeplift_shap.shared_options = ("baselines",)
+#: explain_to_file takes these one per input of a model of several inputs, by name or position.
+deeplift.several_input_options = ("baseline",)
+deeplift_shap.several_input_options = ("baselines",)

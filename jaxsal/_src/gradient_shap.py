@@ -24,7 +24,7 @@ import numpy as np
 from jaxsal._src import base
 from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.gradients import first_only, raw_gradients
-from jaxsal._src.integrated import _Shifted
+from jaxsal._src.integrated import _Shifted, same_sequence
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.smoothing import _nonnegative
 from jaxsal._src.targets import Targets, layer_pullback, resolve_predicted, run_model
@@ -43,6 +43,7 @@ def check_baselines(baselines: Any, x: Any) -> Any:
         if baselines is None or (not isinstance(baselines, (list, tuple, dict))
                                  and np.ndim(baselines) == 0):
             return jax.tree_util.tree_map(lambda v: check_baselines(baselines, v), x)
+        baselines = same_sequence(baselines, x)
         if (jax.tree_util.tree_structure(baselines, is_leaf=_is_leaf)
                 != jax.tree_util.tree_structure(x)):
             raise ValueError("expected one baselines array per input, in the same structure "
@@ -258,3 +259,5 @@ def gradient_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
 
 #: explain_to_file passes ``baselines`` whole to every chunk (a distribution, not per input).
 gradient_shap.shared_options = ("baselines",)
+#: explain_to_file takes these one per input of a model of several inputs, by name or position.
+gradient_shap.several_input_options = ("baselines",)

@@ -148,12 +148,14 @@ class _Shifted:
 def check_baseline(baseline: Any, x: Any) -> Any:
     """``baseline`` as the path's start for ``x``: zeros for ``None``; otherwise an array that
     broadcasts to ``x``. For several inputs (``x`` a list, tuple or dict) one baseline per
-    input in the same structure, or one number for all of them."""
+    input in the same structure (a list or a tuple for either), or one number for all of
+    them."""
     if not isinstance(x, jax.Array):  # several inputs
         if baseline is None or (not isinstance(baseline, (list, tuple, dict))
                                 and np.ndim(baseline) == 0):
             value = 0.0 if baseline is None else baseline
             return jax.tree_util.tree_map(lambda v: check_baseline(value, v), x)
+        baseline = same_sequence(baseline, x)
         if (jax.tree_util.tree_structure(baseline, is_leaf=_is_array)
                 != jax.tree_util.tree_structure(x)):
             raise ValueError("expected one baseline per input, in the same structure as x (a "
@@ -163,6 +165,16 @@ def check_baseline(baseline: Any, x: Any) -> Any:
     if baseline is None:
         return jnp.zeros((), x.dtype)
     return check_like(baseline, x, "baseline")
+
+
+def same_sequence(v: Any, x: Any) -> Any:
+    """``v``, one value per input of ``x``, as a tuple where ``x`` is a tuple and ``v`` a list
+    of as many, or as a list the other way round (by position either way: the structure
+    ``tree_map`` pairs with ``x``'s); anything else as it is."""
+    if (isinstance(x, (list, tuple)) and isinstance(v, (list, tuple))
+            and type(v) is not type(x) and len(v) == len(x)):
+        return type(x)(v)
+    return v
 
 
 def _is_array(v: Any) -> bool:
@@ -231,3 +243,7 @@ def integrated_gradients(model: ModelLike, x: Inputs, targets: Targets = None, *
            nb, lt)
     return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3,)),
                          precision)(p.params, p.x, p.ids, b)
+
+
+#: explain_to_file takes these one per input of a model of several inputs, by name or position.
+integrated_gradients.several_input_options = ("baseline",)

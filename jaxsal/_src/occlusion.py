@@ -268,3 +268,8 @@ def _add_drops(acc: tuple, drop: Array, masks: Array) -> tuple:
                 acc[3] + hits(jnp.isnan(drop)))
 
     return jax.lax.cond(jnp.all(jnp.isfinite(drop)), finite, counted, acc)
+
+
+#: explain_to_file takes these one per input of a model of several inputs, by name or
+#: position (a list; a tuple stays one size per spatial axis).
+occlusion.several_input_options = ("patch", "stride", "fill")

@@ -328,3 +328,8 @@ def _layer_raw(m: Any, spec: Any, info: Any, lt: Any, x: Any, A: Array, times_in
         return g * z[:, None] if times_input else g
 
     return raw
+
+
+#: explain_to_file takes integrated gradients' baseline one per input of a model of
+#: several inputs, by name or position.
+smoothgrad.several_input_options = ("method_options.baseline",)
