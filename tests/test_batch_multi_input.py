@@ -16,8 +16,8 @@ import pytest
 import jaxsal
 import jaxsal._src.batch as batch
 from jaxsal import cli
+from batch_helpers import stop_after, stop_after_two
 
-from batch_helpers import stop_after_two
 WA = np.array([[1.0, -2.0], [0.5, 3.0], [-1.5, 0.25]], np.float32)  # (3 features, 2 classes)
 WB = np.array([[2.0, 1.0], [-0.5, 4.0]], np.float32)
 
@@ -357,31 +357,99 @@ def test_another_job_on_the_same_path_starts_over(tmp_path, linear, xs):
     assert batch.unfinished(tmp_path / "maps.a.npy") is None  # not this job's any more
 
 
-def test_a_file_of_one_input_written_by_another_job(tmp_path, linear, xs):
+def _first_input(model, x, targets=None):
+    return np.asarray(x)
+
+
+def _files(folder):
+    """``{name: bytes}`` of every file in ``folder``."""
+    return {f: (folder / f).read_bytes() for f in sorted(os.listdir(folder))}
+
+
+def test_a_file_of_another_job_is_never_overwritten(tmp_path, linear, xs):
     """maps.a.npy written by a job of its own (its path, its progress file): the job over
-    several inputs that takes the file over removes that progress file, which would vouch
-    for rows it no longer holds; a job of its own writing the file again afterwards makes
-    the job over several inputs start over."""
+    several inputs whose maps of input a go there refuses, naming the file, the other job's
+    progress file and what to do, before it writes any file (maps.b.npy and its progress
+    file included). The other way round, a job whose path is the file of an input's maps of
+    another job, stopped (to be resumed) or finished, refuses before any chunk. Deleted as
+    the errors say, the files are free."""
+    single, path = tmp_path / "maps.a.npy", tmp_path / "maps.npy"
+    ones = np.ones((5, 3), np.float32)
+    jaxsal.explain_to_file(_first_input, linear, ones, single, batch_size=5)
+    before = _files(tmp_path)
+    m = Doubling()
+    with pytest.raises(FileExistsError) as e:
+        jaxsal.explain_to_file(m, linear, xs, path, batch_size=2)
+    assert str(e.value) == (
+        f"{single} (where path {path} puts the maps of input 'a') is the output of another "
+        f"job (finished, says its progress file {single}.progress.json); this job would "
+        "overwrite its maps. Write to another path (--out), or, if that job's maps are no "
+        f"longer needed, delete {single} and {single}.progress.json first")
+    assert m.calls == [2]  # (its first chunk's maps say which files it writes)
+    assert _files(tmp_path) == before
+
+    os.remove(single)
+    os.remove(f"{single}.progress.json")
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(Doubling(), linear, xs, path, batch_size=2,
+                               on_chunk=stop_after(1))
+    before = _files(tmp_path)
+    calls = []
+
     def first_input(model, x, targets=None):
+        calls.append(len(x))
         return np.asarray(x)
 
-    jaxsal.explain_to_file(first_input, linear, np.ones((5, 3), np.float32),
-                           tmp_path / "maps.a.npy", batch_size=5)
-    path = tmp_path / "maps.npy"
+    for stopped in (True, False):
+        with pytest.raises(FileExistsError) as e:
+            jaxsal.explain_to_file(first_input, linear, ones, single, batch_size=5)
+        state = "1 of 3 chunks done" if stopped else "finished"
+        assert str(e.value) == (
+            f"{single} is the output of another job ({state}, says its progress file "
+            f"{path}.progress.json); this job would overwrite its maps. Write to another path "
+            "(--out), or, if that job's maps are no longer needed, delete "
+            f"{path}.progress.json (and the files it lists) first")
+        assert calls == [] and _files(tmp_path) == before
+        if stopped:
+            m = Doubling()
+            out = jaxsal.explain_to_file(m, linear, xs, path, batch_size=2)
+            assert m.calls == [2, 2]  # its own files: resumed
+            _assert_maps(out, _expected(xs))
+            before = _files(tmp_path)
 
-    def stop(done, total):
-        raise KeyboardInterrupt
+    for f in ("maps.npy.progress.json", "maps.a.npy", "maps.b.npy"):
+        os.remove(tmp_path / f)
+    out = jaxsal.explain_to_file(first_input, linear, ones, single, batch_size=5)
+    np.testing.assert_array_equal(out, ones)
 
-    with pytest.raises(KeyboardInterrupt):
-        jaxsal.explain_to_file(Doubling(), linear, xs, path, batch_size=2, on_chunk=stop)
-    assert not (tmp_path / "maps.a.npy.progress.json").exists()
-    assert batch.unfinished(tmp_path / "maps.a.npy")[:2] == (1, 3)
-    jaxsal.explain_to_file(first_input, linear, np.ones((5, 3), np.float32),
-                           tmp_path / "maps.a.npy", batch_size=5)
-    m = Doubling()
-    out = jaxsal.explain_to_file(m, linear, xs, path, batch_size=2)
-    assert m.calls == [2, 2, 2]
-    _assert_maps(out, _expected(xs))
+
+def test_jobs_of_several_inputs_whose_files_collide(tmp_path, xs):
+    """A job writing maps.npy for inputs "img.x" and "y" (maps.img.x.npy, maps.y.npy) and
+    one writing maps.img.npy for inputs "x" and "z" (maps.img.x.npy, maps.img.z.npy) share
+    a file: the second refuses, naming the first's progress file; the first's files stay
+    as it wrote them, and it still resumes as finished."""
+    model = jaxsal.FunctionModel(lambda p, x: sum(v.sum(-1, keepdims=True) for v in x.values()),
+                                 {})
+
+    def doubled(model, x, targets=None):
+        return {k: 2 * np.asarray(v) for k, v in x.items()}
+
+    first = {"img.x": xs["a"], "y": xs["b"]}
+    jaxsal.explain_to_file(doubled, model, first, tmp_path / "maps.npy", batch_size=2)
+    before = _files(tmp_path)
+    assert sorted(before) == ["maps.img.x.npy", "maps.npy.progress.json", "maps.y.npy"]
+    with pytest.raises(FileExistsError, match=re.escape(
+            f"{tmp_path}/maps.img.x.npy (where path {tmp_path}/maps.img.npy puts the maps of "
+            f"input 'x') is the output of another job (finished, says its progress file "
+            f"{tmp_path}/maps.npy.progress.json)")):
+        jaxsal.explain_to_file(doubled, model, {"x": xs["b"][:, :1], "z": xs["a"]},
+                               tmp_path / "maps.img.npy", batch_size=2)
+    assert _files(tmp_path) == before
+    chunks = []
+    out = jaxsal.explain_to_file(doubled, model, first, tmp_path / "maps.npy", batch_size=2,
+                                 on_chunk=lambda done, total: chunks.append(done))
+    assert chunks == []
+    np.testing.assert_array_equal(out["img.x"], 2 * xs["a"])
 
 
 def test_structures_are_refused_before_any_work(tmp_path, two, linear, xs, mnist):
@@ -561,6 +629,46 @@ def test_the_command_refuses_clearly(tmp_path, two, capsys):
     assert cli.main(["explain", model, img, f"meta={meta}", "--out", out]) == 2
     assert "not a mix" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["maps.npy"]
+
+
+def test_the_command_refuses_the_files_of_another_job(tmp_path, two, capsys):
+    """`jaxsal explain` over two inputs while another thread holds the lock of the file of
+    input img's maps: exit status 75; once that file is the finished output of another job:
+    exit status 2, the file untouched, the error naming it and the other job's progress
+    file."""
+    import threading
+
+    m, x, folder = two
+    img_maps = tmp_path / "maps.img.npy"
+    argv = ["explain", str(folder / "two.keras"), str(folder / "img.npy"),
+            str(folder / "meta.npy"), "--batch-size", "5", "--out", str(tmp_path / "maps.npy")]
+    held, done = threading.Event(), threading.Event()
+
+    def hold():
+        with batch.job_lock(img_maps):
+            held.set()
+            done.wait(60)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert held.wait(60)
+        assert cli.main(argv) == 75
+    finally:
+        done.set()
+        t.join()
+    assert f"is writing {img_maps}, where this job (writing {tmp_path}/maps.npy) puts the " \
+           f"maps of input 'img' (it holds the lock {img_maps}.lock)" in capsys.readouterr().err
+    one = jaxsal.FunctionModel(lambda p, v: v, {})
+    jaxsal.explain_to_file(lambda model, v, targets=None: np.asarray(v), one,
+                           np.ones((5, 2), np.float32), img_maps)
+    before = img_maps.read_bytes()
+    assert cli.main(argv) == 2
+    assert (f"jaxsal: error: {img_maps} (where path {tmp_path}/maps.npy puts the maps of "
+            f"input 'img') is the output of another job (finished, says its progress file "
+            f"{img_maps}.progress.json)") in capsys.readouterr().err
+    assert img_maps.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["maps.img.npy", "maps.img.npy.progress.json"]
 
 
 def test_the_readme_s_commands_run_as_written(tmp_path, two, monkeypatch):

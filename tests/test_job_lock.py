@@ -35,6 +35,26 @@ jaxsal.explain_to_file(jaxsal.saliency, model, np.ones((4, 3), np.float32), sys.
 print("finished", flush=True)
 """
 
+#: The same over two inputs, a and b: maps.npy -> the maps of each in maps.a.npy, maps.b.npy.
+_MULTI_JOB = r"""
+import sys
+import numpy as np
+import jaxsal
+
+model = jaxsal.FunctionModel(lambda p, x: x["a"] @ p + x["b"], np.ones((3, 2), np.float32))
+
+def doubled(model, x, targets=None):
+    return {k: 2 * np.asarray(v) for k, v in x.items()}
+
+def wait(done, total):
+    print("chunk", done, flush=True)
+    sys.stdin.readline()
+
+xs = {"a": np.ones((4, 3), np.float32), "b": np.ones((4, 2), np.float32)}
+jaxsal.explain_to_file(doubled, model, xs, sys.argv[1], batch_size=2, on_chunk=wait)
+print("finished", flush=True)
+"""
+
 #: Holds the lock of the job writing argv[1], as the README describes it (flock on OUT.lock,
 #: which names the holder's pid), until a line comes on its stdin: plain Python, quick to start.
 _HOLDER = r"""
@@ -109,6 +129,72 @@ def test_a_second_process_is_refused_and_the_lock_dies_with_the_first(tmp_path, 
     assert m.calls == [2, 2]  # (another job: Counting, not jaxsal.saliency)
     np.testing.assert_allclose(out, np.asarray(linear(XS)), rtol=1e-6)
     assert not os.path.exists(f"{path}.lock")
+
+
+def test_a_job_of_several_inputs_locks_the_file_of_each_input(tmp_path, linear):
+    """While a job writes maps.npy for inputs a and b (maps.a.npy, maps.b.npy), a job
+    whose path is maps.a.npy, or a job over several inputs whose maps of a go there too
+    (writing "maps"), fails at once naming the process and the lock of that file, before
+    any chunk; once the first has finished, the file is its output, never overwritten."""
+    path = tmp_path / "maps.npy"
+    job = _start(_MULTI_JOB, path)
+    two = jaxsal.FunctionModel(lambda p, x: x["a"] @ p + x["b"], np.ones((3, 2), np.float32))
+    xs = {"a": XS, "b": XS[:, :2]}
+    a = tmp_path / "maps.a.npy"
+    try:
+        assert job.stdout.readline() == "chunk 1\n"
+        m = Counting()
+        with pytest.raises(BlockingIOError) as e:
+            jaxsal.explain_to_file(m, linear, XS, a, batch_size=2)
+        assert str(e.value) == (
+            f"another jaxsal process (pid {job.pid}) is writing {a} (it holds the lock "
+            f"{a}.lock); wait for it to end, or write to another path (--out)")
+        calls = []
+        with pytest.raises(BlockingIOError) as e:
+            jaxsal.explain_to_file(lambda *args: calls.append(1), two, xs, tmp_path / "maps",
+                                   batch_size=2)
+        assert str(e.value) == (
+            f"another jaxsal process (pid {job.pid}) is writing {a}, where this job (writing "
+            f"{tmp_path}/maps) puts the maps of input 'a' (it holds the lock {a}.lock); wait "
+            "for it to end, or write to another path (--out)")
+        assert m.calls == [] and calls == []
+        assert not os.path.exists(f"{tmp_path}/maps.lock")  # (released as it failed)
+        assert batch.unfinished(a)[:2] == (1, 2)  # the running job's progress untouched
+        _say(job, "")
+        assert job.stdout.readline() == "chunk 2\n"
+        _say(job, "")
+        assert job.stdout.readline() == "finished\n"
+        assert job.wait(timeout=60) == 0
+    finally:
+        _stop(job)
+    with pytest.raises(FileExistsError, match=f"{a} is the output of another job"):
+        jaxsal.explain_to_file(m, linear, XS, a, batch_size=2)
+    np.testing.assert_array_equal(np.load(a), 2 * np.ones((4, 3), np.float32))
+
+
+def test_a_job_of_several_inputs_is_refused_while_one_writes_an_input_s_file(tmp_path):
+    """The other way round: while a job writes maps.a.npy as its path, a job over inputs a
+    and b writing maps.npy fails at once, naming the file of its input, the process and
+    its lock; it leaves no lock or progress file of its own."""
+    a = tmp_path / "maps.a.npy"
+    job = _start(_JOB, a)
+    two = jaxsal.FunctionModel(lambda p, x: x["a"] @ p + x["b"], np.ones((3, 2), np.float32))
+    try:
+        assert job.stdout.readline() == "chunk 1\n"
+        calls = []
+        with pytest.raises(BlockingIOError) as e:
+            jaxsal.explain_to_file(lambda *args: calls.append(1), two,
+                                   {"a": XS, "b": XS[:, :2]}, tmp_path / "maps.npy",
+                                   batch_size=2)
+        assert str(e.value) == (
+            f"another jaxsal process (pid {job.pid}) is writing {a}, where this job (writing "
+            f"{tmp_path}/maps.npy) puts the maps of input 'a' (it holds the lock {a}.lock); "
+            "wait for it to end, or write to another path (--out)")
+        assert calls == []
+        assert sorted(os.listdir(tmp_path)) == ["maps.a.npy", "maps.a.npy.lock",
+                                                "maps.a.npy.progress.json"]
+    finally:
+        _stop(job)
 
 
 def test_the_lock_is_removed_when_a_job_ends_or_fails(tmp_path, linear):

@@ -9,11 +9,11 @@ same call again and it resumes where it stopped.
 For a model of several inputs, the inputs are a list or dict of arrays (each read chunk by
 chunk), and a method that gives a map per input writes each input's maps to a file of its own
 beside ``path`` (``maps.img.npy``, ``maps.vec.npy``; :func:`input_paths`); the job still has
-one sidecar, which lists those files, and one lock, and a chunk is recorded as finished only
-after every file holds its rows (a job stopped between two files' writes computes the chunk
-again). An option the method takes one value per input (its ``several_input_options``
-attribute: an integrated-gradients ``baseline``) is a dict keyed by the model's input names
-or a list in their order, whatever container the inputs come in.
+one sidecar, which lists those files, and a chunk is recorded as finished only after every
+file holds its rows (a job stopped between two files' writes computes the chunk again). An
+option the method takes one value per input (its ``several_input_options`` attribute: an
+integrated-gradients ``baseline``) is a dict keyed by the model's input names or a list in
+their order, whatever container the inputs come in.
 
 A job is identified by a signature: a hash of a stable description of the method (a function
 of one's own also by the settings it reads: its closure's numbers, strings, arrays and
@@ -35,12 +35,21 @@ differs otherwise starts over, and replaces that sidecar with its own (no chunk 
 before it rewrites the ``.npy`` (a run stopped between the two never leaves an old job's
 progress over another job's chunks, and the new file reads as unfinished).
 
-While it runs, a job holds an advisory lock (``fcntl.flock``) on ``path + ".lock"``: a second
-process (or thread) that starts the same job, or any job writing ``path``, fails at once with
-a :class:`BlockingIOError` naming the process that holds it. The kernel releases the lock when
-the process ends, however it ends; a job that ends removes the file, one that is killed leaves
-it (not held: the next job takes it). Where there is no ``fcntl`` (Windows) or the file system
-refuses ``flock`` (some network file systems), jobs run unlocked, as before.
+While it runs, a job holds an advisory lock (``fcntl.flock``) on ``path + ".lock"``, and a job
+over several inputs also on that of each file its inputs' maps may go to (``maps.img.npy.lock``:
+whether its method writes them or one map to ``path``): a second process (or thread) that
+starts the same job, or any job writing one of those files (as its path, or as the maps of an
+input of its own), fails at once with a :class:`BlockingIOError` naming the process that holds
+it. The kernel releases the lock when the process ends, however it ends; a job that ends
+removes the file, one that is killed leaves it (not held: the next job takes it). Where there
+is no ``fcntl`` (Windows) or the file system refuses ``flock`` (some network file systems),
+jobs run unlocked, as before.
+
+A file that another job's sidecar lists as its output (the path of a job over one input array,
+the file of an input's maps of a job over several), finished or to be resumed, is never
+written: a job that would write it fails with a :class:`FileExistsError` naming the file and
+that sidecar, before it writes any file. A job's own path and the files its own sidecar lists
+are its own: a run of another job with the same path starts over, as above.
 """
 
 from __future__ import annotations
@@ -783,14 +792,15 @@ _held: dict[str, list] = {}
 _held_guard = threading.Lock()
 
 
-def _busy(path: str, lock: str, who: str) -> BlockingIOError:
-    return BlockingIOError(f"another {who} is writing {path} (it holds the lock {lock}); "
-                           "wait for it to end, or write to another path (--out)")
+def _busy(path: str, lock: str, who: str, role: str = "") -> BlockingIOError:
+    return BlockingIOError(f"another {who} is writing {path}{role} (it holds the lock "
+                           f"{lock}); wait for it to end, or write to another path (--out)")
 
 
-def _flock(path: str, lock: str) -> int | None:
+def _flock(path: str, lock: str, role: str = "") -> int | None:
     """Open ``lock`` and take its ``flock``: the descriptor, or None where the file system
-    has no ``flock``."""
+    has no ``flock``. ``role``: what ``path`` is to this job, for the error when another
+    job holds it."""
     while True:
         writable = True
         try:
@@ -818,7 +828,7 @@ def _flock(path: str, lock: str) -> int | None:
             finally:
                 os.close(fd)
             raise _busy(path, lock, f"jaxsal process (pid {pid})" if pid.isdigit() else
-                        "jaxsal process") from None
+                        "jaxsal process", role) from None
         except OSError:  # ENOLCK, EOPNOTSUPP...: a file system without flock; unlocked
             os.close(fd)
             with contextlib.suppress(OSError):  # (no job can hold it there)
@@ -855,23 +865,16 @@ def _unlock(lock: str, fd: int | None) -> None:
 
 
 @contextlib.contextmanager
-def job_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold the advisory lock of the job writing ``path`` (a ``.npy``): another process or
-    thread that takes it meanwhile gets a :class:`BlockingIOError` naming this process. The
-    same thread may take it again (the ``jaxsal`` command holds it, then
-    :func:`explain_to_file` inside). Without ``fcntl`` (Windows) it holds nothing."""
-    path = os.fspath(path)
-    _check_folder(path)
-    if fcntl is None:
-        yield
-        return
+def _file_lock(path: str, role: str = "") -> Iterator[None]:
+    """Hold the advisory lock of the file ``path`` (``path + ".lock"``, see
+    :func:`job_lock`)."""
     lock = _lock_file(path)
     with _held_guard:
         held = _held.get(lock)
         if held is not None and held[1] != threading.get_ident():
-            raise _busy(path, lock, f"thread of this process (pid {os.getpid()})")
+            raise _busy(path, lock, f"thread of this process (pid {os.getpid()})", role)
         if held is None:
-            held = _held[lock] = [_flock(path, lock), threading.get_ident(), 0]
+            held = _held[lock] = [_flock(path, lock, role), threading.get_ident(), 0]
         held[2] += 1
     try:
         yield
@@ -881,6 +884,32 @@ def job_lock(path: str | os.PathLike) -> Iterator[None]:
             if not held[2]:
                 del _held[lock]
                 _unlock(lock, held[0])
+
+
+@contextlib.contextmanager
+def job_lock(path: str | os.PathLike, input_names: Any = ()) -> Iterator[None]:
+    """Hold the advisory lock of the job writing ``path`` (a ``.npy``): another process or
+    thread that takes it meanwhile gets a :class:`BlockingIOError` naming this process. The
+    same thread may take it again (the ``jaxsal`` command holds it, then
+    :func:`explain_to_file` inside). Without ``fcntl`` (Windows) it holds nothing.
+
+    With ``input_names`` (a job over several inputs), also the locks of the files their maps
+    go to (:func:`input_paths`: ``maps.img.npy``...), each as the lock of a job writing that
+    file: a job whose path is one of them, or whose inputs' maps go to one of them, cannot
+    run at the same time. The locks are taken in order, each without waiting; when one is
+    held elsewhere, those taken are released and nothing else is done."""
+    path = os.fspath(path)
+    _check_folder(path)
+    if fcntl is None:
+        yield
+        return
+    names = tuple(input_names)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_file_lock(path))
+        for name, file in zip(names, input_paths(path, names)):
+            stack.enter_context(_file_lock(
+                file, f", where this job (writing {path}) puts the maps of input {name!r}"))
+        yield
 
 
 def _check_path(path: str, inputs: Any, options: dict, several: _Several | None = None
@@ -944,25 +973,63 @@ def job_unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
     return (*state[:2], progress_path) if state and state[0] < state[1] else None
 
 
-def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
-    """``(done, chunks, progress_path)`` when the ``.npy`` at ``path`` is the output of an
-    :func:`explain_to_file` job that has not finished (its sidecar lists fewer chunks than
-    the job has: the rows of the others are still zeros), else None. The file of one input's
-    maps (``maps.img.npy`` of a job writing ``maps.npy``) is the output of the job whose
-    sidecar lists it (``maps.npy.progress.json``)."""
-    path = os.fspath(path)
+def _owners(path: str) -> Iterator[tuple[str, int, int]]:
+    """``(progress_path, done, chunks)`` of each job whose progress file lists the ``.npy``
+    at ``path`` as its output (its path, or the file of one of its inputs' maps), in the
+    order of :func:`_sidecars`: its own progress file first."""
     for progress_path, own in _sidecars(path):
         state = _read_progress(progress_path)
         if state is None:
-            continue  # nothing says the file is partial
+            continue  # nothing says the file is a job's
         done, chunks, outputs = state
         if outputs is None and own:  # (a job over one input array: its file is path)
             listed = True
         else:
             listed = isinstance(outputs, list) and os.path.basename(path) in outputs
         if listed:
-            return (done, chunks, progress_path) if done < chunks else None
+            yield progress_path, done, chunks
+
+
+def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
+    """``(done, chunks, progress_path)`` when the ``.npy`` at ``path`` is the output of an
+    :func:`explain_to_file` job that has not finished (its sidecar lists fewer chunks than
+    the job has: the rows of the others are still zeros), else None. The file of one input's
+    maps (``maps.img.npy`` of a job writing ``maps.npy``) is the output of the job whose
+    sidecar lists it (``maps.npy.progress.json``)."""
+    for progress_path, done, chunks in _owners(os.fspath(path)):
+        return (done, chunks, progress_path) if done < chunks else None
     return None
+
+
+def _other_job(file: str, progress_path: str) -> tuple[str, int, int] | None:
+    """``(progress_path, done, chunks)`` of a job other than the one whose progress file
+    is ``progress_path`` that lists ``file`` as its output, else None."""
+    own = os.path.realpath(progress_path)
+    return next((o for o in _owners(file) if os.path.realpath(o[0]) != own), None)
+
+
+def _check_not_another_jobs(files: list[str], path: str, progress_path: str,
+                            several: _Several | None) -> None:
+    """Refuse, before anything is written, to write a file that another job's progress file
+    lists as its output (a job whose path it is, or whose inputs' maps go to it): this job
+    would overwrite that job's maps, finished or to be resumed, and its progress file would
+    vouch for this job's rows. A job's own files (by its path) are its own to rewrite."""
+    roles = {} if several is None else {
+        f: f" (where path {path} puts the maps of input {name!r})"
+        for name, f in zip(several.names, input_paths(path, several.names))}
+    for f in files:
+        other = _other_job(f, progress_path)
+        if other is None:
+            continue
+        sidecar, done, chunks = other
+        state = "finished" if done >= chunks else f"{done} of {chunks} chunks done"
+        by_path = os.path.realpath(sidecar) == os.path.realpath(f + ".progress.json")
+        raise FileExistsError(
+            f"{f}{roles.get(f, '')} is the output of another job ({state}, says its progress "
+            f"file {sidecar}); this job would overwrite its maps. Write to another path "
+            f"(--out), or, if that job's maps are no longer needed, delete "
+            + (f"{f} and {sidecar}" if by_path else
+               f"{sidecar} (and the files it lists)") + " first")
 
 
 def job_files(path: str | os.PathLike) -> list[str]:
@@ -1176,13 +1243,34 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Any,
         structure of inputs given to a model of one input or to a method that explains one
         input array (:func:`jaxsal.scorecam`, the Shapley methods, LIME...: its
         ``one_input`` attribute says why), and for one array given to a model of several.
-      BlockingIOError: when another process (or thread) runs a job writing ``path``: it
-        holds the job's lock, ``path + ".lock"`` (see the module docstring).
+      BlockingIOError: when another process (or thread) runs a job writing ``path`` (or, for
+        several inputs, one of the files of their maps): it holds that file's lock,
+        ``path + ".lock"`` (see the module docstring).
+      FileExistsError: when a file the job would write is another job's output (its progress
+        file lists it), before any file is written: for one input array before any chunk,
+        for several after the first chunk (whose maps say which files the job writes).
     """
     path = os.fspath(path)
     resume = check_flag(resume, "resume")  # "False" would resume: refused before the lock
-    with job_lock(path):  # before the sidecar is read, until the job has returned
-        return _explain_to_file(method, model, inputs, path, targets=targets,
+    batch_size = base.check_count(batch_size, "batch_size")
+    if batch_size is None:
+        raise ValueError("expected batch_size as a positive int, got None")
+    if not callable(method):
+        raise TypeError(f"expected method as a jaxsal attribution function (e.g. "
+                        f"jaxsal.saliency), got {method!r}")
+    whole = getattr(_unwrap(method), "whole_batch", None)
+    if whole:
+        name = getattr(_unwrap(method), "__name__", "this method")
+        raise ValueError(f"{name} {whole}: its values depend on the "
+                         "batch, so chunks (and the last one, padded with copies of its last "
+                         "input) would not equal one call. Call it on the whole batch "
+                         "(method(model, inputs, ...)) and save the result")
+    several = _several(method, model, inputs)  # None: one input array
+    # before the sidecar is read, until the job has returned: the lock of path and, for
+    # several inputs, those of the files their maps may go to (another job may write one of
+    # them as its path, or as the maps of an input of its own)
+    with job_lock(path, several.names if several is not None else ()):
+        return _explain_to_file(method, model, inputs, path, several, targets=targets,
                                 batch_size=batch_size, resume=resume, on_chunk=on_chunk,
                                 **options)
 
@@ -1208,24 +1296,12 @@ def _check_rows(model: Any, inputs: Any, batch_size: int) -> None:
     check_per_example(m, xs, y)
 
 
-def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str, /, *,
-                     targets: Any, batch_size: int, resume: bool,
-                     on_chunk: Callable[[int, int], None] | None, **options: Any) -> Any:
-    """:func:`explain_to_file`, its lock held."""
-    batch_size = base.check_count(batch_size, "batch_size")
-    if batch_size is None:
-        raise ValueError("expected batch_size as a positive int, got None")
-    if not callable(method):
-        raise TypeError(f"expected method as a jaxsal attribution function (e.g. "
-                        f"jaxsal.saliency), got {method!r}")
-    whole = getattr(_unwrap(method), "whole_batch", None)
-    if whole:
-        name = getattr(_unwrap(method), "__name__", "this method")
-        raise ValueError(f"{name} {whole}: its values depend on the "
-                         "batch, so chunks (and the last one, padded with copies of its last "
-                         "input) would not equal one call. Call it on the whole batch "
-                         "(method(model, inputs, ...)) and save the result")
-    several = _several(method, model, inputs)  # None: one input array
+def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
+                     several: _Several | None, /, *, targets: Any, batch_size: int,
+                     resume: bool, on_chunk: Callable[[int, int], None] | None,
+                     **options: Any) -> Any:
+    """:func:`explain_to_file`, its arguments checked (``several``: its inputs, for a
+    model of several) and its lock held."""
     if several is None:
         ndim = len(np.shape(inputs))
         shape = getattr(model, "input_shape", None)
@@ -1260,8 +1336,12 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str, /, *,
     if offset is not None:
         offset = base.check_index_offset(offset)
     _check_path(path, inputs, options, several)
-    _check_rows(model, inputs, batch_size)
     progress_path = path + ".progress.json"
+    # never another job's output: the one file a job of one input array writes, now (those
+    # of a job over several inputs once its first chunk's maps say which files it writes)
+    if several is None:
+        _check_not_another_jobs([path], path, progress_path, None)
+    _check_rows(model, inputs, batch_size)
     try:
         sig, family = _signatures(
             method, model, inputs,
@@ -1329,9 +1409,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str, /, *,
         # the files of a job over several inputs: as its progress file lists them (every one
         # there, else the job starts over, as one whose .npy is missing)
         kept_files = [path] if several is None else _recorded_files(prog, path, per_input)
-        if kept_files and kept_files != [path] and any(
-                os.path.exists(f + ".progress.json") for f in kept_files):
-            kept_files = None  # another job wrote one of them since (as its path): start over
+        if kept_files and any(_other_job(f, progress_path) for f in kept_files):
+            kept_files = None  # another job's output since: not resumed (and not overwritten)
         # (a job that finished no chunk has nothing to keep, and its .npy may be torn: one
         # stopped while writing the header starts again)
         if (prog.get("format") == _FORMAT and (same or rebatch) and prog.get("done")
@@ -1397,11 +1476,10 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str, /, *,
             # files' chunks, and the new files read as unfinished (batch.unfinished) from the
             # moment they exist
             files = list(maps)
+            # never a file of another job's (its path, or its inputs' maps): refused before
+            # any file is written
+            _check_not_another_jobs(files, path, progress_path, several)
             save_progress()
-            for f in files:  # a job that wrote one of them as its path: its sidecar no longer
-                if f != path:  # describes it (batch.unfinished would read it first)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(f + ".progress.json")
             out = {}
             try:
                 for f, m in maps.items():
