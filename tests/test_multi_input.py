@@ -102,6 +102,27 @@ def test_feature_ablation_of_a_linear_model(xl):
                                rtol=1e-5, atol=1e-6)
 
 
+
+def test_feature_ablation_of_several_feature_inputs(linear, xl):
+    """Occlusion of a model of several (N, D) feature inputs, in a dict, a list or a tuple:
+    each feature's drop x_d * w_d. A dict (NumPy reads it as a scalar) and a list of inputs
+    of one shape (as one array of one more axis) asked for spatial inputs."""
+    wa, wb = np.asarray(WA), np.asarray(WB)
+    want = {"a": xl["a"][:, None, :] * wa.T[None], "b": xl["b"][:, None, :] * wb.T[None]}
+    got = jaxsal.occlusion(linear, xl, [0, 1])
+    for k in "ab":
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+    same = {"a": xl["a"][:, :2], "b": xl["b"]}  # two inputs of one shape (4, 2)
+    two_by_two = jaxsal.FunctionModel(_linear, {"wa": jnp.asarray(WA[:2]),
+                                                "wb": jnp.asarray(WB)})
+    listed = jaxsal.FunctionModel(lambda p, x: _linear(p, dict(zip("ab", x))),
+                                  two_by_two.params)
+    for x in ([same["a"], same["b"]], (same["a"], same["b"])):
+        got = jaxsal.occlusion(listed, x, 1)
+        assert type(got) is type(x)
+        np.testing.assert_allclose(got[0], same["a"] * wa[:2, 1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[1], same["b"] * wb[:, 1], rtol=1e-5, atol=1e-6)
+
 def test_keras_model_matches_jax_grad(two):
     m, x = two
     g = jaxsal.saliency(m, x, [0, 2], reduce=None)

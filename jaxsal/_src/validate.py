@@ -556,9 +556,13 @@ def spatial_shape(shape: tuple, channels_first: bool) -> tuple[int, ...]:
 def input_rank(x: Any) -> int | None:
     """The number of axes of one input array, before it is checked (``None`` for a structure
     of arrays, several inputs, which :func:`prepare` accepts or refuses with its own
-    message)."""
+    message: a dict, or a list or tuple of arrays, whatever their shapes; NumPy would read
+    arrays of one shape as one array of one more axis, and a dict as a scalar)."""
     if hasattr(x, "ndim"):
         return int(x.ndim)
+    if isinstance(x, dict) or (isinstance(x, (list, tuple))
+                               and any(hasattr(a, "ndim") for a in x)):
+        return None
     try:
         return int(np.ndim(x))
     except ValueError:  # ragged: a list of input arrays
