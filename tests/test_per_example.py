@@ -169,6 +169,156 @@ def test_outputs_with_the_batch_on_another_axis_are_refused():
         jaxsal.saliency(square, X, 0)
 
 
+
+# ------------------------------------------------------------- rows reordered or selected
+PERM = np.array([2, 0, 1])  # row i of x[PERM] is input PERM[i]
+
+# A model of (N, 4, 4, 1) images, its rows reordered; for 3 inputs: the first row i that is
+# not input i, the input it is computed from, and the operation the check names
+REORDERED = {
+    "reversed_inputs": (lambda p, x: _logits(p, x[::-1]), 0, 2, "rev"),
+    "reversed_outputs": (lambda p, x: _logits(p, x)[::-1], 0, 2, "rev"),
+    "take": (lambda p, x: jnp.take(_logits(p, x), PERM, axis=0), 0, 2, "a gather"),
+    "take_clip": (lambda p, x: jnp.take(_logits(p, x), PERM, axis=0, mode="clip"), 0, 2,
+                  "a gather"),
+    "fancy_index": (lambda p, x: _logits(p, x[PERM]), 0, 2, "a gather"),
+    "roll": (lambda p, x: jnp.roll(_logits(p, x), 1, axis=0), 0, 2, "a slice"),
+    "slices_concatenated": (lambda p, x: _logits(p, jnp.concatenate([x[1:], x[:1]])), 0, 1,
+                            "a slice"),
+    "dynamic_slice": (lambda p, x: _logits(p, jax.lax.dynamic_slice_in_dim(
+        jnp.concatenate([x, x]), 1, len(x), axis=0)), 0, 1, "dynamic_slice"),
+    "first_row_broadcast": (lambda p, x: jnp.broadcast_to(_logits(p, x)[:1], (len(x), 3)),
+                            1, 0, "a slice"),
+    "second_half_of_a_split": (lambda p, x: jnp.split(_logits(p, jnp.concatenate(
+        [x, x[::-1]])), 2)[1], 0, 2, "rev"),
+    "tiled_then_sliced": (lambda p, x: jnp.tile(_logits(p, x), (2, 1))[1:len(x) + 1], 0, 1,
+                          "a slice"),
+}
+
+
+@pytest.mark.parametrize("name", list(REORDERED))
+def test_models_reordering_the_batch_are_refused(name):
+    """Row i of the outputs computed from another input than i: every method would explain
+    that input's score as input i's. The error names the row, its input and the operation."""
+    fn, row, src, op = REORDERED[name]
+    m = jaxsal.FunctionModel(fn, W)
+    with pytest.raises(ValueError, match=(
+            rf"the model's output \(shape \(3, 3\) for a batch of 3 inputs\) does not keep the "
+            rf"inputs in their order: in a batch of 3 inputs, its row {row} is computed from "
+            rf"input {src}, not input {row} \(the rows reordered or selected by {op}[^;]* at "
+            r".*test_per_example\.py.*\); expected outputs with the batch axis first.*Make the "
+            r"model return row i for input i")):
+        jaxsal.saliency(m, X, 0)
+
+
+def test_explain_to_file_refuses_a_reordered_model(tmp_path):
+    """Before the first chunk, as a model, not as chunk 0's failure; nothing written."""
+    m = jaxsal.FunctionModel(REORDERED["roll"][0], W)
+    with pytest.raises(ValueError, match=r"does not keep the inputs in their order: in a batch "
+                                         r"of 2 inputs, its row 0 is computed from input 1"):
+        jaxsal.explain_to_file(jaxsal.saliency, m, np.asarray(X), tmp_path / "maps.npy",
+                               targets=0, batch_size=2)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_reordered_batch_of_one_is_refused():
+    """Reversing a batch of one changes nothing, but the methods' own batches are larger
+    (DeepLIFT: the input and its reference): the check traces a batch of 2."""
+    m = jaxsal.FunctionModel(REORDERED["reversed_inputs"][0], W)
+    for method in (jaxsal.saliency, jaxsal.deeplift):
+        with pytest.raises(ValueError, match=r"\(shape \(1, 3\) for a batch of 1 input\) does "
+                                             r"not keep the inputs in their order: in a batch "
+                                             r"of 2 inputs, its row 0 is computed from input 1"):
+            method(m, X[:1], 0)
+
+
+def test_outputs_with_missing_or_extra_rows_say_which():
+    """Rows selected (x[1:]) or stacked (the batch and its reversal): the number of rows is
+    wrong, and the error says where the rows come from."""
+    for fn, why in ((lambda p, x: _logits(p, x)[1:], r"\(2, 3\) for a batch of 3 inputs.*Why: "
+                     r"in a batch of 3 inputs, its row 0 is computed from input 1, not input 0"),
+                    (lambda p, x: jnp.concatenate([_logits(p, x), _logits(p, x)[::-1]]),
+                     r"\(6, 3\) for a batch of 3 inputs.*Why: in a batch of 3 inputs, its row 3 "
+                     r"is computed from input 2 \(the rows reordered or selected by rev")):
+        with pytest.raises(ValueError, match=why):
+            jaxsal.saliency(jaxsal.FunctionModel(fn, W), X, 0)
+
+
+@pytest.mark.parametrize("fn", [lambda p, x: _logits(p, x) - _logits(p, x)[:1],
+                                lambda p, x: _logits(p, x) + _logits(p, x)[::-1],
+                                lambda p, x: jnp.concatenate([_logits(p, x),
+                                                              _logits(p, x[::-1])], 1)],
+                         ids=["minus_first_row", "plus_reversed", "concatenated_features"])
+def test_rows_of_different_inputs_combined_are_refused(fn):
+    """An operation combining row i with a row of another input mixes the two inputs."""
+    with pytest.raises(ValueError, match=r"mixes the inputs of the batch: (sub|add|"
+                                         r"concatenate) combining rows of different inputs "
+                                         r"\(the rows of one reordered or selected by (a slice|"
+                                         r"rev)"):
+        jaxsal.saliency(jaxsal.FunctionModel(fn, W), X, 0)
+
+
+def _net(p, x):
+    return jnp.tanh(x.reshape(x.shape[0], -1) @ p["w"])
+
+
+# Test-time augmentation inside the model: the batch and its mirror images in one pass, the
+# two halves of the outputs averaged; three ways of splitting them
+TTA = {
+    "split": lambda p, x: sum(jnp.split(_net(p, jnp.concatenate([x, x[:, :, ::-1]])), 2)) / 2,
+    "slices": lambda p, x: (lambda y: (y[:len(x)] + y[len(x):]) / 2)(
+        _net(p, jnp.concatenate([x, x[:, :, ::-1]]))),
+    "reshape_mean": lambda p, x: _net(p, jnp.concatenate([x, x[:, :, ::-1]])).reshape(
+        2, len(x), 3).mean(0),
+    "reversed_and_back": lambda p, x: (_net(p, jnp.concatenate([x, x[::-1, :, ::-1]]))[:len(x)]
+                                       + _net(p, jnp.concatenate([x, x[::-1, :, ::-1]]))[
+                                           len(x):][::-1]) / 2,
+}
+
+
+@pytest.mark.parametrize("name", list(TTA))
+def test_test_time_augmentation_keeps_the_rows(name):
+    """Rows that come back in their order are followed (one row per input, not merely
+    unknown) and not refused; the maps are each input's alone: by hand, the gradient of
+    (net(x_i) + net(mirror(x_i))) / 2 for one input at a time."""
+    from jaxsal._src import per_example as pe
+
+    m = jaxsal.FunctionModel(TTA[name], W)
+    assert pe.output_states(m, pe._analysis_inputs(X)) == [(pe.Rows(0), (3, 3))]
+    got = np.asarray(jaxsal.saliency(m, X, 1, reduce=None))
+
+    def score(xi):  # one input, (4, 4, 1)
+        y = (_net(W, xi[None]) + _net(W, xi[None, :, ::-1])) / 2
+        return y[0, 1]
+
+    want = np.stack([np.asarray(jax.grad(score)(X[i])) for i in range(3)])  # signed
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-5, atol=1e-7)
+
+
+def test_unknown_indices_are_not_refused():
+    """A gather along the batch axis whose indices the check cannot compute (a parameter) is
+    not followed: the model is not refused (nor vouched for)."""
+    from jaxsal._src import per_example as pe
+
+    m = jaxsal.FunctionModel(lambda p, x: _logits(p, x)[p["perm"]],
+                             {**W, "perm": jnp.asarray(PERM)})
+    assert pe.output_states(m, pe._analysis_inputs(X)) == [(pe.UNKNOWN, (3, 3))]
+    pe.check_per_example(m, X)
+
+
+def test_a_keras_model_flipping_the_batch_is_refused(tmp_path):
+    """keras.ops.flip along the batch axis in a Functional model: the error names the layer
+    the importer gave the operation."""
+    keras = pytest.importorskip("keras")
+    inp = keras.Input((4, 4, 1), name="x")
+    h = keras.layers.Dense(3, name="dense")(keras.layers.Flatten(name="flatten")(inp))
+    keras.Model(inp, keras.ops.flip(h, axis=0)).save(tmp_path / "flip.keras")
+    m = load_keras(tmp_path / "flip.keras")
+    with pytest.raises(ValueError, match=r"its row 0 is computed from input 2, not input 0 "
+                                         r"\(the rows reordered or selected by rev along the "
+                                         r"batch axis in layer 'flip'\)"):
+        jaxsal.saliency(m, np.asarray(X), 0)
+
 # ------------------------------------------------------------- tf.keras TFOpLambda models
 def _misc_with_output(tmp_path, layer):
     """The tf.keras 2 fixture of raw tf.* calls (tests/fixtures/keras2_tfops), its output

@@ -6,20 +6,28 @@ in one pass (DeepLIFT), path points or noisy copies (integrated gradients, Smoot
 masked copies (occlusion, LIME, RISE, Shapley values). A model whose outputs mix the
 examples of a batch -- ``tf.nn.l2_loss`` or ``tf.reduce_sum`` over every element, a sum or
 a mean over the batch axis, ``h / l2_loss(h)`` -- gives maps that depend on which other rows
-share the pass: silently meaningless. :func:`check_per_example` refuses such a model before
-anything is compiled.
+share the pass: silently meaningless. So does one whose output row ``i`` is computed from
+another example than ``i`` (``x[::-1]``, ``jnp.roll(x, 1, axis=0)``, ``x[perm]``): the maps
+would be another input's. :func:`check_per_example` refuses such a model before anything is
+compiled.
 
 The check reads the jaxpr of one forward pass (traced for the shapes anyway; nothing is
 compiled or run) and follows the batch axis of the inputs through it: which axis of every
 value holds the examples (through transposes, reshapes that merge or split it with other
 axes, matmuls, convolutions, loops), and whether an operation reduces over it (a sum, a max,
 an ``argmax``, a cumulative sum, a sort, a matmul contracting it, a window sliding along
-it) or pairs rows of two examples (``x @ x.T``). Where it loses track of the batch axis
-(a gather or a scatter that indexes it, slices of it, an operation it does not know), it
-assumes nothing: the check refuses only what it has seen mix the examples, so a model it
-cannot follow is never refused (and not vouched for either). Control flow that depends on
-the whole batch (a ``lax.cond`` on ``jnp.all(x > 0)``) is not counted: only values that
-reach the outputs are.
+it) or pairs rows of two examples (``x @ x.T``). Through static reorderings and selections
+of the batch axis (a reversal, a slice with static bounds, a concatenation of rows along it,
+a split, a tile, a gather or a ``dynamic_slice`` whose indices are constants) it keeps which
+example each row comes from (:class:`Rows`'s ``order``): an elementwise operation combining
+rows of different examples (``x - x[:1]``, ``x + x[::-1]``) mixes them, and an output whose
+row ``i`` does not come from example ``i`` is refused, while rows that come back in their
+order (test-time augmentation: ``concat([x, flip(x)])``, a network, the two halves split and
+averaged) pass. Where it loses track of the batch axis (a gather or a scatter that indexes it
+with values it cannot compute, an operation it does not know), it assumes nothing: the check
+refuses only what it has seen mix or reorder the examples, so a model it cannot follow is
+never refused (and not vouched for either). Control flow that depends on the whole batch (a
+``lax.cond`` on ``jnp.all(x > 0)``) is not counted: only values that reach the outputs are.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import math
 from typing import Any, Sequence
 
 import jax
+import numpy as np
 
 #: A value that does not depend on the inputs (weights, constants, shapes).
 NONE = "none"
@@ -41,17 +50,45 @@ ONE = "one example"
 
 @dataclasses.dataclass(frozen=True)
 class Rows:
-    """A value whose axis ``axis`` holds the examples: along it, ``outer`` blocks of ``n``
-    examples of ``inner`` consecutive entries each (``inner`` > 1 after a reshape merged
-    the batch axis with the axes after it, ``(N, T, F) -> (N*T, F)``; ``outer`` > 1 after
-    one merged it with axes before it). Each entry depends on its own example only."""
+    """A value whose axis ``axis`` holds the examples: along it, ``outer`` blocks of ``m``
+    groups of ``inner`` consecutive entries each, the entries of group ``j`` depending on
+    example ``order[j]`` alone. ``order`` ``None``: the examples in their order, ``m = n``
+    (``inner`` > 1 after a reshape merged the batch axis with the axes after it,
+    ``(N, T, F) -> (N*T, F)``; ``outer`` > 1 after one merged it with axes before it, or
+    after the batch was tiled). A tuple of example indices after a static reordering or
+    selection of the batch axis (``x[::-1]``: ``(n-1, ..., 0)``; ``x[1:]``: ``(1, ...,
+    n-1)``), one ``Rows`` per map from entries to examples (:meth:`_Analysis._rows`);
+    ``via`` names the operation that first reordered the rows (not compared)."""
 
     axis: int
     inner: int = 1
+    order: tuple[int, ...] | None = None
+    via: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self):  # NumPy ints from a jaxpr's parameters compare equal anyway
         object.__setattr__(self, "axis", int(self.axis))
         object.__setattr__(self, "inner", int(self.inner))
+        if self.order is not None:
+            object.__setattr__(self, "order", tuple(int(e) for e in self.order))
+
+    def at(self, axis: int) -> "Rows":
+        """The same rows on axis ``axis`` (the value transposed, an axis added or removed)."""
+        return Rows(axis, self.inner, self.order, self.via)
+
+    def example(self, k: int, n: int) -> int:
+        """The example entry ``k`` along the axis depends on."""
+        j = k // self.inner
+        return j % n if self.order is None else self.order[j % len(self.order)]
+
+    def mixes(self) -> bool:
+        """Whether the entries along the axis come from several examples (an operation
+        combining them mixes examples; one example's entries can be pooled)."""
+        return self.order is None or len(set(self.order)) > 1
+
+
+#: The longest batch axis whose rows the check maps one by one (a reordering of a longer
+#: one -- the batch axis merged with large axes -- is not followed).
+_MAX_ROWS = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,14 +174,119 @@ def _shape(v: Any) -> tuple:
     return tuple(getattr(getattr(v, "aval", None), "shape", ()))
 
 
+def _broadcast(eqn: Any, a: np.ndarray) -> np.ndarray:
+    shape, dims = eqn.params["shape"], eqn.params["broadcast_dimensions"]
+    full = [1] * len(shape)
+    for i, d in enumerate(dims):
+        full[d] = a.shape[i]
+    return np.broadcast_to(a.reshape(full), shape)
+
+
+def _iota(eqn: Any) -> np.ndarray:
+    p = eqn.params
+    shape, d = tuple(p["shape"]), p["dimension"]
+    line = np.arange(shape[d], dtype=p["dtype"]).reshape([-1 if i == d else 1
+                                                          for i in range(len(shape))])
+    return np.broadcast_to(line, shape)
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # lax.div: rounds toward zero
+    if np.issubdtype(np.result_type(a, b), np.integer):
+        q = np.abs(a) // np.abs(b)
+        return np.where((a < 0) != (b < 0), -q, q)
+    return a / b
+
+
+#: NumPy for the operations that compute constant indices (``jnp.take``'s normalization
+#: of negative indices, ``jnp.arange``, a permutation built from ``iota``); values computed
+#: only where a rule asks (:meth:`_Analysis._const`).
+_EVAL = {
+    "add": lambda e, a, b: a + b, "sub": lambda e, a, b: a - b, "mul": lambda e, a, b: a * b,
+    "div": lambda e, a, b: _div(a, b), "rem": lambda e, a, b: np.fmod(a, b),
+    "neg": lambda e, a: -a, "abs": lambda e, a: np.abs(a), "sign": lambda e, a: np.sign(a),
+    "max": lambda e, a, b: np.maximum(a, b), "min": lambda e, a, b: np.minimum(a, b),
+    "lt": lambda e, a, b: a < b, "le": lambda e, a, b: a <= b, "gt": lambda e, a, b: a > b,
+    "ge": lambda e, a, b: a >= b, "eq": lambda e, a, b: a == b, "ne": lambda e, a, b: a != b,
+    "and": lambda e, a, b: a & b, "or": lambda e, a, b: a | b, "not": lambda e, a: ~a,
+    "select_n": lambda e, w, *cases: np.choose(np.asarray(w).astype(np.int64), cases),
+    "clamp": lambda e, lo, a, hi: np.clip(a, lo, hi),
+    "convert_element_type": lambda e, a: a.astype(e.params["new_dtype"]),
+    "copy": lambda e, a: a, "copy_p": lambda e, a: a,
+    "broadcast_in_dim": _broadcast, "iota": lambda e: _iota(e),
+    "reshape": lambda e, a, *dyn: a.reshape(e.params["new_sizes"]),
+    "squeeze": lambda e, a: np.squeeze(a, tuple(e.params["dimensions"])),
+    "transpose": lambda e, a: np.transpose(a, e.params["permutation"]),
+    "rev": lambda e, a: np.flip(a, tuple(e.params["dimensions"])),
+    "concatenate": lambda e, *a: np.concatenate(a, e.params["dimension"]),
+    "slice": lambda e, a: a[tuple(slice(b, l, 1 if e.params["strides"] is None
+                                        else e.params["strides"][i])
+                                  for i, (b, l) in enumerate(zip(e.params["start_indices"],
+                                                                 e.params["limit_indices"])))],
+}
+
+
+def _evaluate(eqn: Any, args: list) -> list | None:
+    """The outputs of ``eqn`` on the constant NumPy arrays ``args``, or ``None`` (an
+    operation not in :data:`_EVAL`, a value larger than :data:`_MAX_ROWS` elements)."""
+    if any(a.size > _MAX_ROWS for a in args):
+        return None
+    name = eqn.primitive.name
+    try:
+        with np.errstate(all="ignore"):
+            if name in _CALLS:
+                sub = _Analysis._subjaxpr(eqn)
+                outs = None if sub is None else _eval_jaxpr(sub, args)
+            elif name in _EVAL and len(eqn.outvars) == 1:
+                outs = [_EVAL[name](eqn, *args)]
+            else:
+                outs = None
+            if outs is None:
+                return None
+            outs = [np.asarray(o) for o in outs]
+    except Exception:  # an operation's parameters this table does not read
+        return None
+    return None if any(o.size > _MAX_ROWS for o in outs) else outs
+
+
+def _eval_jaxpr(closed: Any, args: list) -> list | None:
+    jaxpr = getattr(closed, "jaxpr", closed)
+    env = {v: np.asarray(c) for v, c in zip(jaxpr.constvars, getattr(closed, "consts", ()))}
+    env.update(zip(jaxpr.invars, args))
+
+    def read(v):
+        return np.asarray(v.val) if type(v).__name__ == "Literal" else env[v]
+
+    for eqn in jaxpr.eqns:
+        outs = _evaluate(eqn, [read(v) for v in eqn.invars])
+        if outs is None:
+            return None
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]
+
+
+class _Consts:
+    """Where the values of one jaxpr's variables that do not depend on the inputs come from,
+    for :meth:`_Analysis._const`: ``("v", value)`` (a constant), ``("e", eqn, k)`` (output
+    ``k`` of an equation of this jaxpr) or ``("o", var, frame)`` (a variable of the
+    enclosing jaxpr, ``frame`` its :class:`_Consts`); ``memo``: the equations computed."""
+
+    __slots__ = ("src", "memo")
+
+    def __init__(self):
+        self.src: dict = {}
+        self.memo: dict = {}
+
+
 class _Analysis:
     def __init__(self, n: int):
         self.n = n
+        self.frame = _Consts()  # the constants of the jaxpr being walked
 
     # ------------------------------------------------------------------ a jaxpr
-    def run(self, jaxpr: Any, in_states: Sequence[Any], consts_states: Sequence[Any] = ()
-            ) -> list:
+    def run(self, jaxpr: Any, in_states: Sequence[Any], consts_states: Sequence[Any] = (),
+            in_srcs: Sequence[Any] = (), const_srcs: Sequence[Any] = ()) -> list:
         env: dict = {}
+        frame = _Consts()
 
         def read(v):
             if type(v).__name__ == "Literal":
@@ -155,16 +297,110 @@ class _Analysis:
             env[v] = s
         for v, s in zip(jaxpr.invars, in_states):
             env[v] = s
-        for eqn in jaxpr.eqns:
-            ins = [read(v) for v in eqn.invars]
-            outs = self.eqn(eqn, ins)
-            for v, s in zip(eqn.outvars, outs):
-                env[v] = s
+        for v, src in zip([*jaxpr.constvars, *jaxpr.invars], [*const_srcs, *in_srcs]):
+            if src is not None:
+                frame.src[v] = src
+        outer, self.frame = self.frame, frame
+        try:
+            for eqn in jaxpr.eqns:
+                ins = [read(v) for v in eqn.invars]
+                outs = self.eqn(eqn, ins)
+                for v, s in zip(eqn.outvars, outs):
+                    env[v] = s
+                if outs and outs[0] == NONE:  # a constant: computed if a rule asks
+                    for k, v in enumerate(eqn.outvars):
+                        frame.src[v] = ("e", eqn, k)
+        finally:
+            self.frame = outer
         return [read(v) for v in jaxpr.outvars]
 
-    def closed(self, closed_jaxpr: Any, in_states: Sequence[Any]) -> list:
+    def closed(self, closed_jaxpr: Any, in_states: Sequence[Any],
+               in_srcs: Sequence[Any] = ()) -> list:
         jaxpr = getattr(closed_jaxpr, "jaxpr", closed_jaxpr)
-        return self.run(jaxpr, in_states, [NONE] * len(jaxpr.constvars))
+        consts = getattr(closed_jaxpr, "consts", ())
+        return self.run(jaxpr, in_states, [NONE] * len(jaxpr.constvars), in_srcs,
+                        [("v", c) for c in consts])
+
+    def _src(self, v: Any) -> tuple:
+        """Where ``v``, an operand of an equation of the jaxpr being walked, comes from, for
+        a jaxpr it calls."""
+        if type(v).__name__ == "Literal":
+            return ("v", v.val)
+        return ("o", v, self.frame)
+
+    def _const(self, v: Any, frame: _Consts | None = None, depth: int = 0) -> Any:
+        """The value of ``v`` (a NumPy array) where it is a constant the check can compute
+        (see :data:`_EVAL`), else ``None``."""
+        if type(v).__name__ == "Literal":
+            return np.asarray(v.val)
+        frame = self.frame if frame is None else frame
+        src = frame.src.get(v)
+        if src is None or depth > 64:
+            return None
+        if src[0] == "v":
+            return np.asarray(src[1])
+        if src[0] == "o":
+            return self._const(src[1], src[2], depth + 1)
+        eqn, k = src[1], src[2]
+        if id(eqn) not in frame.memo:
+            args = [self._const(u, frame, depth + 1) for u in eqn.invars]
+            frame.memo[id(eqn)] = (None if any(a is None for a in args)
+                                   else _evaluate(eqn, args))
+        outs = frame.memo[id(eqn)]
+        return None if outs is None else outs[k]
+
+    # ------------------------------------------------------------------ rows of examples
+    def _examples(self, s: Rows, size: int) -> tuple | None:
+        """The example each of the ``size`` entries along ``s.axis`` depends on, or
+        ``None`` (more than :data:`_MAX_ROWS` of them)."""
+        order = range(self.n) if s.order is None else s.order
+        block = tuple(e for e in order for _ in range(s.inner))
+        if size > _MAX_ROWS or not block or size % len(block):
+            return None
+        return block * (size // len(block))
+
+    def _rows(self, axis: int, f: tuple, via: str) -> Any:
+        """The :class:`Rows` of an axis whose entries depend on the examples ``f``, one per
+        entry: the same map gives the same ``Rows`` (runs of equal examples become
+        ``inner``, a repeated block ``outer``, the examples in their order ``order=None``)."""
+        if not f:
+            return UNKNOWN  # no rows at all
+        inner, start = 0, 0
+        for k in range(1, len(f) + 1):
+            if k == len(f) or f[k] != f[start]:
+                inner, start = math.gcd(inner, k - start), k
+        c = f[::inner]
+        m = len(c)
+        for p in range(1, m + 1):
+            if m % p == 0 and c[:p] * (m // p) == c:
+                c = c[:p]
+                break
+        if c == tuple(range(self.n)):
+            return Rows(axis, inner)
+        return Rows(axis, inner, c, via)
+
+    def _reordered(self, eqn: Any, s: Rows, size: int, axis: int, pick: Any,
+                   what: str) -> Any:
+        """``s``'s rows (``size`` of them) reordered or selected by ``pick`` (a function of
+        the examples of the rows), on axis ``axis``; ``what``: the operation, named in
+        ``via`` unless ``s``'s rows were reordered before."""
+        f = self._examples(s, size)
+        if f is None:
+            return UNKNOWN
+        return self._rows(axis, tuple(pick(f)), s.via or what + _located(eqn))
+
+    @staticmethod
+    def _combined(eqn: Any, states: Sequence[Any], what: str) -> Coupled | None:
+        """A :class:`Coupled` where ``states`` hold rows of different examples on one axis,
+        which an operation combining them entry by entry (``what``) mixes; else ``None``
+        (rows on different axes: not followed, as before)."""
+        rows = [t for t in states if isinstance(t, Rows)]
+        if len(set(rows)) < 2 or len({t.axis for t in rows}) > 1 or \
+                all(t.order is None for t in rows):
+            return None
+        via = next((t.via for t in rows if t.via), "an operation")
+        return _where(eqn, f"{what} combining rows of different inputs (the rows of one "
+                           f"reordered or selected by {via})")
 
     # ------------------------------------------------------------------ one equation
     def eqn(self, eqn: Any, ins: list) -> list:
@@ -206,21 +442,27 @@ class _Analysis:
         states = []
         for v, s in zip(eqn.invars, ins):
             shape = _shape(v)
-            # operands may broadcast along axes of size 1 (never the batch axis, of size
-            # n >= 2); a bitcast that changes the last axis is not followed
+            # operands may broadcast along axes of size 1: the batch axis only where it holds
+            # one selected row (x - x[:1]: that example's row against every row); a bitcast
+            # that changes the last axis is not followed
             if isinstance(s, Rows) and (len(shape) != len(out_shape)
                                         or shape[s.axis] != out_shape[s.axis]):
-                s = UNKNOWN
+                size = out_shape[s.axis] if len(shape) == len(out_shape) else 0
+                s = (self._reordered(eqn, s, 1, s.axis, lambda f: f * size,
+                                     f"{eqn.primitive.name} broadcasting one row")
+                     if size and shape[s.axis] == 1 and s.order is not None else UNKNOWN)
             states.append(s)
-        return [_join(states)] * len(eqn.outvars)
+        mixed = self._combined(eqn, states, eqn.primitive.name)
+        return [mixed or _join(states)] * len(eqn.outvars)
 
     def _reduce(self, eqn, ins):
         (s,) = ins[:1]
         axes = tuple(eqn.params["axes"])
         if isinstance(s, Rows):
-            if s.axis in axes:
-                return [_where(eqn, f"{eqn.primitive.name} over the batch axis")]
-            return [Rows(s.axis - sum(a < s.axis for a in axes), s.inner)]
+            if s.axis in axes:  # the rows of one selected example: that example's value
+                return [_where(eqn, f"{eqn.primitive.name} over the batch axis")
+                        if s.mixes() else UNKNOWN]
+            return [s.at(s.axis - sum(a < s.axis for a in axes))]
         return [s]
 
     def _reduce_generic(self, eqn, ins):  # lax.reduce: k operands, then k initial values
@@ -231,16 +473,18 @@ class _Analysis:
         out = []
         for s in ins[:k]:
             if isinstance(s, Rows) and s.axis in tuple(eqn.params["dimensions"]):
-                return [_where(eqn, "reduce over the batch axis")] * k
+                return [_where(eqn, "reduce over the batch axis") if s.mixes()
+                        else UNKNOWN] * k
             if isinstance(s, Rows):
                 dims = tuple(eqn.params["dimensions"])
-                s = Rows(s.axis - sum(d < s.axis for d in dims), s.inner)
+                s = s.at(s.axis - sum(d < s.axis for d in dims))
             out.append(s)
         return [_join(out)] * k
 
     def _along(self, eqn, ins, axis, what):
         s = _join(ins)
-        if isinstance(s, Rows) and s.axis == axis % max(len(_shape(eqn.invars[0])), 1):
+        if isinstance(s, Rows) and s.axis == axis % max(len(_shape(eqn.invars[0])), 1) \
+                and s.mixes():
             return [_where(eqn, what)] * len(eqn.outvars)
         return [s] * len(eqn.outvars)
 
@@ -251,7 +495,8 @@ class _Analysis:
         p = eqn.params
         a = s.axis
         if p["window_dimensions"][a] > 1:
-            return [_where(eqn, f"{eqn.primitive.name} with a window along the batch axis")]
+            return [_where(eqn, f"{eqn.primitive.name} with a window along the batch axis")
+                    if s.mixes() else UNKNOWN]
         trivial = (p["window_strides"][a] == 1 and tuple(p["padding"][a]) == (0, 0)
                    and p["base_dilation"][a] == 1 and p["window_dilation"][a] == 1)
         return [s if trivial else UNKNOWN]
@@ -271,9 +516,12 @@ class _Analysis:
         if isinstance(s, Rows):
             dims = eqn.params["broadcast_dimensions"]
             src = _shape(eqn.invars[0])
-            if eqn.params["shape"][dims[s.axis]] != src[s.axis]:
-                return [UNKNOWN]
-            return [Rows(int(dims[s.axis]), s.inner)]
+            size = eqn.params["shape"][dims[s.axis]]
+            if size != src[s.axis]:  # one selected row broadcast (jnp.broadcast_to(x[:1]))
+                return [self._reordered(eqn, s, 1, dims[s.axis], lambda f: f * size,
+                                        "broadcast_in_dim of one row along the batch axis")
+                        if src[s.axis] == 1 and s.order is not None else UNKNOWN]
+            return [s.at(dims[s.axis])]
         return [_join(ins)]  # a dynamic shape's operands: sizes, not values
 
     def _p_reshape(self, eqn, ins):
@@ -281,14 +529,15 @@ class _Analysis:
         if not isinstance(s, Rows) or eqn.params.get("dimensions") is not None:
             return [s if not isinstance(s, Rows) else UNKNOWN]
         src, dst = _shape(eqn.invars[0]), tuple(eqn.params["new_sizes"])
-        # the batch digit of the flat (row-major) index: stride `lo`, radix n
+        # the batch digit of the flat (row-major) index: stride `lo`, radix m (n, or the
+        # length of the reordered block)
         lo = s.inner * math.prod(src[s.axis + 1:])
-        hi = lo * self.n
+        hi = lo * (self.n if s.order is None else len(s.order))
         for b in range(len(dst)):
             stride = math.prod(dst[b + 1:])
             if stride <= lo and lo % stride == 0 and hi <= stride * dst[b] \
                     and (stride * dst[b]) % hi == 0:
-                return [Rows(b, lo // stride)]
+                return [Rows(b, lo // stride, s.order, s.via)]
         return [UNKNOWN]
 
     def _p_squeeze(self, eqn, ins):
@@ -297,19 +546,20 @@ class _Analysis:
             dims = tuple(d % len(_shape(eqn.invars[0])) for d in eqn.params["dimensions"])
             if s.axis in dims:
                 return [UNKNOWN]
-            return [Rows(s.axis - sum(d < s.axis for d in dims), s.inner)]
+            return [s.at(s.axis - sum(d < s.axis for d in dims))]
         return [s]
 
     def _p_transpose(self, eqn, ins):
         s = ins[0]
         if isinstance(s, Rows):
-            return [Rows(tuple(eqn.params["permutation"]).index(s.axis), s.inner)]
+            return [s.at(tuple(eqn.params["permutation"]).index(s.axis))]
         return [s]
 
     def _p_rev(self, eqn, ins):
         s = ins[0]
         if isinstance(s, Rows) and s.axis in tuple(eqn.params["dimensions"]):
-            return [UNKNOWN]  # the examples in another order
+            return [self._reordered(eqn, s, _shape(eqn.invars[0])[s.axis], s.axis,
+                                    lambda f: f[::-1], "rev along the batch axis")]
         return [s]
 
     def _p_slice(self, eqn, ins):
@@ -317,10 +567,13 @@ class _Analysis:
         if isinstance(s, Rows):
             a = s.axis
             p = eqn.params
-            whole = (p["start_indices"][a] == 0
-                     and p["limit_indices"][a] == _shape(eqn.invars[0])[a]
-                     and (p["strides"] is None or p["strides"][a] == 1))
-            return [s if whole else UNKNOWN]
+            size = _shape(eqn.invars[0])[a]
+            start, limit = p["start_indices"][a], p["limit_indices"][a]
+            step = 1 if p["strides"] is None else p["strides"][a]
+            if start == 0 and limit == size and step == 1:
+                return [s]
+            return [self._reordered(eqn, s, size, a, lambda f: f[start:limit:step],
+                                    "a slice of the batch axis")]
         return [s]
 
     def _p_pad(self, eqn, ins):
@@ -333,10 +586,20 @@ class _Analysis:
         return [_join(ins)]
 
     def _p_concatenate(self, eqn, ins):
-        s = _join(ins)
-        if isinstance(s, Rows) and s.axis == eqn.params["dimension"]:
-            return [UNKNOWN]  # examples stacked with other rows
-        return [s]
+        d = eqn.params["dimension"]
+        coupled = [t for t in ins if isinstance(t, Coupled)]
+        if coupled:
+            return coupled[:1]
+        if any(isinstance(t, Rows) and t.axis == d for t in ins):  # rows stacked
+            if not all(isinstance(t, Rows) and t.axis == d for t in ins):
+                return [UNKNOWN]  # with rows of no example (constants) or unknown ones
+            parts = [self._examples(t, _shape(v)[d]) for v, t in zip(eqn.invars, ins)]
+            if any(f is None for f in parts) or sum(map(len, parts)) > _MAX_ROWS:
+                return [UNKNOWN]
+            via = next((t.via for t in ins if t.via),
+                       "concatenate along the batch axis" + _located(eqn))
+            return [self._rows(d, tuple(e for f in parts for e in f), via)]
+        return [self._combined(eqn, ins, "concatenate") or _join(ins)]
 
     def _p_optimization_barrier(self, eqn, ins):  # each operand as it is
         return list(ins)
@@ -344,19 +607,29 @@ class _Analysis:
     def _p_stack(self, eqn, ins):
         s = _join(ins)
         if isinstance(s, Rows):
-            return [Rows(s.axis + (s.axis >= eqn.params["axis"]), s.inner)]
+            return [s.at(s.axis + (s.axis >= eqn.params["axis"]))]
         return [s]
 
     def _p_tile(self, eqn, ins):
         s = ins[0]
-        if isinstance(s, Rows) and eqn.params["reps"][s.axis] != 1:
-            return [UNKNOWN]  # the examples repeated
+        reps = eqn.params["reps"]
+        if isinstance(s, Rows) and reps[s.axis] != 1:  # the rows repeated
+            return [self._reordered(eqn, s, _shape(eqn.invars[0])[s.axis], s.axis,
+                                    lambda f: f * reps[s.axis], "tile along the batch axis")]
         return [s]
 
     def _p_split(self, eqn, ins):
         s = ins[0]
-        if isinstance(s, Rows) and s.axis == eqn.params["axis"]:
-            return [UNKNOWN] * len(eqn.outvars)
+        shape = _shape(eqn.invars[0])
+        if isinstance(s, Rows) and s.axis == eqn.params["axis"] % len(shape):
+            f = self._examples(s, shape[s.axis])
+            if f is None:
+                return [UNKNOWN] * len(eqn.outvars)
+            via = s.via or "split of the batch axis" + _located(eqn)
+            starts = [0]
+            for k in eqn.params["sizes"]:
+                starts.append(starts[-1] + int(k))
+            return [self._rows(s.axis, f[b:e], via) for b, e in zip(starts, starts[1:])]
         return [s] * len(eqn.outvars)
 
     def _p_sort(self, eqn, ins):
@@ -370,7 +643,7 @@ class _Analysis:
         s = ins[0]
         if isinstance(s, Rows):
             rank = len(_shape(eqn.invars[0]))
-            if s.axis >= rank - len(eqn.params["fft_lengths"]):
+            if s.axis >= rank - len(eqn.params["fft_lengths"]) and s.mixes():
                 return [_where(eqn, "an FFT along the batch axis")]
         return [s]
 
@@ -378,9 +651,15 @@ class _Analysis:
         s, idx = ins[0], ins[1:]
         if any(isinstance(t, Coupled) for t in idx):
             return [next(t for t in idx if isinstance(t, Coupled))]
-        if isinstance(s, Rows) and all(t == NONE for t in idx) and \
-                eqn.params["slice_sizes"][s.axis] == _shape(eqn.invars[0])[s.axis]:
-            return [s]
+        if isinstance(s, Rows) and all(t == NONE for t in idx):
+            size, k = _shape(eqn.invars[0])[s.axis], eqn.params["slice_sizes"][s.axis]
+            if k == size:
+                return [s]
+            start = self._const(eqn.invars[1 + s.axis])  # rows start..start+k: constants?
+            if start is not None and start.size == 1:
+                b = min(max(int(start.reshape(())), 0), size - k)  # clamped, as XLA does
+                return [self._reordered(eqn, s, size, s.axis, lambda f: f[b:b + k],
+                                        "dynamic_slice of the batch axis")]
         return [s if isinstance(s, Coupled) else UNKNOWN]
 
     def _p_dynamic_update_slice(self, eqn, ins):
@@ -408,22 +687,55 @@ class _Analysis:
         idx_dims = list(range(idx_rank - 1))  # the last is the index vector
         if s == NONE and isinstance(idx, Rows) and idx.axis < idx_rank - 1:
             # rows of a table picked by each example's indices (an embedding)
-            return [Rows(batch_out[idx_dims.index(idx.axis)], idx.inner)]
+            return [idx.at(batch_out[idx_dims.index(idx.axis)])]
         if isinstance(s, Rows) and idx == NONE:
             a = s.axis
-            if a in dn.collapsed_slice_dims or a in dn.start_index_map or a in op_batching:
+            kept = [d for d in range(len(_shape(eqn.invars[0])))
+                    if d not in dn.collapsed_slice_dims and d not in op_batching]
+            if a in dn.start_index_map and a not in op_batching:  # rows picked by indices
+                return [self._gathered(eqn, s, batch_out, offset, kept)]
+            if a in dn.collapsed_slice_dims or a in op_batching:
                 return [UNKNOWN]
             if eqn.params["slice_sizes"][a] != _shape(eqn.invars[0])[a]:
                 return [UNKNOWN]
-            kept = [d for d in range(len(_shape(eqn.invars[0])))
-                    if d not in dn.collapsed_slice_dims and d not in op_batching]
-            return [Rows(offset[kept.index(a)], s.inner)]
+            return [s.at(offset[kept.index(a)])]
         if isinstance(s, Rows) and isinstance(idx, Rows) and s.inner == idx.inner == 1 \
                 and s.axis in op_batching and idx.axis in idx_batching \
                 and op_batching.index(s.axis) == idx_batching.index(idx.axis):
             # take_along_axis: each example's own indices into its own row
-            return [Rows(batch_out[idx_dims.index(idx.axis)], 1)]
+            if s.order != idx.order:
+                return [_where(eqn, "a gather indexing the rows of one input with the "
+                                    f"indices of another (reordered or selected by "
+                                    f"{s.via or idx.via})")]
+            return [idx.at(batch_out[idx_dims.index(idx.axis)])]
         return [UNKNOWN]
+
+    def _gathered(self, eqn, s, batch_out, offset, kept):
+        """The rows of a gather whose start indices along ``s``'s batch axis are constants
+        (``jnp.take(x, perm, axis=0)``, ``x[perm]``): one row per index, or one block of
+        rows; ``UNKNOWN`` where the indices are not constants the check can compute, or out
+        of bounds (filled or clamped rows)."""
+        idx = self._const(eqn.invars[1])
+        if idx is None or not idx.size:
+            return UNKNOWN
+        a, smap = s.axis, tuple(eqn.params["dimension_numbers"].start_index_map)
+        shape, sizes = _shape(eqn.invars[0]), eqn.params["slice_sizes"]
+        idx = np.asarray(idx).astype(np.int64)
+        hi = np.array([shape[d] - sizes[d] for d in smap])
+        if ((idx < 0) | (idx > hi)).any():
+            return UNKNOWN
+        starts = idx[..., smap.index(a)]  # one per index position (the last axis: the vector)
+        many = [d for d, k in enumerate(starts.shape) if k > 1]
+        what = "a gather along the batch axis"
+        if len(many) == 1 and sizes[a] == 1:  # row j of the result: row starts[j]
+            rows = [int(i) for i in starts.reshape(-1)]
+            return self._reordered(eqn, s, shape[a], batch_out[many[0]],
+                                   lambda f: [f[i] for i in rows], what)
+        if not many and a in kept:  # one block of rows
+            b, k = int(starts.reshape(-1)[0]), sizes[a]
+            return self._reordered(eqn, s, shape[a], offset[kept.index(a)],
+                                   lambda f: f[b:b + k], what)
+        return UNKNOWN
 
     def _p_dot_general(self, eqn, ins):
         (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
@@ -438,17 +750,18 @@ class _Analysis:
         rfree = [d for d in range(rrank) if d not in rc and d not in rb]
         for t, contract in ((lhs, lc), (rhs, rc)):
             if isinstance(t, Rows) and t.axis in contract:
-                return [_where(eqn, "a matmul contracting the batch axis")]
+                return [_where(eqn, "a matmul contracting the batch axis") if t.mixes()
+                        else UNKNOWN]
         outs = []
         for t, batch, free, shift in ((lhs, lb, lfree, len(lb)),
                                       (rhs, rb, rfree, len(lb) + len(lfree))):
             if isinstance(t, Rows):
-                outs.append(Rows(tuple(batch).index(t.axis), t.inner) if t.axis in batch
-                            else Rows(shift + free.index(t.axis), t.inner))
+                outs.append(t.at(tuple(batch).index(t.axis)) if t.axis in batch
+                            else t.at(shift + free.index(t.axis)))
         if len(outs) == 2 and outs[0] != outs[1]:
             if all(isinstance(t, Rows) and t.axis not in b for t, b in ((lhs, lb), (rhs, rb))):
                 return [_where(eqn, "a matmul pairing the rows of two examples (x @ x.T)")]
-            return [UNKNOWN]
+            return [self._combined(eqn, outs, "a batched matmul") or UNKNOWN]
         return [outs[0]]
 
     def _p_conv_general_dilated(self, eqn, ins):
@@ -463,8 +776,9 @@ class _Analysis:
         lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
         a = lhs.axis
         if a == lhs_spec[0]:
-            return [Rows(out_spec[0], lhs.inner)] if p["batch_group_count"] == 1 \
-                else [UNKNOWN]
+            return [lhs.at(out_spec[0])] if p["batch_group_count"] == 1 else [UNKNOWN]
+        if not lhs.mixes():  # the rows of one selected example
+            return [UNKNOWN]
         if a == lhs_spec[1]:
             if p["feature_group_count"] == 1 and p["batch_group_count"] == 1:
                 return [_where(eqn, "a convolution summing over the batch axis "
@@ -488,10 +802,15 @@ class _Analysis:
         jaxpr = getattr(sub, "jaxpr", sub)
         if len(jaxpr.invars) != len(ins) or len(jaxpr.outvars) != len(eqn.outvars):
             return self._opaque(ins, len(eqn.outvars))
-        outs = self.closed(sub, ins)
-        where = _located(eqn)  # a jnp function's own jit: the caller's line and layer
-        return [Coupled(o.where + where) if isinstance(o, Coupled) and o not in ins
-                and " at " not in o.where else o for o in outs]
+        outs = self.closed(sub, ins, [self._src(v) for v in eqn.invars])
+        # a jnp function's own jit: the caller's line and layer, where the callee has none
+        for k, o in enumerate(outs):
+            if isinstance(o, Coupled) and o not in ins and " at " not in o.where:
+                outs[k] = Coupled(o.where + _located(eqn))
+            elif isinstance(o, Rows) and o.via and o not in ins and " at " not in o.via \
+                    and " in layer " not in o.via:
+                outs[k] = dataclasses.replace(o, via=o.via + _located(eqn))
+        return outs
 
     def _p_scan(self, eqn, ins):
         p = eqn.params
@@ -501,10 +820,10 @@ class _Analysis:
         inner_xs = []
         for v, s in zip(eqn.invars[nc + ncarry:], xs):
             if isinstance(s, Rows) and s.axis == 0:  # a loop over the examples
-                s = ONE if over_batch and s.inner == 1 and _shape(v)[0] == self.n \
-                    else UNKNOWN
+                s = ONE if over_batch and s.inner == 1 and s.order is None \
+                    and _shape(v)[0] == self.n else UNKNOWN
             elif isinstance(s, Rows):
-                s = Rows(s.axis - 1, s.inner)
+                s = s.at(s.axis - 1)
             inner_xs.append(s)
         ys = []
         for _ in range(4):
@@ -520,7 +839,7 @@ class _Analysis:
         else:
             carry = [c if isinstance(c, Coupled) else UNKNOWN for c in carry]
             ys = [y if isinstance(y, Coupled) else UNKNOWN for y in ys]
-        ys = [Rows(y.axis + 1, y.inner) if isinstance(y, Rows)
+        ys = [y.at(y.axis + 1) if isinstance(y, Rows)
               else Rows(0, 1) if y == ONE else y for y in ys]
         return [*carry, *ys]
 
@@ -572,10 +891,39 @@ def _analysis_inputs(x: Any) -> Any:
     return base._sds(x) if n >= 2 else base.sub_batch_shapes(x, 2)
 
 
-def coupling(model: Any, x: Any) -> tuple[int, bool, str] | None:
-    """``(output position, mixed, what)`` for the first output (leaf) of ``model`` that
-    mixes the examples of a batch (``mixed``) or holds them elsewhere than on its first axis
-    alone, or ``None`` (traced once per model and input shapes, cached)."""
+def problem(s: Any, shape: tuple, n: int) -> tuple[str, str] | None:
+    """What keeps an output of state ``s`` and shape ``shape`` (for a batch of ``n``) from
+    having one row per input computed from that input alone: ``(kind, what)``, ``kind``
+    ``"mixes"`` (it mixes the examples), ``"order"`` (its rows come from other examples
+    than their own, or some inputs have none) or ``"rows"`` (the batch axis elsewhere, or
+    merged with another); ``None`` where nothing is (or the check could not follow it)."""
+    if isinstance(s, Coupled):
+        return "mixes", s.where
+    if not isinstance(s, Rows):
+        return None
+    if s.axis != 0:
+        return "rows", f"its inputs are on axis {s.axis}, not on axis 0"
+    if s.order is not None:
+        size = int(shape[0])
+        how = f" (the rows reordered or selected by {s.via})" if s.via else ""
+        bad = next((r for r in range(size) if r >= n or s.example(r, n) != r), None)
+        if bad is None:
+            return "order", (f"in a batch of {n} inputs, it has rows for inputs 0 to "
+                             f"{size - 1} only{how}")
+        other = "" if bad >= n else f", not input {bad}"
+        return "order", (f"in a batch of {n} inputs, its row {bad} is computed from input "
+                         f"{s.example(bad, n)}{other}{how}")
+    if s.inner != 1 or shape[0] != n:
+        return "rows", ("its first axis holds the inputs together with other values (a "
+                        "reshape merged the batch axis with another, or the batch was "
+                        "repeated)")
+    return None
+
+
+def coupling(model: Any, x: Any) -> tuple[int, str, str] | None:
+    """``(output position, kind, what)`` (:func:`problem`) for the first output (leaf) of
+    ``model`` that mixes the examples of a batch, reorders them or holds them elsewhere than
+    on its first axis alone, or ``None`` (traced once per model and input shapes, cached)."""
     from jaxsal._src import base
 
     xs = _analysis_inputs(x)
@@ -584,13 +932,9 @@ def coupling(model: Any, x: Any) -> tuple[int, bool, str] | None:
 
     def make():
         for i, (s, shape) in enumerate(output_states(model, xs) or ()):
-            if isinstance(s, Coupled):
-                return i, True, s.where
-            if isinstance(s, Rows) and s.axis != 0:
-                return i, False, f"its inputs are on axis {s.axis}, not on axis 0"
-            if isinstance(s, Rows) and (s.inner != 1 or shape[0] != n):
-                return i, False, ("its first axis holds the inputs together with other "
-                                  "values (a reshape merged the batch axis with another)")
+            found = problem(s, shape, n)
+            if found is not None:
+                return (i, *found)
         return None
 
     return base._SHAPES.get(key, make)
@@ -619,20 +963,28 @@ def check_per_example(model: Any, x: Any, y: Any = None, *, mixing: bool = True)
         got = (f"the model returned outputs of shape {', '.join(map(str, unbatched))} for a "
                f"batch of {inputs}; {expected}")
         if found is not None:
-            got += f". {'It mixes the inputs' if found[1] else 'Why'}: {found[2]}"
+            got += f". {'It mixes the inputs' if found[1] == 'mixes' else 'Why'}: {found[2]}"
     else:
-        i, mixed, where = found
+        i, kind, where = found
         which = f"output {i}" if len(outs) > 1 else "output"
+        does = {"mixes": "mixes the inputs of the batch", "rows": "has no row per input",
+                "order": "does not keep the inputs in their order"}[kind]
         got = (f"the model's {which} (shape {tuple(outs[i].shape)} for a batch of {inputs}) "
-               f"{'mixes the inputs of the batch' if mixed else 'has no row per input'}: "
-               f"{where}; {expected}. Every method reads row i as input i's score and runs "
-               "the model on batches it builds (an input with its reference, noisy or masked "
-               "copies): the maps would depend on the other rows")
+               f"{does}: {where}; {expected}. Every method reads row i as input i's score"
+               + (": the maps of one input would be another's" if kind == "order" else
+                  " and runs the model on batches it builds (an input with its reference, "
+                  "noisy or masked copies): the maps would depend on the other rows"))
     if len(outs) > 1:
         _, first = base.several_outputs(model, [o.shape for o in outs])
         hint = base.pick_output_hint(model, first)
         got += (f". Every output of the model is checked; to explain one that keeps the "
                 f"inputs apart, {hint[0].lower()}{hint[1:]}")
+    if not unbatched and found[1] == "order":
+        raise ValueError(
+            f"{got}. Make the model return row i for input i: leave the rows of its outputs "
+            "in the order of its inputs (undo a reordering of the batch before the output: "
+            "y[::-1] for y computed from x[::-1], y[jnp.argsort(perm)] for y computed from "
+            "x[perm])")
     raise ValueError(
         f"{got}. Make the model map each input to its own output: reduce over the axes "
         "after the batch axis only (tf.reduce_sum(h, axis=-1), not tf.reduce_sum(h) or "
