@@ -39,3 +39,27 @@ class UnsupportedLayerError(KerasImportError):
                     "config: tell them apart by config['name'] (here "
                     f"{layer_name!r}).")
         super().__init__(msg, path=path)
+
+
+#: JAX's message when forward-mode differentiation meets a ``jax.custom_vjp`` function.
+_JVP_OF_CUSTOM_VJP = "can't apply forward-mode autodiff (jvp) to a custom_vjp function"
+
+
+def forward_mode_error(error: BaseException, where: str) -> TypeError | None:
+    """The clear error to raise instead of ``error`` when it is JAX's refusal of forward
+    mode through a ``jax.custom_vjp`` function (else ``None``); ``where`` names the layer."""
+    if not isinstance(error, TypeError) or _JVP_OF_CUSTOM_VJP not in str(error):
+        return None
+    return TypeError(
+        f"{where}: forward-mode differentiation (jax.jvp, jax.jacfwd, jax.linearize, "
+        "jax.hessian's outer jacfwd) reached a jax.custom_vjp function, which JAX "
+        "differentiates in reverse mode "
+        "only: an imported model computes its convolutions and non-overlapping max pooling "
+        "through custom VJPs (XLA:CPU runs their reverse mode several times faster), and "
+        "guided backprop, deconvnet, DeepLIFT and LRP install their backward rules as custom "
+        "VJPs. Expected reverse mode through the model's forward values: use jax.grad, "
+        "jax.vjp or jax.jacrev (a Hessian as jax.jacrev(jax.jacrev(f))). jax.jvp of an "
+        "input-gradient map (saliency, gradient_x_input, integrated_gradients) works: "
+        "forward mode over the method's own reverse pass; a CAM's activations and the "
+        "forward-only methods' scores need reverse mode (README: 'Differentiating through "
+        f"the methods'). JAX's error: {error}")

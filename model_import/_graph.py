@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._errors import KerasImportError, UnsupportedLayerError
+from model_import._errors import KerasImportError, UnsupportedLayerError, forward_mode_error
 from model_import._layers import masking as _masking
 from model_import._layers.activations import _identity, activation_name, get_activation
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
@@ -345,6 +345,10 @@ class Graph:
                     except LayerCallError:
                         raise
                     except Exception as e:  # trace-time only: name the layer that failed
+                        clear = forward_mode_error(
+                            e, f"layer {prefix}{call.layer!r} ({spec.class_name})")
+                        if clear is not None:  # jax.jvp through a custom VJP: what to use
+                            raise clear from e
                         shapes = jax.tree_util.tree_map(lambda a: getattr(a, "shape", a), args)
                         raise LayerCallError(
                             f"layer {prefix}{call.layer!r} ({spec.class_name}) failed on inputs "

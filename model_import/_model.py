@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from model_import._errors import forward_mode_error
 from model_import._graph import (Graph, LayerCallError, LayerSpec, _refs,
                                  pre_activation_refusal, probing_free_sizes)
 from model_import._layers.activations import activation_name
@@ -518,7 +519,13 @@ class KerasModel:
     def __call__(self, x: ArrayLike | Sequence[ArrayLike]):
         """``apply(self.params, x)``, jit-compiled (cached per model and input shape)."""
         self.check_token_ids(x)
-        return self._jitted(self.params, x)
+        try:
+            return self._jitted(self.params, x)
+        except TypeError as e:  # jax.jvp of the jitted program met a custom VJP in it
+            clear = forward_mode_error(e, "the model's forward pass")
+            if clear is None:
+                raise
+            raise clear from e
 
     def intermediates(self, x: ArrayLike, layers: Sequence[str]) -> dict[str, Array]:
         """Outputs of several named layers (or one name) for ``x`` in one forward pass."""

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src.precision import low_precision, low_precision_backward
+from model_import._errors import forward_mode_error
 from model_import._model import HEADS, KerasModel, apply_head  # one definition of the heads
 
 Array = jax.Array
@@ -93,10 +94,15 @@ class Program:
         self.tuned = jax.jit(fn, compiler_options=dict(options)) if options else self.plain
 
     def __call__(self, *args):
-        if self.tuned is not self.plain and any(
-                isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(args)):
+        if not any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(args)):
+            return self.tuned(*args)
+        try:
             return self.plain(*args)
-        return self.tuned(*args)
+        except TypeError as e:  # jax.jvp around the method met a custom VJP in it
+            clear = forward_mode_error(e, "this method's program")
+            if clear is None:
+                raise
+            raise clear from e
 
     def lower(self, *args):
         return self.tuned.lower(*args)

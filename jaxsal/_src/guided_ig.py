@@ -53,6 +53,21 @@ ArrayLike = jax.typing.ArrayLike
 L1_TOLERANCE = 1e-6
 
 
+@jax.custom_jvp
+def _nextafter(a: Array, b: Array) -> Array:
+    """``jnp.nextafter(a, b)`` with a derivative (``nextafter`` has none): within one ulp of
+    ``a``, 1 with respect to ``a`` and 0 with respect to ``b``. Differentiating a loss on the
+    map with respect to ``x`` then reaches the path's ``while_loop``, whose refusal of
+    reverse mode is the actual limit (``tests/test_double_backprop.py``)."""
+    return jnp.nextafter(a, b)
+
+
+@_nextafter.defjvp
+def _nextafter_jvp(primals, tangents):
+    (a, b), (ta, _) = primals, tangents
+    return _nextafter(a, b), ta
+
+
 def quantile_index(size: int, fraction: float) -> int:
     """The index into the sorted values that ``np.quantile(a, fraction, method="lower")``
     returns for ``size`` values: ``floor((size - 1) * fraction)`` in float64, as NumPy."""
@@ -92,7 +107,7 @@ def path_step(z: Array, g: Array, x: Array, x0: Array, l1_total: Array, step: Ar
         part = z + (z_hi - z) * gamma
         # a part-way move that rounds onto the bound stops one ulp short: a feature counts as
         # at the bound (and leaves the selection) only when moved there whole, as in float64
-        part = jnp.where((part == z_hi) & (gamma < 1.0), jnp.nextafter(z_hi, z), part)
+        part = jnp.where((part == z_hi) & (gamma < 1.0), _nextafter(z_hi, z), part)
         move = jnp.where(gamma > 1.0, z_hi, part)
         z_new = jnp.where(sel & (left > tol), move, z)
         # go on only after whole moves that left a gap: done when the target was met before

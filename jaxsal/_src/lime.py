@@ -617,7 +617,9 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
         jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids),
         *map(jnp.asarray, own_groups))
-    if not isinstance(stats["refused"], jax.core.Tracer):  # under a jit: NaN maps (see above)
+    # under a jit, or a jax.grad with respect to x (whose traced stats have no values): NaN
+    # maps (see above)
+    if not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(stats)):
         _check_lime_fit(jax.tree_util.tree_map(np.asarray, stats), n_draws, own_groups[0],
                         own_groups[2], width, distance, alpha, index_offset)
     return maps

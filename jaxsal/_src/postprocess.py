@@ -36,17 +36,29 @@ def check_reduce(reduce) -> None:
         raise ValueError(f"unknown channel reduction {reduce!r}; expected one of {REDUCTIONS}")
 
 
+def _channel_max(g: Array, axis: int) -> Array:
+    """``jnp.max(g, axis)`` (NaN if a channel holds one), read at its ``argmax``: the value
+    is one of ``g``'s own elements, so its derivative (a map differentiated again: a loss on
+    it, an attack) goes to that one channel. ``jnp.max``'s derivative compares ``g`` with a
+    maximum computed apart and divides by the number of equal elements; XLA may compute
+    ``g``'s producer twice with different roundings (XLA:CPU at
+    ``--xla_backend_optimization_level=0`` does), and then no element equals the maximum and
+    the derivative was 0 / 0 = NaN (VarGrad's maps, ``tests/test_double_backprop.py``)."""
+    i = jnp.expand_dims(jnp.argmax(g, axis=axis), axis)
+    return jnp.squeeze(jnp.take_along_axis(g, i, axis=axis), axis)
+
+
 def _reduce(g: Array, mode: str | None, axis: int = -1) -> Array:
     if mode is None:
         return g
     if mode == "max_abs":
-        return jnp.max(jnp.abs(g), axis=axis)
+        return _channel_max(jnp.abs(g), axis)
     if mode == "abs_sum":
         return jnp.sum(jnp.abs(g), axis=axis)
     if mode in ("sum", "signed"):
         return jnp.sum(g, axis=axis)
     if mode == "max":
-        return jnp.max(g, axis=axis)
+        return _channel_max(g, axis)
     if mode == "mean":
         return jnp.mean(g, axis=axis)
     if mode == "l2":

@@ -298,9 +298,17 @@ def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
 
 def _check_noisy(x: Any) -> None:
     """VarGrad with ``noise_level`` (relative to each input's max - min): refuse the inputs
-    that are constant (every array of them), whose noise is 0 and their map 0."""
-    flat = [jnp.reshape(a, (a.shape[0], -1)) for a in jax.tree_util.tree_leaves(x)]
-    spans = np.asarray(sum(jnp.max(a, axis=1) - jnp.min(a, axis=1) for a in flat))
+    that are constant (every array of them), whose noise is 0 and their map 0. Traced inputs
+    (``jax.grad`` or ``jax.jit`` with respect to ``x`` around the method) are not checked:
+    their values are unknown. Concrete ones are checked eagerly, also inside a user's
+    ``jax.jit`` (where ``jnp`` operations on them would be traced, and ``np.asarray`` of the
+    result raised a ``TracerArrayConversionError``)."""
+    leaves = jax.tree_util.tree_leaves(x)
+    if any(isinstance(a, jax.core.Tracer) for a in leaves):
+        return
+    with jax.ensure_compile_time_eval():
+        flat = [jnp.reshape(a, (a.shape[0], -1)) for a in leaves]
+        spans = np.asarray(sum(jnp.max(a, axis=1) - jnp.min(a, axis=1) for a in flat))
     flat_inputs = np.flatnonzero(spans == 0)
     if flat_inputs.size:
         which = (f"input {int(flat_inputs[0])} is constant, so its noise is" if
