@@ -111,6 +111,16 @@ def test_plain_jax_functions():
                                   jaxsal.saliency(plain.with_backprop("guided"), x, [1]))
 
 
+def test_differentiating_through_the_methods(x, mnist):
+    m = mnist.with_head("logits")
+    s = _run(_block("### Differentiating through the methods (double backprop)"), m=m, x=x,
+             y=3)
+    assert jax.tree_util.tree_structure(s["g"]) == jax.tree_util.tree_structure(m.params)
+    assert all(bool(jnp.isfinite(a).all()) for a in jax.tree_util.tree_leaves(s["g"]))
+    assert s["gx"].shape == x.shape and bool(jnp.isfinite(s["gx"]).all())
+    assert float(jnp.max(jnp.abs(s["gx"]))) > 0
+
+
 def test_like_pytorch_grad_cam(x, mnist):
     s = _run(_block("### Captum and pytorch-grad-cam"), x=x, m=mnist.with_head("logits"),
              targets=[3, 5], subs=[('layer="c3"', 'layer="conv2d_2"')])
