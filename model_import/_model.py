@@ -545,12 +545,19 @@ class KerasModel:
         :attr:`layer_names`): with :meth:`with_output`, those feeding the selected output,
         not the other outputs' heads; otherwise those feeding any output. A layer missing
         here cannot change the output: its gradients are zero."""
+        used = self._used_paths()
+        return [p for p in self._paths if p in used]
+
+    def _used_paths(self) -> frozenset[str]:
+        """The paths the output depends on (:attr:`used_layers`), Keras 3 operation nodes
+        (``ops.relu(x)``, ``x * 2.0``: no layers of :attr:`layer_names`, but names a
+        ``layer=`` takes) included."""
         memo = self.__dict__.setdefault("_used_memo", {})
         if self.output_index not in memo:
             used = self.graph.reaching(None if self.output_index is None
                                        else (self.output_index,))
-            memo[self.output_index] = [p for p in self._paths if p in used]
-        return list(memo[self.output_index])
+            memo[self.output_index] = frozenset(p for p in self._all_paths if p in used)
+        return memo[self.output_index]
 
     @property
     def name(self) -> str:

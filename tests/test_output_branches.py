@@ -110,3 +110,33 @@ def test_a_nested_model_used_through_one_of_its_outputs(tmp_path):
         jaxsal.gradcam(m, X, 0, layer="inner/conv_b")
     assert list(jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, X, 0), m, key=0)) \
         == ["out", "inner/conv_a", "inner/trunk"]
+
+
+def test_keras_operation_nodes_on_the_outputs_branch_are_taken(tmp_path):
+    """Keras 3 operation nodes (``ops.relu(x)``, ``x * 2.0``) are not in ``layer_names`` (nor
+    ``used_layers``), but ``layer=`` takes them: one on the selected output's branch is not
+    refused as feeding no output (it was, wrongly); one on another output's branch is."""
+    import keras
+    from model_import import load_keras
+
+    keras.backend.clear_session()  # the nodes' names, without the suffixes of earlier ones
+    keras.utils.set_random_seed(2)
+    i = keras.Input((8, 8, 2), name="x")
+    a = keras.layers.Conv2D(5, 3, padding="same", name="conv_a")(i)
+    b = keras.layers.Conv2D(6, 3, padding="same", name="conv_b")(i)
+    a = keras.ops.relu(a) * 2.0
+    b = keras.ops.sigmoid(b)
+    cls = keras.layers.Dense(3, name="cls")(keras.layers.GlobalAveragePooling2D(name="gap_a")(a))
+    reg = keras.layers.Dense(1, name="reg")(keras.layers.GlobalAveragePooling2D(name="gap_b")(b))
+    keras.Model(i, [cls, reg]).save(tmp_path / "ops.keras")
+    m = load_keras(tmp_path / "ops.keras")
+    cls = m.with_output("cls").with_head("logits")
+    assert cls.used_layers == ["x", "conv_a", "gap_a", "cls"]
+    for op in ("relu", "multiply"):
+        assert np.abs(np.asarray(jaxsal.gradcam(cls, X, 0, layer=op))).max() > 0
+        assert np.abs(np.asarray(jaxsal.saliency(cls, X, 0, layer=op))).max() > 0
+    with pytest.raises(ValueError, match="layer 'sigmoid' does not feed the model's output "
+                                         "'cls'"):
+        jaxsal.gradcam(cls, X, 0, layer="sigmoid")
+    assert np.abs(np.asarray(jaxsal.gradcam(m.with_output("reg"), X, 0,
+                                            layer="sigmoid"))).max() > 0

@@ -435,7 +435,12 @@ def check_feeds_output(model: Any, layer: str) -> None:
     be 0 everywhere. Models that do not list :attr:`~model_import.KerasModel.used_layers`
     are not checked."""
     used = getattr(model, "used_layers", None)
-    if used is None or layer in used:
+    if used is None:
+        return
+    # a KerasModel's Keras 3 operation nodes (ops.relu(x), x * 2.0) are no layers of
+    # used_layers, but a layer= may name one
+    paths = getattr(model, "_used_paths", None)
+    if layer in (paths() if callable(paths) else used):
         return
     names = getattr(model, "output_names", None) or []
     index = getattr(model, "output_index", None)
