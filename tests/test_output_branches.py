@@ -140,3 +140,36 @@ def test_keras_operation_nodes_on_the_outputs_branch_are_taken(tmp_path):
         jaxsal.gradcam(cls, X, 0, layer="sigmoid")
     assert np.abs(np.asarray(jaxsal.gradcam(m.with_output("reg"), X, 0,
                                             layer="sigmoid"))).max() > 0
+
+
+def test_scores_of_a_layer_s_unit_read_any_branch(tmp_path):
+    """A ``jaxsal.neuron`` score reads a layer's unit, not the selected output: a layer on
+    another output's branch feeds it, and is not refused (it was: 'does not feed the model's
+    output'); the default CAM layer is then the last convolution of every branch, not one of
+    the selected output's, whose gradients are 0 (it was: maps of zeros)."""
+    import keras
+    from model_import import load_keras
+
+    keras.utils.set_random_seed(3)
+    i = keras.Input((8, 8, 2))
+    t = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="trunk")(i)
+    a = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="conv_a")(t)
+    b1 = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b1")(t)
+    b2 = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b2")(b1)
+    cls = keras.layers.Dense(3, name="cls")(keras.layers.GlobalAveragePooling2D()(a))
+    reg = keras.layers.Dense(1, name="reg")(keras.layers.GlobalAveragePooling2D()(b2))
+    keras.Model(i, [cls, reg]).save(tmp_path / "units.keras")
+    m = load_keras(tmp_path / "units.keras")
+    unit = jaxsal.neuron("conv_b2", 1)
+    cls = m.with_output("cls")
+    for method in (jaxsal.saliency, jaxsal.integrated_gradients, jaxsal.gradcam):
+        got = np.asarray(method(cls, X, unit, layer="conv_b1"))
+        np.testing.assert_allclose(got, np.asarray(method(m, X, unit, layer="conv_b1")))
+        assert np.abs(got).max() > 0
+    default = np.asarray(jaxsal.gradcam(cls, X, unit))
+    np.testing.assert_allclose(default, np.asarray(jaxsal.gradcam(cls, X, unit,
+                                                                  layer="conv_b2")))
+    assert np.abs(default).max() > 0
+    # the selected output's scores still refuse that branch
+    with pytest.raises(ValueError, match="layer 'conv_b1' does not feed the model's output"):
+        jaxsal.gradcam(cls, X, 0, layer="conv_b1")

@@ -168,7 +168,12 @@ def _cam_layer(p: Prepared, layer: str | None, upsample: bool = True
     :func:`default_cam_layer`), checked to have the input's spatial axes. With several model
     inputs, maps are upsampled to the input(s) with the layer's number of spatial axes, which
     must then share one spatial size (else ``upsample=False``)."""
-    name, shape, fmt = layer_output(p, default_cam_layer(p.model) if layer is None else layer)
+    if layer is None:
+        # scores of a layer's unit (jaxsal.neuron) read no output: the last convolution of
+        # every output's branches, not of the selected output's only (with_output)
+        reads_layers = p.spec.layers and hasattr(p.model, "with_output")
+        layer = default_cam_layer(p.model.with_output(None) if reads_layers else p.model)
+    name, shape, fmt = layer_output(p, layer)
     if not p.multi:
         check_spatial(name, shape, cam_rank(p.x), fmt)
         return name, shape, fmt == "channels_first", (p.spatial_shape if upsample else None)
@@ -203,7 +208,7 @@ def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, chec
                 spatial=True, allow_int=tokens, multi_input=multi_input)
     layer, a_shape, layer_cf, size = _cam_layer(p, layer, upsample)
     if reads_output:
-        check_feeds_output(p.model, layer)
+        check_feeds_output(p.model, layer, p.spec)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     # A CAM's pullback runs only through the layers after `layer`: cheap per target. On CPU

@@ -428,14 +428,15 @@ def check_layer(model: Any, layer: str) -> str:
     return layer
 
 
-def check_feeds_output(model: Any, layer: str) -> None:
+def check_feeds_output(model: Any, layer: str, spec: TargetSpec | None = None) -> None:
     """A method that reads how the output changes with a layer (a gradient at it, an
     ablation of its channels) refuses a layer the output does not depend on (of a model with
     several outputs viewed through ``with_output``, another output's branch): its maps would
     be 0 everywhere. Models that do not list :attr:`~model_import.KerasModel.used_layers`
-    are not checked."""
+    are not checked, nor targets ``spec`` whose scores read a layer (:func:`jaxsal.neuron`:
+    the score is that layer's unit, on any output's branch, not the output)."""
     used = getattr(model, "used_layers", None)
-    if used is None:
+    if used is None or (spec is not None and spec.layers):
         return
     # a KerasModel's Keras 3 operation nodes (ops.relu(x), x * 2.0) are no layers of
     # used_layers, but a layer= may name one
@@ -760,7 +761,7 @@ def prepare_layer(p: Prepared, layer: str, reduce: str | None) -> LayerTarget:
     has a channel axis to reduce (the last one, or the first for a channels-first layer:
     an embedding's ``(N, L, E)`` reduces over ``E``)."""
     name, shape, fmt = layer_output(p, layer)
-    check_feeds_output(p.model, name)
+    check_feeds_output(p.model, name, p.spec)
     if reduce is not None and len(shape) < 3:  # (N, units): nothing to reduce over
         raise ValueError(f"layer {layer!r} has output shape {shape} (batch first) and no "
                          f"channel axis for reduce={reduce!r} to collapse; pass reduce=None "
