@@ -173,6 +173,8 @@ class KerasModel:
         # output shapes, per output selection: the same for every head, weights of the same
         # shapes and view (shared, so that a variant made on every call is traced once)
         new.__dict__["_output_shape_memo"] = self.__dict__.setdefault("_output_shape_memo", {})
+        # the layers each output depends on: a function of the graph alone (_used_paths)
+        new.__dict__["_used_memo"] = self.__dict__.setdefault("_used_memo", {})
         if "_formats" in self.__dict__:  # a function of the graph alone
             new.__dict__["_formats"] = self.__dict__["_formats"]
         return new

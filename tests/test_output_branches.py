@@ -173,3 +173,19 @@ def test_scores_of_a_layer_s_unit_read_any_branch(tmp_path):
     # the selected output's scores still refuse that branch
     with pytest.raises(ValueError, match="layer 'conv_b1' does not feed the model's output"):
         jaxsal.gradcam(cls, X, 0, layer="conv_b1")
+
+
+def test_the_used_layers_are_found_once_per_output_for_every_variant(two_heads, monkeypatch):
+    """Every method call makes variants of the model (another head, rule or params): they
+    share what the graph alone decides, and InceptionResNetV2's walk takes ~12 ms."""
+    from model_import._graph import Graph
+
+    walks = []
+    real = Graph.reaching
+    monkeypatch.setattr(Graph, "reaching", lambda self, *a, **k: walks.append(a) or
+                        real(self, *a, **k))
+    m = two_heads.with_output("reg").with_params(two_heads.params)
+    first = m.used_layers
+    assert m.with_head("logits").used_layers == first
+    assert m.with_backprop("guided").with_params(m.params).used_layers == first
+    assert len(walks) <= 1
