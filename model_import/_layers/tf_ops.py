@@ -28,6 +28,7 @@ NumPy array or ``tf.constant``) is recorded in the call as a nested list of its 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any
 
@@ -1318,6 +1319,14 @@ def _resize_with_pad(rt, image, target_height, target_width, method="bilinear",
                      antialias=False):
     """``tf.image.resize_with_pad``: resized by one ratio (TF's float32 arithmetic) to fit
     the target, then padded with zeros to it (centred, the odd row at the end)."""
+    def resize(im, size):
+        return _resize(rt, im, size, method=method, antialias=antialias)
+    return _pad_resized(image, target_height, target_width, resize)
+
+
+def _pad_resized(image, target_height, target_width, resize):
+    """TF's ``_resize_image_with_pad_common``: ``resize(image, [h, w])`` to the largest size
+    with the image's aspect ratio within the target, then zeros around it."""
     h, w = _image_hw(image, "resize_with_pad")
     if image.ndim != 4:
         raise _Refused(f"images of rank {image.ndim} are not supported (batch, height, "
@@ -1330,8 +1339,7 @@ def _resize_with_pad(rt, image, target_height, target_width, method="bilinear",
     f32 = np.float32
     ratio = max(f32(w) / f32(tw), f32(h) / f32(th))
     rh, rw = f32(h) / ratio, f32(w) / ratio
-    resized = _resize(rt, image, [int(np.floor(rh)), int(np.floor(rw))], method=method,
-                      antialias=antialias)
+    resized = resize(image, [int(np.floor(rh)), int(np.floor(rw))])
     top = max(0, int(np.floor((f32(th) - rh) / f32(2))))
     left = max(0, int(np.floor((f32(tw) - rw) / f32(2))))
     return _pad_image(resized, top, left, th, tw)
@@ -2160,6 +2168,411 @@ _YIQ_TO_RGB = [[1, 1, 1], [0.95598634, -0.27201283, -1.10674021],
                [0.6208248, -0.64720424, 1.70423049]]
 
 
+# ------------------ fake quantization, fused batch norm, complex parts, morphology, linalg
+def _fq_nudge(lo, hi, bits: int, narrow: bool):
+    """TF's ``Nudge`` (fake_quant_ops_functor.h) in float32: the range moved so that 0 is a
+    level (the zero point rounded half away from zero, within the levels); the nudged
+    ends, the step and its inverse."""
+    qmin, qmax = np.float32(1.0 if narrow else 0.0), np.float32((1 << bits) - 1)
+    scale = (hi - lo) / (qmax - qmin)
+    inv = (qmax - qmin) / (hi - lo)
+    z = qmin - lo / scale
+    below = jnp.floor(z)
+    rounded = jnp.where(z - below == 0.5, below + 1, jnp.round(z))
+    zero = jnp.where(z < qmin, qmin, jnp.where(z > qmax, qmax, rounded))
+    return (qmin - zero) * scale, (qmax - zero) * scale, scale, inv
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _fake_quant(x, lo, hi, bits: int, narrow: bool):
+    """TF's fake quantization of ``x`` on ``[lo, hi]`` (scalars, or one range per channel
+    of the last axis): clamped to the nudged range, rounded to its levels as TF's kernel
+    computes it (``floor((x - nudged_min) / step - quant_zero + 1/2) * step``)."""
+    nmin, nmax, scale, inv = _fq_nudge(lo, hi, bits, narrow)
+    zero = jnp.floor(-nmin * inv + np.float32(0.5))
+    shifted = jnp.clip(x, nmin, nmax) - nmin
+    return jnp.floor(shifted * inv - zero + np.float32(0.5)) * scale
+
+
+def _fake_quant_fwd(x, lo, hi, bits, narrow):
+    return _fake_quant(x, lo, hi, bits, narrow), (x, lo, hi)
+
+
+def _fake_quant_bwd(bits, narrow, res, g):
+    """TF's gradient (``FakeQuantWithMinMax*Gradient``): straight through inside the nudged
+    range, ends included, 0 outside; the range's ends get the sums of the gradients below
+    and above it (per channel for a range per channel)."""
+    x, lo, hi = res
+    nmin, nmax, _, _ = _fq_nudge(lo, hi, bits, narrow)
+    zero = jnp.zeros_like(g)
+
+    def total(v, like):
+        return jnp.sum(v) if like.ndim == 0 else jnp.sum(v.reshape(-1, like.shape[-1]), 0)
+
+    return (jnp.where((x >= nmin) & (x <= nmax), g, zero),
+            total(jnp.where(x < nmin, g, zero), lo), total(jnp.where(x > nmax, g, zero), hi))
+
+
+_fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
+
+
+def _fake_quant_call(per_channel: bool):
+    """``tf.quantization.fake_quant_with_min_max_args`` / ``_vars`` (``per_channel``
+    False: one range) / ``_vars_per_channel`` (one per channel of the last axis): ``min``
+    and ``max`` constants (as recorded) or tensors, ``num_bits`` 2 to 16; float32."""
+    def f(rt, inputs, min=-6.0, max=6.0, num_bits=8, narrow_range=False):
+        bits = _static_int(num_bits, "num_bits")
+        if not 2 <= bits <= 16:
+            raise _Refused(f"num_bits={bits} is not supported (2 to 16, as TF requires)")
+        if not jnp.issubdtype(inputs.dtype, jnp.floating):
+            raise _Refused(f"inputs of dtype {inputs.dtype} are not supported (float32, as "
+                           "TF requires)")
+        lo, hi = (jnp.asarray(_const(v), jnp.float32) for v in (min, max))
+        want = (inputs.shape[-1],) if per_channel else ()
+        kind = "one value per channel of the last axis" if per_channel else "a scalar"
+        for what, v, given in (("min", lo, min), ("max", hi, max)):
+            if v.shape != want:
+                raise _Refused(f"{what}={_show(given)} of shape {tuple(v.shape)}: expected "
+                               f"shape {want} ({kind}, as TF requires)")
+        if _is_static(min) and _is_static(max) and not bool(np.all(
+                np.asarray(min, np.float32) < np.asarray(max, np.float32))):
+            raise _Refused(f"min={_show(min)}, max={_show(max)}: min must be below max "
+                           "(TF refuses it for fake_quant_with_min_max_args; an empty "
+                           "range has no levels)")
+        return _fake_quant(inputs.astype(jnp.float32), lo, hi, bits, bool(narrow_range))
+    return f
+
+
+def _fused_batch_norm(rt, x, scale, offset, mean=None, variance=None, epsilon=0.001,
+                      data_format="NHWC", is_training=True, exponential_avg_factor=1.0):
+    """``tf.compat.v1.nn.fused_batch_norm`` at inference (``is_training=False``):
+    ``(x - mean) * (rsqrt(variance + epsilon) * scale) + offset`` over the last axis, as
+    TF's kernel orders it (``epsilon`` as given: a variance and epsilon of 0 give
+    infinities and NaN, as in TF); three results, the
+    normalized tensor, ``mean`` and ``variance`` (TF's outputs at inference;
+    ``exponential_avg_factor`` only matters in training)."""
+    if is_training:
+        raise _Refused("is_training=True (TF's default) is not supported: it normalizes "
+                       "by the statistics of the batch it is given, so each example's "
+                       "output depends on the others in its batch; pass is_training=False "
+                       "with mean= and variance= (the moving averages), or use "
+                       "tf.keras.layers.BatchNormalization, which the importer reads")
+    if mean is None or variance is None:
+        raise _Refused("is_training=False without mean= and variance= (TF refuses it too: "
+                       "give the moving averages)")
+    if data_format != "NHWC":
+        raise _Refused(f"data_format={data_format!r} is not supported ('NHWC', channels "
+                       "last)")
+    vecs = [jnp.asarray(_const(v, x), jnp.float32) for v in (scale, offset, mean, variance)]
+    for what, v in zip(("scale", "offset", "mean", "variance"), vecs):
+        if v.shape != (x.shape[-1],):
+            raise _Refused(f"{what} of shape {tuple(v.shape)}: expected ({x.shape[-1]},), "
+                           "one value per channel (TF refuses others too)")
+    s, o, m, v = vecs
+    eps = np.float32(epsilon)
+    y = (x.astype(jnp.float32) - m) * (jax.lax.rsqrt(v + eps) * s) + o
+    return y, m, v
+
+
+def _real_part(rt, input):
+    return jnp.real(input) if jnp.iscomplexobj(input) else input
+
+
+def _imag_part(rt, input):
+    return jnp.imag(input) if jnp.iscomplexobj(input) else jnp.zeros_like(input)
+
+
+def _angle(rt, input):
+    """``tf.math.angle``: ``atan2(imag, real)`` of complex values (-pi for -1 - 0j); of real
+    ones, pi where negative, else 0 (TF's ``where(x < 0, pi, 0)``: 0 for -0.0)."""
+    if jnp.iscomplexobj(input):
+        return jnp.arctan2(jnp.imag(input), jnp.real(input))
+    return jnp.where(input < 0, jnp.asarray(np.pi, input.dtype), jnp.zeros_like(input))
+
+
+def _conj(rt, x):
+    return jnp.conj(x) if jnp.iscomplexobj(x) else x
+
+
+def _inverse_stft(rt, stfts, frame_length, frame_step, fft_length=None,
+                  window_fn="hann_window"):
+    """``tf.signal.inverse_stft``: the inverse real FFT of ``fft_length`` points of each
+    frame (default the smallest power of 2 at least ``frame_length``; the bins cut or
+    zero-padded to ``fft_length // 2 + 1``), cut or zero-padded to ``frame_length``, times
+    the window (as :func:`_stft`'s ``window_fn``), overlapped and added every
+    ``frame_step``. tf.keras writes ``tf.signal.inverse_stft_window_fn(...)`` as the name
+    of its inner function only, without its arguments: refused."""
+    if window_fn not in (None, "hann_window", "hamming_window"):
+        why = (" (tf.keras wrote the window of tf.signal.inverse_stft_window_fn without its "
+               "frame_step and forward window, and cannot reload it either)"
+               if window_fn == "inverse_stft_window_fn_inner" else "")
+        raise _Refused(f"window_fn={window_fn!r} is not supported (the default Hann window, "
+                       f"'hann_window', 'hamming_window' or None){why}")
+    if not jnp.iscomplexobj(stfts):
+        raise _Refused(f"stfts of dtype {stfts.dtype} are not supported (complex, as TF "
+                       "requires)")
+    n = _static_int(frame_length, "frame_length")
+    size = (1 << max(0, int(np.ceil(np.log2(n)))) if fft_length is None
+            else _static_int(fft_length, "fft_length"))
+    if n <= 0 or size <= 0:
+        raise _Refused(f"frame_length={n}, fft_length={size} must be positive (TF refuses "
+                       "them too)")
+    frames = jnp.fft.irfft(stfts.astype(jnp.complex64), n=size, axis=-1).astype(jnp.float32)
+    if size >= n:
+        frames = frames[..., :n]
+    else:
+        frames = jnp.pad(frames, [(0, 0)] * (frames.ndim - 1) + [(0, n - size)])
+    frames = frames * jnp.asarray(_cosine_window(window_fn, n))
+    return _overlap_and_add(rt, frames, frame_step)
+
+
+def _morphology(erode: bool):
+    """``tf.nn.dilation2d`` (``erode`` False): ``max`` over the filter's taps of
+    ``input[y * sh + i * rh, x * sw + j * rw] + filters[i, j]`` per channel, padded with
+    -inf (SAME padding as a convolution's); ``tf.nn.erosion2d``: TF's
+    ``-dilation2d(-input, filters reversed)``, the minimum of ``input - filters`` reflected.
+    NHWC, strides and dilations ``[1, h, w, 1]``."""
+    def f(rt, input, filters, strides, padding, data_format="NHWC", dilations=None):
+        if data_format != "NHWC":
+            raise _Refused(f"data_format={data_format!r} is not supported ('NHWC', as TF's "
+                           "kernel requires)")
+        if input.ndim != 4:
+            raise _Refused(f"an input of rank {input.ndim} is not supported (rank 4, as TF "
+                           "requires)")
+        k = jnp.asarray(_const(filters, input))
+        if k.ndim != 3 or k.shape[-1] != input.shape[-1]:
+            raise _Refused(f"filters={_show(filters)} of shape {tuple(k.shape)}: expected "
+                           f"(height, width, "
+                           f"{input.shape[-1]}), one filter per channel (TF refuses others "
+                           "too)")
+        st = _static_ints(strides, "strides")
+        rates = (1, 1, 1, 1) if dilations is None else _static_ints(dilations, "dilations")
+        for what, v in (("strides", st), ("dilations", rates)):
+            if len(v) != 4 or v[0] != 1 or v[3] != 1 or min(v) < 1:
+                raise _Refused(f"{what}={list(v)} is not supported ([1, height, width, 1], "
+                               "as TF requires)")
+        if padding not in ("SAME", "VALID"):
+            raise _Refused(f"padding={padding!r} is not supported ('SAME', 'VALID')")
+        x = -input if erode else input
+        if erode:
+            k = k[::-1, ::-1]
+        x = x.astype(jnp.result_type(x.dtype, k.dtype))
+        pads, outs = [], []
+        for axis, size, s, r in ((1, x.shape[1], st[1], rates[1]), (2, x.shape[2], st[2],
+                                                                     rates[2])):
+            eff = (k.shape[axis - 1] - 1) * r + 1
+            if padding == "SAME":
+                out = -(-size // s)
+                total = max((out - 1) * s + eff - size, 0)
+                pads.append((total // 2, total - total // 2))
+            else:
+                out = max(0, -(-(size - eff + 1) // s))
+                pads.append((0, 0))
+            outs.append(out)
+        xp = jnp.pad(x, [(0, 0), pads[0], pads[1], (0, 0)], constant_values=-jnp.inf)
+        y = None
+        for i in range(k.shape[0]):
+            for j in range(k.shape[1]):
+                tap = jax.lax.slice(xp, (0, i * rates[1], j * rates[2], 0),
+                                    (xp.shape[0], i * rates[1] + (outs[0] - 1) * st[1] + 1,
+                                     j * rates[2] + (outs[1] - 1) * st[2] + 1, xp.shape[3]),
+                                    (1, st[1], st[2], 1)) + k[i, j]
+                y = tap if y is None else jnp.maximum(y, tap)
+        return -y if erode else y
+    return f
+
+
+def _float32_key(v: float) -> int:
+    """An integer in the order of the float32 values (adjacent floats: adjacent keys)."""
+    bits = int(np.asarray(v, np.float32).view(np.uint32))
+    return bits if bits < 0x80000000 else -(bits & 0x7FFFFFFF)
+
+
+def _float32_of_key(k: int) -> np.float32:
+    bits = k if k >= 0 else (-k) | 0x80000000
+    return np.asarray(bits, np.uint32).view(np.float32)[()]
+
+
+def _histogram_edges(lo: np.float32, hi: np.float32, nbins: int) -> np.ndarray:
+    """The least float32 value of each bin 1 .. nbins - 1 of TF's ``HistogramFixedWidth``
+    kernel, which computes ``(x - lo) / step`` in double (``step = (hi - lo) / nbins``)
+    and truncates it: a bisection over the float32 values in ``[lo, hi]``."""
+    step = (float(hi) - float(lo)) / nbins
+    edges = []
+    for i in range(1, nbins):
+        low, high = _float32_key(lo), _float32_key(hi)  # not in bin i; in bin i or above
+        while high - low > 1:
+            mid = (low + high) // 2
+            if (float(_float32_of_key(mid)) - float(lo)) / step >= i:
+                high = mid
+            else:
+                low = mid
+        edges.append(_float32_of_key(high))
+    return np.asarray(edges, np.float32)
+
+
+def _value_range(value_range, what="value_range"):
+    if not _is_static(value_range):
+        raise _Refused(f"{what}=<a tensor> is not supported (a constant [lo, hi])")
+    lo, hi = (np.float32(v) for v in np.asarray(value_range, np.float32).reshape(-1)[:2])
+    if np.asarray(value_range).size != 2 or not lo < hi:
+        raise _Refused(f"{what}={_show(value_range)} is not two values lo < hi (TF refuses "
+                       "it too)")
+    return lo, hi
+
+
+def _histogram_fixed_width(rt, values, value_range, nbins=100, dtype="int32"):
+    """``tf.histogram_fixed_width``: counts of every value in ``nbins`` equal bins of the
+    constant ``value_range`` (values below it in the first, above in the last), bin
+    edges as TF's kernel computes them in double (:func:`_histogram_edges`); int32 (int64
+    computed as int32); NaN values, which TF refuses at run time, are not counted."""
+    _index_type(dtype, "dtype")
+    lo, hi = _value_range(value_range)
+    n = _static_int(nbins, "nbins")
+    if n < 1:
+        raise _Refused(f"nbins={n} must be positive (TF refuses it too)")
+    v = jnp.asarray(values).astype(jnp.float32).reshape(-1)
+    bins = jnp.sum(v[:, None] >= jnp.asarray(_histogram_edges(lo, hi, n))[None], axis=1)
+    counted = (~jnp.isnan(v)).astype(jnp.int32)
+    return jax.ops.segment_sum(counted, bins.astype(jnp.int32), n)
+
+
+def _histogram_fixed_width_bins(rt, values, value_range, nbins=100, dtype="int32"):
+    """``tf.histogram_fixed_width_bins``: each value's bin, ``floor(nbins * (x - lo) / (hi
+    - lo))`` in float32 clipped to ``[0, nbins - 1]``, as TF computes it; int32."""
+    _index_type(dtype, "dtype")
+    lo, hi = _value_range(value_range)
+    n = _static_int(nbins, "nbins")
+    if n < 1:
+        raise _Refused(f"nbins={n} must be positive (TF refuses it too)")
+    scaled = (jnp.asarray(values).astype(jnp.float32) - lo) / (hi - lo)
+    return jnp.clip(jnp.floor(np.float32(n) * scaled), 0, n - 1).astype(jnp.int32)
+
+
+def _in_top_k(rt, predictions, targets, k):
+    """``tf.math.in_top_k`` (recorded as ``compat.v1.math.in_top_k(predictions, targets,
+    k)``): whether fewer than ``k`` predictions of the row are above the target's (ties
+    all in), False where the target is out of range or the row has a non-finite value,
+    as TF's kernel."""
+    if predictions.ndim != 2:
+        raise _Refused(f"predictions of rank {predictions.ndim} are not supported (batch, "
+                       "classes, as TF requires)")
+    kk = _static_int(k, "k")
+    t = jnp.asarray(_const(targets)).astype(jnp.int32).reshape(-1)
+    if t.shape[0] != predictions.shape[0]:
+        raise _Refused(f"targets={_show(targets)} has {t.shape[0]} entries for "
+                       f"{predictions.shape[0]} rows of predictions (TF refuses it too)")
+    n = predictions.shape[-1]
+    valid = (t >= 0) & (t < n)
+    mine = jnp.take_along_axis(predictions, jnp.clip(t, 0, n - 1)[:, None], axis=1)
+    above = jnp.sum(predictions > mine, axis=1)
+    finite = jnp.all(jnp.isfinite(predictions), axis=1)
+    return valid & finite & (above < kk)
+
+
+def _set_diag(rt, input, diagonal, k=0, align="RIGHT_LEFT"):
+    """``tf.linalg.set_diag`` of the main diagonal (``k=0``; ``align`` then changes
+    nothing): ``input`` with its ``[..., i, i]`` entries replaced by ``diagonal``."""
+    if not (isinstance(k, int) and k == 0):
+        raise _Refused(f"k={k!r} is not supported (0, the main diagonal)")
+    d = jnp.asarray(_const(diagonal, input))
+    m = min(input.shape[-2:])
+    if d.shape[-1:] != (m,):
+        raise _Refused(f"diagonal of shape {tuple(d.shape)} does not end with the input's "
+                       f"diagonal length {m} (TF refuses it too)")
+    idx = np.arange(m)
+    return input.at[..., idx, idx].set(jnp.broadcast_to(d, input.shape[:-2] + (m,)))
+
+
+def _cholesky(rt, input):
+    """``tf.linalg.cholesky``: the lower Cholesky factor, read from the lower triangle as
+    TF's; NaN where the matrix is not positive definite (TF raises there)."""
+    return jax.lax.linalg.cholesky(input, symmetrize_input=False)
+
+
+def _solve(rt, matrix, rhs, adjoint=False):
+    """``tf.linalg.solve``: ``x`` with ``matrix @ x = rhs`` (``adjoint``: ``matrix``'s
+    conjugate transpose); inf or NaN where the matrix is singular (TF raises there)."""
+    a, b = _operands(matrix, rhs)
+    return jnp.linalg.solve(_swap(a, True) if adjoint else a, b)
+
+
+def _eigvalsh(rt, tensor):
+    """``tf.linalg.eigvalsh``: the eigenvalues, ascending, of the self-adjoint matrix read
+    from its lower triangle, as TF's."""
+    return jax.lax.linalg.eigh(tensor, lower=True, symmetrize_input=False)[1]
+
+
+def _svd(rt, tensor, full_matrices=False, compute_uv=True):
+    """``tf.linalg.svd(compute_uv=False)``: the singular values, descending. The singular
+    vectors are refused: their signs are each library's choice, and JAX's differ from
+    TF's."""
+    if compute_uv:
+        raise _Refused("compute_uv=True (TF's default) is not supported: each singular "
+                       "vector's sign is the SVD routine's choice and JAX's differ from "
+                       "TF's, so the model would compute something else; pass "
+                       "compute_uv=False for the singular values")
+    return jnp.linalg.svd(tensor, compute_uv=False)
+
+
+def _softmax_xent(rt, labels, logits, axis=-1, dim=None):
+    """``tf.nn.softmax_cross_entropy_with_logits`` (recorded as ``compat.v1.nn.
+    softmax_cross_entropy_with_logits_v2``): ``-sum(labels * log_softmax(logits))`` over
+    ``axis``; gradients reach both."""
+    if dim is not None and axis not in (None, -1, dim):
+        raise _Refused(f"axis={axis!r} and dim={dim!r} are both given (TF refuses it too)")
+    ax = -1 if (axis if axis is not None else dim) is None else int(
+        axis if axis is not None else dim)
+    labels, logits = _operands(labels, logits)
+    return -jnp.sum(labels * jax.nn.log_softmax(logits, axis=ax), axis=ax)
+
+
+def _sigmoid_xent(rt, labels, logits):
+    """``tf.nn.sigmoid_cross_entropy_with_logits``: TF's stable ``max(x, 0) - x z +
+    log1p(exp(-|x|))``."""
+    z, x = _operands(labels, logits)
+    return jnp.maximum(x, 0) - x * z + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+def _sparse_softmax_xent(rt, labels, logits):
+    """``tf.nn.sparse_softmax_cross_entropy_with_logits``: ``logsumexp(logits) -
+    logits[label]`` per row; NaN for labels out of range (TF's CPU kernel raises, its GPU
+    kernel gives NaN)."""
+    logits = jnp.asarray(_const(logits))
+    t = jnp.asarray(_const(labels)).astype(jnp.int32)
+    n = logits.shape[-1]
+    if t.shape != logits.shape[:-1]:
+        raise _Refused(f"labels of shape {tuple(t.shape)}: expected {logits.shape[:-1]}, "
+                       "the logits' without the last axis (TF refuses others too)")
+    picked = jnp.take_along_axis(logits, jnp.clip(t, 0, n - 1)[..., None], axis=-1)[..., 0]
+    loss = jax.nn.logsumexp(logits, axis=-1) - picked
+    return jnp.where((t >= 0) & (t < n), loss, jnp.nan)
+
+
+def _crop_and_resize_v1(rt, image, boxes, box_ind=None, crop_size=None, method="bilinear",
+                        extrapolation_value=0.0, box_indices=None):
+    """``tf.compat.v1.image.crop_and_resize``: :func:`_crop_and_resize`, the box indices
+    given as ``box_ind`` (TF 1's name) or ``box_indices``."""
+    if (box_ind is None) == (box_indices is None):
+        raise _Refused(f"box_ind={_show(box_ind)}, box_indices={_show(box_indices)}: give "
+                       "exactly one of box_ind and box_indices (TF refuses both or neither "
+                       "too)")
+    if crop_size is None:
+        raise _Refused("crop_size is missing (TF requires it)")
+    return _crop_and_resize(rt, image, boxes, box_ind if box_indices is None else box_indices,
+                            crop_size, method, extrapolation_value)
+
+
+def _resize_image_with_pad_v1(rt, image, target_height, target_width, method=0,
+                              align_corners=False):
+    """``tf.compat.v1.image.resize_image_with_pad``: as ``tf.image.resize_with_pad``, the
+    image resized by TF 1's kernels (``tf.compat.v1.image.resize_images``: ``method`` 0
+    to 3, ``align_corners``)."""
+    def resize(im, size):
+        return _resize_images_v1(rt, im, size, method=method, align_corners=align_corners)
+    return _pad_resized(image, target_height, target_width, resize)
+
+
 _FUNCTIONS = {
     "__operators__.add": _binary(jnp.add, static=np.add),
     "math.add": _binary(jnp.add, static=np.add),
@@ -2363,6 +2776,23 @@ _FUNCTIONS = {
     "signal.stft": _stft,
     "image.rgb_to_yiq": _colour_matrix(_RGB_TO_YIQ, "rgb_to_yiq"),
     "image.yiq_to_rgb": _colour_matrix(_YIQ_TO_RGB, "yiq_to_rgb"),
+    "quantization.fake_quant_with_min_max_args": _fake_quant_call(False),
+    "quantization.fake_quant_with_min_max_vars": _fake_quant_call(False),
+    "quantization.fake_quant_with_min_max_vars_per_channel": _fake_quant_call(True),
+    "compat.v1.nn.fused_batch_norm": _fused_batch_norm,
+    "math.real": _real_part, "math.imag": _imag_part, "math.angle": _angle,
+    "math.conj": _conj, "signal.inverse_stft": _inverse_stft,
+    "nn.dilation2d": _morphology(False), "nn.erosion2d": _morphology(True),
+    "histogram_fixed_width": _histogram_fixed_width,
+    "histogram_fixed_width_bins": _histogram_fixed_width_bins,
+    "compat.v1.math.in_top_k": _in_top_k, "linalg.set_diag": _set_diag,
+    "linalg.cholesky": _cholesky, "linalg.solve": _solve, "linalg.eigvalsh": _eigvalsh,
+    "linalg.svd": _svd,
+    "compat.v1.nn.softmax_cross_entropy_with_logits_v2": _softmax_xent,
+    "compat.v1.nn.sigmoid_cross_entropy_with_logits": _sigmoid_xent,
+    "compat.v1.nn.sparse_softmax_cross_entropy_with_logits": _sparse_softmax_xent,
+    "compat.v1.image.crop_and_resize": _crop_and_resize_v1,
+    "compat.v1.image.resize_image_with_pad": _resize_image_with_pad_v1,
 }
 
 #: TF keywords a translation does not implement but accepts: at these values (TF's defaults).
@@ -2439,7 +2869,10 @@ _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", 
                           "math.atan", "math.asinh", "math.sinh", "math.cosh",
                           "math.asin", "math.acos", "math.atanh", "math.acosh", "math.tan",
                           "math.erfinv", "math.lgamma", "math.digamma", "math.bessel_i0e",
-                          "math.bessel_i1e", "math.ndtri", "math.erfcinv"})
+                          "math.bessel_i1e", "math.ndtri", "math.erfcinv",
+                          "quantization.fake_quant_with_min_max_args",
+                          "quantization.fake_quant_with_min_max_vars",
+                          "quantization.fake_quant_with_min_max_vars_per_channel"})
 
 
 #: The wrapped functions that add or multiply tensors (``LayerImpl.merge``: LRP's rule layers
@@ -2482,6 +2915,9 @@ _UNRECORDED = {
           "needs every shape when it traces the model; tf.math.bincount(x, minlength=n, "
           "maxlength=n) counts n known values in a shape of its own"
        for f in ("unique", "unique_with_counts")},
+    "linalg.eigh": "each eigenvector's sign is the eigensolver's choice and JAX's differ "
+                   "from TF's, so the model would compute something else; "
+                   "tf.linalg.eigvalsh gives the eigenvalues, which are translated",
     "nn.dropout": "it drops a random part of its input on every call, at inference too (it "
                   "is not the Dropout layer): the model's outputs are random; use "
                   "tf.keras.layers.Dropout, which is the identity at inference",

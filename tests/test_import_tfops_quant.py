@@ -1,0 +1,286 @@
+"""tf.keras 2 ``TFOpLambda`` layers of fake quantization, ``fused_batch_norm`` at inference,
+complex parts and ``tf.signal.inverse_stft``, ``dilation2d`` / ``erosion2d``, histograms,
+``in_top_k``, ``set_diag`` / ``cholesky`` / ``solve`` / ``eigvalsh`` / singular values, the
+cross entropies and TF 1's ``crop_and_resize`` / ``resize_image_with_pad``, against
+TensorFlow 2.12 and 2.21's outputs (tests/fixtures/keras2_tfops/make_tfops_quant.py: every
+such layer's output compared; ``quant_calls``, TF's results and ``tf.GradientTape``
+gradients of single calls on edge cases); gradients and attribution through them; and the
+values refused at load, with the reason."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from import_helpers import rel_err
+from model_import import KerasImportError, load_keras
+from tfops_helpers import D, check_every_layer, check_refused, config, layer, load
+
+NAMES = ("quant", "fused_bn", "complex", "morph", "linalg", "scores", "crops_v1")
+TAGS = ("tf212", "tf221")
+
+
+@pytest.mark.parametrize("tag", TAGS)
+@pytest.mark.parametrize("name", NAMES)
+def test_every_tf_function_layer_matches_tensorflow(name, tag):
+    check_every_layer(name, tag, "versions_quant")
+
+
+def _impl(fn):
+    from model_import import Runtime
+    from model_import._layers.registry import ConvertContext, lookup
+
+    impl = lookup("TFOpLambda")({"function": fn}, ConvertContext(layer_name="t",
+                                                                  class_name="TFOpLambda"))
+    return lambda *a, **kw: impl.call({}, *a, rt=Runtime(), **kw)
+
+
+def _calls(tag):
+    ref = np.load(D / f"quant_calls_{tag}.npz")
+    return ref, json.loads(str(ref["spec"]))
+
+
+def _ties(x, kw):
+    """The points of ``x`` half-way between two levels of the fake quantization ``kw``
+    (within float32 rounding); 0 is a level (TF's nudge moves the range so)."""
+    bits, narrow = kw["num_bits"], kw["narrow_range"]
+    step = (kw["max"] - kw["min"]) / ((1 << bits) - 1 - int(narrow))
+    frac = x.astype(np.float64) / step % 1.0
+    return np.abs(frac - 0.5) < 1e-3
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_single_calls_match_tensorflow(tag):
+    """Each recorded call of ``quant_calls_<tag>.npz`` against TF's result: integers,
+    booleans and fake quantizations exactly (``fake_quant_with_min_max_vars`` but at some
+    points exactly half-way between two levels, where TF's kernel for a tensor range rounds
+    up and this may round down: one level apart there), floats within 1e-5 of the largest
+    value, NaN and infinities in the same places; complex parts and angles of ``-1 +- 0j``
+    exactly as TF."""
+    ref, spec = _calls(tag)
+    assert len(spec) >= 45
+    for case, fn, kw in spec:
+        x = ref[f"{case}__x"]
+        got = _impl(fn)(jnp.asarray(x), **kw)
+        wants = ([ref[f"{case}__{i}"] for i in range(3)] if f"{case}__0" in ref.files
+                 else [ref[case]])
+        gots = list(got) if isinstance(got, tuple) else [got]
+        assert len(gots) == len(wants), case
+        for g, want in zip(gots, wants):
+            g = np.asarray(g)
+            assert g.shape == want.shape, (case, g.shape, want.shape)
+            if want.dtype.kind == "c":
+                assert g.dtype == np.complex64, case
+                np.testing.assert_array_equal(g, want, err_msg=case)
+            elif "fake_quant" in fn:
+                assert g.dtype == np.float32, case
+                off = g != want
+                if fn.endswith("_vars"):
+                    step = (kw["max"] - kw["min"]) / ((1 << kw["num_bits"]) - 1)
+                    assert (_ties(x, kw) | ~off).all(), case
+                    assert np.abs(g - want).max() <= step * 1.01, case
+                else:
+                    assert not off.any(), (case, x[off], g[off], want[off])
+            elif want.dtype.kind == "f":
+                assert g.dtype == np.float32, case
+                odd = ~np.isfinite(want)
+                np.testing.assert_array_equal(g[odd], want[odd], err_msg=case)
+                assert rel_err(g[~odd], want[~odd]) <= 1e-5, (case, rel_err(g[~odd],
+                                                                            want[~odd]))
+            else:  # counts and bins (int64 computed as int32), booleans: exactly
+                assert g.dtype.kind == want.dtype.kind, case
+                np.testing.assert_array_equal(g, want, err_msg=case)
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_gradients_match_tensorflow(tag):
+    """The gradient of the sum of each float call's (first) output with respect to its
+    input, as ``tf.GradientTape`` gave it: fake quantization's straight-through gradient
+    (1 inside the nudged range, ends included, 0 outside) exactly, and with a tensor range
+    the gradients of its ends (the counts of values below and above it, per channel);
+    the others within 1e-4 of the largest (morphology away from ties: the fixtures' values
+    are distinct)."""
+    ref, spec = _calls(tag)
+    checked = 0
+    for case, fn, kw in spec:
+        if f"grad__{case}" not in ref.files:
+            continue
+        x = jnp.asarray(ref[f"{case}__x"])
+        impl = _impl(fn)
+        if "_vars" in fn:
+            def total(x, lo, hi):
+                return jnp.sum(impl(x, **{**kw, "min": lo, "max": hi}))
+
+            lo, hi = (jnp.asarray(kw[k], jnp.float32) for k in ("min", "max"))
+            gx, glo, ghi = jax.grad(total, argnums=(0, 1, 2))(x, lo, hi)
+            np.testing.assert_array_equal(np.asarray(glo), ref[f"grad_min__{case}"], case)
+            np.testing.assert_array_equal(np.asarray(ghi), ref[f"grad_max__{case}"], case)
+        else:
+            def first(x):
+                y = impl(x, **kw)
+                y = y[0] if isinstance(y, tuple) else y
+                return jnp.sum(jnp.where(jnp.isnan(y), 0.0, y))
+
+            gx = jax.grad(first)(x)
+        want = ref[f"grad__{case}"]
+        gx = np.asarray(gx)
+        if "fake_quant" in fn:
+            np.testing.assert_array_equal(gx, want, err_msg=case)
+            assert want.any() and not want.all(), case  # inside and outside the range
+        else:  # (a fused batch norm's variance and epsilon of 0: infinite gradients)
+            odd = ~np.isfinite(want)
+            np.testing.assert_array_equal(gx[odd], want[odd], err_msg=case)
+            assert rel_err(gx[~odd], want[~odd]) <= 1e-4, (case, rel_err(gx[~odd], want[~odd]))
+        checked += 1
+    assert checked >= 25
+
+
+def test_the_fixtures_exercise_what_they_are_for():
+    """Values beyond the range and on half steps; a fused batch norm's variance 0 with
+    epsilon 0 (infinities: TF does not raise epsilon); values at bin edges and outside the
+    histogram's range; in_top_k ties and non-finite rows; angles of -1 +- 0j."""
+    ref, _ = _calls("tf221")
+    assert not np.isfinite(ref["fbn__0"][..., 0]).any()
+    assert np.isfinite(ref["fbn__0"][..., 1]).all()
+    assert ref["hist_bins"].min() == 0 and ref["hist_bins"].max() == 4
+    assert ref["angle_c"][0] == np.float32(np.pi) and ref["angle_c"][1] == -np.float32(np.pi)
+    assert ref["angle_r"][1] == 0  # -0.0
+    assert not ref["in_top_k_4"][2] and not ref["in_top_k_4"][3]  # inf, NaN rows
+    assert ref["in_top_k_1"][1] and ref["in_top_k_1"][0]  # ties
+    q = np.load(D / "quant_tf221.expected.npz")
+    h = q["act__tf.math.multiply"]
+    assert (h > 6).any() or (h < -6).any() or (h > 1.5).any()
+
+
+def test_fake_quantization_by_hand():
+    """Against NumPy by hand: 2 bits on [0, 3] (levels 0, 1, 2, 3: rounding half up, as
+    TF), ``narrow_range`` dropping the lowest level, a range without 0 moved to start at 0
+    (TF's nudge), and a range per channel."""
+    fq = _impl("quantization.fake_quant_with_min_max_args")
+    x = jnp.asarray([-1.0, 0.0, 0.49, 0.5, 1.5, 2.6, 3.0, 4.0])
+    np.testing.assert_array_equal(np.asarray(fq(x, min=0.0, max=3.0, num_bits=2)),
+                                  [0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 3.0, 3.0])
+    # narrow: levels 1..3 on [-1.5, 1.5], step 1.5: -1.5, 0, 1.5
+    np.testing.assert_array_equal(
+        np.asarray(fq(jnp.asarray([-2.0, -0.8, 0.7, 0.8, 2.0]), min=-1.5, max=1.5,
+                      num_bits=2, narrow_range=True)), [-1.5, -1.5, 0.0, 1.5, 1.5])
+    # [1, 4] on 2 bits: step 1, moved to [0, 3]
+    np.testing.assert_array_equal(np.asarray(fq(jnp.asarray([-0.4, 0.6, 3.5]), min=1.0,
+                                                max=4.0, num_bits=2)), [0.0, 1.0, 3.0])
+    pc = _impl("quantization.fake_quant_with_min_max_vars_per_channel")
+    y = pc(jnp.asarray([[0.4, 0.4], [2.9, 2.9]]), min=[0.0, 0.0], max=[3.0, 0.3],
+           num_bits=2)
+    np.testing.assert_allclose(np.asarray(y), [[0.0, 0.4 - 0.1], [3.0, 0.3]], atol=1e-6)
+
+
+def test_morphology_by_hand():
+    """Dilation: the maximum of input + filter over the window (SAME: -inf beyond the
+    edges); erosion: the minimum of input - filter, reflected, by NumPy loops."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 4, 5, 2)).astype(np.float32)
+    k = rng.normal(size=(2, 3, 2)).astype(np.float32)
+    kw = dict(filters=k.tolist(), strides=[1, 1, 1, 1], padding="SAME", data_format="NHWC",
+              dilations=[1, 1, 1, 1])
+    dil = np.asarray(_impl("nn.dilation2d")(jnp.asarray(x), **kw))
+    ero = np.asarray(_impl("nn.erosion2d")(jnp.asarray(x), **kw))
+    pad = np.full((1, 5, 7, 2), -np.inf, np.float32)
+    pad[:, 0:4, 1:6] = x  # pads: rows (0, 1), columns (1, 1)
+    want_d = np.full_like(x, -np.inf)
+    for i in range(2):
+        for j in range(3):
+            want_d = np.maximum(want_d, pad[:, i:i + 4, j:j + 5] + k[i, j])
+    np.testing.assert_allclose(dil, want_d, rtol=1e-6)
+    padn = np.full((1, 5, 7, 2), np.inf, np.float32)
+    padn[:, 0:4, 1:6] = x  # the same pads
+    want_e = np.full_like(x, np.inf)
+    for i in range(2):
+        for j in range(3):
+            want_e = np.minimum(want_e, padn[:, i:i + 4, j:j + 5] - k[1 - i, 2 - j])
+    np.testing.assert_allclose(ero, want_e, rtol=1e-6)
+
+
+def test_histogram_is_numpys_away_from_edges():
+    """Against NumPy's ``histogram`` (an independent reference) for values away from bin
+    edges, with values outside the range counted in the end bins, as TF does."""
+    rng = np.random.default_rng(4)
+    v = rng.uniform(-2, 3, size=200).astype(np.float32)
+    got = np.asarray(_impl("histogram_fixed_width")(jnp.asarray(v), value_range=[-1.0, 2.0],
+                                                    nbins=6))
+    want, _ = np.histogram(np.clip(v, -1.0, 1.999), bins=6, range=(-1.0, 2.0))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_gradients_through_the_models():
+    """Finite, non-zero gradients of each classifier through the translated functions
+    (fake quantization passes the values inside its range straight through; the complex
+    parts, inverse STFT and Cholesky factor; morphology; cross entropies)."""
+    for name in NAMES:
+        m, ref = load(name, "tf221")
+        g = jax.grad(lambda x: jnp.sum(m.apply(m.params, x)[0]))(jnp.asarray(ref["x"]))
+        assert np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).max() > 0, name
+
+
+@pytest.mark.parametrize("name,shape", [("quant", (2, 2, 8)), ("fused_bn", (2, 2, 5, 5, 3)),
+                                        ("complex", (2, 2, 32)), ("morph", (2, 2, 6, 6, 3)),
+                                        ("linalg", (2, 2, 9)), ("scores", (2, 2, 8)),
+                                        ("crops_v1", (2, 2, 6, 5, 3))])
+def test_attribution_gives_finite_maps(name, shape):
+    """Saliency, DeepLIFT and LRP through each classifier: finite maps of the input's
+    shape."""
+    import jaxsal
+
+    m, ref = load(name, "tf221")
+    head = m.with_output(0)
+    x = jnp.asarray(ref["x"][:2])
+    for method in (jaxsal.saliency, jaxsal.lrp):
+        a = np.asarray(method(head, x, [0, 2]))
+        assert a.shape[0] == len(x) and np.isfinite(a).all(), method.__name__
+    dl = np.asarray(jaxsal.deeplift(head, x, [0, 2], reduce=None))
+    assert dl.shape == shape and np.isfinite(dl).all()
+
+
+# ----------------------------------------------------------------- refused values
+@pytest.mark.parametrize("name,layer,function,key,value,why", [
+    ("quant", "tf.quantization.fake_quant_with_min_max_args",
+     "quantization.fake_quant_with_min_max_args", "num_bits", 1, "(2 to 16, as TF requires)"),
+    ("quant", "tf.quantization.fake_quant_with_min_max_args_1",
+     "quantization.fake_quant_with_min_max_args", "max", -1.0, "min must be below max"),
+    ("quant", "tf.quantization.fake_quant_with_min_max_vars_per_channel",
+     "quantization.fake_quant_with_min_max_vars_per_channel", "min", [0.0, 1.0],
+     "expected shape (8,) (one value per channel of the last axis"),
+    ("fused_bn", "tf.compat.v1.nn.fused_batch_norm", "compat.v1.nn.fused_batch_norm",
+     "is_training", True, "each example's output depends on the others in its batch"),
+    ("fused_bn", "tf.compat.v1.nn.fused_batch_norm", "compat.v1.nn.fused_batch_norm",
+     "mean", None, "without mean= and variance="),
+    ("fused_bn", "tf.compat.v1.nn.fused_batch_norm", "compat.v1.nn.fused_batch_norm",
+     "data_format", "NCHW", "('NHWC', channels last)"),
+    ("complex", "tf.signal.inverse_stft", "signal.inverse_stft", "window_fn",
+     "inverse_stft_window_fn_inner", "without its frame_step and forward window"),
+    ("morph", "tf.nn.dilation2d", "nn.dilation2d", "strides", [2, 1, 1, 1],
+     "([1, height, width, 1], as TF requires)"),
+    ("morph", "tf.nn.erosion2d", "nn.erosion2d", "filters", [[[1.0]]],
+     "expected (height, width, 3)"),
+    ("linalg", "tf.linalg.svd", "linalg.svd", "compute_uv", True,
+     "each singular vector's sign is the SVD routine's choice"),
+    ("linalg", "tf.linalg.set_diag", "linalg.set_diag", "k", 1, "(0, the main diagonal)"),
+    ("scores", "tf.histogram_fixed_width", "histogram_fixed_width", "value_range",
+     [1.0, 1.0], "is not two values lo < hi"),
+    ("scores", "tf.histogram_fixed_width_bins", "histogram_fixed_width_bins", "nbins", 0,
+     "must be positive"),
+    ("crops_v1", "tf.compat.v1.image.crop_and_resize", "compat.v1.image.crop_and_resize",
+     "box_indices", [0, 0, 0], "give exactly one of box_ind and box_indices"),
+])
+def test_unsupported_values_are_refused_at_load(name, layer, function, key, value, why):
+    check_refused(name, layer, function, key, value, why)
+
+
+def test_eigenvectors_are_refused_with_the_reason():
+    """``tf.linalg.eigh``'s eigenvectors have no sign TF and JAX agree on: refused at load,
+    naming the function and the translated ``eigvalsh``."""
+    cfg = config("linalg")
+    layer(cfg, "tf.linalg.eigvalsh")["config"]["function"] = "linalg.eigh"
+    with pytest.raises(KerasImportError, match=r"tf\.linalg\.eigh, which cannot be imported: "
+                                               r"each eigenvector's sign .*eigvalsh"):
+        load_keras(D / "linalg_tf221.h5", config=cfg)
