@@ -18,7 +18,7 @@ def two_heads(tmp_path_factory):
     from model_import import load_keras
 
     keras.utils.set_random_seed(0)
-    i = keras.Input((8, 8, 2))
+    i = keras.Input((8, 8, 2), name="img")  # (named: Keras numbers unnamed inputs per process)
     t = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="trunk")(i)
     a = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="conv_a")(t)
     b = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b")(t)
@@ -35,8 +35,8 @@ X = np.random.default_rng(0).normal(size=(2, 8, 8, 2)).astype(np.float32)
 def test_used_layers_follow_the_selected_output(two_heads):
     m = two_heads
     assert m.used_layers == m.layer_names  # every layer feeds one of the two outputs
-    assert m.with_output("cls").used_layers == ["input_layer", "trunk", "conv_a", "gap_a", "cls"]
-    assert m.with_output(1).used_layers == ["input_layer", "trunk", "conv_b", "gap_b", "reg"]
+    assert m.with_output("cls").used_layers == ["img", "trunk", "conv_a", "gap_a", "cls"]
+    assert m.with_output(1).used_layers == ["img", "trunk", "conv_b", "gap_b", "reg"]
     assert m.with_output("cls").with_head("logits").used_layers == \
         m.with_output("cls").used_layers
 
