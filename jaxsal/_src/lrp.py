@@ -70,8 +70,10 @@ class PassRelevance:
         def fwd(z, *c):
             return f(z, *c), c
 
+        complex_in = jnp.iscomplexobj(x)  # (an STFT's magnitude: relevance passes as 1 + 0j)
+
         def bwd(c, r):
-            return (r, *(jnp.zeros_like(ci) for ci in c))
+            return (r.astype(x.dtype) if complex_in else r, *(jnp.zeros_like(ci) for ci in c))
 
         rule.defvjp(fwd, bwd)
         return rule(x, *consts)

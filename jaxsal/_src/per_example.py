@@ -138,6 +138,16 @@ def _located(eqn: Any) -> str:
     return "".join(" " + p for p in parts)
 
 
+def _relocated(what: str, call: Any) -> str:
+    """``what`` (an operation inside a nested call, with no layer named) located by the
+    ``call`` that contains it: by its layer where JAX recorded one (replacing the inner
+    line, a line of the function called), else by its line where ``what`` has none."""
+    outer = _located(call)
+    if " in layer " in outer:
+        return (what.rpartition(" at ")[0] if " at " in what else what) + outer
+    return what if " at " in what else what + outer
+
+
 _ELEMENTWISE = frozenset("""
 abs acos acosh add and asin asinh atan atan2 atanh bessel_i0e bessel_i1e cbrt ceil clamp
 clz complex conj convert_element_type copy copy_p cos cosh digamma div eq erf erf_inv erfc
@@ -212,6 +222,7 @@ _EVAL = {
     "clamp": lambda e, lo, a, hi: np.clip(a, lo, hi),
     "convert_element_type": lambda e, a: a.astype(e.params["new_dtype"]),
     "copy": lambda e, a: a, "copy_p": lambda e, a: a,
+    "device_put": lambda e, a: a,  # (older JAX: x[perm] with a NumPy perm puts it first)
     "broadcast_in_dim": _broadcast, "iota": lambda e: _iota(e),
     "reshape": lambda e, a, *dyn: a.reshape(e.params["new_sizes"]),
     "squeeze": lambda e, a: np.squeeze(a, tuple(e.params["dimensions"])),
@@ -803,13 +814,13 @@ class _Analysis:
         if len(jaxpr.invars) != len(ins) or len(jaxpr.outvars) != len(eqn.outvars):
             return self._opaque(ins, len(eqn.outvars))
         outs = self.closed(sub, ins, [self._src(v) for v in eqn.invars])
-        # a jnp function's own jit: the caller's line and layer, where the callee has none
+        # a jnp function's own jit (jnp.flip in older JAX): the caller's layer (or line),
+        # where the callee names no layer
         for k, o in enumerate(outs):
-            if isinstance(o, Coupled) and o not in ins and " at " not in o.where:
-                outs[k] = Coupled(o.where + _located(eqn))
-            elif isinstance(o, Rows) and o.via and o not in ins and " at " not in o.via \
-                    and " in layer " not in o.via:
-                outs[k] = dataclasses.replace(o, via=o.via + _located(eqn))
+            if isinstance(o, Coupled) and o not in ins and " in layer " not in o.where:
+                outs[k] = Coupled(_relocated(o.where, eqn))
+            elif isinstance(o, Rows) and o.via and o not in ins and " in layer " not in o.via:
+                outs[k] = dataclasses.replace(o, via=_relocated(o.via, eqn))
         return outs
 
     def _p_scan(self, eqn, ins):
