@@ -16,7 +16,7 @@ import pytest
 
 from import_helpers import rel_err
 from model_import import KerasImportError, load_keras
-from tfops_helpers import D, check_every_layer, check_refused, config, layer, load
+from tfops_helpers import D, check_every_layer, check_refused, config, layer, load, tf_function
 
 NAMES = ("quant", "fused_bn", "complex", "morph", "linalg", "scores", "crops_v1")
 TAGS = ("tf212", "tf221")
@@ -26,15 +26,6 @@ TAGS = ("tf212", "tf221")
 @pytest.mark.parametrize("name", NAMES)
 def test_every_tf_function_layer_matches_tensorflow(name, tag):
     check_every_layer(name, tag, "versions_quant")
-
-
-def _impl(fn):
-    from model_import import Runtime
-    from model_import._layers.registry import ConvertContext, lookup
-
-    impl = lookup("TFOpLambda")({"function": fn}, ConvertContext(layer_name="t",
-                                                                  class_name="TFOpLambda"))
-    return lambda *a, **kw: impl.call({}, *a, rt=Runtime(), **kw)
 
 
 def _calls(tag):
@@ -63,7 +54,7 @@ def test_single_calls_match_tensorflow(tag):
     assert len(spec) >= 45
     for case, fn, kw in spec:
         x = ref[f"{case}__x"]
-        got = _impl(fn)(jnp.asarray(x), **kw)
+        got = tf_function(fn)(jnp.asarray(x), **kw)
         wants = ([ref[f"{case}__{i}"] for i in range(3)] if f"{case}__0" in ref.files
                  else [ref[case]])
         gots = list(got) if isinstance(got, tuple) else [got]
@@ -108,7 +99,7 @@ def test_gradients_match_tensorflow(tag):
         if f"grad__{case}" not in ref.files:
             continue
         x = jnp.asarray(ref[f"{case}__x"])
-        impl = _impl(fn)
+        impl = tf_function(fn)
         if "_vars" in fn:
             def total(x, lo, hi):
                 return jnp.sum(impl(x, **{**kw, "min": lo, "max": hi}))
@@ -158,7 +149,7 @@ def test_fake_quantization_by_hand():
     """Against NumPy by hand: 2 bits on [0, 3] (levels 0, 1, 2, 3: rounding half up, as
     TF), ``narrow_range`` dropping the lowest level, a range without 0 moved to start at 0
     (TF's nudge), and a range per channel."""
-    fq = _impl("quantization.fake_quant_with_min_max_args")
+    fq = tf_function("quantization.fake_quant_with_min_max_args")
     x = jnp.asarray([-1.0, 0.0, 0.49, 0.5, 1.5, 2.6, 3.0, 4.0])
     np.testing.assert_array_equal(np.asarray(fq(x, min=0.0, max=3.0, num_bits=2)),
                                   [0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 3.0, 3.0])
@@ -169,7 +160,7 @@ def test_fake_quantization_by_hand():
     # [1, 4] on 2 bits: step 1, moved to [0, 3]
     np.testing.assert_array_equal(np.asarray(fq(jnp.asarray([-0.4, 0.6, 3.5]), min=1.0,
                                                 max=4.0, num_bits=2)), [0.0, 1.0, 3.0])
-    pc = _impl("quantization.fake_quant_with_min_max_vars_per_channel")
+    pc = tf_function("quantization.fake_quant_with_min_max_vars_per_channel")
     y = pc(jnp.asarray([[0.4, 0.4], [2.9, 2.9]]), min=[0.0, 0.0], max=[3.0, 0.3],
            num_bits=2)
     np.testing.assert_allclose(np.asarray(y), [[0.0, 0.4 - 0.1], [3.0, 0.3]], atol=1e-6)
@@ -183,8 +174,8 @@ def test_morphology_by_hand():
     k = rng.normal(size=(2, 3, 2)).astype(np.float32)
     kw = dict(filters=k.tolist(), strides=[1, 1, 1, 1], padding="SAME", data_format="NHWC",
               dilations=[1, 1, 1, 1])
-    dil = np.asarray(_impl("nn.dilation2d")(jnp.asarray(x), **kw))
-    ero = np.asarray(_impl("nn.erosion2d")(jnp.asarray(x), **kw))
+    dil = np.asarray(tf_function("nn.dilation2d")(jnp.asarray(x), **kw))
+    ero = np.asarray(tf_function("nn.erosion2d")(jnp.asarray(x), **kw))
     pad = np.full((1, 5, 7, 2), -np.inf, np.float32)
     pad[:, 0:4, 1:6] = x  # pads: rows (0, 1), columns (1, 1)
     want_d = np.full_like(x, -np.inf)
@@ -206,8 +197,8 @@ def test_histogram_is_numpys_away_from_edges():
     edges, with values outside the range counted in the end bins, as TF does."""
     rng = np.random.default_rng(4)
     v = rng.uniform(-2, 3, size=200).astype(np.float32)
-    got = np.asarray(_impl("histogram_fixed_width")(jnp.asarray(v), value_range=[-1.0, 2.0],
-                                                    nbins=6))
+    got = np.asarray(tf_function("histogram_fixed_width")(jnp.asarray(v),
+                                                          value_range=[-1.0, 2.0], nbins=6))
     want, _ = np.histogram(np.clip(v, -1.0, 1.999), bins=6, range=(-1.0, 2.0))
     np.testing.assert_array_equal(got, want)
 

@@ -17,7 +17,7 @@ import pytest
 
 from model_import import UnsupportedLayerError, load_keras
 from tfops_helpers import (D, check_attribution, check_every_layer, check_gradients,
-                           check_refused, config, layer, load)
+                           check_refused, config, layer, load, tf_function)
 
 CASES = [(n, t) for n in ("rest", "convs", "misc", "blocks", "scans", "tail")
          for t in ("tf212", "tf221")]
@@ -186,15 +186,6 @@ def test_random_and_data_dependent_functions_are_refused_with_the_reason():
         load_keras(D / "rest_tf221.h5", config=cfg)
 
 
-def _impl(fn):
-    from model_import import Runtime
-    from model_import._layers.registry import ConvertContext, lookup
-
-    impl = lookup("TFOpLambda")({"function": fn}, ConvertContext(layer_name="t",
-                                                                  class_name="TFOpLambda"))
-    return lambda *a, **kw: impl.call({}, *a, rt=Runtime(), **kw)
-
-
 _X = np.random.default_rng(0).normal(size=(2, 3, 3, 2)).astype(np.float32)
 _K = np.random.default_rng(1).normal(size=(3, 3, 4, 2)).round(3)
 _DK = _K[:, :, :2, :1].tolist()  # (3, 3, 2 channels, 1 multiplier)
@@ -240,7 +231,7 @@ def test_gradients_of_the_new_functions_match_finite_differences(fn):
     from jax.test_util import check_grads
 
     call, x = _GRAD_CASES[fn]
-    impl = _impl("nn.conv2d_transpose" if fn == "conv2d_transpose" else fn)
+    impl = tf_function("nn.conv2d_transpose" if fn == "conv2d_transpose" else fn)
     check_grads(jax.jit(lambda v: call(impl, v)), (jnp.asarray(x),), order=1, modes=("rev",),
                 eps=1e-2 if fn == "math.acosh" else None)
 
@@ -248,11 +239,11 @@ def test_gradients_of_the_new_functions_match_finite_differences(fn):
 def test_clip_by_norm_and_argsort_gradients():
     """``clip_by_norm``'s gradient is finite (zero) for an all-zero row, as TF's formula
     makes it; ``argsort``'s indices pass none."""
-    clip = _impl("clip_by_norm")
+    clip = tf_function("clip_by_norm")
     zero = jnp.asarray(_ROWS).at[2].set(0.0)
     g = jax.jit(jax.grad(lambda v: jnp.sum(clip(v, clip_norm=1.0, axes=[1]) ** 2)))(zero)
     assert np.isfinite(np.asarray(g)).all() and not np.asarray(g)[2].any()
-    order = _impl("argsort")
+    order = tf_function("argsort")
     rows = jnp.asarray(_ROWS)
     g = jax.jit(jax.grad(lambda v: jnp.sum(order(v).astype(jnp.float32) * v)))(rows)
     np.testing.assert_array_equal(np.asarray(g), np.asarray(

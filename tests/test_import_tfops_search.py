@@ -16,7 +16,7 @@ import pytest
 
 from import_helpers import rel_err
 from model_import import KerasImportError, UnsupportedLayerError, load_keras
-from tfops_helpers import (D, check_every_layer, check_refused, config, layer, load)
+from tfops_helpers import D, check_every_layer, check_refused, config, layer, load, tf_function
 
 MODELS = [("search", "tf212"), ("search", "tf221"), ("spectra", "tf212"),
           ("spectra", "tf221"), ("legacy_resize", "tf212"), ("legacy_resize", "tf221"),
@@ -27,15 +27,6 @@ TAGS = ("tf212", "tf221")
 @pytest.mark.parametrize("name,tag", MODELS)
 def test_every_tf_function_layer_matches_tensorflow(name, tag):
     check_every_layer(name, tag, "versions_search")
-
-
-def _impl(fn):
-    from model_import import Runtime
-    from model_import._layers.registry import ConvertContext, lookup
-
-    impl = lookup("TFOpLambda")({"function": fn}, ConvertContext(layer_name="t",
-                                                                  class_name="TFOpLambda"))
-    return lambda *a, **kw: impl.call({}, *a, rt=Runtime(), **kw)
 
 
 def _args(x, kw):
@@ -57,7 +48,7 @@ def test_single_calls_match_tensorflow(tag):
     assert len(spec) >= (55 if tag == "tf221" else 15)
     for case, fn, kw in spec:
         x = ref[f"{case}__x"]
-        got, want = np.asarray(_impl(fn)(jnp.asarray(x), **_args(x, kw))), ref[case]
+        got, want = np.asarray(tf_function(fn)(jnp.asarray(x), **_args(x, kw))), ref[case]
         assert got.shape == want.shape, (case, got.shape, want.shape)
         if want.dtype.kind == "c":
             assert got.dtype == np.complex64, case
@@ -95,7 +86,8 @@ def test_searchsorted_is_the_count_below_and_at_most():
     seq = np.sort(rng.integers(-3, 4, size=(3, 2, 7)).astype(np.float32), -1)
     vals = rng.integers(-5, 6, size=(3, 2, 9)).astype(np.float32)
     for side in ("left", "right"):
-        got = np.asarray(_impl("searchsorted")(jnp.asarray(seq), jnp.asarray(vals), side=side))
+        got = np.asarray(tf_function("searchsorted")(jnp.asarray(seq), jnp.asarray(vals),
+                                                     side=side))
         want = np.stack([np.searchsorted(s, v, side=side) for s, v in
                          zip(seq.reshape(6, 7), vals.reshape(6, 9))]).reshape(vals.shape)
         np.testing.assert_array_equal(got, want)
@@ -107,8 +99,8 @@ def test_bincount_is_numpys():
     rng = np.random.default_rng(6)
     v = rng.integers(0, 7, size=(3, 8)).astype(np.int32)
     w = rng.normal(size=(3, 8)).astype(np.float32)
-    got = _impl("math.bincount")(jnp.asarray(v), weights=jnp.asarray(w), minlength=5,
-                                 maxlength=5, axis=-1)
+    got = tf_function("math.bincount")(jnp.asarray(v), weights=jnp.asarray(w), minlength=5,
+                                       maxlength=5, axis=-1)
     want = np.stack([np.bincount(r[r < 5], wr[r < 5], minlength=5) for r, wr in zip(v, w)])
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
 
@@ -119,11 +111,11 @@ def test_gradients():
     (no gradient), so a float cast of them passes a zero, finite gradient; STFT's
     magnitudes and the legacy resizes have finite, non-zero gradients."""
     v = jnp.asarray([[0, 2, 2, 5], [1, 1, 3, 0]], jnp.int32)
-    bc = _impl("math.bincount")
+    bc = tf_function("math.bincount")
     g = jax.grad(lambda w: jnp.sum(bc(v, weights=w, minlength=4, maxlength=4, axis=-1)
                                    * jnp.arange(4.0)))(jnp.ones((2, 4)))
     np.testing.assert_array_equal(np.asarray(g), np.where(np.asarray(v) < 4, v, 0))
-    ss = _impl("searchsorted")
+    ss = tf_function("searchsorted")
     x = jnp.asarray([[0.3, -1.0, 2.0, 0.7]])
     g = jax.grad(lambda x: jnp.sum(ss(jnp.sort(x), x).astype(jnp.float32) * x))(x)
     np.testing.assert_array_equal(np.asarray(g), np.asarray(ss(jnp.sort(x), x), np.float32))

@@ -15,7 +15,7 @@ import pytest
 from import_helpers import rel_err
 from model_import import KerasImportError, load_keras
 from tfops_helpers import (D, check_attribution, check_every_layer, check_gradients,
-                           check_refused, config, layer, load)
+                           check_refused, config, layer, load, tf_function)
 
 NAMES = ("segments", "scatters", "crops", "signals")
 TAGS = ("tf212", "tf221")
@@ -24,15 +24,6 @@ TAGS = ("tf212", "tf221")
 @pytest.mark.parametrize("name,tag", [(n, t) for n in NAMES for t in TAGS])
 def test_every_tf_function_layer_matches_tensorflow(name, tag):
     check_every_layer(name, tag, "versions_segments")
-
-
-def _impl(fn):
-    from model_import import Runtime
-    from model_import._layers.registry import ConvertContext, lookup
-
-    impl = lookup("TFOpLambda")({"function": fn}, ConvertContext(layer_name="t",
-                                                                  class_name="TFOpLambda"))
-    return lambda *a, **kw: impl.call({}, *a, rt=Runtime(), **kw)
 
 
 @pytest.mark.parametrize("tag", TAGS)
@@ -44,7 +35,7 @@ def test_single_calls_match_tensorflow(tag):
     ref = np.load(D / f"calls_{tag}.npz")
     spec = json.loads(str(ref["spec"]))
     assert len(spec) > 35
-    calls = jax.jit(lambda xs: [_impl(fn)(x, **kw) for x, (_, fn, kw) in zip(xs, spec)])
+    calls = jax.jit(lambda xs: [tf_function(fn)(x, **kw) for x, (_, fn, kw) in zip(xs, spec)])
     for (case, fn, kw), got in zip(spec, calls([ref[f"{c}__x"] for c, _, _ in spec])):
         wants = ([ref[f"{case}__{i}"] for i in range(len(got))] if isinstance(got, tuple)
                  else [ref[case]])
@@ -126,7 +117,7 @@ def test_max_pool_with_argmax_gradients():
     """The values' gradient is max pooling's (``tf.nn.max_pool2d``); the indices are
     integers, so a float cast of them passes a zero (finite) gradient."""
     x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 5, 5, 3)), jnp.float32)
-    both, pool = _impl("nn.max_pool_with_argmax"), _impl("nn.max_pool2d")
+    both, pool = tf_function("nn.max_pool_with_argmax"), tf_function("nn.max_pool2d")
     kw = {"ksize": 3, "strides": 2, "padding": "SAME"}
     g = jax.grad(lambda v: jnp.sum(both(v, **kw)[0] ** 2))(x)
     np.testing.assert_allclose(np.asarray(g), np.asarray(jax.grad(

@@ -134,3 +134,14 @@ def check_attribution(name, shape):
     r = jaxsal.lrp(head, x, [1])
     assert r.shape[0] == 2 and np.isfinite(np.asarray(r)).all()
     return m
+
+
+def tf_function(fn):
+    """The importer's translation of the tf.keras function ``fn`` (``"math.bincount"``, as
+    tf.keras records it), as a plain function ``(*args, **kwargs) -> array`` of one call."""
+    from model_import import Runtime
+    from model_import._layers.registry import ConvertContext, lookup
+
+    impl = lookup("TFOpLambda")({"function": fn}, ConvertContext(layer_name="t",
+                                                                  class_name="TFOpLambda"))
+    return lambda *a, **kw: impl.call({}, *a, rt=Runtime(), **kw)
