@@ -21,14 +21,14 @@ the layers evaluated on zeros (``KerasModel.biases``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
-from jaxsal._src.postprocess import upsample_linear
+from jaxsal._src.postprocess import extreme, upsample_linear
 from jaxsal._src.targets import Targets, run_model, target_pullback
 from jaxsal._src.validate import layer_format, prepare, to_channels_last
 
@@ -38,23 +38,10 @@ ArrayLike = jax.typing.ArrayLike
 FULLGRAD_VARIANTS = ("paper", "pytorch-grad-cam")
 
 
-def _extreme(a: Array, axes: tuple[int, ...], arg: Callable) -> Array:
-    """``a``'s max (``arg=jnp.argmax``) or min (``jnp.argmin``) over ``axes``, kept as axes
-    of size 1, read at its arg-extreme: one of ``a``'s own elements, so that its derivative
-    (maps differentiated again) goes to that element. ``jnp.max``'s compares ``a`` with a
-    maximum computed apart and divides by the number of equal elements; where XLA computes
-    ``a`` twice with different roundings (XLA:CPU at ``--xla_backend_optimization_level=0``)
-    none is equal and the derivative was 0 / 0 = NaN."""
-    rest = [d for d in range(a.ndim) if d not in axes]
-    flat = jnp.transpose(a, rest + list(axes)).reshape([a.shape[d] for d in rest] + [-1])
-    i = arg(flat, axis=-1)[..., None]
-    return jnp.expand_dims(jnp.take_along_axis(flat, i, axis=-1)[..., 0], axes)
-
-
 def _scale(a: Array, axes: tuple[int, ...], eps: float) -> Array:
     """``a - min``, divided by ``eps + max`` of that, the extremes over ``axes``."""
-    a = a - _extreme(a, axes, jnp.argmin)
-    return a / (_extreme(a, axes, jnp.argmax) + eps)
+    a = a - extreme(a, axes, jnp.argmin)
+    return a / (extreme(a, axes, jnp.argmax) + eps)
 
 
 def _term(a: Array, variant: str) -> Array:

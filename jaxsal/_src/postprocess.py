@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,16 +36,25 @@ def check_reduce(reduce) -> None:
         raise ValueError(f"unknown channel reduction {reduce!r}; expected one of {REDUCTIONS}")
 
 
+def extreme(a: Array, axes: tuple[int, ...], arg: Callable) -> Array:
+    """``a``'s max (``arg=jnp.argmax``) or min (``jnp.argmin``) over ``axes`` (NaN if one
+    is NaN), kept as axes of size 1, read at its arg-extreme: one of ``a``'s own elements,
+    so that its derivative (a map differentiated again: a loss on it, an attack) goes to that
+    one element. ``jnp.max``'s derivative compares ``a`` with a maximum computed apart and
+    divides by the number of equal elements; XLA may compute ``a``'s producer twice with
+    different roundings (XLA:CPU at ``--xla_backend_optimization_level=0`` does), and then
+    no element equals the maximum and the derivative was 0 / 0 = NaN (VarGrad's maps and
+    FullGrad's scaling, ``tests/test_double_backprop.py``)."""
+    rest = [d for d in range(a.ndim) if d not in axes]
+    flat = jnp.transpose(a, rest + list(axes)).reshape([a.shape[d] for d in rest] + [-1])
+    i = arg(flat, axis=-1)[..., None]
+    return jnp.expand_dims(jnp.take_along_axis(flat, i, axis=-1)[..., 0], axes)
+
+
 def _channel_max(g: Array, axis: int) -> Array:
-    """``jnp.max(g, axis)`` (NaN if a channel holds one), read at its ``argmax``: the value
-    is one of ``g``'s own elements, so its derivative (a map differentiated again: a loss on
-    it, an attack) goes to that one channel. ``jnp.max``'s derivative compares ``g`` with a
-    maximum computed apart and divides by the number of equal elements; XLA may compute
-    ``g``'s producer twice with different roundings (XLA:CPU at
-    ``--xla_backend_optimization_level=0`` does), and then no element equals the maximum and
-    the derivative was 0 / 0 = NaN (VarGrad's maps, ``tests/test_double_backprop.py``)."""
-    i = jnp.expand_dims(jnp.argmax(g, axis=axis), axis)
-    return jnp.squeeze(jnp.take_along_axis(g, i, axis=axis), axis)
+    """``jnp.max(g, axis)``, read at its ``argmax`` (:func:`extreme`)."""
+    axis %= g.ndim
+    return jnp.squeeze(extreme(g, (axis,), jnp.argmax), axis)
 
 
 def _reduce(g: Array, mode: str | None, axis: int = -1) -> Array:
