@@ -369,10 +369,12 @@ def _files(folder):
 def test_a_file_of_another_job_is_never_overwritten(tmp_path, linear, xs):
     """maps.a.npy written by a job of its own (its path, its progress file): the job over
     several inputs whose maps of input a go there refuses, naming the file, the other job's
-    progress file and what to do, before it writes any file (maps.b.npy and its progress
-    file included). The other way round, a job whose path is the file of an input's maps of
-    another job, stopped (to be resumed) or finished, refuses before any chunk. Deleted as
-    the errors say, the files are free."""
+    progress file and what to do, before its method is called (the files of its inputs'
+    maps follow from its path and the model's input names) and before it writes any file
+    (maps.b.npy and its progress file included); so does a method of one map, whose job
+    may write there too (as it holds that file's lock). The other way round, a job whose
+    path is the file of an input's maps of another job, stopped (to be resumed) or
+    finished, refuses before any chunk. Deleted as the errors say, the files are free."""
     single, path = tmp_path / "maps.a.npy", tmp_path / "maps.npy"
     ones = np.ones((5, 3), np.float32)
     jaxsal.explain_to_file(_first_input, linear, ones, single, batch_size=5)
@@ -385,8 +387,19 @@ def test_a_file_of_another_job_is_never_overwritten(tmp_path, linear, xs):
         f"job (finished, says its progress file {single}.progress.json); this job would "
         "overwrite its maps. Write to another path (--out), or, if that job's maps are no "
         f"longer needed, delete {single} and {single}.progress.json first")
-    assert m.calls == [2]  # (its first chunk's maps say which files it writes)
+    assert m.calls == []  # refused before its first chunk
     assert _files(tmp_path) == before
+    calls = []
+
+    def one_map(model, x, targets=None):
+        calls.append(len(x["a"]))
+        return np.asarray(x["a"]).sum(-1)
+
+    with pytest.raises(FileExistsError, match=re.escape(
+            f"{single} (where path {path} puts the maps of input 'a') is the output of "
+            "another job")):
+        jaxsal.explain_to_file(one_map, linear, xs, path, batch_size=2)
+    assert calls == [] and _files(tmp_path) == before
 
     os.remove(single)
     os.remove(f"{single}.progress.json")
@@ -426,17 +439,20 @@ def test_a_file_of_another_job_is_never_overwritten(tmp_path, linear, xs):
 def test_jobs_of_several_inputs_whose_files_collide(tmp_path, xs):
     """A job writing maps.npy for inputs "img.x" and "y" (maps.img.x.npy, maps.y.npy) and
     one writing maps.img.npy for inputs "x" and "z" (maps.img.x.npy, maps.img.z.npy) share
-    a file: the second refuses, naming the first's progress file; the first's files stay
-    as it wrote them, and it still resumes as finished."""
+    a file: the second refuses before its first chunk, naming the first's progress file;
+    the first's files stay as it wrote them, and it still resumes as finished."""
     model = jaxsal.FunctionModel(lambda p, x: sum(v.sum(-1, keepdims=True) for v in x.values()),
                                  {})
+    calls = []
 
     def doubled(model, x, targets=None):
+        calls.append(sorted(x))
         return {k: 2 * np.asarray(v) for k, v in x.items()}
 
     first = {"img.x": xs["a"], "y": xs["b"]}
     jaxsal.explain_to_file(doubled, model, first, tmp_path / "maps.npy", batch_size=2)
     before = _files(tmp_path)
+    calls.clear()
     assert sorted(before) == ["maps.img.x.npy", "maps.npy.progress.json", "maps.y.npy"]
     with pytest.raises(FileExistsError, match=re.escape(
             f"{tmp_path}/maps.img.x.npy (where path {tmp_path}/maps.img.npy puts the maps of "
@@ -444,7 +460,7 @@ def test_jobs_of_several_inputs_whose_files_collide(tmp_path, xs):
             f"{tmp_path}/maps.npy.progress.json)")):
         jaxsal.explain_to_file(doubled, model, {"x": xs["b"][:, :1], "z": xs["a"]},
                                tmp_path / "maps.img.npy", batch_size=2)
-    assert _files(tmp_path) == before
+    assert calls == [] and _files(tmp_path) == before
     chunks = []
     out = jaxsal.explain_to_file(doubled, model, first, tmp_path / "maps.npy", batch_size=2,
                                  on_chunk=lambda done, total: chunks.append(done))

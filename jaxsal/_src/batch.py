@@ -48,8 +48,11 @@ jobs run unlocked, as before.
 A file that another job's sidecar lists as its output (the path of a job over one input array,
 the file of an input's maps of a job over several), finished or to be resumed, is never
 written: a job that would write it fails with a :class:`FileExistsError` naming the file and
-that sidecar, before it writes any file. A job's own path and the files its own sidecar lists
-are its own: a run of another job with the same path starts over, as above.
+that sidecar, before its first chunk is computed. For several inputs that is every file the
+job may write, as for its locks: its path and the file of each input's maps
+(:func:`input_paths`, which follow from the path and the model's input names), whether its
+method writes them or one map to ``path``. A job's own path and the files its own sidecar
+lists are its own: a run of another job with the same path starts over, as above.
 """
 
 from __future__ import annotations
@@ -1010,7 +1013,7 @@ def _other_job(file: str, progress_path: str) -> tuple[str, int, int] | None:
 
 def _check_not_another_jobs(files: list[str], path: str, progress_path: str,
                             several: _Several | None) -> None:
-    """Refuse, before anything is written, to write a file that another job's progress file
+    """Refuse, before any chunk is computed, to write a file that another job's progress file
     lists as its output (a job whose path it is, or whose inputs' maps go to it): this job
     would overwrite that job's maps, finished or to be resumed, and its progress file would
     vouch for this job's rows. A job's own files (by its path) are its own to rewrite."""
@@ -1246,9 +1249,9 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Any,
       BlockingIOError: when another process (or thread) runs a job writing ``path`` (or, for
         several inputs, one of the files of their maps): it holds that file's lock,
         ``path + ".lock"`` (see the module docstring).
-      FileExistsError: when a file the job would write is another job's output (its progress
-        file lists it), before any file is written: for one input array before any chunk,
-        for several after the first chunk (whose maps say which files the job writes).
+      FileExistsError: when a file the job may write is another job's output (its progress
+        file lists it), before any chunk: ``path`` and, for several inputs, the file of each
+        input's maps (:func:`input_paths`), whether the method writes them or one map.
     """
     path = os.fspath(path)
     resume = check_flag(resume, "resume")  # "False" would resume: refused before the lock
@@ -1337,10 +1340,10 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         offset = base.check_index_offset(offset)
     _check_path(path, inputs, options, several)
     progress_path = path + ".progress.json"
-    # never another job's output: the one file a job of one input array writes, now (those
-    # of a job over several inputs once its first chunk's maps say which files it writes)
-    if several is None:
-        _check_not_another_jobs([path], path, progress_path, None)
+    # never another job's output, before any chunk: every file the job may write (path and,
+    # for several inputs, the files of their maps, whether its method writes them or one
+    # map to path, as the files it holds the locks of)
+    _check_not_another_jobs([path, *per_input], path, progress_path, several)
     _check_rows(model, inputs, batch_size)
     try:
         sig, family = _signatures(
@@ -1407,10 +1410,9 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         rebatch = (not same and prog.get("family") == family and isinstance(old_b, int)
                    and old_b >= 1)
         # the files of a job over several inputs: as its progress file lists them (every one
-        # there, else the job starts over, as one whose .npy is missing)
+        # there, else the job starts over, as one whose .npy is missing; none another job's
+        # output: checked above)
         kept_files = [path] if several is None else _recorded_files(prog, path, per_input)
-        if kept_files and any(_other_job(f, progress_path) for f in kept_files):
-            kept_files = None  # another job's output since: not resumed (and not overwritten)
         # (a job that finished no chunk has nothing to keep, and its .npy may be torn: one
         # stopped while writing the header starts again)
         if (prog.get("format") == _FORMAT and (same or rebatch) and prog.get("done")
@@ -1476,9 +1478,6 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             # files' chunks, and the new files read as unfinished (batch.unfinished) from the
             # moment they exist
             files = list(maps)
-            # never a file of another job's (its path, or its inputs' maps): refused before
-            # any file is written
-            _check_not_another_jobs(files, path, progress_path, several)
             save_progress()
             out = {}
             try:
