@@ -724,3 +724,67 @@ def test_a_model_mixing_the_batch_is_refused_before_any_chunk(xs, tmp_path):
                                          "batch axis"):
         jaxsal.explain_to_file(method, mixing, xs, tmp_path / "maps.npy", batch_size=2)
     assert method.calls == [] and not (tmp_path / "maps.a.npy").exists()
+
+
+def test_an_option_per_input_bound_in_a_partial_is_taken_as_a_keyword(tmp_path, two):
+    """An option of one value per input bound in a functools.partial of the method (a dict
+    keyed by the input names, one row per input for an input) is taken as the same option
+    passed to explain_to_file: arranged by name, sliced with its input, checked before any
+    chunk, and the same job (the keyword spelling resumes it, computing nothing); a keyword
+    of the call overrides the partial's, as functools.partial does."""
+    import functools
+
+    m, x, _ = two
+    rows = x[1][::-1].copy()
+    want = jaxsal.integrated_gradients(m, x, 1, steps=4, baseline=[0.25, rows])
+    for inputs in (x, {"meta": x[1], "img": x[0]}):
+        path = tmp_path / f"ig_{type(inputs).__name__}.npy"
+        bound = functools.partial(jaxsal.integrated_gradients, steps=4,
+                                  baseline={"meta": rows, "img": 0.25})
+        out = jaxsal.explain_to_file(bound, m, inputs, path, targets=1, batch_size=2)
+        for o, w in zip(_in_order(out), want):
+            np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-6)
+        chunks = []
+        jaxsal.explain_to_file(functools.partial(jaxsal.integrated_gradients, steps=4), m,
+                               inputs, path, targets=1, batch_size=2,
+                               baseline={"img": 0.25, "meta": rows},
+                               on_chunk=lambda done, total: chunks.append(done))
+        assert chunks == [], type(inputs)
+    zero = jaxsal.explain_to_file(
+        functools.partial(jaxsal.integrated_gradients, steps=4, baseline={"meta": rows,
+                                                                          "img": 0.25}),
+        m, x, tmp_path / "zero.npy", targets=1, batch_size=2, baseline=0.0)
+    for o, w in zip(zero, jaxsal.integrated_gradients(m, x, 1, steps=4, baseline=0.0)):
+        np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-6)
+    # refused before any chunk, as the keyword spelling is: misspelt names, a count of
+    # rows neither 1 nor N
+    for bad in ({"img": 0.0, "mta": 0.0}, {"img": 0.0, "meta": x[1][:3]}):
+        errors = []
+        for method, options in ((functools.partial(jaxsal.integrated_gradients, baseline=bad),
+                                 {}), (jaxsal.integrated_gradients, {"baseline": bad})):
+            with pytest.raises(ValueError, match=r"^option baseline") as e:
+                jaxsal.explain_to_file(method, m, x, tmp_path / "bad.npy", targets=1,
+                                       batch_size=2, **options)
+            errors.append(str(e.value))
+        assert errors[0] == errors[1]
+    assert not (tmp_path / "bad.npy.progress.json").exists()
+
+
+def test_every_option_per_input_of_a_partial_is_arranged(tmp_path, linear, xs):
+    """A partial's options of one value per input (also a key of a dict option,
+    method_options' baseline) are arranged keyed as the inputs; its other options stay
+    bound."""
+    import functools
+
+    seen = []
+
+    def method(model, x, targets=None, *, scale=1.0, baseline=0.0, method_options=None):
+        seen.append((baseline, method_options))
+        return {k: scale * np.asarray(v) for k, v in x.items()}
+
+    method.several_input_options = ("baseline", "method_options.baseline")
+    bound = functools.partial(method, scale=2.0, baseline=[1.0, 2.0],
+                              method_options={"baseline": {"b": 4.0, "a": 3.0}, "n": 1})
+    out = jaxsal.explain_to_file(bound, linear, xs, tmp_path / "maps.npy", batch_size=5)
+    assert seen == [({"a": 1.0, "b": 2.0}, {"baseline": {"a": 3.0, "b": 4.0}, "n": 1})]
+    _assert_maps(out, {"a": 2 * xs["a"], "b": 2 * xs["b"]})

@@ -13,7 +13,8 @@ one sidecar, which lists those files, and a chunk is recorded as finished only a
 file holds its rows (a job stopped between two files' writes computes the chunk again). An
 option the method takes one value per input (its ``several_input_options`` attribute: an
 integrated-gradients ``baseline``) is a dict keyed by the model's input names or a list in
-their order, whatever container the inputs come in.
+their order, whatever container the inputs come in, passed to the job or bound in a
+``functools.partial`` of the method (taken out of it as if passed to the job).
 
 A job is identified by a signature: a hash of a stable description of the method (a function
 of one's own also by the settings it reads: its closure's numbers, strings, arrays and
@@ -618,6 +619,22 @@ def several_input_options(method: Callable) -> tuple[str, ...]:
     input names or a list in their order, whatever container the inputs come in
     (:meth:`_Several.arrange`)."""
     return tuple(getattr(_unwrap(method), "several_input_options", ()))
+
+
+def _bound_options(method: Callable) -> tuple[Callable, dict]:
+    """``(method, bound)``: the options of :func:`several_input_options` that
+    ``functools.partial`` layers of ``method`` bind, taken out of them (an outer layer's
+    over an inner one's, as the partial's call gives them), and the method without them."""
+    if not isinstance(method, functools.partial):
+        return method, {}
+    func, bound = _bound_options(method.func)
+    names = {spec.partition(".")[0] for spec in several_input_options(method)}
+    kept = {k: v for k, v in method.keywords.items() if k not in names}
+    bound.update((k, v) for k, v in method.keywords.items() if k in names)
+    if func is method.func and len(kept) == len(method.keywords):
+        return method, bound
+    return (functools.partial(func, *method.args, **kept) if method.args or kept
+            else func), bound
 
 
 def _arrange_options(method: Callable, several: _Several, options: dict) -> dict:
@@ -1225,7 +1242,10 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Any,
         rank with ``N`` rows sliced with that input; the options a method lists in its
         ``several_input_options`` attribute (:func:`several_input_options`) are taken in
         either form whatever container ``inputs`` is, and passed on as a dict keyed as
-        ``inputs`` for a dict of inputs, else as a list.
+        ``inputs`` for a dict of inputs, else as a list; bound in a ``functools.partial`` of
+        ``method`` (``functools.partial(jaxsal.integrated_gradients, baseline={...})``),
+        they are taken as if passed here (arranged, sliced, checked; the same job), an
+        option passed here over the partial's.
     Returns:
       The maps as a read-only memory map of ``path`` (shape ``(N, ...)`` as ``method`` returns);
       for several inputs and a map per input, the memory maps of their files in the
@@ -1324,6 +1344,11 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         n = len(arrays[0])
         shapes = several.pack([tuple(np.shape(a)) for a in arrays])
         per_input = input_paths(path, several.names)
+        # an option of one value per input bound in a functools.partial of the method: taken
+        # as passed here (arranged, sliced with its input, checked; the same job), the
+        # call's over the partial's
+        method, bound = _bound_options(method)
+        options = {**bound, **options}
         # an option of one value per input as a dict by name or a list by position: passed
         # on keyed as the inputs (a dict of them), else as a list
         options = _arrange_options(method, several, options)
