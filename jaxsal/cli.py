@@ -526,19 +526,33 @@ def _curve_scores(model, x, targets=None, *, maps, metric: str, **options):
 _curve_scores.per_input_options = lambda model, shape, options: ("maps",)
 
 
+#: What `jaxsal evaluate` writes to its areas file (:func:`_areas_path`), for its errors.
+AREAS = "the areas under its curves"
+
+
+def _areas_path(out: str) -> str | None:
+    """The file `jaxsal evaluate --out OUT.npy` writes the areas to, ``OUT.auc.npy`` (None
+    for an ``out`` not ending ``.npy``, which it refuses)."""
+    return out[:-len(".npy")] + ".auc.npy" if out.endswith(".npy") else None
+
+
 def cmd_evaluate(args) -> int:
     import jaxsal
+    from jaxsal._src.batch import check_not_another_jobs
 
     _check_option_names(args, getattr(jaxsal, args.metric), f"--metric {args.metric}",
                         given=("model", "x", "maps", "targets", "metric"))
-    if not args.out.endswith(".npy"):
+    auc_path = _areas_path(args.out)
+    if auc_path is None:
         raise ValueError(f"--out: expected a .npy path (the curves), got {args.out!r}")
-    auc_path = args.out[:-len(".npy")] + ".auc.npy"
     for what, path in (("INPUTS", args.inputs), ("MAPS", args.maps)):
         if os.path.exists(auc_path) and os.path.exists(path) \
                 and os.path.samefile(auc_path, path):
             raise ValueError(f"--out {args.out} would write the areas to {auc_path}, the "
                              f"{what} file; pick another --out")
+    # (its lock is held, with --out's: main) never another job's output
+    check_not_another_jobs([auc_path], args.out + ".progress.json",
+                           {auc_path: f" (where --out {args.out} puts {AREAS})"})
     model, inputs, progress = _job(args)
     maps = _load_npy(args.maps, "maps")
     if maps.ndim < 2 or len(maps) != len(inputs):
@@ -737,9 +751,11 @@ def main(argv=None) -> int:
             return args.fn(args)
         from jaxsal._src.batch import job_lock
 
-        # the job's lock, for the whole command (its .auc.npy too): a second `jaxsal` writing
-        # the same --out fails here, before it loads anything
-        with job_lock(args.out):
+        # the job's lock, for the whole command, and that of evaluate's areas file: a second
+        # `jaxsal` writing the same --out (or a job writing OUT.auc.npy) fails here, before
+        # it loads anything
+        auc_path = _areas_path(args.out) if args.cmd == "evaluate" else None
+        with job_lock(args.out, others={auc_path: AREAS} if auc_path else None):
             return args.fn(args)
     except (ValueError, TypeError, OSError) as err:
         # with the notes a batch job adds (the chunk that failed, what is saved)

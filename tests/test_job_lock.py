@@ -379,3 +379,91 @@ def test_a_file_system_without_flock_runs_jobs_unlocked_and_leaves_no_file(tmp_p
     jaxsal.explain_to_file(m, linear, XS, tmp_path / "maps.npy", batch_size=2)
     assert m.calls == [2, 2]
     assert sorted(os.listdir(tmp_path)) == ["maps.npy", "maps.npy.progress.json"]
+
+
+def _evaluate(tmp_path, fixtures_dir, mnist_digits, out):
+    """`jaxsal evaluate` argv for 2 digits and maps saved in tmp_path, writing ``out``."""
+    np.save(tmp_path / "x.npy", mnist_digits[:2])
+    np.save(tmp_path / "maps.npy", np.random.RandomState(0).rand(2, 28, 28).astype(np.float32))
+    return ["evaluate", str(fixtures_dir / "mnist_cnn_keras3.keras"), str(tmp_path / "x.npy"),
+            str(tmp_path / "maps.npy"), "--metric", "deletion", "--steps", "4", "--targets",
+            "1", "--out", str(out)]
+
+
+def test_evaluate_holds_the_lock_of_its_areas_file(tmp_path, fixtures_dir, mnist_digits,
+                                                    capsys, monkeypatch):
+    """`jaxsal evaluate --out d.npy` writes its areas to d.auc.npy: it holds that file's
+    lock too, for the whole command. While another process holds it (a job whose --out is
+    d.auc.npy), evaluate fails at its start (exit status 75, the model never loaded),
+    naming the file, what it is to the command and the lock; while evaluate runs, a job
+    writing d.auc.npy (as its path) is refused the same way."""
+    import model_import
+
+    out, auc = tmp_path / "d.npy", tmp_path / "d.auc.npy"
+    argv = _evaluate(tmp_path, fixtures_dir, mnist_digits, out)
+    holder = _start(_HOLDER, auc)
+    loads = []
+    load_keras = model_import.load_keras
+    monkeypatch.setattr(model_import, "load_keras", lambda *a, **k: loads.append(a)
+                        or load_keras(*a, **k))
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        assert cli.main(argv) == 75
+        assert capsys.readouterr().err == (
+            f"jaxsal: error: another jaxsal process (pid {holder.pid}) is writing {auc}, "
+            f"where this job (writing {out}) puts the areas under its curves (it holds the "
+            f"lock {auc}.lock); wait for it to end, or write to another path (--out)\n")
+        assert loads == [] and not out.exists() and not os.path.exists(f"{out}.lock")
+    finally:
+        _stop(holder)
+    errors = []
+
+    def other():  # another thread: as another process, refused
+        try:
+            jaxsal.explain_to_file(Counting(), jaxsal.FunctionModel(
+                lambda p, x: x @ p, np.ones((3, 2), np.float32)), XS, auc, batch_size=2)
+        except BlockingIOError as e:
+            errors.append(str(e))
+
+    def load_then_other(*a, **k):  # while evaluate holds its locks
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        return load_keras(*a, **k)
+
+    monkeypatch.setattr(model_import, "load_keras", load_then_other)
+    assert cli.main(argv) == 0
+    assert errors == [f"another thread of this process (pid {os.getpid()}) is writing {auc} "
+                      f"(it holds the lock {auc}.lock); wait for it to end, or write to "
+                      "another path (--out)"]
+    assert np.load(auc).shape == (2,)
+    assert not os.path.exists(f"{auc}.lock") and not os.path.exists(f"{out}.lock")
+
+
+def test_evaluate_never_overwrites_the_output_of_another_job_with_its_areas(
+        tmp_path, fixtures_dir, mnist_digits, capsys, monkeypatch):
+    """d.auc.npy written by a job of its own (its progress file lists it): `jaxsal evaluate
+    --out d.npy`, whose areas would go there, refuses before loading the model (exit
+    status 2), naming the file, the other job's progress file and what to delete, as a job
+    refuses another job's output; deleted as it says, the file is free."""
+    import model_import
+
+    out, auc = tmp_path / "d.npy", tmp_path / "d.auc.npy"
+    argv = _evaluate(tmp_path, fixtures_dir, mnist_digits, out)
+    jaxsal.explain_to_file(Counting(), jaxsal.FunctionModel(
+        lambda p, x: x @ p, np.ones((3, 2), np.float32)), XS, auc, batch_size=2)
+    before = {f: (tmp_path / f).read_bytes() for f in sorted(os.listdir(tmp_path))}
+    load_keras = model_import.load_keras
+    monkeypatch.setattr(model_import, "load_keras", lambda *a, **k: pytest.fail("loaded"))
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"jaxsal: error: {auc} (where --out {out} puts the areas under its curves) is the "
+        f"output of another job (finished, says its progress file {auc}.progress.json); this "
+        "job would overwrite its maps. Write to another path (--out), or, if that job's maps "
+        f"are no longer needed, delete {auc} and {auc}.progress.json first\n")
+    assert {f: (tmp_path / f).read_bytes() for f in sorted(os.listdir(tmp_path))} == before
+    os.remove(auc)
+    os.remove(f"{auc}.progress.json")
+    monkeypatch.setattr(model_import, "load_keras", load_keras)
+    assert cli.main(argv) == 0
+    assert np.load(auc).shape == (2,)

@@ -907,29 +907,43 @@ def _file_lock(path: str, role: str = "") -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def job_lock(path: str | os.PathLike, input_names: Any = ()) -> Iterator[None]:
+def job_lock(path: str | os.PathLike, input_names: Any = (),
+             others: dict[str, str] | None = None) -> Iterator[None]:
     """Hold the advisory lock of the job writing ``path`` (a ``.npy``): another process or
     thread that takes it meanwhile gets a :class:`BlockingIOError` naming this process. The
     same thread may take it again (the ``jaxsal`` command holds it, then
     :func:`explain_to_file` inside). Without ``fcntl`` (Windows) it holds nothing.
 
     With ``input_names`` (a job over several inputs), also the locks of the files their maps
-    go to (:func:`input_paths`: ``maps.img.npy``...), each as the lock of a job writing that
-    file: a job whose path is one of them, or whose inputs' maps go to one of them, cannot
-    run at the same time. The locks are taken in order, each without waiting; when one is
-    held elsewhere, those taken are released and nothing else is done."""
+    go to (:func:`input_paths`: ``maps.img.npy``...), and with ``others`` (``{file: what
+    the job puts there}``: ``jaxsal evaluate``'s ``{"d.auc.npy": "the areas under its
+    curves"}``) those of the files it names, each as the lock of a job writing that file: a
+    job whose path is one of them, or whose inputs' maps go to one of them, cannot run at
+    the same time. The locks are taken in order, each without waiting; when one is held
+    elsewhere, those taken are released and nothing else is done."""
     path = os.fspath(path)
     _check_folder(path)
     if fcntl is None:
         yield
         return
     names = tuple(input_names)
+    puts = [(file, f"the maps of input {name!r}")
+            for name, file in zip(names, input_paths(path, names))]
     with contextlib.ExitStack() as stack:
         stack.enter_context(_file_lock(path))
-        for name, file in zip(names, input_paths(path, names)):
+        for file, what in [*puts, *(others or {}).items()]:
             stack.enter_context(_file_lock(
-                file, f", where this job (writing {path}) puts the maps of input {name!r}"))
+                os.fspath(file), f", where this job (writing {path}) puts {what}"))
         yield
+
+
+def _input_roles(path: str, several: _Several | None) -> dict[str, str]:
+    """``{file: what it is to the job writing path}`` of the files of the inputs' maps of a
+    job over ``several`` inputs (none for one input array), for its errors."""
+    if several is None:
+        return {}
+    return {file: f" (where path {path} puts the maps of input {name!r})"
+            for name, file in zip(several.names, input_paths(path, several.names))}
 
 
 def _check_path(path: str, inputs: Any, options: dict, several: _Several | None = None
@@ -942,8 +956,8 @@ def _check_path(path: str, inputs: Any, options: dict, several: _Several | None 
     _check_folder(path)
     outputs = [(path, f"path {path}")]
     if several is not None:
-        for name, file in zip(several.names, input_paths(path, several.names)):
-            what = f"{file} (where path {path} puts the maps of input {name!r})"
+        for file, role in _input_roles(path, several).items():
+            what = f"{file}{role}"
             if os.path.isdir(file):
                 raise IsADirectoryError(f"{what} is a folder; remove it or write the maps to "
                                         "another path")
@@ -1028,15 +1042,15 @@ def _other_job(file: str, progress_path: str) -> tuple[str, int, int] | None:
     return next((o for o in _owners(file) if os.path.realpath(o[0]) != own), None)
 
 
-def _check_not_another_jobs(files: list[str], path: str, progress_path: str,
-                            several: _Several | None) -> None:
+def check_not_another_jobs(files: list[str], progress_path: str,
+                           roles: dict[str, str] | None = None) -> None:
     """Refuse, before any chunk is computed, to write a file that another job's progress file
     lists as its output (a job whose path it is, or whose inputs' maps go to it): this job
     would overwrite that job's maps, finished or to be resumed, and its progress file would
-    vouch for this job's rows. A job's own files (by its path) are its own to rewrite."""
-    roles = {} if several is None else {
-        f: f" (where path {path} puts the maps of input {name!r})"
-        for name, f in zip(several.names, input_paths(path, several.names))}
+    vouch for this job's rows. A job's own files (those its progress file ``progress_path``
+    lists) are its own to rewrite. ``roles``: ``{file: what it is to this job}``, said after
+    the file's name (``" (where --out d.npy puts the areas under its curves)"``)."""
+    roles = roles or {}
     for f in files:
         other = _other_job(f, progress_path)
         if other is None:
@@ -1368,7 +1382,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     # never another job's output, before any chunk: every file the job may write (path and,
     # for several inputs, the files of their maps, whether its method writes them or one
     # map to path, as the files it holds the locks of)
-    _check_not_another_jobs([path, *per_input], path, progress_path, several)
+    check_not_another_jobs([path, *per_input], progress_path, _input_roles(path, several))
     _check_rows(model, inputs, batch_size)
     try:
         sig, family = _signatures(
