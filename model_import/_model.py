@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,11 @@ from model_import._version import keras_major
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
+
+#: What a model takes as ``x`` (and jaxsal's methods too, as ``jaxsal.Inputs``): one array
+#: ``(N, ...)``, or for a model of several inputs one array per input, in a list or tuple in
+#: the model's input order or in a dict keyed by its input names.
+Inputs = Union[ArrayLike, Sequence[ArrayLike], Mapping[str, ArrayLike]]
 
 HEADS = ("saved", "logits", "softmax", "sigmoid", "sigmoid_complement")
 
@@ -285,7 +290,7 @@ class KerasModel:
             return list(self.graph.input_keys)
         return [r.layer for r in self.graph.inputs]
 
-    def check_token_ids(self, x) -> None:
+    def check_token_ids(self, x: Inputs) -> None:
         """Refuse token ids outside ``[0, input_dim)`` of an ``Embedding`` that reads a model
         input directly (JAX would give NaN rows, and gradients at the embedding that do not
         depend on its values would still come out finite). ``x`` as for :meth:`apply`;
@@ -398,7 +403,7 @@ class KerasModel:
             out.append(a)
         return out
 
-    def apply(self, params: Any, x: ArrayLike | Sequence[ArrayLike], *,
+    def apply(self, params: Any, x: Inputs, *,
               capture: Iterable[str] = (), perturb: Mapping[str, Array] | None = None,
               perturb_pre: Mapping[str, Array] | None = None,
               capture_pre: Iterable[str] = ()):
@@ -406,8 +411,9 @@ class KerasModel:
 
         Args:
           params: a pytree like :attr:`params`.
-          x: ``(N, *input_shape)`` (for multi-input models a list in :attr:`input_names`
-            order, or a dict keyed by those names).
+          x: ``(N, *input_shape)`` (for multi-input models a list or tuple in
+            :attr:`input_names` order, or a dict keyed by those names: the alias
+            ``jaxsal.Inputs``).
           capture: layer names whose outputs to return as well.
           perturb: ``{layer: delta}`` added to those layers' outputs (``delta`` shaped like
             the output); ``jax.grad`` with respect to ``delta`` at zero is the gradient with
@@ -503,12 +509,13 @@ class KerasModel:
         merges or operations), in call order."""
         return self.graph.relevance_paths()
 
-    def biases(self, params: Any, x: ArrayLike | Sequence[ArrayLike]) -> dict[str, Array]:
+    def biases(self, params: Any, x: Inputs) -> dict[str, Array]:
         """``{layer: b}`` for every :attr:`affine_layers` entry, with weights ``params``: the
         layer's pre-activation output for a zero input, ``(1, *output_shape)`` (its bias
         broadcast over the positions; for BatchNormalization ``beta - mean * gamma /
-        sqrt(var + eps)``). Only ``x``'s shapes matter: the rest of the forward pass is dead
-        code under ``jit``."""
+        sqrt(var + eps)``). ``x`` as for :meth:`apply` (a list or dict of arrays for several
+        inputs); only its shapes matter: the rest of the forward pass is dead code under
+        ``jit``."""
         sink: dict[str, Array] = {}
         xs = [jnp.asarray(a)[:1] for a in self._as_list(x)]
         self._run(params, xs if self.num_inputs > 1 else xs[0], (), None, None, sink)
@@ -518,8 +525,9 @@ class KerasModel:
     def _jitted(self):
         return jax.jit(lambda p, x: self.apply(p, x))
 
-    def __call__(self, x: ArrayLike | Sequence[ArrayLike]):
-        """``apply(self.params, x)``, jit-compiled (cached per model and input shape)."""
+    def __call__(self, x: Inputs):
+        """``apply(self.params, x)``, jit-compiled (cached per model and input shape); ``x``
+        as for :meth:`apply`."""
         self.check_token_ids(x)
         try:
             return self._jitted(self.params, x)
@@ -529,8 +537,9 @@ class KerasModel:
                 raise
             raise clear from e
 
-    def intermediates(self, x: ArrayLike, layers: Sequence[str]) -> dict[str, Array]:
-        """Outputs of several named layers (or one name) for ``x`` in one forward pass."""
+    def intermediates(self, x: Inputs, layers: Sequence[str]) -> dict[str, Array]:
+        """Outputs of several named layers (or one name) for ``x`` (as for :meth:`apply`) in
+        one forward pass."""
         layers = (layers,) if isinstance(layers, str) else tuple(layers)
         fn = jax.jit(lambda p, x: self.apply(p, x, capture=layers)[1])
         return fn(self.params, x)

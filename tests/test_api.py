@@ -115,3 +115,14 @@ def test_names_the_docs_and_messages_cite_exist():
                     and not hasattr(obj, attr) and attr not in fields):
                 missing.add(f"{mod}.{name}.{attr} ({f.relative_to(root)})")
     assert not missing, f"cited names that do not exist: {sorted(missing)}"
+
+
+def test_what_takes_the_inputs_of_a_model_of_several_says_so():
+    # a model's forward pass and its helpers, and explain_to_file, take one array or, for a
+    # model of several inputs, a list or dict of them: their hints say jaxsal.Inputs (they
+    # said ArrayLike, or ArrayLike | Sequence[ArrayLike] without the dict)
+    km, fm = model_import.KerasModel, jaxsal.FunctionModel
+    for fn, name in ((km.apply, "x"), (km.__call__, "x"), (km.biases, "x"),
+                     (km.intermediates, "x"), (km.check_token_ids, "x"), (fm.apply, "x"),
+                     (fm.__call__, "x"), (jaxsal.explain_to_file, "inputs")):
+        assert typing.get_type_hints(fn)[name] == jaxsal.Inputs, fn.__qualname__

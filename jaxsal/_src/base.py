@@ -29,7 +29,8 @@ import numpy as np
 
 from jaxsal._src.precision import low_precision, low_precision_backward
 from model_import._errors import forward_mode_error
-from model_import._model import HEADS, KerasModel, apply_head  # one definition of the heads
+# one definition of the heads, and of the inputs a model takes (jaxsal.Inputs)
+from model_import._model import HEADS, Inputs, KerasModel, apply_head
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -307,9 +308,10 @@ class FunctionModel:
             return {self.relu_kwarg: self.relu}
         return {}
 
-    def apply(self, params: Any, x: ArrayLike, *, capture: Iterable[str] = (),
+    def apply(self, params: Any, x: Inputs, *, capture: Iterable[str] = (),
               perturb: Mapping[str, Array] | None = None):
-        """``outputs`` or ``(outputs, {layer: A})``, like :meth:`KerasModel.apply`."""
+        """``outputs`` or ``(outputs, {layer: A})``, like :meth:`KerasModel.apply` (``x``:
+        what ``fn`` takes, a list or dict of arrays for a function of several inputs)."""
         capture = (capture,) if isinstance(capture, str) else tuple(capture)
         perturb = dict(perturb or {})
         for name in tuple(capture) + tuple(perturb):
@@ -338,7 +340,8 @@ class FunctionModel:
         y = apply_head(self.head, y)
         return (y, captured) if capture else y
 
-    def __call__(self, x: ArrayLike):
+    def __call__(self, x: Inputs):
+        """``apply(self.params, x)``."""
         return self.apply(self.params, x)
 
     def __repr__(self) -> str:
@@ -377,10 +380,10 @@ def _function_relu(relu: Callable | None, relu_mode: str, relu_kwarg: str | None
 #: they are.
 ModelLike = Union[KerasModel, FunctionModel, tuple[Callable[..., Any], Any]]
 
-#: What the methods take as ``x`` (and as a baseline of it): one array ``(N, ...)``, or for a
-#: model of several inputs one array per input, in a list or tuple in the model's input order
-#: or in a dict keyed by its input names.
-Inputs = Union[ArrayLike, Sequence[ArrayLike], Mapping[str, ArrayLike]]
+#: ``Inputs`` (imported above from ``model_import``, whose models take it too): what the
+#: methods take as ``x`` (and as a baseline of it): one array ``(N, ...)``, or for a model of
+#: several inputs one array per input, in a list or tuple in the model's input order or in a
+#: dict keyed by its input names.
 
 #: What a method giving a map per input returns: one array for one input array (or at a
 #: layer), else one per input in the container ``x`` came in (a list, a tuple or a dict).

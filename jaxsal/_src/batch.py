@@ -74,7 +74,7 @@ import jax
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.base import ModelLike
+from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import Targets
 from jaxsal._src.validate import SEVERAL_INPUT_METHODS, WRAP_ONE_INPUT, _fits, check_flag
@@ -1198,7 +1198,7 @@ def _write(out: np.memmap, lo: int, hi: int, maps: np.ndarray) -> None:
     out.flush()
 
 
-def explain_to_file(method: Callable, /, model: ModelLike, inputs: Any,
+def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
                     path: str | os.PathLike, *, targets: Targets = None, batch_size: int = 64,
                     resume: bool = True, on_chunk: Callable[[int, int], None] | None = None,
                     **options: Any) -> Any:
