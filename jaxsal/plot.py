@@ -993,7 +993,8 @@ def feature_maps(model_or_activations, x=None, layer: str | None = None, *,
         activations ``(H, W, K)`` / ``(1, H, W, K)`` themselves, channels last
         (``jaxsal.feature_maps`` returns channels first, ``(K, h, w)``: show those with
         :func:`image_grid`, or pass ``np.moveaxis(maps, 0, -1)``).
-      x: one input, ``(1, H, W, C)`` or ``(H, W, C)`` (in the model's own layout).
+      x: one input, ``(1, H, W, C)`` or ``(H, W, C)`` (in the model's own layout); for a
+        model of several inputs, a list, tuple or dict of them (one example of each).
       layer: the layer name.
       channels: which channels to show (default: the first ``max_maps``).
       scale: ``"shared"`` (one scale and colour bar: a weak channel looks weak) or
@@ -1003,15 +1004,19 @@ def feature_maps(model_or_activations, x=None, layer: str | None = None, *,
         if x is None or layer is None:
             raise ValueError("pass both x and layer with a model (or the activations alone)")
         model = model_or_activations
-        xb = np.asarray(x)  # its own dtype: integer images are refused by layer_maps
-        if xb.ndim == len(model.input_shape or (0, 0, 0)):
-            xb = xb[None]
-        if xb.shape[0] != 1:
-            raise ValueError(f"feature_maps shows one input: expected x of shape (1, ...), got "
-                             f"{xb.shape}; pass x[:1]")
-        from jaxsal._src.features import layer_maps
+        import jax
 
-        maps, _ = layer_maps(model, xb, layer)  # (1, K, h, w) whatever the layer's layout
+        from jaxsal._src.features import _one_example, layer_maps
+
+        # one example (its own dtype: integer images are refused by layer_maps), or a batch
+        # of one; a model of several inputs takes a list, tuple or dict of them
+        if not _one_example(model, x):
+            sizes = [np.shape(a)[:1] for a in jax.tree.leaves(x)]
+            if any(size != (1,) for size in sizes):
+                raise ValueError(f"feature_maps shows one input: expected x of shape (1, ...) "
+                                 f"(or one example), got shapes "
+                                 f"{[np.shape(a) for a in jax.tree.leaves(x)]}; pass x[:1]")
+        maps, _ = layer_maps(model, x, layer)  # (1, K, h, w) whatever the layer's layout
         a = np.moveaxis(_np(maps)[0], 0, -1)
         name = f"{layer} "
     else:

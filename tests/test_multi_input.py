@@ -441,3 +441,38 @@ def test_the_methods_that_take_several_inputs_say_so_in_their_type_hints():
         assert hints["return"] == (jaxsal.Maps if name in per_input else jax.Array), name
     for name in sorted(set(cli.METHODS) - per_input - at_layer):
         assert typing.get_type_hints(getattr(jaxsal, name))["x"] != jaxsal.Inputs, name
+
+
+def test_feature_maps_of_a_model_of_several_inputs(two):
+    """``jaxsal.feature_maps`` takes a several-input model's inputs as every method does (a
+    list, tuple or dict; a batch or one example of each): the layer's activations, as
+    ``intermediates`` computes them, channels first; a wrong container is refused saying what
+    the model takes."""
+    m, x = two
+    want = np.moveaxis(np.asarray(m.intermediates(x, ["conv"])["conv"]), -1, 1)
+    for xx in (x, tuple(x), {"vec": x[1], "img": x[0]}):
+        np.testing.assert_allclose(jaxsal.feature_maps(m, xx, "conv"), want, rtol=1e-6)
+    one = jaxsal.feature_maps(m, [x[0][1], x[1][1]], "conv", normalize=True)
+    assert one.shape == want.shape[1:]
+    assert float(one.min()) == 0.0 and float(one.max()) == 1.0
+    with pytest.raises(ValueError, match="3 inputs|expected a list of 2"):
+        jaxsal.feature_maps(m, [x[0], x[1], x[1]], "conv")
+    with pytest.raises(TypeError, match="pass x as a list in that order"):
+        jaxsal.feature_maps(m, x[0], "conv")
+
+
+def test_plot_feature_maps_of_a_model_of_several_inputs(two):
+    """``jaxsal.plot.feature_maps`` shows one example of a several-input model's inputs (a
+    batch of one or one example of each); a batch of several is refused naming ``x[:1]``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jaxsal import plot
+
+    m, x = two
+    for xx in ([x[0][:1], x[1][:1]], {"img": x[0][0], "vec": x[1][0]}):
+        fig = plot.feature_maps(m, xx, "conv")
+        assert len(fig.axes) >= 4
+        matplotlib.pyplot.close(fig)
+    with pytest.raises(ValueError, match=r"pass x\[:1\]"):
+        plot.feature_maps(m, x, "conv")

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.base import ModelLike
+from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.validate import _fits, check_input, layer_format
 
 Array = jax.Array
@@ -118,6 +118,25 @@ def filter_images(model: ModelLike, layer: str | None = None, *,
     return w
 
 
+def _one_example(model: Any, x: Any) -> bool:
+    """Whether ``x`` is one example of ``model``'s inputs (every input without its batch
+    axis: an ``(H, W, C)`` image; for a model of several inputs, a list, tuple or dict of
+    them) rather than a batch."""
+    names = list(getattr(model, "input_names", None) or [])
+    shapes = getattr(model, "input_shapes", None)
+    if isinstance(x, (list, tuple, dict)) and shapes and len(shapes) > 1:
+        items = ([x.get(n) for n in names] if isinstance(x, dict) and set(x) == set(names)
+                 else list(x) if not isinstance(x, dict) else [])
+        if len(items) != len(shapes):
+            return False  # not the model's inputs: check_input says what it takes
+        return all(isinstance(s, tuple) and np.ndim(a) == len(s) and _fits(np.shape(a), s)
+                   for a, s in zip(items, shapes))
+    shape = getattr(model, "input_shape", None)
+    if isinstance(x, (list, tuple, dict)):
+        return False
+    return isinstance(shape, tuple) and np.ndim(x) == len(shape) and _fits(np.shape(x), shape)
+
+
 def layer_maps(model: Any, x: ArrayLike, layer: str, *,
                pre_activation: bool = False) -> tuple[Array, bool]:
     """``(maps (N, K, h, w), single)``: the activations of ``layer`` for ``x`` (a batch, or
@@ -137,12 +156,13 @@ def layer_maps(model: Any, x: ArrayLike, layer: str, *,
                              f"pre-activation values (model_import.KerasModel); this "
                              f"{type(model).__name__} does not")
         model.pre_activation_layer(layer)  # refuses activation layers and nested models
-    in_shape = getattr(model, "input_shape", None)
-    single = (isinstance(in_shape, tuple) and np.ndim(x) == len(in_shape)
-              and _fits(np.shape(x), in_shape))
+    single = _one_example(model, x)
+    if single:
+        x = jax.tree.map(lambda a: jnp.asarray(a)[None], x)
     # the checks of every method: floating inputs (integer ones where the model reads codes),
-    # the model's shape (with the fix in the message), finite values
-    x = check_input(model, jnp.asarray(x)[None] if single else x, allow_int=True)
+    # the model's shape (with the fix in the message), finite values; a list, tuple or dict
+    # of arrays for a model of several inputs
+    x = check_input(model, x, allow_int=True, multi_input=True)
     if hasattr(model, "layer"):
         info = model.layer(layer)
         shape = info.output_shape
@@ -166,7 +186,7 @@ def layer_maps(model: Any, x: ArrayLike, layer: str, *,
     return a, single
 
 
-def feature_maps(model: ModelLike, x: ArrayLike, layer: str, *, normalize: bool = False,
+def feature_maps(model: ModelLike, x: Inputs, layer: str, *, normalize: bool = False,
                  pre_activation: bool = False) -> Array:
     """The activations of ``layer`` for the inputs ``x``, one 2-D map per channel.
 
@@ -174,7 +194,9 @@ def feature_maps(model: ModelLike, x: ArrayLike, layer: str, *, normalize: bool 
       model: a :class:`model_import.KerasModel` (or a :class:`~jaxsal.FunctionModel` with
         ``features=``: ``layer`` is its layer name).
       x: ``(N, H, W, C)`` inputs (or one ``(H, W, C)`` input), in the model's own layout
-        (``(N, C, H, W)`` for a channels-first model).
+        (``(N, C, H, W)`` for a channels-first model); for a model of several inputs, a
+        list in their order, a tuple, or a dict keyed by their names (a batch or one example
+        of each), as the methods take them.
       layer: a layer with spatial output (``(h, w, K)``, or ``(K, h, w)`` channels-first).
       normalize: min-max scale every map to [0, 1] on its own.
       pre_activation: the layer's values before its fused activation (a ``Conv2D(...,
