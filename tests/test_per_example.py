@@ -319,6 +319,68 @@ def test_a_keras_model_flipping_the_batch_is_refused(tmp_path):
                                          r"batch axis in layer 'flip'\)"):
         jaxsal.saliency(m, np.asarray(X), 0)
 
+
+# ------------------------------------------------------------- rows of no input, rows written
+def _state(fn):
+    """The check's state of ``fn``'s one output for ``X`` (:func:`output_states`)."""
+    from jaxsal._src import per_example as pe
+
+    return pe.output_states(jaxsal.FunctionModel(fn, W), pe._analysis_inputs(X))[0][0]
+
+
+def _refused_order(fn, row, got, op):
+    """``fn`` refused: its ``row`` is computed from ``got`` (``"input 1"``, ``"no input"``), the
+    rows reordered or selected by ``op``, named at this file's line."""
+    with pytest.raises(ValueError, match=(
+            rf"does not keep the inputs in their order: in a batch of 3 inputs, its row {row} is "
+            rf"computed from {got}, not input {row} \(the rows reordered or selected by {op}"
+            r"[^;]* at .*test_per_example\.py")):
+        jaxsal.saliency(jaxsal.FunctionModel(fn, W), X, 0)
+
+
+# Padding rows (of no input) added to the batch axis and sliced off again, an input's row
+# replaced by padding and the batch added back: each row still comes from its own input
+PADDED_KEPT = {
+    "pad_sliced_off": lambda p, x: jnp.pad(_logits(p, x), ((1, 2), (0, 0)))[1:len(x) + 1],
+    "interior_pad_strided": lambda p, x: jax.lax.pad(_logits(p, x), 0.0,
+                                                     ((0, 0, 1), (0, 0, 0)))[::2],
+    "negative_pad_back": lambda p, x: jax.lax.pad(jnp.pad(_logits(p, x), ((2, 0), (0, 0))),
+                                                  0.0, ((-2, 0, 0), (0, 0, 0))),
+    "images_padded": lambda p, x: _logits(p, jnp.pad(x, ((1, 1), (0, 0), (0, 0), (0, 0)),
+                                                     constant_values=0.5)[1:-1]),
+    "first_row_padded_plus_rows": lambda p, x: jnp.pad(_logits(p, x)[1:], ((1, 0), (0, 0)))
+    + _logits(p, x),
+}
+
+
+@pytest.mark.parametrize("name", list(PADDED_KEPT))
+def test_padding_rows_sliced_off_keep_the_rows(name):
+    """Followed to one row per input (not merely unknown), and not refused."""
+    from jaxsal._src import per_example as pe
+
+    assert _state(PADDED_KEPT[name]) == pe.Rows(0)
+    pe.check_per_example(jaxsal.FunctionModel(PADDED_KEPT[name], W), X)
+
+
+# The rows shifted by padding: an output row of padding, or of the next input
+NO_INPUT = r"no input \(a row of padding or constants\)"
+PADDED_SHIFTED = {
+    "padded_then_cut": (lambda p, x: jnp.pad(_logits(p, x), ((1, 0), (0, 0)))[:len(x)], 0,
+                        NO_INPUT),
+    "interior_then_cut": (lambda p, x: jax.lax.pad(_logits(p, x), 0.0,
+                                                   ((0, 0, 1), (0, 0, 0)))[:len(x)], 1,
+                          NO_INPUT),
+    "negative_low_padding": (lambda p, x: jax.lax.pad(_logits(p, x), 0.0,
+                                                      ((-1, 1, 0), (0, 0, 0))), 0, "input 1"),
+}
+
+
+@pytest.mark.parametrize("name", list(PADDED_SHIFTED))
+def test_rows_shifted_by_padding_are_refused(name):
+    fn, row, got = PADDED_SHIFTED[name]
+    _refused_order(fn, row, got, "pad")
+
+
 # ------------------------------------------------------------- tf.keras TFOpLambda models
 def _misc_with_output(tmp_path, layer):
     """The tf.keras 2 fixture of raw tf.* calls (tests/fixtures/keras2_tfops), its output

@@ -46,6 +46,9 @@ UNKNOWN = "unknown"
 #: Inside a loop over the batch axis (``lax.scan``, ``lax.map``): a value that depends on
 #: the example of the current iteration only.
 ONE = "one example"
+#: In :attr:`Rows.order`: entries that depend on no example (rows of padding, constant rows
+#: written into the batch axis).
+NO_EXAMPLE = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +60,8 @@ class Rows:
     ``(N, T, F) -> (N*T, F)``; ``outer`` > 1 after one merged it with axes before it, or
     after the batch was tiled). A tuple of example indices after a static reordering or
     selection of the batch axis (``x[::-1]``: ``(n-1, ..., 0)``; ``x[1:]``: ``(1, ...,
-    n-1)``), one ``Rows`` per map from entries to examples (:meth:`_Analysis._rows`);
+    n-1)``; :data:`NO_EXAMPLE` for rows of padding, ``jnp.pad(x, ((1, 0), ...))``: ``(-1, 0,
+    ..., n-1)``), one ``Rows`` per map from entries to examples (:meth:`_Analysis._rows`);
     ``via`` names the operation that first reordered the rows (not compared)."""
 
     axis: int
@@ -82,8 +86,9 @@ class Rows:
 
     def mixes(self) -> bool:
         """Whether the entries along the axis come from several examples (an operation
-        combining them mixes examples; one example's entries can be pooled)."""
-        return self.order is None or len(set(self.order)) > 1
+        combining them mixes examples; one example's entries, with rows of padding or not,
+        can be pooled)."""
+        return self.order is None or len(set(self.order) - {NO_EXAMPLE}) > 1
 
 
 #: The longest batch axis whose rows the check maps one by one (a reordering of a longer
@@ -275,6 +280,37 @@ def _eval_jaxpr(closed: Any, args: list) -> list | None:
     return [read(v) for v in jaxpr.outvars]
 
 
+def _padded(f: tuple, lo: int, hi: int, interior: int) -> tuple:
+    """The examples ``f`` of the entries along an axis, padded as ``lax.pad`` pads it:
+    ``interior`` entries of :data:`NO_EXAMPLE` between two entries, ``lo`` before and ``hi``
+    after them (negative: that many entries cut off)."""
+    spaced = [NO_EXAMPLE] * (len(f) + max(len(f) - 1, 0) * interior)
+    spaced[::interior + 1] = f
+    spaced = [NO_EXAMPLE] * max(lo, 0) + spaced[max(-lo, 0):]
+    return tuple(spaced[:len(spaced) + min(hi, 0)] + [NO_EXAMPLE] * max(hi, 0))
+
+
+def _written(base: np.ndarray, rows: np.ndarray, ex: np.ndarray,
+             combine: bool) -> np.ndarray | None:
+    """The examples of the entries along an axis (``base``: one per entry,
+    :data:`NO_EXAMPLE` for none) after entries of examples ``ex`` are written into entries
+    ``rows``: replacing them (``combine`` false: a scatter, a ``dynamic_update_slice`` of
+    whole rows), or combined with them (an elementwise operation, a scatter-add, a write of
+    part of a row: the one example among the entry's and those written to it). ``None``
+    where an entry gets two examples: which one is not defined (replacing) or both are
+    mixed (combining)."""
+    if combine:  # rows of no example combine with anything
+        keep = ex != NO_EXAMPLE
+        rows, ex = rows[keep], ex[keep]
+    got = np.array(base, dtype=np.int64)
+    got[rows] = ex  # two examples written into one entry: one of them, compared below
+    if (got[rows] != ex).any():
+        return None
+    if combine and ((base[rows] != NO_EXAMPLE) & (base[rows] != ex)).any():
+        return None
+    return got
+
+
 class _Consts:
     """Where the values of one jaxpr's variables that do not depend on the inputs come from,
     for :meth:`_Analysis._const`: ``("v", value)`` (a constant), ``("e", eqn, k)`` (output
@@ -370,12 +406,26 @@ class _Analysis:
             return None
         return block * (size // len(block))
 
-    def _rows(self, axis: int, f: tuple, via: str) -> Any:
+    def _entries(self, s: Any, axis: int, size: int) -> tuple | None:
+        """The example each of the ``size`` entries along ``axis`` of a value of state
+        ``s`` depends on: :data:`NO_EXAMPLE` for a value of no example (:data:`NONE`), those
+        of its rows for ``Rows`` on that axis; ``None`` otherwise (or too many entries)."""
+        if s == NONE and size <= _MAX_ROWS:
+            return (NO_EXAMPLE,) * size
+        if isinstance(s, Rows) and s.axis == axis:
+            return self._examples(s, size)
+        return None
+
+    def _rows(self, axis: int, f: Sequence[int], via: str) -> Any:
         """The :class:`Rows` of an axis whose entries depend on the examples ``f``, one per
         entry: the same map gives the same ``Rows`` (runs of equal examples become
-        ``inner``, a repeated block ``outer``, the examples in their order ``order=None``)."""
+        ``inner``, a repeated block ``outer``, the examples in their order ``order=None``);
+        :data:`NONE` where no entry depends on an example."""
+        f = tuple(int(e) for e in f)
         if not f:
             return UNKNOWN  # no rows at all
+        if all(e == NO_EXAMPLE for e in f):
+            return NONE
         inner, start = 0, 0
         for k in range(1, len(f) + 1):
             if k == len(f) or f[k] != f[start]:
@@ -400,16 +450,26 @@ class _Analysis:
             return UNKNOWN
         return self._rows(axis, tuple(pick(f)), s.via or what + _located(eqn))
 
-    @staticmethod
-    def _combined(eqn: Any, states: Sequence[Any], what: str) -> Coupled | None:
-        """A :class:`Coupled` where ``states`` hold rows of different examples on one axis,
-        which an operation combining them entry by entry (``what``) mixes; else ``None``
-        (rows on different axes: not followed, as before)."""
+    def _combined(self, eqn: Any, states: Sequence[Any], what: str) -> Any:
+        """Where ``states`` hold different rows on one axis (of the output's size there), an
+        operation combining them entry by entry (``what``) gives: a :class:`Coupled` where
+        it combines rows of different examples, the ``Rows`` of the combination where each
+        entry combines one example's rows with rows of no example (``x`` with its first row
+        replaced by padding, plus ``x``); else ``None`` (rows on different axes, or all in
+        their order: not followed, as before)."""
         rows = [t for t in states if isinstance(t, Rows)]
         if len(set(rows)) < 2 or len({t.axis for t in rows}) > 1 or \
                 all(t.order is None for t in rows):
             return None
         via = next((t.via for t in rows if t.via), "an operation")
+        axis = rows[0].axis
+        size = _shape(eqn.outvars[0])[axis]
+        fs = [self._entries(t, axis, size) for t in rows]
+        if all(f is not None for f in fs):
+            got = _written(np.asarray(fs[0]), np.tile(np.arange(size), len(fs) - 1),
+                           np.concatenate([np.asarray(f) for f in fs[1:]]), combine=True)
+            if got is not None:
+                return self._rows(axis, got, via)
         return _where(eqn, f"{what} combining rows of different inputs (the rows of one "
                            f"reordered or selected by {via})")
 
@@ -588,12 +648,21 @@ class _Analysis:
         return [s]
 
     def _p_pad(self, eqn, ins):
+        """Padding of the batch axis adds rows of no example (:data:`NO_EXAMPLE`) between
+        and around the rows, or cuts some off (negative padding)."""
         s, fill = ins[0], ins[1]
         if isinstance(fill, Coupled):
             return [fill]
         if isinstance(s, Rows):
-            trivial = tuple(eqn.params["padding_config"][s.axis]) == (0, 0, 0)
-            return [s if trivial and fill == NONE else UNKNOWN]
+            a = s.axis
+            lo, hi, interior = (int(k) for k in eqn.params["padding_config"][a])
+            if (lo, hi, interior) == (0, 0, 0):
+                return [s if fill == NONE else UNKNOWN]
+            if fill != NONE or _shape(eqn.outvars[0])[a] > _MAX_ROWS:
+                return [UNKNOWN]
+            return [self._reordered(eqn, s, _shape(eqn.invars[0])[a], a,
+                                    lambda f: _padded(f, lo, hi, interior),
+                                    "pad of the batch axis")]
         return [_join(ins)]
 
     def _p_concatenate(self, eqn, ins):
@@ -921,9 +990,12 @@ def problem(s: Any, shape: tuple, n: int) -> tuple[str, str] | None:
         if bad is None:
             return "order", (f"in a batch of {n} inputs, it has rows for inputs 0 to "
                              f"{size - 1} only{how}")
+        src = s.example(bad, n)
+        got = ("no input (a row of padding or constants)" if src == NO_EXAMPLE
+               else f"input {src}")
         other = "" if bad >= n else f", not input {bad}"
-        return "order", (f"in a batch of {n} inputs, its row {bad} is computed from input "
-                         f"{s.example(bad, n)}{other}{how}")
+        return "order", (f"in a batch of {n} inputs, its row {bad} is computed from "
+                         f"{got}{other}{how}")
     if s.inner != 1 or shape[0] != n:
         return "rows", ("its first axis holds the inputs together with other values (a "
                         "reshape merged the batch axis with another, or the batch was "
