@@ -381,6 +381,62 @@ def test_rows_shifted_by_padding_are_refused(name):
     _refused_order(fn, row, got, "pad")
 
 
+DUS = jax.lax.dynamic_update_slice
+
+# Rows written into a buffer along the batch axis (constant start indices) and read back in
+# their order, or parts of the rows written over (each row's own)
+WRITTEN_KEPT = {
+    "dus_into_buffer_sliced_back": lambda p, x: DUS(jnp.zeros((len(x) + 2, 3)), _logits(p, x),
+                                                    (1, 0))[1:len(x) + 1],
+    "dus_reversed_twice": lambda p, x: DUS(jnp.zeros((len(x), 3)), _logits(p, x)[::-1],
+                                           (0, 0))[::-1],
+    "dus_own_rows_over_a_column": lambda p, x: DUS(_logits(p, x), _logits(p, x)[:, 1:] * 2,
+                                                   (0, 0)),
+}
+
+
+@pytest.mark.parametrize("name", list(WRITTEN_KEPT))
+def test_rows_written_back_in_their_order_are_followed(name):
+    from jaxsal._src import per_example as pe
+
+    assert _state(WRITTEN_KEPT[name]) == pe.Rows(0)
+    pe.check_per_example(jaxsal.FunctionModel(WRITTEN_KEPT[name], W), X)
+
+
+# Rows written elsewhere than their own position: the first row of the output that is not
+# its input's, what it is computed from, and the operation named
+WRITTEN_REORDERED = {
+    "dus_reversed_rows": (lambda p, x: DUS(jnp.zeros((len(x), 3)), _logits(p, x)[::-1],
+                                           (0, 0)), 0, "input 2", "rev"),
+    "dus_shifted": (lambda p, x: DUS(jnp.zeros((len(x) + 1, 3)), _logits(p, x),
+                                     (1, 0))[:len(x)], 0, NO_INPUT, "dynamic_update_slice"),
+    "dus_row_over_another": (lambda p, x: DUS(_logits(p, x), _logits(p, x)[2:], (0, 0)), 0,
+                             "input 2", "a slice"),
+}
+
+
+@pytest.mark.parametrize("name", list(WRITTEN_REORDERED))
+def test_rows_written_out_of_their_order_are_refused(name):
+    fn, row, got, op = WRITTEN_REORDERED[name]
+    _refused_order(fn, row, got, op)
+
+
+# Part of a row written over with another input's row
+WRITTEN_MIXED = {
+    "dus_column_of_another_row": (lambda p, x: DUS(_logits(p, x), _logits(p, x)[::-1, :1],
+                                                   (0, 0)), "dynamic_update_slice"),
+}
+
+
+@pytest.mark.parametrize("name", list(WRITTEN_MIXED))
+def test_rows_written_into_other_inputs_rows_are_refused(name):
+    fn, op = WRITTEN_MIXED[name]
+    with pytest.raises(ValueError, match=rf"mixes the inputs of the batch: {op}[^;]* combining "
+                                         r"rows of different inputs in one row[^;]* at "
+                                         r".*test_per_example\.py"):
+        jaxsal.saliency(jaxsal.FunctionModel(fn, W), X, 0)
+
+
 # ------------------------------------------------------------- tf.keras TFOpLambda models
 def _misc_with_output(tmp_path, layer):
     """The tf.keras 2 fixture of raw tf.* calls (tests/fixtures/keras2_tfops), its output

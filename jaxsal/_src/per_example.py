@@ -473,6 +473,26 @@ class _Analysis:
         return _where(eqn, f"{what} combining rows of different inputs (the rows of one "
                            f"reordered or selected by {via})")
 
+    def _write(self, eqn: Any, axis: int, base: Any, upd: Any, fu: tuple | None,
+               writes: tuple[np.ndarray, np.ndarray], combine: bool, what: str) -> Any:
+        """The state of ``base`` (rows on axis ``axis``, or :data:`NONE`) after entries of
+        ``upd`` are written into it: ``fu`` the examples of ``upd``'s entries along its batch
+        axis (``None``: not followed), ``writes`` ``(rows, pos)``: its entries ``pos`` written
+        into ``base``'s entries ``rows``, replacing them or ``combine``-d with them
+        (:func:`_written`); ``what``: the operation. ``UNKNOWN`` where the check cannot map
+        the entries, or where two examples are written into one entry."""
+        fo = self._entries(base, axis, _shape(eqn.outvars[0])[axis])
+        if fo is None or fu is None:
+            return UNKNOWN
+        rows, pos = writes
+        got = _written(np.asarray(fo), rows, np.asarray(fu)[pos], combine)
+        if got is None:
+            return (_where(eqn, f"{what} combining rows of different inputs in one row")
+                    if combine else UNKNOWN)
+        via = next((t.via for t in (base, upd) if isinstance(t, Rows) and t.via),
+                   what + _located(eqn))
+        return self._rows(axis, got, via)
+
     # ------------------------------------------------------------------ one equation
     def eqn(self, eqn: Any, ins: list) -> list:
         nout = len(eqn.outvars)
@@ -743,15 +763,27 @@ class _Analysis:
         return [s if isinstance(s, Coupled) else UNKNOWN]
 
     def _p_dynamic_update_slice(self, eqn, ins):
+        """Rows written into the batch axis (of the operand, or of a buffer of no example)
+        at a constant start: ``k`` rows from there replaced by the update's, or combined
+        with them where the update covers part of each row (some columns)."""
         s, upd, idx = ins[0], ins[1], ins[2:]
-        joined = _join([s, upd])
-        if isinstance(joined, Coupled) or any(isinstance(t, Coupled) for t in idx):
-            return [joined if isinstance(joined, Coupled)
-                    else next(t for t in idx if isinstance(t, Coupled))]
-        if isinstance(joined, Rows) and all(t == NONE for t in idx) and \
-                _shape(eqn.invars[1])[joined.axis] == _shape(eqn.invars[0])[joined.axis]:
-            return [joined]
-        return [UNKNOWN]
+        coupled = next((t for t in ins if isinstance(t, Coupled)), None)
+        if coupled is not None:
+            return [coupled]
+        rows = [t for t in (s, upd) if isinstance(t, Rows)]
+        if not rows or len({t.axis for t in rows}) > 1 or any(t != NONE for t in idx):
+            return [UNKNOWN]
+        a = rows[0].axis
+        shape, ushape = _shape(eqn.invars[0]), _shape(eqn.invars[1])
+        size, k = shape[a], ushape[a]
+        start = np.zeros(()) if k == size else self._const(eqn.invars[2 + a])
+        if start is None or start.size != 1:
+            return [UNKNOWN]
+        b = min(max(int(start.reshape(())), 0), size - k)  # clamped, as XLA does
+        whole = all(ushape[d] == shape[d] for d in range(len(shape)) if d != a)
+        return [self._write(eqn, a, s, upd, self._entries(upd, a, k),
+                            (np.arange(b, b + k), np.arange(k)), not whole,
+                            "dynamic_update_slice of the batch axis")]
 
     def _p_gather(self, eqn, ins):
         s, idx = ins[0], ins[1]
