@@ -392,6 +392,15 @@ WRITTEN_KEPT = {
                                            (0, 0))[::-1],
     "dus_own_rows_over_a_column": lambda p, x: DUS(_logits(p, x), _logits(p, x)[:, 1:] * 2,
                                                    (0, 0)),
+    "scatter_permuted_back": lambda p, x: jnp.zeros((len(x), 3)).at[PERM].set(
+        _logits(p, x)[PERM]),
+    "scatter_reversed_back": lambda p, x: _logits(p, x).at[::-1].set(_logits(p, x)[::-1] * 2),
+    "scatter_add_in_order": lambda p, x: jnp.ones((len(x), 3)).at[jnp.arange(len(x))].add(
+        _logits(p, x)),
+    "scatter_into_buffer_sliced_back": lambda p, x: jnp.zeros((len(x) + 2, 3)).at[
+        1:len(x) + 1].set(_logits(p, x))[1:len(x) + 1],
+    "scatter_constant_column": lambda p, x: _logits(p, x).at[:, 0].set(0.0),
+    "scatter_own_column": lambda p, x: _logits(p, x).at[:, 0].add(_logits(p, x)[:, 1]),
 }
 
 
@@ -412,6 +421,14 @@ WRITTEN_REORDERED = {
                                      (1, 0))[:len(x)], 0, NO_INPUT, "dynamic_update_slice"),
     "dus_row_over_another": (lambda p, x: DUS(_logits(p, x), _logits(p, x)[2:], (0, 0)), 0,
                              "input 2", "a slice"),
+    "scatter_permuted": (lambda p, x: jnp.zeros((len(x), 3)).at[PERM].set(_logits(p, x)), 0,
+                         "input 1", "scatter"),
+    "scatter_reversed": (lambda p, x: jnp.zeros((len(x), 3)).at[::-1].set(_logits(p, x)), 0,
+                         "input 2", "rev"),
+    "scatter_row_over_another": (lambda p, x: _logits(p, x).at[np.array([0])].set(
+        _logits(p, x)[2:]), 0, "input 2", "a slice"),
+    "scatter_shifted": (lambda p, x: jnp.zeros((len(x) + 1, 3)).at[1:].set(
+        _logits(p, x))[:len(x)], 0, NO_INPUT, "scatter"),
 }
 
 
@@ -425,16 +442,36 @@ def test_rows_written_out_of_their_order_are_refused(name):
 WRITTEN_MIXED = {
     "dus_column_of_another_row": (lambda p, x: DUS(_logits(p, x), _logits(p, x)[::-1, :1],
                                                    (0, 0)), "dynamic_update_slice"),
+    "scatter_add_two_rows_into_one": (lambda p, x: jnp.zeros((len(x), 3)).at[
+        np.array([0, 0, 1])].add(_logits(p, x)), "scatter-add"),
+    "scatter_add_permuted": (lambda p, x: _logits(p, x).at[PERM].add(_logits(p, x)),
+                             "scatter-add"),
+    "scatter_column_of_another_row": (lambda p, x: _logits(p, x).at[:, 0].set(
+        _logits(p, x)[::-1, 1]), "scatter"),
 }
 
 
 @pytest.mark.parametrize("name", list(WRITTEN_MIXED))
 def test_rows_written_into_other_inputs_rows_are_refused(name):
     fn, op = WRITTEN_MIXED[name]
-    with pytest.raises(ValueError, match=rf"mixes the inputs of the batch: {op}[^;]* combining "
+    with pytest.raises(ValueError, match=rf"mixes the inputs of the batch: {op} [^;]*combining "
                                          r"rows of different inputs in one row[^;]* at "
                                          r".*test_per_example\.py"):
         jaxsal.saliency(jaxsal.FunctionModel(fn, W), X, 0)
+
+
+def test_scatters_the_check_cannot_map_are_not_refused():
+    """Two inputs set into one row (which one JAX keeps is not defined) and indices from a
+    parameter: not followed, neither refused nor vouched for."""
+    from jaxsal._src import per_example as pe
+
+    for fn, params in (
+            (lambda p, x: jnp.zeros((len(x), 3)).at[np.array([0, 0, 1])].set(_logits(p, x)), W),
+            (lambda p, x: jnp.zeros((len(x), 3)).at[p["perm"]].set(_logits(p, x)),
+             {**W, "perm": jnp.asarray(PERM)})):
+        m = jaxsal.FunctionModel(fn, params)
+        assert pe.output_states(m, pe._analysis_inputs(X)) == [(pe.UNKNOWN, (3, 3))]
+        pe.check_per_example(m, X)
 
 
 # ------------------------------------------------------------- tf.keras TFOpLambda models

@@ -785,6 +785,74 @@ class _Analysis:
                             (np.arange(b, b + k), np.arange(k)), not whole,
                             "dynamic_update_slice of the batch axis")]
 
+    def _p_scatter(self, eqn, ins):
+        """Rows written into the batch axis at constant indices (``x.at[perm].set(y)``,
+        ``jnp.zeros_like(x).at[idx].add(x)``, ``x.at[1:3].set(y)``) or into part of every row
+        (``x.at[:, 0].set(v)``): replaced (``scatter`` of whole rows), or combined with the
+        rows there (``scatter-add`` and the other combining scatters, ``.at[].apply``, a write
+        of part of a row). ``UNKNOWN`` where the indices are not constants the check can
+        compute, out of bounds, or batched (a scatter under ``vmap`` with per-row indices)."""
+        s, idx, upd = ins[:3]
+        coupled = next((t for t in ins if isinstance(t, Coupled)), None)
+        if coupled is not None:
+            return [coupled]
+        dn = eqn.params["dimension_numbers"]
+        if idx != NONE or len(ins) != 3 or getattr(dn, "operand_batching_dims", ()):
+            return [UNKNOWN]
+        shape, ushape = _shape(eqn.invars[0]), _shape(eqn.invars[2])
+        uwd, inserted = tuple(dn.update_window_dims), tuple(dn.inserted_window_dims)
+        smap = tuple(dn.scatter_dims_to_operand_dims)
+        window = [d for d in range(len(shape)) if d not in inserted]  # in the order of uwd
+        sizes = [1 if d in inserted else ushape[uwd[window.index(d)]] for d in range(len(shape))]
+        indices = self._const(eqn.invars[1])
+        if indices is None or not indices.size or indices.shape[-1:] != (len(smap),):
+            return [UNKNOWN]
+        indices = np.asarray(indices).astype(np.int64)
+        if ((indices < 0) | (indices > np.array([shape[d] - sizes[d] for d in smap]))).any():
+            return [UNKNOWN]  # dropped or clamped: not followed
+        a = self._scatter_axis(s, upd, uwd, window, [d for d in inserted if d in smap])
+        if a is None:
+            return [UNKNOWN]
+        # one start along the batch axis per scatter position (0 where it is not indexed)
+        starts = indices[..., smap.index(a)] if a in smap else np.zeros(indices.shape[:-1],
+                                                                       np.int64)
+        if a in inserted:  # one row per scatter position: the indices pick it
+            if isinstance(upd, Rows) and upd.axis in uwd:
+                return [UNKNOWN]
+            u = upd.axis if isinstance(upd, Rows) else None
+            scatter_dims = [d for d in range(len(ushape)) if d not in uwd]
+            rows = starts.reshape(-1)
+            pos = (np.zeros_like(rows) if u is None
+                   else np.indices(starts.shape)[scatter_dims.index(u)].reshape(-1))
+            alone = True
+        else:  # the batch axis in the window: rows b.. of every window, the update's rows
+            u = uwd[window.index(a)]
+            if (starts != starts.flat[0]).any() or (isinstance(upd, Rows) and upd.axis != u):
+                return [UNKNOWN]
+            b, k = int(starts.flat[0]), sizes[a]
+            rows, pos, alone = np.arange(b, b + k), np.arange(k), starts.size == 1
+        whole = alone and all(sizes[d] == shape[d] for d in range(len(shape)) if d != a)
+        replace = eqn.primitive.name == "scatter" and eqn.params.get("update_jaxpr") is None
+        fu = (NO_EXAMPLE,) if u is None else self._entries(upd, u, ushape[u])
+        return [self._write(eqn, a, s, upd, fu, (rows, pos), not (replace and whole),
+                            f"{eqn.primitive.name} along the batch axis")]
+
+    _p_scatter_add = _p_scatter_sub = _p_scatter_mul = _p_scatter_min = _p_scatter_max = \
+        _p_scatter
+
+    @staticmethod
+    def _scatter_axis(s, upd, uwd, window, picked) -> int | None:
+        """The operand's batch axis of a scatter: the operand's (``s``); else the window axis
+        the update's batch axis is written along; else the one axis whose rows the indices
+        pick (``picked``: inserted window axes); ``None`` where none is."""
+        if isinstance(s, Rows):
+            return s.axis
+        if s != NONE or not isinstance(upd, Rows):
+            return None
+        if upd.axis in uwd:
+            return window[uwd.index(upd.axis)]
+        return picked[0] if len(picked) == 1 else None
+
     def _p_gather(self, eqn, ins):
         s, idx = ins[0], ins[1]
         if isinstance(s, Coupled) or isinstance(idx, Coupled):
