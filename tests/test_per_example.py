@@ -474,6 +474,60 @@ def test_scatters_the_check_cannot_map_are_not_refused():
         pe.check_per_example(m, X)
 
 
+def _row(p, xi):
+    """One input's logits, in a loop over the batch."""
+    return xi.reshape(-1) @ p["w"]
+
+
+def _scan_rows(p, xs, **kw):
+    """``lax.scan`` of :func:`_row` over ``xs``, its outputs stacked (no carry)."""
+    return jax.lax.scan(lambda c, xi: (c, _row(p, xi)), 0.0, xs, **kw)[1]
+
+
+# Loops over the batch axis: each iteration's outputs come from the example it is given
+SCANNED_KEPT = {
+    "map_in_order": lambda p, x: jax.lax.map(lambda xi: _row(p, xi), x),
+    "scan_in_reverse": lambda p, x: _scan_rows(p, x, reverse=True),
+    "scan_over_reversed_then_back": lambda p, x: _scan_rows(p, x[::-1])[::-1],
+    "map_over_permuted_then_back": lambda p, x: jax.lax.map(lambda xi: _row(p, xi),
+                                                            x[PERM])[np.argsort(PERM)],
+    "map_over_padded_then_cut": lambda p, x: jax.lax.map(
+        lambda xi: _row(p, xi), jnp.pad(x, ((1, 0), (0, 0), (0, 0), (0, 0))))[1:],
+}
+
+
+@pytest.mark.parametrize("name", list(SCANNED_KEPT))
+def test_loops_over_the_batch_keep_the_rows(name):
+    from jaxsal._src import per_example as pe
+
+    assert _state(SCANNED_KEPT[name]) == pe.Rows(0)
+    pe.check_per_example(jaxsal.FunctionModel(SCANNED_KEPT[name], W), X)
+
+
+SCANNED_REORDERED = {
+    "scan_over_reversed": (lambda p, x: _scan_rows(p, x[::-1]), 0, "input 2", "rev"),
+    "map_over_permuted": (lambda p, x: jax.lax.map(lambda xi: _row(p, xi), x[PERM]), 0,
+                          "input 2", "a gather"),
+}
+
+
+@pytest.mark.parametrize("name", list(SCANNED_REORDERED))
+def test_loops_over_a_reordered_batch_are_refused(name):
+    """Row i of the stacked outputs comes from the example of iteration i."""
+    fn, row, got, op = SCANNED_REORDERED[name]
+    _refused_order(fn, row, got, op)
+
+
+def test_a_loop_carrying_values_over_a_reordered_batch_is_refused():
+    """An RNN run over the batch axis, reversed: it still carries one example's values into
+    the next one's outputs."""
+    fn = MIXED["rnn_over_batch"]
+    m = jaxsal.FunctionModel(lambda p, x: fn(p, x[::-1]), W)
+    with pytest.raises(ValueError, match=r"mixes the inputs of the batch: a loop over the batch "
+                                         r"axis carrying values from one example to the next"):
+        jaxsal.saliency(m, X, 0)
+
+
 # ------------------------------------------------------------- tf.keras TFOpLambda models
 def _misc_with_output(tmp_path, layer):
     """The tf.keras 2 fixture of raw tf.* calls (tests/fixtures/keras2_tfops), its output

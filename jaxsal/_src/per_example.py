@@ -993,25 +993,34 @@ class _Analysis:
         return outs
 
     def _p_scan(self, eqn, ins):
+        """A loop over the batch axis (``lax.scan``, ``lax.map`` over the rows of the
+        examples, in their order or reordered): inside it, each iteration's slice of those
+        rows depends on one example (:data:`ONE`), the examples of the iterations are
+        those of the rows (:meth:`_iterations`), and the stacked outputs have its rows; a
+        carry from one iteration to the next mixes the examples. A loop over another axis
+        keeps the batch axis of the values it slices."""
         p = eqn.params
         nc, ncarry = p["num_consts"], p["num_carry"]
         consts, carry, xs = ins[:nc], ins[nc:nc + ncarry], ins[nc + ncarry:]
-        over_batch = p["length"] == self.n
+        loop = self._iterations(xs, p["length"])
         inner_xs = []
-        for v, s in zip(eqn.invars[nc + ncarry:], xs):
+        for s in xs:
             if isinstance(s, Rows) and s.axis == 0:  # a loop over the examples
-                s = ONE if over_batch and s.inner == 1 and s.order is None \
-                    and _shape(v)[0] == self.n else UNKNOWN
+                s = ONE if loop is not None and s == loop[0] else UNKNOWN
             elif isinstance(s, Rows):
                 s = s.at(s.axis - 1)
             inner_xs.append(s)
+        # a value of one iteration's example carried into the next: of one example, with no
+        # batch axis, where the loop runs over one example's rows
+        carried = UNKNOWN
+        if loop is not None and len(set(loop[1]) - {NO_EXAMPLE}) > 1:
+            carried = _where(eqn, "a loop over the batch axis carrying values from one "
+                                  "example to the next (an RNN run over the batch axis?)")
         ys = []
         for _ in range(4):
             out = self.closed(p["jaxpr"], [*consts, *carry, *inner_xs])
             new = [_join([c, o]) for c, o in zip(carry, out[:ncarry])]
-            new = [_where(eqn, "a loop over the batch axis carrying values from one example "
-                               "to the next (an RNN run over the batch axis?)")
-                   if c == ONE else c for c in new]
+            new = [carried if c == ONE else c for c in new]
             ys = out[ncarry:]
             if new == list(carry):
                 break
@@ -1019,9 +1028,25 @@ class _Analysis:
         else:
             carry = [c if isinstance(c, Coupled) else UNKNOWN for c in carry]
             ys = [y if isinstance(y, Coupled) else UNKNOWN for y in ys]
-        ys = [y.at(y.axis + 1) if isinstance(y, Rows)
-              else Rows(0, 1) if y == ONE else y for y in ys]
-        return [*carry, *ys]
+        return [*carry, *(self._stacked(y, loop) for y in ys)]
+
+    def _stacked(self, y: Any, loop: tuple[Rows, tuple] | None) -> Any:
+        """The state of a loop's output ``y`` (of one iteration) stacked over the iterations
+        of ``loop`` (:meth:`_iterations`) along a new leading axis."""
+        if isinstance(y, Rows):
+            return y.at(y.axis + 1)
+        if y == ONE:  # the examples of the iterations
+            return UNKNOWN if loop is None else self._rows(0, loop[1], loop[0].via)
+        return y
+
+    def _iterations(self, xs: Sequence[Any], length: int) -> tuple[Rows, tuple] | None:
+        """For a loop of ``length`` iterations over ``xs``: the rows it loops over (the first
+        of ``xs`` with rows on its leading axis) and the example of each iteration, or
+        ``None`` (no such rows, or not mapped). Others of ``xs`` with those same rows are
+        sliced with them; others with other rows are not followed."""
+        rows = next((s for s in xs if isinstance(s, Rows) and s.axis == 0), None)
+        f = None if rows is None else self._examples(rows, length)
+        return None if f is None else (rows, f)
 
     def _p_while(self, eqn, ins):
         p = eqn.params
