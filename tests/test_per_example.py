@@ -141,8 +141,8 @@ def test_every_method_refuses_a_model_mixing_the_batch(method, tmp_path):
 def test_per_example_models_are_accepted():
     """The fix the error suggests (the model run on one input at a time, jax.vmap) gives each
     input the maps of that input alone; computations that keep the examples apart -- an
-    inference-mode normalization, lax.map, take_along_axis, a TimeDistributed reshape, a
-    lax.cond on the whole batch -- are not refused."""
+    inference-mode normalization, lax.map, take_along_axis, a TimeDistributed reshape -- are
+    not refused."""
     from jaxsal._src.per_example import check_per_example
 
     f = MIXED["scaled"]
@@ -155,9 +155,7 @@ def test_per_example_models_are_accepted():
                lambda p, x: jax.lax.map(lambda xi: xi.reshape(-1) @ p["w"], x),
                lambda p, x: jnp.take_along_axis(_logits(p, x), jnp.argsort(_logits(p, x), 1),
                                                 1),
-               lambda p, x: (x.reshape(-1, 4) @ p["w"][:4]).reshape(len(x), 4, 3).sum(1),
-               lambda p, x: jax.lax.cond(jnp.all(x > -1), lambda: _logits(p, x),
-                                         lambda: -_logits(p, x))):
+               lambda p, x: (x.reshape(-1, 4) @ p["w"][:4]).reshape(len(x), 4, 3).sum(1)):
         check_per_example(jaxsal.FunctionModel(fn, W), X)
     bn = load_keras(D.parent / "keras2" / "bn_axes_tfkeras2.h5")  # BatchNormalization
     check_per_example(bn, np.load(D.parent / "keras2" / "bn_axes_tfkeras2.expected.npz")["x"])
@@ -526,6 +524,62 @@ def test_a_loop_carrying_values_over_a_reordered_batch_is_refused():
     with pytest.raises(ValueError, match=r"mixes the inputs of the batch: a loop over the batch "
                                          r"axis carrying values from one example to the next"):
         jaxsal.saliency(m, X, 0)
+
+
+# ------------------------------------------------------------- choices made on the whole batch
+# One choice for every row, made on a predicate computed from all the inputs: row i's value
+# then depends on the other inputs (whether jnp.where picks the value, lax.cond the branch or
+# the loop's condition the number of iterations), as in a batch of masked copies or a chunk
+# of another size. The text after "which decides" in the error
+DECIDED = {
+    "where_on_the_batch_mean": (lambda p, x: jnp.where(jnp.mean(x) > 0, _logits(p, x),
+                                                       -_logits(p, x)),
+                                "the values select_n \\(jnp.where\\) picks"),
+    "cond_on_the_whole_batch": (lambda p, x: jax.lax.cond(jnp.all(x > -1), lambda: _logits(
+        p, x), lambda: -_logits(p, x)), "the branch of cond"),
+    "switch_on_the_batch_max": (lambda p, x: jax.lax.switch(
+        (jnp.max(x) > 0.5).astype(int), [lambda: _logits(p, x), lambda: 2 * _logits(p, x)]),
+                                "the branch of cond"),
+    "while_until_the_whole_batch_is_small": (lambda p, x: jax.lax.while_loop(
+        lambda h: jnp.max(jnp.abs(h)) > 0.1, lambda h: h / 2, _logits(p, x)),
+                                             "how many iterations of while"),
+}
+
+
+@pytest.mark.parametrize("name", list(DECIDED))
+def test_choices_made_on_the_whole_batch_are_refused(name):
+    """Before anything is compiled (saliency would refuse the while loop's reverse pass)."""
+    from jaxsal._src.per_example import check_per_example
+
+    fn, what = DECIDED[name]
+    with pytest.raises(ValueError, match=rf"mixes the inputs of the batch: reduce_\w+ over the "
+                                         rf"batch axis at [^;]*test_per_example\.py[^;]*, which "
+                                         rf"decides {what}"):
+        check_per_example(jaxsal.FunctionModel(fn, W), X)
+
+
+# The same choices made for each row on its own input (jax.vmap turns a cond on one input into
+# select_n, and gives a while loop on one input a predicate per row), or on constants
+DECIDED_PER_ROW = {
+    "where_per_row": lambda p, x: jnp.where(jnp.mean(x, (1, 2, 3))[:, None] > 0.5,
+                                            _logits(p, x), -_logits(p, x)),
+    "vmapped_cond": lambda p, x: jax.vmap(lambda xi: jax.lax.cond(
+        jnp.all(xi > 0.5), lambda: _row(p, xi), lambda: -_row(p, xi)))(x),
+    "vmapped_while": lambda p, x: jax.vmap(lambda xi: jax.lax.while_loop(
+        lambda h: jnp.max(jnp.abs(h)) > 0.1, lambda h: h / 2, _row(p, xi)))(x),
+    "cond_on_a_parameter": lambda p, x: jax.lax.cond(jnp.sum(p["w"]) > 0, lambda: _logits(
+        p, x), lambda: -_logits(p, x)),
+    "while_counting": lambda p, x: jax.lax.while_loop(lambda c: c[0] < 3, lambda c: (
+        c[0] + 1, c[1] / 2), (0, _logits(p, x)))[1],
+}
+
+
+@pytest.mark.parametrize("name", list(DECIDED_PER_ROW))
+def test_choices_made_for_each_row_keep_the_rows(name):
+    from jaxsal._src import per_example as pe
+
+    assert _state(DECIDED_PER_ROW[name]) == pe.Rows(0)
+    pe.check_per_example(jaxsal.FunctionModel(DECIDED_PER_ROW[name], W), X)
 
 
 # ------------------------------------------------------------- tf.keras TFOpLambda models

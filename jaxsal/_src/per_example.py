@@ -26,8 +26,20 @@ order (test-time augmentation: ``concat([x, flip(x)])``, a network, the two halv
 averaged) pass. Where it loses track of the batch axis (a gather or a scatter that indexes it
 with values it cannot compute, an operation it does not know), it assumes nothing: the check
 refuses only what it has seen mix or reorder the examples, so a model it cannot follow is
-never refused (and not vouched for either). Control flow that depends on the whole batch (a
-``lax.cond`` on ``jnp.all(x > 0)``) is not counted: only values that reach the outputs are.
+never refused (and not vouched for either).
+
+A choice made once for the whole batch, on a predicate computed from several examples, counts
+as mixing them, however it is written: ``jnp.where(jnp.mean(x) > 0, x, -x)`` (``select_n``),
+a ``lax.cond`` or ``lax.switch`` on ``jnp.all(x > 0)``, a while loop run until
+``jnp.max(err)`` over the batch is small. Row ``i``'s value then depends on the other inputs
+(which value, branch or number of iterations the batch picks), so the methods' batches of
+noisy or masked copies, an input with its reference, or chunks of another size would pick
+differently: the check cannot tell a choice whose branches agree on every row from one whose
+do not, and ``jnp.where``'s and ``lax.cond``'s verdicts agree. The same choices made for
+each row on its own input pass: a predicate per row (``jnp.all(x > 0, axis=(1, 2, 3))`` in a
+``jnp.where``), or ``jax.vmap`` over single inputs, which writes a ``cond`` on one input as
+``select_n`` and gives a while loop one predicate per row. A predicate the check cannot
+follow leaves the chosen values' rows unknown.
 """
 
 from __future__ import annotations
@@ -124,6 +136,20 @@ def _where(eqn: Any, what: str) -> Coupled:
     stack: the layer scopes of a ``KerasModel``) and the source line JAX recorded for it
     (completed by the enclosing call's, :meth:`_Analysis._call`, where it has none)."""
     return Coupled(what + _located(eqn))
+
+
+def _decided(eqn: Any, pred: Any, outs: list, what: str) -> list:
+    """The states of ``outs``, values chosen by ``eqn`` (``what`` it decides: the value
+    ``jnp.where`` picks, the branch of a ``lax.cond``, the iterations of a while loop) on a
+    predicate of state ``pred``: a predicate computed from several examples (one choice for
+    the whole batch) makes every output depend on them all; one the check could not follow
+    leaves their rows unknown; else (a constant, or one predicate per row, as ``jax.vmap``
+    writes a ``cond`` or a while loop on one example) ``outs``."""
+    if isinstance(pred, Coupled):
+        return [Coupled(f"{pred.where}, which decides {what}{_located(eqn)}")] * len(outs)
+    if pred == UNKNOWN:
+        return [UNKNOWN if isinstance(o, Rows) else o for o in outs]
+    return outs
 
 
 def _located(eqn: Any) -> str:
@@ -701,6 +727,14 @@ class _Analysis:
             return [self._rows(d, tuple(e for f in parts for e in f), via)]
         return [self._combined(eqn, ins, "concatenate") or _join(ins)]
 
+    def _p_select_n(self, eqn, ins):
+        """``jnp.where`` / ``lax.select``: elementwise, its predicate an operand like the
+        others (:func:`_decided` names a predicate computed from several examples)."""
+        out = self._elementwise(eqn, ins)
+        if any(isinstance(t, Coupled) for t in ins[1:]):
+            return out
+        return _decided(eqn, ins[0], out, "the values select_n (jnp.where) picks")
+
     def _p_optimization_barrier(self, eqn, ins):  # each operand as it is
         return list(ins)
 
@@ -1049,21 +1083,32 @@ class _Analysis:
         return None if f is None else (rows, f)
 
     def _p_while(self, eqn, ins):
+        """The carry's states at the loop's fixed point; the loop's condition decides how
+        many iterations change them (:func:`_decided`), not the values the body passes on
+        unchanged."""
         p = eqn.params
         cn, bn = p["cond_nconsts"], p["body_nconsts"]
-        bconsts, carry = ins[cn:cn + bn], ins[cn + bn:]
+        cconsts, bconsts, carry = ins[:cn], ins[cn:cn + bn], ins[cn + bn:]
         for _ in range(4):
             out = self.closed(p["body_jaxpr"], [*bconsts, *carry])
             new = [_join([c, o]) for c, o in zip(carry, out)]
             if new == list(carry):
-                return carry
+                break
             carry = new
-        return [c if isinstance(c, Coupled) else UNKNOWN for c in carry]
+        else:
+            return [c if isinstance(c, Coupled) else UNKNOWN for c in carry]
+        pred = self.closed(p["cond_jaxpr"], [*cconsts, *carry])[0]
+        body = getattr(p["body_jaxpr"], "jaxpr", p["body_jaxpr"])
+        changed = [o is not i for o, i in zip(body.outvars, body.invars[bn:])]
+        decided = iter(_decided(eqn, pred, [c for c, k in zip(carry, changed) if k],
+                                "how many iterations of while run"))
+        return [next(decided) if k else c for c, k in zip(carry, changed)]
 
     def _p_cond(self, eqn, ins):
-        ops = ins[1:]  # the branch index: control, not data (see the module docstring)
-        results = [self.closed(b, ops) for b in eqn.params["branches"]]
-        return [_join(list(r)) for r in zip(*results)]
+        """The branches' outputs joined; the branch index decides which (:func:`_decided`)."""
+        results = [self.closed(b, ins[1:]) for b in eqn.params["branches"]]
+        return _decided(eqn, ins[0], [_join(list(r)) for r in zip(*results)],
+                        "the branch of cond")
 
 
 def output_states(model: Any, x: Any) -> list | None:
