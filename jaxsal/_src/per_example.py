@@ -23,10 +23,22 @@ example each row comes from (:class:`Rows`'s ``order``): an elementwise operatio
 rows of different examples (``x - x[:1]``, ``x + x[::-1]``) mixes them, and an output whose
 row ``i`` does not come from example ``i`` is refused, while rows that come back in their
 order (test-time augmentation: ``concat([x, flip(x)])``, a network, the two halves split and
-averaged) pass. Where it loses track of the batch axis (a gather or a scatter that indexes it
-with values it cannot compute, an operation it does not know), it assumes nothing: the check
-refuses only what it has seen mix or reorder the examples, so a model it cannot follow is
-never refused (and not vouched for either).
+averaged) pass. So it does through rows written into the batch axis and loops over it:
+
+- padding of the batch axis (``jnp.pad``, ``lax.pad``, interior and negative padding too)
+  adds rows of no example (:data:`NO_EXAMPLE`): padding sliced off again passes, an output
+  row of padding or of the next example (``jnp.pad(x, ((1, 0), ...))[:n]``) is refused, and
+  padding combined with one example's rows mixes nothing;
+- a scatter with constant indices (``x.at[perm].set(y)``, ``x.at[::-1].set(y)``,
+  ``x.at[1:3].set(y)``, ``jnp.zeros_like(x).at[idx].add(x)``, ``x.at[:, 0].set(v)``) and a
+  ``lax.dynamic_update_slice`` with a constant start write rows into rows: a ``scatter`` of
+  whole rows replaces them, a ``scatter-add`` (and the other combining scatters) or a write
+  of part of a row combines the two, so rows put back in their order pass, rows written out
+  of it are refused, and two examples' rows combined into one are refused as mixing;
+- a ``lax.scan`` or ``lax.map`` over the batch axis in any order: iteration ``t`` depends on
+  the example of row ``t`` and its stacked outputs keep those rows (``lax.map(f, x[::-1])``
+  is refused, ``lax.map(f, x[::-1])[::-1]`` passes); a carry from one iteration to the next
+  mixes the examples.
 
 A choice made once for the whole batch, on a predicate computed from several examples, counts
 as mixing them, however it is written: ``jnp.where(jnp.mean(x) > 0, x, -x)`` (``select_n``),
@@ -40,6 +52,15 @@ each row on its own input pass: a predicate per row (``jnp.all(x > 0, axis=(1, 2
 ``jnp.where``), or ``jax.vmap`` over single inputs, which writes a ``cond`` on one input as
 ``select_n`` and gives a while loop one predicate per row. A predicate the check cannot
 follow leaves the chosen values' rows unknown.
+
+Where it loses track of the batch axis, it assumes nothing: the check refuses only what it
+has seen mix or reorder the examples, so a model it cannot follow is never refused (and not
+vouched for either). It loses track at a gather or a scatter that indexes the batch axis
+with values it cannot compute (a parameter, an input) or out of bounds (dropped or clamped
+rows), a scatter that sets two examples' rows into one row (which one is kept is not
+defined), a scatter under ``jax.vmap`` with indices per row (``operand_batching_dims``), a
+loop over the batch axis together with rows in another order, an operation it does not
+know, and a reordering of a batch axis merged with more than :data:`_MAX_ROWS` entries.
 """
 
 from __future__ import annotations
