@@ -18,7 +18,8 @@ from import_helpers import rel_err
 from model_import import KerasImportError, load_keras
 from tfops_helpers import D, check_every_layer, check_refused, config, layer, load, tf_function
 
-NAMES = ("quant", "fused_bn", "complex", "morph", "linalg", "scores", "crops_v1")
+NAMES = ("quant", "fused_bn", "complex", "morph", "linalg", "scores", "crops_v1", "qdq",
+         "fused_nchw")
 TAGS = ("tf212", "tf221")
 
 
@@ -216,7 +217,8 @@ def test_gradients_through_the_models():
 @pytest.mark.parametrize("name,shape", [("quant", (2, 2, 8)), ("fused_bn", (2, 2, 5, 5, 3)),
                                         ("complex", (2, 2, 32)), ("morph", (2, 2, 6, 6, 3)),
                                         ("linalg", (2, 2, 9)), ("scores", (2, 2, 8)),
-                                        ("crops_v1", (2, 2, 6, 5, 3))])
+                                        ("crops_v1", (2, 2, 6, 5, 3)), ("qdq", (2, 2, 8)),
+                                        ("fused_nchw", (2, 2, 5, 4, 3))])
 def test_attribution_gives_finite_maps(name, shape):
     """Saliency, DeepLIFT and LRP through each classifier: finite maps of the input's
     shape."""
@@ -246,7 +248,21 @@ def test_attribution_gives_finite_maps(name, shape):
     ("fused_bn", "tf.compat.v1.nn.fused_batch_norm", "compat.v1.nn.fused_batch_norm",
      "mean", None, "without mean= and variance="),
     ("fused_bn", "tf.compat.v1.nn.fused_batch_norm", "compat.v1.nn.fused_batch_norm",
-     "data_format", "NCHW", "('NHWC', channels last)"),
+     "data_format", "NCDHW", "('NHWC', 'NCHW', 'NDHWC', 'NCDHW' of inputs of rank 4 or 5)"),
+    ("qdq", "tf.quantization.quantize_and_dequantize_v2",
+     "quantization.quantize_and_dequantize_v2", "num_bits", 62,
+     "(1 to 61 with signed_input=True, as TF requires)"),
+    ("qdq", "tf.quantization.quantize_and_dequantize_v2_1",
+     "quantization.quantize_and_dequantize_v2", "round_mode", "HALF_DOWN",
+     "('HALF_TO_EVEN', 'HALF_UP', as in TF)"),
+    ("qdq", "tf.quantization.quantize_and_dequantize_v2",
+     "quantization.quantize_and_dequantize_v2", "input_min", 2.0,
+     "input_min must not be above input_max (TF refuses it too)"),
+    ("qdq", "tf.quantization.quantize_and_dequantize_v2_4",
+     "quantization.quantize_and_dequantize_v2", "input_min", [0.0, 0.0],
+     "expected () or (8,) (a scalar, or one value per slice of axis)"),
+    ("qdq", "tf.histogram_fixed_width", "histogram_fixed_width", "value_range",
+     [0.0, 1.0, 2.0], "is not two values lo < hi"),
     ("complex", "tf.signal.inverse_stft", "signal.inverse_stft", "window_fn",
      "inverse_stft_window_fn_inner", "without its frame_step and forward window"),
     ("morph", "tf.nn.dilation2d", "nn.dilation2d", "strides", [2, 1, 1, 1],
@@ -275,3 +291,142 @@ def test_eigenvectors_are_refused_with_the_reason():
     with pytest.raises(KerasImportError, match=r"tf\.linalg\.eigh, which cannot be imported: "
                                                r"each eigenvector's sign .*eigvalsh"):
         load_keras(D / "linalg_tf221.h5", config=cfg)
+
+
+# ------------------------------------- quantize_and_dequantize, histograms of a tensor range
+def _qdq_calls(tag):
+    ref = np.load(D / f"qdq_calls_{tag}.npz")
+    return ref, json.loads(str(ref["spec"]))
+
+
+def _qdq_args(kw):
+    """The recorded keywords as a call passes them: the histograms' ``tensor_range`` as a
+    tensor (a range computed in the model), the other values as tf.keras records them."""
+    kw = dict(kw)
+    if kw.pop("tensor_range", False):
+        kw["value_range"] = jnp.asarray(kw["value_range"], jnp.float32)
+    return kw
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_quantize_and_dequantize_calls_match_tensorflow(tag):
+    """Each call of ``qdq_calls_<tag>.npz`` against TF's result, exactly:
+    ``quantize_and_dequantize_v2`` and the deprecated ``quantize_and_dequantize`` on a grid
+    of half steps, at and beyond the range's ends, for 1 to 16 bits, signed or not, narrow
+    or not, both rounding modes, with the range given or the tensor's own (per slice of
+    ``axis`` too; a range per slice given: TF 2.12 only, 2.21's kernel refuses it); and
+    histograms whose ``value_range`` is a tensor, at bin edges and outside the range."""
+    ref, spec = _qdq_calls(tag)
+    assert len(spec) >= 35 + (tag == "tf212")
+    for case, fn, kw in spec:
+        x = ref[f"{case}__x"]
+        got = np.asarray(tf_function(fn)(jnp.asarray(x), **_qdq_args(kw)))
+        want = ref[case]
+        assert got.shape == want.shape and got.dtype.kind == want.dtype.kind, case
+        np.testing.assert_array_equal(got, want, err_msg=case)
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_quantize_and_dequantize_gradients_match_tensorflow(tag):
+    """``jax.grad`` against ``tf.GradientTape``, exactly: ``quantize_and_dequantize_v2``
+    passes the gradient where ``input_min <= x <= input_max`` (the range as given, ends
+    included, also with ``range_given=False``, as TF's registered gradient does) and 0
+    elsewhere, and gives the range's ends 0; the deprecated ``quantize_and_dequantize``
+    passes it everywhere. Histograms: no gradient (zero)."""
+    ref, spec = _qdq_calls(tag)
+    checked = 0
+    for case, fn, kw in spec:
+        x = jnp.asarray(ref[f"{case}__x"])
+        impl = tf_function(fn)
+        if fn.startswith("histogram"):
+            def count(x, kw=kw):
+                return jnp.sum(impl(x, **_qdq_args(kw)).astype(jnp.float32))
+
+            assert not np.asarray(jax.grad(count)(x)).any(), case
+            continue
+
+        def total(x, lo, hi, kw=kw):
+            return jnp.sum(impl(x, **{**kw, "input_min": lo, "input_max": hi}))
+
+        lo, hi = (jnp.asarray(kw[k], jnp.float32) for k in ("input_min", "input_max"))
+        gx, glo, ghi = jax.grad(total, argnums=(0, 1, 2))(x, lo, hi)
+        np.testing.assert_array_equal(np.asarray(gx), ref[f"grad__{case}"], case)
+        if f"grad_min__{case}" in ref.files:
+            np.testing.assert_array_equal(np.asarray(glo), ref[f"grad_min__{case}"], case)
+            np.testing.assert_array_equal(np.asarray(ghi), ref[f"grad_max__{case}"], case)
+        checked += 1
+    assert checked >= 25
+
+
+def test_quantize_and_dequantize_fixtures_exercise_what_they_are_for():
+    """TF's straight-through gradient is 0 beyond the given range and 1 at its ends; the
+    deprecated function's is 1 everywhere; rounding half up and half to even differ on
+    the fixture's grid; the histograms' tensor ranges put values at and outside the edges."""
+    ref, _ = _qdq_calls("tf221")
+    g = ref["grad__qdq_3sT_-1.0_1.0_given"]
+    x = ref["qdq_3sT_-1.0_1.0_given__x"]
+    assert (g[(x < -1) | (x > 1)] == 0).all() and (g[(x >= -1) & (x <= 1)] == 1).all()
+    assert (ref["grad__qdq1_4sT_0.0_0.0_data"] == 1).all()
+    assert (ref["qdq_3sT_-1.0_1.0_given"] != ref["qdq_3sU_-1.0_1.0_given"]).any()
+    assert ref["hist_bins_t0"].min() == 0 and ref["hist_bins_t0"].max() == 4
+
+
+def test_quantize_and_dequantize_by_hand():
+    """Against NumPy by hand: 3 signed bits on [-1, 1] (grid -4..3: the scale 3 from the
+    max side, so the range becomes [-4/3, 1]), half to even and half up; unsigned 3 bits on
+    [0, 1.5] (scale 7 / 1.5); the tensor's own range (no clamp)."""
+    f = tf_function("quantization.quantize_and_dequantize_v2")
+    x = jnp.asarray([-3.0, -1.2, -0.5, 0.5, 1.0 / 6, 0.2, 2.0])
+    got = f(x, input_min=-1.0, input_max=1.0, num_bits=3, range_given=True)
+    want = np.asarray([-4, -4, -2, 2, 0, 1, 3], np.float32) / 3  # -1.5 and 1.5: to even
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
+    up = f(x, input_min=-1.0, input_max=1.0, num_bits=3, range_given=True, round_mode="HALF_UP")
+    np.testing.assert_allclose(np.asarray(up), np.asarray([-4, -4, -1, 2, 1, 1, 3]) / 3,
+                               rtol=1e-6)
+    u = f(x, input_min=0.0, input_max=1.5, num_bits=3, signed_input=False, range_given=True)
+    want = np.round(np.clip(np.asarray(x), 0, 1.5) * (7 / 1.5)) / (7 / 1.5)
+    np.testing.assert_allclose(np.asarray(u), want, rtol=1e-6)
+    own = f(x, input_min=0.0, input_max=0.0, num_bits=3)  # [-3, 2]: scale 4/3 from the min
+    np.testing.assert_allclose(np.asarray(own), np.round(np.asarray(x) * 4 / 3) * 0.75,
+                               rtol=1e-6)
+
+
+def test_fused_batch_norm_channels_first_is_channels_last_transposed():
+    """``data_format="NCHW"`` (and ``"NCDHW"``) give the channels-last result with the
+    channel axis moved to 1."""
+    f = tf_function("compat.v1.nn.fused_batch_norm")
+    rng = np.random.default_rng(9)
+    kw = dict(scale=[1.5, 0.5], offset=[0.1, -0.2], mean=[0.2, -0.1], variance=[0.5, 2.0],
+              is_training=False)
+    for shape in ((2, 3, 4, 2), (2, 3, 2, 4, 2)):
+        x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+        last = f(x, **kw, data_format="NHWC" if len(shape) == 4 else "NDHWC")[0]
+        first = f(jnp.moveaxis(x, -1, 1), **kw,
+                  data_format="NCHW" if len(shape) == 4 else "NCDHW")[0]
+        np.testing.assert_allclose(np.asarray(jnp.moveaxis(first, 1, -1)), np.asarray(last),
+                                   rtol=1e-6)
+
+
+def test_histogram_of_a_tensor_range_is_the_constant_ranges():
+    """A ``value_range`` computed in the model (exact comparisons with the edges) counts as
+    the constant range does (TF's edges found by bisection in double), on values at, just
+    below and just above every edge (float32 neighbours) and random ones, for ranges whose
+    step is exact in double and ones whose step is not."""
+    f = tf_function("histogram_fixed_width")
+    rng = np.random.default_rng(11)
+    for lo, hi, n in ((-1.0, 1.0, 5), (-0.65, 1.3, 7), (0.1, 0.7, 3), (-3.0, 5.0, 16),
+                      (1e-3, 2.5e3, 100), (-2.0, -1.5, 9)):
+        edges = lo + (hi - lo) * np.arange(n + 1) / n
+        e32 = edges.astype(np.float32)
+        v = np.concatenate([e32, np.nextafter(e32, np.float32(np.inf)),
+                            np.nextafter(e32, np.float32(-np.inf)),
+                            rng.uniform(lo - 1, hi + 1, 200).astype(np.float32)])
+        for values in (v, v[::-1]):
+            want = np.asarray(f(jnp.asarray(values), value_range=[lo, hi], nbins=n))
+            got = np.asarray(f(jnp.asarray(values), nbins=n,
+                               value_range=jnp.asarray([lo, hi], jnp.float32)))
+            np.testing.assert_array_equal(got, want, err_msg=str((lo, hi, n)))
+            bins = jax.jit(lambda x, r: tf_function("histogram_fixed_width")(
+                x, value_range=r, nbins=n))(jnp.asarray(values),
+                                           jnp.asarray([lo, hi], jnp.float32))
+            np.testing.assert_array_equal(np.asarray(bins), want)  # compiled: the same

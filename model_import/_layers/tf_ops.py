@@ -2261,8 +2261,8 @@ def _fused_batch_norm(rt, x, scale, offset, mean=None, variance=None, epsilon=0.
         raise _Refused("is_training=False without mean= and variance= (TF refuses it too: "
                        "give the moving averages)")
     if data_format != "NHWC":
-        raise _Refused(f"data_format={data_format!r} is not supported ('NHWC', channels "
-                       "last)")
+        raise _Refused(f"data_format={data_format!r} is not supported ('NHWC', 'NCHW', "
+                       "'NDHWC', 'NCDHW' of inputs of rank 4 or 5)")
     vecs = [jnp.asarray(_const(v, x), jnp.float32) for v in (scale, offset, mean, variance)]
     for what, v in zip(("scale", "offset", "mean", "variance"), vecs):
         if v.shape != (x.shape[-1],):
@@ -2272,6 +2272,143 @@ def _fused_batch_norm(rt, x, scale, offset, mean=None, variance=None, epsilon=0.
     eps = np.float32(epsilon)
     y = (x.astype(jnp.float32) - m) * (jax.lax.rsqrt(v + eps) * s) + o
     return y, m, v
+
+
+_FLT_MAX = np.float32(np.finfo(np.float32).max)
+
+
+def _qdq_forward(x, lo, hi, bits: int, signed: bool, narrow: bool, range_given: bool,
+                 half_up: bool, axis):
+    """TF's ``QuantizeAndDequantizeV2``/``V4`` kernels' formula in float32: the integer grid
+    ``[qmin, qmax]`` (``[-2^(b-1) (+1 narrow), 2^(b-1) - 1]`` signed, ``[0, 2^b - 1]``
+    unsigned), the range ``[lo, hi]`` (given, or the tensor's min and max, per slice of
+    ``axis``), the scale the smaller of ``qmin / lo`` and ``qmax / hi`` where positive (the
+    side that gives it keeps its end, the other end moves to the grid's); the values
+    clamped to that range when it is given, scaled, rounded (half to even, or half up) and
+    scaled back."""
+    qmin = (-(1 << (bits - 1)) + int(narrow)) if signed else 0
+    qmax = ((1 << (bits - 1)) - 1) if signed else (1 << bits) - 1
+    qmin, qmax = np.float32(qmin), np.float32(qmax)
+    shape = [1] * x.ndim
+    if axis is not None:
+        shape[axis] = x.shape[axis]
+    if range_given:
+        lo, hi = (jnp.broadcast_to(v, shape[axis:axis + 1] if axis is not None else ())
+                  for v in (lo, hi))
+    else:  # the tensor's range (the whole tensor: the batch too, as in TF)
+        others = tuple(a for a in range(x.ndim) if a != axis)
+        lo, hi = jnp.min(x, axis=others), jnp.max(x, axis=others)
+    from_min = jnp.where(qmin * lo > 0, qmin / jnp.where(lo == 0, 1, lo), _FLT_MAX)
+    from_max = jnp.where(qmax * hi > 0, qmax / jnp.where(hi == 0, 1, hi), _FLT_MAX)
+    by_min = from_min < from_max
+    scale = jnp.where(by_min, from_min, from_max)
+    # divided by the grid's ends as arrays XLA cannot see into: it multiplies by a
+    # constant's reciprocal instead, one float32 rounding off TF's quotient
+    dmin, dmax = jax.lax.optimization_barrier((jnp.full(jnp.shape(lo), qmin or 1, jnp.float32),
+                                               jnp.full(jnp.shape(hi), qmax, jnp.float32)))
+    inv = jnp.where(by_min, lo / dmin, hi / dmax)
+    lo2, hi2 = jnp.where(by_min, lo, qmin * inv), jnp.where(by_min, qmax * inv, hi)
+    scale, inv, lo2, hi2 = (v.reshape(shape) for v in (scale, inv, lo2, hi2))
+    v = jnp.maximum(jnp.minimum(x, hi2), lo2) if range_given else x
+    v = v * scale
+    v = jnp.floor(v + np.float32(0.5)) if half_up else jnp.round(v)
+    return v * inv
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7, 8, 9))
+def _qdq(x, lo, hi, bits, signed, narrow, range_given, half_up, axis, through):
+    return _qdq_forward(x, lo, hi, bits, signed, narrow, range_given, half_up, axis)
+
+
+def _qdq_fwd(x, lo, hi, bits, signed, narrow, range_given, half_up, axis, through):
+    return _qdq(x, lo, hi, bits, signed, narrow, range_given, half_up, axis, through), (
+        x, lo, hi)
+
+
+def _qdq_bwd(bits, signed, narrow, range_given, half_up, axis, through, res, g):
+    """TF's registered gradients: ``quantize_and_dequantize_v2`` (the ``V4`` op) passes the
+    gradient where ``input_min <= x <= input_max`` (the range as given, even with
+    ``range_given=False``; per slice of ``axis``) and 0 elsewhere; the deprecated
+    ``quantize_and_dequantize`` (``through``) passes it everywhere. The range's ends get 0."""
+    x, lo, hi = res
+    if through:
+        return g, jnp.zeros_like(lo), jnp.zeros_like(hi)
+    shape = [1] * x.ndim
+    if axis is not None:
+        shape[axis] = x.shape[axis]
+    ends = [jnp.broadcast_to(v, shape[axis:axis + 1] if axis is not None else ()).reshape(shape)
+            for v in (lo, hi)]
+    inside = (x >= ends[0]) & (x <= ends[1])
+    return jnp.where(inside, g, jnp.zeros_like(g)), jnp.zeros_like(lo), jnp.zeros_like(hi)
+
+
+_qdq.defvjp(_qdq_fwd, _qdq_bwd)
+
+
+def _quantize_and_dequantize(through: bool):
+    """``tf.quantization.quantize_and_dequantize_v2`` (``through`` False) and the deprecated
+    ``quantize_and_dequantize`` (``through``: its gradient is the identity): see
+    :func:`_qdq_forward`. ``input_min`` / ``input_max`` constants or tensors (scalars, or
+    one value per slice of ``axis``); with ``range_given=False`` the range is the tensor's
+    minimum and maximum over every axis but ``axis`` (the batch axis too: each example's
+    output depends on the others in its batch, as in TF)."""
+    def f(rt, input, input_min, input_max, signed_input=True, num_bits=8, range_given=False,
+          round_mode="HALF_TO_EVEN", narrow_range=False, axis=None):
+        bits, signed = _static_int(num_bits, "num_bits"), bool(signed_input)
+        top = 61 if signed else 62
+        if not 1 <= bits <= top:
+            raise _Refused(f"num_bits={bits} is not supported (1 to {top} with "
+                           f"signed_input={signed}, as TF requires)")
+        if round_mode not in ("HALF_TO_EVEN", "HALF_UP"):
+            raise _Refused(f"round_mode={round_mode!r} is not supported ('HALF_TO_EVEN', "
+                           "'HALF_UP', as in TF)")
+        if not jnp.issubdtype(input.dtype, jnp.floating):
+            raise _Refused(f"an input of dtype {input.dtype} is not supported (floats, as TF "
+                           "requires)")
+        if axis is not None:
+            ax = _static_int(axis, "axis")
+            if not -input.ndim <= ax < input.ndim:
+                raise _Refused(f"axis={ax} is out of range for an input of rank {input.ndim}")
+            ax %= input.ndim
+        else:
+            ax = None
+        lo, hi = (jnp.asarray(_const(v), jnp.float32) for v in (input_min, input_max))
+        want = ((), (input.shape[ax],)) if ax is not None else ((),)
+        for what, v, given in (("input_min", lo, input_min), ("input_max", hi, input_max)):
+            if v.shape not in want:
+                raise _Refused(f"{what}={_show(given)} of shape {tuple(v.shape)}: expected "
+                               f"{' or '.join(map(str, want))} (a scalar, or one value per "
+                               "slice of axis)")
+        if range_given and _is_static(input_min) and _is_static(input_max) and not bool(
+                np.all(np.asarray(input_min, np.float32) <= np.asarray(input_max,
+                                                                       np.float32))):
+            raise _Refused(f"input_min={_show(input_min)}, input_max={_show(input_max)}: "
+                           "input_min must not be above input_max (TF refuses it too)")
+        x = input.astype(jnp.float32)
+
+        def q(v, lo, hi):
+            return _qdq(v, lo, hi, bits, signed, bool(narrow_range), bool(range_given),
+                        round_mode == "HALF_UP", ax, through)
+        # a given range: an elementwise map (an activation for the attribution rules; the
+        # range's ends passed as its constants: they may be tensors of the model)
+        return rt.act(q, x, lo, hi) if range_given else q(x, lo, hi)
+    return f
+
+
+def _fused_batch_norm_any(rt, x, scale, offset, mean=None, variance=None, epsilon=0.001,
+                          data_format="NHWC", is_training=True, exponential_avg_factor=1.0):
+    """``tf.compat.v1.nn.fused_batch_norm`` at inference, channels last (``NHWC``,
+    ``NDHWC``: :func:`_fused_batch_norm`) or first (``NCHW``, ``NCDHW``: the channel axis
+    moved last and back)."""
+    if data_format in ("NCHW", "NCDHW") and x.ndim == len(data_format) and not is_training:
+        moved = jnp.moveaxis(x, 1, -1)
+        y, m, v = _fused_batch_norm(rt, moved, scale, offset, mean, variance, epsilon,
+                                    "NHWC", is_training)
+        return jnp.moveaxis(y, -1, 1), m, v
+    if data_format == "NDHWC" and x.ndim == 5:
+        data_format = "NHWC"
+    return _fused_batch_norm(rt, x, scale, offset, mean, variance, epsilon, data_format,
+                             is_training, exponential_avg_factor)
 
 
 def _real_part(rt, input):
@@ -2412,8 +2549,15 @@ def _histogram_edges(lo: np.float32, hi: np.float32, nbins: int) -> np.ndarray:
 
 
 def _value_range(value_range, what="value_range"):
+    """``[lo, hi]`` as float32: NumPy scalars for a constant (checked ``lo < hi``), else
+    float32 scalar arrays (a tensor computed in the model; TF checks it at run time)."""
     if not _is_static(value_range):
-        raise _Refused(f"{what}=<a tensor> is not supported (a constant [lo, hi])")
+        r = jnp.asarray(value_range)
+        if r.shape != (2,):
+            raise _Refused(f"{what}={_show(value_range)} is not two values [lo, hi] (TF "
+                           "refuses it too)")
+        r = r.astype(jnp.float32)
+        return r[0], r[1]
     lo, hi = (np.float32(v) for v in np.asarray(value_range, np.float32).reshape(-1)[:2])
     if np.asarray(value_range).size != 2 or not lo < hi:
         raise _Refused(f"{what}={_show(value_range)} is not two values lo < hi (TF refuses "
@@ -2421,32 +2565,91 @@ def _value_range(value_range, what="value_range"):
     return lo, hi
 
 
+def _split12(a):
+    """``a`` (float32) as ``hi + lo``, each of at most 12 significant bits (Veltkamp's
+    split), so that either times an integer below 2^12 is exact in float32."""
+    c = jax.lax.optimization_barrier(a * np.float32(4097.0))
+    hi = c - jax.lax.optimization_barrier(c - a)
+    return hi, a - hi
+
+
+def _sum_sign(terms):
+    """The sign of the exact sum of float32 ``terms``: repeated error-free sums (Knuth's
+    TwoSum) move the sum into the last term, rounded once, and the errors into the
+    others, until the last term is the correctly rounded sum (its sign the sum's) or 0 with
+    the rest."""
+    ts = list(terms)
+    for _ in range(len(ts)):
+        for j in range(len(ts) - 1):
+            a, b = ts[j], ts[j + 1]
+            s = jax.lax.optimization_barrier(a + b)
+            bb = jax.lax.optimization_barrier(s - a)
+            ts[j], ts[j + 1] = (a - (s - bb)) + (b - bb), s
+    sign = jnp.zeros_like(ts[0])
+    for t in ts:  # the most significant non-zero term last
+        sign = jnp.where(t != 0, jnp.sign(t), sign)
+    return sign
+
+
+def _tensor_range_bins(v, lo, hi, n: int):
+    """Each value's bin of ``tf.histogram_fixed_width`` for a range ``[lo, hi]`` computed in
+    the model (float32 scalars). TF's kernel computes ``(x - lo) / ((hi - lo) / nbins)`` in
+    double and truncates it (clipped to ``[0, nbins - 1]``); below 2^12 bins that is the
+    largest ``i`` with ``nbins x - i hi - (nbins - i) lo >= 0`` (a quotient within double
+    rounding of an integer from float32 operands is that integer), decided here exactly
+    with float32 terms (:func:`_split12`, :func:`_sum_sign`) around the float32 estimate.
+    On an edge exactly (the sum 0) the value is in the upper bin, as in TF where the step
+    is exact in double (an edge ``i`` whose step ``(hi - lo) / nbins`` is not may put it
+    below, as double rounding goes)."""
+    step = (hi - lo) / jax.lax.optimization_barrier(jnp.float32(n))
+    guess = jnp.clip(jnp.floor((v - lo) / step), 0, n - 1)
+    xs, los, his = _split12(v), _split12(lo), _split12(hi)
+
+    def at_or_above(i):  # nbins x - i hi - (nbins - i) lo >= 0, exactly
+        terms = [t * np.float32(n) for t in xs]
+        terms += [-(t * i) for t in his] + [-(t * (np.float32(n) - i)) for t in los]
+        return _sum_sign(terms) >= 0
+
+    below = (guess > 0) & ~at_or_above(guess)
+    above = (guess < n - 1) & at_or_above(guess + 1)
+    return jnp.where(below, guess - 1, jnp.where(above, guess + 1, guess))
+
+
 def _histogram_fixed_width(rt, values, value_range, nbins=100, dtype="int32"):
-    """``tf.histogram_fixed_width``: counts of every value in ``nbins`` equal bins of the
-    constant ``value_range`` (values below it in the first, above in the last), bin
-    edges as TF's kernel computes them in double (:func:`_histogram_edges`); int32 (int64
-    computed as int32); NaN values, which TF refuses at run time, are not counted."""
+    """``tf.histogram_fixed_width``: counts of every value in ``nbins`` equal bins of
+    ``value_range`` (values below it in the first, above in the last); int32 (int64
+    computed as int32); NaN values, which TF refuses at run time, are not counted. A
+    constant range: the bin edges as TF's kernel computes them in double
+    (:func:`_histogram_edges`). A range computed in the model: each value's bin by exact
+    comparisons with the edges (:func:`_tensor_range_bins`). Counts have no gradient (in TF
+    neither)."""
     _index_type(dtype, "dtype")
     lo, hi = _value_range(value_range)
     n = _static_int(nbins, "nbins")
     if n < 1:
         raise _Refused(f"nbins={n} must be positive (TF refuses it too)")
-    v = jnp.asarray(values).astype(jnp.float32).reshape(-1)
-    bins = jnp.sum(v[:, None] >= jnp.asarray(_histogram_edges(lo, hi, n))[None], axis=1)
+    v = jax.lax.stop_gradient(jnp.asarray(values).astype(jnp.float32).reshape(-1))
+    if _is_static(lo):
+        bins = jnp.sum(v[:, None] >= jnp.asarray(_histogram_edges(lo, hi, n))[None], axis=1)
+    else:
+        bins = _tensor_range_bins(v, jax.lax.stop_gradient(lo), jax.lax.stop_gradient(hi), n)
     counted = (~jnp.isnan(v)).astype(jnp.int32)
-    return jax.ops.segment_sum(counted, bins.astype(jnp.int32), n)
+    return jax.ops.segment_sum(counted, jnp.nan_to_num(bins).astype(jnp.int32), n)
 
 
 def _histogram_fixed_width_bins(rt, values, value_range, nbins=100, dtype="int32"):
     """``tf.histogram_fixed_width_bins``: each value's bin, ``floor(nbins * (x - lo) / (hi
-    - lo))`` in float32 clipped to ``[0, nbins - 1]``, as TF computes it; int32."""
+    - lo))`` in float32 clipped to ``[0, nbins - 1]``, as TF computes it (in Python, float32
+    ops: the same for a constant range and one computed in the model); int32, no
+    gradient."""
     _index_type(dtype, "dtype")
     lo, hi = _value_range(value_range)
     n = _static_int(nbins, "nbins")
     if n < 1:
         raise _Refused(f"nbins={n} must be positive (TF refuses it too)")
     scaled = (jnp.asarray(values).astype(jnp.float32) - lo) / (hi - lo)
-    return jnp.clip(jnp.floor(np.float32(n) * scaled), 0, n - 1).astype(jnp.int32)
+    return jax.lax.stop_gradient(
+        jnp.clip(jnp.floor(np.float32(n) * scaled), 0, n - 1).astype(jnp.int32))
 
 
 def _in_top_k(rt, predictions, targets, k):
@@ -2779,7 +2982,9 @@ _FUNCTIONS = {
     "quantization.fake_quant_with_min_max_args": _fake_quant_call(False),
     "quantization.fake_quant_with_min_max_vars": _fake_quant_call(False),
     "quantization.fake_quant_with_min_max_vars_per_channel": _fake_quant_call(True),
-    "compat.v1.nn.fused_batch_norm": _fused_batch_norm,
+    "compat.v1.nn.fused_batch_norm": _fused_batch_norm_any,
+    "quantization.quantize_and_dequantize_v2": _quantize_and_dequantize(False),
+    "quantization.quantize_and_dequantize": _quantize_and_dequantize(True),
     "math.real": _real_part, "math.imag": _imag_part, "math.angle": _angle,
     "math.conj": _conj, "signal.inverse_stft": _inverse_stft,
     "nn.dilation2d": _morphology(False), "nn.erosion2d": _morphology(True),
