@@ -2776,6 +2776,123 @@ def _resize_image_with_pad_v1(rt, image, target_height, target_width, method=0,
     return _pad_resized(image, target_height, target_width, resize)
 
 
+# ------------------------------------------- functions the survey of tf.* calls found missing
+def _convert_to_tensor(rt, value, dtype=None, dtype_hint=None):
+    """``tf.convert_to_tensor`` (which ``tf.experimental.numpy`` functions record): the
+    value, cast to ``dtype`` where given; a recorded constant as an array of ``dtype`` or
+    ``dtype_hint``."""
+    if dtype is not None:
+        return jnp.asarray(_const(value)).astype(_cast_dtype(dtype))
+    if isinstance(value, (list, tuple, int, float)) and dtype_hint is not None:
+        return jnp.asarray(value, _cast_dtype(dtype_hint))
+    return _const(value)
+
+
+def _xdivy_fn(x, y):
+    """``tf.math.xdivy``: 0 where ``x`` is 0 (its gradient too, as TF's), else ``x / y``."""
+    return jnp.where(x == 0, jnp.zeros_like(x), x / jnp.where(x == 0, 1, y))
+
+
+def _zero_fraction(rt, value):
+    """``tf.math.zero_fraction``: the fraction of zeros among every element (the batch's
+    too, as in TF), float32."""
+    return jnp.mean((jnp.asarray(value) == 0).astype(jnp.float32))
+
+
+def _weighted_xent(rt, labels, logits, pos_weight):
+    """``tf.nn.weighted_cross_entropy_with_logits``: TF's stable ``(1 - z) x + (1 + (q - 1)
+    z) (log1p(exp(-|x|)) + max(-x, 0))``."""
+    z, x = _operands(labels, logits)
+    q = _const(pos_weight, x)
+    return (1 - z) * x + (1 + (q - 1) * z) * (jnp.log1p(jnp.exp(-jnp.abs(x)))
+                                              + jnp.maximum(-x, 0))
+
+
+def _log_poisson_loss(rt, targets, log_input, compute_full_loss=False):
+    """``tf.nn.log_poisson_loss``: ``exp(c) - c z``; with ``compute_full_loss`` plus
+    Stirling's ``z log z - z + log(2 pi z) / 2`` where ``z > 1``."""
+    z, c = _operands(targets, log_input)
+    loss = jnp.exp(c) - c * z
+    if compute_full_loss:
+        safe = jnp.where(z > 1, z, 2)
+        stirling = safe * jnp.log(safe) - safe + 0.5 * jnp.log(2 * np.pi * safe)
+        loss = loss + jnp.where((z >= 0) & (z <= 1), 0, stirling)
+    return loss
+
+
+def _batched_pair(a, b):
+    """``a`` (..., n, n) and ``b`` (..., n, k) with their batch axes broadcast together."""
+    batch = jnp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return (jnp.broadcast_to(a, batch + a.shape[-2:]),
+            jnp.broadcast_to(b, batch + b.shape[-2:]))
+
+
+def _triangular_solve(rt, matrix, rhs, lower=True, adjoint=False):
+    """``tf.linalg.triangular_solve``: ``x`` with ``A x = rhs`` for the lower (or upper)
+    triangle of ``matrix`` (the other ignored, as in TF); ``adjoint``: its conjugate
+    transpose."""
+    a, b = _batched_pair(*_operands(matrix, rhs))
+    return jax.lax.linalg.triangular_solve(a, b, left_side=True, lower=bool(lower),
+                                           transpose_a=bool(adjoint),
+                                           conjugate_a=bool(adjoint))
+
+
+def _cholesky_solve(rt, chol, rhs):
+    """``tf.linalg.cholesky_solve``: ``x`` with ``L L^H x = rhs`` for the lower triangular
+    ``chol``, by two triangular solves (as TF)."""
+    a, b = _batched_pair(*_operands(chol, rhs))
+    y = jax.lax.linalg.triangular_solve(a, b, left_side=True, lower=True)
+    return jax.lax.linalg.triangular_solve(a, y, left_side=True, lower=True,
+                                           transpose_a=True, conjugate_a=True)
+
+
+def _tensor_diag(rt, diagonal):
+    """``tf.linalg.tensor_diag``: of shape ``s + s`` for a diagonal of shape ``s`` (every
+    axis, the batch's too, as in TF), ``diagonal[i] `` at ``[i, i]``."""
+    d = jnp.asarray(_const(diagonal))
+    return jnp.diag(d.reshape(-1)).reshape(d.shape + d.shape)
+
+
+def _fft_shift(inverse: bool):
+    def f(rt, x, axes=None):
+        """``tf.signal.fftshift`` / ``ifftshift``: every axis (the batch's too, as in TF)
+        by default."""
+        ax = None if axes is None else (tuple(_static_ints(axes, "axes"))
+                                        if isinstance(axes, (list, tuple, np.ndarray))
+                                        else _static_int(axes, "axes"))
+        return (jnp.fft.ifftshift if inverse else jnp.fft.fftshift)(x, axes=ax)
+    return f
+
+
+def _reverse_sequence(rt, input, seq_lengths, seq_axis=None, batch_axis=None):
+    """``tf.reverse_sequence``: along ``seq_axis``, the first ``seq_lengths[b]`` elements of
+    slice ``b`` of ``batch_axis`` (0 by default) reversed, the others kept; lengths
+    constant or a tensor (TF raises on lengths beyond the axis: here they are clipped)."""
+    if seq_axis is None:
+        raise _Refused("seq_axis=None is not supported (TF requires it)")
+    n = input.ndim
+    s_ax, b_ax = _static_int(seq_axis, "seq_axis") % n, _static_int(
+        0 if batch_axis is None else batch_axis, "batch_axis") % n
+    if s_ax == b_ax:
+        raise _Refused(f"seq_axis={seq_axis} is batch_axis (TF refuses it too)")
+    lengths = jnp.asarray(_const(seq_lengths)).astype(jnp.int32).reshape(-1)
+    steps = input.shape[s_ax]
+    i = jnp.arange(steps)
+    length = jnp.clip(lengths, 0, steps)[:, None]
+    idx = jnp.where(i[None] < length, length - 1 - i[None], i[None])  # (batch, steps)
+    shape = [1] * n
+    shape[b_ax], shape[s_ax] = idx.shape[0], steps
+    if b_ax > s_ax:
+        idx = idx.T
+    full = list(input.shape)
+    return jnp.take_along_axis(input, jnp.broadcast_to(idx.reshape(shape), full), axis=s_ax)
+
+
+def _identity_n(rt, input):
+    """``tf.identity_n``: the tensors as given."""
+    return tuple(input) if isinstance(input, (list, tuple)) else (input,)
+
+
 _FUNCTIONS = {
     "__operators__.add": _binary(jnp.add, static=np.add),
     "math.add": _binary(jnp.add, static=np.add),
@@ -2983,6 +3100,18 @@ _FUNCTIONS = {
     "quantization.fake_quant_with_min_max_vars": _fake_quant_call(False),
     "quantization.fake_quant_with_min_max_vars_per_channel": _fake_quant_call(True),
     "compat.v1.nn.fused_batch_norm": _fused_batch_norm_any,
+    "convert_to_tensor": _convert_to_tensor, "identity_n": _identity_n,
+    "math.accumulate_n": lambda rt, inputs, shape=None, tensor_dtype=None: _add_n(rt, inputs),
+    "math.xdivy": _binary(_xdivy_fn, True), "math.zero_fraction": _zero_fraction,
+    "math.bessel_i0": lambda rt, x: jax.scipy.special.i0(x),
+    "math.bessel_i1": lambda rt, x: jax.scipy.special.i1(x),
+    "nn.weighted_cross_entropy_with_logits": _weighted_xent,
+    "nn.log_poisson_loss": _log_poisson_loss,
+    "linalg.adjoint": lambda rt, matrix: _swap(matrix, True),
+    "linalg.triangular_solve": _triangular_solve, "linalg.cholesky_solve": _cholesky_solve,
+    "linalg.tensor_diag": _tensor_diag,
+    "signal.fftshift": _fft_shift(False), "signal.ifftshift": _fft_shift(True),
+    "reverse_sequence": _reverse_sequence,
     "quantization.quantize_and_dequantize_v2": _quantize_and_dequantize(False),
     "quantization.quantize_and_dequantize": _quantize_and_dequantize(True),
     "math.real": _real_part, "math.imag": _imag_part, "math.angle": _angle,
@@ -3075,6 +3204,7 @@ _ACTIVATIONS = frozenset({"math.tanh", "nn.tanh", "math.sigmoid", "nn.sigmoid", 
                           "math.asin", "math.acos", "math.atanh", "math.acosh", "math.tan",
                           "math.erfinv", "math.lgamma", "math.digamma", "math.bessel_i0e",
                           "math.bessel_i1e", "math.ndtri", "math.erfcinv",
+                          "math.bessel_i0", "math.bessel_i1",
                           "quantization.fake_quant_with_min_max_args",
                           "quantization.fake_quant_with_min_max_vars",
                           "quantization.fake_quant_with_min_max_vars_per_channel"})
@@ -3120,6 +3250,10 @@ _UNRECORDED = {
           "needs every shape when it traces the model; tf.math.bincount(x, minlength=n, "
           "maxlength=n) counts n known values in a shape of its own"
        for f in ("unique", "unique_with_counts")},
+    "meshgrid": "tf.keras records only its first tensor, not the others it is applied to "
+                "(extra positional arguments, which its config drops: tf.keras's own reload "
+                "computes another function); build the grids with tf.broadcast_to or "
+                "tf.tile",
     "linalg.eigh": "each eigenvector's sign is the eigensolver's choice and JAX's differ "
                    "from TF's, so the model would compute something else; "
                    "tf.linalg.eigvalsh gives the eigenvalues, which are translated",
