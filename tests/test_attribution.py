@@ -341,6 +341,19 @@ def test_t_classes_equal_single_calls_and_vmap_equals_loop(name, lm, x4):
     np.testing.assert_allclose(many, loop, atol=tol * scale, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_compiles_nothing_for_new_values_of_the_same_shapes(name, lm, x4, compiles):
+    """A second call with other inputs and other target classes of the same shapes reuses
+    the first call's programs: the values are arguments, not constants baked in (and no
+    check of the inputs compiles a program of its own for their values)."""
+    f = METHODS[name]
+    jax.block_until_ready(f(lm, x4[:2], [1, 3]))
+    n = compiles.n
+    jax.block_until_ready(f(lm, x4[2:4], [5, 0]))
+    jax.block_until_ready(f(lm, np.asarray(x4[1:3]) * 0.5, [9, 9]))
+    assert compiles.n == n, f"{name}: {compiles.n - n} programs compiled for new values"
+
+
 @pytest.mark.parametrize("name", ["saliency", "gradcam", "integrated_gradients", "smoothgrad"])
 def test_chunked_targets_equal_unchunked(name, lm, x4):
     f = METHODS[name]
