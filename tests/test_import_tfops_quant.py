@@ -7,7 +7,6 @@ such layer's output compared; ``quant_calls``, TF's results and ``tf.GradientTap
 gradients of single calls on edge cases); gradients and attribution through them; and the
 values refused at load, with the reason."""
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +15,8 @@ import pytest
 
 from import_helpers import rel_err
 from model_import import KerasImportError, load_keras
-from tfops_helpers import D, check_every_layer, check_refused, config, layer, load, tf_function
+from tfops_helpers import (D, check_every_layer, check_refused, config, layer, load,
+                           recorded_calls, tf_function)
 
 NAMES = ("quant", "fused_bn", "complex", "morph", "linalg", "scores", "crops_v1", "qdq",
          "fused_nchw")
@@ -27,11 +27,6 @@ TAGS = ("tf212", "tf221")
 @pytest.mark.parametrize("name", NAMES)
 def test_every_tf_function_layer_matches_tensorflow(name, tag):
     check_every_layer(name, tag, "versions_quant")
-
-
-def _calls(tag):
-    ref = np.load(D / f"quant_calls_{tag}.npz")
-    return ref, json.loads(str(ref["spec"]))
 
 
 def _ties(x, kw):
@@ -51,7 +46,7 @@ def test_single_calls_match_tensorflow(tag):
     up and this may round down: one level apart there), floats within 1e-5 of the largest
     value, NaN and infinities in the same places; complex parts and angles of ``-1 +- 0j``
     exactly as TF."""
-    ref, spec = _calls(tag)
+    ref, spec = recorded_calls("quant", tag)
     assert len(spec) >= 45
     for case, fn, kw in spec:
         x = ref[f"{case}__x"]
@@ -94,7 +89,7 @@ def test_gradients_match_tensorflow(tag):
     the gradients of its ends (the counts of values below and above it, per channel);
     the others within 1e-4 of the largest (morphology away from ties: the fixtures' values
     are distinct)."""
-    ref, spec = _calls(tag)
+    ref, spec = recorded_calls("quant", tag)
     checked = 0
     for case, fn, kw in spec:
         if f"grad__{case}" not in ref.files:
@@ -133,7 +128,7 @@ def test_the_fixtures_exercise_what_they_are_for():
     """Values beyond the range and on half steps; a fused batch norm's variance 0 with
     epsilon 0 (infinities: TF does not raise epsilon); values at bin edges and outside the
     histogram's range; in_top_k ties and non-finite rows; angles of -1 +- 0j."""
-    ref, _ = _calls("tf221")
+    ref, _ = recorded_calls("quant", "tf221")
     assert not np.isfinite(ref["fbn__0"][..., 0]).any()
     assert np.isfinite(ref["fbn__0"][..., 1]).all()
     assert ref["hist_bins"].min() == 0 and ref["hist_bins"].max() == 4
@@ -294,11 +289,6 @@ def test_eigenvectors_are_refused_with_the_reason():
 
 
 # ------------------------------------- quantize_and_dequantize, histograms of a tensor range
-def _qdq_calls(tag):
-    ref = np.load(D / f"qdq_calls_{tag}.npz")
-    return ref, json.loads(str(ref["spec"]))
-
-
 def _qdq_args(kw):
     """The recorded keywords as a call passes them: the histograms' ``tensor_range`` as a
     tensor (a range computed in the model), the other values as tf.keras records them."""
@@ -316,7 +306,7 @@ def test_quantize_and_dequantize_calls_match_tensorflow(tag):
     or not, both rounding modes, with the range given or the tensor's own (per slice of
     ``axis`` too; a range per slice given: TF 2.12 only, 2.21's kernel refuses it); and
     histograms whose ``value_range`` is a tensor, at bin edges and outside the range."""
-    ref, spec = _qdq_calls(tag)
+    ref, spec = recorded_calls("qdq", tag)
     assert len(spec) >= 35 + (tag == "tf212")
     for case, fn, kw in spec:
         x = ref[f"{case}__x"]
@@ -333,7 +323,7 @@ def test_quantize_and_dequantize_gradients_match_tensorflow(tag):
     included, also with ``range_given=False``, as TF's registered gradient does) and 0
     elsewhere, and gives the range's ends 0; the deprecated ``quantize_and_dequantize``
     passes it everywhere. Histograms: no gradient (zero)."""
-    ref, spec = _qdq_calls(tag)
+    ref, spec = recorded_calls("qdq", tag)
     checked = 0
     for case, fn, kw in spec:
         x = jnp.asarray(ref[f"{case}__x"])
@@ -362,7 +352,7 @@ def test_quantize_and_dequantize_fixtures_exercise_what_they_are_for():
     """TF's straight-through gradient is 0 beyond the given range and 1 at its ends; the
     deprecated function's is 1 everywhere; rounding half up and half to even differ on
     the fixture's grid; the histograms' tensor ranges put values at and outside the edges."""
-    ref, _ = _qdq_calls("tf221")
+    ref, _ = recorded_calls("qdq", "tf221")
     g = ref["grad__qdq_3sT_-1.0_1.0_given"]
     x = ref["qdq_3sT_-1.0_1.0_given__x"]
     assert (g[(x < -1) | (x > 1)] == 0).all() and (g[(x >= -1) & (x <= 1)] == 1).all()

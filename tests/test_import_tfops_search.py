@@ -7,7 +7,6 @@ results of single calls on edge cases: ties, values outside the sequence, NaN, v
 above ``maxlength``, every resize kernel and mode); gradients and attribution through
 them; and the values refused at load, with the reason."""
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +15,8 @@ import pytest
 
 from import_helpers import rel_err
 from model_import import KerasImportError, UnsupportedLayerError, load_keras
-from tfops_helpers import D, check_every_layer, check_refused, config, layer, load, tf_function
+from tfops_helpers import (D, check_every_layer, check_refused, config, layer, load,
+                           recorded_calls, tf_function)
 
 MODELS = [("search", "tf212"), ("search", "tf221"), ("spectra", "tf212"),
           ("spectra", "tf221"), ("legacy_resize", "tf212"), ("legacy_resize", "tf221"),
@@ -43,8 +43,7 @@ def test_single_calls_match_tensorflow(tag):
     """Each recorded call of ``search_calls_<tag>.npz`` against TF's result: integers and
     the kept integer dtype exactly, floats within 1e-5 of the largest value (NaN, infinite
     values in the same places)."""
-    ref = np.load(D / f"search_calls_{tag}.npz")
-    spec = json.loads(str(ref["spec"]))
+    ref, spec = recorded_calls("search", tag)
     assert len(spec) >= (55 if tag == "tf221" else 15)
     for case, fn, kw in spec:
         x = ref[f"{case}__x"]

@@ -8,7 +8,6 @@ such layer's output compared; ``survey_calls``, TF's results and ``tf.GradientTa
 gradients of single calls); gradients and attribution through them; the values refused
 at load, with the reason; and a function still without a translation, refused naming it."""
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +17,7 @@ import pytest
 from import_helpers import rel_err
 from model_import import KerasImportError, UnsupportedLayerError, load_keras
 from tfops_helpers import (D, check_every_layer, check_gradients, check_refused, config,
-                           layer, load, tf_function)
+                           layer, load, recorded_calls, tf_function)
 
 NAMES = ("survey", "survey_linalg")
 TAGS = ("tf212", "tf221")
@@ -28,11 +27,6 @@ TAGS = ("tf212", "tf221")
 @pytest.mark.parametrize("name", NAMES)
 def test_every_tf_function_layer_matches_tensorflow(name, tag):
     check_every_layer(name, tag, "versions_survey")
-
-
-def _calls(tag):
-    ref = np.load(D / f"survey_calls_{tag}.npz")
-    return ref, json.loads(str(ref["spec"]))
 
 
 def _args(kw):
@@ -49,7 +43,7 @@ def test_single_calls_match_tensorflow(tag):
     cross entropies of logits of +-100, Stirling's term on both sides of 1, triangular
     solves with the other triangle set, sequences reversed along either axis with lengths
     0 and full."""
-    ref, spec = _calls(tag)
+    ref, spec = recorded_calls("survey", tag)
     assert len(spec) >= 17
     for case, fn, kw in spec:
         got = np.asarray(tf_function(fn)(jnp.asarray(ref[f"{case}__x"]), **_args(kw)))
@@ -73,7 +67,7 @@ def test_gradients_match_tensorflow(tag):
     difference: TF's gradient of ``log_poisson_loss(compute_full_loss=True)`` is NaN at
     targets of 0 (its Stirling term, log 0 there, is masked by a ``where`` whose other
     branch's gradient is NaN); here it is the gradient of the loss it computes, finite."""
-    ref, spec = _calls(tag)
+    ref, spec = recorded_calls("survey", tag)
     checked = 0
     for case, fn, kw in spec:
         if f"grad__{case}" not in ref.files:
@@ -94,7 +88,7 @@ def test_gradients_match_tensorflow(tag):
 def test_the_fixtures_exercise_what_they_are_for():
     """Zeros divided by zeros; a sequence length 0 and one of the whole axis; targets below
     and above 1 for Stirling's term."""
-    ref, _ = _calls("tf221")
+    ref, _ = recorded_calls("survey", "tf221")
     x = ref["xdivy0__x"]
     assert (x == 0).any() and (ref["xdivy0"][x == 0] == 0).all()
     assert (np.abs(ref["lpl__x"]) > 1).any() and (np.abs(ref["lpl__x"]) < 1).any()

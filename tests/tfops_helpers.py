@@ -19,6 +19,14 @@ TOL = 1e-5
 OPS = ("TFOpLambda", "SlicingOpLambda")
 
 
+def recorded_calls(name, tag):
+    """``(arrays, spec)`` of ``<name>_calls_<tag>.npz``: single calls recorded under TF, the
+    spec a list of ``[case, function, keywords]`` (the arrays: ``<case>__x`` the input,
+    ``<case>`` TF's result)."""
+    ref = np.load(D / f"{name}_calls_{tag}.npz")
+    return ref, json.loads(str(ref["spec"]))
+
+
 def load(name, tag):
     """The fixture ``name`` written by TensorFlow ``tag`` and its expected outputs."""
     return load_keras(D / f"{name}_{tag}.h5"), np.load(D / f"{name}_{tag}.expected.npz")
