@@ -420,3 +420,24 @@ def test_resume_must_be_a_bool(tmp_path, model, digits, resume):
     with pytest.raises(TypeError, match="expected resume as a bool"):
         jaxsal.explain_to_file(Counting(), model, digits, tmp_path / "a.npy", resume=resume)
     assert not (tmp_path / "a.npy").exists()
+
+
+def test_maps_that_are_not_finite_fail_their_chunk_and_keep_the_others(tmp_path, digits):
+    """A model whose scores are NaN for one input (here the square root of a negative
+    number: a diverged model, a damaged weight that is finite but huge) would give that
+    input a NaN map, written to disk without a word; its chunk fails naming the input, and
+    the chunks before it are kept."""
+    import jax.numpy as jnp
+
+    fm = jaxsal.FunctionModel(
+        lambda p, x: jnp.sqrt(x.mean(axis=(1, 2, 3)) - p["c"])[:, None] * p["w"],
+        {"c": jnp.float32(1e-3), "w": jnp.ones((1, 2), jnp.float32)})
+    bad = digits.copy()
+    bad[17] = 0.0  # sqrt(0 - 1e-3): NaN
+    path = tmp_path / "maps.npy"
+    with pytest.raises(ValueError, match=r"chunk 2 \(inputs 16:23, padded to 8 by repeating "
+                       r"the last\) failed: the maps of input 17 are not finite.*The 2 chunk\(s\) "
+                       r"finished so far are saved"):
+        jaxsal.explain_to_file(jaxsal.saliency, fm, bad, path, targets=1, batch_size=8)
+    np.testing.assert_allclose(np.load(path)[:16], jaxsal.saliency(fm, bad[:16], 1),
+                               rtol=1e-6)

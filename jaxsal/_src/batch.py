@@ -4,7 +4,9 @@
 (the last one padded, so one compiled program serves every chunk), writes each chunk's maps into
 a memory-mapped ``.npy`` as soon as it is done, and records progress in a JSON sidecar. A job
 that is stopped or fails (a NaN in chunk 7, a killed process) keeps every finished chunk; run the
-same call again and it resumes where it stopped.
+same call again and it resumes where it stopped. A chunk whose maps hold NaN or inf values (a
+model whose scores are not finite for some inputs) fails, naming those inputs: such maps are
+never written as finished results.
 
 For a model of several inputs, the inputs are a list or dict of arrays (each read chunk by
 chunk), and a method that gives a map per input writes each input's maps to a file of its own
@@ -1192,6 +1194,27 @@ def _maps_by_file(result: Any, several: _Several | None, path: str, per_input: l
             sorted(by_input, key=lambda ki: ki[1])}
 
 
+def _check_finite_maps(maps: dict[str, np.ndarray], lo: int) -> None:
+    """Refuse a chunk's maps (``{file: rows}``, row 0 = input ``lo``) holding NaN or inf
+    values: written, they would read as finished results (a model whose scores are not
+    finite for some inputs, a method dividing by zero)."""
+    for f, m in maps.items():
+        if not np.issubdtype(m.dtype, np.inexact):
+            continue
+        finite = np.isfinite(m.reshape(len(m), -1)).all(axis=1)
+        if finite.all():
+            continue
+        rows = (np.flatnonzero(~finite) + lo).tolist()
+        listed = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        where = f" (for {f})" if len(maps) > 1 else ""
+        raise ValueError(
+            f"the maps of input{'s' if len(rows) > 1 else ''} {listed}{where} are not "
+            "finite (NaN or inf): the model's scores or gradients for them are not finite "
+            "numbers, or the method divided by zero; nothing of this chunk was written. "
+            "Check the model's outputs for these inputs (model(x[i:i+1])); maps that may "
+            "be NaN by design need a method that replaces them (jnp.nan_to_num)")
+
+
 def _write(out: np.memmap, lo: int, hi: int, maps: np.ndarray) -> None:
     """Rows ``lo:hi`` of one output file, flushed to it."""
     out[lo:hi] = maps
@@ -1497,6 +1520,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             # np.asarray inside: a JAX runtime error (out of memory...) surfaces there
             maps = _maps_by_file(method(model, xb, _chunk_targets(targets, lo, hi, pad),
                                         **opts), several, path, per_input, hi - lo)
+            _check_finite_maps(maps, lo)
         except Exception as e:
             padded = f", padded to {batch_size} by repeating the last" if pad else ""
             saved = (f"The {len(done)} chunk(s) finished so far are saved in "
