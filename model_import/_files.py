@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from model_import._errors import KerasImportError
+from model_import._heaps import attrs_of, register
 from model_import._version import is_version_string, keras_backend_of
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -34,7 +35,7 @@ def _decode(v):
     return v
 
 
-def _list_attr(attrs, name: str) -> list[str] | None:
+def _list_attr(obj, name: str) -> list[str] | None:
     """A list attribute of a legacy HDF5 group (``weight_names``, ``layer_names``), or None.
 
     HDF5 keeps attributes in the object header, which holds at most 64 KiB; Keras's legacy
@@ -42,6 +43,7 @@ def _list_attr(attrs, name: str) -> list[str] | None:
     chunks ``<name>0``, ``<name>1``, ... (a nested NASNetMobile's ``weight_names`` is three
     chunks). The chunks are concatenated in order.
     """
+    attrs = attrs_of(obj)
     if name in attrs:
         return [str(n) for n in _decode(attrs[name])]
     if f"{name}0" not in attrs:
@@ -154,7 +156,7 @@ class LegacyH5Weights(WeightSource):
         rebuilt in code whose layers Keras named on (``dense_3`` for ``dense``). Nothing
         changes where every such layer is in the file by name or the counts differ (then the
         file belongs to another architecture, which the weight checks report)."""
-        names = [n for n in _list_attr(self.group.attrs, "layer_names") or []
+        names = [n for n in _list_attr(self.group, "layer_names") or []
                  if n in self.group and self._names(self.group[n])]
         if all(w in self.group for w in weighted) or len(names) != len(weighted):
             return
@@ -164,14 +166,14 @@ class LegacyH5Weights(WeightSource):
         """The weights no layer asked for: layers of ``layer_names`` with weights, arrays of
         a nested model that belong to none of its layers or to one without weights (Keras 2
         refuses such a file: "a weight file containing N layers into a model with M")."""
-        names = _list_attr(self.group.attrs, "layer_names") or []
+        names = _list_attr(self.group, "layer_names") or []
         return [n for n in names if n not in self.used and n in self.group
                 and self._names(self.group[n])] + self._unassigned + [
             "/".join(p) for nested in self._nested.values() for p, ws in nested.items()
             if ws and p not in self._fetched]
 
     def _names(self, g) -> list[str]:
-        return _list_attr(g.attrs, "weight_names") or []
+        return _list_attr(g, "weight_names") or []
 
     def unmatched_owners(self, path: Sequence[str]) -> list[str]:
         """The layer names (``owner`` of ``owner/var``) of the weights of the nested model
@@ -188,7 +190,7 @@ class LegacyH5Weights(WeightSource):
         Sequential nested in a Sequential has no name in the architecture. Its weights group
         has one, and the file's ``layer_names`` lists the outer model's layers in order:
         such an entry takes the name at its position (when the counts agree)."""
-        names = _list_attr(self.group.attrs, "layer_names")
+        names = _list_attr(self.group, "layer_names")
         entries = cfg.get("config") if cfg.get("class_name") == "Sequential" else None
         if not names or not isinstance(entries, list) or len(entries) != len(names):
             return cfg
@@ -388,7 +390,7 @@ class Keras3Weights(WeightSource):
                 if g.name in self.used:
                     walk(g.get("layers"), f"{prefix}{key}/")  # a nested model's layers
                 elif v is not None and len(v):
-                    name = _decode(v.attrs.get("name", ""))
+                    name = _decode(attrs_of(v).get("name", ""))
                     out.append(f"{prefix}{key}" + (f" ({name})" if name and name != key else ""))
 
         walk(self.root.get("layers"), "")
@@ -404,7 +406,7 @@ class Keras3Weights(WeightSource):
             index = {}
             for key in layers:
                 v = layers[key].get("vars")
-                name = _decode(v.attrs.get("name", "")) if v is not None else ""
+                name = _decode(attrs_of(v).get("name", "")) if v is not None else ""
                 if name:
                     index.setdefault(name, key)  # the first match, as a scan would find
             self._name_index[layers.name] = index
@@ -444,12 +446,12 @@ class Keras3Weights(WeightSource):
 
 def _open_h5(path: str, data: bytes | None = None) -> h5py.File:
     try:
-        if data is not None:
-            return h5py.File(io.BytesIO(data), "r")
-        return h5py.File(path, "r")
+        f = h5py.File(io.BytesIO(data) if data is not None else path, "r")
     except OSError as e:
         raise KerasImportError(f"not a readable HDF5 file ({e}); it may be truncated or "
                                "corrupt. Re-save the model with model.save(...).", path=path) from e
+    register(f, path, data)  # its string attributes' heaps are checked before they are read
+    return f
 
 
 _TF_CHECKPOINT = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
@@ -573,7 +575,7 @@ def _merge_shards(merged: h5py.File, folder: str, shards: list[str], path: str) 
                     merged[obj_name] = h5py.ExternalLink(shard_path, "/" + obj_name)
                     return None
                 g = merged.require_group(obj_name)
-                for k, v in obj.attrs.items():
+                for k, v in attrs_of(obj).items():
                     if k not in g.attrs:
                         g.attrs[k] = v
                 return None
@@ -612,7 +614,7 @@ def recorded_backend(f: h5py.File) -> str | None:
     """The backend recorded in a legacy ``.h5`` (its ``backend`` attribute: Keras 3 and
     tf.keras write it), or ``None`` when absent or not a Keras 3 backend (``"theano"``)."""
     try:
-        return keras_backend_of(f.attrs.get("backend"), "the backend attribute")
+        return keras_backend_of(attrs_of(f).get("backend"), "the backend attribute")
     except ValueError:
         return None
 
@@ -622,7 +624,7 @@ def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File
     ``None`` source means a Keras 3 weights file, whose keys depend on the architecture
     (:class:`Keras3Weights`)."""
     f = _open_h5(path)
-    attrs = f.attrs
+    attrs = attrs_of(f)
     version = keras_version_of(attrs.get("keras_version", "2"), "the keras_version attribute",
                                path)
     cfg = attrs.get("model_config")
@@ -634,7 +636,7 @@ def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File
                                    path=path) from e
     if "model_weights" in f:
         return cfg, version, LegacyH5Weights(f["model_weights"], path), f
-    if _list_attr(attrs, "layer_names") is not None:  # legacy save_weights file
+    if _list_attr(f, "layer_names") is not None:  # legacy save_weights file
         return cfg, version, LegacyH5Weights(f, path), f
     if "_layer_checkpoint_dependencies" in f:
         raise KerasImportError(
