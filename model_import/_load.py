@@ -100,6 +100,18 @@ def _as_numeric(w, where: str, path: str | None) -> np.ndarray:
     return a
 
 
+def _non_finite(a: np.ndarray) -> int:
+    """How many values of a float array are NaN or infinite. A float64 sum is finite
+    exactly when they all are (it cannot overflow for float32 and narrower values), and
+    allocates nothing: the full count is taken only then."""
+    if a.dtype.kind != "f" or a.size == 0:
+        return 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(a, dtype=np.float64)):
+            return 0
+    return int(a.size - np.count_nonzero(np.isfinite(a)))
+
+
 def _has_weights(spec) -> bool:
     """Whether a layer (a nested model: one of its layers) takes weights; a layer whose
     count depends on its config (``n_weights=None``) counts as one that does."""
@@ -162,6 +174,16 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
                 f"arrays, the file has {len(ws)} (shapes {[w.shape for w in ws]}){hint}",
                 path=path)
         arrays = [_as_numeric(w, where, path) for w in ws]
+        for i, a in enumerate(arrays):
+            bad = _non_finite(a)
+            if bad:
+                raise KerasImportError(
+                    f"layer {where!r} ({spec.class_name}): its weight {i} (of "
+                    f"{len(arrays)}, shape {a.shape}) holds {bad} NaN or infinite values "
+                    f"of {a.size}; expected finite numbers (the model would compute NaN "
+                    "outputs and attributions). The file is damaged, or the model was saved "
+                    "after its training diverged: save a model whose weights are finite",
+                    path=path)
         try:
             converted = spec.impl.convert_weights(arrays)
         except KerasImportError:  # the converter's own refusal

@@ -136,3 +136,48 @@ def test_heap_damage_fails_fast(outcomes, name):
     kind, msg = got[name]
     assert kind == "KerasImportError", (kind, msg)
     assert str(d / name) in msg and "global heap collection" in msg and "corrupt" in msg, msg
+
+
+# ------------------------------------------------------------------ non-finite weights
+def _with_weight(tmp_path, rel, dataset, value, member=None):
+    """A copy of the fixture ``rel`` whose ``dataset`` (in its ``member``, for a .keras
+    archive) has ``value`` at its first entry."""
+    import h5py
+
+    src = (F / rel).read_bytes()
+    if member is None:
+        p = tmp_path / pathlib.Path(rel).name
+        p.write_bytes(src)
+        target = p
+    else:
+        target = tmp_path / "w.h5"
+        with zipfile.ZipFile(F / rel) as z:
+            target.write_bytes(z.read(member))
+    with h5py.File(target, "r+") as f:
+        a = f[dataset][()]
+        a.flat[0] = value
+        f[dataset][...] = a
+    if member is not None:
+        p = tmp_path / pathlib.Path(rel).name
+        with zipfile.ZipFile(F / rel) as z, zipfile.ZipFile(p, "w") as out:
+            for n in z.namelist():
+                out.writestr(n, target.read_bytes() if n == member else z.read(n))
+    return p
+
+
+@pytest.mark.parametrize("rel,dataset,member,layer", [
+    ("mnist_cnn_keras3.h5", "model_weights/dense/dense/kernel", None, "dense"),
+    ("mnist_cnn_tfkeras2.h5", "model_weights/conv2d_1/conv2d_1/bias:0", None, "conv2d_1"),
+    ("mnist_cnn_keras3.keras", "layers/conv2d_1/vars/0", "model.weights.h5", "conv2d_2"),
+])
+@pytest.mark.parametrize("value", [float("nan"), float("-inf")])
+def test_non_finite_weights_are_refused(tmp_path, rel, dataset, member, layer, value):
+    # random bytes over a weight that decode as NaN or inf loaded, and every output and
+    # attribution of the model was NaN, without a word
+    from model_import import KerasImportError, load_keras
+
+    p = _with_weight(tmp_path, rel, dataset, value, member)
+    with pytest.raises(KerasImportError, match=rf"layer '{layer}' .*holds 1 NaN or infinite "
+                                               r"values") as e:
+        load_keras(p)
+    assert str(p) in str(e.value)
