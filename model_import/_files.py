@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import os
 import re
 import zipfile
+import zlib
 from typing import Any, Sequence
 
 import h5py
@@ -679,7 +681,9 @@ def read_keras_zip(path: str) -> tuple[dict, str, h5py.File]:
     try:
         z = zipfile.ZipFile(path)
         names = z.namelist()
-    except (zipfile.BadZipFile, OSError) as e:
+    # ValueError: undecodable names; NotImplementedError: a version field damaged into one
+    # zipfile does not know
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
         raise KerasImportError(f"not a readable zip archive ({e}); a .keras file may be "
                                "truncated or corrupt", path=path) from e
     folder = ""
@@ -697,14 +701,37 @@ def read_keras_zip(path: str) -> tuple[dict, str, h5py.File]:
                 f"model.weights.h5 (at its top, or in one folder), found {names[:10]}",
                 path=path)
         folder = folders.pop()
-    try:
-        cfg = json.loads(z.read(folder + "config.json"))
-        meta = (json.loads(z.read(folder + "metadata.json"))
-                if folder + "metadata.json" in names else {})
-        data = z.read(folder + "model.weights.h5")
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise KerasImportError(f"the archive's contents cannot be read ({e!r})", path=path) from e
+    def member(name: str) -> bytes:
+        try:
+            return z.read(folder + name)
+        except _ZIP_MEMBER_ERRORS as e:
+            raise KerasImportError(
+                f"the archive's contents cannot be read: its member {folder + name} does not "
+                f"extract ({type(e).__name__}: {e}); the .keras file is damaged or truncated. "
+                "Save the model again", path=path) from e
+
+    def as_json(name: str) -> Any:
+        text = member(name)
+        try:
+            return json.loads(text)
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            raise KerasImportError(
+                f"the archive's contents cannot be read: its {folder + name} is not valid JSON "
+                f"({e}); the .keras file is damaged or was edited. Save the model again",
+                path=path) from e
+
+    cfg = as_json("config.json")
+    meta = as_json("metadata.json") if folder + "metadata.json" in names else {}
+    data = member("model.weights.h5")
     return cfg, _archive_version(cfg, meta, path), _open_h5(path, data)
+
+
+# what zipfile raises for a member it cannot extract: damaged data (a bad CRC, zlib's or
+# lzma's errors on a damaged compressed stream, a cut archive), a compression method field
+# damaged into one zipfile does not know (NotImplementedError), an encryption flag set by
+# damage (RuntimeError: "password required")
+_ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, NotImplementedError,
+                      RuntimeError, OSError, EOFError, ValueError)
 
 
 def read_keras_dir(path: str) -> tuple[dict, str, h5py.File]:

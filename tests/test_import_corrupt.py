@@ -181,3 +181,74 @@ def test_non_finite_weights_are_refused(tmp_path, rel, dataset, member, layer, v
                                                r"values") as e:
         load_keras(p)
     assert str(p) in str(e.value)
+
+
+# ------------------------------------------------------------------ damaged zip archives
+def _deflated(rel):
+    """The fixture's archive written again with its members compressed (as ``zip -r``
+    writes an unzipped .keras directory; Keras stores them uncompressed)."""
+    with zipfile.ZipFile(F / rel) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    return out.getvalue()
+
+
+def _central_entry(data: bytes, name: str) -> int:
+    """Where the central directory's entry of the member ``name`` starts."""
+    at = data.index(b"PK\x01\x02")
+    while not data[at + 46:].startswith(name.encode()):
+        at = data.index(b"PK\x01\x02", at + 4)
+    return at
+
+
+def _zip_damage(kind: str) -> bytes:
+    data = bytearray(_deflated("mnist_cnn_keras3.keras"))
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as z:
+        info = z.getinfo("model.weights.h5")
+    local = info.header_offset
+    start = local + 30 + struct.unpack_from("<HH", data, local + 26)[0] + struct.unpack_from(
+        "<HH", data, local + 26)[1]
+    if kind == "deflate_stream":  # zeroed compressed data: zlib.error
+        data[start + 100:start + 164] = bytes(64)
+    elif kind == "compression_method":  # a method zipfile does not know: NotImplementedError
+        struct.pack_into("<H", data, _central_entry(bytes(data), "model.weights.h5") + 10, 77)
+    elif kind == "version_needed":  # "zip file version 14.8": NotImplementedError at open
+        struct.pack_into("<H", data, _central_entry(bytes(data), "config.json") + 6, 148)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("kind,words", [
+    ("deflate_stream", ["model.weights.h5 does not extract", "damaged"]),
+    ("compression_method", ["model.weights.h5 does not extract", "NotImplementedError"]),
+    ("version_needed", ["not a readable zip archive", "zip file version"]),
+])
+def test_damaged_zip_structure_is_refused(tmp_path, kind, words):
+    # a bare zlib.error or NotImplementedError came out of zipfile
+    from model_import import KerasImportError, load_keras
+
+    p = tmp_path / "m.keras"
+    p.write_bytes(_zip_damage(kind))
+    with pytest.raises(KerasImportError) as e:
+        load_keras(p)
+    msg = str(e.value)
+    assert str(p) in msg and all(w in msg for w in words), msg
+
+
+def test_damaged_config_json_says_so(tmp_path):
+    # was: "the archive's contents cannot be read (JSONDecodeError(...))", not naming the
+    # member nor what to do
+    from model_import import KerasImportError, load_keras
+
+    with zipfile.ZipFile(F / "mnist_cnn_keras3.keras") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members["config.json"] = members["config.json"][:100]
+    p = tmp_path / "m.keras"
+    with zipfile.ZipFile(p, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    with pytest.raises(KerasImportError, match=r"its config.json is not valid JSON .*Save the "
+                                               r"model again"):
+        load_keras(p)
