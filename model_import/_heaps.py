@@ -93,6 +93,10 @@ class HeapGuard:
             raise _Unparsed
         if self.data is not None:
             return self.data[at:at + n]
+        if self._fh is None:
+            self._fh = open(self.path, "rb", buffering=0)
+        if hasattr(os, "pread"):  # one system call, no seek
+            return os.pread(self._fh.fileno(), n, at)
         self._fh.seek(at)
         return self._fh.read(n)
 
@@ -114,8 +118,6 @@ class HeapGuard:
         if addr not in self.headers and info.num_attrs:
             refs: list[tuple[int, int, int, int | None, str]] = []
             try:
-                if self.data is None and self._fh is None:
-                    self._fh = open(self.path, "rb")
                 for name, msg in self._attribute_messages(addr):
                     refs += self._heap_ids(name, msg)
                 for seq_len, gaddr, index, item, name in refs:

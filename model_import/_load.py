@@ -101,13 +101,15 @@ def _as_numeric(w, where: str, path: str | None) -> np.ndarray:
 
 
 def _non_finite(a: np.ndarray) -> int:
-    """How many values of a float array are NaN or infinite. A float64 sum is finite
-    exactly when they all are (it cannot overflow for float32 and narrower values), and
-    allocates nothing: the full count is taken only then."""
+    """How many values of a float array are NaN or infinite. Their sum is finite when they
+    all are, unless it overflows, and costs a fraction of a count (no allocation): the count
+    is taken only when the sum is not finite."""
     if a.dtype.kind != "f" or a.size == 0:
         return 0
+    if a.size < 4096:  # counted at once: cheaper than entering errstate
+        return int(a.size - np.count_nonzero(np.isfinite(a)))
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.sum(a, dtype=np.float64)):
+        if np.isfinite(np.sum(a, dtype=np.float32 if a.itemsize < 4 else None)):
             return 0
     return int(a.size - np.count_nonzero(np.isfinite(a)))
 
