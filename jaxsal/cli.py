@@ -60,22 +60,50 @@ PATCH_METHODS = ("occlusion", "shapley_values", "shapley_value_sampling", "kerne
 
 def _num_classes(model) -> int:
     """The class ids ``--targets all`` lists: ``K`` for ``(N, K)`` outputs, 2 for a one-unit
-    (sigmoid) output (classes 0 and 1, as the methods read them)."""
+    (sigmoid) output (classes 0 and 1, as the methods read them); the output was checked by
+    :func:`_check_class_output`."""
     from jaxsal._src.targets import OutputInfo
 
+    k = model.output_shape[0]
+    if not isinstance(k, int):
+        raise ValueError("--targets all needs the number of classes; this model's output has "
+                         "shape (N, None) (it depends on the input's size): pass the class "
+                         "ids, e.g. --targets 0,1,2")
+    return OutputInfo(k).num_classes
+
+
+def _check_class_output(model, method: str) -> None:
+    """Refuse, before the job, a model whose targets the command line cannot give: class ids
+    and the predicted class read one ``(N, classes)`` output, and the command line has no
+    score function (the methods' own errors advise Python: ``model.with_output``, ``targets=
+    lambda ...``). ``method``: the ``--method`` (or ``--metric``) that will run."""
     shape = model.output_shape
     if isinstance(shape, list):
-        raise ValueError(f"--targets all needs one output; this model has {len(shape)} "
-                         f"({', '.join(model.output_names)}): pick one with --output NAME")
-    if shape is None or len(shape) != 1 or not isinstance(shape[0], int):
-        raise ValueError(f"--targets all needs outputs of shape (N, classes); this model's "
-                         f"output has shape (N, *{shape}). Pass explicit class ids")
-    return OutputInfo(int(shape[0])).num_classes
+        names = list(model.output_names)
+        listing = ", ".join(f"{n!r} {tuple(s)}" for n, s in zip(names, shape))
+        raise ValueError(f"this model has {len(shape)} outputs ({listing}); --targets (class "
+                         f"ids, 'all' or the predicted class) read one: pick it with --output "
+                         f"NAME (e.g. --output {names[0]})")
+    if len(shape) != 1:
+        dims = ", ".join(str(d) for d in shape)
+        raise ValueError(
+            f"--targets: the command line explains class outputs, shaped (N, classes); this "
+            f"model's output has shape (N, {dims}) (a class per position, such as a "
+            f"segmentation map, say), which class ids and the predicted class do not index. "
+            f"Explain it in Python with a score function reading one value per input, e.g. "
+            f"jaxsal.{method}(model, x, targets=lambda out: out[..., k].reshape(len(out), "
+            f"-1).mean(1)) (class k averaged over the positions; jaxsal.explain_to_file runs "
+            f"it as a resumable job); --method eigencam runs here without --targets (it reads "
+            f"no output)")
 
 
-def _parse_targets(s: str | None, model, n: int):
+def _parse_targets(s: str | None, model, n: int, method: str):
     """``--targets``: None (predicted), the ids of ``all``, one id, a list of ids, or the
-    ``(N, T)`` per-input ids of ``@FILE.npy`` (``(N,)`` labels read as ``(N, 1)``)."""
+    ``(N, T)`` per-input ids of ``@FILE.npy`` (``(N,)`` labels read as ``(N, 1)``), for the
+    ``method`` that will run (Eigen-CAM without targets reads no output)."""
+    if (s is None or s == "predicted") and method == "eigencam":
+        return None
+    _check_class_output(model, method)
     if s is None or s == "predicted":
         return None
     if s == "all":
@@ -496,7 +524,8 @@ def cmd_explain(args) -> int:
                                + ", ".join(f for _, f in files) + ")")
     model, inputs, progress = _job(args)
     several = isinstance(inputs, list)
-    targets = _parse_targets(args.targets, model, len(inputs[0] if several else inputs))
+    targets = _parse_targets(args.targets, model, len(inputs[0] if several else inputs),
+                             args.method)
     # (an option per input, a JSON object keyed by the input names or a list in their
     # order: explain_to_file takes either)
     options = _method_options(args)
@@ -585,7 +614,8 @@ def cmd_evaluate(args) -> int:
     if "batch_size" in options:  # the metric's own (explain_to_file's is the job's)
         scores_fn = functools.partial(_curve_scores, batch_size=options.pop("batch_size"))
     scores = jaxsal.explain_to_file(scores_fn, model, inputs, args.out,
-                                    targets=_parse_targets(args.targets, model, len(inputs)),
+                                    targets=_parse_targets(args.targets, model, len(inputs),
+                                                           args.metric),
                                     batch_size=args.batch_size, on_chunk=progress, **options)
     from jaxsal._src.curves import curve_area, curve_fractions, map_positions
 

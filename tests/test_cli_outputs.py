@@ -1,0 +1,59 @@
+"""The command line on models whose output is not one ``(N, classes)`` array: a segmentation
+map ``(N, H, W, K)`` and a classifier beside a regression. Class ids and the predicted class
+need one class output, and the command line has no score functions: it refuses such a job
+before any chunk, saying what it can run there (``--output``, ``eigencam``) and what needs
+Python (a score function), instead of the methods' Python advice (``model.with_output``,
+``targets=lambda ...``), which has no command-line form."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from jaxsal import cli  # noqa: E402
+
+L = keras.layers
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli_outputs")
+    inp = keras.Input((8, 8, 3))
+    h = L.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
+    keras.Model(inp, L.Conv2D(3, 1, activation="softmax", name="seg")(h)).save(d / "seg.keras")
+    g = L.GlobalAveragePooling2D(name="gap")(h)
+    keras.Model(inp, [L.Dense(4, activation="softmax", name="cls")(g),
+                      L.Dense(1, name="reg")(g)]).save(d / "two.keras")
+    np.save(d / "x.npy", np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("float32"))
+    return d
+
+
+def _explain(files, model, *extra):
+    return cli.main(["explain", str(files / model), str(files / "x.npy"),
+                     "--out", str(files / "maps.npy"), *extra])
+
+
+@pytest.mark.parametrize("targets", [[], ["--targets", "all"], ["--targets", "1"]])
+def test_segmentation_output_is_refused_with_command_line_advice(files, capsys, targets):
+    assert _explain(files, "seg.keras", *targets) == 2
+    err = capsys.readouterr().err
+    assert "(N, 8, 8, 3)" in err and "*(" not in err  # the shape as it is
+    assert "(N, classes)" in err and "score function" in err and "eigencam" in err
+    assert "chunk 0" not in err and "Pass explicit class ids" not in err
+    assert not (files / "maps.npy").exists()
+
+
+def test_segmentation_output_runs_eigencam_without_targets(files, capsys):
+    assert _explain(files, "seg.keras", "--method", "eigencam") == 0
+    assert np.load(files / "maps.npy").shape == (2, 8, 8)
+    (files / "maps.npy").unlink()
+
+
+@pytest.mark.parametrize("targets", [[], ["--targets", "0,1"]])
+def test_several_outputs_name_the_output_flag(files, capsys, targets):
+    assert _explain(files, "two.keras", *targets) == 2
+    err = capsys.readouterr().err
+    assert "--output cls" in err and "'reg' (1,)" in err
+    assert "with_output" not in err and "chunk 0" not in err
+    assert _explain(files, "two.keras", "--output", "cls", *targets) == 0
+    (files / "maps.npy").unlink()
