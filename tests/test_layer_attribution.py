@@ -202,6 +202,19 @@ def test_token_inputs_need_a_layer(text_models):
         jaxsal.saliency(m, x, 0, layer="embed")
 
 
+def test_token_input_error_names_the_models_embedding(tmp_path):
+    """The error for token ids names the layer that reads them: the example
+    layer='embedding' was an unknown layer for an embedding of another name."""
+    inp = keras.Input((LEN,), dtype="int32")
+    h = layers.GlobalAveragePooling1D()(layers.Embedding(VOCAB, 4, name="tok_emb")(inp))
+    keras.Model(inp, layers.Dense(2)(h)).save(tmp_path / "emb.keras")
+    m = load_keras(tmp_path / "emb.keras")
+    x = np.ones((2, LEN), np.int32)
+    with pytest.raises(TypeError, match=r"integrated_gradients\(model, x, layer='tok_emb'\)"):
+        jaxsal.integrated_gradients(m, x, 0)
+    assert jaxsal.integrated_gradients(m, x, 0, layer="tok_emb", steps=4).shape == (2, LEN)
+
+
 def test_layer_without_channel_axis_needs_reduce_none(text_models):
     m, _, x = text_models
     with pytest.raises(ValueError, match=r"'hidden' has output shape \(4, 5\).*reduce=None"):

@@ -39,14 +39,32 @@ def all_finite(v: Any) -> bool:
         return bool(_all_finite(v))
 
 
-_AT_A_LAYER = ("Attribute at a layer instead, e.g. the embedding: "
-               "jaxsal.integrated_gradients(model, x, layer='embedding') (also saliency, "
-               "gradient_x_input, gradient_shap, deeplift, deeplift_shap and lrp). The "
-               "gradient CAMs "
-               "(gradcam, ...), eigencam and ablationcam (at a layer with a token axis, a "
-               "Conv1D after the embedding), occlusion, shapley_values, "
-               "shapley_value_sampling, kernel_shap, lime and rise (absent tokens become a "
-               "fill id) take token ids as they are.")
+def _at_a_layer(model: Any, i: int = 0) -> str:
+    """How to explain integer input ``i`` (token ids) with the gradient methods: at the layer
+    that reads it (the model's own embedding, by its name; ``'embedding'`` where the layer
+    is not known, a plain function's or a nested model's)."""
+    names = [n for n in _readers(model, i)
+             if getattr(_layer_info(model, n), "class_name", None) not in _NESTED]
+    layer = names[0] if names else "embedding"
+    return ("Attribute at a layer instead, e.g. the embedding: "
+            f"jaxsal.integrated_gradients(model, x, layer={layer!r}) (also saliency, "
+            "gradient_x_input, gradient_shap, deeplift, deeplift_shap and lrp). The "
+            "gradient CAMs (gradcam, ...), eigencam and ablationcam (at a layer with a token "
+            "axis, a Conv1D after the embedding), occlusion, shapley_values, "
+            "shapley_value_sampling, kernel_shap, lime and rise (absent tokens become a "
+            "fill id) take token ids as they are.")
+
+
+#: Keras classes of nested models: ``layer=`` names a layer inside them, not the model.
+_NESTED = ("Functional", "Sequential", "Model")
+
+
+def _layer_info(model: Any, name: str) -> Any:
+    """``model.layer(name)`` of a :class:`model_import.KerasModel`, else ``None``."""
+    try:
+        return model.layer(name)
+    except Exception:  # noqa: BLE001  (a plain function, a name it does not list)
+        return None
 
 
 def integer_input(model: Any) -> str | None:
@@ -228,7 +246,8 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
     if ids_dtype is not None and not allow_int:  # the ids' gradient would be silently zero
         raise TypeError(f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
                         f"other codes), which have no gradient and no fractions (the masks "
-                        f"and noise some methods scale inputs by). {_AT_A_LAYER}")
+                        f"and noise some methods scale inputs by). "
+                        f"{_at_a_layer(model, index)}")
     if ids_dtype is not None and not jnp.issubdtype(dtype, jnp.integer) and np.ndim(x) >= 3:
         raise TypeError(f"{what}: this model takes raw integer images ({ids_dtype}) and scales "
                         f"them itself, got dtype {dtype}; pass the raw pixel values as "
@@ -241,7 +260,8 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
         raise TypeError(f"{what}: expected a floating-point input, got integer dtype {dtype}. "
                         "Images: convert and preprocess first, e.g. x.astype(np.float32) / 255. "
                         "Token ids (or other integer codes) have no gradient and no fractions "
-                        f"(the masks and noise some methods scale inputs by): {_AT_A_LAYER}")
+                        f"(the masks and noise some methods scale inputs by): "
+                        f"{_at_a_layer(model, index)}")
     if not jnp.issubdtype(dtype, jnp.floating) and not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(f"{what}: expected a floating-point input (the model's preprocessed "
                         f"input, e.g. float32 in [0, 1]), got dtype {dtype}. Convert and "
