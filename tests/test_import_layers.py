@@ -432,3 +432,23 @@ def test_registered_classes_lists_builtin_converters():
     for cls in ("Conv2D", "BatchNormalization", "LayerScale", "TFOpLambda", "ops.Add",
                 "Concatenate", "UpSampling2D", "Normalization", "Rescaling"):
         assert cls in names
+
+
+def test_unit_normalization_of_small_vectors_follows_the_keras_version(tmp_path):
+    """Keras 3.6 computes ``UnitNormalization`` with ``ops.normalize(epsilon=1e-12)``,
+    ``x * min(rsqrt(ss), 1e12)``: a vector of norm 5e-8 comes out of norm 1. Keras 3.0-3.5
+    (and tf.keras's ``l2_normalize``) used ``x * rsqrt(max(ss, 1e-12))``: norm 0.05. The
+    importer used the old formula for every file."""
+    import h5py
+
+    inp = keras.Input((3,))
+    model = keras.Model(inp, layers.UnitNormalization(name="unit")(inp))
+    x = np.array([[3e-8, 4e-8, 0.0], [3.0, -4.0, 1.0], [0.0, 0.0, 0.0]], np.float32)
+    ref = np.asarray(model.predict(x, verbose=0))
+    np.testing.assert_allclose(np.linalg.norm(ref[0]), 1.0, rtol=1e-5)  # Keras >= 3.6
+    for path in save_keras_and_h5(model, tmp_path, "unit").values():
+        np.testing.assert_allclose(np.asarray(load_keras(path)(x)), ref, rtol=1e-5, atol=0)
+    old = tmp_path / "unit.h5"
+    with h5py.File(old, "r+") as f:  # the same file as Keras 3.5 wrote it
+        f.attrs["keras_version"] = "3.5.0"
+    np.testing.assert_allclose(np.asarray(load_keras(old)(x))[0], x[0] * 1e6, rtol=1e-5)

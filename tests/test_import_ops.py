@@ -422,6 +422,23 @@ def test_stop_gradient_stops_gradients(zoo_files):
     assert not np.asarray(g_stop).any() and np.asarray(g_sinh).any()
 
 
+def test_l2_normalize_has_its_gradient_at_zero(tmp_path):
+    """``ops.normalize`` (L2) is ``x * min(rsqrt(sum(x^2)), 1 / epsilon)``: ``x / epsilon``
+    near 0, whose derivative is ``1 / epsilon``. Written as Keras writes it, autodiff gave
+    ``0 * inf = NaN`` at 0 (so integrated gradients from a zero baseline were NaN)."""
+    inp = keras.Input((4,))
+    h = layers.Dense(3, use_bias=False, name="d1")(inp)
+    model = keras.Model(inp, layers.Dense(2, use_bias=False, name="d2")(
+        ops.normalize(h, axis=-1, epsilon=1e-3)))
+    model.save(tmp_path / "l2.keras")
+    m = load_keras(tmp_path / "l2.keras")
+    x = _distinct((B, 4))
+    assert rel_err(m(x), model.predict(x, verbose=0)) <= TOL
+    g = jax.grad(lambda v: m.apply(m.params, v)[:, 0].sum())(jnp.zeros((1, 4)))
+    w1, w2 = (np.asarray(model.get_layer(n).kernel) for n in ("d1", "d2"))
+    np.testing.assert_allclose(np.asarray(g)[0], (w1 @ w2)[:, 0] / 1e-3, rtol=1e-5)
+
+
 def test_grouped_query_attention(tmp_path):
     """Query heads grouped over fewer key/value heads (as Keras's JAX backend computes it;
     the NumPy backend refuses): equal to attention with the key/value heads repeated."""

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model_import._layers.registry import LayerImpl, register_layer
+from model_import._version import parse_version
 
 _KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), the floor of Normalization's std
 
@@ -235,14 +236,34 @@ def _group_norm(config, ctx):
                      n_weights=len(names), relevance=True)
 
 
+def inverse_l2_norm(ss: jax.Array, eps: float) -> jax.Array:
+    """Keras 3's L2 ``ops.normalize`` scale ``min(rsqrt(ss), 1 / eps)`` of the sums of
+    squares ``ss``, with ``rsqrt`` taken only where ``ss > eps^2`` (elsewhere the minimum is
+    ``1 / eps``): the same values, but a zero sum no longer gives ``rsqrt = inf`` and a
+    gradient of ``0 * inf = NaN`` (the true derivative of ``x / eps`` near 0 is
+    ``1 / eps``)."""
+    above = ss > eps * eps
+    inv = jax.lax.rsqrt(jnp.where(above, ss, 1.0))  # never rsqrt(0) (its derivative is inf)
+    return jnp.where(above, jnp.minimum(inv, 1.0 / eps), 1.0 / eps)
+
+
 @register_layer("UnitNormalization")
 def _unit_norm(config, ctx):
+    """``x`` times its inverse L2 norm, held (LRP, DeepLIFT): Keras 3.6 and later compute it
+    with ``ops.normalize(epsilon=1e-12)``, ``min(rsqrt(ss), 1e12)``; Keras 3.0-3.5 and
+    tf.keras (``tf.math.l2_normalize``) with ``rsqrt(max(ss, 1e-12))``, which differs for
+    norms between 1e-12 and 1e-6 (Keras 3.6 gives them norm 1)."""
     axes = _axes(config.get("axis", -1))
+    if parse_version(ctx.keras_version).before(3, 6, unrecorded=False):
+        def inverse(v):
+            return jax.lax.rsqrt(jnp.maximum(v, 1e-12))
+    else:
+        def inverse(v):
+            return inverse_l2_norm(v, 1e-12)
 
     def call(params, x, *, rt):
         ss = jnp.sum(rt.act(jnp.square, x), axis=axes, keepdims=True)
-        return _scaled(rt, x, rt.held(rt.act(lambda v: jax.lax.rsqrt(jnp.maximum(v, 1e-12)),
-                                             ss)))
+        return _scaled(rt, x, rt.held(rt.act(inverse, ss)))
 
     return LayerImpl(call=call, relevance=True)
 

@@ -24,6 +24,7 @@ from model_import._layers.activations import (_hard_sigmoid_k3, act_on_first,
                                               squareplus)
 from model_import._layers.image import (BICUBIC_BACKENDS, aspect_crop_box, aspect_pads,
                                         resize_axes)
+from model_import._layers.normalization import inverse_l2_norm
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -659,8 +660,7 @@ def _normalize(cfg):
         if x.ndim == 0:
             x = x[None]
         if order == 2:  # Keras: x * min(rsqrt(sum(x^2)), 1/epsilon)
-            inv = jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
-            return x * jnp.minimum(inv, 1.0 / eps)
+            return x * inverse_l2_norm(jnp.sum(jnp.square(x), axis=axis, keepdims=True), eps)
         nrm = jnp.linalg.norm(x, ord=order, axis=axis, keepdims=True)
         return x / jnp.maximum(nrm, eps)
     return f
