@@ -68,6 +68,18 @@ sys.stdin.readline()
 """
 
 
+def _counted_loads(monkeypatch):
+    """The list to which every ``model_import.load_keras`` call appends its arguments (a
+    command that fails at its start loads nothing)."""
+    import model_import
+
+    loads = []
+    load_keras = model_import.load_keras
+    monkeypatch.setattr(model_import, "load_keras", lambda *a, **k: loads.append(a)
+                        or load_keras(*a, **k))
+    return loads
+
+
 def _start(code, *args):
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
     p = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=env,
@@ -215,17 +227,12 @@ def test_the_command_line_refuses_a_job_that_runs_before_loading_the_model(
     """`jaxsal explain` (and `evaluate`) hold the lock for the whole command: a second one
     fails at its start, exit status 75 (EX_TEMPFAIL: try again later; 2 is for errors of the
     inputs and options), one line on stderr, the model never loaded."""
-    import model_import
-
     np.save(tmp_path / "x.npy", mnist_digits[:2])
     out = tmp_path / "my maps é.npy"  # a space and a non-ASCII letter
     argv = ["explain", str(fixtures_dir / "mnist_cnn_keras3.keras"), str(tmp_path / "x.npy"),
             "--targets", "3", "--out", str(out)]
     holder = _start(_HOLDER, out)
-    loads = []
-    load_keras = model_import.load_keras
-    monkeypatch.setattr(model_import, "load_keras", lambda *a, **k: loads.append(a)
-                        or load_keras(*a, **k))
+    loads = _counted_loads(monkeypatch)
     try:
         assert holder.stdout.readline() == "locked\n"
         assert cli.main(argv) == 75
@@ -402,10 +409,7 @@ def test_evaluate_holds_the_lock_of_its_areas_file(tmp_path, fixtures_dir, mnist
     out, auc = tmp_path / "d.npy", tmp_path / "d.auc.npy"
     argv = _evaluate(tmp_path, fixtures_dir, mnist_digits, out)
     holder = _start(_HOLDER, auc)
-    loads = []
-    load_keras = model_import.load_keras
-    monkeypatch.setattr(model_import, "load_keras", lambda *a, **k: loads.append(a)
-                        or load_keras(*a, **k))
+    loads = _counted_loads(monkeypatch)
     try:
         assert holder.stdout.readline() == "locked\n"
         assert cli.main(argv) == 75
@@ -424,6 +428,8 @@ def test_evaluate_holds_the_lock_of_its_areas_file(tmp_path, fixtures_dir, mnist
                 lambda p, x: x @ p, np.ones((3, 2), np.float32)), XS, auc, batch_size=2)
         except BlockingIOError as e:
             errors.append(str(e))
+
+    load_keras = model_import.load_keras
 
     def load_then_other(*a, **k):  # while evaluate holds its locks
         t = threading.Thread(target=other)
