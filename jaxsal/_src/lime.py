@@ -54,6 +54,7 @@ from jaxsal._src.targets import Targets
 from jaxsal._src.shapley import (_endpoints, _finish, _key, _own_groups, _per_input_mask,
                                  _places, _present, _sampled_job_options, _scores, _setup,
                                  _to_groups, s_dtype)
+from jaxsal._src.validate import check_fill_score
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -465,11 +466,13 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
 
     ck = ("kernel_shap", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
           n_draws, group, nb, return_groups)
-    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6) + _OWN, (3, 4)),
+    maps = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6) + _OWN, (3, 4)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
         jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids),
         *map(jnp.asarray, per_input))
+    check_fill_score("kernel_shap", p, fill, maps, check_finite)
+    return maps
 
 
 def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
@@ -622,6 +625,7 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     if not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(stats)):
         _check_lime_fit(jax.tree_util.tree_map(np.asarray, stats), n_draws, own_groups[0],
                         own_groups[2], width, distance, alpha, index_offset)
+    check_fill_score("lime", p, fill, maps, check_finite)
     return maps
 
 

@@ -33,8 +33,8 @@ from jaxsal._src import base
 from jaxsal._src.base import ModelLike
 from jaxsal._src.postprocess import upsample_linear
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import (check_fill_ids, check_flag, check_like, input_rank, prepare,
-                                  spatial_shape)
+from jaxsal._src.validate import (check_fill_ids, check_fill_score, check_flag, check_like,
+                                  input_rank, prepare, spatial_shape)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -248,6 +248,7 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                 f"p={p_keep:g}: {p_keep * cells:.2g} cells a mask on average), so every "
                 "masked input is the fill and the map would be 0 whatever the model. Pass a "
                 "larger p (the paper's is 0.5) or a larger n")
+    check_fill_score("rise", pr, fill, maps, check_finite)
     return maps
 
 

@@ -45,8 +45,8 @@ from jaxsal._src import base
 from jaxsal._src.base import ModelLike
 from jaxsal._src.occlusion import DEFAULT_PATCH, _sizes, grid_cells
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import (WRAP_ONE_INPUT, check_fill_ids, check_flag, check_like,
-                                  input_rank, is_channels_first, prepare)
+from jaxsal._src.validate import (WRAP_ONE_INPUT, check_fill_ids, check_fill_score, check_flag,
+                                  check_like, input_rank, is_channels_first, prepare)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -471,9 +471,11 @@ def shapley_values(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
 
     key = ("shapley_values", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
            group, nb, return_groups)
-    return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3, 4)),
+    maps = base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3, 4)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), jnp.asarray(groups.ids))
+    check_fill_score("shapley_values", p, fill, maps, check_finite)
+    return maps
 
 
 def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
@@ -579,12 +581,14 @@ def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = No
 
     ck = ("shapley_value_sampling", p.key, spec, info, base.shape_key(p.x),
           _key(groups, return_groups), n_orders, group, nb, return_groups)
-    return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6, 8, 9, 10),
+    maps = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6, 8, 9, 10),
                                                       (3, 4)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
         jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids),
         *map(jnp.asarray, own))
+    check_fill_score("shapley_value_sampling", p, fill, maps, check_finite)
+    return maps
 
 
 def _per_input_mask(model: Any, shape: tuple, options: dict) -> tuple[str, ...]:

@@ -17,7 +17,8 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.per_example import check_per_example
-from jaxsal._src.targets import ClassScore, LayerScore, OutputInfo, TargetSpec, parse_targets
+from jaxsal._src.targets import (ClassScore, LayerScore, OutputInfo, TargetSpec, parse_targets,
+                                 resolve_predicted, run_model, score_matrix)
 
 Array = jax.Array
 
@@ -787,3 +788,46 @@ def prepare_layer(p: Prepared, layer: str, reduce: str | None) -> LayerTarget:
                          f"channel axis for reduce={reduce!r} to collapse; pass reduce=None "
                          "for one attribution per unit")
     return LayerTarget(name, shape, fmt == "channels_first")
+
+
+def _fill_scores(p: Prepared, fill: Any) -> np.ndarray:
+    """The scores ``(N, T)`` of ``p``'s targets (a predicted class: ``x``'s) on the input
+    filled everywhere with ``fill``."""
+    m, spec, info = p.model, p.spec, p.info
+
+    def scores(params, x, fill, ids):
+        sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+        y, cap = run_model(m, params, jnp.broadcast_to(fill, x.shape).astype(x.dtype),
+                           sp.layers)
+        return score_matrix(sp, info, y, cap, ids_)
+
+    return np.asarray(jax.jit(scores)(p.params, p.x, fill, p.ids))
+
+
+def check_fill_score(method: str, p: Prepared, fill: Any, maps: Any,
+                     check_finite: bool = True) -> None:
+    """Refuse maps that a non-finite reference made non-finite: where ``maps`` (of a
+    method that scores the input filled with ``fill``, its reference: ``v(empty)`` of the
+    coalition methods, a RISE mask that keeps nothing) are not all finite and the model's
+    score on the input filled everywhere is NaN/inf (all padding of a ``mask_zero``
+    attention model: a mean over no token). Costs one check of the maps; the fill is scored
+    only when they are not finite. Nothing is checked under the caller's ``jax.jit`` (no
+    values) or with ``check_finite=False``."""
+    leaves = jax.tree_util.tree_leaves((maps, p.x, fill, p.params))
+    if (not check_finite or any(isinstance(v, jax.core.Tracer) for v in leaves)
+            or all(all_finite(v) for v in jax.tree_util.tree_leaves(maps))):
+        return
+    bad = np.flatnonzero(~np.isfinite(_fill_scores(p, fill)).all(axis=-1))
+    if not bad.size:
+        return
+    values = np.unique(np.asarray(fill))  # one value: fill=0 (broadcast or not)
+    given = f"fill={values[0]:g}" if values.size == 1 else "the fill given"
+    which = f"input {int(bad[0])}" + ("" if bad.size == 1 else f" (and {bad.size - 1} more)")
+    kind = "id" if jnp.issubdtype(p.x.dtype, jnp.integer) else "value"
+    raise ValueError(
+        f"{method}: expected a finite score of the model on its reference, x with every "
+        f"feature replaced by {given} (what an absent feature becomes); the model's output "
+        f"there is NaN/inf (for {which}), so every map would be NaN. An input of padding "
+        f"only does that (a mask_zero embedding masks every token: attention and a mean over "
+        f"no token are 0/0). Pass fill= another {kind} whose input the model scores, "
+        f"e.g. a non-padding token id (an unknown-word or [MASK] token) for token ids")
