@@ -181,3 +181,27 @@ def test_relevance_starts_from_the_score_on_the_outputs(tmp_path):
     np.testing.assert_allclose(double, 2 * one, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(double, jaxsal.gradient_x_input(
         m, x, lambda y: 2.0 * jnp.asarray(y)[:, 0]), rtol=1e-4, atol=1e-6)
+
+
+def test_lrp_of_a_one_unit_probability_head_starts_from_the_class_score(tmp_path):
+    """Class 0 of a one-unit sigmoid model scores 1 - p on its saved head as on
+    sigmoid_complement: LRP starts from that score (it started from -p, dS/dy * y, on the
+    saved head, and class 1 from -(1 - p) on the complement head; fails before), so the maps of
+    targets [0, 1] are the same on both heads and, bias-free, sum to [1 - p, p]; on the
+    logits head class 0 stays -z."""
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((5,))
+    h = layers.Dense(4, activation="relu", use_bias=False)(inp)
+    km = keras.Model(inp, layers.Dense(1, activation="sigmoid", use_bias=False)(h))
+    km.save(tmp_path / "sig.keras")
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype("float32")
+    p = km.predict(x, verbose=0)[:, 0]
+    z = np.log(p / (1 - p))
+    maps = {head: np.asarray(jaxsal.lrp(load_keras(tmp_path / "sig.keras", head=head), x,
+                                        [0, 1]))
+            for head in ("saved", "sigmoid_complement", "logits")}
+    np.testing.assert_allclose(maps["saved"], maps["sigmoid_complement"], atol=1e-6)
+    live = p != 0.5  # (an input whose ReLUs are all off has zero maps, p = 0.5)
+    np.testing.assert_allclose(maps["saved"].sum(-1)[live],
+                               np.stack([1 - p, p], 1)[live], atol=1e-5)
+    np.testing.assert_allclose(maps["logits"].sum(-1), np.stack([-z, z], 1), atol=1e-4)

@@ -19,8 +19,10 @@ or an elementwise operation of one tensor with a constant (``x + 3.0``), it pass
 (Captum's ReLU and Tanh). As a backward pass: a
 ``jax.custom_vjp`` around each rule layer's call and each activation, installed in the
 model's :class:`~model_import.Runtime`, started from the relevance the score puts on the
-outputs, ``R_y = dS/dy * y`` (``y_k`` for class ``k``; ``-z`` for the complement class of a
-one-unit model; it sums to ``S`` for any score linear in the outputs). One forward pass;
+outputs, ``R_y = dS/dy * y`` (``y_k`` for class ``k``; it sums to ``S`` for any score linear
+in the outputs), or for the unit of a one-unit model the class's score itself (``-z`` for
+class 0 on a logit head, ``1 - p`` on a probability head, saved sigmoid or
+``sigmoid_complement`` alike). One forward pass;
 every target's relevance is one vmapped backward pass through it.
 
 On a network of those layers and ReLUs, LRP with ``epsilon -> 0`` is gradient times input

@@ -389,7 +389,7 @@ def target_pullback(fwd: Callable, primal: Any, spec: TargetSpec, info: OutputIn
 
         def backward(ct):
             seed = jax.tree_util.tree_map(relevance_of, score_vjp(ct), out)
-            return pullback(seed)[0]
+            return pullback(_unit_relevance(seed, ct, s, spec, info))[0]
 
     dtype = backward_dtype()
     if dtype is not None:
@@ -400,6 +400,20 @@ def target_pullback(fwd: Callable, primal: Any, spec: TargetSpec, info: OutputIn
         return backward(ct)
 
     return s, aux, pull
+
+
+def _unit_relevance(seed: tuple, ct: Array, s: Array, spec: TargetSpec,
+                    info: OutputInfo) -> tuple:
+    """LRP's relevance of the outputs, ``seed = (R_y, R_captured)``, with the one unit of a
+    one-unit model given the class's score itself, ``R_y = S`` (class 0 of a probability
+    head: ``1 - p``, which ``dS/dy * y = -p`` is not; ``-z`` on a logit head, the same
+    either way), so class ids keep their meaning whatever the head. Other outputs and score
+    functions keep ``dS/dy * y``."""
+    y_seed, captured = seed
+    if info.units != 1 or spec.kind == "scores" or not hasattr(y_seed, "shape"):
+        return seed
+    score = jnp.sum(ct * s, axis=1, keepdims=True)  # (N, 1): the target's score
+    return jnp.broadcast_to(score, y_seed.shape).astype(y_seed.dtype), captured
 
 
 def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, spec, info,
