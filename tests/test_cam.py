@@ -479,3 +479,29 @@ def test_a_layer_of_unknown_layout_is_refused_for_that_reason(tmp_path):
                                          r"as many axes as the input, but no known layout"):
         jaxsal.gradcam(m, x, 1, layer="back")
     assert jaxsal.gradcam(m, x, 1, layer="ccf").shape == (2, 8, 7)
+
+
+def test_default_cam_layer_of_a_segmentation_model_is_before_its_output_convolution(tmp_path):
+    """A U-Net-like model whose output is a per-pixel softmax Conv2D ('seg'): the CAM layer is
+    the last spatial layer before that convolution, not the convolution itself (whose CAM is
+    the score's own channel; fails before: 'seg'); a region's score function explains."""
+    keras = pytest.importorskip("keras")
+    from keras import layers
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((8, 8, 3))
+    e1 = layers.Conv2D(4, 3, padding="same", activation="relu", name="enc")(inp)
+    b = layers.Conv2D(8, 3, padding="same", activation="relu", name="mid")(
+        layers.MaxPooling2D(name="pool")(e1))
+    u = layers.Concatenate(name="cat")([layers.UpSampling2D(name="up")(b), e1])
+    d = layers.Conv2D(4, 3, padding="same", activation="relu", name="dec")(u)
+    km = keras.Model(inp, layers.Conv2D(3, 1, activation="softmax", name="seg")(d))
+    km.save(tmp_path / "unet.keras")
+    m = load_keras(tmp_path / "unet.keras")
+    assert jaxsal.default_cam_layer(m) == "dec"
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    region = lambda y: y[:, 2:6, 2:6, 1].mean((1, 2))  # noqa: E731
+    cam = np.asarray(jaxsal.gradcam(m, x, targets=region))
+    np.testing.assert_allclose(cam, np.asarray(jaxsal.gradcam(m, x, targets=region,
+                                                              layer="dec")))
+    assert cam.shape == (2, 8, 8) and np.isfinite(cam).all()

@@ -51,9 +51,9 @@ from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
-from jaxsal._src.validate import (NO_CHANNEL_AXIS, Prepared, cam_rank, check_feeds_output,
-                                  check_flag, check_spatial, input_spatial_shape, layer_output,
-                                  prepare, to_channels_last)
+from jaxsal._src.validate import (NO_CHANNEL_AXIS, Prepared, _layer_info, cam_rank,
+                                  check_feeds_output, check_flag, check_spatial,
+                                  input_spatial_shape, layer_output, prepare, to_channels_last)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -91,7 +91,8 @@ def spatial_layers(model: ModelLike) -> list[str]:
 def default_cam_layer(model: ModelLike) -> str:
     """The layer CAMs use when ``layer=`` is omitted: the last convolution with a spatial
     output (tf-keras-vis's ``seek_penultimate_conv_layer``), else the last spatial layer,
-    among the layers the output depends on (``model.used_layers``: of a model with several
+    among the layers the output depends on; for a model whose output is a convolution's (a
+    segmentation model's per-pixel head), the last spatial layer before that convolution (``model.used_layers``: of a model with several
     outputs viewed through ``with_output``, not another output's branch).
     A convolution whose output has one position (``(1, 1, K)``: MobileNet's ``conv_preds``
     after its global pooling, whose CAM would be a constant map) is passed over for the
@@ -115,6 +116,17 @@ def _positions(model: Any, info: Any) -> bool:
     return any(d is None or d > 1 for d in spatial)
 
 
+def _output_convolutions(model: Any) -> set[str]:
+    """The convolutions whose output is the model's (selected) output: a segmentation
+    model's per-pixel head (``Conv2D(classes, 1, activation="softmax")``), whose own CAM is
+    only the score's channel."""
+    refs = list(getattr(model.graph, "outputs", None) or ())
+    index = getattr(model, "output_index", None)
+    refs = refs if index is None else refs[index:index + 1]
+    return {r.layer for r in refs
+            if getattr(_layer_info(model, r.layer), "class_name", None) in _CONV}
+
+
 def _default_cam_layer(model: Any) -> str:
     names = spatial_layers(model)
     used = getattr(model, "used_layers", None)
@@ -122,6 +134,12 @@ def _default_cam_layer(model: Any) -> str:
         used = set(used)
         names = [n for n in names if n in used]
     if hasattr(model, "layers") and hasattr(model, "graph"):
+        head = [n for n in names if n in _output_convolutions(model)]
+        if head:  # a segmentation model: the last spatial layer before its output convolution
+            before = [model.layer(n) for n in names[:names.index(head[0])]]
+            wide = [info for info in before if _positions(model, info)]
+            if wide or before:
+                return (wide or before)[-1].name
         convs = [info for info in model.layers if info.name in names
                  and info.class_name in _CONV]
         wide = [info for info in convs if _positions(model, info)]
