@@ -84,6 +84,10 @@ def _check_class_output(model, method: str) -> None:
         raise ValueError(f"this model has {len(shape)} outputs ({listing}); --targets (class "
                          f"ids, 'all' or the predicted class) read one: pick it with --output "
                          f"NAME (e.g. --output {names[0]})")
+    if len(shape) == 0:
+        # no axis after the batch's, or none at all (tf.nn.l2_loss of the batch): the
+        # method's own checks say what is wrong (the per-example check names the layer)
+        return
     if len(shape) != 1:
         dims = ", ".join(str(d) for d in shape)
         raise ValueError(
