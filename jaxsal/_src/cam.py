@@ -91,9 +91,10 @@ def spatial_layers(model: ModelLike) -> list[str]:
 def default_cam_layer(model: ModelLike) -> str:
     """The layer CAMs use when ``layer=`` is omitted: the last convolution with a spatial
     output (tf-keras-vis's ``seek_penultimate_conv_layer``), else the last spatial layer,
-    among the layers the output depends on; for a model whose output is a convolution's (a
-    segmentation model's per-pixel head), the last spatial layer before that convolution (``model.used_layers``: of a model with several
-    outputs viewed through ``with_output``, not another output's branch).
+    among the layers the output depends on (``model.used_layers``: of a model with several
+    outputs viewed through ``with_output``, not another output's branch). For a model whose
+    output is a convolution's (a segmentation model's per-pixel head), the last spatial
+    layer before that convolution.
     A convolution whose output has one position (``(1, 1, K)``: MobileNet's ``conv_preds``
     after its global pooling, whose CAM would be a constant map) is passed over for the
     last one with more, unless every convolution's output has one position.
