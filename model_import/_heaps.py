@@ -69,6 +69,14 @@ def attrs_of(obj) -> h5py.AttributeManager:
     return obj.attrs
 
 
+def _num_attrs(info: Any, obj: Any) -> int:
+    """How many attributes the object ``obj`` (``info``: its ``h5o.get_info``) has: the
+    object info's count (h5py >= 3.9), else ``h5a.get_num_attrs``, which reads the object
+    header's count, not the values."""
+    n = getattr(info, "num_attrs", None)
+    return int(h5py.h5a.get_num_attrs(obj.id) if n is None else n)
+
+
 class HeapGuard:
     def __init__(self, path: str, data: bytes | None, sizes: tuple[int, int], base: int):
         self.path = path
@@ -115,7 +123,7 @@ class HeapGuard:
         except Exception:  # noqa: BLE001  (libhdf5 reports it on the read)
             return
         addr = info.addr
-        if addr not in self.headers and info.num_attrs:
+        if addr not in self.headers and _num_attrs(info, obj):
             refs: list[tuple[int, int, int, int | None, str]] = []
             try:
                 for name, msg in self._attribute_messages(addr):
