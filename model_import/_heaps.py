@@ -120,10 +120,11 @@ class HeapGuard:
             return
         try:
             info = h5py.h5o.get_info(obj.id)
-        except Exception:  # noqa: BLE001  (libhdf5 reports it on the read)
-            return
-        addr = info.addr
-        if addr not in self.headers and _num_attrs(info, obj):
+            addr = info.addr
+            count = _num_attrs(info, obj)
+        except Exception:  # noqa: BLE001  (libhdf5 reports damage on the read; an h5py
+            return         # without these calls leaves the object unchecked, not refused)
+        if addr not in self.headers and count:
             refs: list[tuple[int, int, int, int | None, str]] = []
             try:
                 for name, msg in self._attribute_messages(addr):
