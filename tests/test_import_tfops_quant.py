@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from model_import import KerasImportError, load_keras
-from tfops_helpers import (D, check_every_layer, check_refused, close_where_finite, config,
-                           layer, load, recorded_calls, tf_function)
+from tfops_helpers import (D, check_every_layer, check_finite_attribution, check_refused,
+                           close_where_finite, config, layer, load, recorded_calls,
+                           tf_function)
 
 NAMES = ("quant", "fused_bn", "complex", "morph", "linalg", "scores", "crops_v1", "qdq",
          "fused_nchw")
@@ -211,16 +212,7 @@ def test_gradients_through_the_models():
 def test_attribution_gives_finite_maps(name, shape):
     """Saliency, DeepLIFT and LRP through each classifier: finite maps of the input's
     shape."""
-    import jaxsal
-
-    m, ref = load(name, "tf221")
-    head = m.with_output(0)
-    x = jnp.asarray(ref["x"][:2])
-    for method in (jaxsal.saliency, jaxsal.lrp):
-        a = np.asarray(method(head, x, [0, 2]))
-        assert a.shape[0] == len(x) and np.isfinite(a).all(), method.__name__
-    dl = np.asarray(jaxsal.deeplift(head, x, [0, 2], reduce=None))
-    assert dl.shape == shape and np.isfinite(dl).all()
+    check_finite_attribution(name, shape)
 
 
 # ----------------------------------------------------------------- refused values

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from model_import import KerasImportError, UnsupportedLayerError, load_keras
-from tfops_helpers import (D, check_every_layer, check_gradients, check_refused,
-                           close_where_finite, config, layer, load, recorded_calls,
+from tfops_helpers import (D, check_every_layer, check_finite_attribution, check_gradients,
+                           check_refused, close_where_finite, config, layer, recorded_calls,
                            tf_function)
 
 NAMES = ("survey", "survey_linalg")
@@ -101,16 +101,7 @@ def test_attribution_gives_finite_maps(name, shape):
     """Saliency, DeepLIFT and LRP through each classifier: finite maps of the input's
     shape (the survey's classifier reads ``weighted_cross_entropy_with_logits`` of two
     tensors, which has no DeepLIFT rule of its own: its sums are not checked)."""
-    import jaxsal
-
-    m, ref = load(name, "tf221")
-    head = m.with_output(0)
-    x = jnp.asarray(ref["x"][:2])
-    for method in (jaxsal.saliency, jaxsal.lrp):
-        a = np.asarray(method(head, x, [0, 2]))
-        assert a.shape[0] == len(x) and np.isfinite(a).all(), method.__name__
-    dl = np.asarray(jaxsal.deeplift(head, x, [0, 2], reduce=None))
-    assert dl.shape == shape and np.isfinite(dl).all()
+    check_finite_attribution(name, shape)
 
 
 

@@ -151,6 +151,23 @@ def check_attribution(name, shape):
     return m
 
 
+def check_finite_attribution(name, shape):
+    """Saliency, LRP and DeepLIFT through fixture ``name``'s first output (a classifier),
+    for its first two inputs and classes 0 and 2: finite maps, DeepLIFT's of ``shape`` (its
+    sums are not checked: for layers without a rule of their own, see
+    :func:`check_attribution` for those that have one)."""
+    import jaxsal
+
+    m, ref = load(name, "tf221")
+    head = m.with_output(0)
+    x = jnp.asarray(ref["x"][:2])
+    for method in (jaxsal.saliency, jaxsal.lrp):
+        a = np.asarray(method(head, x, [0, 2]))
+        assert a.shape[0] == len(x) and np.isfinite(a).all(), method.__name__
+    dl = np.asarray(jaxsal.deeplift(head, x, [0, 2], reduce=None))
+    assert dl.shape == shape and np.isfinite(dl).all()
+
+
 def tf_function(fn):
     """The importer's translation of the tf.keras function ``fn`` (``"math.bincount"``, as
     tf.keras records it), as a plain function ``(*args, **kwargs) -> array`` of one call."""
