@@ -46,8 +46,8 @@ def register(f: h5py.File, path: str, data: bytes | None = None) -> None:
     attribute reads that go through :func:`attrs_of`."""
     try:
         key = f.id.fileno
-        sizes = f.id.get_create_plist().get_sizes()
-        base = f.id.get_create_plist().get_userblock()
+        plist = f.id.get_create_plist()
+        sizes, base = plist.get_sizes(), plist.get_userblock()
     except Exception:  # noqa: BLE001  (nothing to check with)
         return
     guard = _GUARDS[key] = HeapGuard(path, data, sizes, base)

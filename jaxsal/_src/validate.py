@@ -19,6 +19,7 @@ from jaxsal._src import base
 from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import (ClassScore, LayerScore, OutputInfo, TargetSpec, parse_targets,
                                  resolve_predicted, run_model, score_matrix)
+from model_import._graph import MODEL_CLASSES
 
 Array = jax.Array
 
@@ -45,7 +46,7 @@ def _at_a_layer(model: Any, i: int = 0) -> str:
     that reads it (the model's own embedding, by its name; ``'embedding'`` where the layer
     is not known, a plain function's or a nested model's)."""
     names = [n for n in _readers(model, i)
-             if getattr(_layer_info(model, n), "class_name", None) not in _NESTED]
+             if getattr(_layer_info(model, n), "class_name", None) not in MODEL_CLASSES]
     layer = names[0] if names else "embedding"
     return ("Attribute at a layer instead, e.g. the embedding: "
             f"jaxsal.integrated_gradients(model, x, layer={layer!r}) (also saliency, "
@@ -54,10 +55,6 @@ def _at_a_layer(model: Any, i: int = 0) -> str:
             "axis, a Conv1D after the embedding), occlusion, shapley_values, "
             "shapley_value_sampling, kernel_shap, lime and rise (absent tokens become a "
             "fill id) take token ids as they are.")
-
-
-#: Keras classes of nested models: ``layer=`` names a layer inside them, not the model.
-_NESTED = ("Functional", "Sequential", "Model")
 
 
 def _layer_info(model: Any, name: str) -> Any:
