@@ -425,6 +425,28 @@ class Graph:
             ref = args[0]
         return ref, chain
 
+    def position_source(self, r: Ref) -> tuple[Ref, bool]:
+        """The tensor output ``r`` shows value by value, and whether an activation lies
+        between them: back from ``r`` through layers that only move values
+        (:data:`_PASS_THROUGH`) or apply an activation to them (:data:`_ACTIVATIONS`). A
+        segmentation head ``Conv2D(k, 1) -> Activation("softmax")`` comes from its
+        convolution, as ``Conv2D(k, 1, activation="softmax")`` does."""
+        by_key = self._calls_by_key()
+        ref, through = r, False
+        while (ref.layer, ref.node) in by_key:
+            spec = self.layers[ref.layer]
+            acts = spec.class_name in _ACTIVATIONS or (
+                spec.class_name == "TFOpLambda"
+                and spec.config.get("function") in _TF_ACTIVATIONS)
+            if not (acts or _passes_through(spec)):
+                break
+            call = by_key[(ref.layer, ref.node)]
+            args = _refs(call.args) + _refs(dict(call.kwargs))
+            if len(args) != 1 or (args[0].layer, args[0].node) not in by_key:
+                break
+            ref, through = args[0], True
+        return ref, through
+
     def holds_probabilities_at(self, r: Ref) -> bool:
         """Whether tensor ``r`` holds probabilities: a softmax or sigmoid (fused, a layer, an
         op; inside a nested model too), through layers that move values, or an ``Average``,
@@ -778,6 +800,19 @@ _PASS_THROUGH = frozenset({
     "SlicingOpLambda", "ops.Reshape", "ops.Transpose", "ops.ExpandDims", "ops.Squeeze",
     "ops.GetItem", "ops.Slice", "ops.Take", "ops.Flip", "ops.Tile", "ops.Repeat", "ops.Roll",
     "ops.Moveaxis", "ops.Swapaxes", "ops.Rot90", "ops.BroadcastTo", "ops.CropImages"})
+#: Layers and Keras 3 operations that apply an activation to each value on its own (a
+#: softmax over the channels of each position): :meth:`Graph.position_source` looks
+#: through them.
+_ACTIVATIONS = frozenset({
+    "Activation", "ReLU", "LeakyReLU", "ELU", "ThresholdedReLU", "Softmax", "PReLU",
+    *(f"ops.{name}" for name in (
+        "Relu", "Relu6", "LeakyRelu", "Elu", "Celu", "Selu", "Gelu", "Sigmoid", "Tanh",
+        "Silu", "Swish", "Softplus", "Softsign", "LogSigmoid", "HardSigmoid", "HardSilu",
+        "HardSwish", "Softmax", "LogSoftmax"))})
+_TF_ACTIVATIONS = frozenset({
+    "nn.relu", "nn.relu6", "nn.softmax", "math.softmax", "nn.log_softmax", "math.sigmoid",
+    "nn.sigmoid", "math.tanh", "nn.tanh", "nn.gelu", "nn.silu", "nn.swish", "nn.elu",
+    "nn.selu", "nn.leaky_relu", "nn.softsign"})
 #: ... and the tf.keras ``TFOpLambda`` functions that do (``config["function"]``).
 _TF_PASS_THROUGH = frozenset({
     "reshape", "compat.v1.reshape", "transpose", "compat.v1.transpose", "squeeze",

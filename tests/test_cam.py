@@ -453,6 +453,10 @@ def test_default_cam_layer_passes_over_convolutions_after_global_pooling(tmp_pat
     keras.Model(i, keras.layers.Reshape((3,))(h)).save(tmp_path / "mobile.keras")
     m = load_keras(tmp_path / "mobile.keras")
     assert jaxsal.default_cam_layer(m) == "c2"
+    # MobileNet's own head: conv_preds -> Reshape -> Activation("softmax"), a classifier
+    keras.Model(i, keras.layers.Activation("softmax")(keras.layers.Reshape((3,))(h))).save(
+        tmp_path / "mobile_softmax.keras")
+    assert jaxsal.default_cam_layer(load_keras(tmp_path / "mobile_softmax.keras")) == "c2"
     x = np.random.default_rng(0).uniform(size=(2, 12, 12, 2)).astype(np.float32)
     np.testing.assert_array_equal(jaxsal.gradcam(m, x, [0, 1]),
                                   jaxsal.gradcam(m, x, [0, 1], layer="c2"))
@@ -481,10 +485,14 @@ def test_a_layer_of_unknown_layout_is_refused_for_that_reason(tmp_path):
     assert jaxsal.gradcam(m, x, 1, layer="ccf").shape == (2, 8, 7)
 
 
-def test_default_cam_layer_of_a_segmentation_model_is_before_its_output_convolution(tmp_path):
+@pytest.mark.parametrize("head", ["fused", "activation", "softmax", "relu_reshape"])
+def test_default_cam_layer_of_a_segmentation_model_is_before_its_output_convolution(
+        tmp_path, head):
     """A U-Net-like model whose output is a per-pixel softmax Conv2D ('seg'): the CAM layer is
     the last spatial layer before that convolution, not the convolution itself (whose CAM is
-    the score's own channel; fails before: 'seg'); a region's score function explains."""
+    the score's own channel; fails before: 'seg'); a region's score function explains. The
+    same where the softmax is a layer of its own after the convolution (``Activation``,
+    ``Softmax``; a ``ReLU`` then a ``Reshape``): 'seg' was chosen there before."""
     keras = pytest.importorskip("keras")
     from keras import layers
 
@@ -495,7 +503,15 @@ def test_default_cam_layer_of_a_segmentation_model_is_before_its_output_convolut
         layers.MaxPooling2D(name="pool")(e1))
     u = layers.Concatenate(name="cat")([layers.UpSampling2D(name="up")(b), e1])
     d = layers.Conv2D(4, 3, padding="same", activation="relu", name="dec")(u)
-    km = keras.Model(inp, layers.Conv2D(3, 1, activation="softmax", name="seg")(d))
+    if head == "fused":
+        out = layers.Conv2D(3, 1, activation="softmax", name="seg")(d)
+    else:
+        out = layers.Conv2D(3, 1, name="seg")(d)
+        out = {"activation": layers.Activation("softmax"), "softmax": layers.Softmax(),
+               "relu_reshape": layers.ReLU()}[head](out)
+        if head == "relu_reshape":
+            out = layers.Reshape((8, 8, 3))(layers.Identity()(out))
+    km = keras.Model(inp, out)
     km.save(tmp_path / "unet.keras")
     m = load_keras(tmp_path / "unet.keras")
     assert jaxsal.default_cam_layer(m) == "dec"

@@ -94,7 +94,7 @@ def default_cam_layer(model: ModelLike) -> str:
     among the layers the output depends on (``model.used_layers``: of a model with several
     outputs viewed through ``with_output``, not another output's branch). For a model whose
     output is a convolution's (a segmentation model's per-pixel head), the last spatial
-    layer before that convolution.
+    layer before that convolution (also where a separate activation layer follows it).
     A convolution whose output has one position (``(1, 1, K)``: MobileNet's ``conv_preds``
     after its global pooling, whose CAM would be a constant map) is passed over for the
     last one with more, unless every convolution's output has one position.
@@ -119,13 +119,24 @@ def _positions(model: Any, info: Any) -> bool:
 
 def _output_convolutions(model: Any) -> set[str]:
     """The convolutions whose output is the model's (selected) output: a segmentation
-    model's per-pixel head (``Conv2D(classes, 1, activation="softmax")``), whose own CAM is
-    only the score's channel."""
-    refs = list(getattr(model.graph, "outputs", None) or ())
+    model's per-pixel head (``Conv2D(classes, 1, activation="softmax")``, or the convolution
+    then a separate ``Activation("softmax")`` / ``Softmax`` layer), whose own CAM is only
+    the score's channel. Through an activation layer, only a convolution with more than one
+    position (MobileNet's ``conv_preds -> Reshape -> Activation`` is a classifier)."""
+    graph = model.graph
+    refs = list(getattr(graph, "outputs", None) or ())
     index = getattr(model, "output_index", None)
     refs = refs if index is None else refs[index:index + 1]
-    return {r.layer for r in refs
-            if getattr(_layer_info(model, r.layer), "class_name", None) in _CONV}
+    found = set()
+    for r in refs:
+        through = False
+        if hasattr(graph, "position_source"):
+            r, through = graph.position_source(r)
+        info = _layer_info(model, r.layer)
+        if getattr(info, "class_name", None) in _CONV and (not through
+                                                          or _positions(model, info)):
+            found.add(r.layer)
+    return found
 
 
 def _default_cam_layer(model: Any) -> str:
