@@ -541,8 +541,9 @@ def main(argv=None) -> int:
     ap.add_argument("--min-worker-s", type=float, default=30.0)
     ap.add_argument("--keep-workers", action=argparse.BooleanOptionalAction, default=None,
                     help="one worker process per library kept for the whole run (default on "
-                         "the GPU suites) instead of one per workload (default on the CPU "
-                         "suites: each workload's peak RSS is its own)")
+                         "the GPU suites and the smoke suite, which checks that the harness "
+                         "runs: 4 worker starts instead of 12) instead of one per workload "
+                         "(default on the CPU suite: each workload's peak RSS is its own)")
     ap.add_argument("--peer-python", default=os.environ.get(
         "JAXSAL_PEER_PYTHON", "/work/venvs/peer/bin/python"))
     ap.add_argument("--torch-python", default=os.environ.get("JAXSAL_TORCH_PYTHON",
@@ -553,7 +554,7 @@ def main(argv=None) -> int:
     if a.suite in ("cpu", "smoke", "gpu-smoke"):
         a.cpu = True
     if a.keep_workers is None:
-        a.keep_workers = a.suite.startswith("gpu")
+        a.keep_workers = a.suite.startswith("gpu") or a.suite == "smoke"
     if a.min_time is None:
         a.min_time = 0.0 if a.suite.endswith("smoke") else 1.0
     if a.malloc is None:

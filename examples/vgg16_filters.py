@@ -365,9 +365,9 @@ def train_head(features: np.ndarray, labels: np.ndarray, *, steps: int = 300,
 
 
 # --------------------------------------------------------------------------- settings
-FAST = dict(crop=64, crops_per_class=12, cam_size=128, filter_size=64, filter_steps=48,
-            block_size=48, block_filters=3, block_steps=24, ms_start=40, ms_rounds=3,
-            ms_steps=8, ms_filters=2, class_size=64, class_steps=32)
+FAST = dict(crop=64, crops_per_class=12, cam_size=128, filter_size=64, filter_steps=32,
+            block_size=40, block_filters=3, block_steps=16, ms_start=40, ms_rounds=2,
+            ms_steps=8, ms_filters=2, class_size=64, class_steps=20)
 FULL = dict(crop=112, crops_per_class=24, cam_size=224, filter_size=128, filter_steps=128,
             block_size=80, block_filters=3, block_steps=96, ms_start=40, ms_rounds=12,
             ms_steps=16, ms_filters=3, class_size=112, class_steps=96)

@@ -219,6 +219,7 @@ def test_at_a_layer_is_the_definition_with_the_same_draws():
     assert got.shape == (2, 2, 5, 4)
     A, A_ref = params["emb"][ids], params["emb"][refs_ids]
     want = np.zeros_like(got)
+    grad = jax.jit(jax.grad(lambda v, c: m.head_fn(params, v[None])[0, c]))  # compiled once
     for k in range(n):
         for i in range(2):
             kb, ka, _ = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, k), i), 3)
@@ -226,7 +227,7 @@ def test_at_a_layer_is_the_definition_with_the_same_draws():
             a = float(jax.random.uniform(ka))
             z = A_ref[b] + a * (A[i] - A_ref[b])
             for t, c in enumerate([0, 2]):
-                g = jax.grad(lambda v: m.head_fn(params, v[None])[0, c])(z)
+                g = grad(z, c)
                 want[i, t] += np.asarray(g * (A[i] - A_ref[b])) / n
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     # multiply_by_inputs=False: the mean gradient; reduce="sum": one value per token

@@ -200,7 +200,8 @@ def test_saliency_on_waveforms(saved, name):
     assert maps.shape == (x.shape[0], 800)
     assert np.isfinite(maps).all() and maps.max() > 0
     one = lambda v: m.apply(m.params, v)  # noqa: E731
-    grad = np.asarray(jax.grad(lambda v: one(v)[:, 1].sum())(jnp.asarray(x))).reshape(maps.shape)
+    grad = np.asarray(jax.jit(jax.grad(lambda v: one(v)[:, 1].sum()))(jnp.asarray(x)))
+    grad = grad.reshape(maps.shape)
     np.testing.assert_allclose(maps, np.abs(grad), rtol=1e-5, atol=1e-7 * np.abs(grad).max())
     both = np.asarray(jaxsal.saliency(m, x, targets=[0, 2]))
     assert both.shape == (x.shape[0], 2, 800)
