@@ -15,6 +15,7 @@ from jaxsal._src.cam import (ablationcam, default_cam_layer, eigencam, eigengrad
 from jaxsal._src.gradients import deconvnet, gradient_x_input, guided_backprop, saliency
 from jaxsal._src.conductance import internal_influence, layer_conductance, neuron_conductance
 from jaxsal._src.deeplift import deeplift, deeplift_shap
+from jaxsal._src.finite import NonFiniteMaps
 from jaxsal._src.fullgrad import fullgrad
 from jaxsal._src.gradient_shap import gradient_shap
 from jaxsal._src.integrated import integrated_gradients
@@ -63,6 +64,7 @@ __all__ = [
     "LRPRule",
     "Maps",
     "MaximizeResult",
+    "NonFiniteMaps",
     "ModelLike",
     "Objective",
     "Parameterization",

@@ -77,6 +77,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import Inputs, ModelLike
+from jaxsal._src.finite import NonFiniteMaps, listed
 from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import Targets
 from jaxsal._src.validate import SEVERAL_INPUT_METHODS, WRAP_ONE_INPUT, _fits, check_flag
@@ -1202,17 +1203,19 @@ def _check_finite_maps(maps: dict[str, np.ndarray], lo: int) -> None:
         if not np.issubdtype(m.dtype, np.inexact):
             continue
         finite = np.isfinite(m.reshape(len(m), -1)).all(axis=1)
-        if finite.all():
-            continue
-        rows = (np.flatnonzero(~finite) + lo).tolist()
-        listed = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
-        where = f" (for {f})" if len(maps) > 1 else ""
-        raise ValueError(
-            f"the maps of input{'s' if len(rows) > 1 else ''} {listed}{where} are not "
-            "finite (NaN or inf): the model's scores or gradients for them are not finite "
-            "numbers, or the method divided by zero; nothing of this chunk was written. "
-            "Check the model's outputs for these inputs (model(x[i:i+1])); maps that may "
-            "be NaN by design need a method that replaces them (jnp.nan_to_num)")
+        if not finite.all():
+            raise ValueError(_not_finite((np.flatnonzero(~finite) + lo).tolist(),
+                                         f" (for {f})" if len(maps) > 1 else ""))
+
+
+def _not_finite(rows: list[int], where: str) -> str:
+    """The error of a chunk whose maps of inputs ``rows`` (their index in the job) are not
+    finite (``where``: the file, for a job writing several)."""
+    return (f"the maps of {listed(rows)}{where} are not finite (NaN or inf): the model's "
+            "scores or gradients for them are not finite numbers, or the method divided by "
+            "zero; nothing of this chunk was written. Check the model's outputs for these "
+            "inputs (model(x[i:i+1])); maps that may be NaN by design need a method that "
+            "replaces them (jnp.nan_to_num)")
 
 
 def _write(out: np.memmap, lo: int, hi: int, maps: np.ndarray) -> None:
@@ -1517,9 +1520,13 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         if offset is not None:
             opts["index_offset"] = int(offset) + lo
         try:
-            # np.asarray inside: a JAX runtime error (out of memory...) surfaces there
-            maps = _maps_by_file(method(model, xb, _chunk_targets(targets, lo, hi, pad),
-                                        **opts), several, path, per_input, hi - lo)
+            try:
+                # np.asarray inside: a JAX runtime error (out of memory...) surfaces there
+                maps = _maps_by_file(method(model, xb, _chunk_targets(targets, lo, hi, pad),
+                                            **opts), several, path, per_input, hi - lo)
+            except NonFiniteMaps as e:  # named by their index in the job, not the chunk
+                raise ValueError(_not_finite(
+                    [lo + r for r in e.rows if r < hi - lo] or [hi - 1], "")) from e
             _check_finite_maps(maps, lo)
         except Exception as e:
             padded = f", padded to {batch_size} by repeating the last" if pad else ""

@@ -37,6 +37,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
+from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import OutputInfo, TargetSpec, Targets, resolve_predicted
@@ -182,6 +183,7 @@ def _positive(v: Any, name: str, example: str) -> float:
     return float(v)
 
 
+@refuses_non_finite_maps
 def blur_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                               max_sigma: float = 50.0, steps: int = 100,
                               grad_step: float = 0.01, sqrt: bool = False,

@@ -48,6 +48,7 @@ import numpy as np
 
 from jaxsal._src import base, plans
 from jaxsal._src.base import Inputs, ModelLike
+from jaxsal._src.finite import check_maps
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
@@ -337,13 +338,16 @@ def _eigengradcam(A, G, s):
 def _gradient_cam(name: str, combine: Callable, model, x, targets, *, layer, upsample, head,
                   chunk_size, memory_budget, precision, check_finite) -> Array:
     """A gradient CAM (``combine`` of ``A`` and the targets' ``dS/dA``), planned once per
-    static description of the call (:mod:`jaxsal._src.plans`)."""
+    static description of the call (:mod:`jaxsal._src.plans`); NaN/inf maps of finite
+    inputs refused (:func:`~jaxsal._src.finite.check_maps`)."""
     m0 = base.with_options(model, head)
     options = (layer, upsample, chunk_size, memory_budget, precision, check_finite)
-    return plans.cached(plans.key(name, m0, x, targets, options), m0, x, lambda: _plan_cam(
+    cams = plans.cached(plans.key(name, m0, x, targets, options), m0, x, lambda: _plan_cam(
         name, combine, model, x, targets, layer=layer, upsample=upsample, head=head,
         chunk_size=chunk_size, memory_budget=memory_budget, precision=precision,
         check_finite=check_finite))
+    check_maps(name, cams, check_finite)
+    return cams
 
 
 def _plan_cam(name: str, combine: Callable, model, x, targets, *, layer, upsample, head,

@@ -35,6 +35,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import Inputs, Maps, ModelLike
+from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import RULES, _start, check_baseline, path_integral, quadrature
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
@@ -107,6 +108,7 @@ def _layer_path(name: str, weigh: Callable, alphas: Any, model: Any, x: ArrayLik
                          precision)(p.params, p.x, p.ids, b)
 
 
+@refuses_non_finite_maps
 def layer_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str,
                       baseline: Inputs | None = None, steps: int = 50,
                       batch_steps: int | None = None, reduce: str | None = "sum",
@@ -151,6 +153,7 @@ def layer_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, l
                        precision=precision, check_finite=check_finite)
 
 
+@refuses_non_finite_maps
 def internal_influence(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str,
                        baseline: Inputs | None = None, steps: int = 50,
                        rule: str = "trapezoid", batch_steps: int | None = None,
@@ -206,6 +209,7 @@ def _neuron_mask(neuron: Any, lt: LayerTarget, layer: str) -> np.ndarray:
     return mask
 
 
+@refuses_non_finite_maps
 def neuron_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str,
                        neuron: int | tuple, baseline: Inputs | None = None,
                        steps: int = 50, rule: str = "trapezoid",

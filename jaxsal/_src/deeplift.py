@@ -44,6 +44,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import Inputs, Maps, ModelLike
+from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradient_shap import check_baselines
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import _start, check_baseline
@@ -420,6 +421,7 @@ def _setup(model, x, targets, head, check_finite, maxpool, products, eps, rtol, 
             axes, nb, fb * nb // p.n)
 
 
+@refuses_non_finite_maps
 def deeplift(model: ModelLike, x: Inputs, targets: Targets = None, *,
              baseline: Inputs | None = None, maxpool: str = "delta",
              products: str = "delta", eps: float = 1e-10,
@@ -500,6 +502,7 @@ def deeplift(model: ModelLike, x: Inputs, targets: Targets = None, *,
                          precision)(p.params, p.x, p.ids, b)
 
 
+@refuses_non_finite_maps
 def deeplift_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
                   baselines: Inputs | None = None, maxpool: str = "delta",
                   products: str = "delta", eps: float = 1e-10, rtol: float = 1e-4,

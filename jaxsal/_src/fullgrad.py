@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
+from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.postprocess import extreme, upsample_linear
 from jaxsal._src.targets import Targets, run_model, target_pullback
 from jaxsal._src.validate import layer_format, prepare, to_channels_last
@@ -74,6 +75,7 @@ def bias_layers(model: Any, x: Array) -> list[tuple[str, tuple, bool]]:
     return out
 
 
+@refuses_non_finite_maps
 def fullgrad(model: ModelLike, x: ArrayLike, targets: Targets = None, *, variant: str = "paper",
              head: str | None = None, chunk_size: int | None = None,
              memory_budget: int | None = None, precision: str | None = None,

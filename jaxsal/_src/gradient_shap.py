@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import Inputs, Maps, ModelLike
+from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.integrated import _Shifted, same_sequence
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
@@ -91,6 +92,7 @@ def _is_leaf(v: Any) -> bool:
     return v is None or isinstance(v, (jax.Array, np.ndarray, float, int))
 
 
+@refuses_non_finite_maps
 def gradient_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
                   key: jax.Array | int | None = None, baselines: Inputs | None = None,
                   n: int = 5, noise_std: float = 0.0, multiply_by_inputs: bool = True,

@@ -22,6 +22,7 @@ import jax
 
 from jaxsal._src import base, plans
 from jaxsal._src.base import Inputs, Maps, ModelLike
+from jaxsal._src.finite import check_maps
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import (OutputInfo, TargetSpec, Targets, pullback_at, run_model,
                                  target_pullback)
@@ -67,10 +68,12 @@ def _input_gradient_method(name: str, model: Any, x: ArrayLike, targets: Any, *,
     call (:mod:`jaxsal._src.plans`)."""
     m0 = base.with_options(model, head, backprop)
     options = (times_input, reduce, chunk_size, memory_budget, precision, check_finite, layer)
-    return plans.cached(plans.key(name, m0, x, targets, options), m0, x, lambda: _plan_gradients(
+    maps = plans.cached(plans.key(name, m0, x, targets, options), m0, x, lambda: _plan_gradients(
         name, model, x, targets, backprop=backprop, times_input=times_input, reduce=reduce,
         head=head, chunk_size=chunk_size, memory_budget=memory_budget, precision=precision,
         check_finite=check_finite, layer=layer))
+    check_maps(name, maps, check_finite)  # NaN/inf maps of finite inputs refused
+    return maps
 
 
 def _plan_gradients(name: str, model: Any, x: ArrayLike, targets: Any, *,

@@ -38,6 +38,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
+from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import check_baseline
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
@@ -179,6 +180,7 @@ def _unit(v: Any, name: str, what: str) -> float:
     return float(v)
 
 
+@refuses_non_finite_maps
 def guided_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                                 baseline: ArrayLike | None = None, steps: int = 200,
                                 fraction: float = 0.25, max_dist: float = 0.02,

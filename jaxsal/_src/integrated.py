@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import Inputs, Maps, ModelLike
+from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import (OutputInfo, TargetSpec, Targets, layer_pullback,
@@ -181,6 +182,7 @@ def _is_array(v: Any) -> bool:
     return isinstance(v, (jax.Array, np.ndarray, numbers.Number))
 
 
+@refuses_non_finite_maps
 def integrated_gradients(model: ModelLike, x: Inputs, targets: Targets = None, *,
                          baseline: Inputs | None = None, steps: int = 50,
                          rule: str = "trapezoid", batch_steps: int | None = None,

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 
 from jaxsal._src import base
 from jaxsal._src.base import Inputs, Maps, ModelLike
+from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only
 from jaxsal._src.lrp_fold import FoldedBatchNorm, check_fold, fold_params, fold_plan
 from jaxsal._src.lrp_rules import check_epsilon, layer_rules
@@ -96,6 +97,7 @@ def lrp_model(model: Any, epsilon: float = 1e-9, rule: Any = None,
                             hold=jax.lax.stop_gradient)
 
 
+@refuses_non_finite_maps
 def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float = 1e-9,
         rule: Any = None, fold_batchnorm: bool = False, reduce: str | None = "sum",
         head: str | None = None,

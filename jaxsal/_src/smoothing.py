@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import Inputs, Maps, ModelLike
+from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import (deconvnet, first_only, gradient_x_input, guided_backprop,
                                    raw_gradients, saliency)
 from jaxsal._src.integrated import (RULES, _Shifted, check_baseline, integrated_gradients,
@@ -67,6 +68,7 @@ def _nonnegative(v: Any, name: str, what: str) -> float:
     return float(v)
 
 
+@refuses_non_finite_maps
 def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
                key: jax.Array | int | None = None,
                method: str | Callable = "saliency", n: int = 25,

@@ -1,0 +1,92 @@
+"""Maps that are not finite: found, named by input, refused.
+
+The methods check their inputs for NaN/inf before anything runs (``check_finite=True``, the
+default). Finite inputs can still give NaN or infinite maps: the model's score for an input
+overflows, or its gradient is not finite at a point the method evaluates (``sqrt(|h|)``,
+``log``, ``h ** 0.5`` or a division meeting 0: integrated gradients and DeepLIFT evaluate the
+all-zero baseline, where such a unit is exactly 0). The gradient methods, decorated with
+:func:`refuses_non_finite_maps`, then raise :class:`NonFiniteMaps` naming the inputs instead
+of returning the maps; :func:`jaxsal.explain_to_file` names them by their index in the job.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from jaxsal._src.validate import all_finite
+
+
+class NonFiniteMaps(ValueError):
+    """Raised by the gradient methods (saliency, the gradient CAMs, integrated gradients,
+    SmoothGrad, DeepLIFT, LRP...) for maps of finite inputs that hold NaN/inf values; a
+    ``ValueError``. ``check_finite=False`` returns such maps as computed instead.
+
+    Args:
+      message: what happened and what to do about it.
+      rows: the indices of those inputs in the call (axis 0 of its maps), kept as
+        ``.rows``.
+    """
+
+    def __init__(self, message: str, rows: list[int]):
+        super().__init__(message)
+        self.rows = rows
+
+
+def non_finite_rows(maps: Any) -> list[int]:
+    """The rows (axis 0) of ``maps`` (an array or a structure of arrays, one per input of a
+    model with several) that hold NaN/inf, sorted; ``[]`` where every value is finite or
+    the values are not known (tracers under the caller's ``jax.jit``)."""
+    leaves = [a for a in jax.tree_util.tree_leaves(maps)
+              if hasattr(a, "dtype") and np.issubdtype(a.dtype, np.inexact)]
+    if any(isinstance(a, jax.core.Tracer) for a in leaves):
+        return []
+    bad: set[int] = set()
+    for a in leaves:
+        if np.ndim(a) and not all_finite(a):  # one reduction on device; rows only if needed
+            values = np.asarray(a)
+            bad.update(np.flatnonzero(~np.isfinite(values.reshape(len(values), -1))
+                                      .all(axis=1)).tolist())
+    return sorted(bad)
+
+
+def listed(rows: list[int]) -> str:
+    """``"input 3"`` / ``"inputs 3, 5, 8"`` (the first ten, then ``...``)."""
+    shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+    return f"input{'s' if len(rows) > 1 else ''} {shown}"
+
+
+def check_maps(name: str, maps: Any, check_finite: Any = True) -> None:
+    """Raise :class:`NonFiniteMaps` where method ``name``'s ``maps`` of finite inputs hold
+    NaN/inf, naming the inputs. Costs one check of the maps, which waits for them; none with
+    ``check_finite=False`` (the maps as computed) or under the caller's ``jax.jit``."""
+    if not check_finite:  # (the method has checked it is a bool)
+        return
+    rows = non_finite_rows(maps)
+    if rows:
+        raise NonFiniteMaps(
+            f"{name}: the maps of {listed(rows)} are not finite (NaN or inf), although the "
+            f"inputs are: the model's score for them, or its gradient at a point {name} "
+            "evaluates, is not finite (a square root, logarithm, fractional power or division "
+            "meeting 0: the all-zero baseline of integrated gradients and DeepLIFT is such a "
+            "point; or a score overflowing). Check the model's outputs for these inputs "
+            "(model(x[i:i+1])) and on the baseline; pass another baseline, or "
+            "check_finite=False to get the maps as computed", rows)
+
+
+def refuses_non_finite_maps(method: Callable) -> Callable:
+    """Decorate a method ``method(model, x, targets, *, ..., check_finite=True)`` with
+    :func:`check_maps` of its maps."""
+    default = inspect.signature(method).parameters["check_finite"].default
+
+    @functools.wraps(method)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        maps = method(*args, **kwargs)
+        check_maps(method.__name__, maps, kwargs.get("check_finite", default))
+        return maps
+
+    return checked
