@@ -571,7 +571,7 @@ def _areas_path(out: str) -> str | None:
 
 def cmd_evaluate(args) -> int:
     import jaxsal
-    from jaxsal._src.batch import check_not_another_jobs
+    from jaxsal._src.batch import check_not_another_jobs, record_job_file
 
     _check_option_names(args, getattr(jaxsal, args.metric), f"--metric {args.metric}",
                         given=("model", "x", "maps", "targets", "metric"))
@@ -642,6 +642,8 @@ def cmd_evaluate(args) -> int:
                       f"the curves are finished in {args.out}: {write_fix(e)} and run the "
                       "same command again (it writes the areas without computing the curves "
                       "again)") from None
+    # listed in the job's progress file: another job is refused to write it, as d.npy
+    record_job_file(args.out, auc_path)
     most = options.get("order", "most") == "most"
     better = "lower" if (args.metric == "deletion") == most else "higher"
     print(f"wrote {args.out}: {scores.shape} scores at {steps + 1} points; {auc_path}: "

@@ -473,3 +473,23 @@ def test_evaluate_never_overwrites_the_output_of_another_job_with_its_areas(
     monkeypatch.setattr(model_import, "load_keras", load_keras)
     assert cli.main(argv) == 0
     assert np.load(auc).shape == (2,)
+
+
+def test_the_areas_of_a_finished_evaluate_are_not_another_jobs_to_overwrite(
+        tmp_path, fixtures_dir, mnist_digits, capsys):
+    """`jaxsal evaluate --out d.npy` lists its areas file d.auc.npy in its progress file
+    once written: a later job writing d.auc.npy is refused as it would be for d.npy (it
+    overwrote the areas before), naming the evaluate's progress file; the same evaluate
+    command runs again."""
+    out, auc = tmp_path / "d.npy", tmp_path / "d.auc.npy"
+    argv = _evaluate(tmp_path, fixtures_dir, mnist_digits, out)
+    assert cli.main(argv) == 0
+    areas = auc.read_bytes()
+    with pytest.raises(FileExistsError, match=(
+            f"{auc} is the output of another job \\(finished, says its progress file "
+            f"{out}.progress.json\\); this job would overwrite its maps")):
+        jaxsal.explain_to_file(Counting(), jaxsal.FunctionModel(
+            lambda p, x: x @ p, np.ones((3, 2), np.float32)), XS, auc, batch_size=2)
+    assert auc.read_bytes() == areas and not os.path.exists(f"{auc}.progress.json")
+    capsys.readouterr()
+    assert cli.main(argv) == 0 and auc.read_bytes() == areas

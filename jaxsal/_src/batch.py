@@ -990,15 +990,47 @@ def _sidecars(path: str) -> Iterator[tuple[str, bool]]:
                 yield os.path.join(folder, job + ".progress.json"), False
 
 
-def _read_progress(progress_path: str) -> tuple[int, int, list | None] | None:
+def _read_progress(progress_path: str, also: list | None = None
+                   ) -> tuple[int, int, list | None] | None:
     """``(done, chunks, outputs)`` of a job's progress file (``outputs``: the files it
-    lists, a job over several inputs), or None where there is none readable."""
+    lists, a job over several inputs), or None where there is none readable. ``also``, a
+    list, gets the files :func:`record_job_file` added."""
     try:
         with open(progress_path) as fh:
             prog = json.load(fh)
-        return len(set(prog["done"])), int(prog["chunks"]), prog.get("outputs")
+        state = len(set(prog["done"])), int(prog["chunks"]), prog.get("outputs")
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None  # no sidecar (or none of this format)
+    if also is not None and isinstance(prog.get("also"), list):
+        also.extend(prog["also"])
+    return state
+
+
+def record_job_file(path: str, file: str) -> None:
+    """Add ``file`` (beside ``path``), which the job writing ``path`` wrote besides its maps
+    (``jaxsal evaluate``'s areas, ``d.auc.npy``), to that job's progress file: another job
+    is then refused to write it (:func:`check_not_another_jobs`) as it is ``path``. Nothing
+    is done where the job left no progress file."""
+    progress_path = path + ".progress.json"
+    try:
+        with open(progress_path) as fh:
+            prog = json.load(fh)
+    except (OSError, ValueError):
+        return
+    if not isinstance(prog, dict):
+        return
+    also = prog.get("also") if isinstance(prog.get("also"), list) else []
+    if os.path.basename(file) in also:
+        return
+    prog["also"] = [*also, os.path.basename(file)]
+    tmp = progress_path + ".tmp"
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(prog, fh)
+        os.replace(tmp, progress_path)  # atomic, as the job's own writes
+    except OSError:  # (a full disk: the file is written, only this protection is missing)
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
 
 
 def job_unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
@@ -1015,14 +1047,16 @@ def _owners(path: str) -> Iterator[tuple[str, int, int]]:
     at ``path`` as its output (its path, or the file of one of its inputs' maps), in the
     order of :func:`_sidecars`: its own progress file first."""
     for progress_path, own in _sidecars(path):
-        state = _read_progress(progress_path)
+        also: list = []  # (files it wrote besides its maps: record_job_file)
+        state = _read_progress(progress_path, also)
         if state is None:
             continue  # nothing says the file is a job's
         done, chunks, outputs = state
         if outputs is None and own:  # (a job over one input array: its file is path)
             listed = True
         else:
-            listed = isinstance(outputs, list) and os.path.basename(path) in outputs
+            listed = os.path.basename(path) in [
+                *(outputs if isinstance(outputs, list) else ()), *also]
         if listed:
             yield progress_path, done, chunks
 
