@@ -32,7 +32,7 @@ def sqrt_model(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", [jaxsal.saliency, jaxsal.gradient_x_input,
-                                    jaxsal.gradcam, jaxsal.hirescam])
+                                    jaxsal.gradcam, jaxsal.hirescam, jaxsal.guided_gradcam])
 def test_an_infinite_gradient_at_an_input_is_refused_naming_it(sqrt_model, method):
     m, x = sqrt_model
     raw = np.asarray(method(m, x, [0, 1], check_finite=False))  # (was returned silently)

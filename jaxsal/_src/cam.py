@@ -48,7 +48,7 @@ import numpy as np
 
 from jaxsal._src import base, plans
 from jaxsal._src.base import Inputs, ModelLike
-from jaxsal._src.finite import check_maps
+from jaxsal._src.finite import check_maps, refuses_non_finite_maps
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, predicted_ids, run_model,
                                  score_matrix, target_pullback)
@@ -848,6 +848,7 @@ def eigencam(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str
 
 
 # ---------------------------------------------------------------------- guided Grad-CAM
+@refuses_non_finite_maps
 def guided_gradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                    layer: str | None = None, reduce: str | None = "max_abs",
                    head: str | None = None, chunk_size: int | None = None,
