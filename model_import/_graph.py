@@ -800,8 +800,12 @@ _PASS_THROUGH = frozenset({
     "SlicingOpLambda", "ops.Reshape", "ops.Transpose", "ops.ExpandDims", "ops.Squeeze",
     "ops.GetItem", "ops.Slice", "ops.Take", "ops.Flip", "ops.Tile", "ops.Repeat", "ops.Roll",
     "ops.Moveaxis", "ops.Swapaxes", "ops.Rot90", "ops.BroadcastTo", "ops.CropImages"})
+#: ... and the tf.keras ``TFOpLambda`` functions that do (``config["function"]``).
+_TF_PASS_THROUGH = frozenset({
+    "reshape", "compat.v1.reshape", "transpose", "compat.v1.transpose", "squeeze",
+    "compat.v1.squeeze", "expand_dims", "identity"})
 #: Layers and Keras 3 operations that apply an activation to each value on its own (a
-#: softmax over the channels of each position): :meth:`Graph.position_source` looks
+#: softmax: over the channels of each position): :meth:`Graph.position_source` looks
 #: through them.
 _ACTIVATIONS = frozenset({
     "Activation", "ReLU", "LeakyReLU", "ELU", "ThresholdedReLU", "Softmax", "PReLU",
@@ -813,10 +817,6 @@ _TF_ACTIVATIONS = frozenset({
     "nn.relu", "nn.relu6", "nn.softmax", "math.softmax", "nn.log_softmax", "math.sigmoid",
     "nn.sigmoid", "math.tanh", "nn.tanh", "nn.gelu", "nn.silu", "nn.swish", "nn.elu",
     "nn.selu", "nn.leaky_relu", "nn.softsign"})
-#: ... and the tf.keras ``TFOpLambda`` functions that do (``config["function"]``).
-_TF_PASS_THROUGH = frozenset({
-    "reshape", "compat.v1.reshape", "transpose", "compat.v1.transpose", "squeeze",
-    "compat.v1.squeeze", "expand_dims", "identity"})
 
 #: Layers and operations that pool or reduce values: an output that pools probabilities
 #: (the mean softmax over a sequence) has no logits, as a merge of them has none.

@@ -2,6 +2,8 @@
 naming the inputs (the model's gradient is infinite at a point the method evaluates), unless
 check_finite=False; explain_to_file names them by their index in the job."""
 
+import pickle
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,6 +47,8 @@ def test_an_infinite_gradient_at_an_input_is_refused_naming_it(sqrt_model, metho
                            ) as e:
             method(m, x, [0, 1])
         assert e.value.rows == [2] and isinstance(e.value, ValueError)
+        again = pickle.loads(pickle.dumps(e.value))  # (from a worker process)
+        assert again.rows == [2] and str(again) == str(e.value)
     np.testing.assert_array_equal(np.asarray(method(m, x[[0, 1, 3]], [0, 1])), raw[[0, 1, 3]])
 
 

@@ -36,6 +36,9 @@ class NonFiniteMaps(ValueError):
         super().__init__(message)
         self.rows = rows
 
+    def __reduce__(self):  # (pickled whole: across processes, a multiprocessing pool)
+        return type(self), (str(self), self.rows)
+
 
 def non_finite_rows(maps: Any) -> list[int]:
     """The rows (axis 0) of ``maps`` (an array or a structure of arrays, one per input of a
