@@ -1,6 +1,7 @@
 """Two processes never run the same batch job at once: explain_to_file (and the ``jaxsal``
 jobs) hold an advisory lock beside the output while they write it."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -493,3 +494,8 @@ def test_the_areas_of_a_finished_evaluate_are_not_another_jobs_to_overwrite(
     assert auc.read_bytes() == areas and not os.path.exists(f"{auc}.progress.json")
     capsys.readouterr()
     assert cli.main(argv) == 0 and auc.read_bytes() == areas
+    # another job at d.npy (starting over: its own progress file) keeps d.auc.npy listed
+    jaxsal.explain_to_file(Counting(), jaxsal.FunctionModel(
+        lambda p, x: x @ p, np.ones((3, 2), np.float32)), XS, out, batch_size=2)
+    with open(f"{out}.progress.json") as fh:
+        assert json.load(fh)["also"] == ["d.auc.npy"]

@@ -1465,12 +1465,16 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     files: list[str] = [path]  # the files the maps go to: path, or one per input
 
     recorded = [None]  # how many chunks the progress file lists, once this run wrote it
+    also: list = []  # files an earlier job at path wrote besides its maps (record_job_file):
+    _read_progress(progress_path, also)  # still its own, listed on
 
     def save_progress():
         tmp = progress_path + ".tmp"
         record = {"format": _FORMAT, "signature": sig, "family": family,
                   "done": sorted(done), "chunks": n_chunks, "batch_size": batch_size,
                   "n": n, "inputs": {str(c): d for c, d in sorted(digests.items())}}
+        if also:
+            record["also"] = also
         if several is None:
             record["input_shape"] = list(np.shape(inputs)[1:])
         else:  # the files it vouches for (batch.unfinished finds it from theirs)
