@@ -252,7 +252,7 @@ class HeapGuard:
         return out
 
     def _elements(self, msg: bytes, ds: int) -> int:
-        version, rank, flags = msg[ds], msg[ds + 1], msg[ds + 2]
+        version, rank = msg[ds], msg[ds + 1]
         if version == 1:
             dims_at, kind = ds + 8, 1 if rank else 0
         elif version == 2:
@@ -266,7 +266,6 @@ class HeapGuard:
             n *= self._uint(msg, dims_at + i * self.l, self.l)
         if n > 1 << 20:
             raise _Unparsed
-        del flags
         return n
 
     # ------------------------------------------------------------------ collections

@@ -77,7 +77,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import Inputs, ModelLike
-from jaxsal._src.finite import NonFiniteMaps, listed
+from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
 from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import Targets
 from jaxsal._src.validate import SEVERAL_INPUT_METHODS, WRAP_ONE_INPUT, _fits, check_flag
@@ -1023,14 +1023,23 @@ def record_job_file(path: str, file: str) -> None:
     if os.path.basename(file) in also:
         return
     prog["also"] = [*also, os.path.basename(file)]
-    tmp = progress_path + ".tmp"
+    with contextlib.suppress(OSError):  # (a full disk: the file is written, only this
+        _replace_json(progress_path, prog)  # protection is missing)
+
+
+def _replace_json(path: str, record: dict) -> None:
+    """Write ``record`` as the JSON file ``path`` atomically (a temporary file, then
+    ``os.replace``: a crash never leaves a torn file); on an ``OSError`` the temporary file
+    is removed and the error raised."""
+    tmp = path + ".tmp"
     try:
         with open(tmp, "w") as fh:
-            json.dump(prog, fh)
-        os.replace(tmp, progress_path)  # atomic, as the job's own writes
-    except OSError:  # (a full disk: the file is written, only this protection is missing)
+            json.dump(record, fh)
+        os.replace(tmp, path)
+    except OSError:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        raise
 
 
 def job_unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
@@ -1234,11 +1243,9 @@ def _check_finite_maps(maps: dict[str, np.ndarray], lo: int) -> None:
     values: written, they would read as finished results (a model whose scores are not
     finite for some inputs, a method dividing by zero)."""
     for f, m in maps.items():
-        if not np.issubdtype(m.dtype, np.inexact):
-            continue
-        finite = np.isfinite(m.reshape(len(m), -1)).all(axis=1)
-        if not finite.all():
-            raise ValueError(_not_finite((np.flatnonzero(~finite) + lo).tolist(),
+        rows = non_finite_rows(m)
+        if rows:
+            raise ValueError(_not_finite([lo + r for r in rows],
                                          f" (for {f})" if len(maps) > 1 else ""))
 
 
@@ -1469,7 +1476,6 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     _read_progress(progress_path, also)  # still its own, listed on
 
     def save_progress():
-        tmp = progress_path + ".tmp"
         record = {"format": _FORMAT, "signature": sig, "family": family,
                   "done": sorted(done), "chunks": n_chunks, "batch_size": batch_size,
                   "n": n, "inputs": {str(c): d for c, d in sorted(digests.items())}}
@@ -1482,12 +1488,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                                       for name, a in zip(several.names, arrays)}
             record["outputs"] = [os.path.basename(f) for f in files]
         try:
-            with open(tmp, "w") as fh:
-                json.dump(record, fh)
-            os.replace(tmp, progress_path)  # atomic: a crash never leaves a torn progress file
+            _replace_json(progress_path, record)
         except OSError as e:  # a full disk, a folder made read-only meanwhile
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
             kept = (f"{recorded[0]} of {n_chunks} chunks are finished and recorded in it"
                     if recorded[0] is not None else "it is unchanged")
             fix = write_fix(e)

@@ -130,9 +130,7 @@ def _output_convolutions(model: Any) -> set[str]:
     refs = refs if index is None else refs[index:index + 1]
     found = set()
     for r in refs:
-        through = False
-        if hasattr(graph, "position_source"):
-            r, through = graph.position_source(r)
+        r, through = graph.position_source(r)
         info = _layer_info(model, r.layer)
         if getattr(info, "class_name", None) in _CONV and (not through
                                                           or _positions(model, info)):
@@ -147,7 +145,8 @@ def _default_cam_layer(model: Any) -> str:
         used = set(used)
         names = [n for n in names if n in used]
     if hasattr(model, "layers") and hasattr(model, "graph"):
-        head = [n for n in names if n in _output_convolutions(model)]
+        outputs = _output_convolutions(model)
+        head = [n for n in names if n in outputs]
         if head:  # a segmentation model: the last spatial layer before its output convolution
             before = [model.layer(n) for n in names[:names.index(head[0])]]
             wide = [info for info in before if _positions(model, info)]
