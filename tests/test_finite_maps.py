@@ -1,6 +1,8 @@
 """Maps of finite inputs that are not finite: the gradient methods raise jaxsal.NonFiniteMaps
-naming the inputs (the model's gradient is infinite at a point the method evaluates), unless
-check_finite=False; explain_to_file names them by their index in the job."""
+naming the inputs (the model's gradient is infinite at a point the method evaluates), and so
+do Score-CAM, Ablation-CAM and Eigen-CAM (a score or activation overflowing, Ablation-CAM's
+division by a zero score), unless check_finite=False; explain_to_file names them by their
+index in the job."""
 
 import pickle
 
@@ -82,3 +84,57 @@ def test_explain_to_file_names_the_input_by_its_index_in_the_job(sqrt_model, tmp
                                batch_size=4)
     np.testing.assert_array_equal(np.load(tmp_path / "maps.npy")[:4],
                                   np.asarray(jaxsal.saliency(m, xs[:4], 1)))
+
+
+@pytest.fixture(scope="module")
+def exp_model(tmp_path_factory):
+    """A Keras model with ``exp(conv(x))`` (no bias): a finite input of large values makes
+    the exponential overflow, and the score (through the dense layer: inf times weights of
+    both signs) is not finite; an all-zero input gives a score of exactly 0 once the
+    exponential is taken off (``Dense`` without bias after a zero convolution)."""
+    from model_import import load_keras
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((6, 6, 1))
+    c = keras.layers.Conv2D(2, 3, use_bias=False, name="conv")(inp)
+    h = keras.layers.Activation("exponential", name="expo")(c)
+    out = keras.layers.Dense(3, name="dense")(keras.layers.Flatten()(h))
+    zero = keras.layers.Dense(3, use_bias=False, name="dense0")(keras.layers.Flatten()(c))
+    paths = []
+    for name, o in (("exp", out), ("zero", zero)):
+        paths.append(tmp_path_factory.mktemp(name) / f"{name}.keras")
+        keras.Model(inp, o).save(paths[-1])
+    x = np.random.default_rng(1).uniform(0.5, 1.0, size=(4, 6, 6, 1)).astype(np.float32)
+    return load_keras(paths[0]), load_keras(paths[1]), x
+
+
+def _refused_at(method, m, x, row, **kw):
+    raw = np.asarray(method(m, x, [0, 1], check_finite=False, **kw))  # (was returned as is)
+    bad = ~np.isfinite(raw.reshape(len(x), -1)).all(axis=1)
+    assert bad.tolist() == [i == row for i in range(len(x))]
+    with pytest.raises(jaxsal.NonFiniteMaps, match=rf"{method.__name__}: the maps of input "
+                                                   rf"{row} are not finite") as e:
+        method(m, x, [0, 1], **kw)
+    assert e.value.rows == [row]
+    keep = [i for i in range(len(x)) if i != row]
+    np.testing.assert_allclose(np.asarray(method(m, x[keep], [0, 1], **kw)), raw[keep],
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method, layer", [(jaxsal.scorecam, "conv"),
+                                           (jaxsal.ablationcam, "conv"),
+                                           (jaxsal.eigencam, "expo")])
+def test_forward_only_cams_refuse_an_overflowing_input(exp_model, method, layer):
+    m, _, x = exp_model
+    x = x.copy()
+    x[1] *= 1e3  # finite: passes the input check; exp(conv(x)) overflows (not constant:
+    # Score-CAM's masks of a constant input's activations are 0)
+    _refused_at(method, m, x, 1, layer=layer)
+
+
+def test_ablationcam_refuses_a_score_of_exactly_zero(exp_model):
+    """w_k = (S - S_k) / S: 0 / 0 for an all-zero input of a model without biases."""
+    _, m, x = exp_model
+    x = x.copy()
+    x[3] = 0.0
+    _refused_at(jaxsal.ablationcam, m, x, 3, layer="conv")

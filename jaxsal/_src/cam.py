@@ -537,6 +537,7 @@ eigengradcam.__doc__ = """Eigen-Grad-CAM, pytorch-grad-cam's ``EigenGradCAM`` (G
 SCORECAM_VARIANTS = ("tf-keras-vis", "pytorch-grad-cam")
 
 
+@refuses_non_finite_maps
 def scorecam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, top_k: int | None = None, top_k_mode: str = "union",
              softmax: bool | None = None, variant: str = "tf-keras-vis",
@@ -693,6 +694,7 @@ ABLATIONCAM_VARIANTS = ("paper", "pytorch-grad-cam")
 _PGC_ABLATION_OFFSET = 1e7  # pytorch-grad-cam: below the layer's minimum, when that is not 0
 
 
+@refuses_non_finite_maps
 def ablationcam(model: ModelLike, x: Inputs, targets: Targets = None, *,
                 layer: str | None = None, upsample: bool = True, variant: str = "paper",
                 batch_size: int | None = None, head: str | None = None,
@@ -712,7 +714,9 @@ def ablationcam(model: ModelLike, x: Inputs, targets: Targets = None, *,
     channels; jaxsal ablates all of them, pytorch-grad-cam's default).
 
     The weights divide by ``S``: a score near 0 inflates them and a negative one (a logit)
-    flips their sign, as in the paper; a score of exactly 0 gives non-finite maps.
+    flips their sign, as in the paper; a score of exactly 0 gives non-finite maps, refused
+    with :class:`jaxsal.NonFiniteMaps` naming the inputs (``check_finite=False`` returns
+    them).
 
     Cost: one forward pass, then ``K`` (channels) forward passes of the layers after
     ``layer`` only, run in batches of at most ``batch_size`` ablated activations (inputs x
@@ -810,6 +814,7 @@ def _no_score(outputs: Any) -> Array:
     return jnp.zeros(jax.tree_util.tree_leaves(outputs)[0].shape[:1], jnp.float32)
 
 
+@refuses_non_finite_maps
 def eigencam(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str | None = None,
              upsample: bool = True, head: str | None = None,
              memory_budget: int | None = None, precision: str | None = None,

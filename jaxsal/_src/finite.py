@@ -4,9 +4,13 @@ The methods check their inputs for NaN/inf before anything runs (``check_finite=
 default). Finite inputs can still give NaN or infinite maps: the model's score for an input
 overflows, or its gradient is not finite at a point the method evaluates (``sqrt(|h|)``,
 ``log``, ``h ** 0.5`` or a division meeting 0: integrated gradients and DeepLIFT evaluate the
-all-zero baseline, where such a unit is exactly 0). The gradient methods, decorated with
-:func:`refuses_non_finite_maps`, then raise :class:`NonFiniteMaps` naming the inputs instead
-of returning the maps; :func:`jaxsal.explain_to_file` names them by their index in the job.
+all-zero baseline, where such a unit is exactly 0; Ablation-CAM divides by the score). The
+gradient methods and the forward-only CAMs (Score-CAM, Ablation-CAM, Eigen-CAM), decorated
+with :func:`refuses_non_finite_maps`, then raise :class:`NonFiniteMaps` naming the inputs
+instead of returning the maps; :func:`jaxsal.explain_to_file` names them by their index in
+the job. Occlusion marks the pixels under a patch whose score is not finite (NaN there by
+design) and the methods that score inputs filled with a reference (RISE, LIME, the Shapley
+methods) check their fill themselves.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from jaxsal._src.validate import all_finite
 
 class NonFiniteMaps(ValueError):
     """Raised by the gradient methods (saliency, the gradient CAMs, integrated gradients,
-    SmoothGrad, DeepLIFT, LRP...) for maps of finite inputs that hold NaN/inf values; a
+    SmoothGrad, DeepLIFT, LRP...) and by Score-CAM, Ablation-CAM and Eigen-CAM for maps of
+    finite inputs that hold NaN/inf values; a
     ``ValueError``. ``check_finite=False`` returns such maps as computed instead.
 
     Args:
@@ -73,10 +78,11 @@ def check_maps(name: str, maps: Any, check_finite: Any = True) -> None:
     if rows:
         raise NonFiniteMaps(
             f"{name}: the maps of {listed(rows)} are not finite (NaN or inf), although the "
-            f"inputs are: the model's score for them, or its gradient at a point {name} "
-            "evaluates, is not finite (a square root, logarithm, fractional power or division "
-            "meeting 0: the all-zero baseline of integrated gradients and DeepLIFT is such a "
-            "point; or a score overflowing). Check the model's outputs for these inputs "
+            f"inputs are: the model's score or activations for them, or its gradient at a "
+            f"point {name} evaluates, is not finite (a square root, logarithm, fractional power "
+            "or division meeting 0: the all-zero baseline of integrated gradients and DeepLIFT "
+            "is such a point, and Ablation-CAM divides by the score; or a value overflowing). "
+            "Check the model's outputs for these inputs "
             "(model(x[i:i+1])) and on the baseline; pass another baseline, or "
             "check_finite=False to get the maps as computed", rows)
 
