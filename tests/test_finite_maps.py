@@ -117,8 +117,9 @@ def _refused_at(method, m, x, row, **kw):
         method(m, x, [0, 1], **kw)
     assert e.value.rows == [row]
     keep = [i for i in range(len(x)) if i != row]
+    # (float32 sums of another batch size; Ablation-CAM's weights divide by the score)
     np.testing.assert_allclose(np.asarray(method(m, x[keep], [0, 1], **kw)), raw[keep],
-                               rtol=1e-5, atol=1e-6)
+                               rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("method, layer", [(jaxsal.scorecam, "conv"),
