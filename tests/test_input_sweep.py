@@ -185,6 +185,24 @@ def test_ragged_targets_are_refused_clearly(split, xs, tmp_path):
                                targets=[[0, 1], [2]])
 
 
+def test_repeated_class_ids_are_refused_with_the_per_input_form(split, xs, tmp_path):
+    """Per-input labels passed as a 1-D sequence (Captum's form) listed classes for every
+    input: (N, N, ...) maps, silently. Repeats are refused; the (N, 1) form explains them."""
+    labels = np.array([2, 2])  # one label per input (N = 2)
+    for call in (lambda t: jaxsal.saliency(split, xs, t),
+                 lambda t: jaxsal.gradcam(split, xs, t),
+                 lambda t: jaxsal.explain_to_file(jaxsal.saliency, split, xs,
+                                                  tmp_path / "r.npy", targets=t)):
+        with pytest.raises(ValueError, match=r"distinct class ids.*repeat \[2\].*"
+                                             r"targets=np.asarray\(y\)\[:, None\]"):
+            call(labels)
+    with pytest.raises(ValueError, match=r"repeat \[1\]\. Otherwise drop the repeats"):
+        jaxsal.saliency(split, xs, [0, 1, 1])  # not one per input: no per-input hint
+    per_input = jaxsal.saliency(split, xs, labels[:, None])
+    assert per_input.shape == (2, 1, 6, 6)
+    np.testing.assert_array_equal(per_input[:, 0], jaxsal.saliency(split, xs, 2))
+
+
 def test_ids_and_score_functions_in_one_list_are_refused(split, xs):
     with pytest.raises(TypeError, match="not both in one list.*class_score"):
         jaxsal.saliency(split, xs, [jaxsal.class_score(1), 2])

@@ -258,6 +258,16 @@ def parse_targets(targets: Any, n: int, info: OutputInfo) -> tuple[TargetSpec, n
     if arr.ndim == 0:
         return TargetSpec("ids", 1, False), np.full((n, 1), int(arr), np.int32)
     if arr.ndim == 1:
+        ids, counts = np.unique(arr, return_counts=True)
+        if (counts > 1).any():  # labels passed where classes are listed (Captum's per-input
+            # 1-D target) give (N, N, ...) maps of which no slice is one class per input
+            labels = (" For one class per input (labels y), pass an (N, 1) array: "
+                      "targets=np.asarray(y)[:, None]." if arr.shape[0] == n else "")
+            raise ValueError(
+                f"expected distinct class ids in a 1-D targets sequence (each listed class is "
+                f"explained for every input: maps (N, T, ...)), got {arr.shape[0]} ids that "
+                f"repeat {ids[counts > 1].tolist()[:10]}.{labels} Otherwise drop the repeats: "
+                f"np.unique(targets)")
         return (TargetSpec("ids", arr.shape[0], True),
                 np.broadcast_to(arr.astype(np.int32)[None], (n, arr.shape[0])).copy())
     if arr.ndim == 2:
