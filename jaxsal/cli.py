@@ -125,6 +125,10 @@ def _parse_targets(s: str | None, model, n: int, method: str):
     except ValueError:
         raise ValueError(f"--targets: expected 'predicted', 'all', a class id, ids like "
                          f"0,3,7 or @FILE.npy (per-input ids); got {s!r}") from None
+    if len(set(ids)) < len(ids):
+        raise ValueError(f"--targets {s}: expected distinct class ids (each is explained for "
+                         f"every input), got repeats; per-input labels go as @FILE.npy, e.g. "
+                         f"np.save('labels.npy', y.astype(int)) then --targets @labels.npy")
     return ids[0] if len(ids) == 1 and "," not in s else ids
 
 

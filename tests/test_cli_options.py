@@ -338,6 +338,10 @@ def test_per_input_targets_from_a_file(tmp_path, mnist_path, digits_file, capsys
                         "--targets", f"@{labels}") == 2
         assert "expected per-input class ids, an int array of shape (2,)" in (
             capsys.readouterr().err)
+    # the labels typed as a list of classes: refused before the job, naming @FILE.npy
+    assert _explain(mnist_path, digits_file, tmp_path / "r.npy", "--targets", "7,7") == 2
+    assert "expected distinct class ids" in capsys.readouterr().err
+    assert not (tmp_path / "r.npy").exists()
 
 
 def test_evaluate_never_writes_over_its_inputs_or_maps(tmp_path, mnist_path, mnist_digits,
