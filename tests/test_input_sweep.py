@@ -203,6 +203,16 @@ def test_repeated_class_ids_are_refused_with_the_per_input_form(split, xs, tmp_p
     np.testing.assert_array_equal(per_input[:, 0], jaxsal.saliency(split, xs, 2))
 
 
+@pytest.mark.parametrize("method", [jaxsal.gradcam, jaxsal.saliency, jaxsal.scorecam])
+def test_a_layer_index_is_refused_naming_the_ways_to_name_it(split, xs, method):
+    """tf-keras-vis takes penultimate_layer=-1; jaxsal takes names only."""
+    with pytest.raises(TypeError, match=r"got int\. A layer index .*penultimate_layer=-1.*"
+                                         r"model\.layer_names\[i\].*default_cam_layer"):
+        method(split, xs, 1, layer=-1)
+    with pytest.raises(TypeError, match=r"got float\.$"):  # not an index: no index advice
+        method(split, xs, 1, layer=1.0)
+
+
 def test_ids_and_score_functions_in_one_list_are_refused(split, xs):
     with pytest.raises(TypeError, match="not both in one list.*class_score"):
         jaxsal.saliency(split, xs, [jaxsal.class_score(1), 2])

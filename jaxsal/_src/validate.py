@@ -435,7 +435,12 @@ def check_flag(value: Any, name: str) -> bool:
 def check_layer(model: Any, layer: str) -> str:
     """The layer name as the model resolves it, or a ``ValueError`` listing valid names."""
     if not isinstance(layer, str):
-        raise TypeError(f"expected layer= as a layer name (str), got {type(layer).__name__}")
+        index = (" A layer index (tf-keras-vis's penultimate_layer=-1): name the layer, "
+                 "model.layer_names[i], or for a CAM its default, "
+                 "jaxsal.default_cam_layer(model)." if isinstance(layer, (int, np.integer))
+                 and not isinstance(layer, bool) else "")
+        raise TypeError(f"expected layer= as a layer name (str), got "
+                        f"{type(layer).__name__}.{index}")
     names = list(getattr(model, "layer_names", []) or [])
     resolve = getattr(model, "resolve_layer", None)
     if resolve is not None:
