@@ -236,6 +236,16 @@ def _shape(v: Any) -> tuple:
     return tuple(getattr(getattr(v, "aval", None), "shape", ()))
 
 
+def _scan_counts(params: dict) -> tuple[int, int]:
+    """How many of a ``scan``'s operands are constants and how many the carry: the
+    ``num_consts`` and ``num_carry`` parameters up to jax 0.10, the sizes of the first two
+    groups of its ``ft_in`` (operand tree: constants, carry, scanned arrays) from jax 0.11."""
+    if "num_consts" in params:
+        return params["num_consts"], params["num_carry"]
+    consts, carry, _ = params["ft_in"].unpack()
+    return len(consts), len(carry)
+
+
 def _broadcast(eqn: Any, a: np.ndarray) -> np.ndarray:
     shape, dims = eqn.params["shape"], eqn.params["broadcast_dimensions"]
     full = [1] * len(shape)
@@ -1055,7 +1065,7 @@ class _Analysis:
         carry from one iteration to the next mixes the examples. A loop over another axis
         keeps the batch axis of the values it slices."""
         p = eqn.params
-        nc, ncarry = p["num_consts"], p["num_carry"]
+        nc, ncarry = _scan_counts(p)
         consts, carry, xs = ins[:nc], ins[nc:nc + ncarry], ins[nc + ncarry:]
         loop = self._iterations(xs, p["length"])
         inner_xs = []
