@@ -48,7 +48,8 @@ def test_resume_with_another_head_starts_over(tmp_path, mnist, digits):
     _interrupted(jaxsal.saliency, mnist.with_head("logits"), digits, path, targets=3,
                  batch_size=2)
     out = jaxsal.explain_to_file(jaxsal.saliency, mnist, digits, path, targets=3, batch_size=2)
-    np.testing.assert_allclose(out, jaxsal.saliency(mnist, digits, 3), rtol=1e-5, atol=1e-9)
+    ref = jaxsal.saliency(mnist, digits, 3)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
 
 
 def test_resume_with_other_weights_starts_over(tmp_path, linear, xs):
@@ -114,8 +115,9 @@ def test_per_input_occlusion_fill_is_sliced(tmp_path, linear, xs):
     fill = np.random.RandomState(2).rand(*xs.shape).astype(np.float32)
     out = jaxsal.explain_to_file(jaxsal.occlusion, linear, xs, tmp_path / "o.npy", targets=1,
                                  batch_size=4, patch=2, fill=fill)
+    # score drops of O(1) float32 scores: absolute roundings of ~1e-7
     np.testing.assert_allclose(out, jaxsal.occlusion(linear, xs, 1, patch=2, fill=fill),
-                               rtol=1e-5, atol=1e-7)
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_smoothgrad_chunks_equal_one_call(tmp_path, linear, xs):
@@ -348,7 +350,9 @@ def test_a_job_resumed_in_64_bit_mode_is_another_job(tmp_path, mnist_digits):
     with x64(True):
         out = jaxsal.explain_to_file(jaxsal.saliency, model, x, path, targets=1, batch_size=2)
         assert out.dtype == np.float64
-        np.testing.assert_array_equal(out, jaxsal.saliency(model, x, 1))
+        # float64 closeness (chunks of 2 against one call of 4: other roundings, jax 0.12)
+        ref = jaxsal.saliency(model, x, 1)
+        np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
 
 
 @pytest.mark.parametrize("content", [b"[0, 1]", b"\xff\xfe\x00"])

@@ -51,7 +51,10 @@ def test_an_infinite_gradient_at_an_input_is_refused_naming_it(sqrt_model, metho
         assert e.value.rows == [2] and isinstance(e.value, ValueError)
         again = pickle.loads(pickle.dumps(e.value))  # (from a worker process)
         assert again.rows == [2] and str(again) == str(e.value)
-    np.testing.assert_array_equal(np.asarray(method(m, x[[0, 1, 3]], [0, 1])), raw[[0, 1, 3]])
+    # (a batch of 3 may compile other float roundings than one of 4: jax 0.12)
+    ok = raw[[0, 1, 3]]
+    np.testing.assert_allclose(np.asarray(method(m, x[[0, 1, 3]], [0, 1])), ok, rtol=1e-5,
+                               atol=1e-6 * np.abs(ok).max())
 
 
 def test_integrated_gradients_from_the_zero_baseline_is_refused_for_every_input(sqrt_model):
