@@ -186,9 +186,11 @@ def test_deeplift_shap_is_the_mean_over_its_references(zoo):
     scale = np.abs(expected).max()
     for kw in ({}, {"batch_baselines": 1}, {"batch_baselines": 3}, {"memory_budget": 1}):
         got = np.asarray(jaxsal.deeplift_shap(m, x, [1, 2], baselines=refs, **kw))
-        # (the rescale rule divides by small differences: one element in 720 came 1.9e-5 of
-        # the largest value apart with jax 0.12)
-        np.testing.assert_allclose(got, expected, atol=1e-4 * scale, rtol=1e-4, err_msg=str(kw))
+        # Other batch shapes round differently, and the rescale rule's secant over differences
+        # down to rtol=1e-4 of a value amplifies float32 rounding (1.2e-7) up to ~1e-3: with
+        # jax 0.12, 2 elements in 720 came 1.2e-4 of the largest value apart. A missing or
+        # doubled reference moves the mean by far more.
+        np.testing.assert_allclose(got, expected, atol=1e-3 * scale, rtol=1e-4, err_msg=str(kw))
     delta = np.asarray(m(x))[:, [1, 2]] - np.asarray(m(refs)).mean(0)[[1, 2]]
     np.testing.assert_allclose(expected.sum((-2, -1)), delta, atol=1e-4 * np.abs(delta).max())
 
@@ -202,7 +204,7 @@ def test_another_number_of_references_is_not_served_a_stale_program(zoo):
     jaxsal.deeplift_shap(m, x, [0, 2], baselines=four, batch_baselines=3)
     got = np.asarray(jaxsal.deeplift_shap(m, x, [0, 2], baselines=x0, batch_baselines=3))
     want = np.mean([np.asarray(jaxsal.deeplift(m, x, [0, 2], baseline=r)) for r in x0], axis=0)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 * np.abs(want).max())  # (above)
 
 
 def test_no_recompile_on_a_second_call(zoo, compiles):
