@@ -376,6 +376,30 @@ def test_a_function_and_params_pair_is_a_model_everywhere():
         jaxsal.feature_maps(split, x, "conv")
 
 
+def test_model_objects_of_other_libraries_are_refused_with_how_to_pass_them():
+    """A flax.nnx module, a flax.linen module (no variables) and a Keras model object were
+    refused as "a bare function"; each error now names the object and the way in."""
+    import flax.linen as nn
+    from flax import nnx
+
+    x = _x(n=2)
+    keras = pytest.importorskip("keras")
+    inp = keras.Input(x.shape[1:])
+    cases = [
+        (nnx.Linear(12, 3, rngs=nnx.Rngs(0)), r"flax\.nnx module: split it.*nnx\.merge"),
+        (nn.Dense(3), r"flax\.linen module without its variables.*module\.apply, variables"),
+        (keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp))),
+         r"Keras model object: save it.*load_keras\('model\.keras'\)"),
+    ]
+    for obj, match in cases:
+        for call in (lambda m: jaxsal.saliency(m, x, 0),
+                     lambda m: jaxsal.maximize(m, 0, image_shape=(2, 2, 3), steps=2)):
+            with pytest.raises(TypeError, match=match):
+                call(obj)
+    with pytest.raises(TypeError, match="got a bare function"):  # a plain function: as before
+        jaxsal.saliency(lambda xx: xx, x, 0)
+
+
 def test_explain_to_file_tells_apart_relus_of_ones_own(tmp_path):
     """A FunctionModel given a ReLU of the user's own (``relu=``): another ReLU is another
     job (only ``relu_mode`` was recorded: the first ReLU's maps were returned)."""

@@ -396,16 +396,44 @@ def is_function_pair(model: Any) -> bool:
     return isinstance(model, tuple) and len(model) == 2 and callable(model[0])
 
 
+#: The model objects of other libraries (found by the modules their classes come from, so
+#: nothing is imported) and how to pass each.
+_FRAMEWORKS = (
+    (("flax.nnx", "flax.experimental.nnx"),
+     "a flax.nnx module: split it, graphdef, state = nnx.split(module), and pass "
+     "jaxsal.FunctionModel(lambda s, x: nnx.merge(graphdef, s)(x), state)"),
+    (("flax.linen",),
+     "a flax.linen module without its variables: pass jaxsal.FunctionModel(module.apply, "
+     "variables)"),
+    (("keras", "tf_keras", "tensorflow"),
+     "a Keras model object: save it (model.save('model.keras')) and load the file, "
+     "model_import.load_keras('model.keras')"),
+)
+
+
+def _framework_of(model: Any) -> str | None:
+    """What :data:`_FRAMEWORKS` says of ``model``'s class (or a base class), else None."""
+    modules = [getattr(c, "__module__", None) or "" for c in type(model).__mro__]
+    for prefixes, what in _FRAMEWORKS:
+        if any(m == p or m.startswith(p + ".") for m in modules for p in prefixes):
+            return what
+    return None
+
+
 def as_model(model: Any) -> Any:
     """``model`` if it speaks the protocol; ``(fn, params)`` becomes a :class:`FunctionModel`."""
     if is_function_pair(model):
         return FunctionModel(model[0], model[1])
     if hasattr(model, "apply") and hasattr(model, "params"):
         return model
+    expected = "expected a model with .apply(params, x) and .params"
+    framework = _framework_of(model)
+    if framework is not None:
+        raise TypeError(f"{expected}, got {framework}")
     if callable(model):
-        raise TypeError("expected a model with .apply(params, x) and .params (e.g. from "
-                        "model_import.load_keras), got a bare function. Wrap it: "
-                        "jaxsal.FunctionModel(fn, params) or pass (fn, params).")
+        raise TypeError(f"{expected} (e.g. from model_import.load_keras), got a bare "
+                        "function. Wrap it: jaxsal.FunctionModel(fn, params) or pass "
+                        "(fn, params).")
     raise TypeError(f"expected a model with .apply(params, x) and .params, got "
                     f"{type(model).__name__}")
 
