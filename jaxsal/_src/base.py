@@ -434,8 +434,7 @@ def as_model(model: Any) -> Any:
         raise TypeError(f"{expected} (e.g. from model_import.load_keras), got a bare "
                         "function. Wrap it: jaxsal.FunctionModel(fn, params) or pass "
                         "(fn, params).")
-    raise TypeError(f"expected a model with .apply(params, x) and .params, got "
-                    f"{type(model).__name__}")
+    raise TypeError(f"{expected}, got {type(model).__name__}")
 
 
 def with_options(model: Any, head: str | None = None, backprop: str | None = None) -> Any:
