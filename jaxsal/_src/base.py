@@ -405,7 +405,9 @@ _FRAMEWORKS = (
     (("flax.linen",),
      "a flax.linen module without its variables: pass jaxsal.FunctionModel(module.apply, "
      "variables)"),
-    (("keras", "tf_keras", "tensorflow"),
+    # (Keras 3 and 2.6-2.15 in keras.*, tf_keras, TensorFlow 2.0-2.5's own copy; no other
+    # TensorFlow object, a tf.function say, is a Keras model)
+    (("keras", "tf_keras", "tensorflow.python.keras"),
      "a Keras model object: save it (model.save('model.keras')) and load the file, "
      "model_import.load_keras('model.keras')"),
 )
