@@ -216,7 +216,10 @@ def _check_finished(path: str, what: str) -> None:
     stopped before its last chunk): the rows of its unfinished chunks are zeros."""
     from jaxsal._src.batch import unfinished
 
-    left = unfinished(path)
+    try:
+        left = unfinished(path)
+    except ValueError as e:  # a progress file that cannot be read (torn, another program's)
+        raise ValueError(f"{what}: {e}") from None
     if left is not None:
         done, chunks, progress_path = left
         raise ValueError(

@@ -393,6 +393,31 @@ def test_the_output_of_an_unfinished_job_is_refused(tmp_path, mnist_path, digits
     assert cli.main(evaluate) == 0
 
 
+def test_maps_beside_an_unreadable_progress_file_are_refused(tmp_path, mnist_path,
+                                                            digits_file, capsys):
+    """A progress file that cannot be read (empty: torn by a crash of the machine before
+    progress files were synced; or another program's) says nothing about which chunks are
+    finished: the maps beside it are refused as unknown, not taken as finished (they were),
+    and running the job again says what to delete."""
+    maps_path = tmp_path / "maps.npy"
+    assert _explain(mnist_path, digits_file, maps_path, "--targets", "3") == 0
+    capsys.readouterr()
+    progress = tmp_path / "maps.npy.progress.json"
+    evaluate = ["evaluate", mnist_path, digits_file, str(maps_path), "--metric", "deletion",
+                "--targets", "3", "--steps", "4", "--out", str(tmp_path / "del.npy")]
+    for content in (b"", b"{\"done\": [0]"):
+        progress.write_bytes(content)
+        assert cli.main(evaluate) == 2
+        err = capsys.readouterr().err
+        assert (f"maps: cannot read the progress file {progress} (") in err, err
+        assert f"so whether the job that wrote {maps_path} finished is unknown" in err, err
+        assert not (tmp_path / "del.npy").exists()
+    assert _explain(mnist_path, digits_file, maps_path, "--targets", "3") == 2
+    assert f"delete {maps_path} and {progress}" in capsys.readouterr().err
+    progress.unlink()  # the maps written otherwise: nothing says they are a job's
+    assert cli.main(evaluate) == 0
+
+
 def test_an_error_in_a_chunk_names_it(tmp_path, mnist_path, digits_file, capsys):
     """A TypeError raised in a chunk (uint8 images, not preprocessed) is printed with the
     job's note: which chunk failed and what is saved."""

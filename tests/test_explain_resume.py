@@ -2,6 +2,8 @@
 options in full, score functions), per-input options and SmoothGrad's noise follow the
 inputs across chunks, and a mismatched file is refused clearly."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -353,6 +355,49 @@ def test_a_job_resumed_in_64_bit_mode_is_another_job(tmp_path, mnist_digits):
         # float64 closeness (chunks of 2 against one call of 4: other roundings, jax 0.12)
         ref = jaxsal.saliency(model, x, 1)
         np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names an fd by /proc")
+def test_the_progress_file_is_synced_before_it_is_put_in_place(tmp_path, linear, xs,
+                                                               monkeypatch):
+    """Each chunk's rows are flushed to the .npy before the progress file records them, and
+    the progress file is written to a temporary file synced to the disk before os.replace
+    puts it in place (then the folder is synced): a crash of the machine cannot leave an
+    empty progress file (a file system may write the rename before the data) or one that
+    lists rows the disk lacks."""
+    import jaxsal._src.batch as batch
+
+    events = []
+    fsync, replace, write = os.fsync, os.replace, batch._write
+
+    def logged_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return fsync(fd)
+
+    def logged_replace(src, dst):
+        events.append(("replace", os.fspath(src), os.fspath(dst)))
+        return replace(src, dst)
+
+    def logged_write(out, lo, hi, maps):
+        write(out, lo, hi, maps)
+        events.append(("written", lo))
+
+    monkeypatch.setattr(batch.os, "fsync", logged_fsync)
+    monkeypatch.setattr(batch.os, "replace", logged_replace)
+    monkeypatch.setattr(batch, "_write", logged_write)
+    path = tmp_path / "maps.npy"
+    out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=1, batch_size=2)
+    np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 1), rtol=1e-6)
+    progress = str(path) + ".progress.json"
+    puts = [i for i, e in enumerate(events) if e[0] == "replace"]
+    assert len(puts) == 4  # the job's start, then each of its 3 chunks
+    for i in puts:
+        assert events[i][2] == progress
+        assert events[i - 1] == ("fsync", os.path.realpath(events[i][1])), events
+        assert events[i + 1] == ("fsync", os.path.realpath(tmp_path)), events
+    written = [i for i, e in enumerate(events) if e[0] == "written"]
+    assert [events[i][1] for i in written] == [0, 2, 4]
+    assert all(w < p for w, p in zip(written, puts[1:])), events  # rows before their record
 
 
 @pytest.mark.parametrize("content", [b"[0, 1]", b"\xff\xfe\x00"])

@@ -1028,18 +1028,39 @@ def record_job_file(path: str, file: str) -> None:
 
 
 def _replace_json(path: str, record: dict) -> None:
-    """Write ``record`` as the JSON file ``path`` atomically (a temporary file, then
-    ``os.replace``: a crash never leaves a torn file); on an ``OSError`` the temporary file
-    is removed and the error raised."""
+    """Write ``record`` as the JSON file ``path`` atomically: a temporary file, synced to the
+    disk (``os.fsync``) before ``os.replace`` puts it in place, and the folder synced after,
+    so neither a killed process nor a crash of the machine leaves a torn or empty file (a
+    file system may otherwise write the rename before the data; the maps it vouches for were
+    synced before, by :func:`_write`). On an ``OSError`` the temporary file is removed and
+    the error raised."""
     tmp = path + ".tmp"
     try:
         with open(tmp, "w") as fh:
             json.dump(record, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+    _sync_folder(os.path.dirname(path) or ".")
+
+
+def _sync_folder(folder: str) -> None:
+    """Sync a folder's entries (a rename in it) to the disk, where the system allows
+    opening a folder for that (not on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system that cannot sync folders
+        pass
+    finally:
+        os.close(fd)
 
 
 def job_unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
@@ -1075,9 +1096,38 @@ def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
     :func:`explain_to_file` job that has not finished (its sidecar lists fewer chunks than
     the job has: the rows of the others are still zeros), else None. The file of one input's
     maps (``maps.img.npy`` of a job writing ``maps.npy``) is the output of the job whose
-    sidecar lists it (``maps.npy.progress.json``)."""
-    for progress_path, done, chunks in _owners(os.fspath(path)):
+    sidecar lists it (``maps.npy.progress.json``). A ``ValueError`` where ``path``'s own
+    progress file exists but cannot be read: nothing then says whether its rows are
+    finished."""
+    path = os.fspath(path)
+    own = path + ".progress.json"
+    why = _unreadable(own)
+    if why is not None:
+        raise ValueError(
+            f"cannot read the progress file {own} ({why}), so whether the job that wrote "
+            f"{path} finished is unknown (the rows of its unfinished chunks are zeros). Run "
+            "the command that wrote it again (it will say what to delete to start over); if "
+            f"{path} was written otherwise, delete {own}")
+    for progress_path, done, chunks in _owners(path):
         return (done, chunks, progress_path) if done < chunks else None
+    return None
+
+
+def _unreadable(progress_path: str) -> str | None:
+    """Why the progress file ``progress_path`` exists but is no job's record (not JSON, not
+    a JSON object with the finished chunks and their count: a file torn or written by
+    something else), else None (a readable one, or none)."""
+    try:
+        with open(progress_path, "rb") as fh:
+            prog = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # unreadable; not JSON, not UTF-8 text
+        return str(e) or type(e).__name__
+    if not isinstance(prog, dict):
+        return f"expected a JSON object, got a {type(prog).__name__}"
+    if _read_progress(progress_path) is None:
+        return "it lists no finished chunks and their count ('done', 'chunks')"
     return None
 
 
@@ -1260,7 +1310,8 @@ def _not_finite(rows: list[int], where: str) -> str:
 
 
 def _write(out: np.memmap, lo: int, hi: int, maps: np.ndarray) -> None:
-    """Rows ``lo:hi`` of one output file, flushed to it."""
+    """Rows ``lo:hi`` of one output file, flushed to it (``mmap.flush``: ``msync``, on the
+    disk before the progress file records the chunk)."""
     out[lo:hi] = maps
     out.flush()
 
@@ -1500,15 +1551,12 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
 
     if (resume and sig is not None and os.path.exists(progress_path)
             and (several is not None or os.path.exists(path))):
-        with open(progress_path, "rb") as fh:
-            try:
-                prog = json.load(fh)
-                why = f"expected a JSON object, got a {type(prog).__name__}"
-            except ValueError as e:  # not JSON, not UTF-8 text
-                prog, why = None, str(e)
-        if not isinstance(prog, dict):
+        why = _unreadable(progress_path)
+        if why is not None:
             raise ValueError(f"cannot read the progress file {progress_path} ({why}); "
                              f"{_fresh(path, progress_path)}")
+        with open(progress_path, "rb") as fh:
+            prog = json.load(fh)
         same = prog.get("signature") == sig
         old_b = batch_size if same else prog.get("batch_size")
         # or the same job at another batch size (a smaller one after running out of memory)
