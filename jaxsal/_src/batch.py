@@ -998,12 +998,20 @@ def _read_progress(progress_path: str, also: list | None = None
     try:
         with open(progress_path) as fh:
             prog = json.load(fh)
-        state = len(set(prog["done"])), int(prog["chunks"]), prog.get("outputs")
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError):
         return None  # no sidecar (or none of this format)
-    if also is not None and isinstance(prog.get("also"), list):
+    state = _state(prog)
+    if state is not None and also is not None and isinstance(prog.get("also"), list):
         also.extend(prog["also"])
     return state
+
+
+def _state(prog: Any) -> tuple[int, int, list | None] | None:
+    """``(done, chunks, outputs)`` of a progress file's record, None where it is not one."""
+    try:
+        return len(set(prog["done"])), int(prog["chunks"]), prog.get("outputs")
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
 
 
 def record_job_file(path: str, file: str) -> None:
@@ -1126,7 +1134,7 @@ def _unreadable(progress_path: str) -> str | None:
         return str(e) or type(e).__name__
     if not isinstance(prog, dict):
         return f"expected a JSON object, got a {type(prog).__name__}"
-    if _read_progress(progress_path) is None:
+    if _state(prog) is None:
         return "it lists no finished chunks and their count ('done', 'chunks')"
     return None
 
