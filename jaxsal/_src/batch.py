@@ -1109,7 +1109,7 @@ def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
     finished."""
     path = os.fspath(path)
     own = path + ".progress.json"
-    why = _unreadable(own)
+    why = _record(own)[1]
     if why is not None:
         raise ValueError(
             f"cannot read the progress file {own} ({why}), so whether the job that wrote "
@@ -1121,22 +1121,22 @@ def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
     return None
 
 
-def _unreadable(progress_path: str) -> str | None:
-    """Why the progress file ``progress_path`` exists but is no job's record (not JSON, not
-    a JSON object with the finished chunks and their count: a file torn or written by
-    something else), else None (a readable one, or none)."""
+def _record(progress_path: str) -> tuple[dict | None, str | None]:
+    """``(record, None)`` of a readable progress file, ``(None, None)`` where there is none,
+    and ``(None, why)`` where it exists but is no job's record (not JSON, not a JSON object
+    with the finished chunks and their count: a file torn or written by something else)."""
     try:
         with open(progress_path, "rb") as fh:
             prog = json.load(fh)
     except FileNotFoundError:
-        return None
+        return None, None
     except (OSError, ValueError) as e:  # unreadable; not JSON, not UTF-8 text
-        return str(e) or type(e).__name__
+        return None, str(e) or type(e).__name__
     if not isinstance(prog, dict):
-        return f"expected a JSON object, got a {type(prog).__name__}"
+        return None, f"expected a JSON object, got a {type(prog).__name__}"
     if _state(prog) is None:
-        return "it lists no finished chunks and their count ('done', 'chunks')"
-    return None
+        return None, "it lists no finished chunks and their count ('done', 'chunks')"
+    return prog, None
 
 
 def _other_job(file: str, progress_path: str) -> tuple[str, int, int] | None:
@@ -1559,12 +1559,10 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
 
     if (resume and sig is not None and os.path.exists(progress_path)
             and (several is not None or os.path.exists(path))):
-        why = _unreadable(progress_path)
-        if why is not None:
+        prog, why = _record(progress_path)
+        if prog is None:  # (it exists: None only with a reason)
             raise ValueError(f"cannot read the progress file {progress_path} ({why}); "
                              f"{_fresh(path, progress_path)}")
-        with open(progress_path, "rb") as fh:
-            prog = json.load(fh)
         same = prog.get("signature") == sig
         old_b = batch_size if same else prog.get("batch_size")
         # or the same job at another batch size (a smaller one after running out of memory)
