@@ -387,7 +387,9 @@ def test_the_progress_file_is_synced_before_it_is_put_in_place(tmp_path, linear,
     monkeypatch.setattr(batch, "_write", logged_write)
     path = tmp_path / "maps.npy"
     out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=1, batch_size=2)
-    np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 1), rtol=1e-6)
+    # (chunks of 2 against one call of 6: jax 0.12 rounds them differently, ~1e-6 relative)
+    ref = jaxsal.saliency(linear, xs, 1)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
     progress = str(path) + ".progress.json"
     puts = [i for i, e in enumerate(events) if e[0] == "replace"]
     assert len(puts) == 4  # the job's start, then each of its 3 chunks
