@@ -628,6 +628,7 @@ def cmd_evaluate(args) -> int:
                                     targets=_parse_targets(args.targets, model, len(inputs),
                                                            args.metric),
                                     batch_size=args.batch_size, on_chunk=progress, **options)
+    from jaxsal._src.batch import replace_file, write_fix
     from jaxsal._src.curves import curve_area, curve_fractions, map_positions
 
     steps = scores.shape[-1] - 1
@@ -636,15 +637,9 @@ def cmd_evaluate(args) -> int:
     _, positions = map_positions(tuple(maps.shape[2 if scores.ndim == 3 else 1:]),
                                  options.get("patch"))
     auc = curve_area(np.asarray(scores), curve_fractions(positions, steps))
-    try:
-        np.save(auc_path, auc)
+    try:  # atomically: a stopped command never leaves a torn areas file
+        replace_file(auc_path, lambda fh: np.save(fh, auc))
     except OSError as e:
-        from jaxsal._src.batch import write_fix
-
-        try:
-            os.remove(auc_path)  # torn
-        except OSError:
-            pass
         raise type(e)(e.errno, f"cannot write the areas to {auc_path} ({e.strerror or e}); "
                       f"the curves are finished in {args.out}: {write_fix(e)} and run the "
                       "same command again (it writes the areas without computing the curves "

@@ -320,17 +320,16 @@ def test_a_disk_full_while_recording_progress_says_what_is_kept(tmp_path, model,
 
     import jaxsal._src.batch as batch
 
-    real, calls = json.dump, []
+    real, calls = os.fsync, []
 
-    def full(obj, fh):
-        calls.append(obj)
-        if len(calls) == 3:  # at the start (no chunk done), after chunk 0, after chunk 1
-            fh.write('{"form')
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(obj, fh)
+    def full(fd):  # (where a file system reports a full disk of delayed writes)
+        calls.append(fd)
+        if len(calls) == 5:  # the file and the folder at the start (no chunk done) and
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # after chunk 0; chunk 1
+        return real(fd)
 
     path = tmp_path / "maps.npy"
-    monkeypatch.setattr(batch.json, "dump", full)
+    monkeypatch.setattr(batch.os, "fsync", full)
     with pytest.raises(OSError, match=(
             rf"cannot write the progress file {path}\.progress\.json \(No space left on "
             r"device\); 1 of 3 chunks are finished and recorded in it: free some space and "
@@ -338,7 +337,7 @@ def test_a_disk_full_while_recording_progress_says_what_is_kept(tmp_path, model,
         jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
     assert e.value.errno == errno.ENOSPC
     assert sorted(os.listdir(tmp_path)) == ["maps.npy", "maps.npy.progress.json"]
-    monkeypatch.setattr(batch.json, "dump", real)
+    monkeypatch.setattr(batch.os, "fsync", real)
     m = Counting()
     out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8)
     assert m.calls == [8, 8]
@@ -441,3 +440,27 @@ def test_maps_that_are_not_finite_fail_their_chunk_and_keep_the_others(tmp_path,
         jaxsal.explain_to_file(jaxsal.saliency, fm, bad, path, targets=1, batch_size=8)
     np.testing.assert_allclose(np.load(path)[:16], jaxsal.saliency(fm, bad[:16], 1),
                                rtol=1e-6)
+
+
+def test_replace_file_keeps_a_symbolic_link_and_the_old_file_on_an_error(tmp_path):
+    """batch.replace_file (progress files, `jaxsal evaluate`'s areas) replaces the file a
+    link points to, not the link, and leaves the old file whole when the write fails."""
+    import os
+
+    from jaxsal._src.batch import replace_file
+
+    target, link = tmp_path / "real.npy", tmp_path / "link.npy"
+    np.save(target, np.zeros(3))
+    os.symlink(target, link)
+    replace_file(str(link), lambda fh: np.save(fh, np.arange(4.0)))
+    assert os.path.islink(link) and os.path.realpath(link) == str(target)
+    np.testing.assert_array_equal(np.load(target), np.arange(4.0))
+
+    def torn(fh):
+        fh.write(b"\x93NUM")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        replace_file(str(link), torn)
+    np.testing.assert_array_equal(np.load(target), np.arange(4.0))
+    assert sorted(os.listdir(tmp_path)) == ["link.npy", "real.npy"]

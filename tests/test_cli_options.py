@@ -605,9 +605,8 @@ def test_evaluate_with_no_space_for_the_areas_says_the_curves_are_kept(
             "4", "--targets", "1", "--out", str(tmp_path / "d.npy")]
     save = np.save
 
-    def full(path, array, *a, **k):
-        with open(path, "wb") as fh:
-            fh.write(b"\x93NUMPY")
+    def full(fh, array, *a, **k):
+        fh.write(b"\x93NUMPY")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(np, "save", full)
@@ -617,7 +616,7 @@ def test_evaluate_with_no_space_for_the_areas_says_the_curves_are_kept(
         f"jaxsal: error: [Errno 28] cannot write the areas to {auc} (No space left on "
         f"device); the curves are finished in {tmp_path / 'd.npy'}: free some space and run "
         "the same command again (it writes the areas without computing the curves again)\n")
-    assert not auc.exists()
+    assert not auc.exists() and not os.path.exists(f"{auc}.tmp")
     monkeypatch.setattr(np, "save", save)
     assert cli.main(argv) == 0
     assert "chunk" not in capsys.readouterr().out and np.load(auc).shape == (2,)

@@ -1036,16 +1036,23 @@ def record_job_file(path: str, file: str) -> None:
 
 
 def _replace_json(path: str, record: dict) -> None:
-    """Write ``record`` as the JSON file ``path`` atomically: a temporary file, synced to the
-    disk (``os.fsync``) before ``os.replace`` puts it in place, and the folder synced after,
-    so neither a killed process nor a crash of the machine leaves a torn or empty file (a
-    file system may otherwise write the rename before the data; the maps it vouches for were
-    synced before, by :func:`_write`). On an ``OSError`` the temporary file is removed and
-    the error raised."""
+    """Write ``record`` as the JSON file ``path`` atomically (:func:`replace_file`; the maps
+    it vouches for were synced before, by :func:`_write`)."""
+    replace_file(path, lambda fh: fh.write(json.dumps(record).encode()))
+
+
+def replace_file(path: str, write: Callable[[Any], Any]) -> None:
+    """Write the file ``path`` atomically: ``write(fh)`` fills a temporary binary file, which
+    is synced to the disk (``os.fsync``) before ``os.replace`` puts it in place, and the
+    folder is synced after, so neither a killed process nor a crash of the machine leaves a
+    torn or empty file (a file system may otherwise write the rename before the data). On an
+    ``OSError`` the temporary file is removed, ``path`` is left as it was, and the error is
+    raised. A symbolic link at ``path`` stays one: the file it points to is replaced."""
+    path = os.path.realpath(path)
     tmp = path + ".tmp"
     try:
-        with open(tmp, "w") as fh:
-            json.dump(record, fh)
+        with open(tmp, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
