@@ -315,7 +315,6 @@ def test_a_disk_full_while_recording_progress_says_what_is_kept(tmp_path, model,
     is kept and how to resume (it said "[Errno 28] No space left on device"), the torn
     temporary file is removed, and running again computes the chunks left."""
     import errno
-    import json
     import os
 
     import jaxsal._src.batch as batch

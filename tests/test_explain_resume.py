@@ -394,7 +394,7 @@ def test_the_progress_file_is_synced_before_it_is_put_in_place(tmp_path, linear,
     puts = [i for i, e in enumerate(events) if e[0] == "replace"]
     assert len(puts) == 4  # the job's start, then each of its 3 chunks
     for i in puts:
-        assert events[i][2] == progress
+        assert events[i][2] == os.path.realpath(progress)
         assert events[i - 1] == ("fsync", os.path.realpath(events[i][1])), events
         assert events[i + 1] == ("fsync", os.path.realpath(tmp_path)), events
     written = [i for i, e in enumerate(events) if e[0] == "written"]
