@@ -995,15 +995,12 @@ def _read_progress(progress_path: str, also: list | None = None
     """``(done, chunks, outputs)`` of a job's progress file (``outputs``: the files it
     lists, a job over several inputs), or None where there is none readable. ``also``, a
     list, gets the files :func:`record_job_file` added."""
-    try:
-        with open(progress_path) as fh:
-            prog = json.load(fh)
-    except (OSError, ValueError):
+    prog = _record(progress_path)[0]
+    if prog is None:
         return None  # no sidecar (or none of this format)
-    state = _state(prog)
-    if state is not None and also is not None and isinstance(prog.get("also"), list):
+    if also is not None and isinstance(prog.get("also"), list):
         also.extend(prog["also"])
-    return state
+    return _state(prog)
 
 
 def _state(prog: Any) -> tuple[int, int, list | None] | None:
@@ -1060,7 +1057,7 @@ def replace_file(path: str, write: Callable[[Any], Any]) -> None:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
-    _sync_folder(os.path.dirname(path) or ".")
+    _sync_folder(os.path.dirname(path))  # (path is absolute: realpath)
 
 
 def _sync_folder(folder: str) -> None:
