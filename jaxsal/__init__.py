@@ -3,7 +3,7 @@
 Public API is flat; implementation lives in ``jaxsal._src``.
 """
 
-from jaxsal._src.batch import explain_to_file
+from jaxsal._src.batch import IncompleteJob, explain_to_file
 from jaxsal._src.guided import deconvnet_relu, guided_relu, relu_for_mode
 
 # --- attribution methods (jaxsal._src: targets, gradients, cam, ...) ---
@@ -59,6 +59,7 @@ __all__ = [
     "Curves",
     "DEFAULT_MEMORY_BUDGET",
     "FunctionModel",
+    "IncompleteJob",
     "Inputs",
     "LRPComposite",
     "LRPRule",

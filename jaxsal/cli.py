@@ -543,7 +543,8 @@ def cmd_explain(args) -> int:
     if "batch_size" in options:  # the method's own (explain_to_file's is the job's)
         method = functools.partial(method, batch_size=options.pop("batch_size"))
     out = jaxsal.explain_to_file(method, model, inputs, args.out, targets=targets,
-                                 batch_size=args.batch_size, on_chunk=progress, **options)
+                                 batch_size=args.batch_size, on_chunk=progress,
+                                 keep_going=args.keep_going, **options)
     if isinstance(out, list):  # a map per input, each in its own file
         print("wrote " + "; ".join(
             f"{path}: {o.shape} {o.dtype}"
@@ -553,14 +554,16 @@ def cmd_explain(args) -> int:
     return 0
 
 
-def _curve_scores(model, x, targets=None, *, maps, metric: str, **options):
+def _curve_scores(model, x, targets=None, *, maps, metric: str, check_finite: bool = True,
+                  **options):
     """``jaxsal.deletion`` / ``jaxsal.insertion``'s scores ``(N, [T,] steps + 1)`` for
     :func:`jaxsal.explain_to_file` (which writes one array per chunk); the maps are sliced
-    with the inputs."""
+    with the inputs. (``check_finite`` named: the job checks the inputs for it, naming the
+    inputs at fault.)"""
     import jaxsal
 
     fn = {"deletion": jaxsal.deletion, "insertion": jaxsal.insertion}[metric]
-    return fn(model, x, maps, targets, **options).scores
+    return fn(model, x, maps, targets, check_finite=check_finite, **options).scores
 
 
 _curve_scores.per_input_options = lambda model, shape, options: ("maps",)
@@ -627,7 +630,8 @@ def cmd_evaluate(args) -> int:
     scores = jaxsal.explain_to_file(scores_fn, model, inputs, args.out,
                                     targets=_parse_targets(args.targets, model, len(inputs),
                                                            args.metric),
-                                    batch_size=args.batch_size, on_chunk=progress, **options)
+                                    batch_size=args.batch_size, on_chunk=progress,
+                                    keep_going=args.keep_going, **options)
     from jaxsal._src.batch import replace_file, write_fix
     from jaxsal._src.curves import curve_area, curve_fractions, map_positions
 
@@ -670,6 +674,10 @@ HEAD_HELP = ("the scores followed: 'logits' (the output layer's activation repla
 BATCH_HELP = ("inputs per compiled call (default 64; the last chunk is padded to it); run "
               "again at a smaller one after running out of memory: the finished inputs are "
               "kept")
+KEEP_GOING_HELP = ("a chunk whose inputs or maps are not finite (NaN/inf) is left out and the "
+                   "job goes on; at the end the command lists those inputs and exits with "
+                   "status 2 (running it again computes only the chunks left out; at "
+                   "--batch-size 1, only the inputs at fault stay out)")
 CACHE_HELP = ("folder of JAX's persistent compilation cache, reused across runs (default: "
               "$JAXSAL_CACHE_DIR, else none)")
 
@@ -684,6 +692,7 @@ def _job_arguments(p: argparse.ArgumentParser) -> None:
     """A batch job's chunking and compilation cache (``explain``, ``evaluate``)."""
     p.add_argument("--batch-size", type=int, default=64, help=BATCH_HELP)
     p.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"), help=CACHE_HELP)
+    p.add_argument("--keep-going", action="store_true", help=KEEP_GOING_HELP)
 
 
 def main(argv=None) -> int:

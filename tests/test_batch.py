@@ -1,6 +1,8 @@
 """explain_to_file: chunked, padded, resumable batch jobs that never lose finished chunks."""
 
+import functools
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -439,6 +441,118 @@ def test_maps_that_are_not_finite_fail_their_chunk_and_keep_the_others(tmp_path,
         jaxsal.explain_to_file(jaxsal.saliency, fm, bad, path, targets=1, batch_size=8)
     np.testing.assert_allclose(np.load(path)[:16], jaxsal.saliency(fm, bad[:16], 1),
                                rtol=1e-6)
+
+
+def test_a_nan_input_is_named_by_its_index_in_the_job(tmp_path, model, digits):
+    """The job checks a chunk's inputs for the method: the error names the input, not only
+    the chunk (the method's own check cannot say which)."""
+    bad = digits.copy()
+    bad[19, 5, 5, 0] = np.inf
+    with pytest.raises(ValueError, match=r"chunk 2 \(inputs 16:23, padded to 8 by repeating "
+                       r"the last\) failed: input 19 contains NaN or infinite values"):
+        jaxsal.explain_to_file(jaxsal.saliency, model, bad, tmp_path / "m.npy", targets=1,
+                               batch_size=8)
+
+
+def test_keep_going_leaves_out_chunks_at_fault_and_writes_the_others(tmp_path, digits):
+    """keep_going=True: a chunk with a NaN input (chunk 0) and one whose maps are not finite
+    (chunk 2) are left out, the others written, and the job ends with IncompleteJob naming
+    both inputs. Run again at batch_size=1, only those two inputs stay out; fixed, the job
+    finishes and equals one call over all the inputs."""
+    import jax.numpy as jnp
+
+    from jaxsal._src.batch import unfinished
+
+    fm = jaxsal.FunctionModel(
+        lambda p, x: jnp.sqrt(x.mean(axis=(1, 2, 3)) - p["c"])[:, None] * p["w"],
+        {"c": jnp.float32(1e-3), "w": jnp.ones((1, 2), jnp.float32)})
+    bad = digits.copy()
+    bad[3, 0, 0, 0] = np.nan  # chunk 0: the input
+    bad[17] = 0.0  # chunk 2: sqrt(0 - 1e-3), the map
+    path = tmp_path / "maps.npy"
+    written = []
+    with pytest.raises(jaxsal.IncompleteJob, match=r"2 of 3 chunks were left out: chunk 0 "
+                       r"\(inputs 0:8\): input 3 contains NaN or inf; chunk 2 \(inputs "
+                       r"16:23\): the maps of input 17 are not finite. The other 1 chunk is saved "
+                       r"in .*maps.npy \(which reads as unfinished") as e:
+        jaxsal.explain_to_file(jaxsal.saliency, fm, bad, path, targets=1, batch_size=8,
+                               keep_going=True, on_chunk=lambda d, t: written.append((d, t)))
+    assert isinstance(e.value, ValueError)
+    assert e.value.rows == [3, 17] and e.value.chunks == [(0, 8), (16, 23)]
+    assert written == [(1, 3)]
+    np.testing.assert_allclose(np.load(path)[8:16], jaxsal.saliency(fm, bad[8:16], 1),
+                               rtol=1e-6)
+    assert unfinished(path)[:2] == (1, 3)
+
+    written.clear()
+    with pytest.raises(jaxsal.IncompleteJob) as e:  # the same job, inputs one by one
+        jaxsal.explain_to_file(jaxsal.saliency, fm, bad, path, targets=1, batch_size=1,
+                               keep_going=True, on_chunk=lambda d, t: written.append((d, t)))
+    assert e.value.rows == [3, 17] and e.value.chunks == [(3, 4), (17, 18)]
+    assert "at a batch size of 1" not in str(e.value)
+    # the 8 inputs written are kept; of the 15 others, all but the two at fault are written
+    assert written == [(d, 23) for d in range(9, 22)]
+    good = bad.copy()
+    good[3], good[17] = digits[3], digits[17]
+    written.clear()
+    out = jaxsal.explain_to_file(jaxsal.saliency, fm, good, path, targets=1, batch_size=1,
+                                 keep_going=True, on_chunk=lambda d, t: written.append((d, t)))
+    assert written == [(22, 23), (23, 23)]  # only the two inputs left out
+    assert unfinished(path) is None
+    np.testing.assert_allclose(out, jaxsal.saliency(fm, good, 1), rtol=1e-5, atol=1e-7)
+
+
+def test_keep_going_names_every_input_at_fault_beyond_five_chunks(tmp_path, model, digits):
+    bad = digits.copy()
+    bad[[0, 2, 4, 6, 8, 10, 12], 0, 0, 0] = np.nan
+    with pytest.raises(jaxsal.IncompleteJob, match=r"7 of 12 chunks were left out: chunk 0 "
+                       r"\(inputs 0:2\): input 0 contains NaN or inf; .*; chunk 4 \(inputs "
+                       r"8:10\): input 8 contains NaN or inf; and 2 more \(at fault in all: "
+                       r"inputs 0, 2, 4, 6, 8, 10, 12\)\. The other 5 chunks are saved") as e:
+        jaxsal.explain_to_file(jaxsal.saliency, model, bad, tmp_path / "m.npy", targets=1,
+                               batch_size=2, keep_going=True)
+    assert e.value.rows == [0, 2, 4, 6, 8, 10, 12]
+    assert e.value.chunks == [(i, i + 2) for i in range(0, 14, 2)]
+    assert pickle.loads(pickle.dumps(e.value)).chunks == e.value.chunks
+
+
+def test_keep_going_still_stops_at_any_other_error(tmp_path, model, digits):
+    """Only inputs or maps that are not finite are left out: an error of the method (here a
+    TypeError in chunk 1) stops the job, as without keep_going."""
+    def method(model, x, targets=None):
+        if float(x[0, 0, 0, 0]) == -1.0:
+            raise TypeError("a bug in my method")
+        return np.asarray(model(x))
+
+    bad = digits.copy()
+    bad[8, 0, 0, 0] = -1.0
+    with pytest.raises(TypeError, match="a bug in my method") as e:
+        jaxsal.explain_to_file(method, model, bad, tmp_path / "m.npy", batch_size=8,
+                               keep_going=True)
+    assert "chunk 1 (inputs 8:16) failed" in e.value.__notes__[0]
+    with pytest.raises(TypeError, match="expected keep_going as a bool"):
+        jaxsal.explain_to_file(method, model, digits, tmp_path / "n.npy", keep_going="yes")
+
+
+def test_inputs_are_checked_only_for_a_method_that_refuses_nan(tmp_path, model, digits):
+    """The job's own check of the inputs follows the method's check_finite: a method of
+    one's own (no check_finite) and check_finite=False get NaN inputs as given."""
+    from jaxsal._src.batch import _checks_inputs
+
+    nan = digits[:4].copy()
+    nan[1, 0, 0, 0] = np.nan
+
+    def mine(model, x, targets=None):  # NaN-tolerant
+        return np.nan_to_num(np.asarray(x)).sum(axis=(1, 2, 3))
+
+    out = jaxsal.explain_to_file(mine, model, nan, tmp_path / "m.npy", batch_size=2)
+    np.testing.assert_allclose(out, mine(model, nan), rtol=1e-6)
+    assert _checks_inputs(jaxsal.saliency, {})
+    assert not _checks_inputs(jaxsal.saliency, {"check_finite": False})
+    assert not _checks_inputs(functools.partial(jaxsal.saliency, check_finite=False), {})
+    assert _checks_inputs(functools.partial(jaxsal.saliency, check_finite=False),
+                          {"check_finite": True})
+    assert not _checks_inputs(mine, {}) and not _checks_inputs(Counting(), {})
 
 
 def test_replace_file_keeps_a_symbolic_link_and_the_old_file_on_an_error(tmp_path):

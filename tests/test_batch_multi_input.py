@@ -279,6 +279,21 @@ def test_a_chunk_stopped_between_its_files_is_computed_again(tmp_path, linear, x
     assert batch.unfinished(tmp_path / "maps.a.npy") is None
 
 
+def test_keep_going_over_several_inputs(tmp_path, linear, xs):
+    """keep_going with several inputs: a NaN in either input leaves its chunk out of every
+    file, and the inputs at fault are named by their index in the job."""
+    xs["b"][3, 1] = np.nan
+    with pytest.raises(jaxsal.IncompleteJob, match=r"1 of 3 chunks were left out: chunk 1 "
+                       r"\(inputs 2:4\): input 3 contains NaN or inf") as e:
+        jaxsal.explain_to_file(jaxsal.saliency, linear, xs, tmp_path / "m.npy", targets=1,
+                               batch_size=2, keep_going=True)
+    assert e.value.rows == [3] and e.value.chunks == [(2, 4)]
+    for name, w in (("a", WA), ("b", WB)):
+        maps = np.load(tmp_path / f"m.{name}.npy")
+        np.testing.assert_allclose(maps[[0, 1, 4]], np.broadcast_to(abs(w[:, 1]), (3, len(w))))
+        assert not maps[2:4].any()  # left out: zeros, unfinished
+
+
 def test_resume_checks_every_input(tmp_path, linear, xs):
     """The job's signature covers each input (a changed shape or dtype of one starts over),
     and each finished chunk's hash covers the rows of every input: a changed row of the

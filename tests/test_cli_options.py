@@ -431,6 +431,41 @@ def test_an_error_in_a_chunk_names_it(tmp_path, mnist_path, digits_file, capsys)
                         f"finished ({out} was not written); run the call again.\n")
 
 
+def test_keep_going_leaves_out_the_chunks_of_nan_inputs(tmp_path, mnist_path, mnist_digits,
+                                                        capsys):
+    """`--keep-going`: the chunk of a NaN input is left out, the others written; the command
+    names the input and exits 2; fixed, running it again computes that chunk only. The same
+    for `evaluate`."""
+    x = mnist_digits[:6].copy()
+    x[3, 4, 4, 0] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "m.npy"
+    args = ("--targets", "3", "--batch-size", "2", "--keep-going")
+    assert _explain(mnist_path, str(tmp_path / "x.npy"), out, *args) == 2
+    captured = capsys.readouterr()
+    assert ("jaxsal: error: 1 of 3 chunks were left out: chunk 1 (inputs 2:4): input 3 "
+            f"contains NaN or inf. The other 2 chunks are saved in {out}") in captured.err
+    assert [line.split()[1] for line in captured.out.splitlines()] == ["1/3", "2/3"]
+    model = load_keras(mnist_path, head="logits")
+    maps = np.load(out)
+    np.testing.assert_allclose(maps[[0, 1, 4, 5]],
+                               jaxsal.saliency(model, x[[0, 1, 4, 5]], 3), rtol=1e-5,
+                               atol=1e-7)
+    x[3] = mnist_digits[3]
+    np.save(tmp_path / "x.npy", x)
+    assert _explain(mnist_path, str(tmp_path / "x.npy"), out, *args) == 0
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("  chunk ")] == ["3/3"]
+    x[0, 0, 0, 0] = np.inf
+    np.save(tmp_path / "x.npy", x)
+    assert cli.main(["evaluate", mnist_path, str(tmp_path / "x.npy"), str(out), "--metric",
+                     "deletion", "--targets", "3", "--steps", "4", "--batch-size", "2",
+                     "--keep-going", "--out", str(tmp_path / "del.npy")]) == 2
+    assert ("1 of 3 chunks were left out: chunk 0 (inputs 0:2): input 0 contains NaN or inf"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "del.auc.npy").exists()
+
+
 def test_big_endian_npy_files_are_read(tmp_path, mnist_path, mnist_digits):
     """A .npy stored big-endian (from a big-endian machine, FITS data) is a valid array that
     JAX does not take as it is: inputs, maps and @FILE options give what the native files

@@ -4,9 +4,10 @@
 (the last one padded, so one compiled program serves every chunk), writes each chunk's maps into
 a memory-mapped ``.npy`` as soon as it is done, and records progress in a JSON sidecar. A job
 that is stopped or fails (a NaN in chunk 7, a killed process) keeps every finished chunk; run the
-same call again and it resumes where it stopped. A chunk whose maps hold NaN or inf values (a
-model whose scores are not finite for some inputs) fails, naming those inputs: such maps are
-never written as finished results.
+same call again and it resumes where it stopped. A chunk whose inputs or maps hold NaN or inf
+values (a model whose scores are not finite for some inputs) fails, naming those inputs: such
+maps are never written as finished results. With ``keep_going=True`` such a chunk is left out
+and the job goes on, raising :class:`IncompleteJob` after its last chunk.
 
 For a model of several inputs, the inputs are a list or dict of arrays (each read chunk by
 chunk), and a method that gives a map per input writes each input's maps to a file of its own
@@ -1300,15 +1301,15 @@ def _maps_by_file(result: Any, several: _Several | None, path: str, per_input: l
             sorted(by_input, key=lambda ki: ki[1])}
 
 
-def _check_finite_maps(maps: dict[str, np.ndarray], lo: int) -> None:
-    """Refuse a chunk's maps (``{file: rows}``, row 0 = input ``lo``) holding NaN or inf
-    values: written, they would read as finished results (a model whose scores are not
-    finite for some inputs, a method dividing by zero)."""
-    for f, m in maps.items():
-        rows = non_finite_rows(m)
-        if rows:
-            raise ValueError(_not_finite([lo + r for r in rows],
-                                         f" (for {f})" if len(maps) > 1 else ""))
+def _non_finite_maps(maps: dict[str, np.ndarray], lo: int) -> tuple[list[int], str]:
+    """The inputs (by index in the job; row 0 of ``maps`` = input ``lo``) whose maps in a
+    chunk's ``{file: rows}`` hold NaN or inf values (written, they would read as finished
+    results: a model whose scores are not finite for some inputs, a method dividing by
+    zero), and the file, for a job writing several; ``([], "")`` where all are finite."""
+    bad = {f: non_finite_rows(m) for f, m in maps.items()}
+    rows = sorted({lo + r for f in bad for r in bad[f]})
+    where = ", ".join(f for f in bad if bad[f])
+    return rows, f" (for {where})" if rows and len(maps) > 1 else ""
 
 
 def _not_finite(rows: list[int], where: str) -> str:
@@ -1321,6 +1322,88 @@ def _not_finite(rows: list[int], where: str) -> str:
             "replaces them (jnp.nan_to_num)")
 
 
+def _checks_inputs(method: Callable, options: dict) -> bool:
+    """Whether a job checks each chunk's inputs for NaN/inf itself, to name them: for a
+    method that refuses such inputs (a jaxsal method: its ``check_finite`` option, passed or
+    bound in a ``functools.partial``, not ``False``); never for a method of one's own."""
+    flag, fn = options.get("check_finite"), method
+    while isinstance(fn, functools.partial):
+        flag = fn.keywords.get("check_finite") if flag is None else flag
+        fn = fn.func
+    try:
+        param = inspect.signature(fn).parameters.get("check_finite")
+    except (TypeError, ValueError):  # (a callable without a signature)
+        return False
+    if param is None:
+        return False
+    flag = param.default if flag is None else flag
+    return isinstance(flag, (bool, np.bool_, int, np.integer)) and bool(flag)
+
+
+def _chunk_failed(e: Exception, c: int, lo: int, hi: int, batch_size: int, done: set,
+                  files: list[str], path: str, several: _Several | None) -> Exception:
+    """The error to raise for chunk ``c`` (inputs ``lo:hi``) failing with ``e``: a
+    ``ValueError`` (bad data, a bad option) restated naming the chunk and what is saved;
+    any other error as it is, with that said in a note."""
+    padded = f", padded to {batch_size} by repeating the last" if hi - lo < batch_size else ""
+    saved = (f"The {len(done)} chunk(s) finished so far are saved in "
+             f"{', '.join(files)}" if done
+             else f"No chunk had finished ({path} was not written)" if several is None
+             else "No chunk had finished (no maps were written)")
+    again = "run the same call again to resume" if done else "run the call again"
+    if not isinstance(e, ValueError):  # its own type kept, the chunk said in a note
+        e.add_note(f"explain_to_file: chunk {c} (inputs {lo}:{hi}{padded}) failed. "
+                   f"{saved}; {again}.")
+        return e
+    error = ValueError(f"chunk {c} (inputs {lo}:{hi}{padded}) failed: "
+                       f"{str(e).rstrip('.')}. {saved}; fix the cause (the inputs of "
+                       f"this chunk or an option) and {again}.")
+    error.__cause__ = e
+    return error
+
+
+class IncompleteJob(ValueError):
+    """Raised by :func:`jaxsal.explain_to_file` with ``keep_going=True`` after its last
+    chunk, where chunks were left out because their inputs or maps are not finite; a
+    ``ValueError``. The other chunks are written and recorded as finished.
+
+    Args:
+      message: what was left out, what is saved and what to do.
+      rows: the inputs (their index in the job) whose values or maps are not finite, kept
+        as ``.rows``.
+      chunks: the ``(start, stop)`` rows of each chunk left out (unwritten), kept as
+        ``.chunks``.
+    """
+
+    def __init__(self, message: str, rows: list[int], chunks: list[tuple[int, int]]):
+        super().__init__(message)
+        self.rows = rows
+        self.chunks = chunks
+
+    def __reduce__(self):  # (pickled whole: across processes)
+        return type(self), (str(self), self.rows, self.chunks)
+
+
+def _incomplete(skipped: dict[int, str], rows: list[int], n: int, n_chunks: int,
+                batch_size: int, files: list[str], done: set) -> IncompleteJob:
+    """The end of a ``keep_going`` job that left out chunks ``skipped`` (chunk -> why)."""
+    chunks = [(c * batch_size, min(n, (c + 1) * batch_size)) for c in sorted(skipped)]
+    said = "; ".join(f"chunk {c} (inputs {lo}:{hi}): {skipped[c]}"
+                     for c, (lo, hi) in zip(sorted(skipped)[:5], chunks))
+    if len(chunks) > 5:
+        said += f"; and {len(chunks) - 5} more (at fault in all: {listed(sorted(rows))})"
+    saved = (f"The other {len(done)} chunk{'s are' if len(done) > 1 else ' is'} saved in "
+             f"{', '.join(files)} (which reads as unfinished until every chunk is)" if done
+             else "No chunk was written")
+    isolate = (" (at a batch size of 1, the inputs one by one, so that only those at fault "
+               "stay out)" if batch_size > 1 else "")
+    return IncompleteJob(
+        f"{len(chunks)} of {n_chunks} chunks were left out: {said}. {saved}. Fix those "
+        "inputs (np.nan_to_num) or the model (the scores of an input whose maps are not "
+        "finite: model(x[i:i+1])) and run the same job again: it computes only the chunks "
+        f"left out{isolate}.", sorted(rows), chunks)
+
+
 def _write(out: np.memmap, lo: int, hi: int, maps: np.ndarray) -> None:
     """Rows ``lo:hi`` of one output file, flushed to it (``mmap.flush``: ``msync``, on the
     disk before the progress file records the chunk)."""
@@ -1331,7 +1414,7 @@ def _write(out: np.memmap, lo: int, hi: int, maps: np.ndarray) -> None:
 def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
                     path: str | os.PathLike, *, targets: Targets = None, batch_size: int = 64,
                     resume: bool = True, on_chunk: Callable[[int, int], None] | None = None,
-                    **options: Any) -> Any:
+                    keep_going: bool = False, **options: Any) -> Any:
     """Compute ``method(model, inputs[i:i+batch_size], targets, **options)`` chunk by chunk
     into the ``.npy`` file ``path``.
 
@@ -1367,6 +1450,13 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         computed. A finished chunk whose inputs changed since is computed again (resuming
         reads the finished chunks' inputs once to check them). ``False`` always starts over.
       on_chunk: called as ``on_chunk(done, total)`` after each chunk is written.
+      keep_going: where a chunk's inputs or maps are not finite (NaN or inf), leave that
+        chunk unwritten and go on with the others, then raise :class:`IncompleteJob` naming
+        every such input (``False``: stop at the first, raising a ``ValueError``). Only this
+        failure, of some inputs' data, is skipped: any other error still stops the job. The
+        chunks left out stay unfinished (rows of zeros, not listed in the progress file;
+        ``jaxsal`` refuses the file as inputs or maps), and running the job again
+        computes only them; again at ``batch_size=1``, only the inputs at fault stay out.
       **options: passed to ``method`` (``method=`` too: ``explain_to_file``'s own ``method``
         is positional, so ``explain_to_file(jaxsal.smoothgrad, ...,
         method="integrated_gradients")`` reaches SmoothGrad). An array option of the inputs'
@@ -1395,6 +1485,9 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
       for several inputs and a map per input, the memory maps of their files in the
       container ``inputs`` came in (a list, tuple or dict).
     Raises:
+      IncompleteJob: with ``keep_going=True``, after the last chunk, where some chunks were
+        left out because their inputs or maps are not finite (a ``ValueError``; ``.rows``
+        names those inputs, ``.chunks`` the rows left unwritten).
       ValueError: from ``method`` for a bad chunk (e.g. NaN inputs), naming the chunk; every
         chunk finished before it stays on disk and is not recomputed on the next run. Also for
         options that cannot be split with the inputs, for an option of one value per input
@@ -1419,6 +1512,7 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
     """
     path = os.fspath(path)
     resume = check_flag(resume, "resume")  # "False" would resume: refused before the lock
+    keep_going = check_flag(keep_going, "keep_going")
     batch_size = base.check_count(batch_size, "batch_size")
     if batch_size is None:
         raise ValueError("expected batch_size as a positive int, got None")
@@ -1439,7 +1533,7 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
     with job_lock(path, several.names if several is not None else ()):
         return _explain_to_file(method, model, inputs, path, several, targets=targets,
                                 batch_size=batch_size, resume=resume, on_chunk=on_chunk,
-                                **options)
+                                keep_going=keep_going, **options)
 
 
 def _check_rows(model: Any, inputs: Any, batch_size: int) -> None:
@@ -1466,7 +1560,7 @@ def _check_rows(model: Any, inputs: Any, batch_size: int) -> None:
 def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                      several: _Several | None, /, *, targets: Any, batch_size: int,
                      resume: bool, on_chunk: Callable[[int, int], None] | None,
-                     **options: Any) -> Any:
+                     keep_going: bool, **options: Any) -> Any:
     """:func:`explain_to_file`, its arguments checked (``several``: its inputs, for a
     model of several) and its lock held."""
     if several is None:
@@ -1605,41 +1699,50 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                 save_progress()  # the job's progress at this batch size from now on
     resumed = out is not None
 
+    check_inputs = _checks_inputs(method, options)
+    skipped: dict[int, str] = {}  # keep_going: chunk left out -> why (its inputs at fault)
+    bad_rows: list[int] = []
     for c in range(n_chunks):
         if c in done:
             continue
         lo, hi = c * batch_size, min(n, (c + 1) * batch_size)
         parts = [np.asarray(a[lo:hi]) for a in arrays]
         digest = _chunk_digest(parts)
-        pad = batch_size - (hi - lo)
-        parts = [_rows(p, 0, hi - lo, pad) for p in parts]
-        xb = parts[0] if several is None else several.pack(parts)
-        opts = _chunk_options(options, n, ndim, lo, hi, pad, shared, rows, several)
-        if offset is not None:
-            opts["index_offset"] = int(offset) + lo
-        try:
+        # (NaN/inf inputs, named here: the method's own check cannot say which)
+        bad = non_finite_rows(parts) if check_inputs else []
+        if bad:
+            rows_bad = [lo + r for r in bad]
+            why = (f"{listed(rows_bad)} contain{'' if len(bad) > 1 else 's'} NaN or infinite "
+                   "values: attribution maps of such inputs are meaningless. Clean "
+                   f"{'them' if len(bad) > 1 else 'it'} (np.nan_to_num) or leave "
+                   f"{'them' if len(bad) > 1 else 'it'} out")
+            short = f"{listed(rows_bad)} contain{'' if len(bad) > 1 else 's'} NaN or inf"
+        else:
+            pad = batch_size - (hi - lo)
+            padded = [_rows(p, 0, hi - lo, pad) for p in parts]
+            xb = padded[0] if several is None else several.pack(padded)
+            opts = _chunk_options(options, n, ndim, lo, hi, pad, shared, rows, several)
+            if offset is not None:
+                opts["index_offset"] = int(offset) + lo
             try:
                 # np.asarray inside: a JAX runtime error (out of memory...) surfaces there
                 maps = _maps_by_file(method(model, xb, _chunk_targets(targets, lo, hi, pad),
                                             **opts), several, path, per_input, hi - lo)
             except NonFiniteMaps as e:  # named by their index in the job, not the chunk
-                raise ValueError(_not_finite(
-                    [lo + r for r in e.rows if r < hi - lo] or [hi - 1], "")) from e
-            _check_finite_maps(maps, lo)
-        except Exception as e:
-            padded = f", padded to {batch_size} by repeating the last" if pad else ""
-            saved = (f"The {len(done)} chunk(s) finished so far are saved in "
-                     f"{', '.join(files)}" if done
-                     else f"No chunk had finished ({path} was not written)" if several is None
-                     else "No chunk had finished (no maps were written)")
-            again = "run the same call again to resume" if done else "run the call again"
-            if not isinstance(e, ValueError):  # its own type kept, the chunk said in a note
-                e.add_note(f"explain_to_file: chunk {c} (inputs {lo}:{hi}{padded}) failed. "
-                           f"{saved}; {again}.")
-                raise
-            raise ValueError(f"chunk {c} (inputs {lo}:{hi}{padded}) failed: "
-                             f"{str(e).rstrip('.')}. {saved}; fix the cause (the inputs of "
-                             f"this chunk or an option) and {again}.") from e
+                rows_bad, where = [lo + r for r in e.rows if r < hi - lo] or [hi - 1], ""
+            except Exception as e:
+                raise _chunk_failed(e, c, lo, hi, batch_size, done, files, path, several)
+            else:
+                rows_bad, where = _non_finite_maps(maps, lo)
+            why = _not_finite(rows_bad, where) if rows_bad else None
+            short = f"the maps of {listed(rows_bad)}{where} are not finite"
+        if why is not None:
+            if keep_going:
+                skipped[c] = short
+                bad_rows += rows_bad
+                continue
+            raise _chunk_failed(ValueError(why), c, lo, hi, batch_size, done, files, path,
+                                several)
         if out is None:
             # starting over: this job's progress (no chunk finished) replaces the sidecar of
             # the job that wrote `path` before, first, so that it can never vouch for the new
@@ -1678,5 +1781,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         if on_chunk is not None:
             on_chunk(len(done), n_chunks)
     del out
+    if skipped:
+        raise _incomplete(skipped, bad_rows, n, n_chunks, batch_size, files, done)
     loaded = [np.load(f, mmap_mode="r") for f in files]
     return loaded[0] if files == [path] else several.pack(loaded)
