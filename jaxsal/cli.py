@@ -203,7 +203,7 @@ def _load_npy(path: str, what: str, *, mmap: bool = True) -> np.ndarray:
             _check_finished(path, what)
             if mmap:  # (the batch job takes each chunk to the machine's byte order)
                 return array
-            from jaxsal._src.batch import _native
+            from jaxsal._src.job_inputs import _native
 
             return _native(array)  # JAX takes no big-endian arrays
     raise ValueError(f"{what}: expected a .npy array, but {path} is not a readable .npy file "
@@ -214,7 +214,7 @@ def _load_npy(path: str, what: str, *, mmap: bool = True) -> np.ndarray:
 def _check_finished(path: str, what: str) -> None:
     """Refuse the output of an unfinished batch job (``jaxsal explain`` / ``evaluate``
     stopped before its last chunk): the rows of its unfinished chunks are zeros."""
-    from jaxsal._src.batch import unfinished
+    from jaxsal._src.job_files import unfinished
 
     try:
         left = unfinished(path)
@@ -407,7 +407,7 @@ def cmd_summary(args) -> int:
                    config=args.config)
     print(m.summary())
     if getattr(m, "num_inputs", 1) > 1:
-        from jaxsal._src.batch import model_inputs
+        from jaxsal._src.job_inputs import model_inputs
 
         print(f"Inputs, in the order `jaxsal explain` takes their files: {model_inputs(m)}")
     return 0
@@ -459,7 +459,7 @@ def _job(args):
     turned on, the model (its head and ``--output``), the inputs memory-mapped (one array,
     or a list of one per input of the model, in its order), and a progress printer for
     :func:`jaxsal.explain_to_file`."""
-    from jaxsal._src.batch import input_paths, model_inputs
+    from jaxsal._src.job_inputs import input_paths, model_inputs
     from model_import import load_keras
 
     _check_out(args)
@@ -525,7 +525,7 @@ def _check_option_names(args, fn, what: str, given: tuple = ("model", "x", "targ
 
 def cmd_explain(args) -> int:
     import jaxsal
-    from jaxsal._src.batch import _one_input_error, input_paths
+    from jaxsal._src.job_inputs import _one_input_error, input_paths
 
     method = getattr(jaxsal, args.method)
     _check_option_names(args, method, f"--method {args.method}")
@@ -581,7 +581,7 @@ def _areas_path(out: str) -> str | None:
 
 def cmd_evaluate(args) -> int:
     import jaxsal
-    from jaxsal._src.batch import check_not_another_jobs, record_job_file
+    from jaxsal._src.job_files import check_not_another_jobs, record_job_file
 
     _check_option_names(args, getattr(jaxsal, args.metric), f"--metric {args.metric}",
                         given=("model", "x", "maps", "targets", "metric"))
@@ -632,7 +632,7 @@ def cmd_evaluate(args) -> int:
                                                            args.metric),
                                     batch_size=args.batch_size, on_chunk=progress,
                                     keep_going=args.keep_going, **options)
-    from jaxsal._src.batch import replace_file, write_fix
+    from jaxsal._src.job_files import replace_file, write_fix
     from jaxsal._src.curves import curve_area, curve_fractions, map_positions
 
     steps = scores.shape[-1] - 1
@@ -796,7 +796,7 @@ def main(argv=None) -> int:
     try:
         if args.cmd not in ("explain", "evaluate"):
             return args.fn(args)
-        from jaxsal._src.batch import job_lock
+        from jaxsal._src.job_lock import job_lock
 
         # the job's lock, for the whole command, and that of evaluate's areas file: a second
         # `jaxsal` writing the same --out (or a job writing OUT.auc.npy) fails here, before
@@ -820,7 +820,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT
         resume = ""
         if args.cmd in ("explain", "evaluate"):  # resumable jobs (jaxsal.explain_to_file)
-            from jaxsal._src.batch import job_files, job_unfinished
+            from jaxsal._src.job_files import job_files, job_unfinished
 
             state = job_unfinished(args.out)
             files = job_files(args.out)  # --out, or the files of a job over several inputs

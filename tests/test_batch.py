@@ -9,6 +9,7 @@ import pytest
 
 import jaxsal
 from batch_helpers import stop_after, stop_after_two
+from jaxsal._src.job_files import unfinished
 
 
 class Counting:
@@ -379,7 +380,7 @@ def test_a_new_file_reads_as_unfinished_from_its_creation(tmp_path, model, digit
 
     path = tmp_path / "maps.npy"
     jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
-    assert batch.unfinished(path) is None
+    assert unfinished(path) is None
 
     def stopped(path):
         raise KeyboardInterrupt
@@ -387,7 +388,7 @@ def test_a_new_file_reads_as_unfinished_from_its_creation(tmp_path, model, digit
     monkeypatch.setattr(batch, "_allocate", stopped)  # called as the new .npy is created
     with pytest.raises(KeyboardInterrupt):
         jaxsal.explain_to_file(Counting(), model, digits, path, targets=2, batch_size=8)
-    assert batch.unfinished(path)[:2] == (0, 3)
+    assert unfinished(path)[:2] == (0, 3)
 
 
 def test_a_folder_made_read_only_while_a_job_runs_says_so(tmp_path, model, digits,
@@ -460,8 +461,6 @@ def test_keep_going_leaves_out_chunks_at_fault_and_writes_the_others(tmp_path, d
     both inputs. Run again at batch_size=1, only those two inputs stay out; fixed, the job
     finishes and equals one call over all the inputs."""
     import jax.numpy as jnp
-
-    from jaxsal._src.batch import unfinished
 
     fm = jaxsal.FunctionModel(
         lambda p, x: jnp.sqrt(x.mean(axis=(1, 2, 3)) - p["c"])[:, None] * p["w"],
@@ -560,7 +559,7 @@ def test_replace_file_keeps_a_symbolic_link_and_the_old_file_on_an_error(tmp_pat
     link points to, not the link, and leaves the old file whole when the write fails."""
     import os
 
-    from jaxsal._src.batch import replace_file
+    from jaxsal._src.job_files import replace_file
 
     target, link = tmp_path / "real.npy", tmp_path / "link.npy"
     np.save(target, np.zeros(3))

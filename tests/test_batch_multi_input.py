@@ -15,6 +15,9 @@ import pytest
 
 import jaxsal
 import jaxsal._src.batch as batch
+from jaxsal._src.job_files import job_files, unfinished
+from jaxsal._src.job_inputs import several_input_options
+from jaxsal._src.job_lock import job_lock
 from jaxsal import cli
 from batch_helpers import stop_after, stop_after_two
 
@@ -244,7 +247,7 @@ def test_the_options_of_one_value_per_input_are_declared():
         if getattr(fn, "one_input", None):
             continue
         params = inspect.signature(fn).parameters
-        declared = set(batch.several_input_options(fn))
+        declared = set(several_input_options(fn))
         want = {"baseline", "baselines", "patch", "stride", "fill"} & set(params)
         if "method_options" in params:
             want.add("method_options.baseline")
@@ -270,13 +273,13 @@ def test_a_chunk_stopped_between_its_files_is_computed_again(tmp_path, linear, x
     with pytest.raises(KeyboardInterrupt):
         jaxsal.explain_to_file(Doubling(), linear, xs, path, batch_size=2)
     prog = json.loads((tmp_path / "maps.npy.progress.json").read_text())
-    assert prog["done"] == [0] and batch.unfinished(tmp_path / "maps.b.npy")[:2] == (1, 3)
+    assert prog["done"] == [0] and unfinished(tmp_path / "maps.b.npy")[:2] == (1, 3)
     monkeypatch.setattr(batch, "_write", real)
     m = Doubling()
     out = jaxsal.explain_to_file(m, linear, xs, path, batch_size=2)
     assert m.calls == [2, 2]
     _assert_maps(out, _expected(xs))
-    assert batch.unfinished(tmp_path / "maps.a.npy") is None
+    assert unfinished(tmp_path / "maps.a.npy") is None
 
 
 def test_keep_going_over_several_inputs(tmp_path, linear, xs):
@@ -368,8 +371,8 @@ def test_another_job_on_the_same_path_starts_over(tmp_path, linear, xs):
 
     out = jaxsal.explain_to_file(one_map, linear, xs, path, batch_size=2)
     np.testing.assert_allclose(out, xs["a"].sum(-1), rtol=1e-6)
-    assert batch.job_files(path) == [str(path)]
-    assert batch.unfinished(tmp_path / "maps.a.npy") is None  # not this job's any more
+    assert job_files(path) == [str(path)]
+    assert unfinished(tmp_path / "maps.a.npy") is None  # not this job's any more
 
 
 def _first_input(model, x, targets=None):
@@ -676,7 +679,7 @@ def test_the_command_refuses_the_files_of_another_job(tmp_path, two, capsys):
     held, done = threading.Event(), threading.Event()
 
     def hold():
-        with batch.job_lock(img_maps):
+        with job_lock(img_maps):
             held.set()
             done.wait(60)
 

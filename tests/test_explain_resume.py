@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxsal
-from jaxsal._src.batch import _signature
+from jaxsal._src.job_signature import _signature
 
 
 class Stop(Exception):

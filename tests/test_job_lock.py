@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import jaxsal
-import jaxsal._src.batch as batch
+import jaxsal._src.job_lock as locks
+from jaxsal._src.job_files import unfinished
 from jaxsal import cli
 
 ROOT = str(pathlib.Path(__file__).resolve().parents[1])
@@ -133,7 +134,7 @@ def test_a_second_process_is_refused_and_the_lock_dies_with_the_first(tmp_path, 
             f"another jaxsal process (pid {job.pid}) is writing {path} (it holds the lock "
             f"{path}.lock); wait for it to end, or write to another path (--out)")
         assert m.calls == []
-        assert batch.unfinished(path)[:2] == (1, 2)  # the running job's progress untouched
+        assert unfinished(path)[:2] == (1, 2)  # the running job's progress untouched
     finally:
         _stop(job)
     assert os.path.exists(f"{path}.lock")  # left by the killed job, but not held
@@ -172,7 +173,7 @@ def test_a_job_of_several_inputs_locks_the_file_of_each_input(tmp_path, linear):
             "for it to end, or write to another path (--out)")
         assert m.calls == [] and calls == []
         assert not os.path.exists(f"{tmp_path}/maps.lock")  # (released as it failed)
-        assert batch.unfinished(a)[:2] == (1, 2)  # the running job's progress untouched
+        assert unfinished(a)[:2] == (1, 2)  # the running job's progress untouched
         _say(job, "")
         assert job.stdout.readline() == "chunk 2\n"
         _say(job, "")
@@ -257,13 +258,13 @@ def test_another_thread_is_refused_and_the_same_thread_reenters(tmp_path):
 
     def other():
         try:
-            with batch.job_lock(path):
+            with locks.job_lock(path):
                 pass
         except BlockingIOError as e:
             errors.append(str(e))
 
-    with batch.job_lock(path):
-        with batch.job_lock(path):  # the CLI holds it, then explain_to_file inside
+    with locks.job_lock(path):
+        with locks.job_lock(path):  # the CLI holds it, then explain_to_file inside
             pass
         assert os.path.exists(path + ".lock")  # still held by the outer block
         t = threading.Thread(target=other)
@@ -273,7 +274,7 @@ def test_another_thread_is_refused_and_the_same_thread_reenters(tmp_path):
                       "(it holds the lock " f"{path}.lock); wait for it to end, or write to "
                       "another path (--out)"]
     assert not os.path.exists(path + ".lock")
-    with batch.job_lock(path):  # free again
+    with locks.job_lock(path):  # free again
         pass
 
 
@@ -282,11 +283,11 @@ def test_the_same_output_by_another_name_is_the_same_lock(tmp_path, monkeypatch)
     (tmp_path / "d").mkdir()
     os.symlink(tmp_path / "d", tmp_path / "link")
     monkeypatch.chdir(tmp_path / "d")
-    assert batch._lock_file("maps.npy") == str(tmp_path / "d" / "maps.npy.lock")
-    assert batch._lock_file(tmp_path / "link" / "maps.npy") == str(
+    assert locks._lock_file("maps.npy") == str(tmp_path / "d" / "maps.npy.lock")
+    assert locks._lock_file(tmp_path / "link" / "maps.npy") == str(
         tmp_path / "d" / "maps.npy.lock")
     os.symlink(tmp_path / "d" / "maps.npy", tmp_path / "alias.npy")  # (to a file to be)
-    assert batch._lock_file(tmp_path / "alias.npy") == str(tmp_path / "d" / "maps.npy.lock")
+    assert locks._lock_file(tmp_path / "alias.npy") == str(tmp_path / "d" / "maps.npy.lock")
 
 
 def test_a_folder_where_no_lock_file_can_be_made_fails_before_any_chunk(tmp_path, linear,
@@ -299,7 +300,7 @@ def test_a_folder_where_no_lock_file_can_be_made_fails_before_any_chunk(tmp_path
             raise PermissionError(13, "Permission denied", str(p))
         return real_open(p, *a, **k)
 
-    monkeypatch.setattr(batch.os, "open", read_only)
+    monkeypatch.setattr(locks.os, "open", read_only)
     m = Counting()
     path = tmp_path / "maps.npy"
     with pytest.raises(PermissionError, match=(
@@ -312,7 +313,7 @@ def test_a_folder_where_no_lock_file_can_be_made_fails_before_any_chunk(tmp_path
 
 def test_without_fcntl_jobs_run_unlocked(tmp_path, linear, monkeypatch):
     """(Windows has no fcntl: jobs run as before, unlocked; the README says so.)"""
-    monkeypatch.setattr(batch, "fcntl", None)
+    monkeypatch.setattr(locks, "fcntl", None)
     m = Counting()
     jaxsal.explain_to_file(m, linear, XS, tmp_path / "maps.npy", batch_size=2)
     assert m.calls == [2, 2]
@@ -336,9 +337,9 @@ def test_a_lock_file_removed_as_it_is_taken_is_not_the_lock(tmp_path, monkeypatc
         calls.append(fd)
         return fcntl.flock(fd, op)
 
-    monkeypatch.setattr(batch, "fcntl", types.SimpleNamespace(
+    monkeypatch.setattr(locks, "fcntl", types.SimpleNamespace(
         flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB))
-    with batch.job_lock(path):
+    with locks.job_lock(path):
         assert len(calls) == 2 and os.path.exists(lock)
         fd = os.open(lock, os.O_RDONLY)  # another open file: as another process's
         try:
@@ -362,7 +363,7 @@ def test_a_lock_file_left_by_another_user_is_taken(tmp_path, linear, monkeypatch
             raise PermissionError(13, "Permission denied", str(p))
         return real_open(p, flags, *a, **k)
 
-    monkeypatch.setattr(batch.os, "open", not_mine)
+    monkeypatch.setattr(locks.os, "open", not_mine)
     m, pids = Counting(), []
     jaxsal.explain_to_file(m, linear, XS, path, batch_size=2,
                            on_chunk=lambda *_: pids.append((tmp_path / "maps.npy.lock")
@@ -381,7 +382,7 @@ def test_a_file_system_without_flock_runs_jobs_unlocked_and_leaves_no_file(tmp_p
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
 
-    monkeypatch.setattr(batch, "fcntl", types.SimpleNamespace(
+    monkeypatch.setattr(locks, "fcntl", types.SimpleNamespace(
         flock=no_locks, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB))
     m = Counting()
     jaxsal.explain_to_file(m, linear, XS, tmp_path / "maps.npy", batch_size=2)

@@ -258,5 +258,5 @@ def blur_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets =
         p.params, p.x, p.ids, jnp.asarray(weights), jax.tree_util.tree_map(jnp.asarray, tables))
 
 
-#: explain_to_file refuses a job over several inputs before any work (see batch.py).
+#: explain_to_file refuses a job over several inputs before any work (see job_inputs.py).
 blur_integrated_gradients.one_input = "its path blurs one image"

@@ -898,7 +898,7 @@ def guided_gradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                          precision)(p.params, p.x, p.ids)
 
 
-#: explain_to_file refuses a job over several inputs before any work (see batch.py).
+#: explain_to_file refuses a job over several inputs before any work (see job_inputs.py).
 scorecam.one_input = "its activation masks would need a rule for which input they multiply"
 guided_gradcam.one_input = ("it multiplies Grad-CAM by guided backpropagation's map of one "
                             "image")

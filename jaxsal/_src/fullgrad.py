@@ -165,5 +165,5 @@ def fullgrad(model: ModelLike, x: ArrayLike, targets: Targets = None, *, variant
                          precision)(p.params, p.x, p.ids)
 
 
-#: explain_to_file refuses a job over several inputs before any work (see batch.py).
+#: explain_to_file refuses a job over several inputs before any work (see job_inputs.py).
 fullgrad.one_input = "it adds the bias gradients upsampled to one input"

@@ -251,5 +251,5 @@ def guided_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets
                          precision)(p.params, p.x, p.ids, b)
 
 
-#: explain_to_file refuses a job over several inputs before any work (see batch.py).
+#: explain_to_file refuses a job over several inputs before any work (see job_inputs.py).
 guided_integrated_gradients.one_input = "its path moves the features of one input"

@@ -252,5 +252,5 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     return maps
 
 
-#: explain_to_file refuses a job over several inputs before any work (see batch.py).
+#: explain_to_file refuses a job over several inputs before any work (see job_inputs.py).
 rise.one_input = "its random masks cover one input"

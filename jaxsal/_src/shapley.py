@@ -636,7 +636,7 @@ def _job_options(model: Any, shape: tuple, options: dict) -> dict:
     return options if mask is None else {**options, "return_groups": int(mask.max()) + 1}
 
 
-#: explain_to_file slices an ``(N, H, W)`` feature_mask with the inputs (see batch.py) and,
+#: explain_to_file slices an ``(N, H, W)`` feature_mask with the inputs (see job_inputs.py) and,
 #: for ``return_groups=True``, fixes the number of columns of the whole job; it refuses a job
 #: over several inputs before any work (``one_input``).
 for _f in (shapley_values, shapley_value_sampling):

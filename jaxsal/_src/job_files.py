@@ -1,0 +1,314 @@
+"""The files of a batch job (:func:`jaxsal.explain_to_file`): its output paths and progress file.
+
+A job writes its maps to a ``.npy`` (for several inputs, maybe one per input beside it) and
+records its finished chunks in a JSON sidecar, ``path + ".progress.json"``, replaced
+atomically by a file synced first (:func:`replace_file`). An output path is checked before any
+chunk: a folder, a missing folder, or the file the inputs or an option are read from is
+refused. A file that another job's sidecar lists as its output (the path of a job over one
+input array, the file of an input's maps of a job over several), finished or to be resumed,
+is never written: a job that would write it fails with a :class:`FileExistsError` naming the
+file and that sidecar, before its first chunk. A job's own path and the files its own sidecar
+lists are its own. :func:`unfinished` says whether a file is the output of an unfinished job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+from typing import Any, Callable, Iterator
+
+from jaxsal._src.job_inputs import _mapped_sources, _Several, input_paths
+
+def _check_folder(path: str) -> None:
+    """Refuse an output path that is a folder, names no file, or is in a folder that does
+    not exist."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"path {path} is a folder; expected the path of the .npy file "
+                                "to write the maps to, e.g. os.path.join(folder, 'maps.npy')")
+    if os.path.basename(path) in ("", ".", ".."):  # "", "out/": open() fails on them late
+        raise ValueError(f"expected path as the name of the .npy file to write the maps to, "
+                         f"got {path!r}, which names no file; add the file's name (e.g. "
+                         "maps.npy)")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist; "
+                                "create it first (os.makedirs / mkdir -p) or write elsewhere")
+
+
+
+
+def _input_roles(path: str, several: _Several | None) -> dict[str, str]:
+    """``{file: what it is to the job writing path}`` of the files of the inputs' maps of a
+    job over ``several`` inputs (none for one input array), for its errors."""
+    if several is None:
+        return {}
+    return {file: f" (where path {path} puts the maps of input {name!r})"
+            for name, file in zip(several.names, input_paths(path, several.names))}
+
+
+def _check_path(path: str, inputs: Any, options: dict, several: _Several | None = None
+                ) -> None:
+    """Refuse, before any chunk is computed, an output path that cannot be written (a folder,
+    a missing folder) or that is the file the inputs or an option are read from: writing the
+    maps there would overwrite them while the job still reads them. For several inputs, the
+    files of their maps too (:func:`input_paths`: the job writes them or ``path``, as the
+    method gives a map per input or one map)."""
+    _check_folder(path)
+    outputs = [(path, f"path {path}")]
+    if several is not None:
+        for file, role in _input_roles(path, several).items():
+            what = f"{file}{role}"
+            if os.path.isdir(file):
+                raise IsADirectoryError(f"{what} is a folder; remove it or write the maps to "
+                                        "another path")
+            outputs.append((file, what))
+    for file, what_out in outputs:
+        if not os.path.exists(file):
+            continue
+        for what, source in _mapped_sources(inputs, options, several):
+            if os.path.exists(source) and os.path.samefile(source, file):
+                raise ValueError(f"{what_out} is the file {what} is read from "
+                                 "(memory-mapped); writing the maps there would overwrite it "
+                                 "while the job reads it. Write the maps to another path")
+
+
+def _sidecars(path: str) -> Iterator[tuple[str, bool]]:
+    """``(progress file, whether it is path's own)`` of the jobs that may have written the
+    ``.npy`` at ``path``: its own, then for ``maps.img.npy`` (the maps of input ``img`` of a
+    job writing ``maps.npy``) that job's."""
+    yield path + ".progress.json", True
+    folder, base = os.path.split(path)
+    if not base.endswith(".npy"):
+        return
+    stem = base[:-len(".npy")]
+    for i, c in enumerate(stem):
+        if c == "." and i:
+            for job in (stem[:i] + ".npy", stem[:i]):
+                yield os.path.join(folder, job + ".progress.json"), False
+
+
+def _read_progress(progress_path: str, also: list | None = None
+                   ) -> tuple[int, int, list | None] | None:
+    """``(done, chunks, outputs)`` of a job's progress file (``outputs``: the files it
+    lists, a job over several inputs), or None where there is none readable. ``also``, a
+    list, gets the files :func:`record_job_file` added."""
+    prog = _record(progress_path)[0]
+    if prog is None:
+        return None  # no sidecar (or none of this format)
+    if also is not None and isinstance(prog.get("also"), list):
+        also.extend(prog["also"])
+    return _state(prog)
+
+
+def _state(prog: Any) -> tuple[int, int, list | None] | None:
+    """``(done, chunks, outputs)`` of a progress file's record, None where it is not one."""
+    try:
+        return len(set(prog["done"])), int(prog["chunks"]), prog.get("outputs")
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+
+
+def record_job_file(path: str, file: str) -> None:
+    """Add ``file`` (beside ``path``), which the job writing ``path`` wrote besides its maps
+    (``jaxsal evaluate``'s areas, ``d.auc.npy``), to that job's progress file: another job
+    is then refused to write it (:func:`check_not_another_jobs`) as it is ``path``. Nothing
+    is done where the job left no progress file."""
+    progress_path = path + ".progress.json"
+    try:
+        with open(progress_path) as fh:
+            prog = json.load(fh)
+    except (OSError, ValueError):
+        return
+    if not isinstance(prog, dict):
+        return
+    also = prog.get("also") if isinstance(prog.get("also"), list) else []
+    if os.path.basename(file) in also:
+        return
+    prog["also"] = [*also, os.path.basename(file)]
+    with contextlib.suppress(OSError):  # (a full disk: the file is written, only this
+        _replace_json(progress_path, prog)  # protection is missing)
+
+
+def _replace_json(path: str, record: dict) -> None:
+    """Write ``record`` as the JSON file ``path`` atomically (:func:`replace_file`; the maps
+    it vouches for were synced before, by :func:`_write`)."""
+    replace_file(path, lambda fh: fh.write(json.dumps(record).encode()))
+
+
+def replace_file(path: str, write: Callable[[Any], Any]) -> None:
+    """Write the file ``path`` atomically: ``write(fh)`` fills a temporary binary file, which
+    is synced to the disk (``os.fsync``) before ``os.replace`` puts it in place, and the
+    folder is synced after, so neither a killed process nor a crash of the machine leaves a
+    torn or empty file (a file system may otherwise write the rename before the data). On an
+    ``OSError`` the temporary file is removed, ``path`` is left as it was, and the error is
+    raised. A symbolic link at ``path`` stays one: the file it points to is replaced."""
+    path = os.path.realpath(path)
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _sync_folder(os.path.dirname(path))  # (path is absolute: realpath)
+
+
+def _sync_folder(folder: str) -> None:
+    """Sync a folder's entries (a rename in it) to the disk, where the system allows
+    opening a folder for that (not on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system that cannot sync folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def job_unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
+    """``(done, chunks, progress_path)`` when the job writing ``path`` (whose progress file
+    is ``path + ".progress.json"``, whatever files it writes) has not finished, else
+    None."""
+    progress_path = os.fspath(path) + ".progress.json"
+    state = _read_progress(progress_path)
+    return (*state[:2], progress_path) if state and state[0] < state[1] else None
+
+
+def _owners(path: str) -> Iterator[tuple[str, int, int]]:
+    """``(progress_path, done, chunks)`` of each job whose progress file lists the ``.npy``
+    at ``path`` as its output (its path, or the file of one of its inputs' maps), in the
+    order of :func:`_sidecars`: its own progress file first."""
+    for progress_path, own in _sidecars(path):
+        also: list = []  # (files it wrote besides its maps: record_job_file)
+        state = _read_progress(progress_path, also)
+        if state is None:
+            continue  # nothing says the file is a job's
+        done, chunks, outputs = state
+        if outputs is None and own:  # (a job over one input array: its file is path)
+            listed = True
+        else:
+            listed = os.path.basename(path) in [
+                *(outputs if isinstance(outputs, list) else ()), *also]
+        if listed:
+            yield progress_path, done, chunks
+
+
+def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
+    """``(done, chunks, progress_path)`` when the ``.npy`` at ``path`` is the output of an
+    :func:`explain_to_file` job that has not finished (its sidecar lists fewer chunks than
+    the job has: the rows of the others are still zeros), else None. The file of one input's
+    maps (``maps.img.npy`` of a job writing ``maps.npy``) is the output of the job whose
+    sidecar lists it (``maps.npy.progress.json``). A ``ValueError`` where ``path``'s own
+    progress file exists but cannot be read: nothing then says whether its rows are
+    finished."""
+    path = os.fspath(path)
+    own = path + ".progress.json"
+    why = _record(own)[1]
+    if why is not None:
+        raise ValueError(
+            f"cannot read the progress file {own} ({why}), so whether the job that wrote "
+            f"{path} finished is unknown (the rows of its unfinished chunks are zeros). Run "
+            "the command that wrote it again (it will say what to delete to start over); if "
+            f"{path} was written otherwise, delete {own}")
+    for progress_path, done, chunks in _owners(path):
+        return (done, chunks, progress_path) if done < chunks else None
+    return None
+
+
+def _record(progress_path: str) -> tuple[dict | None, str | None]:
+    """``(record, None)`` of a readable progress file, ``(None, None)`` where there is none,
+    and ``(None, why)`` where it exists but is no job's record (not JSON, not a JSON object
+    with the finished chunks and their count: a file torn or written by something else)."""
+    try:
+        with open(progress_path, "rb") as fh:
+            prog = json.load(fh)
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as e:  # unreadable; not JSON, not UTF-8 text
+        return None, str(e) or type(e).__name__
+    if not isinstance(prog, dict):
+        return None, f"expected a JSON object, got a {type(prog).__name__}"
+    if _state(prog) is None:
+        return None, "it lists no finished chunks and their count ('done', 'chunks')"
+    return prog, None
+
+
+def _other_job(file: str, progress_path: str) -> tuple[str, int, int] | None:
+    """``(progress_path, done, chunks)`` of a job other than the one whose progress file
+    is ``progress_path`` that lists ``file`` as its output, else None."""
+    own = os.path.realpath(progress_path)
+    return next((o for o in _owners(file) if os.path.realpath(o[0]) != own), None)
+
+
+def check_not_another_jobs(files: list[str], progress_path: str,
+                           roles: dict[str, str] | None = None) -> None:
+    """Refuse, before any chunk is computed, to write a file that another job's progress file
+    lists as its output (a job whose path it is, or whose inputs' maps go to it): this job
+    would overwrite that job's maps, finished or to be resumed, and its progress file would
+    vouch for this job's rows. A job's own files (those its progress file ``progress_path``
+    lists) are its own to rewrite. ``roles``: ``{file: what it is to this job}``, said after
+    the file's name (``" (where --out d.npy puts the areas under its curves)"``)."""
+    roles = roles or {}
+    for f in files:
+        other = _other_job(f, progress_path)
+        if other is None:
+            continue
+        sidecar, done, chunks = other
+        state = "finished" if done >= chunks else f"{done} of {chunks} chunks done"
+        by_path = os.path.realpath(sidecar) == os.path.realpath(f + ".progress.json")
+        raise FileExistsError(
+            f"{f}{roles.get(f, '')} is the output of another job ({state}, says its progress "
+            f"file {sidecar}); this job would overwrite its maps. Write to another path "
+            f"(--out), or, if that job's maps are no longer needed, delete "
+            + (f"{f} and {sidecar}" if by_path else
+               f"{sidecar} (and the files it lists)") + " first")
+
+
+def job_files(path: str | os.PathLike) -> list[str]:
+    """The files the job writing ``path`` keeps its maps in: those its progress file lists
+    (a job over several inputs: ``maps.img.npy``, ``maps.vec.npy``), else ``[path]``."""
+    path = os.fspath(path)
+    state = _read_progress(path + ".progress.json")
+    outputs = state[2] if state else None
+    if not (isinstance(outputs, list) and outputs and all(isinstance(f, str) for f in outputs)):
+        return [path]
+    return [os.path.join(os.path.dirname(path), f) for f in outputs]
+
+
+#: The errnos of a write that found no room: a full disk, a quota, a file too large for it.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def write_fix(e: OSError) -> str:
+    """What to do about a failed write ``e``: free space where the disk had no room, else
+    (a folder made read-only...) make the folder writable."""
+    return "free some space" if e.errno in _NO_ROOM else "make its folder writable"
+
+
+def _allocate(path: str) -> None:
+    """Reserve the disk space of the whole ``.npy`` at ``path`` (``open_memmap`` leaves it
+    sparse): on a disk that cannot hold it, the job fails now with a clear error rather than
+    dies of SIGBUS (a "Bus error", no message) when a later chunk writes to the memory map."""
+    if not hasattr(os, "posix_fallocate"):  # (macOS, Windows: left sparse, as before)
+        return
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in _NO_ROOM:
+            raise OSError(e.errno, f"cannot reserve the {size:,} bytes of {path} on its disk "
+                          f"({e.strerror}): the maps of the whole job need them; free some "
+                          "space or write to another disk") from None
+        # EOPNOTSUPP, EINVAL...: a file system that cannot reserve space; left sparse
+    finally:
+        os.close(fd)

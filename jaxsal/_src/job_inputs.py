@@ -1,0 +1,431 @@
+"""What each chunk of a batch job (:func:`jaxsal.explain_to_file`) gets: its inputs, targets and
+options.
+
+Targets of one row per input (``(N, T)`` class ids) and array options of the inputs' rank with
+one row per input (an ``(N, H, W, C)`` integrated-gradients ``baseline``) are sliced with the
+inputs, the last chunk padded by repeating its last row; a method's ``shared_options`` pass
+whole, its ``per_input_options`` are sliced, its ``job_options`` are fixed for the whole job.
+
+For a model of several inputs (:class:`_Several`), the inputs are a list, tuple or dict of
+arrays (each read chunk by chunk), a method that gives a map per input writes each input's
+maps to a file of its own beside the job's path (``maps.img.npy``: :func:`input_paths`), and
+an option the method takes one value per input (its ``several_input_options`` attribute: an
+integrated-gradients ``baseline``) is a dict keyed by the model's input names or a list in
+their order, whatever container the inputs come in, passed to the job or bound in a
+``functools.partial`` of the method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from jaxsal._src.validate import SEVERAL_INPUT_METHODS, WRAP_ONE_INPUT, _fits
+
+# ---------------------------------------------------------------------- chunks
+def _score_functions(targets: Any) -> bool:
+    return callable(targets) or (isinstance(targets, (list, tuple)) and bool(targets)
+                                 and all(callable(t) for t in targets))
+
+
+def _check_targets(targets: Any, n: int) -> None:
+    if targets is None or _score_functions(targets) or isinstance(targets, str):
+        return
+    try:
+        shape = np.shape(targets)
+    except (TypeError, ValueError):  # [[1, 2], [3]]
+        raise ValueError("expected targets as an int, a 1-D sequence of ints or an (N, T) int "
+                         "array with T ids for every input; got a ragged sequence (rows of "
+                         "different lengths)") from None
+    if len(shape) == 2 and shape[0] != n:
+        raise ValueError(f"2-D targets are per-input class ids (N, T) and need one row per "
+                         f"input: expected {n} rows, got shape {shape}. A 1-D sequence "
+                         "explains every listed class for every input.")
+
+
+def _chunk_targets(targets, lo, hi, pad):
+    if targets is None or isinstance(targets, (int, np.integer)) or _score_functions(targets):
+        return targets
+    t = np.asarray(targets)
+    if t.ndim == 2:  # per-input class ids: slice with the inputs
+        t = t[lo:hi]
+        if pad:
+            t = np.concatenate([t, np.repeat(t[-1:], pad, axis=0)])
+    return t
+
+
+def _per_input(v: Any, n: int, ndim: int) -> bool:
+    """Whether option value ``v`` holds one row per input: an array of the inputs' rank whose
+    leading axis is the inputs' (``(N, H, W, C)`` IG baselines, occlusion fills)."""
+    return (isinstance(v, (np.ndarray, jax.Array)) and v.ndim == ndim and v.ndim >= 1
+            and v.shape[0] == n and n > 1)
+
+
+def _unwrap(method: Callable) -> Callable:
+    """The function under any ``functools.partial`` layers (where its attributes are)."""
+    while isinstance(method, functools.partial):
+        method = method.func
+    return method
+
+
+# ---------------------------------------------------------------------- several inputs
+def _is_structure(inputs: Any) -> bool:
+    """Whether ``inputs`` is a list, tuple or dict of input arrays (a model of several
+    inputs), not one array (nor nested lists of numbers, one array too)."""
+    return isinstance(inputs, dict) or (isinstance(inputs, (list, tuple)) and bool(inputs)
+                                        and hasattr(inputs[0], "shape"))
+
+
+def model_inputs(model: Any) -> str:
+    """The inputs ``model`` takes, by name and shape: ``img (N, 8, 8, 3), vec (N, 5)``."""
+    names = list(getattr(model, "input_names", None) or [])
+    shapes = list(getattr(model, "input_shapes", None) or [None] * len(names))
+
+    def shape(s):
+        return "(N, ...)" if s is None else "(N" + "".join(
+            f", {'?' if d is None else d}" for d in s) + ")"
+
+    return ", ".join(f"{n} {shape(s)}" for n, s in zip(names, shapes))
+
+
+#: A name that may end a file's name as it is: letters, digits, ``_``, ``-``, ``.``.
+_SAFE_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _file_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The part of each input's maps file's name that names its input: the input names, or
+    their positions where one is not usable in a file name (empty, a ``/``, a leading
+    ``.``) or two differ only in case (one file on macOS's and Windows's file systems)."""
+    usable = all(n and set(n) <= _SAFE_NAME and not n.startswith(".") for n in names)
+    if usable and len({n.lower() for n in names}) == len(names):
+        return names
+    return tuple(str(i) for i in range(len(names)))
+
+
+def input_paths(path: str, names: Any) -> list[str]:
+    """The files a job writing ``path`` puts each input's maps in, for inputs ``names`` (in
+    the model's order): ``maps.npy`` -> ``maps.img.npy``, ``maps.vec.npy`` (see
+    :func:`explain_to_file`)."""
+    stem = path[:-len(".npy")] if path.endswith(".npy") else path
+    return [f"{stem}.{name}.npy" for name in _file_names(tuple(names))]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Several:
+    """The inputs of a job over a model of several inputs, in the model's order."""
+
+    kind: type  # list, tuple or dict: the container each chunk (and the result) comes in
+    keys: tuple  # dict keys, or positions
+    names: tuple[str, ...]  # the inputs' names (the model's, the dict's keys, else positions)
+    arrays: tuple  # each (N, ...), as given (memory-mapped ones are read chunk by chunk)
+
+    def pack(self, parts: list) -> Any:
+        """``parts`` (one per input, in order) in the container the inputs came in."""
+        return dict(zip(self.keys, parts)) if self.kind is dict else self.kind(parts)
+
+    def arrange(self, v: Any, what: str) -> Any:
+        """Option value ``v`` of an option the method takes one per input
+        (:func:`several_input_options`), given as a dict keyed by the inputs' names or a
+        list in their order, in the container the method gets it in beside the inputs: a
+        dict keyed as the inputs for a dict of inputs, else a list. Any other value (one
+        value for every input: a number, an array; a tuple, which the method reads as it
+        is: occlusion's ``patch`` per spatial axis) comes back as it is. Raises for names
+        other than the inputs' and for a list of another count."""
+        names = ", ".join(self.names)
+        if isinstance(v, dict):
+            given = {str(k): k for k in v}
+            unknown = [k for k in given if k not in self.names]
+            missing = [n for n in self.names if n not in given]
+            if unknown or missing:
+                got = []
+                if unknown:
+                    got.append(f"{', '.join(map(repr, unknown))}, "
+                               + ("not an input" if len(unknown) == 1 else "not inputs")
+                               + " of the model")
+                if missing:
+                    got.append(f"no value for {', '.join(map(repr, missing))}")
+                raise ValueError(
+                    f"option {what}: expected one value per input, as a dict keyed by the "
+                    f"model's input names ({names}) or a list in that order; got "
+                    f"{'; '.join(got)}. Give every input its value under its name (or one "
+                    "number for all of them)")
+            values = [v[given[n]] for n in self.names]
+        elif isinstance(v, list):
+            if len(v) != len(self.names):
+                raise ValueError(
+                    f"option {what}: expected one value per input, a list of "
+                    f"{len(self.names)} in the order of the model's inputs ({names}) or a "
+                    f"dict keyed by those names; got a list of {len(v)}")
+            values = list(v)
+        else:
+            return v
+        return dict(zip(self.keys, values)) if self.kind is dict else values
+
+    def by_input(self, v: Any) -> list[tuple[Any, int]] | None:
+        """``[(key, input index)]`` when option value ``v`` holds one value per input: a
+        list or tuple of one per input, or a dict keyed by the inputs' names; else None."""
+        if isinstance(v, dict) and v and set(map(str, v)) == set(self.names):
+            index = {name: i for i, name in enumerate(self.names)}
+            return [(k, index[str(k)]) for k in v]
+        if isinstance(v, (list, tuple)) and len(v) == len(self.arrays):
+            return list(zip(range(len(v)), range(len(v))))
+        return None
+
+
+def _one_input_error(method: Callable, inputs: str) -> TypeError:
+    """The error for a method that explains one input array given a job's ``inputs``
+    (``"2 inputs (img (N, 8, 8, 3), vec (N, 5))"``)."""
+    fn = _unwrap(method)
+    name = getattr(fn, "__name__", "this method")
+    return TypeError(
+        f"{name} explains one input array ({fn.one_input}), so it cannot explain this job's "
+        f"{inputs}. Use {SEVERAL_INPUT_METHODS}, or " + WRAP_ONE_INPUT)
+
+
+def _several(method: Callable, model: Any, inputs: Any) -> _Several | None:
+    """The inputs of a job given a list, tuple or dict of input arrays, checked (one per
+    input of the model, the same count N along axis 0, each a batch), or None for one
+    array (refused for a model of several inputs). Raises before any work."""
+    k_model = getattr(model, "num_inputs", None)  # None: a plain function takes any
+    names_model = list(getattr(model, "input_names", None) or [])
+    listed = f" ({model_inputs(model)})" if names_model else ""
+    if not _is_structure(inputs):
+        if isinstance(k_model, int) and k_model > 1:
+            raise TypeError(f"this model has {k_model} inputs{listed}; expected inputs as a "
+                            f"list of {k_model} arrays in that order (or a dict keyed by "
+                            f"those names), each (N, ...), got one {type(inputs).__name__}")
+        return None
+    if isinstance(inputs, dict) and not inputs:
+        raise ValueError("inputs is an empty dict: expected one (N, ...) array per input of "
+                         "the model, keyed by its input names")
+    given = (f"a dict of {len(inputs)} ({', '.join(map(str, inputs))})"
+             if isinstance(inputs, dict) else f"a {type(inputs).__name__} of {len(inputs)}")
+    if k_model == 1:
+        raise TypeError(f"this model takes one input array (N, ...), got {given} arrays; "
+                        "pass the array itself")
+    if getattr(_unwrap(method), "one_input", None):
+        listed = (model_inputs(model) if names_model else ", ".join(map(str, inputs))
+                  if isinstance(inputs, dict) else "")
+        raise _one_input_error(method, f"{len(inputs)} inputs" + (f" ({listed})" if listed
+                                                                    else ""))
+    if isinstance(inputs, dict):
+        if names_model and set(inputs) != set(names_model):
+            raise ValueError(f"expected inputs as a dict keyed by the model's input names: "
+                             f"{model_inputs(model)}; got keys {sorted(map(str, inputs))}")
+        keys = tuple(names_model) if names_model else tuple(sorted(inputs, key=str))
+        names = tuple(map(str, keys))
+    else:
+        if isinstance(k_model, int) and len(inputs) != k_model:
+            raise ValueError(f"this model has {k_model} inputs: {model_inputs(model)}; "
+                             f"expected a list of {k_model} arrays in that order (or a dict "
+                             f"keyed by those names), got {len(inputs)}")
+        keys = tuple(range(len(inputs)))
+        names = (tuple(names_model) if len(names_model) == len(inputs)
+                 else tuple(map(str, keys)))
+    arrays = tuple(inputs[key] for key in keys)
+    # (a plain function of one declared input_shape: a list of its examples is no batch)
+    shapes = list(getattr(model, "input_shapes", None)
+                  or [getattr(model, "input_shape", None)] * len(arrays))
+    counts = []
+    for name, a, shape in zip(names, arrays, shapes):
+        got = tuple(np.shape(a))
+        if not got or (isinstance(shape, tuple) and _fits(got, shape)):
+            raise ValueError(f"expected input {name!r} as a batch (N, ...) with the examples "
+                             f"along axis 0, got shape {got}"
+                             + (" (one example: pass it [None]; for a list of the examples "
+                                "of a model of one input, pass np.stack(inputs))"
+                                if got else ""))
+        counts.append(got[0])
+    if len(set(counts)) > 1:
+        raise ValueError("expected every input with the same count N along axis 0, got "
+                         + ", ".join(f"{name!r}: {c}" for name, c in zip(names, counts)))
+    if counts[0] == 0:
+        raise ValueError("inputs are empty: expected at least one example along axis 0")
+    kind = dict if isinstance(inputs, dict) else tuple if isinstance(inputs, tuple) else list
+    return _Several(kind, keys, names, arrays)
+
+
+def shared_options(method: Callable) -> tuple[str, ...]:
+    """The options ``method`` declares as the same for every chunk, never sliced with the
+    inputs (its ``shared_options`` attribute; e.g. :func:`jaxsal.gradient_shap`'s
+    ``baselines``, a distribution of ``B`` reference inputs, which may have ``N`` rows)."""
+    return tuple(getattr(_unwrap(method), "shared_options", ()))
+
+
+def several_input_options(method: Callable) -> tuple[str, ...]:
+    """The options ``method`` takes one value per input of a model of several inputs (its
+    ``several_input_options`` attribute; e.g. :func:`jaxsal.integrated_gradients`'s
+    ``baseline``; ``"method_options.baseline"``: the key ``baseline`` of its dict option
+    ``method_options``). :func:`explain_to_file` takes each as a dict keyed by the model's
+    input names or a list in their order, whatever container the inputs come in
+    (:meth:`_Several.arrange`)."""
+    return tuple(getattr(_unwrap(method), "several_input_options", ()))
+
+
+def _bound_options(method: Callable) -> tuple[Callable, dict]:
+    """``(method, bound)``: the options of :func:`several_input_options` that
+    ``functools.partial`` layers of ``method`` bind, taken out of them (an outer layer's
+    over an inner one's, as the partial's call gives them), and the method without them."""
+    if not isinstance(method, functools.partial):
+        return method, {}
+    func, bound = _bound_options(method.func)
+    names = {spec.partition(".")[0] for spec in several_input_options(method)}
+    kept = {k: v for k, v in method.keywords.items() if k not in names}
+    bound.update((k, v) for k, v in method.keywords.items() if k in names)
+    if func is method.func and len(kept) == len(method.keywords):
+        return method, bound
+    return (functools.partial(func, *method.args, **kept) if method.args or kept
+            else func), bound
+
+
+def _arrange_options(method: Callable, several: _Several, options: dict) -> dict:
+    """``options`` with each of :func:`several_input_options` given per input (a dict keyed
+    by the input names, a list by position) in the container the method takes beside the
+    inputs (:meth:`_Several.arrange`); the others as they are."""
+    out = dict(options)
+    for spec in several_input_options(method):
+        name, _, key = spec.partition(".")
+        if name not in out:
+            continue
+        if not key:
+            out[name] = several.arrange(out[name], name)
+        elif isinstance(out[name], dict) and key in out[name]:
+            out[name] = {**out[name], key: several.arrange(out[name][key],
+                                                           f"{name}[{key!r}]")}
+    return out
+
+
+def per_input_options(method: Callable, model: Any, shape: tuple,
+                      options: dict) -> tuple[str, ...]:
+    """The options ``method`` says hold one row per input although they do not have the
+    inputs' rank (its ``per_input_options`` attribute, a function ``(model, inputs_shape,
+    options) -> names``; e.g. :func:`jaxsal.shapley_values`'s ``(N, H, W)`` feature_mask for
+    ``(N, H, W, C)`` inputs, which only the method can tell from a shared ``(H, W, C)``
+    one): they are sliced with the inputs."""
+    fn = getattr(_unwrap(method), "per_input_options", None)
+    return tuple(fn(model, shape, options)) if fn is not None else ()
+
+
+def job_options(method: Callable, model: Any, shape: tuple, options: dict) -> dict:
+    """The options of the whole job, as ``method`` fixes them before the inputs are cut into
+    chunks (its ``job_options`` attribute, a function ``(model, inputs_shape, options) ->
+    options``; e.g. the Shapley methods' ``return_groups=True`` becomes the number of
+    columns of all the inputs' masks)."""
+    fn = getattr(_unwrap(method), "job_options", None)
+    return dict(fn(model, shape, options)) if fn is not None else options
+
+
+def _check_options(options: dict, n: int, ndim: int, where: str = "",
+                   shared: tuple[str, ...] = (), several: _Several | None = None) -> None:
+    """Refuse an array option of the inputs' rank whose leading axis is neither the inputs'
+    count nor 1: it cannot be split into chunks with the inputs. For several inputs, the
+    arrays of an option given per input (a list of one per input, a dict keyed by their
+    names) are checked against their own input's rank."""
+    for k, v in options.items():
+        name = f"{where}[{k!r}]" if where else k
+        if k in shared and not where:
+            continue
+        per = several.by_input(v) if several is not None else None
+        if per is not None:
+            for key, i in per:
+                e, rank = v[key], len(np.shape(several.arrays[i]))
+                if (isinstance(e, (np.ndarray, jax.Array)) and e.ndim == rank
+                        and e.shape[0] not in (1, n)):
+                    raise ValueError(
+                        f"option {name}[{key!r}] (for input {several.names[i]!r}) has shape "
+                        f"{tuple(e.shape)}: an array with its input's rank ({rank}) is read "
+                        f"per input and is split into chunks with them, so it needs one row "
+                        f"per input ({n}) or a single row (shared by all); got {e.shape[0]} "
+                        "rows")
+        elif isinstance(v, dict):
+            _check_options(v, n, ndim, name, several=several)
+        elif (several is None and isinstance(v, (np.ndarray, jax.Array)) and v.ndim == ndim
+              and v.ndim >= 1 and v.shape[0] not in (1, n)):
+            raise ValueError(f"option {name} has shape {tuple(v.shape)}: an array with the "
+                             f"inputs' rank ({ndim}) is read per input and is split into chunks "
+                             f"with them, so it needs one row per input ({n}) or a single row "
+                             f"(shared by all); got {v.shape[0]} rows")
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    """``a`` in the machine's byte order: JAX takes no other (a big-endian ``.npy``, from a
+    big-endian machine or FITS data, is read as it is stored)."""
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
+def _rows(v: Any, lo: int, hi: int, pad: int) -> np.ndarray:
+    """Rows ``lo:hi`` of array ``v``, in the machine's byte order, padded with ``pad`` copies
+    of the last."""
+    v = _native(np.asarray(v)[lo:hi])
+    if pad:
+        v = np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
+    return v
+
+
+def _chunk_options(options: dict, n: int, ndim: int, lo: int, hi: int, pad: int,
+                   shared: tuple[str, ...] = (), rows: tuple[str, ...] = (),
+                   several: _Several | None = None) -> dict:
+    out = {}
+    for k, v in options.items():
+        per = None if k in shared or several is None else several.by_input(v)
+        if k in shared:
+            pass
+        elif per is not None:  # one value per input: each sliced by its own input's rank
+            parts = dict(v) if isinstance(v, dict) else list(v)
+            for key, i in per:
+                e = v[key]
+                if ((k in rows and np.ndim(e) >= 1)
+                        or _per_input(e, n, len(np.shape(several.arrays[i])))):
+                    parts[key] = _rows(e, lo, hi, pad)
+            v = parts if isinstance(v, dict) else tuple(parts) if isinstance(v, tuple) else parts
+        elif isinstance(v, dict):
+            v = _chunk_options(v, n, ndim, lo, hi, pad, several=several)
+        elif k in rows or (several is None and _per_input(v, n, ndim)):
+            v = _rows(v, lo, hi, pad)
+        out[k] = v
+    return out
+
+
+def _takes_offset(method: Callable) -> bool:
+    try:
+        return "index_offset" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _mapped_file(a: Any) -> str | None:
+    """The file an array is memory-mapped from (``np.load(..., mmap_mode=...)``, a slice or
+    an ``np.asarray`` view of one), else None."""
+    while isinstance(a, np.ndarray):
+        if isinstance(a, np.memmap) and getattr(a, "filename", None):
+            return a.filename
+        a = a.base
+    return None
+
+
+def _mapped_sources(inputs: Any, options: dict, several: _Several | None = None):
+    """``(what, file)`` for the inputs (each of several) and every option array (also
+    inside dict options and per-input lists) read memory-mapped from a file."""
+    if several is None:
+        found = _mapped_file(inputs)
+        if found:
+            yield "inputs", found
+    else:
+        for name, a in zip(several.names, several.arrays):
+            if (found := _mapped_file(a)):
+                yield f"input {name!r}", found
+    stack: list = [("", options)]
+    while stack:
+        where, d = stack.pop()
+        items = d.items() if isinstance(d, dict) else enumerate(d)
+        for k, v in items:
+            name = f"{where}[{k!r}]" if where else f"option {k}"
+            if isinstance(v, (dict, list, tuple)):
+                stack.append((name, v))
+            elif (found := _mapped_file(v)):
+                yield name, found

@@ -1,0 +1,327 @@
+"""What identifies a batch job (:func:`jaxsal.explain_to_file`): its signature.
+
+A job's signature is a hash of a stable description of the method (a function of one's own
+also by the settings it reads: its closure's numbers, strings, arrays and tuples, and the
+module-level values it reads; a callable object's or a bound method's attributes alike), the
+model (its class, head, output selection, backward rule, the Keras backend it follows,
+architecture and a hash of every weight), the inputs' count, shape and dtype (each input's, by
+its name, for several; not their values, which the job checks chunk by chunk by a hash of each
+finished chunk's inputs), the targets, every option (arrays by a hash of their bytes, shape and
+dtype; PRNG keys by their key data; functions by their code, constants, defaults, closure
+values and the module-level values they read; models by architecture and weights) and the
+batch size (and JAX's 64-bit mode, when it is on). Its *family* is the same without the batch
+size: a run that differs only in the batch size (a smaller one after running out of memory)
+is the same job. A value with no description that is the same in another process (an
+arbitrary object) raises :class:`_Unstable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import types
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from jaxsal._src import base
+from jaxsal._src.job_inputs import _Several
+
+_MAX_DEPTH = 12
+
+
+class _Unstable(Exception):
+    """A value with no description that is the same in another process."""
+
+
+# ---------------------------------------------------------------------- stable descriptions
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _array_digest(a: Any) -> dict:
+    if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        a = jax.random.key_data(a)  # a typed PRNG key: its raw key data
+    a = np.ascontiguousarray(np.asarray(a))
+    h = hashlib.blake2b(digest_size=16)
+    h.update(_bytes(a))
+    return {"array": h.hexdigest(), "shape": list(a.shape), "dtype": str(a.dtype)}
+
+
+def _bytes(a: np.ndarray) -> Any:
+    """The bytes of the C-contiguous array ``a``, what its digest hashes (those of rows
+    ``i:j`` then ``j:k`` are those of rows ``i:k``)."""
+    if a.dtype == object:
+        raise _Unstable(f"an object array of shape {a.shape}")
+    # through a uint8 view: memoryview refuses dtypes it has no code for (bfloat16)
+    return memoryview(a.reshape(-1).view(np.uint8)) if a.size else b""
+
+
+def _code(code: types.CodeType, depth: int) -> dict:
+    return {"code": hashlib.blake2b(code.co_code, digest_size=16).hexdigest(),
+            "consts": [_describe(c, depth + 1) for c in code.co_consts],
+            "names": list(code.co_names)}
+
+
+def _describe(v: Any, depth: int = 0) -> Any:
+    """A JSON-able description of ``v`` that is the same in every process for equal values,
+    or :class:`_Unstable`."""
+    if depth > _MAX_DEPTH:
+        raise _Unstable("a value nested too deeply")
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return {"float": float(v).hex()}
+    if isinstance(v, complex):
+        return {"complex": [v.real.hex(), v.imag.hex()]}
+    if isinstance(v, (bytes, bytearray)):
+        return {"bytes": hashlib.blake2b(bytes(v), digest_size=16).hexdigest()}
+    if isinstance(v, (np.ndarray, jax.Array, np.generic)):
+        return _array_digest(v)
+    if isinstance(v, range):
+        return {"range": [v.start, v.stop, v.step]}
+    if isinstance(v, types.CodeType):
+        return _code(v, depth)
+    if isinstance(v, (list, tuple)):
+        out = [_describe(x, depth + 1) for x in v]
+        return out if type(v) in (list, tuple) else {"type": _qualname(type(v)), "items": out}
+    if isinstance(v, (dict, types.MappingProxyType)):
+        return {"dict": sorted([str(k), _describe(x, depth + 1)] for k, x in v.items())}
+    if isinstance(v, (set, frozenset)):
+        return {"set": sorted(json.dumps(_describe(x, depth + 1), sort_keys=True) for x in v)}
+    if isinstance(v, type):
+        return {"class": _qualname(v)}
+    if isinstance(v, functools.partial):
+        return {"partial": _describe(v.func, depth + 1), "args": _describe(v.args, depth + 1),
+                "kw": _describe(v.keywords, depth + 1)}
+    if isinstance(v, types.MethodType):
+        return {"method": _describe(v.__func__, depth + 1), "self": _describe(v.__self__,
+                                                                                depth + 1)}
+    if isinstance(v, types.FunctionType):
+        cells = [c.cell_contents if _filled(c) else None for c in (v.__closure__ or ())]
+        out = {"fn": _qualname(v), "body": _code(v.__code__, depth),
+               "defaults": _describe(v.__defaults__, depth + 1),
+               "kwdefaults": _describe(v.__kwdefaults__, depth + 1),
+               "closure": _describe(cells, depth + 1)}
+        read = _global_data(v, depth)
+        if read:  # (left out when empty: the signatures of jobs written before stay valid)
+            out["globals"] = read
+        return out
+    if isinstance(v, (types.BuiltinFunctionType, np.ufunc)):
+        return {"builtin": _qualname(v) if not isinstance(v, np.ufunc) else f"numpy.{v.__name__}"}
+    if (not isinstance(v, type) and hasattr(v, "params")
+            and callable(getattr(v, "apply", None))):  # a model a function closes over
+        return {"model": model_fingerprint(v)}  # its weights too, not only its repr
+    if dataclasses.is_dataclass(v):  # jaxsal.class_score / jaxsal.neuron and the like
+        return {"type": _qualname(type(v)),
+                "fields": {f.name: _describe(getattr(v, f.name), depth + 1)
+                           for f in dataclasses.fields(v)}}
+    wrapped = getattr(v, "__wrapped__", None)  # jax.jit(f), functools.wraps wrappers
+    if wrapped is not None and wrapped is not v:
+        return {"wrapper": _qualname(type(v)), "of": _describe(wrapped, depth + 1)}
+    r = repr(v)
+    if " at 0x" in r or " object at " in r:
+        raise _Unstable(f"a {_qualname(type(v))} ({r[:80]})")
+    return {"type": _qualname(type(v)), "repr": r}
+
+
+#: Module-level values a function reads that its job signature records (numbers, strings,
+#: arrays and containers of them: a notebook's `k = 7` read by a score function).
+_DATA = (bool, int, float, complex, str, bytes, np.ndarray, jax.Array, np.generic, range,
+         list, tuple, dict)
+
+
+def _global_data(fn: types.FunctionType, depth: int, seen: tuple = ()) -> dict:
+    """``{name: description}`` of the module-level values ``fn`` reads: data values, the
+    objects it calls (a model, a Flax module: described like a closure value, or
+    :class:`_Unstable`) and, for the functions it calls, what those read in turn (modules
+    and classes are left out, as are functions that read nothing)."""
+    out = {}
+    for name, value in base.global_reads(fn):
+        if isinstance(value, _DATA):
+            try:
+                out[name] = _describe(value, depth + 1)
+            except _Unstable:
+                continue
+        elif isinstance(value, (types.ModuleType, type)):
+            continue
+        elif isinstance(value, types.FunctionType):
+            if value is fn or value in seen or depth >= _MAX_DEPTH:
+                continue
+            inner = _global_data(value, depth + 1, seen + (fn,))
+            if inner:  # (left out when empty: the signatures of jobs written before stay)
+                out[name] = {"reads": inner}
+        elif not isinstance(value, (types.BuiltinFunctionType, np.ufunc)):
+            out[name] = _describe(value, depth + 1)  # a model reassigned: another job
+    return out
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+        return True
+    except ValueError:
+        return False
+
+
+def _params_digest(params: Any) -> str:
+    """A hash of every weight: the tree's paths, each array's shape, dtype and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    h.update(str(treedef).encode())
+    for path, leaf in leaves:
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(json.dumps(_array_digest(leaf)).encode())
+    return h.hexdigest()
+
+
+def _graph_digest(graph: Any) -> str:
+    """A hash of an imported model's architecture: its layers (class and Keras config), the
+    calls that connect them, its inputs and outputs."""
+    def default(o):
+        return _describe(o)
+
+    layers = getattr(graph, "layers", {}) or {}
+    blob = json.dumps({
+        "name": getattr(graph, "name", None), "class": getattr(graph, "class_name", None),
+        "layers": [[str(k), getattr(s, "class_name", None), getattr(s, "config", None)]
+                   for k, s in layers.items()],
+        "calls": [repr(c) for c in getattr(graph, "calls", ())],
+        "inputs": repr(getattr(graph, "inputs", None)),
+        "outputs": repr(getattr(graph, "outputs", None)),
+        "input_shapes": repr(getattr(graph, "input_shapes", None)),
+        "input_dtypes": repr(getattr(graph, "input_dtypes", None)),
+    }, sort_keys=True, default=default)
+    if " at 0x" in blob:
+        raise _Unstable("the model's architecture")
+    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+def model_fingerprint(model: Any) -> dict:
+    """A description of the function ``model`` computes that is the same in every process:
+    its class, head, output selection, backward rule and layout, the Keras version and the
+    backend it follows (``load_keras(keras_backend=)``), its architecture (an
+    imported model's layers and connections; a :class:`jaxsal.FunctionModel`'s functions by
+    their code, constants and closure values) and a hash of all its weights (about 1 s per GB
+    of weights)."""
+    m = base.as_model(model)
+    desc: dict = {"type": _qualname(type(m))}
+    for attr in ("head", "relu_mode", "output_index", "channels_last_view", "data_format",
+                 "keras_version", "keras_backend", "input_shape"):
+        v = getattr(m, attr, None)
+        if v is not None:
+            desc[attr] = _describe(v)
+    graph = getattr(m, "graph", None)
+    if graph is not None:
+        desc["graph"] = _graph_digest(graph)
+    elif isinstance(m, base.FunctionModel):
+        desc.update(fn=_describe(m.fn), features=_describe(m.features),
+                    head_fn=_describe(m.head_fn), layer=m.layer_name, relu_kwarg=m.relu_kwarg)
+        from jaxsal._src.guided import RELU_MODES, relu_for_mode
+
+        named = relu_for_mode(m.relu_mode) if m.relu_mode in RELU_MODES[1:] else None
+        if m.relu is not None and m.relu is not named:  # a ReLU of the user's own
+            desc["relu"] = _describe(m.relu)
+    else:
+        desc["cache_key"] = _describe(base.model_key(m))
+    desc["params"] = _params_digest(m.params)
+    return desc
+
+
+#: Closure values of a method function that are settings (``steps`` closed over by a
+#: factory), not state (a call log, a counter object): described in its job's signature.
+_SETTINGS = (bool, int, float, complex, str, bytes, np.ndarray, jax.Array, np.generic, range,
+             tuple, frozenset, type(None))
+
+
+def _method_settings(fn: types.FunctionType) -> dict:
+    """The settings a method function of one's own reads: its closure's numbers, strings,
+    arrays and tuples, and the module-level values it (or a function it calls) reads, as a
+    score function's (:func:`_global_data`); values with no stable description are left
+    out, as the closure's lists and objects."""
+    out = {}
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        if _filled(cell) and isinstance(cell.cell_contents, _SETTINGS):
+            with contextlib.suppress(_Unstable):
+                out[f"closure {name}"] = _describe(cell.cell_contents)
+    try:
+        read = _global_data(fn, 0)
+    except _Unstable:  # an object it reads: its data values only
+        read = {}
+        for name, value in base.global_reads(fn):
+            if isinstance(value, _DATA):
+                with contextlib.suppress(_Unstable):
+                    read[name] = _describe(value)
+    out.update(read)
+    return out
+
+
+def _method_description(method: Callable) -> Any:
+    if isinstance(method, functools.partial):
+        return {"partial": _method_description(method.func), "args": _describe(method.args),
+                "kw": _describe(method.keywords)}
+    if isinstance(method, types.FunctionType):
+        # its name and code, not its defaults (jaxsal.smoothgrad's sentinel) or its closure's
+        # lists and objects (a wrapper's call log); configuration belongs in functools.partial
+        # or in options, but a function of one's own may read a setting (below)
+        desc = {"fn": _qualname(method), "body": _code(method.__code__, 0)}
+        if not (method.__module__ or "").startswith("jaxsal"):
+            settings = _method_settings(method)
+            if settings:  # (left out when empty: the signatures of jobs before stay valid)
+                desc["settings"] = settings
+        return desc
+    owner = method if hasattr(method, "__qualname__") else type(method)  # instances: their class
+    desc = {"callable": _qualname(owner)}
+    # a bound method's or a callable object's settings: its attributes (as a closure's) and
+    # what its function reads
+    if isinstance(method, types.MethodType):
+        obj, fn = method.__self__, method.__func__
+    else:
+        obj, fn = (None, None) if owner is method else (method, getattr(owner, "__call__", None))
+    if obj is not None and not type(obj).__module__.startswith("jaxsal"):
+        settings = {}
+        for name, value in sorted((getattr(obj, "__dict__", None) or {}).items()):
+            if isinstance(value, _SETTINGS):
+                with contextlib.suppress(_Unstable):
+                    settings[f"self.{name}"] = _describe(value)
+        if isinstance(fn, types.FunctionType):
+            settings.update(_method_settings(fn))
+        if settings:  # (left out when empty: the signatures of jobs before stay valid)
+            desc["settings"] = settings
+    return desc
+
+
+def _signature(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
+               batch_size: int) -> str:
+    """The job's identity (see the module docstring); raises :class:`_Unstable`."""
+    return _signatures(method, model, inputs, options, targets, batch_size)[0]
+
+
+def _signatures(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
+                batch_size: int, several: _Several | None = None) -> tuple[str, str]:
+    """The job's signature and its family's: the same job at any batch size. For several
+    inputs, each input's name, shape and dtype (in the model's order: a list and a dict of
+    the same inputs are the same job)."""
+    if several is None:
+        n = len(inputs)
+        described: Any = [list(np.shape(inputs)[1:]), str(getattr(inputs, "dtype", ""))]
+    else:
+        n = len(several.arrays[0])
+        described = {"inputs": [[name, list(np.shape(a)[1:]), str(getattr(a, "dtype", ""))]
+                                for name, a in zip(several.names, several.arrays)]}
+    job = {
+        "method": _method_description(method), "model": model_fingerprint(model),
+        "n": n, "input": described,
+        "options": _describe(dict(options)), "targets": _describe(targets), "b": batch_size,
+    }
+    if jax.config.jax_enable_x64:  # 64-bit mode computes other maps, in other dtypes (left
+        job["x64"] = True          # out otherwise: the signatures of jobs before stay valid)
+    sig = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
+    job["b"] = None
+    return sig, hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
