@@ -513,6 +513,11 @@ def test_keep_going_names_every_input_at_fault_beyond_five_chunks(tmp_path, mode
     assert e.value.rows == [0, 2, 4, 6, 8, 10, 12]
     assert e.value.chunks == [(i, i + 2) for i in range(0, 14, 2)]
     assert pickle.loads(pickle.dumps(e.value)).chunks == e.value.chunks
+    assert "run the same job again: it computes only" in str(e.value)
+    with pytest.raises(jaxsal.IncompleteJob, match="run the same job again with resume=True: "
+                       "it computes only the chunks left out"):
+        jaxsal.explain_to_file(jaxsal.saliency, model, bad, tmp_path / "m.npy", targets=1,
+                               batch_size=2, keep_going=True, resume=False)
 
 
 def test_keep_going_still_stops_at_any_other_error(tmp_path, model, digits):

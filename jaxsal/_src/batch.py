@@ -236,8 +236,9 @@ class IncompleteJob(ValueError):
 
 
 def _incomplete(skipped: dict[int, str], rows: list[int], n: int, n_chunks: int,
-                batch_size: int, files: list[str], done: set) -> IncompleteJob:
-    """The end of a ``keep_going`` job that left out chunks ``skipped`` (chunk -> why)."""
+                batch_size: int, files: list[str], done: set, resume: bool) -> IncompleteJob:
+    """The end of a ``keep_going`` job that left out chunks ``skipped`` (chunk -> why;
+    ``resume``: the job's, which its next run needs to keep the chunks written)."""
     chunks = [(c * batch_size, min(n, (c + 1) * batch_size)) for c in sorted(skipped)]
     said = "; ".join(f"chunk {c} (inputs {lo}:{hi}): {skipped[c]}"
                      for c, (lo, hi) in zip(sorted(skipped)[:5], chunks))
@@ -251,8 +252,9 @@ def _incomplete(skipped: dict[int, str], rows: list[int], n: int, n_chunks: int,
     return IncompleteJob(
         f"{len(chunks)} of {n_chunks} chunks were left out: {said}. {saved}. Fix those "
         "inputs (np.nan_to_num) or the model (the scores of an input whose maps are not "
-        "finite: model(x[i:i+1])) and run the same job again: it computes only the chunks "
-        f"left out{isolate}.", sorted(rows), chunks)
+        "finite: model(x[i:i+1])) and run the same job again"
+        f"{'' if resume else ' with resume=True'}: it computes only the chunks left out"
+        f"{isolate}.", sorted(rows), chunks)
 
 
 def _write(out: np.memmap, lo: int, hi: int, maps: np.ndarray) -> None:
@@ -633,6 +635,6 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             on_chunk(len(done), n_chunks)
     del out
     if skipped:
-        raise _incomplete(skipped, bad_rows, n, n_chunks, batch_size, files, done)
+        raise _incomplete(skipped, bad_rows, n, n_chunks, batch_size, files, done, resume)
     loaded = [np.load(f, mmap_mode="r") for f in files]
     return loaded[0] if files == [path] else several.pack(loaded)
