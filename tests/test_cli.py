@@ -285,3 +285,21 @@ def test_every_argument_of_every_command_has_help(capsys):
         cli.main(["explain", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "JAXSAL_CACHE_DIR" in text and "default: logits" in text
+
+
+def test_progress_lines_say_the_time_left_at_this_run_s_rate(capsys):
+    """The first chunk a run writes (it compiled the program; earlier runs' chunks are not
+    this run's work) sets the start of the rate; from the next, each line says the time
+    left."""
+    times = iter([100.0, 130.0, 132.0, 134.0, 234.0, 9000.0])
+    progress = cli.progress_printer(clock=lambda: next(times))
+    for done in (4, 5, 6, 7, 8):  # a resumed job of 300 chunks, 3 finished before
+        progress(done, 300 if done < 8 else 8)
+    assert capsys.readouterr().out.splitlines() == [
+        "  chunk 4/300  (30.0 s)",
+        "  chunk 5/300  (32.0 s, about 10 min left)",  # 2 s each, 295 left
+        "  chunk 6/300  (34.0 s, about 10 min left)",
+        "  chunk 7/300  (134.0 s, about 2 h 49 min left)",  # 104 s / 3 each, 293 left
+        "  chunk 8/8  (8900.0 s)"]
+    assert [cli._duration(s) for s in (0.2, 89, 91, 5300, 5431)] == [
+        "1 s", "89 s", "2 min", "88 min", "1 h 31 min"]
