@@ -28,6 +28,7 @@ from jaxsal._src.lrp_rules import (LRPComposite, LRPRule, lrp_alpha_beta, lrp_co
 from jaxsal._src.blur_ig import blur_integrated_gradients
 from jaxsal._src.guided_ig import guided_integrated_gradients
 from jaxsal._src.occlusion import occlusion
+from jaxsal._src.xrai import segment_masks, xrai, xrai_regions
 from jaxsal._src.permutation import feature_permutation
 from jaxsal._src.rise import rise, rise_masks
 from jaxsal._src.shapley import shapley_value_sampling, shapley_values
@@ -153,6 +154,7 @@ __all__ = [
     "rise_masks",
     "saliency",
     "scorecam",
+    "segment_masks",
     "sensitivity_max",
     "shapley_value_sampling",
     "shapley_values",
@@ -162,4 +164,6 @@ __all__ = [
     "standard_transforms",
     "total_variation",
     "xgradcam",
+    "xrai",
+    "xrai_regions",
 ]

@@ -30,3 +30,11 @@ def token_sum_model():
 
     ids = jnp.asarray([[1, 4, 7, 2], [3, 3, 9, 0]], jnp.int32)
     return jaxsal.FunctionModel(f, table), table, ids
+
+
+def grid_regions():
+    """XRAI's regions for 28x28 inputs: two grids, of 7x7 and of 4x4 pixel cells, each cell
+    dilated by one pixel (``(65, 28, 28)``, for every input)."""
+    yy, xx = np.mgrid[:28, :28]
+    labels = np.stack([(yy // 7) * 4 + xx // 7, (yy // 4) * 7 + xx // 4])
+    return jaxsal.segment_masks(labels[None], dilation=1)[0]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxsal
-from small_models import smooth_model
+from small_models import grid_regions, smooth_model
 from model_import import load_keras
 
 FIX = pathlib.Path(__file__).parent / "fixtures"
@@ -310,6 +310,8 @@ METHODS = {
         m, x, t, layer="conv2d_2", baseline=0.5 * x4_refs()[0], steps=3, **kw),
     "internal_influence": lambda m, x, t, **kw: jaxsal.internal_influence(
         m, x, t, layer="conv2d_2", steps=3, **kw),
+    "xrai": lambda m, x, t, **kw: jaxsal.xrai(m, x, t, segments=grid_regions(), steps=4,
+                                              min_pixel_diff=5, **kw),
 }
 
 
@@ -621,7 +623,7 @@ PUBLIC_METHODS = ["saliency", "gradient_x_input", "guided_backprop", "deconvnet"
                   "shapley_values", "shapley_value_sampling", "fullgrad", "rise",
                   "deeplift", "deeplift_shap", "lrp", "kernel_shap", "lime",
                   "layer_conductance", "internal_influence", "feature_permutation",
-                  "neuron_conductance"]
+                  "neuron_conductance", "xrai"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_METHODS)

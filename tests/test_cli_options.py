@@ -707,3 +707,22 @@ def test_help_states_each_default(capsys):
         for flag in flags:  # the flag's entry: its line and the indented lines below it
             entry = re.search(rf"\n  {flag} [A-Z_]+(.*?)(?=\n  -|\Z)", out, re.S)
             assert "default" in entry.group(1), (cmd, flag, entry.group(0))
+
+
+def test_xrai_takes_its_regions_from_a_file(tmp_path, mnist_path, digits_file, mnist_digits,
+                                            capsys):
+    from small_models import grid_regions
+
+    out = tmp_path / "xrai.npy"
+    assert _explain(mnist_path, digits_file, out, "--method", "xrai") == 2
+    assert "--method xrai ranks image regions and needs them: --option segments=@MASKS.npy" \
+        in capsys.readouterr().err
+    assert not out.exists()
+    np.save(tmp_path / "masks.npy", np.asarray(grid_regions()))
+    assert _explain(mnist_path, digits_file, out, "--method", "xrai", "--targets", "3",
+                    "--option", f"segments=@{tmp_path / 'masks.npy'}", "--option", "steps=4",
+                    "--option", "min_pixel_diff=5") == 0
+    model = load_keras(mnist_path, head="logits")
+    want = jaxsal.xrai(model, mnist_digits[:2], 3, segments=grid_regions(), steps=4,
+                       min_pixel_diff=5)
+    np.testing.assert_allclose(np.load(out), want, atol=1e-5 * np.abs(want).max())

@@ -1,7 +1,8 @@
 """Parity with Google PAIR saliency 0.2.1's Blur IG and Guided IG on an RGB classifier of
 non-square images (tests/fixtures/reference_models/rgb.keras), PAIR's gradients computed by
 Keras on the torch backend: tests/fixtures/reference_pair/make_pair_references.py, which says
-what each array is. Raw attributions within ``1e-5 * max|ref|`` per map (PAIR's float32-input
+what each array is. And with its XRAI: segment masks and region selection from given
+attributions (tests/fixtures/reference_pair/make_xrai_references.py). Raw attributions within ``1e-5 * max|ref|`` per map (PAIR's float32-input
 Blur IG, whose blurs are rounded to float32 before they are differenced, within 2e-4).
 """
 
@@ -74,3 +75,34 @@ def _assert_guided_paths(ours, ref):
             assert r >= 0.999 and abs(a.sum() - b.sum()) <= 2e-3 * abs(b.sum()), (t, i, r)
             other.append((t, i))
     assert len(other) <= 1, f"maps on another path than PAIR's: {other}"
+
+
+# ---------------------------------------------------------------------- XRAI
+@pytest.fixture(scope="module")
+def xrai_ref():
+    return np.load(F / "reference_pair" / "pair_xrai.npz")
+
+
+def test_segment_masks_are_pair_s(xrai_ref):
+    """PAIR's masks (every Felzenszwalb label of six scales, dilated by disk(5)) from the
+    label images they were made of, in its order; PAIR's also lists labels the downscaling
+    lost, as empty masks (XRAI drops them), which segment_masks leaves out."""
+    masks = np.asarray(jaxsal.segment_masks(xrai_ref["labels"], dilation=5))
+    for i, count in enumerate(xrai_ref["counts"]):
+        ref = xrai_ref["masks"][i, :count]
+        ref = ref[ref.any(axis=(1, 2))]
+        assert not xrai_ref["masks"][i, count:].any() and len(ref) < count  # some were empty
+        np.testing.assert_array_equal(masks[i, :len(ref)], ref)
+        assert not masks[i, len(ref):].any()  # padding to the largest count
+
+
+@pytest.mark.parametrize("key, options", [
+    ("full", {}), ("area03", dict(area_threshold=0.3)), ("fast", dict(algorithm="fast")),
+    ("diff10", dict(min_pixel_diff=10))])
+def test_xrai_regions_equal_pair_s(xrai_ref, key, options):
+    """PAIR's XRAI maps from given attributions (maxed over channels) and regions."""
+    maps = jaxsal.reduce_channels(xrai_ref["attr"], "max")
+    ours = np.asarray(jaxsal.xrai_regions(maps, xrai_ref["masks"], **options))
+    ref = xrai_ref[key]
+    assert len(np.unique(ref[0])) >= 4  # several regions were ranked
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6 * np.abs(ref).max())

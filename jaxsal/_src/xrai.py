@@ -1,0 +1,336 @@
+"""XRAI (Kapishnikov, Bolukbasi, Viegas & Terry, 2019, "XRAI: Better Attributions Through
+Regions").
+
+XRAI ranks image regions instead of pixels. Its attributions are integrated gradients from
+two baselines, the image's darkest and brightest value everywhere, averaged and reduced over
+channels by their (signed) maximum. Given overlapping candidate regions (segments of the image
+at several scales, each dilated), it then grows a selection greedily: at each step it adds the
+region whose *new* pixels (those not selected yet) have the highest mean attribution, and
+gives those pixels that mean. Regions that would add fewer than ``min_pixel_diff`` new pixels
+are dropped; selection stops when the selected area exceeds ``area_threshold`` or no region is
+left, and the pixels never selected get the mean attribution over them. The ``"fast"`` variant
+ranks the regions once by their own mean attribution and adds them in that order.
+
+The selection (:func:`xrai_regions`) runs compiled, one ``lax.while_loop`` of matrix-vector
+products over the regions, ``vmap``-ed over inputs and targets. The segmentation itself is a
+sequential graph algorithm (Felzenszwalb & Huttenlocher's in the authors' code) and is the
+caller's: :func:`segment_masks` turns label images from any segmenter into dilated region
+masks as the authors' code does (see the README, "XRAI").
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsal._src.base import Maps, ModelLike
+from jaxsal._src.integrated import RULES, integrated_gradients
+from jaxsal._src.postprocess import reduce_channels
+from jaxsal._src.targets import Targets
+from jaxsal._src.validate import all_finite, prepare
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+ALGORITHMS = ("full", "fast")
+#: The most bytes of region masks :func:`segment_masks` makes in one call.
+_MAX_MASK_BYTES = 2**31
+
+
+# ---------------------------------------------------------------------- regions
+def segment_masks(labels: ArrayLike, dilation: int | None = 5) -> Array:
+    """Region masks for :func:`xrai` from integer label images, as the XRAI authors' code
+    makes them: every label of every segmentation a mask (the labels present, in increasing
+    order; the authors' code also lists absent ones, as empty masks, which change nothing),
+    each dilated by a disk of radius ``dilation`` pixels (``x**2 + y**2 <= r**2``).
+
+    Args:
+      labels: ``(N, H, W)`` or ``(N, S, H, W)`` integer label images, ``S`` segmentations of
+        each input (e.g. Felzenszwalb's at several scales: ``skimage.segmentation.felzenszwalb``).
+      dilation: the disk's radius (the authors' default: 5); ``0`` or ``None``: no dilation.
+    Returns:
+      ``(N, M, H, W)`` boolean masks, ``M`` the largest count of any input; an input with fewer
+      gets empty masks, which :func:`xrai_regions` drops.
+    """
+    lab = np.asarray(labels)
+    if lab.ndim == 3:
+        lab = lab[:, None]
+    if lab.ndim != 4 or not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(f"expected labels as (N, H, W) or (N, S, H, W) integer label images "
+                         f"(S segmentations per input), got shape {np.shape(labels)} dtype "
+                         f"{lab.dtype}")
+    if dilation is not None and (isinstance(dilation, bool) or not isinstance(
+            dilation, (int, np.integer)) or dilation < 0):
+        raise ValueError(f"expected dilation as a radius in pixels (an int >= 0) or None, got "
+                         f"{dilation!r}")
+    present = [[np.unique(s) for s in segs] for segs in lab]
+    m = max(sum(len(u) for u in us) for us in present)
+    size = len(lab) * m * lab.shape[2] * lab.shape[3]
+    if size > _MAX_MASK_BYTES:
+        raise ValueError(f"{len(lab)} inputs x {m} regions x {lab.shape[2]}x{lab.shape[3]} "
+                         f"pixels would take {size / 2**30:.1f} GiB of masks; expected "
+                         "segmentations of fewer regions (XRAI's: tens to hundreds per image), "
+                         "or fewer inputs per call")
+    per_input = [np.concatenate([s[None] == u[:, None, None] for s, u in zip(segs, us)])
+                 for segs, us in zip(lab, present)]
+    out = np.zeros((len(lab), m, *lab.shape[2:]), bool)
+    for i, a in enumerate(per_input):
+        out[i, :len(a)] = a
+    if dilation:
+        for i in range(len(out)):
+            out[i] = _dilate(out[i], int(dilation))
+    return jnp.asarray(out)
+
+
+def _dilate(masks: np.ndarray, r: int) -> np.ndarray:
+    """Binary dilation of ``(M, H, W)`` masks by a disk of radius ``r`` (outside the image:
+    nothing): for each row offset ``dy`` of the disk, the masks dilated along the row by the
+    disk's half-width there (window sums of a running count), shifted by ``dy`` and or-ed in.
+    A few passes over the masks, no array larger than a few copies of them."""
+    m, h, w = masks.shape
+    # counts[..., r + 1 + x]: the set pixels of a row left of x (constant beyond either end)
+    counts = np.zeros((m, h, w + 1 + 2 * r), np.int32)
+    np.cumsum(masks, axis=2, out=counts[:, :, r + 1:r + 1 + w])
+    counts[:, :, r + 1 + w:] = counts[:, :, r + w:r + 1 + w]
+    out = np.zeros_like(masks)
+    for half in sorted({math.isqrt(r * r - dy * dy) for dy in range(-r, r + 1)}):
+        # set pixels in x - half .. x + half
+        along = (counts[:, :, r + 1 + half:r + 1 + half + w]
+                 - counts[:, :, r - half:r - half + w]) > 0
+        for dy in range(-r, r + 1):
+            if math.isqrt(r * r - dy * dy) != half or abs(dy) >= h:
+                continue
+            if dy >= 0:  # output row y takes row y + dy
+                out[:, :h - dy] |= along[:, dy:]
+            else:
+                out[:, -dy:] |= along[:, :h + dy]
+    return out
+
+
+def _area_limit(area_threshold: float, pixels: int) -> int:
+    """The largest selected pixel count ``k`` with ``k / pixels <= area_threshold`` (the
+    authors' loop goes on while the selected fraction is at most the threshold)."""
+    k = min(pixels, math.floor(area_threshold * pixels))
+    while k + 1 <= pixels and (k + 1) / pixels <= area_threshold:
+        k += 1
+    while k > 0 and k / pixels > area_threshold:
+        k -= 1
+    return k
+
+
+def _full(attr: Array, masks: Array, min_new: int, limit: int) -> Array:
+    """Greedy XRAI over one map: ``attr`` ``(P,)``, ``masks`` ``(M, P)`` boolean; selection
+    goes on while at most ``limit`` pixels are selected and a region is left."""
+    mf = masks.astype(jnp.float32)
+
+    def cond(s):
+        current, _, alive = s
+        return (current.sum() <= limit) & alive.any()
+
+    def body(s):
+        current, out, alive = s
+        rest = (~current).astype(jnp.float32)
+        # the pixels each region would add and their attributions' sum: one pass over mf
+        new, total = jnp.dot(mf, jnp.stack([rest, attr * rest], 1), precision=_HIGHEST).T
+        alive = alive & (new >= min_new)
+        gain = total / jnp.maximum(new, 1.0)
+        best = jnp.argmax(jnp.where(alive, gain, -jnp.inf))  # the first of equal gains
+        added = masks[best] & ~current & alive.any()  # (none where every region is dropped)
+        out = jnp.where(added, gain[best], out)
+        return current | added, out, alive.at[best].set(False)
+
+    p = attr.shape[0]
+    init = (jnp.zeros(p, bool), jnp.full(p, -jnp.inf, jnp.float32),
+            jnp.ones(masks.shape[0], bool))
+    return jax.lax.while_loop(cond, body, init)[1]
+
+
+def _fast(attr: Array, masks: Array, min_new: int) -> Array:
+    """XRAI's fast variant over one map: the regions ranked once by their mean attribution
+    (stable: equal means keep their order), added in that order."""
+    mf = masks.astype(jnp.float32)
+    size = mf.sum(1)
+    mean = jnp.where(size > 0, jnp.dot(mf, attr, precision=_HIGHEST) / jnp.maximum(size, 1.0),
+                     -jnp.inf)
+    order = jnp.argsort(-mean, stable=True)
+
+    def step(i, s):
+        current, out = s
+        mask = masks[order[i]]
+        added = mask & ~current
+        count = added.sum()
+        take = count >= min_new
+        gain = jnp.sum(jnp.where(added, attr, 0.0)) / jnp.maximum(count, 1)
+        out = jnp.where(added & take, gain, out)
+        return jnp.where(take, current | mask, current), out
+
+    init = (jnp.zeros(attr.shape[0], bool), jnp.full(attr.shape[0], -jnp.inf, jnp.float32))
+    return jax.lax.fori_loop(0, masks.shape[0], step, init)[1]
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _regions(maps: Array, masks: Array, min_new: int, limit: int, algorithm: str) -> Array:
+    """``maps`` ``(N, T, P)``, ``masks`` ``(N, M, P)`` -> ``(N, T, P)`` region gains, the
+    pixels never selected given the mean attribution over them."""
+    def one(attr, m):
+        out = _full(attr, m, min_new, limit) if algorithm == "full" else _fast(attr, m, min_new)
+        rest = out == -jnp.inf
+        fill = jnp.sum(jnp.where(rest, attr, 0.0)) / jnp.maximum(rest.sum(), 1)
+        return jnp.where(rest, fill, out)
+
+    per_target = jax.vmap(one, in_axes=(0, None))
+    return jax.vmap(per_target)(maps, masks)
+
+
+def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 50,
+                 area_threshold: float = 1.0, algorithm: str = "full") -> Array:
+    """XRAI's region selection over given attribution maps (any method's, reduced over
+    channels): each pixel gets the mean attribution of the new pixels of the region it was
+    selected with (see the module docstring).
+
+    Args:
+      maps: ``(N, H, W)`` or ``(N, T, H, W)`` attributions (``jaxsal.xrai`` passes integrated
+        gradients from two baselines, channel-maxed).
+      segments: ``(N, M, H, W)`` boolean region masks per input (:func:`segment_masks`), or
+        ``(M, H, W)`` for every input. Order matters where two regions tie: the first wins.
+      min_pixel_diff: a region that would add fewer new pixels is dropped (default 50, the
+        authors'; their setting for 224x224 images: scale it for other sizes).
+      area_threshold: stop once the selected fraction of the image exceeds this (``1.0``:
+        select until no region is left); the rest gets its mean attribution. ``"full"`` only.
+      algorithm: ``"full"`` (greedy: the best gain over the pixels not yet selected, at every
+        step) or ``"fast"`` (the regions ranked once by their own mean attribution).
+    Returns:
+      ``(N, H, W)`` or ``(N, T, H, W)`` float32 maps: each pixel its region's gain.
+    """
+    a = jnp.asarray(maps)
+    if a.ndim not in (3, 4) or not jnp.issubdtype(a.dtype, jnp.floating):
+        raise ValueError(f"expected maps as (N, H, W) or (N, T, H, W) floating-point "
+                         f"attributions (reduced over channels), got shape {np.shape(maps)}")
+    if not all_finite(a):
+        raise ValueError("maps contain NaN or infinite values; their regions' means would be "
+                         "NaN. Pass finite maps (np.nan_to_num(maps))")
+    a = a.astype(jnp.float32)
+    n, hw = a.shape[0], a.shape[-2:]
+    s = jnp.asarray(segments)
+    if s.dtype != jnp.bool_:
+        raise ValueError(f"expected segments as boolean region masks (N, M, H, W) or "
+                         f"(M, H, W), got dtype {s.dtype}; integer label images become masks "
+                         "through jaxsal.segment_masks(labels)")
+    if s.ndim == 3:
+        s = jnp.broadcast_to(s[None], (n, *s.shape))
+    if s.ndim != 4 or s.shape[0] != n or s.shape[2:] != hw:
+        raise ValueError(f"expected segments of shape ({n}, M, {hw[0]}, {hw[1]}) or (M, "
+                         f"{hw[0]}, {hw[1]}) for maps of shape {a.shape}, got {s.shape}")
+    if s.shape[1] == 0:
+        raise ValueError("segments holds no region (M = 0); pass at least one mask per input")
+    if isinstance(min_pixel_diff, bool) or not isinstance(min_pixel_diff, (int, np.integer)) \
+            or min_pixel_diff < 1:
+        raise ValueError(f"expected min_pixel_diff as an int >= 1 (new pixels a region must "
+                         f"add), got {min_pixel_diff!r}")
+    if isinstance(area_threshold, bool) or not isinstance(area_threshold, (int, float)) \
+            or not 0.0 < area_threshold <= 1.0:
+        raise ValueError(f"expected area_threshold in (0, 1] (the fraction of the image to "
+                         f"select regions for), got {area_threshold!r}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    pixels = hw[0] * hw[1]
+    out = _regions(a.reshape(n, -1, pixels), s.reshape(n, s.shape[1], pixels),
+                   int(min_pixel_diff),
+                   _area_limit(float(area_threshold), pixels), algorithm)
+    return out.reshape(a.shape)
+
+
+# ---------------------------------------------------------------------- the method
+def _baselines(baselines: Sequence[Any] | None, x: Array) -> list[Array]:
+    """The IG baselines, each ``x``'s shape: by default each input's minimum and maximum
+    value everywhere (the authors' defaults)."""
+    if baselines is None:
+        axes = tuple(range(1, x.ndim))
+        return [jnp.broadcast_to(x.min(axis=axes, keepdims=True), x.shape),
+                jnp.broadcast_to(x.max(axis=axes, keepdims=True), x.shape)]
+    if not isinstance(baselines, (list, tuple)) or not baselines:
+        raise ValueError(f"expected baselines as a list of baselines (each a scalar, one "
+                         f"input's shape {x.shape[1:]} or the batch's {x.shape}), got "
+                         f"{type(baselines).__name__}")
+    out = []
+    for i, b in enumerate(baselines):
+        b = jnp.asarray(b, x.dtype)
+        try:
+            out.append(jnp.broadcast_to(b, x.shape))
+        except ValueError:
+            raise ValueError(f"baselines[{i}] has shape {b.shape}; expected a scalar, one "
+                             f"input's shape {x.shape[1:]} or the batch's {x.shape}") from None
+    return out
+
+
+def _stacked(targets: Any, k: int) -> Any:
+    """``targets`` for ``k`` copies of the inputs stacked: per-input ids ``(N, T)`` repeated,
+    anything else (one id, ids for every input, score functions, ``None``) as it is."""
+    if targets is None or callable(targets) or isinstance(targets, (int, np.integer)) or (
+            isinstance(targets, (list, tuple)) and any(callable(t) for t in targets)):
+        return targets
+    ids = np.asarray(targets)
+    return np.tile(ids, (k, 1)) if ids.ndim == 2 else targets
+
+
+def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
+         segments: ArrayLike | None = None,
+         baselines: Sequence[ArrayLike] | None = None, steps: int = 100,
+         rule: str = "trapezoid", min_pixel_diff: int = 50, area_threshold: float = 1.0,
+         algorithm: str = "full", batch_steps: int | None = None, head: str | None = None,
+         chunk_size: int | None = None, memory_budget: int | None = None,
+         precision: str | None = None, check_finite: bool = True) -> Maps:
+    """XRAI (Kapishnikov et al., 2019): integrated gradients ranked by image regions.
+
+    Integrated gradients from each baseline (by default each image's minimum and maximum value
+    everywhere), averaged and reduced over channels by their signed maximum, then
+    :func:`xrai_regions` over ``segments``. Every baseline's path runs in one call (the
+    inputs stacked), every target from one forward pass per path point.
+
+    Args:
+      model, x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
+        :func:`jaxsal.saliency`; ``x`` images ``(N, H, W, C)`` (or channels-first).
+      segments: required: ``(N, M, H, W)`` boolean region masks (:func:`segment_masks` of
+        label images from a segmenter), or ``(M, H, W)`` for every input.
+      baselines: a list of IG baselines (each a scalar, ``(H, W, C)`` or ``(N, H, W, C)``);
+        default: each input's minimum and its maximum, the authors' two.
+      steps: gradient evaluations along each baseline's path (default 100, the authors').
+      rule, batch_steps: as in :func:`jaxsal.integrated_gradients`.
+      min_pixel_diff, area_threshold, algorithm: as in :func:`xrai_regions`.
+    Returns:
+      ``(N, H, W)`` or ``(N, T, H, W)`` maps: each pixel its region's mean attribution.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
+    p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
+    xs = p.x
+    if xs.ndim != 4:
+        raise ValueError(f"xrai explains images: expected x of shape (N, H, W, C) (or "
+                         f"channels-first), got {xs.shape}; its regions are 2-D")
+    if segments is None:
+        raise ValueError("xrai ranks image regions and needs them: segments=(N, M, H, W) "
+                         "boolean masks, or (M, H, W) for every input (jaxsal.segment_masks "
+                         "of label images from a segmenter; README, \"XRAI\")")
+    bs = _baselines(baselines, xs)
+    n, k = len(xs), len(bs)
+    ig = integrated_gradients(model, jnp.concatenate([xs] * k), _stacked(targets, k),
+                              baseline=jnp.concatenate(bs), steps=steps, rule=rule,
+                              batch_steps=batch_steps, reduce=None, head=head,
+                              chunk_size=chunk_size, memory_budget=memory_budget,
+                              precision=precision, check_finite=check_finite)
+    attr = ig.reshape(k, n, *ig.shape[1:]).mean(0)
+    per_target = attr.ndim == xs.ndim + 1
+    axis = (2 if per_target else 1) if p.channels_first else -1
+    return xrai_regions(reduce_channels(attr, "max", axis=axis), segments,
+                        min_pixel_diff=min_pixel_diff, area_threshold=area_threshold,
+                        algorithm=algorithm)
+
+
+#: explain_to_file refuses a job over several inputs before any work (see job_inputs.py).
+xrai.one_input = "its regions segment one image input"

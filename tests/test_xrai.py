@@ -1,0 +1,166 @@
+"""XRAI: region selection worked by hand, the sum of the attributions kept, integrated
+gradients from two baselines in one call, T targets as T single calls, jit == eager, batch
+jobs, and clear errors. (Parity with PAIR saliency: tests/test_reference_pair.py.)"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+from small_models import grid_regions
+
+# 4x4: the left half 1, the top-right quadrant 3, the bottom-right -1
+ATTR = np.array([[1, 1, 3, 3], [1, 1, 3, 3], [1, 1, -1, -1], [1, 1, -1, -1]], np.float32)
+LEFT = np.zeros((4, 4), bool)
+LEFT[:, :2] = True
+TOP_RIGHT = np.zeros((4, 4), bool)
+TOP_RIGHT[:2, 2:] = True
+ALL = np.ones((4, 4), bool)
+REGIONS = np.stack([LEFT, TOP_RIGHT, ALL])  # (M, H, W), for every input
+
+
+def _one(**options):
+    return np.asarray(jaxsal.xrai_regions(ATTR[None], REGIONS, **options))[0]
+
+
+def test_greedy_selection_by_hand():
+    """Gains 1 (left), 3 (top right), 1 (all): the top right first; then the left (mean 1)
+    over the rest of the whole image (its 12 new pixels: (8 - 4) / 12); then the bottom
+    right, -1. Every pixel its region's mean: the map sums to the attributions' sum."""
+    want = np.array([[1, 1, 3, 3]] * 2 + [[1, 1, -1, -1]] * 2, np.float32)
+    np.testing.assert_array_equal(_one(min_pixel_diff=1), want)
+    np.testing.assert_array_equal(_one(min_pixel_diff=1, algorithm="fast"), want)
+    assert _one(min_pixel_diff=1).sum() == ATTR.sum()
+
+
+def test_small_regions_are_dropped_and_ties_go_to_the_first():
+    """With min_pixel_diff=5 the top right (4 pixels) is dropped; the left and the whole
+    image tie at mean 1 and the first listed, the left, wins; the whole image's 8 new pixels
+    then get (4 * 3 - 4) / 8 = 1."""
+    np.testing.assert_array_equal(_one(min_pixel_diff=5), np.ones((4, 4), np.float32))
+
+
+def test_the_area_threshold_stops_selection_and_the_rest_gets_its_mean():
+    """After the top right a quarter of the image is selected, above 0.2: the other 12
+    pixels get their mean, (8 - 4) / 12. At 0.25 the selection goes on (at most the
+    threshold), as PAIR's loop does."""
+    got = _one(min_pixel_diff=1, area_threshold=0.2)
+    np.testing.assert_allclose(got[:2, 2:], 3)
+    np.testing.assert_allclose(np.delete(got.ravel(), [2, 3, 6, 7]), 1 / 3, rtol=1e-6)
+    np.testing.assert_array_equal(_one(min_pixel_diff=1, area_threshold=0.25),
+                                  _one(min_pixel_diff=1))
+
+
+def test_segment_masks_and_their_dilation():
+    labels = np.array([[[0, 0, 7], [0, 7, 7], [0, 0, 0]]])  # the labels present: 0 and 7
+    masks = np.asarray(jaxsal.segment_masks(labels, dilation=0))
+    assert masks.shape == (1, 2, 3, 3)
+    np.testing.assert_array_equal(masks[0], [labels[0] == 0, labels[0] == 7])
+    one = np.zeros((1, 1, 7, 7), np.int32)
+    one[0, 0, 3, 3] = 1
+    disk = np.asarray(jaxsal.segment_masks(one, dilation=2))[0, 1]
+    yy, xx = np.mgrid[:7, :7]
+    np.testing.assert_array_equal(disk, (yy - 3) ** 2 + (xx - 3) ** 2 <= 4)
+    # two inputs of different label counts: the shorter padded with empty masks
+    two = np.asarray(jaxsal.segment_masks(np.stack([labels[0], np.zeros((3, 3), int)]),
+                                          dilation=None))
+    assert two.shape == (2, 2, 3, 3) and two[1, 0].all() and not two[1, 1:].any()
+    with pytest.raises(ValueError, match=r"2 inputs x 262144 regions x 512x512 pixels would "
+                       r"take 128.0 GiB of masks; expected segmentations of fewer regions"):
+        jaxsal.segment_masks(np.arange(2 * 512 * 512).reshape(2, 512, 512) % (512 * 512))
+
+
+@pytest.fixture(scope="module")
+def lm(mnist):
+    return mnist.with_head("logits")
+
+
+@pytest.fixture(scope="module")
+def x4(mnist_digits):
+    return mnist_digits[:4]
+
+
+def test_xrai_is_the_regions_of_ig_from_the_image_s_minimum_and_maximum(lm, x4):
+    """One call of integrated gradients over both baselines, averaged, maxed over channels,
+    then the regions; the maps keep the attributions' sum."""
+    x = np.asarray(x4[:3])
+    segments = grid_regions()
+    got = np.asarray(jaxsal.xrai(lm, x, [1, 7], segments=segments, steps=8, min_pixel_diff=5))
+    lo = np.broadcast_to(x.min(axis=(1, 2, 3), keepdims=True), x.shape)
+    hi = np.broadcast_to(x.max(axis=(1, 2, 3), keepdims=True), x.shape)
+    ig = [np.asarray(jaxsal.integrated_gradients(lm, x, [1, 7], baseline=b, steps=8,
+                                                 reduce=None)) for b in (lo, hi)]
+    attr = jaxsal.reduce_channels((ig[0] + ig[1]) / 2, "max")
+    want = np.asarray(jaxsal.xrai_regions(attr, segments, min_pixel_diff=5))
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(got, want, atol=1e-5 * scale)
+    np.testing.assert_allclose(got.sum((-2, -1)), np.asarray(attr).sum((-2, -1)),
+                               atol=1e-5 * np.abs(attr).sum((-2, -1)).max())
+    assert len(np.unique(got[0, 0])) > 5  # many regions ranked
+
+
+def test_per_input_targets_and_given_baselines(lm, x4):
+    """(N, T) class ids are repeated for every baseline's copy of the inputs; baselines
+    given as a list (a scalar, an image) replace the two defaults."""
+    x = np.asarray(x4[:2])
+    segments = grid_regions()
+    ids = np.array([[3, 1], [0, 8]])
+    got = np.asarray(jaxsal.xrai(lm, x, ids, segments=segments, steps=4, min_pixel_diff=5,
+                                 baselines=[0.0, np.full((28, 28, 1), 0.5, np.float32)]))
+    for i in range(2):
+        for j in range(2):
+            one = np.asarray(jaxsal.xrai(lm, x[i:i + 1], int(ids[i, j]), segments=segments,
+                                         steps=4, min_pixel_diff=5,
+                                         baselines=[0.0, np.full((28, 28, 1), 0.5)]))[0]
+            np.testing.assert_allclose(got[i, j], one, atol=1e-5 * np.abs(one).max())
+
+
+def test_jit_equals_eager(lm, x4):
+    x = jnp.asarray(x4[:2])
+    segments = grid_regions()
+    eager = jaxsal.xrai(lm, x, [2, 5], segments=segments, steps=4, min_pixel_diff=5)
+    jitted = jax.jit(lambda x: jaxsal.xrai(lm, x, [2, 5], segments=segments, steps=4,
+                                           min_pixel_diff=5))(x)
+    np.testing.assert_allclose(jitted, eager, atol=1e-5 * np.abs(eager).max())
+
+
+def test_a_batch_job_slices_per_input_segments(tmp_path, lm, x4):
+    """(N, M, H, W) regions are sliced with the inputs: the file equals one call."""
+    x = np.asarray(x4[:3])
+    segments = np.asarray(jnp.broadcast_to(grid_regions(), (3, 65, 28, 28))).copy()
+    segments[1, :16] = False  # the second input without the coarse grid
+    one = np.asarray(jaxsal.xrai(lm, x, 4, segments=segments, steps=4, min_pixel_diff=5))
+    out = jaxsal.explain_to_file(jaxsal.xrai, lm, x, tmp_path / "xrai.npy", targets=4,
+                                 batch_size=2, segments=segments, steps=4, min_pixel_diff=5)
+    np.testing.assert_allclose(out, one, atol=1e-5 * np.abs(one).max())
+
+
+@pytest.mark.parametrize("options, error", [
+    (dict(segments=np.zeros((3, 4, 4), np.int32)), "boolean region masks.*segment_masks"),
+    (dict(segments=np.zeros((3, 4, 5), bool)), r"segments of shape \(1, M, 4, 4\)"),
+    (dict(segments=np.zeros((0, 4, 4), bool)), "no region"),
+    (dict(segments=REGIONS, min_pixel_diff=0), "min_pixel_diff as an int >= 1"),
+    (dict(segments=REGIONS, area_threshold=0.0), r"area_threshold in \(0, 1\]"),
+    (dict(segments=REGIONS, algorithm="greedy"), "unknown algorithm 'greedy'"),
+])
+def test_xrai_regions_refuses_clearly(options, error):
+    with pytest.raises(ValueError, match=error):
+        jaxsal.xrai_regions(ATTR[None], **options)
+
+
+def test_xrai_refuses_clearly(lm, x4):
+    with pytest.raises(ValueError, match="NaN"):
+        jaxsal.xrai_regions(np.full((1, 4, 4), np.nan, np.float32), REGIONS)
+    with pytest.raises(ValueError, match=r"xrai ranks image regions and needs them: "
+                       r"segments=\(N, M, H, W\)"):
+        jaxsal.xrai(lm, x4[:1], 1)
+    with pytest.raises(ValueError, match=r"baselines\[0\] has shape \(3,\)"):
+        jaxsal.xrai(lm, x4[:1], 1, segments=grid_regions(), baselines=[np.zeros(3)])
+    with pytest.raises(ValueError, match="integer label images"):
+        jaxsal.segment_masks(np.zeros((2, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="dilation"):
+        jaxsal.segment_masks(np.zeros((2, 4, 4), np.int32), dilation=-1)
+    signal = jaxsal.FunctionModel(lambda p, x: x.reshape(len(x), -1) @ p, jnp.ones((12, 2)))
+    with pytest.raises(ValueError, match=r"xrai explains images.*got \(2, 6, 2\)"):
+        jaxsal.xrai(signal, np.ones((2, 6, 2), np.float32), 1, segments=REGIONS)
