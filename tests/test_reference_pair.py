@@ -1,9 +1,10 @@
 """Parity with Google PAIR saliency 0.2.1's Blur IG and Guided IG on an RGB classifier of
 non-square images (tests/fixtures/reference_models/rgb.keras), PAIR's gradients computed by
 Keras on the torch backend: tests/fixtures/reference_pair/make_pair_references.py, which says
-what each array is. And with its XRAI: segment masks and region selection from given
-attributions (tests/fixtures/reference_pair/make_xrai_references.py). Raw attributions within ``1e-5 * max|ref|`` per map (PAIR's float32-input
-Blur IG, whose blurs are rounded to float32 before they are differenced, within 2e-4).
+what each array is. Raw attributions within ``1e-5 * max|ref|`` per map (PAIR's float32-input
+Blur IG, whose blurs are rounded to float32 before they are differenced, within 2e-4). And with
+its XRAI: segment masks and region selection from given attributions
+(tests/fixtures/reference_pair/make_xrai_references.py).
 """
 
 import pathlib

@@ -75,7 +75,6 @@ def _steps(x, b, maps, folder):
             if name == "hash inputs":
                 record["done"].append(c)
                 record["inputs"][str(c)] = value
-    del out
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 

@@ -61,10 +61,10 @@ def segment_masks(labels: ArrayLike, dilation: int | None = 5) -> Array:
     lab = np.asarray(labels)
     if lab.ndim == 3:
         lab = lab[:, None]
-    if lab.ndim != 4 or not np.issubdtype(lab.dtype, np.integer):
+    if lab.ndim != 4 or not np.issubdtype(lab.dtype, np.integer) or not lab.size:
         raise ValueError(f"expected labels as (N, H, W) or (N, S, H, W) integer label images "
-                         f"(S segmentations per input), got shape {np.shape(labels)} dtype "
-                         f"{lab.dtype}")
+                         f"(S segmentations per input, N >= 1), got shape {np.shape(labels)} "
+                         f"dtype {lab.dtype}")
     if dilation is not None and (isinstance(dilation, bool) or not isinstance(
             dilation, (int, np.integer)) or dilation < 0):
         raise ValueError(f"expected dilation as a radius in pixels (an int >= 0) or None, got "
@@ -77,13 +77,13 @@ def segment_masks(labels: ArrayLike, dilation: int | None = 5) -> Array:
                          f"pixels would take {size / 2**30:.1f} GiB of masks; expected "
                          "segmentations of fewer regions (XRAI's: tens to hundreds per image), "
                          "or fewer inputs per call")
-    per_input = [np.concatenate([s[None] == u[:, None, None] for s, u in zip(segs, us)])
-                 for segs, us in zip(lab, present)]
     out = np.zeros((len(lab), m, *lab.shape[2:]), bool)
-    for i, a in enumerate(per_input):
-        out[i, :len(a)] = a
-    if dilation:
-        for i in range(len(out)):
+    for i, (segs, us) in enumerate(zip(lab, present)):
+        k = 0
+        for s, u in zip(segs, us):  # the masks of one segmentation, label by label
+            out[i, k:k + len(u)] = s[None] == u[:, None, None]
+            k += len(u)
+        if dilation:
             out[i] = _dilate(out[i], int(dilation))
     return jnp.asarray(out)
 
