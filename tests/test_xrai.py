@@ -164,3 +164,24 @@ def test_xrai_refuses_clearly(lm, x4):
     signal = jaxsal.FunctionModel(lambda p, x: x.reshape(len(x), -1) @ p, jnp.ones((12, 2)))
     with pytest.raises(ValueError, match=r"xrai explains images.*got \(2, 6, 2\)"):
         jaxsal.xrai(signal, np.ones((2, 6, 2), np.float32), 1, segments=REGIONS)
+
+
+def test_atoms_and_pixels_give_the_same_selection(x4):
+    """The greedy selection runs on atoms (pixels in exactly the same regions) when the masks
+    are known, on pixels under the caller's jax.jit over the masks: the same maps."""
+    from jaxsal._src.xrai import _atoms
+
+    masks = np.asarray(grid_regions())
+    flat = masks.reshape(len(masks), -1)
+    ids, count = _atoms(flat)
+    assert count < 28 * 28 and ids.max() == count - 1  # 380: the dilated cells' overlaps
+    one = np.zeros(count, int)
+    one[ids] = np.arange(28 * 28)  # a pixel of each atom
+    np.testing.assert_array_equal(flat, flat[:, one[ids]])  # its pixels: the same regions
+    assert len({tuple(col) for col in flat.T}) == count  # and atoms differ
+    maps = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 28, 28)), jnp.float32)
+    on_atoms = jaxsal.xrai_regions(maps, masks, min_pixel_diff=5)
+    on_pixels = jax.jit(lambda s: jaxsal.xrai_regions(maps, s, min_pixel_diff=5))(masks)
+    np.testing.assert_allclose(on_atoms, on_pixels, atol=1e-6 * np.abs(on_pixels).max())
+    np.testing.assert_allclose(np.asarray(on_atoms).sum((-2, -1)),
+                               np.asarray(maps).sum((-2, -1)), atol=1e-4)

@@ -12,7 +12,8 @@ left, and the pixels never selected get the mean attribution over them. The ``"f
 ranks the regions once by their own mean attribution and adds them in that order.
 
 The selection (:func:`xrai_regions`) runs compiled, one ``lax.while_loop`` of matrix-vector
-products over the regions, ``vmap``-ed over inputs and targets. The segmentation itself is a
+products over the regions, ``vmap``-ed over inputs and targets; the greedy variant on atoms,
+the sets of pixels in exactly the same regions (:func:`_atoms`). The segmentation itself is a
 sequential graph algorithm (Felzenszwalb & Huttenlocher's in the authors' code) and is the
 caller's: :func:`segment_masks` turns label images from any segmenter into dilated region
 masks as the authors' code does (see the README, "XRAI").
@@ -124,68 +125,105 @@ def _area_limit(area_threshold: float, pixels: int) -> int:
     return k
 
 
-def _full(attr: Array, masks: Array, min_new: int, limit: int) -> Array:
-    """Greedy XRAI over one map: ``attr`` ``(P,)``, ``masks`` ``(M, P)`` boolean; selection
-    goes on while at most ``limit`` pixels are selected and a region is left."""
-    mf = masks.astype(jnp.float32)
+def _atoms(masks: np.ndarray) -> tuple[np.ndarray, int]:
+    """The atoms of ``(M, P)`` region masks: ``(P,)`` ids, pixels in exactly the same regions
+    sharing one, and their count. Every region and every union of regions is a union of
+    atoms, so the greedy selection runs on atoms (a few thousand) instead of pixels,
+    exactly. (Each pixel's regions as a row of bits, the distinct rows numbered.)"""
+    rows = np.ascontiguousarray(np.packbits(masks, axis=0).T)  # (P, ceil(M / 8))
+    ids = np.unique(rows.view(np.dtype((np.void, rows.shape[1]))).reshape(-1),
+                    return_inverse=True)[1].reshape(-1)
+    return ids, int(ids.max()) + 1
+
+
+def _partition(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids (N, P), members (N, M, A), sizes (N, A))``: each input's atoms (:func:`_atoms`),
+    which regions hold each (read at one of its pixels) and how many pixels it has; ``A``
+    the largest count, an input with fewer padded with empty atoms of no region."""
+    n, m, p = masks.shape
+    parts = [_atoms(x) for x in masks]
+    a = max(count for _, count in parts)
+    ids = np.stack([i for i, _ in parts])
+    members = np.zeros((n, m, a), bool)
+    sizes = np.zeros((n, a), np.float32)
+    for k, (i, count) in enumerate(parts):
+        first = np.zeros(count, np.int64)
+        first[i] = np.arange(p)  # a pixel of each atom (all of its pixels share its regions)
+        members[k, :, :count] = masks[k][:, first]
+        sizes[k, :count] = np.bincount(i, minlength=count)
+    return ids, members, sizes
+
+
+def _full(sums: Array, members: Array, sizes: Array, min_new: int, limit: int) -> Array:
+    """Greedy XRAI over one map's atoms: ``sums`` ``(A,)`` their attributions' sums,
+    ``members`` ``(M, A)`` the regions, ``sizes`` ``(A,)`` their pixel counts; selection goes
+    on while at most ``limit`` pixels are selected and a region is left."""
+    mf = members.astype(jnp.float32)
 
     def cond(s):
         current, _, alive = s
-        return (current.sum() <= limit) & alive.any()
+        return (jnp.sum(jnp.where(current, sizes, 0.0)) <= limit) & alive.any()
 
     def body(s):
         current, out, alive = s
         rest = (~current).astype(jnp.float32)
         # the pixels each region would add and their attributions' sum: one pass over mf
-        new, total = jnp.dot(mf, jnp.stack([rest, attr * rest], 1), precision=_HIGHEST).T
+        new, total = jnp.dot(mf, jnp.stack([rest * sizes, rest * sums], 1),
+                             precision=_HIGHEST).T
         alive = alive & (new >= min_new)
         gain = total / jnp.maximum(new, 1.0)
         best = jnp.argmax(jnp.where(alive, gain, -jnp.inf))  # the first of equal gains
-        added = masks[best] & ~current & alive.any()  # (none where every region is dropped)
+        added = members[best] & ~current & alive.any()  # (none where every region is dropped)
         out = jnp.where(added, gain[best], out)
         return current | added, out, alive.at[best].set(False)
 
-    p = attr.shape[0]
-    init = (jnp.zeros(p, bool), jnp.full(p, -jnp.inf, jnp.float32),
-            jnp.ones(masks.shape[0], bool))
+    a = sums.shape[0]
+    init = (jnp.zeros(a, bool), jnp.full(a, -jnp.inf, jnp.float32),
+            jnp.ones(members.shape[0], bool))
     return jax.lax.while_loop(cond, body, init)[1]
 
 
-def _fast(attr: Array, masks: Array, min_new: int) -> Array:
-    """XRAI's fast variant over one map: the regions ranked once by their mean attribution
-    (stable: equal means keep their order), added in that order."""
-    mf = masks.astype(jnp.float32)
-    size = mf.sum(1)
-    mean = jnp.where(size > 0, jnp.dot(mf, attr, precision=_HIGHEST) / jnp.maximum(size, 1.0),
-                     -jnp.inf)
+def _fast(sums: Array, members: Array, sizes: Array, min_new: int) -> Array:
+    """XRAI's fast variant over one map's atoms (as :func:`_full`): the regions ranked once by
+    their mean attribution (stable: equal means keep their order), added in that order."""
+    mf = members.astype(jnp.float32)
+    both = jnp.dot(mf, jnp.stack([sizes, sums], 1), precision=_HIGHEST)
+    mean = jnp.where(both[:, 0] > 0, both[:, 1] / jnp.maximum(both[:, 0], 1.0), -jnp.inf)
     order = jnp.argsort(-mean, stable=True)
 
     def step(i, s):
         current, out = s
-        mask = masks[order[i]]
-        added = mask & ~current
-        count = added.sum()
+        region = members[order[i]]
+        added = region & ~current
+        count = jnp.sum(jnp.where(added, sizes, 0.0))
         take = count >= min_new
-        gain = jnp.sum(jnp.where(added, attr, 0.0)) / jnp.maximum(count, 1)
+        gain = jnp.sum(jnp.where(added, sums, 0.0)) / jnp.maximum(count, 1.0)
         out = jnp.where(added & take, gain, out)
-        return jnp.where(take, current | mask, current), out
+        return jnp.where(take, current | region, current), out
 
-    init = (jnp.zeros(attr.shape[0], bool), jnp.full(attr.shape[0], -jnp.inf, jnp.float32))
-    return jax.lax.fori_loop(0, masks.shape[0], step, init)[1]
+    a = sums.shape[0]
+    init = (jnp.zeros(a, bool), jnp.full(a, -jnp.inf, jnp.float32))
+    return jax.lax.fori_loop(0, members.shape[0], step, init)[1]
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _regions(maps: Array, masks: Array, min_new: int, limit: int, algorithm: str) -> Array:
-    """``maps`` ``(N, T, P)``, ``masks`` ``(N, M, P)`` -> ``(N, T, P)`` region gains, the
-    pixels never selected given the mean attribution over them."""
-    def one(attr, m):
-        out = _full(attr, m, min_new, limit) if algorithm == "full" else _fast(attr, m, min_new)
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _regions(maps: Array, ids: Array | None, members: Array, sizes: Array, atoms: int,
+             min_new: int, limit: int, algorithm: str) -> Array:
+    """``maps`` ``(N, T, P)``; each input's atoms: ``ids`` ``(N, P)`` (``None``: every pixel
+    an atom), ``members`` ``(N, M, A)``, ``sizes`` ``(N, A)`` -> ``(N, T, P)`` region gains,
+    the pixels never selected given the mean attribution over them."""
+    def one(attr, i, m, size):
+        sums = attr if i is None else jax.ops.segment_sum(attr, i, num_segments=atoms)
+        out = (_full(sums, m, size, min_new, limit) if algorithm == "full"
+               else _fast(sums, m, size, min_new))
         rest = out == -jnp.inf
-        fill = jnp.sum(jnp.where(rest, attr, 0.0)) / jnp.maximum(rest.sum(), 1)
-        return jnp.where(rest, fill, out)
+        fill = jnp.sum(jnp.where(rest, sums, 0.0)) / jnp.maximum(
+            jnp.sum(jnp.where(rest, size, 0.0)), 1.0)
+        out = jnp.where(rest, fill, out)
+        return out if i is None else out[i]
 
-    per_target = jax.vmap(one, in_axes=(0, None))
-    return jax.vmap(per_target)(maps, masks)
+    per_target = jax.vmap(one, in_axes=(0, None, None, None))
+    return jax.vmap(per_target)(maps, ids, members, sizes)
 
 
 def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 50,
@@ -240,9 +278,14 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     pixels = hw[0] * hw[1]
-    out = _regions(a.reshape(n, -1, pixels), s.reshape(n, s.shape[1], pixels),
-                   int(min_pixel_diff),
-                   _area_limit(float(area_threshold), pixels), algorithm)
+    flat = s.reshape(n, s.shape[1], pixels)
+    if algorithm == "full" and not isinstance(flat, jax.core.Tracer):
+        ids, members, sizes = _partition(np.asarray(flat))  # (its loop on atoms, not pixels)
+    else:  # every pixel an atom: "fast" passes over the regions once; or under jax.jit
+        ids, members, sizes = None, flat, jnp.ones((n, pixels), jnp.float32)
+    out = _regions(a.reshape(n, -1, pixels), ids, members, sizes, members.shape[-1],
+                   int(min_pixel_diff), _area_limit(float(area_threshold), pixels),
+                   algorithm)
     return out.reshape(a.shape)
 
 
