@@ -185,3 +185,24 @@ def test_atoms_and_pixels_give_the_same_selection(x4):
     np.testing.assert_allclose(on_atoms, on_pixels, atol=1e-6 * np.abs(on_pixels).max())
     np.testing.assert_allclose(np.asarray(on_atoms).sum((-2, -1)),
                                np.asarray(maps).sum((-2, -1)), atol=1e-4)
+
+
+def test_other_regions_of_the_same_shape_reuse_the_program(compiles):
+    """The atoms' count is rounded up to a power of two: regions that cut a 64x64 image
+    into another number of atoms (two shifted grids: 384, 361, 342, 441 atoms) compile
+    nothing new while the rounded count (512) stays; the masks are padded to one count."""
+    from jaxsal._src.xrai import _atoms
+
+    maps = jnp.asarray(np.random.default_rng(1).normal(size=(1, 64, 64)), jnp.float32)
+    yy, xx = np.mgrid[:64, :64]
+    sets = []
+    for a, b in ((4, 8), (5, 8), (6, 7), (5, 6)):
+        labels = np.stack([(yy // a) * 64 + xx // a, (yy // b) * 64 + (xx + 1) // b])
+        masks = np.asarray(jaxsal.segment_masks(labels[None], dilation=0))
+        sets.append(np.pad(masks, ((0, 0), (0, 400 - masks.shape[1]), (0, 0), (0, 0))))
+    assert [_atoms(m[0].reshape(400, -1))[1] for m in sets] == [384, 361, 342, 441]
+    jax.block_until_ready(jaxsal.xrai_regions(maps, sets[0], min_pixel_diff=4))
+    n = compiles.n
+    for masks in sets[1:]:
+        jax.block_until_ready(jaxsal.xrai_regions(maps, masks, min_pixel_diff=4))
+    assert compiles.n == n

@@ -138,11 +138,13 @@ def _atoms(masks: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _partition(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(ids (N, P), members (N, M, A), sizes (N, A))``: each input's atoms (:func:`_atoms`),
-    which regions hold each (read at one of its pixels) and how many pixels it has; ``A``
-    the largest count, an input with fewer padded with empty atoms of no region."""
+    which regions hold each (read at one of its pixels) and how many pixels it has. ``A`` is
+    the largest count rounded up to a power of two (at least 256, at most ``P``), so that
+    calls with other regions mostly reuse a compiled program; the atoms past an input's own
+    are empty, of no region."""
     n, m, p = masks.shape
     parts = [_atoms(x) for x in masks]
-    a = max(count for _, count in parts)
+    a = min(p, max(256, 1 << (max(count for _, count in parts) - 1).bit_length()))
     ids = np.stack([i for i, _ in parts])
     members = np.zeros((n, m, a), bool)
     sizes = np.zeros((n, a), np.float32)
