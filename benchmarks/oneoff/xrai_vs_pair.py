@@ -6,15 +6,12 @@ channels; two cases: smooth images (Gaussian blobs: few regions) and textured on
 plus normal noise of standard deviation 0.2: about 160 regions per image, nearer a
 photograph's). Timed: PAIR's ``XRAI._xrai`` (``"full"``) and
 ``_xrai_fast`` over the four, one after another, against ``jaxsal.xrai_regions`` on the four
-at once (the masks padded to one count), after a compiling call; medians of 3 (PAIR) and 5
-(jaxsal) runs; the maps are checked equal first. Needs a venv with saliency==0.2.1,
+at once (the masks padded to one count); medians of 3 (PAIR) and 5 (jaxsal) runs after one
+more (jaxsal's compiling); the maps are checked equal first. Needs a venv with saliency==0.2.1,
 scikit-image and jaxsal (``pip install -e .``):
 
     python -m benchmarks.oneoff.xrai_vs_pair
 """
-
-import statistics
-import time
 
 import jax
 import numpy as np
@@ -22,6 +19,7 @@ import saliency.core.xrai as pair_xrai
 import skimage
 
 import jaxsal
+from benchmarks.oneoff.xrai_regions import median_s
 
 N, H, W = 4, 224, 224
 
@@ -34,15 +32,6 @@ def blobs(rng, count):
         out += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))[..., None] \
             * rng.normal(size=3)
     return out
-
-
-def timed(fn, reps):
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times), max(times)
 
 
 def main():
@@ -71,7 +60,7 @@ def main():
             ref, got = pair(), np.asarray(ours())
             err = np.abs(got - ref).max() / np.abs(ref).max()
             assert err < 1e-5, err
-            p, j = timed(pair, 3), timed(ours, 5)
+            p, j = median_s(pair, 3), median_s(ours, 5)
             print(f"  {algorithm}: PAIR {p[0]:.3f} s (min {p[1]:.3f}, max {p[2]:.3f}), jaxsal "
                   f"{j[0]:.3f} s (min {j[1]:.3f}, max {j[2]:.3f}) for {N} maps: "
                   f"{p[0] / j[0]:.1f}x; maps within {err:.1e} of PAIR's largest value",
