@@ -352,3 +352,16 @@ def test_class_ids_on_a_channels_first_output_map_suggest_its_channel_axis(tmp_p
     np.testing.assert_allclose(fn(m.apply(m.params, x)), m.apply(m.params, x)[:, 4].mean((1, 2)),
                                rtol=1e-5)
     assert jaxsal.saliency(m, x, targets=fn).shape == (2, 8, 6)
+
+
+def test_xrai_channels_first_equals_channels_last(twins):
+    """XRAI maxes the averaged IG over each model's own channel axis (xrai explains images,
+    so only the 2-D twins)."""
+    m_cl, x_cl, m_cf, x_cf = twins["cf"]
+    yy, xx = np.mgrid[:12, :12]
+    labels = np.stack([(yy // 3) * 4 + xx // 3, (yy // 4) * 3 + (xx + 2) // 4])
+    masks = jaxsal.segment_masks(labels[None], dilation=1)[0]
+    a, b = (np.asarray(jaxsal.xrai(m, x, [0, 2], segments=masks, steps=8, min_pixel_diff=3))
+            for m, x in ((m_cl, x_cl), (m_cf, x_cf)))
+    assert a.shape == b.shape == (2, 2, 12, 12) and len(np.unique(a[0, 0])) > 3
+    np.testing.assert_allclose(b, a, **TOL)
