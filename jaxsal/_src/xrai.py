@@ -262,7 +262,8 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
         raise ValueError(f"expected segments as boolean region masks (N, M, H, W) or "
                          f"(M, H, W), got dtype {s.dtype}; integer label images become masks "
                          "through jaxsal.segment_masks(labels)")
-    if s.ndim == 3:
+    shared = s.ndim == 3  # the same regions for every input: their atoms found once
+    if shared:
         s = jnp.broadcast_to(s[None], (n, *s.shape))
     if s.ndim != 4 or s.shape[0] != n or s.shape[2:] != hw:
         raise ValueError(f"expected segments of shape ({n}, M, {hw[0]}, {hw[1]}) or (M, "
@@ -282,7 +283,11 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
     pixels = hw[0] * hw[1]
     flat = s.reshape(n, s.shape[1], pixels)
     if algorithm == "full" and not isinstance(flat, jax.core.Tracer):
-        ids, members, sizes = _partition(np.asarray(flat))  # (its loop on atoms, not pixels)
+        # (its loop on atoms, not pixels)
+        ids, members, sizes = _partition(np.asarray(flat[:1] if shared else flat))
+        if shared:
+            ids, members, sizes = (np.broadcast_to(v, (n, *v.shape[1:]))
+                                   for v in (ids, members, sizes))
     else:  # every pixel an atom: "fast" passes over the regions once; or under jax.jit
         ids, members, sizes = None, flat, jnp.ones((n, pixels), jnp.float32)
     out = _regions(a.reshape(n, -1, pixels), ids, members, sizes, members.shape[-1],
