@@ -235,15 +235,17 @@ class IncompleteJob(ValueError):
         return type(self), (str(self), self.rows, self.chunks)
 
 
-def _incomplete(skipped: dict[int, str], rows: list[int], n: int, n_chunks: int,
+def _incomplete(skipped: dict[int, tuple[str, list[int]]], n: int, n_chunks: int,
                 batch_size: int, files: list[str], done: set, resume: bool) -> IncompleteJob:
-    """The end of a ``keep_going`` job that left out chunks ``skipped`` (chunk -> why;
-    ``resume``: the job's, which its next run needs to keep the chunks written)."""
+    """The end of a ``keep_going`` job that left out chunks ``skipped`` (chunk -> why and
+    the inputs at fault; ``resume``: the job's, which its next run needs to keep the chunks
+    written)."""
     chunks = [(c * batch_size, min(n, (c + 1) * batch_size)) for c in sorted(skipped)]
-    said = "; ".join(f"chunk {c} (inputs {lo}:{hi}): {skipped[c]}"
+    rows = sorted(r for _, at_fault in skipped.values() for r in at_fault)
+    said = "; ".join(f"chunk {c} (inputs {lo}:{hi}): {skipped[c][0]}"
                      for c, (lo, hi) in zip(sorted(skipped)[:5], chunks))
     if len(chunks) > 5:
-        said += f"; and {len(chunks) - 5} more (at fault in all: {listed(sorted(rows))})"
+        said += f"; and {len(chunks) - 5} more (at fault in all: {listed(rows)})"
     saved = (f"The other {len(done)} chunk{'s are' if len(done) > 1 else ' is'} saved in "
              f"{', '.join(files)} (which reads as unfinished until every chunk is)" if done
              else "No chunk was written")
@@ -254,7 +256,7 @@ def _incomplete(skipped: dict[int, str], rows: list[int], n: int, n_chunks: int,
         "inputs (np.nan_to_num) or the model (the scores of an input whose maps are not "
         "finite: model(x[i:i+1])) and run the same job again"
         f"{'' if resume else ' with resume=True'}: it computes only the chunks left out"
-        f"{isolate}.", sorted(rows), chunks)
+        f"{isolate}.", rows, chunks)
 
 
 def _write(out: np.memmap, lo: int, hi: int, maps: np.ndarray) -> None:
@@ -553,8 +555,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     resumed = out is not None
 
     check_inputs = _checks_inputs(method, options)
-    skipped: dict[int, str] = {}  # keep_going: chunk left out -> why (its inputs at fault)
-    bad_rows: list[int] = []
+    skipped: dict = {}  # keep_going: chunk left out -> (why, the inputs at fault)
     for c in range(n_chunks):
         if c in done:
             continue
@@ -591,8 +592,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             short = f"the maps of {listed(rows_bad)}{where} are not finite"
         if why is not None:
             if keep_going:
-                skipped[c] = short
-                bad_rows += rows_bad
+                skipped[c] = short, rows_bad
                 continue
             raise _chunk_failed(ValueError(why), c, lo, hi, batch_size, done, files, path,
                                 several)
@@ -635,6 +635,6 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             on_chunk(len(done), n_chunks)
     del out
     if skipped:
-        raise _incomplete(skipped, bad_rows, n, n_chunks, batch_size, files, done, resume)
+        raise _incomplete(skipped, n, n_chunks, batch_size, files, done, resume)
     loaded = [np.load(f, mmap_mode="r") for f in files]
     return loaded[0] if files == [path] else several.pack(loaded)

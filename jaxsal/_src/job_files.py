@@ -116,12 +116,8 @@ def record_job_file(path: str, file: str) -> None:
     is then refused to write it (:func:`check_not_another_jobs`) as it is ``path``. Nothing
     is done where the job left no progress file."""
     progress_path = path + ".progress.json"
-    try:
-        with open(progress_path) as fh:
-            prog = json.load(fh)
-    except (OSError, ValueError):
-        return
-    if not isinstance(prog, dict):
+    prog = _record(progress_path)[0]
+    if prog is None:
         return
     also = prog.get("also") if isinstance(prog.get("also"), list) else []
     if os.path.basename(file) in also:
