@@ -208,14 +208,14 @@ def _fast(sums: Array, members: Array, sizes: Array, min_new: int) -> Array:
     return jax.lax.fori_loop(0, members.shape[0], step, init)[1]
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
-def _regions(maps: Array, ids: Array | None, members: Array, sizes: Array, atoms: int,
-             min_new: int, limit: int, algorithm: str) -> Array:
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def _regions(maps: Array, ids: Array | None, members: Array, sizes: Array, min_new: int,
+             limit: int, algorithm: str) -> Array:
     """``maps`` ``(N, T, P)``; each input's atoms: ``ids`` ``(N, P)`` (``None``: every pixel
     an atom), ``members`` ``(N, M, A)``, ``sizes`` ``(N, A)`` -> ``(N, T, P)`` region gains,
     the pixels never selected given the mean attribution over them."""
     def one(attr, i, m, size):
-        sums = attr if i is None else jax.ops.segment_sum(attr, i, num_segments=atoms)
+        sums = attr if i is None else jax.ops.segment_sum(attr, i, num_segments=m.shape[-1])
         out = (_full(sums, m, size, min_new, limit) if algorithm == "full"
                else _fast(sums, m, size, min_new))
         rest = out == -jnp.inf
@@ -257,14 +257,16 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
                          "NaN. Pass finite maps (np.nan_to_num(maps))")
     a = a.astype(jnp.float32)
     n, hw = a.shape[0], a.shape[-2:]
-    s = jnp.asarray(segments)
-    if s.dtype != jnp.bool_:
+    # (masks given on the host stay there: the atoms are found on the host)
+    s = segments if isinstance(segments, np.ndarray) else jnp.asarray(segments)
+    xp = np if isinstance(s, np.ndarray) else jnp
+    if s.dtype != np.bool_:
         raise ValueError(f"expected segments as boolean region masks (N, M, H, W) or "
                          f"(M, H, W), got dtype {s.dtype}; integer label images become masks "
                          "through jaxsal.segment_masks(labels)")
     shared = s.ndim == 3  # the same regions for every input: their atoms found once
     if shared:
-        s = jnp.broadcast_to(s[None], (n, *s.shape))
+        s = xp.broadcast_to(s[None], (n, *s.shape))
     if s.ndim != 4 or s.shape[0] != n or s.shape[2:] != hw:
         raise ValueError(f"expected segments of shape ({n}, M, {hw[0]}, {hw[1]}) or (M, "
                          f"{hw[0]}, {hw[1]}) for maps of shape {a.shape}, got {s.shape}")
@@ -290,9 +292,8 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
                                    for v in (ids, members, sizes))
     else:  # every pixel an atom: "fast" passes over the regions once; or under jax.jit
         ids, members, sizes = None, flat, jnp.ones((n, pixels), jnp.float32)
-    out = _regions(a.reshape(n, -1, pixels), ids, members, sizes, members.shape[-1],
-                   int(min_pixel_diff), _area_limit(float(area_threshold), pixels),
-                   algorithm)
+    out = _regions(a.reshape(n, -1, pixels), ids, members, sizes, int(min_pixel_diff),
+                   _area_limit(float(area_threshold), pixels), algorithm)
     return out.reshape(a.shape)
 
 
