@@ -334,12 +334,18 @@ def _zennit_cases(ref):
 def test_lrp_rules_as_zennit(model, key):
     """zennit 0.5.1's rules and composites (make_lrp_rules_references.py; BatchNorm and the
     poolings take the epsilon rule on both sides, every stabilizer 1e-6). c2 reads
-    BatchNorm outputs of both signs (zennit's sign-aware gamma and alpha-beta). Measured:
-    6.7e-8 (maps up to 0.14), 1.9e-8 (0.05), 3.1e-7 (0.40), 4.8e-8 (0.09), 5.2e-8 (0.13)."""
+    BatchNorm outputs of both signs (zennit's sign-aware gamma and alpha-beta). Measured on
+    an AMD EPYC VM: 6.7e-8 (maps up to 0.14), 1.9e-8 (0.05), 3.1e-7 (0.40), 4.8e-8 (0.09),
+    5.2e-8 (0.13). ``gamma_all`` is ill-conditioned on its first image (gamma at every layer
+    of centred inputs: denominators near zero): there float32 maps differ from the same rule
+    in float64 (jax_enable_x64) by about 1e-4 of the map's largest value, in any summation
+    order (an Intel Xeon VM's XLA kernels: 1.2e-4 from zennit's float32 map, which itself is
+    2.2e-5 from jaxsal's float64 one), so that case is held to 5e-4; a gamma 10% off misses
+    by 2.6e-2 or more."""
     ref = np.load(F / "reference_torch" / "lrp_rules_rgb.npz")
     x, rule = _zennit_cases(ref)[key]
     ours = jaxsal.lrp(model, x, CLASSES, rule=rule, epsilon=1e-6, reduce=None)
-    assert_per_map(by_class(ours), ref[key])
+    assert_per_map(by_class(ours), ref[key], rtol=5e-4 if key == "gamma_all" else 1e-4)
 
 
 def test_lime_and_kernel_shap_as_captum(model):
