@@ -349,7 +349,10 @@ def test_explain_to_file_chunks_equal_one_call(zoo, tmp_path):
         one = np.asarray(f(m, x, [0, 2], **kw))
         path = tmp_path / f"{f.__name__}.npy"
         out = jaxsal.explain_to_file(f, m, x, path, targets=[0, 2], batch_size=2, **kw)
-        np.testing.assert_allclose(out, one, rtol=1e-5, atol=1e-6 * np.abs(one).max())
+        # chunks of 2 against one call of 3 round differently, and the rescale rule's secant
+        # amplifies it (jax 0.12.1 on an Intel Xeon: 4.2e-5 of the largest value); a baseline
+        # sliced wrong moves the maps by about their largest value
+        np.testing.assert_allclose(out, one, rtol=1e-5, atol=1e-3 * np.abs(one).max())
 
 
 def test_layer_attributions_sum_to_the_difference(zoo):

@@ -33,6 +33,16 @@ def digits(mnist_digits):
     return mnist_digits[:4]
 
 
+def assert_same_maps(out, ref) -> None:
+    """A job's maps (chunks of a few inputs) against one call over all of them: equal up to
+    float32 rounding, which differs between batch sizes, and ``tanh``'s derivative
+    ``1 - tanh**2`` near saturation turns a rounding of ``tanh`` into an absolute error (jax
+    0.12.1 on an Intel Xeon: up to 1.9e-5 of the largest value). Maps of other weights or
+    targets differ by about the largest value."""
+    ref = np.asarray(ref)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
+
+
 @pytest.fixture(scope="module")
 def linear():
     """A tiny tanh-linear image model: 5x5x1 inputs, 3 classes."""
@@ -59,7 +69,7 @@ def test_resume_with_other_weights_starts_over(tmp_path, linear, xs):
     _interrupted(jaxsal.saliency, linear, xs, path, targets=1, batch_size=3)
     other = linear.with_params(linear.params.at[0, 1].add(1.0))  # one weight changed
     out = jaxsal.explain_to_file(jaxsal.saliency, other, xs, path, targets=1, batch_size=3)
-    np.testing.assert_allclose(out, jaxsal.saliency(other, xs, 1), rtol=1e-6)
+    assert_same_maps(out, jaxsal.saliency(other, xs, 1))
     # the same model (a copy of its weights) resumes: nothing is recomputed
     again = []
 
@@ -147,7 +157,7 @@ def test_score_function_targets(tmp_path, linear, xs, targets):
         return
     out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, tmp_path / "t.npy",
                                  targets=targets, batch_size=4)
-    np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, targets), rtol=1e-6)
+    assert_same_maps(out, jaxsal.saliency(linear, xs, targets))
 
 
 def test_lambda_targets_resume_only_the_same_function(tmp_path, linear, xs):
@@ -155,7 +165,7 @@ def test_lambda_targets_resume_only_the_same_function(tmp_path, linear, xs):
     _interrupted(jaxsal.saliency, linear, xs, path, targets=lambda y: y[:, 0], batch_size=3)
     out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=lambda y: y[:, 2],
                                  batch_size=3)  # same code, another constant: a new job
-    np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 2), rtol=1e-6)
+    assert_same_maps(out, jaxsal.saliency(linear, xs, 2))
 
 
 CLASS = 0  # a module-level variable a score function reads, as in a notebook
@@ -179,7 +189,7 @@ def test_a_reassigned_variable_a_score_function_reads_is_another_job(tmp_path, l
     CLASS = k = 2
     out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=score,
                                  batch_size=3)
-    np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 2), rtol=1e-6)
+    assert_same_maps(out, jaxsal.saliency(linear, xs, 2))
 
 
 STEPS = 2  # a module-level setting a method function reads, as in a notebook
@@ -320,7 +330,7 @@ def test_a_job_stopped_while_starting_over_leaves_no_old_progress(tmp_path, line
             jaxsal.explain_to_file(jaxsal.gradient_x_input, linear, xs, path, targets=1,
                                    batch_size=3)
     out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=1, batch_size=3)
-    np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 1), rtol=1e-6)
+    assert_same_maps(out, jaxsal.saliency(linear, xs, 1))
 
 
 def test_smoothgrad_s_own_method_option_reaches_it(tmp_path, linear, xs):
@@ -420,4 +430,4 @@ def test_a_method_defined_by_exec_without_a_module(tmp_path, linear, xs):
          ns)
     assert ns["method"].__module__ is None
     out = jaxsal.explain_to_file(ns["method"], linear, xs, tmp_path / "e.npy", targets=1)
-    np.testing.assert_allclose(out, jaxsal.saliency(linear, xs, 1), rtol=1e-6)
+    assert_same_maps(out, jaxsal.saliency(linear, xs, 1))
