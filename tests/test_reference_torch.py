@@ -334,13 +334,13 @@ def _zennit_cases(ref):
 def test_lrp_rules_as_zennit(model, key):
     """zennit 0.5.1's rules and composites (make_lrp_rules_references.py; BatchNorm and the
     poolings take the epsilon rule on both sides, every stabilizer 1e-6). c2 reads
-    BatchNorm outputs of both signs (zennit's sign-aware gamma and alpha-beta). Measured on
-    an AMD EPYC VM: 6.7e-8 (maps up to 0.14), 1.9e-8 (0.05), 3.1e-7 (0.40), 4.8e-8 (0.09),
-    5.2e-8 (0.13). ``gamma_all`` is ill-conditioned on its first image (gamma at every layer
-    of centred inputs: denominators near zero): there float32 maps differ from the same rule
-    in float64 (jax_enable_x64) by about 1e-4 of the map's largest value, in any summation
-    order (an Intel Xeon VM's XLA kernels: 1.2e-4 from zennit's float32 map, which itself is
-    2.2e-5 from jaxsal's float64 one), so that case is held to 5e-4; a gamma 10% off misses
+    BatchNorm outputs of both signs (zennit's sign-aware gamma and alpha-beta). Measured when
+    written: 6.7e-8 (maps up to 0.14), 1.9e-8 (0.05), 3.1e-7 (0.40), 4.8e-8 (0.09), 5.2e-8
+    (0.13). ``gamma_all`` is ill-conditioned on its first image (gamma at every layer of
+    centred inputs: denominators near zero): on an Intel Xeon VM jaxsal's float32 map there
+    was 1.2e-4 of the largest value from zennit's and 9.8e-5 from the same rule in float64
+    (jax_enable_x64), and zennit's float32 map 2.2e-5 from that float64 one: float32 rounding,
+    which other kernels order differently. That case is held to 5e-4; a gamma 10% off misses
     by 2.6e-2 or more."""
     ref = np.load(F / "reference_torch" / "lrp_rules_rgb.npz")
     x, rule = _zennit_cases(ref)[key]
