@@ -555,7 +555,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     resumed = out is not None
 
     check_inputs = _checks_inputs(method, options)
-    skipped: dict = {}  # keep_going: chunk left out -> (why, the inputs at fault)
+    skipped: dict[int, tuple[str, list[int]]] = {}  # keep_going: chunk -> (why, inputs at fault)
     for c in range(n_chunks):
         if c in done:
             continue
