@@ -187,6 +187,33 @@ def test_atoms_and_pixels_give_the_same_selection(x4):
                                np.asarray(maps).sum((-2, -1)), atol=1e-4)
 
 
+@pytest.mark.parametrize("algorithm", ["full", "fast"])
+def test_regions_for_every_input_equal_them_given_per_input(algorithm):
+    """(M, H, W) masks (passed to the compiled selection once, not copied per input) give each
+    input what the same masks repeated per input (N, M, H, W) give; on the host or a device,
+    and under the caller's jax.jit (every pixel an atom)."""
+    masks = np.asarray(grid_regions())
+    maps = jnp.asarray(np.random.default_rng(2).normal(size=(3, 2, 28, 28)), jnp.float32)
+    per_input = np.ascontiguousarray(np.broadcast_to(masks, (3, *masks.shape)))
+    want = np.asarray(jaxsal.xrai_regions(maps, per_input, min_pixel_diff=5,
+                                          algorithm=algorithm))
+    assert not np.allclose(want[0], want[1])  # the inputs' own selections
+    for shared in (masks, jnp.asarray(masks)):
+        np.testing.assert_allclose(jaxsal.xrai_regions(maps, shared, min_pixel_diff=5,
+                                                       algorithm=algorithm),
+                                   want, atol=1e-6 * np.abs(want).max())
+    jitted = jax.jit(lambda s: jaxsal.xrai_regions(maps, s, min_pixel_diff=5,
+                                                   algorithm=algorithm))(masks)
+    np.testing.assert_allclose(jitted, want, atol=1e-6 * np.abs(want).max())
+
+
+def test_segment_masks_stay_on_the_host():
+    """Made on the host and read there by xrai_regions (its atoms): a NumPy array, never a
+    device round trip."""
+    masks = jaxsal.segment_masks(np.array([[[0, 1], [1, 1]]]), dilation=0)
+    assert type(masks) is np.ndarray and masks.dtype == np.bool_
+
+
 def test_other_regions_of_the_same_shape_reuse_the_program(compiles):
     """The atoms' count is rounded up to a power of two: regions that cut a 64x64 image
     into another number of atoms (two shifted grids: 384, 361, 342, 441 atoms) compile

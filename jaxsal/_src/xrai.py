@@ -45,7 +45,7 @@ _MAX_MASK_BYTES = 2**31
 
 
 # ---------------------------------------------------------------------- regions
-def segment_masks(labels: ArrayLike, dilation: int | None = 5) -> Array:
+def segment_masks(labels: ArrayLike, dilation: int | None = 5) -> np.ndarray:
     """Region masks for :func:`xrai` from integer label images, as the XRAI authors' code
     makes them: every label of every segmentation a mask (the labels present, in increasing
     order; the authors' code also lists absent ones, as empty masks, which change nothing),
@@ -57,7 +57,9 @@ def segment_masks(labels: ArrayLike, dilation: int | None = 5) -> Array:
       dilation: the disk's radius (the authors' default: 5); ``0`` or ``None``: no dilation.
     Returns:
       ``(N, M, H, W)`` boolean masks, ``M`` the largest count of any input; an input with fewer
-      gets empty masks, which :func:`xrai_regions` drops.
+      gets empty masks, which :func:`xrai_regions` drops. A NumPy array: the masks are made on
+      the host and :func:`xrai_regions` finds its atoms there, so they never travel to a device
+      and back (``jnp.asarray`` places them on one).
     """
     lab = np.asarray(labels)
     if lab.ndim == 3:
@@ -86,7 +88,7 @@ def segment_masks(labels: ArrayLike, dilation: int | None = 5) -> Array:
             k += len(u)
         if dilation:
             out[i] = _dilate(out[i], int(dilation))
-    return jnp.asarray(out)
+    return out
 
 
 def _dilate(masks: np.ndarray, r: int) -> np.ndarray:
@@ -211,9 +213,10 @@ def _fast(sums: Array, members: Array, sizes: Array, min_new: int) -> Array:
 @functools.partial(jax.jit, static_argnums=(4, 5, 6))
 def _regions(maps: Array, ids: Array | None, members: Array, sizes: Array, min_new: int,
              limit: int, algorithm: str) -> Array:
-    """``maps`` ``(N, T, P)``; each input's atoms: ``ids`` ``(N, P)`` (``None``: every pixel
-    an atom), ``members`` ``(N, M, A)``, ``sizes`` ``(N, A)`` -> ``(N, T, P)`` region gains,
-    the pixels never selected given the mean attribution over them."""
+    """``maps`` ``(N, T, P)``; the atoms of each input, or of every input where they have no
+    batch axis: ``ids`` ``(N, P)`` or ``(P,)`` (``None``: every pixel an atom), ``members``
+    ``(N, M, A)`` or ``(M, A)``, ``sizes`` ``(N, A)`` or ``(A,)`` -> ``(N, T, P)`` region
+    gains, the pixels never selected given the mean attribution over them."""
     def one(attr, i, m, size):
         sums = attr if i is None else jax.ops.segment_sum(attr, i, num_segments=m.shape[-1])
         out = (_full(sums, m, size, min_new, limit) if algorithm == "full"
@@ -225,7 +228,9 @@ def _regions(maps: Array, ids: Array | None, members: Array, sizes: Array, min_n
         return out if i is None else out[i]
 
     per_target = jax.vmap(one, in_axes=(0, None, None, None))
-    return jax.vmap(per_target)(maps, ids, members, sizes)
+    shared = members.ndim == 2  # one set of regions for every input: not copied per input
+    return jax.vmap(per_target, in_axes=(0, None, None, None) if shared else 0)(
+        maps, ids, members, sizes)
 
 
 def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 50,
@@ -259,18 +264,15 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
     n, hw = a.shape[0], a.shape[-2:]
     # (masks given on the host stay there: the atoms are found on the host)
     s = segments if isinstance(segments, np.ndarray) else jnp.asarray(segments)
-    xp = np if isinstance(s, np.ndarray) else jnp
     if s.dtype != np.bool_:
         raise ValueError(f"expected segments as boolean region masks (N, M, H, W) or "
                          f"(M, H, W), got dtype {s.dtype}; integer label images become masks "
                          "through jaxsal.segment_masks(labels)")
     shared = s.ndim == 3  # the same regions for every input: their atoms found once
-    if shared:
-        s = xp.broadcast_to(s[None], (n, *s.shape))
-    if s.ndim != 4 or s.shape[0] != n or s.shape[2:] != hw:
+    if s.ndim not in (3, 4) or s.shape[-2:] != hw or (not shared and s.shape[0] != n):
         raise ValueError(f"expected segments of shape ({n}, M, {hw[0]}, {hw[1]}) or (M, "
                          f"{hw[0]}, {hw[1]}) for maps of shape {a.shape}, got {s.shape}")
-    if s.shape[1] == 0:
+    if s.shape[-3] == 0:
         raise ValueError("segments holds no region (M = 0); pass at least one mask per input")
     if isinstance(min_pixel_diff, bool) or not isinstance(min_pixel_diff, (int, np.integer)) \
             or min_pixel_diff < 1:
@@ -283,15 +285,15 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     pixels = hw[0] * hw[1]
-    flat = s.reshape(n, s.shape[1], pixels)
+    flat = s.reshape(*s.shape[:-2], pixels)  # (N, M, P), or (M, P) for every input
     if algorithm == "full" and not isinstance(flat, jax.core.Tracer):
         # (its loop on atoms, not pixels)
-        ids, members, sizes = _partition(np.asarray(flat[:1] if shared else flat))
+        ids, members, sizes = _partition(np.asarray(flat[None] if shared else flat))
         if shared:
-            ids, members, sizes = (np.broadcast_to(v, (n, *v.shape[1:]))
-                                   for v in (ids, members, sizes))
+            ids, members, sizes = ids[0], members[0], sizes[0]
     else:  # every pixel an atom: "fast" passes over the regions once; or under jax.jit
-        ids, members, sizes = None, flat, jnp.ones((n, pixels), jnp.float32)
+        ids, members = None, flat
+        sizes = jnp.ones((pixels,) if shared else (n, pixels), jnp.float32)
     out = _regions(a.reshape(n, -1, pixels), ids, members, sizes, int(min_pixel_diff),
                    _area_limit(float(area_threshold), pixels), algorithm)
     return out.reshape(a.shape)
