@@ -117,6 +117,18 @@ def _zoo_attention_4d():
     return keras.Model(x, layers.Dense(2, name="out4")(f), name="zoo_attention_4d")
 
 
+def _zoo_time_distributed_rnn():
+    """RNNs (which use masks) wrapped in TimeDistributed over unmasked (N, outer, inner,
+    features) input: each outer step's sequence through the RNN, no mask to pass on."""
+    x = keras.Input((3, 5, 4), name="grid_seq")
+    a = layers.TimeDistributed(layers.LSTM(2), name="td_lstm")(x)
+    b = layers.TimeDistributed(layers.GRU(3, return_sequences=True), name="td_gru_seq")(x)
+    c = layers.TimeDistributed(layers.Bidirectional(layers.SimpleRNN(2)), name="td_bi")(x)
+    f = layers.Concatenate(name="cat_td")([a, c, layers.Reshape((3, 15), name="steps_td")(b)])
+    return keras.Model(x, layers.Dense(2, name="out_td")(layers.Flatten(name="flat_td")(f)),
+                       name="zoo_time_distributed_rnn")
+
+
 def _zoo_masking():
     x = keras.Input((T, 3), name="series")
     m = layers.Masking(mask_value=-1.0, name="masking")(x)
@@ -143,7 +155,10 @@ ZOOS = {"rnn": (_zoo_rnn, _tokens), "attention": (_zoo_attention, _tokens),
         "attention_4d": (_zoo_attention_4d,
                          lambda: np.random.default_rng(5).normal(size=(3, 3, 5, 4))
                          .astype("float32")),
-        "masking": (_zoo_masking, _series)}
+        "masking": (_zoo_masking, _series),
+        "time_distributed_rnn": (_zoo_time_distributed_rnn,
+                                 lambda: np.random.default_rng(6).normal(size=(3, 3, 5, 4))
+                                 .astype("float32"))}
 
 
 def _randomize(m, seed):

@@ -664,7 +664,7 @@ def _time_distributed(config, ctx):
                 raise ValueError(f"the wrapped {cls} uses masks; a (batch, time) mask gives "
                                  "it one flag per sample, which Keras rejects as well")
             kw["mask"] = mask.reshape((n * t,) + mask.shape[2:])
-        elif inner.mask_call:
+        elif inner.mask_call and mask is not None:  # (no mask: the wrapped layer's call)
             raise ValueError(f"TimeDistributed({cls}) with masks per argument is not "
                              "supported")
         y = step(params, x.reshape((n * t,) + x.shape[2:]), rt=rt, **kw)
