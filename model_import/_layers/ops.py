@@ -239,8 +239,11 @@ def _tile(cfg):
 
 @_op("Repeat")
 def _repeat(cfg):
-    reps, axis = cfg.get("repeats"), cfg.get("axis")
-    return lambda rt, x: jnp.repeat(x, reps, axis=axis)
+    reps, axis = np.asarray(cfg.get("repeats")), cfg.get("axis")  # one count, or one per item
+    if not np.issubdtype(reps.dtype, np.integer) or reps.ndim > 1:
+        raise _Refused(f"expected repeats as an int or a list of ints, got {reps.tolist()!r}")
+    total = None if reps.ndim == 0 else int(reps.sum())  # the output's length: static
+    return lambda rt, x: jnp.repeat(x, reps, axis=axis, total_repeat_length=total)
 
 
 @_op("Where")
