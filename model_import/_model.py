@@ -453,7 +453,7 @@ class KerasModel:
     def _run(self, params, x, capture, perturb, perturb_pre, bias_sink, capture_pre=()):
         _check_params(params, self._param_keys)
         capture = tuple(capture) if not isinstance(capture, str) else (capture,)
-        cap_paths = {self.resolve_layer(c): c for c in capture}
+        cap_names = {c: self.resolve_layer(c) for c in capture}  # every name asked (aliases)
         capture_pre = (tuple(capture_pre) if not isinstance(capture_pre, str)
                        else (capture_pre,))
         pre_paths = {c: self.pre_activation_layer(c) for c in capture_pre}  # every name asked
@@ -467,7 +467,7 @@ class KerasModel:
             pert, pre = ({k: jnp.moveaxis(v, -1, 1) if self._moved(k) else v
                           for k, v in d.items()} for d in (pert, pre))
         outs, captured = self.graph.run(
-            params, self._prepare(x), self.runtime, capture=frozenset(cap_paths),
+            params, self._prepare(x), self.runtime, capture=frozenset(cap_names.values()),
             perturb=pert, perturb_pre=pre, bias_sink=bias_sink,
             capture_pre=frozenset(pre_paths.values()), pre_sink=pre_sink,
             strip_output_activation=(
@@ -488,7 +488,7 @@ class KerasModel:
         def viewed(path, v):  # a moved layer's value in the channels-last view
             return jnp.moveaxis(v, 1, -1) if self._moved(path) else v
 
-        acts = {orig: viewed(path, captured[path]) for path, orig in cap_paths.items()}
+        acts = {orig: viewed(path, captured[path]) for orig, path in cap_names.items()}
         if not capture_pre:
             return y, acts
         return y, acts, {orig: viewed(path, pre_sink[path]) for orig, path in pre_paths.items()}

@@ -170,6 +170,10 @@ def test_a_nested_model_called_twice_is_captured_and_perturbed_at_its_first_call
     conv_of = keras.Model(enc_in, enc.get_layer("conv").output)
     _, caps = m.apply(m.params, [xa, xb], capture=["enc/conv", "after_a", "after_b"])
     np.testing.assert_allclose(caps["enc/conv"], conv_of(xa), rtol=1e-5, atol=1e-6)
+    # two names of one layer (its path and its own unique name): each asked name a key
+    _, both = m.apply(m.params, [xa, xb], capture=["enc/conv", "conv"])
+    assert set(both) == {"enc/conv", "conv"}
+    np.testing.assert_array_equal(both["conv"], both["enc/conv"])
     delta = {"enc/conv": 0.5 * np.ones((2, 4, 4, 3), np.float32)}
     _, shifted = m.apply(m.params, [xa, xb], capture=["after_a", "after_b"], perturb=delta)
     np.testing.assert_array_equal(shifted["after_b"], caps["after_b"])  # second call as is
