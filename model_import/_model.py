@@ -450,6 +450,19 @@ class KerasModel:
             raise ValueError(f"layer {name!r} has no pre-activation value: {why}")
         return path
 
+    def _by_path(self, values: Mapping[str, Any] | None, arg: str) -> dict[str, Any]:
+        """``{layer name: value}`` keyed by the layers' paths; two names of one layer (a nested
+        layer's path and its own name) are refused rather than one silently dropped."""
+        out: dict[str, Any] = {}
+        named: dict[str, str] = {}
+        for name, v in (values or {}).items():
+            path = self.resolve_layer(name)
+            if path in out:
+                raise ValueError(f"{arg} names layer {path!r} twice ({named[path]!r} and "
+                                 f"{name!r}); expected one value per layer: pass one of them")
+            out[path], named[path] = v, name
+        return out
+
     def _run(self, params, x, capture, perturb, perturb_pre, bias_sink, capture_pre=()):
         _check_params(params, self._param_keys)
         capture = tuple(capture) if not isinstance(capture, str) else (capture,)
@@ -458,8 +471,8 @@ class KerasModel:
                        else (capture_pre,))
         pre_paths = {c: self.pre_activation_layer(c) for c in capture_pre}  # every name asked
         pre_sink: dict[str, Array] = {}
-        pert = {self.resolve_layer(k): v for k, v in (perturb or {}).items()}
-        pre = {self.resolve_layer(k): v for k, v in (perturb_pre or {}).items()}
+        pert = self._by_path(perturb, "perturb")
+        pre = self._by_path(perturb_pre, "perturb_pre")
         if self.channels_last_view:
             xs = self._as_list(x)
             x = [jnp.moveaxis(jnp.asarray(a), -1, 1) if self._moved(r.layer) else a

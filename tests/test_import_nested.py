@@ -174,6 +174,9 @@ def test_a_nested_model_called_twice_is_captured_and_perturbed_at_its_first_call
     _, both = m.apply(m.params, [xa, xb], capture=["enc/conv", "conv"])
     assert set(both) == {"enc/conv", "conv"}
     np.testing.assert_array_equal(both["conv"], both["enc/conv"])
+    with pytest.raises(ValueError, match=r"perturb names layer 'enc/conv' twice \('enc/conv' "
+                       r"and 'conv'\); expected one value per layer"):
+        m.apply(m.params, [xa, xb], perturb={"enc/conv": 0.0, "conv": 1.0})
     delta = {"enc/conv": 0.5 * np.ones((2, 4, 4, 3), np.float32)}
     _, shifted = m.apply(m.params, [xa, xb], capture=["after_a", "after_b"], perturb=delta)
     np.testing.assert_array_equal(shifted["after_b"], caps["after_b"])  # second call as is
