@@ -9,7 +9,7 @@ configurable head, named-layer outputs and gradients, and swappable ReLU backwar
 from model_import import _layers  # noqa: F401  (fills the converter registry)
 from model_import._errors import KerasImportError, UnsupportedLayerError
 from model_import._graph import LayerCallError
-from model_import._layers.activations import ACTIVATION_NAMES
+from model_import._layers.activations import ACTIVATION_NAMES, register_activation
 from model_import._layers.registry import (BackendWarning, ConvertContext, LayerImpl, Runtime,
                                            register_layer, registered_classes)
 from model_import._load import build_model, load_keras
@@ -31,6 +31,7 @@ __all__ = [
     "UnsupportedLayerError",
     "build_model",
     "load_keras",
+    "register_activation",
     "register_layer",
     "registered_classes",
 ]

@@ -420,3 +420,60 @@ def test_path_that_is_not_a_path(fixtures_dir):
     for bad in (io.BytesIO((fixtures_dir / GOOD_KERAS).read_bytes()), None, 3):
         with pytest.raises(TypeError, match=r"a path.*got " + type(bad).__name__):
             load_keras(bad)
+
+
+@pytest.mark.filterwarnings("ignore:The object being serialized includes a `lambda`")
+def test_custom_activation_functions_are_registered_by_their_saved_names(tmp_path,
+                                                                         monkeypatch):
+    """A named function (saved as its name) and a package-registered one (saved as
+    "pkg>name"): refused naming register_activation, then computed once registered; a lambda
+    (its bytecode saved) is refused saying why and what to do, not with the bytecode."""
+    from model_import._layers import activations
+
+    monkeypatch.setattr(activations, "_CUSTOM", {})  # the global registry, restored after
+
+    def doubled_tanh(t):
+        return 2.0 * keras.ops.tanh(t)
+
+    @keras.saving.register_keras_serializable(package="tests_pkg")
+    def cube(t):
+        return t * t * t
+
+    inp = keras.Input((5,))
+    h = keras.layers.Dense(4, activation=doubled_tanh, name="dt")(inp)
+    km = keras.Model(inp, keras.layers.Dense(3, activation=cube, name="cubed")(h))
+    x = np.random.default_rng(0).normal(size=(2, 5)).astype(np.float32)
+    ref = np.asarray(km(x))
+    paths = [tmp_path / "act.keras", tmp_path / "act.h5"]
+    for p in paths:
+        km.save(p)
+        err = _raises_import_error(p, r"unknown activation 'doubled_tanh'.*register a JAX "
+                                      r"version, model_import.register_activation\("
+                                      r"'doubled_tanh', fn\)")
+        assert "dt" in str(err)
+    import jax.numpy as jnp
+
+    model_import.register_activation("doubled_tanh", lambda t: 2.0 * jnp.tanh(t))
+    _raises_import_error(paths[0], r"unknown activation 'tests_pkg>cube'.*register_activation"
+                                   r"\('cube', fn\)")
+    model_import.register_activation("cube")(lambda t: t ** 3)
+    for p in paths:
+        m = load_keras(p)
+        np.testing.assert_allclose(np.asarray(m(x)), ref, rtol=1e-5, atol=1e-6)
+        # the logits head drops the last layer's (custom) activation as it would a named one
+        np.testing.assert_allclose(np.asarray(m.with_head("logits")(x)) ** 3, ref, rtol=1e-4,
+                                   atol=1e-6)
+    with pytest.raises(ValueError, match="'cube' is already registered; pass override=True"):
+        model_import.register_activation("cube", lambda t: t)
+    model_import.register_activation("cube", lambda t: t ** 3, override=True)
+    with pytest.raises(ValueError, match="'relu' is a Keras activation"):
+        model_import.register_activation("relu", lambda t: t)
+    with pytest.raises(TypeError, match=r"@register_activation\('my_act'\)"):
+        model_import.register_activation(cube)
+
+    lam = keras.Model(inp, keras.layers.Dense(3, activation=lambda t: t * 0.5, name="l")(inp))
+    lam.save(tmp_path / "lam.keras")
+    err = _raises_import_error(tmp_path / "lam.keras", r"a Python lambda, stored as bytecode, "
+                                                       r"which cannot be ported\. Define it as a "
+                                                       r"named function")
+    assert len(str(err)) < 500  # not the bytecode

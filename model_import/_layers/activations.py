@@ -183,6 +183,52 @@ def sparsemax(x, axis=-1):
 
 ACTIVATION_NAMES = tuple(sorted(_named(3)))
 
+#: Custom activation functions by name (:func:`register_activation`).
+_CUSTOM: dict[str, Callable[[Array], Array]] = {}
+
+
+def register_activation(name: str, fn: Callable[[Array], Array] | None = None, *,
+                        override: bool = False) -> Callable[..., Any]:
+    """Register the JAX version of a custom elementwise Keras activation function, by the name
+    the file records: a function passed as ``Dense(activation=my_act)`` is saved as
+    ``"my_act"``, one registered with ``keras.saving.register_keras_serializable(package=
+    "pkg")`` as ``"pkg>my_act"`` (either name finds it). ``fn(x) -> y`` acts elementwise; it
+    is computed through ``rt.act``, so that DeepLIFT's and LRP's rules reach it.
+
+    Use as ``register_activation("my_act", fn)`` or as a decorator,
+    ``@register_activation("my_act")``. Registering a name twice raises unless
+    ``override=True``; so does a name Keras itself defines (``"relu"``...), which the importer
+    computes already.
+    """
+    if callable(name):
+        raise TypeError(f"register_activation takes the activation's name first, got the "
+                        f"function {getattr(name, '__name__', name)!r}: "
+                        f"@register_activation('my_act'), not @register_activation")
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"expected the activation's name as a non-empty str, got {name!r}")
+    if name in ACTIVATION_NAMES or name in _ALIASES:
+        raise ValueError(f"{name!r} is a Keras activation, which the importer computes "
+                         "already; register custom functions under their own names")
+
+    def deco(f: Callable[[Array], Array]) -> Callable[[Array], Array]:
+        if not callable(f):
+            raise TypeError(f"register_activation: expected a function of one array, got "
+                            f"{type(f).__name__}")
+        if name in _CUSTOM and not override:
+            raise ValueError(f"an activation {name!r} is already registered; pass "
+                             "override=True to replace it")
+        _CUSTOM[name] = f
+        return f
+
+    return deco if fn is None else deco(fn)
+
+
+def _custom(name: str) -> Callable[[Array, Runtime], Array] | None:
+    fn = _CUSTOM.get(name, _CUSTOM.get(name.split(">")[-1]))
+    return None if fn is None else elementwise(lambda x, rt: fn(x))
+
+_LAMBDA = "<lambda>"  # tf.keras 2 saves a lambda's name so; Keras 3 its bytecode
+
 #: Names some versions save for the same activation (tf.keras 2.12 writes "log_softmax_v2").
 _ALIASES = {None: "linear", "": "linear", "none": "linear", "relu_": "relu",
             "log_softmax_v2": "log_softmax"}
@@ -200,7 +246,9 @@ def activation_name(spec: Any) -> str:
     if isinstance(spec, Mapping):  # Keras 3 may serialize {"class_name": "function", "config": "relu"}
         cfg = spec.get("config")
         name = cfg if isinstance(cfg, str) else (cfg or {}).get("name", spec.get("class_name"))
-        spec = name if name is not None else str(dict(spec))  # no name: an unknown activation
+        if name is None:  # no name: a Python lambda (Keras 3 stores its bytecode as "value")
+            name = _LAMBDA if "value" in spec else str(dict(spec))[:200]
+        spec = name
     name = _ALIASES.get(spec, spec)
     return str(name)
 
@@ -214,8 +262,17 @@ def get_activation(spec: Any, keras_major: int = 3,
         return _layer_activation(spec, keras_major, ctx)
     name = activation_name(spec)
     table = _named(keras_major)
+    if name not in table and _custom(name) is not None:
+        return _custom(name)
     if name not in table:
-        detail = (f"unknown activation {name!r}; supported: {', '.join(sorted(table))}")
+        if name == _LAMBDA:
+            detail = ("its activation is a Python lambda, stored as bytecode, which cannot be "
+                      "ported. Define it as a named function, save the model again and "
+                      "register a JAX version: model_import.register_activation(name, fn)")
+        else:
+            detail = (f"unknown activation {name!r}; supported: {', '.join(sorted(table))}. "
+                      f"A custom function: register a JAX version, model_import."
+                      f"register_activation({name.split('>')[-1]!r}, fn)")
         if ctx is not None:
             raise ctx.error(detail)
         raise ValueError(detail)
