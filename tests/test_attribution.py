@@ -2,6 +2,7 @@
 consistency properties (jit == eager, vmap == loop, T classes == T single calls)."""
 
 import pathlib
+import types
 
 import jax
 import jax.numpy as jnp
@@ -578,6 +579,65 @@ def test_a_reassigned_variable_a_function_reads_is_not_baked_in(lm, x4, compiles
     jax.block_until_ready(jaxsal.saliency(lm, x4, score))
     jax.block_until_ready(jaxsal.saliency(fm, x4, 3, reduce=None))
     assert compiles.n == n
+
+
+class _Scaled:
+    """A model object whose ``apply`` reads an attribute; also a score object."""
+
+    def __init__(self, lm, scale, k):
+        self.lm, self.scale, self.k = lm, scale, k
+
+    def apply(self, p, img):
+        return self.lm.apply(p, img * self.scale)
+
+    def __call__(self, out):
+        return out[:, self.k]
+
+    def score(self, out):
+        return out[:, self.k]
+
+    def _scaled(self, out):
+        return out * self.cfg.factor
+
+    def scaled(self, out):  # reads self.cfg.factor through a helper method
+        return self._scaled(out)[:, 0]
+
+
+def test_a_reassigned_attribute_of_a_bound_object_is_not_baked_in(lm, x4, compiles):
+    """``net.apply`` and a score object or method read their object's attributes: one
+    reassigned (``net.scale = 0.5``, ``score.k = 7``), they are traced again, as a
+    reassigned variable is; with the same values they compile nothing."""
+    net = _Scaled(lm, 1.0, 3)
+    first = jaxsal.saliency(jaxsal.FunctionModel(net.apply, lm.params), x4, 3, reduce=None)
+    net.scale = 0.5
+    half = jaxsal.saliency(jaxsal.FunctionModel(net.apply, lm.params), x4, 3, reduce=None)
+    np.testing.assert_allclose(half, 0.5 * jaxsal.saliency(lm, 0.5 * x4, 3, reduce=None),
+                               rtol=1e-5, atol=1e-7)
+    assert not np.allclose(half, first)
+    for score in (net, net.score):
+        net.k = 3
+        np.testing.assert_allclose(jaxsal.saliency(lm, x4, score), jaxsal.saliency(lm, x4, 3),
+                                   rtol=1e-6)
+        net.k = 7
+        np.testing.assert_allclose(jaxsal.saliency(lm, x4, score), jaxsal.saliency(lm, x4, 7),
+                                   rtol=1e-6)
+    n = compiles.n
+    jax.block_until_ready(jaxsal.saliency(lm, x4, net))
+    jax.block_until_ready(jaxsal.saliency(jaxsal.FunctionModel(net.apply, lm.params), x4, 3,
+                                          reduce=None))
+    net.calls = 12  # an attribute no code of the call reads: nothing compiled again
+    jax.block_until_ready(jaxsal.saliency(lm, x4, net))
+    assert compiles.n == n
+    # read through a helper method, from an object in the object: traced again when the
+    # object or its attribute is reassigned
+    net.cfg = types.SimpleNamespace(factor=1.0)
+    one = np.asarray(jaxsal.saliency(lm, x4, net.scaled, reduce=None))
+    net.cfg.factor = 2.0
+    np.testing.assert_allclose(jaxsal.saliency(lm, x4, net.scaled, reduce=None), 2 * one,
+                               rtol=1e-5, atol=1e-7)
+    net.cfg = types.SimpleNamespace(factor=3.0)
+    np.testing.assert_allclose(jaxsal.saliency(lm, x4, net.scaled, reduce=None), 3 * one,
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_another_load_of_the_same_file_reuses_the_programs(x4, compiles):

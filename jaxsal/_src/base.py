@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import inspect
 import math
 import numbers
 import operator
@@ -480,7 +481,9 @@ def callable_key(fn: Any, _depth: int = 0) -> Hashable:
     classes left out; ``functools.partial`` arguments likewise), so that a function reading
     a variable that was reassigned since it was traced is traced again, instead of reusing
     a program that baked the old value in (``jax.jit`` itself would reuse it). A bound
-    method is its function with the object it is bound to. A plain function is keyed by its
+    method is its function with the object it is bound to and the values of the attributes
+    its code (and the methods and properties it names) reads; a callable object likewise,
+    with its ``__call__``. A plain function is keyed by its
     code (and module, defaults, closure and reads), not by the function object: a fresh
     ``lambda`` made by the same line with the same values (a ``FunctionModel`` built in a
     loop or a helper) reuses the program instead of compiling it again. An array or
@@ -488,21 +491,30 @@ def callable_key(fn: Any, _depth: int = 0) -> Hashable:
     if _depth >= 4:
         return fn
     if isinstance(fn, functools.partial):
+        names = _names_of(fn.func)
         return (functools.partial, callable_key(fn.func, _depth + 1),
-                tuple(_closure_part(a, _depth) for a in fn.args),
-                tuple(sorted((k, _closure_part(v, _depth))
+                tuple(_closure_part(a, _depth, names) for a in fn.args),
+                tuple(sorted((k, _closure_part(v, _depth, names))
                              for k, v in (fn.keywords or {}).items())))
     if isinstance(fn, types.MethodType) and isinstance(fn.__func__, types.FunctionType):
         # a bound method (``net.apply``): its function's reads, and the object it is bound to
+        # with the attributes it reads
         return (types.MethodType, callable_key(fn.__func__, _depth + 1),
-                _closure_part(fn.__self__, _depth))
+                _closure_part(fn.__self__, _depth, _names_of(fn.__func__)))
     if not isinstance(fn, types.FunctionType):
-        return fn
-    cells = tuple(_closure_part(_cell_value(c), _depth) for c in fn.__closure__ or ())
-    read = tuple((n, _closure_part(v, _depth)) for n, v in global_reads(fn)
+        if not _is_stateful(fn):
+            return fn
+        # a callable object (a score class's instance): the variables its ``__call__`` reads
+        # and its attributes that it reads
+        call = getattr(type(fn), "__call__", None)
+        return (type(fn), _object_part(fn, _depth, _names_of(call)),
+                callable_key(call, _depth + 1) if isinstance(call, types.FunctionType) else call)
+    names = _names_of(fn)
+    cells = tuple(_closure_part(_cell_value(c), _depth, names) for c in fn.__closure__ or ())
+    read = tuple((n, _closure_part(v, _depth, names)) for n, v in global_reads(fn)
                  if not isinstance(v, (types.ModuleType, type)))
-    defaults = tuple(_closure_part(d, _depth) for d in fn.__defaults__ or ())
-    kwdefaults = tuple(sorted((k, _closure_part(v, _depth))
+    defaults = tuple(_closure_part(d, _depth, names) for d in fn.__defaults__ or ())
+    kwdefaults = tuple(sorted((k, _closure_part(v, _depth, names))
                               for k, v in (fn.__kwdefaults__ or {}).items()))
     return (types.FunctionType, fn.__code__, _Held(fn.__globals__), defaults, kwdefaults,
             cells, read)
@@ -535,14 +547,81 @@ def _cell_value(cell: Any) -> Any:
         return _EMPTY_CELL
 
 
-def _closure_part(v: Any, depth: int) -> Hashable:
+def _closure_part(v: Any, depth: int, names: frozenset[str] | None = None) -> Hashable:
+    """A value a function reads as a key part; ``names``: the names the function's code uses
+    (the attributes of an object it can read), ``None``: any."""
     if isinstance(v, (types.FunctionType, types.MethodType, functools.partial)):
         return callable_key(v, depth + 1)
+    if _is_stateful(v):
+        return _object_part(v, depth, names)
     try:
         hash(v)
     except TypeError:  # arrays, lists, dicts: the object itself
         return _Held(v)
     return (type(v), v)  # by value and type: 1, 1.0 and True are equal, not the same
+
+
+def _is_stateful(v: Any) -> bool:
+    """An instance of a class of the user's whose equality is its identity (no value hash of
+    its own) and whose attributes a function may read: ``self`` of ``net.apply``, a score
+    object. Not JAX's objects (arrays, jitted functions) nor jaxsal's and the importer's
+    models, which are keyed as themselves (``with_params``/``with_head`` make new ones)."""
+    t = type(v)
+    return (isinstance(getattr(v, "__dict__", None), dict)
+            and t.__hash__ in (object.__hash__, None)
+            and not isinstance(v, (types.ModuleType, type))
+            and t.__module__.partition(".")[0] not in _OWN_STATE)
+
+
+#: Packages whose objects :func:`_is_stateful` leaves to their identity.
+_OWN_STATE = frozenset({"jax", "jaxlib", "jaxsal", "model_import"})
+
+
+def _object_part(v: Any, depth: int, names: frozenset[str] | None) -> Hashable:
+    """An object with attributes as a key part: the object (by identity) and the values now of
+    the attributes the reading code can reach (``names``, and what the class's methods and
+    properties so named use, :func:`_reachable`; every attribute for ``names=None``), as
+    :func:`callable_key` takes a closure's, so that reassigning one (``net.scale = 3.0``)
+    makes another key while an attribute no code reads (a call counter) does not; down to a
+    few levels of objects in objects."""
+    if depth >= 4:
+        return _Held(v)
+    attrs = vars(v)
+    read = attrs.keys() if names is None else _reachable(type(v), names)
+    inner = None if names is None else frozenset(read)
+    return (_Held(v), tuple((k, _closure_part(attrs[k], depth + 1, inner))
+                            for k in sorted(attrs.keys() & read)))
+
+
+def _names_of(fn: Any) -> frozenset[str] | None:
+    """The names a plain function's code (and the functions defined in it) uses; ``None``
+    for anything else (any name)."""
+    return _code_name_set(fn.__code__) if isinstance(fn, types.FunctionType) else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _code_name_set(code: types.CodeType) -> frozenset[str]:
+    return frozenset(_code_names(code))
+
+
+@functools.lru_cache(maxsize=1024)
+def _reachable(cls: type, names: frozenset[str]) -> frozenset[str]:
+    """``names`` and the names used by the methods and properties of ``cls`` they name, and
+    so on: the attributes that code using ``names`` on an instance can read
+    (``self.helper()`` reading ``self.scale``)."""
+    seen, todo = set(names), list(names)
+    while todo:
+        attr = inspect.getattr_static(cls, todo.pop(), None)
+        if isinstance(attr, (staticmethod, classmethod)):
+            attr = attr.__func__
+        fns = ((attr.fget, attr.fset) if isinstance(attr, property) else
+               (attr.func,) if isinstance(attr, functools.cached_property) else (attr,))
+        for f in fns:
+            if isinstance(f, types.FunctionType):
+                new = _code_name_set(f.__code__) - seen
+                seen |= new
+                todo.extend(new)
+    return frozenset(seen)
 
 
 def _function_keys(key: Any) -> Any:
