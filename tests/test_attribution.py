@@ -439,6 +439,21 @@ def test_vargrad_without_variance_is_refused():
                                                     variant="vargrad"))).all()
 
 
+def test_abs_first_is_refused_where_it_would_do_nothing():
+    """abs_first averages absolute maps; VarGrad and SmoothGrad-squared square them, so
+    abs_first=True changed nothing there: refused, saying why. Left out (its default) or
+    False, they run."""
+    m, _ = _linear()
+    x = _x()
+    for variant in ("vargrad", "sg_squared"):
+        with pytest.raises(ValueError, match=rf"abs_first=True averages absolute maps, for "
+                           rf"variant='smoothgrad'; variant='{variant}' squares the maps"):
+            jaxsal.smoothgrad(m, x, 0, key=0, n=4, variant=variant, abs_first=True)
+        a = jaxsal.smoothgrad(m, x, 0, key=0, n=4, variant=variant, reduce="max_abs")
+        b = jaxsal.smoothgrad(m, x, 0, key=0, n=4, variant=variant, abs_first=False)
+        np.testing.assert_array_equal(a, b)
+
+
 def test_vargrad_keeps_the_digits_of_small_variances():
     """VarGrad as E[g^2] - E[g]^2 in float32 gave rounding noise where the variance is small
     next to the squared mean: a linear model (constant gradient, variance 0) got nonzero maps

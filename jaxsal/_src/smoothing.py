@@ -98,7 +98,8 @@ def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
       abs_first: for ``"smoothgrad"``, average absolute values (tf-keras-vis) instead of
         signed ones (the paper). Default: ``True`` when ``reduce`` discards the sign anyway
         (``"max_abs"``, ``"abs_sum"``), so that ``smoothgrad(..., method="saliency")``
-        matches tf-keras-vis's ``Saliency(smooth_samples=n)``; else ``False``.
+        matches tf-keras-vis's ``Saliency(smooth_samples=n)``; else ``False``. ``True`` with
+        another variant (which squares the maps) is refused.
       reduce: channel reduction of the combined map (default: the method's own: ``"max_abs"``
         for saliency / guided / deconvnet, ``"sum"`` for gradient x input and IG).
       method_options: for ``"integrated_gradients"``: ``baseline``, ``steps`` (default 16),
@@ -149,6 +150,10 @@ def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
                          "(the default is 0.2) or noise_std > 0")
     if abs_first is None:
         abs_first = reduce in ("max_abs", "abs_sum")
+    elif abs_first is True and variant != "smoothgrad":
+        raise ValueError(f"abs_first=True averages absolute maps, for variant='smoothgrad'; "
+                         f"variant={variant!r} squares the maps (their sign is lost anyway): "
+                         "leave abs_first out")
     abs_first = check_flag(abs_first, "abs_first")
     opts = dict(method_options or {})
     if name != "integrated_gradients" and opts:
