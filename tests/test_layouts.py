@@ -277,6 +277,17 @@ def test_function_model_channels_first():
     with pytest.raises(ValueError, match="data_format"):
         jaxsal.FunctionModel(features=feats(True), head_fn=head(True), params=p,
                              data_format="NCHW")
+    # one value per channel given as (C,) to channels-first x: the error names (C, 1, 1)
+    per_channel = (r"one value per channel is \(6,\) for channels-last x, \(2, 1, 1\) for "
+                   r"channels-first")
+    with pytest.raises(ValueError,
+                       match=r"fill of shape \(2,\) does not broadcast.*" + per_channel):
+        jaxsal.occlusion(cf, xt, 0, patch=2, fill=np.ones(2, np.float32))
+    with pytest.raises(ValueError, match=r"baseline of shape \(2,\).*" + per_channel):
+        jaxsal.integrated_gradients(cf, xt, 0, baseline=np.ones(2, np.float32))
+    np.testing.assert_allclose(
+        jaxsal.occlusion(cf, xt, 0, patch=2, fill=np.ones((2, 1, 1), np.float32)),
+        jaxsal.occlusion(cl, x, 0, patch=2, fill=np.ones(2, np.float32)), **TOL)
 
 
 def test_maximize_refuses_signals(twins):

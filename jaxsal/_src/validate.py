@@ -362,10 +362,14 @@ def check_like(value: Any, a: Any, name: str, what: str = "x") -> Array:
     except ValueError:
         ok = False
     if not ok:
+        per_channel = ""
+        if a.ndim >= 3:  # one value per channel, as each layout broadcasts it
+            first = (a.shape[1],) + (1,) * (a.ndim - 2)
+            per_channel = (f": one value per channel is ({a.shape[-1]},) for channels-last "
+                           f"{what}, {first} for channels-first")
         raise ValueError(f"{name} of shape {v.shape} does not broadcast to {what} of shape "
                          f"{tuple(a.shape)}; expected a scalar, {tuple(a.shape[1:])} or "
-                         f"{tuple(a.shape)} (or a shape that broadcasts to it, such as one "
-                         "value per channel)")
+                         f"{tuple(a.shape)} (or a shape that broadcasts to it{per_channel})")
     if not all_finite(v):
         raise ValueError(f"{name} contains NaN or infinite values; the maps would be NaN. "
                          f"Pass a finite {name} (e.g. np.nan_to_num({name}))")
