@@ -608,20 +608,24 @@ def _code_name_set(code: types.CodeType) -> frozenset[str]:
 def _reachable(cls: type, names: frozenset[str]) -> frozenset[str]:
     """``names`` and the names used by the methods and properties of ``cls`` they name, and
     so on: the attributes that code using ``names`` on an instance can read
-    (``self.helper()`` reading ``self.scale``)."""
-    seen, todo = set(names), list(names)
+    (``self.helper()`` reading ``self.scale``). Less the names of ``cached_property``
+    values, which appear in an instance's attributes once read (what they are computed from
+    counts instead)."""
+    seen, todo, cached = set(names), list(names), set()
     while todo:
         attr = inspect.getattr_static(cls, todo.pop(), None)
         if isinstance(attr, (staticmethod, classmethod)):
             attr = attr.__func__
         fns = ((attr.fget, attr.fset) if isinstance(attr, property) else
                (attr.func,) if isinstance(attr, functools.cached_property) else (attr,))
+        if isinstance(attr, functools.cached_property):
+            cached.add(attr.attrname)
         for f in fns:
             if isinstance(f, types.FunctionType):
                 new = _code_name_set(f.__code__) - seen
                 seen |= new
                 todo.extend(new)
-    return frozenset(seen)
+    return frozenset(seen - cached)
 
 
 def _function_keys(key: Any) -> Any:
