@@ -325,3 +325,77 @@ def test_preprocessing_layers_pass_relevance_unchanged(tmp_path):
                                                  "Normalization": jaxsal.lrp_epsilon(1e-6)},
                               epsilon=1e-6))
     assert np.abs(g.sum((-2, -1)) - y).max() > 1e-2 * np.abs(y).max()  # offsets absorb
+
+
+def _merged(wd, wp, multiplier):
+    """The Conv kernel (*window, C, F) of a separable layer's (*window, C, M) depthwise and
+    (1..., C * M, F) pointwise kernels."""
+    c = wd.shape[-2]
+    return np.einsum("...cm,cmf->...cf", wd, wp.reshape(c, multiplier, wp.shape[-1]))
+
+
+@pytest.mark.parametrize("rank, data_format, multiplier, opts", [
+    (2, "channels_last", 1, dict(strides=1, padding="same")),
+    (2, "channels_last", 2, dict(strides=2, padding="valid")),
+    (2, "channels_first", 2, dict(dilation_rate=2, padding="same")),
+    (1, "channels_last", 3, dict(strides=1, padding="same")),
+])
+def test_a_separable_convolution_s_rules_are_those_of_its_one_kernel(tmp_path, rank,
+                                                                    data_format, multiplier,
+                                                                    opts):
+    """A SeparableConv is one linear map: the weight rules see its composed kernel, as they
+    see the same map written as a Conv (its rules on the two kernels apart dropped the
+    positive products of two negative weights, and lost or made up relevance). Bias-free,
+    after a ReLU: the relevance is conserved; with biases and a batch norm folded into it,
+    the maps equal the Conv twin's."""
+    shape = (7,) * rank + (3,) if data_format == "channels_last" else (3,) + (7,) * rank
+    sep_cls = layers.SeparableConv2D if rank == 2 else layers.SeparableConv1D
+    conv_cls = layers.Conv2D if rank == 2 else layers.Conv1D
+    rng = np.random.default_rng(rank + multiplier)
+    maps = {}
+    for use_bias in (False, True):
+        twins = []
+        for sep in (True, False):
+            inp = keras.Input(shape)
+            h = layers.Conv2D if rank == 2 else layers.Conv1D
+            h = h(3, 1, use_bias=False, activation="relu", data_format=data_format,
+                  name="c1")(inp)
+            cls = sep_cls if sep else conv_cls
+            kw = dict(depth_multiplier=multiplier) if sep else {}
+            h = cls(4, 3, use_bias=use_bias, data_format=data_format, name="s", **kw, **opts)(h)
+            if use_bias:
+                h = layers.BatchNormalization(axis=1 if data_format == "channels_first"
+                                              else -1, name="bn")(h)
+            h = layers.Activation("relu")(h)
+            pool = layers.GlobalAveragePooling2D if rank == 2 else layers.GlobalAveragePooling1D
+            out = layers.Dense(2, use_bias=False, name="fc")(pool(data_format=data_format)(h))
+            twins.append(keras.Model(inp, out))
+        ks, kc = twins
+        c1 = rng.normal(size=(1,) * rank + (3, 3)).astype(np.float32)
+        wd = rng.normal(size=(3,) * rank + (3, multiplier)).astype(np.float32)
+        wp = rng.normal(size=(1,) * rank + (3 * multiplier, 4)).astype(np.float32)
+        fc = rng.normal(size=(4, 2)).astype(np.float32)
+        bias = [rng.normal(size=4).astype(np.float32)] if use_bias else []
+        for k in twins:
+            k.get_layer("c1").set_weights([c1])
+            k.get_layer("fc").set_weights([fc])
+            if use_bias:
+                k.get_layer("bn").set_weights([rng.uniform(0.5, 1.5, 4).astype(np.float32)
+                                               for _ in range(4)])
+        kc.get_layer("bn").set_weights(ks.get_layer("bn").get_weights()) if use_bias else None
+        ks.get_layer("s").set_weights([wd, wp, *bias])
+        kc.get_layer("s").set_weights([_merged(wd, wp, multiplier), *bias])
+        ms = _load(ks, tmp_path, f"sep_{use_bias}")
+        mc = _load(kc, tmp_path, f"conv_{use_bias}")
+        x = np.abs(rng.normal(size=(2, *shape))).astype(np.float32)
+        np.testing.assert_allclose(ms(x), mc(x), rtol=1e-5, atol=1e-5)
+        for rule in (jaxsal.lrp_zplus(), jaxsal.lrp_gamma(0.5), jaxsal.lrp_alpha_beta(2, 1),
+                     jaxsal.lrp_zbox(0.0, 3.0), jaxsal.lrp_epsilon(1e-6)):
+            rules = {"s": rule, "c1": jaxsal.lrp_epsilon(1e-9)}
+            got = np.asarray(jaxsal.lrp(ms, x, [0, 1], rule=rules, fold_batchnorm=use_bias))
+            want = np.asarray(jaxsal.lrp(mc, x, [0, 1], rule=rules, fold_batchnorm=use_bias))
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max(),
+                                       err_msg=f"{type(rule).__name__} bias={use_bias}")
+            if not use_bias and not isinstance(rule, type(jaxsal.lrp_alpha_beta(2, 1))):
+                axes = tuple(range(2, got.ndim))
+                np.testing.assert_allclose(got.sum(axes), np.asarray(ms(x)), rtol=1e-4)

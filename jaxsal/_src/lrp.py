@@ -51,6 +51,7 @@ from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only
 from jaxsal._src.lrp_fold import FoldedBatchNorm, check_fold, fold_params, fold_plan
+from jaxsal._src.lrp_separable import merge_params, merge_plan
 from jaxsal._src.lrp_rules import check_epsilon, layer_rules
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import Targets, pullback_at
@@ -158,6 +159,7 @@ def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float 
     folds = (fold_plan(p.model, frozenset(() if lt is None else (lt.name,)))
              if check_fold(fold_batchnorm) and hasattr(p.model, "with_rules") else ())
     lm = lrp_model(p.model, epsilon, rule, folds)
+    merges = merge_plan(p.model, lm.runtime.layer_rule)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     chunk = base.chunk_for(p.spec.num, fb * nb // p.n, chunk_size, memory_budget, rows=nb)
@@ -167,7 +169,7 @@ def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float 
     def build():
         def run(params, x, ids):
             # the cotangent reaching x (or the layer's output) is its relevance
-            params = fold_params(params, folds)
+            params = merge_params(fold_params(params, folds), merges)
             # started from the relevance the score puts on the outputs, dS/dy * y
             _, _, pull = pullback_at(lm, params, x, spec, info, ids, lt, relevance=True)
 
@@ -179,6 +181,7 @@ def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float 
 
         return run
 
-    key = ("lrp", p.key, base.model_key(lm), folds, spec, info, reduce, chunk, nb, lt)
+    key = ("lrp", p.key, base.model_key(lm), folds, merges, spec, info, reduce, chunk, nb,
+           lt)
     return base.compiled(key, lambda: base.split_batch(build(), nb),
                          precision)(p.params, p.x, p.ids)

@@ -125,17 +125,19 @@ def fold_plan(model: Any, keep: frozenset[str] = frozenset()) -> tuple[Fold, ...
     return tuple(folds)
 
 
-def _get(params: Any, chain: tuple[str, ...]) -> Any:
+def get_params(params: Any, chain: tuple[str, ...]) -> Any:
+    """The params of the layer at ``chain`` (layer names, outer to inner)."""
     for name in chain:
         params = params[name]
     return params
 
 
-def _set(params: Any, chain: tuple[str, ...], value: Any) -> Any:
+def set_params(params: Any, chain: tuple[str, ...], value: Any) -> Any:
+    """``params`` with the layer at ``chain`` given ``value`` (new dicts along the way)."""
     if not chain:
         return value
     out = dict(params)
-    out[chain[0]] = _set(params.get(chain[0], {}), chain[1:], value)
+    out[chain[0]] = set_params(params.get(chain[0], {}), chain[1:], value)
     return out
 
 
@@ -143,21 +145,21 @@ def fold_params(params: Any, plan: tuple[Fold, ...]) -> Any:
     """``params`` with each planned batch norm's scale and shift merged into the layer
     before it (traceable: call it inside the compiled program)."""
     for f in plan:
-        bn = _get(params, f.batch_norm)
+        bn = get_params(params, f.batch_norm)
         s = jax.lax.rsqrt(bn["moving_variance"] + f.epsilon)
         if f.scale:
             s = s * bn["gamma"]
         t = -bn["moving_mean"] * s
         if f.center:
             t = t + bn["beta"]
-        layer = dict(_get(params, f.layer))
+        layer = dict(get_params(params, f.layer))
         k = layer[f.kernel]
         shape = [1] * k.ndim
         shape[f.axis] = -1
         layer[f.kernel] = k * s.reshape(shape).astype(k.dtype)
         b = layer.get("bias")
         layer["bias"] = (t if b is None else b * s + t).astype(k.dtype)
-        params = _set(params, f.layer, layer)
+        params = set_params(params, f.layer, layer)
     return params
 
 

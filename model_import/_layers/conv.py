@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -15,6 +15,8 @@ import numpy as np
 from jax import lax
 
 from model_import._layers.registry import LayerImpl, accepts_bias, register_layer
+
+Array = jax.Array
 
 
 def _tuple(v, n):
@@ -149,6 +151,25 @@ def conv_patches(x, k, strides, pads, dilation):
     return jnp.dot(patches, k.reshape(-1, k.shape[-1]))
 
 
+def dense_conv(x: Array, k: Array, strides: Sequence[int], padding: str,
+               dilation: Sequence[int]) -> Array:
+    """A channels-last convolution of ``x`` with a full kernel ``(*window, in, out)``
+    (``padding``: ``"VALID"``, ``"SAME"`` or ``"CAUSAL"``, the last left-padding the one
+    spatial axis), as patches @ kernel on few output positions (:func:`conv_patches`) and
+    through :func:`conv_canonical_vjp` otherwise."""
+    rank = k.ndim - 2
+    dtype = jnp.result_type(x, k)
+    k_eff = [(d - 1) * r + 1 for d, r in zip(k.shape[:rank], dilation)]
+    if padding == "CAUSAL":
+        pads = tuple((e - 1, 0) for e in k_eff)
+    else:
+        pads = tuple(tuple(int(v) for v in p) for p in
+                     lax.padtype_to_pads(x.shape[1:1 + rank], k_eff, strides, padding))
+    out = [(x.shape[1 + i] + sum(pads[i]) - k_eff[i]) // strides[i] + 1 for i in range(rank)]
+    conv = conv_patches if math.prod(out) <= SMALL_CONV_POSITIONS else conv_canonical_vjp
+    return conv(x.astype(dtype), k.astype(dtype), tuple(strides), pads, tuple(dilation))
+
+
 def _make_conv(rank):
     def convert(config, ctx):
         filters = int(config["filters"])
@@ -162,16 +183,7 @@ def _make_conv(rank):
         def call(params, x, *, rt):
             if groups != 1 or padding == "CAUSAL":
                 return module.apply({"params": params}, x)
-            k = params["kernel"]
-            dtype = jnp.result_type(x, k)
-            k_eff = [(d - 1) * r + 1 for d, r in zip(k.shape[:rank], dilation)]
-            pads = tuple(tuple(int(v) for v in p) for p in
-                         lax.padtype_to_pads(x.shape[1:1 + rank], k_eff, strides, padding))
-            out = [(x.shape[1 + i] + sum(pads[i]) - k_eff[i]) // strides[i] + 1
-                   for i in range(rank)]
-            conv = conv_patches if math.prod(out) <= SMALL_CONV_POSITIONS else \
-                conv_canonical_vjp
-            y = conv(x.astype(dtype), k.astype(dtype), strides, pads, dilation)
+            y = dense_conv(x, params["kernel"], strides, padding, dilation)
             return y + params["bias"] if use_bias else y
 
         names = ("kernel", "bias") if use_bias else ("kernel",)
@@ -267,15 +279,35 @@ register_layer("DepthwiseConv1D")(_make_depthwise(1))
 register_layer("DepthwiseConv2D")(_make_depthwise(2))
 
 
+def merge_separable(params: Mapping[str, Array], multiplier: int) -> dict[str, Array]:
+    """A separable convolution's params (``depthwise_kernel`` ``(*window, 1, C * M)``,
+    ``pointwise_kernel`` ``(1..., C * M, F)``, ``M`` the depth multiplier) with the one
+    convolution kernel they compose added, ``"kernel"`` ``(*window, C, F)``: the layer's call
+    then runs that convolution (the two kernels stay, unused, so the params keep the
+    model's keys). LRP's rules that change weights are defined on that kernel."""
+    dk, pk = params["depthwise_kernel"], params["pointwise_kernel"]
+    *window, _, cm = dk.shape
+    c = cm // multiplier
+    kernel = jnp.einsum("...cm,cmf->...cf", dk.reshape(*window, c, multiplier),
+                        pk.reshape(c, multiplier, pk.shape[-1]))
+    return {**params, "kernel": kernel}
+
+
 def _make_separable(rank):
     def convert(config, ctx):
         use_bias = bool(config.get("use_bias", True))
         depthwise = _depthwise_call(config, rank, use_bias=False)
+        padding = _padding(config, rank)
+        strides = _tuple(config.get("strides", 1), rank)
+        dilation = _tuple(config.get("dilation_rate", 1), rank)
 
         def call(params, x, *, rt):
-            y = depthwise(params, x, rt=rt)
-            pk = params["pointwise_kernel"]
-            y = jnp.tensordot(y, pk.reshape(pk.shape[-2], pk.shape[-1]), axes=1)
+            if "kernel" in params:  # one merged kernel (merge_separable)
+                y = dense_conv(x, params["kernel"], strides, padding, dilation)
+            else:
+                y = depthwise(params, x, rt=rt)
+                pk = params["pointwise_kernel"]
+                y = jnp.tensordot(y, pk.reshape(pk.shape[-2], pk.shape[-1]), axes=1)
             if use_bias:
                 y = y + params["bias"]
             return y
