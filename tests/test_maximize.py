@@ -665,6 +665,20 @@ def test_non_finite_or_fractional_hyperparameters_are_refused(make):
 
 
 
+@pytest.mark.parametrize("make, error", [
+    (lambda: jaxsal.total_variation(beta="2"), r"total_variation: expected beta > 0 \(an "
+                                               r"exponent\), got '2'"),
+    (lambda: jaxsal.lp_norm(p=True), r"lp_norm: expected p > 0 \(an exponent\), got True"),
+    (lambda: jaxsal.lp_norm(p=0), r"lp_norm: expected p > 0"),
+    (lambda: jaxsal.fourier(decay_power=-1), r"fourier: expected decay_power >= 0"),
+])
+def test_exponents_are_positive_numbers(make, error):
+    """A string or bool exponent was taken through float() (beta='2' ran as 2.0); a negative
+    spectral decay, which scales high frequencies up, was accepted."""
+    with pytest.raises(ValueError, match=error):
+        make()
+
+
 def test_default_transforms_are_sized_to_each_round(monkeypatch):
     """With multi-scale rounds the default transforms follow each round's image size
     (jitter by size / 14): a 140-pixel image's 21-pixel first round was jittered by the

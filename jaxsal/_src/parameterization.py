@@ -162,7 +162,7 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
       init_std: standard deviation of the initial coefficients.
       color_matrix: a ``(3, 3)`` matrix to use instead of ImageNet's.
     """
-    decay_power = check_real(decay_power, "fourier", "decay_power")
+    decay_power = check_real(decay_power, "fourier", "decay_power", low=0)
     init_std = check_real(init_std, "fourier", "init_std", low=0)
     cm = _IMAGENET_COLOR_SQRT if color_matrix is None else np.asarray(
         check_finite_array(color_matrix, "fourier", "color_matrix"), np.float32)

@@ -16,7 +16,6 @@ compiled program.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -59,10 +58,7 @@ def _abs_pow(d: Array, q: float) -> Array:
 
 
 def _check_exponent(q: float, what: str, name: str) -> float:
-    f = float(q)
-    if not (f > 0 and math.isfinite(f)):
-        raise ValueError(f"{what}: expected {name} > 0 (an exponent), got {q}")
-    return f
+    return check_real(q, what, name, low=0, above=True, kind="an exponent")
 
 
 def total_variation(weight: float = 1.0, *, beta: float = 1.0) -> Regularizer:
