@@ -217,18 +217,38 @@ class _IG:
         return self(model, x, targets)
 
 
-@pytest.mark.parametrize("where", ["module", "closure", "instance", "bound method"])
+def _ig_default(steps):
+    def ig(model, x, targets=None, steps=steps):  # (a default, not a closure variable)
+        return jaxsal.integrated_gradients(model, x, targets, steps=steps)
+    return ig
+
+
+class _IGClass:
+    steps = 2  # a class attribute read through self
+
+    def __call__(self, model, x, targets=None):
+        return jaxsal.integrated_gradients(model, x, targets, steps=self._steps())
+
+    def _steps(self):
+        return self.steps
+
+
+@pytest.mark.parametrize("where", ["module", "closure", "instance", "bound method",
+                                   "default", "class attribute"])
 def test_a_setting_a_method_function_reads_is_part_of_the_job(tmp_path, linear, xs,
                                                               monkeypatch, where):
     """A method of one's own reading a setting (a module-level STEPS = 2, then 5; a
-    closure's steps; a callable object's or a bound method's self.steps): the method was
-    described by its name and code (or its class) alone, so the run with the new value
-    resumed the old job and the file mixed chunks of both settings."""
+    closure's steps; a callable object's or a bound method's self.steps; a default argument;
+    a class attribute read through self, by a helper method): the method was described by
+    its name and code (or its class) alone, so the run with the new value resumed the old
+    job and the file mixed chunks of both settings."""
     path = tmp_path / "m.npy"
     method = {"module": lambda: _ig_module, "closure": lambda: _ig_closure(STEPS),
-              "instance": lambda: _IG(STEPS), "bound method": lambda: _IG(STEPS).explain}[where]
+              "instance": lambda: _IG(STEPS), "bound method": lambda: _IG(STEPS).explain,
+              "default": lambda: _ig_default(STEPS), "class attribute": _IGClass}[where]
     _interrupted(method(), linear, xs, path, targets=1, batch_size=3)
     monkeypatch.setattr(__import__(__name__), "STEPS", 5)
+    monkeypatch.setattr(_IGClass, "steps", 5)
     out = jaxsal.explain_to_file(method(), linear, xs, path, targets=1, batch_size=3)
     np.testing.assert_allclose(out, jaxsal.integrated_gradients(linear, xs, 1, steps=5),
                                rtol=1e-5, atol=1e-7)

@@ -593,6 +593,12 @@ def _object_part(v: Any, depth: int, names: frozenset[str] | None) -> Hashable:
                             for k in sorted(attrs.keys() & read)))
 
 
+def reachable_names(cls: type, fn: types.FunctionType) -> frozenset[str]:
+    """The names a method ``fn`` of ``cls`` can read on an instance: those its code uses and
+    those the methods and properties they name use (:func:`_reachable`)."""
+    return _reachable(cls, _code_name_set(fn.__code__))
+
+
 def _names_of(fn: Any) -> frozenset[str] | None:
     """The names a plain function's code (and the functions defined in it) uses; ``None``
     for anything else (any name)."""

@@ -1,8 +1,9 @@
 """What identifies a batch job (:func:`jaxsal.explain_to_file`): its signature.
 
 A job's signature is a hash of a stable description of the method (a function of one's own
-also by the settings it reads: its closure's numbers, strings, arrays and tuples, and the
-module-level values it reads; a callable object's or a bound method's attributes alike), the
+also by the settings it reads: its closure's numbers, strings, arrays and tuples, its
+defaults of those kinds, and the module-level values it reads; a callable object's or a bound
+method's attributes alike, and its class's that its code reads through ``self``), the
 model (its class, head, output selection, backward rule, the Keras backend it follows,
 architecture and a hash of every weight), the inputs' count, shape and dtype (each input's, by
 its name, for several; not their values, which the job checks chunk by chunk by a hash of each
@@ -21,6 +22,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import inspect
 import json
 import types
 from typing import Any, Callable
@@ -250,6 +252,14 @@ def _method_settings(fn: types.FunctionType) -> dict:
         if _filled(cell) and isinstance(cell.cell_contents, _SETTINGS):
             with contextlib.suppress(_Unstable):
                 out[f"closure {name}"] = _describe(cell.cell_contents)
+    code = fn.__code__
+    positional = code.co_varnames[:code.co_argcount]
+    defaults = fn.__defaults__ or ()
+    for name, value in [*zip(positional[len(positional) - len(defaults):], defaults),
+                        *sorted((fn.__kwdefaults__ or {}).items())]:
+        if isinstance(value, _SETTINGS):  # def method(model, x, targets, scale=1.0)
+            with contextlib.suppress(_Unstable):
+                out[f"default {name}"] = _describe(value)
     try:
         read = _global_data(fn, 0)
     except _Unstable:  # an object it reads: its data values only
@@ -267,9 +277,10 @@ def _method_description(method: Callable) -> Any:
         return {"partial": _method_description(method.func), "args": _describe(method.args),
                 "kw": _describe(method.keywords)}
     if isinstance(method, types.FunctionType):
-        # its name and code, not its defaults (jaxsal.smoothgrad's sentinel) or its closure's
-        # lists and objects (a wrapper's call log); configuration belongs in functools.partial
-        # or in options, but a function of one's own may read a setting (below)
+        # its name and code; not jaxsal's own defaults (jaxsal.smoothgrad's sentinel) nor
+        # its closure's lists and objects (a wrapper's call log); configuration belongs in
+        # functools.partial or in options, but a function of one's own may read a setting,
+        # or have one as a default (below)
         desc = {"fn": _qualname(method), "body": _code(method.__code__, 0)}
         if not (method.__module__ or "").startswith("jaxsal"):
             settings = _method_settings(method)
@@ -292,6 +303,13 @@ def _method_description(method: Callable) -> Any:
                     settings[f"self.{name}"] = _describe(value)
         if isinstance(fn, types.FunctionType):
             settings.update(_method_settings(fn))
+            # the class's attributes it reads through self (class Scaled: scale = 1.0)
+            instance = getattr(obj, "__dict__", None) or {}
+            for name in sorted(base.reachable_names(type(obj), fn) - instance.keys()):
+                value = inspect.getattr_static(type(obj), name, None)
+                if isinstance(value, _SETTINGS):
+                    with contextlib.suppress(_Unstable):
+                        settings[f"class.{name}"] = _describe(value)
         if settings:  # (left out when empty: the signatures of jobs before stay valid)
             desc["settings"] = settings
     return desc
