@@ -84,6 +84,23 @@ def test_rejects_bad_arguments(tmp_path, model, digits):
         jaxsal.explain_to_file(Counting(), model, digits[:0], tmp_path / "b.npy")
 
 
+def test_class_ids_out_of_range_are_refused_before_any_chunk(tmp_path, model, digits):
+    """One bad label among per-input targets (input 17 of 23, 10 classes) was met in chunk 2,
+    after two chunks were computed, named by no input; fixing it changes the job, so they
+    were lost. Refused before the first chunk, naming the input; 1-D ids too."""
+    labels = np.arange(23)[:, None] % 10
+    labels[17] = 10
+    m = Counting()
+    with pytest.raises(ValueError, match=r"target ids out of range: expected 0 <= id < 10, "
+                       r"got input 17: \[10\]; checked before the job's first chunk"):
+        jaxsal.explain_to_file(m, model, digits, tmp_path / "l.npy", targets=labels,
+                               batch_size=8)
+    with pytest.raises(ValueError, match=r"expected 0 <= id < 10, got \[-1, 12\]"):
+        jaxsal.explain_to_file(m, model, digits, tmp_path / "l.npy", targets=[3, 12, -1],
+                               batch_size=8)
+    assert m.calls == [] and not (tmp_path / "l.npy").exists()
+
+
 def test_output_path_that_a_job_reads_from_is_refused(tmp_path, model, digits):
     """Writing the maps over the file the inputs (or an option) are memory-mapped from would
     overwrite them while later chunks still read them: refused before any chunk."""

@@ -54,9 +54,9 @@ from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
 from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_progress,
                                    _record, _replace_json, check_not_another_jobs, write_fix)
-from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_options,
-                                    _check_targets, _chunk_options, _chunk_targets, _rows,
-                                    _several, _Several, _takes_offset, _unwrap, input_paths,
+from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids,
+                                    _check_options, _check_targets, _chunk_options,
+                                    _chunk_targets, _rows, _several, _Several, _takes_offset, _unwrap, input_paths,
                                     job_options, per_input_options, shared_options)
 from jaxsal._src.job_lock import job_lock
 from jaxsal._src.job_signature import _array_digest, _bytes, _signatures, _Unstable
@@ -391,11 +391,12 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
                                 keep_going=keep_going, **options)
 
 
-def _check_rows(model: Any, inputs: Any, batch_size: int) -> None:
+def _check_rows(model: Any, inputs: Any, batch_size: int, targets: Any) -> None:
     """The methods' check that the model keeps the inputs of a batch apart
-    (:func:`jaxsal._src.per_example.check_per_example`), once before the first chunk: such a
-    model is refused as what it is, not as chunk 0's failure with "fix the inputs of this
-    chunk". Anything else that keeps the model from running is left to the method."""
+    (:func:`jaxsal._src.per_example.check_per_example`), and class ids against the model's
+    classes, once before the first chunk: such a model or id is refused as what it is, not as
+    the failure of the chunk it is met in. Anything else that keeps the model from running is
+    left to the method."""
     try:
         m = base.as_model(model)
 
@@ -410,6 +411,8 @@ def _check_rows(model: Any, inputs: Any, batch_size: int) -> None:
     except Exception:  # the method says what is wrong, for the chunk it fails on
         return
     check_per_example(m, xs, y)
+    if isinstance(y, jax.ShapeDtypeStruct) and len(y.shape) == 2:
+        _check_ids(targets, 2 if y.shape[1] == 1 else int(y.shape[1]))
 
 
 def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
@@ -462,7 +465,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     # for several inputs, the files of their maps, whether its method writes them or one
     # map to path, as the files it holds the locks of)
     check_not_another_jobs([path, *per_input], progress_path, _input_roles(path, several))
-    _check_rows(model, inputs, batch_size)
+    _check_rows(model, inputs, batch_size, targets)
     try:
         sig, family = _signatures(
             method, model, inputs,

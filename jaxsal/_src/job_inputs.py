@@ -48,6 +48,32 @@ def _check_targets(targets: Any, n: int) -> None:
                          "explains every listed class for every input.")
 
 
+def _check_ids(targets: Any, k: int) -> None:
+    """Class ids ``targets`` (an int, a 1-D list, ``(N, T)`` per-input labels) within the
+    model's ``k`` classes, the first bad ones named by their input."""
+    if targets is None or _score_functions(targets) or isinstance(targets, str):
+        return
+    try:
+        ids = np.asarray(targets)
+    except (TypeError, ValueError):
+        return
+    if not np.issubdtype(ids.dtype, np.integer) or ids.ndim > 2:
+        return  # (the method refuses these)
+    bad = np.argwhere((ids < 0) | (ids >= k))
+    if not len(bad):
+        return
+    binary = " (a one-unit output is a binary classifier: ids 0 and 1)" if k == 2 else ""
+    if ids.ndim == 2:
+        rows = sorted({int(i) for i in bad[:, 0]})
+        where = ", ".join(f"input {i}: {ids[i].tolist()}" for i in rows[:5])
+        where += f" and {len(rows) - 5} more inputs" if len(rows) > 5 else ""
+    else:
+        where = f"{sorted({int(v) for v in np.ravel(ids)[np.ravel((ids < 0) | (ids >= k))]})}"
+    raise ValueError(f"target ids out of range: expected 0 <= id < {k}{binary}, got {where}; "
+                     "checked before the job's first chunk (nothing computed): fix the ids "
+                     "(on the command line, the --targets file) and run it again")
+
+
 def _chunk_targets(targets, lo, hi, pad):
     if targets is None or isinstance(targets, (int, np.integer)) or _score_functions(targets):
         return targets
