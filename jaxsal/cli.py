@@ -702,7 +702,8 @@ HEAD_HELP = ("the scores followed: 'logits' (the output layer's activation repla
 BATCH_HELP = ("inputs per compiled call (default 64; the last chunk is padded to it); run "
               "again at a smaller one after running out of memory: the finished inputs are "
               "kept")
-KEEP_GOING_HELP = ("a chunk whose inputs or maps are not finite (NaN/inf) is left out and the "
+KEEP_GOING_HELP = ("a chunk whose inputs or maps (given, or computed) are not finite (NaN/inf) "
+                   "is left out and the "
                    "job goes on; at the end the command lists those inputs and exits with "
                    "status 2 (running it again computes only the chunks left out; at "
                    "--batch-size 1, only the inputs at fault stay out)")

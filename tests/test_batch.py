@@ -187,6 +187,49 @@ def test_any_error_of_a_chunk_names_it_and_keeps_the_finished_ones(tmp_path, mod
     np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
 
 
+class Shifted:
+    """A method stand-in with an option of one row per input (as IG's baselines or evaluate's
+    maps): the logits plus each input's first shift value; refuses NaN like jaxsal does."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, x, targets=None, *, shift, check_finite=True):
+        self.calls.append(len(x))
+        if check_finite and not (np.isfinite(x).all() and np.isfinite(shift).all()):
+            raise ValueError("inputs or shift contain NaN or inf")
+        return np.asarray(model(x)) + np.asarray(shift).reshape(len(x), -1)[:, :1]
+
+
+def test_an_option_given_per_input_is_checked_and_hashed_like_the_inputs(tmp_path, model,
+                                                                          digits):
+    """A NaN row of a per-input option (evaluate's maps, IG's baselines) stopped the job even
+    with keep_going, named no input; and the option was signed whole, so fixing that row
+    started the job over. Now its chunk is left out naming the input; fixed, only that chunk
+    is computed; a changed row of a finished chunk recomputes that chunk alone."""
+    shift = np.random.default_rng(0).normal(size=digits.shape).astype(np.float32)
+    want = np.asarray(model(digits)) + shift.reshape(len(digits), -1)[:, :1]
+    bad = shift.copy()
+    bad[12, 3] = np.nan
+    path = tmp_path / "maps.npy"
+    with pytest.raises(jaxsal.IncompleteJob, match=r"chunk 1 \(inputs 8:16\): input 12's "
+                       r"shift contain NaN or inf") as info:
+        jaxsal.explain_to_file(Shifted(), model, digits, path, batch_size=8, shift=bad,
+                               keep_going=True)
+    assert info.value.rows == [12]
+    m = Shifted()
+    out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8, shift=shift)
+    assert m.calls == [8]  # only the chunk left out
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    moved = shift.copy()
+    moved[20] += 1.0  # a finished chunk's row changed: that chunk alone again
+    m = Shifted()
+    out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8, shift=moved)
+    assert m.calls == [8]
+    np.testing.assert_allclose(out[20], want[20] + 1.0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[:16], want[:16], rtol=1e-5, atol=1e-5)
+
+
 def _two_chunks_of_eight(tmp_path, model, digits):
     """The path of a job stopped (Ctrl-C) with inputs 0:16 of 23 finished, in chunks of 8."""
     path = tmp_path / "maps.npy"

@@ -56,8 +56,9 @@ from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_p
                                    _record, _replace_json, check_not_another_jobs, write_fix)
 from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids,
                                     _check_options, _check_targets, _chunk_options,
-                                    _chunk_targets, _rows, _several, _Several, _takes_offset, _unwrap, input_paths,
-                                    job_options, per_input_options, shared_options)
+                                    _chunk_targets, _rows, _several, _Several,
+                                    _takes_offset, _unwrap, input_paths, job_options,
+                                    per_input_arrays, per_input_options, shared_options)
 from jaxsal._src.job_lock import job_lock
 from jaxsal._src.job_signature import _array_digest, _bytes, _signatures, _Unstable
 from jaxsal._src.per_example import check_per_example
@@ -161,6 +162,19 @@ def _non_finite_maps(maps: dict[str, np.ndarray], lo: int) -> tuple[list[int], s
     rows = sorted({lo + r for f in bad for r in bad[f]})
     where = ", ".join(f for f in bad if bad[f])
     return rows, f" (for {where})" if rows and len(maps) > 1 else ""
+
+
+def _non_finite_option_rows(options: dict, chunk: dict, count: int) -> tuple[list[int], str]:
+    """The rows (of the chunk's ``count`` inputs) where an option given per input, sliced
+    into ``chunk`` (the chunk's options), is not finite, and ``"'s <option>"`` naming the
+    first such option; ``([], "")`` where every one is finite."""
+    for k, v in chunk.items():
+        if v is options.get(k) or k == "index_offset":
+            continue  # not sliced: shared by every input
+        bad = [r for r in non_finite_rows(v) if r < count]
+        if bad:
+            return bad, f"'s {k}"
+    return [], ""
 
 
 def _not_finite(rows: list[int], where: str) -> str:
@@ -303,9 +317,11 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         and dtype, targets and options (see the module docstring); otherwise start over. At
         another batch size the inputs already finished are kept and the chunks of the others
         computed. A finished chunk whose inputs changed since is computed again (resuming
-        reads the finished chunks' inputs once to check them). ``False`` always starts over.
+        reads the finished chunks' inputs once to check them; so are the rows of an option
+        given per input). ``False`` always starts over.
       on_chunk: called as ``on_chunk(done, total)`` after each chunk is written.
-      keep_going: where a chunk's inputs or maps are not finite (NaN or inf), leave that
+      keep_going: where a chunk's inputs, its rows of an option given per input (IG
+        baselines, ``evaluate``'s maps) or its maps are not finite (NaN or inf), leave that
         chunk unwritten and go on with the others, then raise :class:`IncompleteJob` naming
         every such input (``False``: stop at the first, raising a ``ValueError``). Only this
         failure, of some inputs' data, is skipped: any other error still stops the job. The
@@ -466,10 +482,13 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     # map to path, as the files it holds the locks of)
     check_not_another_jobs([path, *per_input], progress_path, _input_roles(path, several))
     _check_rows(model, inputs, batch_size, targets)
+    # option arrays of one row per input: signed by their shape, hashed chunk by chunk
+    sliced, described = per_input_arrays(options, n, ndim, shared, rows, several)
+    hashed = (*arrays, *sliced)  # what a chunk's hash covers: its inputs' rows and theirs
     try:
         sig, family = _signatures(
             method, model, inputs,
-            options if offset is None else {**options, "index_offset": offset}, targets,
+            described if offset is None else {**described, "index_offset": offset}, targets,
             batch_size, several)
     except _Unstable as e:
         if resume:
@@ -549,7 +568,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             # a finished chunk whose inputs changed since (fixed, or another data set of the
             # same shape) is computed again, never kept from the old values (a sidecar written
             # before the hashes is trusted, and gets them)
-            digests.update(_finished_chunks(arrays, n, old_b, set(prog.get("done", [])),
+            digests.update(_finished_chunks(hashed, n, old_b, set(prog.get("done", [])),
                                             kept if isinstance(kept, dict) else None,
                                             batch_size))
             done.update(digests)
@@ -564,21 +583,25 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             continue
         lo, hi = c * batch_size, min(n, (c + 1) * batch_size)
         parts = [np.asarray(a[lo:hi]) for a in arrays]
-        digest = _chunk_digest(parts)
-        # (NaN/inf inputs, named here: the method's own check cannot say which)
-        bad = non_finite_rows(parts) if check_inputs else []
+        digest = _chunk_digest(parts + [np.asarray(a[lo:hi]) for a in sliced])
+        pad = batch_size - (hi - lo)
+        opts = _chunk_options(options, n, ndim, lo, hi, pad, shared, rows, several)
+        # (NaN/inf inputs, or rows of an option given per input (evaluate's maps, IG
+        # baselines), named here: the method's own check cannot say which)
+        bad, what = (non_finite_rows(parts), "") if check_inputs else ([], "")
+        if check_inputs and not bad:
+            bad, what = _non_finite_option_rows(options, opts, hi - lo)
         if bad:
             rows_bad = [lo + r for r in bad]
-            why = (f"{listed(rows_bad)} contain{'' if len(bad) > 1 else 's'} NaN or infinite "
+            many = len(bad) > 1 or bool(what)  # ("input 3's maps contain")
+            why = (f"{listed(rows_bad)}{what} contain{'' if many else 's'} NaN or infinite "
                    "values: attribution maps of such inputs are meaningless. Clean "
                    f"{'them' if len(bad) > 1 else 'it'} (np.nan_to_num) or leave "
                    f"{'them' if len(bad) > 1 else 'it'} out")
-            short = f"{listed(rows_bad)} contain{'' if len(bad) > 1 else 's'} NaN or inf"
+            short = f"{listed(rows_bad)}{what} contain{'' if many else 's'} NaN or inf"
         else:
-            pad = batch_size - (hi - lo)
             padded = [_rows(p, 0, hi - lo, pad) for p in parts]
             xb = padded[0] if several is None else several.pack(padded)
-            opts = _chunk_options(options, n, ndim, lo, hi, pad, shared, rows, several)
             if offset is not None:
                 opts["index_offset"] = int(offset) + lo
             try:

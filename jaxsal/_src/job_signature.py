@@ -8,7 +8,9 @@ model (its class, head, output selection, backward rule, the Keras backend it fo
 architecture and a hash of every weight), the inputs' count, shape and dtype (each input's, by
 its name, for several; not their values, which the job checks chunk by chunk by a hash of each
 finished chunk's inputs), the targets, every option (arrays by a hash of their bytes, shape and
-dtype; PRNG keys by their key data; functions by their code, constants, defaults, closure
+dtype, but those of one row per input, sliced with the inputs, by their rows' shape and dtype,
+their rows hashed with each chunk's inputs: ``job_inputs.per_input_arrays``; PRNG keys by their
+key data; functions by their code, constants, defaults, closure
 values and the module-level values they read; models by architecture and weights) and the
 batch size (and JAX's 64-bit mode, when it is on). Its *family* is the same without the batch
 size: a run that differs only in the batch size (a smaller one after running out of memory)
