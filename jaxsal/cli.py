@@ -324,8 +324,10 @@ def _method_options(args) -> dict:
         name, value = _parse_option(item)
         _job_flag(name, getattr(jaxsal, args.method))
         if name in options:
+            given = ("--layer" if name == "layer" and args.layer
+                     else f"another --option {name}=...")
             raise ValueError(f"--option {name}=... repeats an option given already (by "
-                             f"--{name} or another --option {name}=...); pass it once")
+                             f"{given}); pass it once")
         options[name] = value
     if args.method == "neuron_conductance" and "neuron" not in options:
         raise ValueError("--method neuron_conductance explains one unit or channel of --layer "

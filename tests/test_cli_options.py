@@ -151,6 +151,11 @@ def test_kernel_shap_and_lime(tmp_path, mnist_path, digits_file, mnist_digits, c
     (["--patch", "4"], "--patch is an option of --method occlusion"),
     (["--option", "oops"], "NAME=VALUE"),
     (["--targets", "cat"], "--targets"),
+    # a repeated option names what gave it before: no --steps flag that explain lacks
+    (["--method", "integrated_gradients", "--option", "steps=4", "--option", "steps=8"],
+     "--option steps=... repeats an option given already (by another --option steps=...)"),
+    (["--method", "layer_conductance", "--layer", "conv2d_1", "--option", "layer=conv2d_2"],
+     "--option layer=... repeats an option given already (by --layer)"),
 ])
 def test_misplaced_options_are_refused(tmp_path, mnist_path, digits_file, capsys, extra,
                                        message):
