@@ -230,6 +230,23 @@ def test_an_option_given_per_input_is_checked_and_hashed_like_the_inputs(tmp_pat
     np.testing.assert_allclose(out[:16], want[:16], rtol=1e-5, atol=1e-5)
 
 
+def test_the_same_class_ids_written_another_way_are_the_same_job(tmp_path, model, digits):
+    """range(3), [0, 1, 2], a tuple and an int32 array are one job: a finished job called
+    again with another of them returns its file (it was computed again); an int and [1]
+    differ (one map per input against one per class)."""
+    path = tmp_path / "ids.npy"
+    jaxsal.explain_to_file(Counting(), model, digits, path, targets=[0, 1, 2], batch_size=8)
+    for same in (range(3), (0, 1, 2), np.arange(3, dtype=np.int32)):
+        m = Counting()
+        jaxsal.explain_to_file(m, model, digits, path, targets=same, batch_size=8)
+        assert m.calls == [], same
+    m = Counting()
+    jaxsal.explain_to_file(m, model, digits, path, targets=1, batch_size=8)
+    again = Counting()
+    jaxsal.explain_to_file(again, model, digits, path, targets=[1], batch_size=8)
+    assert m.calls == again.calls == [8, 8, 8]
+
+
 def _two_chunks_of_eight(tmp_path, model, digits):
     """The path of a job stopped (Ctrl-C) with inputs 0:16 of 23 finished, in chunks of 8."""
     path = tmp_path / "maps.npy"

@@ -50,10 +50,12 @@ def _qualname(obj: Any) -> str:
 def _array_digest(a: Any) -> dict:
     if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
         a = jax.random.key_data(a)  # a typed PRNG key: its raw key data
-    a = np.ascontiguousarray(np.asarray(a))
+    a = np.asarray(a)
+    shape = list(a.shape)  # (its own: np.ascontiguousarray makes a 0-d array 1-d)
+    a = np.ascontiguousarray(a)
     h = hashlib.blake2b(digest_size=16)
     h.update(_bytes(a))
-    return {"array": h.hexdigest(), "shape": list(a.shape), "dtype": str(a.dtype)}
+    return {"array": h.hexdigest(), "shape": shape, "dtype": str(a.dtype)}
 
 
 def _bytes(a: np.ndarray) -> Any:
@@ -317,6 +319,21 @@ def _method_description(method: Callable) -> Any:
     return desc
 
 
+def _ids(targets: Any) -> Any:
+    """Class ids in one form, so that one job's ids written another way (``range(3)``,
+    ``[0, 1, 2]``, ``np.arange(3)``, int32 or int64) are the same job: an int64 array of
+    their shape (an int and ``[3]`` differ: one map per input against one per class)."""
+    if targets is None or callable(targets) or isinstance(targets, (str, bool, np.bool_)):
+        return targets
+    if isinstance(targets, (list, tuple)) and any(callable(t) for t in targets):
+        return targets
+    try:
+        ids = np.asarray(targets)
+    except (TypeError, ValueError):
+        return targets
+    return ids.astype(np.int64) if np.issubdtype(ids.dtype, np.integer) else targets
+
+
 def _signature(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
                batch_size: int) -> str:
     """The job's identity (see the module docstring); raises :class:`_Unstable`."""
@@ -338,7 +355,8 @@ def _signatures(method: Callable, model: Any, inputs: Any, options: dict, target
     job = {
         "method": _method_description(method), "model": model_fingerprint(model),
         "n": n, "input": described,
-        "options": _describe(dict(options)), "targets": _describe(targets), "b": batch_size,
+        "options": _describe(dict(options)), "targets": _describe(_ids(targets)),
+        "b": batch_size,
     }
     if jax.config.jax_enable_x64:  # 64-bit mode computes other maps, in other dtypes (left
         job["x64"] = True          # out otherwise: the signatures of jobs before stay valid)
