@@ -431,7 +431,9 @@ def test_an_error_in_a_chunk_names_it(tmp_path, mnist_path, digits_file, capsys)
     assert _explain(mnist_path, str(tmp_path / "u8.npy"), out) == 2
     err = capsys.readouterr().err
     assert err.startswith("jaxsal: error: x: expected a floating-point input, got integer "
-                          "dtype uint8. ")
+                          "dtype uint8; this model reads its input with a Conv2D layer, so "
+                          "these are values such as pixels")
+    assert "embedding" not in err  # (no token-id advice for an image model)
     assert err.endswith(f". explain_to_file: chunk 0 (inputs 0:2) failed. No chunk had "
                         f"finished ({out} was not written); run the call again.\n")
 

@@ -93,7 +93,8 @@ def test_integer_images_are_refused_by_every_method(m, x, method):
     u8 = (x * 255).astype(np.uint8)
     args = ("conv2d_1",) if method is jaxsal.feature_maps else (3,)
     with pytest.raises(TypeError, match=r"expected a floating-point input, got integer dtype "
-                                        r"uint8.*x\.astype\(np\.float32\) / 255"):
+                                        r"uint8; this model reads its input with a Conv2D "
+                                        r"layer.*x\.astype\(np\.float32\) / 255"):
         method(m, u8, *args, **OPTS.get(method, {}))
     if method is jaxsal.saliency:  # also where it takes token ids
         with pytest.raises(TypeError, match="floating-point"):

@@ -57,6 +57,17 @@ def _at_a_layer(model: Any, i: int = 0) -> str:
             "fill id) take token ids as they are.")
 
 
+def _reader_class(model: Any, i: int = 0) -> str | None:
+    """The Keras class of the (first) layer that reads input ``i``, where the model lists it
+    (a nested model: its first layer's); ``None`` where not known (a plain function)."""
+    for name in _readers(model, i):
+        info = _layer_info(model, name)
+        cls = getattr(info, "class_name", None)
+        if cls is not None and cls not in MODEL_CLASSES:
+            return cls
+    return None
+
+
 def _layer_info(model: Any, name: str) -> Any:
     """``model.layer(name)`` of a :class:`model_import.KerasModel`, else ``None``."""
     try:
@@ -255,6 +266,15 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
                         f"other codes), got dtype {dtype}; pass the ids as integers, e.g. "
                         f"x.astype(np.int32)")
     if jnp.issubdtype(dtype, jnp.integer) and not allow_int:
+        reader = _reader_class(model, index)
+        if reader is not None and "Embedding" not in reader:  # pixels or features, not ids
+            fix = ("convert them, x.astype(np.float32): the model scales them itself."
+                   if reader in ("Rescaling", "Normalization") else
+                   "convert and preprocess them first, e.g. x.astype(np.float32) / 255 (as "
+                   "the model was trained).")
+            raise TypeError(f"{what}: expected a floating-point input, got integer dtype "
+                            f"{dtype}; this model reads its input with a {reader} layer, so "
+                            f"these are values such as pixels: {fix}")
         raise TypeError(f"{what}: expected a floating-point input, got integer dtype {dtype}. "
                         "Images: convert and preprocess first, e.g. x.astype(np.float32) / 255. "
                         "Token ids (or other integer codes) have no gradient and no fractions "
