@@ -399,3 +399,17 @@ def test_a_separable_convolution_s_rules_are_those_of_its_one_kernel(tmp_path, r
             if not use_bias and not isinstance(rule, type(jaxsal.lrp_alpha_beta(2, 1))):
                 axes = tuple(range(2, got.ndim))
                 np.testing.assert_allclose(got.sum(axes), np.asarray(ms(x)), rtol=1e-4)
+
+
+def test_an_epsilon_no_layer_would_use_is_refused(relu_net_cl):
+    """With one rule for every rule layer, lrp's epsilon is nobody's (the rule has its own):
+    epsilon=10 ran as if left out. Refused; with a composite that leaves layers to it, used."""
+    m = relu_net_cl
+    x = np.random.default_rng(0).normal(size=(2, 12, 10, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"lrp: epsilon=10 would be unused: rule=AlphaBeta\(.*"
+                                         r"jaxsal.lrp_zplus\(epsilon=1e-6\)"):
+        jaxsal.lrp(m, x, 0, rule=jaxsal.lrp_zplus(), epsilon=10)
+    some = jaxsal.lrp_composite(conv=jaxsal.lrp_zplus())
+    a = np.asarray(jaxsal.lrp(m, x, 0, rule=some, epsilon=10.0))
+    b = np.asarray(jaxsal.lrp(m, x, 0, rule=some))
+    assert not np.allclose(a, b)

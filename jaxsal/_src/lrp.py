@@ -52,7 +52,7 @@ from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only
 from jaxsal._src.lrp_fold import FoldedBatchNorm, check_fold, fold_params, fold_plan
 from jaxsal._src.lrp_separable import merge_params, merge_plan
-from jaxsal._src.lrp_rules import check_epsilon, layer_rules
+from jaxsal._src.lrp_rules import LRPRule, check_epsilon, layer_rules
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import Targets, pullback_at
 from jaxsal._src.validate import prepare, prepare_layer
@@ -99,7 +99,7 @@ def lrp_model(model: Any, epsilon: float = 1e-9, rule: Any = None,
 
 
 @refuses_non_finite_maps
-def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float = 1e-9,
+def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float | None = None,
         rule: Any = None, fold_batchnorm: bool = False, reduce: str | None = "sum",
         head: str | None = None,
         chunk_size: int | None = None, memory_budget: int | None = None,
@@ -127,7 +127,9 @@ def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float 
         ``logits`` head: a softmax output passes its gradient.
       epsilon: the stabilizer (default 1e-9, Captum's; near 0 on a ReLU network this is
         gradient times input); larger values (0.25 of typical activations) keep only the
-        strongest contributions. The rule of every rule layer that ``rule`` leaves out.
+        strongest contributions. The rule of every rule layer that ``rule`` leaves out (with
+        one rule for every layer, ``rule=jaxsal.lrp_zplus()``, none is: another value than
+        the rule's own is refused there; the rule takes it, ``lrp_zplus(epsilon=...)``).
       rule: ``None`` (the epsilon rule everywhere), one rule for every rule layer
         (:func:`jaxsal.lrp_gamma`, :func:`jaxsal.lrp_zplus`, ...; the ones that change
         weights give layers without a kernel the epsilon rule), a
@@ -152,7 +154,14 @@ def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float 
       ``reduce=None``).
     """
     check_reduce(reduce)
-    epsilon = check_epsilon(epsilon, "lrp")
+    if (epsilon is not None and isinstance(rule, LRPRule)
+            and check_epsilon(epsilon, "lrp") != rule.epsilon):
+        raise ValueError(f"lrp: epsilon={epsilon!r} would be unused: rule={rule!r} is every "
+                         "rule layer's rule, with its own stabilizer (also that of the "
+                         "epsilon rule it gives layers without a kernel); pass the stabilizer "
+                         "to the rule, e.g. jaxsal.lrp_zplus(epsilon=1e-6), or leave epsilon "
+                         "out")
+    epsilon = check_epsilon(1e-9 if epsilon is None else epsilon, "lrp")
     p = prepare(model, x, targets, head=head, backprop="standard", check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
