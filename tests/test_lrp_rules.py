@@ -352,14 +352,12 @@ def test_a_separable_convolution_s_rules_are_those_of_its_one_kernel(tmp_path, r
     sep_cls = layers.SeparableConv2D if rank == 2 else layers.SeparableConv1D
     conv_cls = layers.Conv2D if rank == 2 else layers.Conv1D
     rng = np.random.default_rng(rank + multiplier)
-    maps = {}
     for use_bias in (False, True):
         twins = []
         for sep in (True, False):
             inp = keras.Input(shape)
-            h = layers.Conv2D if rank == 2 else layers.Conv1D
-            h = h(3, 1, use_bias=False, activation="relu", data_format=data_format,
-                  name="c1")(inp)
+            h = conv_cls(3, 1, use_bias=False, activation="relu", data_format=data_format,
+                         name="c1")(inp)
             cls = sep_cls if sep else conv_cls
             kw = dict(depth_multiplier=multiplier) if sep else {}
             h = cls(4, 3, use_bias=use_bias, data_format=data_format, name="s", **kw, **opts)(h)
@@ -376,13 +374,12 @@ def test_a_separable_convolution_s_rules_are_those_of_its_one_kernel(tmp_path, r
         wp = rng.normal(size=(1,) * rank + (3 * multiplier, 4)).astype(np.float32)
         fc = rng.normal(size=(4, 2)).astype(np.float32)
         bias = [rng.normal(size=4).astype(np.float32)] if use_bias else []
+        bn = [rng.uniform(0.5, 1.5, 4).astype(np.float32) for _ in range(4)]
         for k in twins:
             k.get_layer("c1").set_weights([c1])
             k.get_layer("fc").set_weights([fc])
             if use_bias:
-                k.get_layer("bn").set_weights([rng.uniform(0.5, 1.5, 4).astype(np.float32)
-                                               for _ in range(4)])
-        kc.get_layer("bn").set_weights(ks.get_layer("bn").get_weights()) if use_bias else None
+                k.get_layer("bn").set_weights(bn)
         ks.get_layer("s").set_weights([wd, wp, *bias])
         kc.get_layer("s").set_weights([_merged(wd, wp, multiplier), *bias])
         ms = _load(ks, tmp_path, f"sep_{use_bias}")
