@@ -166,7 +166,9 @@ def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
     own. To keep the classes of one input comparable, normalize them together: for maps
     ``(N, T, H, W)`` use ``axis=(1, 2, 3)`` (a list works too); ``axis=None`` shares one
     range across everything. For channel maps ``(N, H, W, C)`` as tf-keras-vis does:
-    ``axis=(1, 2, 3)``. Jit-compiled (once per shape, axis and eps).
+    ``axis=(1, 2, 3)``. Maps of 1-D signals ``(N, L)`` or ``(N, T, L)`` need ``axis=-1``
+    (the default would span the batch of ``(N, L)``), of volumes ``(N, D, H, W)``
+    ``axis=(-3, -2, -1)``. Jit-compiled (once per shape, axis and eps).
     """
     axis = _static_axis(axis)
     _check_axes(axis, np.ndim(maps), "normalize")
