@@ -663,7 +663,8 @@ def tokens(words: Sequence[str], attributions, *, row_titles: Sequence[str] | No
 
     Args:
       words: the ``L`` tokens as strings, in input order (padding positions included, so
-        that they line up with the attributions; pass ``""`` to hide one).
+        that they line up with the attributions; pass ``""`` to hide one); drawn as they are
+        (``$`` is no math mode).
       attributions: ``(L,)`` or ``(R, L)``, e.g. one input's
         ``jaxsal.integrated_gradients(m, ids, [0, 1], layer="embedding")[i]``.
       row_titles: ``R`` labels (``"class 0"``, ...).
@@ -703,12 +704,13 @@ def tokens(words: Sequence[str], attributions, *, row_titles: Sequence[str] | No
     for r, row in enumerate(a):
         y0 = top + r * row_h
         if row_titles is not None:
-            ax.text(0.1, y0 + 0.15, row_titles[r], fontsize=_LABEL_PT, va="center", ha="left")
+            ax.text(0.1, y0 + 0.15, row_titles[r], fontsize=_LABEL_PT, va="center", ha="left",
+                    parse_math=False)
         for (x, ln), w, v in zip(places, words, row):
             rgba = cmap_(norm(v))
             dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
             ax.text(left + x, y0 + 0.15 + 0.3 * ln, w, fontsize=_LABEL_PT, va="center",
-                    ha="left", color="white" if dark else "black",
+                    ha="left", color="white" if dark else "black", parse_math=False,
                     bbox=dict(boxstyle="round,pad=0.15", facecolor=rgba, edgecolor="none"))
     if title:
         fig.suptitle(title, fontsize=_TITLE_PT, y=1 - 0.05 / height, va="top")
@@ -812,7 +814,15 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
         a = a[..., :3]  # (T, H, W, 4): RGBA images, drawn without their alpha channel
     shown = None  # the panels holding an image (a list's last row is padded)
     # (T, H, W) and (T, H, W, c<=3) are lists laid out ncols per row; (R, C, H, W) with
-    # W > 3 and (R, C, H, W, c) are explicit grids
+    # W > 4 and (R, C, H, W, c) are explicit grids
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        raise ValueError(f"images of shape {a.shape}: one {'RGB' if a.shape[-1] == 3 else 'RGBA'} "
+                         f"image (pass images[None]) or {a.shape[0]} gray images "
+                         f"{a.shape[-1]} pixels wide (pass images[..., None])?")
+    if a.ndim == 4 and a.shape[-1] in (2, 4):
+        raise ValueError(f"images of shape {a.shape}: expected (T, H, W, c) with c = 1 or 3 "
+                         f"(RGBA, 4, for images of at least 16x16), got {a.shape[-1]} channels; "
+                         "or an explicit grid (R, C, H, W) of gray images wider than 4 pixels")
     if a.ndim == 3 or (a.ndim == 4 and a.shape[-1] in (1, 3)):
         if a.ndim == 3:
             a = a[..., None]

@@ -415,6 +415,28 @@ def test_image_grid_of_channels_first_images():
         plot.image_grid(first, channels_first="yes")
 
 
+def test_tokens_are_drawn_as_they_are(tmp_path):
+    """Tokens with dollar signs (prices, code) were parsed as math: "$$" failed when saved,
+    "$x$" was drawn in italics. Drawn as given."""
+    words = ["costs", "$$", "5", "$x$", "$_$"]
+    fig = plot.tokens(words, np.linspace(-1, 1, 5), row_titles=["$row$"],
+                      save=tmp_path / "d.png")
+    _png_ok(tmp_path / "d.png")
+    assert {t.get_text() for t in fig.axes[0].texts} >= set(words) | {"$row$"}
+
+
+def test_image_grid_refuses_shapes_it_would_misread():
+    """(T, H, W, 2) was drawn as T x H gray panels of H x 2 pixels, one RGB (H, W, 3) image
+    as H gray strips: refused, naming the readings and the fix."""
+    with pytest.raises(ValueError, match=r"\(5, 8, 8, 2\): expected \(T, H, W, c\) with c = 1 or "
+                                         r"3 .*got 2 channels"):
+        plot.image_grid(np.zeros((5, 8, 8, 2)))
+    with pytest.raises(ValueError, match=r"one RGB image \(pass images\[None\]\) or 8 gray "
+                                         r"images 3 pixels wide"):
+        plot.image_grid(np.zeros((8, 8, 3)))
+    assert plot.count_panels(plot.image_grid(np.zeros((8, 8, 3))[None])) == 1
+
+
 def test_tokens_colours_follow_the_attributions(tmp_path):
     from matplotlib import colors as mcolors
 
