@@ -102,3 +102,21 @@ def test_resize_says_how_to_resize_1d_maps_and_what_size_is():
         jaxsal.resize(np.ones((2, 7, 7)), (28, 28, 1))
     got = jaxsal.resize(np.arange(6.0)[None, None, :], (1, 11))[:, 0, :]  # the recipe works
     np.testing.assert_allclose(got[0], np.linspace(0, 5, 11), rtol=1e-6)
+
+
+def test_non_finite_entries_as_the_readme_says():
+    """normalize: a NaN or -inf makes the whole map NaN, a +inf zeros with NaN at the inf (as
+    tf-keras-vis's (a - min) / (max - min + eps)); clip_percentile at its default (0, 99):
+    +inf stays, NaN or -inf make the map NaN. (The README said every non-finite entry made the map all NaN.)"""
+    base = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
+    for bad, norm_nan, clip_nan in ((np.inf, "at", False), (-np.inf, "all", True),
+                                    (np.nan, "all", True)):
+        m = base.copy()
+        m[0, 1] = bad
+        n = np.asarray(jaxsal.normalize(m[None]))[0]
+        if norm_nan == "all":
+            assert np.isnan(n).all()
+        else:
+            assert np.isnan(n[0, 1]) and np.all(np.delete(n.ravel(), 1) == 0)
+        c = np.asarray(jaxsal.clip_percentile(m[None]))[0]  # (0, 99)
+        assert np.isnan(c).all() if clip_nan else (c[0, 1] == np.inf)
