@@ -391,6 +391,24 @@ def test_smoothgrad_same_key_same_map(lm, x4):
     np.testing.assert_allclose(a, d, rtol=1e-5, atol=1e-7)
 
 
+def test_key_forms_give_one_program_and_traced_seeds_work(lm, x4, compiles):
+    """A legacy jax.random.PRNGKey compiled the method again after a jax.random.key call
+    (raw uint32 data, another argument type) for the same maps; a seed traced by the caller's
+    jax.jit or vmap failed converting it to an int. Same maps, nothing compiled again; a
+    traced seed is jax.random.key(seed)."""
+    a = jaxsal.smoothgrad(lm, x4[:2], 3, key=jax.random.key(7), n=4)
+    n = compiles.n
+    b = jaxsal.smoothgrad(lm, x4[:2], 3, key=jax.random.PRNGKey(7), n=4)
+    assert compiles.n == n
+    np.testing.assert_array_equal(a, b)
+    jitted = jax.jit(lambda s: jaxsal.smoothgrad(lm, x4[:2], 3, key=s, n=4))(7)
+    np.testing.assert_allclose(jitted, a, rtol=1e-5, atol=1e-7)
+    per_seed = jax.vmap(lambda s: jaxsal.smoothgrad(lm, x4[:2], 3, key=s, n=4))(
+        jnp.array([7, 8]))
+    np.testing.assert_allclose(per_seed[0], a, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(per_seed[1], a)
+
+
 def _smoothgrad_by_hand(lm, x, target, key, n, sigma):
     """max over channels of the mean |gradient| at x + sigma * eps, jaxsal's noise keys."""
     total = 0

@@ -1108,8 +1108,11 @@ def _seed(seed: int, what: str) -> int:
 
 def check_key(key: Any, what: str) -> jax.Array:
     """``key`` as a JAX PRNG key: a key (``jax.random.key(0)``, or a legacy
-    ``jax.random.PRNGKey(0)``) is used as given, an int seed ``s`` becomes
-    ``jax.random.key(s)`` (as :func:`jaxsal.maximize` does); anything else is refused."""
+    ``jax.random.PRNGKey(0)``, made a typed key: the same draws, and the same compiled
+    programs as ``jax.random.key``) is used as given, an int seed ``s`` becomes
+    ``jax.random.key(s)`` (as :func:`jaxsal.maximize` does; a seed traced by the caller's
+    ``jax.jit``/``vmap`` too, without the range check a concrete one gets); anything else is
+    refused."""
     if key is None:
         raise ValueError(f"{what} needs an explicit PRNG key: key=jax.random.key(0) (or an int "
                          "seed, key=0); the same key gives the same result")
@@ -1120,13 +1123,16 @@ def check_key(key: Any, what: str) -> jax.Array:
     if isinstance(key, (jax.Array, np.ndarray)):
         if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
             return key
+        if (isinstance(key, jax.core.Tracer) and jnp.issubdtype(key.dtype, jnp.integer)
+                and key.shape == ()):  # a seed under the caller's jax.jit or vmap
+            return jax.random.key(key)
         if key.dtype == jnp.uint32 and key.ndim == 1:  # raw key data: jax.random.PRNGKey(s)
             want = jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape
             if key.shape != want:
                 raise TypeError(f"{what}: raw key data (a uint32 array, as jax.random.PRNGKey "
                                 f"makes) has shape {want} with the default PRNG; got shape "
                                 f"{key.shape}. Pass jax.random.key(0) or an int seed")
-            return key
+            return jax.random.wrap_key_data(key)
         if jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
             return jax.random.key(_seed(int(key), what))
     raise TypeError(f"{what}: expected key as one PRNG key (jax.random.key(0)) or an int seed, "
