@@ -136,7 +136,7 @@ def layer_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, l
       ``(N, *A)`` or ``(N, T, *A)``: the layer's output shape with its channel axis reduced.
     """
     quadrature(steps, "left")  # steps: an int >= 1
-    alphas = np.arange(steps + 1, dtype=np.float32) / steps
+    alphas = np.arange(steps + 1, dtype=np.float64) / steps
 
     def weigh(ks, G, A, A_at):
         # c_k = (A_{k+1} - A_{k-1}) / 2, the ends' own differences halved. A group's points

@@ -56,7 +56,7 @@ def quadrature(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
         alphas, w = 0.5 * (nodes + 1.0), 0.5 * weights
     else:
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
-    return alphas.astype(np.float32), w.astype(np.float32)
+    return alphas, w  # float64: cast to the inputs' dtype where used (float64 under x64)
 
 
 def path_integral(grad_at: Any, start: Any, end: Any, steps: int, rule: str,
@@ -74,7 +74,7 @@ def path_integral(grad_at: Any, start: Any, end: Any, steps: int, rule: str,
 
     def group(ks, valid):
         def point(s, e):
-            ak = alphas[ks].reshape((-1,) + (1,) * e.ndim)
+            ak = alphas[ks].reshape((-1,) + (1,) * e.ndim).astype(e.dtype)
             return (s[None] + ak * (e - s)[None]).reshape((-1,) + e.shape[1:])
 
         g = grad_at(jax.tree_util.tree_map(point, start, end), len(ks))
