@@ -334,6 +334,11 @@ def test_occlusion_of_each_input(two):
         jaxsal.occlusion(m, x, 0, patch=[4])
     with pytest.raises(ValueError, match="does not broadcast to input 'vec'"):
         jaxsal.occlusion(m, x, 0, fill=[0.0, np.zeros(4, np.float32)])
+    # one value for every input that does not fit one of them: named, and the per-input forms
+    with pytest.raises(ValueError, match=r"expected patch for input 'vec' as a positive int "
+                       r"or 1 of them .*got \(4, 4\); with several inputs a dict by input "
+                       r"name"):
+        jaxsal.occlusion(m, {"img": x[0], "vec": x[1]}, 0, patch=(4, 4))
 
 
 def test_cam_upsampling_needs_one_input_size():

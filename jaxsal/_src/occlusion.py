@@ -31,13 +31,17 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 
-def _sizes(v, name: str, rank: int) -> tuple[int, ...]:
-    """``v`` as ``rank`` positive ints (an int is repeated)."""
+def _sizes(v, name: str, rank: int, what: str = "x") -> tuple[int, ...]:
+    """``v`` as ``rank`` positive ints (an int is repeated); ``what``: the input they are
+    for, named in the error."""
     t = tuple(v) if isinstance(v, (tuple, list)) else (v,) * rank
     if len(t) != rank or not all(isinstance(i, (int, np.integer))
                                  and not isinstance(i, (bool, np.bool_)) and i >= 1 for i in t):
-        raise ValueError(f"expected {name} as a positive int or {rank} of them (one per "
-                         f"spatial axis), got {v!r}")
+        several = ("" if what == "x" else "; with several inputs a dict by input name (for a "
+                   "dict x) or a list (for a list) gives each input its own, another value "
+                   "serves every input")
+        raise ValueError(f"expected {name} for {what} as a positive int or {rank} of them "
+                         f"(one per spatial axis), got {v!r}{several}")
     return tuple(int(i) for i in t)
 
 
@@ -91,13 +95,13 @@ def _plan(a: Array, cf: bool, patch: Any, stride: Any, what: str) -> _Plan:
     rank = len(size)
     if patch is None:  # the default, at most the input's side (as the Shapley methods')
         patch = 1 if features else tuple(min(DEFAULT_PATCH, d) for d in size)
-    psize = _sizes(patch, "patch", rank)
+    psize = _sizes(patch, "patch", rank, what)
     for ax, (d, q) in enumerate(zip(size, psize)):
         if q > d:
             raise ValueError(f"patch {q} is larger than spatial axis {ax} of {what} (side "
                              f"{d}): expected a patch of at most {d} along that axis "
                              f"(patch={d} occludes the whole axis at once)")
-    step = _sizes(stride if stride is not None else psize, "stride", rank)
+    step = _sizes(stride if stride is not None else psize, "stride", rank, what)
     for ax, (d, q, t) in enumerate(zip(size, psize, step)):
         if t > q and q < d:  # Captum's Occlusion refuses the same
             raise ValueError(f"stride {t} is larger than the patch {q} on spatial axis {ax} "
