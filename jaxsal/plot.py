@@ -292,8 +292,16 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     if (vmin is not None or vmax is not None) and scale != "shared":
         raise ValueError("vmin/vmax fix one scale for every panel: use them with "
                          f"scale='shared', got scale={scale!r}")
+    if not m.size:
+        raise ValueError(f"maps: expected at least one map, got shape {np.shape(maps)}")
     if not np.all(np.isfinite(m)):
-        raise ValueError("maps contain NaN or inf; nothing sensible can be drawn")
+        raise ValueError("maps contain NaN or inf (or values beyond float32's range, which "
+                         "the figure draws in); nothing sensible can be drawn: clean or "
+                         "rescale them (jnp.nan_to_num, jaxsal.normalize)")
+    if not isinstance(alpha, (int, float, np.integer, np.floating)) or isinstance(
+            alpha, (bool, np.bool_)) or not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha: expected the maps' opacity over images, a number in [0, 1], "
+                         f"got {alpha!r}")
     R, C, H, W = m.shape
     signed = _is_signed(m) if signed is None else bool(signed)
     cmap = cmap or (DIVERGING_CMAP if signed else DEFAULT_CMAP)
@@ -1254,6 +1262,11 @@ def curves(named: dict, *, target: int | None = None, title: str | None = None,
         scores, auc = _np(c.scores), _np(c.auc)
         if scores.ndim == 3:  # (N, T, steps + 1)
             if target is not None:
+                if not isinstance(target, (int, np.integer)) or not (
+                        -scores.shape[1] <= target < scores.shape[1]):
+                    raise ValueError(f"curves: target {target!r} of {name!r}, whose curves "
+                                     f"are of {scores.shape[1]} targets: expected an int in "
+                                     f"[0, {scores.shape[1]})")
                 scores, auc = scores[:, target], auc[:, target]
             else:
                 scores, auc = scores.reshape(-1, scores.shape[-1]), auc.ravel()

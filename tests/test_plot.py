@@ -415,6 +415,24 @@ def test_image_grid_of_channels_first_images():
         plot.image_grid(first, channels_first="yes")
 
 
+def test_grid_and_curves_refuse_what_they_cannot_draw():
+    """An empty batch failed in NumPy's min, alpha=2 in matplotlib (or drew clipped colours
+    as a mosaic), a curves target out of range with an IndexError: refused saying what."""
+    maps = np.random.default_rng(0).random((2, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"expected at least one map, got shape \(0, 3, 4, 4\)"):
+        plot.grid(np.zeros((0, 3, 4, 4)))
+    for mosaic in (False, True):
+        with pytest.raises(ValueError, match=r"alpha: expected .* in \[0, 1\], got 2.0"):
+            plot.grid(maps, images=np.ones((4, 4)), alpha=2.0, mosaic=mosaic)
+
+    class Curve:
+        fractions, scores, auc = np.linspace(0, 1, 3), np.ones((2, 2, 3)), np.ones((2, 2))
+
+    with pytest.raises(ValueError, match=r"curves: target 5 of 'a', whose curves are of 2 "
+                                         r"targets"):
+        plot.curves({"a": Curve()}, target=5)
+
+
 def test_tokens_are_drawn_as_they_are(tmp_path):
     """Tokens with dollar signs (prices, code) were parsed as math: "$$" failed when saved,
     "$x$" was drawn in italics. Drawn as given."""
