@@ -164,16 +164,14 @@ def _non_finite_maps(maps: dict[str, np.ndarray], lo: int) -> tuple[list[int], s
     return rows, f" (for {where})" if rows and len(maps) > 1 else ""
 
 
-def _non_finite_option_rows(options: dict, chunk: dict, count: int) -> tuple[list[int], str]:
-    """The rows (of the chunk's ``count`` inputs) where an option given per input, sliced
-    into ``chunk`` (the chunk's options), is not finite, and ``"'s <option>"`` naming the
-    first such option; ``([], "")`` where every one is finite."""
-    for k, v in chunk.items():
-        if v is options.get(k) or k == "index_offset":
-            continue  # not sliced: shared by every input
-        bad = [r for r in non_finite_rows(v) if r < count]
+def _non_finite_option_rows(parts: list[tuple[str, np.ndarray]]) -> tuple[list[int], str]:
+    """The rows of a chunk where its rows of an option array given per input (``parts``:
+    ``(name, rows)``, :func:`~jaxsal._src.job_inputs.per_input_arrays`) are not finite, and
+    ``"'s <option>"`` naming the first such option; ``([], "")`` where all are finite."""
+    for name, rows in parts:
+        bad = non_finite_rows(rows)
         if bad:
-            return bad, f"'s {k}"
+            return bad, f"'s {name}"
     return [], ""
 
 
@@ -484,7 +482,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     _check_rows(model, inputs, batch_size, targets)
     # option arrays of one row per input: signed by their shape, hashed chunk by chunk
     sliced, described = per_input_arrays(options, n, ndim, shared, rows, several)
-    hashed = (*arrays, *sliced)  # what a chunk's hash covers: its inputs' rows and theirs
+    hashed = (*arrays, *(a for _, a in sliced))  # a chunk's hash: its inputs' rows, theirs
     try:
         sig, family = _signatures(
             method, model, inputs,
@@ -583,14 +581,13 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             continue
         lo, hi = c * batch_size, min(n, (c + 1) * batch_size)
         parts = [np.asarray(a[lo:hi]) for a in arrays]
-        digest = _chunk_digest(parts + [np.asarray(a[lo:hi]) for a in sliced])
-        pad = batch_size - (hi - lo)
-        opts = _chunk_options(options, n, ndim, lo, hi, pad, shared, rows, several)
+        option_parts = [(name, np.asarray(a[lo:hi])) for name, a in sliced]
+        digest = _chunk_digest(parts + [rows for _, rows in option_parts])
         # (NaN/inf inputs, or rows of an option given per input (evaluate's maps, IG
         # baselines), named here: the method's own check cannot say which)
         bad, what = (non_finite_rows(parts), "") if check_inputs else ([], "")
         if check_inputs and not bad:
-            bad, what = _non_finite_option_rows(options, opts, hi - lo)
+            bad, what = _non_finite_option_rows(option_parts)
         if bad:
             rows_bad = [lo + r for r in bad]
             many = len(bad) > 1 or bool(what)  # ("input 3's maps contain")
@@ -600,8 +597,10 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                    f"{'them' if len(bad) > 1 else 'it'} out")
             short = f"{listed(rows_bad)}{what} contain{'' if many else 's'} NaN or inf"
         else:
+            pad = batch_size - (hi - lo)
             padded = [_rows(p, 0, hi - lo, pad) for p in parts]
             xb = padded[0] if several is None else several.pack(padded)
+            opts = _chunk_options(options, n, ndim, lo, hi, pad, shared, rows, several)
             if offset is not None:
                 opts["index_offset"] = int(offset) + lo
             try:

@@ -419,19 +419,19 @@ def _chunk_options(options: dict, n: int, ndim: int, lo: int, hi: int, pad: int,
 
 def per_input_arrays(options: dict, n: int, ndim: int, shared: tuple[str, ...] = (),
                      rows: tuple[str, ...] = (), several: _Several | None = None
-                     ) -> tuple[list[Any], dict]:
+                     ) -> tuple[list[tuple[str, Any]], dict]:
     """The numeric option arrays a job slices with its inputs (:func:`_chunk_options`: IG
-    baselines per input, ``evaluate``'s maps), and ``options`` with each replaced by its
-    rows' shape and dtype. The job's signature describes them so, and each chunk's hash
-    covers their rows as it covers the inputs': a row fixed since (a NaN map cleaned) is
-    computed again, the others are kept."""
-    found: list[Any] = []
+    baselines per input, ``evaluate``'s maps), as ``(name, array)``, and ``options`` with
+    each replaced by its rows' shape and dtype. The job's signature describes them so, and
+    each chunk's hash covers their rows as it covers the inputs': a row fixed since (a NaN
+    map cleaned) is computed again, the others are kept."""
+    found: list[tuple[str, Any]] = []
 
-    def take(v: Any) -> Any:
+    def take(name: str, v: Any) -> Any:
         a = v if hasattr(v, "dtype") else np.asarray(v)
         if np.ndim(a) < 1 or len(a) != n or np.dtype(a.dtype).kind not in "biufc":
             return v  # (described whole, as before)
-        found.append(a)
+        found.append((name, a))
         return {"rows of": [list(np.shape(a)[1:]), str(a.dtype)]}
 
     out = {}
@@ -445,13 +445,13 @@ def per_input_arrays(options: dict, n: int, ndim: int, shared: tuple[str, ...] =
                 e = v[key]
                 if ((k in rows and np.ndim(e) >= 1)
                         or _per_input(e, n, len(np.shape(several.arrays[i])))):
-                    parts[key] = take(e)
+                    parts[key] = take(f"{k}[{key!r}]", e)
             v = parts if isinstance(v, dict) else tuple(parts) if isinstance(v, tuple) else parts
         elif isinstance(v, dict):
             inner, v = per_input_arrays(v, n, ndim, several=several)
-            found.extend(inner)
+            found.extend((f"{k}[{name!r}]", a) for name, a in inner)
         elif k in rows or (several is None and _per_input(v, n, ndim)):
-            v = take(v)
+            v = take(k, v)
         out[k] = v
     return found, out
 
