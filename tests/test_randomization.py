@@ -2,6 +2,7 @@
 reports: Spearman's definition (scipy's, ties included), the layers randomized in cascade or
 alone, and maps that do or do not depend on the parameters."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -87,6 +88,9 @@ def test_cascade_randomizes_from_the_output_down_with_the_documented_draws():
 
     corr = jaxsal.randomization_test(explain, m, key=3, batch_dims=2)
     assert list(corr) == ["d2", "d1"] and corr["d1"].shape == (4, 2)
+    # (first traced once, with abstract params, to find the order the layers are read in)
+    assert isinstance(seen[0]["d1"]["kernel"], jax.core.Tracer)
+    seen = seen[1:]
     assert len(seen) == 3
     p0, p1, p2 = seen
     # step 1: d2 shuffled (same values, other places), d1 untouched
@@ -187,3 +191,46 @@ def test_the_layers_of_a_nested_model_are_randomized_one_by_one(tmp_path):
     assert not np.array_equal(seen[-1]["base"]["c1"]["kernel"], p0["base"]["c1"]["kernel"])
     with pytest.raises(ValueError, match="base/c1"):
         jaxsal.randomization_test(explain, m, key=0, layers=["base/c3"])
+
+
+def test_layers_of_a_dict_are_ordered_by_the_forward_pass():
+    """Flax variables after a tree_map or a jit (sorted keys: BatchNorm_0, Conv_0, Dense_0)
+    and a plain dict listed input-last: the cascade followed the dict's order and
+    randomized the convolution before the batch norm after it. Ordered by the traced forward
+    pass, output first."""
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, v):
+            v = nn.Conv(3, (3, 3))(v)
+            v = nn.relu(nn.BatchNorm(use_running_average=True)(v))
+            return nn.Dense(4)(v.mean((1, 2)))
+
+    x = jax.random.normal(jax.random.key(0), (3, 6, 6, 2))
+    net = Net()
+    variables = jax.tree_util.tree_map(lambda a: a, net.init(jax.random.key(1), x))
+    assert list(variables["params"]) == ["BatchNorm_0", "Conv_0", "Dense_0"]  # sorted
+    corr = jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, x, 0),
+                                     jaxsal.FunctionModel(net.apply, variables), key=0)
+    assert list(corr) == ["Dense_0", "BatchNorm_0", "Conv_0"]
+    m = _mlp()
+    flipped = jaxsal.FunctionModel(m.fn, {"d2": m.params["d2"], "d1": m.params["d1"]})
+    xs = np.ones((2, 3, 4, 1), np.float32)
+    assert list(jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, xs, 0), flipped,
+                                          key=0)) == ["d2", "d1"]
+
+
+def test_maps_of_several_inputs_or_a_list_x_are_refused():
+    """randomization_test stacked several inputs' maps into one array (one correlation per
+    input, pooled over the examples); sensitivity_max stacked a list x as one batch."""
+    m = jaxsal.FunctionModel(lambda p, v: jnp.concatenate(
+        [v[0].reshape(len(v[0]), -1), v[1]], 1) @ p["d"]["kernel"],
+        {"d": {"kernel": jnp.ones((7, 2))}})
+    x = [np.ones((5, 2, 2), np.float32), np.ones((5, 3), np.float32)]
+    with pytest.raises(ValueError, match=r"explain returned list of 2 maps \(a model of several "
+                                         r"inputs\).*jaxsal.saliency\(m, x, 3\)\[0\]"):
+        jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, x, 0), m, key=0)
+    with pytest.raises(TypeError, match=r"sensitivity_max: expected x as one floating array "
+                                        r"\(N, \.\.\.\), got a list of 2"):
+        jaxsal.sensitivity_max(lambda v: v, x, key=0)

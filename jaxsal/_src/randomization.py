@@ -138,11 +138,66 @@ def _nested_path(params: dict, name: str) -> bool:
     return True
 
 
-def _layer_keys(model: Any, params: Any, layers: Any) -> list:
+def _use_order(explain: Callable, model: Any, params: Any, names: list) -> list:
+    """``names`` (layers of a dict of params) in the order ``explain(model)`` first reads
+    their arrays: the forward pass's order, found by tracing it once (``jax.make_jaxpr``,
+    into the programs it calls); ``names`` as they are where it cannot be traced. A dict's
+    own order is not the layers' (``jax.tree_util.tree_map``, ``jax.jit`` and optimizers
+    return dicts with sorted keys)."""
+    flat, _ = jax.tree_util.tree_flatten(params)
+    position = {id(a): i for i, a in enumerate(flat)}
+    layer_of: dict[int, Any] = {}
+    for n in names:
+        for a in jax.tree_util.tree_leaves(_layer_params(params, n)):
+            layer_of.setdefault(position.get(id(a), -1), n)
+    try:
+        closed = jax.make_jaxpr(lambda p: explain(model.with_params(p)))(params)
+    except Exception:  # noqa: BLE001  (an explain that needs concrete values)
+        return names
+    jaxpr = closed.jaxpr
+    first: dict[Any, int] = {}
+    clock = [0]
+
+    def walk(jx: Any, env: dict) -> None:
+        for eqn in jx.eqns:
+            clock[0] += 1
+            read = [env[v] for v in eqn.invars if _hashable(v) and v in env]
+            if not read:
+                continue
+            subs = [j for j in _sub_jaxprs(eqn) if len(j.invars) == len(eqn.invars)]
+            for sub in subs:  # (a nested program: the order inside it)
+                walk(sub, {w: env[v] for v, w in zip(eqn.invars, sub.invars)
+                           if _hashable(v) and v in env})
+            for i in read:
+                first.setdefault(layer_of.get(i), clock[0])
+
+    walk(jaxpr, {v: i for i, v in enumerate(jaxpr.invars)})
+    first.pop(None, None)
+    unread = [n for n in names if n not in first]  # (reading nothing: changes nothing)
+    return sorted((n for n in names if n in first), key=first.__getitem__) + unread
+
+
+def _hashable(v: Any) -> bool:
+    return type(v).__name__ != "Literal"
+
+
+def _sub_jaxprs(eqn: Any) -> list:
+    """The jaxprs an equation calls (a nested ``jit``, a ``custom_vjp``'s function)."""
+    out = []
+    for v in eqn.params.values():
+        for j in (v if isinstance(v, (list, tuple)) else (v,)):
+            j = getattr(j, "jaxpr", j)
+            if hasattr(j, "eqns") and hasattr(j, "invars"):
+                out.append(j)
+    return out
+
+
+def _layer_keys(model: Any, params: Any, layers: Any, explain: Callable | None = None) -> list:
     """The randomized units, from the output to the input: ``layers`` as given, or the keys
     of a dict of parameters in the model's layer order (``layer_names``; a nested model's
     layers by their paths, ``"outer/inner"``, the nested model itself not), last first (for
-    Flax linen variables the modules, in the order ``init`` created them)."""
+    Flax linen variables and other dicts of a model without layer names, in the order
+    ``explain`` reads them, :func:`_use_order`)."""
     if not isinstance(params, (dict, list, tuple)):
         raise TypeError(f"randomization_test needs the model's params as a dict keyed by layer "
                         f"(as load_keras gives, or Flax linen's variables), a NamedTuple of "
@@ -151,6 +206,8 @@ def _layer_keys(model: Any, params: Any, layers: Any) -> list:
                         "a structure")
     if _is_flax_variables(params):
         names = list(dict.fromkeys(n for col in params.values() for n in col))
+        if layers is None and explain is not None:
+            names = _use_order(explain, model, params, names)
     elif _is_named_tuple(params):
         names = list(params._fields)  # in the order the layers are listed
     elif isinstance(params, (list, tuple)):
@@ -160,7 +217,10 @@ def _layer_keys(model: Any, params: Any, layers: Any) -> list:
         # the outer name); the nested model itself may be named as one unit too
         names = [n for n in getattr(model, "layer_names", [])
                  if n in params or (isinstance(n, str) and _nested_path(params, n))]
+        own = not names  # a plain dict of a model that names no layers: ordered by use
         names += [n for n in params if n not in names]
+        if own and layers is None and explain is not None:
+            names = _use_order(explain, model, params, names)
     if layers is None:
         used = getattr(model, "used_layers", None)
         if used is not None:  # not another output's branch (with_output): it changes nothing
@@ -196,7 +256,12 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: ModelLike, *,
         params are a dict keyed by layer, Flax linen's variables ``{"params": {module:
         ...}, "batch_stats": ...}``, randomized module by module across the collections, a
         NamedTuple of layers (its fields, last first) or a list/tuple of per-layer params as
-        stax makes them (its entries by index, last first).
+        stax makes them (its entries by index, last first). A dict's layers (Flax's modules)
+        are ordered by the forward pass: ``explain`` is traced once more, with abstract
+        params (``jax.make_jaxpr``), to see in which order it reads them (dicts returned by
+        ``tree_map``, ``jax.jit`` or an optimizer have sorted keys); where it cannot be
+        traced, the dict's order.
+      (Several inputs: ``explain`` returns one input's maps, ``jaxsal.saliency(m, x, t)[0]``.)
       key: a ``jax.random`` key or an int seed (required).
       layers: the layers to randomize, in order (default: every layer with parameters
         that the output depends on, from the output to the input; of a model with several
@@ -234,11 +299,18 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: ModelLike, *,
                         f"jaxsal.FunctionModel or (fn, params)), got {type(model).__name__}")
     cascade, absolute = check_flag(cascade, "cascade"), check_flag(absolute, "absolute")
     params = model.params
-    order = _layer_keys(model, params, layers)
+    order = _layer_keys(model, params, layers, explain)
     draw = _shuffled if mode == "permute" else _gaussian
 
     def prepare(m):
-        a = jnp.asarray(explain(m))
+        maps = explain(m)
+        if isinstance(maps, (list, tuple, dict)):  # several inputs' maps: not one array
+            raise ValueError(
+                f"randomization_test: explain returned {type(maps).__name__} of "
+                f"{len(maps)} maps (a model of several inputs), where it compares one array "
+                "of maps (N, ...) per example; pick one input's maps, e.g. explain=lambda m: "
+                "jaxsal.saliency(m, x, 3)[0], and test each input so")
+        a = jnp.asarray(maps)
         return jnp.abs(a) if absolute else a
 
     original = prepare(model)

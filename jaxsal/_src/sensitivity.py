@@ -110,6 +110,11 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
     if ord not in NORMS or isinstance(ord, bool):
         raise ValueError(f"expected ord as one of 1, 2, np.inf, got {ord!r}")
     batch_dims = base.check_count(batch_dims, "batch_dims", required=True)
+    if isinstance(x, (list, tuple, dict)):  # several inputs: no one noise radius over them
+        raise TypeError(f"sensitivity_max: expected x as one floating array (N, ...), got a "
+                        f"{type(x).__name__} of {len(x)} (the inputs of a model of several?); "
+                        "it perturbs one array: wrap the model so that explain takes one "
+                        "input and closes over the others")
     xa = jnp.asarray(x)
     if xa.ndim < 1 or not jnp.issubdtype(xa.dtype, jnp.floating):
         raise TypeError(f"sensitivity_max: expected x as a floating array (N, ...), got dtype "
