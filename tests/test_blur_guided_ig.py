@@ -64,6 +64,27 @@ def test_blur_ig_of_a_linear_model_is_its_definition(shape, options):
             np.testing.assert_allclose(got[i, j], want, atol=1e-5 * np.abs(want).max())
 
 
+def test_blur_ig_in_float64_keeps_float64_tables():
+    """Under jax_enable_x64, float64 inputs: the blur tables and path weights were float32,
+    the maps 3.6e-8 off their float64 definition."""
+    x64 = getattr(jax, "enable_x64", None)
+    if x64 is None:  # older JAX
+        from jax.experimental import enable_x64 as x64
+    shape, options = (9, 11, 2), dict(steps=10, max_sigma=3.0, grad_step=0.05)
+    with x64(True):
+        rng = np.random.default_rng(0)
+        w = rng.normal(size=(int(np.prod(shape)), 3))
+        m = jaxsal.FunctionModel(lambda p, v: v.reshape(len(v), -1) @ p, jnp.asarray(w))
+        x = rng.uniform(size=(2,) + shape)
+        got = np.asarray(jaxsal.blur_integrated_gradients(m, jnp.asarray(x), 1, reduce=None,
+                                                          **options))
+    assert got.dtype == np.float64
+    ws = np.moveaxis(w.reshape(shape + (3,)), -1, 0)[1]
+    for i in range(2):
+        want = _blur_ig_linear(ws, x[i], 3.0, 10, 0.05, False)
+        np.testing.assert_allclose(got[i], want, rtol=1e-10, atol=1e-12 * np.abs(want).max())
+
+
 def test_blur_ig_completeness_approximately():
     # sum(map) ~= S(x) - S(blurred x): the forward difference and the Riemann sum in sigma
     # converge to the path integral

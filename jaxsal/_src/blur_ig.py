@@ -79,7 +79,8 @@ def sigmas(max_sigma: float, steps: int, sqrt: bool) -> np.ndarray:
 @functools.lru_cache(maxsize=32)
 def path_tables(sizes: tuple[int, ...], max_sigma: float, steps: int, grad_step: float,
                 sqrt: bool) -> tuple:
-    """``(weights (steps,), ((P, D, Q) per spatial axis))``, float32: the tap tables
+    """``(weights (steps,), ((P, D, Q) per spatial axis))``, float64 (cast to the inputs'
+    dtype where used): the tap tables
     ``(steps, 2 n - 1)`` of the blur at ``s_k`` (``P``), at ``s_k + grad_step`` (``Q``) and
     their difference ``D = Q - P`` (taken in float64), and the path weights
     ``-(s_{k+1} - s_k) / grad_step``."""
@@ -89,8 +90,8 @@ def path_tables(sizes: tuple[int, ...], max_sigma: float, steps: int, grad_step:
     for n in sizes:
         p = np.stack([gaussian_taps(n, sk) for sk in s[:-1]])
         q = np.stack([gaussian_taps(n, sk + grad_step) for sk in s[:-1]])
-        axes.append(tuple(a.astype(np.float32) for a in (p, q - p, q)))
-    return weights.astype(np.float32), tuple(axes)
+        axes.append((p, q - p, q))
+    return weights, tuple(axes)
 
 
 def _check_blur_changes(tables: tuple, max_sigma: float, steps: int, grad_step: float,
@@ -255,7 +256,8 @@ def blur_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets =
     key = ("blur_integrated_gradients", p.key, spec, info, steps, batch_steps, reduce, chunk,
            nb, cf)
     return base.compiled(key, lambda: base.split_batch(build(), nb), precision)(
-        p.params, p.x, p.ids, jnp.asarray(weights), jax.tree_util.tree_map(jnp.asarray, tables))
+        p.params, p.x, p.ids, jnp.asarray(weights, p.x.dtype),
+        jax.tree_util.tree_map(lambda t: jnp.asarray(t, p.x.dtype), tables))
 
 
 #: explain_to_file refuses a job over several inputs before any work (see job_inputs.py).
