@@ -397,6 +397,32 @@ def test_default_cam_layer_and_spatial_layers():
             assert jaxsal.gradcam(b, x, 1, layer=layer).shape == (2, 32, 32)
 
 
+def test_gradcam_plus_plus_on_a_probability_head_is_tf_keras_vis_s_binary_score():
+    """tf-keras-vis's raw Grad-CAM++ maps carry exp(BinaryScore): on a one-unit sigmoid
+    output class 0 scores -p there, 1 - p here (the same gradient): its maps were e times
+    tf-keras-vis's. Now as the score function tf-keras-vis uses, for ids, the predicted
+    class and the sigmoid_complement head (where class 1 is 1 - output)."""
+    b = load_keras(FIX / "binary_cnn_keras3.keras")
+    x = np.load(FIX / "binary_cnn_keras3.expected.npz")["x"][[0, 5, 6, 10]]
+    p = np.asarray(b(x))[:, 0]
+    assert (p > 0.5).any() and (p < 0.5).any()  # both classes predicted among them
+
+    def cam(m, t):
+        return np.asarray(jaxsal.gradcam_plus_plus(m, x, t, upsample=False))
+
+    for m, minus in ((b, 0), (b.with_head("sigmoid_complement"), 1)):
+        got = cam(m, [0, 1])
+        for c in (0, 1):  # BinaryScore(c) of the unit: -output or +output
+            sign = -1.0 if c == minus else 1.0
+            want = cam(m, lambda y, s=sign: s * y[:, 0])
+            np.testing.assert_allclose(got[:, c], want, rtol=1e-5,
+                                       atol=1e-6 * np.abs(want).max())
+        # the predicted class: as its id (class ids keep their meaning under the complement)
+        pred = (p > 0.5).astype(int)
+        np.testing.assert_allclose(cam(m, None), got[np.arange(len(x)), pred], rtol=1e-5,
+                                   atol=1e-6 * np.abs(got).max())
+
+
 def test_occlusion_default_patch_fits_small_inputs():
     """The default patch (8) is at most each side, as the Shapley methods': a volume 4 deep
     was refused ("patch 8 is larger than the input's side 4"); a patch too large for a side

@@ -50,8 +50,8 @@ from jaxsal._src import base, plans
 from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.finite import check_maps, refuses_non_finite_maps
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
-from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, predicted_ids, run_model,
-                                 score_matrix, target_pullback)
+from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, predicted_ids,
+                                 resolve_predicted, run_model, score_matrix, target_pullback)
 from jaxsal._src.validate import (NO_CHANNEL_AXIS, Prepared, _layer_info, cam_rank,
                                   check_feeds_output, check_flag, check_spatial,
                                   input_spatial_shape, layer_output, prepare, to_channels_last)
@@ -357,14 +357,24 @@ def _plan_cam(name: str, combine: Callable, model, x, targets, *, layer, upsampl
     p, L, a_shape, chunk, lcf = c.p, c.layer, c.a_shape, c.chunk, c.layer_cf
     m, spec, info, size = p.model, p.spec, p.info, c.size
 
+    # tf-keras-vis's Grad-CAM++ scales its maps by exp(BinaryScore) on a one-unit
+    # probability output: -output for the class jaxsal scores 1 - output (class 0; class 1
+    # under the sigmoid_complement head), whose factor is then exp(s - 1)
+    binary = (name == "gradcam++/tf-keras-vis" and info.units == 1 and info.kind == "prob"
+              and spec.kind in ("ids", "predicted"))
+
     def build():
         def run(params, x, ids):
-            s, A, pull = layer_pullback(m, params, x, L, a_shape, spec, info, ids)
+            sp, ids_ = spec, ids
+            if binary:  # (the predicted class as ids: which class each score is of)
+                sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
+            s, A, pull = layer_pullback(m, params, x, L, a_shape, sp, info, ids_)
             A = to_channels_last(A, lcf)
+            factor = s - (ids_ == int(info.complement)).astype(s.dtype) if binary else s
 
             def chunk_fn(ts):
                 G = to_channels_last(jax.vmap(pull, out_axes=1)(ts), lcf, 2)  # (N, Tc, h, w, K)
-                return _finish(combine(A, G, s[:, ts]), size, upsample)
+                return _finish(combine(A, G, factor[:, ts]), size, upsample)
 
             out = base.map_chunks(chunk_fn, spec.num, chunk)
             return out if spec.class_axis else out[:, 0]
@@ -483,8 +493,9 @@ gradcam_plus_plus.__doc__ = """Grad-CAM++ (Chattopadhyay et al., 2018).
 
     ``variant="tf-keras-vis"`` (default) is tf-keras-vis's ``GradcamPlusPlus``: ``alpha`` is
     renormalized to sum to 1 per channel, and the terms carry the factor ``exp(S)`` of the
-    paper's exponential score, so raw maps scale with ``exp(score)`` (compare normalized
-    maps; the factor is clipped to ``exp(clip(score, -50, 50))``, so that the map stays
+    paper's exponential score, so raw maps scale with ``exp(score)`` (on a one-unit
+    probability output tf-keras-vis's ``BinaryScore``: ``exp(-p)`` for class 0; compare
+    normalized maps; the factor is clipped to ``exp(clip(score, -50, 50))``, so that the map stays
     finite and non-zero in float32). ``variant="paper"`` drops the renormalization and the
     ``exp(S)`` factor;
     ``variant="pytorch-grad-cam"`` is the paper's with pytorch-grad-cam's ``1e-6`` added to
