@@ -59,16 +59,16 @@ def _check_ids(targets: Any, k: int) -> None:
         return
     if not np.issubdtype(ids.dtype, np.integer) or ids.ndim > 2:
         return  # (the method refuses these)
-    bad = np.argwhere((ids < 0) | (ids >= k))
-    if not len(bad):
+    out = (ids < 0) | (ids >= k)
+    if not out.any():
         return
     binary = " (a one-unit output is a binary classifier: ids 0 and 1)" if k == 2 else ""
     if ids.ndim == 2:
-        rows = sorted({int(i) for i in bad[:, 0]})
+        rows = np.flatnonzero(out.any(axis=1)).tolist()
         where = ", ".join(f"input {i}: {ids[i].tolist()}" for i in rows[:5])
         where += f" and {len(rows) - 5} more inputs" if len(rows) > 5 else ""
     else:
-        where = f"{sorted({int(v) for v in np.ravel(ids)[np.ravel((ids < 0) | (ids >= k))]})}"
+        where = f"{sorted({int(v) for v in ids[out]})}"
     raise ValueError(f"target ids out of range: expected 0 <= id < {k}{binary}, got {where}; "
                      "checked before the job's first chunk (nothing computed): fix the ids "
                      "(on the command line, the --targets file) and run it again")
@@ -393,34 +393,48 @@ def _rows(v: Any, lo: int, hi: int, pad: int) -> np.ndarray:
     return v
 
 
-def _chunk_options(options: dict, n: int, ndim: int, lo: int, hi: int, pad: int,
-                   shared: tuple[str, ...] = (), rows: tuple[str, ...] = (),
-                   several: _Several | None = None) -> dict:
+def _map_rows(options: dict, n: int, ndim: int, fn: Callable[[str, Any], Any],
+              shared: tuple[str, ...] = (), rows: tuple[str, ...] = (),
+              several: _Several | None = None, where: str | None = None) -> dict:
+    """``options`` with every value of one row per input, which a job slices with its inputs,
+    replaced by ``fn(name, value)`` (``name``: the option, ``"fill['img']"`` for one input's
+    of several or an entry of a dict option): an array of the inputs' rank and count, one
+    that ``rows`` names (:func:`per_input_options`), each input's own of an option given per
+    input (a list, or a dict by name), not those of ``shared``. The one rule of what is
+    sliced (:func:`_chunk_options`) and hashed (:func:`per_input_arrays`)."""
     out = {}
     for k, v in options.items():
+        name = k if where is None else f"{where}[{k!r}]"
         per = None if k in shared or several is None else several.by_input(v)
         if k in shared:
             pass
-        elif per is not None:  # one value per input: each sliced by its own input's rank
+        elif per is not None:  # one value per input: each by its own input's rank
             parts = dict(v) if isinstance(v, dict) else list(v)
             for key, i in per:
                 e = v[key]
                 if ((k in rows and np.ndim(e) >= 1)
                         or _per_input(e, n, len(np.shape(several.arrays[i])))):
-                    parts[key] = _rows(e, lo, hi, pad)
+                    parts[key] = fn(f"{name}[{key!r}]", e)
             v = parts if isinstance(v, dict) else tuple(parts) if isinstance(v, tuple) else parts
         elif isinstance(v, dict):
-            v = _chunk_options(v, n, ndim, lo, hi, pad, several=several)
+            v = _map_rows(v, n, ndim, fn, several=several, where=name)
         elif k in rows or (several is None and _per_input(v, n, ndim)):
-            v = _rows(v, lo, hi, pad)
+            v = fn(name, v)
         out[k] = v
     return out
+
+
+def _chunk_options(options: dict, n: int, ndim: int, lo: int, hi: int, pad: int,
+                   shared: tuple[str, ...] = (), rows: tuple[str, ...] = (),
+                   several: _Several | None = None) -> dict:
+    return _map_rows(options, n, ndim, lambda _, v: _rows(v, lo, hi, pad), shared, rows,
+                     several)
 
 
 def per_input_arrays(options: dict, n: int, ndim: int, shared: tuple[str, ...] = (),
                      rows: tuple[str, ...] = (), several: _Several | None = None
                      ) -> tuple[list[tuple[str, Any]], dict]:
-    """The numeric option arrays a job slices with its inputs (:func:`_chunk_options`: IG
+    """The numeric option arrays a job slices with its inputs (:func:`_map_rows`: IG
     baselines per input, ``evaluate``'s maps), as ``(name, array)``, and ``options`` with
     each replaced by its rows' shape and dtype. The job's signature describes them so, and
     each chunk's hash covers their rows as it covers the inputs': a row fixed since (a NaN
@@ -434,26 +448,7 @@ def per_input_arrays(options: dict, n: int, ndim: int, shared: tuple[str, ...] =
         found.append((name, a))
         return {"rows of": [list(np.shape(a)[1:]), str(a.dtype)]}
 
-    out = {}
-    for k, v in options.items():
-        per = None if k in shared or several is None else several.by_input(v)
-        if k in shared:
-            pass
-        elif per is not None:
-            parts = dict(v) if isinstance(v, dict) else list(v)
-            for key, i in per:
-                e = v[key]
-                if ((k in rows and np.ndim(e) >= 1)
-                        or _per_input(e, n, len(np.shape(several.arrays[i])))):
-                    parts[key] = take(f"{k}[{key!r}]", e)
-            v = parts if isinstance(v, dict) else tuple(parts) if isinstance(v, tuple) else parts
-        elif isinstance(v, dict):
-            inner, v = per_input_arrays(v, n, ndim, several=several)
-            found.extend((f"{k}[{name!r}]", a) for name, a in inner)
-        elif k in rows or (several is None and _per_input(v, n, ndim)):
-            v = take(k, v)
-        out[k] = v
-    return found, out
+    return found, _map_rows(options, n, ndim, take, shared, rows, several)
 
 
 def _takes_offset(method: Callable) -> bool:

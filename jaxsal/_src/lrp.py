@@ -154,14 +154,13 @@ def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float 
       ``reduce=None``).
     """
     check_reduce(reduce)
-    if (epsilon is not None and isinstance(rule, LRPRule)
-            and check_epsilon(epsilon, "lrp") != rule.epsilon):
-        raise ValueError(f"lrp: epsilon={epsilon!r} would be unused: rule={rule!r} is every "
+    given, epsilon = epsilon, check_epsilon(1e-9 if epsilon is None else epsilon, "lrp")
+    if given is not None and isinstance(rule, LRPRule) and epsilon != rule.epsilon:
+        raise ValueError(f"lrp: epsilon={given!r} would be unused: rule={rule!r} is every "
                          "rule layer's rule, with its own stabilizer (also that of the "
                          "epsilon rule it gives layers without a kernel); pass the stabilizer "
                          "to the rule, e.g. jaxsal.lrp_zplus(epsilon=1e-6), or leave epsilon "
                          "out")
-    epsilon = check_epsilon(1e-9 if epsilon is None else epsilon, "lrp")
     p = prepare(model, x, targets, head=head, backprop="standard", check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
