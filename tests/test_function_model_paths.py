@@ -422,10 +422,15 @@ def test_a_jitted_function_whose_relu_is_not_static_is_told_how():
     jitted = jaxsal.FunctionModel(jax.jit(_mlp), p, relu_kwarg="relu", input_shape=(2, 2, 3))
     with pytest.raises(ValueError, match=r"relu= argument .*static_argnames='relu'"):
         jaxsal.guided_backprop(jitted, x, 0)
+    # DeepLIFT's rule reaches the function the same way (it raised JAX's TypeError alone)
+    with pytest.raises(ValueError, match=r"'deeplift' rule .*static_argnames='relu'"):
+        jaxsal.deeplift(jitted, x, 0)
     static = jaxsal.FunctionModel(jax.jit(_mlp, static_argnames="relu"), p, relu_kwarg="relu",
                                   input_shape=(2, 2, 3))
     np.testing.assert_allclose(jaxsal.guided_backprop(static, x, 0),
                                jaxsal.guided_backprop(plain, x, 0), rtol=1e-6)
+    np.testing.assert_allclose(jaxsal.deeplift(static, x, 0), jaxsal.deeplift(plain, x, 0),
+                               rtol=1e-6)
 
 
 def test_randomization_test_of_list_and_named_tuple_params():

@@ -417,8 +417,12 @@ def _setup(model, x, targets, head, check_finite, maxpool, products, eps, rtol, 
     axes = p.map_channel_axes if lt is None else [lt.map_channel_axis]
     fb = 2 * base.forward_bytes(p.model, p.x)  # each input and a reference in one pass
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
-    return (p, deeplift_model(p.model, maxpool, eps, rtol, products), multiply_by_inputs, lt,
-            axes, nb, fb * nb // p.n)
+    dl = deeplift_model(p.model, maxpool, eps, rtol, products)
+    if isinstance(dl, base.FunctionModel):
+        # the rule's ReLU reaches the function through relu_kwarg: a jax.jit-ed function
+        # that does not take it static is told so here, not by JAX's TypeError alone
+        base.model_shapes(dl, p.x)
+    return p, dl, multiply_by_inputs, lt, axes, nb, fb * nb // p.n
 
 
 @refuses_non_finite_maps
