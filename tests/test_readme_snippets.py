@@ -1,8 +1,8 @@
 """The README's Python examples outside the Quick start (tests/test_readme_quickstart.py) run
-as written, on the MNIST fixture (or a tiny function where the README's model is made up),
-with the names the README leaves to the reader bound, and give the shapes their comments
-state. Each block is found by the heading above it, so an edited example is tested as it
-reads; the substitutions are listed per test and must still match the README."""
+as written, on the MNIST fixture (or a tiny function or Keras model where the README's model
+is made up), with the names the README leaves to the reader bound, and give the shapes their
+comments state. Each block is found by the heading above it, so an edited example is tested
+as it reads; the substitutions are listed per test and must still match the README."""
 
 import pathlib
 
@@ -160,3 +160,68 @@ def test_xrai_segments(x, mnist, monkeypatch):
     assert s["masks"].shape[:2] == (2, s["masks"].shape[1]) and s["masks"].dtype == bool
     assert s["maps"].shape == (2, 2, 28, 28)
     assert len(np.unique(np.asarray(s["maps"])[0, 0])) > 3
+
+
+@pytest.fixture(scope="module")
+def readme_models(tmp_path_factory):
+    """Small Keras 3 models standing in for the README's made-up files: ``two_inputs.keras``
+    (inputs "img" and "meta"), ``sentiment.keras`` (token ids -> Embedding -> Conv1D ->
+    Dense) and a U-Net-like segmentation model whose output layer is
+    ``Conv2D(3, 1, activation="softmax", name="seg")``."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    d = tmp_path_factory.mktemp("readme_models")
+    layers = keras.layers
+    img, meta = keras.Input((8, 8, 1), name="img"), keras.Input((3,), name="meta")
+    h = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, activation="relu")(img))
+    out = layers.Dense(2, activation="softmax")(layers.Concatenate()([h, meta]))
+    keras.Model([img, meta], out).save(d / "two_inputs.keras")
+    ids = keras.Input((16,), dtype="int32")
+    h = layers.Embedding(30, 8, name="embedding")(ids)
+    h = layers.GlobalMaxPooling1D()(layers.Conv1D(4, 3, activation="relu", name="conv")(h))
+    keras.Model(ids, layers.Dense(2, activation="softmax")(h)).save(d / "sentiment.keras")
+    inp = keras.Input((8, 8, 2))
+    h = layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    h = layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(h)
+    out = layers.Conv2D(3, 1, activation="softmax", name="seg")(h)
+    keras.Model(inp, out).save(d / "unet.keras")
+    return d
+
+
+def test_attribution_at_a_layer_of_token_ids(readme_models):
+    ids = np.random.default_rng(0).integers(1, 30, (3, 16)).astype(np.int32)
+    s = _run(_block("### Attribution at a layer; text and other token models"), token_ids=ids,
+             subs=[('"sentiment.keras"', repr(str(readme_models / "sentiment.keras")))])
+    assert s["ig"].shape == (3, 2, 16) and s["cam"].shape == (3, 2, 16)
+    assert jaxsal.default_cam_layer(s["m"]) == "conv"  # "at the last Conv1D"
+
+
+def test_segmentation_region_targets(readme_models):
+    unet = load_keras(readme_models / "unet.keras")
+    x = np.random.default_rng(1).random((2, 8, 8, 2)).astype(np.float32)
+    s = _run(_block("### Targets"), unet=unet, x=x)
+    assert s["cam"].shape == (2, 8, 8) and s["ig"].shape == (2, 8, 8)
+    assert jaxsal.default_cam_layer(unet) == "c2"  # "at the layer before "seg""
+    region = s["region"](unet(x)) - s["region"](unet(np.zeros_like(x)))
+    np.testing.assert_allclose(s["ig"].sum((1, 2)), region, rtol=2e-2, atol=1e-4)
+
+
+def test_models_with_several_inputs(readme_models):
+    rng = np.random.default_rng(2)
+    img = rng.random((2, 8, 8, 1)).astype(np.float32)
+    meta = rng.random((2, 3)).astype(np.float32)
+    s = _run(_block("### Models with several inputs"), img=img, meta=meta,
+             meta_mean=meta.mean(0),
+             subs=[('"two_inputs.keras"', repr(str(readme_models / "two_inputs.keras")))])
+    m = s["m"]
+    assert m.input_names == ["img", "meta"]
+    assert s["img_map"].shape == (2, 2, 8, 8) and s["meta_map"].shape == (2, 2, 3)
+    ig = s["ig"]
+    assert set(ig) == {"img", "meta"} and ig["img"].shape == (2, 8, 8)
+    assert ig["meta"].shape == (2, 3)
+    # completeness over both inputs (up to the quadrature error of 50 steps through ReLUs):
+    # S(x) - S(baseline), each input's baseline its own
+    base = [np.zeros_like(img), np.broadcast_to(meta.mean(0), meta.shape)]
+    delta = m([img, meta])[:, 1] - m(base)[:, 1]
+    np.testing.assert_allclose(ig["img"].sum((1, 2)) + ig["meta"].sum(1), delta, rtol=5e-2,
+                               atol=1e-4)
