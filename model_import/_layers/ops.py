@@ -39,14 +39,34 @@ class _Refused(ValueError):
     the importer refuses the node (an :class:`UnsupportedLayerError` naming it)."""
 
 
+def _float32_constants(args, kwargs) -> tuple[tuple, dict]:
+    """An operation's NumPy float64 constants (``x - np.array(mean)``, ``ops.matmul(x,
+    np.eye(3))``: NumPy's default dtype) beside float tensors: float32, as Keras 3 computes
+    them on every backend but TensorFlow (``keras.backend.result_type("float32", "float64")``
+    is float32), or float64 beside a float64 tensor (``jax_enable_x64``). Kept float64,
+    under x64 they made the result, and every layer after it, float64 for float32 inputs;
+    without x64 JAX computes them in float32 anyway."""
+    leaves = jax.tree_util.tree_leaves((args, kwargs))
+    floats = [a.dtype for a in leaves
+              if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jnp.floating)]
+    if not floats or not any(isinstance(a, (np.ndarray, np.generic)) and a.dtype == np.float64
+                             for a in leaves):
+        return args, kwargs
+    dt = jnp.promote_types(jnp.result_type(*floats), jnp.float32)
+    return jax.tree_util.tree_map(
+        lambda a: np.asarray(a, dt) if isinstance(a, (np.ndarray, np.generic)) and (
+            a.dtype == np.float64) else a, (args, kwargs))
+
+
 def _op(*names: str, head_op: str | None = None, layout: bool = False, context: bool = False,
-        act: bool = False, **impl_kw):
+        act: bool = False, float64_constants: bool = False, **impl_kw):
     """Register ``make(config) -> f(rt, *args, **kwargs)`` for Keras op classes ``names``
     (``head_op`` and ``impl_kw``: see :class:`LayerImpl`; ``layout``: the operation has a
     ``data_format``, which the model's layout inference reads; ``context``: ``make`` takes
     the :class:`ConvertContext` too; ``act``: an elementwise activation of its first
-    argument, computed through ``rt.act``). ``make`` raises :class:`_Refused` for
-    configurations it does not support."""
+    argument, computed through ``rt.act``; ``float64_constants``: ``f`` takes its float64
+    NumPy constants as they are, else see :func:`_float32_constants`). ``make`` raises
+    :class:`_Refused` for configurations it does not support."""
 
     def deco(make: Callable[..., Callable[..., Any]]):
         def convert(config, ctx):
@@ -62,6 +82,8 @@ def _op(*names: str, head_op: str | None = None, layout: bool = False, context: 
                 f = act_on_first(f)
 
             def call(params, *args, rt, **kwargs):
+                if not float64_constants:
+                    args, kwargs = _float32_constants(args, kwargs)
                 return f(rt, *args, **kwargs)
 
             return LayerImpl(call=call, head_op=head_op, **kw)
@@ -525,7 +547,7 @@ def _quantile(x, q, axis, method, keepdims):
     return out
 
 
-@_op("Quantile")
+@_op("Quantile", float64_constants=True)  # q exactly, as NumPy
 def _quantile_op(cfg):
     # Keras's Quantile operation ignores its `method` (Quantile.call does not pass it on;
     # keras.ops.quantile honours it only on concrete tensors): a functional model computes
@@ -539,7 +561,7 @@ def _quantile_op(cfg):
     return lambda rt, x, q: _quantile(x, q, axis, "linear", keepdims)
 
 
-@_op("Percentile")
+@_op("Percentile", float64_constants=True)  # q exactly, as NumPy
 def _percentile(cfg):
     method = cfg.get("method", "linear")
     if method not in _QUANTILE_METHODS:

@@ -155,6 +155,19 @@ def _blocked_max_bwd(pool, res, g):
 _blocked_max.defvjp(_blocked_max_fwd, _blocked_max_bwd)
 
 
+def avg_pool(x, pool: tuple, strides: tuple, padding) -> jax.Array:
+    """Average pooling of a channels-last ``x`` whose windows average over the elements
+    inside the input only (TensorFlow's and Keras's "same" average), in ``x``'s dtype.
+    ``flax.linen.avg_pool(count_include_pad=False)`` counts the elements with a
+    ``jnp.ones`` of the default dtype, float64 under ``jax_enable_x64``, which promoted
+    float32 inputs (and every layer after) to float64 there."""
+    if padding == "VALID":
+        return nn.avg_pool(x, pool, strides, "VALID")  # every window is whole
+    total = nn.pool(x, 0.0, jax.lax.add, pool, strides, padding)
+    ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
+    return total / nn.pool(ones, 0.0, jax.lax.add, pool, strides, padding)
+
+
 def _same_pads(n: int, pool: int, stride: int) -> tuple[int, int]:
     """``(before, after)`` of "same" pooling along an axis of size ``n`` (the extra pixel of
     an odd total after), as TensorFlow, XLA and Keras's PyTorch backend compute it."""
@@ -187,7 +200,7 @@ def _make_pool(rank, kind):
                         f"average pooling with 'same' padding {pads} of an input of spatial "
                         f"shape {x.shape[1:-1]}: Keras on PyTorch pads by repeating the edges "
                         "and averages over them")
-            return nn.avg_pool(x, pool, strides, padding, count_include_pad=False)
+            return avg_pool(x, pool, strides, padding)
 
         cf = config.get("data_format") == "channels_first"
         return LayerImpl(call=_to_last(call, cf), relevance=True,

@@ -40,7 +40,7 @@ import numpy as np
 from model_import._layers.activations import act_on_first, elementwise_of_one, relu_family
 from model_import._layers.conv import _DIMS
 from model_import._layers.image import keys_cubic, resize_axes
-from model_import._layers.pooling import _blocked_max
+from model_import._layers.pooling import _blocked_max, avg_pool
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -570,7 +570,7 @@ def _pool(kind: str, n: int | None):
             if padding == "VALID" and strides == pool:
                 return rt.pool(lambda v: _blocked_max(v, pool), input)
             return rt.pool(lambda v: flax_nn.max_pool(v, pool, strides, padding), input)
-        return flax_nn.avg_pool(input, pool, strides, padding, count_include_pad=False)
+        return avg_pool(input, pool, strides, padding)
     return f
 
 
@@ -1226,8 +1226,9 @@ def _linspace(rt, start, stop, num, axis=0):
 
 
 def _truncatediv(x, y):
-    if jnp.issubdtype(jnp.result_type(x, y), jnp.integer):
-        return jax.lax.div(*jnp.broadcast_arrays(x, y))
+    dt = jnp.result_type(x, y)  # a Python int takes the tensor's dtype (int32 under x64 too)
+    if jnp.issubdtype(dt, jnp.integer):
+        return jax.lax.div(*jnp.broadcast_arrays(jnp.asarray(x, dt), jnp.asarray(y, dt)))
     return jnp.trunc(x / y)
 
 

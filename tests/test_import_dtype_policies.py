@@ -1,0 +1,172 @@
+"""Keras 3 dtype policies and JAX's 64-bit mode: what the importer computes in.
+
+Models saved under ``mixed_float16``/``mixed_bfloat16`` (float32 variables, half-precision
+compute) and ``float16``/``bfloat16`` (half-precision variables) import with float32 weights
+and compute in float32: equal to the same weights in a float32 copy of the model, and within
+the half-precision rounding of Keras's own output. The attribution maps are float32 for
+float16, float32 and float64 inputs. Under ``jax_enable_x64`` float32 inputs stay float32
+through every layer (average pooling and float64 NumPy constants made them float64) and
+float64 inputs compute in float64. Quantized layers are refused in
+test_import_lora_quantized.py.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import keras  # noqa: E402  (tests/conftest.py picks the backend)
+from keras import layers, ops  # noqa: E402
+
+import jaxsal  # noqa: E402
+from import_helpers import perturb_keras, save_keras_and_h5  # noqa: E402
+from model_import import load_keras  # noqa: E402
+
+x64 = getattr(jax, "enable_x64", None)
+if x64 is None:  # older JAX (the oldest release pyproject.toml allows)
+    from jax.experimental import enable_x64 as x64
+
+#: Keras's rounding of a half-precision computation, relative to the output's scale: a few
+#: units in the last place of float16 (2**-11) and of bfloat16 (2**-8), the precision Keras
+#: computes these models in (the largest seen: 1.6e-4 and 9e-4).
+HALF_TOL = {"float16": 4e-3, "bfloat16": 3e-2}
+
+
+def _cnn(policy):
+    """A small CNN under ``policy``, its probabilities from a float32 softmax as Keras's
+    mixed-precision guide writes it."""
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((10, 10, 3))
+        h = layers.Conv2D(6, 3, activation="relu", name="conv1")(inp)
+        h = layers.BatchNormalization(name="bn")(h)
+        h = layers.Conv2D(6, 3, activation="relu", name="conv2")(h)
+        h = layers.AveragePooling2D(2, padding="same", name="pool")(h)
+        h = layers.GlobalAveragePooling2D(name="gap")(h)
+        h = layers.Dense(4, name="logits_dense")(h)
+        model = keras.Model(inp, layers.Activation("softmax", dtype="float32", name="probs")(h))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    perturb_keras(model)
+    return model
+
+
+def _float32_copy(model):
+    """The same architecture and weights with every dtype policy float32: what the importer
+    computes."""
+    def strip(c):
+        if isinstance(c, dict):
+            return {k: "float32" if k == "dtype" else strip(v) for k, v in c.items()}
+        return [strip(v) for v in c] if isinstance(c, list) else c
+
+    copy = keras.Model.from_config(strip(json.loads(json.dumps(model.get_config()))))
+    copy.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+    return copy
+
+
+def _x(seed=0, shape=(3, 10, 10, 3)):
+    return np.random.default_rng(seed).uniform(0, 1, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16", "float16", "bfloat16"])
+def test_half_precision_policies_import_in_float32(policy, tmp_path):
+    model, x = _cnn(policy), _x()
+    compute = policy.replace("mixed_", "")
+    assert {str(w.dtype) for w in model.weights} == (
+        {"float32"} if policy.startswith("mixed") else {compute})
+    theirs = np.asarray(model(x), np.float64)
+    exact = np.asarray(_float32_copy(model)(x), np.float64)
+    for ext, path in save_keras_and_h5(model, tmp_path, policy).items():
+        m = load_keras(path)
+        assert {str(a.dtype) for p in m.params.values() for a in p.values()} == {"float32"}
+        ours = m(x)
+        assert ours.dtype == jnp.float32, ext
+        np.testing.assert_allclose(np.asarray(ours), exact, rtol=0, atol=1e-6, err_msg=ext)
+        err = np.abs(np.asarray(ours, np.float64) - theirs).max() / np.abs(theirs).max()
+        assert err <= HALF_TOL[compute], (ext, err)
+
+
+@pytest.fixture(scope="module")
+def mixed_model(tmp_path_factory):
+    model = _cnn("mixed_bfloat16")
+    path = tmp_path_factory.mktemp("mixed") / "m.keras"
+    model.save(path)
+    return load_keras(path).with_head("logits")
+
+
+METHODS = {
+    "saliency": lambda m, x: jaxsal.saliency(m, x, targets=[0, 2]),
+    "integrated_gradients": lambda m, x: jaxsal.integrated_gradients(m, x, targets=[0, 2],
+                                                                     steps=4),
+    "gradcam": lambda m, x: jaxsal.gradcam(m, x, targets=[0, 2], layer="conv2"),
+    "smoothgrad": lambda m, x: jaxsal.smoothgrad(m, x, targets=[0, 2], n=2,
+                                                 key=jax.random.key(0)),
+    "occlusion": lambda m, x: jaxsal.occlusion(m, x, targets=[0, 2], patch=5, stride=5),
+}
+
+
+def test_maps_of_a_mixed_precision_model_are_float32(mixed_model):
+    """float16, float32 and float64 inputs (x64 off) all give float32 maps, the float32 and
+    float64 ones equal (float64 inputs are computed in float32)."""
+    x = _x(1, (2, 10, 10, 3))
+    for name, method in METHODS.items():
+        want = method(mixed_model, x)
+        assert want.dtype == jnp.float32, name
+        for dt in (np.float64, np.float16):
+            got = method(mixed_model, x.astype(dt))
+            assert got.dtype == jnp.float32, (name, dt)
+            if dt is np.float64:
+                np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
+
+
+def _x64_model():
+    """Average pooling ("same" and "valid") and float64 NumPy constants (the default dtype of
+    ``np.array``) in operations: each made float32 inputs float64 under x64."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    h = inp - np.array([0.1, 0.2, 0.3])
+    h = ops.matmul(h, np.eye(3) * 2.0)
+    h = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(h)
+    h = layers.AveragePooling2D(3, strides=1, padding="same", name="pool_same")(h)
+    h = layers.AveragePooling2D(2, name="pool_valid")(h)
+    h = ops.where(h > 0.1, h, np.array([0.0, 0.5, 1.0, 1.5]))
+    h = layers.Flatten()(h)
+    model = keras.Model(inp, layers.Dense(3, name="out")(h))
+    perturb_keras(model)
+    return model
+
+
+def test_float32_inputs_stay_float32_under_x64(tmp_path):
+    model = _x64_model()
+    x = _x(2, (2, 8, 8, 3))
+    theirs = np.asarray(model(x))
+    paths = save_keras_and_h5(model, tmp_path, "x64")
+    with x64(True):
+        for ext, path in paths.items():
+            m = load_keras(path)
+            y, acts = m.apply(m.params, x, capture=m.layer_names)
+            assert y.dtype == jnp.float32, ext
+            wide = {k: str(v.dtype) for k, v in acts.items() if v.dtype != jnp.float32}
+            assert not wide, (ext, wide)
+            np.testing.assert_allclose(np.asarray(y), theirs, rtol=1e-5, atol=1e-5, err_msg=ext)
+            y64 = m(x.astype(np.float64))
+            assert y64.dtype == jnp.float64, ext
+            np.testing.assert_allclose(np.asarray(y64), theirs, rtol=1e-5, atol=1e-5)
+        # the methods whose maps take the model's dtype (scores, activations) were float64
+        assert jaxsal.occlusion(m, x, targets=[0], patch=4).dtype == jnp.float32
+        assert jaxsal.gradcam(m, x, targets=[0], layer="conv").dtype == jnp.float32
+        assert jaxsal.saliency(m, x.astype(np.float64), targets=[0]).dtype == jnp.float64
+
+
+def test_truncatediv_by_a_python_int_under_x64(fixtures_dir):
+    """tf.keras 2's ``x // 3`` of an int32 tensor (``tf.truncatediv(x, 3)``): the Python int
+    became int64 under x64, and ``lax.div`` refused int32 by int64 at load."""
+    ref = np.load(fixtures_dir / "keras2_tfops" / "misc_tf221.expected.npz")
+    with x64(True):
+        m = load_keras(fixtures_dir / "keras2_tfops" / "misc_tf221.h5")
+        _, got = m.apply(m.params, ref["x"], capture=["tf.truncatediv"])
+    np.testing.assert_array_equal(np.asarray(got["tf.truncatediv"]),
+                                  ref["act__tf.truncatediv"])
