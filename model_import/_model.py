@@ -385,6 +385,12 @@ class KerasModel:
                 a = a.astype(declared if declared in _NARROW_INTS else jnp.int32)
             elif not jnp.issubdtype(a.dtype, jnp.floating):
                 a = a.astype(jnp.float32)
+            elif a.dtype.itemsize < 4 and not int_input:
+                # float16/bfloat16, widened exactly: Keras casts its inputs to the Input's
+                # float32 (the import computes a float16 Input in float32 too); kept, the
+                # operations before the first weighted layer ran in half precision, where
+                # exp(12) is inf
+                a = a.astype(jnp.float32)
             if shape is not None:
                 ok = a.ndim == len(shape) + 1 and all(
                     d is None or d == s for d, s in zip(shape, a.shape[1:]))

@@ -170,3 +170,23 @@ def test_truncatediv_by_a_python_int_under_x64(fixtures_dir):
         _, got = m.apply(m.params, ref["x"], capture=["tf.truncatediv"])
     np.testing.assert_array_equal(np.asarray(got["tf.truncatediv"]),
                                   ref["act__tf.truncatediv"])
+
+
+def test_half_precision_inputs_are_widened_as_keras_casts_them(tmp_path):
+    """Keras casts a float16 input to its Input's float32; the importer computed the
+    operations before the first weighted layer in float16, where exp(12) overflows."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((3,))
+    model = keras.Model(inp, layers.Dense(2)(ops.exp(inp * 3.0)))
+    x = np.array([[4.0, 1.0, -0.5], [0.25, 3.5, 2.0]], np.float16)
+    theirs = np.asarray(model(x))
+    assert np.isfinite(theirs).all()
+    path = tmp_path / "exp.keras"
+    model.save(path)
+    m = load_keras(path)
+    for xx in (x, jnp.asarray(x, jnp.bfloat16)):
+        want = np.asarray(model(np.asarray(xx, np.float32)))
+        for y in (m(xx), m.apply(m.params, xx)):
+            assert y.dtype == jnp.float32
+            np.testing.assert_allclose(np.asarray(y), want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(m(x)), theirs, rtol=1e-5)
