@@ -161,6 +161,19 @@ def test_float32_inputs_stay_float32_under_x64(tmp_path):
         assert jaxsal.saliency(m, x.astype(np.float64), targets=[0]).dtype == jnp.float64
 
 
+def test_float64_constants_beside_integer_tensors_under_x64(tmp_path):
+    """``ids * np.array([...])``: float32 in Keras 3, float64 under x64 before."""
+    inp = keras.Input((3,), dtype="int32")
+    model = keras.Model(inp, layers.Dense(2)(ops.multiply(inp, np.array([0.5, 0.25, 2.0]))))
+    x = np.array([[1, 2, 3], [4, 0, 1]], np.int32)
+    path = tmp_path / "ids.keras"
+    model.save(path)
+    with x64(True):
+        y = load_keras(path)(x)
+    assert y.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(y), np.asarray(model(x)), rtol=1e-6)
+
+
 def test_truncatediv_by_a_python_int_under_x64(fixtures_dir):
     """tf.keras 2's ``x // 3`` of an int32 tensor (``tf.truncatediv(x, 3)``): the Python int
     became int64 under x64, and ``lax.div`` refused int32 by int64 at load."""

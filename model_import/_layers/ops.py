@@ -41,18 +41,17 @@ class _Refused(ValueError):
 
 def _float32_constants(args, kwargs) -> tuple[tuple, dict]:
     """An operation's NumPy float64 constants (``x - np.array(mean)``, ``ops.matmul(x,
-    np.eye(3))``: NumPy's default dtype) beside float tensors: float32, as Keras 3 computes
-    them on every backend but TensorFlow (``keras.backend.result_type("float32", "float64")``
-    is float32), or float64 beside a float64 tensor (``jax_enable_x64``). Kept float64,
-    under x64 they made the result, and every layer after it, float64 for float32 inputs;
-    without x64 JAX computes them in float32 anyway."""
+    np.eye(3))``: NumPy's default dtype) beside tensors: float32, as Keras 3 computes them
+    on every backend but TensorFlow (``keras.backend.result_type("float32", "float64")`` is
+    float32), or float64 beside a float64 tensor (``jax_enable_x64``). Kept float64, under
+    x64 they made the result, and every layer after it, float64 for float32 inputs; without
+    x64 JAX computes them in float32 anyway."""
     leaves = jax.tree_util.tree_leaves((args, kwargs))
-    floats = [a.dtype for a in leaves
-              if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jnp.floating)]
-    if not floats or not any(isinstance(a, (np.ndarray, np.generic)) and a.dtype == np.float64
-                             for a in leaves):
+    tensors = [a.dtype for a in leaves if isinstance(a, jax.Array)]
+    if not tensors or not any(isinstance(a, (np.ndarray, np.generic)) and a.dtype == np.float64
+                              for a in leaves):
         return args, kwargs
-    dt = jnp.promote_types(jnp.result_type(*floats), jnp.float32)
+    dt = np.float64 if np.dtype(np.float64) in tensors else np.float32
     return jax.tree_util.tree_map(
         lambda a: np.asarray(a, dt) if isinstance(a, (np.ndarray, np.generic)) and (
             a.dtype == np.float64) else a, (args, kwargs))
