@@ -13,9 +13,10 @@ import numpy as np
 
 def perturb_keras(model, seed: int = 0, *, rng: np.random.Generator | None = None,
                   kernels: bool = False) -> None:
-    """Randomize ``model``'s normalization statistics, gammas/scales, betas, biases and
-    PReLU alphas (from ``rng``, else ``default_rng(seed)``); ``kernels=True`` also draws
-    every other float weight from a normal of about its initial scale."""
+    """Randomize ``model``'s normalization statistics, gammas/scales, betas, biases, PReLU
+    alphas and (unless ``kernels``) LayerScale factors (from ``rng``, else
+    ``default_rng(seed)``); ``kernels=True`` also draws every other float weight from a
+    normal of about its initial scale."""
     rng = np.random.default_rng(seed) if rng is None else rng
     for v in model.weights:
         a = np.asarray(v.numpy())
@@ -39,6 +40,11 @@ def perturb_keras(model, seed: int = 0, *, rng: np.random.Generator | None = Non
             continue
         v.assign(new.astype(a.dtype))
     for lay in _all_layers(model):
+        # Keras 3.15 names ConvNeXt's LayerScale weight "variable"; at its 1e-6 the
+        # residual branches add nothing a comparison could see
+        if type(lay).__name__ == "LayerScale" and not kernels:
+            for v in lay.weights:
+                v.assign(rng.uniform(0.5, 1.5, v.shape).astype(np.asarray(v.numpy()).dtype))
         if type(lay).__name__ == "Normalization" and hasattr(lay, "finalize_state"):
             lay.finalize_state()  # Keras reads adapted statistics from a cache set here
 
@@ -48,6 +54,119 @@ def _all_layers(model):
         yield lay
         if hasattr(lay, "layers"):
             yield from _all_layers(lay)
+
+
+def calibrate_keras(model, x, rng: np.random.Generator, *, shift: float = 0.3,
+                    spread: tuple = (0.7, 1.4), floor: float = 0.1) -> None:
+    """Fit ``model``'s BatchNormalization statistics and biases to the data ``x``, as a
+    trained network's are, perturbed so that no formula's terms cancel.
+
+    Weights drawn without the data (:func:`perturb_keras`) let a deep network's activations
+    drift until every sample gives about the same output: on 32x32 inputs MobileNet's
+    ReLU6 saturates (its two samples' outputs are equal), VGG16's activations shrink until
+    its random biases dominate (cosine similarity 0.9998 at ``fc2``), and ConvNeXt's
+    residual stream fills with what its biases add alike to every sample. A test that
+    compares such outputs cannot tell a wrong importer from a right one.
+
+    In one inference pass, each layer, just before it runs (so on what the layers before
+    it, already fitted, produce):
+
+    - a BatchNormalization takes its input's per-channel mean and variance as its moving
+      statistics: the mean plus ``shift`` standard deviations times a normal draw, the
+      variance at least ``floor**2`` times the input's mean square (at 1x1 spatial size a
+      channel's statistics come from a few samples; one whose samples nearly agree would
+      magnify float32 rounding into the output) and times a uniform draw in ``spread``;
+    - a layer with a bias (Dense, convolutions) gets, per channel, minus the mean of its
+      output without the bias, plus ``shift`` standard deviations times a normal draw.
+
+    Give ``x`` more samples than a test compares (the apps tests: eight, two of them
+    compared). Fitted to two samples, a BN at 1x1 spatial size scales their every
+    difference, float32 rounding included, to order one, and the rounding then grows
+    two- to threefold per block (EfficientNetB0 at 32x32: relative errors of 1e4 at its
+    top). Fitted to
+    eight, the deepest tensors of these networks still carry up to 6e-4 of rounding, as
+    much as Keras's own float32 outputs against float64 ones: random networks with
+    BatchNormalization magnify small input changes with depth (Yang et al., "A Mean Field
+    Theory of Batch Normalization", ICLR 2019).
+
+    Each such layer's ``call`` is wrapped on the instance for that pass and restored after.
+    """
+    import keras
+
+    def channel_axis(lay, ndim):
+        if isinstance(lay, keras.layers.BatchNormalization):
+            return lay.axis % ndim
+        return 1 if getattr(lay, "data_format", None) == "channels_first" else ndim - 1
+
+    def moments(lay, a):
+        a = np.asarray(a, np.float64)
+        axis = channel_axis(lay, a.ndim)
+        axes = tuple(i for i in range(a.ndim) if i != axis)
+        return a.mean(axis=axes), a.var(axis=axes), float(np.mean(a * a))
+
+    def fit_bn(lay, call):
+        def wrapped(inputs, *args, **kwargs):
+            mean, var, square = moments(lay, inputs)
+            var = np.maximum(var, floor**2 * square)
+            mean = mean + shift * np.sqrt(var) * rng.normal(size=mean.shape)
+            var = var * rng.uniform(*spread, size=var.shape)
+            lay.moving_mean.assign(mean.astype(lay.moving_mean.dtype))
+            lay.moving_variance.assign(var.astype(lay.moving_variance.dtype))
+            return call(inputs, *args, **kwargs)
+        return wrapped
+
+    def fit_bias(lay, call):
+        def wrapped(inputs, *args, **kwargs):
+            act, lay.activation = lay.activation, keras.activations.linear
+            try:
+                lay.bias.assign(np.zeros(lay.bias.shape, lay.bias.dtype))
+                y = np.asarray(call(inputs, *args, **kwargs))
+            finally:
+                lay.activation = act
+            mean, var, _ = moments(lay, y)
+            b = (shift * np.sqrt(var) * rng.normal(size=mean.shape) - mean).astype(y.dtype)
+            lay.bias.assign(b)
+            shape = [1] * y.ndim
+            shape[channel_axis(lay, y.ndim)] = -1
+            return act(y + b.reshape(shape))  # the layer's output with the new bias
+        return wrapped
+
+    wrapped = []
+    try:
+        for lay in _all_layers(model):
+            if isinstance(lay, keras.layers.BatchNormalization):
+                lay.call = fit_bn(lay, lay.call)
+            elif (getattr(lay, "use_bias", False) and getattr(lay, "bias", None) is not None
+                  and hasattr(lay, "activation")):
+                lay.call = fit_bias(lay, lay.call)
+            else:
+                continue
+            wrapped.append(lay)
+        model(x, training=False)
+    finally:
+        for lay in wrapped:
+            del lay.call
+
+
+def sample_spread(ref) -> float:
+    """How far ``ref`` (samples on axis 0) is from one output for every sample: the largest
+    deviation from the mean over samples relative to the largest value, so the relative
+    error (:func:`rel_err`) of a model that gave every sample that mean output."""
+    ref = np.asarray(ref, np.float64)
+    dev = np.abs(ref - ref.mean(axis=0, keepdims=True)).max()
+    return float(dev / max(np.abs(ref).max(), 1e-30))
+
+
+def check_spread(ref, what: str, minimum: float = 0.05) -> None:
+    """Fail unless ``ref`` (samples on axis 0) differs across samples by at least ``minimum``
+    of its scale (:func:`sample_spread`): a comparison with an output that is about the
+    same for every sample cannot fail for an importer that gets every sample wrong alike."""
+    spread = sample_spread(ref)
+    assert spread >= minimum, (
+        f"{what}: the reference differs across samples by {spread:.1e} of its scale, "
+        f"expected at least {minimum}: an importer giving every sample the same output "
+        "would pass this comparison; fit the model to its inputs (calibrate_keras) or "
+        "choose inputs that it tells apart")
 
 
 def scale_dense(layer, target_std: float, features: np.ndarray) -> None:

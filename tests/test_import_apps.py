@@ -2,12 +2,17 @@
 ``KERAS_BACKEND`` says otherwise: see conftest.py) on every ``keras.applications``
 architecture the project supports (``weights=None``, small inputs).
 
-Per architecture (built once per module): BatchNormalization statistics, gammas, betas and
-biases are perturbed (fresh statistics make BN the identity and would hide bugs), the
-classifier is rescaled so its logits are far from uniform, and the model is saved as
-``.keras`` and ``.h5``. Checked: the saved head, the logits head (against a Keras clone of
-the classifier with a linear activation), three named intermediate layers and the
-classifier's input, all within 1e-4 of the output scale; the ``.h5`` gives the same params.
+Per architecture (built once per module, kernels from a fixed seed): BatchNormalization
+statistics, gammas, betas and biases are perturbed (fresh statistics make BN the identity and
+would hide bugs), then BN statistics and biases are fitted to eight inputs (two of them the
+test's; see ``calibrate_keras``: drawn without the data, they let MobileNet, MobileNetV2 and
+EfficientNetB0 give both samples nearly the same output), the classifier is rescaled so its
+logits are far from uniform, and the model is saved as ``.keras`` and ``.h5``. Checked: the
+saved head, the logits head (against a Keras clone of the classifier with a linear
+activation), three named intermediate layers and the classifier's input, each within 1e-4 of
+its scale (the deepest ones within 2e-3, see ``TOL_DEEP``), and each differing across the
+two samples by at least 5% of its scale (else an importer that gave every sample the same
+output would pass); the ``.h5`` gives the same params.
 """
 
 import jax
@@ -16,10 +21,17 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from import_helpers import perturb_keras, rel_err  # noqa: E402
+from import_helpers import calibrate_keras, check_spread, perturb_keras, rel_err  # noqa: E402
 from model_import import load_keras  # noqa: E402
 
 TOL = 1e-4
+# The deepest tensors compared (the classifier's input, the last layer with weights before
+# it, the logits and the saved head) come after 50-200 layers fitted to the data, and such a
+# network magnifies float32 rounding with depth. Measured (Keras 3.15 on NumPy, three kernel
+# seeds): there the port differs from Keras's float32 outputs by up to 6e-4 (ResNet50,
+# InceptionV3), as Keras's own float32 outputs differ from its float64 ones (up to 8e-4); at a
+# quarter and half of the depth, by at most 2e-5.
+TOL_DEEP = 2e-3
 A = keras.applications
 SLOW = pytest.mark.slow
 
@@ -71,12 +83,19 @@ def _head_models(chain, in_shape):
 def app(request, tmp_path_factory):
     name = request.param
     make, side, _ = ARCHS[name]
+    keras.utils.set_random_seed(0)  # the kernels: the checks below hold for these
     km = make(weights=None, input_shape=(side, side, 3), classes=7)
+    # the test's two samples and six more: BN statistics are fitted to all eight (fitted to
+    # two, they magnify rounding, see calibrate_keras); biases alone (VGG, ConvNeXt) to the
+    # two, since Keras's NumPy backend takes 1-6 s more for eight
+    xs = np.random.default_rng(4).uniform(0.0, 255.0, (8, side, side, 3)).astype("float32")
+    x = xs[:2]
     perturb_keras(km, seed=3)
+    bn = any(isinstance(lay, keras.layers.BatchNormalization) for lay in km.layers)
+    calibrate_keras(km, xs if bn else x, np.random.default_rng(5))
     penult, chain = _head_chain(km)
     body = [lay for lay in km.layers if lay.weights and lay not in chain]
     inter = [body[len(body) // 4].name, body[len(body) // 2].name, body[-1].name]
-    x = np.random.default_rng(4).uniform(0.0, 255.0, (2, side, side, 3)).astype("float32")
     sub = keras.Model(km.input, [km.get_layer(n).output for n in [penult, *inter]])
     feats = [np.asarray(a) for a in sub.predict(x, verbose=0)]
     # Rescale the classifier so that its logits have std ~4 on these inputs.
@@ -89,11 +108,12 @@ def app(request, tmp_path_factory):
     head, clone = _head_models(chain, feats[0].shape[1:])
     ref = {"saved": np.asarray(head(feats[0])), "logits": np.asarray(clone(feats[0])),
            **dict(zip([penult, *inter], feats))}
-    assert np.std(ref["logits"]) > 1.0  # the head is not near-uniform: the test can fail
     d = tmp_path_factory.mktemp(name)
     km.save(d / f"{name}.keras")
     km.save(d / f"{name}.h5")
+    tol = {n: TOL_DEEP for n in ("saved", "logits", penult, inter[2])}
     return {"name": name, "x": x, "ref": ref, "dir": d, "capture": [penult, *inter],
+            "tol": {n: tol.get(n, TOL) for n in ref},
             "keras_layers": [lay.name for lay in km.layers]}
 
 
@@ -103,11 +123,13 @@ def test_keras_archive_matches_keras(app):
     names = app["capture"]
     fn = jax.jit(lambda p, x: (m.apply(p, x), lm.apply(p, x, capture=names)))
     y, (logits, acts) = fn(m.params, app["x"])
-    ref = app["ref"]
-    assert rel_err(y, ref["saved"]) <= TOL
-    assert rel_err(logits, ref["logits"]) <= TOL
+    ref, tol = app["ref"], app["tol"]
+    for n, r in ref.items():
+        check_spread(r, f"{app['name']} {n}")
+    assert rel_err(y, ref["saved"]) <= tol["saved"]
+    assert rel_err(logits, ref["logits"]) <= tol["logits"]
     for n in names:
-        assert rel_err(acts[n], ref[n]) <= TOL, n
+        assert rel_err(acts[n], ref[n]) <= tol[n], n
     assert [n for n in m.layer_names if "/" not in n] == app["keras_layers"]
     assert m.head == "saved" and lm.head == "logits"
 
@@ -143,4 +165,4 @@ def test_legacy_h5_matches_keras(app):
     for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
     if len(b.layer_names) < 120:
-        assert rel_err(b(app["x"]), app["ref"]["saved"]) <= TOL
+        assert rel_err(b(app["x"]), app["ref"]["saved"]) <= app["tol"]["saved"]
