@@ -197,19 +197,46 @@ def test_int_seed_is_a_key_everywhere(split, x):
                                   jaxsal.rise(split, x, 1, key=jax.random.key(top), n=2))
 
 
-def test_traced_class_ids_are_refused_with_the_ways_around():
-    """Class ids traced under ``jit`` cannot be checked: refused with a message naming the
-    ways that work, one of which (a score function of traced ids) is checked here."""
-    w = jnp.asarray(np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32))
-    m = jaxsal.FunctionModel(lambda p, x: x.reshape(len(x), -1) @ p, w)
-    x = np.random.default_rng(1).normal(size=(3, 2, 2, 3)).astype(np.float32)
-    ids = jnp.array([1, 2, 3])
-    with pytest.raises(TypeError, match="expected concrete class ids, got traced"):
-        jax.jit(lambda xx, t: jaxsal.saliency(m, xx, t))(x, ids[:, None])
-    traced = jax.jit(lambda xx, t: jaxsal.saliency(m, xx, lambda y: jnp.take_along_axis(
-        y, t[:, None], axis=1)[:, 0]))(x, ids)
-    np.testing.assert_allclose(traced, jaxsal.saliency(m, x, np.asarray(ids)[:, None])[:, 0],
-                               rtol=1e-6)
+_CELLS = np.arange(36).reshape(6, 6) // 12 * 3 + np.arange(6) // 2  # XRAI: 3x3 cells of 2x2
+_CELLS = jaxsal.segment_masks(_CELLS[None], dilation=None)[0]
+
+
+@pytest.mark.parametrize("method", [
+    jaxsal.saliency, jaxsal.scorecam, jaxsal.layercam, jaxsal.occlusion,
+    lambda m, x, t, **kw: jaxsal.integrated_gradients(m, x, t, steps=3, **kw),
+    lambda m, x, t, **kw: jaxsal.smoothgrad(m, x, t, key=0, n=2, **kw),
+    lambda m, x, t, **kw: jaxsal.xrai(m, x, t, segments=_CELLS, steps=3, min_pixel_diff=1, **kw)])
+def test_class_ids_traced_under_jit_and_vmap(split, x, method):
+    """Labels passed to a jitted function (a training step's ``y``) are traced class ids.
+    They were refused, with the advice of a score function of the traced ids, which fails
+    wherever a method runs the model on more rows than the inputs (integration steps, noisy
+    or masked copies; any method once the memory budget splits the batch). Now an (N, T)
+    array or one id works under jit and vmap; an id out of range, which cannot be checked
+    there, gives NaN maps (not a clamped class's, nor 0s from a ReLU that drops the NaN)."""
+    ids = np.array([[2, 0], [1, 2]])
+    want = np.asarray(method(split, x, ids))
+    run = jax.jit(lambda xx, t, **kw: method(split, xx, t, **kw))
+    np.testing.assert_allclose(run(x, jnp.asarray(ids)), want, rtol=1e-5, atol=1e-6)
+    small = jax.jit(lambda xx, t: method(split, xx, t, memory_budget=1))(x, jnp.asarray(ids))
+    np.testing.assert_allclose(small, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(x, jnp.int32(2)), method(split, x, 2), rtol=1e-5, atol=1e-6)
+    per = jax.vmap(lambda xi, t: method(split, xi[None], t[None, None])[0, 0])(
+        jnp.asarray(x), jnp.asarray(ids[:, 1]))
+    np.testing.assert_allclose(per, [method(split, x[i:i + 1], ids[i:i + 1, 1:])[0, 0]
+                                     for i in range(2)], rtol=1e-5, atol=1e-6)
+    bad = np.asarray(run(x, jnp.array([[2, 3], [-1, 1]])))  # 3 classes: ids 3 and -1
+    assert np.isnan(bad[0, 1]).all() and np.isnan(bad[1, 0]).all()
+    np.testing.assert_allclose(bad[0, 0], want[0, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_traced_ids_for_every_input_are_refused(split, x):
+    """A traced 1-D array would list classes for every input ((N, N, ...) maps of labels
+    ``y``); it cannot be checked for repeats, so it is refused, pointing to ``y[:, None]``."""
+    with pytest.raises(ValueError, match=r"\(N, T\) array with N = 2.*got shape \(2,\).*"
+                                         r"y\[:, None\]"):
+        jax.jit(lambda xx, t: jaxsal.saliency(split, xx, t))(x, jnp.array([1, 2]))
+    with pytest.raises(TypeError, match="integer class ids"):
+        jax.jit(lambda xx, t: jaxsal.saliency(split, xx, t))(x, jnp.ones((2, 1)))
 
 
 def test_occlusion_keeps_a_non_finite_drop_where_its_patch_is():

@@ -50,8 +50,9 @@ from jaxsal._src import base, plans
 from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.finite import check_maps, refuses_non_finite_maps
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
-from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, predicted_ids,
-                                 resolve_predicted, run_model, score_matrix, target_pullback)
+from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, nan_where_invalid,
+                                 predicted_ids, resolve_predicted, run_model, score_matrix,
+                                 target_pullback)
 from jaxsal._src.validate import (NO_CHANNEL_AXIS, Prepared, _layer_info, cam_rank,
                                   check_feeds_output, check_flag, check_spatial,
                                   input_spatial_shape, layer_output, prepare, to_channels_last)
@@ -374,7 +375,9 @@ def _plan_cam(name: str, combine: Callable, model, x, targets, *, layer, upsampl
 
             def chunk_fn(ts):
                 G = to_channels_last(jax.vmap(pull, out_axes=1)(ts), lcf, 2)  # (N, Tc, h, w, K)
-                return _finish(combine(A, G, factor[:, ts]), size, upsample)
+                cam = _finish(combine(A, G, factor[:, ts]), size, upsample)
+                # traced ids out of range: NaN maps (their scores' gradients are 0)
+                return cam if sp.checked else nan_where_invalid(cam, ids_[:, ts], info)
 
             out = base.map_chunks(chunk_fn, spec.num, chunk)
             return out if spec.class_axis else out[:, 0]

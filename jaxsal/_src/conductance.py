@@ -40,7 +40,8 @@ from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import RULES, _start, check_baseline, path_integral, quadrature
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.precision import backward_dtype, low_precision
-from jaxsal._src.targets import Targets, layer_pullback, resolve_predicted, run_model, score_matrix
+from jaxsal._src.targets import (Targets, layer_pullback, nan_where_invalid, resolve_predicted,
+                                 run_model, score_matrix)
 from jaxsal._src.validate import LayerTarget, prepare, prepare_layer
 
 Array = jax.Array
@@ -279,7 +280,9 @@ def neuron_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, 
                         ct = jnp.broadcast_to((jnp.arange(spec.num) == t).astype(s.dtype),
                                               s.shape)
                         G = pull((ct, jnp.zeros_like(A)))[1]  # dS_t/dA
-                        return pull((jnp.zeros_like(s), (G * unit).astype(A.dtype)))[0]
+                        g = pull((jnp.zeros_like(s), (G * unit).astype(A.dtype)))[0]
+                        # traced ids out of range: NaN (their scores' gradients are 0)
+                        return g if sp.checked else nan_where_invalid(g, ids_k[:, t], info)
 
                     return jax.vmap(one, out_axes=1)(ts)
 

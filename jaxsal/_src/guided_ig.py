@@ -43,8 +43,8 @@ from jaxsal._src.gradients import first_only
 from jaxsal._src.integrated import check_baseline
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.precision import backward_dtype, low_precision
-from jaxsal._src.targets import (OutputInfo, TargetSpec, Targets, resolve_predicted, run_model,
-                                 score_matrix)
+from jaxsal._src.targets import (OutputInfo, TargetSpec, Targets, nan_where_invalid,
+                                 resolve_predicted, run_model, score_matrix)
 from jaxsal._src.validate import prepare
 
 Array = jax.Array
@@ -137,7 +137,11 @@ def row_gradients(model: Any, params: Any, z: Array, spec: TargetSpec, info: Out
     dtype = backward_dtype()
     if dtype is not None:
         backward = low_precision(backward, dtype)
-    return backward(ct)
+    g = backward(ct)
+    if spec.checked or ids is None:
+        return g
+    # traced ids: a row whose target is out of range gets NaN (its score's gradient is 0)
+    return nan_where_invalid(g, jnp.take_along_axis(ids, rows_t[:, None], axis=1)[:, 0], info)
 
 
 def raw_guided_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: int,

@@ -184,6 +184,10 @@ class TargetSpec:
     num: int
     class_axis: bool
     scores: tuple = dataclasses.field(default=(), compare=False)
+    #: whether the class ids were checked against the classes before tracing; ``False`` for
+    #: ids traced under the caller's ``jax.jit``/``vmap`` (:func:`_traced_ids`), whose scores
+    #: are NaN, and the maps with them, where an id is out of range
+    checked: bool = True
     #: how the spec compares (it is part of compiled programs' keys): the score functions
     #: with the values their closures hold now (:func:`jaxsal._src.base.callable_key`)
     score_keys: tuple = dataclasses.field(default=(), init=False, repr=False)
@@ -201,7 +205,8 @@ class TargetSpec:
         return tuple(out)
 
 
-def parse_targets(targets: Any, n: int, info: OutputInfo) -> tuple[TargetSpec, np.ndarray | None]:
+def parse_targets(targets: Any, n: int,
+                  info: OutputInfo) -> tuple[TargetSpec, np.ndarray | Array | None]:
     """Validate ``targets`` and split them into a static :class:`TargetSpec` and an
     ``(N, T)`` int32 id array (``None`` unless class ids were given)."""
     if targets is None:
@@ -221,13 +226,7 @@ def parse_targets(targets: Any, n: int, info: OutputInfo) -> tuple[TargetSpec, n
         raise TypeError("expected targets as class ids or as score functions, not both in one "
                         "list: write each class as a score function, jaxsal.class_score(k)")
     if any(isinstance(t, jax.core.Tracer) for t in jax.tree_util.tree_leaves(targets)):
-        raise TypeError(
-            "expected concrete class ids, got traced targets (an argument of a function "
-            "under jax.jit or vmap): their count and range are checked before tracing. Close "
-            "over them (jax.jit(lambda x: jaxsal.saliency(model, x, [1, 2]))), make them "
-            "static (a tuple, jax.jit(f, static_argnums=...)), or, for one traced id per "
-            "input, pass a score function: targets=lambda y: jnp.take_along_axis(y, "
-            "ids[:, None], axis=1)[:, 0]")
+        return _traced_ids(targets, n, info)
     try:
         arr = np.asarray(targets)
     except (TypeError, ValueError):  # ragged: [[1, 2], [3]]
@@ -276,6 +275,36 @@ def parse_targets(targets: Any, n: int, info: OutputInfo) -> tuple[TargetSpec, n
                              f"{arr.shape}. A 1-D sequence explains every class for every input.")
         return TargetSpec("ids", arr.shape[1], True), arr.astype(np.int32)
     raise ValueError(f"expected targets of at most 2 dimensions (N, T), got shape {arr.shape}")
+
+
+# ---------------------------------------------------------------------- traced ids
+def _traced_ids(targets: Any, n: int, info: OutputInfo) -> tuple[TargetSpec, Array]:
+    """Class ids traced under the caller's ``jax.jit`` or ``vmap`` (labels passed to a jitted
+    training step): an ``(N, T)`` array, or one id for every input. Their count is the
+    array's shape; their range cannot be checked before tracing, so an id out of range gets
+    a NaN score (:func:`_score_matrix`) and NaN maps rather than JAX's clamped or filled
+    index. A traced 1-D sequence is refused: it would list classes for every input, where
+    labels ``y`` of shape ``(N,)`` are meant as one class per input (``y[:, None]``)."""
+    ids = jnp.asarray(targets)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise TypeError(f"expected integer class ids, got traced targets of dtype {ids.dtype}; "
+                        "convert with .astype(jnp.int32)")
+    if info.units is None:
+        raise ValueError("class-id targets need outputs of shape (N, classes); "
+                         + (info.not_classes or "this model's outputs are not. Pass a score "
+                            "function instead."))
+    if ids.ndim == 0:
+        return (TargetSpec("ids", 1, False, checked=False),
+                jnp.broadcast_to(ids.astype(jnp.int32), (n, 1)))
+    if ids.ndim == 2 and ids.shape[0] == n:
+        return TargetSpec("ids", ids.shape[1], True, checked=False), ids.astype(jnp.int32)
+    raise ValueError(
+        f"expected traced class ids (an argument of a function under jax.jit or vmap) as an "
+        f"(N, T) array with N = {n} inputs, or one id for every input; got shape "
+        f"{tuple(ids.shape)}. For one label per input pass y[:, None]; classes listed for "
+        "every input (a 1-D sequence) must be concrete: close over them (jax.jit(lambda x: "
+        "jaxsal.saliency(model, x, [1, 2]))) or make them static (jax.jit(f, "
+        "static_argnums=...))")
 
 
 # ---------------------------------------------------------------------- scores
@@ -341,7 +370,35 @@ def _score_matrix(spec: TargetSpec, info: OutputInfo, y: Any, captured: dict,
         return jnp.stack(cols, axis=1)
     if spec.kind == "predicted":
         ids = predicted_ids(y, info)[:, None]
-    return class_scores(y, ids, info)
+    if spec.checked:
+        return class_scores(y, ids, info)
+    # traced ids, unchecked: one out of range scores NaN, where JAX's gather would read
+    # another class (clamped) or a NaN (filled). A `where`, not a NaN factor (which would put
+    # 0 * NaN into the other targets' cotangents): its gradient is 0, and the methods set its
+    # maps to NaN where they pull it back (target_pullback, the CAMs: nan_where_invalid)
+    s = class_scores(y, jnp.clip(ids, 0, info.num_classes - 1), info)
+    return jnp.where(valid_ids(ids, info), s, jnp.asarray(jnp.nan, s.dtype))
+
+
+def valid_ids(ids: Array, info: OutputInfo) -> Array:
+    """Which of the class ``ids`` name one of the model's classes."""
+    return (ids >= 0) & (ids < info.num_classes)
+
+
+def nan_where_invalid(maps: Any, ids: Array, info: OutputInfo) -> Any:
+    """``maps`` (arrays whose leading axes are those of ``ids``: ``(N,)`` or ``(N, T)``) NaN
+    where an id is out of range: the maps of unchecked (traced) ids, whose scores are NaN and
+    their gradients 0. (A NaN gradient would not do: a guided ReLU, or a ReLU that XLA:CPU
+    fuses into a dot, LayerCAM's ``A . ReLU(G)``, turns NaN into 0.)"""
+    bad = ~valid_ids(ids, info)
+
+    def mark(a):
+        if not jnp.issubdtype(a.dtype, jnp.inexact):
+            return a
+        where = bad.reshape(bad.shape + (1,) * (a.ndim - bad.ndim))
+        return jnp.where(where, jnp.asarray(jnp.nan, a.dtype), a)
+
+    return jax.tree_util.tree_map(mark, maps)
 
 
 def run_model(model: Any, params: Any, x: Array, layers: Sequence[str] = (),
@@ -407,7 +464,11 @@ def target_pullback(fwd: Callable, primal: Any, spec: TargetSpec, info: OutputIn
 
     def pull(t):
         ct = jnp.broadcast_to((jnp.arange(spec.num) == t).astype(s.dtype), s.shape)
-        return backward(ct)
+        g = backward(ct)
+        if spec.checked or ids is None:
+            return g
+        # an unchecked (traced) id out of range: its score is NaN, its gradient 0; NaN rows
+        return nan_where_invalid(g, jnp.take(ids, t, axis=1), info)
 
     return s, aux, pull
 

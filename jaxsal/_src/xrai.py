@@ -328,8 +328,10 @@ def _stacked(targets: Any, k: int) -> Any:
     if targets is None or callable(targets) or isinstance(targets, (int, np.integer)) or (
             isinstance(targets, (list, tuple)) and any(callable(t) for t in targets)):
         return targets
-    ids = np.asarray(targets)
-    return np.tile(ids, (k, 1)) if ids.ndim == 2 else targets
+    xp = jnp if any(isinstance(t, jax.core.Tracer)  # ids traced under the caller's jit
+                    for t in jax.tree_util.tree_leaves(targets)) else np
+    ids = xp.asarray(targets)
+    return xp.tile(ids, (k, 1)) if ids.ndim == 2 else targets
 
 
 def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
