@@ -230,6 +230,42 @@ def test_an_option_given_per_input_is_checked_and_hashed_like_the_inputs(tmp_pat
     np.testing.assert_allclose(out[:16], want[:16], rtol=1e-5, atol=1e-5)
 
 
+class Listed(Shifted):
+    """:class:`Shifted` with its rows as the first entry of a list option, as XRAI's
+    ``baselines=[rows, 0.0]``."""
+
+    def __call__(self, model, x, targets=None, *, shift):
+        return super().__call__(model, x, targets, shift=shift[0])
+
+
+def test_per_input_arrays_inside_a_list_option_are_sliced_with_the_inputs(tmp_path, model,
+                                                                          digits):
+    """XRAI's baselines are a list, each entry a scalar, one input's shape or one row per
+    input. A job passed the (N, ...) entries whole to every chunk, whose XRAI refused them
+    (a baseline of N rows for a chunk of 2). Such entries are sliced with the inputs, and
+    hashed with them: a changed row recomputes its chunk alone."""
+    from small_models import grid_regions
+
+    x = digits[:5]
+    rows = (0.3 * x + 0.1).astype(np.float32)
+    opts = dict(segments=grid_regions(), steps=3, min_pixel_diff=5)
+    want = jaxsal.xrai(model, x, [2, 7], baselines=[rows, 0.0], **opts)
+    out = jaxsal.explain_to_file(jaxsal.xrai, model, x, tmp_path / "xrai.npy", targets=[2, 7],
+                                 batch_size=2, baselines=[rows, 0.0], **opts)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    path = tmp_path / "listed.npy"
+    m = Listed()
+    jaxsal.explain_to_file(m, model, x, path, batch_size=2, shift=[rows, 1.0])
+    assert m.calls == [2, 2, 2]
+    moved = rows.copy()
+    moved[4] += 0.5  # a row of the last chunk changed: that chunk alone again
+    m = Listed()
+    out = jaxsal.explain_to_file(m, model, x, path, batch_size=2, shift=[moved, 1.0])
+    assert m.calls == [2]
+    np.testing.assert_allclose(out[4], np.asarray(model(x[4:]))[0] + moved[4].ravel()[0],
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_the_same_class_ids_written_another_way_are_the_same_job(tmp_path, model, digits):
     """range(3), [0, 1, 2], a tuple and an int32 array are one job: a finished job called
     again with another of them returns its file (it was computed again); an int and [1]

@@ -398,9 +398,10 @@ def _map_rows(options: dict, n: int, ndim: int, fn: Callable[[str, Any], Any],
               several: _Several | None = None, where: str | None = None) -> dict:
     """``options`` with every value of one row per input, which a job slices with its inputs,
     replaced by ``fn(name, value)`` (``name``: the option, ``"fill['img']"`` for one input's
-    of several or an entry of a dict option): an array of the inputs' rank and count, one
-    that ``rows`` names (:func:`per_input_options`), each input's own of an option given per
-    input (a list, or a dict by name), not those of ``shared``. The one rule of what is
+    of several or an entry of a dict option): an array of the inputs' rank and count (also an
+    entry of a list option of one input array: XRAI's ``baselines``), one that ``rows`` names
+    (:func:`per_input_options`), each input's own of an option given per input (a list, or a
+    dict by name), not those of ``shared``. The one rule of what is
     sliced (:func:`_chunk_options`) and hashed (:func:`per_input_arrays`)."""
     out = {}
     for k, v in options.items():
@@ -420,6 +421,11 @@ def _map_rows(options: dict, n: int, ndim: int, fn: Callable[[str, Any], Any],
             v = _map_rows(v, n, ndim, fn, several=several, where=name)
         elif k in rows or (several is None and _per_input(v, n, ndim)):
             v = fn(name, v)
+        elif several is None and isinstance(v, (list, tuple)) and any(
+                _per_input(e, n, ndim) for e in v):  # XRAI's baselines=[rows, 0.0]
+            parts = [fn(f"{name}[{i}]", e) if _per_input(e, n, ndim) else e
+                     for i, e in enumerate(v)]
+            v = tuple(parts) if isinstance(v, tuple) else parts
         out[k] = v
     return out
 
