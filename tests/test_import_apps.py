@@ -4,14 +4,14 @@ architecture the project supports (``weights=None``, small inputs).
 
 Per architecture (built once per module, kernels from a fixed seed): BatchNormalization
 statistics, gammas, betas and biases are perturbed (fresh statistics make BN the identity and
-would hide bugs), then BN statistics and biases are fitted to eight inputs (two of them the
-test's; see ``calibrate_keras``: drawn without the data, they let MobileNet, MobileNetV2 and
-EfficientNetB0 give both samples nearly the same output), the classifier is rescaled so its
-logits are far from uniform, and the model is saved as ``.keras`` and ``.h5``. Checked: the
-saved head, the logits head (against a Keras clone of the classifier with a linear
+would hide bugs), then BN statistics (on eight inputs, two of them the test's) and biases are
+fitted to the data (``calibrate_keras``: drawn without it, they let MobileNet, MobileNetV2
+and EfficientNetB0 give both samples nearly the same output), the classifier is rescaled so
+its logits are far from uniform, and the model is saved as ``.keras`` and ``.h5``. Checked:
+the saved head, the logits head (against a Keras clone of the classifier with a linear
 activation), three named intermediate layers and the classifier's input, each within 1e-4 of
-its scale (the deepest ones within 2e-3, see ``TOL_DEEP``), and each differing across the
-two samples by at least 5% of its scale (else an importer that gave every sample the same
+its scale (with BN, the deepest ones within 2e-3: ``TOL_DEEP``), and each differing across
+the two samples by at least 5% of its scale (else an importer that gave every sample the same
 output would pass); the ``.h5`` gives the same params.
 """
 
@@ -25,12 +25,14 @@ from import_helpers import calibrate_keras, check_spread, perturb_keras, rel_err
 from model_import import load_keras  # noqa: E402
 
 TOL = 1e-4
-# The deepest tensors compared (the classifier's input, the last layer with weights before
-# it, the logits and the saved head) come after 50-200 layers fitted to the data, and such a
-# network magnifies float32 rounding with depth. Measured (Keras 3.15 on NumPy, three kernel
-# seeds): there the port differs from Keras's float32 outputs by up to 6e-4 (ResNet50,
-# InceptionV3), as Keras's own float32 outputs differ from its float64 ones (up to 8e-4); at a
-# quarter and half of the depth, by at most 2e-5.
+# In an architecture with BatchNormalization, the deepest tensors compared (the classifier's
+# input, the last layer with weights before it, the logits and the saved head) come after
+# 20-200 BNs fitted to the data, and such a network magnifies float32 rounding with depth.
+# Measured (Keras 3.15 on NumPy, three kernel seeds): there the port differs from Keras's
+# float32 outputs by up to 6e-4 (ResNet50, InceptionV3), as Keras's own float32 outputs
+# differ from its float64 ones (up to 8e-4); at a quarter and half of the depth, by at most
+# 2e-5. VGG and ConvNeXt (biases fitted, no BN) stay within 6e-5 throughout and keep TOL
+# (in ConvNeXt, a GELU computed with the tanh approximation moves them by 8e-4 to 1.2e-3).
 TOL_DEEP = 2e-3
 A = keras.applications
 SLOW = pytest.mark.slow
@@ -111,7 +113,7 @@ def app(request, tmp_path_factory):
     d = tmp_path_factory.mktemp(name)
     km.save(d / f"{name}.keras")
     km.save(d / f"{name}.h5")
-    tol = {n: TOL_DEEP for n in ("saved", "logits", penult, inter[2])}
+    tol = {n: TOL_DEEP for n in ("saved", "logits", penult, inter[2]) if bn}
     return {"name": name, "x": x, "ref": ref, "dir": d, "capture": [penult, *inter],
             "tol": {n: tol.get(n, TOL) for n in ref},
             "keras_layers": [lay.name for lay in km.layers]}
