@@ -229,6 +229,19 @@ def test_class_ids_traced_under_jit_and_vmap(split, x, method):
     np.testing.assert_allclose(bad[0, 0], want[0, 0], rtol=1e-5, atol=1e-6)
 
 
+def test_vargrad_of_a_traced_id_out_of_range_is_nan(fixtures_dir):
+    """VarGrad's variance is clipped at 0 by a maximum that XLA:CPU fuses and that then
+    dropped the NaN of an out-of-range traced id (seen on this binary model): its maps were
+    finite. They are NaN."""
+    from model_import import load_keras
+
+    m = load_keras(fixtures_dir / "binary_cnn_keras3.keras")
+    xs = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    out = jax.jit(lambda xx, t: jaxsal.smoothgrad(m, xx, t, key=2, n=5, variant="vargrad"))(
+        xs, jnp.array([[1], [2]]))  # two classes: id 2 is out of range
+    assert np.isfinite(out[0]).all() and np.isnan(out[1]).all()
+
+
 def test_traced_ids_for_every_input_are_refused(split, x):
     """A traced 1-D array would list classes for every input ((N, N, ...) maps of labels
     ``y``); it cannot be checked for repeats, so it is refused, pointing to ``y[:, None]``."""

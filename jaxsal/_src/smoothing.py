@@ -29,7 +29,8 @@ from jaxsal._src.gradients import (deconvnet, first_only, gradient_x_input, guid
 from jaxsal._src.integrated import (RULES, _Shifted, check_baseline, integrated_gradients,
                                     quadrature, raw_integrated)
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.targets import Targets, layer_pullback, resolve_predicted, run_model
+from jaxsal._src.targets import (Targets, layer_pullback, nan_where_invalid, resolve_predicted,
+                                 run_model)
 from jaxsal._src.validate import check_flag, input_positions, prepare, prepare_layer
 
 Array = jax.Array
@@ -290,7 +291,9 @@ def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
                 mean = [s_ / n for s_ in sums[0]]
                 if two:
                     mean = [jnp.maximum(s2 / n - m_ * m_, 0.0) for s2, m_ in zip(sums[1], mean)]
-                return _reduce_inputs(tree.unflatten(mean), reduce, axes)
+                out = _reduce_inputs(tree.unflatten(mean), reduce, axes)
+                # traced ids out of range: NaN maps (a maximum fused by XLA:CPU drops NaN)
+                return out if sp.checked else nan_where_invalid(out, ids_[:, ts], info)
 
             return first_only(base.map_chunks(chunk_fn, spec.num, chunk), spec.class_axis)
 
