@@ -294,19 +294,75 @@ def test_refusals(two, tmp_path):
     for f in (jaxsal.scorecam, jaxsal.guided_gradcam):
         # the message lists the methods that take several inputs (it left out the CAMs
         # tested above, ablationcam among them, and the layer methods)
-        with pytest.raises(TypeError, match=r"takes one input array.*eigengradcam.*"
+        with pytest.raises(TypeError, match=r"explains one input array.*eigengradcam.*"
                                             r"ablationcam, layer_conductance"):
             f(m, x, 0)
     maps = jaxsal.saliency(m, x, 0)  # inputs of different ranks: not one array to np.ndim
     for f in (lambda: jaxsal.rise(m, x, 0, key=0, n=4),
               lambda: jaxsal.deletion(m, x, maps, 0), lambda: jaxsal.insertion(m, x, maps, 0),
               lambda: jaxsal.infidelity(m, x, maps, 0, key=0)):
-        with pytest.raises(TypeError, match="takes one input array"):
+        with pytest.raises(TypeError, match="(explains|evaluates the maps of) one input array"):
             f()
     with pytest.raises(TypeError, match="scorecam explains one input array"):  # (not work)
         jaxsal.explain_to_file(jaxsal.scorecam, m, x, tmp_path / "maps.npy")
     with pytest.raises(ValueError, match="one input image"):
         jaxsal.maximize(m, [0], steps=2, key=0)
+
+
+def _one_input_methods() -> list[str]:
+    """The public functions that explain (or evaluate the maps of) one input array: those with
+    a ``one_input`` attribute (why), found here so that a new one is tested too."""
+    return sorted(n for n in jaxsal.__all__ if getattr(getattr(jaxsal, n), "one_input", None))
+
+
+def test_the_methods_of_one_input_array_are_found():
+    assert set(_one_input_methods()) >= {
+        "blur_integrated_gradients", "guided_integrated_gradients", "scorecam", "guided_gradcam",
+        "fullgrad", "rise", "shapley_values", "shapley_value_sampling", "kernel_shap", "lime",
+        "feature_permutation", "xrai", "deletion", "insertion", "infidelity", "sensitivity_max"}
+
+
+@pytest.mark.parametrize("name", _one_input_methods())
+def test_a_method_of_one_input_array_names_itself_and_why(two, tmp_path, name):
+    """A direct call of a method of one input array with a model's several inputs (a list, a
+    tuple, a dict) names the method, its reason (``one_input``), what it got and the remedy,
+    as a batch job over those inputs does (one helper). Its error was a generic 'this method
+    takes one input array' for most of them (their own words for a few)."""
+    import inspect
+
+    m, x = two
+    method = getattr(jaxsal, name)
+    params = inspect.signature(method).parameters
+    values = {"model": m, "explain": lambda a: jaxsal.saliency(m, a, 0),
+              "maps": np.zeros((3, 8, 8), np.float32)}
+    kw = {"targets": 0} if "targets" in params else {}
+    kw.update({"key": 0} if "key" in params else {})
+    evaluates = "maps" in params or "explain" in params
+    verb = "evaluates the maps of" if evaluates else "explains"
+    listed = ("" if "model" not in params
+              else " (this model's inputs: img (N, 8, 8, 3), vec (N, 5))")
+    for xs, given in ((x, "a list of 2 arrays of shapes (3, 8, 8, 3), (3, 5)"),
+                      (tuple(x), "a tuple of 2 arrays of shapes (3, 8, 8, 3), (3, 5)"),
+                      ({"vec": x[1], "img": x[0]},
+                       "a dict of 2 arrays of shapes 'vec': (3, 5), 'img': (3, 8, 8, 3)")):
+        args = [xs if p == "x" else values[p] for p, v in params.items()
+                if v.default is v.empty and v.kind == v.POSITIONAL_OR_KEYWORD]
+        with pytest.raises(TypeError) as err:
+            method(*args, **kw)
+        msg = str(err.value)
+        assert msg.startswith(f"{name} {verb} one input array ({method.one_input}), so it "
+                              f"cannot {verb.split()[0][:-1]} {given}{listed}. "), msg
+        assert "jaxsal.FunctionModel(lambda p, img: model.apply(" in msg  # the remedy
+        if not evaluates:  # the methods that take several inputs, named as a batch job does
+            assert ". Use a method that gives a map per input (saliency," in msg
+        if not evaluates and not getattr(method, "whole_batch", None):  # (no batch job)
+            with pytest.raises(TypeError) as job:
+                jaxsal.explain_to_file(method, m, xs, tmp_path / "maps.npy", **kw)
+            assert str(job.value).startswith(
+                f"{name} explains one input array ({method.one_input}), so it cannot explain "
+                "this job's 2 inputs (img (N, 8, 8, 3), vec (N, 5)). Use "), str(job.value)
+            assert str(job.value).partition(". Use ")[2] == msg.partition(". Use ")[2]
+    assert not list(tmp_path.iterdir())
 
 
 def test_occlusion_of_each_input(two):

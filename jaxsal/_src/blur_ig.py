@@ -229,7 +229,8 @@ def blur_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets =
     if steps is None:
         raise ValueError("expected steps as a positive int, got None; pass e.g. steps=100")
     sqrt = check_flag(sqrt, "sqrt")
-    p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
+    p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True,
+                method=blur_integrated_gradients)
     cf = p.channels_first
     sizes = p.spatial_shape
     weights, tables = path_tables(tuple(int(s) for s in sizes), max_sigma, steps, grad_step,

@@ -227,16 +227,18 @@ def _cam_layer(p: Prepared, layer: str | None, upsample: bool = True
 
 def _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
                  backprop=None, upsample=True, multi_input=True, tokens=True,
-                 layer_charge=False, reads_output=True) -> _CamCall:
+                 layer_charge=False, reads_output=True, method=None) -> _CamCall:
     """``tokens``: integer inputs (token ids) are accepted, the CAM reading no input
     gradient (a token axis ``L`` of ``(N, L)`` is the spatial axis). ``layer_charge``: a
     chunk of targets is charged for pullbacks to the layer only
     (:func:`~jaxsal._src.base.layer_pullback_bytes`; the gradient CAMs), else for whole
     backward passes. ``reads_output``: the CAM reads how the output depends on the layer
-    (gradients, ablations), so a layer the output does not depend on is refused."""
+    (gradients, ablations), so a layer the output does not depend on is refused. ``method``:
+    the public method called, named (with its ``one_input``) where ``multi_input`` is
+    False and several inputs are given."""
     check_flag(upsample, "upsample")
     p = prepare(model, x, targets, head=head, backprop=backprop, check_finite=check_finite,
-                spatial=True, allow_int=tokens, multi_input=multi_input)
+                spatial=True, allow_int=tokens, multi_input=multi_input, method=method)
     layer, a_shape, layer_cf, size = _cam_layer(p, layer, upsample)
     if reads_output:
         check_feeds_output(p.model, layer, p.spec)
@@ -603,7 +605,8 @@ def scorecam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: 
         softmax = not channel_softmax
     check_flag(softmax, "softmax")
     mask_eps = 1e-8 if channel_softmax else 1e-7
-    p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
+    p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True,
+                method=scorecam)
     L, a_shape, lcf, _ = _cam_layer(p, layer)
     xcf, size = p.channels_first, p.spatial_shape
     K = a_shape[1] if lcf else a_shape[-1]
@@ -881,7 +884,8 @@ def guided_gradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     """
     check_reduce(reduce)
     c = _prepare_cam(model, x, targets, layer, head, chunk_size, memory_budget, check_finite,
-                     backprop="standard", multi_input=False, tokens=False)
+                     backprop="standard", multi_input=False, tokens=False,
+                     method=guided_gradcam)
     p, L, a_shape, lcf = c.p, c.layer, c.a_shape, c.layer_cf
     mg = base.with_options(p.model, None, "guided")
     chunk = max(1, c.chunk // 2)

@@ -182,7 +182,8 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
     if order not in ORDERS:
         raise ValueError(f"{what}: unknown order {order!r}; expected one of {ORDERS}")
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
-                spatial=input_rank(x) != 2, allow_int=True)
+                spatial=input_rank(x) != 2, allow_int=True,
+                method=insertion if insert else deletion)
     if p.x.ndim not in (2, 3, 4, 5):
         raise ValueError(f"{what} needs x as (N, D) features, token ids (N, L) or with 1 to 3 "
                          f"spatial axes and a channel axis, got shape {tuple(p.x.shape)}")
@@ -262,3 +263,8 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
     if not spec.class_axis:
         scores, auc = scores[:, 0], auc[:, 0]
     return Curves(fractions, scores, auc)
+
+
+#: A model's several inputs are refused, saying why (see validate.one_input_error).
+deletion.one_input = "it removes the positions of one input in the order of its map"
+insertion.one_input = "it inserts the positions of one input in the order of its map"

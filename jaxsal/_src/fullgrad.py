@@ -118,7 +118,8 @@ def fullgrad(model: ModelLike, x: ArrayLike, targets: Targets = None, *, variant
     if variant not in FULLGRAD_VARIANTS:
         raise ValueError(f"unknown FullGrad variant {variant!r}; expected one of "
                          f"{FULLGRAD_VARIANTS}")
-    p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
+    p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True,
+                method=fullgrad)
     m, spec, info = p.model, p.spec, p.info
     if not (hasattr(m, "affine_layers") and hasattr(m, "biases")):
         raise TypeError(f"fullgrad needs a model that exposes its biases and pre-activations "

@@ -229,7 +229,8 @@ def guided_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets
     fraction = _unit(fraction, "fraction", "the share of features each move takes, e.g. 0.25")
     max_dist = _unit(max_dist, "max_dist", "the largest lead or lag of a feature along the "
                      "path, e.g. 0.02")
-    p = prepare(model, x, targets, head=head, check_finite=check_finite)
+    p = prepare(model, x, targets, head=head, check_finite=check_finite,
+                method=guided_integrated_gradients)
     b = check_baseline(baseline, p.x)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)

@@ -89,7 +89,7 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
                         f"{type(perturbation).__name__}")
     normalize = check_flag(normalize, "normalize")
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
-                spatial=input_rank(x) != 2)
+                spatial=input_rank(x) != 2, method=infidelity)
     size = p.x.shape[1:] if p.x.ndim == 2 else spatial_shape(p.x.shape, p.channels_first)
     mp, whole = check_maps(maps, p, size, "infidelity")
     whole = whole or tuple(size) == tuple(p.x.shape[1:])
@@ -164,3 +164,7 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
     fn = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 3, 6), (4,)),
                        precision, forward_only=True)
     return fn(p.params, p.x, p.ids, mp, b0, key, index)
+
+
+#: A model's several inputs are refused, saying why (see validate.one_input_error).
+infidelity.one_input = "its perturbations, and their products with the map, are of one input"

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxsal._src.validate import SEVERAL_INPUT_METHODS, WRAP_ONE_INPUT, _fits
+from jaxsal._src.validate import _fits, model_inputs, one_input_error
 
 # ---------------------------------------------------------------------- chunks
 def _score_functions(targets: Any) -> bool:
@@ -105,18 +105,6 @@ def _is_structure(inputs: Any) -> bool:
     inputs), not one array (nor nested lists of numbers, one array too)."""
     return isinstance(inputs, dict) or (isinstance(inputs, (list, tuple)) and bool(inputs)
                                         and hasattr(inputs[0], "shape"))
-
-
-def model_inputs(model: Any) -> str:
-    """The inputs ``model`` takes, by name and shape: ``img (N, 8, 8, 3), vec (N, 5)``."""
-    names = list(getattr(model, "input_names", None) or [])
-    shapes = list(getattr(model, "input_shapes", None) or [None] * len(names))
-
-    def shape(s):
-        return "(N, ...)" if s is None else "(N" + "".join(
-            f", {'?' if d is None else d}" for d in s) + ")"
-
-    return ", ".join(f"{n} {shape(s)}" for n, s in zip(names, shapes))
 
 
 #: A name that may end a file's name as it is: letters, digits, ``_``, ``-``, ``.``.
@@ -205,12 +193,8 @@ class _Several:
 
 def _one_input_error(method: Callable, inputs: str) -> TypeError:
     """The error for a method that explains one input array given a job's ``inputs``
-    (``"2 inputs (img (N, 8, 8, 3), vec (N, 5))"``)."""
-    fn = _unwrap(method)
-    name = getattr(fn, "__name__", "this method")
-    return TypeError(
-        f"{name} explains one input array ({fn.one_input}), so it cannot explain this job's "
-        f"{inputs}. Use {SEVERAL_INPUT_METHODS}, or " + WRAP_ONE_INPUT)
+    (``"2 inputs (img (N, 8, 8, 3), vec (N, 5))"``): :func:`one_input_error`'s."""
+    return one_input_error(method, f"this job's {inputs}")
 
 
 def _several(method: Callable, model: Any, inputs: Any) -> _Several | None:

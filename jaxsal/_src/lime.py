@@ -421,7 +421,7 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     key = base.check_key(key, "kernel_shap")
     index_offset = base.check_index_offset(index_offset)
     p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
-        "kernel_shap", model, x, targets, patch, feature_mask, fill, batch_size, head,
+        kernel_shap, model, x, targets, patch, feature_mask, fill, batch_size, head,
         memory_budget, check_finite, return_groups, group_ids)
     m_groups = groups.m
     _check_groups(m_groups, "kernel_shap")
@@ -547,7 +547,7 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                          f"between x and the masked input, Captum's, or between the all-ones "
                          f"vector and the coalition, the lime package's), got {distance!r}")
     p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
-        "lime", model, x, targets, patch, feature_mask, fill, batch_size, head,
+        lime, model, x, targets, patch, feature_mask, fill, batch_size, head,
         memory_budget, check_finite, return_groups, group_ids)
     if distance == "input" and jnp.issubdtype(p.x.dtype, jnp.integer) and p.x.ndim == 2:
         # (raw integer images, (N, H, W, C) of a model that scales them, are pixel values:

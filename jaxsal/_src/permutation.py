@@ -90,7 +90,7 @@ def feature_permutation(model: ModelLike, x: ArrayLike, targets: Targets = None,
     key = base.check_key(key, "feature_permutation")
     n_rounds = base.check_n(n, "permutations per group")
     p, groups, _, batch_size, per_image, _, return_groups = _setup(
-        "feature_permutation", model, x, targets, patch, feature_mask, 0, batch_size, head,
+        feature_permutation, model, x, targets, patch, feature_mask, 0, batch_size, head,
         memory_budget, check_finite, return_groups)
     if p.n < 2:
         raise ValueError(f"feature_permutation shuffles each group across the batch, so it "
@@ -131,3 +131,5 @@ def feature_permutation(model: ModelLike, x: ArrayLike, targets: Targets = None,
 #: explain_to_file refuses it: each group's values are shuffled across the batch, so a chunk's
 #: values depend on the chunk (its padded copies of the last input join the shuffles).
 feature_permutation.whole_batch = "shuffles each group's values across the batch"
+#: A model's several inputs are refused, saying why (as the Shapley methods').
+feature_permutation.one_input = "its feature groups would need a rule across inputs"

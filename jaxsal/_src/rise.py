@@ -185,7 +185,7 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                          "attribution). Pass p in (0, 1) (the paper's is 0.5)")
     binary = input_rank(x) == 2  # features or token ids: no spatial layout
     pr = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=not binary,
-                 allow_int=binary)
+                 allow_int=binary, method=rise)
     if pr.x.ndim not in (2, 3, 4, 5):
         raise ValueError(f"rise needs x with 1 to 3 spatial axes and a channel axis, (N, D) "
                          f"features or token ids (N, L), got shape {tuple(pr.x.shape)}")

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
+from jaxsal._src.validate import given_inputs, input_rank, one_input_error
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -110,11 +111,8 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
     if ord not in NORMS or isinstance(ord, bool):
         raise ValueError(f"expected ord as one of 1, 2, np.inf, got {ord!r}")
     batch_dims = base.check_count(batch_dims, "batch_dims", required=True)
-    if isinstance(x, (list, tuple, dict)):  # several inputs: no one noise radius over them
-        raise TypeError(f"sensitivity_max: expected x as one floating array (N, ...), got a "
-                        f"{type(x).__name__} of {len(x)} (the inputs of a model of several?); "
-                        "it perturbs one array: wrap the model so that explain takes one "
-                        "input and closes over the others")
+    if input_rank(x) is None:  # several inputs: no one noise radius over them
+        raise one_input_error(sensitivity_max, given_inputs(None, x))
     xa = jnp.asarray(x)
     if xa.ndim < 1 or not jnp.issubdtype(xa.dtype, jnp.floating):
         raise TypeError(f"sensitivity_max: expected x as a floating array (N, ...), got dtype "
@@ -140,3 +138,7 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
         s = s / base_norm
         worst = s if worst is None else jnp.maximum(worst, s)
     return worst
+
+
+#: Several inputs are refused, saying why (see validate.one_input_error).
+sensitivity_max.one_input = "it perturbs one input array within one radius"

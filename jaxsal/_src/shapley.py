@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +45,7 @@ from jaxsal._src import base
 from jaxsal._src.base import ModelLike
 from jaxsal._src.occlusion import DEFAULT_PATCH, _sizes, grid_cells
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import (WRAP_ONE_INPUT, check_fill_ids, check_fill_score, check_flag,
+from jaxsal._src.validate import (check_fill_ids, check_fill_score, check_flag,
                                   check_like, input_rank, is_channels_first, prepare)
 
 Array = jax.Array
@@ -220,12 +220,13 @@ def _weights(m: int) -> np.ndarray:
     return np.asarray([1.0 / (m * math.comb(m - 1, s)) for s in range(m)], np.float32)
 
 
-def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, feature_mask: Any,
+def _setup(method: Callable, model: Any, x: ArrayLike, targets: Any, patch: Any, feature_mask: Any,
            fill: ArrayLike, batch_size: Any, head: str | None, memory_budget: Any,
            check_finite: bool, return_groups: Any, group_ids: Any = None):
     """Validation shared by both methods: the prepared call, its groups, the fill,
     ``batch_size``, the forward pass's bytes per input, inputs per sub-batch (``nb``) and
-    ``return_groups``."""
+    ``return_groups``. ``method``: the public method called (named in errors)."""
+    name = method.__name__
     columns = None
     if isinstance(return_groups, (int, np.integer)) and not isinstance(return_groups,
                                                                         (bool, np.bool_)):
@@ -235,12 +236,8 @@ def _setup(name: str, model: Any, x: ArrayLike, targets: Any, patch: Any, featur
         columns, return_groups = int(return_groups), True
     return_groups = check_flag(return_groups, "return_groups")
     rank = input_rank(x)
-    if isinstance(x, (list, tuple, dict)) and x and (
-            isinstance(x, dict) or hasattr(next(iter(x)), "shape")):
-        raise TypeError(f"{name} explains one input array; for a model with several inputs, "
-                        f"explain one input with the others fixed: {WRAP_ONE_INPUT}")
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
-                spatial=rank is not None and rank != 2, allow_int=True)
+                spatial=rank is not None and rank != 2, allow_int=True, method=method)
     if p.x.ndim not in (2, 3, 4, 5):
         raise ValueError(f"{name} needs x as (N, D) features or with 1 to 3 spatial axes and a "
                          f"channel axis, got shape {tuple(p.x.shape)}")
@@ -426,7 +423,7 @@ def shapley_values(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
         raise ValueError(f"expected max_groups as an int from 1 to {_HARD_MAX_GROUPS}, got "
                          f"{max_groups!r}")
     p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
-        "shapley_values", model, x, targets, patch, feature_mask, fill, batch_size, head,
+        shapley_values, model, x, targets, patch, feature_mask, fill, batch_size, head,
         memory_budget, check_finite, return_groups)
     m_groups = groups.m
     if m_groups > max_groups:
@@ -527,7 +524,7 @@ def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = No
     index_offset = base.check_index_offset(index_offset)
     n_orders = base.check_n(n, "random orders")
     p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
-        "shapley_value_sampling", model, x, targets, patch, feature_mask, fill, batch_size,
+        shapley_value_sampling, model, x, targets, patch, feature_mask, fill, batch_size,
         head, memory_budget, check_finite, return_groups, group_ids)
     m_groups = groups.m
     if n_orders * m_groups >= 2 ** 32:

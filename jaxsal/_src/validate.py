@@ -9,6 +9,8 @@ given and how to fix it.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from typing import Any, Mapping
 
 import jax
@@ -102,6 +104,54 @@ WRAP_ONE_INPUT = ("wrap the model so that it takes one array, the other inputs f
                   "other values of their own, call once per input")
 
 
+def model_inputs(model: Any) -> str:
+    """The inputs ``model`` takes, by name and shape: ``img (N, 8, 8, 3), vec (N, 5)``."""
+    names = list(getattr(model, "input_names", None) or [])
+    shapes = list(getattr(model, "input_shapes", None) or [None] * len(names))
+
+    def shape(s):
+        return "(N, ...)" if s is None else "(N" + "".join(
+            f", {'?' if d is None else d}" for d in s) + ")"
+
+    return ", ".join(f"{n} {shape(s)}" for n, s in zip(names, shapes))
+
+
+def one_input_error(method: Any, got: str) -> TypeError:
+    """The error of ``method``, a method that explains one input array (its ``one_input``
+    attribute says why), given several input arrays, ``got`` (``"this job's 2 inputs (img
+    (N, 8, 8, 3), vec (N, 5))"``): what its direct call (:func:`prepare`), a batch job
+    (:func:`jaxsal.explain_to_file`) and ``jaxsal explain`` say alike. An evaluation of maps
+    (a ``maps`` or ``explain`` argument: :func:`jaxsal.deletion`,
+    :func:`jaxsal.sensitivity_max`...) says so, and how to evaluate one input's maps."""
+    while isinstance(method, functools.partial):
+        method = method.func
+    name = getattr(method, "__name__", "this method")
+    why = getattr(method, "one_input", None)
+    why = f" ({why})" if why else ""
+    try:
+        evaluates = {"maps", "explain"} & set(inspect.signature(method).parameters)
+    except (TypeError, ValueError):
+        evaluates = set()
+    if evaluates:
+        return TypeError(f"{name} evaluates the maps of one input array{why}, so it cannot "
+                         f"evaluate {got}. To evaluate the maps of one input of a model of "
+                         "several, " + WRAP_ONE_INPUT + ", and explain and evaluate with it")
+    return TypeError(f"{name} explains one input array{why}, so it cannot explain {got}. Use "
+                     f"{SEVERAL_INPUT_METHODS}, or " + WRAP_ONE_INPUT)
+
+
+def given_inputs(model: Any, x: Any) -> str:
+    """What a structure ``x`` of input arrays is, for :func:`one_input_error`: ``"a list of
+    2 arrays of shapes (3, 8, 8, 3), (3, 5) (this model's inputs: img (N, 8, 8, 3), vec (N,
+    5))"``."""
+    keys = [f"{k!r}: " for k in x] if isinstance(x, dict) else [""] * len(x)
+    items = x.values() if isinstance(x, dict) else x
+    shapes = ", ".join(k + str(tuple(np.shape(a))) for k, a in zip(keys, items))
+    listed = model_inputs(model)
+    return (f"a {type(x).__name__} of {len(x)} arrays of shapes {shapes}"
+            + (f" (this model's inputs: {listed})" if listed else ""))
+
+
 def _several_inputs(model: Any) -> int:
     """How many input arrays ``model`` takes (1 for a plain function: it takes what it is
     given)."""
@@ -109,7 +159,8 @@ def _several_inputs(model: Any) -> int:
 
 
 def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool = False,
-                allow_int: bool = False, multi_input: bool = False) -> Any:
+                allow_int: bool = False, multi_input: bool = False,
+                method: Any = None) -> Any:
     """``x`` as a floating JAX array of shape ``(N, *model.input_shape)`` (integer token ids
     too with ``allow_int``: methods attributing at a layer or reading no input gradient),
     or a clear error.
@@ -117,11 +168,13 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool 
     With ``multi_input`` (the methods that attribute to every input of a multi-input model),
     ``x`` may also be a list, tuple or dict of arrays, one per input of the model (a dict
     keyed by :attr:`model_import.KerasModel.input_names`): each is checked against its own
-    input, all share the batch size, and the same container comes back."""
+    input, all share the batch size, and the same container comes back. Without it, such a
+    structure is refused naming ``method`` (the public method called, whose ``one_input``
+    attribute says why it explains one input array)."""
     if isinstance(x, (list, tuple, dict)) and x and (
             isinstance(x, dict) or hasattr(x[0], "shape") or _several_inputs(model) > 1):
         return _check_inputs(model, x, check_finite=check_finite, spatial=spatial,
-                             allow_int=allow_int, multi_input=multi_input)
+                             allow_int=allow_int, multi_input=multi_input, method=method)
     if _several_inputs(model) > 1:
         raise TypeError(f"this model has {_several_inputs(model)} inputs "
                         f"({getattr(model, 'input_names', '')}); pass x as a list in that order "
@@ -154,7 +207,7 @@ def _takes_codes(model: Any, i: int) -> bool:
 
 
 def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allow_int: bool,
-                  multi_input: bool) -> Any:
+                  multi_input: bool, method: Any = None) -> Any:
     """:func:`check_input` for a list, tuple or dict of input arrays."""
     k = _several_inputs(model)
     names = list(getattr(model, "input_names", None) or [])
@@ -170,8 +223,7 @@ def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allo
                         f"{', '.join(map(str, shapes[:4]))}{', ...' if len(shapes) > 4 else ''}"
                         f"; {fix}")
     if not multi_input:
-        raise TypeError("this method takes one input array; for a model with several inputs "
-                        f"use {SEVERAL_INPUT_METHODS}, or " + WRAP_ONE_INPUT)
+        raise one_input_error(method, given_inputs(model, x))
     if isinstance(x, dict):
         if names and set(x) != set(names):
             raise ValueError(f"expected a dict with the model's input names {names} as keys, "
@@ -691,13 +743,15 @@ def check_scores(model: Any, spec: TargetSpec, y: Any, caps: dict) -> None:
 def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
             backprop: str | None = None, check_finite: bool = True,
             spatial: bool = False, allow_int: bool = False,
-            multi_input: bool = False) -> Prepared:
+            multi_input: bool = False, method: Any = None) -> Prepared:
     """Validate everything a method needs (see the module docstring). ``multi_input``: the
-    method accepts a structure of several input arrays for a multi-input model."""
+    method accepts a structure of several input arrays for a multi-input model; else
+    ``method``, the public method called (its ``one_input`` attribute), names itself and
+    says why it does not when it is given one (:func:`one_input_error`)."""
     m = base.with_options(model, head, backprop)
     check_finite = check_flag(check_finite, "check_finite")
     xa = check_input(m, x, check_finite=check_finite, spatial=spatial,
-                     allow_int=allow_int, multi_input=multi_input)
+                     allow_int=allow_int, multi_input=multi_input, method=method)
     leaves = jax.tree_util.tree_leaves(xa)
     n = int(leaves[0].shape[0])
     y, _ = base.model_shapes(m, xa)

@@ -363,7 +363,8 @@ def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
-    p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True)
+    p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True,
+                method=xrai)
     xs = p.x
     if xs.ndim != 4:
         raise ValueError(f"xrai explains images: expected x of shape (N, H, W, C) (or "
