@@ -1082,12 +1082,26 @@ def check_budget(memory_budget: Any) -> int | None:
     return int(memory_budget)
 
 
-def check_index_offset(offset: Any, name: str = "index_offset") -> int:
+def check_index_offset(offset: Any, name: str = "index_offset") -> int | jax.Array:
     """A sampling method's ``index_offset`` (the position of ``x[0]`` in a larger batch) as
-    an int >= 0, else a ``ValueError`` naming the argument ``name``."""
+    an int >= 0 (a 0-d integer array too), else a ``ValueError`` naming the argument
+    ``name``. A scalar integer traced by the caller's ``jax.jit`` (a loop counter, a shard's
+    offset) comes back as an int32 tracer: input ``i``'s draws are keyed by
+    ``index_offset + i`` on device, so one compiled program serves every offset (its value is
+    not known while tracing, so not checked)."""
+    if isinstance(offset, jax.core.Tracer):
+        if offset.shape != () or not jnp.issubdtype(offset.dtype, jnp.integer):
+            raise ValueError(f"expected {name} as an int >= 0 or a scalar integer traced by "
+                             f"jax.jit, got a traced {offset.dtype} of shape {offset.shape}; "
+                             f"pass one integer (e.g. jnp.int32(i))")
+        return offset.astype(jnp.int32)
+    if (isinstance(offset, (np.ndarray, jax.Array)) and offset.shape == ()
+            and jnp.issubdtype(offset.dtype, jnp.integer)):
+        offset = offset.item()  # a concrete jnp.int32(i): the int it holds
     if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, (int, np.integer)) \
             or offset < 0:
-        raise ValueError(f"expected {name} as an int >= 0, got {offset!r}")
+        raise ValueError(f"expected {name} as an int >= 0, got {offset!r} (a scalar integer "
+                         "traced by jax.jit is taken too)")
     return int(offset)
 
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.validate import given_inputs, input_rank, one_input_error
+from jaxsal._src.validate import all_finite, given_inputs, input_rank, one_input_error
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -61,7 +61,7 @@ def _explained(explain: Callable, x: Array, what: str, like: Array | None = None
                          f"{what}, but {like.shape} for x itself; expected the same shape "
                          "(fix the targets as class ids: targets=None follows the prediction, "
                          "which may change with the input, but keeps its shape)")
-    if not bool(jnp.isfinite(e).all()):
+    if not all_finite(e):  # (not checked under the caller's jit: no values)
         raise ValueError(f"sensitivity_max: explain returned NaN or infinite maps for {what}; "
                          "the sensitivity would be NaN. Check the method on these inputs")
     return e
@@ -92,7 +92,8 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
         ``(N, T, ...)``: one per input and target).
       perturbation: instead of the uniform draw, ``perturbation(key, x_i) -> x_i'`` (the
         perturbed input itself, ``x_i``'s shape), a pure function of its key.
-      index_offset: the position of ``x[0]`` in a larger batch (its draws are keyed by it).
+      index_offset: the position of ``x[0]`` in a larger batch (its draws are keyed by it);
+        an int, or an integer traced by the caller's ``jax.jit``.
     Returns:
       ``(N,)``, or the maps' first ``batch_dims`` axes.
     """
@@ -118,7 +119,7 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
         raise TypeError(f"sensitivity_max: expected x as a floating array (N, ...), got dtype "
                         f"{xa.dtype} and shape {xa.shape}; inputs of ids cannot be perturbed "
                         "by noise")
-    if not bool(jnp.isfinite(xa).all()):
+    if not all_finite(xa):
         raise ValueError("sensitivity_max: x contains NaN or infinite values")
     e0 = _explained(explain, xa, "x")
     if e0.ndim <= batch_dims or e0.shape[0] != xa.shape[0]:
