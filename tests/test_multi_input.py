@@ -173,7 +173,7 @@ def test_integrated_gradients_completeness_over_all_inputs(two):
         y0 = np.asarray(m.apply(m.params, starts))
         gap = (y - y0)[:, [0, 2]]
         np.testing.assert_allclose(total, gap, atol=0.01 * np.abs(gap).max())
-    with pytest.raises(ValueError, match="one baseline per input"):
+    with pytest.raises(ValueError, match="baseline: expected one value per input, a list of 2"):
         jaxsal.integrated_gradients(m, x, 0, baseline=[0.0])
 
 
@@ -365,6 +365,101 @@ def test_a_method_of_one_input_array_names_itself_and_why(two, tmp_path, name):
     assert not list(tmp_path.iterdir())
 
 
+def _per_input_option_methods() -> list[str]:
+    """The public methods that take an option one value per input (``several_input_options``),
+    found here so that a new one is tested too."""
+    return sorted(n for n in jaxsal.__all__
+                  if getattr(getattr(jaxsal, n), "several_input_options", None))
+
+
+def test_the_methods_of_per_input_options_are_found():
+    assert set(_per_input_option_methods()) >= {
+        "integrated_gradients", "deeplift", "deeplift_shap", "gradient_shap", "occlusion",
+        "layer_conductance", "internal_influence", "neuron_conductance", "smoothgrad"}
+
+
+@pytest.mark.parametrize("name", _per_input_option_methods())
+def test_an_option_per_input_is_a_list_in_the_model_s_order_or_a_dict_for_any_inputs(two,
+                                                                                      name):
+    """A direct call took an option one value per input (a baseline, a fill) only in the
+    inputs' own container, a list for a list and a dict for a dict, where
+    ``explain_to_file`` takes either form for either: both now take a list in the model's
+    input order or a dict keyed by its input names, whatever container the inputs come in
+    (a dict of them in another key order too), for the same maps."""
+    m, x = two
+    vmean = x[1].mean(0)
+    per_input = {  # method: (its options, given the per-input values as opt)
+        "integrated_gradients": (lambda o: dict(baseline=o, steps=4), {"img": 0.5, "vec": vmean}),
+        "deeplift": (lambda o: dict(baseline=o), {"img": 0.5, "vec": vmean}),
+        "deeplift_shap": (lambda o: dict(baselines=o),
+                          {"img": np.zeros((2, 8, 8, 3), np.float32), "vec": x[1][:2]}),
+        "gradient_shap": (lambda o: dict(baselines=o, key=0, n=2),
+                          {"img": np.zeros((2, 8, 8, 3), np.float32), "vec": x[1][:2]}),
+        "occlusion": (lambda o: dict(patch=o["patch"], stride=o["stride"], fill=o["fill"]),
+                      None),
+        "layer_conductance": (lambda o: dict(layer="conv", baseline=o, steps=4),
+                              {"img": 0.5, "vec": vmean}),
+        "internal_influence": (lambda o: dict(layer="conv", baseline=o, steps=4),
+                               {"img": 0.5, "vec": vmean}),
+        "neuron_conductance": (lambda o: dict(layer="cat", neuron=(1,), baseline=o, steps=4),
+                               {"img": 0.5, "vec": vmean}),
+        "smoothgrad": (lambda o: dict(key=0, n=2, method="integrated_gradients",
+                                      method_options=dict(baseline=o, steps=4)),
+                       {"img": 0.5, "vec": vmean}),
+    }
+    assert name in per_input, f"{name}: give the test its options"
+    options, values = per_input[name]
+    method = getattr(jaxsal, name)
+    if name == "occlusion":  # each option by name, in both forms
+        def call(xs, form):
+            opts = {"patch": {"img": 4, "vec": 1}, "stride": {"img": 2, "vec": 1},
+                    "fill": {"img": 0.5, "vec": vmean}}
+            if form is list:
+                opts = {k: [v["img"], v["vec"]] for k, v in opts.items()}
+            return method(m, xs, [0, 2], **opts)
+    else:
+        def call(xs, form):
+            o = [values["img"], values["vec"]] if form is list else dict(values)
+            return method(m, xs, [0, 2], **options(o))
+
+    by_dict = {"vec": x[1], "img": x[0]}  # (not the model's input order)
+    want = call(x, list)
+    want = [np.asarray(a) for a in want] if isinstance(want, (list, tuple)) else [want]
+    for xs in (x, tuple(x), by_dict):
+        for form in (list, dict):
+            got = call(xs, form)
+            got = ([got["img"], got["vec"]] if isinstance(got, dict) else list(got)
+                   if isinstance(got, (list, tuple)) else [got])
+            assert len(got) == len(want), (name, type(xs), form)
+            for g, w in zip(got, want):
+                np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6 * np.abs(w).max(),
+                                           err_msg=f"{name}: x {type(xs)}, option {form}")
+
+
+def test_an_option_per_input_refused_with_the_same_error_in_a_call_and_a_job(two, tmp_path):
+    """Names other than the inputs' and a list of another count: one error, the direct
+    call's and the batch job's (one rule, ``validate.arrange_per_input``), naming the option,
+    the inputs in order and what was wrong."""
+    m, x = two
+    for xs in (x, {"img": x[0], "vec": x[1]}):
+        for bad, words in (({"img": 0.0, "other": 1.0},
+                            r"option baseline: expected one value per input, as a dict keyed "
+                            r"by the model's input names \(img, vec\) or a list in that "
+                            r"order; got 'other', not an input of the model; no value for "
+                            r"'vec'"),
+                           ([0.0],
+                            r"option baseline: expected one value per input, a list of 2 in "
+                            r"the order of the model's inputs \(img, vec\) or a dict keyed by "
+                            r"those names; got a list of 1")):
+            with pytest.raises(ValueError, match=words) as call:
+                jaxsal.integrated_gradients(m, xs, 0, baseline=bad, steps=2)
+            with pytest.raises(ValueError) as job:
+                jaxsal.explain_to_file(jaxsal.integrated_gradients, m, xs,
+                                       tmp_path / "ig.npy", baseline=bad, steps=2)
+            assert str(job.value) == str(call.value)
+    assert not list(tmp_path.iterdir())
+
+
 def test_occlusion_of_each_input(two):
     """Each input occluded in turn, the others unchanged, against brute force; per-input
     patch and fill in a list or dict; sub-batches agree."""
@@ -386,7 +481,8 @@ def test_occlusion_of_each_input(two):
                             memory_budget=1000)
     np.testing.assert_allclose(same["img"], occ[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(same["vec"], occ[1], rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="per input as a list of 2"):
+    with pytest.raises(ValueError, match="option patch: expected one value per input, a "
+                                         "list of 2 in the order of the model's inputs"):
         jaxsal.occlusion(m, x, 0, patch=[4])
     with pytest.raises(ValueError, match="does not broadcast to input 'vec'"):
         jaxsal.occlusion(m, x, 0, fill=[0.0, np.zeros(4, np.float32)])

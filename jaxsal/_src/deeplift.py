@@ -449,7 +449,8 @@ def deeplift(model: ModelLike, x: Inputs, targets: Targets = None, *,
         :class:`FunctionModel` with ``relu_kwarg`` (its ReLU gets the rule; anything else in
         the function passes its gradient).
       baseline: the reference ``x'``: ``None`` (zeros), a number, ``(H, W, C)`` or
-        ``(N, H, W, C)`` (per input; a structure of them for several inputs).
+        ``(N, H, W, C)`` (per input; for several inputs, one per input as
+        :func:`jaxsal.integrated_gradients`' ``baseline``).
       maxpool: ``"delta"`` (default; Captum's rule, keeps summation-to-delta) or
         ``"gradient"`` (the max pooling's own gradient, the DeepLIFT authors' default).
       products: ``"delta"`` (default; a product of tensors -- ``Multiply``, an unnormalized
@@ -482,7 +483,7 @@ def deeplift(model: ModelLike, x: Inputs, targets: Targets = None, *,
     p, dl, multiply_by_inputs, lt, axes, nb, fb = _setup(
         model, x, targets, head, check_finite, maxpool, products, eps, rtol, reduce,
         multiply_by_inputs, layer, memory_budget)
-    b = check_baseline(baseline, p.x)
+    b = check_baseline(p.per_input(baseline, "baseline"), p.x)
     chunk = base.chunk_for(p.spec.num, fb, chunk_size, memory_budget, rows=2 * nb)
     m, spec, info = p.model, p.spec, p.info
 
@@ -535,7 +536,7 @@ def deeplift_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
     p, dl, multiply_by_inputs, lt, axes, nb, fb = _setup(
         model, x, targets, head, check_finite, maxpool, products, eps, rtol, reduce,
         multiply_by_inputs, layer, memory_budget)
-    dist = check_baselines(baselines, p.x)
+    dist = check_baselines(p.per_input(baselines, "baselines"), p.x)
     n_ref = int(jax.tree_util.tree_leaves(dist)[0].shape[0])
     batch_baselines = base.auto_batch(n_ref, fb, batch_baselines, memory_budget,
                                       "batch_baselines")

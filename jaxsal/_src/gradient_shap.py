@@ -157,7 +157,7 @@ def gradient_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
-    dist = check_baselines(baselines, p.x)
+    dist = check_baselines(p.per_input(baselines, "baselines"), p.x)
     check_ids = getattr(p.model, "check_token_ids", None)
     if lt is not None and check_ids is not None:  # ids outside the vocabulary: NaN rows
         try:

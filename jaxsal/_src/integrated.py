@@ -196,7 +196,9 @@ def integrated_gradients(model: ModelLike, x: Inputs, targets: Targets = None, *
       model, x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
         :func:`jaxsal.saliency`. ``targets=None`` fixes each input's predicted class on ``x``.
       baseline: the reference input ``x'``: ``None`` (zeros), a scalar, ``(H, W, C)`` or
-        ``(N, H, W, C)``.
+        ``(N, H, W, C)``; for several inputs one number for all, or one per input as a list
+        in the model's input order or a dict keyed by its input names (``x`` in any
+        container).
       steps: gradient evaluations along the straight path (default 50).
       rule: ``"trapezoid"`` (default; endpoints included), ``"left"``, ``"right"`` or
         ``"middle"`` Riemann sums, or ``"gausslegendre"`` (Captum's default ``method``;
@@ -221,7 +223,7 @@ def integrated_gradients(model: ModelLike, x: Inputs, targets: Targets = None, *
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
-    b = check_baseline(baseline, p.x)
+    b = check_baseline(p.per_input(baseline, "baseline"), p.x)
     nb, batch_steps, chunk = base.sampling_plan(p.model, p.x, p.n, p.spec.num, steps,
                                                 batch_steps, "batch_steps", chunk_size,
                                                 memory_budget)

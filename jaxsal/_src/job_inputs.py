@@ -25,7 +25,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxsal._src.validate import _fits, model_inputs, one_input_error
+from jaxsal._src.validate import _fits, arrange_per_input, model_inputs, one_input_error
 
 # ---------------------------------------------------------------------- chunks
 def _score_functions(targets: Any) -> bool:
@@ -144,41 +144,9 @@ class _Several:
 
     def arrange(self, v: Any, what: str) -> Any:
         """Option value ``v`` of an option the method takes one per input
-        (:func:`several_input_options`), given as a dict keyed by the inputs' names or a
-        list in their order, in the container the method gets it in beside the inputs: a
-        dict keyed as the inputs for a dict of inputs, else a list. Any other value (one
-        value for every input: a number, an array; a tuple, which the method reads as it
-        is: occlusion's ``patch`` per spatial axis) comes back as it is. Raises for names
-        other than the inputs' and for a list of another count."""
-        names = ", ".join(self.names)
-        if isinstance(v, dict):
-            given = {str(k): k for k in v}
-            unknown = [k for k in given if k not in self.names]
-            missing = [n for n in self.names if n not in given]
-            if unknown or missing:
-                got = []
-                if unknown:
-                    got.append(f"{', '.join(map(repr, unknown))}, "
-                               + ("not an input" if len(unknown) == 1 else "not inputs")
-                               + " of the model")
-                if missing:
-                    got.append(f"no value for {', '.join(map(repr, missing))}")
-                raise ValueError(
-                    f"option {what}: expected one value per input, as a dict keyed by the "
-                    f"model's input names ({names}) or a list in that order; got "
-                    f"{'; '.join(got)}. Give every input its value under its name (or one "
-                    "number for all of them)")
-            values = [v[given[n]] for n in self.names]
-        elif isinstance(v, list):
-            if len(v) != len(self.names):
-                raise ValueError(
-                    f"option {what}: expected one value per input, a list of "
-                    f"{len(self.names)} in the order of the model's inputs ({names}) or a "
-                    f"dict keyed by those names; got a list of {len(v)}")
-            values = list(v)
-        else:
-            return v
-        return dict(zip(self.keys, values)) if self.kind is dict else values
+        (:func:`several_input_options`) in the container the method gets it in beside the
+        inputs: :func:`~jaxsal._src.validate.arrange_per_input`, as a direct call does."""
+        return arrange_per_input(v, self.kind, self.keys, self.names, what)
 
     def by_input(self, v: Any) -> list[tuple[Any, int]] | None:
         """``[(key, input index)]`` when option value ``v`` holds one value per input: a

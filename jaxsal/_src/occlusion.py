@@ -37,9 +37,9 @@ def _sizes(v, name: str, rank: int, what: str = "x") -> tuple[int, ...]:
     t = tuple(v) if isinstance(v, (tuple, list)) else (v,) * rank
     if len(t) != rank or not all(isinstance(i, (int, np.integer))
                                  and not isinstance(i, (bool, np.bool_)) and i >= 1 for i in t):
-        several = ("" if what == "x" else "; with several inputs a dict by input name (for a "
-                   "dict x) or a list (for a list) gives each input its own, another value "
-                   "serves every input")
+        several = ("" if what == "x" else "; with several inputs a dict by input name or a "
+                   "list in the model's input order (for x in any container) gives each "
+                   "input its own, another value serves every input")
         raise ValueError(f"expected {name} for {what} as a positive int or {rank} of them "
                          f"(one per spatial axis), got {v!r}{several}")
     return tuple(int(i) for i in t)
@@ -116,18 +116,14 @@ def _plan(a: Array, cf: bool, patch: Any, stride: Any, what: str) -> _Plan:
     return _Plan(size, psize, step, features, cf, pos.astype(np.int32), count)
 
 
-def _each(v: Any, x: Any, k: int, name: str) -> list:
-    """``v`` per input of ``x`` (``k`` inputs): a list (``x`` a list or tuple) or dict (``x`` a
-    dict) gives each input its own value; anything else serves every input."""
+def _each(v: Any, x: Any, k: int) -> list:
+    """``v`` per input of ``x`` (``k`` inputs), in ``x``'s leaf order, as
+    :meth:`~jaxsal._src.validate.Prepared.per_input` arranged it: a dict (``x`` a dict) or a
+    list (``x`` a list or tuple) gives each input its own value; anything else serves every
+    input."""
     if isinstance(x, dict) and isinstance(v, dict):
-        if set(v) != set(x):
-            raise ValueError(f"expected {name} per input as a dict with x's keys "
-                             f"{sorted(x)}, got keys {sorted(v)}")
         return [v[n] for n in sorted(x)]
     if isinstance(x, (list, tuple)) and isinstance(v, list):
-        if len(v) != k:
-            raise ValueError(f"expected {name} per input as a list of {k} (one per input; a "
-                             f"tuple gives one value per spatial axis), got {len(v)}")
         return list(v)
     return [v] * k
 
@@ -151,9 +147,9 @@ def occlusion(model: ModelLike, x: Inputs, targets: Targets = None, *,
         each input is occluded in turn, the others left as they are, and the maps come back
         in the same container.
       patch: patch size ``p`` or ``(ph, pw)`` (one size per spatial axis); default 8 (at
-        most the input's side), or 1 for ``(N, D)`` features. With several inputs, a list
-        (or a dict, for a dict ``x``) gives each input its own; another value serves every
-        input.
+        most the input's side), or 1 for ``(N, D)`` features. With several inputs, a list in
+        the model's input order or a dict keyed by its input names (for ``x`` in any
+        container) gives each input its own; another value (a tuple too) serves every input.
       stride: step between patch positions (default: ``patch``, non-overlapping); at most
         ``patch`` along every axis the patch does not span, so that every pixel is occluded
         by some patch (a larger stride raises a ``ValueError``, as in Captum). Per input as
@@ -179,10 +175,10 @@ def occlusion(model: ModelLike, x: Inputs, targets: Targets = None, *,
                   else getattr(p.model, "input_names", None) or range(k))
         what = [f"input {nm!r}" for nm in labels]
     plans = [_plan(a, cf, pa, st, w) for a, cf, pa, st, w in zip(
-        leaves, p.formats, _each(patch, p.x, k, "patch"), _each(stride, p.x, k, "stride"),
-        what)]
+        leaves, p.formats, _each(p.per_input(patch, "patch"), p.x, k),
+        _each(p.per_input(stride, "stride"), p.x, k), what)]
     fills = tree.unflatten([check_like(f, a, "fill", w) for a, f, w in zip(
-        leaves, _each(fill, p.x, k, "fill"), what)])
+        leaves, _each(p.per_input(fill, "fill"), p.x, k), what)])
     check_fill_ids(p.model, fills, p.x)
     fills, batch_size, per_image, nb = base.masked_plan(p.model, p.x, fills, batch_size,
                                                         memory_budget)

@@ -152,6 +152,47 @@ def given_inputs(model: Any, x: Any) -> str:
             + (f" (this model's inputs: {listed})" if listed else ""))
 
 
+def arrange_per_input(v: Any, kind: type, keys: tuple, names: tuple, what: str) -> Any:
+    """Option value ``v`` of an option a method takes one per input of a model of several
+    inputs (its ``several_input_options``: an integrated-gradients ``baseline``), given as a
+    dict keyed by the inputs' ``names`` or a list in their order (the model's), in the
+    container the method reads it in beside the inputs: a dict keyed as the inputs
+    (``keys``) for a dict of inputs (``kind``), else a list. Any other value (one value for
+    every input: a number, an array; a tuple, which the method reads as it is: occlusion's
+    ``patch`` per spatial axis) comes back as it is. Raises for names other than the inputs'
+    and for a list of another count. The one rule of a direct call
+    (:meth:`Prepared.per_input`) and of a batch job (``job_inputs._Several.arrange``)."""
+    listed = ", ".join(names)
+    if isinstance(v, dict):
+        given = {str(k): k for k in v}
+        unknown = [k for k in given if k not in names]
+        missing = [n for n in names if n not in given]
+        if unknown or missing:
+            got = []
+            if unknown:
+                got.append(f"{', '.join(map(repr, unknown))}, "
+                           + ("not an input" if len(unknown) == 1 else "not inputs")
+                           + " of the model")
+            if missing:
+                got.append(f"no value for {', '.join(map(repr, missing))}")
+            raise ValueError(
+                f"option {what}: expected one value per input, as a dict keyed by the "
+                f"model's input names ({listed}) or a list in that order; got "
+                f"{'; '.join(got)}. Give every input its value under its name (or one "
+                "number for all of them)")
+        values = [v[given[n]] for n in names]
+    elif isinstance(v, list):
+        if len(v) != len(names):
+            raise ValueError(
+                f"option {what}: expected one value per input, a list of {len(names)} in "
+                f"the order of the model's inputs ({listed}) or a dict keyed by those names; "
+                f"got a list of {len(v)}")
+        values = list(v)
+    else:
+        return v
+    return dict(zip(keys, values)) if kind is dict else values
+
+
 def _several_inputs(model: Any) -> int:
     """How many input arrays ``model`` takes (1 for a plain function: it takes what it is
     given)."""
@@ -615,6 +656,23 @@ class Prepared:
     def channels_first(self) -> bool:
         """Whether the (first) input is channels-first, ``(N, C, ...)``."""
         return self.formats[0]
+
+    def per_input(self, v: Any, what: str) -> Any:
+        """Option value ``v`` of an option the method takes one per input (its
+        ``several_input_options``), a dict keyed by the model's input names or a list in its
+        input order (for a plain function given a dict: its keys' sorted order), in the
+        container ``x`` came in (a dict keyed as ``x``, else a list), as
+        :func:`jaxsal.explain_to_file` takes it (:func:`arrange_per_input`); any value for
+        one input array."""
+        if not self.multi:
+            return v
+        if isinstance(self.x, dict):  # (keyed in the model's order: check_input)
+            keys = tuple(self.x)
+            return arrange_per_input(v, dict, keys, tuple(map(str, keys)), what)
+        keys = tuple(range(len(self.x)))
+        names = list(getattr(self.model, "input_names", None) or [])
+        names = tuple(names) if len(names) == len(keys) else tuple(map(str, keys))
+        return arrange_per_input(v, list, keys, names, what)
 
     @property
     def n(self) -> int:
