@@ -2,6 +2,7 @@
 options in full, score functions), per-input options and SmoothGrad's noise follow the
 inputs across chunks, and a mismatched file is refused clearly."""
 
+import functools
 import os
 
 import jax
@@ -364,6 +365,37 @@ def test_smoothgrad_s_own_method_option_reaches_it(tmp_path, linear, xs):
                                  targets=[0, 2], batch_size=3, **kw)
     np.testing.assert_allclose(out, jaxsal.smoothgrad(linear, xs, [0, 2], **kw), rtol=1e-5,
                                atol=1e-7)
+
+
+@pytest.mark.parametrize("given", ["option", "partial"])
+def test_smoothgrad_s_method_given_as_a_jaxsal_function(tmp_path, linear, xs, given):
+    """SmoothGrad takes its method as a name or as the jaxsal function (the direct call and
+    the command line's name agree); a batch job refused the function ("cannot describe a
+    _contextvars.ContextVar", read by the function's decorator). A jaxsal method is described
+    by its name and code, as a job's method is: the job runs, resumes computing nothing, and
+    another method is another job."""
+    ig = dict(key=0, n=2, method_options={"steps": 3})
+
+    def job(fn, path, **kw):
+        if given == "partial":
+            return jaxsal.explain_to_file(functools.partial(jaxsal.smoothgrad, method=fn),
+                                          linear, xs, path, targets=[0, 2], batch_size=3, **kw)
+        return jaxsal.explain_to_file(jaxsal.smoothgrad, linear, xs, path, targets=[0, 2],
+                                      batch_size=3, method=fn, **kw)
+
+    path = tmp_path / "ig.npy"
+    out = job(jaxsal.integrated_gradients, path, **ig)
+    want_ig = np.asarray(jaxsal.smoothgrad(linear, xs, [0, 2], method="integrated_gradients",
+                                           **ig))
+    np.testing.assert_allclose(out, want_ig, rtol=1e-5, atol=1e-7)
+    chunks = []
+    job(jaxsal.integrated_gradients, path, on_chunk=lambda done, total: chunks.append(done),
+        **ig)
+    assert chunks == []  # resumed: every chunk was done
+    other = job(jaxsal.gradient_x_input, path, key=0, n=2)  # another job: starts over
+    want = jaxsal.smoothgrad(linear, xs, [0, 2], method="gradient_x_input", key=0, n=2)
+    np.testing.assert_allclose(other, want, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(other, want_ig)  # (the file holds the other method's maps)
 
 
 def test_a_job_resumed_in_64_bit_mode_is_another_job(tmp_path, mnist_digits):

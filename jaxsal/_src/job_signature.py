@@ -109,6 +109,12 @@ def _describe(v: Any, depth: int = 0) -> Any:
     if isinstance(v, types.MethodType):
         return {"method": _describe(v.__func__, depth + 1), "self": _describe(v.__self__,
                                                                                 depth + 1)}
+    if isinstance(v, types.FunctionType) and _public(v):
+        # one of jaxsal's own methods as an option (smoothgrad's method=jaxsal.saliency): by
+        # its name and code, as a job's method is (its closure and the module values it reads
+        # are jaxsal's own: a decorator's wrapped function, a ContextVar of no stable
+        # description, which refused such a job)
+        return {"fn": _qualname(v), "body": _code(v.__code__, depth)}
     if isinstance(v, types.FunctionType):
         cells = [c.cell_contents if _filled(c) else None for c in (v.__closure__ or ())]
         out = {"fn": _qualname(v), "body": _code(v.__code__, depth),
@@ -166,6 +172,15 @@ def _global_data(fn: types.FunctionType, depth: int, seen: tuple = ()) -> dict:
         elif not isinstance(value, (types.BuiltinFunctionType, np.ufunc)):
             out[name] = _describe(value, depth + 1)  # a model reassigned: another job
     return out
+
+
+def _public(fn: types.FunctionType) -> bool:
+    """Whether ``fn`` is one of jaxsal's public functions (``jaxsal.saliency``), not one a
+    jaxsal factory made (whose closure holds its settings)."""
+    import jaxsal  # (loaded: this module is one of its own)
+
+    return ((fn.__module__ or "").startswith("jaxsal")
+            and getattr(jaxsal, fn.__name__, None) is fn)
 
 
 def _filled(cell) -> bool:
