@@ -465,7 +465,8 @@ def _job(args):
     turned on, the model (its head and ``--output``), the inputs memory-mapped (one array,
     or a list of one per input of the model, in its order), and a progress printer for
     :func:`jaxsal.explain_to_file`."""
-    from jaxsal._src.job_inputs import input_paths, model_inputs
+    import jaxsal
+    from jaxsal._src.job_inputs import _one_input_error, input_paths, model_inputs
     from model_import import load_keras
 
     _check_out(args)
@@ -484,6 +485,9 @@ def _job(args):
             "jaxsal.deletion / jaxsal.insertion, which take one input array (they remove or "
             "add one input's values in the order of its map). Evaluate one input's maps in "
             "Python with the others held fixed (README: \"Models with several inputs\")")
+    method = getattr(jaxsal, args.method, None) if args.cmd == "explain" else None
+    if k > 1 and getattr(method, "one_input", None):  # one file or one per input: refused
+        raise _one_input_error(method, f"{k} inputs ({model_inputs(model)})")
     named = files[0][0] is not None
     if len(files) != k or (named and sorted(n for n, _ in files) != sorted(names)):
         given = ", ".join(f"{n}={f}" if n else f for n, f in files)

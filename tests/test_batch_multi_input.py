@@ -653,6 +653,13 @@ def test_the_command_refuses_clearly(tmp_path, two, capsys):
     assert cli.main(["explain", "missing.keras", img, meta, "--method", "scorecam",
                      "--out", out]) == 2
     assert "scorecam explains one input array" in capsys.readouterr().err
+    # one file for a model of two and a method of one input array: not "pass one .npy per
+    # input" (then refused as above), but the method's own refusal
+    assert cli.main(["explain", model, img, "--method", "rise", "--seed", "0", "--out",
+                     out]) == 2
+    assert ("rise explains one input array (its random masks cover one input), so it cannot "
+            "explain this job's 2 inputs (img (N, 8, 8, 3), meta (N, 5))"
+            in capsys.readouterr().err)
     np.save(tmp_path / "maps.npy", x[0][..., 0])
     assert cli.main(["evaluate", model, img, out, "--metric", "deletion", "--out",
                      str(tmp_path / "d.npy")]) == 2

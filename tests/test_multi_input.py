@@ -362,6 +362,23 @@ def test_a_method_of_one_input_array_names_itself_and_why(two, tmp_path, name):
                 f"{name} explains one input array ({method.one_input}), so it cannot explain "
                 "this job's 2 inputs (img (N, 8, 8, 3), vec (N, 5)). Use "), str(job.value)
             assert str(job.value).partition(". Use ")[2] == msg.partition(". Use ")[2]
+    if "model" in params:
+        # one array, the image: the message said to pass a list of every input, which this
+        # method refuses too; it names the method, why and the wrap
+        args = [x[0] if p == "x" else values[p] for p, v in params.items()
+                if v.default is v.empty and v.kind == v.POSITIONAL_OR_KEYWORD]
+        given = ("this model of 2 inputs (img (N, 8, 8, 3), vec (N, 5)), given one ndarray "
+                 "of shape (3, 8, 8, 3). ")
+        with pytest.raises(TypeError) as err:
+            method(*args, **kw)
+        assert str(err.value).startswith(f"{name} {verb} one input array ("
+                                         f"{method.one_input}), so it cannot "
+                                         f"{verb.split()[0][:-1]} {given}"), str(err.value)
+        assert "jaxsal.FunctionModel(lambda p, img: model.apply(" in str(err.value)
+        if not evaluates and not getattr(method, "whole_batch", None):
+            with pytest.raises(TypeError) as job:
+                jaxsal.explain_to_file(method, m, x[0], tmp_path / "maps.npy", **kw)
+            assert str(job.value) == str(err.value)
     assert not list(tmp_path.iterdir())
 
 

@@ -25,7 +25,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxsal._src.validate import _fits, arrange_per_input, model_inputs, one_input_error
+from jaxsal._src.validate import (_fits, arrange_per_input, model_inputs, one_input_error,
+                                  one_of_several)
 
 # ---------------------------------------------------------------------- chunks
 def _score_functions(targets: Any) -> bool:
@@ -173,6 +174,9 @@ def _several(method: Callable, model: Any, inputs: Any) -> _Several | None:
     names_model = list(getattr(model, "input_names", None) or [])
     listed = f" ({model_inputs(model)})" if names_model else ""
     if not _is_structure(inputs):
+        if isinstance(k_model, int) and k_model > 1 and getattr(_unwrap(method), "one_input",
+                                                                 None):
+            raise one_input_error(method, one_of_several(model, inputs))  # (all: refused)
         if isinstance(k_model, int) and k_model > 1:
             raise TypeError(f"this model has {k_model} inputs{listed}; expected inputs as a "
                             f"list of {k_model} arrays in that order (or a dict keyed by "

@@ -193,6 +193,19 @@ def arrange_per_input(v: Any, kind: type, keys: tuple, names: tuple, what: str) 
     return dict(zip(keys, values)) if kind is dict else values
 
 
+def one_of_several(model: Any, x: Any) -> str:
+    """What one array ``x`` given to ``model``, a model of several inputs, is, for
+    :func:`one_input_error`: ``"this model of 2 inputs (img (N, 8, 8, 3), vec (N, 5)), given
+    one ndarray of shape (3, 8, 8, 3)"`` (a method of one input array explains none of them
+    as they are: passing them all is refused too)."""
+    try:
+        shape = f" of shape {tuple(np.shape(x))}"
+    except ValueError:  # (ragged)
+        shape = ""
+    return (f"this model of {_several_inputs(model)} inputs ({model_inputs(model)}), given one "
+            f"{type(x).__name__}{shape}")
+
+
 def _several_inputs(model: Any) -> int:
     """How many input arrays ``model`` takes (1 for a plain function: it takes what it is
     given)."""
@@ -216,6 +229,8 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool 
             isinstance(x, dict) or hasattr(x[0], "shape") or _several_inputs(model) > 1):
         return _check_inputs(model, x, check_finite=check_finite, spatial=spatial,
                              allow_int=allow_int, multi_input=multi_input, method=method)
+    if _several_inputs(model) > 1 and not multi_input:  # (all of them: refused too)
+        raise one_input_error(method, one_of_several(model, x))
     if _several_inputs(model) > 1:
         raise TypeError(f"this model has {_several_inputs(model)} inputs "
                         f"({getattr(model, 'input_names', '')}); pass x as a list in that order "
