@@ -366,3 +366,13 @@ def test_sensitivity_per_target_and_errors(mnist, mnist_digits, compiles):
         jaxsal.sensitivity_max(explain, x, key=0, ord=3)
     with pytest.raises(TypeError, match="floating"):
         jaxsal.sensitivity_max(explain, np.zeros((2, 4), np.int32), key=0)
+
+
+def test_sensitivity_max_refuses_ragged_lists_as_no_array():
+    """Nested lists of rows of different lengths are no array; they were refused as 'the
+    inputs of a model of several?', like a list of input arrays (which the shared error of a
+    method of one input array now names)."""
+    with pytest.raises(TypeError, match=r"sensitivity_max: expected x as one floating array "
+                                        r"\(N, \.\.\.\), got a list that is no array .*pass "
+                                        r"np\.asarray\(x\)"):
+        jaxsal.sensitivity_max(lambda a: a, [[1.0, 2.0], [3.0]], key=0)

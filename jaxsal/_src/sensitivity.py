@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.validate import all_finite, given_inputs, input_rank, one_input_error
+from jaxsal._src.validate import all_finite, given_inputs, one_input_error
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -112,9 +112,16 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
     if ord not in NORMS or isinstance(ord, bool):
         raise ValueError(f"expected ord as one of 1, 2, np.inf, got {ord!r}")
     batch_dims = base.check_count(batch_dims, "batch_dims", required=True)
-    if input_rank(x) is None:  # several inputs: no one noise radius over them
+    if isinstance(x, dict) or (isinstance(x, (list, tuple)) and x
+                               and all(hasattr(a, "shape") for a in x)):
+        # several inputs: no one noise radius over them
         raise one_input_error(sensitivity_max, given_inputs(None, x))
-    xa = jnp.asarray(x)
+    try:
+        xa = jnp.asarray(x)
+    except (TypeError, ValueError) as e:  # (ragged lists)
+        raise TypeError(f"sensitivity_max: expected x as one floating array (N, ...), got a "
+                        f"{type(x).__name__} that is no array ({e}); pass np.asarray(x) of "
+                        "the inputs explain takes") from None
     if xa.ndim < 1 or not jnp.issubdtype(xa.dtype, jnp.floating):
         raise TypeError(f"sensitivity_max: expected x as a floating array (N, ...), got dtype "
                         f"{xa.dtype} and shape {xa.shape}; inputs of ids cannot be perturbed "

@@ -146,7 +146,7 @@ def given_inputs(model: Any, x: Any) -> str:
     5))"``."""
     keys = [f"{k!r}: " for k in x] if isinstance(x, dict) else [""] * len(x)
     items = x.values() if isinstance(x, dict) else x
-    shapes = ", ".join(k + str(tuple(np.shape(a))) for k, a in zip(keys, items))
+    shapes = ", ".join(k + _shape_of(a) for k, a in zip(keys, items))
     listed = model_inputs(model)
     return (f"a {type(x).__name__} of {len(x)} arrays of shapes {shapes}"
             + (f" (this model's inputs: {listed})" if listed else ""))
@@ -198,12 +198,17 @@ def one_of_several(model: Any, x: Any) -> str:
     :func:`one_input_error`: ``"this model of 2 inputs (img (N, 8, 8, 3), vec (N, 5)), given
     one ndarray of shape (3, 8, 8, 3)"`` (a method of one input array explains none of them
     as they are: passing them all is refused too)."""
-    try:
-        shape = f" of shape {tuple(np.shape(x))}"
-    except ValueError:  # (ragged)
-        shape = ""
     return (f"this model of {_several_inputs(model)} inputs ({model_inputs(model)}), given one "
-            f"{type(x).__name__}{shape}")
+            f"{type(x).__name__} of shape {_shape_of(x)}")
+
+
+def _shape_of(a: Any) -> str:
+    """``a``'s shape as ``"(3, 5)"``, for an error (``"(ragged)"`` for nested lists of rows
+    of different lengths, which have none)."""
+    try:
+        return str(tuple(np.shape(a)))
+    except ValueError:
+        return "(ragged)"
 
 
 def _several_inputs(model: Any) -> int:
@@ -224,7 +229,8 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool 
     keyed by :attr:`model_import.KerasModel.input_names`): each is checked against its own
     input, all share the batch size, and the same container comes back. Without it, such a
     structure is refused naming ``method`` (the public method called, whose ``one_input``
-    attribute says why it explains one input array)."""
+    attribute says why it explains one input array), and so is one array for a model of
+    several inputs."""
     if isinstance(x, (list, tuple, dict)) and x and (
             isinstance(x, dict) or hasattr(x[0], "shape") or _several_inputs(model) > 1):
         return _check_inputs(model, x, check_finite=check_finite, spatial=spatial,
