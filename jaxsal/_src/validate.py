@@ -135,7 +135,8 @@ def one_input_error(method: Any, got: str) -> TypeError:
     if evaluates:
         return TypeError(f"{name} evaluates the maps of one input array{why}, so it cannot "
                          f"evaluate {got}. To evaluate the maps of one input of a model of "
-                         "several, " + WRAP_ONE_INPUT + ", and explain and evaluate with it")
+                         "several, explain and evaluate with a model of that input alone: "
+                         + WRAP_ONE_INPUT)
     return TypeError(f"{name} explains one input array{why}, so it cannot explain {got}. Use "
                      f"{SEVERAL_INPUT_METHODS}, or " + WRAP_ONE_INPUT)
 
