@@ -68,6 +68,28 @@ def _finish(fig: Figure, save, dpi: int) -> Figure:
     return fig
 
 
+def _fit_title(fig: Figure, suptitle) -> None:
+    """Widen ``fig`` (margins added evenly left and right, every panel keeping its size in
+    inches) when its title is wider than the figure: a figure of one or two panels cut its
+    title and scale caption ("each panel scaled on its own: colours are not comparable")
+    off at both edges."""
+    from matplotlib.textpath import text_to_path
+
+    prop = suptitle.get_fontproperties()
+    need = max(text_to_path.get_text_width_height_descent(line, prop, ismath=False)[0]
+               for line in suptitle.get_text().split("\n")) / 72.0 + 0.3  # points -> inches
+    fw, fh = fig.get_size_inches()
+    if need <= fw:
+        return
+    dx = (need - fw) / 2
+    for ax in fig.axes:
+        x0, y0, w, h = ax.get_position(original=True).bounds
+        ax.set_position([(x0 * fw + dx) / need, y0, w * fw / need, h])
+    for t in fig.texts:  # row titles and the title itself, placed in figure fractions
+        t.set_x((t.get_position()[0] * fw + dx) / need)
+    fig.set_size_inches(need, fh)
+
+
 def _as_map(a: np.ndarray, what: str) -> np.ndarray:
     """(H, W) or (H, W, 1) -> (H, W)."""
     if a.ndim == 3 and a.shape[-1] == 1:
@@ -425,8 +447,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         y0 = fh - top - (r + 1) * ph - r * vgap - row_off[r]
         return [x0 / fw, y0 / fh, pw / fw, ph / fh]
 
-    fig.suptitle(full_title, fontsize=_TITLE_PT if title else _LABEL_PT,
-                 y=1 - 0.05 / fh, va="top")
+    sup = fig.suptitle(full_title, fontsize=_TITLE_PT if title else _LABEL_PT,
+                       y=1 - 0.05 / fh, va="top")
     norms = [[colors.Normalize(lo[r, c], hi[r, c]) for c in range(C)] for r in range(R)]
     axes = np.empty((R, C), dtype=object)
     for r in range(R):
@@ -475,6 +497,7 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
             b = box(R - 1, c + (1 if extra_col else 0))
             cax = fig.add_axes([b[0], b[1] - 0.24 / fh, b[2], 0.1 / fh], label="colorbar")
             _colorbar(fig, cax, norms[0][c], cmap, colorbar_label, "horizontal")
+    _fit_title(fig, sup)
     return _finish(fig, save, dpi)
 
 
@@ -584,7 +607,7 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
     ax.tick_params(length=0)
     for s in ax.spines.values():
         s.set_visible(False)
-    fig.suptitle(full_title, fontsize=_LABEL_PT + 1, y=1 - 0.05 / fh, va="top")
+    sup = fig.suptitle(full_title, fontsize=_LABEL_PT + 1, y=1 - 0.05 / fh, va="top")
     if colorbar:
         bar_h = min(gh, 4.0)  # a tall mosaic gets a bar of readable length at its top
         cax = fig.add_axes([(left + gw + 0.12) / fw, (0.15 + gh - bar_h) / fh, 0.12 / fw,
@@ -597,6 +620,7 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
                               else "each panel min-max scaled")
         _colorbar(fig, cax, norm, cmap, colorbar_label, "vertical",
                   _extend(m, norm) if scale == "shared" else "neither")
+    _fit_title(fig, sup)
     return _finish(fig, save, dpi)
 
 
@@ -884,8 +908,8 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
     fw = left + C * pw + (C - 1) * hgap + right
     fh = top + R * ph + (R - 1) * vgap + 0.1
     fig = Figure(figsize=(fw, fh))
-    fig.suptitle(full_title, fontsize=_TITLE_PT if title else _LABEL_PT, y=1 - 0.05 / fh,
-                 va="top")
+    sup = fig.suptitle(full_title, fontsize=_TITLE_PT if title else _LABEL_PT,
+                       y=1 - 0.05 / fh, va="top")
     lo, hi = (None, None) if value_range is None else map(float, value_range)
     for r in range(R):
         for c in range(C):
@@ -921,6 +945,7 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
         _colorbar(fig, cax, colors.Normalize(lo if lo is not None else 0,
                                              hi if hi is not None else 1), cmap, None,
                   "vertical")
+    _fit_title(fig, sup)
     return _finish(fig, save, dpi)
 
 

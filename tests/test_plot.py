@@ -681,3 +681,20 @@ def test_one_map_functions_say_how_to_draw_other_shapes():
         plot.heatmap(rng.rand(16))
     with pytest.raises(ValueError, match=r"\(8, 8, 3\).*Reduce the channel axis"):
         plot.heatmap(rng.rand(8, 8, 3))
+
+
+def test_title_of_a_narrow_figure_is_not_cut_off():
+    """A figure of one or two panels was narrower than its title and scale caption, which
+    were cut off at both edges (scale="panel"'s warning that colours are not comparable
+    among them); the figure widens, the panels keep their size."""
+    rs = np.random.RandomState(0)
+    one = plot.grid(rs.rand(1, 1, 20, 20), scale="panel")
+    _texts_inside(one)
+    assert "not comparable" in one._suptitle.get_text()
+    w = plot.panel_axes(one)[0].get_position().width * one.get_size_inches()[0]
+    assert abs(w - 1.4) < 1e-6  # panel_size, inches
+    _texts_inside(plot.image_grid(rs.rand(1, 20, 20, 3)))
+    _texts_inside(plot.image_grid(rs.rand(2, 20, 20, 3), title="class 3, 256 steps"))
+    _texts_inside(plot.heatmap(rs.rand(20, 20), size=1.0))
+    _texts_inside(plot.filters(rs.randn(3, 3, 1, 2).astype(np.float32)))
+    _texts_inside(plot.filters(rs.randn(3, 3, 3, 2).astype(np.float32)))
