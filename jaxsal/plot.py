@@ -217,12 +217,21 @@ def _broadcast_images(images, R: int, C: int, H: int, W: int):
         im = im[:, None]
     if im.ndim == 3 and im.shape[1:] == (H, W):
         im = im[:, None]
+    if im.ndim == 4 and im.shape[2:] == (H, W) and im.shape[1] in (3, 4):
+        # the (N, C, H, W) inputs of a channels-first model: read as a grid of gray images,
+        # they put channel t of each image under the map of class t when T = C
+        raise ValueError(f"images of shape {im.shape} read as channels-first images "
+                         f"(N, {im.shape[1]}, H, W) (x of a channels-first model) or as a "
+                         f"{im.shape[0]}x{im.shape[1]} grid of gray images, one per panel; "
+                         "for the first pass np.moveaxis(images, 1, -1) (one image per row), "
+                         "for the second images[..., None]")
     if im.ndim == 4 and im.shape[2:] == (H, W):
         im = im[..., None]
     if im.ndim != 5 or im.shape[2:4] != (H, W):
         raise ValueError(f"images: expected (H, W[, c]), (R or 1, 1 or C, H, W[, c]) with "
                          f"H, W = {H}, {W} (the maps' size), got {np.shape(images)}. Resize the "
-                         "maps to the input size (CAMs: upsample=True) or pass matching images.")
+                         "maps to the images' size (jaxsal.resize(maps, image.shape[:2]); "
+                         "CAMs: upsample=True) or pass matching images.")
     try:
         return np.broadcast_to(im, (R, C) + im.shape[2:])
     except ValueError:
@@ -260,7 +269,9 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         ``(N, 10, H, W)``, i.e. images x classes; transpose axes 0 and 1 for classes x images.
       images: background images to overlay the maps on, with ``alpha``: one ``(H, W[, c])``
         for every panel, ``(R, 1, H, W[, c])`` per row, ``(1, C, ...)`` per column or
-        ``(R, C, ...)`` per panel.
+        ``(R, C, ...)`` per panel. A 4-D ``(R, 3 or 4, H, W)`` is refused as ambiguous
+        (channels-first images: ``np.moveaxis(x, 1, -1)``; gray images, one per panel:
+        ``(R, C, H, W, 1)``).
       inputs: ``(R, H, W[, c])`` (or one ``(H, W[, c])`` for all rows: a 3-D array whose last
         axis is 1, 3 or 4 is one image), shown as an extra first column titled
         ``input_title`` next to each row's maps. Images and inputs must be finite.

@@ -698,3 +698,38 @@ def test_title_of_a_narrow_figure_is_not_cut_off():
     _texts_inside(plot.heatmap(rs.rand(20, 20), size=1.0))
     _texts_inside(plot.filters(rs.randn(3, 3, 1, 2).astype(np.float32)))
     _texts_inside(plot.filters(rs.randn(3, 3, 3, 2).astype(np.float32)))
+
+
+def test_channels_first_images_under_maps_are_refused_not_split_into_channels():
+    """The (N, 3, H, W) inputs of a channels-first model passed as images= under maps of 3
+    classes were read as a grid of gray images: panel t showed channel t of the image (a red
+    square seen only under class 0). They are refused with both readings' fixes; moved
+    channels-last they draw each image in colour under every class of its row."""
+    H, W = 12, 16
+    x = np.zeros((2, H, W, 3), np.float32)
+    x[:, 2:6, 9:14, 0] = 1.0  # a red square, only in channel 0
+    maps = np.zeros((2, 3, H, W), np.float32)
+    maps[..., 0, 0] = 1.0  # non-constant maps, 0 under the square
+    cf = np.moveaxis(x, -1, 1)  # (2, 3, H, W)
+    for bad in (cf, cf[:1]):
+        with pytest.raises(ValueError, match=r"channels-first.*np\.moveaxis\(images, 1, -1\)"):
+            plot.grid(maps, images=bad)
+    with pytest.raises(ValueError, match="channels-first"):  # 10 classes: no longer a
+        plot.grid(np.zeros((2, 10, H, W)) + maps[:, :1], images=cf)  # bare broadcast error
+    fig = plot.grid(maps, images=np.moveaxis(cf, 1, -1), alpha=0.5)
+    for ax in plot.panel_axes(fig):
+        bg = np.asarray(ax.get_images()[0].get_array())
+        np.testing.assert_array_equal(bg[3, 10], [1.0, 0.0, 0.0])  # red under every class
+    # a real grid of gray images, one per panel, is passed with its trailing axis
+    fig = plot.grid(maps, images=cf[..., None], alpha=0.5)
+    shown = [np.asarray(ax.get_images()[0].get_array())[3, 10] for ax in plot.panel_axes(fig)]
+    assert shown == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    # channels-first gray images (N, 1, H, W) are one image per row, as before
+    fig = plot.grid(maps, images=cf[:, :1])
+    assert [float(np.asarray(ax.get_images()[0].get_array())[3, 10])
+            for ax in plot.panel_axes(fig)] == [1.0] * 6
+
+
+def test_images_of_another_size_name_resize():
+    with pytest.raises(ValueError, match=r"jaxsal\.resize\(maps, image\.shape\[:2\]\)"):
+        plot.overlay(np.zeros((24, 36, 3)), np.random.RandomState(0).rand(4, 6))
