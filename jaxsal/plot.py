@@ -243,6 +243,16 @@ def _broadcast_images(images, R: int, C: int, H: int, W: int):
                          f"row, (1, C, ...) for one per column{first}") from None
 
 
+def _one_row_hint(one_row: bool, n: int, shape) -> str:
+    """What to pass when 3-D maps ``(C, H, W)``, one row, come with one image per map: the
+    maps of the predicted class (``targets=None``) of ``C`` inputs, meant one per row."""
+    if not (one_row and n == shape[1] > 1):
+        return ""
+    return (f". The maps {shape[1:]} are one row of {shape[1]} maps; for one map per input "
+            f"(e.g. targets=None, the predicted class), one per row, pass maps[:, None] "
+            f"({shape[1]}, 1, {shape[2]}, {shape[3]})")
+
+
 def _scale_caption(scale: str, signed: bool, grouped: bool = False) -> str:
     zero = ", centred at 0" if signed else ""
     return {
@@ -305,7 +315,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     m = _np(maps)
     if m.ndim >= 3 and m.shape[-1] == 1 and m.ndim in (4, 5):
         m = m[..., 0]
-    if m.ndim == 3:
+    one_row = m.ndim == 3  # (C, H, W): one row of C maps
+    if one_row:
         m = m[None]
     if m.ndim == 2:
         m = m[None, None]
@@ -338,7 +349,11 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     R, C, H, W = m.shape
     signed = _is_signed(m) if signed is None else bool(signed)
     cmap = cmap or (DIVERGING_CMAP if signed else DEFAULT_CMAP)
-    bg = _broadcast_images(images, R, C, H, W)
+    try:
+        bg = _broadcast_images(images, R, C, H, W)
+    except ValueError as e:
+        n = np.shape(images)[0] if np.ndim(images) in (3, 4) else 0
+        raise ValueError(str(e) + _one_row_hint(one_row, n, m.shape)) from None
     ins = None
     if inputs is not None:
         ins = _np(inputs)
@@ -350,7 +365,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         elif ins.shape[0] == 1 and R > 1:
             ins = np.broadcast_to(ins, (R,) + ins.shape[1:])
         if ins.shape[0] != R:
-            raise ValueError(f"inputs: expected {R} images (one per row), got {ins.shape}")
+            raise ValueError(f"inputs: expected {R} images (one per row), got {ins.shape}"
+                             + _one_row_hint(one_row, ins.shape[0], m.shape))
     row_titles = None if row_titles is None else [str(t) for t in row_titles]
     col_titles = None if col_titles is None else [str(t) for t in col_titles]
     if row_titles is not None and len(row_titles) != R:

@@ -2,6 +2,7 @@
 and write PNGs."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -733,3 +734,21 @@ def test_channels_first_images_under_maps_are_refused_not_split_into_channels():
 def test_images_of_another_size_name_resize():
     with pytest.raises(ValueError, match=r"jaxsal\.resize\(maps, image\.shape\[:2\]\)"):
         plot.overlay(np.zeros((24, 36, 3)), np.random.RandomState(0).rand(4, 6))
+
+
+def test_one_row_of_maps_with_one_image_per_map_names_the_fix():
+    """Maps of the predicted class (targets=None) are (N, H, W): one row of N maps. Passed
+    with the N inputs, grid said only 'expected 1 images'; the error now names maps[:, None],
+    which draws one row per input."""
+    rs = np.random.RandomState(0)
+    x = rs.rand(4, 12, 12, 1)
+    maps = rs.rand(4, 12, 12)
+    fix = re.escape("pass maps[:, None] (4, 1, 12, 12)")
+    for kw in (dict(inputs=x), dict(inputs=x[..., 0]), dict(images=x), dict(images=x[..., 0])):
+        with pytest.raises(ValueError, match=fix):
+            plot.grid(maps, **kw)
+    fig = plot.grid(maps[:, None], inputs=x, images=x)
+    assert plot.count_panels(fig) == 4 and plot.count_panels(fig, inputs=True) == 8
+    with pytest.raises(ValueError) as e:  # 3 images for one row of 4 maps: no such hint
+        plot.grid(maps, inputs=x[:3])
+    assert "maps[:, None]" not in str(e.value)
