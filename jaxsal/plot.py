@@ -422,8 +422,15 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     full_title = caption if not title else f"{title}\n{caption}"
     if mosaic is None:  # a mosaic has one scale or one per panel, no per-row/column bars,
         # no per-panel titles
-        mosaic = R * C > 150 and scale in ("shared", "panel") and ptitles is None
+        mosaic = (R * C > 150 and scale in ("shared", "panel") and ptitles is None
+                  and (ins is None or _same_aspect(ins, H, W)))
     if mosaic:
+        if ins is not None and not _same_aspect(ins, H, W):
+            raise ValueError(f"mosaic=True: expected inputs of the maps' aspect ratio (a "
+                             f"mosaic draws them in tiles of the maps' {H}x{W} pixels), got "
+                             f"inputs of {ins.shape[1]}x{ins.shape[2]}; pass mosaic=False "
+                             "(one panel per map) or maps resized to the inputs' size "
+                             "(jaxsal.resize)")
         if ptitles is not None:
             raise ValueError("mosaic=True draws no per-panel titles: pass mosaic=False to "
                              "keep titles=, or leave titles out")
@@ -582,9 +589,40 @@ def _panel_colorbar(fig, ax, norm, cmap, fw, fh):
     return cb
 
 
+def _fit_pixels(img: np.ndarray, H: int, W: int) -> np.ndarray:
+    """An ``(h, w[, c])`` image as ``(H, W[, c])``: the mean of the pixels falling in each
+    output pixel where it shrinks, the nearest pixel where it grows."""
+    for axis, n in ((0, H), (1, W)):
+        n_in = img.shape[axis]
+        if n_in > n:
+            starts = np.searchsorted(np.arange(n_in) * n // n_in, np.arange(n))
+            counts = np.diff(np.append(starts, n_in))
+            img = np.add.reduceat(img, starts, axis=axis) / np.expand_dims(
+                counts, tuple(range(1, img.ndim - axis)))
+        elif n_in < n:
+            img = np.take(img, np.arange(n) * n_in // n, axis=axis)
+    return img
+
+
+def _same_aspect(ins, H: int, W: int) -> bool:
+    """Whether input images ``(R, h, w[, c])`` have the maps' aspect ratio (to 1%)."""
+    h, w = ins.shape[1:3]
+    return abs(h * W - w * H) <= 0.01 * h * W
+
+
 def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, full_title,
             colorbar, colorbar_label, scale, input_title, panel_size, save, dpi):
     R, C, H, W = m.shape
+    if ins is not None and ins.shape[1:3] != (H, W):
+        # inputs of another size than the maps (CAMs without upsampling): every map tile is
+        # enlarged k times (nearest, as the panels draw them), k up to the inputs' size and
+        # tiles of at most 64 pixels, and the inputs resampled to the tiles
+        k = int(np.clip(round(ins.shape[1] / H), 1, max(1, 64 // max(H, W))))
+        m = np.repeat(np.repeat(m, k, 2), k, 3)
+        if bg is not None:
+            bg = np.repeat(np.repeat(bg, k, 2), k, 3)
+        R, C, H, W = m.shape
+    fit = ins is not None and ins.shape[1:3] != (H, W)
     sep = max(1, H // 14)
     cmap_fn = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
     extra = 1 if ins is not None else 0
@@ -595,6 +633,7 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
         y0 = r * (H + sep)
         if ins is not None:
             img = _as_display_image(ins[r], "inputs")
+            img = _fit_pixels(img, H, W) if fit else img
             big[y0:y0 + H, :W] = img[..., None] if img.ndim == 2 else img
         for c in range(C):
             x0 = (c + extra) * (W + sep) + (sep * 2 if extra else 0)

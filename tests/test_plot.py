@@ -752,3 +752,40 @@ def test_one_row_of_maps_with_one_image_per_map_names_the_fix():
     with pytest.raises(ValueError) as e:  # 3 images for one row of 4 maps: no such hint
         plot.grid(maps, inputs=x[:3])
     assert "maps[:, None]" not in str(e.value)
+
+
+def test_mosaic_with_inputs_larger_than_the_maps():
+    """More than 150 low-resolution maps (CAMs without upsampling) with their full-size
+    inputs failed in the mosaic with NumPy's 'could not broadcast (28,28,1) into (7,7,3)',
+    where 150 of them drew. The map tiles are enlarged k times (nearest, as panels draw
+    them) and the inputs fill tiles of that size; inputs of another aspect ratio are drawn
+    panel by panel (mosaic=True refuses them)."""
+    rs = np.random.RandomState(0)
+    x = rs.rand(16, 28, 28, 1)
+    maps = rs.rand(16, 10, 7, 7)
+    fig = plot.grid(maps, inputs=x, vmin=0, vmax=1, cmap="gray")
+    (ax,) = [a for a in fig.axes if a.get_label() == "mosaic:16x10"]
+    big = np.asarray(ax.get_images()[0].get_array())
+    sep = 2  # max(1, H // 14) of the 28-pixel tiles
+    for r in (0, 15):
+        y = r * (28 + sep)
+        np.testing.assert_allclose(big[y:y + 28, :28, 0], x[r, ..., 0], atol=1e-6)
+        for c in (0, 9):
+            x0 = (c + 1) * (28 + sep) + 2 * sep
+            tile = np.repeat(np.repeat(maps[r, c], 4, 0), 4, 1)  # gray cmap: value = level
+            np.testing.assert_allclose(big[y:y + 28, x0:x0 + 28, 0], tile, atol=2 / 255)
+    # inputs of 14x14: map tiles enlarged 2x, the inputs drawn as they are
+    fig = plot.grid(maps, inputs=x[:, ::2, ::2], vmin=0, vmax=1, cmap="gray")
+    big = np.asarray(fig.axes[0].get_images()[0].get_array())
+    np.testing.assert_allclose(big[:14, :14, 0], x[0, ::2, ::2, 0], atol=1e-6)
+    # inputs larger than tiles of 64 pixels: 96 -> 64 pixels, each the mean of those in it
+    x96 = np.repeat(np.repeat(x, 4, 1), 4, 2)[:, :96, :96]
+    fig = plot.grid(rs.rand(16, 10, 8, 8), inputs=x96, vmin=0, vmax=1)
+    big = np.asarray(fig.axes[0].get_images()[0].get_array())
+    np.testing.assert_allclose(big[:64, :64, 0].mean(), x96[0].mean(), atol=0.02)
+    # another aspect ratio: panel by panel, not distorted into square tiles
+    fig = plot.grid(maps, inputs=rs.rand(16, 28, 56, 3))
+    assert plot.count_panels(fig) == 160 and not any(
+        a.get_label().startswith("mosaic:") for a in fig.axes)
+    with pytest.raises(ValueError, match="aspect ratio.*mosaic=False"):
+        plot.grid(maps, inputs=rs.rand(16, 28, 56, 3), mosaic=True)
