@@ -838,6 +838,12 @@ def signal(x, attributions, *, row_titles: Sequence[str] | None = None,
     if not np.all(np.isfinite(sig)):
         raise ValueError("signal: x contains NaN or inf; expected a finite signal to draw "
                          "(np.nan_to_num(x), or interpolate the gaps)")
+    att = np.shape(attributions)
+    if (sig.ndim == 2 and len(att) in (1, 2) and att[-1] == sig.shape[1] != sig.shape[0]):
+        raise ValueError(f"signal: x of shape {sig.shape} reads as (L, C) = {sig.shape[0]} "
+                         f"samples of {sig.shape[1]} channels, but the attributions {att} have "
+                         f"{att[-1]} positions; for a channels-first signal (C, L) (the input "
+                         "of a channels-first Conv1D model) pass x.T")
     a = _rows(attributions, sig.shape[0], "signal")
     if row_titles is not None and len(row_titles) != len(a):
         raise ValueError(f"signal: {len(a)} rows of attributions but {len(row_titles)} "

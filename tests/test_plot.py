@@ -789,3 +789,20 @@ def test_mosaic_with_inputs_larger_than_the_maps():
         a.get_label().startswith("mosaic:") for a in fig.axes)
     with pytest.raises(ValueError, match="aspect ratio.*mosaic=False"):
         plot.grid(maps, inputs=rs.rand(16, 28, 56, 3), mosaic=True)
+
+
+def test_signal_channels_first_x_is_named_not_blamed_on_the_attributions():
+    """A channels-first Conv1D model's input (C, L) passed to signal failed with 'expected
+    attributions of shape (2,) or (R, 2)', blaming correct attributions; the error now says x
+    reads as 2 samples and names x.T, which draws."""
+    rs = np.random.RandomState(0)
+    x_cf, att = rs.rand(2, 64), rs.rand(3, 64)
+    for a in (att, att[0]):
+        with pytest.raises(ValueError, match=r"x of shape \(2, 64\).*pass x\.T"):
+            plot.signal(x_cf, a)
+    fig = plot.signal(x_cf.T, att)
+    assert plot.count_panels(fig) == 3
+    lines = plot.panel_axes(fig)[0].get_lines()
+    np.testing.assert_allclose(lines[0].get_ydata(), x_cf[0])  # channel 0 over time
+    with pytest.raises(ValueError, match="expected attributions of shape"):  # wrong length
+        plot.signal(x_cf.T, rs.rand(3, 16))
