@@ -112,7 +112,7 @@ def _as_display_image(a: np.ndarray, what: str = "image") -> np.ndarray:
     """(H, W), (H, W, 1) or (H, W, 3) -> a gray (H, W) or RGB (H, W, 3) image in [0, 1]:
     values in [0, 1] as they are, 0..255 images (integers, or floats whose maximum is above
     10) divided by 255, anything else (a float image in [0, 1.5], a standardized one)
-    min-max scaled."""
+    min-max scaled (a constant one: mid-gray)."""
     integer = np.issubdtype(np.asarray(a).dtype, np.integer)
     a = _np(a)
     if a.ndim == 3 and a.shape[-1] == 1:
@@ -132,7 +132,7 @@ def _as_display_image(a: np.ndarray, what: str = "image") -> np.ndarray:
         return a
     if lo >= 0.0 and hi <= 255.0 and (integer or hi > 10.0):
         return a / 255.0
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    return (a - lo) / (hi - lo) if hi > lo else np.full_like(a, 0.5)  # constant: gray
 
 
 def _is_signed(a: np.ndarray) -> bool:
@@ -994,7 +994,10 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
                 a_lo, a_hi = float(img.min()), float(img.max())
             else:
                 a_lo, a_hi = lo, hi
-            v = np.clip((img - a_lo) / (a_hi - a_lo if a_hi > a_lo else 1.0), 0, 1)
+            if a_hi > a_lo:
+                v = np.clip((img - a_lo) / (a_hi - a_lo), 0, 1)
+            else:  # a constant image has no min..max: its value where in [0, 1], else gray
+                v = np.full_like(img, a_lo if 0.0 <= a_lo <= 1.0 else 0.5)
             if ch == 1:
                 ax.imshow(v[..., 0], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             else:

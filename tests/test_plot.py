@@ -806,3 +806,23 @@ def test_signal_channels_first_x_is_named_not_blamed_on_the_attributions():
     np.testing.assert_allclose(lines[0].get_ydata(), x_cf[0])  # channel 0 over time
     with pytest.raises(ValueError, match="expected attributions of shape"):  # wrong length
         plot.signal(x_cf.T, rs.rand(3, 16))
+
+
+def test_constant_images_are_not_drawn_black():
+    """image_grid stretches each image to its own min..max; a constant image (a filter that
+    never fires, an all-white input) has none and was drawn black whatever its value. It is
+    drawn at its value where that lies in [0, 1], mid-gray otherwise; likewise a constant
+    input column outside [0, 1] (was black)."""
+    vals = [1.0, 0.0, 0.3, 7.0, -2.0]
+    imgs = np.stack([np.full((8, 8, 3), v, np.float32) for v in vals])
+    fig = plot.image_grid(imgs)
+    shown = [float(np.asarray(ax.get_images()[0].get_array())[4, 4, 0])
+             for ax in plot.panel_axes(fig)]
+    np.testing.assert_allclose(shown, [1.0, 0.0, 0.3, 0.5, 0.5], atol=1e-6)
+    gray = plot.image_grid(imgs[:, ..., :1])
+    shown = [float(np.asarray(ax.get_images()[0].get_array())[4, 4])
+             for ax in plot.panel_axes(gray)]
+    np.testing.assert_allclose(shown, [1.0, 0.0, 0.3, 0.5, 0.5], atol=1e-6)
+    fig = plot.grid(np.random.RandomState(0).rand(1, 2, 8, 8), inputs=np.full((8, 8), -2.0))
+    (ax,) = plot.panel_axes(fig, inputs=True)[:1]
+    assert float(np.asarray(ax.get_images()[0].get_array())[0, 0]) == 0.5
