@@ -401,8 +401,9 @@ def cmd_demo(args) -> int:
                           "columns the explained class")
     png = os.path.join(args.out, "saliency_all_classes.png")
     fig.savefig(png, dpi=110)
-    np.save(os.path.join(args.out, "saliency_all_classes.npy"), np.asarray(maps))
-    print(f"wrote {png}")
+    npy = os.path.join(args.out, "saliency_all_classes.npy")
+    np.save(npy, np.asarray(maps))
+    print(f"wrote {png}\nwrote {npy} (the maps, {tuple(maps.shape)}: digits x classes x H x W)")
     return 0
 
 

@@ -14,6 +14,9 @@ def test_demo_writes_all_class_saliency(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Total params: 34,826" in out
+    # both files it writes are named (the .npy was written without a word)
+    assert f"wrote {tmp_path / 'saliency_all_classes.png'}\n" in out
+    assert f"wrote {tmp_path / 'saliency_all_classes.npy'} (the maps, (10, 10, 28, 28)" in out
     assert (tmp_path / "saliency_all_classes.png").stat().st_size > 10_000
     maps = np.load(tmp_path / "saliency_all_classes.npy")
     digits = np.load(cli._data_path("mnist_digits.npz"))
