@@ -826,3 +826,33 @@ def test_constant_images_are_not_drawn_black():
     fig = plot.grid(np.random.RandomState(0).rand(1, 2, 8, 8), inputs=np.full((8, 8), -2.0))
     (ax,) = plot.panel_axes(fig, inputs=True)[:1]
     assert float(np.asarray(ax.get_images()[0].get_array())[0, 0]) == 0.5
+
+
+def _bar_labels(fig, ticks=None):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.ticker import FixedLocator
+
+    (cax,) = _colorbars(fig)
+    if ticks is not None:
+        cax.yaxis.set_major_locator(FixedLocator(ticks))
+    FigureCanvasAgg(fig).draw()
+    lo, hi = cax.get_ylim()
+    return [lab.get_text() for t, lab in zip(cax.get_yticks(), cax.get_yticklabels())
+            if lo <= t <= hi]
+
+
+def test_colour_bar_ticks_share_one_notation_and_enough_digits():
+    """A bar up to 0.0175 labelled its ticks '8.0e-03' and then '0.01', '0.012' (two
+    notations on one bar), and a 1.25e-03 tick read '1.2e-03'. Ticks now share one notation
+    and carry the digits they need."""
+    m = np.random.RandomState(0).rand(10, 10) * 0.0175
+    labels = _bar_labels(plot.heatmap(m, vmin=0, vmax=0.0175))
+    assert len(labels) >= 4 and not any("e" in t for t in labels), labels
+    assert len({len(t.split(".")[1]) for t in labels if t != "0"}) == 1, labels  # decimals
+    ticks = [0, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1.25e-3]
+    labels = _bar_labels(plot.heatmap(m * 0.1, vmin=0, vmax=1.3e-3), ticks)
+    assert labels == ["0", "2.50e-04", "5.00e-04", "7.50e-04", "1.00e-03", "1.25e-03"]
+    assert [float(t) for t in labels] == ticks
+    labels = _bar_labels(plot.heatmap(m * 1e6, vmin=0, vmax=17500))
+    assert all("e+0" in t for t in labels if t != "0"), labels
+    assert _bar_labels(plot.heatmap(m, vmin=0, vmax=1), [0, 0.5, 1]) == ["0", "0.5", "1.0"]
