@@ -13,8 +13,8 @@ returned figure is displayed as the cell's value.
 Colour scales are explicit: ``scale="shared"`` gives every panel one ``vmin``/``vmax`` and
 draws one colour bar, so maps of different classes, heads or methods stay comparable;
 ``"row"``/``"column"`` share within a row/column (one bar each); ``"panel"`` scales each
-panel on its own and says so in the figure. Signed maps (negative and positive values) are
-shown with a diverging colour map centred at zero.
+panel on its own and says so in the figure. Signed maps (with negative values, all-negative
+ones too) are shown with a diverging colour map centred at zero.
 """
 
 from __future__ import annotations
@@ -136,8 +136,12 @@ def _as_display_image(a: np.ndarray, what: str = "image") -> np.ndarray:
 
 
 def _is_signed(a: np.ndarray) -> bool:
+    """Whether ``a`` has negative values (beyond rounding noise of 1e-3 of its largest
+    magnitude): drawn with a diverging map centred at 0. All-negative maps too: on a
+    sequential map their 0 took the top colour (jet's red) and their strongest values the
+    bottom one, so the picture read as its opposite."""
     lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-    return lo < 0.0 and hi > 0.0 and -lo > 1e-3 * max(hi, -lo)
+    return lo < 0.0 and -lo > 1e-3 * max(hi, -lo)
 
 
 def _limits(a: np.ndarray, signed: bool) -> tuple[float, float]:
@@ -292,7 +296,7 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         comparable), ``"row"``, ``"column"`` (shared within a row/column, a colour bar each),
         or ``"panel"`` (each panel its own range and colour bar, labelled as not comparable).
       signed: show signed values with a diverging map centred at 0. ``None``: when the maps
-        have both signs.
+        have negative values (all-negative maps too).
       cmap: colour map; default ``"jet"`` (unsigned) or ``"RdBu_r"`` (signed). Perceptually
         uniform choices: ``"viridis"``, ``"inferno"``, ``"magma"``, ``"cividis"``.
       alpha: opacity of the maps over ``images``.
@@ -721,7 +725,7 @@ def heatmap(map, *, image=None, title: str | None = None, cmap: str | None = Non
     Args:
       map: ``(H, W)`` or ``(H, W, 1)`` (a leading batch axis of 1 is dropped).
       image: ``(H, W[, c])`` to draw underneath (see :func:`overlay`).
-      signed: diverging colours centred at 0 (``None``: when the map has both signs).
+      signed: diverging colours centred at 0 (``None``: when the map has negative values).
       Other arguments as in :func:`grid`.
     """
     a = _np(map)
@@ -787,7 +791,7 @@ def tokens(words: Sequence[str], attributions, *, row_titles: Sequence[str] | No
       attributions: ``(L,)`` or ``(R, L)``, e.g. one input's
         ``jaxsal.integrated_gradients(m, ids, [0, 1], layer="embedding")[i]``.
       row_titles: ``R`` labels (``"class 0"``, ...).
-      signed: diverging colours centred at 0 (``None``: when the values have both signs);
+      signed: diverging colours centred at 0 (``None``: when some values are negative);
         otherwise white to red. One colour scale for all rows.
       width: figure width in inches; long sequences wrap.
     """

@@ -856,3 +856,27 @@ def test_colour_bar_ticks_share_one_notation_and_enough_digits():
     labels = _bar_labels(plot.heatmap(m * 1e6, vmin=0, vmax=17500))
     assert all("e+0" in t for t in labels if t != "0"), labels
     assert _bar_labels(plot.heatmap(m, vmin=0, vmax=1), [0, 0.5, 1]) == ["0", "0.5", "1.0"]
+
+
+def test_all_negative_map_is_drawn_diverging_not_inverted():
+    """A map with only negative values (a class every pixel argues against, signed
+    gradient x input) was drawn on jet from its min to 0: the zero background took jet's top
+    colour (dark red) and the strongest pixels its bottom one (dark blue), a picture that
+    reads as its opposite. It is now signed: diverging, centred at 0, so 0 is white and the
+    strongest pixels the darkest blue."""
+    import matplotlib
+
+    yy, xx = np.mgrid[0:12, 0:16]
+    m = -np.exp(-((yy - 3) ** 2 + (xx - 11) ** 2) / 8.0)  # peak -1 at (3, 11), ~0 elsewhere
+    rdbu = matplotlib.colormaps["RdBu_r"]
+    for fig in (plot.heatmap(m), plot.grid(np.stack([m, 0.5 * m])[None])):
+        ax = plot.panel_axes(fig)[0]
+        im = ax.get_images()[0]
+        rgba = im.to_rgba(np.asarray(im.get_array()))
+        np.testing.assert_allclose(rgba[11, 0], rdbu(0.5), atol=0.02)  # 0: the centre
+        np.testing.assert_allclose(rgba[3, 11], rdbu(0.0), atol=1e-6)  # -1: darkest blue
+        assert "centred at 0" in fig._suptitle.get_text()
+    # all-positive maps keep the sequential default; rounding noise below 0 does not count
+    p = -m
+    p[0, 0] = -1e-6
+    assert plot.heatmap(p).axes[0].get_images()[0].get_cmap().name == "jet"
