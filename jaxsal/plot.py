@@ -102,9 +102,12 @@ def _as_map(a: np.ndarray, what: str) -> np.ndarray:
                          f"shape {a.shape}. Reduce the channel axis first (e.g. "
                          "jaxsal.saliency(..., reduce='max_abs') or a.max(-1)).")
     if a.ndim != 2:
+        cf = (f"; a channels-first map ({a.shape[0]}, H, W) (reduce=None of a channels-first "
+              "model): jaxsal.reduce_channels(map, axis=0)"
+              if a.ndim == 3 and a.shape[0] in (3, 4) else "")
         raise ValueError(f"{what}: expected one map of shape (H, W) or (H, W, 1), got "
                          f"{a.shape}; pick one (maps[i, t] of an (N, T, H, W) batch of maps) "
-                         "or draw them all with plot.grid(maps)")
+                         f"or draw them all with plot.grid(maps){cf}")
     return a
 
 
@@ -325,9 +328,13 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     if m.ndim == 2:
         m = m[None, None]
     if m.ndim != 4:
+        cf = m.ndim == 5 and m.shape[2] in (1, 3, 4) and m.shape[-1] not in (1, 3, 4)
         raise ValueError(f"maps: expected (R, C, H, W) or (R, C, H, W, 1), got "
-                         f"{np.shape(maps)}. Reduce channels first (a.max(-1)) and arrange "
-                         "the grid axes first.")
+                         f"{np.shape(maps)}. Reduce channels first ("
+                         + ("channels-first maps (N, T, C, H, W), as reduce=None gives for a "
+                            "channels-first model: jaxsal.reduce_channels(maps, axis=2)" if cf
+                            else "jaxsal.reduce_channels(maps) or a.max(-1)")
+                         + ") and arrange the grid axes first.")
     if np.ndim(maps) == 4 and m.shape[-1] in (3, 4) and min(m.shape[1:3]) >= 4 * m.shape[-1]:
         raise ValueError(f"maps: {np.shape(maps)} reads as (N, H, W, {m.shape[-1]}) maps with "
                          "a colour channel axis (as saliency(..., reduce=None) of an RGB "
@@ -748,6 +755,12 @@ def overlay(image, map, *, alpha: float = 0.5, cmap: str | None = None, **kwargs
     anything else min-max scaled for display); ``map`` has the same
     ``H, W`` (CAMs: ``upsample=True``). Other keywords as in :func:`heatmap`.
     """
+    if (np.ndim(map) == 3 and np.shape(map)[-1] in (3, 4) and np.ndim(image) in (2, 3)
+            and np.shape(image)[-1] not in (3, 4)):
+        raise ValueError(f"overlay(image, map): got an image of shape {np.shape(image)} and a "
+                         f"map of shape {np.shape(map)}, which looks like an RGB image; "
+                         "expected the image first and the map (H, W) second: "
+                         "overlay(image, map)")
     return heatmap(map, image=image, alpha=alpha, cmap=cmap, **kwargs)
 
 

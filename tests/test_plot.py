@@ -880,3 +880,23 @@ def test_all_negative_map_is_drawn_diverging_not_inverted():
     p = -m
     p[0, 0] = -1e-6
     assert plot.heatmap(p).axes[0].get_images()[0].get_cmap().name == "jet"
+
+
+def test_shape_errors_name_channels_first_and_swapped_arguments():
+    """Maps kept channels-first (reduce=None of a channels-first model) were told to
+    a.max(-1), which reduces a spatial axis; overlay(map, image) was told to reduce the
+    image's channels. The errors now name the channel axis and the argument order."""
+    rs = np.random.RandomState(0)
+    with pytest.raises(ValueError, match=r"reduce_channels\(maps, axis=2\)"):
+        plot.grid(rs.rand(2, 3, 3, 12, 12))
+    with pytest.raises(ValueError, match=r"reduce_channels\(maps\) or a\.max\(-1\)"):
+        plot.grid(rs.rand(2, 3, 12, 12, 3))
+    with pytest.raises(ValueError, match=r"reduce_channels\(map, axis=0\)"):
+        plot.heatmap(rs.rand(3, 12, 12))
+    with pytest.raises(ValueError) as e:  # ten maps are not channels
+        plot.heatmap(rs.rand(10, 12, 12))
+    assert "reduce_channels" not in str(e.value)
+    for gray in (rs.rand(12, 12), rs.rand(12, 12, 1)):
+        with pytest.raises(ValueError, match=r"image first and the map \(H, W\) second"):
+            plot.overlay(gray, rs.rand(12, 12, 3))
+    assert plot.count_panels(plot.overlay(rs.rand(12, 12, 3), rs.rand(12, 12))) == 1
