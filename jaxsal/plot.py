@@ -250,6 +250,17 @@ def _broadcast_images(images, R: int, C: int, H: int, W: int):
                          f"row, (1, C, ...) for one per column{first}") from None
 
 
+def _centred_cmap(cmap, a: float, b: float):
+    """The part of a diverging ``cmap`` that limits ``a < b`` cover when its centre stands
+    for 0 and its ends for -m, m (m = max(|a|, |b|)): drawn over ``Normalize(a, b)``, 0 keeps
+    the centre colour (white for ``RdBu_r``). With the whole map over asymmetric limits,
+    ``vmin=-0.1, vmax=0.5`` put white at 0.2 and drew small positive values blue."""
+    base = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
+    m = max(abs(a), abs(b))
+    return colors.ListedColormap(base(np.linspace(0.5 + a / (2 * m), 0.5 + b / (2 * m), 256)),
+                                 name=f"{base.name} centred at 0")
+
+
 def _one_row_hint(one_row: bool, n: int, shape) -> str:
     """What to pass when 3-D maps ``(C, H, W)``, one row, come with one image per map: the
     maps of the predicted class (``targets=None``) of ``C`` inputs, meant one per row."""
@@ -418,6 +429,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
                     + ("; signed maps centre the scale at 0: a single vmin must be negative"
                        if signed and vmax is None else "") + ")")
         lo[:], hi[:] = a, b
+        if signed and a != -b:
+            cmap = _centred_cmap(cmap, a, b)
     elif scale == "row":
         for r0, r1 in row_runs:
             lo[r0:r1], hi[r0:r1] = _limits(m[r0:r1], signed)

@@ -900,3 +900,33 @@ def test_shape_errors_name_channels_first_and_swapped_arguments():
         with pytest.raises(ValueError, match=r"image first and the map \(H, W\) second"):
             plot.overlay(gray, rs.rand(12, 12, 3))
     assert plot.count_panels(plot.overlay(rs.rand(12, 12, 3), rs.rand(12, 12))) == 1
+
+
+def test_signed_maps_with_asymmetric_limits_keep_white_at_zero():
+    """vmin=-0.1, vmax=0.5 on signed maps spread the whole diverging map over [-0.1, 0.5]:
+    white fell at 0.2 and small positive values were drawn blue, as if negative, under a
+    caption saying 'centred at 0'. The part of the map the limits cover is used, so 0 stays
+    white and each value keeps the colour it has on the symmetric scale [-0.5, 0.5]."""
+    import matplotlib
+
+    rdbu = matplotlib.colormaps["RdBu_r"]
+    maps = np.zeros((1, 2, 6, 6))
+    maps[0, 0, 0, :4] = [-0.1, 0.0, 0.1, 0.5]
+    maps[0, 1, 0, :3] = [-1.0, 0.25, 1.0]  # beyond the limits: clipped to their colours
+    want = {(0, 0): 0.4, (0, 1): 0.5, (0, 2): 0.6, (0, 3): 1.0}
+    for mosaic in (False, True):
+        fig = plot.grid(maps, vmin=-0.1, vmax=0.5, mosaic=mosaic)
+        if mosaic:
+            big = np.asarray(fig.axes[0].get_images()[0].get_array())
+            panel = big[:6, :6]
+        else:
+            im = plot.panel_axes(fig)[0].get_images()[0]
+            panel = im.to_rgba(np.asarray(im.get_array()))[..., :3]
+        for (i, j), pos in want.items():
+            np.testing.assert_allclose(panel[i, j], rdbu(pos)[:3], atol=0.01)
+        assert "centred at 0" in fig._suptitle.get_text()
+    # an all-negative map with vmin=-1, vmax=0: white at 0, the darkest blue at -1
+    im = plot.panel_axes(plot.heatmap(-np.eye(5), vmin=-1, vmax=0))[0].get_images()[0]
+    rgba = im.to_rgba(np.asarray(im.get_array()))
+    np.testing.assert_allclose(rgba[0, 1], rdbu(0.5), atol=0.01)
+    np.testing.assert_allclose(rgba[0, 0], rdbu(0.0), atol=0.01)
