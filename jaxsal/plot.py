@@ -218,7 +218,9 @@ def _broadcast_images(images, R: int, C: int, H: int, W: int):
         return None
     im = _np(images)
     # (H, W[, c]) for all panels; (R, 1, H, W[, c]) per row; (1, C, ...) per column; (R, C, ...)
-    if im.ndim in (2, 3) and im.shape[:2] == (H, W):
+    # one image: (H, W) or (H, W, c) with c = 1, 3 or 4 (a gray batch (R, H, W) of R = H
+    # images of width W was read as one image of R channels and refused)
+    if im.shape[:2] == (H, W) and (im.ndim == 2 or (im.ndim == 3 and im.shape[-1] in (1, 3, 4))):
         im = im[None, None]
     if im.ndim == 4 and im.shape[1:3] == (H, W) and im.shape[-1] in (1, 3, 4):
         im = im[:, None]

@@ -930,3 +930,21 @@ def test_signed_maps_with_asymmetric_limits_keep_white_at_zero():
     rgba = im.to_rgba(np.asarray(im.get_array()))
     np.testing.assert_allclose(rgba[0, 1], rdbu(0.5), atol=0.01)
     np.testing.assert_allclose(rgba[0, 0], rdbu(0.0), atol=0.01)
+
+
+def test_gray_images_one_per_row_when_their_number_equals_the_height():
+    """images= of R gray images (R, H, W) with R == H (28 MNIST digits) was read as one
+    (H, W, c) image of 28 channels and refused; it is one image per row, as for R != H."""
+    rs = np.random.RandomState(0)
+    x = rs.rand(28, 28, 28)
+    fig = plot.grid(rs.rand(28, 2, 28, 28), images=x, mosaic=False)
+    panels = plot.panel_axes(fig)
+    for r in (0, 27):
+        for c in (0, 1):
+            bg = np.asarray(panels[2 * r + c].get_images()[0].get_array())
+            np.testing.assert_allclose(bg, x[r], atol=1e-6)
+    # one (H, W, c) image for every panel still reads as such
+    one = rs.rand(28, 28, 3)
+    fig = plot.grid(rs.rand(3, 2, 28, 28), images=one)
+    np.testing.assert_allclose(
+        np.asarray(plot.panel_axes(fig)[5].get_images()[0].get_array()), one, atol=1e-6)
