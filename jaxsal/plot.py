@@ -8,7 +8,8 @@ Import it explicitly (``import jaxsal`` does not import matplotlib)::
 Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (so it
 works headless, with no display, and is not kept alive by a global figure registry) and
 writes a PNG when ``save=`` names a path; ``fig.savefig(...)`` works as well. In Jupyter the
-returned figure is displayed as the cell's value.
+returned figure is displayed as the cell's value (it has a PNG form of its own, so also
+without ``%matplotlib inline``).
 
 Colour scales are explicit: ``scale="shared"`` gives every panel one ``vmin``/``vmax`` and
 draws one colour bar, so maps of different classes, heads or methods stay comparable;
@@ -57,6 +58,22 @@ _LINE_IN = 0.17  # height of one 9 pt line, inches
 
 
 # ----------------------------------------------------------------------------- helpers
+class _Figure(Figure):
+    """A :class:`~matplotlib.figure.Figure` that a notebook shows as the value of a cell.
+
+    Made without ``pyplot``, a plain ``Figure`` has no PNG form of its own: Jupyter draws it
+    only once matplotlib's inline backend has registered one (``%matplotlib inline``, or an
+    earlier ``import matplotlib.pyplot``), and otherwise printed ``<Figure size ...>``.
+    Where the inline backend is active its printer is used, as for any figure."""
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", facecolor="white")
+        return buf.getvalue()
+
+
 def _np(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
@@ -500,7 +517,7 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     grid_h = R * ph + (R - 1) * vgap + float(row_off[-1])
     fw = left + grid_w + right
     fh = top + grid_h + bottom
-    fig = Figure(figsize=(fw, fh))
+    fig = _Figure(figsize=(fw, fh))
 
     def box(r, c):  # figure-fraction rectangle of panel (r, c) of the full column set
         x0 = left + c * (pw + hgap) + (in_gap if extra_col and c > 0 else 0.0)
@@ -708,7 +725,7 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
     right = 0.2 + (0.8 if colorbar else 0)
     gw, gh = big.shape[1] * scale_px, big.shape[0] * scale_px
     fw, fh = left + gw + right, top + gh + 0.15
-    fig = Figure(figsize=(fw, fh))
+    fig = _Figure(figsize=(fw, fh))
     ax = fig.add_axes([left / fw, 0.15 / fh, gw / fw, gh / fh], label=f"mosaic:{R}x{C}")
     ax.imshow(big, interpolation="nearest")
     xt = [(c + extra) * (W + sep) + (sep * 2 if extra else 0) + W / 2 - 0.5 for c in range(C)]
@@ -847,7 +864,7 @@ def tokens(words: Sequence[str], attributions, *, row_titles: Sequence[str] | No
     row_h = lines * 0.3 + 0.15
     top = 0.35 if title else 0.1
     height = top + len(a) * row_h + 0.1
-    fig = Figure(figsize=(width, height))
+    fig = _Figure(figsize=(width, height))
     ax = fig.add_axes([0, 0, 1, 1], label="tokens")
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
@@ -907,7 +924,7 @@ def signal(x, attributions, *, row_titles: Sequence[str] | None = None,
     bar = 0.9 if colorbar else 0.2
     top = 0.4 if title else 0.15
     fw, fh = left + pw + bar, top + len(a) * (ph + 0.15) + 0.35
-    fig = Figure(figsize=(fw, fh))
+    fig = _Figure(figsize=(fw, fh))
     lo, hi = float(sig.min()), float(sig.max())
     pad = 0.05 * (hi - lo or 1.0)
     length = sig.shape[0]
@@ -1032,7 +1049,7 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
     right = 0.1 + (0.75 if colorbar else 0)
     fw = left + C * pw + (C - 1) * hgap + right
     fh = top + R * ph + (R - 1) * vgap + 0.1
-    fig = Figure(figsize=(fw, fh))
+    fig = _Figure(figsize=(fw, fh))
     sup = fig.suptitle(full_title, fontsize=_TITLE_PT if title else _LABEL_PT,
                        y=1 - 0.05 / fh, va="top")
     lo, hi = (None, None) if value_range is None else map(float, value_range)
@@ -1347,7 +1364,7 @@ def architecture(model, *, show_shapes: bool = True, show_activations: bool = Tr
     fh = top + lay.n_ranks * box_h + (lay.n_ranks - 1) * gap_y + 0.25
     x_shift = (fw - content_w) / 2 + half
     centre = {k: (x + x_shift, y) for k, (x, y) in centre.items()}
-    fig = Figure(figsize=(fw, fh))
+    fig = _Figure(figsize=(fw, fh))
     ax = fig.add_axes([0, 0, 1, 1], label="architecture")
     ax.set_xlim(0, fw)
     ax.set_ylim(fh, 0)  # y grows downwards: inputs at the top
@@ -1404,7 +1421,7 @@ def curves(named: dict, *, target: int | None = None, title: str | None = None,
         raise ValueError("curves: expected a dict {name: Curves} of at least one entry, got "
                          f"{type(named).__name__}")
     if ax is None:
-        fig = Figure(figsize=size)
+        fig = _Figure(figsize=size)
         ax = fig.add_subplot(1, 1, 1)
     else:
         fig = ax.figure

@@ -148,6 +148,31 @@ def test_tour_notebook_executes(tmp_path, monkeypatch):
     assert sum("image/png" in o.get("data", {}) for o in outs) == saved_images
 
 
+def test_a_figure_is_shown_in_a_notebook_without_the_inline_backend(tmp_path, monkeypatch):
+    """A cell whose value is a jaxsal.plot figure, in a kernel where neither %matplotlib
+    inline nor pyplot ran, showed '<Figure size ... with 2 Axes>' and no picture."""
+    import json
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    spec = tmp_path / "jupyter" / "kernels" / "jaxsal-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "jaxsal test", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import sys, numpy as np\nfrom jaxsal import plot\n"
+        "fig = plot.heatmap(np.random.RandomState(0).rand(8, 8))\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\nfig")]
+    NotebookClient(nb, timeout=120, kernel_name="jaxsal-test",
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    (out,) = nb.cells[0].outputs
+    assert out.output_type == "execute_result" and "image/png" in out.data, out
+
+
 def test_example8_ranks_faithful_maps_above_a_random_order(outputs):
     """Integrated gradients and occlusion delete the class faster than a random pixel order
     and restore it faster by insertion (16 digits, 28 steps)."""

@@ -948,3 +948,24 @@ def test_gray_images_one_per_row_when_their_number_equals_the_height():
     fig = plot.grid(rs.rand(3, 2, 28, 28), images=one)
     np.testing.assert_allclose(
         np.asarray(plot.panel_axes(fig)[5].get_images()[0].get_array()), one, atol=1e-6)
+
+
+def test_figures_have_a_png_form_for_notebooks_without_the_inline_backend():
+    """A figure made without pyplot was shown in Jupyter as '<Figure size 392x342 with 2
+    Axes>' unless matplotlib's inline backend had been activated (%matplotlib inline, or an
+    import of pyplot): IPython's PNG formatter found no printer and no _repr_png_. Every
+    figure of this module now has one: the figure as drawn."""
+    PNGFormatter = pytest.importorskip("IPython.core.formatters").PNGFormatter
+    rs = np.random.RandomState(0)
+    figs = [plot.heatmap(rs.rand(8, 8)), plot.grid(_maps(2, 3)),
+            plot.image_grid(rs.rand(2, 8, 8, 3)), plot.tokens(["a", "b"], [0.1, 0.2]),
+            plot.signal(rs.rand(16), rs.rand(16))]
+    for fig in figs:
+        data = PNGFormatter()(fig)  # a formatter with no type printers: IPython's default
+        assert isinstance(data, bytes) and data[:8] == b"\x89PNG\r\n\x1a\n"
+        import io
+
+        img = mpimg.imread(io.BytesIO(data))
+        w, h = fig.get_size_inches() * fig.dpi
+        assert img.shape[:2] == (round(h), round(w))
+        assert float(img[..., :3].std()) > 0.01
