@@ -85,25 +85,38 @@ def _finish(fig: Figure, save, dpi: int) -> Figure:
     return fig
 
 
-def _fit_title(fig: Figure, suptitle) -> None:
-    """Widen ``fig`` (margins added evenly left and right, every panel keeping its size in
-    inches) when its title is wider than the figure: a figure of one or two panels cut its
-    title and scale caption ("each panel scaled on its own: colours are not comparable")
-    off at both edges."""
-    from matplotlib.textpath import text_to_path
+def _text_width_in(t) -> float:
+    """Width of a text's widest line as Agg draws it, inches."""
+    from matplotlib.backends.backend_agg import RendererAgg
 
-    prop = suptitle.get_fontproperties()
-    need = max(text_to_path.get_text_width_height_descent(line, prop, ismath=False)[0]
-               for line in suptitle.get_text().split("\n")) / 72.0 + 0.3  # points -> inches
+    r, prop = RendererAgg(1, 1, 72.0), t.get_fontproperties()  # at 72 dpi: points
+    return max(r.get_text_width_height_descent(line, prop, ismath=False)[0]
+               for line in t.get_text().split("\n")) / 72.0
+
+
+def _fit_title(fig: Figure, suptitle=None) -> None:
+    """Widen ``fig`` (margins added evenly left and right, every panel keeping its size in
+    inches) when its title, or the title of a panel at an edge, is wider than the figure
+    allows: a figure of one or two panels cut its title and scale caption ("each panel
+    scaled on its own: colours are not comparable") off at both edges, a one-column grid
+    its column title."""
     fw, fh = fig.get_size_inches()
-    if need <= fw:
+    over = 0.0  # the most any centred text reaches beyond an edge, margin included (inches)
+    if suptitle is not None and suptitle.get_text():
+        over = max(over, _text_width_in(suptitle) / 2 - fw / 2 + 0.15)
+    for ax in fig.axes:
+        if ax.get_title():
+            x0, _, w, _ = ax.get_position(original=True).bounds
+            c, half = (x0 + w / 2) * fw, _text_width_in(ax.title) / 2
+            over = max(over, half - c + 0.05, c + half - fw + 0.05)
+    if over <= 0:
         return
-    dx = (need - fw) / 2
+    need = fw + 2 * over
     for ax in fig.axes:
         x0, y0, w, h = ax.get_position(original=True).bounds
-        ax.set_position([(x0 * fw + dx) / need, y0, w * fw / need, h])
+        ax.set_position([(x0 * fw + over) / need, y0, w * fw / need, h])
     for t in fig.texts:  # row titles and the title itself, placed in figure fractions
-        t.set_x((t.get_position()[0] * fw + dx) / need)
+        t.set_x((t.get_position()[0] * fw + over) / need)
     fig.set_size_inches(need, fh)
 
 
@@ -880,12 +893,12 @@ def tokens(words: Sequence[str], attributions, *, row_titles: Sequence[str] | No
             ax.text(left + x, y0 + 0.15 + 0.3 * ln, w, fontsize=_LABEL_PT, va="center",
                     ha="left", color="white" if dark else "black", parse_math=False,
                     bbox=dict(boxstyle="round,pad=0.15", facecolor=rgba, edgecolor="none"))
-    if title:
-        fig.suptitle(title, fontsize=_TITLE_PT, y=1 - 0.05 / height, va="top")
+    sup = fig.suptitle(title, fontsize=_TITLE_PT, y=1 - 0.05 / height, va="top") if title else None
     if colorbar:
         cax = fig.add_axes([(width - 0.65) / width, 0.1 / height, 0.12 / width,
                             (height - top - 0.2) / height], label="colorbar")
         _colorbar(fig, cax, norm, cmap_, colorbar_label, "vertical", _extend(a, norm))
+    _fit_title(fig, sup)
     return _finish(fig, save, dpi)
 
 
@@ -942,12 +955,12 @@ def signal(x, attributions, *, row_titles: Sequence[str] | None = None,
         if row_titles is not None:
             ax.set_ylabel(row_titles[r], fontsize=_LABEL_PT, rotation=0, ha="right",
                           va="center")
-    if title:
-        fig.suptitle(title, fontsize=_TITLE_PT, y=1 - 0.05 / fh, va="top")
+    sup = fig.suptitle(title, fontsize=_TITLE_PT, y=1 - 0.05 / fh, va="top") if title else None
     if colorbar:
         cax = fig.add_axes([(left + pw + 0.15) / fw, 0.35 / fh, 0.12 / fw,
                             (fh - top - 0.35) / fh], label="colorbar")
         _colorbar(fig, cax, norm, cmap_, colorbar_label, "vertical", _extend(a, norm))
+    _fit_title(fig, sup)
     return _finish(fig, save, dpi)
 
 
@@ -1420,7 +1433,8 @@ def curves(named: dict, *, target: int | None = None, title: str | None = None,
     if not isinstance(named, dict) or not named:
         raise ValueError("curves: expected a dict {name: Curves} of at least one entry, got "
                          f"{type(named).__name__}")
-    if ax is None:
+    own = ax is None
+    if own:
         fig = _Figure(figsize=size)
         ax = fig.add_subplot(1, 1, 1)
     else:
@@ -1451,5 +1465,7 @@ def curves(named: dict, *, target: int | None = None, title: str | None = None,
         ax.set_title(title, fontsize=_TITLE_PT)
     if len(fig.axes) == 1:
         fig.tight_layout()
+    if own:
+        _fit_title(fig)
     return _finish(fig, save, dpi)
 

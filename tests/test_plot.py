@@ -969,3 +969,21 @@ def test_figures_have_a_png_form_for_notebooks_without_the_inline_backend():
         w, h = fig.get_size_inches() * fig.dpi
         assert img.shape[:2] == (round(h), round(w))
         assert float(img[..., :3].std()) > 0.01
+
+
+def test_long_titles_of_narrow_figures_are_not_cut_off():
+    """The column title of a one-column grid, and the title of a tokens, signal or curves
+    figure narrower than it, were cut off at both edges; the figure widens."""
+    rs = np.random.RandomState(0)
+    long = "integrated gradients at the embedding, class 1 (GOOD, GREAT), sentence 17"
+    fig = plot.grid(rs.rand(2, 1, 8, 8), col_titles=[long], row_titles=["a", "b"])
+    _texts_inside(fig)
+    w = plot.panel_axes(fig)[0].get_position().width * fig.get_size_inches()[0]
+    assert abs(w - 1.4) < 1e-6  # the panel keeps its size
+    _texts_inside(plot.tokens(list("abcdef"), rs.rand(6), title=long, width=4))
+    _texts_inside(plot.signal(rs.rand(64), rs.rand(2, 64), title=long * 2))
+
+    class C:  # a Curves result
+        fractions, scores, auc = np.linspace(0, 1, 5), rs.rand(3, 5), rs.rand(3)
+
+    _texts_inside(plot.curves({"saliency": C()}, title=long))
