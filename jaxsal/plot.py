@@ -256,9 +256,11 @@ def _broadcast_images(images, R: int, C: int, H: int, W: int):
         im = im[:, None]
     if im.ndim == 3 and im.shape[1:] == (H, W):
         im = im[:, None]
-    if im.ndim == 4 and im.shape[2:] == (H, W) and im.shape[1] in (3, 4):
+    if (im.ndim == 4 and im.shape[2:] == (H, W) and im.shape[1] in (3, 4)
+            and not (im.shape[0] == 1 < R and im.shape[1] == C)):
         # the (N, C, H, W) inputs of a channels-first model: read as a grid of gray images,
-        # they put channel t of each image under the map of class t when T = C
+        # they put channel t of each image under the map of class t when T = C. A lone
+        # (1, C, H, W) over several rows stays one gray image per column.
         raise ValueError(f"images of shape {im.shape} read as channels-first images "
                          f"(N, {im.shape[1]}, H, W) (x of a channels-first model) or as a "
                          f"{im.shape[0]}x{im.shape[1]} grid of gray images, one per panel; "
@@ -329,9 +331,9 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         ``(N, 10, H, W)``, i.e. images x classes; transpose axes 0 and 1 for classes x images.
       images: background images to overlay the maps on, with ``alpha``: one ``(H, W[, c])``
         for every panel, ``(R, 1, H, W[, c])`` per row, ``(1, C, ...)`` per column or
-        ``(R, C, ...)`` per panel. A 4-D ``(R, 3 or 4, H, W)`` is refused as ambiguous
+        ``(R, C, ...)`` per panel. A 4-D ``(N, 3 or 4, H, W)`` is refused as ambiguous
         (channels-first images: ``np.moveaxis(x, 1, -1)``; gray images, one per panel:
-        ``(R, C, H, W, 1)``).
+        ``(R, C, H, W, 1)``), except ``(1, C, H, W)`` over several rows: one per column.
       inputs: ``(R, H, W[, c])`` (or one ``(H, W[, c])`` for all rows: a 3-D array whose last
         axis is 1, 3 or 4 is one image), shown as an extra first column titled
         ``input_title`` next to each row's maps. Images and inputs must be finite.

@@ -712,9 +712,9 @@ def test_channels_first_images_under_maps_are_refused_not_split_into_channels():
     maps = np.zeros((2, 3, H, W), np.float32)
     maps[..., 0, 0] = 1.0  # non-constant maps, 0 under the square
     cf = np.moveaxis(x, -1, 1)  # (2, 3, H, W)
-    for bad in (cf, cf[:1]):
+    for m_, bad in ((maps, cf), (maps[:1], cf[:1])):
         with pytest.raises(ValueError, match=r"channels-first.*np\.moveaxis\(images, 1, -1\)"):
-            plot.grid(maps, images=bad)
+            plot.grid(m_, images=bad)
     with pytest.raises(ValueError, match="channels-first"):  # 10 classes: no longer a
         plot.grid(np.zeros((2, 10, H, W)) + maps[:, :1], images=cf)  # bare broadcast error
     fig = plot.grid(maps, images=np.moveaxis(cf, 1, -1), alpha=0.5)
@@ -987,3 +987,16 @@ def test_long_titles_of_narrow_figures_are_not_cut_off():
         fractions, scores, auc = np.linspace(0, 1, 5), rs.rand(3, 5), rs.rand(3)
 
     _texts_inside(plot.curves({"saliency": C()}, title=long))
+
+
+def test_one_gray_image_per_column_of_three_is_still_drawn():
+    """ca6d086 refuses (N, 3, H, W) images (a channels-first model's x); a lone (1, C, H, W)
+    over several rows, the documented one gray image per column, is not that and draws."""
+    rs = np.random.RandomState(0)
+    cols = rs.rand(1, 3, 10, 12)
+    fig = plot.grid(rs.rand(2, 3, 10, 12), images=cols)
+    for i, ax in enumerate(plot.panel_axes(fig)):
+        np.testing.assert_allclose(np.asarray(ax.get_images()[0].get_array()), cols[0, i % 3],
+                                   atol=1e-6)
+    with pytest.raises(ValueError, match="channels-first"):  # one row: x[:1] of such a model
+        plot.grid(rs.rand(1, 3, 10, 12), images=cols)
