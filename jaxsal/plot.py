@@ -29,6 +29,7 @@ import numpy as np
 from matplotlib import cm, colors
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.ticker import Formatter
 
 __all__ = [
     "architecture",
@@ -623,39 +624,35 @@ def _Locator(n):
     return MaxNLocator(n)
 
 
-def _bar_formatter():
+class _BarFormatter(Formatter):
     """Colour-bar tick labels in one notation per bar: with an exponent on every tick when the
     largest tick is below 1e-2 or from 1e4 on (no offset text, "1e-5", floating above a bar),
     plain decimals otherwise; as many digits as the ticks need, the same on every tick (a bar
-    mixed "8.0e-03" with "0.01", and printed a 1.25e-03 tick as "1.2e-03")."""
-    from matplotlib.ticker import Formatter
+    mixed "8.0e-03" with "0.01", and printed a 1.25e-03 tick as "1.2e-03"). A module-level
+    class, so that figures stay picklable."""
 
-    class BarFormatter(Formatter):
-        ticks = ()
+    ticks = ()
 
-        def set_locs(self, locs):  # the axis's ticks, given before they are labelled
-            self.ticks = tuple(float(t) for t in locs)
+    def set_locs(self, locs):  # the axis's ticks, given before they are labelled
+        self.ticks = tuple(float(t) for t in locs)
 
-        def __call__(self, v, pos=None):
-            ticks = [t for t in self.ticks if t != 0] or [float(v)]
-            big = max(abs(t) for t in ticks)
-            if v == 0 or big == 0:
-                return "0"
-            tol = 1e-9 * big
-            if big < 1e-2 or big >= 1e4:
-                p = next((p for p in range(1, 5) if all(
-                    abs(float(f"{t:.{p}e}") - t) <= tol for t in ticks)), 4)
-                return f"{v:.{p}e}"
-            d = next((d for d in range(0, 7) if all(abs(round(t, d) - t) <= tol
-                                                   for t in ticks)), 6)
-            return f"{v:.{d}f}"
-
-    return BarFormatter()
+    def __call__(self, v, pos=None):
+        ticks = [t for t in self.ticks if t != 0] or [float(v)]
+        big = max(abs(t) for t in ticks)
+        if v == 0 or big == 0:
+            return "0"
+        tol = 1e-9 * big
+        if big < 1e-2 or big >= 1e4:
+            p = next((p for p in range(1, 5) if all(
+                abs(float(f"{t:.{p}e}") - t) <= tol for t in ticks)), 4)
+            return f"{v:.{p}e}"
+        d = next((d for d in range(0, 7) if all(abs(round(t, d) - t) <= tol for t in ticks)), 6)
+        return f"{v:.{d}f}"
 
 
 def _format_bar(cb, orientation):
     axis = cb.ax.xaxis if orientation == "horizontal" else cb.ax.yaxis
-    axis.set_major_formatter(_bar_formatter())
+    axis.set_major_formatter(_BarFormatter())
 
 
 def _panel_colorbar(fig, ax, norm, cmap, fw, fh):

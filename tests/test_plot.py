@@ -1000,3 +1000,17 @@ def test_one_gray_image_per_column_of_three_is_still_drawn():
                                    atol=1e-6)
     with pytest.raises(ValueError, match="channels-first"):  # one row: x[:1] of such a model
         plot.grid(rs.rand(1, 3, 10, 12), images=cols)
+
+
+def test_figures_pickle():
+    """Figures pickle (to cache or send them), colour bars included: 6b987ca's tick
+    formatter, a class local to a function, could not be pickled."""
+    import pickle
+
+    rs = np.random.RandomState(0)
+    for fig in (plot.heatmap(rs.rand(8, 8)), plot.grid(_maps(2, 2, signed=True), scale="column"),
+                plot.image_grid(rs.rand(2, 8, 8, 1), value_range=(0, 1)),
+                plot.grid(_maps(20, 10))):
+        again = pickle.loads(pickle.dumps(fig))
+        assert plot.count_panels(again) == plot.count_panels(fig)
+        assert again._repr_png_()[:4] == b"\x89PNG"
