@@ -28,6 +28,19 @@ from model_import._version import parse_version
 Array = jax.Array
 
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+
+def functional_subclass(model_cfg: Any) -> bool:
+    """Whether ``model_cfg`` (a ``{"class_name", "config"}`` entry) is a subclass of
+    ``keras.Model`` built the Functional way, ``MyModel(inputs, outputs)`` (keras.io's custom
+    ``train_step`` models): Keras saves it under its own class name with a Functional
+    model's config (its ``layers``, ``input_layers`` and ``output_layers``), and reloads it
+    as that graph. A subclass that builds its layers in ``__init__`` saves no such config."""
+    if not isinstance(model_cfg, Mapping) or model_cfg.get("class_name") in MODEL_CLASSES:
+        return False
+    cfg = model_cfg.get("config")
+    return (isinstance(cfg, Mapping) and isinstance(cfg.get("layers"), list)
+            and "input_layers" in cfg and "output_layers" in cfg)
 #: Layers that look token ids up in a table of ``input_dim`` rows (see ``token_limits``).
 _EMBEDDINGS = ("Embedding", "ReversibleEmbedding")
 
@@ -161,6 +174,10 @@ class LayerSpec:
     class_name: str
     config: Mapping[str, Any]
     impl: LayerImpl
+    #: the Python class a Keras 3 weights file keys the layer by, where it is not
+    #: ``class_name`` (a Functional subclass nested as a layer: ``my_model``, not
+    #: ``functional``)
+    keras_class: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -1198,7 +1215,8 @@ def _first_input_shape(layer_cfg) -> tuple | None:
     if isinstance(cfg, list):
         cfg = {"layers": cfg}
     shape = _input_shape(cfg)
-    if shape is None and layer_cfg.get("class_name") in MODEL_CLASSES and cfg.get("layers"):
+    if shape is None and cfg.get("layers") and (layer_cfg.get("class_name") in MODEL_CLASSES
+                                                or functional_subclass(layer_cfg)):
         return _first_input_shape(cfg["layers"][0])
     return shape
 
@@ -1268,6 +1286,14 @@ class GraphBuilder:
         cls = layer_cfg.get("class_name")
         if not isinstance(cls, str):
             raise self._err(f"a layer entry has no class_name: {str(layer_cfg)[:200]}")
+        keras_class = None
+        if functional_subclass(layer_cfg) and all(
+                lookup(c, self.custom) is None
+                for c in (cls, cls.split(">")[-1], layer_cfg.get("registered_name") or cls)):
+            # a nested Functional subclass (no converter registered for its class) is the
+            # graph its config records, as Keras reloads it
+            keras_class, cls = cls.split(">")[-1], "Functional"
+            layer_cfg = {**layer_cfg, "class_name": cls}
         raw_cfg = layer_cfg.get("config")
         if not isinstance(raw_cfg, (Mapping, list)):
             # Keras writes every layer's options: defaults would build another layer
@@ -1306,7 +1332,8 @@ class GraphBuilder:
             cls = registered  # a converter registered under the full "package>Class" name
         if cls in MODEL_CLASSES:
             sub = self.build(layer_cfg)
-            return LayerSpec(name, cls, cfg, LayerImpl(call=None, subgraph=sub, n_weights=None))
+            return LayerSpec(name, cls, cfg, LayerImpl(call=None, subgraph=sub, n_weights=None),
+                             keras_class=keras_class)
         module = str(layer_cfg.get("module") or "")
         if not cls.startswith("ops.") and (
                 module.startswith(("keras.src.ops", "keras.ops"))

@@ -16,7 +16,8 @@ from model_import._files import (Keras3Weights, LegacyH5Weights, WeightSource,
                                  config_keras_version, keras_version_of, parse_config, read_h5,
                                  read_keras_dir, read_keras_zip, read_sharded_weights,
                                  recorded_backend, sniff)
-from model_import._graph import MODEL_CLASSES, Graph, GraphBuilder, LayerCallError
+from model_import._graph import (MODEL_CLASSES, Graph, GraphBuilder, LayerCallError,
+                                 functional_subclass)
 from model_import._output_padding import padding_hint
 from model_import._model import HEADS, KerasModel
 from model_import._version import keras_backend_of, parse_version
@@ -24,7 +25,8 @@ from model_import._version import keras_backend_of, parse_version
 
 def _layer_order(graph: Graph, prefix: tuple = ()) -> dict[tuple, list]:
     # Keras 3 operations (``x + 3.0``) are not layers: they own no entry in the weights file.
-    order = {prefix: [(n, s.class_name if s.class_name != "Model" else "Functional")
+    order = {prefix: [(n, s.keras_class or (s.class_name if s.class_name != "Model"
+                                            else "Functional"))
                       for n, s in graph.layers.items() if not s.class_name.startswith("ops.")]}
     for n, s in graph.layers.items():
         if s.impl.subgraph is not None:
@@ -317,11 +319,17 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
     if not isinstance(config, Mapping) or "class_name" not in config:
         raise KerasImportError("the architecture config must be a dict with 'class_name' and "
                                "'config' (what model.to_json() writes)", path=path)
+    if functional_subclass(config):  # MyModel(inputs, outputs): its recorded graph
+        config = {**config, "class_name": "Functional"}
     if config["class_name"] not in MODEL_CLASSES:
         raise KerasImportError(
-            f"expected a Sequential or Functional model, got class {config['class_name']!r}. "
-            "Subclassed models store no architecture: rebuild the model as a Functional model "
-            "and save that.", path=path)
+            f"expected a Sequential or Functional model, got class {config['class_name']!r}, "
+            "whose config records no graph ('layers', 'input_layers' and 'output_layers'). A "
+            "keras.Model subclass that makes its layers in __init__ (or a subclass of "
+            "Sequential) saves none that can be read without its Python code; one built the "
+            "Functional way, MyModel(inputs, outputs), loads as its graph. Rebuild the model "
+            "as keras.Model(inputs, outputs) or keras.Sequential, copy the weights "
+            "(new.set_weights(old.get_weights())) and save that.", path=path)
     if keras_backend is not None:
         keras_backend = keras_backend_of(keras_backend, "keras_backend")
     builder = GraphBuilder(keras_version=keras_version, path=path, custom_layers=custom_layers,

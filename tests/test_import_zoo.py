@@ -1,0 +1,158 @@
+"""Keras 3 models written the way tutorials and notebooks write them, against Keras itself.
+
+- A ``keras.Model`` subclass built the Functional way, ``MyModel(inputs, outputs)`` (keras.io's
+  custom ``train_step`` models): Keras saves it under its own class name with a Functional
+  config and reloads it as that graph; so does the importer, at the top and nested (a
+  registered subclass shared by two branches, one inside a Sequential), from ``.keras``,
+  ``.h5`` and ``.weights.h5`` + config (also a config rebuilt in code, whose layers Keras
+  named on: the weights are then found by Keras's keys, ``reg_model`` for the nested model).
+  A subclass that makes its layers in ``__init__`` is refused saying what loads instead.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+from keras import layers  # noqa: E402
+
+from import_helpers import perturb_keras, rel_err  # noqa: E402
+from model_import import KerasImportError, load_keras  # noqa: E402
+
+TOL = 1e-5
+x64 = getattr(jax, "enable_x64", None)
+if x64 is None:  # older JAX
+    from jax.experimental import enable_x64 as x64
+
+
+class TrainStepModel(keras.Model):
+    """keras.io's "customizing what happens in fit": only ``train_step`` is overridden."""
+
+    def train_step(self, data):
+        return super().train_step(data)
+
+
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class RegModel(keras.Model):
+    pass
+
+
+def _functional_subclasses():
+    """A TrainStepModel holding a RegModel encoder shared by two inputs and a Sequential
+    that nests a TrainStepModel."""
+    i = keras.Input((6,))
+    h = layers.BatchNormalization()(layers.Dense(5, activation="relu")(i))
+    enc = RegModel(i, layers.Dense(3)(h))
+    j = keras.Input((3,))
+    head = keras.Sequential([keras.Input((3,)), layers.Dense(3),
+                             TrainStepModel(j, layers.Dense(3, activation="tanh")(j))])
+    a, b = keras.Input((6,)), keras.Input((6,))
+    out = layers.Dense(2, activation="softmax")(
+        layers.Concatenate()([head(enc(a)), enc(b)]))
+    m = TrainStepModel([a, b], out)
+    perturb_keras(m, kernels=True)
+    return m
+
+
+def _inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(3, 6)).astype(np.float32) for _ in range(2)]
+
+
+@pytest.fixture(scope="module")
+def subclassed(tmp_path_factory):
+    d = tmp_path_factory.mktemp("subclassed")
+    m = _functional_subclasses()
+    assert type(m).__name__ == "TrainStepModel"
+    m.save(d / "m.keras")
+    m.save(d / "m.h5")
+    m.save_weights(d / "m.weights.h5")
+    return m, d
+
+
+@pytest.mark.parametrize("form", ["keras", "h5", "weights"])
+def test_functional_subclass_loads_as_its_graph(subclassed, form):
+    m, d = subclassed
+    x = _inputs()
+    ref = np.asarray(m.predict(x, verbose=0))
+    if form == "weights":
+        jm = load_keras(d / "m.weights.h5", config=m.to_json())
+    else:
+        jm = load_keras(d / f"m.{form}")
+    assert rel_err(np.asarray(jm(x)), ref) < TOL
+    # the logits head: the same model with a linear last layer, in Keras
+    last = m.layers[-1]
+    last.activation = keras.activations.linear
+    try:
+        logits = np.asarray(m.predict(x, verbose=0))
+    finally:
+        last.activation = keras.activations.softmax
+    assert rel_err(np.asarray(jm.with_head("logits")(x)), logits) < TOL
+    # the nested encoder's layers are addressable, as a Functional model's
+    assert any(n.startswith("reg_model/") for n in jm.layer_names)
+
+
+def test_functional_subclass_rebuilt_config_finds_weights_by_keras_keys(subclassed):
+    # a second build in the same session names its layers on (dense_7...), so the names
+    # recorded in the weights file are not the architecture's and Keras loads by its keys
+    m, d = subclassed
+    rebuilt = _functional_subclasses()
+    assert {lay.name for lay in rebuilt.layers} != {lay.name for lay in m.layers}
+    rebuilt.load_weights(d / "m.weights.h5")
+    x = _inputs(1)
+    ref = np.asarray(rebuilt.predict(x, verbose=0))
+    assert rel_err(ref, np.asarray(m.predict(x, verbose=0))) < TOL  # Keras found them
+    jm = load_keras(d / "m.weights.h5", config=rebuilt.to_json())
+    assert rel_err(np.asarray(jm(x)), ref) < TOL
+
+
+def test_functional_subclass_gradient_matches_central_differences(subclassed):
+    m, d = subclassed
+    jm = load_keras(d / "m.keras").with_head("logits")
+    x = [np.asarray(a[:1], np.float64) for a in _inputs(2)]
+    p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), jm.params)
+    w = np.random.default_rng(3).normal(size=2)
+
+    def f(a, b):
+        return jax.numpy.sum(jm.apply(p64, [a, b])[0] * w)
+
+    with x64(True):
+        g = jax.grad(f, argnums=(0, 1))(*x)
+        rng = np.random.default_rng(4)
+        for _ in range(3):
+            da, db = rng.normal(size=x[0].shape), rng.normal(size=x[1].shape)
+            eps = 1e-6
+            fd = (f(x[0] + eps * da, x[1] + eps * db) - f(x[0] - eps * da, x[1] - eps * db))
+            fd = float(fd) / (2 * eps)
+            an = float(np.sum(g[0] * da) + np.sum(g[1] * db))
+            assert abs(fd - an) <= 1e-6 * max(1.0, abs(fd))
+
+
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class InitLayersModel(keras.Model):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.hidden = layers.Dense(3, activation="relu")
+        self.out = layers.Dense(2)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+class SequentialSubclass(keras.Sequential):
+    pass
+
+
+@pytest.mark.parametrize("make", ["init_layers", "sequential_subclass"])
+def test_subclass_without_graph_refused_saying_what_loads(tmp_path, make):
+    x = np.ones((1, 4), np.float32)
+    if make == "init_layers":
+        m = InitLayersModel()
+        m(x)
+    else:
+        m = SequentialSubclass([keras.Input((4,)), layers.Dense(2)])
+    m.save(tmp_path / "m.keras")
+    cls = type(m).__name__
+    with pytest.raises(KerasImportError, match=rf"got class '{cls}'.*records no graph.*"
+                       r"MyModel\(inputs, outputs\), loads as its graph.*keras\.Sequential"):
+        load_keras(tmp_path / "m.keras")
