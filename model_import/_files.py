@@ -432,6 +432,28 @@ class Keras3Weights(WeightSource):
             out += self._vars(h)
         return out
 
+    def sublayer_groups(self, path) -> list[tuple[str, list[tuple]]]:
+        """``(group, shapes)`` of the groups below layer ``path``'s own that hold arrays (a
+        custom layer's sublayers, ``proj`` for ``self.proj = Dense(...)``, nested ones as
+        ``ffn/layers/dense``), in the file's (sorted) order; ``[]`` if none."""
+        g = self._group(tuple(path))
+        out: list[tuple[str, list[tuple]]] = []
+
+        def walk(h, prefix):
+            for key in h:
+                sub = h[key]
+                if key == "vars" or not isinstance(sub, h5py.Group):
+                    continue
+                v = sub.get("vars")
+                if isinstance(v, h5py.Group) and len(v):
+                    out.append((prefix + key, [tuple(v[k].shape) for k in
+                                               sorted(v, key=lambda k: (len(k), k))]))
+                walk(sub, f"{prefix}{key}/")
+
+        if g is not None:
+            walk(g, "")
+        return out
+
     def _vars(self, g) -> list[np.ndarray]:
         v = g.get("vars")
         if v is None:

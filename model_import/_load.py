@@ -34,6 +34,25 @@ def _layer_order(graph: Graph, prefix: tuple = ()) -> dict[tuple, list]:
     return order
 
 
+def _sublayer_hint(spec, source, lpath: tuple) -> str:
+    """For a layer whose converter reads only its own arrays (no ``weight_groups``) from a
+    Keras 3 weights file that keeps others below it (a custom layer made of sublayers,
+    ``self.proj = Dense(...)``: ``.keras`` stores each under its attribute name): where they
+    are and how to read them. ``""`` otherwise."""
+    if spec.impl.weight_groups is not None or not isinstance(source, Keras3Weights):
+        return ""
+    groups = source.sublayer_groups(lpath)
+    if not groups:
+        return ""
+    listing = ", ".join(f"{g!r} {shapes}" for g, shapes in groups[:12])
+    return (f". A Keras 3 weights file (.keras, .weights.h5) keeps the arrays of the "
+            f"layer's sublayers in groups of their own, named by attribute: {listing}. Give "
+            "the converter's LayerImpl weight_groups=(...), the names of those it reads in "
+            "the layer's layer.weights order (its own weights first, then each sublayer's in "
+            "the order its __init__ assigned them); a legacy .h5 keeps them all in the "
+            "layer's own group, in that order")
+
+
 def _frozen(spec) -> bool:
     return isinstance(spec.config, Mapping) and spec.config.get("trainable") is False
 
@@ -175,8 +194,8 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
                         "model in Keras and save it as .keras or .weights.h5")
             raise KerasImportError(
                 f"layer {where!r} ({spec.class_name}) expects {spec.impl.n_weights} weight "
-                f"arrays, the file has {len(ws)} (shapes {[w.shape for w in ws]}){hint}",
-                path=path)
+                f"arrays, the file has {len(ws)} (shapes {[w.shape for w in ws]})"
+                f"{hint or _sublayer_hint(spec, source, lpath)}", path=path)
         arrays = [_as_numeric(w, where, path) for w in ws]
         for i, a in enumerate(arrays):
             bad = _non_finite(a)
@@ -193,12 +212,13 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
         except KerasImportError:  # the converter's own refusal
             raise
         except Exception as e:  # arrays of the right number but not of the expected shapes
+            hint = _sublayer_hint(spec, source, lpath) or (
+                ". The weights belong to another architecture or the file is damaged (load "
+                "them with the config they were saved with)")
             raise KerasImportError(
                 f"layer {where!r} ({spec.class_name}): its weights do not fit its config "
                 f"({type(e).__name__}: {e}); the file has arrays of shapes "
-                f"{[a.shape for a in arrays]}. The weights belong to another architecture or "
-                "the file is damaged (load them with the config they were saved with)",
-                path=path) from e
+                f"{[a.shape for a in arrays]}{hint}", path=path) from e
         scalar_biases = [k for k, v in converted.items()
                          if (k == "bias" or k.endswith("_bias")) and np.ndim(v) == 0]
         if scalar_biases:  # it would broadcast: a layer with one bias for every unit

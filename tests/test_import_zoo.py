@@ -7,6 +7,10 @@
   ``.h5`` and ``.weights.h5`` + config (also a config rebuilt in code, whose layers Keras
   named on: the weights are then found by Keras's keys, ``reg_model`` for the nested model).
   A subclass that makes its layers in ``__init__`` is refused saying what loads instead.
+- Custom layers made of sublayers (keras.io's ``TokenAndPositionEmbedding``; a block holding a
+  Sequential, a LayerNormalization and a weight of its own) with user converters that name
+  the sublayers' groups (``LayerImpl(weight_groups=...)``), from the three forms; without
+  them the error lists the groups and their shapes.
 """
 
 import jax
@@ -156,3 +160,130 @@ def test_subclass_without_graph_refused_saying_what_loads(tmp_path, make):
     with pytest.raises(KerasImportError, match=rf"got class '{cls}'.*records no graph.*"
                        r"MyModel\(inputs, outputs\), loads as its graph.*keras\.Sequential"):
         load_keras(tmp_path / "m.keras")
+
+
+# keras.io's "Text classification with Transformer" writes its embedding as a layer made of
+# two Embedding sublayers; a feed-forward block with a Sequential, a LayerNormalization and a
+# weight of its own is the same pattern one level deeper. A `.keras` archive (and a
+# `.weights.h5`) stores each sublayer's arrays under its attribute name (`pos_emb/vars`,
+# sorted: not `layer.weights` order); a legacy `.h5` stores them all in the layer's group in
+# `layer.weights` order. A converter names the groups with `LayerImpl(weight_groups=...)`.
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class TokenAndPositionEmbedding(layers.Layer):
+    def __init__(self, maxlen, vocab, dim, **kw):
+        super().__init__(**kw)
+        self.maxlen, self.vocab, self.dim = maxlen, vocab, dim
+        self.token_emb = layers.Embedding(vocab, dim)
+        self.pos_emb = layers.Embedding(maxlen, dim)
+
+    def build(self, shape):
+        self.token_emb.build(shape)
+        self.pos_emb.build((self.maxlen,))
+
+    def call(self, x):
+        return self.token_emb(x) + self.pos_emb(keras.ops.arange(0, keras.ops.shape(x)[-1]))
+
+    def compute_output_shape(self, shape):
+        return (*shape, self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "maxlen": self.maxlen, "vocab": self.vocab,
+                "dim": self.dim}
+
+
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class FFNBlock(layers.Layer):
+    def __init__(self, dim, ff, **kw):
+        super().__init__(**kw)
+        self.dim, self.ff = dim, ff
+        self.ffn = keras.Sequential([layers.Dense(ff, activation="relu"), layers.Dense(dim)])
+        self.norm = layers.LayerNormalization(epsilon=1e-3)
+
+    def build(self, shape):
+        self.scale = self.add_weight(shape=(self.dim,), initializer="ones", name="scale")
+        self.ffn.build(shape)
+        self.norm.build(shape)
+
+    def call(self, x):
+        return self.norm(x + self.ffn(x)) * self.scale
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "ff": self.ff}
+
+
+def _token_and_position(config, ctx, groups=("token_emb", "pos_emb")):
+    from model_import import LayerImpl
+
+    def call(p, x, *, rt):
+        return p["tok"][x] + p["pos"][: x.shape[-1]]
+    return LayerImpl(call=call, convert_weights=lambda w: {"tok": w[0], "pos": w[1]},
+                     n_weights=2, weight_groups=groups)
+
+
+def _ffn_block(config, ctx, groups=("ffn/layers/dense", "ffn/layers/dense_1", "norm")):
+    import jax.numpy as jnp
+    from model_import import LayerImpl
+
+    def call(p, x, *, rt):
+        h = rt.relu(x @ p["k1"] + p["b1"]) @ p["k2"] + p["b2"] + x
+        mean = h.mean(-1, keepdims=True)
+        var = ((h - mean) ** 2).mean(-1, keepdims=True)
+        return ((h - mean) / jnp.sqrt(var + 1e-3) * p["gamma"] + p["beta"]) * p["scale"]
+
+    names = ("scale", "k1", "b1", "k2", "b2", "gamma", "beta")
+    return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)), n_weights=7,
+                     weight_groups=groups)
+
+
+@pytest.fixture(scope="module")
+def made_of_sublayers(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sublayers")
+    i = keras.Input((7,), dtype="int32")
+    h = TokenAndPositionEmbedding(7, 20, 8)(i)
+    h = FFNBlock(8, 16)(h)
+    h = layers.GlobalAveragePooling1D()(h)
+    m = keras.Model(i, layers.Dense(3, activation="softmax")(h))
+    perturb_keras(m, kernels=True)
+    m.save(d / "m.keras")
+    m.save(d / "m.h5")
+    m.save_weights(d / "m.weights.h5")
+    return m, d
+
+
+@pytest.mark.parametrize("form", ["keras", "h5", "weights"])
+def test_custom_layers_made_of_sublayers(made_of_sublayers, form):
+    m, d = made_of_sublayers
+    x = np.random.default_rng(0).integers(0, 20, (3, 7)).astype(np.int32)
+    ref = np.asarray(m.predict(x, verbose=0))
+    custom = {"TokenAndPositionEmbedding": _token_and_position, "FFNBlock": _ffn_block}
+    kw = {"config": m.to_json()} if form == "weights" else {}
+    path = d / ("m.weights.h5" if form == "weights" else f"m.{form}")
+    jm = load_keras(path, custom_layers=custom, **kw)
+    assert rel_err(np.asarray(jm(x)), ref) < TOL
+
+
+def test_custom_layer_made_of_sublayers_without_weight_groups_says_where(made_of_sublayers):
+    m, d = made_of_sublayers
+
+    def plain(config, ctx):  # reads the layer's own arrays only: none in a .keras
+        return _token_and_position(config, ctx, groups=None)
+
+    custom = {"TokenAndPositionEmbedding": plain, "FFNBlock": _ffn_block}
+    with pytest.raises(KerasImportError, match=(
+            r"'token_and_position_embedding' \(TokenAndPositionEmbedding\) expects 2 weight "
+            r"arrays, the file has 0.*'pos_emb' \[\(7, 8\)\], 'token_emb' \[\(20, 8\)\]\. "
+            r"Give the converter's LayerImpl weight_groups=\(\.\.\.\)")):
+        load_keras(d / "m.keras", custom_layers=custom)
+    # with its own weight only, a block finds one array and is told about the others
+    custom = {"TokenAndPositionEmbedding": _token_and_position,
+              "FFNBlock": lambda c, ctx: _ffn_block(c, ctx, groups=None)}
+    with pytest.raises(KerasImportError, match=(
+            r"expects 7 weight arrays, the file has 1 .*'ffn/layers/dense' \[\(8, 16\), "
+            r"\(16,\)\], 'ffn/layers/dense_1' \[\(16, 8\), \(8,\)\], 'norm' \[\(8,\), \(8,\)\]")):
+        load_keras(d / "m.keras", custom_layers=custom)
+    jm = load_keras(d / "m.h5", custom_layers=custom)  # the legacy .h5 needs no groups
+    x = np.arange(14, dtype=np.int32).reshape(2, 7)
+    assert rel_err(np.asarray(jm(x)), np.asarray(m.predict(x, verbose=0))) < TOL
