@@ -347,9 +347,13 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
             "whose config records no graph ('layers', 'input_layers' and 'output_layers'). A "
             "keras.Model subclass that makes its layers in __init__ (or a subclass of "
             "Sequential) saves none that can be read without its Python code; one built the "
-            "Functional way, MyModel(inputs, outputs), loads as its graph. Rebuild the model "
-            "as keras.Model(inputs, outputs) or keras.Sequential, copy the weights "
-            "(new.set_weights(old.get_weights())) and save that.", path=path)
+            "Functional way, MyModel(inputs, outputs), loads as its graph. If the subclass "
+            "builds a Functional graph inside its own __init__ (super().__init__(inputs, "
+            "outputs)), Keras saves only its constructor's arguments: save "
+            "keras.Model(model.inputs, model.outputs), a plain Functional model with the same "
+            "layers and weights. Otherwise rebuild the model as keras.Model(inputs, outputs) "
+            "or keras.Sequential, copy the weights (new.set_weights(old.get_weights())) and "
+            "save that.", path=path)
     if keras_backend is not None:
         keras_backend = keras_backend_of(keras_backend, "keras_backend")
     builder = GraphBuilder(keras_version=keras_version, path=path, custom_layers=custom_layers,

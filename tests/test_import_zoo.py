@@ -147,19 +147,42 @@ class SequentialSubclass(keras.Sequential):
     pass
 
 
-@pytest.mark.parametrize("make", ["init_layers", "sequential_subclass"])
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class GraphInInit(keras.Model):
+    """A Functional graph built inside the subclass's own ``__init__``: Keras saves only its
+    constructor's arguments."""
+
+    def __init__(self, units=3, **kw):
+        i = keras.Input((4,))
+        super().__init__(i, layers.Dense(2)(layers.Dense(units, activation="relu")(i)), **kw)
+        self.units = units
+
+    def get_config(self):
+        return {"units": self.units, "name": self.name}
+
+
+@pytest.mark.parametrize("make", ["init_layers", "sequential_subclass", "graph_in_init"])
 def test_subclass_without_graph_refused_saying_what_loads(tmp_path, make):
     x = np.ones((1, 4), np.float32)
     if make == "init_layers":
         m = InitLayersModel()
         m(x)
-    else:
+    elif make == "sequential_subclass":
         m = SequentialSubclass([keras.Input((4,)), layers.Dense(2)])
+    else:
+        m = GraphInInit(5)
     m.save(tmp_path / "m.keras")
     cls = type(m).__name__
     with pytest.raises(KerasImportError, match=rf"got class '{cls}'.*records no graph.*"
-                       r"MyModel\(inputs, outputs\), loads as its graph.*keras\.Sequential"):
+                       r"MyModel\(inputs, outputs\), loads as its graph.*save "
+                       r"keras\.Model\(model\.inputs, model\.outputs\).*keras\.Sequential"):
         load_keras(tmp_path / "m.keras")
+    if make == "graph_in_init":  # the way out the error gives
+        perturb_keras(m, kernels=True)
+        keras.Model(m.inputs, m.outputs).save(tmp_path / "plain.keras")
+        x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+        jm = load_keras(tmp_path / "plain.keras")
+        assert rel_err(np.asarray(jm(x)), np.asarray(m.predict(x, verbose=0))) < TOL
 
 
 # keras.io's "Text classification with Transformer" writes its embedding as a layer made of
