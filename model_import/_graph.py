@@ -1215,8 +1215,7 @@ def _first_input_shape(layer_cfg) -> tuple | None:
     if isinstance(cfg, list):
         cfg = {"layers": cfg}
     shape = _input_shape(cfg)
-    if shape is None and cfg.get("layers") and (layer_cfg.get("class_name") in MODEL_CLASSES
-                                                or functional_subclass(layer_cfg)):
+    if shape is None and layer_cfg.get("class_name") in MODEL_CLASSES and cfg.get("layers"):
         return _first_input_shape(cfg["layers"][0])
     return shape
 
