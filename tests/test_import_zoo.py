@@ -7,6 +7,12 @@
   ``.h5`` and ``.weights.h5`` + config (also a config rebuilt in code, whose layers Keras
   named on: the weights are then found by Keras's keys, ``reg_model`` for the nested model).
   A subclass that makes its layers in ``__init__`` is refused saying what loads instead.
+- Idioms of tutorials whose graphs reuse another model's nodes: a Grad-CAM model
+  (``keras.Model(m.inputs, [conv.output, m.output])``), layers first called in a discarded
+  model (Keras renumbers their calls in the saved config), a model reloaded with
+  ``load_model`` and extended from an inner layer, keras.io's OCR prediction model (from an
+  inner input to an inner output), and keras.io's ViT (an augmentation Sequential without an Input, ``extract_patches``, a
+  position Embedding of ``arange``), from the three forms, against Keras.
 - Custom layers made of sublayers (keras.io's ``TokenAndPositionEmbedding``; a block holding a
   Sequential, a LayerNormalization and a weight of its own) with user converters that name
   the sublayers' groups (``LayerImpl(weight_groups=...)``), from the three forms; without
@@ -310,3 +316,79 @@ def test_custom_layer_made_of_sublayers_without_weight_groups_says_where(made_of
     jm = load_keras(d / "m.h5", custom_layers=custom)  # the legacy .h5 needs no groups
     x = np.arange(14, dtype=np.int32).reshape(2, 7)
     assert rel_err(np.asarray(jm(x)), np.asarray(m.predict(x, verbose=0))) < TOL
+
+
+def _gradcam_model(tmp_path, rng):
+    i = keras.Input((10, 10, 3))
+    h = layers.Conv2D(4, 3, activation="relu", name="c1")(i)
+    h = layers.Conv2D(4, 3, activation="relu", name="c2")(h)
+    o = layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling2D()(h))
+    m = keras.Model(i, o)
+    return keras.Model(m.inputs, [m.get_layer("c2").output, m.output]), (10, 10, 3)
+
+
+def _reused_layers(tmp_path, rng):
+    d1, d2 = layers.Dense(5, activation="relu"), layers.Dense(3)
+    a = keras.Input((4,))
+    keras.Model(a, d2(d1(a)))  # discarded; Keras renumbers the calls below when saving
+    b = keras.Input((4,))
+    return keras.Model(b, layers.Add()([d2(d1(b)), d2(layers.Dense(5)(b))])), (4,)
+
+
+def _reloaded_extended(tmp_path, rng):
+    i = keras.Input((6,), name="x")
+    h = layers.BatchNormalization(name="bn")(layers.Dense(5, activation="relu")(i))
+    base = keras.Model(i, layers.Dense(3, activation="softmax")(h))
+    perturb_keras(base, rng=rng, kernels=True)
+    base.save(tmp_path / "base.keras")
+    r = keras.models.load_model(tmp_path / "base.keras")
+    return keras.Model(r.input, layers.Dense(2, name="new")(r.get_layer("bn").output)), (6,)
+
+
+def _ocr_prediction_model(tmp_path, rng):
+    i = keras.Input((16, 8, 1), name="image")
+    h = layers.MaxPooling2D()(layers.Conv2D(4, 3, activation="relu", padding="same")(i))
+    h = layers.Dense(8, activation="relu")(layers.Reshape((8, 16))(h))
+    h = layers.Bidirectional(layers.LSTM(6, return_sequences=True, dropout=0.25))(h)
+    m = keras.Model(i, layers.Dense(5, activation="softmax", name="dense2")(h))
+    return keras.Model(m.get_layer("image").output, m.get_layer("dense2").output), (16, 8, 1)
+
+
+def _keras_io_vit(tmp_path, rng):
+    aug = keras.Sequential([layers.Normalization(), layers.Resizing(12, 12),
+                            layers.RandomFlip("horizontal"), layers.RandomRotation(0.02),
+                            layers.RandomZoom(0.2, 0.2)], name="data_augmentation")
+    aug.layers[0].adapt(rng.normal(size=(10, 8, 8, 3)).astype(np.float32))
+    i = keras.Input((8, 8, 3))
+    p = keras.ops.reshape(keras.ops.image.extract_patches(aug(i), 4), (-1, 9, 48))
+    e = layers.Dense(8)(p) + layers.Embedding(9, 8)(keras.ops.arange(9))
+    x = layers.LayerNormalization(epsilon=1e-6)(e)
+    x = layers.Add()([layers.MultiHeadAttention(2, 8, dropout=0.1)(x, x), e])
+    x = layers.Flatten()(layers.LayerNormalization(epsilon=1e-6)(x))
+    x = layers.Dense(6, activation=keras.activations.gelu)(layers.Dropout(0.5)(x))
+    return keras.Model(i, layers.Dense(3)(x)), (8, 8, 3)
+
+
+_IDIOMS = {"gradcam_model": _gradcam_model, "reused_layers": _reused_layers,
+           "reloaded_extended": _reloaded_extended, "ocr_prediction_model": _ocr_prediction_model,
+           "keras_io_vit": _keras_io_vit}
+
+
+@pytest.mark.parametrize("idiom", sorted(_IDIOMS))
+def test_tutorial_idioms(tmp_path, idiom):
+    rng = np.random.default_rng(7)
+    m, shape = _IDIOMS[idiom](tmp_path, rng)
+    perturb_keras(m, rng=rng, kernels=True)
+    x = rng.normal(size=(3, *shape)).astype(np.float32)
+    ref = m.predict(x, verbose=0)
+    ref = [np.asarray(r) for r in (ref if isinstance(ref, list) else [ref])]
+    m.save(tmp_path / "m.keras")
+    m.save(tmp_path / "m.h5")
+    m.save_weights(tmp_path / "m.weights.h5")
+    for jm in (load_keras(tmp_path / "m.keras"), load_keras(tmp_path / "m.h5"),
+               load_keras(tmp_path / "m.weights.h5", config=m.to_json())):
+        got = jm(x)
+        got = got if isinstance(got, list) else [got]
+        assert len(got) == len(ref)
+        for g, r in zip(got, ref):
+            assert rel_err(np.asarray(g), r) < TOL
