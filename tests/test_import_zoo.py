@@ -11,8 +11,9 @@
   (``keras.Model(m.inputs, [conv.output, m.output])``), layers first called in a discarded
   model (Keras renumbers their calls in the saved config), a model reloaded with
   ``load_model`` and extended from an inner layer, keras.io's OCR prediction model (from an
-  inner input to an inner output), and keras.io's ViT (an augmentation Sequential without an Input, ``extract_patches``, a
-  position Embedding of ``arange``), from the three forms, against Keras.
+  inner input to an inner output), and keras.io's ViT (an augmentation Sequential without an
+  Input, ``extract_patches``, a position Embedding of ``arange``), from the three forms,
+  against Keras.
 - Custom layers made of sublayers (keras.io's ``TokenAndPositionEmbedding``; a block holding a
   Sequential, a LayerNormalization and a weight of its own) with user converters that name
   the sublayers' groups (``LayerImpl(weight_groups=...)``), from the three forms; without
