@@ -30,6 +30,25 @@ Array = jax.Array
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 
+#: The packages of Keras's own classes, as the ``module`` of a config entry names them.
+_KERAS_PACKAGES = ("keras", "tf_keras", "keras_hub", "keras_cv", "keras_nlp", "tensorflow")
+
+
+def own_class(layer_cfg: Mapping[str, Any]) -> bool:
+    """Whether a layer entry is a class of the model's own code (a custom layer, registered
+    with ``keras.saving.register_keras_serializable`` or not), even where it is named like a
+    Keras layer (``Attention``, ``LayerScale``). A Keras 3 or tf.keras 2.13+ config says so
+    by the entry's ``module`` (``None`` or the user's module, where Keras's classes name a
+    Keras package), Keras 3's legacy ``.h5`` by a ``"package>Class"`` name. Keras resolves
+    such an entry only through its registered custom objects, never to its own class of
+    that name. Entries without a ``module`` (legacy ``.h5``, Keras 2 JSON) do not tell."""
+    if ">" in str(layer_cfg.get("class_name")):
+        return True
+    if "module" not in layer_cfg:
+        return False
+    return str(layer_cfg.get("module") or "").split(".")[0] not in _KERAS_PACKAGES
+
+
 def functional_subclass(model_cfg: Any) -> bool:
     """Whether ``model_cfg`` (a ``{"class_name", "config"}`` entry) is a subclass of
     ``keras.Model`` built the Functional way, ``MyModel(inputs, outputs)`` (keras.io's custom
@@ -1324,10 +1343,16 @@ class GraphBuilder:
                 "jaxsal computes in floating point, where attributions are defined; load the "
                 "model saved before quantization (the float weights)")
         registered = layer_cfg.get("registered_name")
+        own = own_class(layer_cfg)
         if ">" in cls:  # Keras 3's legacy .h5 writes registered classes as "package>Class"
             registered, cls = cls, cls.split(">")[-1]
-        if (registered and registered != cls and lookup(cls, self.custom) is None
-                and lookup(registered, self.custom) is not None):
+
+        def converter(c):  # Keras's converter of a class of that name is not an own class's
+            conv = lookup(c, self.custom)
+            return None if own and conv in builtin_converters() else conv
+
+        if (registered and registered != cls and converter(cls) is None
+                and converter(registered) is not None):
             cls = registered  # a converter registered under the full "package>Class" name
         if cls in MODEL_CLASSES:
             sub = self.build(layer_cfg)
@@ -1345,7 +1370,24 @@ class GraphBuilder:
             # config lacks the ``trainable`` entry and the dtype policy every layer config has
             # (``zeros_like(x, dtype="bool")`` has a plain dtype).
             cls = f"ops.{cls}"
-        conv = lookup(cls, self.custom)
+        conv = converter(cls)
+        if conv is None and own and lookup(cls) in builtin_converters():
+            name_to_register = registered or cls
+            evidence = (f"the file names it {registered!r}, a class registered with "
+                        "keras.saving.register_keras_serializable" if "module" not in layer_cfg
+                        else f"the file records module {layer_cfg.get('module')!r} and "
+                        f"registered name {name_to_register!r}, where Keras's layers record "
+                        "a Keras module")
+            raise UnsupportedLayerError(
+                name, name_to_register, path=self.path,
+                detail=f"it is a class of the model's own code named like Keras's {cls} "
+                f"({evidence}), and "
+                "Keras loads it only from that code, never as its own layer of that name; "
+                f"the importer's {cls} converter does not apply to it"
+                + ("" if ">" in str(name_to_register) else
+                   "; a class registered with keras.saving.register_keras_serializable("
+                   f"package=...) is saved as 'package>{cls}', a name that keeps its "
+                   f"converter apart from Keras's {cls}"))
         if conv is None:
             if cls == "Lambda":
                 raise UnsupportedLayerError(

@@ -28,7 +28,7 @@ keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
 from import_helpers import perturb_keras, rel_err  # noqa: E402
-from model_import import KerasImportError, load_keras  # noqa: E402
+from model_import import KerasImportError, UnsupportedLayerError, load_keras  # noqa: E402
 
 TOL = 1e-5
 x64 = getattr(jax, "enable_x64", None)
@@ -393,3 +393,104 @@ def test_tutorial_idioms(tmp_path, idiom):
         assert len(got) == len(ref)
         for g, r in zip(got, ref):
             assert rel_err(np.asarray(g), r) < TOL
+
+
+# Classes of a model's own code named like Keras layers: keras.io's CaiT defines its own
+# LayerScale, Kaggle notebooks an attention pooling called Attention. Keras loads them only
+# from that code (a `.keras` entry records their module, here test_import_zoo, or None for
+# __main__; Keras 3's legacy `.h5` names a registered one "package>Class"), never as its own
+# class of that name.
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class LayerScale(layers.Layer):
+    """Not Keras's ConvNeXt LayerScale (``x * gamma``): this one adds 1."""
+
+    def __init__(self, init_values, projection_dim, **kw):
+        super().__init__(**kw)
+        self.init_values, self.projection_dim = init_values, projection_dim
+
+    def build(self, shape):
+        self.gamma = self.add_weight(
+            shape=(self.projection_dim,),
+            initializer=keras.initializers.Constant(self.init_values))
+
+    def call(self, x):
+        return x * self.gamma + 1.0
+
+    def get_config(self):
+        return {**super().get_config(), "init_values": self.init_values,
+                "projection_dim": self.projection_dim}
+
+
+class Attention(layers.Layer):
+    """An attention pooling over time (not registered: Keras needs custom_objects)."""
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1],), name="w")
+
+    def call(self, x):
+        a = keras.ops.softmax(keras.ops.tensordot(x, self.w, 1), axis=1)
+        return keras.ops.sum(x * a[..., None], axis=1)
+
+    def compute_output_shape(self, shape):
+        return (shape[0], shape[-1])
+
+
+def _own_layer_scale(config, ctx):
+    from model_import import LayerImpl
+    return LayerImpl(call=lambda p, x, *, rt: x * p["gamma"] + 1.0,
+                     convert_weights=lambda w: {"gamma": w[0]}, n_weights=1)
+
+
+def _own_attention(config, ctx):
+    import jax.numpy as jnp
+    from model_import import LayerImpl
+
+    def call(p, x, *, rt):
+        a = jax.nn.softmax(x @ p["w"], axis=1)
+        return jnp.sum(x * a[..., None], axis=1)
+    return LayerImpl(call=call, convert_weights=lambda w: {"w": w[0]}, n_weights=1)
+
+
+@pytest.fixture(scope="module")
+def own_classes(tmp_path_factory):
+    from keras.src.applications.convnext import LayerScale as KerasLayerScale
+    d = tmp_path_factory.mktemp("own_classes")
+    i = keras.Input((5, 4))
+    h = KerasLayerScale(0.5, 4)(i)  # Keras's own, beside the model's own of that name
+    h = LayerScale(0.5, 4)(h)
+    m = keras.Model(i, layers.Dense(2)(Attention()(h)))
+    perturb_keras(m, kernels=True)
+    m.save(d / "m.keras")
+    # the legacy .h5 cannot tell an unregistered own class from Keras's: leave it out there
+    j = keras.Input((5, 4))
+    mh = keras.Model(j, layers.Flatten()(LayerScale(0.5, 4)(KerasLayerScale(0.5, 4)(j))))
+    perturb_keras(mh, kernels=True)
+    mh.save(d / "mh.h5")
+    return m, mh, d
+
+
+def test_own_classes_named_like_keras_layers_are_refused_naming_them(own_classes):
+    m, mh, d = own_classes
+    with pytest.raises(UnsupportedLayerError, match=(
+            r"class 'jaxsal_zoo>LayerScale' cannot be ported.*named like Keras's LayerScale "
+            r"\(the file records module 'test_import_zoo' and registered name "
+            r"'jaxsal_zoo>LayerScale'")):
+        load_keras(d / "m.keras")
+    with pytest.raises(UnsupportedLayerError, match=(
+            r"class 'Attention' cannot be ported.*named like Keras's Attention.*"
+            r"register_keras_serializable\(package=\.\.\.\) is saved as 'package>Attention'")):
+        load_keras(d / "m.keras", custom_layers={"jaxsal_zoo>LayerScale": _own_layer_scale})
+    with pytest.raises(UnsupportedLayerError, match=(
+            r"class 'jaxsal_zoo>LayerScale'.*\(the file names it 'jaxsal_zoo>LayerScale', a "
+            r"class registered with keras.saving.register_keras_serializable\)")):
+        load_keras(d / "mh.h5")
+
+
+def test_own_classes_named_like_keras_layers_take_their_converters(own_classes):
+    m, mh, d = own_classes
+    x = np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32)
+    custom = {"jaxsal_zoo>LayerScale": _own_layer_scale, "Attention": _own_attention}
+    jm = load_keras(d / "m.keras", custom_layers=custom)
+    assert rel_err(np.asarray(jm(x)), np.asarray(m.predict(x, verbose=0))) < TOL
+    jm = load_keras(d / "mh.h5", custom_layers=custom)
+    assert rel_err(np.asarray(jm(x)), np.asarray(mh.predict(x, verbose=0))) < TOL
