@@ -416,6 +416,9 @@ class LayerScale(layers.Layer):
     def call(self, x):
         return x * self.gamma + 1.0
 
+    def compute_output_shape(self, shape):
+        return shape
+
     def get_config(self):
         return {**super().get_config(), "init_values": self.init_values,
                 "projection_dim": self.projection_dim}
@@ -494,3 +497,21 @@ def test_own_classes_named_like_keras_layers_take_their_converters(own_classes):
     assert rel_err(np.asarray(jm(x)), np.asarray(m.predict(x, verbose=0))) < TOL
     jm = load_keras(d / "mh.h5", custom_layers=custom)
     assert rel_err(np.asarray(jm(x)), np.asarray(mh.predict(x, verbose=0))) < TOL
+
+
+def gelu(x):
+    """GPT-2's tanh approximation, the model's own function named like Keras's gelu."""
+    return 0.5 * x * (1 + keras.ops.tanh(0.7978845608 * (x + 0.044715 * x ** 3)))
+
+
+def test_unregistered_function_named_like_a_keras_activation_loads_as_keras_reloads_it(
+        tmp_path):
+    # saved as the bare name "gelu": Keras reloads its own gelu, and so does the importer
+    i = keras.Input((4,))
+    m = keras.Model(i, layers.Dense(2)(layers.Dense(6, activation=gelu)(i)))
+    perturb_keras(m, kernels=True)
+    m.save(tmp_path / "m.keras")
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32) * 3
+    reloaded = np.asarray(keras.models.load_model(tmp_path / "m.keras").predict(x, verbose=0))
+    assert rel_err(reloaded, np.asarray(m.predict(x, verbose=0))) > 1e-5  # not the model's
+    assert rel_err(np.asarray(load_keras(tmp_path / "m.keras")(x)), reloaded) < TOL
