@@ -21,32 +21,14 @@ from model_import._errors import KerasImportError, UnsupportedLayerError, forwar
 from model_import._layers import masking as _masking
 from model_import._layers.activations import _identity, activation_name, get_activation
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
-                                           builtin_converters, lookup)
+                                           builtin_converters, converter_for, lookup,
+                                           own_class)
 from model_import._output_padding import restore_output_padding
 from model_import._version import parse_version
 
 Array = jax.Array
 
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
-
-
-#: The packages of Keras's own classes, as the ``module`` of a config entry names them.
-_KERAS_PACKAGES = ("keras", "tf_keras", "keras_hub", "keras_cv", "keras_nlp", "tensorflow")
-
-
-def own_class(layer_cfg: Mapping[str, Any]) -> bool:
-    """Whether a layer entry is a class of the model's own code (a custom layer, registered
-    with ``keras.saving.register_keras_serializable`` or not), even where it is named like a
-    Keras layer (``Attention``, ``LayerScale``). A Keras 3 or tf.keras 2.13+ config says so
-    by the entry's ``module`` (``None`` or the user's module, where Keras's classes name a
-    Keras package), Keras 3's legacy ``.h5`` by a ``"package>Class"`` name. Keras resolves
-    such an entry only through its registered custom objects, never to its own class of
-    that name. Entries without a ``module`` (legacy ``.h5``, Keras 2 JSON) do not tell."""
-    if ">" in str(layer_cfg.get("class_name")):
-        return True
-    if "module" not in layer_cfg:
-        return False
-    return str(layer_cfg.get("module") or "").split(".")[0] not in _KERAS_PACKAGES
 
 
 def functional_subclass(model_cfg: Any) -> bool:
@@ -1346,14 +1328,8 @@ class GraphBuilder:
         own = own_class(layer_cfg)
         if ">" in cls:  # Keras 3's legacy .h5 writes registered classes as "package>Class"
             registered, cls = cls, cls.split(">")[-1]
-
-        def converter(c):  # Keras's converter of a class of that name is not an own class's
-            conv = lookup(c, self.custom)
-            return None if own and conv in builtin_converters() else conv
-
-        if (registered and registered != cls and converter(cls) is None
-                and converter(registered) is not None):
-            cls = registered  # a converter registered under the full "package>Class" name
+        # a converter registered under the full "package>Class" name is that class's
+        cls, conv = converter_for(cls, registered, own, self.custom)
         if cls in MODEL_CLASSES:
             sub = self.build(layer_cfg)
             return LayerSpec(name, cls, cfg, LayerImpl(call=None, subgraph=sub, n_weights=None),
@@ -1370,7 +1346,7 @@ class GraphBuilder:
             # config lacks the ``trainable`` entry and the dtype policy every layer config has
             # (``zeros_like(x, dtype="bool")`` has a plain dtype).
             cls = f"ops.{cls}"
-        conv = converter(cls)
+            conv = lookup(cls, self.custom)
         if conv is None and own and lookup(cls) in builtin_converters():
             name_to_register = registered or cls
             evidence = (f"the file names it {registered!r}, a class registered with "

@@ -515,3 +515,21 @@ def test_unregistered_function_named_like_a_keras_activation_loads_as_keras_relo
     reloaded = np.asarray(keras.models.load_model(tmp_path / "m.keras").predict(x, verbose=0))
     assert rel_err(reloaded, np.asarray(m.predict(x, verbose=0))) > 1e-5  # not the model's
     assert rel_err(np.asarray(load_keras(tmp_path / "m.keras")(x)), reloaded) < TOL
+
+
+def test_own_class_named_like_a_keras_layer_inside_a_wrapper(tmp_path):
+    i = keras.Input((3, 5, 4))
+    m = keras.Model(i, layers.TimeDistributed(LayerScale(0.5, 4))(i))
+    perturb_keras(m, kernels=True)
+    m.save(tmp_path / "m.keras")
+    m.save(tmp_path / "m.h5")
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 4)).astype(np.float32)
+    ref = np.asarray(m.predict(x, verbose=0))
+    for form in ("keras", "h5"):
+        with pytest.raises(KerasImportError, match=(
+                r"it wraps a LayerScale layer \(a class of the model's own code named like "
+                r"Keras's LayerScale.*custom_layers=\{'jaxsal_zoo>LayerScale': converter\}")):
+            load_keras(tmp_path / f"m.{form}")
+        jm = load_keras(tmp_path / f"m.{form}",
+                        custom_layers={"jaxsal_zoo>LayerScale": _own_layer_scale})
+        assert rel_err(np.asarray(jm(x)), ref) < TOL

@@ -382,6 +382,42 @@ def lookup(class_name: str, custom: Mapping[str, Converter] | None = None) -> Co
     return _REGISTRY.get(class_name)
 
 
+#: The packages of Keras's own classes, as the ``module`` of a config entry names them.
+_KERAS_PACKAGES = ("keras", "tf_keras", "keras_hub", "keras_cv", "keras_nlp", "tensorflow")
+
+
+def own_class(layer_cfg: Mapping[str, Any]) -> bool:
+    """Whether a layer entry is a class of the model's own code (a custom layer, registered
+    with ``keras.saving.register_keras_serializable`` or not), even where it is named like a
+    Keras layer (``Attention``, ``LayerScale``). A Keras 3 or tf.keras 2.13+ config says so
+    by the entry's ``module`` (``None`` or the user's module, where Keras's classes name a
+    Keras package), Keras 3's legacy ``.h5`` by a ``"package>Class"`` name. Keras resolves
+    such an entry only through its registered custom objects, never to its own class of
+    that name. Entries without a ``module`` (legacy ``.h5``, Keras 2 JSON) do not tell."""
+    if ">" in str(layer_cfg.get("class_name")):
+        return True
+    if "module" not in layer_cfg:
+        return False
+    return str(layer_cfg.get("module") or "").split(".")[0] not in _KERAS_PACKAGES
+
+
+def converter_for(cls: str, registered: str | None, own: bool,
+                  custom: Mapping[str, Converter] | None = None
+                  ) -> tuple[str, Converter | None]:
+    """``(name, converter)`` for a layer entry of class ``cls`` (Keras 3's registered name
+    ``registered``, ``"package>Class"``, or ``None``): a converter registered under the
+    registered name where the class name has none, else the class name's; for a class of
+    the model's own code (``own``, :func:`own_class`) never a built-in converter, which is
+    Keras's class of that name. ``converter`` is ``None`` where none applies."""
+    def find(name):
+        conv = lookup(name, custom)
+        return None if own and conv in _BUILTIN else conv
+
+    if registered and registered != cls and find(cls) is None and find(registered) is not None:
+        return registered, find(registered)
+    return cls, find(cls)
+
+
 def registered_classes() -> list[str]:
     """Sorted Keras class names that have a converter."""
     return sorted(_REGISTRY)

@@ -38,7 +38,8 @@ from model_import._files import object_keys
 from model_import._layers import masking as _masking
 from model_import._layers.activations import get_activation
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
-                                           builtin_converters, lookup, register_layer)
+                                           builtin_converters, converter_for, lookup,
+                                           own_class, register_layer)
 
 Array = jax.Array
 
@@ -601,13 +602,20 @@ def convert_inner(layer_cfg: Mapping[str, Any], ctx: ConvertContext) -> tuple[st
     """Convert the layer a wrapper holds (its serialized ``{"class_name", "config"}``)."""
     if not isinstance(layer_cfg, Mapping) or "class_name" not in layer_cfg:
         raise ctx.error(f"expected the wrapped layer's config, got {str(layer_cfg)[:200]}")
-    cls = str(layer_cfg["class_name"]).split(">")[-1]
+    raw = str(layer_cfg["class_name"])
+    registered = raw if ">" in raw else layer_cfg.get("registered_name")
+    cls = raw.split(">")[-1]
     cfg = dict(layer_cfg.get("config") or {})
-    conv = lookup(cls, ctx.custom_layers)
+    own = own_class(layer_cfg)
+    cls, conv = converter_for(cls, registered, own, ctx.custom_layers)
     if conv is None:
-        raise ctx.error(f"it wraps a {cls} layer, which has no converter (pass one as "
-                        f"load_keras(..., custom_layers={{{cls!r}: converter}}) or register it "
-                        "with model_import.register_layer)")
+        name = registered if own and registered else cls
+        mine = (f" (a class of the model's own code named like Keras's {cls}, which the "
+                "built-in converter of that name is not for)"
+                if own and lookup(cls) is not None else "")
+        raise ctx.error(f"it wraps a {cls} layer{mine}, which has no converter (pass one as "
+                        f"load_keras(..., custom_layers={{{name!r}: converter}}) or register "
+                        "it with model_import.register_layer)")
     sub = dataclasses.replace(ctx, layer_name=f"{ctx.layer_name}/{cfg.get('name', cls)}",
                               class_name=cls)
     impl = conv(cfg, sub)
