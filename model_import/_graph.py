@@ -42,6 +42,8 @@ def functional_subclass(model_cfg: Any) -> bool:
     cfg = model_cfg.get("config")
     return (isinstance(cfg, Mapping) and isinstance(cfg.get("layers"), list)
             and "input_layers" in cfg and "output_layers" in cfg)
+
+
 #: Layers that look token ids up in a table of ``input_dim`` rows (see ``token_limits``).
 _EMBEDDINGS = ("Embedding", "ReversibleEmbedding")
 
