@@ -26,8 +26,10 @@ from model_import._version import keras_backend_of, parse_version
 
 def _layer_order(graph: Graph, prefix: tuple = ()) -> dict[tuple, list]:
     # Keras 3 operations (``x + 3.0``) are not layers: they own no entry in the weights file.
-    order = {prefix: [(n, s.keras_class or (s.class_name if s.class_name != "Model"
-                                            else "Functional"))
+    # Keras keys a layer by its Python class: "LayerScale" for one whose converter is
+    # registered under its registered name "package>LayerScale"
+    order = {prefix: [(n, s.keras_class or (s.class_name.split(">")[-1]
+                                            if s.class_name != "Model" else "Functional"))
                       for n, s in graph.layers.items() if not s.class_name.startswith("ops.")]}
     for n, s in graph.layers.items():
         if s.impl.subgraph is not None:

@@ -533,3 +533,25 @@ def test_own_class_named_like_a_keras_layer_inside_a_wrapper(tmp_path):
         jm = load_keras(tmp_path / f"m.{form}",
                         custom_layers={"jaxsal_zoo>LayerScale": _own_layer_scale})
         assert rel_err(np.asarray(jm(x)), ref) < TOL
+
+
+def test_converter_under_registered_name_finds_weights_by_keras_keys(tmp_path):
+    # a config rebuilt in code names its layers on (layer_scale_2...): the weights are then
+    # found by Keras's keys, the snake_case Python class ("layer_scale"), not the registered
+    # name the converter is registered under ("jaxsal_zoo>LayerScale")
+    def build():
+        i = keras.Input((5, 4))
+        return keras.Model(i, LayerScale(0.5, 3)(layers.Dense(3)(LayerScale(0.5, 4)(i))))
+
+    m = build()
+    perturb_keras(m, kernels=True)
+    m.save_weights(tmp_path / "m.weights.h5")
+    rebuilt = build()
+    assert {lay.name for lay in rebuilt.layers} != {lay.name for lay in m.layers}
+    rebuilt.load_weights(tmp_path / "m.weights.h5")
+    x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)
+    ref = np.asarray(rebuilt.predict(x, verbose=0))
+    assert rel_err(ref, np.asarray(m.predict(x, verbose=0))) < TOL  # Keras found them
+    jm = load_keras(tmp_path / "m.weights.h5", config=rebuilt.to_json(),
+                    custom_layers={"jaxsal_zoo>LayerScale": _own_layer_scale})
+    assert rel_err(np.asarray(jm(x)), ref) < TOL
