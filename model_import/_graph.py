@@ -1339,14 +1339,16 @@ class GraphBuilder:
         module = str(layer_cfg.get("module") or "")
         if not cls.startswith("ops.") and (
                 module.startswith(("keras.src.ops", "keras.ops"))
-                or (not module and "trainable" not in cfg
+                or (not module and not own and "trainable" not in cfg
                     and not isinstance(cfg.get("dtype"), dict)
                     and lookup(f"ops.{cls}", self.custom) is not None)):
             # A Keras 3 operation on symbolic tensors (``x + 3.0``), not a layer: its class
             # name (Add, Multiply, ...) collides with layer classes. ``.keras`` configs say so
             # by the module; Keras 3's legacy .h5 writer drops the module, but an operation's
             # config lacks the ``trainable`` entry and the dtype policy every layer config has
-            # (``zeros_like(x, dtype="bool")`` has a plain dtype).
+            # (``zeros_like(x, dtype="bool")`` has a plain dtype). A class of the model's own
+            # code (``own``) is no operation, whatever its config holds (a get_config that
+            # leaves out super()'s entries).
             cls = f"ops.{cls}"
             conv = lookup(cls, self.custom)
         if conv is None and own and lookup(cls) in builtin_converters():

@@ -555,3 +555,40 @@ def test_converter_under_registered_name_finds_weights_by_keras_keys(tmp_path):
     jm = load_keras(tmp_path / "m.weights.h5", config=rebuilt.to_json(),
                     custom_layers={"jaxsal_zoo>LayerScale": _own_layer_scale})
     assert rel_err(np.asarray(jm(x)), ref) < TOL
+
+
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class Mean(layers.Layer):
+    """A pooling of the model's own named like keras.ops.mean's operation, whose get_config
+    leaves out super()'s entries (a common slip): its config then looks like an
+    operation's (no ``trainable``, no dtype policy)."""
+
+    def __init__(self, axis=1, **kw):
+        super().__init__(**kw)
+        self.axis = axis
+
+    def call(self, x):
+        return keras.ops.mean(x, axis=self.axis) * 2.0
+
+    def get_config(self):
+        return {"axis": self.axis}
+
+
+def test_own_class_named_like_an_operation_is_not_one(tmp_path):
+    i = keras.Input((5, 4))
+    m = keras.Model(i, layers.Dense(2)(Mean(1)(i)))
+    perturb_keras(m, kernels=True)
+    m.save(tmp_path / "m.keras")
+    m.save(tmp_path / "m.h5")
+    x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)
+    ref = np.asarray(m.predict(x, verbose=0))
+
+    def mean(config, ctx):
+        from model_import import LayerImpl
+        return LayerImpl(call=lambda p, x, *, rt: x.mean(axis=config["axis"]) * 2.0)
+
+    for form in ("keras", "h5"):
+        with pytest.raises(UnsupportedLayerError, match="layer 'mean' of class 'Mean'"):
+            load_keras(tmp_path / f"m.{form}")
+        jm = load_keras(tmp_path / f"m.{form}", custom_layers={"jaxsal_zoo>Mean": mean})
+        assert rel_err(np.asarray(jm(x)), ref) < TOL
