@@ -19,7 +19,8 @@ import numpy as np
 
 from model_import._errors import KerasImportError, UnsupportedLayerError, forward_mode_error
 from model_import._layers import masking as _masking
-from model_import._layers.activations import _identity, activation_name, get_activation
+from model_import._layers.activations import (_identity, activation_name, get_activation,
+                                              with_own_activation)
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
                                            builtin_converters, converter_for, lookup,
                                            own_class)
@@ -1402,6 +1403,7 @@ class GraphBuilder:
                 f"the options {sorted(cfg)[:20]}): the config is malformed (a damaged or "
                 "edited file: save the model again) or of a form this converter does not "
                 "know") from e
+        impl = with_own_activation(impl, ctx)
         impl = _masking.with_builtin_rules(impl, cls, cfg, ctx,
                                            builtin=conv in builtin_converters())
         self.builtin_only = self.builtin_only and conv in builtin_converters()

@@ -592,3 +592,34 @@ def test_own_class_named_like_an_operation_is_not_one(tmp_path):
             load_keras(tmp_path / f"m.{form}")
         jm = load_keras(tmp_path / f"m.{form}", custom_layers={"jaxsal_zoo>Mean": mean})
         assert rel_err(np.asarray(jm(x)), ref) < TOL
+
+
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class ReLU(layers.Layer):
+    """A leaky "ReLU" of the model's own, given as a Dense layer's activation."""
+
+    def call(self, x):
+        return keras.ops.where(x > 0, x, 0.3 * x)
+
+
+def test_own_layer_as_an_activation_named_like_a_keras_layer(tmp_path):
+    i = keras.Input((4,))
+    m = keras.Model(i, layers.Dense(2)(layers.Dense(3, activation=ReLU())(i)))
+    perturb_keras(m, kernels=True)
+    m.save(tmp_path / "m.keras")
+    m.save(tmp_path / "m.h5")
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32) * 3
+    ref = np.asarray(m.predict(x, verbose=0))
+
+    def leaky(config, ctx):
+        import jax.numpy as jnp
+        from model_import import LayerImpl
+        return LayerImpl(call=lambda p, x, *, rt: jnp.where(x > 0, x, 0.3 * x))
+
+    for form in ("keras", "h5"):
+        with pytest.raises(KerasImportError, match=(
+                r"its activation is a layer of the model's own code, 'jaxsal_zoo>ReLU'.*"
+                r"custom_layers=\{'jaxsal_zoo>ReLU': converter\}")):
+            load_keras(tmp_path / f"m.{form}")
+        jm = load_keras(tmp_path / f"m.{form}", custom_layers={"jaxsal_zoo>ReLU": leaky})
+        assert rel_err(np.asarray(jm(x)), ref) < TOL

@@ -13,8 +13,8 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime, lookup,
-                                          register_layer)
+from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
+                                          converter_for, lookup, own_class, register_layer)
 
 Array = jax.Array
 
@@ -239,6 +239,8 @@ def activation_name(spec: Any) -> str:
     given as a layer is named by its class (``"LeakyReLU"``), except ``Softmax`` (``"softmax"``)
     and ``Activation`` (its own activation's name)."""
     if _is_layer_spec(spec):
+        if own_class(spec):  # not Keras's layer of that name (a "ReLU" of the user's own)
+            return _own_layer_name(spec)
         cls = str(spec["class_name"])
         if cls == "Activation":
             return activation_name(spec["config"].get("activation"))
@@ -281,19 +283,39 @@ def get_activation(spec: Any, keras_major: int = 3,
 
 def _is_layer_spec(spec: Any) -> bool:
     # ``Dense(activation=layers.ELU(0.3))`` saves the layer's own config, whose `name` is the
-    # layer's name (maybe "relu"), not an activation's: dispatch on the layer class instead
+    # layer's name (maybe "relu"), not an activation's: dispatch on the layer class instead.
+    # A layer class of the model's own code (own_class) is one too, whatever its name.
     return (isinstance(spec, Mapping) and isinstance(spec.get("config"), Mapping)
             and spec.get("class_name") not in (None, "function")
-            and lookup(str(spec["class_name"])) is not None)
+            and (own_class(spec) or lookup(str(spec["class_name"])) is not None))
+
+
+def _own_layer_name(spec: Mapping) -> str:
+    """The name an activation layer of the model's own code is registered under: Keras 3's
+    ``"package>Class"`` where it has one, else its class name."""
+    raw = str(spec["class_name"])
+    return raw if ">" in raw else str(spec.get("registered_name") or raw)
 
 
 def _layer_activation(spec: Mapping, keras_major: int, ctx: ConvertContext | None):
-    cls = str(spec["class_name"])
+    raw = str(spec["class_name"])
+    own = own_class(spec)
+    cls, conv = converter_for(raw.split(">")[-1], _own_layer_name(spec) if own else None,
+                              own, ctx.custom_layers if ctx is not None else None)
+    if conv is None:  # a layer of the model's own code, named like a Keras layer or not
+        reg = _own_layer_name(spec)
+        detail = (f"its activation is a layer of the model's own code, {reg!r} (Keras loads "
+                  "it only from that code, never as a Keras layer of its name); pass a JAX "
+                  f"converter for it, load_keras(..., custom_layers={{{reg!r}: converter}}), "
+                  "or register one with model_import.register_layer")
+        if ctx is not None:
+            raise ctx.error(detail)
+        raise ValueError(detail)
     name = str(spec["config"].get("name", cls))
     sub = (ConvertContext(layer_name=name, class_name=cls, keras_version=str(keras_major))
            if ctx is None else dataclasses.replace(ctx, layer_name=name, class_name=cls,
                                                    build_subgraph=None))
-    impl = lookup(cls)(spec["config"], sub)
+    impl = conv(spec["config"], sub)
     if impl.subgraph is not None or impl.n_weights != 0:
         detail = (f"its activation is a {cls} layer with weights, which an activation "
                   "cannot carry; use the layer on its own (Dense(...) then a separate "
@@ -309,6 +331,17 @@ def _layer_activation(spec: Mapping, keras_major: int, ctx: ConvertContext | Non
         return y if after is None else after(y, rt)
 
     return act
+
+
+def with_own_activation(impl: LayerImpl, ctx: ConvertContext) -> LayerImpl:
+    """``impl`` with a fused activation given as a layer of the model's own code
+    (``Dense(3, activation=MyReLU())``) resolved now, while ``ctx`` holds the converters
+    passed to ``load_keras(custom_layers=...)``; other activations are looked up when the
+    layer runs."""
+    act = impl.activation
+    if not (isinstance(act, Mapping) and _is_layer_spec(act) and own_class(act)):
+        return impl
+    return dataclasses.replace(impl, activation=get_activation(act, ctx.keras_major, ctx))
 
 
 def _identity(params, x, *, rt):

@@ -36,7 +36,7 @@ import numpy as np
 
 from model_import._files import object_keys
 from model_import._layers import masking as _masking
-from model_import._layers.activations import get_activation
+from model_import._layers.activations import get_activation, with_own_activation
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
                                            builtin_converters, converter_for, lookup,
                                            own_class, register_layer)
@@ -618,7 +618,7 @@ def convert_inner(layer_cfg: Mapping[str, Any], ctx: ConvertContext) -> tuple[st
                         "it with model_import.register_layer)")
     sub = dataclasses.replace(ctx, layer_name=f"{ctx.layer_name}/{cfg.get('name', cls)}",
                               class_name=cls)
-    impl = conv(cfg, sub)
+    impl = with_own_activation(conv(cfg, sub), sub)
     if impl.subgraph is not None:
         raise ctx.error(f"it wraps a model ({cls}); wrapping a whole model is not supported")
     impl = _masking.with_builtin_rules(impl, cls, cfg, sub,
