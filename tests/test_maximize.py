@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import jaxsal
+from jaxsal._src import base
 from jaxsal._src import maximize as _max
 from jaxsal._src import objectives as _obj
 from model_import import load_keras
@@ -106,7 +107,8 @@ def _last_build_args(model, targets):
     obj = _max._as_objective(model.with_head("logits"), targets, None, "channel")
     return (_max._ModelKey(model), "logits", obj.needed_layers, obj.needed_pre_layers, True,
             (28, 28, 1), (0.0, 1.0), 3, 1, 1.2, 0.0,
-            None, None, _max.DEFAULT_LEARNING_RATE, (), PLAIN["transforms"], None, False)
+            None, None, _max.DEFAULT_LEARNING_RATE, (), PLAIN["transforms"], len(targets),
+            False)  # unit_chunk: every unit of the MNIST model fits in one chunk
 
 
 def _linear(w):
@@ -934,3 +936,32 @@ def test_default_transforms_refuses_sizes_that_are_not_pixels(bad):
     with pytest.raises(ValueError, match="default_transforms image_size as a positive int"):
         jaxsal.default_transforms(bad)
     assert jaxsal.default_transforms(224) == jaxsal.default_transforms(np.int64(224))
+
+
+def _temp_bytes(model, targets, **options):
+    run, args = _max.maximize_program(model, targets, **options)
+    return run.lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_units_are_chunked_under_the_memory_budget(mnist, monkeypatch):
+    """By default the units run in chunks that fit the memory budget (each charged one
+    forward pass of one image): a budget too small for two units runs them one at a time,
+    with the results of one call over all of them; left to the default budget, a layer of
+    many units of a large model does not optimize them all at once (VGG16 at 224x224: 64
+    units peaked above 4.9 GB of RSS, one image's forward and backward pass per unit)."""
+    opts = dict(layer="conv2d_1", steps=3, key=0, **PLAIN)
+    whole = jaxsal.maximize(mnist, "all", unit_chunk=32, **opts)
+    small = jaxsal.maximize(mnist, "all", memory_budget=1, **opts)
+    np.testing.assert_allclose(small.images, whole.images, atol=1e-5)
+    np.testing.assert_allclose(small.scores, whole.scores, rtol=1e-4, atol=1e-5)
+    one = _temp_bytes(mnist, "all", memory_budget=1, **opts)
+    all_at_once = _temp_bytes(mnist, "all", unit_chunk=32, **opts)
+    assert one * 8 < all_at_once, (one, all_at_once)
+    # the default budget: a model whose forward pass of one image exceeds every default
+    # budget (as VGG16's 340 MiB does the CPU's 256 MiB), emulated by shrinking the budgets
+    monkeypatch.setattr(base, "DEFAULT_CPU_MEMORY_BUDGET", 1)
+    monkeypatch.setattr(base, "DEFAULT_MEMORY_BUDGET", 1)
+    monkeypatch.setattr(base, "_accelerator_budget", lambda backend: 1)
+    assert _temp_bytes(mnist, "all", **opts) == one
+    with pytest.raises(ValueError, match="memory_budget"):
+        jaxsal.maximize(mnist, [0], memory_budget=0, **opts)
