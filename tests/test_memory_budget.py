@@ -214,3 +214,26 @@ def test_eigencam_runs_in_passes_under_a_memory_budget(mnist, mnist_digits, monk
     np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="memory_budget"):
         jaxsal.eigencam(m, x, memory_budget=0)
+
+
+def test_chunks_write_their_items_in_place():
+    """``map_chunks`` gives the items of one call over all of them, ``chunk`` not dividing
+    ``total`` included (the last chunk overlaps the one before), and keeps no second copy of
+    its result: chunks stacked ``(chunks, N, c, ...)`` and then moved to ``(N, total, ...)``
+    made the 1000-class saliency of 8 images of 224x224 peak at twice its 1.6 GB result."""
+    x = jnp.arange(3 * 5, dtype=jnp.float32).reshape(3, 5)
+
+    def fn(idx):  # (N, c, 5, 64): item k of input i is x[i] * k + k**2, broadcast
+        k = idx.astype(jnp.float32)
+        v = x[:, None, :] * k[None, :, None] + (k ** 2)[None, :, None]
+        return jnp.broadcast_to(v[..., None], v.shape + (64,))
+
+    total = 23
+    want = fn(jnp.arange(total, dtype=jnp.int32))
+    for chunk in (1, 4, 5, 7, 22, 23):
+        np.testing.assert_array_equal(jax.jit(lambda: base.map_chunks(fn, total, chunk))(),
+                                      want)
+    mem = jax.jit(lambda: base.map_chunks(fn, total, 4)).lower().compile().memory_analysis()
+    # one chunk's work beside the result, not a second result
+    assert mem.temp_size_in_bytes < mem.output_size_in_bytes / 2, (
+        mem.temp_size_in_bytes, mem.output_size_in_bytes)
