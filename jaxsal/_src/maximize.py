@@ -733,7 +733,8 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         regs = default_regularizers("output" if any(l is None for l in obj.layers) else "layer")
     # every unit optimizes its own image: charged one forward pass of one image (its VJP's
     # residuals on an accelerator), as a target of the attribution methods is
-    per_unit = base.forward_bytes(mh, jax.ShapeDtypeStruct((1, *fit_shape), jnp.float32))
+    per_unit = 1 if unit_chunk is not None else base.forward_bytes(
+        mh, jax.ShapeDtypeStruct((1, *fit_shape), jnp.float32))
     unit_chunk = base.chunk_for(T, per_unit, unit_chunk, memory_budget, rows=1)
     run = _build(_ModelKey(model), head if hasattr(model, "with_head") else None,
                  obj.needed_layers, obj.needed_pre_layers,
