@@ -6,7 +6,8 @@ experiment above ``SCALE_LIMIT_GIB`` (10) so that an unbounded method cannot exh
 shared machine's memory.
 
 Models: VGG16 at 224x224 (``benchmarks.models``, 1000 classes, random weights) and a cheap
-model of the same input size (two strided convolutions, global pooling, 1000 classes), on
+model of the same input size (two strided convolutions, global pooling, 1000 classes; "wide":
+with a 7x7x2048 convolution after them, as ResNet50's last block, for Score-CAM), on
 which the sample-heavy settings (thousands of masks, coalitions, path points) finish in
 minutes and any array of ``N x samples x 224 x 224 x 3`` would show.
 
@@ -36,7 +37,7 @@ def model_path(kind):
     from benchmarks import models
     if kind == "vgg":
         return models.build({"name": "vgg16", "size": 224})
-    path = os.path.join(models.CACHE, "cheap224.h5")
+    path = os.path.join(models.CACHE, f"{kind}224.h5")
     if not os.path.exists(path):
         os.environ.setdefault("KERAS_BACKEND", "numpy")
         import keras
@@ -44,6 +45,8 @@ def model_path(kind):
         i = keras.Input((224, 224, 3))
         h = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="c1")(i)
         h = keras.layers.Conv2D(32, 3, strides=2, activation="relu", name="c2")(h)
+        if kind == "wide":  # a 7x7x2048 layer, as ResNet50's last block
+            h = keras.layers.Conv2D(2048, 3, strides=8, activation="relu", name="wide")(h)
         h = keras.layers.GlobalAveragePooling2D()(h)
         o = keras.layers.Dense(1000, activation="softmax", name="pred")(h)
         os.makedirs(models.CACHE, exist_ok=True)
@@ -93,6 +96,7 @@ ex("vgg_ablationcam_512", "vgg", 2,
    "jaxsal.ablationcam(m, x, targets=range(10), layer='block5_conv3')")
 ex("vgg_eigencam", "vgg", 2, "jaxsal.eigencam(m, x, layer='block5_conv3')")
 ex("scorecam_c2", "cheap", 8, "jaxsal.scorecam(m, x, targets=range(10), layer='c2')")
+ex("scorecam_2048", "wide", 2, "jaxsal.scorecam(m, x, targets=range(10), layer='wide')")
 # --- perturbation
 ex("occlusion_p8s4", "cheap", 8, "jaxsal.occlusion(m, x, targets=range(10), patch=8, stride=4)")
 ex("vgg_occlusion_p16s8", "vgg", 1,
