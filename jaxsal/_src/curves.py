@@ -10,7 +10,7 @@ it rise fast (a high area). ``steps + 1`` points, point ``k`` changing ``round(k
 of the ``P`` positions (cells with ``patch=``); the areas are taken over those fractions.
 
 Every (target, step) pair is one masked input; they run as batched forward passes (groups of
-pairs ``vmap``-free, in the batch axis, under a ``lax.map``), each target's curve following its
+pairs ``vmap``-free, in the batch axis, in a ``fori_loop``), each target's curve following its
 own map's order. Cost: ``T (steps + 1)`` forward passes per input.
 """
 
