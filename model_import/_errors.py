@@ -22,18 +22,24 @@ class UnsupportedLayerError(KerasImportError):
     Attributes:
       layer_name: the layer's name in the Keras model.
       class_name: its Keras class.
+      needs: the class whose converter would let the layer load, where the message says
+        to supply one: ``class_name``, or the class of a layer it holds or of its activation
+        (a layer inside ``TimeDistributed``); ``None`` where a converter cannot help.
     """
 
+    _SAME = object()
+
     def __init__(self, layer_name: str, class_name: str, *, path: str | None = None,
-                 detail: str = ""):
+                 detail: str = "", needs: str | None | object = _SAME):
         self.layer_name = layer_name
         self.class_name = class_name
-        msg = (
-            f"layer {layer_name!r} of class {class_name!r} cannot be ported to JAX"
-            f"{': ' + detail if detail else ''}. Supply a JAX implementation with "
-            f"model_import.register_layer({class_name!r}) (see model_import.register_layer's "
-            f"docstring), or pass custom_layers={{{class_name!r}: converter}} to load_keras."
-        )
+        self.needs = class_name if needs is UnsupportedLayerError._SAME else needs
+        msg = (f"layer {layer_name!r} of class {class_name!r} cannot be ported to JAX"
+               f"{': ' + detail if detail else ''}.")
+        if self.needs is not None:
+            msg += (f" Supply a JAX implementation with model_import.register_layer("
+                    f"{self.needs!r}) (see model_import.register_layer's docstring), or pass "
+                    f"custom_layers={{{self.needs!r}: converter}} to load_keras.")
         if class_name == "Lambda":
             msg += (" Every Lambda layer of a model goes to that one converter with its own "
                     "config: tell them apart by config['name'] (here "

@@ -623,3 +623,34 @@ def test_own_layer_as_an_activation_named_like_a_keras_layer(tmp_path):
             load_keras(tmp_path / f"m.{form}")
         jm = load_keras(tmp_path / f"m.{form}", custom_layers={"jaxsal_zoo>ReLU": leaky})
         assert rel_err(np.asarray(jm(x)), ref) < TOL
+
+
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class Twice(layers.Layer):
+    """A layer of the model's own code, held by a wrapper."""
+
+    def call(self, x):
+        return 2.0 * x
+
+
+@pytest.mark.parametrize("build, layer_class", [
+    (lambda: layers.TimeDistributed(Twice()), "TimeDistributed"),
+    (lambda: layers.TimeDistributed(layers.Dense(2, activation=ReLU())), "Dense"),
+    (lambda: layers.Bidirectional(layers.SimpleRNN(2, activation=ReLU())), "SimpleRNN"),
+    (lambda: layers.Dense(2, activation=ReLU()), "Dense"),
+])
+def test_missing_converter_inside_a_layer_names_the_class_to_register(
+        tmp_path, build, layer_class):
+    # the converter missing is the held layer's or the activation's, not the outer layer's
+    m = keras.Sequential([keras.Input((3, 4)), build()])
+    m.save(tmp_path / "m.keras")
+    with pytest.raises(UnsupportedLayerError) as info:
+        load_keras(tmp_path / "m.keras")
+    needs = info.value.needs
+    assert needs in ("jaxsal_zoo>Twice", "jaxsal_zoo>ReLU")
+    assert info.value.class_name == layer_class
+    message = str(info.value)
+    assert f"register_layer({needs!r})" in message
+    assert f"custom_layers={{{needs!r}: converter}}" in message
+    assert "register_layer('" + layer_class not in message
+    assert "'" + layer_class + "': converter" not in message

@@ -305,12 +305,12 @@ def _layer_activation(spec: Mapping, keras_major: int, ctx: ConvertContext | Non
     if conv is None:  # a layer of the model's own code, named like a Keras layer or not
         reg = _own_layer_name(spec)
         detail = (f"its activation is a layer of the model's own code, {reg!r} (Keras loads "
-                  "it only from that code, never as a Keras layer of its name); pass a JAX "
-                  f"converter for it, load_keras(..., custom_layers={{{reg!r}: converter}}), "
-                  "or register one with model_import.register_layer")
+                  "it only from that code, never as a Keras layer of its name), which has no "
+                  "converter")
         if ctx is not None:
-            raise ctx.error(detail)
-        raise ValueError(detail)
+            raise ctx.error(detail, needs=reg)
+        raise ValueError(f"{detail}: pass one as load_keras(..., custom_layers={{{reg!r}: "
+                         f"converter}}) or register it with model_import.register_layer({reg!r})")
     name = str(spec["config"].get("name", cls))
     sub = (ConvertContext(layer_name=name, class_name=cls, keras_version=str(keras_major))
            if ctx is None else dataclasses.replace(ctx, layer_name=name, class_name=cls,

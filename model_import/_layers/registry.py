@@ -306,11 +306,13 @@ class ConvertContext:
                 "load_keras(..., keras_backend='tensorflow' or 'torch') to follow those",
                 BackendWarning, stacklevel=2)
 
-    def error(self, detail: str) -> Exception:
+    def error(self, detail: str, *, needs: str | None = None) -> Exception:
+        """The ``UnsupportedLayerError`` of this layer; ``needs`` names the class to register
+        a converter for where that is not this layer's (a layer it holds, its activation)."""
         from model_import._errors import UnsupportedLayerError
 
         return UnsupportedLayerError(self.layer_name, self.class_name, path=self.path,
-                                     detail=detail)
+                                     detail=detail, needs=needs or self.class_name)
 
 
 Converter = Callable[[Mapping[str, Any], ConvertContext], LayerImpl]

@@ -613,9 +613,7 @@ def convert_inner(layer_cfg: Mapping[str, Any], ctx: ConvertContext) -> tuple[st
         mine = (f" (a class of the model's own code named like Keras's {cls}, which the "
                 "built-in converter of that name is not for)"
                 if own and lookup(cls) is not None else "")
-        raise ctx.error(f"it wraps a {cls} layer{mine}, which has no converter (pass one as "
-                        f"load_keras(..., custom_layers={{{name!r}: converter}}) or register "
-                        "it with model_import.register_layer)")
+        raise ctx.error(f"it wraps a {cls} layer{mine}, which has no converter", needs=name)
     sub = dataclasses.replace(ctx, layer_name=f"{ctx.layer_name}/{cfg.get('name', cls)}",
                               class_name=cls)
     impl = with_own_activation(conv(cfg, sub), sub)
