@@ -182,6 +182,9 @@ class LayerSpec:
     #: ``class_name`` (a Functional subclass nested as a layer: ``my_model``, not
     #: ``functional``)
     keras_class: str | None = None
+    #: whether its converter is the user's (``register_layer``, ``custom_layers=``), not one
+    #: of model_import's own, whatever the class is named (``custom_layers={"Attention": f}``)
+    user_converter: bool = False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -1406,8 +1409,9 @@ class GraphBuilder:
         impl = with_own_activation(impl, ctx)
         impl = _masking.with_builtin_rules(impl, cls, cfg, ctx,
                                            builtin=conv in builtin_converters())
-        self.builtin_only = self.builtin_only and conv in builtin_converters()
-        return LayerSpec(name, cls, cfg, impl)
+        builtin = conv in builtin_converters()
+        self.builtin_only = self.builtin_only and builtin
+        return LayerSpec(name, cls, cfg, impl, user_converter=not builtin)
 
     def _sequential(self, cfg) -> Graph:
         layer_cfgs = cfg if isinstance(cfg, list) else cfg.get("layers", [])

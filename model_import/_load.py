@@ -18,7 +18,6 @@ from model_import._files import (Keras3Weights, LegacyH5Weights, WeightSource,
                                  recorded_backend, sniff)
 from model_import._graph import (MODEL_CLASSES, Graph, GraphBuilder, LayerCallError,
                                  functional_subclass)
-from model_import._layers.registry import builtin_converters, lookup
 from model_import._output_padding import padding_hint
 from model_import._model import HEADS, KerasModel
 from model_import._version import keras_backend_of, parse_version
@@ -43,7 +42,7 @@ def _sublayer_hint(spec, source, lpath: tuple) -> str:
     ``self.proj = Dense(...)``: ``.keras`` stores each under its attribute name): where they
     are and how to read them. ``""`` otherwise."""
     if (spec.impl.weight_groups is not None or not isinstance(source, Keras3Weights)
-            or lookup(spec.class_name) in builtin_converters()):
+            or not spec.user_converter):
         return ""  # a built-in converter reads what its Keras layer writes
     groups = source.sublayer_groups(lpath)
     if not groups:

@@ -654,3 +654,35 @@ def test_missing_converter_inside_a_layer_names_the_class_to_register(
     assert f"custom_layers={{{needs!r}: converter}}" in message
     assert "register_layer('" + layer_class not in message
     assert "'" + layer_class + "': converter" not in message
+
+
+def test_sublayer_groups_hint_for_own_class_named_like_a_keras_layer(tmp_path):
+    # the user's converter is registered under Keras's bare class name "Attention": the hint
+    # on where the sublayers' arrays are is for that converter, as for any other of the user's
+    class Attention(layers.Layer):  # noqa: F811 (the model's own, made of a sublayer)
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.score = layers.Dense(1)
+
+        def call(self, x):
+            a = keras.ops.softmax(self.score(x)[..., 0], axis=1)
+            return keras.ops.sum(x * a[..., None], axis=1)
+
+        def compute_output_shape(self, shape):
+            return (shape[0], shape[-1])
+
+        def get_config(self):
+            return super().get_config()
+
+    m = keras.Sequential([keras.Input((5, 4)), Attention()])
+    m.save(tmp_path / "m.keras")
+
+    def plain(config, ctx):  # reads the layer's own arrays only: none in a .keras
+        from model_import import LayerImpl
+        return LayerImpl(call=lambda p, x, *, rt: x, convert_weights=lambda w: {},
+                         n_weights=2)
+
+    with pytest.raises(KerasImportError, match=(
+            r"\(Attention\) expects 2 weight arrays, the file has 0.*'score' \[\(4, 1\), "
+            r"\(1,\)\]\. Give the converter's LayerImpl weight_groups=\(\.\.\.\)")):
+        load_keras(tmp_path / "m.keras", custom_layers={"Attention": plain})
