@@ -95,6 +95,22 @@ def _text_width_in(t) -> float:
                for line in t.get_text().split("\n")) / 72.0
 
 
+def _widths_in(texts: Sequence[str], size: float, dpis: Sequence[float]) -> list[float]:
+    """Widths of one-line texts at ``size`` points in the default font as Agg draws them,
+    inches: the widest at the resolutions ``dpis`` (Agg rounds each glyph's advance to whole
+    pixels, so a long text's width in inches differs by several percent between them)."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    prop = FontProperties(size=size)
+    widths = [0.0] * len(texts)
+    for d in dict.fromkeys(float(d) for d in dpis):
+        r = RendererAgg(1, 1, d)
+        widths = [max(w, r.get_text_width_height_descent(t, prop, ismath=False)[0] / d)
+                  if t else w for w, t in zip(widths, texts)]
+    return widths
+
+
 def _fit_title(fig: Figure, suptitle=None) -> None:
     """Widen ``fig`` (margins added evenly left and right, every panel keeping its size in
     inches) when its title, or the title of a panel at an edge, is wider than the figure
@@ -850,7 +866,8 @@ def tokens(words: Sequence[str], attributions, *, row_titles: Sequence[str] | No
       row_titles: ``R`` labels (``"class 0"``, ...).
       signed: diverging colours centred at 0 (``None``: when some values are negative);
         otherwise white to red. One colour scale for all rows.
-      width: figure width in inches; long sequences wrap.
+      width: figure width in inches; long sequences wrap, and a token wider than the
+        figure allows widens it (tokens keep one font size and are never cut).
     """
     words = [str(w) for w in words]
     if not words:
@@ -863,11 +880,16 @@ def tokens(words: Sequence[str], attributions, *, row_titles: Sequence[str] | No
     signed, norm, cmap_ = _sequence_norm(a, signed, cmap)
     left = 0.15 + (_CHAR_IN * max(len(t) for t in row_titles) if row_titles else 0.0)
     bar = 0.9 if colorbar else 0.0
+    # each word's box as Agg draws it (inches): the text and its padding
+    # (at the screen's and the saved file's resolutions)
+    dpis = (72, matplotlib.rcParams["figure.dpi"], dpi)
+    widths = [max(wd, _CHAR_IN) + 0.12 for wd in _widths_in(words, _LABEL_PT, dpis)]
+    # a word wider than the figure allows widens it, as a title does: words are not cut
+    width = max(width, left + bar + 0.15 + max(widths))
     usable = max(width - left - bar - 0.15, 1.0)
     # lay the words out once (inches): every row wraps the same way
     places, x, line = [], 0.0, 0
-    for w in words:
-        wd = _CHAR_IN * max(len(w), 1) + 0.12
+    for w, wd in zip(words, widths):
         if x > 0 and x + wd > usable:
             x, line = 0.0, line + 1
         places.append((x, line))

@@ -482,6 +482,32 @@ def test_tokens_colours_follow_the_attributions(tmp_path):
         plot.tokens(words, a, row_titles=["x"])
 
 
+@pytest.mark.parametrize("dpi", [72, 120, 200])
+def test_tokens_wider_than_the_figure_widen_it(tmp_path, dpi):
+    """A token wider than the figure (a URL, a long subword run) ran off its right edge,
+    under the colour bar, and wide letters overlapped their neighbours: the figure widens to
+    the widest token as Agg draws it, at the screen's and the saved file's resolutions."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for words in (["a", "W" * 120, "b"], ["x" * 60], ["WWWWWWWWWWWWW"] * 8):
+        fig = plot.tokens(words, np.linspace(0, 1, len(words)), row_titles=["row"], width=4.0,
+                          save=tmp_path / "t.png", dpi=dpi)
+        for d in (matplotlib.rcParams["figure.dpi"], dpi):  # on screen, and as saved
+            fig.set_dpi(d)
+            _texts_inside(fig)
+            canvas = FigureCanvasAgg(fig)
+            canvas.draw()
+            r = canvas.get_renderer()
+            bar = next(ax for ax in fig.axes if ax.get_label() == "colorbar")
+            bar_x0 = bar.get_window_extent(r).x0
+            for t in fig.axes[0].texts:
+                if t.get_bbox_patch() is not None:  # a word's box, padding included
+                    assert t.get_bbox_patch().get_window_extent(r).x1 < bar_x0, t.get_text()
+    # a figure that fits keeps the width asked for
+    assert plot.tokens(["short", "words"], [0.0, 1.0], width=4.0).get_size_inches()[0] == 4.0
+
+
 def test_signal_panels(tmp_path):
     x = np.stack([np.sin(np.linspace(0, 9, 120)), np.cos(np.linspace(0, 9, 120))], -1)
     maps = np.abs(np.random.default_rng(0).normal(size=(3, 120)))
