@@ -9,7 +9,8 @@ Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplo
 works headless, with no display, and is not kept alive by a global figure registry) and
 writes a PNG when ``save=`` names a path; ``fig.savefig(...)`` works as well. In Jupyter the
 returned figure is displayed as the cell's value (it has a PNG form of its own, so also
-without ``%matplotlib inline``).
+without ``%matplotlib inline``); ``fig.show()`` displays it there, or in a window of a GUI
+backend through ``pyplot``, and raises where there is no display.
 
 Colour scales are explicit: ``scale="shared"`` gives every panel one ``vmin``/``vmax`` and
 draws one colour bar, so maps of different classes, heads or methods stay comparable;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any, Sequence
 
 import matplotlib
@@ -56,6 +58,8 @@ _LABEL_PT = 9
 _TICK_PT = 7
 _CHAR_IN = 0.075  # width of one 9 pt character, inches (for margins)
 _LINE_IN = 0.17  # height of one 9 pt line, inches
+#: matplotlib's backends that write files and draw in no window
+_FILE_BACKENDS = frozenset({"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"})
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -73,6 +77,34 @@ class _Figure(Figure):
         buf = io.BytesIO()
         self.savefig(buf, format="png", facecolor="white")
         return buf.getvalue()
+
+    def show(self, warn: bool = True) -> None:
+        """Display the figure: in a Jupyter (IPython kernel) cell inline, as its value would
+        be; elsewhere in a window of matplotlib's GUI backend, handed to ``pyplot`` and shown
+        with ``pyplot.show()`` (which blocks in a script until the window is closed). Without
+        a display (matplotlib's backend is a file backend such as Agg) it raises, saying how
+        to save the figure. ``warn`` is accepted as for ``Figure.show``."""
+        shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+        if getattr(shell, "kernel", None) is not None:
+            from IPython.display import display
+
+            display(self)
+            return
+        backend = matplotlib.get_backend()  # resolves an automatic choice (a GUI or Agg)
+        if backend.lower() in _FILE_BACKENDS:
+            raise RuntimeError(
+                f"fig.show(): expected a display to show the figure in, got matplotlib's "
+                f"{backend!r} backend, which only writes files (no display, or MPLBACKEND="
+                f"{backend}). Save it: fig.savefig('figure.png') or save='figure.png' in the "
+                "plot call; in Jupyter the figure shows as a cell's value; for a window set a "
+                "GUI backend (matplotlib.use('TkAgg') or 'QtAgg') before plotting")
+        import matplotlib.pyplot as plt
+
+        # a window pyplot manages, whose canvas then draws this figure
+        manager = plt.figure(figsize=self.get_size_inches(), dpi=self.dpi).canvas.manager
+        manager.canvas.figure = self
+        self.set_canvas(manager.canvas)
+        plt.show()
 
 
 def _np(a) -> np.ndarray:

@@ -84,6 +84,67 @@ def test_import_jaxsal_does_not_import_matplotlib():
     assert r.returncode == 0, r.stderr
 
 
+_FAKE_GUI_BACKEND = """
+from matplotlib.backend_bases import FigureCanvasBase, FigureManagerBase
+SHOWN = []
+
+
+class FigureManager(FigureManagerBase):
+    def show(self):  # a window: records the figure its canvas draws
+        SHOWN.append(self.canvas.figure)
+
+
+class FigureCanvas(FigureCanvasBase):
+    manager_class = FigureManager
+
+
+def show(*args, **kwargs):
+    from matplotlib._pylab_helpers import Gcf
+    for manager in Gcf.get_all_fig_managers():
+        manager.show()
+"""
+
+
+def test_fig_show_displays_where_it_can_and_says_how_to_save_where_not(tmp_path, monkeypatch):
+    """fig.show() on a figure built without pyplot raised matplotlib's 'Figure.show works
+    only for figures managed by pyplot'. It shows the figure inline in a Jupyter kernel and
+    in a window with a GUI backend, and without a display says how to save it."""
+    import types
+
+    import matplotlib.pyplot as plt
+
+    (tmp_path / "fake_gui.py").write_text(_FAKE_GUI_BACKEND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fake_gui
+
+    before = plt.get_backend()
+    try:
+        plt.switch_backend("module://fake_gui")  # a GUI: the figure goes to a window
+        fig = plot.heatmap(np.eye(4))
+        fig.show()
+        assert fake_gui.SHOWN == [fig]
+        fig.savefig(tmp_path / "after.png")  # still saves, through pyplot's canvas now
+        _png_ok(tmp_path / "after.png")
+        plt.close("all")
+        plt.switch_backend("agg")  # no display
+        with pytest.raises(RuntimeError, match=(
+                r"fig.show\(\): expected a display to show the figure in, got matplotlib's "
+                r"'agg' backend.*fig.savefig\('figure.png'\)")):
+            plot.heatmap(np.eye(4)).show()
+    finally:
+        plt.close("all")
+        plt.switch_backend(before)
+    # in a Jupyter kernel: displayed as a cell's value is (its PNG form)
+    fig, shown = plot.heatmap(np.eye(4)), []
+    shell = types.SimpleNamespace(kernel=object())
+    monkeypatch.setitem(sys.modules, "IPython",
+                        types.SimpleNamespace(get_ipython=lambda: shell))
+    monkeypatch.setitem(sys.modules, "IPython.display",
+                        types.SimpleNamespace(display=shown.append))
+    fig.show()
+    assert shown == [fig]
+
+
 def test_grid_shared_scale_one_colorbar(tmp_path):
     maps = _maps(3, 4)
     maps[1] *= 5  # one row much stronger: a shared scale must show it
