@@ -800,6 +800,15 @@ def _sds(x: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), x)
 
 
+def zeros_varying_as(ref: Array, shape: tuple, dtype: Any) -> Array:
+    """Zeros of ``shape`` and ``dtype`` that vary over the mesh axes ``ref`` varies over under
+    ``jax.shard_map`` (elsewhere plain zeros). A perturbation built as ``jnp.zeros`` does
+    not: JAX casts it where it meets the layer's output, and the transpose of that cast sums
+    its gradient over the devices, every device's ``dS/dA`` then holding the sum of every
+    shard's (Grad-CAM maps 4 times too large on 4 devices)."""
+    return jnp.zeros(shape, dtype) + jnp.zeros_like(ref, dtype=dtype, shape=())
+
+
 def tile_batch(a: Any, b: int) -> Any:
     """``b`` copies of ``a`` (an array or a structure of arrays) stacked on the batch axis;
     ``None`` stays ``None``."""
@@ -1278,6 +1287,19 @@ def map_chunks(fn: Callable[[Array], Any], total: int, chunk: int) -> Any:
     return jax.lax.fori_loop(0, n_chunks, body, init)
 
 
+def _zeros_of(s: jax.ShapeDtypeStruct) -> Array:
+    """Zeros of the abstract value ``s``, varying over the mesh axes ``s`` varies over under
+    ``jax.shard_map`` (a loop's carry keeps its type: zeros that do not vary were refused
+    as the initial sum of values that do)."""
+    z = jnp.zeros(s.shape, s.dtype)
+    manual = getattr(s, "manual_axis_type", None)
+    axes = tuple(sorted(getattr(manual, "varying", None) or getattr(s, "vma", None) or ()))
+    if not axes:
+        return z
+    cast = getattr(jax.lax, "pcast", None)
+    return cast(z, axes, to="varying") if cast is not None else jax.lax.pvary(z, axes)
+
+
 def sum_groups(fn: Callable[[Array, Array], Any], total: int, batch: int) -> Any:
     """``sum`` over ``k in range(total)`` in groups of ``batch`` indices.
 
@@ -1298,7 +1320,7 @@ def sum_groups(fn: Callable[[Array, Array], Any], total: int, batch: int) -> Any
     if groups == 1:
         return body(jnp.zeros((), jnp.int32), None)
     shapes = jax.eval_shape(lambda: fn(jnp.zeros((batch,), jnp.int32), jnp.ones((batch,), bool)))
-    init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    init = jax.tree_util.tree_map(_zeros_of, shapes)
     return jax.lax.fori_loop(0, groups, body, init)
 
 

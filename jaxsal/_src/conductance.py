@@ -270,15 +270,16 @@ def neuron_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, 
                         return score_matrix(sp, info, y, caps, ids_k), caps[L]
 
                     n_k = jax.tree_util.tree_leaves(z)[0].shape[0]
-                    zeros = jnp.zeros((n_k,) + lt.shape[1:], jnp.float32)
+                    zeros = base.zeros_varying_as(jax.tree_util.tree_leaves(z)[0],
+                                                  (n_k,) + lt.shape[1:], jnp.float32)
                     (s, A), pull = jax.vjp(fwd, z, zeros)
                     dtype = backward_dtype()
                     if dtype is not None:
                         pull = low_precision(pull, dtype)
 
                     def one(t):
-                        ct = jnp.broadcast_to((jnp.arange(spec.num) == t).astype(s.dtype),
-                                              s.shape)
+                        # (zeros_like(s): the scores' type, as targets.target_pullback)
+                        ct = jnp.zeros_like(s) + (jnp.arange(spec.num) == t).astype(s.dtype)
                         G = pull((ct, jnp.zeros_like(A)))[1]  # dS_t/dA
                         g = pull((jnp.zeros_like(s), (G * unit).astype(A.dtype)))[0]
                         # traced ids out of range: NaN (their scores' gradients are 0)

@@ -141,7 +141,8 @@ def fullgrad(model: ModelLike, x: ArrayLike, targets: Targets = None, *, variant
                 return (*run_model(m, params, primal[0], spec.layers, perturb_pre=primal[1]),
                         None)
 
-            zeros = {name: jnp.zeros((x.shape[0],) + shape[1:], x.dtype)
+            # (varying as x under jax.shard_map: base.zeros_varying_as)
+            zeros = {name: base.zeros_varying_as(x, (x.shape[0],) + shape[1:], x.dtype)
                      for name, shape, _ in layers}
             _, _, pull = target_pullback(fwd, (x, zeros), spec, info, ids)
 

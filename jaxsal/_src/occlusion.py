@@ -243,7 +243,10 @@ def _occlude_input(m, params, xs, tree, j, plan: _Plan, group, fill, s0, sp, inf
         drop = jnp.where(valid[:, None, None] > 0, s0[None] - s, 0)  # (G, N, T)
         return _add_drops(acc, drop, masks.astype(s0.dtype))
 
-    zeros = jnp.zeros((n, num) + size, s0.dtype)  # scores' dtype: x may hold ids
+    # scores' dtype (x may hold ids), and their type: under jax.shard_map the sums vary
+    # over the mesh axes the scores vary over (a loop's carry and a cond's branches keep
+    # one type)
+    zeros = jnp.zeros((n, num) + size, s0.dtype) + jnp.zeros_like(s0, shape=())
     total, pos_inf, neg_inf, nan = jax.lax.fori_loop(0, -(-n_pos // group), body, (zeros,) * 4)
     total = total / jnp.asarray(plan.count, s0.dtype)
     # a non-finite drop (a NaN or infinite occluded score) stays at the positions it covers

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src.base import callable_key
+from jaxsal._src.base import callable_key, zeros_varying_as
 from jaxsal._src.precision import backward_dtype, low_precision
 
 Array = jax.Array
@@ -463,7 +463,10 @@ def target_pullback(fwd: Callable, primal: Any, spec: TargetSpec, info: OutputIn
         backward = low_precision(backward, dtype)
 
     def pull(t):
-        ct = jnp.broadcast_to((jnp.arange(spec.num) == t).astype(s.dtype), s.shape)
+        # zeros_like(s) + one-hot: the cotangent has the scores' type, which under
+        # jax.shard_map includes the mesh axes they vary over (a plain broadcast one-hot
+        # is refused there by the VJP: "got float32[N,T], but expected float32[N,T]{V:..}")
+        ct = jnp.zeros_like(s) + (jnp.arange(spec.num) == t).astype(s.dtype)
         g = backward(ct)
         if spec.checked or ids is None:
             return g
@@ -498,7 +501,8 @@ def layer_pullback(m: Any, params: Any, x: Array, layer: str, a_shape: tuple, sp
     leaves = jax.tree_util.tree_leaves(x)  # one input array, or several
     floats = [a.dtype for a in leaves if jnp.issubdtype(a.dtype, jnp.floating)]
     dtype = floats[0] if floats else jnp.float32  # token ids
-    zeros = jnp.zeros((leaves[0].shape[0],) + tuple(a_shape[1:]), dtype)
+    zeros = zeros_varying_as(leaves[0], (leaves[0].shape[0],) + tuple(a_shape[1:]),
+                             dtype)
     return target_pullback(fwd, zeros, spec, info, ids, relevance)
 
 
