@@ -817,6 +817,28 @@ def tile_batch(a: Any, b: int) -> Any:
     return jax.tree_util.tree_map(lambda v: jnp.tile(v, (b,) + (1,) * (v.ndim - 1)), a)
 
 
+def repeat_rows(a: Any, b: int) -> Any:
+    """Each row of ``a`` (an array or a structure of arrays) ``b`` times in a row, ``(N b,
+    ...)``: the rows of :func:`stack_rows`'s batch; ``None`` stays ``None``."""
+    if a is None:
+        return None
+    return jax.tree_util.tree_map(lambda v: jnp.repeat(v, b, axis=0), a)
+
+
+def stack_rows(a: Array) -> Array:
+    """``(S, N, ...)`` copies of a batch (samples, path points, masks) as one batch ``(N S,
+    ...)``, input-major: row ``i S + k`` is copy ``k`` of input ``i``. Input-major, a batch
+    sharded over its inputs (several devices) stays sharded: each device's rows are copies
+    of its own inputs. Sample-major (``reshape(S N, ...)``), every device needs every input,
+    and XLA gathers the batch and runs every pass on every device."""
+    return jnp.swapaxes(a, 0, 1).reshape((-1,) + a.shape[2:])
+
+
+def unstack_rows(a: Array, s: int) -> Array:
+    """The inverse of :func:`stack_rows`: ``(N s, ...)`` -> ``(s, N, ...)``."""
+    return jnp.swapaxes(a.reshape((-1, s) + a.shape[1:]), 0, 1)
+
+
 def shape_key(x: Any) -> Hashable:
     """A hashable key of the shapes and dtypes of ``x`` (an array or a structure of them;
     Python numbers among them, as plain functions' params may be, by their type)."""

@@ -262,7 +262,7 @@ def neuron_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, 
 
             def flow(ts):  # (N, Tc, ...): each target's gradient through the unit(s)
                 def grad_at(z, k):
-                    ids_k = base.tile_batch(ids_, k)
+                    ids_k = base.repeat_rows(ids_, k)  # (path_integral: input-major)
 
                     def fwd(xx, delta):
                         y, caps = run_model(m, params, xx, (L,) + sp.layers,

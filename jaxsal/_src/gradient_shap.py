@@ -178,7 +178,7 @@ def gradient_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
             grads = raw_gradients(m, sp, info)
             leaves, tree = jax.tree_util.tree_flatten(x)
             refs = tree.flatten_up_to(dist)
-            n_in, n_ref = leaves[0].shape[0], refs[0].shape[0]
+            n_ref = refs[0].shape[0]
 
             def draw(k, i):
                 """Sample ``k`` of input ``i``: key -> fold_in(k) -> fold_in(i), split into
@@ -204,12 +204,13 @@ def gradient_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
                 bs = len(ks)
                 start, end = A_ref[idx], A[None]  # (B, N, *A)
                 al = alpha.reshape(alpha.shape + (1,) * (A.ndim - 1)).astype(A.dtype)
-                z = (start + al * (end - start)).reshape((-1,) + A.shape[1:])
-                shifted = _Shifted(m, lt.name, z - base.tile_batch(A, bs))
-                _, _, pull = layer_pullback(shifted, params, base.tile_batch(x, bs), lt.name,
-                                            z.shape, sp, info, base.tile_batch(ids_, bs))
+                # input-major (base.stack_rows): a batch sharded over its inputs stays so
+                z = base.stack_rows(start + al * (end - start))
+                shifted = _Shifted(m, lt.name, z - base.repeat_rows(A, bs))
+                _, _, pull = layer_pullback(shifted, params, base.repeat_rows(x, bs), lt.name,
+                                            z.shape, sp, info, base.repeat_rows(ids_, bs))
                 g = jax.vmap(pull, out_axes=1)(ts)
-                g = g.reshape((bs, n_in) + g.shape[1:])  # (B, N, Tc, *A)
+                g = base.unstack_rows(g, bs)  # (B, N, Tc, *A)
                 if multiply_by_inputs:
                     g = g * (end - start)[:, :, None]
                 v = valid.reshape((-1,) + (1,) * (g.ndim - 1))
@@ -234,11 +235,11 @@ def gradient_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
                         start = r[idx]  # (B, N, ...)
                         al = alpha.reshape(alpha.shape + (1,) * (a.ndim - 1)).astype(a.dtype)
                         diffs.append(end - start)
-                        points.append((start + al * (end - start)).reshape((-1,) + a.shape[1:]))
-                    g = grads(params, tree.unflatten(points), base.tile_batch(ids_, bs), ts)
+                        points.append(base.stack_rows(start + al * (end - start)))
+                    g = grads(params, tree.unflatten(points), base.repeat_rows(ids_, bs), ts)
                     out = []
                     for gi, d in zip(tree.flatten_up_to(g), diffs):
-                        gi = gi.reshape((bs, n_in) + gi.shape[1:])  # (B, N, Tc, ...)
+                        gi = base.unstack_rows(gi, bs)  # (B, N, Tc, ...)
                         if multiply_by_inputs:
                             gi = gi * d[:, :, None]
                         v = valid.reshape((-1,) + (1,) * (gi.ndim - 1))

@@ -64,23 +64,23 @@ def path_integral(grad_at: Any, start: Any, end: Any, steps: int, rule: str,
     """``(end - start) * sum_k w_k grad_at(z_k)``, ``z_k = start + a_k (end - start)`` on the
     quadrature points of ``rule``, ``batch_steps`` points per batched evaluation.
 
-    ``grad_at(z, b)`` takes ``b`` path points of the whole batch stacked, ``(b * N, ...)``,
-    and returns the per-target gradients there, ``(b * N, Tc, ...)``; the result is
+    ``grad_at(z, b)`` takes ``b`` path points of the whole batch stacked input-major
+    (:func:`base.stack_rows`: row ``i b + k`` is point ``k`` of input ``i``), ``(N b, ...)``,
+    and returns the per-target gradients there, ``(N b, Tc, ...)``; the result is
     ``(N, Tc, ...)``. ``start``/``end`` may be structures of arrays (the inputs of a
     multi-input model): every input moves along its own straight path, at the same
     ``a_k``."""
     alphas, weights = (jnp.asarray(v) for v in quadrature(steps, rule))
-    n = jax.tree_util.tree_leaves(end)[0].shape[0]
 
     def group(ks, valid):
         def point(s, e):
             ak = alphas[ks].reshape((-1,) + (1,) * e.ndim).astype(e.dtype)
-            return (s[None] + ak * (e - s)[None]).reshape((-1,) + e.shape[1:])
+            return base.stack_rows(s[None] + ak * (e - s)[None])
 
         g = grad_at(jax.tree_util.tree_map(point, start, end), len(ks))
 
         def weigh(gi):
-            gi = gi.reshape((len(ks), n) + gi.shape[1:])
+            gi = base.unstack_rows(gi, len(ks))  # (b, N, ...)
             return jnp.tensordot(jnp.where(valid, weights[ks], 0.0).astype(gi.dtype), gi,
                                  axes=1)
 
@@ -103,7 +103,7 @@ def raw_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: int, r
     grads = raw_gradients(model, spec, info)
 
     def f(params, x, ids, ts, baseline):
-        return path_integral(lambda xb, b: grads(params, xb, base.tile_batch(ids, b), ts),
+        return path_integral(lambda xb, b: grads(params, xb, base.repeat_rows(ids, b), ts),
                              _start(baseline, x), x, steps, rule, batch_steps)
 
     return f
@@ -123,9 +123,9 @@ def raw_layer_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: 
         A0 = run_model(model, params, x0, (lt.name,))[1][lt.name]
 
         def grad_at(z, b):
-            shifted = _Shifted(model, lt.name, z - base.tile_batch(A, b))
-            _, _, pull = layer_pullback(shifted, params, base.tile_batch(x, b), lt.name,
-                                        z.shape, spec, info, base.tile_batch(ids, b))
+            shifted = _Shifted(model, lt.name, z - base.repeat_rows(A, b))
+            _, _, pull = layer_pullback(shifted, params, base.repeat_rows(x, b), lt.name,
+                                        z.shape, spec, info, base.repeat_rows(ids, b))
             return jax.vmap(pull, out_axes=1)(ts)
 
         return path_integral(grad_at, A0, A, steps, rule, batch_steps)

@@ -438,22 +438,21 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     def build():
         def run(params, x, ids, fill, gid, key, index, cols, counts, local, has, cdf, order,
                 inverse):
-            n_in = x.shape[0]
             sp, ids_, fill_b, s_full, s_empty = _endpoints(  # v(all) (N, T), v(empty)
                 m, params, x, fill, spec, info, ids, empty=True)
             gain = s_full - s_empty
             if m_groups == 1:  # the constraint alone: phi = v(all) - v(empty)
                 return _finish(gain[:, :, None], gid, cols, groups, spec.class_axis,
                                return_groups)
-            ids_rep = base.tile_batch(ids_, group)
+            ids_rep = base.repeat_rows(ids_, group)
             kp, kz = _keys(key)
 
             def normal_equations(ks, valid):  # coalitions ks (G,)
                 own = _kernel_coalitions(kp, kz, cdf, ks, index, m_groups, counts)
                 keep = _to_groups(own, local, has, False)  # (G, N, M)
                 present = _present(gid, keep)
-                xo = jnp.where(present, x[None], fill_b[None]).reshape((-1,) + x.shape[1:])
-                s = _scores(m, params, xo, sp, info, ids_rep, n_in, group) - s_empty[None]
+                xo = jnp.where(present, x[None], fill_b[None])
+                s = _scores(m, params, xo, sp, info, ids_rep, group) - s_empty[None]
                 z = keep.astype(s_dtype(x)) * valid[:, None, None].astype(s_dtype(x))
                 return (jnp.einsum("gnm,gnk->nmk", z, z, precision=_HIGHEST),
                         jnp.einsum("gnm,gnt->nmt", z, s, precision=_HIGHEST))
@@ -565,10 +564,9 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
 
     def build():
         def run(params, x, ids, fill, gid, key, index, cols, counts, local, has):
-            n_in = x.shape[0]
             sp, ids_, fill_b, s_full, _ = _endpoints(  # s_full (N, T): the scores' centre
                 m, params, x, fill, spec, info, ids, empty=False)
-            ids_rep = base.tile_batch(ids_, group)
+            ids_rep = base.repeat_rows(ids_, group)
             kp = _keys(key)[0]
             axes = tuple(range(1, x.ndim))
             xf = x.astype(s_dtype(x))  # raw integer images: in float (uint8 squares wrap)
@@ -590,8 +588,7 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                     d = 1.0 - jnp.sqrt(keep.sum(axis=-1).astype(s_dtype(x))
                                        / counts[None, :].astype(s_dtype(x)))
                 w = jnp.exp(-d * d / (2.0 * width * width)) * valid[:, None].astype(d.dtype)
-                s = _scores(m, params, xo.reshape((-1,) + x.shape[1:]), sp, info, ids_rep,
-                            n_in, group) - s_full[None]  # (G, N, T)
+                s = _scores(m, params, xo, sp, info, ids_rep, group) - s_full[None]
                 c = keep.astype(w.dtype) - 0.5
                 wc = w[..., None] * c  # (G, N, M)
                 on = valid[:, None].astype(w.dtype)

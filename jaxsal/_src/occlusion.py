@@ -234,11 +234,12 @@ def _occlude_input(m, params, xs, tree, j, plan: _Plan, group, fill, s0, sp, inf
             mx = masks[:, None]
         else:
             mx = masks[:, None, None] if plan.channels_first else masks[:, None, ..., None]
-        xo = jnp.where(mx, fill_b[None], x[None]).reshape((-1,) + x.shape[1:])
-        inputs = [xo if i == j else base.tile_batch(v, group) for i, v in enumerate(xs)]
+        # input-major (base.stack_rows): a batch sharded over its inputs stays sharded
+        xo = base.stack_rows(jnp.where(mx, fill_b[None], x[None]))
+        inputs = [xo if i == j else base.repeat_rows(v, group) for i, v in enumerate(xs)]
         yo, co = run_model(m, params, tree.unflatten(inputs), sp.layers)
-        yo = jax.tree_util.tree_map(lambda a: a.reshape((group, n) + a.shape[1:]), yo)
-        co = {k: v.reshape((group, n) + v.shape[1:]) for k, v in co.items()}
+        yo = jax.tree_util.tree_map(lambda a: base.unstack_rows(a, group), yo)
+        co = {k: base.unstack_rows(v, group) for k, v in co.items()}
         s = jax.vmap(lambda yy, cc: score_matrix(sp, info, yy, cc, ids_))(yo, co)
         drop = jnp.where(valid[:, None, None] > 0, s0[None] - s, 0)  # (G, N, T)
         return _add_drops(acc, drop, masks.astype(s0.dtype))

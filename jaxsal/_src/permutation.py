@@ -105,15 +105,15 @@ def feature_permutation(model: ModelLike, x: ArrayLike, targets: Targets = None,
     def build():
         def run(params, x, ids, gid, key, cols):
             sp, ids_, _, s_full, _ = _endpoints(m, params, x, 0, spec, info, ids, empty=False)
-            ids_rep = base.tile_batch(ids_, group)
+            ids_rep = base.repeat_rows(ids_, group)
             gid_b = jnp.broadcast_to(gid, (n_in,) + gid.shape[1:])
 
             def drop(ts, valid):  # items ts (G,): round r, group g
                 r, g = ts // m_groups, ts % m_groups
                 perm = permutations(key, r, g, n_in)  # (G, N)
                 inside = gid_b[None] == g.reshape((-1,) + (1,) * gid_b.ndim)  # (G, N, ...)
-                xs = jnp.where(inside, x[perm], x[None]).reshape((-1,) + x.shape[1:])
-                d = s_full[None] - _scores(m, params, xs, sp, info, ids_rep, n_in, group)
+                xs = jnp.where(inside, x[perm], x[None])  # (G, N, ...)
+                d = s_full[None] - _scores(m, params, xs, sp, info, ids_rep, group)
                 onehot = jax.nn.one_hot(g, m_groups, dtype=s_dtype(x)) * valid[:, None]
                 return jnp.einsum("gnt,gm->ntm", d, onehot, precision=_HIGHEST)
 

@@ -205,7 +205,7 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
             n_in = x.shape[0]
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
             fill_b = jnp.broadcast_to(fill, x.shape)
-            ids_rep = base.tile_batch(ids_, group)
+            ids_rep = base.repeat_rows(ids_, group)  # (input-major: stack_rows)
 
             def weigh(ks, valid):
                 masks = plan.masks(key, ks, index)  # (G, N, *size)
@@ -214,9 +214,8 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                 else:
                     mx = jnp.expand_dims(masks, cax + 1)  # x's layout, channel axis of size 1
                     xm = fill_b[None] + (x[None] - fill_b[None]) * mx
-                xm = xm.reshape((-1,) + x.shape[1:])
-                y, cap = run_model(m, params, xm, sp.layers)
-                s = score_matrix(sp, info, y, cap, ids_rep).reshape(group, n_in, -1)
+                y, cap = run_model(m, params, base.stack_rows(xm), sp.layers)
+                s = base.unstack_rows(score_matrix(sp, info, y, cap, ids_rep), group)
                 s = s * valid[:, None, None].astype(s.dtype)
                 kept = jnp.sum(masks.reshape(group, n_in, -1), axis=(0, 2), where=valid[:, None,
                                                                                       None])

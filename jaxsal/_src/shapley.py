@@ -260,10 +260,12 @@ def s_dtype(x: Array):
     return jnp.promote_types(x.dtype, jnp.float32)
 
 
-def _scores(m, params, x, sp, info, ids_rep, n, g):
-    """``(G, N, T)`` scores of a batch of ``G * N`` masked inputs."""
-    y, cap = run_model(m, params, x, sp.layers)
-    return score_matrix(sp, info, y, cap, ids_rep).reshape(g, n, -1)
+def _scores(m, params, xg, sp, info, ids_rep, g):
+    """``(G, N, T)`` scores of ``G`` masked copies ``(G, N, ...)`` of a batch, run as one
+    batch stacked input-major (:func:`base.stack_rows`; ``ids_rep``:
+    ``base.repeat_rows(ids, G)``): a batch sharded over its inputs stays sharded."""
+    y, cap = run_model(m, params, base.stack_rows(xg), sp.layers)
+    return base.unstack_rows(score_matrix(sp, info, y, cap, ids_rep), g)
 
 
 def _finish(phi: Array, gid: Array, ids: Array, groups: _Groups, class_axis: bool,
@@ -441,11 +443,10 @@ def shapley_values(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
 
     def build():
         def run(params, x, ids, fill, gid, cols):
-            n = x.shape[0]
             sp, ids_, fill_b, s_full, _ = _endpoints(m, params, x, fill, spec, info, ids,
                                                      empty=False)  # s_full: (N, T)
             w = jnp.asarray(weights)
-            ids_rep = base.tile_batch(ids_, group)
+            ids_rep = base.repeat_rows(ids_, group)
             bit = jnp.arange(m_groups, dtype=jnp.int32)
 
             def credit(ks, valid):  # coalitions ks (G,), as bit sets of the groups kept
@@ -455,8 +456,8 @@ def shapley_values(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                                  -w[jnp.minimum(size, m_groups - 1)])
                 coef = jnp.where(valid[:, None], coef, 0.0).astype(s_dtype(x))
                 present = jnp.take(keep, gid, axis=1)  # (G, 1|N, ...)
-                xo = jnp.where(present, x[None], fill_b[None]).reshape((-1,) + x.shape[1:])
-                s = _scores(m, params, xo, sp, info, ids_rep, n, group)
+                xo = jnp.where(present, x[None], fill_b[None])
+                s = _scores(m, params, xo, sp, info, ids_rep, group)
                 # v(S) - v(all): the credits of a constant cancel; centred, the sums keep
                 # the differences' digits
                 return jnp.einsum("gnt,gm->ntm", s - s_full[None], coef, precision=_HIGHEST)
@@ -540,14 +541,13 @@ def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = No
 
     def build():
         def run(params, x, ids, fill, gid, key, index, cols, counts, local, has):
-            n_in = x.shape[0]
             sp, ids_, fill_b, s_full, s_empty = _endpoints(  # v(all) (N, T), v(empty)
                 m, params, x, fill, spec, info, ids, empty=True)
             gain = s_full - s_empty
             if steps == 0:  # one group: every order credits it with v(all) - v(empty)
                 phi = gain[:, :, None]
                 return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
-            ids_rep = base.tile_batch(ids_, group)
+            ids_rep = base.repeat_rows(ids_, group)
 
             kp = jax.random.bits(key, (2,), jnp.uint32)  # the orders' threefry key
 
@@ -559,8 +559,8 @@ def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = No
                                   m_groups)
                 j = j[:, None, None]
                 present = _present(gid, rank < j)  # (G, N, ...): the first j groups kept
-                xo = jnp.where(present, x[None], fill_b[None]).reshape((-1,) + x.shape[1:])
-                s = _scores(m, params, xo, sp, info, ids_rep, n_in, group) - s_empty[None]
+                xo = jnp.where(present, x[None], fill_b[None])
+                s = _scores(m, params, xo, sp, info, ids_rep, group) - s_empty[None]
                 # the prefix's score, v - v(empty), goes to the group put back last (+) and to
                 # the next one (-); the last prefix also credits v(all) - v(empty) to the
                 # last group: every order's credits telescope to v(all) - v(empty)

@@ -223,8 +223,7 @@ def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
                                         - jnp.min(a, axis=tuple(range(1, a.ndim)),
                                                   keepdims=True)) for a in leaves]
 
-            n_in = leaves[0].shape[0]
-            ids_b = base.tile_batch(ids_, batch_samples)
+            ids_b = base.repeat_rows(ids_, batch_samples)  # (input-major: stack_rows)
             vmapped_ig = name == "integrated_gradients"
 
             def noisy(ks):
@@ -265,10 +264,9 @@ def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
                     if vmapped_ig:  # IG's own path batching happens inside
                         mk = jax.vmap(lambda xk: raw(params, xk, ids_, ts, baseline))(xb)
                     else:
-                        flat = jax.tree_util.tree_map(
-                            lambda a: a.reshape((-1,) + a.shape[2:]), xb)
+                        flat = jax.tree_util.tree_map(base.stack_rows, xb)
                         mk = jax.tree_util.tree_map(
-                            lambda a: a.reshape((len(ks), n_in) + a.shape[1:]),
+                            lambda a: base.unstack_rows(a, len(ks)),
                             raw(params, flat, ids_b, ts, baseline))
 
                     def parts(m_, c_):
@@ -333,14 +331,14 @@ def _check_noisy(x: Any) -> None:
 
 def _layer_raw(m: Any, spec: Any, info: Any, lt: Any, x: Any, A: Array, times_input: bool):
     """``raw(params, z, ids, ts, _) -> (B N, len(ts), *A.shape[1:])``: the gradients with
-    respect to the layer's output at ``z`` (``B`` noisy copies of ``A``, stacked as
-    :func:`base.tile_batch` stacks ``x``), each copy run as ``x`` with ``z - A`` added at the
+    respect to the layer's output at ``z`` (``B`` noisy copies of ``A``, stacked input-major
+    as :func:`base.stack_rows` stacks them), each copy run as ``x`` with ``z - A`` added at the
     layer (times ``z`` for gradient x input)."""
 
     def raw(params, z, ids, ts, _baseline):
         b = z.shape[0] // A.shape[0]
-        shifted = _Shifted(m, lt.name, z - base.tile_batch(A, b))
-        _, _, pull = layer_pullback(shifted, params, base.tile_batch(x, b), lt.name, z.shape,
+        shifted = _Shifted(m, lt.name, z - base.repeat_rows(A, b))
+        _, _, pull = layer_pullback(shifted, params, base.repeat_rows(x, b), lt.name, z.shape,
                                     spec, info, ids)
         g = jax.vmap(pull, out_axes=1)(ts)
         return g * z[:, None] if times_input else g
