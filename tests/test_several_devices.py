@@ -1,5 +1,5 @@
 """Several devices: the methods under ``jax.shard_map`` (each device explains its own rows),
-and inputs sharded over the batch axis, on 4 CPU devices
+inputs sharded over the batch axis, and ``explain_to_file(..., sharding=)``, on 4 CPU devices
 (``--xla_force_host_platform_device_count=4``, set before JAX starts: one subprocess runs every
 case and reports its numbers; the tests read them)."""
 
@@ -14,7 +14,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SCRIPT = r'''
-import json, os, sys
+import json, os, sys, tempfile
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import jaxsal
@@ -105,6 +105,46 @@ for name, f in split.items():
     attempt("flops/" + name,
             lambda f=f: {"ratio": flops(f, jax.device_put(x, rows)) / flops(f, x)})
 
+# explain_to_file: each chunk placed with the sharding the job is given
+def job():
+    d = tempfile.mkdtemp()
+    seen = []
+    def spy(model, a, targets=None, **kw):
+        seen.append([list(a.sharding.spec), len(a.sharding.device_set)]
+                    if isinstance(a, jax.Array) else type(a).__name__)
+        return jaxsal.smoothgrad(model, a, targets, **kw)
+    spy.__signature__ = __import__("inspect").signature(jaxsal.smoothgrad)
+    xn = np.asarray(x)[:6]
+    want = np.asarray(jaxsal.smoothgrad(m, xn, 1, key=k, n=3))
+    got = jaxsal.explain_to_file(spy, m, xn, os.path.join(d, "a.npy"), targets=1,
+                                 batch_size=4, sharding=rows, resume=False, key=k, n=3)
+    small = jaxsal.explain_to_file(spy, m, xn[:3], os.path.join(d, "b.npy"), targets=1,
+                                   batch_size=8, sharding=rows, resume=False, key=k, n=3)
+    try:
+        jaxsal.explain_to_file(jaxsal.saliency, m, xn, os.path.join(d, "c.npy"),
+                               batch_size=6, sharding=rows)
+        refused = ""
+    except ValueError as e:
+        refused = str(e)
+    return {"rel": rel(got, want), "rel_small": rel(small, want[:3]), "seen": seen,
+            "small_shape": list(small.shape), "refused": refused}
+attempt("explain_to_file", job)
+# the README's recipe, as written (RISE's masks fewer, the file in a temporary folder)
+def readme():
+    text = open(os.path.join(sys.argv[1], "README.md")).read()
+    code = text.split("\n### Several devices\n", 1)[1].split("```python\n", 1)[1]
+    code = code.split("```", 1)[0]
+    d = tempfile.mkdtemp()
+    for old, new in (('"rise.npy", key=0,', f'{os.path.join(d, "rise.npy")!r}, key=0, n=16,'),):
+        assert old in code, old
+        code = code.replace(old, new)
+    scope = dict(jax=jax, jaxsal=jaxsal, m=m, x=x, inputs=np.asarray(x))
+    exec(compile(code, "README.md", "exec"), scope)
+    want = jaxsal.gradcam(m, x, targets=[3, 5])
+    rise = np.load(os.path.join(d, "rise.npy"))
+    return {"rel": rel(scope["maps"], want), "spec": list(scope["maps"].sharding.spec),
+            "rise": rel(rise, jaxsal.rise(m, x, key=0, n=16))}
+attempt("readme", readme)
 print("RESULTS" + json.dumps(out))
 '''
 
@@ -152,6 +192,15 @@ def test_inputs_sharded_over_the_batch_give_the_maps_of_one_device(results, name
     assert r["devices"] == 4  # the maps stay on the mesh
 
 
+def test_explain_to_file_places_each_chunk_with_the_sharding_given(results):
+    r = _ok(results, "explain_to_file")
+    assert r["rel"] == 0 and r["rel_small"] == 0  # the file of one device
+    # chunks of 4 rows (the last, 2 rows, padded), and 3 inputs padded to 4, all split
+    assert r["seen"] == [[["data"], 4]] * 3, r["seen"]
+    assert r["small_shape"] == [3, 28, 28]
+    assert "multiple of the device count" in r["refused"] and "batch_size=6" in r["refused"]
+
+
 @pytest.mark.parametrize("name", [
     "saliency", "gradcam", "smoothgrad", "integrated_gradients", "rise", "occlusion",
     "gradient_shap", "kernel_shap"])
@@ -165,3 +214,8 @@ def test_each_device_does_a_quarter_of_the_work(results, name):
     r = _ok(results, "flops/" + name)
     assert r["ratio"] < 0.3, f"{name}: each device does {r['ratio']:.2f} of the work"
 
+
+def test_the_readme_recipe_runs_as_written(results):
+    r = _ok(results, "readme")
+    assert r["rel"] < 1e-5 and r["spec"] == ["data"]
+    assert r["rise"] < 1e-5

@@ -281,7 +281,8 @@ def _write(out: np.memmap, lo: int, hi: int, maps: np.ndarray) -> None:
 def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
                     path: str | os.PathLike, *, targets: Targets = None, batch_size: int = 64,
                     resume: bool = True, on_chunk: Callable[[int, int], None] | None = None,
-                    keep_going: bool = False, **options: Any) -> Any:
+                    keep_going: bool = False, sharding: jax.sharding.Sharding | None = None,
+                    **options: Any) -> Any:
     """Compute ``method(model, inputs[i:i+batch_size], targets, **options)`` chunk by chunk
     into the ``.npy`` file ``path``.
 
@@ -326,6 +327,13 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         chunks left out stay unfinished (rows of zeros, not listed in the progress file;
         ``jaxsal`` refuses the file as inputs or maps), and running the job again
         computes only them; again at ``batch_size=1``, only the inputs at fault stay out.
+      sharding: where each chunk's inputs go before ``method`` runs on them
+        (``jax.device_put(chunk, sharding)``), e.g. ``NamedSharding(Mesh(jax.devices(),
+        ("data",)), P("data"))``: every device explains its rows of each chunk, and the maps
+        are those of one device (the same file; it is not part of the job's signature).
+        ``batch_size`` must split into whole shards (a multiple of the device count); fewer
+        inputs than ``batch_size`` make one chunk padded to the next multiple. ``None``
+        (default): JAX's default device.
       **options: passed to ``method`` (``method=`` too: ``explain_to_file``'s own ``method``
         is positional, so ``explain_to_file(jaxsal.smoothgrad, ...,
         method="integrated_gradients")`` reaches SmoothGrad). An array option of the inputs'
@@ -385,6 +393,10 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
     batch_size = base.check_count(batch_size, "batch_size")
     if batch_size is None:
         raise ValueError("expected batch_size as a positive int, got None")
+    if sharding is not None and not isinstance(sharding, jax.sharding.Sharding):
+        raise TypeError("expected sharding as a jax.sharding.Sharding (e.g. NamedSharding(Mesh("
+                        "jax.devices(), ('data',)), PartitionSpec('data'))) or None, got "
+                        f"{type(sharding).__name__}")
     if not callable(method):
         raise TypeError(f"expected method as a jaxsal attribution function (e.g. "
                         f"jaxsal.saliency), got {method!r}")
@@ -402,7 +414,19 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
     with job_lock(path, several.names if several is not None else ()):
         return _explain_to_file(method, model, inputs, path, several, targets=targets,
                                 batch_size=batch_size, resume=resume, on_chunk=on_chunk,
-                                keep_going=keep_going, **options)
+                                keep_going=keep_going, sharding=sharding, **options)
+
+
+def _shard_count(sharding: Any, batch_size: int, row_shape: tuple) -> int:
+    """How many shards ``sharding`` splits a chunk's batch axis into; a ``ValueError`` where
+    ``batch_size`` rows do not split into whole shards."""
+    try:
+        rows = sharding.shard_shape((batch_size, *row_shape))[0]
+    except ValueError as e:
+        raise ValueError(f"expected batch_size as a multiple of the shards sharding splits the "
+                         f"batch axis into, got batch_size={batch_size} ({e}); pass a multiple "
+                         "of the device count") from e
+    return batch_size // rows
 
 
 def _check_rows(model: Any, inputs: Any, batch_size: int, targets: Any) -> None:
@@ -432,7 +456,7 @@ def _check_rows(model: Any, inputs: Any, batch_size: int, targets: Any) -> None:
 def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                      several: _Several | None, /, *, targets: Any, batch_size: int,
                      resume: bool, on_chunk: Callable[[int, int], None] | None,
-                     keep_going: bool, **options: Any) -> Any:
+                     keep_going: bool, sharding: Any = None, **options: Any) -> Any:
     """:func:`explain_to_file`, its arguments checked (``several``: its inputs, for a
     model of several) and its lock held."""
     if several is None:
@@ -464,7 +488,11 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         options = _arrange_options(method, several, options)
     # fewer inputs than a batch: one chunk of them all, not padded with copies (which cost a
     # full batch: 64 inputs' work for 2 with the default)
-    batch_size = min(batch_size, n)
+    if sharding is None:
+        batch_size = min(batch_size, n)
+    else:  # whole shards: fewer inputs are padded to the next multiple of the shard count
+        k = _shard_count(sharding, batch_size, tuple(np.shape(arrays[0])[1:]))
+        batch_size = min(batch_size, -(-n // k) * k)
     _check_targets(targets, n)
     shared = shared_options(method)
     options = job_options(method, model, shapes, options)
@@ -600,6 +628,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             pad = batch_size - (hi - lo)
             padded = [_rows(p, 0, hi - lo, pad) for p in parts]
             xb = padded[0] if several is None else several.pack(padded)
+            if sharding is not None:
+                xb = jax.device_put(xb, sharding)
             opts = _chunk_options(options, n, ndim, lo, hi, pad, shared, rows, several)
             if offset is not None:
                 opts["index_offset"] = int(offset) + lo
