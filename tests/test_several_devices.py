@@ -84,6 +84,20 @@ for name, f in global_view.items():
         return {"rel": rel(got, f(x)), "devices": len(got.sharding.device_set)}
     attempt("sharded/" + name, run)
 
+# the caller's own jit with in/out shardings; maximize with its seed images sharded
+def user_jit():
+    f = lambda a: jaxsal.smoothgrad(m, a, 2, key=k, n=4)
+    got = jax.jit(f, in_shardings=rows, out_shardings=rows)(x)
+    return {"rel": rel(got, f(x)), "devices": len(got.sharding.device_set)}
+attempt("sharded/user_jit_smoothgrad", user_jit)
+
+def maximize():
+    seeds = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1))
+    f = lambda s: jaxsal.maximize(m, list(range(8)), steps=5, key=0, seed_images=s).images
+    got = f(jax.device_put(seeds, rows))
+    return {"rel": rel(got, f(seeds)), "devices": len(got.sharding.device_set)}
+attempt("sharded/maximize", maximize)
+
 # the work each device does: XLA's count of the floating-point operations of one device's
 # program, inputs sharded over 4 devices, against the program of one device
 def flops(f, a):
@@ -185,7 +199,7 @@ def test_shard_map_gives_the_maps_of_one_device(results, name):
 
 @pytest.mark.parametrize("name", [
     "saliency", "smoothgrad", "integrated_gradients", "gradcam", "scorecam", "occlusion",
-    "rise", "gradient_shap", "shapley_value_sampling"])
+    "rise", "gradient_shap", "shapley_value_sampling", "user_jit_smoothgrad", "maximize"])
 def test_inputs_sharded_over_the_batch_give_the_maps_of_one_device(results, name):
     r = _ok(results, "sharded/" + name)
     assert r["rel"] < 1e-5, f"{name}: {r['rel']:.2e}"
