@@ -540,22 +540,18 @@ def _duration(seconds: float) -> str:
 def _check_option_names(args, fn, what: str, given: tuple = ("model", "x", "targets")) -> None:
     """Refuse, before loading anything, ``--layer`` or an ``--option NAME=`` that ``fn`` (the
     method ``what``) does not take: it failed in the first chunk, "got an unexpected keyword
-    argument". ``given``: its parameters the job passes itself."""
-    import inspect
+    argument". ``given``: its parameters the job passes itself. The check and its words are
+    :func:`jaxsal.explain_to_file`'s (``job_inputs.unknown_option``)."""
+    from jaxsal._src.job_inputs import unknown_option, unknown_option_words
 
-    params = inspect.signature(fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return
     names = [("--layer", "layer")] if getattr(args, "layer", None) else []
     names += [(f"--option {name}=...", name)
               for name, eq, _ in (item.partition("=") for item in args.option or ()) if eq]
-    for flag, name in names:
-        if (name.isidentifier() and name not in params and name not in _JOB_FLAGS
-                and name not in given):
-            takes = [n for n, p in params.items()
-                     if n not in given and p.kind != p.VAR_POSITIONAL]
-            raise ValueError(f"{flag}: {what} takes no option {name!r}; its options: "
-                             f"{', '.join(takes)}")
+    flags = {name: flag for flag, name in reversed(names)}  # (the first flag of a name)
+    found = unknown_option(fn, [name for _, name in names
+                                if name.isidentifier() and name not in _JOB_FLAGS], given)
+    if found is not None:
+        raise ValueError(f"{flags[found[0]]}: {unknown_option_words(what, *found)}")
 
 
 def cmd_explain(args) -> int:

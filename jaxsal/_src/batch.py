@@ -57,7 +57,8 @@ from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_p
 from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids,
                                     _check_options, _check_targets, _chunk_options,
                                     _chunk_targets, _rows, _several, _Several,
-                                    _takes_offset, _unwrap, input_paths, job_options,
+                                    _takes_offset, _unwrap, check_call,
+                                    input_paths, job_options,
                                     per_input_arrays, per_input_options, shared_options)
 from jaxsal._src.job_lock import job_lock
 from jaxsal._src.job_signature import _array_digest, _bytes, _signatures, _Unstable
@@ -342,9 +343,10 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         ``method_options``) is sliced with the inputs; a
         method with an ``index_offset`` parameter (:func:`jaxsal.smoothgrad`) gets each
         chunk's position, so its noise, keyed by the global input index, does not depend on
-        ``batch_size`` and the file equals one call over all inputs. Options a method lists
-        in its ``shared_options`` attribute (:func:`jaxsal.gradient_shap`'s ``baselines``)
-        are passed whole to every chunk; those its ``per_input_options`` names
+        ``batch_size`` and the file equals one call over all inputs.
+        Options a method lists in its ``shared_options`` attribute
+        (:func:`jaxsal.gradient_shap`'s ``baselines``) are passed whole to every chunk;
+        those its ``per_input_options`` names
         (:func:`jaxsal.shapley_values`'s ``(N, H, W)`` ``feature_mask``) are sliced; its
         ``job_options`` fixes options for the whole job first (the Shapley methods'
         ``return_groups=True`` becomes the column count of all the inputs' masks). For several
@@ -379,7 +381,10 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         could not be told apart from another one on resume. Also, before any work, for a
         structure of inputs given to a model of one input or to a method that explains one
         input array (:func:`jaxsal.scorecam`, the Shapley methods, LIME...: its
-        ``one_input`` attribute says why), and for one array given to a model of several.
+        ``one_input`` attribute says why), for one array given to a model of several, and
+        for an option ``method`` does not take (naming the option, the method and its
+        options; a method of ``**kwargs`` takes any), one of the three it is passed by
+        position, or a required option left out.
       BlockingIOError: when another process (or thread) runs a job writing ``path`` (or, for
         several inputs, one of the files of their maps): it holds that file's lock,
         ``path + ".lock"`` (see the module docstring).
@@ -408,6 +413,9 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
                          "input) would not equal one call. Call it on the whole batch "
                          "(method(model, inputs, ...)) and save the result")
     several = _several(method, model, inputs)  # None: one input array
+    # (an option the method does not take, a required one left out: before any work, as the
+    # command line's --option, not Python's TypeError in the first chunk)
+    check_call(method, options)
     # before the sidecar is read, until the job has returned: the lock of path and, for
     # several inputs, those of the files their maps may go to (another job may write one of
     # them as its path, or as the maps of an input of its own)

@@ -413,6 +413,90 @@ def per_input_arrays(options: dict, n: int, ndim: int, shared: tuple[str, ...] =
     return found, _map_rows(options, n, ndim, take, shared, rows, several)
 
 
+def _method_name(method: Callable) -> str:
+    """How an error names ``method``: ``jaxsal.saliency`` for one of jaxsal's public
+    functions (also under ``functools.partial`` layers), else its name."""
+    import jaxsal  # (loaded: this module is one of its own)
+
+    fn = _unwrap(method)
+    name = getattr(fn, "__name__", None)
+    if name and getattr(jaxsal, name, None) is fn:
+        return f"jaxsal.{name}"
+    return getattr(fn, "__qualname__", None) or name or type(fn).__name__
+
+
+def _called_with(method: Callable) -> tuple[inspect.Signature, list[str]] | None:
+    """``method``'s signature and the names of the parameters a job passes by position
+    (its first three, ``model, x, targets``), or None where it has no signature."""
+    try:
+        sig = inspect.signature(method)
+    except (TypeError, ValueError):  # (a builtin, a C callable)
+        return None
+    positional = [name for name, p in sig.parameters.items()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return sig, positional[:3]
+
+
+def unknown_option(method: Callable, names: Any, given: tuple[str, ...] | None = None
+                   ) -> tuple[str, list[str]] | None:
+    """The first of option ``names`` that ``method`` does not take as a keyword, and the
+    options it takes (its keyword parameters but ``given``, those the caller passes itself:
+    by default its first three, ``model, x, targets``); None where it takes them all (a
+    method with ``**kwargs`` takes any). The one check of :func:`jaxsal.explain_to_file`
+    and of the command line's ``--option`` (before any work: the call would fail in the
+    first chunk with Python's "unexpected keyword argument")."""
+    called = _called_with(method)
+    if called is None:
+        return None
+    sig, positional = called
+    params = sig.parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
+    given = tuple(positional) if given is None else given
+    takes = [n for n, p in params.items()
+             if n not in given and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for name in names:
+        if name not in takes and name not in given:
+            return name, takes
+    return None
+
+
+def unknown_option_words(what: str, name: str, takes: list[str]) -> str:
+    """The words of :func:`unknown_option`'s refusal: ``"jaxsal.saliency takes no option
+    'patch'; its options: reduce, head, ..."``."""
+    return (f"{what} takes no option {name!r}; its options: "
+            f"{', '.join(takes) if takes else '(none)'}")
+
+
+def check_call(method: Callable, options: dict) -> None:
+    """Refuse, before any work, ``options`` that ``method`` cannot be called with as a job
+    calls it for each chunk, ``method(model, x, targets, **options)``: an option it does not
+    take (:func:`unknown_option`), one of the three it is passed by position, a required
+    keyword left out (:func:`jaxsal.neuron_conductance`'s ``neuron``). Each failed in the
+    first chunk with Python's ``TypeError``; so is this, naming the method and its options."""
+    called = _called_with(method)
+    if called is None:
+        return
+    sig, positional = called
+    what = _method_name(method)
+    for name in options:
+        if name in positional:
+            raise TypeError(f"option {name}=...: explain_to_file passes {what}'s "
+                            f"{', '.join(positional)} itself (each chunk's call is "
+                            "method(model, inputs[i:j], targets, **options)): give the "
+                            "inputs and targets as explain_to_file's own arguments")
+    found = unknown_option(method, options)
+    if found is not None:
+        raise TypeError(f"{unknown_option_words(what, *found)}. Options are passed on to the "
+                        "method as keywords: check the name (nothing was computed)")
+    try:
+        sig.bind(None, None, None, **options)
+    except TypeError as e:
+        raise TypeError(f"explain_to_file calls {what}(model, inputs[i:j], targets, "
+                        f"**options) for each chunk, which fails with these options: {e}. "
+                        "Pass the options it needs (nothing was computed)") from None
+
+
 def _takes_offset(method: Callable) -> bool:
     try:
         return "index_offset" in inspect.signature(method).parameters

@@ -1,0 +1,83 @@
+"""Batch jobs (``jaxsal.explain_to_file``) refuse before any work what would fail in their
+first chunk: an option the method does not take, options per input in a form the method
+refuses, option rows the job cannot split; and what they pass a method of ``**kwargs``."""
+
+import functools
+import inspect
+import re
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+
+W = np.array([[1.0, -2.0], [0.5, 3.0], [-1.5, 0.25]], np.float32)  # (3 features, 2 classes)
+
+
+@pytest.fixture(scope="module")
+def bent():
+    """A plain function of one input (N, 3): tanh of a linear map, so that gradients depend
+    on the point (SmoothGrad's noise changes them)."""
+    return jaxsal.FunctionModel(lambda p, x: jnp.tanh(x @ p["w"]), {"w": jnp.asarray(W)})
+
+
+@pytest.fixture
+def x():
+    return np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+
+
+def _chunks():
+    """An ``on_chunk`` that records the chunks a job computes."""
+    done = []
+
+    def on_chunk(k, total):
+        done.append(k)
+
+    on_chunk.done = done
+    return on_chunk
+
+
+# ---------------------------------------------------------------------- option names
+def test_an_option_the_method_does_not_take_is_refused_before_any_work(tmp_path, bent, x):
+    """An option a method does not take failed in the first chunk with Python's "unexpected
+    keyword argument" (the command line refused it up front): refused first, naming the
+    option, the method and its options, for jaxsal's methods (also under a partial) and for
+    one's own (by its signature); nothing is called or written."""
+    path = tmp_path / "maps.npy"
+    takes = ", ".join(list(inspect.signature(jaxsal.saliency).parameters)[3:])
+    with pytest.raises(TypeError, match=re.escape(
+            f"jaxsal.saliency takes no option 'patch'; its options: {takes}. Options are "
+            "passed on to the method as keywords: check the name (nothing was computed)")):
+        jaxsal.explain_to_file(jaxsal.saliency, bent, x, path, batch_size=2, patch=2)
+    with pytest.raises(TypeError, match=re.escape("jaxsal.saliency takes no option 'patch'")):
+        jaxsal.explain_to_file(functools.partial(jaxsal.saliency, reduce=None), bent, x, path,
+                               batch_size=2, patch=2)
+    calls = []
+
+    def mine(model, inputs, t=None, *, scale=1.0):
+        calls.append(scale)
+        return scale * np.asarray(model(inputs))
+
+    with pytest.raises(TypeError, match=re.escape(
+            "test_an_option_the_method_does_not_take_is_refused_before_any_work.<locals>.mine "
+            "takes no option 'scal'; its options: scale.")):
+        jaxsal.explain_to_file(mine, bent, x, path, batch_size=2, scal=2.0)
+    with pytest.raises(TypeError, match=re.escape(
+            "option t=...: explain_to_file passes test_an_option_the_method_does_not_"
+            "take_is_refused_before_any_work.<locals>.mine's model, inputs, t itself")):
+        jaxsal.explain_to_file(mine, bent, x, path, batch_size=2, t=1)
+    with pytest.raises(TypeError, match=re.escape(
+            "explain_to_file calls jaxsal.neuron_conductance(model, inputs[i:j], targets, "
+            "**options) for each chunk, which fails with these options: missing a required "
+            "argument: 'neuron'")):
+        jaxsal.explain_to_file(jaxsal.neuron_conductance, bent, x, path, layer="dense")
+    assert calls == [] and list(tmp_path.iterdir()) == []
+    jaxsal.explain_to_file(mine, bent, x, path, batch_size=2, scale=2.0)  # (taken)
+
+    def anything(model, inputs, t=None, **kw):
+        calls.append(kw)
+        return np.asarray(model(inputs))
+
+    jaxsal.explain_to_file(anything, bent, x, tmp_path / "any.npy", batch_size=5, patch=2)
+    assert calls[-1] == {"patch": 2}
