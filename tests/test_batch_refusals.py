@@ -6,6 +6,7 @@ import functools
 import inspect
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -81,3 +82,42 @@ def test_an_option_the_method_does_not_take_is_refused_before_any_work(tmp_path,
 
     jaxsal.explain_to_file(anything, bent, x, tmp_path / "any.npy", batch_size=5, patch=2)
     assert calls[-1] == {"patch": 2}
+
+
+# ---------------------------------------------------------------------- **kwargs and offsets
+def test_a_method_of_kwargs_given_a_key_gets_each_chunk_s_offset(tmp_path, bent, x):
+    """A wrapper of a random method taking ``**kwargs`` and given a key gets each chunk's
+    ``index_offset``, so its maps equal one call over all inputs whatever the batch size
+    (without it, every chunk drew its first input's noise as input 0's); without a key it
+    gets none; one that cannot take it fails saying why it was passed."""
+    key = jax.random.key(3)
+    seen = []
+
+    def wrapper(model, inputs, t, **kw):
+        seen.append(sorted(kw))
+        return jaxsal.smoothgrad(model, inputs, t, **kw)
+
+    want = jaxsal.smoothgrad(bent, x, 1, key=key, n=4)
+    for b in (2, 3):
+        out = jaxsal.explain_to_file(wrapper, bent, x, tmp_path / f"sg{b}.npy", targets=1,
+                                     batch_size=b, key=key, n=4)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+    assert seen[-1] == ["index_offset", "key", "n"]
+
+    def plain(model, inputs, t, **kw):
+        seen.append(sorted(kw))
+        return jaxsal.saliency(model, inputs, t, **kw)
+
+    jaxsal.explain_to_file(plain, bent, x, tmp_path / "s.npy", targets=1, batch_size=2,
+                           reduce=None)
+    assert seen[-1] == ["reduce"]
+
+    def keyed(model, inputs, t, **kw):
+        kw.pop("key")
+        return jaxsal.saliency(model, inputs, t, **kw)
+
+    with pytest.raises(TypeError, match="index_offset") as info:
+        jaxsal.explain_to_file(keyed, bent, x, tmp_path / "k.npy", targets=1, batch_size=2,
+                               key=key)
+    assert any("explain_to_file passes index_offset (each chunk's position) to a method that "
+               "takes **kwargs and is given a key" in note for note in info.value.__notes__)

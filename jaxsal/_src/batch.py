@@ -56,8 +56,8 @@ from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_p
                                    _record, _replace_json, check_not_another_jobs, write_fix)
 from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids,
                                     _check_options, _check_targets, _chunk_options,
-                                    _chunk_targets, _rows, _several, _Several,
-                                    _takes_offset, _unwrap, check_call,
+                                    _chunk_targets, _implicit_offset, _rows, _several,
+                                    _Several, _takes_offset, _unwrap, check_call,
                                     input_paths, job_options,
                                     per_input_arrays, per_input_options, shared_options)
 from jaxsal._src.job_lock import job_lock
@@ -343,7 +343,8 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         ``method_options``) is sliced with the inputs; a
         method with an ``index_offset`` parameter (:func:`jaxsal.smoothgrad`) gets each
         chunk's position, so its noise, keyed by the global input index, does not depend on
-        ``batch_size`` and the file equals one call over all inputs.
+        ``batch_size`` and the file equals one call over all inputs; so does a method of
+        ``**kwargs`` given a ``key`` (a wrapper of a random method, which passes it on).
         Options a method lists in its ``shared_options`` attribute
         (:func:`jaxsal.gradient_shap`'s ``baselines``) are passed whole to every chunk;
         those its ``per_input_options`` names
@@ -506,7 +507,9 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     options = job_options(method, model, shapes, options)
     _check_options(options, n, ndim, shared=shared, several=several)
     rows = per_input_options(method, model, shapes, options)
-    offset = options.pop("index_offset", 0) if _takes_offset(method) else None
+    # (a method of **kwargs given a key: passed on too, a wrapper of a random method)
+    implicit = _implicit_offset(method, options)
+    offset = options.pop("index_offset", 0) if _takes_offset(method, options) else None
     if offset is not None:
         offset = base.check_index_offset(offset)
     _check_path(path, inputs, options, several)
@@ -648,6 +651,14 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             except NonFiniteMaps as e:  # named by their index in the job, not the chunk
                 rows_bad, where = [lo + r for r in e.rows if r < hi - lo] or [hi - 1], ""
             except Exception as e:
+                if implicit and isinstance(e, TypeError) and "index_offset" in str(e):
+                    e.add_note(
+                        "explain_to_file passes index_offset (each chunk's position) to a "
+                        "method that takes **kwargs and is given a key, for a wrapper of a "
+                        "random method to pass on (its noise then does not depend on the "
+                        "batch size); a method of **kwargs that draws no noise by the "
+                        "input's index: name its parameters, or take index_offset and ignore "
+                        "it")
                 raise _chunk_failed(e, c, lo, hi, batch_size, done, files, path, several)
             else:
                 rows_bad, where = _non_finite_maps(maps, lo)

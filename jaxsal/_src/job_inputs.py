@@ -497,11 +497,35 @@ def check_call(method: Callable, options: dict) -> None:
                         "Pass the options it needs (nothing was computed)") from None
 
 
-def _takes_offset(method: Callable) -> bool:
+def _takes_offset(method: Callable, options: dict | None = None) -> bool:
+    """Whether a job passes ``method`` each chunk's ``index_offset`` (the position of its
+    first input in the job): where it names that parameter (:func:`jaxsal.smoothgrad`), or
+    where it takes ``**kwargs`` and is given a ``key`` (in ``options`` or bound in a
+    ``functools.partial``): a wrapper of a random method, which passes its keywords on, would
+    otherwise draw the noise of each chunk's first input as the job's first input's, and its
+    maps would depend on the batch size (:func:`_implicit_offset`)."""
     try:
-        return "index_offset" in inspect.signature(method).parameters
+        params = inspect.signature(method).parameters
     except (TypeError, ValueError):
         return False
+    return "index_offset" in params or _implicit_offset(method, options)
+
+
+def _implicit_offset(method: Callable, options: dict | None) -> bool:
+    """Whether a job passes ``index_offset`` to ``method`` because it takes ``**kwargs``
+    and is given a ``key`` (not because it names the parameter)."""
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    if "index_offset" in params or not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return False
+    keyed = "key" in (options or {})
+    fn = method
+    while isinstance(fn, functools.partial) and not keyed:
+        keyed = "key" in fn.keywords
+        fn = fn.func
+    return keyed
 
 
 def _mapped_file(a: Any) -> str | None:
