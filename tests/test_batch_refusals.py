@@ -84,6 +84,31 @@ def test_an_option_the_method_does_not_take_is_refused_before_any_work(tmp_path,
     assert calls[-1] == {"patch": 2}
 
 
+# ---------------------------------------------------------------------- one job, two spellings
+def test_smoothgrad_s_method_by_name_or_function_is_one_job(tmp_path, bent, x):
+    """SmoothGrad's ``method`` as a name or as the jaxsal function is the same job: run
+    again with the other spelling (as an option, or bound in a partial), the finished job
+    computes nothing."""
+    key = jax.random.key(0)
+    options = dict(targets=1, batch_size=2, key=key, n=2,
+                   method_options={"steps": 2})
+    path = tmp_path / "sg.npy"
+    want = jaxsal.explain_to_file(jaxsal.smoothgrad, bent, x, path,
+                                  method="integrated_gradients", **options)
+    again = _chunks()
+    out = jaxsal.explain_to_file(jaxsal.smoothgrad, bent, x, path, on_chunk=again,
+                                 method=jaxsal.integrated_gradients, **options)
+    assert again.done == []
+    np.testing.assert_array_equal(out, want)
+    bound = tmp_path / "bound.npy"
+    jaxsal.explain_to_file(functools.partial(jaxsal.smoothgrad, method=jaxsal.saliency),
+                           bent, x, bound, targets=1, batch_size=2, key=key, n=2)
+    again = _chunks()
+    jaxsal.explain_to_file(functools.partial(jaxsal.smoothgrad, method="saliency"), bent, x,
+                           bound, targets=1, batch_size=2, key=key, n=2, on_chunk=again)
+    assert again.done == []
+
+
 # ---------------------------------------------------------------------- **kwargs and offsets
 def test_a_method_of_kwargs_given_a_key_gets_each_chunk_s_offset(tmp_path, bent, x):
     """A wrapper of a random method taking ``**kwargs`` and given a key gets each chunk's

@@ -291,10 +291,24 @@ def _method_settings(fn: types.FunctionType) -> dict:
     return out
 
 
+def _named(method: Callable, options: dict) -> dict:
+    """``options`` with each option that ``method`` takes as one of jaxsal's functions or
+    its name (its ``named_options`` attribute: :func:`jaxsal.smoothgrad`'s ``method``) given
+    as the function (``jaxsal.integrated_gradients``) replaced by its name: either spelling
+    is the same job."""
+    fn = method
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    names = getattr(fn, "named_options", ())
+    return {k: v.__name__ if (k in names and isinstance(v, types.FunctionType)
+                              and _public(v)) else v
+            for k, v in options.items()}
+
+
 def _method_description(method: Callable) -> Any:
     if isinstance(method, functools.partial):
         return {"partial": _method_description(method.func), "args": _describe(method.args),
-                "kw": _describe(method.keywords)}
+                "kw": _describe(_named(method, method.keywords))}
     if isinstance(method, types.FunctionType):
         # its name and code; not jaxsal's own defaults (jaxsal.smoothgrad's sentinel) nor
         # its closure's lists and objects (a wrapper's call log); configuration belongs in
@@ -370,7 +384,8 @@ def _signatures(method: Callable, model: Any, inputs: Any, options: dict, target
     job = {
         "method": _method_description(method), "model": model_fingerprint(model),
         "n": n, "input": described,
-        "options": _describe(dict(options)), "targets": _describe(_ids(targets)),
+        "options": _describe(_named(method, dict(options))),
+        "targets": _describe(_ids(targets)),
         "b": batch_size,
     }
     if jax.config.jax_enable_x64:  # 64-bit mode computes other maps, in other dtypes (left

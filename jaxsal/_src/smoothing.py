@@ -349,3 +349,6 @@ def _layer_raw(m: Any, spec: Any, info: Any, lt: Any, x: Any, A: Array, times_in
 #: explain_to_file takes integrated gradients' baseline one per input of a model of
 #: several inputs, by name or position.
 smoothgrad.several_input_options = ("method_options.baseline",)
+#: Options that take one of jaxsal's functions or its name (``method=jaxsal.saliency`` or
+#: ``"saliency"``): a batch job signs either as the name, one job (job_signature).
+smoothgrad.named_options = ("method",)
