@@ -146,3 +146,34 @@ def test_a_method_of_kwargs_given_a_key_gets_each_chunk_s_offset(tmp_path, bent,
                                key=key)
     assert any("explain_to_file passes index_offset (each chunk's position) to a method that "
                "takes **kwargs and is given a key" in note for note in info.value.__notes__)
+
+
+# ---------------------------------------------------------------------- option rows
+def test_rows_given_as_nested_lists_are_refused_before_any_work(tmp_path, bent, x):
+    """An (N, ...) option as nested Python lists (one row per input, as a direct call reads
+    it) was passed whole to every chunk, which failed; refused up front, saying to pass a
+    NumPy array, which is sliced with the inputs (the maps of the direct call). One row in
+    lists is shared by every input, as before."""
+    rows = (x * 0.25).tolist()
+    with pytest.raises(ValueError, match=re.escape(
+            "option baseline is nested Python lists of shape (5, 3): one row per input (5, "
+            "with the inputs' rank 2) as a direct call reads it")) as info:
+        jaxsal.explain_to_file(jaxsal.integrated_gradients, bent, x, tmp_path / "ig.npy",
+                               targets=1, batch_size=2, steps=2, baseline=rows)
+    assert "Pass it as a NumPy array, np.asarray(baseline)" in str(info.value)
+    with pytest.raises(ValueError, match=re.escape(
+            "option method_options['baseline'] is nested Python lists of shape (5, 3)")):
+        jaxsal.explain_to_file(jaxsal.smoothgrad, bent, x, tmp_path / "sg.npy", targets=1,
+                               batch_size=2, key=jax.random.key(0), n=2,
+                               method="integrated_gradients",
+                               method_options={"steps": 2, "baseline": rows})
+    assert list(tmp_path.iterdir()) == []
+    out = jaxsal.explain_to_file(jaxsal.integrated_gradients, bent, x, tmp_path / "ig.npy",
+                                 targets=1, batch_size=2, steps=2, baseline=np.asarray(rows))
+    want = jaxsal.integrated_gradients(bent, x, 1, steps=2, baseline=rows)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+    one = rows[:1]
+    out = jaxsal.explain_to_file(jaxsal.integrated_gradients, bent, x, tmp_path / "one.npy",
+                                 targets=1, batch_size=2, steps=2, baseline=one)
+    want = jaxsal.integrated_gradients(bent, x, 1, steps=2, baseline=one)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)

@@ -372,8 +372,9 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         chunk finished before it stays on disk and is not recomputed on the next run. Also for
         options that cannot be split with the inputs, for an option of one value per input
         given with names other than the inputs' (misspelt, missing) or as a list of another
-        count (both before any work), and when the file at ``path`` does not hold this job's
-        maps although its progress file says so.
+        count (both before any work), for an option of nested lists of one row per input
+        (pass an array), and when the file at ``path`` does not hold this job's maps
+        although its progress file says so.
       Exception: any other error of ``method`` in a chunk (a ``TypeError``, a JAX runtime
         error such as running out of memory) propagates as it is, with a note (``__notes__``)
         naming the chunk and saying what is saved; the finished chunks stay, as above.
@@ -505,8 +506,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     _check_targets(targets, n)
     shared = shared_options(method)
     options = job_options(method, model, shapes, options)
-    _check_options(options, n, ndim, shared=shared, several=several)
     rows = per_input_options(method, model, shapes, options)
+    _check_options(options, n, ndim, shared=shared, several=several, rows=rows)
     # (a method of **kwargs given a key: passed on too, a wrapper of a random method)
     implicit = _implicit_offset(method, options)
     offset = options.pop("index_offset", 0) if _takes_offset(method, options) else None

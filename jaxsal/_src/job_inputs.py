@@ -303,11 +303,15 @@ def job_options(method: Callable, model: Any, shape: tuple, options: dict) -> di
 
 
 def _check_options(options: dict, n: int, ndim: int, where: str = "",
-                   shared: tuple[str, ...] = (), several: _Several | None = None) -> None:
+                   shared: tuple[str, ...] = (), several: _Several | None = None,
+                   rows: tuple[str, ...] = ()) -> None:
     """Refuse an array option of the inputs' rank whose leading axis is neither the inputs'
     count nor 1: it cannot be split into chunks with the inputs. For several inputs, the
     arrays of an option given per input (a list of one per input, a dict keyed by their
-    names) are checked against their own input's rank."""
+    names) are checked against their own input's rank. For one input, nested Python lists
+    of the inputs' rank and count (:func:`_nested_rows`) are refused: a job slices arrays
+    only (``rows``: the options the method says hold one row per input, sliced whatever
+    they are)."""
     for k, v in options.items():
         name = f"{where}[{k!r}]" if where else k
         if k in shared and not where:
@@ -332,6 +336,36 @@ def _check_options(options: dict, n: int, ndim: int, where: str = "",
                              f"inputs' rank ({ndim}) is read per input and is split into chunks "
                              f"with them, so it needs one row per input ({n}) or a single row "
                              f"(shared by all); got {v.shape[0]} rows")
+        elif several is None and k not in rows and _nested_rows(v, n, ndim):
+            raise ValueError(
+                f"option {name} is nested Python lists of shape {np.shape(v)}: one row per "
+                f"input ({n}, with the inputs' rank {ndim}) as a direct call reads it, but a "
+                "job splits only arrays into chunks with the inputs (a list of several values "
+                "for every input, XRAI's baselines, is passed whole). Pass it as a NumPy array, "
+                f"np.asarray({name}), to have its rows sliced with the inputs; a list of "
+                "values each for every input, as a list of arrays")
+
+
+def _nested_rows(v: Any, n: int, ndim: int) -> bool:
+    """Whether option value ``v`` is nested Python lists (or tuples) of numbers, no array in
+    them, that read as an array of the inputs' rank ``ndim`` (2 or more) with their count
+    ``n`` (more than 1) of rows: what a direct call reads as one row per input, which a job
+    would pass whole to every chunk (it slices arrays only; a list of values, XRAI's
+    ``baselines``, is passed whole)."""
+    if not isinstance(v, (list, tuple)) or n < 2 or ndim < 2:
+        return False
+    stack = list(v)
+    while stack:
+        e = stack.pop()
+        if isinstance(e, (list, tuple)):
+            stack.extend(e)
+        elif hasattr(e, "shape") and np.ndim(e) > 0:
+            return False  # (an array in it: XRAI's baselines=[rows, 0.0], sliced entry-wise)
+    try:
+        a = np.asarray(v)
+    except (TypeError, ValueError):  # (ragged)
+        return False
+    return a.dtype.kind in "biuf" and a.ndim == ndim and a.shape[0] == n
 
 
 def _native(a: np.ndarray) -> np.ndarray:
