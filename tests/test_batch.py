@@ -62,9 +62,20 @@ def test_failure_keeps_finished_chunks_and_resume_skips_them(tmp_path, model, di
 
 
 def test_failure_of_the_first_chunk_says_nothing_was_written(tmp_path, model, digits):
+    """A method of one's own failing in the first chunk (never dry-run: it may have side
+    effects); jaxsal's own refuses such inputs before any chunk (the first chunk's call is
+    traced first: test_batch_refusals.py)."""
     path = tmp_path / "maps.npy"
+
+    def mine(model, x, targets=None):
+        return jaxsal.saliency(model, x, targets)
+
     with pytest.raises(ValueError, match=r"chunk 0 \(inputs 0:8\) failed: expected x of shape "
                        r"\(N, 28, 28, 1\).*No chunk had finished"):
+        jaxsal.explain_to_file(mine, model, digits[..., 0], path, batch_size=8)
+    assert not path.exists()
+    with pytest.raises(ValueError, match=r"^expected x of shape \(N, 28, 28, 1\).*Refused "
+                       "before any work"):
         jaxsal.explain_to_file(jaxsal.saliency, model, digits[..., 0], path, batch_size=8)
     assert not path.exists()
 

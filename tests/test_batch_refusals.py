@@ -148,7 +148,46 @@ def test_a_method_of_kwargs_given_a_key_gets_each_chunk_s_offset(tmp_path, bent,
                "takes **kwargs and is given a key" in note for note in info.value.__notes__)
 
 
-# ---------------------------------------------------------------------- option rows
+# ---------------------------------------------------------------------- the first chunk's call
+@pytest.fixture(scope="module")
+def two():
+    """A plain function of two inputs, ``a`` (N, 3) and ``b`` (N, 2), given as a dict or
+    a list in that order."""
+    wb = np.array([[2.0, 1.0], [-0.5, 4.0]], np.float32)
+
+    def fn(p, x):
+        a, b = (x["a"], x["b"]) if isinstance(x, dict) else x
+        return jnp.tanh(a @ p["wa"] + b @ p["wb"])
+
+    return jaxsal.FunctionModel(fn, {"wa": jnp.asarray(W), "wb": jnp.asarray(wb)})
+
+
+def test_an_option_a_direct_call_refuses_is_refused_before_any_work(tmp_path, two, x):
+    """A tuple of baselines for a dict of inputs (a direct call refuses it: a dict's inputs
+    have no order) failed in the first chunk; the job traces the first chunk's call before
+    any work (jax.eval_shape: nothing computed) and refuses it with the direct call's error.
+    A tuple for a list of inputs, which the direct call takes by position, still runs."""
+    xs = {"a": x, "b": x[:, :2] * 0.5}
+    with pytest.raises(ValueError) as direct:
+        jaxsal.integrated_gradients(two, xs, 1, steps=2, baseline=(0.0, 0.5))
+    with pytest.raises(ValueError, match=re.escape(
+            str(direct.value).rstrip(".") + ". (Refused before any work: explain_to_file "
+            "checks the first chunk's call before it computes any chunk; nothing was "
+            "computed or written.")):
+        jaxsal.explain_to_file(jaxsal.integrated_gradients, two, xs, tmp_path / "ig.npy",
+                               targets=1, batch_size=2, steps=2, baseline=(0.0, 0.5))
+    with pytest.raises(ValueError, match=r"^unknown variant 'var'.*Refused before any work"):
+        jaxsal.explain_to_file(jaxsal.smoothgrad, two, xs, tmp_path / "sg.npy", targets=1,
+                               batch_size=2, key=jax.random.key(0), variant="var")
+    assert list(tmp_path.iterdir()) == []
+    listed = [xs["a"], xs["b"]]
+    out = jaxsal.explain_to_file(jaxsal.integrated_gradients, two, listed, tmp_path / "ig.npy",
+                                 targets=1, batch_size=2, steps=2, baseline=(0.0, 0.5))
+    want = jaxsal.integrated_gradients(two, listed, 1, steps=2, baseline=(0.0, 0.5))
+    for o, w in zip(out, want):
+        np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-6)
+
+
 def test_rows_given_as_nested_lists_are_refused_before_any_work(tmp_path, bent, x):
     """An (N, ...) option as nested Python lists (one row per input, as a direct call reads
     it) was passed whole to every chunk, which failed; refused up front, saying to pass a

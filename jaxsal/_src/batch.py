@@ -373,8 +373,9 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         options that cannot be split with the inputs, for an option of one value per input
         given with names other than the inputs' (misspelt, missing) or as a list of another
         count (both before any work), for an option of nested lists of one row per input
-        (pass an array), and when the file at ``path`` does not hold this job's maps
-        although its progress file says so.
+        (pass an array), for what a jaxsal method refuses in the first chunk's call (traced
+        before any work; a ``TypeError`` too), and when the file at
+        ``path`` does not hold this job's maps although its progress file says so.
       Exception: any other error of ``method`` in a chunk (a ``TypeError``, a JAX runtime
         error such as running out of memory) propagates as it is, with a note (``__notes__``)
         naming the chunk and saying what is saved; the finished chunks stay, as above.
@@ -437,6 +438,41 @@ def _shard_count(sharding: Any, batch_size: int, row_shape: tuple) -> int:
                          f"batch axis into, got batch_size={batch_size} ({e}); pass a multiple "
                          "of the device count") from e
     return batch_size // rows
+
+
+def _is_jaxsal(method: Callable) -> bool:
+    """Whether ``method`` is one of jaxsal's public methods (also under ``functools.partial``
+    layers): pure functions of their arguments, which a dry run may trace (a method of
+    one's own may have side effects, a call log, host work: never dry-run)."""
+    import jaxsal  # (loaded: this module is one of its own)
+
+    fn = _unwrap(method)
+    name = getattr(fn, "__name__", None)
+    return bool(name) and getattr(jaxsal, name, None) is fn
+
+
+def _dry_run(method: Callable, model: Any, x: Any, targets: Any, options: dict) -> None:
+    """Trace ``method(model, x, targets, **options)`` (a chunk's call) without computing it
+    (``jax.eval_shape``: no compilation, no device work) and raise what the method refuses
+    in its arguments, as a direct call would: an option in a form it does not take (a tuple
+    of baselines for a dict of inputs), a value out of range, an input of another shape.
+    ``check_finite`` is off for it (NaN inputs are the job's to name, chunk by chunk), and
+    an error of the trace itself (a value the method reads on the host) is left to the
+    real call."""
+    if "check_finite" in inspect.signature(method).parameters:
+        options = {**options, "check_finite": False}
+    try:
+        jax.eval_shape(lambda: method(model, x, targets, **options))
+    except jax.errors.JAXTypeError:  # (a tracer where the method reads a value: not dry)
+        return
+    except (ValueError, TypeError) as e:
+        kind = TypeError if isinstance(e, TypeError) else ValueError
+        raise kind(f"{str(e).rstrip('.')}. (Refused before any work: explain_to_file "
+                   "checks the first chunk's call before it computes any chunk; nothing was "
+                   "computed or written. Fix the option or inputs and run the call "
+                   "again.)") from e
+    except Exception:  # anything else: the real call says it, for its chunk
+        return
 
 
 def _check_rows(model: Any, inputs: Any, batch_size: int, targets: Any) -> None:
@@ -616,11 +652,34 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
 
     check_inputs = _checks_inputs(method, options)
     skipped: dict[int, tuple[str, list[int]]] = {}  # keep_going: chunk -> (why, inputs at fault)
+    def call_args(lo: int, hi: int, parts: list) -> tuple[Any, Any, dict]:
+        """The inputs, targets and options of the method's call for inputs ``lo:hi``
+        (``parts``: their rows of each input), padded to the batch size."""
+        pad = batch_size - (hi - lo)
+        padded = [_rows(p, 0, hi - lo, pad) for p in parts]
+        xb = padded[0] if several is None else several.pack(padded)
+        if sharding is not None:
+            xb = jax.device_put(xb, sharding)
+        opts = _chunk_options(options, n, ndim, lo, hi, pad, shared, rows, several)
+        if offset is not None:
+            opts["index_offset"] = int(offset) + lo
+        return xb, _chunk_targets(targets, lo, hi, pad), opts
+
+    read: dict[int, list] = {}  # chunk -> its inputs' rows, read by the dry run
+    first = next((c for c in range(n_chunks) if c not in done), None)
+    if first is not None and _is_jaxsal(method):
+        # the first chunk's call traced, not run, before any work: what the method refuses
+        # in its arguments (an option's form, its values) is refused here, not as the
+        # failure of a chunk
+        lo, hi = first * batch_size, min(n, (first + 1) * batch_size)
+        read[first] = [np.asarray(a[lo:hi]) for a in arrays]
+        _dry_run(method, model, *call_args(lo, hi, read[first]))
+
     for c in range(n_chunks):
         if c in done:
             continue
         lo, hi = c * batch_size, min(n, (c + 1) * batch_size)
-        parts = [np.asarray(a[lo:hi]) for a in arrays]
+        parts = read.pop(c) if c in read else [np.asarray(a[lo:hi]) for a in arrays]
         option_parts = [(name, np.asarray(a[lo:hi])) for name, a in sliced]
         digest = _chunk_digest(parts + [rows for _, rows in option_parts])
         # (NaN/inf inputs, or rows of an option given per input (evaluate's maps, IG
@@ -637,18 +696,11 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                    f"{'them' if len(bad) > 1 else 'it'} out")
             short = f"{listed(rows_bad)}{what} contain{'' if many else 's'} NaN or inf"
         else:
-            pad = batch_size - (hi - lo)
-            padded = [_rows(p, 0, hi - lo, pad) for p in parts]
-            xb = padded[0] if several is None else several.pack(padded)
-            if sharding is not None:
-                xb = jax.device_put(xb, sharding)
-            opts = _chunk_options(options, n, ndim, lo, hi, pad, shared, rows, several)
-            if offset is not None:
-                opts["index_offset"] = int(offset) + lo
+            xb, tb, opts = call_args(lo, hi, parts)
             try:
                 # np.asarray inside: a JAX runtime error (out of memory...) surfaces there
-                maps = _maps_by_file(method(model, xb, _chunk_targets(targets, lo, hi, pad),
-                                            **opts), several, path, per_input, hi - lo)
+                maps = _maps_by_file(method(model, xb, tb, **opts), several, path, per_input,
+                                     hi - lo)
             except NonFiniteMaps as e:  # named by their index in the job, not the chunk
                 rows_bad, where = [lo + r for r in e.rows if r < hi - lo] or [hi - 1], ""
             except Exception as e:
