@@ -216,3 +216,14 @@ def test_rows_given_as_nested_lists_are_refused_before_any_work(tmp_path, bent, 
                                  targets=1, batch_size=2, steps=2, baseline=one)
     want = jaxsal.integrated_gradients(bent, x, 1, steps=2, baseline=one)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_on_chunk_that_is_no_function_is_refused_before_any_work(tmp_path, bent, x):
+    """``on_chunk=True`` (a flag, say) failed after the first chunk was computed and written,
+    "'bool' object is not callable"; refused first."""
+    with pytest.raises(TypeError, match=re.escape(
+            "expected on_chunk as a function on_chunk(done, total), called after each chunk "
+            "is written, or None; got True")):
+        jaxsal.explain_to_file(jaxsal.saliency, bent, x, tmp_path / "maps.npy", batch_size=2,
+                               on_chunk=True)
+    assert list(tmp_path.iterdir()) == []

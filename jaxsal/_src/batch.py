@@ -408,6 +408,9 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
     if not callable(method):
         raise TypeError(f"expected method as a jaxsal attribution function (e.g. "
                         f"jaxsal.saliency), got {method!r}")
+    if on_chunk is not None and not callable(on_chunk):  # (else a TypeError after chunk 0)
+        raise TypeError(f"expected on_chunk as a function on_chunk(done, total), called after "
+                        f"each chunk is written, or None; got {on_chunk!r}")
     whole = getattr(_unwrap(method), "whole_batch", None)
     if whole:
         name = getattr(_unwrap(method), "__name__", "this method")
