@@ -295,6 +295,11 @@ def test_evaluate_takes_steps_and_order_by_flag_or_option(tmp_path, mnist_path, 
                             "the metric is chosen by --metric")):
         assert evaluate(*extra) == 2
         assert message in capsys.readouterr().err
+    # (a value the metric refuses: before any work, as the first chunk's call is traced)
+    assert evaluate("--option", "steps=0", out="zero.npy") == 2
+    err = capsys.readouterr().err
+    assert "Refused before any work" in err and "chunk 0" not in err, err
+    assert not (tmp_path / "zero.npy").exists()
 
 
 @pytest.mark.parametrize("name", ["targets", "batch_size", "method", "path"])
@@ -694,8 +699,7 @@ def test_a_method_s_own_batch_size_is_passed_on(tmp_path, mnist_path, digits_fil
                          "deletion", "--steps", "4", "--targets", "1"]}[cmd]
     out = tmp_path / "o.npy"
     assert cli.main(argv + ["--option", "batch_size=3", "--out", str(out)]) == 0
-    # (explain: the first chunk's call traced before any work sees it too)
-    assert seen == ([3, 3] if cmd == "explain" else [3])
+    assert seen == [3, 3]  # (the first chunk's call traced before any work sees it too)
     m = load_keras(mnist_path, head="logits") if cmd == "explain" else load_keras(mnist_path)
     x = np.load(digits_file)
     direct = (real(m, x, 1, patch=14) if cmd == "explain" else

@@ -444,14 +444,13 @@ def _shard_count(sharding: Any, batch_size: int, row_shape: tuple) -> int:
 
 
 def _is_jaxsal(method: Callable) -> bool:
-    """Whether ``method`` is one of jaxsal's public methods (also under ``functools.partial``
-    layers): pure functions of their arguments, which a dry run may trace (a method of
-    one's own may have side effects, a call log, host work: never dry-run)."""
-    import jaxsal  # (loaded: this module is one of its own)
-
+    """Whether ``method`` is a function of jaxsal's own (also under ``functools.partial``
+    layers): its public methods, the command line's ``evaluate`` scores; pure functions of
+    their arguments, which a dry run may trace (a method of one's own may have side effects,
+    a call log, host work: never dry-run)."""
     fn = _unwrap(method)
-    name = getattr(fn, "__name__", None)
-    return bool(name) and getattr(jaxsal, name, None) is fn
+    module = getattr(fn, "__module__", None) or ""
+    return inspect.isfunction(fn) and (module == "jaxsal" or module.startswith("jaxsal."))
 
 
 def _dry_run(method: Callable, model: Any, x: Any, targets: Any, options: dict) -> None:
