@@ -172,8 +172,8 @@ def test_an_option_a_direct_call_refuses_is_refused_before_any_work(tmp_path, tw
         jaxsal.integrated_gradients(two, xs, 1, steps=2, baseline=(0.0, 0.5))
     with pytest.raises(ValueError, match=re.escape(
             str(direct.value).rstrip(".") + ". (Refused before any work: explain_to_file "
-            "checks the first chunk's call before it computes any chunk; nothing was "
-            "computed or written.")):
+            "traced the call of chunk 0 (inputs 0:2), the first to compute, before computing "
+            "any chunk; nothing was computed or written.")):
         jaxsal.explain_to_file(jaxsal.integrated_gradients, two, xs, tmp_path / "ig.npy",
                                targets=1, batch_size=2, steps=2, baseline=(0.0, 0.5))
     with pytest.raises(ValueError, match=r"^unknown variant 'var'.*Refused before any work"):

@@ -453,14 +453,15 @@ def _is_jaxsal(method: Callable) -> bool:
     return inspect.isfunction(fn) and (module == "jaxsal" or module.startswith("jaxsal."))
 
 
-def _dry_run(method: Callable, model: Any, x: Any, targets: Any, options: dict) -> None:
+def _dry_run(method: Callable, model: Any, x: Any, targets: Any, options: dict,
+             chunk: str) -> None:
     """Trace ``method(model, x, targets, **options)`` (a chunk's call) without computing it
     (``jax.eval_shape``: no compilation, no device work) and raise what the method refuses
     in its arguments, as a direct call would: an option in a form it does not take (a tuple
     of baselines for a dict of inputs), a value out of range, an input of another shape.
     ``check_finite`` is off for it (NaN inputs are the job's to name, chunk by chunk), and
     an error of the trace itself (a value the method reads on the host) is left to the
-    real call."""
+    real call. ``chunk``: which (``"chunk 7 (inputs 56:64)"``), for the error."""
     if "check_finite" in inspect.signature(method).parameters:
         options = {**options, "check_finite": False}
     try:
@@ -470,9 +471,9 @@ def _dry_run(method: Callable, model: Any, x: Any, targets: Any, options: dict) 
     except (ValueError, TypeError) as e:
         kind = TypeError if isinstance(e, TypeError) else ValueError
         raise kind(f"{str(e).rstrip('.')}. (Refused before any work: explain_to_file "
-                   "checks the first chunk's call before it computes any chunk; nothing was "
-                   "computed or written. Fix the option or inputs and run the call "
-                   "again.)") from e
+                   f"traced the call of {chunk}, the first to compute, before computing any "
+                   "chunk; nothing was computed or written. Fix the option or inputs and run "
+                   "the call again.)") from e
     except Exception:  # anything else: the real call says it, for its chunk
         return
 
@@ -675,7 +676,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         # failure of a chunk
         lo, hi = first * batch_size, min(n, (first + 1) * batch_size)
         read[first] = [np.asarray(a[lo:hi]) for a in arrays]
-        _dry_run(method, model, *call_args(lo, hi, read[first]))
+        _dry_run(method, model, *call_args(lo, hi, read[first]),
+                 f"chunk {first} (inputs {lo}:{hi})")
 
     for c in range(n_chunks):
         if c in done:
