@@ -122,26 +122,32 @@ def test_example7_finds_the_planted_truth(outputs):
     assert number(r"^mean \|attribution\| on padding positions: (\S+)") == 0.0
 
 
-def test_tour_notebook_executes(tmp_path, monkeypatch):
-    """examples/tour.ipynb runs headless, top to bottom, in a kernel on this Python."""
+def _kernel(tmp_path, monkeypatch) -> str:
+    """A Jupyter kernel spec pointing at this interpreter, whatever kernels the machine has;
+    its name."""
     import json
 
-    import nbformat
-    from nbclient import NotebookClient
-
-    # a kernel spec pointing at this interpreter, whatever kernels the machine has
     spec = tmp_path / "jupyter" / "kernels" / "jaxsal-test"
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "jaxsal test", "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return "jaxsal-test"
+
+
+def test_tour_notebook_executes(tmp_path, monkeypatch):
+    """examples/tour.ipynb runs headless, top to bottom, in a kernel on this Python."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    kernel = _kernel(tmp_path, monkeypatch)
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     nb = nbformat.read(EXAMPLES / "tour.ipynb", as_version=4)
     saved_images = sum("image/png" in o.get("data", {}) for c in nb.cells
                        if c.cell_type == "code" for o in c.outputs)
     assert saved_images >= 7, "the committed notebook should carry its outputs"
-    NotebookClient(nb, timeout=300, kernel_name="jaxsal-test",
+    NotebookClient(nb, timeout=300, kernel_name=kernel,
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     outs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outs if o.output_type == "error"]
@@ -151,23 +157,16 @@ def test_tour_notebook_executes(tmp_path, monkeypatch):
 def test_a_figure_is_shown_in_a_notebook_without_the_inline_backend(tmp_path, monkeypatch):
     """A cell whose value is a jaxsal.plot figure, in a kernel where neither %matplotlib
     inline nor pyplot ran, showed '<Figure size ... with 2 Axes>' and no picture."""
-    import json
-
     import nbformat
     from nbclient import NotebookClient
 
-    spec = tmp_path / "jupyter" / "kernels" / "jaxsal-test"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "jaxsal test", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    kernel = _kernel(tmp_path, monkeypatch)
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(
         "import sys, numpy as np\nfrom jaxsal import plot\n"
         "fig = plot.heatmap(np.random.RandomState(0).rand(8, 8))\n"
         "assert 'matplotlib.pyplot' not in sys.modules\nfig")]
-    NotebookClient(nb, timeout=120, kernel_name="jaxsal-test",
+    NotebookClient(nb, timeout=120, kernel_name=kernel,
                    resources={"metadata": {"path": str(ROOT)}}).execute()
     (out,) = nb.cells[0].outputs
     assert out.output_type == "execute_result" and "image/png" in out.data, out
