@@ -1054,7 +1054,8 @@ def test_figures_have_a_png_form_for_notebooks_without_the_inline_backend():
 
         img = mpimg.imread(io.BytesIO(data))
         w, h = fig.get_size_inches() * fig.dpi
-        assert img.shape[:2] == (round(h), round(w))
+        # the figure's own size in pixels (matplotlib 3.7 truncates, later ones round)
+        assert abs(img.shape[0] - h) < 1 and abs(img.shape[1] - w) < 1, (img.shape, h, w)
         assert float(img[..., :3].std()) > 0.01
 
 
