@@ -4,6 +4,7 @@ inputs across chunks, and a mismatched file is refused clearly."""
 
 import functools
 import os
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -484,3 +485,26 @@ def test_a_method_defined_by_exec_without_a_module(tmp_path, linear, xs):
     assert ns["method"].__module__ is None
     out = jaxsal.explain_to_file(ns["method"], linear, xs, tmp_path / "e.npy", targets=1)
     assert_same_maps(out, jaxsal.saliency(linear, xs, 1))
+
+
+tanh = reshape = None  # module variables named like the attributes the `linear` model reads
+
+
+@pytest.mark.parametrize("value", [2.0, threading.Lock()], ids=["number", "lock"])
+def test_an_attribute_named_like_a_module_variable_is_not_a_read_of_it(tmp_path, linear, xs,
+                                                                      value):
+    """The model's function reads ``jnp.tanh`` and ``xx.reshape``, attributes, not this
+    module's ``tanh`` and ``reshape``: every name of the code (``co_names``) was taken as a
+    module-level read, so reassigning such a variable started a finished job over, and one
+    that cannot be described (a lock) refused the job. A real read of a module variable
+    stays in the signature (test_a_reassigned_variable_a_score_function_reads_is_another_job)."""
+    global tanh, reshape
+    path = tmp_path / "a.npy"
+    tanh = reshape = 1.0
+    first = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, batch_size=3)
+    tanh = reshape = value
+    chunks = []
+    again = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, batch_size=3,
+                                   on_chunk=lambda done, total: chunks.append(done))
+    assert chunks == []  # resumed: nothing computed again
+    np.testing.assert_array_equal(again, first)

@@ -15,6 +15,7 @@ a small cache, so a second call with the same shapes runs without tracing or com
 from __future__ import annotations
 
 import collections
+import dis
 import functools
 import inspect
 import math
@@ -526,7 +527,23 @@ def global_reads(fn: types.FunctionType) -> list[tuple[str, Any]]:
     (a ``lambda``, a nested ``def``, a comprehension) included: their globals are read
     from ``fn``'s module when ``fn`` runs."""
     names = fn.__globals__
-    return [(n, names[n]) for n in dict.fromkeys(_code_names(fn.__code__)) if n in names]
+    return [(n, names[n]) for n in dict.fromkeys(_global_names(fn.__code__)) if n in names]
+
+
+def _global_names(code: types.CodeType) -> Iterator[str]:
+    """The module-level names ``code`` and the code objects nested in it load
+    (``LOAD_GLOBAL``, and ``LOAD_NAME`` / ``LOAD_FROM_DICT_OR_GLOBALS`` of class bodies):
+    not every name of ``co_names``, which holds the attributes it reads too (``jnp.tanh``
+    is a read of ``jnp``, not of a module variable ``tanh``)."""
+    for ins in dis.get_instructions(code):
+        if ins.opname in _GLOBAL_LOADS:
+            yield ins.argval
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            yield from _global_names(c)
+
+
+_GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
 
 
 def _code_names(code: types.CodeType) -> Iterator[str]:
