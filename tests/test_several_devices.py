@@ -50,6 +50,7 @@ def attempt(name, f):
 # global index (index_offset = the shard's position times its size)
 per_shard = {
     "saliency": lambda a, off: jaxsal.saliency(m, a, [1, 3, 5]),
+    "saliency_chunked": lambda a, off: jaxsal.saliency(m, a, [1, 3, 5], chunk_size=1),
     "guided_backprop": lambda a, off: jaxsal.guided_backprop(m, a, [1, 2]),
     "gradcam": lambda a, off: jaxsal.gradcam(m, a, [1, 2]),
     "layercam": lambda a, off: jaxsal.layercam(m, a, [1, 2]),
@@ -190,13 +191,13 @@ def _ok(results, name):
 
 @needs_shard_map
 @pytest.mark.parametrize("name", [
-    "saliency", "guided_backprop", "gradcam", "layercam", "occlusion", "fullgrad",
-    "neuron_conductance", "integrated_gradients_loop", "smoothgrad", "rise"])
+    "saliency", "saliency_chunked", "guided_backprop", "gradcam", "layercam", "occlusion",
+    "fullgrad", "neuron_conductance", "integrated_gradients_loop", "smoothgrad", "rise"])
 def test_shard_map_gives_the_maps_of_one_device(results, name):
     """Under ``jax.shard_map`` (its default ``check_vma=True``) each device explains its own
     rows. The gradient methods were refused (a one-hot cotangent without the scores' mesh
     axes: "expected float32[2,3]{V:data}"), occlusion's and the sampled methods' loops too (a
-    carry of zeros that vary over no axis), and Grad-CAM, LayerCAM and FullGrad gave maps 4
+    carry of zeros that vary over no axis; classes in chunks, ``chunk_size=1``, too), and Grad-CAM, LayerCAM and FullGrad gave maps 4
     times too large, silently: a perturbation built as plain zeros had its gradient summed
     over the devices. ``index_offset`` from ``jax.lax.axis_index`` keys the random methods'
     draws by the global index, so their rows equal one call too."""

@@ -1315,7 +1315,7 @@ def map_chunks(fn: Callable[[Array], Any], total: int, chunk: int) -> Any:
     n_chunks = math.ceil(total / chunk)
     shapes = jax.eval_shape(fn, jax.ShapeDtypeStruct((chunk,), jnp.int32))
     init = jax.tree_util.tree_map(
-        lambda s: jnp.zeros((s.shape[0], total) + tuple(s.shape[2:]), s.dtype), shapes)
+        lambda s: _zeros_of(s, (s.shape[0], total) + tuple(s.shape[2:])), shapes)
 
     def body(i, acc):
         start = jnp.minimum(i * chunk, total - chunk)
@@ -1326,11 +1326,11 @@ def map_chunks(fn: Callable[[Array], Any], total: int, chunk: int) -> Any:
     return jax.lax.fori_loop(0, n_chunks, body, init)
 
 
-def _zeros_of(s: jax.ShapeDtypeStruct) -> Array:
-    """Zeros of the abstract value ``s``, varying over the mesh axes ``s`` varies over under
-    ``jax.shard_map`` (a loop's carry keeps its type: zeros that do not vary were refused
-    as the initial sum of values that do)."""
-    z = jnp.zeros(s.shape, s.dtype)
+def _zeros_of(s: jax.ShapeDtypeStruct, shape: tuple | None = None) -> Array:
+    """Zeros of the abstract value ``s`` (of ``shape`` where given), varying over the mesh
+    axes ``s`` varies over under ``jax.shard_map`` (a loop's carry keeps its type: zeros that
+    do not vary were refused as the initial sum, or result, of values that do)."""
+    z = jnp.zeros(s.shape if shape is None else shape, s.dtype)
     manual = getattr(s, "manual_axis_type", None)
     axes = tuple(sorted(getattr(manual, "varying", None) or getattr(s, "vma", None) or ()))
     if not axes:
