@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import types
 from typing import Any, Callable
 
 import jax
@@ -447,14 +448,21 @@ def per_input_arrays(options: dict, n: int, ndim: int, shared: tuple[str, ...] =
     return found, _map_rows(options, n, ndim, take, shared, rows, several)
 
 
+def public_function(fn: Any) -> bool:
+    """Whether ``fn`` is one of jaxsal's public functions (``jaxsal.saliency``), not one a
+    jaxsal factory made (whose closure holds its settings) nor a user's."""
+    import jaxsal  # (loaded: this module is one of its own)
+
+    return (isinstance(fn, types.FunctionType) and (fn.__module__ or "").startswith("jaxsal")
+            and getattr(jaxsal, fn.__name__, None) is fn)
+
+
 def _method_name(method: Callable) -> str:
     """How an error names ``method``: ``jaxsal.saliency`` for one of jaxsal's public
     functions (also under ``functools.partial`` layers), else its name."""
-    import jaxsal  # (loaded: this module is one of its own)
-
     fn = _unwrap(method)
     name = getattr(fn, "__name__", None)
-    if name and getattr(jaxsal, name, None) is fn:
+    if public_function(fn):
         return f"jaxsal.{name}"
     return getattr(fn, "__qualname__", None) or name or type(fn).__name__
 

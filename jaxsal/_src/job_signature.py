@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.job_inputs import _Several
+from jaxsal._src.job_inputs import _Several, _unwrap, public_function
 
 _MAX_DEPTH = 12
 
@@ -109,7 +109,7 @@ def _describe(v: Any, depth: int = 0) -> Any:
     if isinstance(v, types.MethodType):
         return {"method": _describe(v.__func__, depth + 1), "self": _describe(v.__self__,
                                                                                 depth + 1)}
-    if isinstance(v, types.FunctionType) and _public(v):
+    if public_function(v):
         # one of jaxsal's own methods as an option (smoothgrad's method=jaxsal.saliency): by
         # its name and code, as a job's method is (its closure and the module values it reads
         # are jaxsal's own: a decorator's wrapped function, a ContextVar of no stable
@@ -172,15 +172,6 @@ def _global_data(fn: types.FunctionType, depth: int, seen: tuple = ()) -> dict:
         elif not isinstance(value, (types.BuiltinFunctionType, np.ufunc)):
             out[name] = _describe(value, depth + 1)  # a model reassigned: another job
     return out
-
-
-def _public(fn: types.FunctionType) -> bool:
-    """Whether ``fn`` is one of jaxsal's public functions (``jaxsal.saliency``), not one a
-    jaxsal factory made (whose closure holds its settings)."""
-    import jaxsal  # (loaded: this module is one of its own)
-
-    return ((fn.__module__ or "").startswith("jaxsal")
-            and getattr(jaxsal, fn.__name__, None) is fn)
 
 
 def _filled(cell) -> bool:
@@ -296,12 +287,8 @@ def _named(method: Callable, options: dict) -> dict:
     its name (its ``named_options`` attribute: :func:`jaxsal.smoothgrad`'s ``method``) given
     as the function (``jaxsal.integrated_gradients``) replaced by its name: either spelling
     is the same job."""
-    fn = method
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    names = getattr(fn, "named_options", ())
-    return {k: v.__name__ if (k in names and isinstance(v, types.FunctionType)
-                              and _public(v)) else v
+    names = getattr(_unwrap(method), "named_options", ())
+    return {k: v.__name__ if (k in names and public_function(v)) else v
             for k, v in options.items()}
 
 
