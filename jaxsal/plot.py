@@ -119,22 +119,20 @@ def _finish(fig: Figure, save, dpi: int) -> Figure:
 
 
 def _text_width_in(t) -> float:
-    """Width of a text's widest line as Agg draws it, inches."""
-    from matplotlib.backends.backend_agg import RendererAgg
-
-    r, prop = RendererAgg(1, 1, 72.0), t.get_fontproperties()  # at 72 dpi: points
-    return max(r.get_text_width_height_descent(line, prop, ismath=False)[0]
-               for line in t.get_text().split("\n")) / 72.0
+    """Width of a text's widest line as Agg draws it, inches (measured at 72 dpi)."""
+    return max(_widths_in(t.get_text().split("\n"), t.get_fontproperties(), (72.0,)))
 
 
-def _widths_in(texts: Sequence[str], size: float, dpis: Sequence[float]) -> list[float]:
-    """Widths of one-line texts at ``size`` points in the default font as Agg draws them,
-    inches: the widest at the resolutions ``dpis`` (Agg rounds each glyph's advance to whole
-    pixels, so a long text's width in inches differs by several percent between them)."""
+def _widths_in(texts: Sequence[str], prop: Any, dpis: Sequence[float]) -> list[float]:
+    """Widths of one-line texts in font ``prop`` (a ``FontProperties``, or a size in points
+    of the default font) as Agg draws them, inches: the widest at the resolutions ``dpis``
+    (Agg rounds each glyph's advance to whole pixels, so a long text's width in inches
+    differs by several percent between them)."""
     from matplotlib.backends.backend_agg import RendererAgg
     from matplotlib.font_manager import FontProperties
 
-    prop = FontProperties(size=size)
+    if not isinstance(prop, FontProperties):
+        prop = FontProperties(size=prop)
     widths = [0.0] * len(texts)
     for d in dict.fromkeys(float(d) for d in dpis):
         r = RendererAgg(1, 1, d)
