@@ -304,10 +304,13 @@ class LegacyH5Weights(WeightSource):
             owner = owner.rsplit("/", 1)[0]
         return None
 
-    def get(self, path, class_names, lora_scale: float | None = None):
+    def get(self, path, class_names, lora_scale: float | None = None,
+            by_sublayer: bool = False):
         """``lora_scale``: for a layer with LoRA enabled (``lora_rank`` in its config), the
         ``lora_alpha / lora_rank`` by which its ``lora_kernel_a @ lora_kernel_b`` is added
-        to its kernel (the legacy writer stores the three apart; ``.keras`` files the sum)."""
+        to its kernel (the legacy writer stores the three apart; ``.keras`` files the sum).
+        ``by_sublayer``: the arrays of a layer made of sublayers in the order of a ``.keras``
+        archive (its converter names ``weight_groups``): :func:`by_sublayer_order`."""
         top = self.alias.get(path[0], path[0])
         if top not in self.group:
             return None
@@ -321,6 +324,8 @@ class LegacyH5Weights(WeightSource):
         else:  # no architecture to disambiguate: match the leaf name as a path segment
             leaf = path[-1]
             names = [n for n in self._names(g) if leaf in n.split("/")[:-1]]
+        if by_sublayer:
+            names = by_sublayer_order(names, path[-1])
         arrays = [self._read(g, n, path) for n in names]
         return arrays if lora_scale is None else merge_lora(names, arrays, lora_scale)
 
@@ -337,6 +342,22 @@ class LegacyH5Weights(WeightSource):
                 f"expected a dataset (the group holds the datasets {held[:12]}). The file is "
                 "damaged or was edited: save the model again", path=self.path)
         return np.asarray(d)
+
+
+def by_sublayer_order(names: Sequence[str], layer: str) -> list[str]:
+    """The weight names of a layer made of sublayers, in a legacy ``.h5``, put in the order
+    its ``.keras`` archive keeps them: the layer's own (``<layer>/g:0``) first, then each
+    sublayer's together (``<layer>/batch_normalization/gamma:0``...), sublayers in the order
+    they first appear. tf.keras lists a layer's weights (``layer.weights``, the ``.h5``'s
+    order) as the trainable ones of the layer and all its sublayers, then the non-trainable
+    ones: a ``BatchNormalization`` sublayer's moving statistics come after every other
+    sublayer's kernels, where its archive keeps them with its gamma and beta. Keras 3 and
+    layers without non-trainable weights list them so already (nothing moves)."""
+    owners: dict[str, list[str]] = {}
+    for n in names:
+        owners.setdefault(n.rsplit("/", 1)[0] if "/" in n else "", []).append(n)
+    first = [o for o in owners if o == layer]
+    return [n for o in first + [o for o in owners if o != layer] for n in owners[o]]
 
 
 class Keras3Weights(WeightSource):

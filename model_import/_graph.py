@@ -1359,7 +1359,7 @@ class GraphBuilder:
             name_to_register = registered or cls
             evidence = (f"the file names it {registered!r}, a class registered with "
                         "keras.saving.register_keras_serializable" if "module" not in layer_cfg
-                        else f"the file records module {layer_cfg.get('module')!r} and "
+                        else f"the file records {_module_of(layer_cfg)} and "
                         f"registered name {name_to_register!r}, where Keras's layers record "
                         "a Keras module")
             raise UnsupportedLayerError(
@@ -1640,3 +1640,12 @@ class GraphBuilder:
         return Graph(name, cls, specs, tuple(order), inputs, outputs, tuple(in_shapes),
                      tuple(in_dtypes), single, in_dict_keys, out_dict_keys,
                      null_mask=_masking.null_mask_rule(self.keras_version))
+
+
+def _module_of(layer_cfg: Mapping[str, Any]) -> str:
+    """How a message names the ``module`` a config entry records: ``null`` is what Keras 3
+    and tf.keras write for a class defined in the script that saved the model."""
+    module = layer_cfg.get("module")
+    if module is None:
+        return "module null (a class of the script that saved the model, its __main__)"
+    return f"module {module!r}"

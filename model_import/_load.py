@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._errors import KerasImportError
+from model_import._errors import KerasImportError, UnsupportedLayerError
 from model_import._files import (Keras3Weights, LegacyH5Weights, WeightSource,
                                  config_keras_version, keras_version_of, parse_config, read_h5,
                                  read_keras_dir, read_keras_zip, read_sharded_weights,
@@ -163,6 +163,11 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
         rank = spec.config.get("lora_rank")
         if spec.impl.weight_groups is not None and isinstance(source, Keras3Weights):
             ws = source.get(lpath, [spec.class_name], groups=spec.impl.weight_groups)
+        elif (spec.impl.weight_groups is not None and spec.user_converter
+              and isinstance(source, LegacyH5Weights)):
+            # the converter reads its sublayers' arrays in its archive's order: a tf.keras
+            # .h5 lists every sublayer's non-trainable ones last (by_sublayer_order)
+            ws = source.get(lpath, [spec.class_name], by_sublayer=True)
         elif rank and isinstance(source, LegacyH5Weights):  # kernel + alpha / rank * a @ b
             ws = source.get(lpath, [spec.class_name],
                             lora_scale=float(spec.config.get("lora_alpha") or rank) / rank)
@@ -241,6 +246,25 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
         params[name] = {k: jnp.asarray(v, dtype=jnp.float32 if np.issubdtype(
             np.asarray(v).dtype, np.floating) else None) for k, v in converted.items()}
     extra = source.unused() if not prefix and hasattr(source, "unused") else []
+    # a legacy .h5 names an unregistered class of the user's by its bare class name
+    own = [n for n in extra if n in graph.layers and _weightless_builtin(graph.layers[n])
+           and isinstance(source, LegacyH5Weights)]
+    if own:
+        spec = graph.layers[own[0]]
+        shapes = [np.shape(w) for w in source.get((own[0],), [spec.class_name]) or []]
+        raise UnsupportedLayerError(
+            own[0], spec.class_name, path=path,
+            detail=f"the weights file holds weights for {extra[:8]}, which no layer of the "
+            f"architecture takes: for this one {len(shapes)} array(s) (shapes {shapes}), "
+            f"where Keras's {spec.class_name}, whose converter the importer gave it, has "
+            f"none. Either it is a class of the model's own code named like Keras's "
+            f"{spec.class_name}, saved unregistered, which a legacy .h5 records by its bare "
+            "name only (tf.keras too then builds its own layer of that name): give it its "
+            "converter under that name (for this load, custom_layers= takes the place of "
+            "Keras's), or save the model as .keras (which records the class's module) or "
+            "with the class registered with keras.saving.register_keras_serializable("
+            "package=...); or the weights belong to another architecture or the file was "
+            "edited: load them with the config they were saved with")
     if extra:
         raise KerasImportError(
             f"the weights file holds weights for {extra[:8]}, which no layer of the "
@@ -248,6 +272,11 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
             "class). The weights belong to another architecture or the file was edited: load "
             "them with the config they were saved with", path=path)
     return params
+
+
+def _weightless_builtin(spec) -> bool:
+    """Whether a layer got a built-in converter of a Keras layer without weights."""
+    return (not spec.user_converter and spec.impl.subgraph is None and spec.impl.n_weights == 0)
 
 
 def _fingerprint(config: Mapping[str, Any], keras_version: str,

@@ -272,9 +272,16 @@ def get_activation(spec: Any, keras_major: int = 3,
                       "ported. Define it as a named function, save the model again and "
                       "register a JAX version: model_import.register_activation(name, fn)")
         else:
+            bare = name.split(">")[-1]
+            # a function registered with a package under a Keras activation's name ("pkg>mish")
+            # is the model's own: register_activation refuses the bare name, so give the full one
+            keras_named = bare != name and (bare in table or bare in _ALIASES)
             detail = (f"unknown activation {name!r}; supported: {', '.join(sorted(table))}. "
                       f"A custom function: register a JAX version, model_import."
-                      f"register_activation({name.split('>')[-1]!r}, fn)")
+                      f"register_activation({name if keras_named else bare!r}, fn)"
+                      + (f" (the model's own function, registered with its package under the "
+                         f"name of Keras's {bare!r}, which the importer computes already)"
+                         if keras_named else ""))
         if ctx is not None:
             raise ctx.error(detail)
         raise ValueError(detail)

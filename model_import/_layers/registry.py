@@ -203,7 +203,10 @@ class LayerImpl:
       weight_groups: where a layer made of sublayers keeps its arrays in a Keras 3 weights
         file (``.keras``): paths below the layer's own group, in ``layer.weights`` order
         (``("cell",)`` for an RNN; ``("forward_layer/cell", "backward_layer/cell")`` for a
-        bidirectional one). ``None``: the layer's own ``vars``.
+        bidirectional one). ``None``: the layer's own ``vars``. A converter of the user's
+        that gives them reads a legacy ``.h5`` in the same order: its arrays regrouped by
+        sublayer, the layer's own first (tf.keras's ``layer.weights`` lists every
+        sublayer's non-trainable arrays after all trainable ones).
       clears_input_masks: the Keras layer removes the masks of its input tensors when called
         (Keras 3's MultiHeadAttention), so later consumers of those tensors see none.
       head_op: ``"softmax"`` or ``"sigmoid"`` where the whole layer is that function of its
