@@ -140,6 +140,9 @@ class LegacyH5Weights(WeightSource):
         self._unassigned: list[str] = []
         self.alias: dict[str, str] = {}  # architecture layer name -> the file's (align)
         self.layouts: dict[str, list[tuple[tuple, int, int]] | str] = {}
+        #: ``{layer path: [(name, shape), ...]}``: the arrays of each layer read
+        #: ``by_sublayer``, in the order given to its converter
+        self.regrouped: dict[str, list[tuple[str, tuple]]] = {}
 
     def bind(self, layer_order: dict, layouts: dict | None = None) -> "LegacyH5Weights":
         """Tell the source the architecture: ``layer_order`` ``{container path: [(name,
@@ -327,6 +330,8 @@ class LegacyH5Weights(WeightSource):
         if by_sublayer:
             names = by_sublayer_order(names, path[-1])
         arrays = [self._read(g, n, path) for n in names]
+        if by_sublayer:  # for an error of the converter: what it was given, in which order
+            self.regrouped["/".join(path)] = [(n, np.shape(a)) for n, a in zip(names, arrays)]
         return arrays if lora_scale is None else merge_lora(names, arrays, lora_scale)
 
     def _read(self, g: h5py.Group, name: str, path) -> np.ndarray:
@@ -346,29 +351,44 @@ class LegacyH5Weights(WeightSource):
 
 def by_sublayer_order(names: Sequence[str], layer: str) -> list[str]:
     """The weight names of a layer made of sublayers, in a legacy ``.h5``, put in the order
-    its ``.keras`` archive keeps them: the layer's own (``<layer>/g:0``) first, then each
-    sublayer's together (``<layer>/batch_normalization/gamma:0``...), sublayers in the order
-    they first appear. tf.keras lists a layer's weights (``layer.weights``, the ``.h5``'s
-    order) as the trainable ones of the layer and all its sublayers, then the non-trainable
-    ones: a ``BatchNormalization`` sublayer's moving statistics come after every other
-    sublayer's kernels, where its archive keeps them with its gamma and beta. Keras 3 and
-    layers without non-trainable weights list them so already (nothing moves)."""
-    owners: dict[str, list[str]] = {}
+    its ``.keras`` archive keeps them: the layer's own first (``<layer>/g:0``, and names
+    without a scope, ``h:0``, which tf.keras gives a weight made in the layer's
+    ``__init__``), in the file's order, then each sublayer's together
+    (``<layer>/batch_normalization/gamma:0``...), sublayers in the order their first array
+    comes. tf.keras lists a layer's weights (``layer.weights``, the ``.h5``'s order) as the
+    trainable ones of the layer and all its sublayers, then the non-trainable ones: a
+    ``BatchNormalization`` sublayer's moving statistics come after every other sublayer's
+    kernels, where its archive keeps them with its gamma and beta, and a sublayer whose
+    weights are all non-trainable (frozen) comes after every sublayer with trainable ones.
+    Keras 3 and layers without non-trainable weights list them so already (nothing
+    moves)."""
+    owners: dict[str, list[str]] = {layer: []}
     for n in names:
-        owners.setdefault(n.rsplit("/", 1)[0] if "/" in n else "", []).append(n)
-    first = [o for o in owners if o == layer]
-    return [n for o in first + [o for o in owners if o != layer] for n in owners[o]]
+        owners.setdefault(n.rsplit("/", 1)[0] if "/" in n else layer, []).append(n)
+    return [n for o in owners for n in owners[o]]
+
+
+#: Where tf.keras 2.13's ``.keras`` archive and the ``.weights.h5`` of tf.keras 2.12 and 2.13
+#: keep a model's layers; tf.keras 2.15 (2.14 not tried), tf_keras and Keras 3 write ``layers``
+OLD_LAYERS = "_layer_checkpoint_dependencies"
 
 
 class Keras3Weights(WeightSource):
     """``model.weights.h5`` of a ``.keras`` archive (or a ``.weights.h5`` file):
     ``layers/<key>/vars/<i>``, nested ``layers/<key>/layers/<key>/vars/<i>``, where ``key``
     is the snake_case class name made unique in layer order (``conv2d``, ``conv2d_1``, ...);
-    recent Keras versions also write the layer's name as the ``name`` attribute of ``vars``."""
+    recent Keras versions also write the layer's name as the ``name`` attribute of ``vars``.
+
+    tf.keras 2.13's archive keeps them as ``_layer_checkpoint_dependencies/<key>/vars/<i>``
+    (:data:`OLD_LAYERS`), its keys numbered with gaps, as if its writer counted each layer
+    with weights twice: three ``Dense`` layers are ``dense``, ``dense_2``, ``dense_4``. There
+    the n-th key of a class's name, in the order of their numbers, is the n-th layer of that
+    class."""
 
     def __init__(self, root: h5py.Group, path: str, layer_order: dict):
         self.root = root
         self.path = path
+        self.layers_key = OLD_LAYERS if OLD_LAYERS in root and "layers" not in root else "layers"
         self._name_index: dict[str, dict[str, str]] = {}
         self.used: set[str] = set()
         # layer_order: {container path tuple: [(layer name, class name), ...]}
@@ -383,7 +403,7 @@ class Keras3Weights(WeightSource):
     def _group(self, path):
         g = self.root
         for i in range(len(path)):
-            layers = g.get("layers")
+            layers = g.get(self.layers_key)
             if layers is None:
                 return None
             recorded = self._recorded_names(layers)
@@ -394,6 +414,8 @@ class Keras3Weights(WeightSource):
                    if set(recorded) <= self.names.get(tuple(path[:i]), set()) else None)
             if key is None:
                 key = self.keys.get(tuple(path[: i + 1]))
+                if key is not None and self.layers_key == OLD_LAYERS:
+                    key = nth_key(layers, key)
                 if key is None or key not in layers:
                     return None
             g = layers[key]
@@ -410,13 +432,13 @@ class Keras3Weights(WeightSource):
             for key in layers if layers is not None else ():
                 g = layers[key]
                 v = g.get("vars")
-                if g.name in self.used:
-                    walk(g.get("layers"), f"{prefix}{key}/")  # a nested model's layers
+                if g.name in self.used:  # a nested model's layers
+                    walk(g.get(self.layers_key), f"{prefix}{key}/")
                 elif v is not None and len(v):
                     name = _decode(attrs_of(v).get("name", ""))
                     out.append(f"{prefix}{key}" + (f" ({name})" if name and name != key else ""))
 
-        walk(self.root.get("layers"), "")
+        walk(self.root.get(self.layers_key), "")
         return out
 
     def _recorded_names(self, layers: h5py.Group) -> dict[str, str]:
@@ -445,6 +467,8 @@ class Keras3Weights(WeightSource):
         out = self._vars(g)
         for sub in groups or ():
             h = g.get(sub)
+            if h is None and self.layers_key == OLD_LAYERS:
+                h = self._old_group(g, sub)
             if h is None:
                 raise KerasImportError(
                     f"layer {'/'.join(path)!r}: the weights file has no {sub!r} group (found "
@@ -452,6 +476,23 @@ class Keras3Weights(WeightSource):
                     path=self.path)
             out += self._vars(h)
         return out
+
+    def _old_group(self, g: h5py.Group, sub: str) -> h5py.Group | None:
+        """Group ``sub`` (``"ffn/layers/dense_1"``, as Keras 3 and tf.keras 2.14+ name it)
+        below ``g`` in tf.keras 2.13's layout: ``layers/<key>`` is
+        ``_layer_checkpoint_dependencies/<its key there>`` (:func:`nth_key`)."""
+        parts = sub.split("/")
+        i = 0
+        while g is not None and i < len(parts):
+            if parts[i] == "layers" and i + 1 < len(parts) and OLD_LAYERS in g:
+                layers = g[OLD_LAYERS]
+                key = nth_key(layers, parts[i + 1])
+                g = layers.get(key) if key is not None else None
+                i += 2
+            else:
+                g = g.get(parts[i])
+                i += 1
+        return g
 
     def sublayer_groups(self, path) -> list[tuple[str, list[tuple]]]:
         """``(group, shapes)`` of the groups below layer ``path``'s own that hold arrays (a
@@ -487,6 +528,21 @@ class Keras3Weights(WeightSource):
                 "... (one per weight, as Keras writes them). The file is damaged or was "
                 "edited: save the model again", path=self.path)
         return [np.asarray(v[k]) for k in sorted(keys, key=int)]
+
+
+def nth_key(layers: h5py.Group, key: str) -> str | None:
+    """The key in tf.keras 2.13's numbering (``dense``, ``dense_2``, ``dense_4``: see
+    :class:`Keras3Weights`) of the object whose Keras 3 key (numbered without gaps,
+    ``dense``, ``dense_1``, ``dense_2``) is ``key``: the n-th of the group's keys of that
+    class name, in the order of their numbers; ``None`` if it has fewer."""
+    numbered = re.fullmatch(r"(.+)_(\d+)", key)
+    base, n = (numbered[1], int(numbered[2])) if numbered else (key, 0)
+    if numbered and not any(re.fullmatch(re.escape(base) + r"(_\d+)?", k) and k != key
+                            for k in layers) and key in layers:
+        return key  # a class whose own name ends in _<digits>
+    same = sorted((int(m[1] or 0), k) for k in layers
+                  if (m := re.fullmatch(re.escape(base) + r"(?:_(\d+))?", k)))
+    return same[n][1] if n < len(same) else None
 
 
 def _open_h5(path: str, data: bytes | None = None) -> h5py.File:
@@ -683,15 +739,7 @@ def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File
         return cfg, version, LegacyH5Weights(f["model_weights"], path), f
     if _list_attr(f, "layer_names") is not None:  # legacy save_weights file
         return cfg, version, LegacyH5Weights(f, path), f
-    if "_layer_checkpoint_dependencies" in f:
-        raise KerasImportError(
-            "a .weights.h5 file in the layout of tf.keras 2.12 and older "
-            "('_layer_checkpoint_dependencies' groups), which is not supported; expected the "
-            "layout of tf.keras >= 2.13 / Keras 3 ('layers' and 'vars' groups). In that "
-            "TensorFlow, save the model whole (model.save('model.h5')) or with "
-            "model.save_weights('weights.h5') (no .weights.h5 suffix) and load that file",
-            path=path)
-    if "layers" in f or "vars" in f:  # Keras 3 .weights.h5
+    if "layers" in f or "vars" in f or OLD_LAYERS in f:  # Keras 3, tf.keras 2.12+ .weights.h5
         index = shard_index_of(path)
         if index is not None:
             f.close()

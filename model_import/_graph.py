@@ -84,7 +84,12 @@ def pre_activation_refusal(spec: LayerSpec) -> str | None:
 
 
 class LayerCallError(ValueError):
-    """A ported layer could not be applied to its inputs (wrong shapes, bad weights)."""
+    """A ported layer could not be applied to its inputs (wrong shapes, bad weights).
+    ``layer``: the path of the layer that failed (``"outer/inner"``), where known."""
+
+    def __init__(self, message: str, layer: str | None = None):
+        super().__init__(message)
+        self.layer = layer
 
 
 #: True while a model's shapes are probed at stand-in sizes for its free (``None``) input
@@ -376,7 +381,7 @@ class Graph:
                         shapes = jax.tree_util.tree_map(lambda a: getattr(a, "shape", a), args)
                         raise LayerCallError(
                             f"layer {prefix}{call.layer!r} ({spec.class_name}) failed on inputs "
-                            f"of shape {shapes}: {e}") from e
+                            f"of shape {shapes}: {e}", layer=prefix + call.layer) from e
             if call.index == 0:
                 y = self._post(call.layer, y, captured, capture, perturb, prefix)
             values[(call.layer, call.index)] = y

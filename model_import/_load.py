@@ -274,6 +274,31 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
     return params
 
 
+def _regrouped_hint(graph: Graph, source: Any, layer: str | None) -> str:
+    """What to add to the error of a user's converter that failed on arrays a legacy
+    ``.h5`` gave it regrouped by sublayer (``""`` if none): which, in which order, and how
+    tf.keras orders a frozen sublayer's."""
+    got = getattr(source, "regrouped", {}).get(layer) if layer else None
+    if not got:
+        return ""
+    spec, sub = None, graph
+    for name in layer.split("/"):  # the layer, inside nested models too
+        spec = sub.layers.get(name) if sub is not None else None
+        if spec is None:  # a layer name with "/" in it
+            break
+        sub = spec.impl.subgraph
+    groups = f"={spec.impl.weight_groups}" if spec is not None else ""
+    listed = ", ".join(f"{n} {tuple(shape)}" for n, shape in got)
+    return (f". Its converter names weight_groups{groups}, and its arrays came from a legacy "
+            f".h5, regrouped by sublayer as a .keras archive keeps them: the layer's own, "
+            f"then each sublayer's in the order its first array comes in the file: {listed}. "
+            "tf.keras's .h5 lists the arrays of a sublayer whose weights are all "
+            "non-trainable (made with trainable=False, or set so before saving) after those "
+            "of every sublayer with trainable ones: name weight_groups in that order (the "
+            "order of their first arrays in the file); a .keras archive is read in the "
+            "order the converter names, so one converter then reads both")
+
+
 def _weightless_builtin(spec) -> bool:
     """Whether a layer got a built-in converter of a Keras layer without weights."""
     return (not spec.user_converter and spec.impl.subgraph is None and spec.impl.n_weights == 0)
@@ -402,7 +427,8 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
     try:  # check the whole forward once, abstractly: shapes, weights and wiring
         model._output_shapes()
     except LayerCallError as e:
-        hint = padding_hint(graph, keras_version) + _batch_hint(config)
+        hint = (padding_hint(graph, keras_version) + _batch_hint(config)
+                + _regrouped_hint(graph, source, e.layer))
         raise KerasImportError(str(e).rstrip(".") + hint if hint else str(e), path=path) from e
     return model
 
@@ -416,7 +442,7 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
       path: a legacy HDF5 file (``model.save("m.h5")`` of Keras 2/tf.keras or Keras 3), a
         ``.keras`` archive (Keras 3, or tf.keras 2.13+) or the directory of an unzipped one
         (``model.save(dir, zipped=False)``), or a weights-only file
-        (``m.weights.h5`` of Keras 3 or tf.keras 2.13+, the ``m.weights.json`` index of
+        (``m.weights.h5`` of Keras 3 or tf.keras 2.12+, the ``m.weights.json`` index of
         Keras 3's sharded weights, or a legacy ``save_weights`` HDF5) together with
         ``config``.
       head: ``"saved"`` (default), ``"logits"``, ``"softmax"``, ``"sigmoid"`` or

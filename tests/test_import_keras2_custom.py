@@ -2,9 +2,14 @@
 written once by tests/fixtures/keras2_custom/make_custom_fixtures.py: without converters they
 are refused naming what to register (never computed by Keras's converter of a class named
 alike); with converters written here in JAX (the same math as the classes) they reproduce
-what tf_keras computed, from its ``.keras`` archive and from its legacy ``.h5``."""
+what tf_keras computed, from its ``.keras`` archive and from its legacy ``.h5``, its
+``save_weights`` files with the ``to_json()`` architecture, as a Sequential, and from the
+``.keras`` archives of tf.keras 2.13 and 2.15 (``tf213/``, ``tf215/``)."""
 
+import functools
+import json
 import pathlib
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -101,11 +106,9 @@ def no_own_activations(monkeypatch):
     monkeypatch.setattr(activations, "_CUSTOM", {})
 
 
-@pytest.mark.parametrize("form", FORMS)
-def test_custom_model_is_refused_naming_each_class_and_function_to_register(
-        no_own_activations, form):
-    path = D / f"custom_tfkeras2.{form}"
-    # converters given one by one: each load names the next class (or function) missing
+def _refused_class_by_class(path, form):
+    """Load ``path`` (custom_tfkeras2 of some tf.keras) with converters given one by one:
+    each load names the next class missing; returns the converters, all given."""
     # registered classes named like Keras's (LayerScale, ReLU) are never given Keras's
     # converter: the archive records module null and the registered name, the .h5 the
     # registered name as the class
@@ -129,6 +132,14 @@ def test_custom_model_is_refused_naming_each_class_and_function_to_register(
             load_keras(path, custom_layers=given)
         assert info.value.needs in (name, name.split(">")[-1])
         given[name] = CUSTOM[name]
+    return given
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_custom_model_is_refused_naming_each_class_and_function_to_register(
+        no_own_activations, form):
+    path = D / f"custom_tfkeras2.{form}"
+    given = _refused_class_by_class(path, form)
     # "mish" is a Keras activation too: the file's name for the model's own is the one to use
     with pytest.raises(KerasImportError, match=r"'d_mish'.*unknown activation "
                        r"'tfk_custom>mish'.*register_activation\('tfk_custom>mish', fn\) "
@@ -223,3 +234,169 @@ def test_saliency_on_a_custom_model(own_activations):
     fd = (np.asarray(lm(x + dx))[:, 1] - np.asarray(lm(x - dx))[:, 1]) / (2 * eps)
     assert np.asarray(maps).shape == x.shape
     assert rel_err(np.asarray(maps)[:, 2, 1], fd) < 1e-2
+
+
+# --- sublayers_tfkeras2: the layouts of a layer made of sublayers that the .h5 regroups ---
+
+def _own_stats(config, ctx):
+    """proj(x) * g + c: own g (trainable), c (not trainable), then proj's kernel, bias."""
+    names = ("g", "c", "k", "b")
+    return LayerImpl(call=lambda p, x, *, rt: (x @ p["k"] + p["b"]) * p["g"] + p["c"],
+                     convert_weights=lambda w: dict(zip(names, w)), n_weights=4,
+                     weight_groups=("proj",))
+
+
+def _frozen_proj(config, ctx, groups=("norm", "proj")):
+    """norm(proj(x)), proj frozen; ``groups``: the order the converter names them in, by
+    default norm first, as tf.keras's .h5 lists them (the frozen proj after it)."""
+    names = {"proj": ("k", "b"), "norm": ("gamma", "beta")}
+
+    def call(p, x, *, rt):
+        return _layer_norm(x @ p["k"] + p["b"], p["gamma"], p["beta"], 1e-3)
+
+    return LayerImpl(call=call, n_weights=4, weight_groups=groups,
+                     convert_weights=lambda w: dict(zip([n for g in groups for n in names[g]],
+                                                        w)))
+
+
+def _outer(config, ctx):
+    """post(inner(x)), inner = bn(proj(x)) * s: a sublayer's sublayers, groups two deep."""
+    names = ("s", "k", "b", "gamma", "beta", "mean", "var", "k2", "b2")
+
+    def call(p, x, *, rt):
+        h = x @ p["k"] + p["b"]
+        h = (h - p["mean"]) / jnp.sqrt(p["var"] + 1e-3) * p["gamma"] + p["beta"]
+        return (h * p["s"]) @ p["k2"] + p["b2"]
+
+    return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)), n_weights=9,
+                     weight_groups=("inner", "inner/proj", "inner/bn", "post"))
+
+
+def _late(config, ctx):
+    """proj(x) * g + h: own h (made in __init__) and g (made after building proj)."""
+    names = ("h", "g", "k", "b")
+    return LayerImpl(call=lambda p, x, *, rt: (x @ p["k"] + p["b"]) * p["g"] + p["h"],
+                     convert_weights=lambda w: dict(zip(names, w)), n_weights=4,
+                     weight_groups=("proj",))
+
+
+SUBLAYERS = {"tfk_custom>OwnStats": _own_stats, "tfk_custom>FrozenProj": _frozen_proj,
+             "tfk_custom>Outer": _outer, "tfk_custom>Late": _late}
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_sublayer_layouts_one_converter_reads_keras_and_h5(form):
+    # a non-trainable weight of the layer's own (after proj's kernel in the .h5), a frozen
+    # sublayer, a BatchNormalization two deep (its statistics after post's kernel), weights
+    # of its own made after its sublayer (h:0 without a scope, first in the .h5)
+    m = load_keras(D / f"sublayers_tfkeras2.{form}", custom_layers=SUBLAYERS)
+    ref = np.load(D / "sublayers_tfkeras2.expected.npz")
+    check_expected(m, ref, TOL)  # also each of the four layers' outputs
+    assert m.layer("outer").params["var"].min() > 0.3  # the variances, not a kernel
+
+
+def test_frozen_sublayer_named_before_the_trainable_one():
+    # tf.keras's .h5 lists a frozen sublayer after the trainable ones; the archive keeps
+    # groups by name, read in any order: a converter naming proj first reads the archive,
+    # and the .h5 is refused saying in which order its sublayers come
+    groups = ("proj", "norm")
+    custom = {**SUBLAYERS, "tfk_custom>FrozenProj": functools.partial(_frozen_proj,
+                                                                      groups=groups)}
+    check_expected(load_keras(D / "sublayers_tfkeras2.keras", custom_layers=custom),
+                   np.load(D / "sublayers_tfkeras2.expected.npz"), TOL)
+    with pytest.raises(KerasImportError, match=r"layer 'frozen' .*failed.*weight_groups="
+                       r"\('proj', 'norm'\).*legacy \.h5, regrouped by sublayer.*"
+                       r"frozen/layer_normalization/gamma:0 \(6,\), .*frozen/dense_\d+/kernel:0 "
+                       r"\(6, 6\).*trainable=False.*name weight_groups in that order"):
+        load_keras(D / "sublayers_tfkeras2.h5", custom_layers=custom)
+
+
+# --- sequential_tfkeras2: a Sequential of the model's own classes ---
+
+@pytest.mark.parametrize("form", FORMS)
+def test_sequential_with_own_classes(no_own_activations, form):
+    path = D / f"sequential_tfkeras2.{form}"
+    ref = np.load(D / "sequential_tfkeras2.expected.npz")
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'affine' of class 'ChannelAffine'"):
+        load_keras(path)
+    given = {"tfk_custom>ChannelAffine": _channel_affine}
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'offset' of class 'Offset'"):
+        load_keras(path, custom_layers=given)
+    given["Offset"] = _offset
+    if form == "keras":  # the unregistered ReLU of __main__: module null
+        with pytest.raises(UnsupportedLayerError, match=r"layer 'own_relu' of class 'ReLU'.*"
+                           r"the file records module null"):
+            load_keras(path, custom_layers=given)
+    activations.register_activation("swishy", _swishy)
+    if form == "h5":  # the .h5 records "ReLU" only: Keras's, as tf_keras reloads it
+        m = load_keras(path, custom_layers=given)
+        assert rel_err(np.asarray(m(ref["x"])), ref["y"]) > 1e-3
+    check_expected(load_keras(path, custom_layers={**given, "ReLU": _relu}), ref, TOL)
+
+
+# --- bn_block_tfkeras2 as save_weights files with the to_json() architecture ---
+
+@pytest.mark.parametrize("weights", [".weights.h5", "_weights.h5"])
+def test_save_weights_with_to_json_refused_naming_what_to_register(no_own_activations,
+                                                                   weights):
+    path, config = D / f"bn_block_tfkeras2{weights}", D / "bn_block_tfkeras2.json"
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'bn_block' of class 'BNBlock'"):
+        load_keras(path, config=config)
+    custom = {"tfk_custom>BNBlock": _bn_block}
+    with pytest.raises(KerasImportError, match=r"unknown activation 'tfk_custom>mish'"):
+        load_keras(path, config=config, custom_layers=custom)
+
+
+@pytest.mark.parametrize("weights", [".weights.h5", "_weights.h5"])
+def test_save_weights_with_to_json_matches_tfkeras(own_activations, weights):
+    # the new layout keeps the BatchNormalization sublayer's arrays together; the legacy
+    # save_weights file lists its moving statistics last, as the .h5 does
+    m = load_keras(D / f"bn_block_tfkeras2{weights}", config=D / "bn_block_tfkeras2.json",
+                   custom_layers={"tfk_custom>BNBlock": _bn_block})
+    assert m.keras_version == json.loads((D / "bn_block_tfkeras2.json").read_text())[
+        "keras_version"]
+    check_expected(m, np.load(D / "bn_block_tfkeras2.expected.npz"), TOL)
+    assert m.layer("bn_block").params["var"].min() > 0.3
+
+
+# --- custom_tfkeras2 as written by tf.keras 2.13 and 2.15 ---
+
+TAGS = ["tf213", "tf215"]
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_older_tfkeras_archive_refused_as_tf_keras_221s(no_own_activations, tag):
+    path = D / tag / "custom_tfkeras2.keras"
+    given = _refused_class_by_class(path, "keras")
+    # tf.keras 2.13/2.15 write the registered mish by its bare name, Keras's: computed as
+    # Keras's (and reloaded so by that tf.keras), here the same function
+    with zipfile.ZipFile(path) as z:
+        config = json.loads(z.read("config.json"))
+    acts = {lay["config"]["name"]: lay["config"].get("activation")
+            for lay in config["config"]["layers"]}
+    assert acts["d_mish"] == "mish" and acts["d_swishy"]["config"] == "swishy"
+    with pytest.raises(KerasImportError, match=r"'d_swishy'.*unknown activation 'swishy'"):
+        load_keras(path, custom_layers=given)
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_older_tfkeras_archive_with_converters_matches_it(own_activations, tag):
+    # tf.keras 2.13 keeps the layers under _layer_checkpoint_dependencies, keys numbered
+    # with gaps (dense, dense_2, dense_4), a nested Sequential's too; 2.15 as 2.21
+    path = D / tag / "custom_tfkeras2.keras"
+    m = load_keras(path, custom_layers=CUSTOM)
+    versions = json.loads((D / tag / "versions.json").read_text())
+    assert m.keras_version == versions["keras"]
+    check_expected(m, np.load(D / tag / "custom_tfkeras2.expected.npz"), TOL)
+
+
+def test_tfkeras213_weights_h5_with_its_config(own_activations, tmp_path):
+    # tf.keras 2.13's save_weights("m.weights.h5") writes what its archive holds as
+    # model.weights.h5 (the _layer_checkpoint_dependencies layout): read with a config=
+    with zipfile.ZipFile(D / "tf213" / "custom_tfkeras2.keras") as z:
+        (tmp_path / "m.weights.h5").write_bytes(z.read("model.weights.h5"))
+        (tmp_path / "config.json").write_bytes(z.read("config.json"))
+    m = load_keras(tmp_path / "m.weights.h5", config=tmp_path / "config.json",
+                   custom_layers=CUSTOM)
+    assert str(m.keras_version).startswith("2.")
+    check_expected(m, np.load(D / "tf213" / "custom_tfkeras2.expected.npz"), TOL)
