@@ -212,12 +212,13 @@ class LegacyH5Weights(WeightSource):
             return self._nested[top]
         layers = [c + (n,) for c, ls in (self.layer_order or {}).items()
                   if c[:1] == (model,) for n, _ in ls]
+        containers = set(self.layer_order or {})  # the nested models: no weights of their own
         names = self._names(self.group[top])
         out: dict[tuple, list[str]] = {}
         unassigned = []
         for wname in names:
             owner = wname.rsplit("/", 1)[0] if "/" in wname else ""
-            best = self._owner_layer(owner, layers)
+            best = self._owner_layer(owner, layers, containers)
             if best is not None:
                 out.setdefault(best, []).append(wname)
             else:
@@ -286,26 +287,34 @@ class LegacyH5Weights(WeightSource):
         return out
 
     @staticmethod
-    def _owner_layer(owner: str, layers: list[tuple]) -> tuple | None:
+    def _owner_layer(owner: str, layers: list[tuple],
+                     containers: frozenset | set = frozenset()) -> tuple | None:
         """The layer (path) of a nested model that owns weights named ``owner/<var>``.
 
-        The layer whose name is the longest suffix of ``owner`` (ties: the one least deeply
-        nested). A layer wrapping others names its weights after itself and its inner
-        layers (``td/dense/kernel`` for ``TimeDistributed(Dense)`` named ``td``,
-        ``lstm/lstm_cell/kernel``, ``bidi/forward_gru/gru_cell/kernel``): when no layer
-        matches the whole of ``owner``, its trailing segments are dropped one at a time."""
-        while owner:
-            best = None
-            for lpath in layers:
-                leaf = lpath[-1]
-                if owner == leaf or owner.endswith("/" + leaf):
-                    if best is None or len(leaf) > len(best[-1]) or (
-                            len(leaf) == len(best[-1]) and len(lpath) < len(best)):
-                        best = lpath
-            if best is not None or "/" not in owner:
-                return best
-            owner = owner.rsplit("/", 1)[0]
-        return None
+        ``owner`` is the layer's name, after the scopes of the models holding it (``seq/``
+        in Keras 3's legacy ``.h5`` of a Sequential, the nested models' names in tf.keras's)
+        and before those of its own sublayers: a layer wrapping others or made of sublayers
+        names its weights after itself and its inner layers (``td/dense/kernel`` for
+        ``TimeDistributed(Dense)`` named ``td``, ``lstm/lstm_cell/kernel``,
+        ``bidi/forward_gru/gru_cell/kernel``, ``block/proj/kernel`` for a custom layer's
+        ``self.proj``). The owner is the layer (not a nested model: ``containers``) whose
+        name is a run of ``owner``'s segments (layer names may hold ``/``, as tf.keras's
+        MobileNetV3's) starting earliest, then the longest, then the least deeply nested:
+        ``block/proj`` is ``block``'s even where the nested model has a layer named
+        ``proj`` too."""
+        segs = owner.split("/") if owner else []
+        best, best_key = None, None
+        for lpath in layers:
+            if lpath in containers:
+                continue
+            n = lpath[-1].count("/") + 1
+            for start in range(len(segs) - n + 1):
+                if "/".join(segs[start:start + n]) == lpath[-1]:
+                    key = (start, -n, len(lpath))
+                    if best_key is None or key < best_key:
+                        best, best_key = lpath, key
+                    break
+        return best
 
     def get(self, path, class_names, lora_scale: float | None = None,
             by_sublayer: bool = False):
@@ -497,12 +506,14 @@ class Keras3Weights(WeightSource):
     def sublayer_groups(self, path) -> list[tuple[str, list[tuple]]]:
         """``(group, shapes)`` of the groups below layer ``path``'s own that hold arrays (a
         custom layer's sublayers, ``proj`` for ``self.proj = Dense(...)``, nested ones as
-        ``ffn/layers/dense``), in the file's (sorted) order; ``[]`` if none."""
+        ``ffn/layers/dense``; a list's or dict's as ``blocks/dense``, ``blocks/dense_1``),
+        in the order of their names with numbers compared as numbers (``blocks/dense_2``
+        before ``blocks/dense_10``: the list's order); ``[]`` if none."""
         g = self._group(tuple(path))
         out: list[tuple[str, list[tuple]]] = []
 
         def walk(h, prefix):
-            for key in h:
+            for key in sorted(h, key=natural_key):
                 sub = h[key]
                 if key == "vars" or not isinstance(sub, h5py.Group):
                     continue
@@ -528,6 +539,13 @@ class Keras3Weights(WeightSource):
                 "... (one per weight, as Keras writes them). The file is damaged or was "
                 "edited: save the model again", path=self.path)
         return [np.asarray(v[k]) for k in sorted(keys, key=int)]
+
+
+def natural_key(name: str) -> tuple:
+    """A sort key comparing the runs of digits in ``name`` as numbers: ``dense_2`` before
+    ``dense_10``, as Keras numbers the objects of a list."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t)
+                 for t in re.findall(r"\d+|\D+", name))
 
 
 def nth_key(layers: h5py.Group, key: str) -> str | None:

@@ -1232,6 +1232,35 @@ def _first_input_shape(layer_cfg) -> tuple | None:
     return shape
 
 
+def _auto_named(entries: Sequence[Any], taken: set[str]) -> list:
+    """A Sequential's layer entries, those without a name given the one Keras gives them
+    when it reloads the model: the snake_case class name, numbered on where taken
+    (``my_block``, ``my_block_1``). Keras 3 saves no name for a layer of the user's own
+    whose ``__init__`` takes ``**kw`` (not ``**kwargs``) and that defines no
+    ``get_config`` (its automatic config keeps only the arguments it can name), and a
+    Sequential's entry has none beside it (a Functional's has)."""
+    from model_import._files import _snake
+
+    names = taken | {str(n) for e in entries if isinstance(e, Mapping)
+                     for n in ((e.get("config") or {}).get("name")
+                               if isinstance(e.get("config"), Mapping) else None,
+                               e.get("name")) if n}
+    out = []
+    for e in entries:
+        if (isinstance(e, Mapping) and isinstance(e.get("class_name"), str)
+                and isinstance(e.get("config"), Mapping) and e["class_name"] not in MODEL_CLASSES
+                and not e["config"].get("name") and not e.get("name")):
+            base = _snake(e["class_name"].split(">")[-1]) or "layer"
+            k, auto = 0, base
+            while auto in names:
+                k += 1
+                auto = f"{base}_{k}"
+            names.add(auto)
+            e = {**e, "config": {**e["config"], "name": auto}}
+        out.append(e)
+    return out
+
+
 class GraphBuilder:
     """Builds :class:`Graph` objects from configs, converting each layer with the registry."""
 
@@ -1447,6 +1476,7 @@ class GraphBuilder:
                                           self.convert_layer({"class_name": "InputLayer",
                                                               "config": {"name": input_name}}).impl)
         prev = Ref(input_name)
+        layer_cfgs = _auto_named(layer_cfgs, set(specs))
         for lc in layer_cfgs:
             with self._reading(f"Sequential model {name!r}, layer {_entry_name(lc)!r}"):
                 spec = self.convert_layer(lc)

@@ -20,6 +20,8 @@
   them the error lists the groups and their shapes.
 """
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -686,3 +688,192 @@ def test_sublayer_groups_hint_for_own_class_named_like_a_keras_layer(tmp_path):
             r"\(Attention\) expects 2 weight arrays, the file has 0.*'score' \[\(4, 1\), "
             r"\(1,\)\]\. Give the converter's LayerImpl weight_groups=\(\.\.\.\)")):
         load_keras(tmp_path / "m.keras", custom_layers={"Attention": plain})
+
+
+# The user's own classes inside nested models and wrappers, with sublayers in a list and a
+# dict attribute. Keras 3 keys a list's or dict's sublayers by class in the archive
+# (`blocks/dense`, `blocks/dense_1`, `heads/dense` for the dict's first value, insertion
+# order) and lists them in `layer.weights` (the legacy .h5) in the same order.
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class ZooAffine(layers.Layer):
+    def build(self, shape):
+        self.scale = self.add_weight(shape=(shape[-1],), name="scale", initializer="ones")
+        self.shift = self.add_weight(shape=(shape[-1],), name="shift", initializer="zeros")
+
+    def call(self, x):
+        return x * self.scale + self.shift
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class ListHeads(layers.Layer):
+    """Two Dense in a list (the first named "proj", as a layer of the nested model holding
+    it), then a dict of two Dense heads, {"end": Dense(3), "start": Dense(2)} (not sorted).
+    ``__init__(**kw)`` without get_config: Keras 3 saves no name for it in a Sequential."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.blocks = [layers.Dense(5, name="proj"), layers.Dense(5)]
+        self.heads = {"start": layers.Dense(2), "end": layers.Dense(3)}
+
+    def build(self, shape):
+        for block in self.blocks:
+            block.build(shape)
+            shape = (*shape[:-1], 5)
+        for head in self.heads.values():
+            head.build(shape)
+
+    def call(self, x):
+        for block in self.blocks:
+            x = keras.ops.relu(block(x))
+        return keras.ops.concatenate([self.heads["start"](x), self.heads["end"](x)], -1)
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-1], 5)
+
+
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class CumRNN(layers.Layer):
+    """A recurrent layer of the user's own, ``y_t = tanh(sum_{s <= t} x_s @ w)`` (reversed
+    time with ``go_backwards``), with what Bidirectional asks of the layer it wraps."""
+
+    def __init__(self, units, go_backwards=False, return_sequences=False,
+                 return_state=False, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.go_backwards = units, go_backwards
+        self.return_sequences, self.return_state, self.stateful = (return_sequences,
+                                                                   return_state, False)
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], self.units), name="w")
+
+    def call(self, x, mask=None, training=None, initial_state=None):
+        if self.go_backwards:
+            x = keras.ops.flip(x, 1)
+        y = keras.ops.tanh(keras.ops.cumsum(keras.ops.matmul(x, self.w), axis=1))
+        return y if self.return_sequences else y[:, -1]
+
+    def compute_output_shape(self, shape):
+        return (*shape[:2], self.units) if self.return_sequences else (shape[0], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "go_backwards": self.go_backwards, "return_sequences": self.return_sequences,
+                "return_state": self.return_state}
+
+
+def _zoo_affine(config, ctx):
+    from model_import import LayerImpl
+    return LayerImpl(call=lambda p, x, *, rt: x * p["scale"] + p["shift"],
+                     convert_weights=lambda w: {"scale": w[0], "shift": w[1]}, n_weights=2)
+
+
+def _list_heads(config, ctx):
+    import jax.numpy as jnp
+    from model_import import LayerImpl
+
+    def call(p, x, *, rt):
+        for i in range(2):
+            x = rt.relu(x @ p[f"k{i}"] + p[f"b{i}"])
+        return jnp.concatenate([x @ p["ks"] + p["bs"], x @ p["ke"] + p["be"]], -1)
+
+    names = ("k0", "b0", "k1", "b1", "ks", "bs", "ke", "be")
+    return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)), n_weights=8,
+                     weight_groups=("blocks/dense", "blocks/dense_1", "heads/dense",
+                                    "heads/dense_1"),
+                     param_shapes={"ks": (5, 2), "ke": (5, 3)})
+
+
+def _cum_rnn(config, ctx):
+    import jax.numpy as jnp
+    from model_import import LayerImpl
+
+    def call(p, x, *, rt, mask=None):
+        if config["go_backwards"]:
+            x = jnp.flip(x, 1)
+        y = jnp.tanh(jnp.cumsum(x @ p["w"], axis=1))
+        return y if config["return_sequences"] else y[:, -1]
+
+    return LayerImpl(call=call, convert_weights=lambda w: {"w": w[0]}, n_weights=1)
+
+
+NESTED_OWN = {"jaxsal_zoo>ZooAffine": _zoo_affine, "jaxsal_zoo>ListHeads": _list_heads,
+              "jaxsal_zoo>CumRNN": _cum_rnn}
+
+
+@pytest.fixture(scope="module")
+def own_classes_nested(tmp_path_factory):
+    d = tmp_path_factory.mktemp("own_nested")
+    i = keras.Input((5, 4))
+    h = ListHeads(name="heads")(ZooAffine(name="aff")(i))
+    inner = keras.Model(i, layers.Dense(4, name="proj")(h), name="inner")
+    seq = keras.Sequential([keras.Input((5, 4)), ZooAffine(name="aff2"), ListHeads()],
+                           name="seq")
+    x = keras.Input((5, 4))
+    h = layers.TimeDistributed(ZooAffine(), name="td")(inner(x))
+    h = layers.Bidirectional(CumRNN(3, return_sequences=True), name="bi")(seq(h))
+    h = layers.Bidirectional(CumRNN(2), name="bi_last", merge_mode="sum")(h)
+    m = keras.Model(x, layers.Dense(3, activation="softmax", name="out")(h))
+    perturb_keras(m, kernels=True)
+    m.save(d / "m.keras")
+    m.save(d / "m.h5")
+    m.save_weights(d / "m.weights.h5")
+    return m, d
+
+
+@pytest.mark.parametrize("form", ["keras", "h5", "weights"])
+def test_own_classes_in_nested_models_and_wrappers(own_classes_nested, form):
+    # a Functional and a Sequential model used as layers, TimeDistributed, Bidirectional of
+    # a recurrent layer of the user's own; the list's "proj" sublayer beside the nested
+    # model's layer "proj" (the legacy .h5 names its arrays "heads/proj/kernel")
+    m, d = own_classes_nested
+    seq = m.get_layer("seq")
+    assert "name" not in seq.get_config()["layers"][-1]["config"]  # Keras saved none
+    x = np.random.default_rng(1).normal(size=(3, 5, 4)).astype(np.float32)
+    ref = np.asarray(m.predict(x, verbose=0))
+    kw = {"config": m.to_json()} if form == "weights" else {}
+    path = d / ("m.weights.h5" if form == "weights" else f"m.{form}")
+    jm = load_keras(path, custom_layers=NESTED_OWN, **kw)
+    assert rel_err(np.asarray(jm(x)), ref) < TOL
+    last = m.layers[-1]
+    last.activation = keras.activations.linear
+    try:
+        logits = np.asarray(m.predict(x, verbose=0))
+    finally:
+        last.activation = keras.activations.softmax
+    assert rel_err(np.asarray(jm.with_head("logits")(x)), logits) < TOL
+    assert "seq/list_heads" in jm.layer_names  # named as Keras names it when it reloads
+
+
+def test_long_list_of_sublayers_listed_in_list_order(tmp_path):
+    # eleven blocks: the archive's keys sort as dense, dense_1, dense_10, dense_2...; the
+    # error lists them in the list's order
+    @keras.saving.register_keras_serializable(package="jaxsal_zoo")
+    class DeepList(layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.blocks = [layers.Dense(3 + k) for k in range(11)]
+
+        def call(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+        def compute_output_shape(self, shape):
+            return (*shape[:-1], 13)
+
+    m = keras.Sequential([keras.Input((2,)), DeepList()])
+    m.save(tmp_path / "m.keras")
+
+    def plain(config, ctx):
+        from model_import import LayerImpl
+        return LayerImpl(call=lambda p, x, *, rt: x, convert_weights=lambda w: {},
+                         n_weights=22)
+
+    with pytest.raises(KerasImportError) as info:
+        load_keras(tmp_path / "m.keras", custom_layers={"jaxsal_zoo>DeepList": plain})
+    listed = re.findall(r"'blocks/(dense(?:_\d+)?)'", str(info.value))
+    assert listed == ["dense"] + [f"dense_{k}" for k in range(1, 11)]
+    assert "'blocks/dense_2' [(4, 5), (5,)]" in str(info.value)
