@@ -47,13 +47,18 @@ def _sublayer_hint(spec, source, lpath: tuple) -> str:
     groups = source.sublayer_groups(lpath)
     if not groups:
         return ""
-    listing = ", ".join(f"{g!r} {shapes}" for g, shapes in groups[:12])
+    listing = ", ".join(f"{g!r} {shapes}" for g, shapes in groups[:24])
+    if len(groups) > 24:
+        listing += f", ... ({len(groups)} groups)"
     return (f". A Keras 3 weights file (.keras, .weights.h5) keeps the arrays of the "
             f"layer's sublayers in groups of their own, named by attribute: {listing}. Give "
             "the converter's LayerImpl weight_groups=(...), the names of those it reads in "
             "the layer's layer.weights order (its own weights first, then each sublayer's in "
             "the order its __init__ assigned them); a legacy .h5 keeps them all in the "
-            "layer's own group, in that order")
+            "layer's own group, in that order. The sublayers of a list or dict attribute "
+            "are named <attribute>/<class in snake_case>, numbered from the second of a "
+            "class on in the list's order, a dict's in insertion order (blocks/dense, "
+            "blocks/dense_1), and tf.keras's layer.weights lists a dict's by sorted key")
 
 
 def _frozen(spec) -> bool:
@@ -220,9 +225,10 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
         except KerasImportError:  # the converter's own refusal
             raise
         except Exception as e:  # arrays of the right number but not of the expected shapes
-            hint = _sublayer_hint(spec, source, lpath) or (
-                ". The weights belong to another architecture or the file is damaged (load "
-                "them with the config they were saved with)")
+            hint = (_sublayer_hint(spec, source, lpath)
+                    or _regrouped_hint(graph, source, where, spec) or (
+                        ". The weights belong to another architecture or the file is damaged "
+                        "(load them with the config they were saved with)"))
             raise KerasImportError(
                 f"layer {where!r} ({spec.class_name}): its weights do not fit its config "
                 f"({type(e).__name__}: {e}); the file has arrays of shapes "
@@ -241,8 +247,9 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
                 raise KerasImportError(
                     f"layer {where!r} ({spec.class_name}): its config implies a {k} of shape "
                     f"{tuple('?' if w is None else w for w in want)}, the weights file has "
-                    f"{got}; the weights belong to another architecture (load them with the "
-                    "config they were saved with)", path=path)
+                    f"{got}" + (_regrouped_hint(graph, source, where, spec) or
+                                "; the weights belong to another architecture (load them "
+                                "with the config they were saved with)"), path=path)
         params[name] = {k: jnp.asarray(v, dtype=jnp.float32 if np.issubdtype(
             np.asarray(v).dtype, np.floating) else None) for k, v in converted.items()}
     extra = source.unused() if not prefix and hasattr(source, "unused") else []
@@ -274,15 +281,16 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
     return params
 
 
-def _regrouped_hint(graph: Graph, source: Any, layer: str | None) -> str:
+def _regrouped_hint(graph: Graph, source: Any, layer: str | None, spec: Any = None) -> str:
     """What to add to the error of a user's converter that failed on arrays a legacy
     ``.h5`` gave it regrouped by sublayer (``""`` if none): which, in which order, and how
-    tf.keras orders a frozen sublayer's."""
+    tf.keras orders a frozen sublayer's and a dict's. ``spec``: the layer's, where known
+    (else found in ``graph`` by its path ``layer``)."""
     got = getattr(source, "regrouped", {}).get(layer) if layer else None
     if not got:
         return ""
-    spec, sub = None, graph
-    for name in layer.split("/"):  # the layer, inside nested models too
+    sub = graph
+    for name in layer.split("/") if spec is None else ():  # inside nested models too
         spec = sub.layers.get(name) if sub is not None else None
         if spec is None:  # a layer name with "/" in it
             break
@@ -294,8 +302,10 @@ def _regrouped_hint(graph: Graph, source: Any, layer: str | None) -> str:
             f"then each sublayer's in the order its first array comes in the file: {listed}. "
             "tf.keras's .h5 lists the arrays of a sublayer whose weights are all "
             "non-trainable (made with trainable=False, or set so before saving) after those "
-            "of every sublayer with trainable ones: name weight_groups in that order (the "
-            "order of their first arrays in the file); a .keras archive is read in the "
+            "of every sublayer with trainable ones, and a dict attribute's sublayers by "
+            "sorted key (its layer.weights order; the archive numbers them in insertion "
+            "order, heads/dense the dict's first value): name weight_groups in that order "
+            "(the order of their first arrays in the file); a .keras archive is read in the "
             "order the converter names, so one converter then reads both")
 
 

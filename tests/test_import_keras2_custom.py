@@ -3,9 +3,13 @@ written once by tests/fixtures/keras2_custom/make_custom_fixtures.py: without co
 are refused naming what to register (never computed by Keras's converter of a class named
 alike); with converters written here in JAX (the same math as the classes) they reproduce
 what tf_keras computed, from its ``.keras`` archive and from its legacy ``.h5``, its
-``save_weights`` files with the ``to_json()`` architecture, as a Sequential, and from the
-``.keras`` archives of tf.keras 2.13 and 2.15 (``tf213/``, ``tf215/``)."""
+``save_weights`` files with the ``to_json()`` architecture, as a Sequential, with sublayers
+kept in a list and a dict attribute (one converter for both files where it names a dict's
+sublayers in tf.keras's ``layer.weights`` order, by sorted key), and from the ``.keras``
+archives of tf.keras 2.13, 2.14 and 2.15 (``tf213/``, ``tf214/``, ``tf215/``) and the
+``.h5`` of 2.13 and 2.15."""
 
+import dataclasses
 import functools
 import json
 import pathlib
@@ -361,7 +365,7 @@ def test_save_weights_with_to_json_matches_tfkeras(own_activations, weights):
 
 # --- custom_tfkeras2 as written by tf.keras 2.13 and 2.15 ---
 
-TAGS = ["tf213", "tf215"]
+TAGS = ["tf213", "tf214", "tf215"]
 
 
 @pytest.mark.parametrize("tag", TAGS)
@@ -382,7 +386,8 @@ def test_older_tfkeras_archive_refused_as_tf_keras_221s(no_own_activations, tag)
 @pytest.mark.parametrize("tag", TAGS)
 def test_older_tfkeras_archive_with_converters_matches_it(own_activations, tag):
     # tf.keras 2.13 keeps the layers under _layer_checkpoint_dependencies, keys numbered
-    # with gaps (dense, dense_2, dense_4), a nested Sequential's too; 2.15 as 2.21
+    # with gaps (dense, dense_2, dense_4), a nested Sequential's too; 2.14 there too, without
+    # gaps (dense, dense_1, dense_2); 2.15 as 2.21
     path = D / tag / "custom_tfkeras2.keras"
     m = load_keras(path, custom_layers=CUSTOM)
     versions = json.loads((D / tag / "versions.json").read_text())
@@ -400,3 +405,102 @@ def test_tfkeras213_weights_h5_with_its_config(own_activations, tmp_path):
                    custom_layers=CUSTOM)
     assert str(m.keras_version).startswith("2.")
     check_expected(m, np.load(D / "tf213" / "custom_tfkeras2.expected.npz"), TOL)
+
+
+@pytest.mark.parametrize("tag", ["tf213", "tf215"])
+def test_older_tfkeras_h5_of_a_layer_made_of_sublayers(own_activations, tag):
+    # their .h5 lists the BatchNormalization sublayer's moving statistics last, as 2.21's:
+    # the converter of the archive reads it
+    m = load_keras(D / tag / "bn_block_tfkeras2.h5",
+                   custom_layers={"tfk_custom>BNBlock": _bn_block})
+    assert m.keras_version == json.loads((D / tag / "versions.json").read_text())["keras"]
+    check_expected(m, np.load(D / tag / "bn_block_tfkeras2.expected.npz"), TOL)
+    assert m.layer("bn_block").params["var"].min() > 0.3
+
+
+# --- containers_tfkeras2: sublayers in a list and a dict attribute, a list of own layers ---
+
+def _list_dict(config, ctx, heads=("heads/dense_1", "heads/dense")):
+    """relu(Dense) x 3 (a list), times g, then concat([start(h), end(h)]) of a dict
+    {"start": Dense(2), "end": Dense(3)}. The archive keys the list's and the dict's
+    sublayers by class, numbered in list and insertion order (``heads/dense`` is
+    ``start``); ``heads``: the order the converter names the dict's in, by default
+    tf.keras's ``layer.weights`` order, sorted by key (``end`` first)."""
+    order = {"heads/dense": ("ks", "bs"), "heads/dense_1": ("ke", "be")}
+    names = ("g", "k0", "b0", "k1", "b1", "k2", "b2") + order[heads[0]] + order[heads[1]]
+
+    def call(p, x, *, rt):
+        for i in range(3):
+            x = rt.relu(x @ p[f"k{i}"] + p[f"b{i}"])
+        x = x * p["g"]
+        return jnp.concatenate([x @ p["ks"] + p["bs"], x @ p["ke"] + p["be"]], -1)
+
+    # the heads' shapes, so that arrays given in another order are refused, not swapped
+    return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)), n_weights=11,
+                     weight_groups=("blocks/dense", "blocks/dense_1", "blocks/dense_2")
+                     + heads, param_shapes={"ks": (6, 2), "ke": (6, 3)})
+
+
+def _stack(config, ctx):
+    """stages[1](stages[0](x)), each a Unit: bn(proj(x)) * s (a list of own layers, each
+    with a weight of its own and two sublayers)."""
+    names = [f"{n}{i}" for i in range(2) for n in ("s", "k", "b", "gamma", "beta", "mean",
+                                                  "var")]
+
+    def call(p, x, *, rt):
+        for i in range(2):
+            h = x @ p[f"k{i}"] + p[f"b{i}"]
+            h = (h - p[f"mean{i}"]) / jnp.sqrt(p[f"var{i}"] + 1e-3) * p[f"gamma{i}"]
+            x = (h + p[f"beta{i}"]) * p[f"s{i}"]
+        return x
+
+    groups = tuple(g for unit in ("stages/unit", "stages/unit_1")
+                   for g in (unit, f"{unit}/proj", f"{unit}/bn"))
+    return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)), n_weights=14,
+                     weight_groups=groups)
+
+
+CONTAINERS = {"tfk_custom>ListDict": _list_dict, "tfk_custom>Stack": _stack}
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_sublayers_in_lists_and_dicts_one_converter_reads_keras_and_h5(form):
+    m = load_keras(D / f"containers_tfkeras2.{form}", custom_layers=CONTAINERS)
+    check_expected(m, np.load(D / "containers_tfkeras2.expected.npz"), TOL)
+    assert m.layer("stack").params["var1"].min() > 0.3  # the variances, not a kernel
+
+
+def test_dict_sublayers_named_in_insertion_order_differ_in_the_h5():
+    # the archive's heads/dense is the dict's first value (insertion order), tf.keras's
+    # layer.weights and .h5 list "end" before "start" (sorted keys): named in insertion
+    # order, the archive is read right and the .h5 swaps the heads
+    ref = np.load(D / "containers_tfkeras2.expected.npz")
+    custom = {**CONTAINERS, "tfk_custom>ListDict": functools.partial(
+        _list_dict, heads=("heads/dense", "heads/dense_1"))}
+    check_expected(load_keras(D / "containers_tfkeras2.keras", custom_layers=custom), ref, TOL)
+    with pytest.raises(KerasImportError, match=r"layer 'list_dict'.*implies a ks of shape "
+                       r"\(6, 2\), the weights file has \(6, 3\).*regrouped by sublayer.*"
+                       r"list_dict/dense_4/kernel:0 \(6, 3\).*list_dict/dense_3/kernel:0 "
+                       r"\(6, 2\).*a dict attribute's sublayers by sorted key"):
+        load_keras(D / "containers_tfkeras2.h5", custom_layers=custom)
+    # without the shapes it names, such a converter swaps the heads of the .h5 unnoticed
+    unchecked = {**CONTAINERS, "tfk_custom>ListDict": lambda c, ctx: dataclasses.replace(
+        custom["tfk_custom>ListDict"](c, ctx), param_shapes=None)}
+    m = load_keras(D / "containers_tfkeras2.h5", custom_layers=unchecked)
+    assert rel_err(np.asarray(m(ref["x"])), ref["y"]) > 1e-2
+
+
+def test_list_and_dict_groups_listed_for_a_converter_without_weight_groups():
+    def plain(config, ctx):
+        impl = _list_dict(config, ctx)
+        return LayerImpl(call=impl.call, convert_weights=impl.convert_weights, n_weights=11)
+
+    with pytest.raises(KerasImportError, match=(
+            r"'list_dict' \(tfk_custom>ListDict\) expects 11 weight arrays, the file has 1 "
+            r".*'blocks/dense' \[\(4, 6\), \(6,\)\], 'blocks/dense_1' \[\(6, 6\), \(6,\)\], "
+            r"'blocks/dense_2' .*'heads/dense' \[\(6, 2\), \(2,\)\], 'heads/dense_1' "
+            r"\[\(6, 3\), \(3,\)\]\. Give .*a list or dict attribute are named "
+            r"<attribute>/<class in snake_case>.*tf.keras's layer.weights lists a dict's by "
+            r"sorted key")):
+        load_keras(D / "containers_tfkeras2.keras", custom_layers={**CONTAINERS,
+                                                                  "tfk_custom>ListDict": plain})
