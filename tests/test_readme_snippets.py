@@ -225,3 +225,15 @@ def test_models_with_several_inputs(readme_models):
     delta = m([img, meta])[:, 1] - m(base)[:, 1]
     np.testing.assert_allclose(ig["img"].sum((1, 2)) + ig["meta"].sum(1), delta, rtol=5e-2,
                                atol=1e-4)
+
+
+def test_custom_layers_weight_groups_of_a_list_and_a_dict():
+    # the example names the sublayers of tests/test_import_keras2_custom.py's ListDict as its
+    # converter there does (tf.keras: the dict's by sorted key)
+    from model_import import LayerImpl
+
+    s = _run(_block("### Custom layers", 1), LayerImpl=LayerImpl)
+    impl = s["list_dict"]({}, None)
+    assert impl.weight_groups == ("blocks/dense", "blocks/dense_1", "blocks/dense_2",
+                                  "heads/dense_1", "heads/dense")
+    assert impl.n_weights == 11 and set(impl.param_shapes) == {"ks", "ke"}
