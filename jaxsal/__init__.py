@@ -28,7 +28,8 @@ from jaxsal._src.lrp_rules import (LRPComposite, LRPRule, lrp_alpha_beta, lrp_co
 from jaxsal._src.blur_ig import blur_integrated_gradients
 from jaxsal._src.guided_ig import guided_integrated_gradients
 from jaxsal._src.occlusion import occlusion
-from jaxsal._src.xrai import segment_masks, xrai, xrai_regions
+from jaxsal._src.segmentation import felzenszwalb, xrai_labels
+from jaxsal._src.xrai import segment_masks, xrai, xrai_regions, xrai_segments
 from jaxsal._src.permutation import feature_permutation
 from jaxsal._src.rise import rise, rise_masks
 from jaxsal._src.shapley import shapley_value_sampling, shapley_values
@@ -95,6 +96,7 @@ __all__ = [
     "explain_to_file",
     "feature_maps",
     "feature_permutation",
+    "felzenszwalb",
     "filter_images",
     "fourier",
     "fullgrad",
@@ -165,5 +167,7 @@ __all__ = [
     "total_variation",
     "xgradcam",
     "xrai",
+    "xrai_labels",
     "xrai_regions",
+    "xrai_segments",
 ]

@@ -333,10 +333,6 @@ def _method_options(args) -> dict:
         raise ValueError("--method neuron_conductance explains one unit or channel of --layer "
                          "and needs --option neuron=INDEX (a channel, e.g. neuron=7) or "
                          "--option 'neuron=[row, col, channel]' (one unit)")
-    if args.method == "xrai" and "segments" not in options:
-        raise ValueError("--method xrai ranks image regions and needs them: --option "
-                         "segments=@MASKS.npy, boolean masks (N, M, H, W) or (M, H, W) "
-                         "(jaxsal.segment_masks of label images; README, \"XRAI\")")
     explicit = {"--seed": args.seed is not None, "--patch": args.patch is not None,
                 "--stride": args.stride is not None}
     if args.method in RANDOM_METHODS:

@@ -726,20 +726,23 @@ def test_help_states_each_default(capsys):
             assert "default" in entry.group(1), (cmd, flag, entry.group(0))
 
 
-def test_xrai_takes_its_regions_from_a_file(tmp_path, mnist_path, digits_file, mnist_digits,
-                                            capsys):
+def test_xrai_takes_its_regions_from_a_file(tmp_path, mnist_path, digits_file, mnist_digits):
+    """Regions from --option segments=@FILE; without them, the authors' Felzenszwalb regions
+    of each image (jaxsal.xrai_segments), as the Python API makes them."""
     from small_models import grid_regions
 
     out = tmp_path / "xrai.npy"
-    assert _explain(mnist_path, digits_file, out, "--method", "xrai") == 2
-    assert "--method xrai ranks image regions and needs them: --option segments=@MASKS.npy" \
-        in capsys.readouterr().err
-    assert not out.exists()
+    model = load_keras(mnist_path, head="logits")
+    assert _explain(mnist_path, digits_file, out, "--method", "xrai", "--targets", "3",
+                    "--option", "steps=4", "--option", "min_pixel_diff=5") == 0
+    want = jaxsal.xrai(model, mnist_digits[:2], 3, segments=jaxsal.xrai_segments(
+        mnist_digits[:2]), steps=4, min_pixel_diff=5)
+    np.testing.assert_allclose(np.load(out), want, atol=1e-5 * np.abs(want).max())
+    out.unlink()
     np.save(tmp_path / "masks.npy", np.asarray(grid_regions()))
     assert _explain(mnist_path, digits_file, out, "--method", "xrai", "--targets", "3",
                     "--option", f"segments=@{tmp_path / 'masks.npy'}", "--option", "steps=4",
                     "--option", "min_pixel_diff=5") == 0
-    model = load_keras(mnist_path, head="logits")
     want = jaxsal.xrai(model, mnist_digits[:2], 3, segments=grid_regions(), steps=4,
                        min_pixel_diff=5)
     np.testing.assert_allclose(np.load(out), want, atol=1e-5 * np.abs(want).max())

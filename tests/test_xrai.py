@@ -1,6 +1,7 @@
 """XRAI: region selection worked by hand, the sum of the attributions kept, integrated
 gradients from two baselines in one call, T targets as T single calls, jit == eager, batch
-jobs, and clear errors. (Parity with PAIR saliency: tests/test_reference_pair.py.)"""
+jobs, the default regions (tests/test_segmentation.py: the segmentation itself), and clear
+errors. (Parity with PAIR saliency: tests/test_reference_pair.py.)"""
 
 import jax
 import jax.numpy as jnp
@@ -136,6 +137,33 @@ def test_a_batch_job_slices_per_input_segments(tmp_path, lm, x4):
     np.testing.assert_allclose(out, one, atol=1e-5 * np.abs(one).max())
 
 
+def test_without_segments_xrai_uses_the_authors_felzenszwalb_regions(lm, x4):
+    """segments=None: jaxsal.xrai_segments of the images (channels last), for a
+    channels-first model too (its images moved to channels last to be segmented)."""
+    x = np.asarray(x4[:2])
+    masks = jaxsal.xrai_segments(x)
+    assert masks.shape[:2] == (2, int(masks.any((2, 3)).sum(1).max())) and masks.shape[1] > 6
+    want = np.asarray(jaxsal.xrai(lm, x, [1, 7], segments=masks, steps=4))
+    got = np.asarray(jaxsal.xrai(lm, x, [1, 7], steps=4))
+    np.testing.assert_array_equal(got, want)
+    w = jnp.asarray(np.random.default_rng(0).normal(size=(3, 28, 28)), jnp.float32)
+    first = jaxsal.FunctionModel(lambda p, v: jnp.einsum("nchw,khw->nk", v, p), w,
+                                 data_format="channels_first")
+    xc = np.moveaxis(x, -1, 1)
+    np.testing.assert_array_equal(jaxsal.xrai(first, xc, 2, steps=4),
+                                  jaxsal.xrai(first, xc, 2, segments=masks, steps=4))
+
+
+def test_a_batch_job_without_segments_segments_each_input(tmp_path, lm, x4):
+    """A job of xrai without segments: each chunk's images segmented by the default; the
+    file equals one call over every input."""
+    x = np.asarray(x4[:3])
+    one = np.asarray(jaxsal.xrai(lm, x, 4, steps=4))
+    out = jaxsal.explain_to_file(jaxsal.xrai, lm, x, tmp_path / "xrai.npy", targets=4,
+                                 batch_size=2, steps=4)
+    np.testing.assert_allclose(out, one, atol=1e-5 * np.abs(one).max())
+
+
 @pytest.mark.parametrize("options, error", [
     (dict(segments=np.zeros((3, 4, 4), np.int32)), "boolean region masks.*segment_masks"),
     (dict(segments=np.zeros((3, 4, 5), bool)), r"segments of shape \(1, M, 4, 4\)"),
@@ -152,9 +180,11 @@ def test_xrai_regions_refuses_clearly(options, error):
 def test_xrai_refuses_clearly(lm, x4):
     with pytest.raises(ValueError, match="NaN"):
         jaxsal.xrai_regions(np.full((1, 4, 4), np.nan, np.float32), REGIONS)
-    with pytest.raises(ValueError, match=r"xrai ranks image regions and needs them: "
-                       r"segments=\(N, M, H, W\)"):
-        jaxsal.xrai(lm, x4[:1], 1)
+    with pytest.raises(jax.errors.JAXTypeError, match=r"xrai without segments= segments the "
+                       r"images on the host.*segments=jaxsal.xrai_segments\(x\)"):
+        jax.jit(lambda x: jaxsal.xrai(lm, x, 1, steps=2))(x4[:1])
+    with pytest.raises(ValueError, match="NaN"):
+        jaxsal.xrai(lm, np.full((1, 28, 28, 1), np.nan, np.float32), 1, steps=2)
     with pytest.raises(ValueError, match=r"baselines\[0\] has shape \(3,\)"):
         jaxsal.xrai(lm, x4[:1], 1, segments=grid_regions(), baselines=[np.zeros(3)])
     with pytest.raises(ValueError, match="integer label images"):

@@ -13,10 +13,11 @@ ranks the regions once by their own mean attribution and adds them in that order
 
 The selection (:func:`xrai_regions`) runs compiled, one ``lax.while_loop`` of matrix-vector
 products over the regions, ``vmap``-ed over inputs and targets; the greedy variant on atoms,
-the sets of pixels in exactly the same regions (:func:`_atoms`). The segmentation itself is a
-sequential graph algorithm (Felzenszwalb & Huttenlocher's in the authors' code) and is the
-caller's: :func:`segment_masks` turns label images from any segmenter into dilated region
-masks as the authors' code does (see the README, "XRAI").
+the sets of pixels in exactly the same regions (:func:`_atoms`). The regions are the
+caller's or, by default, the authors': Felzenszwalb & Huttenlocher's segmentation at six
+scales (:func:`xrai_segments`, a sequential graph algorithm run on the host:
+``jaxsal._src.segmentation``); :func:`segment_masks` turns label images from any segmenter
+into dilated region masks as the authors' code does (see the README, "XRAI").
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import numpy as np
 from jaxsal._src.base import Maps, ModelLike
 from jaxsal._src.integrated import RULES, integrated_gradients
 from jaxsal._src.postprocess import reduce_channels
+from jaxsal._src.segmentation import (XRAI_MIN_SIZE, XRAI_SCALES, XRAI_SIGMA, XRAI_SIZE,
+                                      XRAI_VALUE_RANGE, TracedImagesError, xrai_labels)
 from jaxsal._src.targets import Targets
 from jaxsal._src.validate import all_finite, prepare
 
@@ -114,6 +117,33 @@ def _dilate(masks: np.ndarray, r: int) -> np.ndarray:
             else:
                 out[:, -dy:] |= along[:, :h + dy]
     return out
+
+
+def xrai_segments(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
+                  sigma: float = XRAI_SIGMA, min_size: int = XRAI_MIN_SIZE,
+                  size: tuple[int, int] | None = XRAI_SIZE,
+                  value_range: tuple[float, float] = XRAI_VALUE_RANGE,
+                  dilation: int | None = 5) -> np.ndarray:
+    """XRAI's default regions, as its authors' code (PAIR saliency) makes them:
+    :func:`jaxsal.xrai_labels` of each image (Felzenszwalb at six scales, at 224x224 in the value
+    range [-1, 1]), each label a mask dilated by a disk of radius ``dilation``
+    (:func:`segment_masks`). What :func:`xrai` uses when no ``segments`` are
+    given.
+
+    Args:
+      images: ``(N, H, W, C)`` floating-point images, channels last.
+      scales, sigma, min_size, size, value_range: as in :func:`jaxsal.xrai_labels`.
+      dilation: as in :func:`segment_masks` (default 5, the authors').
+    Returns:
+      ``(N, M, H, W)`` boolean masks, a NumPy array.
+
+    Example::
+
+      masks = jaxsal.xrai_segments(images)             # (N, M, H, W)
+      maps = jaxsal.xrai(model, images, targets, segments=masks)
+    """
+    return segment_masks(xrai_labels(images, scales=scales, sigma=sigma, min_size=min_size,
+                                     size=size, value_range=value_range), dilation=dilation)
 
 
 def _area_limit(area_threshold: float, pixels: int) -> int:
@@ -351,8 +381,10 @@ def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     Args:
       model, x, targets, head, chunk_size, memory_budget, precision, check_finite: as in
         :func:`jaxsal.saliency`; ``x`` images ``(N, H, W, C)`` (or channels-first).
-      segments: required: ``(N, M, H, W)`` boolean region masks (:func:`segment_masks` of
-        label images from a segmenter), or ``(M, H, W)`` for every input.
+      segments: ``(N, M, H, W)`` boolean region masks (:func:`segment_masks` of label
+        images from a segmenter), or ``(M, H, W)`` for every input; ``None`` (the default):
+        :func:`xrai_segments` of ``x``, the authors' Felzenszwalb regions (made on the host,
+        so not under ``jax.jit``).
       baselines: a list of IG baselines (each a scalar, ``(H, W, C)`` or ``(N, H, W, C)``);
         default: each input's minimum and its maximum, the authors' two.
       steps: gradient evaluations along each baseline's path (default 100, the authors').
@@ -369,10 +401,14 @@ def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     if xs.ndim != 4:
         raise ValueError(f"xrai explains images: expected x of shape (N, H, W, C) (or "
                          f"channels-first), got {xs.shape}; its regions are 2-D")
-    if segments is None:
-        raise ValueError("xrai ranks image regions and needs them: segments=(N, M, H, W) "
-                         "boolean masks, or (M, H, W) for every input (jaxsal.segment_masks "
-                         "of label images from a segmenter; README, \"XRAI\")")
+    if segments is None:  # the authors' regions, made on the host from the images
+        if isinstance(xs, jax.core.Tracer):
+            raise TracedImagesError(
+                "xrai without segments= segments the images on the host, which it cannot do "
+                "for images traced by jax.jit: pass segments=jaxsal.xrai_segments(x) "
+                "(channels last), made outside jax.jit")
+        segments = xrai_segments(np.moveaxis(np.asarray(xs), 1, -1) if p.channels_first
+                                 else np.asarray(xs))
     bs = _baselines(baselines, xs)
     n, k = len(xs), len(bs)
     ig = integrated_gradients(model, jnp.concatenate([xs] * k), _stacked(targets, k),

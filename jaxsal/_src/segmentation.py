@@ -1,0 +1,350 @@
+"""Felzenszwalb & Huttenlocher's graph segmentation (2004, "Efficient Graph-Based Image
+Segmentation"), the algorithm of ``skimage.segmentation.felzenszwalb``, which XRAI's authors
+segment images with (:func:`xrai_segments`).
+
+Each image is smoothed per channel by a Gaussian (scipy's ``gaussian_filter``: the kernel
+truncated at 4 sigma, borders mirrored half-sample), its pixels joined to their 8 neighbours
+by edges weighted by the Euclidean distance of their colours, and the edges visited by
+increasing weight (NumPy's ``argsort``, as scikit-image sorts them): an edge joins its two
+components when its weight is below both components' ``internal difference + scale / size``
+(the largest edge inside, and ``scale / 255`` per pixel as scikit-image scales it). A second
+pass over the same edges joins every component smaller than ``min_size`` to its neighbour
+across its lightest edge. Labels are numbered in the order of each component's first pixel.
+
+The visiting order is sequential: a union-find over the edges, one after the other. It runs
+on the host, in float64 as scikit-image computes it (the smoothing, weights and thresholds
+written as its C code evaluates them, so that equal inputs give equal partitions), as a
+Python loop over the edges that prunes what cannot change the result: the second pass visits
+only edges between two components of which one is small (see the README, "XRAI", for its
+speed).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from jaxsal._src.postprocess import resize
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+#: PAIR saliency's XRAI segmentation: its scales, sigma, minimum segment size, the size it
+#: segments at and the value range it scales images to.
+XRAI_SCALES = (50, 100, 150, 250, 500, 1200)
+XRAI_SIGMA = 0.8
+XRAI_MIN_SIZE = 150
+XRAI_SIZE = (224, 224)
+XRAI_VALUE_RANGE = (-1.0, 1.0)
+
+
+# ---------------------------------------------------------------------- smoothing
+def _gaussian_weights(sigma: float) -> np.ndarray:
+    """scipy's 1-D Gaussian kernel: radius ``int(4 * sigma + 0.5)``, normalized to sum 1;
+    ``w[j]`` the weight at offset ``j`` (symmetric)."""
+    radius = int(4.0 * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (float(sigma) * float(sigma)) * x ** 2)
+    return (phi / phi.sum())[radius:]
+
+
+def _smooth_axis(img: np.ndarray, w: np.ndarray, axis: int) -> np.ndarray:
+    """Correlate ``img`` with the symmetric kernel ``w`` (offsets ``0..r``) along ``axis``,
+    borders mirrored half-sample (``d c b a | a b c d``), summed in the order of scipy's C
+    loop (the centre first, then the pairs from the outermost in) so that float64 results
+    are scipy's, bit for bit."""
+    r = len(w) - 1
+    n = img.shape[axis]
+    idx = np.arange(-r, n + r)
+    period = 2 * n  # the half-sample mirror, repeated
+    idx = np.mod(idx, period)
+    idx = np.where(idx >= n, period - 1 - idx, idx)
+    padded = np.take(img, idx, axis=axis)
+
+    def shifted(j):  # the input at offset j of every output position
+        return np.take(padded, np.arange(r + j, r + j + n), axis=axis)
+
+    out = shifted(0) * w[0]
+    for j in range(r, 0, -1):
+        out = out + (shifted(-j) + shifted(j)) * w[j]
+    return out
+
+
+def _smooth(img: np.ndarray, sigma: float) -> np.ndarray:
+    """``(H, W, C)`` float64 smoothed along rows then columns (scipy's ``gaussian_filter``
+    with sigma ``(sigma, sigma, 0)``); ``sigma == 0``: unchanged."""
+    if sigma <= 1e-15:  # scipy skips such axes
+        return img
+    w = _gaussian_weights(sigma)
+    return _smooth_axis(_smooth_axis(img, w, 0), w, 1)
+
+
+# ---------------------------------------------------------------------- the graph
+def _graph(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 8-neighbour edges of an ``(H, W, C)`` float64 image in scikit-image's order
+    (right, down, down-right, up-right neighbours): ``(a, b, weight)``, ``a``/``b`` flat
+    pixel indices, the weight the Euclidean distance of their colours."""
+    h, w = img.shape[:2]
+    ids = np.arange(h * w).reshape(h, w)
+
+    def dist(p, q):
+        d = p - q
+        return np.sqrt(np.sum(d * d, axis=-1))
+
+    pairs = [(ids[:, 1:], ids[:, :-1], dist(img[:, 1:], img[:, :-1])),
+             (ids[1:, :], ids[:-1, :], dist(img[1:, :], img[:-1, :])),
+             (ids[1:, 1:], ids[:-1, :-1], dist(img[1:, 1:], img[:-1, :-1])),
+             (ids[:-1, 1:], ids[1:, :-1], dist(img[1:, :-1], img[:-1, 1:]))]
+    a = np.concatenate([p.ravel() for p, _, _ in pairs])
+    b = np.concatenate([q.ravel() for _, q, _ in pairs])
+    cost = np.concatenate([c.ravel() for _, _, c in pairs]).astype(np.float64)
+    return a, b, cost
+
+
+def _edges(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_graph`'s edges sorted by weight with NumPy's default ``argsort``, as
+    scikit-image sorts them (not stable: edges of equal weight come in the order NumPy's
+    sort leaves them, which decides which neighbour a small segment joins)."""
+    a, b, cost = _graph(img)
+    order = np.argsort(cost)
+    return a[order], b[order], cost[order]
+
+
+def _f32(x: float) -> float:
+    """``x`` rounded to float32 (scikit-image holds the thresholds in float32)."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _segment(a: list, b: list, cost: list, n: int, k: float, min_size: int) -> np.ndarray:
+    """One segmentation of ``n`` pixels over the sorted edges (lists): ``(n,)`` labels, the
+    components numbered by their first pixel. ``k``: the scale divided by 255."""
+    parent = list(range(n))
+    size = [1] * n
+    limit = [k] * n  # each root's internal difference + k / size (unrounded)
+    close = 2.5e-7
+    for p, q, c in zip(a, b, cost):  # the hot loop: written out, no calls
+        while parent[p] != p:  # path halving
+            parent[p] = p = parent[parent[p]]
+        while parent[q] != q:
+            parent[q] = q = parent[parent[q]]
+        if p == q:
+            continue
+        t = limit[p] if limit[p] < limit[q] else limit[q]
+        # c < float32(t), as scikit-image compares (the rounding is monotone: the smaller
+        # threshold rounded is the smaller rounded one); it matters only that close to t
+        if (c < t) if abs(c - t) > close * t else (c < _f32(t)):
+            if p > q:  # scikit-image's root: the smaller index
+                p, q = q, p
+            parent[q] = p
+            size[p] += size[q]
+            limit[p] = c + k / size[p]
+    labels = _flatten(np.asarray(parent))
+    if min_size > 1:
+        labels = _merge_small(labels, np.asarray(a), np.asarray(b), min_size)
+    return labels
+
+
+def _flatten(parent: np.ndarray) -> np.ndarray:
+    """Every pixel's root, numbered from 0 in the order of the roots (each component's
+    smallest pixel index)."""
+    while True:
+        up = parent[parent]
+        if np.array_equal(up, parent):
+            break
+        parent = up
+    return np.unique(parent, return_inverse=True)[1].reshape(-1)
+
+
+def _merge_small(labels: np.ndarray, a: np.ndarray, b: np.ndarray, min_size: int
+                 ) -> np.ndarray:
+    """scikit-image's second pass: the sorted edges again, each joining its components when
+    either is smaller than ``min_size``. Only edges between two components of which one is
+    small can join (components only grow), so only those are visited."""
+    la, lb = labels[a], labels[b]
+    size0 = np.bincount(labels)
+    keep = (la != lb) & ((size0[la] < min_size) | (size0[lb] < min_size))
+    if not keep.any():
+        return labels
+    m = len(size0)
+    parent = list(range(m))
+    size = size0.tolist()
+
+    def root(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for p, q in zip(la[keep].tolist(), lb[keep].tolist()):
+        rp, rq = root(p), root(q)
+        if rp != rq and (size[rp] < min_size or size[rq] < min_size):
+            r = min(rp, rq)
+            parent[rp] = parent[rq] = r
+            size[r] = size[rp] + size[rq]
+    return _flatten(np.asarray(parent))[labels]
+
+
+# ---------------------------------------------------------------------- public
+class TracedImagesError(jax.errors.JAXTypeError):
+    """Images traced by ``jax.jit`` (or ``jax.eval_shape``) where a segmentation, which runs
+    on the host, needs their values. A ``jax.errors.JAXTypeError``, as JAX's own errors for
+    a tracer read on the host are: ``explain_to_file``'s dry run leaves such a call to the
+    real one."""
+
+    def __init__(self, message: str):
+        TypeError.__init__(self, message)  # (without the JAX error page link: none is ours)
+
+
+def _check_images(images: ArrayLike, name: str) -> np.ndarray:
+    """``images`` as ``(N, H, W, C)`` finite floats on the host (their own dtype), or a clear
+    error."""
+    if isinstance(images, jax.core.Tracer):
+        raise TracedImagesError(
+            f"{name} segments concrete images on the host (a sequential graph algorithm), "
+            "not images traced by jax.jit: call it outside jax.jit (for xrai under jax.jit "
+            "pass segments=jaxsal.xrai_segments(x), made outside)")
+    x = np.asarray(images)
+    if x.ndim != 4 or not x.size:
+        raise ValueError(f"{name}: expected images of shape (N, H, W, C), channels last "
+                         f"(C = 1 for grayscale, 3 for RGB; N, H, W >= 1), got shape "
+                         f"{x.shape}; add a channel axis to (N, H, W) images (x[..., None]) "
+                         "and move it last for channels-first ones")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{name}: expected floating-point images, got dtype {x.dtype}; "
+                         "scale integer images to floats first (images / 255.0, as "
+                         "scikit-image's img_as_float does for uint8)")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}: images contain NaN or infinite values; their edges' "
+                         "weights would be NaN. Pass finite images (np.nan_to_num(images))")
+    return x
+
+
+def _check_number(value, name: str, low: float = 0.0) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)) \
+            or not math.isfinite(value) or value < low:
+        raise ValueError(f"expected {name} as a finite number >= {low:g}, got {value!r}")
+    return float(value)
+
+
+def _check_min_size(min_size) -> int:
+    if isinstance(min_size, (bool, np.bool_)) or not isinstance(min_size, (int, np.integer)) \
+            or min_size < 0:
+        raise ValueError(f"expected min_size as an int >= 0 (pixels), got {min_size!r}")
+    return int(min_size)
+
+
+def _labels(img: np.ndarray, scales: Sequence[float], sigma: float, min_size: int
+            ) -> np.ndarray:
+    """``(S, H, W)`` int32 labels of one ``(H, W, C)`` float64 image at each scale (the
+    smoothing, the edges and their order shared by the scales)."""
+    h, w = img.shape[:2]
+    a, b, cost = _edges(_smooth(img, sigma))
+    a, b, cost = a.tolist(), b.tolist(), cost.tolist()
+    return np.stack([_segment(a, b, cost, h * w, s / 255.0, min_size).reshape(h, w)
+                     for s in scales]).astype(np.int32)
+
+
+def felzenszwalb(images: ArrayLike, scale: float | Sequence[float] = 1.0, sigma: float = 0.8,
+                 min_size: int = 20) -> np.ndarray:
+    """Felzenszwalb & Huttenlocher's graph segmentation (2004), as
+    ``skimage.segmentation.felzenszwalb`` computes it (see the module docstring), of each
+    image at each scale.
+
+    Args:
+      images: ``(N, H, W, C)`` floating-point images, channels last (``C = 1``: grayscale,
+        ``3``: RGB; any ``C``: the Euclidean distance over the channels), finite.
+      scale: a number >= 0 or a sequence of them (higher: larger segments; scikit-image's
+        default 1). Every scale shares the smoothing and the sorted edges of an image.
+      sigma: the Gaussian smoothing's standard deviation in pixels (0: none; default 0.8).
+      min_size: components smaller than this many pixels are joined to a neighbour (default
+        20).
+    Returns:
+      ``(N, H, W)`` int32 label images for one scale, ``(N, S, H, W)`` for ``S`` scales: the
+      segments numbered ``0, 1, ...`` in the order of their first pixel (row by row), as
+      scikit-image numbers them. A NumPy array (the segmentation runs on the host);
+      :func:`jaxsal.segment_masks` turns the labels into XRAI's region masks.
+
+    Example::
+
+      labels = jaxsal.felzenszwalb(images, scale=(100, 500), sigma=0.8, min_size=50)
+    """
+    x = _check_images(images, "felzenszwalb")
+    several = np.ndim(scale) == 1
+    scales = [_check_number(s, "scale") for s in (scale if several else [scale])]
+    if several and not scales:
+        raise ValueError("expected scale as a number or a non-empty sequence of numbers, "
+                         "got an empty sequence")
+    sigma = _check_number(sigma, "sigma")
+    min_size = _check_min_size(min_size)
+    out = np.stack([_labels(img.astype(np.float64), scales, sigma, min_size) for img in x])
+    return out if several else out[:, 0]
+
+
+def _nearest(n_in: int, n_out: int) -> np.ndarray:
+    """The source index of each of ``n_out`` pixels resized from ``n_in`` by nearest
+    neighbour, pixel centres aligned, as scikit-image's ``resize(order=0)`` (scipy's
+    ``zoom(grid_mode=True)``) computes it."""
+    z = n_in / n_out
+    return np.floor(((np.arange(n_out) + 0.5) * z - 0.5) + 0.5).astype(np.int64)
+
+
+def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
+                sigma: float = XRAI_SIGMA, min_size: int = XRAI_MIN_SIZE,
+                size: tuple[int, int] | None = XRAI_SIZE,
+                value_range: tuple[float, float] = XRAI_VALUE_RANGE) -> np.ndarray:
+    """The label images XRAI's authors segment each image into (PAIR saliency's
+    ``_get_segments_felzenszwalb``): each image scaled to ``value_range`` (its minimum to
+    the lower end, its maximum to the upper; a constant image to the lower end), resized to
+    ``size`` (``None``: not resized), segmented by :func:`felzenszwalb` at each of
+    ``scales``, the labels resized back by nearest neighbour.
+
+    Args:
+      images: ``(N, H, W, C)`` floating-point images, channels last.
+      scales, sigma, min_size: :func:`felzenszwalb`'s (PAIR's: 50, 100, 150, 250, 500,
+        1200; 0.8; 150).
+      size: ``(h, w)`` to segment at (PAIR's 224x224, the scale its parameters are set for).
+        Images of another size are resized with ``jax.image.resize``'s ``"cubic"``
+        (antialiased when shrinking), which is not PAIR's resize (scikit-image's spline of
+        order 3 with a Gaussian prefilter): their segments can differ from PAIR's.
+      value_range: ``(low, high)`` (PAIR's ``(-1, 1)``).
+    Returns:
+      ``(N, S, H, W)`` int32 label images, a NumPy array.
+    """
+    x = _check_images(images, "xrai_labels")
+    dims = None if size is None else tuple(size) if np.iterable(size) else None
+    if size is not None and (dims is None or len(dims) != 2 or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1
+            for d in dims)):
+        raise ValueError(f"expected size=(h, w) as two positive ints or None, got {size!r}")
+    if not (isinstance(value_range, (tuple, list)) and len(value_range) == 2
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value_range)
+            and value_range[0] < value_range[1]):
+        raise ValueError(f"expected value_range=(low, high) as two finite numbers, low < "
+                         f"high, got {value_range!r}")
+    if np.ndim(scales) != 1 or not len(scales):
+        raise ValueError(f"expected scales as a non-empty sequence of numbers, got {scales!r}")
+    scales = [_check_number(s, "scale") for s in scales]
+    sigma = _check_number(sigma, "sigma")
+    min_size = _check_min_size(min_size)
+    low, high = float(value_range[0]), float(value_range[1])
+    n, h, w = x.shape[:3]
+    out = np.empty((n, len(scales), h, w), np.int32)
+    for i, img in enumerate(x):
+        # PAIR's normalization, in the image's dtype and PAIR's order of operations
+        lo, hi = np.min(img), np.max(img)
+        img = ((img - lo) / (hi - lo) * (high - low) + low if hi > lo
+               else np.full_like(img, low))
+        if dims is not None and dims != (h, w):
+            img = np.moveaxis(np.asarray(resize(np.moveaxis(img, -1, 0).astype(np.float32),
+                                                dims, method="cubic")), 0, -1)
+        labels = _labels(img.astype(np.float64), scales, sigma, min_size)
+        if labels.shape[1:] != (h, w):
+            labels = labels[:, _nearest(labels.shape[1], h)][:, :, _nearest(labels.shape[2], w)]
+        out[i] = labels
+    return out
+

@@ -1,0 +1,211 @@
+"""Felzenszwalb segmentation: the partitions of scikit-image's ``felzenszwalb`` on MNIST
+digits and synthetic RGB images (several scales, sigma 0 and 0.8, several min_sizes), PAIR
+saliency's XRAI label images of 224x224 images, analytic cases, and clear refusals.
+References: tests/fixtures/felzenszwalb/make_felzenszwalb_reference.py."""
+
+import hashlib
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+import jaxsal
+
+REF = pathlib.Path(__file__).parent / "fixtures" / "felzenszwalb" / "felzenszwalb_reference.npz"
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return dict(np.load(REF))
+
+
+def _partition_mismatch(want: np.ndarray, got: np.ndarray) -> int:
+    """How many pixels are grouped differently: those whose (reference segment, our
+    segment) pair is not the one their reference segment mostly maps to, or whose segment
+    of ours is shared by another reference segment. 0 iff the partitions are equal."""
+    w, g = want.ravel().astype(np.int64), got.ravel().astype(np.int64)
+    pairs, inverse, counts = np.unique(np.stack([w, g]), axis=1, return_inverse=True,
+                                       return_counts=True)
+    best = {}
+    for (a, b), c in zip(pairs.T, counts):  # each reference segment's main segment of ours
+        if c > best.get(a, (0, None))[0]:
+            best[a] = (c, b)
+    owner = {}
+    for a, (c, b) in best.items():  # a segment of ours that two reference segments claim
+        owner.setdefault(b, []).append((c, a))
+    bad = 0
+    for (a, b), c in zip(pairs.T, counts):
+        if best[a][1] != b or max(owner[b])[1] != a:
+            bad += c
+    return int(bad)
+
+
+def test_the_partition_measure_counts_what_differs():
+    a = np.array([[0, 0, 1], [0, 1, 1]])
+    assert _partition_mismatch(a, a + 5) == 0  # renumbered: equal
+    assert _partition_mismatch(a, np.array([[0, 0, 1], [0, 0, 1]])) == 1  # one pixel moved
+    assert _partition_mismatch(a, np.zeros_like(a)) == 3  # two segments merged
+    assert _partition_mismatch(np.zeros_like(a), a) == 3  # one split
+
+
+def _same_graph_and_order(img: np.ndarray, sigma: float, weights_sha: str, order_sha: str):
+    """Our edge weights of ``img`` are the reference machine's, bit for bit; skip where NumPy
+    here sorts equal weights in another order than there (scikit-image, which sorts them
+    with the same ``np.argsort``, would then segment differently here too)."""
+    from jaxsal._src.segmentation import _graph, _smooth
+
+    weights = _graph(_smooth(img, sigma))[2]
+    assert _sha(weights) == weights_sha  # the smoothing and weights: scipy's and skimage's
+    if _sha(np.argsort(weights).astype(np.int64)) != order_sha:
+        pytest.skip("NumPy here orders edges of equal weight otherwise than where the "
+                    "references were made; scikit-image would segment differently here too")
+
+
+def _sha(a: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("image", range(6))
+@pytest.mark.parametrize("sigma", [0.0, 0.8])
+def test_the_partitions_and_labels_are_scikit_image_s(ref, image, sigma):
+    """MNIST digits (0-3) and RGB images (4, 5) at each (scale, min_size): the same pixels
+    grouped together, and the same numbering (by each segment's first pixel)."""
+    c = ref["channels"][image]
+    x = ref["images"][image, ..., :c].astype(np.float64) / 255.0
+    _same_graph_and_order(x, sigma, *(ref[k][image, int(sigma > 0)]
+                                      for k in ("weights_sha", "order_sha")))
+    failures = []
+    for k, (scale, sig, min_size) in enumerate(ref["cases"]):
+        if sig != sigma:
+            continue
+        got = jaxsal.felzenszwalb(x[None], scale=scale, sigma=sigma, min_size=int(min_size))[0]
+        want = ref["labels"][image, k]
+        bad = _partition_mismatch(want, got)
+        if bad or not np.array_equal(got, want):
+            failures.append(f"scale {scale} min_size {min_size}: {bad} of {want.size} pixels "
+                            f"grouped differently, {want.max() + 1} segments against "
+                            f"{got.max() + 1}")
+    assert not failures, "\n".join(failures)
+
+
+def test_the_references_hold_fine_and_coarse_segmentations(ref):
+    counts = [len(np.unique(lab)) for lab in ref["labels"].reshape(-1, 40, 48)]
+    assert min(counts) <= 3 and max(counts) > 1000
+
+
+def test_several_scales_in_one_call_equal_one_call_each(ref):
+    x = ref["images"][4:6].astype(np.float32) / 255.0
+    both = jaxsal.felzenszwalb(x, scale=[30, 300], sigma=0.8, min_size=10)
+    assert both.shape == (2, 2, 40, 48) and both.dtype == np.int32
+    for j, s in enumerate((30, 300)):
+        np.testing.assert_array_equal(both[:, j], jaxsal.felzenszwalb(x, scale=s,
+                                                                      min_size=10))
+
+
+@pytest.mark.parametrize("image", range(2))
+def test_xrai_labels_are_pair_s_at_224(ref, image):
+    """PAIR's own label images (its normalization to [-1, 1], six scales, min_size 150) of
+    224x224 images, grey and one digit per channel: equal, labels included."""
+    x = ref["pair_images"][image:image + 1].astype(np.float64) / 255.0
+    _same_graph_and_order(x[0] * 2 - 1, 0.8, ref["pair_weights_sha"][image],
+                          ref["pair_order_sha"][image])
+    got = jaxsal.xrai_labels(x)
+    assert got.shape == (1, 6, 224, 224)
+    for s in range(6):
+        want = ref["pair_labels"][image, s]
+        bad = _partition_mismatch(want, got[0, s])
+        assert not bad, f"scale {s}: {bad} of {want.size} pixels grouped differently"
+        np.testing.assert_array_equal(got[0, s], want)
+
+
+def test_a_constant_image_is_one_segment():
+    x = np.full((2, 20, 30, 3), 0.25)
+    x[1] = -7.0
+    got = jaxsal.felzenszwalb(x, scale=[1, 100], sigma=0.8, min_size=0)
+    assert got.shape == (2, 2, 20, 30) and not got.any()
+    assert not jaxsal.xrai_labels(x).any()  # (PAIR divides by zero there: NaN)
+
+
+def test_two_flat_halves_are_two_segments_at_a_small_scale():
+    """A black and a white half: the edge across (weight 1) exceeds every threshold at
+    scale 1 (1/255 per pixel plus no internal difference), so two segments; at a scale
+    above 255 * (half's pixels) the halves join."""
+    x = np.zeros((1, 16, 20, 1))
+    x[0, :, 10:] = 1.0
+    got = jaxsal.felzenszwalb(x, scale=1, sigma=0, min_size=0)[0]
+    np.testing.assert_array_equal(got, x[0, ..., 0].astype(int))
+    assert not jaxsal.felzenszwalb(x, scale=255 * 160 * 1.01, sigma=0, min_size=0).any()
+    rgb = np.zeros((1, 16, 20, 3))
+    rgb[0, :, 10:] = [1.0, 0.0, 0.5]  # colours apart by their Euclidean distance
+    np.testing.assert_array_equal(jaxsal.felzenszwalb(rgb, scale=1, sigma=0.8)[0], got)
+
+
+def test_min_size_is_respected():
+    """No segment smaller than min_size remains (an image of more than min_size pixels),
+    and the segments smaller than it at min_size 0 are the ones that change."""
+    x = np.random.default_rng(0).uniform(size=(2, 30, 30, 3))
+    for min_size in (5, 40, 200):
+        got = jaxsal.felzenszwalb(x, scale=20, sigma=0.5, min_size=min_size)
+        for lab in got:
+            sizes = np.bincount(lab.ravel())
+            assert sizes.min() >= min_size and (sizes > 0).all(), (min_size, sizes.min())
+    free = jaxsal.felzenszwalb(x, scale=20, sigma=0.5, min_size=0)
+    assert np.bincount(free[0].ravel()).min() < 5  # (so the pass had work to do)
+
+
+def test_labels_are_numbered_by_first_pixel():
+    x = np.random.default_rng(1).uniform(size=(1, 12, 14, 1))
+    lab = jaxsal.felzenszwalb(x, scale=5, sigma=0, min_size=3)[0].ravel()
+    firsts = [np.flatnonzero(lab == v)[0] for v in range(lab.max() + 1)]
+    assert firsts == sorted(firsts) and lab[0] == 0
+
+
+def test_xrai_segments_are_the_labels_masks():
+    x = np.random.default_rng(2).uniform(size=(2, 30, 26, 3)).astype(np.float32)
+    labels = jaxsal.xrai_labels(x)
+    assert labels.shape == (2, 6, 30, 26)
+    np.testing.assert_array_equal(jaxsal.xrai_segments(x), jaxsal.segment_masks(labels))
+    np.testing.assert_array_equal(jaxsal.xrai_segments(x, dilation=0),
+                                  jaxsal.segment_masks(labels, dilation=0))
+
+
+def test_xrai_labels_resize_other_sizes_to_224_and_back():
+    """A 28x28 image is segmented at 224x224 (resized by jax.image.resize's cubic) and its
+    labels taken back by nearest neighbour: each 8x8 block of the 224x224 labels' pixel
+    (centre at 8i + 4) gives pixel i. At size=None no resize: felzenszwalb itself."""
+    d = np.load(pathlib.Path(__file__).parent / "fixtures" / "mnist_5k.npz")
+    x = (d["x"][:2].astype(np.float32) / 255.0)[..., None]
+    got = jaxsal.xrai_labels(x, scales=[100])
+    big = np.moveaxis(np.asarray(jaxsal.resize(np.moveaxis(x * 2 - 1, -1, 1), (224, 224),
+                                               method="cubic")), 1, -1)
+    at224 = jaxsal.felzenszwalb(big.astype(np.float64), scale=100, min_size=150)
+    np.testing.assert_array_equal(got[:, 0], at224[:, 4::8, 4::8])
+    native = jaxsal.xrai_labels(x, scales=[100], size=None)
+    np.testing.assert_array_equal(native[:, 0], jaxsal.felzenszwalb(
+        x.astype(np.float64) * 2 - 1, scale=100, min_size=150))
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda: jaxsal.felzenszwalb(np.zeros((4, 4, 3))), r"\(N, H, W, C\).*got shape \(4, 4, 3\)"),
+    (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 3), np.uint8)), r"floating-point.*255"),
+    (lambda: jaxsal.felzenszwalb(np.full((1, 4, 4, 1), np.nan)), "NaN"),
+    (lambda: jaxsal.xrai_segments(np.full((1, 4, 4, 3), np.inf)), "NaN or infinite"),
+    (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), scale=-1), "scale as a finite"),
+    (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), scale=[]), "non-empty"),
+    (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), sigma=float("nan")), "sigma"),
+    (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), min_size=2.5), "min_size as an int"),
+    (lambda: jaxsal.xrai_labels(np.zeros((1, 4, 4, 1)), size=(224,)), r"size=\(h, w\)"),
+    (lambda: jaxsal.xrai_labels(np.zeros((1, 4, 4, 1)), value_range=(1, -1)), "low < high"),
+])
+def test_refusals(call, error):
+    with pytest.raises(ValueError, match=error):
+        call()
+
+
+def test_traced_images_are_refused_as_jax_refuses_a_tracer_read_on_the_host():
+    """A JAXTypeError (a TypeError), as JAX's TracerArrayConversionError: explain_to_file's
+    dry run (jax.eval_shape) leaves such calls to the real one."""
+    for fn in (jaxsal.felzenszwalb, jaxsal.xrai_labels, jaxsal.xrai_segments):
+        with pytest.raises(jax.errors.JAXTypeError, match="outside jax.jit"):
+            jax.jit(fn)(np.zeros((1, 4, 4, 1)))
