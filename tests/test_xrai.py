@@ -237,6 +237,25 @@ def test_regions_for_every_input_equal_them_given_per_input(algorithm):
     np.testing.assert_allclose(jitted, want, atol=1e-6 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("radius", [1, 5, 12])
+def test_dilation_label_by_label_in_its_box_is_the_whole_image_s(radius):
+    """segment_masks dilates each label within its bounding box widened by the radius: the
+    same masks as dilating each whole-image mask, for labels scattered over the image
+    (boxes that overlap, span it, or touch its borders) and negative ones."""
+    from jaxsal._src.xrai import _dilate
+
+    labels = np.random.default_rng(radius).integers(-2, 6, size=(2, 3, 19, 26))
+    labels[0, 1] = 7  # one label everywhere
+    yy, xx = np.mgrid[:19, :26]
+    labels[1, 2] = (yy // 5) * 10 + xx // 6  # compact cells, small boxes (at the borders too)
+    got = jaxsal.segment_masks(labels, dilation=radius)
+    for i in range(2):
+        plain = jaxsal.segment_masks(labels[i:i + 1], dilation=0)[0]
+        want = _dilate(plain, radius)
+        np.testing.assert_array_equal(got[i, :len(want)], want)
+        assert not got[i, len(want):].any()
+
+
 def test_segment_masks_stay_on_the_host():
     """Made on the host and read there by xrai_regions (its atoms): a NumPy array, never a
     device round trip."""

@@ -87,11 +87,35 @@ def segment_masks(labels: ArrayLike, dilation: int | None = 5) -> np.ndarray:
     for i, (segs, us) in enumerate(zip(lab, present)):
         k = 0
         for s, u in zip(segs, us):  # the masks of one segmentation, label by label
-            out[i, k:k + len(u)] = s[None] == u[:, None, None]
+            if dilation:
+                _dilated_labels(s, u, int(dilation), out[i, k:k + len(u)])
+            else:
+                out[i, k:k + len(u)] = s[None] == u[:, None, None]
             k += len(u)
-        if dilation:
-            out[i] = _dilate(out[i], int(dilation))
     return out
+
+
+def _dilated_labels(s: np.ndarray, u: np.ndarray, r: int, out: np.ndarray) -> None:
+    """Write into ``out`` ``(len(u), H, W)`` the mask of each label ``u[j]`` of the label
+    image ``s`` ``(H, W)`` dilated by a disk of radius ``r``: each within its bounding box
+    widened by ``r`` (nothing outside it can be set), so that the work is the boxes' area,
+    not labels x pixels (most segments of a fine segmentation are small)."""
+    h, w = s.shape
+    ids = np.searchsorted(u, s)  # (every value of s is in u)
+    rows, cols = np.broadcast_to(np.arange(h)[:, None], s.shape), np.arange(w)[None]
+    cols = np.broadcast_to(cols, s.shape)
+    lo_r = np.full(len(u), h)
+    np.minimum.at(lo_r, ids, rows)
+    hi_r = np.zeros(len(u), np.int64)
+    np.maximum.at(hi_r, ids, rows)
+    lo_c = np.full(len(u), w)
+    np.minimum.at(lo_c, ids, cols)
+    hi_c = np.zeros(len(u), np.int64)
+    np.maximum.at(hi_c, ids, cols)
+    for j in range(len(u)):
+        y0, y1 = max(lo_r[j] - r, 0), min(hi_r[j] + r + 1, h)
+        x0, x1 = max(lo_c[j] - r, 0), min(hi_c[j] + r + 1, w)
+        out[j, y0:y1, x0:x1] = _dilate((ids[y0:y1, x0:x1] == j)[None], r)[0]
 
 
 def _dilate(masks: np.ndarray, r: int) -> np.ndarray:
