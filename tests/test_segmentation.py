@@ -171,19 +171,54 @@ def test_xrai_segments_are_the_labels_masks():
 
 
 def test_xrai_labels_resize_other_sizes_to_224_and_back():
-    """A 28x28 image is segmented at 224x224 (resized by jax.image.resize's cubic) and its
-    labels taken back by nearest neighbour: each 8x8 block of the 224x224 labels' pixel
-    (centre at 8i + 4) gives pixel i. At size=None no resize: felzenszwalb itself."""
+    """A 28x28 image is segmented at 224x224 (resized by _resize_zero_border) and its labels
+    taken back by nearest neighbour: each 8x8 block of the 224x224 labels' pixel (centre at
+    8i + 4) gives pixel i. At size=None no resize: felzenszwalb itself."""
+    from jaxsal._src.segmentation import _resize_zero_border
+
     d = np.load(pathlib.Path(__file__).parent / "fixtures" / "mnist_5k.npz")
     x = (d["x"][:2].astype(np.float32) / 255.0)[..., None]
     got = jaxsal.xrai_labels(x, scales=[100])
-    big = np.moveaxis(np.asarray(jaxsal.resize(np.moveaxis(x * 2 - 1, -1, 1), (224, 224),
-                                               method="cubic")), 1, -1)
+    big = np.stack([_resize_zero_border(im * 2 - 1, (224, 224)) for im in x])
     at224 = jaxsal.felzenszwalb(big.astype(np.float64), scale=100, min_size=150)
     np.testing.assert_array_equal(got[:, 0], at224[:, 4::8, 4::8])
     native = jaxsal.xrai_labels(x, scales=[100], size=None)
     np.testing.assert_array_equal(native[:, 0], jaxsal.felzenszwalb(
         x.astype(np.float64) * 2 - 1, scale=100, min_size=150))
+
+
+def test_the_resize_blends_the_border_towards_zero_as_pair_s():
+    """scikit-image's resize(mode="constant"), which PAIR calls, has zeros outside the image:
+    its border pixels blend towards 0 (then clipped to the image's range). The same here,
+    for enlarging and shrinking; the inside is the image's value. On PAIR's label images of
+    three 40x48 images (tests/fixtures/reference_pair/pair_xrai.npz) that border groups
+    fewer pixels otherwise than a resize without it."""
+    from jaxsal._src.segmentation import _resize_zero_border
+
+    for size in (28, 300):
+        img = -np.ones((size, size, 1), np.float32)
+        img[:, size // 2:] = 1.0
+        out = _resize_zero_border(img, (224, 224))[..., 0]
+        assert out[0, 50] > -0.99 and out[120, -1] < 0.99  # top and right borders
+        np.testing.assert_allclose(out[100:120, 40:60], -1.0, atol=1e-5)
+        assert out.min() >= -1.0 and out.max() <= 1.0
+    ref = np.load(pathlib.Path(__file__).parent / "fixtures" / "reference_pair" /
+                  "pair_xrai.npz")
+    ours = jaxsal.xrai_labels(ref["images"])
+    plain = []
+    for im in ref["images"]:  # the same steps with jax.image.resize's cubic instead
+        im = (im - im.min()) / (im.max() - im.min()) * 2 - 1
+        big = np.asarray(jax.image.resize(im.astype(np.float32), (224, 224, 3), "cubic"))
+        lab = jaxsal.felzenszwalb(big[None].astype(np.float64), scale=[50, 100, 150, 250, 500,
+                                                                       1200], min_size=150)
+        rows, cols = (np.floor((np.arange(n) + 0.5) * 224 / n).astype(int) for n in (40, 48))
+        plain.append(lab[0][:, rows][:, :, cols])
+
+    def mismatch(labels):
+        return sum(_partition_mismatch(ref["labels"][i, s], labels[i][s])
+                   for i in range(3) for s in range(6))
+
+    assert mismatch(ours) < mismatch(plain)
 
 
 @pytest.mark.parametrize("call, error", [

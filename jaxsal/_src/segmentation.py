@@ -28,7 +28,6 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from jaxsal._src.postprocess import resize
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -293,6 +292,25 @@ def _nearest(n_in: int, n_out: int) -> np.ndarray:
     return np.floor(((np.arange(n_out) + 0.5) * z - 0.5) + 0.5).astype(np.int64)
 
 
+def _resize_zero_border(img: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
+    """``(H, W, C)`` -> ``(h, w, C)`` float32 by ``jax.image.scale_and_translate``'s cubic
+    (Keys; antialiased when shrinking), pixel centres aligned, the image surrounded by zeros
+    as scikit-image's ``resize(mode="constant")`` surrounds it (so the border pixels blend
+    towards 0, as in the images PAIR segments), then clipped to the image's range (widened
+    to 0 where the result reaches 0, as scikit-image clips)."""
+    h, w = img.shape[:2]
+    scale = np.array([dims[0] / h, dims[1] / w], np.float32)
+    pad = [2 * math.ceil(max(1.0, 1.0 / float(f))) + 1 for f in scale]  # the kernel's reach
+    padded = np.pad(img.astype(np.float32), ((pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
+    out = np.asarray(jax.image.scale_and_translate(
+        padded, (*dims, img.shape[2]), (0, 1), scale, -np.array(pad, np.float32) * scale,
+        method="cubic", antialias=True))
+    lo, hi = float(img.min()), float(img.max())
+    if not lo <= 0.0 <= hi and out.min() <= 0.0 <= out.max():
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    return np.clip(out, lo, hi)
+
+
 def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
                 sigma: float = XRAI_SIGMA, min_size: int = XRAI_MIN_SIZE,
                 size: tuple[int, int] | None = XRAI_SIZE,
@@ -308,9 +326,10 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
       scales, sigma, min_size: :func:`felzenszwalb`'s (PAIR's: 50, 100, 150, 250, 500,
         1200; 0.8; 150).
       size: ``(h, w)`` to segment at (PAIR's 224x224, the scale its parameters are set for).
-        Images of another size are resized with ``jax.image.resize``'s ``"cubic"``
-        (antialiased when shrinking), which is not PAIR's resize (scikit-image's spline of
-        order 3 with a Gaussian prefilter): their segments can differ from PAIR's.
+        Images of another size are resized by :func:`_resize_zero_border` (JAX's cubic
+        resize, zeros outside the image as PAIR's ``mode="constant"``), which is not PAIR's
+        resize (scikit-image's spline of order 3, after a Gaussian when shrinking): their
+        segments can differ from PAIR's (see the README, "XRAI").
       value_range: ``(low, high)`` (PAIR's ``(-1, 1)``).
     Returns:
       ``(N, S, H, W)`` int32 label images, a NumPy array.
@@ -340,8 +359,7 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
         img = ((img - lo) / (hi - lo) * (high - low) + low if hi > lo
                else np.full_like(img, low))
         if dims is not None and dims != (h, w):
-            img = np.moveaxis(np.asarray(resize(np.moveaxis(img, -1, 0).astype(np.float32),
-                                                dims, method="cubic")), 0, -1)
+            img = _resize_zero_border(img, dims)
         labels = _labels(img.astype(np.float64), scales, sigma, min_size)
         if labels.shape[1:] != (h, w):
             labels = labels[:, _nearest(labels.shape[1], h)][:, :, _nearest(labels.shape[2], w)]
