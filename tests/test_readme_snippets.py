@@ -134,32 +134,19 @@ def test_plotting(x, mnist, tmp_path):
     assert (tmp_path / "maps.png").stat().st_size > 0
 
 
-def test_xrai_segments(x, mnist, monkeypatch):
-    """The XRAI block with stand-ins for scikit-image (not a dependency): a Felzenszwalb that
-    cuts a 224x224 image into a grid whose cells grow with the scale, and a nearest-neighbour
-    resize. PAIR's labels from the block's code itself: tests/test_reference_pair.py's
-    fixture script checks them."""
-    import sys
-    import types
-
-    def felzenszwalb(im, scale, sigma, min_size):
-        cells = 1 + 1200 // scale  # per side: 25 at scale 50, 2 at 1200
-        yy, xx = np.mgrid[:im.shape[0], :im.shape[1]] * cells // 224
-        return yy * cells + xx
-
-    def resize(a, shape, order, mode, preserve_range, anti_aliasing):
-        rows = np.arange(shape[0]) * a.shape[0] // shape[0]
-        cols = np.arange(shape[1]) * a.shape[1] // shape[1]
-        return a[rows][:, cols]
-
-    for name, attrs in (("skimage", {}), ("skimage.segmentation", {"felzenszwalb": felzenszwalb}),
-                        ("skimage.transform", {"resize": resize})):
-        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
+def test_xrai_segments(x, mnist):
+    """The XRAI block: PAIR's regions by default (the same maps as given them), and
+    Felzenszwalb label images of two scales as masks."""
     s = _run(_block("### XRAI"), images=x, model=mnist.with_head("logits"), targets=[3, 5],
-             subs=[("segments=masks)", "segments=masks, steps=8, min_pixel_diff=20)")])
+             subs=[("segments=masks)", "segments=masks, steps=8, min_pixel_diff=20)"),
+                   ("segments=jaxsal.segment_masks(labels))",
+                    "segments=jaxsal.segment_masks(labels), steps=8, min_pixel_diff=20)")])
     assert s["masks"].shape[:2] == (2, s["masks"].shape[1]) and s["masks"].dtype == bool
-    assert s["maps"].shape == (2, 2, 28, 28)
+    assert s["maps"].shape == (2, 2, 28, 28) and s["coarse"].shape == (2, 2, 28, 28)
     assert len(np.unique(np.asarray(s["maps"])[0, 0])) > 3
+    assert s["labels"].shape == (2, 2, 28, 28)
+    np.testing.assert_array_equal(s["maps"], jaxsal.xrai(s["model"], x, [3, 5], steps=8,
+                                                         min_pixel_diff=20))
 
 
 @pytest.fixture(scope="module")

@@ -161,6 +161,15 @@ def test_labels_are_numbered_by_first_pixel():
     assert firsts == sorted(firsts) and lab[0] == 0
 
 
+def test_xrai_labels_take_integer_images_as_pair_does():
+    """PAIR scales any image to [-1, 1], integer ones too (felzenszwalb refuses them)."""
+    x = np.random.default_rng(3).integers(0, 256, size=(1, 30, 26, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(jaxsal.xrai_labels(x, scales=[50, 300]),
+                                  jaxsal.xrai_labels(x.astype(np.float64), scales=[50, 300]))
+    with pytest.raises(ValueError, match="floating-point"):
+        jaxsal.felzenszwalb(x)
+
+
 def test_xrai_segments_are_the_labels_masks():
     x = np.random.default_rng(2).uniform(size=(2, 30, 26, 3)).astype(np.float32)
     labels = jaxsal.xrai_labels(x)

@@ -198,9 +198,9 @@ class TracedImagesError(jax.errors.JAXTypeError):
         TypeError.__init__(self, message)  # (without the JAX error page link: none is ours)
 
 
-def _check_images(images: ArrayLike, name: str) -> np.ndarray:
-    """``images`` as ``(N, H, W, C)`` finite floats on the host (their own dtype), or a clear
-    error."""
+def _check_images(images: ArrayLike, name: str, allow_int: bool = False) -> np.ndarray:
+    """``images`` as ``(N, H, W, C)`` finite floats on the host (their own dtype; integer
+    ones as float64 with ``allow_int``), or a clear error."""
     if isinstance(images, jax.core.Tracer):
         raise TracedImagesError(
             f"{name} segments concrete images on the host (a sequential graph algorithm), "
@@ -212,6 +212,8 @@ def _check_images(images: ArrayLike, name: str) -> np.ndarray:
                          f"(C = 1 for grayscale, 3 for RGB; N, H, W >= 1), got shape "
                          f"{x.shape}; add a channel axis to (N, H, W) images (x[..., None]) "
                          "and move it last for channels-first ones")
+    if allow_int and (np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
+        x = x.astype(np.float64)
     if not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"{name}: expected floating-point images, got dtype {x.dtype}; "
                          "scale integer images to floats first (images / 255.0, as "
@@ -322,7 +324,8 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
     ``scales``, the labels resized back by nearest neighbour.
 
     Args:
-      images: ``(N, H, W, C)`` floating-point images, channels last.
+      images: ``(N, H, W, C)`` images, channels last (integer ones too: the scaling to
+        ``value_range`` makes them floats, as in PAIR's code).
       scales, sigma, min_size: :func:`felzenszwalb`'s (PAIR's: 50, 100, 150, 250, 500,
         1200; 0.8; 150).
       size: ``(h, w)`` to segment at (PAIR's 224x224, the scale its parameters are set for).
@@ -334,7 +337,7 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
     Returns:
       ``(N, S, H, W)`` int32 label images, a NumPy array.
     """
-    x = _check_images(images, "xrai_labels")
+    x = _check_images(images, "xrai_labels", allow_int=True)
     dims = None if size is None else tuple(size) if np.iterable(size) else None
     if size is not None and (dims is None or len(dims) != 2 or not all(
             isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1

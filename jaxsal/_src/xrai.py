@@ -149,13 +149,12 @@ def xrai_segments(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
                   value_range: tuple[float, float] = XRAI_VALUE_RANGE,
                   dilation: int | None = 5) -> np.ndarray:
     """XRAI's default regions, as its authors' code (PAIR saliency) makes them:
-    :func:`jaxsal.xrai_labels` of each image (Felzenszwalb at six scales, at 224x224 in the value
-    range [-1, 1]), each label a mask dilated by a disk of radius ``dilation``
-    (:func:`segment_masks`). What :func:`xrai` uses when no ``segments`` are
-    given.
+    :func:`jaxsal.xrai_labels` of each image (Felzenszwalb at six scales, at 224x224 in the
+    value range [-1, 1]), each label a mask dilated by a disk of radius ``dilation``
+    (:func:`segment_masks`). What :func:`xrai` uses when no ``segments`` are given.
 
     Args:
-      images: ``(N, H, W, C)`` floating-point images, channels last.
+      images: ``(N, H, W, C)`` images, channels last.
       scales, sigma, min_size, size, value_range: as in :func:`jaxsal.xrai_labels`.
       dilation: as in :func:`segment_masks` (default 5, the authors').
     Returns:
