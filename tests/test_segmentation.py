@@ -154,6 +154,19 @@ def test_min_size_is_respected():
     assert np.bincount(free[0].ravel()).min() < 5  # (so the pass had work to do)
 
 
+def test_single_pixels_and_lines():
+    """A 1x1 image (no edges) is one segment, whatever min_size; at scale 0 nothing joins
+    (no weight is below a zero threshold), so every pixel of a line is its own segment, and
+    a large sigma (a kernel wider than the image: mirrored again) still segments."""
+    one = np.full((1, 1, 1, 3), 0.5)
+    for min_size in (0, 2, 50):
+        assert jaxsal.felzenszwalb(one, scale=100, min_size=min_size).tolist() == [[[0]]]
+    line = np.random.default_rng(4).uniform(size=(2, 1, 7, 1))
+    np.testing.assert_array_equal(jaxsal.felzenszwalb(line, scale=0, min_size=0),
+                                  np.broadcast_to(np.arange(7), (2, 1, 7)))
+    assert jaxsal.felzenszwalb(line.transpose(0, 2, 1, 3), scale=1e6, sigma=5.0).max() == 0
+
+
 def test_labels_are_numbered_by_first_pixel():
     x = np.random.default_rng(1).uniform(size=(1, 12, 14, 1))
     lab = jaxsal.felzenszwalb(x, scale=5, sigma=0, min_size=3)[0].ravel()

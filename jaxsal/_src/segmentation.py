@@ -143,7 +143,8 @@ def _segment(a: list, b: list, cost: list, n: int, k: float, min_size: int) -> n
             limit[p] = c + k / size[p]
     labels = _flatten(np.asarray(parent))
     if min_size > 1:
-        labels = _merge_small(labels, np.asarray(a), np.asarray(b), min_size)
+        labels = _merge_small(labels, np.asarray(a, np.int64), np.asarray(b, np.int64),
+                              min_size)
     return labels
 
 
