@@ -17,6 +17,10 @@ written as its C code evaluates them, so that equal inputs give equal partitions
 Python loop over the edges that prunes what cannot change the result: the second pass visits
 only edges between two components of which one is small (see the README, "XRAI", for its
 speed).
+
+:func:`xrai_labels` segments images as PAIR saliency's XRAI does: scaled to [-1, 1],
+resized to 224x224 (:func:`_resize_zero_border`, where they are not), six scales, the labels
+resized back by nearest neighbour (:func:`_nearest`, scipy's ``zoom`` indices).
 """
 
 from __future__ import annotations
