@@ -116,7 +116,7 @@ def with_jax_loop(x):
          reps=2)
     al, bl, cl = a.tolist(), b.tolist(), c.tolist()
     show("jaxsal Python loop, both passes, 1 scale",
-         lambda: _segment(al, bl, cl, n, SCALES[0] / 255.0, 150))
+         lambda: _segment(al, bl, cl, n, SCALES[0] / 255.0, 150, (a, b)))
 
 
 def main():

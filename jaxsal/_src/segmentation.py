@@ -122,13 +122,17 @@ def _f32(x: float) -> float:
     return struct.unpack("f", struct.pack("f", x))[0]
 
 
-def _segment(a: list, b: list, cost: list, n: int, k: float, min_size: int) -> np.ndarray:
-    """One segmentation of ``n`` pixels over the sorted edges (lists): ``(n,)`` labels, the
-    components numbered by their first pixel. ``k``: the scale divided by 255."""
+def _segment(a: list, b: list, cost: list, n: int, k: float, min_size: int,
+             pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """One segmentation of ``n`` pixels over the sorted edges (lists ``a``, ``b``, ``cost``;
+    ``pairs`` the same ``a`` and ``b`` as arrays): ``(n,)`` labels, the components numbered
+    by their first pixel. ``k``: the scale divided by 255."""
     parent = list(range(n))
     size = [1] * n
     limit = [k] * n  # each root's internal difference + k / size (unrounded)
-    close = 2.5e-7
+    # c < float32(t), as scikit-image compares: rounding to float32 moves t by at most 2**-24
+    # of it, so only weights within 2.5e-7 of it need the rounding
+    below, above = 1.0 - 2.5e-7, 1.0 + 2.5e-7
     for p, q, c in zip(a, b, cost):  # the hot loop: written out, no calls
         while parent[p] != p:  # path halving
             parent[p] = p = parent[parent[p]]
@@ -136,10 +140,9 @@ def _segment(a: list, b: list, cost: list, n: int, k: float, min_size: int) -> n
             parent[q] = q = parent[parent[q]]
         if p == q:
             continue
+        # (float32 rounding is monotone: the smaller threshold rounded is the smaller one)
         t = limit[p] if limit[p] < limit[q] else limit[q]
-        # c < float32(t), as scikit-image compares (the rounding is monotone: the smaller
-        # threshold rounded is the smaller rounded one); it matters only that close to t
-        if (c < t) if abs(c - t) > close * t else (c < _f32(t)):
+        if c < t * below or (c < t * above and c < _f32(t)):
             if p > q:  # scikit-image's root: the smaller index
                 p, q = q, p
             parent[q] = p
@@ -147,8 +150,7 @@ def _segment(a: list, b: list, cost: list, n: int, k: float, min_size: int) -> n
             limit[p] = c + k / size[p]
     labels = _flatten(np.asarray(parent))
     if min_size > 1:
-        labels = _merge_small(labels, np.asarray(a, np.int64), np.asarray(b, np.int64),
-                              min_size)
+        labels = _merge_small(labels, *pairs, min_size)
     return labels
 
 
@@ -177,18 +179,16 @@ def _merge_small(labels: np.ndarray, a: np.ndarray, b: np.ndarray, min_size: int
     parent = list(range(m))
     size = size0.tolist()
 
-    def root(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
     for p, q in zip(la[keep].tolist(), lb[keep].tolist()):
-        rp, rq = root(p), root(q)
-        if rp != rq and (size[rp] < min_size or size[rq] < min_size):
-            r = min(rp, rq)
-            parent[rp] = parent[rq] = r
-            size[r] = size[rp] + size[rq]
+        while parent[p] != p:  # (path halving, written out as in _segment)
+            parent[p] = p = parent[parent[p]]
+        while parent[q] != q:
+            parent[q] = q = parent[parent[q]]
+        if p != q and (size[p] < min_size or size[q] < min_size):
+            if p > q:
+                p, q = q, p
+            parent[q] = p
+            size[p] += size[q]
     return _flatten(np.asarray(parent))[labels]
 
 
@@ -249,9 +249,9 @@ def _labels(img: np.ndarray, scales: Sequence[float], sigma: float, min_size: in
     """``(S, H, W)`` int32 labels of one ``(H, W, C)`` float64 image at each scale (the
     smoothing, the edges and their order shared by the scales)."""
     h, w = img.shape[:2]
-    a, b, cost = _edges(_smooth(img, sigma))
-    a, b, cost = a.tolist(), b.tolist(), cost.tolist()
-    return np.stack([_segment(a, b, cost, h * w, s / 255.0, min_size).reshape(h, w)
+    ia, ib, cost = _edges(_smooth(img, sigma))
+    a, b, cost = ia.tolist(), ib.tolist(), cost.tolist()
+    return np.stack([_segment(a, b, cost, h * w, s / 255.0, min_size, (ia, ib)).reshape(h, w)
                      for s in scales]).astype(np.int32)
 
 
