@@ -10,8 +10,8 @@ from model_import import _layers  # noqa: F401  (fills the converter registry)
 from model_import._errors import KerasImportError, UnsupportedLayerError
 from model_import._graph import LayerCallError
 from model_import._layers.activations import ACTIVATION_NAMES, register_activation
-from model_import._layers.registry import (BackendWarning, ConvertContext, LayerImpl, Runtime,
-                                           register_layer, registered_classes)
+from model_import._layers.registry import (BackendWarning, CellImpl, ConvertContext, LayerImpl,
+                                           Runtime, register_layer, registered_classes)
 from model_import._load import build_model, load_keras
 from model_import._model import HEADS, KerasModel, LayerInfo
 from model_import._version import KERAS_BACKENDS
@@ -19,6 +19,7 @@ from model_import._version import KERAS_BACKENDS
 __all__ = [
     "ACTIVATION_NAMES",
     "BackendWarning",
+    "CellImpl",
     "ConvertContext",
     "HEADS",
     "KERAS_BACKENDS",

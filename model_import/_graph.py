@@ -21,7 +21,7 @@ from model_import._errors import KerasImportError, UnsupportedLayerError, forwar
 from model_import._layers import masking as _masking
 from model_import._layers.activations import (_identity, activation_name, get_activation,
                                               with_own_activation)
-from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
+from model_import._layers.registry import (CellImpl, ConvertContext, LayerImpl, Runtime,
                                            builtin_converters, converter_for, lookup,
                                            own_class)
 from model_import._output_padding import restore_output_padding
@@ -1428,7 +1428,7 @@ class GraphBuilder:
         ctx = ConvertContext(layer_name=name, class_name=cls, keras_version=self.keras_version,
                              path=self.path, build_subgraph=None,
                              custom_layers=self.custom or None,
-                             keras_backend=self.keras_backend)
+                             keras_backend=self.keras_backend, user_converted=[])
         try:
             impl = conv(cfg, ctx)
         except (UnsupportedLayerError, KerasImportError):
@@ -1440,11 +1440,19 @@ class GraphBuilder:
                 f"the options {sorted(cfg)[:20]}): the config is malformed (a damaged or "
                 "edited file: save the model again) or of a form this converter does not "
                 "know") from e
+        if isinstance(impl, CellImpl):
+            raise UnsupportedLayerError(
+                name, cls, path=self.path, needs=None,
+                detail="its converter returns a CellImpl, a recurrent cell's step, which runs "
+                "inside an RNN layer (keras.layers.RNN(cell)); a cell called on its own as a "
+                "layer of the model is not supported. Wrap the cell in keras.layers.RNN, or "
+                "register a converter returning a LayerImpl for this use")
         impl = with_own_activation(impl, ctx)
         impl = _masking.with_builtin_rules(impl, cls, cfg, ctx,
                                            builtin=conv in builtin_converters())
         builtin = conv in builtin_converters()
-        self.builtin_only = self.builtin_only and builtin
+        # a built-in wrapper or RNN around a layer or cell converted by the user's converter
+        self.builtin_only = self.builtin_only and builtin and not ctx.user_converted
         return LayerSpec(name, cls, cfg, impl, user_converter=not builtin)
 
     def _sequential(self, cfg) -> Graph:

@@ -214,6 +214,24 @@ def test_models_with_several_inputs(readme_models):
                                atol=1e-4)
 
 
+def test_recurrent_cells_of_your_own(tmp_path, monkeypatch):
+    # the example's converter, registered (in a copy of the registry), loads an RNN of
+    # tests/test_import_rnn_own_cells.py's MinimalRNNCell and gives Keras's outputs
+    from keras import Input, Model, layers
+
+    from model_import._layers import registry
+    from test_import_rnn_own_cells import MinimalRNNCell
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    xs = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    inp = Input((5, 3))
+    km = Model(inp, layers.RNN(MinimalRNNCell(4), return_sequences=True)(inp))
+    km.save(tmp_path / "rnn.keras")
+    s = _run(_block("#### Recurrent cells of your own"), x=xs,
+             subs=[('"rnn.keras"', repr(str(tmp_path / "rnn.keras")))])
+    np.testing.assert_allclose(s["y"], np.asarray(km(xs)), rtol=1e-5, atol=1e-6)
+
+
 def test_custom_layers_weight_groups_of_a_list_and_a_dict():
     # the example names the sublayers of tests/test_import_keras2_custom.py's ListDict as its
     # converter there does (tf.keras: the dict's by sorted key)

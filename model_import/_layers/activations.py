@@ -322,6 +322,8 @@ def _layer_activation(spec: Mapping, keras_major: int, ctx: ConvertContext | Non
     sub = (ConvertContext(layer_name=name, class_name=cls, keras_version=str(keras_major))
            if ctx is None else dataclasses.replace(ctx, layer_name=name, class_name=cls,
                                                    build_subgraph=None))
+    if ctx is not None:
+        ctx.note_user_converter(cls, conv)
     impl = conv(spec["config"], sub)
     if impl.subgraph is not None or impl.n_weights != 0:
         detail = (f"its activation is a {cls} layer with weights, which an activation "

@@ -253,6 +253,45 @@ class LayerImpl:
     merge: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class CellImpl:
+    """A ported recurrent cell of the user's own (a Keras ``Layer`` with ``state_size`` whose
+    ``call(inputs, states)`` returns ``(output, new_states)``), for ``keras.layers.RNN(cell)``
+    and ``StackedRNNCells``. Its converter is registered as a layer's is
+    (``register_layer("MyCell")`` or ``custom_layers={"MyCell": converter}``) and returns a
+    ``CellImpl`` instead of a :class:`LayerImpl`; the ``RNN`` layer around it runs the
+    step in the importer's recurrence (one ``lax.scan``, with Keras's masks, ``go_backwards``,
+    ``unroll``, ``return_sequences``/``return_state``, ``initial_state`` and
+    ``Bidirectional``), as it runs the built-in cells.
+
+    Attributes:
+      step: ``step(params, x_t, states, *, rt) -> (y_t, new_states)``: one step of the cell,
+        pure. ``x_t`` is the step's input ``(N, features)``, ``states`` a tuple of arrays
+        ``(N, *size)`` in ``state_size`` order, ``y_t`` the step's output ``(N, ...)`` and
+        ``new_states`` the new states (a tuple or list like ``states``; one array for one
+        state). Compute affine steps through ``rt.rule(f, params, *tensors)`` (``f`` a
+        polynomial of degree at most 2 in the tensors), elementwise nonlinearities through
+        ``rt.act(f, x)`` (ReLUs through ``rt.relu``), and gates through ``rt.held``, so that
+        guided backprop, DeepLIFT and LRP reach inside the cell as they reach the built-in
+        cells; computed plainly, the values are the same and those methods see one opaque
+        function.
+      state_size: as Keras's ``cell.state_size``: an int (one state of that many units), or
+        a sequence of ints and shapes (tuples), one per state. The initial states are zeros
+        of these sizes unless the model gives ``initial_state``.
+      convert_weights: the cell's Keras weight list (``cell.weights`` order) -> params dict.
+      n_weights: how many weight arrays the cell has (an int: an ``RNN`` of
+        ``StackedRNNCells`` splits its arrays among the cells by these counts).
+      param_shapes: ``{param: shape}`` the converted weights must have (``None`` entries
+        match any size), as :attr:`LayerImpl.param_shapes`.
+    """
+
+    step: Callable[..., Any]
+    state_size: int | Sequence[int | Sequence[int]]
+    convert_weights: Callable[[Sequence[np.ndarray]], dict] = _no_weights
+    n_weights: int = 0
+    param_shapes: Mapping[str, tuple] | None = None
+
+
 class BackendWarning(UserWarning):
     """A layer of a Keras 3 file whose result depends on the Keras backend, which the file
     does not record (see ``load_keras(keras_backend=)``)."""
@@ -287,6 +326,17 @@ class ConvertContext:
     #: ``"torch"``) where the caller said or the file records it (Keras 3 ``.h5``); ``None``
     #: when unknown (a ``.keras`` archive): computed as Keras's JAX/NumPy backends do
     keras_backend: str | None = None
+    #: where the loader gives one, a list to which a converter that converts layers or cells
+    #: it holds appends the classes it converted with the user's converters (a wrapper's
+    #: layer, an ``RNN``'s cell): the layer then computes the user's code, not the file's
+    #: alone, and jaxsal shares no compiled program between two loads of its file
+    user_converted: list | None = None
+
+    def note_user_converter(self, class_name: str, conv: Any) -> None:
+        """Records that ``class_name``, held by this layer, was converted by ``conv``, where
+        that is a converter of the user's (see :attr:`user_converted`)."""
+        if self.user_converted is not None and conv not in _BUILTIN:
+            self.user_converted.append(class_name)
 
     @property
     def keras_major(self) -> int:

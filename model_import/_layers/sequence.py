@@ -37,7 +37,7 @@ import numpy as np
 from model_import._files import object_keys
 from model_import._layers import masking as _masking
 from model_import._layers.activations import get_activation, with_own_activation
-from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
+from model_import._layers.registry import (CellImpl, ConvertContext, LayerImpl, Runtime,
                                            builtin_converters, converter_for, lookup,
                                            own_class, register_layer)
 
@@ -136,21 +136,24 @@ def run_rnn(step: Callable[[Array, tuple], tuple[Array, tuple]], xs: Array,
     """Keras's RNN loop as one ``lax.scan``.
 
     Args:
-      step: ``step(x_t (N, ...), states) -> (output_t (N, U), new_states)``; ``states[0]``
-        is the previous output (``states[output_state]`` for stacked cells).
+      step: ``step(x_t (N, ...), states) -> (output_t (N, ...), new_states)``;
+        ``states[0]`` is the previous output for the built-in cells (``states[output_state]``
+        for stacked cells).
       xs: ``(N, T, ...)`` per-step inputs (already projected if the step wants that).
       states: initial states, each ``(N, ...)``.
-      mask: ``(N, T)`` booleans; a masked step keeps the states and outputs the previous
-        output (zeros if ``zero_output_for_mask``).
+      mask: ``(N, T)`` booleans; a masked step keeps the states and outputs, unless
+        ``zero_output_for_mask`` (zeros), ``states[output_state]`` as it is at that step
+        (Keras 3's scan on JAX/NumPy), or the previous output with ``zero_initial_output``.
       go_backwards: process the steps from the last one.
-      zero_initial_output: the "previous output" of masked steps before the first unmasked
-        one is zeros (tf.keras 2's loop, and Keras 3's unrolled loop), not
-        ``states[output_state]`` (Keras 3's scan on JAX/NumPy); they differ when an initial
-        state is given.
-      output_state: which of ``states`` is the previous output: 0 for one cell, the first
-        state of the last cell for stacked cells (as Keras 3 reads it).
+      zero_initial_output: masked steps output the previous step's output, zeros before the
+        first unmasked one (tf.keras 2's loop, Keras 3's unrolled loop and its TensorFlow
+        backend's), instead of ``states[output_state]`` (Keras 3's scan on JAX/NumPy). The
+        two differ where an initial state is given, and for a cell of the user's own whose
+        output is not its first state.
+      output_state: which of ``states`` Keras 3's scan outputs at masked steps: 0 for one
+        cell, the first state of the last cell for stacked cells.
     Returns:
-      ``(outputs (N, T, U) in processing order, final states)``.
+      ``(outputs (N, T, ...) in processing order, final states)``.
     """
     xt = jnp.swapaxes(xs, 0, 1)
     mt = None if mask is None else jnp.swapaxes(mask.astype(bool), 0, 1)
@@ -166,13 +169,19 @@ def run_rnn(step: Callable[[Array, tuple], tuple[Array, tuple]], xs: Array,
             def keep(a):
                 return m.reshape(m.shape + (1,) * (a.ndim - 1))
 
-            out = jnp.where(keep(out), out,
-                            jnp.zeros_like(out) if zero_output_for_mask else prev)
+            if zero_output_for_mask:
+                held = jnp.zeros_like(out)
+            else:
+                held = states[output_state] if prev is None else prev
+            out = jnp.where(keep(out), out, held)
             new = tuple(jnp.where(keep(n), n, s) for n, s in zip(new, states))
-        return (tuple(new), out), out
+            prev = None if prev is None else out
+        return (tuple(new), prev), out
 
-    prev0 = (jnp.zeros_like(states[output_state]) if zero_initial_output
-             else states[output_state])
+    prev0 = None
+    if mt is not None and zero_initial_output and not zero_output_for_mask:
+        shape = jax.eval_shape(step, xt[0], tuple(states))[0]
+        prev0 = jnp.zeros(shape.shape, shape.dtype)
     (final, _), outs = jax.lax.scan(body, (tuple(states), prev0), (xt, mt))
     return jnp.swapaxes(outs, 0, 1), final
 
@@ -200,6 +209,10 @@ class _Cell:
     @property
     def n_weights(self) -> int:
         return 3 if self.use_bias else 2
+
+    @property
+    def state_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return ((self.units,),) * self.n_states
 
     def convert(self, w: Sequence[np.ndarray]) -> dict:
         p = {"kernel": np.asarray(w[0]), "recurrent_kernel": np.asarray(w[1])}
@@ -271,6 +284,79 @@ class _Cell:
             return h, (h,)
 
         return {"simple": simple, "lstm": lstm, "gru": gru}[self.kind]
+
+
+@dataclasses.dataclass(frozen=True)
+class _OwnCell:
+    """A cell of the user's own, converted by a converter returning a :class:`CellImpl`, with
+    the interface of :class:`_Cell` that :class:`_Stack` calls: no input projection (the
+    step reads the raw input), the user's step, its states' shapes."""
+
+    impl: CellImpl
+    cls: str
+    where: str  # "layer 'rnn'", for messages
+
+    @property
+    def n_states(self) -> int:
+        return len(self.state_shapes)
+
+    @property
+    def state_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return _state_shapes(self.impl.state_size)
+
+    @property
+    def n_weights(self) -> int:
+        return self.impl.n_weights
+
+    def convert(self, w: Sequence[np.ndarray]) -> dict:
+        return dict(self.impl.convert_weights(list(w)))
+
+    def input_projection(self, params, x: Array, rt: Runtime) -> Array:
+        return x
+
+    def step(self, params, rt: Runtime) -> Callable:
+        n, user_step = self.n_states, self.impl.step
+
+        def own(x, states):
+            got = user_step(params, x, tuple(states), rt=rt)
+            if not isinstance(got, (tuple, list)) or len(got) != 2:
+                raise ValueError(
+                    f"{self.where}: the step of the {self.cls} cell must return (output, "
+                    f"new_states), got {type(got).__name__}"
+                    + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
+            out, new = got
+            new = tuple(new) if isinstance(new, (tuple, list)) else (new,)
+            if len(new) != n:
+                raise ValueError(f"{self.where}: the step of the {self.cls} cell returned "
+                                 f"{len(new)} new states, expected {n} (its state_size "
+                                 f"{self.impl.state_size!r}); return them in that order")
+            return out, new
+
+        return own
+
+
+def _state_shapes(size: Any) -> tuple[tuple[int, ...], ...]:
+    """A ``CellImpl.state_size`` (an int, or ints and shapes, one per state) as a shape per
+    state, or a ``TypeError`` saying what was expected."""
+    def dim(d):
+        return isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
+
+    if dim(size):
+        return ((int(size),),)
+    if isinstance(size, (tuple, list)) and size:
+        out = []
+        for s in size:
+            if dim(s):
+                out.append((int(s),))
+            elif isinstance(s, (tuple, list)) and s and all(dim(d) for d in s):
+                out.append(tuple(int(d) for d in s))
+            else:
+                break
+        else:
+            return tuple(out)
+    raise TypeError(f"expected CellImpl.state_size as a positive int or a non-empty sequence "
+                    f"of positive ints and shapes (one per state, as Keras's cell.state_size: "
+                    f"8, [8, 8] or [8, (4, 2)]), got {size!r}")
 
 
 def gate(rt: Runtime, ract: Callable, v: Array) -> Array:
@@ -358,7 +444,7 @@ class _Stack:
     a stack of one cell whose params are the cell's own (``prefixes == ("",)``); stacked
     cells keep theirs under ``cell_0/``, ``cell_1/``, ...."""
 
-    cells: tuple[_Cell, ...]
+    cells: tuple[_Cell | _OwnCell, ...]
     prefixes: tuple[str, ...]
 
     @property
@@ -374,8 +460,14 @@ class _Stack:
     def n_weights(self) -> int:
         return sum(c.n_weights for c in self.cells)
 
-    def state_units(self) -> list[int]:
-        return [c.units for c in self.cells for _ in range(c.n_states)]
+    def state_shapes(self) -> list[tuple[int, ...]]:
+        return [s for c in self.cells for s in c.state_shapes]
+
+    def param_shapes(self) -> dict | None:
+        """The own cells' ``param_shapes``, under their prefixes (``None``: none)."""
+        out = {prefix + k: v for c, prefix in zip(self.cells, self.prefixes)
+               if isinstance(c, _OwnCell) for k, v in (c.impl.param_shapes or {}).items()}
+        return out or None
 
     def convert(self, w: Sequence[np.ndarray]) -> dict:
         out, i = {}, 0
@@ -448,7 +540,8 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
                               "TensorFlow and PyTorch backends, the previous output on JAX "
                               "and NumPy")
         zero_output = False
-    units = stack.state_units()
+    shapes = stack.state_shapes()
+    sizes = [s[0] if len(s) == 1 else s for s in shapes]
 
     def call(params, x, *args, rt, mask=None, initial_state=None, **kwargs):
         if args:  # RNN(x, initial_state) called positionally
@@ -462,9 +555,9 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
         states = (None if initial_state is None
                   else jax.tree_util.tree_leaves(_state_list(initial_state)))
         if states is None:
-            states = [jnp.zeros((n, u), x.dtype) for u in units]
-        if len(states) != len(units):
-            raise ValueError(f"{what} expects {len(units)} initial states (of sizes {units}), "
+            states = [jnp.zeros((n,) + s, x.dtype) for s in shapes]
+        if len(states) != len(shapes):
+            raise ValueError(f"{what} expects {len(shapes)} initial states (of sizes {sizes}), "
                              f"got {len(states)}")
         quirk = tf_unrolled_backwards and mask is not None
         outs, final = run_rnn(stack.step(params, rt), stack.input_projection(params, x, rt),
@@ -485,10 +578,11 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
         if isinstance(mask, (list, tuple)):  # [x, *initial_state] (tf.keras 2)
             mask = mask[0]
         out = mask if return_sequences else None
-        return [out] + [None] * len(units) if return_state else out
+        return [out] + [None] * len(shapes) if return_state else out
 
     return LayerImpl(call=call, convert_weights=stack.convert, n_weights=stack.n_weights,
-                     mask_call=True, compute_mask=compute_mask, weight_groups=weight_groups)
+                     mask_call=True, compute_mask=compute_mask, weight_groups=weight_groups,
+                     param_shapes=stack.param_shapes())
 
 
 def _rnn_layer(kind: str, config: Mapping[str, Any], ctx: ConvertContext,
@@ -512,12 +606,52 @@ def _serialized(obj: Any, ctx: ConvertContext, what: str) -> tuple[str, dict]:
     return str(obj["class_name"]).split(">")[-1], dict(obj.get("config") or {})
 
 
-def _unknown_cell(cls: str, ctx: ConvertContext, where: str = "") -> Exception:
+def _unknown_cell(cls: str, ctx: ConvertContext, where: str = "", needs: str | None = None,
+                  own: bool = False) -> Exception:
+    mine = (f" (a class of the model's own code named like Keras's {cls}, which the built-in "
+            "cell is not)" if own and cls in _CELL_KINDS else "")
     return ctx.error(
-        f"its cell{where} is a {cls}, which has no converter: an RNN layer is converted "
-        f"when its cell is one of {sorted(_CELL_KINDS)} or a StackedRNNCells of them. "
-        "Rebuild the model with those cells (or SimpleRNN/LSTM/GRU layers), or convert the "
-        "whole RNN layer yourself")
+        f"its cell{where} is a {cls}{mine}, which has no converter: an RNN layer is converted "
+        f"when its cell is one of {sorted(_CELL_KINDS)}, a cell with a registered converter, "
+        "or a StackedRNNCells of them. For a cell of your own, register a converter that "
+        "returns model_import.CellImpl(step=..., state_size=..., convert_weights=..., "
+        f"n_weights=...), e.g. @register_layer({needs or cls!r}) def my_cell(config, ctx): "
+        "... (README, 'Custom layers': recurrent cells)", needs=needs or cls)
+
+
+def _cell(entry: Any, ctx: ConvertContext, what: str, where: str = ""
+          ) -> tuple[_Cell | _OwnCell, str]:
+    """A built-in cell (a ``SimpleRNNCell``, ``LSTMCell``, ``GRUCell`` of Keras's) or one of
+    the user's own with a converter returning a :class:`CellImpl`, and its class name."""
+    cls, cfg = _serialized(entry, ctx, what)
+    raw = str(entry["class_name"])
+    registered = raw if ">" in raw else entry.get("registered_name")
+    own = own_class(entry)
+    if cls in _CELL_KINDS and not own:
+        return _cell_from_config(_CELL_KINDS[cls], cfg, ctx), cls
+    name, conv = converter_for(cls, registered, own, ctx.custom_layers)
+    if conv is None:
+        raise _unknown_cell(cls, ctx, where, needs=registered if own and registered else cls,
+                            own=own)
+    ctx.note_user_converter(cls, conv)
+    sub = dataclasses.replace(ctx, layer_name=f"{ctx.layer_name}/{cfg.get('name', cls)}",
+                              class_name=cls)
+    impl = conv(cfg, sub)
+    if not isinstance(impl, CellImpl):
+        raise ctx.error(
+            f"its cell{where} is a {cls}, whose converter returned a "
+            f"{type(impl).__name__}; a cell's converter must return model_import.CellImpl "
+            "(its step, state_size and weights), which the RNN layer runs at every step",
+            needs=name)
+    if not isinstance(impl.n_weights, (int, np.integer)) or impl.n_weights < 0:
+        raise ctx.error(f"the converter of its cell{where} ({cls}) gives n_weights="
+                        f"{impl.n_weights!r}; expected the number of the cell's weight "
+                        "arrays (an int, 0 for none)", needs=name)
+    try:
+        _state_shapes(impl.state_size)
+    except TypeError as e:
+        raise ctx.error(f"the converter of its cell{where} ({cls}): {e}", needs=name) from e
+    return _OwnCell(impl, cls, f"layer {ctx.layer_name!r}"), cls
 
 
 def _rnn_cells(config: Mapping[str, Any], ctx: ConvertContext
@@ -525,11 +659,11 @@ def _rnn_cells(config: Mapping[str, Any], ctx: ConvertContext
     """The cells of an ``RNN`` layer config and the groups of a Keras 3 weights file that
     hold their arrays (``cell``; ``cell/cells/<key>`` for stacked cells, ``key`` the
     snake_case class name made unique in cell order: ``lstm_cell``, ``lstm_cell_1``)."""
-    cls, cfg = _serialized(config.get("cell"), ctx, "the RNN's cell")
-    if cls in _CELL_KINDS:
-        return _Stack((_cell_from_config(_CELL_KINDS[cls], cfg, ctx),), ("",)), ("cell",)
-    if cls != "StackedRNNCells":
-        raise _unknown_cell(cls, ctx)
+    entry = config.get("cell")
+    cls, cfg = _serialized(entry, ctx, "the RNN's cell")
+    if cls != "StackedRNNCells" or own_class(entry):
+        cell, _ = _cell(entry, ctx, "the RNN's cell")
+        return _Stack((cell,), ("",)), ("cell",)
     if cfg.get("reverse_state_order"):
         raise ctx.error("its StackedRNNCells has reverse_state_order=True (a tf.keras 1 "
                         "option), which is not supported; expected the cells' states in cell "
@@ -540,10 +674,9 @@ def _rnn_cells(config: Mapping[str, Any], ctx: ConvertContext
                         f"list, got {str(subs)[:200]})")
     cells, classes = [], []
     for i, sub in enumerate(subs):
-        scls, scfg = _serialized(sub, ctx, f"cell {i} of the StackedRNNCells")
-        if scls not in _CELL_KINDS:
-            raise _unknown_cell(scls, ctx, f" {i} in the StackedRNNCells")
-        cells.append(_cell_from_config(_CELL_KINDS[scls], scfg, ctx))
+        cell, scls = _cell(sub, ctx, f"cell {i} of the StackedRNNCells",
+                           f" {i} in the StackedRNNCells")
+        cells.append(cell)
         classes.append(scls)
     prefixes = tuple(f"cell_{i}/" for i in range(len(cells)))
     return (_Stack(tuple(cells), prefixes),
@@ -553,7 +686,8 @@ def _rnn_cells(config: Mapping[str, Any], ctx: ConvertContext
 @register_layer("RNN")
 def _rnn(config, ctx):
     """``keras.layers.RNN(cell)`` with a built-in cell (``SimpleRNNCell``, ``LSTMCell``,
-    ``GRUCell``) or a ``StackedRNNCells`` of them: the same recurrence, masks, states and
+    ``GRUCell``), a cell of the user's own whose converter returns a :class:`CellImpl`, or a
+    ``StackedRNNCells`` of them: the same recurrence, masks, states and
     options as the SimpleRNN/LSTM/GRU layers (``unroll`` changes only what masked leading
     steps output: zeros, as Keras's unrolled loop does). A stack's ``return_state`` returns
     every cell's states, flat, in cell order (``out, h1, c1, h2``), as a Functional model
@@ -614,6 +748,7 @@ def convert_inner(layer_cfg: Mapping[str, Any], ctx: ConvertContext) -> tuple[st
                 "built-in converter of that name is not for)"
                 if own and lookup(cls) is not None else "")
         raise ctx.error(f"it wraps a {cls} layer{mine}, which has no converter", needs=name)
+    ctx.note_user_converter(cls, conv)
     sub = dataclasses.replace(ctx, layer_name=f"{ctx.layer_name}/{cfg.get('name', cls)}",
                               class_name=cls)
     impl = with_own_activation(conv(cfg, sub), sub)
