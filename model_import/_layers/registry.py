@@ -387,7 +387,9 @@ def register_layer(*class_names: str, override: bool = False) -> Callable[[Conve
 
     Layers with weights also give ``convert_weights`` (the Keras weight list, in
     ``layer.weights`` order, to a params dict) and ``n_weights``; ``call`` then reads
-    ``params``. Registering a name twice raises unless ``override=True``; so do a call
+    ``params``. A recurrent cell of the user's own (held by ``keras.layers.RNN`` or
+    ``StackedRNNCells``) is registered the same way, its converter returning a
+    :class:`CellImpl`. Registering a name twice raises unless ``override=True``; so do a call
     without class names (``@register_layer`` without its parentheses) and a converter that
     is not callable (``TypeError``).
     """
