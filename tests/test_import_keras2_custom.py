@@ -504,3 +504,19 @@ def test_list_and_dict_groups_listed_for_a_converter_without_weight_groups():
             r"sorted key")):
         load_keras(D / "containers_tfkeras2.keras", custom_layers={**CONTAINERS,
                                                                   "tfk_custom>ListDict": plain})
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_rnn_with_cells_of_the_users_own(form):
+    """tf_keras 2.21's ``RNN`` layers with registered cells of the user's own, behind a
+    ``Masking`` layer (tf.keras 2's loop: masked steps output the previous output, zeros
+    before the first unmasked one), in ``Bidirectional`` and a ``StackedRNNCells``, read by
+    the ``CellImpl`` converters of tests/own_cells.py. Without them the
+    file is refused naming the cell (tf_keras itself does not reload its ``.h5``)."""
+    from own_cells import CELLS
+
+    path = D / f"cells_tfkeras2.{form}"
+    with pytest.raises(KerasImportError, match="MinimalRNNCell.*CellImpl"):
+        load_keras(path)
+    m = load_keras(path, custom_layers={f"tfk_custom>{k}": v for k, v in CELLS.items()})
+    check_expected(m, np.load(D / "cells_tfkeras2.expected.npz"), TOL)

@@ -26,12 +26,12 @@ keras = pytest.importorskip("keras")
 from keras import layers, ops  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 import jaxsal  # noqa: E402
 from import_helpers import keras_outputs, layer_errors, perturb_keras, rel_err  # noqa: E402
 from model_import import (CellImpl, KerasImportError, LayerImpl, build_model,  # noqa: E402
                           load_keras)
+from own_cells import CELLS, minimal_cell, two_state_cell  # noqa: E402
 
 TOL = 1e-5
 T = 7
@@ -88,52 +88,6 @@ class TwoStateCell(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
-
-
-# ---------------------------------------------------------------------- their converters
-def _projection(p, x, h):  # x W + h U (+ b): affine, through rt.rule
-    y = x @ p["kernel"] + h @ p["recurrent_kernel"]
-    return y + p["bias"] if "bias" in p else y
-
-
-def _sum(p, a, b):
-    return a + b
-
-
-def _gated(p, v, gate):  # a held gate times a value: degree 2
-    return v * gate
-
-
-def minimal_cell(config, ctx):
-    def step(params, x, states, *, rt):
-        h = rt.act(jnp.tanh, rt.rule(_projection, params, x, states[0]))
-        return h, [h]
-
-    u = int(config["units"])
-    return CellImpl(step=step, state_size=u, n_weights=2,
-                    convert_weights=lambda w: {"kernel": w[0], "recurrent_kernel": w[1]},
-                    param_shapes={"kernel": (None, u), "recurrent_kernel": (u, u)})
-
-
-def two_state_cell(config, ctx, *, plain=False):
-    """``plain``: the same values computed without ``rt`` (the rules cannot reach them)."""
-    def step(params, x, states, *, rt):
-        h, c = states
-        if plain:
-            h = jnp.tanh(_projection(params, x, h))
-            c = c + h
-            return h * jax.nn.sigmoid(c), (h, c)
-        h = rt.act(jnp.tanh, rt.rule(_projection, params, x, h))
-        c = rt.rule(_sum, {}, c, h)
-        return rt.rule(_gated, {}, h, rt.held(rt.act(jax.nn.sigmoid, c))), (h, c)
-
-    u = int(config["units"])
-    return CellImpl(step=step, state_size=[u, u], n_weights=3,
-                    convert_weights=lambda w: dict(zip(("kernel", "recurrent_kernel", "bias"),
-                                                       w)))
-
-
-CELLS = {"MinimalRNNCell": minimal_cell, "TwoStateCell": two_state_cell}
 
 
 # ---------------------------------------------------------------------- the zoo
