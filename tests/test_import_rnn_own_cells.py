@@ -12,8 +12,8 @@ with id 0 at the end, the start and the middle (``Embedding(mask_zero=True)``) s
 change every recurrence. Variants: ``return_sequences``, ``return_state``, ``go_backwards``,
 ``unroll``, ``initial_state``, ``Bidirectional`` (concatenated and summed),
 ``StackedRNNCells([own, LSTMCell])`` and ``[LSTMCell, own]``. Then: the converters' rules
-reach inside the cells (DeepLIFT's summation-to-delta holds, and fails with the same step
-computed without ``rt``), ``saliency`` and ``integrated_gradients`` (completeness), and the
+reach inside the cells (DeepLIFT's summation-to-delta and LRP's conservation hold, and fail
+with the same step computed without ``rt``), ``saliency`` and ``integrated_gradients`` (completeness), and the
 refusals.
 """
 
@@ -26,6 +26,7 @@ keras = pytest.importorskip("keras")
 from keras import layers, ops  # noqa: E402
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 import jaxsal  # noqa: E402
 from import_helpers import keras_outputs, layer_errors, perturb_keras, rel_err  # noqa: E402
@@ -330,3 +331,31 @@ def test_loads_with_other_converters_share_no_compiled_program(tmp_path):
                                            xs, 0, reduce=None))
                 for c in ({"Dense": dense(1.0), "MinimalRNNCell": cell(1.0)}, other)]
         assert np.abs(maps[0] - maps[1]).max() > 1e-3 * np.abs(maps[0]).max(), key
+
+
+def test_lrp_conserves_relevance_through_an_own_cell(tmp_path):
+    """Bias-free: through ``rt.rule`` the cell's affine step takes LRP's epsilon rule and the
+    relevance at the input sums to the score; the same step computed plainly does not."""
+    x = keras.Input((T, 3), name="x")
+    km = keras.Model(x, layers.Dense(2, use_bias=False, name="out")(
+        layers.RNN(MinimalRNNCell(4), name="rnn")(x)))
+    perturb_keras(km, seed=4, kernels=True)
+    km.save(tmp_path / "lrp.keras")
+    xs = np.random.default_rng(3).normal(size=(3, T, 3)).astype(np.float32)
+
+    def plain_cell(config, ctx):
+        impl = minimal_cell(config, ctx)
+
+        def step(p, v, s, *, rt):
+            h = jnp.tanh(v @ p["kernel"] + s[0] @ p["recurrent_kernel"])
+            return h, [h]
+        return CellImpl(step=step, state_size=impl.state_size, n_weights=2,
+                        convert_weights=impl.convert_weights)
+
+    misses = {}
+    for name, conv in (("rt", minimal_cell), ("plain", plain_cell)):
+        m = load_keras(tmp_path / "lrp.keras", custom_layers={"MinimalRNNCell": conv})
+        y = np.asarray(m(xs))
+        r = np.asarray(jaxsal.lrp(m, xs, [0, 1], epsilon=1e-9, reduce=None))
+        misses[name] = np.abs(r.sum(axis=(2, 3)) - y).max() / np.abs(y).max()
+    assert misses["rt"] <= 1e-3 and misses["plain"] > 1e-2, misses
