@@ -13,8 +13,8 @@ change every recurrence. Variants: ``return_sequences``, ``return_state``, ``go_
 ``unroll``, ``initial_state``, ``Bidirectional`` (concatenated and summed),
 ``StackedRNNCells([own, LSTMCell])`` and ``[LSTMCell, own]``. Then: the converters' rules
 reach inside the cells (DeepLIFT's summation-to-delta and LRP's conservation hold, and fail
-with the same step computed without ``rt``), ``saliency`` and ``integrated_gradients`` (completeness), and the
-refusals.
+with the same step computed without ``rt``), ``saliency`` and ``integrated_gradients``
+(completeness), and the refusals.
 """
 
 import json
