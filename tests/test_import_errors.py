@@ -477,3 +477,45 @@ def test_custom_activation_functions_are_registered_by_their_saved_names(tmp_pat
                                                        r"which cannot be ported\. Define it as a "
                                                        r"named function")
     assert len(str(err)) < 500  # not the bytecode
+
+
+def test_a_load_keeps_the_activation_registered_then(tmp_path, monkeypatch):
+    """A model computes the registered function as it was when the model was loaded, in a
+    fused activation, an Activation layer and inside TimeDistributed; a load after
+    register_activation(..., override=True) computes the new one, and jaxsal's compiled
+    programs are not shared between the two loads (their configs are equal). Before: the
+    second load's saliency was the first load's (a program cached by the file's config)."""
+    import jax.numpy as jnp
+
+    import jaxsal
+    from model_import._layers import activations
+
+    monkeypatch.setattr(activations, "_CUSTOM", {})
+
+    @keras.saving.register_keras_serializable(package="tests_reload")
+    def scaled(t):
+        return 2.0 * t
+
+    inp = keras.Input((3, 4))
+    h = keras.layers.Dense(5, activation=scaled)(inp)
+    h = keras.layers.Activation(scaled)(h)
+    h = keras.layers.TimeDistributed(keras.layers.Dense(4, activation=scaled))(h)
+    km = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+    km.save(tmp_path / "m.keras")
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    model_import.register_activation("tests_reload>scaled", lambda t: 2.0 * t)
+    m1 = load_keras(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(m1(x)), np.asarray(km(x)), rtol=1e-5, atol=1e-6)
+    g1 = np.asarray(jaxsal.saliency(m1, x, 0, reduce=None))
+    model_import.register_activation("tests_reload>scaled", lambda t: 3.0 * t, override=True)
+    m2 = load_keras(tmp_path / "m.keras")
+    g2 = np.asarray(jaxsal.saliency(m2, x, 0, reduce=None))
+    # every layer linear, biases 0 (as Keras initializes them): the gradient and the
+    # output scale by (3/2)**3, the three scaled activations
+    np.testing.assert_allclose(g2, g1 * 1.5 ** 3, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(m2(x)), np.asarray(m1(x)) * 1.5 ** 3, rtol=1e-5,
+                               atol=1e-5)
+    # the model loaded first keeps its function, also in a program traced after the override
+    np.testing.assert_allclose(np.asarray(jaxsal.saliency(m1, x[:1], 0, reduce=None)),
+                               g1[:1], rtol=1e-5, atol=1e-6)
+    assert jnp.all(jnp.isfinite(g2))

@@ -245,7 +245,8 @@ def activation_name(spec: Any) -> str:
         if cls == "Activation":
             return activation_name(spec["config"].get("activation"))
         return "softmax" if cls == "Softmax" else cls
-    if isinstance(spec, Mapping):  # Keras 3 may serialize {"class_name": "function", "config": "relu"}
+    # Keras 3 may serialize {"class_name": "function", "config": "relu"}
+    if isinstance(spec, Mapping):
         cfg = spec.get("config")
         name = cfg if isinstance(cfg, str) else (cfg or {}).get("name", spec.get("class_name"))
         if name is None:  # no name: a Python lambda (Keras 3 stores its bytecode as "value")
@@ -265,6 +266,8 @@ def get_activation(spec: Any, keras_major: int = 3,
     name = activation_name(spec)
     table = _named(keras_major)
     if name not in table and _custom(name) is not None:
+        if ctx is not None and ctx.user_converted is not None:
+            ctx.user_converted.append(name)  # the user's code: no program shared between loads
         return _custom(name)
     if name not in table:
         if name == _LAMBDA:
@@ -343,14 +346,42 @@ def _layer_activation(spec: Mapping, keras_major: int, ctx: ConvertContext | Non
 
 
 def with_own_activation(impl: LayerImpl, ctx: ConvertContext) -> LayerImpl:
-    """``impl`` with a fused activation given as a layer of the model's own code
-    (``Dense(3, activation=MyReLU())``) resolved now, while ``ctx`` holds the converters
-    passed to ``load_keras(custom_layers=...)``; other activations are looked up when the
-    layer runs."""
+    """``impl`` with a fused activation of the model's own code resolved now: one given as
+    a layer of its own classes (``Dense(3, activation=MyReLU())``), while ``ctx`` holds the
+    converters passed to ``load_keras(custom_layers=...)``, and a function registered with
+    :func:`register_activation`, so that the model keeps the function registered when it
+    was loaded (a later ``register_activation(..., override=True)`` changes later loads
+    only). Keras's own activations are looked up when the layer runs."""
     act = impl.activation
-    if not (isinstance(act, Mapping) and _is_layer_spec(act) and own_class(act)):
+    if isinstance(act, Mapping) and _is_layer_spec(act) and own_class(act):
+        return dataclasses.replace(impl, activation=get_activation(act, ctx.keras_major, ctx))
+    if act is None or callable(act) or _is_layer_spec(act):
+        return impl
+    name = activation_name(act)
+    if name in _named(ctx.keras_major) or _custom(name) is None:
         return impl
     return dataclasses.replace(impl, activation=get_activation(act, ctx.keras_major, ctx))
+
+
+def uses_custom_activation(config: Any) -> bool:
+    """Whether an architecture config names, anywhere (inside wrappers, cells and nested
+    models too), an activation function registered with :func:`register_activation`: its
+    layers then compute the user's code, which the config does not identify."""
+    if isinstance(config, Mapping):
+        for k, v in config.items():
+            if "activation" in str(k) and v is not None and not _is_layer_spec(v):
+                try:
+                    name = activation_name(v)
+                except Exception:  # an unusual value: not a registered name
+                    name = None
+                if name is not None and _custom(name) is not None and name not in _named(3) \
+                        and name not in _named(2):
+                    return True
+            if uses_custom_activation(v):
+                return True
+    elif isinstance(config, (list, tuple)):
+        return any(uses_custom_activation(v) for v in config)
+    return False
 
 
 def _identity(params, x, *, rt):
