@@ -19,8 +19,9 @@ only edges between two components of which one is small (see the README, "XRAI",
 speed).
 
 :func:`xrai_labels` segments images as PAIR saliency's XRAI does: scaled to [-1, 1],
-resized to 224x224 (:func:`_resize_zero_border`, where they are not), six scales, the labels
-resized back by nearest neighbour (:func:`_nearest`, scipy's ``zoom`` indices).
+resized to 224x224 where they are not (:func:`_resize_like_skimage`: scikit-image's cubic
+spline resize, written in NumPy as scipy computes it), six scales, the labels resized back by
+nearest neighbour (:func:`_nearest`, scipy's ``zoom`` indices).
 """
 
 from __future__ import annotations
@@ -55,18 +56,25 @@ def _gaussian_weights(sigma: float) -> np.ndarray:
     return (phi / phi.sum())[radius:]
 
 
-def _smooth_axis(img: np.ndarray, w: np.ndarray, axis: int) -> np.ndarray:
+def _smooth_axis(img: np.ndarray, w: np.ndarray, axis: int, border: str = "mirror"
+                 ) -> np.ndarray:
     """Correlate ``img`` with the symmetric kernel ``w`` (offsets ``0..r``) along ``axis``,
-    borders mirrored half-sample (``d c b a | a b c d``), summed in the order of scipy's C
-    loop (the centre first, then the pairs from the outermost in) so that float64 results
-    are scipy's, bit for bit."""
+    in float64, summed in the order of scipy's C loop (the centre first, then the pairs from
+    the outermost in) so that float64 results are scipy's, bit for bit. ``border``:
+    ``"mirror"``, mirrored half-sample (``d c b a | a b c d``, scipy's ``"reflect"``), or
+    ``"zero"``, zeros outside (scipy's ``"constant"`` and ``"grid-constant"``, cval 0)."""
     r = len(w) - 1
     n = img.shape[axis]
-    idx = np.arange(-r, n + r)
-    period = 2 * n  # the half-sample mirror, repeated
-    idx = np.mod(idx, period)
-    idx = np.where(idx >= n, period - 1 - idx, idx)
-    padded = np.take(img, idx, axis=axis)
+    if border == "zero":
+        pad = [(0, 0)] * img.ndim
+        pad[axis] = (r, r)
+        padded = np.pad(img, pad)
+    else:
+        idx = np.arange(-r, n + r)
+        period = 2 * n  # the half-sample mirror, repeated
+        idx = np.mod(idx, period)
+        idx = np.where(idx >= n, period - 1 - idx, idx)
+        padded = np.take(img, idx, axis=axis)
 
     def shifted(j):  # the input at offset j of every output position
         return np.take(padded, np.arange(r + j, r + j + n), axis=axis)
@@ -299,22 +307,102 @@ def _nearest(n_in: int, n_out: int) -> np.ndarray:
     return np.floor(((np.arange(n_out) + 0.5) * z - 0.5) + 0.5).astype(np.int64)
 
 
-def _resize_zero_border(img: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
-    """``(H, W, C)`` -> ``(h, w, C)`` float32 by ``jax.image.scale_and_translate``'s cubic
-    (Keys; antialiased when shrinking), pixel centres aligned, the image surrounded by zeros
-    as scikit-image's ``resize(mode="constant")`` surrounds it (so the border pixels blend
-    towards 0, as in the images PAIR segments), then clipped to the image's range (widened
-    to 0 where the result reaches 0, as scikit-image clips)."""
-    h, w = img.shape[:2]
-    scale = np.array([dims[0] / h, dims[1] / w], np.float32)
-    pad = [2 * math.ceil(max(1.0, 1.0 / float(f))) + 1 for f in scale]  # the kernel's reach
-    padded = np.pad(img.astype(np.float32), ((pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
-    out = np.asarray(jax.image.scale_and_translate(
-        padded, (*dims, img.shape[2]), (0, 1), scale, -np.array(pad, np.float32) * scale,
-        method="cubic", antialias=True))
-    lo, hi = float(img.min()), float(img.max())
-    if not lo <= 0.0 <= hi and out.min() <= 0.0 <= out.max():
-        lo, hi = min(lo, 0.0), max(hi, 0.0)
+#: scipy's pole of the cubic B-spline prefilter, ``sqrt(3) - 2``, as its C code writes it.
+_CUBIC_POLE = -0.267949192431122706472553658494127633
+#: the zeros scipy's ``zoom`` pads every axis with before the prefilter (``grid-constant``).
+_SPLINE_PAD = 12
+
+
+def _cubic_prefilter(c: np.ndarray, axis: int) -> np.ndarray:
+    """The cubic B-spline coefficients of float64 ``c`` along ``axis`` (scipy's
+    ``spline_filter1d(order=3)``: the gain, then a causal and an anticausal recursion whose
+    first values assume the line mirrored, each operation in the order of its C loop)."""
+    c = np.ascontiguousarray(np.moveaxis(c, axis, 0))  # the lines' pixels side by side
+    n, z = c.shape[0], _CUBIC_POLE
+    if n < 2:
+        return np.moveaxis(c, 0, axis)
+    c *= (1.0 - z) * (1.0 - 1.0 / z)
+    z_n_1 = z ** (n - 1)  # C's pow, as Python's float power calls it
+    c0 = c[0] + z_n_1 * c[n - 1]
+    z_i = z
+    for i in range(1, n - 1):
+        c0 += z_i * (c[i] + z_n_1 * c[n - 1 - i])
+        z_i *= z
+    c[0] = c0 / (1 - z_n_1 * z_n_1)
+    for i in range(1, n):
+        c[i] += z * c[i - 1]
+    c[n - 1] = (z * c[n - 2] + c[n - 1]) * z / (z * z - 1)
+    for i in range(n - 2, -1, -1):
+        c[i] = z * (c[i + 1] - c[i])
+    return np.moveaxis(c, 0, axis)
+
+
+def _cubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first of the 4 coefficients (in the padded array) each of ``n_out`` output
+    pixels reads along an axis of ``n_in`` pixels, and their ``(n_out, 4)`` weights: pixel
+    centres aligned (scipy's ``zoom(grid_mode=True)``), written as scipy's C code computes
+    them."""
+    cc = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5 + _SPLINE_PAD
+    start = np.floor(cc)
+    x = cc - start
+    y, z = x, 1.0 - x
+    w1 = (y * y * (y - 2.0) * 3.0 + 4.0) / 6.0
+    w2 = (z * z * (z - 2.0) * 3.0 + 4.0) / 6.0
+    w0 = z * z * z / 6.0
+    w3 = 1.0 - w0 - w1 - w2
+    return start.astype(np.int64) - 1, np.stack([w0, w1, w2, w3], axis=1)
+
+
+def _resize_like_skimage(img: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
+    """``(H, W, C)`` -> ``(h, w, C)``: what PAIR's XRAI segments, scikit-image's
+    ``resize(img, dims, order=3, mode="constant", preserve_range=True,
+    anti_aliasing=True)``, computed as scikit-image and scipy compute it (float64, or
+    float32 for float16/float32 images as scikit-image keeps them):
+
+    - when a side shrinks, scipy's ``gaussian_filter`` of sigma ``max(0, (H / h - 1) / 2)``
+      per side (zeros outside the image, truncated at 4 sigma; none on the channel axis);
+    - scipy's ``zoom(order=3, mode="grid-constant", grid_mode=True)`` to ``(h, w, C)``: every
+      axis (the channel axis too, at zoom 1) padded with 12 zeros, prefiltered into cubic
+      B-spline coefficients, and each output pixel the sum of its 4x4x4 coefficients times
+      their weights, in scipy's order;
+    - clipped to the image's range (widened to 0 where the image's range excludes 0 and
+      the output's includes it).
+    """
+    if img.dtype in (np.float16, np.float32):
+        img = img.astype(np.float32)
+    else:
+        img = img.astype(np.float64)
+    shape_in = img.shape
+    shape_out = (*dims, shape_in[2])
+    if shape_out == shape_in:
+        return img.copy()
+    factors = [a / b for a, b in zip(shape_in, shape_out)]
+    filtered = img
+    if any(b < a for a, b in zip(shape_in, shape_out)):
+        for axis, f in enumerate(factors):
+            sigma = max(0.0, (f - 1) / 2)
+            if sigma > 1e-15:  # scipy skips the others
+                filtered = _smooth_axis(filtered, _gaussian_weights(sigma), axis,
+                                        border="zero").astype(img.dtype)
+    coef = np.pad(filtered.astype(np.float64), _SPLINE_PAD)
+    for axis in range(coef.ndim):
+        coef = _cubic_prefilter(coef, axis)
+    (r0, w0), (r1, w1), (r2, w2) = (_cubic_taps(a, b) for a, b in zip(shape_in, shape_out))
+    # only the coefficients some output pixel reads (along the channels: C + 3 of C + 24)
+    coef = coef[r0.min():r0.max() + 4, r1.min():r1.max() + 4, r2.min():r2.max() + 4]
+    r0, r1, r2 = r0 - r0.min(), r1 - r1.min(), r2 - r2.min()
+    w0, w1, w2 = w0[:, :, None, None], w1[None, :, :, None], w2[None, None, :, :]
+    out = np.zeros(shape_out, np.float64)
+    for a in range(4):  # the 4x4x4 terms in the order scipy sums them (the last axis fastest)
+        rows = coef[r0 + a]
+        for b in range(4):
+            block = rows[:, r1 + b]
+            for c in range(4):
+                out += block[:, :, r2 + c] * w0[:, a] * w1[:, :, b] * w2[..., c]
+    out = out.astype(img.dtype)
+    lo, hi = img.min(), img.max()
+    if not lo <= 0 <= hi and out.min() <= 0 <= out.max():
+        lo, hi = min(lo, img.dtype.type(0)), max(hi, img.dtype.type(0))
     return np.clip(out, lo, hi)
 
 
@@ -334,10 +422,10 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
       scales, sigma, min_size: :func:`felzenszwalb`'s (PAIR's: 50, 100, 150, 250, 500,
         1200; 0.8; 150).
       size: ``(h, w)`` to segment at (PAIR's 224x224, the scale its parameters are set for).
-        Images of another size are resized by :func:`_resize_zero_border` (JAX's cubic
-        resize, zeros outside the image as PAIR's ``mode="constant"``), which is not PAIR's
-        resize (scikit-image's spline of order 3, after a Gaussian when shrinking): their
-        segments can differ from PAIR's (see the README, "XRAI").
+        Images of another size are resized as PAIR resizes them (scikit-image's
+        ``resize(order=3, mode="constant", anti_aliasing=True)``: a Gaussian when
+        shrinking, then a cubic spline with zeros outside the image; see
+        :func:`_resize_like_skimage` and the README, "XRAI").
       value_range: ``(low, high)`` (PAIR's ``(-1, 1)``).
     Returns:
       ``(N, S, H, W)`` int32 label images, a NumPy array.
@@ -367,7 +455,7 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
         img = ((img - lo) / (hi - lo) * (high - low) + low if hi > lo
                else np.full_like(img, low))
         if dims is not None and dims != (h, w):
-            img = _resize_zero_border(img, dims)
+            img = _resize_like_skimage(img, dims)
         labels = _labels(img.astype(np.float64), scales, sigma, min_size)
         if labels.shape[1:] != (h, w):
             labels = labels[:, _nearest(labels.shape[1], h)][:, :, _nearest(labels.shape[2], w)]
