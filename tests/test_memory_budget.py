@@ -95,6 +95,33 @@ def test_one_program_splits_every_batch_size():
         np.testing.assert_array_equal(f(2.0, x, ids), run(2.0, x, ids))
 
 
+@pytest.mark.parametrize("n,nb", [(8, 4), (7, 4), (8, 1), (9, 2)])
+def test_passes_take_rows_strided_through_the_batch(n, nb):
+    """A batch split into ``P`` passes of ``nb`` inputs: pass ``k`` takes rows ``k, k + P,
+    ...`` (so a batch sharded over its inputs in contiguous blocks stays sharded along each
+    pass: tests/test_several_devices.py), and the maps come back in the inputs' order; the
+    passes are as many, and as large, as contiguous ones (``strided=False``, which
+    ``scorecam``'s union of channels over a pass keeps). Each row's value here holds the
+    sum of its pass's rows, which tells the two layouts apart."""
+    def run(params, x, ids):
+        return x + 100 * x.sum(0, keepdims=True) + ids[:, None]
+
+    x = jnp.arange(n, dtype=jnp.float32)[:, None] * jnp.ones((1, 2))
+    ids = jnp.arange(n, dtype=jnp.float32)
+    p = math.ceil(n / nb)
+    xp = np.concatenate([np.asarray(x), np.repeat(np.asarray(x)[-1:], p * nb - n, 0)])
+    idx = np.arange(p * nb)
+    for strided, pass_of in ((True, idx % p), (False, idx // nb)):
+        sums = np.array([xp[pass_of == pass_of[i]].sum(0) for i in range(n)])
+        want = np.asarray(x) + 100 * sums + np.asarray(ids)[:, None]
+        f = jax.jit(base.split_batch(run, nb, strided=strided))
+        np.testing.assert_array_equal(f(1.0, x, ids), want)
+        # one loop over the passes (one pass: none)
+        loops = [e for e in jax.make_jaxpr(f)(1.0, x, ids).jaxpr.eqns[0].params["jaxpr"].eqns
+                 if e.primitive.name in ("while", "scan")]
+        assert len(loops) == (p > 1)
+
+
 def test_batch_sizes_sharing_a_plan_reuse_it(mnist, mnist_digits):
     """End to end: 8 and then 7 inputs under a budget of about 4 inputs per pass (the same
     ``nb``, hence the same cached program) give the maps of unsplit calls."""

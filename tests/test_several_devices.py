@@ -121,10 +121,16 @@ split = {
     "occlusion": lambda a: jaxsal.occlusion(m, a, 1, patch=7),
     "gradient_shap": lambda a: jaxsal.gradient_shap(m, a, 1, key=k, n=3),
     "kernel_shap": lambda a: jaxsal.kernel_shap(m, a, 1, key=k, n=16, patch=7),
+    # a memory budget of about 4 inputs' forward passes: 2 passes of 4 inputs (strided)
+    "saliency_passes": lambda a: jaxsal.saliency(m, a, 1, memory_budget=9 << 20),
+    "smoothgrad_passes": lambda a: jaxsal.smoothgrad(m, a, 1, key=k, n=4,
+                                                     memory_budget=9 << 20),
 }
 for name, f in split.items():
-    attempt("flops/" + name,
-            lambda f=f: {"ratio": flops(f, jax.device_put(x, rows)) / flops(f, x)})
+    def run(f=f):
+        xs = jax.device_put(x, rows)
+        return {"ratio": flops(f, xs) / flops(f, x), "rel": rel(f(xs), f(x))}
+    attempt("flops/" + name, run)
 
 # explain_to_file: each chunk placed with the sharding the job is given
 def job():
@@ -202,7 +208,9 @@ def test_shard_map_gives_the_maps_of_one_device(results, name):
     over the devices. ``index_offset`` from ``jax.lax.axis_index`` keys the random methods'
     draws by the global index, so their rows equal one call too."""
     r = _ok(results, "shard_map/" + name)
-    assert r["rel"] < 1e-5, f"{name}: {r['rel']:.2e} of the one-device maps' largest value"
+    # (KernelSHAP's least-squares solve rounds otherwise in the split program: README)
+    tol = 5e-4 if name == "kernel_shap" else 1e-5
+    assert r["rel"] < tol, f"{name}: {r['rel']:.2e} of the one-device maps' largest value"
 
 
 @pytest.mark.parametrize("name", [
@@ -225,16 +233,21 @@ def test_explain_to_file_places_each_chunk_with_the_sharding_given(results):
 
 @pytest.mark.parametrize("name", [
     "saliency", "gradcam", "smoothgrad", "integrated_gradients", "rise", "occlusion",
-    "gradient_shap", "kernel_shap"])
+    "gradient_shap", "kernel_shap", "saliency_passes", "smoothgrad_passes"])
 def test_each_device_does_a_quarter_of_the_work(results, name):
     """Inputs sharded over 4 devices: each device's program does about a quarter of the
     one-device program's floating-point operations (XLA's cost analysis of the compiled
     programs). SmoothGrad's noisy copies, the path points of integrated gradients and
     GradientSHAP, the masked inputs of RISE, occlusion and KernelSHAP (LIME's and the Shapley
     methods' too) were stacked sample-major, ``(S N, ...)``: XLA gathered the batch and every
-    device ran every pass (ratio 0.95-1.00)."""
+    device ran every pass (ratio 0.95-1.00). Under a memory budget (``*_passes``: 2 passes of
+    4 inputs) the passes took contiguous rows, each needing two devices' inputs: 0.50; they
+    take rows strided through the batch (``base.split_batch``), each device's own."""
     r = _ok(results, "flops/" + name)
     assert r["ratio"] < 0.3, f"{name}: each device does {r['ratio']:.2f} of the work"
+    # (KernelSHAP's least-squares solve rounds otherwise in the split program: README)
+    tol = 5e-4 if name == "kernel_shap" else 1e-5
+    assert r["rel"] < tol, f"{name}: {r['rel']:.2e} of the one-device maps' largest value"
 
 
 @needs_shard_map

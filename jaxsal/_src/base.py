@@ -1380,9 +1380,22 @@ def batch_chunk(n: int, per_example_bytes: int, memory_budget: int | None,
 
 
 def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
-                maybe: tuple[int, ...] = ()):
+                maybe: tuple[int, ...] = (), *, strided: bool = True):
     """``run(params, x, ids, *rest)`` over sub-batches of ``nb`` inputs (``lax.map``, padded by
-    repeating the last input), outputs concatenated. Arguments at ``per_example`` positions
+    repeating the last input), outputs put back in the inputs' order.
+
+    ``strided`` (default): with ``P`` passes, pass ``k`` takes rows ``k, k + P, k + 2P, ...``
+    (the batch reshaped ``(nb, P, ...)``), so a batch sharded over its inputs in contiguous
+    blocks (several devices) stays sharded along each pass's ``nb`` rows where ``nb`` is a
+    multiple of the device count: every device runs every pass on its own rows. Passes of
+    contiguous rows (``strided=False``: pass ``k`` takes rows ``k nb ... k nb + nb - 1``)
+    each need a few devices' rows, and XLA moved rows between the devices (8 inputs on 4
+    devices in 2 passes of 4: each device did half the one-device program's work, not a
+    quarter). The passes' number and size are the same either way, and so is each input's
+    map where it does not depend on the other inputs of its pass (the only method whose map
+    does, ``scorecam``'s ``top_k_mode="union"``, keeps contiguous passes).
+
+    Arguments at ``per_example`` positions
     (``x``, ``ids``; an array or a structure of arrays, as ``x`` of a multi-input model) are
     split; at ``maybe`` positions, each array shaped like its input in ``x`` (an
     ``(N, H, W, C)`` baseline or fill) is split and the others (a scalar, one example's
@@ -1418,6 +1431,8 @@ def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
         def cut(a):
             if pad:
                 a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
+            if strided:  # (nb, P, ...): pass k is column k, rows k, k + P, ...
+                return a.reshape((nb, n_chunks) + a.shape[1:])
             return a.reshape((n_chunks, nb) + a.shape[1:])
 
         plan = {}  # argument position -> (its treedef, per-leaf split flags)
@@ -1437,8 +1452,29 @@ def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
                                         zip(jax.tree_util.tree_leaves(args[i]), flags)])
             return run(*a2)
 
-        out = jax.lax.map(body, split)
-        return jax.tree_util.tree_map(lambda o: o.reshape((n_chunks * nb,) + o.shape[2:])[:n],
-                                      out)
+        if not strided:
+            out = jax.lax.map(body, split)
+            return jax.tree_util.tree_map(
+                lambda o: o.reshape((n_chunks * nb,) + o.shape[2:])[:n], out)
+
+        # pass k reads column k of the (nb, P, ...) inputs and writes column k of the
+        # (nb, P, ...) maps in place: the rows' axis stays leading (split over the devices
+        # as the batch is), and no transposed copy of the inputs or the maps is made
+        def column(parts, k):
+            return {i: [jax.lax.dynamic_index_in_dim(v, k, axis=1, keepdims=False)
+                        for v in vs] for i, vs in parts.items()}
+
+        shapes = jax.eval_shape(lambda parts: body(column(parts, 0)), split)
+        init = jax.tree_util.tree_map(
+            lambda o: _zeros_of(o, (nb, n_chunks) + tuple(o.shape[1:])), shapes)
+
+        def step(k, acc):
+            out = body(column(split, k))
+            return jax.tree_util.tree_map(
+                lambda a, o: jax.lax.dynamic_update_index_in_dim(a, o, k, axis=1), acc, out)
+
+        out = jax.lax.fori_loop(0, n_chunks, step, init)
+        return jax.tree_util.tree_map(
+            lambda o: o.reshape((n_chunks * nb,) + o.shape[2:])[:n], out)
 
     return wrapped

@@ -702,7 +702,9 @@ def scorecam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: 
 
     key = ("scorecam", p.key, spec, info, L, a_shape, bool(upsample), top_k, top_k_mode,
            bool(softmax), variant, n_sel, kc, nb)
-    return base.compiled(key, lambda: base.split_batch(build(), nb),
+    # (the union of a pass's channels: its inputs stay those of contiguous passes)
+    union = not use_all and top_k_mode == "union"
+    return base.compiled(key, lambda: base.split_batch(build(), nb, strided=not union),
                          precision, forward_only=True)(p.params, p.x, p.ids)
 
 
