@@ -148,6 +148,49 @@ def _parse_sizes(s: str, flag: str):
 SEED_LIMIT = 2**32
 
 
+def _devices(s: str) -> int | str:
+    """``--devices``' argparse type: ``all`` or a positive int (the local devices the batch
+    axis is split over; checked against the machine's by :func:`_batch_sharding`)."""
+    if s == "all":
+        return s
+    try:
+        count = int(s)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected 'all' or a positive int (how many of this machine's devices split each "
+            f"chunk's inputs), got {s!r}")
+    return count
+
+
+def _batch_sharding(args):
+    """``--devices``: ``None`` (JAX's default device), or a ``NamedSharding`` splitting each
+    chunk's batch axis over the first ``N`` (or all) of the local devices, a 1-D mesh
+    (``jax.local_devices()``, in their order). Refused here, before the model is read: more
+    devices than the machine has, and a ``--batch-size`` that does not split into whole
+    shards (a multiple of the device count)."""
+    if args.devices is None:
+        return None
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    local = jax.local_devices()
+    count = len(local) if args.devices == "all" else args.devices
+    if count > len(local):
+        raise ValueError(f"--devices {count}: this machine has {len(local)} "
+                         f"{local[0].platform.upper()} device{'s' * (len(local) > 1)} "
+                         f"(jax.local_devices()); pass at most {len(local)}, or all")
+    if args.batch_size >= 1 and args.batch_size % count:  # (others: explain_to_file's error)
+        up = -(-args.batch_size // count) * count
+        raise ValueError(f"--batch-size {args.batch_size} does not split over --devices "
+                         f"{args.devices} ({count} devices): expected a multiple of {count} "
+                         f"(each device explains batch-size / {count} inputs of every "
+                         f"chunk); pass e.g. --batch-size {up}")
+    mesh = Mesh(np.array(local[:count]), ("batch",))
+    return NamedSharding(mesh, PartitionSpec("batch"))
+
+
 def _seed(s: str) -> int:
     """``--seed``'s argparse type: an int in ``[0, SEED_LIMIT)``."""
     try:
@@ -560,6 +603,7 @@ def cmd_explain(args) -> int:
     if len(files) > 1 and getattr(method, "one_input", None):  # before loading the model
         raise _one_input_error(method, f"{len(files)} inputs ("
                                + ", ".join(f for _, f in files) + ")")
+    sharding = _batch_sharding(args)  # (before the model is read: a bad --devices fails fast)
     model, inputs, progress = _job(args)
     several = isinstance(inputs, list)
     targets = _parse_targets(args.targets, model, len(inputs[0] if several else inputs),
@@ -571,7 +615,7 @@ def cmd_explain(args) -> int:
         method = functools.partial(method, batch_size=options.pop("batch_size"))
     out = jaxsal.explain_to_file(method, model, inputs, args.out, targets=targets,
                                  batch_size=args.batch_size, on_chunk=progress,
-                                 keep_going=args.keep_going, **options)
+                                 keep_going=args.keep_going, sharding=sharding, **options)
     if isinstance(out, list):  # a map per input, each in its own file
         print("wrote " + "; ".join(
             f"{path}: {o.shape} {o.dtype}"
@@ -623,6 +667,7 @@ def cmd_evaluate(args) -> int:
     # (its lock is held, with --out's: main) never another job's output
     check_not_another_jobs([auc_path], args.out + ".progress.json",
                            {auc_path: f" (where --out {args.out} puts {AREAS})"})
+    sharding = _batch_sharding(args)
     model, inputs, progress = _job(args)
     maps = _load_npy(args.maps, "maps")
     if maps.ndim < 2 or len(maps) != len(inputs):
@@ -658,7 +703,7 @@ def cmd_evaluate(args) -> int:
                                     targets=_parse_targets(args.targets, model, len(inputs),
                                                            args.metric),
                                     batch_size=args.batch_size, on_chunk=progress,
-                                    keep_going=args.keep_going, **options)
+                                    keep_going=args.keep_going, sharding=sharding, **options)
     from jaxsal._src.job_files import replace_file, write_fix
     from jaxsal._src.curves import curve_area, curve_fractions, map_positions
 
@@ -706,6 +751,12 @@ KEEP_GOING_HELP = ("a chunk whose inputs or maps (given, or computed) are not fi
                    "job goes on; at the end the command lists those inputs and exits with "
                    "status 2 (running it again computes only the chunks left out; at "
                    "--batch-size 1, only the inputs at fault stay out)")
+DEVICES_HELP = ("split each chunk's inputs over this many of the machine's devices (GPUs, "
+                "TPU cores), or 'all': the batch axis sharded over a 1-D mesh of "
+                "jax.local_devices(), every device explaining its share of each chunk; "
+                "--batch-size must be a multiple of the device count. The file is the one "
+                "a single device writes, and resuming does not depend on it. Default: JAX's "
+                "default device")
 CACHE_HELP = ("folder of JAX's persistent compilation cache, reused across runs (default: "
               "$JAXSAL_CACHE_DIR, else none)")
 
@@ -721,6 +772,8 @@ def _job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help=BATCH_HELP)
     p.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"), help=CACHE_HELP)
     p.add_argument("--keep-going", action="store_true", help=KEEP_GOING_HELP)
+    p.add_argument("--devices", type=_devices, default=None, metavar="N|all",
+                   help=DEVICES_HELP)
 
 
 def main(argv=None) -> int:

@@ -156,6 +156,55 @@ def job():
     return {"rel": rel(got, want), "rel_small": rel(small, want[:3]), "seen": seen,
             "small_shape": list(small.shape), "refused": refused}
 attempt("explain_to_file", job)
+
+# the command line's --devices: each chunk split over a 1-D mesh of the local devices
+def command_line():
+    import contextlib, io
+    from jaxsal import cli
+    d = tempfile.mkdtemp()
+    xs, maps = os.path.join(d, "x.npy"), os.path.join(d, "maps.npy")
+    np.save(xs, np.asarray(x))
+    np.save(maps, np.asarray(jnp.abs(x[..., 0] - 0.5)))
+    model = os.path.join(sys.argv[1], "tests/fixtures/mnist_cnn_keras3.h5")
+    explain = ["explain", model, xs, "--method", "smoothgrad", "--seed", "0", "--option",
+               "n=3", "--targets", "1"]
+    evaluate = ["evaluate", model, xs, maps, "--metric", "deletion", "--targets", "1",
+                "--steps", "4", "--batch-size", "8"]
+    seen, orig = [], jaxsal.explain_to_file
+    def spy(*a, sharding=None, **kw):  # the sharding the command hands the job
+        seen.append(None if sharding is None else
+                    [len(sharding.device_set), list(sharding.spec)])
+        return orig(*a, sharding=sharding, **kw)
+    def run(args):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                rc = cli.main(args)
+            except SystemExit as e:  # argparse's refusals
+                rc = e.code
+        return rc, " ".join(err.getvalue().split())
+    jaxsal.explain_to_file = spy
+    try:
+        rcs = [run(explain + ["--batch-size", "4"] + more + ["--out", os.path.join(d, f)])[0]
+               for more, f in (([], "one.npy"), (["--devices", "all"], "all.npy"),
+                               (["--devices", "2"], "two.npy"))]
+        rcs += [run(evaluate + more + ["--out", os.path.join(d, f)])[0]
+                for more, f in (([], "d1.npy"), (["--devices", "all"], "d4.npy"))]
+        bad = os.path.join(d, "bad.npy")
+        refused = {"batch": run(explain + ["--batch-size", "6", "--devices", "all", "--out",
+                                           bad]),
+                   "many": run(explain + ["--devices", "5", "--out", bad]),
+                   "zero": run(explain + ["--devices", "0", "--out", bad]),
+                   "word": run(explain + ["--devices", "some", "--out", bad])}
+    finally:
+        jaxsal.explain_to_file = orig
+    load = lambda f: np.load(os.path.join(d, f))
+    return {"rcs": rcs, "seen": seen, "all": rel(load("all.npy"), load("one.npy")),
+            "two": rel(load("two.npy"), load("one.npy")),
+            "deletion": rel(load("d4.npy"), load("d1.npy")),
+            "areas": rel(load("d4.auc.npy"), load("d1.auc.npy")),
+            "bad_written": os.path.exists(bad), "refused": refused}
+attempt("command_line", command_line)
 # the README's recipe, as written (RISE's masks fewer, the file in a temporary folder)
 def readme():
     text = open(os.path.join(sys.argv[1], "README.md")).read()
@@ -229,6 +278,28 @@ def test_explain_to_file_places_each_chunk_with_the_sharding_given(results):
     assert r["seen"] == [[["data"], 4]] * 3, r["seen"]
     assert r["small_shape"] == [3, 28, 28]
     assert "multiple of the device count" in r["refused"] and "batch_size=6" in r["refused"]
+
+
+def test_the_command_line_splits_each_chunk_over_the_devices(results):
+    """``jaxsal explain`` / ``evaluate --devices N|all``: each chunk's batch axis split over a
+    1-D mesh of the first N (or all) local devices, the file that of one device (SmoothGrad's
+    noise keyed by each input's global index); a ``--batch-size`` that does not split into
+    whole shards, more devices than the machine has and a count that is not one are refused
+    before any work, naming the flag and what to pass."""
+    r = _ok(results, "command_line")
+    assert r["rcs"] == [0] * 5, r["rcs"]
+    assert r["seen"] == [None, [4, ["batch"]], [2, ["batch"]], None, [4, ["batch"]]]
+    assert r["all"] == 0 and r["two"] == 0, (r["all"], r["two"])
+    assert r["deletion"] < 1e-6 and r["areas"] < 1e-6, (r["deletion"], r["areas"])
+    refused = r["refused"]
+    assert refused["batch"][0] == 2 and "--batch-size 6 does not split over --devices all" \
+        in refused["batch"][1] and "pass e.g. --batch-size 8" in refused["batch"][1]
+    assert refused["many"][0] == 2 and "--devices 5: this machine has 4 CPU devices" \
+        in refused["many"][1]
+    for what in ("zero", "word"):
+        assert refused[what][0] == 2 and "expected 'all' or a positive int" \
+            in refused[what][1], refused[what]
+    assert not r["bad_written"]
 
 
 @pytest.mark.parametrize("name", [
