@@ -25,7 +25,7 @@ from keras import layers  # noqa: E402
 
 import jaxsal  # noqa: E402
 from import_helpers import perturb_keras  # noqa: E402
-from jaxsal._src.deeplift import MaxPoolDeltaRule, RescaleRule  # noqa: E402
+from jaxsal._src.deeplift import MaxPoolDeltaRule, RescaleRule, _halves, _pair  # noqa: E402
 from model_import import load_keras  # noqa: E402
 from model_import._layers.activations import (ACTIVATION_NAMES, NOT_ELEMENTWISE,  # noqa: E402
                                               get_activation)
@@ -155,11 +155,11 @@ def test_rounding_noise_between_the_halves_gives_the_gradient():
     ``rtol=0`` is Captum's rule, which divides the noise."""
     z = jnp.linspace(-3.0, 3.0, 64, dtype=jnp.float32)
     noisy = z * (1 + 3e-7 * jnp.cos(7 * z)) + 1e-6 * jnp.sin(5 * z)
-    pair = jnp.concatenate([noisy, z])
+    pair = _pair(noisy, z)  # the rules' batch: each input beside its reference
 
     def multipliers(rule, f):
         y, pull = jax.vjp(lambda v: rule(f, v), pair)
-        return np.asarray(pull(jnp.ones_like(y))[0][:64])
+        return np.asarray(_halves(pull(jnp.ones_like(y))[0])[0])
 
     for f in (jnp.tanh, jax.nn.elu, jax.nn.softplus, jax.nn.relu):
         grad = np.asarray(jax.vmap(jax.grad(f))(noisy))

@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 import jaxsal  # noqa: E402
-from jaxsal._src.deeplift import SoftmaxRule  # noqa: E402
+from jaxsal._src.deeplift import SoftmaxRule, _halves, _pair  # noqa: E402
 from test_lrp import _load  # noqa: E402
 
 
@@ -30,16 +30,15 @@ def _contributions(z1, z0, axis=-1):
     """(dz * m summed per cotangent one-hot): the rule's multipliers for each output unit,
     as the Jacobian-like matrix J[o, j] = multiplier of z_j for output o, times dz."""
     rule = SoftmaxRule()
-    both = jnp.concatenate([z1, z0])
+    both = _pair(z1, z0)  # the rules' batch: each input beside its reference
     y, pull = jax.vjp(lambda v: rule(v, axis), both)
-    n = z1.shape[0]
     size = z1.shape[-1]
     rows = []
     for o in range(size):
         g = jnp.zeros_like(both).at[..., o].set(1.0)
-        m = pull(g)[0][:n]
+        m = _halves(pull(g)[0])[0]
         rows.append(np.asarray(m * (z1 - z0)))
-    return np.stack(rows, 1), np.asarray(y[:n] - y[n:])  # (N, out, in), (N, out)
+    return np.stack(rows, 1), np.asarray(jnp.subtract(*_halves(y)))  # (N, out, in), (N, out)
 
 
 @pytest.mark.parametrize("case", ["random", "ties", "far_apart", "masked", "max_moves"])
@@ -67,7 +66,7 @@ def test_contributions_sum_to_the_difference(case):
 def test_equal_inputs_give_the_softmax_gradient():
     z = jnp.asarray(np.random.default_rng(1).normal(size=(2, 5)), jnp.float32)
     g = jnp.asarray(np.random.default_rng(2).normal(size=(4, 5)), jnp.float32)
-    both = jnp.concatenate([z, z])
+    both = _pair(z, z)
     got = jax.vjp(lambda v: SoftmaxRule()(v, -1), both)[1](g)[0]
     want = jax.vjp(lambda v: jax.nn.softmax(v, axis=-1), both)[1](g)[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)

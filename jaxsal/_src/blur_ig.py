@@ -165,8 +165,9 @@ def raw_blur_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: i
         def group(ks, valid):
             b = ks.shape[0]
             z, dz = blur_points(x, tables, ks, channels_first)
-            g = grads(params, z.reshape((b * n,) + x.shape[1:]), base.tile_batch(ids, b), ts)
-            g = g.reshape((b, n) + g.shape[1:])  # (b, N, Tc, ...)
+            # input-major (base.stack_rows): a batch sharded over its inputs stays sharded
+            g = grads(params, base.stack_rows(z), base.repeat_rows(ids, b), ts)
+            g = base.unstack_rows(g, b)  # (b, N, Tc, ...)
             w = jnp.where(valid, weights[ks], 0.0).reshape((b,) + (1,) * (dz.ndim - 1))
             return jnp.sum((w * dz)[:, :, None] * g, axis=0)
 

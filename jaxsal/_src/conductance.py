@@ -73,26 +73,27 @@ def _layer_path(name: str, weigh: Callable, alphas: Any, model: Any, x: ArrayLik
             n = jax.tree_util.tree_leaves(x)[0].shape[0]
             path = jnp.asarray(alphas)
 
-            def inputs(ks):  # the path points of ks, stacked: (b * N, ...)
+            def inputs(ks):
+                """The path points of ``ks``, stacked input-major (:func:`base.stack_rows`:
+                a batch sharded over its inputs stays sharded), ``(N b, ...)``."""
                 def point(s, e):
                     ak = path[ks].reshape((-1,) + (1,) * e.ndim).astype(e.dtype)
-                    return (s[None] + ak * (e - s)[None]).reshape((-1,) + e.shape[1:])
+                    return base.stack_rows(s[None] + ak * (e - s)[None])
 
                 return jax.tree_util.tree_map(point, x0, x)
 
             def A_at(ks):
                 A = run_model(m, params, inputs(ks), (L,))[1][L]
-                return A.reshape((len(ks), n) + A.shape[1:])
+                return base.unstack_rows(A, len(ks))  # (b, N, ...)
 
             def chunk_fn(ts):
                 def group(ks, valid):
                     k = len(ks)
                     _, A, pull = layer_pullback(m, params, inputs(ks), L,
-                                                (k * n,) + lt.shape[1:], sp, info,
-                                                base.tile_batch(ids_, k))
-                    G = jax.vmap(pull, out_axes=1)(ts)  # (k * N, Tc, *A)
-                    out = weigh(ks, G.reshape((k, n) + G.shape[1:]),
-                                A.reshape((k, n) + A.shape[1:]), A_at)
+                                                (n * k,) + lt.shape[1:], sp, info,
+                                                base.repeat_rows(ids_, k))
+                    G = jax.vmap(pull, out_axes=1)(ts)  # (N k, Tc, *A)
+                    out = weigh(ks, base.unstack_rows(G, k), base.unstack_rows(A, k), A_at)
                     mask = valid.reshape((k,) + (1,) * (out.ndim - 1))
                     return jnp.where(mask, out, 0.0).sum(axis=0)
 

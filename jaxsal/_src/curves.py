@@ -233,20 +233,21 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
             rank = rank.reshape(maps.shape).astype(jnp.int32)
             other_b = jnp.broadcast_to(other, x.shape)
             first, then = (other_b, x) if not insert else (x, other_b)
-            ids_rep = base.tile_batch(ids_, group)
+            ids_rep = base.repeat_rows(ids_, group)
             cnt = jnp.asarray(counts)
 
             def point(ks):  # (G,) pair indices -> (N, G) scores
                 t, k = ks // (steps + 1), ks % (steps + 1)
-                r = jnp.moveaxis(rank[:, t], 1, 0)  # (G, N, *R)
-                changed = r < cnt[k].reshape((-1,) + (1,) * (r.ndim - 1))
+                r = rank[:, t]  # (N, G, *R)
+                changed = r < cnt[k].reshape((1, -1) + (1,) * (r.ndim - 2))
                 if channel is not None:
                     changed = jnp.expand_dims(changed, channel + 1)
-                xm = jnp.where(changed, first[None], then[None]).reshape((-1,) + x.shape[1:])
-                y, cap = run_model(m, params, xm, sp.layers)
-                s = score_matrix(sp, info, y, cap, ids_rep).reshape(group, n, num)
-                s = jnp.take_along_axis(s, t[:, None, None], axis=2)[..., 0]  # (G, N)
-                return s.T
+                # (N G, ...) input-major (base.stack_rows' order): a batch sharded over its
+                # inputs stays sharded
+                xm = jnp.where(changed, first[:, None], then[:, None])
+                y, cap = run_model(m, params, xm.reshape((-1,) + x.shape[1:]), sp.layers)
+                s = score_matrix(sp, info, y, cap, ids_rep).reshape(n, group, num)
+                return jnp.take_along_axis(s, t[None, :, None], axis=2)[..., 0]  # (N, G)
 
             curve = base.map_chunks(point, total, group)  # (N, T (steps + 1))
             return curve.reshape(n, num, steps + 1)

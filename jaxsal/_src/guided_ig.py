@@ -154,11 +154,12 @@ def raw_guided_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps:
         feat = int(np.prod(x.shape[1:]))
         k = quantile_index(feat, fraction)
         x0 = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
-        # rows ordered (target, input)
-        xr = jnp.tile(x.reshape(n, feat), (tc, 1))
-        x0r = jnp.tile(x0.reshape(n, feat), (tc, 1))
-        ids_r = base.tile_batch(ids, tc)
-        rows_t = jnp.repeat(ts, n)
+        # rows ordered (input, target), input-major (base.repeat_rows): a batch sharded
+        # over its inputs stays sharded, each device's paths those of its own inputs
+        xr = jnp.repeat(x.reshape(n, feat), tc, axis=0)
+        x0r = jnp.repeat(x0.reshape(n, feat), tc, axis=0)
+        ids_r = base.repeat_rows(ids, tc)
+        rows_t = jnp.tile(ts, n)
         l1 = jnp.sum(jnp.abs(xr - x0r), axis=1)
         shape = (tc * n,) + x.shape[1:]
 
@@ -171,7 +172,7 @@ def raw_guided_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps:
             return z_new, attr + (z_new - z) * g
 
         _, attr = jax.lax.fori_loop(0, steps, body, (x0r, jnp.zeros_like(xr)))
-        return jnp.moveaxis(attr.reshape((tc, n) + x.shape[1:]), 0, 1)
+        return attr.reshape((n, tc) + x.shape[1:])
 
     return f
 

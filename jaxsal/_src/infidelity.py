@@ -125,7 +125,7 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
             y, cap = run_model(m, params, x, sp.layers)
             s0 = score_matrix(sp, info, y, cap, ids_)  # (N, T)
-            ids_rep = base.tile_batch(ids_, group)
+            ids_rep = base.repeat_rows(ids_, group)  # (input-major: stack_rows)
             if relative:  # x - baseline: one channel (squeezed) if the maps have none
                 gap = x - jnp.broadcast_to(b0, x.shape)
                 gap = gap if channel is None else jnp.squeeze(gap, channel)
@@ -136,10 +136,11 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
 
                 pert = jax.vmap(lambda k: jax.vmap(lambda i, xi: one(k, i, xi))(index, x))(ks)
                 full = pert if channel is None else jnp.expand_dims(pert, channel + 1)
-                xp = (x[None] - full).reshape((-1,) + x.shape[1:])  # (G N, ...)
+                # (N G, ...) input-major: a batch sharded over its inputs stays sharded
+                xp = base.stack_rows(x[None] - full)
                 yp, cp = run_model(m, params, xp, sp.layers)
-                ds = s0[None] - score_matrix(sp, info, yp, cp, ids_rep).reshape(
-                    group, n_in, num)  # (G, N, T)
+                ds = s0[None] - base.unstack_rows(score_matrix(sp, info, yp, cp, ids_rep),
+                                                  group)  # (G, N, T)
                 seen = jnp.where(gap == 0, pert, pert / jnp.where(gap == 0, 1, gap)) \
                     if relative else pert
                 lin = jnp.einsum("gn...,nt...->gnt", seen, maps, precision=_HIGHEST)
