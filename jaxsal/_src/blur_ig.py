@@ -160,8 +160,6 @@ def raw_blur_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: i
     grads = raw_gradients(model, spec, info)
 
     def f(params, x, ids, ts, weights, tables):
-        n = x.shape[0]
-
         def group(ks, valid):
             b = ks.shape[0]
             z, dz = blur_points(x, tables, ks, channels_first)

@@ -116,12 +116,11 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
     b0, batch_size, per_image, nb = base.masked_plan(p.model, p.x, b0, batch_size,
                                                      memory_budget)
     group = base.masked_chunk(n_samples, per_image, nb, batch_size, memory_budget)
-    m, spec, info, num = p.model, p.spec, p.info, p.spec.num
+    m, spec, info = p.model, p.spec, p.info
     relative = baseline is not None
 
     def build():
         def run(params, x, ids, maps, b0, key, index):
-            n_in = x.shape[0]
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
             y, cap = run_model(m, params, x, sp.layers)
             s0 = score_matrix(sp, info, y, cap, ids_)  # (N, T)
