@@ -122,6 +122,19 @@ def test_passes_take_rows_strided_through_the_batch(n, nb):
         assert len(loops) == (p > 1)
 
 
+def test_passes_on_a_mesh_hold_a_multiple_of_its_devices():
+    """On a mesh of ``d`` devices a pass holds a multiple of ``d`` inputs (so that it splits
+    over them: tests/test_several_devices.py), never more than the budget's ``nb``, padding
+    least; one device (no mesh) keeps ``nb``."""
+    assert base.device_multiple(6, 12, 4) == 4  # 3 passes of 4, not 2 of 6
+    assert base.device_multiple(10, 20, 4) == 4  # 5 of 4 (no padding), not 3 of 8 (24 rows)
+    assert base.device_multiple(11, 24, 4) == 8
+    assert base.device_multiple(8, 16, 4) == 8 and base.device_multiple(3, 8, 4) == 3
+    assert base.device_multiple(6, 12, 1) == 6
+    assert base.mesh_devices(jnp.ones((4, 2))) == 1
+    assert base.mesh_devices({"a": jnp.ones((4, 2))}) == 1
+
+
 def test_batch_sizes_sharing_a_plan_reuse_it(mnist, mnist_digits):
     """End to end: 8 and then 7 inputs under a budget of about 4 inputs per pass (the same
     ``nb``, hence the same cached program) give the maps of unsplit calls."""

@@ -1379,21 +1379,54 @@ def batch_chunk(n: int, per_example_bytes: int, memory_budget: int | None,
     return least_padding(n, nb)
 
 
+def mesh_devices(x: Any) -> int:
+    """How many devices the mesh of ``x``'s abstract sharding spans over the axes JAX
+    partitions itself (JAX's ``Auto`` and ``Explicit`` axes; not ``jax.shard_map``'s
+    ``Manual`` ones, inside which ``x`` is one device's rows): the devices a sharded batch
+    may be split over in the program being traced. 1 without a mesh (one device, or a JAX
+    release whose abstract values carry no sharding)."""
+    typeof = getattr(jax, "typeof", None)
+    leaves = jax.tree_util.tree_leaves(x)
+    if typeof is None or not leaves:
+        return 1
+    try:
+        mesh = typeof(leaves[0]).sharding.mesh
+        sizes, types = mesh.axis_sizes, mesh.axis_types
+    except (AttributeError, TypeError):
+        return 1
+    manual = getattr(getattr(jax.sharding, "AxisType", None), "Manual", None)
+    return math.prod(size for size, kind in zip(sizes, types) if kind != manual)
+
+
+def device_multiple(nb: int, n: int, d: int) -> int:
+    """Inputs per pass for ``n`` inputs in passes of at most ``nb`` on a mesh of ``d``
+    devices: ``nb`` where ``d`` divides it (or ``nb < d``), else a multiple of ``d`` below
+    it, the one that pads least, then with the fewest passes (``nb`` is a memory bound: never
+    more). A pass of a multiple of ``d`` inputs strided through a batch sharded over the
+    ``d`` devices is split over them; of another size (least_padding's choice, 6 of 12
+    inputs), XLA moved rows between the devices and each did more than its share."""
+    if d <= 1 or nb < d or nb % d == 0:
+        return nb
+    return min(range(d, nb + 1, d), key=lambda k: (math.ceil(n / k) * k, math.ceil(n / k)))
+
+
 def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
                 maybe: tuple[int, ...] = (), *, strided: bool = True):
-    """``run(params, x, ids, *rest)`` over sub-batches of ``nb`` inputs (``lax.map``, padded by
+    """``run(params, x, ids, *rest)`` over sub-batches of ``nb`` inputs (a loop, padded by
     repeating the last input), outputs put back in the inputs' order.
 
     ``strided`` (default): with ``P`` passes, pass ``k`` takes rows ``k, k + P, k + 2P, ...``
     (the batch reshaped ``(nb, P, ...)``), so a batch sharded over its inputs in contiguous
     blocks (several devices) stays sharded along each pass's ``nb`` rows where ``nb`` is a
-    multiple of the device count: every device runs every pass on its own rows. Passes of
-    contiguous rows (``strided=False``: pass ``k`` takes rows ``k nb ... k nb + nb - 1``)
-    each need a few devices' rows, and XLA moved rows between the devices (8 inputs on 4
-    devices in 2 passes of 4: each device did half the one-device program's work, not a
-    quarter). The passes' number and size are the same either way, and so is each input's
-    map where it does not depend on the other inputs of its pass (the only method whose map
-    does, ``scorecam``'s ``top_k_mode="union"``, keeps contiguous passes).
+    multiple of the device count: every device runs every pass on its own rows. On a mesh
+    (:func:`mesh_devices`), passes hold such a multiple (:func:`device_multiple`, never more
+    than ``nb``); on one device they are ``nb`` rows. Passes of contiguous rows
+    (``strided=False``: pass ``k`` takes rows ``k nb ... k nb + nb - 1``) each need a few
+    devices' rows, and XLA moved rows between the devices (8 inputs on 4 devices in 2 passes
+    of 4: each device did half the one-device program's work, not a quarter). On one device
+    the passes' number and size are the same either way, and so is each input's map where
+    it does not depend on the other inputs of its pass (the only method whose map does,
+    ``scorecam``'s ``top_k_mode="union"``, keeps contiguous passes).
 
     Arguments at ``per_example`` positions
     (``x``, ``ids``; an array or a structure of arrays, as ``x`` of a multi-input model) are
@@ -1425,15 +1458,17 @@ def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
         n = int(jax.tree_util.tree_leaves(x)[0].shape[0])
         if nb >= n:
             return run(*args)
-        n_chunks = math.ceil(n / nb)
-        pad = n_chunks * nb - n
+        # on a mesh of d devices, passes of a multiple of d inputs (fewer, never more)
+        size = device_multiple(nb, n, mesh_devices(x)) if strided else nb
+        n_chunks = math.ceil(n / size)
+        pad = n_chunks * size - n
 
         def cut(a):
             if pad:
                 a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
-            if strided:  # (nb, P, ...): pass k is column k, rows k, k + P, ...
-                return a.reshape((nb, n_chunks) + a.shape[1:])
-            return a.reshape((n_chunks, nb) + a.shape[1:])
+            if strided:  # (size, P, ...): pass k is column k, rows k, k + P, ...
+                return a.reshape((size, n_chunks) + a.shape[1:])
+            return a.reshape((n_chunks, size) + a.shape[1:])
 
         plan = {}  # argument position -> (its treedef, per-leaf split flags)
         for i in sorted(set(per_example) | set(maybe)):
@@ -1455,10 +1490,10 @@ def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
         if not strided:
             out = jax.lax.map(body, split)
             return jax.tree_util.tree_map(
-                lambda o: o.reshape((n_chunks * nb,) + o.shape[2:])[:n], out)
+                lambda o: o.reshape((n_chunks * size,) + o.shape[2:])[:n], out)
 
-        # pass k reads column k of the (nb, P, ...) inputs and writes column k of the
-        # (nb, P, ...) maps in place: the rows' axis stays leading (split over the devices
+        # pass k reads column k of the (size, P, ...) inputs and writes column k of the
+        # (size, P, ...) maps in place: the rows' axis stays leading (split over the devices
         # as the batch is), and no transposed copy of the inputs or the maps is made
         def column(parts, k):
             return {i: [jax.lax.dynamic_index_in_dim(v, k, axis=1, keepdims=False)
@@ -1466,7 +1501,7 @@ def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
 
         shapes = jax.eval_shape(lambda parts: body(column(parts, 0)), split)
         init = jax.tree_util.tree_map(
-            lambda o: _zeros_of(o, (nb, n_chunks) + tuple(o.shape[1:])), shapes)
+            lambda o: _zeros_of(o, (size, n_chunks) + tuple(o.shape[1:])), shapes)
 
         def step(k, acc):
             out = body(column(split, k))
@@ -1475,6 +1510,6 @@ def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
 
         out = jax.lax.fori_loop(0, n_chunks, step, init)
         return jax.tree_util.tree_map(
-            lambda o: o.reshape((n_chunks * nb,) + o.shape[2:])[:n], out)
+            lambda o: o.reshape((n_chunks * size,) + o.shape[2:])[:n], out)
 
     return wrapped
