@@ -307,3 +307,34 @@ def test_traced_images_are_refused_as_jax_refuses_a_tracer_read_on_the_host():
     for fn in (jaxsal.felzenszwalb, jaxsal.xrai_labels, jaxsal.xrai_segments):
         with pytest.raises(jax.errors.JAXTypeError, match="outside jax.jit"):
             jax.jit(fn)(np.zeros((1, 4, 4, 1)))
+
+
+def test_bfloat16_images_are_segmented_as_their_float32_values():
+    """NumPy does not count ml_dtypes' bfloat16 as a floating dtype: such images (a bfloat16
+    model's inputs) are segmented as float32, not refused as integer ones."""
+    x = np.random.default_rng(4).uniform(size=(1, 20, 18, 3))
+    bf = jax.numpy.asarray(x, jax.numpy.bfloat16)
+    f32 = np.asarray(bf.astype(jax.numpy.float32))
+    np.testing.assert_array_equal(jaxsal.felzenszwalb(bf, scale=50),
+                                  jaxsal.felzenszwalb(f32, scale=50))
+    np.testing.assert_array_equal(jaxsal.xrai_labels(bf, scales=[50, 300]),
+                                  jaxsal.xrai_labels(f32, scales=[50, 300]))
+
+
+def test_value_range_takes_numpy_numbers():
+    x = np.random.default_rng(5).uniform(size=(1, 16, 12, 1))
+    np.testing.assert_array_equal(
+        jaxsal.xrai_labels(x, value_range=(np.float32(-1), np.int64(1)), size=None),
+        jaxsal.xrai_labels(x, value_range=(-1, 1), size=None))
+
+
+@pytest.mark.parametrize("dtype, fix", [(np.float32, "as float64"),
+                                        (np.float64, "scale the images down")])
+def test_a_range_overflowing_the_dtype_is_refused_not_segmented_as_nan(dtype, fix):
+    """max - min overflowing the images' dtype would scale them to NaN (PAIR's code too),
+    whose edges compare false: labels that mean nothing."""
+    big = np.finfo(dtype).max / 1.5
+    x = np.zeros((1, 6, 5, 1), dtype)
+    x[0, :3], x[0, 3:] = -big, big
+    with pytest.raises(ValueError, match=f"image 0 spans .*overflows .*{fix}"):
+        jaxsal.xrai_labels(x, size=None)

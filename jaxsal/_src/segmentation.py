@@ -213,7 +213,8 @@ class TracedImagesError(jax.errors.JAXTypeError):
 
 def _check_images(images: ArrayLike, name: str, allow_int: bool = False) -> np.ndarray:
     """``images`` as ``(N, H, W, C)`` finite floats on the host (their own dtype; integer
-    ones as float64 with ``allow_int``), or a clear error."""
+    ones as float64 with ``allow_int``; bfloat16 ones, which NumPy does not count as floats,
+    as float32), or a clear error."""
     if isinstance(images, jax.core.Tracer):
         raise TracedImagesError(
             f"{name} segments concrete images on the host (a sequential graph algorithm), "
@@ -227,6 +228,9 @@ def _check_images(images: ArrayLike, name: str, allow_int: bool = False) -> np.n
                          "and move it last for channels-first ones")
     if allow_int and (np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
         x = x.astype(np.float64)
+    if not np.issubdtype(x.dtype, np.floating) and jax.dtypes.issubdtype(x.dtype,
+                                                                          np.floating):
+        x = x.astype(np.float32)  # bfloat16 and the float8s (ml_dtypes): not NumPy's floats
     if not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"{name}: expected floating-point images, got dtype {x.dtype}; "
                          "scale integer images to floats first (images / 255.0, as "
@@ -270,8 +274,9 @@ def felzenszwalb(images: ArrayLike, scale: float | Sequence[float] = 1.0, sigma:
     image at each scale.
 
     Args:
-      images: ``(N, H, W, C)`` floating-point images, channels last (``C = 1``: grayscale,
-        ``3``: RGB; any ``C``: the Euclidean distance over the channels), finite.
+      images: ``(N, H, W, C)`` floating-point images (bfloat16 too), channels last
+        (``C = 1``: grayscale, ``3``: RGB; any ``C``: the Euclidean distance over the
+        channels), finite.
       scale: a number >= 0 or a sequence of them (higher: larger segments; scikit-image's
         default 1). Every scale shares the smoothing and the sorted edges of an image.
       sigma: the Gaussian smoothing's standard deviation in pixels (0: none; default 0.8).
@@ -418,7 +423,8 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
 
     Args:
       images: ``(N, H, W, C)`` images, channels last (integer ones too: the scaling to
-        ``value_range`` makes them floats, as in PAIR's code).
+        ``value_range`` makes them floats, as in PAIR's code; bfloat16 ones are scaled as
+        float32).
       scales, sigma, min_size: :func:`felzenszwalb`'s (PAIR's: 50, 100, 150, 250, 500,
         1200; 0.8; 150).
       size: ``(h, w)`` to segment at (PAIR's 224x224, the scale its parameters are set for).
@@ -437,7 +443,9 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
             for d in dims)):
         raise ValueError(f"expected size=(h, w) as two positive ints or None, got {size!r}")
     if not (isinstance(value_range, (tuple, list)) and len(value_range) == 2
-            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value_range)
+            and all(isinstance(v, (int, float, np.integer, np.floating))
+                    and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+                    for v in value_range)
             and value_range[0] < value_range[1]):
         raise ValueError(f"expected value_range=(low, high) as two finite numbers, low < "
                          f"high, got {value_range!r}")
@@ -452,8 +460,16 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
     for i, img in enumerate(x):
         # PAIR's normalization, in the image's dtype and PAIR's order of operations
         lo, hi = np.min(img), np.max(img)
-        img = ((img - lo) / (hi - lo) * (high - low) + low if hi > lo
-               else np.full_like(img, low))
+        with np.errstate(over="ignore", invalid="ignore"):
+            img = ((img - lo) / (hi - lo) * (high - low) + low if hi > lo
+                   else np.full_like(img, low))
+        if not np.isfinite(img).all():  # hi - lo overflows the dtype: NaN labels otherwise
+            raise ValueError(
+                f"xrai_labels: image {i} spans {lo} to {hi}, a range that overflows "
+                f"{img.dtype} when scaled to value_range {value_range}; expected a range "
+                "finite in the images' dtype: " + (
+                    "scale the images down" if img.dtype == np.float64 else
+                    "pass the images as float64 (images.astype(np.float64))"))
         if dims is not None and dims != (h, w):
             img = _resize_like_skimage(img, dims)
         labels = _labels(img.astype(np.float64), scales, sigma, min_size)
