@@ -369,11 +369,30 @@ def by_sublayer_order(names: Sequence[str], layer: str) -> list[str]:
     ``BatchNormalization`` sublayer's moving statistics come after every other sublayer's
     kernels, where its archive keeps them with its gamma and beta, and a sublayer whose
     weights are all non-trainable (frozen) comes after every sublayer with trainable ones.
-    Keras 3 and layers without non-trainable weights list them so already (nothing
-    moves)."""
-    owners: dict[str, list[str]] = {layer: []}
+    Keras 3 lists them so too (``layer.trainable_weights + layer.non_trainable_weights``);
+    layers without non-trainable weights keep their order (nothing moves).
+
+    The layer's own scope is its name after the scopes of the models holding it
+    (``seq/own/c:0`` is layer ``own``'s own ``c`` in Keras 3's legacy ``.h5`` of a nested
+    Sequential ``seq``, ``seq/own/bn/...`` its sublayer ``bn``'s): the first run of the
+    name's segments equal to ``layer`` ends it, as :meth:`LegacyH5Weights._owner_layer`
+    finds the layer. Where no name holds ``layer`` (the file's name of a layer saved
+    without one in its config differs from the one Keras gives it on reloading, which the
+    architecture has), the scope the names share."""
+    k = layer.count("/") + 1
+    scoped = [n.split("/")[:-1] for n in names if "/" in n]
+    own = None
+    for segs in scoped:  # the scope up to the first run of the layer's name in a name
+        start = next((i for i in range(len(segs) - k + 1)
+                      if "/".join(segs[i:i + k]) == layer), None)
+        if start is not None:
+            own = "/".join(segs[:start + k])
+            break
+    if own is None:  # (commonprefix compares lists item by item)
+        own = "/".join(os.path.commonprefix(scoped)) or layer
+    owners: dict[str, list[str]] = {own: []}
     for n in names:
-        owners.setdefault(n.rsplit("/", 1)[0] if "/" in n else layer, []).append(n)
+        owners.setdefault(n.rsplit("/", 1)[0] if "/" in n else own, []).append(n)
     return [n for o in owners for n in owners[o]]
 
 

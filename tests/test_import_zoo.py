@@ -30,7 +30,8 @@ keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
 from import_helpers import perturb_keras, rel_err  # noqa: E402
-from model_import import KerasImportError, UnsupportedLayerError, load_keras  # noqa: E402
+from model_import import (KerasImportError, LayerImpl, UnsupportedLayerError,  # noqa: E402
+                          load_keras)
 
 TOL = 1e-5
 x64 = getattr(jax, "enable_x64", None)
@@ -877,3 +878,64 @@ def test_long_list_of_sublayers_listed_in_list_order(tmp_path):
     listed = re.findall(r"'blocks/(dense(?:_\d+)?)'", str(info.value))
     assert listed == ["dense"] + [f"dense_{k}" for k in range(1, 11)]
     assert "'blocks/dense_2' [(4, 5), (5,)]" in str(info.value)
+
+
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class FrozenOwn(layers.Layer):
+    """A Dense and a BatchNormalization sublayer, and weights of its own that are all
+    non-trainable: Keras 3's legacy .h5 lists them after the sublayers' trainable ones."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.proj = layers.Dense(3, name="proj")
+        self.bn = layers.BatchNormalization(name="bn")
+
+    def build(self, shape):
+        self.proj.build(shape)
+        self.bn.build((*shape[:-1], 3))
+        self.c = self.add_weight(shape=(3,), name="c", trainable=False)
+        self.g = self.add_weight(shape=(3,), name="g", trainable=False)
+
+    def call(self, x):
+        return self.bn(self.proj(x)) * self.g + self.c
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-1], 3)
+
+
+@keras.saving.register_keras_serializable(package="jaxsal_zoo")
+class FrozenOwnNamed(FrozenOwn):
+    """FrozenOwn whose config keeps its name (Keras 3 saves none for FrozenOwn: it is
+    reloaded as frozen_own, where the .h5 names its arrays seq/own/...)."""
+
+    def get_config(self):
+        return super().get_config()
+
+
+def _frozen_own(config, ctx):
+    names = ("c", "g", "k", "b", "gamma", "beta", "mean", "var")
+
+    def call(p, x, *, rt):
+        h = x @ p["k"] + p["b"]
+        h = (h - p["mean"]) / jax.numpy.sqrt(p["var"] + 1e-3)
+        return (h * p["gamma"] + p["beta"]) * p["g"] + p["c"]
+
+    return LayerImpl(call=call, convert_weights=lambda w: dict(zip(names, w)), n_weights=8,
+                     weight_groups=("proj", "bn"))
+
+
+@pytest.mark.parametrize("cls", [FrozenOwn, FrozenOwnNamed])
+@pytest.mark.parametrize("form", ["keras", "h5"])
+def test_own_non_trainable_weights_of_a_layer_in_a_nested_model(tmp_path, form, cls):
+    # the legacy .h5 names them "seq/own/c", "seq/own/g" (the nested Sequential's scope
+    # first), after the sublayers' kernels: still the layer's own, first as in the archive
+    i = keras.Input((4,))
+    seq = keras.Sequential([keras.Input((4,)), cls(name="own")], name="seq")
+    m = keras.Model(i, seq(i))
+    perturb_keras(m, kernels=True)
+    m.save(tmp_path / f"m.{form}")
+    assert ("name" in seq.get_config()["layers"][-1]["config"]) == (cls is FrozenOwnNamed)
+    x = np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32)
+    jm = load_keras(tmp_path / f"m.{form}",
+                    custom_layers={f"jaxsal_zoo>{cls.__name__}": _frozen_own})
+    assert rel_err(np.asarray(jm(x)), np.asarray(m.predict(x, verbose=0))) < TOL
