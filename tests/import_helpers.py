@@ -11,6 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def padded_tokens(n: int = 4, t: int = 7, vocab: int = 20, seed: int = 3) -> np.ndarray:
+    """``(n, t)`` int32 token ids drawn from ``[1, vocab)``, with 0 (the padding that
+    ``Embedding(mask_zero=True)`` masks) at the end of row 0 (from step 5), the start of row 1
+    (steps 0-2) and the middle of row 2 (step 3): ``n >= 3``, ``t >= 6``."""
+    x = np.random.default_rng(seed).integers(1, vocab, (n, t)).astype("int32")
+    x[0, 5:] = 0  # padded at the end
+    x[1, :3] = 0  # at the start
+    x[2, 3] = 0  # in the middle
+    return x
+
+
 def perturb_keras(model, seed: int = 0, *, rng: np.random.Generator | None = None,
                   kernels: bool = False) -> None:
     """Randomize ``model``'s normalization statistics, gammas/scales, betas, biases, PReLU

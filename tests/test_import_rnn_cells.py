@@ -26,8 +26,8 @@ import pytest
 keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
-from import_helpers import (keras_outputs, layer_errors, perturb_keras,  # noqa: E402
-                            rel_err, save_all_formats)
+from import_helpers import (keras_outputs, layer_errors, padded_tokens,  # noqa: E402
+                            perturb_keras, rel_err, save_all_formats)
 from model_import import KerasImportError, build_model, load_keras  # noqa: E402
 
 TOL = 1e-5
@@ -36,12 +36,8 @@ T = 7
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not support masking:UserWarning")
 
 
-def _tokens(n=4, vocab=20, seed=3):
-    x = np.random.default_rng(seed).integers(1, vocab, (n, T)).astype("int32")
-    x[0, 5:] = 0  # padded at the end
-    x[1, :3] = 0  # at the start
-    x[2, 3] = 0  # in the middle
-    return x
+def _tokens():
+    return padded_tokens(t=T, vocab=20)
 
 
 def _zoo_cells():

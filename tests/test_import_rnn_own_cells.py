@@ -29,7 +29,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import jaxsal  # noqa: E402
-from import_helpers import keras_outputs, layer_errors, perturb_keras, rel_err  # noqa: E402
+from import_helpers import (keras_outputs, layer_errors, padded_tokens,  # noqa: E402
+                            perturb_keras, rel_err)
 from model_import import (CellImpl, KerasImportError, LayerImpl, build_model,  # noqa: E402
                           load_keras)
 from own_cells import CELLS, minimal_cell, two_state_cell  # noqa: E402
@@ -92,12 +93,8 @@ class TwoStateCell(layers.Layer):
 
 
 # ---------------------------------------------------------------------- the zoo
-def _tokens(n=4, vocab=20, seed=3):
-    x = np.random.default_rng(seed).integers(1, vocab, (n, T)).astype("int32")
-    x[0, 5:] = 0  # padded at the end
-    x[1, :3] = 0  # at the start
-    x[2, 3] = 0  # in the middle
-    return x
+def _tokens():
+    return padded_tokens(t=T, vocab=20)
 
 
 def _zoo():
