@@ -146,6 +146,9 @@ def _parse_sizes(s: str, flag: str):
 #: default 32-bit mode keeps only the low 32 bits (2**32 would give seed 0's numbers, -1 those
 #: of 2**32 - 1), so only this range gives distinct keys, the same with and without x64.
 SEED_LIMIT = 2**32
+#: ``--batch-size`` where it is not given (with ``--devices N``: rounded down to a multiple
+#: of ``N``, see :func:`_batch_sharding`).
+DEFAULT_BATCH_SIZE = 64
 
 
 def _devices(s: str) -> int | str:
@@ -169,8 +172,12 @@ def _batch_sharding(args):
     chunk's batch axis over the first ``N`` (or all) of the local devices, a 1-D mesh
     (``jax.local_devices()``, in their order). Refused here, before the model is read: more
     devices than the machine has, and a ``--batch-size`` that does not split into whole
-    shards (a multiple of the device count)."""
+    shards (a multiple of the device count). Sets ``args.batch_size`` where it was not
+    given: :data:`DEFAULT_BATCH_SIZE`, on ``N`` devices rounded down to a multiple of ``N``
+    (63 on 3; at least ``N``), so that ``--devices 3`` runs without a ``--batch-size``."""
     if args.devices is None:
+        if args.batch_size is None:
+            args.batch_size = DEFAULT_BATCH_SIZE
         return None
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -181,7 +188,9 @@ def _batch_sharding(args):
         raise ValueError(f"--devices {count}: this machine has {len(local)} "
                          f"{local[0].platform.upper()} device{'s' * (len(local) > 1)} "
                          f"(jax.local_devices()); pass at most {len(local)}, or all")
-    if args.batch_size >= 1 and args.batch_size % count:  # (others: explain_to_file's error)
+    if args.batch_size is None:  # the default, made a multiple of the count
+        args.batch_size = max(count, DEFAULT_BATCH_SIZE - DEFAULT_BATCH_SIZE % count)
+    elif args.batch_size >= 1 and args.batch_size % count:  # (others: explain_to_file's)
         up = -(-args.batch_size // count) * count
         raise ValueError(f"--batch-size {args.batch_size} does not split over --devices "
                          f"{args.devices} ({count} devices): expected a multiple of {count} "
@@ -743,7 +752,8 @@ CONFIG_HELP = ("the architecture, for a weights-only MODEL (or to override the f
 HEAD_HELP = ("the scores followed: 'logits' (the output layer's activation replaced by "
              "linear), 'saved' (the model's own output), 'softmax', 'sigmoid', "
              "'sigmoid_complement'; default: {default}")
-BATCH_HELP = ("inputs per compiled call (default 64; the last chunk is padded to it); run "
+BATCH_HELP = ("inputs per compiled call (default 64, with --devices N a multiple of N: 63 "
+              "on 3; the last chunk is padded to it); run "
               "again at a smaller one after running out of memory: the finished inputs are "
               "kept")
 KEEP_GOING_HELP = ("a chunk whose inputs or maps (given, or computed) are not finite (NaN/inf) "
@@ -754,7 +764,8 @@ KEEP_GOING_HELP = ("a chunk whose inputs or maps (given, or computed) are not fi
 DEVICES_HELP = ("split each chunk's inputs over this many of the machine's devices (GPUs, "
                 "TPU cores), or 'all': the batch axis sharded over a 1-D mesh of "
                 "jax.local_devices(), every device explaining its share of each chunk; "
-                "--batch-size must be a multiple of the device count. The file is the one "
+                "a --batch-size given must be a multiple of the device count (the default "
+                "64 is rounded down to one: 63 on 3 devices). The file is the one "
                 "a single device writes, and resuming does not depend on it. Default: JAX's "
                 "default device")
 CACHE_HELP = ("folder of JAX's persistent compilation cache, reused across runs (default: "
@@ -769,7 +780,7 @@ def _model_source_arguments(p: argparse.ArgumentParser) -> None:
 
 def _job_arguments(p: argparse.ArgumentParser) -> None:
     """A batch job's chunking and compilation cache (``explain``, ``evaluate``)."""
-    p.add_argument("--batch-size", type=int, default=64, help=BATCH_HELP)
+    p.add_argument("--batch-size", type=int, default=None, help=BATCH_HELP)
     p.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"), help=CACHE_HELP)
     p.add_argument("--keep-going", action="store_true", help=KEEP_GOING_HELP)
     p.add_argument("--devices", type=_devices, default=None, metavar="N|all",

@@ -224,6 +224,8 @@ def command_line():
                                (["--devices", "2"], "two.npy"))]
         rcs += [run(evaluate + more + ["--out", os.path.join(d, f)])[0]
                 for more, f in (([], "d1.npy"), (["--devices", "all"], "d4.npy"))]
+        # no --batch-size on 3 devices: the default 64 made 63 (one chunk of 9, padded)
+        three = run(explain + ["--devices", "3", "--out", os.path.join(d, "three.npy")])
         bad = os.path.join(d, "bad.npy")
         refused = {"batch": run(explain + ["--batch-size", "6", "--devices", "all", "--out",
                                            bad]),
@@ -234,7 +236,8 @@ def command_line():
         jaxsal.explain_to_file = orig
     load = lambda f: np.load(os.path.join(d, f))
     return {"rcs": rcs, "seen": seen, "all": rel(load("all.npy"), load("one.npy")),
-            "two": rel(load("two.npy"), load("one.npy")),
+            "two": rel(load("two.npy"), load("one.npy")), "three_run": three,
+            "three": rel(load("three.npy"), load("one.npy")) if three[0] == 0 else None,
             "deletion": rel(load("d4.npy"), load("d1.npy")),
             "areas": rel(load("d4.auc.npy"), load("d1.auc.npy")),
             "bad_written": os.path.exists(bad), "refused": refused}
@@ -317,11 +320,15 @@ def test_the_command_line_splits_each_chunk_over_the_devices(results):
     1-D mesh of the first N (or all) local devices, the file that of one device (SmoothGrad's
     noise keyed by each input's global index); a ``--batch-size`` that does not split into
     whole shards, more devices than the machine has and a count that is not one are refused
-    before any work, naming the flag and what to pass."""
+    before any work, naming the flag and what to pass; without ``--batch-size`` the default
+    is made a multiple of the device count (``--devices 3`` runs)."""
     r = _ok(results, "command_line")
     assert r["rcs"] == [0] * 5, r["rcs"]
-    assert r["seen"] == [None, [4, ["batch"]], [2, ["batch"]], None, [4, ["batch"]]]
+    assert r["seen"] == [None, [4, ["batch"]], [2, ["batch"]], None, [4, ["batch"]],
+                         [3, ["batch"]]]
     assert r["all"] == 0 and r["two"] == 0, (r["all"], r["two"])
+    # without --batch-size, 3 devices run: the default (64) rounded down to a multiple (63)
+    assert r["three_run"][0] == 0 and r["three"] == 0, r["three_run"]
     assert r["deletion"] < 1e-6 and r["areas"] < 1e-6, (r["deletion"], r["areas"])
     refused = r["refused"]
     assert refused["batch"][0] == 2 and "--batch-size 6 does not split over --devices all" \
