@@ -67,6 +67,11 @@ per_shard = {
         m, a, 1, steps=4, batch_steps=1),
     "smoothgrad": lambda a, off: jaxsal.smoothgrad(m, a, 2, key=k, n=4, index_offset=off),
     "rise": lambda a, off: jaxsal.rise(m, a, [1, 2], key=k, n=16, grid=4, index_offset=off),
+    # a memory budget of passes of 1 within each device's 2 rows
+    "saliency_passes": lambda a, off: jaxsal.saliency(m, a, [1, 3], memory_budget=1 << 20),
+    "smoothgrad_passes": lambda a, off: jaxsal.smoothgrad(m, a, 2, key=k, n=4, index_offset=off,
+                                                          memory_budget=1 << 20),
+    "deeplift_passes": lambda a, off: jaxsal.deeplift(m, a, [1, 2], memory_budget=1 << 20),
 }
 for name, f in per_shard.items():
     def run(f=f):
@@ -76,6 +81,22 @@ for name, f in per_shard.items():
                                     out_specs=P("data")))(jax.device_put(x, rows))
         return {"rel": rel(got, want)}
     attempt("shard_map/" + name, run)
+
+# the devices split_batch sees: none inside jax.shard_map (its Manual axis: one device's
+# rows), the mesh's 4 for the batch sharded under one program
+def mesh_seen():
+    from jaxsal._src import base
+    got = {}
+    def look(where):
+        def f(a):
+            got[where] = base.mesh_devices(a)
+            return a
+        return f
+    jax.jit(jax.shard_map(look("shard_map"), mesh=mesh, in_specs=P("data"),
+                          out_specs=P("data")))(jax.device_put(x, rows))
+    jax.jit(look("jit"))(jax.device_put(x, rows))
+    return got
+attempt("mesh_devices", mesh_seen)
 
 # inputs sharded over the batch axis, the method called as usual
 global_view = {
@@ -284,7 +305,8 @@ def _ok(results, name):
 @needs_shard_map
 @pytest.mark.parametrize("name", [
     "saliency", "saliency_chunked", "guided_backprop", "gradcam", "layercam", "occlusion",
-    "fullgrad", "neuron_conductance", "integrated_gradients_loop", "smoothgrad", "rise"])
+    "fullgrad", "neuron_conductance", "integrated_gradients_loop", "smoothgrad", "rise",
+    "saliency_passes", "smoothgrad_passes", "deeplift_passes"])
 def test_shard_map_gives_the_maps_of_one_device(results, name):
     """Under ``jax.shard_map`` (its default ``check_vma=True``) each device explains its own
     rows. The gradient methods were refused (a one-hot cotangent without the scores' mesh
@@ -295,6 +317,14 @@ def test_shard_map_gives_the_maps_of_one_device(results, name):
     draws by the global index, so their rows equal one call too."""
     r = _ok(results, "shard_map/" + name)
     assert r["rel"] < 1e-5, f"{name}: {r['rel']:.2e} of the one-device maps' largest value"
+
+
+@needs_shard_map
+def test_split_batch_sees_the_mesh_but_not_shard_maps_axes(results):
+    """``base.mesh_devices``: inside ``jax.shard_map`` a method holds one device's rows (its
+    axis ``Manual``), and a budget's passes are not made multiples of the mesh's 4 devices
+    there; under one program over the sharded batch it sees the 4."""
+    assert _ok(results, "mesh_devices") == {"shard_map": 1, "jit": 4}
 
 
 @pytest.mark.parametrize("name", [
