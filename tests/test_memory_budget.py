@@ -277,3 +277,58 @@ def test_chunks_write_their_items_in_place():
     # one chunk's work beside the result, not a second result
     assert mem.temp_size_in_bytes < mem.output_size_in_bytes / 2, (
         mem.temp_size_in_bytes, mem.output_size_in_bytes)
+
+
+#: The methods whose copies (DeepLIFT's reference halves, path points, blurred images,
+#: guided paths, perturbed and masked inputs) are stacked input-major, and the random
+#: methods keyed by an input's global index: 7 inputs in strided passes of 3.
+_RESTACKED = {
+    "deeplift": lambda m, x, b: jaxsal.deeplift(m, x, [1, 2], baseline=x[::-1] * 0.5,
+                                                memory_budget=b),
+    "deeplift_shap": lambda m, x, b: jaxsal.deeplift_shap(
+        m, x, 1, baselines=x[:5] * 0.3, batch_baselines=2, memory_budget=b),
+    "layer_conductance": lambda m, x, b: jaxsal.layer_conductance(
+        m, x, [1, 2], layer="conv2d_2", steps=6, memory_budget=b),
+    "internal_influence": lambda m, x, b: jaxsal.internal_influence(
+        m, x, 1, layer="conv2d_2", steps=6, baseline=x * 0.2, memory_budget=b),
+    "blur_integrated_gradients": lambda m, x, b: jaxsal.blur_integrated_gradients(
+        m, x, [1, 2], steps=6, memory_budget=b),
+    "guided_integrated_gradients": lambda m, x, b: jaxsal.guided_integrated_gradients(
+        m, x, [1, 2], steps=8, baseline=x * 0.1, memory_budget=b),
+    "infidelity": lambda m, x, b: jaxsal.infidelity(
+        m, x, x[..., 0] - 0.5, 1, key=0, n=6, baseline=x * 0.3, memory_budget=b),
+    "deletion": lambda m, x, b: jaxsal.deletion(m, x, x[..., 0] - 0.5, 1, steps=8,
+                                                fill=x * 0.2, memory_budget=b).scores,
+    "smoothgrad": lambda m, x, b: jaxsal.smoothgrad(m, x, 2, key=0, n=4, index_offset=5,
+                                                    memory_budget=b),
+    "rise": lambda m, x, b: jaxsal.rise(m, x, 1, key=0, n=16, grid=4, fill=x * 0.1,
+                                        memory_budget=b),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_RESTACKED))
+def test_strided_passes_with_padding_give_the_maps_of_one_pass(mnist, mnist_digits, name):
+    """7 inputs in strided passes of 3 (pass ``k``: rows ``k, k + 3, k + 6``; the last two
+    rows of the ``(3, 3)`` layout copies of the last input) give the maps of one unsplit
+    call, for the methods whose copies are stacked input-major (per-input baselines and
+    fills split with their inputs) and the random ones (draws keyed by the global index).
+    The passes are forced to 3 (``split_batch`` given ``nb=3``; the programs built for it
+    are dropped after)."""
+    m = mnist.with_head("logits")
+    x = jnp.asarray(mnist_digits[:7])
+    f = _RESTACKED[name]
+    want = np.asarray(f(m, x, None))
+    orig, sizes = base.split_batch, []
+
+    def in_threes(run, nb, *args, **kwargs):
+        sizes.append(nb)
+        return orig(run, 3, *args, **kwargs)
+
+    base.clear_caches()
+    try:
+        with mock.patch.object(base, "split_batch", in_threes):
+            got = np.asarray(f(m, x, 1))  # (a budget of 1 byte: split_batch splits)
+    finally:
+        base.clear_caches()
+    assert sizes and all(nb < 7 for nb in sizes), sizes
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())

@@ -1416,7 +1416,9 @@ def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
     repeating the last input), outputs put back in the inputs' order.
 
     ``strided`` (default): with ``P`` passes, pass ``k`` takes rows ``k, k + P, k + 2P, ...``
-    (the batch reshaped ``(nb, P, ...)``), so a batch sharded over its inputs in contiguous
+    (the batch, padded to ``nb P`` rows, reshaped ``(nb, P, ...)``; each pass's maps are
+    written to column ``k`` of ``(nb, P, ...)`` maps, then the rows ``(nb P, ...)`` cut back
+    to ``(N, ...)``), so a batch sharded over its inputs in contiguous
     blocks (several devices) stays sharded along each pass's ``nb`` rows where ``nb`` is a
     multiple of the device count: every device runs every pass on its own rows. On a mesh
     (:func:`mesh_devices`), passes hold such a multiple (:func:`device_multiple`, never more

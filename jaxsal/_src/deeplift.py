@@ -62,7 +62,8 @@ PRODUCT_RULES = ("delta", "gradient")
 
 
 def _halves(a: Array) -> tuple[Array, Array]:
-    """The input half and the reference half of a paired batch ``[z; z']`` (:func:`_pair`)."""
+    """The input half and the reference half, each ``(N, ...)``, of a paired batch ``(2 N,
+    ...)`` ``[z; z']`` (:func:`_pair`: rows ``2 i`` and ``2 i + 1``)."""
     pairs = a.reshape((a.shape[0] // 2, 2) + a.shape[1:])
     return pairs[:, 0], pairs[:, 1]
 
@@ -77,7 +78,7 @@ def _pair(a: Array, r: Array) -> Array:
 
 
 def _both(a: Array) -> Array:
-    """One half's values for both halves of the batch axis."""
+    """One half's values ``(N, ...)`` for both halves of the batch axis, ``(2 N, ...)``."""
     return _pair(a, a)
 
 
