@@ -29,8 +29,9 @@ the cells' gates and two-tensor functions their gradient too (``products="gradie
 The rules need the reference's activations at every nonlinearity. As Captum does, the input
 and its reference run as one batch ``[x; x']`` (one forward pass), and the rules --
 ``jax.custom_vjp`` functions installed in the model's :class:`~model_import.Runtime` -- read
-the two halves of the batch axis. Every target's multipliers are one vmapped backward pass
-through that forward pass.
+the two halves of the batch axis, ``(2 N, ...)`` pair-major (:func:`_pair`: row ``2 i`` input
+``i``, row ``2 i + 1`` its reference; Captum's half after half did not stay split over
+devices). Every target's multipliers are one vmapped backward pass through that forward pass.
 """
 
 from __future__ import annotations
