@@ -398,8 +398,8 @@ def test_each_device_does_a_quarter_of_the_work(results, name):
     r = _ok(results, "flops/" + name)
     assert r["ratio"] < 0.3, f"{name}: each device does {r['ratio']:.2f} of the work"
     # (KernelSHAP's least-squares solve rounds otherwise in the split program: README)
-    # (infidelity's sums of squares: 1.3e-5 with jax 0.4.38)
-    tol = 5e-4 if name == "kernel_shap" else 3e-5 if name == "infidelity" else 1e-5
+    # (infidelity's squared differences of scores: 1.3e-5 with jax 0.4.38, 4.3e-5 with 0.12.1)
+    tol = 5e-4 if name == "kernel_shap" else 1e-4 if name == "infidelity" else 1e-5
     assert r["rel"] < tol, f"{name}: {r['rel']:.2e} of the one-device maps' largest value"
     assert r["devices"] == 4
 
