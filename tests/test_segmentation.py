@@ -287,6 +287,9 @@ def test_xrai_labels_of_other_sizes_are_pair_s():
 @pytest.mark.parametrize("call, error", [
     (lambda: jaxsal.felzenszwalb(np.zeros((4, 4, 3))), r"\(N, H, W, C\).*got shape \(4, 4, 3\)"),
     (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 3), np.uint8)), r"floating-point.*255"),
+    (lambda: jaxsal.felzenszwalb(np.zeros((2, 3, 32, 40))),
+     r"looks channels-first \(3 channels of 32x40\): pass np.moveaxis\(images, 1, -1\)"),
+    (lambda: jaxsal.xrai_segments(np.zeros((1, 1, 28, 28))), "looks channels-first"),
     (lambda: jaxsal.felzenszwalb(np.full((1, 4, 4, 1), np.nan)), "NaN"),
     (lambda: jaxsal.xrai_segments(np.full((1, 4, 4, 3), np.inf)), "NaN or infinite"),
     (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), scale=-1), "scale as a finite"),

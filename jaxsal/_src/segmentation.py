@@ -226,6 +226,11 @@ def _check_images(images: ArrayLike, name: str, allow_int: bool = False) -> np.n
                          f"(C = 1 for grayscale, 3 for RGB; N, H, W >= 1), got shape "
                          f"{x.shape}; add a channel axis to (N, H, W) images (x[..., None]) "
                          "and move it last for channels-first ones")
+    if x.shape[1] in (1, 3, 4) and x.shape[-1] > 4 and x.shape[2] > 4:
+        # (N, C, H, W): read as channels last it would be segmented along the wrong axes
+        raise ValueError(f"{name}: expected images of shape (N, H, W, C), channels last, got "
+                         f"shape {x.shape}, which looks channels-first ({x.shape[1]} channels "
+                         f"of {x.shape[2]}x{x.shape[3]}): pass np.moveaxis(images, 1, -1)")
     if allow_int and (np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
         x = x.astype(np.float64)
     if not np.issubdtype(x.dtype, np.floating) and jax.dtypes.issubdtype(x.dtype,
