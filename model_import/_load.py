@@ -18,7 +18,6 @@ from model_import._files import (Keras3Weights, LegacyH5Weights, WeightSource,
                                  recorded_backend, sniff)
 from model_import._graph import (MODEL_CLASSES, Graph, GraphBuilder, LayerCallError,
                                  functional_subclass)
-from model_import._layers.activations import uses_custom_activation
 from model_import._output_padding import padding_hint
 from model_import._model import HEADS, KerasModel
 from model_import._version import keras_backend_of, parse_version
@@ -427,8 +426,7 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
     builder = GraphBuilder(keras_version=keras_version, path=path, custom_layers=custom_layers,
                            keras_backend=keras_backend)
     graph = builder.build(config)
-    # a registered activation function is the user's code, which the config does not identify
-    if builder.builtin_only and not uses_custom_activation(config):
+    if builder.builtin_only:
         graph = dataclasses.replace(graph, fingerprint=_fingerprint(
             config, keras_version, keras_backend))
     if callable(source):

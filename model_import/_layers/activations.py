@@ -363,27 +363,6 @@ def with_own_activation(impl: LayerImpl, ctx: ConvertContext) -> LayerImpl:
     return dataclasses.replace(impl, activation=get_activation(act, ctx.keras_major, ctx))
 
 
-def uses_custom_activation(config: Any) -> bool:
-    """Whether an architecture config names, anywhere (inside wrappers, cells and nested
-    models too), an activation function registered with :func:`register_activation`: its
-    layers then compute the user's code, which the config does not identify."""
-    if isinstance(config, Mapping):
-        for k, v in config.items():
-            if "activation" in str(k) and v is not None and not _is_layer_spec(v):
-                try:
-                    name = activation_name(v)
-                except Exception:  # an unusual value: not a registered name
-                    name = None
-                if name is not None and _custom(name) is not None and name not in _named(3) \
-                        and name not in _named(2):
-                    return True
-            if uses_custom_activation(v):
-                return True
-    elif isinstance(config, (list, tuple)):
-        return any(uses_custom_activation(v) for v in config)
-    return False
-
-
 def _identity(params, x, *, rt):
     return x
 

@@ -328,8 +328,10 @@ class ConvertContext:
     keras_backend: str | None = None
     #: where the loader gives one, a list to which a converter that converts layers or cells
     #: it holds appends the classes it converted with the user's converters (a wrapper's
-    #: layer, an ``RNN``'s cell): the layer then computes the user's code, not the file's
-    #: alone, and jaxsal shares no compiled program between two loads of its file
+    #: layer, an ``RNN``'s cell), and to which ``get_activation`` appends the activation
+    #: functions it resolves to ones registered with ``register_activation``: the layer
+    #: then computes the user's code, not the file's alone, and jaxsal shares no compiled
+    #: program between two loads of its file
     user_converted: list | None = None
 
     def note_user_converter(self, class_name: str, conv: Any) -> None:
