@@ -239,14 +239,15 @@ def save_all_formats(model, directory, name: str) -> dict:
     return paths
 
 
-def load_saved(paths: dict, ext: str, model):
-    """``paths[ext]`` (from :func:`save_all_formats`) loaded by ``model_import``; a
-    ``.weights.h5`` with ``model``'s architecture."""
+def load_saved(paths: dict, ext: str, model, **kw):
+    """``paths[ext]`` (from :func:`save_all_formats`) loaded by ``model_import`` (``kw`` to
+    ``load_keras``: ``custom_layers=``...); a ``.weights.h5`` with ``model``'s
+    architecture."""
     from model_import import load_keras
 
     if ext == ".weights.h5":
-        return load_keras(paths[ext], config=model.to_json())
-    return load_keras(paths[ext])
+        return load_keras(paths[ext], config=model.to_json(), **kw)
+    return load_keras(paths[ext], **kw)
 
 
 def keras_outputs(model, names, x) -> dict:

@@ -29,7 +29,7 @@ import pytest
 keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
-from import_helpers import perturb_keras, rel_err  # noqa: E402
+from import_helpers import load_saved, perturb_keras, rel_err, save_all_formats  # noqa: E402
 from model_import import (KerasImportError, LayerImpl, UnsupportedLayerError,  # noqa: E402
                           load_keras)
 
@@ -78,30 +78,31 @@ def subclassed(tmp_path_factory):
     d = tmp_path_factory.mktemp("subclassed")
     m = _functional_subclasses()
     assert type(m).__name__ == "TrainStepModel"
-    m.save(d / "m.keras")
-    m.save(d / "m.h5")
-    m.save_weights(d / "m.weights.h5")
-    return m, d
+    return m, save_all_formats(m, d, "m")
 
 
-@pytest.mark.parametrize("form", ["keras", "h5", "weights"])
-def test_functional_subclass_loads_as_its_graph(subclassed, form):
-    m, d = subclassed
-    x = _inputs()
-    ref = np.asarray(m.predict(x, verbose=0))
-    if form == "weights":
-        jm = load_keras(d / "m.weights.h5", config=m.to_json())
-    else:
-        jm = load_keras(d / f"m.{form}")
-    assert rel_err(np.asarray(jm(x)), ref) < TOL
-    # the logits head: the same model with a linear last layer, in Keras
+def _keras_logits(m, x) -> np.ndarray:
+    """Keras's outputs of ``m`` (a softmax last layer) with that layer's activation linear."""
     last = m.layers[-1]
     last.activation = keras.activations.linear
     try:
-        logits = np.asarray(m.predict(x, verbose=0))
+        return np.asarray(m.predict(x, verbose=0))
     finally:
         last.activation = keras.activations.softmax
-    assert rel_err(np.asarray(jm.with_head("logits")(x)), logits) < TOL
+
+
+FORMS = [".keras", ".h5", ".weights.h5"]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_functional_subclass_loads_as_its_graph(subclassed, form):
+    m, paths = subclassed
+    x = _inputs()
+    ref = np.asarray(m.predict(x, verbose=0))
+    jm = load_saved(paths, form, m)
+    assert rel_err(np.asarray(jm(x)), ref) < TOL
+    # the logits head: the same model with a linear last layer, in Keras
+    assert rel_err(np.asarray(jm.with_head("logits")(x)), _keras_logits(m, x)) < TOL
     # the nested encoder's layers are addressable, as a Functional model's
     assert any(n.startswith("reg_model/") for n in jm.layer_names)
 
@@ -109,20 +110,20 @@ def test_functional_subclass_loads_as_its_graph(subclassed, form):
 def test_functional_subclass_rebuilt_config_finds_weights_by_keras_keys(subclassed):
     # a second build in the same session names its layers on (dense_7...), so the names
     # recorded in the weights file are not the architecture's and Keras loads by its keys
-    m, d = subclassed
+    m, paths = subclassed
     rebuilt = _functional_subclasses()
     assert {lay.name for lay in rebuilt.layers} != {lay.name for lay in m.layers}
-    rebuilt.load_weights(d / "m.weights.h5")
+    rebuilt.load_weights(paths[".weights.h5"])
     x = _inputs(1)
     ref = np.asarray(rebuilt.predict(x, verbose=0))
     assert rel_err(ref, np.asarray(m.predict(x, verbose=0))) < TOL  # Keras found them
-    jm = load_keras(d / "m.weights.h5", config=rebuilt.to_json())
+    jm = load_keras(paths[".weights.h5"], config=rebuilt.to_json())
     assert rel_err(np.asarray(jm(x)), ref) < TOL
 
 
 def test_functional_subclass_gradient_matches_central_differences(subclassed):
-    m, d = subclassed
-    jm = load_keras(d / "m.keras").with_head("logits")
+    m, paths = subclassed
+    jm = load_keras(paths[".keras"]).with_head("logits")
     x = [np.asarray(a[:1], np.float64) for a in _inputs(2)]
     p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), jm.params)
     w = np.random.default_rng(3).normal(size=2)
@@ -280,26 +281,21 @@ def made_of_sublayers(tmp_path_factory):
     h = layers.GlobalAveragePooling1D()(h)
     m = keras.Model(i, layers.Dense(3, activation="softmax")(h))
     perturb_keras(m, kernels=True)
-    m.save(d / "m.keras")
-    m.save(d / "m.h5")
-    m.save_weights(d / "m.weights.h5")
-    return m, d
+    return m, save_all_formats(m, d, "m")
 
 
-@pytest.mark.parametrize("form", ["keras", "h5", "weights"])
+@pytest.mark.parametrize("form", FORMS)
 def test_custom_layers_made_of_sublayers(made_of_sublayers, form):
-    m, d = made_of_sublayers
+    m, paths = made_of_sublayers
     x = np.random.default_rng(0).integers(0, 20, (3, 7)).astype(np.int32)
     ref = np.asarray(m.predict(x, verbose=0))
     custom = {"TokenAndPositionEmbedding": _token_and_position, "FFNBlock": _ffn_block}
-    kw = {"config": m.to_json()} if form == "weights" else {}
-    path = d / ("m.weights.h5" if form == "weights" else f"m.{form}")
-    jm = load_keras(path, custom_layers=custom, **kw)
+    jm = load_saved(paths, form, m, custom_layers=custom)
     assert rel_err(np.asarray(jm(x)), ref) < TOL
 
 
 def test_custom_layer_made_of_sublayers_without_weight_groups_says_where(made_of_sublayers):
-    m, d = made_of_sublayers
+    m, paths = made_of_sublayers
 
     def plain(config, ctx):  # reads the layer's own arrays only: none in a .keras
         return _token_and_position(config, ctx, groups=None)
@@ -309,15 +305,15 @@ def test_custom_layer_made_of_sublayers_without_weight_groups_says_where(made_of
             r"'token_and_position_embedding' \(TokenAndPositionEmbedding\) expects 2 weight "
             r"arrays, the file has 0.*'pos_emb' \[\(7, 8\)\], 'token_emb' \[\(20, 8\)\]\. "
             r"Give the converter's LayerImpl weight_groups=\(\.\.\.\)")):
-        load_keras(d / "m.keras", custom_layers=custom)
+        load_keras(paths[".keras"], custom_layers=custom)
     # with its own weight only, a block finds one array and is told about the others
     custom = {"TokenAndPositionEmbedding": _token_and_position,
               "FFNBlock": lambda c, ctx: _ffn_block(c, ctx, groups=None)}
     with pytest.raises(KerasImportError, match=(
             r"expects 7 weight arrays, the file has 1 .*'ffn/layers/dense' \[\(8, 16\), "
             r"\(16,\)\], 'ffn/layers/dense_1' \[\(16, 8\), \(8,\)\], 'norm' \[\(8,\), \(8,\)\]")):
-        load_keras(d / "m.keras", custom_layers=custom)
-    jm = load_keras(d / "m.h5", custom_layers=custom)  # the legacy .h5 needs no groups
+        load_keras(paths[".keras"], custom_layers=custom)
+    jm = load_keras(paths[".h5"], custom_layers=custom)  # the legacy .h5 needs no groups
     x = np.arange(14, dtype=np.int32).reshape(2, 7)
     assert rel_err(np.asarray(jm(x)), np.asarray(m.predict(x, verbose=0))) < TOL
 
@@ -818,33 +814,22 @@ def own_classes_nested(tmp_path_factory):
     h = layers.Bidirectional(CumRNN(2), name="bi_last", merge_mode="sum")(h)
     m = keras.Model(x, layers.Dense(3, activation="softmax", name="out")(h))
     perturb_keras(m, kernels=True)
-    m.save(d / "m.keras")
-    m.save(d / "m.h5")
-    m.save_weights(d / "m.weights.h5")
-    return m, d
+    return m, save_all_formats(m, d, "m")
 
 
-@pytest.mark.parametrize("form", ["keras", "h5", "weights"])
+@pytest.mark.parametrize("form", FORMS)
 def test_own_classes_in_nested_models_and_wrappers(own_classes_nested, form):
     # a Functional and a Sequential model used as layers, TimeDistributed, Bidirectional of
     # a recurrent layer of the user's own; the list's "proj" sublayer beside the nested
     # model's layer "proj" (the legacy .h5 names its arrays "heads/proj/kernel")
-    m, d = own_classes_nested
+    m, paths = own_classes_nested
     seq = m.get_layer("seq")
     assert "name" not in seq.get_config()["layers"][-1]["config"]  # Keras saved none
     x = np.random.default_rng(1).normal(size=(3, 5, 4)).astype(np.float32)
     ref = np.asarray(m.predict(x, verbose=0))
-    kw = {"config": m.to_json()} if form == "weights" else {}
-    path = d / ("m.weights.h5" if form == "weights" else f"m.{form}")
-    jm = load_keras(path, custom_layers=NESTED_OWN, **kw)
+    jm = load_saved(paths, form, m, custom_layers=NESTED_OWN)
     assert rel_err(np.asarray(jm(x)), ref) < TOL
-    last = m.layers[-1]
-    last.activation = keras.activations.linear
-    try:
-        logits = np.asarray(m.predict(x, verbose=0))
-    finally:
-        last.activation = keras.activations.softmax
-    assert rel_err(np.asarray(jm.with_head("logits")(x)), logits) < TOL
+    assert rel_err(np.asarray(jm.with_head("logits")(x)), _keras_logits(m, x)) < TOL
     assert "seq/list_heads" in jm.layer_names  # named as Keras names it when it reloads
 
 
