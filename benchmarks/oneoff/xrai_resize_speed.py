@@ -15,11 +15,11 @@ imported).
     python -m benchmarks.oneoff.xrai_resize_speed [--skimage]
 """
 
-import statistics
 import sys
-import time
 
 import numpy as np
+
+from benchmarks.oneoff.felzenszwalb_speed import show
 
 N, SIZE = 8, (224, 224)
 
@@ -27,17 +27,6 @@ N, SIZE = 8, (224, 224)
 def images():
     rng = np.random.default_rng(0)
     return rng.uniform(-1, 1, (N, 299, 299, 3)), rng.uniform(-1, 1, (40, 48, 3))
-
-
-def show(label, fn, reps=5):
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    print(f"{label}: median {statistics.median(times):.3f} s (min {min(times):.3f}, "
-          f"max {max(times):.3f})", flush=True)
 
 
 def main():
