@@ -921,12 +921,45 @@ def test_a_diverged_ascent_is_refused_not_returned():
     fine = jaxsal.maximize(m, [0, 1, 2], steps=5, key=0, **PLAIN)
     assert np.isfinite(np.asarray(fine.images)).all()
     huge = optax.sgd(3e38, momentum=0.9)
-    with pytest.raises(ValueError, match=r"diverged for \d of 3 units.*learning_rate"):
+    with pytest.raises(ValueError, match=r"failed for \d of 3 units.*diverged; lower the "
+                                         r"learning_rate"):
         jaxsal.maximize(m, [0, 1, 2], steps=20, key=0, optimizer=huge,
                         parameterization=jaxsal.fourier(), **PLAIN)
     raw = jaxsal.maximize(m, [0, 1, 2], steps=20, key=0, optimizer=huge,
                           parameterization=jaxsal.fourier(), check_finite=False, **PLAIN)
     assert not np.isfinite(np.asarray(raw.images)).all()
+
+
+def _nan_above_two(p, x):
+    """The linear model, but unit 2 is ``log(2 - y)``: NaN once ``y > 2`` (finite images)."""
+    y = _linear_fn(p, x)
+    return y.at[:, 2].set(jnp.where(y[:, 2] > 2.0, jnp.log(2.0 - y[:, 2]), y[:, 2]))
+
+
+def test_a_model_that_gives_nan_is_told_apart_from_a_diverged_ascent():
+    """A unit whose image is finite but whose objective is NaN (the model gives NaN there) was
+    reported as a diverged ascent with 'lower the learning_rate', which cannot help, and
+    without the step at which it went wrong; the computed results were lost with the error
+    (only a second run with check_finite=False gave back the finite rows). The error now
+    tells the two apart, gives the first non-finite step and keeps the results as .result."""
+    m = jaxsal.FunctionModel(_nan_above_two, {"w": jax.random.normal(jax.random.key(0),
+                                                                     (64, 3))},
+                             input_shape=(8, 8, 1))
+    raw = jaxsal.maximize(m, [0, 1, 2], steps=30, key=0, check_finite=False, **PLAIN)
+    traj = np.asarray(raw.trajectory)
+    assert np.isfinite(traj[:2]).all() and np.isfinite(np.asarray(raw.images)).all()
+    step = int(np.argmax(~np.isfinite(traj[2])))
+    assert 0 < step < 29 and not np.isfinite(float(raw.scores[2]))
+    with pytest.raises(ValueError, match=rf"failed for 1 of 3 units: positions 2 \(units "
+                                         rf"\[2\]\).*position 2 at step {step}\. Positions 2 "
+                                         r"have finite images on which the objective is not "
+                                         r"finite") as err:
+        jaxsal.maximize(m, [0, 1, 2], steps=30, key=0, **PLAIN)
+    assert "learning_rate" not in str(err.value)
+    kept = err.value.result
+    assert isinstance(kept, jaxsal.MaximizeResult)
+    for got, want in zip(kept[:3], raw[:3]):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, None])

@@ -462,8 +462,11 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         runs 6 units per chunk on CPU (64 of them peaked at 1.4 GB of RSS, all at once
         above 4.9 GB).
       check_finite: ``True`` (default): raise a ``ValueError`` naming the units whose image
-        or score is not finite (the ascent diverged: too large a learning rate, say), after
-        the run; ``False``: return them as they are (NaN rows beside the finite ones).
+        or score is not finite, after the run, with the step at which each one's objective
+        first was not finite and the cause (a non-finite image: the ascent diverged, too
+        large a learning rate, say; a finite image with a non-finite score: the model gives
+        NaN there); the error keeps every unit's result as ``error.result``. ``False``:
+        return them as they are (NaN rows beside the finite ones).
       pre_activation: with ``layer``, maximize the unit's values before the layer's fused
         activation (a ``Conv2D(..., activation="relu")`` before its ReLU, as Lucid's
         ``..._pre_relu`` layers): a channel whose ReLU output is zero on the starting image
@@ -493,16 +496,22 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         image_shape=image_shape, seed_images=seed_images, unit_chunk=unit_chunk,
         memory_budget=memory_budget, pre_activation=pre_activation)
     images, scores, trajectory = run(*args)
-    if check_finite:
-        _check_converged(images, scores, targets)
     if is_channels_first(model, 4):  # back to the model's own layout
         images = jnp.moveaxis(images, -1, -3)
-    return MaximizeResult(images, scores, trajectory, args[1])
+    result = MaximizeResult(images, scores, trajectory, args[1])
+    if check_finite:
+        _check_converged(result, targets)
+    return result
 
 
-def _check_converged(images: Array, scores: Array, targets: Any) -> None:
-    """Raise if a unit's image or score is not finite: its ascent diverged."""
-    ok = np.asarray(jnp.isfinite(scores) & jnp.isfinite(images.reshape(len(images), -1)).all(1))
+def _check_converged(result: MaximizeResult, targets: Any) -> None:
+    """Raise if a unit's image or score is not finite, saying for each such unit at which
+    step its objective first was not finite and whether its image is finite (the model or
+    objective gives NaN there) or not (the ascent diverged). The error keeps every unit's
+    result as ``error.result`` (the finite rows are not lost: nothing need run again)."""
+    images, scores, trajectory = result.images, result.scores, result.trajectory
+    finite_image = np.asarray(jnp.isfinite(images.reshape(len(images), -1)).all(1))
+    ok = np.asarray(jnp.isfinite(scores)) & finite_image
     if ok.all():
         return
     bad = np.flatnonzero(~ok)
@@ -511,11 +520,32 @@ def _check_converged(images: Array, scores: Array, targets: Any) -> None:
     labels = (f" (units {[int(ids[i]) for i in bad[:10]]})" if ids is not None
               and len(ids) == len(ok) and all(isinstance(t, (int, np.integer)) for t in ids)
               else "")
-    raise ValueError(
-        f"maximize: the ascent diverged for {len(bad)} of {len(ok)} units: positions "
-        f"{shown}{labels} have non-finite images or scores. Expected finite images; lower "
-        "the learning_rate (or the optimizer's step size), or pass check_finite=False to "
-        "get the results with those rows as they are")
+    nonfinite = ~np.isfinite(np.asarray(trajectory))
+
+    def listed(rows):
+        return ", ".join(str(int(i)) for i in rows[:10]) + (", ..." if len(rows) > 10 else "")
+
+    first = "; ".join(f"position {int(i)} at step {int(np.argmax(nonfinite[i]))}"
+                      if nonfinite[i].any() else f"position {int(i)} on the returned image only"
+                      for i in bad[:10]) + ("; ..." if len(bad) > 10 else "")
+    diverged, nan_model = bad[~finite_image[bad]], bad[finite_image[bad]]
+    cause = []
+    if len(diverged):
+        cause.append(f"Positions {listed(diverged)} have non-finite images: the ascent "
+                     "diverged; lower the learning_rate (or the optimizer's step size).")
+    if len(nan_model):
+        cause.append(f"Positions {listed(nan_model)} have finite images on which the objective "
+                     "is not finite: the model or the objective gives NaN or infinity there, "
+                     "which no learning rate fixes; check the model on such inputs.")
+    error = ValueError(
+        f"maximize: the ascent failed for {len(bad)} of {len(ok)} units: positions {shown}"
+        f"{labels} have non-finite images or scores. Their objective was first non-finite "
+        f"(of {trajectory.shape[1]} steps, counted from 0): {first}. {' '.join(cause)} "
+        "Expected finite images and scores. Every unit's result is kept as this error's "
+        ".result (the other rows are finite); check_finite=False returns it instead of "
+        "raising")
+    error.result = result
+    raise error
 
 
 def maximize_program(model: Any, targets: Any, **options):
