@@ -417,18 +417,25 @@ def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = N
         k = shape[0] if first else shape[-1]
         where = ("the model output" + (" (channels-first)" if first else "") if layer is None
                  else f"layer {layer!r}")
+        # a layer's maps in words: the shape seen here is channels-last also for the layer of
+        # a channels-first model (maximize optimizes its channels_last() view), whose own
+        # shape puts the channels first
+        maps = (f"maps of {shape[0]} rows x {shape[1]} columns, {k} channels"
+                if layer is not None and len(shape) == 3 and None not in shape[:2]
+                else f"shape {tuple(shape)}")
         idx = np.asarray(idx)
         if kind in ("output", "channel", "neuron"):
             ch = idx if kind != "neuron" else idx[..., 0]
             if k is not None and np.any(ch >= k):
                 raise ValueError(f"unit index {int(np.max(ch))} out of range: {where} has {k} "
-                                 f"units/channels (shape {tuple(shape)}); use 0..{k - 1}")
+                                 f"units/channels ({maps}); use 0..{k - 1}")
         if kind == "neuron" and len(shape) >= 3:
-            for ax in range(2):
+            for ax, axis in enumerate(("row", "column")):
                 p = idx[..., 1 + ax]
                 if shape[ax] is not None and np.any(p >= shape[ax]):
-                    raise ValueError(f"neuron position {int(np.max(p))} out of range on axis "
-                                     f"{ax} of {where} (shape {tuple(shape)})")
+                    raise ValueError(f"neuron position out of range: {axis} {int(np.max(p))} of "
+                                     f"{where}, which has {maps}; use a {axis} in "
+                                     f"0..{shape[ax] - 1} (position=(row, column))")
         if kind == "direction" and k is not None and idx.shape[-1] != k:
             raise ValueError(f"direction has {idx.shape[-1]} entries but {where} has {k} "
                              f"channels (shape {tuple(shape)}); pass a vector of length {k}")
