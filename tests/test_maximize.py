@@ -707,6 +707,22 @@ def test_exponents_are_positive_numbers(make, error):
         make()
 
 
+@pytest.mark.parametrize("squash", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("end", [0.0, 1.0])
+def test_a_squashed_start_at_the_end_of_the_range_is_refused(squash, end):
+    """pixels(init_value=0.0) (sigmoid or tanh) was accepted and started every pixel at a
+    variable of about -13.8 (the fraction clamped to 1e-6), where the squash is flat: on a
+    linear 8x8 model, 50 Adam(0.1) steps reached 0.05% of the optimum (tanh: 6%; from
+    init_value=0.05: 92%, tanh 99%). Refused with the fix; squash='clip' starts exactly at
+    the end."""
+    with pytest.raises(ValueError, match=rf"init_value strictly between 0 and 1 with "
+                                         rf"squash='{squash}', got {end:g}.*saturated.*"
+                                         r"squash='clip'"):
+        jaxsal.pixels(squash=squash, init_value=end)
+    jaxsal.pixels(squash="clip", init_value=end)  # the clipped pixels start at the end
+    jaxsal.pixels(squash=squash, init_value=abs(end - 0.05))
+
+
 def test_default_transforms_are_sized_to_each_round(monkeypatch):
     """With multi-scale rounds the default transforms follow each round's image size
     (jitter by size / 14): a 140-pixel image's 21-pixel first round was jittered by the

@@ -89,7 +89,9 @@ def pixels(*, squash: str = "sigmoid", init_value: float = 0.5,
       squash: how variables map into ``input_range``: ``"sigmoid"`` or ``"tanh"`` (smooth,
         always inside), or ``"clip"`` (the variable is the pixel value, clipped after every
         step: projected gradient ascent).
-      init_value: the starting image, as a fraction of the range (0 = ``lo``, 1 = ``hi``).
+      init_value: the starting image, as a fraction of the range (0 = ``lo``, 1 = ``hi``);
+        strictly between 0 and 1 for ``"sigmoid"`` and ``"tanh"``, which reach the ends of
+        the range only at infinity (a start there would be saturated).
       init_std: standard deviation of the starting noise, in variable units (for ``"clip"``,
         in fractions of the range, and the noisy start is clipped into the range).
     """
@@ -97,6 +99,16 @@ def pixels(*, squash: str = "sigmoid", init_value: float = 0.5,
         raise ValueError(f"pixels: expected squash in {SQUASHES}, got {squash!r}")
     init_value = check_real(init_value, "pixels", "init_value", low=0, high=1,
                             kind="a fraction of input_range")
+    if squash != "clip" and init_value in (0.0, 1.0):
+        # a squashed pixel reaches lo and hi only at infinity: the start would be clamped to
+        # a fraction _EPS from the bound (a variable of +-13.8), where the squash's slope is
+        # ~1e-6 and Adam's steps of ~learning_rate take 100+ steps to move a pixel at all
+        raise ValueError(f"pixels: expected init_value strictly between 0 and 1 with "
+                         f"squash={squash!r}, got {init_value:g}: a {squash} reaches the ends "
+                         f"of the range only at infinity, so the start would be saturated "
+                         f"(the ascent barely moves it for 100+ steps). Start near the end, "
+                         f"e.g. init_value={0.05 if init_value == 0 else 0.95}, or use "
+                         f"squash='clip' to start exactly at it")
     init_std = check_real(init_std, "pixels", "init_std", low=0)
 
     hyper = dict(squash=squash)
