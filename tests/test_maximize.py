@@ -954,6 +954,26 @@ def test_building_blocks_passed_the_wrong_way_are_refused_with_the_fix(mnist):
         jaxsal.maximize(mnist, [1], steps=1, regularizers=[jaxsal.lp_norm])
 
 
+def test_optax_objects_passed_the_wrong_way_are_refused_with_the_fix():
+    """optax.MultiSteps (a class whose transformation is a method) and an optax factory
+    (optimizer=optax.adam) were refused as "got MultiSteps" / "got function", without the
+    fix; the fix given works: MultiSteps' transformation updates every k-th step."""
+    m = _linear(jax.random.normal(jax.random.key(0), (64, 1)))
+    multi = optax.MultiSteps(optax.sgd(0.1), every_k_schedule=2)
+    with pytest.raises(TypeError, match=r"got MultiSteps; pass it as one: "
+                                        r"optimizer=opt\.gradient_transformation\(\)"):
+        jaxsal.maximize(m, [0], steps=4, optimizer=multi, **PLAIN)
+    for factory, public in ((optax.adam, "optax.adam"),
+                            (optax.contrib.reduce_on_plateau, "optax.contrib.reduce_on_plateau")):
+        with pytest.raises(TypeError, match=rf"the factory {public}; call it: "
+                                            rf"optimizer={public}\(\.\.\.\)"):
+            jaxsal.maximize(m, [0], steps=4, optimizer=factory, **PLAIN)
+    res = jaxsal.maximize(m, [0], steps=4, key=0, optimizer=multi.gradient_transformation(),
+                          parameterization=jaxsal.pixels(squash="clip"), **PLAIN)
+    t = np.asarray(res.trajectory[0])  # scores before steps 0..3: updates after 1 and 3
+    assert t[0] == t[1] and t[2] > t[1] and t[3] == t[2], t
+
+
 def test_a_diverged_ascent_is_refused_not_returned():
     """A learning rate far too large overflows the ascent to NaN images; they were returned
     beside the finite ones without a word. Now the call raises, naming the units; with

@@ -658,8 +658,17 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                          f"or an int >= 1 (units per chunk), got {unit_chunk!r}")
     memory_budget = base.check_budget(memory_budget)
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        # optax.MultiSteps is a class with the transformation as a method; a factory such as
+        # optax.adam or optax.contrib.reduce_on_plateau named by its public module
+        name, module = getattr(optimizer, "__name__", ""), getattr(optimizer, "__module__", "")
+        public = ".".join(p for p in module.split(".")[:2] if not p.startswith("_"))
+        hint = ("; pass it as one: optimizer=opt.gradient_transformation() (built once and "
+                "reused)" if callable(getattr(optimizer, "gradient_transformation", None))
+                else f" (the factory {public}.{name}; call it: optimizer={public}.{name}(...), "
+                "built once and reused)" if callable(optimizer) and name
+                and module.split(".")[0] == "optax" else "")
         raise TypeError(f"optimizer: expected an optax.GradientTransformation (e.g. "
-                        f"optax.adam(0.05)), got {type(optimizer).__name__}")
+                        f"optax.adam(0.05)), got {type(optimizer).__name__}{hint}")
     if parameterization is not None and not isinstance(parameterization,
                                                        _param.Parameterization):
         raise TypeError("parameterization: expected jaxsal.pixels(...), jaxsal.fourier(...) "
