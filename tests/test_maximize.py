@@ -954,6 +954,21 @@ def test_building_blocks_passed_the_wrong_way_are_refused_with_the_fix(mnist):
         jaxsal.maximize(mnist, [1], steps=1, regularizers=[jaxsal.lp_norm])
 
 
+@pytest.mark.parametrize("factory", [jaxsal.jitter, jaxsal.identity, jaxsal.compose,
+                                     jaxsal.standard_transforms, jaxsal.default_transforms])
+def test_compose_refuses_a_factory_with_the_fix(factory):
+    """compose(jaxsal.jitter, ...) was accepted (a factory is callable) and failed only while
+    maximize traced it: "jitter() takes 1 positional argument but 2 were given". maximize
+    refused such a factory as transforms= itself, not inside compose."""
+    name = factory.__name__
+    with pytest.raises(TypeError, match=rf"compose: .*got the factory jaxsal\.{name}; call "
+                                        rf"it: jaxsal\.{name}\(\.\.\.\)"):
+        jaxsal.compose(jaxsal.pad(1), factory)
+    # what the factories build, and functions of one's own, are transforms
+    t = jaxsal.compose(jaxsal.identity(), jaxsal.jitter(1), lambda k, x: x, jaxsal.compose())
+    assert t(jax.random.key(0), jnp.zeros((4, 4, 1))).shape == (4, 4, 1)
+
+
 def test_optax_objects_passed_the_wrong_way_are_refused_with_the_fix():
     """optax.MultiSteps (a class whose transformation is a method) and an optax factory
     (optimizer=optax.adam) were refused as "got MultiSteps" / "got function", without the

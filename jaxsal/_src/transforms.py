@@ -282,6 +282,14 @@ def compose(*transforms: Transform) -> Transform:
     for t in ts:
         if not callable(t):
             raise TypeError(f"compose: expected transforms (key, image) -> image, got {t!r}")
+        name = getattr(t, "__name__", "")
+        if (not isinstance(t, Closure) and t is not _identity and name
+                and not name.startswith("_")
+                and getattr(t, "__module__", "").startswith("jaxsal.")):
+            # a jaxsal factory (jitter, not jitter(2)): it failed only while tracing, with
+            # "jitter() takes 1 positional argument but 2 were given"
+            raise TypeError(f"compose: expected transforms (key, image) -> image, got the "
+                            f"factory jaxsal.{name}; call it: jaxsal.{name}(...)")
     return closure(_compose, transforms=ts)
 
 
