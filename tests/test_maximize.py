@@ -191,14 +191,21 @@ def test_equal_models_share_a_program_with_their_own_params(compiles):
         np.testing.assert_allclose(res.scores[0], x @ (sign * np.asarray(w[:, 0])), rtol=1e-4)
 
 
-def test_a_channels_first_model_compiles_once(compiles, tmp_path):
-    """maximize optimizes a channels-first model through a channels_last() view made on each
-    call; the view of the same model finds the program again."""
+@pytest.fixture(scope="module")
+def channels_first_model(tmp_path_factory):
+    """(2, 6, 8) images -> channels-first Conv2D "conv" (3 filters, maps (3, 4, 6)) -> Dense(2)."""
     keras = pytest.importorskip("keras")
     i = keras.Input((2, 6, 8))
     x = keras.layers.Conv2D(3, 3, data_format="channels_first", name="conv")(i)
-    keras.Model(i, keras.layers.Dense(2)(keras.layers.Flatten()(x))).save(tmp_path / "cf.keras")
-    m = load_keras(tmp_path / "cf.keras")
+    path = tmp_path_factory.mktemp("cf") / "cf.keras"
+    keras.Model(i, keras.layers.Dense(2)(keras.layers.Flatten()(x))).save(path)
+    return load_keras(path)
+
+
+def test_a_channels_first_model_compiles_once(compiles, channels_first_model):
+    """maximize optimizes a channels-first model through a channels_last() view made on each
+    call; the view of the same model finds the program again."""
+    m = channels_first_model
     first = jaxsal.maximize(m, [0, 1], steps=2, key=0, **PLAIN).images
     assert first.shape == (2, 2, 6, 8)  # the model's own layout
     compiles.n = 0
@@ -235,27 +242,23 @@ def test_output_units_of_a_channels_first_map_are_its_channels(tmp_path):
                                rtol=1e-5)
 
 
-def test_unit_and_position_errors_read_the_same_in_either_layout(tmp_path):
-    """A channels-first layer (4, 4, 6) is seen through the model's channels-last view as
-    (4, 6, 4): a neuron column 6 was refused as 'position 6 out of range on axis 1 of layer
-    'conv' (shape (4, 6, 4))', axis 1 of the user's own (4, 4, 6) being the rows, and without
+def test_unit_and_position_errors_read_the_same_in_either_layout(channels_first_model):
+    """A channels-first layer (3, 4, 6) is seen through the model's channels-last view as
+    (4, 6, 3): a neuron column 6 was refused as 'position 6 out of range on axis 1 of layer
+    'conv' (shape (4, 6, 3))', axis 1 of the user's own (3, 4, 6) being the rows, and without
     the valid range. Positions are now named as rows and columns with their range."""
-    keras = pytest.importorskip("keras")
-    i = keras.Input((2, 6, 8))
-    x = keras.layers.Conv2D(4, 3, data_format="channels_first", name="conv")(i)
-    keras.Model(i, keras.layers.Dense(2)(keras.layers.Flatten()(x))).save(tmp_path / "cf.keras")
-    m = load_keras(tmp_path / "cf.keras")
-    assert m.layer("conv").output_shape == (4, 4, 6)  # channels, rows, columns
-    maps = r"maps of 4 rows x 6 columns, 4 channels"
+    m = channels_first_model
+    assert m.layer("conv").output_shape == (3, 4, 6)  # channels, rows, columns
+    maps = r"maps of 4 rows x 6 columns, 3 channels"
     with pytest.raises(ValueError, match=rf"column 6 of layer 'conv', which has {maps}; use a "
                                          r"column in 0\.\.5 \(position=\(row, column\)\)"):
         jaxsal.maximize(m, jaxsal.neuron_objective("conv", 1, (3, 6)), steps=1, **PLAIN)
     with pytest.raises(ValueError, match=rf"row 4 of layer 'conv', which has {maps}; use a "
                                          r"row in 0\.\.3"):
         jaxsal.maximize(m, jaxsal.neuron_objective("conv", 1, (4, 5)), steps=1, **PLAIN)
-    with pytest.raises(ValueError, match=rf"index 4 out of range: layer 'conv' has 4 "
-                                         rf"units/channels \({maps}\); use 0\.\.3"):
-        jaxsal.maximize(m, [4], layer="conv", steps=1, **PLAIN)
+    with pytest.raises(ValueError, match=rf"index 3 out of range: layer 'conv' has 3 "
+                                         rf"units/channels \({maps}\); use 0\.\.2"):
+        jaxsal.maximize(m, [3], layer="conv", steps=1, **PLAIN)
     res = jaxsal.maximize(m, jaxsal.neuron_objective("conv", 1, (3, 5)), steps=1, **PLAIN)
     _, acts = m.apply(m.params, res.images, capture=["conv"])
     np.testing.assert_allclose(res.scores, acts["conv"][:, 1, 3, 5], rtol=1e-5)
