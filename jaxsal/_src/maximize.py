@@ -303,12 +303,17 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
             p = jax.lax.cond((i + 1) % r.every == 0, do, lambda p: p, p)
         return p
 
+    # a seed pixel at an end of the range would start where a sigmoid is flat and barely move
+    # (50 Adam steps: 2.5% of a linear model's optimum); it starts START_MARGIN inside
+    margin = 0.0 if _param.reaches_ends(par) else _param.START_MARGIN * (hi - lo)
+
     def one_unit(params, obj, key, seed):
         k_init, k_steps = jax.random.split(key)
         trajectory, p, start = [], None, 0
         for r, hw in enumerate(sizes):
             if r == 0:
-                p = par.project(par.from_image(_tf.resize(seed, hw), rng) if has_seed
+                p = par.project(par.from_image(jnp.clip(_tf.resize(seed, hw), lo + margin,
+                                                        hi - margin), rng) if has_seed
                                 else par.init(k_init, (*hw, C), rng), rng)  # start feasible
             else:
                 img = _tf.resize(par.to_image(p, rng), hw)
@@ -450,7 +455,9 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         the model accepts any size). Images whose size differs from a fixed model input are
         resized (bilinear) before the forward pass.
       seed_images: ``(H, W, C)`` or ``(T, H, W, C)`` starting images instead of noise, of
-        the images' size (``image_shape``; a seed of another size is refused).
+        the images' size (``image_shape``; a seed of another size is refused), clipped into
+        ``input_range``; with a parameterization that reaches its ends only at infinity (all
+        but ``pixels(squash="clip")``) 1% of the range inside it, where the squash is not flat.
 
       unit_chunk: optimize at most this many units at a time (``lax.map`` over chunks),
         a positive int; the size used is the one up to it that pads the last chunk least

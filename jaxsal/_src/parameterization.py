@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src.transforms import check_finite_array, check_real, closure, frozen
+from jaxsal._src.transforms import Closure, check_finite_array, check_real, closure, frozen
 
 Array = jax.Array
 Range = Sequence[float]
@@ -137,6 +137,22 @@ def _pixels_from_image(x, r, *, squash):
 
 def _pixels_project(u, r, *, squash):
     return jnp.clip(u, 0.0, 1.0) if squash == "clip" else u
+
+
+#: How far inside ``input_range`` (a fraction of it) a starting image (``seed_images``) is
+#: clipped for a parameterization that reaches the ends of the range only at infinity (a
+#: sigmoid or tanh): a pixel at an end would start where the squash is flat (its variable
+#: clamped to about -13.8) and barely move; 0.01 starts it at -4.6.
+START_MARGIN = 0.01
+
+
+def reaches_ends(par: Parameterization) -> bool:
+    """Whether ``par`` represents the ends of the range exactly (``pixels(squash="clip")``);
+    other parameterizations (sigmoid and tanh pixels, ``fourier``, custom ones) start a seed
+    :data:`START_MARGIN` inside the range."""
+    proj = par.project
+    return (isinstance(proj, Closure) and proj.fn is _pixels_project
+            and dict(proj.hyper).get("squash") == "clip")
 
 
 # Square root of the colour correlation of ImageNet RGB pixels (an empirical statistic; the
