@@ -528,6 +528,21 @@ def test_rgb_fourier_standard_transforms(fixtures_dir):
     assert float(jnp.abs(res.images[..., 0] - res.images[..., 1]).max()) > 1.0
 
 
+def test_a_colour_matrix_for_images_without_three_channels_is_refused():
+    """fourier(color_matrix=M) mixes RGB channels; on a grayscale (or 4-channel) model the
+    matrix given was skipped without a word. The default decorrelation still skips them."""
+    m = _linear(jax.random.normal(jax.random.key(0), (64, 1)))  # 8x8x1 images
+    given = jaxsal.fourier(color_matrix=np.diag([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match=r"fourier: a \(3, 3\) color_matrix mixes the "
+                                         r"channels of RGB images; these images have 1 "
+                                         r"channel.*decorrelate=False"):
+        jaxsal.maximize(m, [0], steps=1, parameterization=given, **PLAIN)
+    x = jnp.full((4, 4, 1), 0.3)
+    for par in (jaxsal.fourier(), jaxsal.fourier(color_matrix=np.eye(3), decorrelate=False)):
+        back = par.to_image(par.from_image(x, (0.0, 1.0)), (0.0, 1.0))
+        np.testing.assert_allclose(back, x, atol=1e-6)
+
+
 def test_linear_function_model_reaches_the_analytic_optimum():
     """For y = W^T vec(x) with x in [0, 1], the maximizer of unit k is x = [W[:, k] > 0]."""
     w = jax.random.normal(jax.random.key(0), (8 * 8, 3))

@@ -188,7 +188,8 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
       decay_power: spectral decay exponent (1 in the Distill article).
       decorrelate: use the colour decorrelation for RGB.
       init_std: standard deviation of the initial coefficients.
-      color_matrix: a ``(3, 3)`` matrix to use instead of ImageNet's.
+      color_matrix: a ``(3, 3)`` matrix to use instead of ImageNet's, for 3-channel images
+        (on images of other channel counts, which are not decorrelated, it is refused).
     """
     decay_power = check_real(decay_power, "fourier", "decay_power", low=0)
     init_std = check_real(init_std, "fourier", "init_std", low=0)
@@ -201,7 +202,9 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
                          f"are mapped back through its inverse), got rank "
                          f"{np.linalg.matrix_rank(cm)}: {cm.tolist()}")
     cm = cm / np.max(np.linalg.norm(cm, axis=0))
-    mix = dict(decay_power=float(decay_power), decorrelate=bool(decorrelate))
+    # a matrix given for RGB must not be skipped without a word on images of other channels
+    mix = dict(decay_power=float(decay_power), decorrelate=bool(decorrelate),
+               given=color_matrix is not None)
     to_rgb, from_rgb = (frozen(np.asarray(m, np.float32)) for m in (cm, np.linalg.inv(cm)))
     return Parameterization(
         closure(_fourier_init, init_std=float(init_std)),
@@ -210,9 +213,14 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
         _keep, f"fourier(decay={float(decay_power)})")
 
 
-def _mix(v, matrix, decorrelate):  # v (H, W, C)
+def _mix(v, matrix, decorrelate, given):  # v (H, W, C)
     if decorrelate and v.shape[-1] == 3:
         return v @ jnp.asarray(np.asarray(matrix, np.float32).T)
+    if decorrelate and given:
+        raise ValueError(f"fourier: a (3, 3) color_matrix mixes the channels of RGB images; "
+                         f"these images have {v.shape[-1]} channel(s) (shape {v.shape}). Drop "
+                         "color_matrix (other channel counts are not decorrelated) or pass "
+                         "decorrelate=False")
     return v
 
 
@@ -221,18 +229,18 @@ def _fourier_init(key, shape, r, *, init_std):
     return init_std * jax.random.normal(key, (2, c, h, w), jnp.float32)
 
 
-def _fourier_to_image(p, r, *, matrix, decay_power, decorrelate):
+def _fourier_to_image(p, r, *, matrix, decay_power, decorrelate, given):
     lo, hi = r
     _, c, h, w = p.shape
     spec = (p[0] + 1j * p[1]) * _spectrum_scale(h, w, decay_power)
     v = jnp.real(jnp.fft.ifft2(spec, norm="ortho")).astype(jnp.float32)  # (C, H, W)
-    v = _mix(jnp.transpose(v, (1, 2, 0)), matrix, decorrelate)
+    v = _mix(jnp.transpose(v, (1, 2, 0)), matrix, decorrelate, given)
     return lo + (hi - lo) * jax.nn.sigmoid(v)
 
 
-def _fourier_from_image(x, r, *, matrix, decay_power, decorrelate):
+def _fourier_from_image(x, r, *, matrix, decay_power, decorrelate, given):
     h, w, c = x.shape
-    v = _mix(_unsquash(_unit(x, r), "sigmoid"), matrix, decorrelate)
+    v = _mix(_unsquash(_unit(x, r), "sigmoid"), matrix, decorrelate, given)
     spec = jnp.fft.fft2(jnp.transpose(v, (2, 0, 1)), norm="ortho")
     spec = spec / _spectrum_scale(h, w, decay_power)
     return jnp.stack([spec.real, spec.imag]).astype(jnp.float32)
