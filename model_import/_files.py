@@ -687,22 +687,34 @@ def read_sharded_weights(path: str) -> h5py.File:
     merged = h5py.File(f"{os.path.abspath(path)}.merged", "w", driver="core",
                        backing_store=False)
     try:
-        _merge_shards(merged, folder, shards, path)
+        _merge_shards(merged, folder, shards, path, _top_groups(index["weight_map"]))
     except BaseException:
         merged.close()
         raise
     return merged
 
 
-def _merge_shards(merged: h5py.File, folder: str, shards: list[str], path: str) -> None:
+def _top_groups(weight_map: dict) -> set[str]:
+    """The top-level groups of a ``.weights.h5`` that the index of its shards maps
+    (``"/layers/dense/vars"`` -> ``layers``; a compiled model's ``optimizer`` too)."""
+    return {str(k).strip("/").split("/")[0] for k in weight_map} - {""}
+
+
+def _merge_shards(merged: h5py.File, folder: str, shards: list[str], path: str,
+                  tops: set[str]) -> None:
+    # A shard holds some of the groups its index maps: the layers' and the model's own
+    # ("layers", "vars"), and a compiled model's optimizer state, which comes after the
+    # layers' weights and fills the last shards alone (Adam: two slots per weight)
+    expected = sorted(tops | {"layers", "vars"})
     for name in shards:
         shard_path = os.path.join(folder, name)
         with _open_h5(shard_path) as shard:
-            if "layers" not in shard and "vars" not in shard:
+            if not set(shard.keys()) & set(expected):
                 raise KerasImportError(
-                    f"the shard {name} has no 'layers' or 'vars' group (found "
-                    f"{sorted(shard.keys())}); expected part of a .weights.h5 file",
-                    path=path)
+                    f"the shard {name} holds none of the groups of a .weights.h5 file that "
+                    f"its index maps (expected some of {expected}, found "
+                    f"{sorted(shard.keys())}): it is not part of these weights; save the "
+                    "weights again", path=path)
 
             def copy(obj_name, obj, shard_path=shard_path):
                 if isinstance(obj, h5py.Dataset):

@@ -14,8 +14,7 @@ from model_import import KerasImportError, load_keras
 keras = pytest.importorskip("keras")
 
 
-@pytest.fixture(scope="module")
-def small():
+def _small_model():
     L = keras.layers
     inp = keras.Input((6, 6, 2))
     h = L.Conv2D(3, 3, activation="relu")(inp)
@@ -23,6 +22,12 @@ def small():
     out = L.Dense(4, activation="softmax")(L.Flatten()(h))
     model = keras.Model(inp, out)
     perturb_keras(model, seed=5, kernels=True)
+    return model
+
+
+@pytest.fixture(scope="module")
+def small():
+    model = _small_model()
     x = np.random.default_rng(5).normal(size=(3, 6, 6, 2)).astype("float32")
     return model, x, model.predict(x, verbose=0)
 
@@ -67,6 +72,37 @@ def test_sharded_weights_load_with_the_architecture(small, tmp_path):
     with pytest.raises(KerasImportError, match="config=") as info:
         load_keras(index)  # weights only
     assert str(index) in str(info.value)
+
+
+def test_sharded_weights_of_a_compiled_model_with_shards_of_optimizer_state_only(tmp_path):
+    # A compiled model's weights hold its optimizer's state (Adam: two arrays per weight)
+    # after the layers', so the last shards of a trained model hold nothing else; Keras
+    # loads them (and ignores that state in load_weights of an uncompiled model)
+    import h5py
+
+    model = _small_model()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)  # the slots fit() would create
+    x = np.random.default_rng(6).normal(size=(3, 6, 6, 2)).astype("float32")
+    index, shards = _shard(model, tmp_path / "w", 1e-6)
+    tops = []
+    for name in shards:
+        with h5py.File(index.parent / name, "r") as f:
+            tops.append(sorted(f.keys()))
+    assert tops[0] == ["layers", "optimizer", "vars"] and ["optimizer"] in tops[1:], tops
+    m = load_keras(index, config=model.to_json())
+    assert rel_err(m(x), model.predict(x, verbose=0)) < 1e-6
+
+
+def test_shard_without_the_groups_its_index_lists_is_refused(small, tmp_path):
+    model, _, _ = small
+    index, shards = _shard(model, tmp_path / "w", 7.2e-7)
+    import h5py
+
+    with h5py.File(index.parent / shards[-1], "w") as f:  # another file under a shard's name
+        f.create_group("model_weights")
+    with pytest.raises(KerasImportError, match=shards[-1] + ".*model_weights"):
+        load_keras(index, config=model.to_json())
 
 
 def test_one_shard_of_several_is_refused_naming_the_index(small, tmp_path):
