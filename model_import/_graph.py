@@ -1408,11 +1408,21 @@ class GraphBuilder:
                    f"converter apart from Keras's {cls}"))
         if conv is None:
             if cls == "Lambda":
+                fn = _lambda_function_name(cfg)
+                stored = ("a Lambda layer stores Python bytecode, which cannot be ported"
+                          if fn is None else
+                          f"a Lambda layer runs Python code; this one calls {fn!r}, which the "
+                          "file records by its name only (no code), so it cannot be ported"
+                          + ("; a keras.applications preprocess_input loads when called "
+                             "on the Keras tensor itself, x = preprocess_input(inputs) without "
+                             "a Lambda (Keras records the operations it runs), or apply it to "
+                             "the inputs before the model" if "preprocess_input" in fn
+                             else ""))
                 raise UnsupportedLayerError(
                     name, cls, path=self.path,
-                    detail="a Lambda layer stores Python bytecode, which cannot be ported. "
-                    "Write its computation in JAX; the converter receives the layer's "
-                    "config, so one 'Lambda' converter can dispatch on config['name']")
+                    detail=f"{stored}. Write its computation in JAX; the converter receives "
+                    "the layer's config, so one 'Lambda' converter can dispatch on "
+                    "config['name']")
             if cls in _STRING_LAYERS:
                 raise UnsupportedLayerError(
                     name, cls, path=self.path,
@@ -1683,6 +1693,24 @@ class GraphBuilder:
         return Graph(name, cls, specs, tuple(order), inputs, outputs, tuple(in_shapes),
                      tuple(in_dtypes), single, in_dict_keys, out_dict_keys,
                      null_mask=_masking.null_mask_rule(self.keras_version))
+
+
+def _lambda_function_name(cfg: Mapping[str, Any]) -> str | None:
+    """The function a Lambda layer's config records by name (a ``def``, not a ``lambda``,
+    whose bytecode is stored instead): Keras 3 writes ``{"class_name": "function", "config":
+    "preprocess_input", "module": "builtins"}``, tf.keras ``function_type: "function"`` with
+    the name and its ``module``; ``None`` for bytecode."""
+    fn = cfg.get("function")
+    if isinstance(fn, Mapping) and fn.get("class_name") == "function":
+        name, module = fn.get("config"), fn.get("module")
+    elif cfg.get("function_type") == "function":
+        name, module = fn, cfg.get("module")
+    else:
+        return None
+    if not isinstance(name, str):
+        return None
+    return f"{module}.{name}" if isinstance(module, str) and module not in ("builtins",
+                                                                           "__main__") else name
 
 
 def _module_of(layer_cfg: Mapping[str, Any]) -> str:

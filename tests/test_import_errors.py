@@ -212,6 +212,19 @@ def test_lambda_layer_is_reported(tmp_path):
         assert "register_layer('Lambda')" in str(err)
 
 
+def test_lambda_of_a_named_function_is_reported_by_that_name(tmp_path):
+    # Lambda(keras.applications.mobilenet_v2.preprocess_input): Keras 3 records a def by its
+    # name only (no code, module "builtins"), not bytecode as for a lambda
+    inp = keras.Input((4, 4, 3))
+    h = keras.layers.Lambda(keras.applications.mobilenet_v2.preprocess_input, name="prep")(inp)
+    m = keras.Model(inp, keras.layers.Dense(2)(h))
+    for p in (tmp_path / "fn.keras", tmp_path / "fn.h5"):
+        m.save(p)
+        msg = str(_raises_import_error(p, "Lambda"))
+        assert "'preprocess_input'" in msg and "by its name only" in msg, msg
+        assert "bytecode" not in msg and "without a Lambda" in msg and "config['name']" in msg
+
+
 def test_several_lambdas_by_name(tmp_path):
     """One converter serves every Lambda layer; it tells them apart by the config's name."""
     inp = keras.Input((4,))

@@ -442,6 +442,24 @@ def test_l2_normalize_has_its_gradient_at_zero(tmp_path):
     np.testing.assert_allclose(np.asarray(g)[0], (w1 @ w2)[:, 0] / 1e-3, rtol=1e-5)
 
 
+@pytest.mark.parametrize("ext", [".keras", ".h5"])
+def test_applications_preprocess_input_on_the_keras_tensor(tmp_path, ext):
+    """``x = keras.applications.<app>.preprocess_input(inputs)`` inside a model (what the
+    Lambda refusal advises): Keras records the operations it runs. One model, one output per
+    mode: "caffe" (RGB to BGR, ImageNet means), "torch" (means and deviations), "tf" (to
+    [-1, 1]) and EfficientNet's identity."""
+    A = keras.applications
+    inp = keras.Input((3, 4, 3))
+    model = keras.Model(inp, [A.resnet50.preprocess_input(inp), A.densenet.preprocess_input(inp),
+                              A.mobilenet_v2.preprocess_input(inp),
+                              A.efficientnet.preprocess_input(inp)])
+    model.save(tmp_path / f"pre{ext}")
+    m = load_keras(tmp_path / f"pre{ext}")
+    x = _rng(3).uniform(0, 255, (B, 3, 4, 3)).astype("float32")
+    for got, ref in zip(m(x), model.predict(x, verbose=0)):
+        assert rel_err(got, ref) <= 1e-6
+
+
 def test_grouped_query_attention(tmp_path):
     """Query heads grouped over fewer key/value heads (as Keras's JAX backend computes it;
     the NumPy backend refuses): equal to attention with the key/value heads repeated."""
