@@ -443,9 +443,36 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
     return model
 
 
+_KERAS_OPTIONS = {
+    "custom_objects": (
+        "jaxsal runs no Keras classes or functions: a layer class of your own needs a converter, "
+        "custom_layers={'MyLayer': converter} (model_import.register_layer), and an activation "
+        "function of your own model_import.register_activation(name, fn); losses, metrics and "
+        "optimizers are not read (README, 'Custom layers')"),
+    "compile": (
+        "the training configuration (optimizer, loss, metrics) is never read or compiled, so "
+        "there is nothing to turn off: drop compile="),
+    "safe_mode": (
+        "jaxsal never runs code stored in a file: a Lambda layer's Python function is refused "
+        "whatever the mode, so there is nothing to turn off: drop safe_mode= (a preprocessing "
+        "function called on the Keras tensor itself, without a Lambda, is recorded as "
+        "operations and loads)"),
+}
+
+
+def _refuse_keras_options(options: Mapping[str, Any]) -> None:
+    for key in options:
+        if key in _KERAS_OPTIONS:
+            raise TypeError(f"load_keras() has no {key}= option (it is keras.models.load_model's):"
+                            f" {_KERAS_OPTIONS[key]}")
+    key = next(iter(options))
+    raise TypeError(f"load_keras() got an unexpected keyword argument {key!r}; its options are "
+                    "head=, config=, custom_layers= and keras_backend=")
+
+
 def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = None,
                custom_layers: Mapping[str, Callable] | None = None,
-               keras_backend: str | None = None) -> KerasModel:
+               keras_backend: str | None = None, **keras_options: Any) -> KerasModel:
     """Load a Keras model file into a pure JAX :class:`KerasModel`, without TensorFlow.
 
     Args:
@@ -471,12 +498,19 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
         (default): the backend a Keras 3 ``.h5`` records, else (a ``.keras`` archive, which
         records none) as on JAX/NumPy, with a :class:`BackendWarning` for each such layer.
         Ignored for Keras 2 files, which compute as TensorFlow.
+      **keras_options: none is accepted; ``keras.models.load_model``'s ``custom_objects``,
+        ``compile`` and ``safe_mode`` are refused with what to do instead.
     Raises:
       KerasImportError: unreadable, corrupt or non-Keras files, mismatched weights.
       UnsupportedLayerError: a layer class without converter (names the layer and class).
       ValueError: an unknown ``head`` or ``keras_backend``.
-      TypeError: ``custom_layers`` that is not a dict of class names to converters.
+      TypeError: ``custom_layers`` that is not a dict of class names to converters; an
+        option of ``keras.models.load_model`` (``custom_objects``, ``compile``,
+        ``safe_mode``), which has no meaning here (the error says what to use instead), or
+        any other unknown keyword.
     """
+    if keras_options:
+        _refuse_keras_options(keras_options)
     name = getattr(path, "name", None)
     if hasattr(path, "read") and isinstance(name, (str, os.PathLike)) and os.path.isfile(name):
         path = name  # an open file: read from its path (h5py and zipfile reopen it)

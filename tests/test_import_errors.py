@@ -532,3 +532,17 @@ def test_a_load_keeps_the_activation_registered_then(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.asarray(jaxsal.saliency(m1, x[:1], 0, reduce=None)),
                                g1[:1], rtol=1e-5, atol=1e-6)
     assert jnp.all(jnp.isfinite(g2))
+
+
+@pytest.mark.parametrize("option, says", [
+    ("custom_objects", "custom_layers={'MyLayer': converter}"),
+    ("compile", "drop compile="),
+    ("safe_mode", "drop safe_mode="),
+])
+def test_load_model_options_are_refused_with_what_to_do_instead(option, says):
+    # keras.models.load_model habits: refused (before the file is opened) with jaxsal's way
+    with pytest.raises(TypeError, match=rf"no {option}= option \(it is keras\.models") as err:
+        load_keras("no_such_model.keras", **{option: False})
+    assert says in str(err.value)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'heads'.*head=, config="):
+        load_keras("no_such_model.keras", heads="logits")
