@@ -378,6 +378,23 @@ def test_function_model_arguments():
                                 ).input_shape == (4, None)
 
 
+def test_function_model_without_input_shape_names_the_batch_axis():
+    """A FunctionModel made without input_shape cannot have x's shape checked: one example
+    (H, W, C) runs as H examples and fails inside the function. The error says how x was read
+    and the two fixes (it named only JAX's shape error)."""
+    w = jnp.ones((6 * 6 * 2, 3))
+    bare = jaxsal.FunctionModel(lambda p, v: v.reshape(v.shape[0], -1) @ p, w)
+    one = np.zeros((6, 6, 2), np.float32)
+    with pytest.raises(ValueError, match=r"6 examples of shape \(6, 2\)\. For one example add "
+                       r"its batch axis, x\[None\]; FunctionModel\(\.\.\., input_shape="):
+        jaxsal.saliency(bare, one, 0)
+    assert jaxsal.saliency(bare, one[None], 0).shape == (1, 6, 6)
+    checked = jaxsal.FunctionModel(lambda p, v: v.reshape(v.shape[0], -1) @ p, w,
+                                   input_shape=(6, 6, 2))
+    with pytest.raises(ValueError, match=r"got \(6, 6, 2\)\. Add a batch axis"):
+        jaxsal.saliency(checked, one, 0)
+
+
 def test_cli_option_reads_python_booleans():
     """``--option upsample=False`` was the string "False", which upsampled."""
     from jaxsal.cli import _parse_option

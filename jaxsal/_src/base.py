@@ -909,11 +909,28 @@ def model_shapes(model: Any, x: Array, layers: Sequence[str] = ()) -> tuple[Any,
                     "unjitted (jaxsal compiles the whole method)"
                     if kwarg and "static_arg" in str(e) and getattr(model, "relu", None)
                     is not None else "")
+            if not hint:
+                hint = _batch_axis_hint(model, x)
             raise ValueError(f"the model cannot be applied to an input of shape "
                              f"{describe_shapes(x)}: {str(e).rstrip('.') if hint else e}"
                              f"{hint}") from e
 
     return _SHAPES.get(key, make)
+
+
+def _batch_axis_hint(model: Any, x: Any) -> str:
+    """For a :class:`FunctionModel` made without ``input_shape`` (nothing checked ``x``'s
+    shape before its function ran on it) and one input array: how ``x`` was read, batch axis
+    first, and the two fixes (``x[None]`` for one example; ``input_shape=`` to have the shape
+    checked), else ``""``."""
+    if (not isinstance(model, FunctionModel) or model.input_shape is not None
+            or not isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct))
+            or len(x.shape) < 1):
+        return ""
+    return (f". jaxsal reads x's first axis as the batch: {x.shape[0]} examples of shape "
+            f"{tuple(x.shape[1:])}. For one example add its batch axis, x[None]; "
+            f"FunctionModel(..., input_shape=<one example's shape>) has x's shape checked "
+            f"before your function runs")
 
 
 def forward_jaxpr(model: Any, x: Any) -> tuple[Any, Any]:
