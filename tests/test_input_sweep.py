@@ -395,6 +395,19 @@ def test_function_model_without_input_shape_names_the_batch_axis():
         jaxsal.saliency(checked, one, 0)
 
 
+def test_function_model_given_a_list_of_examples_says_to_stack_them():
+    """A FunctionModel cannot know that it takes one input: a list of examples reaches its
+    function as several inputs, which failed there with the function's own AttributeError
+    ('list' object has no attribute 'reshape'), nothing saying why x was a list."""
+    bare = jaxsal.FunctionModel(lambda p, v: v.reshape(v.shape[0], -1) @ p,
+                                jnp.ones((6 * 6 * 2, 3)))
+    examples = list(np.zeros((3, 1, 6, 6, 2), np.float32))
+    with pytest.raises(ValueError, match=r"has no attribute 'reshape'\. A list x reaches a "
+                       r"FunctionModel's function as it is, as a model's several inputs "
+                       r"\(3 here, each batch first\).*np\.stack\(x\)"):
+        jaxsal.saliency(bare, examples, 0)
+
+
 def test_cli_option_reads_python_booleans():
     """``--option upsample=False`` was the string "False", which upsampled."""
     from jaxsal.cli import _parse_option

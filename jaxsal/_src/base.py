@@ -899,8 +899,10 @@ def model_shapes(model: Any, x: Array, layers: Sequence[str] = ()) -> tuple[Any,
             if not layers:  # the trace the per-example check and forward_bytes read too
                 return forward_jaxpr(model, x)[1], {}
             return jax.eval_shape(run, model.params, _sds(x))
-        except (ValueError, TypeError) as e:
-            if "unknown layer" in str(e) or "ambiguous" in str(e):
+        except Exception as e:  # noqa: BLE001  (the user's function: any error, re-raised)
+            listed = _list_hint(model, x)
+            if (not isinstance(e, (ValueError, TypeError)) and not listed
+                    or "unknown layer" in str(e) or "ambiguous" in str(e)):
                 raise
             kwarg = getattr(model, "relu_kwarg", None)
             hint = (f". The ReLU of the {model.relu_mode!r} rule reaches your function as its "
@@ -910,12 +912,23 @@ def model_shapes(model: Any, x: Array, layers: Sequence[str] = ()) -> tuple[Any,
                     if kwarg and "static_arg" in str(e) and getattr(model, "relu", None)
                     is not None else "")
             if not hint:
-                hint = _batch_axis_hint(model, x)
+                hint = listed or _batch_axis_hint(model, x)
             raise ValueError(f"the model cannot be applied to an input of shape "
                              f"{describe_shapes(x)}: {str(e).rstrip('.') if hint else e}"
                              f"{hint}") from e
 
     return _SHAPES.get(key, make)
+
+
+def _list_hint(model: Any, x: Any) -> str:
+    """For a :class:`FunctionModel` given a list or tuple ``x`` (which it cannot know to be
+    one input's examples rather than its several inputs): how ``x`` reached the function and
+    the fix for examples of one input (``np.stack(x)``), else ``""``."""
+    if not isinstance(model, FunctionModel) or not isinstance(x, (list, tuple)):
+        return ""
+    return (f". A {type(x).__name__} x reaches a FunctionModel's function as it is, as a "
+            f"model's several inputs ({len(x)} here, each batch first); if its arrays are "
+            f"examples of one input, pass them as one array: np.stack(x)")
 
 
 def _batch_axis_hint(model: Any, x: Any) -> str:
