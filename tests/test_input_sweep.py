@@ -408,6 +408,32 @@ def test_function_model_given_a_list_of_examples_says_to_stack_them():
         jaxsal.saliency(bare, examples, 0)
 
 
+def test_big_endian_maps_and_params_are_read_by_value(split, xs):
+    """Big-endian maps given to deletion/infidelity/sensitivity_max's x and big-endian params
+    of a FunctionModel (JAX reads no other byte order) were refused with JAX's 'Error
+    interpreting argument' (the params: 'the model cannot be applied')."""
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(2, 6, 6)).astype(np.float32)
+    for fn in (jaxsal.deletion, jaxsal.insertion):
+        np.testing.assert_array_equal(np.asarray(fn(split, xs, maps.astype(">f4"), 0,
+                                                    steps=3).scores),
+                                      np.asarray(fn(split, xs, maps, 0, steps=3).scores))
+    np.testing.assert_array_equal(
+        np.asarray(jaxsal.infidelity(split, xs, maps.astype(">f4"), 0, key=0, n=2)),
+        np.asarray(jaxsal.infidelity(split, xs, maps, 0, key=0, n=2)))
+    explain = lambda v: jaxsal.saliency(split, v, 0)  # noqa: E731
+    np.testing.assert_array_equal(
+        np.asarray(jaxsal.sensitivity_max(explain, xs.astype(">f4"), key=0, n=2)),
+        np.asarray(jaxsal.sensitivity_max(explain, xs, key=0, n=2)))
+    w = rng.normal(size=(6 * 6 * 2, 3)).astype(np.float32)
+    f = lambda p, v: v.reshape(v.shape[0], -1) @ p["w"]  # noqa: E731
+    want = np.asarray(jaxsal.saliency(jaxsal.FunctionModel(f, {"w": w}), xs, 0))
+    big = jaxsal.FunctionModel(f, {"w": w.astype(">f4")})
+    np.testing.assert_array_equal(np.asarray(jaxsal.saliency(big, xs, 0)), want)
+    np.testing.assert_array_equal(np.asarray(jaxsal.saliency((f, {"w": w.astype(">f4")}), xs,
+                                                             0)), want)
+
+
 def test_cli_option_reads_python_booleans():
     """``--option upsample=False`` was the string "False", which upsampled."""
     from jaxsal.cli import _parse_option

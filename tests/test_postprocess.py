@@ -120,3 +120,19 @@ def test_non_finite_entries_as_the_readme_says():
             assert np.isnan(n[0, 1]) and np.all(np.delete(n.ravel(), 1) == 0)
         c = np.asarray(jaxsal.clip_percentile(m[None]))[0]  # (0, 99)
         assert np.isnan(c).all() if clip_nan else (c[0, 1] == np.inf)
+
+
+def test_big_endian_maps_are_read_by_value():
+    """Maps in big-endian byte order (a .npy saved on a big-endian machine, FITS data): JAX
+    reads no other order, and a jitted function already compiled for the shape read their
+    bytes as native ones: normalize gave zeros, resize and reduce_channels garbage, silently."""
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    big = maps.astype(">f4")
+    for fn in (jaxsal.normalize, jaxsal.clip_percentile, jaxsal.reduce_channels,
+               lambda a: jaxsal.resize(a, (5, 6))):
+        want = np.asarray(fn(maps))  # compiles for the shape first
+        np.testing.assert_array_equal(np.asarray(fn(big)), want)
+    image = maps.reshape(4, 3, 2)
+    np.testing.assert_array_equal(np.asarray(jaxsal.gaussian_blur(image.astype(">f4"), 1.0)),
+                                  np.asarray(jaxsal.gaussian_blur(image, 1.0)))

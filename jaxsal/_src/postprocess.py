@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src.base import int_sizes
+from jaxsal._src.base import int_sizes, native
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -107,7 +107,7 @@ def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs", axis: int = -
         raise TypeError(f"reduce_channels: expected axis as one int (the channel axis), got "
                         f"{axis!r}")
     _check_axes(axis, np.ndim(maps), "reduce_channels", "the channel axis")
-    return _reduce_channels(maps, mode, axis)
+    return _reduce_channels(native(maps), mode, axis)
 
 
 @functools.partial(jax.jit, static_argnames=("mode", "axis"))
@@ -178,7 +178,7 @@ def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
         raise TypeError(f"normalize: expected eps as a number, got {eps!r}") from None
     if not np.isfinite(eps) or eps < 0:
         raise ValueError(f"normalize: expected eps >= 0 (finite), got {eps}")
-    return _normalize(maps, axis, eps)
+    return _normalize(native(maps), axis, eps)
 
 
 @functools.partial(jax.jit, static_argnames=("lower", "upper", "axis"))
@@ -206,7 +206,7 @@ def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
                          f"upper={upper!r}")
     axis = _static_axis(axis)
     _check_axes(axis, np.ndim(maps), "clip_percentile")
-    return _clip_percentile(maps, float(lower), float(upper), axis)
+    return _clip_percentile(native(maps), float(lower), float(upper), axis)
 
 
 def interp_matrix(n_in: int, n_out: int, align_corners: bool = True,
@@ -287,7 +287,7 @@ def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners"
         raise ValueError(f"resize: expected maps (..., h, w) with the spatial axes last, got "
                          f"maps of shape {np.shape(maps)}; for 1-D maps (..., L) resize "
                          "them as one-row maps: resize(maps[..., None, :], (1, L))[..., 0, :]")
-    return _resize(maps, dims, method)
+    return _resize(native(maps), dims, method)
 
 
 @functools.partial(jax.jit, static_argnames=("size", "method"))

@@ -117,7 +117,7 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
         # several inputs: no one noise radius over them
         raise one_input_error(sensitivity_max, given_inputs(None, x))
     try:
-        xa = jnp.asarray(x)
+        xa = jnp.asarray(base.native(x))
     except (TypeError, ValueError) as e:  # (ragged lists)
         raise TypeError(f"sensitivity_max: expected x as one floating array (N, ...), got a "
                         f"{type(x).__name__} that is no array ({e}); pass np.asarray(x) of "

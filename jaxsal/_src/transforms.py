@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src.base import native
+
 Array = jax.Array
 Transform = Callable[[Array, Array], Array]
 
@@ -339,6 +341,7 @@ def gaussian_blur(image: Array, sigma: float) -> Array:
     For a batch, ``jax.vmap(lambda im: gaussian_blur(im, sigma))(images)``.
     """
     _check_image(image, "gaussian_blur")
+    image = native(image)  # a big-endian image: JAX reads no other byte order
     sigma = check_real(sigma, "gaussian_blur", "sigma", low=0,
                        kind="a finite width in pixels; 0: no blur")
     if sigma == 0:

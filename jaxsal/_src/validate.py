@@ -518,7 +518,7 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array,
     ``p``'s targets have one. Returns ``(maps (N, T, ...) float32, whole)``, ``whole`` when the
     maps have ``x``'s own shape."""
     try:
-        a = jnp.asarray(maps)
+        a = jnp.asarray(base.native(maps))
     except (TypeError, ValueError) as e:
         raise TypeError(f"{what}: expected maps as an array, got {type(maps).__name__} "
                         f"({e})") from None
