@@ -1,5 +1,6 @@
 """Post-processing functions: normalize, clip_percentile, resize, reduce_channels."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -134,5 +135,9 @@ def test_big_endian_maps_are_read_by_value():
         want = np.asarray(fn(maps))  # compiles for the shape first
         np.testing.assert_array_equal(np.asarray(fn(big)), want)
     image = maps.reshape(4, 3, 2)
-    np.testing.assert_array_equal(np.asarray(jaxsal.gaussian_blur(image.astype(">f4"), 1.0)),
-                                  np.asarray(jaxsal.gaussian_blur(image, 1.0)))
+    key = jax.random.key(0)
+    for fn in (lambda a: jaxsal.gaussian_blur(a, 1.0), jaxsal.image_grid,
+               lambda a: jaxsal.random_rotate(10.0)(key, a),
+               lambda a: jaxsal.jitter(1)(key, a)):
+        want = np.asarray(fn(image))
+        np.testing.assert_array_equal(np.asarray(fn(image.astype(">f4"))), want)

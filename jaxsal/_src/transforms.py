@@ -59,7 +59,9 @@ class Closure:
     hyper: tuple  # ((name, value), ...)
 
     def __call__(self, *args: Any) -> Any:
-        return self.fn(*args, **dict(self.hyper))
+        # a big-endian NumPy image: JAX reads no other byte order (a compiled function, the
+        # rotation's, read its bytes as native ones)
+        return self.fn(*(native(a) for a in args), **dict(self.hyper))
 
     def _key(self) -> tuple:
         return (self.fn, tuple((k, _typed(v)) for k, v in self.hyper))
