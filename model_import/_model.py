@@ -239,7 +239,16 @@ class KerasModel:
 
     def with_params(self, params: Any) -> "KerasModel":
         """The same architecture with other weights ``params`` (same tree structure and
-        shapes as :attr:`params`)."""
+        shapes as :attr:`params`). NumPy arrays in big-endian byte order (weights read from a
+        big-endian machine's file) are taken to the machine's: JAX reads no other."""
+        def native(v):
+            if isinstance(v, np.ndarray) and not v.dtype.isnative:
+                return v.astype(v.dtype.newbyteorder("="))
+            return v
+
+        if any(isinstance(v, np.ndarray) and not v.dtype.isnative
+               for v in jax.tree_util.tree_leaves(params)):
+            params = jax.tree_util.tree_map(native, params)
         return self._replace(params=params)
 
     def with_relu(self, relu: Callable[[Array], Array], name: str = "custom") -> "KerasModel":

@@ -434,6 +434,15 @@ def test_big_endian_maps_and_params_are_read_by_value(split, xs):
                                                              0)), want)
 
 
+def test_big_endian_params_of_a_keras_model(m, x):
+    """KerasModel.with_params (randomization_test's way in) of big-endian weights: refused
+    with JAX's 'Error interpreting argument' before."""
+    params = jax.tree_util.tree_map(np.asarray, m.params)
+    big = jax.tree_util.tree_map(lambda a: a.astype(a.dtype.newbyteorder(">")), params)
+    np.testing.assert_array_equal(np.asarray(m.with_params(big)(x)),
+                                  np.asarray(m.with_params(params)(x)))
+
+
 def test_cli_option_reads_python_booleans():
     """``--option upsample=False`` was the string "False", which upsampled."""
     from jaxsal.cli import _parse_option
