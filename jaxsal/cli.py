@@ -336,9 +336,12 @@ def _option_files(value: str) -> list[str]:
     return found
 
 
-#: What the job itself takes, by its own flags: never a method's ``--option``.
+#: What the job itself takes, by its own flags: never a method's ``--option``. ``head``: every
+#: method's ``head=`` option is the model's head, ``--head`` (it has a default, so a method's
+#: head given too would silently override it: ``--head softmax --option head=logits`` gave
+#: logits maps).
 _JOB_FLAGS = {"targets": "--targets", "batch_size": "--batch-size", "path": "--out",
-              "method": "--method", "model": "the MODEL argument",
+              "head": "--head", "method": "--method", "model": "the MODEL argument",
               "x": "the INPUTS argument", "inputs": "the INPUTS argument",
               "on_chunk": "the job (it prints the progress)",
               "resume": "the job (it resumes the same job, else starts over)"}

@@ -302,10 +302,12 @@ def test_evaluate_takes_steps_and_order_by_flag_or_option(tmp_path, mnist_path, 
     assert not (tmp_path / "zero.npy").exists()
 
 
-@pytest.mark.parametrize("name", ["targets", "batch_size", "method", "path"])
+@pytest.mark.parametrize("name", ["targets", "batch_size", "method", "path", "head"])
 def test_job_arguments_are_not_method_options(tmp_path, mnist_path, digits_file, capsys, name):
     """What the job takes by its own flags is refused as an --option, naming the flag (it
-    was a TypeError about a keyword given twice)."""
+    was a TypeError about a keyword given twice). ``head``: a method's ``head=`` is the
+    model's ``--head``, which has a default: given as an --option too it silently won
+    (``--head softmax --option head=logits`` wrote logits maps)."""
     assert _explain(mnist_path, digits_file, tmp_path / "j.npy", "--method", "saliency",
                     "--option", f"{name}=1") == 2
     assert f"--option {name}=...: {name} is given by" in capsys.readouterr().err
