@@ -48,6 +48,8 @@ def _enable_cache(cache_dir: str | None) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
+#: ``jaxsal evaluate``'s ``--metric``s (jaxsal's functions of those names).
+METRICS = ("deletion", "insertion")
 #: Methods that draw random numbers: they need ``--seed``.
 RANDOM_METHODS = ("smoothgrad", "gradient_shap", "rise", "shapley_value_sampling",
                   "kernel_shap", "lime")
@@ -198,6 +200,24 @@ def _batch_sharding(args):
                          f"chunk); pass e.g. --batch-size {up}")
     mesh = Mesh(np.array(local[:count]), ("batch",))
     return NamedSharding(mesh, PartitionSpec("batch"))
+
+
+def _choice(choices: tuple[str, ...], what: str):
+    """An argparse type taking one of ``choices`` (each a ``what``: method, metric), whose
+    error suggests the nearest ones (``--method salency``: did you mean 'saliency'?; case,
+    ``-`` for ``_`` and small misspellings), where argparse's ``choices=`` gives no hint."""
+    def check(s: str) -> str:
+        if s in choices:
+            return s
+        import difflib
+
+        key = s.strip().lower().replace("-", "_")
+        close = [key] if key in choices else difflib.get_close_matches(key, choices, n=3,
+                                                                       cutoff=0.6)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise argparse.ArgumentTypeError(f"unknown {what} {s!r}; {hint}expected one of: "
+                                         f"{', '.join(choices)}")
+    return check
 
 
 def _seed(s: str) -> int:
@@ -812,7 +832,8 @@ def main(argv=None) -> int:
                         "order of the model's inputs (`jaxsal summary MODEL` lists them) or "
                         "as NAME=FILE.npy; a method that gives a map per input writes each "
                         "to --out's name with the input's (maps.npy -> maps.img.npy)")
-    e.add_argument("--method", default="saliency", choices=METHODS, metavar="METHOD",
+    e.add_argument("--method", default="saliency", type=_choice(METHODS, "method"),
+                   metavar="METHOD",
                    help=f"the attribution method (default: saliency): {', '.join(METHODS)}")
     e.add_argument("--targets", default="predicted",
                    help="'predicted' (default), 'all' (every class; 0 and 1 for a one-unit "
@@ -863,7 +884,8 @@ def main(argv=None) -> int:
     v.add_argument("inputs", help=".npy of inputs (N, ...), read memory-mapped")
     v.add_argument("maps", help=".npy of the maps of those inputs (what `jaxsal explain` "
                                 "wrote): (N, [T,] H, W) or with the inputs' own shape")
-    v.add_argument("--metric", required=True, choices=("deletion", "insertion"),
+    v.add_argument("--metric", required=True, type=_choice(METRICS, "metric"),
+                   metavar="{deletion,insertion}",
                    help="deletion: remove the most relevant first, the score should fall "
                         "fast; insertion: add them to a baseline, it should rise fast")
     v.add_argument("--targets", default="predicted",

@@ -105,6 +105,26 @@ def test_bad_file_is_a_clean_error(tmp_path, capsys):
     assert "not a Keras file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("given, expected", [
+    (["explain", "--method", "salency"], "unknown method 'salency'; did you mean 'saliency'?"),
+    (["explain", "--method", "GradCAM"], "did you mean 'gradcam'?"),
+    (["explain", "--method", "integrated-gradients"], "did you mean 'integrated_gradients'?"),
+    (["explain", "--method", "xyz"], "unknown method 'xyz'; expected one of: saliency, "),
+    (["evaluate", "maps.npy", "--metric", "delete"],
+     "unknown metric 'delete'; did you mean 'deletion'? expected one of: deletion, insertion"),
+])
+def test_a_misspelt_method_or_metric_is_a_usage_error_naming_the_nearest(capsys, given,
+                                                                        expected):
+    """An unknown --method or --metric exits with argparse's status 2 before anything is
+    read, suggesting the nearest names (argparse's own error listed all 34 methods, no
+    hint)."""
+    cmd, *rest = given
+    with pytest.raises(SystemExit) as e:
+        cli.main([cmd, "model.h5", "x.npy", *rest, "--out", "o.npy"])
+    assert e.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
 def test_help_names_every_command(capsys):
     """`jaxsal --help` states the whole first paragraph of the module docstring."""
     with pytest.raises(SystemExit) as e:
