@@ -41,6 +41,13 @@ def _data_path(name: str) -> str:
 
 
 def _enable_cache(cache_dir: str | None) -> None:
+    """``--cache-dir``: JAX's persistent compilation cache in that folder (made if missing).
+    A path that is a file is refused (JAX warned once, "Error reading persistent compilation
+    cache entry", and ran the job without the cache asked for)."""
+    if cache_dir and os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        raise ValueError(f"--cache-dir {cache_dir} (or $JAXSAL_CACHE_DIR) is a file; expected "
+                         "the folder of JAX's compilation cache (made if missing): pass a "
+                         "folder's path")
     if cache_dir:
         import jax
 

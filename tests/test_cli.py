@@ -125,6 +125,19 @@ def test_a_misspelt_method_or_metric_is_a_usage_error_naming_the_nearest(capsys,
     assert expected in capsys.readouterr().err
 
 
+def test_a_cache_dir_that_is_a_file_is_refused_before_the_model_loads(tmp_path, capsys):
+    """--cache-dir naming a file: JAX warned once and ran the job without the cache asked
+    for; refused, exit status 2, before the model is read (here: no model file at all)."""
+    np.save(tmp_path / "x.npy", np.zeros((2, 28, 28, 1), np.float32))
+    taken = tmp_path / "cache"
+    taken.write_text("")
+    assert cli.main(["explain", str(tmp_path / "no_model.h5"), str(tmp_path / "x.npy"),
+                     "--cache-dir", str(taken), "--out", str(tmp_path / "o.npy")]) == 2
+    err = capsys.readouterr().err
+    assert f"--cache-dir {taken} (or $JAXSAL_CACHE_DIR) is a file" in err, err
+    assert not (tmp_path / "o.npy").exists()
+
+
 def test_help_names_every_command(capsys):
     """`jaxsal --help` states the whole first paragraph of the module docstring."""
     with pytest.raises(SystemExit) as e:
