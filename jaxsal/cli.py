@@ -553,6 +553,11 @@ def _job(args):
     # before the model: a bad file fails fast
     arrays = [_load_npy(file, "inputs" if len(files) == 1 else f"inputs ({file})")
               for _, file in files]
+    for (_, file), a in zip(files, arrays):  # (len() of it failed: "unsized object")
+        if a.ndim == 0:
+            raise ValueError(f"INPUTS {file}: expected a batch (N, ...) with the examples along "
+                             f"axis 0, got a 0-d array (one {a.dtype} number); save the batch "
+                             "of inputs, np.save(path, x) with x of shape (N, ...)")
     _enable_cache(args.cache_dir)
     model = load_keras(args.model, head=args.head, keras_backend=args.keras_backend,
                        config=args.config)

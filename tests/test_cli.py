@@ -138,6 +138,21 @@ def test_a_cache_dir_that_is_a_file_is_refused_before_the_model_loads(tmp_path, 
     assert not (tmp_path / "o.npy").exists()
 
 
+@pytest.mark.parametrize("cmd", ["explain", "evaluate"])
+def test_inputs_of_one_number_are_refused_before_the_model_loads(tmp_path, capsys, cmd,
+                                                                 fixtures_dir):
+    """A 0-d .npy as INPUTS failed, once the model was loaded, with Python's "len() of
+    unsized object"."""
+    np.save(tmp_path / "x.npy", np.float32(3))
+    maps = ["x.npy", "--metric", "deletion"] if cmd == "evaluate" else []
+    assert cli.main([cmd, str(fixtures_dir / "mnist_cnn_tfkeras2.h5"), str(tmp_path / "x.npy"),
+                     *(str(tmp_path / m) if m.endswith(".npy") else m for m in maps),
+                     "--out", str(tmp_path / "o.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "x.npy: expected a batch (N, ...) with the examples along axis 0, got a 0-d " \
+        "array (one float32 number)" in err, err
+
+
 def test_help_names_every_command(capsys):
     """`jaxsal --help` states the whole first paragraph of the module docstring."""
     with pytest.raises(SystemExit) as e:
