@@ -316,6 +316,25 @@ def test_resume_recomputes_the_finished_chunks_whose_inputs_changed(tmp_path, mo
     np.testing.assert_allclose(out, np.asarray(model(other)), rtol=1e-5, atol=1e-5)
 
 
+def test_a_symbolic_link_to_a_job_s_output_is_that_job_s_file(tmp_path, model, digits):
+    """Through a symbolic link, another job's output (found by its progress file, named after
+    it) is still its: it reads as unfinished, and a job writing the link is refused before any
+    chunk. Both went by the link's name: the unfinished maps read as plain, and a job writing
+    the link overwrote them (then its progress file vouched for that job's rows)."""
+    path = _two_chunks_of_eight(tmp_path, model, digits)  # 2 of 3 chunks finished
+    before = np.load(path)
+    os.symlink(path.name, tmp_path / "link.npy")
+    assert unfinished(tmp_path / "link.npy") == (2, 3, f"{os.path.realpath(path)}"
+                                                 ".progress.json")
+    m = Counting()
+    with pytest.raises(FileExistsError, match=r"link.npy \(a symbolic link to .*maps.npy\) is "
+                       r"the output of another job \(2 of 3 chunks done"):
+        jaxsal.explain_to_file(m, model, digits[:20], tmp_path / "link.npy", batch_size=8)
+    assert m.calls == []
+    np.testing.assert_array_equal(np.load(path), before)
+    assert not (tmp_path / "link.npy.progress.json").exists()
+
+
 def test_fewer_inputs_than_a_batch_are_one_unpadded_chunk(tmp_path, model, digits):
     """5 inputs with batch_size=8 cost 5 inputs' work, not a batch padded with 3 copies."""
     m = Counting()

@@ -179,11 +179,25 @@ def job_unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
     return (*state[:2], progress_path) if state and state[0] < state[1] else None
 
 
+def _names(path: str) -> list[str]:
+    """``path`` and, where a symbolic link (of the file or a folder above it) makes it another
+    name of a file, that file's real path: a job's progress file is found by its output's
+    name, so a link to another job's output (``link.npy -> maps.npy``) is that job's file."""
+    real = os.path.realpath(path)
+    return [path] if real == os.path.abspath(path) else [path, real]
+
+
 def _owners(path: str) -> Iterator[tuple[str, int, int]]:
     """``(progress_path, done, chunks)`` of each job whose progress file lists the ``.npy``
     at ``path`` as its output (its path, or the file of one of its inputs' maps), in the
-    order of :func:`_sidecars`: its own progress file first."""
-    for progress_path, own in _sidecars(path):
+    order of :func:`_sidecars`: its own progress file first; then those of the file a
+    symbolic link at ``path`` names (:func:`_names`)."""
+    seen = set()
+    for name, progress_path, own in ((name, *s) for name in _names(path)
+                                     for s in _sidecars(name)):
+        if os.path.realpath(progress_path) in seen:
+            continue
+        seen.add(os.path.realpath(progress_path))
         also: list = []  # (files it wrote besides its maps: record_job_file)
         state = _read_progress(progress_path, also)
         if state is None:
@@ -192,7 +206,7 @@ def _owners(path: str) -> Iterator[tuple[str, int, int]]:
         if outputs is None and own:  # (a job over one input array: its file is path)
             listed = True
         else:
-            listed = os.path.basename(path) in [
+            listed = os.path.basename(name) in [
                 *(outputs if isinstance(outputs, list) else ()), *also]
         if listed:
             yield progress_path, done, chunks
@@ -207,8 +221,10 @@ def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:
     progress file exists but cannot be read: nothing then says whether its rows are
     finished."""
     path = os.fspath(path)
-    own = path + ".progress.json"
-    why = _record(own)[1]
+    for own in (name + ".progress.json" for name in _names(path)):
+        why = _record(own)[1]
+        if why is not None:
+            break
     if why is not None:
         raise ValueError(
             f"cannot read the progress file {own} ({why}), so whether the job that wrote "
@@ -260,12 +276,16 @@ def check_not_another_jobs(files: list[str], progress_path: str,
             continue
         sidecar, done, chunks = other
         state = "finished" if done >= chunks else f"{done} of {chunks} chunks done"
-        by_path = os.path.realpath(sidecar) == os.path.realpath(f + ".progress.json")
+        real = os.path.realpath(f)
+        linked = real != os.path.abspath(f)  # (f a symbolic link to another job's file)
+        by_path = os.path.realpath(sidecar) in (os.path.realpath(f + ".progress.json"),
+                                                real + ".progress.json")
         raise FileExistsError(
-            f"{f}{roles.get(f, '')} is the output of another job ({state}, says its progress "
+            (f"{f} (a symbolic link to {real})" if linked else f)
+            + f"{roles.get(f, '')} is the output of another job ({state}, says its progress "
             f"file {sidecar}); this job would overwrite its maps. Write to another path "
             f"(--out), or, if that job's maps are no longer needed, delete "
-            + (f"{f} and {sidecar}" if by_path else
+            + (f"{real if linked else f} and {sidecar}" if by_path else
                f"{sidecar} (and the files it lists)") + " first")
 
 
