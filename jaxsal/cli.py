@@ -19,6 +19,7 @@ I/O lives here; the engine never prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
@@ -822,6 +823,33 @@ def _job_arguments(p: argparse.ArgumentParser) -> None:
                    help=DEVICES_HELP)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's stop: SLURM at the time limit, ``kill PID``) in a batch
+    job: raised in the main thread as Ctrl-C's ``KeyboardInterrupt`` is, so that the command
+    says what is kept, as for Ctrl-C, and exits with 143 (128 + SIGTERM), not silently."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a batch job runs: SIGTERM raises :class:`Terminated` (only where a handler can
+    be set, the main thread; the previous handler is put back after)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None) -> int:
     summary = " ".join(__doc__.split("\n\n")[0].split())  # the first paragraph
     p = argparse.ArgumentParser(prog="jaxsal", description=summary)
@@ -931,7 +959,8 @@ def main(argv=None) -> int:
         # `jaxsal` writing the same --out (or a job writing OUT.auc.npy) fails here, before
         # it loads anything
         auc_path = _areas_path(args.out) if args.cmd == "evaluate" else None
-        with job_lock(args.out, others={auc_path: AREAS} if auc_path else None):
+        with _sigterm_as_interrupt(), job_lock(args.out,
+                                                others={auc_path: AREAS} if auc_path else None):
             return args.fn(args)
     except (ValueError, TypeError, OSError) as err:
         # with the notes a batch job adds (the chunk that failed, what is saved)
@@ -946,7 +975,8 @@ def main(argv=None) -> int:
                         "Out of memory: a smaller --batch-size needs less (the inputs already "
                         "finished are kept)"]), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT
+    except KeyboardInterrupt as stop:  # Ctrl-C: one line, not a traceback; 130 = 128 + SIGINT
+        # (SIGTERM in a batch job: Terminated, the same line, 143 = 128 + SIGTERM)
         resume = ""
         if args.cmd in ("explain", "evaluate"):  # resumable jobs (jaxsal.explain_to_file)
             from jaxsal._src.job_files import job_files, job_unfinished
@@ -963,8 +993,10 @@ def main(argv=None) -> int:
             else:  # stopped before its job began, or after the last chunk
                 resume = (f"; running the same command again resumes the job in {args.out} "
                           "where it stopped")
-        print(f"jaxsal {args.cmd}: interrupted{resume}", file=sys.stderr)
-        return 130
+        term = isinstance(stop, Terminated)
+        print(f"jaxsal {args.cmd}: {'terminated (SIGTERM)' if term else 'interrupted'}{resume}",
+              file=sys.stderr)
+        return 143 if term else 130
 
 
 if __name__ == "__main__":

@@ -252,6 +252,39 @@ def test_ctrl_c_says_the_job_resumes(tmp_path, fixtures_dir, mnist_digits, capsy
                                rtol=1e-5, atol=1e-8)
 
 
+def test_sigterm_says_the_job_resumes(tmp_path, fixtures_dir, mnist_digits, capsys,
+                                      monkeypatch):
+    """SIGTERM (a scheduler's stop) in a job prints Ctrl-C's line, saying what is kept, and
+    exits 143 (128 + SIGTERM); it ended the process silently. The handler is put back."""
+    import signal
+
+    argv, out = _two_chunk_job(tmp_path, fixtures_dir, mnist_digits)
+    job = cli._job
+
+    def terminated_job(args):
+        model, inputs, progress = job(args)
+
+        def progress_then_sigterm(done, total):
+            progress(done, total)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        return model, inputs, progress_then_sigterm
+
+    def callers(signum, frame):  # (the default handler would end pytest)
+        raise RuntimeError("SIGTERM reached the caller's handler")
+
+    monkeypatch.setattr(cli, "_job", terminated_job)
+    before = signal.signal(signal.SIGTERM, callers)
+    try:
+        assert cli.main(argv) == 143
+        assert signal.getsignal(signal.SIGTERM) is callers
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert capsys.readouterr().err == (
+        f"jaxsal explain: terminated (SIGTERM); 1 of 2 chunks are finished and kept in {out}, "
+        "and running the same command again computes the rest\n")
+
+
 def test_ctrl_c_before_any_chunk_says_so(tmp_path, fixtures_dir, mnist_digits, capsys,
                                          monkeypatch):
     """Ctrl-C before the first chunk finished said that the chunks finished so far are kept,
