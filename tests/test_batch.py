@@ -335,6 +335,21 @@ def test_a_symbolic_link_to_a_job_s_output_is_that_job_s_file(tmp_path, model, d
     assert not (tmp_path / "link.npy.progress.json").exists()
 
 
+def test_a_job_writing_a_hard_link_leaves_the_file_s_other_names(tmp_path, model, digits):
+    """A hard link at the path of a job starting over (``ln maps.npy new.npy``) is replaced
+    by the job's own file: it was opened in place, and maps.npy, a finished job's output by
+    its progress file, got the new job's rows (had it stopped, rows of zeros)."""
+    path = tmp_path / "maps.npy"
+    jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
+    before = np.load(path)
+    os.link(path, tmp_path / "new.npy")
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, digits[:5], tmp_path / "new.npy", batch_size=8)
+    assert m.calls == [5] and out.shape == (5, 10)
+    np.testing.assert_array_equal(np.load(path), before)
+    assert unfinished(path) is None and os.stat(path).st_nlink == 1
+
+
 def test_fewer_inputs_than_a_batch_are_one_unpadded_chunk(tmp_path, model, digits):
     """5 inputs with batch_size=8 cost 5 inputs' work, not a batch padded with 3 copies."""
     m = Counting()

@@ -53,7 +53,8 @@ from jaxsal._src import base
 from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
 from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_progress,
-                                   _record, _replace_json, check_not_another_jobs, write_fix)
+                                   _record, _replace_json, check_not_another_jobs, detach,
+                                   write_fix)
 from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids,
                                     _check_options, _check_targets, _chunk_options,
                                     _chunk_targets, _implicit_offset, _rows, _several,
@@ -737,6 +738,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             out = {}
             try:
                 for f, m in maps.items():
+                    detach(f)  # (a hard link: its other names keep their file)
                     out[f] = np.lib.format.open_memmap(f, mode="w+", dtype=m.dtype,
                                                        shape=(n, *m.shape[1:]))
                     _allocate(f)

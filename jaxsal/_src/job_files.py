@@ -17,6 +17,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 from typing import Any, Callable, Iterator
 
 from jaxsal._src.job_inputs import _mapped_sources, _Several, input_paths
@@ -308,6 +309,19 @@ def write_fix(e: OSError) -> str:
     """What to do about a failed write ``e``: free space where the disk had no room, else
     (a folder made read-only...) make the folder writable."""
     return "free some space" if e.errno in _NO_ROOM else "make its folder writable"
+
+
+def detach(path: str) -> None:
+    """Remove the file at ``path`` where it is a hard link, one of several names of a file
+    (not a symbolic link: that stays one), before a job starting over creates its own there:
+    opened in place, the file's other names (another job's output, ``ln maps.npy new.npy``)
+    would get this job's rows while their progress file vouched for them."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        os.remove(path)
 
 
 def _allocate(path: str) -> None:
