@@ -167,7 +167,11 @@ def test_gradient_shap_in_expectation(model, ref):
     x, refs = ref["x"], ref["gradient_shap_baselines"]
     expected = np.mean([by_class(jaxsal.integrated_gradients(model, x, CLASSES, baseline=b,
                                                               steps=64)) for b in refs], axis=0)
-    ours = by_class(jaxsal.gradient_shap(model, x, CLASSES, key=0, baselines=refs, n=4096))
+    # in passes of 1 GiB rather than the CPU default's 256 MiB: the same draws (a sample's
+    # noise and baseline depend on the key and its index, not on the passes) in fewer, wider
+    # passes, 13.4 -> 7.8 s of CPU time (2-core Intel Xeon VM, lscpu)
+    ours = by_class(jaxsal.gradient_shap(model, x, CLASSES, key=0, baselines=refs, n=4096,
+                                         memory_budget=2**30))
     for estimate in (ref["gradient_shap"], ours):
         for t in range(len(CLASSES)):  # each class's scale on its own
             assert_same_estimate(estimate[t:t + 1], expected[t:t + 1], r_min=0.995,
