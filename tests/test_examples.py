@@ -51,6 +51,9 @@ def run_example(name, out):
     examples share one start of Python, JAX and matplotlib (about 2.6 s of CPU time each as
     subprocesses) and the programs they compile alike: tests/test_examples.py took 64.0 ->
     45.6 s of CPU time (2-core Intel Xeon VM, lscpu)."""
+    source = (EXAMPLES / f"{name}.py").read_text()
+    # as a script it runs what is run here
+    assert re.search(r'\nif __name__ == "__main__":\n    main\(\)\n*$', source), name
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     printed = io.StringIO()
