@@ -1118,3 +1118,28 @@ def test_units_are_chunked_under_the_memory_budget(mnist, monkeypatch):
     assert _temp_bytes(mnist, "all", **opts) == one
     with pytest.raises(ValueError, match="memory_budget"):
         jaxsal.maximize(mnist, [0], memory_budget=0, **opts)
+
+
+def test_a_schedule_free_optimizer_s_result_is_its_evaluation_point():
+    """optax.contrib's schedule-free optimizers step an iterate z and evaluate at an average x
+    kept in their state (schedule_free_eval_params); maximize returned the iterate. Checked
+    against the same loop written out with optax (clip pixels, no transforms or penalties:
+    the loss is minus the linear score; a one-unit output: class 1 is the unit)."""
+    w = jax.random.normal(jax.random.key(0), (64, 1))
+    m = _linear(w)
+    seed = jnp.full((1, 8, 8, 1), 0.5)
+    for opt in (optax.contrib.schedule_free_sgd(0.05),
+                optax.chain(optax.clip(1.0), optax.contrib.schedule_free_adamw(0.05))):
+        res = jaxsal.maximize(m, [1], steps=6, optimizer=opt, seed_images=seed,
+                              parameterization=jaxsal.pixels(squash="clip"), **PLAIN)
+        p, state = seed[0], opt.init(seed[0])
+        loss = jax.grad(lambda q: -_linear_fn({"w": w}, q[None])[0, 0])
+        for _ in range(6):
+            updates, state = opt.update(loss(p), state, p)
+            p = jnp.clip(optax.apply_updates(p, updates), 0.0, 1.0)
+        free = [s for s in jax.tree_util.tree_leaves(
+            state, is_leaf=lambda s: isinstance(s, optax.contrib.ScheduleFreeState))
+            if isinstance(s, optax.contrib.ScheduleFreeState)]
+        expected = jnp.clip(optax.contrib.schedule_free_eval_params(free[0], p), 0.0, 1.0)
+        assert float(jnp.abs(expected - p).max()) > 1e-3  # the two points differ here
+        np.testing.assert_allclose(np.asarray(res.images[0]), np.asarray(expected), atol=1e-6)

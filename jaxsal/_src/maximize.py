@@ -332,8 +332,9 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
                 p = par.project(optax.apply_updates(p, updates), rng)
                 return (apply_steps(p, i), state), s
 
-            (p, _), traj = jax.lax.scan(step, (p, opt.init(p)),
-                                        jnp.arange(start, start + steps))
+            (p, state), traj = jax.lax.scan(step, (p, opt.init(p)),
+                                            jnp.arange(start, start + steps))
+            p = par.project(_evaluation_point(state, p), rng)
             trajectory.append(traj)
             start += steps
         img = jnp.clip(par.to_image(p, rng), lo, hi)
@@ -356,6 +357,20 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
         return jax.tree_util.tree_map(lambda a: a.reshape(pad_to, *a.shape[2:])[:T], out)
 
     return base.Program(run, base.compiler_options())
+
+
+def _evaluation_point(state: Any, p: Any) -> Any:
+    """The variables an optimizer's result is read at: a schedule-free optimizer's
+    (``optax.contrib.schedule_free_adamw`` / ``_sgd`` / ``schedule_free``, also inside a
+    chain) are an average that its state keeps apart from the iterate ``p`` it steps
+    (``optax.contrib.schedule_free_eval_params``); any other optimizer's are ``p``."""
+    free = getattr(optax.contrib, "ScheduleFreeState", None)
+    found = [s for s in jax.tree_util.tree_leaves(
+        state, is_leaf=lambda s: free is not None and isinstance(s, free))
+        if free is not None and isinstance(s, free)]
+    if len(found) != 1:  # none, or several (nested ones: no one evaluation point)
+        return p
+    return optax.contrib.schedule_free_eval_params(found[0], p)
 
 
 def _call_it(f: Any, before: str, after: str = "") -> str:
