@@ -718,6 +718,11 @@ def cmd_evaluate(args) -> int:
     if maps.ndim < 2 or len(maps) != len(inputs):
         raise ValueError(f"expected maps with one row per input ({len(inputs)} in "
                          f"{args.inputs}), got shape {maps.shape} in {args.maps}")
+    targets = _parse_targets(args.targets, model, len(inputs), args.metric)
+    # maps an explain job wrote (its progress file beside them): of these inputs and targets
+    from jaxsal._src.maps_job import check_maps_job
+
+    check_maps_job(args.maps, inputs, args.inputs, targets, model, args.model)
     options = {"maps": maps, "metric": args.metric}
     for item in args.option or ():
         name, value = _parse_option(item)
@@ -745,8 +750,7 @@ def cmd_evaluate(args) -> int:
     if "batch_size" in options:  # the metric's own (explain_to_file's is the job's)
         scores_fn = functools.partial(_curve_scores, batch_size=options.pop("batch_size"))
     scores = jaxsal.explain_to_file(scores_fn, model, inputs, args.out,
-                                    targets=_parse_targets(args.targets, model, len(inputs),
-                                                           args.metric),
+                                    targets=targets,
                                     batch_size=args.batch_size, on_chunk=progress,
                                     keep_going=args.keep_going, sharding=sharding, **options)
     from jaxsal._src.job_files import replace_file, write_fix

@@ -250,6 +250,64 @@ def test_evaluate_writes_the_curves_and_areas_of_saved_maps(tmp_path, mnist_path
     assert "one row per input" in capsys.readouterr().err
 
 
+def test_evaluate_refuses_maps_of_other_targets_or_inputs(tmp_path, mnist_path, digits_file,
+                                                          capsys):
+    """Maps an explain job wrote (its progress file beside them) are evaluated only at the
+    targets and inputs they were made for: the same shapes in another order (--targets 3,5
+    for maps of 5,3, the inputs reversed) gave curves of other classes or inputs, silently.
+    Another model or head is allowed for given classes; for the predicted class only one
+    that predicts the same. Maps with no progress file are evaluated as before."""
+    x = np.load(digits_file)
+    assert x.shape[0] == 2 and not np.array_equal(x[0], x[1])
+    np.save(tmp_path / "reversed.npy", x[::-1])
+    maps = tmp_path / "m.npy"
+    assert _explain(mnist_path, digits_file, maps, "--targets", "5,3") == 0
+
+    def evaluate(maps_path, *extra, inputs=digits_file):
+        capsys.readouterr()
+        rc = cli.main(["evaluate", mnist_path, inputs, str(maps_path), "--metric", "deletion",
+                       "--steps", "2", "--out", str(tmp_path / "d.npy"), *extra])
+        return rc, capsys.readouterr().err
+
+    made = f"{maps} holds maps made for --targets 5,3 (says its progress file {maps}.progress"
+    rc, err = evaluate(maps, "--targets", "3,5")
+    assert rc == 2 and made in err and "got --targets 3,5" in err, err
+    assert "Pass --targets 5,3" in err
+    rc, err = evaluate(maps)
+    assert rc == 2 and made in err and "got no --targets" in err
+    rc, err = evaluate(maps, "--targets", "5,3", inputs=str(tmp_path / "reversed.npy"))
+    assert rc == 2 and f"{maps} holds the maps of other inputs than" in err, err
+    assert "the values of inputs 0:2 differ" in err
+    assert not (tmp_path / "d.npy").exists()
+    # the same classes on another head (evaluate's saved softmax, explain's logits): allowed
+    assert evaluate(maps, "--targets", "5,3", "--head", "logits") == (0, "")
+    assert evaluate(maps, "--targets", "5,3") == (0, "")
+    # no progress file (maps of one's own code): evaluated as before, at whatever targets
+    np.save(tmp_path / "copy.npy", np.load(maps))
+    assert evaluate(tmp_path / "copy.npy", "--targets", "3,5") == (0, "")
+
+    # per-input labels: the same file's ids, not others of the same shape
+    labels, swapped = tmp_path / "labels.npy", tmp_path / "swapped.npy"
+    np.save(labels, np.array([7, 2]))
+    np.save(swapped, np.array([2, 7]))
+    by_label = tmp_path / "l.npy"
+    assert _explain(mnist_path, digits_file, by_label, "--targets", f"@{labels}") == 0
+    rc, err = evaluate(by_label, "--targets", f"@{swapped}")
+    assert rc == 2 and "made for per-input class ids (--targets @FILE.npy)" in err, err
+    assert evaluate(by_label, "--targets", f"@{labels}") == (0, "")
+
+    # each input's predicted class: evaluated at the predicted class of the same model (any
+    # head of the same top class), never at given ids or another model's predictions
+    predicted = tmp_path / "p.npy"
+    assert _explain(mnist_path, digits_file, predicted) == 0
+    rc, err = evaluate(predicted, "--targets", "3")
+    assert rc == 2 and "made for each input's predicted class, no --targets," in err, err
+    assert "Leave --targets out" in err
+    rc, err = evaluate(predicted, "--head", "sigmoid_complement")
+    assert rc == 2 and "is not that model" in err, err
+    assert evaluate(predicted) == (0, "")
+
+
 @pytest.mark.parametrize("seed", ["99999999999999999999", "4294967296", "-1", "seven"])
 def test_seed_out_of_range_is_a_usage_error(tmp_path, mnist_path, digits_file, capsys, seed):
     """Only 0 <= SEED < 2**32 gives one key per seed, the same with and without x64 (JAX's
@@ -475,9 +533,12 @@ def test_keep_going_leaves_out_the_chunks_of_nan_inputs(tmp_path, mnist_path, mn
     assert _explain(mnist_path, str(tmp_path / "x.npy"), out, *args) == 0
     assert [line.split()[1] for line in capsys.readouterr().out.splitlines()
             if line.startswith("  chunk ")] == ["3/3"]
+    # (other inputs than the maps': evaluated on a copy of them, no progress file beside)
+    np.save(tmp_path / "copy.npy", np.load(out))
     x[0, 0, 0, 0] = np.inf
     np.save(tmp_path / "x.npy", x)
-    assert cli.main(["evaluate", mnist_path, str(tmp_path / "x.npy"), str(out), "--metric",
+    assert cli.main(["evaluate", mnist_path, str(tmp_path / "x.npy"),
+                     str(tmp_path / "copy.npy"), "--metric",
                      "deletion", "--targets", "3", "--steps", "4", "--batch-size", "2",
                      "--keep-going", "--out", str(tmp_path / "del.npy")]) == 2
     assert ("1 of 3 chunks were left out: chunk 0 (inputs 0:2): input 0 contains NaN or inf"

@@ -62,7 +62,8 @@ from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids
                                     input_paths, job_options,
                                     per_input_arrays, per_input_options, shared_options)
 from jaxsal._src.job_lock import job_lock
-from jaxsal._src.job_signature import _array_digest, _bytes, _signatures, _Unstable
+from jaxsal._src.job_signature import (_array_digest, _bytes, _signatures, _Unstable,
+                                      model_fingerprint, target_record)
 from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import OutputInfo, Targets
 from jaxsal._src.validate import _fits, check_flag
@@ -564,10 +565,13 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     sliced, described = per_input_arrays(options, n, ndim, shared, rows, several)
     hashed = (*arrays, *(a for _, a in sliced))  # a chunk's hash: its inputs' rows, theirs
     try:
+        fingerprint = model_fingerprint(model)
         sig, family = _signatures(
             method, model, inputs,
             described if offset is None else {**described, "index_offset": offset}, targets,
-            batch_size, several)
+            batch_size, several, fingerprint)
+        # the classes the maps are of (for `jaxsal evaluate` to check it scores those)
+        made_for: dict | None = target_record(targets, fingerprint)
     except _Unstable as e:
         if resume:
             raise TypeError(
@@ -576,7 +580,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                 "same way in another process. Pass a value with a stable description (arrays, "
                 "numbers, strings, plain functions, jaxsal.class_score / jaxsal.neuron), or "
                 "resume=False (the job then starts over on every run).") from None
-        sig = family = None  # never resumed
+        sig = family = made_for = None  # never resumed
     n_chunks = -(-n // batch_size)
     done: set[int] = set()
     digests: dict[int, str] = {}  # finished chunk -> the hash of its inputs
@@ -593,6 +597,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                   "n": n, "inputs": {str(c): d for c, d in sorted(digests.items())}}
         if also:
             record["also"] = also
+        if made_for is not None:
+            record.update(made_for)
         if several is None:
             record["input_shape"] = list(np.shape(inputs)[1:])
         else:  # the files it vouches for (batch.unfinished finds it from theirs)

@@ -357,10 +357,12 @@ def _signature(method: Callable, model: Any, inputs: Any, options: dict, targets
 
 
 def _signatures(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
-                batch_size: int, several: _Several | None = None) -> tuple[str, str]:
+                batch_size: int, several: _Several | None = None,
+                fingerprint: dict | None = None) -> tuple[str, str]:
     """The job's signature and its family's: the same job at any batch size. For several
     inputs, each input's name, shape and dtype (in the model's order: a list and a dict of
-    the same inputs are the same job)."""
+    the same inputs are the same job). ``fingerprint``: ``model_fingerprint(model)`` where
+    the caller has it (it hashes every weight)."""
     if several is None:
         n = len(inputs)
         described: Any = [list(np.shape(inputs)[1:]), str(getattr(inputs, "dtype", ""))]
@@ -369,7 +371,8 @@ def _signatures(method: Callable, model: Any, inputs: Any, options: dict, target
         described = {"inputs": [[name, list(np.shape(a)[1:]), str(getattr(a, "dtype", ""))]
                                 for name, a in zip(several.names, several.arrays)]}
     job = {
-        "method": _method_description(method), "model": model_fingerprint(model),
+        "method": _method_description(method),
+        "model": model_fingerprint(model) if fingerprint is None else fingerprint,
         "n": n, "input": described,
         "options": _describe(_named(method, dict(options))),
         "targets": _describe(_ids(targets)),
@@ -380,3 +383,34 @@ def _signatures(method: Callable, model: Any, inputs: Any, options: dict, target
     sig = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
     job["b"] = None
     return sig, hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
+
+
+#: Heads whose top class is the top class of the model's logits (softmax and sigmoid are
+#: increasing, ``saved`` is one of them or the logits): ``targets=None`` picks the same class
+#: on each. ``sigmoid_complement`` (``1 - p``) picks the class most confidently absent.
+_TOP_CLASS_HEADS = ("logits", "saved", "softmax", "sigmoid")
+
+
+def target_record(targets: Any, fingerprint: dict) -> dict:
+    """What a job's progress file records of its targets, for ``jaxsal evaluate`` to check
+    that it scores the classes the maps were made for: ``{"targets": hash}`` of their
+    description (class ids as ``_ids`` makes them: ``3``, ``[3, 5]``, an ``(N, T)`` array by
+    a hash of its values), with ``"target_ids"`` (an int or a list of ints, to name them in an
+    error) where they are a few ids for every input; for ``targets=None`` (each input's
+    predicted class) also ``"predictor"``: a hash of the model (``fingerprint``, :func:`model_fingerprint`) with
+    its head left out where it is one of :data:`_TOP_CLASS_HEADS`, which all predict the same
+    class. Raises :class:`_Unstable` for targets of no stable description."""
+    ids = _ids(targets)
+    record: dict = {"targets": _digest(_describe(ids))}
+    if isinstance(ids, np.ndarray) and ids.ndim <= 1 and ids.size <= 64:
+        record["target_ids"] = ids.tolist()  # (an int, or a list of them)
+    if targets is None:
+        fp = dict(fingerprint)
+        if fp.get("head") in _TOP_CLASS_HEADS:
+            fp["head"] = "top class"
+        record["predictor"] = _digest(fp)
+    return record
+
+
+def _digest(desc: Any) -> str:
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
