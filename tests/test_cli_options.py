@@ -278,6 +278,10 @@ def test_evaluate_refuses_maps_of_other_targets_or_inputs(tmp_path, mnist_path, 
     rc, err = evaluate(maps, "--targets", "5,3", inputs=str(tmp_path / "reversed.npy"))
     assert rc == 2 and f"{maps} holds the maps of other inputs than" in err, err
     assert "the values of inputs 0:2 differ" in err
+    np.save(tmp_path / "x64.npy", x.astype(np.float64))  # the same values, as other bytes
+    rc, err = evaluate(maps, "--targets", "5,3", inputs=str(tmp_path / "x64.npy"))
+    assert rc == 2 and "holds the maps of 2 float32 inputs of shape (28, 28, 1)" in err, err
+    assert "got 2 float64 inputs" in err
     assert not (tmp_path / "d.npy").exists()
     # the same classes on another head (evaluate's saved softmax, explain's logits): allowed
     assert evaluate(maps, "--targets", "5,3", "--head", "logits") == (0, "")
@@ -306,6 +310,13 @@ def test_evaluate_refuses_maps_of_other_targets_or_inputs(tmp_path, mnist_path, 
     rc, err = evaluate(predicted, "--head", "sigmoid_complement")
     assert rc == 2 and "is not that model" in err, err
     assert evaluate(predicted) == (0, "")
+    # a score function (explain_to_file in Python): no --targets gives it
+    scored = tmp_path / "s.npy"
+    jaxsal.explain_to_file(jaxsal.saliency, load_keras(mnist_path, head="logits"), x, scored,
+                           targets=jaxsal.class_score(3))
+    rc, err = evaluate(scored, "--targets", "3")
+    assert rc == 2 and "made for score functions (targets= of explain_to_file" in err, err
+    assert "Evaluate them in Python" in err
 
 
 @pytest.mark.parametrize("seed", ["99999999999999999999", "4294967296", "-1", "seven"])

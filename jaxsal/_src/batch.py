@@ -601,6 +601,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             record.update(made_for)
         if several is None:
             record["input_shape"] = list(np.shape(inputs)[1:])
+            record["input_dtype"] = str(getattr(inputs, "dtype", ""))  # (the signature's)
         else:  # the files it vouches for (batch.unfinished finds it from theirs)
             record["input_shapes"] = {name: list(np.shape(a)[1:])
                                       for name, a in zip(several.names, arrays)}

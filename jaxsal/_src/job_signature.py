@@ -393,22 +393,32 @@ _TOP_CLASS_HEADS = ("logits", "saved", "softmax", "sigmoid")
 
 def target_record(targets: Any, fingerprint: dict) -> dict:
     """What a job's progress file records of its targets, for ``jaxsal evaluate`` to check
-    that it scores the classes the maps were made for: ``{"targets": hash}`` of their
-    description (class ids as ``_ids`` makes them: ``3``, ``[3, 5]``, an ``(N, T)`` array by
-    a hash of its values), with ``"target_ids"`` (an int or a list of ints, to name them in an
-    error) where they are a few ids for every input; for ``targets=None`` (each input's
-    predicted class) also ``"predictor"``: a hash of the model (``fingerprint``, :func:`model_fingerprint`) with
-    its head left out where it is one of :data:`_TOP_CLASS_HEADS`, which all predict the same
-    class. Raises :class:`_Unstable` for targets of no stable description."""
+    that it scores the classes the maps were made for: ``"targets"``, a hash of their
+    description (class ids as ``_ids`` makes them: ``3`` and ``[3]`` differ, ``[3, 5]`` in
+    any integer form is one, an ``(N, T)`` array by a hash of its values); ``"target_form"``:
+    ``"predicted"`` (``None``), ``"ids"`` (an int or ids for every input), ``"per-input ids"``
+    (an ``(N, T)`` array) or ``"scores"`` (score functions); ``"target_ids"``, the ids (an
+    int or a list) where they are at most 64 for every input, to name them in an error; and
+    for ``targets=None`` ``"predictor"``: a hash of the model (``fingerprint``,
+    :func:`model_fingerprint`) with its head left out where it is one of
+    :data:`_TOP_CLASS_HEADS`, which all predict the same class. Raises :class:`_Unstable`
+    for targets of no stable description."""
     ids = _ids(targets)
     record: dict = {"targets": _digest(_describe(ids))}
-    if isinstance(ids, np.ndarray) and ids.ndim <= 1 and ids.size <= 64:
-        record["target_ids"] = ids.tolist()  # (an int, or a list of them)
     if targets is None:
+        record["target_form"] = "predicted"
         fp = dict(fingerprint)
         if fp.get("head") in _TOP_CLASS_HEADS:
             fp["head"] = "top class"
         record["predictor"] = _digest(fp)
+    elif isinstance(ids, np.ndarray) and ids.ndim <= 1:
+        record["target_form"] = "ids"
+        if ids.size <= 64:
+            record["target_ids"] = ids.tolist()  # (an int, or a list of them)
+    elif isinstance(ids, np.ndarray) and ids.ndim == 2:
+        record["target_form"] = "per-input ids"
+    else:
+        record["target_form"] = "scores"
     return record
 
 

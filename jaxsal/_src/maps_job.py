@@ -60,13 +60,15 @@ def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, 
     fix_maps = (f"evaluate the maps made for these inputs and targets, or make them: `jaxsal "
                 f"explain MODEL {inputs_path} --out MAPS.npy` with the --targets you evaluate")
     n, b, kept = prog.get("n"), prog.get("batch_size"), prog.get("inputs")
-    shape = prog.get("input_shape")
+    shape, dtype = prog.get("input_shape"), prog.get("input_dtype")
     if isinstance(n, int) and n != len(inputs) or (
-            isinstance(shape, list) and shape != list(inputs.shape[1:])):
+            isinstance(shape, list) and shape != list(inputs.shape[1:])) or (
+            isinstance(dtype, str) and dtype and dtype != str(inputs.dtype)):
+        made = f" {dtype}" if isinstance(dtype, str) else ""
         raise ValueError(
-            f"{maps_path} holds the maps of {n} inputs of shape {tuple(shape or ())} (says its "
-            f"progress file {progress_path}), got {len(inputs)} inputs of shape "
-            f"{inputs.shape[1:]} in {inputs_path}; {fix_maps}")
+            f"{maps_path} holds the maps of {n}{made} inputs of shape {tuple(shape or ())} "
+            f"(says its progress file {progress_path}), got {len(inputs)} {inputs.dtype} "
+            f"inputs of shape {inputs.shape[1:]} in {inputs_path}; {fix_maps}")
     if isinstance(n, int) and isinstance(b, int) and b >= 1 and isinstance(kept, dict):
         for c in range(-(-n // b)):
             recorded = kept.get(str(c))
@@ -89,26 +91,32 @@ def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, 
         got = target_record(targets, fingerprint)
     except _Unstable:  # (the command line's targets always have a description)
         return
-    ids = prog.get("target_ids")
-    if "predictor" in prog:
+    ids, form = prog.get("target_ids"), prog.get("target_form")
+    if form == "predicted":
         want = "each input's predicted class, no --targets,"
         fix = "leave --targets out"
-    elif ids is not None:
+    elif form == "ids" and ids is not None:
         want = f"--targets {_flag(ids)}"
-        fix = f"pass --targets {_flag(ids)}"
-    else:
+        fix = f"pass --targets {_flag(ids)} (the classes in explain's order)"
+    elif form == "ids":
+        want = "more than 64 class ids for every input"
+        fix = "pass the --targets the maps were made with"
+    elif form == "per-input ids":
         want = "per-input class ids (--targets @FILE.npy)"
         fix = "pass the --targets @FILE.npy the maps were made with"
+    else:  # (score functions, of explain_to_file in Python: no flag gives them)
+        want = "score functions (targets= of explain_to_file in Python)"
+        fix = ("evaluate them in Python, jaxsal.deletion / jaxsal.insertion(model, x, maps, "
+               "targets) with the same functions")
     if got["targets"] != made:
         given = ("no --targets (each input's predicted class)" if targets is None else
                  f"--targets {_flag(got['target_ids'])}" if "target_ids" in got else
-                 "other per-input class ids")
+                 f"other {got['target_form']}")
         raise ValueError(
             f"{maps_path} holds maps made for {want} (says its progress file "
             f"{progress_path}), got {given}: the curves would score other classes than the "
-            f"maps are of. {fix[0].upper() + fix[1:]} (the classes and their order as "
-            f"explain had them), or {fix_maps}")
-    if "predictor" in prog and got.get("predictor") != prog["predictor"]:
+            f"maps are of. {fix[0].upper() + fix[1:]}, or {fix_maps}")
+    if form == "predicted" and got.get("predictor") != prog.get("predictor"):
         raise ValueError(
             f"{maps_path} holds maps of each input's predicted class under the model that "
             f"made them (says its progress file {progress_path}), and {model_path} at "
