@@ -927,13 +927,16 @@ def main(argv=None) -> int:
     v.add_argument("model", help=MODEL_HELP)
     v.add_argument("inputs", help=".npy of inputs (N, ...), read memory-mapped")
     v.add_argument("maps", help=".npy of the maps of those inputs (what `jaxsal explain` "
-                                "wrote): (N, [T,] H, W) or with the inputs' own shape")
+                                "wrote): (N, [T,] H, W) or with the inputs' own shape; with "
+                                "explain's progress file beside them, INPUTS and --targets "
+                                "must be the ones they were made for (checked)")
     v.add_argument("--metric", required=True, type=_choice(METRICS, "metric"),
                    metavar="{deletion,insertion}",
                    help="deletion: remove the most relevant first, the score should fall "
                         "fast; insertion: add them to a baseline, it should rise fast")
     v.add_argument("--targets", default="predicted",
-                   help="the targets the maps explain, as for `jaxsal explain`")
+                   help="the targets the maps explain, as for `jaxsal explain` (the same "
+                        "value: maps of --targets 5,3 are refused at 3,5 or none)")
     v.add_argument("--head", default="saved",
                    help="the scores followed: 'saved' (default: the model's own output, "
                         "probabilities for a softmax classifier, as RISE's curves), "

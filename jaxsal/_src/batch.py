@@ -305,9 +305,11 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
       inputs: ``(N, ...)`` array; a ``np.load(..., mmap_mode="r")`` array works, so inputs larger
         than memory stream from disk. For several inputs, a list, tuple or dict of such
         arrays, each with the same ``N``.
-      path: output ``.npy``; ``path + ".progress.json"`` records finished chunks. For several
-        inputs, the maps of each may go to its own file beside it (above): those files, too,
-        are never a file the job reads.
+      path: output ``.npy``; ``path + ".progress.json"`` records finished chunks, the hash of
+        each one's inputs and what the targets were (``jaxsal evaluate`` checks that it
+        evaluates the maps at those inputs and targets: README, "Evaluating saved maps").
+        For several inputs, the maps of each may go to its own file beside it (above):
+        those files, too, are never a file the job reads.
       targets: as for ``method`` (class ids, ``None``, score functions such as
         :func:`jaxsal.class_score` / :func:`jaxsal.neuron` or your own functions); a 2-D
         ``(N, T)`` array is sliced along with the inputs.
