@@ -310,6 +310,10 @@ def test_evaluate_refuses_maps_of_other_targets_or_inputs(tmp_path, mnist_path, 
     rc, err = evaluate(predicted, "--head", "sigmoid_complement")
     assert rc == 2 and "is not that model" in err, err
     assert evaluate(predicted) == (0, "")
+    # Eigen-CAM's maps are the same for every class: made without targets, evaluated at any
+    eigen = tmp_path / "e.npy"
+    assert _explain(mnist_path, digits_file, eigen, "--method", "eigencam") == 0
+    assert evaluate(eigen, "--targets", "3") == (0, "")
     # a score function (explain_to_file in Python): no --targets gives it
     scored = tmp_path / "s.npy"
     jaxsal.explain_to_file(jaxsal.saliency, load_keras(mnist_path, head="logits"), x, scored,

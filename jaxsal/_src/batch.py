@@ -574,6 +574,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             batch_size, several, fingerprint)
         # the classes the maps are of (for `jaxsal evaluate` to check it scores those)
         made_for: dict | None = target_record(targets, fingerprint)
+        if getattr(_unwrap(method), "class_free", False):  # (Eigen-CAM: one map for any class)
+            made_for = {**made_for, "target_form": "any"}
     except _Unstable as e:
         if resume:
             raise TypeError(

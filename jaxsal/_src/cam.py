@@ -920,5 +920,9 @@ def guided_gradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
 
 #: explain_to_file refuses a job over several inputs before any work (see job_inputs.py).
 scorecam.one_input = "its activation masks would need a rule for which input they multiply"
+#: Its maps do not depend on the targets (the layer's first principal component, the same map
+#: for every class): a job's progress file records them as made for any class, and
+#: ``jaxsal evaluate`` scores them at any --targets (``jaxsal._src.maps_job``).
+eigencam.class_free = True
 guided_gradcam.one_input = ("it multiplies Grad-CAM by guided backpropagation's map of one "
                             "image")

@@ -397,7 +397,9 @@ def target_record(targets: Any, fingerprint: dict) -> dict:
     description (class ids as ``_ids`` makes them: ``3`` and ``[3]`` differ, ``[3, 5]`` in
     any integer form is one, an ``(N, T)`` array by a hash of its values); ``"target_form"``:
     ``"predicted"`` (``None``), ``"ids"`` (an int or ids for every input), ``"per-input ids"``
-    (an ``(N, T)`` array) or ``"scores"`` (score functions); ``"target_ids"``, the ids (an
+    (an ``(N, T)`` array) or ``"scores"`` (score functions), which the job makes ``"any"``
+    for a method whose maps are the same for every class (``class_free``: Eigen-CAM);
+    ``"target_ids"``, the ids (an
     int or a list) where they are at most 64 for every input, to name them in an error; and
     for ``targets=None`` ``"predictor"``: a hash of the model (``fingerprint``,
     :func:`model_fingerprint`) with its head left out where it is one of

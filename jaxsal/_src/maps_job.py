@@ -84,7 +84,9 @@ def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, 
                     f"score each input by another input's map. Pass the INPUTS file the maps "
                     f"were made for, in the same order, or {fix_maps}")
     made = prog.get("targets")
-    if not isinstance(made, str):  # (a job of a jaxsal before targets were recorded)
+    # (a job of a jaxsal before targets were recorded; a method whose maps are the same for
+    # every class, Eigen-CAM: any targets)
+    if not isinstance(made, str) or prog.get("target_form") == "any":
         return
     try:
         fingerprint = model_fingerprint(model) if targets is None else {}
