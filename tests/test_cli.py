@@ -217,6 +217,20 @@ def _two_chunk_job(tmp_path, fixtures_dir, mnist_digits):
             "--batch-size", "2", "--targets", "3", "--out", out], out
 
 
+def _stopped_after_each_chunk(job, stop):
+    """``cli._job`` whose progress callback calls ``stop()`` after reporting a chunk."""
+    def stopped_job(args):
+        model, inputs, progress = job(args)
+
+        def progress_then_stop(done, total):
+            progress(done, total)
+            stop()
+
+        return model, inputs, progress_then_stop
+
+    return stopped_job
+
+
 def test_ctrl_c_says_the_job_resumes(tmp_path, fixtures_dir, mnist_digits, capsys,
                                      monkeypatch):
     """Ctrl-C in a job (here after its first chunk) prints one line, not a traceback, and
@@ -224,16 +238,10 @@ def test_ctrl_c_says_the_job_resumes(tmp_path, fixtures_dir, mnist_digits, capsy
     argv, out = _two_chunk_job(tmp_path, fixtures_dir, mnist_digits)
     job = cli._job
 
-    def interrupted_job(args):
-        model, inputs, progress = job(args)
+    def ctrl_c():
+        raise KeyboardInterrupt
 
-        def progress_then_ctrl_c(done, total):
-            progress(done, total)
-            raise KeyboardInterrupt
-
-        return model, inputs, progress_then_ctrl_c
-
-    monkeypatch.setattr(cli, "_job", interrupted_job)
+    monkeypatch.setattr(cli, "_job", _stopped_after_each_chunk(job, ctrl_c))
     try:
         rc = cli.main(argv)
     except KeyboardInterrupt:
@@ -259,21 +267,12 @@ def test_sigterm_says_the_job_resumes(tmp_path, fixtures_dir, mnist_digits, caps
     import signal
 
     argv, out = _two_chunk_job(tmp_path, fixtures_dir, mnist_digits)
-    job = cli._job
-
-    def terminated_job(args):
-        model, inputs, progress = job(args)
-
-        def progress_then_sigterm(done, total):
-            progress(done, total)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-        return model, inputs, progress_then_sigterm
 
     def callers(signum, frame):  # (the default handler would end pytest)
         raise RuntimeError("SIGTERM reached the caller's handler")
 
-    monkeypatch.setattr(cli, "_job", terminated_job)
+    monkeypatch.setattr(cli, "_job", _stopped_after_each_chunk(
+        cli._job, lambda: os.kill(os.getpid(), signal.SIGTERM)))
     before = signal.signal(signal.SIGTERM, callers)
     try:
         assert cli.main(argv) == 143
