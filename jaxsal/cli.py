@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import functools
 import os
+import re
 import sys
 import time
 from importlib import resources
@@ -130,11 +131,12 @@ def _parse_targets(s: str | None, model, n: int, method: str):
                 f"({n},) (one label per input) or ({n}, T), got {ids.dtype} of shape "
                 f"{ids.shape}; e.g. np.save('labels.npy', y.astype(int))")
         return ids[:, None] if ids.ndim == 1 else ids
-    try:
-        ids = [int(t) for t in s.split(",") if t.strip()]
-    except ValueError:
+    parts = [t.strip() for t in s.split(",") if t.strip()]
+    # digits only: Python's int() also reads '3_0' as 30 and ' 3 ' or '٣' as 3
+    if not parts or not all(re.fullmatch(r"[+-]?[0-9]+", t) for t in parts):
         raise ValueError(f"--targets: expected 'predicted', 'all', a class id, ids like "
-                         f"0,3,7 or @FILE.npy (per-input ids); got {s!r}") from None
+                         f"0,3,7 or @FILE.npy (per-input ids); got {s!r}")
+    ids = [int(t) for t in parts]
     if len(set(ids)) < len(ids):
         raise ValueError(f"--targets {s}: expected distinct class ids (each is explained for "
                          f"every input), got repeats; per-input labels go as @FILE.npy, e.g. "

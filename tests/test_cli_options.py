@@ -427,6 +427,13 @@ def test_per_input_targets_from_a_file(tmp_path, mnist_path, digits_file, capsys
     assert _explain(mnist_path, digits_file, tmp_path / "r.npy", "--targets", "7,7") == 2
     assert "expected distinct class ids" in capsys.readouterr().err
     assert not (tmp_path / "r.npy").exists()
+    # no id, or what Python's int() reads but is not an id typed as digits ('3_0' was 30),
+    # refused naming --targets
+    for bad in ("", ",", "3_0", "1,3_0"):
+        assert _explain(mnist_path, digits_file, tmp_path / "r.npy", "--targets", bad) == 2
+        assert f"--targets: expected 'predicted', 'all', a class id, ids like 0,3,7 or " \
+            f"@FILE.npy (per-input ids); got {bad!r}" in capsys.readouterr().err
+    assert not (tmp_path / "r.npy").exists()
 
 
 def test_evaluate_never_writes_over_its_inputs_or_maps(tmp_path, mnist_path, mnist_digits,
