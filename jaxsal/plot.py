@@ -188,12 +188,38 @@ def _as_map(a: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
-def _as_display_image(a: np.ndarray, what: str = "image") -> np.ndarray:
+def _is_integer(a) -> bool:
+    """Whether ``a`` (any array-like) holds integers: such images are read on a 0..255 scale."""
+    return np.issubdtype(np.asarray(a).dtype, np.integer)
+
+
+def _display_rule(a, integer: bool) -> str:
+    """How images ``a`` (one, or all the images of a figure, colour last) are shown:
+    ``"as is"`` when their values lie in [0, 1], ``"/255"`` when in 0..255 and integers or
+    floats whose maximum is above 10, else ``"min-max"`` (each image scaled on its own). An
+    alpha channel (4 channels) is left out; non-finite values give ``"min-max"`` (refused per
+    image)."""
+    a = _np(a)
+    if a.ndim >= 3 and a.shape[-1] == 4:
+        a = a[..., :3]
+    if not a.size:
+        return "as is"
+    lo, hi = float(np.min(a)), float(np.max(a))
+    if lo >= 0.0 and hi <= 1.0:
+        return "as is"
+    if lo >= 0.0 and hi <= 255.0 and (integer or hi > 10.0):
+        return "/255"
+    return "min-max"
+
+
+def _as_display_image(a: np.ndarray, what: str = "image", rule: str | None = None) -> np.ndarray:
     """(H, W), (H, W, 1) or (H, W, 3) -> a gray (H, W) or RGB (H, W, 3) image in [0, 1]:
     values in [0, 1] as they are, 0..255 images (integers, or floats whose maximum is above
     10) divided by 255, anything else (a float image in [0, 1.5], a standardized one)
-    min-max scaled (a constant one: mid-gray)."""
-    integer = np.issubdtype(np.asarray(a).dtype, np.integer)
+    min-max scaled (a constant one: mid-gray). ``rule`` (:func:`_display_rule` of all the
+    images of a figure) decides for the batch, so that a dark 0..255 image among bright ones
+    is divided by 255 as they are (on its own, it was min-max scaled: drawn white)."""
+    integer = _is_integer(a)
     a = _np(a)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
@@ -207,11 +233,12 @@ def _as_display_image(a: np.ndarray, what: str = "image") -> np.ndarray:
     if not np.all(np.isfinite(a)):  # nanmin/nanmax would draw it black or min-max scaled
         raise ValueError(f"{what} contain NaN or inf; expected finite images (replace the "
                          "values first, e.g. np.nan_to_num(image))")
-    lo, hi = float(np.min(a)), float(np.max(a))
-    if lo >= 0.0 and hi <= 1.0:
+    rule = rule or _display_rule(a, integer)
+    if rule == "as is":
         return a
-    if lo >= 0.0 and hi <= 255.0 and (integer or hi > 10.0):
+    if rule == "/255":
         return a / 255.0
+    lo, hi = float(np.min(a)), float(np.max(a))
     return (a - lo) / (hi - lo) if hi > lo else np.full_like(a, 0.5)  # constant: gray
 
 
@@ -457,6 +484,10 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     except ValueError as e:
         n = np.shape(images)[0] if np.ndim(images) in (3, 4) else 0
         raise ValueError(str(e) + _one_row_hint(one_row, n, m.shape)) from None
+    # one display rule for all the images, one for all the inputs: a dark 0..255 image among
+    # bright ones is divided by 255 too (alone it read as a [0, 1.5]-like image: stretched),
+    # and integer images are known as integers (converted to float32 above)
+    bg_rule = None if bg is None else _display_rule(bg, _is_integer(images))
     ins = None
     if inputs is not None:
         ins = _np(inputs)
@@ -470,6 +501,7 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         if ins.shape[0] != R:
             raise ValueError(f"inputs: expected {R} images (one per row), got {ins.shape}"
                              + _one_row_hint(one_row, ins.shape[0], m.shape))
+    in_rule = None if ins is None else _display_rule(ins, _is_integer(inputs))
     row_titles = None if row_titles is None else [str(t) for t in row_titles]
     col_titles = None if col_titles is None else [str(t) for t in col_titles]
     if row_titles is not None and len(row_titles) != R:
@@ -545,7 +577,7 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
                              f"scale={scale!r}; pass mosaic=False or leave mosaic unset")
         return _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles,
                        full_title, colorbar, colorbar_label, scale, input_title, panel_size,
-                       save, dpi)
+                       save, dpi, (bg_rule, in_rule))
 
     # ---- layout in inches
     pw = panel_size
@@ -593,7 +625,7 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     for r in range(R):
         if extra_col:
             ax = fig.add_axes(box(r, 0), label="input")
-            img = _as_display_image(ins[r], "inputs")
+            img = _as_display_image(ins[r], "inputs", in_rule)
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1,
                       interpolation="nearest")
             _hide_ticks(ax)
@@ -603,7 +635,7 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
             ax = fig.add_axes(box(r, c + (1 if extra_col else 0)), label="panel")
             axes[r, c] = ax
             if bg is not None:
-                img = _as_display_image(bg[r, c], "images")
+                img = _as_display_image(bg[r, c], "images", bg_rule)
                 ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1,
                           interpolation="nearest")
             ax.imshow(m[r, c], cmap=cmap, norm=norms[r][c],
@@ -733,7 +765,7 @@ def _same_aspect(ins, H: int, W: int) -> bool:
 
 
 def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, full_title,
-            colorbar, colorbar_label, scale, input_title, panel_size, save, dpi):
+            colorbar, colorbar_label, scale, input_title, panel_size, save, dpi, rules):
     R, C, H, W = m.shape
     if ins is not None and ins.shape[1:3] != (H, W):
         # inputs of another size than the maps (CAMs without upsampling): every map tile is
@@ -754,7 +786,7 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
     for r in range(R):
         y0 = r * (H + sep)
         if ins is not None:
-            img = _as_display_image(ins[r], "inputs")
+            img = _as_display_image(ins[r], "inputs", rules[1])
             img = _fit_pixels(img, H, W) if fit else img
             big[y0:y0 + H, :W] = img[..., None] if img.ndim == 2 else img
         for c in range(C):
@@ -762,7 +794,7 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
             v = (m[r, c] - lo[r, c]) / (hi[r, c] - lo[r, c])
             rgb = cmap_fn(np.clip(v, 0, 1))[..., :3]
             if bg is not None:
-                img = _as_display_image(bg[r, c], "images")
+                img = _as_display_image(bg[r, c], "images", rules[0])
                 img = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img
                 rgb = (1 - alpha) * img + alpha * rgb
             big[y0:y0 + H, x0:x0 + W] = rgb
@@ -829,7 +861,7 @@ def heatmap(map, *, image=None, title: str | None = None, cmap: str | None = Non
     while a.ndim > 2 and a.shape[0] == 1 and not (a.ndim == 3 and a.shape[-1] == 1):
         a = a[0]
     a = _as_map(a, "heatmap")
-    im = None if image is None else _np(image)
+    im = None if image is None else np.asarray(image)  # (integer images keep their dtype)
     if im is not None and im.ndim == 4 and im.shape[0] == 1:
         im = im[0]
     return grid(a[None, None], images=im, title=title, cmap=cmap, signed=signed, alpha=alpha,

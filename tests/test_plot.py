@@ -1102,3 +1102,30 @@ def test_figures_pickle():
         again = pickle.loads(pickle.dumps(fig))
         assert plot.count_panels(again) == plot.count_panels(fig)
         assert again._repr_png_()[:4] == b"\x89PNG"
+
+
+def test_dark_0_255_images_are_divided_by_255_like_the_others():
+    """A uint8 image whose maximum is at most 10 (a dark photo) was min-max scaled, drawn
+    white: grid converted the images to float32 first, and overlay/heatmap too, so they were
+    not known as integers. A dark float 0..255 image among bright ones was stretched while
+    the others were divided by 255. The display rule is now read from the dtype and from all
+    the images (or inputs) of a figure."""
+    dark = np.zeros((8, 8), np.uint8)
+    dark[2:5, 2:5] = 8
+    rs = np.random.RandomState(0)
+    maps = rs.rand(1, 2, 8, 8)
+    shown = plot.panel_axes(plot.overlay(dark, maps[0, 0]))[0].images[0].get_array()
+    np.testing.assert_allclose(shown, dark / 255.0, rtol=1e-6)
+    for mosaic in (False, True):
+        f = plot.grid(maps, inputs=dark, mosaic=mosaic)
+        drawn = (plot.panel_axes(f, inputs=True)[0].images[0].get_array() if not mosaic
+                 else f.axes[0].images[0].get_array()[:8, :8, 0])
+        np.testing.assert_allclose(drawn, dark / 255.0, rtol=1e-6)
+    x = (rs.rand(3, 8, 8) * 255).astype(np.float32)
+    x[1] *= 0.03  # max about 7.6: alone it reads as a [0, 1.5]-like image
+    f = plot.grid(rs.rand(3, 1, 8, 8), images=x[:, None], inputs=x)
+    for ax, want in zip(plot.panel_axes(f), x):
+        np.testing.assert_allclose(ax.images[0].get_array(), want / 255.0, rtol=1e-6)
+    inputs = [ax for ax in plot.panel_axes(f, inputs=True) if ax.get_label() == "input"]
+    for ax, want in zip(inputs, x):
+        np.testing.assert_allclose(ax.images[0].get_array(), want / 255.0, rtol=1e-6)
