@@ -358,12 +358,35 @@ def _broadcast_images(images, R: int, C: int, H: int, W: int):
                          f"row, (1, C, ...) for one per column{first}") from None
 
 
+def _colormap(cmap) -> colors.Colormap:
+    """``cmap`` (a name matplotlib knows, or a ``Colormap``) as a ``Colormap``. ``tokens`` and
+    ``signal`` looked names up as dictionary keys, so a ``Colormap`` failed there with
+    "unhashable type" (``grid`` takes one), and an unknown name raised a ``KeyError`` in
+    them and in mosaics, a ``ValueError`` elsewhere."""
+    if isinstance(cmap, colors.Colormap):
+        return cmap
+    if isinstance(cmap, str):
+        try:
+            return matplotlib.colormaps[cmap]
+        except KeyError:
+            import difflib
+
+            close = difflib.get_close_matches(cmap, list(matplotlib.colormaps), n=4)
+            raise ValueError(
+                f"cmap: expected the name of a matplotlib colour map or a Colormap, got "
+                f"{cmap!r}" + (f"; did you mean {', '.join(map(repr, close))}?" if close else "")
+                + " (perceptually uniform: 'viridis', 'inferno', 'magma', 'cividis'; diverging: "
+                "'RdBu_r'; all names: sorted(matplotlib.colormaps))") from None
+    raise TypeError(f"cmap: expected the name of a matplotlib colour map (e.g. 'viridis') or a "
+                    f"matplotlib.colors.Colormap, got {cmap!r}")
+
+
 def _centred_cmap(cmap, a: float, b: float):
     """The part of a diverging ``cmap`` that limits ``a < b`` cover when its centre stands
     for 0 and its ends for -m, m (m = max(|a|, |b|)): drawn over ``Normalize(a, b)``, 0 keeps
     the centre colour (white for ``RdBu_r``). With the whole map over asymmetric limits,
     ``vmin=-0.1, vmax=0.5`` put white at 0.2 and drew small positive values blue."""
-    base = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
+    base = _colormap(cmap)
     m = max(abs(a), abs(b))
     return colors.ListedColormap(base(np.linspace(0.5 + a / (2 * m), 0.5 + b / (2 * m), 256)),
                                  name=f"{base.name} centred at 0")
@@ -419,8 +442,10 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         or ``"panel"`` (each panel its own range and colour bar, labelled as not comparable).
       signed: show signed values with a diverging map centred at 0. ``None``: when the maps
         have negative values (all-negative maps too).
-      cmap: colour map; default ``"jet"`` (unsigned) or ``"RdBu_r"`` (signed). Perceptually
-        uniform choices: ``"viridis"``, ``"inferno"``, ``"magma"``, ``"cividis"``.
+      cmap: colour map, a name or a ``matplotlib.colors.Colormap`` (as in every function
+        here; an unknown name is a ``ValueError`` naming close ones); default ``"jet"``
+        (unsigned) or ``"RdBu_r"`` (signed). Perceptually uniform choices: ``"viridis"``,
+        ``"inferno"``, ``"magma"``, ``"cividis"``.
       alpha: opacity of the maps over ``images``.
       row_groups: with ``scale="row"``, a label per row; consecutive rows with the same label
         share one scale and one colour bar (e.g. ``["softmax", "softmax", "logits",
@@ -478,7 +503,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
                          f"got {alpha!r}")
     R, C, H, W = m.shape
     signed = _is_signed(m) if signed is None else bool(signed)
-    cmap = cmap or (DIVERGING_CMAP if signed else DEFAULT_CMAP)
+    cmap = _colormap(DIVERGING_CMAP if signed else DEFAULT_CMAP) if cmap is None else (
+        _colormap(cmap))
     try:
         bg = _broadcast_images(images, R, C, H, W)
     except ValueError as e:
@@ -778,7 +804,7 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
         R, C, H, W = m.shape
     fit = ins is not None and ins.shape[1:3] != (H, W)
     sep = max(1, H // 14)
-    cmap_fn = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
+    cmap_fn = _colormap(cmap)
     extra = 1 if ins is not None else 0
     cols = C + extra
     big = np.ones((R * H + (R - 1) * sep, cols * W + (cols - 1) * sep + (sep * 2 if extra else 0),
@@ -909,8 +935,8 @@ def _rows(a: np.ndarray, length: int | None, what: str) -> np.ndarray:
 def _sequence_norm(a: np.ndarray, signed: bool | None, cmap: str | None):
     signed = _is_signed(a) if signed is None else signed
     lo, hi = _limits(a, signed)
-    return signed, colors.Normalize(lo, hi), matplotlib.colormaps[
-        cmap or (DIVERGING_CMAP if signed else "Reds")]
+    return signed, colors.Normalize(lo, hi), _colormap(
+        (DIVERGING_CMAP if signed else "Reds") if cmap is None else cmap)
 
 
 def tokens(words: Sequence[str], attributions, *, row_titles: Sequence[str] | None = None,
@@ -1071,6 +1097,7 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
       row_titles, col_titles: labels for an explicit ``(R, C, ...)`` grid.
     """
     a = _np(images)
+    cmap = _colormap(cmap)
     if not isinstance(channels_first, (bool, np.bool_)):
         raise ValueError(f"channels_first: expected True or False, got {channels_first!r}")
     if channels_first:

@@ -1129,3 +1129,31 @@ def test_dark_0_255_images_are_divided_by_255_like_the_others():
     inputs = [ax for ax in plot.panel_axes(f, inputs=True) if ax.get_label() == "input"]
     for ax, want in zip(inputs, x):
         np.testing.assert_allclose(ax.images[0].get_array(), want / 255.0, rtol=1e-6)
+
+
+def test_colour_maps_by_name_or_object_everywhere():
+    """tokens and signal looked cmap up as a dictionary key: a matplotlib Colormap (which grid
+    takes) failed with "unhashable type", and an unknown name raised a KeyError there and in
+    mosaics (a ValueError elsewhere). Every function takes both and refuses an unknown name
+    with a ValueError naming close ones."""
+    import matplotlib
+
+    viridis = matplotlib.colormaps["viridis"]
+    a = np.linspace(0.0, 1.0, 5)
+    f = plot.tokens(list("abcde"), a, cmap=viridis, colorbar=False)
+    boxes = [t.get_bbox_patch().get_facecolor() for t in f.axes[0].texts]
+    np.testing.assert_allclose(boxes[-1], viridis(1.0))
+    f = plot.signal(a, a, cmap=viridis)
+    assert plot.panel_axes(f)[0].images[0].get_cmap() is viridis
+    maps = np.random.RandomState(0).rand(2, 2, 4, 4)
+    calls = [lambda c: plot.tokens(list("abcde"), a, cmap=c),
+             lambda c: plot.signal(a, a, cmap=c),
+             lambda c: plot.grid(maps, cmap=c),
+             lambda c: plot.grid(maps, cmap=c, mosaic=True),
+             lambda c: plot.image_grid(np.zeros((2, 8, 8)), cmap=c, value_range=(0, 1))]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"cmap: expected .* got 'viridsi'; did you mean "
+                                             r"'viridis'"):
+            call("viridsi")
+    with pytest.raises(TypeError, match="cmap: expected the name"):
+        plot.grid(maps, cmap=3)
