@@ -112,8 +112,15 @@ def _np(a) -> np.ndarray:
 
 
 def _finish(fig: Figure, save, dpi: int) -> Figure:
+    """Write ``fig`` to ``save``: a path (its folder made; the format from its extension) or
+    an open binary file (``io.BytesIO``: PNG), as ``Figure.savefig`` takes (a file object
+    failed in ``os.fspath``)."""
     if save is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(os.fspath(save))), exist_ok=True)
+        if isinstance(save, (str, bytes, os.PathLike)):
+            os.makedirs(os.path.dirname(os.path.abspath(os.fsdecode(save))), exist_ok=True)
+        elif not callable(getattr(save, "write", None)):
+            raise TypeError(f"save: expected a path (str or os.PathLike) or a binary file "
+                            f"object with .write (io.BytesIO), got {save!r}")
         fig.savefig(save, dpi=dpi, facecolor="white")
     return fig
 
@@ -458,7 +465,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         ``"panel"`` scales only; no per-panel ``titles``). ``None``: when there are more than
         150 panels, the scale is one of those and no ``titles`` are given (``"row"`` and
         ``"column"`` grids, and grids with titles, are drawn panel by panel).
-      save: a path to write the figure to (PNG by its extension).
+      save: a path to write the figure to (its format by its extension), or a binary file
+        object (``io.BytesIO``; PNG).
       dpi: resolution of the saved file.
     Returns:
       the figure.

@@ -1157,3 +1157,15 @@ def test_colour_maps_by_name_or_object_everywhere():
             call("viridsi")
     with pytest.raises(TypeError, match="cmap: expected the name"):
         plot.grid(maps, cmap=3)
+
+
+def test_save_to_a_file_object():
+    """save= took paths only (os.fspath of an io.BytesIO raised a TypeError); Figure.savefig
+    writes to a binary file object too, as PNG."""
+    import io
+
+    buf = io.BytesIO()
+    plot.heatmap(np.random.RandomState(0).rand(8, 8), save=buf)
+    assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(TypeError, match=r"save: expected a path .* got 3"):
+        plot.heatmap(np.zeros((8, 8)), save=3)
