@@ -1115,6 +1115,9 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
         a = np.moveaxis(a, -3, -1)
     if not np.all(np.isfinite(a)):  # (a NaN image was taken for a padding panel and dropped)
         raise ValueError("images contain NaN or inf; nothing sensible can be drawn")
+    if a.ndim >= 3 and not a.size:  # (was a ZeroDivisionError, or a figure of empty panels)
+        raise ValueError(f"images: expected at least one image of at least one pixel, got "
+                         f"shape {a.shape}")
     if a.ndim == 4 and a.shape[-1] == 4 and min(a.shape[1:3]) >= 16:
         a = a[..., :3]  # (T, H, W, 4): RGBA images, drawn without their alpha channel
     shown = None  # the panels holding an image (a list's last row is padded)
@@ -1146,6 +1149,15 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
         T = R * C
         tiles = a
         t = titles
+        if (titles is not None and np.ndim(images) == 4 and C in (3, 4) and not channels_first
+                and np.shape(titles) == (R,)):
+            # one title per image: (T, c, H, W) images of a channels-first model, read as an
+            # explicit grid of c gray images per row (the titles failed as "expected Rx3")
+            raise ValueError(f"titles: expected {R}x{C} titles for images {np.shape(images)} "
+                             f"read as an explicit {R}x{C} grid of gray images, got {R} (one "
+                             f"per row); for {R} channels-first images (T, {C}, H, W), as "
+                             "maximize returns for a channels-first model, pass "
+                             "channels_first=True")
     else:
         raise ValueError(f"images: expected (T, H, W[, c]) or (R, C, H, W[, c]), got {a.shape}")
     if row_titles is not None and len(row_titles) != R:

@@ -1169,3 +1169,18 @@ def test_save_to_a_file_object():
     assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(TypeError, match=r"save: expected a path .* got 3"):
         plot.heatmap(np.zeros((8, 8)), save=3)
+
+
+def test_image_grid_refuses_no_images_and_names_channels_first_from_the_titles():
+    """No images failed with a ZeroDivisionError; (T, 3, H, W) images (a channels-first
+    model's maximize result) with one title per image failed with "expected Tx3 titles",
+    without the fix (channels_first=True), although the titles say they are T images."""
+    for empty in (np.zeros((0, 8, 8)), np.zeros((0, 8, 8, 3)), np.zeros((2, 0, 8, 8))):
+        with pytest.raises(ValueError, match=r"images: expected at least one image"):
+            plot.image_grid(empty)
+    first = np.random.RandomState(0).rand(4, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"expected 4x3 titles .* pass channels_first=True"):
+        plot.image_grid(first, titles=list("abcd"))
+    f = plot.image_grid(first, titles=list("abcd"), channels_first=True)
+    assert [ax.get_title() for ax in plot.panel_axes(f)] == list("abcd")
+    assert plot.count_panels(plot.image_grid(first, titles=np.arange(12).reshape(4, 3))) == 12
