@@ -141,3 +141,15 @@ def test_big_endian_maps_are_read_by_value():
                lambda a: jaxsal.jitter(1)(key, a)):
         want = np.asarray(fn(image))
         np.testing.assert_array_equal(np.asarray(fn(image.astype(">f4"))), want)
+
+
+def test_int64_maps_beyond_int32_are_not_wrapped():
+    """JAX takes an int64 NumPy array as int32 (without jax_enable_x64), wrapping values
+    beyond 2**31 silently: a count map [0, 2**40] normalized to [0, 0], resized to zeros.
+    Integer maps are made float32 on the host, as the functions compute them anyway."""
+    big = np.array([[[0, 2 ** 40], [2 ** 39, 2 ** 38]]], np.int64)
+    want = big.astype(np.float64)
+    np.testing.assert_allclose(jaxsal.normalize(big), want / 2 ** 40, rtol=1e-6)
+    np.testing.assert_allclose(jaxsal.clip_percentile(big, 0, 100), want, rtol=1e-6)
+    np.testing.assert_allclose(jaxsal.resize(big, (2, 2)), want, rtol=1e-6)
+    np.testing.assert_allclose(jaxsal.reduce_channels(big, "sum"), want.sum(-1), rtol=1e-6)

@@ -107,7 +107,7 @@ def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs", axis: int = -
         raise TypeError(f"reduce_channels: expected axis as one int (the channel axis), got "
                         f"{axis!r}")
     _check_axes(axis, np.ndim(maps), "reduce_channels", "the channel axis")
-    return _reduce_channels(native(maps), mode, axis)
+    return _reduce_channels(_host_maps(maps), mode, axis)
 
 
 @functools.partial(jax.jit, static_argnames=("mode", "axis"))
@@ -141,6 +141,21 @@ def _check_axes(axis, ndim: int, fn: str, what: str = "the axes of one map") -> 
         raise ValueError(f"{fn}: axis={axis} does not name distinct axes of maps of rank "
                          f"{ndim}; expected axis to select {what} among the maps' {ndim} axes "
                          "(e.g. axis=-1 for 1-D maps, (-2, -1) for 2-D maps)")
+
+
+def _host_maps(maps: ArrayLike):
+    """``maps`` as given to a jitted function: in the machine's byte order (:func:`native`),
+    and integer or boolean maps that are not JAX arrays (NumPy, lists) as float32 on the
+    host, as :func:`_floating` would make them. JAX takes an int64 array as int32 (without
+    ``jax_enable_x64``), wrapping values beyond 2**31 silently: a count map
+    ``[0, 2**40]`` normalized to ``[0, 0]``."""
+    maps = native(maps)
+    if isinstance(maps, jax.Array):
+        return maps
+    a = np.asarray(maps)
+    if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
+        return a.astype(np.float32)
+    return maps
 
 
 def _floating(maps: ArrayLike) -> Array:
@@ -178,7 +193,7 @@ def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
         raise TypeError(f"normalize: expected eps as a number, got {eps!r}") from None
     if not np.isfinite(eps) or eps < 0:
         raise ValueError(f"normalize: expected eps >= 0 (finite), got {eps}")
-    return _normalize(native(maps), axis, eps)
+    return _normalize(_host_maps(maps), axis, eps)
 
 
 @functools.partial(jax.jit, static_argnames=("lower", "upper", "axis"))
@@ -206,7 +221,7 @@ def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
                          f"upper={upper!r}")
     axis = _static_axis(axis)
     _check_axes(axis, np.ndim(maps), "clip_percentile")
-    return _clip_percentile(native(maps), float(lower), float(upper), axis)
+    return _clip_percentile(_host_maps(maps), float(lower), float(upper), axis)
 
 
 def interp_matrix(n_in: int, n_out: int, align_corners: bool = True,
@@ -287,7 +302,7 @@ def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners"
         raise ValueError(f"resize: expected maps (..., h, w) with the spatial axes last, got "
                          f"maps of shape {np.shape(maps)}; for 1-D maps (..., L) resize "
                          "them as one-row maps: resize(maps[..., None, :], (1, L))[..., 0, :]")
-    return _resize(native(maps), dims, method)
+    return _resize(_host_maps(maps), dims, method)
 
 
 @functools.partial(jax.jit, static_argnames=("size", "method"))
