@@ -207,6 +207,8 @@ def _display_rule(a, integer: bool) -> str:
     alpha channel (4 channels) is left out; non-finite values give ``"min-max"`` (refused per
     image)."""
     a = _np(a)
+    # an image broadcast over the grid (stride 0) is read once, not once per panel
+    a = a[tuple(slice(0, 1) if st == 0 else slice(None) for st in a.strides)]
     if a.ndim >= 3 and a.shape[-1] == 4:
         a = a[..., :3]
     if not a.size:
