@@ -153,3 +153,24 @@ def test_int64_maps_beyond_int32_are_not_wrapped():
     np.testing.assert_allclose(jaxsal.clip_percentile(big, 0, 100), want, rtol=1e-6)
     np.testing.assert_allclose(jaxsal.resize(big, (2, 2)), want, rtol=1e-6)
     np.testing.assert_allclose(jaxsal.reduce_channels(big, "sum"), want.sum(-1), rtol=1e-6)
+
+
+def test_resize_antialias_choice_when_shrinking():
+    """jax.image.resize antialiases when shrinking, tf.image.resize (by default) and OpenCV do
+    not, and resize had no way to ask for plain interpolation. Halving with half-pixel centres
+    samples between two pixels: antialias=False is the mean of each 2x2 block (analytic);
+    the default (None, jax's True) low-pass filters wider; align_corners refuses True."""
+    m = np.random.default_rng(4).uniform(size=(2, 8, 6)).astype(np.float32)
+    blocks = m.reshape(2, 4, 2, 3, 2).mean(axis=(2, 4))
+    plain = jaxsal.resize(m, (4, 3), method="bilinear", antialias=False)
+    np.testing.assert_allclose(plain, blocks, rtol=1e-6, atol=1e-7)
+    smooth = np.asarray(jaxsal.resize(m, (4, 3), method="bilinear"))
+    np.testing.assert_array_equal(smooth, jax.image.resize(m, (2, 4, 3), "bilinear"))
+    assert np.abs(smooth - blocks).max() > 1e-2
+    up = (8, 9)  # growing: the same either way
+    np.testing.assert_array_equal(jaxsal.resize(m, up, method="bilinear", antialias=False),
+                                  jaxsal.resize(m, up, method="bilinear"))
+    with pytest.raises(ValueError, match="align_corners.*antialias=True"):
+        jaxsal.resize(m, (4, 3), antialias=True)
+    with pytest.raises(TypeError, match="antialias as True, False or None"):
+        jaxsal.resize(m, (4, 3), method="bilinear", antialias="no")

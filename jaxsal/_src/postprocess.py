@@ -280,7 +280,8 @@ RESIZE_METHODS = ("align_corners", "linear", "bilinear", "nearest", "cubic", "la
                   "lanczos5")
 
 
-def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners") -> Array:
+def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners",
+           antialias: bool | None = None) -> Array:
     """Resize maps ``(..., h, w) -> (..., H, W)``.
 
     Args:
@@ -290,6 +291,11 @@ def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners"
       method: ``"align_corners"`` (bilinear, corner pixels aligned: tf-keras-vis's CAM
         upsampling) or a ``jax.image.resize`` method (``"linear"``/``"bilinear"``,
         ``"nearest"``, ``"cubic"``, ...: half-pixel centred, like ``tf.image.resize``).
+      antialias: for the ``jax.image.resize`` methods, whether shrinking a map low-pass
+        filters it first (``None``: ``jax.image.resize``'s default, ``True``, as
+        ``tf.image.resize(antialias=True)``; ``False``: plain interpolation, as
+        ``tf.image.resize``'s default and OpenCV's ``INTER_LINEAR``). Growing is the same
+        either way. ``"align_corners"`` never filters (``antialias=True`` is refused there).
     Returns:
       Floating-point maps ``(..., H, W)`` (the input's dtype when it is floating).
     """
@@ -302,11 +308,20 @@ def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners"
         raise ValueError(f"resize: expected maps (..., h, w) with the spatial axes last, got "
                          f"maps of shape {np.shape(maps)}; for 1-D maps (..., L) resize "
                          "them as one-row maps: resize(maps[..., None, :], (1, L))[..., 0, :]")
-    return _resize(_host_maps(maps), dims, method)
+    if antialias is not None and not isinstance(antialias, (bool, np.bool_)):
+        raise TypeError(f"resize: expected antialias as True, False or None, got {antialias!r}")
+    if antialias and method == "align_corners":
+        raise ValueError("resize: method='align_corners' interpolates without antialiasing "
+                         "(tf-keras-vis's scipy.ndimage.zoom); got antialias=True. For "
+                         "antialiased shrinking pass method='bilinear' (antialias=True is "
+                         "its default)")
+    antialias = True if antialias is None else bool(antialias)
+    return _resize(_host_maps(maps), dims, method, antialias)
 
 
-@functools.partial(jax.jit, static_argnames=("size", "method"))
-def _resize(maps: ArrayLike, size: tuple[int, ...], method: str) -> Array:
+@functools.partial(jax.jit, static_argnames=("size", "method", "antialias"))
+def _resize(maps: ArrayLike, size: tuple[int, ...], method: str,
+            antialias: bool = True) -> Array:
     maps = jnp.asarray(maps)
     if not jnp.issubdtype(maps.dtype, jnp.floating):
         maps = maps.astype(jnp.float32)
@@ -318,4 +333,4 @@ def _resize(maps: ArrayLike, size: tuple[int, ...], method: str) -> Array:
         return upsample_linear(maps, size, (-2, -1))
     if method not in RESIZE_METHODS:
         raise ValueError(f"unknown resize method {method!r}; expected one of {RESIZE_METHODS}")
-    return jax.image.resize(maps, maps.shape[:-2] + size, method=method)
+    return jax.image.resize(maps, maps.shape[:-2] + size, method=method, antialias=antialias)
