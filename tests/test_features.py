@@ -161,3 +161,17 @@ def test_image_grid_of_channels_first_images():
         jaxsal.image_grid(first)
     with pytest.raises(ValueError, match="channels_first=True: expected"):
         jaxsal.image_grid(imgs[..., 0], channels_first=True)
+
+
+def test_image_grid_pad_value_must_fit_integer_images():
+    """A pad_value that uint8 images cannot hold was cast into their dtype: 300 became 44,
+    0.5 (gray for float images) 0, silently. Refused; values the dtype holds are kept."""
+    u8 = np.full((3, 4, 4, 3), 7, np.uint8)
+    for bad in (300, 0.5, -1, "w"):
+        with pytest.raises(ValueError, match=r"pad_value as an integer in 0\.\.255 .*uint8"):
+            jaxsal.image_grid(u8, pad_value=bad)
+    g = np.asarray(jaxsal.image_grid(u8, pad_value=255, ncols=2))
+    assert g.dtype == np.uint8 and g[0, 0, 0] == 255 and g[-1, -1, 0] == 255
+    assert g[1, 1, 0] == 7
+    f = np.asarray(jaxsal.image_grid(u8 / 255.0, pad_value=0.5, ncols=2))
+    assert f[0, 0, 0] == 0.5

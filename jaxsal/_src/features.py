@@ -226,7 +226,8 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
       images: ``(T, H, W)`` or ``(T, H, W, C)``.
       ncols: images per row (default ``ceil(sqrt(T))``).
       pad: pixels between images and around the border.
-      pad_value: value of the padding.
+      pad_value: value of the padding, one the images' dtype holds (integer images: an
+        integer in its range, e.g. 255 for uint8; a ``ValueError`` otherwise).
       channels_first: the images are ``(T, C, H, W)``, as :func:`jaxsal.maximize` returns
         them for a channels-first model (the grid is channels-last all the same).
     Returns:
@@ -264,6 +265,20 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
     if isinstance(pad, (bool, np.bool_)) or not isinstance(pad, (int, np.integer)) or pad < 0:
         raise ValueError(f"image_grid: expected pad as an int >= 0 (pixels), got {pad!r}; "
                          "round it, e.g. pad=2")
+    if jnp.issubdtype(a.dtype, jnp.integer) or a.dtype == jnp.bool_:
+        # a padding value the images' dtype cannot hold was cast into it: 300 -> 44 and
+        # 0.5 (a float image's gray) -> 0 for uint8 images, silently
+        lo, hi = ((0, 1) if a.dtype == jnp.bool_
+                  else (int(np.iinfo(a.dtype).min), int(np.iinfo(a.dtype).max)))
+        try:
+            ok = float(pad_value) == int(pad_value) and lo <= int(pad_value) <= hi
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ValueError(f"image_grid: expected pad_value as an integer in {lo}..{hi} "
+                             f"for images of dtype {a.dtype}, got {pad_value!r}; "
+                             "e.g. pad_value=255 (white for 0..255 images), or pass float "
+                             "images (images / 255) for pad_value=1.0")
     ncols = min(int(ncols), t)
     rows = -(-t // ncols)
     a = jnp.concatenate([a, jnp.full((rows * ncols - t, h, w, c), pad_value, a.dtype)])
