@@ -174,3 +174,15 @@ def test_resize_antialias_choice_when_shrinking():
         jaxsal.resize(m, (4, 3), antialias=True)
     with pytest.raises(TypeError, match="antialias as True, False or None"):
         jaxsal.resize(m, (4, 3), method="bilinear", antialias="no")
+
+
+def test_complex_maps_are_refused():
+    """Complex maps were cast to real (a DeprecationWarning, hidden outside __main__): the
+    imaginary part dropped. Refused with the fix."""
+    z = np.ones((1, 2, 2), np.complex64) * (3 + 4j)
+    for fn in (jaxsal.normalize, jaxsal.clip_percentile, lambda a: jaxsal.resize(a, (3, 3)),
+               lambda a: jaxsal.reduce_channels(a, "sum")):
+        for maps in (z, jnp.asarray(z), z.tolist()):
+            with pytest.raises(TypeError, match=r"expected real maps.*jnp.abs\(maps\)"):
+                fn(maps)
+    np.testing.assert_allclose(jaxsal.reduce_channels(np.abs(z), "sum"), [[10, 10]])

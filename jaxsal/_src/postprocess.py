@@ -148,8 +148,12 @@ def _host_maps(maps: ArrayLike):
     and integer or boolean maps that are not JAX arrays (NumPy, lists) as float32 on the
     host, as :func:`_floating` would make them. JAX takes an int64 array as int32 (without
     ``jax_enable_x64``), wrapping values beyond 2**31 silently: a count map
-    ``[0, 2**40]`` normalized to ``[0, 0]``."""
+    ``[0, 2**40]`` normalized to ``[0, 0]``. Complex maps are refused."""
     maps = native(maps)
+    if np.iscomplexobj(maps):  # (cast to real with a DeprecationWarning: the imaginary
+        # part dropped, silently where such warnings are hidden)
+        raise TypeError("expected real maps, got complex ones; "
+                        "take the part to show first: jnp.abs(maps) or maps.real")
     if isinstance(maps, jax.Array):
         return maps
     a = np.asarray(maps)
