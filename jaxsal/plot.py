@@ -195,6 +195,11 @@ def _as_map(a: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
+#: how far outside [0, 1] an image's values may lie by rounding (an image computed as
+#: ``x * std + mean``, a resize) and still be shown as a [0, 1] image (clipped)
+_ROUNDING = 1e-5
+
+
 def _is_integer(a) -> bool:
     """Whether ``a`` (any array-like) holds integers: such images are read on a 0..255 scale."""
     return np.issubdtype(np.asarray(a).dtype, np.integer)
@@ -202,10 +207,10 @@ def _is_integer(a) -> bool:
 
 def _display_rule(a, integer: bool) -> str:
     """How images ``a`` (one, or all the images of a figure, colour last) are shown:
-    ``"as is"`` when their values lie in [0, 1], ``"/255"`` when in 0..255 and integers or
-    floats whose maximum is above 10, else ``"min-max"`` (each image scaled on its own). An
-    alpha channel (4 channels) is left out; non-finite values give ``"min-max"`` (refused per
-    image)."""
+    ``"as is"`` when their values lie in [0, 1] (to rounding, 1e-5; clipped), ``"/255"``
+    when in 0..255 and integers or floats whose maximum is above 10, else ``"min-max"``
+    (each image scaled on its own). An alpha channel (4 channels) is left out; non-finite
+    values give ``"min-max"`` (refused per image)."""
     a = _np(a)
     # an image broadcast over the grid (stride 0) is read once, not once per panel
     a = a[tuple(slice(0, 1) if st == 0 else slice(None) for st in a.strides)]
@@ -214,7 +219,7 @@ def _display_rule(a, integer: bool) -> str:
     if not a.size:
         return "as is"
     lo, hi = float(np.min(a)), float(np.max(a))
-    if lo >= 0.0 and hi <= 1.0:
+    if lo >= -_ROUNDING and hi <= 1.0 + _ROUNDING:  # (1 + 1e-7 was min-max scaled: 0.25 -> 0)
         return "as is"
     if lo >= 0.0 and hi <= 255.0 and (integer or hi > 10.0):
         return "/255"
@@ -244,7 +249,7 @@ def _as_display_image(a: np.ndarray, what: str = "image", rule: str | None = Non
                          "values first, e.g. np.nan_to_num(image))")
     rule = rule or _display_rule(a, integer)
     if rule == "as is":
-        return a
+        return np.clip(a, 0.0, 1.0)
     if rule == "/255":
         return a / 255.0
     lo, hi = float(np.min(a)), float(np.max(a))

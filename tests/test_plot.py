@@ -1184,3 +1184,18 @@ def test_image_grid_refuses_no_images_and_names_channels_first_from_the_titles()
     f = plot.image_grid(first, titles=list("abcd"), channels_first=True)
     assert [ax.get_title() for ax in plot.panel_axes(f)] == list("abcd")
     assert plot.count_panels(plot.image_grid(first, titles=np.arange(12).reshape(4, 3))) == 12
+
+
+def test_a_0_1_image_off_by_rounding_is_not_stretched():
+    """An image in [0.25, 1] whose maximum is 1 + 1e-7 (computed as x * std + mean, or
+    resized) read as 'anything else' and was min-max scaled: 0.25 drawn black. Values within
+    1e-5 of [0, 1] are a [0, 1] image, clipped."""
+    from jaxsal.plot import _as_display_image
+
+    img = np.linspace(0.25, 1, 64, dtype=np.float32).reshape(8, 8)
+    img[-1, -1] = np.nextafter(np.float32(1), np.float32(2))
+    np.testing.assert_array_equal(_as_display_image(img), np.clip(img, 0, 1))
+    low = img - 0.25 - 1e-7  # min just below 0
+    np.testing.assert_array_equal(_as_display_image(low), np.clip(low, 0, 1))
+    wide = img * 1.01  # beyond rounding: min-max scaled, as documented
+    assert float(_as_display_image(wide).min()) == 0.0
