@@ -215,6 +215,47 @@ def test_token_input_error_names_the_models_embedding(tmp_path):
     assert jaxsal.integrated_gradients(m, x, 0, layer="tok_emb", steps=4).shape == (2, LEN)
 
 
+def test_float_declared_token_input_is_explained_as_token_ids(text_models, tmp_path):
+    """``keras.Input((L,))`` (float, as many tutorials declare it) read only by an Embedding
+    (and the ``not_equal`` its mask records) holds token ids that Keras casts. The gradient
+    methods at the input gave all-zero maps (the gradient through the cast) and the token CAMs
+    found no CAM layer; now such a model is explained as its int32-declared twin (same
+    weights): the input gradient refused, CAMs and layer maps equal the twin's for integer or
+    whole-number float ids, fractional ids refused."""
+    twin, _, x = text_models  # Embedding -> Conv1D "conv" -> max pool -> Dense, int32 input
+    inp = keras.Input((LEN,))
+    h = layers.Embedding(VOCAB, 8, mask_zero=True, name="embedding")(inp)  # records not_equal
+    h = layers.Conv1D(6, 3, activation="relu", padding="same", name="conv")(h)
+    h = layers.GlobalMaxPooling1D(name="gmp")(h)
+    h = layers.Dense(5, activation="relu", name="hidden")(h)
+    km = keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
+    for name in ("embedding", "conv", "hidden", "out"):
+        km.get_layer(name).set_weights([np.asarray(twin.params[name][k]) for k in
+                                        (("embeddings",) if name == "embedding"
+                                         else ("kernel", "bias"))])
+    km.save(tmp_path / "float_input.keras")
+    m = load_keras(tmp_path / "float_input.keras", head="logits")
+    np.testing.assert_allclose(np.asarray(m(x)), np.asarray(twin(x)), rtol=1e-6, atol=1e-7)
+    for f in (jaxsal.saliency, jaxsal.integrated_gradients, jaxsal.scorecam):
+        for ids in (x, x.astype(np.float32)):
+            with pytest.raises(TypeError, match=r"declared float but read only by Embedding "
+                                                r"'embedding'.*layer='embedding'"):
+                f(m, ids, 0)
+    assert jaxsal.default_cam_layer(m) == "conv"
+    want = np.asarray(jaxsal.gradcam(twin, x, [0, 2]))
+    lay = np.asarray(jaxsal.saliency(twin, x, [0, 2], layer="embedding"))
+    for ids in (x, x.astype(np.float32)):
+        np.testing.assert_allclose(np.asarray(jaxsal.gradcam(m, ids, [0, 2])), want,
+                                   rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(jaxsal.saliency(m, ids, [0, 2], layer="embedding")),
+                                   lay, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=r"whole-number token ids.*got 1.5"):
+        jaxsal.saliency(m, np.where(x == x[0, 0], 1.5, x).astype(np.float32), 0,
+                        layer="embedding")
+    with pytest.raises(ValueError, match="whole numbers"):
+        jaxsal.occlusion(m, x.astype(np.float32), 0, fill=0.5)
+
+
 def test_layer_without_channel_axis_needs_reduce_none(text_models):
     m, _, x = text_models
     with pytest.raises(ValueError, match=r"'hidden' has output shape \(4, 5\).*reduce=None"):

@@ -53,8 +53,8 @@ from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
 from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, nan_where_invalid,
                                  predicted_ids, resolve_predicted, run_model, score_matrix,
                                  target_pullback)
-from jaxsal._src.validate import (NO_CHANNEL_AXIS, Prepared, _layer_info, cam_rank,
-                                  check_feeds_output, check_flag, check_spatial,
+from jaxsal._src.validate import (NO_CHANNEL_AXIS, Prepared, _float_ids_reader, _layer_info,
+                                  cam_rank, check_feeds_output, check_flag, check_spatial,
                                   input_spatial_shape, layer_output, prepare, to_channels_last)
 
 Array = jax.Array
@@ -76,11 +76,13 @@ def spatial_layers(model: ModelLike) -> list[str]:
     if hasattr(model, "layers") and hasattr(model, "graph"):
         shapes = getattr(model, "input_shapes", None) or [model.input_shape]
         dtypes = list(getattr(model.graph, "input_dtypes", None) or [None] * len(shapes))
-        # every input's rank; token ids (L,) one more (their embedding's channel axis);
-        # integer images (H, W, C) (raw uint8 the model casts) their own
+        # every input's rank; token ids (L,) one more (their embedding's channel axis; an
+        # input declared float that only an Embedding reads holds ids too); integer images
+        # (H, W, C) (raw uint8 the model casts) their own
         ranks = {(len(s) if s is not None else 3)
-                 + ("int" in str(d) and s is not None and len(s) == 1)
-                 for s, d in zip(shapes, dtypes)} - {0, 1}
+                 + (("int" in str(d) or _float_ids_reader(model, i) is not None)
+                    and s is not None and len(s) == 1)
+                 for i, (s, d) in enumerate(zip(shapes, dtypes))} - {0, 1}
         fmt = getattr(model, "layer_data_format", lambda name: "channels_last")
         return [info.name for info in model.layers
                 if isinstance(info.output_shape, tuple) and len(info.output_shape) in ranks

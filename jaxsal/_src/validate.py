@@ -335,6 +335,29 @@ def _readers(model: Any, i: int) -> list[str]:
     return sorted({c.layer for c in consumers().get((r.layer, r.node), ())})
 
 
+#: Layers whose output has no gradient with respect to their input: embeddings (a lookup of
+#: ids cast to integers) and comparisons (booleans, e.g. a recorded mask).
+_NO_GRADIENT_READERS = frozenset({"Embedding", "ReversibleEmbedding", "ops.NotEqual",
+                                  "ops.Equal", "ops.Greater", "ops.GreaterEqual", "ops.Less",
+                                  "ops.LessEqual"})
+
+
+def _float_ids_reader(model: Any, i: int) -> str | None:
+    """The ``Embedding`` that reads input ``i`` where the model declares that input float
+    (``keras.Input((L,))``, as many tutorials write it) and only embeddings read it (and
+    comparisons, such as the ``not_equal`` a Keras 3 file records for a mask): Keras casts the
+    floats to token ids, so their gradient is zero, not an attribution. ``None`` otherwise (an
+    integer input, a plain function, or another reader)."""
+    dtypes = getattr(getattr(model, "graph", None), "input_dtypes", None)
+    if not dtypes or i >= len(dtypes) or "int" in str(dtypes[i]):
+        return None
+    classes = {n: getattr(_layer_info(model, n), "class_name", None) for n in _readers(model, i)}
+    embeddings = [n for n, c in classes.items() if c in ("Embedding", "ReversibleEmbedding")]
+    if not embeddings or any(c not in _NO_GRADIENT_READERS for c in classes.values()):
+        return None
+    return embeddings[0]
+
+
 def _integer_images(model: Any, i: int, dtype: str, shape: tuple, what: str) -> TypeError:
     """The error for raw integer images (or other codes with a channel axis) given to a
     method that needs their gradient or fractions of them (masks, noise)."""
@@ -380,6 +403,28 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
         raise TypeError(f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
                         f"other codes), got dtype {dtype}; pass the ids as integers, e.g. "
                         f"x.astype(np.int32)")
+    embedding = None if allow_int or ids_dtype is not None else _float_ids_reader(model, index)
+    if embedding is not None:  # the gradient through the ids' cast would be silently zero
+        raise TypeError(f"{what}: this model's input is declared float but read only by "
+                        f"Embedding {embedding!r}, which casts it to token ids: their gradient "
+                        f"is zero (every map would be 0) and they have no fractions (the masks "
+                        f"and noise some methods scale inputs by). "
+                        f"{_at_a_layer(model, index)}")
+    embedding = None if ids_dtype is not None else _float_ids_reader(model, index)
+    if embedding is not None and np.ndim(x) == 2:
+        # token ids of a float-declared input: integers from here on, as for an int32 input
+        # (token CAMs, whole-number fills, the vocabulary check), the values Keras looks up
+        if jnp.issubdtype(dtype, jnp.floating):
+            raw = None if isinstance(x, jax.core.Tracer) else np.asarray(x)
+            if raw is not None and not np.array_equal(raw, np.round(raw)):
+                bad = float(raw[raw != np.round(raw)].flat[0])
+                raise ValueError(f"{what}: expected whole-number token ids (this model's "
+                                 f"input is read by Embedding {embedding!r}), got {bad!r}; "
+                                 f"Keras would truncate it to another id, and mask_zero would "
+                                 f"still see it as a token. Pass ids, e.g. x.astype(np.int32)")
+            x, dtype = x.astype(np.int32), np.dtype(np.int32)
+        if jnp.issubdtype(dtype, jnp.integer):
+            ids_dtype = str(dtype)
     if jnp.issubdtype(dtype, jnp.integer) and not allow_int:
         reader = _reader_class(model, index)
         if reader is not None and "Embedding" not in reader:  # pixels or features, not ids
