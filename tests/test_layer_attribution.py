@@ -215,6 +215,16 @@ def test_token_input_error_names_the_models_embedding(tmp_path):
     assert jaxsal.integrated_gradients(m, x, 0, layer="tok_emb", steps=4).shape == (2, LEN)
 
 
+def test_baseline_ids_outside_the_vocabulary_are_refused(text_models):
+    """A baseline of token ids outside the Embedding's vocabulary is refused naming the
+    baseline, as a fill is; it gave NaN maps, reported as "not finite"."""
+    _, m, x = text_models
+    for bad in (VOCAB, -1):
+        for f in (jaxsal.integrated_gradients, jaxsal.deeplift):
+            with pytest.raises(ValueError, match=r"baseline: .*token ids must be in \[0, 30\)"):
+                f(m, x, 0, layer="embedding", baseline=np.full_like(x, bad))
+
+
 def test_float_declared_token_input_is_explained_as_token_ids(text_models, tmp_path):
     """``keras.Input((L,))`` (float, as many tutorials declare it) read only by an Embedding
     (and the ``not_equal`` its mask records) holds token ids that Keras casts. The gradient

@@ -53,7 +53,8 @@ from jaxsal._src.backward import with_backward
 from jaxsal._src.lrp_rules import is_product
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import Targets, pullback_at, resolve_predicted
-from jaxsal._src.validate import LayerTarget, check_flag, prepare, prepare_layer
+from jaxsal._src.validate import (LayerTarget, check_fill_ids, check_flag, prepare,
+                                  prepare_layer)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -495,6 +496,7 @@ def deeplift(model: ModelLike, x: Inputs, targets: Targets = None, *,
         model, x, targets, head, check_finite, maxpool, products, eps, rtol, reduce,
         multiply_by_inputs, layer, memory_budget)
     b = check_baseline(p.per_input(baseline, "baseline"), p.x)
+    check_fill_ids(p.model, b, p.x, "baseline")  # ids outside the vocabulary: NaN maps
     chunk = base.chunk_for(p.spec.num, fb, chunk_size, memory_budget, rows=2 * nb)
     m, spec, info = p.model, p.spec, p.info
 

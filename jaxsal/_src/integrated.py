@@ -23,7 +23,8 @@ from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import (OutputInfo, TargetSpec, Targets, layer_pullback,
                                  resolve_predicted, run_model)
-from jaxsal._src.validate import LayerTarget, check_like, prepare, prepare_layer
+from jaxsal._src.validate import (LayerTarget, check_fill_ids, check_like, prepare,
+                                  prepare_layer)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -224,6 +225,7 @@ def integrated_gradients(model: ModelLike, x: Inputs, targets: Targets = None, *
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
     b = check_baseline(p.per_input(baseline, "baseline"), p.x)
+    check_fill_ids(p.model, b, p.x, "baseline")  # ids outside the vocabulary: NaN maps
     nb, batch_steps, chunk = base.sampling_plan(p.model, p.x, p.n, p.spec.num, steps,
                                                 batch_steps, "batch_steps", chunk_size,
                                                 memory_budget)
