@@ -266,6 +266,35 @@ def test_float_declared_token_input_is_explained_as_token_ids(text_models, tmp_p
         jaxsal.occlusion(m, x.astype(np.float32), 0, fill=0.5)
 
 
+def test_float_declared_token_input_read_by_a_nested_encoder(text_models, tmp_path):
+    """The same float-declared ids read by an Embedding inside a nested Sequential encoder
+    (``enc(keras.Input((L,)))``): saliency gave all-zero maps without a word (only the
+    input's direct readers were looked at, here the encoder); now refused naming the nested
+    embedding, and explained there as the int32 twin is at its own embedding."""
+    twin, _, x = text_models  # Embedding -> Conv1D "conv" -> max pool -> Dense, int32 input
+    enc = keras.Sequential([layers.Embedding(VOCAB, 8, name="embedding"),
+                            layers.Conv1D(6, 3, activation="relu", padding="same", name="conv"),
+                            layers.GlobalMaxPooling1D(name="gmp")], name="enc")
+    inp = keras.Input((LEN,))
+    h = layers.Dense(5, activation="relu", name="hidden")(enc(inp))
+    km = keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
+    for layer, name in ((enc.get_layer("embedding"), "embedding"),
+                        (enc.get_layer("conv"), "conv"), (km.get_layer("hidden"), "hidden"),
+                        (km.get_layer("out"), "out")):
+        layer.set_weights([np.asarray(twin.params[name][k]) for k in
+                           (("embeddings",) if name == "embedding" else ("kernel", "bias"))])
+    km.save(tmp_path / "nested_float_input.keras")
+    m = load_keras(tmp_path / "nested_float_input.keras", head="logits")
+    np.testing.assert_allclose(np.asarray(m(x)), np.asarray(twin(x)), rtol=1e-6, atol=1e-7)
+    with pytest.raises(TypeError, match=r"declared float but read only by Embedding "
+                                        r"'enc/embedding'.*layer='enc/embedding'"):
+        jaxsal.saliency(m, x.astype(np.float32), 0)
+    lay = np.asarray(jaxsal.saliency(twin, x, [0, 2], layer="embedding"))
+    np.testing.assert_allclose(
+        np.asarray(jaxsal.saliency(m, x.astype(np.float32), [0, 2], layer="enc/embedding")),
+        lay, rtol=1e-5, atol=1e-7)
+
+
 def test_layer_without_channel_axis_needs_reduce_none(text_models):
     m, _, x = text_models
     with pytest.raises(ValueError, match=r"'hidden' has output shape \(4, 5\).*reduce=None"):

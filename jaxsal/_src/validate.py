@@ -47,8 +47,10 @@ def _at_a_layer(model: Any, i: int = 0) -> str:
     """How to explain integer input ``i`` (token ids) with the gradient methods: at the layer
     that reads it (the model's own embedding, by its name; ``'embedding'`` where the layer
     is not known, a plain function's or a nested model's)."""
-    names = [n for n in _readers(model, i)
-             if getattr(_layer_info(model, n), "class_name", None) not in MODEL_CLASSES]
+    deep = _deep_readers(getattr(model, "graph", None), i) or {}
+    names = ([n for n, c in deep.items() if "Embedding" in c]
+             or [n for n in _readers(model, i)
+                 if getattr(_layer_info(model, n), "class_name", None) not in MODEL_CLASSES])
     layer = names[0] if names else "embedding"
     return ("Attribute at a layer instead, e.g. the embedding: "
             f"jaxsal.integrated_gradients(model, x, layer={layer!r}) (also saliency, "
@@ -342,6 +344,28 @@ _NO_GRADIENT_READERS = frozenset({"Embedding", "ReversibleEmbedding", "ops.NotEq
                                   "ops.LessEqual"})
 
 
+def _deep_readers(graph: Any, i: int, prefix: str = "") -> dict[str, str] | None:
+    """``{path: Keras class}`` of the layers that read input ``i`` of ``graph`` (a
+    :class:`model_import.KerasModel`'s), looking into the nested models of one input that read
+    it (``"encoder/embedding"``); ``None`` where that is not known (a plain function, a nested
+    model of several inputs)."""
+    consumers = getattr(graph, "_consumers", None)
+    if consumers is None or i >= len(getattr(graph, "inputs", ())):
+        return None
+    r, found = graph.inputs[i], {}
+    for call in consumers().get((r.layer, r.node), ()):
+        spec = graph.layers.get(call.layer)
+        sub = getattr(getattr(spec, "impl", None), "subgraph", None)
+        if spec is None or (sub is not None and len(sub.inputs) != 1):
+            return None
+        inner = ({prefix + call.layer: spec.class_name} if sub is None
+                 else _deep_readers(sub, 0, f"{prefix}{call.layer}/"))
+        if inner is None:
+            return None
+        found.update(inner)
+    return found
+
+
 def _float_ids_reader(model: Any, i: int) -> str | None:
     """The ``Embedding`` that reads input ``i`` where the model declares that input float
     (``keras.Input((L,))``, as many tutorials write it) and only embeddings read it (and
@@ -351,7 +375,8 @@ def _float_ids_reader(model: Any, i: int) -> str | None:
     dtypes = getattr(getattr(model, "graph", None), "input_dtypes", None)
     if not dtypes or i >= len(dtypes) or "int" in str(dtypes[i]):
         return None
-    classes = {n: getattr(_layer_info(model, n), "class_name", None) for n in _readers(model, i)}
+    # (an encoder of one input, keras.Sequential([Embedding, ...]), is looked into)
+    classes = _deep_readers(getattr(model, "graph", None), i) or {}
     embeddings = [n for n, c in classes.items() if c in ("Embedding", "ReversibleEmbedding")]
     if not embeddings or any(c not in _NO_GRADIENT_READERS for c in classes.values()):
         return None
