@@ -285,9 +285,9 @@ def _load_npy(path: str, what: str, *, mmap: bool = True) -> np.ndarray:
             _check_finished(path, what)
             if mmap:  # (the batch job takes each chunk to the machine's byte order)
                 return array
-            from jaxsal._src.job_inputs import _native
+            from model_import._model import native
 
-            return _native(array)  # JAX takes no big-endian arrays
+            return native(array)  # JAX takes no big-endian arrays
     raise ValueError(f"{what}: expected a .npy array, but {path} is not a readable .npy file "
                      f"(truncated, not written by numpy.save, or of Python objects): "
                      f"{reason}. Write it again with numpy.save(path, array)")

@@ -116,6 +116,25 @@ def _last(shape: tuple) -> tuple:
     return tuple(shape[1:]) + tuple(shape[:1])
 
 
+def native(a: Any) -> Any:
+    """``a`` with every NumPy array in it (a pytree: params, several inputs) in the machine's
+    byte order; anything else as it is. JAX takes no other order: ``jnp.asarray`` of a
+    big-endian array (a ``.npy`` saved on a big-endian machine, FITS data) raises, and a
+    ``jax.jit`` function already compiled for the shape reads its bytes as native ones
+    (``[0, 1, 2, 3]`` as ``[0, 4.6e-41, 9e-44, 2.3e-41]``), silently."""
+    def one(v):
+        if isinstance(v, np.ndarray) and not v.dtype.isnative:
+            return v.astype(v.dtype.newbyteorder("="))
+        return v
+
+    if isinstance(a, np.ndarray):
+        return one(a)
+    leaves = jax.tree_util.tree_leaves(a)
+    if all(v.dtype.isnative for v in leaves if isinstance(v, np.ndarray)):
+        return a  # (the same object: nothing rebuilt)
+    return jax.tree_util.tree_map(one, a)
+
+
 class KerasModel:
     """A Keras model ported to JAX. Immutable: every ``with_*`` returns a new model.
 
@@ -241,15 +260,7 @@ class KerasModel:
         """The same architecture with other weights ``params`` (same tree structure and
         shapes as :attr:`params`). NumPy arrays in big-endian byte order (weights read from a
         big-endian machine's file) are taken to the machine's: JAX reads no other."""
-        def native(v):
-            if isinstance(v, np.ndarray) and not v.dtype.isnative:
-                return v.astype(v.dtype.newbyteorder("="))
-            return v
-
-        if any(isinstance(v, np.ndarray) and not v.dtype.isnative
-               for v in jax.tree_util.tree_leaves(params)):
-            params = jax.tree_util.tree_map(native, params)
-        return self._replace(params=params)
+        return self._replace(params=native(params))
 
     def with_relu(self, relu: Callable[[Array], Array], name: str = "custom") -> "KerasModel":
         """A new model that uses ``relu`` for every ReLU nonlinearity (``relu``/``relu6``

@@ -32,7 +32,7 @@ import numpy as np
 from jaxsal._src.precision import low_precision, low_precision_backward
 from model_import._errors import forward_mode_error
 # one definition of the heads, and of the inputs a model takes (jaxsal.Inputs)
-from model_import._model import HEADS, Inputs, KerasModel, apply_head
+from model_import._model import HEADS, Inputs, KerasModel, apply_head, native
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -1130,25 +1130,6 @@ def check_n(n: Any, what: str) -> int:
     if v is None:
         raise ValueError(f"expected n >= 1 {what} (an int), got None")
     return v
-
-
-def native(a: Any) -> Any:
-    """``a`` with every NumPy array in it (a pytree: params, several inputs) in the machine's
-    byte order; anything else as it is. JAX takes no other order: ``jnp.asarray`` of a
-    big-endian array (a ``.npy`` saved on a big-endian machine, FITS data) raises, and a
-    ``jax.jit`` function already compiled for the shape reads its bytes as native ones
-    (``[0, 1, 2, 3]`` as ``[0, 4.6e-41, 9e-44, 2.3e-41]``), silently."""
-    def one(v):
-        if isinstance(v, np.ndarray) and not v.dtype.isnative:
-            return v.astype(v.dtype.newbyteorder("="))
-        return v
-
-    if isinstance(a, np.ndarray):
-        return one(a)
-    leaves = jax.tree_util.tree_leaves(a)
-    if all(v.dtype.isnative for v in leaves if isinstance(v, np.ndarray)):
-        return a  # (the same object: nothing rebuilt)
-    return jax.tree_util.tree_map(one, a)
 
 
 def int_sizes(value: Any, *, allow_none: bool = False) -> tuple | None:

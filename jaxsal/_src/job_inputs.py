@@ -26,6 +26,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from model_import._model import native
 from jaxsal._src.validate import (_fits, arrange_per_input, model_inputs, one_input_error,
                                   one_of_several)
 
@@ -369,16 +370,10 @@ def _nested_rows(v: Any, n: int, ndim: int) -> bool:
     return a.dtype.kind in "biuf" and a.ndim == ndim and a.shape[0] == n
 
 
-def _native(a: np.ndarray) -> np.ndarray:
-    """``a`` in the machine's byte order: JAX takes no other (a big-endian ``.npy``, from a
-    big-endian machine or FITS data, is read as it is stored)."""
-    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
-
-
 def _rows(v: Any, lo: int, hi: int, pad: int) -> np.ndarray:
     """Rows ``lo:hi`` of array ``v``, in the machine's byte order, padded with ``pad`` copies
     of the last."""
-    v = _native(np.asarray(v)[lo:hi])
+    v = native(np.asarray(v)[lo:hi])  # (JAX reads no big-endian array)
     if pad:
         v = np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
     return v

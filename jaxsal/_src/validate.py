@@ -410,8 +410,7 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
         except Exception as e:  # noqa: BLE001  (ragged lists and other junk)
             raise TypeError(f"expected {what} as an array (N, H, W, C), got "
                             f"{type(x).__name__}: {e}")
-        if not x.dtype.isnative:  # a big-endian .npy (FITS data): JAX takes native order only
-            x = x.astype(x.dtype.newbyteorder("="))
+        x = base.native(x)  # a big-endian .npy (FITS data): JAX takes native order only
     dtype = x.dtype
     if ids_dtype is not None and not allow_int and np.ndim(x) >= 3:
         raise _integer_images(model, index, ids_dtype, tuple(np.shape(x)), what)
