@@ -375,8 +375,8 @@ def _evaluation_point(state: Any, p: Any) -> Any:
 
 def _call_it(f: Any, before: str, after: str = "") -> str:
     """The hint for a jaxsal factory given where what it builds is expected."""
-    name = getattr(f, "__name__", "")
-    if callable(f) and getattr(f, "__module__", "").startswith("jaxsal.") and name:
+    name = _tf.factory_name(f)
+    if name:
         sep = "" if before.endswith("(") else "="
         return f" (the factory jaxsal.{name}; call it: {before}{sep}jaxsal.{name}(...){after})"
     return ""

@@ -280,18 +280,25 @@ def _random_rotate(key: Array, image: Array, *, degrees: float, mode: str) -> Ar
     return _affine(image, jnp.ones(()), a, mode)
 
 
+def factory_name(f: Any) -> str:
+    """The public name of a jaxsal factory given itself where what it builds is expected
+    (``jaxsal.jitter``, not ``jaxsal.jitter(2)``, a :class:`Closure` without a name), else
+    ``""`` (the functions it builds are private: ``_identity``, ``_jitter``)."""
+    name = getattr(f, "__name__", "")
+    if (callable(f) and name and not name.startswith("_")
+            and getattr(f, "__module__", "").startswith("jaxsal.")):
+        return name
+    return ""
+
+
 def compose(*transforms: Transform) -> Transform:
     """Apply ``transforms`` in order, each with its own key split from the given one."""
     ts = tuple(transforms)
     for t in ts:
         if not callable(t):
             raise TypeError(f"compose: expected transforms (key, image) -> image, got {t!r}")
-        name = getattr(t, "__name__", "")
-        if (not isinstance(t, Closure) and t is not _identity and name
-                and not name.startswith("_")
-                and getattr(t, "__module__", "").startswith("jaxsal.")):
-            # a jaxsal factory (jitter, not jitter(2)): it failed only while tracing, with
-            # "jitter() takes 1 positional argument but 2 were given"
+        name = factory_name(t)
+        if name:  # (it failed only while tracing: "jitter() takes 1 positional argument")
             raise TypeError(f"compose: expected transforms (key, image) -> image, got the "
                             f"factory jaxsal.{name}; call it: jaxsal.{name}(...)")
     return closure(_compose, transforms=ts)
