@@ -427,14 +427,13 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
         raise TypeError(f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
                         f"other codes), got dtype {dtype}; pass the ids as integers, e.g. "
                         f"x.astype(np.int32)")
-    embedding = None if allow_int or ids_dtype is not None else _float_ids_reader(model, index)
-    if embedding is not None:  # the gradient through the ids' cast would be silently zero
+    embedding = None if ids_dtype is not None else _float_ids_reader(model, index)
+    if embedding is not None and not allow_int:  # the gradient through the ids' cast: zero
         raise TypeError(f"{what}: this model's input is declared float but read only by "
                         f"Embedding {embedding!r}, which casts it to token ids: their gradient "
                         f"is zero (every map would be 0) and they have no fractions (the masks "
                         f"and noise some methods scale inputs by). "
                         f"{_at_a_layer(model, index)}")
-    embedding = None if ids_dtype is not None else _float_ids_reader(model, index)
     if embedding is not None and np.ndim(x) == 2:
         # token ids of a float-declared input: integers from here on, as for an int32 input
         # (token CAMs, whole-number fills, the vocabulary check), the values Keras looks up
