@@ -933,7 +933,7 @@ def main(argv=None) -> int:
                                 "explain's progress file beside them, INPUTS and --targets "
                                 "must be the ones they were made for (checked)")
     v.add_argument("--metric", required=True, type=_choice(METRICS, "metric"),
-                   metavar="{deletion,insertion}",
+                   metavar="{" + ",".join(METRICS) + "}",
                    help="deletion: remove the most relevant first, the score should fall "
                         "fast; insertion: add them to a baseline, it should rise fast")
     v.add_argument("--targets", default="predicted",

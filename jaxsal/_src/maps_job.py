@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from jaxsal._src.batch import _chunk_digest
 from jaxsal._src.job_files import _owners, _record
-from jaxsal._src.job_signature import (_array_digest, _Unstable, model_fingerprint,
-                                       target_record)
+from jaxsal._src.job_signature import _Unstable, model_fingerprint, target_record
 
 
 def _flag(ids: Any) -> str:
@@ -75,8 +75,9 @@ def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, 
             if not isinstance(recorded, str):
                 continue
             lo, hi = c * b, min(n, (c + 1) * b)
-            # (the first part of a chunk's hash is its inputs', then rows of per-input options)
-            if _array_digest(inputs[lo:hi])["array"] != recorded.split("+")[0]:
+            # (the job's hash of a chunk: its inputs' part first, then rows of per-input
+            # options, joined by "+")
+            if _chunk_digest([inputs[lo:hi]]) != recorded.split("+")[0]:
                 raise ValueError(
                     f"{maps_path} holds the maps of other inputs than {inputs_path}: the "
                     f"values of inputs {lo}:{hi} differ from those the maps were made for "
