@@ -724,7 +724,10 @@ def cmd_evaluate(args) -> int:
     # maps an explain job wrote (its progress file beside them): of these inputs and targets
     from jaxsal._src.maps_job import check_maps_job
 
-    check_maps_job(args.maps, inputs, args.inputs, targets, model, args.model)
+    note = check_maps_job(args.maps, inputs, args.inputs, targets, model, args.model,
+                          args.batch_size or 64)
+    if note is not None:  # (what it could not check: a job of a jaxsal before the check)
+        print(f"jaxsal: warning: {note}", file=sys.stderr)
     options = {"maps": maps, "metric": args.metric}
     for item in args.option or ():
         name, value = _parse_option(item)

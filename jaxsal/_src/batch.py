@@ -609,6 +609,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         else:  # the files it vouches for (batch.unfinished finds it from theirs)
             record["input_shapes"] = {name: list(np.shape(a)[1:])
                                       for name, a in zip(several.names, arrays)}
+            record["input_dtypes"] = {name: str(getattr(a, "dtype", ""))
+                                      for name, a in zip(several.names, arrays)}
             record["outputs"] = [os.path.basename(f) for f in files]
         try:
             _replace_json(progress_path, record)
@@ -661,8 +663,11 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                                             kept if isinstance(kept, dict) else None,
                                             batch_size))
             done.update(digests)
-            if rebatch:
-                save_progress()  # the job's progress at this batch size from now on
+            if rebatch or (made_for is not None and any(prog.get(k) != v
+                                                        for k, v in made_for.items())):
+                # the job's progress at this batch size from now on; what its maps were made
+                # for, where a jaxsal before did not record it (for `jaxsal evaluate` to check)
+                save_progress()
     resumed = out is not None
 
     check_inputs = _checks_inputs(method, options)

@@ -385,12 +385,6 @@ def _signatures(method: Callable, model: Any, inputs: Any, options: dict, target
     return sig, hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
 
 
-#: Heads whose top class is the top class of the model's logits (softmax and sigmoid are
-#: increasing, ``saved`` is one of them or the logits): ``targets=None`` picks the same class
-#: on each. ``sigmoid_complement`` (``1 - p``) picks the class most confidently absent.
-_TOP_CLASS_HEADS = ("logits", "saved", "softmax", "sigmoid")
-
-
 def target_record(targets: Any, fingerprint: dict) -> dict:
     """What a job's progress file records of its targets, for ``jaxsal evaluate`` to check
     that it scores the classes the maps were made for: ``"targets"``, a hash of their
@@ -402,16 +396,17 @@ def target_record(targets: Any, fingerprint: dict) -> dict:
     ``"target_ids"``, the ids (an
     int or a list) where they are at most 64 for every input, to name them in an error; and
     for ``targets=None`` ``"predictor"``: a hash of the model (``fingerprint``,
-    :func:`model_fingerprint`) with its head left out where it is one of
-    :data:`_TOP_CLASS_HEADS`, which all predict the same class. Raises :class:`_Unstable`
-    for targets of no stable description."""
+    :func:`model_fingerprint`) with its head left out, and ``"predicted_head"``, the head
+    (whether another head predicts the same classes depends on the head and the inputs: a
+    sigmoid saturated at 1.0 ties classes the logits order, which ``jaxsal evaluate``
+    checks on the inputs). Raises :class:`_Unstable` for targets of no stable
+    description."""
     ids = _ids(targets)
     record: dict = {"targets": _digest(_describe(ids))}
     if targets is None:
         record["target_form"] = "predicted"
         fp = dict(fingerprint)
-        if fp.get("head") in _TOP_CLASS_HEADS:
-            fp["head"] = "top class"
+        record["predicted_head"] = fp.pop("head", None)
         record["predictor"] = _digest(fp)
     elif isinstance(ids, np.ndarray) and ids.ndim <= 1:
         record["target_form"] = "ids"

@@ -16,11 +16,14 @@ head of the same top class): another model's predicted classes may be other clas
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import numpy as np
+
 from jaxsal._src.batch import _chunk_digest
-from jaxsal._src.job_files import _owners, _record
-from jaxsal._src.job_signature import _Unstable, model_fingerprint, target_record
+from jaxsal._src.job_files import _names, _owners, _record
+from jaxsal._src.job_signature import _digest, _Unstable, model_fingerprint, target_record
 
 
 def _flag(ids: Any) -> str:
@@ -31,21 +34,99 @@ def _flag(ids: Any) -> str:
     return ",".join(str(i) for i in ids) + ("," if len(ids) == 1 else "")
 
 
-def _job_record(maps_path: str) -> tuple[dict, str] | None:
-    """``(record, progress_path)`` of the finished one-input job whose output is the file
-    at ``maps_path`` (its own progress file, or through a symbolic link the file's), None
-    where no progress file lists it (maps written otherwise) or the job wrote the maps of
-    several inputs."""
+def _job_record(maps_path: str) -> tuple[dict, str, Any] | None:
+    """``(record, progress_path, which)`` of the finished job whose output is the file at
+    ``maps_path`` (its own progress file, or through a symbolic link the file's; for a job
+    over several inputs, the progress file of the job that wrote it beside its other
+    files), None where no progress file lists it as a job's maps (maps written otherwise, or
+    a file a job wrote besides its maps: ``evaluate``'s areas). ``which``: None for a job
+    over one input array, the position of the input (in the model's order) whose maps the
+    file holds for a job over several (``maps.img.npy``), or ``"one"`` for the one map of a
+    job over several inputs."""
     for progress_path, done, chunks in _owners(maps_path):
         prog = _record(progress_path)[0]
-        if prog is None or done < chunks or prog.get("outputs") is not None:
+        if prog is None or done < chunks:
             return None
-        return prog, progress_path
+        outputs = prog.get("outputs")
+        names = [os.path.basename(n) for n in _names(maps_path)]
+        if outputs is None:  # a job over one input array: its own progress file only
+            own = [os.path.realpath(n + ".progress.json") for n in _names(maps_path)]
+            return (prog, progress_path, None) if os.path.realpath(progress_path) in own \
+                else None
+        shapes = prog.get("input_shapes")
+        if not isinstance(outputs, list) or not isinstance(shapes, dict):
+            return None
+        listed = [i for i, f in enumerate(outputs) if f in names]
+        if not listed:  # (a file it wrote besides its maps)
+            return None
+        if len(outputs) == len(shapes):  # a map per input, in the model's order
+            return prog, progress_path, listed[0]
+        return prog, progress_path, "one"
+    return None
+
+
+def _several_inputs(prog: dict, progress_path: str, which: Any, maps_path: str, inputs: Any,
+                    inputs_path: str, fix_maps: str) -> int:
+    """The position of ``inputs`` among the inputs of the job over several that wrote
+    ``maps_path`` (``which``, :func:`_job_record`): that of the file's input, or for the
+    job's one map the first input whose row shape, dtype and chunks' hashes are those of
+    ``inputs``; a ``ValueError`` where they are not that input's (or none's)."""
+    shapes = prog["input_shapes"]
+    dtypes = prog.get("input_dtypes") if isinstance(prog.get("input_dtypes"), dict) else {}
+    names = list(shapes)
+    listing = ", ".join(f"{name!r} {tuple(shapes[name])}"
+                        + (f" {dtypes[name]}" if name in dtypes else "") for name in names)
+    job = (f"{maps_path} holds the maps of a job over {len(names)} inputs ({listing}; says "
+           f"its progress file {progress_path})")
+    candidates = [which] if isinstance(which, int) else range(len(names))
+    for i in candidates:
+        name = names[i]
+        if shapes[name] != list(inputs.shape[1:]) or dtypes.get(name, str(inputs.dtype)) \
+                != str(inputs.dtype):
+            continue
+        other = _other_chunk(prog, inputs, i)
+        if other is None:
+            return i
+        if isinstance(which, int):
+            lo, hi = other
+            raise ValueError(
+                f"{job}, of input {name!r}, and {inputs_path} is not that input: the values "
+                f"of inputs {lo}:{hi} differ from those the maps were made for (their hash); "
+                f"evaluating them would score each input by another input's map. Pass the "
+                f"file of input {name!r} the maps were made for, in the same order, or "
+                f"{fix_maps}")
+    whose = (f"the maps of input {names[which]!r}" if isinstance(which, int) else
+             "one map of them all")
+    raise ValueError(
+        f"{job}, {whose}, and {inputs_path} ({len(inputs)} {inputs.dtype} inputs of shape "
+        f"{tuple(inputs.shape[1:])}) is not "
+        + (f"input {names[which]!r}" if isinstance(which, int) else "one of them")
+        + f" (another row shape or dtype, or other values). Pass the file of the input the "
+        f"maps were made for, in the same order, or {fix_maps}")
+
+
+def _other_chunk(prog: dict, inputs: Any, position: int) -> tuple[int, int] | None:
+    """The rows ``(lo, hi)`` of the first chunk whose inputs differ from those the job
+    recorded (their hash, the ``position``-th of each chunk's: one per input of a job over
+    several), None where every recorded chunk's are the same."""
+    n, b, kept = prog.get("n"), prog.get("batch_size"), prog.get("inputs")
+    if not (isinstance(n, int) and isinstance(b, int) and b >= 1 and isinstance(kept, dict)):
+        return None
+    for c in range(-(-n // b)):
+        recorded = kept.get(str(c))
+        if not isinstance(recorded, str):
+            continue
+        lo, hi = c * b, min(n, (c + 1) * b)
+        # (the job's hash of a chunk: each input's part, then rows of per-input options,
+        # joined by "+")
+        parts = recorded.split("+")
+        if position >= len(parts) or _chunk_digest([inputs[lo:hi]]) != parts[position]:
+            return lo, hi
     return None
 
 
 def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, model: Any,
-                   model_path: str) -> None:
+                   model_path: str, batch_size: int = 64) -> str | None:
     """Refuse, with a ``ValueError``, to evaluate the maps at ``maps_path`` on ``inputs``
     (``(N, ...)``, read from ``inputs_path``) and ``targets`` (as ``--targets`` parsed
     them) of ``model`` (from ``model_path``) where the finished job that wrote the maps
@@ -55,45 +136,54 @@ def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, 
     every input once (the hash)."""
     found = _job_record(maps_path)
     if found is None:
-        return
-    prog, progress_path = found
+        return None
+    prog, progress_path, which = found
     fix_maps = (f"evaluate the maps made for these inputs and targets, or make them: `jaxsal "
                 f"explain MODEL {inputs_path} --out MAPS.npy` with the --targets you evaluate")
-    n, b, kept = prog.get("n"), prog.get("batch_size"), prog.get("inputs")
-    shape, dtype = prog.get("input_shape"), prog.get("input_dtype")
-    if isinstance(n, int) and n != len(inputs) or (
-            isinstance(shape, list) and shape != list(inputs.shape[1:])) or (
-            isinstance(dtype, str) and dtype and dtype != str(inputs.dtype)):
-        made = f" {dtype}" if isinstance(dtype, str) else ""
+    n = prog.get("n")
+    if isinstance(n, int) and n != len(inputs):
         raise ValueError(
-            f"{maps_path} holds the maps of {n}{made} inputs of shape {tuple(shape or ())} "
-            f"(says its progress file {progress_path}), got {len(inputs)} {inputs.dtype} "
-            f"inputs of shape {inputs.shape[1:]} in {inputs_path}; {fix_maps}")
-    if isinstance(n, int) and isinstance(b, int) and b >= 1 and isinstance(kept, dict):
-        for c in range(-(-n // b)):
-            recorded = kept.get(str(c))
-            if not isinstance(recorded, str):
-                continue
-            lo, hi = c * b, min(n, (c + 1) * b)
-            # (the job's hash of a chunk: its inputs' part first, then rows of per-input
-            # options, joined by "+")
-            if _chunk_digest([inputs[lo:hi]]) != recorded.split("+")[0]:
-                raise ValueError(
-                    f"{maps_path} holds the maps of other inputs than {inputs_path}: the "
-                    f"values of inputs {lo}:{hi} differ from those the maps were made for "
-                    f"(their hash, recorded in {progress_path}); evaluating them would "
-                    f"score each input by another input's map. Pass the INPUTS file the maps "
-                    f"were made for, in the same order, or {fix_maps}")
+            f"{maps_path} holds the maps of {n} inputs (says its progress file "
+            f"{progress_path}), got {len(inputs)} inputs in {inputs_path}; {fix_maps}")
+    if which is not None:  # a job over several inputs: inputs must be the file's input
+        _several_inputs(prog, progress_path, which, maps_path, inputs, inputs_path, fix_maps)
+    else:
+        shape, dtype = prog.get("input_shape"), prog.get("input_dtype")
+        if (isinstance(shape, list) and shape != list(inputs.shape[1:])) or (
+                isinstance(dtype, str) and dtype and dtype != str(inputs.dtype)):
+            made = f" {dtype}" if isinstance(dtype, str) else ""
+            raise ValueError(
+                f"{maps_path} holds the maps of {n}{made} inputs of shape "
+                f"{tuple(shape or ())} (says its progress file {progress_path}), got "
+                f"{len(inputs)} {inputs.dtype} inputs of shape {inputs.shape[1:]} in "
+                f"{inputs_path}; {fix_maps}")
+        other = _other_chunk(prog, inputs, 0)
+        if other is not None:
+            lo, hi = other
+            raise ValueError(
+                f"{maps_path} holds the maps of other inputs than {inputs_path}: the "
+                f"values of inputs {lo}:{hi} differ from those the maps were made for "
+                f"(their hash, recorded in {progress_path}); evaluating them would "
+                f"score each input by another input's map. Pass the INPUTS file the maps "
+                f"were made for, in the same order, or {fix_maps}")
     made = prog.get("targets")
-    # (a job of a jaxsal before targets were recorded; a method whose maps are the same for
-    # every class, Eigen-CAM: any targets)
-    if not isinstance(made, str) or prog.get("target_form") == "any":
-        return
+    if not isinstance(made, str):  # (a job of a jaxsal before targets were recorded)
+        return (
+            f"the targets of {maps_path} are not checked: its progress file {progress_path} "
+            "was written by an earlier jaxsal, which did not record them (the inputs are "
+            "checked). The curves mean something only at the classes the maps were made "
+            "for: pass the --targets `jaxsal explain` was given (none for its default, each "
+            "input's predicted class, and then with the model it explained). To have them "
+            "checked, run that `jaxsal explain` command again with this jaxsal: it records "
+            "its targets (keeping the finished maps where it finds the same job, else "
+            "computing them again)")
+    if prog.get("target_form") == "any":  # (maps the same for every class: Eigen-CAM)
+        return None
     try:
         fingerprint = model_fingerprint(model) if targets is None else {}
         got = target_record(targets, fingerprint)
     except _Unstable:  # (the command line's targets always have a description)
-        return
+        return None
     ids, form = prog.get("target_ids"), prog.get("target_form")
     if form == "predicted":
         want = "each input's predicted class, no --targets,"
@@ -119,14 +209,73 @@ def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, 
             f"{maps_path} holds maps made for {want} (says its progress file "
             f"{progress_path}), got {given}: the curves would score other classes than the "
             f"maps are of. {fix[0].upper() + fix[1:]}, or {fix_maps}")
-    if form == "predicted" and got.get("predictor") != prog.get("predictor"):
+    if form != "predicted":
+        return None
+    head, made_head = got.get("predicted_head"), prog.get("predicted_head")
+    if "predicted_head" not in prog:  # (recorded before the head was: its top-class group)
+        legacy = dict(fingerprint)
+        if legacy.get("head") in ("logits", "saved", "softmax", "sigmoid"):
+            legacy["head"] = "top class"
+        same = _digest(legacy) == prog.get("predictor")
+    else:
+        same = got.get("predictor") == prog.get("predictor")
+    if not same:
         raise ValueError(
             f"{maps_path} holds maps of each input's predicted class under the model that "
             f"made them (says its progress file {progress_path}), and {model_path} at "
-            "this --output and --head is not that model (other weights or architecture, "
-            "another --output, or --head sigmoid_complement, whose top class is the one most "
-            "confidently absent): its predicted classes may be other classes than the maps "
-            "are of. Evaluate with the model the maps were made with (at any --head but "
-            "sigmoid_complement: they predict the same class), or make "
-            "the maps for given classes (`jaxsal explain ... --targets @labels.npy`, e.g. "
-            "the labels) and evaluate with the same --targets on any model")
+            "this --output is not that model (other weights or architecture, or another "
+            "--output): its predicted classes may be other classes than the maps are of. "
+            "Evaluate with the model the maps were made with, or make the maps for given "
+            "classes (`jaxsal explain ... --targets @labels.npy`, e.g. the labels) and "
+            "evaluate with the same --targets on any model")
+    if "predicted_head" not in prog or head == made_head:
+        return None
+    # the same model at another head: the classes each head predicts, compared (a softmax
+    # keeps the logits' top class, but a sigmoid saturated at 1.0 ties it with others,
+    # sigmoid_complement's is the class most confidently absent, a saved activation may
+    # reorder them)
+    made_ids, ids_now = _predicted(model, inputs, (made_head, head), batch_size)
+    differ = np.flatnonzero(made_ids != ids_now)
+    if differ.size:
+        shown = "; ".join(f"input {i}: class {made_ids[i]} at --head {made_head}, "
+                          f"{ids_now[i]} at --head {head}" for i in differ[:3])
+        raise ValueError(
+            f"{maps_path} holds maps of each input's predicted class at --head {made_head} "
+            f"(says its progress file {progress_path}), and at --head {head} {model_path} "
+            f"predicts another class for {differ.size} of the {len(inputs)} inputs "
+            f"({shown}{', ...' if differ.size > 3 else ''}): the curves would score other "
+            f"classes than the maps are of. Evaluate at --head {made_head} (or any head "
+            f"that predicts as it does), or make the maps for given classes (`jaxsal "
+            f"explain ... --targets @labels.npy`, e.g. the labels) and evaluate with the "
+            f"same --targets at any head")
+    return None
+
+
+def _predicted(model: Any, inputs: Any, heads: tuple, batch_size: int) -> list[np.ndarray]:
+    """Each input's predicted class (``(N,)`` ids, as the methods pick it: the argmax, a
+    one-unit output's class test) under ``model`` at each of ``heads``: one forward pass of
+    the inputs per head, ``batch_size`` at a time (the last batch padded: one program)."""
+    from jaxsal._src import base
+    from jaxsal._src.targets import predicted_ids, run_model
+    from jaxsal._src.validate import prepare
+    from model_import._model import native
+
+    n = len(inputs)
+    b = max(1, min(int(batch_size), n))
+    out: list[list] = [[] for _ in heads]
+    for lo in range(0, n, b):
+        hi = min(n, lo + b)
+        xb = native(np.asarray(inputs[lo:hi]))
+        if hi - lo < b:  # (padded with copies of its last row)
+            xb = np.concatenate([xb, np.repeat(xb[-1:], b - (hi - lo), axis=0)])
+        for k, head in enumerate(heads):
+            p = prepare(model, xb, None, head=head, check_finite=False)
+
+            def build(p=p):
+                return lambda params, x: predicted_ids(run_model(p.model, params, x)[0],
+                                                       p.info)
+
+            fn = base.compiled(("predicted classes", head, p.key, p.info), build,
+                               forward_only=True)
+            out[k].append(np.asarray(fn(p.params, p.x))[:hi - lo])
+    return [np.concatenate(o) for o in out]

@@ -1,0 +1,150 @@
+"""``jaxsal evaluate`` refuses maps that do not belong to its inputs and targets
+(``jaxsal._src.maps_job.check_maps_job``) where explain's progress file says what they were
+made for: the maps of one input of a job over several (``maps.img.npy``), the predicted
+classes of another head, and jobs of a jaxsal before the targets were recorded (warned,
+and recorded when explain runs again). ``tests/test_cli_options.py`` checks the one-input
+jobs' inputs and targets."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsal
+from jaxsal import cli
+from jaxsal._src.maps_job import check_maps_job
+from model_import import load_keras
+
+WA = np.array([[1.0, -2.0], [0.5, 3.0], [-1.5, 0.25]], np.float32)  # (3 features, 2 classes)
+#: What an older jaxsal's progress file lacked: the record of the targets.
+TARGET_FIELDS = ("targets", "target_form", "target_ids", "predictor", "predicted_head")
+
+
+@pytest.fixture(scope="module")
+def mnist_path(fixtures_dir):
+    return str(fixtures_dir / "mnist_cnn_tfkeras2.h5")
+
+
+def _evaluate(capsys, model, inputs, maps, out, *extra):
+    capsys.readouterr()
+    rc = cli.main(["evaluate", model, str(inputs), str(maps), "--metric", "deletion",
+                   "--steps", "1", "--out", str(out), *extra])
+    return rc, capsys.readouterr().err
+
+
+def test_the_maps_of_a_job_over_several_inputs_are_checked_against_their_input(tmp_path):
+    """A job over two inputs writes maps.a.npy and maps.b.npy (or one maps.npy) and one
+    progress file listing them; evaluating maps.a.npy on other values than input a's (b's
+    file, a reordered) or at other targets was never checked (the check looked only for a
+    job over one input array)."""
+    rng = np.random.default_rng(0)
+    xs = {"a": rng.normal(size=(5, 3)).astype(np.float32),
+          "b": rng.normal(size=(5, 3)).astype(np.float32)}  # (b as wide as a: not its shape)
+    model = jaxsal.FunctionModel(lambda p, x: x["a"] @ p["wa"] + x["b"] @ p["wb"],
+                                 {"wa": jnp.asarray(WA), "wb": jnp.asarray(WA)})
+
+    def per_input(model, x, targets=None):  # (a stand-in method: no compilation)
+        return {"a": 2 * np.asarray(x["a"]), "b": 3 * np.asarray(x["b"])}
+
+    def one_map(model, x, targets=None):
+        return np.asarray(x["a"]) + np.asarray(x["b"])
+
+    jaxsal.explain_to_file(per_input, model, xs, str(tmp_path / "m.npy"), targets=[1, 0],
+                           batch_size=2)
+    jaxsal.explain_to_file(one_map, model, xs, str(tmp_path / "o.npy"), targets=[1, 0],
+                           batch_size=2)
+    a_maps, one = str(tmp_path / "m.a.npy"), str(tmp_path / "o.npy")
+
+    def check(maps, x, targets=(1, 0)):
+        return check_maps_job(maps, x, "x.npy", list(targets), model, "model.h5")
+
+    assert check(a_maps, xs["a"]) is None
+    assert check(str(tmp_path / "m.b.npy"), xs["b"]) is None
+    assert check(one, xs["a"]) is None and check(one, xs["b"]) is None  # either input's
+    with pytest.raises(ValueError, match=r"of input 'a', and x.npy is not that input: the "
+                                         r"values of inputs 0:2 differ"):
+        check(a_maps, xs["b"])
+    with pytest.raises(ValueError, match="inputs 2:4 differ"):
+        check(a_maps, np.concatenate([xs["a"][:2], xs["a"][2:][::-1]]))
+    with pytest.raises(ValueError, match=r"job over 2 inputs \('a' \(3,\) float32, 'b' \(3,\) "
+                                         r"float32; says its progress file .*, one map of "
+                                         r"them all, and x.npy .* is not one of them"):
+        check(one, xs["a"][::-1])
+    with pytest.raises(ValueError, match=r"is not input 'a'"):  # (another dtype)
+        check(a_maps, xs["a"].astype(np.float64))
+    with pytest.raises(ValueError, match=r"holds the maps of 5 inputs .*, got 4 inputs"):
+        check(a_maps, xs["a"][:4])
+    with pytest.raises(ValueError, match=r"made for --targets 1,0 .*, got --targets 0,1"):
+        check(a_maps, xs["a"], (0, 1))
+
+
+def test_predicted_classes_are_compared_at_the_evaluation_head(tmp_path, mnist_path,
+                                                               mnist_digits, fixtures_dir,
+                                                               capsys):
+    """Maps of each input's predicted class at one head, evaluated at another head of the
+    same model: the check took logits, saved, softmax and sigmoid for heads of one top class,
+    but a sigmoid saturates at 1.0 (float32, logits above about 17) and ties classes the
+    logits order (argmax: the first), so the curves followed another class silently; and
+    sigmoid_complement on a one-unit model predicts what its other heads do, but was
+    refused. The classes each head predicts are now compared on the inputs."""
+    x = mnist_digits[:4] * 10  # large logits: several saturate the sigmoid
+    np.save(tmp_path / "x.npy", x)
+    z = np.asarray(load_keras(mnist_path, head="logits")(x), np.float64)
+    sigmoid = (1 / (1 + np.exp(-z))).astype(np.float32)  # (correctly rounded to float32)
+    differ = np.flatnonzero(z.argmax(1) != sigmoid.argmax(1))
+    assert differ.tolist() == [3]  # (its top logit, 152, ties with 28.5 at 1.0)
+    maps = tmp_path / "p.npy"
+    assert cli.main(["explain", mnist_path, str(tmp_path / "x.npy"), "--out", str(maps)]) == 0
+    out = tmp_path / "d.npy"
+    rc, err = _evaluate(capsys, mnist_path, tmp_path / "x.npy", maps, out, "--head", "sigmoid")
+    assert rc == 2 and (f"{maps} holds maps of each input's predicted class at --head logits"
+                        in err), err
+    assert "predicts another class for 1 of the 4 inputs (input 3: class 3 at --head logits" \
+        in err and "Evaluate at --head logits" in err
+    for head in ("saved", "softmax"):  # (the saved softmax: the logits' top class here)
+        assert _evaluate(capsys, mnist_path, tmp_path / "x.npy", maps, out, "--head",
+                         head) == (0, "")
+    # another model (other weights) predicts other classes: refused at any head
+    rc, err = _evaluate(capsys, str(fixtures_dir / "mnist_cnn_keras3.h5"),
+                        tmp_path / "x.npy", maps, out, "--head", "logits")
+    assert rc == 2 and "at this --output is not that model" in err, err
+
+    # one unit: class 1 where its logit is positive, at every head (sigmoid_complement's
+    # unit holds 1 - p, and its class test reads it so)
+    binary = str(fixtures_dir / "binary_cnn_keras3.keras")
+    xb = np.random.RandomState(0).rand(2, 32, 32, 3).astype(np.float32)
+    np.save(tmp_path / "xb.npy", xb)
+    comp = tmp_path / "c.npy"
+    assert cli.main(["explain", binary, str(tmp_path / "xb.npy"), "--head",
+                     "sigmoid_complement", "--out", str(comp)]) == 0
+    assert _evaluate(capsys, binary, tmp_path / "xb.npy", comp, out) == (0, "")
+
+
+def test_a_job_of_a_jaxsal_before_the_target_record_is_warned_and_recorded_again(
+        tmp_path, mnist_path, mnist_digits, capsys):
+    """A progress file without the targets (written by a jaxsal before they were recorded):
+    evaluate cannot check them, which it said nowhere; it now warns, saying how to have them
+    checked: running the explain command again records them (it did not: a finished job
+    found nothing to write), computing nothing of the same job."""
+    np.save(tmp_path / "x.npy", mnist_digits[:2])
+    maps, progress = tmp_path / "m.npy", tmp_path / "m.npy.progress.json"
+    explain = ["explain", mnist_path, str(tmp_path / "x.npy"), "--targets", "5,3", "--out",
+               str(maps)]
+    assert cli.main(explain) == 0
+    record = json.loads(progress.read_text())
+    progress.write_text(json.dumps({k: v for k, v in record.items()
+                                    if k not in TARGET_FIELDS}))
+    out = tmp_path / "d.npy"
+    rc, err = _evaluate(capsys, mnist_path, tmp_path / "x.npy", maps, out, "--targets", "3,5")
+    assert rc == 0 and err.startswith(f"jaxsal: warning: the targets of {maps} are not "
+                                      f"checked: its progress file {progress} was written by "
+                                      "an earlier jaxsal"), err
+    assert "run that `jaxsal explain` command again with this jaxsal" in err
+    before = np.load(maps)
+    assert cli.main(explain) == 0
+    assert "chunk" not in capsys.readouterr().out  # (nothing computed)
+    np.testing.assert_array_equal(np.load(maps), before)
+    assert json.loads(progress.read_text()) == record
+    rc, err = _evaluate(capsys, mnist_path, tmp_path / "x.npy", maps, out, "--targets", "3,5")
+    assert rc == 2 and "holds maps made for --targets 5,3" in err, err
