@@ -116,8 +116,11 @@ def _parse_targets(s: str | None, model, n: int, method: str):
     """``--targets``: None (predicted), the ids of ``all``, one id, a list of ids, or the
     ``(N, T)`` per-input ids of ``@FILE.npy`` (``(N,)`` labels read as ``(N, 1)``), for the
     ``method`` that will run (Eigen-CAM without targets reads no output)."""
-    if (s is None or s == "predicted") and method == "eigencam":
-        return None
+    import jaxsal
+    from jaxsal._src.job_inputs import class_free
+
+    if (s is None or s == "predicted") and class_free(getattr(jaxsal, method, None)):
+        return None  # (Eigen-CAM: no class axis, reads no output)
     _check_class_output(model, method)
     if s is None or s == "predicted":
         return None

@@ -148,3 +148,62 @@ def test_a_job_of_a_jaxsal_before_the_target_record_is_warned_and_recorded_again
     assert json.loads(progress.read_text()) == record
     rc, err = _evaluate(capsys, mnist_path, tmp_path / "x.npy", maps, out, "--targets", "3,5")
     assert rc == 2 and "holds maps made for --targets 5,3" in err, err
+
+
+class _Cam:
+    """A callable object whose class says its maps are Eigen-CAM's."""
+
+    class_free = True
+
+    def __call__(self, model, x, targets=None):
+        return jaxsal.eigencam(model, x, targets)
+
+
+def test_wrappers_of_eigencam_are_class_free_as_they_say(tmp_path, mnist, mnist_digits):
+    """A job of Eigen-CAM records its maps as made for any class (evaluate scores them at any
+    --targets); one of a wrapper, where the wrapper says so: its own ``class_free``, or
+    Eigen-CAM's through ``functools.partial`` or ``__wrapped__`` (``functools.wraps``
+    copies the attribute; ``functools.update_wrapper(updated=())`` only links it, and was
+    taken for a class's maps). A wrapper that says nothing is taken for one of a class's
+    maps (it may add a class's own term), and so is one that says ``class_free = False``."""
+    import functools
+
+    def plain(model, x, targets=None):
+        return jaxsal.eigencam(model, x, targets)
+
+    def declared(model, x, targets=None):
+        return jaxsal.eigencam(model, x, targets)
+
+    declared.class_free = True
+
+    # (wrappers that take eigencam's signature, as inspect.signature reads them: **kw)
+    @functools.wraps(jaxsal.eigencam)
+    def scaled_by_class(model, x, targets=None, **kw):  # (maps that differ by class)
+        weights = (1 + np.asarray(targets))[:, :, None, None]
+        return jaxsal.eigencam(model, x, targets, **kw) * weights
+
+    scaled_by_class.class_free = False
+
+    def linked(model, x, targets=None, **kw):
+        return jaxsal.eigencam(model, x, targets, **kw)
+
+    functools.update_wrapper(linked, jaxsal.eigencam, updated=())
+    assert "class_free" not in vars(linked)
+    x = mnist_digits[:2]
+
+    def form(method, name):
+        path = tmp_path / f"{name}.npy"
+        jaxsal.explain_to_file(method, mnist, x, str(path), targets=np.array([[3], [5]]))
+        return json.loads((tmp_path / f"{name}.npy.progress.json").read_text())["target_form"]
+
+    assert form(jaxsal.eigencam, "eigencam") == "any"
+    assert form(functools.partial(jaxsal.eigencam, upsample=True), "partial") == "any"
+    assert form(declared, "declared") == "any"
+    assert form(linked, "linked") == "any"
+    assert form(_Cam(), "object") == "any"
+    assert form(plain, "plain") == "per-input ids"
+    assert form(scaled_by_class, "scaled") == "per-input ids"
+    # at other targets: the maps of any class, or refused as a class's
+    assert check_maps_job(str(tmp_path / "linked.npy"), x, "x.npy", 7, mnist, "m.h5") is None
+    with pytest.raises(ValueError, match="made for per-input class ids"):
+        check_maps_job(str(tmp_path / "scaled.npy"), x, "x.npy", 7, mnist, "m.h5")

@@ -58,7 +58,7 @@ from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_p
 from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids,
                                     _check_options, _check_targets, _chunk_options,
                                     _chunk_targets, _implicit_offset, _rows, _several,
-                                    _Several, _takes_offset, _unwrap, check_call,
+                                    _Several, _takes_offset, _unwrap, check_call, class_free,
                                     input_paths, job_options,
                                     per_input_arrays, per_input_options, shared_options)
 from jaxsal._src.job_lock import job_lock
@@ -574,7 +574,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             batch_size, several, fingerprint)
         # the classes the maps are of (for `jaxsal evaluate` to check it scores those)
         made_for: dict | None = target_record(targets, fingerprint)
-        if getattr(_unwrap(method), "class_free", False):  # (Eigen-CAM: one map for any class)
+        if class_free(method):  # (Eigen-CAM, and what wraps it: one map for any class)
             made_for = {**made_for, "target_form": "any"}
     except _Unstable as e:
         if resume:

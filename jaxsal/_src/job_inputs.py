@@ -102,6 +102,27 @@ def _unwrap(method: Callable) -> Callable:
     return method
 
 
+def class_free(method: Callable) -> bool:
+    """Whether ``method``'s maps are the same for every class (:func:`jaxsal.eigencam`'s):
+    its own ``class_free`` attribute (a callable object's: its class's), the first found
+    from the outside in through the layers that say what they wrap (``functools.partial``'s
+    ``func``, ``__wrapped__``: a ``functools.wraps`` / ``functools.update_wrapper``
+    wrapper's, which may not copy the attribute), False where none says. A function of
+    one's own cannot be told apart from one that adds a class's own term (or picks the
+    layer by the class) without running it for every class, so it declares it:
+    ``my_cam.class_free = True`` (a ``functools.wraps`` wrapper of Eigen-CAM that adds such
+    a term: ``class_free = False``)."""
+    seen = 0
+    while method is not None and seen < 32:  # (a cycle of __wrapped__ ends too)
+        said = getattr(method, "class_free", None)
+        if isinstance(said, bool):
+            return said
+        method = (method.func if isinstance(method, functools.partial)
+                  else getattr(method, "__wrapped__", None))
+        seen += 1
+    return False
+
+
 # ---------------------------------------------------------------------- several inputs
 def _is_structure(inputs: Any) -> bool:
     """Whether ``inputs`` is a list, tuple or dict of input arrays (a model of several
