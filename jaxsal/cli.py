@@ -722,7 +722,9 @@ def cmd_evaluate(args) -> int:
     maps = _load_npy(args.maps, "maps")
     if maps.ndim < 2 or len(maps) != len(inputs):
         raise ValueError(f"expected maps with one row per input ({len(inputs)} in "
-                         f"{args.inputs}), got shape {maps.shape} in {args.maps}")
+                         f"{args.inputs}: (N, ...), or (N, T, ...) for T --targets), "
+                         f"got shape {maps.shape} in {args.maps}; pass the maps `jaxsal "
+                         f"explain` wrote for these INPUTS (the same file, in its order)")
     targets = _parse_targets(args.targets, model, len(inputs), args.metric)
     # maps an explain job wrote (its progress file beside them): of these inputs and targets
     from jaxsal._src.maps_job import check_maps_job

@@ -6,6 +6,7 @@ and recorded when explain runs again). ``tests/test_cli_options.py`` checks the 
 jobs' inputs and targets."""
 
 import json
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -207,3 +208,19 @@ def test_wrappers_of_eigencam_are_class_free_as_they_say(tmp_path, mnist, mnist_
     assert check_maps_job(str(tmp_path / "linked.npy"), x, "x.npy", 7, mnist, "m.h5") is None
     with pytest.raises(ValueError, match="made for per-input class ids"):
         check_maps_job(str(tmp_path / "scaled.npy"), x, "x.npy", 7, mnist, "m.h5")
+
+
+@pytest.mark.parametrize("maps, dtype", [(np.full((2, 4, 4), "a"), "<U1"),
+                                         (np.zeros((2, 4, 4), bool), "bool"),
+                                         (np.zeros((2, 4, 4), "datetime64[s]"),
+                                          "datetime64[s]")])
+def test_maps_that_are_not_numbers_are_refused_naming_their_dtype(maps, dtype):
+    """Maps of strings (a .npy of text) were refused as "expected maps as an array, got
+    ndarray" with JAX's words on why it cannot stage it; every dtype that holds no real
+    numbers is now named, with the conversion."""
+    model = jaxsal.FunctionModel(lambda p, x: x.reshape(len(x), -1) @ p, jnp.ones((16, 2)))
+    x = np.ones((2, 4, 4, 1), np.float32)
+    with pytest.raises(TypeError, match=re.escape(
+            f"deletion: expected maps of real numbers (one relevance per position: floats, or "
+            f"ints; convert them, e.g. np.asarray(maps, np.float32)), got dtype {dtype}")):
+        jaxsal.deletion(model, x, maps, 0)

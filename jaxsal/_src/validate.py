@@ -585,13 +585,20 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array,
     ``(N, [T,] *x.shape[1:])`` (one per scalar of ``x``), the class axis present exactly when
     ``p``'s targets have one. Returns ``(maps (N, T, ...) float32, whole)``, ``whole`` when the
     maps have ``x``'s own shape."""
+    real = ("one relevance per position: floats, or ints; convert them, e.g. "
+            "np.asarray(maps, np.float32)")
+    kind = getattr(getattr(maps, "dtype", None), "kind", None)
+    if kind in ("U", "S", "O", "V", "M", "m"):  # (strings, objects, records, dates: that
+        # dtype named, not JAX's "cannot interpret" of jnp.asarray)
+        raise TypeError(f"{what}: expected maps of real numbers ({real}), got dtype "
+                        f"{maps.dtype}")
     try:
         a = jnp.asarray(base.native(maps))
     except (TypeError, ValueError) as e:
         raise TypeError(f"{what}: expected maps as an array, got {type(maps).__name__} "
                         f"({e})") from None
     if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)):
-        raise TypeError(f"{what}: expected maps of real numbers, got dtype {a.dtype}")
+        raise TypeError(f"{what}: expected maps of real numbers ({real}), got dtype {a.dtype}")
     a = a.astype(jnp.float32)
     n, num, lead = p.n, p.spec.num, (p.n, p.spec.num) if p.spec.class_axis else (p.n,)
     per_x = tuple(p.x.shape[1:])
