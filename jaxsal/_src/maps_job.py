@@ -10,8 +10,12 @@ mean nothing, silently. Where the maps are the output of a finished
 (:func:`jaxsal._src.job_signature.target_record`): :func:`check_maps_job` compares them with
 the evaluation's. Another model is allowed (evaluating one model's maps on another is an
 experiment), but for maps of each input's predicted class (no targets) only one that
-predicts as the explained model does (the same weights, architecture and output, at any
-head of the same top class): another model's predicted classes may be other classes.
+predicts as the explained model does: the same weights, architecture and output, and at
+another head than the job's, the same class for every input (compared on the inputs: a
+float32 sigmoid saturates at 1.0 and ties classes the logits order). The maps of a job over
+several inputs (``maps.img.npy``, or one ``maps.npy`` of them all) are checked against the
+input they are of. A job of a jaxsal before the targets were recorded: its inputs are
+checked, and the caller is given a warning that its targets are not.
 """
 
 from __future__ import annotations
@@ -130,10 +134,14 @@ def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, 
     """Refuse, with a ``ValueError``, to evaluate the maps at ``maps_path`` on ``inputs``
     (``(N, ...)``, read from ``inputs_path``) and ``targets`` (as ``--targets`` parsed
     them) of ``model`` (from ``model_path``) where the finished job that wrote the maps
-    recorded other inputs (a chunk's inputs hashed otherwise, another count or row shape)
-    or other targets. Maps of no such job (no progress file beside them) and jobs of a
-    jaxsal that did not record their targets are not checked for what they lack. Reads
-    every input once (the hash)."""
+    recorded other inputs (a chunk's inputs hashed otherwise, another count, row shape or
+    dtype; for a job over several, not the input the maps are of) or other targets (for
+    each input's predicted class: another model, or another head that predicts another
+    class for some input). Maps of no such job (no progress file beside them) are not
+    checked. Returns None, or a warning for the user where the job's jaxsal did not record
+    its targets (they are not checked). Reads every input once (the hash), and for
+    predicted classes at another head runs the model on every input at both heads,
+    ``batch_size`` at a time."""
     found = _job_record(maps_path)
     if found is None:
         return None
