@@ -223,3 +223,25 @@ def test_maps_that_are_not_numbers_are_refused_naming_their_dtype(maps, dtype):
             f"deletion: expected maps of real numbers (one relevance per position: floats, or "
             f"ints; convert them, e.g. np.asarray(maps, np.float32)), got dtype {dtype}")):
         jaxsal.deletion(model, x, maps, 0)
+
+
+def test_inputs_in_the_other_byte_order_are_the_same_inputs(tmp_path):
+    """A job hashes each chunk's inputs as read; a copy of the same values in the other byte
+    order (a big-endian .npy, which jobs take to the machine's) was refused as inputs of
+    another dtype ('>f4' against 'float32')."""
+    model = jaxsal.FunctionModel(lambda p, x: x @ p, jnp.asarray(WA))
+    x = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+
+    def doubling(model, x, targets=None):  # (a stand-in method: no compilation)
+        return 2 * np.asarray(x, np.float32)
+
+    for name, made in (("big", x.astype(">f4")), ("little", x)):
+        maps = str(tmp_path / f"{name}.npy")
+        jaxsal.explain_to_file(doubling, model, made, maps, targets=1, batch_size=2)
+        for given in (x, x.astype(">f4")):
+            assert check_maps_job(maps, given, "x.npy", 1, model, "m.h5") is None
+        with pytest.raises(ValueError, match="the values of inputs 2:4 differ"):
+            check_maps_job(maps, np.concatenate([x[:2], x[2:] + 1]).astype(made.dtype),
+                           "x.npy", 1, model, "m.h5")
+        with pytest.raises(ValueError, match="got 5 float64 inputs"):
+            check_maps_job(maps, x.astype(np.float64), "x.npy", 1, model, "m.h5")

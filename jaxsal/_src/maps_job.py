@@ -85,10 +85,10 @@ def _several_inputs(prog: dict, progress_path: str, which: Any, maps_path: str, 
     candidates = [which] if isinstance(which, int) else range(len(names))
     for i in candidates:
         name = names[i]
-        if shapes[name] != list(inputs.shape[1:]) or dtypes.get(name, str(inputs.dtype)) \
-                != str(inputs.dtype):
+        if shapes[name] != list(inputs.shape[1:]) or not _same_dtype(dtypes.get(name),
+                                                                     inputs.dtype):
             continue
-        other = _other_chunk(prog, inputs, i)
+        other = _other_chunk(prog, inputs, i, dtypes.get(name))
         if other is None:
             return i
         if isinstance(which, int):
@@ -109,13 +109,31 @@ def _several_inputs(prog: dict, progress_path: str, which: Any, maps_path: str, 
         f"maps were made for, in the same order, or {fix_maps}")
 
 
-def _other_chunk(prog: dict, inputs: Any, position: int) -> tuple[int, int] | None:
+def _same_dtype(recorded: Any, dtype: Any) -> bool:
+    """Whether inputs of ``dtype`` are of the dtype a job recorded (its name; None: none
+    recorded), in either byte order (a job reads each chunk in the machine's: a big-endian
+    copy holds the same inputs)."""
+    if not isinstance(recorded, str) or not recorded or recorded == str(dtype):
+        return True
+    try:
+        return np.dtype(recorded).newbyteorder("=") == np.dtype(dtype).newbyteorder("=")
+    except TypeError:  # (a dtype NumPy does not know by its name)
+        return False
+
+
+def _other_chunk(prog: dict, inputs: Any, position: int,
+                 dtype: str | None = None) -> tuple[int, int] | None:
     """The rows ``(lo, hi)`` of the first chunk whose inputs differ from those the job
     recorded (their hash, the ``position``-th of each chunk's: one per input of a job over
-    several), None where every recorded chunk's are the same."""
+    several), None where every recorded chunk's are the same. ``dtype``: the inputs' dtype as
+    the job recorded it, whose bytes it hashed (where ``inputs`` are in the other byte
+    order)."""
     n, b, kept = prog.get("n"), prog.get("batch_size"), prog.get("inputs")
     if not (isinstance(n, int) and isinstance(b, int) and b >= 1 and isinstance(kept, dict)):
         return None
+    as_recorded = None
+    if isinstance(dtype, str) and dtype and dtype != str(inputs.dtype):
+        as_recorded = np.dtype(dtype)  # (_same_dtype: the same but for the byte order)
     for c in range(-(-n // b)):
         recorded = kept.get(str(c))
         if not isinstance(recorded, str):
@@ -124,7 +142,8 @@ def _other_chunk(prog: dict, inputs: Any, position: int) -> tuple[int, int] | No
         # (the job's hash of a chunk: each input's part, then rows of per-input options,
         # joined by "+")
         parts = recorded.split("+")
-        if position >= len(parts) or _chunk_digest([inputs[lo:hi]]) != parts[position]:
+        rows = inputs[lo:hi] if as_recorded is None else np.asarray(inputs[lo:hi], as_recorded)
+        if position >= len(parts) or _chunk_digest([rows]) != parts[position]:
             return lo, hi
     return None
 
@@ -157,15 +176,15 @@ def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, 
         _several_inputs(prog, progress_path, which, maps_path, inputs, inputs_path, fix_maps)
     else:
         shape, dtype = prog.get("input_shape"), prog.get("input_dtype")
-        if (isinstance(shape, list) and shape != list(inputs.shape[1:])) or (
-                isinstance(dtype, str) and dtype and dtype != str(inputs.dtype)):
+        if (isinstance(shape, list) and shape != list(inputs.shape[1:])) or not _same_dtype(
+                dtype, inputs.dtype):
             made = f" {dtype}" if isinstance(dtype, str) else ""
             raise ValueError(
                 f"{maps_path} holds the maps of {n}{made} inputs of shape "
                 f"{tuple(shape or ())} (says its progress file {progress_path}), got "
                 f"{len(inputs)} {inputs.dtype} inputs of shape {inputs.shape[1:]} in "
                 f"{inputs_path}; {fix_maps}")
-        other = _other_chunk(prog, inputs, 0)
+        other = _other_chunk(prog, inputs, 0, dtype)
         if other is not None:
             lo, hi = other
             raise ValueError(
