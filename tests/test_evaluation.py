@@ -376,3 +376,25 @@ def test_sensitivity_max_refuses_ragged_lists_as_no_array():
                                         r"\(N, \.\.\.\), got a list that is no array .*pass "
                                         r"np\.asarray\(x\)"):
         jaxsal.sensitivity_max(lambda a: a, [[1.0, 2.0], [3.0]], key=0)
+
+
+def test_sensitivity_of_float16_maps_is_measured_without_overflow():
+    """Maps in float16 (an explain of a float16 model, or one that casts): the norms are taken
+    in float32. A float16 sum of squares overflows above 65504 (here: 256 values near 300),
+    and the sensitivity came out 0 (a finite change over an infinite norm) for every ord."""
+    x = np.random.default_rng(0).uniform(0.5, 1.0, size=(2, 16, 16, 1)).astype(np.float16)
+    seen = []
+
+    def explain(v):
+        e = (300 * jnp.asarray(v)).astype(jnp.float16)
+        seen.append(np.asarray(e, np.float64))
+        return e
+
+    for ord in (2, 1, np.inf):
+        seen.clear()
+        got = np.asarray(jaxsal.sensitivity_max(explain, x, key=0, n=3, ord=ord))
+        e0, rest = seen[0].reshape(2, -1), np.stack(seen[1:]).reshape(3, 2, -1)
+        want = (np.linalg.norm(rest - e0, ord, axis=-1).max(0)
+                / np.linalg.norm(e0, ord, axis=-1))
+        assert want.min() > 1e-3  # (the draws change the float16 maps)
+        np.testing.assert_allclose(got, want, rtol=1e-4)

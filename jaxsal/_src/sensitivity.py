@@ -41,7 +41,10 @@ def _perturbed(key: Array, j: Array, index: Array, x: Array, radius: float,
 
 @functools.partial(jax.jit, static_argnames=("ord", "batch_dims"))
 def _norm(a: Array, ord: float, batch_dims: int) -> Array:
+    """The ``ord``-norm of each map (the axes after ``batch_dims``), in float32 at least: a
+    float16 sum of squares overflows above 65504 (the sensitivity then came out 0)."""
     a = a.reshape(a.shape[:batch_dims] + (-1,))
+    a = a.astype(jnp.promote_types(a.dtype, jnp.float32))
     if ord == np.inf:
         return jnp.abs(a).max(-1)
     if ord == 1:
