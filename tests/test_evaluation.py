@@ -398,3 +398,29 @@ def test_sensitivity_of_float16_maps_is_measured_without_overflow():
                 / np.linalg.norm(e0, ord, axis=-1))
         assert want.min() > 1e-3  # (the draws change the float16 maps)
         np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_float64_maps_keep_their_order_and_ranks_under_x64():
+    """Under jax_enable_x64 methods return float64 maps for float64 inputs. Their values were
+    rounded to float32 first: values apart by less than float32's resolution tied, so
+    deletion went in raster order instead of the map's, and rank_correlation called a map
+    that is not constant constant (NaN)."""
+    x64 = getattr(jax, "enable_x64", None)
+    if x64 is None:  # older JAX
+        from jax.experimental import enable_x64 as x64
+    with x64(True):
+        w = np.arange(1.0, 7.0).reshape(6, 1)
+        m = jaxsal.FunctionModel(lambda p, v: v @ p, jnp.asarray(w))
+        x = jnp.ones((1, 6))
+        maps = (1.0 + 1e-10 * np.arange(6))[None]  # the last position first (1 in float32)
+        c = jaxsal.deletion(m, x, jnp.asarray(maps), 1, steps=6)
+        least = jaxsal.deletion(m, x, jnp.asarray(maps), 1, steps=6, order="least")
+        corr = jaxsal.rank_correlation(jnp.asarray(maps), jnp.asarray(maps[:, ::-1]))
+    # each position's share of the score (x is 1), increasing as the map: the map's order
+    # is the contributions' (raster order is the reverse)
+    contrib = w[:, 0][None]
+    np.testing.assert_allclose(c.scores, _curve_by_hand(contrib.sum(-1), contrib, 6),
+                               rtol=1e-12)
+    np.testing.assert_allclose(least.scores, _curve_by_hand(contrib.sum(-1), contrib, 6,
+                                                            order="least"), rtol=1e-12)
+    np.testing.assert_allclose(corr, [-1.0], rtol=1e-12)

@@ -217,7 +217,7 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
         def run(params, x, ids, maps, other):
             n = x.shape[0]
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
-            flat = maps.reshape(n, num, -1).astype(jnp.float32)
+            flat = maps.reshape(n, num, -1)  # float32, or float64 as given (check_maps)
             if cells is not None:  # each cell's sum, (N, T, M)
                 gid = jnp.asarray(cells.ravel())
                 flat = jax.ops.segment_sum(jnp.moveaxis(flat, -1, 0), gid, positions)

@@ -65,7 +65,11 @@ def rank_correlation(a: ArrayLike, b: ArrayLike, *, batch_dims: int = 1) -> Arra
     first ``batch_dims`` axes index the maps (``(N, H, W)``: 1; ``(N, T, H, W)``: 2), the
     rest are ranked (ties share their average rank, as ``scipy.stats.spearmanr``). NaN for
     a constant map and for a map with NaN or infinite values (as scipy's)."""
-    a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+    # float32, or float64 as given (under jax_enable_x64): rounded to float32, values closer
+    # than its resolution would tie (and a map that is not constant could come out NaN)
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    wide = jnp.promote_types(jnp.promote_types(a.dtype, b.dtype), jnp.float32)
+    a, b = a.astype(wide), b.astype(wide)
     if a.shape != b.shape:
         raise ValueError(f"rank_correlation: expected maps of the same shape, got {a.shape} "
                          f"and {b.shape}")

@@ -583,8 +583,9 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array,
     """Attribution ``maps`` given to an evaluation (deletion, infidelity...) for the call
     ``p``: ``(N, [T,] *size)`` (one value per position of the spatial shape ``size``) or
     ``(N, [T,] *x.shape[1:])`` (one per scalar of ``x``), the class axis present exactly when
-    ``p``'s targets have one. Returns ``(maps (N, T, ...) float32, whole)``, ``whole`` when the
-    maps have ``x``'s own shape."""
+    ``p``'s targets have one. Returns ``(maps (N, T, ...), whole)``, ``whole`` when the maps
+    have ``x``'s own shape; the maps float32, or float64 as given (under ``jax_enable_x64``:
+    rounded to float32, values closer than its resolution would tie)."""
     real = ("one relevance per position: floats, or ints; convert them, e.g. "
             "np.asarray(maps, np.float32)")
     kind = getattr(getattr(maps, "dtype", None), "kind", None)
@@ -599,7 +600,7 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array,
                         f"({e})") from None
     if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)):
         raise TypeError(f"{what}: expected maps of real numbers ({real}), got dtype {a.dtype}")
-    a = a.astype(jnp.float32)
+    a = a.astype(jnp.promote_types(a.dtype, jnp.float32))
     n, num, lead = p.n, p.spec.num, (p.n, p.spec.num) if p.spec.class_axis else (p.n,)
     per_x = tuple(p.x.shape[1:])
     shapes = [lead + tuple(size)] + ([lead + per_x] if per_x != tuple(size) else [])
