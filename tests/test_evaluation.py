@@ -424,3 +424,29 @@ def test_float64_maps_keep_their_order_and_ranks_under_x64():
     np.testing.assert_allclose(least.scores, _curve_by_hand(contrib.sum(-1), contrib, 6,
                                                             order="least"), rtol=1e-12)
     np.testing.assert_allclose(corr, [-1.0], rtol=1e-12)
+
+
+def test_noise_std_and_radius_take_a_scalar_array_as_smoothgrads_noise_std_does():
+    """A 0-d array (jnp.float32(0.1), np.array(0.1)) is the number it holds, as smoothgrad's
+    noise_std takes it; infidelity and sensitivity_max refused it as no 'positive number'.
+    A traced one (under the caller's jit) is refused, saying why: it is part of the compiled
+    program."""
+    m, _ = _tanh_model()
+    x = _x((3, 4, 1), n=2)
+    maps = _x((2, 3, 4, 1), n=2, seed=5)
+    want = np.asarray(jaxsal.infidelity(m, x, maps, [0, 1], key=1, n=3, noise_std=0.25))
+    for std in (jnp.float32(0.25), np.array(0.25), np.float64(0.25)):
+        np.testing.assert_array_equal(
+            jaxsal.infidelity(m, x, maps, [0, 1], key=1, n=3, noise_std=std), want)
+    sens = np.asarray(jaxsal.sensitivity_max(lambda v: v, x, key=0, n=2, radius=0.25))
+    np.testing.assert_array_equal(
+        jaxsal.sensitivity_max(lambda v: v, x, key=0, n=2, radius=jnp.float32(0.25)), sens)
+    for bad in (jnp.zeros(1) + 0.25, jnp.float32(-0.25), jnp.float32(np.nan), True, "0.25"):
+        with pytest.raises(ValueError, match="expected noise_std as a positive number"):
+            jaxsal.infidelity(m, x, maps, [0, 1], key=1, noise_std=bad)
+        with pytest.raises(ValueError, match="expected radius as a positive number"):
+            jaxsal.sensitivity_max(lambda v: v, x, key=0, radius=bad)
+    with pytest.raises(ValueError, match=r"noise_std .*traced .*a Python number"):
+        jax.jit(lambda s: jaxsal.infidelity(m, x, maps, [0, 1], key=1, noise_std=s))(0.25)
+    with pytest.raises(ValueError, match=r"radius .*traced .*a Python number"):
+        jax.jit(lambda s: jaxsal.sensitivity_max(lambda v: v, x, key=0, radius=s))(0.25)

@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
@@ -33,12 +32,8 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _check_std(noise_std: Any) -> float:
-    if isinstance(noise_std, (bool, np.bool_)) or not isinstance(
-            noise_std, (int, float, np.integer, np.floating)) or not float(noise_std) > 0 \
-            or not np.isfinite(noise_std):
-        raise ValueError(f"expected noise_std as a positive number (the perturbations' "
-                         f"standard deviation, in x's units), got {noise_std!r}")
-    return float(noise_std)
+    return base.check_positive(noise_std, "noise_std", " (the perturbations' standard "
+                               "deviation, in x's units)")
 
 
 def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets = None, *,

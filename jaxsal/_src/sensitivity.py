@@ -109,9 +109,7 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
     if perturbation is not None and not callable(perturbation):
         raise TypeError(f"expected perturbation as a function (key, x_i) -> x_i', got "
                         f"{type(perturbation).__name__}")
-    if isinstance(radius, (bool, np.bool_)) or not isinstance(
-            radius, (int, float, np.integer, np.floating)) or not 0 < float(radius) < np.inf:
-        raise ValueError(f"expected radius as a positive number, got {radius!r}")
+    radius = base.check_positive(radius, "radius")
     if ord not in NORMS or isinstance(ord, bool):
         raise ValueError(f"expected ord as one of 1, 2, np.inf, got {ord!r}")
     batch_dims = base.check_count(batch_dims, "batch_dims", required=True)
