@@ -78,6 +78,10 @@ def test_fractions_are_the_positions_changed_and_least_is_most_reversed_with_tie
     fill = 0.5 * _x((5, 2, 1), seed=3)
     least = jaxsal.deletion(m, x, maps, 1, steps=10, fill=fill, order="least")
     ins = jaxsal.insertion(m, x, maps, 1, steps=10, baseline=fill)
+    # one position per step: the RISE code's area, (sum - first / 2 - last / 2) / steps
+    s = np.asarray(least.scores, np.float64)
+    np.testing.assert_allclose(least.auc, (s.sum(-1) - s[:, 0] / 2 - s[:, -1] / 2) / 10,
+                               rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(least.scores, np.asarray(ins.scores)[:, ::-1], rtol=1e-5,
                                atol=1e-6)
 
