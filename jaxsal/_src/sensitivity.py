@@ -3,9 +3,11 @@ Sensitivity of Explanations"; Captum's ``captum.metrics.sensitivity_max``).
 
 ``SENS_max = max_{|d|_inf <= r} |e(x + d) - e(x)| / |e(x)|``, estimated by Monte Carlo: the
 largest relative change of the explanation over ``n`` perturbations drawn uniformly from the
-L-infinity ball of radius ``r``. The explanation is any function of the inputs (a jaxsal
-method with its options closed over); it is called ``n + 1`` times on batches of ``x``'s shape,
-so a jaxsal method compiles once and reuses its program.
+L-infinity ball of radius ``r``. That is Captum's relative form; Yeh et al.'s ``SENS_max`` is
+the change itself, ``max |e(x + d) - e(x)|``: the value times ``|e(x)|`` for the same draws.
+The explanation is any function of the inputs (a jaxsal method with its options closed over);
+it is called ``n + 1`` times on batches of ``x``'s shape, so a jaxsal method compiles once and
+reuses its program.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
                     index_offset: int = 0) -> Array:
     """The maximum sensitivity of an explanation (Yeh et al., 2019): over ``n`` random
     perturbations ``d`` with ``|d|_inf <= radius``, the largest ``|e(x + d) - e(x)| /
-    |e(x)|`` per input. Lower is more robust.
+    |e(x)|`` per input (Captum's relative form: times ``|e(x)|``, Yeh et al.'s change
+    itself). Lower is more robust.
 
     Args:
       explain: ``explain(x) -> maps`` with the batch axis first, e.g.
