@@ -224,6 +224,9 @@ def test_curve_errors(mnist, mnist_digits):
         jaxsal.insertion(mnist, x, good, [1, 2], order="random")
     with pytest.raises(ValueError, match="baseline of shape"):
         jaxsal.insertion(mnist, x, good, [1, 2], baseline=np.zeros((3, 28, 28, 1)))
+    # a NaN fill makes the curves NaN (the message said "the maps")
+    with pytest.raises(ValueError, match="fill contains NaN .*; the curves' scores would be"):
+        jaxsal.deletion(mnist, x, good, [1, 2], fill=np.nan)
 
 
 # ------------------------------------------------------------------ infidelity
@@ -318,6 +321,8 @@ def test_infidelity_errors(mnist, mnist_digits):
         jaxsal.infidelity(mnist, x, maps, 1, key=0, perturbation=lambda k, xi: xi)
     with pytest.raises(ValueError, match="noise_std"):
         jaxsal.infidelity(mnist, x, maps, 1, key=0, noise_std=0)
+    with pytest.raises(ValueError, match="baseline contains NaN .*; the infidelity would be"):
+        jaxsal.infidelity(m2, _x(), np.zeros((3, 4, 5, 2)), 1, key=0, baseline=np.inf)
     # normalize is a flag like the others: the string "False" was taken as True
     for bad in ("False", "no", 2):
         with pytest.raises(TypeError, match="normalize"):

@@ -550,10 +550,12 @@ def check_whole(value: Any, a: Any, name: str, what: str = "x") -> None:
                              f"pixels); got {bad!r}. Pass a value of that range")
 
 
-def check_like(value: Any, a: Any, name: str, what: str = "x") -> Array:
+def check_like(value: Any, a: Any, name: str, what: str = "x", *,
+               result: str = "the maps") -> Array:
     """``value`` (an integrated-gradients ``baseline``, an occlusion ``fill``) as an array of
     ``a``'s dtype whose shape broadcasts to ``a``'s without changing it (a scalar, ``(C,)``,
-    one example's shape or the batch's), with finite values; else a clear error."""
+    one example's shape or the batch's), with finite values; else a clear error (``result``:
+    what a NaN would make NaN, for it)."""
     check_whole(value, a, name, what)
     try:
         v = jnp.asarray(value, dtype=a.dtype)
@@ -574,7 +576,7 @@ def check_like(value: Any, a: Any, name: str, what: str = "x") -> Array:
                          f"{tuple(a.shape)}; expected a scalar, {tuple(a.shape[1:])} or "
                          f"{tuple(a.shape)} (or a shape that broadcasts to it{per_channel})")
     if not all_finite(v):
-        raise ValueError(f"{name} contains NaN or infinite values; the maps would be NaN. "
+        raise ValueError(f"{name} contains NaN or infinite values; {result} would be NaN. "
                          f"Pass a finite {name} (e.g. np.nan_to_num({name}))")
     return v
 
