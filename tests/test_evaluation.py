@@ -459,3 +459,16 @@ def test_noise_std_and_radius_take_a_scalar_array_as_smoothgrads_noise_std_does(
         jax.jit(lambda s: jaxsal.infidelity(m, x, maps, [0, 1], key=1, noise_std=s))(0.25)
     with pytest.raises(ValueError, match=r"radius .*traced .*a Python number"):
         jax.jit(lambda s: jaxsal.sensitivity_max(lambda v: v, x, key=0, radius=s))(0.25)
+
+
+def test_sensitivity_refuses_several_maps_from_explain():
+    """explain returning a list (tuple, dict) of maps, as a method returns them for a model
+    of several inputs: they were stacked into one array, the list's axis first, so with as
+    many maps as inputs (2 here) each 'input's' sensitivity mixed both inputs' maps without a
+    word (and with another number the error named a shape no explain returned)."""
+    x = _x((3, 4, 1), n=2)
+    for several in (lambda v: [v, 2 * v], lambda v: (v, v), lambda v: {"a": v, "b": v}):
+        with pytest.raises(ValueError, match=r"sensitivity_max: explain returned a "
+                                             r"(list|tuple|dict) of 2 maps .*one array of "
+                                             r"maps \(N, \.\.\.\)"):
+            jaxsal.sensitivity_max(several, x, key=0, n=2)

@@ -56,6 +56,14 @@ def _norm(a: Array, ord: float, batch_dims: int) -> Array:
 
 def _explained(explain: Callable, x: Array, what: str, like: Array | None = None) -> Array:
     e = explain(x)
+    if isinstance(e, dict) or (isinstance(e, (list, tuple)) and e
+                               and all(hasattr(a, "shape") for a in e)):
+        # several inputs' maps: stacked, the list's axis would be taken for the batch's
+        raise ValueError(
+            f"sensitivity_max: explain returned a {type(e).__name__} of {len(e)} maps (for "
+            f"{what}; a method's maps for a model of several inputs), where it compares one "
+            "array of maps (N, ...) per input; return one input's maps, e.g. explain=lambda "
+            "v: jaxsal.saliency(m, [v, other], t)[0]")
     try:
         e = jnp.asarray(e)
     except (TypeError, ValueError):
