@@ -472,3 +472,22 @@ def test_sensitivity_refuses_several_maps_from_explain():
                                              r"(list|tuple|dict) of 2 maps .*one array of "
                                              r"maps \(N, \.\.\.\)"):
             jaxsal.sensitivity_max(several, x, key=0, n=2)
+
+
+def test_a_list_of_maps_is_refused_not_stacked_on_the_wrong_axis():
+    """Maps given as a list of arrays (one per target, as separate calls return them) were
+    stacked by np.asarray with the list's axis first, (T, N, ...): with as many targets as
+    inputs the shapes passed and every curve and infidelity paired an input with another
+    target's map, without a word."""
+    m, _ = _linear()
+    x = _x(n=2)
+    per_target = [np.asarray(jaxsal.gradient_x_input(m, x, t)) for t in (0, 2)]  # (2, 4, 5)
+    for call in (lambda mp: jaxsal.deletion(m, x, mp, [0, 2], steps=4),
+                 lambda mp: jaxsal.insertion(m, x, mp, [0, 2], steps=4),
+                 lambda mp: jaxsal.infidelity(m, x, mp, [0, 2], key=0)):
+        for several in (per_target, tuple(per_target), dict(zip("ab", per_target))):
+            with pytest.raises(ValueError, match=r"expected maps as one array, got a "
+                                                 r"(list|tuple|dict) of 2 arrays.*"
+                                                 r"np\.stack\(maps, axis=1\)"):
+                call(several)
+        call(np.stack(per_target, axis=1))  # (N, T, H, W): taken

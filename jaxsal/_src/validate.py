@@ -588,6 +588,14 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array,
     ``p``'s targets have one. Returns ``(maps (N, T, ...), whole)``, ``whole`` when the maps
     have ``x``'s own shape; the maps float32, or float64 as given (under ``jax_enable_x64``:
     rounded to float32, values closer than its resolution would tie)."""
+    if isinstance(maps, dict) or (isinstance(maps, (list, tuple)) and maps
+                                  and all(hasattr(m, "shape") for m in maps)):
+        # np.asarray would stack them list axis first, (T, N, ...): with T == N the shapes
+        # pass and every input is paired with another target's map
+        raise ValueError(f"{what}: expected maps as one array, got a {type(maps).__name__} of "
+                         f"{len(maps)} arrays; stack per-target maps (N, ...) on the class "
+                         "axis, np.stack(maps, axis=1) -> (N, T, ...), in the order of the "
+                         "targets (a model of several inputs: one input's maps)")
     real = ("one relevance per position: floats, or ints; convert them, e.g. "
             "np.asarray(maps, np.float32)")
     kind = getattr(getattr(maps, "dtype", None), "kind", None)
