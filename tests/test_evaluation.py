@@ -490,4 +490,4 @@ def test_a_list_of_maps_is_refused_not_stacked_on_the_wrong_axis():
                                                  r"(list|tuple|dict) of 2 arrays.*"
                                                  r"np\.stack\(maps, axis=1\)"):
                 call(several)
-        call(np.stack(per_target, axis=1))  # (N, T, H, W): taken
+    jaxsal.deletion(m, x, np.stack(per_target, axis=1), [0, 2], steps=4)  # (N, T, H, W)
