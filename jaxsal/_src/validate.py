@@ -586,8 +586,8 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array,
     ``p``: ``(N, [T,] *size)`` (one value per position of the spatial shape ``size``) or
     ``(N, [T,] *x.shape[1:])`` (one per scalar of ``x``), the class axis present exactly when
     ``p``'s targets have one. Returns ``(maps (N, T, ...), whole)``, ``whole`` when the maps
-    have ``x``'s own shape; the maps float32, or float64 as given (under ``jax_enable_x64``:
-    rounded to float32, values closer than its resolution would tie)."""
+    have ``x``'s own shape; the maps float32, or float64 where given float64 (under
+    ``jax_enable_x64``; rounded to float32, values closer than its resolution would tie)."""
     if isinstance(maps, dict) or (isinstance(maps, (list, tuple)) and maps
                                   and all(hasattr(m, "shape") for m in maps)):
         # np.asarray would stack them list axis first, (T, N, ...): with T == N the shapes
