@@ -186,3 +186,99 @@ def test_complex_maps_are_refused():
             with pytest.raises(TypeError, match=r"expected real maps.*jnp.abs\(maps\)"):
                 fn(maps)
     np.testing.assert_allclose(jaxsal.reduce_channels(np.abs(z), "sum"), [[10, 10]])
+
+
+def test_resize_channels_last_arrays_by_axes_and_refused_without():
+    """resize takes the last two axes as spatial: images or maps (N, H, W, C) came back
+    (N, H, size...) with their width and channels interpolated, silently. axes=(-3, -2)
+    resizes them (scipy.ndimage.zoom per channel, the align-corners reference); the default
+    refuses arrays whose last axis of <= 4 the size would widen 2-fold or more, and lets
+    small CAMs (2x2, 4x4) and narrow maps of their own shape through."""
+    x = np.random.default_rng(5).uniform(size=(2, 8, 6, 3)).astype(np.float32)
+    want = ndimage.zoom(x, (1, 16 / 8, 12 / 6, 1), order=1)
+    for axes in ((-3, -2), [1, 2]):
+        np.testing.assert_allclose(jaxsal.resize(x, (16, 12), axes=axes), want, rtol=1e-5,
+                                   atol=1e-6)
+    got = jaxsal.resize(x, (5, 4), method="bilinear", antialias=False, axes=(1, 2))
+    np.testing.assert_array_equal(got, jax.image.resize(x, (2, 5, 4, 3), "bilinear",
+                                                        antialias=False))
+    for shape, size in (((2, 12, 9, 3), (24, 18)), ((1, 224, 224, 3), (7, 7)),
+                        ((3, 28, 28, 1), (14, 14)), ((32, 32, 4), (64, 64))):
+        with pytest.raises(ValueError, match=r"channels-last.*axes=\(-3, -2\).*"
+                                             r"axes=\(-2, -1\)"):
+            jaxsal.resize(np.zeros(shape, np.float32), size)
+    cams = [((5, 2, 2), (28, 28)), ((3, 4, 4), (32, 32)), ((2, 7, 3), (224, 96)),
+            ((2, 9, 4), (18, 4))]
+    for shape, size in cams:  # keep about their shape: not refused
+        m = np.random.default_rng(6).uniform(size=shape).astype(np.float32)
+        want = ndimage.zoom(m, (1, size[0] / shape[1], size[1] / shape[2]), order=1)
+        np.testing.assert_allclose(jaxsal.resize(m, size), want, rtol=1e-5, atol=1e-6)
+    narrow = np.random.default_rng(7).uniform(size=(2, 10, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="channels-last"):
+        jaxsal.resize(narrow, (10, 30))
+    want = ndimage.zoom(narrow, (1, 1, 10), order=1)  # meant: say so with axes=(-2, -1)
+    np.testing.assert_allclose(jaxsal.resize(narrow, (10, 30), axes=(-2, -1)), want,
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"axes=\(height axis, width axis\)"):
+        jaxsal.resize(x, (4, 4), axes=(1,))
+
+
+def test_resize_size_as_numpy_or_jax_integers():
+    """A size of JAX integers (jnp.array([H, W]), a tuple of 0-d arrays) was refused; floats,
+    bools and a size traced under jit are refused saying why."""
+    m = np.random.default_rng(8).uniform(size=(2, 3, 4)).astype(np.float32)
+    want = np.asarray(jaxsal.resize(m, (7, 6)))
+    for size in (jnp.array([7, 6]), np.array([7, 6], np.int16), (jnp.int32(7), np.int64(6)),
+                 (np.array(7), jnp.array(6, jnp.uint8)), [7, 6]):
+        np.testing.assert_array_equal(jaxsal.resize(m, size), want)
+    for size in ((7.0, 6), jnp.array([7.0, 6.0]), np.array([7.5, 6.0])):
+        with pytest.raises(ValueError, match=r"positive ints.*pass ints, e\.g\. \(int\(H\)"):
+            jaxsal.resize(m, size)
+    for size in ((True, 6), np.array([True, True]), np.array([[7], [6]]), jnp.array([0, 6])):
+        with pytest.raises(ValueError, match="size=.*positive ints"):
+            jaxsal.resize(m, size)
+    with pytest.raises(ValueError, match="traced under jax.jit.*static"):
+        jax.jit(jaxsal.resize)(m, jnp.array([7, 6]))
+
+
+def test_normalize_maps_of_extreme_finite_values():
+    """max - min overflowed for maps spanning +-3e38 (NaN), and a range beyond 2**126, whose
+    reciprocal XLA:CPU flushes to 0, normalized [0, 1e38] to zeros. Want (a - min) /
+    (max - min), computed in float64 (eps is negligible at that scale)."""
+    maps = np.array([[[-3e38, 0.0], [1.0, 3e38]], [[0.0, 1e38], [5e37, 2.5e37]],
+                     [[-3.4e38, 3.4e38], [0.0, 1.7e38]], [[1.0, 2.0], [3.0, 5.0]]], np.float32)
+    a = maps.astype(np.float64)
+    lo, hi = a.min(axis=(1, 2), keepdims=True), a.max(axis=(1, 2), keepdims=True)
+    got = np.asarray(jaxsal.normalize(maps))
+    np.testing.assert_allclose(got, (a - lo) / (hi - lo), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got[3], np.asarray(jaxsal.normalize(maps[3:]))[0])
+    shared = np.asarray(jaxsal.normalize(maps, axis=None))
+    np.testing.assert_allclose(shared, (a - a.min()) / (a.max() - a.min()), rtol=1e-6,
+                               atol=1e-7)
+    grad = jax.grad(lambda v: jaxsal.normalize(v).sum())(jnp.asarray(maps))
+    assert np.isfinite(np.asarray(grad)).all()
+
+
+def test_empty_batches_give_empty_results_and_empty_maps_are_refused():
+    """Zero-size maps gave raw errors (no identity for min, an index out of bounds, a gather
+    slice size, reshape's ZeroDivisionError). An empty batch (0, h, w) is returned empty, as
+    NumPy would; a map of no pixels (h = 0), or no channels, is refused."""
+    empty = np.zeros((0, 4, 5), np.float32)
+    for fn, shape in ((jaxsal.normalize, (0, 4, 5)), (jaxsal.clip_percentile, (0, 4, 5)),
+                      (lambda a: jaxsal.resize(a, (8, 6)), (0, 8, 6)),
+                      (lambda a: jaxsal.resize(a, (8, 6), "bilinear"), (0, 8, 6))):
+        got = fn(empty)
+        assert got.shape == shape and got.dtype == jnp.float32
+    assert jaxsal.resize(np.zeros((0, 0, 4), np.int32), (8, 6)).shape == (0, 8, 6)
+    assert jaxsal.normalize(np.zeros((2, 0, 4)), axis=-1).shape == (2, 0, 4)
+    for mode in ("max_abs", "max", "l2", "sum"):
+        assert jaxsal.reduce_channels(np.zeros((0, 4, 5, 3)), mode).shape == (0, 4, 5)
+    for fn in (jaxsal.normalize, jaxsal.clip_percentile, lambda a: jaxsal.resize(a, (8, 6))):
+        for shape in ((2, 0, 4), (2, 4, 0)):
+            with pytest.raises(ValueError, match=r"expected at least one value over "
+                                                 r"ax[ie]s=.*\(2, [04], [04]\)"):
+                fn(np.zeros(shape, np.float32))
+    with pytest.raises(ValueError, match=r"normalize: .*axis=None"):
+        jaxsal.normalize(empty, axis=None)  # one map, of no values
+    with pytest.raises(ValueError, match=r"reduce_channels: expected at least one value"):
+        jaxsal.reduce_channels(np.zeros((2, 4, 4, 0)))

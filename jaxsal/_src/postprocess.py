@@ -16,6 +16,7 @@ last two axes spatial) unless an ``axis`` says otherwise.
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from typing import Callable, Sequence
 
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src.base import int_sizes, native
+from jaxsal._src.base import native
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -46,7 +47,10 @@ def extreme(a: Array, axes: tuple[int, ...], arg: Callable) -> Array:
     no element equals the maximum and the derivative was 0 / 0 = NaN (VarGrad's maps and
     FullGrad's scaling, ``tests/test_double_backprop.py``)."""
     rest = [d for d in range(a.ndim) if d not in axes]
-    flat = jnp.transpose(a, rest + list(axes)).reshape([a.shape[d] for d in rest] + [-1])
+    # the reduced size spelled out: reshape's -1 cannot be solved for an empty batch
+    # (a ZeroDivisionError for maps (0, H, W, C))
+    n = math.prod(a.shape[d] for d in axes)
+    flat = jnp.transpose(a, rest + list(axes)).reshape([a.shape[d] for d in rest] + [n])
     i = arg(flat, axis=-1)[..., None]
     return jnp.expand_dims(jnp.take_along_axis(flat, i, axis=-1)[..., 0], axes)
 
@@ -107,6 +111,8 @@ def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs", axis: int = -
         raise TypeError(f"reduce_channels: expected axis as one int (the channel axis), got "
                         f"{axis!r}")
     _check_axes(axis, np.ndim(maps), "reduce_channels", "the channel axis")
+    if mode is not None:  # no channels to reduce is refused; an empty batch gives one
+        _no_maps(np.shape(maps), axis, "reduce_channels")
     return _reduce_channels(_host_maps(maps), mode, axis)
 
 
@@ -118,7 +124,14 @@ def _reduce_channels(maps: ArrayLike, mode: str | None, axis: int) -> Array:
 def _norm(maps: Array, axis, eps: float) -> Array:
     lo = jnp.min(maps, axis=axis, keepdims=True)
     hi = jnp.max(maps, axis=axis, keepdims=True)
-    return (maps - lo) / (hi - lo + eps)
+    # maps of huge values are scaled down by 2**-100 first (exact: a power of two), so that
+    # neither hi - lo overflows (a float32 map spanning +-3e38: inf / inf = NaN) nor its
+    # reciprocal falls below float32's smallest normal number, which XLA:CPU divides by and
+    # flushes to 0 (a map [0, 1e38] normalized to zeros). Other maps keep scale 1: the plain
+    # formula bit for bit (one expression, so that a derivative meets no unused branch)
+    big = jnp.maximum(jnp.abs(lo), jnp.abs(hi)) > 2.0 ** 100
+    s = jnp.where(big, 2.0 ** -100, 1.0).astype(maps.dtype)
+    return (maps * s - lo * s) / (hi * s - lo * s + eps * s)
 
 
 def _static_axis(axis):
@@ -141,6 +154,25 @@ def _check_axes(axis, ndim: int, fn: str, what: str = "the axes of one map") -> 
         raise ValueError(f"{fn}: axis={axis} does not name distinct axes of maps of rank "
                          f"{ndim}; expected axis to select {what} among the maps' {ndim} axes "
                          "(e.g. axis=-1 for 1-D maps, (-2, -1) for 2-D maps)")
+
+
+def _no_maps(shape: tuple, axis, fn: str, name: str = "axis") -> bool:
+    """Whether ``maps`` of ``shape`` hold no map at all (an empty batch, ``(0, H, W)``):
+    the caller returns them as they are (empty). A map of no values (``(N, 0, W)``, an axis
+    of ``axis``, the axes it is reduced or resized over, empty) has no minimum, maximum,
+    percentile or pixel to interpolate and is refused. ``axis=None`` takes all of ``maps``
+    as one map."""
+    ndim = len(shape)
+    axes = range(ndim) if axis is None else [
+        a % ndim for a in (axis if isinstance(axis, tuple) else (axis,))]
+    if math.prod(shape[d] for d in range(ndim) if d not in axes) == 0:
+        return True
+    if math.prod(shape[d] for d in axes) == 0:
+        raise ValueError(f"{fn}: expected at least one value over {name}={axis}, got maps of "
+                         f"shape {tuple(shape)}, empty there; drop the empty maps, or check "
+                         "the step that made them (an empty batch, (0, ...), is returned "
+                         "empty)")
+    return False
 
 
 def _host_maps(maps: ArrayLike):
@@ -197,6 +229,8 @@ def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
         raise TypeError(f"normalize: expected eps as a number, got {eps!r}") from None
     if not np.isfinite(eps) or eps < 0:
         raise ValueError(f"normalize: expected eps >= 0 (finite), got {eps}")
+    if _no_maps(np.shape(maps), axis, "normalize"):
+        return _floating(_host_maps(maps))  # an empty batch: nothing to scale
     return _normalize(_host_maps(maps), axis, eps)
 
 
@@ -225,6 +259,8 @@ def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
                          f"upper={upper!r}")
     axis = _static_axis(axis)
     _check_axes(axis, np.ndim(maps), "clip_percentile")
+    if _no_maps(np.shape(maps), axis, "clip_percentile"):
+        return _floating(_host_maps(maps))
     return _clip_percentile(_host_maps(maps), float(lower), float(upper), axis)
 
 
@@ -284,14 +320,73 @@ RESIZE_METHODS = ("align_corners", "linear", "bilinear", "nearest", "cubic", "la
                   "lanczos5")
 
 
+def _size_of(size) -> tuple[int, int]:
+    """``resize``'s ``size``: two positive integers, each a Python, NumPy or JAX integer (a
+    0-d array too), or an integer array of two (``np.array(x.shape[1:3])``, a ``jnp``
+    array); anything else (floats, bools, a traced size) is a ``ValueError`` that says why."""
+    items = None
+    if isinstance(size, (np.ndarray, jax.Array)):
+        items = list(size) if size.ndim == 1 else None
+    elif not isinstance(size, (str, bytes)) and np.iterable(size):
+        items = list(size)
+    dims, why = [], ""
+    for d in items or ():
+        if isinstance(d, (np.ndarray, jax.Array)) and d.ndim == 0 and d.dtype != np.bool_:
+            d = d.item() if not isinstance(d, jax.core.Tracer) else d
+        if isinstance(d, jax.core.Tracer):
+            why = ("; a size traced under jax.jit is not known when the program is built: "
+                   "pass it as a static argument (static_argnames) or as Python ints")
+        elif isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)):
+            dims.append(int(d))
+            continue
+        elif isinstance(d, (float, np.floating)):
+            why = "; sizes count pixels: pass ints, e.g. (int(H), int(W))"
+        break
+    if items is None or len(dims) != 2 or len(items) != 2 or min(dims) < 1:
+        n3 = items is not None and len(items) == 3 and len(dims) == 3
+        raise ValueError(f"resize: expected size=(H, W) as two positive ints (Python, NumPy or "
+                         f"JAX integers), got {size!r}{why}"
+                         + ("; for the size of images x (N, H, W, C) pass x.shape[1:3]"
+                            if n3 else ""))
+    return dims[0], dims[1]
+
+
+def _check_layout(shape: tuple, size: tuple[int, int]) -> None:
+    """Refuse channels-last arrays ``(..., H, W, C)`` given to :func:`resize` with its default
+    axes: a last axis of at most 4 (a channel count), a second-to-last of more than 4, and a
+    ``size`` that would widen the ``(h, w)`` maps' width-to-height ratio 2-fold or more.
+    Resized as maps, images ``(N, 224, 224, 3)`` -> ``(224, 224)`` came back
+    ``(N, 224, 224, 224)``: their width and channels interpolated. Maps ``(N, h, w)`` of at
+    most 4 columns pass when they keep about their shape (a 2x2 or 4x4 CAM to 32x32, a 7x3
+    one to 224x96)."""
+    if len(shape) < 3:
+        return
+    h, w = shape[-2:]
+    H, W = size
+    if w > 4 or h <= 4 or W * h < 2 * H * w:
+        return
+    raise ValueError(
+        f"resize: maps of shape {tuple(shape)} look like channels-last images or maps "
+        f"(..., H={shape[-3]}, W={h}, C={w}) (a last axis of {w}), while resize takes maps "
+        f"(..., h, w) with the spatial axes last: to size {(H, W)} their (h, w) = {(h, w)} "
+        f"maps would be stretched {W * h / (H * w):.3g}-fold in width, their width and "
+        f"channels interpolated (the result of shape {tuple(shape[:-2]) + (H, W)}). "
+        f"Expected the spatial axes last; for channels-last arrays pass axes=(-3, -2) (the "
+        f"result {tuple(shape[:-3]) + (H, W, w)}), or reduce the channels first "
+        f"(jaxsal.reduce_channels); for maps {(h, w)} that are meant, pass axes=(-2, -1)")
+
+
 def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners",
-           antialias: bool | None = None) -> Array:
-    """Resize maps ``(..., h, w) -> (..., H, W)``.
+           antialias: bool | None = None, *, axes: Sequence[int] | None = None) -> Array:
+    """Resize maps ``(..., h, w) -> (..., H, W)``, or any two axes named by ``axes``.
 
     Args:
-      maps: maps with the spatial axes last. Integer or boolean maps (counts, masks) are
-        resized in float32 and returned as float32: interpolated values are fractions.
-      size: ``(H, W)``.
+      maps: maps with the spatial axes last (unless ``axes`` names them). Integer or boolean
+        maps (counts, masks) are resized in float32 and returned as float32: interpolated
+        values are fractions. An empty batch (``(0, h, w)``) gives an empty one
+        ``(0, H, W)``; maps of no pixels (``h = 0``) are refused.
+      size: ``(H, W)``: two positive integers (Python, NumPy or JAX ints, or an integer
+        array of two such as ``np.array(x.shape[1:3])``); floats are refused.
       method: ``"align_corners"`` (bilinear, corner pixels aligned: tf-keras-vis's CAM
         upsampling) or a ``jax.image.resize`` method (``"linear"``/``"bilinear"``,
         ``"nearest"``, ``"cubic"``, ...: half-pixel centred, like ``tf.image.resize``).
@@ -300,18 +395,37 @@ def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners"
         ``tf.image.resize(antialias=True)``; ``False``: plain interpolation, as
         ``tf.image.resize``'s default and OpenCV's ``INTER_LINEAR``). Growing is the same
         either way. ``"align_corners"`` never filters (``antialias=True`` is refused there).
+      axes: the two spatial axes ``(height, width)``, e.g. ``(-3, -2)`` (or ``(1, 2)``) for
+        channels-last images or maps ``(N, H, W, C)``; the other axes are kept. ``None``
+        (default): the last two, ``(-2, -1)``, refusing arrays that look channels-last (a
+        last axis of at most 4 that ``size`` would widen 2-fold or more relative to the
+        height: ``(N, 224, 224, 3)`` to ``(224, 224)``); ``axes=(-2, -1)`` resizes the last
+        two axes without that check.
     Returns:
-      Floating-point maps ``(..., H, W)`` (the input's dtype when it is floating).
+      Floating-point maps (the input's dtype when it is floating), ``axes`` resized to
+      ``size``.
+
+    Example::
+
+      cam = jaxsal.resize(cam, x.shape[1:3])                 # (N, 7, 7) -> (N, 224, 224)
+      small = jaxsal.resize(x, (56, 56), axes=(1, 2))        # (N, 224, 224, 3) -> (N, 56, 56, 3)
     """
-    dims = int_sizes(size)
-    if dims is None or len(dims) != 2 or any(s < 1 for s in dims):
-        raise ValueError(f"resize: expected size=(H, W) as two positive ints, got {size!r}"
-                         + ("; for the size of images x (N, H, W, C) pass x.shape[1:3]"
-                            if dims is not None and len(dims) == 3 else ""))
-    if np.ndim(maps) < 2:
+    dims = _size_of(size)
+    ndim = np.ndim(maps)
+    if ndim < 2:
         raise ValueError(f"resize: expected maps (..., h, w) with the spatial axes last, got "
                          f"maps of shape {np.shape(maps)}; for 1-D maps (..., L) resize "
                          "them as one-row maps: resize(maps[..., None, :], (1, L))[..., 0, :]")
+    if axes is None:
+        _check_layout(np.shape(maps), dims)
+        axes = (-2, -1)
+    given = axes
+    axes = _static_axis(axes)
+    if not isinstance(axes, tuple) or len(axes) != 2:
+        raise ValueError(f"resize: expected axes=(height axis, width axis), two ints, got "
+                         f"{given!r}; e.g. axes=(-3, -2) for channels-last maps (N, H, W, C)")
+    _check_axes(axes, ndim, "resize", "the two spatial axes")
+    axes = tuple(a % ndim for a in axes)
     if antialias is not None and not isinstance(antialias, (bool, np.bool_)):
         raise TypeError(f"resize: expected antialias as True, False or None, got {antialias!r}")
     if antialias and method == "align_corners":
@@ -319,13 +433,20 @@ def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners"
                          "(tf-keras-vis's scipy.ndimage.zoom); got antialias=True. For "
                          "antialiased shrinking pass method='bilinear' (antialias=True is "
                          "its default)")
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"unknown resize method {method!r}; expected one of {RESIZE_METHODS}")
     antialias = True if antialias is None else bool(antialias)
-    return _resize(_host_maps(maps), dims, method, antialias)
+    if _no_maps(np.shape(maps), axes, "resize", "axes"):  # an empty batch: an empty result
+        m = jnp.asarray(_host_maps(maps))
+        out = list(m.shape)
+        out[axes[0]], out[axes[1]] = dims
+        return jnp.zeros(out, m.dtype if jnp.issubdtype(m.dtype, jnp.floating) else jnp.float32)
+    return _resize(_host_maps(maps), dims, method, antialias, axes)
 
 
-@functools.partial(jax.jit, static_argnames=("size", "method", "antialias"))
-def _resize(maps: ArrayLike, size: tuple[int, ...], method: str,
-            antialias: bool = True) -> Array:
+@functools.partial(jax.jit, static_argnames=("size", "method", "antialias", "axes"))
+def _resize(maps: ArrayLike, size: tuple[int, ...], method: str, antialias: bool = True,
+            axes: tuple[int, int] = (-2, -1)) -> Array:
     maps = jnp.asarray(maps)
     if not jnp.issubdtype(maps.dtype, jnp.floating):
         maps = maps.astype(jnp.float32)
@@ -334,7 +455,9 @@ def _resize(maps: ArrayLike, size: tuple[int, ...], method: str,
     if maps.ndim < 2:
         raise ValueError(f"expected maps (..., h, w), got shape {maps.shape}")
     if method == "align_corners":
-        return upsample_linear(maps, size, (-2, -1))
+        return upsample_linear(maps, size, axes)
     if method not in RESIZE_METHODS:
         raise ValueError(f"unknown resize method {method!r}; expected one of {RESIZE_METHODS}")
-    return jax.image.resize(maps, maps.shape[:-2] + size, method=method, antialias=antialias)
+    shape = list(maps.shape)
+    shape[axes[0]], shape[axes[1]] = size
+    return jax.image.resize(maps, tuple(shape), method=method, antialias=antialias)
