@@ -506,8 +506,12 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     if (vmin is not None or vmax is not None) and scale != "shared":
         raise ValueError("vmin/vmax fix one scale for every panel: use them with "
                          f"scale='shared', got scale={scale!r}")
-    if not m.size:
+    if not m.shape[0] * m.shape[1]:
         raise ValueError(f"maps: expected at least one map, got shape {np.shape(maps)}")
+    if not m.size:  # (R, C, 0, W): maps, each of no pixels
+        raise ValueError(f"maps: expected maps of at least one pixel, got maps of shape "
+                         f"{np.shape(maps)}, each {m.shape[2]}x{m.shape[3]}; drop or "
+                         "recompute the empty maps")
     if not np.all(np.isfinite(m)):
         raise ValueError("maps contain NaN or inf (or values beyond float32's range, which "
                          "the figure draws in); nothing sensible can be drawn: clean or "
@@ -902,6 +906,9 @@ def heatmap(map, *, image=None, title: str | None = None, cmap: str | None = Non
     while a.ndim > 2 and a.shape[0] == 1 and not (a.ndim == 3 and a.shape[-1] == 1):
         a = a[0]
     a = _as_map(a, "heatmap")
+    if not a.size:  # (reported with the shape given, not the grid's (1, 1, h, w))
+        raise ValueError(f"heatmap: expected a map of at least one pixel, got shape "
+                         f"{np.shape(map)}")
     im = None if image is None else np.asarray(image)  # (integer images keep their dtype)
     if im is not None and im.ndim == 4 and im.shape[0] == 1:
         im = im[0]
@@ -1092,8 +1099,9 @@ def signal(x, attributions, *, row_titles: Sequence[str] | None = None,
 def image_grid(images, *, titles=None, ncols: int | None = None, title: str | None = None,
                value_range: tuple[float, float] | None = None, cmap: str = "gray",
                colorbar: bool | None = None, row_titles: Sequence[str] | None = None,
-               col_titles: Sequence[str] | None = None, panel_size: float = 1.2, save=None,
-               dpi: int = 120, channels_first: bool = False) -> Figure:
+               col_titles: Sequence[str] | None = None, panel_size: float = 1.2,
+               mosaic: bool | None = None, save=None, dpi: int = 120,
+               channels_first: bool = False) -> Figure:
     """A grid of images: activation-maximization results, filter visualizations, inputs.
 
     Args:
@@ -1110,6 +1118,12 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
       cmap: for one-channel images.
       colorbar: one colour bar for one-channel images with ``value_range`` (default then).
       row_titles, col_titles: labels for an explicit ``(R, C, ...)`` grid.
+      mosaic: draw all images as one picture, each a tile of at most 64 pixels a side
+        (larger images averaged down), rows labelled by the index of their first image: a
+        second or two for the 1000 classes of ImageNet, where one panel per image took
+        about 20 s and 600 MB. No per-image ``titles``. ``None``: for more than 150 images
+        without ``titles`` (with them, panel by panel: pass a subset or the top classes to
+        keep such a figure readable).
     """
     a = _np(images)
     cmap = _colormap(cmap)
@@ -1190,6 +1204,19 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
     caption = ("each image stretched to its own min..max" if value_range is None
                else f"values {value_range[0]:g} .. {value_range[1]:g}")
     full_title = caption if not title else f"{title}\n{caption}"
+    n_images = R * C if shown is None else shown
+    if mosaic is not None and not isinstance(mosaic, (bool, np.bool_)):
+        raise ValueError(f"mosaic: expected True, False or None (automatic), got {mosaic!r}")
+    if mosaic is None:  # hundreds of axes take seconds each hundred to build and save
+        mosaic = n_images > 150 and ptitles is None
+    if mosaic:
+        if ptitles is not None:
+            raise ValueError("mosaic=True draws no per-image titles: pass mosaic=False to keep "
+                             "titles= (slow for hundreds of images: pass a subset, e.g. the "
+                             "top classes), or leave titles out")
+        return _image_mosaic(tiles, n_images, value_range, cmap, colorbar, row_titles,
+                             col_titles, full_title, bool(title), shown is not None,
+                             panel_size, save, dpi)
     title_lines = 0 if ptitles is None else max(_lines(x) for x in ptitles.ravel())
     pw, ph = panel_size, panel_size * H / W
     hgap, vgap = 0.06, 0.06 + title_lines * _LINE_IN
@@ -1240,6 +1267,72 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
         _colorbar(fig, cax, colors.Normalize(lo if lo is not None else 0,
                                              hi if hi is not None else 1), cmap, None,
                   "vertical")
+    _fit_title(fig, sup)
+    return _finish(fig, save, dpi)
+
+
+def _image_mosaic(tiles, n, value_range, cmap, colorbar, row_titles, col_titles,
+                  full_title, titled, listed, panel_size, save, dpi):
+    """:func:`image_grid`'s images ``tiles`` ``(R, C, H, W, c)`` (the first ``n`` shown)
+    as one picture: tiles of at most 64 pixels a side, each image scaled as the panels
+    scale it (``value_range``, or its own min..max), rows labelled by ``row_titles`` or, for
+    a list of images (``listed``), the index of their first image."""
+    R, C, H, W, ch = tiles.shape
+    f = min(1.0, 64 / max(H, W))
+    th, tw = max(1, round(H * f)), max(1, round(W * f))
+    sep = max(1, th // 14)
+    big = np.ones((R * th + (R - 1) * sep, C * tw + (C - 1) * sep, 3), np.float32)
+    cmap_fn = _colormap(cmap)
+    for i in range(n):
+        r, c = divmod(i, C)
+        img = tiles[r, c]
+        a_lo, a_hi = ((float(img.min()), float(img.max())) if value_range is None
+                      else (float(value_range[0]), float(value_range[1])))
+        if a_hi > a_lo:
+            v = np.clip((img - a_lo) / (a_hi - a_lo), 0, 1)
+        else:  # as the panels draw a constant image
+            v = np.full_like(img, a_lo if 0.0 <= a_lo <= 1.0 else 0.5)
+        v = _fit_pixels(v, th, tw)
+        rgb = cmap_fn(v[..., 0])[..., :3] if ch == 1 else v
+        big[r * (th + sep):r * (th + sep) + th, c * (tw + sep):c * (tw + sep) + tw] = rgb
+    if row_titles is not None:
+        yl = [str(t) for t in row_titles]
+    else:
+        yl = [str(r * C) if listed else "" for r in range(R)]
+    xl = [str(t) for t in col_titles] if col_titles is not None else [""] * C
+    row_pt = _LABEL_PT if R <= 20 else _TICK_PT
+    col_pt = _LABEL_PT if C <= 20 else _TICK_PT
+    tile_w = max(min(panel_size, 0.6), max(_width_in(t) for t in xl) * col_pt / _LABEL_PT + 0.06)
+    scale_px = max(tile_w / (tw + sep),  # inches per mosaic pixel; rows fit their labels
+                   (max(_lines(t) for t in yl) * _LINE_IN * row_pt / _LABEL_PT + 0.02)
+                   / (th + sep))
+    if listed and row_titles is None:
+        full_title += f"\nrows labelled by their first image ({C} per row)"
+    left = 0.15 + max(_width_in(t) for t in yl) * row_pt / _LABEL_PT + 0.1
+    top = (0.15 + _lines(full_title) * 0.2
+           + max(_lines(t) for t in xl) * _LINE_IN * col_pt / _LABEL_PT + 0.1)
+    right = 0.2 + (0.75 if colorbar else 0)
+    gw, gh = big.shape[1] * scale_px, big.shape[0] * scale_px
+    fw, fh = left + gw + right, top + gh + 0.15
+    fig = _Figure(figsize=(fw, fh))
+    # counted by count_panels as 1 x n tiles: the images, not the padding of a last row
+    ax = fig.add_axes([left / fw, 0.15 / fh, gw / fw, gh / fh], label=f"mosaic:1x{n}")
+    # as 8-bit RGB, which matplotlib resamples several times faster than floats
+    ax.imshow(np.round(big * 255).astype(np.uint8), interpolation="nearest")
+    ax.xaxis.tick_top()
+    ax.set_xticks([c * (tw + sep) + tw / 2 - 0.5 for c in range(C)], xl, fontsize=col_pt)
+    ax.set_yticks([r * (th + sep) + th / 2 - 0.5 for r in range(R)], yl, fontsize=row_pt)
+    ax.tick_params(length=0)
+    for sp in ax.spines.values():
+        sp.set_visible(False)
+    sup = fig.suptitle(full_title, fontsize=_TITLE_PT if titled else _LABEL_PT,
+                       y=1 - 0.05 / fh, va="top")
+    if colorbar:
+        bar_h = min(gh, 4.0)
+        cax = fig.add_axes([(left + gw + 0.1) / fw, (0.15 + gh - bar_h) / fh, 0.12 / fw,
+                            bar_h / fh], label="colorbar")
+        lo, hi = (0.0, 1.0) if value_range is None else map(float, value_range)
+        _colorbar(fig, cax, colors.Normalize(lo, hi), cmap_fn, None, "vertical")
     _fit_title(fig, sup)
     return _finish(fig, save, dpi)
 

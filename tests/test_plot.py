@@ -1199,3 +1199,56 @@ def test_a_0_1_image_off_by_rounding_is_not_stretched():
     np.testing.assert_array_equal(_as_display_image(low), np.clip(low, 0, 1))
     wide = img * 1.01  # beyond rounding: min-max scaled, as documented
     assert float(_as_display_image(wide).min()) == 0.0
+
+
+def _mosaic_pixels(fig):
+    (ax,) = [a for a in fig.axes if a.get_label().startswith("mosaic:")]
+    return np.asarray(ax.get_images()[0].get_array()).astype(np.float64)
+
+
+def test_image_grid_of_many_images_is_one_mosaic(tmp_path):
+    """image_grid drew one axes per image: the 1000 classes of ImageNet took about 20 s and
+    600 MB (2-core VM). More than 150 images without titles are one picture: tiles of at
+    most 64 pixels a side, larger images averaged down (analytic: 2x2 block means), each
+    scaled as its panel would be; titles keep the panels, and mosaic=True refuses them."""
+    rng = np.random.default_rng(0)
+    imgs = rng.uniform(size=(151, 6, 5, 3)).astype(np.float32)
+    fig = plot.image_grid(imgs, value_range=(0, 1), ncols=10, save=tmp_path / "m.png")
+    assert plot.count_panels(fig) == 151
+    big = _mosaic_pixels(fig)
+    sep = 1
+    for i in (0, 37, 150):
+        r, c = divmod(i, 10)
+        tile = big[r * (6 + sep):r * (6 + sep) + 6, c * (5 + sep):c * (5 + sep) + 5]
+        np.testing.assert_allclose(tile, imgs[i] * 255, atol=0.51)
+    assert "rows labelled by their first image (10 per row)" in fig._suptitle.get_text()
+    _png_ok(tmp_path / "m.png")
+    large = rng.uniform(-2, 2, size=(151, 128, 64)).astype(np.float32)  # own min..max each
+    big = _mosaic_pixels(plot.image_grid(large, ncols=10, cmap="gray"))
+    i = 23
+    v = (large[i] - large[i].min()) / (large[i].max() - large[i].min())
+    want = v.reshape(64, 2, 32, 2).mean(axis=(1, 3))
+    r, c = divmod(i, 10)
+    sep = 64 // 14
+    tile = big[r * (64 + sep):r * (64 + sep) + 64, c * (32 + sep):c * (32 + sep) + 32, 0]
+    np.testing.assert_allclose(tile, want * 255, atol=1.5)  # the colour map's 256 steps
+    titles = [str(k) for k in range(151)]
+    small = imgs[:, :2, :2]
+    fig = plot.image_grid(small, titles=titles)
+    assert plot.count_panels(fig) == 151
+    assert not any(a.get_label().startswith("mosaic:") for a in fig.axes)
+    with pytest.raises(ValueError, match="mosaic=True draws no per-image titles"):
+        plot.image_grid(small, titles=titles, mosaic=True)
+    assert plot.count_panels(plot.image_grid(small[:4], mosaic=True)) == 4
+
+
+def test_empty_maps_are_named_as_given():
+    """heatmap of an (0, 4) map said 'expected at least one map, got shape (1, 1, 0, 4)'
+    (its internal grid), grid's maps of zero pixels 'at least one map'."""
+    with pytest.raises(ValueError, match=r"heatmap: expected a map of at least one pixel, "
+                                         r"got shape \(0, 4\)"):
+        plot.heatmap(np.zeros((0, 4)))
+    with pytest.raises(ValueError, match=r"maps of at least one pixel.*\(2, 3, 4, 0\)"):
+        plot.grid(np.zeros((2, 3, 4, 0)))
+    with pytest.raises(ValueError, match=r"at least one map, got shape \(0, 3, 4, 4\)"):
+        plot.grid(np.zeros((0, 3, 4, 4)))
