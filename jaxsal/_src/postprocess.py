@@ -219,7 +219,10 @@ def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
     range across everything. For channel maps ``(N, H, W, C)`` as tf-keras-vis does:
     ``axis=(1, 2, 3)``. Maps of 1-D signals ``(N, L)`` or ``(N, T, L)`` need ``axis=-1``
     (the default would span the batch of ``(N, L)``), of volumes ``(N, D, H, W)``
-    ``axis=(-3, -2, -1)``. Jit-compiled (once per shape, axis and eps).
+    ``axis=(-3, -2, -1)``. Jit-compiled (once per shape, axis and eps). Maps of values
+    beyond 2**100 are scaled by 2**-100 first (exact), so that ``max - min`` cannot
+    overflow (a float32 map spanning +-3e38). An empty batch (``(0, H, W)``) is returned
+    empty; maps of no values (``(N, 0, W)``) are refused.
     """
     axis = _static_axis(axis)
     _check_axes(axis, np.ndim(maps), "normalize")
