@@ -427,6 +427,28 @@ def _scale_caption(scale: str, signed: bool, grouped: bool = False) -> str:
     }[scale]
 
 
+#: the most columns :func:`grid` draws: a row of 1000 maps (every ImageNet class) was a
+#: figure 500 inches wide, which a notebook shrinks to its width (tiles a few pixels high)
+MAX_COLUMNS = 200
+
+
+def _too_wide(C: int, R: int, H: int, W: int, one_row: bool, shape) -> str:
+    """:func:`grid`'s refusal of more than :data:`MAX_COLUMNS` columns, with the fixes."""
+    ncols = min((d for d in range(10, MAX_COLUMNS + 1) if C % d == 0),
+                key=lambda d: abs(d - math.sqrt(1.5 * C)), default=None)
+    sel = "maps" if one_row else "maps[i]"  # one row (C, H, W): one input's maps, say
+    one = (f"plot.grid({sel}.reshape({C // ncols}, {ncols}, {H}, {W}))" if ncols
+           else f"plot.grid({'maps[:k]' if one_row else 'maps[i, :k]'}.reshape(rows, cols, "
+           f"{H}, {W})) with rows * cols = k")
+    return (f"maps: expected at most {MAX_COLUMNS} columns, got {C} (maps of shape {shape}"
+            f"{', one row' if one_row else ''}): a figure about {C * 0.5:.0f} in wide, which "
+            "a viewer or notebook shrinks to its width. "
+            + ("For one map per input, one per row, pass maps[:, None]. " if one_row else "")
+            + "Explain fewer targets (targets=[...]), or each input's top classes (an (N, k) "
+            "array: targets=jnp.argsort(logits, axis=-1)[:, -5:]), or draw one input's maps "
+            f"in rows, e.g. {one}")
+
+
 def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = None,
          col_titles: Sequence[str] | None = None, titles=None, title: str | None = None,
          scale: str = "shared", signed: bool | None = None, cmap: str | None = None,
@@ -521,6 +543,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         raise ValueError(f"alpha: expected the maps' opacity over images, a number in [0, 1], "
                          f"got {alpha!r}")
     R, C, H, W = m.shape
+    if C > MAX_COLUMNS:
+        raise ValueError(_too_wide(C, R, H, W, one_row, np.shape(maps)))
     signed = _is_signed(m) if signed is None else bool(signed)
     cmap = _colormap(DIVERGING_CMAP if signed else DEFAULT_CMAP) if cmap is None else (
         _colormap(cmap))

@@ -1252,3 +1252,17 @@ def test_empty_maps_are_named_as_given():
         plot.grid(np.zeros((2, 3, 4, 0)))
     with pytest.raises(ValueError, match=r"at least one map, got shape \(0, 3, 4, 4\)"):
         plot.grid(np.zeros((0, 3, 4, 4)))
+
+
+def test_grid_of_more_columns_than_a_figure_can_show_names_the_fixes():
+    """maps (N, 1000, H, W) (every ImageNet class) were drawn as a mosaic 500 inches wide
+    (60,000 pixels at 120 dpi), which a notebook shrinks to its width. More than 200 columns
+    are refused with the fixes: fewer or per-input top targets, or one input's maps in rows
+    (a divisor of the count as the row length where there is one)."""
+    with pytest.raises(ValueError, match=r"at most 200 columns, got 1000.*targets=.*"
+                                         r"plot\.grid\(maps\[i\]\.reshape\(25, 40, 2, 2\)\)"):
+        plot.grid(np.ones((2, 1000, 2, 2)))
+    with pytest.raises(ValueError, match=r"one row.*maps\[:, None\].*"
+                                         r"maps\[:k\]\.reshape\(rows, cols, 2, 2\)"):
+        plot.grid(np.ones((997, 2, 2)))
+    assert plot.count_panels(plot.grid(np.ones((1, 200, 2, 2)))) == 200
