@@ -707,7 +707,10 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
                 img = _as_display_image(bg[r, c], "images", bg_rule)
                 ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1,
                           interpolation="nearest")
-            ax.imshow(m[r, c], cmap=cmap, norm=norms[r][c],
+            # in float64: matplotlib normalizes float32 data in float32, where x - vmin
+            # overflows for maps near float32's range (1e38 of a +-3e38 map drawn as the top
+            # colour; the mosaic computes in float64 already)
+            ax.imshow(m[r, c].astype(np.float64), cmap=cmap, norm=norms[r][c],
                       alpha=alpha if bg is not None else None, interpolation="nearest")
             _hide_ticks(ax)
             t = []
@@ -1043,7 +1046,7 @@ def tokens(words: Sequence[str], attributions, *, row_titles: Sequence[str] | No
             ax.text(0.1, y0 + 0.15, row_titles[r], fontsize=_LABEL_PT, va="center", ha="left",
                     parse_math=False)
         for (x, ln), w, v in zip(places, words, row):
-            rgba = cmap_(norm(v))
+            rgba = cmap_(norm(float(v)))  # (float64: see grid)
             dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
             ax.text(left + x, y0 + 0.15 + 0.3 * ln, w, fontsize=_LABEL_PT, va="center",
                     ha="left", color="white" if dark else "black", parse_math=False,
@@ -1099,7 +1102,8 @@ def signal(x, attributions, *, row_titles: Sequence[str] | None = None,
     for r, row in enumerate(a):
         y = 1 - (top + r * (ph + 0.15) + ph) / fh
         ax = fig.add_axes([left / fw, y, pw / fw, ph / fh], label="panel")
-        ax.imshow(row[None, :], aspect="auto", cmap=cmap_, norm=norm, interpolation="nearest",
+        ax.imshow(row[None, :].astype(np.float64), aspect="auto", cmap=cmap_, norm=norm,
+                  interpolation="nearest",
                   extent=(-0.5, length - 0.5, lo - pad, hi + pad))
         ax.plot(np.arange(length), sig, color="black", linewidth=0.8)
         ax.set_xlim(-0.5, length - 0.5)

@@ -1266,3 +1266,21 @@ def test_grid_of_more_columns_than_a_figure_can_show_names_the_fixes():
                                          r"maps\[:k\]\.reshape\(rows, cols, 2, 2\)"):
         plot.grid(np.ones((997, 2, 2)))
     assert plot.count_panels(plot.grid(np.ones((1, 200, 2, 2)))) == 200
+
+
+def test_maps_near_float32s_range_are_coloured_by_value():
+    """matplotlib normalizes float32 data in float32: for a signed map spanning +-3e38,
+    x - vmin overflowed and 1e38 took the top colour (inf) in grid's panels and signal's
+    rows, and tokens' words. Want (v - vmin) / (vmax - vmin) = (v + m) / 2m, m = max |v|."""
+    v = np.array([-3e38, 0.0, 1e38, 3e38], np.float32)
+    m = float(np.abs(v).max())
+    want = (v.astype(np.float64) + m) / (2 * m)
+    im = plot.panel_axes(plot.heatmap(v.reshape(2, 2)))[0].get_images()[-1]
+    np.testing.assert_allclose(im.norm(im.get_array()).ravel(), want, rtol=1e-6)
+    (im,) = plot.panel_axes(plot.signal(np.zeros(4), v))[0].get_images()
+    np.testing.assert_allclose(im.norm(im.get_array()).ravel(), want, rtol=1e-6)
+    fig = plot.tokens(["a", "b", "c", "d"], v, colorbar=False)
+    got = [t.get_bbox_patch().get_facecolor() for t in fig.axes[0].texts
+           if t.get_bbox_patch() is not None]
+    cmap = plot._colormap(plot.DIVERGING_CMAP)
+    np.testing.assert_allclose(got, cmap(want), atol=1e-6)
