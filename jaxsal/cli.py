@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import inspect
 import os
 import re
 import sys
@@ -658,6 +659,55 @@ def _check_option_names(args, fn, what: str, given: tuple = ("model", "x", "targ
         raise ValueError(f"{flags[found[0]]}: {unknown_option_words(what, *found)}")
 
 
+def _token_inputs(e: BaseException):
+    """The :class:`jaxsal._src.validate.TokenInputs` refusal that ``e`` is or was raised from
+    (the job's trace of the first chunk restates the method's errors), else None."""
+    from jaxsal._src.validate import TokenInputs
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, TokenInputs):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _token_flag_error(tokens, args, model) -> ValueError:
+    """``jaxsal explain``'s own words for token ids given to a method that takes their
+    gradient: the ``--layer NAME`` to pass (the Embedding that reads them, by name), not the
+    Python call's ``layer=``."""
+    import jaxsal
+
+    files = _input_files(args)
+    names = list(getattr(model, "input_names", None) or [])
+    by_name = dict(files) if files[0][0] is not None else {}
+    i = tokens.index
+    file = (by_name.get(names[i]) if by_name and i < len(names) else
+            files[i][1] if i < len(files) else None)
+    layers = tokens.layers
+    flag = f"--layer {layers[0] if layers else 'NAME'}"
+    named = (flag + "".join(f" or --layer {n}" for n in layers[1:])
+             + f" (the Embedding{'s' if len(layers) > 1 else ''} that read"
+             f"{'' if len(layers) > 1 else 's'} them" if layers
+             else "--layer NAME (the Embedding that reads them")
+    named += f", or a later layer: `jaxsal summary {args.model}` lists them)"
+    takes = [m for m in METHODS if m not in LAYER_METHODS and "cam" not in m
+             and "layer" in inspect.signature(getattr(jaxsal, m)).parameters]
+    if args.method in takes:
+        fix = f"attribute at a layer instead: pass {named}"
+    else:
+        fix = (f"--method {args.method} takes no --layer to attribute at (it attributes to "
+               f"the inputs): use --method {', '.join(takes)} with {named}")
+    return ValueError(
+        f"INPUTS{f' {file}' if file else ''}: this model takes integer inputs (token ids or "
+        "other codes), which have no gradient (every map would be 0) and no fractions (the "
+        f"masks and noise some methods scale inputs by); {fix}. Or explain the ids as they "
+        "are: --method occlusion, shapley_values, shapley_value_sampling, kernel_shap, lime, "
+        "rise, or a gradient CAM, eigencam or ablationcam at a layer with a token axis "
+        "(--layer, a Conv1D after the embedding)")
+
+
 def cmd_explain(args) -> int:
     import jaxsal
     from jaxsal._src.job_inputs import _one_input_error, input_paths
@@ -678,9 +728,15 @@ def cmd_explain(args) -> int:
     options = _method_options(args)
     if "batch_size" in options:  # the method's own (explain_to_file's is the job's)
         method = functools.partial(method, batch_size=options.pop("batch_size"))
-    out = jaxsal.explain_to_file(method, model, inputs, args.out, targets=targets,
-                                 batch_size=args.batch_size, on_chunk=progress,
-                                 keep_going=args.keep_going, sharding=sharding, **options)
+    try:
+        out = jaxsal.explain_to_file(method, model, inputs, args.out, targets=targets,
+                                     batch_size=args.batch_size, on_chunk=progress,
+                                     keep_going=args.keep_going, sharding=sharding, **options)
+    except TypeError as e:
+        tokens = _token_inputs(e)
+        if tokens is None or args.layer:
+            raise
+        raise _token_flag_error(tokens, args, model) from None
     if isinstance(out, list):  # a map per input, each in its own file
         print("wrote " + "; ".join(
             f"{path}: {o.shape} {o.dtype}"

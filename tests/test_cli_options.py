@@ -539,6 +539,41 @@ def test_an_error_in_a_chunk_names_it(tmp_path, mnist_path, digits_file, capsys)
     assert not out.exists()
 
 
+def test_token_ids_without_a_layer_name_the_layer_flag(tmp_path, capsys):
+    """Token ids (an int32 input read by an Embedding) have no gradient: the command names its
+    own flag and the Embedding, --layer emb (it said jaxsal.integrated_gradients(model, x,
+    layer='emb'), a Python call); given it, the job runs, as the Python call at that layer."""
+    keras = pytest.importorskip("keras")
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5,), dtype="int32")
+    h = layers.GlobalAveragePooling1D()(layers.Embedding(9, 3, name="emb")(inp))
+    path = str(tmp_path / "tok.keras")
+    keras.Model(inp, layers.Dense(2, name="out")(h)).save(path)
+    ids = tmp_path / "ids.npy"
+    np.save(ids, np.random.default_rng(0).integers(1, 9, size=(3, 5)).astype(np.int32))
+    out = tmp_path / "t.npy"
+    assert _explain(path, str(ids), out, "--targets", "1") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jaxsal: error: INPUTS {ids}: this model takes integer inputs "
+                          "(token ids or other codes), which have no gradient"), err
+    assert ("attribute at a layer instead: pass --layer emb (the Embedding that reads them, "
+            f"or a later layer: `jaxsal summary {path}` lists them)") in err
+    assert "jaxsal.integrated_gradients(" not in err and "layer=" not in err
+    # a method without a layer of its own: those that have one, with the flag
+    assert _explain(path, str(ids), out, "--method", "blur_integrated_gradients") == 2
+    err = capsys.readouterr().err
+    assert ("--method blur_integrated_gradients takes no --layer to attribute at (it "
+            "attributes to the inputs): use --method saliency, gradient_x_input") in err
+    assert "with --layer emb (the Embedding that reads them" in err
+    assert not out.exists()
+    assert _explain(path, str(ids), out, "--targets", "1", "--layer", "emb") == 0
+    model = load_keras(path, head="logits")
+    np.testing.assert_allclose(np.load(out), jaxsal.saliency(model, np.load(ids), 1,
+                                                             layer="emb"), rtol=1e-6)
+
+
 def test_keep_going_leaves_out_the_chunks_of_nan_inputs(tmp_path, mnist_path, mnist_digits,
                                                         capsys):
     """`--keep-going`: the chunk of a NaN input is left out, the others written; the command

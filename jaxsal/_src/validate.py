@@ -43,14 +43,43 @@ def all_finite(v: Any) -> bool:
         return bool(_all_finite(v))
 
 
+class TokenInputs(TypeError):
+    """The refusal of integer inputs (token ids or other codes) by a method that takes their
+    gradient, which is zero: ``.layers``, the layers that read input ``.index`` (its
+    Embedding, by name: where to attribute instead, ``layer=``; empty where not known, a
+    plain function's), and ``.what``, the input as the message names it. A ``TypeError``;
+    ``jaxsal explain`` restates it naming its own flag, ``--layer NAME``."""
+
+    def __init__(self, message: str, layers: list[str], index: int, what: str):
+        super().__init__(message)
+        self.layers, self.index, self.what = layers, index, what
+
+    def __reduce__(self):  # (pickled whole: across processes)
+        return type(self), (str(self), self.layers, self.index, self.what)
+
+
+def _token_layers(model: Any, i: int = 0) -> list[str]:
+    """The layers that read integer input ``i`` (token ids), where to attribute it instead:
+    the model's Embedding(s) (also inside a nested model of one input,
+    ``"encoder/embedding"``), else the layers that read it directly; ``[]`` where not known
+    (a plain function)."""
+    deep = _deep_readers(getattr(model, "graph", None), i) or {}
+    return ([n for n, c in deep.items() if "Embedding" in c]
+            or [n for n in _readers(model, i)
+                if getattr(_layer_info(model, n), "class_name", None) not in MODEL_CLASSES])
+
+
+def _token_error(model: Any, i: int, what: str, message: str) -> TokenInputs:
+    """:class:`TokenInputs` for integer input ``i`` (``what``), its ``message`` followed by
+    how to explain it (:func:`_at_a_layer`)."""
+    return TokenInputs(f"{message}{_at_a_layer(model, i)}", _token_layers(model, i), i, what)
+
+
 def _at_a_layer(model: Any, i: int = 0) -> str:
     """How to explain integer input ``i`` (token ids) with the gradient methods: at the layer
     that reads it (the model's own embedding, by its name; ``'embedding'`` where the layer
     is not known, a plain function's or a nested model's)."""
-    deep = _deep_readers(getattr(model, "graph", None), i) or {}
-    names = ([n for n, c in deep.items() if "Embedding" in c]
-             or [n for n in _readers(model, i)
-                 if getattr(_layer_info(model, n), "class_name", None) not in MODEL_CLASSES])
+    names = _token_layers(model, i)
     layer = names[0] if names else "embedding"
     return ("Attribute at a layer instead, e.g. the embedding: "
             f"jaxsal.integrated_gradients(model, x, layer={layer!r}) (also saliency, "
@@ -415,10 +444,10 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
     if ids_dtype is not None and not allow_int and np.ndim(x) >= 3:
         raise _integer_images(model, index, ids_dtype, tuple(np.shape(x)), what)
     if ids_dtype is not None and not allow_int:  # the ids' gradient would be silently zero
-        raise TypeError(f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
-                        f"other codes), which have no gradient and no fractions (the masks "
-                        f"and noise some methods scale inputs by). "
-                        f"{_at_a_layer(model, index)}")
+        raise _token_error(model, index, what,
+                           f"{what}: this model takes integer inputs ({ids_dtype}: token ids or "
+                           f"other codes), which have no gradient and no fractions (the masks "
+                           f"and noise some methods scale inputs by). ")
     if ids_dtype is not None and not jnp.issubdtype(dtype, jnp.integer) and np.ndim(x) >= 3:
         raise TypeError(f"{what}: this model takes raw integer images ({ids_dtype}) and scales "
                         f"them itself, got dtype {dtype}; pass the raw pixel values as "
@@ -429,11 +458,11 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
                         f"x.astype(np.int32)")
     embedding = None if ids_dtype is not None else _float_ids_reader(model, index)
     if embedding is not None and not allow_int:  # the gradient through the ids' cast: zero
-        raise TypeError(f"{what}: this model's input is declared float but read only by "
-                        f"Embedding {embedding!r}, which casts it to token ids: their gradient "
-                        f"is zero (every map would be 0) and they have no fractions (the masks "
-                        f"and noise some methods scale inputs by). "
-                        f"{_at_a_layer(model, index)}")
+        raise _token_error(model, index, what,
+                           f"{what}: this model's input is declared float but read only by "
+                           f"Embedding {embedding!r}, which casts it to token ids: their "
+                           f"gradient is zero (every map would be 0) and they have no fractions "
+                           f"(the masks and noise some methods scale inputs by). ")
     if embedding is not None and np.ndim(x) == 2:
         # token ids of a float-declared input: integers from here on, as for an int32 input
         # (token CAMs, whole-number fills, the vocabulary check), the values Keras looks up
@@ -458,11 +487,11 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
             raise TypeError(f"{what}: expected a floating-point input, got integer dtype "
                             f"{dtype}; this model reads its input with a {reader} layer, so "
                             f"these are values such as pixels: {fix}")
-        raise TypeError(f"{what}: expected a floating-point input, got integer dtype {dtype}. "
-                        "Images: convert and preprocess first, e.g. x.astype(np.float32) / 255. "
-                        "Token ids (or other integer codes) have no gradient and no fractions "
-                        f"(the masks and noise some methods scale inputs by): "
-                        f"{_at_a_layer(model, index)}")
+        raise _token_error(model, index, what,
+                           f"{what}: expected a floating-point input, got integer dtype {dtype}. "
+                           "Images: convert and preprocess first, e.g. x.astype(np.float32) / "
+                           "255. Token ids (or other integer codes) have no gradient and no "
+                           "fractions (the masks and noise some methods scale inputs by): ")
     if not jnp.issubdtype(dtype, jnp.floating) and not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(f"{what}: expected a floating-point input (the model's preprocessed "
                         f"input, e.g. float32 in [0, 1]), got dtype {dtype}. Convert and "
