@@ -300,6 +300,15 @@ def _load_npy(path: str, what: str, *, mmap: bool = True) -> np.ndarray:
             array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             reason = str(e)
+            from jaxsal._src.job_files import marked_unfinished
+
+            if marked_unfinished(path):  # a job's, its rows not all written
+                _check_finished(path, what)  # (its progress file: how many chunks)
+                raise ValueError(
+                    f"{what}: {path} is the output of an unfinished job (its .npy header "
+                    "says so; no progress file lists it, so which chunks are finished is "
+                    "unknown): the rows of its unfinished chunks are zeros. Run the command "
+                    "that wrote it again (it starts over), then use it") from None
         else:
             _check_finished(path, what)
             if mmap:  # (the batch job takes each chunk to the machine's byte order)
@@ -731,7 +740,8 @@ def cmd_explain(args) -> int:
     try:
         out = jaxsal.explain_to_file(method, model, inputs, args.out, targets=targets,
                                      batch_size=args.batch_size, on_chunk=progress,
-                                     keep_going=args.keep_going, sharding=sharding, **options)
+                                     keep_going=args.keep_going, sharding=sharding,
+                                     overwrite=args.overwrite, **options)
     except TypeError as e:
         tokens = _token_inputs(e)
         if tokens is None or args.layer:
@@ -771,6 +781,16 @@ def _areas_path(out: str) -> str | None:
     return out[:-len(".npy")] + ".auc.npy" if out.endswith(".npy") else None
 
 
+def _listed(out: str, file: str) -> bool:
+    """Whether the progress file of the job writing ``out`` lists ``file`` as written by it
+    (``evaluate``'s areas: :func:`jaxsal._src.job_files.record_job_file`)."""
+    from jaxsal._src.job_files import _read_progress
+
+    also: list = []
+    _read_progress(out + ".progress.json", also)
+    return os.path.basename(file) in also
+
+
 def cmd_evaluate(args) -> int:
     import jaxsal
     from jaxsal._src.job_files import check_not_another_jobs, record_job_file
@@ -788,6 +808,12 @@ def cmd_evaluate(args) -> int:
     # (its lock is held, with --out's: main) never another job's output
     check_not_another_jobs([auc_path], args.out + ".progress.json",
                            {auc_path: f" (where --out {args.out} puts {AREAS})"})
+    if not args.overwrite and os.path.exists(auc_path) and not _listed(args.out, auc_path):
+        raise FileExistsError(
+            f"{auc_path} (where --out {args.out} puts {AREAS}) exists and the job of --out "
+            f"{args.out} did not write it (its progress file does not list it: an array of "
+            "your own, or the areas of an evaluation whose progress file is gone); this "
+            "command would replace it. Pass another --out, or --overwrite to replace it")
     sharding = _batch_sharding(args)
     model, inputs, progress = _job(args)
     maps = _load_npy(args.maps, "maps")
@@ -833,7 +859,8 @@ def cmd_evaluate(args) -> int:
     scores = jaxsal.explain_to_file(scores_fn, model, inputs, args.out,
                                     targets=targets,
                                     batch_size=args.batch_size, on_chunk=progress,
-                                    keep_going=args.keep_going, sharding=sharding, **options)
+                                    keep_going=args.keep_going, sharding=sharding,
+                                    overwrite=args.overwrite, **options)
     from jaxsal._src.job_files import replace_file, write_fix
     from jaxsal._src.curves import curve_area, curve_fractions, map_positions
 
@@ -889,6 +916,10 @@ DEVICES_HELP = ("split each chunk's inputs over this many of the machine's devic
                 "64 is rounded down to one: 63 on 3 devices). The file is the one "
                 "a single device writes, and resuming does not depend on it. Default: JAX's "
                 "default device")
+OVERWRITE_HELP = ("replace an existing --out that may hold finished work (an array no "
+                  "progress file lists, a finished job's output, another job's finished "
+                  "chunks; evaluate: also its .auc.npy); without it the command refuses to "
+                  "start over onto it. Running the same command again resumes without it")
 CACHE_HELP = ("folder of JAX's persistent compilation cache, reused across runs (default: "
               "$JAXSAL_CACHE_DIR, else none)")
 
@@ -904,6 +935,7 @@ def _job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help=BATCH_HELP)
     p.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"), help=CACHE_HELP)
     p.add_argument("--keep-going", action="store_true", help=KEEP_GOING_HELP)
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--devices", type=_devices, default=None, metavar="N|all",
                    help=DEVICES_HELP)
 

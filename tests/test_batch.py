@@ -3,12 +3,13 @@
 import functools
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
 
 import jaxsal
-from batch_helpers import stop_after, stop_after_two
+from batch_helpers import rows_of, stop_after, stop_after_two
 from jaxsal._src.job_files import unfinished
 
 
@@ -52,7 +53,7 @@ def test_failure_keeps_finished_chunks_and_resume_skips_them(tmp_path, model, di
     with pytest.raises(ValueError, match=r"chunk 2 \(inputs 16:23, padded to 8 by repeating "
                        r"the last\) failed: .*NaN.*The 2 chunk\(s\) finished so far are saved"):
         jaxsal.explain_to_file(m, model, bad, path, batch_size=8)
-    saved = np.load(path)
+    saved = rows_of(path)  # (np.load refuses it until the job finishes)
     expected = np.asarray(model(digits))
     np.testing.assert_allclose(saved[:16], expected[:16], rtol=1e-5, atol=1e-5)
     m2 = Counting()
@@ -81,10 +82,20 @@ def test_failure_of_the_first_chunk_says_nothing_was_written(tmp_path, model, di
 
 
 def test_changed_job_starts_over(tmp_path, model, digits):
+    """Another job (other targets) at a finished job's path is refused, before any chunk
+    (it replaced the finished maps without a word); with overwrite=True it starts over."""
     path = tmp_path / "maps.npy"
     jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
+    before = np.load(path)
     m = Counting()
-    jaxsal.explain_to_file(m, model, digits, path, targets=1, batch_size=8)  # other targets
+    with pytest.raises(FileExistsError, match=r"maps.npy is the output of a finished job \("
+                       r"says its progress file .*maps.npy.progress.json\); this job would "
+                       r"replace it. Write to another path \(--out\), or pass overwrite=True"):
+        jaxsal.explain_to_file(m, model, digits, path, targets=1, batch_size=8)
+    assert m.calls == []
+    np.testing.assert_array_equal(np.load(path), before)
+    jaxsal.explain_to_file(m, model, digits, path, targets=1, batch_size=8,  # other targets
+                           overwrite=True)
     assert len(m.calls) == 3
 
 
@@ -288,9 +299,10 @@ def test_the_same_class_ids_written_another_way_are_the_same_job(tmp_path, model
         jaxsal.explain_to_file(m, model, digits, path, targets=same, batch_size=8)
         assert m.calls == [], same
     m = Counting()
-    jaxsal.explain_to_file(m, model, digits, path, targets=1, batch_size=8)
+    jaxsal.explain_to_file(m, model, digits, path, targets=1, batch_size=8, overwrite=True)
     again = Counting()
-    jaxsal.explain_to_file(again, model, digits, path, targets=[1], batch_size=8)
+    jaxsal.explain_to_file(again, model, digits, path, targets=[1], batch_size=8,
+                           overwrite=True)
     assert m.calls == again.calls == [8, 8, 8]
 
 
@@ -322,7 +334,7 @@ def test_a_symbolic_link_to_a_job_s_output_is_that_job_s_file(tmp_path, model, d
     chunk. Both went by the link's name: the unfinished maps read as plain, and a job writing
     the link overwrote them (then its progress file vouched for that job's rows)."""
     path = _two_chunks_of_eight(tmp_path, model, digits)  # 2 of 3 chunks finished
-    before = np.load(path)
+    before = rows_of(path)
     os.symlink(path.name, tmp_path / "link.npy")
     assert unfinished(tmp_path / "link.npy") == (2, 3, f"{os.path.realpath(path)}"
                                                  ".progress.json")
@@ -331,20 +343,24 @@ def test_a_symbolic_link_to_a_job_s_output_is_that_job_s_file(tmp_path, model, d
                        r"the output of another job \(2 of 3 chunks done"):
         jaxsal.explain_to_file(m, model, digits[:20], tmp_path / "link.npy", batch_size=8)
     assert m.calls == []
-    np.testing.assert_array_equal(np.load(path), before)
+    np.testing.assert_array_equal(rows_of(path), before)
     assert not (tmp_path / "link.npy.progress.json").exists()
 
 
 def test_a_job_writing_a_hard_link_leaves_the_file_s_other_names(tmp_path, model, digits):
-    """A hard link at the path of a job starting over (``ln maps.npy new.npy``) is replaced
-    by the job's own file: it was opened in place, and maps.npy, a finished job's output by
-    its progress file, got the new job's rows (had it stopped, rows of zeros)."""
+    """A hard link at the path of a job starting over (``ln maps.npy new.npy``) holds
+    finished maps that no progress file lists by that name: refused; with overwrite=True it
+    is replaced by the job's own file: it was opened in place, and maps.npy, a finished job's
+    output by its progress file, got the new job's rows (had it stopped, rows of zeros)."""
     path = tmp_path / "maps.npy"
     jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
     before = np.load(path)
     os.link(path, tmp_path / "new.npy")
     m = Counting()
-    out = jaxsal.explain_to_file(m, model, digits[:5], tmp_path / "new.npy", batch_size=8)
+    with pytest.raises(FileExistsError, match="new.npy exists and no progress file lists it"):
+        jaxsal.explain_to_file(m, model, digits[:5], tmp_path / "new.npy", batch_size=8)
+    out = jaxsal.explain_to_file(m, model, digits[:5], tmp_path / "new.npy", batch_size=8,
+                                 overwrite=True)
     assert m.calls == [5] and out.shape == (5, 10)
     np.testing.assert_array_equal(np.load(path), before)
     assert unfinished(path) is None and os.stat(path).st_nlink == 1
@@ -463,10 +479,13 @@ def test_a_disk_too_small_for_the_output_is_a_clear_error(tmp_path, model, digit
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "posix_fallocate", full)
-    with pytest.raises(OSError, match=r"cannot reserve the 8,388,736 bytes of .*maps\.npy on "
-                                      r"its disk \(No space left on device\)"):
+    with pytest.raises(OSError, match=r"cannot reserve the ([0-9,]+) bytes of .*maps\.npy on "
+                                      r"its disk \(No space left on device\)") as e:
         jaxsal.explain_to_file(_big_maps, model, digits[:4], tmp_path / "maps.npy",
                                batch_size=1)
+    # the whole file: 4 maps of 512 * 1024 float32s, and its header (whole blocks of 64 bytes)
+    size = int(re.search(r"reserve the ([0-9,]+) bytes", str(e.value))[1].replace(",", ""))
+    assert 0 < size - 4 * 512 * 1024 * 4 <= 4096 and size % 64 == 0
     assert not (tmp_path / "maps.npy").exists()  # the new, empty file is not left behind
 
 
@@ -510,19 +529,18 @@ def test_a_job_stopped_while_creating_its_file_starts_again(tmp_path, model, dig
     progress file with no chunk done beside a torn .npy, and every later run refused it
     ("cannot reopen ... delete ..."): with nothing finished there is nothing to keep, and
     the job starts again."""
+    import jaxsal._src.batch as batch
+
     path = tmp_path / "maps.npy"
-    real = np.lib.format.open_memmap
 
-    def torn(filename, mode="r+", **kw):
-        if mode == "w+":
-            open(filename, "wb").write(b"\x93NUM")
-            raise OSError(28, "No space left on device")
-        return real(filename, mode, **kw)
+    def torn(filename, dtype, shape):
+        open(filename, "wb").write(b"\x93NUM")
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(np.lib.format, "open_memmap", torn)
+    monkeypatch.setattr(batch, "create_maps", torn)  # (called as the new .npy is created)
     with pytest.raises(OSError, match="No space left"):
         jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
-    monkeypatch.setattr(np.lib.format, "open_memmap", real)
+    monkeypatch.undo()
     m = Counting()
     out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8)
     assert m.calls == [8, 8, 8]
@@ -534,7 +552,7 @@ def test_a_new_file_reads_as_unfinished_from_its_creation(tmp_path, model, digit
     """A job starting over on a finished file, stopped right after creating its new .npy
     (before any chunk is recorded), leaves a file that reads as unfinished: the finished
     job's sidecar was removed and nothing said the new, zero-filled file was partial."""
-    import jaxsal._src.batch as batch
+    import jaxsal._src.job_files as job_files
 
     path = tmp_path / "maps.npy"
     jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
@@ -543,9 +561,10 @@ def test_a_new_file_reads_as_unfinished_from_its_creation(tmp_path, model, digit
     def stopped(path):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(batch, "_allocate", stopped)  # called as the new .npy is created
+    monkeypatch.setattr(job_files, "_allocate", stopped)  # called as the new .npy is created
     with pytest.raises(KeyboardInterrupt):
-        jaxsal.explain_to_file(Counting(), model, digits, path, targets=2, batch_size=8)
+        jaxsal.explain_to_file(Counting(), model, digits, path, targets=2, batch_size=8,
+                               overwrite=True)
     assert unfinished(path)[:2] == (0, 3)
 
 
@@ -598,7 +617,7 @@ def test_maps_that_are_not_finite_fail_their_chunk_and_keep_the_others(tmp_path,
                        r"the last\) failed: the maps of input 17 are not finite.*The 2 chunk\(s\) "
                        r"finished so far are saved"):
         jaxsal.explain_to_file(jaxsal.saliency, fm, bad, path, targets=1, batch_size=8)
-    np.testing.assert_allclose(np.load(path)[:16], jaxsal.saliency(fm, bad[:16], 1),
+    np.testing.assert_allclose(rows_of(path)[:16], jaxsal.saliency(fm, bad[:16], 1),
                                rtol=1e-6)
 
 
@@ -637,7 +656,7 @@ def test_keep_going_leaves_out_chunks_at_fault_and_writes_the_others(tmp_path, d
     assert isinstance(e.value, ValueError)
     assert e.value.rows == [3, 17] and e.value.chunks == [(0, 8), (16, 23)]
     assert written == [(1, 3)]
-    np.testing.assert_allclose(np.load(path)[8:16], jaxsal.saliency(fm, bad[8:16], 1),
+    np.testing.assert_allclose(rows_of(path)[8:16], jaxsal.saliency(fm, bad[8:16], 1),
                                rtol=1e-6)
     assert unfinished(path)[:2] == (1, 3)
 
@@ -675,7 +694,7 @@ def test_keep_going_names_every_input_at_fault_beyond_five_chunks(tmp_path, mode
     with pytest.raises(jaxsal.IncompleteJob, match="run the same job again with resume=True: "
                        "it computes only the chunks left out"):
         jaxsal.explain_to_file(jaxsal.saliency, model, bad, tmp_path / "m.npy", targets=1,
-                               batch_size=2, keep_going=True, resume=False)
+                               batch_size=2, keep_going=True, resume=False, overwrite=True)
 
 
 def test_keep_going_still_stops_at_any_other_error(tmp_path, model, digits):

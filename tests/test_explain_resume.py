@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 import jaxsal
+from batch_helpers import rows_of
+from jaxsal._src.job_files import unfinished
 from jaxsal._src.job_signature import _signature
 
 
@@ -61,7 +63,14 @@ def test_resume_with_another_head_starts_over(tmp_path, mnist, digits):
     path = tmp_path / "maps.npy"
     _interrupted(jaxsal.saliency, mnist.with_head("logits"), digits, path, targets=3,
                  batch_size=2)
-    out = jaxsal.explain_to_file(jaxsal.saliency, mnist, digits, path, targets=3, batch_size=2)
+    # another job over an unfinished one's chunk: refused (it replaced them without a word)
+    with pytest.raises(FileExistsError, match=r"maps.npy holds 1 of 2 finished chunks of the "
+                       r"unfinished job that wrote it \(says its progress file .*; that job's "
+                       r"own command resumes it\); this job would replace it"):
+        jaxsal.explain_to_file(jaxsal.saliency, mnist, digits, path, targets=3, batch_size=2)
+    assert unfinished(path)[:2] == (1, 2)
+    out = jaxsal.explain_to_file(jaxsal.saliency, mnist, digits, path, targets=3, batch_size=2,
+                                 overwrite=True)
     ref = jaxsal.saliency(mnist, digits, 3)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
 
@@ -70,7 +79,8 @@ def test_resume_with_other_weights_starts_over(tmp_path, linear, xs):
     path = tmp_path / "maps.npy"
     _interrupted(jaxsal.saliency, linear, xs, path, targets=1, batch_size=3)
     other = linear.with_params(linear.params.at[0, 1].add(1.0))  # one weight changed
-    out = jaxsal.explain_to_file(jaxsal.saliency, other, xs, path, targets=1, batch_size=3)
+    out = jaxsal.explain_to_file(jaxsal.saliency, other, xs, path, targets=1, batch_size=3,
+                                 overwrite=True)
     assert_same_maps(out, jaxsal.saliency(other, xs, 1))
     # the same model (a copy of its weights) resumes: nothing is recomputed
     again = []
@@ -167,7 +177,7 @@ def test_lambda_targets_resume_only_the_same_function(tmp_path, linear, xs):
     path = tmp_path / "l.npy"
     _interrupted(jaxsal.saliency, linear, xs, path, targets=lambda y: y[:, 0], batch_size=3)
     out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=lambda y: y[:, 2],
-                                 batch_size=3)  # same code, another constant: a new job
+                                 batch_size=3, overwrite=True)  # another constant: a new job
     assert_same_maps(out, jaxsal.saliency(linear, xs, 2))
 
 
@@ -191,7 +201,7 @@ def test_a_reassigned_variable_a_score_function_reads_is_another_job(tmp_path, l
     jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=score, batch_size=3)
     CLASS = k = 2
     out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=score,
-                                 batch_size=3)
+                                 batch_size=3, overwrite=True)
     assert_same_maps(out, jaxsal.saliency(linear, xs, 2))
 
 
@@ -252,7 +262,8 @@ def test_a_setting_a_method_function_reads_is_part_of_the_job(tmp_path, linear, 
     _interrupted(method(), linear, xs, path, targets=1, batch_size=3)
     monkeypatch.setattr(__import__(__name__), "STEPS", 5)
     monkeypatch.setattr(_IGClass, "steps", 5)
-    out = jaxsal.explain_to_file(method(), linear, xs, path, targets=1, batch_size=3)
+    out = jaxsal.explain_to_file(method(), linear, xs, path, targets=1, batch_size=3,
+                                 overwrite=True)
     np.testing.assert_allclose(out, jaxsal.integrated_gradients(linear, xs, 1, steps=5),
                                rtol=1e-5, atol=1e-7)
 
@@ -287,10 +298,11 @@ def test_other_input_shape_starts_over_and_a_replaced_file_is_refused(tmp_path, 
     path = tmp_path / "shape.npy"
     _interrupted(jaxsal.saliency, fm, xs, path, targets=1, batch_size=3)
     other = np.random.RandomState(3).rand(6, 4, 3, 1).astype(np.float32)
-    out = jaxsal.explain_to_file(jaxsal.saliency, fm, other, path, targets=1, batch_size=3)
+    out = jaxsal.explain_to_file(jaxsal.saliency, fm, other, path, targets=1, batch_size=3,
+                                 overwrite=True)
     assert out.shape == (6, 4, 3)
     # the progress file says "this job", but the .npy was replaced by something else
-    _interrupted(jaxsal.saliency, fm, xs, path, targets=1, batch_size=3)
+    _interrupted(jaxsal.saliency, fm, xs, path, targets=1, batch_size=3, overwrite=True)
     np.save(path, np.zeros((6, 4, 3), np.float32))
     with pytest.raises(ValueError, match=r"holds maps of shape \(4, 3\).*computes \(5, 5\)"):
         jaxsal.explain_to_file(jaxsal.saliency, fm, xs, path, targets=1, batch_size=3)
@@ -330,7 +342,8 @@ def test_resume_with_another_keras_backend_starts_over(tmp_path, fixtures_dir, d
 
     out = tmp_path / "maps.npy"
     _interrupted(counting, on_torch, digits, out, targets=3, batch_size=2)
-    jaxsal.explain_to_file(counting, on_jax, digits, out, targets=3, batch_size=2)
+    jaxsal.explain_to_file(counting, on_jax, digits, out, targets=3, batch_size=2,
+                           overwrite=True)
     assert calls == ["torch", "jax", "jax"]  # started over: both chunks for jax
 
 
@@ -351,7 +364,7 @@ def test_a_job_stopped_while_starting_over_leaves_no_old_progress(tmp_path, line
         mp.setattr(batch.os, "replace", killed)
         with pytest.raises(Stop):
             jaxsal.explain_to_file(jaxsal.gradient_x_input, linear, xs, path, targets=1,
-                                   batch_size=3)
+                                   batch_size=3, overwrite=True)
     out = jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=1, batch_size=3)
     assert_same_maps(out, jaxsal.saliency(linear, xs, 1))
 
@@ -394,7 +407,7 @@ def test_smoothgrad_s_method_given_as_a_jaxsal_function(tmp_path, linear, xs, gi
     job(jaxsal.integrated_gradients, path, on_chunk=lambda done, total: chunks.append(done),
         **ig)
     assert chunks == []  # resumed: every chunk was done
-    other = job(jaxsal.gradient_x_input, path, key=0, n=2)  # another job: starts over
+    other = job(jaxsal.gradient_x_input, path, key=0, n=2, overwrite=True)  # another job
     want = jaxsal.smoothgrad(linear, xs, [0, 2], method="gradient_x_input", key=0, n=2)
     np.testing.assert_allclose(other, want, rtol=1e-5, atol=1e-7)
     assert not np.allclose(other, want_ig)  # (the file holds the other method's maps)
@@ -409,12 +422,13 @@ def test_a_job_resumed_in_64_bit_mode_is_another_job(tmp_path, mnist_digits):
     x = mnist_digits[:4].astype(np.float64)
     path = tmp_path / "maps.npy"
     _interrupted(jaxsal.saliency, model, x, path, targets=1, batch_size=2)
-    assert np.load(path).dtype == np.float32
+    assert rows_of(path).dtype == np.float32
     x64 = getattr(jax, "enable_x64", None)
     if x64 is None:  # older JAX (the oldest release pyproject.toml allows)
         from jax.experimental import enable_x64 as x64
     with x64(True):
-        out = jaxsal.explain_to_file(jaxsal.saliency, model, x, path, targets=1, batch_size=2)
+        out = jaxsal.explain_to_file(jaxsal.saliency, model, x, path, targets=1, batch_size=2,
+                                     overwrite=True)
         assert out.dtype == np.float64
         # float64 closeness (chunks of 2 against one call of 4: other roundings, jax 0.12)
         ref = jaxsal.saliency(model, x, 1)

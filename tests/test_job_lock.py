@@ -138,9 +138,9 @@ def test_a_second_process_is_refused_and_the_lock_dies_with_the_first(tmp_path, 
     finally:
         _stop(job)
     assert os.path.exists(f"{path}.lock")  # left by the killed job, but not held
-    m = Counting()
-    out = jaxsal.explain_to_file(m, linear, XS, path, batch_size=2)
-    assert m.calls == [2, 2]  # (another job: Counting, not jaxsal.saliency)
+    m = Counting()  # (another job: Counting, not jaxsal.saliency: replaces its chunk)
+    out = jaxsal.explain_to_file(m, linear, XS, path, batch_size=2, overwrite=True)
+    assert m.calls == [2, 2]
     np.testing.assert_allclose(out, np.asarray(linear(XS)), rtol=1e-6)
     assert not os.path.exists(f"{path}.lock")
 
@@ -497,6 +497,7 @@ def test_the_areas_of_a_finished_evaluate_are_not_another_jobs_to_overwrite(
     assert cli.main(argv) == 0 and auc.read_bytes() == areas
     # another job at d.npy (starting over: its own progress file) keeps d.auc.npy listed
     jaxsal.explain_to_file(Counting(), jaxsal.FunctionModel(
-        lambda p, x: x @ p, np.ones((3, 2), np.float32)), XS, out, batch_size=2)
+        lambda p, x: x @ p, np.ones((3, 2), np.float32)), XS, out, batch_size=2,
+        overwrite=True)
     with open(f"{out}.progress.json") as fh:
         assert json.load(fh)["also"] == ["d.auc.npy"]

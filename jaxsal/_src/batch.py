@@ -53,8 +53,9 @@ from jaxsal._src import base
 from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
 from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_progress,
-                                   _record, _replace_json, check_not_another_jobs, detach,
-                                   write_fix)
+                                   _record, _replace_json, check_not_another_jobs,
+                                   check_replaceable, create_maps, detach, mark_finished,
+                                   open_maps, write_fix)
 from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids,
                                     _check_options, _check_targets, _chunk_options,
                                     _chunk_targets, _implicit_offset, _rows, _several,
@@ -285,7 +286,7 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
                     path: str | os.PathLike, *, targets: Targets = None, batch_size: int = 64,
                     resume: bool = True, on_chunk: Callable[[int, int], None] | None = None,
                     keep_going: bool = False, sharding: jax.sharding.Sharding | None = None,
-                    **options: Any) -> Any:
+                    overwrite: bool = False, **options: Any) -> Any:
     """Compute ``method(model, inputs[i:i+batch_size], targets, **options)`` chunk by chunk
     into the ``.npy`` file ``path``.
 
@@ -402,6 +403,7 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
     path = os.fspath(path)
     resume = check_flag(resume, "resume")  # "False" would resume: refused before the lock
     keep_going = check_flag(keep_going, "keep_going")
+    overwrite = check_flag(overwrite, "overwrite")
     batch_size = base.check_count(batch_size, "batch_size")
     if batch_size is None:
         raise ValueError("expected batch_size as a positive int, got None")
@@ -432,7 +434,8 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
     with job_lock(path, several.names if several is not None else ()):
         return _explain_to_file(method, model, inputs, path, several, targets=targets,
                                 batch_size=batch_size, resume=resume, on_chunk=on_chunk,
-                                keep_going=keep_going, sharding=sharding, **options)
+                                keep_going=keep_going, sharding=sharding,
+                                overwrite=overwrite, **options)
 
 
 def _shard_count(sharding: Any, batch_size: int, row_shape: tuple) -> int:
@@ -509,7 +512,8 @@ def _check_rows(model: Any, inputs: Any, batch_size: int, targets: Any) -> None:
 def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                      several: _Several | None, /, *, targets: Any, batch_size: int,
                      resume: bool, on_chunk: Callable[[int, int], None] | None,
-                     keep_going: bool, sharding: Any = None, **options: Any) -> Any:
+                     keep_going: bool, sharding: Any = None, overwrite: bool = False,
+                     **options: Any) -> Any:
     """:func:`explain_to_file`, its arguments checked (``several``: its inputs, for a
     model of several) and its lock held."""
     if several is None:
@@ -646,7 +650,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             out = {}
             for f in files:
                 try:
-                    out[f] = np.lib.format.open_memmap(f, mode="r+")
+                    out[f] = open_maps(f)
                 except (OSError, ValueError) as e:
                     raise ValueError(f"cannot reopen {f} to resume this job ({e}); "
                                      f"{_fresh(files, progress_path)}") from None
@@ -669,6 +673,9 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                 # for, where a jaxsal before did not record it (for `jaxsal evaluate` to check)
                 save_progress()
     resumed = out is not None
+    if not resumed and not overwrite:
+        # starting over: never onto a file holding finished work, unless told to
+        check_replaceable([path, *per_input], progress_path, _input_roles(path, several))
 
     check_inputs = _checks_inputs(method, options)
     skipped: dict[int, tuple[str, list[int]]] = {}  # keep_going: chunk -> (why, inputs at fault)
@@ -755,9 +762,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             try:
                 for f, m in maps.items():
                     detach(f)  # (a hard link: its other names keep their file)
-                    out[f] = np.lib.format.open_memmap(f, mode="w+", dtype=m.dtype,
-                                                       shape=(n, *m.shape[1:]))
-                    _allocate(f)
+                    # (marked unfinished until its last row is written: mark_finished)
+                    out[f] = create_maps(f, m.dtype, (n, *m.shape[1:]))
             except OSError:
                 made = list(out)
                 out = None  # (their memory maps closed)
@@ -779,11 +785,16 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             _write(out[f], lo, hi, m)
         done.add(c)
         digests[c] = digest
+        if len(done) == n_chunks:  # every row written and flushed: np.load reads the files
+            for f in out:         # now (before the progress file says so)
+                mark_finished(f)
         save_progress()
         if on_chunk is not None:
             on_chunk(len(done), n_chunks)
     del out
     if skipped:
         raise _incomplete(skipped, n, n_chunks, batch_size, files, done, resume)
+    for f in files:  # (a run that found every chunk finished: marked already, but cheap)
+        mark_finished(f)
     loaded = [np.load(f, mmap_mode="r") for f in files]
     return loaded[0] if files == [path] else several.pack(loaded)

@@ -20,6 +20,8 @@ import os
 import stat
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from jaxsal._src.job_inputs import _mapped_sources, _Several, input_paths
 
 def _check_folder(path: str) -> None:
@@ -290,6 +292,49 @@ def check_not_another_jobs(files: list[str], progress_path: str,
                f"{sidecar} (and the files it lists)") + " first")
 
 
+def check_replaceable(files: list[str], progress_path: str,
+                      roles: dict[str, str] | None = None) -> None:
+    """Refuse, with a :class:`FileExistsError` before any chunk, a job that starts over (it
+    resumes nothing) onto an existing file that may hold finished work: a file no progress
+    file lists (one's own ``.npy``, or the maps of a finished job whose progress file is
+    gone), the output of a job that finished (this path's own progress file
+    ``progress_path`` says so: another job, the same one run with ``resume=False``) or of one
+    that finished some of its chunks, or a file beside a progress file that cannot be read.
+    What it may replace: a file whose job (``progress_path``'s) finished no chunk, and a file
+    marked unfinished (:data:`UNFINISHED_KEY`) that no progress file lists (a killed job's,
+    its progress file deleted: nothing in it is known to be finished). Other jobs' files are
+    :func:`check_not_another_jobs`'s. ``roles``: as there. The caller passes ``overwrite``
+    by not calling it."""
+    roles = roles or {}
+    own = os.path.realpath(progress_path)
+    unreadable = _record(progress_path)[1]
+    for f in files:
+        if not os.path.exists(f):
+            continue
+        listed = next((o for o in _owners(f) if os.path.realpath(o[0]) == own), None)
+        what = f"{f}{roles.get(f, '')}"
+        if listed is not None:
+            _, done, chunks = listed
+            if not done:
+                continue
+            held = (f"is the output of a finished job (says its progress file {progress_path})"
+                    if done >= chunks else
+                    f"holds {done} of {chunks} finished chunks of the unfinished job that "
+                    f"wrote it (says its progress file {progress_path}; that job's own "
+                    "command resumes it)")
+        elif unreadable is not None:
+            held = (f"may hold finished maps: its progress file {progress_path} cannot be read "
+                    f"({unreadable})")
+        elif marked_unfinished(f):
+            continue
+        else:
+            held = ("exists and no progress file lists it (an array of your own, or the maps "
+                    "of a finished job whose progress file is gone)")
+        raise FileExistsError(
+            f"{what} {held}; this job would replace it. Write to another path (--out), or "
+            "pass overwrite=True (jaxsal: --overwrite) to replace it")
+
+
 def job_files(path: str | os.PathLike) -> list[str]:
     """The files the job writing ``path`` keeps its maps in: those its progress file lists
     (a job over several inputs: ``maps.img.npy``, ``maps.vec.npy``), else ``[path]``."""
@@ -342,3 +387,113 @@ def _allocate(path: str) -> None:
         # EOPNOTSUPP, EINVAL...: a file system that cannot reserve space; left sparse
     finally:
         os.close(fd)
+
+
+#: The key a job's ``.npy`` carries in its header until its last row is written: NumPy refuses
+#: a header with a key other than its three (``np.load`` raises "Header does not contain the
+#: correct keys: [...]", this one among them), so a file whose rows are not all written cannot
+#: be read as finished maps, even where its progress file is gone.
+UNFINISHED_KEY = ("UNFINISHED jaxsal job: its unwritten rows are zeros; run the job again to "
+                  "finish it")
+_MAGIC = b"\x93NUMPY"
+
+
+def _header_text(descr: Any, shape: tuple, unfinished: bool) -> str:
+    """A ``.npy`` header's dict, as NumPy writes it, with :data:`UNFINISHED_KEY` where
+    ``unfinished``."""
+    d = {"descr": descr, "fortran_order": False, "shape": tuple(shape)}
+    if unfinished:
+        d[UNFINISHED_KEY] = True
+    return "{" + "".join(f"{k!r}: {v!r}, " for k, v in d.items()) + "}"
+
+
+def _read_header(path: str) -> tuple[dict, int, int, int]:
+    """``(header dict, where its text starts, its length in bytes, where the data starts)``
+    of the ``.npy`` at ``path``, whether or not it carries :data:`UNFINISHED_KEY`; a
+    ``ValueError`` for a file that is no ``.npy`` of a dict header."""
+    import ast
+    import struct
+
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 10 or head[:6] != _MAGIC or head[6] not in (1, 2, 3):
+            raise ValueError(f"{path} is not a .npy file (no .npy signature and version)")
+        size = 2 if head[6] == 1 else 4
+        start = 8 + size
+        length = struct.unpack("<H" if size == 2 else "<I", head[8:start])[0]
+        fh.seek(start)
+        text = fh.read(length)
+    try:
+        d = ast.literal_eval(text.decode("utf8" if head[6] == 3 else "latin1"))
+    except (SyntaxError, ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read its .npy header ({e})") from None
+    if not isinstance(d, dict) or not {"descr", "fortran_order", "shape"} <= d.keys():
+        raise ValueError(f"{path}: its .npy header is not NumPy's ({d!r})")
+    return d, start, length, start + length
+
+
+def marked_unfinished(path: str | os.PathLike) -> bool:
+    """Whether the ``.npy`` at ``path`` is a job's output whose rows are not all written yet
+    (its header carries :data:`UNFINISHED_KEY`: ``np.load`` refuses it); ``False`` for any
+    other file, or none."""
+    try:
+        return UNFINISHED_KEY in _read_header(os.fspath(path))[0]
+    except (OSError, ValueError):
+        return False
+
+
+def create_maps(path: str, dtype: Any, shape: tuple) -> np.memmap:
+    """Create the ``.npy`` at ``path`` for ``(N, ...)`` maps of ``dtype``, its disk space
+    reserved (:func:`_allocate`), marked unfinished (:data:`UNFINISHED_KEY`; see
+    :func:`mark_finished`), and return it memory-mapped for writing (rows of zeros)."""
+    import struct
+
+    dtype = np.dtype(dtype)
+    descr = np.lib.format.dtype_to_descr(dtype)
+    marked = _header_text(descr, shape, True)
+    # (a header's text, padded with spaces and ended by a newline, makes the data start at
+    # a multiple of 64 bytes: NumPy's alignment; the finished header is padded to the same)
+    size = 2 if len(marked) + 12 < 65536 else 4
+    start = 8 + size
+    length = -(-(start + len(marked) + 1) // 64) * 64 - start
+    header = _MAGIC + bytes([1 if size == 2 else 2, 0]) + struct.pack(
+        "<H" if size == 2 else "<I", length) + (marked.ljust(length - 1) + "\n").encode("latin1")
+    count = int(np.prod(shape, dtype=np.int64))
+    try:
+        with open(path, "wb") as fh:
+            fh.write(header)
+            fh.truncate(len(header) + count * dtype.itemsize)
+        _allocate(path)
+    except OSError:  # (a full disk: this job's new file, nothing in it, not left behind)
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        raise
+    return np.memmap(path, dtype=dtype, mode="r+", offset=len(header), shape=tuple(shape))
+
+
+def open_maps(path: str, mode: str = "r+") -> np.memmap:
+    """The ``.npy`` at ``path`` memory-mapped (for writing: ``mode="r+"``; ``"r"`` reads),
+    marked unfinished (:data:`UNFINISHED_KEY`, a job's file being resumed) or not (a finished
+    one, or one of a jaxsal before the mark)."""
+    d, _, _, offset = _read_header(path)
+    if set(d) - {"descr", "fortran_order", "shape", UNFINISHED_KEY}:
+        raise ValueError(f"{path}: its .npy header has keys NumPy does not write ({sorted(d)})")
+    dtype = np.lib.format.descr_to_dtype(d["descr"])
+    return np.memmap(path, dtype=dtype, mode=mode, offset=offset, shape=tuple(d["shape"]),
+                     order="F" if d["fortran_order"] else "C")
+
+
+def mark_finished(path: str) -> None:
+    """Replace the header of a job's ``.npy`` at ``path`` that carries
+    :data:`UNFINISHED_KEY` by NumPy's own (the same length: written in place, then synced),
+    once every row is written and flushed: ``np.load`` reads it from then on. Nothing is
+    done to a file without the mark."""
+    d, start, length, _ = _read_header(path)
+    if UNFINISHED_KEY not in d:
+        return
+    text = _header_text(d["descr"], d["shape"], False)
+    with open(path, "r+b") as fh:
+        fh.seek(start)
+        fh.write((text.ljust(length - 1) + "\n").encode("latin1"))
+        fh.flush()
+        os.fsync(fh.fileno())
