@@ -315,6 +315,67 @@ def _two_chunks_of_eight(tmp_path, model, digits):
     return path
 
 
+def test_an_array_no_job_wrote_is_never_replaced_without_overwrite(tmp_path, model, digits):
+    """A .npy at the path that no progress file lists (an array of one's own, or a finished
+    job's maps whose progress file is gone) was overwritten without a word: refused before
+    any chunk, naming the file and the fix, the file untouched; overwrite=True replaces it."""
+    path = tmp_path / "mine.npy"
+    mine = np.arange(23 * 10, dtype=np.float32).reshape(23, 10)
+    np.save(path, mine)
+    m = Counting()
+    with pytest.raises(FileExistsError, match=r"mine\.npy exists and no progress file lists "
+                       r"it \(an array of your own, or the maps of a finished job whose "
+                       r"progress file is gone\); this job would replace it\. Write to another "
+                       r"path \(--out\), or pass overwrite=True \(jaxsal: --overwrite\)"):
+        jaxsal.explain_to_file(m, model, digits, path, batch_size=8)
+    assert m.calls == [] and not os.path.exists(f"{path}.progress.json")
+    np.testing.assert_array_equal(np.load(path), mine)
+    # nor with resume=False (which computes every chunk again, but owns no file by it)
+    with pytest.raises(FileExistsError, match="no progress file lists it"):
+        jaxsal.explain_to_file(m, model, digits, path, batch_size=8, resume=False)
+    out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8, overwrite=True)
+    assert m.calls == [8, 8, 8]
+    np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
+    # a finished job's maps whose progress file is gone: the same
+    os.remove(f"{path}.progress.json")
+    with pytest.raises(FileExistsError, match="no progress file lists it"):
+        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
+
+
+def test_a_killed_job_s_file_never_reads_as_finished_maps(tmp_path, model, digits):
+    """A job's .npy carries an unfinished mark in its header until its last row is written:
+    np.load refuses it (it read as plain maps, rows of zeros for the unfinished chunks, once
+    the progress file was deleted); resumed, or started over where the progress file is
+    gone (its rows are no finished result: no overwrite=True needed), the finished file
+    loads. The mark is in the header only: the data are where NumPy reads them."""
+    from jaxsal._src.job_files import marked_unfinished
+
+    path = _two_chunks_of_eight(tmp_path, model, digits)  # 2 of 3 chunks finished
+    assert marked_unfinished(path)
+    with pytest.raises(ValueError, match="UNFINISHED jaxsal job: its unwritten rows are "
+                                         "zeros; run the job again to finish it"):
+        np.load(path)
+    expected = np.asarray(model(digits))
+    rows = rows_of(path)
+    np.testing.assert_allclose(rows[:16], expected[:16], rtol=1e-5, atol=1e-5)
+    assert not rows[16:].any()
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8)  # resumed
+    assert m.calls == [8] and not marked_unfinished(path)
+    np.testing.assert_allclose(np.load(path), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.load(path), out)
+    # killed again (another path), its progress file deleted: still refused by np.load
+    os.mkdir(tmp_path / "sub")
+    other = _two_chunks_of_eight(tmp_path / "sub", model, digits)
+    os.remove(f"{other}.progress.json")
+    with pytest.raises(ValueError, match="UNFINISHED jaxsal job"):
+        np.load(other)
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, digits, other, batch_size=8)  # starts over
+    assert m.calls == [8, 8, 8]
+    np.testing.assert_allclose(np.load(other), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_resume_recomputes_the_finished_chunks_whose_inputs_changed(tmp_path, model, digits):
     """The same command over another data set of the same shape (or with one input fixed)
     keeps only the finished chunks whose inputs are unchanged: none of the old inputs' maps
@@ -485,7 +546,8 @@ def test_a_disk_too_small_for_the_output_is_a_clear_error(tmp_path, model, digit
                                batch_size=1)
     # the whole file: 4 maps of 512 * 1024 float32s, and its header (whole blocks of 64 bytes)
     size = int(re.search(r"reserve the ([0-9,]+) bytes", str(e.value))[1].replace(",", ""))
-    assert 0 < size - 4 * 512 * 1024 * 4 <= 4096 and size % 64 == 0
+    header = size - 4 * 512 * 1024 * 4
+    assert 0 < header <= 4096 and header % 64 == 0
     assert not (tmp_path / "maps.npy").exists()  # the new, empty file is not left behind
 
 

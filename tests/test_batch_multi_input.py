@@ -19,7 +19,7 @@ from jaxsal._src.job_files import job_files, unfinished
 from jaxsal._src.job_inputs import several_input_options
 from jaxsal._src.job_lock import job_lock
 from jaxsal import cli
-from batch_helpers import stop_after, stop_after_two
+from batch_helpers import rows_of, stop_after, stop_after_two
 
 WA = np.array([[1.0, -2.0], [0.5, 3.0], [-1.5, 0.25]], np.float32)  # (3 features, 2 classes)
 WB = np.array([[2.0, 1.0], [-0.5, 4.0]], np.float32)
@@ -292,7 +292,7 @@ def test_keep_going_over_several_inputs(tmp_path, linear, xs):
                                batch_size=2, keep_going=True)
     assert e.value.rows == [3] and e.value.chunks == [(2, 4)]
     for name, w in (("a", WA), ("b", WB)):
-        maps = np.load(tmp_path / f"m.{name}.npy")
+        maps = rows_of(tmp_path / f"m.{name}.npy")
         np.testing.assert_allclose(maps[[0, 1, 4]], np.broadcast_to(abs(w[:, 1]), (3, len(w))))
         assert not maps[2:4].any()  # left out: zeros, unfinished
 
@@ -316,8 +316,11 @@ def test_resume_checks_every_input(tmp_path, linear, xs):
     assert m.calls == []
     wider = {"a": xs["a"], "b": xs["b"].astype(np.float64)}
     m = Doubling()
-    jaxsal.explain_to_file(m, linear, wider, path, batch_size=3)
-    assert m.calls == [3, 3]  # another job: started over
+    with pytest.raises(FileExistsError, match=r"maps\.a\.npy \(where path .*maps\.npy puts "
+                       r"the maps of input 'a'\) is the output of a finished job"):
+        jaxsal.explain_to_file(m, linear, wider, path, batch_size=3)  # another job
+    jaxsal.explain_to_file(m, linear, wider, path, batch_size=3, overwrite=True)
+    assert m.calls == [3, 3]  # started over
 
 
 def test_every_output_file_is_checked_before_any_chunk(tmp_path, linear, xs, monkeypatch):
@@ -352,8 +355,12 @@ def test_every_output_file_is_checked_before_any_chunk(tmp_path, linear, xs, mon
         return real(fd, offset, length)
 
     monkeypatch.setattr(os, "posix_fallocate", second_full)
-    with pytest.raises(OSError, match=r"cannot reserve the 168 bytes of .*new\.b\.npy"):
+    with pytest.raises(OSError, match=r"cannot reserve the ([0-9,]+) bytes of .*new\.b\.npy"
+                       ) as e:
         jaxsal.explain_to_file(Doubling(), linear, xs, tmp_path / "new.npy", batch_size=2)
+    # its maps, 3 * b, and the .npy header (whole blocks of 64 bytes)
+    size = int(re.search(r"reserve the ([0-9,]+) bytes", str(e.value))[1].replace(",", ""))
+    assert 0 < size - xs["b"].nbytes <= 4096 and (size - xs["b"].nbytes) % 64 == 0
     assert not (tmp_path / "new.a.npy").exists() and not (tmp_path / "new.b.npy").exists()
 
 
@@ -363,13 +370,13 @@ def test_another_job_on_the_same_path_starts_over(tmp_path, linear, xs):
     path = tmp_path / "maps.npy"
     jaxsal.explain_to_file(Doubling(), linear, xs, path, batch_size=2)
     m = Doubling()
-    jaxsal.explain_to_file(m, linear, xs, path, targets=1, batch_size=2)
+    jaxsal.explain_to_file(m, linear, xs, path, targets=1, batch_size=2, overwrite=True)
     assert m.calls == [2, 2, 2]
 
     def one_map(model, x, targets=None):
         return np.asarray(x["a"]).sum(-1)
 
-    out = jaxsal.explain_to_file(one_map, linear, xs, path, batch_size=2)
+    out = jaxsal.explain_to_file(one_map, linear, xs, path, batch_size=2, overwrite=True)
     np.testing.assert_allclose(out, xs["a"].sum(-1), rtol=1e-6)
     assert job_files(path) == [str(path)]
     assert unfinished(tmp_path / "maps.a.npy") is None  # not this job's any more

@@ -4,6 +4,7 @@ KernelSHAP's and LIME's ``--seed`` and ``--patch``,
 generic ``--option``, and jobs that change ``--head`` or ``--output`` between runs on the same
 ``--out``."""
 
+import os
 import re
 
 import jax
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import jaxsal
+from batch_helpers import rows_of, stop_after
 from jaxsal import cli
 from model_import import load_keras
 
@@ -163,12 +165,23 @@ def test_misplaced_options_are_refused(tmp_path, mnist_path, digits_file, capsys
     assert message in capsys.readouterr().err
 
 
-def test_changing_head_starts_over(tmp_path, mnist_path, digits_file, mnist_digits):
+def test_changing_head_starts_over(tmp_path, mnist_path, digits_file, mnist_digits, capsys):
+    """Another --head is another job: over a finished job's maps it is refused, naming
+    --overwrite (it replaced them without a word); with it, it starts over."""
     out = tmp_path / "h.npy"
     assert _explain(mnist_path, digits_file, out, "--targets", "4", "--batch-size", "1",
                     "--head", "logits") == 0
+    before = np.load(out)
+    capsys.readouterr()
     assert _explain(mnist_path, digits_file, out, "--targets", "4", "--batch-size", "1",
-                    "--head", "softmax") == 0
+                    "--head", "softmax") == 2
+    assert capsys.readouterr().err == (
+        f"jaxsal: error: {out} is the output of a finished job (says its progress file "
+        f"{out}.progress.json); this job would replace it. Write to another path (--out), or "
+        "pass overwrite=True (jaxsal: --overwrite) to replace it\n")
+    np.testing.assert_array_equal(np.load(out), before)
+    assert _explain(mnist_path, digits_file, out, "--targets", "4", "--batch-size", "1",
+                    "--head", "softmax", "--overwrite") == 0
     direct = jaxsal.saliency(load_keras(mnist_path, head="softmax"), mnist_digits[:2], 4)
     np.testing.assert_allclose(np.load(out), direct, rtol=1e-5, atol=1e-12)
 
@@ -188,7 +201,7 @@ def test_changing_output_starts_over(tmp_path):
     out = tmp_path / "o.npy"
     for name in ("cls", "reg"):
         assert _explain(path, str(tmp_path / "x.npy"), out, "--output", name,
-                        "--targets", "1") == 0
+                        "--targets", "1", "--overwrite") == 0
     direct = jaxsal.saliency(load_keras(path, head="logits").with_output("reg"), x, 1)
     np.testing.assert_allclose(np.load(out), direct, rtol=1e-5, atol=1e-9)
 
@@ -265,8 +278,10 @@ def test_evaluate_refuses_maps_of_other_targets_or_inputs(tmp_path, mnist_path, 
 
     def evaluate(maps_path, *extra, inputs=digits_file):
         capsys.readouterr()
+        # (--overwrite: each evaluation that runs is another job at d.npy)
         rc = cli.main(["evaluate", mnist_path, inputs, str(maps_path), "--metric", "deletion",
-                       "--steps", "2", "--out", str(tmp_path / "d.npy"), *extra])
+                       "--steps", "2", "--out", str(tmp_path / "d.npy"), "--overwrite",
+                       *extra])
         return rc, capsys.readouterr().err
 
     made = f"{maps} holds maps made for --targets 5,3 (says its progress file {maps}.progress"
@@ -574,6 +589,52 @@ def test_token_ids_without_a_layer_name_the_layer_flag(tmp_path, capsys):
                                                              layer="emb"), rtol=1e-6)
 
 
+def test_files_no_job_wrote_are_never_replaced_without_overwrite(tmp_path, mnist_path,
+                                                                digits_file, capsys):
+    """--out naming an array of one's own, and evaluate's areas file (OUT.auc.npy) being
+    one, were overwritten: refused (status 2, the file named, --overwrite said), the file
+    untouched; --overwrite replaces them. A killed job's maps whose progress file was
+    deleted (rows of zeros) are refused as MAPS, by the mark in their header."""
+    mine = np.full((2, 28, 28), 7.0, np.float32)
+    out = tmp_path / "mine.npy"
+    np.save(out, mine)
+    assert _explain(mnist_path, digits_file, out, "--targets", "3") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jaxsal: error: {out} exists and no progress file lists it"), err
+    assert "pass overwrite=True (jaxsal: --overwrite) to replace it" in err
+    np.testing.assert_array_equal(np.load(out), mine)
+    assert _explain(mnist_path, digits_file, out, "--targets", "3", "--overwrite") == 0
+    assert not np.array_equal(np.load(out), mine)
+    # evaluate's areas: d.auc.npy of one's own
+    areas = tmp_path / "d.auc.npy"
+    np.save(areas, mine[:, 0, 0])
+    evaluate = ["evaluate", mnist_path, digits_file, str(out), "--metric", "deletion",
+                "--targets", "3", "--steps", "2", "--out", str(tmp_path / "d.npy")]
+    capsys.readouterr()
+    assert cli.main(evaluate) == 2
+    assert capsys.readouterr().err.startswith(
+        f"jaxsal: error: {areas} (where --out {tmp_path / 'd.npy'} puts the areas under its "
+        "curves) exists and the job of --out")
+    np.testing.assert_array_equal(np.load(areas), mine[:, 0, 0])
+    assert not (tmp_path / "d.npy").exists()
+    assert cli.main([*evaluate, "--overwrite"]) == 0
+    assert np.load(areas).shape == (2,) and cli.main(evaluate) == 0  # its own now: resumes
+    # a killed job's maps, its progress file deleted
+    killed = tmp_path / "killed.npy"
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(jaxsal.saliency, load_keras(mnist_path, head="logits"),
+                               np.load(digits_file), killed, targets=3, batch_size=1,
+                               on_chunk=stop_after(1))
+    os.remove(f"{killed}.progress.json")
+    capsys.readouterr()
+    assert cli.main([*evaluate[:3], str(killed), *evaluate[4:-1], str(tmp_path / "k.npy")]) == 2
+    assert capsys.readouterr().err == (
+        f"jaxsal: error: maps: {killed} is the output of an unfinished job (its .npy header "
+        "says so; no progress file lists it, so which chunks are finished is unknown): the "
+        "rows of its unfinished chunks are zeros. Run the command that wrote it again (it "
+        "starts over), then use it\n")
+
+
 def test_keep_going_leaves_out_the_chunks_of_nan_inputs(tmp_path, mnist_path, mnist_digits,
                                                         capsys):
     """`--keep-going`: the chunk of a NaN input is left out, the others written; the command
@@ -590,7 +651,7 @@ def test_keep_going_leaves_out_the_chunks_of_nan_inputs(tmp_path, mnist_path, mn
             f"contains NaN or inf. The other 2 chunks are saved in {out}") in captured.err
     assert [line.split()[1] for line in captured.out.splitlines()] == ["1/3", "2/3"]
     model = load_keras(mnist_path, head="logits")
-    maps = np.load(out)
+    maps = rows_of(out)
     np.testing.assert_allclose(maps[[0, 1, 4, 5]],
                                jaxsal.saliency(model, x[[0, 1, 4, 5]], 3), rtol=1e-5,
                                atol=1e-7)

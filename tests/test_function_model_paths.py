@@ -198,13 +198,14 @@ def test_explain_to_file_sees_the_models_and_helpers_a_function_reads(tmp_path):
                                               batch_size=4))
     np.testing.assert_allclose(first, jaxsal.saliency(INNER, x, 0), rtol=1e-6)
     INNER = jaxsal.FunctionModel(_mlp, _mlp_params(seed=3))  # other weights
+    # (overwrite=True: another job replaces the finished one's file; the same job resumes)
     other = np.array(jaxsal.explain_to_file(jaxsal.saliency, outer, x, path, targets=0,
-                                              batch_size=4))
+                                              batch_size=4, overwrite=True))
     np.testing.assert_allclose(other, jaxsal.saliency(INNER, x, 0), rtol=1e-6)
     assert not np.allclose(other, first)
     GAIN = 2.0  # the helper's constant; the MLP has no biases: twice the gradient
     shifted = np.array(jaxsal.explain_to_file(jaxsal.saliency, outer, x, path, targets=0,
-                                                batch_size=4))
+                                                batch_size=4, overwrite=True))
     np.testing.assert_allclose(shifted, 2.0 * other, rtol=1e-5)
     calls = []
     again = np.array(jaxsal.explain_to_file(jaxsal.saliency, outer, x, path, targets=0,
@@ -228,7 +229,7 @@ def test_explain_to_file_tells_apart_models_held_in_a_closure(tmp_path):
     models = [jaxsal.FunctionModel(_mlp, _mlp_params(seed=s)) for s in (0, 3)]
     for inner in models:
         out = np.array(jaxsal.explain_to_file(jaxsal.saliency, wrap(inner), x, path,
-                                              targets=1, batch_size=4))
+                                              targets=1, batch_size=4, overwrite=True))
         np.testing.assert_allclose(out, jaxsal.saliency(inner, x, 1), rtol=1e-6)
 
 
@@ -416,7 +417,7 @@ def test_explain_to_file_tells_apart_relus_of_ones_own(tmp_path):
         leaky = functools.partial(jax.nn.leaky_relu, negative_slope=slope)
         m = jaxsal.FunctionModel(_mlp, _mlp_params(), relu_kwarg="relu", relu=leaky)
         out = np.array(jaxsal.explain_to_file(jaxsal.saliency, m, x, path, targets=2,
-                                              batch_size=4))
+                                              batch_size=4, overwrite=True))
         np.testing.assert_allclose(out, jaxsal.saliency(m, x, 2), rtol=1e-6)
 
 
