@@ -25,10 +25,14 @@ dtype, the targets, every option and the batch size. A run that differs only in 
 (a smaller one after running out of memory) is the same job: it keeps the inputs already
 finished and computes the chunks of the others; the inputs' values are checked chunk by chunk
 (the sidecar keeps a hash of each finished chunk's inputs, and a chunk whose inputs changed
-since is computed again). A run whose signature differs otherwise starts over, and replaces
-that sidecar with its own (no chunk finished) before it rewrites the ``.npy`` (a run stopped
-between the two never leaves an old job's progress over another job's chunks, and the new
-file reads as unfinished).
+since is computed again). A run whose signature differs otherwise is another job: where the
+file holds finished work (a finished job's maps, finished chunks, an array no progress file
+lists) it is refused unless ``overwrite=True`` (``job_files.check_replaceable``); it then
+starts over, and replaces that sidecar with its own (no chunk finished) before it rewrites
+the ``.npy`` (a run stopped between the two never leaves an old job's progress over another
+job's chunks, and the new file reads as unfinished). Until its last row is written, the ``.npy``'s
+header carries a key NumPy refuses (``job_files.UNFINISHED_KEY``), so
+``np.load`` never reads a half-written file as finished maps.
 
 While it runs, a job holds a lock on ``path + ".lock"`` (:mod:`jaxsal._src.job_lock`): a second
 job writing the same file fails at once. A file that another job's sidecar lists as its output
@@ -124,8 +128,8 @@ def _finished_chunks(arrays: tuple, n: int, old_b: int, old_done: set, kept: dic
 
 def _fresh(path: str | list[str], progress_path: str) -> str:
     files = " and ".join([path] if isinstance(path, str) else path)
-    return (f"delete {files} and {progress_path} (or pass resume=False / write to another "
-            "path) to start the job over")
+    return (f"delete {files} and {progress_path} (or pass resume=False, overwrite=True / "
+            "write to another path) to start the job over")
 
 
 def _recorded_files(prog: dict, path: str, per_input: list[str]) -> list[str] | None:
@@ -333,6 +337,14 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         chunks left out stay unfinished (rows of zeros, not listed in the progress file;
         ``jaxsal`` refuses the file as inputs or maps), and running the job again
         computes only them; again at ``batch_size=1``, only the inputs at fault stay out.
+      overwrite: let a job that starts over (it resumes nothing) replace an existing file
+        that may hold finished work: an array no progress file lists (one's own, or a
+        finished job's maps whose progress file is gone), a finished job's output (another
+        job at ``path``, or this one with ``resume=False``), the finished chunks of an
+        unfinished job, a file beside an unreadable progress file. ``False`` (default):
+        refused with a ``FileExistsError`` before any chunk, the file untouched. A job's own
+        file resumes without it; another job's file (its progress file lists it under
+        another path) stays refused.
       sharding: where each chunk's inputs go before ``method`` runs on them
         (``jax.device_put(chunk, sharding)``), e.g. ``NamedSharding(Mesh(jax.devices(),
         ("data",)), P("data"))``: every device explains its rows of each chunk, and the maps
@@ -365,6 +377,10 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         ``method`` (``functools.partial(jaxsal.integrated_gradients, baseline={...})``),
         they are taken as if passed here (arranged, sliced, checked; the same job), an
         option passed here over the partial's.
+    Until every chunk is written, ``path`` (each file) is marked unfinished in its ``.npy``
+    header, which ``np.load`` refuses; the job resumes it, and removes the mark once the last
+    row is written and flushed.
+
     Returns:
       The maps as a read-only memory map of ``path`` (shape ``(N, ...)`` as ``method`` returns);
       for several inputs and a map per input, the memory maps of their files in the
@@ -398,7 +414,9 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         ``path + ".lock"`` (see the module docstring).
       FileExistsError: when a file the job may write is another job's output (its progress
         file lists it), before any chunk: ``path`` and, for several inputs, the file of each
-        input's maps (:func:`input_paths`), whether the method writes them or one map.
+        input's maps (:func:`input_paths`), whether the method writes them or one map. Also,
+        without ``overwrite=True``, when the job starts over onto such a file that may hold
+        finished work (see ``overwrite``).
     """
     path = os.fspath(path)
     resume = check_flag(resume, "resume")  # "False" would resume: refused before the lock

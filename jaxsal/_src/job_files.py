@@ -9,6 +9,12 @@ input array, the file of an input's maps of a job over several), finished or to 
 is never written: a job that would write it fails with a :class:`FileExistsError` naming the
 file and that sidecar, before its first chunk. A job's own path and the files its own sidecar
 lists are its own. :func:`unfinished` says whether a file is the output of an unfinished job.
+
+A job that starts over never replaces, unless told to (``overwrite=True``), a file that may
+hold finished work (:func:`check_replaceable`). Its ``.npy`` files are created marked
+unfinished (:func:`create_maps`: a header key NumPy refuses, :data:`UNFINISHED_KEY`), read
+back by the job to resume (:func:`open_maps`), and marked finished once every row is written
+(:func:`mark_finished`), so that ``np.load`` never reads a half-written file as maps.
 """
 
 from __future__ import annotations
