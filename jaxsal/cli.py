@@ -148,7 +148,10 @@ def _parse_targets(s: str | None, model, n: int, method: str):
                     f"explained for that input, as --targets 3,5 for every input), got row {r} "
                     f"= {row}, which repeats {twice}{more}; list each class once per row "
                     f"(the maps of a repeat are the same map twice), e.g. rows of "
-                    f"np.argsort(-probs, axis=1)[:, :T] (the top T classes)")
+                    f"np.argsort(-probs, axis=1)[:, :T] (the top T classes); for columns that "
+                    f"may name one class (each input's label and its predicted class), run a "
+                    f"job per column, each an (N,) file (--targets @labels.npy, then "
+                    f"@predicted.npy, to another --out)")
         return ids[:, None] if ids.ndim == 1 else ids
     parts = [t.strip() for t in s.split(",") if t.strip()]
     # digits only: Python's int() also reads '3_0' as 30 and ' 3 ' or '٣' as 3

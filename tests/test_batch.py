@@ -376,6 +376,20 @@ def test_a_killed_job_s_file_never_reads_as_finished_maps(tmp_path, model, digit
     np.testing.assert_allclose(np.load(other), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_an_unfinished_file_of_a_jaxsal_before_the_mark_resumes(tmp_path, model, digits):
+    """A job's file written before the unfinished mark (NumPy's own header, rows of zeros
+    where unfinished): resumed as before, computing only the chunk left."""
+    from jaxsal._src.job_files import mark_finished, marked_unfinished
+
+    path = _two_chunks_of_eight(tmp_path, model, digits)
+    mark_finished(path)  # (the header such a jaxsal wrote; its progress file: 2 of 3)
+    assert not marked_unfinished(path) and unfinished(path)[:2] == (2, 3)
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8)
+    assert m.calls == [8]
+    np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
+
+
 def test_resume_recomputes_the_finished_chunks_whose_inputs_changed(tmp_path, model, digits):
     """The same command over another data set of the same shape (or with one input fixed)
     keeps only the finished chunks whose inputs are unchanged: none of the old inputs' maps
