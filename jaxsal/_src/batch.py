@@ -30,9 +30,9 @@ file holds finished work (a finished job's maps, finished chunks, an array no pr
 lists) it is refused unless ``overwrite=True`` (``job_files.check_replaceable``); it then
 starts over, and replaces that sidecar with its own (no chunk finished) before it rewrites
 the ``.npy`` (a run stopped between the two never leaves an old job's progress over another
-job's chunks, and the new file reads as unfinished). Until its last row is written, the ``.npy``'s
-header carries a key NumPy refuses (``job_files.UNFINISHED_KEY``), so
-``np.load`` never reads a half-written file as finished maps.
+job's chunks, and the new file reads as unfinished). Until its last row is written, the
+``.npy``'s header carries a key NumPy refuses (``job_files.UNFINISHED_KEY``), so ``np.load``
+never reads a half-written file as finished maps.
 
 While it runs, a job holds a lock on ``path + ".lock"`` (:mod:`jaxsal._src.job_lock`): a second
 job writing the same file fails at once. A file that another job's sidecar lists as its output
@@ -304,6 +304,10 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
     writes ``path``. The job keeps one progress file and one lock, ``path + ".progress.json"``
     and ``path + ".lock"``, and a chunk is finished only once every file holds its rows.
 
+    Until every chunk is written, ``path`` (each file) is marked unfinished in its ``.npy``
+    header, which ``np.load`` refuses; the job resumes it, and removes the mark once the last
+    row is written and flushed.
+
     Args:
       method: any jaxsal attribution function, e.g. :func:`jaxsal.saliency`.
       model: the model (``model_import.KerasModel`` or a wrapped JAX function).
@@ -377,10 +381,6 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         ``method`` (``functools.partial(jaxsal.integrated_gradients, baseline={...})``),
         they are taken as if passed here (arranged, sliced, checked; the same job), an
         option passed here over the partial's.
-    Until every chunk is written, ``path`` (each file) is marked unfinished in its ``.npy``
-    header, which ``np.load`` refuses; the job resumes it, and removes the mark once the last
-    row is written and flushed.
-
     Returns:
       The maps as a read-only memory map of ``path`` (shape ``(N, ...)`` as ``method`` returns);
       for several inputs and a map per input, the memory maps of their files in the
