@@ -134,24 +134,8 @@ def _parse_targets(s: str | None, model, n: int, method: str):
                 f"--targets @{s[1:]}: expected per-input class ids, an int array of shape "
                 f"({n},) (one label per input) or ({n}, T), got {ids.dtype} of shape "
                 f"{ids.shape}; e.g. np.save('labels.npy', y.astype(int))")
-        if ids.ndim == 2 and ids.shape[1] > 1:  # (a row repeats a class: as --targets 3,3)
-            ordered = np.sort(ids, axis=1)
-            repeats = np.nonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))[0]
-            if repeats.size:
-                r = int(repeats[0])
-                row = [int(i) for i in ids[r]]
-                twice = next(i for i in row if row.count(i) > 1)
-                more = (f" (and {repeats.size - 1} more row{'s' if repeats.size > 2 else ''})"
-                        if repeats.size > 1 else "")
-                raise ValueError(
-                    f"--targets @{s[1:]}: expected distinct class ids in each row (the classes "
-                    f"explained for that input, as --targets 3,5 for every input), got row {r} "
-                    f"= {row}, which repeats {twice}{more}; list each class once per row "
-                    f"(the maps of a repeat are the same map twice), e.g. rows of "
-                    f"np.argsort(-probs, axis=1)[:, :T] (the top T classes); for columns that "
-                    f"may name one class (each input's label and its predicted class), run a "
-                    f"job per column, each an (N,) file (--targets @labels.npy, then "
-                    f"@predicted.npy, to another --out)")
+        # (an (N, T) row may repeat a class, as in the Python call: columns such as each
+        # input's label and its predicted class coincide where the prediction is right)
         return ids[:, None] if ids.ndim == 1 else ids
     parts = [t.strip() for t in s.split(",") if t.strip()]
     # digits only: Python's int() also reads '3_0' as 30 and ' 3 ' or '٣' as 3
