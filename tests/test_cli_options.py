@@ -445,9 +445,9 @@ def test_per_input_targets_from_a_file(tmp_path, mnist_path, digits_file, capsys
     # a row of a labels file may repeat a class (a label and a prediction that agree), as
     # the Python call's (N, T) targets may: that row's two maps are the same map
     np.save(tmp_path / "dup.npy", np.array([[7, 1], [2, 2]]))
-    assert _explain(mnist_path, digits_file, tmp_path / "r.npy",
+    assert _explain(mnist_path, digits_file, tmp_path / "rep.npy",
                     "--targets", f"@{tmp_path / 'dup.npy'}") == 0
-    np.testing.assert_allclose(np.load(tmp_path / "r.npy"),
+    np.testing.assert_allclose(np.load(tmp_path / "rep.npy"),
                                jaxsal.saliency(model, x, np.array([[7, 1], [2, 2]])),
                                rtol=1e-5, atol=1e-7)
     # no id, or what Python's int() reads but is not an id typed as digits ('3_0' was 30),
