@@ -711,6 +711,9 @@ _INVALID_HYPERPARAMETERS = {
     "random_scale(0.9, inf)": lambda: jaxsal.random_scale(0.9, INF),
     "jitter(1.7)": lambda: jaxsal.jitter(1.7),
     "jitter(True)": lambda: jaxsal.jitter(True),
+    # (an int too large for a float: OverflowError from float(), not this ValueError, before)
+    "jitter(10**400)": lambda: jaxsal.jitter(10**400),
+    "random_rotate(10**400)": lambda: jaxsal.random_rotate(10**400),
     "pad(1, value=nan)": lambda: jaxsal.pad(1, value=NAN),
     "standard_transforms(pad_value=inf)": lambda: jaxsal.standard_transforms(32, pad_value=INF),
     "pixels(init_std=nan)": lambda: jaxsal.pixels(init_std=NAN),

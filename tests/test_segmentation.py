@@ -294,6 +294,10 @@ def test_xrai_labels_of_other_sizes_are_pair_s():
     (lambda: jaxsal.xrai_segments(np.full((1, 4, 4, 3), np.inf)), "NaN or infinite"),
     (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), scale=-1), "scale as a finite"),
     (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), scale=[]), "non-empty"),
+    # (an int too large for a float: math.isfinite raised OverflowError before)
+    (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), scale=10**400), "scale as a finite"),
+    (lambda: jaxsal.xrai_labels(np.zeros((1, 4, 4, 1)), sigma=-1), r"expected sigma as a "
+     r"finite number >= 0, got -1$"),
     (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), sigma=float("nan")), "sigma"),
     (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), min_size=2.5), "min_size as an int"),
     (lambda: jaxsal.xrai_labels(np.zeros((1, 4, 4, 1)), size=(224,)), r"size=\(h, w\)"),
@@ -322,6 +326,17 @@ def test_bfloat16_images_are_segmented_as_their_float32_values():
                                   jaxsal.felzenszwalb(f32, scale=50))
     np.testing.assert_array_equal(jaxsal.xrai_labels(bf, scales=[50, 300]),
                                   jaxsal.xrai_labels(f32, scales=[50, 300]))
+
+
+def test_scale_and_sigma_take_numpy_numbers_and_0d_arrays():
+    """As the other hyperparameters of jaxsal (:func:`jaxsal._src.reals.as_float`): a 0-d
+    array was refused before."""
+    x = np.random.default_rng(6).uniform(size=(1, 12, 10, 3))
+    want = jaxsal.felzenszwalb(x, scale=30, sigma=0.5)
+    np.testing.assert_array_equal(
+        jaxsal.felzenszwalb(x, scale=np.array(30.0), sigma=np.float32(0.5)), want)
+    np.testing.assert_array_equal(
+        jaxsal.felzenszwalb(x, scale=[np.int64(30)], sigma=np.array(0.5))[:, 0], want)
 
 
 def test_value_range_takes_numpy_numbers():

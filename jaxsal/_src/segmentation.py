@@ -33,6 +33,8 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from jaxsal._src.reals import as_float, in_bounds
+
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -247,11 +249,10 @@ def _check_images(images: ArrayLike, name: str, allow_int: bool = False) -> np.n
 
 
 def _check_number(value, name: str, low: float = 0.0) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)) \
-            or not math.isfinite(value) or value < low:
+    f = as_float(value)
+    if f is None or not in_bounds(f, low=low):
         raise ValueError(f"expected {name} as a finite number >= {low:g}, got {value!r}")
-    return float(value)
+    return f
 
 
 def _check_min_size(min_size) -> int:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src.base import native
+from jaxsal._src.reals import as_float, in_bounds
 
 Array = jax.Array
 Transform = Callable[[Array, Array], Array]
@@ -98,14 +99,8 @@ def check_real(v: Any, what: str, name: str, *, low: float | None = None,
     """``v`` as a finite float (``>= low``, or ``> low`` with ``above``; ``<= high``), or a
     ``ValueError`` naming ``what``'s argument ``name``: hyperparameters of the factories,
     checked when they are built (a NaN weight, angle or width traces into NaN images)."""
-    try:
-        f = None if isinstance(v, (bool, np.bool_, str, bytes)) else float(v)
-    except (TypeError, ValueError):
-        f = None
-    ok = (f is not None and math.isfinite(f)
-          and (low is None or (f > low if above else f >= low))
-          and (high is None or f <= high))
-    if not ok:
+    f = as_float(v)
+    if f is None or not in_bounds(f, low=low, above=above, high=high):
         cond = "" if low is None else f" {'>' if above else '>='} {low:g}"
         cond += "" if high is None else (" and" if cond else "") + f" <= {high:g}"
         expected = f"{name}{cond} ({kind})" if cond else f"{name} as {kind}"
