@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src.fill_loop import fill_axis1, zeros_of
 from jaxsal._src.precision import low_precision, low_precision_backward
 from model_import._errors import forward_mode_error
 # one definition of the heads, and of the inputs a model takes (jaxsal.Inputs)
@@ -1362,31 +1363,12 @@ def map_chunks(fn: Callable[[Array], Any], total: int, chunk: int) -> Any:
     """
     if chunk >= total:
         return fn(jnp.arange(total, dtype=jnp.int32))
-    n_chunks = math.ceil(total / chunk)
-    shapes = jax.eval_shape(fn, jax.ShapeDtypeStruct((chunk,), jnp.int32))
-    init = jax.tree_util.tree_map(
-        lambda s: _zeros_of(s, (s.shape[0], total) + tuple(s.shape[2:])), shapes)
 
-    def body(i, acc):
+    def piece(i):
         start = jnp.minimum(i * chunk, total - chunk)
-        out = fn(start + jnp.arange(chunk, dtype=jnp.int32))
-        return jax.tree_util.tree_map(
-            lambda a, o: jax.lax.dynamic_update_slice_in_dim(a, o, start, axis=1), acc, out)
+        return start, fn(start + jnp.arange(chunk, dtype=jnp.int32))
 
-    return jax.lax.fori_loop(0, n_chunks, body, init)
-
-
-def _zeros_of(s: jax.ShapeDtypeStruct, shape: tuple | None = None) -> Array:
-    """Zeros of the abstract value ``s`` (of ``shape`` where given), varying over the mesh
-    axes ``s`` varies over under ``jax.shard_map`` (a loop's carry keeps its type: zeros that
-    do not vary were refused as the initial sum, or result, of values that do)."""
-    z = jnp.zeros(s.shape if shape is None else shape, s.dtype)
-    manual = getattr(s, "manual_axis_type", None)
-    axes = tuple(sorted(getattr(manual, "varying", None) or getattr(s, "vma", None) or ()))
-    if not axes:
-        return z
-    cast = getattr(jax.lax, "pcast", None)
-    return cast(z, axes, to="varying") if cast is not None else jax.lax.pvary(z, axes)
+    return fill_axis1(piece, math.ceil(total / chunk), total)
 
 
 def sum_groups(fn: Callable[[Array, Array], Any], total: int, batch: int) -> Any:
@@ -1409,7 +1391,7 @@ def sum_groups(fn: Callable[[Array, Array], Any], total: int, batch: int) -> Any
     if groups == 1:
         return body(jnp.zeros((), jnp.int32), None)
     shapes = jax.eval_shape(lambda: fn(jnp.zeros((batch,), jnp.int32), jnp.ones((batch,), bool)))
-    init = jax.tree_util.tree_map(_zeros_of, shapes)
+    init = jax.tree_util.tree_map(zeros_of, shapes)
     return jax.lax.fori_loop(0, groups, body, init)
 
 
@@ -1551,16 +1533,11 @@ def split_batch(run: Callable, nb: int, per_example: tuple[int, ...] = (1, 2),
             return {i: [jax.lax.dynamic_index_in_dim(v, k, axis=1, keepdims=False)
                         for v in vs] for i, vs in parts.items()}
 
-        shapes = jax.eval_shape(lambda parts: body(column(parts, 0)), split)
-        init = jax.tree_util.tree_map(
-            lambda o: _zeros_of(o, (size, n_chunks) + tuple(o.shape[1:])), shapes)
+        def piece(k, parts):  # pass k's maps (size, ...) as column k, (size, 1, ...)
+            out = body(column(parts, k))
+            return k, jax.tree_util.tree_map(lambda o: jax.lax.expand_dims(o, (1,)), out)
 
-        def step(k, acc):
-            out = body(column(split, k))
-            return jax.tree_util.tree_map(
-                lambda a, o: jax.lax.dynamic_update_index_in_dim(a, o, k, axis=1), acc, out)
-
-        out = jax.lax.fori_loop(0, n_chunks, step, init)
+        out = fill_axis1(piece, n_chunks, n_chunks, split)
         return jax.tree_util.tree_map(
             lambda o: o.reshape((n_chunks * size,) + o.shape[2:])[:n], out)
 
