@@ -245,3 +245,28 @@ def test_inputs_in_the_other_byte_order_are_the_same_inputs(tmp_path):
                            "x.npy", 1, model, "m.h5")
         with pytest.raises(ValueError, match="got 5 float64 inputs"):
             check_maps_job(maps, x.astype(np.float64), "x.npy", 1, model, "m.h5")
+
+
+def test_the_maps_check_reads_the_progress_file_once(tmp_path, monkeypatch):
+    """check_maps_job read the job's progress file twice, once to find the job
+    (job_files._owners) and again for its record: now once (the same record both times,
+    however the file changes in between)."""
+    from jaxsal._src import job_files
+
+    maps = tmp_path / "maps.npy"
+    np.save(maps, np.zeros((2, 4, 4), np.float32))
+    progress = tmp_path / "maps.npy.progress.json"
+    progress.write_text(json.dumps({"done": [0], "chunks": 1, "n": 2, "input_shape": [4, 4, 1],
+                                    "input_dtype": "float32"}))
+    opened = []
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(job_files, "open", counting_open, raising=False)
+    with pytest.raises(ValueError, match=r"holds the maps of 2 float32 inputs of shape "
+                                         r"\(4, 4, 1\).*got 2 float32 inputs of shape \(5, 4, 1\)"):
+        check_maps_job(str(maps), np.zeros((2, 5, 4, 1), np.float32), "x.npy", None, None,
+                       "model.keras")
+    assert opened == [str(progress)]

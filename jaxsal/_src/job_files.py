@@ -201,24 +201,33 @@ def _owners(path: str) -> Iterator[tuple[str, int, int]]:
     at ``path`` as its output (its path, or the file of one of its inputs' maps), in the
     order of :func:`_sidecars`: its own progress file first; then those of the file a
     symbolic link at ``path`` names (:func:`_names`)."""
+    for progress_path, _, done, chunks in _owner_records(path):
+        yield progress_path, done, chunks
+
+
+def _owner_records(path: str) -> Iterator[tuple[str, dict, int, int]]:
+    """:func:`_owners` with each job's record: ``(progress_path, record, done, chunks)``,
+    each progress file read once (a caller that needs more of the record than its state
+    reads it from here, not from the file again)."""
     seen = set()
     for name, progress_path, own in ((name, *s) for name in _names(path)
                                      for s in _sidecars(name)):
         if os.path.realpath(progress_path) in seen:
             continue
         seen.add(os.path.realpath(progress_path))
-        also: list = []  # (files it wrote besides its maps: record_job_file)
-        state = _read_progress(progress_path, also)
-        if state is None:
+        prog = _record(progress_path)[0]
+        if prog is None:
             continue  # nothing says the file is a job's
-        done, chunks, outputs = state
+        done, chunks, outputs = _state(prog)  # (a record has one: _record)
+        # (files it wrote besides its maps: record_job_file)
+        also = prog["also"] if isinstance(prog.get("also"), list) else []
         if outputs is None and own:  # (a job over one input array: its file is path)
             listed = True
         else:
             listed = os.path.basename(name) in [
                 *(outputs if isinstance(outputs, list) else ()), *also]
         if listed:
-            yield progress_path, done, chunks
+            yield progress_path, prog, done, chunks
 
 
 def unfinished(path: str | os.PathLike) -> tuple[int, int, str] | None:

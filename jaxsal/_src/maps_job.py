@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from jaxsal._src.batch import _chunk_digest
-from jaxsal._src.job_files import _names, _owners, _record
+from jaxsal._src.job_files import _names, _owner_records
 from jaxsal._src.job_signature import _digest, _Unstable, model_fingerprint, target_record
 
 
@@ -47,9 +47,8 @@ def _job_record(maps_path: str) -> tuple[dict, str, Any] | None:
     over one input array, the position of the input (in the model's order) whose maps the
     file holds for a job over several (``maps.img.npy``), or ``"one"`` for the one map of a
     job over several inputs."""
-    for progress_path, done, chunks in _owners(maps_path):
-        prog = _record(progress_path)[0]
-        if prog is None or done < chunks:
+    for progress_path, prog, done, chunks in _owner_records(maps_path):
+        if done < chunks:
             return None
         outputs = prog.get("outputs")
         names = [os.path.basename(n) for n in _names(maps_path)]
