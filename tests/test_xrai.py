@@ -217,6 +217,47 @@ def test_atoms_and_pixels_give_the_same_selection(x4):
                                np.asarray(maps).sum((-2, -1)), atol=1e-4)
 
 
+@pytest.mark.parametrize("m", [1, 8, 13, 70])
+def test_atoms_are_numbered_as_packbits_bytes_number_them(m):
+    """_atoms packs each pixel's regions into bytes itself (8 passes over whole rows): the ids
+    are those of np.packbits(masks, axis=0)'s rows (its former code, here), in the same
+    order, for region counts that fill the last byte or not, and for strided masks."""
+    from jaxsal._src.xrai import _atoms
+
+    rng = np.random.default_rng(m)
+    patterns = rng.random((m, 40)) < 0.5  # 40 region sets (some equal), 300 pixels
+    masks = patterns[:, rng.integers(0, 40, 300)]
+    for given in (masks, np.repeat(masks, 2, axis=0)[::2], np.repeat(masks, 2, axis=1)[:, ::2]):
+        rows = np.ascontiguousarray(np.packbits(given, axis=0).T)
+        want = np.unique(rows.view(np.dtype((np.void, rows.shape[1]))).reshape(-1),
+                         return_inverse=True)[1].reshape(-1)
+        ids, count = _atoms(given)
+        np.testing.assert_array_equal(ids, want)
+        assert count == want.max() + 1
+
+
+def test_partition_reads_each_atom_s_regions_from_its_bits():
+    """_partition unpacks each atom's regions from the bits that numbered it: the members
+    the masks at a pixel of each atom give (its former code, here), the same sizes."""
+    from jaxsal._src.xrai import _atoms, _partition
+
+    rng = np.random.default_rng(3)
+    patterns = rng.random((2, 13, 30)) < 0.4
+    masks = np.stack([p[:, rng.integers(0, 30, 500)] for p in patterns])  # (2, 13, 500)
+    masks[1, 5] = False  # an empty region
+    ids, members, sizes = _partition(masks)
+    assert members.shape == (2, 13, 256) and sizes.shape == (2, 256)
+    for k in range(2):
+        want_ids, count = _atoms(masks[k])
+        first = np.zeros(count, np.int64)
+        first[want_ids] = np.arange(500)
+        np.testing.assert_array_equal(ids[k], want_ids)
+        np.testing.assert_array_equal(members[k, :, :count], masks[k][:, first])
+        assert not members[k, :, count:].any()
+        np.testing.assert_array_equal(sizes[k, :count], np.bincount(want_ids))
+        assert not sizes[k, count:].any()
+
+
 @pytest.mark.parametrize("algorithm", ["full", "fast"])
 def test_regions_for_every_input_equal_them_given_per_input(algorithm):
     """(M, H, W) masks (passed to the compiled selection once, not copied per input) give each

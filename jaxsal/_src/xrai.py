@@ -184,29 +184,46 @@ def _atoms(masks: np.ndarray) -> tuple[np.ndarray, int]:
     """The atoms of ``(M, P)`` region masks: ``(P,)`` ids, pixels in exactly the same regions
     sharing one, and their count. Every region and every union of regions is a union of
     atoms, so the greedy selection runs on atoms (a few thousand) instead of pixels,
-    exactly. (Each pixel's regions as a row of bits, the distinct rows numbered.)"""
-    rows = np.ascontiguousarray(np.packbits(masks, axis=0).T)  # (P, ceil(M / 8))
-    ids = np.unique(rows.view(np.dtype((np.void, rows.shape[1]))).reshape(-1),
-                    return_inverse=True)[1].reshape(-1)
-    return ids, int(ids.max()) + 1
+    exactly (see :func:`_atom_bits`)."""
+    ids, bits = _atom_bits(masks)
+    return ids, len(bits)
+
+
+def _atom_bits(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_atoms`' ids ``(P,)`` and each atom's regions ``(A, ceil(M / 8))``: each pixel's
+    regions as a row of bits (``np.packbits(masks, axis=0)``'s bytes: region ``8 g + j`` the
+    bit ``7 - j`` of byte ``g``), the distinct rows numbered in the order of their bytes.
+
+    The bytes are made by 8 passes over the masks, each or-ing in every 8th region's rows
+    whole: packbits along the regions axis strides across the rows, and took most of the
+    time (see the README, "XRAI"); the same bytes, so the same atoms in the same order."""
+    m, p = masks.shape
+    bits = masks.view(np.uint8)  # (NumPy's bools are the bytes 0 and 1)
+    packed = np.zeros((-(-m // 8), p), np.uint8)
+    for j in range(8):
+        part = bits[j::8]  # regions j, j + 8, ...: bit 7 - j of bytes 0, 1, ...
+        packed[:len(part)] |= part << np.uint8(7 - j)
+    rows = np.ascontiguousarray(packed.T)  # (P, ceil(M / 8))
+    unique, ids = np.unique(rows.view(np.dtype((np.void, rows.shape[1]))).reshape(-1),
+                            return_inverse=True)
+    return ids.reshape(-1), unique.view(np.uint8).reshape(len(unique), rows.shape[1])
 
 
 def _partition(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(ids (N, P), members (N, M, A), sizes (N, A))``: each input's atoms (:func:`_atoms`),
-    which regions hold each (read at one of its pixels) and how many pixels it has. ``A`` is
-    the largest count rounded up to a power of two (at least 256, at most ``P``), so that
-    calls with other regions mostly reuse a compiled program; the atoms past an input's own
-    are empty, of no region."""
+    which regions hold each (the bits :func:`_atom_bits` numbered them by, unpacked) and how
+    many pixels it has. ``A`` is the largest count rounded up to a power of two (at least
+    256, at most ``P``), so that calls with other regions mostly reuse a compiled program;
+    the atoms past an input's own are empty, of no region."""
     n, m, p = masks.shape
-    parts = [_atoms(x) for x in masks]
-    a = min(p, max(256, 1 << (max(count for _, count in parts) - 1).bit_length()))
+    parts = [_atom_bits(x) for x in masks]
+    a = min(p, max(256, 1 << (max(len(bits) for _, bits in parts) - 1).bit_length()))
     ids = np.stack([i for i, _ in parts])
     members = np.zeros((n, m, a), bool)
     sizes = np.zeros((n, a), np.float32)
-    for k, (i, count) in enumerate(parts):
-        first = np.zeros(count, np.int64)
-        first[i] = np.arange(p)  # a pixel of each atom (all of its pixels share its regions)
-        members[k, :, :count] = masks[k][:, first]
+    for k, (i, bits) in enumerate(parts):
+        count = len(bits)
+        members[k, :, :count] = np.unpackbits(bits, axis=1, count=m).T
         sizes[k, :count] = np.bincount(i, minlength=count)
     return ids, members, sizes
 
