@@ -606,24 +606,45 @@ class Graph:
                     todo.append(Ref(c.layer, c.index, 0))
         return False
 
+    def fed_inputs(self, call: Call, r: Ref) -> list[int] | None:
+        """The positions of the inputs of ``call``'s nested model that tensor ``r`` feeds
+        (``[0]`` for the tokens of a model called on ``[tokens, features]``, in
+        ``keras.tree.flatten``'s order); ``None`` where ``r`` also goes in otherwise (a
+        keyword argument such as a mask) or feeds no input of it."""
+        sub = self.layers[call.layer].impl.subgraph
+        flat = _flatten(call.args[0]) if call.args else []
+        fed = [j for j, a in enumerate(flat) if a == r]
+        given = [a for a in _refs(call.args) + _refs(dict(call.kwargs)) if a == r]
+        if sub is None or not fed or len(fed) != len(given) or fed[-1] >= len(sub.inputs):
+            return None
+        return fed
+
     def token_limits(self) -> dict[int, tuple[int, str]]:
         """``{input position: (input_dim, layer)}``: the smallest vocabulary of the
         ``Embedding`` (and ``ReversibleEmbedding``) layers reading each model input directly
-        (cached: a function of the
+        or as an input of a nested model (``"encoder/embedding"``; cached: a function of the
         graph, read on every call of a model)."""
         cache = self.__dict__.get("_token_limits")
         if cache is None:
             cache = {}
             inputs = {(r.layer, r.node): i for i, r in enumerate(self.inputs)}
+
+            def limit(src, dim, layer):
+                i = inputs.get((getattr(src, "layer", None), getattr(src, "node", None)))
+                if i is not None and dim and (i not in cache or dim < cache[i][0]):
+                    cache[i] = (dim, layer)
+
             for call in self.calls:
                 spec = self.layers[call.layer]
-                if spec.class_name not in _EMBEDDINGS or not call.args:
+                if not call.args:
                     continue
-                src = call.args[0]
-                i = inputs.get((getattr(src, "layer", None), getattr(src, "node", None)))
-                dim = int(spec.config.get("input_dim", 0) or 0)
-                if i is not None and dim and (i not in cache or dim < cache[i][0]):
-                    cache[i] = (dim, call.layer)
+                if spec.impl.subgraph is not None:
+                    inner = spec.impl.subgraph.token_limits()
+                    for j, src in enumerate(_flatten(call.args[0])):
+                        if j in inner:
+                            limit(src, inner[j][0], f"{call.layer}/{inner[j][1]}")
+                elif spec.class_name in _EMBEDDINGS:
+                    limit(call.args[0], int(spec.config.get("input_dim", 0) or 0), call.layer)
             self.__dict__["_token_limits"] = cache
         return cache
 

@@ -295,6 +295,43 @@ def test_float_declared_token_input_read_by_a_nested_encoder(text_models, tmp_pa
         lay, rtol=1e-5, atol=1e-7)
 
 
+def test_float_declared_tokens_read_by_a_nested_model_of_several_inputs(tmp_path):
+    """Float-declared ids read by an Embedding inside a nested model of two inputs,
+    ``enc([tokens, features])``: saliency gave all-zero token maps without a word (only
+    nested models of one input were looked into); now refused naming ``'enc/embedding'``,
+    explained there as integer ids are, and ids outside its vocabulary (which Keras refuses
+    with an IndexError) refused instead of giving NaN outputs."""
+    keras.utils.set_random_seed(3)
+    tok, feat = keras.Input((LEN,), name="tok"), keras.Input((3,), name="feat")
+    h = layers.Conv1D(4, 3, padding="same", name="conv")(
+        layers.Embedding(VOCAB, 8, name="embedding")(tok))
+    h = layers.Concatenate()([layers.GlobalAveragePooling1D()(h), layers.Dense(4)(feat)])
+    enc = keras.Model([tok, feat], h, name="enc")
+    t, f = keras.Input((LEN,)), keras.Input((3,))
+    km = keras.Model([t, f], layers.Dense(2, name="out")(enc([t, f])))
+    km.save(tmp_path / "nested_two_inputs.keras")
+    m = load_keras(tmp_path / "nested_two_inputs.keras")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, VOCAB, (2, LEN)).astype(np.float32)
+    x = [ids, rng.normal(size=(2, 3)).astype(np.float32)]
+    np.testing.assert_allclose(np.asarray(m(x)), km.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match=r"declared float but read only by Embedding "
+                                        r"'enc/embedding'.*layer='enc/embedding'"):
+        jaxsal.saliency(m, x, 0)
+    a = m.apply(m.params, x, capture=["enc/embedding"])[1]["enc/embedding"]
+    ref = jax.grad(lambda d: m.apply(m.params, x, perturb={"enc/embedding": d})[:, 1].sum())(
+        jnp.zeros_like(a))
+    for tokens in (ids, ids.astype(np.int32)):
+        g = jaxsal.saliency(m, [tokens, x[1]], 1, layer="enc/embedding", reduce=None)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(ref), rtol=1e-5, atol=1e-7)
+    bad = np.where(ids == ids[0, 0], VOCAB, ids).astype(np.float32)
+    with pytest.raises(IndexError):
+        km.predict([bad, x[1]], verbose=0)
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 30\) for Embedding "
+                                         r"'enc/embedding'"):
+        m([bad, x[1]])
+
+
 def test_layer_without_channel_axis_needs_reduce_none(text_models):
     m, _, x = text_models
     with pytest.raises(ValueError, match=r"'hidden' has output shape \(4, 5\).*reduce=None"):

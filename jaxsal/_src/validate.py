@@ -375,23 +375,29 @@ _NO_GRADIENT_READERS = frozenset({"Embedding", "ReversibleEmbedding", "ops.NotEq
 
 def _deep_readers(graph: Any, i: int, prefix: str = "") -> dict[str, str] | None:
     """``{path: Keras class}`` of the layers that read input ``i`` of ``graph`` (a
-    :class:`model_import.KerasModel`'s), looking into the nested models of one input that read
-    it (``"encoder/embedding"``); ``None`` where that is not known (a plain function, a nested
-    model of several inputs)."""
+    :class:`model_import.KerasModel`'s), looking into the nested models that read it at the
+    inputs it feeds (``"encoder/embedding"``, also in an encoder of ``[tokens, features]``);
+    ``None`` where that is not known (a plain function, a nested model given the input
+    otherwise, e.g. as a mask)."""
     consumers = getattr(graph, "_consumers", None)
     if consumers is None or i >= len(getattr(graph, "inputs", ())):
         return None
     r, found = graph.inputs[i], {}
     for call in consumers().get((r.layer, r.node), ()):
         spec = graph.layers.get(call.layer)
-        sub = getattr(getattr(spec, "impl", None), "subgraph", None)
-        if spec is None or (sub is not None and len(sub.inputs) != 1):
+        if spec is None:
             return None
-        inner = ({prefix + call.layer: spec.class_name} if sub is None
-                 else _deep_readers(sub, 0, f"{prefix}{call.layer}/"))
-        if inner is None:
+        if getattr(spec.impl, "subgraph", None) is None:
+            found[prefix + call.layer] = spec.class_name
+            continue
+        fed = graph.fed_inputs(call, r)
+        if fed is None:
             return None
-        found.update(inner)
+        for j in fed:
+            inner = _deep_readers(spec.impl.subgraph, j, f"{prefix}{call.layer}/")
+            if inner is None:
+                return None
+            found.update(inner)
     return found
 
 
@@ -404,7 +410,8 @@ def _float_ids_reader(model: Any, i: int) -> str | None:
     dtypes = getattr(getattr(model, "graph", None), "input_dtypes", None)
     if not dtypes or i >= len(dtypes) or "int" in str(dtypes[i]):
         return None
-    # (an encoder of one input, keras.Sequential([Embedding, ...]), is looked into)
+    # (nested encoders are looked into: keras.Sequential([Embedding, ...]), a model of
+    # [tokens, features])
     classes = _deep_readers(getattr(model, "graph", None), i) or {}
     embeddings = [n for n, c in classes.items() if c in ("Embedding", "ReversibleEmbedding")]
     if not embeddings or any(c not in _NO_GRADIENT_READERS for c in classes.values()):
