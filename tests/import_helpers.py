@@ -8,6 +8,8 @@ value so that a wrong formula, axis or weight order changes the outputs.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 
@@ -20,6 +22,63 @@ def padded_tokens(n: int = 4, t: int = 7, vocab: int = 20, seed: int = 3) -> np.
     x[1, :3] = 0  # at the start
     x[2, 3] = 0  # in the middle
     return x
+
+
+@contextlib.contextmanager
+def keras_jax_backend_fixes():
+    """Keras 3.15's JAX backend calls JAX 0.10 in ways it refuses, so these reference
+    computations failed under ``KERAS_BACKEND=jax`` (a Keras bug each; the importer reads the
+    recorded arguments itself): ``ops.quantile``'s ``axis``, which ``Quantile`` makes a list
+    (``[-1]``), goes to ``jnp.quantile``, where it is static and must be hashable (Keras's own
+    ``median`` passes a tuple); ``ops.repeat``'s list of ``repeats`` to ``jnp.repeat``, which
+    takes an array; and ``dot_product_attention`` with a value head size other than the
+    key's (``MultiHeadAttention(value_dim=...)``) to ``jax.nn.dot_product_attention``, which
+    refuses it, and then to a fallback that reshapes the output to the query's head size (a
+    TypeError for every input). Within this context the first two get a tuple and an array,
+    and the third runs Keras's own function on head sizes made equal by zeros (the value's
+    padded and the output cut back, or the query's and key's padded with the scale of their
+    own size given): the same values in exact arithmetic. Nothing changes on other backends."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        yield
+        return
+    import inspect
+
+    import jax.numpy as jnp
+    import pytest
+    from keras.src.backend.jax import nn as jax_nn
+    from keras.src.backend.jax import numpy as jax_numpy
+
+    quantile, repeat, attention = (jax_numpy.quantile, jax_numpy.repeat,
+                                   jax_nn.dot_product_attention)
+
+    def quantile_hashable_axis(x, q, axis=None, **kw):
+        return quantile(x, q, axis=tuple(axis) if isinstance(axis, list) else axis, **kw)
+
+    def repeat_array_repeats(x, repeats, axis=None):
+        return repeat(x, np.asarray(repeats) if isinstance(repeats, list) else repeats, axis)
+
+    def attention_value_heads(*args, **kw):
+        a = inspect.signature(attention).bind(*args, **kw).arguments
+        q, k, v = (jnp.asarray(a.pop(n)) for n in ("query", "key", "value"))
+        hk, hv = k.shape[-1], v.shape[-1]
+        if hk == hv:
+            return attention(q, k, v, **a)
+
+        def pad(t, h):
+            return jnp.pad(t, [(0, 0)] * (t.ndim - 1) + [(0, h - t.shape[-1])])
+
+        if hv < hk:
+            return attention(q, k, pad(v, hk), **a)[..., :hv]
+        a["scale"] = 1.0 / np.sqrt(hk) if a.get("scale") is None else a["scale"]
+        return attention(pad(q, hv), pad(k, hv), v, **a)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jax_numpy, "quantile", quantile_hashable_axis)
+        patch.setattr(jax_numpy, "repeat", repeat_array_repeats)
+        patch.setattr(jax_nn, "dot_product_attention", attention_value_heads)
+        yield
 
 
 def perturb_keras(model, seed: int = 0, *, rng: np.random.Generator | None = None,
