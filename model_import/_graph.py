@@ -306,6 +306,10 @@ class Graph:
             explicit_mask = raw_kwargs.pop("mask", None)
             args = resolve(call.args)
             kwargs = resolve(raw_kwargs)
+            if spec.impl.subgraph is None and _float64_params(params.get(call.layer)):
+                # a float64 policy's layer (its weights kept float64 under x64) computes in
+                # float64: Keras casts its floating inputs to its compute dtype
+                args, kwargs = _to_float64((args, kwargs))
             strip = (call.layer, call.index) in output_keys
             impl = spec.impl
             in_mask = (resolve(explicit_mask) if explicit_mask is not None
@@ -823,6 +827,20 @@ _MEANS = frozenset({"Average", "Maximum", "Minimum"})
 #: Merge layers: an output that merges softmax/sigmoid outputs (an ensemble) has no logits.
 _MERGES = frozenset({"Add", "Average", "Maximum", "Minimum", "Multiply", "Subtract",
                      "Concatenate"})
+
+
+def _float64_params(p: Any) -> bool:
+    """Whether a layer's params hold float64 arrays (a ``float64`` policy's weights, kept
+    under ``jax_enable_x64``)."""
+    return p is not None and any(getattr(a, "dtype", None) == jnp.float64
+                                 for a in jax.tree_util.tree_leaves(p))
+
+
+def _to_float64(tree: Any) -> Any:
+    """The floating arrays of ``tree`` cast to float64 (other leaves as they are)."""
+    return jax.tree_util.tree_map(
+        lambda a: a.astype(jnp.float64) if isinstance(a, jax.Array) and jnp.issubdtype(
+            a.dtype, jnp.floating) and a.dtype != jnp.float64 else a, tree)
 
 
 def _fused_activation(spec: LayerSpec) -> Any:

@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any, Callable, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -99,6 +100,22 @@ def _legacy_layouts(graph: Graph) -> dict[str, list[tuple[tuple, int, int]] | st
     (a legacy ``.h5`` keeps each in one group)."""
     return {n: _legacy_layout(s, (n,), _frozen(s)) for n, s in graph.layers.items()
             if s.impl.subgraph is not None}
+
+
+def _param_dtype(v: Any) -> Any:
+    """The dtype a stored weight is kept in: float32 for float16, bfloat16 and float32
+    weights (every layer computes in float32: README "Dtype policies and precision"), float64
+    for float64 ones (a ``float64`` policy's) under ``jax_enable_x64``, as Keras 3 keeps them
+    on TensorFlow and on JAX with x64 (without x64 JAX has no float64: float32); ``None``
+    (as stored) for integers. A layer with a float64 weight has all its float weights float64
+    (Keras on NumPy can save a float64 layer's initial kernel as float32: its variables are
+    float64 all the same)."""
+    dtype = np.asarray(v).dtype
+    if not np.issubdtype(dtype, np.floating):
+        return None
+    # (canonicalize_dtype follows jax.enable_x64 contexts too, which jax.config does not)
+    return (jnp.float64 if dtype == np.float64 and jax.dtypes.canonicalize_dtype(
+        np.float64) == np.float64 else jnp.float32)
 
 
 def _raised_by_h5py(e: BaseException) -> bool:
@@ -250,8 +267,9 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
                     f"{got}" + (_regrouped_hint(graph, source, where, spec) or
                                 "; the weights belong to another architecture (load them "
                                 "with the config they were saved with)"), path=path)
-        params[name] = {k: jnp.asarray(v, dtype=jnp.float32 if np.issubdtype(
-            np.asarray(v).dtype, np.floating) else None) for k, v in converted.items()}
+        wide = any(_param_dtype(v) == jnp.float64 for v in converted.values())
+        params[name] = {k: jnp.asarray(v, dtype=jnp.float64 if wide and _param_dtype(v)
+                                       else _param_dtype(v)) for k, v in converted.items()}
     extra = source.unused() if not prefix and hasattr(source, "unused") else []
     # a legacy .h5 names an unregistered class of the user's by its bare class name
     own = [n for n in extra if n in graph.layers and _weightless_builtin(graph.layers[n])

@@ -203,3 +203,60 @@ def test_half_precision_inputs_are_widened_as_keras_casts_them(tmp_path):
             assert y.dtype == jnp.float32
             np.testing.assert_allclose(np.asarray(y), want, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(m(x)), theirs, rtol=1e-5)
+
+
+def test_float64_policy_weights_stay_float64_under_x64(tmp_path):
+    """A ``float64`` policy's weights were rounded to float32 also under x64. Keras 3 keeps
+    them float64 on TensorFlow and on JAX with x64 (its layers cast their inputs to float64),
+    so under x64 they stay float64 and the model computes in float64 from its first float64
+    layer, float32 inputs included: equal to the model in NumPy float64 (within 1e-12; the
+    float32 weights were 1e-8 off). Without x64 the weights are float32, as before."""
+    keras.config.set_dtype_policy("float64")
+    try:
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((5, 5, 2), dtype="float64")
+        h = layers.Conv2D(3, 3, activation="relu", name="conv")(inp)
+        h = layers.BatchNormalization(name="bn")(h)
+        h = layers.Dense(4, activation="tanh", name="dense")(layers.Flatten()(h))
+        model = keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    perturb_keras(model)
+    w = {lay.name: [np.asarray(a, np.float64) for a in lay.get_weights()]
+         for lay in model.layers if lay.weights}
+    w["dense"][0] = w["dense"][0] + 2.0 ** -40  # digits float32 cannot hold
+    for name, arrays in w.items():  # (the NumPy backend keeps its float32 initial kernels)
+        model.get_layer(name).set_weights(arrays)
+
+    def forward(x):  # the model in NumPy float64
+        k, b = w["conv"]
+        win = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))
+        h = np.maximum(np.einsum("nijcab,abco->nijo", win, k) + b, 0.0)
+        gamma, beta, mean, var = w["bn"]
+        h = (h - mean) / np.sqrt(var + 1e-3) * gamma + beta
+        h = np.tanh(h.reshape(len(x), -1) @ w["dense"][0] + w["dense"][1])
+        z = h @ w["out"][0] + w["out"][1]
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    x = np.random.default_rng(1).normal(size=(2, 5, 5, 2))
+    for ext, path in save_keras_and_h5(model, tmp_path, "float64").items():
+        assert {str(a.dtype) for p in load_keras(path).params.values()
+                for a in p.values()} == {"float32"}, ext
+        with x64(True):
+            m = load_keras(path)
+            for name, arrays in w.items():
+                got = [np.asarray(m.params[name][k]) for k in
+                       (("gamma", "beta", "moving_mean", "moving_variance") if name == "bn"
+                        else ("kernel", "bias"))]
+                for a, b in zip(got, arrays):
+                    assert a.dtype == np.float64, (ext, name)
+                    np.testing.assert_array_equal(a, b, err_msg=f"{ext} {name}")
+            for xx in (x, x.astype(np.float32)):
+                y = m(xx)
+                assert y.dtype == jnp.float64, (ext, xx.dtype)
+                np.testing.assert_allclose(np.asarray(y), forward(xx.astype(np.float64)),
+                                           rtol=0, atol=1e-12, err_msg=ext)
+            g = jaxsal.gradcam(m.with_head("logits"), x.astype(np.float32), [0, 2],
+                               layer="conv")
+            assert g.dtype == jnp.float64 and np.isfinite(np.asarray(g)).all()
