@@ -529,16 +529,18 @@ def test_rgb_fourier_standard_transforms(fixtures_dir):
 
 
 def test_a_colour_matrix_for_images_without_three_channels_is_refused():
-    """fourier(color_matrix=M) mixes RGB channels; on a grayscale (or 4-channel) model the
-    matrix given was skipped without a word. The default decorrelation still skips them."""
+    """fourier(color_matrix=M) mixes the channels of images of M's channel count; on a
+    grayscale (or 4-channel) model an RGB matrix was skipped without a word, it is refused
+    (tests/test_parameterization.py: matrices of other channel counts). The default
+    decorrelation (ImageNet's, for RGB) leaves other channel counts unmixed."""
     m = _linear(jax.random.normal(jax.random.key(0), (64, 1)))  # 8x8x1 images
     given = jaxsal.fourier(color_matrix=np.diag([1.0, 2.0, 3.0]))
-    with pytest.raises(ValueError, match=r"fourier: a \(3, 3\) color_matrix mixes the "
-                                         r"channels of RGB images; these images have 1 "
-                                         r"channel.*decorrelate=False"):
+    with pytest.raises(ValueError, match=r"fourier: expected images of 3 channel\(s\) for the "
+                                         r"\(3, 3\) color_matrix given, got 1 channel\(s\).*"
+                                         r"decorrelate=False"):
         jaxsal.maximize(m, [0], steps=1, parameterization=given, **PLAIN)
     x = jnp.full((4, 4, 1), 0.3)
-    for par in (jaxsal.fourier(), jaxsal.fourier(color_matrix=np.eye(3), decorrelate=False)):
+    for par in (jaxsal.fourier(), jaxsal.fourier(decorrelate=False)):
         back = par.to_image(par.from_image(x, (0.0, 1.0)), (0.0, 1.0))
         np.testing.assert_allclose(back, x, atol=1e-6)
 

@@ -755,6 +755,9 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
             raise ValueError(f"image_shape: the model expects {in_shape[2]} channels, got "
                              f"image_shape={image_shape}")
 
+    if parameterization is not None:  # a colour matrix for other channels, a custom one's bug
+        _param.check_parameterization(parameterization, image_shape, rng)
+
     fit_shape = image_shape
     if in_shape is not None and len(in_shape) == 3 and None not in in_shape:
         fit_shape = tuple(in_shape)  # images are resized to a fixed model input

@@ -31,7 +31,15 @@ from jaxsal._src.transforms import Closure, check_finite_array, check_real, clos
 Array = jax.Array
 Range = Sequence[float]
 
-_EPS = 1e-6
+# The inverse of a squash (``from_image``) clamps its argument into [2^-24, 1 - 2^-24], where it
+# is finite: 1 - 2^-24 is the largest float32 below 1, and float32 rounds sigmoid(u) to 1 above
+# u = 16.6, so a saturated pixel comes back to within 2^-24 (6e-8) of the range from either end
+# and ``to_image(from_image(x))`` is ``x`` to float32 rounding across the whole range, its ends
+# included. The variables stay within +-16.6 (the lower end is bounded like the upper one: a
+# pixel at lo is not sent to -87, where the sigmoid's slope is 1e-38). A clamp at 1e-6 moved a
+# pixel at an end by 1e-6 of the range, at every blur step and multi-scale round.
+_V_MIN = 2.0 ** -24
+_V_MAX = 1.0 - 2.0 ** -24  # == np.nextafter(np.float32(1), np.float32(0))
 
 
 class Parameterization(NamedTuple):
@@ -61,20 +69,27 @@ def _unit(x: Array, r: Range) -> Array:
     return (x - lo) / (hi - lo)
 
 
+def _logit(v: Array) -> Array:
+    v = jnp.clip(v, _V_MIN, _V_MAX)
+    return jnp.log(v) - jnp.log1p(-v)
+
+
 def _squash(u: Array, squash: str) -> Array:
     if squash == "sigmoid":
         return jax.nn.sigmoid(u)
     if squash == "tanh":
-        return 0.5 * (jnp.tanh(u) + 1.0)
+        # (tanh(u) + 1) / 2 is sigmoid(2 u); written so, it keeps float32's precision near 0,
+        # where tanh(u) + 1 cancels (pixels below 3e-8 of the range became exactly lo)
+        return jax.nn.sigmoid(2.0 * u)
     return u  # clip: the projection keeps it in [0, 1]
 
 
 def _unsquash(v: Array, squash: str) -> Array:
     if squash == "sigmoid":
-        v = jnp.clip(v, _EPS, 1 - _EPS)
-        return jnp.log(v) - jnp.log1p(-v)
+        return _logit(v)
     if squash == "tanh":
-        return jnp.arctanh(jnp.clip(2.0 * v - 1.0, -1 + _EPS, 1 - _EPS))
+        # arctanh(2 v - 1), without the cancellation of 2 v - 1 near v = 0
+        return 0.5 * _logit(v)
     return v
 
 
@@ -101,8 +116,9 @@ def pixels(*, squash: str = "sigmoid", init_value: float = 0.5,
                             kind="a fraction of input_range")
     if squash != "clip" and init_value in (0.0, 1.0):
         # a squashed pixel reaches lo and hi only at infinity: the start would be clamped to
-        # a fraction _EPS from the bound (a variable of +-13.8), where the squash's slope is
-        # ~1e-6 and Adam's steps of ~learning_rate take 100+ steps to move a pixel at all
+        # 2^-24 of the range from the bound (a variable of +-16.6), where the squash's
+        # slope is 6e-8 and Adam's steps of ~learning_rate take 100+ steps to move a
+        # pixel at all
         raise ValueError(f"pixels: expected init_value strictly between 0 and 1 with "
                          f"squash={squash!r}, got {init_value:g}: a {squash} reaches the ends "
                          f"of the range only at infinity, so the start would be saturated "
@@ -179,33 +195,52 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
     The variables are the real and imaginary parts of the 2-D FFT of each channel (shape
     ``(2, C, H, W)``; the image is the real part of the inverse FFT), multiplied by
     ``1 / f^decay_power`` so that the optimizer's steps are spread evenly over spatial
-    frequencies instead of favouring high frequencies; for 3-channel images a colour
-    decorrelation matrix (by default the square root of ImageNet's colour correlation) mixes
-    the channels; a sigmoid maps the result into ``input_range``. Grayscale and other channel
-    counts skip the colour step.
+    frequencies instead of favouring high frequencies; a colour matrix ``M`` of shape
+    ``(C, C)`` then mixes the channels of every pixel (``v @ M.T``: decorrelated variables
+    become correlated colours), and a sigmoid maps the result into ``input_range``.
+
+    The colour matrix: by default, for 3-channel (RGB) images the square root of ImageNet's
+    colour correlation (Olah et al. 2017), and the identity for images of any other channel
+    count (a grayscale MNIST model, 4-channel RGBA or RGB + infrared: no mixing);
+    ``color_matrix=M`` uses ``M`` instead, for images of ``M``'s channel count only (images
+    of another count are refused). ``M`` is scaled so that its largest column has norm 1,
+    as Lucid scales ImageNet's; ``from_image`` maps colours back through its inverse.
 
     Args:
-      decay_power: spectral decay exponent (1 in the Distill article).
-      decorrelate: use the colour decorrelation for RGB.
+      decay_power: spectral decay exponent (1 in the Distill article), ``>= 0``.
+      decorrelate: mix the channels by the colour matrix; ``False``: no mixing (the identity
+        for every channel count).
       init_std: standard deviation of the initial coefficients.
-      color_matrix: a ``(3, 3)`` matrix to use instead of ImageNet's, for 3-channel images
-        (on images of other channel counts, which are not decorrelated, it is refused).
+      color_matrix: an invertible ``(C, C)`` matrix, for images of ``C`` channels (e.g. a
+        ``(4, 4)`` one for RGBA: ImageNet's for RGB and 1 for alpha,
+        ``scipy.linalg.block_diag(M_rgb, 1.0)``); ``None``: the default above. Refused with
+        ``decorrelate=False``, which would not use it.
+
+    Example::
+
+        par = jaxsal.fourier()                      # ImageNet's for RGB, identity otherwise
+        par = jaxsal.fourier(color_matrix=np.eye(4))  # a 4-channel model, explicitly
     """
     decay_power = check_real(decay_power, "fourier", "decay_power", low=0)
     init_std = check_real(init_std, "fourier", "init_std", low=0)
-    cm = _IMAGENET_COLOR_SQRT if color_matrix is None else np.asarray(
-        check_finite_array(color_matrix, "fourier", "color_matrix"), np.float32)
-    if cm.shape != (3, 3):
-        raise ValueError(f"fourier: expected color_matrix of shape (3, 3), got {cm.shape}")
-    if np.linalg.matrix_rank(cm) < 3:
-        raise ValueError(f"fourier: expected an invertible color_matrix (the image's colours "
-                         f"are mapped back through its inverse), got rank "
-                         f"{np.linalg.matrix_rank(cm)}: {cm.tolist()}")
-    cm = cm / np.max(np.linalg.norm(cm, axis=0))
-    # a matrix given for RGB must not be skipped without a word on images of other channels
-    mix = dict(decay_power=float(decay_power), decorrelate=bool(decorrelate),
-               given=color_matrix is not None)
-    to_rgb, from_rgb = (frozen(np.asarray(m, np.float32)) for m in (cm, np.linalg.inv(cm)))
+    if not isinstance(decorrelate, (bool, np.bool_)):
+        raise TypeError(f"fourier: expected decorrelate as a bool (True or False), got "
+                        f"{decorrelate!r} ({type(decorrelate).__name__})")
+    given = color_matrix is not None
+    if given and not decorrelate:
+        raise ValueError("fourier: expected color_matrix=None with decorrelate=False (no "
+                         "colour mixing), got a color_matrix, which would not be used. Drop "
+                         "color_matrix, or decorrelate=False to mix by it")
+    if not decorrelate:
+        to_rgb = from_rgb = None
+    else:
+        cm = _IMAGENET_COLOR_SQRT if not given else _check_color_matrix(color_matrix)
+        cm = cm / np.max(np.linalg.norm(cm, axis=0))
+        to_rgb, from_rgb = (frozen(np.asarray(m, np.float32))
+                            for m in (cm, np.linalg.inv(cm)))
+    # a matrix given for C channels is refused on images of another count; the default
+    # (ImageNet's, for RGB) leaves them unmixed
+    mix = dict(decay_power=float(decay_power), given=given)
     return Parameterization(
         closure(_fourier_init, init_std=float(init_std)),
         closure(_fourier_to_image, matrix=to_rgb, **mix),
@@ -213,15 +248,79 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
         _keep, f"fourier(decay={float(decay_power)})")
 
 
-def _mix(v, matrix, decorrelate, given):  # v (H, W, C)
-    if decorrelate and v.shape[-1] == 3:
-        return v @ jnp.asarray(np.asarray(matrix, np.float32).T)
-    if decorrelate and given:
-        raise ValueError(f"fourier: a (3, 3) color_matrix mixes the channels of RGB images; "
-                         f"these images have {v.shape[-1]} channel(s) (shape {v.shape}). Drop "
-                         "color_matrix (other channel counts are not decorrelated) or pass "
-                         "decorrelate=False")
-    return v
+def _check_color_matrix(color_matrix: Any) -> np.ndarray:
+    """A user's colour matrix as a float64 ``(C, C)`` array, or an error saying what is
+    expected."""
+    cm = check_finite_array(color_matrix, "fourier", "color_matrix")
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] < 1:
+        raise ValueError(f"fourier: expected color_matrix of shape (C, C) for images of C "
+                         f"channels (a square matrix: (3, 3) for RGB), got shape {cm.shape}. "
+                         f"Pass a square matrix, or drop color_matrix (ImageNet's for RGB, "
+                         f"the identity for other channel counts)")
+    rank = np.linalg.matrix_rank(cm)
+    if rank < len(cm):
+        raise ValueError(f"fourier: expected an invertible color_matrix (the image's colours "
+                         f"are mapped back through its inverse), got rank {rank} of "
+                         f"{len(cm)}: {cm.tolist()}. Pass an invertible matrix (np.eye("
+                         f"{len(cm)}) for no mixing)")
+    return cm
+
+
+def check_parameterization(par: Parameterization, shape: tuple, input_range: Range) -> None:
+    """Refuse, before any compute (shapes only, ``jax.eval_shape``), a parameterization that
+    cannot make images of ``shape = (H, W, C)``: a ``fourier(color_matrix=M)`` for images of
+    another channel count than ``M``'s, a custom one whose ``to_image(init(...))`` is not
+    ``(H, W, C)`` or whose ``from_image`` does not give variables like ``init``'s (it starts
+    seeds and multi-scale rounds). Raises a ``ValueError`` saying what was expected."""
+    to_image = par.to_image
+    if isinstance(to_image, Closure) and to_image.fn is _fourier_to_image:
+        hyper = dict(to_image.hyper)
+        _channel_matrix(shape[-1], hyper["matrix"], hyper["given"])
+    r = tuple(float(v) for v in input_range)
+    variables = jax.eval_shape(lambda k: par.init(k, tuple(shape), r), jax.random.key(0))
+    image = jax.eval_shape(lambda p: par.to_image(p, r), variables)
+    if not (isinstance(image, jax.ShapeDtypeStruct) and image.shape == tuple(shape)
+            and jnp.issubdtype(image.dtype, jnp.floating)):
+        got = (f"shape {image.shape} and dtype {image.dtype}"
+               if isinstance(image, jax.ShapeDtypeStruct) else
+               str(jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), image)))
+        raise ValueError(f"parameterization {par.name}: expected to_image(init(key, {shape}, "
+                         f"input_range), input_range) to be a float image of shape {shape}, "
+                         f"got {got}. Fix its init or to_image")
+    back = jax.eval_shape(lambda x: par.from_image(x, r), image)
+    same = jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(variables) and all(
+        a.shape == b.shape for a, b in zip(jax.tree_util.tree_leaves(back),
+                                           jax.tree_util.tree_leaves(variables)))
+    if not same:
+        def shapes(t):
+            return jax.tree_util.tree_map(lambda a: a.shape, t)
+        raise ValueError(f"parameterization {par.name}: expected from_image of a {shape} image "
+                         f"to give variables shaped as init's, {shapes(variables)}, got "
+                         f"{shapes(back)}. Fix its from_image (it starts seed_images and the "
+                         f"rounds of upscaling_steps)")
+
+
+def _channel_matrix(c: int, matrix: Any, given: bool) -> np.ndarray | None:
+    """The ``(c, c)`` matrix that mixes the channels of ``c``-channel images, ``None`` for
+    none (the identity): ``matrix`` (a frozen ``(K, K)``, or ``None`` for
+    ``decorrelate=False``) when ``K == c``; a ``ValueError`` when it was given for another
+    channel count; ``None`` for the default (ImageNet's, for RGB) on other channel counts."""
+    if matrix is None:
+        return None
+    k = len(matrix)
+    if k == c:
+        return np.asarray(matrix, np.float32)
+    if not given:
+        return None
+    raise ValueError(f"fourier: expected images of {k} channel(s) for the ({k}, {k}) "
+                     f"color_matrix given, got {c} channel(s). Pass a ({c}, {c}) color_matrix "
+                     f"(np.eye({c}): no mixing), drop color_matrix (ImageNet's for RGB, the "
+                     f"identity for other channel counts) or pass decorrelate=False")
+
+
+def _mix(v, matrix, given):  # v (H, W, C)
+    m = _channel_matrix(v.shape[-1], matrix, given)
+    return v if m is None else v @ jnp.asarray(m.T)
 
 
 def _fourier_init(key, shape, r, *, init_std):
@@ -229,18 +328,18 @@ def _fourier_init(key, shape, r, *, init_std):
     return init_std * jax.random.normal(key, (2, c, h, w), jnp.float32)
 
 
-def _fourier_to_image(p, r, *, matrix, decay_power, decorrelate, given):
+def _fourier_to_image(p, r, *, matrix, decay_power, given):
     lo, hi = r
     _, c, h, w = p.shape
     spec = (p[0] + 1j * p[1]) * _spectrum_scale(h, w, decay_power)
     v = jnp.real(jnp.fft.ifft2(spec, norm="ortho")).astype(jnp.float32)  # (C, H, W)
-    v = _mix(jnp.transpose(v, (1, 2, 0)), matrix, decorrelate, given)
+    v = _mix(jnp.transpose(v, (1, 2, 0)), matrix, given)
     return lo + (hi - lo) * jax.nn.sigmoid(v)
 
 
-def _fourier_from_image(x, r, *, matrix, decay_power, decorrelate, given):
+def _fourier_from_image(x, r, *, matrix, decay_power, given):
     h, w, c = x.shape
-    v = _mix(_unsquash(_unit(x, r), "sigmoid"), matrix, decorrelate, given)
+    v = _mix(_unsquash(_unit(x, r), "sigmoid"), matrix, given)
     spec = jnp.fft.fft2(jnp.transpose(v, (2, 0, 1)), norm="ortho")
     spec = spec / _spectrum_scale(h, w, decay_power)
     return jnp.stack([spec.real, spec.imag]).astype(jnp.float32)
