@@ -442,7 +442,9 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         softmax mostly minimizes the other classes); ``None`` uses the model as given.
       parameterization: :func:`~jaxsal.pixels` (default: :func:`default_parameterization`,
         which depends on whether the objective has an output term) or
-        :func:`~jaxsal.fourier` (decorrelated Fourier space, for RGB models), or custom.
+        :func:`~jaxsal.fourier` (Fourier space; ImageNet's colour decorrelation for RGB, the
+        identity or a ``color_matrix`` of yours for other channel counts), or custom (checked
+        with ``jax.eval_shape`` before compute).
       optimizer: any ``optax.GradientTransformation``; default ``optax.adam(learning_rate)``.
         Every update gets the step's loss (``penalties - objective``, minimized) as the extra
         arguments ``value``, ``grad`` and ``value_fn`` (``optax.lbfgs()``'s line search and
