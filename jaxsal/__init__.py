@@ -46,8 +46,9 @@ from jaxsal._src.sensitivity import sensitivity_max
 from jaxsal._src.features import feature_maps, filter_images, image_grid
 from jaxsal._src.maximize import (MaximizeResult, default_parameterization,
                                   default_regularizers, default_transforms, maximize)
-from jaxsal._src.objectives import (Objective, channel_objective, direction_objective,
-                                    neuron_objective, output_objective, stack_objectives)
+from jaxsal._src.objectives import (Diversity, Objective, channel_objective, diversity,
+                                    direction_objective, neuron_objective, output_objective,
+                                    stack_objectives)
 from jaxsal._src.parameterization import Parameterization, fourier, pixels
 from jaxsal._src.regularizers import (Regularizer, blur_every, l2_decay, lp_norm,
                                       total_variation)
@@ -60,6 +61,7 @@ from jaxsal._src.postprocess import clip_percentile, normalize, reduce_channels,
 __all__ = [
     "Curves",
     "DEFAULT_MEMORY_BUDGET",
+    "Diversity",
     "FunctionModel",
     "IncompleteJob",
     "Inputs",
@@ -91,6 +93,7 @@ __all__ = [
     "default_transforms",
     "deletion",
     "direction_objective",
+    "diversity",
     "eigencam",
     "eigengradcam",
     "explain_to_file",

@@ -51,11 +51,12 @@ class MaximizeResult(NamedTuple):
     """What :func:`maximize` returns.
 
     Attributes:
-      images: ``(T, H, W, C)`` optimized images, inside ``input_range``.
+      images: ``(T, H, W, C)`` optimized images, inside ``input_range``
+        (``(T, K, H, W, C)`` with ``images_per_unit=K > 1``).
       scores: ``(T,)`` the objective of each image, evaluated on the returned image (no
-        transform, no regularizer).
+        transform, no regularizer, no diversity penalty; ``(T, K)`` with K images per unit).
       trajectory: ``(T, total_steps)`` the objective at every step (on that step's
-        transformed image), for convergence plots.
+        transformed image), for convergence plots (``(T, K, total_steps)``).
       objective: the stacked :class:`~jaxsal.Objective` that was maximized.
     """
 
@@ -210,13 +211,16 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
            need_output: bool, image_shape: tuple, rng: tuple, steps: int, rounds: int,
            factor: float, upscale_blur: float, param: Any, optimizer: Any,
            learning_rate: float, regularizers: tuple, transforms: Any, unit_chunk: int,
-           has_seed: bool):
+           has_seed: bool, images: int, div: _obj.Diversity | None):
     """A jitted ``run(params, objective, key, seed) -> (images, scores, trajectory)``.
 
     Every argument is part of the cache key: the model by :class:`_ModelKey`, the options by
     equality (jaxsal's factories compare equal for equal hyperparameters; optax
     transformations and functions of one's own by identity). ``needed`` and ``needed_pre``:
-    the layers whose outputs and pre-activation values the objectives read."""
+    the layers whose outputs and pre-activation values the objectives (and ``div``) read.
+    ``images``: images per unit (optimized together, ``div`` penalizing their similarity);
+    with more than one, every per-image function below is vmapped over them and the results
+    gain an image axis after the unit axis."""
     model = model_key.model
     m = model.with_head(head) if head is not None and hasattr(model, "with_head") else model
     lo, hi = rng
@@ -281,25 +285,44 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
             jax.ShapeDtypeStruct((H, W, C), jnp.float32)))
 
     def score(params, obj, x):
+        return score_feats(params, obj, x)[0]
+
+    def score_feats(params, obj, x):  # the objective and the diversity layer's values
         y, acts, pre = forward(params, x)
         if final_maps is not None:
             obj = _obj.positions_for(obj, map_shapes(acts, pre), final_maps)
-        return obj(y, acts, pre)
+        feats = None if div is None else (pre if div.pre_activation else acts)[div.layer]
+        return obj(y, acts, pre), feats
+
+    # one image per unit: the functions of one image; several: vmapped over the unit's images
+    # (which share the unit's random transform at every step, as Lucid's batch does)
+    each = (lambda f: f) if images == 1 else jax.vmap
 
     def unit(x):
         return (x - lo) / (hi - lo)
 
     def loss_fn(p, params, obj, key, *, tfm):
+        if images > 1:
+            return loss_many(p, params, obj, key, tfm=tfm)
         img = par.to_image(p, rng)
         s = score(params, obj, fit(tfm(key, img)))
         pen = sum((f(unit(img)) for f in penalties), jnp.zeros((), jnp.float32))
         return pen - s, s
 
+    def loss_many(p, params, obj, key, *, tfm):  # (K, ...) variables: K images of one unit
+        img = jax.vmap(lambda q: par.to_image(q, rng))(p)
+        s, feats = jax.vmap(lambda x: score_feats(params, obj, fit(tfm(key, x))))(img)
+        pen = sum((jax.vmap(f)(unit(img)) for f in penalties), jnp.zeros_like(s))
+        loss = jnp.sum(pen - s)
+        if div is not None:
+            loss = loss + div.weight * _obj.diversity_penalty(feats)
+        return loss, s
+
     def apply_steps(p, i):
         for r in stepped:
             def do(p, r=r):
-                img = unit(par.to_image(p, rng))
-                return par.from_image(lo + (hi - lo) * r.step(img), rng)
+                img = unit(to_image(p))
+                return from_image(lo + (hi - lo) * each(r.step)(img))
             p = jax.lax.cond((i + 1) % r.every == 0, do, lambda p: p, p)
         return p
 
@@ -307,19 +330,32 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
     # (50 Adam steps: 2.5% of a linear model's optimum); it starts START_MARGIN inside
     margin = 0.0 if _param.reaches_ends(par) else _param.START_MARGIN * (hi - lo)
 
+    def to_image(p):
+        return each(lambda q: par.to_image(q, rng))(p)
+
+    def from_image(img):
+        return each(lambda x: par.from_image(x, rng))(img)
+
+    def project(p):
+        return each(lambda q: par.project(q, rng))(p)
+
+    def init(key, hw):
+        if images == 1:
+            return par.init(key, (*hw, C), rng)
+        return jax.vmap(lambda k: par.init(k, (*hw, C), rng))(jax.random.split(key, images))
+
     def one_unit(params, obj, key, seed):
         k_init, k_steps = jax.random.split(key)
         trajectory, p, start = [], None, 0
         for r, hw in enumerate(sizes):
             if r == 0:
-                p = par.project(par.from_image(jnp.clip(_tf.resize(seed, hw), lo + margin,
-                                                        hi - margin), rng) if has_seed
-                                else par.init(k_init, (*hw, C), rng), rng)  # start feasible
+                p = project(from_image(jnp.clip(_tf.resize(seed, hw), lo + margin, hi - margin))
+                            if has_seed else init(k_init, hw))  # start feasible
             else:
-                img = _tf.resize(par.to_image(p, rng), hw)
+                img = each(lambda x, hw=hw: _tf.resize(x, hw))(to_image(p))
                 if upscale_blur > 0:
-                    img = _tf.gaussian_blur(img, upscale_blur)
-                p = par.from_image(img, rng)
+                    img = each(lambda x: _tf.gaussian_blur(x, upscale_blur))(img)
+                p = from_image(img)
 
             def step(carry, i, tfm=tfms[r]):
                 p, state = carry
@@ -329,16 +365,17 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
                 (loss, s), g = jax.value_and_grad(loss_of, has_aux=True)(p)
                 updates, state = opt.update(g, state, p, value=loss, grad=g,
                                             value_fn=lambda q: loss_of(q)[0])
-                p = par.project(optax.apply_updates(p, updates), rng)
+                p = project(optax.apply_updates(p, updates))
                 return (apply_steps(p, i), state), s
 
             (p, state), traj = jax.lax.scan(step, (p, opt.init(p)),
                                             jnp.arange(start, start + steps))
-            p = par.project(_evaluation_point(state, p), rng)
-            trajectory.append(traj)
+            p = project(_evaluation_point(state, p))
+            trajectory.append(traj)  # (steps,), or (steps, K) images
             start += steps
-        img = jnp.clip(par.to_image(p, rng), lo, hi)
-        return img, score(params, obj, fit(img)), jnp.concatenate(trajectory)
+        img = jnp.clip(to_image(p), lo, hi)
+        scores = each(lambda x: score(params, obj, fit(x)))(img)
+        return img, scores, jnp.moveaxis(jnp.concatenate(trajectory), 0, -1)
 
     def run(params, obj, key, seed):
         many = jax.vmap(one_unit, in_axes=(None, 0, None, 0 if has_seed else None))
@@ -403,7 +440,9 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
              upscaling_factor: float = 1.2, upscale_blur: float = 0.0,
              image_shape: Sequence[int] | None = None, seed_images: ArrayLike | None = None,
              unit_chunk: int | None = None, memory_budget: int | None = None,
-             check_finite: bool = True, pre_activation: bool = False) -> MaximizeResult:
+             check_finite: bool = True, pre_activation: bool = False,
+             images_per_unit: int = 1,
+             diversity: _obj.Diversity | None = None) -> MaximizeResult:
     """Find, for every target unit, an input that maximizes it.
 
     One ``jax.jit``-compiled program: the optax update loop runs in ``lax.scan`` and is
@@ -499,6 +538,15 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         ``Activation`` layer is refused (name the layer before it). Refused without
         ``layer`` and with Objectives as targets (``channel_objective(l, k,
         pre_activation=True)``). ``scores`` are then pre-activation values.
+      images_per_unit: K, the number of images optimized for every unit (an int >= 1; Lucid's
+        ``batch``). With K > 1 each unit's K images start from their own noise (from
+        ``key``) and share the unit's random transforms; ``images`` are then ``(T, K, H, W,
+        C)``, ``scores`` ``(T, K)`` and ``trajectory`` ``(T, K, steps * upscaling_steps)``.
+        Without ``diversity`` they differ only by their start; ``seed_images`` is refused.
+      diversity: :func:`~jaxsal.diversity` ``(layer, weight=...)``: a penalty on the
+        similarity of each unit's K images (the cosine similarity of their Gram matrices at
+        ``layer``, Lucid's ``diversity``), subtracted from the sum of their objectives;
+        needs ``images_per_unit >= 2``.
 
     Returns:
       :class:`MaximizeResult` with ``images (T, H, W, C)``, ``scores (T,)`` (on the returned
@@ -518,7 +566,8 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         transforms=transforms, upscaling_steps=upscaling_steps,
         upscaling_factor=upscaling_factor, upscale_blur=upscale_blur,
         image_shape=image_shape, seed_images=seed_images, unit_chunk=unit_chunk,
-        memory_budget=memory_budget, pre_activation=pre_activation)
+        memory_budget=memory_budget, pre_activation=pre_activation,
+        images_per_unit=images_per_unit, diversity=diversity)
     images, scores, trajectory = run(*args)
     if is_channels_first(model, 4):  # back to the model's own layout
         images = jnp.moveaxis(images, -1, -3)
@@ -535,7 +584,8 @@ def _check_converged(result: MaximizeResult, targets: Any) -> None:
     result as ``error.result`` (the finite rows are not lost: nothing need run again)."""
     images, scores, trajectory = result.images, result.scores, result.trajectory
     finite_image = np.asarray(jnp.isfinite(images.reshape(len(images), -1)).all(1))
-    ok = np.asarray(jnp.isfinite(scores)) & finite_image
+    # with images_per_unit > 1: a unit fails when one of its images does
+    ok = np.asarray(jnp.isfinite(scores.reshape(len(scores), -1)).all(1)) & finite_image
     if ok.all():
         return
     bad = np.flatnonzero(~ok)
@@ -544,7 +594,8 @@ def _check_converged(result: MaximizeResult, targets: Any) -> None:
     labels = (f" (units {[int(ids[i]) for i in bad[:10]]})" if ids is not None
               and len(ids) == len(ok) and all(isinstance(t, (int, np.integer)) for t in ids)
               else "")
-    nonfinite = ~np.isfinite(np.asarray(trajectory))
+    steps = trajectory.shape[-1]
+    nonfinite = (~np.isfinite(np.asarray(trajectory))).reshape(len(ok), -1, steps).any(1)
 
     def listed(rows):
         return ", ".join(str(int(i)) for i in rows[:10]) + (", ..." if len(rows) > 10 else "")
@@ -564,7 +615,7 @@ def _check_converged(result: MaximizeResult, targets: Any) -> None:
     error = ValueError(
         f"maximize: the ascent failed for {len(bad)} of {len(ok)} units: positions {shown}"
         f"{labels} have non-finite images or scores. Their objective was first non-finite "
-        f"(of {trajectory.shape[1]} steps, counted from 0): {first}. {' '.join(cause)} "
+        f"(of {steps} steps, counted from 0): {first}. {' '.join(cause)} "
         "Expected finite images and scores. Every unit's result is kept as this error's "
         ".result (the other rows are finite); check_finite=False returns it instead of "
         "raising")
@@ -586,7 +637,7 @@ def maximize_program(model: Any, targets: Any, **options):
 def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, objective, head,
              parameterization, optimizer, learning_rate, regularizers, transforms,
              upscaling_steps, upscaling_factor, upscale_blur, image_shape, seed_images,
-             unit_chunk, memory_budget, pre_activation):
+             unit_chunk, memory_budget, pre_activation, images_per_unit, diversity):
     """Validate the arguments of :func:`maximize` (every one given: the defaults live in
     :func:`maximize`'s signature only); return its jitted program and arguments
     ``(run, (params, objective, key, seed))``."""
@@ -675,6 +726,26 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                          "logits head already removes the output activation). Pass "
                          "layer=NAME with the unit indices")
     objective = "channel" if objective is None else objective
+    if (isinstance(images_per_unit, (bool, np.bool_))
+            or not isinstance(images_per_unit, (int, np.integer)) or images_per_unit < 1):
+        raise ValueError(f"images_per_unit: expected an int >= 1 (images optimized for every "
+                         f"unit), got {images_per_unit!r}")
+    images_per_unit = int(images_per_unit)
+    if diversity is not None and not isinstance(diversity, _obj.Diversity):
+        raise TypeError(f"diversity: expected None or jaxsal.diversity(layer, weight=...), got "
+                        f"{type(diversity).__name__}"
+                        + (" (the factory jaxsal.diversity; call it: diversity=jaxsal."
+                           "diversity(layer, weight=...))" if diversity is _obj.diversity
+                           else ""))
+    if diversity is not None and images_per_unit < 2:
+        raise ValueError(f"diversity compares the images of one unit; expected "
+                         f"images_per_unit >= 2 with it, got images_per_unit="
+                         f"{images_per_unit}. Pass images_per_unit=4 (say), or drop diversity")
+    if images_per_unit > 1 and seed_images is not None:
+        raise ValueError(f"seed_images: images_per_unit={images_per_unit} starts each unit's "
+                         "images from their own noise (equal starts would stay equal without "
+                         "diversity); expected seed_images=None with images_per_unit > 1. Drop "
+                         "seed_images, or call once per seed with images_per_unit=1")
     if unit_chunk is not None and (isinstance(unit_chunk, (bool, np.bool_))
                                    or not isinstance(unit_chunk, (int, np.integer))
                                    or unit_chunk < 1):
@@ -774,6 +845,18 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                                               for l in obj.layers), obj.weights, obj.indices,
                              obj.pre)
     T = int(jax.tree_util.tree_leaves(obj)[0].shape[0])
+    needed, needed_pre = obj.needed_layers, obj.needed_pre_layers
+    if diversity is not None:  # its layer, by the name the model resolves, is captured too
+        d_layer = diversity.layer
+        if hasattr(mh, "resolve_layer"):
+            d_layer = mh.resolve_layer(d_layer)
+        _obj.validate_objective(_obj.stack_objectives([_obj.channel_objective(
+            d_layer, 0, pre_activation=diversity.pre_activation)]), mh, fit_shape)
+        diversity = diversity._replace(layer=d_layer)
+        if diversity.pre_activation:
+            needed_pre = tuple(dict.fromkeys((*needed_pre, d_layer)))
+        else:
+            needed = tuple(dict.fromkeys((*needed, d_layer)))
 
     key = base.check_key(key, "maximize")
     has_seed = seed_images is not None
@@ -799,14 +882,14 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         regs = default_regularizers("output" if any(l is None for l in obj.layers) else "layer")
     # every unit optimizes its own image: charged one forward pass of one image (its VJP's
     # residuals on an accelerator), as a target of the attribution methods is
-    per_unit = 1 if unit_chunk is not None else base.forward_bytes(
+    per_unit = 1 if unit_chunk is not None else images_per_unit * base.forward_bytes(
         mh, jax.ShapeDtypeStruct((1, *fit_shape), jnp.float32))
     unit_chunk = base.chunk_for(T, per_unit, unit_chunk, memory_budget, rows=1)
     run = _build(_ModelKey(model), head if hasattr(model, "with_head") else None,
-                 obj.needed_layers, obj.needed_pre_layers,
+                 needed, needed_pre,
                  any(l is None for l in obj.layers), image_shape, rng, int(steps),
                  int(upscaling_steps), float(upscaling_factor), float(upscale_blur),
                  parameterization, optimizer, float(learning_rate), regs, transforms,
-                 int(unit_chunk), has_seed)
+                 int(unit_chunk), has_seed, images_per_unit, diversity)
     # the params of this call's model (the cached program may come from an equal model)
     return run, (mh.params, obj, key, seed)

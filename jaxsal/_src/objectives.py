@@ -25,7 +25,7 @@ pre-activation has one.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -265,6 +265,65 @@ def direction_objective(layer: str, direction: ArrayLike, *, weight: float = 1.0
                          f"shape {tuple(d.shape)}")
     return Objective(("direction",), (layer,), (_weight(weight, "direction_objective"),), (d,),
                      (_pre(pre_activation, "direction_objective"),))
+
+
+class Diversity(NamedTuple):
+    """A diversity penalty over the images of one unit (Lucid's ``objectives.diversity``);
+    made by :func:`diversity`, given to :func:`jaxsal.maximize` as ``diversity=``.
+
+    Attributes:
+      layer: the layer whose activations are compared.
+      weight: the penalty's weight (a float ``>= 0``).
+      pre_activation: compare the layer's values before its fused activation.
+    """
+
+    layer: str
+    weight: float = 1.0
+    pre_activation: bool = False
+
+
+def diversity(layer: str, *, weight: float = 1.0, pre_activation: bool = False) -> Diversity:
+    """Penalize similar styles among the ``images_per_unit`` images of each unit.
+
+    Olah, Mordvintsev & Schubert 2017 ("Feature Visualization", Distill, section
+    "Diversity"), as Lucid's ``objectives.diversity``: for the K images of one unit, the Gram
+    matrix ``G_k = A_k^T A_k`` of ``layer``'s activations ``A_k`` (positions x channels) is
+    normalized to unit Frobenius norm, and the penalty is ``weight * sum_{i != j} <G_i, G_j> /
+    K``, the mean over images of the summed cosine similarities to the others (0 for
+    orthogonal styles, ``K - 1`` for equal ones). It is subtracted from the objective, which
+    is maximized: Lucid's ``channel(l, n) - 1e2 * diversity(l)`` is
+    ``maximize(m, [n], layer=l, images_per_unit=4, diversity=jaxsal.diversity(l, weight=1e2))``.
+
+    Args:
+      layer: the layer whose activations are compared (an early layer compares textures, a
+        late one contents).
+      weight: the penalty's weight, ``>= 0``.
+      pre_activation: compare the values before the layer's fused activation (see
+        :func:`channel_objective`).
+
+    Example::
+
+        res = jaxsal.maximize(model, [5], layer="conv2d_2", images_per_unit=4,
+                              diversity=jaxsal.diversity("conv2d_1", weight=10.0))
+        res.images  # (1, 4, H, W, C): four different images of channel 5
+    """
+    _check_layer(layer, "diversity")
+    weight = check_real(weight, "diversity", "weight", low=0)
+    return Diversity(layer, float(weight), _pre(pre_activation, "diversity"))
+
+
+def diversity_penalty(acts: Array) -> Array:
+    """The unweighted :func:`diversity` penalty of ``acts`` ``(K, ..., C)``, the activations
+    of the K images of one unit: ``sum_{i != j} <G_i, G_j> / K`` with ``G_k`` the Gram matrix
+    of image k's activations (positions x channels), normalized to unit Frobenius norm."""
+    k = acts.shape[0]
+    flat = acts.astype(jnp.float32).reshape(k, -1, acts.shape[-1])  # (K, positions, C)
+    grams = jnp.einsum("kpc,kpd->kcd", flat, flat)
+    # Lucid's tf.nn.l2_normalize(grams, axis=[1, 2], epsilon=1e-10)
+    norm = jnp.sqrt(jnp.maximum(jnp.sum(grams ** 2, axis=(1, 2), keepdims=True), 1e-10))
+    grams = (grams / norm).reshape(k, -1)
+    sims = grams @ grams.T  # (K, K) cosine similarities
+    return (jnp.sum(sims) - jnp.sum(jnp.diagonal(sims))) / k
 
 
 def _pre(pre_activation: Any, what: str) -> bool:
