@@ -75,6 +75,11 @@ def test_images_per_unit_shapes_scores_and_layouts(conv_models, diverse):
     assert res_cf.images.shape == (2, 4, 3, 12, 12)
     np.testing.assert_allclose(jnp.moveaxis(res_cf.images, 2, -1), res.images, atol=1e-6)
     assert float(res.images.min()) >= 0.0 and float(res.images.max()) <= 1.0
+    with pytest.raises(ValueError, match=r"the \(T, K, \.\.\.\) images of maximize\(images_per_"
+                                         r"unit=4\)\..*ncols=4, channels_first=True\)"):
+        jaxsal.image_grid(res_cf.images, channels_first=True)
+    grid = jaxsal.image_grid(res.images.reshape(-1, 12, 12, 3), ncols=4, pad=1)  # the fix
+    np.testing.assert_array_equal(grid[14:26, 1:13], res.images[1, 0])  # row 2: unit 2
     for t, k in enumerate([1, 2]):
         _, acts = cl.apply(cl.params, res.images[t], capture=["c2"])
         np.testing.assert_allclose(res.scores[t], acts["c2"][..., k].mean(axis=(1, 2)),

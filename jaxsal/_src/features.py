@@ -237,6 +237,13 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
     if not isinstance(channels_first, (bool, np.bool_)):
         raise TypeError(f"image_grid: expected channels_first as a bool, got "
                         f"{channels_first!r}")
+    if a.ndim == 5:  # maximize(images_per_unit=K): K images per unit
+        k = a.shape[1]
+        raise ValueError(f"image_grid: expected (T, H, W) or (T, H, W, C) images, got shape "
+                         f"{a.shape}, the (T, K, ...) images of maximize(images_per_unit={k}). "
+                         f"Flatten the units' images, a row per unit: image_grid(images.reshape("
+                         f"-1, *images.shape[2:]), ncols={k}"
+                         + (", channels_first=True)" if channels_first else ")"))
     if channels_first:
         if a.ndim != 4:
             raise ValueError(f"image_grid: channels_first=True: expected (T, C, H, W) images, "
