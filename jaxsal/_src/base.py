@@ -804,13 +804,14 @@ def compiled(key: Hashable, build: Callable[[], Callable], precision: str | None
 
 def clear_caches() -> None:
     """Forget every compiled attribution program and cached shape (frees their memory)."""
-    from jaxsal._src import maximize, plans  # imported here: they build on this module
+    from jaxsal._src import maximize, parameterization, plans  # they build on this module
 
     _PROGRAMS.clear()
     _SHAPES.clear()
     _JAXPRS.clear()
     plans.PLANS.clear()
     maximize._build.cache_clear()
+    parameterization._checked.cache_clear()  # the parameterizations it holds
 
 
 def _sds(x: Any) -> Any:
