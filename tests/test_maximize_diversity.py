@@ -136,3 +136,20 @@ def test_images_per_unit_and_diversity_refusals(conv_models):
                         diversity=jaxsal.diversity("nope"))
     with pytest.raises(ValueError, match=r"diversity: expected weight >= 0"):
         jaxsal.diversity("c1", weight=-1.0)
+
+
+def test_a_channels_first_model_gets_its_twin_s_images_under_every_transform(conv_models):
+    """Transforms (pad, jitter, scale, rotation: ``standard_transforms``), regularizers and
+    the parameterization act on the channels-last view of a channels-first model: the same
+    key gives the channels-last twin's images, in the model's own layout, for channel,
+    neuron and direction objectives alike."""
+    objs = [jaxsal.channel_objective("c2", 1) + jaxsal.neuron_objective("c2", 2, (1, 6))
+            + jaxsal.direction_objective("c2", np.linspace(-1.0, 1.0, 5)) for _ in range(2)]
+    objs[1] = 0.5 * objs[1]
+    opts = dict(steps=4, key=3, transforms=jaxsal.standard_transforms(12),
+                regularizers=(jaxsal.total_variation(0.5),), input_range=(-1.0, 2.0))
+    cl, cf = (jaxsal.maximize(m, objs, **opts) for m in conv_models)
+    assert cf.images.shape == (2, 3, 12, 12)
+    np.testing.assert_allclose(jnp.moveaxis(cf.images, 1, -1), cl.images, atol=1e-6)
+    np.testing.assert_allclose(cf.scores, cl.scores, rtol=1e-5, atol=1e-6)
+    assert float(cl.images.min()) >= -1.0 and float(cl.images.max()) <= 2.0

@@ -458,7 +458,8 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
     A channels-first model (``model.data_format``) is optimized through its
     ``channels_last()`` view; ``image_shape``, ``seed_images`` and the returned images are
     then in its own layout, ``(C, H, W)`` (draw them with
-    ``jaxsal.plot.image_grid(res.images, channels_first=True)``).
+    ``jaxsal.plot.image_grid(res.images, channels_first=True)``); transforms, regularizers
+    and the parameterization see ``(H, W, C)`` images.
 
     Args:
       model: a :class:`model_import.KerasModel` (anything with ``apply(params, x,
