@@ -213,8 +213,9 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
         for every channel count).
       init_std: standard deviation of the initial coefficients.
       color_matrix: an invertible ``(C, C)`` matrix, for images of ``C`` channels (e.g. a
-        ``(4, 4)`` one for RGBA: ImageNet's for RGB and 1 for alpha,
-        ``scipy.linalg.block_diag(M_rgb, 1.0)``); ``None``: the default above. Refused with
+        ``(4, 4)`` one for RGBA that mixes RGB by ``M_rgb`` and leaves alpha alone,
+        ``scipy.linalg.block_diag(M_rgb, 1.0)`` with ``M_rgb`` scaled to a largest column norm
+        of 1 first, as the whole matrix is); ``None``: the default above. Refused with
         ``decorrelate=False``, which would not use it.
 
     Example::
