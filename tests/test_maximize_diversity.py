@@ -153,3 +153,18 @@ def test_a_channels_first_model_gets_its_twin_s_images_under_every_transform(con
     np.testing.assert_allclose(jnp.moveaxis(cf.images, 1, -1), cl.images, atol=1e-6)
     np.testing.assert_allclose(cf.scores, cl.scores, rtol=1e-5, atol=1e-6)
     assert float(cl.images.min()) >= -1.0 and float(cl.images.max()) <= 2.0
+
+
+def test_a_failed_ascent_with_several_images_per_unit_names_the_units():
+    """With K images per unit, a unit fails when one of its images does; the error names
+    the unit and the first step at which one of its images' objective was not finite."""
+    w = jax.random.normal(jax.random.key(0), (16, 2))
+    m = jaxsal.FunctionModel(lambda p, x: jnp.log(x.reshape(x.shape[0], -1) - 0.5) @ p["w"],
+                             {"w": w}, input_shape=(4, 4, 1))  # NaN wherever a pixel < 0.5
+    with pytest.raises(ValueError, match=r"failed for 2 of 2 units: positions 0, 1 \(units "
+                                         r"\[0, 1\]\).*position 0 at step 0; position 1 at "
+                                         r"step 0\..*the model or the objective gives NaN") as e:
+        jaxsal.maximize(m, [0, 1], steps=2, images_per_unit=3, transforms=jaxsal.identity(),
+                        regularizers=())
+    assert e.value.result.images.shape == (2, 3, 4, 4, 1)
+    assert e.value.result.scores.shape == (2, 3)
