@@ -152,14 +152,14 @@ def test_a_leaky_relu_layer_keeps_its_gradient_under_the_relu_rules(tmp_path):
     layers now give the same maps, the plain gradient, and a relu layer still differs."""
     keras = pytest.importorskip("keras")
     keras.utils.set_random_seed(1)
-    maps = {}
+    maps, weights = {}, None
     for name, act in (("relu_slope", keras.layers.ReLU(negative_slope=0.1)),
                       ("leaky", keras.layers.LeakyReLU(negative_slope=0.1)),
                       ("relu", keras.layers.ReLU())):
         i = keras.Input((6, 6, 2))
         h = act(keras.layers.Conv2D(4, 3, name="conv")(i))
         km = keras.Model(i, keras.layers.Dense(3, name="out")(keras.layers.Flatten()(h)))
-        if maps:  # the same weights in every model
+        if weights is not None:  # the same weights in every model
             km.set_weights(weights)
         weights = km.get_weights()
         km.save(tmp_path / f"{name}.keras")
