@@ -59,7 +59,7 @@ def _layer_path(name: str, weigh: Callable, alphas: Any, model: Any, x: ArrayLik
     check_reduce(reduce)
     p = prepare(model, x, targets, head=head, check_finite=check_finite, multi_input=True)
     lt = prepare_layer(p, layer, reduce)
-    b = check_baseline(p.per_input(baseline, "baseline"), p.x)
+    b = check_baseline(p.per_input(baseline, "baseline"), p.x, formats=p.formats)
     points = len(alphas)
     nb, batch_steps, chunk = base.sampling_plan(p.model, p.x, p.n, p.spec.num, points,
                                                 batch_steps, "batch_steps", chunk_size,
@@ -250,7 +250,7 @@ def neuron_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, 
     p = prepare(model, x, targets, head=head, check_finite=check_finite, multi_input=True)
     lt = prepare_layer(p, layer, None)
     mask = _neuron_mask(neuron, lt, layer)
-    b = check_baseline(p.per_input(baseline, "baseline"), p.x)
+    b = check_baseline(p.per_input(baseline, "baseline"), p.x, formats=p.formats)
     nb, batch_steps, chunk = base.sampling_plan(p.model, p.x, p.n, p.spec.num, steps,
                                                 batch_steps, "batch_steps", chunk_size,
                                                 memory_budget)

@@ -198,7 +198,8 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
                              "reduce='sum') or drop patch=")
     cells, positions = map_positions(tuple(mp.shape[2:]), patch)
     steps = _check_steps(steps, positions, "position" if cells is None else "cell")
-    other = check_like(other, p.x, name, result="the curves' scores")
+    other = check_like(other, p.x, name, channels_first=p.channels_first,
+                       result="the curves' scores")
     check_fill_ids(p.model, other, p.x, name)
     other, batch_size, per_image, nb = base.masked_plan(p.model, p.x, other, batch_size,
                                                         memory_budget)

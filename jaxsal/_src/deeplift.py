@@ -495,7 +495,7 @@ def deeplift(model: ModelLike, x: Inputs, targets: Targets = None, *,
     p, dl, multiply_by_inputs, lt, axes, nb, fb = _setup(
         model, x, targets, head, check_finite, maxpool, products, eps, rtol, reduce,
         multiply_by_inputs, layer, memory_budget)
-    b = check_baseline(p.per_input(baseline, "baseline"), p.x)
+    b = check_baseline(p.per_input(baseline, "baseline"), p.x, formats=p.formats)
     check_fill_ids(p.model, b, p.x, "baseline")  # ids outside the vocabulary: NaN maps
     chunk = base.chunk_for(p.spec.num, fb, chunk_size, memory_budget, rows=2 * nb)
     m, spec, info = p.model, p.spec, p.info

@@ -232,7 +232,7 @@ def guided_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets
                      "path, e.g. 0.02")
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
                 method=guided_integrated_gradients)
-    b = check_baseline(baseline, p.x)
+    b = check_baseline(baseline, p.x, formats=p.formats)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     fb = fb * nb // p.n

@@ -99,7 +99,8 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
                              "maps with one value per position "
                              f"{shape} and {p.x.shape[channel]} channels. Pass maps that keep "
                              "the channels (reduce=None)")
-        baseline = check_like(baseline, p.x, "baseline", result="the infidelity")
+        baseline = check_like(baseline, p.x, "baseline", channels_first=p.channels_first,
+                              result="the infidelity")
     draw = perturbation or (lambda k, xi: std * jax.random.normal(k, shape, xi.dtype))
     got = jax.eval_shape(draw, jax.random.key(0), jax.ShapeDtypeStruct(p.x.shape[1:],
                                                                        p.x.dtype))

@@ -10,7 +10,7 @@ between kinks and converges as ``1/steps**2`` on smooth ones).
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -147,26 +147,34 @@ class _Shifted:
         return self.model.apply(params, x, capture=capture, perturb=perturb)
 
 
-def check_baseline(baseline: Any, x: Any) -> Any:
+def check_baseline(baseline: Any, x: Any, *, formats: Sequence[bool]) -> Any:
     """``baseline`` as the path's start for ``x``: zeros for ``None``; otherwise an array that
     broadcasts to ``x``. For several inputs (``x`` a list, tuple or dict) one baseline per
     input in the same structure (a list or a tuple for either), or one number for all of
-    them."""
+    them. ``formats``: per input (leaf order of ``x``), whether it is channels-first
+    (``Prepared.formats``; a 1-D baseline that could be one value per channel or one per
+    column of such an input is refused, :func:`check_like`)."""
+    leaves, tree = jax.tree_util.tree_flatten(x)
+    if len(formats) != len(leaves):
+        raise ValueError(f"check_baseline: expected one layout per input ({len(leaves)}), got "
+                         f"{len(formats)}")
     if not isinstance(x, jax.Array):  # several inputs
         if baseline is None or (not isinstance(baseline, (list, tuple, dict))
                                 and np.ndim(baseline) == 0):
             value = 0.0 if baseline is None else baseline
-            return jax.tree_util.tree_map(lambda v: check_baseline(value, v), x)
+            return tree.unflatten([check_baseline(value, a, formats=(cf,))
+                                   for a, cf in zip(leaves, formats)])
         baseline = same_sequence(baseline, x)
         if (jax.tree_util.tree_structure(baseline, is_leaf=_is_array)
                 != jax.tree_util.tree_structure(x)):
             raise ValueError("expected one baseline per input, in the same structure as x (a "
                              f"list of {len(x)} or a dict with the same keys), or one number "
                              f"for every input; got {type(baseline).__name__}")
-        return jax.tree_util.tree_map(check_baseline, baseline, x, is_leaf=_is_array)
+        return tree.unflatten([check_baseline(b, a, formats=(cf,)) for b, a, cf in zip(
+            jax.tree_util.tree_leaves(baseline, is_leaf=_is_array), leaves, formats)])
     if baseline is None:
         return jnp.zeros((), x.dtype)
-    return check_like(baseline, x, "baseline")
+    return check_like(baseline, x, "baseline", channels_first=formats[0])
 
 
 def same_sequence(v: Any, x: Any) -> Any:
@@ -224,7 +232,7 @@ def integrated_gradients(model: ModelLike, x: Inputs, targets: Targets = None, *
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
-    b = check_baseline(p.per_input(baseline, "baseline"), p.x)
+    b = check_baseline(p.per_input(baseline, "baseline"), p.x, formats=p.formats)
     check_fill_ids(p.model, b, p.x, "baseline")  # ids outside the vocabulary: NaN maps
     nb, batch_steps, chunk = base.sampling_plan(p.model, p.x, p.n, p.spec.num, steps,
                                                 batch_steps, "batch_steps", chunk_size,

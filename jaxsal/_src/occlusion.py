@@ -177,8 +177,9 @@ def occlusion(model: ModelLike, x: Inputs, targets: Targets = None, *,
     plans = [_plan(a, cf, pa, st, w) for a, cf, pa, st, w in zip(
         leaves, p.formats, _each(p.per_input(patch, "patch"), p.x, k),
         _each(p.per_input(stride, "stride"), p.x, k), what)]
-    fills = tree.unflatten([check_like(f, a, "fill", w) for a, f, w in zip(
-        leaves, _each(p.per_input(fill, "fill"), p.x, k), what)])
+    fills = tree.unflatten([
+        check_like(f, a, "fill", w, channels_first=cf) for a, cf, f, w in zip(
+            leaves, p.formats, _each(p.per_input(fill, "fill"), p.x, k), what)])
     check_fill_ids(p.model, fills, p.x)
     fills, batch_size, per_image, nb = base.masked_plan(p.model, p.x, fills, batch_size,
                                                         memory_budget)

@@ -192,7 +192,7 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     cf = pr.channels_first
     size = tuple(pr.x.shape[1:]) if binary else spatial_shape(pr.x.shape, cf)
     plan = _Plan(size, _check_grid(grid, size, binary), p_keep, binary)
-    fill = check_like(fill, pr.x, "fill")
+    fill = check_like(fill, pr.x, "fill", channels_first=cf)
     check_fill_ids(pr.model, fill, pr.x)
     fill, batch_size, per_image, nb = base.masked_plan(pr.model, pr.x, fill, batch_size,
                                                        memory_budget)

@@ -248,7 +248,7 @@ def _setup(method: Callable, model: Any, x: ArrayLike, targets: Any, patch: Any,
                              f"{groups.columns} (ids up to {groups.columns - 1}); pass at "
                              f"least {groups.columns}, or True")
         groups = dataclasses.replace(groups, columns=columns)
-    fill = check_like(fill, p.x, "fill")  # token ids: an id
+    fill = check_like(fill, p.x, "fill", channels_first=p.channels_first)  # token ids: an id
     check_fill_ids(p.model, fill, p.x)
     fill, batch_size, per_image, nb = base.masked_plan(p.model, p.x, fill, batch_size,
                                                        memory_budget)

@@ -181,7 +181,8 @@ def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
     lt = None if layer is None else prepare_layer(p, layer, reduce)
     if variant == "vargrad" and noise_std is None and lt is None:
         _check_noisy(p.x)
-    b = check_baseline(p.per_input(opts.get("baseline"), "method_options['baseline']"), p.x)
+    b = check_baseline(p.per_input(opts.get("baseline"), "method_options['baseline']"), p.x,
+                       formats=p.formats)
     fb = base.forward_bytes(p.model, p.x)
     nb = base.batch_chunk(p.n, fb // p.n, memory_budget)
     fb = fb * nb // p.n

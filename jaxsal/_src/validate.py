@@ -586,12 +586,45 @@ def check_whole(value: Any, a: Any, name: str, what: str = "x") -> None:
                              f"pixels); got {bad!r}. Pass a value of that range")
 
 
-def check_like(value: Any, a: Any, name: str, what: str = "x", *,
+_SPATIAL_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
+
+
+def check_not_per_channel(shape: tuple, a_shape: tuple, name: str, what: str = "x") -> None:
+    """For a channels-first input of shape ``a_shape``, ``(N, C, *spatial)``, refuse a value
+    (a fill, a baseline) of shape ``shape`` that broadcasts by NumPy's rules but reads as one
+    value per channel given without its trailing axes: ``(C,)`` where the last axis also has
+    ``C`` elements (``(3,)`` for ``(N, 3, 8, 3)``), ``(C, 1)`` where the axis before it has.
+    NumPy lines such a value up with the last axes, so it would be used per column (per row),
+    silently, while its length says one per channel; the error asks for ``(C, 1, 1)`` or
+    ``(1, 1, W)``. Any other shape is left to NumPy's rules (an example's own shape
+    ``(C, H, W)`` is that example's, whatever the sizes)."""
+    nd, r = len(a_shape), len(shape)
+    if nd < 3 or not 1 <= r <= nd - 2:  # no spatial axes, or the value reaches the channels
+        return
+    c, axis = a_shape[1], nd - r
+    if c < 2 or tuple(shape) != (c,) + (1,) * (r - 1) or a_shape[axis] != c:
+        return
+    letters = _SPATIAL_NAMES.get(nd - 2)
+    along = letters[axis - 2] if letters else f"axis {axis}"
+    per_channel = (c,) + (1,) * (nd - 2)
+    per_position = (1,) * (axis - 1) + tuple(shape)
+    raise ValueError(f"{name} of shape {tuple(shape)} is ambiguous for channels-first {what} of "
+                     f"shape {tuple(a_shape)} (the model's data_format): NumPy's broadcasting "
+                     f"lines it up with the last axes, one value per {along} (axis {axis}, "
+                     f"{c} of them), but {what} also has {c} channels. Expected one value per "
+                     f"channel as {per_channel} or one per {along} as {per_position}; got "
+                     f"{tuple(shape)}. Reshape it to say which, e.g. "
+                     f"np.reshape({name}, {per_channel}) for one per channel")
+
+
+def check_like(value: Any, a: Any, name: str, what: str = "x", *, channels_first: bool,
                result: str = "the maps") -> Array:
     """``value`` (an integrated-gradients ``baseline``, an occlusion ``fill``) as an array of
     ``a``'s dtype whose shape broadcasts to ``a``'s without changing it (a scalar, ``(C,)``,
     one example's shape or the batch's), with finite values; else a clear error (``result``:
-    what a NaN would make NaN, for it)."""
+    what a NaN would make NaN, for it). ``channels_first``: ``a``'s layout (``Prepared``'s
+    ``formats``, per input), for a channels-first ``a`` a 1-D value that could be one per
+    channel or one per column is refused (:func:`check_not_per_channel`)."""
     check_whole(value, a, name, what)
     try:
         v = jnp.asarray(value, dtype=a.dtype)
@@ -611,6 +644,8 @@ def check_like(value: Any, a: Any, name: str, what: str = "x", *,
         raise ValueError(f"{name} of shape {v.shape} does not broadcast to {what} of shape "
                          f"{tuple(a.shape)}; expected a scalar, {tuple(a.shape[1:])} or "
                          f"{tuple(a.shape)} (or a shape that broadcasts to it{per_channel})")
+    if channels_first:
+        check_not_per_channel(tuple(v.shape), tuple(a.shape), name, what)
     if not all_finite(v):
         raise ValueError(f"{name} contains NaN or infinite values; {result} would be NaN. "
                          f"Pass a finite {name} (e.g. np.nan_to_num({name}))")

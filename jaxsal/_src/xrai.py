@@ -36,7 +36,7 @@ from jaxsal._src.postprocess import reduce_channels
 from jaxsal._src.segmentation import (XRAI_MIN_SIZE, XRAI_SCALES, XRAI_SIGMA, XRAI_SIZE,
                                       XRAI_VALUE_RANGE, TracedImagesError, xrai_labels)
 from jaxsal._src.targets import Targets
-from jaxsal._src.validate import all_finite, prepare
+from jaxsal._src.validate import all_finite, check_not_per_channel, prepare
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -370,9 +370,11 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
 
 
 # ---------------------------------------------------------------------- the method
-def _baselines(baselines: Sequence[Any] | None, x: Array) -> list[Array]:
+def _baselines(baselines: Sequence[Any] | None, x: Array, channels_first: bool) -> list[Array]:
     """The IG baselines, each ``x``'s shape: by default each input's minimum and maximum
-    value everywhere (the authors' defaults)."""
+    value everywhere (the authors' defaults). For a ``channels_first`` ``x``, a 1-D baseline
+    that could be one value per channel or one per column is refused
+    (:func:`~jaxsal._src.validate.check_not_per_channel`)."""
     if baselines is None:
         axes = tuple(range(1, x.ndim))
         return [jnp.broadcast_to(x.min(axis=axes, keepdims=True), x.shape),
@@ -384,6 +386,8 @@ def _baselines(baselines: Sequence[Any] | None, x: Array) -> list[Array]:
     out = []
     for i, b in enumerate(baselines):
         b = jnp.asarray(b, x.dtype)
+        if channels_first:
+            check_not_per_channel(tuple(b.shape), tuple(x.shape), f"baselines[{i}]")
         try:
             out.append(jnp.broadcast_to(b, x.shape))
         except ValueError:
@@ -449,7 +453,7 @@ def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                 "(channels last), made outside jax.jit")
         segments = xrai_segments(np.moveaxis(np.asarray(xs), 1, -1) if p.channels_first
                                  else np.asarray(xs))
-    bs = _baselines(baselines, xs)
+    bs = _baselines(baselines, xs, p.channels_first)
     n, k = len(xs), len(bs)
     ig = integrated_gradients(model, jnp.concatenate([xs] * k), _stacked(targets, k),
                               baseline=jnp.concatenate(bs), steps=steps, rule=rule,
