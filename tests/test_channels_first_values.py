@@ -69,9 +69,9 @@ def test_a_per_channel_looking_value_is_refused(cf, x, name, shape, along):
     """(C,) for channels-first (N, C, H, W) with C == W broadcast along W: it was used per
     column silently (deletion curves differed from the (C, 1, 1) fill's). Refused before
     anything is compiled, naming both readings."""
-    with pytest.raises(ValueError, match=r"ambiguous for channels-first x of shape \(2, 3, 3, "
-                                         r"3\).*" + along + r".*Expected one value per channel "
-                                         r"as \(3, 1, 1\)"):
+    with pytest.raises(ValueError, match=r"ambiguous for x of shape \(2, 3, 3, 3\), which is "
+                                         r"channels-first.*" + along + r".*Expected one value "
+                                         r"per channel as \(3, 1, 1\)"):
         AMBIGUOUS[name](cf, x, np.linspace(0.1, 0.3, C, dtype=np.float32).reshape(shape))
 
 
@@ -106,14 +106,52 @@ def test_several_inputs_are_checked_each_in_its_own_layout():
     xs = {"img": RNG.normal(size=(2, C, C, C)).astype(np.float32),
           "feat": RNG.normal(size=(2, C)).astype(np.float32)}
     v = np.arange(1, C + 1, dtype=np.float32)
-    with pytest.raises(ValueError, match=r"baseline of shape \(3,\) is ambiguous for "
-                                         r"channels-first x of shape \(2, 3, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"baseline of shape \(3,\) is ambiguous for x of "
+                                         r"shape \(2, 3, 3, 3\), which is channels-first"):
         jaxsal.integrated_gradients(m, xs, 0, baseline={"img": v, "feat": 0.0}, steps=2)
-    with pytest.raises(ValueError, match=r"fill of shape \(3,\) is ambiguous"):
+    with pytest.raises(ValueError, match=r"fill of shape \(3,\) is ambiguous for input 'img'"):
         jaxsal.occlusion(m, xs, 0, fill={"img": v, "feat": 0.0}, patch={"img": 1, "feat": 1})
     got = jaxsal.integrated_gradients(m, xs, 0, baseline={"img": v[:, None, None], "feat": v},
                                       steps=2, reduce=None)
     np.testing.assert_allclose(got["feat"], xs["feat"] - v, rtol=1e-5, atol=1e-5)
+
+
+def test_lrp_zbox_bounds_of_a_channels_first_first_layer(tmp_path):
+    """lrp_zbox's per-channel bounds: ``(C,)`` at a channels-first convolution whose input
+    has ``C == W`` was used per column; refused (when the rule is traced), naming the
+    layer's data_format. ``(C, 1, 1)`` gives what a channels-last twin with ``(C,)`` gives
+    (the same weights, transposed input)."""
+    keras = pytest.importorskip("keras")
+    from model_import import load_keras
+
+    wc, wd = RNG.normal(size=(1, 1, C, 2)), RNG.normal(size=(2, 2))
+
+    def net(fmt):  # the same weights either way (a 1x1 kernel and Dense read no layout)
+        cf = fmt == "channels_first"
+        inp = keras.Input((C, 2, C) if cf else (2, C, C))
+        h = keras.layers.Conv2D(2, 1, data_format=fmt, name="c")(inp)
+        h = keras.layers.GlobalAveragePooling2D(data_format=fmt)(h)
+        km = keras.Model(inp, keras.layers.Dense(2, name="d")(h))
+        km.get_layer("c").set_weights([wc, np.zeros(2)])
+        km.get_layer("d").set_weights([wd, np.zeros(2)])
+        km.save(tmp_path / f"{fmt}.keras")
+        return load_keras(tmp_path / f"{fmt}.keras").with_head("logits")
+
+    cl, cf = net("channels_last"), net("channels_first")
+    x = RNG.uniform(0.2, 0.8, size=(2, C, 2, C)).astype(np.float32)
+    lo, hi = np.array([0.0, -1.0, -2.0], np.float32), np.array([1.0, 2.0, 3.0], np.float32)
+
+    def run(m, x, low, high):
+        rule = jaxsal.lrp_composite(first=jaxsal.lrp_zbox(low, high))
+        return np.asarray(jaxsal.lrp(m, x, 0, rule=rule, reduce=None))
+
+    with pytest.raises(ValueError, match=r"lrp_zbox: low of shape \(3,\) is ambiguous for the "
+                                         r"layer's input of shape \(2, 3, 2, 3\), which is "
+                                         r"channels-first \(the layer's data_format\)"):
+        run(cf, x, lo, hi)
+    np.testing.assert_allclose(run(cf, x, lo[:, None, None], hi[:, None, None]),
+                               np.moveaxis(run(cl, np.moveaxis(x, 1, -1), lo, hi), -1, 1),
+                               rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape, a_shape, refused", [

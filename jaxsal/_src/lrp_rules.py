@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src.backward import with_backward
+from jaxsal._src.validate import check_not_per_channel
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -219,12 +220,22 @@ def _as_tuple(v: Any) -> Any:
 class ZBox(LRPRule):
     low: Any = 0.0  # a float or nested tuples (hashable), see lrp_zbox
     high: Any = 1.0
+    # whether the layer's input is channels-first (set by layer_rules, per layer): there a
+    # (C,) bound that NumPy would use per column is refused (check_not_per_channel)
+    channels_first: bool = False
 
     def _groups(self, args):
         low, high = np.asarray(self.low, np.float32), np.asarray(self.high, np.float32)
 
-        def bound(b):
+        def bound(b, name):
             def fill(a):
+                if self.channels_first:
+                    try:
+                        check_not_per_channel(tuple(b.shape), tuple(a.shape), name,
+                                              "the layer's input",
+                                              layout="the layer's data_format")
+                    except ValueError as e:
+                        raise ValueError(f"lrp_zbox: {e}") from None
                 try:
                     return jnp.broadcast_to(jnp.asarray(b, a.dtype), a.shape)
                 except ValueError:
@@ -235,8 +246,8 @@ class ZBox(LRPRule):
                         f"channels-first), got shape {b.shape}") from None
             return fill
 
-        return (_Group((_Term(None), _Term(bound(low), _pos, _pos, -1.0),
-                        _Term(bound(high), _neg, _neg, -1.0))),)
+        return (_Group((_Term(None), _Term(bound(low, "low"), _pos, _pos, -1.0),
+                        _Term(bound(high, "high"), _neg, _neg, -1.0))),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,7 +371,9 @@ def lrp_zbox(low: ArrayLike, high: ArrayLike, epsilon: float = 1e-9) -> LRPRule:
       low, high: the smallest and largest values the input can take: floats, or per-channel
         values shaped to broadcast against one example (``(C,)`` channels-last,
         ``(C, 1, 1)`` channels-first): for images normalized per channel, ``(0 - mean) /
-        std`` and ``(1 - mean) / std``.
+        std`` and ``(1 - mean) / std``. At a channels-first layer, ``(C,)`` where the
+        input's last axis also has ``C`` elements is refused as ambiguous (NumPy would use
+        it per column).
       epsilon: the stabilizer (:class:`LRPRule`).
     """
     lo, hi = np.asarray(low, np.float32), np.asarray(high, np.float32)
@@ -544,7 +557,7 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
     if rule is None or isinstance(rule, LRPRule):
         everywhere = default if rule is None else rule
         for path in model.relevance_layers:
-            r = _unnamed(model._spec(path), everywhere)
+            r = _with_layout(model, path, _unnamed(model._spec(path), everywhere))
             if path not in fixed and r != everywhere:
                 fixed[path] = r
         return LayerRules(everywhere, tuple(sorted(fixed.items())))
@@ -608,6 +621,7 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
                     else rule.conv if any(c in cls for c in CONV_CLASSES)
                     else rule.dense if cls in DENSE_CLASSES else rule.other)
             r = _unnamed(model._spec(path), default if role is None else role)
+        r = _with_layout(model, path, r)
         if r != default:
             chosen.append((path, r))
     return LayerRules(default, tuple(chosen))
@@ -620,6 +634,15 @@ _PRODUCT_RULES = (Uniform, SignalTakeAll)
 def is_product(spec: Any) -> bool:
     """Whether a layer (its ``LayerSpec``) multiplies tensors (``LayerImpl.merge``)."""
     return getattr(spec.impl, "merge", None) == "product"
+
+
+def _with_layout(model: Any, path: str, r: LRPRule) -> LRPRule:
+    """``r`` for the layer ``path``: a z-box rule told whether the layer's input is
+    channels-first, where its ``(C,)`` bounds would line up with the last axis (``W``)."""
+    fmt = getattr(model, "layer_data_format", None)
+    if isinstance(r, ZBox) and fmt is not None and fmt(path) == "channels_first":
+        return dataclasses.replace(r, channels_first=True)
+    return r
 
 
 def _unnamed(spec: Any, r: LRPRule) -> LRPRule:

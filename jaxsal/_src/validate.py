@@ -589,7 +589,8 @@ def check_whole(value: Any, a: Any, name: str, what: str = "x") -> None:
 _SPATIAL_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
 
 
-def check_not_per_channel(shape: tuple, a_shape: tuple, name: str, what: str = "x") -> None:
+def check_not_per_channel(shape: tuple, a_shape: tuple, name: str, what: str = "x", *,
+                          layout: str = "the model's data_format") -> None:
     """For a channels-first input of shape ``a_shape``, ``(N, C, *spatial)``, refuse a value
     (a fill, a baseline) of shape ``shape`` that broadcasts by NumPy's rules but reads as one
     value per channel given without its trailing axes: ``(C,)`` where the last axis also has
@@ -597,7 +598,8 @@ def check_not_per_channel(shape: tuple, a_shape: tuple, name: str, what: str = "
     NumPy lines such a value up with the last axes, so it would be used per column (per row),
     silently, while its length says one per channel; the error asks for ``(C, 1, 1)`` or
     ``(1, 1, W)``. Any other shape is left to NumPy's rules (an example's own shape
-    ``(C, H, W)`` is that example's, whatever the sizes)."""
+    ``(C, H, W)`` is that example's, whatever the sizes). ``layout``: what says ``a`` is
+    channels-first, for the message."""
     nd, r = len(a_shape), len(shape)
     if nd < 3 or not 1 <= r <= nd - 2:  # no spatial axes, or the value reaches the channels
         return
@@ -608,8 +610,8 @@ def check_not_per_channel(shape: tuple, a_shape: tuple, name: str, what: str = "
     along = letters[axis - 2] if letters else f"axis {axis}"
     per_channel = (c,) + (1,) * (nd - 2)
     per_position = (1,) * (axis - 1) + tuple(shape)
-    raise ValueError(f"{name} of shape {tuple(shape)} is ambiguous for channels-first {what} of "
-                     f"shape {tuple(a_shape)} (the model's data_format): NumPy's broadcasting "
+    raise ValueError(f"{name} of shape {tuple(shape)} is ambiguous for {what} of shape "
+                     f"{tuple(a_shape)}, which is channels-first ({layout}): NumPy's broadcasting "
                      f"lines it up with the last axes, one value per {along} (axis {axis}, "
                      f"{c} of them), but {what} also has {c} channels. Expected one value per "
                      f"channel as {per_channel} or one per {along} as {per_position}; got "
