@@ -158,6 +158,7 @@ def test_lrp_zbox_bounds_of_a_channels_first_first_layer(tmp_path):
     ((3,), (2, 3, 8, 3), True),
     ((3, 1), (2, 3, 3, 8), True),
     ((3,), (2, 3, 3), True),  # a signal (N, C, L), C == L
+    ((3, 1, 1), (2, 3, 3, 4, 5), True),  # a volume's per channel is (3, 1, 1, 1); C == D
     ((3, 1, 1), (2, 3, 3, 3), False),  # reaches the channel axis: said
     ((1, 1, 3), (2, 3, 3, 3), False),
     ((3, 3, 3), (2, 3, 3, 3), False),  # one example's own shape
