@@ -1148,26 +1148,6 @@ def int_sizes(value: Any, *, allow_none: bool = False) -> tuple | None:
     return tuple(None if d is None else int(d) for d in dims)
 
 
-def check_positive(value: Any, name: str, what: str = "") -> float:
-    """A positive finite number ``value`` (a hyperparameter such as a noise's standard
-    deviation or a radius) as a ``float``: a Python or NumPy real, or a concrete 0-d real
-    array (``jnp.float32(0.1)``: the number it holds, as ``smoothgrad``'s ``noise_std``);
-    bools, strings, arrays of other shapes, values <= 0, NaN and inf are refused, and so is a
-    value traced by the caller's ``jax.jit`` (it is part of the compiled program)."""
-    if isinstance(value, jax.core.Tracer):
-        raise ValueError(f"expected {name} as a positive number, got a value traced by "
-                         f"jax.jit ({value.dtype}, shape {value.shape}); {name} is part of the "
-                         "compiled program: pass a Python number, outside the jitted function")
-    v = value
-    if isinstance(v, (np.ndarray, jax.Array)) and v.shape == () and (
-            np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)):
-        v = v.item()
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) \
-            or not 0 < float(v) < math.inf:
-        raise ValueError(f"expected {name} as a positive number{what}, got {value!r}")
-    return float(v)
-
-
 def check_budget(memory_budget: Any) -> int | None:
     """``memory_budget=`` as a positive number of bytes (an int, or a float such as ``2e9``),
     or a ``ValueError``; ``None`` passes through (the backend's default)."""

@@ -27,15 +27,13 @@ compiled program as arguments. The matmuls run at ``Precision.HIGHEST``.
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, reals
 from jaxsal._src.base import ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only, raw_gradients
@@ -175,12 +173,7 @@ def raw_blur_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: i
 
 
 def _positive(v: Any, name: str, example: str) -> float:
-    if (isinstance(v, (bool, np.bool_)) or np.ndim(v) != 0
-            or not isinstance(np.asarray(v).item(), numbers.Real)
-            or not math.isfinite(float(v)) or not float(v) > 0):
-        raise ValueError(f"expected {name} as a finite number > 0, got {v!r}; pass e.g. "
-                         f"{name}={example}")
-    return float(v)
+    return reals.check_real(v, name, low=0, above=True, example=example)
 
 
 @refuses_non_finite_maps

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, reals
 from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradient_shap import check_baselines
@@ -387,10 +387,8 @@ def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
 
 
 def _check_tolerance(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"expected {name} >= 0 (a float: where |z - z'| < eps + rtol * "
-                         f"max(|z|, |z'|) a rule uses the gradient), got {value!r}")
-    return float(value)
+    return reals.check_real(value, name, low=0, kind="a finite number: where |z - z'| < eps + "
+                            "rtol * max(|z|, |z'|) a rule uses the gradient")
 
 
 def _pair_pullback(dl: Any, params: Any, x: Any, refs: Any, spec, info, ids,

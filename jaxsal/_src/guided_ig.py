@@ -28,15 +28,13 @@ that one pass, the steps in a ``lax.fori_loop`` and each step's moves in a
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, reals
 from jaxsal._src.base import ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only
@@ -178,11 +176,7 @@ def raw_guided_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps:
 
 
 def _unit(v: Any, name: str, what: str) -> float:
-    if (isinstance(v, (bool, np.bool_)) or np.ndim(v) != 0
-            or not isinstance(np.asarray(v).item(), numbers.Real)
-            or not math.isfinite(float(v)) or not 0.0 <= float(v) <= 1.0):
-        raise ValueError(f"expected {name} as a number in [0, 1] ({what}), got {v!r}")
-    return float(v)
+    return reals.check_real(v, name, low=0, high=1, kind=f"a finite number: {what}")
 
 
 @refuses_non_finite_maps

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxsal._src import base
+from jaxsal._src import base, reals
 from jaxsal._src.base import ModelLike
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_flag, check_like, check_maps, input_rank, prepare,
@@ -32,8 +32,9 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _check_std(noise_std: Any) -> float:
-    return base.check_positive(noise_std, "noise_std", " (the perturbations' standard "
-                               "deviation, in x's units)")
+    return reals.check_real(noise_std, "noise_std", low=0, above=True,
+                            kind="a finite number: the perturbations' standard deviation, "
+                            "in x's units")
 
 
 def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets = None, *,

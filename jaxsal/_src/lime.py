@@ -36,7 +36,6 @@ draws leave the fit undetermined (fewer coalitions than unknowns).
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import jax
@@ -48,7 +47,7 @@ try:
 except ImportError:  # a JAX without it in jax.extend
     from jax._src.prng import threefry_2x32
 
-from jaxsal._src import base
+from jaxsal._src import base, reals
 from jaxsal._src.base import ModelLike
 from jaxsal._src.targets import Targets
 from jaxsal._src.shapley import (_endpoints, _finish, _key, _own_groups, _per_input_mask,
@@ -74,10 +73,7 @@ DISTANCES = ("input", "interpretable")
 
 # ------------------------------------------------------------------ options
 def _check_real(value: Any, name: str, what: str, positive: bool) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or (value <= 0 if positive else value < 0):
-        raise ValueError(f"expected {name} as {what}, got {value!r}")
-    return float(value)
+    return reals.check_real(value, name, low=0, above=positive, kind=f"a finite number: {what}")
 
 
 def _check_n(n: Any, m: int, name: str) -> int:

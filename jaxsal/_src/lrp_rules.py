@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src import reals
 from jaxsal._src.backward import with_backward
 from jaxsal._src.validate import check_not_per_channel
 
@@ -307,19 +308,17 @@ class SignalTakeAll(LRPRule):
             tree, [share if j == i else jnp.zeros_like(leaf) for j, leaf in enumerate(leaves)])
 
 
-def _check(name: str, value: Any, ok: Callable[[float], bool], expected: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
-    return float(value)
+def _check(where: str, name: str, value: Any, what: str, above: bool = False) -> float:
+    return reals.check_real(value, name, low=0, above=above, where=where,
+                            kind="a finite number" + (f": {what}" if what else ""))
 
 
 def check_epsilon(epsilon: Any, who: str) -> float:
     """``epsilon`` as a float, or a ``ValueError`` naming ``who`` (a rule or ``lrp``)."""
-    return _check(f"{who} epsilon", epsilon, lambda v: v > 0,
-                  "a float > 0 (the stabilizer added to each output that is divided by, which "
-                  "keeps a zero output from dividing by zero: 1e-9 is Captum's default, 1e-6 "
-                  "zennit's; values of the order of the activations, such as 0.25, absorb "
-                  "weak contributions)")
+    return _check(who, "epsilon", epsilon, "the stabilizer added to each output that is "
+                  "divided by, which keeps a zero output from dividing by zero: 1e-9 is "
+                  "Captum's default, 1e-6 zennit's; values of the order of the activations, "
+                  "such as 0.25, absorb weak contributions", above=True)
 
 
 def lrp_epsilon(epsilon: float = 1e-9) -> LRPRule:
@@ -337,8 +336,8 @@ def lrp_gamma(gamma: float = 0.25, epsilon: float = 1e-9) -> LRPRule:
     ReLU) and a positive output this is the rule of the paper; ``gamma -> inf`` tends to
     z-plus, ``gamma = 0`` is LRP-0. ``epsilon``: the stabilizer (:class:`LRPRule`)."""
     return Gamma(check_epsilon(epsilon, "lrp_gamma"),
-                 _check("lrp_gamma gamma", gamma, lambda v: v >= 0, "a float >= 0 (0.25 is "
-                        "the usual value; 0 gives the epsilon rule)"))
+                 _check("lrp_gamma", "gamma", gamma, "0.25 is the usual value; 0 gives the "
+                        "epsilon rule"))
 
 
 def lrp_alpha_beta(alpha: float = 2.0, beta: float = 1.0, epsilon: float = 1e-9) -> LRPRule:
@@ -347,8 +346,8 @@ def lrp_alpha_beta(alpha: float = 2.0, beta: float = 1.0, epsilon: float = 1e-9)
     ``-beta R``, each in proportion to its size. ``alpha - beta = 1`` keeps the relevance's
     total (zennit requires it; so does jaxsal). ``alpha=1, beta=0`` is :func:`lrp_zplus`.
     ``epsilon``: the stabilizer (:class:`LRPRule`)."""
-    a = _check("lrp_alpha_beta alpha", alpha, lambda v: v >= 0, "a float >= 0")
-    b = _check("lrp_alpha_beta beta", beta, lambda v: v >= 0, "a float >= 0")
+    a = _check("lrp_alpha_beta", "alpha", alpha, "")
+    b = _check("lrp_alpha_beta", "beta", beta, "")
     if abs(a - b - 1) > 1e-12:
         raise ValueError(f"lrp_alpha_beta: expected alpha - beta = 1 (the relevance's total is "
                          f"kept; the usual choices are (1, 0) and (2, 1)), got alpha={alpha!r}, "

@@ -31,6 +31,7 @@ from jaxsal._src.base import ModelLike
 from jaxsal._src import objectives as _obj
 from jaxsal._src import parameterization as _param
 from jaxsal._src import regularizers as _reg
+from jaxsal._src import reals
 from jaxsal._src import transforms as _tf
 from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import OutputInfo, class_scores
@@ -691,16 +692,10 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     if (isinstance(upscaling_steps, bool) or not isinstance(upscaling_steps, (int, np.integer))
             or upscaling_steps < 1):
         raise ValueError(f"upscaling_steps: expected an int >= 1, got {upscaling_steps!r}")
-    for name, v, lo in (("upscaling_factor", upscaling_factor, "> 0"),
-                        ("upscale_blur", upscale_blur, ">= 0"),
-                        ("learning_rate", learning_rate, "> 0")):
-        try:
-            f = None if isinstance(v, (bool, np.bool_, str, bytes)) else float(v)
-        except (TypeError, ValueError):
-            f = None
-        if f is None or not math.isfinite(f) or not (f > 0 if lo == "> 0" else
-                                                     f >= float(lo[-1])):
-            raise ValueError(f"{name}: expected a finite number {lo}, got {v!r}")
+    for name, v, above in (("upscaling_factor", upscaling_factor, True),
+                           ("upscale_blur", upscale_blur, False),
+                           ("learning_rate", learning_rate, True)):
+        reals.check_real(v, name, low=0, above=above, where="maximize")
     if upscaling_steps > 1 and not float(upscaling_factor) > 1.0:
         raise ValueError(f"upscaling_factor: expected > 1, got {upscaling_factor}")
     if objective is not None and objective not in LAYER_OBJECTIVES:

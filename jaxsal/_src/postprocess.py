@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal._src import reals
 from jaxsal._src.base import native
 
 Array = jax.Array
@@ -226,12 +227,8 @@ def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
     """
     axis = _static_axis(axis)
     _check_axes(axis, np.ndim(maps), "normalize")
-    try:
-        eps = float(eps)  # a static argument: a NumPy or JAX scalar is not hashable
-    except (TypeError, ValueError):
-        raise TypeError(f"normalize: expected eps as a number, got {eps!r}") from None
-    if not np.isfinite(eps) or eps < 0:
-        raise ValueError(f"normalize: expected eps >= 0 (finite), got {eps}")
+    # a static argument, as a float: a NumPy or JAX scalar is not hashable
+    eps = reals.check_real(eps, "eps", low=0, where="normalize")
     if _no_maps(np.shape(maps), axis, "normalize"):
         return _floating(_host_maps(maps))  # an empty batch: nothing to scale
     return _normalize(_host_maps(maps), axis, eps)

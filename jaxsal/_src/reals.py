@@ -1,22 +1,38 @@
-"""One real-number hyperparameter read from an argument: what counts as a number, and its
-bounds. The checks that raise (:func:`jaxsal._src.transforms.check_real`, the segmentation's
-``scale`` and ``sigma``) word their own errors; they share what they accept."""
+"""The one check of a real-number hyperparameter (a Python value closed over, optax style: a
+noise's standard deviation, a weight, a radius, a probability), shared by every method and
+factory so that all of them accept and refuse the same values with errors in one style.
+
+Accepted: a Python ``int`` or ``float``, a NumPy real scalar (``np.float32(0.1)``), a concrete
+0-d real NumPy or JAX array (``jnp.float32(0.1)``, ``np.array(0.1)``): the number it holds.
+Refused with a ``ValueError`` that names the argument, its expected range, the value got and
+the fix: bools (``True`` is no amount), strings and bytes (``float("2")`` would read them),
+complex numbers, arrays of any other shape (several values, or one value in a 1-element
+array), NaN and infinity (they make every result computed with them NaN), values out of the
+range, and a value traced by the caller's ``jax.jit`` (a hyperparameter is part of the
+compiled program: it is read in Python, before tracing).
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import jax
 import numpy as np
 
 
 def as_float(v: Any) -> float | None:
-    """``v`` as a float where ``float`` takes it as one number (a Python or NumPy number, a
-    concrete 0-d array), else None: bools, strings and bytes too, which ``float`` would turn
-    into numbers (``True -> 1.0``, ``"2" -> 2.0``), and ints too large for a float (``float``
-    raises ``OverflowError``; as a number they would be infinite)."""
-    if isinstance(v, (bool, np.bool_, str, bytes)):
+    """``v`` as a float where it is one real number (a Python or NumPy number, a concrete 0-d
+    real array), else None: bools, strings and bytes too, which ``float`` would turn into
+    numbers (``True -> 1.0``, ``"2" -> 2.0``), complex numbers and arrays of other shapes
+    (``float`` takes a 1-element array, with a warning), tracers, and ints too large for a
+    float (``float`` raises ``OverflowError``; as a number they would be infinite)."""
+    if isinstance(v, (bool, np.bool_, str, bytes, complex, jax.core.Tracer)):
         return None
+    if isinstance(v, (np.ndarray, np.generic, jax.Array)) and (
+            v.shape != () or not (np.issubdtype(v.dtype, np.integer)
+                                  or np.issubdtype(v.dtype, np.floating))):
+        return None  # several values, bools, complex, strings, objects
     try:
         return float(v)
     except (TypeError, ValueError, OverflowError):
@@ -29,3 +45,65 @@ def in_bounds(f: float, *, low: float | None = None, above: bool = False,
     bound of None: none)."""
     return (math.isfinite(f) and (low is None or (f > low if above else f >= low))
             and (high is None or f <= high))
+
+
+def expected_range(low: float | None = None, above: bool = False,
+                   high: float | None = None) -> str:
+    """The range as the errors word it: ``"> 0"``, ``">= 0"``, ``"in (0, 1]"``,
+    ``"<= 1"``, or ``""`` (any finite number)."""
+    if low is not None and high is not None:
+        return f"in {'(' if above else '['}{low:g}, {high:g}]"
+    if low is not None:
+        return f"{'>' if above else '>='} {low:g}"
+    return "" if high is None else f"<= {high:g}"
+
+
+NONFINITE = "; NaN and infinity make every result computed with them NaN"
+
+
+def check_real(value: Any, name: str, *, low: float | None = None, above: bool = False,
+               high: float | None = None, where: str = "", kind: str = "a finite number",
+               example: str | None = None) -> float:
+    """``value``, a real hyperparameter named ``name``, as a finite float ``>= low`` (``> low``
+    with ``above``) and ``<= high``, or a ``ValueError`` (see the module's docstring for what
+    counts as a number).
+
+    Args:
+      value: what the user passed.
+      name: the argument's name, as the user wrote it (``"noise_std"``).
+      low, above, high: the range (None: unbounded on that side).
+      where: the function or factory, prefixed to the error (``"random_scale"``); "" for none.
+      kind: what the number is, in the error (``"a finite number: the noise's standard
+        deviation"``).
+      example: a valid value the error suggests (``"0.1"``), as ``pass e.g. name=0.1``.
+    Returns:
+      ``float(value)``.
+
+    The error reads ``"[where: ]expected NAME RANGE (KIND), got VALUE[; why][; pass e.g.
+    NAME=EXAMPLE]"``.
+    """
+    cond = expected_range(low, above, high)
+    expected = f"{name} {cond} ({kind})" if cond else f"{name} as {kind}"
+    prefix = f"{where}: " if where else ""
+    fix = f"; pass e.g. {name}={example}" if example is not None else ""
+    if isinstance(value, jax.core.Tracer):
+        raise ValueError(f"{prefix}expected {expected}, got a value traced by jax.jit "
+                         f"({value.dtype}, shape {value.shape}); {name} is a hyperparameter, "
+                         "part of the compiled program: pass a Python number, outside the "
+                         "jitted function")
+    f = as_float(value)
+    if f is None or not in_bounds(f, low=low, above=above, high=high):
+        why = (NONFINITE if f is not None and not math.isfinite(f)
+               else "; pass one number, not an array" if _several(value) else "")
+        raise ValueError(f"{prefix}expected {expected}, got {value!r}{why}{fix}")
+    return f
+
+
+def _several(value: Any) -> bool:
+    """Whether ``value`` is an array or sequence (not one number)."""
+    if isinstance(value, (str, bytes)):
+        return False
+    try:
+        return np.ndim(value) > 0
+    except ValueError:  # a ragged sequence
+        return True

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, reals
 from jaxsal._src.base import ModelLike
 from jaxsal._src.postprocess import upsample_linear
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
@@ -60,11 +60,8 @@ def _check_grid(grid: Any, size: tuple[int, ...], binary: bool = False) -> tuple
 
 
 def _check_p(p: Any) -> float:
-    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.floating,
-                                                              np.integer)) \
-            or not 0.0 < float(p) <= 1.0:
-        raise ValueError(f"expected p, the probability that a cell is kept, in (0, 1], got {p!r}")
-    return float(p)
+    return reals.check_real(p, "p", low=0, above=True, high=1,
+                            kind="a finite number: the probability that a cell is kept")
 
 
 class _Plan:

@@ -33,7 +33,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from jaxsal._src.reals import as_float, in_bounds
+from jaxsal._src import reals
 
 
 Array = jax.Array
@@ -249,10 +249,7 @@ def _check_images(images: ArrayLike, name: str, allow_int: bool = False) -> np.n
 
 
 def _check_number(value, name: str, low: float = 0.0) -> float:
-    f = as_float(value)
-    if f is None or not in_bounds(f, low=low):
-        raise ValueError(f"expected {name} as a finite number >= {low:g}, got {value!r}")
-    return f
+    return reals.check_real(value, name, low=low)
 
 
 def _check_min_size(min_size) -> int:

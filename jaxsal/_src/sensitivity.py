@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, reals
 from jaxsal._src.validate import all_finite, given_inputs, one_input_error
 
 Array = jax.Array
@@ -120,7 +120,8 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
     if perturbation is not None and not callable(perturbation):
         raise TypeError(f"expected perturbation as a function (key, x_i) -> x_i', got "
                         f"{type(perturbation).__name__}")
-    radius = base.check_positive(radius, "radius")
+    radius = reals.check_real(radius, "radius", low=0, above=True,
+                              kind="a finite number: the perturbations' largest norm")
     if ord not in NORMS or isinstance(ord, bool):
         raise ValueError(f"expected ord as one of 1, 2, np.inf, got {ord!r}")
     batch_dims = base.check_count(batch_dims, "batch_dims", required=True)

@@ -14,14 +14,13 @@ by the chosen method and combined:
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, reals
 from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import (deconvnet, first_only, gradient_x_input, guided_backprop,
@@ -62,11 +61,7 @@ def _method_name(method: str | Callable) -> str:
 
 
 def _nonnegative(v: Any, name: str, what: str) -> float:
-    if (isinstance(v, (bool, np.bool_)) or np.ndim(v) != 0
-            or not isinstance(np.asarray(v).item(), numbers.Real) or not v >= 0
-            or not np.isfinite(v)):
-        raise ValueError(f"expected {name} as a finite number >= 0 ({what}), got {v!r}")
-    return float(v)
+    return reals.check_real(v, name, low=0, kind=f"a finite number: {what}")
 
 
 @refuses_non_finite_maps

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src.base import native
-from jaxsal._src.reals import as_float, in_bounds
+from jaxsal._src import reals
 
 Array = jax.Array
 Transform = Callable[[Array, Array], Array]
@@ -90,7 +90,7 @@ def frozen(a: Any) -> Any:
     return float(a) if a.ndim == 0 else tuple(frozen(e) for e in a)
 
 
-_NONFINITE = "; NaN and infinity make every image computed with it NaN"
+_NONFINITE = reals.NONFINITE
 
 
 def check_real(v: Any, what: str, name: str, *, low: float | None = None,
@@ -98,15 +98,9 @@ def check_real(v: Any, what: str, name: str, *, low: float | None = None,
                kind: str = "a finite number") -> float:
     """``v`` as a finite float (``>= low``, or ``> low`` with ``above``; ``<= high``), or a
     ``ValueError`` naming ``what``'s argument ``name``: hyperparameters of the factories,
-    checked when they are built (a NaN weight, angle or width traces into NaN images)."""
-    f = as_float(v)
-    if f is None or not in_bounds(f, low=low, above=above, high=high):
-        cond = "" if low is None else f" {'>' if above else '>='} {low:g}"
-        cond += "" if high is None else (" and" if cond else "") + f" <= {high:g}"
-        expected = f"{name}{cond} ({kind})" if cond else f"{name} as {kind}"
-        raise ValueError(f"{what}: expected {expected}, got {v!r}"
-                         + (_NONFINITE if f is not None and not math.isfinite(f) else ""))
-    return f
+    checked when they are built (a NaN weight, angle or width traces into NaN images). The
+    rule is :func:`jaxsal._src.reals.check_real`'s."""
+    return reals.check_real(v, name, low=low, above=above, high=high, where=what, kind=kind)
 
 
 def check_count(v: Any, what: str, name: str, *, low: int = 0) -> int:

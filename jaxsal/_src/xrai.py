@@ -33,6 +33,7 @@ import numpy as np
 from jaxsal._src.base import Maps, ModelLike
 from jaxsal._src.integrated import RULES, integrated_gradients
 from jaxsal._src.postprocess import reduce_channels
+from jaxsal._src import reals
 from jaxsal._src.segmentation import (XRAI_MIN_SIZE, XRAI_SCALES, XRAI_SIGMA, XRAI_SIZE,
                                       XRAI_VALUE_RANGE, TracedImagesError, xrai_labels)
 from jaxsal._src.targets import Targets
@@ -348,10 +349,9 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
             or min_pixel_diff < 1:
         raise ValueError(f"expected min_pixel_diff as an int >= 1 (new pixels a region must "
                          f"add), got {min_pixel_diff!r}")
-    if isinstance(area_threshold, bool) or not isinstance(area_threshold, (int, float)) \
-            or not 0.0 < area_threshold <= 1.0:
-        raise ValueError(f"expected area_threshold in (0, 1] (the fraction of the image to "
-                         f"select regions for), got {area_threshold!r}")
+    area_threshold = reals.check_real(area_threshold, "area_threshold", low=0, above=True,
+                                      high=1, kind="a finite number: the fraction of the "
+                                      "image to select regions for")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     pixels = hw[0] * hw[1]
