@@ -169,7 +169,8 @@ def test_jit_equals_eager_and_no_recompile(method, mnist, x4, compiles):
 def test_bad_arguments_raise_clear_errors(mnist, x4):
     blur, guided = jaxsal.blur_integrated_gradients, jaxsal.guided_integrated_gradients
     x = x4[:1]
-    for kw, match in ((dict(max_sigma=0), "max_sigma as a finite number > 0"),
+    for kw, match in ((dict(max_sigma=0), r"expected max_sigma > 0 \(a finite number: .*\), got 0; "
+                       r"pass e.g. max_sigma=50"),
                       (dict(max_sigma=np.inf), "max_sigma"),
                       (dict(grad_step=-0.01), "grad_step"),
                       (dict(steps=0), "steps"),
@@ -181,8 +182,8 @@ def test_bad_arguments_raise_clear_errors(mnist, x4):
     features = jaxsal.FunctionModel(lambda p, v: v @ p, jnp.ones((5, 2)))
     with pytest.raises(ValueError, match="1 to 3 axes besides the batch and channel"):
         blur(features, np.ones((2, 5), np.float32), 0)
-    for kw, match in ((dict(fraction=1.5), "fraction as a number in \\[0, 1\\]"),
-                      (dict(max_dist=-0.1), "max_dist as a number in \\[0, 1\\]"),
+    for kw, match in ((dict(fraction=1.5), "expected fraction in \\[0, 1\\]"),
+                      (dict(max_dist=-0.1), "expected max_dist in \\[0, 1\\]"),
                       (dict(steps=0), "steps"),
                       (dict(baseline=np.zeros((3, 3))), "baseline of shape")):
         with pytest.raises(ValueError, match=match):

@@ -277,7 +277,7 @@ def test_flags_take_bools_and_0_1(split, xs):
                                    float("inf")])
 @pytest.mark.parametrize("name", ["noise_level", "noise_std"])
 def test_noise_level_must_be_a_number(split, xs, level, name):
-    with pytest.raises(ValueError, match=f"{name} as a finite number >= 0"):
+    with pytest.raises(ValueError, match=f"expected {name} >= 0 \\(a finite number"):
         jaxsal.smoothgrad(split, xs, 1, key=0, n=2, **{name: level})
 
 

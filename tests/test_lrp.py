@@ -129,7 +129,8 @@ def test_no_recompile_on_a_second_call(relu_net, compiles):
 def test_bad_models_and_options_are_refused(relu_net):
     m, x = relu_net
     for eps in (0.0, -1.0, float("nan"), True):
-        with pytest.raises(ValueError, match="lrp epsilon: expected a float > 0"):
+        with pytest.raises(ValueError,
+                           match=r"lrp: expected epsilon > 0 \(a finite number: the stabilizer"):
             jaxsal.lrp(m, x, 0, epsilon=eps)
     fm = jaxsal.FunctionModel(lambda p, v: v.reshape(v.shape[0], -1)[:, :3] * p, 1.0)
     with pytest.raises(TypeError, match="load_keras"):

@@ -272,13 +272,13 @@ def test_bad_rules_are_refused(relu_net_cl):
     x = np.zeros((1, 12, 10, 3), np.float32)
     with pytest.raises(ValueError, match="alpha - beta = 1"):
         jaxsal.lrp_alpha_beta(2, 2)
-    with pytest.raises(ValueError, match="gamma: expected a float >= 0"):
+    with pytest.raises(ValueError, match="lrp_gamma: expected gamma >= 0 \\(a finite number"):
         jaxsal.lrp_gamma(-0.1)
     with pytest.raises(ValueError, match="low <= high"):
         jaxsal.lrp_zbox(1.0, 0.0)
     with pytest.raises(ValueError, match="do not broadcast"):
         jaxsal.lrp_zbox([0.0, 0.0], [1.0, 1.0, 1.0])
-    with pytest.raises(ValueError, match="epsilon: expected a float > 0"):
+    with pytest.raises(ValueError, match="lrp_zplus: expected epsilon > 0"):
         jaxsal.lrp_zplus(0.0)
     with pytest.raises(TypeError, match="expected an LRP rule"):
         jaxsal.lrp_composite(conv="gamma")

@@ -292,12 +292,12 @@ def test_xrai_labels_of_other_sizes_are_pair_s():
     (lambda: jaxsal.xrai_segments(np.zeros((1, 1, 28, 28))), "looks channels-first"),
     (lambda: jaxsal.felzenszwalb(np.full((1, 4, 4, 1), np.nan)), "NaN"),
     (lambda: jaxsal.xrai_segments(np.full((1, 4, 4, 3), np.inf)), "NaN or infinite"),
-    (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), scale=-1), "scale as a finite"),
+    (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), scale=-1), "expected scale >= 0"),
     (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), scale=[]), "non-empty"),
     # (an int too large for a float: math.isfinite raised OverflowError before)
-    (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), scale=10**400), "scale as a finite"),
-    (lambda: jaxsal.xrai_labels(np.zeros((1, 4, 4, 1)), sigma=-1), r"expected sigma as a "
-     r"finite number >= 0, got -1$"),
+    (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), scale=10**400), "expected scale >= 0"),
+    (lambda: jaxsal.xrai_labels(np.zeros((1, 4, 4, 1)), sigma=-1),
+     r"expected sigma >= 0 \(a finite number\), got -1$"),
     (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), sigma=float("nan")), "sigma"),
     (lambda: jaxsal.felzenszwalb(np.zeros((1, 4, 4, 1)), min_size=2.5), "min_size as an int"),
     (lambda: jaxsal.xrai_labels(np.zeros((1, 4, 4, 1)), size=(224,)), r"size=\(h, w\)"),

@@ -172,10 +172,6 @@ def raw_blur_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps: i
     return f
 
 
-def _positive(v: Any, name: str, example: str) -> float:
-    return reals.check_real(v, name, low=0, above=True, example=example)
-
-
 @refuses_non_finite_maps
 def blur_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                               max_sigma: float = 50.0, steps: int = 100,
@@ -215,8 +211,10 @@ def blur_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets =
                                                 steps=50)            # (N, 2, H, W)
     """
     check_reduce(reduce)
-    max_sigma = _positive(max_sigma, "max_sigma", "50 (pixels)")
-    grad_step = _positive(grad_step, "grad_step", "0.01")
+    max_sigma = reals.check_real(max_sigma, "max_sigma", low=0, above=True, example="50",
+                                 kind="a finite number: the largest blur, in pixels")
+    grad_step = reals.check_real(grad_step, "grad_step", low=0, above=True, example="0.01",
+                                 kind="a finite number: the finite difference's step in sigma")
     steps = base.check_count(steps, "steps")
     if steps is None:
         raise ValueError("expected steps as a positive int, got None; pass e.g. steps=100")

@@ -21,13 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, reals
 from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.integrated import _Shifted, same_sequence
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
-from jaxsal._src.smoothing import _nonnegative
 from jaxsal._src.targets import Targets, layer_pullback, resolve_predicted, run_model
 from jaxsal._src.validate import (all_finite, check_flag, check_whole, input_positions,
                                   prepare, prepare_layer)
@@ -147,8 +146,9 @@ def gradient_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
     key = base.check_key(key, "gradient_shap")
     index_offset = base.check_index_offset(index_offset)
     n = base.check_n(n, "samples")
-    noise_std = _nonnegative(noise_std, "noise_std", "the standard deviation of the noise "
-                             "added to x, e.g. 0.1; 0 adds none")
+    noise_std = reals.check_real(noise_std, "noise_std", low=0, example="0.1",
+                                 kind="a finite number: the standard deviation of the noise "
+                                 "added to x; 0 adds none")
     multiply_by_inputs = check_flag(multiply_by_inputs, "multiply_by_inputs")
     if layer is not None and noise_std > 0:
         raise ValueError("gradient_shap: noise_std adds noise to the input, which a layer's "

@@ -175,10 +175,6 @@ def raw_guided_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps:
     return f
 
 
-def _unit(v: Any, name: str, what: str) -> float:
-    return reals.check_real(v, name, low=0, high=1, kind=f"a finite number: {what}")
-
-
 @refuses_non_finite_maps
 def guided_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                                 baseline: ArrayLike | None = None, steps: int = 200,
@@ -221,9 +217,11 @@ def guided_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets
     steps = base.check_count(steps, "steps")
     if steps is None:
         raise ValueError("expected steps as a positive int, got None; pass e.g. steps=200")
-    fraction = _unit(fraction, "fraction", "the share of features each move takes, e.g. 0.25")
-    max_dist = _unit(max_dist, "max_dist", "the largest lead or lag of a feature along the "
-                     "path, e.g. 0.02")
+    fraction = reals.check_real(fraction, "fraction", low=0, high=1, example="0.25",
+                                kind="a finite number: the share of features each move takes")
+    max_dist = reals.check_real(max_dist, "max_dist", low=0, high=1, example="0.02",
+                                kind="a finite number: the largest lead or lag of a feature "
+                                "along the path")
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
                 method=guided_integrated_gradients)
     b = check_baseline(baseline, p.x, formats=p.formats)

@@ -72,10 +72,6 @@ DISTANCES = ("input", "interpretable")
 
 
 # ------------------------------------------------------------------ options
-def _check_real(value: Any, name: str, what: str, positive: bool) -> float:
-    return reals.check_real(value, name, low=0, above=positive, kind=f"a finite number: {what}")
-
-
 def _check_n(n: Any, m: int, name: str) -> int:
     n = base.check_n(n, "coalitions per input")
     if n * m >= 2 ** 32:
@@ -533,10 +529,10 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     """
     key = base.check_key(key, "lime")
     index_offset = base.check_index_offset(index_offset)
-    alpha = _check_real(alpha, "alpha", "a finite number >= 0 (the L2 penalty; 0 for none)",
-                        False)
-    width = _check_real(kernel_width, "kernel_width",
-                        "a finite number > 0 (the exponential kernel's width, e.g. 1.0)", True)
+    alpha = reals.check_real(alpha, "alpha", low=0,
+                             kind="a finite number: the L2 penalty; 0 for none")
+    width = reals.check_real(kernel_width, "kernel_width", low=0, above=True, example="1.0",
+                             kind="a finite number: the exponential kernel's width")
     if not isinstance(distance, str) or distance not in DISTANCES:
         raise ValueError(f"expected distance as one of {DISTANCES} (the cosine distance "
                          f"between x and the masked input, Captum's, or between the all-ones "

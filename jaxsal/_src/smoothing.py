@@ -60,10 +60,6 @@ def _method_name(method: str | Callable) -> str:
     return name
 
 
-def _nonnegative(v: Any, name: str, what: str) -> float:
-    return reals.check_real(v, name, low=0, kind=f"a finite number: {what}")
-
-
 @refuses_non_finite_maps
 def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
                key: jax.Array | int | None = None,
@@ -128,12 +124,13 @@ def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
                          "one: noise_level is relative to each input's max - min, noise_std "
                          "is the standard deviation itself")
     if noise_std is not None:
-        noise_std = _nonnegative(noise_std, "noise_std", "the noise's standard deviation, "
-                                 "e.g. 0.15")
+        noise_std = reals.check_real(noise_std, "noise_std", low=0, example="0.15",
+                                     kind="a finite number: the noise's standard deviation")
     else:
-        noise_level = _nonnegative(0.2 if noise_level is None else noise_level, "noise_level",
-                                   "the noise's standard deviation as a fraction of each "
-                                   "input's max - min, e.g. 0.2")
+        noise_level = reals.check_real(
+            0.2 if noise_level is None else noise_level, "noise_level", low=0, example="0.2",
+            kind="a finite number: the noise's standard deviation as a fraction of each "
+            "input's max - min")
     if variant == "vargrad" and n < 2:
         raise ValueError("variant='vargrad' is the variance of the n noisy maps: expected n >= "
                          "2, got n=1, whose variance is 0 at every pixel (the map would be 0). "
