@@ -33,6 +33,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import Formatter
 
+from jaxsal._src import reals
+
 __all__ = [
     "architecture",
     "count_panels",
@@ -538,10 +540,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
         raise ValueError("maps contain NaN or inf (or values beyond float32's range, which "
                          "the figure draws in); nothing sensible can be drawn: clean or "
                          "rescale them (jnp.nan_to_num, jaxsal.normalize)")
-    if not isinstance(alpha, (int, float, np.integer, np.floating)) or isinstance(
-            alpha, (bool, np.bool_)) or not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha: expected the maps' opacity over images, a number in [0, 1], "
-                         f"got {alpha!r}")
+    alpha = reals.check_real(alpha, "alpha", low=0, high=1, where="grid",
+                             kind="a finite number: the maps' opacity over images")
     R, C, H, W = m.shape
     if C > MAX_COLUMNS:
         raise ValueError(_too_wide(C, R, H, W, one_row, np.shape(maps)))

@@ -484,7 +484,7 @@ def test_grid_and_curves_refuse_what_they_cannot_draw():
     with pytest.raises(ValueError, match=r"expected at least one map, got shape \(0, 3, 4, 4\)"):
         plot.grid(np.zeros((0, 3, 4, 4)))
     for mosaic in (False, True):
-        with pytest.raises(ValueError, match=r"alpha: expected .* in \[0, 1\], got 2.0"):
+        with pytest.raises(ValueError, match=r"grid: expected alpha in \[0, 1\] \(.*\), got 2.0"):
             plot.grid(maps, images=np.ones((4, 4)), alpha=2.0, mosaic=mosaic)
 
     class Curve:

@@ -19,7 +19,6 @@ import dis
 import functools
 import inspect
 import math
-import numbers
 import operator
 import threading
 import types
@@ -31,6 +30,7 @@ import numpy as np
 
 from jaxsal._src.fill_loop import fill_axis1, zeros_of
 from jaxsal._src.precision import low_precision, low_precision_backward
+from jaxsal._src import reals
 from model_import._errors import forward_mode_error
 # one definition of the heads, and of the inputs a model takes (jaxsal.Inputs)
 from model_import._model import HEADS, Inputs, KerasModel, apply_head, native
@@ -1153,13 +1153,9 @@ def check_budget(memory_budget: Any) -> int | None:
     or a ``ValueError``; ``None`` passes through (the backend's default)."""
     if memory_budget is None:
         return None
-    if (isinstance(memory_budget, (bool, np.bool_))
-            or not isinstance(memory_budget, numbers.Real)
-            or not math.isfinite(memory_budget) or memory_budget < 1):
-        raise ValueError(f"expected memory_budget as a positive number of bytes (e.g. "
-                         f"memory_budget=2 * 2**30 for 2 GiB) or None for the default, got "
-                         f"{memory_budget!r}")
-    return int(memory_budget)
+    return int(reals.check_real(memory_budget, "memory_budget", low=1,
+                                kind="a finite number of bytes, or None for the default",
+                                example="2 * 2**30 (2 GiB)"))
 
 
 def check_index_offset(offset: Any, name: str = "index_offset") -> int | jax.Array:

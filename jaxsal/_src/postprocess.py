@@ -250,13 +250,12 @@ def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
     A common step before display: a few extreme pixels would otherwise squash the colour
     range (PAIR saliency clips at the 99th percentile).
     """
-    try:
-        ok = 0 <= float(lower) <= float(upper) <= 100
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"expected percentiles 0 <= lower <= upper <= 100, got lower={lower!r}, "
-                         f"upper={upper!r}")
+    lower, upper = (reals.check_real(v, name, low=0, high=100, where="clip_percentile",
+                                     kind="a finite number: a percentile")
+                    for v, name in ((lower, "lower"), (upper, "upper")))
+    if not lower <= upper:
+        raise ValueError(f"clip_percentile: expected lower <= upper, got lower={lower!r}, "
+                         f"upper={upper!r}; swap them")
     axis = _static_axis(axis)
     _check_axes(axis, np.ndim(maps), "clip_percentile")
     if _no_maps(np.shape(maps), axis, "clip_percentile"):
