@@ -46,7 +46,7 @@ class Regularizer(NamedTuple):
 
 
 def _check_weight(weight: float, what: str) -> float:
-    return check_real(weight, what, "a weight", low=0)
+    return check_real(weight, what, "weight", low=0)
 
 
 def _abs_pow(d: Array, q: float) -> Array:
