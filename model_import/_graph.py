@@ -602,9 +602,9 @@ class Graph:
                     return True
                 sub = spec.impl.subgraph
                 if sub is not None:
-                    flat = _flatten(c.args[0]) if c.args else []
-                    if any(a == r and j < len(sub.inputs) and sub.takes_codes(j)
-                           for j, a in enumerate(flat)):
+                    # any input of the nested model that r feeds (also where r goes in
+                    # otherwise too, e.g. as a mask: one reader of codes is enough)
+                    if any(sub.takes_codes(j) for j in self._feeds(c, r)[0]):
                         return True
                 elif _passes_through(spec):
                     todo.append(Ref(c.layer, c.index, 0))
@@ -615,13 +615,19 @@ class Graph:
         (``[0]`` for the tokens of a model called on ``[tokens, features]``, in
         ``keras.tree.flatten``'s order); ``None`` where ``r`` also goes in otherwise (a
         keyword argument such as a mask) or feeds no input of it."""
+        fed, only = self._feeds(call, r)
+        return fed if fed and only else None
+
+    def _feeds(self, call: Call, r: Ref) -> tuple[list[int], bool]:
+        """The positions of the inputs of ``call``'s nested model (none where ``call`` is of
+        no nested model) that tensor ``r`` feeds, and whether that is all ``r`` is given as
+        to ``call`` (not also a keyword argument, nor a position beyond the model's inputs)."""
         sub = self.layers[call.layer].impl.subgraph
+        n = len(sub.inputs) if sub is not None else 0
         flat = _flatten(call.args[0]) if call.args else []
-        fed = [j for j, a in enumerate(flat) if a == r]
+        fed = [j for j, a in enumerate(flat) if a == r and j < n]
         given = [a for a in _refs(call.args) + _refs(dict(call.kwargs)) if a == r]
-        if sub is None or not fed or len(fed) != len(given) or fed[-1] >= len(sub.inputs):
-            return None
-        return fed
+        return fed, len(fed) == len(given)
 
     def token_limits(self) -> dict[int, tuple[int, str]]:
         """``{input position: (input_dim, layer)}``: the smallest vocabulary of the
