@@ -347,7 +347,8 @@ def test_postprocess_odd_inputs():
         jaxsal.reduce_channels(maps, axis=1.5)
     with pytest.raises(ValueError, match="reduce_channels: axis=4"):
         jaxsal.reduce_channels(maps, axis=4)
-    with pytest.raises(ValueError, match=r"clip_percentile: expected lower in \[0, 100\] \(a finite number: a percentile\), got .x."):
+    with pytest.raises(ValueError, match=r"clip_percentile: expected lower in \[0, 100\] "
+                       r"\(a finite number: a percentile\), got .x."):
         jaxsal.clip_percentile(maps, lower="x")
     for size in [(0, 7), (-1, 7), (7.5, 7), "ab", 7, None]:
         with pytest.raises(ValueError, match="size=.*positive ints"):
