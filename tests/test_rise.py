@@ -90,7 +90,8 @@ def test_refusals(rgb):
     m, x = rgb
     with pytest.raises(ValueError, match="explicit PRNG key"):
         jaxsal.rise(m, x, 0)
-    with pytest.raises(ValueError, match=r"expected p in \(0, 1\] \(a finite number: the probability"):
+    with pytest.raises(ValueError,
+                       match=r"expected p in \(0, 1\] \(a finite number: the probability"):
         jaxsal.rise(m, x, 0, key=0, p=0)
     with pytest.raises(ValueError, match=r"grid \(30, 4\) has more cells than the input"):
         jaxsal.rise(m, x, 0, key=0, grid=(30, 4))
