@@ -600,8 +600,8 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     if scale == "shared":
         a, b = _limits(m, signed)
         if vmin is not None or vmax is not None:
-            a = a if vmin is None else float(vmin)
-            b = b if vmax is None else float(vmax)
+            a = a if vmin is None else reals.check_real(vmin, "vmin", where="grid")
+            b = b if vmax is None else reals.check_real(vmax, "vmax", where="grid")
             if signed and (vmin is None) != (vmax is None):
                 a, b = (-abs(b), abs(b)) if vmin is None else (a, -a)
             if not (np.isfinite(a) and np.isfinite(b) and a < b):

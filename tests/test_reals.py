@@ -37,9 +37,9 @@ def _maximize(**kw):
     return jaxsal.maximize(model, [0], steps=1, **kw)
 
 
-def _plot_grid(alpha):
+def _plot_grid(alpha, **kw):
     from jaxsal import plot
-    return plot.grid(np.zeros((1, 1, 4, 4)), images=np.ones((1, 4, 4)), alpha=alpha)
+    return plot.grid(np.zeros((1, 1, 4, 4)), images=np.ones((1, 4, 4)), alpha=alpha, **kw)
 
 
 # (what the user calls, the argument's name, its range: low, low excluded, high[, "sequences"
@@ -101,6 +101,7 @@ CASES = [
     (lambda v: jaxsal.fourier(decay_power=v), "decay_power", 0, False, None),
     (lambda v: jaxsal.diversity("d", weight=v), "weight", 0, False, None),
     (_plot_grid, "alpha", 0, False, 1),
+    (lambda v: _plot_grid(0.5, vmin=v, vmax=10), "vmin", None, False, None),
 ]
 IDS = [f"{i}-{c[1]}" for i, c in enumerate(CASES)]
 
