@@ -65,15 +65,43 @@ def test_efficiency_holds_for_every_estimate():
 
 
 def test_kernel_shap_converges_to_the_exact_shapley_values():
+    # 15 groups: 32766 coalitions, more than n, so the coalitions are drawn (n >= 2^M - 2
+    # enumerates them: the test below)
     m = _smooth()
     x = _x(2)
-    exact = np.asarray(jaxsal.shapley_values(m, x, [1, 2], patch=(3, 2), return_groups=True))
-    errors = [np.abs(np.asarray(jaxsal.kernel_shap(m, x, [1, 2], key=0, n=n, patch=(3, 2),
+    exact = np.asarray(jaxsal.shapley_values(m, x, [1, 2], patch=(2, 1), return_groups=True))
+    errors = [np.abs(np.asarray(jaxsal.kernel_shap(m, x, [1, 2], key=0, n=n, patch=(2, 1),
                                                    return_groups=True)) - exact).max()
               for n in (40, 4000)]
-    # measured 0.43 and 0.027 for values up to 4.1 (the error falls about as 1/sqrt(n))
+    # measured 0.89 and 0.060 for values up to 3.5 (the error falls about as 1/sqrt(n))
     scale = np.abs(exact).max()
-    assert errors[1] < 0.02 * scale and errors[0] > 5 * errors[1], (errors, scale)
+    assert errors[1] < 0.03 * scale and errors[0] > 5 * errors[1], (errors, scale)
+
+
+def test_every_coalition_when_n_covers_them_gives_the_exact_shapley_values():
+    """With n >= 2^M - 2 draws (the default's 2M + 2048 does up to M = 11) every coalition is
+    evaluated once, weighted by the Shapley kernel, as the shap package's KernelExplainer does
+    for the sizes its budget covers: the fit is then the exact Shapley values of any model
+    (Lundberg & Lee's theorem). Random draws left 2% errors on 3 features at the default n
+    (measured 0.096 for values up to 4.5), and an input's values depended on the key. With
+    one mask per input, each input enumerates its own groups (an id it lacks gets 0)."""
+    f = jaxsal.FunctionModel(lambda p, v: jnp.stack([2 * v[:, 0] * v[:, 1] + v[:, 2],
+                                                     jnp.sin(v.sum(1))], 1), {})
+    v = _x(4, shape=(3,)) + 1
+    exact = np.asarray(jaxsal.shapley_values(f, v, [0, 1]))
+    scale = np.abs(exact).max()
+    for key, n in ((0, None), (1, None), (0, 6)):
+        got = np.asarray(jaxsal.kernel_shap(f, v, [0, 1], key=key, n=n))
+        np.testing.assert_allclose(got, exact, rtol=0, atol=1e-5 * scale, err_msg=str(n))
+    # one mask per input of 2, 3 and 4 groups (ids that differ between inputs)
+    m = _smooth()
+    x = _x(3)
+    masks = np.stack([_grid((6, 3)), _grid((3, 5)) * 5, _grid((3, 3)) + 1])
+    exact = np.asarray(jaxsal.shapley_values(m, x, [0, 2], feature_mask=masks,
+                                             return_groups=True))
+    got = np.asarray(jaxsal.kernel_shap(m, x, [0, 2], key=0, n=14, feature_mask=masks,
+                                        return_groups=True))
+    np.testing.assert_allclose(got, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
 
 
 # ------------------------------------------------------------------ the fit, by hand

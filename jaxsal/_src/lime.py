@@ -19,10 +19,12 @@ scores by weighted least squares; ``phi`` is the explanation.
   kernel as a sampling distribution, every draw weighted alike, as Captum's ``KernelShap``);
   the intercept is ``v(empty)`` and the values are constrained to add up to
   ``v(all) - v(empty)`` (the kernel's infinite weights on the empty and the full coalition,
-  honoured exactly rather than by a large finite weight). The constrained problem is solved in
-  an orthonormal basis of the vectors summing to 0 (Helmert's), so that ``phi = (v(all) -
-  v(empty)) / M + N u`` with ``u`` unconstrained. On a linear model any draws that determine
-  the fit give the exact Shapley values, and as ``n`` grows the estimate converges to them.
+  honoured exactly rather than by a large finite weight); where ``n`` covers all ``2^M - 2``
+  coalitions, each is evaluated once, weighted by the kernel (the exact values). The
+  constrained problem is solved in an orthonormal basis of the vectors summing to 0
+  (Helmert's), so that ``phi = (v(all) - v(empty)) / M + N u`` with ``u`` unconstrained.
+  On a linear model any draws that determine the fit give the exact Shapley values, and as
+  ``n`` grows the estimate converges to them.
 
 Nothing of size ``n`` is stored: the draws are counter-based (keyed by the coalition's number
 and the input's global index), the masked inputs run in batched forward passes (groups of
@@ -131,6 +133,31 @@ def _size_cdfs(counts: np.ndarray, m: int) -> np.ndarray:
         np.zeros((0, m - 1), np.float32)
 
 
+#: An input's coalitions are enumerated (:func:`kernel_shap`) when there are at most this many
+#: groups (and ``n`` covers them): the coalitions are int32 bit sets.
+_MAX_ENUMERATED = 30
+
+
+def _enumerated(counts: Any, n: int) -> Any:
+    """Whether :func:`kernel_shap` evaluates every coalition of an input with ``counts``
+    groups (of its own) instead of drawing ``n``: its ``2^M_i - 2`` proper non-empty
+    coalitions fit in ``n`` (``counts`` an int, or an ``(N,)`` array, NumPy's or traced)."""
+    xp = jnp if isinstance(counts, jax.Array) else np
+    c = xp.minimum(counts, _MAX_ENUMERATED)
+    return (counts <= _MAX_ENUMERATED) & ((xp.left_shift(1, c) - 2) <= n)
+
+
+def _kernel_weights(counts: np.ndarray, m: int) -> np.ndarray:
+    """``(N, max(M - 1, 1))``: the Shapley kernel's weight of a coalition of ``s = 1..M-1``
+    of each input's own ``M_i`` groups, ``(M_i - 1) / (C(M_i, s) s (M_i - s))`` (0 for
+    ``s >= M_i``), for the coalitions :func:`kernel_shap` enumerates."""
+    out = np.zeros((len(counts), max(m - 1, 1)), np.float32)
+    for i, c in enumerate(int(c) for c in counts):
+        for s in range(1, min(c, _MAX_ENUMERATED + 1)):
+            out[i, s - 1] = (c - 1) / (math.comb(c, s) * s * (c - s))
+    return out
+
+
 def _kernel_coalitions(kp: Array, ks: Array, cdf: Array, k: Array, index: Array,
                        m: int, counts: Array | None = None) -> Array:
     """``(G, N, M)`` bool: coalition ``k[g]`` of input ``index[n]``, a size drawn from the
@@ -163,7 +190,7 @@ def _coalitions(method: str, key: jax.Array | int, n: int, m: int, *, index: int
     (``method="lime"``) or :func:`jaxsal.kernel_shap` (``"kernel_shap"``) draws with this
     key for ``M`` groups and the input at global index ``index``. For tests and inspection;
     ``kernel_shap``'s empty and full coalitions are not among them (they are always
-    evaluated)."""
+    evaluated), and where ``n >= 2^M - 2`` it enumerates every coalition instead."""
     kp, kz = _keys(base.check_key(key, "coalitions"))
     ks = jnp.arange(n, dtype=jnp.int32)
     idx = jnp.asarray([index], jnp.int32)
@@ -348,7 +375,7 @@ def _lime_solve(moments: tuple, alpha: float) -> Array:
 # ------------------------------------------------------------------ the methods
 #: The per-input arrays of :func:`kernel_shap`'s program (its own groups, their size
 #: distributions and order), split with the inputs.
-_OWN = (8, 9, 10, 11, 12, 13)
+_OWN = (8, 9, 10, 11, 12, 13, 14)
 
 def _plan(p, groups, fill, nb, memory_budget):
     """Inputs per sub-batch: also bound by the normal equations, ``M^2`` floats per input
@@ -382,11 +409,16 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     with a weight of 1e6). On a linear model the estimate is exact once the draws determine
     the fit; otherwise it converges to the exact values as ``n`` grows. Where the draws
     leave the fit undetermined (fewer distinct coalitions than ``M - 1``), the estimate is
-    the solution closest to equal shares.
+    the solution closest to equal shares. Where ``n`` covers all ``2^M - 2`` coalitions
+    (with the default ``n``, up to ``M = 11``), each is evaluated once instead, weighted by
+    the Shapley kernel ``(M - 1) / (C(M, s) s (M - s))``, as the ``shap`` package does for
+    the sizes its budget covers: the fit is then the exact Shapley values of any model, the
+    same for every key (one mask per input: per input, by its own ``M_i``). Captum's
+    ``KernelShap`` draws at random whatever ``n``.
 
-    Costs ``n * N`` masked forward passes (and one over ``x``, one over the fill), batched
-    and shared by every target, and one ``M x M`` eigendecomposition per input; at most
-    4096 groups.
+    Costs ``n * N`` masked forward passes (``(2^M - 2) * N`` where they are enumerated;
+    and one over ``x``, one over the fill), batched and shared by every target, and one
+    ``M x M`` eigendecomposition per input; at most 4096 groups.
 
     Args:
       model, x, targets, patch, feature_mask, fill, batch_size, head, memory_budget,
@@ -394,7 +426,8 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
       key: a ``jax.random`` key or an int seed (required: the same key gives the same
         values).
       n: coalitions per input (Captum's ``n_samples``, whose default, 25, counts the empty
-        and the full one); default ``2 M + 2048`` (the ``shap`` package's ``"auto"``).
+        and the full one); default ``2 M + 2048`` (the ``shap`` package's ``"auto"``). At
+        least ``2^M - 2``: every coalition, enumerated (above).
       index_offset: the position of ``x[0]`` in a larger batch: coalition ``k`` of input
         ``i`` is keyed by ``(k, index_offset + i)``, so rows ``a:b`` of one call equal a
         call on ``x[a:b]`` with ``index_offset=a`` (:func:`jaxsal.explain_to_file` passes
@@ -419,17 +452,20 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     _check_groups(m_groups, "kernel_shap")
     n_draws = _check_n(2 * m_groups + KERNEL_SHAP_SAMPLES if n is None else n, m_groups,
                        "kernel_shap")
+    # every input of the call enumerates its coalitions where those of all the call's
+    # groups fit in n: 2^M - 2 passes are enough (fewer than n)
+    items = 2 ** m_groups - 2 if m_groups > 1 and _enumerated(m_groups, n_draws) else n_draws
     fill, nb = _plan(p, groups, fill, nb, memory_budget)
-    group = base.masked_chunk(n_draws, per_image, nb, batch_size, memory_budget)
+    group = base.masked_chunk(items, per_image, nb, batch_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
     counts, local, has = _own_groups(groups, p.n)
     order = np.argsort(~has, axis=1, kind="stable").astype(np.int32)  # own groups first
     per_input = (counts, local, has, _size_cdfs(counts, m_groups), order,
-                 np.argsort(order, axis=1).astype(np.int32))
+                 np.argsort(order, axis=1).astype(np.int32), _kernel_weights(counts, m_groups))
 
     def build():
         def run(params, x, ids, fill, gid, key, index, cols, counts, local, has, cdf, order,
-                inverse):
+                inverse, weights):
             sp, ids_, fill_b, s_full, s_empty = _endpoints(  # v(all) (N, T), v(empty)
                 m, params, x, fill, spec, info, ids, empty=True)
             gain = s_full - s_empty
@@ -439,24 +475,38 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
             ids_rep = base.repeat_rows(ids_, group)
             kp, kz = _keys(key)
 
+            exact = _enumerated(counts, n_draws)  # (N,): the inputs whose coalitions fit in n
+            need = jnp.where(exact, jnp.left_shift(1, jnp.minimum(counts, _MAX_ENUMERATED))
+                             - 2, 0)  # (N,) their number
+            bit = jnp.minimum(jnp.arange(m_groups, dtype=jnp.int32), 31)
+
             def normal_equations(ks, valid):  # coalitions ks (G,)
                 own = _kernel_coalitions(kp, kz, cdf, ks, index, m_groups, counts)
+                # an enumerating input's coalition k is the bit set k + 1 of its own groups,
+                # weighted by the Shapley kernel; the others' draws weigh 1
+                sets = jnp.right_shift((ks + 1)[:, None], bit[None]) & 1  # (G, M)
+                own = jnp.where(exact[None, :, None], sets[:, None, :].astype(bool), own)
+                size = jnp.clip(sets.sum(axis=1) - 1, 0, weights.shape[1] - 1)  # (G,)
+                w = jnp.where(exact[None], jnp.where((ks + 1)[:, None] <= need[None],
+                                                     weights[:, size].T, 0.0), 1.0)
+                w = w.astype(s_dtype(x)) * valid[:, None].astype(s_dtype(x))  # (G, N)
                 keep = _to_groups(own, local, has, False)  # (G, N, M)
                 present = _present(gid, keep)
                 xo = jnp.where(present, x[None], fill_b[None])
                 s = _scores(m, params, xo, sp, info, ids_rep, group) - s_empty[None]
-                z = keep.astype(s_dtype(x)) * valid[:, None, None].astype(s_dtype(x))
-                return (jnp.einsum("gnm,gnk->nmk", z, z, precision=_HIGHEST),
-                        jnp.einsum("gnm,gnt->nmt", z, s, precision=_HIGHEST))
+                z = keep.astype(s_dtype(x))
+                wz = w[..., None] * z
+                return (jnp.einsum("gnm,gnk->nmk", wz, z, precision=_HIGHEST),
+                        jnp.einsum("gnm,gnt->nmt", wz, s, precision=_HIGHEST))
 
-            gram, zv = base.sum_groups(normal_equations, n_draws, group)
+            gram, zv = base.sum_groups(normal_equations, items, group)
             phi = _shap_solve(gram, zv, gain, counts, order, inverse)
             return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
 
         return run
 
     ck = ("kernel_shap", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
-          n_draws, group, nb, return_groups)
+          n_draws, items, group, nb, return_groups)
     maps = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6) + _OWN, (3, 4)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
