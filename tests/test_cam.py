@@ -379,6 +379,50 @@ def test_occlusion_linear_model_by_hand():
                                                 batch_size=2), got, rtol=1e-5, atol=1e-6)
 
 
+def _windows_drop_mean(w, x, fill, windows):
+    """The occlusion map of the linear model ``x -> x . w`` (``w`` ``(H, W, C)``) on ``x``
+    ``(H, W, C)`` by hand: each window ``(rows, cols)`` of slices drops ``w . (x - fill)``
+    over it; every pixel gets the mean drop of the windows covering it."""
+    total, count = np.zeros(x.shape[:2]), np.zeros(x.shape[:2])
+    for r, c in windows:
+        total[r, c] += (w[r, c] * (x[r, c] - fill)).sum()
+        count[r, c] += 1
+    return total / count
+
+
+def test_occlusion_last_window_is_aligned_to_the_border_not_truncated():
+    """A stride that does not divide ``side - patch``: the last window along an axis is a
+    whole patch ending at the border (starts 0, 2, 3 for side 5, patch 2, stride 2), so every
+    window occludes ``patch`` pixels. Captum's ``Occlusion`` slides on to start 4 and
+    truncates that window to the one pixel left (``ceil((side - patch) / stride) + 1``
+    windows), which gives the border pixels the drop of a smaller window. Along the
+    columns (side 7, patch 3, stride 3): ours 0, 3, 4, Captum's 0, 3, 6 (one pixel)."""
+    rng = np.random.default_rng(0)
+    h, w_, c = 5, 7, 2
+    w = rng.normal(size=(h, w_, c)).astype(np.float32)
+    m = jaxsal.FunctionModel(lambda p, v: v.reshape(len(v), -1) @ p,  # class 0: x . w
+                             jnp.asarray(np.stack([w.ravel(), -w.ravel()], 1)))
+    x = rng.normal(size=(1, h, w_, c)).astype(np.float32)
+    got = np.asarray(jaxsal.occlusion(m, x, 0, patch=(2, 3), stride=(2, 3), fill=0.5))[0]
+
+    def aligned(d, q, s):
+        starts = list(range(0, d - q + 1, s))
+        return [slice(a, a + q) for a in starts + ([d - q] if starts[-1] != d - q else [])]
+
+    def truncated(d, q, s):  # Captum's shift counts and windows
+        return [slice(k * s, min(k * s + q, d)) for k in range(-(-(d - q) // s) + 1)]
+
+    ours = _windows_drop_mean(w, x[0], 0.5, [(r, q) for r in aligned(h, 2, 2)
+                                             for q in aligned(w_, 3, 3)])
+    captum = _windows_drop_mean(w, x[0], 0.5, [(r, q) for r in truncated(h, 2, 2)
+                                               for q in truncated(w_, 3, 3)])
+    np.testing.assert_allclose(got, ours, rtol=1e-5, atol=1e-5)
+    # the conventions agree away from the last row and column of windows only
+    np.testing.assert_allclose(got[:3, :4], captum[:3, :4], rtol=1e-5, atol=1e-5)
+    assert np.abs(got[3:] - captum[3:]).max() > 0.1
+    assert np.abs(got[:, 4:] - captum[:, 4:]).max() > 0.1
+
+
 def test_default_cam_layer_and_spatial_layers():
     m = load_keras(FIX / "mnist_cnn_tfkeras2.h5")
     assert jaxsal.default_cam_layer(m) == "conv2d_2"

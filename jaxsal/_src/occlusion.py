@@ -152,8 +152,10 @@ def occlusion(model: ModelLike, x: Inputs, targets: Targets = None, *,
         container) gives each input its own; another value (a tuple too) serves every input.
       stride: step between patch positions (default: ``patch``, non-overlapping); at most
         ``patch`` along every axis the patch does not span, so that every pixel is occluded
-        by some patch (a larger stride raises a ``ValueError``, as in Captum). Per input as
-        ``patch``.
+        by some patch (a larger stride raises a ``ValueError``, as in Captum). Where it does
+        not divide ``side - patch``, the last window along the axis is a whole patch ending
+        at the border (side 5, patch 2, stride 2: starts 0, 2, 3; Captum's ``Occlusion``
+        truncates a window at 4 to one pixel). Per input as ``patch``.
       fill: the occluding value, in ``x``'s layout: a scalar, ``(C,)`` (``(C, 1, 1)``
         channels-first), ``(H, W, C)`` or ``(N, H, W, C)`` (e.g. a blurred copy of ``x``);
         for features a scalar, ``(D,)`` (e.g. the training means) or ``(N, D)``. Per input
