@@ -99,6 +99,34 @@ def test_changed_job_starts_over(tmp_path, model, digits):
     assert len(m.calls) == 3
 
 
+def test_an_unfinished_job_of_the_old_progress_format_is_said_to_start_over(tmp_path, model,
+                                                                          digits):
+    """An unfinished job whose progress file is of format 1 (a jaxsal before the model
+    fingerprint), which this jaxsal never resumes, was refused saying "that job's own command
+    resumes it": running it again met the same refusal. Now it says the job can only start
+    over (overwrite=True), which then computes every chunk."""
+    import json
+
+    path = tmp_path / "maps.npy"
+    progress = tmp_path / "maps.npy.progress.json"
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
+                               on_chunk=stop_after(1))
+    prog = json.loads(progress.read_text())
+    progress.write_text(json.dumps({**prog, "format": 1}))  # as that jaxsal wrote it
+    m = Counting()
+    with pytest.raises(FileExistsError, match=re.escape(
+            f"{path} holds 1 of 3 finished chunks of an unfinished job that another jaxsal "
+            f"version wrote (says its progress file {progress}, of format 1; this jaxsal "
+            "resumes format 2 only, so it can only start that job over); this job would "
+            "replace it. Write to another path (--out), or pass overwrite=True")):
+        jaxsal.explain_to_file(m, model, digits, path, batch_size=8)  # the same job
+    assert m.calls == []
+    out = jaxsal.explain_to_file(m, model, digits, path, batch_size=8, overwrite=True)
+    assert m.calls == [8, 8, 8]
+    np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
+
+
 def test_rejects_bad_arguments(tmp_path, model, digits):
     with pytest.raises(ValueError, match="batch_size"):
         jaxsal.explain_to_file(Counting(), model, digits, tmp_path / "a.npy", batch_size=0)

@@ -58,8 +58,8 @@ from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
 from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_progress,
                                    _record, _replace_json, check_not_another_jobs,
-                                   check_replaceable, create_maps, detach, mark_finished,
-                                   open_maps, write_fix)
+                                   FORMAT, check_replaceable, create_maps, detach,
+                                   mark_finished, open_maps, resumable, write_fix)
 from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids,
                                     _check_options, _check_targets, _chunk_options,
                                     _chunk_targets, _implicit_offset, _rows, _several,
@@ -72,8 +72,6 @@ from jaxsal._src.job_signature import (_array_digest, _bytes, _signatures, _Unst
 from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import OutputInfo, Targets
 from jaxsal._src.validate import _fits, check_flag
-
-_FORMAT = 2  # 1: signatures without the model (jaxsal before the model fingerprint)
 
 
 def _chunk_digest(parts: list) -> str:
@@ -618,7 +616,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     _read_progress(progress_path, also)  # still its own, listed on
 
     def save_progress():
-        record = {"format": _FORMAT, "signature": sig, "family": family,
+        record = {"format": FORMAT, "signature": sig, "family": family,
                   "done": sorted(done), "chunks": n_chunks, "batch_size": batch_size,
                   "n": n, "inputs": {str(c): d for c, d in sorted(digests.items())}}
         if also:
@@ -662,7 +660,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         kept_files = [path] if several is None else _recorded_files(prog, path, per_input)
         # (a job that finished no chunk has nothing to keep, and its .npy may be torn: one
         # stopped while writing the header starts again)
-        if (prog.get("format") == _FORMAT and (same or rebatch) and prog.get("done")
+        if (resumable(prog) and (same or rebatch)
                 and kept_files and all(os.path.exists(f) for f in kept_files)):
             files = kept_files
             out = {}

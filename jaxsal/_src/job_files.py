@@ -30,6 +30,18 @@ import numpy as np
 
 from jaxsal._src.job_inputs import _mapped_sources, _Several, input_paths
 
+#: The format of the progress files this jaxsal writes, and the only one it resumes (1:
+#: signatures without the model, jaxsal before the model fingerprint; a job of another format
+#: starts over).
+FORMAT = 2
+
+
+def resumable(prog: dict) -> bool:
+    """Whether a job's progress record ``prog`` may be resumed, whatever its signature (which
+    the job compares besides): of this jaxsal's :data:`FORMAT`, with a chunk finished."""
+    return prog.get("format") == FORMAT and bool(prog.get("done"))
+
+
 def _check_folder(path: str) -> None:
     """Refuse an output path that is a folder, names no file, or is in a folder that does
     not exist."""
@@ -326,17 +338,23 @@ def check_replaceable(files: list[str], progress_path: str,
     for f in files:
         if not os.path.exists(f):
             continue
-        listed = next((o for o in _owners(f) if os.path.realpath(o[0]) == own), None)
+        listed = next((o for o in _owner_records(f) if os.path.realpath(o[0]) == own), None)
         what = f"{f}{roles.get(f, '')}"
         if listed is not None:
-            _, done, chunks = listed
+            _, prog, done, chunks = listed
             if not done:
                 continue
-            held = (f"is the output of a finished job (says its progress file {progress_path})"
-                    if done >= chunks else
-                    f"holds {done} of {chunks} finished chunks of the unfinished job that "
-                    f"wrote it (says its progress file {progress_path}; that job's own "
-                    "command resumes it)")
+            if done >= chunks:
+                held = f"is the output of a finished job (says its progress file {progress_path})"
+            elif prog.get("format") != FORMAT:  # (never resumed: batch, resumable)
+                held = (f"holds {done} of {chunks} finished chunks of an unfinished job "
+                        f"that another jaxsal version wrote (says its progress file "
+                        f"{progress_path}, of format {prog.get('format', 1)!r}; this jaxsal "
+                        f"resumes format {FORMAT} only, so it can only start that job over)")
+            else:
+                held = (f"holds {done} of {chunks} finished chunks of the unfinished job that "
+                        f"wrote it (says its progress file {progress_path}; that job's own "
+                        "command resumes it)")
         elif unreadable is not None:
             held = (f"may hold finished maps: its progress file {progress_path} cannot be read "
                     f"({unreadable})")
