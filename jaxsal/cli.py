@@ -576,6 +576,10 @@ def _job(args):
             raise ValueError(f"INPUTS {file}: expected a batch (N, ...) with the examples along "
                              f"axis 0, got a 0-d array (one {a.dtype} number); save the batch "
                              "of inputs, np.save(path, x) with x of shape (N, ...)")
+    if len(files) == 1:  # (a job over one input array) what it refuses without the model
+        from jaxsal._src.job_files import check_start_over
+
+        check_start_over(args.out, overwrite=args.overwrite)
     _enable_cache(args.cache_dir)
     model = load_keras(args.model, head=args.head, keras_backend=args.keras_backend,
                        config=args.config)

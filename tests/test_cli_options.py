@@ -186,6 +186,56 @@ def test_changing_head_starts_over(tmp_path, mnist_path, digits_file, mnist_digi
     np.testing.assert_allclose(np.load(out), direct, rtol=1e-5, atol=1e-12)
 
 
+def test_a_file_the_job_may_not_replace_is_refused_before_the_model_loads(
+        tmp_path, mnist_path, digits_file, mnist_digits, capsys, monkeypatch):
+    """`explain`/`evaluate --out` onto an array no progress file lists, or onto an unfinished
+    job's file of the old progress format (format 1, never resumed), was refused only after
+    loading the model (a big one: minutes for nothing), in explain_to_file; refused now
+    before, as those need no model. Where the job may resume (a progress file of this format
+    with a finished chunk), or with --overwrite, the model is loaded (its signature says)."""
+    import json
+
+    import model_import
+
+    class Loaded(Exception):
+        pass
+
+    stopped = tmp_path / "stopped.npy"  # a job of this jaxsal, stopped after a chunk
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(jaxsal.saliency, load_keras(mnist_path, head="logits"),
+                               mnist_digits[:2], stopped, targets=3, batch_size=1,
+                               on_chunk=stop_after(1))
+    old = tmp_path / "old.npy"  # the same, its progress file as a jaxsal of format 1 wrote it
+    old.write_bytes(stopped.read_bytes())
+    prog = json.loads((tmp_path / "stopped.npy.progress.json").read_text())
+    (tmp_path / "old.npy.progress.json").write_text(json.dumps({**prog, "format": 1}))
+    mine = tmp_path / "mine.npy"
+    np.save(mine, np.full((2, 28, 28), 7.0, np.float32))
+
+    def load(*a, **k):
+        raise Loaded
+
+    monkeypatch.setattr(model_import, "load_keras", load)
+    evaluate = ["evaluate", mnist_path, digits_file, digits_file, "--metric", "deletion",
+                "--targets", "3", "--steps", "2", "--out"]
+    for out, held in ((mine, "exists and no progress file lists it"),
+                      (old, "holds 1 of 2 finished chunks of an unfinished job that another "
+                            "jaxsal version wrote")):
+        before = out.read_bytes()
+        for argv in (["explain", mnist_path, digits_file, "--targets", "3", "--out"],
+                     evaluate):
+            capsys.readouterr()
+            assert cli.main([*argv, str(out)]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"jaxsal: error: {out} {held}"), err
+            assert "pass overwrite=True (jaxsal: --overwrite) to replace it" in err
+        assert out.read_bytes() == before
+        with pytest.raises(Loaded):
+            _explain(mnist_path, digits_file, out, "--targets", "3", "--overwrite")
+    with pytest.raises(Loaded):  # it may resume: the model's signature says whether
+        _explain(mnist_path, digits_file, stopped, "--targets", "3")
+
+
 def test_changing_output_starts_over(tmp_path):
     keras = pytest.importorskip("keras")
     from keras import layers

@@ -368,6 +368,24 @@ def check_replaceable(files: list[str], progress_path: str,
             "pass overwrite=True (jaxsal: --overwrite) to replace it")
 
 
+def check_start_over(path: str, *, overwrite: bool = False) -> None:
+    """The refusals of a job over one input array writing ``path`` (resumed where it can be)
+    that need neither its model nor its method, for the command line to make before it loads
+    the model (a big one takes long to load, only to be refused): ``path`` another job's
+    output (:func:`check_not_another_jobs`) and, where the job cannot resume whatever its
+    signature (no progress file, one of another :data:`FORMAT` or that lists no finished
+    chunk), ``path`` holding finished work it would replace (:func:`check_replaceable`,
+    unless ``overwrite``). Where it may resume, or its progress file cannot be read, the job
+    checks it itself, once its signature is known (:func:`jaxsal.explain_to_file`)."""
+    _check_folder(path)  # (a folder: not "an array no progress file lists")
+    progress_path = path + ".progress.json"
+    check_not_another_jobs([path], progress_path)
+    prog, why = _record(progress_path)
+    if overwrite or why is not None or (prog is not None and resumable(prog)):
+        return
+    check_replaceable([path], progress_path)
+
+
 def job_files(path: str | os.PathLike) -> list[str]:
     """The files the job writing ``path`` keeps its maps in: those its progress file lists
     (a job over several inputs: ``maps.img.npy``, ``maps.vec.npy``), else ``[path]``."""
