@@ -364,6 +364,40 @@ def test_every_output_file_is_checked_before_any_chunk(tmp_path, linear, xs, mon
     assert not (tmp_path / "new.a.npy").exists() and not (tmp_path / "new.b.npy").exists()
 
 
+def test_only_the_files_the_job_writes_are_checked_before_it_replaces(tmp_path, two, linear,
+                                                                       xs):
+    """An array of one's own at maps.npy was refused (without overwrite=True) to a job whose
+    method writes maps.img.npy and maps.meta.npy only, and one at cam.img.npy to Grad-CAM,
+    which writes cam.npy only: the first chunk's traced call says which files a jaxsal
+    method writes, and only those are checked (and left alone where it writes the others). A
+    method of one's own is never traced: every file it may write is checked."""
+    m, x, _ = two
+    mine = np.full((5, 3), 7.0, np.float32)
+    for f in ("maps.npy", "cam.img.npy", "d.npy"):
+        np.save(tmp_path / f, mine)
+    out = jaxsal.explain_to_file(jaxsal.saliency, m, x, tmp_path / "maps.npy", targets=1,
+                                 batch_size=5)
+    for o, w in zip(out, jaxsal.saliency(m, x, 1)):
+        np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-7)
+    cam = jaxsal.explain_to_file(jaxsal.gradcam, m, x, tmp_path / "cam.npy", targets=1,
+                                 batch_size=5)
+    np.testing.assert_allclose(cam, jaxsal.gradcam(m, x, 1), rtol=1e-5, atol=1e-7)
+    for f in ("maps.npy", "cam.img.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / f), mine)
+    # where the job writes it, maps.npy is still refused (its progress file lists the files
+    # of the saliency job only)
+    with pytest.raises(FileExistsError, match=re.escape(
+            f"{tmp_path / 'maps.npy'} exists and no progress file lists it")):
+        jaxsal.explain_to_file(jaxsal.gradcam, m, x, tmp_path / "maps.npy", targets=1,
+                               batch_size=5)
+    d = Doubling()
+    with pytest.raises(FileExistsError, match=re.escape(
+            f"{tmp_path / 'd.npy'} exists and no progress file lists it")):
+        jaxsal.explain_to_file(d, linear, xs, tmp_path / "d.npy", batch_size=5)
+    assert d.calls == []
+    np.testing.assert_array_equal(np.load(tmp_path / "maps.npy"), mine)
+
+
 def test_another_job_on_the_same_path_starts_over(tmp_path, linear, xs):
     """A job of other targets finds the first job's progress file: it starts over, writing
     every chunk; the progress file then lists the new job's files only."""

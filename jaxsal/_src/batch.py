@@ -145,8 +145,16 @@ def _maps_by_file(result: Any, several: _Several | None, path: str, per_input: l
     """``{file: its rows}`` of a chunk's maps ``result`` (its first ``count`` rows): one
     array to ``path``; for several inputs, a map per input (in their container, or a list
     or tuple of one per input) to each input's file."""
+    return {f: np.asarray(m)[:count]
+            for f, m in _split_maps(result, several, path, per_input).items()}
+
+
+def _split_maps(result: Any, several: _Several | None, path: str, per_input: list[str]
+                ) -> dict[str, Any]:
+    """``{file: its maps}`` of a chunk's ``result`` (:func:`_maps_by_file`; also of its
+    shapes, ``jax.ShapeDtypeStruct`` leaves: the files a job will write)."""
     if several is None:
-        return {path: np.asarray(result)[:count]}
+        return {path: result}
     by_input = several.by_input(result) if isinstance(result, (list, tuple, dict)) else None
     if by_input is None:
         if isinstance(result, (list, tuple, dict)):
@@ -154,9 +162,8 @@ def _maps_by_file(result: Any, several: _Several | None, path: str, per_input: l
                              f"({', '.join(several.names)}), in a list in that order or a "
                              f"dict keyed by their names, or one array; got a "
                              f"{type(result).__name__} of {len(result)}")
-        return {path: np.asarray(result)[:count]}
-    return {per_input[i]: np.asarray(result[key])[:count] for key, i in
-            sorted(by_input, key=lambda ki: ki[1])}
+        return {path: result}
+    return {per_input[i]: result[key] for key, i in sorted(by_input, key=lambda ki: ki[1])}
 
 
 def _non_finite_maps(maps: dict[str, np.ndarray], lo: int) -> tuple[list[int], str]:
@@ -477,9 +484,11 @@ def _is_jaxsal(method: Callable) -> bool:
 
 
 def _dry_run(method: Callable, model: Any, x: Any, targets: Any, options: dict,
-             chunk: str) -> None:
+             chunk: str) -> Any:
     """Trace ``method(model, x, targets, **options)`` (a chunk's call) without computing it
-    (``jax.eval_shape``: no compilation, no device work) and raise what the method refuses
+    (``jax.eval_shape``: no compilation, no device work), return the shapes of its result
+    (``jax.ShapeDtypeStruct`` leaves; None where the trace itself failed) and raise what the
+    method refuses
     in its arguments, as a direct call would: an option in a form it does not take (a tuple
     of baselines for a dict of inputs), a value out of range, an input of another shape.
     ``check_finite`` is off for it (NaN inputs are the job's to name, chunk by chunk), and
@@ -488,9 +497,9 @@ def _dry_run(method: Callable, model: Any, x: Any, targets: Any, options: dict,
     if "check_finite" in inspect.signature(method).parameters:
         options = {**options, "check_finite": False}
     try:
-        jax.eval_shape(lambda: method(model, x, targets, **options))
+        return jax.eval_shape(lambda: method(model, x, targets, **options))
     except jax.errors.JAXTypeError:  # (a tracer where the method reads a value: not dry)
-        return
+        return None
     except (ValueError, TypeError) as e:
         kind = TypeError if isinstance(e, TypeError) else ValueError
         raise kind(f"{str(e).rstrip('.')}. (Refused before any work: explain_to_file "
@@ -498,7 +507,7 @@ def _dry_run(method: Callable, model: Any, x: Any, targets: Any, options: dict,
                    "chunk; nothing was computed or written. Fix the option or inputs and run "
                    "the call again.)") from e
     except Exception:  # anything else: the real call says it, for its chunk
-        return
+        return None
 
 
 def _check_rows(model: Any, inputs: Any, batch_size: int, targets: Any) -> None:
@@ -689,12 +698,15 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                 # for, where a jaxsal before did not record it (for `jaxsal evaluate` to check)
                 save_progress()
     resumed = out is not None
-    if not resumed and not overwrite:
-        # starting over: never onto a file holding finished work, unless told to
-        check_replaceable([path, *per_input], progress_path, _input_roles(path, several))
+    # starting over: never onto a file holding finished work, unless told to (for several
+    # inputs, once the dry run below says which files the job writes)
+    replace_check = not resumed and not overwrite
+    if replace_check and several is None:
+        check_replaceable([path], progress_path)
 
     check_inputs = _checks_inputs(method, options)
     skipped: dict[int, tuple[str, list[int]]] = {}  # keep_going: chunk -> (why, inputs at fault)
+
     def call_args(lo: int, hi: int, parts: list) -> tuple[Any, Any, dict]:
         """The inputs, targets and options of the method's call for inputs ``lo:hi``
         (``parts``: their rows of each input), padded to the batch size."""
@@ -710,14 +722,23 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
 
     read: dict[int, list] = {}  # chunk -> its inputs' rows, read by the dry run
     first = next((c for c in range(n_chunks) if c not in done), None)
+    traced = None  # the shapes of the first chunk's maps, where the dry run got them
     if first is not None and _is_jaxsal(method):
         # the first chunk's call traced, not run, before any work: what the method refuses
         # in its arguments (an option's form, its values) is refused here, not as the
         # failure of a chunk
         lo, hi = first * batch_size, min(n, (first + 1) * batch_size)
         read[first] = [np.asarray(a[lo:hi]) for a in arrays]
-        _dry_run(method, model, *call_args(lo, hi, read[first]),
-                 f"chunk {first} (inputs {lo}:{hi})")
+        traced = _dry_run(method, model, *call_args(lo, hi, read[first]),
+                          f"chunk {first} (inputs {lo}:{hi})")
+    if replace_check and several is not None:
+        # the files the job writes: path (one map) or those of the inputs' maps, as the
+        # traced maps say; every one it may write where nothing says (a method of one's own)
+        written = [path, *per_input]
+        if traced is not None:
+            with contextlib.suppress(Exception):  # (a result of another form: the chunk's)
+                written = list(_split_maps(traced, several, path, per_input))
+        check_replaceable(written, progress_path, _input_roles(path, several))
 
     for c in range(n_chunks):
         if c in done:
