@@ -917,6 +917,19 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
 
 
 # ----------------------------------------------------------------------------- single maps
+def _one_map(map, what: str) -> np.ndarray:
+    """The ``(H, W)`` map of :func:`heatmap` (a leading batch axis of 1 dropped), checked;
+    ``what``: the function the user called, for its errors."""
+    a = _np(map)
+    while a.ndim > 2 and a.shape[0] == 1 and not (a.ndim == 3 and a.shape[-1] == 1):
+        a = a[0]
+    a = _as_map(a, what)
+    if not a.size:  # (reported with the shape given, not the grid's (1, 1, h, w))
+        raise ValueError(f"{what}: expected a map of at least one pixel, got shape "
+                         f"{np.shape(map)}")
+    return a
+
+
 def heatmap(map, *, image=None, title: str | None = None, cmap: str | None = None,
             signed: bool | None = None, alpha: float = 0.5, vmin: float | None = None,
             vmax: float | None = None, colorbar: bool = True, colorbar_label: str | None = None,
@@ -929,13 +942,7 @@ def heatmap(map, *, image=None, title: str | None = None, cmap: str | None = Non
       signed: diverging colours centred at 0 (``None``: when the map has negative values).
       Other arguments as in :func:`grid`.
     """
-    a = _np(map)
-    while a.ndim > 2 and a.shape[0] == 1 and not (a.ndim == 3 and a.shape[-1] == 1):
-        a = a[0]
-    a = _as_map(a, "heatmap")
-    if not a.size:  # (reported with the shape given, not the grid's (1, 1, h, w))
-        raise ValueError(f"heatmap: expected a map of at least one pixel, got shape "
-                         f"{np.shape(map)}")
+    a = _one_map(map, "heatmap")
     im = None if image is None else np.asarray(image)  # (integer images keep their dtype)
     if im is not None and im.ndim == 4 and im.shape[0] == 1:
         im = im[0]
@@ -958,12 +965,14 @@ def overlay(image, map, *, alpha: float = 0.5, cmap: str | None = None, **kwargs
                          f"map of shape {np.shape(map)}, which looks like an RGB image; "
                          "expected the image first and the map (H, W) second: "
                          "overlay(image, map)")
+    _one_map(map, "overlay")  # (its errors name overlay, not the heatmap it draws)
     return heatmap(map, image=image, alpha=alpha, cmap=cmap, **kwargs)
 
 
 def diverging(map, *, image=None, cmap: str = DIVERGING_CMAP, **kwargs) -> Figure:
     """A signed map (e.g. gradient x input, integrated gradients without ``abs``) with a
     diverging colour map centred at 0: negative blue, zero white, positive red."""
+    _one_map(map, "diverging")  # (its errors name diverging, not heatmap)
     return heatmap(map, image=image, cmap=cmap, signed=True, **kwargs)
 
 

@@ -1,6 +1,8 @@
 """Looking inside a model (jaxsal.filter_images, jaxsal.feature_maps and their plots) on the
 layouts Keras stores: channels-first layers, transposed, depthwise and separable kernels."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -161,6 +163,19 @@ def test_image_grid_of_channels_first_images():
         jaxsal.image_grid(first)
     with pytest.raises(ValueError, match="channels_first=True: expected"):
         jaxsal.image_grid(imgs[..., 0], channels_first=True)
+
+
+def test_image_grid_of_images_of_no_pixel_is_refused():
+    """Images with H = 0 or W = 0 (or no channel) were tiled into a grid of the padding
+    alone, without an error; refused, naming the shape and the empty axis."""
+    for shape, axis in (((3, 0, 4), "H"), ((3, 4, 0, 3), "W"), ((2, 5, 5, 0), "C")):
+        with pytest.raises(ValueError, match=re.escape(
+                f"image_grid: expected images of at least one pixel"
+                f"{' and one channel' if axis == 'C' else ''}, got shape {shape} "
+                f"({axis} = 0)")):
+            jaxsal.image_grid(np.zeros(shape, np.float32))
+    with pytest.raises(ValueError, match=r"got shape \(2, 3, 0, 4\) \(H = 0\)"):
+        jaxsal.image_grid(np.zeros((2, 3, 0, 4), np.float32), channels_first=True)
 
 
 def test_image_grid_pad_value_must_fit_integer_images():

@@ -1244,10 +1244,20 @@ def test_image_grid_of_many_images_is_one_mosaic(tmp_path):
 
 def test_empty_maps_are_named_as_given():
     """heatmap of an (0, 4) map said 'expected at least one map, got shape (1, 1, 0, 4)'
-    (its internal grid), grid's maps of zero pixels 'at least one map'."""
+    (its internal grid), grid's maps of zero pixels 'at least one map'; overlay's and
+    diverging's said 'heatmap:'."""
     with pytest.raises(ValueError, match=r"heatmap: expected a map of at least one pixel, "
                                          r"got shape \(0, 4\)"):
         plot.heatmap(np.zeros((0, 4)))
+    # overlay and diverging (which draw a heatmap) named heatmap, not the function called
+    for name, draw in (("overlay", lambda m: plot.overlay(np.zeros((0, 4, 3)), m)),
+                       ("diverging", plot.diverging)):
+        with pytest.raises(ValueError, match=rf"^{name}: expected a map of at least one "
+                                             r"pixel, got shape \(1, 0, 4\)"):
+            draw(np.zeros((1, 0, 4)))
+        with pytest.raises(ValueError, match=rf"^{name}: expected a map of shape \(H, W\) "
+                                             r"or \(H, W, 1\), got \(4,\)"):
+            draw(np.zeros(4))
     with pytest.raises(ValueError, match=r"maps of at least one pixel.*\(2, 3, 4, 0\)"):
         plot.grid(np.zeros((2, 3, 4, 0)))
     with pytest.raises(ValueError, match=r"at least one map, got shape \(0, 3, 4, 4\)"):

@@ -263,6 +263,12 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
     t, h, w, c = a.shape
     if t == 0:
         raise ValueError("image_grid: expected at least one image, got 0")
+    if not (h and w and c):  # (else a grid of the padding alone, without a word)
+        raise ValueError(f"image_grid: expected images of at least one pixel"
+                         f"{' and one channel' if not c else ''}, got shape "
+                         f"{tuple(np.shape(images))} ({'H' if not h else 'W' if not w else 'C'}"
+                         " = 0); pass the images themselves (an empty crop or resize left "
+                         "none)")
     if ncols is None:
         ncols = int(np.ceil(np.sqrt(t)))
     if (isinstance(ncols, (bool, np.bool_)) or not isinstance(ncols, (int, np.integer))
