@@ -175,3 +175,36 @@ def test_refusals(cnn):
     fm = jaxsal.FunctionModel(lambda p, x: x.reshape(len(x), -1) @ p, jnp.ones((360, 2)))
     with pytest.raises(TypeError, match="biases and pre-activations.*model_import.load_keras"):
         jaxsal.fullgrad(fm, x, 0)
+
+
+def test_huge_biases_are_scaled_as_normalize_scales_them(tmp_path):
+    """A bias of 1e38 makes FullGrad's bias term |dS/dz * b| of values near float32's
+    largest: its min-max scaling divided by a maximum whose reciprocal is below float32's
+    smallest normal number, which XLA:CPU flushes to 0, so the term became zeros. Scaled by
+    2**-100 first, as jaxsal.normalize: the maps are those of the analytic terms. The model:
+    a 1x1 conv (kernel k, bias b) on a 2x2 image, Flatten, Dense of weights w: S = sum_p
+    w_p (k x_p + b) + c, so the input term is |w k x| and the bias term |w b|."""
+    k, b = 0.5, 1e38
+    w = np.array([1.0, 0.5, 0.25, 0.125])  # S = 1.875e38: below float32's largest
+    inp = keras.Input((2, 2, 1))
+    h = layers.Conv2D(1, 1, name="c")(inp)
+    out = layers.Dense(1, name="d")(layers.Flatten()(h))
+    km = keras.Model(inp, out)
+    km.get_layer("c").set_weights([np.full((1, 1, 1, 1), k, np.float32),
+                                   np.array([b], np.float32)])
+    km.get_layer("d").set_weights([w[:, None].astype(np.float32), np.zeros(1, np.float32)])
+    km.save(tmp_path / "huge.keras")
+    m = load_keras(tmp_path / "huge.keras").with_head("logits")
+    x = np.array([[1.0, 2.0], [4.0, 3.0]], np.float32)[None, ..., None]
+
+    def scale(t, eps):  # in float64: no overflow, no flush
+        t = t - t.min()
+        return t / (t.max() + eps)
+
+    xs = x.reshape(4).astype(np.float64)
+    for variant, eps in (("paper", 1e-6), ("pytorch-grad-cam", 1e-7)):
+        want = scale(np.abs(w * k * xs), eps) + scale(np.abs(w * b), eps)
+        if variant == "pytorch-grad-cam":
+            want = scale(want, 1e-7)
+        got = np.asarray(jaxsal.fullgrad(m, x, 0, variant=variant))
+        np.testing.assert_allclose(got.reshape(4), want, rtol=1e-5, atol=1e-6)

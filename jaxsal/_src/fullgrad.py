@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
-from jaxsal._src.postprocess import extreme, upsample_linear
+from jaxsal._src.postprocess import extreme, min_max, upsample_linear
 from jaxsal._src.targets import Targets, run_model, target_pullback
 from jaxsal._src.validate import layer_format, prepare, to_channels_last
 
@@ -40,9 +40,10 @@ FULLGRAD_VARIANTS = ("paper", "pytorch-grad-cam")
 
 
 def _scale(a: Array, axes: tuple[int, ...], eps: float) -> Array:
-    """``a - min``, divided by ``eps + max`` of that, the extremes over ``axes``."""
-    a = a - extreme(a, axes, jnp.argmin)
-    return a / (extreme(a, axes, jnp.argmax) + eps)
+    """``a - min``, divided by ``eps + max`` of that, the extremes over ``axes`` (each read at
+    one element, :func:`extreme`); terms of values beyond 2**100 (huge biases) scaled as
+    :func:`jaxsal.normalize` scales them (:func:`min_max`), not to zeros or NaN."""
+    return min_max(a, extreme(a, axes, jnp.argmin), extreme(a, axes, jnp.argmax), eps)
 
 
 def _term(a: Array, variant: str) -> Array:

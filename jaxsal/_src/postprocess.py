@@ -123,16 +123,21 @@ def _reduce_channels(maps: ArrayLike, mode: str | None, axis: int) -> Array:
 
 
 def _norm(maps: Array, axis, eps: float) -> Array:
-    lo = jnp.min(maps, axis=axis, keepdims=True)
-    hi = jnp.max(maps, axis=axis, keepdims=True)
+    return min_max(maps, jnp.min(maps, axis=axis, keepdims=True),
+                   jnp.max(maps, axis=axis, keepdims=True), eps)
+
+
+def min_max(a: Array, lo: Array, hi: Array, eps: float) -> Array:
+    """``(a - lo) / (hi - lo + eps)``: ``a`` scaled by its minimum ``lo`` and maximum ``hi``
+    (kept axes of size 1; :func:`normalize`, FullGrad's terms), also for huge values."""
     # maps of huge values are scaled down by 2**-100 first (exact: a power of two), so that
     # neither hi - lo overflows (a float32 map spanning +-3e38: inf / inf = NaN) nor its
     # reciprocal falls below float32's smallest normal number, which XLA:CPU divides by and
     # flushes to 0 (a map [0, 1e38] normalized to zeros). Other maps keep scale 1: the plain
     # formula bit for bit (one expression, so that a derivative meets no unused branch)
     big = jnp.maximum(jnp.abs(lo), jnp.abs(hi)) > 2.0 ** 100
-    s = jnp.where(big, 2.0 ** -100, 1.0).astype(maps.dtype)
-    return (maps * s - lo * s) / (hi * s - lo * s + eps * s)
+    s = jnp.where(big, 2.0 ** -100, 1.0).astype(a.dtype)
+    return (a * s - lo * s) / (hi * s - lo * s + eps * s)
 
 
 def _static_axis(axis):
