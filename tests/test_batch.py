@@ -127,6 +127,52 @@ def test_an_unfinished_job_of_the_old_progress_format_is_said_to_start_over(tmp_
     np.testing.assert_allclose(out, np.asarray(model(digits)), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch_size", [8, 32])  # 3 chunks; one
+def test_a_crash_between_the_finished_header_and_the_progress_file(tmp_path, model, digits,
+                                                                   monkeypatch, batch_size):
+    """Killed after the last chunk's rows are written and the files' headers marked finished
+    (job_files.mark_finished), before the progress file records that chunk: the .npy reads
+    as finished while its progress file lists one chunk fewer. The same call then resumes,
+    computing that last chunk only (the only one, of a job of one chunk: its progress file
+    lists none, and the file is its own to replace without overwrite=True), and returns the
+    maps of one call."""
+    import jaxsal._src.batch as batch
+
+    class Killed(BaseException):
+        pass
+
+    marked = []
+    real_mark, real_replace = batch.mark_finished, batch._replace_json
+
+    def mark(path):
+        real_mark(path)
+        marked.append(path)
+
+    def replace(path, record):
+        if marked:
+            raise Killed
+        real_replace(path, record)
+
+    monkeypatch.setattr(batch, "mark_finished", mark)
+    monkeypatch.setattr(batch, "_replace_json", replace)
+    path = tmp_path / "maps.npy"
+    with pytest.raises(Killed):
+        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=batch_size)
+    monkeypatch.undo()
+    chunks = -(-len(digits) // batch_size)
+    assert marked == [str(path)] and unfinished(path)[:2] == (chunks - 1, chunks)
+    expected = np.asarray(model(digits))
+    np.testing.assert_allclose(np.load(path), expected, rtol=1e-5, atol=1e-5)  # every row
+    m = Counting()
+    out = jaxsal.explain_to_file(m, model, digits, path, batch_size=batch_size)
+    assert m.calls == [min(batch_size, len(digits))]  # the last chunk, once
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    assert unfinished(path) is None
+    m = Counting()
+    jaxsal.explain_to_file(m, model, digits, path, batch_size=batch_size)  # finished
+    assert m.calls == []
+
+
 def test_rejects_bad_arguments(tmp_path, model, digits):
     with pytest.raises(ValueError, match="batch_size"):
         jaxsal.explain_to_file(Counting(), model, digits, tmp_path / "a.npy", batch_size=0)
