@@ -351,8 +351,10 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         finished job's maps whose progress file is gone), a finished job's output (another
         job at ``path``, or this one with ``resume=False``), the finished chunks of an
         unfinished job, a file beside an unreadable progress file. ``False`` (default):
-        refused with a ``FileExistsError`` before any chunk, the file untouched. A job's own
-        file resumes without it; another job's file (its progress file lists it under
+        refused with a ``FileExistsError`` before any chunk, the file untouched (for several
+        inputs, only the files the job writes: ``path`` or those of the inputs' maps, as the
+        traced call of a jaxsal method says; all of them for a method of one's own). A job's
+        own file resumes without it; another job's file (its progress file lists it under
         another path) stays refused.
       sharding: where each chunk's inputs go before ``method`` runs on them
         (``jax.device_put(chunk, sharding)``), e.g. ``NamedSharding(Mesh(jax.devices(),
