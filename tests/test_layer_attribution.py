@@ -295,6 +295,39 @@ def test_float_declared_token_input_read_by_a_nested_encoder(text_models, tmp_pa
         lay, rtol=1e-5, atol=1e-7)
 
 
+def test_cams_of_token_ids_beside_features(tmp_path):
+    """A model of [token ids (N, L), features (N, D)]: Grad-CAM was refused, "needs an input
+    with 1 to 3 spatial axes", the token axis not counted as one (it is for a model of token
+    ids alone), whatever layer= was given. Now it maps the token axis, equal to its
+    definition on jax.grad at the layer; inputs with no such axis are refused saying what to
+    do (integer ids, layer=, or a method for features)."""
+    keras.utils.set_random_seed(4)
+    tok = keras.Input((LEN,), dtype="int32", name="tok")
+    feat = keras.Input((3,), name="feat")
+    h = layers.Conv1D(4, 3, padding="same", name="conv")(
+        layers.Embedding(VOCAB, 8, name="embedding")(tok))
+    h = layers.Concatenate()([layers.GlobalAveragePooling1D()(h), layers.Dense(4)(feat)])
+    keras.Model([tok, feat], layers.Dense(2, name="out")(h)).save(tmp_path / "tf.keras")
+    m = load_keras(tmp_path / "tf.keras", head="logits")
+    rng = np.random.default_rng(1)
+    x = [rng.integers(0, VOCAB, (2, LEN)).astype(np.int32),
+         rng.normal(size=(2, 3)).astype(np.float32)]
+    for layer in (None, "conv"):
+        cams = np.asarray(jaxsal.gradcam(m, x, [0, 1], layer=layer))
+        assert cams.shape == (2, 2, LEN)
+        for t in (0, 1):
+            g, a = _layer_grad(m, x, "conv", t)
+            want = np.maximum((g.mean(1, keepdims=True) * a).sum(-1), 0.0)
+            np.testing.assert_allclose(cams[:, t], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"or of integer token ids \(N, L\), whose token axis "
+                       r"is the spatial one; got inputs of shapes \(2, 3\) float32, \(2, 3\) "
+                       r"float32\. Token ids stored as floats: pass them as integers.*layer=.*"
+                       r"Features \(N, D\) alone have no axis to map: explain them with "
+                       r"jaxsal\.saliency"):
+        jaxsal.gradcam(jaxsal.FunctionModel(lambda p, x: x[0] @ p + x[1] @ p, jnp.ones((3, 2))),
+                       [x[1], x[1]], 0)
+
+
 def test_float_declared_tokens_read_by_a_nested_model_of_several_inputs(tmp_path):
     """Float-declared ids read by an Embedding inside a nested model of two inputs,
     ``enc([tokens, features])``: saliency gave all-zero token maps without a word (only

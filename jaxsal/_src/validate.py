@@ -339,10 +339,17 @@ def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allo
         out.append(_check_array(model, a, shape, ids_dtype, check_finite=check_finite,
                                 spatial=False, allow_int=allow_int and _takes_codes(model, i),
                                 what=f"input {name!r}", check_ids=False, index=i))
-    if spatial and not any(a.ndim in (3, 4, 5) for a in out):
-        raise ValueError("this method needs an input with 1 to 3 spatial axes (signals "
-                         "(N, L, C), images (N, H, W, C), volumes (N, D, H, W, C)); got inputs "
-                         "of shapes " + ", ".join(str(tuple(a.shape)) for a in out))
+    if spatial and not any(cam_rank(a) in (3, 4, 5) for a in out):  # (token ids (N, L): 3)
+        raise ValueError(
+            "this method needs an input with 1 to 3 spatial axes (signals (N, L, C), images "
+            "(N, H, W, C), volumes (N, D, H, W, C)) or of integer token ids (N, L), whose "
+            "token axis is the spatial one; got inputs of shapes "
+            + ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in out)
+            + ". Token ids stored as floats: pass them as integers (ids.astype(np.int32)), "
+            "with layer= a layer of their token axis where the default is none (a Conv1D "
+            "after the Embedding: jaxsal.spatial_layers(model)). Features (N, D) alone have "
+            "no axis to map: explain them with jaxsal.saliency, jaxsal.integrated_gradients "
+            "or jaxsal.occlusion")
     sizes = {int(a.shape[0]) for a in out}
     if len(sizes) > 1:
         raise ValueError("expected every input with the same batch size N, got "
