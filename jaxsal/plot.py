@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import Formatter
 
-from jaxsal._src import reals
+from jaxsal._src import ints, reals
 
 __all__ = [
     "architecture",
@@ -288,10 +288,9 @@ def _is_int(v) -> bool:
 
 
 def _grid_shape(n: int, ncols: int | None) -> tuple[int, int]:
-    if ncols is not None and not (_is_int(ncols) and ncols >= 1):
-        raise ValueError(f"ncols: expected an int >= 1 (panels per row) or None (about a "
-                         f"3:2 layout), got {ncols!r}; e.g. ncols=5")
-    ncols = int(ncols) if ncols is not None else min(n, max(1, math.ceil(math.sqrt(n * 1.5))))
+    ncols = ints.check_int(ncols, "ncols", kind="panels per row; None: about a 3:2 layout",
+                           example="5", allow_none=True)
+    ncols = ncols if ncols is not None else min(n, max(1, math.ceil(math.sqrt(n * 1.5))))
     return math.ceil(n / ncols), ncols
 
 
@@ -1228,14 +1227,9 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
     H, W, ch = tiles.shape[2:]
     ptitles = _titles_2d(t, R, C, "titles")
     if value_range is not None:
-        try:
-            lo, hi = (float(v) for v in value_range)
-        except (TypeError, ValueError):
-            lo = hi = math.nan
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ValueError(f"value_range: expected (lo, hi), two finite numbers with lo < hi "
-                             f"(the values black and white stand for, e.g. (0, 1) or (0, 255)),"
-                             f" got {value_range!r}")
+        lo, hi = reals.check_interval(
+            value_range, "value_range", where="image_grid",
+            kind="the values black and white stand for, e.g. (0, 1) or (0, 255)")
     if colorbar is None:
         colorbar = value_range is not None and ch == 1
     caption = ("each image stretched to its own min..max" if value_range is None
@@ -1409,15 +1403,10 @@ def filters(model_or_kernel, layer: str | None = None, *, channel: int | None = 
     if k.ndim != 4:
         raise ValueError(f"expected a 2-D conv kernel (kh, kw, in, out), got shape {k.shape}")
     kh, kw, cin, cout = k.shape
-    if max_filters is not None and (isinstance(max_filters, (bool, np.bool_))
-                                    or not isinstance(max_filters, (int, np.integer))
-                                    or max_filters < 1):
-        raise ValueError(f"max_filters: expected a positive int, got {max_filters!r}")
-    if channel is not None and (isinstance(channel, (bool, np.bool_))
-                                or not isinstance(channel, (int, np.integer))
-                                or not 0 <= int(channel) < cin):
-        raise ValueError(f"channel: expected an input channel 0 <= channel < {cin}, got "
-                         f"{channel!r}")
+    max_filters = ints.check_int(max_filters, "max_filters", where="filters",
+                                 kind="filters shown", allow_none=True)
+    channel = ints.check_int(channel, "channel", low=0, high=cin - 1, where="filters",
+                             kind="an input channel of the kernel", allow_none=True)
     n = cout if max_filters is None else min(cout, int(max_filters))
     name = f"{layer}: " if layer else ""
     head = title or f"{name}{n} of {cout} filters, {kh}x{kw}x{cin}"
@@ -1496,9 +1485,8 @@ def feature_maps(model_or_activations, x=None, layer: str | None = None, *,
         raise ValueError(f"expected spatial activations (H, W, K), got {a.shape}; "
                          "dense layers have no feature maps")
     K = a.shape[-1]
-    if max_maps is not None and not (_is_int(max_maps) and max_maps >= 1):
-        raise ValueError(f"max_maps: expected a positive int (or None: every channel), got "
-                         f"{max_maps!r}")
+    max_maps = ints.check_int(max_maps, "max_maps", where="feature_maps",
+                              kind="channels shown; None: every channel", allow_none=True)
     if channels is not None:
         given = channels
         channels = list(np.asarray(channels).reshape(-1)) if np.ndim(channels) else [channels]

@@ -19,7 +19,6 @@ import dis
 import functools
 import inspect
 import math
-import operator
 import threading
 import types
 from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence, Union
@@ -30,7 +29,7 @@ import numpy as np
 
 from jaxsal._src.fill_loop import fill_axis1, zeros_of
 from jaxsal._src.precision import low_precision, low_precision_backward
-from jaxsal._src import reals
+from jaxsal._src import ints, reals
 from model_import._errors import forward_mode_error
 # one definition of the heads, and of the inputs a model takes (jaxsal.Inputs)
 from model_import._model import HEADS, Inputs, KerasModel, apply_head, native
@@ -1105,33 +1104,16 @@ def _jaxpr_bytes(jaxpr) -> int:
 
 
 def check_count(value: Any, name: str, *, required: bool = False) -> int | None:
-    """``value`` as a positive ``int`` (Python or NumPy integers; not bools, not floats), or a
-    ``ValueError`` naming the option; ``None`` passes through (the option's default) unless
-    ``required``."""
-    if value is None:
-        if required:
-            raise ValueError(f"expected {name} as a positive int, got None")
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"expected {name} as a positive int, got a bool ({value!r})")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        option = name.split(" (")[0]  # "n (noisy samples)": the option is n
-        raise ValueError(f"expected {name} as a positive int, got {value!r} "
-                         f"({type(value).__name__}); pass e.g. {option}=4") from None
-    if v < 1:
-        raise ValueError(f"expected {name} as a positive int (>= 1), got {v}")
-    return v
+    """``value`` as an int >= 1 by the one rule of integer counts
+    (:func:`jaxsal._src.ints.check_int`), or a ``ValueError`` naming the option; ``None``
+    passes through (the option's default) unless ``required``."""
+    return ints.check_int(value, name, allow_none=not required)
 
 
 def check_n(n: Any, what: str) -> int:
-    """A required count ``n`` of ``what`` (samples, masks, orders...) as a positive int: as
-    :func:`check_count`, and ``None`` refused too."""
-    v = check_count(n, f"n ({what})")
-    if v is None:
-        raise ValueError(f"expected n >= 1 {what} (an int), got None")
-    return v
+    """A required count ``n`` of ``what`` (samples, masks, orders...) as an int >= 1 by the
+    one rule of integer counts; ``None`` refused too."""
+    return ints.check_int(n, "n", kind=what, example="4")
 
 
 def int_sizes(value: Any, *, allow_none: bool = False) -> tuple | None:
@@ -1171,14 +1153,8 @@ def check_index_offset(offset: Any, name: str = "index_offset") -> int | jax.Arr
                              f"jax.jit, got a traced {offset.dtype} of shape {offset.shape}; "
                              f"pass one integer (e.g. jnp.int32(i))")
         return offset.astype(jnp.int32)
-    if (isinstance(offset, (np.ndarray, jax.Array)) and offset.shape == ()
-            and jnp.issubdtype(offset.dtype, jnp.integer)):
-        offset = offset.item()  # a concrete jnp.int32(i): the int it holds
-    if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, (int, np.integer)) \
-            or offset < 0:
-        raise ValueError(f"expected {name} as an int >= 0, got {offset!r} (a scalar integer "
-                         "traced by jax.jit is taken too)")
-    return int(offset)
+    return ints.check_int(offset, name, low=0,
+                          kind="a scalar integer traced by jax.jit is taken too")
 
 
 def _seed(seed: int, what: str) -> int:

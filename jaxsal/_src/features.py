@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, ints
 from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.validate import _fits, check_input, layer_format
 
@@ -271,13 +271,9 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
                          "none)")
     if ncols is None:
         ncols = int(np.ceil(np.sqrt(t)))
-    if (isinstance(ncols, (bool, np.bool_)) or not isinstance(ncols, (int, np.integer))
-            or ncols < 1):
-        raise ValueError(f"image_grid: expected ncols as an int >= 1 (images per row), got "
-                         f"{ncols!r}; e.g. ncols=5")
-    if isinstance(pad, (bool, np.bool_)) or not isinstance(pad, (int, np.integer)) or pad < 0:
-        raise ValueError(f"image_grid: expected pad as an int >= 0 (pixels), got {pad!r}; "
-                         "round it, e.g. pad=2")
+    ncols = ints.check_int(ncols, "ncols", where="image_grid", kind="images per row",
+                           example="5")
+    pad = ints.check_int(pad, "pad", low=0, where="image_grid", kind="pixels", example="2")
     if jnp.issubdtype(a.dtype, jnp.integer) or a.dtype == jnp.bool_:
         # a padding value the images' dtype cannot hold was cast into it: 300 -> 44 and
         # 0.5 (a float image's gray) -> 0 for uint8 images, silently

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, ints
 from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only, raw_gradients
@@ -36,9 +36,7 @@ def quadrature(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
     """``(alphas, weights)`` of a quadrature rule on [0, 1] with ``steps`` gradient
     evaluations: the trapezoid rule, left/right/middle Riemann sums, or Gauss-Legendre
     (Captum's default: the ``steps`` Legendre nodes mapped from [-1, 1] to [0, 1])."""
-    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) \
-            or steps < 1:
-        raise ValueError(f"expected steps >= 1 (an int), got {steps!r}")
+    steps = ints.check_int(steps, "steps", kind="gradient evaluations along the path")
     k = np.arange(steps, dtype=np.float64)
     if rule == "trapezoid":
         if steps < 2:

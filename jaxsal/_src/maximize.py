@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -31,7 +30,7 @@ from jaxsal._src.base import ModelLike
 from jaxsal._src import objectives as _obj
 from jaxsal._src import parameterization as _param
 from jaxsal._src import regularizers as _reg
-from jaxsal._src import reals
+from jaxsal._src import ints, reals
 from jaxsal._src import transforms as _tf
 from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import OutputInfo, class_scores
@@ -420,16 +419,6 @@ def _call_it(f: Any, before: str, after: str = "") -> str:
     return ""
 
 
-def _check_range(input_range: Any) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in input_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"input_range: expected (lo, hi) floats, got {input_range!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"input_range: expected finite lo < hi, got ({lo}, {hi})")
-    return lo, hi
-
-
 def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps: int = 200,
              input_range: Sequence[float] = (0.0, 1.0), key: ArrayLike | int = 0,
              objective: str | None = None, head: str | None = "logits",
@@ -686,12 +675,10 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
             image_shape = (*image_shape[1:], image_shape[0])
         if seed_images is not None and np.ndim(seed_images) >= 3:
             seed_images = jnp.moveaxis(jnp.asarray(seed_images), -3, -1)
-    rng = _check_range(input_range)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
-    if (isinstance(upscaling_steps, bool) or not isinstance(upscaling_steps, (int, np.integer))
-            or upscaling_steps < 1):
-        raise ValueError(f"upscaling_steps: expected an int >= 1, got {upscaling_steps!r}")
+    rng = reals.check_interval(input_range, "input_range", where="maximize",
+                               kind="the values the model's inputs take")
+    steps = ints.check_int(steps, "steps", where="maximize", kind="optimizer steps")
+    upscaling_steps = ints.check_int(upscaling_steps, "upscaling_steps", where="maximize")
     for name, v, above in (("upscaling_factor", upscaling_factor, True),
                            ("upscale_blur", upscale_blur, False),
                            ("learning_rate", learning_rate, True)):
@@ -722,11 +709,8 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                          "logits head already removes the output activation). Pass "
                          "layer=NAME with the unit indices")
     objective = "channel" if objective is None else objective
-    if (isinstance(images_per_unit, (bool, np.bool_))
-            or not isinstance(images_per_unit, (int, np.integer)) or images_per_unit < 1):
-        raise ValueError(f"images_per_unit: expected an int >= 1 (images optimized for every "
-                         f"unit), got {images_per_unit!r}")
-    images_per_unit = int(images_per_unit)
+    images_per_unit = ints.check_int(images_per_unit, "images_per_unit", where="maximize",
+                                     kind="images optimized for every unit")
     if diversity is not None and not isinstance(diversity, _obj.Diversity):
         raise TypeError(f"diversity: expected None or jaxsal.diversity(layer, weight=...), got "
                         f"{type(diversity).__name__}"
@@ -742,11 +726,8 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                          "images from their own noise (equal starts would stay equal without "
                          "diversity); expected seed_images=None with images_per_unit > 1. Drop "
                          "seed_images, or call once per seed with images_per_unit=1")
-    if unit_chunk is not None and (isinstance(unit_chunk, (bool, np.bool_))
-                                   or not isinstance(unit_chunk, (int, np.integer))
-                                   or unit_chunk < 1):
-        raise ValueError(f"unit_chunk: expected None (as many units as fit in memory_budget) "
-                         f"or an int >= 1 (units per chunk), got {unit_chunk!r}")
+    unit_chunk = ints.check_int(unit_chunk, "unit_chunk", where="maximize", allow_none=True,
+                                kind="units per chunk; None: as many as fit in memory_budget")
     memory_budget = base.check_budget(memory_budget)
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
         # optax.MultiSteps is a class with the transformation as a method; a factory such as

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, reals
 from jaxsal._src.transforms import check_finite_array, check_real
 
 Array = jax.Array
@@ -82,15 +82,17 @@ class Objective:
 
     def __radd__(self, other: Any) -> "Objective":
         # sum(objectives) starts from 0: 0 + o is o (any other number is no objective)
-        if isinstance(other, (int, float)) and not isinstance(other, bool) and other == 0:
+        # (np.int64(0), 0.0 and a 0-d zero array too: sum(..., start) and NumPy reductions)
+        if not isinstance(other, Objective) and reals.as_float(other) == 0.0:
             return self
         return NotImplemented
 
     def __mul__(self, c: float) -> "Objective":
         if isinstance(c, Objective):
             return NotImplemented
-        if not isinstance(c, jax.core.Tracer):  # a number (arrays are refused by maximize)
-            check_finite_array(c, "Objective * c", "c")
+        if not isinstance(c, jax.core.Tracer):  # a weight may be traced (data of the pytree)
+            c = reals.check_real(c, "c", where="Objective * c",
+                                 kind="a finite number: the factor of every weight")
         return Objective(self.kinds, self.layers,
                          tuple(jnp.asarray(c, jnp.float32) * w for w in self.weights),
                          self.indices, self.pre)

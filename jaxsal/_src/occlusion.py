@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, ints
 from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_fill_ids, check_like, input_rank, prepare,
@@ -35,14 +35,13 @@ def _sizes(v, name: str, rank: int, what: str = "x") -> tuple[int, ...]:
     """``v`` as ``rank`` positive ints (an int is repeated); ``what``: the input they are
     for, named in the error."""
     t = tuple(v) if isinstance(v, (tuple, list)) else (v,) * rank
-    if len(t) != rank or not all(isinstance(i, (int, np.integer))
-                                 and not isinstance(i, (bool, np.bool_)) and i >= 1 for i in t):
+    if len(t) != rank or not all((ints.as_int(i) or 0) >= 1 for i in t):
         several = ("" if what == "x" else "; with several inputs a dict by input name or a "
                    "list in the model's input order (for x in any container) gives each "
                    "input its own, another value serves every input")
         raise ValueError(f"expected {name} for {what} as a positive int or {rank} of them "
                          f"(one per spatial axis), got {v!r}{several}")
-    return tuple(int(i) for i in t)
+    return tuple(ints.as_int(i) for i in t)
 
 
 def grid_cells(size: tuple, psize: tuple) -> np.ndarray:

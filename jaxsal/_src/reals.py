@@ -107,3 +107,32 @@ def _several(value: Any) -> bool:
         return np.ndim(value) > 0
     except ValueError:  # a ragged sequence
         return True
+
+
+def check_interval(value: Any, name: str, *, where: str = "", kind: str = "",
+                   example: str = "(0, 1)") -> tuple[float, float]:
+    """``value``, a ``(low, high)`` pair named ``name`` (an input range, the values black and
+    white stand for), as two floats with ``low < high``, or a ``ValueError``.
+
+    The pair is a tuple, a list or a 1-D array of two entries; each is a real by
+    :func:`check_real`'s rule (named ``NAME[0] (low)`` and ``NAME[1] (high)`` in its error).
+    A string, a scalar, another length, or ``low >= high`` is refused naming ``name``, what it
+    is (``kind``) and an ``example``.
+    """
+    prefix = f"{where}: " if where else ""
+    what = f" ({kind})" if kind else ""
+    expected = (f"{prefix}expected {name} as (low, high), two finite numbers with low < high"
+                f"{what}")
+    if isinstance(value, jax.core.Tracer):
+        raise ValueError(f"{expected}, got a value traced by jax.jit ({value.dtype}, shape "
+                         f"{value.shape}); {name} is a hyperparameter, part of the compiled "
+                         "program: pass Python numbers, outside the jitted function")
+    pair = isinstance(value, (list, tuple)) or (
+        isinstance(value, (np.ndarray, jax.Array)) and value.ndim == 1)
+    if not pair or len(value) != 2:
+        raise ValueError(f"{expected}, got {value!r}; pass e.g. {name}={example}")
+    low = check_real(value[0], f"{name}[0] (low)", where=where)
+    high = check_real(value[1], f"{name}[1] (high)", where=where)
+    if not low < high:
+        raise ValueError(f"{expected}, got {value!r}; pass e.g. {name}={example}")
+    return low, high

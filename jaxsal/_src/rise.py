@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base, reals
+from jaxsal._src import base, ints, reals
 from jaxsal._src.base import ModelLike
 from jaxsal._src.postprocess import upsample_linear
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
@@ -48,15 +48,14 @@ def _check_grid(grid: Any, size: tuple[int, ...], binary: bool = False) -> tuple
     if grid is None:  # the default: 8 cells, at most the axis's size; binary: every position
         return tuple(size) if binary else tuple(min(DEFAULT_GRID, s) for s in size)
     g = tuple(grid) if isinstance(grid, (tuple, list)) else (grid,) * len(size)
-    if len(g) != len(size) or not all(isinstance(v, (int, np.integer)) and
-                                      not isinstance(v, (bool, np.bool_)) and v >= 1 for v in g):
+    if len(g) != len(size) or not all((ints.as_int(v) or 0) >= 1 for v in g):
         raise ValueError(f"expected grid as a positive int or {len(size)} of them (cells per "
                          f"spatial axis), got {grid!r}")
     bad = [(v, s) for v, s in zip(g, size) if v > s]
     if bad:
         raise ValueError(f"grid {g} has more cells than the input has pixels ({size}); expected "
                          f"at most the input's size per axis")
-    return tuple(int(v) for v in g)
+    return tuple(ints.as_int(v) for v in g)
 
 
 def _check_p(p: Any) -> float:

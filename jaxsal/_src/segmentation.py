@@ -26,14 +26,13 @@ nearest neighbour (:func:`_nearest`, scipy's ``zoom`` indices).
 
 from __future__ import annotations
 
-import math
 import struct
 from typing import Sequence
 
 import jax
 import numpy as np
 
-from jaxsal._src import reals
+from jaxsal._src import ints, reals
 
 
 Array = jax.Array
@@ -253,10 +252,7 @@ def _check_number(value, name: str, low: float = 0.0) -> float:
 
 
 def _check_min_size(min_size) -> int:
-    if isinstance(min_size, (bool, np.bool_)) or not isinstance(min_size, (int, np.integer)) \
-            or min_size < 0:
-        raise ValueError(f"expected min_size as an int >= 0 (pixels), got {min_size!r}")
-    return int(min_size)
+    return ints.check_int(min_size, "min_size", low=0, kind="pixels")
 
 
 def _labels(img: np.ndarray, scales: Sequence[float], sigma: float, min_size: int
@@ -442,22 +438,18 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
     x = _check_images(images, "xrai_labels", allow_int=True)
     dims = None if size is None else tuple(size) if np.iterable(size) else None
     if size is not None and (dims is None or len(dims) != 2 or not all(
-            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1
-            for d in dims)):
+            (ints.as_int(d) or 0) >= 1 for d in dims)):
         raise ValueError(f"expected size=(h, w) as two positive ints or None, got {size!r}")
-    if not (isinstance(value_range, (tuple, list)) and len(value_range) == 2
-            and all(isinstance(v, (int, float, np.integer, np.floating))
-                    and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
-                    for v in value_range)
-            and value_range[0] < value_range[1]):
-        raise ValueError(f"expected value_range=(low, high) as two finite numbers, low < "
-                         f"high, got {value_range!r}")
+    dims = None if dims is None else tuple(ints.as_int(d) for d in dims)
+    value_range = reals.check_interval(value_range, "value_range", where="xrai_labels",
+                                       kind="what each image's minimum and maximum become",
+                                       example="(-1, 1)")
     if np.ndim(scales) != 1 or not len(scales):
         raise ValueError(f"expected scales as a non-empty sequence of numbers, got {scales!r}")
     scales = [_check_number(s, "scale") for s in scales]
     sigma = _check_number(sigma, "sigma")
     min_size = _check_min_size(min_size)
-    low, high = float(value_range[0]), float(value_range[1])
+    low, high = value_range
     n, h, w = x.shape[:3]
     out = np.empty((n, len(scales), h, w), np.int32)
     for i, img in enumerate(x):

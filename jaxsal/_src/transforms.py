@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src.base import native
-from jaxsal._src import reals
+from jaxsal._src import ints, reals
 
 Array = jax.Array
 Transform = Callable[[Array, Array], Array]
@@ -104,13 +104,10 @@ def check_real(v: Any, what: str, name: str, *, low: float | None = None,
 
 
 def check_count(v: Any, what: str, name: str, *, low: int = 0) -> int:
-    """``v`` as an int ``>= low`` (a whole float such as ``2.0`` too), or a ``ValueError``:
-    pixel counts and step intervals, which truncating (``1.7 -> 1``) would silently change."""
-    f = check_real(v, what, name, low=low)
-    if not f.is_integer():
-        raise ValueError(f"{what}: expected {name} as a whole number >= {low}, got {v!r}; "
-                         f"round it, e.g. {name}={int(round(f))}")
-    return int(f)
+    """``v`` as an int ``>= low`` by the one rule of integer counts
+    (:func:`jaxsal._src.ints.check_int`: a float, even whole, is refused), or a
+    ``ValueError``: pixel counts and step intervals."""
+    return ints.check_int(v, name, low=low, where=what)
 
 
 def check_finite_array(a: Any, what: str, name: str) -> np.ndarray:

@@ -33,7 +33,7 @@ import numpy as np
 from jaxsal._src.base import Maps, ModelLike
 from jaxsal._src.integrated import RULES, integrated_gradients
 from jaxsal._src.postprocess import reduce_channels
-from jaxsal._src import reals
+from jaxsal._src import ints, reals
 from jaxsal._src.segmentation import (XRAI_MIN_SIZE, XRAI_SCALES, XRAI_SIGMA, XRAI_SIZE,
                                       XRAI_VALUE_RANGE, TracedImagesError, xrai_labels)
 from jaxsal._src.targets import Targets
@@ -72,10 +72,8 @@ def segment_masks(labels: ArrayLike, dilation: int | None = 5) -> np.ndarray:
         raise ValueError(f"expected labels as (N, H, W) or (N, S, H, W) integer label images "
                          f"(S segmentations per input, N >= 1), got shape {np.shape(labels)} "
                          f"dtype {lab.dtype}")
-    if dilation is not None and (isinstance(dilation, bool) or not isinstance(
-            dilation, (int, np.integer)) or dilation < 0):
-        raise ValueError(f"expected dilation as a radius in pixels (an int >= 0) or None, got "
-                         f"{dilation!r}")
+    dilation = ints.check_int(dilation, "dilation", low=0, kind="a radius in pixels",
+                              allow_none=True)
     present = [[np.unique(s) for s in segs] for segs in lab]
     m = max(sum(len(u) for u in us) for us in present)
     size = len(lab) * m * lab.shape[2] * lab.shape[3]
@@ -345,10 +343,8 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
                          f"{hw[0]}, {hw[1]}) for maps of shape {a.shape}, got {s.shape}")
     if s.shape[-3] == 0:
         raise ValueError("segments holds no region (M = 0); pass at least one mask per input")
-    if isinstance(min_pixel_diff, bool) or not isinstance(min_pixel_diff, (int, np.integer)) \
-            or min_pixel_diff < 1:
-        raise ValueError(f"expected min_pixel_diff as an int >= 1 (new pixels a region must "
-                         f"add), got {min_pixel_diff!r}")
+    min_pixel_diff = ints.check_int(min_pixel_diff, "min_pixel_diff",
+                                    kind="new pixels a region must add")
     area_threshold = reals.check_real(area_threshold, "area_threshold", low=0, above=True,
                                       high=1, kind="a finite number: the fraction of the "
                                       "image to select regions for")
