@@ -79,8 +79,9 @@ def test_a_traced_index_offset_gives_the_concrete_offset_s_maps_and_compiles_onc
 def test_an_index_offset_that_is_no_integer_is_refused(name, tiny):
     model, x = tiny
     for bad, got in ((-1, "-1"), (1.5, "1.5"), (True, "True")):
-        with pytest.raises(ValueError, match=rf"expected index_offset as an int >= 0, got "
-                                             rf"{got} \(a scalar integer traced by jax.jit"):
+        with pytest.raises(ValueError, match=rf"expected index_offset as an int >= 0 \(a "
+                                             rf"scalar integer traced by jax.jit is taken too\), "
+                                             rf"got {got}"):
             _call(name, model, x, bad)
     with pytest.raises(ValueError, match=r"index_offset as an int >= 0 or a scalar integer "
                                          r"traced by jax.jit, got a traced float32 of shape "

@@ -287,7 +287,7 @@ def test_noise_level_and_noise_std_are_exclusive(split, xs):
 
 
 def test_smoothgrad_ig_steps_are_not_truncated(split, xs):
-    with pytest.raises(ValueError, match=r"steps >= 1 \(an int\), got 2.5"):
+    with pytest.raises(ValueError, match=r"expected steps as an int >= 1 .*got 2.5"):
         jaxsal.smoothgrad(split, xs, 1, key=0, n=2, method="integrated_gradients",
                           method_options={"steps": 2.5})
 

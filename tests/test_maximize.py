@@ -1092,7 +1092,7 @@ def test_a_model_that_gives_nan_is_told_apart_from_a_diverged_ascent():
 def test_default_transforms_refuses_sizes_that_are_not_pixels(bad):
     """default_transforms(0) (or -3, 2.5, True) made transforms for no image without a
     word; the size is the image's side in pixels, an int >= 1."""
-    with pytest.raises(ValueError, match="default_transforms image_size as a positive int"):
+    with pytest.raises(ValueError, match="default_transforms: expected image_size as an int >= 1"):
         jaxsal.default_transforms(bad)
     assert jaxsal.default_transforms(224) == jaxsal.default_transforms(np.int64(224))
 

@@ -125,7 +125,7 @@ def test_images_per_unit_and_diversity_refusals(conv_models):
         jaxsal.maximize(cl, [0], layer="c2", steps=1, images_per_unit=2,
                         diversity=jaxsal.diversity)
     for bad in (0, 1.5, True):
-        with pytest.raises(ValueError, match=r"images_per_unit: expected an int >= 1"):
+        with pytest.raises(ValueError, match=r"maximize: expected images_per_unit as an int >= 1"):
             jaxsal.maximize(cl, [0], layer="c2", steps=1, images_per_unit=bad)
     with pytest.raises(ValueError, match=r"seed_images: images_per_unit=2.*expected "
                                          r"seed_images=None"):

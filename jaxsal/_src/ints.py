@@ -92,7 +92,7 @@ def check_int(value: Any, name: str, *, low: int | None = 1, high: int | None = 
             why = f"; pass an int: {name}=int(...)"
             fix = ""
         elif f is not None and math.isfinite(f):
-            why = f"; a count is whole: pass an int, e.g. {name}=round(...)"
+            why = f"; a count is a whole number: pass an int, e.g. {name}=round(...)"
             fix = ""
         elif reals._several(value):
             why = "; pass one int, not an array"

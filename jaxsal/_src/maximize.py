@@ -102,12 +102,18 @@ def default_regularizers(kind: str = "output") -> tuple[_reg.Regularizer, ...]:
     return (_reg.total_variation(5.0), _reg.lp_norm(10.0, p=1.0), _reg.blur_every(8, 0.5))
 
 
-@functools.lru_cache(maxsize=None)
 def default_transforms(image_size: int) -> _tf.Transform:
     """The transforms used when ``transforms=None``: jitter by ``image_size / 14`` pixels
     (at least 1: 2 for MNIST, 16 for 224 pixels), random scale in [0.9, 1.1], random rotation
-    within +-10 degrees. ``image_size``: the image's larger side in pixels, an int >= 1."""
-    image_size = base.check_count(image_size, "default_transforms image_size", required=True)
+    within +-10 degrees. ``image_size``: the image's larger side in pixels, an int >= 1. The
+    same size gives the same (equal) transform."""
+    return _default_transforms(ints.check_int(image_size, "image_size",
+                                              where="default_transforms",
+                                              kind="the image's side in pixels"))
+
+
+@functools.lru_cache(maxsize=None)
+def _default_transforms(image_size: int) -> _tf.Transform:
     return _tf.compose(_tf.jitter(max(1, int(round(image_size / 14)))),
                        _tf.random_scale(0.9, 1.1), _tf.random_rotate(10.0))
 
