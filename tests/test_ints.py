@@ -203,3 +203,24 @@ def test_objective_arithmetic_takes_numbers_by_the_rule():
     for other in (1, False, "0"):
         with pytest.raises(TypeError):
             other + o
+
+
+def test_sizes_per_axis_take_each_entry_by_the_rule():
+    """occlusion's patch/stride (and the Shapley methods' patch), rise's grid and
+    xrai_labels' size refused a 0-d integer array entry (``np.array(2)``, ``jnp.int32(2)``);
+    each entry is now an int by the one rule, and bools and floats stay refused."""
+    from jaxsal._src import occlusion, rise
+    for v in (2, np.int64(2), np.array(2), jnp.int32(2)):
+        assert occlusion._sizes(v, "patch", 2) == (2, 2)
+        assert occlusion._sizes((v, 1), "patch", 2) == (2, 1)
+        assert rise._check_grid((v, v), (4, 4)) == (2, 2)
+        assert all(type(i) is int for i in occlusion._sizes(v, "patch", 2))
+    for bad in (True, 2.0, np.array([2]), "2"):
+        with pytest.raises(ValueError, match="expected patch for x as a positive int or 2"):
+            occlusion._sizes(bad, "patch", 2)
+        with pytest.raises(ValueError, match="expected grid as a positive int or 2"):
+            rise._check_grid((bad, 2), (4, 4))
+    ok = jaxsal.xrai_labels(_X[:1], scales=[1.0], size=(np.array(4), jnp.int32(4)))
+    np.testing.assert_array_equal(ok, jaxsal.xrai_labels(_X[:1], scales=[1.0], size=(4, 4)))
+    with pytest.raises(ValueError, match=r"expected size=\(h, w\) as two positive ints"):
+        jaxsal.xrai_labels(_X[:1], scales=[1.0], size=(4.0, 4))
