@@ -287,6 +287,22 @@ def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
+def _inches(v: Any, name: str, where: str = "") -> float:
+    """A figure size ``v`` (inches) as a float > 0 by the one rule of reals."""
+    return reals.check_real(v, name, low=0, above=True, where=where,
+                            kind="a finite number of inches")
+
+
+def _inches_pair(v: Any, name: str, where: str) -> tuple[float, float]:
+    """A ``(width, height)`` figure size in inches, each > 0 by the one rule of reals."""
+    if not (isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim == 1)) \
+            or len(v) != 2:
+        raise ValueError(f"{where}: expected {name} as (width, height) in inches, got {v!r}; "
+                         f"pass e.g. {name}=(6, 3)")
+    return (_inches(v[0], f"{name}[0] (width)", where),
+            _inches(v[1], f"{name}[1] (height)", where))
+
+
 def _grid_shape(n: int, ncols: int | None) -> tuple[int, int]:
     ncols = ints.check_int(ncols, "ncols", kind="panels per row; None: about a 3:2 layout",
                            example="5", allow_none=True)
@@ -541,6 +557,7 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
                          "rescale them (jnp.nan_to_num, jaxsal.normalize)")
     alpha = reals.check_real(alpha, "alpha", low=0, high=1, where="grid",
                              kind="a finite number: the maps' opacity over images")
+    panel_size = _inches(panel_size, "panel_size")
     R, C, H, W = m.shape
     if C > MAX_COLUMNS:
         raise ValueError(_too_wide(C, R, H, W, one_row, np.shape(maps)))
@@ -941,6 +958,7 @@ def heatmap(map, *, image=None, title: str | None = None, cmap: str | None = Non
       signed: diverging colours centred at 0 (``None``: when the map has negative values).
       Other arguments as in :func:`grid`.
     """
+    size = _inches(size, "size", "heatmap")
     a = _one_map(map, "heatmap")
     im = None if image is None else np.asarray(image)  # (integer images keep their dtype)
     if im is not None and im.ndim == 4 and im.shape[0] == 1:
@@ -1014,6 +1032,7 @@ def tokens(words: Sequence[str], attributions, *, row_titles: Sequence[str] | No
       width: figure width in inches; long sequences wrap, and a token wider than the
         figure allows widens it (tokens keep one font size and are never cut).
     """
+    width = _inches(width, "width", "tokens")
     words = [str(w) for w in words]
     if not words:
         raise ValueError("tokens: expected at least one token, got 0 (an empty sequence has "
@@ -1080,6 +1099,7 @@ def signal(x, attributions, *, row_titles: Sequence[str] | None = None,
         for a ``Conv1D`` model.
       row_titles: ``R`` labels; other arguments as in :func:`tokens`.
     """
+    panel_size = _inches_pair(panel_size, "panel_size", "signal")
     sig = _np(x)
     sig = sig[:, None] if sig.ndim == 1 else sig
     if sig.ndim != 2:
@@ -1226,6 +1246,7 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
         raise ValueError(f"images: expected 1 or 3 channels, got {tiles.shape[-1]}")
     H, W, ch = tiles.shape[2:]
     ptitles = _titles_2d(t, R, C, "titles")
+    panel_size = _inches(panel_size, "panel_size", "image_grid")
     if value_range is not None:
         lo, hi = reals.check_interval(
             value_range, "value_range", where="image_grid",
@@ -1685,6 +1706,7 @@ def curves(named: dict, *, target: int | None = None, title: str | None = None,
       ax: draw into this matplotlib axes (e.g. one of several subplots) instead of a new
         figure; its figure is returned.
     """
+    size = _inches_pair(size, "size", "curves")
     if not isinstance(named, dict) or not named:
         raise ValueError("curves: expected a dict {name: Curves} of at least one entry, got "
                          f"{type(named).__name__}")

@@ -224,3 +224,16 @@ def test_sizes_per_axis_take_each_entry_by_the_rule():
     np.testing.assert_array_equal(ok, jaxsal.xrai_labels(_X[:1], scales=[1.0], size=(4, 4)))
     with pytest.raises(ValueError, match=r"expected size=\(h, w\) as two positive ints"):
         jaxsal.xrai_labels(_X[:1], scales=[1.0], size=(4.0, 4))
+
+
+def test_figure_sizes_in_pairs_are_two_positive_reals():
+    """signal's panel_size and curves' size, (width, height) in inches, were not checked
+    (matplotlib failed later, or drew a figure of no size): each is a pair of reals > 0."""
+    for bad in (3.0, (1.0, 2.0, 3.0), "62", np.ones((2, 2))):
+        with pytest.raises(ValueError, match=r"signal: expected panel_size as \(width, height\) "
+                                             r"in inches, got .*; pass e.g. panel_size=\(6, 3\)"):
+            plot.signal(np.zeros(4), np.zeros((1, 4)), panel_size=bad)
+        with pytest.raises(ValueError, match=r"curves: expected size as \(width, height\)"):
+            plot.curves({}, size=bad)
+    with pytest.raises(ValueError, match=r"curves: expected size\[0\] \(width\) > 0"):
+        plot.curves({}, size=(0.0, 2.0))

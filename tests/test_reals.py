@@ -42,6 +42,11 @@ def _plot_grid(alpha, **kw):
     return plot.grid(np.zeros((1, 1, 4, 4)), images=np.ones((1, 4, 4)), alpha=alpha, **kw)
 
 
+def _plot(fn, *args, **kw):
+    from jaxsal import plot
+    return getattr(plot, fn)(*args, **kw)
+
+
 # (what the user calls, the argument's name, its range: low, low excluded, high[, "sequences"
 # where a sequence of such numbers is taken too])
 CASES = [
@@ -102,6 +107,14 @@ CASES = [
     (lambda v: jaxsal.diversity("d", weight=v), "weight", 0, False, None),
     (_plot_grid, "alpha", 0, False, 1),
     (lambda v: _plot_grid(0.5, vmin=v, vmax=10), "vmin", None, False, None),
+    (lambda v: _plot_grid(0.5, panel_size=v), "panel_size", 0, True, None),
+    (lambda v: _plot("heatmap", np.zeros((4, 4)), size=v), "size", 0, True, None),
+    (lambda v: _plot("image_grid", np.zeros((2, 4, 4, 1)), panel_size=v), "panel_size", 0, True,
+     None),
+    (lambda v: _plot("tokens", ["a"], np.zeros((1, 1)), width=v), "width", 0, True, None),
+    (lambda v: _plot("signal", np.zeros(4), np.zeros((1, 4)), panel_size=(v, 1.0)),
+     "panel_size[0] (width)", 0, True, None),
+    (lambda v: _plot("curves", {}, size=(4.0, v)), "size[1] (height)", 0, True, None),
 ]
 IDS = [f"{i}-{c[1]}" for i, c in enumerate(CASES)]
 
