@@ -231,7 +231,7 @@ def test_figure_sizes_in_pairs_are_two_positive_reals():
     (matplotlib failed later, or drew a figure of no size): each is a pair of reals > 0."""
     for bad in (3.0, (1.0, 2.0, 3.0), "62", np.ones((2, 2))):
         with pytest.raises(ValueError, match=r"signal: expected panel_size as \(width, height\) "
-                                             r"in inches, got .*; pass e.g. panel_size=\(6, 3\)"):
+                                             r"in inches, got (?s:.*); pass e.g. panel_size=\(6, 3\)"):
             plot.signal(np.zeros(4), np.zeros((1, 4)), panel_size=bad)
         with pytest.raises(ValueError, match=r"curves: expected size as \(width, height\)"):
             plot.curves({}, size=bad)
