@@ -372,7 +372,7 @@ def test_channels_first_and_features():
 @pytest.mark.parametrize("kw, err, match", [
     (dict(patch=1), ValueError, r"30 feature groups is more than max_groups=20.*"
                                 r"1,073,741,823 masked forward passes.*shapley_value_sampling"),
-    (dict(patch=1, max_groups=31), ValueError, "max_groups as an int from 1 to 30"),
+    (dict(patch=1, max_groups=31), ValueError, r"max_groups as an int in \[1, 30\]"),
     (dict(patch=7), ValueError, r"patch 7 is larger than spatial axis 0's size, 6"),
     (dict(patch=(2, 2, 2)), ValueError, "one per spatial axis"),
     (dict(patch=2, feature_mask=np.zeros((6, 5), int)), ValueError, "got both"),

@@ -53,7 +53,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, ints
 from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
 from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_progress,
@@ -429,9 +429,7 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
     resume = check_flag(resume, "resume")  # "False" would resume: refused before the lock
     keep_going = check_flag(keep_going, "keep_going")
     overwrite = check_flag(overwrite, "overwrite")
-    batch_size = base.check_count(batch_size, "batch_size")
-    if batch_size is None:
-        raise ValueError("expected batch_size as a positive int, got None")
+    batch_size = ints.check_int(batch_size, "batch_size", kind="inputs per chunk")
     if sharding is not None and not isinstance(sharding, jax.sharding.Sharding):
         raise TypeError("expected sharding as a jax.sharding.Sharding (e.g. NamedSharding(Mesh("
                         "jax.devices(), ('data',)), PartitionSpec('data'))) or None, got "

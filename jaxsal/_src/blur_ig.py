@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base, reals
+from jaxsal._src import base, ints, reals
 from jaxsal._src.base import ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only, raw_gradients
@@ -215,9 +215,8 @@ def blur_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets =
                                  kind="a finite number: the largest blur, in pixels")
     grad_step = reals.check_real(grad_step, "grad_step", low=0, above=True, example="0.01",
                                  kind="a finite number: the finite difference's step in sigma")
-    steps = base.check_count(steps, "steps")
-    if steps is None:
-        raise ValueError("expected steps as a positive int, got None; pass e.g. steps=100")
+    steps = ints.check_int(steps, "steps", kind="gradient evaluations along the path",
+                           example="100")
     sqrt = check_flag(sqrt, "sqrt")
     p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True,
                 method=blur_integrated_gradients)

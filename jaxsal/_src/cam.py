@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base, plans
+from jaxsal._src import base, ints, plans
 from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.finite import check_maps, refuses_non_finite_maps
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
@@ -616,14 +616,8 @@ def scorecam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: 
     per_image = base.forward_bytes(p.model, p.x) // p.n
     n = nb = base.batch_chunk(p.n, per_image, memory_budget)
     if top_k is not None:
-        given = top_k
-        try:
-            top_k = base.check_count(top_k, "top_k")
-        except ValueError:
-            top_k = 0  # reported below, with the layer's channel count
-        if not 1 <= top_k <= K:
-            raise ValueError(f"top_k must be an int in [1, {K}] (layer {L!r} has {K} channels), "
-                             f"got {given!r}")
+        top_k = ints.check_int(top_k, "top_k", high=K,
+                               kind=f"channels kept; layer {L!r} has {K}")
     batch_size = base.check_count(batch_size, "batch_size")
     use_all = top_k is None or top_k == K
     if use_all:

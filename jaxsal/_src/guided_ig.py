@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base, reals
+from jaxsal._src import base, ints, reals
 from jaxsal._src.base import ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only
@@ -214,9 +214,7 @@ def guided_integrated_gradients(model: ModelLike, x: ArrayLike, targets: Targets
                                                   steps=100)           # (N, H, W)
     """
     check_reduce(reduce)
-    steps = base.check_count(steps, "steps")
-    if steps is None:
-        raise ValueError("expected steps as a positive int, got None; pass e.g. steps=200")
+    steps = ints.check_int(steps, "steps", kind="moves along the path", example="200")
     fraction = reals.check_real(fraction, "fraction", low=0, high=1, example="0.25",
                                 kind="a finite number: the share of features each move takes")
     max_dist = reals.check_real(max_dist, "max_dist", low=0, high=1, example="0.02",

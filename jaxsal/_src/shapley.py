@@ -41,7 +41,7 @@ try:
 except ImportError:  # a JAX without it in jax.extend
     from jax._src.prng import threefry_2x32
 
-from jaxsal._src import base
+from jaxsal._src import base, ints
 from jaxsal._src.base import ModelLike
 from jaxsal._src.occlusion import DEFAULT_PATCH, _sizes, grid_cells
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
@@ -420,10 +420,8 @@ def shapley_values(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
         sp = jaxsal.shapley_values(model, x, 3, feature_mask=superpixels, fill=blurred,
                                    return_groups=True)  # (N, K)
     """
-    max_groups = base.check_count(max_groups, "max_groups")
-    if max_groups is None or max_groups > _HARD_MAX_GROUPS:
-        raise ValueError(f"expected max_groups as an int from 1 to {_HARD_MAX_GROUPS}, got "
-                         f"{max_groups!r}")
+    max_groups = ints.check_int(max_groups, "max_groups", high=_HARD_MAX_GROUPS,
+                                kind="groups played out exactly, 2^M coalitions")
     p, groups, fill, batch_size, per_image, nb, return_groups = _setup(
         shapley_values, model, x, targets, patch, feature_mask, fill, batch_size, head,
         memory_budget, check_finite, return_groups)
