@@ -78,10 +78,7 @@ def check_int(value: Any, name: str, *, low: int | None = 1, high: int | None = 
     prefix = f"{where}: " if where else ""
     fix = f"; pass e.g. {name}={example}" if example is not None else ""
     if isinstance(value, jax.core.Tracer):
-        raise ValueError(f"{prefix}expected {expected}, got a value traced by jax.jit "
-                         f"({value.dtype}, shape {value.shape}); {name} is a hyperparameter, "
-                         "part of the compiled program: pass a Python int, outside the "
-                         "jitted function")
+        raise reals.traced(f"{prefix}expected {expected}", value, name, "a Python int")
     i = as_int(value)
     if i is not None and (low is None or i >= low) and (high is None or i <= high):
         return i

@@ -61,6 +61,15 @@ def expected_range(low: float | None = None, above: bool = False,
 NONFINITE = "; NaN and infinity make every result computed with them NaN"
 
 
+def traced(expected: str, value: jax.core.Tracer, name: str,
+           python: str = "a Python number") -> ValueError:
+    """The error for a hyperparameter ``name`` traced by the caller's ``jax.jit``:
+    ``expected`` (``"[where: ]expected NAME ..."``) and the reason."""
+    return ValueError(f"{expected}, got a value traced by jax.jit ({value.dtype}, shape "
+                      f"{value.shape}); {name} is a hyperparameter, part of the compiled "
+                      f"program: pass {python}, outside the jitted function")
+
+
 def check_real(value: Any, name: str, *, low: float | None = None, above: bool = False,
                high: float | None = None, where: str = "", kind: str = "a finite number",
                example: str | None = None) -> float:
@@ -87,10 +96,7 @@ def check_real(value: Any, name: str, *, low: float | None = None, above: bool =
     prefix = f"{where}: " if where else ""
     fix = f"; pass e.g. {name}={example}" if example is not None else ""
     if isinstance(value, jax.core.Tracer):
-        raise ValueError(f"{prefix}expected {expected}, got a value traced by jax.jit "
-                         f"({value.dtype}, shape {value.shape}); {name} is a hyperparameter, "
-                         "part of the compiled program: pass a Python number, outside the "
-                         "jitted function")
+        raise traced(f"{prefix}expected {expected}", value, name)
     f = as_float(value)
     if f is None or not in_bounds(f, low=low, above=above, high=high):
         why = (NONFINITE if f is not None and not math.isfinite(f)
@@ -124,9 +130,7 @@ def check_interval(value: Any, name: str, *, where: str = "", kind: str = "",
     expected = (f"{prefix}expected {name} as (low, high), two finite numbers with low < high"
                 f"{what}")
     if isinstance(value, jax.core.Tracer):
-        raise ValueError(f"{expected}, got a value traced by jax.jit ({value.dtype}, shape "
-                         f"{value.shape}); {name} is a hyperparameter, part of the compiled "
-                         "program: pass Python numbers, outside the jitted function")
+        raise traced(expected, value, name, "Python numbers")
     pair = isinstance(value, (list, tuple)) or (
         isinstance(value, (np.ndarray, jax.Array)) and value.ndim == 1)
     if not pair or len(value) != 2:
