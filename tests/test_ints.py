@@ -240,3 +240,7 @@ def test_figure_sizes_in_pairs_are_two_positive_reals():
             plot.curves({}, size=bad)
     with pytest.raises(ValueError, match=r"curves: expected size\[0\] \(width\) > 0"):
         plot.curves({}, size=(0.0, 2.0))
+    # rise_masks' size and the other shapes read by base.int_sizes, the same way
+    from jaxsal._src import base
+    assert base.int_sizes((np.array(4), jnp.int32(3), np.uint8(2))) == (4, 3, 2)
+    assert base.int_sizes((4, True)) is None and base.int_sizes((4.0, 3)) is None

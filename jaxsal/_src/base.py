@@ -1117,17 +1117,16 @@ def check_n(n: Any, what: str) -> int:
 
 
 def int_sizes(value: Any, *, allow_none: bool = False) -> tuple | None:
-    """``value`` (a shape, a size) as a tuple of Python ints when it is a sequence of Python
-    or NumPy integers (not bools; ``None`` entries too with ``allow_none``), else ``None``:
+    """``value`` (a shape, a size) as a tuple of Python ints when it is a sequence of integers
+    by the one rule of counts (Python and NumPy integers, concrete 0-d integer arrays; not
+    bools; ``None`` entries too with ``allow_none``), else ``None``:
     the caller raises its own error. A string is not a sequence of sizes."""
     if isinstance(value, (str, bytes)) or not np.iterable(value):
         return None
     dims = tuple(value)
-    if not all((allow_none and d is None)
-               or (isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)))
-               for d in dims):
+    if not all((allow_none and d is None) or ints.as_int(d) is not None for d in dims):
         return None
-    return tuple(None if d is None else int(d) for d in dims)
+    return tuple(None if d is None else ints.as_int(d) for d in dims)
 
 
 def check_budget(memory_budget: Any) -> int | None:
