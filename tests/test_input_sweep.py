@@ -457,7 +457,8 @@ def test_cli_option_reads_python_booleans():
 
 def test_a_fractional_count_is_named_as_the_option_to_pass(split, xs):
     """The fix in the message is valid Python: "pass e.g. n=4", not "n (noisy samples)=4"."""
-    with pytest.raises(ValueError, match=r"got 2\.5 \(float\); pass e\.g\. n=4$"):
+    with pytest.raises(ValueError, match=r"got 2\.5; a count is a whole number: pass an int, "
+                                         r"e\.g\. n=round\(\.\.\.\)$"):
         jaxsal.smoothgrad(split, xs, 0, key=0, n=2.5)
 
 

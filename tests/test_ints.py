@@ -91,6 +91,7 @@ REFUSED = {
     "np 1-element array": (lambda i: np.array([i]), "pass one int, not an array"),
     "jnp 2 values": (lambda i: jnp.array([i, i]), "pass one int, not an array"),
     "list": (lambda i: [i], "pass one int, not an array"),
+    "int beyond 64 bits": (lambda i: 2 ** 63, "too large for a 64-bit integer"),
 }
 
 
@@ -233,8 +234,9 @@ def test_figure_sizes_in_pairs_are_two_positive_reals():
     """signal's panel_size and curves' size, (width, height) in inches, were not checked
     (matplotlib failed later, or drew a figure of no size): each is a pair of reals > 0."""
     for bad in (3.0, (1.0, 2.0, 3.0), "62", np.ones((2, 2))):
-        with pytest.raises(ValueError, match=r"signal: expected panel_size as \(width, height\) "
-                                             r"in inches, got (?s:.*); pass e.g. panel_size=\(6, 3\)"):
+        with pytest.raises(ValueError, match=r"signal: expected panel_size as \(width, "
+                                             r"height\) in inches, got (?s:.*); pass e.g. "
+                                             r"panel_size=\(6, 3\)"):
             plot.signal(np.zeros(4), np.zeros((1, 4)), panel_size=bad)
         with pytest.raises(ValueError, match=r"curves: expected size as \(width, height\)"):
             plot.curves({}, size=bad)

@@ -359,10 +359,12 @@ def test_errors_are_raised_before_compute(mnist):
         jaxsal.output_objective(1.5)
     o = jaxsal.output_objective
     for bad in (jaxsal.stack_objectives([o(1), o(2)]) + o(0),  # a single term on a stack
-                o(3) * np.array([1.0, 2.0]),  # an array weight
                 [jaxsal.stack_objectives([o(1), o(2)])]):  # a stack inside a list
         with pytest.raises(ValueError, match="stacked over one unit axis"):
             jaxsal.maximize(mnist, bad, steps=1)
+    # an array weight: refused when multiplied (a factor is one real number)
+    with pytest.raises(ValueError, match=r"Objective \* c: .*pass one number, not an array"):
+        o(3) * np.array([1.0, 2.0])
 
 
 # ---------------------------------------------------------------- building blocks
@@ -737,7 +739,8 @@ def test_non_finite_or_fractional_hyperparameters_are_refused(make):
     """A NaN or infinite weight, angle, width or centre was accepted and every optimized
     image came back NaN (total_variation(nan), random_rotate(inf), ...); pixel counts and
     step intervals were truncated (jitter(1.7) jittered by 1). Refused when built."""
-    with pytest.raises(ValueError, match="expected .*(finite|whole number|invertible)"):
+    with pytest.raises(ValueError,
+                       match="expected .*(finite|whole number|invertible|as an int)"):
         make()
 
 

@@ -192,7 +192,7 @@ def test_cli_explains_token_ids_with_rise(text_model, tmp_path):
 
 def test_rise_masks_errors_name_its_own_arguments():
     # the errors said "index_offset" (rise's option) for index=, and "got None" for a size
-    with pytest.raises(ValueError, match=r"expected index .*int >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"expected index .*as an int >= 0 .*got -1"):
         jaxsal.rise_masks(0, 2, (8, 8), index=-1)
     with pytest.raises(ValueError, match=r"expected size .*got \(8\.5, 8\)"):
         jaxsal.rise_masks(0, 2, (8.5, 8))

@@ -80,9 +80,10 @@ def check_int(value: Any, name: str, *, low: int | None = 1, high: int | None = 
     if isinstance(value, jax.core.Tracer):
         raise reals.traced(f"{prefix}expected {expected}", value, name, "a Python int")
     i = as_int(value)
-    if i is not None and (low is None or i >= low) and (high is None or i <= high):
+    if i is not None and (low is None or i >= low) and (high is None or i <= high) \
+            and abs(i) < 2 ** 63:
         return i
-    why = ""
+    why = "; too large for a 64-bit integer" if i is not None and abs(i) >= 2 ** 63 else ""
     if i is None:
         f = reals.as_float(value)
         if f is not None and f.is_integer():
