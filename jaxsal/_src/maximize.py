@@ -837,9 +837,8 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     _obj.validate_objective(obj, mh, fit_shape)
     if hasattr(mh, "resolve_layer"):  # one name per layer: its path ("conv" and "inner/conv"
         # are one layer of a nested model, captured once under one name)
-        obj = _obj.Objective(obj.kinds, tuple(l if l is None else mh.resolve_layer(l)
-                                              for l in obj.layers), obj.weights, obj.indices,
-                             obj.pre)
+        obj = obj._replace(layers=tuple(l if l is None else mh.resolve_layer(l)
+                                        for l in obj.layers))
     T = int(jax.tree_util.tree_leaves(obj)[0].shape[0])
     needed, needed_pre = obj.needed_layers, obj.needed_pre_layers
     if diversity is not None:  # its layer, by the name the model resolves, is captured too
