@@ -5,6 +5,7 @@ out in NumPy (float64) on given activations, then inside :func:`jaxsal.maximize`
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxsal
@@ -187,3 +188,31 @@ def test_maximize_scores_are_the_numpy_objectives(tiny):
     with pytest.raises(ValueError, match=r"direction_neuron position out of range: row 8"):
         jaxsal.maximize(model, [jaxsal.direction_neuron_objective("feat", ds[0], (8, 0))],
                         **opts)
+
+
+def test_seed_images_one_per_image_with_images_per_unit(tiny):
+    """With ``images_per_unit=K`` seeds are ``(T, K, H, W, C)``, one start per image: a zero
+    learning rate returns them (pixels and fourier), and Adam steps from them give each
+    image what a call of one image per unit gives from the same seed (no diversity, no
+    random transform: the images of a unit are then independent)."""
+    model, _ = tiny
+    rs = np.random.RandomState(4)
+    seeds = rs.uniform(0.1, 0.9, (2, 2, 8, 8, 3)).astype(np.float32)
+    plain = dict(layer="feat", key=0, transforms=jaxsal.identity(), regularizers=())
+    frozen = optax.sgd(0.0)
+    for par, tol in ((jaxsal.pixels(), 1e-6), (jaxsal.fourier(), 3e-6)):
+        res = jaxsal.maximize(model, [0, 3], steps=1, images_per_unit=2, seed_images=seeds,
+                              optimizer=frozen, parameterization=par, **plain)
+        np.testing.assert_allclose(res.images, seeds, atol=tol)
+    adam = optax.adam(0.05)
+    many = jaxsal.maximize(model, [0, 3], steps=4, images_per_unit=2, seed_images=seeds,
+                           optimizer=adam, **plain)
+    one = jaxsal.maximize(model, [0, 0, 3, 3], steps=4, seed_images=seeds.reshape(4, 8, 8, 3),
+                          optimizer=adam, **plain)
+    np.testing.assert_allclose(many.images.reshape(4, 8, 8, 3), one.images, atol=1e-5)
+    assert float(np.abs(np.asarray(many.images) - seeds).max()) > 0.01  # it moved
+    for bad in (seeds[0, 0], seeds[:, 0], seeds[:, :1]):
+        with pytest.raises(ValueError, match=r"with images_per_unit=2 expected one start per "
+                                             r"image, \(2, 2, 8, 8, 3\)"):
+            jaxsal.maximize(model, [0, 3], steps=1, images_per_unit=2, seed_images=bad,
+                            **plain)

@@ -350,7 +350,8 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
         trajectory, p, start = [], None, 0
         for r, hw in enumerate(sizes):
             if r == 0:
-                p = project(from_image(jnp.clip(_tf.resize(seed, hw), lo + margin, hi - margin))
+                p = project(from_image(jnp.clip(each(lambda x, hw=hw: _tf.resize(x, hw))(seed),
+                                                lo + margin, hi - margin))
                             if has_seed else init(k_init, hw))  # start feasible
             else:
                 img = each(lambda x, hw=hw: _tf.resize(x, hw))(to_image(p))
@@ -516,6 +517,9 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         the images' size (``image_shape``; a seed of another size is refused), clipped into
         ``input_range``; with a parameterization that reaches its ends only at infinity (all
         but ``pixels(squash="clip")``) 1% of the range inside it, where the squash is not flat.
+        With ``images_per_unit=K > 1``: ``(T, K, H, W, C)``, one start for every image (K
+        equal starts would stay equal, the diversity penalty included, whose gradient is
+        zero there: give each image its own, e.g. one seed plus a little noise each).
 
       unit_chunk: optimize at most this many units at a time (``lax.map`` over chunks),
         a positive int; the size used is the one up to it that pads the last chunk least
@@ -544,7 +548,8 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         ``batch``). With K > 1 each unit's K images start from their own noise (from
         ``key``) and share the unit's random transforms; ``images`` are then ``(T, K, H, W,
         C)``, ``scores`` ``(T, K)`` and ``trajectory`` ``(T, K, steps * upscaling_steps)``.
-        Without ``diversity`` they differ only by their start; ``seed_images`` is refused.
+        Without ``diversity`` they differ only by their start; ``seed_images`` then give one
+        start per image, ``(T, K, H, W, C)``.
       diversity: :func:`~jaxsal.diversity` ``(layer, weight=...)``: a penalty on the
         similarity of each unit's K images (the cosine similarity of their Gram matrices at
         ``layer``, Lucid's ``diversity``), subtracted from the sum of their objectives;
@@ -737,11 +742,6 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         raise ValueError(f"diversity compares the images of one unit; expected "
                          f"images_per_unit >= 2 with it, got images_per_unit="
                          f"{images_per_unit}. Pass images_per_unit=4 (say), or drop diversity")
-    if images_per_unit > 1 and seed_images is not None:
-        raise ValueError(f"seed_images: images_per_unit={images_per_unit} starts each unit's "
-                         "images from their own noise (equal starts would stay equal without "
-                         "diversity); expected seed_images=None with images_per_unit > 1. Drop "
-                         "seed_images, or call once per seed with images_per_unit=1")
     if unit_chunk is not None and (isinstance(unit_chunk, (bool, np.bool_))
                                    or not isinstance(unit_chunk, (int, np.integer))
                                    or unit_chunk < 1):
@@ -861,11 +861,21 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         if not bool(jnp.isfinite(seed).all()):
             raise ValueError("seed_images contains NaN or infinite values; the images would be "
                              "NaN. Pass finite starting images (np.nan_to_num)")
+        h, w, c = image_shape
+        one = (c, h, w) if channels_first else (h, w, c)
+        K = images_per_unit
+        if K > 1 and (seed.ndim != 5 or tuple(seed.shape[:2]) != (T, K)
+                      or tuple(seed.shape[2:]) != image_shape):
+            raise ValueError(
+                f"seed_images: with images_per_unit={K} expected one start per image, "
+                f"{(T, K, *one)} (units x images_per_unit x image), got {seed_shape}. Equal "
+                f"starts would stay equal (the diversity penalty's gradient is zero there): "
+                f"give each image its own, e.g. from one seed x, jnp.clip(x + 0.05 * "
+                f"jax.random.normal(key, {(T, K, *one)}), lo, hi)")
         if seed.ndim == 3:
             seed = jnp.broadcast_to(seed, (T, *seed.shape))
-        if seed.ndim != 4 or seed.shape[0] != T or tuple(seed.shape[1:]) != image_shape:
-            h, w, c = image_shape
-            one = (c, h, w) if channels_first else (h, w, c)
+        if K == 1 and (seed.ndim != 4 or seed.shape[0] != T
+                       or tuple(seed.shape[1:]) != image_shape):
             raise ValueError(f"seed_images: expected {one} (one start for every unit) or "
                              f"{(T, *one)} (one per unit: {T}), got {seed_shape}. A seed of "
                              f"another size is not resized: resize it first, e.g. "
