@@ -46,9 +46,10 @@ from jaxsal._src.sensitivity import sensitivity_max
 from jaxsal._src.features import feature_maps, filter_images, image_grid
 from jaxsal._src.maximize import (MaximizeResult, default_parameterization,
                                   default_regularizers, default_transforms, maximize)
-from jaxsal._src.objectives import (Diversity, Objective, channel_objective, diversity,
-                                    direction_objective, neuron_objective, output_objective,
-                                    stack_objectives)
+from jaxsal._src.objectives import (Diversity, Objective, channel_interpolate,
+                                    channel_objective, direction_neuron_objective,
+                                    direction_objective, diversity, interpolate_objectives,
+                                    neuron_objective, output_objective, stack_objectives)
 from jaxsal._src.parameterization import Parameterization, fourier, pixels
 from jaxsal._src.regularizers import (Regularizer, blur_every, l2_decay, lp_norm,
                                       total_variation)
@@ -78,6 +79,7 @@ __all__ = [
     "ablationcam",
     "blur_every",
     "blur_integrated_gradients",
+    "channel_interpolate",
     "channel_objective",
     "class_score",
     "clear_caches",
@@ -92,6 +94,7 @@ __all__ = [
     "default_regularizers",
     "default_transforms",
     "deletion",
+    "direction_neuron_objective",
     "direction_objective",
     "diversity",
     "eigencam",
@@ -120,6 +123,7 @@ __all__ = [
     "insertion",
     "integrated_gradients",
     "internal_influence",
+    "interpolate_objectives",
     "jitter",
     "kernel_shap",
     "l2_decay",

@@ -127,8 +127,10 @@ def test_images_per_unit_and_diversity_refusals(conv_models):
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match=r"maximize: expected images_per_unit as an int >= 1"):
             jaxsal.maximize(cl, [0], layer="c2", steps=1, images_per_unit=bad)
-    with pytest.raises(ValueError, match=r"seed_images: images_per_unit=2.*expected "
-                                         r"seed_images=None"):
+    # one seed for K images: equal starts stay equal; one start per image is asked for
+    with pytest.raises(ValueError, match=r"seed_images: with images_per_unit=2 expected one "
+                                         r"start per image, \(1, 2, 12, 12, 3\).*got "
+                                         r"\(12, 12, 3\)"):
         jaxsal.maximize(cl, [0], layer="c2", steps=1, images_per_unit=2,
                         seed_images=np.zeros((12, 12, 3), np.float32))
     with pytest.raises(ValueError, match="nope"):

@@ -50,15 +50,16 @@ def test_round_trip_is_exact_to_float32_rounding_up_to_the_ends(name):
     [0, 255]), at every blur step and multi-scale round."""
     par, tol = PARAMS[name]
     trip = jax.jit(lambda x, lo, hi: par.to_image(par.from_image(x, (lo, hi)), (lo, hi)))
-    for r in RANGES:
+    # an even width too for fourier: its real spectrum has a Nyquist column then
+    widths = (7, 8) if name.startswith("fourier") else (7,)
+    for r, c, w in [(r, c, w) for r in RANGES for c in (1, 3, 4) for w in widths]:
         lo, hi = r
-        for c in (1, 3, 4):
-            x = _image((6, 7, c), r)
-            back = trip(x, *r)
-            err = np.abs(np.asarray(back, np.float64) - np.asarray(x, np.float64)) / (hi - lo)
-            assert err.max() <= tol, (name, r, c, err.max())
-            # at the ends every parameterization is exact to float32 rounding
-            assert err[:4].max() <= PIXEL_TOL, (name, r, c, err[:4].max(axis=(1, 2)))
+        x = _image((6, w, c), r)
+        back = trip(x, *r)
+        err = np.abs(np.asarray(back, np.float64) - np.asarray(x, np.float64)) / (hi - lo)
+        assert err.max() <= tol, (name, r, c, err.max())
+        # at the ends every parameterization is exact to float32 rounding
+        assert err[:4].max() <= PIXEL_TOL, (name, r, c, err[:4].max(axis=(1, 2)))
 
 
 def test_tanh_keeps_float32_precision_near_the_low_end():
@@ -109,9 +110,43 @@ def test_a_blur_step_keeps_saturated_pixels_at_the_ends():
     np.testing.assert_allclose(stepped.images, plain.images, rtol=0, atol=PIXEL_TOL * 255.0)
 
 
+# ---------------------------------------------------------------- the real spectrum
+@pytest.mark.parametrize("hw", [(6, 7), (6, 8), (5, 1)])
+def test_fourier_variables_are_a_real_spectrum(hw):
+    """``fourier`` optimizes the real FFT (rfft2): ``2 C H (W // 2 + 1)`` variables (a full
+    complex FFT had ``2 C H W``), the image's width carried by an empty ``(0, W)`` array;
+    the spectrum is ``rfft2`` (ortho) of the values before the sigmoid, divided by the
+    1/f scale; unit-variance variables give pre-sigmoid values of unit variance on
+    average, measured on the exact Jacobian of the (linear) map."""
+    h, w = hw
+    c, r, decay = 2, (0.0, 1.0), 1.5
+    par = jaxsal.fourier(decorrelate=False, decay_power=decay)
+    spec, width = par.init(jax.random.key(0), (h, w, c), r)
+    assert spec.shape == (2, c, h, w // 2 + 1) and width.shape == (0, w)
+    # the spectrum of a given image, by NumPy's rfft2 and the scale written out
+    x = np.asarray(_image((h, w, c), r)) * 0.9 + 0.05
+    got, got_w = par.from_image(jnp.asarray(x, jnp.float32), r)
+    assert got_w.shape == (0, w)
+    v = np.log(x) - np.log1p(-x)
+    f = np.sqrt(np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2)
+    scale = 1.0 / np.maximum(f, 1.0 / max(h, w)) ** decay
+    want = np.fft.rfft2(np.moveaxis(v, -1, 0), norm="ortho") / scale
+    ratio = np.asarray(got[0] + 1j * got[1], np.complex128) / want
+    # one normalization constant for every coefficient (the scale's), the same for both parts
+    np.testing.assert_allclose(ratio, np.full_like(ratio, ratio.flat[0]), rtol=2e-4)
+    # the variance: sum of squared Jacobian entries over the variables, mean over the values
+    jac = jax.jacfwd(lambda s: jax.scipy.special.logit(par.to_image((s, width), r)))(
+        jnp.zeros_like(spec))
+    var = np.sum(np.asarray(jac, np.float64) ** 2) / (h * w * c)
+    np.testing.assert_allclose(var, 1.0, rtol=1e-4)
+
+
 # ---------------------------------------------------------------- the colour matrix
 def _variables(c, key=1):
-    return jax.random.normal(jax.random.key(key), (2, c, 6, 7), jnp.float32)
+    """Random ``fourier`` variables of a (6, 7, c) image: its real spectrum (7 // 2 + 1
+    columns) and its width."""
+    return (jax.random.normal(jax.random.key(key), (2, c, 6, 4), jnp.float32),
+            jnp.zeros((0, 7), jnp.float32))
 
 
 def test_fourier_default_colour_is_imagenet_for_rgb_and_the_identity_otherwise():

@@ -355,7 +355,8 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
         trajectory, p, start = [], None, 0
         for r, hw in enumerate(sizes):
             if r == 0:
-                p = project(from_image(jnp.clip(_tf.resize(seed, hw), lo + margin, hi - margin))
+                p = project(from_image(jnp.clip(each(lambda x, hw=hw: _tf.resize(x, hw))(seed),
+                                                lo + margin, hi - margin))
                             if has_seed else init(k_init, hw))  # start feasible
             else:
                 img = each(lambda x, hw=hw: _tf.resize(x, hw))(to_image(p))
@@ -511,6 +512,9 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         the images' size (``image_shape``; a seed of another size is refused), clipped into
         ``input_range``; with a parameterization that reaches its ends only at infinity (all
         but ``pixels(squash="clip")``) 1% of the range inside it, where the squash is not flat.
+        With ``images_per_unit=K > 1``: ``(T, K, H, W, C)``, one start for every image (K
+        equal starts would stay equal, the diversity penalty included, whose gradient is
+        zero there: give each image its own, e.g. one seed plus a little noise each).
 
       unit_chunk: optimize at most this many units at a time (``lax.map`` over chunks),
         a positive int; the size used is the one up to it that pads the last chunk least
@@ -539,7 +543,8 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         ``batch``). With K > 1 each unit's K images start from their own noise (from
         ``key``) and share the unit's random transforms; ``images`` are then ``(T, K, H, W,
         C)``, ``scores`` ``(T, K)`` and ``trajectory`` ``(T, K, steps * upscaling_steps)``.
-        Without ``diversity`` they differ only by their start; ``seed_images`` is refused.
+        Without ``diversity`` they differ only by their start; ``seed_images`` then give one
+        start per image, ``(T, K, H, W, C)``.
       diversity: :func:`~jaxsal.diversity` ``(layer, weight=...)``: a penalty on the
         similarity of each unit's K images (the cosine similarity of their Gram matrices at
         ``layer``, Lucid's ``diversity``), subtracted from the sum of their objectives;
@@ -727,11 +732,6 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         raise ValueError(f"diversity compares the images of one unit; expected "
                          f"images_per_unit >= 2 with it, got images_per_unit="
                          f"{images_per_unit}. Pass images_per_unit=4 (say), or drop diversity")
-    if images_per_unit > 1 and seed_images is not None:
-        raise ValueError(f"seed_images: images_per_unit={images_per_unit} starts each unit's "
-                         "images from their own noise (equal starts would stay equal without "
-                         "diversity); expected seed_images=None with images_per_unit > 1. Drop "
-                         "seed_images, or call once per seed with images_per_unit=1")
     unit_chunk = ints.check_int(unit_chunk, "unit_chunk", where="maximize", allow_none=True,
                                 kind="units per chunk; None: as many as fit in memory_budget")
     memory_budget = base.check_budget(memory_budget)
@@ -824,9 +824,8 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     _obj.validate_objective(obj, mh, fit_shape)
     if hasattr(mh, "resolve_layer"):  # one name per layer: its path ("conv" and "inner/conv"
         # are one layer of a nested model, captured once under one name)
-        obj = _obj.Objective(obj.kinds, tuple(l if l is None else mh.resolve_layer(l)
-                                              for l in obj.layers), obj.weights, obj.indices,
-                             obj.pre)
+        obj = obj._replace(layers=tuple(l if l is None else mh.resolve_layer(l)
+                                        for l in obj.layers))
     T = int(jax.tree_util.tree_leaves(obj)[0].shape[0])
     needed, needed_pre = obj.needed_layers, obj.needed_pre_layers
     if diversity is not None:  # its layer, by the name the model resolves, is captured too
@@ -849,11 +848,21 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         if not bool(jnp.isfinite(seed).all()):
             raise ValueError("seed_images contains NaN or infinite values; the images would be "
                              "NaN. Pass finite starting images (np.nan_to_num)")
+        h, w, c = image_shape
+        one = (c, h, w) if channels_first else (h, w, c)
+        K = images_per_unit
+        if K > 1 and (seed.ndim != 5 or tuple(seed.shape[:2]) != (T, K)
+                      or tuple(seed.shape[2:]) != image_shape):
+            raise ValueError(
+                f"seed_images: with images_per_unit={K} expected one start per image, "
+                f"{(T, K, *one)} (units x images_per_unit x image), got {seed_shape}. Equal "
+                f"starts would stay equal (the diversity penalty's gradient is zero there): "
+                f"give each image its own, e.g. from one seed x, jnp.clip(x + 0.05 * "
+                f"jax.random.normal(key, {(T, K, *one)}), lo, hi)")
         if seed.ndim == 3:
             seed = jnp.broadcast_to(seed, (T, *seed.shape))
-        if seed.ndim != 4 or seed.shape[0] != T or tuple(seed.shape[1:]) != image_shape:
-            h, w, c = image_shape
-            one = (c, h, w) if channels_first else (h, w, c)
+        if K == 1 and (seed.ndim != 4 or seed.shape[0] != T
+                       or tuple(seed.shape[1:]) != image_shape):
             raise ValueError(f"seed_images: expected {one} (one start for every unit) or "
                              f"{(T, *one)} (one per unit: {T}), got {seed_shape}. A seed of "
                              f"another size is not resized: resize it first, e.g. "

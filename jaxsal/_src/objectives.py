@@ -8,7 +8,12 @@ An :class:`Objective` is a weighted sum of terms. Each term reads either the mod
 - :func:`channel_objective` -- the mean activation of one channel (a filter's feature map);
 - :func:`neuron_objective` -- one activation at one spatial position;
 - :func:`direction_objective` -- the mean projection of a layer's channel vectors onto a
-  direction (Olah et al. 2017, "Feature Visualization", Distill).
+  direction (Olah et al. 2017, "Feature Visualization", Distill), optionally times a power of
+  their cosine similarity (``cossim_pow``, Olah et al. 2018, "The Building Blocks of
+  Interpretability");
+- :func:`direction_neuron_objective` -- the same at one spatial position;
+- :func:`interpolate_objectives` / :func:`channel_interpolate` -- ``n`` objectives going from
+  one objective to another, one per image (Lucid's ``channel_interpolate``).
 
 Objectives are pytrees whose leaves are arrays (weights, unit indices, directions) and whose
 structure (kinds, layer names) is static, so a list of objectives of the same structure stacks
@@ -37,7 +42,7 @@ from jaxsal._src.transforms import check_finite_array, check_real
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
-KINDS = ("output", "channel", "neuron", "direction")
+KINDS = ("output", "channel", "neuron", "direction", "direction_neuron")
 
 
 @jax.tree_util.register_pytree_node_class
@@ -49,28 +54,40 @@ class Objective:
       layers: the layer each term reads, ``None`` for the model output (static).
       weights: one scalar weight per term (arrays; a leading unit axis when stacked).
       indices: per term, an int unit index (``output``, ``channel``), an int array
-        ``(channel, row, col)`` (``neuron``; ``-1`` means the centre) or a float direction
-        ``(K,)`` (``direction``).
+        ``(channel, row, col)`` (``neuron``; ``-1`` means the centre), a float direction
+        ``(K,)`` (``direction``) or a float array ``(row, col, *direction)``
+        (``direction_neuron``; ``-1`` means the centre).
       pre: per term, whether it reads the layer's pre-activation values (static; ``False``
         for every term when not given).
+      cossim_pow: per term, the power of the cosine similarity a direction term is
+        multiplied by (static; ``0.0``, none, for every term when not given).
     """
 
     def __init__(self, kinds: Sequence[str], layers: Sequence[str | None],
                  weights: Sequence[Any], indices: Sequence[Any],
-                 pre: Sequence[bool] | None = None):
+                 pre: Sequence[bool] | None = None, cossim_pow: Sequence[float] | None = None):
         self.kinds = tuple(kinds)
         self.layers = tuple(layers)
         self.weights = tuple(weights)
         self.indices = tuple(indices)
         self.pre = (False,) * len(self.kinds) if pre is None else tuple(bool(p) for p in pre)
+        self.cossim_pow = ((0.0,) * len(self.kinds) if cossim_pow is None
+                           else tuple(float(p) for p in cossim_pow))
 
     # -- pytree
     def tree_flatten(self):
-        return (self.weights, self.indices), (self.kinds, self.layers, self.pre)
+        return (self.weights, self.indices), (self.kinds, self.layers, self.pre, self.cossim_pow)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(aux[0], aux[1], children[0], children[1], aux[2])
+        return cls(aux[0], aux[1], children[0], children[1], aux[2], aux[3])
+
+    def _replace(self, **changes: Any) -> "Objective":
+        """This objective with some fields replaced (``layers=``, ``indices=``, ...)."""
+        fields = dict(kinds=self.kinds, layers=self.layers, weights=self.weights,
+                      indices=self.indices, pre=self.pre, cossim_pow=self.cossim_pow)
+        fields.update(changes)
+        return Objective(**fields)
 
     # -- algebra
     def __add__(self, other: "Objective") -> "Objective":
@@ -78,7 +95,7 @@ class Objective:
             return NotImplemented
         return Objective(self.kinds + other.kinds, self.layers + other.layers,
                          self.weights + other.weights, self.indices + other.indices,
-                         self.pre + other.pre)
+                         self.pre + other.pre, self.cossim_pow + other.cossim_pow)
 
     def __radd__(self, other: Any) -> "Objective":
         # sum(objectives) starts from 0: 0 + o is o (any other number is no objective)
@@ -93,9 +110,8 @@ class Objective:
         if not isinstance(c, jax.core.Tracer):  # a weight may be traced (data of the pytree)
             c = reals.check_real(c, "c", where="Objective * c",
                                  kind="a finite number: the factor of every weight")
-        return Objective(self.kinds, self.layers,
-                         tuple(jnp.asarray(c, jnp.float32) * w for w in self.weights),
-                         self.indices, self.pre)
+        return self._replace(weights=tuple(jnp.asarray(c, jnp.float32) * w
+                                           for w in self.weights))
 
     __rmul__ = __mul__
 
@@ -132,19 +148,49 @@ class Objective:
           a scalar.
         """
         total = jnp.zeros((), jnp.float32)
-        for kind, layer, w, idx, pre in zip(self.kinds, self.layers, self.weights,
-                                            self.indices, self.pre):
+        for kind, layer, w, idx, pre, cp in zip(self.kinds, self.layers, self.weights,
+                                                self.indices, self.pre, self.cossim_pow):
             a = outputs if layer is None else (pre_acts or {})[layer] if pre else acts[layer]
-            total = total + w * _term(kind, a, idx)
+            total = total + w * _term(kind, a, idx, cp)
         return total
 
     def __repr__(self) -> str:
-        parts = [f"{k}({l or 'output'}{' pre-activation' if p else ''})"
-                 for k, l, p in zip(self.kinds, self.layers, self.pre)]
+        parts = [f"{k}({l or 'output'}{' pre-activation' if p else ''}"
+                 f"{f', cossim_pow={c:g}' if c else ''})"
+                 for k, l, p, c in zip(self.kinds, self.layers, self.pre, self.cossim_pow)]
         return f"Objective({' + '.join(parts)})"
 
 
-def _term(kind: str, a: Array, idx: Array) -> Array:
+#: Lucid's ``_dot_cossim``: the epsilon added to both norms, and the floor of the cosine
+#: similarity (a vector pointing away from the direction is scaled as one at 0.1)
+_COSSIM_EPS = 1e-4
+_COSSIM_FLOOR = 0.1
+
+
+def _dot_cossim(a: Array, d: Array, cossim_pow: float) -> Array:
+    """The mean over positions of ``<a, d> * max(0.1, cos(a, d)) ** cossim_pow`` for ``a``
+    ``(..., K)`` and ``d`` ``(K,)`` (Lucid's ``_dot_cossim``; ``cossim_pow=0``: the mean dot
+    product)."""
+    dot = jnp.tensordot(a, d, axes=[[-1], [0]])
+    if cossim_pow == 0:
+        return jnp.mean(dot)
+    a_norm = jnp.sqrt(jnp.sum(a * a, axis=-1))
+    d_norm = jnp.sqrt(jnp.sum(d * d))
+    cos = dot / (_COSSIM_EPS + a_norm) / (_COSSIM_EPS + d_norm)
+    return jnp.mean(dot * jnp.maximum(_COSSIM_FLOOR, cos) ** cossim_pow)
+
+
+def _at(a: Array, rows_cols: Sequence[Array]) -> Array:
+    """``a`` ``(h, w, ...)`` at (row, col), ``-1`` meaning the centre; ``a`` itself for a map
+    without spatial axes (``(K,)``)."""
+    if a.ndim == 1:
+        return a
+    pos = [jnp.where(p < 0, n // 2, p).astype(jnp.int32)
+           for p, n in zip(rows_cols, a.shape[:2])]
+    return a[tuple(pos) + (Ellipsis,)]
+
+
+def _term(kind: str, a: Array, idx: Array, cossim_pow: float = 0.0) -> Array:
     a = a.astype(jnp.float32)
     if kind == "output":
         flat = a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a[None]
@@ -162,8 +208,10 @@ def _term(kind: str, a: Array, idx: Array) -> Array:
         v = a[tuple(pos) + (Ellipsis,)]
         return jnp.mean(v[..., idx[0]])
     if kind == "direction":
-        proj = jnp.tensordot(a, idx.astype(jnp.float32), axes=[[-1], [0]])
-        return jnp.mean(proj)
+        return _dot_cossim(a, idx.astype(jnp.float32), cossim_pow)
+    if kind == "direction_neuron":
+        idx = idx.astype(jnp.float32)
+        return _dot_cossim(_at(a, (idx[0], idx[1])), idx[2:], cossim_pow)
     raise ValueError(f"unknown objective kind {kind!r}; expected one of {KINDS}")
 
 
@@ -176,16 +224,18 @@ def positions_for(obj: Objective, shapes: Mapping[str, tuple],
     indices = []
     for kind, layer, idx in zip(obj.kinds, obj.layers, obj.indices):
         now, end = shapes.get(layer), final.get(layer)
-        if (kind == "neuron" and now is not None and end is not None and len(now) >= 3
-                and tuple(now[:2]) != tuple(end[:2])):
-            pos = idx[..., 1:3]
+        if (kind in ("neuron", "direction_neuron") and now is not None and end is not None
+                and len(now) >= 3 and tuple(now[:2]) != tuple(end[:2])):
+            at = 1 if kind == "neuron" else 0  # (channel, row, col) or (row, col, *direction)
+            pos = idx[..., at:at + 2]
             n_now = jnp.asarray(now[:2], jnp.float32)
             n_end = jnp.asarray(end[:2], jnp.float32)
             moved = jnp.floor((pos.astype(jnp.float32) + 0.5) * n_now / n_end).astype(idx.dtype)
             moved = jnp.clip(moved, 0, jnp.asarray(now[:2], idx.dtype) - 1)
-            idx = jnp.concatenate([idx[..., :1], jnp.where(pos < 0, pos, moved)], axis=-1)
+            idx = jnp.concatenate([idx[..., :at], jnp.where(pos < 0, pos, moved),
+                                   idx[..., at + 2:]], axis=-1)
         indices.append(idx)
-    return Objective(obj.kinds, obj.layers, obj.weights, indices, obj.pre)
+    return obj._replace(indices=tuple(indices))
 
 
 def _index(i: Any, what: str) -> Array:
@@ -252,21 +302,123 @@ def neuron_objective(layer: str, channel: int, position: tuple[int, int] | None 
 
 
 def direction_objective(layer: str, direction: ArrayLike, *, weight: float = 1.0,
-                        pre_activation: bool = False) -> Objective:
+                        pre_activation: bool = False, cossim_pow: float = 0.0) -> Objective:
     """Maximize the mean over positions of ``<activation, direction>`` in ``layer``'s
     channel space (Olah et al. 2017). ``direction`` has shape ``(K,)``, K = channels.
+
+    ``cossim_pow=p > 0`` maximizes ``<a, d> * max(0.1, cos(a, d)) ** p`` at every position
+    instead (``cos(a, d) = <a, d> / (|a| + 1e-4) / (|d| + 1e-4)``; Lucid's ``direction(...,
+    cossim_pow=p)`` and ``_dot_cossim``, the "cossim_pow" of the Building Blocks and Activation
+    Atlas notebooks, which use ``p`` of 1 to 4): the image is rewarded for activations that
+    point along ``d``, not merely for large ones with a component along it.
     ``pre_activation=True``: of the values before the layer's fused activation (see
     :func:`channel_objective`). ``weight``: the term's weight in a sum of objectives
-    (default 1)."""
+    (default 1). ``cossim_pow`` is part of the objective's structure (objectives maximized
+    in one call share it).::
+
+        obj = direction_objective("mixed4d", v, cossim_pow=2.0)
+    """
     _check_layer(layer, "direction_objective")
+    d = _direction(direction, "direction_objective")
+    return Objective(("direction",), (layer,), (_weight(weight, "direction_objective"),), (d,),
+                     (_pre(pre_activation, "direction_objective"),),
+                     (_cossim_pow(cossim_pow, "direction_objective"),))
+
+
+def direction_neuron_objective(layer: str, direction: ArrayLike,
+                               position: tuple[int, int] | None = None, *,
+                               weight: float = 1.0, pre_activation: bool = False,
+                               cossim_pow: float = 0.0) -> Objective:
+    """Maximize ``<activation, direction>`` at one position (row, col) of ``layer``'s maps
+    (Lucid's ``direction_neuron``): :func:`direction_objective` at one position, as
+    :func:`neuron_objective` is :func:`channel_objective` at one position.
+
+    ``direction``: ``(K,)``, K = channels. ``position=None``: the centre of the maps
+    (``(h // 2, w // 2)``); a layer without spatial axes (Dense) needs ``position=None``.
+    ``cossim_pow``, ``pre_activation``, ``weight``: as in :func:`direction_objective`.
+    Directions and positions may differ between the objectives of one call.::
+
+        objs = [direction_neuron_objective("conv2d_2", v, (3, 4)) for v in directions]
+    """
+    _check_layer(layer, "direction_neuron_objective")
+    d = _direction(direction, "direction_neuron_objective")
+    if position is None:
+        pos = (-1, -1)
+    else:
+        if len(position) != 2:
+            raise ValueError(f"direction_neuron_objective: expected position=(row, col), got "
+                             f"{position!r}")
+        pos = tuple(int(_index(p, "direction_neuron_objective position")) for p in position)
+    idx = jnp.concatenate([jnp.asarray(pos, jnp.float32), d])
+    return Objective(("direction_neuron",), (layer,),
+                     (_weight(weight, "direction_neuron_objective"),), (idx,),
+                     (_pre(pre_activation, "direction_neuron_objective"),),
+                     (_cossim_pow(cossim_pow, "direction_neuron_objective"),))
+
+
+def interpolate_objectives(start: Objective, end: Objective, n: int) -> list[Objective]:
+    """``n`` objectives going from ``start`` to ``end``: the i-th is ``(1 - t_i) * start +
+    t_i * end`` with ``t_i = i / (n - 1)`` (Lucid's ``channel_interpolate``, there over the
+    images of a batch). Give them as targets: every one gets its own image, ``images[i]``,
+    and the sequence shows one feature turning into the other. ``start`` and ``end`` are
+    single (unstacked) objectives; ``n >= 2``.
+
+    Lucid optimizes the batch with a shared parameterization and an ``alignment`` penalty
+    that pulls neighbouring images together; here the images are independent (every unit
+    is, in :func:`jaxsal.maximize`), from the same starting noise and transforms (the same
+    ``key``), which keeps them alike where the objectives do not pull them apart.::
+
+        objs = interpolate_objectives(channel_objective("conv2d_2", 3),
+                                      channel_objective("conv2d_2", 7), 6)
+        res = jaxsal.maximize(model, objs)  # res.images: (6, H, W, C)
+    """
+    for o, what in ((start, "start"), (end, "end")):
+        if not isinstance(o, Objective):
+            raise TypeError(f"interpolate_objectives: expected {what} as an Objective "
+                            f"(jaxsal.channel_objective(...), ...), got {type(o).__name__}")
+        if o.weights and np.ndim(o.weights[0]) != 0:
+            raise ValueError(f"interpolate_objectives: expected a single objective as {what}, "
+                             f"got a stacked one ({o!r}, weights of shape "
+                             f"{np.shape(o.weights[0])}); pass one of the objectives you "
+                             "stacked")
+    n = _count(n, "interpolate_objectives", low=2)
+    return [(1.0 - i / (n - 1)) * start + (i / (n - 1)) * end for i in range(n)]
+
+
+def channel_interpolate(layer1: str, channel1: int, layer2: str, channel2: int, n: int, *,
+                        pre_activation: bool = False) -> list[Objective]:
+    """Lucid's ``channel_interpolate(layer1, channel1, layer2, channel2)`` over ``n`` images:
+    :func:`interpolate_objectives` from ``channel_objective(layer1, channel1)`` to
+    ``channel_objective(layer2, channel2)``; image i maximizes ``(1 - t_i) * mean(channel1)
+    + t_i * mean(channel2)``, ``t_i = i / (n - 1)``. ``pre_activation=True``: both channels'
+    values before their layers' fused activation (see :func:`channel_objective`).::
+
+        res = jaxsal.maximize(model, channel_interpolate("conv2d_1", 3, "conv2d_2", 5, 6))
+    """
+    return interpolate_objectives(
+        channel_objective(layer1, channel1, pre_activation=pre_activation),
+        channel_objective(layer2, channel2, pre_activation=pre_activation), n)
+
+
+def _direction(direction: Any, what: str) -> Array:
     if not isinstance(direction, jax.core.Tracer):
-        check_finite_array(direction, "direction_objective", "direction")
+        check_finite_array(direction, what, "direction")
     d = jnp.asarray(direction, jnp.float32)
     if d.ndim != 1:
-        raise ValueError(f"direction_objective: expected a direction of shape (channels,), got "
+        raise ValueError(f"{what}: expected a direction of shape (channels,), got "
                          f"shape {tuple(d.shape)}")
-    return Objective(("direction",), (layer,), (_weight(weight, "direction_objective"),), (d,),
-                     (_pre(pre_activation, "direction_objective"),))
+    return d
+
+
+def _cossim_pow(p: Any, what: str) -> float:
+    return float(check_real(p, what, "cossim_pow", low=0))
+
+
+def _count(n: Any, what: str, *, low: int) -> int:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < low:
+        raise ValueError(f"{what}: expected n as an int >= {low} (the number of objectives), "
+                         f"got {n!r}")
+    return int(n)
 
 
 class Diversity(NamedTuple):
@@ -428,7 +580,7 @@ def binary_output(model: Any, image_shape: tuple | None = None) -> bool:
 
 
 #: the number of axes of one unit's index, per kind (a stacked objective has one more)
-_INDEX_NDIM = {"output": 0, "channel": 0, "neuron": 1, "direction": 1}
+_INDEX_NDIM = {"output": 0, "channel": 0, "neuron": 1, "direction": 1, "direction_neuron": 1}
 
 
 def check_stacked(obj: Objective) -> int:
@@ -497,9 +649,20 @@ def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = N
                     raise ValueError(f"neuron position out of range: {axis} {int(np.max(p))} of "
                                      f"{where}, which has {maps}; use a {axis} in "
                                      f"0..{shape[ax] - 1} (position=(row, column))")
-        if kind == "direction" and k is not None and idx.shape[-1] != k:
-            raise ValueError(f"direction has {idx.shape[-1]} entries but {where} has {k} "
+        n_dir = idx.shape[-1] - (2 if kind == "direction_neuron" else 0)
+        if kind in ("direction", "direction_neuron") and k is not None and n_dir != k:
+            raise ValueError(f"direction has {n_dir} entries but {where} has {k} "
                              f"channels (shape {tuple(shape)}); pass a vector of length {k}")
+        if kind == "direction_neuron" and len(shape) >= 3:
+            for ax, axis in enumerate(("row", "column")):
+                p = idx[..., ax]
+                if shape[ax] is not None and np.any(p >= shape[ax]):
+                    raise ValueError(f"direction_neuron position out of range: {axis} "
+                                     f"{int(np.max(p))} of {where}, which has {maps}; use a "
+                                     f"{axis} in 0..{shape[ax] - 1} (position=(row, column))")
+        if kind == "direction_neuron" and len(shape) < 3 and np.any(idx[..., :2] >= 0):
+            raise ValueError(f"direction_neuron position given but {where} has no spatial "
+                             f"axes (shape {tuple(shape)}); pass position=None")
         if kind == "neuron" and len(shape) < 3 and idx.shape[-1] > 1 and np.any(idx[..., 1:] >= 0):
             raise ValueError(f"neuron position given but {where} has no spatial axes (shape "
                              f"{tuple(shape)}); pass position=None")

@@ -180,12 +180,23 @@ _IMAGENET_COLOR_SQRT = np.asarray([[0.26, 0.09, 0.02],
 
 
 def _spectrum_scale(h: int, w: int, decay_power: float) -> Array:
+    """``(h, w // 2 + 1)``: the 1/f^decay_power scale of every coefficient of a real 2-D FFT
+    (``rfft2``) of an ``(h, w)`` image, normalized so that coefficients whose real and
+    imaginary parts have unit variance give pixels of unit variance on average (``irfft2``
+    with ``norm="ortho"``)."""
     fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.fftfreq(w)[None, :]
+    fx = np.fft.rfftfreq(w)[None, :]
     f = np.sqrt(fy ** 2 + fx ** 2)
     s = 1.0 / np.maximum(f, 1.0 / max(h, w)) ** decay_power
-    # normalize so that unit-variance coefficients give unit-variance pixels (ortho FFT)
-    s = s / np.sqrt(np.mean(s ** 2))
+    # a column 1 <= j < w / 2 stands for itself and its mirror w - j: its coefficients add
+    # twice (pixel variance 4 s^2 / hw); the first column and, for an even w, the last one
+    # (the Nyquist frequency) stand for themselves, of which irfft2 keeps the real part
+    # (pixel variance s^2 / hw)
+    mult = np.full(s.shape[1], 4.0)
+    mult[0] = 1.0
+    if w % 2 == 0:
+        mult[-1] = 1.0
+    s = s / np.sqrt(np.sum(mult * s ** 2) / (h * w))
     return jnp.asarray(s, jnp.float32)
 
 
@@ -193,10 +204,14 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
             color_matrix: Any = None) -> Parameterization:
     """A Fourier-space parameterization with 1/f^decay_power scaling and decorrelated colour.
 
-    The variables are the real and imaginary parts of the 2-D FFT of each channel (shape
-    ``(2, C, H, W)``; the image is the real part of the inverse FFT), multiplied by
-    ``1 / f^decay_power`` so that the optimizer's steps are spread evenly over spatial
-    frequencies instead of favouring high frequencies; a colour matrix ``M`` of shape
+    The variables are the real and imaginary parts of the real 2-D FFT of each channel
+    (``rfft2``, as Lucid's ``fft_image``: shape ``(2, C, H, W // 2 + 1)``, about half the
+    ``2 C H W`` of a full complex FFT, whose imaginary image is discarded; the image is
+    ``irfft2`` of them; the variables are a pair ``(spectrum, width)`` whose second,
+    ``(0, W)``, holds no values and gives the image's width, which the spectrum's shape
+    leaves open between ``2 n - 2`` and ``2 n - 1``), multiplied by ``1 / f^decay_power`` (scaled so that unit-variance
+    variables give unit-variance values before the sigmoid) so that the optimizer's steps
+    are spread evenly over spatial frequencies instead of favouring high frequencies; a colour matrix ``M`` of shape
     ``(C, C)`` then mixes the channels of every pixel (``v @ M.T``: decorrelated variables
     become correlated colours), and a sigmoid maps the result into ``input_range``.
 
@@ -342,14 +357,22 @@ def _mix(v, matrix, given):  # v (H, W, C)
 
 def _fourier_init(key, shape, r, *, init_std):
     h, w, c = shape
-    return init_std * jax.random.normal(key, (2, c, h, w), jnp.float32)
+    return (init_std * jax.random.normal(key, (2, c, h, w // 2 + 1), jnp.float32),
+            _width(w))
+
+
+def _width(w: int) -> Array:
+    """A ``(0, w)`` array: no values, the image's width ``w`` in its shape (an ``rfft2``
+    spectrum of ``n`` columns is that of an image ``2 n - 2`` or ``2 n - 1`` wide)."""
+    return jnp.zeros((0, w), jnp.float32)
 
 
 def _fourier_to_image(p, r, *, matrix, decay_power, given):
     lo, hi = r
-    _, c, h, w = p.shape
+    p, width = p
+    h, w = p.shape[-2], width.shape[-1]
     spec = (p[0] + 1j * p[1]) * _spectrum_scale(h, w, decay_power)
-    v = jnp.real(jnp.fft.ifft2(spec, norm="ortho")).astype(jnp.float32)  # (C, H, W)
+    v = jnp.fft.irfft2(spec, s=(h, w), norm="ortho").astype(jnp.float32)  # (C, H, W)
     v = _mix(jnp.transpose(v, (1, 2, 0)), matrix, given)
     return lo + (hi - lo) * jax.nn.sigmoid(v)
 
@@ -357,9 +380,9 @@ def _fourier_to_image(p, r, *, matrix, decay_power, given):
 def _fourier_from_image(x, r, *, matrix, decay_power, given):
     h, w, c = x.shape
     v = _mix(_unsquash(_unit(x, r), "sigmoid"), matrix, given)
-    spec = jnp.fft.fft2(jnp.transpose(v, (2, 0, 1)), norm="ortho")
+    spec = jnp.fft.rfft2(jnp.transpose(v, (2, 0, 1)), norm="ortho")
     spec = spec / _spectrum_scale(h, w, decay_power)
-    return jnp.stack([spec.real, spec.imag]).astype(jnp.float32)
+    return jnp.stack([spec.real, spec.imag]).astype(jnp.float32), _width(w)
 
 
 def _keep(p, r):
