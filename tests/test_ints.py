@@ -56,6 +56,8 @@ CASES = [
     (lambda v: _maximize(steps=1, upscaling_steps=v), "upscaling_steps", 1, None),
     (lambda v: _maximize(steps=1, images_per_unit=v), "images_per_unit", 1, None),
     (lambda v: _maximize(steps=1, unit_chunk=v), "unit_chunk", 1, None),
+    (lambda v: jaxsal.interpolate_objectives(jaxsal.output_objective(0),
+                                             jaxsal.output_objective(1), v), "n", 2, None),
     (lambda v: jaxsal.jitter(v), "pixels", 0, None),
     (lambda v: jaxsal.pad(v), "pixels", 0, None),
     (lambda v: jaxsal.standard_transforms(v), "image_size", 1, None),

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base, reals
+from jaxsal._src import base, ints, reals
 from jaxsal._src.transforms import check_finite_array, check_real
 
 Array = jax.Array
@@ -415,10 +415,7 @@ def _cossim_pow(p: Any, what: str) -> float:
 
 
 def _count(n: Any, what: str, *, low: int) -> int:
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < low:
-        raise ValueError(f"{what}: expected n as an int >= {low} (the number of objectives), "
-                         f"got {n!r}")
-    return int(n)
+    return ints.check_int(n, "n", low=low, where=what, kind="the number of objectives")
 
 
 class Diversity(NamedTuple):
