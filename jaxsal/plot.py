@@ -73,6 +73,10 @@ class _Figure(Figure):
     earlier ``import matplotlib.pyplot``), and otherwise printed ``<Figure size ...>``.
     Where the inline backend is active its printer is used, as for any figure."""
 
+    def __repr__(self) -> str:
+        # matplotlib's repr names the class: '<Figure size ...>' as for any figure, not '_Figure'
+        return super().__repr__().replace(f"<{type(self).__name__} ", "<Figure ", 1)
+
     def _repr_png_(self) -> bytes:
         import io
 

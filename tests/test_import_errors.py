@@ -524,8 +524,9 @@ def test_a_load_keeps_the_activation_registered_then(tmp_path, monkeypatch):
     m2 = load_keras(tmp_path / "m.keras")
     g2 = np.asarray(jaxsal.saliency(m2, x, 0, reduce=None))
     # every layer linear, biases 0 (as Keras initializes them): the gradient and the
-    # output scale by (3/2)**3, the three scaled activations
-    np.testing.assert_allclose(g2, g1 * 1.5 ** 3, rtol=1e-5, atol=1e-6)
+    # output scale by (3/2)**3, the three scaled activations (to float32 rounding of the
+    # map's scale: the weights are unseeded, and a map of scale 21 missed atol=1e-6 by 4e-7)
+    np.testing.assert_allclose(g2, g1 * 1.5 ** 3, rtol=1e-5, atol=1e-6 * np.abs(g2).max())
     np.testing.assert_allclose(np.asarray(m2(x)), np.asarray(m1(x)) * 1.5 ** 3, rtol=1e-5,
                                atol=1e-5)
     # the model loaded first keeps its function, also in a program traced after the override

@@ -1059,6 +1059,17 @@ def test_figures_have_a_png_form_for_notebooks_without_the_inline_backend():
         assert float(img[..., :3].std()) > 0.01
 
 
+def test_a_figure_reads_as_a_figure():
+    """A cell's text form of a figure (and repr()) read '<_Figure size 392x342 with 2 Axes>'
+    (62e7cd3's private subclass, seen in examples/tour.ipynb); it reads as matplotlib's own."""
+    from matplotlib.figure import Figure
+
+    fig = plot.heatmap(np.random.RandomState(0).rand(8, 8))
+    w, h = fig.get_size_inches() * fig.dpi
+    assert repr(fig) == repr(Figure(figsize=fig.get_size_inches())).replace("0 Axes", "2 Axes")
+    assert repr(fig) == f"<Figure size {w:g}x{h:g} with 2 Axes>"
+
+
 def test_long_titles_of_narrow_figures_are_not_cut_off():
     """The column title of a one-column grid, and the title of a tokens, signal or curves
     figure narrower than it, were cut off at both edges; the figure widens."""
