@@ -99,21 +99,27 @@ def test_changed_job_starts_over(tmp_path, model, digits):
     assert len(m.calls) == 3
 
 
+def _rewrite_after_one_chunk(model, digits, path, edit) -> None:
+    """A job of 3 chunks of 8 stopped after its first, then its progress file rewritten as
+    ``edit(record)`` (as another jaxsal version would have written it)."""
+    import json
+
+    progress = path.with_name(path.name + ".progress.json")
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
+                               on_chunk=stop_after(1))
+    progress.write_text(json.dumps(edit(json.loads(progress.read_text()))))
+
+
 def test_an_unfinished_job_of_the_old_progress_format_is_said_to_start_over(tmp_path, model,
                                                                           digits):
     """An unfinished job whose progress file is of format 1 (a jaxsal before the model
     fingerprint), which this jaxsal never resumes, was refused saying "that job's own command
     resumes it": running it again met the same refusal. Now it says the job can only start
     over (overwrite=True), which then computes every chunk."""
-    import json
-
-    path = tmp_path / "maps.npy"
-    progress = tmp_path / "maps.npy.progress.json"
-    with pytest.raises(KeyboardInterrupt):
-        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
-                               on_chunk=stop_after(1))
-    prog = json.loads(progress.read_text())
-    progress.write_text(json.dumps({**prog, "format": 1}))  # as that jaxsal wrote it
+    path, progress = tmp_path / "maps.npy", tmp_path / "maps.npy.progress.json"
+    _rewrite_after_one_chunk(model, digits, path,
+                             lambda prog: {**prog, "format": 1})  # as that jaxsal wrote it
     m = Counting()
     with pytest.raises(FileExistsError, match=re.escape(
             f"{path} holds 1 of 3 finished chunks of an unfinished job that another jaxsal "
@@ -579,16 +585,9 @@ def test_a_sidecar_written_before_the_input_hashes_is_trusted_twice(tmp_path, mo
     """A job whose sidecar predates the hashes of the finished chunks' inputs resumes trusting
     its chunks, and records their hashes: stopped and resumed again, it still does not
     compute them again."""
-    import json
-
     path = tmp_path / "maps.npy"
-    progress = tmp_path / "maps.npy.progress.json"
-    with pytest.raises(KeyboardInterrupt):
-        jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8,
-                               on_chunk=stop_after(1))
-    prog = json.loads(progress.read_text())
-    del prog["inputs"], prog["family"]  # as jaxsal wrote it before
-    progress.write_text(json.dumps(prog))
+    _rewrite_after_one_chunk(model, digits, path, lambda prog: {  # as jaxsal wrote it before
+        k: v for k, v in prog.items() if k not in ("inputs", "family")})
     m = Counting()
     with pytest.raises(KeyboardInterrupt):
         jaxsal.explain_to_file(m, model, digits, path, batch_size=8, on_chunk=stop_after(2))

@@ -18,6 +18,8 @@ import jaxsal
 from jaxsal import plot
 from jaxsal._src import ints, reals
 
+from check_helpers import Stop, stop_after_check
+
 _X = np.linspace(0.0, 1.0, 2 * 4 * 4 * 1, dtype=np.float32).reshape(2, 4, 4, 1)
 _W = jnp.asarray(np.linspace(-1.0, 1.0, 16 * 2, dtype=np.float32).reshape(16, 2))
 _IMGS = np.linspace(0.0, 1.0, 4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8, 1)
@@ -97,33 +99,13 @@ REFUSED = {
 }
 
 
-class _Stop(Exception):
-    pass
-
-
-def _arm(monkeypatch, module, fn_name, name):
-    """Patch ``module.fn_name`` to record what its check of argument ``name`` returned, then
-    stop the call (nothing after the check runs)."""
-    seen, original = [], getattr(module, fn_name)
-
-    def check(value, n, **kw):
-        out = original(value, n, **kw)
-        if n == name:
-            seen.append(out)
-            raise _Stop
-        return out
-
-    monkeypatch.setattr(module, fn_name, check)
-    return seen
-
-
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_every_count_takes_every_kind_of_int(case, monkeypatch):
     call, name, low, high = case[:4]
     i = low + 1 if high is None or low + 1 <= high else low
-    seen = _arm(monkeypatch, ints, "check_int", name)
+    seen = stop_after_check(monkeypatch, ints, "check_int", name)
     for kind, make in ACCEPTED.items():
-        with pytest.raises(_Stop):
+        with pytest.raises(Stop):
             call(make(i))
         assert seen[-1] == i and type(seen[-1]) is int, (kind, seen)
     assert len(seen) == len(ACCEPTED)
@@ -162,10 +144,10 @@ PAIR_IDS = [c[1] + "-" + c[2] for c in PAIRS]
 @pytest.mark.parametrize("case", PAIRS, ids=PAIR_IDS)
 def test_every_pair_takes_two_reals_low_below_high(case, monkeypatch):
     call, name, _ = case
-    seen = _arm(monkeypatch, reals, "check_interval", name)
+    seen = stop_after_check(monkeypatch, reals, "check_interval", name)
     for v in ((-1, 2), [-1.0, 2.0], np.array([-1.0, 2.0]), jnp.array([-1, 2]),
               (np.float32(-1), jnp.int32(2)), (np.array(-1.0), 2)):
-        with pytest.raises(_Stop):
+        with pytest.raises(Stop):
             call(v)
         assert seen[-1] == (-1.0, 2.0) and all(type(f) is float for f in seen[-1]), (v, seen)
 

@@ -17,6 +17,8 @@ import pytest
 import jaxsal
 from jaxsal._src import reals
 
+from check_helpers import Stop, stop_after_check
+
 _X = np.linspace(0.0, 1.0, 2 * 4 * 4 * 1, dtype=np.float32).reshape(2, 4, 4, 1)
 _W = jnp.asarray(np.linspace(-1.0, 1.0, 16 * 2, dtype=np.float32).reshape(16, 2))
 
@@ -151,30 +153,11 @@ REFUSED = {
 }
 
 
-class _Stop(Exception):
-    pass
-
-
 @pytest.fixture
 def stop_after(monkeypatch):
-    """Patch ``reals.check_real`` to record what the check of argument ``name`` returned,
-    then stop the call (nothing after the check runs)."""
-    seen = []
-
-    def arm(name):
-        original = reals.check_real
-
-        def check(value, n, **kw):
-            f = original(value, n, **kw)
-            if n == name:
-                seen.append(f)
-                raise _Stop
-            return f
-
-        monkeypatch.setattr(reals, "check_real", check)
-        return seen
-
-    return arm
+    """``stop_after(name)``: the calls stop right after ``reals.check_real``'s check of
+    argument ``name`` (its results recorded in the list returned)."""
+    return lambda name: stop_after_check(monkeypatch, reals, "check_real", name)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -184,7 +167,7 @@ def test_every_hyperparameter_takes_every_kind_of_number(case, stop_after):
     seen = stop_after(name)
     for kind, make in ACCEPTED.items():
         v = make(f, i)
-        with pytest.raises(_Stop):
+        with pytest.raises(Stop):
             call(v)
         assert seen[-1] == float(v) and type(seen[-1]) is float, (kind, seen)
     assert len(seen) == len(ACCEPTED)
