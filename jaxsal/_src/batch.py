@@ -58,7 +58,7 @@ from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
 from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_progress,
                                    _record, _replace_json, check_not_another_jobs,
-                                   FORMAT, check_replaceable, create_maps, detach,
+                                   FORMAT, check_replaceable, create_maps,
                                    mark_finished, open_maps, resumable, write_fix)
 from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids,
                                     _check_options, _check_targets, _chunk_options,
@@ -798,7 +798,6 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             out = {}
             try:
                 for f, m in maps.items():
-                    detach(f)  # (a hard link: its other names keep their file)
                     # (marked unfinished until its last row is written: mark_finished)
                     out[f] = create_maps(f, m.dtype, (n, *m.shape[1:]))
             except OSError:

@@ -407,7 +407,7 @@ def write_fix(e: OSError) -> str:
     return "free some space" if e.errno in _NO_ROOM else "make its folder writable"
 
 
-def detach(path: str) -> None:
+def _detach(path: str) -> None:
     """Remove the file at ``path`` where it is a hard link, one of several names of a file
     (not a symbolic link: that stays one), before a job starting over creates its own there:
     opened in place, the file's other names (another job's output, ``ln maps.npy new.npy``)
@@ -496,8 +496,11 @@ def marked_unfinished(path: str | os.PathLike) -> bool:
 def create_maps(path: str, dtype: Any, shape: tuple) -> np.memmap:
     """Create the ``.npy`` at ``path`` for ``(N, ...)`` maps of ``dtype``, its disk space
     reserved (:func:`_allocate`), marked unfinished (:data:`UNFINISHED_KEY`; see
-    :func:`mark_finished`), and return it memory-mapped for writing (rows of zeros)."""
+    :func:`mark_finished`), and return it memory-mapped for writing (rows of zeros). A hard
+    link at ``path`` is removed first (:func:`_detach`): its other names keep their file."""
     import struct
+
+    _detach(path)
 
     dtype = np.dtype(dtype)
     descr = np.lib.format.dtype_to_descr(dtype)

@@ -380,9 +380,9 @@ def _signatures(method: Callable, model: Any, inputs: Any, options: dict, target
     }
     if jax.config.jax_enable_x64:  # 64-bit mode computes other maps, in other dtypes (left
         job["x64"] = True          # out otherwise: the signatures of jobs before stay valid)
-    sig = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
+    sig = _digest(job)
     job["b"] = None
-    return sig, hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
+    return sig, _digest(job)
 
 
 def target_record(targets: Any, fingerprint: dict) -> dict:
@@ -420,4 +420,5 @@ def target_record(targets: Any, fingerprint: dict) -> dict:
 
 
 def _digest(desc: Any) -> str:
+    """A 32-hex-digit hash of a JSON-able description (keys sorted)."""
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxsal._src.batch import _chunk_digest
 from jaxsal._src.job_files import _names, _owner_records
+from jaxsal._src.job_inputs import _rows
 from jaxsal._src.job_signature import _digest, _Unstable, model_fingerprint, target_record
 
 
@@ -284,16 +285,13 @@ def _predicted(model: Any, inputs: Any, heads: tuple, batch_size: int) -> list[n
     from jaxsal._src import base
     from jaxsal._src.targets import predicted_ids, run_model
     from jaxsal._src.validate import prepare
-    from model_import._model import native
 
     n = len(inputs)
     b = max(1, min(int(batch_size), n))
     out: list[list] = [[] for _ in heads]
     for lo in range(0, n, b):
         hi = min(n, lo + b)
-        xb = native(np.asarray(inputs[lo:hi]))
-        if hi - lo < b:  # (padded with copies of its last row)
-            xb = np.concatenate([xb, np.repeat(xb[-1:], b - (hi - lo), axis=0)])
+        xb = _rows(inputs, lo, hi, b - (hi - lo))  # (padded with copies of its last row)
         for k, head in enumerate(heads):
             p = prepare(model, xb, None, head=head, check_finite=False)
 
