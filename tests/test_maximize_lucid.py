@@ -72,6 +72,11 @@ def test_direction_neuron_values(p):
     dense = jaxsal.direction_neuron_objective("f", ds[0], cossim_pow=p)
     np.testing.assert_allclose(dense(jnp.zeros(3), {"f": jnp.asarray(a[0, 0])}),
                                _np_dot_cossim(a[0, 0][None], ds[0], p), rtol=2e-5, atol=1e-6)
+    # a layer of one spatial axis (Conv1D, (L, K)): its centre position L // 2 (the position's
+    # row indexed the channels: a scalar, and an error in the cosine's sum)
+    seq = rs.normal(size=(7, 6)).astype(np.float32)
+    np.testing.assert_allclose(dense(jnp.zeros(3), {"f": jnp.asarray(seq)}),
+                               _np_dot_cossim(seq[3][None], ds[0], p), rtol=2e-5, atol=1e-6)
 
 
 def test_channel_interpolate_values():

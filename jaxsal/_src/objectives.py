@@ -181,12 +181,12 @@ def _dot_cossim(a: Array, d: Array, cossim_pow: float) -> Array:
 
 
 def _at(a: Array, rows_cols: Sequence[Array]) -> Array:
-    """``a`` ``(h, w, ...)`` at (row, col), ``-1`` meaning the centre; ``a`` itself for a map
-    without spatial axes (``(K,)``)."""
+    """``a`` ``(h, [w, ...,] K)`` at (row, col), ``-1`` meaning the centre (the row alone for
+    one spatial axis, ``(L, K)``); ``a`` itself for a map without spatial axes (``(K,)``)."""
     if a.ndim == 1:
         return a
     pos = [jnp.where(p < 0, n // 2, p).astype(jnp.int32)
-           for p, n in zip(rows_cols, a.shape[:2])]
+           for p, n in zip(rows_cols, a.shape[:-1][:2])]
     return a[tuple(pos) + (Ellipsis,)]
 
 
