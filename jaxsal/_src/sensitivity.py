@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base, reals
-from jaxsal._src.validate import all_finite, given_inputs, one_input_error
+from jaxsal._src.validate import all_finite, given_inputs, one_input_error, several_arrays
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -56,8 +56,7 @@ def _norm(a: Array, ord: float, batch_dims: int) -> Array:
 
 def _explained(explain: Callable, x: Array, what: str, like: Array | None = None) -> Array:
     e = explain(x)
-    if isinstance(e, dict) or (isinstance(e, (list, tuple)) and e
-                               and all(hasattr(a, "shape") for a in e)):
+    if several_arrays(e):
         # several inputs' maps: stacked, the list's axis would be taken for the batch's
         raise ValueError(
             f"sensitivity_max: explain returned a {type(e).__name__} of {len(e)} maps (for "
@@ -125,8 +124,7 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
     if ord not in NORMS or isinstance(ord, bool):
         raise ValueError(f"expected ord as one of 1, 2, np.inf, got {ord!r}")
     batch_dims = base.check_count(batch_dims, "batch_dims", required=True)
-    if isinstance(x, dict) or (isinstance(x, (list, tuple)) and x
-                               and all(hasattr(a, "shape") for a in x)):
+    if several_arrays(x):
         # several inputs: no one noise radius over them
         raise one_input_error(sensitivity_max, given_inputs(None, x))
     try:

@@ -661,6 +661,14 @@ def check_like(value: Any, a: Any, name: str, what: str = "x", *, channels_first
     return v
 
 
+def several_arrays(v: Any) -> bool:
+    """Whether ``v`` is several arrays (a dict, or a non-empty list or tuple of arrays): one
+    per input of a model of several inputs, or per-target maps, which ``np.asarray`` would
+    stack list axis first where one array was expected."""
+    return isinstance(v, dict) or (isinstance(v, (list, tuple)) and bool(v)
+                                   and all(hasattr(a, "shape") for a in v))
+
+
 def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array, bool]:
     """Attribution ``maps`` given to an evaluation (deletion, infidelity...) for the call
     ``p``: ``(N, [T,] *size)`` (one value per position of the spatial shape ``size``) or
@@ -668,8 +676,7 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array,
     ``p``'s targets have one. Returns ``(maps (N, T, ...), whole)``, ``whole`` when the maps
     have ``x``'s own shape; the maps float32, or float64 where given float64 (under
     ``jax_enable_x64``; rounded to float32, values closer than its resolution would tie)."""
-    if isinstance(maps, dict) or (isinstance(maps, (list, tuple)) and maps
-                                  and all(hasattr(m, "shape") for m in maps)):
+    if several_arrays(maps):
         # np.asarray would stack them list axis first, (T, N, ...): with T == N the shapes
         # pass and every input is paired with another target's map
         raise ValueError(f"{what}: expected maps as one array, got a {type(maps).__name__} of "
