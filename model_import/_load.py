@@ -267,9 +267,10 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
                     f"{got}" + (_regrouped_hint(graph, source, where, spec) or
                                 "; the weights belong to another architecture (load them "
                                 "with the config they were saved with)"), path=path)
-        wide = any(_param_dtype(v) == jnp.float64 for v in converted.values())
-        params[name] = {k: jnp.asarray(v, dtype=jnp.float64 if wide and _param_dtype(v)
-                                       else _param_dtype(v)) for k, v in converted.items()}
+        dtypes = {k: _param_dtype(v) for k, v in converted.items()}  # (None: an int weight)
+        wide = jnp.float64 in dtypes.values()
+        params[name] = {k: jnp.asarray(v, dtype=jnp.float64 if wide and dtypes[k] else dtypes[k])
+                        for k, v in converted.items()}
     extra = source.unused() if not prefix and hasattr(source, "unused") else []
     # a legacy .h5 names an unregistered class of the user's by its bare class name
     own = [n for n in extra if n in graph.layers and _weightless_builtin(graph.layers[n])
