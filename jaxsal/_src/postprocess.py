@@ -460,8 +460,6 @@ def _resize(maps: ArrayLike, size: tuple[int, ...], method: str, antialias: bool
         raise ValueError(f"expected maps (..., h, w), got shape {maps.shape}")
     if method == "align_corners":
         return upsample_linear(maps, size, axes)
-    if method not in RESIZE_METHODS:
-        raise ValueError(f"unknown resize method {method!r}; expected one of {RESIZE_METHODS}")
-    shape = list(maps.shape)
+    shape = list(maps.shape)  # (method: one of RESIZE_METHODS, checked by resize)
     shape[axes[0]], shape[axes[1]] = size
     return jax.image.resize(maps, tuple(shape), method=method, antialias=antialias)
