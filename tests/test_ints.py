@@ -119,7 +119,7 @@ def test_every_count_refuses_the_same_values(case):
     bad.append((low - 1, ""))
     if high is not None:
         bad.append((high + 1, ""))
-    expected = re.escape(f"expected {name} as an int {ints.expected_range(low, high)}")
+    expected = re.escape(f"expected {name} as an int {reals.expected_range(low, False, high)}")
     for v, why in bad:
         with pytest.raises(ValueError, match=expected) as e:
             call(v)

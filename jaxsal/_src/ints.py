@@ -41,15 +41,6 @@ def as_int(v: Any) -> int | None:
         return None
 
 
-def expected_range(low: int | None, high: int | None) -> str:
-    """The range as the errors word it: ``">= 1"``, ``"in [1, 8]"``, ``"<= 8"`` or ``""``."""
-    if low is not None and high is not None:
-        return f"in [{low}, {high}]"
-    if low is not None:
-        return f">= {low}"
-    return "" if high is None else f"<= {high}"
-
-
 def check_int(value: Any, name: str, *, low: int | None = 1, high: int | None = None,
               where: str = "", kind: str = "", example: str | None = None,
               allow_none: bool = False) -> int | None:
@@ -72,7 +63,7 @@ def check_int(value: Any, name: str, *, low: int | None = 1, high: int | None = 
     """
     if value is None and allow_none:
         return None
-    cond = expected_range(low, high)
+    cond = reals.expected_range(low, False, high)
     expected = (f"{name} as an int{' ' + cond if cond else ''}{f' ({kind})' if kind else ''}"
                 f"{' or None' if allow_none else ''}")
     prefix = f"{where}: " if where else ""

@@ -50,12 +50,16 @@ def in_bounds(f: float, *, low: float | None = None, above: bool = False,
 def expected_range(low: float | None = None, above: bool = False,
                    high: float | None = None) -> str:
     """The range as the errors word it: ``"> 0"``, ``">= 0"``, ``"in (0, 1]"``,
-    ``"<= 1"``, or ``""`` (any finite number)."""
+    ``"<= 1"``, or ``""`` (any finite number); an int bound as written (a count's), a float
+    one in ``:g`` form."""
+    def num(v: float) -> str:
+        return str(v) if isinstance(v, (int, np.integer)) else f"{v:g}"
+
     if low is not None and high is not None:
-        return f"in {'(' if above else '['}{low:g}, {high:g}]"
+        return f"in {'(' if above else '['}{num(low)}, {num(high)}]"
     if low is not None:
-        return f"{'>' if above else '>='} {low:g}"
-    return "" if high is None else f"<= {high:g}"
+        return f"{'>' if above else '>='} {num(low)}"
+    return "" if high is None else f"<= {num(high)}"
 
 
 NONFINITE = "; NaN and infinity make every result computed with them NaN"
