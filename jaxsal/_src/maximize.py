@@ -307,20 +307,12 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
     def unit(x):
         return (x - lo) / (hi - lo)
 
-    def loss_fn(p, params, obj, key, *, tfm):
-        if images > 1:
-            return loss_many(p, params, obj, key, tfm=tfm)
-        img = par.to_image(p, rng)
-        s = score(params, obj, fit(tfm(key, img)))
-        pen = sum((f(unit(img)) for f in penalties), jnp.zeros((), jnp.float32))
-        return pen - s, s
-
-    def loss_many(p, params, obj, key, *, tfm):  # (K, ...) variables: K images of one unit
-        img = jax.vmap(lambda q: par.to_image(q, rng))(p)
-        s, feats = jax.vmap(lambda x: score_feats(params, obj, fit(tfm(key, x))))(img)
-        pen = sum((jax.vmap(f)(unit(img)) for f in penalties), jnp.zeros_like(s))
+    def loss_fn(p, params, obj, key, *, tfm):  # several images: (K, ...) variables
+        img = each(lambda q: par.to_image(q, rng))(p)
+        s, feats = each(lambda x: score_feats(params, obj, fit(tfm(key, x))))(img)
+        pen = sum((each(f)(unit(img)) for f in penalties), jnp.zeros_like(s))
         loss = jnp.sum(pen - s)
-        if div is not None:
+        if div is not None:  # (only with several images)
             loss = loss + div.weight * _obj.diversity_penalty(feats)
         return loss, s
 
