@@ -815,10 +815,14 @@ def cmd_evaluate(args) -> int:
                          f"explain` wrote for these INPUTS (the same file, in its order)")
     targets = _parse_targets(args.targets, model, len(inputs), args.metric)
     # maps an explain job wrote (its progress file beside them): of these inputs and targets
+    from jaxsal._src.job_signature import model_fingerprint
     from jaxsal._src.maps_job import check_maps_job
 
+    # the model's description, for the check and the job: its weights hashed once, where
+    # either first needs it
+    fingerprint = functools.cache(functools.partial(model_fingerprint, model))
     note = check_maps_job(args.maps, inputs, args.inputs, targets, model, args.model,
-                          args.batch_size or 64)
+                          args.batch_size or 64, fingerprint=fingerprint)
     if note is not None:  # (what it could not check: a job of a jaxsal before the check)
         print(f"jaxsal: warning: {note}", file=sys.stderr)
     options = {"maps": maps, "metric": args.metric}
@@ -851,7 +855,8 @@ def cmd_evaluate(args) -> int:
                                     targets=targets,
                                     batch_size=args.batch_size, on_chunk=progress,
                                     keep_going=args.keep_going, sharding=sharding,
-                                    overwrite=args.overwrite, **options)
+                                    overwrite=args.overwrite, _fingerprint=fingerprint,
+                                    **options)
     from jaxsal._src.job_files import replace_file, write_fix
     from jaxsal._src.curves import curve_area, curve_fractions, map_positions
 

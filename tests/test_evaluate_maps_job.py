@@ -14,6 +14,7 @@ import pytest
 
 import jaxsal
 from jaxsal import cli
+from jaxsal._src import job_signature
 from jaxsal._src.maps_job import check_maps_job
 from model_import import load_keras
 
@@ -80,9 +81,18 @@ def test_the_maps_of_a_job_over_several_inputs_are_checked_against_their_input(t
         check(a_maps, xs["a"], (0, 1))
 
 
+def _no_curves(model, x, targets=None, *, maps, metric, check_finite=True, steps=1):
+    """A stand-in for ``cli._curve_scores`` (flat curves ``(N, steps + 1)``): nothing
+    compiled, for tests of what ``jaxsal evaluate`` does around its curves."""
+    return np.zeros((len(x), steps + 1), np.float32)
+
+
+_no_curves.per_input_options = cli._curve_scores.per_input_options
+
+
 def test_predicted_classes_are_compared_at_the_evaluation_head(tmp_path, mnist_path,
                                                                mnist_digits, fixtures_dir,
-                                                               capsys):
+                                                               capsys, monkeypatch):
     """Maps of each input's predicted class at one head, evaluated at another head of the
     same model: the check took logits, saved, softmax and sigmoid for heads of one top class,
     but a sigmoid saturates at 1.0 (float32, logits above about 17) and ties classes the
@@ -103,8 +113,16 @@ def test_predicted_classes_are_compared_at_the_evaluation_head(tmp_path, mnist_p
                         in err), err
     assert "predicts another class for 1 of the 4 inputs (input 3: class 3 at --head logits" \
         in err and "Evaluate at --head logits" in err
-    # the saved softmax: the logits' top class here (checked, not evaluated: no curves)
-    assert check_maps_job(str(maps), x, "x.npy", None, load_keras(mnist_path), "m.h5") is None
+    # the saved softmax: the logits' top class here (checked, and evaluated with flat curves
+    # of a stand-in): the weights are hashed once, for the check and the job (were twice)
+    hashed = []
+    digest = job_signature._params_digest
+    monkeypatch.setattr(job_signature, "_params_digest",
+                        lambda params: hashed.append(1) or digest(params))
+    monkeypatch.setattr(cli, "_curve_scores", _no_curves)
+    assert _evaluate(capsys, mnist_path, tmp_path / "x.npy", maps, out) == (0, "")
+    assert len(hashed) == 1
+    monkeypatch.undo()
     # another model (other weights) predicts other classes: refused at any head
     rc, err = _evaluate(capsys, str(fixtures_dir / "mnist_cnn_keras3.h5"),
                         tmp_path / "x.npy", maps, out, "--head", "logits")

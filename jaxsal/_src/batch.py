@@ -295,7 +295,8 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
                     path: str | os.PathLike, *, targets: Targets = None, batch_size: int = 64,
                     resume: bool = True, on_chunk: Callable[[int, int], None] | None = None,
                     keep_going: bool = False, sharding: jax.sharding.Sharding | None = None,
-                    overwrite: bool = False, **options: Any) -> Any:
+                    overwrite: bool = False, _fingerprint: Callable[[], dict] | None = None,
+                    **options: Any) -> Any:
     """Compute ``method(model, inputs[i:i+batch_size], targets, **options)`` chunk by chunk
     into the ``.npy`` file ``path``.
 
@@ -363,6 +364,9 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         ``batch_size`` must split into whole shards (a multiple of the device count); fewer
         inputs than ``batch_size`` make one chunk padded to the next multiple. ``None``
         (default): JAX's default device.
+      _fingerprint: private (``jaxsal evaluate``'s): a function returning the model's
+        description in the job's signature, which the command computed for its check of the
+        maps (it hashes every weight: once). Leave it out.
       **options: passed to ``method`` (``method=`` too: ``explain_to_file``'s own ``method``
         is positional, so ``explain_to_file(jaxsal.smoothgrad, ...,
         method="integrated_gradients")`` reaches SmoothGrad). An array option of the inputs'
@@ -458,7 +462,7 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         return _explain_to_file(method, model, inputs, path, several, targets=targets,
                                 batch_size=batch_size, resume=resume, on_chunk=on_chunk,
                                 keep_going=keep_going, sharding=sharding,
-                                overwrite=overwrite, **options)
+                                overwrite=overwrite, _fingerprint=_fingerprint, **options)
 
 
 def _shard_count(sharding: Any, batch_size: int, row_shape: tuple) -> int:
@@ -538,9 +542,10 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                      several: _Several | None, /, *, targets: Any, batch_size: int,
                      resume: bool, on_chunk: Callable[[int, int], None] | None,
                      keep_going: bool, sharding: Any = None, overwrite: bool = False,
-                     **options: Any) -> Any:
+                     _fingerprint: Callable[[], dict] | None = None, **options: Any) -> Any:
     """:func:`explain_to_file`, its arguments checked (``several``: its inputs, for a
-    model of several) and its lock held."""
+    model of several) and its lock held (``_fingerprint``: as there, a name no method's
+    option has)."""
     if several is None:
         ndim = len(np.shape(inputs))
         shape = getattr(model, "input_shape", None)
@@ -596,13 +601,13 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     sliced, described = per_input_arrays(options, n, ndim, shared, rows, several)
     hashed = (*arrays, *(a for _, a in sliced))  # a chunk's hash: its inputs' rows, theirs
     try:
-        fingerprint = model_fingerprint(model)
+        fp = model_fingerprint(model) if _fingerprint is None else _fingerprint()
         sig, family = _signatures(
             method, model, inputs,
             described if offset is None else {**described, "index_offset": offset}, targets,
-            batch_size, several, fingerprint)
+            batch_size, several, fp)
         # the classes the maps are of (for `jaxsal evaluate` to check it scores those)
-        made_for: dict | None = target_record(targets, fingerprint)
+        made_for: dict | None = target_record(targets, fp)
         if class_free(method):  # (Eigen-CAM, and what wraps it: one map for any class)
             made_for = {**made_for, "target_form": "any"}
     except _Unstable as e:

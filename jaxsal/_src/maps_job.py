@@ -21,7 +21,7 @@ checked, and the caller is given a warning that its targets are not.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -149,7 +149,8 @@ def _other_chunk(prog: dict, inputs: Any, position: int,
 
 
 def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, model: Any,
-                   model_path: str, batch_size: int = 64) -> str | None:
+                   model_path: str, batch_size: int = 64, *,
+                   fingerprint: Callable[[], dict] | None = None) -> str | None:
     """Refuse, with a ``ValueError``, to evaluate the maps at ``maps_path`` on ``inputs``
     (``(N, ...)``, read from ``inputs_path``) and ``targets`` (as ``--targets`` parsed
     them) of ``model`` (from ``model_path``) where the finished job that wrote the maps
@@ -160,7 +161,9 @@ def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, 
     checked. Returns None, or a warning for the user where the job's jaxsal did not record
     its targets (they are not checked). Reads every input once (the hash), and for
     predicted classes at another head runs the model on every input at both heads,
-    ``batch_size`` at a time."""
+    ``batch_size`` at a time. ``fingerprint``: a function returning
+    ``model_fingerprint(model)``, where the caller needs it too (``jaxsal evaluate``'s job:
+    computed once, it hashes every weight)."""
     found = _job_record(maps_path)
     if found is None:
         return None
@@ -207,8 +210,11 @@ def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, 
     if prog.get("target_form") == "any":  # (maps the same for every class: Eigen-CAM)
         return None
     try:
-        fingerprint = model_fingerprint(model) if targets is None else {}
-        got = target_record(targets, fingerprint)
+        if targets is not None:
+            fp: dict = {}
+        else:
+            fp = model_fingerprint(model) if fingerprint is None else fingerprint()
+        got = target_record(targets, fp)
     except _Unstable:  # (the command line's targets always have a description)
         return None
     ids, form = prog.get("target_ids"), prog.get("target_form")
@@ -240,7 +246,7 @@ def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, 
         return None
     head, made_head = got.get("predicted_head"), prog.get("predicted_head")
     if "predicted_head" not in prog:  # (recorded before the head was: its top-class group)
-        legacy = dict(fingerprint)
+        legacy = dict(fp)
         if legacy.get("head") in ("logits", "saved", "softmax", "sigmoid"):
             legacy["head"] = "top class"
         same = _digest(legacy) == prog.get("predictor")
