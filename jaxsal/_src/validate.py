@@ -72,14 +72,14 @@ def _token_layers(model: Any, i: int = 0) -> list[str]:
 def _token_error(model: Any, i: int, what: str, message: str) -> TokenInputs:
     """:class:`TokenInputs` for integer input ``i`` (``what``), its ``message`` followed by
     how to explain it (:func:`_at_a_layer`)."""
-    return TokenInputs(f"{message}{_at_a_layer(model, i)}", _token_layers(model, i), i, what)
-
-
-def _at_a_layer(model: Any, i: int = 0) -> str:
-    """How to explain integer input ``i`` (token ids) with the gradient methods: at the layer
-    that reads it (the model's own embedding, by its name; ``'embedding'`` where the layer
-    is not known, a plain function's or a nested model's)."""
     names = _token_layers(model, i)
+    return TokenInputs(f"{message}{_at_a_layer(names)}", names, i, what)
+
+
+def _at_a_layer(names: list[str]) -> str:
+    """How to explain an integer input (token ids) with the gradient methods: at the layer
+    that reads it, ``names[0]`` of :func:`_token_layers` (the model's own embedding, by its
+    name; ``'embedding'`` where none is known, a plain function's or a nested model's)."""
     layer = names[0] if names else "embedding"
     return ("Attribute at a layer instead, e.g. the embedding: "
             f"jaxsal.integrated_gradients(model, x, layer={layer!r}) (also saliency, "
