@@ -306,8 +306,9 @@ def check_not_another_jobs(files: list[str], progress_path: str,
             continue
         sidecar, done, chunks = other
         state = "finished" if done >= chunks else f"{done} of {chunks} chunks done"
-        real = os.path.realpath(f)
-        linked = real != os.path.abspath(f)  # (f a symbolic link to another job's file)
+        names = _names(f)
+        linked = len(names) > 1  # (f a symbolic link to another job's file)
+        real = names[1] if linked else os.path.abspath(f)  # (its real path either way)
         by_path = os.path.realpath(sidecar) in (os.path.realpath(f + ".progress.json"),
                                                 real + ".progress.json")
         raise FileExistsError(
