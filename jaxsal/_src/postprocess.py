@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import reals
-from jaxsal._src.base import native
+from jaxsal._src import ints, reals
+from jaxsal._src.base import int_sizes, native
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -325,34 +325,35 @@ RESIZE_METHODS = ("align_corners", "linear", "bilinear", "nearest", "cubic", "la
 
 
 def _size_of(size) -> tuple[int, int]:
-    """``resize``'s ``size``: two positive integers, each a Python, NumPy or JAX integer (a
-    0-d array too), or an integer array of two (``np.array(x.shape[1:3])``, a ``jnp``
-    array); anything else (floats, bools, a traced size) is a ``ValueError`` that says why."""
-    items = None
-    if isinstance(size, (np.ndarray, jax.Array)):
-        items = list(size) if size.ndim == 1 else None
-    elif not isinstance(size, (str, bytes)) and np.iterable(size):
-        items = list(size)
-    dims, why = [], ""
-    for d in items or ():
-        if isinstance(d, (np.ndarray, jax.Array)) and d.ndim == 0 and d.dtype != np.bool_:
-            d = d.item() if not isinstance(d, jax.core.Tracer) else d
-        if isinstance(d, jax.core.Tracer):
-            why = ("; a size traced under jax.jit is not known when the program is built: "
-                   "pass it as a static argument (static_argnames) or as Python ints")
-        elif isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)):
-            dims.append(int(d))
-            continue
-        elif isinstance(d, (float, np.floating)):
-            why = "; sizes count pixels: pass ints, e.g. (int(H), int(W))"
-        break
-    if items is None or len(dims) != 2 or len(items) != 2 or min(dims) < 1:
-        n3 = items is not None and len(items) == 3 and len(dims) == 3
-        raise ValueError(f"resize: expected size=(H, W) as two positive ints (Python, NumPy or "
-                         f"JAX integers), got {size!r}{why}"
-                         + ("; for the size of images x (N, H, W, C) pass x.shape[1:3]"
-                            if n3 else ""))
-    return dims[0], dims[1]
+    """``resize``'s ``size``: two positive integers by the one rule of counts
+    (:func:`jaxsal._src.base.int_sizes`: Python, NumPy or JAX integers, 0-d arrays too), or
+    an integer array of two (``np.array(x.shape[1:3])``, a ``jnp`` array); anything else
+    (floats, bools, a traced size) is a ``ValueError`` that says why."""
+    dims = int_sizes(size)
+    if dims is not None and len(dims) == 2 and min(dims) >= 1:
+        return dims
+    raise ValueError(f"resize: expected size=(H, W) as two positive ints (Python, NumPy or "
+                     f"JAX integers), got {size!r}{_not_sizes(size)}"
+                     + ("; for the size of images x (N, H, W, C) pass x.shape[1:3]"
+                        if dims is not None and len(dims) == 3 else ""))
+
+
+def _not_sizes(size) -> str:
+    """Why ``size`` (a sequence, or an array of one axis) is not sizes, where its first entry
+    that is not an integer says: traced under ``jax.jit``, or a float; "" otherwise."""
+    if (isinstance(size, (str, bytes)) or not np.iterable(size)
+            or isinstance(size, (np.ndarray, jax.Array)) and size.ndim != 1):
+        return ""
+    d = next((d for d in size if ints.as_int(d) is None), None)
+    if isinstance(d, (np.ndarray, jax.Array)) and d.ndim == 0 and not isinstance(
+            d, jax.core.Tracer):
+        d = d.item()
+    if isinstance(d, jax.core.Tracer):
+        return ("; a size traced under jax.jit is not known when the program is built: "
+                "pass it as a static argument (static_argnames) or as Python ints")
+    if isinstance(d, (float, np.floating)):
+        return "; sizes count pixels: pass ints, e.g. (int(H), int(W))"
+    return ""
 
 
 def _check_layout(shape: tuple, size: tuple[int, int]) -> None:
