@@ -33,6 +33,7 @@ import jax
 import numpy as np
 
 from jaxsal._src import ints, reals
+from jaxsal._src.base import int_sizes
 
 
 Array = jax.Array
@@ -436,11 +437,9 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
       ``(N, S, H, W)`` int32 label images, a NumPy array.
     """
     x = _check_images(images, "xrai_labels", allow_int=True)
-    dims = None if size is None else tuple(size) if np.iterable(size) else None
-    if size is not None and (dims is None or len(dims) != 2 or not all(
-            (ints.as_int(d) or 0) >= 1 for d in dims)):
+    dims = None if size is None else int_sizes(size)
+    if size is not None and (dims is None or len(dims) != 2 or min(dims) < 1):
         raise ValueError(f"expected size=(h, w) as two positive ints or None, got {size!r}")
-    dims = None if dims is None else tuple(ints.as_int(d) for d in dims)
     value_range = reals.check_interval(value_range, "value_range", where="xrai_labels",
                                        kind="what each image's minimum and maximum become",
                                        example="(-1, 1)")
