@@ -199,11 +199,12 @@ def test_xrai_refuses_clearly(lm, x4):
 def test_atoms_and_pixels_give_the_same_selection(x4):
     """The greedy selection runs on atoms (pixels in exactly the same regions) when the masks
     are known, on pixels under the caller's jax.jit over the masks: the same maps."""
-    from jaxsal._src.xrai import _atoms
+    from jaxsal._src.xrai import _atom_bits
 
     masks = np.asarray(grid_regions())
     flat = masks.reshape(len(masks), -1)
-    ids, count = _atoms(flat)
+    ids, bits = _atom_bits(flat)
+    count = len(bits)
     assert count < 28 * 28 and ids.max() == count - 1  # 380: the dilated cells' overlaps
     one = np.zeros(count, int)
     one[ids] = np.arange(28 * 28)  # a pixel of each atom
@@ -219,10 +220,10 @@ def test_atoms_and_pixels_give_the_same_selection(x4):
 
 @pytest.mark.parametrize("m", [1, 8, 13, 70])
 def test_atoms_are_numbered_as_packbits_bytes_number_them(m):
-    """_atoms packs each pixel's regions into bytes itself (8 passes over whole rows): the ids
-    are those of np.packbits(masks, axis=0)'s rows (its former code, here), in the same
+    """_atom_bits packs each pixel's regions into bytes itself (8 passes over whole rows): the
+    ids are those of np.packbits(masks, axis=0)'s rows (its former code, here), in the same
     order, for region counts that fill the last byte or not, and for strided masks."""
-    from jaxsal._src.xrai import _atoms
+    from jaxsal._src.xrai import _atom_bits
 
     rng = np.random.default_rng(m)
     patterns = rng.random((m, 40)) < 0.5  # 40 region sets (some equal), 300 pixels
@@ -231,15 +232,15 @@ def test_atoms_are_numbered_as_packbits_bytes_number_them(m):
         rows = np.ascontiguousarray(np.packbits(given, axis=0).T)
         want = np.unique(rows.view(np.dtype((np.void, rows.shape[1]))).reshape(-1),
                          return_inverse=True)[1].reshape(-1)
-        ids, count = _atoms(given)
+        ids, bits = _atom_bits(given)
         np.testing.assert_array_equal(ids, want)
-        assert count == want.max() + 1
+        assert len(bits) == want.max() + 1
 
 
 def test_partition_reads_each_atom_s_regions_from_its_bits():
     """_partition unpacks each atom's regions from the bits that numbered it: the members
     the masks at a pixel of each atom give (its former code, here), the same sizes."""
-    from jaxsal._src.xrai import _atoms, _partition
+    from jaxsal._src.xrai import _atom_bits, _partition
 
     rng = np.random.default_rng(3)
     patterns = rng.random((2, 13, 30)) < 0.4
@@ -248,7 +249,8 @@ def test_partition_reads_each_atom_s_regions_from_its_bits():
     ids, members, sizes = _partition(masks)
     assert members.shape == (2, 13, 256) and sizes.shape == (2, 256)
     for k in range(2):
-        want_ids, count = _atoms(masks[k])
+        want_ids, bits = _atom_bits(masks[k])
+        count = len(bits)
         first = np.zeros(count, np.int64)
         first[want_ids] = np.arange(500)
         np.testing.assert_array_equal(ids[k], want_ids)
@@ -308,7 +310,7 @@ def test_other_regions_of_the_same_shape_reuse_the_program(compiles):
     """The atoms' count is rounded up to a power of two: regions that cut a 64x64 image
     into another number of atoms (two shifted grids: 384, 361, 342, 441 atoms) compile
     nothing new while the rounded count (512) stays; the masks are padded to one count."""
-    from jaxsal._src.xrai import _atoms
+    from jaxsal._src.xrai import _atom_bits
 
     maps = jnp.asarray(np.random.default_rng(1).normal(size=(1, 64, 64)), jnp.float32)
     yy, xx = np.mgrid[:64, :64]
@@ -317,7 +319,7 @@ def test_other_regions_of_the_same_shape_reuse_the_program(compiles):
         labels = np.stack([(yy // a) * 64 + xx // a, (yy // b) * 64 + (xx + 1) // b])
         masks = np.asarray(jaxsal.segment_masks(labels[None], dilation=0))
         sets.append(np.pad(masks, ((0, 0), (0, 400 - masks.shape[1]), (0, 0), (0, 0))))
-    assert [_atoms(m[0].reshape(400, -1))[1] for m in sets] == [384, 361, 342, 441]
+    assert [len(_atom_bits(m[0].reshape(400, -1))[1]) for m in sets] == [384, 361, 342, 441]
     jax.block_until_ready(jaxsal.xrai_regions(maps, sets[0], min_pixel_diff=4))
     n = compiles.n
     for masks in sets[1:]:

@@ -13,7 +13,7 @@ ranks the regions once by their own mean attribution and adds them in that order
 
 The selection (:func:`xrai_regions`) runs compiled, one ``lax.while_loop`` of matrix-vector
 products over the regions, ``vmap``-ed over inputs and targets; the greedy variant on atoms,
-the sets of pixels in exactly the same regions (:func:`_atoms`). The regions are the
+the sets of pixels in exactly the same regions (:func:`_atom_bits`). The regions are the
 caller's or, by default, the authors': Felzenszwalb & Huttenlocher's segmentation at six
 scales (:func:`xrai_segments`, a sequential graph algorithm run on the host:
 ``jaxsal._src.segmentation``); :func:`segment_masks` turns label images from any segmenter
@@ -179,18 +179,12 @@ def _area_limit(area_threshold: float, pixels: int) -> int:
     return k
 
 
-def _atoms(masks: np.ndarray) -> tuple[np.ndarray, int]:
-    """The atoms of ``(M, P)`` region masks: ``(P,)`` ids, pixels in exactly the same regions
-    sharing one, and their count. Every region and every union of regions is a union of
-    atoms, so the greedy selection runs on atoms (a few thousand) instead of pixels,
-    exactly (see :func:`_atom_bits`)."""
-    ids, bits = _atom_bits(masks)
-    return ids, len(bits)
-
-
 def _atom_bits(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_atoms`' ids ``(P,)`` and each atom's regions ``(A, ceil(M / 8))``: each pixel's
-    regions as a row of bits (``np.packbits(masks, axis=0)``'s bytes: region ``8 g + j`` the
+    """The atoms of ``(M, P)`` region masks, pixels in exactly the same regions: ``(P,)``
+    ids, one an atom, and each atom's regions ``(A, ceil(M / 8))`` (``A``, the count of
+    atoms). Every region and every union of regions is a union of atoms, so the greedy
+    selection runs on atoms (a few thousand) instead of pixels, exactly. Each pixel's
+    regions are a row of bits (``np.packbits(masks, axis=0)``'s bytes: region ``8 g + j`` the
     bit ``7 - j`` of byte ``g``), the distinct rows numbered in the order of their bytes.
 
     The bytes are made by 8 passes over the masks, each or-ing in every 8th region's rows
@@ -209,9 +203,9 @@ def _atom_bits(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _partition(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(ids (N, P), members (N, M, A), sizes (N, A))``: each input's atoms (:func:`_atoms`),
-    which regions hold each (the bits :func:`_atom_bits` numbered them by, unpacked) and how
-    many pixels it has. ``A`` is the largest count rounded up to a power of two (at least
+    """``(ids (N, P), members (N, M, A), sizes (N, A))``: each input's atoms
+    (:func:`_atom_bits`), which regions hold each (the bits it numbered them by, unpacked)
+    and how many pixels it has. ``A`` is the largest count rounded up to a power of two (at least
     256, at most ``P``), so that calls with other regions mostly reuse a compiled program;
     the atoms past an input's own are empty, of no region."""
     n, m, p = masks.shape
