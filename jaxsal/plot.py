@@ -891,39 +891,15 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
                 rgb = (1 - alpha) * img + alpha * rgb
             big[y0:y0 + H, x0:x0 + W] = rgb
     xl = list(col_titles) if col_titles else [""] * C
-    if ins is not None:
-        xl = [input_title] + xl
-    yl = list(row_titles) if row_titles else [""] * R
-    col_pt = _LABEL_PT if C <= 20 else _TICK_PT
-    row_pt = _LABEL_PT if R <= 20 else _TICK_PT
-    # a tile is at most 0.5 in wide, wider when the column titles need it; tall enough for
-    # the row titles' lines
-    tile_w = max(min(panel_size, 0.5), max(_width_in(t) for t in xl) * col_pt / _LABEL_PT + 0.06)
-    tile_h = max(_lines(t) for t in yl) * _LINE_IN * row_pt / _LABEL_PT + 0.02
-    scale_px = max(tile_w / (W + sep), tile_h / (H + sep))  # inches per map pixel
-    left = 0.15 + max(_width_in(t) for t in yl) * row_pt / _LABEL_PT + 0.1
-    col_lines = max(_lines(t) for t in xl)
-    top = 0.15 + _lines(full_title) * 0.2 + col_lines * _LINE_IN * col_pt / _LABEL_PT + 0.1
-    right = 0.2 + (0.8 if colorbar else 0)
-    gw, gh = big.shape[1] * scale_px, big.shape[0] * scale_px
-    fw, fh = left + gw + right, top + gh + 0.15
-    fig = _Figure(figsize=(fw, fh))
-    ax = fig.add_axes([left / fw, 0.15 / fh, gw / fw, gh / fh], label=f"mosaic:{R}x{C}")
-    ax.imshow(big, interpolation="nearest")
     xt = [(c + extra) * (W + sep) + (sep * 2 if extra else 0) + W / 2 - 0.5 for c in range(C)]
     if ins is not None:
-        xt = [W / 2 - 0.5] + xt
-    ax.xaxis.tick_top()
-    ax.set_xticks(xt, xl, fontsize=col_pt)
-    ax.set_yticks([r * (H + sep) + H / 2 - 0.5 for r in range(R)], yl, fontsize=row_pt)
-    ax.tick_params(length=0)
-    for s in ax.spines.values():
-        s.set_visible(False)
-    sup = fig.suptitle(full_title, fontsize=_LABEL_PT + 1, y=1 - 0.05 / fh, va="top")
-    if colorbar:
-        bar_h = min(gh, 4.0)  # a tall mosaic gets a bar of readable length at its top
-        cax = fig.add_axes([(left + gw + 0.12) / fw, (0.15 + gh - bar_h) / fh, 0.12 / fw,
-                            bar_h / fh], label="colorbar")
+        xl, xt = [input_title] + xl, [W / 2 - 0.5] + xt
+    yl = list(row_titles) if row_titles else [""] * R
+    fig, sup, cax = _mosaic_figure(big, H, W, sep, xt, xl, yl, C, full_title,
+                                   title_pt=_LABEL_PT + 1, max_tile_in=0.5,
+                                   panel_size=panel_size, colorbar=colorbar, bar_room_in=0.8,
+                                   bar_gap_in=0.12, label=f"mosaic:{R}x{C}")
+    if cax is not None:
         if scale == "shared":
             norm = colors.Normalize(lo[0, 0], hi[0, 0])
         else:
@@ -934,6 +910,48 @@ def _mosaic(m, bg, ins, lo, hi, signed, cmap, alpha, row_titles, col_titles, ful
                   _extend(m, norm) if scale == "shared" else "neither")
     _fit_title(fig, sup)
     return _finish(fig, save, dpi)
+
+
+def _mosaic_figure(pic, h, w, sep, xt, xl, yl, C, full_title, *, title_pt, max_tile_in,
+                   panel_size, colorbar, bar_room_in, bar_gap_in, label):
+    """The figure of a mosaic (:func:`grid`'s and :func:`image_grid`'s): the picture ``pic``
+    ``(rows, cols, 3)``, rows of tiles ``h x w`` pixels ``sep`` apart, on one axes named
+    ``label`` (read by :func:`count_panels`); the column titles ``xl`` above it at ``xt``
+    (pixels), the row titles ``yl`` (one per tile row) on its left, in smaller type past 20
+    (``C``: the columns of tiles), and ``full_title`` (``title_pt`` points) above. A tile is
+    ``min(panel_size, max_tile_in)`` inches wide, wider to fit the column titles, taller to
+    fit the row titles. With ``colorbar``, ``bar_room_in`` inches on the right hold the axes
+    of a colour bar, ``bar_gap_in`` from the picture. Returns ``(figure, suptitle, colour
+    bar axes or None)``."""
+    R = len(yl)
+    col_pt = _LABEL_PT if C <= 20 else _TICK_PT
+    row_pt = _LABEL_PT if R <= 20 else _TICK_PT
+    tile_w = max(min(panel_size, max_tile_in),
+                 max(_width_in(t) for t in xl) * col_pt / _LABEL_PT + 0.06)
+    tile_h = max(_lines(t) for t in yl) * _LINE_IN * row_pt / _LABEL_PT + 0.02
+    scale_px = max(tile_w / (w + sep), tile_h / (h + sep))  # inches per picture pixel
+    left = 0.15 + max(_width_in(t) for t in yl) * row_pt / _LABEL_PT + 0.1
+    top = (0.15 + _lines(full_title) * 0.2
+           + max(_lines(t) for t in xl) * _LINE_IN * col_pt / _LABEL_PT + 0.1)
+    right = 0.2 + (bar_room_in if colorbar else 0)
+    gw, gh = pic.shape[1] * scale_px, pic.shape[0] * scale_px
+    fw, fh = left + gw + right, top + gh + 0.15
+    fig = _Figure(figsize=(fw, fh))
+    ax = fig.add_axes([left / fw, 0.15 / fh, gw / fw, gh / fh], label=label)
+    ax.imshow(pic, interpolation="nearest")
+    ax.xaxis.tick_top()
+    ax.set_xticks(xt, xl, fontsize=col_pt)
+    ax.set_yticks([r * (h + sep) + h / 2 - 0.5 for r in range(R)], yl, fontsize=row_pt)
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    sup = fig.suptitle(full_title, fontsize=title_pt, y=1 - 0.05 / fh, va="top")
+    cax = None
+    if colorbar:
+        bar_h = min(gh, 4.0)  # a tall mosaic gets a bar of readable length at its top
+        cax = fig.add_axes([(left + gw + bar_gap_in) / fw, (0.15 + gh - bar_h) / fh, 0.12 / fw,
+                            bar_h / fh], label="colorbar")
+    return fig, sup, cax
 
 
 # ----------------------------------------------------------------------------- single maps
@@ -1356,37 +1374,16 @@ def _image_mosaic(tiles, n, value_range, cmap, colorbar, row_titles, col_titles,
     else:
         yl = [str(r * C) if listed else "" for r in range(R)]
     xl = [str(t) for t in col_titles] if col_titles is not None else [""] * C
-    row_pt = _LABEL_PT if R <= 20 else _TICK_PT
-    col_pt = _LABEL_PT if C <= 20 else _TICK_PT
-    tile_w = max(min(panel_size, 0.6), max(_width_in(t) for t in xl) * col_pt / _LABEL_PT + 0.06)
-    scale_px = max(tile_w / (tw + sep),  # inches per mosaic pixel; rows fit their labels
-                   (max(_lines(t) for t in yl) * _LINE_IN * row_pt / _LABEL_PT + 0.02)
-                   / (th + sep))
     if listed and row_titles is None:
         full_title += f"\nrows labelled by their first image ({C} per row)"
-    left = 0.15 + max(_width_in(t) for t in yl) * row_pt / _LABEL_PT + 0.1
-    top = (0.15 + _lines(full_title) * 0.2
-           + max(_lines(t) for t in xl) * _LINE_IN * col_pt / _LABEL_PT + 0.1)
-    right = 0.2 + (0.75 if colorbar else 0)
-    gw, gh = big.shape[1] * scale_px, big.shape[0] * scale_px
-    fw, fh = left + gw + right, top + gh + 0.15
-    fig = _Figure(figsize=(fw, fh))
-    # counted by count_panels as 1 x n tiles: the images, not the padding of a last row
-    ax = fig.add_axes([left / fw, 0.15 / fh, gw / fw, gh / fh], label=f"mosaic:1x{n}")
-    # as 8-bit RGB, which matplotlib resamples several times faster than floats
-    ax.imshow(np.round(big * 255).astype(np.uint8), interpolation="nearest")
-    ax.xaxis.tick_top()
-    ax.set_xticks([c * (tw + sep) + tw / 2 - 0.5 for c in range(C)], xl, fontsize=col_pt)
-    ax.set_yticks([r * (th + sep) + th / 2 - 0.5 for r in range(R)], yl, fontsize=row_pt)
-    ax.tick_params(length=0)
-    for sp in ax.spines.values():
-        sp.set_visible(False)
-    sup = fig.suptitle(full_title, fontsize=_TITLE_PT if titled else _LABEL_PT,
-                       y=1 - 0.05 / fh, va="top")
-    if colorbar:
-        bar_h = min(gh, 4.0)
-        cax = fig.add_axes([(left + gw + 0.1) / fw, (0.15 + gh - bar_h) / fh, 0.12 / fw,
-                            bar_h / fh], label="colorbar")
+    # as 8-bit RGB, which matplotlib resamples several times faster than floats; counted by
+    # count_panels as 1 x n tiles: the images, not the padding of a last row
+    fig, sup, cax = _mosaic_figure(np.round(big * 255).astype(np.uint8), th, tw, sep,
+                                   [c * (tw + sep) + tw / 2 - 0.5 for c in range(C)], xl, yl,
+                                   C, full_title, title_pt=_TITLE_PT if titled else _LABEL_PT,
+                                   max_tile_in=0.6, panel_size=panel_size, colorbar=colorbar,
+                                   bar_room_in=0.75, bar_gap_in=0.1, label=f"mosaic:1x{n}")
+    if cax is not None:
         lo, hi = (0.0, 1.0) if value_range is None else map(float, value_range)
         _colorbar(fig, cax, colors.Normalize(lo, hi), cmap_fn, None, "vertical")
     _fit_title(fig, sup)
