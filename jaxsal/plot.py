@@ -1311,14 +1311,7 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
                 continue  # padding
             x0, y0 = left + c * (pw + hgap), fh - top - (r + 1) * ph - r * vgap
             ax = fig.add_axes([x0 / fw, y0 / fh, pw / fw, ph / fh], label="panel")
-            if value_range is None:
-                a_lo, a_hi = float(img.min()), float(img.max())
-            else:
-                a_lo, a_hi = lo, hi
-            if a_hi > a_lo:
-                v = np.clip((img - a_lo) / (a_hi - a_lo), 0, 1)
-            else:  # a constant image has no min..max: its value where in [0, 1], else gray
-                v = np.full_like(img, a_lo if 0.0 <= a_lo <= 1.0 else 0.5)
+            v = _unit_image(img, value_range)
             if ch == 1:
                 ax.imshow(v[..., 0], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             else:
@@ -1345,6 +1338,17 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
     return _finish(fig, save, dpi)
 
 
+def _unit_image(img: np.ndarray, value_range) -> np.ndarray:
+    """An image ``(H, W, c)`` in 0..1 as :func:`image_grid` draws it: ``value_range``
+    ``(lo, hi)`` (``None``: the image's own min..max) mapped to 0..1 and clipped; a constant
+    image, which has no min..max, at its value where that is in 0..1, else mid-gray."""
+    lo, hi = ((float(img.min()), float(img.max())) if value_range is None
+              else (float(value_range[0]), float(value_range[1])))
+    if hi > lo:
+        return np.clip((img - lo) / (hi - lo), 0, 1)
+    return np.full_like(img, lo if 0.0 <= lo <= 1.0 else 0.5)
+
+
 def _image_mosaic(tiles, n, value_range, cmap, colorbar, row_titles, col_titles,
                   full_title, titled, listed, panel_size, save, dpi):
     """:func:`image_grid`'s images ``tiles`` ``(R, C, H, W, c)`` (the first ``n`` shown)
@@ -1359,14 +1363,7 @@ def _image_mosaic(tiles, n, value_range, cmap, colorbar, row_titles, col_titles,
     cmap_fn = _colormap(cmap)
     for i in range(n):
         r, c = divmod(i, C)
-        img = tiles[r, c]
-        a_lo, a_hi = ((float(img.min()), float(img.max())) if value_range is None
-                      else (float(value_range[0]), float(value_range[1])))
-        if a_hi > a_lo:
-            v = np.clip((img - a_lo) / (a_hi - a_lo), 0, 1)
-        else:  # as the panels draw a constant image
-            v = np.full_like(img, a_lo if 0.0 <= a_lo <= 1.0 else 0.5)
-        v = _fit_pixels(v, th, tw)
+        v = _fit_pixels(_unit_image(tiles[r, c], value_range), th, tw)
         rgb = cmap_fn(v[..., 0])[..., :3] if ch == 1 else v
         big[r * (th + sep):r * (th + sep) + th, c * (tw + sep):c * (tw + sep) + tw] = rgb
     if row_titles is not None:
