@@ -71,6 +71,13 @@ def _texts_inside(fig):
             assert ox <= 1 or oy <= 1, f"texts {ta!r} and {tb!r} overlap"
 
 
+def _refused(draw, *cases):
+    """``draw(a)`` raises a ValueError matching ``pattern`` for each case ``(a, pattern)``."""
+    for a, pattern in cases:
+        with pytest.raises(ValueError, match=pattern):
+            draw(a)
+
+
 def _maps(R, C, H=12, W=10, signed=False, seed=0):
     a = np.random.RandomState(seed).rand(R, C, H, W).astype(np.float32)
     return a - 0.5 if signed else a
@@ -508,12 +515,11 @@ def test_tokens_are_drawn_as_they_are(tmp_path):
 def test_image_grid_refuses_shapes_it_would_misread():
     """(T, H, W, 2) was drawn as T x H gray panels of H x 2 pixels, one RGB (H, W, 3) image
     as H gray strips: refused, naming the readings and the fix."""
-    with pytest.raises(ValueError, match=r"\(5, 8, 8, 2\): expected \(T, H, W, c\) with c = 1 or "
-                                         r"3 .*got 2 channels"):
-        plot.image_grid(np.zeros((5, 8, 8, 2)))
-    with pytest.raises(ValueError, match=r"one RGB image \(pass images\[None\]\) or 8 gray "
-                                         r"images 3 pixels wide"):
-        plot.image_grid(np.zeros((8, 8, 3)))
+    _refused(plot.image_grid,
+             (np.zeros((5, 8, 8, 2)),
+              r"\(5, 8, 8, 2\): expected \(T, H, W, c\) with c = 1 or 3 .*got 2 channels"),
+             (np.zeros((8, 8, 3)),
+              r"one RGB image \(pass images\[None\]\) or 8 gray images 3 pixels wide"))
     assert plot.count_panels(plot.image_grid(np.zeros((8, 8, 3))[None])) == 1
 
 
@@ -1280,12 +1286,11 @@ def test_grid_of_more_columns_than_a_figure_can_show_names_the_fixes():
     (60,000 pixels at 120 dpi), which a notebook shrinks to its width. More than 200 columns
     are refused with the fixes: fewer or per-input top targets, or one input's maps in rows
     (a divisor of the count as the row length where there is one)."""
-    with pytest.raises(ValueError, match=r"at most 200 columns, got 1000.*targets=.*"
-                                         r"plot\.grid\(maps\[i\]\.reshape\(25, 40, 2, 2\)\)"):
-        plot.grid(np.ones((2, 1000, 2, 2)))
-    with pytest.raises(ValueError, match=r"one row.*maps\[:, None\].*"
-                                         r"maps\[:k\]\.reshape\(rows, cols, 2, 2\)"):
-        plot.grid(np.ones((997, 2, 2)))
+    _refused(plot.grid,
+             (np.ones((2, 1000, 2, 2)), r"at most 200 columns, got 1000.*targets=.*"
+                                        r"plot\.grid\(maps\[i\]\.reshape\(25, 40, 2, 2\)\)"),
+             (np.ones((997, 2, 2)),
+              r"one row.*maps\[:, None\].*maps\[:k\]\.reshape\(rows, cols, 2, 2\)"))
     assert plot.count_panels(plot.grid(np.ones((1, 200, 2, 2)))) == 200
 
 
