@@ -215,6 +215,11 @@ def _term(kind: str, a: Array, idx: Array, cossim_pow: float = 0.0) -> Array:
     raise ValueError(f"unknown objective kind {kind!r}; expected one of {KINDS}")
 
 
+#: where a unit's index holds its position (row, col): (channel, row, col) for a neuron,
+#: (row, col, *direction) for a direction_neuron
+_POSITION_AT = {"neuron": 1, "direction_neuron": 0}
+
+
 def positions_for(obj: Objective, shapes: Mapping[str, tuple],
                   final: Mapping[str, tuple]) -> Objective:
     """``obj`` with its neuron positions, given for maps of the ``final`` shapes
@@ -224,9 +229,9 @@ def positions_for(obj: Objective, shapes: Mapping[str, tuple],
     indices = []
     for kind, layer, idx in zip(obj.kinds, obj.layers, obj.indices):
         now, end = shapes.get(layer), final.get(layer)
-        if (kind in ("neuron", "direction_neuron") and now is not None and end is not None
+        if (kind in _POSITION_AT and now is not None and end is not None
                 and len(now) >= 3 and tuple(now[:2]) != tuple(end[:2])):
-            at = 1 if kind == "neuron" else 0  # (channel, row, col) or (row, col, *direction)
+            at = _POSITION_AT[kind]
             pos = idx[..., at:at + 2]
             n_now = jnp.asarray(now[:2], jnp.float32)
             n_end = jnp.asarray(end[:2], jnp.float32)
@@ -246,6 +251,16 @@ def _index(i: Any, what: str) -> Array:
     if int(i) < 0:
         raise ValueError(f"{what}: expected a non-negative unit index, got {int(i)}")
     return jnp.asarray(int(i), jnp.int32)
+
+
+def _position(position: Any, what: str) -> tuple[int, int]:
+    """A neuron's ``position=(row, col)`` as two non-negative ints; ``None``, the centre of
+    the maps, as ``(-1, -1)``."""
+    if position is None:
+        return (-1, -1)
+    if len(position) != 2:
+        raise ValueError(f"{what}: expected position=(row, col), got {position!r}")
+    return tuple(int(_index(p, f"{what} position")) for p in position)
 
 
 def output_objective(unit: int, *, weight: float = 1.0) -> Objective:
@@ -290,12 +305,7 @@ def neuron_objective(layer: str, channel: int, position: tuple[int, int] | None 
     """
     _check_layer(layer, "neuron_objective")
     c = int(_index(channel, "neuron_objective"))
-    if position is None:
-        pos = (-1, -1)
-    else:
-        if len(position) != 2:
-            raise ValueError(f"neuron_objective: expected position=(row, col), got {position!r}")
-        pos = tuple(int(_index(p, "neuron_objective position")) for p in position)
+    pos = _position(position, "neuron_objective")
     return Objective(("neuron",), (layer,), (_weight(weight, "neuron_objective"),),
                      (jnp.asarray((c, *pos), jnp.int32),),
                      (_pre(pre_activation, "neuron_objective"),))
@@ -342,13 +352,7 @@ def direction_neuron_objective(layer: str, direction: ArrayLike,
     """
     _check_layer(layer, "direction_neuron_objective")
     d = _direction(direction, "direction_neuron_objective")
-    if position is None:
-        pos = (-1, -1)
-    else:
-        if len(position) != 2:
-            raise ValueError(f"direction_neuron_objective: expected position=(row, col), got "
-                             f"{position!r}")
-        pos = tuple(int(_index(p, "direction_neuron_objective position")) for p in position)
+    pos = _position(position, "direction_neuron_objective")
     idx = jnp.concatenate([jnp.asarray(pos, jnp.float32), d])
     return Objective(("direction_neuron",), (layer,),
                      (_weight(weight, "direction_neuron_objective"),), (idx,),
@@ -639,27 +643,26 @@ def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = N
             if k is not None and np.any(ch >= k):
                 raise ValueError(f"unit index {int(np.max(ch))} out of range: {where} has {k} "
                                  f"units/channels ({maps}); use 0..{k - 1}")
-        if kind == "neuron" and len(shape) >= 3:
-            for ax, axis in enumerate(("row", "column")):
-                p = idx[..., 1 + ax]
-                if shape[ax] is not None and np.any(p >= shape[ax]):
-                    raise ValueError(f"neuron position out of range: {axis} {int(np.max(p))} of "
-                                     f"{where}, which has {maps}; use a {axis} in "
-                                     f"0..{shape[ax] - 1} (position=(row, column))")
         n_dir = idx.shape[-1] - (2 if kind == "direction_neuron" else 0)
         if kind in ("direction", "direction_neuron") and k is not None and n_dir != k:
             raise ValueError(f"direction has {n_dir} entries but {where} has {k} "
                              f"channels (shape {tuple(shape)}); pass a vector of length {k}")
-        if kind == "direction_neuron" and len(shape) >= 3:
-            for ax, axis in enumerate(("row", "column")):
-                p = idx[..., ax]
-                if shape[ax] is not None and np.any(p >= shape[ax]):
-                    raise ValueError(f"direction_neuron position out of range: {axis} "
-                                     f"{int(np.max(p))} of {where}, which has {maps}; use a "
-                                     f"{axis} in 0..{shape[ax] - 1} (position=(row, column))")
-        if kind == "direction_neuron" and len(shape) < 3 and np.any(idx[..., :2] >= 0):
-            raise ValueError(f"direction_neuron position given but {where} has no spatial "
-                             f"axes (shape {tuple(shape)}); pass position=None")
-        if kind == "neuron" and len(shape) < 3 and idx.shape[-1] > 1 and np.any(idx[..., 1:] >= 0):
-            raise ValueError(f"neuron position given but {where} has no spatial axes (shape "
-                             f"{tuple(shape)}); pass position=None")
+        if kind in _POSITION_AT:
+            at = _POSITION_AT[kind]
+            _check_position(kind, idx[..., at:at + 2], shape, where, maps)
+
+
+def _check_position(kind: str, pos: np.ndarray, shape: tuple, where: str, maps: str) -> None:
+    """Refuse the positions ``pos`` ``(..., 2)`` (row, col; ``-1`` the centre) of ``kind``
+    terms outside maps of ``shape`` (``(h, w, K)``) or given for a layer without spatial
+    axes; ``where`` and ``maps`` name the layer and its maps in the message."""
+    if len(shape) >= 3:
+        for ax, axis in enumerate(("row", "column")):
+            p = pos[..., ax]
+            if shape[ax] is not None and np.any(p >= shape[ax]):
+                raise ValueError(f"{kind} position out of range: {axis} {int(np.max(p))} of "
+                                 f"{where}, which has {maps}; use a {axis} in "
+                                 f"0..{shape[ax] - 1} (position=(row, column))")
+    elif np.any(pos >= 0):
+        raise ValueError(f"{kind} position given but {where} has no spatial axes (shape "
+                         f"{tuple(shape)}); pass position=None")
