@@ -305,6 +305,8 @@ def _checked(par: Parameterization, shape: tuple, input_range: tuple) -> None:
 
 def _check_parameterization(par: Parameterization, shape: tuple, input_range: tuple) -> None:
     to_image = par.to_image
+    # fourier's channel count: the check to_image makes (_mix), made before tracing, so that
+    # the error comes without the frames of eval_shape's trace and JAX's note on them
     if isinstance(to_image, Closure) and to_image.fn is _fourier_to_image:
         hyper = dict(to_image.hyper)
         _channel_matrix(shape[-1], hyper["matrix"], hyper["given"])
