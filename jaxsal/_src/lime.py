@@ -141,10 +141,9 @@ _MAX_ENUMERATED = 30
 def _enumerated(counts: Any, n: int) -> Any:
     """Whether :func:`kernel_shap` evaluates every coalition of an input with ``counts``
     groups (of its own) instead of drawing ``n``: its ``2^M_i - 2`` proper non-empty
-    coalitions fit in ``n`` (``counts`` an int, or an ``(N,)`` array, NumPy's or traced)."""
-    xp = jnp if isinstance(counts, jax.Array) else np
-    c = xp.minimum(counts, _MAX_ENUMERATED)
-    return (counts <= _MAX_ENUMERATED) & ((xp.left_shift(1, c) - 2) <= n)
+    coalitions fit in ``n`` (``counts`` an int, or an ``(N,)`` NumPy array)."""
+    c = np.minimum(counts, _MAX_ENUMERATED)
+    return (counts <= _MAX_ENUMERATED) & ((np.left_shift(1, c) - 2) <= n)
 
 
 def _kernel_weights(counts: np.ndarray, m: int) -> np.ndarray:
@@ -375,7 +374,7 @@ def _lime_solve(moments: tuple, alpha: float) -> Array:
 # ------------------------------------------------------------------ the methods
 #: The per-input arrays of :func:`kernel_shap`'s program (its own groups, their size
 #: distributions and order), split with the inputs.
-_OWN = (8, 9, 10, 11, 12, 13, 14)
+_OWN = (8, 9, 10, 11, 12, 13, 14, 15)
 
 def _plan(p, groups, fill, nb, memory_budget):
     """Inputs per sub-batch: also bound by the normal equations, ``M^2`` floats per input
@@ -460,12 +459,16 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     m, spec, info = p.model, p.spec, p.info
     counts, local, has = _own_groups(groups, p.n)
     order = np.argsort(~has, axis=1, kind="stable").astype(np.int32)  # own groups first
+    # (N,) the inputs whose coalitions fit in n, known here: passed, not closed over (the
+    # program serves other masks and batch sizes), split with the inputs
+    exact = _enumerated(counts, n_draws)
     per_input = (counts, local, has, _size_cdfs(counts, m_groups), order,
-                 np.argsort(order, axis=1).astype(np.int32), _kernel_weights(counts, m_groups))
+                 np.argsort(order, axis=1).astype(np.int32), _kernel_weights(counts, m_groups),
+                 exact)
 
     def build():
         def run(params, x, ids, fill, gid, key, index, cols, counts, local, has, cdf, order,
-                inverse, weights):
+                inverse, weights, exact):
             sp, ids_, fill_b, s_full, s_empty = _endpoints(  # v(all) (N, T), v(empty)
                 m, params, x, fill, spec, info, ids, empty=True)
             gain = s_full - s_empty
@@ -474,8 +477,6 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                                return_groups)
             ids_rep = base.repeat_rows(ids_, group)
             kp, kz = _keys(key)
-
-            exact = _enumerated(counts, n_draws)  # (N,): the inputs whose coalitions fit in n
             need = jnp.where(exact, jnp.left_shift(1, jnp.minimum(counts, _MAX_ENUMERATED))
                              - 2, 0)  # (N,) their number
             bit = jnp.minimum(jnp.arange(m_groups, dtype=jnp.int32), 31)
