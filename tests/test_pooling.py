@@ -1,6 +1,9 @@
 """The reshape max-pool equals reduce_window max-pool in value and gradient, ties included,
 through both ways of finding a window's first maximum (a comparison chain for small windows,
-a two-operand reduction for large ones)."""
+a two-operand reduction for large ones); the global max pooling layers' derivative is
+``jnp.max``'s (ties split), and reaches the maximum through a recomputed producer."""
+
+import math
 
 import flax.linen as nn
 import jax
@@ -10,6 +13,7 @@ import pytest
 
 from model_import._layers import pooling
 from model_import._layers.pooling import _blocked_max
+from model_import._layers.registry import ConvertContext, Runtime, lookup
 
 
 CASES = [((2, 7, 9, 3), (2, 2)), ((2, 8, 8, 3), (2, 2)), ((2, 9, 9, 4), (3, 3)),
@@ -72,3 +76,111 @@ def test_a_nan_window_is_nan_and_passes_its_gradient_to_one_position(pool, way):
     dx = np.asarray(pull(jnp.ones_like(y))[0])
     assert dx[0, 1, 1, 0] == 1.0  # the NaN is the window's maximum
     assert dx.sum() == y.size  # one position per window
+
+
+# ---------------------------------------------------------------------- global max pooling
+def _global_max_layer(cls, data_format="channels_last", keepdims=False, rt=Runtime()):
+    """The imported layer's ``x -> y``, as a model calls it."""
+    config = {"data_format": data_format, "keepdims": keepdims}
+    impl = lookup(cls)(config, ConvertContext(layer_name="gmp", class_name=cls))
+    return lambda x: impl.call({}, x, rt=rt)
+
+
+GLOBAL_CASES = [("GlobalMaxPooling1D", "channels_last", False, (2, 5, 3)),
+                ("GlobalMaxPooling2D", "channels_last", False, (2, 5, 4, 3)),
+                ("GlobalMaxPool2D", "channels_first", True, (2, 3, 4, 5)),
+                ("GlobalMaxPooling3D", "channels_first", False, (1, 3, 2, 3, 2)),
+                ("GlobalMaxPool3D", "channels_last", True, (1, 2, 3, 2, 3))]
+
+
+def _layout(flat, spatial, fmt):
+    """``(N, S, C)`` -> the layer's input layout, ``S`` unflattened to ``spatial``."""
+    x = flat.reshape(flat.shape[0], *spatial, flat.shape[-1])
+    return np.moveaxis(x, -1, 1) if fmt == "channels_first" else x
+
+
+def test_global_max_pooling_is_jnp_max_in_value_and_gradient_ties_split():
+    """Values bitwise ``jnp.max``'s; gradients ``jnp.max``'s (TensorFlow's ``reduce_max``
+    rule) on random inputs; where two (three) elements equal the maximum each gets half (a
+    third) of the cotangent, for every rank and both layouts, with and without
+    ``keepdims``."""
+    rng = np.random.default_rng(0)
+    cases, xs, ties, gs, expected = [], [], [], [], []
+    for cls, fmt, keep, shape in GLOBAL_CASES:
+        cf = fmt == "channels_first"
+        n, c = shape[0], shape[1 if cf else -1]
+        spatial = shape[2:] if cf else shape[1:-1]
+        axes = tuple(range(2, len(shape))) if cf else tuple(range(1, len(shape) - 1))
+        cases.append((cls, fmt, keep, axes))
+        xs.append(rng.normal(size=shape).astype(np.float32))
+        flat = rng.normal(size=(n, math.prod(spatial), c)).astype(np.float32)
+        share = np.zeros_like(flat)
+        for i in range(n):
+            for j in range(c):
+                k = 3 if j == 0 else 2  # tied maxima of this slice
+                at = rng.choice(flat.shape[1], k, replace=False)
+                flat[i, at, j] = 5.0
+                share[i, at, j] = 1.0 / k
+        ties.append(_layout(flat, spatial, fmt))
+        g = rng.normal(size=(n, 1, c)).astype(np.float32)
+        g_layer = g[:, 0] if not keep else _layout(g, (1,) * len(spatial), fmt)
+        gs.append(g_layer)
+        expected.append(_layout(share * g, spatial, fmt))
+
+    @jax.jit  # one program for every case
+    def run(xs, ties, gs):
+        out = []
+        for (cls, fmt, keep, axes), x, tie, g in zip(cases, xs, ties, gs):
+            y, pull = jax.vjp(_global_max_layer(cls, fmt, keep), x)
+            y_ref, pull_ref = jax.vjp(lambda v: jnp.max(v, axis=axes, keepdims=keep), x)
+            tied = jax.vjp(_global_max_layer(cls, fmt, keep), tie)[1](g)[0]
+            out.append((y, pull(g)[0], y_ref, pull_ref(g)[0], tied))
+        return out
+
+    for (y, dx, y_ref, dx_ref, tied), case, want in zip(run(xs, ties, gs), cases, expected):
+        assert y.shape == y_ref.shape and np.asarray(y).tobytes() == np.asarray(y_ref).tobytes()
+        np.testing.assert_array_equal(dx, dx_ref, err_msg=str(case))
+        np.testing.assert_allclose(tied, want, rtol=1e-6, atol=0, err_msg=str(case))
+
+
+@pytest.mark.parametrize("cls,fmt,keep,shape", [GLOBAL_CASES[1], GLOBAL_CASES[2]],
+                         ids=["2d", "2d-channels-first-keepdims"])
+def test_global_max_pooling_passes_its_gradient_through_a_recomputed_producer(cls, fmt, keep,
+                                                                              shape):
+    """Each slice's maximum gets its whole cotangent when the pooled values come from an
+    element-wise producer (a per-channel affine map, as a normalization ends) that XLA may
+    compute twice with different roundings: ``jnp.max``'s derivative, to the elements equal
+    to the maximum computed apart, dropped the term of 2 of 6 slices here under XLA:CPU's
+    backend optimization level 0 (the suite's flag), jax 0.10.2. The analytic gradient of
+    ``sum(max(a * u + b))`` is ``a`` at the maximum's position, 0 elsewhere."""
+    rng = np.random.default_rng(0)
+    cf = fmt == "channels_first"
+    c = shape[1 if cf else -1]
+    z = rng.normal(size=shape).astype(np.float32)
+    mu, var, gamma, beta = (rng.normal(size=c).astype(np.float32) for _ in range(4))
+    scale = gamma / np.sqrt(np.abs(var) + np.float32(1e-3))
+    channel = (1, c) + (1,) * (len(shape) - 2) if cf else (c,)
+    layer = _global_max_layer(cls, fmt, keep)
+
+    @jax.jit
+    def grad(u):
+        def f(u):
+            x = (u - mu.reshape(channel)) * scale.reshape(channel) + beta.reshape(channel)
+            return layer(x).sum()
+        return jax.grad(f)(u)
+
+    g = np.asarray(grad(z))
+    axes = tuple(range(2, len(shape))) if cf else tuple(range(1, len(shape) - 1))
+    np.testing.assert_array_equal((g != 0).sum(axis=axes), 1)  # one position per slice...
+    want = np.broadcast_to(scale, (shape[0], c))
+    np.testing.assert_allclose(g.sum(axis=axes), want, rtol=1e-6)  # ...with the whole term
+
+
+def test_the_first_maximum_shares_when_no_element_equals_the_maximum():
+    """The derivative's weights when the maximum was computed from values rounded apart (one
+    ulp above every element): the first maximum takes it all; exact ties still split."""
+    x = jnp.asarray([[1.0, 3.0, 3.0, 2.0], [1.0, 3.0, 2.0, 3.0]], jnp.float32)
+    y = jnp.asarray([[3.0], [np.nextafter(np.float32(3.0), np.float32(4.0))]], jnp.float32)
+    mask, count = pooling._max_positions(x, y, 1)
+    np.testing.assert_array_equal(mask, [[0, 1, 1, 0], [0, 1, 0, 0]])
+    np.testing.assert_array_equal(count, [[2], [1]])

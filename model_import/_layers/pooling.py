@@ -213,6 +213,52 @@ for _rank in (1, 2, 3):
     register_layer(f"AveragePooling{_rank}D", f"AvgPool{_rank}D")(_make_pool(_rank, "avg"))
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def global_max(x, axes: tuple[int, ...], keepdims: bool = False) -> jax.Array:
+    """``jnp.max(x, axis=axes, keepdims=keepdims)`` (the same value, NaN propagated), for
+    ``axes`` consecutive (a global max pooling's spatial axes, either layout). Its derivative
+    is TensorFlow's ``reduce_max`` gradient (so Keras's) and ``jnp.max``'s: split equally
+    among the elements equal to the maximum, ties included. Those elements are the ones equal
+    to it *or* at the position of its first occurrence, found in one pass (an argmax, which
+    compares the values among themselves): XLA may compute ``x``'s producer twice, in
+    fusions whose roundings differ, so that no element equals the maximum computed apart
+    (``jnp.max``'s own derivative then lost the maximum's term, or was 0/0 = NaN); the
+    first maximum keeps it. A NaN's slice passes its cotangent to its first NaN. A
+    ``custom_jvp``: forward mode works, and reverse mode is its transpose. Non-float ``x``:
+    ``jnp.max``."""
+    return jnp.max(x, axis=axes, keepdims=keepdims)
+
+
+@global_max.defjvp
+def _global_max_jvp(axes, keepdims, primals, tangents):
+    (x,), (t,) = primals, tangents
+    y = global_max(x, axes, True)  # higher orders through this rule too, not jnp.max's
+    lo, hi = axes[0], axes[-1] + 1
+    flat = x.reshape(*x.shape[:lo], -1, *x.shape[hi:])  # consecutive axes: no copy
+    mask, count = _max_positions(flat, y.reshape(*x.shape[:lo], 1, *x.shape[hi:]), lo)
+    t = jnp.where(mask, t.reshape(flat.shape), jnp.zeros((), t.dtype))
+    dy = (jnp.sum(t, axis=lo, keepdims=True) / count.astype(t.dtype)).reshape(y.shape)
+    if not keepdims:
+        y, dy = jnp.squeeze(y, axes), jnp.squeeze(dy, axes)
+    return y, dy
+
+
+def _max_positions(x, y, axis: int):
+    """``(mask, count)``: the elements of ``x`` that share in the derivative of their maximum
+    ``y`` along ``axis`` (``y`` kept as size 1 there) -- those equal to ``y`` and the first
+    maximum that an argmax of ``x`` finds, whether or not it equals ``y`` bit for bit -- and
+    how many they are (at least 1) per slice."""
+    first = jnp.expand_dims(jnp.argmax(x, axis=axis), axis)
+    mask = (x == y) | (jax.lax.broadcasted_iota(first.dtype, x.shape, axis) == first)
+    return mask, jnp.sum(mask, axis=axis, keepdims=True)
+
+
+def _max_pooled(x, axes, keepdims):
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return jnp.max(x, axis=axes, keepdims=keepdims)
+    return global_max(x, tuple(axes), bool(keepdims))
+
+
 def _make_global(rank, reduce):
     def convert(config, ctx):
         cf = config.get("data_format") == "channels_first"
@@ -221,7 +267,7 @@ def _make_global(rank, reduce):
 
         def call(params, x, *, rt):
             if reduce is jnp.max:
-                return rt.pool(lambda v: reduce(v, axis=axes, keepdims=keepdims), x)
+                return rt.pool(lambda v: _max_pooled(v, axes, keepdims), x)
             return reduce(x, axis=axes, keepdims=keepdims)
 
         return LayerImpl(call=call, relevance=True,
