@@ -134,12 +134,16 @@ def test_global_max_pooling_is_jnp_max_in_value_and_gradient_ties_split():
             y, pull = jax.vjp(_global_max_layer(cls, fmt, keep), x)
             y_ref, pull_ref = jax.vjp(lambda v: jnp.max(v, axis=axes, keepdims=keep), x)
             tied = jax.vjp(_global_max_layer(cls, fmt, keep), tie)[1](g)[0]
-            out.append((y, pull(g)[0], y_ref, pull_ref(g)[0], tied))
+            dy = jax.jvp(_global_max_layer(cls, fmt, keep), (x,), (tie,))[1]  # forward mode
+            dy_ref = jax.jvp(lambda v: jnp.max(v, axis=axes, keepdims=keep), (x,), (tie,))[1]
+            out.append((y, pull(g)[0], y_ref, pull_ref(g)[0], tied, dy, dy_ref))
         return out
 
-    for (y, dx, y_ref, dx_ref, tied), case, want in zip(run(xs, ties, gs), cases, expected):
+    for (y, dx, y_ref, dx_ref, tied, dy, dy_ref), case, want in zip(run(xs, ties, gs), cases,
+                                                                    expected):
         assert y.shape == y_ref.shape and np.asarray(y).tobytes() == np.asarray(y_ref).tobytes()
         np.testing.assert_array_equal(dx, dx_ref, err_msg=str(case))
+        np.testing.assert_array_equal(dy, dy_ref, err_msg=str(case))
         np.testing.assert_allclose(tied, want, rtol=1e-6, atol=0, err_msg=str(case))
 
 
@@ -178,9 +182,11 @@ def test_global_max_pooling_passes_its_gradient_through_a_recomputed_producer(cl
 
 def test_the_first_maximum_shares_when_no_element_equals_the_maximum():
     """The derivative's weights when the maximum was computed from values rounded apart (one
-    ulp above every element): the first maximum takes it all; exact ties still split."""
-    x = jnp.asarray([[1.0, 3.0, 3.0, 2.0], [1.0, 3.0, 2.0, 3.0]], jnp.float32)
-    y = jnp.asarray([[3.0], [np.nextafter(np.float32(3.0), np.float32(4.0))]], jnp.float32)
-    mask, count = pooling._max_positions(x, y, 1)
-    np.testing.assert_array_equal(mask, [[0, 1, 1, 0], [0, 1, 0, 0]])
-    np.testing.assert_array_equal(count, [[2], [1]])
+    ulp above every element): the first maximum takes it all; exact ties still split; a NaN
+    maximum (``jnp.max``'s value) passes it to the first NaN."""
+    x = jnp.asarray([[1.0, 3.0, 3.0, 2.0], [1.0, 3.0, 2.0, 3.0], [1.0, np.nan, 3.0, np.nan]],
+                    jnp.float32)
+    up = np.nextafter(np.float32(3.0), np.float32(4.0))
+    mask, count = pooling._max_positions(x, jnp.asarray([[3.0], [up], [np.nan]]), 1)
+    np.testing.assert_array_equal(mask, [[0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 0, 0]])
+    np.testing.assert_array_equal(count, [[2], [1], [1]])
