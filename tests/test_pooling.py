@@ -154,9 +154,10 @@ def test_global_max_pooling_passes_its_gradient_through_a_recomputed_producer(cl
     """Each slice's maximum gets its whole cotangent when the pooled values come from an
     element-wise producer (a per-channel affine map, as a normalization ends) that XLA may
     compute twice with different roundings: ``jnp.max``'s derivative, to the elements equal
-    to the maximum computed apart, dropped the term of 2 of 6 slices here under XLA:CPU's
-    backend optimization level 0 (the suite's flag), jax 0.10.2. The analytic gradient of
-    ``sum(max(a * u + b))`` is ``a`` at the maximum's position, 0 elsewhere."""
+    to the maximum computed apart, dropped the term of 1 (2) of the 6 slices of the first
+    (second) case under the suite's XLA flags (``scripts/test_env.sh``), jax 0.10.2. The
+    analytic gradient of ``sum(max(a * u + b))`` is ``a`` at the maximum's position, 0
+    elsewhere."""
     rng = np.random.default_rng(0)
     cf = fmt == "channels_first"
     c = shape[1 if cf else -1]
