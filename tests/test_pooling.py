@@ -1,8 +1,11 @@
 """The reshape max-pool equals reduce_window max-pool in value and gradient, ties included,
 through both ways of finding a window's first maximum (a comparison chain for small windows,
-a two-operand reduction for large ones); the global max pooling layers' derivative is
+a two-operand reduction for large ones); the derivative of the importer's other max (min)
+reductions -- global max pooling, Keras 3's ``ops.max``/``amax``/``min``/``amin``, tf.keras's
+``reduce_max``/``reduce_min`` and ``tf.norm(ord=inf)``, adaptive max pooling's bins -- is
 ``jnp.max``'s (ties split), and reaches the maximum through a recomputed producer."""
 
+import functools
 import math
 
 import flax.linen as nn
@@ -78,107 +81,182 @@ def test_a_nan_window_is_nan_and_passes_its_gradient_to_one_position(pool, way):
     assert dx.sum() == y.size  # one position per window
 
 
-# ---------------------------------------------------------------------- global max pooling
+# ------------------------------------------------------------- global max and max/min reductions
+def _site(cls, config, rt=Runtime(), **kw):
+    """The imported layer's (Keras 3 operation's, tf.keras function's) ``x -> y``, as a model
+    calls it (``kw``: a ``TFOpLambda``'s call arguments)."""
+    impl = lookup(cls)(config, ConvertContext(layer_name="r", class_name=cls))
+    return lambda x: impl.call({}, x, rt=rt, **kw)
+
+
 def _global_max_layer(cls, data_format="channels_last", keepdims=False, rt=Runtime()):
-    """The imported layer's ``x -> y``, as a model calls it."""
-    config = {"data_format": data_format, "keepdims": keepdims}
-    impl = lookup(cls)(config, ConvertContext(layer_name="gmp", class_name=cls))
-    return lambda x: impl.call({}, x, rt=rt)
+    return _site(cls, {"data_format": data_format, "keepdims": keepdims}, rt)
 
 
-GLOBAL_CASES = [("GlobalMaxPooling1D", "channels_last", False, (2, 5, 3)),
-                ("GlobalMaxPooling2D", "channels_last", False, (2, 5, 4, 3)),
-                ("GlobalMaxPool2D", "channels_first", True, (2, 3, 4, 5)),
-                ("GlobalMaxPooling3D", "channels_first", False, (1, 3, 2, 3, 2)),
-                ("GlobalMaxPool3D", "channels_last", True, (1, 2, 3, 2, 3))]
+def _gmp(cls, fmt, keep, shape):
+    """A global max pooling case: ``(name, x -> y, "max", reduced axes, keepdims, shape)``."""
+    n = len(shape) - 2
+    axes = tuple(range(2, 2 + n)) if fmt == "channels_first" else tuple(range(1, 1 + n))
+    return (f"{cls}-{fmt}-{keep}", _global_max_layer(cls, fmt, keep), "max", axes, keep, shape)
 
 
-def _layout(flat, spatial, fmt):
-    """``(N, S, C)`` -> the layer's input layout, ``S`` unflattened to ``spatial``."""
-    x = flat.reshape(flat.shape[0], *spatial, flat.shape[-1])
-    return np.moveaxis(x, -1, 1) if fmt == "channels_first" else x
+def _tf(fn, axis, keepdims):
+    return _site("TFOpLambda", {"function": fn}, axis=axis, keepdims=keepdims)
 
 
-def test_global_max_pooling_is_jnp_max_in_value_and_gradient_ties_split():
-    """Values bitwise ``jnp.max``'s; gradients ``jnp.max``'s (TensorFlow's ``reduce_max``
-    rule) on random inputs; where two (three) elements equal the maximum each gets half (a
-    third) of the cotangent, for every rank and both layouts, with and without
-    ``keepdims``."""
+#: every importer site of a float max (min) reduction, TensorFlow's/jnp.max's tie rule:
+#: ``(name, x -> y, kind, the axes it reduces, keepdims, input shape)``
+REDUCTION_CASES = [
+    _gmp("GlobalMaxPooling1D", "channels_last", False, (2, 5, 3)),
+    _gmp("GlobalMaxPooling2D", "channels_last", False, (2, 5, 4, 3)),
+    _gmp("GlobalMaxPool2D", "channels_first", True, (2, 3, 4, 5)),
+    _gmp("GlobalMaxPooling3D", "channels_first", False, (1, 3, 2, 3, 2)),
+    _gmp("GlobalMaxPool3D", "channels_last", True, (1, 2, 3, 2, 3)),
+    ("ops.max-axes-1-3", _site("ops.Max", {"axis": [1, 3], "keepdims": False}), "max",
+     (1, 3), False, (2, 3, 4, 3)),
+    ("ops.amin--1-0-keepdims", _site("ops.Amin", {"axis": [-1, 0], "keepdims": True}), "min",
+     (0, 2), True, (3, 2, 4)),
+    ("tf.reduce_max-None-keepdims", _tf("math.reduce_max", None, True), "max", (0, 1, 2), True,
+     (2, 3, 2)),
+    ("tf.reduce_min-2--3", _tf("math.reduce_min", [2, -3], False), "min", (0, 2), False,
+     (2, 3, 4))]
+
+
+def _tied(rng, shape, axes, value):
+    """``(x, share)``: random normal ``x`` of ``shape`` whose every slice over ``axes`` holds
+    ``value`` at 3 (then 2, alternately) random positions, and ``share`` 1/3 (1/2) there,
+    0 elsewhere: the share of the slice's cotangent each element gets."""
+    rest = [i for i in range(len(shape)) if i not in axes]
+    moved = [shape[i] for i in rest] + [shape[i] for i in axes]
+    flat = rng.normal(size=(math.prod(moved[:len(rest)]), math.prod(moved[len(rest):])))
+    share = np.zeros_like(flat)
+    for i in range(flat.shape[0]):
+        k = 3 - i % 2
+        at = rng.choice(flat.shape[1], k, replace=False)
+        flat[i, at], share[i, at] = value, 1.0 / k
+    back = np.argsort(rest + list(axes))  # the inverse permutation
+    return (flat.reshape(moved).transpose(back).astype(np.float32),
+            share.reshape(moved).transpose(back).astype(np.float32))
+
+
+def test_max_reductions_are_jnp_max_in_value_and_gradient_ties_split():
+    """Values bitwise ``jnp.max``'s (``jnp.min``'s); gradients, reverse and forward mode,
+    ``jnp.max``'s (TensorFlow's ``reduce_max`` rule) on random inputs; where two (three)
+    elements equal the maximum each gets half (a third) of the cotangent: the global max
+    pooling layers (every rank, both layouts, with and without ``keepdims``), Keras 3's
+    ``ops.max``/``amin`` and tf.keras's ``reduce_max``/``reduce_min`` over axes that are not
+    consecutive, negative, or ``None``."""
     rng = np.random.default_rng(0)
-    cases, xs, ties, gs, expected = [], [], [], [], []
-    for cls, fmt, keep, shape in GLOBAL_CASES:
-        cf = fmt == "channels_first"
-        n, c = shape[0], shape[1 if cf else -1]
-        spatial = shape[2:] if cf else shape[1:-1]
-        axes = tuple(range(2, len(shape))) if cf else tuple(range(1, len(shape) - 1))
-        cases.append((cls, fmt, keep, axes))
+    xs, ties, gs, expected = [], [], [], []
+    for name, f, kind, axes, keep, shape in REDUCTION_CASES:
         xs.append(rng.normal(size=shape).astype(np.float32))
-        flat = rng.normal(size=(n, math.prod(spatial), c)).astype(np.float32)
-        share = np.zeros_like(flat)
-        for i in range(n):
-            for j in range(c):
-                k = 3 if j == 0 else 2  # tied maxima of this slice
-                at = rng.choice(flat.shape[1], k, replace=False)
-                flat[i, at, j] = 5.0
-                share[i, at, j] = 1.0 / k
-        ties.append(_layout(flat, spatial, fmt))
-        g = rng.normal(size=(n, 1, c)).astype(np.float32)
-        g_layer = g[:, 0] if not keep else _layout(g, (1,) * len(spatial), fmt)
-        gs.append(g_layer)
-        expected.append(_layout(share * g, spatial, fmt))
+        tie, share = _tied(rng, shape, axes, 5.0 if kind == "max" else -5.0)
+        ties.append(tie)
+        g = rng.normal(size=np.max(np.zeros(shape), axis=axes, keepdims=keep).shape)
+        gs.append(g.astype(np.float32))
+        expected.append(share * (g if keep else np.expand_dims(g, axes)).astype(np.float32))
 
     @jax.jit  # one program for every case
     def run(xs, ties, gs):
         out = []
-        for (cls, fmt, keep, axes), x, tie, g in zip(cases, xs, ties, gs):
-            y, pull = jax.vjp(_global_max_layer(cls, fmt, keep), x)
-            y_ref, pull_ref = jax.vjp(lambda v: jnp.max(v, axis=axes, keepdims=keep), x)
-            tied = jax.vjp(_global_max_layer(cls, fmt, keep), tie)[1](g)[0]
-            dy = jax.jvp(_global_max_layer(cls, fmt, keep), (x,), (tie,))[1]  # forward mode
-            dy_ref = jax.jvp(lambda v: jnp.max(v, axis=axes, keepdims=keep), (x,), (tie,))[1]
+        for (name, f, kind, axes, keep, shape), x, tie, g in zip(REDUCTION_CASES, xs, ties, gs):
+            ref = functools.partial(jnp.max if kind == "max" else jnp.min, axis=axes,
+                                    keepdims=keep)
+            y, pull = jax.vjp(f, x)
+            y_ref, pull_ref = jax.vjp(ref, x)
+            tied = jax.vjp(f, tie)[1](g)[0]
+            dy, dy_ref = jax.jvp(f, (x,), (tie,))[1], jax.jvp(ref, (x,), (tie,))[1]
             out.append((y, pull(g)[0], y_ref, pull_ref(g)[0], tied, dy, dy_ref))
         return out
 
-    for (y, dx, y_ref, dx_ref, tied, dy, dy_ref), case, want in zip(run(xs, ties, gs), cases,
-                                                                    expected):
+    for (y, dx, y_ref, dx_ref, tied, dy, dy_ref), case, want in zip(
+            run(xs, ties, gs), REDUCTION_CASES, expected):
         assert y.shape == y_ref.shape and np.asarray(y).tobytes() == np.asarray(y_ref).tobytes()
-        np.testing.assert_array_equal(dx, dx_ref, err_msg=str(case))
-        np.testing.assert_array_equal(dy, dy_ref, err_msg=str(case))
-        np.testing.assert_allclose(tied, want, rtol=1e-6, atol=0, err_msg=str(case))
+        np.testing.assert_array_equal(dx, dx_ref, err_msg=case[0])
+        np.testing.assert_array_equal(dy, dy_ref, err_msg=case[0])
+        np.testing.assert_allclose(tied, want, rtol=1e-6, atol=0, err_msg=case[0])
 
 
-@pytest.mark.parametrize("cls,fmt,keep,shape", [GLOBAL_CASES[1], GLOBAL_CASES[2]],
-                         ids=["2d", "2d-channels-first-keepdims"])
-def test_global_max_pooling_passes_its_gradient_through_a_recomputed_producer(cls, fmt, keep,
-                                                                              shape):
-    """Each slice's maximum gets its whole cotangent when the pooled values come from an
-    element-wise producer (a per-channel affine map, as a normalization ends) that XLA may
-    compute twice with different roundings: ``jnp.max``'s derivative, to the elements equal
-    to the maximum computed apart, dropped the term of 1 (2) of the 6 slices of the first
-    (second) case under the suite's XLA flags (``scripts/test_env.sh``), jax 0.10.2. The
-    analytic gradient of ``sum(max(a * u + b))`` is ``a`` at the maximum's position, 0
-    elsewhere."""
-    rng = np.random.default_rng(0)
-    cf = fmt == "channels_first"
-    c = shape[1 if cf else -1]
+def test_integer_reductions_are_jnp_max_itself():
+    """Integer inputs are reduced by ``jnp.max`` (``jnp.min``), without the custom rule: the
+    same values and dtype, and nothing else traced."""
+    for name, f, kind, axes, keep, shape in REDUCTION_CASES[5:]:
+        x = np.arange(math.prod(shape), dtype=np.int32).reshape(shape) % 7
+        ref = functools.partial(jnp.max if kind == "max" else jnp.min, axis=axes, keepdims=keep)
+        assert "custom_jvp_call" not in str(jax.make_jaxpr(f)(x)), name
+        y = f(x)
+        assert y.dtype == ref(x).dtype and np.array_equal(y, ref(x)), name
+
+
+def _affine(rng, shape, channel_axis):
+    """``(z, u -> a * u + b, a)``: a random input and a per-channel affine map of it (as a
+    normalization ends), ``a`` shaped to broadcast against ``z``."""
+    c = shape[channel_axis]
     z = rng.normal(size=shape).astype(np.float32)
     mu, var, gamma, beta = (rng.normal(size=c).astype(np.float32) for _ in range(4))
     scale = gamma / np.sqrt(np.abs(var) + np.float32(1e-3))
-    channel = (1, c) + (1,) * (len(shape) - 2) if cf else (c,)
-    layer = _global_max_layer(cls, fmt, keep)
+    at = [1] * len(shape)
+    at[channel_axis] = c
+    mu, scale, beta = (v.reshape(at) for v in (mu, scale, beta))
+    return z, lambda u: (u - mu) * scale + beta, scale
 
-    @jax.jit
-    def grad(u):
-        def f(u):
-            x = (u - mu.reshape(channel)) * scale.reshape(channel) + beta.reshape(channel)
-            return layer(x).sum()
-        return jax.grad(f)(u)
 
-    g = np.asarray(grad(z))
-    axes = tuple(range(2, len(shape))) if cf else tuple(range(1, len(shape) - 1))
+def _at_first(v, axes, kind):
+    """NumPy: 1 at the first maximum (``kind="min"``: minimum) of each slice of ``v`` over
+    ``axes``, 0 elsewhere."""
+    rest = [i for i in range(v.ndim) if i not in axes]
+    moved = np.transpose(v, rest + list(axes))
+    flat = moved.reshape(*moved.shape[:len(rest)], -1)
+    first = (np.argmax if kind == "max" else np.argmin)(flat, axis=-1)
+    hot = np.arange(flat.shape[-1]) == first[..., None]
+    return hot.reshape(moved.shape).transpose(np.argsort(rest + list(axes)))
+
+
+@pytest.mark.parametrize("case,channel", [
+    (REDUCTION_CASES[1], 3), (REDUCTION_CASES[2], 1), (REDUCTION_CASES[5], 3),
+    (REDUCTION_CASES[8], 2),
+    (("tf.norm-inf-axis-1", _site("TFOpLambda", {"function": "compat.v1.norm"}, ord=np.inf,
+                                  axis=1), "max-abs", (1,), False, (3, 5, 4)), 0)],
+    ids=lambda c: c[0] if isinstance(c, tuple) else f"affine-axis-{c}")
+def test_max_reductions_pass_their_gradient_through_a_recomputed_producer(case, channel):
+    """Each slice's maximum (minimum) gets its whole cotangent when the reduced values come
+    from an element-wise producer (an affine map along axis ``channel``, as a normalization
+    ends) that XLA may compute twice with different roundings: ``jnp.max``'s derivative, to
+    the elements equal to the maximum computed apart, dropped the term of 1 of 6 slices of
+    ``GlobalMaxPooling2D``, 2 of 6 of its channels-first case, 6 of 8 of ``ops.max`` over
+    axes (1, 3), 1 of 3 of ``reduce_min`` over (2, -3) and 3 of 12 of ``tf.norm(ord=inf)``
+    under the suite's XLA flags (``scripts/test_env.sh``), jax 0.10.2. The analytic
+    gradient of ``sum(max(a * u + b))`` is ``a`` at the maximum's position, 0 elsewhere
+    (``max(|.|)``: ``a * sign``)."""
+    name, f, kind, axes, keep, shape = case
+    z, affine, scale = _affine(np.random.default_rng(0), shape, channel)
+    g = np.asarray(jax.jit(jax.grad(lambda u: f(affine(u)).sum()))(z))
+    x = affine(z)  # in NumPy: the same float32 operations; no near-ties in random data
+    if kind == "max-abs":
+        want = _at_first(np.abs(x), axes, "max") * scale * np.sign(x)
+    else:
+        want = _at_first(x, axes, kind) * scale
     np.testing.assert_array_equal((g != 0).sum(axis=axes), 1)  # one position per slice...
-    want = np.broadcast_to(scale, (shape[0], c))
-    np.testing.assert_allclose(g.sum(axis=axes), want, rtol=1e-6)  # ...with the whole term
+    np.testing.assert_allclose(g, want, rtol=1e-6, atol=0)  # ...with the whole term
+
+
+def test_adaptive_max_pooling_passes_its_gradient_through_a_recomputed_producer():
+    """``AdaptiveMaxPooling2D`` to (3, 3) of a (6, 7) map, as the recomputed-producer test
+    above: 6 -> 3 is a reshape and a max, 7 -> 3 a gather of bins of 3 that overlap by one
+    and a max. Each bin's maximum (found in NumPy over the bin's box) gets ``a``; with
+    ``jnp.max``'s derivative the gradient was wrong at 6 of the 252 input elements
+    (suite flags, jax 0.10.2)."""
+    shape, size = (2, 6, 7, 3), (3, 3)
+    z, affine, scale = _affine(np.random.default_rng(0), shape, 3)
+    f = _site("AdaptiveMaxPooling2D", {"output_size": list(size)})
+    g = np.asarray(jax.jit(jax.grad(lambda u: f(affine(u)).sum()))(z))
+    x, want = affine(z), np.zeros(shape, np.float32)
+    (s0, e0), (s1, e1) = pooling.adaptive_bins(6, 3), pooling.adaptive_bins(7, 3)
+    for n, i, j, c in np.ndindex(shape[0], *size, shape[3]):
+        box = x[n, s0[i]:e0[i], s1[j]:e1[j], c]
+        p, q = np.unravel_index(np.argmax(box), box.shape)
+        want[n, s0[i] + p, s1[j] + q, c] += scale[0, 0, 0, c]
+    np.testing.assert_allclose(g, want, rtol=1e-6, atol=0)
 
 
 def test_the_first_maximum_shares_when_no_element_equals_the_maximum():
@@ -190,4 +268,4 @@ def test_the_first_maximum_shares_when_no_element_equals_the_maximum():
     up = np.nextafter(np.float32(3.0), np.float32(4.0))
     mask, count = pooling._max_positions(x, jnp.asarray([[3.0], [up], [np.nan]]), 1)
     np.testing.assert_array_equal(mask, [[0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 0, 0]])
-    np.testing.assert_array_equal(count, [[2], [1], [1]])
+    np.testing.assert_array_equal(count, [2, 1, 1])

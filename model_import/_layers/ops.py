@@ -25,6 +25,7 @@ from model_import._layers.activations import (_hard_sigmoid_k3, act_on_first,
 from model_import._layers.image import (BICUBIC_BACKENDS, aspect_crop_box, aspect_pads,
                                         resize_axes)
 from model_import._layers.normalization import inverse_l2_norm
+from model_import._layers.pooling import reduce_max, reduce_min
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -198,8 +199,10 @@ def _reduction(fn):
     return make
 
 
-for _names, _fn in [(("Mean",), jnp.mean), (("Sum",), jnp.sum), (("Max", "Amax"), jnp.max),
-                    (("Min", "Amin"), jnp.min), (("Prod",), jnp.prod), (("Var",), jnp.var),
+# max and min: jnp.max's value and derivative (ties split), plus the first maximum (minimum)
+# by position, which a producer XLA computes twice with other roundings cannot drop
+for _names, _fn in [(("Mean",), jnp.mean), (("Sum",), jnp.sum), (("Max", "Amax"), reduce_max),
+                    (("Min", "Amin"), reduce_min), (("Prod",), jnp.prod), (("Var",), jnp.var),
                     (("Std",), jnp.std)]:
     _op(*_names)(_reduction(_fn))
 

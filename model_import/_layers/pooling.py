@@ -213,50 +213,93 @@ for _rank in (1, 2, 3):
     register_layer(f"AveragePooling{_rank}D", f"AvgPool{_rank}D")(_make_pool(_rank, "avg"))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def global_max(x, axes: tuple[int, ...], keepdims: bool = False) -> jax.Array:
-    """``jnp.max(x, axis=axes, keepdims=keepdims)`` (the same value, NaN propagated), for
-    ``axes`` consecutive (a global max pooling's spatial axes, either layout). Its derivative
-    is TensorFlow's ``reduce_max`` gradient (so Keras's) and ``jnp.max``'s: split equally
-    among the elements equal to the maximum, ties included. Those elements are the ones equal
-    to it *or* at the position of its first occurrence, found in one pass (an argmax, which
-    compares the values among themselves): XLA may compute ``x``'s producer twice, in
-    fusions whose roundings differ, so that no element equals the maximum computed apart
-    (``jnp.max``'s own derivative then lost the maximum's term, or was 0/0 = NaN); the
-    first maximum keeps it. A NaN's slice passes its cotangent to its first NaN. A
-    ``custom_jvp``: forward mode works, and reverse mode is its transpose. Non-float ``x``:
-    ``jnp.max``."""
-    return jnp.max(x, axis=axes, keepdims=keepdims)
+def reduce_max(x, axis=None, keepdims: bool = False) -> jax.Array:
+    """``jnp.max(x, axis=axis, keepdims=keepdims)``, the same value (NaN propagated), with a
+    derivative that XLA's roundings cannot lose. ``axis``: ``None`` (every axis), an int or a
+    sequence of ints, negative ones from the end. The derivative is TensorFlow's
+    ``reduce_max`` gradient (so Keras's) and ``jnp.max``'s: split equally among the elements
+    equal to the maximum, ties included. Those elements are the ones equal to it *or* at the
+    position of its first occurrence, found in one pass (an argmax over the reduced axes,
+    moved last and flattened, which compares the values among themselves): XLA may compute
+    ``x``'s producer twice, in fusions whose roundings differ, so that no element equals the
+    maximum computed apart (``jnp.max``'s own derivative then lost the maximum's term, or was
+    0/0 = NaN); the first maximum keeps it. A NaN's slice passes its cotangent to its first
+    NaN. A ``jax.custom_jvp``: forward mode works, and reverse mode is its transpose.
+    Non-float ``x`` (integers, booleans, complex): ``jnp.max`` itself."""
+    return _extremum(x, axis, keepdims, "max")
 
 
-@global_max.defjvp
-def _global_max_jvp(axes, keepdims, primals, tangents):
+def reduce_min(x, axis=None, keepdims: bool = False) -> jax.Array:
+    """``jnp.min(x, axis=axis, keepdims=keepdims)``: :func:`reduce_max`'s twin (the first
+    minimum by an argmin; a NaN slice's first NaN)."""
+    return _extremum(x, axis, keepdims, "min")
+
+
+def _extremum(x, axis, keepdims, kind):
+    reduce = jnp.max if kind == "max" else jnp.min
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        return reduce(x, axis=axis, keepdims=keepdims)
+    x = jnp.asarray(x)
+    axes = _reduced_axes(axis, x.ndim)
+    if not axes:  # nothing reduced: x itself, and its derivative the identity
+        return reduce(x, axis=axes, keepdims=keepdims)
+    return _robust_extremum(x, axes, bool(keepdims), kind)
+
+
+def _reduced_axes(axis, ndim: int) -> tuple[int, ...]:
+    """``axis`` (``None``: every axis; an int; a sequence) as sorted non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = [int(a) for a in (axis if isinstance(axis, (list, tuple)) else (axis,))]
+    bad = [a for a in axes if not -ndim <= a < ndim]
+    if bad:
+        raise ValueError(f"axis {axis!r} of a rank-{ndim} array: expected axes from {-ndim} to "
+                         f"{ndim - 1}, got {bad}; pass axes the input has")
+    axes = sorted(a % ndim for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"axis {axis!r}: expected each axis once, got one repeated; pass it "
+                         "once")
+    return tuple(axes)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _robust_extremum(x, axes: tuple[int, ...], keepdims: bool, kind: str) -> jax.Array:
+    """:func:`reduce_max` (``kind="max"``) or :func:`reduce_min` of a float ``x`` over
+    ``axes``, sorted, non-negative and not empty."""
+    reduce = jnp.max if kind == "max" else jnp.min
+    return reduce(x, axis=axes, keepdims=keepdims)
+
+
+@_robust_extremum.defjvp
+def _robust_extremum_jvp(axes, keepdims, kind, primals, tangents):
     (x,), (t,) = primals, tangents
-    y = global_max(x, axes, True)  # higher orders through this rule too, not jnp.max's
-    lo, hi = axes[0], axes[-1] + 1
-    flat = x.reshape(*x.shape[:lo], -1, *x.shape[hi:])  # consecutive axes: no copy
-    mask, count = _max_positions(flat, y.reshape(*x.shape[:lo], 1, *x.shape[hi:]), lo)
-    t = jnp.where(mask, t.reshape(flat.shape), jnp.zeros((), t.dtype))
-    dy = (jnp.sum(t, axis=lo, keepdims=True) / count.astype(t.dtype)).reshape(y.shape)
-    if not keepdims:
-        y, dy = jnp.squeeze(y, axes), jnp.squeeze(dy, axes)
-    return y, dy
+    y = _robust_extremum(x, axes, True, kind)  # higher orders through this rule too
+    rest = [i for i in range(x.ndim) if i not in axes]
+    shape = [x.shape[i] for i in rest]  # x with the reduced axes flattened into one, at `at`
+    if axes == tuple(range(axes[0], axes[-1] + 1)):  # consecutive: a reshape, no copy
+        at = axes[0]
+        shape.insert(at, -1)
+    else:  # the reduced axes moved last
+        at = -1
+        shape.append(-1)
+        x, t = jnp.transpose(x, rest + list(axes)), jnp.transpose(t, rest + list(axes))
+    x, t = x.reshape(shape), t.reshape(shape)
+    mask, count = _max_positions(x, jnp.expand_dims(jnp.squeeze(y, axes), at), at, kind)
+    dy = jnp.sum(jnp.where(mask, t, jnp.zeros((), t.dtype)), axis=at) / count.astype(t.dtype)
+    if keepdims:
+        return y, jnp.expand_dims(dy, axes)
+    return jnp.squeeze(y, axes), dy
 
 
-def _max_positions(x, y, axis: int):
+def _max_positions(x, y, axis: int, kind: str = "max"):
     """``(mask, count)``: the elements of ``x`` that share in the derivative of their maximum
-    ``y`` along ``axis`` (``y`` kept as size 1 there) -- those equal to ``y`` and the first
-    maximum that an argmax of ``x`` finds, whether or not it equals ``y`` bit for bit -- and
-    how many they are (at least 1) per slice."""
-    first = jnp.expand_dims(jnp.argmax(x, axis=axis), axis)
-    mask = (x == y) | (jax.lax.broadcasted_iota(first.dtype, x.shape, axis) == first)
-    return mask, jnp.sum(mask, axis=axis, keepdims=True)
-
-
-def _max_pooled(x, axes, keepdims):
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        return jnp.max(x, axis=axes, keepdims=keepdims)
-    return global_max(x, tuple(axes), bool(keepdims))
+    (``kind="min"``: minimum) ``y`` along ``axis`` (``y`` kept as size 1 there) -- those
+    equal to ``y`` and the first maximum that an argmax of ``x`` finds, whether or not it
+    equals ``y`` bit for bit -- and how many they are (at least 1) per slice, ``axis``
+    removed."""
+    first = jnp.expand_dims((jnp.argmax if kind == "max" else jnp.argmin)(x, axis=axis), axis)
+    mask = (x == y) | (jax.lax.broadcasted_iota(first.dtype, x.shape, axis % x.ndim) == first)
+    return mask, jnp.sum(mask, axis=axis)
 
 
 def _make_global(rank, reduce):
@@ -267,7 +310,7 @@ def _make_global(rank, reduce):
 
         def call(params, x, *, rt):
             if reduce is jnp.max:
-                return rt.pool(lambda v: _max_pooled(v, axes, keepdims), x)
+                return rt.pool(lambda v: reduce_max(v, axes, keepdims), x)
             return reduce(x, axis=axes, keepdims=keepdims)
 
         return LayerImpl(call=call, relevance=True,
@@ -315,14 +358,14 @@ def _adaptive_axis(x, axis: int, n_out: int, kind: str):
     if n_in % n_out == 0:
         p = n_in // n_out
         x = x.reshape(x.shape[:axis] + (n_out, p) + x.shape[axis + 1:])
-        return jnp.max(x, axis=axis + 1) if kind == "max" else jnp.mean(x, axis=axis + 1)
+        return reduce_max(x, axis + 1) if kind == "max" else jnp.mean(x, axis=axis + 1)
     if kind == "avg":
         w = jnp.asarray(_adaptive_mean_matrix(n_in, n_out), x.dtype)
         return jnp.moveaxis(jnp.tensordot(x, w, axes=(axis, 0)), -1, axis)
     idx = _adaptive_max_indices(n_in, n_out)
     g = jnp.take(x, idx.reshape(-1), axis=axis)
     g = g.reshape(x.shape[:axis] + idx.shape + x.shape[axis + 1:])
-    return jnp.max(g, axis=axis + 1)
+    return reduce_max(g, axis + 1)
 
 
 def adaptive_pool(x, output_size: tuple[int, ...], kind: str):

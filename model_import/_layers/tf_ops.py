@@ -40,7 +40,7 @@ import numpy as np
 from model_import._layers.activations import act_on_first, elementwise_of_one, relu_family
 from model_import._layers.conv import _DIMS
 from model_import._layers.image import keys_cubic, resize_axes
-from model_import._layers.pooling import _blocked_max, avg_pool
+from model_import._layers.pooling import _blocked_max, avg_pool, reduce_max, reduce_min
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -693,12 +693,12 @@ def _norm(rt, tensor, ord="euclidean", axis=None, keepdims=None, keep_dims=None)
     elif ord == 1:
         y = jnp.sum(jnp.abs(tensor), axis=None if axes is None else axes[0], keepdims=True)
         if matrix:
-            y = jnp.max(y, axis=axes[1], keepdims=True)
+            y = reduce_max(y, axes[1], keepdims=True)
     elif ord == np.inf:
         y = jnp.abs(tensor)
         if matrix:
             y = jnp.sum(y, axis=axes[1], keepdims=True)
-        y = jnp.max(y, axis=None if axes is None else axes[0], keepdims=True)
+        y = reduce_max(y, None if axes is None else axes[0], keepdims=True)
     else:
         p = float(ord)
         y = jnp.power(jnp.sum(jnp.power(jnp.abs(tensor), p), axis=axes, keepdims=True), 1 / p)
@@ -2935,7 +2935,7 @@ _FUNCTIONS = {
     "nn.softmax": _softmax(jax.nn.softmax), "math.softmax": _softmax(jax.nn.softmax),
     "nn.log_softmax": _softmax(jax.nn.log_softmax),
     "math.reduce_mean": _reduce(jnp.mean), "math.reduce_sum": _reduce(jnp.sum),
-    "math.reduce_max": _reduce(jnp.max), "math.reduce_min": _reduce(jnp.min),
+    "math.reduce_max": _reduce(reduce_max), "math.reduce_min": _reduce(reduce_min),
     "math.reduce_prod": _reduce(jnp.prod),
     "reshape": _reshape, "compat.v1.reshape": _reshape,
     "concat": _concat, "compat.v1.concat": _concat,
