@@ -141,6 +141,10 @@ def _zoo_reductions():
         "norm_2": ops.norm(x, ord=2, axis=(1, 2)), "norm_m1": ops.norm(x, ord=-1, axis=(1, 2)),
         "normalize": ops.normalize(x), "normalize_l1": ops.normalize(x, axis=1, order=1),
         "ptp": ops.ptp(x, axis=1), "ptp_keep": ops.ptp(x, axis=-1, keepdims=True),
+        # initial: a bound (some columns' maxima are below 0.8, minima above -0.8)
+        "max_initial": ops.max(x, axis=1, initial=0.8),
+        "min_initial": ops.min(x, axis=[-2], keepdims=True, initial=-0.8),
+        "amax": ops.amax(x, axis=[2, 1]), "amin_keep": ops.amin(x, axis=-1, keepdims=True),
         "trace": ops.trace(x, offset=1, axis1=1, axis2=2),
     }
     v, i = ops.top_k(x, 3)
