@@ -15,10 +15,10 @@
 # equal (README "Known limitations": a float64 GroupNormalization -> max -> dense repro, 97 of
 # 100 inputs; none at XLA's defaults with jax 0.10.2). No test of the suite is known to take
 # such a derivative in float64 (jaxsal's channel reductions and non-overlapping max pooling
-# pick the maximum by position; GlobalMaxPooling adds its first maximum, found by an argmax, to
-# jnp.max's equal elements; ops.max and tf.math.reduce_max use jnp.max); its methods refuse
-# non-finite maps, but assert_allclose passes two NaN arrays (equal_nan): compare with a finite
-# reference.
+# pick the maximum by position; the importer's max/min reductions -- GlobalMaxPooling, ops.max,
+# tf.math.reduce_max... -- add the first maximum, found by an argmax, to jnp.max's equal
+# elements; README lists what still uses jnp.max's derivative); its methods refuse non-finite
+# maps, but assert_allclose passes two NaN arrays (equal_nan): compare with a finite reference.
 # Set JAXSAL_TEST_XLA_DEFAULT=1 to test with XLA's defaults, which users, the examples outside
 # the tests and the benchmarks get.
 export JAX_PLATFORMS=cpu
