@@ -222,39 +222,60 @@ def test_the_hand_written_model_is_the_keras_model(model, keras_file):
     np.testing.assert_allclose(np.asarray(model(x)), y, rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def reference(model, keras_file):
+    """``reference(name) -> (map, w, d loss / d params, d loss / d x)``: the hand-written
+    model's map and the gradients of ``_loss(map, w)``, by JAX's own rules, in float64;
+    computed once per method and shared by the tests below (the eager and jitted, params and
+    input cases compare jaxsal's own derivatives with the same reference)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            ref = METHODS[name][1]
+            with x64(True):
+                p, x = _f64(model.params), jnp.asarray(keras_file[1], jnp.float64)
+                maps = ref(p, x)
+                w = _weights(maps.shape)
+                gp, gx = jax.grad(lambda q, z: _loss(ref(q, z), w), argnums=(0, 1))(p, x)
+            cache[name] = maps, w, gp, gx
+        return cache[name]
+
+    return get
+
+
 @pytest.mark.parametrize("name", METHODS)
-def test_maps_equal_the_hand_written_maps(model, keras_file, name):
-    method, ref = METHODS[name]
+def test_maps_equal_the_hand_written_maps(model, keras_file, reference, name):
+    method, _ = METHODS[name]
+    theirs = reference(name)[0]
     with x64(True):
         p, x = _f64(model.params), jnp.asarray(keras_file[1], jnp.float64)
-        ours, theirs = method(model.with_params(p), x), ref(p, x)
+        ours = method(model.with_params(p), x)
         assert ours.dtype == jnp.float64 and ours.shape == theirs.shape
         _assert_close(ours, theirs, name, rtol=1e-12)
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 @pytest.mark.parametrize("name", METHODS)
-def test_grad_of_a_loss_on_the_map_wrt_params(model, keras_file, name, jit):
-    method, ref = METHODS[name]
+def test_grad_of_a_loss_on_the_map_wrt_params(model, keras_file, reference, name, jit):
+    method, _ = METHODS[name]
+    _, w, theirs, _ = reference(name)
     with x64(True):
         p, x = _f64(model.params), jnp.asarray(keras_file[1], jnp.float64)
-        w = _weights(ref(p, x).shape)
         grad = jax.grad(lambda q: _loss(method(model.with_params(q), x), w))
         ours = (jax.jit(grad) if jit else grad)(p)
-        theirs = jax.grad(lambda q: _loss(ref(q, x), w))(p)
         _assert_close(ours, theirs, name)
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 @pytest.mark.parametrize("name", METHODS)
-def test_grad_of_a_loss_on_the_map_wrt_the_input(model, keras_file, name, jit):
-    method, ref = METHODS[name]
+def test_grad_of_a_loss_on_the_map_wrt_the_input(model, keras_file, reference, name, jit):
+    method, _ = METHODS[name]
+    _, w, _, theirs = reference(name)
     with x64(True):
         m, x = model.with_params(_f64(model.params)), jnp.asarray(keras_file[1], jnp.float64)
-        w = _weights(ref(m.params, x).shape)
         grad = jax.grad(lambda z: _loss(method(m, z), w))
         ours = (jax.jit(grad) if jit else grad)(x)
-        theirs = jax.grad(lambda z: _loss(ref(m.params, z), w))(x)
         _assert_close(ours, theirs, name)
         assert float(jnp.max(jnp.abs(theirs))) > 0  # the smooth activations make it nonzero
 
