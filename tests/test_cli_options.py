@@ -965,17 +965,29 @@ def test_help_states_each_default(capsys):
             assert "default" in entry.group(1), (cmd, flag, entry.group(0))
 
 
-def test_xrai_takes_its_regions_from_a_file(tmp_path, mnist_path, digits_file, mnist_digits):
+def test_xrai_takes_its_regions_from_a_file(tmp_path, mnist_path, digits_file, mnist_digits,
+                                           monkeypatch):
     """Regions from --option segments=@FILE; without them, the authors' Felzenszwalb regions
     of each image (jaxsal.xrai_segments), as the Python API makes them."""
     from small_models import grid_regions
 
+    from jaxsal._src import xrai as _xrai
+
+    # the job's own calls of xrai_segments, watched: it segments these images with the
+    # defaults (the regions are then not made a second time here, 1.2 s for 2 digits)
+    calls, segment = [], _xrai.xrai_segments
+    monkeypatch.setattr(_xrai, "xrai_segments",
+                        lambda images, **kw: calls.append((images, kw, segment(images, **kw)))
+                        or calls[-1][2])
     out = tmp_path / "xrai.npy"
     model = load_keras(mnist_path, head="logits")
     assert _explain(mnist_path, digits_file, out, "--method", "xrai", "--targets", "3",
                     "--option", "steps=4", "--option", "min_pixel_diff=5") == 0
-    want = jaxsal.xrai(model, mnist_digits[:2], 3, segments=jaxsal.xrai_segments(
-        mnist_digits[:2]), steps=4, min_pixel_diff=5)
+    assert calls and all(kw == {} for _, kw, _ in calls), calls
+    np.testing.assert_array_equal(np.concatenate([c[0] for c in calls]), mnist_digits[:2])
+    monkeypatch.undo()
+    want = jaxsal.xrai(model, mnist_digits[:2], 3, segments=np.concatenate(
+        [c[2] for c in calls]), steps=4, min_pixel_diff=5)
     np.testing.assert_allclose(np.load(out), want, atol=1e-5 * np.abs(want).max())
     out.unlink()
     np.save(tmp_path / "masks.npy", np.asarray(grid_regions()))
