@@ -1143,9 +1143,14 @@ def test_a_schedule_free_optimizer_s_result_is_its_evaluation_point():
                               parameterization=jaxsal.pixels(squash="clip"), **PLAIN)
         p, state = seed[0], opt.init(seed[0])
         loss = jax.grad(lambda q: -_linear_fn({"w": w}, q[None])[0, 0])
-        for _ in range(6):
+
+        @jax.jit  # one program per optimizer (eagerly: each optax operation compiled alone)
+        def step(p, state, opt=opt):
             updates, state = opt.update(loss(p), state, p)
-            p = jnp.clip(optax.apply_updates(p, updates), 0.0, 1.0)
+            return jnp.clip(optax.apply_updates(p, updates), 0.0, 1.0), state
+
+        for _ in range(6):
+            p, state = step(p, state)
         free = [s for s in jax.tree_util.tree_leaves(
             state, is_leaf=lambda s: isinstance(s, optax.contrib.ScheduleFreeState))
             if isinstance(s, optax.contrib.ScheduleFreeState)]
