@@ -389,20 +389,22 @@ def test_histogram_of_a_tensor_range_is_the_constant_ranges():
     below and just above every edge (float32 neighbours) and random ones, for ranges whose
     step is exact in double and ones whose step is not."""
     f = tf_function("histogram_fixed_width")
+    # one program per bin count, both orders of the values through it
+    compiled = jax.jit(lambda x, r, n: f(x, value_range=r, nbins=n), static_argnums=2)
     rng = np.random.default_rng(11)
     for lo, hi, n in ((-1.0, 1.0, 5), (-0.65, 1.3, 7), (0.1, 0.7, 3), (-3.0, 5.0, 16),
                       (1e-3, 2.5e3, 100), (-2.0, -1.5, 9)):
         edges = lo + (hi - lo) * np.arange(n + 1) / n
         e32 = edges.astype(np.float32)
+        # 503 values in every case (the edges' 3 (n + 1), at least 200 random ones): the
+        # operations run one by one, each compiled per shape, are compiled once for them all
         v = np.concatenate([e32, np.nextafter(e32, np.float32(np.inf)),
                             np.nextafter(e32, np.float32(-np.inf)),
-                            rng.uniform(lo - 1, hi + 1, 200).astype(np.float32)])
+                            rng.uniform(lo - 1, hi + 1, 503 - 3 * (n + 1)).astype(np.float32)])
         for values in (v, v[::-1]):
             want = np.asarray(f(jnp.asarray(values), value_range=[lo, hi], nbins=n))
             got = np.asarray(f(jnp.asarray(values), nbins=n,
                                value_range=jnp.asarray([lo, hi], jnp.float32)))
             np.testing.assert_array_equal(got, want, err_msg=str((lo, hi, n)))
-            bins = jax.jit(lambda x, r: tf_function("histogram_fixed_width")(
-                x, value_range=r, nbins=n))(jnp.asarray(values),
-                                           jnp.asarray([lo, hi], jnp.float32))
+            bins = compiled(jnp.asarray(values), jnp.asarray([lo, hi], jnp.float32), n)
             np.testing.assert_array_equal(np.asarray(bins), want)  # compiled: the same
