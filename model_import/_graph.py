@@ -873,7 +873,11 @@ _PASS_THROUGH = frozenset({
     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", "Activation",
     "SlicingOpLambda", "ops.Reshape", "ops.Transpose", "ops.ExpandDims", "ops.Squeeze",
     "ops.GetItem", "ops.Slice", "ops.Take", "ops.Flip", "ops.Tile", "ops.Repeat", "ops.Roll",
-    "ops.Moveaxis", "ops.Swapaxes", "ops.Rot90", "ops.BroadcastTo", "ops.CropImages"})
+    "ops.Moveaxis", "ops.Swapaxes", "ops.Rot90", "ops.BroadcastTo", "ops.CropImages",
+    "ops.Split", "ops.ArraySplit", "ops.Hsplit", "ops.Vsplit", "ops.Dsplit", "ops.Unstack",
+    "ops.Ravel", "ops.Fliplr", "ops.Flipud", "ops.Diagonal", "ops.DepthToSpace",
+    "ops.SpaceToDepth", "ops.Copy", "ops.ConvertToTensor", "ops.StopGradient",
+    "UpSampling1D", "UpSampling3D"})
 #: ... and the tf.keras ``TFOpLambda`` functions that do (``config["function"]``).
 _TF_PASS_THROUGH = frozenset({
     "reshape", "compat.v1.reshape", "transpose", "compat.v1.transpose", "squeeze",
@@ -928,6 +932,10 @@ def _passes_through(spec: LayerSpec) -> bool:
     """Whether a layer only moves or passes values on (:data:`_PASS_THROUGH`)."""
     if spec.class_name == "TFOpLambda":
         return spec.config.get("function") in _TF_PASS_THROUGH
+    if spec.class_name == "UpSampling2D":  # repeats values; "bilinear" and others mix them
+        return spec.config.get("interpolation", "nearest") == "nearest"
+    if spec.class_name == "ops.Cast":  # to another float type (not to integers, bool)
+        return str(spec.config.get("dtype", "")).startswith(("float", "bfloat"))
     return spec.class_name in _PASS_THROUGH
 
 

@@ -67,6 +67,21 @@ def _case(kind):
         out = keras.ops.transpose(layers.Cropping1D((1, 0))(dense(seq)), (0, 2, 1))
         return (keras.Model(inp, out),
                 lambda x: _dense_z(x.reshape(-1, 3, 2), dense)[:, 1:].transpose(0, 2, 1))
+    if kind == "softmax_split_unstack_flips":  # multi-output and identity operations
+        dense = layers.Dense(12)
+        ops = keras.ops
+
+        def moves(t):  # (N, 12) -> (N, 3): each operation only moves or selects values
+            t = ops.split(ops.copy(t), [4], axis=-1)[1]  # (N, 8)
+            t = ops.nn.depth_to_space(ops.reshape(t, (-1, 1, 1, 8)), 2)  # (N, 2, 2, 2)
+            t = ops.unstack(ops.fliplr(ops.stop_gradient(t)), axis=-1)[1]  # (N, 2, 2)
+            t = ops.cast(ops.ravel(ops.diagonal(t, axis1=1, axis2=2)), "float32")
+            t = ops.reshape(layers.UpSampling1D(3)(ops.reshape(t, (-1, 2, 1))), (-1, 6))
+            return ops.array_split(t, 2, axis=-1)[0]
+
+        z = dense(inp)
+        logits = keras.Model(inp, moves(z))  # Keras's own values of the same operations
+        return keras.Model(inp, moves(ops.softmax(z))), lambda x: logits.predict(x, verbose=0)
     if kind == "linear_reshape":  # nothing to remove: logits == the saved output
         dense = layers.Dense(8)
         out = layers.Reshape((4, 2))(dense(inp))
@@ -77,7 +92,7 @@ def _case(kind):
 KINDS = ["fused_softmax_reshape", "activation_dropout_flatten", "softmax_layer_permute",
          "nested_model_reshape", "ops_softmax", "activations_sigmoid_reshape",
          "fused_softmax_linear_activation", "softmax_last_step", "softmax_cropping_transpose",
-         "linear_reshape"]
+         "softmax_split_unstack_flips", "linear_reshape"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
