@@ -220,13 +220,21 @@ class KerasModel:
     @property
     def output_names(self) -> list[str]:
         """The model's outputs, in Keras order, by the layer that produces each
-        (``"layer:k"`` for output ``k`` of a multi-output layer); for a model built with a dict
-        of outputs, its keys in Keras's order (sorted)."""
+        (``"layer:k"`` for output ``k`` of a multi-output layer; ``"layer:c:k"`` where
+        outputs come from several calls of one layer, ``c`` the call, 0 for the first, as in
+        Keras's ``[layer, node, tensor]`` references); for a model built with a dict of
+        outputs, its keys in Keras's order (sorted)."""
         if self.graph.output_keys is not None:
             return list(self.graph.output_keys)
-        return [r.layer if r.tensor == 0 and sum(o.layer == r.layer for o in
-                                                    self.graph.outputs) == 1
-                else f"{r.layer}:{r.tensor}" for r in self.graph.outputs]
+        outs = self.graph.outputs
+
+        def name(r) -> str:
+            same = [o for o in outs if o.layer == r.layer]
+            if len({o.node for o in same}) > 1:  # a shared layer: "shared:0" named both
+                return f"{r.layer}:{r.node}:{r.tensor}"
+            return r.layer if r.tensor == 0 and len(same) == 1 else f"{r.layer}:{r.tensor}"
+
+        return [name(r) for r in outs]
 
     def with_output(self, output: int | str | None) -> "KerasModel":
         """A new model that returns one output of a multi-output model: ``output`` is its

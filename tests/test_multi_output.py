@@ -50,6 +50,20 @@ def test_with_output_matches_keras(multi, ext):
     assert "output='reg'" in repr(m.with_output("reg"))
 
 
+def test_outputs_of_two_calls_of_one_layer_have_their_own_names(tmp_path):
+    """A shared layer whose two calls are both outputs: each has a name of its own (both
+    were "shared:0", and with_output("shared:0") gave the first call's output for both)."""
+    a, b = keras.Input((4,)), keras.Input((4,))
+    shared = layers.Dense(3, name="shared")
+    model = keras.Model([a, b], [shared(a), layers.Dense(2, name="mid")(a), shared(b)])
+    x = [np.random.default_rng(i).normal(size=(2, 4)).astype(np.float32) for i in (0, 1)]
+    first, _, second = model.predict(x, verbose=0)
+    assert np.abs(first - second).max() > 0.1
+    m = load_keras(save_keras_and_h5(model, tmp_path, "shared")[".keras"])
+    assert m.output_names == ["shared:0:0", "mid", "shared:1:0"]
+    np.testing.assert_allclose(m.with_output("shared:1:0")(x), second, atol=1e-5)
+
+
 def test_with_output_errors(multi):
     m = load_keras(multi[0][".keras"])
     with pytest.raises(ValueError, match=r"unknown output 'nope'.*\['cls', 'reg'\]"):
