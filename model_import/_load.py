@@ -168,15 +168,48 @@ def _has_weights(spec) -> bool:
     return spec.impl.n_weights != 0
 
 
+def _paths_of(graph: Graph, name: str, class_name: str, prefix: tuple = ()) -> list[tuple]:
+    """The paths of the layers called ``name`` of class ``class_name`` in ``graph`` and the
+    models nested in it."""
+    found = []
+    for n, spec in graph.layers.items():
+        if spec.impl.subgraph is not None:
+            found += _paths_of(spec.impl.subgraph, name, class_name, prefix + (n,))
+        elif n == name and spec.class_name == class_name:
+            found.append(prefix + (n,))
+    return found
+
+
+def _shared_hint(root: Graph, source: WeightSource, lpath: tuple, spec) -> str:
+    """Why a Keras 3 archive may lack a layer's weights: one layer object in two models (a
+    nested model and the model around it, or two nested models). Keras 3's ``.keras`` writes
+    its weights once, under the first model that holds it, and Keras's own ``load_model``
+    then fails on the file too ("expected 2 variables, but received 0"); a legacy ``.h5``
+    stores them in both places."""
+    if not isinstance(source, Keras3Weights):
+        return ""
+    others = ["/".join(p) for p in _paths_of(root, lpath[-1], spec.class_name)
+              if p != lpath]
+    if not others:
+        return ""
+    return (f". A {spec.class_name} layer named {lpath[-1]!r} is also at {others}: where one "
+            "layer object belongs to two models (a nested model and the model around it, "
+            "two nested models), "
+            "Keras 3's .keras format stores its weights once, and Keras's own load_model "
+            "cannot load this file either. Save the model as a legacy .h5 "
+            "(model.save('m.h5')), which stores them for each model, or build it without "
+            "sharing the layer across models")
+
+
 def _collect_params(graph: Graph, source: WeightSource, path: str | None,
-                    prefix: tuple = ()) -> dict:
+                    prefix: tuple = (), root: Graph | None = None) -> dict:
     params: dict[str, Any] = {}
     if not prefix and isinstance(source, LegacyH5Weights):
         source.align([n for n, spec in graph.layers.items() if _has_weights(spec)])
     for name, spec in graph.layers.items():
         lpath = prefix + (name,)
         if spec.impl.subgraph is not None:
-            sub = _collect_params(spec.impl.subgraph, source, path, lpath)
+            sub = _collect_params(spec.impl.subgraph, source, path, lpath, root or graph)
             if sub:
                 params[name] = sub
             continue
@@ -199,7 +232,8 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
         if ws is None:
             raise KerasImportError(
                 f"no weights found for layer {where!r} ({spec.class_name}); the weights file "
-                "does not match the architecture", path=path)
+                "does not match the architecture" + _shared_hint(root or graph, source, lpath, spec),
+                path=path)
         if spec.impl.n_weights is not None and len(ws) != spec.impl.n_weights:
             if any(np.issubdtype(np.asarray(w).dtype, np.integer) for w in ws):
                 raise KerasImportError(
