@@ -571,3 +571,18 @@ def test_a_layer_shared_by_a_nested_model_and_its_outer_model_is_named_in_the_re
     _raises_import_error(path, match=r"no weights found for layer 'shared'.*also at "
                          r"\['sub/shared'\].*Keras's own load_model cannot load this file"
                          r".*model.save\('m.h5'\)")
+
+
+def test_a_wrapper_around_a_whole_model_is_refused_without_a_converter_to_register(tmp_path):
+    """TimeDistributed(Sequential(...)): refused saying a whole model is wrapped, not with
+    the advice to register a converter for 'Sequential' (or 'Functional')."""
+    from keras import layers
+
+    inner = keras.Sequential([keras.Input((4,)), layers.Dense(3)], name="per_step")
+    inp = keras.Input((3, 4))
+    path = tmp_path / "wrapped_model.keras"
+    keras.Model(inp, layers.TimeDistributed(inner, name="td")(inp)).save(path)
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'td'.*wraps a whole model "
+                       r"\(Sequential 'per_step'\).*one by one") as info:
+        load_keras(path)
+    assert info.value.needs is None and "register_layer" not in str(info.value)
