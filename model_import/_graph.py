@@ -536,8 +536,13 @@ class Graph:
                 continue
             # every tensor from the activation to the output changes: none may feed another
             # layer on the way to an output (a Reshape of the softmax read by a Dense)
+            sub = self.layers[src.layer].impl.subgraph
             others = [c for t in [src, *path] for c in consumers.get((t.layer, t.node), ())
-                      if c.layer not in chain and (c.layer, c.index) in needed]
+                      if c.layer not in chain and (c.layer, c.index) in needed
+                      and (t is not src or sub is None or len(sub.outputs) == 1
+                           or any(a.layer == t.layer and a.node == t.node
+                                  and sub.stripping_changes(t.tensor, a.tensor)
+                                  for a in _refs(c.args) + _refs(dict(c.kwargs))))]
             if others:
                 via = f" (it reaches the output through {chain})" if chain else ""
                 raise ValueError(
@@ -549,6 +554,24 @@ class Graph:
                     "(model.with_output(name).with_head('logits')).")
             keys.setdefault(key, set()).add(src.tensor)
         return keys
+
+    def stripping_changes(self, k: int, j: int) -> bool:
+        """Whether removing the activation behind output ``k`` (:meth:`_head_source`) can
+        change output ``j``: ``j`` is ``k``, or it is computed from the activated layer or
+        the tensors between it and output ``k`` (a nested model's outputs ``[probs,
+        Dense(probs)]``). A nested model's other outputs that do not read them keep their
+        values (``[Dense(softmax), Dense(linear)]``: stripping the first leaves the second)."""
+        if j == k:
+            return True
+        end, path = self._walk(self.outputs[k])
+        src, path = (end, path) if path and self._activates(end.layer) else \
+            (self.outputs[k], [])
+        changed = {(t.layer, t.node) for t in [src, *path]}
+        rj = self.outputs[j]
+        call = self._calls_by_key().get((rj.layer, rj.node))
+        if call is None:  # an input of the nested model
+            return False
+        return bool(changed & (self._ancestors(call) | {(rj.layer, rj.node)}))
 
     def _refuse_merged_probabilities(self, src: Ref, head: str = "logits") -> None:
         call = self._calls_by_key().get((src.layer, src.node))

@@ -374,3 +374,36 @@ def test_predicted_label_of_a_multi_label_model_under_each_head(tmp_path):
         got = jaxsal.saliency(m, x, head=head, reduce=None)
         want = jaxsal.saliency(m, x, picked[:, None], head=head, reduce=None)[:, 0]
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+
+
+def _nested_two_outputs(second_reads_probs):
+    """A nested model with outputs [Dense(3, softmax), second], its second output read by an
+    outer Dense: second is a linear Dense of the input, or of the probabilities."""
+    inner_in = keras.Input((6,))
+    probs = layers.Dense(3, activation="softmax", name="cls")(inner_in)
+    second = layers.Dense(2, name="second")(probs if second_reads_probs else inner_in)
+    sub = keras.Model(inner_in, [probs, second], name="sub")
+    inp = keras.Input((6,))
+    cls, other = sub(inp)
+    return keras.Model(inp, [cls, layers.Dense(2, name="outer")(other)]), sub
+
+
+def test_logits_of_one_output_of_a_nested_model_leave_its_other_outputs(tmp_path):
+    """Removing the softmax behind a nested model's first output changes none of its other
+    outputs that do not read it: the outer Dense reading the second output keeps its values
+    (it was refused: 'its output also feeds other layers (['outer'])')."""
+    keras.utils.set_random_seed(0)
+    model, sub = _nested_two_outputs(second_reads_probs=False)
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
+    _, outer = model.predict(x, verbose=0)
+    z = _dense_z(x, sub.get_layer("cls"))
+    m = load_keras(save_keras_and_h5(model, tmp_path, "nested_two")[".keras"])
+    logits = m.with_head("logits")(x)
+    np.testing.assert_allclose(np.asarray(logits[0]), z, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(logits[1]), outer, rtol=1e-5, atol=1e-5)
+    # where the second output reads the probabilities, stripping them would change it
+    dep, _ = _nested_two_outputs(second_reads_probs=True)
+    m = load_keras(save_keras_and_h5(dep, tmp_path, "nested_dep")[".keras"])
+    with pytest.raises(ValueError, match=r"cannot remove the activation of layer 'sub'.*"
+                                         r"\['outer'\]"):
+        m.with_head("logits")(x)
