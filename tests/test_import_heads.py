@@ -239,6 +239,19 @@ def test_saved_probabilities_behind_pass_through_layers_predict_by_probability(k
     assert not np.allclose(both[0, 0], both[0, 1])
 
 
+def test_a_sigmoid_behind_a_split_holds_probabilities(tmp_path):
+    """One unit of a Dense(2, sigmoid) selected by keras.ops.split: the saved output holds
+    probabilities, so the predicted class is p > 0.5 (it was read as a logit, where every
+    p > 0 predicts class 1; the logits head returned the probabilities)."""
+    from jaxsal._src import base
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.ops.split(layers.Dense(2, activation="sigmoid")(inp), 2,
+                                             axis=-1)[1])
+    m = load_keras(save_keras_and_h5(model, tmp_path, "split")[".keras"])
+    assert base.output_kind(m) == ("prob", False)
+
+
 KERAS2 = Path(__file__).parent / "fixtures" / "keras2"
 
 
