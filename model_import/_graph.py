@@ -452,6 +452,9 @@ class Graph:
                and self.layers[ref.layer].impl.activation in (None, "linear")):
             call = by_key[(ref.layer, ref.node)]
             args = _refs(call.args) + _refs(dict(call.kwargs))
+            if (self.layers[ref.layer].class_name in _INDEXED and call.args
+                    and isinstance(call.args[0], Ref)):
+                args = [call.args[0]]  # the values; the indices (an input, argsort(x)) stay
             if len(args) != 1 or (args[0].layer, args[0].node) not in by_key:
                 break
             chain.append(ref)
@@ -895,12 +898,17 @@ _PASS_THROUGH = frozenset({
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", "Activation",
     "SlicingOpLambda", "ops.Reshape", "ops.Transpose", "ops.ExpandDims", "ops.Squeeze",
-    "ops.GetItem", "ops.Slice", "ops.Take", "ops.Flip", "ops.Tile", "ops.Repeat", "ops.Roll",
-    "ops.Moveaxis", "ops.Swapaxes", "ops.Rot90", "ops.BroadcastTo", "ops.CropImages",
+    "ops.GetItem", "ops.Slice", "ops.Take", "ops.TakeAlongAxis", "ops.Flip", "ops.Tile",
+    "ops.Repeat", "ops.Roll", "ops.Moveaxis", "ops.Swapaxes", "ops.Rot90", "ops.BroadcastTo", "ops.CropImages",
     "ops.Split", "ops.ArraySplit", "ops.Hsplit", "ops.Vsplit", "ops.Dsplit", "ops.Unstack",
     "ops.Ravel", "ops.Fliplr", "ops.Flipud", "ops.Diagonal", "ops.DepthToSpace",
     "ops.SpaceToDepth", "ops.Copy", "ops.ConvertToTensor", "ops.StopGradient",
     "UpSampling1D", "UpSampling3D"})
+#: ... of them, those that select values of their first argument by indices given as a
+#: second tensor (``keras.ops.take_along_axis(probs, ids)``): :meth:`Graph._walk` follows the
+#: values. Indices computed from the activated values (``argsort(probs)``) read them, and
+#: the logits head refuses to change them (:meth:`Graph._head_keys`).
+_INDEXED = frozenset({"ops.Take", "ops.TakeAlongAxis"})
 #: ... and the tf.keras ``TFOpLambda`` functions that do (``config["function"]``).
 _TF_PASS_THROUGH = frozenset({
     "reshape", "compat.v1.reshape", "transpose", "compat.v1.transpose", "squeeze",

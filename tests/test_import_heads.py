@@ -239,6 +239,28 @@ def test_saved_probabilities_behind_pass_through_layers_predict_by_probability(k
     assert not np.allclose(both[0, 0], both[0, 1])
 
 
+def test_logits_head_looks_through_values_taken_by_index_tensors(tmp_path):
+    """keras.ops.take_along_axis(probs, ids) with ids an input: the logits are the taken
+    pre-softmax values (the probabilities were returned); with ids = argsort(probs), which
+    reads the probabilities, the logits head is refused."""
+    keras.utils.set_random_seed(0)
+    inp, ids = keras.Input((6,)), keras.Input((2,), dtype="int32")
+    dense = layers.Dense(5, activation="softmax")
+    model = keras.Model([inp, ids], keras.ops.take_along_axis(dense(inp), ids, axis=1))
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
+    i = np.array([[0, 4], [2, 2], [3, 1]], np.int32)
+    m = load_keras(save_keras_and_h5(model, tmp_path, "take")[".keras"])
+    np.testing.assert_allclose(np.asarray(m.with_head("logits")([x, i])),
+                               np.take_along_axis(_dense_z(x, dense), i, axis=1),
+                               rtol=1e-5, atol=1e-5)
+    probs = dense(inp)
+    order = keras.ops.argsort(probs, axis=-1)[:, :2]
+    sorted_model = keras.Model(inp, keras.ops.take_along_axis(probs, order, axis=1))
+    m = load_keras(save_keras_and_h5(sorted_model, tmp_path, "sorted")[".keras"])
+    with pytest.raises(ValueError, match="cannot remove the activation"):
+        m.with_head("logits")
+
+
 def test_a_sigmoid_behind_a_split_holds_probabilities(tmp_path):
     """One unit of a Dense(2, sigmoid) selected by keras.ops.split: the saved output holds
     probabilities, so the predicted class is p > 0.5 (it was read as a logit, where every
