@@ -334,20 +334,33 @@ def _merged(wd, wp, multiplier):
     return np.einsum("...cm,cmf->...cf", wd, wp.reshape(c, multiplier, wp.shape[-1]))
 
 
-@pytest.mark.parametrize("rank, data_format, multiplier, opts", [
-    (2, "channels_last", 1, dict(strides=1, padding="same")),
-    (2, "channels_last", 2, dict(strides=2, padding="valid")),
-    (2, "channels_first", 2, dict(dilation_rate=2, padding="same")),
-    (1, "channels_last", 3, dict(strides=1, padding="same")),
+# Each program is compiled once per rule (rules are closed over), so each case runs the epsilon
+# rule (the separable layer kept in two steps) and one weight-changing rule per bias setting
+# (the kernels merged, jaxsal/_src/lrp_separable.py): once merged, the layer is the Conv
+# twin's and every rule's own code is the Conv's, so the rule does not interact with the
+# merge's geometry (rank, layout, multiplier, strides). Each of the four weight-changing rules
+# runs once without biases (conservation) and once with a folded batch norm.
+_SEPARABLE_WEIGHT_RULES = {"zplus": lambda: jaxsal.lrp_zplus(),
+                           "gamma": lambda: jaxsal.lrp_gamma(0.5),
+                           "alpha_beta": lambda: jaxsal.lrp_alpha_beta(2, 1),
+                           "zbox": lambda: jaxsal.lrp_zbox(0.0, 3.0)}
+
+
+@pytest.mark.parametrize("rank, data_format, multiplier, opts, weight_rules", [
+    (2, "channels_last", 1, dict(strides=1, padding="same"), ("zplus", "gamma")),
+    (2, "channels_last", 2, dict(strides=2, padding="valid"), ("gamma", "alpha_beta")),
+    (2, "channels_first", 2, dict(dilation_rate=2, padding="same"), ("alpha_beta", "zbox")),
+    (1, "channels_last", 3, dict(strides=1, padding="same"), ("zbox", "zplus")),
 ])
 def test_a_separable_convolution_s_rules_are_those_of_its_one_kernel(tmp_path, rank,
                                                                     data_format, multiplier,
-                                                                    opts):
+                                                                    opts, weight_rules):
     """A SeparableConv is one linear map: the weight rules see its composed kernel, as they
     see the same map written as a Conv (its rules on the two kernels apart dropped the
     positive products of two negative weights, and lost or made up relevance). Bias-free,
     after a ReLU: the relevance is conserved; with biases and a batch norm folded into it,
-    the maps equal the Conv twin's."""
+    the maps equal the Conv twin's. ``weight_rules``: the weight-changing rule run without
+    and with biases."""
     shape = (7,) * rank + (3,) if data_format == "channels_last" else (3,) + (7,) * rank
     sep_cls = layers.SeparableConv2D if rank == 2 else layers.SeparableConv1D
     conv_cls = layers.Conv2D if rank == 2 else layers.Conv1D
@@ -386,8 +399,8 @@ def test_a_separable_convolution_s_rules_are_those_of_its_one_kernel(tmp_path, r
         mc = _load(kc, tmp_path, f"conv_{use_bias}")
         x = np.abs(rng.normal(size=(2, *shape))).astype(np.float32)
         np.testing.assert_allclose(ms(x), mc(x), rtol=1e-5, atol=1e-5)
-        for rule in (jaxsal.lrp_zplus(), jaxsal.lrp_gamma(0.5), jaxsal.lrp_alpha_beta(2, 1),
-                     jaxsal.lrp_zbox(0.0, 3.0), jaxsal.lrp_epsilon(1e-6)):
+        for rule in (_SEPARABLE_WEIGHT_RULES[weight_rules[use_bias]](),
+                     jaxsal.lrp_epsilon(1e-6)):
             rules = {"s": rule, "c1": jaxsal.lrp_epsilon(1e-9)}
             got = np.asarray(jaxsal.lrp(ms, x, [0, 1], rule=rules, fold_batchnorm=use_bias))
             want = np.asarray(jaxsal.lrp(mc, x, [0, 1], rule=rules, fold_batchnorm=use_bias))
