@@ -185,11 +185,19 @@ def test_xrai_labels_take_integer_images_as_pair_does():
 
 
 def test_xrai_segments_are_the_labels_masks():
+    """By default, the masks of PAIR's own labels (tests/fixtures/reference_pair/pair_xrai.npz,
+    one 40x48 image: six scales at 224x224); with every option set otherwise (not resized,
+    so cheap), the masks of xrai_labels' labels at those options, for a batch of two."""
+    ref = np.load(pathlib.Path(__file__).parent / "fixtures" / "reference_pair" /
+                  "pair_xrai.npz")
+    np.testing.assert_array_equal(jaxsal.xrai_segments(ref["images"][:1]),
+                                  jaxsal.segment_masks(ref["labels"][:1]))
     x = np.random.default_rng(2).uniform(size=(2, 30, 26, 3)).astype(np.float32)
-    labels = jaxsal.xrai_labels(x)
-    assert labels.shape == (2, 6, 30, 26)
-    np.testing.assert_array_equal(jaxsal.xrai_segments(x), jaxsal.segment_masks(labels))
-    np.testing.assert_array_equal(jaxsal.xrai_segments(x, dilation=0),
+    # each option, set back to its default alone, changes 18-95% of these labels
+    opts = dict(scales=[10, 300], sigma=0.5, min_size=10, size=None, value_range=(0, 1))
+    labels = jaxsal.xrai_labels(x, **opts)
+    assert labels.shape == (2, 2, 30, 26)
+    np.testing.assert_array_equal(jaxsal.xrai_segments(x, dilation=0, **opts),
                                   jaxsal.segment_masks(labels, dilation=0))
 
 
