@@ -1,6 +1,7 @@
 """The public namespaces: flat, documented, and free of heavy or hidden imports."""
 
 import inspect
+import os
 import pathlib
 import subprocess
 import sys
@@ -76,12 +77,18 @@ def test_contract_names_exist():
 
 
 def test_import_is_light():
-    # The engine must not pull in matplotlib, TensorFlow or Keras on import.
+    # The engine must not pull in matplotlib, TensorFlow or Keras on import; jaxsal.plot
+    # imports matplotlib but not pyplot (which picks a GUI backend). One interpreter for both
+    # (it was two, one in tests/test_plot.py: starting one costs seconds).
     code = ("import sys, jaxsal, model_import; "
             "print(','.join(m for m in ('matplotlib', 'tensorflow', 'keras', 'torch') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+            "if m in sys.modules)); "
+            "import jaxsal.plot; assert 'matplotlib' in sys.modules; "
+            "print('pyplot' if 'matplotlib.pyplot' in sys.modules else '')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "MPLBACKEND": "Agg"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["", ""], out.stdout
 
 
 def test_names_the_docs_and_messages_cite_exist():

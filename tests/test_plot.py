@@ -3,7 +3,6 @@ and write PNGs."""
 
 import os
 import re
-import subprocess
 import sys
 
 import jax.numpy as jnp
@@ -38,10 +37,22 @@ def _png_ok(path):
 def _texts_inside(fig):
     """Every drawn text of the figure lies inside the figure (nothing clipped at an edge)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.image import AxesImage
     from matplotlib.text import Text
 
     canvas = FigureCanvasAgg(fig)
-    canvas.draw()  # lays out the text
+    for ax in fig.axes:  # the view limits (so the tick labels) as drawn with the images
+        ax.get_xlim(), ax.get_ylim()
+    # drawn without the images: jaxsal.plot lays the figure out in inches when it builds it,
+    # and resampling an image's pixels (a mosaic's: 80x10 panels) was most of this check's time
+    images = [im for im in fig.findobj(AxesImage) if im.get_visible()]
+    for im in images:
+        im.set_visible(False)
+    try:
+        canvas.draw()  # lays out the text
+    finally:
+        for im in images:
+            im.set_visible(True)
     r = canvas.get_renderer()
     tick_labels, drawn = set(), []
     for ax in fig.axes:
@@ -83,12 +94,8 @@ def _maps(R, C, H=12, W=10, signed=False, seed=0):
     return a - 0.5 if signed else a
 
 
-def test_import_jaxsal_does_not_import_matplotlib():
-    code = ("import sys, jaxsal; assert 'matplotlib' not in sys.modules, 'matplotlib imported'; "
-            "import jaxsal.plot; assert 'matplotlib.pyplot' not in sys.modules, 'pyplot'")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env={**os.environ, "MPLBACKEND": "Agg"})
-    assert r.returncode == 0, r.stderr
+# that neither `import jaxsal` imports matplotlib nor `import jaxsal.plot` pyplot:
+# tests/test_api.py::test_import_is_light (one interpreter for both)
 
 
 _FAKE_GUI_BACKEND = """
