@@ -143,11 +143,13 @@ def twins(tmp_path_factory):
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(1)
     out = {}
-    cl = _perturbed(_net(2), 2)
-    cf = _net(2, "channels_first")
+    # 12x8, not square: an axis swapped or a size read from the wrong axis shows
+    cl = _perturbed(_net(2, spatial=(12, 8)), 2)
+    cf = _net(2, "channels_first", spatial=(12, 8))
     _copy(cl, cf)
-    x = rng.normal(size=(2, 12, 12, 2)).astype(np.float32)
-    out["cf"] = (_load(cl, tmp, "cl"), x, _load(cf, tmp, "cf"), np.moveaxis(x, -1, 1))
+    x = rng.normal(size=(2, 12, 8, 2)).astype(np.float32)
+    m_cl = _load(cl, tmp, "cl")
+    out["cf"] = (m_cl, x, _load(cf, tmp, "cf"), np.moveaxis(x, -1, 1))
 
     one = _perturbed(_net(1), 3)
     wide = _net(2, spatial=(12, 1), pool=(2, 1))
@@ -155,11 +157,11 @@ def twins(tmp_path_factory):
     x1 = rng.normal(size=(2, 12, 2)).astype(np.float32)
     out["1d"] = (_load(one, tmp, "one"), x1, _load(wide, tmp, "wide"), x1[:, :, None])
 
-    two = _perturbed(_net(2, spatial=(8, 10)), 4)
-    deep = _net(3, spatial=(8, 10, 1), pool=(2, 2, 1))
-    _embed(two, deep)
-    x2 = rng.normal(size=(2, 8, 10, 2)).astype(np.float32)
-    out["3d"] = (_load(two, tmp, "two"), x2, _load(deep, tmp, "deep"), x2[:, :, :, None])
+    # the 2-D model is the channels-last one of "cf": the same model object, so the methods'
+    # programs compiled for it are compiled once for both tests
+    deep = _net(3, spatial=(12, 8, 1), pool=(2, 2, 1))
+    _embed(cl, deep)
+    out["3d"] = (m_cl, x, _load(deep, tmp, "deep"), x[:, :, :, None])
     return out
 
 
@@ -170,7 +172,7 @@ def test_channels_first_equals_channels_last(twins, name):
     np.testing.assert_allclose(m_cf(x_cf), m_cl(x_cl), **TOL)
     a, b = _maps(m_cl, x_cl, name), _maps(m_cf, x_cf, name)
     if name.endswith("_none"):  # channels kept: each in its model's own layout
-        assert b.shape == (2, 2, 2, 12, 12)
+        assert b.shape == (2, 2, 2, 12, 8)
         b = np.moveaxis(b, 2, -1)
     assert a.shape == b.shape
     np.testing.assert_allclose(b, a, **TOL)
@@ -206,7 +208,7 @@ def test_layer_formats_and_cam_layers(twins):
 def test_occlusion_counts_and_patch_sizes(twins):
     _, _, m3, x3 = twins["3d"]
     # one patch covering everything: every position's map is the full score drop
-    full = np.asarray(jaxsal.occlusion(m3, x3, targets=1, patch=(8, 10, 1)))
+    full = np.asarray(jaxsal.occlusion(m3, x3, targets=1, patch=(12, 8, 1)))
     s = np.asarray(m3(x3))[:, 1] - np.asarray(m3(np.zeros_like(x3)))[:, 1]
     np.testing.assert_allclose(full, np.broadcast_to(s[:, None, None, None], full.shape),
                                rtol=1e-5, atol=1e-6)
@@ -219,12 +221,12 @@ def test_channels_last_view(twins):
     v = m_cf.channels_last()
     assert v.channels_last() is v and m_cl.channels_last() is m_cl and m_cf.channels_last_view \
         is False
-    assert v.data_format == "channels_last" and v.input_shape == (12, 12, 2)
-    assert v.layer("c2").output_shape == (6, 6, 5) == m_cl.layer("c2").output_shape
-    assert m_cf.layer("c2").output_shape == (5, 6, 6)
-    y, caps = v.apply(v.params, x_cl, capture=["bn"], perturb={"c1": np.ones((2, 12, 12, 4))})
+    assert v.data_format == "channels_last" and v.input_shape == (12, 8, 2)
+    assert v.layer("c2").output_shape == (6, 4, 5) == m_cl.layer("c2").output_shape
+    assert m_cf.layer("c2").output_shape == (5, 6, 4)
+    y, caps = v.apply(v.params, x_cl, capture=["bn"], perturb={"c1": np.ones((2, 12, 8, 4))})
     y2, caps2 = m_cl.apply(m_cl.params, x_cl, capture=["bn"],
-                           perturb={"c1": np.ones((2, 12, 12, 4))})
+                           perturb={"c1": np.ones((2, 12, 8, 4))})
     np.testing.assert_allclose(y, y2, **TOL)
     np.testing.assert_allclose(caps["bn"], caps2["bn"], **TOL)
     np.testing.assert_allclose(jaxsal.gradcam(v, x_cl, targets=1),
@@ -236,17 +238,17 @@ def test_maximize_channels_first(twins):
     m_cl, _, m_cf, _ = twins["cf"]
     a = jaxsal.maximize(m_cl, [0, 2], steps=6, input_range=(0.0, 1.0), key=3)
     b = jaxsal.maximize(m_cf, [0, 2], steps=6, input_range=(0.0, 1.0), key=3)
-    assert b.images.shape == (2, 2, 12, 12)
+    assert b.images.shape == (2, 2, 12, 8)
     np.testing.assert_allclose(np.moveaxis(np.asarray(b.images), 1, -1), a.images,
                                rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(b.scores, np.diagonal(np.asarray(m_cf(b.images))[:, [0, 2]]),
                                rtol=1e-4, atol=1e-5)
     f = jaxsal.maximize(m_cf, "all", layer="c2", steps=2, input_range=(0.0, 1.0))
-    assert f.images.shape == (5, 2, 12, 12)  # the 5 filters of c2, not its 6 columns
-    seed = np.full((2, 12, 12), 0.5, np.float32)
+    assert f.images.shape == (5, 2, 12, 8)  # the 5 filters of c2, not its 4 columns
+    seed = np.full((2, 12, 8), 0.5, np.float32)
     s = jaxsal.maximize(m_cf, 1, steps=2, input_range=(0.0, 1.0), seed_images=seed,
-                        image_shape=(2, 12, 12))
-    assert s.images.shape == (1, 2, 12, 12)
+                        image_shape=(2, 12, 8))
+    assert s.images.shape == (1, 2, 12, 8)
 
 
 def test_function_model_channels_first():
@@ -369,10 +371,10 @@ def test_xrai_channels_first_equals_channels_last(twins):
     """XRAI maxes the averaged IG over each model's own channel axis (xrai explains images,
     so only the 2-D twins)."""
     m_cl, x_cl, m_cf, x_cf = twins["cf"]
-    yy, xx = np.mgrid[:12, :12]
+    yy, xx = np.mgrid[:12, :8]
     labels = np.stack([(yy // 3) * 4 + xx // 3, (yy // 4) * 3 + (xx + 2) // 4])
     masks = jaxsal.segment_masks(labels[None], dilation=1)[0]
     a, b = (np.asarray(jaxsal.xrai(m, x, [0, 2], segments=masks, steps=8, min_pixel_diff=3))
             for m, x in ((m_cl, x_cl), (m_cf, x_cf)))
-    assert a.shape == b.shape == (2, 2, 12, 12) and len(np.unique(a[0, 0])) > 3
+    assert a.shape == b.shape == (2, 2, 12, 8) and len(np.unique(a[0, 0])) > 3
     np.testing.assert_allclose(b, a, **TOL)
