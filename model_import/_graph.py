@@ -448,17 +448,16 @@ class Graph:
         by_key = self._calls_by_key()
         ref, chain = r, []
         while ((ref.layer, ref.node) in by_key
-               and _passes_through(self.layers[ref.layer])
+               and _passes_through(self.layers[ref.layer], by_key[(ref.layer, ref.node)])
                and self.layers[ref.layer].impl.activation in (None, "linear")):
             call = by_key[(ref.layer, ref.node)]
-            args = _refs(call.args) + _refs(dict(call.kwargs))
-            if (self.layers[ref.layer].class_name in _INDEXED and call.args
-                    and isinstance(call.args[0], Ref)):
-                args = [call.args[0]]  # the values; the indices (an input, argsort(x)) stay
-            if len(args) != 1 or (args[0].layer, args[0].node) not in by_key:
+            # the values moved: the first argument; the other tensors are indices or sizes
+            # (ids given as an input, argsort(x), tf.shape(x)), which stay as they are
+            values = call.args[0] if call.args else None
+            if not isinstance(values, Ref) or (values.layer, values.node) not in by_key:
                 break
             chain.append(ref)
-            ref = args[0]
+            ref = values
         return ref, chain
 
     def position_source(self, r: Ref) -> tuple[Ref, bool]:
@@ -474,9 +473,9 @@ class Graph:
             acts = spec.class_name in _ACTIVATIONS or (
                 spec.class_name == "TFOpLambda"
                 and spec.config.get("function") in _TF_ACTIVATIONS)
-            if not (acts or _passes_through(spec)):
-                break
             call = by_key[(ref.layer, ref.node)]
+            if not (acts or _passes_through(spec, call)):
+                break
             args = _refs(call.args) + _refs(dict(call.kwargs))
             if len(args) != 1 or (args[0].layer, args[0].node) not in by_key:
                 break
@@ -542,6 +541,7 @@ class Graph:
             sub = self.layers[src.layer].impl.subgraph
             others = [c for t in [src, *path] for c in consumers.get((t.layer, t.node), ())
                       if c.layer not in chain and (c.layer, c.index) in needed
+                      and not _reads_only_shape(self.layers[c.layer])
                       and (t is not src or sub is None or len(sub.outputs) == 1
                            or any(a.layer == t.layer and a.node == t.node
                                   and sub.stripping_changes(t.tensor, a.tensor)
@@ -632,7 +632,7 @@ class Graph:
                     # otherwise too, e.g. as a mask: one reader of codes is enough)
                     if any(sub.takes_codes(j) for j in self._feeds(c, r)[0]):
                         return True
-                elif _passes_through(spec):
+                elif _passes_through(spec, c):
                     todo.append(Ref(c.layer, c.index, 0))
         return False
 
@@ -892,27 +892,46 @@ def holds_probabilities(spec: LayerSpec) -> bool:
 #: Layers and Keras 3 operations that only move, select or pass values on at inference
 #: (``Activation`` when linear): the ``logits`` head looks through them for the activation to
 #: remove (:meth:`Graph._head_keys`): the logits of ``Dense(softmax) -> x[:, -1]`` are the
-#: last step's pre-softmax values.
+#: last step's pre-softmax values. :meth:`Graph._walk` follows their first argument, the
+#: values; other tensors they take are indices or sizes (``keras.ops.take_along_axis(probs,
+#: ids)``, ``tf.reshape(probs, [tf.shape(probs)[0], -1])``). Indices computed from the
+#: activated values (``argsort(probs)``) read them, and the logits head refuses to change
+#: them (:meth:`Graph._head_keys`).
 _PASS_THROUGH = frozenset({
     "Reshape", "Flatten", "Permute", "Cropping1D", "Cropping2D", "Cropping3D", "RepeatVector",
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity", "Activation",
     "SlicingOpLambda", "ops.Reshape", "ops.Transpose", "ops.ExpandDims", "ops.Squeeze",
     "ops.GetItem", "ops.Slice", "ops.Take", "ops.TakeAlongAxis", "ops.Flip", "ops.Tile",
-    "ops.Repeat", "ops.Roll", "ops.Moveaxis", "ops.Swapaxes", "ops.Rot90", "ops.BroadcastTo", "ops.CropImages",
-    "ops.Split", "ops.ArraySplit", "ops.Hsplit", "ops.Vsplit", "ops.Dsplit", "ops.Unstack",
-    "ops.Ravel", "ops.Fliplr", "ops.Flipud", "ops.Diagonal", "ops.DepthToSpace",
-    "ops.SpaceToDepth", "ops.Copy", "ops.ConvertToTensor", "ops.StopGradient",
-    "UpSampling1D", "UpSampling3D"})
-#: ... of them, those that select values of their first argument by indices given as a
-#: second tensor (``keras.ops.take_along_axis(probs, ids)``): :meth:`Graph._walk` follows the
-#: values. Indices computed from the activated values (``argsort(probs)``) read them, and
-#: the logits head refuses to change them (:meth:`Graph._head_keys`).
-_INDEXED = frozenset({"ops.Take", "ops.TakeAlongAxis"})
-#: ... and the tf.keras ``TFOpLambda`` functions that do (``config["function"]``).
-_TF_PASS_THROUGH = frozenset({
-    "reshape", "compat.v1.reshape", "transpose", "compat.v1.transpose", "squeeze",
-    "compat.v1.squeeze", "expand_dims", "identity"})
+    "ops.Repeat", "ops.Roll", "ops.Moveaxis", "ops.Swapaxes", "ops.Rot90", "ops.BroadcastTo",
+    "ops.CropImages", "ops.Split", "ops.ArraySplit", "ops.Hsplit", "ops.Vsplit", "ops.Dsplit",
+    "ops.Unstack", "ops.Ravel", "ops.Fliplr", "ops.Flipud", "ops.Diagonal",
+    "ops.DepthToSpace", "ops.SpaceToDepth", "ops.Copy", "ops.ConvertToTensor",
+    "ops.StopGradient", "ops.Cast", "UpSampling1D", "UpSampling2D", "UpSampling3D"})
+#: The tf.keras ``TFOpLambda`` functions (``config["function"]``) that move values as a
+#: Keras 3 operation does, by that operation: the same rules apply to them
+#: (:func:`_passes_through`; ``tf.gather_nd`` takes values by indices as ``take`` does).
+_TF_MOVES = {
+    **dict.fromkeys(("reshape", "compat.v1.reshape", "keras.backend.batch_flatten"),
+                    "ops.Reshape"),
+    **dict.fromkeys(("transpose", "compat.v1.transpose", "linalg.matrix_transpose",
+                     "linalg.adjoint", "image.transpose"), "ops.Transpose"),
+    **dict.fromkeys(("squeeze", "compat.v1.squeeze"), "ops.Squeeze"),
+    **dict.fromkeys(("identity", "ensure_shape"), "Identity"),
+    **dict.fromkeys(("compat.v1.gather", "compat.v1.gather_nd"), "ops.Take"),
+    **dict.fromkeys(("reverse", "reverse_sequence", "image.flip_left_right",
+                     "image.flip_up_down"), "ops.Flip"),
+    **dict.fromkeys(("roll", "signal.fftshift", "signal.ifftshift"), "ops.Roll"),
+    **dict.fromkeys(("image.central_crop", "image.crop_to_bounding_box"), "ops.CropImages"),
+    "expand_dims": "ops.ExpandDims", "split": "ops.Split", "unstack": "ops.Unstack",
+    "slice": "ops.Slice", "strided_slice": "ops.GetItem", "tile": "ops.Tile",
+    "repeat": "ops.Repeat", "broadcast_to": "ops.BroadcastTo", "image.rot90": "ops.Rot90",
+    "linalg.diag_part": "ops.Diagonal", "nn.depth_to_space": "ops.DepthToSpace",
+    "nn.space_to_depth": "ops.SpaceToDepth", "cast": "ops.Cast",
+    "convert_to_tensor": "ops.ConvertToTensor", "stop_gradient": "ops.StopGradient"}
+#: tf.keras functions that read only their input's shape (``tf.shape(probs)[0]`` as a size):
+#: removing an activation leaves it as it is (:meth:`Graph._head_keys`).
+_TF_SHAPES = frozenset({"compat.v1.shape"})
 #: Layers and Keras 3 operations that apply an activation to each value on its own (a
 #: softmax: over the channels of each position): :meth:`Graph.position_source` looks
 #: through them.
@@ -959,15 +978,23 @@ def _reads_codes(spec: LayerSpec) -> bool:
     return spec.class_name in _CODE_READERS
 
 
-def _passes_through(spec: LayerSpec) -> bool:
-    """Whether a layer only moves or passes values on (:data:`_PASS_THROUGH`)."""
-    if spec.class_name == "TFOpLambda":
-        return spec.config.get("function") in _TF_PASS_THROUGH
-    if spec.class_name == "UpSampling2D":  # repeats values; "bilinear" and others mix them
-        return spec.config.get("interpolation", "nearest") == "nearest"
-    if spec.class_name == "ops.Cast":  # to another float type (not to integers, bool)
-        return str(spec.config.get("dtype", "")).startswith(("float", "bfloat"))
-    return spec.class_name in _PASS_THROUGH
+def _passes_through(spec: LayerSpec, call: Call) -> bool:
+    """Whether this call of a layer only moves or passes values on (:data:`_PASS_THROUGH`;
+    a tf.keras ``TFOpLambda`` as the Keras 3 operation of :data:`_TF_MOVES`)."""
+    options = spec.config
+    kind = spec.class_name
+    if kind == "TFOpLambda":  # the function's arguments are those of the call
+        kind, options = _TF_MOVES.get(str(spec.config.get("function"))), call.kwargs
+    if kind == "UpSampling2D":  # repeats values; "bilinear" and others mix them
+        return options.get("interpolation", "nearest") == "nearest"
+    if kind == "ops.Cast":  # to another float type (not to integers, bool)
+        return str(options.get("dtype", "")).startswith(("float", "bfloat"))
+    return kind in _PASS_THROUGH
+
+
+def _reads_only_shape(spec: LayerSpec) -> bool:
+    """Whether a layer reads only its input's shape (:data:`_TF_SHAPES`)."""
+    return spec.class_name == "TFOpLambda" and str(spec.config.get("function")) in _TF_SHAPES
 
 
 def _pools_or_merges(spec: LayerSpec) -> bool:

@@ -2,6 +2,7 @@
 values (``Dense(softmax) -> Reshape``): it removes the activation before them, compared with
 Keras's own pre-activation values."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -298,6 +299,115 @@ def test_tf_keras_output_computed_by_a_tf_function(ext):
     top1 = np.asarray(jaxsal.saliency(m, d["x"], reduce=None))
     np.testing.assert_allclose(top1, both[np.arange(len(p)), (p > 0.5).astype(int)],
                                rtol=1e-6)
+
+
+def _tf_keras_config(name):
+    """The architecture of the tf_keras 2.21 fixture ``name`` (tests/fixtures/keras2), to
+    extend with ``TFOpLambda`` layers after its activation."""
+    import h5py
+
+    with h5py.File(KERAS2 / f"{name}.h5", "r") as f:
+        return json.loads(f.attrs["model_config"])
+
+
+def _tf_op(cfg, name, function, source, /, **kwargs):
+    """Append a tf.keras ``TFOpLambda`` layer ``name`` calling ``tf.<function>`` on
+    ``source`` (``[layer, node, tensor]``) with ``kwargs`` as tf.keras 2 records them (a
+    tensor: its ``[layer, node, tensor]``); its output tensor ``[name, 0, 0]``."""
+    cls = "SlicingOpLambda" if function == "__operators__.getitem" else "TFOpLambda"
+    cfg["config"]["layers"].append({
+        "class_name": cls, "name": name, "inbound_nodes": [[*source, kwargs]],
+        "config": {"name": name, "trainable": True, "dtype": "float32",
+                   "function": function}})
+    return [name, 0, 0]
+
+
+def _tf_moves(cfg, p, ids):
+    """``p`` (N, 8) through the value-moving tf functions tf.keras records as TFOpLambda and
+    SlicingOpLambda layers, ids (N, 2, 1) int32 indices given as an input; and the same in
+    NumPy (``moves(p, ids)``)."""
+    t = _tf_op(cfg, "split", "split", p, num_or_size_splits=[2, 6], axis=-1)[:2] + [1]
+    n = _tf_op(cfg, "shape", "compat.v1.shape", t)  # tf.shape(t)[0]: reads no values
+    n = _tf_op(cfg, "batch", "__operators__.getitem", n, slice_spec=0)
+    t = _tf_op(cfg, "reshape", "reshape", t, shape=[n, 2, 3])
+    t = _tf_op(cfg, "reverse", "reverse", t, axis=[2], name=None)
+    t = _tf_op(cfg, "gather", "compat.v1.gather", t, indices=[2, 0, 0], validate_indices=None,
+               name=None, axis=2, batch_dims=0)
+    t = _tf_op(cfg, "tile", "tile", t, multiples=[1, 1, 2], name=None)
+    t = _tf_op(cfg, "roll", "roll", t, shift=1, axis=2)
+    t = _tf_op(cfg, "slice", "slice", t, begin=[0, 0, 1], size=[-1, 2, 4])
+    t = _tf_op(cfg, "strided", "strided_slice", t, begin=[0, 0, 0], end=[0, 2, 4],
+               strides=[1, 1, 2], begin_mask=1, end_mask=1)  # (N, 2, 2)
+    t = _tf_op(cfg, "getitem", "__operators__.getitem", t,
+               slice_spec=[{"start": None, "stop": None, "step": None},
+                           {"start": None, "stop": None, "step": -1}])
+    t = _tf_op(cfg, "cast", "cast", t, dtype="float32")
+    t = _tf_op(cfg, "stop", "stop_gradient", t)
+    t = _tf_op(cfg, "gather_nd", "compat.v1.gather_nd", t, indices=ids, name=None,
+               batch_dims=1)
+    t = _tf_op(cfg, "unstack", "unstack", t, axis=1)[:2] + [1]  # (N, 2)
+    t = _tf_op(cfg, "expand_dims", "expand_dims", t, axis=-1)
+    t = _tf_op(cfg, "repeat", "repeat", t, repeats=3, axis=2)
+    t = _tf_op(cfg, "adjoint", "linalg.adjoint", t)  # (N, 3, 2)
+    t = _tf_op(cfg, "ensure_shape", "ensure_shape", t, shape=[None, 3, 2])
+    t = _tf_op(cfg, "broadcast_to", "broadcast_to", t, shape=[n, 3, 2], name=None)
+    t = _tf_op(cfg, "fftshift", "signal.fftshift", t, axes=2)
+    t = _tf_op(cfg, "flatten", "keras.backend.batch_flatten", t)  # (N, 6)
+    t = _tf_op(cfg, "convert", "convert_to_tensor", t, dtype="float32")
+    t = _tf_op(cfg, "identity", "identity", t)
+
+    def moves(v, i):
+        v = v[:, 2:].reshape(-1, 2, 3)[:, :, ::-1][:, :, [2, 0, 0]]
+        v = np.roll(np.tile(v, (1, 1, 2)), 1, axis=2)[:, :, 1:5][:, :, ::2][:, ::-1]
+        v = v[np.arange(len(v))[:, None], i[:, :, 0]][:, 1]  # gather_nd by i, unstack [1]
+        v = np.repeat(v[:, :, None], 3, axis=2).transpose(0, 2, 1)
+        return np.fft.fftshift(v, axes=2).reshape(len(v), 6)
+
+    return t, moves
+
+
+def test_logits_head_looks_through_tf_keras_value_moving_functions():
+    """tf.keras files (TFOpLambda / SlicingOpLambda layers) whose softmax output is split,
+    reshaped by its own tf.shape, reversed, gathered (by constant indices and by indices
+    given as an input), tiled, rolled, sliced, cast, unstacked, repeated, transposed,
+    broadcast, flattened...: the logits head gives the pre-softmax values moved the same way
+    (the probabilities were returned); with indices computed from the probabilities
+    (tf.argsort) the head is refused; a sigmoid behind tf.gather holds probabilities."""
+    from jaxsal._src import base
+
+    d = np.load(KERAS2 / "tfop_softmax_tfkeras2.expected.npz")
+    cfg = _tf_keras_config("tfop_softmax_tfkeras2")
+    cfg["config"]["layers"].append({
+        "class_name": "InputLayer", "name": "ids", "inbound_nodes": [],
+        "config": {"batch_input_shape": [None, 2, 1], "dtype": "int32", "name": "ids"}})
+    out, moves = _tf_moves(cfg, ["tf.nn.softmax", 0, 0], ["ids", 0, 0])
+    cfg["config"]["input_layers"].append(["ids", 0, 0])
+    cfg["config"]["output_layers"] = [out]
+    ids = np.array([[[1], [0]], [[0], [0]], [[1], [1]]], np.int32)
+    z = d["act__z"]  # TF's pre-softmax values
+    probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    m = load_keras(KERAS2 / "tfop_softmax_tfkeras2.h5", config=cfg)
+    np.testing.assert_allclose(np.asarray(m([d["x"], ids])), moves(probs, ids),
+                               rtol=1e-5, atol=1e-6)
+    want = moves(z, ids)
+    assert np.abs(want - moves(probs, ids)).max() > 0.1  # the test can fail
+    np.testing.assert_allclose(np.asarray(m.with_head("logits")([d["x"], ids])), want,
+                               rtol=1e-5, atol=1e-5)
+
+    cfg = _tf_keras_config("tfop_softmax_tfkeras2")  # indices that read the probabilities
+    order = _tf_op(cfg, "argsort", "argsort", ["tf.nn.softmax", 0, 0], axis=-1)
+    cfg["config"]["output_layers"] = [_tf_op(
+        cfg, "gather", "compat.v1.gather", ["tf.nn.softmax", 0, 0], indices=order,
+        validate_indices=None, name=None, axis=1, batch_dims=1)]
+    with pytest.raises(ValueError, match="cannot remove the activation.*'argsort'"):
+        load_keras(KERAS2 / "tfop_softmax_tfkeras2.h5", config=cfg, head="logits")
+
+    cfg = _tf_keras_config("tfop_sigmoid_tfkeras2")  # Dense(1) -> sigmoid -> Reshape((1,))
+    cfg["config"]["output_layers"] = [_tf_op(
+        cfg, "gather", "compat.v1.gather", ["reshape", 0, 0], indices=[0],
+        validate_indices=None, name=None, axis=1, batch_dims=0)]
+    m = load_keras(KERAS2 / "tfop_sigmoid_tfkeras2.h5", config=cfg)
+    assert base.output_kind(m) == ("prob", False)
 
 
 def test_logits_refusal_follows_the_tensors_between_activation_and_output(tmp_path):
