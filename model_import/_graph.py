@@ -497,7 +497,7 @@ class Graph:
                 sub.outputs[src.tensor if len(sub.outputs) > 1 else 0])
         if holds_probabilities(spec):
             return True
-        if spec.class_name in _MEANS or spec.class_name in _MEAN_POOLS:
+        if _kind(spec) in _MEANS or _kind(spec) in _MEAN_POOLS:
             args = _refs(self._calls_by_key()[(src.layer, src.node)].args)
             return bool(args) and all(self.holds_probabilities_at(a) for a in args)
         return False
@@ -908,10 +908,10 @@ _PASS_THROUGH = frozenset({
     "ops.Unstack", "ops.Ravel", "ops.Fliplr", "ops.Flipud", "ops.Diagonal",
     "ops.DepthToSpace", "ops.SpaceToDepth", "ops.Copy", "ops.ConvertToTensor",
     "ops.StopGradient", "ops.Cast", "UpSampling1D", "UpSampling2D", "UpSampling3D"})
-#: The tf.keras ``TFOpLambda`` functions (``config["function"]``) that move values as a
-#: Keras 3 operation does, by that operation: the same rules apply to them
-#: (:func:`_passes_through`; ``tf.gather_nd`` takes values by indices as ``take`` does).
-_TF_MOVES = {
+#: The tf.keras ``TFOpLambda`` functions (``config["function"]``) that move values (or pool
+#: them, :data:`_POOLS`) as a Keras 3 operation does, by that operation: the same rules apply
+#: to them (:func:`_kind`; ``tf.gather_nd`` takes values by indices as ``take`` does).
+_TF_OPS = {
     **dict.fromkeys(("reshape", "compat.v1.reshape", "keras.backend.batch_flatten"),
                     "ops.Reshape"),
     **dict.fromkeys(("transpose", "compat.v1.transpose", "linalg.matrix_transpose",
@@ -928,7 +928,10 @@ _TF_MOVES = {
     "repeat": "ops.Repeat", "broadcast_to": "ops.BroadcastTo", "image.rot90": "ops.Rot90",
     "linalg.diag_part": "ops.Diagonal", "nn.depth_to_space": "ops.DepthToSpace",
     "nn.space_to_depth": "ops.SpaceToDepth", "cast": "ops.Cast",
-    "convert_to_tensor": "ops.ConvertToTensor", "stop_gradient": "ops.StopGradient"}
+    "convert_to_tensor": "ops.ConvertToTensor", "stop_gradient": "ops.StopGradient",
+    "math.reduce_mean": "ops.Mean", "math.reduce_sum": "ops.Sum", "math.reduce_max": "ops.Max",
+    "math.reduce_min": "ops.Min", "math.reduce_prod": "ops.Prod",
+    "math.reduce_logsumexp": "ops.Logsumexp"}
 #: tf.keras functions that read only their input's shape (``tf.shape(probs)[0]`` as a size):
 #: removing an activation leaves it as it is (:meth:`Graph._head_keys`).
 _TF_SHAPES = frozenset({"compat.v1.shape"})
@@ -953,8 +956,6 @@ _POOLS = frozenset({
                                   "AdaptiveAverage", "AdaptiveMax") for d in (1, 2, 3)),
     "ops.Mean", "ops.Sum", "ops.Max", "ops.Amax", "ops.Min", "ops.Amin", "ops.Prod",
     "ops.Average", "ops.Median", "ops.Logsumexp"})
-_TF_POOLS = frozenset({"math.reduce_mean", "math.reduce_sum", "math.reduce_max",
-                       "math.reduce_min", "math.reduce_prod"})
 #: ... those whose result of probabilities is a probability (means, maxima, minima, medians).
 _MEAN_POOLS = _POOLS - {"ops.Sum", "ops.Prod", "ops.Logsumexp"}
 
@@ -978,13 +979,20 @@ def _reads_codes(spec: LayerSpec) -> bool:
     return spec.class_name in _CODE_READERS
 
 
+def _kind(spec: LayerSpec) -> str | None:
+    """A layer's class name; for a tf.keras ``TFOpLambda``, the Keras 3 operation that
+    computes the same (:data:`_TF_OPS`), else ``None``."""
+    if spec.class_name == "TFOpLambda":
+        return _TF_OPS.get(str(spec.config.get("function")))
+    return spec.class_name
+
+
 def _passes_through(spec: LayerSpec, call: Call) -> bool:
     """Whether this call of a layer only moves or passes values on (:data:`_PASS_THROUGH`;
-    a tf.keras ``TFOpLambda`` as the Keras 3 operation of :data:`_TF_MOVES`)."""
-    options = spec.config
-    kind = spec.class_name
-    if kind == "TFOpLambda":  # the function's arguments are those of the call
-        kind, options = _TF_MOVES.get(str(spec.config.get("function"))), call.kwargs
+    a tf.keras ``TFOpLambda`` as its Keras 3 operation, :func:`_kind`)."""
+    kind = _kind(spec)
+    # the options: a TF function's are the arguments of its call
+    options = call.kwargs if spec.class_name == "TFOpLambda" else spec.config
     if kind == "UpSampling2D":  # repeats values; "bilinear" and others mix them
         return options.get("interpolation", "nearest") == "nearest"
     if kind == "ops.Cast":  # to another float type (not to integers, bool)
@@ -998,10 +1006,9 @@ def _reads_only_shape(spec: LayerSpec) -> bool:
 
 
 def _pools_or_merges(spec: LayerSpec) -> bool:
-    """Whether a layer merges tensors or pools values (:data:`_MERGES`, :data:`_POOLS`)."""
-    if spec.class_name == "TFOpLambda":
-        return spec.config.get("function") in _TF_POOLS
-    return spec.class_name in _MERGES or spec.class_name in _POOLS
+    """Whether a layer merges tensors or pools values (:data:`_MERGES`, :data:`_POOLS`; a
+    tf.keras ``TFOpLambda`` as its Keras 3 operation, :func:`_kind`)."""
+    return _kind(spec) in _MERGES or _kind(spec) in _POOLS
 
 
 def is_rule_call(impl: LayerImpl, call: Call) -> bool:

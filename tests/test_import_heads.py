@@ -410,6 +410,25 @@ def test_logits_head_looks_through_tf_keras_value_moving_functions():
     assert base.output_kind(m) == ("prob", False)
 
 
+def test_tf_keras_pooled_probabilities_follow_the_keras_3_rules():
+    """tf.math.reduce_mean of a one-unit sigmoid's probabilities is a probability (as
+    keras.ops.mean's: it was read as a logit); tf.math.reduce_logsumexp of softmax
+    probabilities has no logits (as keras.ops.logsumexp's: the probabilities were returned)."""
+    from jaxsal._src import base
+
+    cfg = _tf_keras_config("tfop_sigmoid_tfkeras2")  # Dense(1) -> sigmoid -> Reshape((1,))
+    cfg["config"]["output_layers"] = [_tf_op(cfg, "mean", "math.reduce_mean", ["reshape", 0, 0],
+                                             axis=-1, keepdims=True)]
+    m = load_keras(KERAS2 / "tfop_sigmoid_tfkeras2.h5", config=cfg)
+    assert base.output_kind(m) == ("prob", False)
+    cfg = _tf_keras_config("tfop_softmax_tfkeras2")
+    cfg["config"]["output_layers"] = [_tf_op(cfg, "lse", "math.reduce_logsumexp",
+                                             ["tf.nn.softmax", 0, 0], axis=-1)]
+    m = load_keras(KERAS2 / "tfop_softmax_tfkeras2.h5", config=cfg)
+    with pytest.raises(ValueError, match="pools the probabilities of \\['tf.nn.softmax'\\]"):
+        m.with_head("logits")
+
+
 def test_logits_refusal_follows_the_tensors_between_activation_and_output(tmp_path):
     """A Reshape of the softmax that another output reads changes too when the softmax is
     removed: refused for both outputs together, each output alone has its logits."""
