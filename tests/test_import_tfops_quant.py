@@ -8,6 +8,9 @@ gradients of single calls on edge cases); gradients and attribution through them
 values refused at load, with the reason."""
 
 
+import functools
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,25 +32,53 @@ def test_every_tf_function_layer_matches_tensorflow(name, tag):
     check_every_layer(name, tag, "versions_quant")
 
 
-def _ties(x, kw):
-    """The points of ``x`` half-way between two levels of the fake quantization ``kw``
-    (within float32 rounding); 0 is a level (TF's nudge moves the range so)."""
-    bits, narrow = kw["num_bits"], kw["narrow_range"]
-    step = (kw["max"] - kw["min"]) / ((1 << bits) - 1 - int(narrow))
-    frac = x.astype(np.float64) / step % 1.0
-    return np.abs(frac - 0.5) < 1e-3
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _quantizations(keys, calls, xs, los, his):
+    """Each recorded call ``(function, keywords as JSON)`` of ``calls`` on its input of ``xs``
+    compiled as a model runs under jaxsal's methods: its range ``keys`` (``min``/``max``,
+    ``input_min``/``input_max``) the arguments ``los``/``his`` (traced, as a model's weights
+    are), and its range constant as recorded; and the gradients of the first's sum with
+    respect to the input and the range. One program for every call of a fixture."""
+    out = []
+    for (fn, kw), x, lo, hi in zip(calls, xs, los, his):
+        impl, kw = tf_function(fn), json.loads(kw)
+        y, pull = jax.vjp(lambda x, lo, hi: impl(x, **{**kw, keys[0]: lo, keys[1]: hi}),
+                          x, lo, hi)
+        out.append((y, impl(x, **kw), *pull(jnp.ones_like(y))))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_quantizations(name):
+    """``{case: (traced, constant, grad, grad_min, grad_max)}`` of the fake quantizations
+    (``quant``) or ``quantize_and_dequantize`` calls (``qdq``) of ``<name>_calls_<tag>.npz``
+    for both TF versions (the same call on the same input in both; :func:`_quantizations`:
+    one program, run once for the tests of outputs and gradients)."""
+    cases, xs = {}, {}
+    for tag in TAGS:
+        ref, spec = recorded_calls(name, tag)
+        for case, fn, kw in spec:
+            if "quantiz" in fn:
+                assert cases.setdefault(case, (fn, kw)) == (fn, kw), case
+                x = xs.setdefault(case, ref[f"{case}__x"])
+                np.testing.assert_array_equal(x, ref[f"{case}__x"], err_msg=case)
+    keys = ("min", "max") if name == "quant" else ("input_min", "input_max")
+    los, his = ([np.asarray(kw[k], np.float32) for _, kw in cases.values()] for k in keys)
+    got = _quantizations(keys, tuple((fn, json.dumps(kw)) for fn, kw in cases.values()),
+                         list(xs.values()), los, his)
+    return {case: tuple(np.asarray(v) for v in g) for case, g in zip(cases, got)}
 
 
 @pytest.mark.parametrize("tag", TAGS)
 def test_single_calls_match_tensorflow(tag):
     """Each recorded call of ``quant_calls_<tag>.npz`` against TF's result: integers,
-    booleans and fake quantizations exactly (``fake_quant_with_min_max_vars`` but at some
-    points exactly half-way between two levels, where TF's kernel for a tensor range rounds
-    up and this may round down: one level apart there), floats within 1e-5 of the largest
-    value, NaN and infinities in the same places; complex parts and angles of ``-1 +- 0j``
-    exactly as TF."""
+    booleans and fake quantizations exactly (also compiled, with the range traced or
+    constant: :func:`compiled_quantizations`), floats within 1e-5 of the largest value, NaN
+    and infinities in the same places; complex parts and angles of ``-1 +- 0j`` exactly as
+    TF."""
     ref, spec = recorded_calls("quant", tag)
     assert len(spec) >= 45
+    compiled = compiled_quantizations("quant")
     for case, fn, kw in spec:
         x = ref[f"{case}__x"]
         got = tf_function(fn)(jnp.asarray(x), **kw)
@@ -63,13 +94,10 @@ def test_single_calls_match_tensorflow(tag):
                 np.testing.assert_array_equal(g, want, err_msg=case)
             elif "fake_quant" in fn:
                 assert g.dtype == np.float32, case
-                off = g != want
-                if fn.endswith("_vars"):
-                    step = (kw["max"] - kw["min"]) / ((1 << kw["num_bits"]) - 1)
-                    assert (_ties(x, kw) | ~off).all(), case
-                    assert np.abs(g - want).max() <= step * 1.01, case
-                else:
-                    assert not off.any(), (case, x[off], g[off], want[off])
+                for how, v in zip(("eager", "traced range", "constant range"),
+                                  (g, *compiled[case][:2])):
+                    off = v != want
+                    assert not off.any(), (case, how, x[off], v[off], want[off])
             elif want.dtype.kind == "f":
                 assert g.dtype == np.float32, case
                 close_where_finite(g, want, case, 1e-5)
@@ -83,10 +111,12 @@ def test_gradients_match_tensorflow(tag):
     """The gradient of the sum of each float call's (first) output with respect to its
     input, as ``tf.GradientTape`` gave it: fake quantization's straight-through gradient
     (1 inside the nudged range, ends included, 0 outside) exactly, and with a tensor range
-    the gradients of its ends (the counts of values below and above it, per channel);
-    the others within 1e-4 of the largest (morphology away from ties: the fixtures' values
-    are distinct)."""
+    the gradients of its ends (the counts of values below and above it, per channel),
+    eagerly and compiled with the range traced (:func:`compiled_quantizations`); the others
+    within 1e-4 of the largest (morphology away from ties: the fixtures' values are
+    distinct)."""
     ref, spec = recorded_calls("quant", tag)
+    compiled = compiled_quantizations("quant")
     checked = 0
     for case, fn, kw in spec:
         if f"grad__{case}" not in ref.files:
@@ -99,8 +129,11 @@ def test_gradients_match_tensorflow(tag):
 
             lo, hi = (jnp.asarray(kw[k], jnp.float32) for k in ("min", "max"))
             gx, glo, ghi = jax.grad(total, argnums=(0, 1, 2))(x, lo, hi)
-            np.testing.assert_array_equal(np.asarray(glo), ref[f"grad_min__{case}"], case)
-            np.testing.assert_array_equal(np.asarray(ghi), ref[f"grad_max__{case}"], case)
+            for lo_hi in ((glo, ghi), compiled[case][3:]):
+                np.testing.assert_array_equal(np.asarray(lo_hi[0]), ref[f"grad_min__{case}"],
+                                              case)
+                np.testing.assert_array_equal(np.asarray(lo_hi[1]), ref[f"grad_max__{case}"],
+                                              case)
         else:
             def first(x):
                 y = impl(x, **kw)
@@ -112,6 +145,7 @@ def test_gradients_match_tensorflow(tag):
         gx = np.asarray(gx)
         if "fake_quant" in fn:
             np.testing.assert_array_equal(gx, want, err_msg=case)
+            np.testing.assert_array_equal(compiled[case][2], want, err_msg=f"{case} compiled")
             assert want.any() and not want.all(), case  # inside and outside the range
         else:  # (a fused batch norm's variance and epsilon of 0: infinite gradients)
             close_where_finite(gx, want, case, 1e-4)
@@ -291,15 +325,21 @@ def test_quantize_and_dequantize_calls_match_tensorflow(tag):
     of half steps, at and beyond the range's ends, for 1 to 16 bits, signed or not, narrow
     or not, both rounding modes, with the range given or the tensor's own (per slice of
     ``axis`` too; a range per slice given: TF 2.12 only, 2.21's kernel refuses it); and
-    histograms whose ``value_range`` is a tensor, at bin edges and outside the range."""
+    histograms whose ``value_range`` is a tensor, at bin edges and outside the range.
+    ``quantize_and_dequantize`` also compiled, with the range traced or constant
+    (:func:`compiled_quantizations`)."""
     ref, spec = recorded_calls("qdq", tag)
     assert len(spec) >= 35 + (tag == "tf212")
+    compiled = compiled_quantizations("qdq")
     for case, fn, kw in spec:
         x = ref[f"{case}__x"]
         got = np.asarray(tf_function(fn)(jnp.asarray(x), **_qdq_args(kw)))
         want = ref[case]
         assert got.shape == want.shape and got.dtype.kind == want.dtype.kind, case
         np.testing.assert_array_equal(got, want, err_msg=case)
+        if fn.startswith("quantization."):
+            for how, v in zip(("traced range", "constant range"), compiled[case][:2]):
+                np.testing.assert_array_equal(v, want, err_msg=f"{case} compiled, {how}")
 
 
 @pytest.mark.parametrize("tag", TAGS)
@@ -308,8 +348,10 @@ def test_quantize_and_dequantize_gradients_match_tensorflow(tag):
     passes the gradient where ``input_min <= x <= input_max`` (the range as given, ends
     included, also with ``range_given=False``, as TF's registered gradient does) and 0
     elsewhere, and gives the range's ends 0; the deprecated ``quantize_and_dequantize``
-    passes it everywhere. Histograms: no gradient (zero)."""
+    passes it everywhere; also compiled with the range traced
+    (:func:`compiled_quantizations`). Histograms: no gradient (zero)."""
     ref, spec = recorded_calls("qdq", tag)
+    compiled = compiled_quantizations("qdq")
     checked = 0
     for case, fn, kw in spec:
         x = jnp.asarray(ref[f"{case}__x"])
@@ -326,10 +368,11 @@ def test_quantize_and_dequantize_gradients_match_tensorflow(tag):
 
         lo, hi = (jnp.asarray(kw[k], jnp.float32) for k in ("input_min", "input_max"))
         gx, glo, ghi = jax.grad(total, argnums=(0, 1, 2))(x, lo, hi)
-        np.testing.assert_array_equal(np.asarray(gx), ref[f"grad__{case}"], case)
-        if f"grad_min__{case}" in ref.files:
-            np.testing.assert_array_equal(np.asarray(glo), ref[f"grad_min__{case}"], case)
-            np.testing.assert_array_equal(np.asarray(ghi), ref[f"grad_max__{case}"], case)
+        for g in (gx, glo, ghi), compiled[case][2:]:
+            np.testing.assert_array_equal(np.asarray(g[0]), ref[f"grad__{case}"], case)
+            if f"grad_min__{case}" in ref.files:
+                np.testing.assert_array_equal(np.asarray(g[1]), ref[f"grad_min__{case}"], case)
+                np.testing.assert_array_equal(np.asarray(g[2]), ref[f"grad_max__{case}"], case)
         checked += 1
     assert checked >= 25
 

@@ -2170,57 +2170,90 @@ _YIQ_TO_RGB = [[1, 1, 1], [0.95598634, -0.27201283, -1.10674021],
 
 
 # ------------------ fake quantization, fused batch norm, complex parts, morphology, linalg
+def _kept(value, source):
+    """``value``, except ``source`` (NaN) where ``source`` is NaN: the same values wherever
+    a NaN ``source`` makes the result NaN either way (``a / _kept(c, a)``: a quotient of
+    ``a``; ``_kept(a * b, a)``: a product). Under ``jax.jit`` XLA rewrites a division by a
+    constant into a product by its reciprocal and ``a / (b / c)`` into ``(a * c) / b``, and
+    fuses a product with the addition after it into one FMA, each one float32 rounding off
+    the quotient or product TF's kernels round (a whole level off at a half step);
+    ``lax.optimization_barrier`` does not stop it (XLA removes barriers before it
+    simplifies), a select on the operand's NaN does."""
+    return jnp.where(jnp.isnan(source), source, value)
+
+
 def _fq_nudge(lo, hi, bits: int, narrow: bool):
-    """TF's ``Nudge`` (fake_quant_ops_functor.h) in float32: the range moved so that 0 is a
-    level (the zero point rounded half away from zero, within the levels); the nudged
-    ends, the step and its inverse."""
+    """TF's ``Nudge`` (fake_quant_ops_functor.h) in float32, each operation rounded once as
+    in TF's kernel: the range moved so that 0 is a level (the zero point rounded half away
+    from zero, within the levels); the nudged ends, the step, its inverse and the nudged
+    zero point ``floor(-nudged_min / step + 1/2)``, each of ``lo``'s shape. A range known
+    when traced (not a tracer) is nudged here in NumPy: under ``jit`` XLA would fold it
+    with its own rewrites; a traced one in JAX, its quotients kept (:func:`_kept`)."""
+    traced = isinstance(lo, jax.core.Tracer) or isinstance(hi, jax.core.Tracer)
+    xp, keep = (jnp, _kept) if traced else (np, lambda v, source: v)
+    lo, hi = (xp.asarray(v, xp.float32) for v in (lo, hi))
     qmin, qmax = np.float32(1.0 if narrow else 0.0), np.float32((1 << bits) - 1)
-    scale = (hi - lo) / (qmax - qmin)
-    inv = (qmax - qmin) / (hi - lo)
-    z = qmin - lo / scale
-    below = jnp.floor(z)
-    rounded = jnp.where(z - below == 0.5, below + 1, jnp.round(z))
-    zero = jnp.where(z < qmin, qmin, jnp.where(z > qmax, qmax, rounded))
-    return (qmin - zero) * scale, (qmax - zero) * scale, scale, inv
+    width = hi - lo
+    with np.errstate(divide="ignore", invalid="ignore"):  # an empty range: as TF, NaN
+        scale = width / keep(qmax - qmin, width)
+        inv = (qmax - qmin) / width
+        z = qmin - lo / keep(scale, lo)
+        below = xp.floor(z)
+        rounded = xp.where(z - below == 0.5, below + 1, xp.round(z))
+        zero = xp.where(z < qmin, qmin, xp.where(z > qmax, qmax, rounded))
+        nmin, nmax = (qmin - zero) * scale, (qmax - zero) * scale
+        # within 0.02 of an integer, far from a tie: no rounding to keep
+        quant_zero = xp.floor(-nmin * inv + np.float32(0.5))
+    return tuple(xp.asarray(v, xp.float32) for v in (nmin, nmax, scale, inv, quant_zero))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _fake_quant(x, lo, hi, bits: int, narrow: bool):
+def _fake_quant(x, lo, hi, bits: int, narrow: bool, divide: bool):
     """TF's fake quantization of ``x`` on ``[lo, hi]`` (scalars, or one range per channel
-    of the last axis): clamped to the nudged range, rounded to its levels as TF's kernel
-    computes it (``floor((x - nudged_min) / step - quant_zero + 1/2) * step``)."""
-    nmin, nmax, scale, inv = _fq_nudge(lo, hi, bits, narrow)
-    zero = jnp.floor(-nmin * inv + np.float32(0.5))
+    of the last axis): clamped to the nudged range (:func:`_fq_nudge`), rounded to its
+    levels as TF's kernels compute it, ``floor(shifted / step - quant_zero + 1/2) * step``
+    (``divide``: TF's kernel for one tensor range) or ``floor(shifted * (1 / step) - ...)``
+    (constant ranges, ranges per channel), each quotient, product and difference rounded
+    before the next operation (:func:`_kept`), so that compiled equals eager equals TF."""
+    nudged = (jax.lax.stop_gradient(v) for v in _fq_nudge(lo, hi, bits, narrow))
+    return _fake_quant_levels(x, lo, hi, *nudged, divide)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(8,))
+def _fake_quant_levels(x, lo, hi, nmin, nmax, scale, inv, quant_zero, divide: bool):
     shifted = jnp.clip(x, nmin, nmax) - nmin
-    return jnp.floor(shifted * inv - zero + np.float32(0.5)) * scale
+    levels = shifted / _kept(scale, shifted) if divide else _kept(shifted * inv, shifted)
+    return jnp.floor(_kept(levels - quant_zero, levels) + np.float32(0.5)) * scale
 
 
-def _fake_quant_fwd(x, lo, hi, bits, narrow):
-    return _fake_quant(x, lo, hi, bits, narrow), (x, lo, hi)
+def _fake_quant_fwd(x, lo, hi, nmin, nmax, scale, inv, quant_zero, divide):
+    return (_fake_quant_levels(x, lo, hi, nmin, nmax, scale, inv, quant_zero, divide),
+            (x, lo, hi, nmin, nmax, scale, inv, quant_zero))
 
 
-def _fake_quant_bwd(bits, narrow, res, g):
+def _fake_quant_bwd(divide, res, g):
     """TF's gradient (``FakeQuantWithMinMax*Gradient``): straight through inside the nudged
     range, ends included, 0 outside; the range's ends get the sums of the gradients below
-    and above it (per channel for a range per channel)."""
-    x, lo, hi = res
-    nmin, nmax, _, _ = _fq_nudge(lo, hi, bits, narrow)
+    and above it (per channel for a range per channel); none through the nudged values
+    (their gradients are the range's)."""
+    x, lo, hi, nmin, nmax = res[:5]
     zero = jnp.zeros_like(g)
 
     def total(v, like):
         return jnp.sum(v) if like.ndim == 0 else jnp.sum(v.reshape(-1, like.shape[-1]), 0)
 
     return (jnp.where((x >= nmin) & (x <= nmax), g, zero),
-            total(jnp.where(x < nmin, g, zero), lo), total(jnp.where(x > nmax, g, zero), hi))
+            total(jnp.where(x < nmin, g, zero), lo), total(jnp.where(x > nmax, g, zero), hi),
+            *(jnp.zeros_like(v) for v in res[3:]))
 
 
-_fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
+_fake_quant_levels.defvjp(_fake_quant_fwd, _fake_quant_bwd)
 
 
-def _fake_quant_call(per_channel: bool):
+def _fake_quant_call(per_channel: bool, divide: bool = False):
     """``tf.quantization.fake_quant_with_min_max_args`` / ``_vars`` (``per_channel``
-    False: one range) / ``_vars_per_channel`` (one per channel of the last axis): ``min``
-    and ``max`` constants (as recorded) or tensors, ``num_bits`` 2 to 16; float32."""
+    False: one range; ``divide``: by the step, as TF's kernel for ``_vars`` does) /
+    ``_vars_per_channel`` (one per channel of the last axis): ``min`` and ``max`` constants
+    (as recorded) or tensors, ``num_bits`` 2 to 16; float32."""
     def f(rt, inputs, min=-6.0, max=6.0, num_bits=8, narrow_range=False):
         bits = _static_int(num_bits, "num_bits")
         if not 2 <= bits <= 16:
@@ -2228,7 +2261,9 @@ def _fake_quant_call(per_channel: bool):
         if not jnp.issubdtype(inputs.dtype, jnp.floating):
             raise _Refused(f"inputs of dtype {inputs.dtype} are not supported (float32, as "
                            "TF requires)")
-        lo, hi = (jnp.asarray(_const(v), jnp.float32) for v in (min, max))
+        # a constant range stays NumPy, nudged when traced (jnp.asarray would stage it)
+        lo, hi = (np.asarray(v, np.float32) if _is_static(v) else jnp.asarray(v, jnp.float32)
+                  for v in (min, max))
         want = (inputs.shape[-1],) if per_channel else ()
         kind = "one value per channel of the last axis" if per_channel else "a scalar"
         for what, v, given in (("min", lo, min), ("max", hi, max)):
@@ -2240,7 +2275,8 @@ def _fake_quant_call(per_channel: bool):
             raise _Refused(f"min={_show(min)}, max={_show(max)}: min must be below max "
                            "(TF refuses it for fake_quant_with_min_max_args; an empty "
                            "range has no levels)")
-        return _fake_quant(inputs.astype(jnp.float32), lo, hi, bits, bool(narrow_range))
+        return _fake_quant(inputs.astype(jnp.float32), lo, hi, bits, bool(narrow_range),
+                           divide)
     return f
 
 
@@ -2303,15 +2339,13 @@ def _qdq_forward(x, lo, hi, bits: int, signed: bool, narrow: bool, range_given: 
     from_max = jnp.where(qmax * hi > 0, qmax / jnp.where(hi == 0, 1, hi), _FLT_MAX)
     by_min = from_min < from_max
     scale = jnp.where(by_min, from_min, from_max)
-    # divided by the grid's ends as arrays XLA cannot see into: it multiplies by a
-    # constant's reciprocal instead, one float32 rounding off TF's quotient
-    dmin, dmax = jax.lax.optimization_barrier((jnp.full(jnp.shape(lo), qmin or 1, jnp.float32),
-                                               jnp.full(jnp.shape(hi), qmax, jnp.float32)))
-    inv = jnp.where(by_min, lo / dmin, hi / dmax)
+    # divided by the grid's ends as TF divides (:func:`_kept`: compiled, XLA would multiply
+    # by a constant's reciprocal, one float32 rounding off TF's quotient)
+    inv = jnp.where(by_min, lo / _kept(qmin or 1, lo), hi / _kept(qmax, hi))
     lo2, hi2 = jnp.where(by_min, lo, qmin * inv), jnp.where(by_min, qmax * inv, hi)
     scale, inv, lo2, hi2 = (v.reshape(shape) for v in (scale, inv, lo2, hi2))
     v = jnp.maximum(jnp.minimum(x, hi2), lo2) if range_given else x
-    v = v * scale
+    v = _kept(v * scale, v)  # rounded before the half is added (XLA would fuse an FMA)
     v = jnp.floor(v + np.float32(0.5)) if half_up else jnp.round(v)
     return v * inv
 
@@ -3098,7 +3132,7 @@ _FUNCTIONS = {
     "image.rgb_to_yiq": _colour_matrix(_RGB_TO_YIQ, "rgb_to_yiq"),
     "image.yiq_to_rgb": _colour_matrix(_YIQ_TO_RGB, "yiq_to_rgb"),
     "quantization.fake_quant_with_min_max_args": _fake_quant_call(False),
-    "quantization.fake_quant_with_min_max_vars": _fake_quant_call(False),
+    "quantization.fake_quant_with_min_max_vars": _fake_quant_call(False, divide=True),
     "quantization.fake_quant_with_min_max_vars_per_channel": _fake_quant_call(True),
     "compat.v1.nn.fused_batch_norm": _fused_batch_norm_any,
     "convert_to_tensor": _convert_to_tensor, "identity_n": _identity_n,
