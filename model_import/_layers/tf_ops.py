@@ -2177,8 +2177,8 @@ def _kept(value, source):
     constant into a product by its reciprocal and ``a / (b / c)`` into ``(a * c) / b``, and
     fuses a product with the addition after it into one FMA, each one float32 rounding off
     the quotient or product TF's kernels round (a whole level off at a half step);
-    ``lax.optimization_barrier`` does not stop it (XLA removes barriers before it
-    simplifies), a select on the operand's NaN does."""
+    ``lax.optimization_barrier`` did not stop it (jax 0.10.2: no barrier was left in the
+    rewritten programs), a select on the operand's NaN does."""
     return jnp.where(jnp.isnan(source), source, value)
 
 
@@ -2194,7 +2194,7 @@ def _fq_nudge(lo, hi, bits: int, narrow: bool):
     lo, hi = (xp.asarray(v, xp.float32) for v in (lo, hi))
     qmin, qmax = np.float32(1.0 if narrow else 0.0), np.float32((1 << bits) - 1)
     width = hi - lo
-    with np.errstate(divide="ignore", invalid="ignore"):  # an empty range: as TF, NaN
+    with np.errstate(divide="ignore", invalid="ignore"):  # an empty range: NaN, infinities
         scale = width / keep(qmax - qmin, width)
         inv = (qmax - qmin) / width
         z = qmin - lo / keep(scale, lo)
@@ -2211,9 +2211,10 @@ def _fake_quant(x, lo, hi, bits: int, narrow: bool, divide: bool):
     """TF's fake quantization of ``x`` on ``[lo, hi]`` (scalars, or one range per channel
     of the last axis): clamped to the nudged range (:func:`_fq_nudge`), rounded to its
     levels as TF's kernels compute it, ``floor(shifted / step - quant_zero + 1/2) * step``
-    (``divide``: TF's kernel for one tensor range) or ``floor(shifted * (1 / step) - ...)``
-    (constant ranges, ranges per channel), each quotient, product and difference rounded
-    before the next operation (:func:`_kept`), so that compiled equals eager equals TF."""
+    (``divide``: TF's kernel for ``_vars``) or ``floor(shifted * (1 / step) - ...)`` (its
+    kernels for ``_args`` and ``_vars_per_channel``), each quotient, product and difference
+    rounded before the next operation (:func:`_kept`), so that compiled equals eager
+    equals TF."""
     nudged = (jax.lax.stop_gradient(v) for v in _fq_nudge(lo, hi, bits, narrow))
     return _fake_quant_levels(x, lo, hi, *nudged, divide)
 
