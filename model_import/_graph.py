@@ -445,20 +445,33 @@ class Graph:
     def _walk(self, r: Ref) -> tuple[Ref, list[Ref]]:
         """The tensor reached from ``r`` back through the layers that only move or pass
         values on (:meth:`_head_source`), and the tensors on the way (``r`` first)."""
-        by_key = self._calls_by_key()
         ref, chain = r, []
-        while ((ref.layer, ref.node) in by_key
-               and _passes_through(self.layers[ref.layer], by_key[(ref.layer, ref.node)])
-               and self.layers[ref.layer].impl.activation in (None, "linear")):
-            call = by_key[(ref.layer, ref.node)]
-            # the values moved: the first argument; the other tensors are indices or sizes
-            # (ids given as an input, argsort(x), tf.shape(x)), which stay as they are
-            values = call.args[0] if call.args else None
-            if not isinstance(values, Ref) or (values.layer, values.node) not in by_key:
+        while self.layers.get(ref.layer) is not None and \
+                self.layers[ref.layer].impl.activation in (None, "linear"):
+            values = self._moved_from(ref)
+            if values is None:
                 break
             chain.append(ref)
             ref = values
         return ref, chain
+
+    def _moved_from(self, r: Ref) -> Ref | None:
+        """The tensor whose values the call giving ``r`` only moves (:func:`_passes_through`):
+        its first argument, the values; the other tensors are indices or sizes (ids given as
+        an input, ``argsort(x)``, ``tf.shape(x)``), which stay as they are. Of a list, the
+        one tensor of a merge of one (``Concatenate()([p])``) or ``tf.identity_n``'s at the
+        position of ``r``. ``None`` where the call does more, or ``r`` is an input."""
+        by_key = self._calls_by_key()
+        call = by_key.get((r.layer, r.node))
+        if call is None or not _passes_through(self.layers[r.layer], call):
+            return None
+        values = call.args[0] if call.args else None
+        if isinstance(values, (list, tuple)):
+            values = values[0] if len(values) == 1 else \
+                values[r.tensor] if _kind(self.layers[r.layer]) == "tf.identity_n" else None
+        if not isinstance(values, Ref) or (values.layer, values.node) not in by_key:
+            return None
+        return values
 
     def position_source(self, r: Ref) -> tuple[Ref, bool]:
         """The tensor output ``r`` shows value by value, and whether an activation lies
@@ -470,16 +483,15 @@ class Graph:
         ref, through = r, False
         while (ref.layer, ref.node) in by_key:
             spec = self.layers[ref.layer]
-            acts = spec.class_name in _ACTIVATIONS or (
-                spec.class_name == "TFOpLambda"
-                and spec.config.get("function") in _TF_ACTIVATIONS)
-            call = by_key[(ref.layer, ref.node)]
-            if not (acts or _passes_through(spec, call)):
+            values = self._moved_from(ref)  # as _walk: the values, not indices or sizes
+            if values is None and (spec.class_name in _ACTIVATIONS or (
+                    spec.class_name == "TFOpLambda"
+                    and spec.config.get("function") in _TF_ACTIVATIONS)):
+                call = by_key[(ref.layer, ref.node)]  # the activated values: its first
+                values = call.args[0] if call.args else None
+            if not isinstance(values, Ref) or (values.layer, values.node) not in by_key:
                 break
-            args = _refs(call.args) + _refs(dict(call.kwargs))
-            if len(args) != 1 or (args[0].layer, args[0].node) not in by_key:
-                break
-            ref, through = args[0], True
+            ref, through = values, True
         return ref, through
 
     def holds_probabilities_at(self, r: Ref) -> bool:
@@ -498,7 +510,9 @@ class Graph:
         if holds_probabilities(spec):
             return True
         if _kind(spec) in _MEANS or _kind(spec) in _MEAN_POOLS:
-            args = _refs(self._calls_by_key()[(src.layer, src.node)].args)
+            call = self._calls_by_key()[(src.layer, src.node)]
+            args = _refs(call.args) + _refs({k: v for k, v in call.kwargs.items()
+                                             if k != "mask"})
             return bool(args) and all(self.holds_probabilities_at(a) for a in args)
         return False
 
@@ -578,16 +592,20 @@ class Graph:
 
     def _refuse_merged_probabilities(self, src: Ref, head: str = "logits") -> None:
         call = self._calls_by_key().get((src.layer, src.node))
-        if call is None or not _pools_or_merges(self.layers[src.layer]):
+        spec = self.layers.get(src.layer)
+        if call is None or not _pools_or_merges(spec, call):
             return
-        activated = [self._walk(a)[0].layer for a in _refs(call.args)
-                     if self.holds_probabilities_at(a)]
+        tensors = _refs(call.args) + _refs({k: v for k, v in call.kwargs.items()
+                                            if k != "mask"})
+        activated = [self._walk(a)[0].layer for a in tensors if self.holds_probabilities_at(a)]
         if activated:
-            merge = self.layers[src.layer].class_name in _MERGES
+            merge = _kind(spec) in _MERGES
             verb, done = ("merges", "merged") if merge else ("pools", "pooled")
+            what = f"tf.{spec.config.get('function')}" if spec.class_name == "TFOpLambda" \
+                else spec.class_name
             raise ValueError(
                 f"{_head_phrase(head)} cannot undo the output {src.layer!r} "
-                f"({self.layers[src.layer].class_name}): it {verb} the probabilities of "
+                f"({what}): it {verb} the probabilities of "
                 f"{activated}, and no single pre-activation gives it. Use head='saved' (the "
                 f"{done} probabilities), or explain a member at its own layer (layer=...).")
 
@@ -853,12 +871,22 @@ class Graph:
         return out
 
 
-#: Merges whose result of probabilities is a probability (an ensemble's mean).
-_MEANS = frozenset({"Average", "Maximum", "Minimum"})
+#: Operations of two operands: they merge two tensors (``p + q``, ``keras.ops.maximum(p, q)``);
+#: with a constant operand they compute from one tensor (``2 * p``, ``1 - p``: no merge).
+_PAIRWISE = frozenset({"ops.Add", "ops.Subtract", "ops.Multiply", "ops.Maximum",
+                       "ops.Minimum", "ops.Append"})
 
-#: Merge layers: an output that merges softmax/sigmoid outputs (an ensemble) has no logits.
+#: Merges whose result of probabilities is a probability (an ensemble's mean).
+_MEANS = frozenset({"Average", "Maximum", "Minimum", "ops.Maximum", "ops.Minimum"})
+
+#: Merge layers and the Keras 3 operations that merge tensors as they do (``p + q``,
+#: ``keras.ops.concatenate([p, q])``, ``keras.ops.stack``; tf.keras's ``tf.concat``,
+#: ``tf.math.add``... by :data:`_TF_OPS`): an output that merges softmax/sigmoid outputs (an
+#: ensemble) has no logits. Of a list of one tensor (``Concatenate()([p])``,
+#: ``tf.stack([p])``) they only move its values (:func:`_merged_parts`).
 _MERGES = frozenset({"Add", "Average", "Maximum", "Minimum", "Multiply", "Subtract",
-                     "Concatenate"})
+                     "Concatenate", "ops.Concatenate", "ops.Stack", "ops.Append",
+                     *_PAIRWISE})
 
 
 def _float64_params(p: Any) -> bool:
@@ -907,10 +935,15 @@ _PASS_THROUGH = frozenset({
     "ops.CropImages", "ops.Split", "ops.ArraySplit", "ops.Hsplit", "ops.Vsplit", "ops.Dsplit",
     "ops.Unstack", "ops.Ravel", "ops.Fliplr", "ops.Flipud", "ops.Diagonal",
     "ops.DepthToSpace", "ops.SpaceToDepth", "ops.Copy", "ops.ConvertToTensor",
-    "ops.StopGradient", "ops.Cast", "UpSampling1D", "UpSampling2D", "UpSampling3D"})
+    "ops.StopGradient", "ops.Cast", "UpSampling1D", "UpSampling2D", "UpSampling3D",
+    "Resizing", "ops.Resize", "ops.ExtractPatches", "tf.identity_n",
+    "tf.image.resize_nearest_neighbor", "tf.space_to_batch_nd", "tf.batch_to_space_nd",
+    "tf.signal.frame"})
 #: The tf.keras ``TFOpLambda`` functions (``config["function"]``) that move values (or pool
-#: them, :data:`_POOLS`) as a Keras 3 operation does, by that operation: the same rules apply
-#: to them (:func:`_kind`; ``tf.gather_nd`` takes values by indices as ``take`` does).
+#: them, :data:`_POOLS`, or merge them, :data:`_MERGES`) as a Keras 3 operation or layer does,
+#: by that operation: the same rules apply to them (:func:`_kind`; ``tf.gather_nd`` takes
+#: values by indices as ``take`` does, ``tf.math.add_n`` sums a list as ``Add`` does). The
+#: functions without a Keras 3 counterpart are their own kind, ``"tf.<function>"``.
 _TF_OPS = {
     **dict.fromkeys(("reshape", "compat.v1.reshape", "keras.backend.batch_flatten"),
                     "ops.Reshape"),
@@ -931,7 +964,18 @@ _TF_OPS = {
     "convert_to_tensor": "ops.ConvertToTensor", "stop_gradient": "ops.StopGradient",
     "math.reduce_mean": "ops.Mean", "math.reduce_sum": "ops.Sum", "math.reduce_max": "ops.Max",
     "math.reduce_min": "ops.Min", "math.reduce_prod": "ops.Prod",
-    "math.reduce_logsumexp": "ops.Logsumexp"}
+    "math.reduce_logsumexp": "ops.Logsumexp",
+    **dict.fromkeys(("concat", "compat.v1.concat"), "ops.Concatenate"), "stack": "ops.Stack",
+    **dict.fromkeys(("__operators__.add", "math.add"), "ops.Add"), "math.add_n": "Add",
+    **dict.fromkeys(("__operators__.sub", "math.subtract"), "ops.Subtract"),
+    **dict.fromkeys(("__operators__.mul", "math.multiply", "math.multiply_no_nan"),
+                    "ops.Multiply"),
+    "math.maximum": "ops.Maximum", "math.minimum": "ops.Minimum",
+    **dict.fromkeys(("image.resize", "compat.v1.image.resize_images"), "ops.Resize"),
+    "image.extract_patches": "ops.ExtractPatches", "identity_n": "tf.identity_n",
+    "compat.v1.image.resize_nearest_neighbor": "tf.image.resize_nearest_neighbor",
+    "space_to_batch_nd": "tf.space_to_batch_nd",
+    "compat.v1.batch_to_space_nd": "tf.batch_to_space_nd", "signal.frame": "tf.signal.frame"}
 #: tf.keras functions that read only their input's shape (``tf.shape(probs)[0]`` as a size):
 #: removing an activation leaves it as it is (:meth:`Graph._head_keys`).
 _TF_SHAPES = frozenset({"compat.v1.shape"})
@@ -989,15 +1033,43 @@ def _kind(spec: LayerSpec) -> str | None:
 
 def _passes_through(spec: LayerSpec, call: Call) -> bool:
     """Whether this call of a layer only moves or passes values on (:data:`_PASS_THROUGH`;
-    a tf.keras ``TFOpLambda`` as its Keras 3 operation, :func:`_kind`)."""
+    a tf.keras ``TFOpLambda`` as its Keras 3 operation, :func:`_kind`; a merge of one
+    tensor, :func:`_merged_parts`). Not where it mixes values (a bilinear resize) or
+    inserts values of its own (padding: a padded value is no logit)."""
     kind = _kind(spec)
     # the options: a TF function's are the arguments of its call
     options = call.kwargs if spec.class_name == "TFOpLambda" else spec.config
-    if kind == "UpSampling2D":  # repeats values; "bilinear" and others mix them
-        return options.get("interpolation", "nearest") == "nearest"
+    if kind in _MERGES and kind not in _PAIRWISE:
+        return len(_merged_parts(spec, call)) == 1
+    if kind in ("UpSampling2D", "Resizing", "ops.Resize"):
+        # nearest repeats or selects values; "bilinear" and the others mix them; padding
+        # to the aspect ratio inserts the fill value (TF's method: a name, or 1 in TF 1)
+        method = options.get("interpolation", options.get(
+            "method", "nearest" if kind == "UpSampling2D" else "bilinear"))
+        return method in ("nearest", 1) and not options.get("pad_to_aspect_ratio")
+    if kind == "ops.ExtractPatches":  # "same" pads with zeros
+        return str(options.get("padding", "valid")).lower() == "valid"
+    if kind == "tf.signal.frame":  # pad_end pads with pad_value
+        return not options.get("pad_end", False)
+    if kind == "tf.space_to_batch_nd":  # pads with zeros (where the paddings are not 0)
+        pads = options.get("paddings")
+        try:
+            return not _refs(pads) and not np.any(np.asarray(pads, dtype=np.float64))
+        except (TypeError, ValueError):  # not numbers: computed, or unknown
+            return False
     if kind == "ops.Cast":  # to another float type (not to integers, bool)
         return str(options.get("dtype", "")).startswith(("float", "bfloat"))
     return kind in _PASS_THROUGH
+
+
+def _merged_parts(spec: LayerSpec, call: Call) -> list:
+    """The values a call of a merge (:data:`_MERGES`) merges: the elements of its list (a
+    merge layer's, ``keras.ops.concatenate``'s, ``tf.stack``'s; a one-input layer's tensor);
+    of a two-operand operation (:data:`_PAIRWISE`), its tensors (``p * 2``: one)."""
+    if _kind(spec) in _PAIRWISE:
+        return _refs(call.args) + _refs({k: v for k, v in call.kwargs.items() if k != "mask"})
+    first = call.args[0] if call.args else None
+    return list(first) if isinstance(first, (list, tuple)) else [first]
 
 
 def _reads_only_shape(spec: LayerSpec) -> bool:
@@ -1005,10 +1077,12 @@ def _reads_only_shape(spec: LayerSpec) -> bool:
     return spec.class_name == "TFOpLambda" and str(spec.config.get("function")) in _TF_SHAPES
 
 
-def _pools_or_merges(spec: LayerSpec) -> bool:
-    """Whether a layer merges tensors or pools values (:data:`_MERGES`, :data:`_POOLS`; a
-    tf.keras ``TFOpLambda`` as its Keras 3 operation, :func:`_kind`)."""
-    return _kind(spec) in _MERGES or _kind(spec) in _POOLS
+def _pools_or_merges(spec: LayerSpec, call: Call) -> bool:
+    """Whether this call of a layer merges tensors (:data:`_MERGES`, two or more:
+    :func:`_merged_parts`) or pools values (:data:`_POOLS`; a tf.keras ``TFOpLambda`` as
+    its Keras 3 operation, :func:`_kind`)."""
+    return (_kind(spec) in _MERGES and len(_merged_parts(spec, call)) > 1) or \
+        _kind(spec) in _POOLS
 
 
 def is_rule_call(impl: LayerImpl, call: Call) -> bool:

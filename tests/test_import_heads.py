@@ -68,7 +68,8 @@ def _case(kind):
         out = keras.ops.transpose(layers.Cropping1D((1, 0))(dense(seq)), (0, 2, 1))
         return (keras.Model(inp, out),
                 lambda x: _dense_z(x.reshape(-1, 3, 2), dense)[:, 1:].transpose(0, 2, 1))
-    if kind == "softmax_split_unstack_flips":  # multi-output and identity operations
+    if kind == "softmax_split_unstack_flips":  # multi-output and identity operations, merges
+        # of one tensor, nearest resizes, patches without padding
         dense = layers.Dense(12)
         ops = keras.ops
 
@@ -78,6 +79,12 @@ def _case(kind):
             t = ops.unstack(ops.fliplr(ops.stop_gradient(t)), axis=-1)[1]  # (N, 2, 2)
             t = ops.cast(ops.ravel(ops.diagonal(t, axis1=1, axis2=2)), "float32")
             t = ops.reshape(layers.UpSampling1D(3)(ops.reshape(t, (-1, 2, 1))), (-1, 6))
+            # merges of one tensor, nearest resizes, patches without padding
+            t = layers.Concatenate()([ops.concatenate([ops.stack([t], axis=1)], axis=1)])
+            t = ops.image.resize(ops.expand_dims(t, -1), (2, 5), interpolation="nearest",
+                                 crop_to_aspect_ratio=True)  # (N, 2, 5, 1)
+            t = layers.Resizing(3, 4, interpolation="nearest")(t)
+            t = ops.reshape(ops.image.extract_patches(t, 2, strides=1), (-1, 24))
             return ops.array_split(t, 2, axis=-1)[0]
 
         z = dense(inp)
@@ -312,11 +319,13 @@ def _tf_keras_config(name):
 
 def _tf_op(cfg, name, function, source, /, **kwargs):
     """Append a tf.keras ``TFOpLambda`` layer ``name`` calling ``tf.<function>`` on
-    ``source`` (``[layer, node, tensor]``) with ``kwargs`` as tf.keras 2 records them (a
-    tensor: its ``[layer, node, tensor]``); its output tensor ``[name, 0, 0]``."""
+    ``source`` (``[layer, node, tensor]``, or a list of them: ``tf.concat([a, b])``) with
+    ``kwargs`` as tf.keras 2 records them (a tensor: its ``[layer, node, tensor]``; with each
+    tensor of a list); its output tensor ``[name, 0, 0]``."""
     cls = "SlicingOpLambda" if function == "__operators__.getitem" else "TFOpLambda"
+    node = [[*t, kwargs] for t in source] if isinstance(source[0], list) else [*source, kwargs]
     cfg["config"]["layers"].append({
-        "class_name": cls, "name": name, "inbound_nodes": [[*source, kwargs]],
+        "class_name": cls, "name": name, "inbound_nodes": [node],
         "config": {"name": name, "trainable": True, "dtype": "float32",
                    "function": function}})
     return [name, 0, 0]
@@ -355,13 +364,31 @@ def _tf_moves(cfg, p, ids):
     t = _tf_op(cfg, "flatten", "keras.backend.batch_flatten", t)  # (N, 6)
     t = _tf_op(cfg, "convert", "convert_to_tensor", t, dtype="float32")
     t = _tf_op(cfg, "identity", "identity", t)
+    t = _tf_op(cfg, "image", "reshape", t, shape=[-1, 1, 6, 1])
+    t = _tf_op(cfg, "resize", "image.resize", t, size=[2, 6], method="nearest")
+    t = _tf_op(cfg, "resize_nn", "compat.v1.image.resize_nearest_neighbor", t, size=[2, 3])
+    t = _tf_op(cfg, "resize_v1", "compat.v1.image.resize_images", t, size=[4, 3], method=1)
+    t = _tf_op(cfg, "patches", "image.extract_patches", t, sizes=[1, 2, 2, 1],
+               strides=[1, 2, 1, 1], rates=[1, 1, 1, 1], padding="VALID")  # (N, 2, 2, 4)
+    t = _tf_op(cfg, "to_batch", "space_to_batch_nd", t, block_shape=[2], paddings=[[0, 0]])
+    t = _tf_op(cfg, "to_space", "compat.v1.batch_to_space_nd", t, block_shape=[2],
+               crops=[[0, 0]])
+    t = _tf_op(cfg, "frame", "signal.frame", t, frame_length=3, frame_step=1)
+    t = _tf_op(cfg, "identity_n", "identity_n", [ids, t])[:2] + [1]
+    t = _tf_op(cfg, "concat", "concat", [t], axis=-1)  # merges of one tensor
+    t = _tf_op(cfg, "stack", "stack", [t], axis=1)
+    t = _tf_op(cfg, "add_n", "math.add_n", [t])
+    t = _tf_op(cfg, "flatten_frames", "keras.backend.batch_flatten", t)  # (N, 24)
 
     def moves(v, i):
         v = v[:, 2:].reshape(-1, 2, 3)[:, :, ::-1][:, :, [2, 0, 0]]
         v = np.roll(np.tile(v, (1, 1, 2)), 1, axis=2)[:, :, 1:5][:, :, ::2][:, ::-1]
         v = v[np.arange(len(v))[:, None], i[:, :, 0]][:, 1]  # gather_nd by i, unstack [1]
         v = np.repeat(v[:, :, None], 3, axis=2).transpose(0, 2, 1)
-        return np.fft.fftshift(v, axes=2).reshape(len(v), 6)
+        v = np.fft.fftshift(v, axes=2).reshape(len(v), 1, 6)
+        v = v[:, [0, 0]][:, :, [0, 2, 4]][:, [0, 0, 1, 1]]  # the nearest resizes: (N, 4, 3)
+        v = np.stack([v[:, a:a + 3:2, b:b + 2] for a in range(2) for b in range(2)], -1)
+        return np.stack([v[..., f:f + 3] for f in range(2)], -2).reshape(len(v), 24)
 
     return t, moves
 
@@ -371,8 +398,11 @@ def test_logits_head_looks_through_tf_keras_value_moving_functions():
     reshaped by its own tf.shape, reversed, gathered (by constant indices and by indices
     given as an input), tiled, rolled, sliced, cast, unstacked, repeated, transposed,
     broadcast, flattened...: the logits head gives the pre-softmax values moved the same way
-    (the probabilities were returned); with indices computed from the probabilities
-    (tf.argsort) the head is refused; a sigmoid behind tf.gather holds probabilities."""
+    (the probabilities were returned); also nearest resizes, patches and frames without
+    padding, space_to_batch_nd and back, identity_n, tf.concat/stack/add_n of one tensor;
+    Graph.position_source follows the same values. With indices computed from the
+    probabilities (tf.argsort) the head is refused; a sigmoid behind tf.gather holds
+    probabilities."""
     from jaxsal._src import base
 
     d = np.load(KERAS2 / "tfop_softmax_tfkeras2.expected.npz")
@@ -393,6 +423,7 @@ def test_logits_head_looks_through_tf_keras_value_moving_functions():
     assert np.abs(want - moves(probs, ids)).max() > 0.1  # the test can fail
     np.testing.assert_allclose(np.asarray(m.with_head("logits")([d["x"], ids])), want,
                                rtol=1e-5, atol=1e-5)
+    assert m.graph.position_source(m.graph.outputs[0])[0].layer == "z"
 
     cfg = _tf_keras_config("tfop_softmax_tfkeras2")  # indices that read the probabilities
     order = _tf_op(cfg, "argsort", "argsort", ["tf.nn.softmax", 0, 0], axis=-1)
@@ -413,7 +444,10 @@ def test_logits_head_looks_through_tf_keras_value_moving_functions():
 def test_tf_keras_pooled_probabilities_follow_the_keras_3_rules():
     """tf.math.reduce_mean of a one-unit sigmoid's probabilities is a probability (as
     keras.ops.mean's: it was read as a logit); tf.math.reduce_logsumexp of softmax
-    probabilities has no logits (as keras.ops.logsumexp's: the probabilities were returned)."""
+    probabilities has no logits (as keras.ops.logsumexp's: the probabilities were returned),
+    nor have tf.concat, tf.stack, +, tf.math.add_n, tf.math.multiply, tf.math.maximum of
+    them and other values (as the merge layers': the probabilities were returned); the
+    maximum of probabilities holds probabilities."""
     from jaxsal._src import base
 
     cfg = _tf_keras_config("tfop_sigmoid_tfkeras2")  # Dense(1) -> sigmoid -> Reshape((1,))
@@ -427,6 +461,22 @@ def test_tf_keras_pooled_probabilities_follow_the_keras_3_rules():
     m = load_keras(KERAS2 / "tfop_softmax_tfkeras2.h5", config=cfg)
     with pytest.raises(ValueError, match="pools the probabilities of \\['tf.nn.softmax'\\]"):
         m.with_head("logits")
+
+    cfg, p, z = _tf_keras_config("tfop_softmax_tfkeras2"), ["tf.nn.softmax", 0, 0], ["z", 0, 0]
+    cfg["config"]["output_layers"] = [
+        _tf_op(cfg, "concat", "concat", [p, z], axis=-1, name="concat"),
+        _tf_op(cfg, "stack", "stack", [p, p], axis=1),
+        _tf_op(cfg, "add", "__operators__.add", z, y=p, name=None),
+        _tf_op(cfg, "add_n", "math.add_n", [p, p]),
+        _tf_op(cfg, "multiply", "math.multiply", p, y=p, name=None),
+        _tf_op(cfg, "maximum", "math.maximum", p, y=p, name=None)]
+    m = load_keras(KERAS2 / "tfop_softmax_tfkeras2.h5", config=cfg)
+    for i, fn in enumerate(["concat", "stack", "__operators__.add", "math.add_n",
+                            "math.multiply", "math.maximum"]):
+        with pytest.raises(ValueError, match=f"\\(tf.{fn}\\): it merges the probabilities of "
+                           "\\['tf.nn.softmax'"):
+            m.with_output(i).with_head("logits")
+    assert base.output_kind(m.with_output(5)) == ("prob", False)
 
 
 def test_logits_refusal_follows_the_tensors_between_activation_and_output(tmp_path):
@@ -460,16 +510,37 @@ def _ensemble(kind):
             members.append(keras.Model(sub_in, layers.Dense(4, activation="softmax")(sub_in),
                                        name=f"member{i}")(inp))
         return keras.Model(inp, layers.Average()(members))
+    if kind == "ops_merges":  # the operations merging tensors as the merge layers do
+        a, b = (layers.Dense(4, activation="softmax")(inp) for _ in range(2))
+        ops, z = keras.ops, layers.Dense(4)(inp)
+        return keras.Model(inp, [ops.concatenate([a, b]), ops.stack([a, z], axis=1), a + b,
+                                 ops.subtract(z, b), ops.multiply(a, b), ops.maximum(a, b),
+                                 ops.minimum(a, b), ops.append(a, b), 2.0 * a])
     pooled = layers.GlobalAveragePooling1D()(layers.Dense(4, activation="softmax")(inp))
     return keras.Model(inp, layers.Flatten()(layers.Reshape((4, 1))(pooled)))
 
 
-@pytest.mark.parametrize("kind", ["average_reshape", "nested_members", "pooled_flatten"])
+@pytest.mark.parametrize("kind", ["average_reshape", "nested_members", "pooled_flatten",
+                                  "ops_merges"])
 def test_merged_probabilities_behind_moves_or_nested_are_refused(kind, tmp_path):
+    """Also where keras.ops.concatenate/stack/add/subtract/multiply/maximum/minimum/append
+    merge probabilities (with probabilities, or other values): refused as the merge layers
+    are (the probabilities were returned); ``2 * p`` merges nothing (returned as saved); a
+    maximum of probabilities holds probabilities, as a ``Maximum`` layer's."""
+    from jaxsal._src import base
+
     model = _ensemble(kind)
     for path in save_keras_and_h5(model, tmp_path, kind).values():
-        with pytest.raises(ValueError, match="(merges|pools) the probabilities"):
-            load_keras(path, head="logits")
+        if kind != "ops_merges":
+            with pytest.raises(ValueError, match="(merges|pools) the probabilities"):
+                load_keras(path, head="logits")
+            continue
+        m = load_keras(path)
+        for i in range(len(model.outputs) - 1):
+            with pytest.raises(ValueError, match="cannot undo.*: it merges the probabilities"):
+                m.with_output(i).with_head("logits")
+        m.with_output(len(model.outputs) - 1).with_head("logits")
+        assert base.output_kind(m.with_output(5)) == ("prob", False)
 
 
 def test_head_before_output_selection_on_a_model_with_an_unloggable_output(tmp_path):
