@@ -476,7 +476,8 @@ class Graph:
     def position_source(self, r: Ref) -> tuple[Ref, bool]:
         """The tensor output ``r`` shows value by value, and whether an activation lies
         between them: back from ``r`` through layers that only move values
-        (:data:`_PASS_THROUGH`) or apply an activation to them (:data:`_ACTIVATIONS`). A
+        (:data:`_PASS_THROUGH`; their values, not indices or sizes, as :meth:`_walk` follows
+        them) or apply an activation to them (:data:`_ACTIVATIONS`; their first argument). A
         segmentation head ``Conv2D(k, 1) -> Activation("softmax")`` comes from its
         convolution, as ``Conv2D(k, 1, activation="softmax")`` does."""
         by_key = self._calls_by_key()
