@@ -412,6 +412,17 @@ def test_an_operation_with_the_declared_batch_size_is_refused_saying_why(tmp_pat
     assert "batch_size=3" in str(err) and "-1" in str(err)
 
 
+def test_a_slice_with_a_batch_extent_names_the_batch_it_needs(tmp_path):
+    # Keras runs ops.slice(x, [1, 1, 2], [2, 2, 2]) on batches of 3 or more (its output keeps
+    # 2 examples); the importer traces on a batch of one: the error says so and what to write
+    inp = keras.Input((4, 5))
+    model = keras.Model(inp, keras.layers.Flatten()(keras.ops.slice(inp, [1, 1, 2], [2, 2, 2])))
+    model.save(tmp_path / "m.keras")
+    err = _raises_import_error(tmp_path / "m.keras", "slice")
+    assert "batches of at least 3 examples" in str(err), err
+    assert "x[:, 1:3, 2:4]" in str(err), err
+
+
 def test_tensorflow_checkpoint_files_are_named_as_such(tmp_path):
     # tf.keras 2's save_weights("ckpt") (no .h5) and ModelCheckpoint(save_weights_only=True)
     # write TensorFlow's checkpoint format: the prefix, its .index and .data files, and a

@@ -12,6 +12,7 @@ converter does not reproduce exactly is refused at load time (:class:`_Refused`)
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -26,7 +27,7 @@ from model_import._layers.image import (BICUBIC_BACKENDS, aspect_crop_box, aspec
                                         resize_axes)
 from model_import._layers.normalization import inverse_l2_norm
 from model_import._layers.pooling import reduce_max, reduce_min
-from model_import._layers.registry import LayerImpl, register_layer
+from model_import._layers.registry import BackendWarning, LayerImpl, register_layer
 
 
 def _axis(v):
@@ -654,6 +655,36 @@ def _argsort(cfg):
     return lambda rt, x: jnp.argsort(x, axis=axis if jnp.ndim(x) else None).astype(jnp.int32)
 
 
+@_op("Argpartition", context=True)
+def _argpartition(cfg, ctx):
+    # Which elements fall before, at and after position kth is defined (for distinct
+    # values); their order inside the two partitions is each backend's own. Keras's JAX
+    # backend (jnp.argpartition, followed here) puts the kth + 1 smallest first in ascending
+    # order (ties: the lower index first), then the others in index order.
+    kth, axis = int(cfg["kth"]), cfg.get("axis", -1)
+    if ctx.backend in ("tensorflow", "torch"):
+        raise _Refused(f"argpartition on Keras's {ctx.backend} backend partitions x cast to "
+                       "int32 (fractions dropped), which the importer does not reproduce; "
+                       "it computes Keras's JAX backend's result, for keras_backend='jax'")
+    if ctx.backend != "jax":
+        warnings.warn(
+            f"layer {ctx.layer_name!r} (ops.Argpartition): the order of the indices inside "
+            "each partition depends on the backend. It is computed as Keras's JAX backend "
+            "orders them (the kth + 1 smallest ascending, then the others by index); Keras's "
+            "NumPy backend gives np.argpartition's order (the same partitions where the "
+            "values are distinct), TensorFlow and PyTorch partition x cast to int32. Results "
+            "that read only which indices fall in each partition (take_along_axis, then a "
+            "sum or mean of the first kth) agree; pass load_keras(..., keras_backend='jax') "
+            "where the file was written on JAX", BackendWarning, stacklevel=2)
+
+    def f(rt, x):
+        x = jnp.asarray(x)
+        if axis is None:  # as Keras: the flattened array
+            return jnp.argpartition(x.reshape(-1), kth, axis=0).astype(jnp.int32)
+        return jnp.argpartition(x, kth, axis=int(axis)).astype(jnp.int32)
+    return f
+
+
 @_op("Moments")
 def _moments(cfg):
     axes, keepdims = _tuple(cfg.get("axes")), bool(cfg.get("keepdims", False))
@@ -759,7 +790,83 @@ def _slice(cfg):
         starts = (tuple(int(s) for s in start_indices)
                   if isinstance(start_indices, (list, tuple)) else start_indices)
         size = tuple(x.shape[i] - starts[i] if s == -1 else s for i, s in enumerate(shape))
+        if x.ndim and size and size[0] > x.shape[0]:
+            raise ValueError(_slice_batch_error(x.shape, starts, size))
         return jax.lax.dynamic_slice(x, starts, size)
+    return f
+
+
+def _slice_batch_error(shape, starts, size) -> str:
+    """What a ``slice`` of more entries along axis 0 than the input has means: a fixed
+    extent along the batch axis (``keras.ops.slice(x, [0, 1, 2], [3, 2, 2])`` on a model
+    input), which Keras runs only on batches that hold it."""
+    start = starts[0] if isinstance(starts, tuple) and isinstance(starts[0], int) else None
+    need = size[0] if start is None else start + size[0]
+    idx = ", ".join(":" if i == 0 else f"{s}:{s + n}" if isinstance(s, int) else "..."
+                    for i, (s, n) in enumerate(zip(
+                        starts if isinstance(starts, tuple) else (None,) * len(size), size)))
+    return (f"it takes {size[0]} entries along axis 0, which has {shape[0]}. Where axis 0 is "
+            f"the batch axis (a slice of a model input or of a layer's output), Keras runs "
+            f"this operation only on batches of at least {need} examples, and its output "
+            f"keeps {size[0]} of them whatever the batch; jaxsal runs every batch size and "
+            f"traces the model on a batch of one. Index the examples' part instead, "
+            f"x[{idx}] (every batch size, every backend), save the model again and load that")
+
+
+def _scatter_key(inputs, indices):
+    """Keras's ``indices`` of shape ``(N, k)``, ``k <= inputs.ndim``, as ``k`` index arrays."""
+    idx = jnp.asarray(indices)
+    if idx.ndim != 2 or idx.shape[1] > inputs.ndim or not jnp.issubdtype(idx.dtype,
+                                                                         jnp.integer):
+        raise ValueError(f"scatter_update: expected integer indices of shape (N, k) with k <= "
+                         f"{inputs.ndim} (the input's rank), got {idx.dtype} {idx.shape}")
+    return tuple(idx.T), idx.shape[0], idx.shape[1]
+
+
+_SCATTER_REDUCTIONS = {"add": "add", "max": "max", "min": "min", "mul": "multiply"}
+
+
+@_op("ScatterUpdate")
+def _scatter_update(cfg):
+    # Keras's JAX backend: inputs.at[indices].set/add/max/min/multiply(updates); indices out
+    # of range are dropped (Keras's NumPy backend raises), negative ones count from the end.
+    # Without a reduction Keras documents "last write wins" for repeated indices, which
+    # JAX's scatter leaves unspecified: the last update of each index is picked explicitly.
+    reduction = cfg.get("reduction")
+    if reduction is not None and str(reduction).lower() not in _SCATTER_REDUCTIONS:
+        raise _Refused(f"scatter_update reduction {reduction!r}; supported: None, "
+                       f"{sorted(_SCATTER_REDUCTIONS)}")
+    method = None if reduction is None else _SCATTER_REDUCTIONS[str(reduction).lower()]
+
+    def f(rt, inputs, indices, updates):
+        x = jnp.asarray(inputs)
+        key, n, k = _scatter_key(x, indices)
+        upd = jnp.broadcast_to(jnp.asarray(updates).astype(x.dtype), (n,) + x.shape[k:])
+        if method is not None:
+            return getattr(x.at[key], method)(upd, mode="drop")
+        last = jnp.full(x.shape[:k], -1, jnp.int32).at[key].max(
+            jnp.arange(n, dtype=jnp.int32), mode="drop")  # the last update of each index
+        hit = (last >= 0).reshape(last.shape + (1,) * (x.ndim - k))
+        return jnp.where(hit, upd[jnp.maximum(last, 0)], x)
+    return f
+
+
+@_op("SliceUpdate")
+def _slice_update(cfg):
+    # Keras's JAX backend: jax.lax.dynamic_update_slice, whose start indices are clamped so
+    # that the update fits (Keras's NumPy backend raises there, or wraps a negative start);
+    # updates take the input's dtype, as NumPy's assignment casts them
+    def f(rt, inputs, start_indices, updates):
+        x = jnp.asarray(inputs)
+        upd = jnp.asarray(updates).astype(x.dtype)
+        if upd.ndim != x.ndim or any(u > d for u, d in zip(upd.shape, x.shape)):
+            raise ValueError(f"slice_update: expected updates of the input's rank {x.ndim} and "
+                             f"no larger than its shape {x.shape} along any axis, got "
+                             f"{upd.shape}")
+        starts = (tuple(int(s) for s in start_indices)
+                  if isinstance(start_indices, (list, tuple)) else
+                  tuple(jnp.asarray(start_indices)))
+        return jax.lax.dynamic_update_slice(x, upd, starts)
     return f
 
 
