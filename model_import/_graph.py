@@ -635,10 +635,12 @@ class Graph:
         if "int" in str(self.input_dtypes[i]):
             return True
         consumers = self._consumers()
-        todo, seen = [self.inputs[i]], set()
+        # the calls whose outputs carry the input's values, as (layer, node): every output
+        # tensor of such a call does (ops.split(ids, 2)[1] as much as [0])
+        todo, seen = [(self.inputs[i].layer, self.inputs[i].node)], set()
         while todo:
-            r = todo.pop()
-            for c in consumers.get((r.layer, r.node), ()):
+            key = todo.pop()
+            for c in consumers.get(key, ()):
                 if (c.layer, c.index) in seen:
                     continue
                 seen.add((c.layer, c.index))
@@ -647,12 +649,14 @@ class Graph:
                     return True
                 sub = spec.impl.subgraph
                 if sub is not None:
-                    # any input of the nested model that r feeds (also where r goes in
-                    # otherwise too, e.g. as a mask: one reader of codes is enough)
-                    if any(sub.takes_codes(j) for j in self._feeds(c, r)[0]):
+                    # any input of the nested model that a tensor of `key` feeds (also where
+                    # it goes in otherwise too, e.g. as a mask: one reader of codes is enough)
+                    given = {a for a in _refs(c.args) + _refs(dict(c.kwargs))
+                             if (a.layer, a.node) == key}
+                    if any(sub.takes_codes(j) for r in given for j in self._feeds(c, r)[0]):
                         return True
                 elif _passes_through(spec, c):
-                    todo.append(Ref(c.layer, c.index, 0))
+                    todo.append((c.layer, c.index))
         return False
 
     def fed_inputs(self, call: Call, r: Ref) -> list[int] | None:

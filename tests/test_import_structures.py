@@ -259,6 +259,27 @@ def test_token_ids_outside_the_vocabulary_are_refused(tmp_path):
     assert np.isnan(np.asarray(y)).all()
 
 
+def test_codes_reaching_a_nested_embedding_through_a_later_split_part(tmp_path):
+    """Float-declared ids split in two, ``ops.split(ids, 2)[1]`` read by an Embedding inside a
+    nested model: the input takes integer codes. Only the split's first part was followed
+    into nested models, so integer ids were refused as unconverted pixels ("expected a
+    floating-point input")."""
+    t = keras.Input((3,))
+    enc = keras.Model(t, layers.Flatten()(layers.Embedding(10, 2, name="emb")(t)), name="enc")
+    ids = keras.Input((6,))
+    first, second = keras.ops.split(ids, 2, axis=-1)
+    model = keras.Model(ids, layers.Dense(2)(layers.Concatenate()([enc(second), first])))
+    model.save(tmp_path / "split.keras")
+    m = load_keras(tmp_path / "split.keras")
+    assert m.graph.takes_codes(0)
+    import jaxsal
+
+    x = np.array([[0.5, 0.1, 0.2, 1, 2, 3], [0.3, 0.4, 0.9, 9, 0, 4]], np.float32)
+    _close(m(x), model(x))
+    maps = jaxsal.saliency(m, x.astype(np.int32), 0, layer="enc/emb")  # integer ids taken
+    assert np.asarray(maps).shape == (2, 3)
+
+
 def test_attribution_at_a_layer_with_several_outputs_is_refused(tmp_path):
     tok = keras.Input((5,), dtype="int32")
     e = layers.Embedding(20, 4, name="emb")(tok)
