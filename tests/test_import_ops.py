@@ -213,6 +213,8 @@ def _zoo_shapes():
         **{f"scatter_update_{r}": ops.scatter_update(
             x * 1.0, [[0, 1, 2], [3, 4, 5], [0, 1, 2]], np.array([2.0, 3.0, -4.0], "float32"),
             reduction=r) for r in ("add", "max", "min", "mul")},
+        "scatter": ops.scatter(np.array([[0, 1], [2, 3], [0, 1]]), x[0, 0, :3], (4, 5)),
+        "scatter_rows": ops.scatter(np.array([[1], [3]]), x[1, :2], (4, 6)),
         "slice_update": ops.slice_update(x * 1.0, [0, 1, 2], ops.zeros((1, 2, 3))),
         "slice_update_tensor": ops.slice_update(x * 1.0, [1, 3, 0], y[:2, :2] * 3.0),
         # compared by partition with Keras's result, exactly with Keras's JAX backend's

@@ -851,6 +851,25 @@ def _scatter_update(cfg):
     return f
 
 
+@_op("Scatter")
+def _scatter(cfg):
+    # Keras: zeros of `shape` (the values' dtype) with each value added at its index, so
+    # repeated indices sum; indices (..., k), values (..., *shape[k:])
+    shape = tuple(int(n) for n in cfg["shape"])
+
+    def f(rt, indices, values):
+        v, idx = jnp.asarray(values), jnp.asarray(indices)
+        if not jnp.issubdtype(idx.dtype, jnp.integer) or not idx.ndim or idx.shape[-1] > len(
+                shape):
+            raise ValueError(f"scatter: expected integer indices of shape (..., k) with k <= "
+                             f"{len(shape)} (the rank of shape={shape}), got {idx.dtype} "
+                             f"{idx.shape}")
+        k = idx.shape[-1]
+        idx, v = idx.reshape(-1, k), v.reshape((-1,) + shape[k:])
+        return jnp.zeros(shape, v.dtype).at[tuple(idx.T)].add(v, mode="drop")
+    return f
+
+
 @_op("SliceUpdate")
 def _slice_update(cfg):
     # Keras's JAX backend: jax.lax.dynamic_update_slice, whose start indices are clamped so
