@@ -659,6 +659,17 @@ class Graph:
                     todo.append((c.layer, c.index))
         return False
 
+    def passes_values(self, call: Call) -> bool:
+        """Whether ``call`` only moves or passes on the values it is given (a reshape, a
+        ``split``, dropout...: :data:`_PASS_THROUGH`), so that its readers read them too."""
+        spec = self.layers[call.layer]
+        return spec.impl.subgraph is None and _passes_through(spec, call)
+
+    @staticmethod
+    def call_refs(call: Call) -> list[Ref]:
+        """The graph tensors ``call`` is given, positional and keyword, at any depth."""
+        return _refs(call.args) + _refs(dict(call.kwargs))
+
     def fed_inputs(self, call: Call, r: Ref) -> list[int] | None:
         """The positions of the inputs of ``call``'s nested model that tensor ``r`` feeds
         (``[0]`` for the tokens of a model called on ``[tokens, features]``, in

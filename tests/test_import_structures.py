@@ -263,7 +263,7 @@ def test_codes_reaching_a_nested_embedding_through_a_later_split_part(tmp_path):
     """Float-declared ids split in two, ``ops.split(ids, 2)[1]`` read by an Embedding inside a
     nested model: the input takes integer codes. Only the split's first part was followed
     into nested models, so integer ids were refused as unconverted pixels ("expected a
-    floating-point input")."""
+    floating-point input"). Read only that way, float ids are refused as such."""
     t = keras.Input((3,))
     enc = keras.Model(t, layers.Flatten()(layers.Embedding(10, 2, name="emb")(t)), name="enc")
     ids = keras.Input((6,))
@@ -278,6 +278,11 @@ def test_codes_reaching_a_nested_embedding_through_a_later_split_part(tmp_path):
     _close(m(x), model(x))
     maps = jaxsal.saliency(m, x.astype(np.int32), 0, layer="enc/emb")  # integer ids taken
     assert np.asarray(maps).shape == (2, 3)
+    # read only through the split by the embedding: the input gradient is zero, refused
+    # (the split was taken for a reader of floats, and saliency gave all-zero maps)
+    keras.Model(ids, enc(second)).save(tmp_path / "split_only.keras")
+    with pytest.raises(TypeError, match="declared float but read only by Embedding 'enc/emb'"):
+        jaxsal.saliency(load_keras(tmp_path / "split_only.keras"), x, 0)
 
 
 def test_attribution_at_a_layer_with_several_outputs_is_refused(tmp_path):

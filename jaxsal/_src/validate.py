@@ -383,28 +383,43 @@ _NO_GRADIENT_READERS = frozenset({"Embedding", "ReversibleEmbedding", "ops.NotEq
 def _deep_readers(graph: Any, i: int, prefix: str = "") -> dict[str, str] | None:
     """``{path: Keras class}`` of the layers that read input ``i`` of ``graph`` (a
     :class:`model_import.KerasModel`'s), looking into the nested models that read it at the
-    inputs it feeds (``"encoder/embedding"``, also in an encoder of ``[tokens, features]``);
-    ``None`` where that is not known (a plain function, a nested model given the input
-    otherwise, e.g. as a mask)."""
+    inputs it feeds (``"encoder/embedding"``, also in an encoder of ``[tokens, features]``)
+    and through the layers that only move its values (``ops.split(ids, 2)[1]``, a reshape:
+    their readers read it); ``None`` where that is not known (a plain function, a nested
+    model given the input otherwise, e.g. as a mask)."""
     consumers = getattr(graph, "_consumers", None)
+    passes = getattr(graph, "passes_values", None)
     if consumers is None or i >= len(getattr(graph, "inputs", ())):
         return None
-    r, found = graph.inputs[i], {}
-    for call in consumers().get((r.layer, r.node), ()):
-        spec = graph.layers.get(call.layer)
-        if spec is None:
-            return None
-        if getattr(spec.impl, "subgraph", None) is None:
-            found[prefix + call.layer] = spec.class_name
-            continue
-        fed = graph.fed_inputs(call, r)
-        if fed is None:
-            return None
-        for j in fed:
-            inner = _deep_readers(spec.impl.subgraph, j, f"{prefix}{call.layer}/")
-            if inner is None:
+    found: dict[str, str] = {}
+    outputs = {(r.layer, r.node) for r in getattr(graph, "outputs", ())}
+    todo, seen = [(graph.inputs[i].layer, graph.inputs[i].node)], set()
+    while todo:
+        key = todo.pop()
+        for call in consumers().get(key, ()):
+            if (call.layer, call.index) in seen:
+                continue
+            seen.add((call.layer, call.index))
+            spec = graph.layers.get(call.layer)
+            if spec is None:
                 return None
-            found.update(inner)
+            if getattr(spec.impl, "subgraph", None) is None:
+                if passes is not None and passes(call) and (call.layer,
+                                                            call.index) not in outputs:
+                    todo.append((call.layer, call.index))  # (an output: read as it is)
+                else:
+                    found[prefix + call.layer] = spec.class_name
+                continue
+            given = {a for a in graph.call_refs(call) if (a.layer, a.node) == key}
+            for r in given:
+                fed = graph.fed_inputs(call, r)
+                if fed is None:
+                    return None
+                for j in fed:
+                    inner = _deep_readers(spec.impl.subgraph, j, f"{prefix}{call.layer}/")
+                    if inner is None:
+                        return None
+                    found.update(inner)
     return found
 
 
