@@ -438,9 +438,15 @@ class Graph:
         inference-time identities such as ``Dropout``, :data:`_PASS_THROUGH`;
         ``Activation("linear")``) from a layer with an activation: ``Dense(softmax) ->
         Reshape`` holds probabilities, and its logits are the reshaped pre-softmax values."""
-        ref, chain = self._walk(r)
-        return (ref, [c.layer for c in chain]) if chain and self._activates(ref.layer) \
-            else (r, [])
+        src, path = self._head_path(r)
+        return src, [t.layer for t in path]
+
+    def _head_path(self, r: Ref) -> tuple[Ref, list[Ref]]:
+        """:meth:`_head_source` with the tensors between them (``r`` first) rather than their
+        layers: the end of :meth:`_walk` from ``r`` where it has an activation to remove and
+        the walk moved, else ``(r, [])``."""
+        end, path = self._walk(r)
+        return (end, path) if path and self._activates(end.layer) else (r, [])
 
     def _walk(self, r: Ref) -> tuple[Ref, list[Ref]]:
         """The tensor reached from ``r`` back through the layers that only move or pass
@@ -544,12 +550,11 @@ class Graph:
             if softmax[i]:
                 continue
             keys.setdefault((r.layer, r.node), set()).add(r.tensor)
-            end, path = self._walk(r)  # as _head_source, keeping the tensors on the way
-            src, path = (end, path) if path and self._activates(end.layer) else (r, [])
+            src, path = self._head_path(r)
             chain = [t.layer for t in path]
             key = (src.layer, src.node)
-            if not self._activates(src.layer):
-                self._refuse_merged_probabilities(end, head)
+            if not self._activates(src.layer):  # (src is r) r's values may merge probabilities
+                self._refuse_merged_probabilities(self._walk(r)[0], head)
                 continue
             # every tensor from the activation to the output changes: none may feed another
             # layer on the way to an output (a Reshape of the softmax read by a Dense)
@@ -581,9 +586,7 @@ class Graph:
         values (``[Dense(softmax), Dense(linear)]``: stripping the first leaves the second)."""
         if j == k:
             return True
-        end, path = self._walk(self.outputs[k])
-        src, path = (end, path) if path and self._activates(end.layer) else \
-            (self.outputs[k], [])
+        src, path = self._head_path(self.outputs[k])
         changed = {(t.layer, t.node) for t in [src, *path]}
         rj = self.outputs[j]
         call = self._calls_by_key().get((rj.layer, rj.node))
