@@ -518,8 +518,7 @@ class Graph:
             return True
         if _kind(spec) in _MEANS or _kind(spec) in _MEAN_POOLS:
             call = self._calls_by_key()[(src.layer, src.node)]
-            args = _refs(call.args) + _refs({k: v for k, v in call.kwargs.items()
-                                             if k != "mask"})
+            args = _tensor_refs(call)
             return bool(args) and all(self.holds_probabilities_at(a) for a in args)
         return False
 
@@ -599,8 +598,7 @@ class Graph:
         spec = self.layers.get(src.layer)
         if call is None or not _pools_or_merges(spec, call):
             return
-        tensors = _refs(call.args) + _refs({k: v for k, v in call.kwargs.items()
-                                            if k != "mask"})
+        tensors = _tensor_refs(call)
         activated = [self._walk(a)[0].layer for a in tensors if self.holds_probabilities_at(a)]
         if activated:
             merge = _kind(spec) in _MERGES
@@ -1086,7 +1084,7 @@ def _merged_parts(spec: LayerSpec, call: Call) -> list:
     merge layer's, ``keras.ops.concatenate``'s, ``tf.stack``'s; a one-input layer's tensor);
     of a two-operand operation (:data:`_PAIRWISE`), its tensors (``p * 2``: one)."""
     if _kind(spec) in _PAIRWISE:
-        return _refs(call.args) + _refs({k: v for k, v in call.kwargs.items() if k != "mask"})
+        return _tensor_refs(call)
     first = call.args[0] if call.args else None
     return list(first) if isinstance(first, (list, tuple)) else [first]
 
@@ -1110,8 +1108,7 @@ def is_rule_call(impl: LayerImpl, call: Call) -> bool:
     least two tensors (``x * 0.5`` is an elementwise map of ``x``)."""
     if not impl.relevance or impl.merge is None:
         return impl.relevance
-    tensors = _refs(call.args) + _refs({k: v for k, v in call.kwargs.items() if k != "mask"})
-    return len(tensors) >= 2
+    return len(_tensor_refs(call)) >= 2
 
 
 def _rule_call(rt: Runtime, call: Callable, params: Any, args: Sequence, kwargs: dict,
@@ -1140,6 +1137,12 @@ def _is_tensor_arg(v: Any) -> bool:
     if isinstance(v, (list, tuple)):
         return bool(v) and all(isinstance(e, jax.Array) for e in v)
     return isinstance(v, jax.Array)
+
+
+def _tensor_refs(call: Call) -> list[Ref]:
+    """The tensors a call computes from: those among its arguments and keyword arguments,
+    in that order, but its explicit Keras ``mask=`` (which travels beside the values)."""
+    return _refs(call.args) + _refs({k: v for k, v in call.kwargs.items() if k != "mask"})
 
 
 def _refs(a) -> list[Ref]:
