@@ -491,9 +491,7 @@ class Graph:
         while (ref.layer, ref.node) in by_key:
             spec = self.layers[ref.layer]
             values = self._moved_from(ref)  # as _walk: the values, not indices or sizes
-            if values is None and (spec.class_name in _ACTIVATIONS or (
-                    spec.class_name == "TFOpLambda"
-                    and spec.config.get("function") in _TF_ACTIVATIONS)):
+            if values is None and _kind(spec) in _ACTIVATIONS:
                 call = by_key[(ref.layer, ref.node)]  # the activated values: its first
                 values = call.args[0] if call.args else None
             if not isinstance(values, Ref) or (values.layer, values.node) not in by_key:
@@ -560,7 +558,7 @@ class Graph:
             sub = self.layers[src.layer].impl.subgraph
             others = [c for t in [src, *path] for c in consumers.get((t.layer, t.node), ())
                       if c.layer not in chain and (c.layer, c.index) in needed
-                      and not _reads_only_shape(self.layers[c.layer])
+                      and _kind(self.layers[c.layer]) != "tf.shape"  # reads no values
                       and (t is not src or sub is None or len(sub.outputs) == 1
                            or any(a.layer == t.layer and a.node == t.node
                                   and sub.stripping_changes(t.tensor, a.tensor)
@@ -957,10 +955,13 @@ _PASS_THROUGH = frozenset({
     "tf.image.resize_nearest_neighbor", "tf.space_to_batch_nd", "tf.batch_to_space_nd",
     "tf.signal.frame"})
 #: The tf.keras ``TFOpLambda`` functions (``config["function"]``) that move values (or pool
-#: them, :data:`_POOLS`, or merge them, :data:`_MERGES`) as a Keras 3 operation or layer does,
-#: by that operation: the same rules apply to them (:func:`_kind`; ``tf.gather_nd`` takes
-#: values by indices as ``take`` does, ``tf.math.add_n`` sums a list as ``Add`` does). The
-#: functions without a Keras 3 counterpart are their own kind, ``"tf.<function>"``.
+#: them, :data:`_POOLS`, or merge them, :data:`_MERGES`, or apply an activation to them,
+#: :data:`_ACTIVATIONS`) as a Keras 3 operation or layer does, by that operation: the same
+#: rules apply to them (:func:`_kind`; ``tf.gather_nd`` takes values by indices as ``take``
+#: does, ``tf.math.add_n`` sums a list as ``Add`` does). The functions without a Keras 3
+#: counterpart are their own kind, ``"tf.<function>"`` (``"tf.shape"`` reads only its input's
+#: shape, ``tf.shape(probs)[0]`` as a size: removing an activation leaves it as it is,
+#: :meth:`Graph._head_keys`).
 _TF_OPS = {
     **dict.fromkeys(("reshape", "compat.v1.reshape", "keras.backend.batch_flatten"),
                     "ops.Reshape"),
@@ -992,23 +993,23 @@ _TF_OPS = {
     "image.extract_patches": "ops.ExtractPatches", "identity_n": "tf.identity_n",
     "compat.v1.image.resize_nearest_neighbor": "tf.image.resize_nearest_neighbor",
     "space_to_batch_nd": "tf.space_to_batch_nd",
-    "compat.v1.batch_to_space_nd": "tf.batch_to_space_nd", "signal.frame": "tf.signal.frame"}
-#: tf.keras functions that read only their input's shape (``tf.shape(probs)[0]`` as a size):
-#: removing an activation leaves it as it is (:meth:`Graph._head_keys`).
-_TF_SHAPES = frozenset({"compat.v1.shape"})
+    "compat.v1.batch_to_space_nd": "tf.batch_to_space_nd", "signal.frame": "tf.signal.frame",
+    "compat.v1.shape": "tf.shape", "nn.relu": "ops.Relu", "nn.relu6": "ops.Relu6",
+    **dict.fromkeys(("nn.softmax", "math.softmax"), "ops.Softmax"),
+    "nn.log_softmax": "ops.LogSoftmax",
+    **dict.fromkeys(("math.sigmoid", "nn.sigmoid"), "ops.Sigmoid"),
+    **dict.fromkeys(("math.tanh", "nn.tanh"), "ops.Tanh"), "nn.gelu": "ops.Gelu",
+    "nn.silu": "ops.Silu", "nn.swish": "ops.Swish", "nn.elu": "ops.Elu", "nn.selu": "ops.Selu",
+    "nn.leaky_relu": "ops.LeakyRelu", "nn.softsign": "ops.Softsign"}
 #: Layers and Keras 3 operations that apply an activation to each value on its own (a
-#: softmax: over the channels of each position): :meth:`Graph.position_source` looks
-#: through them.
+#: softmax: over the channels of each position; tf.keras's as these, :data:`_TF_OPS`):
+#: :meth:`Graph.position_source` looks through them.
 _ACTIVATIONS = frozenset({
     "Activation", "ReLU", "LeakyReLU", "ELU", "ThresholdedReLU", "Softmax", "PReLU",
     *(f"ops.{name}" for name in (
         "Relu", "Relu6", "LeakyRelu", "Elu", "Celu", "Selu", "Gelu", "Sigmoid", "Tanh",
         "Silu", "Swish", "Softplus", "Softsign", "LogSigmoid", "HardSigmoid", "HardSilu",
         "HardSwish", "Softmax", "LogSoftmax"))})
-_TF_ACTIVATIONS = frozenset({
-    "nn.relu", "nn.relu6", "nn.softmax", "math.softmax", "nn.log_softmax", "math.sigmoid",
-    "nn.sigmoid", "math.tanh", "nn.tanh", "nn.gelu", "nn.silu", "nn.swish", "nn.elu",
-    "nn.selu", "nn.leaky_relu", "nn.softsign"})
 
 #: Layers and operations that pool or reduce values: an output that pools probabilities
 #: (the mean softmax over a sequence) has no logits, as a merge of them has none.
@@ -1087,11 +1088,6 @@ def _merged_parts(spec: LayerSpec, call: Call) -> list:
         return _tensor_refs(call)
     first = call.args[0] if call.args else None
     return list(first) if isinstance(first, (list, tuple)) else [first]
-
-
-def _reads_only_shape(spec: LayerSpec) -> bool:
-    """Whether a layer reads only its input's shape (:data:`_TF_SHAPES`)."""
-    return spec.class_name == "TFOpLambda" and str(spec.config.get("function")) in _TF_SHAPES
 
 
 def _pools_or_merges(spec: LayerSpec, call: Call) -> bool:
