@@ -555,14 +555,14 @@ class Graph:
                 continue
             # every tensor from the activation to the output changes: none may feed another
             # layer on the way to an output (a Reshape of the softmax read by a Dense)
+            # of a nested model's outputs, only those computed from the stripped one change
             sub = self.layers[src.layer].impl.subgraph
+            changed = None if sub is None or len(sub.outputs) == 1 else \
+                sub.stripping_changes(src.tensor)
             others = [c for t in [src, *path] for c in consumers.get((t.layer, t.node), ())
                       if c.layer not in chain and (c.layer, c.index) in needed
                       and _kind(self.layers[c.layer]) != "tf.shape"  # reads no values
-                      and (t is not src or sub is None or len(sub.outputs) == 1
-                           or any(a.layer == t.layer and a.node == t.node
-                                  and sub.stripping_changes(t.tensor, a.tensor)
-                                  for a in _refs(c.args) + _refs(dict(c.kwargs))))]
+                      and (t is not src or changed is None or _reads_tensors(c, t, changed))]
             if others:
                 via = f" (it reaches the output through {chain})" if chain else ""
                 raise ValueError(
@@ -575,21 +575,21 @@ class Graph:
             keys.setdefault(key, set()).add(src.tensor)
         return keys
 
-    def stripping_changes(self, k: int, j: int) -> bool:
-        """Whether removing the activation behind output ``k`` (:meth:`_head_source`) can
-        change output ``j``: ``j`` is ``k``, or it is computed from the activated layer or
-        the tensors between it and output ``k`` (a nested model's outputs ``[probs,
+    def stripping_changes(self, k: int) -> set[int]:
+        """The positions of the outputs that removing the activation behind output ``k``
+        (:meth:`_head_source`) can change: ``k``, and those computed from the activated layer
+        or the tensors between it and output ``k`` (a nested model's outputs ``[probs,
         Dense(probs)]``). A nested model's other outputs that do not read them keep their
         values (``[Dense(softmax), Dense(linear)]``: stripping the first leaves the second)."""
-        if j == k:
-            return True
         src, path = self._head_path(self.outputs[k])
         changed = {(t.layer, t.node) for t in [src, *path]}
-        rj = self.outputs[j]
-        call = self._calls_by_key().get((rj.layer, rj.node))
-        if call is None:  # an input of the nested model
-            return False
-        return bool(changed & (self._ancestors(call) | {(rj.layer, rj.node)}))
+        by_key = self._calls_by_key()
+        out = {k}
+        for j, rj in enumerate(self.outputs):
+            call = by_key.get((rj.layer, rj.node))  # None: an input of the nested model
+            if call is not None and changed & (self._ancestors(call) | {(rj.layer, rj.node)}):
+                out.add(j)
+        return out
 
     def _refuse_merged_probabilities(self, src: Ref, head: str = "logits") -> None:
         call = self._calls_by_key().get((src.layer, src.node))
@@ -1133,6 +1133,13 @@ def _is_tensor_arg(v: Any) -> bool:
     if isinstance(v, (list, tuple)):
         return bool(v) and all(isinstance(e, jax.Array) for e in v)
     return isinstance(v, jax.Array)
+
+
+def _reads_tensors(call: Call, r: Ref, tensors: set[int]) -> bool:
+    """Whether ``call`` takes one of the tensors at positions ``tensors`` of the call that
+    gives ``r`` (a nested model's outputs), as an argument or keyword argument."""
+    return any(a.layer == r.layer and a.node == r.node and a.tensor in tensors
+               for a in _refs(call.args) + _refs(dict(call.kwargs)))
 
 
 def _tensor_refs(call: Call) -> list[Ref]:
