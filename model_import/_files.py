@@ -419,7 +419,9 @@ class Keras3Weights(WeightSource):
         self.layers_key = OLD_LAYERS if OLD_LAYERS in root and "layers" not in root else "layers"
         self._name_index: dict[str, dict[str, str]] = {}
         self.used: set[str] = set()
-        # layer_order: {container path tuple: [(layer name, class name), ...]}
+        #: ``{container path tuple: [(layer name, class name), ...]}`` (kept for the
+        #: importer's messages: which other paths hold a layer of a name and class)
+        self.layer_order = layer_order
         self.keys: dict[tuple[str, ...], str] = {}
         self.names: dict[tuple[str, ...], set[str]] = {}
         for container, layers in layer_order.items():

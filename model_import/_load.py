@@ -24,13 +24,21 @@ from model_import._model import HEADS, KerasModel
 from model_import._version import keras_backend_of, parse_version
 
 
+def _keras_class(spec) -> str:
+    """The class a Keras 3 weights file keys layer ``spec`` by, its Python class:
+    "LayerScale" for one whose converter is registered under its registered name
+    "package>LayerScale"."""
+    return spec.keras_class or (spec.class_name.split(">")[-1] if spec.class_name != "Model"
+                                else "Functional")
+
+
 def _layer_order(graph: Graph, prefix: tuple = ()) -> dict[tuple, list]:
-    # Keras 3 operations (``x + 3.0``) are not layers: they own no entry in the weights file.
-    # Keras keys a layer by its Python class: "LayerScale" for one whose converter is
-    # registered under its registered name "package>LayerScale"
-    order = {prefix: [(n, s.keras_class or (s.class_name.split(">")[-1]
-                                            if s.class_name != "Model" else "Functional"))
-                      for n, s in graph.layers.items() if not s.class_name.startswith("ops.")]}
+    """``{container path: [(layer name, class), ...]}``: the layers of ``graph`` (``()``)
+    and of the models nested in it (their paths), in Keras's order, each with the class a
+    Keras 3 weights file keys it by (:func:`_keras_class`). Keras 3 operations (``x +
+    3.0``) are not layers: they own no entry in the weights file."""
+    order = {prefix: [(n, _keras_class(s)) for n, s in graph.layers.items()
+                      if not s.class_name.startswith("ops.")]}
     for n, s in graph.layers.items():
         if s.impl.subgraph is not None:
             order.update(_layer_order(s.impl.subgraph, prefix + (n,)))
@@ -168,19 +176,7 @@ def _has_weights(spec) -> bool:
     return spec.impl.n_weights != 0
 
 
-def _paths_of(graph: Graph, name: str, class_name: str, prefix: tuple = ()) -> list[tuple]:
-    """The paths of the layers called ``name`` of class ``class_name`` in ``graph`` and the
-    models nested in it."""
-    found = []
-    for n, spec in graph.layers.items():
-        if spec.impl.subgraph is not None:
-            found += _paths_of(spec.impl.subgraph, name, class_name, prefix + (n,))
-        elif n == name and spec.class_name == class_name:
-            found.append(prefix + (n,))
-    return found
-
-
-def _shared_hint(root: Graph, source: WeightSource, lpath: tuple, spec) -> str:
+def _shared_hint(source: WeightSource, lpath: tuple, spec) -> str:
     """Why a Keras 3 archive may lack a layer's weights: one layer object in two models (a
     nested model and the model around it, or two nested models). Keras 3's ``.keras`` writes
     its weights once, under the first model that holds it, and Keras's own ``load_model``
@@ -188,8 +184,18 @@ def _shared_hint(root: Graph, source: WeightSource, lpath: tuple, spec) -> str:
     stores them in both places."""
     if not isinstance(source, Keras3Weights):
         return ""
-    others = ["/".join(p) for p in _paths_of(root, lpath[-1], spec.class_name)
-              if p != lpath]
+    order, cls = source.layer_order, _keras_class(spec)
+
+    def paths(prefix: tuple) -> list[tuple]:  # the layers (not models) of that name and class
+        found = []
+        for n, c in order.get(prefix, ()):
+            if prefix + (n,) in order:  # a nested model: its layers, in place
+                found += paths(prefix + (n,))
+            elif n == lpath[-1] and c == cls:
+                found.append(prefix + (n,))
+        return found
+
+    others = ["/".join(p) for p in paths(()) if p != lpath]
     if not others:
         return ""
     return (f". A {spec.class_name} layer named {lpath[-1]!r} is also at {others}: where one "
@@ -202,14 +208,14 @@ def _shared_hint(root: Graph, source: WeightSource, lpath: tuple, spec) -> str:
 
 
 def _collect_params(graph: Graph, source: WeightSource, path: str | None,
-                    prefix: tuple = (), root: Graph | None = None) -> dict:
+                    prefix: tuple = ()) -> dict:
     params: dict[str, Any] = {}
     if not prefix and isinstance(source, LegacyH5Weights):
         source.align([n for n, spec in graph.layers.items() if _has_weights(spec)])
     for name, spec in graph.layers.items():
         lpath = prefix + (name,)
         if spec.impl.subgraph is not None:
-            sub = _collect_params(spec.impl.subgraph, source, path, lpath, root or graph)
+            sub = _collect_params(spec.impl.subgraph, source, path, lpath)
             if sub:
                 params[name] = sub
             continue
@@ -232,7 +238,7 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
         if ws is None:
             raise KerasImportError(
                 f"no weights found for layer {where!r} ({spec.class_name}); the weights file "
-                "does not match the architecture" + _shared_hint(root or graph, source, lpath, spec),
+                "does not match the architecture" + _shared_hint(source, lpath, spec),
                 path=path)
         if spec.impl.n_weights is not None and len(ws) != spec.impl.n_weights:
             if any(np.issubdtype(np.asarray(w).dtype, np.integer) for w in ws):
