@@ -188,6 +188,35 @@ def test_integer_reductions_are_jnp_max_itself():
         assert y.dtype == ref(x).dtype and np.array_equal(y, ref(x)), name
 
 
+def test_an_empty_batch_differentiates_as_jnp_max():
+    """Over an input with a zero-size axis that is not reduced (an empty batch), reverse and
+    forward mode give ``jnp.max``'s (``jnp.min``'s) empty derivatives, of the same shapes
+    and dtypes (an empty array has no values to compare): the rule's reshape of the reduced
+    axes into one divided by zero where it inferred their size. An empty *reduced* axis
+    raises ``jnp.max``'s ValueError (no identity without ``initial``)."""
+    cases = [("max", (0, 5), 1, False), ("min", (0, 3, 2), (1, 2), True),
+             ("max", (2, 0, 3), (0, 2), False), ("min", (2, 0, 3), (2, 0), True)]
+
+    def derivatives(x, case, robust):
+        kind, _, axes, keep = case
+        f = functools.partial((pooling.reduce_max if kind == "max" else pooling.reduce_min)
+                              if robust else (jnp.max if kind == "max" else jnp.min),
+                              axis=axes, keepdims=keep)
+        y, pull = jax.vjp(f, x)
+        return y, pull(y)[0], jax.jvp(f, (x,), (x,))[1]
+
+    @jax.jit  # one program for every case
+    def run(xs):
+        return [[derivatives(x, case, robust) for robust in (True, False)]
+                for x, case in zip(xs, cases)]
+
+    for (got, want), case in zip(run([jnp.zeros(c[1]) for c in cases]), cases):
+        assert [(v.shape, v.dtype) for v in got] == [(v.shape, v.dtype) for v in want], case
+    for f in (pooling.reduce_max, jnp.max, pooling.reduce_min, jnp.min):
+        with pytest.raises(ValueError, match="zero-size array"):
+            jax.eval_shape(jax.grad(lambda x: f(x, axis=1).sum()), jnp.zeros((2, 0)))
+
+
 def _affine(rng, shape, channel_axis):
     """``(z, u -> a * u + b, a)``: a random input and a per-channel affine map of it (as a
     normalization ends), ``a`` shaped to broadcast against ``z``."""

@@ -276,12 +276,13 @@ def _robust_extremum_jvp(axes, keepdims, kind, primals, tangents):
     y = _robust_extremum(x, axes, True, kind)  # higher orders through this rule too
     rest = [i for i in range(x.ndim) if i not in axes]
     shape = [x.shape[i] for i in rest]  # x with the reduced axes flattened into one, at `at`
+    n = math.prod(x.shape[i] for i in axes)  # not -1: an empty batch cannot infer it
     if axes == tuple(range(axes[0], axes[-1] + 1)):  # consecutive: a reshape, no copy
         at = axes[0]
-        shape.insert(at, -1)
+        shape.insert(at, n)
     else:  # the reduced axes moved last
         at = -1
-        shape.append(-1)
+        shape.append(n)
         x, t = jnp.transpose(x, rest + list(axes)), jnp.transpose(t, rest + list(axes))
     x, t = x.reshape(shape), t.reshape(shape)
     mask, count = _max_positions(x, jnp.expand_dims(jnp.squeeze(y, axes), at), at, kind)
