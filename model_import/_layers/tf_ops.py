@@ -2201,7 +2201,9 @@ def _fq_nudge(lo, hi, bits: int, narrow: bool):
         below = xp.floor(z)
         rounded = xp.where(z - below == 0.5, below + 1, xp.round(z))
         zero = xp.where(z < qmin, qmin, xp.where(z > qmax, qmax, rounded))
-        nmin, nmax = (qmin - zero) * scale, (qmax - zero) * scale
+        # nmin is subtracted from the clamped input (_fake_quant_levels): kept, so that XLA
+        # cannot fuse its product into that difference (nmax is only compared)
+        nmin, nmax = keep((qmin - zero) * scale, scale), (qmax - zero) * scale
         # within 0.02 of an integer, far from a tie: no rounding to keep
         quant_zero = xp.floor(-nmin * inv + np.float32(0.5))
     return tuple(xp.asarray(v, xp.float32) for v in (nmin, nmax, scale, inv, quant_zero))
