@@ -21,15 +21,13 @@ from model_import._errors import KerasImportError, UnsupportedLayerError, forwar
 from model_import._layers import masking as _masking
 from model_import._layers.activations import (_identity, activation_name, get_activation,
                                               with_own_activation)
-from model_import._layers.registry import (CellImpl, ConvertContext, LayerImpl, Runtime,
-                                           builtin_converters, converter_for, lookup,
-                                           own_class)
+from model_import._layers.registry import (MODEL_CLASSES, CellImpl, ConvertContext, LayerImpl,
+                                           Runtime, builtin_converters, converter_for,
+                                           lookup, own_class)
 from model_import._output_padding import restore_output_padding
 from model_import._version import parse_version
 
 Array = jax.Array
-
-MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 
 def functional_subclass(model_cfg: Any) -> bool:

@@ -20,6 +20,10 @@ from model_import._version import keras_major
 
 Array = jax.Array
 
+#: the classes of whole models (their configs hold layers): the importer reads them as graphs
+#: (``_graph``), never through a converter (``sequence.convert_inner`` refuses one wrapped)
+MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
 
 def _no_weights(weights: Sequence[np.ndarray]) -> dict:
     return {}

@@ -37,9 +37,9 @@ import numpy as np
 from model_import._files import object_keys
 from model_import._layers import masking as _masking
 from model_import._layers.activations import get_activation, with_own_activation
-from model_import._layers.registry import (CellImpl, ConvertContext, LayerImpl, Runtime,
-                                           builtin_converters, converter_for, lookup,
-                                           own_class, register_layer)
+from model_import._layers.registry import (MODEL_CLASSES, CellImpl, ConvertContext, LayerImpl,
+                                           Runtime, builtin_converters, converter_for,
+                                           lookup, own_class, register_layer)
 
 Array = jax.Array
 
@@ -742,7 +742,7 @@ def convert_inner(layer_cfg: Mapping[str, Any], ctx: ConvertContext) -> tuple[st
     cfg = dict(layer_cfg.get("config") or {})
     own = own_class(layer_cfg)
     cls, conv = converter_for(cls, registered, own, ctx.custom_layers)
-    if conv is None and cls in ("Functional", "Sequential", "Model"):
+    if conv is None and cls in MODEL_CLASSES:
         from model_import._errors import UnsupportedLayerError
 
         raise UnsupportedLayerError(  # no converter to supply: models are graphs here
