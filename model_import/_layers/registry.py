@@ -24,6 +24,8 @@ Array = jax.Array
 #: (``_graph``), never through a converter (``sequence.convert_inner`` refuses one wrapped)
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
+_THIS_CLASS = object()  # ConvertContext.error's default: the layer's own class needs one
+
 
 def _no_weights(weights: Sequence[np.ndarray]) -> dict:
     return {}
@@ -365,13 +367,16 @@ class ConvertContext:
                 "load_keras(..., keras_backend='tensorflow' or 'torch') to follow those",
                 BackendWarning, stacklevel=2)
 
-    def error(self, detail: str, *, needs: str | None = None) -> Exception:
+    def error(self, detail: str, *, needs: str | None | object = _THIS_CLASS) -> Exception:
         """The ``UnsupportedLayerError`` of this layer; ``needs`` names the class to register
-        a converter for where that is not this layer's (a layer it holds, its activation)."""
+        a converter for: this layer's by default, another where that is not this layer's (a
+        layer it holds, its activation), ``None`` where a converter cannot help (the message
+        then gives no such advice)."""
         from model_import._errors import UnsupportedLayerError
 
-        return UnsupportedLayerError(self.layer_name, self.class_name, path=self.path,
-                                     detail=detail, needs=needs or self.class_name)
+        return UnsupportedLayerError(
+            self.layer_name, self.class_name, path=self.path, detail=detail,
+            needs=self.class_name if needs is _THIS_CLASS else needs)
 
 
 Converter = Callable[[Mapping[str, Any], ConvertContext], LayerImpl]

@@ -742,14 +742,11 @@ def convert_inner(layer_cfg: Mapping[str, Any], ctx: ConvertContext) -> tuple[st
     cfg = dict(layer_cfg.get("config") or {})
     own = own_class(layer_cfg)
     cls, conv = converter_for(cls, registered, own, ctx.custom_layers)
-    if conv is None and cls in MODEL_CLASSES:
-        from model_import._errors import UnsupportedLayerError
-
-        raise UnsupportedLayerError(  # no converter to supply: models are graphs here
-            ctx.layer_name, ctx.class_name, path=ctx.path, needs=None,
-            detail=f"it wraps a whole model ({cls} {cfg.get('name')!r}), which the importer "
-                   "does not convert inside a wrapper. Wrap the model's layers one by one "
-                   f"({ctx.class_name}(Dense(...)), ...) and save it again")
+    if conv is None and cls in MODEL_CLASSES:  # no converter to supply: models are graphs
+        raise ctx.error(f"it wraps a whole model ({cls} {cfg.get('name')!r}), which the "
+                        "importer does not convert inside a wrapper. Wrap the model's layers "
+                        f"one by one ({ctx.class_name}(Dense(...)), ...) and save it again",
+                        needs=None)
     if conv is None:
         name = registered if own and registered else cls
         mine = (f" (a class of the model's own code named like Keras's {cls}, which the "
