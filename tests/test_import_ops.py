@@ -144,6 +144,9 @@ def _zoo_reductions():
         # initial: a bound (some columns' maxima are below 0.8, minima above -0.8)
         "max_initial": ops.max(x, axis=1, initial=0.8),
         "min_initial": ops.min(x, axis=[-2], keepdims=True, initial=-0.8),
+        # ...and the value of an empty reduction (the importer raised zero-size)
+        "max_initial_empty": ops.max(x[:, :0], axis=1, initial=0.8),
+        "min_initial_empty": ops.min(x[..., :0], axis=[-1, 1], keepdims=True, initial=-0.8),
         "amax": ops.amax(x, axis=[2, 1]), "amin_keep": ops.amin(x, axis=-1, keepdims=True),
         "trace": ops.trace(x, offset=1, axis1=1, axis2=2),
     }

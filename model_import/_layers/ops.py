@@ -192,29 +192,36 @@ def _log_softmax(cfg):
     return lambda rt, x: jax.nn.log_softmax(x, axis=axis)
 
 
-def _reduction(fn, bound=None):
+def _reduction(fn, bound=None, plain=None):
     """``fn(x, axis, keepdims)``; ``bound``: ``ops.max``/``min``'s ``initial`` applied after
     the reduction (``jnp.maximum``/``jnp.minimum`` with it), as Keras on TensorFlow does
-    (Keras on JAX passes it to ``jnp.max``, which does the same)."""
+    (Keras on JAX passes it to ``jnp.max``, which does the same); an empty ``x`` (an empty
+    reduction: ``initial`` everywhere, as Keras on every backend gives it, where ``fn``
+    would raise) reduced by ``plain`` (``jnp.max``/``jnp.min``) with ``initial``."""
     def make(cfg):
         axis = _axis(cfg.get("axis"))
         keepdims = bool(cfg.get("keepdims", False))
         initial = cfg.get("initial") if bound is not None else None
         if initial is None:
             return lambda rt, x: fn(x, axis=axis, keepdims=keepdims)
-        return lambda rt, x: bound(fn(x, axis=axis, keepdims=keepdims),
-                                   jnp.asarray(initial, jnp.result_type(x)))
+
+        def call(rt, x):
+            start = jnp.asarray(initial, jnp.result_type(x))
+            if x.size == 0:  # nothing to differentiate
+                return plain(x, axis=axis, keepdims=keepdims, initial=start)
+            return bound(fn(x, axis=axis, keepdims=keepdims), start)
+        return call
     return make
 
 
 # max and min: jnp.max's value and derivative (ties split), plus the first maximum (minimum)
 # by position, which a producer XLA computes twice with other roundings cannot drop
-for _names, _fn, _bound in [
-        (("Mean",), jnp.mean, None), (("Sum",), jnp.sum, None),
-        (("Max",), reduce_max, jnp.maximum), (("Amax",), reduce_max, None),
-        (("Min",), reduce_min, jnp.minimum), (("Amin",), reduce_min, None),
-        (("Prod",), jnp.prod, None), (("Var",), jnp.var, None), (("Std",), jnp.std, None)]:
-    _op(*_names)(_reduction(_fn, _bound))
+for _names, _fn, _extra in [
+        (("Mean",), jnp.mean, ()), (("Sum",), jnp.sum, ()),
+        (("Max",), reduce_max, (jnp.maximum, jnp.max)), (("Amax",), reduce_max, ()),
+        (("Min",), reduce_min, (jnp.minimum, jnp.min)), (("Amin",), reduce_min, ()),
+        (("Prod",), jnp.prod, ()), (("Var",), jnp.var, ()), (("Std",), jnp.std, ())]:
+    _op(*_names)(_reduction(_fn, *_extra))
 
 
 @_op("Reshape")
