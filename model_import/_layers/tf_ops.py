@@ -2188,7 +2188,8 @@ def _fq_nudge(lo, hi, bits: int, narrow: bool):
     from zero, within the levels); the nudged ends, the step, its inverse and the nudged
     zero point ``floor(-nudged_min / step + 1/2)``, each of ``lo``'s shape. A range known
     when traced (not a tracer) is nudged here in NumPy: under ``jit`` XLA would fold it
-    with its own rewrites; a traced one in JAX, its quotients kept (:func:`_kept`)."""
+    with its own rewrites; a traced one in JAX, its quotients and nudged minimum kept
+    (:func:`_kept`)."""
     traced = isinstance(lo, jax.core.Tracer) or isinstance(hi, jax.core.Tracer)
     xp, keep = (jnp, _kept) if traced else (np, lambda v, source: v)
     lo, hi = (xp.asarray(v, xp.float32) for v in (lo, hi))
