@@ -1588,7 +1588,8 @@ def architecture(model, *, show_shapes: bool = True, show_activations: bool = Tr
     Each box is a layer: its name, class (and fused activation) and output shape without the
     batch axis. Arrows follow the tensors, so branches (one output feeding several layers)
     and merges (``Add``/``Concatenate`` of several inputs) are visible; arrows that skip
-    ranks (residual connections) run down a lane right of the boxes in between. A nested model is one box.
+    ranks (residual connections) run down a lane right of the boxes in between. A nested model
+    is one box.
 
     Args:
       model: a :class:`model_import.KerasModel` (from ``load_keras``).
