@@ -893,13 +893,14 @@ _PAIRWISE = frozenset({"ops.Add", "ops.Subtract", "ops.Multiply", "ops.Maximum",
 _MEANS = frozenset({"Average", "Maximum", "Minimum", "ops.Maximum", "ops.Minimum"})
 
 #: Merge layers and the Keras 3 operations that merge tensors as they do (``p + q``,
-#: ``keras.ops.concatenate([p, q])``, ``keras.ops.stack``; tf.keras's ``tf.concat``,
-#: ``tf.math.add``... by :data:`_TF_OPS`): an output that merges softmax/sigmoid outputs (an
-#: ensemble) has no logits. Of a list of one tensor (``Concatenate()([p])``,
-#: ``tf.stack([p])``) they only move its values (:func:`_merged_parts`).
+#: ``keras.ops.concatenate([p, q])``, ``keras.ops.stack``, ``hstack``/``vstack``/``dstack``;
+#: tf.keras's ``tf.concat``, ``tf.math.add``... by :data:`_TF_OPS`): an output that merges
+#: softmax/sigmoid outputs (an ensemble) has no logits. Of a list of one tensor
+#: (``Concatenate()([p])``, ``tf.stack([p])``, ``keras.ops.dstack([p])``) they only move its
+#: values (:func:`_merged_parts`).
 _MERGES = frozenset({"Add", "Average", "Maximum", "Minimum", "Multiply", "Subtract",
-                     "Concatenate", "ops.Concatenate", "ops.Stack", "ops.Append",
-                     *_PAIRWISE})
+                     "Concatenate", "ops.Concatenate", "ops.Stack", "ops.Hstack", "ops.Vstack",
+                     "ops.Dstack", "ops.Append", *_PAIRWISE})
 
 
 def _float64_params(p: Any) -> bool:

@@ -81,6 +81,7 @@ def _case(kind):
             t = ops.reshape(layers.UpSampling1D(3)(ops.reshape(t, (-1, 2, 1))), (-1, 6))
             # merges of one tensor, nearest resizes, patches without padding
             t = layers.Concatenate()([ops.concatenate([ops.stack([t], axis=1)], axis=1)])
+            t = ops.reshape(ops.vstack([ops.hstack([ops.dstack([t])])]), (-1, 1, 6))
             t = ops.image.resize(ops.expand_dims(t, -1), (2, 5), interpolation="nearest",
                                  crop_to_aspect_ratio=True)  # (N, 2, 5, 1)
             t = layers.Resizing(3, 4, interpolation="nearest")(t)
@@ -515,7 +516,8 @@ def _ensemble(kind):
         ops, z = keras.ops, layers.Dense(4)(inp)
         return keras.Model(inp, [ops.concatenate([a, b]), ops.stack([a, z], axis=1), a + b,
                                  ops.subtract(z, b), ops.multiply(a, b), ops.maximum(a, b),
-                                 ops.minimum(a, b), ops.append(a, b), 2.0 * a])
+                                 ops.minimum(a, b), ops.append(a, b), ops.hstack([a, b]),
+                                 ops.vstack([z, b]), ops.dstack([a, z]), 2.0 * a])
     pooled = layers.GlobalAveragePooling1D()(layers.Dense(4, activation="softmax")(inp))
     return keras.Model(inp, layers.Flatten()(layers.Reshape((4, 1))(pooled)))
 
@@ -523,10 +525,11 @@ def _ensemble(kind):
 @pytest.mark.parametrize("kind", ["average_reshape", "nested_members", "pooled_flatten",
                                   "ops_merges"])
 def test_merged_probabilities_behind_moves_or_nested_are_refused(kind, tmp_path):
-    """Also where keras.ops.concatenate/stack/add/subtract/multiply/maximum/minimum/append
-    merge probabilities (with probabilities, or other values): refused as the merge layers
-    are (the probabilities were returned); ``2 * p`` merges nothing (returned as saved); a
-    maximum of probabilities holds probabilities, as a ``Maximum`` layer's."""
+    """Also where keras.ops.concatenate/stack/hstack/vstack/dstack/add/subtract/multiply/
+    maximum/minimum/append merge probabilities (with probabilities, or other values):
+    refused as the merge layers are (the probabilities were returned); ``2 * p`` merges
+    nothing (returned as saved); a maximum of probabilities holds probabilities, as a
+    ``Maximum`` layer's."""
     from jaxsal._src import base
 
     model = _ensemble(kind)
