@@ -1,9 +1,10 @@
 """The reshape max-pool equals reduce_window max-pool in value and gradient, ties included,
 through both ways of finding a window's first maximum (a comparison chain for small windows,
 a two-operand reduction for large ones); the derivative of the importer's other max (min)
-reductions -- global max pooling, Keras 3's ``ops.max``/``amax``/``min``/``amin``, tf.keras's
-``reduce_max``/``reduce_min`` and ``tf.norm(ord=inf)``, adaptive max pooling's bins -- is
-``jnp.max``'s (ties split), and reaches the maximum through a recomputed producer."""
+reductions -- global max pooling, Keras 3's ``ops.max``/``amax``/``min``/``amin``,
+``ops.ptp``, tf.keras's ``reduce_max``/``reduce_min`` and ``tf.norm(ord=inf)``, adaptive
+max pooling's bins -- is ``jnp.max``'s (``jnp.ptp``'s; ties split), and reaches the maximum
+through a recomputed producer."""
 
 import functools
 import math
@@ -119,7 +120,12 @@ REDUCTION_CASES = [
     ("tf.reduce_max-None-keepdims", _tf("math.reduce_max", None, True), "max", (0, 1, 2), True,
      (2, 3, 2)),
     ("tf.reduce_min-2--3", _tf("math.reduce_min", [2, -3], False), "min", (0, 2), False,
-     (2, 3, 4))]
+     (2, 3, 4)),
+    ("ops.ptp--1-1", _site("ops.Ptp", {"axis": [-1, 1], "keepdims": False}), "ptp", (1, 3),
+     False, (2, 3, 4, 3))]
+
+#: each kind's reference (``ptp``: max - min)
+_REFS = {"max": jnp.max, "min": jnp.min, "ptp": jnp.ptp}
 
 
 def _tied(rng, shape, axes, value):
@@ -145,23 +151,27 @@ def test_max_reductions_are_jnp_max_in_value_and_gradient_ties_split():
     elements equal the maximum each gets half (a third) of the cotangent: the global max
     pooling layers (every rank, both layouts, with and without ``keepdims``), Keras 3's
     ``ops.max``/``amin`` and tf.keras's ``reduce_max``/``reduce_min`` over axes that are not
-    consecutive, negative, or ``None``."""
+    consecutive, negative, or ``None``; ``ops.ptp`` (``jnp.ptp``'s: the maximum's share
+    minus the minimum's cotangent)."""
     rng = np.random.default_rng(0)
     xs, ties, gs, expected = [], [], [], []
     for name, f, kind, axes, keep, shape in REDUCTION_CASES:
         xs.append(rng.normal(size=shape).astype(np.float32))
-        tie, share = _tied(rng, shape, axes, 5.0 if kind == "max" else -5.0)
-        ties.append(tie)
+        tie, share = _tied(rng, shape, axes, -5.0 if kind == "min" else 5.0)
         g = rng.normal(size=np.max(np.zeros(shape), axis=axes, keepdims=keep).shape)
-        gs.append(g.astype(np.float32))
-        expected.append(share * (g if keep else np.expand_dims(g, axes)).astype(np.float32))
+        g = (g if keep else np.expand_dims(g, axes)).astype(np.float32)
+        want = share * g
+        if kind == "ptp":  # random values: one minimum
+            want = want - _at_first(tie, axes, "min") * g
+        ties.append(tie)
+        gs.append(g if keep else np.squeeze(g, axes))
+        expected.append(want)
 
     @jax.jit  # one program for every case
     def run(xs, ties, gs):
         out = []
         for (name, f, kind, axes, keep, shape), x, tie, g in zip(REDUCTION_CASES, xs, ties, gs):
-            ref = functools.partial(jnp.max if kind == "max" else jnp.min, axis=axes,
-                                    keepdims=keep)
+            ref = functools.partial(_REFS[kind], axis=axes, keepdims=keep)
             y, pull = jax.vjp(f, x)
             y_ref, pull_ref = jax.vjp(ref, x)
             tied = jax.vjp(f, tie)[1](g)[0]
@@ -178,11 +188,11 @@ def test_max_reductions_are_jnp_max_in_value_and_gradient_ties_split():
 
 
 def test_integer_reductions_are_jnp_max_itself():
-    """Integer inputs are reduced by ``jnp.max`` (``jnp.min``), without the custom rule: the
-    same values and dtype, and nothing else traced."""
+    """Integer inputs are reduced by ``jnp.max`` (``jnp.min``, ``jnp.ptp``), without
+    the custom rule: the same values and dtype, and nothing else traced."""
     for name, f, kind, axes, keep, shape in REDUCTION_CASES[5:]:
         x = np.arange(math.prod(shape), dtype=np.int32).reshape(shape) % 7
-        ref = functools.partial(jnp.max if kind == "max" else jnp.min, axis=axes, keepdims=keep)
+        ref = functools.partial(_REFS[kind], axis=axes, keepdims=keep)
         assert "custom_jvp_call" not in str(jax.make_jaxpr(f)(x)), name
         y = f(x)
         assert y.dtype == ref(x).dtype and np.array_equal(y, ref(x)), name
@@ -243,7 +253,7 @@ def _at_first(v, axes, kind):
 
 @pytest.mark.parametrize("case,channel", [
     (REDUCTION_CASES[1], 3), (REDUCTION_CASES[2], 1), (REDUCTION_CASES[5], 3),
-    (REDUCTION_CASES[8], 2),
+    (REDUCTION_CASES[8], 2), (REDUCTION_CASES[9], 3),
     (("tf.norm-inf-axis-1", _site("TFOpLambda", {"function": "compat.v1.norm"}, ord=np.inf,
                                   axis=1), "max-abs", (1,), False, (3, 5, 4)), 0)],
     ids=lambda c: c[0] if isinstance(c, tuple) else f"affine-axis-{c}")
@@ -254,7 +264,8 @@ def test_max_reductions_pass_their_gradient_through_a_recomputed_producer(case, 
     the elements equal to the maximum computed apart, dropped the term of 1 of 6 slices of
     ``GlobalMaxPooling2D``, 2 of 6 of its channels-first case, 6 of 8 of ``ops.max`` over
     axes (1, 3), 1 of 3 of ``reduce_min`` over (2, -3) and 3 of 12 of ``tf.norm(ord=inf)``
-    under the suite's XLA flags (``scripts/test_env.sh``), jax 0.10.2. The analytic
+    (``jnp.ptp``'s: 7 of 8 slices of ``ops.ptp`` over (-1, 1) wrong) under the suite's XLA
+    flags (``scripts/test_env.sh``), jax 0.10.2. The analytic
     gradient of ``sum(max(a * u + b))`` is ``a`` at the maximum's position, 0 elsewhere
     (``max(|.|)``: ``a * sign``)."""
     name, f, kind, axes, keep, shape = case
@@ -263,9 +274,12 @@ def test_max_reductions_pass_their_gradient_through_a_recomputed_producer(case, 
     x = affine(z)  # in NumPy: the same float32 operations; no near-ties in random data
     if kind == "max-abs":
         want = _at_first(np.abs(x), axes, "max") * scale * np.sign(x)
+    elif kind == "ptp":  # max - min: a at the maximum, -a at the minimum
+        want = (_at_first(x, axes, "max") * 1.0 - _at_first(x, axes, "min")) * scale
     else:
         want = _at_first(x, axes, kind) * scale
-    np.testing.assert_array_equal((g != 0).sum(axis=axes), 1)  # one position per slice...
+    # one position per slice (ptp: two)...
+    np.testing.assert_array_equal((g != 0).sum(axis=axes), 2 if kind == "ptp" else 1)
     np.testing.assert_allclose(g, want, rtol=1e-6, atol=0)  # ...with the whole term
 
 

@@ -743,7 +743,12 @@ def _normalize(cfg):
 @_op("Ptp")
 def _ptp(cfg):
     axis, keepdims = _tuple(cfg.get("axis")), bool(cfg.get("keepdims", False))
-    return lambda rt, x: jnp.ptp(x, axis=axis, keepdims=keepdims)
+
+    def f(rt, x):  # jnp.ptp's operations, the max and min with reduce_max's derivative
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            return jnp.ptp(x, axis=axis, keepdims=keepdims)
+        return jax.lax.sub(reduce_max(x, axis, keepdims), reduce_min(x, axis, keepdims))
+    return f
 
 
 @_op("Trace")
