@@ -404,7 +404,7 @@ class Graph:
         input run before or after it depending on Keras's execution order, so their result
         is not determined by the model: refuse those that a mask would change."""
         settled = self._descendants(call) | self._ancestors(call)
-        for r in {a for a in _refs(call.args) + _refs(dict(call.kwargs))}:
+        for r in set(self.call_refs(call)):
             if mask_of(r) is None:
                 continue
             for other in self._consumers().get((r.layer, r.node), ()):
@@ -648,7 +648,7 @@ class Graph:
                 if sub is not None:
                     # any input of the nested model that a tensor of `key` feeds (also where
                     # it goes in otherwise too, e.g. as a mask: one reader of codes is enough)
-                    given = {a for a in _refs(c.args) + _refs(dict(c.kwargs))
+                    given = {a for a in self.call_refs(c)
                              if (a.layer, a.node) == key}
                     if any(sub.takes_codes(j) for r in given for j in self._feeds(c, r)[0]):
                         return True
@@ -683,7 +683,7 @@ class Graph:
         n = len(sub.inputs) if sub is not None else 0
         flat = _flatten(call.args[0]) if call.args else []
         fed = [j for j, a in enumerate(flat) if a == r and j < n]
-        given = [a for a in _refs(call.args) + _refs(dict(call.kwargs)) if a == r]
+        given = [a for a in self.call_refs(call) if a == r]
         return fed, len(fed) == len(given)
 
     def token_limits(self) -> dict[int, tuple[int, str]]:
@@ -726,7 +726,7 @@ class Graph:
         if cache is None:
             cache = {}
             for c in self.calls:
-                for r in _refs(c.args) + _refs(dict(c.kwargs)):
+                for r in self.call_refs(c):
                     cache.setdefault((r.layer, r.node), []).append(c)
             self.__dict__["_consumer_cache"] = cache
         return cache
@@ -737,7 +737,7 @@ class Graph:
         by_key = self._calls_by_key()
         while todo:
             c = todo.pop()
-            for r in _refs(c.args) + _refs(dict(c.kwargs)):
+            for r in self.call_refs(c):
                 key = (r.layer, r.node)
                 if key not in seen and key in by_key:
                     seen.add(key)
@@ -761,7 +761,7 @@ class Graph:
             tensors.setdefault(key, set()).add(r.tensor)
             if first and key in by_key:
                 c = by_key[key]
-                todo.extend(_refs(c.args) + _refs(dict(c.kwargs)))
+                todo.extend(self.call_refs(c))
         used = {prefix + layer for layer, _ in tensors}
         for (layer, _), ts in tensors.items():
             sub = self.layers[layer].impl.subgraph if layer in self.layers else None
@@ -1138,7 +1138,7 @@ def _reads_tensors(call: Call, r: Ref, tensors: set[int]) -> bool:
     """Whether ``call`` takes one of the tensors at positions ``tensors`` of the call that
     gives ``r`` (a nested model's outputs), as an argument or keyword argument."""
     return any(a.layer == r.layer and a.node == r.node and a.tensor in tensors
-               for a in _refs(call.args) + _refs(dict(call.kwargs)))
+               for a in Graph.call_refs(call))
 
 
 def _tensor_refs(call: Call) -> list[Ref]:
