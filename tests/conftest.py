@@ -9,13 +9,34 @@ about a second where the JAX backend compiles one XLA program per initializer an
 
 import os
 import pathlib
+import random
+import sys
+import zlib
 
 os.environ.setdefault("KERAS_BACKEND", "numpy")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _seeded_global_rngs(request):
+    """Seeds Python's ``random``, NumPy's global generator and Keras's (when imported) from the
+    test's own id before each test, so a model a test builds without a seed (Keras draws its
+    initial weights from the global generator, and ``perturb_keras(kernels=True)`` scales its
+    draws by them) is the same whatever ran before it in its pytest-xdist worker, and the same
+    when the test runs alone. A Keras imported later in the test seeds its generator from
+    Python's ``random``, seeded here."""
+    seed = zlib.crc32(request.node.nodeid.encode()) % 2**31
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.utils.set_random_seed(seed)  # also random and np.random
+    else:
+        random.seed(seed)
+        np.random.seed(seed)
 
 
 @pytest.fixture(scope="session")
