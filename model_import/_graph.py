@@ -633,18 +633,21 @@ class Graph:
             return True
         consumers = self._consumers()
         # the calls whose outputs carry the input's values, as (layer, node): every output
-        # tensor of such a call does (ops.split(ids, 2)[1] as much as [0])
+        # tensor of such a call does (ops.split(ids, 2)[1] as much as [0]). A nested model is
+        # looked into once per such tensor that reaches it (the input and a reshape of it
+        # feed different inputs of an encoder of [tokens, features]), another layer once.
         todo, seen = [(self.inputs[i].layer, self.inputs[i].node)], set()
         while todo:
             key = todo.pop()
             for c in consumers.get(key, ()):
-                if (c.layer, c.index) in seen:
-                    continue
-                seen.add((c.layer, c.index))
                 spec = self.layers[c.layer]
+                sub = spec.impl.subgraph
+                visit = (c.layer, c.index, key if sub is not None else None)
+                if visit in seen:
+                    continue
+                seen.add(visit)
                 if _reads_codes(spec):
                     return True
-                sub = spec.impl.subgraph
                 if sub is not None:
                     # any input of the nested model that a tensor of `key` feeds (also where
                     # it goes in otherwise too, e.g. as a mask: one reader of codes is enough)

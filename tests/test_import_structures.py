@@ -283,6 +283,27 @@ def test_codes_reaching_a_nested_embedding_through_a_later_split_part(tmp_path):
     keras.Model(ids, enc(second)).save(tmp_path / "split_only.keras")
     with pytest.raises(TypeError, match="declared float but read only by Embedding 'enc/emb'"):
         jaxsal.saliency(load_keras(tmp_path / "split_only.keras"), x, 0)
+    # an encoder of [tokens, features] given the input and a reshape of it: the encoder was
+    # looked into for the first of the two tensors only, so its other reader was missed
+    # (the Dense: float ids were refused as read only by the embedding; or the embedding:
+    # integer ids were refused as pixels), depending on the order
+    a, b = keras.Input((3,)), keras.Input((3,))
+    two = keras.Model([a, b], layers.Concatenate()([
+        layers.Flatten()(layers.Embedding(10, 2, name="emb")(a)), layers.Dense(2)(b)]))
+    t = keras.Input((3,))
+    # an encoder that also returns its input as it is: the Dense after it reads the ids
+    echo = keras.Model(t, [layers.Flatten()(enc(t)), t])
+    t3 = keras.Input((3,))
+    x3 = x[:, 3:]
+    for k, out in enumerate((two([t3, layers.Reshape((3,))(t3)]),
+                             two([layers.Reshape((3,))(t3), t3]),
+                             layers.Concatenate()(echo(t3)))):
+        keras.Model(t3, layers.Dense(2)(out)).save(tmp_path / f"twice{k}.keras")
+        m = load_keras(tmp_path / f"twice{k}.keras")
+        assert m.graph.takes_codes(0)
+        grad = jax.grad(lambda v: m(v)[:, 0].sum())(x3)
+        assert np.abs(grad).min() > 0  # (the Dense's path: features, not ids)
+        _close(jaxsal.saliency(m, x3, 0), np.abs(grad))
 
 
 def test_attribution_at_a_layer_with_several_outputs_is_refused(tmp_path):

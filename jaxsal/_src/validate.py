@@ -386,24 +386,33 @@ def _deep_readers(graph: Any, i: int, prefix: str = "") -> dict[str, str] | None
     inputs it feeds (``"encoder/embedding"``, also in an encoder of ``[tokens, features]``)
     and through the layers that only move its values (``ops.split(ids, 2)[1]``, a reshape:
     their readers read it); ``None`` where that is not known (a plain function, a nested
-    model given the input otherwise, e.g. as a mask)."""
+    model given the input otherwise, e.g. as a mask). An input that is itself an output of
+    ``graph`` is read as it is, by its ``InputLayer`` (not a reader without a gradient)."""
     consumers = getattr(graph, "_consumers", None)
     passes = getattr(graph, "passes_values", None)
     if consumers is None or i >= len(getattr(graph, "inputs", ())):
         return None
     found: dict[str, str] = {}
     outputs = {(r.layer, r.node) for r in getattr(graph, "outputs", ())}
-    todo, seen = [(graph.inputs[i].layer, graph.inputs[i].node)], set()
+    start = (graph.inputs[i].layer, graph.inputs[i].node)
+    if start in outputs:  # (the model, or a nested model's caller, reads the values themselves)
+        found[prefix + start[0]] = "InputLayer"
+    # a nested model is looked into once per tensor that reaches it (the input itself and a
+    # reshape of it feed different inputs of an encoder of [tokens, features]); another
+    # layer once
+    todo, seen = [start], set()
     while todo:
         key = todo.pop()
         for call in consumers().get(key, ()):
-            if (call.layer, call.index) in seen:
-                continue
-            seen.add((call.layer, call.index))
             spec = graph.layers.get(call.layer)
             if spec is None:
                 return None
-            if getattr(spec.impl, "subgraph", None) is None:
+            nested = getattr(spec.impl, "subgraph", None) is not None
+            visit = (call.layer, call.index, key if nested else None)
+            if visit in seen:
+                continue
+            seen.add(visit)
+            if not nested:
                 if passes is not None and passes(call) and (call.layer,
                                                             call.index) not in outputs:
                     todo.append((call.layer, call.index))  # (an output: read as it is)
