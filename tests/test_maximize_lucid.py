@@ -111,6 +111,14 @@ def test_refusals():
         jaxsal.direction_neuron_objective("f", d, cossim_pow=float("nan"))
     with pytest.raises(ValueError, match=r"position=\(row, col\)"):
         jaxsal.direction_neuron_objective("f", d, (1, 2, 3))
+    # one number (a bare TypeError: len() of an int) and a float entry (told as a 'unit index')
+    expected = r"expected position=\(row, col\) as two ints >= 0 or None, got "
+    with pytest.raises(ValueError, match=rf"^neuron_objective: {expected}5$"):
+        jaxsal.neuron_objective("f", 0, position=5)
+    with pytest.raises(ValueError, match=rf"{expected}row 1\.0 in position=\(1\.0, 2\)"):
+        jaxsal.direction_neuron_objective("f", d, (1.0, 2))
+    with pytest.raises(ValueError, match=rf"{expected}col -1 in position=\(1, -1\)"):
+        jaxsal.neuron_objective("f", 0, position=(1, -1))
     with pytest.raises(ValueError, match=r"n as an int >= 2"):
         jaxsal.channel_interpolate("a", 0, "b", 1, 1)
     with pytest.raises(ValueError, match="single objective"):

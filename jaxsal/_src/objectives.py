@@ -258,9 +258,17 @@ def _position(position: Any, what: str) -> tuple[int, int]:
     the maps, as ``(-1, -1)``."""
     if position is None:
         return (-1, -1)
-    if len(position) != 2:
-        raise ValueError(f"{what}: expected position=(row, col), got {position!r}")
-    return tuple(int(_index(p, f"{what} position")) for p in position)
+    expected = f"{what}: expected position=(row, col) as two ints >= 0 or None"
+    if not (isinstance(position, (tuple, list)) or (isinstance(position, (np.ndarray, jax.Array))
+                                                    and position.ndim == 1)) or len(position) != 2:
+        raise ValueError(f"{expected}, got {position!r}")
+    out = []
+    for axis, p in zip(("row", "col"), position):
+        if (isinstance(p, (bool, np.bool_)) or np.ndim(p) != 0
+                or not np.issubdtype(np.asarray(p).dtype, np.integer) or int(p) < 0):
+            raise ValueError(f"{expected}, got {axis} {p!r} in position={position!r}")
+        out.append(int(p))
+    return tuple(out)
 
 
 def output_objective(unit: int, *, weight: float = 1.0) -> Objective:
