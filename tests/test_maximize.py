@@ -265,6 +265,41 @@ def test_unit_and_position_errors_read_the_same_in_either_layout(channels_first_
     np.testing.assert_allclose(res.scores, acts["conv"][:, 1, 3, 5], rtol=1e-5)
 
 
+def test_positions_of_a_layer_of_one_spatial_axis():
+    """A layer of one spatial axis (a Conv1D's maps, (L, K)) is read at the position's row,
+    its column 0; every position was refused there as 'no spatial axes' (the check sent
+    every shape of fewer than 3 axes there). Here the layer's maps are the one-row image's
+    row: (8, 2)."""
+    m = jaxsal.FunctionModel(features=lambda p, x: x[:, 0] * p["s"],
+                             head_fn=lambda p, a: a.mean(axis=1),
+                             params={"s": jnp.ones(())}, layer="f", input_shape=(1, 8, 2))
+    obj = (jaxsal.neuron_objective("f", 1, (5, 0))
+           + jaxsal.direction_neuron_objective("f", [2.0, 0.0], (2, 0)))
+    res = jaxsal.maximize(m, obj, steps=1, key=0, **PLAIN)
+    img = np.asarray(res.images[0, 0])  # (8, 2)
+    np.testing.assert_allclose(res.scores[0], img[5, 1] + 2 * img[2, 0], rtol=1e-5)
+    maps = r"maps of 8 rows, 2 channels"
+    with pytest.raises(ValueError, match=rf"row 8 of layer 'f', which has {maps}; use a row "
+                                         r"in 0\.\.7 \(position=\(row, 0\)\)"):
+        jaxsal.maximize(m, jaxsal.neuron_objective("f", 1, (8, 0)), steps=1, **PLAIN)
+    with pytest.raises(ValueError, match=rf"column 1 of layer 'f', which has {maps}: one "
+                                         r"spatial axis, no columns; use position=\(row, 0\)"):
+        jaxsal.maximize(m, jaxsal.direction_neuron_objective("f", [1.0, 0.0], (5, 1)),
+                        steps=1, **PLAIN)
+    # a layer without spatial axes (K,) still takes no position
+    flat = jaxsal.FunctionModel(features=lambda p, x: x.mean(axis=(1, 2)) * p["s"],
+                                head_fn=lambda p, a: a, params={"s": jnp.ones(())},
+                                layer="f", input_shape=(1, 8, 2))
+    with pytest.raises(ValueError, match=r"layer 'f' has no spatial axes \(shape \(2,\)\); "
+                                         r"pass position=None"):
+        jaxsal.maximize(flat, jaxsal.neuron_objective("f", 1, (0, 0)), steps=1, **PLAIN)
+    # positions given for the final maps move along the rows of smaller rounds' maps
+    stacked = jaxsal.stack_objectives([jaxsal.neuron_objective("f", 0, (20, 0)),
+                                       jaxsal.neuron_objective("f", 0)])
+    got = _obj.positions_for(stacked, {"f": (8, 2)}, {"f": (32, 2)}).indices[0]
+    np.testing.assert_array_equal(got, [[0, 5, 0], [0, -1, -1]])  # the cell of 20 at 8 rows
+
+
 @pytest.mark.parametrize("param", [jaxsal.pixels(), jaxsal.pixels(squash="clip"),
                                    jaxsal.fourier()], ids=["sigmoid", "clip", "fourier"])
 def test_input_range_respected(mnist, param):

@@ -223,22 +223,23 @@ _POSITION_AT = {"neuron": 1, "direction_neuron": 0}
 def positions_for(obj: Objective, shapes: Mapping[str, tuple],
                   final: Mapping[str, tuple]) -> Objective:
     """``obj`` with its neuron positions, given for maps of the ``final`` shapes
-    (``{layer: (h, w, K)}``), moved to the same relative place of maps of ``shapes`` (the
-    centre of the cell they fall in); centre positions (``-1``) and maps of the final size
-    are kept."""
+    (``{layer: (h, w, K)}``, or ``(L, K)``: the row alone), moved to the same relative place
+    of maps of ``shapes`` (the centre of the cell they fall in); centre positions (``-1``)
+    and maps of the final size are kept."""
     indices = []
     for kind, layer, idx in zip(obj.kinds, obj.layers, obj.indices):
         now, end = shapes.get(layer), final.get(layer)
-        if (kind in _POSITION_AT and now is not None and end is not None
-                and len(now) >= 3 and tuple(now[:2]) != tuple(end[:2])):
+        ns = min(len(now), len(end)) - 1 if now is not None and end is not None else 0
+        ns = min(ns, 2)  # the spatial axes a position reads: rows (and columns)
+        if kind in _POSITION_AT and ns > 0 and tuple(now[:ns]) != tuple(end[:ns]):
             at = _POSITION_AT[kind]
-            pos = idx[..., at:at + 2]
-            n_now = jnp.asarray(now[:2], jnp.float32)
-            n_end = jnp.asarray(end[:2], jnp.float32)
+            pos = idx[..., at:at + ns]
+            n_now = jnp.asarray(now[:ns], jnp.float32)
+            n_end = jnp.asarray(end[:ns], jnp.float32)
             moved = jnp.floor((pos.astype(jnp.float32) + 0.5) * n_now / n_end).astype(idx.dtype)
-            moved = jnp.clip(moved, 0, jnp.asarray(now[:2], idx.dtype) - 1)
+            moved = jnp.clip(moved, 0, jnp.asarray(now[:ns], idx.dtype) - 1)
             idx = jnp.concatenate([idx[..., :at], jnp.where(pos < 0, pos, moved),
-                                   idx[..., at + 2:]], axis=-1)
+                                   idx[..., at + ns:]], axis=-1)
         indices.append(idx)
     return obj._replace(indices=tuple(indices))
 
@@ -307,7 +308,11 @@ def neuron_objective(layer: str, channel: int, position: tuple[int, int] | None 
                      weight: float = 1.0, pre_activation: bool = False) -> Objective:
     """Maximize one activation: channel ``channel`` of ``layer`` at ``position`` (row, col).
 
-    ``position=None`` takes the centre of the feature map (``(h // 2, w // 2)``).
+    ``position``: two ints >= 0, ``(row, col)`` of maps ``(h, w, K)``; ``(row, 0)`` of a
+    layer of one spatial axis (a Conv1D's ``(L, K)``: rows only); ``None`` takes the centre
+    of the feature map (``(h // 2, w // 2)``, row ``L // 2``), and is the only position of a
+    layer without spatial axes (Dense). A position outside the maps is refused by
+    :func:`jaxsal.maximize` with the valid range.
     ``pre_activation=True``: the value before the layer's fused activation (see
     :func:`channel_objective`). ``weight``: the term's weight in a sum of objectives (default 1).
     """
@@ -351,8 +356,10 @@ def direction_neuron_objective(layer: str, direction: ArrayLike,
     (Lucid's ``direction_neuron``): :func:`direction_objective` at one position, as
     :func:`neuron_objective` is :func:`channel_objective` at one position.
 
-    ``direction``: ``(K,)``, K = channels. ``position=None``: the centre of the maps
-    (``(h // 2, w // 2)``); a layer without spatial axes (Dense) needs ``position=None``.
+    ``direction``: ``(K,)``, K = channels. ``position``: as in :func:`neuron_objective`,
+    ``(row, col)``, ``(row, 0)`` for maps ``(L, K)`` of one spatial axis; ``None``: the
+    centre of the maps (``(h // 2, w // 2)``, row ``L // 2``); a layer without spatial axes
+    (Dense) needs ``position=None``.
     ``cossim_pow``, ``pre_activation``, ``weight``: as in :func:`direction_objective`.
     Directions and positions may differ between the objectives of one call.::
 
@@ -644,6 +651,8 @@ def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = N
         # shape puts the channels first
         maps = (f"maps of {shape[0]} rows x {shape[1]} columns, {k} channels"
                 if layer is not None and len(shape) == 3 and None not in shape[:2]
+                else f"maps of {shape[0]} rows, {k} channels"
+                if layer is not None and len(shape) == 2 and shape[0] is not None
                 else f"shape {tuple(shape)}")
         idx = np.asarray(idx)
         if kind in ("output", "channel", "neuron"):
@@ -662,15 +671,22 @@ def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = N
 
 def _check_position(kind: str, pos: np.ndarray, shape: tuple, where: str, maps: str) -> None:
     """Refuse the positions ``pos`` ``(..., 2)`` (row, col; ``-1`` the centre) of ``kind``
-    terms outside maps of ``shape`` (``(h, w, K)``) or given for a layer without spatial
-    axes; ``where`` and ``maps`` name the layer and its maps in the message."""
-    if len(shape) >= 3:
-        for ax, axis in enumerate(("row", "column")):
-            p = pos[..., ax]
-            if shape[ax] is not None and np.any(p >= shape[ax]):
-                raise ValueError(f"{kind} position out of range: {axis} {int(np.max(p))} of "
-                                 f"{where}, which has {maps}; use a {axis} in "
-                                 f"0..{shape[ax] - 1} (position=(row, column))")
-    elif np.any(pos >= 0):
-        raise ValueError(f"{kind} position given but {where} has no spatial axes (shape "
-                         f"{tuple(shape)}); pass position=None")
+    terms outside maps of ``shape`` (``(h, w, K)``; ``(L, K)`` of one spatial axis, a
+    Conv1D's, has rows only: its column is 0) or given for a layer without spatial axes
+    (``(K,)``); ``where`` and ``maps`` name the layer and its maps in the message."""
+    if len(shape) < 2:
+        if np.any(pos >= 0):
+            raise ValueError(f"{kind} position given but {where} has no spatial axes (shape "
+                             f"{tuple(shape)}); pass position=None")
+        return
+    form = "position=(row, column)" if len(shape) >= 3 else "position=(row, 0)"
+    for ax, axis in enumerate(("row", "column")[:len(shape) - 1]):
+        p = pos[..., ax]
+        if shape[ax] is not None and np.any(p >= shape[ax]):
+            raise ValueError(f"{kind} position out of range: {axis} {int(np.max(p))} of "
+                             f"{where}, which has {maps}; use a {axis} in "
+                             f"0..{shape[ax] - 1} ({form})")
+    if len(shape) == 2 and np.any(pos[..., 1] > 0):
+        raise ValueError(f"{kind} position out of range: column {int(np.max(pos[..., 1]))} "
+                         f"of {where}, which has {maps}: one spatial axis, no columns; use "
+                         "position=(row, 0) (or None: the centre row)")
