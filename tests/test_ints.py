@@ -214,6 +214,26 @@ def test_sizes_per_axis_take_each_entry_by_the_rule():
         jaxsal.xrai_labels(_X[:1], scales=[1.0], size=(4.0, 4))
 
 
+@pytest.mark.parametrize("call, prefix, ints_", [
+    (lambda s: jaxsal.resize(_X[..., 0], s), "resize", "(int(H), int(W))"),
+    (lambda s: jaxsal.xrai_labels(_X[:1], scales=[1.0], size=s), "xrai_labels",
+     "(int(h), int(w))"),
+    (lambda s: jaxsal.rise_masks(0, 2, s), "rise_masks", "tuple(int(s) for s in size)"),
+    (lambda s: jaxsal.maximize(_model(), 0, image_shape=(*s, 1), steps=1), "image_shape",
+     "(int(H), int(W), int(C))"),
+], ids=["resize", "xrai_labels", "rise_masks", "maximize"])
+def test_sizes_that_are_not_sizes_say_why(call, prefix, ints_):
+    """A float size (or one traced under jit) is refused saying why, with the ints to pass,
+    by every function that takes sizes: resize said it alone, and xrai_labels' error did not
+    name the function."""
+    for size in ((4.0, 4), np.array([4.0, 4.0]), [np.float32(4), 4]):
+        with pytest.raises(ValueError, match=rf"^{prefix}: expected .*; sizes are counts: pass "
+                                             rf"ints, e\.g\. {re.escape(ints_)}$"):
+            call(size)
+    with pytest.raises(ValueError, match=rf"^{prefix}: .*traced under jax\.jit.*static"):
+        jax.jit(lambda s: call(tuple(s)))(jnp.array([4, 4]))
+
+
 def test_figure_sizes_in_pairs_are_two_positive_reals():
     """signal's panel_size and curves' size, (width, height) in inches, were not checked
     (matplotlib failed later, or drew a figure of no size): each is a pair of reals > 0."""

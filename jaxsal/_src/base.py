@@ -1129,6 +1129,27 @@ def int_sizes(value: Any, *, allow_none: bool = False) -> tuple | None:
     return tuple(None if d is None else ints.as_int(d) for d in dims)
 
 
+def not_sizes(value: Any, example: str) -> str:
+    """Why ``value``, refused by :func:`int_sizes` (a sequence, or an array of one axis), is
+    not sizes, where its first entry that is not an integer says: traced under ``jax.jit``,
+    or a float; as the end of the caller's error (``"; ..."``, with how to fix it, ``example``
+    the ints to pass, e.g. ``"(int(H), int(W))"``), ``""`` otherwise (a bool, a string...:
+    the caller's own "expected ..., got ..." says it)."""
+    if (isinstance(value, (str, bytes)) or not np.iterable(value)
+            or isinstance(value, (np.ndarray, jax.Array)) and value.ndim != 1):
+        return ""
+    d = next((d for d in value if ints.as_int(d) is None), None)
+    if isinstance(d, (np.ndarray, jax.Array)) and d.ndim == 0 and not isinstance(
+            d, jax.core.Tracer):
+        d = d.item()
+    if isinstance(d, jax.core.Tracer):
+        return ("; a size traced under jax.jit is not known when the program is built: "
+                "pass it as a static argument (static_argnames) or as Python ints")
+    if isinstance(d, (float, np.floating)):
+        return f"; sizes are counts: pass ints, e.g. {example}"
+    return ""
+
+
 def check_budget(memory_budget: Any) -> int | None:
     """``memory_budget=`` as a positive number of bytes (an int, or a float such as ``2e9``),
     or a ``ValueError``; ``None`` passes through (the backend's default)."""

@@ -795,7 +795,8 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     else:
         given, image_shape = image_shape, base.int_sizes(image_shape)
         if image_shape is None:
-            raise ValueError(f"image_shape: expected (H, W, C) as three ints, got {given!r}")
+            raise ValueError(f"image_shape: expected (H, W, C) as three ints, got {given!r}"
+                             f"{base.not_sizes(given, '(int(H), int(W), int(C))')}")
         if len(image_shape) != 3 or min(image_shape) < 1:
             raise ValueError(f"image_shape: expected (H, W, C), got {image_shape}")
         if in_shape is not None and len(in_shape) == 3 and in_shape[2] is not None \

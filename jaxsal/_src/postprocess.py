@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import ints, reals
-from jaxsal._src.base import int_sizes, native
+from jaxsal._src import reals
+from jaxsal._src.base import int_sizes, native, not_sizes
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -333,27 +333,9 @@ def _size_of(size) -> tuple[int, int]:
     if dims is not None and len(dims) == 2 and min(dims) >= 1:
         return dims
     raise ValueError(f"resize: expected size=(H, W) as two positive ints (Python, NumPy or "
-                     f"JAX integers), got {size!r}{_not_sizes(size)}"
+                     f"JAX integers), got {size!r}{not_sizes(size, '(int(H), int(W))')}"
                      + ("; for the size of images x (N, H, W, C) pass x.shape[1:3]"
                         if dims is not None and len(dims) == 3 else ""))
-
-
-def _not_sizes(size) -> str:
-    """Why ``size`` (a sequence, or an array of one axis) is not sizes, where its first entry
-    that is not an integer says: traced under ``jax.jit``, or a float; "" otherwise."""
-    if (isinstance(size, (str, bytes)) or not np.iterable(size)
-            or isinstance(size, (np.ndarray, jax.Array)) and size.ndim != 1):
-        return ""
-    d = next((d for d in size if ints.as_int(d) is None), None)
-    if isinstance(d, (np.ndarray, jax.Array)) and d.ndim == 0 and not isinstance(
-            d, jax.core.Tracer):
-        d = d.item()
-    if isinstance(d, jax.core.Tracer):
-        return ("; a size traced under jax.jit is not known when the program is built: "
-                "pass it as a static argument (static_argnames) or as Python ints")
-    if isinstance(d, (float, np.floating)):
-        return "; sizes count pixels: pass ints, e.g. (int(H), int(W))"
-    return ""
 
 
 def _check_layout(shape: tuple, size: tuple[int, int]) -> None:

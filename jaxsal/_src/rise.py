@@ -114,8 +114,9 @@ def rise_masks(key: jax.Array | int, n: int, size: tuple[int, ...], *, grid: Any
     n = base.check_n(n, "masks")
     sizes = base.int_sizes(size)
     if sizes is None or any(s < 1 for s in sizes):
-        raise ValueError(f"expected size as positive ints (the spatial size, e.g. (28, 28)), "
-                         f"got {size!r}")
+        raise ValueError(f"rise_masks: expected size as positive ints (the spatial size, e.g. "
+                         f"(28, 28)), got {size!r}"
+                         f"{base.not_sizes(size, 'tuple(int(s) for s in size)')}")
     size = sizes
     binary = check_flag(binary, "binary")
     plan = _Plan(size, _check_grid(grid, size, binary), _check_p(p), binary)

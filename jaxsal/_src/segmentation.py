@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from jaxsal._src import ints, reals
-from jaxsal._src.base import int_sizes
+from jaxsal._src.base import int_sizes, not_sizes
 
 
 Array = jax.Array
@@ -439,7 +439,8 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
     x = _check_images(images, "xrai_labels", allow_int=True)
     dims = None if size is None else int_sizes(size)
     if size is not None and (dims is None or len(dims) != 2 or min(dims) < 1):
-        raise ValueError(f"expected size=(h, w) as two positive ints or None, got {size!r}")
+        raise ValueError(f"xrai_labels: expected size=(h, w) as two positive ints or None, got "
+                         f"{size!r}{not_sizes(size, '(int(h), int(w))')}")
     value_range = reals.check_interval(value_range, "value_range", where="xrai_labels",
                                        kind="what each image's minimum and maximum become",
                                        example="(-1, 1)")
