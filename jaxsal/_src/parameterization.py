@@ -212,8 +212,9 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
     leaves open between ``2 n - 2`` and ``2 n - 1``), multiplied by ``1 / f^decay_power``
     (scaled so that unit-variance variables give unit-variance values before the sigmoid) so
     that the optimizer's steps are spread evenly over spatial frequencies instead of favouring
-    high frequencies; a colour matrix ``M`` of shape ``(C, C)`` then mixes the channels of every pixel (``v @ M.T``: decorrelated variables
-    become correlated colours), and a sigmoid maps the result into ``input_range``.
+    high frequencies; a colour matrix ``M`` of shape ``(C, C)`` then mixes the channels of
+    every pixel (``v @ M.T``: decorrelated variables become correlated colours), and a
+    sigmoid maps the result into ``input_range``.
 
     The colour matrix: by default, for 3-channel (RGB) images the square root of ImageNet's
     colour correlation (Olah et al. 2017), and the identity for images of any other channel
