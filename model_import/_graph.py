@@ -23,24 +23,11 @@ from model_import._layers.activations import (_identity, activation_name, get_ac
                                               with_own_activation)
 from model_import._layers.registry import (MODEL_CLASSES, CellImpl, ConvertContext, LayerImpl,
                                            Runtime, builtin_converters, converter_for,
-                                           lookup, own_class)
+                                           functional_subclass, lookup, own_class)
 from model_import._output_padding import restore_output_padding
 from model_import._version import parse_version
 
 Array = jax.Array
-
-
-def functional_subclass(model_cfg: Any) -> bool:
-    """Whether ``model_cfg`` (a ``{"class_name", "config"}`` entry) is a subclass of
-    ``keras.Model`` built the Functional way, ``MyModel(inputs, outputs)`` (keras.io's custom
-    ``train_step`` models): Keras saves it under its own class name with a Functional
-    model's config (its ``layers``, ``input_layers`` and ``output_layers``), and reloads it
-    as that graph. A subclass that builds its layers in ``__init__`` saves no such config."""
-    if not isinstance(model_cfg, Mapping) or model_cfg.get("class_name") in MODEL_CLASSES:
-        return False
-    cfg = model_cfg.get("config")
-    return (isinstance(cfg, Mapping) and isinstance(cfg.get("layers"), list)
-            and "input_layers" in cfg and "output_layers" in cfg)
 
 
 #: Layers that look token ids up in a table of ``input_dim`` rows (see ``token_limits``).

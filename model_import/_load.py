@@ -17,8 +17,8 @@ from model_import._files import (Keras3Weights, LegacyH5Weights, WeightSource,
                                  config_keras_version, keras_version_of, parse_config, read_h5,
                                  read_keras_dir, read_keras_zip, read_sharded_weights,
                                  recorded_backend, sniff)
-from model_import._graph import (MODEL_CLASSES, Graph, GraphBuilder, LayerCallError,
-                                 functional_subclass)
+from model_import._graph import MODEL_CLASSES, Graph, GraphBuilder, LayerCallError
+from model_import._layers.registry import functional_subclass
 from model_import._output_padding import padding_hint
 from model_import._model import HEADS, KerasModel
 from model_import._version import keras_backend_of, parse_version

@@ -584,16 +584,46 @@ def test_a_layer_shared_by_a_nested_model_and_its_outer_model_is_named_in_the_re
                          r".*model.save\('m.h5'\)")
 
 
-def test_a_wrapper_around_a_whole_model_is_refused_without_a_converter_to_register(tmp_path):
+class _OwnModel(keras.Model):
+    """A ``keras.Model`` subclass built the Functional way: saved under its class name."""
+
+
+def _wrapped_pipeline_config(model):
+    """``model``'s architecture with its ``TimeDistributed`` wrapping a ``Pipeline`` (Keras
+    builds no such model: ``Pipeline`` has no ``compute_output_shape``; its converter
+    builds a nested graph, as a wrapped model's would be)."""
+    cfg = json.loads(model.to_json())
+    [td] = [lc for lc in cfg["config"]["layers"] if lc["class_name"] == "TimeDistributed"]
+    td["config"]["layer"] = {"module": "keras.layers", "class_name": "Pipeline",
+                             "config": {"name": "per_step", "layers": [td["config"]["layer"]]}}
+    return cfg
+
+
+@pytest.mark.parametrize("kind,cls", [("sequential", "Sequential"),
+                                      ("functional_subclass", "_OwnModel"),
+                                      ("pipeline", "Pipeline")])
+def test_a_wrapper_around_a_whole_model_is_refused_without_a_converter_to_register(
+        tmp_path, kind, cls):
     """TimeDistributed(Sequential(...)): refused saying a whole model is wrapped, not with
-    the advice to register a converter for 'Sequential' (or 'Functional')."""
+    the advice to register a converter for 'Sequential' (or 'Functional'). The same for a
+    keras.Model subclass built the Functional way (it was told to register a converter for
+    its class) and for a layer whose converter builds a nested graph (``Pipeline``: it had
+    another message, which asked for a converter of the wrapper's own class)."""
     from keras import layers
 
-    inner = keras.Sequential([keras.Input((4,)), layers.Dense(3)], name="per_step")
+    step = keras.Input((4,))
+    if kind == "sequential":
+        inner = keras.Sequential([step, layers.Dense(3)], name="per_step")
+    elif kind == "functional_subclass":
+        inner = _OwnModel(step, layers.Dense(3)(step), name="per_step")
+    else:
+        inner = layers.Dense(3)
     inp = keras.Input((3, 4))
     path = tmp_path / "wrapped_model.keras"
-    keras.Model(inp, layers.TimeDistributed(inner, name="td")(inp)).save(path)
-    with pytest.raises(UnsupportedLayerError, match=r"layer 'td'.*wraps a whole model "
-                       r"\(Sequential 'per_step'\).*one by one") as info:
-        load_keras(path)
+    model = keras.Model(inp, layers.TimeDistributed(inner, name="td")(inp))
+    model.save(path)
+    config = _wrapped_pipeline_config(model) if kind == "pipeline" else None
+    with pytest.raises(UnsupportedLayerError, match=rf"layer 'td'.*wraps a whole model "
+                       rf"\({cls} 'per_step'\).*one by one") as info:
+        load_keras(path, config=config)
     assert info.value.needs is None and "register_layer" not in str(info.value)

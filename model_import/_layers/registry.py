@@ -24,6 +24,20 @@ Array = jax.Array
 #: (``_graph``), never through a converter (``sequence.convert_inner`` refuses one wrapped)
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
+
+def functional_subclass(model_cfg: Any) -> bool:
+    """Whether ``model_cfg`` (a ``{"class_name", "config"}`` entry) is a subclass of
+    ``keras.Model`` built the Functional way, ``MyModel(inputs, outputs)`` (keras.io's custom
+    ``train_step`` models): Keras saves it under its own class name with a Functional
+    model's config (its ``layers``, ``input_layers`` and ``output_layers``), and reloads it
+    as that graph. A subclass that builds its layers in ``__init__`` saves no such config."""
+    if not isinstance(model_cfg, Mapping) or model_cfg.get("class_name") in MODEL_CLASSES:
+        return False
+    cfg = model_cfg.get("config")
+    return (isinstance(cfg, Mapping) and isinstance(cfg.get("layers"), list)
+            and "input_layers" in cfg and "output_layers" in cfg)
+
+
 _THIS_CLASS = object()  # ConvertContext.error's default: the layer's own class needs one
 
 

@@ -39,7 +39,8 @@ from model_import._layers import masking as _masking
 from model_import._layers.activations import get_activation, with_own_activation
 from model_import._layers.registry import (MODEL_CLASSES, CellImpl, ConvertContext, LayerImpl,
                                            Runtime, builtin_converters, converter_for,
-                                           lookup, own_class, register_layer)
+                                           functional_subclass, lookup, own_class,
+                                           register_layer)
 
 Array = jax.Array
 
@@ -742,11 +743,10 @@ def convert_inner(layer_cfg: Mapping[str, Any], ctx: ConvertContext) -> tuple[st
     cfg = dict(layer_cfg.get("config") or {})
     own = own_class(layer_cfg)
     cls, conv = converter_for(cls, registered, own, ctx.custom_layers)
-    if conv is None and cls in MODEL_CLASSES:  # no converter to supply: models are graphs
-        raise ctx.error(f"it wraps a whole model ({cls} {cfg.get('name')!r}), which the "
-                        "importer does not convert inside a wrapper. Wrap the model's layers "
-                        f"one by one ({ctx.class_name}(Dense(...)), ...) and save it again",
-                        needs=None)
+    if conv is None and (cls in MODEL_CLASSES or functional_subclass(layer_cfg)):
+        # no converter to supply: models (and keras.Model subclasses built the Functional
+        # way, saved under their own class name) are graphs
+        raise _wrapped_model_error(cls, cfg, ctx)
     if conv is None:
         name = registered if own and registered else cls
         mine = (f" (a class of the model's own code named like Keras's {cls}, which the "
@@ -757,11 +757,19 @@ def convert_inner(layer_cfg: Mapping[str, Any], ctx: ConvertContext) -> tuple[st
     sub = dataclasses.replace(ctx, layer_name=f"{ctx.layer_name}/{cfg.get('name', cls)}",
                               class_name=cls)
     impl = with_own_activation(conv(cfg, sub), sub)
-    if impl.subgraph is not None:
-        raise ctx.error(f"it wraps a model ({cls}); wrapping a whole model is not supported")
+    if impl.subgraph is not None:  # a converter that builds a nested graph (Pipeline)
+        raise _wrapped_model_error(cls, cfg, ctx)
     impl = _masking.with_builtin_rules(impl, cls, cfg, sub,
                                        builtin=conv in builtin_converters())
     return cls, cfg, impl
+
+
+def _wrapped_model_error(cls: str, cfg: Mapping[str, Any], ctx: ConvertContext) -> Exception:
+    """The refusal of a wrapper (``ctx``) around a whole model, or a layer converted as one
+    (``Pipeline``): a nested graph, which has no converter to register (``needs=None``)."""
+    return ctx.error(f"it wraps a whole model ({cls} {cfg.get('name')!r}), which the importer "
+                     "does not convert inside a wrapper. Wrap the model's layers one by one "
+                     f"({ctx.class_name}(Dense(...)), ...) and save it again", needs=None)
 
 
 def _apply(impl: LayerImpl, params, x, rt, keras_major: int, **kwargs):
