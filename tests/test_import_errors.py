@@ -412,15 +412,37 @@ def test_an_operation_with_the_declared_batch_size_is_refused_saying_why(tmp_pat
     assert "batch_size=3" in str(err) and "-1" in str(err)
 
 
-def test_a_slice_with_a_batch_extent_names_the_batch_it_needs(tmp_path):
+@pytest.mark.parametrize("op,start,need,hint", [
+    ("slice", 1, 3, "x[:, 1:3, 2:4]"),
+    ("slice_update", 0, 2, "keras.ops.zeros_like(x[:, 1:3, 2:4])"),
+    ("slice", "tensor", 2, "size -1 along axis 0"),
+    ("slice", "vector", 2, "size -1 along axis 0"),
+    ("slice_update", "tensor", 2, "axis 0 as long as the batch"),
+])
+def test_a_slice_with_a_batch_extent_names_the_batch_it_needs(tmp_path, op, start, need, hint):
     # Keras runs ops.slice(x, [1, 1, 2], [2, 2, 2]) on batches of 3 or more (its output keeps
-    # 2 examples); the importer traces on a batch of one: the error says so and what to write
+    # 2 examples); the importer traces on a batch of one: the error says so and what to write.
+    # The same for slice_update with updates of 2 examples (it had a bare "no larger than"
+    # error), and without the x[...] indexing where a start is a tensor (for a tensor of
+    # starts it suggested x[:, ..., ...]; a list holding a tensor failed with a
+    # ConcretizationTypeError)
     inp = keras.Input((4, 5))
-    model = keras.Model(inp, keras.layers.Flatten()(keras.ops.slice(inp, [1, 1, 2], [2, 2, 2])))
+    s = (keras.ops.cast(keras.ops.argmax(inp[0, :, 0]), "int32") * 0 + 1
+         if start in ("tensor", "vector") else 1)
+    starts = [0 if start in ("tensor", "vector") else start, s, 2]
+    if start == "vector":  # one tensor of starts
+        starts = keras.ops.stack([s * 0, s, s * 0 + 2])
+    if op == "slice":
+        out = keras.ops.slice(inp, starts, [2, 2, 2])
+    else:
+        out = keras.ops.slice_update(inp * 1.0, starts, keras.ops.zeros((2, 2, 2)))
+    model = keras.Model(inp, keras.layers.Flatten()(out))
     model.save(tmp_path / "m.keras")
-    err = _raises_import_error(tmp_path / "m.keras", "slice")
-    assert "batches of at least 3 examples" in str(err), err
-    assert "x[:, 1:3, 2:4]" in str(err), err
+    err = _raises_import_error(tmp_path / "m.keras", op)
+    assert f"batches of at least {need} examples" in str(err), err
+    assert hint in str(err), err
+    if start in ("tensor", "vector"):
+        assert "x[" not in str(err), err
 
 
 def test_tensorflow_checkpoint_files_are_named_as_such(tmp_path):

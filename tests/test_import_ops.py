@@ -222,6 +222,10 @@ def _zoo_shapes():
         "scatter_rows": ops.scatter(np.array([[1], [3]]), x[1, :2], (4, 6)),
         "slice_update": ops.slice_update(x * 1.0, [0, 1, 2], ops.zeros((1, 2, 3))),
         "slice_update_tensor": ops.slice_update(x * 1.0, [1, 3, 0], y[:2, :2] * 3.0),
+        # a start computed from the data (ix[0, 2] = 2): the importer needed int starts
+        "slice_tensor_start": ops.slice(x[0], [ix[0, 2], 1], [2, 3]),
+        "slice_update_tensor_start": ops.slice_update(x * 1.0, [0, ix[0, 2], 1],
+                                                      ops.zeros((1, 2, 3))),
         # compared by partition with Keras's result, exactly with Keras's JAX backend's
         # (_PARTITIONS)
         "argpartition": ops.argpartition(x, 2), "argpartition_axis1": ops.argpartition(
@@ -574,6 +578,36 @@ def test_norm_int_axis(tmp_path):
     ours = load_keras(tmp_path / "norm.keras")(a)
     assert rel_err(ours[0], np.linalg.norm(a, 1, axis=-1)) < TOL
     assert rel_err(ours[1], np.linalg.norm(a, axis=1, keepdims=True)) < TOL
+
+
+def test_slice_starts_from_the_data_are_clamped_as_on_jax(tmp_path):
+    """``slice``/``slice_update`` with a start computed from the data: Keras's JAX backend
+    (``lax.dynamic_slice``) counts a negative start from the end and clamps it so that the
+    window fits; its NumPy backend raises past the end and takes a window that wraps for a
+    negative start (rows 3 and 0 for -1). The importer follows JAX: rows 2:4 of 4 for a start
+    of 3, and for -1 (4 - 1 = 3); an in-range start agrees with Keras."""
+    x_in = keras.Input((4, 5), name="x")
+    j = keras.Input((1,), dtype="int32", name="j")
+    s = j[0, 0]
+    model = keras.Model({"x": x_in, "j": j}, [
+        ops.slice(x_in, [0, s, 0], [1, 2, 5]),
+        ops.slice_update(x_in * 1.0, [0, s, 0], ops.zeros((1, 2, 5)))])
+    model.save(tmp_path / "m.keras")
+    m = load_keras(tmp_path / "m.keras")
+    x = _distinct((2, 4, 5), seed=4)
+    for start, lo in [(1, 1), (3, 2), (-1, 2)]:
+        inputs = {"x": x, "j": np.full((2, 1), start, "int32")}
+        got_slice, got_update = m(inputs)
+        want_update = x.copy()
+        want_update[0, lo:lo + 2] = 0.0
+        np.testing.assert_array_equal(np.asarray(got_slice), x[:1, lo:lo + 2])
+        np.testing.assert_array_equal(np.asarray(got_update), want_update)
+        if start == 1:
+            for g, r in zip((got_slice, got_update), model(inputs)):
+                np.testing.assert_array_equal(np.asarray(g), np.asarray(r))
+        elif start == 3 and keras.backend.backend() == "numpy":
+            with pytest.raises(IndexError):
+                model(inputs)
 
 
 def _edited(model, class_name, **changes):

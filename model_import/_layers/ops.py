@@ -794,35 +794,97 @@ def _take_along_axis(cfg):
     return lambda rt, x, indices: jnp.take_along_axis(x, jnp.asarray(indices), axis=axis)
 
 
+def _start_indices(op: str, start_indices: Any, rank: int) -> tuple[int | jax.Array, ...]:
+    """``slice``/``slice_update``'s ``start_indices``, one start per axis of a rank-``rank``
+    input: a list of ints and scalar tensors (``[0, s - 2, 0]``) or a tensor of shape
+    ``(rank,)``. Ints (and NumPy constants) stay ints; a tensor start becomes an int32 scalar
+    (``lax.dynamic_slice`` and ``dynamic_update_slice`` take a mix). JAX counts a negative
+    start from the end and clamps a start so that the window fits, as Keras's JAX backend
+    does (its NumPy backend raises past the end and wraps the window of a negative start)."""
+    if isinstance(start_indices, (list, tuple)):
+        entries = list(start_indices)
+    else:
+        arr = start_indices if isinstance(start_indices, jax.Array) else np.asarray(
+            start_indices)
+        entries = [arr[i] for i in range(arr.shape[0])] if arr.ndim == 1 else None
+    if entries is None or len(entries) != rank:
+        got = (f"{len(entries)} of them" if entries is not None else
+               f"shape {jnp.shape(start_indices)}")
+        raise ValueError(f"{op}: expected one start index per axis of the input (rank {rank}), "
+                         f"as a list of ints or scalar tensors or a tensor of shape ({rank},), "
+                         f"got {got}")
+    starts: list[int | jax.Array] = []
+    for i, s in enumerate(entries):
+        if isinstance(s, (np.ndarray, np.generic)) and s.ndim == 0 and np.issubdtype(
+                s.dtype, np.integer):
+            s = int(s)
+        if isinstance(s, int) and not isinstance(s, bool):
+            starts.append(s)
+            continue
+        s = jnp.asarray(s)
+        if s.ndim or not jnp.issubdtype(s.dtype, jnp.integer):
+            raise ValueError(f"{op}: expected an integer scalar start along axis {i}, got "
+                             f"{s.dtype} of shape {s.shape}; cast it with "
+                             f"keras.ops.cast(..., 'int32') and save the model again")
+        starts.append(s.astype(jnp.int32))
+    return tuple(starts)
+
+
 @_op("Slice")
 def _slice(cfg):
+    # Keras's JAX backend: jax.lax.dynamic_slice, whose starts (ints or tensors) count from
+    # the end where negative and are clamped so that the slice fits (_start_indices)
     shape = _tuple(cfg["shape"])
 
     def f(rt, x, start_indices):
-        starts = (tuple(int(s) for s in start_indices)
-                  if isinstance(start_indices, (list, tuple)) else start_indices)
-        size = tuple(x.shape[i] - starts[i] if s == -1 else s for i, s in enumerate(shape))
-        if x.ndim and size and size[0] > x.shape[0]:
-            raise ValueError(_slice_batch_error(x.shape, starts, size))
+        x = jnp.asarray(x)
+        starts = _start_indices("slice", start_indices, x.ndim)
+        if len(shape) != x.ndim:
+            raise ValueError(f"slice: expected a shape of {x.ndim} entries (the input's "
+                             f"rank), got {shape}")
+        size = []
+        for i, (s, n) in enumerate(zip(starts, shape)):
+            if n == -1 and not isinstance(s, int):
+                raise ValueError(f"slice: size -1 along axis {i} (to the end) needs a constant "
+                                 "start there, got a tensor (Keras builds no such model: its "
+                                 "output shape is unknown); give that axis's size and save the "
+                                 "model again")
+            size.append(x.shape[i] - s if n == -1 else n)
+        if x.ndim and size[0] > x.shape[0]:
+            raise ValueError(_batch_extent_error("slice", x.shape, starts, size))
         return jax.lax.dynamic_slice(x, starts, size)
     return f
 
 
-def _slice_batch_error(shape, starts, size) -> str:
-    """What a ``slice`` of more entries along axis 0 than the input has means: a fixed
-    extent along the batch axis (``keras.ops.slice(x, [0, 1, 2], [3, 2, 2])`` on a model
-    input), which Keras runs only on batches that hold it."""
-    start = starts[0] if isinstance(starts, tuple) and isinstance(starts[0], int) else None
-    need = size[0] if start is None else start + size[0]
-    idx = ", ".join(":" if i == 0 else f"{s}:{s + n}" if isinstance(s, int) else "..."
-                    for i, (s, n) in enumerate(zip(
-                        starts if isinstance(starts, tuple) else (None,) * len(size), size)))
-    return (f"it takes {size[0]} entries along axis 0, which has {shape[0]}. Where axis 0 is "
-            f"the batch axis (a slice of a model input or of a layer's output), Keras runs "
-            f"this operation only on batches of at least {need} examples, and its output "
-            f"keeps {size[0]} of them whatever the batch; jaxsal runs every batch size and "
-            f"traces the model on a batch of one. Index the examples' part instead, "
-            f"x[{idx}] (every batch size, every backend), save the model again and load that")
+def _batch_extent_error(op: str, shape: tuple[int, ...], starts: tuple[int | jax.Array, ...],
+                        size: tuple[int, ...] | list[int]) -> str:
+    """What a ``slice`` (``op``), or a ``slice_update`` with updates, of more entries along
+    axis 0 than the input (of ``shape``) has means: a fixed extent along the batch axis
+    (``keras.ops.slice(x, [0, 1, 2], [3, 2, 2])`` on a model input), which Keras runs only on
+    batches that hold it. ``starts``: one per axis (ints, or tensors); ``size``: the slice's
+    extent (the updates' shape) per axis. The indexing that works at every batch size is
+    suggested only where every start is an int."""
+    n, start = size[0], starts[0]
+    need = start + n if isinstance(start, int) else n  # JAX clamps a tensor start
+    fixed = all(isinstance(s, int) for s in starts)
+    idx = ", ".join(":" if i == 0 else f"{s}:{s + k}"
+                    for i, (s, k) in enumerate(zip(starts, size)))
+    if op == "slice":
+        does, keeps = (f"it takes {n} entries", f"its output keeps {n} of them whatever the "
+                                                "batch")
+        fix = (f"Index the examples' part instead, x[{idx}] (every batch size, every "
+               "backend)" if fixed else
+               "Slice every example instead (start 0 and size -1 along axis 0)")
+    else:
+        does, keeps = (f"its updates hold {n} entries",
+                       f"it overwrites those {n} examples whatever the batch")
+        fix = ("Give the updates axis 0 as long as the batch instead, computed from the model's "
+               "input" + (f" (keras.ops.zeros_like(x[{idx}]) for zeros)" if fixed else ""))
+    return (f"{does} along axis 0, which has {shape[0]}. Where axis 0 is the batch axis (an "
+            f"operation on a model input or on a layer's output), Keras runs {op} only on "
+            f"batches of at least {need} examples, and {keeps}; jaxsal runs every batch size "
+            f"and traces the model on a batch of one. {fix}, save the model again and load "
+            "that")
 
 
 def _scatter_key(inputs, indices):
@@ -890,13 +952,13 @@ def _slice_update(cfg):
     def f(rt, inputs, start_indices, updates):
         x = jnp.asarray(inputs)
         upd = jnp.asarray(updates).astype(x.dtype)
-        if upd.ndim != x.ndim or any(u > d for u, d in zip(upd.shape, x.shape)):
+        starts = _start_indices("slice_update", start_indices, x.ndim)
+        if upd.ndim != x.ndim or any(u > d for u, d in zip(upd.shape[1:], x.shape[1:])):
             raise ValueError(f"slice_update: expected updates of the input's rank {x.ndim} and "
                              f"no larger than its shape {x.shape} along any axis, got "
                              f"{upd.shape}")
-        starts = (tuple(int(s) for s in start_indices)
-                  if isinstance(start_indices, (list, tuple)) else
-                  tuple(jnp.asarray(start_indices)))
+        if x.ndim and upd.shape[0] > x.shape[0]:
+            raise ValueError(_batch_extent_error("slice_update", x.shape, starts, upd.shape))
         return jax.lax.dynamic_update_slice(x, upd, starts)
     return f
 
