@@ -22,7 +22,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from import_helpers import keras_jax_backend_fixes, rel_err  # noqa: E402
-from model_import import BackendWarning, UnsupportedLayerError, load_keras  # noqa: E402
+from model_import import (BackendWarning, KerasImportError,  # noqa: E402
+                          UnsupportedLayerError, load_keras)
 
 TOL = 1e-5
 B = 4  # batch size
@@ -218,6 +219,9 @@ def _zoo_shapes():
         **{f"scatter_update_{r}": ops.scatter_update(
             x * 1.0, [[0, 1, 2], [3, 4, 5], [0, 1, 2]], np.array([2.0, 3.0, -4.0], "float32"),
             reduction=r) for r in ("add", "max", "min", "mul")},
+        # indices of shape (k,): one index (x[2, 4, :] here; the importer took only (N, k))
+        "scatter_update_one_index": ops.scatter_update(x * 1.0, np.array([2, 4]),
+                                                       y[0, 0] * 2.0),
         "scatter": ops.scatter(np.array([[0, 1], [2, 3], [0, 1]]), x[0, 0, :3], (4, 5)),
         "scatter_rows": ops.scatter(np.array([[1], [3]]), x[1, :2], (4, 6)),
         "slice_update": ops.slice_update(x * 1.0, [0, 1, 2], ops.zeros((1, 2, 3))),
@@ -608,6 +612,42 @@ def test_slice_starts_from_the_data_are_clamped_as_on_jax(tmp_path):
         elif start == 3 and keras.backend.backend() == "numpy":
             with pytest.raises(IndexError):
                 model(inputs)
+
+
+def test_scatter_broadcasts_its_values_as_on_jax(tmp_path):
+    """``ops.scatter`` with values that broadcast against the indices' leading shape
+    (indices (2, 3, 1), values (3,), shape (4,)): Keras's JAX backend broadcasts them, its
+    NumPy backend raises; the importer broadcasts (it failed with a raw broadcasting error).
+    Checked against ``np.add.at`` of the broadcast values."""
+    x_in = keras.Input((5,), name="x")
+    idx = np.array([[[0], [2], [3]], [[1], [1], [0]]])
+    model = keras.Model(x_in, ops.scatter(idx, x_in[0, :3], (4,)))
+    model.save(tmp_path / "m.keras")
+    x = _distinct((2, 5), seed=6)
+    want = np.zeros(4, "float32")
+    np.add.at(want, idx[..., 0], np.broadcast_to(x[0, :3], (2, 3)))
+    np.testing.assert_allclose(np.asarray(load_keras(tmp_path / "m.keras")(x)), want,
+                               rtol=1e-6)
+    if keras.backend.backend() == "numpy":
+        with pytest.raises(ValueError):
+            model(x)
+    else:
+        np.testing.assert_allclose(np.asarray(model(x)), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda x: ops.scatter_update(x * 1.0, np.zeros((1, 1, 2), "int32"), x[0, 0]),
+     r"scatter_update: expected integer indices of shape \(k,\) \(one index\) or \(N, k\) "
+     r"\(N of them\) with k <= 3 \(the input's rank\), got int32 \(1, 1, 2\)"),
+    (lambda x: ops.scatter(np.zeros((2, 3, 1), "int32"), x[0, 0, :2], (4,)),
+     r"scatter: expected values of shape \(2, 3\) \(the indices' \(2, 3\), then "
+     r"shape\[1:\]\) or broadcastable to it, got \(2,\)"),
+], ids=["scatter_update_indices", "scatter_values"])
+def test_scatter_shapes_refused_naming_the_accepted_forms(tmp_path, make, match):
+    x = keras.Input((2, 4), name="x")
+    keras.Model(x, make(x)).save(tmp_path / "m.keras")
+    with pytest.raises(KerasImportError, match=match):
+        load_keras(tmp_path / "m.keras")
 
 
 def _edited(model, class_name, **changes):

@@ -887,14 +887,18 @@ def _batch_extent_error(op: str, shape: tuple[int, ...], starts: tuple[int | jax
             "that")
 
 
-def _scatter_key(inputs, indices):
-    """Keras's ``indices`` of shape ``(N, k)``, ``k <= inputs.ndim``, as ``k`` index arrays."""
+def _scatter_indices(op: str, indices: Any, rank: int, forms: str, ndims: tuple[int, ...] | None,
+                     of: str) -> jax.Array:
+    """``scatter``/``scatter_update``'s (``op``) integer ``indices``, each row of the last
+    axis one index of ``k <= rank`` coordinates, checked: ``ndims`` the accepted numbers of
+    axes (``None``: any, at least one), ``forms`` their shapes and ``of`` what ``rank`` is,
+    for the message."""
     idx = jnp.asarray(indices)
-    if idx.ndim != 2 or idx.shape[1] > inputs.ndim or not jnp.issubdtype(idx.dtype,
-                                                                         jnp.integer):
-        raise ValueError(f"scatter_update: expected integer indices of shape (N, k) with k <= "
-                         f"{inputs.ndim} (the input's rank), got {idx.dtype} {idx.shape}")
-    return tuple(idx.T), idx.shape[0], idx.shape[1]
+    if not (jnp.issubdtype(idx.dtype, jnp.integer) and idx.ndim >= 1
+            and (ndims is None or idx.ndim in ndims) and idx.shape[-1] <= rank):
+        raise ValueError(f"{op}: expected integer indices of shape {forms} with k <= {rank} "
+                         f"({of}), got {idx.dtype} {idx.shape}")
+    return idx
 
 
 _SCATTER_REDUCTIONS = {"add": "add", "max": "max", "min": "min", "mul": "multiply"}
@@ -914,7 +918,12 @@ def _scatter_update(cfg):
 
     def f(rt, inputs, indices, updates):
         x = jnp.asarray(inputs)
-        key, n, k = _scatter_key(x, indices)
+        idx = _scatter_indices("scatter_update", indices, x.ndim,
+                               "(k,) (one index) or (N, k) (N of them)", (1, 2),
+                               "the input's rank")
+        k = idx.shape[-1]
+        idx = idx.reshape(-1, k)  # Keras: (k,) is one index, (N, k) indices read by rows
+        key, n = tuple(idx.T), idx.shape[0]
         upd = jnp.broadcast_to(jnp.asarray(updates).astype(x.dtype), (n,) + x.shape[k:])
         if method is not None:
             return getattr(x.at[key], method)(upd, mode="drop")
@@ -928,17 +937,24 @@ def _scatter_update(cfg):
 @_op("Scatter")
 def _scatter(cfg):
     # Keras: zeros of `shape` (the values' dtype) with each value added at its index, so
-    # repeated indices sum; indices (..., k), values (..., *shape[k:])
+    # repeated indices sum; indices (..., k), values (..., *shape[k:]). Values that broadcast
+    # to that shape are broadcast, as on Keras's JAX backend (its NumPy backend raises);
+    # values of that size in another shape are reshaped, as on the NumPy backend (JAX raises)
     shape = tuple(int(n) for n in cfg["shape"])
 
     def f(rt, indices, values):
-        v, idx = jnp.asarray(values), jnp.asarray(indices)
-        if not jnp.issubdtype(idx.dtype, jnp.integer) or not idx.ndim or idx.shape[-1] > len(
-                shape):
-            raise ValueError(f"scatter: expected integer indices of shape (..., k) with k <= "
-                             f"{len(shape)} (the rank of shape={shape}), got {idx.dtype} "
-                             f"{idx.shape}")
+        v = jnp.asarray(values)
+        idx = _scatter_indices("scatter", indices, len(shape), "(..., k)", None,
+                               f"the rank of shape={shape}")
         k = idx.shape[-1]
+        want = idx.shape[:-1] + shape[k:]
+        try:
+            v = jnp.broadcast_to(v, want)
+        except ValueError:
+            if v.size != int(np.prod(want)):
+                raise ValueError(f"scatter: expected values of shape {want} (the indices' "
+                                 f"{idx.shape[:-1]}, then shape[{k}:]) or broadcastable to "
+                                 f"it, got {v.shape}") from None
         idx, v = idx.reshape(-1, k), v.reshape((-1,) + shape[k:])
         return jnp.zeros(shape, v.dtype).at[tuple(idx.T)].add(v, mode="drop")
     return f
