@@ -555,7 +555,8 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
         axes other than the last, asymmetric "same" average pooling, "symmetric" padding;
         README, "The backend Keras ran on"). ``None``
         (default): the backend a Keras 3 ``.h5`` records, else (a ``.keras`` archive, which
-        records none) as on JAX/NumPy, with a :class:`BackendWarning` for each such layer.
+        records none) as on JAX/NumPy, with a :class:`BackendWarning` for each such layer
+        (``argpartition`` warns on NumPy too: the order inside its partitions is JAX's).
         Ignored for Keras 2 files, which compute as TensorFlow.
       **keras_options: none is accepted; ``keras.models.load_model``'s ``custom_objects``,
         ``compile`` and ``safe_mode`` are refused with what to do instead.

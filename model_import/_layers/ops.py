@@ -673,7 +673,17 @@ def _argpartition(cfg, ctx):
         raise _Refused(f"argpartition on Keras's {ctx.backend} backend partitions x cast to "
                        "int32 (fractions dropped), which the importer does not reproduce; "
                        "it computes Keras's JAX backend's result, for keras_backend='jax'")
-    if ctx.backend != "jax":
+    if ctx.backend == "numpy":  # given, or recorded in the file: no other backend to name
+        warnings.warn(
+            f"layer {ctx.layer_name!r} (ops.Argpartition): this model ran on Keras's NumPy "
+            "backend, whose order of the indices inside each partition (np.argpartition's) "
+            "can differ from the one computed here, Keras's JAX backend's (the kth + 1 "
+            "smallest ascending, then the others by index). The partitions are the same where "
+            "the values are distinct: results that read only which indices fall in each "
+            "partition (take_along_axis, then a sum or mean of the first kth) agree with this "
+            "file's Keras model, the indices' order within the partitions may not",
+            BackendWarning, stacklevel=2)
+    elif ctx.backend != "jax":
         warnings.warn(
             f"layer {ctx.layer_name!r} (ops.Argpartition): the order of the indices inside "
             "each partition depends on the backend. It is computed as Keras's JAX backend "

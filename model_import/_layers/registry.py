@@ -313,8 +313,10 @@ class CellImpl:
 
 
 class BackendWarning(UserWarning):
-    """A layer of a Keras 3 file whose result depends on the Keras backend, which the file
-    does not record (see ``load_keras(keras_backend=)``)."""
+    """A layer of a Keras 3 file whose result depends on the Keras backend: one the file
+    does not record and the caller did not give (see ``load_keras(keras_backend=)``), or
+    one whose result the importer reproduces only in part (``argpartition`` on NumPy: the
+    same partitions, another order inside them)."""
 
 
 @dataclasses.dataclass(frozen=True)
