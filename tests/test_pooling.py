@@ -255,7 +255,12 @@ def _at_first(v, axes, kind):
     (REDUCTION_CASES[1], 3), (REDUCTION_CASES[2], 1), (REDUCTION_CASES[5], 3),
     (REDUCTION_CASES[8], 2), (REDUCTION_CASES[9], 3),
     (("tf.norm-inf-axis-1", _site("TFOpLambda", {"function": "compat.v1.norm"}, ord=np.inf,
-                                  axis=1), "max-abs", (1,), False, (3, 5, 4)), 0)],
+                                  axis=1), "max-abs", (1,), False, (3, 5, 4)), 0),
+    (("ops.norm-inf-axis-1", _site("ops.Norm", {"ord": np.inf, "axis": [1], "keepdims": False}),
+      "max-abs", (1,), False, (3, 5, 4)), 1),
+    (("ops.norm--inf-axis--1", _site("ops.Norm", {"ord": -np.inf, "axis": [-1],
+                                                   "keepdims": False}),
+      "min-abs", (2,), False, (3, 5, 4)), 2)],
     ids=lambda c: c[0] if isinstance(c, tuple) else f"affine-axis-{c}")
 def test_max_reductions_pass_their_gradient_through_a_recomputed_producer(case, channel):
     """Each slice's maximum (minimum) gets its whole cotangent when the reduced values come
@@ -263,17 +268,18 @@ def test_max_reductions_pass_their_gradient_through_a_recomputed_producer(case, 
     ends) that XLA may compute twice with different roundings: ``jnp.max``'s derivative, to
     the elements equal to the maximum computed apart, dropped the term of 1 of 6 slices of
     ``GlobalMaxPooling2D``, 2 of 6 of its channels-first case, 6 of 8 of ``ops.max`` over
-    axes (1, 3), 1 of 3 of ``reduce_min`` over (2, -3) and 3 of 12 of ``tf.norm(ord=inf)``
-    (``jnp.ptp``'s: 7 of 8 slices of ``ops.ptp`` over (-1, 1) wrong) under the suite's XLA
-    flags (``scripts/test_env.sh``), jax 0.10.2. The analytic
-    gradient of ``sum(max(a * u + b))`` is ``a`` at the maximum's position, 0 elsewhere
-    (``max(|.|)``: ``a * sign``)."""
+    axes (1, 3), 1 of 3 of ``reduce_min`` over (2, -3), 3 of 12 of ``tf.norm(ord=inf)``, 1
+    of 12 of Keras 3's ``ops.norm(ord=inf)`` and 4 of 15 of ``ops.norm(ord=-inf)``
+    (``jnp.linalg.norm``) (``jnp.ptp``'s: 7 of 8 slices of ``ops.ptp`` over (-1, 1) wrong)
+    under the suite's XLA flags (``scripts/test_env.sh``), jax 0.10.2. The analytic gradient
+    of ``sum(max(a * u + b))`` is ``a`` at the maximum's position, 0 elsewhere (``max(|.|)``:
+    ``a * sign``; ``min(|.|)`` likewise at the minimum)."""
     name, f, kind, axes, keep, shape = case
     z, affine, scale = _affine(np.random.default_rng(0), shape, channel)
     g = np.asarray(jax.jit(jax.grad(lambda u: f(affine(u)).sum()))(z))
     x = affine(z)  # in NumPy: the same float32 operations; no near-ties in random data
-    if kind == "max-abs":
-        want = _at_first(np.abs(x), axes, "max") * scale * np.sign(x)
+    if kind in ("max-abs", "min-abs"):
+        want = _at_first(np.abs(x), axes, kind[:3]) * scale * np.sign(x)
     elif kind == "ptp":  # max - min: a at the maximum, -a at the minimum
         want = (_at_first(x, axes, "max") * 1.0 - _at_first(x, axes, "min")) * scale
     else:
@@ -312,3 +318,33 @@ def test_the_first_maximum_shares_when_no_element_equals_the_maximum():
     mask, count = pooling._max_positions(x, jnp.asarray([[3.0], [up], [np.nan]]), 1)
     np.testing.assert_array_equal(mask, [[0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 0, 0]])
     np.testing.assert_array_equal(count, [2, 1, 1])
+
+
+def test_ops_norm_is_jnp_linalg_norm_in_value_and_gradient():
+    """Keras 3's ``ops.norm`` (``jnp.linalg.norm`` on JAX) with the orders that are a maximum
+    or a minimum -- a vector's ``inf``/``-inf``, a matrix's ``1``/``-1``/``inf``/``-inf``,
+    over axes in either order, with and without ``keepdims`` -- taken by ``reduce_max`` /
+    ``reduce_min``: values bitwise ``jnp.linalg.norm``'s (a signed zero and a tie among the
+    random values), gradients equal on random inputs and cotangents."""
+    inf = np.inf
+    cases = [(inf, [1], False), (-inf, [-1], True), (1, [1, 2], False), (-1, [2, 1], True),
+             (inf, [-1, 1], True), (-inf, [1, 2], False)]
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    x[0, 1, 2], x[1, 2, 0] = -0.0, x[1, 2, 3]
+    fs = [_site("ops.Norm", {"ord": o, "axis": a, "keepdims": k}) for o, a, k in cases]
+    refs = [functools.partial(jnp.linalg.norm, ord=o, axis=tuple(a), keepdims=k)
+            for o, a, k in cases]
+
+    @jax.jit  # one program for every case
+    def run(x):
+        out = []
+        for f, ref in zip(fs, refs):
+            y, pull = jax.vjp(f, x)
+            y_ref, pull_ref = jax.vjp(ref, x)
+            g = jnp.cos(jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape)
+            out.append((y, pull(g)[0], y_ref, pull_ref(g)[0]))
+        return out
+
+    for (y, dx, y_ref, dx_ref), case in zip(run(x), cases):
+        assert y.shape == y_ref.shape and np.asarray(y).tobytes() == np.asarray(y_ref).tobytes()
+        np.testing.assert_array_equal(dx, dx_ref, err_msg=str(case))

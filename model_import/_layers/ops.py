@@ -728,7 +728,42 @@ def _moments(cfg):
 def _norm(cfg):
     ord_, axis = cfg.get("ord"), _tuple(cfg.get("axis"))
     keepdims = bool(cfg.get("keepdims", False))
-    return lambda rt, x: jnp.linalg.norm(_to_float(x), ord=ord_, axis=axis, keepdims=keepdims)
+    return lambda rt, x: _norm_of(_to_float(x), ord_, axis, keepdims)
+
+
+def _norm_of(x: jax.Array, ord_, axis, keepdims: bool) -> jax.Array:
+    """``jnp.linalg.norm(x, ord_, axis, keepdims)`` (Keras's ``norm`` on JAX; NumPy's
+    ``linalg.norm`` on its NumPy backend), whose orders that are a maximum or a minimum -- a
+    vector's ``inf``/``-inf`` (the largest/smallest ``|x|``), a matrix's ``1``/``-1`` (the
+    largest/smallest column sum of ``|x|``) and ``inf``/``-inf`` (row sums) -- take it with
+    :func:`reduce_max`/:func:`reduce_min`: the same values (``jnp.linalg.norm``'s ``initial=0``
+    of the maxima included) and ``jnp.max``'s derivative, ties split, whose term XLA computing
+    ``x``'s producer twice cannot drop (``jnp.max``'s lost it for 3 of 12 slices of a vector
+    ``inf`` norm, see ``tests/test_pooling.py``). Other orders, non-float ``x`` and an empty
+    reduction (no derivative to keep): ``jnp.linalg.norm`` itself."""
+    def plain():  # also jnp.linalg.norm's errors (axes out of range, repeated, too many)
+        return jnp.linalg.norm(x, ord=ord_, axis=axis, keepdims=keepdims)
+
+    if (not jnp.issubdtype(x.dtype, jnp.floating) or isinstance(ord_, str) or ord_ is None
+            or x.size == 0):
+        return plain()
+    axes = tuple(range(x.ndim)) if axis is None else (
+        tuple(axis) if isinstance(axis, tuple) else (axis,))
+    if not all(isinstance(a, int) and -x.ndim <= a < x.ndim for a in axes):
+        return plain()
+    axes = tuple(a % x.ndim for a in axes)
+    if len(axes) == 1 and ord_ in (np.inf, -np.inf):
+        y, reduced = jnp.abs(x), axes[0]
+    elif len(axes) == 2 and axes[0] != axes[1] and ord_ in (1, -1, np.inf, -np.inf):
+        summed, reduced = axes if ord_ in (1, -1) else axes[::-1]
+        y = jnp.sum(jnp.abs(x), axis=summed, keepdims=True)
+    else:
+        return plain()
+    if ord_ > 0:  # jnp.linalg.norm's maxima start from initial=0
+        y = jnp.maximum(reduce_max(y, reduced, keepdims=True), jnp.zeros((), y.dtype))
+    else:
+        y = reduce_min(y, reduced, keepdims=True)
+    return y if keepdims else jnp.squeeze(y, axes)
 
 
 @_op("Normalize")
