@@ -248,3 +248,46 @@ def test_clip_by_norm_and_argsort_gradients():
     g = jax.jit(jax.grad(lambda v: jnp.sum(order(v).astype(jnp.float32) * v)))(rows)
     np.testing.assert_array_equal(np.asarray(g), np.asarray(
         order(rows).astype(jnp.float32)))  # only the product's own factor
+
+
+def _tf_rgb_to_hsv(x):
+    """TF's ``RGBToHSV`` kernel, pixel by pixel in NumPy: hue, saturation, value."""
+    out = np.zeros_like(x)
+    for at in np.ndindex(x.shape[:-1]):
+        r, g, b = x[at]
+        v, spread = max(r, g, b), max(r, g, b) - min(r, g, b)
+        if spread > 0:
+            h = (g - b if r == v else b - r + 2 * spread if g == v else r - g + 4 * spread)
+            h = h / (6 * spread)
+        else:
+            h = 0.0
+        out[at] = (h + 1 if h < 0 else h, spread / v if v > 0 else 0.0, v)
+    return out
+
+
+def test_rgb_to_hsv_after_a_recomputed_producer():
+    """``tf.image.rgb_to_hsv`` of a per-channel affine map (a normalization before it), whose
+    values XLA may compute twice with other roundings: values and (float32) gradients equal
+    TF's kernel's in NumPy (float64 central differences for the gradient). Comparing the
+    channels with their maximum computed apart gave 2 of 18 pixels another channel's
+    formula and a wrong hue (0.5 for 0.498 and 0.483; suite flags, jax 0.10.2)."""
+    rng = np.random.default_rng(0)
+    z, w = rng.normal(size=(3, 6, 3)), rng.normal(size=(3, 6, 3))
+    scale, shift = rng.normal(size=3), rng.normal(size=3)
+    z, w, scale, shift = (v.astype(np.float32) for v in (z, w, scale, shift))
+    hsv = tf_function("image.rgb_to_hsv")
+
+    def f(u):
+        return hsv(u * scale + shift)
+
+    y, g = jax.jit(lambda u: (f(u), jax.grad(lambda u: jnp.sum(f(u) * w))(u)))(z)
+    np.testing.assert_allclose(y, _tf_rgb_to_hsv(z * scale + shift), rtol=0, atol=1e-5)
+    z, w, scale, shift = (v.astype(np.float64) for v in (z, w, scale, shift))
+    eps, want = 1e-6, np.zeros_like(z)
+    for at in np.ndindex(z.shape):
+        up, down = z.copy(), z.copy()
+        up[at] += eps
+        down[at] -= eps
+        want[at] = np.sum((_tf_rgb_to_hsv(up * scale + shift)
+                           - _tf_rgb_to_hsv(down * scale + shift)) * w) / (2 * eps)
+    np.testing.assert_allclose(g, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())

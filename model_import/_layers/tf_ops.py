@@ -1444,17 +1444,25 @@ def _adjust_gamma(rt, image, gamma=1, gain=1):
 
 def _rgb_to_hsv(rt, images):
     """TF's ``RGBToHSV``: ``v = max``, ``s = (max - min) / v`` (0 where ``v`` is 0), the hue
-    in [0, 1) from the largest channel (0 for greys)."""
+    in [0, 1) from the largest channel (0 for greys): red's formula where red equals ``v``,
+    else green's where green does, else blue's. The largest channel is the first maximum an
+    argmax finds (the same choice), and ``v`` and the minimum are :func:`reduce_max` /
+    :func:`reduce_min` (``jnp.max``'s values and derivative, ties split): XLA may compute
+    ``images``' producer twice with other roundings, and comparing the channels with a
+    maximum computed apart chose blue's formula for pixels whose largest channel was red or
+    green (a wrong hue, see ``tests/test_import_tfops_rest.py``)."""
     if images.shape[-1] != 3:
         raise _Refused(f"images with {images.shape[-1]} channels are not supported (3, as "
                        "TF's rgb_to_hsv requires)")
     r, g, b = (images[..., i] for i in range(3))
-    v = jnp.max(images, axis=-1)
-    spread = v - jnp.min(images, axis=-1)
+    v = reduce_max(images, axis=-1)
+    spread = v - reduce_min(images, axis=-1)
     s = jnp.where(v > 0, spread / jnp.where(v > 0, v, 1.0), 0.0)
     norm = 1.0 / (6.0 * jnp.where(spread > 0, spread, 1.0))
-    h = jnp.where(r == v, norm * (g - b),
-                  jnp.where(g == v, norm * (b - r) + 2.0 / 6.0, norm * (r - g) + 4.0 / 6.0))
+    largest = jnp.argmax(images, axis=-1)
+    h = jnp.where(largest == 0, norm * (g - b),
+                  jnp.where(largest == 1, norm * (b - r) + 2.0 / 6.0,
+                            norm * (r - g) + 4.0 / 6.0))
     h = jnp.where(spread > 0, h, 0.0)
     return jnp.stack([jnp.where(h < 0, h + 1.0, h), s, v], axis=-1)
 
