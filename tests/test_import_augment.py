@@ -147,6 +147,37 @@ def test_auto_contrast_gradient():
                                rtol=1e-5)
 
 
+
+def test_auto_contrast_gradient_after_a_recomputed_producer():
+    """After a per-channel affine map (a normalization before it), whose values XLA may
+    compute twice with other roundings, the gradient of ``sum(w * AutoContrast(x))`` is the
+    rescaling's, derived in NumPy (float64): ``y = 255 (x - lo) / (hi - lo)`` per image and
+    channel, so each pixel gets its direct term ``255 w / (hi - lo)``, the channel's minimum
+    also ``sum(w dy/dlo)`` and its maximum ``sum(w dy/dhi)`` (``w`` is 0 at the extrema,
+    where the clip to [0, 255] is reached). ``jnp.min``/``jnp.max``'s derivative dropped
+    the term of 4 minima and 4 maxima of the 9 (image, channel) slices (suite flags,
+    jax 0.10.2)."""
+    import jax
+    import jax.numpy as jnp
+
+    from model_import._layers.registry import ConvertContext, lookup
+
+    impl = lookup("AutoContrast")({"value_range": [0, 255]}, ConvertContext("ac", "AutoContrast"))
+    rng = np.random.default_rng(0)
+    z, w = rng.normal(size=(3, 4, 4, 3)), rng.normal(size=(3, 4, 4, 3))
+    scale, shift = rng.normal(size=3), rng.normal(size=3)
+    z, w, scale, shift = (v.astype("float32") for v in (z, w, scale, shift))
+    x = (z * scale + shift).astype(np.float64)  # NumPy: float32 values, no ties
+    lo, hi = x.min(axis=(1, 2), keepdims=True), x.max(axis=(1, 2), keepdims=True)
+    is_lo, is_hi = x == lo, x == hi
+    w[is_lo | is_hi] = 0.0
+    g = jax.jit(jax.grad(lambda u: jnp.sum(impl.call({}, u * scale + shift, rt=None) * w)))(z)
+    span = hi - lo
+    d_lo = np.sum(w * 255.0 * (x - hi) / span ** 2, axis=(1, 2), keepdims=True)
+    d_hi = np.sum(w * -255.0 * (x - lo) / span ** 2, axis=(1, 2), keepdims=True)
+    want = (255.0 * w / span + is_lo * d_lo + is_hi * d_hi) * scale
+    np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
 @pytest.mark.parametrize("ext", [".keras", ".h5"])
 def test_random_crop_keras3_is_the_identity(tmp_path, ext):
     """Keras 3.15 returns RandomCrop's input unchanged at inference (keras-team/keras#21868),

@@ -29,6 +29,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from model_import._layers.image import aspect_crop_box, resize_axes
+from model_import._layers.pooling import reduce_max, reduce_min
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -68,7 +69,9 @@ def _auto_contrast(config, ctx):
     the minimum and maximum over axes 1 and 2 of the batch whatever the data format: height
     and width (per channel) in channels_last, channels and height (per column) in
     channels_first. A slice whose values are all equal (Keras divides by zero there and keeps
-    the input where the result is NaN) is returned unchanged, with a finite gradient."""
+    the input where the result is NaN) is returned unchanged, with a finite gradient. The
+    minimum and maximum are :func:`reduce_min`/:func:`reduce_max`: ``jnp.min``'s values and
+    derivative, whose term XLA computing the image's producer twice cannot drop."""
     lo, hi = _value_range(config, ctx)
     same_range = (lo, hi) == (0.0, 255.0)  # Keras skips the range mapping then
 
@@ -78,8 +81,8 @@ def _auto_contrast(config, ctx):
                              f"(rank 4), got shape {x.shape}")
         axes = (x.ndim - 3, x.ndim - 2)  # an unbatched image is a batch of one in Keras
         v = x if same_range else (x - lo) / (hi - lo) * 255.0
-        low = jnp.min(v, axis=axes, keepdims=True)
-        high = jnp.max(v, axis=axes, keepdims=True)
+        low = reduce_min(v, axis=axes, keepdims=True)  # jnp.min's derivative, kept whole
+        high = reduce_max(v, axis=axes, keepdims=True)
         flat = high == low
         scale = 255.0 / jnp.where(flat, 1.0, high - low)
         y = jnp.clip(v * scale + (-low * scale), 0.0, 255.0)
