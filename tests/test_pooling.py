@@ -8,6 +8,7 @@ through a recomputed producer."""
 
 import functools
 import math
+import warnings
 
 import flax.linen as nn
 import jax
@@ -122,7 +123,11 @@ REDUCTION_CASES = [
     ("tf.reduce_min-2--3", _tf("math.reduce_min", [2, -3], False), "min", (0, 2), False,
      (2, 3, 4)),
     ("ops.ptp--1-1", _site("ops.Ptp", {"axis": [-1, 1], "keepdims": False}), "ptp", (1, 3),
-     False, (2, 3, 4, 3))]
+     False, (2, 3, 4, 3)),
+    ("ops.nanmax-0-2-keepdims", _site("ops.Nanmax", {"axis": [0, 2], "keepdims": True}), "max",
+     (0, 2), True, (3, 2, 4)),
+    ("ops.nanmin--1", _site("ops.Nanmin", {"axis": [-1], "keepdims": False}), "min", (2,),
+     False, (2, 3, 4))]
 
 #: each kind's reference (``ptp``: max - min)
 _REFS = {"max": jnp.max, "min": jnp.min, "ptp": jnp.ptp}
@@ -150,9 +155,9 @@ def test_max_reductions_are_jnp_max_in_value_and_gradient_ties_split():
     ``jnp.max``'s (TensorFlow's ``reduce_max`` rule) on random inputs; where two (three)
     elements equal the maximum each gets half (a third) of the cotangent: the global max
     pooling layers (every rank, both layouts, with and without ``keepdims``), Keras 3's
-    ``ops.max``/``amin`` and tf.keras's ``reduce_max``/``reduce_min`` over axes that are not
-    consecutive, negative, or ``None``; ``ops.ptp`` (``jnp.ptp``'s: the maximum's share
-    minus the minimum's cotangent)."""
+    ``ops.max``/``amin``/``nanmax``/``nanmin`` and tf.keras's ``reduce_max``/``reduce_min``
+    over axes that are not consecutive, negative, or ``None``; ``ops.ptp`` (``jnp.ptp``'s:
+    the maximum's share minus the minimum's cotangent)."""
     rng = np.random.default_rng(0)
     xs, ties, gs, expected = [], [], [], []
     for name, f, kind, axes, keep, shape in REDUCTION_CASES:
@@ -253,7 +258,7 @@ def _at_first(v, axes, kind):
 
 @pytest.mark.parametrize("case,channel", [
     (REDUCTION_CASES[1], 3), (REDUCTION_CASES[2], 1), (REDUCTION_CASES[5], 3),
-    (REDUCTION_CASES[8], 2), (REDUCTION_CASES[9], 3),
+    (REDUCTION_CASES[8], 2), (REDUCTION_CASES[9], 3), (REDUCTION_CASES[10], 0),
     (("tf.norm-inf-axis-1", _site("TFOpLambda", {"function": "compat.v1.norm"}, ord=np.inf,
                                   axis=1), "max-abs", (1,), False, (3, 5, 4)), 0),
     (("ops.norm-inf-axis-1", _site("ops.Norm", {"ord": np.inf, "axis": [1], "keepdims": False}),
@@ -348,3 +353,36 @@ def test_ops_norm_is_jnp_linalg_norm_in_value_and_gradient():
     for (y, dx, y_ref, dx_ref), case in zip(run(x), cases):
         assert y.shape == y_ref.shape and np.asarray(y).tobytes() == np.asarray(y_ref).tobytes()
         np.testing.assert_array_equal(dx, dx_ref, err_msg=str(case))
+
+
+def test_nanmax_and_nanmin_are_jnp_nanmax_with_nans():
+    """Keras 3's ``ops.nanmax``/``nanmin`` over slices with NaNs, infinities, a signed zero
+    and NaNs only: values bitwise ``jnp.nanmax``'s (``jnp.nanmin``'s), NaN for the all-NaN
+    slice as NumPy's ``nanmax`` (Keras's NumPy backend) gives, gradients equal (none to the
+    NaNs, none from the all-NaN slice)."""
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    x[0, :2], x[1], x[2, 1:3] = np.nan, np.nan, (np.inf, -0.0)
+    x[2, 3] = -np.inf
+    cases = [("max", [1], False), ("min", [-1], True), ("max", [0, 1], True)]
+    fs = [_site("ops.Nan" + kind, {"axis": axis, "keepdims": keep}) for kind, axis, keep in cases]
+    refs = [functools.partial(jnp.nanmax if kind == "max" else jnp.nanmin, axis=tuple(axis),
+                              keepdims=keep) for kind, axis, keep in cases]
+
+    @jax.jit  # one program for every case
+    def run(x):
+        out = []
+        for f, ref in zip(fs, refs):
+            y, pull = jax.vjp(f, x)
+            y_ref, pull_ref = jax.vjp(ref, x)
+            g = jnp.cos(jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape)
+            out.append((y, pull(g)[0], y_ref, pull_ref(g)[0]))
+        return out
+
+    for (y, dx, y_ref, dx_ref), (kind, axis, keep) in zip(run(x), cases):
+        assert y.shape == y_ref.shape and np.asarray(y).tobytes() == np.asarray(y_ref).tobytes()
+        np.testing.assert_array_equal(dx, dx_ref)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # All-NaN slice encountered
+            want = (np.nanmax if kind == "max" else np.nanmin)(x, axis=tuple(axis),
+                                                               keepdims=keep)
+        np.testing.assert_array_equal(y, want)

@@ -1545,8 +1545,37 @@ def _nan_reduction(fn, int_sum=False):
 
 _op("Nansum")(_nan_reduction(jnp.nansum, int_sum=True))
 _op("Nanmean")(_nan_reduction(jnp.nanmean))
-_op("Nanmax")(_nan_reduction(jnp.nanmax))
-_op("Nanmin")(_nan_reduction(jnp.nanmin))
+
+
+def _nan_extremum(kind: str):
+    """``ops.nanmax`` (``kind="max"``) / ``ops.nanmin`` of a float ``x``: ``jnp.nanmax``'s
+    operations, so its values -- NaNs replaced by ``-inf`` (``+inf``), the maximum, NaN for a
+    slice of NaNs only (NumPy's ``nanmax``, which Keras's NumPy backend calls, gives NaN
+    there too, with a RuntimeWarning) -- with the maximum taken by :func:`reduce_max`
+    (:func:`reduce_min`): ``jnp.max``'s derivative, ties split, which XLA computing ``x``'s
+    producer twice cannot drop. Protective: no dropped term of ``jnp.nanmax`` was found (see
+    README). An all-NaN slice passes no gradient, as with ``jnp.nanmax``. Other dtypes:
+    ``jnp.nanmax`` (``jnp.nanmin``) itself."""
+    reduce, plain = (reduce_max, jnp.nanmax) if kind == "max" else (reduce_min, jnp.nanmin)
+    fill = -np.inf if kind == "max" else np.inf
+
+    def make(cfg):
+        axis, keepdims = _tuple(cfg.get("axis")), bool(cfg.get("keepdims", False))
+
+        def f(rt, x):
+            x = jnp.asarray(x)
+            if not jnp.issubdtype(x.dtype, jnp.floating):
+                return plain(x, axis=axis, keepdims=keepdims)
+            nan = jnp.isnan(x)
+            y = reduce(jnp.where(nan, jnp.asarray(fill, x.dtype), x), axis, keepdims)
+            return jnp.where(jnp.all(nan, axis=axis, keepdims=keepdims),
+                             jnp.asarray(np.nan, x.dtype), y)
+        return f
+    return make
+
+
+_op("Nanmax")(_nan_extremum("max"))
+_op("Nanmin")(_nan_extremum("min"))
 
 
 @_op("SaturateCast")
