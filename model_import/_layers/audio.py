@@ -27,6 +27,7 @@ import numpy as np
 from jax import lax
 
 from model_import._layers.conv import conv_canonical_vjp
+from model_import._layers.pooling import reduce_max
 from model_import._layers.registry import LayerImpl, register_layer
 
 #: Keras's ``backend.epsilon()`` default (a setting of the Keras installation, not saved in
@@ -215,7 +216,9 @@ def _mel_spectrogram(config, ctx):
         if to_db:
             ref = jnp.maximum(jnp.abs(jnp.asarray(ref_power, s.dtype)), min_power)
             s = 10.0 * jnp.log10(jnp.maximum(s, min_power)) - 10.0 * jnp.log10(ref)
-            s = jnp.maximum(s, jnp.max(s) - top_db)  # max over the whole batch, as Keras
+            # max over the whole batch, as Keras; reduce_max: jnp.max's value and derivative,
+            # which XLA computing s twice cannot drop (protective: none dropped was found)
+            s = jnp.maximum(s, reduce_max(s) - top_db)
         return jnp.swapaxes(s, -1, -2)  # (..., mel, time)
 
     return LayerImpl(call=call, compute_mask="drop")
