@@ -386,3 +386,49 @@ def test_nanmax_and_nanmin_are_jnp_nanmax_with_nans():
             want = (np.nanmax if kind == "max" else np.nanmin)(x, axis=tuple(axis),
                                                                keepdims=keep)
         np.testing.assert_array_equal(y, want)
+
+
+def test_tf_reduce_max_of_an_empty_reduction_is_tensorflows_identity():
+    """tf.keras's ``tf.math.reduce_max`` (``reduce_min``) over a reduced axis of size 0 gives
+    TensorFlow's value, where ``jnp.max`` raises: ``-inf`` (``+inf``) for floats, the lowest
+    (highest) int32 for int32 -- Eigen's ``MaxReducer``/``MinReducer`` initial values, which
+    TF's kernels fill an empty reduction with (tensorflow/core/kernels/reduction_ops.h; TF's
+    ``tf.reduce_max(tf.constant([]))`` is ``-inf``) -- in the shape of ``keepdims``; the
+    gradient of a float one is the input's zeros. A non-empty reduction of an input with an
+    empty batch is not one."""
+    i32 = np.iinfo(np.int32)
+    cases = [("max", (2, 0, 3), [1], False, np.float32, -np.inf),
+             ("min", (2, 0, 3), [-2, 0], True, np.float32, np.inf),
+             ("max", (0,), None, False, np.float32, -np.inf),
+             ("max", (0, 4), [0], True, np.int32, i32.min),
+             ("min", (3, 0), None, True, np.int32, i32.max)]
+    for kind, shape, axis, keep, dt, want in cases:
+        f = _tf(f"math.reduce_{kind}", axis, keep)
+        x = np.zeros(shape, dt)
+        y = np.asarray(f(x))
+        ref_shape = np.max(x, axis=None if axis is None else tuple(axis), keepdims=keep,
+                           initial=0).shape
+        assert y.shape == ref_shape and y.dtype == dt, (kind, shape, axis, y.shape, y.dtype)
+        np.testing.assert_array_equal(y, np.full(ref_shape, want, dt))
+        if dt == np.float32:
+            g = jax.grad(lambda v: jnp.sum(jnp.where(jnp.isinf(f(v)), 0.0, f(v))))(x)
+            assert g.shape == shape and not np.asarray(g).any()
+    y = _tf("math.reduce_max", [1], False)(np.ones((0, 3), np.float32))  # empty batch
+    assert y.shape == (0,)
+
+
+@pytest.mark.parametrize("cls", ["ops.Max", "ops.Min", "ops.Amax", "ops.Amin"])
+def test_keras_max_of_an_empty_reduction_without_initial_is_refused_clearly(cls):
+    """Keras 3's ``ops.max``/``min``/``amax``/``amin`` without ``initial`` over a reduced
+    axis of size 0: Keras raises (its NumPy backend: NumPy's zero-size ValueError), and so
+    does the importer, saying what to do (``initial``; with it the value is ``initial``, see
+    tests/test_import_ops.py)."""
+    keras = pytest.importorskip("keras")
+    x = np.zeros((2, 0, 3), np.float32)
+    with pytest.raises(ValueError):
+        getattr(keras.ops, cls[4:].lower())(x, axis=1)
+    f = _site(cls, {"axis": [1], "keepdims": False})
+    with pytest.raises(ValueError, match=r"expected a non-empty reduction, got a reduced axis "
+                                         r"of size 0.*give ops\.m(ax|in) an `initial` value"):
+        f(x)
+    assert f(np.zeros((0, 2, 3), np.float32)).shape == (0, 3)  # an empty batch is not one

@@ -26,7 +26,7 @@ from model_import._layers.activations import (_hard_sigmoid_k3, act_on_first,
 from model_import._layers.image import (BICUBIC_BACKENDS, aspect_crop_box, aspect_pads,
                                         resize_axes)
 from model_import._layers.normalization import inverse_l2_norm
-from model_import._layers.pooling import reduce_max, reduce_min
+from model_import._layers.pooling import _reduced_axes, reduce_max, reduce_min
 from model_import._layers.registry import BackendWarning, LayerImpl, register_layer
 
 
@@ -202,6 +202,9 @@ def _reduction(fn, bound=None, plain=None):
         axis = _axis(cfg.get("axis"))
         keepdims = bool(cfg.get("keepdims", False))
         initial = cfg.get("initial") if bound is not None else None
+        if initial is None and fn in (reduce_max, reduce_min):
+            return lambda rt, x: fn(_nonempty(x, axis, fn is reduce_max), axis=axis,
+                                    keepdims=keepdims)
         if initial is None:
             return lambda rt, x: fn(x, axis=axis, keepdims=keepdims)
 
@@ -212,6 +215,22 @@ def _reduction(fn, bound=None, plain=None):
             return bound(fn(x, axis=axis, keepdims=keepdims), start)
         return call
     return make
+
+
+def _nonempty(x, axis, is_max: bool):
+    """``x``, checked to have something to reduce over ``axis`` (``ops.max``/``min``/
+    ``amax``/``amin`` without ``initial``): an empty reduction has no maximum, and Keras
+    raises (NumPy's zero-size error on its NumPy and JAX backends, "Cannot compute the max of
+    an empty tensor" on TensorFlow); a clear error here, not ``jnp.max``'s."""
+    x = jnp.asarray(x)
+    if any(x.shape[a] == 0 for a in _reduced_axes(axis, x.ndim)):
+        what = "max" if is_max else "min"
+        raise ValueError(
+            f"keras.ops.{what} over axis={axis!r} of a tensor of shape {x.shape}: expected a "
+            f"non-empty reduction, got a reduced axis of size 0, which has no {what}imum "
+            f"(Keras raises too); give ops.{what} an `initial` value, which an empty "
+            "reduction returns, or reduce a non-empty axis")
+    return x
 
 
 # max and min: jnp.max's value and derivative (ties split), plus the first maximum (minimum)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 from typing import Any
 
 import flax.linen as flax_nn
@@ -40,7 +41,8 @@ import numpy as np
 from model_import._layers.activations import act_on_first, elementwise_of_one, relu_family
 from model_import._layers.conv import _DIMS
 from model_import._layers.image import keys_cubic, resize_axes
-from model_import._layers.pooling import _blocked_max, avg_pool, reduce_max, reduce_min
+from model_import._layers.pooling import (_blocked_max, _reduced_axes, avg_pool, reduce_max,
+                                         reduce_min)
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -129,6 +131,31 @@ def _squared_difference(x, y):
 def _reduce(fn):
     def f(rt, input_tensor, axis=None, keepdims=False):
         return fn(input_tensor, axis=_axis(axis), keepdims=bool(keepdims))
+    return f
+
+
+def _tf_extremum(kind: str):
+    """``tf.math.reduce_max`` (``kind="max"``) / ``reduce_min``: :func:`reduce_max`
+    (:func:`reduce_min`), and over an empty reduction (a reduced axis of size 0) TensorFlow's
+    value instead of ``jnp.max``'s zero-size error: its ``Max`` kernel fills an empty
+    reduction with Eigen's ``MaxReducer`` initial value (``FillIdentityEigenImpl``,
+    tensorflow/core/kernels/reduction_ops.h; Eigen's ``MinMaxBottomValue``), ``-inf``
+    (``reduce_min``: ``+inf``) for floats and the dtype's lowest (highest) value for
+    integers; ``tf.reduce_max(tf.constant([]))`` is ``-inf``."""
+    reduce = reduce_max if kind == "max" else reduce_min
+
+    def f(rt, input_tensor, axis=None, keepdims=False):
+        x, axis, keepdims = jnp.asarray(input_tensor), _axis(axis), bool(keepdims)
+        dt, axes = x.dtype, _reduced_axes(axis, x.ndim)
+        empty = bool(axes) and math.prod(x.shape[a] for a in axes) == 0
+        if empty and jnp.issubdtype(dt, jnp.floating):
+            start = -np.inf if kind == "max" else np.inf
+        elif empty and jnp.issubdtype(dt, jnp.integer):
+            start = jnp.iinfo(dt).min if kind == "max" else jnp.iinfo(dt).max
+        else:
+            return reduce(x, axis=axis, keepdims=keepdims)
+        plain = jnp.max if kind == "max" else jnp.min  # nothing to differentiate
+        return plain(x, axis=axes, keepdims=keepdims, initial=jnp.asarray(start, dt))
     return f
 
 
@@ -2981,7 +3008,7 @@ _FUNCTIONS = {
     "nn.softmax": _softmax(jax.nn.softmax), "math.softmax": _softmax(jax.nn.softmax),
     "nn.log_softmax": _softmax(jax.nn.log_softmax),
     "math.reduce_mean": _reduce(jnp.mean), "math.reduce_sum": _reduce(jnp.sum),
-    "math.reduce_max": _reduce(reduce_max), "math.reduce_min": _reduce(reduce_min),
+    "math.reduce_max": _tf_extremum("max"), "math.reduce_min": _tf_extremum("min"),
     "math.reduce_prod": _reduce(jnp.prod),
     "reshape": _reshape, "compat.v1.reshape": _reshape,
     "concat": _concat, "compat.v1.concat": _concat,
