@@ -137,6 +137,33 @@ def test_gradcam_plus_plus_stays_finite_where_tf_keras_vis_does_not(conv):
     np.testing.assert_allclose(jaxsal.normalize(tfkv), jaxsal.normalize(paper), atol=1e-6)
 
 
+# Identity features and a linear score sum(A * g), so G = g exactly, on one channel of 2x2
+# positions; a second output keeps class 0 off the one-unit (binary) path.
+@pytest.mark.parametrize("variant, g, a, want", [
+    # G = -1 at (0, 0), sum(A) = 2: 2 G^2 + G^3 sum(A) = 2 - 2 = 0, alpha 0 there; the
+    # renormalized alpha is 1 at (0, 1) (G = 1), the weight ReLU(1) * 1 = 1 and the score
+    # -0.5 + 0.5 = 0, exp(0) = 1: the map is A
+    ("tf-keras-vis", [[-1.0, 1.0], [0.0, 0.0]], [[0.5, 0.5], [0.5, 0.5]],
+     [[0.5, 0.5], [0.5, 0.5]]),
+    # G = 1 at (0, 0), sum(A) = -2: 2 - 2 = 0, alpha 0 there; at (0, 1) G = 0.5:
+    # alpha = 0.25 / (0.5 - 0.25) = 1, the weight 0.5 * 1 and the map ReLU(0.5 A)
+    ("paper", [[1.0, 0.5], [0.0, 0.0]], [[-1.5, -1.5], [0.5, 0.5]],
+     [[0.0, 0.0], [0.25, 0.25]])])
+def test_gradcam_plus_plus_alpha_is_0_where_its_denominator_cancels(variant, g, a, want):
+    """Where ``2 G^2 + G^3 sum(A)`` is exactly 0 with ``G != 0``, alpha was ``G^2`` (the
+    guard replaced the denominator by 1), not 0 as documented: the tf-keras-vis map was 0.1
+    (alpha 0.8 at the cancelling position took the renormalization), the paper's 0.75."""
+    gg = np.asarray(g, np.float32)[..., None]
+    ident = jaxsal.FunctionModel(
+        features=lambda q, v: v,
+        head_fn=lambda q, v: jnp.stack([jnp.sum(v * q["g"], axis=(1, 2, 3)),
+                                        jnp.sum(v, axis=(1, 2, 3))], -1),
+        params={"g": gg}, layer="id", input_shape=(2, 2, 1))
+    x = np.asarray(a, np.float32)[None, ..., None]
+    got = jaxsal.gradcam_plus_plus(ident, x, 0, upsample=False, variant=variant)
+    np.testing.assert_allclose(got[0], want, rtol=1e-6, atol=1e-7)
+
+
 def _np_scorecam(p, x, c, channels=None):
     A = _np_features(p, x)
     n = x.shape[0]

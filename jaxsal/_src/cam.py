@@ -300,7 +300,8 @@ def _gradcampp_tfkv(A, G, s):
     # scores above 88 and vanish (flushed to 0) below about -80.
     g2 = G * G
     denom = 2.0 * g2 + g2 * G * A.sum(axis=1)[:, None, None, :]
-    alpha = jnp.where(g2 != 0, g2 / jnp.where(denom != 0, denom, 1.0), 0.0)
+    ok = (g2 != 0) & (denom != 0)
+    alpha = jnp.where(ok, g2 / jnp.where(ok, denom, 1.0), 0.0)
     norm = alpha.sum(axis=2, keepdims=True)
     alpha = alpha / (norm + (norm == 0).astype(G.dtype))
     w = (jax.nn.relu(G) * alpha).sum(axis=2)
@@ -308,11 +309,13 @@ def _gradcampp_tfkv(A, G, s):
 
 
 def _gradcampp_weights(A, G, eps):
-    """``sum_ij ReLU(G) alpha`` with the paper's ``alpha`` (0 where ``G = 0``), ``eps`` added
-    to its denominator."""
+    """``sum_ij ReLU(G) alpha`` with the paper's ``alpha``, ``eps`` added to its denominator;
+    ``alpha`` is 0 where ``G = 0`` or where the denominator ``2 G^2 + G^3 sum(A) + eps`` is
+    exactly 0 (``G sum(A) = -2`` with ``eps = 0``). A (N, P, K), G (N, T, P, K) -> (N, T, K)."""
     g2 = G * G
     denom = 2.0 * g2 + g2 * G * A.sum(axis=1)[:, None, None, :] + eps
-    alpha = jnp.where(g2 != 0, g2 / jnp.where(denom != 0, denom, 1.0), 0.0)
+    ok = (g2 != 0) & (denom != 0)
+    alpha = jnp.where(ok, g2 / jnp.where(ok, denom, 1.0), 0.0)
     return (jax.nn.relu(G) * alpha).sum(axis=2)
 
 
