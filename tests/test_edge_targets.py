@@ -97,11 +97,20 @@ def two_outputs(split):
         head_fn=lambda p, a: [split.head_fn(p, a), a.max(axis=(1, 2, 3))[:, None]])
 
 
-def test_scorecam_multi_output_softmax_is_refused_clearly(two_outputs, x):
-    score = lambda outs: outs[0][:, 1]  # noqa: E731
-    with pytest.raises(ValueError, match="softmax=False"):
-        jaxsal.scorecam(two_outputs, x, score)
-    assert jaxsal.scorecam(two_outputs, x, score, softmax=False).shape == (2, 6, 6)
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_scorecam_multi_output_softmax_is_refused_clearly(two_outputs, split, x, kind):
+    """A dict of outputs slipped past the check (lists and tuples only) and failed inside the
+    traced program with jax.nn.softmax's TypeError on a dict."""
+    model, first = two_outputs, "[0]"
+    if kind == "dict":
+        model, first = jaxsal.FunctionModel(
+            features=split.features, params=split.params, layer="conv",
+            head_fn=lambda p, a: {"cls": split.head_fn(p, a)}), "['cls']"
+    score = lambda outs: jax.tree_util.tree_leaves(outs)[0][:, 1]  # noqa: E731
+    with pytest.raises(ValueError, match="softmax=False") as e:
+        jaxsal.scorecam(model, x, score)
+    assert f"jax.nn.softmax(outs{first})" in str(e.value)
+    assert jaxsal.scorecam(model, x, score, softmax=False).shape == (2, 6, 6)
 
 
 def test_multi_output_hint_fits_the_model_type(two_outputs, x):

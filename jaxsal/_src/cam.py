@@ -589,10 +589,11 @@ def scorecam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: 
       softmax: apply a softmax to the outputs before scoring (default: ``True`` for
         ``variant="tf-keras-vis"``, ``False`` for ``"pytorch-grad-cam"``). For a one-unit
         output (where a softmax is constant) jaxsal uses the unit's probability instead
-        (``sigmoid`` of a logit): ``p`` for class 1, ``1 - p`` for class 0. A model with
-        several outputs raises a ``ValueError`` (which output is the classifier is not
-        known): pass ``softmax=False`` and apply the softmax inside the score function,
-        ``targets=lambda outs: jax.nn.softmax(outs[0])[:, k]``.
+        (``sigmoid`` of a logit): ``p`` for class 1, ``1 - p`` for class 0. A model whose
+        output is not a single array (a list, tuple or dict of outputs) raises a
+        ``ValueError`` (which output is the classifier is not known): pass ``softmax=False``
+        and apply the softmax inside the score function,
+        ``targets=lambda outs: jax.nn.softmax(outs[0])[:, k]`` (``outs['cls']``...).
       variant: ``"tf-keras-vis"`` (default) or ``"pytorch-grad-cam"`` (see above; with
         ``top_k`` the softmax runs over the channels used).
       batch_size: masked inputs per forward pass (default: from ``memory_budget``).
@@ -630,13 +631,18 @@ def scorecam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: 
     kc = base.masked_chunk(n_sel, per_image, n, batch_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
     y_shape, _ = base.model_shapes(m, p.x)
-    if softmax and isinstance(y_shape, (list, tuple)):
+    if softmax and not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(y_shape)):
+        # a list, tuple or dict of outputs (even of one): not a single array to softmax
+        outs = jax.tree_util.tree_leaves_with_path(y_shape)
+        first = next((k for k, v in outs if len(v.shape) == 2), outs[0][0] if outs else ())
         raise ValueError(
-            f"scorecam(softmax=True) applies a softmax to the model's output before scoring, "
-            f"but this model returns {len(y_shape)} outputs and jaxsal does not guess which "
-            "one is the classifier. Pass softmax=False (your score function then sees the raw "
-            "outputs; apply the softmax to the one it reads: targets=lambda outs: "
-            "jax.nn.softmax(outs[0])[:, k]), or explain one output of a single-output model.")
+            f"scorecam(softmax=True) applies a softmax to the model's output before scoring; "
+            f"expected a single array, but this model returns a {type(y_shape).__name__} of "
+            f"{len(outs)} outputs ({base.describe_shapes(y_shape)}) and jaxsal does not "
+            "guess which one is the classifier. Pass softmax=False (your score function then "
+            "sees the raw outputs; apply the softmax to the one it reads: targets=lambda "
+            f"outs: jax.nn.softmax(outs{jax.tree_util.keystr(first)})[:, k]), or explain one "
+            "output of a single-output model.")
     if softmax:
         out_info = OutputInfo(info.units, "prob",
                               info.complement if info.kind == "prob" else False)
