@@ -211,7 +211,7 @@ _CELLS = jaxsal.segment_masks(_CELLS[None], dilation=None)[0]
 
 
 @pytest.mark.parametrize("method", [
-    jaxsal.saliency, jaxsal.scorecam, jaxsal.layercam, jaxsal.occlusion,
+    jaxsal.saliency, jaxsal.scorecam, jaxsal.layercam, jaxsal.eigencam, jaxsal.occlusion,
     lambda m, x, t, **kw: jaxsal.integrated_gradients(m, x, t, steps=3, **kw),
     lambda m, x, t, **kw: jaxsal.smoothgrad(m, x, t, key=0, n=2, **kw),
     lambda m, x, t, **kw: jaxsal.xrai(m, x, t, segments=_CELLS, steps=3, min_pixel_diff=1, **kw)])
@@ -221,7 +221,8 @@ def test_class_ids_traced_under_jit_and_vmap(split, x, method):
     wherever a method runs the model on more rows than the inputs (integration steps, noisy
     or masked copies; any method once the memory budget splits the batch). Now an (N, T)
     array or one id works under jit and vmap; an id out of range, which cannot be checked
-    there, gives NaN maps (not a clamped class's, nor 0s from a ReLU that drops the NaN)."""
+    there, gives NaN maps (not a clamped class's, nor 0s from a ReLU that drops the NaN).
+    Eigen-CAM, whose map reads no class, gave an out-of-range id the finite map."""
     ids = np.array([[2, 0], [1, 2]])
     want = np.asarray(method(split, x, ids))
     run = jax.jit(lambda xx, t, **kw: method(split, xx, t, **kw))

@@ -850,29 +850,35 @@ def eigencam(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str
     arbitrary; jaxsal picks the one that correlates positively with the channel sum of
     ``A``. ``targets`` only shapes the output: with a class axis the same map is repeated
     for every target; ``targets=None`` (no class axis) reads no output, so a model of
-    several outputs or of no class output (a detector, a segmentation) needs none.
+    several outputs or of no class output (a detector, a segmentation) needs none; a class
+    id traced under ``jax.jit`` and out of range gets NaN maps, as in the other methods.
     Arguments as in :func:`gradcam`; ``memory_budget`` bounds the inputs of one forward
     pass (the batch runs in passes of as many as fit).
     """
     c = _prepare_cam(model, x, _no_score if targets is None else targets, layer, head, None,
                      memory_budget, check_finite, upsample=upsample, reads_output=False)
     p, L, lcf = c.p, c.layer, c.layer_cf
-    m, spec, size = p.model, p.spec, c.size
+    m, spec, info, size = p.model, p.spec, p.info, c.size
+    # traced class ids (under the caller's jax.jit), unchecked: an id out of range gets NaN
+    # maps, as in the other methods, though no class is read
+    traced = spec.kind == "ids" and not spec.checked
 
     def build():
-        def run(params, x):
+        def run(params, x, ids):
             _, caps = run_model(m, params, x, (L,))
             cam = _finish(_first_component(to_channels_last(caps[L], lcf))[:, None], size,
-                          upsample)
-            if spec.class_axis:
-                return jnp.broadcast_to(cam, (cam.shape[0], spec.num) + cam.shape[2:])
-            return cam[:, 0]
+                          upsample)  # (N, 1, ...)
+            cam = jnp.broadcast_to(cam, (cam.shape[0], spec.num) + cam.shape[2:])
+            if traced:  # ids (N, T)
+                cam = nan_where_invalid(cam, ids, info)
+            return cam if spec.class_axis else cam[:, 0]
 
         return run
 
-    key = ("eigencam", p.key, spec.class_axis, spec.num, L, bool(upsample), c.nb)
-    return base.compiled(key, lambda: base.split_batch(build(), c.nb, (1,)),
-                         precision, forward_only=True)(p.params, p.x)
+    key = ("eigencam", p.key, spec.class_axis, spec.num, traced, L, bool(upsample), c.nb)
+    return base.compiled(key, lambda: base.split_batch(build(), c.nb),
+                         precision, forward_only=True)(p.params, p.x,
+                                                       p.ids if traced else None)
 
 
 # ---------------------------------------------------------------------- guided Grad-CAM
