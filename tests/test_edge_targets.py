@@ -252,6 +252,23 @@ def test_vargrad_of_a_traced_id_out_of_range_is_nan(fixtures_dir):
     assert np.isfinite(out[0]).all() and np.isnan(out[1]).all()
 
 
+def test_lrp_traced_id_out_of_range_leaves_the_row_s_other_targets_alone(fixtures_dir):
+    """LRP seeds a one-unit model's output with the target's score, picked from the (N, T)
+    scores by the one-hot cotangent: ``sum(ct * s)`` put 0 * NaN (the score of an
+    out-of-range traced id in the same row) into the valid target's seed, whose maps were NaN
+    too. Only the out-of-range target's maps are NaN."""
+    from model_import import load_keras
+
+    m = load_keras(fixtures_dir / "binary_cnn_keras3.keras")
+    xs = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    run = jax.jit(lambda xx, t: jaxsal.lrp(m, xx, t))  # one program for both calls
+    good = np.asarray(run(xs, jnp.array([[1, 0], [1, 0]])))
+    bad = np.asarray(run(xs, jnp.array([[1, 0], [1, 2]])))  # two classes: id 2 is out of range
+    assert np.isfinite(good).all() and np.isnan(bad[1, 1]).all()
+    np.testing.assert_array_equal(bad[0], good[0])
+    np.testing.assert_array_equal(bad[1, 0], good[1, 0])
+
+
 def test_traced_ids_for_every_input_are_refused(split, x):
     """A traced 1-D array would list classes for every input ((N, N, ...) maps of labels
     ``y``); it cannot be checked for repeats, so it is refused, pointing to ``y[:, None]``."""

@@ -486,7 +486,9 @@ def _unit_relevance(seed: tuple, ct: Array, s: Array, spec: TargetSpec,
     y_seed, captured = seed
     if info.units != 1 or spec.kind == "scores" or not hasattr(y_seed, "shape"):
         return seed
-    score = jnp.sum(ct * s, axis=1, keepdims=True)  # (N, 1): the target's score
+    # (N, 1): the target's score. A `where`, not `ct * s`: an unchecked (traced) id out of
+    # range scores NaN (_score_matrix), and 0 * NaN would put it into the other targets' seeds
+    score = jnp.sum(jnp.where(ct != 0, ct * s, 0), axis=1, keepdims=True)
     return jnp.broadcast_to(score, y_seed.shape).astype(y_seed.dtype), captured
 
 
