@@ -121,6 +121,20 @@ def test_relu_mode_given_to_the_constructor_is_the_rule_used():
         jaxsal.FunctionModel(_mlp, p, relu_kwarg="relu", relu="relu")
 
 
+def test_the_saved_head_is_the_head_the_model_was_made_with():
+    """``with_head("saved")`` (and ``head="saved"``) keep the head a FunctionModel was made
+    with, as a KerasModel's keeps its file's; it was mapped to ``"logits"``, silently dropping
+    ``head="softmax"``."""
+    p, x = _mlp_params(), _x(n=2)
+    m = jaxsal.FunctionModel(_mlp, p, head="softmax")
+    assert m.with_head("saved").head == "softmax"
+    probs = lambda q, xx: jax.nn.softmax(_mlp(q, xx), axis=-1)  # noqa: E731
+    want = _input_grad(probs, p, x, 1)
+    np.testing.assert_allclose(jaxsal.saliency(m, x, 1, head="saved", reduce=None), want,
+                               rtol=1e-5, atol=1e-7)
+    assert not np.allclose(want, _input_grad(_mlp, p, x, 1))  # the logits' would differ
+
+
 def test_class_ids_on_outputs_that_are_not_n_by_classes_say_what_the_model_returned():
     """Class ids (or ``targets=None``) on a function returning a dict, ``(N,)`` or
     ``(N, a, K)``: the error names what came back and the score function to pass (it said

@@ -264,9 +264,11 @@ class FunctionModel:
         return FunctionModel(**args)
 
     def with_head(self, head: str) -> "FunctionModel":
-        """The same function with ``head`` applied to its (logit) outputs."""
+        """The same function with ``head`` applied to its (logit) outputs; ``"saved"`` keeps
+        the head the model was made with (as a :class:`model_import.KerasModel` keeps its
+        file's)."""
         if head == "saved":
-            head = "logits"
+            return self
         return self._replace(head=head)
 
     def with_params(self, params: Any) -> "FunctionModel":
