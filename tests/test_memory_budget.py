@@ -175,6 +175,39 @@ def test_chunks_pad_least():
     assert base.batch_chunk(10, per, 2 * 4 * per) == 2  # inputs: 5 passes of 2, not 3 of 4
 
 
+@pytest.mark.parametrize("method, kw", [
+    (jaxsal.occlusion, dict(patch=2)), (jaxsal.rise, dict(key=0, n=3, grid=2)),
+    (jaxsal.shapley_values, dict(patch=2)), (jaxsal.scorecam, dict(upsample=False)),
+    (jaxsal.ablationcam, dict(upsample=False))],
+    ids=["occlusion", "rise", "shapley_values", "scorecam", "ablationcam"])
+def test_batch_size_bounds_the_masked_inputs_of_a_pass(method, kw):
+    """``batch_size`` is the masked inputs one forward pass holds, at most: below the number
+    of inputs it splits the batch (4 inputs, ``batch_size=2``: passes of 2 rows, where they
+    were of 4, one copy of every input), and the maps stay those of one pass. The rows are
+    counted as the passes run (a callback in the model: Ablation-CAM vmaps its passes)."""
+    rows = []
+
+    def count(a):  # a: (*passes vmapped, rows, 4, 4, 3)
+        rows.append(int(np.prod(a.shape[:-3])))
+        return np.zeros(a.shape[:-4], np.float32)
+
+    def head_fn(p, a):
+        seen = jax.pure_callback(count, jax.ShapeDtypeStruct((), jnp.float32), a,
+                                 vmap_method="expand_dims")
+        return a.mean((1, 2)) @ p["w"] + seen
+
+    params = {"k": jnp.asarray([1.0, -0.5, 2.0]), "w": jnp.asarray([[1.0, 0.0], [0.5, 2.0],
+                                                                   [-1.0, 1.0]])}
+    m = jaxsal.FunctionModel(features=lambda p, x: jax.nn.relu(x * p["k"]), head_fn=head_fn,
+                             params=params, layer="feat")
+    x = np.random.default_rng(0).random((4, 4, 4, 1)).astype(np.float32)
+    one = np.asarray(method(m, x, [0, 1], **kw))
+    rows.clear()
+    split = np.asarray(method(m, x, [0, 1], batch_size=2, **kw))
+    assert rows and max(rows) <= 2, rows
+    np.testing.assert_allclose(split, one, rtol=1e-5, atol=1e-6)
+
+
 def test_gradient_cams_are_charged_for_the_pullback_to_their_layer(mnist, mnist_digits):
     """A gradient CAM pulls each target back through the layers after its layer only: a
     chunk of targets is charged for that (its VJP residuals, the gradient and one product

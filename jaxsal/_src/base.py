@@ -1304,23 +1304,36 @@ def masked_plan(model: Any, x: Any, fill: Any, batch_size: Any,
                 memory_budget: int | None) -> tuple[Any, int | None, int, int]:
     """``(fill, batch_size, per_image, nb)`` of a method that runs masked copies of its
     inputs (occlusion, Shapley values, RISE): ``batch_size`` checked, the forward pass's bytes
-    per input, inputs per sub-batch, and ``fill`` (one per input array, in ``x``'s structure)
-    broadcast to ``x`` when sub-batches split it with the inputs."""
+    per input, inputs per sub-batch (:func:`masked_inputs`), and ``fill`` (one per input
+    array, in ``x``'s structure) broadcast to ``x`` when sub-batches split it with the
+    inputs."""
     batch_size = check_count(batch_size, "batch_size")
     n = int(jax.tree_util.tree_leaves(x)[0].shape[0])
     per_image = forward_bytes(model, x) // n
-    nb = batch_chunk(n, per_image, memory_budget)
+    nb = masked_inputs(n, batch_chunk(n, per_image, memory_budget), batch_size)
     if nb < n:
         fill = jax.tree_util.tree_map(lambda f, a: jnp.broadcast_to(f, a.shape), fill, x)
     return fill, batch_size, per_image, nb
 
 
+def masked_inputs(n: int, nb: int, batch_size: int | None) -> int:
+    """Inputs per sub-batch of a method that runs masked copies of its ``n`` inputs: ``nb``
+    (what the memory budget holds) bounded by ``batch_size``, the masked inputs one forward
+    pass may hold (a pass holds at least one copy of each of its inputs: 8 inputs and
+    ``batch_size=2`` are 4 sub-batches of 2, each pass 2 rows), with the least padding."""
+    if batch_size is None or batch_size >= nb:
+        return nb
+    return least_padding(n, batch_size)
+
+
 def masked_chunk(total: int, per_image: int, nb: int, batch_size: int | None,
                  memory_budget: int | None) -> int:
     """How many of ``total`` modified copies (masked, occluded, ablated) of each of ``nb``
-    inputs one forward pass evaluates: ``batch_size // nb`` if ``batch_size`` (copies of all
-    inputs per pass) is given, else as many as fit in the memory budget, at most 1024
-    copies per pass."""
+    inputs one forward pass evaluates, ``c`` (a pass holds ``c * nb`` rows): ``batch_size //
+    nb`` if ``batch_size`` (the masked inputs of a pass, every input's copies together) is
+    given, else as many as fit in the memory budget, at most 1024 copies per pass. At least
+    one: ``batch_size`` bounds the rows only where ``nb <= batch_size``, which
+    :func:`masked_inputs` makes so for a batch that may be split."""
     return chunk_for(total, per_image * nb, None if batch_size is None
                      else max(1, batch_size // nb), memory_budget, cap=max(1, 1024 // nb))
 

@@ -596,7 +596,9 @@ def scorecam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: 
         ``targets=lambda outs: jax.nn.softmax(outs[0])[:, k]`` (``outs['cls']``...).
       variant: ``"tf-keras-vis"`` (default) or ``"pytorch-grad-cam"`` (see above; with
         ``top_k`` the softmax runs over the channels used).
-      batch_size: masked inputs per forward pass (default: from ``memory_budget``).
+      batch_size: masked inputs per forward pass, at most (default: from
+        ``memory_budget``); with ``top_k_mode="union"`` at least one per input of the batch
+        (the union is the batch's, not that of a part ``batch_size`` would split off).
     Returns:
       Raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (``(h, w)`` with ``upsample=False``).
     """
@@ -618,12 +620,16 @@ def scorecam(model: ModelLike, x: ArrayLike, targets: Targets = None, *, layer: 
     K = a_shape[1] if lcf else a_shape[-1]
     sp_axes = tuple(range(1, 1 + len(size)))  # spatial axes of a channels-last (N, *s, K)
     per_image = base.forward_bytes(p.model, p.x) // p.n
-    n = nb = base.batch_chunk(p.n, per_image, memory_budget)
+    nb = base.batch_chunk(p.n, per_image, memory_budget)
     if top_k is not None:
         top_k = ints.check_int(top_k, "top_k", high=K,
                                kind=f"channels kept; layer {L!r} has {K}")
     batch_size = base.check_count(batch_size, "batch_size")
     use_all = top_k is None or top_k == K
+    if use_all or top_k_mode != "union":  # (the union's inputs are not split by batch_size:
+        # the channels it picks would depend on it)
+        nb = base.masked_inputs(p.n, nb, batch_size)
+    n = nb
     if use_all:
         n_sel = K
     else:
@@ -751,7 +757,8 @@ def ablationcam(model: ModelLike, x: Inputs, targets: Targets = None, *,
       model, x, targets, layer, upsample, head, memory_budget, precision, check_finite: as
         in :func:`gradcam`.
       variant: ``"paper"`` or ``"pytorch-grad-cam"`` (the fill value, above).
-      batch_size: ablated activations per forward pass (default: from ``memory_budget``).
+      batch_size: ablated activations per forward pass, at most (default: from
+        ``memory_budget``).
     Returns:
       Raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (``(h, w)`` with ``upsample=False``).
     """
@@ -761,7 +768,8 @@ def ablationcam(model: ModelLike, x: Inputs, targets: Targets = None, *,
     batch_size = base.check_count(batch_size, "batch_size")
     c = _prepare_cam(model, x, targets, layer, head, None, memory_budget, check_finite,
                      upsample=upsample)
-    p, L, a_shape, lcf, nb, size = c.p, c.layer, c.a_shape, c.layer_cf, c.nb, c.size
+    p, L, a_shape, lcf, size = c.p, c.layer, c.a_shape, c.layer_cf, c.size
+    nb = base.masked_inputs(p.n, c.nb, batch_size)
     m, spec, info = p.model, p.spec, p.info
     K = a_shape[1] if lcf else a_shape[-1]
     cax = 1 if lcf else len(a_shape) - 1  # the channel axis in the layer's own layout
