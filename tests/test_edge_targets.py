@@ -63,7 +63,7 @@ def test_score_factories_take_integer_indices_only(split, x):
     """class_score and neuron index units as class ids do: a fraction or a bool is refused
     (int() made class_score(2.7) unit 2 and neuron("conv", True) channel 1, where
     targets=2.7 and targets=True are refused); NumPy and 0-d JAX integers are ids."""
-    for bad in (2.7, 1.0, True, np.bool_(False), "1", np.asarray([1, 2])):
+    for bad in (2.7, 1.0, True, np.bool_(False), "1"):
         with pytest.raises(TypeError, match="expected an integer index"):
             jaxsal.class_score(bad)
         with pytest.raises(TypeError, match="expected an integer index"):
@@ -73,6 +73,38 @@ def test_score_factories_take_integer_indices_only(split, x):
     assert jaxsal.class_score(np.int64(2)) == jaxsal.class_score(jnp.int32(2))
     assert jaxsal.neuron("conv", [np.int32(1), 2, jnp.int32(4)]) == jaxsal.neuron("conv",
                                                                                   (1, 2, 4))
+    # a unit as a 1-D integer array is the tuple (it was refused, told to use int(...));
+    # other arrays are refused with what works
+    for unit in (np.array([1, 2, 4]), jnp.array([1, 2, 4], jnp.int32)):
+        assert jaxsal.neuron("conv", unit) == jaxsal.neuron("conv", (1, 2, 4))
+    with pytest.raises(TypeError, match=r"1-D array of integer indices, got dtype float.*"
+                                        r"\.astype\(int\)"):
+        jaxsal.neuron("conv", np.array([1.0, 2.0, 4.0]))
+    with pytest.raises(TypeError, match=r"array of shape \(1, 3\); one unit is a tuple"):
+        jaxsal.neuron("conv", np.array([[1, 2, 4]]))
+    with pytest.raises(TypeError, match=r"array of shape \(2,\); for several units.*"
+                                        r"class_score\(i\) for i in ids"):
+        jaxsal.class_score(np.asarray([1, 2]))
+
+
+def test_a_score_object_with_a_layer_attribute_scores_the_outputs(split, x):
+    """Only a ``jaxsal.neuron`` score reads a layer: a score object of the user's own with a
+    ``layer`` field (a label of theirs) is given the outputs, as every score function is (it
+    was given that layer's activation, silently)."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Score:
+        unit: int
+        layer: str = "conv"
+
+        def __call__(self, y):
+            return y.reshape(len(y), -1)[:, self.unit]  # (N,) of outputs or of any layer
+
+    got = jaxsal.saliency(split, x, Score(1), reduce=None)
+    head = lambda xx: split.head_fn(split.params, split.features(split.params, xx))  # noqa
+    want = jax.grad(lambda xx: head(xx)[:, 1].sum())(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_neuron_channel_of_a_channels_first_layer(split, x):

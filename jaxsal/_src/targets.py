@@ -110,14 +110,18 @@ class LayerScore:
                              f"{tuple(shape)}); expected 0 <= index < {k}")
 
 
-def _index(value: Any, what: str) -> int:
+def _index(value: Any, what: str, several: str) -> int:
     """``value`` as a Python int: an int, a NumPy integer or a 0-d integer array; a bool, a
-    float (even a whole one, as class ids are) or anything else raises a ``TypeError``."""
+    float (even a whole one, as class ids are) or anything else raises a ``TypeError``
+    (``several``: what to do instead with an array of indices)."""
     try:
         a = None if isinstance(value, (bool, np.bool_, str)) else np.asarray(value)
     except (TypeError, ValueError):  # an unconvertible object
         a = None
-    if a is None or a.ndim != 0 or not np.issubdtype(a.dtype, np.integer):
+    if a is not None and a.ndim > 0:
+        raise TypeError(f"{what}: expected an integer index (an int or a NumPy integer), got "
+                        f"an array of shape {a.shape}; {several}")
+    if a is None or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{what}: expected an integer index (an int or a NumPy integer), got "
                         f"{value!r} ({type(value).__name__}); convert it with int(...)")
     return int(a)
@@ -134,7 +138,9 @@ def class_score(index: int) -> ClassScore:
     compiled program (as does a fresh ``lambda`` made by the same line with the same values;
     tests/test_function_model_paths.py).
     """
-    return ClassScore(_index(index, f"class_score({index!r})"))
+    return ClassScore(_index(index, f"class_score({index!r})",
+                             "for several units make one score function each: "
+                             "[jaxsal.class_score(i) for i in ids]"))
 
 
 def neuron(layer: str, index: int | Sequence[int]) -> LayerScore:
@@ -143,16 +149,24 @@ def neuron(layer: str, index: int | Sequence[int]) -> LayerScore:
     Args:
       layer: a layer name of the model.
       index: an int selects a channel (the last axis; axis 1 of a channels-first layer),
-        averaged over any spatial axes (a "filter" score, ``(N,)``); a tuple indexes one unit
-        of the per-example output in the layer's own layout (e.g. ``(i, j, k)`` for a
-        channels-last conv layer, ``(k,)`` for a Dense layer).
+        averaged over any spatial axes (a "filter" score, ``(N,)``); a tuple (or list, or 1-D
+        integer array: ``np.array([i, j, k])``) indexes one unit of the per-example output in
+        the layer's own layout (e.g. ``(i, j, k)`` for a channels-last conv layer, ``(k,)``
+        for a Dense layer).
 
     The methods check the index against the layer's output shape before tracing and raise a
     ``ValueError`` when it is out of range (JAX itself would clamp it to another unit).
     """
     what = f"neuron({layer!r}, {index!r})"
-    idx = (tuple(_index(i, what) for i in index) if isinstance(index, (tuple, list))
-           else _index(index, what))
+    several = ("one unit is a tuple of indices into the layer's per-example output, "
+               "(i, j, k), or a 1-D integer array; a channel is one int")
+    if isinstance(index, (np.ndarray, jax.Array)) and np.ndim(index) == 1:
+        if not jnp.issubdtype(index.dtype, jnp.integer):  # a bool or float array
+            raise TypeError(f"{what}: expected a 1-D array of integer indices, got dtype "
+                            f"{index.dtype}; convert it with .astype(int)")
+        index = list(index)  # one unit, as a tuple
+    idx = (tuple(_index(i, what, several) for i in index) if isinstance(index, (tuple, list))
+           else _index(index, what, several))
     return LayerScore(str(layer), idx)
 
 
@@ -199,9 +213,8 @@ class TargetSpec:
     def layers(self) -> tuple[str, ...]:
         out: list[str] = []
         for s in self.scores:
-            layer = getattr(s, "layer", None)
-            if layer is not None and layer not in out:
-                out.append(layer)
+            if isinstance(s, LayerScore) and s.layer not in out:
+                out.append(s.layer)
         return tuple(out)
 
 
@@ -349,8 +362,9 @@ def _score_matrix(spec: TargetSpec, info: OutputInfo, y: Any, captured: dict,
     if spec.kind == "scores":
         cols = []
         for fn in spec.scores:
-            layer = getattr(fn, "layer", None)
-            s = fn(captured[layer] if layer is not None else y)
+            # a neuron() score reads its layer; every other function the outputs (a `layer`
+            # attribute of a score object of the user's own is its own business)
+            s = fn(captured[fn.layer] if isinstance(fn, LayerScore) else y)
             s = jnp.asarray(s)
             if not jnp.issubdtype(s.dtype, jnp.floating):  # int, bool: zero gradients
                 raise TypeError(f"a score function must return real floating-point scores; "
