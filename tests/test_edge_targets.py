@@ -271,6 +271,13 @@ def test_class_ids_traced_under_jit_and_vmap(split, x, method):
     np.testing.assert_allclose(bad[0, 0], want[0, 0], rtol=1e-5, atol=1e-6)
 
 
+def test_channel_norm_of_a_traced_id_out_of_range_is_nan(split, x):
+    """reduce="l2" kept the NaN maps of an id out of range as 0s (the norm of NaN)."""
+    out = np.asarray(jax.jit(lambda xx, t: jaxsal.saliency(split, xx, t, reduce="l2"))(
+        x, jnp.array([[2], [3]])))  # 3 classes: id 3 is out of range
+    assert np.isfinite(out[0]).all() and np.isnan(out[1]).all()
+
+
 def test_vargrad_of_a_traced_id_out_of_range_is_nan(fixtures_dir):
     """VarGrad's variance is clipped at 0 by a maximum that XLA:CPU fuses and that then
     dropped the NaN of an out-of-range traced id (seen on this binary model): its maps were

@@ -66,6 +66,9 @@ def test_integrated_gradients_from_the_zero_baseline_is_refused_for_every_input(
                                                    r".*pass another baseline") as e:
         jaxsal.integrated_gradients(m, x, 1, steps=8)
     assert e.value.rows == [0, 1, 2, 3]
+    # the channel norm too (it turned NaN into 0: zero maps, returned)
+    with pytest.raises(jaxsal.NonFiniteMaps, match=r"maps of inputs 0, 1, 2, 3 are not finite"):
+        jaxsal.integrated_gradients(m, x, 1, steps=8, reduce="l2")
     raw = np.asarray(jaxsal.integrated_gradients(m, x, 1, steps=8, check_finite=False))
     assert not np.isfinite(raw.reshape(len(x), -1)).all(axis=1).any()
     maps = jaxsal.integrated_gradients(m, x[[0, 1]], 1, steps=8, baseline=np.full_like(x[:2],

@@ -58,6 +58,17 @@ def test_reduce_channels_modes():
         jaxsal.reduce_channels(g, "median")
 
 
+def test_reduce_channels_keeps_nan_and_inf():
+    """A NaN or infinite channel makes the pixel NaN / inf in every reduction, as in NumPy
+    (``"l2"`` turned NaN into 0, which hid non-finite maps from ``check_finite``)."""
+    g = np.ones((1, 2, 2, 3), np.float32)
+    g[0, 0, 1, 2], g[0, 1, 0, 0] = np.nan, np.inf
+    cases = {"max_abs": np.abs(g).max(-1), "abs_sum": np.abs(g).sum(-1), "sum": g.sum(-1),
+             "max": g.max(-1), "mean": g.mean(-1), "l2": np.sqrt((g ** 2).sum(-1))}
+    for mode, want in cases.items():
+        np.testing.assert_array_equal(jaxsal.reduce_channels(g, mode), want, err_msg=mode)
+
+
 def test_l2_reduction_is_differentiable_where_every_channel_is_zero():
     """The norm's gradient at an all-zero pixel is 0 (its subgradient), not NaN: a map may be
     differentiated (an attack on an explanation); elsewhere it is g / |g|."""

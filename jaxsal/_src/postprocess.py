@@ -77,10 +77,12 @@ def _reduce(g: Array, mode: str | None, axis: int = -1) -> Array:
         return jnp.mean(g, axis=axis)
     if mode == "l2":
         # sqrt's derivative is infinite at 0: where every channel is 0 the norm's gradient is
-        # taken as 0 (its subgradient), not NaN (a map differentiated, e.g. an attack on it)
+        # taken as 0 (its subgradient), not NaN (a map differentiated, e.g. an attack on it).
+        # Only exact zeros are replaced: a NaN sum stays NaN (`s > 0` is False for NaN, and
+        # the non-finite maps of check_finite and of traced ids out of range came out as 0)
         s = jnp.sum(g * g, axis=axis)
-        some = s > 0
-        return jnp.where(some, jnp.sqrt(jnp.where(some, s, 1)), jnp.zeros((), s.dtype))
+        zero = s == 0
+        return jnp.where(zero, jnp.zeros((), s.dtype), jnp.sqrt(jnp.where(zero, 1, s)))
     raise ValueError(f"unknown channel reduction {mode!r}; expected one of {REDUCTIONS}")
 
 
