@@ -212,3 +212,33 @@ def test_masks_that_keep_all_or_nothing_are_refused():
         jaxsal.rise(m, x, 0, key=0, n=4, p=1e-9)
     traced = jax.jit(lambda v: jaxsal.rise(m, v, 0, key=0, n=4, p=1e-9))(jnp.asarray(x))
     assert np.isnan(np.asarray(traced)).all()
+
+
+def test_a_non_finite_masked_score_is_refused_naming_the_input():
+    """One masked copy of NaN score made the whole map NaN, returned without a word (0 * NaN
+    in the sum over masks; occlusion keeps it to its patch, but every RISE mask weighs every
+    position). With check_finite it is refused naming the input; the other target's map and
+    the other input's are the definition without it."""
+    def f(_, x):  # NaN only where feature 0 is masked and feature 1 kept (input 0)
+        return jnp.stack([x.sum(1) + jnp.sqrt(x[:, 0] - 0.5 * x[:, 1]), x.sum(1)], 1)
+
+    m = jaxsal.FunctionModel(f, None)
+    x = np.array([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 2.0, 1.0]], np.float32)
+    n = 16
+    with pytest.raises(jaxsal.NonFiniteMaps, match=r"rise: the maps of input 0 are not finite: "
+                                                   r"the model's score on some of their masked "
+                                                   r"copies is NaN or inf \(\d+ of 16 masks x 2 "
+                                                   r"targets for input 0\)") as e:
+        jaxsal.rise(m, x, [0, 1], key=0, n=n)
+    assert e.value.rows == [0]
+    got = np.asarray(jaxsal.rise(m, x, [0, 1], key=0, n=n, check_finite=False))
+    assert np.isnan(got[0, 0]).all() and np.isfinite(got[0, 1]).all()
+    for i in (0, 1):  # the maps that are finite: the definition
+        masks = np.asarray(jaxsal.rise_masks(0, n, (4,), index=i, binary=True))
+        s = np.asarray(f(None, jnp.asarray(np.where(masks > 0, x[i], 0.0))))
+        want = np.einsum("kt,kd->td", s, masks) / (n * 0.5)
+        for t in (0, 1):
+            if np.isfinite(s[:, t]).all():
+                np.testing.assert_allclose(got[i, t], want[t], rtol=1e-5, atol=1e-6)
+    traced = np.asarray(jax.jit(lambda v: jaxsal.rise(m, v, [0, 1], key=0, n=n))(x))
+    np.testing.assert_array_equal(traced, got)

@@ -31,6 +31,7 @@ import numpy as np
 
 from jaxsal._src import base, ints, reals
 from jaxsal._src.base import ModelLike
+from jaxsal._src.finite import NonFiniteMaps, listed
 from jaxsal._src.postprocess import upsample_linear
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_fill_ids, check_fill_score, check_flag, check_like,
@@ -145,6 +146,12 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     Cost: ``n`` masked forward passes per input, batched (``batch_size`` masked inputs per
     pass) and shared by every target; masks are drawn on device, never stored.
 
+    Non-finite scores: every mask weighs every pixel, so one masked copy whose score is
+    NaN/inf makes that input's map for that target NaN everywhere. With ``check_finite``
+    (the default) such maps raise :class:`jaxsal.NonFiniteMaps` naming the inputs (after
+    the program has run: nothing is checked under the caller's ``jax.jit``, where they come
+    back NaN, as with ``check_finite=False``).
+
     Args:
       model, x, targets, head, memory_budget, precision, check_finite: as in
         :func:`jaxsal.saliency`; ``x`` with 1 to 3 spatial axes and a channel axis (images
@@ -213,16 +220,22 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                     xm = fill_b[None] + (x[None] - fill_b[None]) * mx
                 y, cap = run_model(m, params, base.stack_rows(xm), sp.layers)
                 s = base.unstack_rows(score_matrix(sp, info, y, cap, ids_rep), group)
-                s = s * valid[:, None, None].astype(s.dtype)
-                kept = jnp.sum(masks.reshape(group, n_in, -1), axis=(0, 2), where=valid[:, None,
-                                                                                      None])
-                return jnp.einsum("gnt,gn...->nt...", s, masks, precision=_HIGHEST), kept
+                # non-finite scores are counted apart and left out of the sum: in the product
+                # with the masks one would make the whole map NaN (0 * NaN) or part inf
+                v = valid[:, None, None]
+                ok = jnp.isfinite(s)
+                bad = jnp.sum(v & ~ok, axis=0, dtype=jnp.int32)  # (N, T)
+                s = jnp.where(v & ok, s, jnp.zeros((), s.dtype))
+                kept = jnp.sum(masks.reshape(group, n_in, -1), axis=(0, 2), where=v)
+                return jnp.einsum("gnt,gn...->nt...", s, masks, precision=_HIGHEST), kept, bad
 
-            sal, kept = base.sum_groups(weigh, n_masks, group)
+            sal, kept, bad = base.sum_groups(weigh, n_masks, group)
             sal = sal / (n_masks * p_keep)
             # no mask keeps anything (p tiny): the map is 0 whatever the model (see rise)
             sal = jnp.where((kept > 0).reshape((-1,) + (1,) * (sal.ndim - 1)), sal, jnp.nan)
-            return (sal if spec.class_axis else sal[:, 0]), kept
+            # a masked copy of NaN/inf score: the map is NaN (refused with check_finite)
+            sal = jnp.where((bad > 0).reshape(bad.shape + (1,) * (sal.ndim - 2)), jnp.nan, sal)
+            return (sal if spec.class_axis else sal[:, 0]), kept, bad.sum(axis=1)
 
         return run
 
@@ -231,7 +244,7 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     index = index_offset + jnp.arange(pr.n, dtype=jnp.int32)
     fn = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5), (3,)),
                        precision, forward_only=True)
-    maps, kept = fn(pr.params, pr.x, pr.ids, fill, key, index)
+    maps, kept, bad = fn(pr.params, pr.x, pr.ids, fill, key, index)
     if not isinstance(kept, jax.core.Tracer):  # under the caller's jit: NaN maps
         empty = np.flatnonzero(np.asarray(kept) <= 0)
         if empty.size:
@@ -245,7 +258,27 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                 "masked input is the fill and the map would be 0 whatever the model. Pass a "
                 "larger p (the paper's is 0.5) or a larger n")
     check_fill_score("rise", pr, fill, maps, check_finite)
+    if check_finite and not isinstance(bad, jax.core.Tracer):
+        _check_scores(np.asarray(bad), n_masks, pr.spec.num)
     return maps
+
+
+def _check_scores(bad: np.ndarray, n_masks: int, num: int) -> None:
+    """Raise :class:`NonFiniteMaps` for the inputs some of whose masked copies the model
+    scores NaN/inf: ``bad`` ``(N,)`` counts those scores (of ``n_masks`` masks times ``num``
+    targets per input)."""
+    rows = np.flatnonzero(bad).tolist()
+    if not rows:
+        return
+    worst = int(bad[rows[0]])
+    of = f"{n_masks} masks" + (f" x {num} targets" if num > 1 else "")
+    raise NonFiniteMaps(
+        f"rise: the maps of {listed(rows)} are not finite: the model's score on some of "
+        f"their masked copies is NaN or inf ({worst} of {of} for input {rows[0]}), and a "
+        "RISE map is a score-weighted sum of every mask, so it would be NaN. Check the model's "
+        "outputs on masked inputs (jaxsal.rise_masks(key, n, size, index=i) gives input i's "
+        "masks, applied as x * M + fill * (1 - M)); another fill may avoid the NaN, or pass "
+        "check_finite=False to get the NaN maps", rows)
 
 
 #: explain_to_file refuses a job over several inputs before any work (see job_inputs.py).
