@@ -390,3 +390,22 @@ def test_function_model_perturbation_must_keep_the_features_shape(split):
     with pytest.raises(ValueError, match=r"perturb\['conv'\]: expected .* shape \(1, 6, 6, 5\)"):
         split.apply(split.params, x, perturb={"conv": jnp.zeros((3,) + a.shape[1:])})
     assert split.apply(split.params, x, perturb={"conv": jnp.zeros(a.shape[1:])}).shape == (1, 3)
+
+
+def test_occlusion_refuses_a_non_finite_clean_score():
+    """A NaN score on the clean input (every occluded copy finite) gave all-NaN maps without
+    a word; it is refused naming the input, and check_finite=False or the caller's jit return
+    the maps as computed."""
+    m = jaxsal.FunctionModel(lambda p, x: jnp.stack([jnp.sqrt(p - x.sum(1)), x.sum(1)], 1),
+                             jnp.float32(3.5))
+    x = np.array([[1.0, 1.0, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5]], np.float32)  # sums 4 and 2
+    with pytest.raises(jaxsal.NonFiniteMaps, match=r"occlusion: the maps of input 0 are not "
+                                                   r"finite: the model's score on the clean "
+                                                   r"input is NaN/inf") as e:
+        jaxsal.occlusion(m, x, [0, 1])
+    assert e.value.rows == [0]
+    got = np.asarray(jaxsal.occlusion(m, x, [0, 1], check_finite=False))
+    assert np.isnan(got[0, 0]).all() and np.isfinite(got[[0, 1, 1], [1, 0, 1]]).all()
+    np.testing.assert_allclose(got[1, 0], np.sqrt(1.5) - np.sqrt(2.0), rtol=1e-6)
+    traced = jax.jit(lambda v: jaxsal.occlusion(m, v, [0, 1]))(x)
+    np.testing.assert_array_equal(traced, got)

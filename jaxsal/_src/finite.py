@@ -9,8 +9,10 @@ gradient methods and the forward-only CAMs (Score-CAM, Ablation-CAM, Eigen-CAM),
 with :func:`refuses_non_finite_maps`, then raise :class:`NonFiniteMaps` naming the inputs
 instead of returning the maps; :func:`jaxsal.explain_to_file` names them by their index in
 the job. Occlusion marks the pixels under a patch whose score is not finite (NaN there by
-design) and the methods that score inputs filled with a reference (RISE, LIME, the Shapley
-methods) check their fill themselves.
+design) and raises :class:`NonFiniteMaps` for a clean input whose score is not finite (every
+value of its map would be); RISE raises it for an input some of whose masked copies score
+NaN/inf (every mask weighs every pixel: the map would be NaN). The methods that score inputs
+filled with a reference (RISE, LIME, the Shapley methods) check their fill themselves.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from jaxsal._src.validate import all_finite
 
 class NonFiniteMaps(ValueError):
     """Raised by the gradient methods (saliency, the gradient CAMs, integrated gradients,
-    SmoothGrad, DeepLIFT, LRP...) and by Score-CAM, Ablation-CAM and Eigen-CAM for maps of
-    finite inputs that hold NaN/inf values; a
-    ``ValueError``. ``check_finite=False`` returns such maps as computed instead.
+    SmoothGrad, DeepLIFT, LRP...), by Score-CAM, Ablation-CAM and Eigen-CAM, by RISE (a
+    masked copy's score NaN/inf) and by occlusion (the clean input's score NaN/inf) for maps
+    of finite inputs that hold NaN/inf values; a ``ValueError``. ``check_finite=False`` returns such maps as computed instead.
 
     Args:
       message: what happened and what to do about it.

@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxsal._src import base, ints
 from jaxsal._src.base import Inputs, Maps, ModelLike
+from jaxsal._src.finite import NonFiniteMaps, listed
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_fill_ids, check_like, input_rank, prepare,
                                   spatial_shape)
@@ -162,7 +163,12 @@ def occlusion(model: ModelLike, x: Inputs, targets: Targets = None, *,
       batch_size: occluded inputs per forward pass (default: from ``memory_budget``).
     Returns:
       Raw maps ``(N, H, W)`` / ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features):
-      mean score drop over the covering patches.
+      mean score drop over the covering patches. An occluded copy whose score is NaN/inf
+      marks the positions its patch covers (NaN, or inf for a drop of one sign), the others
+      keep their values. A NaN/inf score on the clean input would make the whole map NaN or
+      infinite: with ``check_finite`` (the default) it raises :class:`jaxsal.NonFiniteMaps`
+      naming the inputs (nothing is checked under the caller's ``jax.jit``, nor with
+      ``check_finite=False``: the maps come back as computed).
     """
     rank = input_rank(x)
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
@@ -200,14 +206,31 @@ def occlusion(model: ModelLike, x: Inputs, targets: Targets = None, *,
                 _occlude_input(m, params, xs, tree, j, plan, group, fl[j], s0, sp, info, ids_,
                                n, spec.num)
                 for j, (plan, group) in enumerate(zip(plans, groups))])
-            return jax.tree_util.tree_map(lambda o: o if spec.class_axis else o[:, 0], out)
+            out = jax.tree_util.tree_map(lambda o: o if spec.class_axis else o[:, 0], out)
+            return out, jnp.isfinite(s0).all(axis=1)  # (N,): a finite clean score
 
         return run
 
     key = ("occlusion", p.key, spec, info, base.shape_key(p.x), tuple(plans), groups, nb)
-    return base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3,)),
-                         precision, forward_only=True)(
-        p.params, p.x, p.ids, fills)
+    maps, clean = base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3,)),
+                                precision, forward_only=True)(p.params, p.x, p.ids, fills)
+    if check_finite and not isinstance(clean, jax.core.Tracer):  # none under the user's jit
+        _check_clean(np.asarray(clean))
+    return maps
+
+
+def _check_clean(clean: np.ndarray) -> None:
+    """Raise :class:`NonFiniteMaps` for the inputs whose clean score (``clean`` ``(N,)``:
+    finite for every target?) is NaN/inf: every score drop, and so the whole map, is then
+    NaN or infinite."""
+    rows = np.flatnonzero(~clean).tolist()
+    if rows:
+        raise NonFiniteMaps(
+            f"occlusion: the maps of {listed(rows)} are not finite: the model's score on the "
+            "clean input is NaN/inf for them, and every value of an occlusion map is that score "
+            "minus an occluded copy's, so the whole map would be NaN or infinite. "
+            "Check the model's outputs for these inputs (model(x[i:i+1])), or pass "
+            "check_finite=False to get the maps as computed", rows)
 
 
 def _occlude_input(m, params, xs, tree, j, plan: _Plan, group, fill, s0, sp, info, ids_, n,
