@@ -87,3 +87,22 @@ def test_an_index_offset_that_is_no_integer_is_refused(name, tiny):
                                          r"traced by jax.jit, got a traced float32 of shape "
                                          r"\(\)"):
         jax.jit(lambda off: _call(name, model, x, off))(jnp.float32(2))
+    # the global indices index_offset + i are int32: 2**31 - 1 leaves no room for the second
+    # of the 2 inputs (it was taken, wrapping to -2**31), 2**31 none (JAX's OverflowError)
+    for bad, top in ((2 ** 31 - 1, r"2\*\*31 - 2 = 2147483646, for 2 inputs"),
+                     (2 ** 31, r"2\*\*31 - 1"), (2 ** 40, r"2\*\*31 - 1")):
+        with pytest.raises(ValueError, match=rf"expected index_offset as an int in \[0, {top}\], "
+                                             rf"got {bad}: the global index of input i"):
+            _call(name, model, x, bad)
+
+
+def test_explain_to_file_refuses_an_offset_whose_indices_pass_int32(tiny, tmp_path):
+    """Before any chunk: the job's last index (of its rows padded to whole batches) must fit
+    in int32."""
+    model, x = tiny
+    path = tmp_path / "maps.npy"
+    with pytest.raises(ValueError, match=r"expected index_offset as an int in \[0, 2\*\*31 - 2 "
+                                         r"= 2147483646, for 2 inputs\], got 2147483647"):
+        jaxsal.explain_to_file(jaxsal.smoothgrad, model, np.asarray(x), path, targets=1,
+                               key=0, n=3, index_offset=2 ** 31 - 1)
+    assert not path.exists()

@@ -1162,21 +1162,39 @@ def check_budget(memory_budget: Any) -> int | None:
                                 example="2 * 2**30 (2 GiB)"))
 
 
-def check_index_offset(offset: Any, name: str = "index_offset") -> int | jax.Array:
+def check_index_offset(offset: Any, name: str = "index_offset",
+                       n: int = 1) -> int | jax.Array:
     """A sampling method's ``index_offset`` (the position of ``x[0]`` in a larger batch) as
     an int >= 0 (a 0-d integer array too), else a ``ValueError`` naming the argument
     ``name``. A scalar integer traced by the caller's ``jax.jit`` (a loop counter, a shard's
     offset) comes back as an int32 tracer: input ``i``'s draws are keyed by
     ``index_offset + i`` on device, so one compiled program serves every offset (its value is
-    not known while tracing, so not checked)."""
+    not known while tracing, so not checked). Those indices are int32: an int offset of
+    ``n`` inputs is at most ``2**31 - n`` (a larger one raised JAX's OverflowError, or
+    wrapped to negative indices; :func:`input_indices` checks it with the call's ``n``)."""
     if isinstance(offset, jax.core.Tracer):
         if offset.shape != () or not jnp.issubdtype(offset.dtype, jnp.integer):
             raise ValueError(f"expected {name} as an int >= 0 or a scalar integer traced by "
                              f"jax.jit, got a traced {offset.dtype} of shape {offset.shape}; "
                              f"pass one integer (e.g. jnp.int32(i))")
         return offset.astype(jnp.int32)
-    return ints.check_int(offset, name, low=0,
-                          kind="a scalar integer traced by jax.jit is taken too")
+    i = ints.check_int(offset, name, low=0,
+                       kind="a scalar integer traced by jax.jit is taken too")
+    if i > 2 ** 31 - n:
+        top = "2**31 - 1" if n == 1 else f"2**31 - {n} = {2 ** 31 - n}, for {n} inputs"
+        raise ValueError(f"expected {name} as an int in [0, {top}], got {i}: the global index "
+                         f"of input i, {name} + i, is an int32 on device (the key of its "
+                         f"draws), and 2**31 or more does not fit. Number the inputs from a "
+                         f"smaller offset (indices below 2**31)")
+    return i
+
+
+def input_indices(offset: int | jax.Array, n: int) -> jax.Array:
+    """``(n,)`` int32: the global indices ``offset + i`` of a call's ``n`` inputs, from an
+    ``offset`` :func:`check_index_offset` returned (an int is checked against ``n``)."""
+    if not isinstance(offset, jax.Array):
+        check_index_offset(offset, n=n)
+    return offset + jnp.arange(n, dtype=jnp.int32)
 
 
 def _seed(seed: int, what: str) -> int:

@@ -588,8 +588,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     # (a method of **kwargs given a key: passed on too, a wrapper of a random method)
     implicit = _implicit_offset(method, options)
     offset = options.pop("index_offset", 0) if _takes_offset(method, options) else None
-    if offset is not None:
-        offset = base.check_index_offset(offset)
+    if offset is not None:  # (the last chunk's rows padded to a whole batch keyed too)
+        offset = base.check_index_offset(offset, n=-(-n // batch_size) * batch_size)
     _check_path(path, inputs, options, several)
     progress_path = path + ".progress.json"
     # never another job's output, before any chunk: every file the job may write (path and,

@@ -257,7 +257,7 @@ def gradient_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
           batch_samples, chunk, nb, lt, positions)
     return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5)),
                          precision)(p.params, p.x, p.ids, key, dist,
-                                    jnp.arange(p.n, dtype=jnp.int32) + index_offset)
+                                    base.input_indices(index_offset, p.n))
 
 
 #: explain_to_file passes ``baselines`` whole to every chunk (a distribution, not per input).

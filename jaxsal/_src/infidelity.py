@@ -157,7 +157,7 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
 
     ck = ("infidelity", p.key, spec, info, base.shape_key(p.x), shape, n_samples, std,
           perturbation, relative, normalize, group, nb, base.shape_key(b0))
-    index = index_offset + jnp.arange(p.n, dtype=jnp.int32)
+    index = base.input_indices(index_offset, p.n)
     fn = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 3, 6), (4,)),
                        precision, forward_only=True)
     return fn(p.params, p.x, p.ids, mp, b0, key, index)

@@ -511,7 +511,7 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     maps = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6) + _OWN, (3, 4)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
-        jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids),
+        base.input_indices(index_offset, p.n), jnp.asarray(groups.ids),
         *map(jnp.asarray, per_input))
     check_fill_score("kernel_shap", p, fill, maps, check_finite)
     return maps
@@ -658,7 +658,7 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                                                              (3, 4)),
                                 precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
-        jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids),
+        base.input_indices(index_offset, p.n), jnp.asarray(groups.ids),
         *map(jnp.asarray, own_groups))
     # under a jit, or a jax.grad with respect to x (whose traced stats have no values): NaN
     # maps (see above)

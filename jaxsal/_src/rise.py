@@ -241,7 +241,7 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
 
     ck = ("rise", pr.key, spec, info, base.shape_key(pr.x), plan.size, plan.grid, p_keep,
           binary, n_masks, group, nb)
-    index = index_offset + jnp.arange(pr.n, dtype=jnp.int32)
+    index = base.input_indices(index_offset, pr.n)
     fn = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5), (3,)),
                        precision, forward_only=True)
     maps, kept, bad = fn(pr.params, pr.x, pr.ids, fill, key, index)

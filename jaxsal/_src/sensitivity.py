@@ -146,7 +146,7 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
     ord = float(ord)
     base_norm = _norm(e0, ord, batch_dims)
     base_norm = jnp.where(base_norm == 0, 1.0, base_norm)
-    index = index_offset + jnp.arange(xa.shape[0], dtype=jnp.int32)
+    index = base.input_indices(index_offset, xa.shape[0])
     worst = None
     for j in range(n_samples):
         xj = _perturbed(key, jnp.int32(j), index, xa, float(radius), perturbation)

@@ -580,7 +580,7 @@ def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = No
                                                       (3, 4)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
-        jnp.arange(p.n, dtype=jnp.int32) + index_offset, jnp.asarray(groups.ids),
+        base.input_indices(index_offset, p.n), jnp.asarray(groups.ids),
         *map(jnp.asarray, own))
     check_fill_score("shapley_value_sampling", p, fill, maps, check_finite)
     return maps

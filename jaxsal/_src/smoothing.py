@@ -294,7 +294,7 @@ def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
           reduce, steps, rule, batch_steps, batch_samples, chunk, nb, lt, positions)
     return base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 5), maybe=(4,)),
                          precision)(p.params, p.x, p.ids, key, b,
-                                    jnp.arange(p.n, dtype=jnp.int32) + index_offset)
+                                    base.input_indices(index_offset, p.n))
 
 
 def _check_noisy(x: Any) -> None:
