@@ -84,6 +84,15 @@ def test_option_errors(m, x):
         jaxsal.scorecam(m, x, 1, top_k=65)
     with pytest.raises(ValueError, match="rule"):
         jaxsal.integrated_gradients(m, x, 1, rule="simpson")
+    # (these said neither the steps got nor the keys expected)
+    with pytest.raises(ValueError, match=r"expected steps >= 2 for the trapezoid rule .*got "
+                                         r"steps=1; .*rule='middle'"):
+        jaxsal.integrated_gradients(m, x, 1, steps=1)
+    with pytest.raises(ValueError, match=r"unknown integrated_gradients options \['step'\] in "
+                                         r"method_options; expected keys among \('baseline', "
+                                         r"'steps', 'rule', 'batch_steps'\)"):
+        jaxsal.smoothgrad(m, x, 1, key=0, method="integrated_gradients",
+                          method_options={"step": 8})
     with pytest.raises(ValueError, match="baseline"):
         jaxsal.integrated_gradients(m, x, 1, baseline=np.zeros((3, 3)))
     with pytest.raises(ValueError, match="patch"):

@@ -208,6 +208,18 @@ def test_sizes_per_axis_take_each_entry_by_the_rule():
             occlusion._sizes(bad, "patch", 2)
         with pytest.raises(ValueError, match="expected grid as a positive int or 2"):
             rise._check_grid((bad, 2), (4, 4))
+    # one per axis as a 1-D integer array, like a tuple (it was refused: "got array([3, 2])")
+    for v in (np.array([3, 2]), jnp.array([3, 2]), np.array([3, 2], np.uint8)):
+        assert occlusion._sizes(v, "patch", 2) == (3, 2)
+        assert rise._check_grid(v, (4, 4)) == (3, 2)
+        assert all(type(i) is int for i in rise._check_grid(v, (4, 4)))
+    for bad in (np.array([2.0, 2.0]), np.array([2, 2, 2]), np.array([2, 0])):
+        with pytest.raises(ValueError, match=r"expected patch for x as a positive int or 2 .*"
+                                             r"got array\("):
+            occlusion._sizes(bad, "patch", 2)
+        with pytest.raises(ValueError, match=r"expected grid as a positive int or 2 .*got "
+                                             r"array\("):
+            rise._check_grid(bad, (4, 4))
     ok = jaxsal.xrai_labels(_X[:1], scales=[1.0], size=(np.array(4), jnp.int32(4)))
     np.testing.assert_array_equal(ok, jaxsal.xrai_labels(_X[:1], scales=[1.0], size=(4, 4)))
     with pytest.raises(ValueError, match=r"expected size=\(h, w\) as two positive ints"):

@@ -40,7 +40,9 @@ def quadrature(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
     k = np.arange(steps, dtype=np.float64)
     if rule == "trapezoid":
         if steps < 2:
-            raise ValueError("the trapezoid rule needs steps >= 2; use rule='middle' for 1")
+            raise ValueError(f"expected steps >= 2 for the trapezoid rule (the path's two "
+                             f"ends are two gradient evaluations), got steps={steps}; pass "
+                             f"steps >= 2, or rule='middle' for one evaluation")
         alphas = k / (steps - 1)
         w = np.full(steps, 1.0 / (steps - 1))
         w[0] = w[-1] = 0.5 / (steps - 1)

@@ -41,6 +41,14 @@ def as_int(v: Any) -> int | None:
         return None
 
 
+def per_axis(v: Any) -> bool:
+    """Whether ``v`` gives one value per axis (a patch or grid size): a tuple, a list or a
+    1-D array (``np.array([2, 2])``), whose entries are then checked one by one; else it is
+    one value for every axis."""
+    return isinstance(v, (tuple, list)) or (isinstance(v, (np.ndarray, jax.Array))
+                                            and np.ndim(v) == 1)
+
+
 def check_int(value: Any, name: str, *, low: int | None = 1, high: int | None = None,
               where: str = "", kind: str = "", example: str | None = None,
               allow_none: bool = False) -> int | None:

@@ -33,9 +33,9 @@ ArrayLike = jax.typing.ArrayLike
 
 
 def _sizes(v, name: str, rank: int, what: str = "x") -> tuple[int, ...]:
-    """``v`` as ``rank`` positive ints (an int is repeated); ``what``: the input they are
-    for, named in the error."""
-    t = tuple(v) if isinstance(v, (tuple, list)) else (v,) * rank
+    """``v`` as ``rank`` positive ints (an int is repeated; a tuple, list or 1-D integer
+    array gives one per axis); ``what``: the input they are for, named in the error."""
+    t = tuple(v) if ints.per_axis(v) else (v,) * rank
     if len(t) != rank or not all((ints.as_int(i) or 0) >= 1 for i in t):
         several = ("" if what == "x" else "; with several inputs a dict by input name or a "
                    "list in the model's input order (for x in any container) gives each "

@@ -48,15 +48,16 @@ DEFAULT_GRID = 8
 def _check_grid(grid: Any, size: tuple[int, ...], binary: bool = False) -> tuple[int, ...]:
     if grid is None:  # the default: 8 cells, at most the axis's size; binary: every position
         return tuple(size) if binary else tuple(min(DEFAULT_GRID, s) for s in size)
-    g = tuple(grid) if isinstance(grid, (tuple, list)) else (grid,) * len(size)
+    g = tuple(grid) if ints.per_axis(grid) else (grid,) * len(size)
     if len(g) != len(size) or not all((ints.as_int(v) or 0) >= 1 for v in g):
         raise ValueError(f"expected grid as a positive int or {len(size)} of them (cells per "
                          f"spatial axis), got {grid!r}")
+    g = tuple(ints.as_int(v) for v in g)
     bad = [(v, s) for v, s in zip(g, size) if v > s]
     if bad:
         raise ValueError(f"grid {g} has more cells than the input has pixels ({size}); expected "
                          f"at most the input's size per axis")
-    return tuple(ints.as_int(v) for v in g)
+    return g
 
 
 def _check_p(p: Any) -> float:

@@ -50,6 +50,8 @@ _BY_FUNCTION = {saliency: "saliency", gradient_x_input: "gradient_x_input",
                 integrated_gradients: "integrated_gradients"}
 
 _DEFAULT = object()
+#: The keys of ``method_options`` for ``method="integrated_gradients"``.
+_IG_OPTIONS = ("baseline", "steps", "rule", "batch_steps")
 
 
 def _method_name(method: str | Callable) -> str:
@@ -152,9 +154,10 @@ def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
     if name != "integrated_gradients" and opts:
         raise ValueError(f"method_options are only used by integrated_gradients, got {opts} "
                          f"for {name!r}")
-    unknown = set(opts) - {"baseline", "steps", "rule", "batch_steps"}
+    unknown = set(opts) - set(_IG_OPTIONS)
     if unknown:
-        raise ValueError(f"unknown integrated_gradients options {sorted(unknown)}")
+        raise ValueError(f"unknown integrated_gradients options {sorted(unknown)} in "
+                         f"method_options; expected keys among {_IG_OPTIONS}")
     steps, rule = opts.get("steps", 16), opts.get("rule", "trapezoid")
     batch_steps = opts.get("batch_steps")
     if name == "integrated_gradients":
