@@ -474,6 +474,22 @@ def test_abs_first_is_refused_where_it_would_do_nothing():
         np.testing.assert_array_equal(a, b)
 
 
+def test_abs_first_default_covers_every_reduction_that_drops_the_sign():
+    """By default SmoothGrad averages |g| where the channel reduction keeps only magnitudes
+    (tf-keras-vis's gradient_modifier=abs, then its max over channels): "max_abs",
+    "abs_sum" and "l2", whose norm of the mean signed map it took instead."""
+    rng = np.random.default_rng(0)
+    p = {"w": jnp.asarray(rng.normal(size=(40, 6)), jnp.float32),
+         "v": jnp.asarray(rng.normal(size=(6, 2)), jnp.float32)}
+    m = jaxsal.FunctionModel(lambda p, x: jnp.tanh(x.reshape(len(x), -1) @ p["w"]) @ p["v"], p)
+    x = _x(n=2)
+    kw = dict(key=0, n=4, noise_std=1.0, reduce="l2")
+    got = np.asarray(jaxsal.smoothgrad(m, x, 0, **kw))
+    np.testing.assert_array_equal(got, jaxsal.smoothgrad(m, x, 0, abs_first=True, **kw))
+    signed = np.asarray(jaxsal.smoothgrad(m, x, 0, abs_first=False, **kw))
+    assert np.all(got >= signed - 1e-6) and not np.allclose(got, signed, rtol=1e-3)
+
+
 def test_vargrad_keeps_the_digits_of_small_variances():
     """VarGrad as E[g^2] - E[g]^2 in float32 gave rounding noise where the variance is small
     next to the squared mean: a linear model (constant gradient, variance 0) got nonzero maps

@@ -50,6 +50,9 @@ _BY_FUNCTION = {saliency: "saliency", gradient_x_input: "gradient_x_input",
                 integrated_gradients: "integrated_gradients"}
 
 _DEFAULT = object()
+#: The channel reductions that keep only magnitudes (of the channels' absolute values):
+#: abs_first's default is True for them.
+_MAGNITUDES = ("max_abs", "abs_sum", "l2")
 #: The keys of ``method_options`` for ``method="integrated_gradients"``.
 _IG_OPTIONS = ("baseline", "steps", "rule", "batch_steps")
 
@@ -90,9 +93,11 @@ def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
       variant: ``"smoothgrad"`` (mean), ``"sg_squared"`` (mean of squared maps), ``"vargrad"``
         (variance of the maps).
       abs_first: for ``"smoothgrad"``, average absolute values (tf-keras-vis) instead of
-        signed ones (the paper). Default: ``True`` when ``reduce`` discards the sign anyway
-        (``"max_abs"``, ``"abs_sum"``), so that ``smoothgrad(..., method="saliency")``
-        matches tf-keras-vis's ``Saliency(smooth_samples=n)``; else ``False``. ``True`` with
+        signed ones (the paper). Default: ``True`` when ``reduce`` discards the sign anyway,
+        a function of the channels' absolute values (``"max_abs"``, ``"abs_sum"``,
+        ``"l2"``), so that ``smoothgrad(..., method="saliency")`` matches tf-keras-vis's
+        ``Saliency(smooth_samples=n)`` (which averages ``|g|`` whatever it reduces); else
+        ``False`` (signed reductions and ``reduce=None``: the paper's mean). ``True`` with
         another variant (which squares the maps) is refused.
       reduce: channel reduction of the combined map (default: the method's own: ``"max_abs"``
         for saliency / guided / deconvnet, ``"sum"`` for gradient x input and IG).
@@ -144,7 +149,7 @@ def smoothgrad(model: ModelLike, x: Inputs, targets: Targets = None, *,
                          "variance 0 at every pixel (the map would be 0). Pass noise_level > 0 "
                          "(the default is 0.2) or noise_std > 0")
     if abs_first is None:
-        abs_first = reduce in ("max_abs", "abs_sum")
+        abs_first = reduce in _MAGNITUDES
     elif abs_first is True and variant != "smoothgrad":
         raise ValueError(f"abs_first=True averages absolute maps, for variant='smoothgrad'; "
                          f"variant={variant!r} squares the maps (their sign is lost anyway): "
