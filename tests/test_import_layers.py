@@ -452,3 +452,27 @@ def test_unit_normalization_of_small_vectors_follows_the_keras_version(tmp_path)
     with h5py.File(old, "r+") as f:  # the same file as Keras 3.5 wrote it
         f.attrs["keras_version"] = "3.5.0"
     np.testing.assert_allclose(np.asarray(load_keras(old)(x))[0], x[0] * 1e6, rtol=1e-5)
+
+
+def test_relu_threshold_gives_zero_at_the_threshold(tmp_path):
+    """Keras 3's ``ReLU`` and ``activations.relu`` (and tf.keras 2's ``backend.relu``) keep
+    ``x > threshold``: ``x == threshold`` gives 0, with or without ``negative_slope`` and
+    ``max_value`` (the importer kept ``x >= threshold``: 1.0 at a threshold of 1.0). A
+    negative threshold (``activations.relu`` only) with ``max_value`` clips ``(t, 0)`` to 0."""
+    from keras import activations
+
+    inp = keras.Input((9,))
+    outs = [layers.ReLU(threshold=1.0)(inp),
+            layers.ReLU(threshold=1.0, negative_slope=0.1)(inp),
+            layers.ReLU(threshold=1.0, max_value=3.0)(inp),
+            layers.ReLU(threshold=1.0, negative_slope=0.2, max_value=3.0)(inp),
+            activations.relu(inp, threshold=0.5),
+            activations.relu(inp, threshold=-1.0, max_value=2.0),
+            activations.relu(inp, threshold=-1.0, negative_slope=0.3, max_value=2.0),
+            activations.relu(inp, threshold=-1.0, negative_slope=0.3)]
+    model = keras.Model(inp, layers.Concatenate()(outs))
+    x = np.array([[-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, 4.0]], np.float32)
+    ref = np.asarray(model.predict(x, verbose=0))
+    assert ref[0, 5] == 0.0 and ref[0, 9 + 5] == 0.0  # Keras: 0 at x == threshold == 1
+    for path in save_keras_and_h5(model, tmp_path, "relu_tie").values():
+        np.testing.assert_array_equal(np.asarray(load_keras(path)(x)), ref)

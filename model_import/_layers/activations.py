@@ -31,20 +31,29 @@ def relu_family(x: Array, rt: Runtime, *, negative_slope: float = 0.0,
                 max_value: float | None = None, threshold: float = 0.0) -> Array:
     """Keras's general ReLU, built on ``rt.relu`` so that guided/deconvnet rules apply.
 
-    ``f(x) = max_value if x >= max_value; x if threshold <= x < max_value;
-    negative_slope * (x - threshold) otherwise``. With a ``negative_slope`` it is a leaky
-    ReLU, as ``LeakyReLU`` and ``leaky_relu`` are, and like them not built on ``rt.relu``:
-    the rules of ReLUs leave it its plain gradient (an equal ``LeakyReLU`` model gets the
-    same maps).
+    ``f(x) = min(x, max_value) if x > threshold; negative_slope * (x - threshold)
+    otherwise``: ``x == threshold`` gives 0, as Keras 3's ``ReLU``/``activations.relu`` and
+    tf.keras 2's ``backend.relu`` compute it (``x > threshold``; Keras's docstring says
+    ``threshold <= x``). With ``max_value`` Keras clips the part above the threshold to
+    ``[0, max_value]`` before adding the negative part, so a negative threshold (allowed by
+    ``activations.relu``, refused by the layer) gives 0 on ``threshold < x < 0``. With a
+    ``negative_slope`` it is a leaky ReLU, as ``LeakyReLU`` and ``leaky_relu`` are, and like
+    them not built on ``rt.relu``: the rules of ReLUs leave it its plain gradient (an equal
+    ``LeakyReLU`` model gets the same maps, ``x == 0`` included). ``x``: any shape; returns
+    the same shape.
     """
     if negative_slope:
-        y = jnp.where(x >= threshold, x, negative_slope * (x - threshold))
+        # at threshold 0 the branch taken at x == 0 is LeakyReLU's (same value, gradient 1)
+        above = x > threshold if threshold else x >= threshold
+        y = jnp.where(above, x, negative_slope * (x - threshold))
     elif threshold:
-        y = rt.relu(x - threshold) + threshold * (x >= threshold)
+        y = rt.relu(x - threshold) + threshold * (x > threshold)
     else:
         y = rt.relu(x)
     if max_value is not None:
         y = jnp.minimum(y, max_value)
+        if threshold < 0:
+            y = jnp.where((x > threshold) & (x < 0), jnp.zeros_like(y), y)
     return y
 
 
