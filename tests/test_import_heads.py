@@ -595,6 +595,39 @@ def test_logits_of_a_masked_softmax_keep_its_mask(tmp_path):
         np.testing.assert_array_equal(np.asarray(grad), 0.0)
 
 
+@pytest.mark.parametrize("version", [None, "3.12.4", "3.9.2"])
+def test_a_numeric_softmax_mask_follows_the_keras_version(tmp_path, version):
+    """A ``Softmax`` layer's float mask: Keras 3.13 and later (the installed Keras, ``None``)
+    keep the entries whose mask is ``> 0.5`` and zero the others after the softmax (the
+    importer kept every nonzero entry: 0.3 counted as on). Keras 3.10-3.12 add
+    ``(1 - mask) * -1e9`` and multiply the probabilities by the mask; Keras 3.0-3.9 only add
+    it (a fully masked row stays a softmax, uniform here). The references of the older
+    releases are those formulas (keras/src/layers/activations/softmax.py at v3.9.2, v3.12.4),
+    on the same file with its recorded version changed."""
+    import h5py
+
+    inp, keep = keras.Input((4,)), keras.Input((4,))
+    model = keras.Model([inp, keep], layers.Softmax()(inp, mask=keep))
+    x = np.array([[0.5, -1.0, 2.0, 0.25], [1.0, 2.0, 3.0, 4.0], [0.3, 0.1, -0.2, 0.0]],
+                 np.float32)
+    mask = np.array([[1, 1, 0.3, 0], [1, 0, 0.7, 1], [0, 0, 0, 0]], np.float32)
+    paths = save_keras_and_h5(model, tmp_path, "softmask")
+    if version is None:
+        ref = np.asarray(model.predict([x, mask], verbose=0))
+        assert ref[0, 2] == 0.0 and ref[1, 2] > 0.1 and not ref[2].any()  # Keras 3.15
+    else:
+        z = x + (1.0 - mask) * np.float32(-1e9)
+        e = np.exp(z - z.max(-1, keepdims=True))
+        ref = e / e.sum(-1, keepdims=True)
+        ref = ref * mask if version.startswith("3.12") else ref
+        with h5py.File(paths[".h5"], "r+") as f:
+            f.attrs["keras_version"] = version
+        paths = {".h5": paths[".h5"]}
+    for path in paths.values():
+        np.testing.assert_allclose(np.asarray(load_keras(path)([x, mask])), ref, rtol=1e-6,
+                                   atol=1e-7)
+
+
 def test_predicted_label_of_a_multi_label_model_under_each_head(tmp_path):
     """Several sigmoid units: ``targets=None`` picks the largest score of the head's
     output, the most likely label under ``sigmoid`` / ``logits`` and the most confidently

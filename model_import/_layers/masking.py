@@ -188,25 +188,48 @@ def _masked_global_average_1d(config: Mapping[str, Any], impl: LayerImpl) -> Lay
     return dataclasses.replace(impl, call=call, mask_call=True, compute_mask="drop")
 
 
-def _masked_softmax(config: Mapping[str, Any], impl: LayerImpl, keras_major: int) -> LayerImpl:
-    """``Softmax`` with a mask (broadcast from the right): masked entries get -1e9 before
-    the softmax; Keras 3 also sets them to 0 after it (a fully masked row is all zeros),
-    tf.keras 2 adds ``(1 - mask) * -1e9`` and stops there. The masked pre-activation stays
-    in ``call`` (the ``logits`` head's output); the activation zeroes the entries equal to
-    exactly -1e9, which only masking produces."""
+def softmax_mask_rule(version: str) -> str:
+    """How the Keras that wrote the file applies a ``Softmax`` layer's mask (read in Keras's
+    ``keras/src/layers/activations/softmax.py`` at each release tag).
+
+    ``"additive"``: tf.keras 2 and Keras 3.0-3.9 add ``(1 - mask) * -1e9`` and stop there (a
+    fully masked row is a softmax of the shifted values). ``"additive_zeroed"``: Keras
+    3.10-3.12 also multiply the probabilities by the mask (a fully masked row is zeros).
+    ``"above_half"``: Keras 3.13 and later keep the entries where the mask is true or, for a
+    numeric mask, ``> 0.5``, set the others to -1e9 and zero them after the softmax. A bare
+    ``"3"`` (no minor version recorded) is taken as the newest."""
+    v = parse_version(version)
+    if v.major < 3 or v.before(3, 10, unrecorded=False):
+        return "additive"
+    return "additive_zeroed" if v.before(3, 13, unrecorded=False) else "above_half"
+
+
+def _masked_softmax(config: Mapping[str, Any], impl: LayerImpl, version: str) -> LayerImpl:
+    """``Softmax`` with a mask (broadcast from the right), as ``softmax_mask_rule(version)``
+    says: ``"above_half"`` gives the entries whose mask is false (numbers: ``<= 0.5``) exactly
+    -1e9; ``"additive"`` adds ``(1 - mask) * -1e9``; ``"additive_zeroed"`` adds it where the
+    mask is not 0 and gives exactly -1e9 where it is 0. The masked pre-activation stays in
+    ``call`` (the ``logits`` head's output); except under ``"additive"``, the activation
+    zeroes the entries equal to exactly -1e9, which only masking produces (Keras 3.10-3.12
+    multiply the probabilities by the mask: a fractional mask's scaling is not followed)."""
     axis = config.get("axis", -1)
     axes = tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+    rule = softmax_mask_rule(version)
 
     def call(params, x, *, rt, mask=None):
         if mask is None:
             return x
-        if keras_major >= 3:
-            return jnp.where(mask.astype(bool), x, LARGE_NEGATIVE)
-        return x + (1.0 - mask.astype(x.dtype)) * LARGE_NEGATIVE
+        if rule == "above_half":
+            keep = mask if mask.dtype == jnp.bool_ else mask > 0.5
+            return jnp.where(keep, x, LARGE_NEGATIVE)
+        shifted = x + (1.0 - mask.astype(x.dtype)) * LARGE_NEGATIVE
+        if rule == "additive":
+            return shifted
+        return jnp.where(mask.astype(bool), shifted, LARGE_NEGATIVE)
 
     def act(z, rt):
         y = rt.softmax_of(z, axes)
-        return jnp.where(z == LARGE_NEGATIVE, 0.0, y) if keras_major >= 3 else y
+        return y if rule == "additive" else jnp.where(z == LARGE_NEGATIVE, 0.0, y)
 
     return dataclasses.replace(impl, call=call, activation=act, mask_call=True,
                                compute_mask="propagate")
@@ -339,7 +362,7 @@ def with_builtin_rules(impl: LayerImpl, class_name: str, config: Mapping[str, An
     if class_name in ("GlobalAveragePooling1D", "GlobalAvgPool1D"):
         return _masked_global_average_1d(config, impl)
     if class_name == "Softmax":
-        return _masked_softmax(config, impl, major)
+        return _masked_softmax(config, impl, ctx.keras_version)
     return dataclasses.replace(impl, compute_mask="drop")
 
 
