@@ -476,3 +476,26 @@ def test_relu_threshold_gives_zero_at_the_threshold(tmp_path):
     assert ref[0, 5] == 0.0 and ref[0, 9 + 5] == 0.0  # Keras: 0 at x == threshold == 1
     for path in save_keras_and_h5(model, tmp_path, "relu_tie").values():
         np.testing.assert_array_equal(np.asarray(load_keras(path)(x)), ref)
+
+
+def test_group_normalization_of_an_unbuilt_config_with_groups_minus_one(tmp_path):
+    """``GroupNormalization(groups=-1)`` (one group per channel) stays -1 in an unbuilt
+    model's config (Keras sets the count when it builds): a weights file loaded with that
+    config gives Keras's values (the importer reshaped to -1 groups: a raw reshape error).
+    A count that does not divide the channels is refused saying what Keras expects."""
+    model = keras.Sequential([layers.GroupNormalization(groups=-1)])
+    cfg = model.to_json()
+    assert '"groups": -1' in cfg
+    model.build((None, 3, 6))
+    model.layers[0].set_weights([np.arange(6, dtype=np.float32) + 1,
+                                 np.arange(6, dtype=np.float32)])
+    path = tmp_path / "gn.weights.h5"
+    model.save_weights(path)
+    x = np.random.default_rng(0).normal(size=(2, 3, 6)).astype(np.float32)
+    ref = np.asarray(model.predict(x, verbose=0))
+    # Keras's x * inv - mean * inv rounds differently (3.5e-5 relative at one entry)
+    np.testing.assert_allclose(np.asarray(load_keras(path, config=cfg)(x)), ref, rtol=TOL,
+                               atol=TOL)
+    bad = keras.Sequential([layers.GroupNormalization(groups=4)]).to_json()
+    with pytest.raises(Exception, match=r"divides the 6 channels.*got 4"):
+        load_keras(path, config=bad)(x)

@@ -222,7 +222,14 @@ def _group_norm(config, ctx):
         a = axis % nd
         xm = jnp.moveaxis(x, a, -1)
         c = xm.shape[-1]
-        g = xm.reshape(*xm.shape[:-1], groups, c // groups)
+        n_groups = c if groups == -1 else groups  # -1: one group per channel, as Keras builds
+        if n_groups <= 0 or c % n_groups:
+            raise ValueError(
+                f"GroupNormalization(groups={groups}, axis={axis}): expected a number of groups "
+                f"that divides the {c} channels of axis {a} of the input {tuple(x.shape)}, got "
+                f"{n_groups}; Keras refuses this layer on this input too (give groups a divisor "
+                f"of {c}, or -1 for one group per channel)")
+        g = xm.reshape(*xm.shape[:-1], n_groups, c // n_groups)
         red = tuple(range(1, g.ndim - 2)) + (g.ndim - 1,)
         centered = g - jnp.mean(g, axis=red, keepdims=True)
         y = _scaled(rt, centered, _inverse_scale(rt, centered, red, eps)).reshape(xm.shape)
