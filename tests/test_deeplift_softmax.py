@@ -153,6 +153,8 @@ def _attention_net(kind):
                                        name="att")(inp, inp)
     elif kind == "dot":
         h = layers.Attention(use_scale=True, name="att")([inp, inp], use_causal_mask=True)
+    elif kind == "dot_self":  # no mask: each row's maximum is an unshifted score
+        h = layers.Attention(use_scale=True, name="att")([inp, inp])
     elif kind == "additive":
         h = layers.AdditiveAttention(name="att")([inp, inp])
     else:  # keras.ops.dot_product_attention on projections split into 2 heads
@@ -162,7 +164,8 @@ def _attention_net(kind):
     return keras.Model(inp, layers.Dense(3, name="out")(layers.Flatten()(h)))
 
 
-@pytest.mark.parametrize("kind", ["mha", "mha_gated", "gqa", "dot", "additive", "op"])
+@pytest.mark.parametrize("kind", ["mha", "mha_gated", "gqa", "dot", "dot_self", "additive",
+                                  "op"])
 def test_summation_to_delta_through_attention_layers(tmp_path, kind):
     """The attention layers' scores and weighted values (Runtime.inner_product: the product
     rule) and their softmax (the softmax rule), causal masks included: DeepLIFT sums to the

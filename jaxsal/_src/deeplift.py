@@ -189,9 +189,15 @@ class SoftmaxRule:
             u1, u0 = z1 - c1, z0 - c0
             e1, e0 = jnp.exp(u1), jnp.exp(u0)
             s1, s0 = e1.sum(axes, keepdims=True), e0.sum(axes, keepdims=True)
-            near = _near(u1, u0, eps, rtol)  # exp's gradient where u and u' are equal
+            # exp's gradient where u and u' are equal, up to the rounding of z and of the
+            # maxima: at a maximum u is 0 whatever that rounding (which XLA may do twice, one
+            # way for this test and another for the division: 0 / 0 there)
+            near = _both(jnp.abs(u1 - u0) < eps + rtol * jnp.maximum(
+                jnp.maximum(jnp.abs(u1), jnp.abs(u0)), jnp.maximum(jnp.abs(c1), jnp.abs(c0))))
             m_e = jnp.where(near, _pair(e1, e0),
                             _both(e1 - e0) / jnp.where(near, 1.0, _both(u1 - u0)))
+            # the secant slope of exp lies between e' and e: only rounding leaves that range
+            m_e = jnp.clip(m_e, _both(jnp.minimum(e1, e0)), _both(jnp.maximum(e1, e0)))
             m_ye = _both(0.5 * (1.0 / s1 + 1.0 / s0))
             m_ys = _both(-0.5 * (e1 + e0) / (s1 * s0))
             ct_u = m_e * (g * m_ye + (g * m_ys).sum(axes, keepdims=True))
@@ -199,8 +205,13 @@ class SoftmaxRule:
             # larger maximum, as a share r = (c - c') / (z_p - z'_p) of its difference
             hot = jnp.where(c1 >= c0, first_max(z1), first_max(z0))
             dz_p = (hot * (z1 - z0)).sum(axes, keepdims=True)
+            # 0 <= r <= 1 exactly (z_p - z'_p is c - c' plus the other half's distance below
+            # its maximum): kept there, and 1 where a dz_p of rounding noise, computed twice,
+            # was 0 for the division only (0 / 0). No relative tolerance: r * dz_p must be
+            # c - c' (a share of 1 misses by up to dz_p, first order)
             small = jnp.abs(dz_p) < eps
-            r = jnp.where(small, 1.0, (c1 - c0) / jnp.where(small, 1.0, dz_p))
+            ratio = (c1 - c0) / jnp.where(small, 1.0, dz_p)
+            r = jnp.where(small | jnp.isnan(ratio), 1.0, jnp.clip(ratio, 0.0, 1.0))
             return (ct_u - _both(hot * r) * ct_u.sum(axes, keepdims=True),)
 
         return with_backward(lambda _, v: jax.nn.softmax(v, axis=axes), multipliers, (), (z,))
