@@ -258,6 +258,23 @@ def test_unsupported_layer_in_config_only(tmp_path):
         model_import.build_model(cfg, None, path="inline")
 
 
+@pytest.mark.parametrize("layer, match", [
+    ({"class_name": "Conv1D", "config": {"name": "c", "filters": 2, "kernel_size": 3,
+                                         "padding": "reflect"}},
+     r"expected padding 'valid', 'same' or 'causal'.*got 'reflect'; save the layer with"),
+    ({"class_name": "Attention", "config": {"name": "a"}},
+     r"expected a list \[query, value\] .*got one tensor of shape \(1, 5, 3\); call the layer "
+     r"on such a list")])
+def test_bad_layer_configs_say_what_was_expected_got_and_the_fix(layer, match):
+    """A convolution's unknown padding and an ``Attention`` called on one tensor (in a
+    Sequential): the messages said only 'unknown padding' and what was expected."""
+    cfg = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 5, 3], "name": "in"}},
+        layer]}}
+    with pytest.raises(KerasImportError, match=match):
+        model_import.build_model(cfg, None, path="inline")
+
+
 def _two_models():
     def make(units):
         inp = keras.Input((5,))

@@ -430,7 +430,12 @@ def _attention_layer(config, ctx, additive: bool) -> LayerImpl:
     def call(params, inputs, *, rt, mask=None, use_causal_mask=False,
              return_attention_scores=False, training=None):
         if not isinstance(inputs, (list, tuple)) or len(inputs) not in (2, 3):
-            raise ValueError("expected [query, value] or [query, value, key]")
+            got = (f"a list of {len(inputs)} tensors" if isinstance(inputs, (list, tuple))
+                   else f"one tensor of shape {tuple(getattr(inputs, 'shape', ()))}")
+            raise ValueError(
+                f"expected a list [query, value] or [query, value, key] of (N, T, D) tensors, "
+                f"got {got}; call the layer on such a list, as Keras requires (self-attention: "
+                "layer([x, x]))")
         q, v = inputs[0], inputs[1]
         k = inputs[2] if len(inputs) > 2 else v
         q_mask = mask[0] if mask else None

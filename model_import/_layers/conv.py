@@ -28,7 +28,9 @@ def _tuple(v, n):
 def _padding(config, rank):
     pad = str(config.get("padding", "valid")).upper()
     if pad not in ("VALID", "SAME", "CAUSAL"):
-        raise ValueError(f"unknown padding {pad!r}")
+        raise ValueError(
+            f"expected padding 'valid', 'same' or 'causal' (Keras's convolution paddings), got "
+            f"{config.get('padding')!r}; save the layer with one of them")
     return pad
 
 
