@@ -424,6 +424,17 @@ def test_transforms_shapes_and_determinism():
     sq = img[:20, :20]
     rot = jax.jit(lambda im: jaxsal._src.transforms._affine(im, 1.0, jnp.pi / 2, "nearest"))(sq)
     assert any(np.allclose(rot, np.rot90(sq, k, axes=(0, 1)), atol=1e-5) for k in (1, 3))
+    # a half-precision image keeps its dtype (the sampling weights and the blur's kernel are
+    # float32: the scale, rotation, standard stack and blur gave float32 images)
+    for dtype in (jnp.bfloat16, jnp.float16):
+        half = img[:6, :7].astype(dtype)
+        for t in [jaxsal.jitter(1), jaxsal.pad(1), jaxsal.random_scale(0.9, 1.1),
+                  jaxsal.random_rotate(10.0), jaxsal.standard_transforms(8),
+                  lambda k, im: jaxsal.gaussian_blur(im, 1.0)]:
+            out = t(k, half)
+            assert out.dtype == dtype, (t, out.dtype)
+            np.testing.assert_allclose(out.astype(jnp.float32), t(k, half.astype(jnp.float32)),
+                                       atol=2e-2)
 
 
 def test_parameterizations_invert():

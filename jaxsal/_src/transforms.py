@@ -196,8 +196,16 @@ def _fold_index(i: Array, n: int, mode: str) -> tuple[Array, Array]:
     return jnp.clip(i, 0, n - 1), valid if mode == "constant" else jnp.ones(i.shape, bool)
 
 
+def _same_dtype(out: Array, image: Array) -> Array:
+    """``out`` (computed with float32 weights) in a floating ``image``'s dtype: a bfloat16 or
+    float16 image is not promoted to float32 by a transform (an integer image's result stays
+    a float)."""
+    return out.astype(image.dtype) if jnp.issubdtype(image.dtype, jnp.floating) else out
+
+
 def _bilinear(image: Array, sy: Array, sx: Array, mode: str) -> Array:
-    """Sample ``image (H, W, C)`` at float coordinates ``sy, sx (h, w)``, bilinearly."""
+    """Sample ``image (H, W, C)`` at float coordinates ``sy, sx (h, w)``, bilinearly, in
+    float32 (or wider); the result has a floating image's dtype."""
     h, w, _ = image.shape
     y0, x0 = jnp.floor(sy), jnp.floor(sx)
     wy, wx = (sy - y0)[..., None], (sx - x0)[..., None]
@@ -209,7 +217,7 @@ def _bilinear(image: Array, sy: Array, sx: Array, mode: str) -> Array:
             xi, vx = _fold_index(x0 + dx, w, mode)
             v = image[yi, xi] * (vy & vx)[..., None]
             out = out + fy * fx * v
-    return out
+    return _same_dtype(out, image)
 
 
 def _affine(image: Array, scale: Array, angle_rad: Array, mode: str) -> Array:
@@ -333,7 +341,8 @@ def gaussian_blur(image: Array, sigma: float) -> Array:
     ``reflect``, SciPy's ``mirror``) where the kernel's radius ``ceil(3 sigma)`` is less than
     the image's height and width, else the edge pixels are repeated (SciPy's ``nearest``):
     such a reflection needs more pixels than the radius.
-    For a batch, ``jax.vmap(lambda im: gaussian_blur(im, sigma))(images)``.
+    For a batch, ``jax.vmap(lambda im: gaussian_blur(im, sigma))(images)``. The kernel is
+    float32; a floating image (bfloat16, float16, ...) comes back in its own dtype.
     """
     _check_image(image, "gaussian_blur")
     image = native(image)  # a big-endian image: JAX reads no other byte order
@@ -349,7 +358,7 @@ def gaussian_blur(image: Array, sigma: float) -> Array:
     # blur rows then columns with 1-D convolutions expressed as weighted sums of shifts
     x = sum(k[i] * x[i:i + h] for i in range(k.shape[0]))
     x = sum(k[i] * x[:, i:i + w] for i in range(k.shape[0]))
-    return x
+    return _same_dtype(x, image)
 
 
 def resize(image: Array, size: Sequence[int]) -> Array:
