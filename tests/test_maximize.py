@@ -260,6 +260,18 @@ def test_unit_and_position_errors_read_the_same_in_either_layout(channels_first_
     with pytest.raises(ValueError, match=rf"index 3 out of range: layer 'conv' has 3 "
                                          rf"units/channels \({maps}\); use 0\.\.2"):
         jaxsal.maximize(m, [3], layer="conv", steps=1, **PLAIN)
+    # image_shape is (C, H, W) for it, and errors show it as given (they showed the swapped
+    # (H, W, C) of the channels-last view: (12, 12, 3) was reported as (12, 3, 12))
+    cf = r"\(C, H, W\) for this channels-first model"
+    for shape, want in (((1, 6, 8), rf"the model expects 2 channels, got image_shape=\(1, 6, "
+                                     rf"8\); expected {cf}"),
+                        ((6, 8, 2), rf"the model expects 2 channels, got image_shape=\(6, 8, "
+                                     rf"2\); expected {cf}"),
+                        ((2, 0, 8), rf"expected {cf}, got \(2, 0, 8\)"),
+                        ((2, 6), rf"expected {cf}, got \(2, 6\)"),
+                        ((2, 6.5, 8), rf"expected {cf} as three ints, got \(2, 6.5, 8\)")):
+        with pytest.raises(ValueError, match=rf"image_shape: {want}"):
+            jaxsal.maximize(m, [0], steps=1, image_shape=shape, **PLAIN)
     res = jaxsal.maximize(m, jaxsal.neuron_objective("conv", 1, (3, 5)), steps=1, **PLAIN)
     _, acts = m.apply(m.params, res.images, capture=["conv"])
     np.testing.assert_allclose(res.scores, acts["conv"][:, 1, 3, 5], rtol=1e-5)

@@ -673,9 +673,7 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                              f"{type(model).__name__} is channels-first: give it a function "
                              "of (N, H, W, C) images (move the axis inside it) and "
                              "data_format='channels_last'")
-        model = model.channels_last()
-        if image_shape is not None and len(image_shape) == 3:
-            image_shape = (*image_shape[1:], image_shape[0])
+        model = model.channels_last()  # (image_shape is moved to (H, W, C) once checked)
         if seed_images is not None and np.ndim(seed_images) >= 3:
             seed_images = jnp.moveaxis(jnp.asarray(seed_images), -3, -1)
     rng = reals.check_interval(input_range, "input_range", where="maximize",
@@ -787,22 +785,33 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         raise ValueError(f"maximize optimizes images (H, W, C); this model's input is "
                          f"{tuple(in_shape)} (signals, volumes and tabular inputs are not "
                          f"supported: its transforms and regularizers are 2-D){gray}")
+    # image_shape is given in the model's own layout, and said so in messages
+    dims = "(C, H, W)" if channels_first else "(H, W, C)"
+    layout = f"{dims} for this channels-first model" if channels_first else dims
     if image_shape is None:
         if in_shape is None or len(in_shape) != 3 or None in in_shape:
-            raise ValueError(f"image_shape: the model's input shape is {in_shape}; pass "
-                             f"image_shape=(H, W, C) for the images to optimize")
+            own = (None if in_shape is None or not channels_first or len(in_shape) != 3
+                   else (in_shape[2], *in_shape[:2]))  # the channels-last view's, moved back
+            raise ValueError(f"image_shape: the model's input shape is "
+                             f"{in_shape if own is None else own}; pass image_shape={dims} for "
+                             "the images to optimize")
         image_shape = tuple(int(d) for d in in_shape)
     else:
         given, image_shape = image_shape, base.int_sizes(image_shape)
         if image_shape is None:
-            raise ValueError(f"image_shape: expected (H, W, C) as three ints, got {given!r}"
-                             f"{base.not_sizes(given, '(int(H), int(W), int(C))')}")
+            ints_hint = ("(int(C), int(H), int(W))" if channels_first
+                         else "(int(H), int(W), int(C))")
+            raise ValueError(f"image_shape: expected {layout} as three ints, got {given!r}"
+                             f"{base.not_sizes(given, ints_hint)}")
         if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError(f"image_shape: expected (H, W, C), got {image_shape}")
+            raise ValueError(f"image_shape: expected {layout}, got {image_shape}")
+        shown = image_shape
+        if channels_first:  # optimized channels-last
+            image_shape = (*image_shape[1:], image_shape[0])
         if in_shape is not None and len(in_shape) == 3 and in_shape[2] is not None \
                 and in_shape[2] != image_shape[2]:
             raise ValueError(f"image_shape: the model expects {in_shape[2]} channels, got "
-                             f"image_shape={image_shape}")
+                             f"image_shape={shown}; expected {layout}")
 
     if parameterization is not None:  # a colour matrix for other channels, a custom one's bug
         _param.check_parameterization(parameterization, image_shape, rng)
