@@ -107,8 +107,8 @@ def _last_build_args(model, targets):
     obj = _max._as_objective(model.with_head("logits"), targets, None, "channel")
     return (_max._ModelKey(model), "logits", obj.needed_layers, obj.needed_pre_layers, True,
             (28, 28, 1), (0.0, 1.0), 3, 1, 1.2, 0.0,
-            None, None, _max.DEFAULT_LEARNING_RATE, (), PLAIN["transforms"], len(targets),
-            False, 1, None)  # unit_chunk: every unit of the MNIST model fits in one chunk;
+            _max._OptionKey(None), None, _max.DEFAULT_LEARNING_RATE, _max._OptionKey(()),
+            _max._OptionKey(PLAIN["transforms"]), len(targets), False, 1, None)  # unit_chunk: every unit of the MNIST model fits in one chunk;
     # no seed, one image per unit, no diversity
 
 
@@ -139,6 +139,59 @@ def test_inline_options_compile_once(compiles):
     second = call()
     assert compiles.n == 0
     np.testing.assert_array_equal(first, second)
+
+
+_GAIN = 1.0  # read by _brightness and _gain (reassigned by the test below)
+
+
+def _brightness(x):
+    return _GAIN * jnp.sum(x)
+
+
+def _gain(key, x):
+    del key
+    return _GAIN * x
+
+
+def _own_options(kind):
+    if kind == "regularizer":
+        return dict(transforms=jaxsal.identity(),
+                    regularizers=(jaxsal.Regularizer(penalty=_brightness),))
+    if kind == "transform":
+        return dict(transforms=_gain, regularizers=())
+    par = jaxsal.pixels()
+    return dict(transforms=jaxsal.identity(), regularizers=(),
+                parameterization=jaxsal.Parameterization(
+                    par.init, lambda q, r: par.to_image(q, r) * _GAIN, par.from_image,
+                    par.project))
+
+
+@pytest.mark.parametrize("kind", ["regularizer", "transform", "parameterization"])
+def test_functions_of_one_s_own_reading_a_changed_variable_are_traced_again(compiles, kind):
+    """A regularizer, transform or parameterization function of one's own that reads a
+    module (notebook) variable: the program was found by the function's identity, so after
+    the variable changed the same function reused the program that baked the old value in
+    (review probe p7). They are keyed by their code and the values they read now
+    (base.callable_key, as FunctionModel's functions): a change traces again, the same
+    values find the program again."""
+    global _GAIN
+    m = _linear(jax.random.normal(jax.random.key(0), (64, 2)))
+    opts = dict(steps=3, key=0, optimizer=optax.sgd(1.0), **_own_options(kind))
+    try:
+        first = jaxsal.maximize(m, [0], **opts).images
+        compiles.n = 0
+        again = jaxsal.maximize(m, [0], **_own_options(kind),  # built afresh: equal
+                                **{k: v for k, v in opts.items()
+                                   if k not in ("transforms", "regularizers",
+                                                "parameterization")}).images
+        assert compiles.n == 0  # the same code and values: the program is found again
+        np.testing.assert_array_equal(again, first)
+        _GAIN = 0.5
+        changed = jaxsal.maximize(m, [0], **opts).images
+        assert compiles.n > 0
+        assert float(jnp.abs(changed - first).max()) > 1e-3
+    finally:
+        _GAIN = 1.0
 
 
 def test_factories_compare_equal_by_hyperparameters_only():

@@ -212,22 +212,61 @@ class _ModelKey:
         return isinstance(other, _ModelKey) and self.key == other.key
 
 
+def _option_key(v: Any) -> Any:
+    """A parameterization, regularizer or transform (or a tuple of them) as part of
+    :func:`_build`'s key: jaxsal's factories' :class:`~jaxsal._src.transforms.Closure` by
+    their function and hyperparameters, the functions of one's own in them (a custom
+    ``Regularizer``'s penalty, a transform, ``compose(my_transform)``) by
+    :func:`base.callable_key`: their code and the values of the variables they read now, so
+    that a function reading a variable reassigned since is traced again (``jax.jit`` would
+    reuse the program that baked the old value in), as ``FunctionModel``'s functions are."""
+    if isinstance(v, _tf.Closure):
+        return (_tf.Closure, v.fn, tuple((k, _option_key(h)) for k, h in v.hyper))
+    if isinstance(v, tuple):  # Regularizer, Parameterization (NamedTuples), tuples of them
+        return (type(v), tuple(_option_key(e) for e in v))
+    if callable(v):
+        return base.callable_key(v)
+    return _tf.typed(v)
+
+
+class _OptionKey:
+    """An option (parameterization, regularizers, transforms) as part of :func:`_build`'s
+    cache key, by :func:`_option_key`, holding the option it was made from (the program is
+    built from that one: equal keys compute the same function)."""
+
+    __slots__ = ("value", "key")
+
+    def __init__(self, value: Any):
+        self.value = value
+        self.key = _option_key(value)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _OptionKey) and self.key == other.key
+
+
 @functools.lru_cache(maxsize=8)  # keeps models (and params) alive; _build.cache_clear() frees
 def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tuple,
            need_output: bool, image_shape: tuple, rng: tuple, steps: int, rounds: int,
-           factor: float, upscale_blur: float, param: Any, optimizer: Any,
-           learning_rate: float, regularizers: tuple, transforms: Any, unit_chunk: int,
-           has_seed: bool, images: int, div: _obj.Diversity | None):
+           factor: float, upscale_blur: float, param_key: _OptionKey, optimizer: Any,
+           learning_rate: float, regularizers_key: _OptionKey, transforms_key: _OptionKey,
+           unit_chunk: int, has_seed: bool, images: int, div: _obj.Diversity | None):
     """A jitted ``run(params, objective, key, seed) -> (images, scores, trajectory)``.
 
-    Every argument is part of the cache key: the model by :class:`_ModelKey`, the options by
-    equality (jaxsal's factories compare equal for equal hyperparameters; optax
-    transformations and functions of one's own by identity). ``needed`` and ``needed_pre``:
+    Every argument is part of the cache key: the model by :class:`_ModelKey`, the
+    parameterization, regularizers and transforms by :class:`_OptionKey` (jaxsal's
+    factories by hyperparameters, functions of one's own by their code and the values they
+    read), the other options by equality (optax transformations by identity). ``needed`` and
+    ``needed_pre``:
     the layers whose outputs and pre-activation values the objectives (and ``div``) read.
     ``images``: images per unit (optimized together, ``div`` penalizing their similarity);
     with more than one, every per-image function below is vmapped over them and the results
     gain an image axis after the unit axis."""
     model = model_key.model
+    param, regularizers = param_key.value, regularizers_key.value
+    transforms = transforms_key.value
     m = model.with_head(head) if head is not None and hasattr(model, "with_head") else model
     lo, hi = rng
     H, W, C = image_shape
@@ -441,8 +480,10 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
 
     A second call with the same options and shapes compiles nothing. jaxsal's
     parameterizations, regularizers and transforms compare equal when built with equal
-    hyperparameters, so building them inline in every call is free; optimizers and functions
-    of your own are matched by identity: build them once and reuse them.
+    hyperparameters, so building them inline in every call is free; functions of your own
+    among them are matched by their code and the values of the variables they read now (one
+    reading a reassigned notebook variable is traced again); optimizers are matched by
+    identity: build one once and reuse it.
 
     A channels-first model (``model.data_format``) is optimized through its
     ``channels_last()`` view; ``image_shape``, ``seed_images`` and the returned images are
@@ -883,7 +924,8 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                  needed, needed_pre,
                  any(l is None for l in obj.layers), image_shape, rng, int(steps),
                  int(upscaling_steps), float(upscaling_factor), float(upscale_blur),
-                 parameterization, optimizer, float(learning_rate), regs, transforms,
-                 int(unit_chunk), has_seed, images_per_unit, diversity)
+                 _OptionKey(parameterization), optimizer, float(learning_rate),
+                 _OptionKey(regs), _OptionKey(transforms), int(unit_chunk), has_seed,
+                 images_per_unit, diversity)
     # the params of this call's model (the cached program may come from an equal model)
     return run, (mh.params, obj, key, seed)

@@ -9,7 +9,8 @@ which removes most of the high-frequency patterns an unregularized optimization 
 
 The factories return :class:`Closure` objects: callable as above, and equal when built with
 equal hyperparameters, so ``maximize(..., transforms=jaxsal.jitter(2))`` written inline in a
-loop finds its compiled program again (a function of your own is matched by identity).
+loop finds its compiled program again (a function of your own is matched by its code and
+the values of the variables it reads, ``base.callable_key``).
 
 ``jitter``, ``random_scale`` and ``random_rotate`` keep the image size; ``pad`` enlarges it
 (:func:`jaxsal.maximize` resizes to the model's input size when the model needs one).
@@ -34,11 +35,11 @@ Transform = Callable[[Array, Array], Array]
 _PAD_MODES = ("reflect", "edge", "constant", "wrap")
 
 
-def _typed(v: Any) -> Any:
+def typed(v: Any) -> Any:
     """``v`` with the type of every number kept beside it (``2 == 2.0 == True`` in Python,
     but they may trace to different programs) and floats by their bits (``-0.0 == 0.0``)."""
     if isinstance(v, tuple):
-        return tuple(_typed(e) for e in v)
+        return tuple(typed(e) for e in v)
     if isinstance(v, float):
         return (type(v), float(v).hex())
     return (type(v), v)
@@ -65,7 +66,7 @@ class Closure:
         return self.fn(*(native(a) for a in args), **dict(self.hyper))
 
     def _key(self) -> tuple:
-        return (self.fn, tuple((k, _typed(v)) for k, v in self.hyper))
+        return (self.fn, tuple((k, typed(v)) for k, v in self.hyper))
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, Closure) and self._key() == other._key()
