@@ -350,7 +350,9 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
         img = each(lambda q: par.to_image(q, rng))(p)
         s, feats = each(lambda x: score_feats(params, obj, fit(tfm(key, x))))(img)
         pen = sum((each(f)(unit(img)) for f in penalties), jnp.zeros_like(s))
-        loss = jnp.sum(pen - s)
+        # several images: the mean over them, as Lucid's reduce_mean over its batch (a
+        # diversity weight then means what Lucid's does, whatever K)
+        loss = jnp.mean(pen - s)
         if div is not None:  # (only with several images)
             loss = loss + div.weight * _obj.diversity_penalty(feats)
         return loss, s
@@ -580,8 +582,9 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         start per image, ``(T, K, H, W, C)``.
       diversity: :func:`~jaxsal.diversity` ``(layer, weight=...)``: a penalty on the
         similarity of each unit's K images (the cosine similarity of their Gram matrices at
-        ``layer``, Lucid's ``diversity``), subtracted from the sum of their objectives;
-        needs ``images_per_unit >= 2``.
+        ``layer``, Lucid's ``diversity``), subtracted from the mean of their objectives
+        (with K images the loss is the mean over them of ``penalties - objective``, as
+        Lucid's objectives are means over its batch); needs ``images_per_unit >= 2``.
 
     Returns:
       :class:`MaximizeResult` with ``images (T, H, W, C)``, ``scores (T,)`` (on the returned

@@ -460,9 +460,11 @@ def diversity(layer: str, *, weight: float = 1.0, pre_activation: bool = False) 
     matrix ``G_k = A_k^T A_k`` of ``layer``'s activations ``A_k`` (positions x channels) is
     normalized to unit Frobenius norm, and the penalty is ``weight * sum_{i != j} <G_i, G_j> /
     K``, the mean over images of the summed cosine similarities to the others (0 for
-    orthogonal styles, ``K - 1`` for equal ones). It is subtracted from the objective, which
-    is maximized: Lucid's ``channel(l, n) - 1e2 * diversity(l)`` is
-    ``maximize(m, [n], layer=l, images_per_unit=4, diversity=jaxsal.diversity(l, weight=1e2))``.
+    orthogonal styles, ``K - 1`` for equal ones). It is subtracted from the mean of the K
+    images' objectives (Lucid's objectives are means over its batch), which is maximized:
+    Lucid's ``channel(l, n) - 1e2 * diversity(l)`` with ``batch=4`` is ``maximize(m, [n],
+    layer=l, images_per_unit=4, diversity=jaxsal.diversity(l, weight=1e2), regularizers=())``
+    (its parameterization and transforms aside).
 
     Args:
       layer: the layer whose activations are compared (an early layer compares textures, a
