@@ -964,17 +964,21 @@ def test_total_variation_of_one_row_or_column():
     assert np.all(np.asarray(res.scores) > 0.9 * np.maximum(np.asarray(w), 0).sum(0))
 
 
-def test_neuron_positions_follow_the_rounds_of_a_model_of_any_size():
+@pytest.mark.parametrize("transforms", [jaxsal.identity(), jaxsal.pad(4)],
+                         ids=["identity", "pad"])
+def test_neuron_positions_follow_the_rounds_of_a_model_of_any_size(transforms):
     """A model without a fixed input size runs the smaller multi-scale rounds at their own
     size. A neuron position, given for the final maps, is moved to the same place of each
     round's smaller maps; it was clamped to their edge, so the first rounds brightened the
-    bottom-right corner. Here the layer's maps are the image itself."""
+    bottom-right corner. A pad grows the maps: the position moves with the image's content
+    (it was read 4 pixels up and left, so another pixel was lit: review probe p5). Here the
+    layer's maps are the image itself."""
     m = jaxsal.FunctionModel(features=lambda p, x: x * p["s"],
                              head_fn=lambda p, a: a.mean(axis=(1, 2)),
                              params={"s": jnp.ones(())}, layer="f", input_shape=(None, None, 1))
     res = jaxsal.maximize(m, [jaxsal.neuron_objective("f", 0, (20, 12))], steps=20, key=0,
                           image_shape=(32, 32, 1), upscaling_steps=3, upscaling_factor=2.0,
-                          transforms=jaxsal.identity(), regularizers=(jaxsal.l2_decay(0.01),))
+                          transforms=transforms, regularizers=(jaxsal.l2_decay(0.01),))
     img = np.asarray(res.images[0, ..., 0])
     assert np.unravel_index(img.argmax(), img.shape) == (20, 12)
     np.testing.assert_allclose(res.scores[0], img[20, 12], rtol=1e-6)
@@ -987,6 +991,32 @@ def test_neuron_positions_follow_the_rounds_of_a_model_of_any_size():
                     (32, [[0, 20, 12], [0, -1, -1]])):
         got = _obj.positions_for(obj, {"f": (n, n, 1)}, {"f": (32, 32, 1)}).indices[0]
         np.testing.assert_array_equal(got, want)
+    # padded by 4: maps of n + 8, the content's cell shifted by 4 (the centre stays -1)
+    for n, want in ((8, [[0, 9, 7], [0, -1, -1]]), (32, [[0, 24, 16], [0, -1, -1]])):
+        got = _obj.positions_for(obj, {"f": (n + 8, n + 8, 1)}, {"f": (32, 32, 1)},
+                                 {"f": (n, n, 1)}).indices[0]
+        np.testing.assert_array_equal(got, want)
+
+
+def test_neuron_positions_of_a_fixed_size_model_follow_a_pad():
+    """A model of a fixed input size sees the padded image resized to its input: the
+    content shrinks about the centre by its share of the padded image (8 of 16 pixels), and
+    a position moves with it. It was read in the padding (pixel 7 of the resized 16-pixel
+    image: padded pixels 14-15), where the image has no gradient: nothing moved."""
+    m = jaxsal.FunctionModel(features=lambda p, x: x * p["s"],
+                             head_fn=lambda p, a: a.mean(axis=(1, 2)),
+                             params={"s": jnp.ones(())}, layer="f", input_shape=(8, 8, 1))
+    obj = jaxsal.neuron_objective("f", 0, (7, 6))
+    res = jaxsal.maximize(m, [obj], steps=10, key=0, transforms=jaxsal.pad(4),
+                          regularizers=(), parameterization=jaxsal.pixels(),
+                          optimizer=optax.sgd(20.0))
+    img = np.asarray(res.images[0, ..., 0])
+    assert img[7, 6] > 0.9 and np.median(img) < 0.6, img  # it started at 0.5
+    # the cell of pixel (7, 6) at half the size about the centre: (5, 5)
+    stacked = jaxsal.stack_objectives([obj, jaxsal.neuron_objective("f", 0, (0, 1))])
+    got = _obj.positions_for(stacked, {"f": (8, 8, 1)}, {"f": (8, 8, 1)}, {"f": (8, 8, 1)},
+                             (0.5, 0.5)).indices[0]
+    np.testing.assert_array_equal(got, [[0, 5, 5], [0, 2, 2]])
 
 
 

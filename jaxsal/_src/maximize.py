@@ -320,22 +320,41 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
     def map_shapes(acts, pre):  # a layer's pre-activation has the shape of its output
         return {**{k: v.shape for k, v in pre.items()}, **{k: v.shape for k, v in acts.items()}}
 
-    # a model without a fixed input size runs the smaller multi-scale rounds at their own
-    # size, where a layer's maps are smaller: neuron positions (given for the final maps) are
-    # moved to the same place of each round's maps instead of being clamped to their edge
-    final_maps = None
-    if fixed_hw is None and rounds > 1 and (needed or needed_pre):
-        final_maps = map_shapes(*jax.eval_shape(
-            lambda p, x: forward(p, x)[1:], m.params,
-            jax.ShapeDtypeStruct((H, W, C), jnp.float32)))
+    # neuron positions are given for the maps of the returned image (untransformed, final
+    # size). A model without a fixed input size runs the smaller multi-scale rounds at their
+    # own size, where a layer's maps are smaller, and a transform that pads the image grows
+    # them: a position is moved to the same place of the image's content in every round's
+    # (transformed) maps, instead of being clamped to their edge or read in the padding
+    maps_at: dict = {}
+
+    def maps_of(hw):  # {layer: shape} of the maps of an untransformed (hw) image
+        if hw not in maps_at:
+            maps_at[hw] = map_shapes(*jax.eval_shape(
+                lambda p, x: forward(p, fit(x))[1:], m.params,
+                jax.ShapeDtypeStruct((*hw, C), jnp.float32)))
+        return maps_at[hw]
+
+    def placed(obj, acts, pre, hw, tfm):
+        """``obj`` with its positions moved to these maps (``acts``, ``pre``) of the
+        round's image of size ``hw`` under ``tfm`` (``None``: untransformed)."""
+        if not _obj.has_positions(obj):
+            return obj
+        zoom = (1.0, 1.0)
+        if fixed_hw is not None and tfm is not None:
+            # the transformed image is resized to the model's input: a padded one's content
+            # shrinks about the centre by its share of the padded image
+            th, tw = jax.eval_shape(lambda x: tfm(jax.random.key(0), x),
+                                    jax.ShapeDtypeStruct((*hw, C), jnp.float32)).shape[:2]
+            zoom = (hw[0] / th, hw[1] / tw)
+        return _obj.positions_for(obj, map_shapes(acts, pre), maps_of((H, W)),
+                                  maps_of(hw), zoom)
 
     def score(params, obj, x):
-        return score_feats(params, obj, x)[0]
+        return score_feats(params, obj, x, (H, W), None)[0]
 
-    def score_feats(params, obj, x):  # the objective and the diversity layer's values
+    def score_feats(params, obj, x, hw, tfm):  # the objective and the diversity layer's values
         y, acts, pre = forward(params, x)
-        if final_maps is not None:
-            obj = _obj.positions_for(obj, map_shapes(acts, pre), final_maps)
+        obj = placed(obj, acts, pre, hw, tfm)
         feats = None if div is None else (pre if div.pre_activation else acts)[div.layer]
         return obj(y, acts, pre), feats
 
@@ -346,9 +365,9 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
     def unit(x):
         return (x - lo) / (hi - lo)
 
-    def loss_fn(p, params, obj, key, *, tfm):  # several images: (K, ...) variables
+    def loss_fn(p, params, obj, key, *, tfm, hw):  # several images: (K, ...) variables
         img = each(lambda q: par.to_image(q, rng))(p)
-        s, feats = each(lambda x: score_feats(params, obj, fit(tfm(key, x))))(img)
+        s, feats = each(lambda x: score_feats(params, obj, fit(tfm(key, x)), hw, tfm))(img)
         pen = sum((each(f)(unit(img)) for f in penalties), jnp.zeros_like(s))
         # several images: the mean over them, as Lucid's reduce_mean over its batch (a
         # diversity weight then means what Lucid's does, whatever K)
@@ -397,10 +416,10 @@ def _build(model_key: _ModelKey, head: str | None, needed: tuple, needed_pre: tu
                     img = each(lambda x: _tf.gaussian_blur(x, upscale_blur))(img)
                 p = from_image(img)
 
-            def step(carry, i, tfm=tfms[r]):
+            def step(carry, i, tfm=tfms[r], hw=hw):
                 p, state = carry
                 def loss_of(p, k=jax.random.fold_in(k_steps, i)):
-                    return loss_fn(p, params, obj, k, tfm=tfm)
+                    return loss_fn(p, params, obj, k, tfm=tfm, hw=hw)
 
                 (loss, s), g = jax.value_and_grad(loss_of, has_aux=True)(p)
                 updates, state = opt.update(g, state, p, value=loss, grad=g,

@@ -220,24 +220,51 @@ def _term(kind: str, a: Array, idx: Array, cossim_pow: float = 0.0) -> Array:
 _POSITION_AT = {"neuron": 1, "direction_neuron": 0}
 
 
-def positions_for(obj: Objective, shapes: Mapping[str, tuple],
-                  final: Mapping[str, tuple]) -> Objective:
+def has_positions(obj: Objective) -> bool:
+    """Whether ``obj`` has a term that reads one position of a layer's maps (a neuron)."""
+    return any(k in _POSITION_AT for k in obj.kinds)
+
+
+def positions_for(obj: Objective, shapes: Mapping[str, tuple], final: Mapping[str, tuple],
+                  content: Mapping[str, tuple] | None = None,
+                  zoom: Sequence[float] = (1.0, 1.0)) -> Objective:
     """``obj`` with its neuron positions, given for maps of the ``final`` shapes
-    (``{layer: (h, w, K)}``, or ``(L, K)``: the row alone), moved to the same relative place
-    of maps of ``shapes`` (the centre of the cell they fall in); centre positions (``-1``)
-    and maps of the final size are kept."""
+    (``{layer: (h, w, K)}``, or ``(L, K)``: the row alone), moved to the same place of the
+    image's content in maps of ``shapes``; centre positions (``-1``) are kept.
+
+    ``content``: the shapes of the maps of the image itself (the untransformed image of a
+    multi-scale round), when ``shapes`` are those of a transformed one (padded: larger maps),
+    else ``shapes``. A position is first moved to the same relative place of the ``content``
+    maps (the centre of the cell it falls in), then into ``shapes``, where the content is
+    centred and scaled by ``zoom`` (per spatial axis): ``floor((p + 0.5) * zoom + (n - m *
+    zoom) / 2)`` for maps of ``n`` cells and content maps of ``m``. With ``zoom=1`` (a model
+    of any size: a pad grows the maps) that is ``p`` shifted by half the growth, exact for a
+    symmetric pad of a multiple of the layer's stride; a fixed-size model sees the padded
+    image resized to its input, its content scaled by ``zoom = h / h_padded`` about the
+    centre of maps of the same size (to the nearest cell). Positions are clipped to the
+    maps."""
+    content = shapes if content is None else content
     indices = []
     for kind, layer, idx in zip(obj.kinds, obj.layers, obj.indices):
-        now, end = shapes.get(layer), final.get(layer)
-        ns = min(len(now), len(end)) - 1 if now is not None and end is not None else 0
+        now, mid, end = shapes.get(layer), content.get(layer), final.get(layer)
+        ns = (min(len(now), len(mid), len(end)) - 1
+              if now is not None and mid is not None and end is not None else 0)
         ns = min(ns, 2)  # the spatial axes a position reads: rows (and columns)
-        if kind in _POSITION_AT and ns > 0 and tuple(now[:ns]) != tuple(end[:ns]):
+        z = tuple(float(f) for f in zoom[:ns])
+        moves = ns > 0 and (tuple(mid[:ns]) != tuple(end[:ns])
+                            or tuple(now[:ns]) != tuple(mid[:ns]) or any(f != 1.0 for f in z))
+        if kind in _POSITION_AT and moves:
             at = _POSITION_AT[kind]
             pos = idx[..., at:at + ns]
             n_now = jnp.asarray(now[:ns], jnp.float32)
+            n_mid = jnp.asarray(mid[:ns], jnp.float32)
             n_end = jnp.asarray(end[:ns], jnp.float32)
-            moved = jnp.floor((pos.astype(jnp.float32) + 0.5) * n_now / n_end).astype(idx.dtype)
-            moved = jnp.clip(moved, 0, jnp.asarray(now[:ns], idx.dtype) - 1)
+            zf = jnp.asarray(z, jnp.float32)
+            # the cell of the content maps the position falls in, then its place in these
+            cell = jnp.floor((pos.astype(jnp.float32) + 0.5) * n_mid / n_end)
+            cell = jnp.clip(cell, 0, n_mid - 1)
+            moved = jnp.floor((cell + 0.5) * zf + (n_now - n_mid * zf) / 2)
+            moved = jnp.clip(moved, 0, n_now - 1).astype(idx.dtype)
             idx = jnp.concatenate([idx[..., :at], jnp.where(pos < 0, pos, moved),
                                    idx[..., at + ns:]], axis=-1)
         indices.append(idx)
@@ -312,7 +339,10 @@ def neuron_objective(layer: str, channel: int, position: tuple[int, int] | None 
     layer of one spatial axis (a Conv1D's ``(L, K)``: rows only); ``None`` takes the centre
     of the feature map (``(h // 2, w // 2)``, row ``L // 2``), and is the only position of a
     layer without spatial axes (Dense). A position outside the maps is refused by
-    :func:`jaxsal.maximize` with the valid range.
+    :func:`jaxsal.maximize` with the valid range. It is one of the maps of the returned
+    (untransformed, full-size) image: smaller multi-scale rounds and size-changing transforms
+    (``pad``, ``standard_transforms``) read it at the same place of the image's content
+    (:func:`positions_for`).
     ``pre_activation=True``: the value before the layer's fused activation (see
     :func:`channel_objective`). ``weight``: the term's weight in a sum of objectives (default 1).
     """
