@@ -108,8 +108,9 @@ def _last_build_args(model, targets):
     return (_max._ModelKey(model), "logits", obj.needed_layers, obj.needed_pre_layers, True,
             (28, 28, 1), (0.0, 1.0), 3, 1, 1.2, 0.0,
             _max._OptionKey(None), None, _max.DEFAULT_LEARNING_RATE, _max._OptionKey(()),
-            _max._OptionKey(PLAIN["transforms"]), len(targets), False, 1, None)  # unit_chunk: every unit of the MNIST model fits in one chunk;
-    # no seed, one image per unit, no diversity
+            _max._OptionKey(PLAIN["transforms"]), len(targets), False, 1, None)
+    # unit_chunk: every unit of the MNIST model fits in one chunk; no seed, one image per
+    # unit, no diversity
 
 
 def _linear(w):

@@ -308,11 +308,25 @@ def _compose(key: Array, image: Array, *, transforms: tuple) -> Array:
 
 
 def standard_transforms(image_size: int = 224, *, pad_value: float | None = None) -> Transform:
-    """The usual robustness stack (Olah et al. 2017), sized for ``image_size`` pixels.
+    """A robustness stack after Lucid's ``standard_transforms`` (Olah et al. 2017), sized for
+    ``image_size`` pixels; not Lucid's exactly.
 
-    For a 224-pixel image: pad 12, jitter 8, random scale in [0.9, 1.1], random rotation
-    within +-10 degrees, jitter 4. The pixel amounts scale with ``image_size / 224`` (at least
-    1 pixel). ``pad_value=None`` pads by reflection, otherwise with that constant.
+    For a 224-pixel image: ``pad(12)`` on every side (by reflection with
+    ``pad_value=None``, else with that constant, in the image's own units), ``jitter(8)`` (a
+    shift by an integer in [-8, 8] per axis, size kept), ``random_scale(0.9, 1.1)`` (a zoom
+    about the centre by a uniform factor, size kept), ``random_rotate(10.0)`` (a uniform
+    angle in [-10, 10] degrees, size kept), ``jitter(4)``. The pixel amounts scale with
+    ``image_size / 224`` (at least 1 pixel); the image comes out 2 x 12 pixels larger
+    (``(h + 24, w + 24)`` at 224; a fixed-size model resizes it to its input).
+
+    Lucid's stack pads with the constant 0.5 (``pad_value=0.5`` for images in [0, 1] gives
+    that pad); its ``jitter(d)`` is a random crop d pixels smaller (offsets 0..d: shifts of
+    +-d/2 about the centre, half of these); its scale picks one of 0.90, 0.92, ..., 1.10 and
+    resizes the image (the size changes with it); its rotation picks a whole degree in
+    [-10, 10], 0 six times as likely, reads the nearest pixel (here: bilinear) and fills the
+    corners with 0 (here: the nearest edge pixel). Its output is about 12 pixels larger,
+    times the scale. A random output size cannot be traced with static shapes, so that
+    stack is not offered.
     """
     image_size = check_count(image_size, "standard_transforms", "image_size", low=1)
     if pad_value is not None:
