@@ -483,6 +483,91 @@ def test_resume_recomputes_the_finished_chunks_whose_inputs_changed(tmp_path, mo
     np.testing.assert_allclose(out, np.asarray(model(other)), rtol=1e-5, atol=1e-5)
 
 
+def _doubled(model, x, targets=None):
+    """A method of one's own that compiles nothing: maps ``2 x`` (NaN where ``x`` is)."""
+    _doubled.calls.append(len(x))
+    return 2 * np.asarray(x, np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A model of 4 features and 3 classes, for jobs of a method that never calls it."""
+    return jaxsal.FunctionModel(lambda p, x: x @ p, np.ones((4, 3), np.float32))
+
+
+@pytest.mark.parametrize("how", ["stopped", "torn", "keep_going", "stopped, numpy's header"])
+def test_a_finished_job_resumed_on_changed_inputs_reads_as_unfinished(tmp_path, tiny,
+                                                                      monkeypatch, how):
+    """A finished job run again on inputs changed in chunks 1 and 2 recomputes them; it
+    wrote their rows into a file whose header and progress file still said finished, so
+    np.load, jaxsal's unfinished() and `jaxsal evaluate`'s check (against the old inputs) read
+    a mix of old and new maps as finished: stopped after chunk 1, killed half-way through
+    writing it ("torn"), or a chunk left out by keep_going (whose error says the file "reads
+    as unfinished"). Before any row is written, the file is marked unfinished again and the
+    progress file lists only the chunks kept; also in a file whose header (NumPy's, of a
+    jaxsal before the mark) has no room for the mark, which is rewritten whole."""
+    import jaxsal._src.batch as batch
+    from jaxsal._src.job_files import marked_unfinished
+
+    x = np.random.RandomState(0).randn(12, 4).astype(np.float32)
+    path = tmp_path / "maps.npy"
+    _doubled.calls = []
+    jaxsal.explain_to_file(_doubled, tiny, x, path, batch_size=4)
+    if how.endswith("numpy's header"):
+        np.save(path, np.load(path))  # (its header padded to 128 bytes: no room for the mark)
+    new = x.copy()
+    new[5] += 1.0
+    new[9] = np.nan if how == "keep_going" else new[9] + 1.0
+    _doubled.calls = []
+    if how == "torn":
+        def torn(out, lo, hi, maps):  # killed with half the chunk's rows on the disk
+            out[lo:lo + 2] = maps[:2]
+            out.flush()
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(batch, "_write", torn)
+    with pytest.raises(jaxsal.IncompleteJob if how == "keep_going" else KeyboardInterrupt):
+        jaxsal.explain_to_file(_doubled, tiny, new, path, batch_size=4, keep_going=True,
+                               on_chunk=stop_after(2) if how.startswith("stopped") else None)
+    monkeypatch.undo()
+    kept = {"torn": 1}.get(how, 2)  # chunk 0, and chunk 1 where it was written whole
+    assert unfinished(path)[:2] == (kept, 3) and marked_unfinished(path)
+    rows = rows_of(path)  # (checks that np.load refuses it)
+    np.testing.assert_array_equal(rows[:4 * kept], 2 * new[:4 * kept])
+    _doubled.calls = []
+    new[9] = x[9] + 1.0
+    out = jaxsal.explain_to_file(_doubled, tiny, new, path, batch_size=4)
+    assert _doubled.calls == [4] * (3 - kept)  # the chunks not yet recomputed
+    np.testing.assert_array_equal(np.load(path), 2 * new)
+    np.testing.assert_array_equal(out, 2 * new)
+    assert unfinished(path) is None and not marked_unfinished(path)
+
+
+def test_a_job_starting_over_leaves_the_old_file_to_its_readers(tmp_path, tiny):
+    """A job that starts over at a finished job's path (overwrite=True) opened the file in
+    place, truncating it under what still reads it: the memory map the first job returned
+    and an np.load(mmap_mode="r") of it (`jaxsal evaluate`'s MAPS) read the new job's rows
+    and zeros (a smaller new file: SIGBUS). The new file is made beside it and put in place:
+    they keep the old values, stopped or finished, and the path holds the new job's."""
+    x = np.random.RandomState(0).randn(8, 4).astype(np.float32)
+    path = tmp_path / "maps.npy"
+    _doubled.calls = []
+    first = jaxsal.explain_to_file(_doubled, tiny, x, path, batch_size=4)
+    held = np.load(path, mmap_mode="r")
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(_doubled, tiny, -x, path, batch_size=4, resume=False,
+                               overwrite=True, on_chunk=stop_after(1))
+    np.testing.assert_array_equal(first, 2 * x)
+    np.testing.assert_array_equal(held, 2 * x)
+    assert unfinished(path)[:2] == (1, 2)
+    np.testing.assert_array_equal(rows_of(path)[:4], -2 * x[:4])
+    out = jaxsal.explain_to_file(_doubled, tiny, -x, path, batch_size=4, resume=False,
+                                 overwrite=True)
+    np.testing.assert_array_equal(out, -2 * x)
+    np.testing.assert_array_equal(first, 2 * x)
+    assert sorted(os.listdir(tmp_path)) == ["maps.npy", "maps.npy.progress.json"]
+
+
 def test_a_symbolic_link_to_a_job_s_output_is_that_job_s_file(tmp_path, model, digits):
     """Through a symbolic link, another job's output (found by its progress file, named after
     it) is still its: it reads as unfinished, and a job writing the link is refused before any
@@ -652,8 +737,10 @@ def test_a_disk_full_while_recording_progress_says_what_is_kept(tmp_path, model,
 
     def full(fd):  # (where a file system reports a full disk of delayed writes)
         calls.append(fd)
-        if len(calls) == 5:  # the file and the folder at the start (no chunk done) and
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # after chunk 0; chunk 1
+        # the progress file and the folder at the start (no chunk done), the new .npy's
+        # header and the folder, the progress file and the folder after chunk 0; chunk 1's
+        if len(calls) == 7:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd)
 
     path = tmp_path / "maps.npy"
@@ -707,7 +794,7 @@ def test_a_new_file_reads_as_unfinished_from_its_creation(tmp_path, model, digit
     jaxsal.explain_to_file(Counting(), model, digits, path, batch_size=8)
     assert unfinished(path) is None
 
-    def stopped(path):
+    def stopped(path, name=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(job_files, "_allocate", stopped)  # called as the new .npy is created
@@ -729,7 +816,8 @@ def test_a_folder_made_read_only_while_a_job_runs_says_so(tmp_path, model, digit
     real, calls = os.replace, []
 
     def denied(src, dst):
-        calls.append(dst)
+        if str(dst).endswith(".progress.json"):  # (not the new .npy put in place)
+            calls.append(dst)
         if len(calls) == 2:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), dst)
         return real(src, dst)

@@ -28,11 +28,15 @@ finished and computes the chunks of the others; the inputs' values are checked c
 since is computed again). A run whose signature differs otherwise is another job: where the
 file holds finished work (a finished job's maps, finished chunks, an array no progress file
 lists) it is refused unless ``overwrite=True`` (``job_files.check_replaceable``); it then
-starts over, and replaces that sidecar with its own (no chunk finished) before it rewrites
-the ``.npy`` (a run stopped between the two never leaves an old job's progress over another
-job's chunks, and the new file reads as unfinished). Until its last row is written, the
-``.npy``'s header carries a key NumPy refuses (``job_files.UNFINISHED_KEY``), so ``np.load``
-never reads a half-written file as finished maps.
+starts over, and replaces that sidecar with its own (no chunk finished) before it makes
+the new ``.npy`` (a run stopped between the two never leaves an old job's progress over another
+job's chunks, and the new file reads as unfinished), which it makes beside the old one and
+renames onto it (``job_files.create_maps``: what still reads the old file keeps its values).
+Until its last row is written, the ``.npy``'s header carries a key NumPy refuses
+(``job_files.UNFINISHED_KEY``), so ``np.load`` never reads a half-written file as finished
+maps; a resumed job whose file had all its rows (a finished job run again on inputs changed in
+some chunks) marks it so again (``job_files.mark_unfinished``) and records the chunks it keeps
+before it writes any row.
 
 While it runs, a job holds a lock on ``path + ".lock"`` (:mod:`jaxsal._src.job_lock`): a second
 job writing the same file fails at once. A file that another job's sidecar lists as its output
@@ -59,7 +63,8 @@ from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
 from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_progress,
                                    _record, _replace_json, check_not_another_jobs,
                                    FORMAT, check_replaceable, create_maps,
-                                   mark_finished, open_maps, resumable, write_fix)
+                                   mark_finished, mark_unfinished, open_maps, resumable,
+                                   write_fix)
 from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids,
                                     _check_options, _check_targets, _chunk_options,
                                     _chunk_targets, _implicit_offset, _rows, _several,
@@ -697,10 +702,21 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                                             kept if isinstance(kept, dict) else None,
                                             batch_size))
             done.update(digests)
-            if rebatch or (made_for is not None and any(prog.get(k) != v
-                                                        for k, v in made_for.items())):
-                # the job's progress at this batch size from now on; what its maps were made
-                # for, where a jaxsal before did not record it (for `jaxsal evaluate` to check)
+            if len(done) < n_chunks:
+                # rows will be written: the files read as unfinished before any is (a
+                # finished job whose inputs changed in some chunks held finished maps; a
+                # file of a jaxsal before the mark), so that neither np.load nor a run
+                # stopped while writing them passes off old and new rows as finished maps
+                for f in files:
+                    if mark_unfinished(f):  # (made again, with room for the mark)
+                        out[f] = open_maps(f)
+            if (rebatch or sorted(done) != prog.get("done")
+                    or (made_for is not None and any(prog.get(k) != v
+                                                     for k, v in made_for.items()))):
+                # the job's progress at this batch size from now on; the chunks kept, before
+                # the rows of those whose inputs changed are written again (its progress file
+                # listed them); what its maps were made for, where a jaxsal before did not
+                # record it (for `jaxsal evaluate` to check)
                 save_progress()
     resumed = out is not None
     # starting over: never onto a file holding finished work, unless told to (for several

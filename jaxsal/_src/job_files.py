@@ -23,7 +23,6 @@ import contextlib
 import errno
 import json
 import os
-import stat
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -408,23 +407,11 @@ def write_fix(e: OSError) -> str:
     return "free some space" if e.errno in _NO_ROOM else "make its folder writable"
 
 
-def _detach(path: str) -> None:
-    """Remove the file at ``path`` where it is a hard link, one of several names of a file
-    (not a symbolic link: that stays one), before a job starting over creates its own there:
-    opened in place, the file's other names (another job's output, ``ln maps.npy new.npy``)
-    would get this job's rows while their progress file vouched for them."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-        os.remove(path)
-
-
-def _allocate(path: str) -> None:
+def _allocate(path: str, name: str | None = None) -> None:
     """Reserve the disk space of the whole ``.npy`` at ``path`` (``open_memmap`` leaves it
     sparse): on a disk that cannot hold it, the job fails now with a clear error rather than
-    dies of SIGBUS (a "Bus error", no message) when a later chunk writes to the memory map."""
+    dies of SIGBUS (a "Bus error", no message) when a later chunk writes to the memory map.
+    ``name``: the file to name in that error (the one being made under a temporary name)."""
     if not hasattr(os, "posix_fallocate"):  # (macOS, Windows: left sparse, as before)
         return
     size = os.path.getsize(path)
@@ -433,7 +420,7 @@ def _allocate(path: str) -> None:
         os.posix_fallocate(fd, 0, size)
     except OSError as e:
         if e.errno in _NO_ROOM:
-            raise OSError(e.errno, f"cannot reserve the {size:,} bytes of {path} on its disk "
+            raise OSError(e.errno, f"cannot reserve the {size:,} bytes of {name or path} on its disk "
                           f"({e.strerror}): the maps of the whole job need them; free some "
                           "space or write to another disk") from None
         # EOPNOTSUPP, EINVAL...: a file system that cannot reserve space; left sparse
@@ -494,36 +481,99 @@ def marked_unfinished(path: str | os.PathLike) -> bool:
         return False
 
 
-def create_maps(path: str, dtype: Any, shape: tuple) -> np.memmap:
-    """Create the ``.npy`` at ``path`` for ``(N, ...)`` maps of ``dtype``, its disk space
-    reserved (:func:`_allocate`), marked unfinished (:data:`UNFINISHED_KEY`; see
-    :func:`mark_finished`), and return it memory-mapped for writing (rows of zeros). A hard
-    link at ``path`` is removed first (:func:`_detach`): its other names keep their file."""
+def _marked_header(dtype: np.dtype, shape: tuple) -> bytes:
+    """The bytes of a ``.npy`` header for ``shape`` of ``dtype`` marked unfinished
+    (:data:`UNFINISHED_KEY`), padded, as NumPy pads, so that the data start at a multiple of
+    64 bytes (the finished header, :func:`mark_finished`, is padded to the same length)."""
     import struct
 
-    _detach(path)
-
-    dtype = np.dtype(dtype)
-    descr = np.lib.format.dtype_to_descr(dtype)
-    marked = _header_text(descr, shape, True)
-    # (a header's text, padded with spaces and ended by a newline, makes the data start at
-    # a multiple of 64 bytes: NumPy's alignment; the finished header is padded to the same)
+    marked = _header_text(np.lib.format.dtype_to_descr(dtype), shape, True)
     size = 2 if len(marked) + 12 < 65536 else 4
     start = 8 + size
     length = -(-(start + len(marked) + 1) // 64) * 64 - start
-    header = _MAGIC + bytes([1 if size == 2 else 2, 0]) + struct.pack(
+    return _MAGIC + bytes([1 if size == 2 else 2, 0]) + struct.pack(
         "<H" if size == 2 else "<I", length) + (marked.ljust(length - 1) + "\n").encode("latin1")
+
+
+def _new_maps(path: str, dtype: Any, shape: tuple,
+              fill: Callable[[np.memmap], None] | None = None) -> np.memmap:
+    """Put a new ``.npy`` for ``shape`` maps of ``dtype`` at ``path``, marked unfinished, its
+    disk space reserved, and return it memory-mapped for writing.
+
+    The file is made under a temporary name beside it (``path + ".new"``: its header synced,
+    then ``fill(rows)`` where given, the rows synced) and ``os.replace`` puts it at ``path``:
+    the file that was there (its inode) is never truncated or written, so what still reads it
+    (a memory map an earlier job returned, ``np.load(mmap_mode="r")``, another name of it, a
+    hard link) keeps its values, and a process stopped at any point leaves either the old
+    file or the whole new one at ``path``. A symbolic link at ``path`` stays one: the file it
+    points to is replaced. On any error the temporary file is removed and ``path`` is left as
+    it was."""
+    real = os.path.realpath(path)
+    tmp = real + ".new"
+    dtype = np.dtype(dtype)
+    header = _marked_header(dtype, shape)
     count = int(np.prod(shape, dtype=np.int64))
     try:
-        with open(path, "wb") as fh:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)  # (a stopped run's: only this name, never the file it may be)
+        with open(tmp, "xb") as fh:
             fh.write(header)
             fh.truncate(len(header) + count * dtype.itemsize)
-        _allocate(path)
-    except OSError:  # (a full disk: this job's new file, nothing in it, not left behind)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _allocate(tmp, name=path)
+        if fill is not None:
+            rows = np.memmap(tmp, dtype=dtype, mode="r+", offset=len(header), shape=shape)
+            fill(rows)
+            rows.flush()
+            del rows
+        os.replace(tmp, real)
+    except BaseException:  # (also Ctrl-C: this job's new file, not left behind)
         with contextlib.suppress(OSError):
-            os.remove(path)
+            os.remove(tmp)
         raise
-    return np.memmap(path, dtype=dtype, mode="r+", offset=len(header), shape=tuple(shape))
+    _sync_folder(os.path.dirname(real))
+    return np.memmap(real, dtype=dtype, mode="r+", offset=len(header), shape=tuple(shape))
+
+
+def create_maps(path: str, dtype: Any, shape: tuple) -> np.memmap:
+    """Create the ``.npy`` at ``path`` for ``(N, ...)`` maps of ``dtype``, its disk space
+    reserved (:func:`_allocate`), marked unfinished (:data:`UNFINISHED_KEY`; see
+    :func:`mark_finished`), and return it memory-mapped for writing (rows of zeros). A file
+    at ``path`` is replaced, not rewritten (:func:`_new_maps`): its readers and its other
+    names keep its values."""
+    return _new_maps(path, dtype, tuple(shape))
+
+
+def mark_unfinished(path: str) -> bool:
+    """Put :data:`UNFINISHED_KEY` back into the header of a job's ``.npy`` at ``path`` before
+    the job writes rows into it again (a finished job resumed on inputs changed in some
+    chunks: its file held finished maps), so that ``np.load`` refuses it until the last row
+    is written (:func:`mark_finished`). In place (synced) where the header's padding has
+    room for the key (every file of this jaxsal); else (NumPy's own header, of a jaxsal
+    before the mark) the file is made again with room for it, its rows copied, and replaced
+    (:func:`_new_maps`). Returns whether the file was replaced (a memory map of it must then
+    be opened again). Nothing is done to a file already marked."""
+    d, start, length, _ = _read_header(path)
+    if UNFINISHED_KEY in d:
+        return False
+    text = _header_text(d["descr"], d["shape"], True)
+    if len(text) < length and not d["fortran_order"]:
+        with open(path, "r+b") as fh:
+            fh.seek(start)
+            fh.write((text.ljust(length - 1) + "\n").encode("latin1"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        return False
+    old = open_maps(path, mode="r")
+
+    def copy(rows: np.memmap) -> None:
+        step = max(1, 2**26 // max(1, old[:1].nbytes))  # (about 64 MiB at a time)
+        for i in range(0, len(old), step):
+            rows[i:i + step] = old[i:i + step]
+
+    _new_maps(path, old.dtype, tuple(old.shape), copy)
+    return True
 
 
 def open_maps(path: str, mode: str = "r+") -> np.memmap:
