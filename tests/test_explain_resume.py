@@ -293,6 +293,97 @@ def test_unstable_option_needs_resume_false(tmp_path, linear, xs):
     assert out.shape == (6, 5, 5)
 
 
+class _Opaque:
+    """An object with no stable description (its repr names its address)."""
+
+    def __call__(self, v):
+        return v
+
+
+def test_a_keras_model_s_own_relu_and_rules_are_part_of_the_job(mnist):
+    """A KerasModel's ReLU of one's own (with_relu) was recorded by its name alone
+    ("custom"): a softplus model's job resumed over a leaky-ReLU model's chunks, and the
+    rules of with_rules were not recorded at all. They are described by their code and
+    closure values, as a FunctionModel's; the named rules (guided...) by their name, as
+    before; one of no stable description cannot resume."""
+    from jaxsal._src.job_signature import _Unstable, model_fingerprint
+
+    softplus = model_fingerprint(mnist.with_relu(jax.nn.softplus))
+    assert softplus != model_fingerprint(mnist.with_relu(lambda v: jax.nn.leaky_relu(v, 0.3)))
+    assert softplus == model_fingerprint(mnist.with_relu(jax.nn.softplus))
+    for named in (mnist, mnist.with_backprop("guided")):
+        assert set(model_fingerprint(named)) == set(model_fingerprint(mnist))
+    doubled = [model_fingerprint(mnist.with_rules(elementwise=lambda f, x, k=k: f(x) * k))
+               for k in (2.0, 3.0)]
+    assert doubled[0] != doubled[1] and model_fingerprint(mnist) not in doubled
+    with pytest.raises(_Unstable):
+        model_fingerprint(mnist.with_relu(_Opaque()))
+
+
+def _flatten(scale):
+    """A converter of one's own for Keras's Flatten, scaling its values by ``scale``."""
+    from model_import import LayerImpl
+
+    def converter(config, ctx):
+        return LayerImpl(call=lambda p, x, *, rt: x.reshape(len(x), -1) * scale)
+
+    return converter
+
+
+def test_a_converter_of_one_s_own_is_part_of_the_job(fixtures_dir):
+    """The architecture's hash recorded each layer's class and config, not the converter of
+    one's own that computes it (custom_layers=, register_layer): a job of a model loaded
+    with a fixed converter resumed over the chunks of one loaded with a wrong one."""
+    from model_import import load_keras
+    from jaxsal._src.job_signature import model_fingerprint
+
+    path = fixtures_dir / "mnist_cnn_keras3.keras"
+    prints = [model_fingerprint(load_keras(path, custom_layers={"Flatten": _flatten(k)}))
+              for k in (1.0, 2.0, 2.0)]
+    assert prints[0] != prints[1] and prints[1] == prints[2]
+    assert prints[0] != model_fingerprint(load_keras(path))
+
+
+def _wrapper_of(method):
+    def wrapped(model, x, targets=None):
+        return method(model, x, targets)
+
+    return wrapped
+
+
+def _wrapper_on(other):
+    def wrapped(model, x, targets=None):
+        return jaxsal.saliency(other, x, targets)
+
+    return wrapped
+
+
+def test_the_functions_and_models_a_method_closes_over_are_part_of_the_job(tmp_path, linear,
+                                                                           xs):
+    """A method of one's own closing over a method or a model (a wrapper) was described by
+    its code alone: wrappers of saliency and gradient x input, or on models of other
+    weights, were the same job, and resumed over each other's chunks. The functions are
+    described as methods (their code and settings), the models by their fingerprint; one of
+    no stable description asks for resume=False."""
+    from jaxsal._src.job_signature import _method_description
+
+    def sig(method):
+        return _signature(method, linear, xs, {}, 1, 3)
+
+    assert sig(_wrapper_of(jaxsal.saliency)) != sig(_wrapper_of(jaxsal.gradient_x_input))
+    assert sig(_wrapper_of(jaxsal.saliency)) == sig(_wrapper_of(jaxsal.saliency))
+    assert sig(_wrapper_of(_wrapper_of(jaxsal.saliency))) != sig(
+        _wrapper_of(_wrapper_of(jaxsal.gradient_x_input)))
+    other = linear.with_params(2 * linear.params)
+    assert sig(_wrapper_on(linear)) != sig(_wrapper_on(other))
+    assert sig(_wrapper_on(other)) == sig(_wrapper_on(linear.with_params(2 * linear.params)))
+    _method_description(_wrapper_of(_wrapper_of))  # (a function reading itself: described)
+    opaque = jaxsal.FunctionModel(lambda p, v, f=_Opaque(): f(v) @ p, linear.params)
+    with pytest.raises(TypeError, match="resume=False"):
+        jaxsal.explain_to_file(_wrapper_on(opaque), linear, xs, tmp_path / "o.npy",
+                               targets=1, batch_size=3)
+
+
 def test_other_input_shape_starts_over_and_a_replaced_file_is_refused(tmp_path, xs):
     fm = jaxsal.FunctionModel(lambda p, xx: xx.mean(axis=(1, 2)) @ p, jnp.ones((1, 3)))
     path = tmp_path / "shape.npy"

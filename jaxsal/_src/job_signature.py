@@ -2,10 +2,11 @@
 
 A job's signature is a hash of a stable description of the method (a function of one's own
 also by the settings it reads: its closure's numbers, strings, arrays and tuples, its
-defaults of those kinds, and the module-level values it reads; a callable object's or a bound
-method's attributes alike, and its class's that its code reads through ``self``), the
-model (its class, head, output selection, backward rule, the Keras backend it follows,
-architecture and a hash of every weight), the inputs' count, shape and dtype (each input's, by
+defaults of those kinds, the functions and models it closes over, and the module-level values
+it reads; a callable object's or a bound method's attributes alike, and its class's that its
+code reads through ``self``), the model (its class, head, output selection, backward rule (a
+ReLU and rules of one's own by their code), the Keras backend it follows, architecture (with
+the converters of one's own) and a hash of every weight), the inputs' count, shape and dtype (each input's, by
 its name, for several; not their values, which the job checks chunk by chunk by a hash of each
 finished chunk's inputs), the targets, every option (arrays by a hash of their bytes, shape and
 dtype, but those of one row per input, sliced with the inputs, by their rows' shape and dtype,
@@ -127,8 +128,7 @@ def _describe(v: Any, depth: int = 0) -> Any:
         return out
     if isinstance(v, (types.BuiltinFunctionType, np.ufunc)):
         return {"builtin": _qualname(v) if not isinstance(v, np.ufunc) else f"numpy.{v.__name__}"}
-    if (not isinstance(v, type) and hasattr(v, "params")
-            and callable(getattr(v, "apply", None))):  # a model a function closes over
+    if _is_model(v):  # a model a function closes over
         return {"model": model_fingerprint(v)}  # its weights too, not only its repr
     if dataclasses.is_dataclass(v):  # jaxsal.class_score / jaxsal.neuron and the like
         return {"type": _qualname(type(v)),
@@ -141,6 +141,13 @@ def _describe(v: Any, depth: int = 0) -> Any:
     if " at 0x" in r or " object at " in r:
         raise _Unstable(f"a {_qualname(type(v))} ({r[:80]})")
     return {"type": _qualname(type(v)), "repr": r}
+
+
+def _is_model(v: Any) -> bool:
+    """Whether ``v`` is a model (an object with ``params`` and an ``apply`` function: a
+    :class:`jaxsal.FunctionModel`, a ``KerasModel``), described by its fingerprint."""
+    return (not isinstance(v, type) and hasattr(v, "params")
+            and callable(getattr(v, "apply", None)))
 
 
 #: Module-level values a function reads that its job signature records (numbers, strings,
@@ -193,14 +200,34 @@ def _params_digest(params: Any) -> str:
     return h.hexdigest()
 
 
+def _user_converters(graph: Any, prefix: str = "", depth: int = 0) -> dict:
+    """``{layer path: description}`` of the layers of an imported model's ``graph`` (and of
+    the models nested in it) that a converter of the user's computes (``custom_layers=``,
+    ``register_layer``: ``LayerSpec.user_converter``): its ``LayerImpl`` (its functions by
+    their code, constants and closure values), which a layer's class and config do not
+    tell; :class:`_Unstable` where it has no stable description."""
+    if depth > _MAX_DEPTH:
+        raise _Unstable("a model nested too deeply")
+    out = {}
+    for name, spec in (getattr(graph, "layers", {}) or {}).items():
+        impl = getattr(spec, "impl", None)
+        if getattr(spec, "user_converter", False):
+            out[f"{prefix}{name}"] = _describe(impl)
+        sub = getattr(impl, "subgraph", None)
+        if sub is not None:
+            out.update(_user_converters(sub, f"{prefix}{name}/", depth + 1))
+    return out
+
+
 def _graph_digest(graph: Any) -> str:
     """A hash of an imported model's architecture: its layers (class and Keras config), the
-    calls that connect them, its inputs and outputs."""
+    calls that connect them, its inputs and outputs, and the converters of the user's that
+    compute some of its layers (:func:`_user_converters`)."""
     def default(o):
         return _describe(o)
 
     layers = getattr(graph, "layers", {}) or {}
-    blob = json.dumps({
+    record = {
         "name": getattr(graph, "name", None), "class": getattr(graph, "class_name", None),
         "layers": [[str(k), getattr(s, "class_name", None), getattr(s, "config", None)]
                    for k, s in layers.items()],
@@ -209,19 +236,44 @@ def _graph_digest(graph: Any) -> str:
         "outputs": repr(getattr(graph, "outputs", None)),
         "input_shapes": repr(getattr(graph, "input_shapes", None)),
         "input_dtypes": repr(getattr(graph, "input_dtypes", None)),
-    }, sort_keys=True, default=default)
+    }
+    converters = _user_converters(graph)
+    if converters:  # (left out when none: the signatures of jobs before stay valid)
+        record["converters"] = converters
+    blob = json.dumps(record, sort_keys=True, default=default)
     if " at 0x" in blob:
         raise _Unstable("the model's architecture")
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+def _runtime_rules(runtime: Any, relu_mode: Any) -> dict:
+    """``{field: description}`` of the choices of an imported model's ``runtime``
+    (``model_import``'s ``Runtime``) other than its defaults: a ReLU of one's own
+    (``with_relu``; the one ``relu_mode`` names, ``with_backprop("guided")``, is told by that
+    name) and the rules of ``with_rules``, by their code and closure values;
+    :class:`_Unstable` where one has no stable description."""
+    if runtime is None or not dataclasses.is_dataclass(runtime):
+        return {}
+    from jaxsal._src.guided import RELU_MODES, relu_for_mode
+
+    named = relu_for_mode(relu_mode) if relu_mode in RELU_MODES[1:] else None
+    out = {}
+    for field in dataclasses.fields(runtime):
+        value = getattr(runtime, field.name)
+        if value is field.default or (field.name == "relu" and value is named):
+            continue
+        out[field.name] = _describe(value)
+    return out
 
 
 def model_fingerprint(model: Any) -> dict:
     """A description of the function ``model`` computes that is the same in every process:
     its class, head, output selection, backward rule and layout, the Keras version and the
     backend it follows (``load_keras(keras_backend=)``), its architecture (an
-    imported model's layers and connections; a :class:`jaxsal.FunctionModel`'s functions by
-    their code, constants and closure values) and a hash of all its weights (about 1 s per GB
-    of weights)."""
+    imported model's layers and connections, the converters of one's own among them, its
+    ReLU of one's own and its rules, ``with_relu``/``with_rules``; a
+    :class:`jaxsal.FunctionModel`'s functions by their code, constants and closure values)
+    and a hash of all its weights (about 1 s per GB of weights)."""
     m = base.as_model(model)
     desc: dict = {"type": _qualname(type(m))}
     for attr in ("head", "relu_mode", "output_index", "channels_last_view", "data_format",
@@ -232,6 +284,9 @@ def model_fingerprint(model: Any) -> dict:
     graph = getattr(m, "graph", None)
     if graph is not None:
         desc["graph"] = _graph_digest(graph)
+        rules = _runtime_rules(getattr(m, "runtime", None), getattr(m, "relu_mode", None))
+        if rules:  # (left out when none: the signatures of jobs before stay valid)
+            desc["rules"] = rules
     elif isinstance(m, base.FunctionModel):
         desc.update(fn=_describe(m.fn), features=_describe(m.features),
                     head_fn=_describe(m.head_fn), layer=m.layer_name, relu_kwarg=m.relu_kwarg)
@@ -252,16 +307,46 @@ _SETTINGS = (bool, int, float, complex, str, bytes, np.ndarray, jax.Array, np.ge
              tuple, frozenset, type(None))
 
 
-def _method_settings(fn: types.FunctionType) -> dict:
+def _setting(value: Any, seen: tuple) -> Any:
+    """The description of a value a method of one's own closes over (or a callable object's
+    attribute), or None where it is no setting but state, left out (a list, a call log
+    object): numbers, strings, arrays and tuples (None where they have no stable
+    description, as before); a model by its fingerprint; a function or other callable (a
+    wrapped method, a score function) as a method is (:func:`_method_description`: its code
+    and the settings it reads in turn). :class:`_Unstable` for a model or callable of no
+    stable description. ``seen``: the functions being described, which a function that
+    reads itself (a recursive one) is not described again by."""
+    if isinstance(value, _SETTINGS):
+        with contextlib.suppress(_Unstable):
+            return _describe(value)
+        return None
+    if _is_model(value):
+        return {"model": model_fingerprint(value)}
+    if callable(value) and not isinstance(value, type):
+        if dataclasses.is_dataclass(value):
+            return _describe(value)  # (jaxsal.class_score(3): by its fields)
+        if any(value is f for f in seen):
+            return {"reads itself": _qualname(value)}
+        return _method_description(value, seen)
+    return None
+
+
+def _method_settings(fn: types.FunctionType, seen: tuple = ()) -> dict:
     """The settings a method function of one's own reads: its closure's numbers, strings,
-    arrays and tuples, and the module-level values it (or a function it calls) reads, as a
-    score function's (:func:`_global_data`); values with no stable description are left
-    out, as the closure's lists and objects."""
+    arrays and tuples, the functions and models it closes over (a wrapper's method or
+    model: :func:`_setting`), and the module-level values it (or a function it calls)
+    reads, as a score function's (:func:`_global_data`); values with no stable description
+    are left out, as the closure's lists and objects, except functions and models
+    (:class:`_Unstable`)."""
+    if len(seen) > _MAX_DEPTH:
+        raise _Unstable("a method nested too deeply")
+    seen = (*seen, fn)
     out = {}
     for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
-        if _filled(cell) and isinstance(cell.cell_contents, _SETTINGS):
-            with contextlib.suppress(_Unstable):
-                out[f"closure {name}"] = _describe(cell.cell_contents)
+        if _filled(cell):
+            value = _setting(cell.cell_contents, seen)
+            if value is not None:
+                out[f"closure {name}"] = value
     code = fn.__code__
     positional = code.co_varnames[:code.co_argcount]
     defaults = fn.__defaults__ or ()
@@ -292,9 +377,14 @@ def _named(method: Callable, options: dict) -> dict:
             for k, v in options.items()}
 
 
-def _method_description(method: Callable) -> Any:
+def _method_description(method: Callable, seen: tuple = ()) -> Any:
+    """A method's description in its job's signature: its name and code, and for one of
+    one's own the settings it reads (:func:`_method_settings`); ``seen``: as there."""
+    if len(seen) > _MAX_DEPTH:
+        raise _Unstable("a method nested too deeply")
     if isinstance(method, functools.partial):
-        return {"partial": _method_description(method.func), "args": _describe(method.args),
+        return {"partial": _method_description(method.func, seen),
+                "args": _describe(method.args),
                 "kw": _describe(_named(method, method.keywords))}
     if isinstance(method, types.FunctionType):
         # its name and code; not jaxsal's own defaults (jaxsal.smoothgrad's sentinel) nor
@@ -303,7 +393,7 @@ def _method_description(method: Callable) -> Any:
         # or have one as a default (below)
         desc = {"fn": _qualname(method), "body": _code(method.__code__, 0)}
         if not (method.__module__ or "").startswith("jaxsal"):
-            settings = _method_settings(method)
+            settings = _method_settings(method, seen)
             if settings:  # (left out when empty: the signatures of jobs before stay valid)
                 desc["settings"] = settings
         return desc
@@ -316,13 +406,14 @@ def _method_description(method: Callable) -> Any:
     else:
         obj, fn = (None, None) if owner is method else (method, getattr(owner, "__call__", None))
     if obj is not None and not type(obj).__module__.startswith("jaxsal"):
+        seen = (*seen, obj)
         settings = {}
         for name, value in sorted((getattr(obj, "__dict__", None) or {}).items()):
-            if isinstance(value, _SETTINGS):
-                with contextlib.suppress(_Unstable):
-                    settings[f"self.{name}"] = _describe(value)
+            value = _setting(value, seen)
+            if value is not None:
+                settings[f"self.{name}"] = value
         if isinstance(fn, types.FunctionType):
-            settings.update(_method_settings(fn))
+            settings.update(_method_settings(fn, seen))
             # the class's attributes it reads through self (class Scaled: scale = 1.0)
             instance = getattr(obj, "__dict__", None) or {}
             for name in sorted(base.reachable_names(type(obj), fn) - instance.keys()):
