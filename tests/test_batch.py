@@ -89,8 +89,9 @@ def test_changed_job_starts_over(tmp_path, model, digits):
     before = np.load(path)
     m = Counting()
     with pytest.raises(FileExistsError, match=r"maps.npy is the output of a finished job \("
-                       r"says its progress file .*maps.npy.progress.json\); this job would "
-                       r"replace it. Write to another path \(--out\), or pass overwrite=True"):
+                       r"says its progress file .*maps.npy.progress.json; what differs from "
+                       r"this job: the targets\); this job would replace it. Write to another "
+                       r"path \(--out\), or pass overwrite=True"):
         jaxsal.explain_to_file(m, model, digits, path, targets=1, batch_size=8)
     assert m.calls == []
     np.testing.assert_array_equal(np.load(path), before)
@@ -566,6 +567,50 @@ def test_a_job_starting_over_leaves_the_old_file_to_its_readers(tmp_path, tiny):
     np.testing.assert_array_equal(out, -2 * x)
     np.testing.assert_array_equal(first, 2 * x)
     assert sorted(os.listdir(tmp_path)) == ["maps.npy", "maps.npy.progress.json"]
+
+
+def _labelled(model, x, targets=None):
+    """A method of one's own that compiles nothing: each input's values times its label."""
+    _labelled.calls.append(len(x))
+    return np.asarray(x, np.float32) * np.asarray(targets, np.float32)[:, :1]
+
+
+def test_per_input_labels_are_hashed_chunk_by_chunk(tmp_path, tiny):
+    """(N, T) labels were hashed whole into the job's signature: one label fixed made
+    another job, refused without overwrite=True, then every chunk computed again. Now their
+    rows' shape and dtype are signed and their rows hashed with each chunk's inputs: fixing
+    one label computes its chunk alone (in any integer dtype: the same job)."""
+    x = np.random.RandomState(0).randn(12, 4).astype(np.float32)
+    labels = np.arange(12)[:, None] % 3
+    path = tmp_path / "maps.npy"
+    _labelled.calls = []
+    jaxsal.explain_to_file(_labelled, tiny, x, path, targets=labels, batch_size=4)
+    fixed = labels.astype(np.int32)
+    fixed[9] = 2  # (was 0)
+    _labelled.calls = []
+    out = jaxsal.explain_to_file(_labelled, tiny, x, path, targets=fixed, batch_size=4)
+    assert _labelled.calls == [4]  # chunk 2 only
+    np.testing.assert_array_equal(out, x * fixed[:, :1])
+
+
+def test_another_job_s_refusal_says_what_differs(tmp_path, tiny):
+    """Another job at a finished job's path is refused (overwrite=True replaces it); the
+    error said nothing of how it differs. Its progress file now keeps a hash of each part of
+    the job's signature, and the error names those that differ."""
+    x = np.random.RandomState(0).randn(8, 4).astype(np.float32)
+    path = tmp_path / "maps.npy"
+    _doubled.calls = []
+    jaxsal.explain_to_file(_doubled, tiny, x, path, targets=0, batch_size=4)
+    for kw, differs in (({"targets": 1}, "what differs from this job: the targets"),
+                        ({"targets": 0, "resume": False}, "it is this job, run with "
+                         "resume=False"),
+                        ({"targets": 1, "batch_size": 8, "method": _labelled},
+                         "what differs from this job: the method and the targets")):
+        method = kw.pop("method", _doubled)
+        with pytest.raises(FileExistsError, match=re.escape(
+                f"{path} is the output of a finished job (says its progress file {path}"
+                f".progress.json; {differs})")):
+            jaxsal.explain_to_file(method, tiny, x, path, **{"batch_size": 4, **kw})
 
 
 def test_a_symbolic_link_to_a_job_s_output_is_that_job_s_file(tmp_path, model, digits):

@@ -177,8 +177,9 @@ def test_changing_head_starts_over(tmp_path, mnist_path, digits_file, mnist_digi
                     "--head", "softmax") == 2
     assert capsys.readouterr().err == (
         f"jaxsal: error: {out} is the output of a finished job (says its progress file "
-        f"{out}.progress.json); this job would replace it. Write to another path (--out), or "
-        "pass overwrite=True (jaxsal: --overwrite) to replace it\n")
+        f"{out}.progress.json; what differs from this job: the model's head); this job would "
+        "replace it. Write to another path (--out), or pass overwrite=True (jaxsal: "
+        "--overwrite) to replace it\n")
     np.testing.assert_array_equal(np.load(out), before)
     assert _explain(mnist_path, digits_file, out, "--targets", "4", "--batch-size", "1",
                     "--head", "softmax", "--overwrite") == 0

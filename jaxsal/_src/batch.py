@@ -73,7 +73,7 @@ from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids
                                     per_input_arrays, per_input_options, shared_options)
 from jaxsal._src.job_lock import job_lock
 from jaxsal._src.job_signature import (_array_digest, _bytes, _signatures, _Unstable,
-                                      model_fingerprint, target_record)
+                                      model_fingerprint, per_input_targets, target_record)
 from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import OutputInfo, Targets
 from jaxsal._src.validate import _fits, check_flag
@@ -604,10 +604,14 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     _check_rows(model, inputs, batch_size, targets)
     # option arrays of one row per input: signed by their shape, hashed chunk by chunk
     sliced, described = per_input_arrays(options, n, ndim, shared, rows, several)
+    # labels per input ((N, T) class ids): signed by their rows' shape, hashed alike
+    labels = per_input_targets(targets, n)
+    if labels is not None:
+        sliced.append(("targets", labels))
     hashed = (*arrays, *(a for _, a in sliced))  # a chunk's hash: its inputs' rows, theirs
     try:
         fp = model_fingerprint(model) if _fingerprint is None else _fingerprint()
-        sig, family = _signatures(
+        sig, family, sig_parts = _signatures(
             method, model, inputs,
             described if offset is None else {**described, "index_offset": offset}, targets,
             batch_size, several, fp)
@@ -623,7 +627,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                 "same way in another process. Pass a value with a stable description (arrays, "
                 "numbers, strings, plain functions, jaxsal.class_score / jaxsal.neuron), or "
                 "resume=False (the job then starts over on every run).") from None
-        sig = family = made_for = None  # never resumed
+        sig = family = made_for = sig_parts = None  # never resumed
     n_chunks = -(-n // batch_size)
     done: set[int] = set()
     digests: dict[int, str] = {}  # finished chunk -> the hash of its inputs
@@ -640,6 +644,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                   "n": n, "inputs": {str(c): d for c, d in sorted(digests.items())}}
         if also:
             record["also"] = also
+        if sig_parts is not None:  # (for the error that says how another job differs)
+            record["parts"] = sig_parts
         if made_for is not None:
             record.update(made_for)
         if several is None:
@@ -723,7 +729,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     # inputs, once the dry run below says which files the job writes)
     replace_check = not resumed and not overwrite
     if replace_check and several is None:
-        check_replaceable([path], progress_path)
+        check_replaceable([path], progress_path, parts=sig_parts, resume=resume)
 
     check_inputs = _checks_inputs(method, options)
     skipped: dict[int, tuple[str, list[int]]] = {}  # keep_going: chunk -> (why, inputs at fault)
@@ -759,7 +765,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         if traced is not None:
             with contextlib.suppress(Exception):  # (a result of another form: the chunk's)
                 written = list(_split_maps(traced, several, path, per_input))
-        check_replaceable(written, progress_path, _input_roles(path, several))
+        check_replaceable(written, progress_path, _input_roles(path, several),
+                          parts=sig_parts, resume=resume)
 
     for c in range(n_chunks):
         if c in done:

@@ -319,8 +319,28 @@ def check_not_another_jobs(files: list[str], progress_path: str,
                f"{sidecar} (and the files it lists)") + " first")
 
 
+def _how_it_differs(prog: dict, parts: dict | None, resume: bool) -> str:
+    """How the job of progress record ``prog`` differs from the one whose signature's parts
+    are ``parts`` (``job_signature._signatures``: ``{part: hash}``), said after the progress
+    file's name in :func:`check_replaceable`'s error (``"; what differs from this job: the
+    targets"``); ``""`` where nothing tells (a progress file of a jaxsal before the parts, a
+    job of no stable signature)."""
+    from jaxsal._src.job_signature import PARTS
+
+    recorded = prog.get("parts")
+    if not isinstance(recorded, dict) or not isinstance(parts, dict):
+        return ""
+    differ = [what for key, what in PARTS.items() if recorded.get(key) != parts.get(key)]
+    if len(differ) == 1:
+        return f"; what differs from this job: {differ[0]}"
+    if differ:
+        return f"; what differs from this job: {', '.join(differ[:-1])} and {differ[-1]}"
+    return "; it is this job, run with resume=False" if not resume else ""
+
+
 def check_replaceable(files: list[str], progress_path: str,
-                      roles: dict[str, str] | None = None) -> None:
+                      roles: dict[str, str] | None = None, *, parts: dict | None = None,
+                      resume: bool = True) -> None:
     """Refuse, with a :class:`FileExistsError` before any chunk, a job that starts over (it
     resumes nothing) onto an existing file that may hold finished work: a file no progress
     file lists (one's own ``.npy``, or the maps of a finished job whose progress file is
@@ -331,7 +351,9 @@ def check_replaceable(files: list[str], progress_path: str,
     marked unfinished (:data:`UNFINISHED_KEY`) that no progress file lists (a killed job's,
     its progress file deleted: nothing in it is known to be finished). Other jobs' files are
     :func:`check_not_another_jobs`'s. ``roles``: as there. The caller passes ``overwrite``
-    by not calling it."""
+    by not calling it. ``parts``: the hashes of the parts of this job's signature, to say
+    how the job that wrote the file differs (:func:`_how_it_differs`; ``resume``: this
+    job's, where nothing differs)."""
     roles = roles or {}
     own = os.path.realpath(progress_path)
     unreadable = _record(progress_path)[1]
@@ -344,8 +366,10 @@ def check_replaceable(files: list[str], progress_path: str,
             _, prog, done, chunks = listed
             if not done:
                 continue
+            differs = _how_it_differs(prog, parts, resume)
             if done >= chunks:
-                held = f"is the output of a finished job (says its progress file {progress_path})"
+                held = (f"is the output of a finished job (says its progress file "
+                        f"{progress_path}{differs})")
             elif prog.get("format") != FORMAT:  # (never resumed: batch, resumable)
                 held = (f"holds {done} of {chunks} finished chunks of an unfinished job "
                         f"that another jaxsal version wrote (says its progress file "
@@ -353,8 +377,8 @@ def check_replaceable(files: list[str], progress_path: str,
                         f"resumes format {FORMAT} only, so it can only start that job over)")
             else:
                 held = (f"holds {done} of {chunks} finished chunks of the unfinished job that "
-                        f"wrote it (says its progress file {progress_path}; that job's own "
-                        "command resumes it)")
+                        f"wrote it (says its progress file {progress_path}{differs}; that "
+                        "job's own command resumes it)")
         elif unreadable is not None:
             held = (f"may hold finished maps: its progress file {progress_path} cannot be read "
                     f"({unreadable})")
@@ -420,9 +444,9 @@ def _allocate(path: str, name: str | None = None) -> None:
         os.posix_fallocate(fd, 0, size)
     except OSError as e:
         if e.errno in _NO_ROOM:
-            raise OSError(e.errno, f"cannot reserve the {size:,} bytes of {name or path} on its disk "
-                          f"({e.strerror}): the maps of the whole job need them; free some "
-                          "space or write to another disk") from None
+            raise OSError(e.errno, f"cannot reserve the {size:,} bytes of {name or path} on "
+                          f"its disk ({e.strerror}): the maps of the whole job need them; free "
+                          "some space or write to another disk") from None
         # EOPNOTSUPP, EINVAL...: a file system that cannot reserve space; left sparse
     finally:
         os.close(fd)

@@ -1,22 +1,23 @@
 """What identifies a batch job (:func:`jaxsal.explain_to_file`): its signature.
 
-A job's signature is a hash of a stable description of the method (a function of one's own
-also by the settings it reads: its closure's numbers, strings, arrays and tuples, its
-defaults of those kinds, the functions and models it closes over, and the module-level values
-it reads; a callable object's or a bound method's attributes alike, and its class's that its
-code reads through ``self``), the model (its class, head, output selection, backward rule (a
-ReLU and rules of one's own by their code), the Keras backend it follows, architecture (with
-the converters of one's own) and a hash of every weight), the inputs' count, shape and dtype (each input's, by
-its name, for several; not their values, which the job checks chunk by chunk by a hash of each
-finished chunk's inputs), the targets, every option (arrays by a hash of their bytes, shape and
-dtype, but those of one row per input, sliced with the inputs, by their rows' shape and dtype,
-their rows hashed with each chunk's inputs: ``job_inputs.per_input_arrays``; PRNG keys by their
-key data; functions by their code, constants, defaults, closure
-values and the module-level values they read; models by architecture and weights) and the
-batch size (and JAX's 64-bit mode, when it is on). Its *family* is the same without the batch
-size: a run that differs only in the batch size (a smaller one after running out of memory)
-is the same job. A value with no description that is the same in another process (an
-arbitrary object) raises :class:`_Unstable`.
+A job's signature is a hash of a stable description of the method (a function of one's own also
+by the settings it reads: its closure's numbers, strings, arrays and tuples, its defaults of
+those kinds, the functions and models it closes over, and the module-level values it reads; a
+callable object's or a bound method's attributes alike, and its class's that its code reads
+through ``self``), the model (its class, head, output selection, backward rule (a ReLU and
+rules of one's own by their code), the Keras backend it follows, architecture (with the
+converters of one's own) and a hash of every weight), the inputs' count, shape and dtype (each
+input's, by its name, for several; not their values, which the job checks chunk by chunk by a
+hash of each finished chunk's inputs), the targets (labels per input, ``(N, T)``, by their
+rows' shape and dtype, their rows hashed with each chunk's inputs: :func:`per_input_targets`),
+every option (arrays by a hash of their bytes, shape and dtype, but those of one row per input,
+sliced with the inputs, by their rows' shape and dtype, their rows hashed with each chunk's
+inputs: ``job_inputs.per_input_arrays``; PRNG keys by their key data; functions by their code,
+constants, defaults, closure values and the module-level values they read; models by
+architecture and weights) and the batch size (and JAX's 64-bit mode, when it is on). Its
+*family* is the same without the batch size: a run that differs only in the batch size (a
+smaller one after running out of memory) is the same job. A value with no description that is
+the same in another process (an arbitrary object) raises :class:`_Unstable`.
 """
 
 from __future__ import annotations
@@ -441,6 +442,26 @@ def _ids(targets: Any) -> Any:
     return ids.astype(np.int64) if np.issubdtype(ids.dtype, np.integer) else targets
 
 
+def per_input_targets(targets: Any, n: int) -> np.ndarray | None:
+    """The class ids of ``targets`` given per input, an ``(N, T)`` integer array (labels),
+    as an int64 array (:func:`_ids`: any integer dtype is one job), else None. A job signs
+    their rows' shape and dtype and hashes their rows with each chunk's inputs, as an option
+    array of one row per input: fixing one label computes its chunk alone."""
+    ids = _ids(targets)
+    if (isinstance(ids, np.ndarray) and ids.ndim == 2 and len(ids) == n
+            and np.issubdtype(ids.dtype, np.integer)):
+        return ids
+    return None
+
+
+#: What each part of a job's signature is (:func:`_signatures`' parts), for the error that
+#: says how another job at a path differs.
+PARTS = {"method": "the method", "model": "the model", "head": "the model's head",
+         "n": "the inputs' count",
+         "input": "the inputs' shape or dtype", "options": "the options",
+         "targets": "the targets", "x64": "JAX's 64-bit mode"}
+
+
 def _signature(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
                batch_size: int) -> str:
     """The job's identity (see the module docstring); raises :class:`_Unstable`."""
@@ -449,10 +470,13 @@ def _signature(method: Callable, model: Any, inputs: Any, options: dict, targets
 
 def _signatures(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
                 batch_size: int, several: _Several | None = None,
-                fingerprint: dict | None = None) -> tuple[str, str]:
-    """The job's signature and its family's: the same job at any batch size. For several
-    inputs, each input's name, shape and dtype (in the model's order: a list and a dict of
-    the same inputs are the same job). ``fingerprint``: ``model_fingerprint(model)`` where
+                fingerprint: dict | None = None) -> tuple[str, str, dict[str, str]]:
+    """The job's signature, its family's (the same job at any batch size) and a hash of
+    each part of it but the batch size (``{part: hash}``, :data:`PARTS`: for the error that
+    says how another job differs). For several inputs, each input's name, shape and dtype
+    (in the model's order: a list and a dict of the same inputs are the same job); labels
+    per input (:func:`per_input_targets`) by their rows' shape and dtype (their rows are
+    hashed with each chunk's inputs). ``fingerprint``: ``model_fingerprint(model)`` where
     the caller has it (it hashes every weight)."""
     if several is None:
         n = len(inputs)
@@ -469,11 +493,18 @@ def _signatures(method: Callable, model: Any, inputs: Any, options: dict, target
         "targets": _describe(_ids(targets)),
         "b": batch_size,
     }
+    labels = per_input_targets(targets, n)
+    if labels is not None:
+        job["targets"] = {"rows of": [list(labels.shape[1:]), str(labels.dtype)]}
     if jax.config.jax_enable_x64:  # 64-bit mode computes other maps, in other dtypes (left
         job["x64"] = True          # out otherwise: the signatures of jobs before stay valid)
     sig = _digest(job)
     job["b"] = None
-    return sig, _digest(job)
+    parts = {k: _digest(v) for k, v in job.items() if k not in ("b", "model")}
+    model_desc = dict(job["model"])  # (its head apart: --head is a common change)
+    parts["head"] = _digest(model_desc.pop("head", None))
+    parts["model"] = _digest(model_desc)
+    return sig, _digest(job), parts
 
 
 def target_record(targets: Any, fingerprint: dict) -> dict:

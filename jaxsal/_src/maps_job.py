@@ -139,8 +139,8 @@ def _other_chunk(prog: dict, inputs: Any, position: int,
         if not isinstance(recorded, str):
             continue
         lo, hi = c * b, min(n, (c + 1) * b)
-        # (the job's hash of a chunk: each input's part, then rows of per-input options,
-        # joined by "+")
+        # (the job's hash of a chunk: each input's part, then rows of per-input options and
+        # labels, joined by "+")
         parts = recorded.split("+")
         rows = inputs[lo:hi] if as_recorded is None else np.asarray(inputs[lo:hi], as_recorded)
         if position >= len(parts) or _chunk_digest([rows]) != parts[position]:
