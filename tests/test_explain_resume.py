@@ -351,6 +351,19 @@ def _wrapper_of(method):
     return wrapped
 
 
+class _Helped:
+    """A callable object whose attribute is one of its own methods."""
+
+    def __init__(self):
+        self.helper = self.run
+
+    def run(self, x):
+        return x
+
+    def __call__(self, model, x, targets=None):
+        return self.helper(x)
+
+
 def _wrapper_on(other):
     def wrapped(model, x, targets=None):
         return jaxsal.saliency(other, x, targets)
@@ -378,6 +391,7 @@ def test_the_functions_and_models_a_method_closes_over_are_part_of_the_job(tmp_p
     assert sig(_wrapper_on(linear)) != sig(_wrapper_on(other))
     assert sig(_wrapper_on(other)) == sig(_wrapper_on(linear.with_params(2 * linear.params)))
     _method_description(_wrapper_of(_wrapper_of))  # (a function reading itself: described)
+    _method_description(_Helped())  # (an object holding its own method: described)
     opaque = jaxsal.FunctionModel(lambda p, v, f=_Opaque(): f(v) @ p, linear.params)
     with pytest.raises(TypeError, match="resume=False"):
         jaxsal.explain_to_file(_wrapper_on(opaque), linear, xs, tmp_path / "o.npy",

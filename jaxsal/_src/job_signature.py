@@ -406,6 +406,8 @@ def _method_description(method: Callable, seen: tuple = ()) -> Any:
         obj, fn = method.__self__, method.__func__
     else:
         obj, fn = (None, None) if owner is method else (method, getattr(owner, "__call__", None))
+    if any(obj is o for o in seen):  # (an object's attribute that is its own method)
+        return desc
     if obj is not None and not type(obj).__module__.startswith("jaxsal"):
         seen = (*seen, obj)
         settings = {}
