@@ -12,9 +12,12 @@ lists are its own. :func:`unfinished` says whether a file is the output of an un
 
 A job that starts over never replaces, unless told to (``overwrite=True``), a file that may
 hold finished work (:func:`check_replaceable`). Its ``.npy`` files are created marked
-unfinished (:func:`create_maps`: a header key NumPy refuses, :data:`UNFINISHED_KEY`), read
-back by the job to resume (:func:`open_maps`), and marked finished once every row is written
-(:func:`mark_finished`), so that ``np.load`` never reads a half-written file as maps.
+unfinished (:func:`create_maps`: a header key NumPy refuses, :data:`UNFINISHED_KEY`; made
+beside the path and renamed onto it, so what reads the old file keeps it), read back by the
+job to resume (:func:`open_maps`), marked unfinished again before a resumed job rewrites rows
+of a file that had them all (:func:`mark_unfinished`), and marked finished once every row is
+written (:func:`mark_finished`), so that ``np.load`` never reads a half-written file as
+maps.
 """
 
 from __future__ import annotations
