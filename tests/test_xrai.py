@@ -177,6 +177,43 @@ def test_xrai_regions_refuses_clearly(options, error):
         jaxsal.xrai_regions(ATTR[None], **options)
 
 
+@pytest.mark.parametrize("maps, error", [
+    (np.ones((1, 4, 4), np.int32), r"floating-point maps, got dtype int32.*astype"),
+    (np.ones((1, 4, 4, 3), np.float32), r"maps of shape \(1, 4, 4, 3\) look un-reduced, "
+     r"\(N, H, W, C\) with C = 3 channels.*reduce_channels\(maps, \"max\"\)"),
+    (np.ones((1, 2, 4, 4, 3), np.float32), r"look un-reduced.*reduce_channels\(maps, \"max\"\)"),
+])
+def test_xrai_regions_names_what_the_maps_look_like(maps, error):
+    """Integer maps: their dtype named (not their valid shape); maps still holding channels
+    last: called un-reduced, naming jaxsal.reduce_channels (not a segments' shape)."""
+    with pytest.raises(ValueError, match=error):
+        jaxsal.xrai_regions(maps, REGIONS)
+
+
+@pytest.mark.parametrize("options, error", [
+    (dict(segments=REGIONS, algorithm="greedy"), "unknown algorithm 'greedy'"),
+    (dict(segments=REGIONS, area_threshold=0.0), r"area_threshold in \(0, 1\]"),
+    (dict(segments=REGIONS, min_pixel_diff=0), "min_pixel_diff as an int >= 1"),
+    (dict(algorithm="greedy"), "unknown algorithm 'greedy'"),  # before the default regions
+    (dict(segments=REGIONS.astype(np.int32)), "boolean region masks"),
+    (dict(segments=REGIONS[:, :, :3]), r"segments of shape \(2, M, 4, 4\) or \(M, 4, 4\) "
+     r"for images of shape \(2, 4, 4, 1\), got \(3, 4, 3\)"),
+])
+def test_xrai_refuses_options_and_segments_before_any_work(monkeypatch, options, error):
+    """Options and given segments are checked before xrai segments the images or runs
+    integrated gradients (both replaced here by functions that fail if called)."""
+    import jaxsal._src.xrai as xrai_module
+
+    def ran(*args, **kwargs):
+        raise AssertionError("xrai did work before refusing its options")
+
+    monkeypatch.setattr(xrai_module, "integrated_gradients", ran)
+    monkeypatch.setattr(xrai_module, "xrai_segments", ran)
+    flat = jaxsal.FunctionModel(lambda p, x: x.reshape(len(x), -1) @ p, jnp.ones((16, 2)))
+    with pytest.raises(ValueError, match=error):
+        jaxsal.xrai(flat, np.ones((2, 4, 4, 1), np.float32), 1, steps=2, **options)
+
+
 def test_xrai_refuses_clearly(lm, x4):
     with pytest.raises(ValueError, match="NaN"):
         jaxsal.xrai_regions(np.full((1, 4, 4), np.nan, np.float32), REGIONS)

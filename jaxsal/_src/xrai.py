@@ -296,6 +296,62 @@ def _regions(maps: Array, ids: Array | None, members: Array, sizes: Array, min_n
         maps, ids, members, sizes)
 
 
+def _check_maps(a: Array) -> None:
+    """Refuse maps ``a`` that are not ``(N, H, W)`` or ``(N, T, H, W)`` floating-point
+    attributions, naming what they look like (a dtype to convert, channels to reduce)."""
+    if a.ndim == 5:
+        raise ValueError(f"expected maps as (N, H, W) or (N, T, H, W) attributions reduced over "
+                         f"channels, got shape {a.shape}: they look un-reduced, (N, T, H, W, C); "
+                         "reduce them first: jaxsal.reduce_channels(maps, \"max\") (what xrai "
+                         "does; axis=2 for channels-first maps)")
+    if a.ndim not in (3, 4):
+        raise ValueError(f"expected maps as (N, H, W) or (N, T, H, W) floating-point "
+                         f"attributions (reduced over channels), got shape {a.shape}")
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        raise ValueError(f"expected floating-point maps, got dtype {a.dtype} (shape {a.shape}); "
+                         "convert them: maps.astype(np.float32)")
+
+
+def _check_selection(min_pixel_diff: Any, area_threshold: Any, algorithm: Any,
+                     segments: ArrayLike | None = None, n: int = 0,
+                     hw: tuple[int, int] = (0, 0), what: str = "",
+                     channels_last_hw: tuple[int, ...] | None = None
+                     ) -> tuple[Any, int, float]:
+    """Check :func:`xrai_regions`' options and, unless ``None``, its ``segments`` for ``n``
+    inputs of ``hw`` pixels (``what``: the maps or images they go with, for the message), so
+    that :func:`xrai` refuses them before segmenting or integrating anything. Where the
+    segments fit ``channels_last_hw`` instead (maps ``(N, H, W, C)`` still holding
+    channels), the message says so. Returns the segments (a NumPy array stays one: masks on
+    the host stay there), ``min_pixel_diff`` and ``area_threshold`` checked."""
+    min_pixel_diff = ints.check_int(min_pixel_diff, "min_pixel_diff",
+                                    kind="new pixels a region must add")
+    area_threshold = reals.check_real(area_threshold, "area_threshold", low=0, above=True,
+                                      high=1, kind="a finite number: the fraction of the "
+                                      "image to select regions for")
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    if segments is None:
+        return None, int(min_pixel_diff), float(area_threshold)
+    s = segments if isinstance(segments, np.ndarray) else jnp.asarray(segments)
+    if s.dtype != np.bool_:
+        raise ValueError(f"expected segments as boolean region masks (N, M, H, W) or "
+                         f"(M, H, W), got dtype {s.dtype}; integer label images become masks "
+                         "through jaxsal.segment_masks(labels)")
+    shared = s.ndim == 3
+    if s.ndim not in (3, 4) or s.shape[-2:] != tuple(hw) or (not shared and s.shape[0] != n):
+        if s.ndim in (3, 4) and channels_last_hw is not None and (
+                s.shape[-2:] == tuple(channels_last_hw)):
+            raise ValueError(f"{what} look un-reduced, (N, H, W, C) with C = "
+                             f"{hw[-1]} channels, for segments of shape {s.shape}; "
+                             "reduce them over channels first: "
+                             "jaxsal.reduce_channels(maps, \"max\") (what xrai does)")
+        raise ValueError(f"expected segments of shape ({n}, M, {hw[0]}, {hw[1]}) or (M, "
+                         f"{hw[0]}, {hw[1]}) for {what}, got {s.shape}")
+    if s.shape[-3] == 0:
+        raise ValueError("segments holds no region (M = 0); pass at least one mask per input")
+    return s, int(min_pixel_diff), float(area_threshold)
+
+
 def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 50,
                  area_threshold: float = 1.0, algorithm: str = "full") -> Array:
     """XRAI's region selection over given attribution maps (any method's, reduced over
@@ -317,33 +373,16 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
       ``(N, H, W)`` or ``(N, T, H, W)`` float32 maps: each pixel its region's gain.
     """
     a = jnp.asarray(maps)
-    if a.ndim not in (3, 4) or not jnp.issubdtype(a.dtype, jnp.floating):
-        raise ValueError(f"expected maps as (N, H, W) or (N, T, H, W) floating-point "
-                         f"attributions (reduced over channels), got shape {np.shape(maps)}")
+    _check_maps(a)
     if not all_finite(a):
         raise ValueError("maps contain NaN or infinite values; their regions' means would be "
                          "NaN. Pass finite maps (np.nan_to_num(maps))")
     a = a.astype(jnp.float32)
     n, hw = a.shape[0], a.shape[-2:]
-    # (masks given on the host stay there: the atoms are found on the host)
-    s = segments if isinstance(segments, np.ndarray) else jnp.asarray(segments)
-    if s.dtype != np.bool_:
-        raise ValueError(f"expected segments as boolean region masks (N, M, H, W) or "
-                         f"(M, H, W), got dtype {s.dtype}; integer label images become masks "
-                         "through jaxsal.segment_masks(labels)")
+    s, min_pixel_diff, area_threshold = _check_selection(
+        min_pixel_diff, area_threshold, algorithm, segments, n, hw, f"maps of shape {a.shape}",
+        channels_last_hw=a.shape[1:3] if a.ndim == 4 else None)
     shared = s.ndim == 3  # the same regions for every input: their atoms found once
-    if s.ndim not in (3, 4) or s.shape[-2:] != hw or (not shared and s.shape[0] != n):
-        raise ValueError(f"expected segments of shape ({n}, M, {hw[0]}, {hw[1]}) or (M, "
-                         f"{hw[0]}, {hw[1]}) for maps of shape {a.shape}, got {s.shape}")
-    if s.shape[-3] == 0:
-        raise ValueError("segments holds no region (M = 0); pass at least one mask per input")
-    min_pixel_diff = ints.check_int(min_pixel_diff, "min_pixel_diff",
-                                    kind="new pixels a region must add")
-    area_threshold = reals.check_real(area_threshold, "area_threshold", low=0, above=True,
-                                      high=1, kind="a finite number: the fraction of the "
-                                      "image to select regions for")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     pixels = hw[0] * hw[1]
     flat = s.reshape(*s.shape[:-2], pixels)  # (N, M, P), or (M, P) for every input
     if algorithm == "full" and not isinstance(flat, jax.core.Tracer):
@@ -429,12 +468,19 @@ def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
+    _check_selection(min_pixel_diff, area_threshold, algorithm)  # before any work
     p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True,
                 method=xrai)
     xs = p.x
     if xs.ndim != 4:
         raise ValueError(f"xrai explains images: expected x of shape (N, H, W, C) (or "
                          f"channels-first), got {xs.shape}; its regions are 2-D")
+    bs = _baselines(baselines, xs, p.channels_first)
+    if segments is not None:  # refused before integrated gradients run
+        segments = _check_selection(
+            min_pixel_diff, area_threshold, algorithm, segments, len(xs),
+            tuple(xs.shape[2:] if p.channels_first else xs.shape[1:3]),
+            f"images of shape {xs.shape}")[0]
     if segments is None:  # the authors' regions, made on the host from the images
         if isinstance(xs, jax.core.Tracer):
             raise TracedImagesError(
@@ -443,7 +489,6 @@ def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                 "(channels last), made outside jax.jit")
         segments = xrai_segments(np.moveaxis(np.asarray(xs), 1, -1) if p.channels_first
                                  else np.asarray(xs))
-    bs = _baselines(baselines, xs, p.channels_first)
     n, k = len(xs), len(bs)
     ig = integrated_gradients(model, jnp.concatenate([xs] * k), _stacked(targets, k),
                               baseline=jnp.concatenate(bs), steps=steps, rule=rule,
