@@ -12,8 +12,8 @@ left, and the pixels never selected get the mean attribution over them. The ``"f
 ranks the regions once by their own mean attribution and adds them in that order.
 
 The selection (:func:`xrai_regions`) runs compiled, one ``lax.while_loop`` of matrix-vector
-products over the regions, ``vmap``-ed over inputs and targets; the greedy variant on atoms,
-the sets of pixels in exactly the same regions (:func:`_atom_bits`). The regions are the
+products over the regions, ``vmap``-ed over inputs and targets; both variants on atoms, the
+sets of pixels in exactly the same regions (:func:`_atom_bits`), unless the masks are traced. The regions are the
 caller's or, by default, the authors': Felzenszwalb & Huttenlocher's segmentation at six
 scales (:func:`xrai_segments`, a sequential graph algorithm run on the host:
 ``jaxsal._src.segmentation``); :func:`segment_masks` turns label images from any segmenter
@@ -385,12 +385,13 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
     shared = s.ndim == 3  # the same regions for every input: their atoms found once
     pixels = hw[0] * hw[1]
     flat = s.reshape(*s.shape[:-2], pixels)  # (N, M, P), or (M, P) for every input
-    if algorithm == "full" and not isinstance(flat, jax.core.Tracer):
-        # (its loop on atoms, not pixels)
+    if not isinstance(flat, jax.core.Tracer):
+        # both algorithms on atoms, exactly (a region's pixels, and its new ones, are unions
+        # of atoms): the (N, M, A) members go to the device, not the (N, M, P) pixel masks
         ids, members, sizes = _partition(np.asarray(flat[None] if shared else flat))
         if shared:
             ids, members, sizes = ids[0], members[0], sizes[0]
-    else:  # every pixel an atom: "fast" passes over the regions once; or under jax.jit
+    else:  # masks traced by the caller's jax.jit: every pixel an atom
         ids, members = None, flat
         sizes = jnp.ones((pixels,) if shared else (n, pixels), jnp.float32)
     out = _regions(a.reshape(n, -1, pixels), ids, members, sizes, int(min_pixel_diff),
