@@ -586,10 +586,12 @@ class KerasModel:
 
     def intermediates(self, x: Inputs, layers: Sequence[str]) -> dict[str, Array]:
         """Outputs of several named layers (or one name) for ``x`` (as for :meth:`apply`) in
-        one forward pass."""
+        one forward pass, jit-compiled (cached per model, layers and input shape)."""
         layers = (layers,) if isinstance(layers, str) else tuple(layers)
-        fn = jax.jit(lambda p, x: self.apply(p, x, capture=layers)[1])
-        return fn(self.params, x)
+        programs = self.__dict__.setdefault("_intermediates_jitted", {})
+        if layers not in programs:
+            programs[layers] = jax.jit(lambda p, x: self.apply(p, x, capture=layers)[1])
+        return programs[layers](self.params, x)
 
     # ------------------------------------------------------------------ structure
     @property

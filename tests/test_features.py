@@ -57,6 +57,27 @@ def test_feature_maps_of_a_channels_first_layer_are_n_k_h_w(cf):
     np.testing.assert_allclose(view, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("pre_activation", [False, True])
+def test_feature_maps_and_intermediates_compile_once(cf, compiles, pre_activation):
+    """A second call with inputs of the same shapes reuses the program (a new jax.jit of a
+    fresh lambda on every call compiled it again), for the same model with other weights too
+    (the program is keyed by the function the model computes, the weights passed in);
+    KerasModel.intermediates likewise."""
+    m, x, want = cf
+    np.testing.assert_allclose(jaxsal.feature_maps(m, x, "conv", pre_activation=pre_activation),
+                               want, rtol=1e-4, atol=1e-5)  # (a linear conv: pre = post)
+    jax.block_until_ready(m.intermediates(x, ["conv"]))
+    negated = m.with_params(jax.tree.map(lambda w: -np.asarray(w), m.params))  # -maps
+    n = compiles.n
+    again = jaxsal.feature_maps(m, x[::-1], "conv", pre_activation=pre_activation)
+    np.testing.assert_allclose(again, want[::-1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(jaxsal.feature_maps(negated, x, "conv",
+                                                   pre_activation=pre_activation),
+                               -want, rtol=1e-4, atol=1e-5)
+    jax.block_until_ready(m.intermediates(x[::-1], ("conv",)))
+    assert compiles.n == n
+
+
 def test_plot_feature_maps_of_a_channels_first_layer(cf):
     from jaxsal import plot
 

@@ -170,11 +170,15 @@ def layer_maps(model: Any, x: ArrayLike, layer: str, *,
             raise ValueError(f"feature_maps: layer {layer!r} has output shape {shape}; expected "
                              "a spatial layer (h, w, channels) such as a Conv2D or pooling "
                              "layer")
-    if pre_activation:
-        a = jax.jit(lambda p, x: model.apply(p, x, capture_pre=[layer])[2][layer])(
-            model.params, x)
-    elif hasattr(model, "intermediates"):
-        a = model.intermediates(x, [layer])[layer]
+    if pre_activation or hasattr(model, "intermediates"):  # a KerasModel: one program per
+        # function, layer and kind (the weights passed in), reused by later calls
+        def build():
+            if pre_activation:
+                return lambda p, x: model.apply(p, x, capture_pre=[layer])[2][layer]
+            return lambda p, x: model.apply(p, x, capture=[layer])[1][layer]
+
+        a = base.compiled(("feature_maps", base.function_key(model), layer,
+                           bool(pre_activation)), build)(model.params, x)
     else:  # a FunctionModel: its features= output, by the layer name it was given
         a = model.apply(model.params, x, capture=[layer])[1][layer]
     if a.ndim != 4:
