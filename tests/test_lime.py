@@ -402,7 +402,7 @@ def test_a_kernel_too_narrow_for_the_fit_is_refused():
     x = _x(2)
     kw = dict(key=0, n=400, patch=(3, 2), return_groups=True)
     with pytest.raises(ValueError, match=r"rest on at least 3\.5 effective coalitions.*has "
-                                         r"0(\.0\d+)? for group \d.*kernel_width=0\.01 gives.*"
+                                         r"0(\.0\d+)? for group id \d.*kernel_width=0\.01 gives.*"
                                          r"Pass kernel_width=0\.\d+ or more") as e:
         jaxsal.lime(m, x, [0, 1], kernel_width=0.01, **kw)
     wide = float(str(e.value).split("Pass kernel_width=")[1].split()[0])
@@ -411,6 +411,11 @@ def test_a_kernel_too_narrow_for_the_fit_is_refused():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     with pytest.raises(ValueError, match="NaN where every weight is 0.*kernel_width=0.001"):
         jaxsal.lime(m, x, 0, key=0, n=50, patch=1, kernel_width=1e-3)
+    # the group named by its feature_mask id, not its position among the ids
+    ids = np.array([10, 20, 30, 40, 50, 60])
+    with pytest.raises(ValueError, match=r"for group id (10|20|30|40|50|60), so the ridge"):
+        jaxsal.lime(m, x, [0, 1], key=0, n=400, kernel_width=0.01,
+                    feature_mask=ids[_grid()])
     # under the caller's jit nothing can be raised: the refused fits' maps are NaN
     traced = jax.jit(lambda v: jaxsal.lime(m, v, 0, key=0, n=50, patch=1,
                                            kernel_width=1e-3))(jnp.asarray(x))
@@ -445,7 +450,8 @@ def test_a_penalty_outweighing_the_weighted_draws_is_refused():
     assert stats(tiny, 1.0)["refused"][0]
     assert not stats(tiny, 0.0)["refused"][0] and not stats(tiny * 1e5, 1.0)["refused"][0]
     with pytest.raises(ValueError, match=r"expected the ridge penalty alpha=1 below every "
-                                         r"group's weighted data.*leaves group \d 0\.000\d+.*"
+                                         r"group's weighted data.*leaves group id \d with "
+                                         r"0\.000\d+.*"
                                          r"shrunk by 100%.*Pass kernel_width=0\.3 or more"):
         lime_src._check_lime_fit(stats(tiny, 1.0), 400, np.array([4]), np.ones((1, 4), bool),
-                                 0.05, "input", 1.0, 0)
+                                 0.05, "input", 1.0, 0, np.arange(4))

@@ -315,9 +315,12 @@ def _lime_stats(totals: tuple, n: int, counts: Array, has: Array, alpha: float) 
 
 
 def _check_lime_fit(stats: dict, n: int, counts: np.ndarray, has: np.ndarray,
-                    width: float, distance: str, alpha: float, index_offset: int) -> None:
+                    width: float, distance: str, alpha: float, index_offset: int,
+                    ids: np.ndarray) -> None:
     """Raise the ``ValueError`` of :func:`lime` for the inputs whose fit :func:`_lime_stats`
-    refused: which group lacks what, and the fix (a wider kernel, or more draws)."""
+    refused: which group lacks what, and the fix (a wider kernel, or more draws). ``ids``
+    ``(M,)``: each group's id (its ``feature_mask`` value, or patch number), the name the
+    message gives it."""
     bad = np.flatnonzero(stats["refused"])
     if not bad.size:
         return
@@ -340,14 +343,16 @@ def _check_lime_fit(stats: dict, n: int, counts: np.ndarray, has: np.ndarray,
         got = (f"expected every group's coefficient to rest on at least {need[j]:.3g} "
                f"effective coalitions (half of the fit's {m + 1} unknowns, or of the "
                f"{u_j[j]:.4g} the n={n} draws offer the group unweighted); {where} has "
-               f"{n_j[j]:.3g} for group {j}, so the ridge penalty and rounding, not the model, "
-               "would set the coefficients (near 0, or NaN where every weight is 0)")
+               f"{n_j[j]:.3g} for group id {ids[j]}, so the ridge penalty and rounding, not "
+               "the model, would set the coefficients (near 0, or NaN where every weight is "
+               "0)")
     else:
         j = int(np.argmin(np.where(varied, g_j - alpha, np.inf)))
         got = (f"expected the ridge penalty alpha={alpha:g} below every group's weighted data "
-               f"(its weighted variance summed over the draws: {g_u[j]:.3g} for group {j} "
-               f"unweighted); {where} leaves group {j} {g_j[j]:.3g}, so the penalty, not the "
-               f"model, would set its coefficient (shrunk by {alpha / (alpha + g_j[j]):.0%})")
+               f"(its weighted variance summed over the draws: {g_u[j]:.3g} for group id "
+               f"{ids[j]} unweighted); {where} leaves group id {ids[j]} with {g_j[j]:.3g}, so "
+               f"the penalty, not the model, would set its coefficient (shrunk by "
+               f"{alpha / (alpha + g_j[j]):.0%})")
     d_rms, share = float(stats["d"][i]), float(stats["share"][i])
     step = 10.0 ** (math.floor(math.log10(d_rms)) - 1) if d_rms > 0 else 0.01
     suggest = float(f"{math.ceil(d_rms / step * (1 - 1e-6)) * step:.2g}")  # d_rms rounded up
@@ -664,7 +669,8 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     # maps (see above)
     if not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(stats)):
         _check_lime_fit(jax.tree_util.tree_map(np.asarray, stats), n_draws, own_groups[0],
-                        own_groups[2], width, distance, alpha, index_offset)
+                        own_groups[2], width, distance, alpha, index_offset,
+                        np.asarray(groups.ids))
     check_fill_score("lime", p, fill, maps, check_finite)
     return maps
 

@@ -13,9 +13,9 @@ ranks the regions once by their own mean attribution and adds them in that order
 
 The selection (:func:`xrai_regions`) runs compiled, one ``lax.while_loop`` of matrix-vector
 products over the regions, ``vmap``-ed over inputs and targets; both variants on atoms, the
-sets of pixels in exactly the same regions (:func:`_atom_bits`), unless the masks are traced. The regions are the
-caller's or, by default, the authors': Felzenszwalb & Huttenlocher's segmentation at six
-scales (:func:`xrai_segments`, a sequential graph algorithm run on the host:
+sets of pixels in exactly the same regions (:func:`_atom_bits`), unless the masks are traced.
+The regions are the caller's or, by default, the authors': Felzenszwalb & Huttenlocher's
+segmentation at six scales (:func:`xrai_segments`, a sequential graph algorithm run on the host:
 ``jaxsal._src.segmentation``); :func:`segment_masks` turns label images from any segmenter
 into dilated region masks as the authors' code does (see the README, "XRAI").
 """
