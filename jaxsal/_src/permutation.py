@@ -73,8 +73,11 @@ def feature_permutation(model: ModelLike, x: ArrayLike, targets: Targets = None,
         check_finite, return_groups: as in :func:`jaxsal.shapley_values` (groups: a grid of
         ``patch`` cells, channels together, or a ``feature_mask``; ``(N, D)`` features
         default to one group per feature, Captum's default; token ids may be shuffled
-        too). ``batch_size``: shuffled inputs per forward pass, rounded down to whole
-        copies of the batch (every shuffled copy holds all N inputs: at least one per pass).
+        too). ``batch_size`` and ``memory_budget`` bound how many shuffled copies of the
+        batch one forward pass holds (``batch_size // N`` copies, at least one), not its
+        rows: every copy holds all ``N`` inputs (each takes another input's values), so a
+        pass holds at least ``N`` rows whatever either says; pass a smaller batch to bound
+        them.
       key: a ``jax.random`` key or an int seed (required: the same key and batch give the
         same values).
       n: permutations per group, averaged (1, Captum's one per call).
