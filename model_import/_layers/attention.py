@@ -4,10 +4,13 @@ and AdditiveAttention (Bahdanau), with Keras's masks.
 MultiHeadAttention follows Keras 3: the projections are EinsumDense kernels
 ``(features, heads, key_dim)``; the attention mask is the AND of an explicit
 ``attention_mask``, the query mask ``(N, T, 1)``, the value and key masks ``(N, 1, S)``, the
-causal mask and the sliding window. Keras computes it in one of two ways that differ only
-where a whole row is masked (a masked query step): its fused dot-product attention (3-D
-inputs without dropout or returned scores) leaves such a row uniform, its ``Softmax`` path
-(dropout set, scores returned, or inputs of rank 4+) zeroes it. Both are reproduced.
+causal mask and the sliding window. Keras computes it in one of two ways that differ where a
+whole row is masked (a masked query step) and for a numeric ``attention_mask``: Keras 3.7+'s
+fused dot-product attention (3-D inputs without dropout or returned scores) leaves such a row
+uniform, its ``Softmax`` path (dropout set, scores returned, inputs of rank 4+, and every call
+of tf.keras 2 and Keras 3.0-3.6) masks as the file's Keras's ``Softmax`` layer does
+(:func:`~model_import._layers.masking.softmax_mask_rule`). Both are reproduced
+(:func:`_attention_softmax`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model_import._errors import KerasImportError
-from model_import._layers.masking import LARGE_NEGATIVE
+from model_import._layers.masking import LARGE_NEGATIVE, softmax_mask_rule
 from model_import._layers.registry import LayerImpl, register_layer
 from model_import._version import parse_version
 
@@ -116,13 +119,10 @@ def _call_tensors(args: Sequence, query, value, key) -> tuple:
     return query, value, key, key_given
 
 
-def _as_mask(m, keep_above_half: bool = False) -> Array:
-    """A Keras mask as booleans: a boolean array as is; numbers as ``!= 0`` (``ops.cast``),
-    or as ``> 0.5`` where Keras hands the raw mask to its ``Softmax`` layer."""
+def _as_mask(m) -> Array:
+    """A Keras mask as booleans: a boolean array as is, numbers as ``!= 0`` (``ops.cast``)."""
     m = jnp.asarray(m)
-    if m.dtype == jnp.bool_:
-        return m
-    return m > 0.5 if keep_above_half else m != 0
+    return m if m.dtype == jnp.bool_ else m != 0
 
 
 def _and(*masks):
@@ -149,14 +149,41 @@ def _derived_mask(q_mask, kv_masks, t_len: int, s_len: int, causal: bool, window
     return _and(*parts)
 
 
-def _masked_softmax(scores: Array, mask, axis, zero_masked: bool, rt) -> Array:
-    """Softmax of ``scores`` over ``axis`` where ``mask`` holds (masked scores pushed to
-    ``LARGE_NEGATIVE``: a fully masked row stays uniform, as Keras's fused attention
-    leaves it); ``zero_masked``: masked probabilities are 0 (Keras's ``Softmax`` layer)."""
+def _fused_attention_in(version: str) -> bool:
+    """Whether ``MultiHeadAttention``/``GroupedQueryAttention`` of the Keras that wrote the
+    file call the fused ``ops.dot_product_attention`` for 3-D inputs without dropout or
+    returned scores: Keras 3.7 and later; Keras 3.0-3.6 and tf.keras 2 always call their
+    ``Softmax`` layer. An ``attention_mask`` that is the only mask is cast to booleans on the
+    fused path and, from 3.7 on, by MultiHeadAttention on both paths; otherwise it reaches
+    the ``Softmax`` layer as given."""
+    v = parse_version(version)
+    return v.major >= 3 and not v.before(3, 7, unrecorded=False)
+
+
+def _attention_softmax(scores: Array, mask, axis, rule: str, rt) -> Array:
+    """Softmax of ``scores`` over ``axis`` under ``mask`` (broadcast to ``scores``), as the
+    attention layer of the Keras that wrote the file computes it.
+
+    ``rule``: ``"fused"``, Keras 3.7+'s ``dot_product_attention``: the mask as booleans
+    (``!= 0``), masked scores set to a large negative number, so a fully masked row stays a
+    uniform softmax. Otherwise a :func:`~model_import._layers.masking.softmax_mask_rule` of
+    the ``Softmax`` layer the attention calls, on the mask as the layer hands it over
+    (booleans, or a numeric ``attention_mask`` as given): ``"additive"`` (tf.keras 2, Keras
+    3.0-3.9) adds ``(1 - mask) * -1e9`` (a fully masked row stays a softmax of the shifted
+    scores), ``"additive_zeroed"`` (Keras 3.10-3.12) also multiplies the probabilities by
+    the mask (a fully masked row is 0; a fractional mask scales them), ``"above_half"``
+    (Keras 3.13+) keeps the entries that are true or ``> 0.5`` and zeroes the others."""
     if mask is None:
         return rt.softmax_of(scores, axis)
-    probs = rt.softmax_of(jnp.where(mask, scores, LARGE_NEGATIVE), axis)
-    return jnp.where(mask, probs, 0.0) if zero_masked else probs
+    mask = jnp.asarray(mask)
+    if rule in ("fused", "above_half"):
+        keep = (_as_mask(mask) if rule == "fused" or mask.dtype == jnp.bool_
+                else mask > 0.5)
+        probs = rt.softmax_of(jnp.where(keep, scores, LARGE_NEGATIVE), axis)
+        return probs if rule == "fused" else jnp.where(keep, probs, 0.0)
+    m = mask.astype(scores.dtype)
+    probs = rt.softmax_of(scores + (1.0 - m) * LARGE_NEGATIVE, axis)
+    return probs * m if rule == "additive_zeroed" else probs
 
 
 def _attention_output(params, out: Array, query: Array, use_gate: bool,
@@ -190,6 +217,8 @@ def _multi_head_attention(config, ctx):
     parts = ["query", "key"] + (["gate"] if use_gate else []) + ["value", "output"]
     per = 2 if use_bias else 1
     convert = _projection_weights(parts, use_bias)
+    fused_in_keras = _fused_attention_in(ctx.keras_version)
+    softmax_rule = softmax_mask_rule(ctx.keras_version)
 
     def project(params, name, x):
         return _project(params, name, x, use_bias)
@@ -215,20 +244,20 @@ def _multi_head_attention(config, ctx):
         s_shape = tuple(k.shape[a] for a in attn_axes)
         if use_causal_mask and n_attn != 1:
             raise ValueError("use_causal_mask needs a single attention axis")
-        mask = _and(None if attention_mask is None else _as_mask(attention_mask),
-                    _derived_mask(q_mask, (v_mask, k_mask), t_shape[0], s_shape[0],
-                                  use_causal_mask, window))
+        derived = _derived_mask(q_mask, (v_mask, k_mask), t_shape[0], s_shape[0],
+                                use_causal_mask, window)
+        if attention_mask is not None and (derived is not None or fused_in_keras):
+            attention_mask = _as_mask(attention_mask)
+        mask = _and(attention_mask, derived)  # a lone attention_mask as given before 3.7
         dot_eq, combine_eq = _attention_equations(rank, attn_axes)
         scores = rt.product_of(lambda a, b: jnp.einsum(dot_eq, a, b), k, q * scale)
         norm = tuple(range(scores.ndim - n_attn, scores.ndim))
         if mask is not None:
             while mask.ndim < scores.ndim:
                 mask = jnp.expand_dims(mask, -2 * n_attn - 1)
-        fused = not (dropout > 0.0 or return_attention_scores or rank != 4)
-        # dot_product_attention and tf.keras's Softmax keep masked probabilities; Keras 3's
-        # Softmax layer with a mask zeroes them
-        probs = rt.held(_masked_softmax(scores, mask, norm,
-                                        not fused and ctx.keras_major >= 3, rt))
+        fused = fused_in_keras and not (dropout > 0.0 or return_attention_scores or rank != 4)
+        probs = rt.held(_attention_softmax(scores, mask, norm,
+                                           "fused" if fused else softmax_rule, rt))
         attended = rt.product_of(lambda a, b: jnp.einsum(combine_eq, a, b), probs, v)
         y = _attention_output(params, attended, query, use_gate, use_bias, rt)
         return (y, probs) if return_attention_scores else y
@@ -289,11 +318,14 @@ def _grouped_query_attention(config, ctx):
     (when not passed) from the Keras masks of the query, value and (only when given) key
     tensors; the attention mask is their AND with ``attention_mask``, the causal mask (a
     lower triangle from the top left) and the ``sliding_window`` band ``|i - j| < window``.
-    Without dropout or returned scores Keras uses its fused ``dot_product_attention`` (a fully
-    masked query row stays uniform); otherwise its ``Softmax`` layer (such a row becomes 0,
-    and an ``attention_mask`` that is the only mask and not boolean counts where ``> 0.5``,
-    where elsewhere it counts where non-zero). Unlike MultiHeadAttention, the layer leaves its
-    inputs' masks in place; its output carries the query's mask.
+    Without dropout or returned scores Keras 3.7+ use their fused ``dot_product_attention``
+    (the mask counts where non-zero; a fully masked query row stays uniform); otherwise, and
+    always in Keras 3.0-3.6, the ``Softmax`` layer, under the file's Keras version's rule
+    (:func:`_attention_softmax`: a fully masked row is 0 from Keras 3.10, a softmax of the
+    shifted scores before), which receives an ``attention_mask`` that is the only mask as
+    given (3.13+: a number counts where ``> 0.5``; before: ``(1 - mask) * -1e9`` is added),
+    and any other mask as booleans (non-zero). Unlike MultiHeadAttention, the layer leaves
+    its inputs' masks in place; its output carries the query's mask.
     """
     unknown = sorted(k for k in config if k not in _GQA_KEYS
                      and config[k] not in (None, False, 0, 0.0, "", [], {}))
@@ -323,6 +355,8 @@ def _grouped_query_attention(config, ctx):
     per = 2 if use_bias else 1
     n_weights = per * len(parts)
     to_params = _projection_weights(parts, use_bias)
+    fused_in_keras = _fused_attention_in(ctx.keras_version)
+    softmax_rule = softmax_mask_rule(ctx.keras_version)
 
     def convert(w):
         if len(w) == n_weights:
@@ -355,22 +389,19 @@ def _grouped_query_attention(config, ctx):
         k = jnp.repeat(_project(params, "key", key, use_bias), repeats, axis=2)
         v = jnp.repeat(_project(params, "value", value, use_bias), repeats, axis=2)
         t_len, s_len = q.shape[1], k.shape[1]
-        fused = not (dropout > 0.0 or return_attention_scores)
+        fused = fused_in_keras and not (dropout > 0.0 or return_attention_scores)
         derived = _derived_mask(query_mask, (value_mask, key_mask), t_len, s_len,
                                 use_causal_mask, window)
-        if derived is not None:
-            mask = _and(None if attention_mask is None else _as_mask(attention_mask), derived)
-        elif attention_mask is not None:  # passed on as given: cast by the fused path only
-            mask = _as_mask(attention_mask, keep_above_half=not fused)
-        else:
-            mask = None
+        if attention_mask is not None and (derived is not None or fused):
+            attention_mask = _as_mask(attention_mask)
+        mask = _and(attention_mask, derived)  # a lone attention_mask as given to Softmax
         scores = rt.product_of(lambda a, b: jnp.einsum("btuh,bsuh->buts", a, b), q * scale,
                                k)
         if mask is not None:
             while mask.ndim < 4:
                 mask = jnp.expand_dims(mask, -3)
-        # Keras's Softmax layer (not fused): masked probabilities are 0
-        probs = rt.held(_masked_softmax(scores, mask, -1, not fused, rt))
+        probs = rt.held(_attention_softmax(scores, mask, -1,
+                                           "fused" if fused else softmax_rule, rt))
         attended = rt.product_of(lambda a, b: jnp.einsum("buts,bsuh->btuh", a, b), probs, v)
         y = _attention_output(params, attended, query, use_gate, use_bias, rt)
         return (y, probs) if return_attention_scores else y
@@ -390,10 +421,23 @@ def _grouped_query_attention(config, ctx):
 
 
 # ---------------------------------------------------------------------- Attention layers
+def _query_mask_multiplies(version: str) -> bool:
+    """Whether ``Attention``/``AdditiveAttention`` of the Keras that wrote the file multiply
+    their output by the query mask cast to floats (tf.keras 2, Keras 3.0-3.14: a numeric
+    mask scales the output) rather than keep it where the mask is non-zero (Keras 3.15+,
+    ``ops.where``). The two differ only for masks that are neither 0 nor 1."""
+    v = parse_version(version)
+    return v.major < 3 or v.before(3, 15, unrecorded=False)
+
+
 def _dot_attention(scores: Array, value: Array, q_mask, v_mask, causal: bool,
-                   rt) -> tuple[Array, Array]:
-    """Masked softmax of ``scores (N, T, S)`` applied to ``value (N, S, D)``: masked keys
-    get ``score - 1e9``, masked queries a zero output (Keras's Attention/AdditiveAttention)."""
+                   multiply_query_mask: bool, rt) -> tuple[Array, Array]:
+    """Masked softmax of ``scores (N, T, S)`` applied to ``value (N, S, D)``, as Keras's
+    Attention/AdditiveAttention compute it (every version): masked keys (value mask ``== 0``,
+    or above the diagonal when ``causal``) get ``score - 1e9``, so a fully masked row stays a
+    softmax of the shifted scores; the output at a masked query step is 0. A numeric query
+    mask multiplies the output where ``multiply_query_mask`` (tf.keras 2, Keras <= 3.14),
+    else counts where non-zero."""
     mask = None if v_mask is None else jnp.expand_dims(v_mask.astype(bool), -2)
     if causal:
         tri = jnp.tril(jnp.ones(scores.shape[-2:], bool))[None]
@@ -403,7 +447,11 @@ def _dot_attention(scores: Array, value: Array, q_mask, v_mask, causal: bool,
     weights = rt.held(rt.softmax_of(scores, -1))
     out = rt.product_of(jnp.matmul, weights, value)
     if q_mask is not None:
-        out = jnp.where(q_mask.astype(bool)[..., None], out, 0.0)
+        q_mask = jnp.asarray(q_mask)[..., None]
+        if multiply_query_mask and q_mask.dtype != jnp.bool_:
+            out = out * q_mask.astype(out.dtype)
+        else:
+            out = jnp.where(q_mask.astype(bool), out, 0.0)
     return out, weights
 
 
@@ -413,6 +461,7 @@ def _attention_layer(config, ctx, additive: bool) -> LayerImpl:
     if score_mode not in ("dot", "concat", "additive"):
         raise ctx.error(f"unknown score_mode {score_mode!r}; expected 'dot' or 'concat'")
     causal_cfg = bool(config.get("causal", False))  # tf.keras < 2.10 spelled it so
+    multiply_query_mask = _query_mask_multiplies(ctx.keras_version)
     names = (["scale"] if use_scale else []) + (["concat_score_weight"]
                                                  if score_mode == "concat" else [])
 
@@ -441,7 +490,8 @@ def _attention_layer(config, ctx, additive: bool) -> LayerImpl:
         q_mask = mask[0] if mask else None
         v_mask = mask[1] if mask else None
         out, weights = _dot_attention(scores_of(params, q, k, rt), v, q_mask, v_mask,
-                                      bool(use_causal_mask) or causal_cfg, rt)
+                                      bool(use_causal_mask) or causal_cfg,
+                                      multiply_query_mask, rt)
         return (out, weights) if return_attention_scores else out
 
     def compute_mask(mask, *args, **kwargs):
