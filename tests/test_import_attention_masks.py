@@ -17,7 +17,11 @@ grouped_query_attention.py, attention.py and keras/src/layers/activations/softma
 - ``Softmax(mask)``: 3.0-3.9 add ``(1 - mask) * -1e9``; 3.10-3.12 also multiply the
   probabilities by the mask; 3.13+ keep ``mask > 0.5`` (booleans as they are) and zero the rest.
 - ``Attention``: masked keys where the value mask is 0 get ``score - 1e9``; the output is
-  multiplied by the query mask (3.0-3.14) or kept where it is non-zero (3.15+).
+  multiplied by the query mask (3.0-3.14) or kept where it is non-zero (3.15+). With
+  ``use_causal_mask``, 3.0.0-3.0.4 ignore the value mask (keras-team/keras#19093). Without it,
+  3.0.5-3.11 broadcast the value mask ``(N, S)`` against the scores ``(N, T, S)`` unexpanded
+  (keras-team/keras#21595): Keras fails for these shapes (N = 2, T = 3), and the reference, as
+  the importer, masks as 3.0.0-3.0.4 and 3.12+ do (and those versions for N = 1).
 """
 
 import numpy as np
@@ -43,6 +47,7 @@ def _model():
         GQA(2, 2, 1, name="gqa")(x, x, attention_mask=am),
         GQA(2, 2, 1, name="gqa_sm")(x, x, attention_mask=am, return_attention_scores=True)[0],
         layers.Attention(name="att")([x, x], mask=[qm, vm]),
+        layers.Attention(name="att_causal")([x, x], mask=[qm, vm], use_causal_mask=True),
     ]
     return keras.Model([x, am, qm, vm], outs)
 
@@ -88,14 +93,20 @@ def _heads(layer, x, am, minor, fused_eligible, grouped):
     return np.einsum("bthk,hkd->btd", o, w[6]) + w[7]
 
 
-def _attention(x, qm, vm, minor):
+def _attention(x, qm, vm, version, causal=False):
+    """``Attention()([x, x], mask=[qm, vm], use_causal_mask=causal)`` of Keras ``version``."""
+    minor = int(version.split(".")[1])
     s = x @ np.swapaxes(x, -1, -2)
-    s = np.where((vm == 0)[:, None, :], s - np.float32(1e9), s)
+    keep = np.broadcast_to((vm != 0)[:, None, :], s.shape)
+    if causal:  # 3.0.0-3.0.4 return the causal mask alone when there is a value mask
+        tri = np.tril(np.ones(s.shape[-2:], bool))
+        keep = tri if version in ("3.0.0", "3.0.1", "3.0.2", "3.0.3", "3.0.4") else keep & tri
+    s = np.where(keep, s, s - np.float32(1e9))
     o = _softmax(s) @ x
     return o * qm[..., None] if minor < 15 else np.where(qm[..., None] != 0, o, 0.0)
 
 
-@pytest.mark.parametrize("version", [None, "3.14.0", "3.12.4", "3.9.2", "3.5.0"])
+@pytest.mark.parametrize("version", [None, "3.14.0", "3.12.4", "3.9.2", "3.0.4"])
 def test_attention_masks_follow_the_keras_version(tmp_path, version):
     """Fully masked rows and numeric masks in MultiHeadAttention, GroupedQueryAttention and
     Attention, as the Keras that wrote the file computed them (module docstring)."""
@@ -110,7 +121,8 @@ def test_attention_masks_follow_the_keras_version(tmp_path, version):
            _heads(model.get_layer("mha_sm"), x, am, minor, False, False),
            _heads(model.get_layer("gqa"), x, am, minor, True, True),
            _heads(model.get_layer("gqa_sm"), x, am, minor, False, True),
-           _attention(x, qm, vm, minor)]
+           _attention(x, qm, vm, version or keras.__version__),
+           _attention(x, qm, vm, version or keras.__version__, causal=True)]
     if version is None:  # the formulas above are Keras 3.15.1's
         assert keras.__version__.startswith("3.15")
         for a, b in zip(model.predict(data, verbose=0), ref):
@@ -121,5 +133,6 @@ def test_attention_masks_follow_the_keras_version(tmp_path, version):
         paths = {".h5": paths[".h5"]}
     for path in paths.values():
         got = load_keras(path)(data)
-        for name, a, b in zip(["mha", "mha_sm", "gqa", "gqa_sm", "att"], got, ref):
+        for name, a, b in zip(["mha", "mha_sm", "gqa", "gqa_sm", "att", "att_causal"], got,
+                              ref):
             np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6, err_msg=name)

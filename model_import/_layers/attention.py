@@ -16,6 +16,7 @@ of tf.keras 2 and Keras 3.0-3.6) masks as the file's Keras's ``Softmax`` layer d
 from __future__ import annotations
 
 import math
+import re
 import string
 from typing import Mapping, Sequence
 
@@ -430,6 +431,14 @@ def _query_mask_multiplies(version: str) -> bool:
     return v.major < 3 or v.before(3, 15, unrecorded=False)
 
 
+def _causal_drops_value_mask(version: str) -> bool:
+    """Whether the file's Keras is 3.0.0-3.0.4, whose ``Attention._calculate_score_mask``
+    returns the causal mask alone when a value mask is given (inverted test, fixed in 3.0.5
+    by keras-team/keras#19093): with ``use_causal_mask`` the value mask is ignored there."""
+    m = re.match(r"3\.0\.(\d+)", str(version).strip())
+    return m is not None and int(m[1]) <= 4
+
+
 def _dot_attention(scores: Array, value: Array, q_mask, v_mask, causal: bool,
                    multiply_query_mask: bool, rt) -> tuple[Array, Array]:
     """Masked softmax of ``scores (N, T, S)`` applied to ``value (N, S, D)``, as Keras's
@@ -437,7 +446,9 @@ def _dot_attention(scores: Array, value: Array, q_mask, v_mask, causal: bool,
     or above the diagonal when ``causal``) get ``score - 1e9``, so a fully masked row stays a
     softmax of the shifted scores; the output at a masked query step is 0. A numeric query
     mask multiplies the output where ``multiply_query_mask`` (tf.keras 2, Keras <= 3.14),
-    else counts where non-zero."""
+    else counts where non-zero. Not followed: Keras 3.0.5-3.11 subtract the non-causal value
+    mask ``(N, S)`` from the scores ``(N, T, S)`` unexpanded (keras-team/keras#21595), which
+    fails for ``N > 1`` unless ``N == T``, and then masks row ``t`` by example ``t``'s mask."""
     mask = None if v_mask is None else jnp.expand_dims(v_mask.astype(bool), -2)
     if causal:
         tri = jnp.tril(jnp.ones(scores.shape[-2:], bool))[None]
@@ -462,6 +473,7 @@ def _attention_layer(config, ctx, additive: bool) -> LayerImpl:
         raise ctx.error(f"unknown score_mode {score_mode!r}; expected 'dot' or 'concat'")
     causal_cfg = bool(config.get("causal", False))  # tf.keras < 2.10 spelled it so
     multiply_query_mask = _query_mask_multiplies(ctx.keras_version)
+    causal_drops_value_mask = _causal_drops_value_mask(ctx.keras_version)
     names = (["scale"] if use_scale else []) + (["concat_score_weight"]
                                                  if score_mode == "concat" else [])
 
@@ -489,8 +501,10 @@ def _attention_layer(config, ctx, additive: bool) -> LayerImpl:
         k = inputs[2] if len(inputs) > 2 else v
         q_mask = mask[0] if mask else None
         v_mask = mask[1] if mask else None
-        out, weights = _dot_attention(scores_of(params, q, k, rt), v, q_mask, v_mask,
-                                      bool(use_causal_mask) or causal_cfg,
+        causal = bool(use_causal_mask) or causal_cfg
+        if causal and causal_drops_value_mask:
+            v_mask = None
+        out, weights = _dot_attention(scores_of(params, q, k, rt), v, q_mask, v_mask, causal,
                                       multiply_query_mask, rt)
         return (out, weights) if return_attention_scores else out
 
