@@ -24,6 +24,8 @@ grouped_query_attention.py, attention.py and keras/src/layers/activations/softma
   the importer, masks as 3.0.0-3.0.4 and 3.12+ do (and those versions for N = 1).
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -66,8 +68,11 @@ def _softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
-def _keras_softmax(s, m, minor):
-    """``Softmax(mask=m)`` of Keras 3.``minor`` (``m`` as the attention layer hands it over)."""
+def _keras_softmax(s, m, minor, robust=False):
+    """``Softmax(mask=m)`` of Keras 3.``minor`` (``m`` as the attention layer hands it over);
+    ``robust``: tf-keras 2.21's ``robust_masking`` (no zeroing after the softmax)."""
+    if robust:
+        return _softmax(np.where(m if m.dtype == bool else m > 0.5, s, np.float32(-1e9)))
     if minor >= 13:
         keep = m if m.dtype == bool else m > 0.5
         return np.where(keep, _softmax(np.where(keep, s, np.float32(-1e9))), 0.0)
@@ -76,8 +81,9 @@ def _keras_softmax(s, m, minor):
     return p * mf if minor >= 10 else p
 
 
-def _heads(layer, x, am, minor, fused_eligible, grouped):
-    """MultiHeadAttention (``grouped=False``) or GroupedQueryAttention of Keras 3.``minor``."""
+def _heads(layer, x, am, minor, fused_eligible, grouped, robust=False):
+    """MultiHeadAttention (``grouped=False``) or GroupedQueryAttention of Keras 3.``minor``
+    (tf.keras 2 computes MultiHeadAttention as Keras 3.0-3.6 do: ``minor=0``)."""
     w = layer.get_weights()  # query, key, value, output: kernel, bias each
     q, k, v = (np.einsum("btd,dhk->bthk", x, w[i]) + w[i + 1] for i in (0, 2, 4))
     if grouped:
@@ -88,7 +94,7 @@ def _heads(layer, x, am, minor, fused_eligible, grouped):
         p = _softmax(np.where(am[:, None] != 0, s, np.float32(-1e9)))
     else:
         m = am != 0 if (minor >= 7 and not grouped) else am  # MHA casts from 3.7
-        p = _keras_softmax(s, m[:, None], minor)
+        p = _keras_softmax(s, m[:, None], minor, robust)
     o = np.einsum("bhts,bshk->bthk", p, v)
     return np.einsum("bthk,hkd->btd", o, w[6]) + w[7]
 
@@ -106,19 +112,25 @@ def _attention(x, qm, vm, version, causal=False):
     return o * qm[..., None] if minor < 15 else np.where(qm[..., None] != 0, o, 0.0)
 
 
-@pytest.mark.parametrize("version", [None, "3.14.0", "3.12.4", "3.9.2", "3.0.4"])
+@pytest.mark.parametrize("version", [None, "3.14.0", "3.12.4", "3.9.2", "3.0.4", "2.21.0"])
 def test_attention_masks_follow_the_keras_version(tmp_path, version):
     """Fully masked rows and numeric masks in MultiHeadAttention, GroupedQueryAttention and
-    Attention, as the Keras that wrote the file computed them (module docstring)."""
+    Attention, as the Keras that wrote the file computed them (module docstring). "2.21.0":
+    tf-keras 2.21 with ``MultiHeadAttention(softmax_robust_masking=True)`` (set in the
+    config): its ``Softmax(robust_masking=True)`` keeps the entries ``> 0.5`` and zeroes
+    nothing (tf_keras/layers/activation/softmax.py at v2.21.0); only the MultiHeadAttention
+    outputs are compared (tf.keras has no GroupedQueryAttention, and its Attention refuses a
+    numeric value mask: ``tf.logical_not`` of floats)."""
     import h5py
 
     model = _model()
     data = _data()
     x, am, qm, vm = data
     paths = save_keras_and_h5(model, tmp_path, "attmask")
-    minor = 15 if version is None else int(version.split(".")[1])
-    ref = [_heads(model.get_layer("mha"), x, am, minor, True, False),
-           _heads(model.get_layer("mha_sm"), x, am, minor, False, False),
+    keras2 = version is not None and version.startswith("2.")
+    minor = 15 if version is None else 0 if keras2 else int(version.split(".")[1])
+    ref = [_heads(model.get_layer("mha"), x, am, minor, True, False, keras2),
+           _heads(model.get_layer("mha_sm"), x, am, minor, False, False, keras2),
            _heads(model.get_layer("gqa"), x, am, minor, True, True),
            _heads(model.get_layer("gqa_sm"), x, am, minor, False, True),
            _attention(x, qm, vm, version or keras.__version__),
@@ -130,9 +142,16 @@ def test_attention_masks_follow_the_keras_version(tmp_path, version):
     else:
         with h5py.File(paths[".h5"], "r+") as f:
             f.attrs["keras_version"] = version
+            if keras2:
+                config = json.loads(f.attrs["model_config"])
+                for layer in config["config"]["layers"]:
+                    if layer["class_name"] == "MultiHeadAttention":
+                        layer["config"]["softmax_robust_masking"] = True
+                f.attrs["model_config"] = json.dumps(config)
         paths = {".h5": paths[".h5"]}
+    names = ["mha", "mha_sm"] if keras2 else ["mha", "mha_sm", "gqa", "gqa_sm", "att",
+                                              "att_causal"]
     for path in paths.values():
         got = load_keras(path)(data)
-        for name, a, b in zip(["mha", "mha_sm", "gqa", "gqa_sm", "att", "att_causal"], got,
-                              ref):
+        for name, a, b in zip(names, got, ref):
             np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6, err_msg=name)

@@ -595,7 +595,7 @@ def test_logits_of_a_masked_softmax_keep_its_mask(tmp_path):
         np.testing.assert_array_equal(np.asarray(grad), 0.0)
 
 
-@pytest.mark.parametrize("version", [None, "3.12.4", "3.9.2"])
+@pytest.mark.parametrize("version", [None, "3.12.4", "3.9.2", "2.21.0"])
 def test_a_numeric_softmax_mask_follows_the_keras_version(tmp_path, version):
     """A ``Softmax`` layer's float mask: Keras 3.13 and later (the installed Keras, ``None``)
     keep the entries whose mask is ``> 0.5`` and zero the others after the softmax (the
@@ -603,7 +603,9 @@ def test_a_numeric_softmax_mask_follows_the_keras_version(tmp_path, version):
     ``(1 - mask) * -1e9`` and multiply the probabilities by the mask; Keras 3.0-3.9 only add
     it (a fully masked row stays a softmax, uniform here). The references of the older
     releases are those formulas (keras/src/layers/activations/softmax.py at v3.9.2, v3.12.4),
-    on the same file with its recorded version changed."""
+    on the same file with its recorded version changed. "2.21.0": tf-keras 2.21's
+    ``Softmax(robust_masking=True)`` (set in the config; tf_keras/layers/activation/softmax.py
+    at v2.21.0): the entries ``> 0.5`` kept, the others -1e9, nothing zeroed."""
     import h5py
 
     inp, keep = keras.Input((4,)), keras.Input((4,))
@@ -616,12 +618,20 @@ def test_a_numeric_softmax_mask_follows_the_keras_version(tmp_path, version):
         ref = np.asarray(model.predict([x, mask], verbose=0))
         assert ref[0, 2] == 0.0 and ref[1, 2] > 0.1 and not ref[2].any()  # Keras 3.15
     else:
-        z = x + (1.0 - mask) * np.float32(-1e9)
+        robust = version.startswith("2.")
+        z = (np.where(mask > 0.5, x, np.float32(-1e9)) if robust
+             else x + (1.0 - mask) * np.float32(-1e9))
         e = np.exp(z - z.max(-1, keepdims=True))
         ref = e / e.sum(-1, keepdims=True)
         ref = ref * mask if version.startswith("3.12") else ref
         with h5py.File(paths[".h5"], "r+") as f:
             f.attrs["keras_version"] = version
+            if robust:
+                config = json.loads(f.attrs["model_config"])
+                for layer in config["config"]["layers"]:
+                    if layer["class_name"] == "Softmax":
+                        layer["config"]["robust_masking"] = True
+                f.attrs["model_config"] = json.dumps(config)
         paths = {".h5": paths[".h5"]}
     for path in paths.values():
         np.testing.assert_allclose(np.asarray(load_keras(path)([x, mask])), ref, rtol=1e-6,

@@ -173,15 +173,17 @@ def _attention_softmax(scores: Array, mask, axis, rule: str, rt) -> Array:
     3.0-3.9) adds ``(1 - mask) * -1e9`` (a fully masked row stays a softmax of the shifted
     scores), ``"additive_zeroed"`` (Keras 3.10-3.12) also multiplies the probabilities by
     the mask (a fully masked row is 0; a fractional mask scales them), ``"above_half"``
-    (Keras 3.13+) keeps the entries that are true or ``> 0.5`` and zeroes the others."""
+    (Keras 3.13+) keeps the entries that are true or ``> 0.5`` and zeroes the others,
+    ``"above_half_kept"`` (tf-keras 2.21's ``softmax_robust_masking``) keeps them and
+    zeroes nothing (a fully masked row stays uniform)."""
     if mask is None:
         return rt.softmax_of(scores, axis)
     mask = jnp.asarray(mask)
-    if rule in ("fused", "above_half"):
+    if rule in ("fused", "above_half", "above_half_kept"):
         keep = (_as_mask(mask) if rule == "fused" or mask.dtype == jnp.bool_
                 else mask > 0.5)
         probs = rt.softmax_of(jnp.where(keep, scores, LARGE_NEGATIVE), axis)
-        return probs if rule == "fused" else jnp.where(keep, probs, 0.0)
+        return jnp.where(keep, probs, 0.0) if rule == "above_half" else probs
     m = mask.astype(scores.dtype)
     probs = rt.softmax_of(scores + (1.0 - m) * LARGE_NEGATIVE, axis)
     return probs * m if rule == "additive_zeroed" else probs
@@ -219,7 +221,8 @@ def _multi_head_attention(config, ctx):
     per = 2 if use_bias else 1
     convert = _projection_weights(parts, use_bias)
     fused_in_keras = _fused_attention_in(ctx.keras_version)
-    softmax_rule = softmax_mask_rule(ctx.keras_version)
+    softmax_rule = softmax_mask_rule(ctx.keras_version,
+                                     bool(config.get("softmax_robust_masking", False)))
 
     def project(params, name, x):
         return _project(params, name, x, use_bias)

@@ -188,16 +188,23 @@ def _masked_global_average_1d(config: Mapping[str, Any], impl: LayerImpl) -> Lay
     return dataclasses.replace(impl, call=call, mask_call=True, compute_mask="drop")
 
 
-def softmax_mask_rule(version: str) -> str:
+def softmax_mask_rule(version: str, robust_masking: bool = False) -> str:
     """How the Keras that wrote the file applies a ``Softmax`` layer's mask (read in Keras's
-    ``keras/src/layers/activations/softmax.py`` at each release tag).
+    ``keras/src/layers/activations/softmax.py`` at each release tag, and tf-keras's
+    ``tf_keras/layers/activation/softmax.py``).
 
     ``"additive"``: tf.keras 2 and Keras 3.0-3.9 add ``(1 - mask) * -1e9`` and stop there (a
     fully masked row is a softmax of the shifted values). ``"additive_zeroed"``: Keras
     3.10-3.12 also multiply the probabilities by the mask (a fully masked row is zeros).
     ``"above_half"``: Keras 3.13 and later keep the entries where the mask is true or, for a
     numeric mask, ``> 0.5``, set the others to -1e9 and zero them after the softmax. A bare
-    ``"3"`` (no minor version recorded) is taken as the newest."""
+    ``"3"`` (no minor version recorded) is taken as the newest. ``"above_half_kept"``:
+    ``robust_masking`` (tf-keras 2.21's ``Softmax(robust_masking=True)`` and
+    ``MultiHeadAttention(softmax_robust_masking=True)``, the only writers of that option):
+    the entries true or ``> 0.5`` are kept and the others set to -1e9, with no zeroing
+    after the softmax (a fully masked row is uniform)."""
+    if robust_masking:
+        return "above_half_kept"
     v = parse_version(version)
     if v.major < 3 or v.before(3, 10, unrecorded=False):
         return "additive"
@@ -214,12 +221,12 @@ def _masked_softmax(config: Mapping[str, Any], impl: LayerImpl, version: str) ->
     multiply the probabilities by the mask: a fractional mask's scaling is not followed)."""
     axis = config.get("axis", -1)
     axes = tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
-    rule = softmax_mask_rule(version)
+    rule = softmax_mask_rule(version, bool(config.get("robust_masking", False)))
 
     def call(params, x, *, rt, mask=None):
         if mask is None:
             return x
-        if rule == "above_half":
+        if rule in ("above_half", "above_half_kept"):
             keep = mask if mask.dtype == jnp.bool_ else mask > 0.5
             return jnp.where(keep, x, LARGE_NEGATIVE)
         shifted = x + (1.0 - mask.astype(x.dtype)) * LARGE_NEGATIVE
@@ -229,7 +236,9 @@ def _masked_softmax(config: Mapping[str, Any], impl: LayerImpl, version: str) ->
 
     def act(z, rt):
         y = rt.softmax_of(z, axes)
-        return y if rule == "additive" else jnp.where(z == LARGE_NEGATIVE, 0.0, y)
+        if rule in ("additive", "above_half_kept"):
+            return y
+        return jnp.where(z == LARGE_NEGATIVE, 0.0, y)
 
     return dataclasses.replace(impl, call=call, activation=act, mask_call=True,
                                compute_mask="propagate")
