@@ -13,6 +13,7 @@ import json
 import lzma
 import os
 import re
+import uuid
 import zipfile
 import zlib
 from typing import Any, Sequence
@@ -686,8 +687,13 @@ def read_sharded_weights(path: str) -> h5py.File:
             f"the index lists the shards {shards[:8]}; {missing[:8]} are not beside it in "
             f"{folder}. Keep every shard with the index (or save the weights again)"
             if shards else "the index lists no shards", path=path)
-    merged = h5py.File(f"{os.path.abspath(path)}.merged", "w", driver="core",
-                       backing_store=False)
+    # an in-memory file, under a name of its own: HDF5 refuses to create ("w") a file of the
+    # name of one still open, as another load of the same index (a thread's, an earlier
+    # handle not yet closed) holds it. Without file locks: its external links open the
+    # shards with its own access (read-write, locked exclusively), which failed while
+    # another load held a shard open ("unable to lock file")
+    merged = h5py.File(f"{os.path.abspath(path)}.merged-{uuid.uuid4().hex}", "w",
+                       driver="core", backing_store=False, locking=False)
     try:
         _merge_shards(merged, folder, shards, path, _top_groups(index["weight_map"]))
     except BaseException:
@@ -776,6 +782,14 @@ def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File
     ``None`` source means a Keras 3 weights file, whose keys depend on the architecture
     (:class:`Keras3Weights`)."""
     f = _open_h5(path)
+    try:
+        return _read_h5(f, path)
+    except BaseException:  # nobody else holds the file to close it
+        f.close()
+        raise
+
+
+def _read_h5(f: h5py.File, path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File]:
     attrs = attrs_of(f)
     version = keras_version_of(attrs.get("keras_version", "2"), "the keras_version attribute",
                                path)
@@ -793,7 +807,6 @@ def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File
     if "layers" in f or "vars" in f or OLD_LAYERS in f:  # Keras 3, tf.keras 2.12+ .weights.h5
         index = shard_index_of(path)
         if index is not None:
-            f.close()
             raise KerasImportError(
                 f"one shard of sharded weights, which hold only part of the model's weights; "
                 f"load their index instead: load_keras({index!r}, config=...)", path=path)

@@ -601,56 +601,54 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
         raise KerasImportError(f"the file's HDF5 structure cannot be read ({type(e).__name__}: "
                                f"{e}); the file is corrupt or truncated. Save the model again",
                                path=path) from e
-    if config is not None:
-        cfg = parse_config(config, path)
-        if "class_name" not in cfg and "config" not in cfg and "layers" in cfg:
-            # model.get_config(): a Functional model's names its inputs and outputs, a
-            # Sequential model's only its layers
-            functional = "input_layers" in cfg or "output_layers" in cfg
-            cfg = {"class_name": "Functional" if functional else "Sequential", "config": cfg}
-        # the architecture's record of the Keras that wrote it wins: a tf.keras to_json()
-        # with a .weights.h5 (which records no version) is Keras 2, not 3
-        recorded = config_keras_version(cfg)
-        if recorded:
-            version = keras_version_of(recorded, "the architecture's keras_version", path)
-    if cfg is None:
-        h5.close()
-        raise KerasImportError(
-            "the file holds weights but no architecture (a save_weights / .weights.h5 file); "
-            "pass the architecture as config= (model.to_json() or a config.json)", path=path)
-    if not isinstance(cfg, dict):
-        h5.close()
-        raise KerasImportError(
-            f"the architecture config is a JSON {type(cfg).__name__} ({str(cfg)[:60]}), "
-            "expected an object with 'class_name' and 'config' (what model.to_json() writes). "
-            "The file is damaged or was edited: save the model again", path=path)
-    if parse_version(version).major < 2:
-        h5.close()
-        raise KerasImportError(
-            f"written by Keras {version}: Keras 1 files are not supported (Keras 1 names its "
-            "layers' options and weights differently). Load the model with Keras 2 (e.g. "
-            "standalone keras 2.2.4, which reads Keras 1 files) and save it again with "
-            "model.save('model.h5')", path=path)
-    if legacy is not None:
-        source: Any = lambda graph: legacy.bind(_layer_order(graph),  # noqa: E731
-                                                _legacy_layouts(graph))
-    else:
-        source = lambda graph: Keras3Weights(h5, path, _layer_order(graph))  # noqa: E731
-    try:
-        if legacy is not None:  # reads the file's layer_names
-            cfg = legacy.name_nested_sequentials(cfg)
-        if keras_backend is None and kind == "h5":  # a legacy .h5 records it
-            keras_backend = recorded_backend(h5)
-        return build_model(cfg, source, keras_version=version, path=path, head=head,
-                           custom_layers=custom_layers, keras_backend=keras_backend)
-    except KerasImportError:
-        raise
-    except Exception as e:
-        if isinstance(e, OSError) or _raised_by_h5py(e):  # damaged or truncated data
-            raise KerasImportError(f"the weights cannot be read ({type(e).__name__}: {e}); "
-                                   "the file may be corrupt or truncated", path=path) from e
-        if isinstance(e, (KeyError, AttributeError, TypeError, IndexError)):
-            raise KerasImportError(f"malformed Keras file: {e!r}", path=path) from e
-        raise
+    try:  # the file is closed however this ends (an error here, a model built)
+        if config is not None:
+            cfg = parse_config(config, path)
+            if "class_name" not in cfg and "config" not in cfg and "layers" in cfg:
+                # model.get_config(): a Functional model's names its inputs and outputs, a
+                # Sequential model's only its layers
+                functional = "input_layers" in cfg or "output_layers" in cfg
+                cfg = {"class_name": "Functional" if functional else "Sequential", "config": cfg}
+            # the architecture's record of the Keras that wrote it wins: a tf.keras to_json()
+            # with a .weights.h5 (which records no version) is Keras 2, not 3
+            recorded = config_keras_version(cfg)
+            if recorded:
+                version = keras_version_of(recorded, "the architecture's keras_version", path)
+        if cfg is None:
+            raise KerasImportError(
+                "the file holds weights but no architecture (a save_weights / .weights.h5 file); "
+                "pass the architecture as config= (model.to_json() or a config.json)", path=path)
+        if not isinstance(cfg, dict):
+            raise KerasImportError(
+                f"the architecture config is a JSON {type(cfg).__name__} ({str(cfg)[:60]}), "
+                "expected an object with 'class_name' and 'config' (what model.to_json() writes). "
+                "The file is damaged or was edited: save the model again", path=path)
+        if parse_version(version).major < 2:
+            raise KerasImportError(
+                f"written by Keras {version}: Keras 1 files are not supported (Keras 1 names its "
+                "layers' options and weights differently). Load the model with Keras 2 (e.g. "
+                "standalone keras 2.2.4, which reads Keras 1 files) and save it again with "
+                "model.save('model.h5')", path=path)
+        if legacy is not None:
+            source: Any = lambda graph: legacy.bind(_layer_order(graph),  # noqa: E731
+                                                    _legacy_layouts(graph))
+        else:
+            source = lambda graph: Keras3Weights(h5, path, _layer_order(graph))  # noqa: E731
+        try:
+            if legacy is not None:  # reads the file's layer_names
+                cfg = legacy.name_nested_sequentials(cfg)
+            if keras_backend is None and kind == "h5":  # a legacy .h5 records it
+                keras_backend = recorded_backend(h5)
+            return build_model(cfg, source, keras_version=version, path=path, head=head,
+                               custom_layers=custom_layers, keras_backend=keras_backend)
+        except KerasImportError:
+            raise
+        except Exception as e:
+            if isinstance(e, OSError) or _raised_by_h5py(e):  # damaged or truncated data
+                raise KerasImportError(f"the weights cannot be read ({type(e).__name__}: {e}); "
+                                       "the file may be corrupt or truncated", path=path) from e
+            if isinstance(e, (KeyError, AttributeError, TypeError, IndexError)):
+                raise KerasImportError(f"malformed Keras file: {e!r}", path=path) from e
+            raise
     finally:
         h5.close()

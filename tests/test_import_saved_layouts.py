@@ -5,6 +5,7 @@ what Keras computes from the same model."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -72,6 +73,43 @@ def test_sharded_weights_load_with_the_architecture(small, tmp_path):
     with pytest.raises(KerasImportError, match="config=") as info:
         load_keras(index)  # weights only
     assert str(index) in str(info.value)
+
+
+def test_sharded_weights_load_while_another_load_holds_them(small, tmp_path):
+    """Loads of one index at once (threads; a load while an earlier handle is open) failed as
+    "corrupt or truncated": the in-memory file that merges the shards had one name per
+    index, which HDF5 does not create twice, and its links opened the shards locked for
+    writing, which another reader could not open. A load refused after the file was read
+    (a bad config=) left it open."""
+    import concurrent.futures
+
+    import h5py
+
+    from model_import._files import read_sharded_weights
+
+    model, x, ref = small
+    index, _ = _shard(model, tmp_path / "w", 7.2e-7)
+    open_files = h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE)
+    with pytest.raises(KerasImportError, match="not valid JSON") as info:
+        load_keras(index, config="{")
+    assert h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE) == open_files
+    del info
+    held = read_sharded_weights(str(index))  # an earlier handle, reading one shard
+    links = []
+    held.visititems_links(lambda name, link: links.append(name)
+                          if isinstance(link, h5py.ExternalLink) else None)
+    array = held[links[0]]
+    try:
+        assert rel_err(load_keras(index, config=model.to_json())(x), ref) < 1e-6
+    finally:
+        del array
+        held.close()
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        loaded = list(pool.map(lambda _: load_keras(index, config=model.to_json()), range(3)))
+    for m in loaded:
+        for a, b in zip(jax.tree_util.tree_leaves(m.params),
+                        jax.tree_util.tree_leaves(loaded[0].params)):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_sharded_weights_of_a_compiled_model_with_shards_of_optimizer_state_only(tmp_path):
