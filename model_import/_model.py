@@ -30,6 +30,10 @@ HEADS = ("saved", "logits", "softmax", "sigmoid", "sigmoid_complement")
 #: Integer input dtypes computed as declared (64-bit ones run as int32).
 _NARROW_INTS = frozenset({"int8", "uint8", "int16", "uint16", "int32", "uint32"})
 
+#: How many jitted programs of ``__call__``/``intermediates`` a model and its variants keep
+#: (:meth:`KerasModel._program`); the oldest is dropped beyond.
+_PROGRAM_MEMO_SIZE = 32
+
 #: Layers whose ``data_format`` comes from a normalization axis, a weaker sign of the layout
 #: than a convolution's or pooling's ``data_format`` (:meth:`KerasModel._formats`).
 _WEAK_FORMAT = frozenset({"BatchNormalization", "SyncBatchNormalization"})
@@ -160,9 +164,12 @@ class KerasModel:
                  runtime: Runtime | None = None, keras_version: str = "3",
                  source: str | None = None, relu_mode: str = "standard",
                  output: int | None = None, channels_last_view: bool = False,
-                 keras_backend: str | None = None):
+                 keras_backend: str | None = None, _memos: Mapping[str, Any] | None = None):
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+        # what _replace shares with a variant (traced shapes, jitted programs), there before
+        # the checks below use them
+        self.__dict__.update(_memos or {})
         self.graph = graph
         self.params = params
         self.head = head
@@ -191,16 +198,23 @@ class KerasModel:
                     channels_last_view=self.channels_last_view)
         params = kw.pop("params", self.params)
         args.update(kw)
-        new = KerasModel(self.graph, params, **args)
-        new.__dict__["_shape_cache"] = self.__dict__.get("_shape_cache")
+        mine = self.__dict__
+        memos = {
+            "_shape_cache": mine.get("_shape_cache"),
+            # output shapes, per output selection: the same for every head, weights of the
+            # same shapes and view (shared, so that a variant made on every call is traced
+            # once)
+            "_output_shape_memo": mine.setdefault("_output_shape_memo", {}),
+            # the layers each output depends on: a function of the graph alone (_used_paths)
+            "_used_memo": mine.setdefault("_used_memo", {}),
+            # the jitted programs of __call__ and intermediates, keyed by what else they
+            # depend on (_program)
+            "_program_memo": mine.setdefault("_program_memo", {}),
+        }
+        if "_formats" in mine:  # a function of the graph alone
+            memos["_formats"] = mine["_formats"]
+        new = KerasModel(self.graph, params, **args, _memos=memos)
         new._param_keys = self._param_keys  # (with_params(None) still needs the loaded keys)
-        # output shapes, per output selection: the same for every head, weights of the same
-        # shapes and view (shared, so that a variant made on every call is traced once)
-        new.__dict__["_output_shape_memo"] = self.__dict__.setdefault("_output_shape_memo", {})
-        # the layers each output depends on: a function of the graph alone (_used_paths)
-        new.__dict__["_used_memo"] = self.__dict__.setdefault("_used_memo", {})
-        if "_formats" in self.__dict__:  # a function of the graph alone
-            new.__dict__["_formats"] = self.__dict__["_formats"]
         return new
 
     def with_head(self, head: str) -> "KerasModel":
@@ -403,7 +417,7 @@ class KerasModel:
                              f"a list in this order or a dict), got {len(xs)}")
         out = []
         for i, (a, shape) in enumerate(zip(xs, self.graph.input_shapes)):
-            a = jnp.asarray(a)
+            a = jnp.asarray(native(a))  # (JAX reads no big-endian array)
             declared = str(self.graph.input_dtypes[i])
             int_input = "int" in declared  # token ids (Embedding), raw uint8 images
             if jnp.issubdtype(a.dtype, jnp.integer) and int_input:
@@ -509,7 +523,7 @@ class KerasModel:
         pre = self._by_path(perturb_pre, "perturb_pre")
         if self.channels_last_view:
             xs = self._as_list(x)
-            x = [jnp.moveaxis(jnp.asarray(a), -1, 1) if self._moved(r.layer) else a
+            x = [jnp.moveaxis(jnp.asarray(native(a)), -1, 1) if self._moved(r.layer) else a
                  for r, a in zip(self.graph.inputs, xs)]
             pert, pre = ({k: jnp.moveaxis(v, -1, 1) if self._moved(k) else v
                           for k, v in d.items()} for d in (pert, pre))
@@ -564,20 +578,42 @@ class KerasModel:
         inputs); only its shapes matter: the rest of the forward pass is dead code under
         ``jit``."""
         sink: dict[str, Array] = {}
-        xs = [jnp.asarray(a)[:1] for a in self._as_list(x)]
+        xs = [jnp.asarray(native(a))[:1] for a in self._as_list(x)]
         self._run(params, xs if self.num_inputs > 1 else xs[0], (), None, None, sink)
         return {k: jnp.moveaxis(v, 1, -1) if self._moved(k) else v for k, v in sink.items()}
 
-    @functools.cached_property
-    def _jitted(self):
-        return jax.jit(lambda p, x: self.apply(p, x))
+    def _program(self, capture: tuple[str, ...] | None) -> Callable:
+        """The jitted ``(params, x) -> outputs`` (``capture=None``) or ``-> {layer:
+        activation}`` of :meth:`apply`, compiled per input shape. Shared by this model and the
+        variants ``with_head``/``with_params``/... make of it, keyed by what the program
+        depends on besides its arguments (head, runtime, output selection, view, captured
+        layers), so that ``m.with_head("logits")(x)`` made on every call compiles once."""
+        memo = self.__dict__.setdefault("_program_memo", {})
+        key: Any = (capture, self.head, self.runtime, self.output_index,
+                    self.channels_last_view)
+        try:
+            hash(key)
+        except TypeError:  # rules that do not hash (Runtime asks for ones that do): kept apart
+            memo, key = self.__dict__.setdefault("_own_programs", {}), capture
+        fn = memo.get(key)
+        if fn is None:
+            if capture is None:
+                fn = jax.jit(lambda p, x: self.apply(p, x))
+            else:
+                fn = jax.jit(lambda p, x: self.apply(p, x, capture=capture)[1])
+            if len(memo) >= _PROGRAM_MEMO_SIZE:  # the oldest goes (a dict keeps order)
+                memo.pop(next(iter(memo)))
+            memo[key] = fn
+        return fn
 
     def __call__(self, x: Inputs):
-        """``apply(self.params, x)``, jit-compiled (cached per model and input shape); ``x``
-        as for :meth:`apply`."""
+        """``apply(self.params, x)``, jit-compiled (cached per model, its ``with_*`` variants
+        of the same head, rules, output and view, and input shape); ``x`` as for
+        :meth:`apply`."""
+        x = native(x)  # a compiled program would read big-endian bytes as native ones
         self.check_token_ids(x)
         try:
-            return self._jitted(self.params, x)
+            return self._program(None)(self.params, x)
         except TypeError as e:  # jax.jvp of the jitted program met a custom VJP in it
             clear = forward_mode_error(e, "the model's forward pass")
             if clear is None:
@@ -586,12 +622,11 @@ class KerasModel:
 
     def intermediates(self, x: Inputs, layers: Sequence[str]) -> dict[str, Array]:
         """Outputs of several named layers (or one name) for ``x`` (as for :meth:`apply`) in
-        one forward pass, jit-compiled (cached per model, layers and input shape)."""
+        one forward pass, jit-compiled (cached as :meth:`__call__` is, per layer list)."""
         layers = (layers,) if isinstance(layers, str) else tuple(layers)
-        programs = self.__dict__.setdefault("_intermediates_jitted", {})
-        if layers not in programs:
-            programs[layers] = jax.jit(lambda p, x: self.apply(p, x, capture=layers)[1])
-        return programs[layers](self.params, x)
+        x = native(x)  # a compiled program would read big-endian bytes as native ones
+        self.check_token_ids(x)
+        return self._program(layers)(self.params, x)
 
     # ------------------------------------------------------------------ structure
     @property

@@ -251,12 +251,44 @@ def test_token_ids_outside_the_vocabulary_are_refused(tmp_path):
         bad = np.array(bad, np.int32)
         with pytest.raises(ValueError, match=rf"\[0, 20\) for Embedding 'emb'.*{shown}"):
             m(bad)
+        # intermediates gave the out-of-range rows as NaN, without a word
+        with pytest.raises(ValueError, match=rf"\[0, 20\) for Embedding 'emb'.*{shown}"):
+            m.intermediates(bad, "emb")
         # the saliency at the embedding does not depend on its values: it was finite
         with pytest.raises(ValueError, match=r"token ids must be in \[0, 20\)"):
             jaxsal.saliency(m, bad, 0, layer="emb")
     # traced ids are not checked: out-of-range rows (negative ones too) are NaN
     y = jax.jit(m.apply)(m.params, np.array([[1, -1, 2, 0, 25]], np.int32))
     assert np.isnan(np.asarray(y)).all()
+
+
+def test_calls_read_big_endian_inputs_and_reuse_their_programs(tmp_path, compiles):
+    """``m(x)`` and ``m.intermediates(x, ...)`` of a big-endian array (``'>f4'``: a .npy
+    written on a big-endian machine) after a call of the same shape: the compiled program
+    read its bytes as native ones, silently (probabilities [0, 1, 0] for [0.08, 0.49,
+    0.43]). ``intermediates`` compiled a new program on every call, and so did a variant
+    made per call, ``m.with_head("logits")(x)``."""
+    inp = keras.Input((4,))
+    h = layers.Dense(5, activation="relu", name="h")(inp)
+    model = keras.Model(inp, layers.Dense(3, activation="softmax", name="p")(h))
+    model.save(tmp_path / "be.keras")
+    m = load_keras(tmp_path / "be.keras")
+    x = _x(2, 4) * 3
+    xb = x.astype(">f4")
+    ref, hidden = model(x), keras.Model(inp, h)(x)
+    _close(m(x), ref)
+    _close(m(xb), ref)
+    _close(m.intermediates(x, "h")["h"], hidden)
+    _close(m.intermediates(xb, ["h"])["h"], hidden)
+    _close(m.apply(m.params, xb), ref)
+    logits = m.with_head("logits")(x)
+    compiles.n = 0
+    for a in (x, xb):
+        _close(m(a), ref)
+        _close(m.intermediates(a, "h")["h"], hidden)
+        _close(m.with_head("logits")(a), logits)
+        _close(m.with_params(m.params)(a), ref)
+    assert compiles.n == 0
 
 
 def test_codes_reaching_a_nested_embedding_through_a_later_split_part(tmp_path):
