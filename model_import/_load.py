@@ -563,7 +563,9 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
     Raises:
       KerasImportError: unreadable, corrupt or non-Keras files, mismatched weights.
       UnsupportedLayerError: a layer class without converter (names the layer and class).
-      ValueError: an unknown ``head`` or ``keras_backend``.
+      ValueError: an unknown ``head`` or ``keras_backend``; a head the output cannot have
+        (``"softmax"`` on a one-unit output, constant; ``"logits"`` where the activation
+        cannot be removed).
       TypeError: ``custom_layers`` that is not a dict of class names to converters; an
         option of ``keras.models.load_model`` (``custom_objects``, ``compile``,
         ``safe_mode``), which has no meaning here (the error says what to use instead), or

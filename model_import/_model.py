@@ -189,6 +189,22 @@ class KerasModel:
             # refuse a head the output cannot have now, not at its first call (a model with
             # several outputs is checked when they run: with_output may select one first)
             graph._head_keys((0 if output is None else output,), head == "softmax", head)
+        if head == "softmax" and params is not None and (
+                output is not None or len(graph.outputs) == 1):
+            self._refuse_one_unit_softmax()
+
+    def _refuse_one_unit_softmax(self) -> None:
+        """Refuse the ``softmax`` head on a one-unit output ``(N, 1)``: constant (1.0), its
+        gradients zero (as ``jaxsal``'s methods refuse it). A model whose forward pass fails
+        here is left to :func:`build_model`'s check, which says why with the file's hints."""
+        try:
+            shape = self.output_shape
+        except LayerCallError:
+            return
+        if shape == (1,):
+            raise ValueError("head='softmax' on a one-unit output is constant (1.0) and has "
+                             "zero gradients; use head='sigmoid', 'sigmoid_complement' or "
+                             "'logits'")
 
     # ------------------------------------------------------------------ variants
     def _replace(self, **kw) -> "KerasModel":
@@ -226,6 +242,10 @@ class KerasModel:
         one-unit binary model) apply to those logits (``"softmax"`` keeps an output that is the
         model's own softmax, over its axis, e.g. ``Softmax(axis=1)``, and normalizes other
         outputs over their last axis); ``"saved"`` is the file's own head.
+
+        Raises ``ValueError`` for a head the (selected) output cannot have: ``"softmax"`` on
+        a one-unit output ``(N, 1)`` (constant 1.0), ``"logits"`` where the activation feeds
+        other layers or the output merges probabilities.
         """
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")

@@ -688,3 +688,27 @@ def test_logits_of_one_output_of_a_nested_model_leave_its_other_outputs(tmp_path
     with pytest.raises(ValueError, match=r"cannot remove the activation of layer 'sub'.*"
                                          r"\['outer'\]"):
         m.with_head("logits")(x)
+
+
+def test_softmax_head_on_one_unit_is_refused_when_the_model_is_made(tmp_path):
+    """head="softmax" on a one-unit output is constant (1.0), its gradients zero: README says
+    it is rejected, but load_keras(head="softmax") and with_head("softmax") accepted it
+    (m(x) gave 1.0; only jaxsal's methods refused it when they ran). Of a model of several
+    outputs, the one-unit output is refused when it is selected."""
+    inp = keras.Input((4,))
+    binary = keras.Model(inp, layers.Dense(1, activation="sigmoid")(inp))
+    binary.save(tmp_path / "binary.keras")
+    with pytest.raises(ValueError, match="head='softmax' on a one-unit output is constant"):
+        load_keras(tmp_path / "binary.keras", head="softmax")
+    m = load_keras(tmp_path / "binary.keras")
+    with pytest.raises(ValueError, match="use head='sigmoid', 'sigmoid_complement' or"):
+        m.with_head("softmax")
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    np.testing.assert_allclose(m.with_head("sigmoid")(x), binary(x), rtol=1e-6)
+    both = keras.Model(inp, [layers.Dense(1, activation="sigmoid")(inp),
+                             layers.Dense(3, activation="softmax")(inp)])
+    both.save(tmp_path / "both.keras")
+    mm = load_keras(tmp_path / "both.keras", head="softmax")  # several outputs: per selection
+    np.testing.assert_allclose(mm.with_output(1)(x), both(x)[1], rtol=1e-5)
+    with pytest.raises(ValueError, match="one-unit output is constant"):
+        mm.with_output(0)
