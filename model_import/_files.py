@@ -931,21 +931,85 @@ def _archive_version(cfg: Any, meta: Any, path: str) -> str:
             if meta.get("keras_version") is not None else config_keras_version(cfg) or "3")
 
 
+_CONFIG_FORMS = ("expected a dict, a model.to_json() string, or the path of a JSON file (a "
+                 ".keras archive's config.json), of a .keras archive or of an unzipped "
+                 ".keras directory")
+
+
 def parse_config(config: Any, path: str | None = None) -> dict:
-    """Accept a dict, a JSON string (``model.to_json()``), or a path to a JSON file."""
+    """Accept a dict, a JSON string (``model.to_json()``), or the path (a str or
+    ``os.PathLike``) of a JSON file, of a ``.keras`` archive or of an unzipped ``.keras``
+    directory (their ``config.json`` is read). ``path``: the weights file, named in errors."""
     if isinstance(config, dict):
         return config
-    if isinstance(config, (str, os.PathLike)):
-        s = str(config)
-        if not s.lstrip().startswith("{") and os.path.exists(s):
-            with open(s) as fh:
-                s = fh.read()
-        try:
-            return json.loads(s)
-        except ValueError as e:
-            raise KerasImportError(f"the architecture config is not valid JSON ({e})",
-                                   path=path) from e
-    raise TypeError(f"config must be a dict, a JSON string or a path, got {type(config).__name__}")
+    if not isinstance(config, (str, os.PathLike)):
+        raise TypeError(f"config must be a dict, a JSON string or a path, got "
+                        f"{type(config).__name__}")
+    text = config if isinstance(config, str) else None
+    if text is not None and text.lstrip("\ufeff \t\r\n").startswith(("{", "[")):
+        return _json_config(text.lstrip("\ufeff \t\r\n"), "the architecture config", path)
+    name = os.fsdecode(os.fspath(config))
+    if not os.path.exists(name):
+        text_too = ("" if text is None else
+                    ", and not JSON text (model.to_json() starts with '{')")
+        raise KerasImportError(f"config={name!r}: no such file{text_too}; {_CONFIG_FORMS}",
+                               path=path)
+    where = f"the config file {name}"
+    try:
+        if os.path.isdir(name):
+            if not os.path.isfile(os.path.join(name, "config.json")):
+                raise KerasImportError(
+                    f"config={name!r} is a directory without a config.json (it holds "
+                    f"{sorted(os.listdir(name))[:10]}); {_CONFIG_FORMS}", path=path)
+            name = os.path.join(name, "config.json")
+            where = f"the config file {name}"
+        with open(name, "rb") as fh:
+            data = fh.read()
+        if data[:4] == b"PK\x03\x04":  # a .keras archive: its config.json
+            where = f"the config.json of the archive {name}"
+            data = _zip_config(name, path)
+    except OSError as e:
+        raise KerasImportError(f"config={name!r} cannot be read ({e}); {_CONFIG_FORMS}",
+                               path=path) from e
+    if data[:8] == _HDF5_MAGIC or h5py.is_hdf5(name):
+        raise KerasImportError(
+            f"config={name!r} is an HDF5 file (a model or weights file), not an architecture: "
+            f"pass it as the first argument, load_keras({name!r}) (the .h5 of model.save holds "
+            f"its architecture; weights alone need one as config=); {_CONFIG_FORMS}",
+            path=path)
+    try:
+        text = data.decode("utf-8-sig")  # (a byte-order mark, as Windows editors write)
+    except UnicodeDecodeError as e:
+        raise KerasImportError(f"{where} is not UTF-8 text ({e}); {_CONFIG_FORMS}",
+                               path=path) from e
+    return _json_config(text, where, path)
+
+
+def _json_config(text: str, where: str, path: str | None) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise KerasImportError(f"{where} is not valid JSON ({e})", path=path) from e
+
+
+def _zip_config(name: str, path: str | None) -> bytes:
+    """The ``config.json`` of the ``.keras`` archive ``name`` (at its top, or in its one
+    folder); ``path``: the weights file, named in errors."""
+    try:
+        with zipfile.ZipFile(name) as z:
+            found = [n for n in z.namelist() if n.rsplit("/", 1)[-1] == "config.json"]
+            member = ("config.json" if "config.json" in found
+                      else found[0] if len(found) == 1 else None)
+            data = None if member is None else z.read(member)
+    except (zipfile.BadZipFile, ValueError, NotImplementedError, RuntimeError, EOFError,
+            zlib.error, lzma.LZMAError) as e:
+        raise KerasImportError(f"config={name!r} is a damaged zip archive ({e}); "
+                               f"{_CONFIG_FORMS}", path=path) from e
+    if data is None:
+        raise KerasImportError(
+            f"config={name!r} is a zip archive without one config.json (it holds "
+            f"{len(found)}: {found[:5]}); {_CONFIG_FORMS}", path=path)
+    return data
 
 
 # Model classes of the .keras archives written by Keras 2.13-2.15 (``keras.src.engine``) and

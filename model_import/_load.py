@@ -545,7 +545,8 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
         ``"sigmoid_complement"``; see :meth:`KerasModel.with_head`.
       config: the architecture, for weights-only files (or to override the file's): a dict,
         a ``model.to_json()`` string, or the path of a JSON file (e.g. a ``.keras``
-        archive's ``config.json``).
+        archive's ``config.json``), of a ``.keras`` archive or of an unzipped ``.keras``
+        directory (their ``config.json`` is read).
       custom_layers: ``{class_name: converter}`` for layers without a built-in converter
         (see :func:`model_import.register_layer`).
       keras_backend: the backend Keras 3 ran the model on: ``"jax"``, ``"numpy"``,

@@ -311,6 +311,39 @@ def test_bad_config_argument(tmp_path, fixtures_dir):
         load_keras(fixtures_dir / GOOD_H5, config=42)
 
 
+@pytest.mark.parametrize("given", ["typo", "typo_path", "keras", "h5", "bom", "dir", "empty_dir"])
+def test_config_paths_of_each_kind(tmp_path, fixtures_dir, given):
+    """config= as a path: a path that does not exist was parsed as JSON text ("not valid
+    JSON"), a .keras or .h5 gave a bare UnicodeDecodeError, a config.json with a byte-order
+    mark was "not valid JSON", a directory an IsADirectoryError. Now: a missing file says so
+    with the accepted forms, a .keras archive or unzipped directory gives its config.json,
+    an HDF5 file is refused naming the first argument, a BOM is skipped."""
+    import pathlib
+
+    weights = fixtures_dir / GOOD_H5
+    with zipfile.ZipFile(fixtures_dir / GOOD_KERAS) as z:
+        config_json = z.read("config.json").decode()
+    if given in ("typo", "typo_path"):
+        config = str(tmp_path / "confg.json")
+        err = _raises_import_error(weights, "no such file.*expected a dict, a model.to_json",
+                                   config=config if given == "typo" else pathlib.Path(config))
+        assert "confg.json" in str(err)
+        return
+    if given == "h5":
+        _raises_import_error(weights, r"is an HDF5 file.*pass it as the first argument",
+                             config=str(weights))
+        return
+    if given == "empty_dir":
+        _raises_import_error(weights, "a directory without a config.json", config=tmp_path)
+        return
+    config = {"keras": fixtures_dir / GOOD_KERAS, "bom": tmp_path / "config.json",
+              "dir": tmp_path}[given]
+    (tmp_path / "config.json").write_text(config_json, encoding="utf-8-sig")
+    m = load_keras(weights, config=config)
+    x = np.random.default_rng(0).random((1, 28, 28, 1), np.float32)
+    np.testing.assert_array_equal(m(x), load_keras(weights)(x))
+
+
 def test_bad_head_and_inputs(fixtures_dir):
     with pytest.raises(ValueError, match="unknown head"):
         load_keras(fixtures_dir / GOOD_H5, head="probabilities")
