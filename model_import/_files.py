@@ -1015,6 +1015,7 @@ def _zip_config(name: str, path: str | None) -> bytes:
 # Model classes of the .keras archives written by Keras 2.13-2.15 (``keras.src.engine``) and
 # tf_keras (``tf_keras.src.engine``); Keras 3 writes ``keras.src.models.functional``.
 _KERAS2_MODEL_MODULES = ("keras.src.engine.", "tf_keras.")
+_KERAS3_MODEL_MODULES = ("keras.src.models.",)
 
 
 def config_keras_version(cfg: Any) -> str | None:
@@ -1026,6 +1027,10 @@ def config_keras_version(cfg: Any) -> str | None:
     that format. Weights-only files of the new layout (``.weights.h5``, written by Keras 3
     and by tf.keras 2.13+) record no version, so only the config can tell that it must be
     read with Keras 2's semantics (``hard_sigmoid``, the node numbering of nested models).
+    A Keras 3 config is told by its marks: its model class's module (``keras.src.models.``),
+    an ``InputLayer``'s ``batch_shape`` (Keras 2: ``batch_input_shape``), a layer's dtype as
+    a ``DTypePolicy`` dict: ``"3"`` then (a legacy tf.keras ``.h5`` of weights recording
+    2.x must not decide how a Keras 3 architecture computes).
     """
     if not isinstance(cfg, dict):
         return None
@@ -1035,10 +1040,21 @@ def config_keras_version(cfg: Any) -> str | None:
         return "2.13"
     inner = cfg.get("config")
     layers = inner.get("layers") if isinstance(inner, dict) else inner
-    for layer in layers if isinstance(layers, list) else []:
-        if isinstance(layer, dict) and layer.get("class_name") in ("Functional", "Sequential",
-                                                                   "Model"):
+    layers = [la for la in layers if isinstance(la, dict)] if isinstance(layers, list) else []
+    for layer in layers:
+        if layer.get("class_name") in ("Functional", "Sequential", "Model"):
             found = config_keras_version(layer)  # a nested model
             if found:
                 return found
+    if str(cfg.get("module") or "").startswith(_KERAS3_MODEL_MODULES):
+        return "3"
+    for layer in layers:
+        layer_cfg = layer.get("config")
+        if not isinstance(layer_cfg, dict):
+            continue
+        if layer.get("class_name") == "InputLayer" and "batch_shape" in layer_cfg:
+            return "3"  # Keras 2 writes batch_input_shape
+        dtype = layer_cfg.get("dtype")
+        if isinstance(dtype, dict) and str(dtype.get("class_name")).endswith("DTypePolicy"):
+            return "3"  # Keras 2's dtype is a string, or a mixed_precision Policy
     return None

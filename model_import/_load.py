@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from typing import Any, Callable, Mapping
 
 import jax
@@ -21,7 +22,8 @@ from model_import._graph import MODEL_CLASSES, Graph, GraphBuilder, LayerCallErr
 from model_import._layers.registry import functional_subclass
 from model_import._output_padding import padding_hint
 from model_import._model import HEADS, KerasModel
-from model_import._version import keras_backend_of, parse_version
+from model_import._heaps import attrs_of
+from model_import._version import keras_backend_of, keras_major, parse_version
 
 
 def _keras_class(spec) -> str:
@@ -519,6 +521,26 @@ _KERAS_OPTIONS = {
 }
 
 
+def _architecture_version(recorded: str, in_file: str, file_records: bool,
+                          path: str) -> str:
+    """The Keras version to read a file with when ``config=`` records ``recorded`` and the
+    file ``in_file`` (``file_records``: the file itself says so; weights-only files of the
+    new layout do not). The architecture's major version wins, with a warning where the
+    file records another; of the same major, a bare ``"3"`` (a Keras 3 config's marks, no
+    number) keeps the file's full version (its minor version's semantics)."""
+    if keras_major(recorded) != keras_major(in_file):
+        if file_records:
+            warnings.warn(
+                f"{path}: the weights file records Keras {in_file}, the architecture given as "
+                f"config= is Keras {recorded}'s: read as Keras {keras_major(recorded)} "
+                f"computes it (hard_sigmoid and other semantics differ between Keras 2 and "
+                "3), as that Keras loading these weights into the architecture does. If the "
+                "model was built with the file's Keras, pass that Keras's model.to_json()",
+                UserWarning, stacklevel=3)
+        return recorded
+    return in_file if recorded == "3" else recorded
+
+
 def _refuse_keras_options(options: Mapping[str, Any]) -> None:
     for key in options:
         if key in _KERAS_OPTIONS:
@@ -613,10 +635,15 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
                 functional = "input_layers" in cfg or "output_layers" in cfg
                 cfg = {"class_name": "Functional" if functional else "Sequential", "config": cfg}
             # the architecture's record of the Keras that wrote it wins: a tf.keras to_json()
-            # with a .weights.h5 (which records no version) is Keras 2, not 3
+            # with a .weights.h5 (which records no version) is Keras 2, not 3; a Keras 3
+            # to_json() with tf.keras's weights (.h5, recording 2.x) is Keras 3, as Keras 3
+            # loading them computes
             recorded = config_keras_version(cfg)
             if recorded:
-                version = keras_version_of(recorded, "the architecture's keras_version", path)
+                version = _architecture_version(
+                    keras_version_of(recorded, "the architecture's keras_version", path),
+                    version, kind in ("zip", "dir") or (
+                        legacy is not None and "keras_version" in attrs_of(h5)), path)
         if cfg is None:
             raise KerasImportError(
                 "the file holds weights but no architecture (a save_weights / .weights.h5 file); "
