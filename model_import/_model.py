@@ -622,7 +622,7 @@ class KerasModel:
             else:
                 fn = jax.jit(lambda p, x: self.apply(p, x, capture=capture)[1])
             if len(memo) >= _PROGRAM_MEMO_SIZE:  # the oldest goes (a dict keeps order)
-                memo.pop(next(iter(memo)))
+                memo.pop(next(iter(memo)), None)
             memo[key] = fn
         return fn
 
