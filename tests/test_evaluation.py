@@ -409,6 +409,45 @@ def test_sensitivity_of_float16_maps_is_measured_without_overflow():
         np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [jnp.uint8, jnp.bool_])
+def test_sensitivity_of_integer_and_bool_maps_is_that_of_the_same_values_as_floats(dtype):
+    """Maps of uint8 (a map saved as an 8-bit image) or bool (a thresholded mask): the change
+    e(x + d) - e(x) was taken in the maps' dtype. uint8 wrapped around (0 - 1 = 255: 54.37
+    instead of 0.213 in the review's probe), bool raised JAX's raw TypeError ('sub does not
+    accept dtype bool'). They are compared as the float32 maps of the same values."""
+    x = np.random.default_rng(0).uniform(size=(2, 6, 6, 1)).astype(np.float32)
+    got = np.asarray(jaxsal.sensitivity_max(lambda v: (v > 0.5).astype(dtype), x, key=0,
+                                            radius=0.05))
+    want = np.asarray(jaxsal.sensitivity_max(lambda v: (v > 0.5).astype(jnp.float32), x,
+                                             key=0, radius=0.05))
+    assert want.min() > 0  # (the draws flip some values)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_inputs_are_perturbed_in_float32(dtype):
+    """float16/bfloat16 inputs were perturbed in their own dtype: the draw and the sum were
+    rounded to the input's grid (bfloat16's spacing is 2^-8 on [0.5, 1), 2 x the radius
+    here), so most values did not change and the others moved by up to twice the radius.
+    They are widened to float32 first (exactly, as the methods widen half inputs) and
+    explain gets the float32 perturbed inputs: the same draws as for the float32 copy."""
+    x = jnp.asarray(np.random.default_rng(0).uniform(0.3, 0.9, size=(2, 6, 6, 1)), dtype)
+    seen = []
+
+    def identity(v):
+        seen.append(v)
+        return v
+
+    got = np.asarray(jaxsal.sensitivity_max(identity, x, key=0, n=3, radius=0.002))
+    assert all(v.dtype == jnp.float32 for v in seen)
+    deltas = np.stack([np.asarray(v, np.float64) for v in seen[1:]]) - np.asarray(x,
+                                                                                 np.float64)
+    assert np.abs(deltas).max() <= 0.002 and (deltas == 0).mean() < 0.01
+    want = np.asarray(jaxsal.sensitivity_max(lambda v: v, x.astype(jnp.float32), key=0, n=3,
+                                             radius=0.002))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_float64_maps_keep_their_order_and_ranks_under_x64():
     """Under jax_enable_x64 methods return float64 maps for float64 inputs. Their values were
     rounded to float32 first: values apart by less than float32's resolution tied, so

@@ -68,6 +68,10 @@ def _explained(explain: Callable, x: Array, what: str, like: Array | None = None
     except (TypeError, ValueError):
         raise TypeError(f"sensitivity_max: explain(x) must return one array of maps, got "
                         f"{type(e).__name__} ({what})") from None
+    # integer (uint8 images of maps), bool (thresholded masks) and half precision maps are
+    # compared in float32 at least: e(x + d) - e(x) in uint8 wrapped around (255 for -1),
+    # and in bool JAX refuses the subtraction
+    e = e.astype(jnp.promote_types(e.dtype, jnp.float32))
     if like is not None and e.shape != like.shape:
         raise ValueError(f"sensitivity_max: explain returned maps of shape {e.shape} for "
                          f"{what}, but {like.shape} for x itself; expected the same shape "
@@ -91,10 +95,13 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
 
     Args:
       explain: ``explain(x) -> maps`` with the batch axis first, e.g.
-        ``lambda x: jaxsal.saliency(model, x, targets=3)``. Targets that follow the
+        ``lambda x: jaxsal.saliency(model, x, targets=3)``; maps of any dtype (uint8,
+        bool masks) are compared in float32 at least. Targets that follow the
         prediction (``targets=None``) may explain another class for a perturbed input; fix
         them as ids to measure the map's own change.
-      x: ``(N, ...)``: the inputs ``explain`` takes (one floating array).
+      x: ``(N, ...)``: the inputs ``explain`` takes (one floating array). float16 and
+        bfloat16 inputs are widened to float32 (exactly) and perturbed in float32:
+        ``explain`` gets float32 inputs.
       key: a ``jax.random`` key or an int seed (required).
       n: perturbations per input (10, Captum's default).
       radius: the L-infinity radius of the uniform perturbations (0.02, Captum's), in
@@ -139,6 +146,12 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
                         "by noise")
     if not all_finite(xa):
         raise ValueError("sensitivity_max: x contains NaN or infinite values")
+    if xa.dtype.itemsize < 4:
+        # float16 / bfloat16: widened exactly (as the methods widen half inputs), then
+        # perturbed; in half precision the draws and sums were rounded to the input's grid
+        # (bfloat16's spacing 2^-8 on [0.5, 1)): most values unchanged, others moved by up to
+        # twice the radius
+        xa = xa.astype(jnp.float32)
     e0 = _explained(explain, xa, "x")
     if e0.ndim <= batch_dims or e0.shape[0] != xa.shape[0]:
         raise ValueError(f"sensitivity_max: expected explain(x) of shape (N={xa.shape[0]}, ...) "
