@@ -165,6 +165,7 @@ def test_a_sweep_over_neurons_compiles_once(net, compiles):
     reuse it (each compiled a program of its own), and each gives its own map."""
     m, x, x0 = net
     kw = dict(layer="conv", baseline=x0, steps=3)
+    units = (np.array([2, 2, 0]), jnp.array([2, 2, 0]), np.array([2, 2, 0], np.uint8))
     first = np.asarray(jaxsal.neuron_conductance(m, x, [0, 1], neuron=(0, 3, 1), **kw))
     n = compiles.n
     second = np.asarray(jaxsal.neuron_conductance(m, x, [0, 1], neuron=(2, 2, 0), **kw))
@@ -172,6 +173,12 @@ def test_a_sweep_over_neurons_compiles_once(net, compiles):
     assert compiles.n == n
     assert not np.allclose(first, second)
     jaxsal.neuron_conductance(m, x, [0, 1], neuron=2, **kw)  # a channel: the same program
+    assert compiles.n == n
+    # a 1-D integer array is one unit, as a tuple (as jaxsal.neuron takes it); it was
+    # refused ("expected neuron as a channel (an int) or one unit ...")
+    for unit in units:
+        np.testing.assert_array_equal(
+            jaxsal.neuron_conductance(m, x, [0, 1], neuron=unit, **kw), second)
     assert compiles.n == n
 
 
@@ -184,3 +191,10 @@ def test_neuron_conductance_errors(net):
         jaxsal.neuron_conductance(m, x, 0, layer="conv", neuron=(1, 2))
     with pytest.raises(ValueError, match="a tuple of 3 indices"):
         jaxsal.neuron_conductance(m, x, 0, layer="conv", neuron=(1, 2, 9))
+    for bad in (np.array([1.0, 2.0, 3.0]), np.array([True, False, True])):
+        with pytest.raises(ValueError, match=r"or a 1-D integer array; got array.*dtype "
+                                             r"(float64|bool): pass integer indices"):
+            jaxsal.neuron_conductance(m, x, 0, layer="conv", neuron=bad)
+    for bad in (np.array([[1, 2, 3]]), np.array([1, 2, 9])):
+        with pytest.raises(ValueError, match=r"a tuple of 3 indices .*got array"):
+            jaxsal.neuron_conductance(m, x, 0, layer="conv", neuron=bad)

@@ -201,19 +201,32 @@ def _neuron_mask(neuron: Any, lt: LayerTarget, layer: str) -> np.ndarray:
         index[channel_axis] = c
         mask[tuple(index)] = 1.0
         return mask
+    # one unit: a tuple, a list or a 1-D integer array (np.array([i, j, k]), as
+    # jaxsal.neuron takes it); a bool or float array is no indices
+    why, given = "", neuron
+    if isinstance(neuron, (np.ndarray, jax.Array)) and np.ndim(neuron) == 1:
+        if isinstance(neuron, jax.core.Tracer):
+            why = ("; a traced index is not known when the program is built: pass Python "
+                   "ints")
+        elif not jnp.issubdtype(neuron.dtype, jnp.integer):
+            why = f"; got dtype {neuron.dtype}: pass integer indices (.astype(int))"
+        else:
+            neuron = tuple(np.asarray(neuron).tolist())
     idx = base.int_sizes(neuron) if isinstance(neuron, (tuple, list)) else None
     if idx is None or len(idx) != len(shape) or not all(
             -d <= i < d for i, d in zip(idx, shape)):
         raise ValueError(f"expected neuron as a channel (an int) or one unit of layer "
                          f"{layer!r}, a tuple of {len(shape)} indices into its output of "
-                         f"shape {shape} (without the batch axis); got {neuron!r}")
+                         f"shape {shape} (without the batch axis) or a 1-D integer array; got "
+                         f"{given!r}{why}")
     mask[tuple(idx)] = 1.0
     return mask
 
 
 @refuses_non_finite_maps
 def neuron_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, layer: str,
-                       neuron: int | tuple, baseline: Inputs | None = None,
+                       neuron: int | tuple | np.ndarray | jax.Array,
+                       baseline: Inputs | None = None,
                        steps: int = 50, rule: str = "trapezoid",
                        batch_steps: int | None = None, reduce: str | None = "sum",
                        head: str | None = None, chunk_size: int | None = None,
@@ -236,7 +249,9 @@ def neuron_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, 
       layer: the layer whose unit is explained.
       neuron: a tuple indexing one unit of the layer's output (without the batch axis,
         e.g. ``(3, 4, 7)`` for row 3, column 4, channel 7 of ``(N, h, w, K)``; ``(7,)`` for
-        a Dense layer), or an int: a whole channel (the sum of its units' conductances).
+        a Dense layer; a list or a 1-D integer array, ``np.array([3, 4, 7])``, alike, as
+        :func:`jaxsal.neuron` takes it), or an int: a whole channel (the sum of its units'
+        conductances).
       baseline, steps, rule, batch_steps: as in :func:`jaxsal.integrated_gradients`.
       reduce: channel reduction of the input attributions (signed ``"sum"``, default,
         keeps the sum); ``None`` keeps the channels.
