@@ -5,6 +5,7 @@ alone, and maps that do or do not depend on the parameters."""
 import os
 import subprocess
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -224,6 +225,20 @@ def test_layers_of_a_dict_are_ordered_by_the_forward_pass():
     xs = np.ones((2, 3, 4, 1), np.float32)
     assert list(jaxsal.randomization_test(lambda mm: jaxsal.saliency(mm, xs, 0), flipped,
                                           key=0)) == ["d2", "d1"]
+    # an explain that cannot be traced (np.asarray of its maps) fell back to the dict's
+    # order without a word: here from the input up. It now warns, saying why, the order
+    # and the remedies; a model that knows its input shape is traced instead
+    def untraceable(mm):
+        return np.asarray(jaxsal.saliency(mm, xs, 0))
+
+    with pytest.warns(UserWarning, match=r"explain\(model\) could not be traced .*"
+                                         r"TracerArrayConversionError.*last key first: "
+                                         r"\['d1', 'd2'\].*pass layers="):
+        assert list(jaxsal.randomization_test(untraceable, flipped, key=0)) == ["d1", "d2"]
+    shaped = jaxsal.FunctionModel(m.fn, flipped.params, input_shape=(3, 4, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(jaxsal.randomization_test(untraceable, shaped, key=0)) == ["d2", "d1"]
 
 
 def test_maps_of_several_inputs_or_a_list_x_are_refused():

@@ -17,6 +17,7 @@ scale) or by Gaussian draws with each array's mean and standard deviation
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -149,12 +150,28 @@ def _nested_path(params: dict, name: str) -> bool:
     return True
 
 
-def _use_order(explain: Callable, model: Any, params: Any, names: list) -> list:
+def _forward_jaxpr(model: Any, params: Any) -> Any:
+    """The model's forward pass traced with abstract ``params`` on one zero input, where the
+    model knows its whole input shape (``FunctionModel(input_shape=...)``); else None."""
+    shape = getattr(model, "input_shape", None)
+    if not isinstance(shape, tuple) or not all(isinstance(d, int) for d in shape):
+        return None
+    try:
+        return jax.make_jaxpr(lambda p: model.apply(p, jnp.zeros((1,) + shape)))(params)
+    except Exception:  # noqa: BLE001  (a function of several inputs, another dtype...)
+        return None
+
+
+def _use_order(explain: Callable, model: Any, params: Any,
+               names: list) -> tuple[list, str | None]:
     """``names`` (layers of a dict of params) in the order ``explain(model)`` first reads
     their arrays: the forward pass's order, found by tracing it once (``jax.make_jaxpr``,
-    into the programs it calls); ``names`` as they are where it cannot be traced. A dict's
-    own order is not the layers' (``jax.tree_util.tree_map``, ``jax.jit`` and optimizers
-    return dicts with sorted keys)."""
+    into the programs it calls). Where ``explain`` cannot be traced (it converts maps with
+    ``np.asarray``), the model's forward pass on a zero input of its ``input_shape``;
+    where neither can be, ``names`` as they are. A dict's own order is not the layers'
+    (``jax.tree_util.tree_map``, ``jax.jit`` and optimizers return dicts with sorted keys).
+    Returns the names and, where neither could be traced, why ``explain`` could not (else
+    None)."""
     flat, _ = jax.tree_util.tree_flatten(params)
     position = {id(a): i for i, a in enumerate(flat)}
     layer_of: dict[int, Any] = {}
@@ -163,8 +180,11 @@ def _use_order(explain: Callable, model: Any, params: Any, names: list) -> list:
             layer_of.setdefault(position.get(id(a), -1), n)
     try:
         closed = jax.make_jaxpr(lambda p: explain(model.with_params(p)))(params)
-    except Exception:  # noqa: BLE001  (an explain that needs concrete values)
-        return names
+    except Exception as e:  # noqa: BLE001  (an explain that needs concrete values)
+        closed = _forward_jaxpr(model, params)
+        if closed is None:
+            first_line = (str(e).strip().splitlines() or [""])[0]
+            return names, f"{type(e).__name__}: {first_line[:200]}"
     jaxpr = closed.jaxpr
     first: dict[Any, int] = {}
     clock = [0]
@@ -185,7 +205,7 @@ def _use_order(explain: Callable, model: Any, params: Any, names: list) -> list:
     walk(jaxpr, {v: i for i, v in enumerate(jaxpr.invars)})
     first.pop(None, None)
     unread = [n for n in names if n not in first]  # (reading nothing: changes nothing)
-    return sorted((n for n in names if n in first), key=first.__getitem__) + unread
+    return sorted((n for n in names if n in first), key=first.__getitem__) + unread, None
 
 
 def _hashable(v: Any) -> bool:
@@ -215,10 +235,11 @@ def _layer_keys(model: Any, params: Any, layers: Any, explain: Callable | None =
                         f"layers or a list/tuple of per-layer params (stax's), got "
                         f"{type(params).__name__}; pass a FunctionModel whose params are such "
                         "a structure")
+    untraced = None  # why the order is the dict's own, where it is
     if _is_flax_variables(params):
         names = list(dict.fromkeys(n for col in params.values() for n in col))
         if layers is None and explain is not None:
-            names = _use_order(explain, model, params, names)
+            names, untraced = _use_order(explain, model, params, names)
     elif _is_named_tuple(params):
         names = list(params._fields)  # in the order the layers are listed
     elif isinstance(params, (list, tuple)):
@@ -231,7 +252,7 @@ def _layer_keys(model: Any, params: Any, layers: Any, explain: Callable | None =
         own = not names  # a plain dict of a model that names no layers: ordered by use
         names += [n for n in params if n not in names]
         if own and layers is None and explain is not None:
-            names = _use_order(explain, model, params, names)
+            names, untraced = _use_order(explain, model, params, names)
     if layers is None:
         used = getattr(model, "used_layers", None)
         if used is not None:  # not another output's branch (with_output): it changes nothing
@@ -241,7 +262,17 @@ def _layer_keys(model: Any, params: Any, layers: Any, explain: Callable | None =
                        if jax.tree_util.tree_leaves(_layer_params(params, n))
                        and not any(isinstance(o, str) and isinstance(n, str)
                                    and o.startswith(n + "/") and o in names for o in names)]
-        return with_arrays[::-1]
+        order = with_arrays[::-1]
+        if untraced is not None and len(order) > 1:
+            warnings.warn(
+                f"randomization_test: explain(model) could not be traced with abstract "
+                f"params ({untraced}), so the order of the forward pass is not known; the "
+                f"layers are randomized in the params dict's order, last key first: {order}. "
+                "If that is not from the output to the input, pass layers= in that order "
+                "(output first), return JAX arrays from explain (jnp, not np.asarray) so "
+                "that it can be traced, or give the FunctionModel its input_shape= so that "
+                "its forward pass can be", UserWarning, stacklevel=3)
+        return order
     layers = [layers] if isinstance(layers, (str, int)) else list(layers)
     unknown = [n for n in layers if n not in names]
     if unknown or not layers:
@@ -270,8 +301,11 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: ModelLike, *,
         stax makes them (its entries by index, last first). A dict's layers (Flax's modules)
         are ordered by the forward pass: ``explain`` is traced once more, with abstract
         params (``jax.make_jaxpr``), to see in which order it reads them (dicts returned by
-        ``tree_map``, ``jax.jit`` or an optimizer have sorted keys); where it cannot be
-        traced, the dict's order.
+        ``tree_map``, ``jax.jit`` or an optimizer have sorted keys). Where it cannot be
+        traced (it returns ``np.asarray(...)``), the model's forward pass is, on a zero
+        input, if the model knows its whole ``input_shape``; else the dict's order is used
+        (last key first) with a ``UserWarning`` saying so: pass ``layers=`` from the output
+        to the input, or return JAX arrays from ``explain``.
       (Several inputs: ``explain`` returns one input's maps, ``jaxsal.saliency(m, x, t)[0]``.)
       key: a ``jax.random`` key or an int seed (required).
       layers: the layers to randomize, in order (default: every layer with parameters
