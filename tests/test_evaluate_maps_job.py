@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import jaxsal
+from batch_helpers import rows_of
 from jaxsal import cli
 from jaxsal._src import job_signature
 from jaxsal._src.maps_job import check_maps_job
@@ -288,3 +289,29 @@ def test_the_maps_check_reads_the_progress_file_once(tmp_path, monkeypatch):
         check_maps_job(str(maps), np.zeros((2, 5, 4, 1), np.float32), "x.npy", None, None,
                        "model.keras")
     assert opened == [str(progress)]
+
+
+def test_an_evaluate_job_keeps_the_curves_of_inputs_whose_scores_are_finite(tmp_path):
+    """deletion now raises NonFiniteMaps (naming the inputs) for a NaN clean score, where it
+    returned NaN curves; `jaxsal evaluate`'s job (explain_to_file over cli._curve_scores)
+    must go on as it did for NaN curves: with keep_going, the chunk of that input is left out
+    (named by its index in the job) and the finished chunk's curves are written, equal to
+    one call's."""
+    w = jnp.asarray(WA)
+
+    def f(p, v):  # NaN where the first feature is above 5
+        return jnp.where(v[:, :1] > 5, jnp.nan, v @ p)
+
+    m = jaxsal.FunctionModel(f, w)
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    x[3, 0] = 6.0
+    maps = np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)
+    path = tmp_path / "curves.npy"
+    with pytest.raises(jaxsal.IncompleteJob, match=r"1 of 2 chunks were left out: chunk 1 "
+                                                   r"\(inputs 2:4\): the maps of input 3 ") as e:
+        jaxsal.explain_to_file(cli._curve_scores, m, x, path, targets=1, batch_size=2,
+                               keep_going=True, maps=maps, metric="deletion", steps=3)
+    assert e.value.rows == [3]
+    np.testing.assert_allclose(rows_of(path)[:2],
+                               jaxsal.deletion(m, x[:2], maps[:2], 1, steps=3).scores,
+                               rtol=1e-6)

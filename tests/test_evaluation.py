@@ -229,6 +229,66 @@ def test_curve_errors(mnist, mnist_digits):
         jaxsal.deletion(mnist, x, good, [1, 2], fill=np.nan)
 
 
+def _nan_above_5():
+    """A linear model whose scores are NaN where an input's first value is above 5."""
+    m, w = _linear()
+
+    def f(p, v):
+        flat = v.reshape(len(v), -1)
+        return jnp.where(flat[:, :1] > 5, jnp.nan, flat @ p)
+
+    return jaxsal.FunctionModel(f, m.params)
+
+
+def _push(key, xi):
+    """A perturbation I of -10 at the first value (one function: part of the program)."""
+    return jnp.zeros(xi.shape, xi.dtype).at[0, 0, 0].set(-10.0)
+
+
+def _scored(method, m, x, check_finite=True):
+    """``method``'s values on ``x`` (first values: -20, input 1's chosen by the case): the
+    curves' areas, or the infidelity values; the copies it perturbs push input 1's first
+    value above 5 (fill / baseline 6 for input 1 alone; I = -10 at the first value)."""
+    fill = np.zeros_like(x)
+    fill[1, 0, 0, 0] = 6.0
+    maps = _x((2, 4, 5, 2), n=len(x), seed=4)  # (N, T, H, W, C)
+    if method == "infidelity":
+        return jaxsal.infidelity(m, x, maps, [0, 2], key=0, n=3, perturbation=_push,
+                                 check_finite=check_finite)
+    fn = getattr(jaxsal, method)
+    other = {"fill": fill} if method == "deletion" else {"baseline": fill}
+    return fn(m, x, maps[..., 0], [0, 2], steps=4, check_finite=check_finite, **other).auc
+
+
+@pytest.mark.parametrize("method", ["deletion", "insertion", "infidelity"])
+@pytest.mark.parametrize("where", ["clean", "perturbed"])
+def test_non_finite_scores_are_refused_naming_the_input(method, where):
+    """A NaN/inf score made NaN areas and infidelity values without a word (review probes
+    p5, p12), where occlusion and rise raise NonFiniteMaps. Now, with check_finite (the
+    default), the same: naming the inputs, saying whether the clean input's score (x itself)
+    or some perturbed copies' are not finite. check_finite=False returns the values as
+    computed: NaN for that input alone."""
+    m = _nan_above_5()
+    x = _x()
+    x[:, 0, 0, 0] = -20.0
+    x[1, 0, 0, 0] = 6.0 if where == "clean" else 0.0
+    copies = {"deletion": "deleted copies", "insertion": "inserted copies",
+              "infidelity": r"perturbed copies x - I"}[method]
+    said = (r"the model's score on the clean input \(.*\) is NaN/inf for input 1"
+            if where == "clean" else
+            rf"the model's score on some {copies} of input 1 is NaN or inf \(\d+ of ")
+    with pytest.raises(jaxsal.NonFiniteMaps, match=rf"{method}: the .* of input 1 are not "
+                                                   rf"finite: {said}.*check_finite=False"
+                       ) as e:
+        _scored(method, m, x)
+    assert e.value.rows == [1]
+    got = np.asarray(_scored(method, m, x, check_finite=False))
+    assert got.shape == (3, 2) and np.isnan(got[1]).all() and np.isfinite(got[[0, 2]]).all()
+    if where == "clean":  # nothing is checked under the caller's jit: NaN as computed
+        jitted = np.asarray(jax.jit(lambda: _scored(method, m, x))())
+        np.testing.assert_array_equal(np.isnan(jitted), np.isnan(got))
+
+
 # ------------------------------------------------------------------ infidelity
 def test_infidelity_of_a_linear_models_gradient_is_zero_and_its_double_has_the_expected_error():
     m, w = _linear()

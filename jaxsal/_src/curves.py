@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
+from jaxsal._src.finite import check_scores
 from jaxsal._src.occlusion import _sizes, grid_cells
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_fill_ids, check_like, check_maps, input_rank,
@@ -121,7 +122,13 @@ def deletion(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets =
         :func:`jaxsal.occlusion` (one input array: images, signals, volumes, ``(N, D)``
         features, or token ids with an id as ``fill``). ``targets`` must be those the maps
         explain: its class axis decides the maps' (``targets=None``: the predicted class).
-        RISE's curves read probabilities: a ``softmax`` head.
+        RISE's curves read probabilities: a ``softmax`` head. A score that is NaN/inf makes
+        its curve's area NaN: with ``check_finite`` (the default) such curves raise
+        :class:`jaxsal.NonFiniteMaps` naming the inputs, saying whether the clean input's
+        score (``x`` itself, the first point) or some deleted copies' are not finite (the
+        scores are counted in the program: one small transfer). Nothing is checked under
+        the caller's ``jax.jit``, nor with ``check_finite=False``: the curves come back as
+        computed.
       maps: ``(N, *S)`` or ``(N, T, *S)`` with a class axis: one value per position
         (``S``: the spatial shape ``(H, W)``; a position's channels change together), or
         ``x``'s own shape per map, ``(N, [T,] H, W, C)``: one value per scalar, each changed
@@ -167,7 +174,8 @@ def insertion(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets 
         ``(H, W, C)`` or ``(N, H, W, C)``), e.g. a blurred copy,
         ``jax.vmap(lambda im: jaxsal.gaussian_blur(im, 5.0))(x)`` (default 0).
       model, x, maps, targets, steps, order, patch, batch_size, head, memory_budget,
-        precision, check_finite: as in :func:`jaxsal.deletion`.
+        precision, check_finite: as in :func:`jaxsal.deletion` (the clean input, ``x``
+        itself, is the curve's last point).
     Returns:
       :class:`Curves` ``(fractions, scores, auc)``.
     """
@@ -251,15 +259,41 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
                 return jnp.take_along_axis(s, t[None, :, None], axis=2)[..., 0]  # (N, G)
 
             curve = base.map_chunks(point, total, group)  # (N, T (steps + 1))
-            return curve.reshape(n, num, steps + 1)
+            curve = curve.reshape(n, num, steps + 1)
+            # non-finite scores, counted here (the check is one small transfer): whether the
+            # clean input's (x itself: deletion's first point, insertion's last) are finite,
+            # how many are not, and the first point with one
+            finite = jnp.isfinite(curve)
+            clean = finite[..., steps if insert else 0].all(axis=1)
+            bad = jnp.sum(~finite, axis=(1, 2), dtype=jnp.int32)
+            first_bad = jnp.argmax(~finite.all(axis=1), axis=-1).astype(jnp.int32)
+            return curve, clean, bad, first_bad
 
         return run
 
     key = (what, p.key, spec, info, base.shape_key(p.x), tuple(mp.shape[2:]), steps, order,
            group, nb, None if cells is None else cells.tobytes())
-    scores = base.compiled(key, lambda: base.split_batch(build(), nb, (1, 2, 3), (4,)),
-                           precision, forward_only=True)(p.params, p.x, p.ids, mp, other)
+    scores, clean, bad, first_bad = base.compiled(
+        key, lambda: base.split_batch(build(), nb, (1, 2, 3), (4,)), precision,
+        forward_only=True)(p.params, p.x, p.ids, mp, other)
     fractions = curve_fractions(positions, steps)
+    if check_finite:  # (not under the caller's jit: tracers)
+        unit = "position" if cells is None else "cell"
+
+        def count(i: int) -> str:
+            k = int(np.asarray(first_bad)[i])
+            done = (f"{counts[k]} of the {positions} {unit}s "
+                    + (f"inserted into the {name}" if insert else f"replaced by the {name}"))
+            of = (f"{num * (steps + 1)} scores ({num} targets x {steps + 1} points)"
+                  if num > 1 else f"{steps + 1} points")
+            return (f"{int(np.asarray(bad)[i])} of {of} for input {i}, the first at point "
+                    f"{k}: {done}")
+
+        check_scores(what, clean, bad, result="curves",
+                     clean_what=f"x itself, the curve's {'last' if insert else 'first'} "
+                                "point", copies=f"{'inserted' if insert else 'deleted'} copies",
+                     count=count, fix=f"Check the model's outputs on such copies; another "
+                                      f"{name} may avoid it")
     auc = curve_area(scores, fractions)
     fractions = jnp.asarray(fractions)
     if not spec.class_axis:

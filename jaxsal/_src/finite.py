@@ -11,8 +11,11 @@ instead of returning the maps; :func:`jaxsal.explain_to_file` names them by thei
 the job. Occlusion marks the pixels under a patch whose score is not finite (NaN there by
 design) and raises :class:`NonFiniteMaps` for a clean input whose score is not finite (every
 value of its map would be); RISE raises it for an input some of whose masked copies score
-NaN/inf (every mask weighs every pixel: the map would be NaN). The methods that score inputs
-filled with a reference (RISE, LIME, the Shapley methods) check their fill themselves.
+NaN/inf (every mask weighs every pixel: the map would be NaN). The evaluations that score
+perturbed copies of the input (deletion, insertion, infidelity) raise it for an input whose
+clean score or some copy's is NaN/inf (its area or value would be NaN): :func:`check_scores`.
+The methods that score inputs filled with a reference (RISE, LIME, the Shapley methods) check
+their fill themselves.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ class NonFiniteMaps(ValueError):
     """Raised by the gradient methods (saliency, the gradient CAMs, integrated gradients,
     SmoothGrad, DeepLIFT, LRP...), by Score-CAM, Ablation-CAM and Eigen-CAM, by RISE (a
     masked copy's score NaN/inf) and by occlusion (the clean input's score NaN/inf) for maps
-    of finite inputs that hold NaN/inf values; a ``ValueError``. ``check_finite=False`` returns such maps as computed instead.
+    of finite inputs that hold NaN/inf values, and by deletion, insertion and infidelity for
+    NaN/inf scores of the clean input or of a perturbed copy (curves, values); a
+    ``ValueError``. ``check_finite=False`` returns such maps as computed instead.
 
     Args:
       message: what happened and what to do about it.
@@ -87,6 +92,45 @@ def check_maps(name: str, maps: Any, check_finite: Any = True) -> None:
             "Check the model's outputs for these inputs "
             "(model(x[i:i+1])) and on the baseline; pass another baseline, or "
             "check_finite=False to get the maps as computed", rows)
+
+
+def check_scores(name: str, clean: Any, bad: Any, *, result: str, clean_what: str,
+                 copies: str, count: Callable[[int], str], fix: str) -> None:
+    """Raise :class:`NonFiniteMaps` for the inputs of a method that scores perturbed copies
+    of each input (deletion, insertion, infidelity) where some of those scores are NaN/inf,
+    naming the inputs: those whose clean score is not finite first (every value of theirs
+    would be NaN), then the others. Nothing under the caller's ``jax.jit`` (tracers).
+
+    Args:
+      name: the method, as the message starts (``"deletion"``).
+      clean: ``(N,)`` bool: whether each input's clean score (every target's) is finite.
+      bad: ``(N,)`` ints: how many of each input's scores are NaN/inf, the clean one's
+        included (as counted in the program: the check is one small transfer).
+      result: what would be NaN, plural (``"curves"``).
+      clean_what: where the clean score enters (``"the curve's first point"``).
+      copies: the perturbed copies, plural (``"copies with positions replaced by fill"``).
+      count: ``count(i)`` says how many of input ``i``'s scores were not finite, and where.
+      fix: what to try on such copies (another fill...).
+    """
+    if isinstance(clean, jax.core.Tracer) or isinstance(bad, jax.core.Tracer):
+        return
+    clean, bad = np.asarray(clean), np.asarray(bad)
+    rows = np.flatnonzero((bad > 0) | ~clean).tolist()
+    if not rows:
+        return
+    dirty = np.flatnonzero(~clean).tolist()
+    rest = [r for r in rows if r not in set(dirty)]
+    parts = []
+    if dirty:
+        parts.append(f"the model's score on the clean input ({clean_what}) is NaN/inf for "
+                     f"{listed(dirty)}, so the {result} would be NaN. Check the "
+                     "model's outputs for these inputs (model(x[i:i+1]))")
+    if rest:
+        parts.append(f"the model's score on some {copies} of {listed(rest)} is NaN or inf "
+                     f"({count(rest[0])}), so the {result} would be NaN. {fix}")
+    raise NonFiniteMaps(f"{name}: the {result} of {listed(rows)} are not finite: "
+                        + "; ".join(parts) + f". Or pass check_finite=False to get the "
+                        f"{result} as computed (NaN)", rows)
 
 
 def refuses_non_finite_maps(method: Callable) -> Callable:

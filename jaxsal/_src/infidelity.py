@@ -18,9 +18,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsal._src import base, reals
 from jaxsal._src.base import ModelLike
+from jaxsal._src.finite import check_scores
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_flag, check_like, check_maps, input_rank, prepare,
                                   spatial_shape)
@@ -50,7 +52,12 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
     Args:
       model, x, targets, head, memory_budget, precision, check_finite: as in
         :func:`jaxsal.saliency` (one floating input array). ``targets`` must be those the
-        maps explain; its class axis decides the maps'.
+        maps explain; its class axis decides the maps'. A score ``S(x)`` or ``S(x - I)``
+        that is NaN/inf makes that value NaN: with ``check_finite`` (the default) such
+        values raise :class:`jaxsal.NonFiniteMaps` naming the inputs, saying whether the
+        clean input's score or some perturbed copies' are not finite (counted in the
+        program: one small transfer). Nothing is checked under the caller's ``jax.jit``,
+        nor with ``check_finite=False``: the values come back NaN.
       maps: ``(N, [T,] *x.shape[1:])`` (one value per scalar of ``x``), or ``(N, [T,] *S)``
         with ``S`` the spatial shape: one value per position, whose channels are perturbed
         together (by the same amount).
@@ -140,18 +147,29 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
                 seen = jnp.where(gap == 0, pert, pert / jnp.where(gap == 0, 1, gap)) \
                     if relative else pert
                 lin = jnp.einsum("gn...,nt...->gnt", seen, maps, precision=_HIGHEST)
-                w = valid[:, None, None].astype(ds.dtype)
+                # padded samples and non-finite score changes are left out of the sums (a
+                # NaN times a 0 weight is NaN) and the latter counted apart
+                v = valid[:, None, None]
+                ok = v & jnp.isfinite(ds)
+                bad = jnp.sum(v & ~ok, axis=0, dtype=jnp.int32)  # (N, T)
+                zero = jnp.zeros((), ds.dtype)
+                lin, ds = jnp.where(ok, lin, zero), jnp.where(ok, ds, zero)
                 if not normalize:
-                    return ((lin - ds) ** 2 * w).sum(0)
-                return ((lin * lin * w).sum(0), (lin * ds * w).sum(0), (ds * ds * w).sum(0))
+                    return ((lin - ds) ** 2).sum(0), bad
+                return (lin * lin).sum(0), (lin * ds).sum(0), (ds * ds).sum(0), bad
 
-            out = base.sum_groups(moments, n_samples, group)
+            *out, bad = base.sum_groups(moments, n_samples, group)
             if normalize:  # beta * maps, beta = sum(lin ds) / sum(lin^2) (0 for a zero map)
                 aa, ab, bb = out
                 beta = ab / jnp.where(aa == 0, 1.0, aa)
                 out = jnp.maximum(beta * beta * aa - 2 * beta * ab + bb, 0.0)  # rounding
-            out = out / n_samples
-            return out if spec.class_axis else out[:, 0]
+            else:
+                out = out[0]
+            # a perturbed (or the clean) score NaN/inf: the value is NaN (refused with
+            # check_finite), never a mix of inf and NaN
+            out = jnp.where(bad > 0, jnp.nan, out / n_samples)
+            clean = jnp.isfinite(s0).all(axis=1)  # (N,)
+            return (out if spec.class_axis else out[:, 0]), clean, bad.sum(axis=1)
 
         return run
 
@@ -160,7 +178,17 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
     index = base.input_indices(index_offset, p.n)
     fn = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 3, 6), (4,)),
                        precision, forward_only=True)
-    return fn(p.params, p.x, p.ids, mp, b0, key, index)
+    out, clean, bad = fn(p.params, p.x, p.ids, mp, b0, key, index)
+    if check_finite:  # (not under the caller's jit: tracers)
+        of = (f"{n_samples * p.spec.num} scores ({n_samples} perturbations x "
+              f"{p.spec.num} targets)" if p.spec.num > 1 else f"{n_samples} perturbations")
+        check_scores("infidelity", clean, bad, result="infidelity values",
+                     clean_what="S(x) in every term S(x) - S(x - I)",
+                     copies="perturbed copies x - I",
+                     count=lambda i: f"{int(np.asarray(bad)[i])} of {of} for input {i}",
+                     fix="Check the model's outputs near these inputs; a smaller noise_std "
+                         "(or another perturbation) may keep the copies where it is finite")
+    return out
 
 
 #: A model's several inputs are refused, saying why (see validate.one_input_error).
