@@ -7,7 +7,9 @@ not (checked, so that the test can fail).
 
 The truth: summation-to-delta, ``sum(map) == S(x) - S(x')``, for SimpleRNN, LSTM, GRU
 (reset after and before), stacked cells, bidirectional layers (concatenated, summed and
-multiplied), a biased bidirectional LSTM and a ConvLSTM2D, with a random reference.
+multiplied), a biased bidirectional LSTM, a ConvLSTM2D and a CNN-LSTM (``TimeDistributed``
+convolution, ``ReLU`` layer and max pooling, then an LSTM: the wrapped layers' rules must pair
+each step of an input with the same step of its reference), with a random reference.
 """
 
 import os
@@ -26,6 +28,14 @@ from test_lrp_rnn import _rnn  # noqa: E402
 
 
 def _model(kind):
+    if kind == "td_cnn_lstm":  # every step through Conv2D, ReLU() and MaxPooling2D
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((3, 6, 6, 2))
+        h = layers.TimeDistributed(layers.Conv2D(3, 3))(inp)
+        h = layers.TimeDistributed(layers.ReLU())(h)
+        h = layers.TimeDistributed(layers.MaxPooling2D(2))(h)
+        h = layers.LSTM(4)(layers.TimeDistributed(layers.Flatten())(h))
+        return keras.Model(inp, layers.Dense(2, name="out")(h))
     if kind != "biased":
         return _rnn(kind)
     inp = keras.Input((6, 3))  # biased LSTMs, then a biased Dense
@@ -35,7 +45,7 @@ def _model(kind):
 
 @pytest.mark.parametrize("kind", ["simple", "lstm", "gru", "gru_before", "stacked",
                                   "bidirectional", "bidirectional_sum", "bidirectional_mul", "biased",
-                                  "convlstm"])
+                                  "convlstm", "td_cnn_lstm"])
 def test_recurrent_layers_sum_to_delta(tmp_path, kind):
     km = _model(kind)
     perturb_keras(km, seed=4, kernels=True)

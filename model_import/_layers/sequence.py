@@ -793,6 +793,15 @@ def _unprefixed(prefix: str, d: Mapping[str, Any]) -> dict:
     return {k[len(p):]: v for k, v in d.items() if k.startswith(p)}
 
 
+def _merge_time(x: Array) -> Array:
+    """``(N, T, ...)`` as one batch ``(T * N, ...)``, time-major: row ``t * N + i`` is
+    ``x[i, t]``. Rows that are neighbours in ``x``'s batch stay neighbours within each step,
+    as DeepLIFT's paired batch ``[x; x']`` (rows ``2 i``, ``2 i + 1``) needs its rules inside
+    the wrapped layer to read (batch-major, ``x.reshape``, paired input ``i``'s step ``t``
+    with its own step ``t + 1``)."""
+    return jnp.swapaxes(x, 0, 1).reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
 @register_layer("TimeDistributed")
 def _time_distributed(config, ctx):
     """The wrapped layer applied to every step ``x[:, t]`` (the batch and time axes merged
@@ -817,14 +826,14 @@ def _time_distributed(config, ctx):
             if mask.ndim < 3:
                 raise ValueError(f"the wrapped {cls} uses masks; a (batch, time) mask gives "
                                  "it one flag per sample, which Keras rejects as well")
-            kw["mask"] = mask.reshape((n * t,) + mask.shape[2:])
+            kw["mask"] = _merge_time(mask)
         elif inner.mask_call and mask is not None:  # (no mask: the wrapped layer's call)
             raise ValueError(f"TimeDistributed({cls}) with masks per argument is not "
                              "supported")
-        y = step(params, x.reshape((n * t,) + x.shape[2:]), rt=rt, **kw)
+        y = step(params, _merge_time(x), rt=rt, **kw)
         if isinstance(y, (list, tuple)):
             raise ValueError(f"the wrapped {cls} returns several tensors")
-        return y.reshape((n, t) + y.shape[1:])
+        return jnp.swapaxes(y.reshape((t, n) + y.shape[1:]), 0, 1)
 
     return LayerImpl(call=call, activation=inner.activation if lifted else None,
                      convert_weights=inner.convert_weights, n_weights=inner.n_weights,
