@@ -411,6 +411,46 @@ def test_a_separable_convolution_s_rules_are_those_of_its_one_kernel(tmp_path, r
                 np.testing.assert_allclose(got.sum(axes), np.asarray(ms(x)), rtol=1e-4)
 
 
+def test_time_distributed_layers_take_their_wrapped_layer_s_rules(tmp_path):
+    """``TimeDistributed(Conv1D)`` is a convolution and ``TimeDistributed(SeparableConv1D)``
+    a separable one for LRP (roles, class keys, the merged kernel): ``"epsilon_plus"`` gives
+    both z-plus, as naming them does (it left them the epsilon rule: equal maps), the class
+    keys ``Conv1D`` and ``SeparableConv1D`` reach them, and the separable layer's z-plus maps
+    equal its ``TimeDistributed(Conv1D)`` twin's with the composed kernel (the rule saw the
+    two kernels apart)."""
+    from jaxsal._src.lrp_rules import layer_rules
+
+    rng = np.random.default_rng(7)
+    wd = rng.normal(size=(3, 3, 1)).astype(np.float32)
+    wp = rng.normal(size=(1, 3, 4)).astype(np.float32)
+    twins = []
+    for sep in (True, False):
+        inp = keras.Input((3, 6, 3))  # (N, T, L, C)
+        first = layers.SeparableConv1D(4, 3, use_bias=False) if sep else layers.Conv1D(
+            4, 3, use_bias=False)
+        h = layers.Activation("relu")(layers.TimeDistributed(first, name="sep")(inp))
+        h = layers.TimeDistributed(layers.Conv1D(3, 2, activation="relu"), name="conv")(h)
+        km = keras.Model(inp, layers.Dense(2, name="fc")(layers.Flatten()(h)))
+        perturb_keras(km, seed=3, kernels=True)
+        km.get_layer("sep").set_weights([wd, wp] if sep else [_merged(wd, wp, 1)])
+        twins.append(km)
+    twins[1].get_layer("conv").set_weights(twins[0].get_layer("conv").get_weights())
+    twins[1].get_layer("fc").set_weights(twins[0].get_layer("fc").get_weights())
+    ms, mc = (_load(k, tmp_path, f"td_{i}") for i, k in enumerate(twins))
+    x = rng.normal(size=(2, 3, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(ms(x), mc(x), rtol=1e-5, atol=1e-5)
+    z = jaxsal.lrp_zplus()
+    assert dict(layer_rules(ms, {"SeparableConv1D": z, "Conv1D": z}, 1e-9).by_layer) == {
+        "sep": z, "conv": z}
+    plain = np.asarray(jaxsal.lrp(ms, x, [0, 1]))
+    plus = np.asarray(jaxsal.lrp(ms, x, [0, 1], rule="epsilon_plus"))
+    named = np.asarray(jaxsal.lrp(ms, x, [0, 1], rule={"sep": z, "conv": z}))
+    assert np.abs(plus - plain).max() > 1e-2 * np.abs(plain).max()
+    np.testing.assert_allclose(plus, named, rtol=1e-5, atol=1e-6 * np.abs(named).max())
+    twin = np.asarray(jaxsal.lrp(mc, x, [0, 1], rule="epsilon_plus"))
+    np.testing.assert_allclose(plus, twin, rtol=1e-4, atol=1e-4 * np.abs(twin).max())
+
+
 def test_an_epsilon_no_layer_would_use_is_refused(relu_net_cl):
     """With one rule for every rule layer, lrp's epsilon is nobody's (the rule has its own):
     epsilon=10 ran as if left out. Refused; with a composite that leaves layers to it, used."""

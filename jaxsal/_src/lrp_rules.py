@@ -439,6 +439,23 @@ CONV_CLASSES = ("Conv", "Convolution")  # every class name containing these
 DENSE_CLASSES = ("Dense", "EinsumDense")
 
 
+def wrapped_layer(spec: Any) -> tuple[str, Mapping[str, Any]]:
+    """The class name and config of the layer whose rule ``spec`` (a ``LayerSpec`` or
+    ``LayerInfo``) takes: its own, or for a ``TimeDistributed`` layer the wrapped layer's
+    (the wrapper applies that layer's call to every step, its params are that layer's)."""
+    cls, cfg = spec.class_name, spec.config or {}
+    while cls == "TimeDistributed" and isinstance(cfg.get("layer"), Mapping):
+        cls, cfg = cfg["layer"].get("class_name", cls), cfg["layer"].get("config") or {}
+    return cls, cfg
+
+
+def effective_class(spec: Any) -> str:
+    """The class name that sets a layer's (``spec``: a ``LayerSpec`` or ``LayerInfo``) role,
+    default rule and class key: ``Conv2D`` for ``TimeDistributed(Conv2D)``
+    (:func:`wrapped_layer`)."""
+    return wrapped_layer(spec)[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class LRPComposite:
     """Which rule each rule layer gets (made by :func:`lrp_composite`)."""
@@ -569,7 +586,9 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
                         f"jaxsal.lrp_composite(...), a dict of layer or class names to rules "
                         f"or a name in {PRESETS}, got {type(rule).__name__}")
     found = [(path, model.layer(path)) for path in model.relevance_layers]
-    classes = {info.class_name for _, info in found}
+    # a TimeDistributed layer is known by its wrapped layer's class, and by its own
+    keys = {path: (effective_class(info), info.class_name) for path, info in found}
+    classes = {c for both in keys.values() for c in both}
     paths = {path for path, _ in found}
     by_name, by_class = {}, {}
     for key, r in rule.layers:
@@ -579,8 +598,8 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
                                  f"and their query and key kernels set them; a rule that "
                                  f"changes weights ({type(r).__name__}) does not apply to "
                                  f"them: give them lrp_epsilon()")
-            for path, info in found:
-                if info.class_name == key:
+            for path, _ in found:
+                if key in keys[path]:
                     _check_product(path, model._spec(path), r)
             by_class[key] = r
             continue
@@ -596,7 +615,7 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
                 f"with the epsilon rule); the rule layers are: "
                 f"{', '.join(_describe(found))}")
         _check_product(path, model._spec(path), r)
-        if r.changes_weights and model._spec(path).class_name in ATTENTION:
+        if r.changes_weights and effective_class(model._spec(path)) in ATTENTION:
             raise ValueError(f"lrp: {path!r} is an attention layer, whose query and key "
                              f"kernels set the attention weights that LRP holds constant; "
                              f"a rule that changes weights ({type(r).__name__}) does not "
@@ -607,14 +626,14 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
                              f"takes no rule; leave it out, or pass fold_batchnorm=False")
         by_name[path] = r
     first = next((path for path, info in found
-                  if has_kernel(info.params) and info.class_name not in ATTENTION), None)
+                  if has_kernel(info.params) and keys[path][0] not in ATTENTION), None)
     chosen = []
     for path, info in found:
-        cls = info.class_name
+        cls, outer = keys[path]
         if path in fixed:
             chosen.append((path, fixed[path]))
             continue
-        r = by_name.get(path) or by_class.get(cls)
+        r = by_name.get(path) or by_class.get(cls) or by_class.get(outer)
         if r is None:
             role = (rule.first if path == first and rule.first is not None
                     else rule.conv if any(c in cls for c in CONV_CLASSES)
@@ -654,9 +673,10 @@ def _unnamed(spec: Any, r: LRPRule) -> LRPRule:
         return r if isinstance(r, _PRODUCT_RULES) else Uniform(r.epsilon)
     if isinstance(r, _PRODUCT_RULES):
         return Epsilon(r.epsilon)
-    if spec.class_name in PREPROCESSING:
+    cls = effective_class(spec)
+    if cls in PREPROCESSING:
         return Pass()
-    if spec.class_name in ATTENTION and r.changes_weights:
+    if cls in ATTENTION and r.changes_weights:
         return Epsilon(r.epsilon)
     return r
 
@@ -677,4 +697,5 @@ def _check_product(path: str, spec: Any, r: LRPRule) -> None:
 
 
 def _describe(found: Sequence[tuple[str, Any]]) -> list[str]:
-    return [f"{path} ({info.class_name})" for path, info in found]
+    return [f"{path} ({info.class_name})" if effective_class(info) == info.class_name
+            else f"{path} ({info.class_name}({effective_class(info)}))" for path, info in found]

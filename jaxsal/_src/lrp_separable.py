@@ -19,6 +19,7 @@ import dataclasses
 from typing import Any
 
 from jaxsal._src.lrp_fold import get_params, set_params
+from jaxsal._src.lrp_rules import wrapped_layer
 from model_import._layers.conv import merge_separable
 
 SEPARABLE = ("SeparableConv1D", "SeparableConv2D", "SeparableConvolution1D",
@@ -36,17 +37,18 @@ class Merge:
 
 def merge_plan(model: Any, rules: Any) -> tuple[Merge, ...]:
     """The separable layers of ``model`` (a ``KerasModel``; nested models' included) whose
-    rule in ``rules`` (the installed ``LayerRules``) changes weights."""
+    rule in ``rules`` (the installed ``LayerRules``) changes weights, wrapped in
+    ``TimeDistributed`` too (whose params are the wrapped layer's)."""
     merges: list[Merge] = []
 
     def walk(graph, chain: tuple[str, ...]):
         for name, spec in graph.layers.items():
+            cls, cfg = wrapped_layer(spec)
             if spec.impl.subgraph is not None:
                 walk(spec.impl.subgraph, chain + (name,))
-            elif (spec.class_name in SEPARABLE
+            elif (cls in SEPARABLE
                   and rules.rule_for("/".join(chain + (name,))).changes_weights):
-                merges.append(Merge(chain + (name,),
-                                    int(spec.config.get("depth_multiplier", 1) or 1)))
+                merges.append(Merge(chain + (name,), int(cfg.get("depth_multiplier", 1) or 1)))
 
     walk(model.graph, ())
     return tuple(merges)
