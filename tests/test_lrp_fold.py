@@ -129,6 +129,19 @@ def test_every_pair_is_found(pair):
     assert "bn_conv" not in {f.batch_norm_path for f in fold_plan(m, frozenset({"conv"}))}
 
 
+def test_a_layer_the_score_reads_is_not_folded(pair):
+    """A ``jaxsal.neuron`` target on a layer that could fold: its relevance totals the score
+    (the bias-free conv conserves it); folded, the maps explained the batch norm's output on
+    that channel, a rescaled and shifted score."""
+    m, _ = pair
+    x = np.random.default_rng(4).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    score = np.asarray(m.apply(m.params, x, capture=["conv_nobias"])[1]["conv_nobias"])
+    score = score[..., 1].mean((1, 2))  # the channel's mean over positions
+    r = np.asarray(jaxsal.lrp(m, x, [jaxsal.neuron("conv_nobias", 1)], fold_batchnorm=True))
+    np.testing.assert_allclose(r.reshape(2, -1).sum(-1), score, rtol=1e-4,
+                               atol=1e-5 * np.abs(score).max())
+
+
 def test_batch_norms_that_cannot_fold_stay(tmp_path):
     """After an activation, after a layer whose output is read twice, over another axis, or
     after a pooling: nothing is folded, and the maps are those without folding."""

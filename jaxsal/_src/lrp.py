@@ -98,6 +98,15 @@ def lrp_model(model: Any, epsilon: float = 1e-9, rule: Any = None,
                             hold=jax.lax.stop_gradient)
 
 
+def _read_layers(model: Any, spec: Any, lt: Any) -> frozenset[str]:
+    """The paths of the layers whose outputs the maps read: ``layer=``'s and those the
+    target's scores read (``jaxsal.neuron``). Kept from batch-norm folding: folded, a
+    convolution's output would be the batch norm's (``s z + t``), and its relevance a
+    rescaled score's."""
+    return frozenset([model.resolve_layer(name) for name in spec.layers]
+                     + ([] if lt is None else [lt.name]))
+
+
 @refuses_non_finite_maps
 def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float | None = None,
         rule: Any = None, fold_batchnorm: bool = False, reduce: str | None = "sum",
@@ -164,7 +173,7 @@ def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float 
     p = prepare(model, x, targets, head=head, backprop="standard", check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
-    folds = (fold_plan(p.model, frozenset(() if lt is None else (lt.name,)))
+    folds = (fold_plan(p.model, _read_layers(p.model, p.spec, lt))
              if check_fold(fold_batchnorm) and hasattr(p.model, "with_rules") else ())
     lm = lrp_model(p.model, epsilon, rule, folds)
     merges = merge_plan(p.model, lm.runtime.layer_rule)
