@@ -184,6 +184,9 @@ def _norm_net(kind):
         h = layers.GroupNormalization(groups=2, name="n")(h)
     elif kind == "unit":
         h = layers.UnitNormalization(name="n")(h)
+    elif kind == "dot":  # the cosines of h's and a tanh branch's steps, (5, 5)
+        g = layers.Dense(4, activation="tanh", name="g")(inp)
+        h = layers.Dot(axes=2, normalize=True, name="n")([h, g])
     else:  # a transformer block: attention, residuals, layer norms, a GELU feed-forward
         a = layers.MultiHeadAttention(2, 3, name="att")(h, h)
         h = layers.LayerNormalization(name="n1")(h + a)
@@ -192,12 +195,14 @@ def _norm_net(kind):
     return keras.Model(inp, layers.Dense(3, name="out")(layers.Flatten()(h)))
 
 
-@pytest.mark.parametrize("kind", ["layer", "rms", "group", "unit", "transformer_block"])
+@pytest.mark.parametrize("kind", ["layer", "rms", "group", "unit", "dot",
+                                  "transformer_block"])
 def test_summation_to_delta_through_normalization_layers(tmp_path, kind):
     """A normalization's values times their inverse scale go through the pair rule, the
     scale's square and reciprocal root through the rescale rule: DeepLIFT sums to the
     difference through LayerNormalization, RMSNormalization, GroupNormalization,
-    UnitNormalization and a whole transformer block; their gradient misses by over 5%."""
+    UnitNormalization, a normalized Dot (its product through Runtime.inner_product: the
+    product rule) and a whole transformer block; their gradient misses by over 5%."""
     _sums_to_delta(_norm_net(kind), tmp_path, kind, seed=5)
 
 

@@ -5,7 +5,9 @@ A merge layer is called with one list of tensors (as in Keras). Shapes broadcast
 Keras 3 (a squeeze-excitation ``Multiply`` of ``(N,H,W,C)`` and ``(N,1,1,C)``). Sums
 (``Add``, ``Subtract``, ``Average``, ``CustomScaleLayer``) and products (``Multiply``, an
 unnormalized ``Dot``) are LRP's rule layers (``LayerImpl.merge``); ``Maximum`` and
-``Minimum`` pass relevance to the winner by their gradient.
+``Minimum`` pass relevance to the winner by their gradient. A normalized ``Dot`` is computed
+through the runtime's hooks instead (each input as ``UnitNormalization`` computes it, then
+``Runtime.product_of``): DeepLIFT's rules then reach every step.
 """
 
 from __future__ import annotations
@@ -81,14 +83,26 @@ def _dot(config, ctx):
     axes = config.get("axes", -1)
     normalize = bool(config.get("normalize", False))
 
+    def unit(rt, x, axis):
+        """``x`` over its L2 norm along ``axis``, ``x * rsqrt(max(sum(x ** 2), 1e-12))``,
+        computed as ``UnitNormalization`` is: the values times their held inverse norm
+        (``rt.act``, ``rt.held``, ``rt.pair``)."""
+        ss = jnp.sum(rt.act(jnp.square, x), axis, keepdims=True)
+        inv = rt.held(rt.act(lambda v: jax.lax.rsqrt(jnp.maximum(v, 1e-12)), ss))
+        return rt.pair(jnp.multiply, x, inv)
+
     def call(params, xs, *args, rt, **kwargs):
         a, b = _as_list(xs) + list(args)
         ax = axes if isinstance(axes, (list, tuple)) else (axes, axes)
         ax = [int(v) % x.ndim for v, x in zip(ax, (a, b))]
-        if normalize:
-            a = a * jax.lax.rsqrt(jnp.maximum(jnp.sum(a * a, ax[0], keepdims=True), 1e-12))
-            b = b * jax.lax.rsqrt(jnp.maximum(jnp.sum(b * b, ax[1], keepdims=True), 1e-12))
-        y = jax.vmap(lambda u, v: jnp.tensordot(u, v, axes=(ax[0] - 1, ax[1] - 1)))(a, b)
+
+        def dot(u, v):
+            return jax.vmap(lambda p, q: jnp.tensordot(p, q, axes=(ax[0] - 1, ax[1] - 1)))(u, v)
+
+        if normalize:  # not a rule layer: its steps go through the runtime's hooks
+            y = rt.product_of(dot, unit(rt, a, ax[0]), unit(rt, b, ax[1]))
+        else:
+            y = dot(a, b)
         return y[:, None] if y.ndim == 1 else y
     return LayerImpl(call=call, relevance=not normalize, merge="product")
 

@@ -79,7 +79,8 @@ class Runtime:
         to scale or mix them (:meth:`held`): attention probabilities (``MultiHeadAttention``,
         ``GroupQueryAttention``, ``Attention``, ``AdditiveAttention``) and normalization
         scales (``LayerNormalization``, ``RMSNormalization``, ``GroupNormalization``,
-        ``UnitNormalization``) and the gates of recurrent cells (LSTM, GRU, ConvLSTM).
+        ``UnitNormalization``, a ``Dot`` with ``normalize=True``) and the gates of recurrent
+        cells (LSTM, GRU, ConvLSTM).
         ``jaxsal.lrp`` installs ``jax.lax.stop_gradient``, which makes those layers linear
         in their inputs for the backward pass (Ali et al. 2022's conservative propagation;
         Arras et al. 2017's signal-take-all for the gates). Compared by value, like
@@ -99,7 +100,7 @@ class Runtime:
         the gate of ``MultiHeadAttention`` / ``GroupedQueryAttention`` (``use_gate``:
         ``a * sigmoid(g)``) and a normalization's values times their (held) inverse scale
         (``LayerNormalization``, ``RMSNormalization``, ``GroupNormalization``,
-        ``UnitNormalization``).
+        ``UnitNormalization``, a normalized ``Dot``'s two inputs).
         ``a`` and ``b`` broadcast against each other. ``jaxsal.deeplift`` installs the
         two-player Shapley rule here. Compared by value, like ``elementwise``.
       softmax: ``None``, or ``rule(z, axis)`` applied in place of ``jax.nn.softmax(z,
@@ -110,7 +111,8 @@ class Runtime:
       inner_product: ``None``, or ``rule(f, *tensors)`` applied in place of ``f(*tensors)``
         for the products of tensors inside attention layers (``MultiHeadAttention``,
         ``GroupedQueryAttention``, ``Attention``, ``AdditiveAttention``, Keras 3's
-        ``dot_product_attention``: their scores and their weighted sums of values).
+        ``dot_product_attention``: their scores and their weighted sums of values) and the
+        product of a ``Dot`` layer with ``normalize=True`` (of its normalized inputs).
         ``jaxsal.deeplift`` installs its product rule here; ``jaxsal.lrp`` does not (it
         holds the attention weights instead, ``hold``). Compared by value, like
         ``elementwise``.
@@ -162,8 +164,8 @@ class Runtime:
 
     def product_of(self, f: Callable[..., Array], *tensors: Array) -> Array:
         """``f(*tensors)`` for a product of tensors inside an attention layer (an ``einsum``
-        of queries and keys, or of weights and values), through the ``inner_product``
-        rule."""
+        of queries and keys, or of weights and values) or a normalized ``Dot``, through the
+        ``inner_product`` rule."""
         if self.inner_product is None:
             return f(*tensors)
         return self.inner_product(f, *tensors)
