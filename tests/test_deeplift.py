@@ -242,8 +242,10 @@ def test_bad_options_are_refused(zoo):
     m, x, x0 = zoo
     with pytest.raises(ValueError, match="maxpool rule 'captum'.*'delta'"):
         jaxsal.deeplift(m, x, 0, maxpool="captum")
-    with pytest.raises(ValueError, match="eps >= 0"):
-        jaxsal.deeplift(m, x, 0, eps=-1.0)
+    for eps in (-1.0, 0, 0.0):  # 0: where z == z' exactly, a secant slope of 0 / 0 (NaN)
+        with pytest.raises(ValueError, match=r"expected eps > 0 \(Captum uses 1e-10.*got "
+                                             rf"{eps!r}; pass e.g. eps=1e-10"):
+            jaxsal.deeplift(m, x, 0, eps=eps)
     with pytest.raises(ValueError, match="rtol >= 0"):
         jaxsal.deeplift_shap(m, x, 0, rtol=float("nan"))
     with pytest.raises(ValueError, match="baseline"):

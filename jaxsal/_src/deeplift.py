@@ -398,6 +398,15 @@ def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
 
 
 def _check_tolerance(value: Any, name: str) -> float:
+    """``eps`` (> 0) or ``rtol`` (>= 0) as a float. ``eps=0`` is refused: where an input's
+    and its reference's values are equal (a zero baseline meeting zero inputs, both halves at
+    a ReLU's 0), ``|z - z'| < rtol * max(|z|, |z'|)`` can fail too (``0 < 0``), and the
+    secant slope is ``0 / 0``: NaN maps that read as the model's fault."""
+    if name == "eps":
+        return reals.check_real(value, name, low=0, above=True, kind=(
+            "Captum uses 1e-10; where |z - z'| < eps + rtol * max(|z|, |z'|) a rule uses "
+            "the gradient, and with eps = 0 equal values give a secant slope of 0 / 0 = NaN"),
+            example="1e-10")
     return reals.check_real(value, name, low=0, kind="a finite number: where |z - z'| < eps + "
                             "rtol * max(|z|, |z'|) a rule uses the gradient")
 
@@ -485,7 +494,8 @@ def deeplift(model: ModelLike, x: Inputs, targets: Targets = None, *,
         attention layers' softmax and products take them; all keep summation-to-delta)
         or ``"gradient"`` (their gradient at the input, as Captum).
       eps, rtol: where ``|z - z'| < eps + rtol * max(|z|, |z'|)`` a rule uses the plain
-        gradient instead of the secant (Captum: ``|z - z'| < eps``, 1e-10). ``rtol``
+        gradient instead of the secant (Captum: ``|z - z'| < eps``, 1e-10). ``eps`` must
+        be > 0: with 0, equal values (zero inputs at a zero baseline) give ``0 / 0``. ``rtol``
         (default 1e-4) keeps float rounding out of the secant: XLA may round the input's
         and the reference's halves of one batch differently, and where they are equal up to
         that rounding, a secant of two rounding errors is noise, while the gradient is what
