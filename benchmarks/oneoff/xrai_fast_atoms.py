@@ -1,5 +1,5 @@
-"""One-off: the memory XLA plans for XRAI's compiled selection, and its time, ``"fast"`` on pixels (every
-pixel an atom: what ``xrai_regions(algorithm="fast")`` compiled before it ran on atoms, and
+"""One-off: the memory XLA plans for XRAI's compiled selection, and its time, ``"fast"`` on
+pixels (every pixel an atom: what ``xrai_regions(algorithm="fast")`` compiled before it ran on atoms, and
 what it still compiles for masks traced by the caller's ``jax.jit``) against ``"fast"`` and
 ``"full"`` on atoms (``jaxsal._src.xrai._partition``'s ``(N, M, A)`` members). Compiled
 only (``memory_analysis`` of ``_regions.lower(...).compile()``), nothing run, one target:
