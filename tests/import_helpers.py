@@ -349,3 +349,22 @@ def layer_errors(acts, ref) -> dict:
         # and ``max(errs.values()) <= tol`` passed a NaN reference so
         out[n] = max(np.nan_to_num(rel_err(a, b), nan=np.inf) for a, b in pairs)
     return out
+
+
+def relabel_h5(path, version: str, option: tuple[str, str] | None = None) -> None:
+    """Rewrites a Keras ``.h5`` file's recorded ``keras_version`` to ``version`` and, with
+    ``option=(class_name, key)``, sets ``key`` to true in the config of every top-level layer
+    of that class (an option only some Keras versions write), so that one saved model stands
+    for a file another Keras version wrote."""
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        f.attrs["keras_version"] = version
+        if option is not None:
+            config = json.loads(f.attrs["model_config"])
+            for layer in config["config"]["layers"]:
+                if layer["class_name"] == option[0]:
+                    layer["config"][option[1]] = True
+            f.attrs["model_config"] = json.dumps(config)

@@ -24,15 +24,13 @@ grouped_query_attention.py, attention.py and keras/src/layers/activations/softma
   the importer, masks as 3.0.0-3.0.4 and 3.12+ do (and those versions for N = 1).
 """
 
-import json
-
 import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
-from import_helpers import save_keras_and_h5  # noqa: E402
+from import_helpers import relabel_h5, save_keras_and_h5  # noqa: E402
 from model_import import load_keras  # noqa: E402
 
 N, T, D = 2, 3, 4
@@ -121,8 +119,6 @@ def test_attention_masks_follow_the_keras_version(tmp_path, version):
     nothing (tf_keras/layers/activation/softmax.py at v2.21.0); only the MultiHeadAttention
     outputs are compared (tf.keras has no GroupedQueryAttention, and its Attention refuses a
     numeric value mask: ``tf.logical_not`` of floats)."""
-    import h5py
-
     model = _model()
     data = _data()
     x, am, qm, vm = data
@@ -140,14 +136,8 @@ def test_attention_masks_follow_the_keras_version(tmp_path, version):
         for a, b in zip(model.predict(data, verbose=0), ref):
             np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6)
     else:
-        with h5py.File(paths[".h5"], "r+") as f:
-            f.attrs["keras_version"] = version
-            if keras2:
-                config = json.loads(f.attrs["model_config"])
-                for layer in config["config"]["layers"]:
-                    if layer["class_name"] == "MultiHeadAttention":
-                        layer["config"]["softmax_robust_masking"] = True
-                f.attrs["model_config"] = json.dumps(config)
+        relabel_h5(paths[".h5"], version,
+                   ("MultiHeadAttention", "softmax_robust_masking") if keras2 else None)
         paths = {".h5": paths[".h5"]}
     names = ["mha", "mha_sm"] if keras2 else ["mha", "mha_sm", "gqa", "gqa_sm", "att",
                                               "att_causal"]

@@ -11,7 +11,7 @@ import pytest
 import keras  # noqa: E402  (tests/conftest.py picks the backend)
 from keras import layers  # noqa: E402
 
-from import_helpers import save_keras_and_h5  # noqa: E402
+from import_helpers import relabel_h5, save_keras_and_h5  # noqa: E402
 from model_import import load_keras  # noqa: E402
 
 
@@ -606,8 +606,6 @@ def test_a_numeric_softmax_mask_follows_the_keras_version(tmp_path, version):
     on the same file with its recorded version changed. "2.21.0": tf-keras 2.21's
     ``Softmax(robust_masking=True)`` (set in the config; tf_keras/layers/activation/softmax.py
     at v2.21.0): the entries ``> 0.5`` kept, the others -1e9, nothing zeroed."""
-    import h5py
-
     inp, keep = keras.Input((4,)), keras.Input((4,))
     model = keras.Model([inp, keep], layers.Softmax()(inp, mask=keep))
     x = np.array([[0.5, -1.0, 2.0, 0.25], [1.0, 2.0, 3.0, 4.0], [0.3, 0.1, -0.2, 0.0]],
@@ -624,14 +622,7 @@ def test_a_numeric_softmax_mask_follows_the_keras_version(tmp_path, version):
         e = np.exp(z - z.max(-1, keepdims=True))
         ref = e / e.sum(-1, keepdims=True)
         ref = ref * mask if version.startswith("3.12") else ref
-        with h5py.File(paths[".h5"], "r+") as f:
-            f.attrs["keras_version"] = version
-            if robust:
-                config = json.loads(f.attrs["model_config"])
-                for layer in config["config"]["layers"]:
-                    if layer["class_name"] == "Softmax":
-                        layer["config"]["robust_masking"] = True
-                f.attrs["model_config"] = json.dumps(config)
+        relabel_h5(paths[".h5"], version, ("Softmax", "robust_masking") if robust else None)
         paths = {".h5": paths[".h5"]}
     for path in paths.values():
         np.testing.assert_allclose(np.asarray(load_keras(path)([x, mask])), ref, rtol=1e-6,

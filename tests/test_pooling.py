@@ -325,6 +325,21 @@ def test_the_first_maximum_shares_when_no_element_equals_the_maximum():
     np.testing.assert_array_equal(count, [2, 1, 1])
 
 
+def _vjps_beside(fs, refs, x):
+    """``(y, dx, y_ref, dx_ref)`` per pair of ``fs`` and ``refs``, in one compiled program: each
+    function's value at ``x`` and its pullback of one fixed cotangent."""
+    @jax.jit
+    def run(x):
+        out = []
+        for f, ref in zip(fs, refs):
+            y, pull = jax.vjp(f, x)
+            y_ref, pull_ref = jax.vjp(ref, x)
+            g = jnp.cos(jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape)
+            out.append((y, pull(g)[0], y_ref, pull_ref(g)[0]))
+        return out
+    return run(x)
+
+
 def test_ops_norm_is_jnp_linalg_norm_in_value_and_gradient():
     """Keras 3's ``ops.norm`` (``jnp.linalg.norm`` on JAX) with the orders that are a maximum
     or a minimum -- a vector's ``inf``/``-inf``, a matrix's ``1``/``-1``/``inf``/``-inf``,
@@ -340,17 +355,7 @@ def test_ops_norm_is_jnp_linalg_norm_in_value_and_gradient():
     refs = [functools.partial(jnp.linalg.norm, ord=o, axis=tuple(a), keepdims=k)
             for o, a, k in cases]
 
-    @jax.jit  # one program for every case
-    def run(x):
-        out = []
-        for f, ref in zip(fs, refs):
-            y, pull = jax.vjp(f, x)
-            y_ref, pull_ref = jax.vjp(ref, x)
-            g = jnp.cos(jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape)
-            out.append((y, pull(g)[0], y_ref, pull_ref(g)[0]))
-        return out
-
-    for (y, dx, y_ref, dx_ref), case in zip(run(x), cases):
+    for (y, dx, y_ref, dx_ref), case in zip(_vjps_beside(fs, refs, x), cases):
         assert y.shape == y_ref.shape and np.asarray(y).tobytes() == np.asarray(y_ref).tobytes()
         np.testing.assert_array_equal(dx, dx_ref, err_msg=str(case))
 
@@ -368,17 +373,7 @@ def test_nanmax_and_nanmin_are_jnp_nanmax_with_nans():
     refs = [functools.partial(jnp.nanmax if kind == "max" else jnp.nanmin, axis=tuple(axis),
                               keepdims=keep) for kind, axis, keep in cases]
 
-    @jax.jit  # one program for every case
-    def run(x):
-        out = []
-        for f, ref in zip(fs, refs):
-            y, pull = jax.vjp(f, x)
-            y_ref, pull_ref = jax.vjp(ref, x)
-            g = jnp.cos(jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape)
-            out.append((y, pull(g)[0], y_ref, pull_ref(g)[0]))
-        return out
-
-    for (y, dx, y_ref, dx_ref), (kind, axis, keep) in zip(run(x), cases):
+    for (y, dx, y_ref, dx_ref), (kind, axis, keep) in zip(_vjps_beside(fs, refs, x), cases):
         assert y.shape == y_ref.shape and np.asarray(y).tobytes() == np.asarray(y_ref).tobytes()
         np.testing.assert_array_equal(dx, dx_ref)
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
