@@ -59,8 +59,10 @@ vouched for either). It loses track at a gather or a scatter that indexes the ba
 with values it cannot compute (a parameter, an input) or out of bounds (dropped or clamped
 rows), a scatter that sets two examples' rows into one row (which one is kept is not
 defined), a scatter under ``jax.vmap`` with indices per row (``operand_batching_dims``), a
-loop over the batch axis together with rows in another order, an operation it does not
-know, and a reordering of a batch axis merged with more than :data:`_MAX_ROWS` entries.
+loop over the batch axis together with rows in another order, a reshape that splits the
+batch axis across two axes (``jnp.repeat(x, 2, axis=0)`` read back as ``.reshape(2, n, k)``:
+a later mean over either of them, which mixes examples, is then not seen), an operation it
+does not know, and a reordering of a batch axis merged with more than :data:`_MAX_ROWS` entries.
 """
 
 from __future__ import annotations
