@@ -501,10 +501,42 @@ def test_fill_outside_the_integer_inputs_range_is_refused():
     w = jnp.asarray(np.random.default_rng(0).normal(size=(72, 2)), jnp.float32)
     m = jaxsal.FunctionModel(lambda p, v: v.reshape(len(v), -1).astype(jnp.float32) @ p, w)
     u8 = np.random.default_rng(1).integers(0, 256, (2, 6, 6, 2)).astype(np.uint8)
-    for fill in (300, -1, np.full((6, 6, 2), 300.0), np.full((2,), -1, np.int32)):
+    for fill in (300, -1, np.full((6, 6, 2), 300.0), np.full((2,), -1, np.int32), 2**70,
+                 -2**70):  # (beyond int64: a bare OverflowError from NumPy)
         with pytest.raises(ValueError, match=r"fill.*uint8's range \[0, 255\].*got"):
             jaxsal.occlusion(m, u8, 1, patch=3, fill=fill)
     with pytest.raises(ValueError, match=r"baseline.*uint8's range \[0, 255\]"):
         jaxsal.insertion(m, u8, np.zeros((2, 6, 6), np.float32), 1, baseline=256)
     ok = jaxsal.occlusion(m, u8, 1, patch=3, fill=np.full((6, 6, 2), 255.0))
     np.testing.assert_allclose(ok, jaxsal.occlusion(m, u8, 1, patch=3, fill=255))
+
+
+@pytest.mark.skipif(jax.config.jax_enable_x64, reason="narrowing happens without x64 only")
+def test_64_bit_inputs_beyond_the_32_bit_range_are_refused():
+    """Without jax_enable_x64 JAX computes float64 in float32 and int64 (uint64) in int32
+    (uint32). A float64 input beyond float32's range (1e39) passed the finite check and became
+    inf (saliency gave zeros, integrated gradients blamed the model); an int64 id of 2**32 + 1
+    wrapped to 1, and so did int64 maps. Refused naming the range; values in it are taken."""
+    w = jnp.ones((4, 3), jnp.float32)
+    m = jaxsal.FunctionModel(lambda p, v: jnp.tanh(v.astype(jnp.float32)) @ p, w)
+    for big in (1e39, -1e39):
+        x = np.full((2, 4), 0.5)
+        x[1, 2] = big
+        with pytest.raises(ValueError, match=r"x holds values up to 1e\+39 in magnitude, "
+                                             r"beyond float32's range \(3.4e\+38\).*"
+                                             r"rescale.*jax_enable_x64"):
+            jaxsal.saliency(m, x, 0)
+    x[1, 2] = np.nan  # NaN stays a NaN, not a range error; so in a NumPy bfloat16 array
+    for v in (x, np.asarray(jnp.asarray(x, jnp.bfloat16))):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            jaxsal.saliency(m, v, 0)
+    ids = np.array([[2**32 + 1, 2, 3, 4], [1, 2, 3, 4]], np.int64)
+    for bad in (ids, ids.astype(np.uint64), -ids):
+        with pytest.raises(ValueError, match=r"x holds .*beyond u?int32's range \[.*\].*"
+                                             r"jax_enable_x64"):
+            jaxsal.occlusion(m, bad, 0, patch=1, fill=0)
+    ok = jaxsal.occlusion(m, ids % 7, 0, patch=1, fill=0)
+    np.testing.assert_array_equal(ok, jaxsal.occlusion(m, (ids % 7).astype(np.int32), 0,
+                                                       patch=1, fill=0))
+    with pytest.raises(ValueError, match=r"maps hold .*beyond int32's range"):
+        jaxsal.deletion(m, ids % 7, ids.astype(np.int64), 0, fill=0)

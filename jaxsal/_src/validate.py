@@ -549,13 +549,13 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"expected a batch of at least one input, got {what} of shape "
                          f"{tuple(x.shape)}")
+    if isinstance(x, np.ndarray):  # 64-bit values beyond what JAX computes them in, NaN, inf
+        x = narrow(x, what, check_finite=check_finite)
+    elif check_finite and not all_finite(x):
+        raise not_finite(what)
     model_check = getattr(model, "check_token_ids", None)
     if check_ids and ids_dtype is not None and model_check is not None:
         model_check(x)  # ids outside an Embedding's vocabulary: NaN rows, refused here
-    if check_finite:
-        finite = all_finite(x)
-        if not finite:
-            raise not_finite(what)
     if not isinstance(x, jax.Array):
         x = jnp.asarray(x)
     if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < 4:
@@ -564,6 +564,48 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
         # programs whose carries are float32 (occlusion)
         x = x.astype(jnp.float32)
     return x
+
+
+def narrow(v: np.ndarray, what: str, *, check_finite: bool = True,
+           holds: str = "holds") -> np.ndarray:
+    """``v`` (a NumPy array) in the dtype JAX computes it in: without ``jax_enable_x64``
+    float64 becomes float32, int64 int32 and uint64 uint32, which JAX does without a word (a
+    float64 beyond float32's range becomes inf, an int64 beyond int32's wraps around). Such
+    values are refused here, naming the range (``what``: the array, for the message; a float
+    NaN or inf is refused as :func:`not_finite` when ``check_finite``, whose pass over the
+    narrowed floats this is, so that an input costs one pass as before). Any shape; other
+    dtypes, and every dtype under x64, are returned as they are. ``holds``: the verb after
+    ``what`` ("hold" for a plural)."""
+    if jax.config.jax_enable_x64 or v.dtype.itemsize != 8 or v.dtype.kind not in "fiu":
+        if check_finite and not all_finite(v):  # (bfloat16 too, whose kind is "V")
+            raise not_finite(what)
+        return v
+    fix = "enable x64, jax.config.update('jax_enable_x64', True)"
+    if v.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            v32 = v.astype(np.float32)
+        if check_finite and not all_finite(v32):
+            if not all_finite(v):
+                raise not_finite(what)
+            peak = float(np.max(np.abs(v)))
+            top = float(np.finfo(np.float32).max)
+            raise ValueError(f"{what} {holds} values up to {peak:.3g} in magnitude, beyond "
+                             f"float32's range ({top:.2g}) that JAX computes float64 in without "
+                             f"jax_enable_x64 (they would become inf); rescale the input or "
+                             f"{fix}")
+        return v32
+    narrow_dtype = np.dtype(np.int32 if v.dtype.kind == "i" else np.uint32)
+    info = np.iinfo(narrow_dtype)
+    if v.size:
+        lo, hi = v.min(), v.max()
+        if lo < info.min or hi > info.max:
+            bad = lo if lo < info.min else hi
+            raise ValueError(f"{what} {holds} {bad}, beyond {narrow_dtype}'s range [{info.min}, "
+                             f"{info.max}] that JAX computes {v.dtype} in without "
+                             f"jax_enable_x64 (it would wrap around to "
+                             f"{np.asarray(bad).astype(narrow_dtype)}); pass values in that "
+                             f"range (ids, codes) or {fix}")
+    return v.astype(narrow_dtype)
 
 
 def not_finite(what: str = "x") -> ValueError:
@@ -608,8 +650,11 @@ def check_whole(value: Any, a: Any, name: str, what: str = "x") -> None:
                              f"values ({a.dtype}) are ids or codes, got {value!r}; pass an id "
                              f"(a padding or unknown-token id, say)")
         info = np.iinfo(np.dtype(a.dtype))
-        if raw.dtype.kind in "fiu" and raw.size and (raw.min() < info.min
-                                                      or raw.max() > info.max):
+        # (Python ints beyond int64, 2**70: an object array, whose min and max compare them)
+        ints = raw.dtype.kind == "O" and all(isinstance(e, (int, np.integer))
+                                             and not isinstance(e, bool) for e in raw.flat)
+        if (raw.dtype.kind in "fiu" or ints) and raw.size and (raw.min() < info.min
+                                                                or raw.max() > info.max):
             # cast to a's dtype it would wrap around (300 -> 44 in uint8) without a word
             bad = raw.min() if raw.min() < info.min else raw.max()
             raise ValueError(f"{name} must lie in {a.dtype}'s range [{info.min}, {info.max}] "
@@ -661,6 +706,12 @@ def check_like(value: Any, a: Any, name: str, what: str = "x", *, channels_first
     check_whole(value, a, name, what)
     try:
         v = jnp.asarray(value, dtype=a.dtype)
+    except OverflowError as e:  # a Python int beyond what a's dtype can hold (10**400, float)
+        info = np.finfo(np.dtype(a.dtype)) if jnp.issubdtype(a.dtype, jnp.floating) else \
+            np.iinfo(np.dtype(a.dtype))
+        raise ValueError(f"{name} must lie in {a.dtype}'s range [{info.min}, {info.max}] for "
+                         f"{what}, whose values are {a.dtype}; got a number beyond it ({e}). "
+                         f"Pass a value of that range") from None
     except (TypeError, ValueError) as e:
         raise TypeError(f"expected {name} as a number or an array for {what}, got "
                         f"{type(value).__name__} ({e})") from None
@@ -714,8 +765,11 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array,
         # dtype named, not JAX's "cannot interpret" of jnp.asarray)
         raise TypeError(f"{what}: expected maps of real numbers ({real}), got dtype "
                         f"{maps.dtype}")
+    raw = base.native(maps)
+    if isinstance(raw, np.ndarray):  # int64 maps beyond int32 (x64 off): refused, not wrapped
+        raw = narrow(raw, f"{what}: the maps", check_finite=False, holds="hold")
     try:
-        a = jnp.asarray(base.native(maps))
+        a = jnp.asarray(raw)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{what}: expected maps as an array, got {type(maps).__name__} "
                         f"({e})") from None
