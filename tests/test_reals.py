@@ -76,7 +76,7 @@ CASES = [
     (lambda v: jaxsal.lrp_epsilon(v), "epsilon", 0, True, None),
     (lambda v: jaxsal.lrp_gamma(v), "gamma", 0, False, None),
     (lambda v: jaxsal.lrp_alpha_beta(v, 0.0), "alpha", 0, False, None),
-    (lambda v: jaxsal.deeplift(_relu_model(), _X, 0, eps=v), "eps", 0, False, None),
+    (lambda v: jaxsal.deeplift(_relu_model(), _X, 0, eps=v), "eps", 0, True, None),
     (lambda v: jaxsal.deeplift(_relu_model(), _X, 0, rtol=v), "rtol", 0, False, None),
     (lambda v: jaxsal.infidelity(_model(), _X, _X[..., 0], 0, key=0, noise_std=v),
      "noise_std", 0, True, None),
