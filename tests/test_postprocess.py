@@ -270,6 +270,61 @@ def test_normalize_maps_of_extreme_finite_values():
     assert np.isfinite(np.asarray(grad)).all()
 
 
+def test_float64_maps_beyond_float32_range():
+    """Float64 NumPy maps beyond float32's range became inf on the way to JAX (without
+    jax_enable_x64): normalize gave NaN, the others inf. normalize (scale-invariant) scales
+    each such map by a power of two first; the others refuse them, saying how to fix them."""
+    wide = np.array([[[0.0, 1e40], [2e40, 4e40]], [[1.0, 2.0], [3.0, 5.0]]])
+    lo, hi = wide.min(axis=(1, 2), keepdims=True), wide.max(axis=(1, 2), keepdims=True)
+    got = np.asarray(jaxsal.normalize(wide))
+    np.testing.assert_allclose(got, (wide - lo) / (hi - lo), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got[1], np.asarray(jaxsal.normalize(wide[1:]))[0])
+    shared = np.asarray(jaxsal.normalize(wide.tolist(), axis=None))
+    np.testing.assert_allclose(shared, wide / 4e40, rtol=1e-6, atol=1e-7)
+    for fn in (jaxsal.clip_percentile, lambda a: jaxsal.resize(a, (3, 3)),
+               lambda a: jaxsal.reduce_channels(a, "sum")):
+        with pytest.raises(ValueError, match=r"float32's range.*4e\+40.*Scale the maps down"):
+            fn(wide)
+
+
+def test_default_axes_refuse_maps_of_the_other_layout():
+    """With the default axis=(-2, -1), normalize and clip_percentile scaled each image row
+    (W, C) of channels-last maps (N, H, W, C) on its own (every row's maximum 1), and
+    reduce_channels' default axis=-1 reduced the width of channels-first maps (N, C, H, W):
+    refused with the fix. An axis passed skips the check; maps (N, H, W) of width <= 4,
+    signals (N, L, C), grids (N, T, h, w) of few targets and activations (N, 4, 4, C) pass."""
+    rng = np.random.default_rng(9)
+    cl = rng.uniform(size=(2, 12, 12, 3)).astype(np.float32)
+    for fn in (jaxsal.normalize, jaxsal.clip_percentile):
+        with pytest.raises(ValueError, match=r"look channels-last.*pass axis=\(1, 2, 3\).*"
+                                             r"reduce_channels.*axis=\(-2, -1\)"):
+            fn(cl)
+        with pytest.raises(ValueError, match=r"axis=\(2, 3, 4\)"):
+            fn(cl[:, None])
+    lo, hi = cl.min(axis=(1, 2, 3), keepdims=True), cl.max(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(jaxsal.normalize(cl, axis=(1, 2, 3)), (cl - lo) / (hi - lo),
+                               rtol=1e-5, atol=1e-6)
+    lo, hi = cl.min(axis=(2, 3), keepdims=True), cl.max(axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(jaxsal.normalize(cl, axis=[-2, -1]), (cl - lo) / (hi - lo),
+                               rtol=1e-5, atol=1e-6)  # meant: passed, not refused
+    cf = np.moveaxis(cl, -1, 1)  # (2, 3, 12, 12)
+    with pytest.raises(ValueError, match=r"look channels-first.*pass axis=1 .*axis=-1"):
+        jaxsal.reduce_channels(cf)
+    with pytest.raises(ValueError, match=r"pass axis=2 "):
+        jaxsal.reduce_channels(cf[:, None], "sum")
+    np.testing.assert_array_equal(jaxsal.reduce_channels(cf, axis=1), np.abs(cl).max(-1))
+    np.testing.assert_array_equal(jaxsal.reduce_channels(cf, axis=-1), np.abs(cf).max(-1))
+    for shape in ((2, 9, 3), (2, 9, 4), (1, 3, 9, 4), (1, 9, 9, 4)):
+        m = rng.uniform(size=shape).astype(np.float32)
+        lo, hi = m.min(axis=(-2, -1), keepdims=True), m.max(axis=(-2, -1), keepdims=True)
+        np.testing.assert_allclose(jaxsal.normalize(m), (m - lo) / (hi - lo), rtol=1e-5,
+                                   atol=1e-6)
+        assert jaxsal.clip_percentile(m).shape == shape
+    for shape in ((1, 4, 4, 8), (1, 9, 9, 3)):
+        a = rng.normal(size=shape).astype(np.float32)
+        np.testing.assert_array_equal(jaxsal.reduce_channels(a), np.abs(a).max(-1))
+
+
 def test_empty_batches_give_empty_results_and_empty_maps_are_refused():
     """Zero-size maps gave raw errors (no identity for min, an index out of bounds, a gather
     slice size, reshape's ZeroDivisionError). An empty batch (0, h, w) is returned empty, as

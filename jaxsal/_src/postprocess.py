@@ -33,6 +33,22 @@ ArrayLike = jax.typing.ArrayLike
 REDUCTIONS = ("max_abs", "abs_sum", "sum", "signed", "max", "mean", "l2", None)
 
 
+class _DefaultAxes(tuple):
+    """:func:`normalize`'s and :func:`clip_percentile`'s default ``axis``, ``(-2, -1)``, told
+    apart from the same axes passed: only the default has its layout checked
+    (:func:`_check_map_layout`)."""
+
+
+class _DefaultChannel(int):
+    """:func:`reduce_channels`'s default ``axis``, ``-1``, told apart from ``axis=-1`` passed:
+    only the default has its layout checked (:func:`_check_channel_layout`)."""
+
+
+_MAP_AXES = _DefaultAxes((-2, -1))
+_NO_SCALE = object()  # _host_maps: no scale_axis (the function is not scale-invariant)
+_CHANNEL_AXIS = _DefaultChannel(-1)
+
+
 def check_reduce(reduce) -> None:
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown channel reduction {reduce!r}; expected one of {REDUCTIONS}")
@@ -96,7 +112,26 @@ def _reduce_inputs(g, mode: str | None, axes):
                            else _reduce(a, mode, ax) for a, ax in zip(leaves, axes)])
 
 
-def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs", axis: int = -1) -> Array:
+def _check_channel_layout(shape: tuple) -> None:
+    """Refuse channels-first maps ``(N, C, H, W)`` (``(N, T, C, H, W)``) given to
+    :func:`reduce_channels` with its default ``axis=-1``: a channel axis of 1, 3 or 4 before
+    two spatial axes of more than 4. Reduced over ``W``, such maps came back ``(N, C, H)``,
+    which :func:`jaxsal.plot.grid` draws as ``N`` maps ``C x H``. Channels-last activations
+    ``(N, 4, 4, 512)`` pass (their width is at most 4)."""
+    if len(shape) not in (4, 5) or shape[-3] not in (1, 3, 4) or min(shape[-2:]) <= 4:
+        return
+    cf = len(shape) - 3
+    raise ValueError(
+        f"reduce_channels: maps of shape {tuple(shape)} look channels-first "
+        f"(..., C={shape[-3]}, H={shape[-2]}, W={shape[-1]}), while the default axis=-1 "
+        f"reduces the last axis, their width (the result {tuple(shape[:-1])}). Expected the "
+        f"channel axis last; for channels-first maps pass axis={cf} (the result "
+        f"{tuple(shape[:cf]) + tuple(shape[cf + 1:])}); for maps whose last axis is meant as "
+        "the channels, pass axis=-1")
+
+
+def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs",
+                    axis: int = _CHANNEL_AXIS) -> Array:
     """Collapse the channel axis of ``maps``.
 
     Args:
@@ -104,11 +139,15 @@ def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs", axis: int = -
       mode: ``"max_abs"`` (max of absolute values: keras-vis / tf-keras-vis saliency),
         ``"abs_sum"``, ``"sum"``/``"signed"``, ``"max"`` (signed max), ``"mean"``, ``"l2"``,
         or ``None`` (unchanged).
-      axis: the channel axis.
+      axis: the channel axis. The default, the last, refuses maps that look channels-first
+        (``(N, C, H, W)`` or ``(N, T, C, H, W)`` of ``C`` in 1, 3, 4 and ``H``, ``W`` above
+        4: pass ``axis=1`` or ``axis=2`` for those); ``axis=-1`` passed skips that check.
     Returns:
       ``maps`` without ``axis``.
     """
     check_reduce(mode)
+    if isinstance(axis, _DefaultChannel) and mode is not None:
+        _check_channel_layout(np.shape(maps))
     axis = _static_axis(axis)
     if not isinstance(axis, int):
         raise TypeError(f"reduce_channels: expected axis as one int (the channel axis), got "
@@ -116,7 +155,7 @@ def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs", axis: int = -
     _check_axes(axis, np.ndim(maps), "reduce_channels", "the channel axis")
     if mode is not None:  # no channels to reduce is refused; an empty batch gives one
         _no_maps(np.shape(maps), axis, "reduce_channels")
-    return _reduce_channels(_host_maps(maps), mode, axis)
+    return _reduce_channels(_host_maps(maps, "reduce_channels"), mode, axis)
 
 
 @functools.partial(jax.jit, static_argnames=("mode", "axis"))
@@ -164,6 +203,30 @@ def _check_axes(axis, ndim: int, fn: str, what: str = "the axes of one map") -> 
                          "(e.g. axis=-1 for 1-D maps, (-2, -1) for 2-D maps)")
 
 
+def _check_map_layout(shape: tuple, fn: str) -> None:
+    """Refuse channels-last maps ``(N, H, W, C)`` (``(N, T, H, W, C)``) given to ``fn``
+    (:func:`normalize`, :func:`clip_percentile`) with its default ``axis=(-2, -1)``: a last
+    axis of at most 4 (a channel count) after two axes both above 4 and at least 4 times it.
+    Each image row's ``(W, C)`` was scaled on its own (every row's maximum 1). Maps
+    ``(N, H, W)`` and signals ``(N, L, C)`` (rank 3, scaled per map over ``(L, C)`` by the
+    default) pass, as do grids of maps ``(N, T, h, w)`` of fewer than 5 targets or rows or
+    of ``w`` above a quarter of ``h``."""
+    if len(shape) < 4:
+        return
+    c = shape[-1]
+    if c > 4 or min(shape[-3:-1]) < max(5, 4 * c):
+        return
+    lead = tuple(shape[:-3])
+    per = tuple(range(len(lead), len(shape)))
+    raise ValueError(
+        f"{fn}: maps of shape {tuple(shape)} look channels-last (..., H={shape[-3]}, "
+        f"W={shape[-2]}, C={c}) (a last axis of {c}), while the default axis=(-2, -1) takes "
+        f"the last two axes as one map: each row (W, C) would be scaled on its own. Expected "
+        f"maps (..., H, W); pass axis={per} to scale each image over its pixels and channels, "
+        f"or reduce the channels first (jaxsal.reduce_channels(maps)); for maps "
+        f"{tuple(shape[-2:])} that are meant, pass axis=(-2, -1)")
+
+
 def _no_maps(shape: tuple, axis, fn: str, name: str = "axis") -> bool:
     """Whether ``maps`` of ``shape`` hold no map at all (an empty batch, ``(0, H, W)``):
     the caller returns them as they are (empty). A map of no values (``(N, 0, W)``, an axis
@@ -183,12 +246,19 @@ def _no_maps(shape: tuple, axis, fn: str, name: str = "axis") -> bool:
     return False
 
 
-def _host_maps(maps: ArrayLike):
-    """``maps`` as given to a jitted function: in the machine's byte order (:func:`native`),
-    and integer or boolean maps that are not JAX arrays (NumPy, lists) as float32 on the
-    host, as :func:`_floating` would make them. JAX takes an int64 array as int32 (without
-    ``jax_enable_x64``), wrapping values beyond 2**31 silently: a count map
-    ``[0, 2**40]`` normalized to ``[0, 0]``. Complex maps are refused."""
+def _host_maps(maps: ArrayLike, fn: str, scale_axis: object = _NO_SCALE) -> ArrayLike:
+    """``maps`` as given to ``fn``'s jitted function: in the machine's byte order
+    (:func:`native`), and integer or boolean maps that are not JAX arrays (NumPy, lists) as
+    float32 on the host, as :func:`_floating` would make them. JAX takes an int64 array as
+    int32 (without ``jax_enable_x64``), wrapping values beyond 2**31 silently: a count map
+    ``[0, 2**40]`` normalized to ``[0, 0]``. Complex maps are refused.
+
+    Float64 maps (NumPy, lists) that JAX would cast to float32 (without ``jax_enable_x64``)
+    and whose finite values exceed float32's range became inf (then NaN): with
+    ``scale_axis`` (the axes of one map, ``None``: all; for a function that is
+    scale-invariant per map, :func:`normalize`) each such map is scaled by a power of two
+    (exact) to a maximum of about 2**100 first; otherwise they are refused, saying how to
+    fix them."""
     maps = native(maps)
     if np.iscomplexobj(maps):  # (cast to real with a DeprecationWarning: the imaginary
         # part dropped, silently where such warnings are hidden)
@@ -199,7 +269,23 @@ def _host_maps(maps: ArrayLike):
     a = np.asarray(maps)
     if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
         return a.astype(np.float32)
-    return maps
+    if (not np.issubdtype(a.dtype, np.floating) or not a.size
+            or jax.dtypes.canonicalize_dtype(a.dtype).itemsize >= a.dtype.itemsize):
+        return maps
+    big = float(np.finfo(jax.dtypes.canonicalize_dtype(a.dtype)).max)
+    finite = np.where(np.isfinite(a), np.abs(a), 0)
+    if not finite.max() > big:
+        return maps
+    if scale_axis is _NO_SCALE:
+        raise ValueError(
+            f"{fn}: expected maps within float32's range (|values| <= {big:.4g}), as JAX "
+            f"computes {a.dtype} maps in float32 without jax_enable_x64; got values up to "
+            f"{finite.max():.4g}, which would become inf. Scale the maps down first (e.g. "
+            "maps / np.abs(maps).max()), or enable jax_enable_x64")
+    peak = np.max(finite, axis=scale_axis, keepdims=True)
+    _, e = np.frexp(peak)  # peak < 2**e
+    scale = np.where(peak > big, np.ldexp(1.0, np.minimum(100 - e, 0)), 1.0)
+    return (a * scale).astype(a.dtype)
 
 
 def _floating(maps: ArrayLike) -> Array:
@@ -216,7 +302,7 @@ def _normalize(maps: Array, axis, eps: float) -> Array:
     return _norm(_floating(maps), axis, eps)
 
 
-def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
+def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = _MAP_AXES,
               eps: float = 1e-7) -> Array:
     """Min-max normalize to ``[0, 1]``: ``(a - min) / (max - min + eps)`` over ``axis``.
 
@@ -229,16 +315,23 @@ def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = (-2, -1),
     (the default would span the batch of ``(N, L)``), of volumes ``(N, D, H, W)``
     ``axis=(-3, -2, -1)``. Jit-compiled (once per shape, axis and eps). Maps of values
     beyond 2**100 are scaled by 2**-100 first (exact), so that ``max - min`` cannot
-    overflow (a float32 map spanning +-3e38). An empty batch (``(0, H, W)``) is returned
-    empty; maps of no values (``(N, 0, W)``) are refused.
+    overflow (a float32 map spanning +-3e38); float64 NumPy maps beyond float32's range are
+    scaled per map by a power of two on the host first (exact), as they are cast to
+    float32 (without ``jax_enable_x64``). An empty batch (``(0, H, W)``) is returned
+    empty; maps of no values (``(N, 0, W)``) are refused. The default ``axis`` refuses
+    maps that look channels-last (``(N, H, W, C)`` of ``C <= 4`` and ``H``, ``W`` of at
+    least ``max(5, 4 C)``: pass ``axis=(1, 2, 3)`` or reduce the channels first);
+    ``axis=(-2, -1)`` passed skips that check.
     """
+    if isinstance(axis, _DefaultAxes):
+        _check_map_layout(np.shape(maps), "normalize")
     axis = _static_axis(axis)
     _check_axes(axis, np.ndim(maps), "normalize")
     # a static argument, as a float: a NumPy or JAX scalar is not hashable
     eps = reals.check_real(eps, "eps", low=0, where="normalize")
     if _no_maps(np.shape(maps), axis, "normalize"):
-        return _floating(_host_maps(maps))  # an empty batch: nothing to scale
-    return _normalize(_host_maps(maps), axis, eps)
+        return _floating(_host_maps(maps, "normalize"))  # an empty batch: nothing to scale
+    return _normalize(_host_maps(maps, "normalize", scale_axis=axis), axis, eps)
 
 
 @functools.partial(jax.jit, static_argnames=("lower", "upper", "axis"))
@@ -250,12 +343,14 @@ def _clip_percentile(maps: Array, lower: float, upper: float, axis) -> Array:
 
 
 def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
-                    axis: int | Sequence[int] | None = (-2, -1)) -> Array:
+                    axis: int | Sequence[int] | None = _MAP_AXES) -> Array:
     """Clip every map of ``maps`` (over ``axis``, a tuple or list of axes) to its
     ``[lower, upper]`` percentiles (0-100).
 
     A common step before display: a few extreme pixels would otherwise squash the colour
-    range (PAIR saliency clips at the 99th percentile).
+    range (PAIR saliency clips at the 99th percentile). The default ``axis`` refuses maps
+    that look channels-last, as :func:`normalize`'s does (pass ``axis=(1, 2, 3)``, or
+    ``axis=(-2, -1)`` to skip that check).
     """
     lower, upper = (reals.check_real(v, name, low=0, high=100, where="clip_percentile",
                                      kind="a finite number: a percentile")
@@ -263,11 +358,14 @@ def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
     if not lower <= upper:
         raise ValueError(f"clip_percentile: expected lower <= upper, got lower={lower!r}, "
                          f"upper={upper!r}; swap them")
+    if isinstance(axis, _DefaultAxes):
+        _check_map_layout(np.shape(maps), "clip_percentile")
     axis = _static_axis(axis)
     _check_axes(axis, np.ndim(maps), "clip_percentile")
     if _no_maps(np.shape(maps), axis, "clip_percentile"):
-        return _floating(_host_maps(maps))
-    return _clip_percentile(_host_maps(maps), float(lower), float(upper), axis)
+        return _floating(_host_maps(maps, "clip_percentile"))
+    return _clip_percentile(_host_maps(maps, "clip_percentile"), float(lower), float(upper),
+                            axis)
 
 
 def interp_matrix(n_in: int, n_out: int, align_corners: bool = True,
@@ -426,11 +524,11 @@ def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners"
         raise ValueError(f"unknown resize method {method!r}; expected one of {RESIZE_METHODS}")
     antialias = True if antialias is None else bool(antialias)
     if _no_maps(np.shape(maps), axes, "resize", "axes"):  # an empty batch: an empty result
-        m = jnp.asarray(_host_maps(maps))
+        m = jnp.asarray(_host_maps(maps, "resize"))
         out = list(m.shape)
         out[axes[0]], out[axes[1]] = dims
         return jnp.zeros(out, m.dtype if jnp.issubdtype(m.dtype, jnp.floating) else jnp.float32)
-    return _resize(_host_maps(maps), dims, method, antialias, axes)
+    return _resize(_host_maps(maps, "resize"), dims, method, antialias, axes)
 
 
 @functools.partial(jax.jit, static_argnames=("size", "method", "antialias", "axes"))
