@@ -1700,7 +1700,8 @@ def curves(named: dict, *, target: int | None = None, title: str | None = None,
       named: ``{name: Curves}``, e.g. ``{"integrated gradients": jaxsal.deletion(...),
         "random": ...}``; all with the same steps.
       target: for curves with a class axis ``(N, T, steps + 1)``, the target (column) to
-        draw; ``None`` averages over the targets too.
+        draw, an int (bools refused); ``None`` averages over the targets too. Curves
+        without a class axis refuse a target.
       ylabel, title: the axis label and the figure's title.
       ax: draw into this matplotlib axes (e.g. one of several subplots) instead of a new
         figure; its figure is returned.
@@ -1720,13 +1721,16 @@ def curves(named: dict, *, target: int | None = None, title: str | None = None,
             raise TypeError(f"curves: {name!r} is not a Curves result (fractions, scores, "
                             f"auc), got {type(c).__name__}")
         scores, auc = _np(c.scores), _np(c.auc)
+        if scores.ndim != 3 and target is not None:  # drawn as if target had been None
+            raise ValueError(f"curves: target={target!r} picks a column of curves with a "
+                             f"class axis (N, T, steps + 1), but {name!r}'s curves are of "
+                             f"shape {scores.shape}, without one; pass target=None (or the "
+                             "curves of all targets)")
         if scores.ndim == 3:  # (N, T, steps + 1)
             if target is not None:
-                if not isinstance(target, (int, np.integer)) or not (
-                        -scores.shape[1] <= target < scores.shape[1]):
-                    raise ValueError(f"curves: target {target!r} of {name!r}, whose curves "
-                                     f"are of {scores.shape[1]} targets: expected an int in "
-                                     f"[0, {scores.shape[1]})")
+                t = scores.shape[1]
+                target = ints.check_int(target, "target", low=-t, high=t - 1, where="curves",
+                                        kind=f"a column of {name!r}'s curves of {t} targets")
                 scores, auc = scores[:, target], auc[:, target]
             else:
                 scores, auc = scores.reshape(-1, scores.shape[-1]), auc.ravel()

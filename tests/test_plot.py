@@ -493,7 +493,8 @@ def test_image_grid_of_channels_first_images():
 
 def test_grid_and_curves_refuse_what_they_cannot_draw():
     """An empty batch failed in NumPy's min, alpha=2 in matplotlib (or drew clipped colours
-    as a mosaic), a curves target out of range with an IndexError: refused saying what."""
+    as a mosaic), a curves target out of range with an IndexError, target=True and a target
+    of curves without a class axis were taken: refused saying what."""
     maps = np.random.default_rng(0).random((2, 3, 4, 4))
     with pytest.raises(ValueError, match=r"expected at least one map, got shape \(0, 3, 4, 4\)"):
         plot.grid(np.zeros((0, 3, 4, 4)))
@@ -504,9 +505,18 @@ def test_grid_and_curves_refuse_what_they_cannot_draw():
     class Curve:
         fractions, scores, auc = np.linspace(0, 1, 3), np.ones((2, 2, 3)), np.ones((2, 2))
 
-    with pytest.raises(ValueError, match=r"curves: target 5 of 'a', whose curves are of 2 "
-                                         r"targets"):
-        plot.curves({"a": Curve()}, target=5)
+    for target in (5, -3, True, 1.0):  # True was taken as 1, then drawn wrongly by matplotlib
+        with pytest.raises(ValueError, match=r"curves: expected target as an int in \[-2, 1\] "
+                                             r"\(a column of 'a''s curves of 2 targets\), got"):
+            plot.curves({"a": Curve()}, target=target)
+
+    class Flat:  # no class axis: the target was ignored, the mean drawn
+        fractions, scores, auc = np.linspace(0, 1, 3), np.ones((2, 3)), np.ones(2)
+
+    with pytest.raises(ValueError, match=r"target=0 picks a column of curves with a class "
+                                         r"axis .*shape \(2, 3\), without one; pass "
+                                         r"target=None"):
+        plot.curves({"a": Flat()}, target=0)
 
 
 def test_tokens_are_drawn_as_they_are(tmp_path):
