@@ -574,7 +574,9 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
       keras_backend: the backend Keras 3 ran the model on: ``"jax"``, ``"numpy"``,
         ``"tensorflow"`` or ``"torch"``. A few layers compute differently on them (bicubic
         resizing on TensorFlow and PyTorch, unrolled RNNs with ``zero_output_for_mask`` on
-        masked inputs on TensorFlow and PyTorch, and on PyTorch layer/RMS normalization over
+        masked inputs on TensorFlow and PyTorch, masked RNNs with an ``initial_state`` or a
+        cell of the user's own whose output is not its first state, and on PyTorch
+        layer/RMS normalization over
         axes other than the last, asymmetric "same" average pooling, "symmetric" padding;
         README, "The backend Keras ran on"). ``None``
         (default): the backend a Keras 3 ``.h5`` records, else (a ``.keras`` archive, which

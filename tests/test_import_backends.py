@@ -93,3 +93,39 @@ def test_keras2_files_compute_as_tensorflow_whatever_is_passed():
     ys = [ref[f"y{i}"] for i in range(len(got))]
     for g, y in zip(got, ys):
         assert rel_err(g, y) <= TOL
+
+
+def _gru_with_initial_state(unroll):
+    """A masked GRU whose initial state is computed from the tokens, the leading steps of
+    row 1 padded: Keras's scan on JAX/NumPy outputs the initial state there, the loops of
+    TensorFlow and PyTorch (and every unrolled loop) zeros."""
+    import keras
+    from keras import layers
+
+    tok = keras.Input((6,), dtype="int32", name="tok")
+    e = layers.Embedding(9, 3, mask_zero=True, name="emb")(tok)
+    h0 = layers.Dense(4, activation="tanh", name="h0")(layers.Flatten(name="flat")(e))
+    y = layers.GRU(4, return_sequences=True, unroll=unroll, name="gru")(
+        e, initial_state=[h0], mask=keras.ops.not_equal(tok, 0))
+    return keras.Model(tok, y)
+
+
+def test_masked_rnn_with_initial_state_follows_the_backends_loop(tmp_path):
+    pytest.importorskip("keras")
+    from import_helpers import perturb_keras
+
+    scan, unrolled = _gru_with_initial_state(False), _gru_with_initial_state(True)
+    perturb_keras(scan, seed=2, kernels=True)
+    unrolled.set_weights(scan.get_weights())
+    x = np.array([[1, 2, 3, 4, 5, 6], [0, 0, 7, 8, 0, 3]], "int32")
+    ref_scan, ref_loop = np.asarray(scan(x)), np.asarray(unrolled(x))
+    assert np.abs(ref_scan[1, :2]).min() > 0 and np.all(ref_loop[1, :2] == 0)
+    scan.save(tmp_path / "gru.keras")
+    for backend in ("tensorflow", "torch"):
+        got = _load_quietly(tmp_path / "gru.keras", keras_backend=backend)(x)
+        assert rel_err(got, ref_loop) <= TOL, backend
+    assert rel_err(_load_quietly(tmp_path / "gru.keras", keras_backend="numpy")(x),
+                   ref_scan) <= TOL
+    with pytest.warns(BackendWarning, match="'gru'.*initial_state"):
+        unknown = load_keras(tmp_path / "gru.keras")
+        assert rel_err(unknown(x), ref_scan) <= TOL

@@ -147,10 +147,10 @@ def run_rnn(step: Callable[[Array, tuple], tuple[Array, tuple]], xs: Array,
         (Keras 3's scan on JAX/NumPy), or the previous output with ``zero_initial_output``.
       go_backwards: process the steps from the last one.
       zero_initial_output: masked steps output the previous step's output, zeros before the
-        first unmasked one (tf.keras 2's loop, Keras 3's unrolled loop and its TensorFlow
-        backend's), instead of ``states[output_state]`` (Keras 3's scan on JAX/NumPy). The
-        two differ where an initial state is given, and for a cell of the user's own whose
-        output is not its first state.
+        first unmasked one (the loops of TensorFlow, tf.keras 2's too, and PyTorch, and
+        every unrolled loop), instead of ``states[output_state]`` (Keras 3's scan on
+        JAX/NumPy). The two differ where an initial state is given, and for a cell of the
+        user's own whose output is not its first state.
       output_state: which of ``states`` Keras 3's scan outputs at masked steps: 0 for one
         cell, the first state of the last cell for stacked cells.
     Returns:
@@ -523,9 +523,10 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
     zero_output = bool(config.get("zero_output_for_mask", False))
     time_major = bool(config.get("time_major", False))
     unroll = bool(config.get("unroll", False))
-    # Masked steps before the first unmasked one output zeros in tf.keras 2's loop and in
-    # Keras 3's unrolled loop, the initial state in Keras 3's scan (JAX/NumPy backends).
-    zero_initial_output = ctx.keras_major < 3 or unroll
+    # At masked steps the loops of TensorFlow (tf.keras 2 too) and PyTorch, and every
+    # unrolled loop, output the previous output (zeros before the first unmasked step);
+    # Keras 3's scan on JAX/NumPy outputs the first state as it is (the initial state there).
+    zero_initial_output = unroll or ctx.backend in ("tensorflow", "torch")
     # The unrolled loop of TensorFlow (tf.keras 2, Keras 3 on TensorFlow; Keras 3's PyTorch
     # backend has the same code) with zero_output_for_mask (a Bidirectional's layers) repeats
     # the previous output at masked steps like the generic loop, then zeroes the outputs
@@ -561,7 +562,10 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
             raise ValueError(f"{what} expects {len(shapes)} initial states (of sizes {sizes}), "
                              f"got {len(states)}")
         quirk = tf_unrolled_backwards and mask is not None
-        outs, final = run_rnn(stack.step(params, rt), stack.input_projection(params, x, rt),
+        step = stack.step(params, rt)
+        if mask is not None and not (zero_initial_output or zero_output):
+            step = _warn_where_loops_differ(step, stack, initial_state is not None, ctx)
+        outs, final = run_rnn(step, stack.input_projection(params, x, rt),
                               tuple(states), mask, go_backwards=go_backwards,
                               zero_output_for_mask=zero_output and not quirk,
                               zero_initial_output=zero_initial_output,
@@ -584,6 +588,34 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
     return LayerImpl(call=call, convert_weights=stack.convert, n_weights=stack.n_weights,
                      mask_call=True, compute_mask=compute_mask, weight_groups=weight_groups,
                      param_shapes=stack.param_shapes())
+
+
+def _warn_where_loops_differ(step: Callable, stack: _Stack, initial_state: bool,
+                             ctx: ConvertContext) -> Callable:
+    """``step``, which warns (:meth:`ConvertContext.backend_dependent`, when traced) where
+    the backend is unknown and Keras's loops differ at the masked steps of this call: with an
+    ``initial_state`` (Keras 3's scan on JAX/NumPy outputs it before the first unmasked step,
+    the loops of TensorFlow and PyTorch zeros), or where the last cell is one of the user's
+    own whose output is not (the same array as) its first state (the scan outputs that state,
+    those loops the previous output). Keras's cells output their first state."""
+    own = isinstance(stack.cells[-1], _OwnCell)
+    if initial_state:
+        ctx.backend_dependent("a masked RNN with an initial_state outputs it at masked steps "
+                              "before the first unmasked one on Keras's JAX and NumPy "
+                              "backends, zeros on TensorFlow and PyTorch")
+    if initial_state or not own or ctx.keras_backend is not None:
+        return step
+
+    def watched(xw, states):
+        out, new = step(xw, states)
+        if out is not new[stack.output_state]:
+            ctx.backend_dependent(
+                f"the output of its cell {stack.cells[-1].cls} is not its first state: at "
+                "masked steps Keras's JAX and NumPy backends output that state, TensorFlow "
+                "and PyTorch the previous output (zeros before the first unmasked step)")
+        return out, new
+
+    return watched
 
 
 def _rnn_layer(kind: str, config: Mapping[str, Any], ctx: ConvertContext,
