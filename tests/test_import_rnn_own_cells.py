@@ -181,6 +181,29 @@ def test_own_cells_every_layer_matches_keras(zoo, ext):
     assert np.array_equal(params["cell_1/kernel"], k[3])
 
 
+def _two_state_rnn(unroll):
+    tok = keras.Input((T,), dtype="int32", name="tok")
+    e = layers.Embedding(20, 4, mask_zero=True, name="emb")(tok)
+    return keras.Model(tok, layers.RNN(TwoStateCell(2), return_sequences=True, unroll=unroll,
+                                       name="rnn")(e))
+
+
+def test_own_cell_follows_the_loop_of_the_backend_given(tmp_path):
+    """At masked steps the loops of TensorFlow and PyTorch output the previous output, as
+    Keras's unrolled loop does (the reference: NumPy's, with the same weights); the scan of
+    JAX/NumPy the cell's first state."""
+    scan, unrolled = _two_state_rnn(False), _two_state_rnn(True)
+    perturb_keras(scan, seed=3, kernels=True)
+    unrolled.set_weights(scan.get_weights())
+    x = _tokens()
+    ref_scan, ref_loop = np.asarray(scan(x)), np.asarray(unrolled(x))
+    assert np.abs(ref_scan - ref_loop).max() > 1e-2
+    scan.save(tmp_path / "two.keras")
+    for backend, ref in (("tensorflow", ref_loop), ("torch", ref_loop), ("jax", ref_scan)):
+        m = load_keras(tmp_path / "two.keras", custom_layers=CELLS, keras_backend=backend)
+        assert rel_err(m(x), ref) <= TOL, backend
+
+
 def test_own_cell_jit_and_a_missing_converter(zoo):
     km, x, ref, d = zoo
     with pytest.raises(KerasImportError) as e:
