@@ -303,6 +303,20 @@ def test_jit_equals_eager_and_embedding_gradients(tmp_path):
     assert np.all(g[x == 0] == 0) and np.all(np.abs(g[x != 0]).sum(-1) > 0)
 
 
+def test_rnns_read_an_integer_input_in_float32(tmp_path):
+    """An RNN fed directly by an integer ``Input`` runs in float32, as in Keras (its states
+    once took the input's integer dtype, which lax.scan refused against the float steps)."""
+    x = keras.Input((5, 3), dtype="int32", name="x")
+    y = layers.Concatenate(name="cat")([layers.GRU(4, name="gru")(x),
+                                        layers.RNN(layers.LSTMCell(3), name="rnn")(x)])
+    km = keras.Model(x, y)
+    _randomize(km, seed=5)
+    km.save(tmp_path / "int.keras")
+    xi = np.random.default_rng(0).integers(-3, 4, (2, 5, 3)).astype("int32")
+    got = load_keras(tmp_path / "int.keras")(xi)
+    assert got.dtype == np.float32 and rel_err(got, np.asarray(km(xi))) <= TOL
+
+
 def test_unknown_mask_through_a_custom_converter_is_refused(tmp_path):
     tok = keras.Input((T,), dtype="int32", name="tok")
     e = layers.Embedding(30, 4, mask_zero=True, name="emb")(tok)

@@ -556,8 +556,11 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
         # stacked cells take one list of states per cell ([[h1, c1], [h2]]): flat here
         states = (None if initial_state is None
                   else jax.tree_util.tree_leaves(_state_list(initial_state)))
-        if states is None:
-            states = [jnp.zeros((n,) + s, x.dtype) for s in shapes]
+        xw = stack.input_projection(params, x, rt)
+        if states is None:  # an integer input (an Input of ints) runs in float32, as in Keras
+            dtype = next((d for d in (x.dtype, xw.dtype)
+                          if jnp.issubdtype(d, jnp.floating)), jnp.float32)
+            states = [jnp.zeros((n,) + s, dtype) for s in shapes]
         if len(states) != len(shapes):
             raise ValueError(f"{what} expects {len(shapes)} initial states (of sizes {sizes}), "
                              f"got {len(states)}")
@@ -565,7 +568,7 @@ def _recurrent_layer(stack: _Stack, config: Mapping[str, Any], ctx: ConvertConte
         step = stack.step(params, rt)
         if mask is not None and not (zero_initial_output or zero_output):
             step = _warn_where_loops_differ(step, stack, initial_state is not None, ctx)
-        outs, final = run_rnn(step, stack.input_projection(params, x, rt),
+        outs, final = run_rnn(step, xw,
                               tuple(states), mask, go_backwards=go_backwards,
                               zero_output_for_mask=zero_output and not quirk,
                               zero_initial_output=zero_initial_output,
