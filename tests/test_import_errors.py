@@ -704,3 +704,29 @@ def test_a_wrapper_around_a_whole_model_is_refused_without_a_converter_to_regist
                        rf"\({cls} 'per_step'\).*one by one") as info:
         load_keras(path, config=config)
     assert info.value.needs is None and "register_layer" not in str(info.value)
+
+
+def test_builtin_converter_passed_for_an_own_subclass_is_used(tmp_path):
+    """An own subclass of LSTM, at the top level and inside Bidirectional, mapped explicitly
+    to the built-in LSTM converter (``custom_layers={"pkg>MyLSTM": lookup("LSTM")}``, what
+    the error asks for): used there. Before, the built-in converter was dropped for an own
+    class and the error asked for the mapping it had been given."""
+    from model_import._layers.registry import lookup
+
+    @keras.saving.register_keras_serializable(package="tests_own_lstm")
+    class MyLSTM(keras.layers.LSTM):
+        pass
+
+    tok = keras.Input((5,), dtype="int32")
+    e = keras.layers.Embedding(10, 3, mask_zero=True)(tok)
+    h = keras.layers.Bidirectional(MyLSTM(3, return_sequences=True), name="bi")(e)
+    km = keras.Model(tok, MyLSTM(2, name="top")(h))
+    rng = np.random.default_rng(0)
+    for w in km.weights:
+        w.assign(rng.normal(0.0, 0.5, w.shape).astype("float32"))
+    km.save(tmp_path / "own_lstm.keras")
+    x = np.array([[0, 0, 3, 4, 5], [1, 2, 0, 0, 7]], "int32")
+    _raises_import_error(tmp_path / "own_lstm.keras", "tests_own_lstm>MyLSTM")
+    m = load_keras(tmp_path / "own_lstm.keras",
+                   custom_layers={"tests_own_lstm>MyLSTM": lookup("LSTM")})
+    np.testing.assert_allclose(np.asarray(m(x)), np.asarray(km(x)), rtol=1e-5, atol=1e-6)

@@ -493,10 +493,14 @@ def converter_for(cls: str, registered: str | None, own: bool,
     """``(name, converter)`` for a layer entry of class ``cls`` (Keras 3's registered name
     ``registered``, ``"package>Class"``, or ``None``): a converter registered under the
     registered name where the class name has none, else the class name's; for a class of
-    the model's own code (``own``, :func:`own_class`) never a built-in converter, which is
-    Keras's class of that name. ``converter`` is ``None`` where none applies."""
+    the model's own code (``own``, :func:`own_class`) no built-in converter from the
+    registry, which is Keras's class of that name, but whatever ``custom`` (the load's
+    ``custom_layers=``) names for it, a built-in one too (``{"pkg>MyLSTM": LSTM's}`` for a
+    subclass of Keras's ``LSTM``). ``converter`` is ``None`` where none applies."""
     def find(name):
-        conv = lookup(name, custom)
+        if custom and name in custom:  # the caller's own choice for this name
+            return custom[name]
+        conv = _REGISTRY.get(name)
         return None if own and conv in _BUILTIN else conv
 
     if registered and registered != cls and find(cls) is None and find(registered) is not None:
