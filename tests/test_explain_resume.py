@@ -514,7 +514,10 @@ def test_smoothgrad_s_method_given_as_a_jaxsal_function(tmp_path, linear, xs, gi
     assert chunks == []  # resumed: every chunk was done
     other = job(jaxsal.gradient_x_input, path, key=0, n=2, overwrite=True)  # another job
     want = jaxsal.smoothgrad(linear, xs, [0, 2], method="gradient_x_input", key=0, n=2)
-    np.testing.assert_allclose(other, want, rtol=1e-5, atol=1e-7)
+    # the job's chunks of 3 and the direct call of all inputs are different compiled programs:
+    # with jax 0.12.1 (Python 3.12) 10 of 300 values, near 1e-3 in maps up to 4e-2, differed
+    # by up to 3e-7
+    np.testing.assert_allclose(other, want, rtol=1e-5, atol=1e-6)
     assert not np.allclose(other, want_ig)  # (the file holds the other method's maps)
 
 
