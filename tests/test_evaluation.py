@@ -437,6 +437,29 @@ def test_sensitivity_per_target_and_errors(mnist, mnist_digits, compiles):
         jaxsal.sensitivity_max(explain, np.zeros((2, 4), np.int32), key=0)
 
 
+def test_sensitivity_max_raises_non_finite_maps_naming_the_inputs():
+    """NaN/inf maps from explain (of x itself or of a perturbed copy) raise NonFiniteMaps
+    naming the inputs, as the methods, deletion, insertion and infidelity do; it was a plain
+    ValueError naming none. Under the caller's jit nothing is checked: NaN comes back."""
+    x = np.linspace(0.1, 1.0, 12, dtype=np.float32).reshape(3, 4)
+    nan_row = np.asarray([0.0, np.nan, 0.0])[:, None]
+    with pytest.raises(jaxsal.NonFiniteMaps, match=r"sensitivity_max: explain returned maps "
+                       r"that are not finite \(NaN or inf\) for input 1 \(on x\)") as e:
+        jaxsal.sensitivity_max(lambda v: v + nan_row, x, key=0, n=2)
+    assert e.value.rows == [1]
+    calls = iter(range(10))
+
+    def late(v):  # finite on x, inf for inputs 0 and 2 of the second perturbation
+        return v * np.where(next(calls) == 2, np.asarray([np.inf, 1, np.inf])[:, None], 1)
+
+    with pytest.raises(jaxsal.NonFiniteMaps, match=r"for inputs 0, 2 \(on perturbation 1\)"
+                       ) as e:
+        jaxsal.sensitivity_max(late, x, key=0, n=3)
+    assert e.value.rows == [0, 2]
+    got = jax.jit(lambda v: jaxsal.sensitivity_max(lambda a: a + nan_row, v, key=0, n=2))(x)
+    assert np.isnan(np.asarray(got)).tolist() == [False, True, False]
+
+
 def test_sensitivity_max_refuses_ragged_lists_as_no_array():
     """Nested lists of rows of different lengths are no array; they were refused as 'the
     inputs of a model of several?', like a list of input arrays (which the shared error of a

@@ -13,7 +13,8 @@ design) and raises :class:`NonFiniteMaps` for a clean input whose score is not f
 value of its map would be); RISE raises it for an input some of whose masked copies score
 NaN/inf (every mask weighs every pixel: the map would be NaN). The evaluations that score
 perturbed copies of the input (deletion, insertion, infidelity) raise it for an input whose
-clean score or some copy's is NaN/inf (its area or value would be NaN): :func:`check_scores`.
+clean score or some copy's is NaN/inf (its area or value would be NaN): :func:`check_scores`;
+sensitivity_max for an input whose maps, of ``x`` or of a perturbed copy, are NaN/inf.
 The methods that score inputs filled with a reference (RISE, LIME, the Shapley methods) check
 their fill themselves.
 """
@@ -35,8 +36,8 @@ class NonFiniteMaps(ValueError):
     SmoothGrad, DeepLIFT, LRP...), by Score-CAM, Ablation-CAM and Eigen-CAM, by RISE (a
     masked copy's score NaN/inf) and by occlusion (the clean input's score NaN/inf) for maps
     of finite inputs that hold NaN/inf values, and by deletion, insertion and infidelity for
-    NaN/inf scores of the clean input or of a perturbed copy (curves, values); a
-    ``ValueError``. ``check_finite=False`` returns such maps as computed instead.
+    NaN/inf scores of the clean input or of a perturbed copy (curves, values), and by
+    sensitivity_max for NaN/inf maps that its ``explain`` returns; a ``ValueError``. ``check_finite=False`` returns such maps as computed instead.
 
     Args:
       message: what happened and what to do about it.

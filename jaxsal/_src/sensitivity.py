@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src import base, reals
+from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
 from jaxsal._src.validate import all_finite, given_inputs, one_input_error, several_arrays
 
 Array = jax.Array
@@ -77,9 +78,14 @@ def _explained(explain: Callable, x: Array, what: str, like: Array | None = None
                          f"{what}, but {like.shape} for x itself; expected the same shape "
                          "(fix the targets as class ids: targets=None follows the prediction, "
                          "which may change with the input, but keeps its shape)")
-    if not all_finite(e):  # (not checked under the caller's jit: no values)
-        raise ValueError(f"sensitivity_max: explain returned NaN or infinite maps for {what}; "
-                         "the sensitivity would be NaN. Check the method on these inputs")
+    rows = non_finite_rows(e)  # (not checked under the caller's jit: no values)
+    if rows:
+        # a NonFiniteMaps naming the inputs, as the methods and the other evaluations raise
+        raise NonFiniteMaps(
+            f"sensitivity_max: explain returned maps that are not finite (NaN or inf) for "
+            f"{listed(rows)} (on {what}), so their sensitivity would be NaN. Check the method "
+            "on these inputs (explain(x[i:i+1])); a jaxsal method's own check_finite=True "
+            "names the cause", rows)
     return e
 
 
@@ -116,6 +122,10 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
         an int, or an integer traced by the caller's ``jax.jit``.
     Returns:
       ``(N,)``, or the maps' first ``batch_dims`` axes.
+    Raises:
+      jaxsal.NonFiniteMaps: ``explain`` returned maps holding NaN/inf for some inputs, of
+        ``x`` or of a perturbed copy (their sensitivity would be NaN); ``.rows`` lists those
+        inputs. Not checked under the caller's ``jax.jit`` (no values there).
     """
     key = base.check_key(key, "sensitivity_max")
     index_offset = base.check_index_offset(index_offset)
