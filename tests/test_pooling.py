@@ -427,3 +427,58 @@ def test_keras_max_of_an_empty_reduction_without_initial_is_refused_clearly(cls)
                                          r"of size 0.*give ops\.m(ax|in) an `initial` value"):
         f(x)
     assert f(np.zeros((0, 2, 3), np.float32)).shape == (0, 3)  # an empty batch is not one
+
+
+def _layer_of(cls, config, keras_version="3"):
+    impl = lookup(cls)(config, ConvertContext(layer_name="pool", class_name=cls,
+                                              keras_version=keras_version))
+    return lambda x: impl.call({}, x, rt=Runtime())
+
+
+@pytest.mark.parametrize("cls,config,shape", [
+    ("GlobalMaxPooling1D", {}, (2, 0, 3)),
+    ("GlobalMaxPooling2D", {"data_format": "channels_first", "keepdims": True}, (2, 3, 4, 0)),
+    ("GlobalMaxPooling3D", {}, (1, 2, 0, 2, 3)),
+    ("AdaptiveMaxPooling1D", {"output_size": 2}, (2, 0, 3)),
+    ("AdaptiveMaxPooling2D", {"output_size": [2, 3], "data_format": "channels_first"},
+     (2, 3, 5, 0))])
+def test_keras3_max_pooling_over_an_empty_axis_is_refused_clearly(cls, config, shape):
+    """Keras 3's global and adaptive max pooling of an input with size 0 on a pooled axis (a
+    zero-length sequence): Keras raises (NumPy's zero-size ValueError, checked here), and so
+    does the importer, naming the layer, the shape and the axis, where it raised
+    ``jnp.max``'s zero-size error (adaptive pooling: a ZeroDivisionError). Zero channels or
+    an empty batch pool as in Keras: empty outputs of Keras's shapes."""
+    keras = pytest.importorskip("keras")
+    x = np.zeros(shape, np.float32)
+    with pytest.raises(ValueError, match="zero-size array"):
+        getattr(keras.layers, cls)(**config)(x)
+    empty = next(a for a in range(1, len(shape)) if shape[a] == 0)
+    with pytest.raises(ValueError, match=rf"{cls} layer 'pool' of an input of shape "
+                       rf"\({', '.join(map(str, shape))}\): expected a non-empty axis to pool "
+                       rf"over, got size 0 on axis {empty}, .*Keras 3 raises too"):
+        _layer_of(cls, config)(x)
+    full = tuple(max(s, 1) for s in shape)
+    ch = 1 if config.get("data_format") == "channels_first" else len(shape) - 1
+    for other in ((0,) + full[1:], full[:ch] + (0,) + full[ch + 1:]):
+        v = np.zeros(other, np.float32)
+        want = np.asarray(getattr(keras.layers, cls)(**config)(v))
+        got = _layer_of(cls, config)(v)
+        assert got.shape == want.shape, (other, got.shape, want.shape)
+
+
+def test_tf_keras2_global_max_pooling_over_an_empty_axis_is_tensorflows_identity():
+    """tf.keras 2's GlobalMaxPooling is ``backend.max``, TensorFlow's ``reduce_max``, which
+    fills an empty reduction with Eigen's ``MaxReducer`` initial value (see
+    test_tf_reduce_max_of_an_empty_reduction_is_tensorflows_identity): ``-inf`` for floats,
+    the lowest integer for integers, in Keras's output shape; the gradient is zero."""
+    f = _layer_of("GlobalMaxPooling1D", {}, keras_version="2.13")
+    y = f(np.zeros((2, 0, 3), np.float32))
+    np.testing.assert_array_equal(y, np.full((2, 3), -np.inf, np.float32))
+    g = jax.grad(lambda v: jnp.sum(jnp.where(jnp.isinf(f(v)), 0.0, f(v))))(
+        jnp.zeros((2, 0, 3)))
+    assert g.shape == (2, 0, 3)
+    f = _layer_of("GlobalMaxPooling2D", {"data_format": "channels_first", "keepdims": True},
+                  keras_version="2.13")
+    y = f(np.zeros((2, 3, 0, 4), np.int32))
+    assert y.dtype == np.int32
+    np.testing.assert_array_equal(y, np.full((2, 3, 1, 1), np.iinfo(np.int32).min))

@@ -303,6 +303,20 @@ def _max_positions(x, y, axis: int, kind: str = "max"):
     return mask, jnp.sum(mask, axis=axis)
 
 
+def empty_pooling_error(ctx, shape: tuple[int, ...], axes: tuple[int, ...]) -> ValueError:
+    """The refusal of a Keras 3 max pooling layer (``GlobalMaxPooling``, adaptive max
+    pooling) whose input of ``shape`` has size 0 on one of the pooled ``axes``: nothing to
+    take the maximum of, and Keras 3 raises there too (NumPy's and JAX's zero-size error,
+    "Cannot compute the max of an empty tensor" on TensorFlow); a clear error, not
+    ``jnp.max``'s (or a ZeroDivisionError)."""
+    empty = [a for a in axes if shape[a] == 0]
+    return ValueError(
+        f"{ctx.class_name} layer '{ctx.layer_name}' of an input of shape {tuple(shape)}: "
+        f"expected a non-empty axis to pool over, got size 0 on axis {empty[0]}, which has no "
+        "maximum (Keras 3 raises too: 'zero-size array to reduction operation maximum'); give "
+        "the model at least one step (pixel) there, e.g. pad an empty sequence to length 1")
+
+
 def _make_global(rank, reduce):
     def convert(config, ctx):
         cf = config.get("data_format") == "channels_first"
@@ -310,6 +324,14 @@ def _make_global(rank, reduce):
         axes = tuple(range(2, 2 + rank)) if cf else tuple(range(1, 1 + rank))
 
         def call(params, x, *, rt):
+            if reduce is jnp.max and any(x.shape[a] == 0 for a in axes):
+                if ctx.keras_major >= 3:
+                    raise empty_pooling_error(ctx, x.shape, axes)
+                # tf.keras 2: backend.max, tf.reduce_max: an empty reduction is the identity
+                # of Eigen's MaxReducer (-inf; the lowest integer), as tf.math.reduce_max's
+                dt = jnp.result_type(x)
+                low = (jnp.iinfo(dt).min if jnp.issubdtype(dt, jnp.integer) else -jnp.inf)
+                return jnp.max(x, axis=axes, keepdims=keepdims, initial=jnp.asarray(low, dt))
             if reduce is jnp.max:
                 return rt.pool(lambda v: reduce_max(v, axes, keepdims), x)
             return reduce(x, axis=axes, keepdims=keepdims)
@@ -405,7 +427,15 @@ def _make_adaptive(rank, kind):
                 return rt.pool(lambda v: adaptive_pool(v, size, kind), x)
             return adaptive_pool(x, size, kind)
 
-        return LayerImpl(call=_to_last(call, cf), relevance=True,
+        last = _to_last(call, cf)
+        axes = tuple(range(2, 2 + rank)) if cf else tuple(range(1, 1 + rank))
+
+        def checked(params, x, *, rt):
+            if kind == "max" and x.ndim == rank + 2 and any(x.shape[a] == 0 for a in axes):
+                raise empty_pooling_error(ctx, x.shape, axes)
+            return last(params, x, rt=rt)
+
+        return LayerImpl(call=checked, relevance=True,
                          data_format="channels_first" if cf else "channels_last")
     return convert
 
