@@ -140,6 +140,7 @@ def _zoo_reductions():
         "norm_fro": ops.norm(x, ord="fro", axis=(1, 2)),
         "norm_nuc": ops.norm(x, ord="nuc", axis=(1, 2)),
         "norm_2": ops.norm(x, ord=2, axis=(1, 2)), "norm_m1": ops.norm(x, ord=-1, axis=(1, 2)),
+        "norm_m2": ops.norm(x, ord=-2, axis=(2, 1), keepdims=True),
         "norm_minf": ops.norm(x, ord=float("-inf"), axis=(-1,)),
         "norm_inf_matrix": ops.norm(x, ord=float("inf"), axis=(2, 1), keepdims=True),
         "norm_minf_matrix": ops.norm(x, ord=float("-inf"), axis=(1, 2)),

@@ -342,13 +342,15 @@ def _vjps_beside(fs, refs, x):
 
 def test_ops_norm_is_jnp_linalg_norm_in_value_and_gradient():
     """Keras 3's ``ops.norm`` (``jnp.linalg.norm`` on JAX) with the orders that are a maximum
-    or a minimum -- a vector's ``inf``/``-inf``, a matrix's ``1``/``-1``/``inf``/``-inf``,
+    or a minimum -- a vector's ``inf``/``-inf``, a matrix's ``1``/``-1``/``inf``/``-inf``
+    and ``2``/``-2`` (the largest/smallest singular value),
     over axes in either order, with and without ``keepdims`` -- taken by ``reduce_max`` /
     ``reduce_min``: values bitwise ``jnp.linalg.norm``'s (a signed zero and a tie among the
     random values), gradients equal on random inputs and cotangents."""
     inf = np.inf
     cases = [(inf, [1], False), (-inf, [-1], True), (1, [1, 2], False), (-1, [2, 1], True),
-             (inf, [-1, 1], True), (-inf, [1, 2], False)]
+             (inf, [-1, 1], True), (-inf, [1, 2], False), (2, [1, 2], False),
+             (-2, [2, 1], True), (2, [0, -1], True)]
     x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
     x[0, 1, 2], x[1, 2, 0] = -0.0, x[1, 2, 3]
     fs = [_site("ops.Norm", {"ord": o, "axis": a, "keepdims": k}) for o, a, k in cases]

@@ -754,7 +754,8 @@ def _norm_of(x: jax.Array, ord_, axis, keepdims: bool) -> jax.Array:
     """``jnp.linalg.norm(x, ord_, axis, keepdims)`` (Keras's ``norm`` on JAX; NumPy's
     ``linalg.norm`` on its NumPy backend), whose orders that are a maximum or a minimum -- a
     vector's ``inf``/``-inf`` (the largest/smallest ``|x|``), a matrix's ``1``/``-1`` (the
-    largest/smallest column sum of ``|x|``) and ``inf``/``-inf`` (row sums) -- take it with
+    largest/smallest column sum of ``|x|``), ``inf``/``-inf`` (row sums) and ``2``/``-2``
+    (the largest/smallest singular value, of ``jnp.linalg.norm``'s SVD) -- take it with
     :func:`reduce_max`/:func:`reduce_min`: the same values (``jnp.linalg.norm``'s ``initial=0``
     of the maxima included) and ``jnp.max``'s derivative, ties split, whose term XLA computing
     ``x``'s producer twice cannot drop (``jnp.max``'s lost it for 3 of 12 slices of a vector
@@ -771,6 +772,15 @@ def _norm_of(x: jax.Array, ord_, axis, keepdims: bool) -> jax.Array:
     if not all(isinstance(a, int) and -x.ndim <= a < x.ndim for a in axes):
         return plain()
     axes = tuple(a % x.ndim for a in axes)
+    if len(axes) == 2 and axes[0] != axes[1] and ord_ in (2, -2):
+        # the largest (smallest) singular value: jnp.linalg.norm's SVD, then its amax with
+        # initial=0 (amin) by reduce_max (reduce_min)
+        sv = jnp.linalg.svd(jnp.moveaxis(x, axes, (-2, -1)), compute_uv=False)
+        if ord_ > 0:
+            y = jnp.maximum(reduce_max(sv, -1), jnp.zeros((), sv.dtype))
+        else:
+            y = reduce_min(sv, -1)
+        return jnp.expand_dims(y, axes) if keepdims else y
     if len(axes) == 1 and ord_ in (np.inf, -np.inf):
         y, reduced = jnp.abs(x), axes[0]
     elif len(axes) == 2 and axes[0] != axes[1] and ord_ in (1, -1, np.inf, -np.inf):
