@@ -118,6 +118,26 @@ def test_auto_contrast(tmp_path, df, vr, ext):
     _compare(km, tmp_path / f"m{ext}", x.astype("float32"), ["ac", "conv"])
 
 
+def test_auto_contrast_on_integer_images(tmp_path):
+    """uint8 and int32 images: Keras casts them to float32 first and returns float32. With the
+    default value_range (0, 255) there is no range mapping, and ``-low`` was computed in
+    uint8 here (wrapping: every value came out 255)."""
+    x = np.array([[[10, 200], [60, 110]], [[0, 255], [7, 7]]], "uint8")[..., None]
+    ins = [keras.Input((2, 2, 1), dtype="uint8"), keras.Input((2, 2, 1), dtype="int32")]
+    outs = [layers.AutoContrast()(ins[0]), layers.AutoContrast()(ins[1]),
+            layers.AutoContrast(value_range=(0, 100))(ins[0])]
+    km = keras.Model(ins, outs)
+    km.save(tmp_path / "m.keras")
+    xs = [x, x.astype("int32")]
+    m = load_keras(tmp_path / "m.keras")
+    for got, want in zip(m.apply(m.params, xs), km.predict(xs, verbose=0)):
+        assert np.asarray(got).dtype == want.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-4)
+    # (10, 200, 60, 110) stretched to span [0, 255]
+    np.testing.assert_allclose(np.ravel(m.apply(m.params, xs)[0][0]),
+                               (np.array([10, 200, 60, 110]) - 10) * 255 / 190, rtol=1e-6)
+
+
 def test_auto_contrast_gradient():
     """Finite everywhere: on a constant image (where Keras divides by zero) it is the
     identity's; elsewhere, at a pixel that is neither its channel's minimum nor its maximum,

@@ -71,7 +71,8 @@ def _auto_contrast(config, ctx):
     channels_first. A slice whose values are all equal (Keras divides by zero there and keeps
     the input where the result is NaN) is returned unchanged, with a finite gradient. The
     minimum and maximum are :func:`reduce_min`/:func:`reduce_max`: ``jnp.min``'s values and
-    derivative, whose term XLA computing the image's producer twice cannot drop."""
+    derivative, whose term XLA computing the image's producer twice cannot drop. An integer
+    image (``uint8``) is cast to float32 first, and the result is float32, as in Keras."""
     lo, hi = _value_range(config, ctx)
     same_range = (lo, hi) == (0.0, 255.0)  # Keras skips the range mapping then
 
@@ -79,6 +80,8 @@ def _auto_contrast(config, ctx):
         if x.ndim not in (3, 4):
             raise ValueError(f"AutoContrast expects an image (rank 3) or a batch of images "
                              f"(rank 4), got shape {x.shape}")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.float32)  # Keras: an integer image is cast to float32 first
         axes = (x.ndim - 3, x.ndim - 2)  # an unbatched image is a batch of one in Keras
         v = x if same_range else (x - lo) / (hi - lo) * 255.0
         low = reduce_min(v, axis=axes, keepdims=True)  # jnp.min's derivative, kept whole
