@@ -87,6 +87,32 @@ def test_identity_at_inference(tmp_path, df, vr, ext):
     _compare(km, tmp_path / f"m{ext}", _x(shape, vr[1]), names)
 
 
+def test_identity_layers_on_integer_images(tmp_path):
+    """A uint8 image through each Keras 3 identity layer: 14 of them cast it to float32 even
+    at inference (RandomFlip, RandomRotation...), the others pass it on as uint8; the dtype
+    decides what follows (uint8 arithmetic wraps, Resizing rounds back to uint8)."""
+    inp = keras.Input((5, 6, 3), dtype="uint8")
+    lays = [layers.RandomFlip(), layers.RandomRotation(0.2), layers.RandomZoom(0.2),
+            layers.RandomTranslation(0.1, 0.1), layers.RandAugment(), layers.AugMix(),
+            layers.CutMix(), layers.RandomElasticTransform(), layers.RandomErasing(),
+            layers.RandomGaussianBlur(), layers.RandomPerspective(),
+            layers.RandomSharpness(0.2), layers.RandomShear(0.2), layers.Solarization(),
+            layers.RandomContrast(0.2), layers.RandomBrightness(0.2), layers.RandomHue(0.2),
+            layers.MixUp(), layers.RandomGrayscale(), layers.RandomInvert(),
+            layers.RandomCrop(3, 4)]
+    outs = [lay(inp) for lay in lays]
+    outs += [keras.ops.multiply(outs[0], 2), layers.Resizing(3, 3)(outs[0])]
+    km = keras.Model(inp, outs)
+    km.save(tmp_path / "m.keras")
+    x = np.random.default_rng(0).integers(0, 256, (2, 5, 6, 3)).astype("uint8")
+    m = load_keras(tmp_path / "m.keras")
+    wants = km.predict(x, verbose=0)
+    assert sum(w.dtype == np.float32 for w in wants) == 14 + 2  # Keras 3.15
+    for i, (got, want) in enumerate(zip(m.apply(m.params, x), wants)):
+        assert np.asarray(got).dtype == want.dtype, (i, got.dtype, want.dtype)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4, err_msg=str(i))
+
+
 def test_equalization_is_the_identity_at_inference():
     """Keras 3.15 cannot build Equalization into a model on the NumPy backend (the symbolic
     call makes a cycle; a JAX-backend Pipeline can hold one), so its config is spliced into a

@@ -37,6 +37,21 @@ def _identity(params, x, *args, rt, **kwargs):
     return x
 
 
+#: The Keras 3 layers among those that cast the images to their compute dtype (float32) even
+#: at inference, before ``if training:``; every Keras 3 release does so from the layer's
+#: first release (checked in the sources of 3.0 to 3.15.1). The others return a uint8 image as
+#: uint8. tf.keras 2's casts differ from release to release and are not followed (README).
+_CAST_AT_INFERENCE = frozenset({
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandAugment",
+    "AugMix", "CutMix", "RandomElasticTransform", "RandomErasing", "RandomGaussianBlur",
+    "RandomPerspective", "RandomSharpness", "RandomShear", "Solarization"})
+
+
+def _cast_identity(params, x, *args, rt, **kwargs):
+    """The identity, but an integer image (``uint8``) becomes float32, as Keras casts it."""
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
 @register_layer(
     # Keras 3 and tf.keras 2
     "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",
@@ -51,6 +66,8 @@ def _identity(params, x, *args, rt, **kwargs):
     "RandomSaturation", "RandomSharpness", "RandomShear", "Solarization", "Equalization",
     "MaxNumBoundingBoxes")
 def _inference_identity(config, ctx):
+    if ctx.keras_major >= 3 and ctx.class_name in _CAST_AT_INFERENCE:
+        return LayerImpl(call=_cast_identity)
     return LayerImpl(call=_identity)
 
 
