@@ -348,6 +348,27 @@ def test_conv_transpose_with_a_window_larger_than_the_input(shape, window, strid
     assert rel_err(yv, y) <= TOL
 
 
+def test_resizing_pads_integer_images_in_float():
+    """``pad_to_aspect_ratio`` on a uint8 image: Keras 3 pads with ``fill_value`` in float,
+    interpolates in float and rounds and saturates back to uint8, so a fill of 0.6 becomes 1
+    (it was cast to uint8 first here: 0), and -1 and 300 become 0 and 255 (they were
+    refused: out of bounds for uint8). The padded rows, analytically: round and clip of the
+    fill; the image rows stay 100."""
+    x = np.full((1, 2, 4, 1), 100, np.uint8)  # padded to 4 x 4: no interpolation
+    x2 = np.random.default_rng(2).integers(0, 256, (1, 2, 6, 1)).astype(np.uint8)  # 6 x 6
+    for interpolation, fill, img in itertools.product(("nearest", "bilinear"),
+                                                      (0.6, -1.0, 300.0), (x, x2)):
+        layer = layers.Resizing(4, 4, interpolation=interpolation, pad_to_aspect_ratio=True,
+                                fill_value=fill)
+        y = _ours(layer, img)[2]
+        want = np.asarray(layer(img))
+        assert y.dtype == want.dtype == np.uint8, (interpolation, fill)
+        np.testing.assert_array_equal(y, want, err_msg=f"{interpolation} {fill}")
+        if interpolation == "nearest" and img is x:
+            np.testing.assert_array_equal(y[0, :, 0, 0], [np.clip(round(fill), 0, 255), 100,
+                                                          100, np.clip(round(fill), 0, 255)])
+
+
 def test_integer_images_through_resizing_layers_as_keras(tmp_path):
     """A raw uint8 (or int32) image model: ``Resizing``, bilinear ``UpSampling2D`` and an
     enlarging ``CenterCrop`` interpolate in float and, as Keras 3 does, round and saturate

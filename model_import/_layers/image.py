@@ -212,7 +212,10 @@ def _resizing(config, ctx):
     keras3 = ctx.keras_major >= 3  # tf.keras 2 casts integer images to floats first
 
     def call(params, x, *, rt):
-        if not keras3 and not jnp.issubdtype(x.dtype, jnp.floating):
+        dtype = x.dtype
+        if not jnp.issubdtype(dtype, jnp.floating) and (not keras3 or pad):
+            # tf.keras 2 casts integer images to floats first; Keras 3 pads an integer image
+            # with fill_value in float, interpolates in float and rounds and saturates back
             x = x.astype(jnp.float32)
         h, w = x.shape[axes[0]], x.shape[axes[1]]
         if crop:
@@ -222,8 +225,12 @@ def _resizing(config, ctx):
             widths = [(0, 0)] * x.ndim
             widths[axes[0]], widths[axes[1]] = (ph, ph), (pw, pw)
             x = jnp.pad(x, widths, constant_values=jnp.asarray(fill_value, x.dtype))
-        return resize_axes(x, axes, (height, width), interpolation, antialias, backend,
-                           keep_int=keras3)
+        y = resize_axes(x, axes, (height, width), interpolation, antialias, backend,
+                        keep_int=keras3)
+        if keras3 and pad and jnp.issubdtype(dtype, jnp.integer):  # as Keras 3 returns it
+            info = jnp.iinfo(dtype)
+            y = jnp.clip(jnp.round(y), info.min, info.max).astype(dtype)
+        return y
 
     return LayerImpl(call=call, data_format=_df(cf))
 
