@@ -564,6 +564,23 @@ def test_applications_preprocess_input_on_the_keras_tensor(tmp_path, ext):
         assert rel_err(got, ref) <= 1e-6
 
 
+def test_resize_pads_integer_images_in_float(tmp_path):
+    """``ops.image.resize(pad_to_aspect_ratio=True)`` on a uint8 image: Keras 3 pads with
+    ``fill_value`` in float and rounds and saturates back to uint8, so a fill of 0.6 gives 1
+    (cast to uint8 before padding here, it gave 0)."""
+    img = keras.Input((2, 6, 1), dtype="uint8")
+    model = keras.Model(img, [ops.image.resize(img, (4, 4), interpolation=i,
+                                               pad_to_aspect_ratio=True, fill_value=0.6)
+                              for i in ("nearest", "bilinear")])
+    model.save(tmp_path / "m.keras")
+    x = np.random.default_rng(0).integers(0, 256, (1, 2, 6, 1)).astype("uint8")
+    ours = load_keras(tmp_path / "m.keras")(x)
+    for got, want in zip(ours, model.predict(x, verbose=0)):
+        assert np.asarray(got).dtype == want.dtype == np.uint8
+        np.testing.assert_array_equal(got, want)
+    assert np.asarray(ours[0])[0, 0, 0, 0] == 1  # the padded row: round(0.6)
+
+
 def test_grouped_query_attention(tmp_path):
     """Query heads grouped over fewer key/value heads (as Keras's JAX backend computes it;
     the NumPy backend refuses): equal to attention with the key/value heads repeated."""

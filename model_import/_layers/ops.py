@@ -1405,6 +1405,8 @@ def _resize(cfg, ctx):
             x = jax.lax.slice_in_dim(x, h0, h0 + ch, axis=hax)
             x = jax.lax.slice_in_dim(x, w0, w0 + cw, axis=hax + 1)
         elif pad:  # as Keras: one axis, the same amount on both sides
+            if not jnp.issubdtype(x.dtype, jnp.floating):  # Keras pads it in float, then
+                x = x.astype(jnp.float32)  # rounds and saturates back (below)
             hs, ws = aspect_pads(h, w, th, tw)
             widths = [(0, 0)] * x.ndim
             widths[hax], widths[hax + 1] = (hs, hs), (ws, ws)
