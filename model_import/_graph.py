@@ -1844,9 +1844,10 @@ class GraphBuilder:
                                                 kwargs=_shift_refs(dict(c.kwargs), shift))
                          for k, c in raw_calls.items()}
             outputs = tuple(_shift_refs(list(outputs), shift))
-        single = not ((isinstance(outputs_spec, list) and outputs_spec
-                       and isinstance(outputs_spec[0], list) and len(outputs_spec) > 1)
-                      or (isinstance(outputs_spec, dict) and len(outputs_spec) > 1))
+        # one output tensor, however nested (`Model(i, [d])`, `{"k": d}`): the model returns
+        # an array; several (`[a, b]`, also `[[a, b]]` or `{"k": [a, b]}`, whose one entry
+        # holds two) a list, flattened as keras.tree.flatten orders them
+        single = len(outputs) == 1
         for r in inputs + outputs:
             if r.layer not in specs:
                 raise self._err(f"model {name!r} names {r.layer!r} as an input/output, but has "

@@ -30,6 +30,18 @@ def _case(kind):
         ia, ib = keras.Input((4,)), keras.Input((4,))
         inner = keras.Model([[ia, ib]], layers.Subtract()([ia, ib]), name="inner")
         return keras.Model([a, b], layers.Dense(3)(inner([[a, b]]))), [xa, xb], [xa, xb]
+    if kind == "one_nested_list_output":  # one top-level entry holding two outputs
+        return keras.Model(a, [[layers.Dense(2)(a), layers.Dense(3)(a)]]), xa, xa
+    if kind == "one_key_dict_of_list":
+        return keras.Model(a, {"k": [layers.Dense(2)(a), layers.Dense(3)(a)]}), xa, xa
+    if kind in ("inner_model_nested_list_output", "inner_model_dict_of_list"):
+        # the outer model reads the inner one's second output, then its first
+        ia = keras.Input((4,))
+        p, q = layers.Dense(2, name="p")(ia), layers.Dense(2, name="q")(ia)  # same shape
+        nested = kind == "inner_model_nested_list_output"
+        inner = keras.Model(ia, [[p, q]] if nested else {"k": [p, q]}, name="inner")
+        o = inner(a)[0 if nested else "k"]
+        return keras.Model(a, layers.Concatenate()([o[1], o[0]])), xa, xa
     seq = keras.Input((5, 4))  # an RNN over stacked cells returning its states
     cells = layers.StackedRNNCells([layers.LSTMCell(3), layers.GRUCell(2)])
     x = rng.normal(size=(2, 5, 4)).astype(np.float32)
@@ -38,7 +50,9 @@ def _case(kind):
 
 
 @pytest.mark.parametrize("kind", ["nested_outputs", "dict_of_lists", "nested_inputs",
-                                  "inner_model_nested_inputs", "stacked_rnn_states"])
+                                  "inner_model_nested_inputs", "stacked_rnn_states",
+                                  "one_nested_list_output", "one_key_dict_of_list",
+                                  "inner_model_nested_list_output", "inner_model_dict_of_list"])
 def test_nested_structures_flatten_as_keras(kind, tmp_path):
     keras.utils.set_random_seed(0)
     model, x_keras, x_flat = _case(kind)
