@@ -263,10 +263,29 @@ class Graph:
                                             else tuple(strip_output_activation),
                                             keep_softmax, head))
 
+        def pick(a: Ref, where: str) -> Any:
+            """Output ``a.tensor`` of the call's value: refused where the call has no such
+            output (an edited config's ``[layer, node, 4]`` on a one-output layer), as
+            Keras refuses to build the model."""
+            v = values[(a.layer, a.node)]
+            several = isinstance(v, (list, tuple))
+            if several and 0 <= a.tensor < len(v):
+                return v[a.tensor]
+            if not several and a.tensor == 0:
+                return v
+            n = len(v) if several else 1
+            raise LayerCallError(
+                f"model {self.name!r}: {where} tensor {a.tensor} of layer "
+                f"{prefix}{a.layer!r} (call #{a.node}: [{a.layer!r}, {a.node}, {a.tensor}]), "
+                f"which has {n} output(s), 0..{n - 1}; Keras refuses to build this model as "
+                "well. The file is damaged or was edited: save the model again",
+                layer=prefix + a.layer)
+
+        current: list[str] = ["an input reads"]  # who reads what resolve() looks up
+
         def resolve(a):
             if isinstance(a, Ref):
-                v = values[(a.layer, a.node)]
-                return v[a.tensor] if isinstance(v, (list, tuple)) else v
+                return pick(a, current[0])
             if isinstance(a, (list, tuple)):
                 return type(a)(resolve(b) for b in a)
             if isinstance(a, dict):
@@ -276,7 +295,9 @@ class Graph:
         def mask_of(a):
             if isinstance(a, Ref):
                 m = masks.get((a.layer, a.node))
-                return m[a.tensor] if isinstance(m, (list, tuple)) else m
+                if isinstance(m, (list, tuple)):  # (out of range: refused by resolve)
+                    return m[a.tensor] if 0 <= a.tensor < len(m) else None
+                return m
             if isinstance(a, (list, tuple)):
                 return [mask_of(b) for b in a]
             return None
@@ -289,6 +310,7 @@ class Graph:
                        and (self.null_mask != "if_unknown" or bool(call.args) and
                             _masking.has_unknown(mask_of(call.args[0]))))
             explicit_mask = raw_kwargs.pop("mask", None)
+            current[0] = f"layer {prefix}{call.layer!r} (call #{call.index}) reads"
             args = resolve(call.args)
             kwargs = resolve(raw_kwargs)
             if spec.impl.subgraph is None and _float64_params(params.get(call.layer)):
@@ -379,8 +401,7 @@ class Graph:
                 self._clear_masks(call, masks, mask_of, prefix)
         outs = []
         for r in self.outputs:
-            v = values[(r.layer, r.node)]
-            outs.append(v[r.tensor] if isinstance(v, (list, tuple)) else v)
+            outs.append(pick(r, "its output_layers name"))
             if mask_sink is not None:
                 mask_sink.append(mask_of(r))
         return outs, captured

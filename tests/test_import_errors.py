@@ -303,6 +303,27 @@ def test_weights_architecture_mismatch(tmp_path):
                          config=c.to_json())
 
 
+@pytest.mark.parametrize("where", ["inbound", "output"])
+def test_tensor_index_past_a_layers_outputs_is_refused(tmp_path, where):
+    """A reference to tensor 4 of a one-output layer (an edited config): Keras refuses to
+    build the model; the importer read tensor 0 silently and computed."""
+    inp = keras.Input((4,), name="inp")
+    model = keras.Model(inp, keras.layers.Dense(2, name="d2")(keras.layers.Dense(4,
+                                                                         name="d1")(inp)))
+    model.save_weights(tmp_path / "m.weights.h5")
+    cfg = json.loads(model.to_json())
+    if where == "inbound":
+        d2 = [lc for lc in cfg["config"]["layers"] if lc["name"] == "d2"][0]
+        d2["inbound_nodes"][0]["args"][0]["config"]["keras_history"] = ["d1", 0, 4]
+    else:
+        cfg["config"]["output_layers"] = ["d2", 0, 7]
+    with pytest.raises((ValueError, IndexError)):  # the reference: Keras refuses it too
+        keras.models.model_from_json(json.dumps(cfg))
+    ref = "['d1', 0, 4]" if where == "inbound" else "['d2', 0, 7]"
+    err = _raises_import_error(tmp_path / "m.weights.h5", "has 1 output", config=cfg)
+    assert ref in str(err) and "save the model again" in str(err)
+
+
 def test_bad_config_argument(tmp_path, fixtures_dir):
     _raises_import_error(fixtures_dir / GOOD_H5, "not valid JSON", config="{not json")
     _raises_import_error(fixtures_dir / GOOD_H5, "Sequential or Functional",
