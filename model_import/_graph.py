@@ -128,6 +128,31 @@ def check_nested_input_shapes(path: str, sub: "Graph", inputs: Sequence[Any]) ->
             "its weights and save the model again")
 
 
+def _nested_inputs(path: str, sub: "Graph", arg: Any, keras_major: int) -> list:
+    """The inputs of nested model ``sub`` (at ``path``) called on ``arg``, one per entry of
+    ``sub.inputs``, in that order.
+
+    A dict given to a model built on a list of inputs (or on one) is read by the inputs'
+    names, as Keras does (Keras 3's ``Functional._standardize_inputs``, tf.keras 2's
+    ``_flatten_to_reference_inputs``): ``sub({"zz": x, "aa": y})`` of ``Model([zz, aa], ...)``
+    is ``[x, y]``, not the sorted keys' ``[y, x]``; keys it does not name are left out.
+    Anything else, and a dict given to a model built on a dict, in ``keras.tree.flatten``'s
+    order (dicts by sorted key, the order of ``sub.input_keys``)."""
+    if not isinstance(arg, Mapping) or sub.input_keys is not None:
+        return _flatten(arg)
+    names = [r.layer for r in sub.inputs]
+    missing = [n for n in names if n not in arg]
+    if not missing:
+        return [arg[n] for n in names]
+    if keras_major < 3:  # tf.keras 2 falls back to the sorted keys' order
+        return _flatten(arg)
+    raise LayerCallError(
+        f"the nested model {path!r} is called on a dict with keys {sorted(arg)}, but takes "
+        f"the inputs {names} (a list in this order, or a dict with these names as keys): "
+        f"{missing} missing. Keras 3 refuses this call as well; the file is damaged or was "
+        "edited: save the model again", layer=path)
+
+
 def _add_delta(y: Array, delta: Any, what: str, path: str) -> Array:
     """``y + delta`` for ``apply(perturb=/perturb_pre=)``: a delta may broadcast to the
     layer's output but not change its shape (more rows than inputs, an extra axis)."""
@@ -326,7 +351,8 @@ class Graph:
             # of a model that mixes the examples of a batch names (jaxsal/_src/per_example)
             with jax.named_scope(call.layer):
                 if impl.subgraph is not None:
-                    sub_in = _flatten(args[0])  # a nested model's inputs, flattened
+                    sub_in = _nested_inputs(prefix + call.layer, impl.subgraph, args[0],
+                                            keras_major)
                     if keras_major >= 3 and spec.class_name in ("Functional", "Model"):
                         check_nested_input_shapes(prefix + call.layer, impl.subgraph, sub_in)
                     # a nested model called with mask=None runs on unmasked inputs (its output

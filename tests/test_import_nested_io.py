@@ -1,6 +1,9 @@
 """Models whose inputs or outputs are nested structures (``Model(a, [d1, [d2, d3]])``, a dict
 of lists, ``Model([[a, b]], ...)``, an RNN's ``[seq, [h, c], h2]`` states) take and return
-them flattened in ``keras.tree.flatten``'s order, compared with Keras."""
+them flattened in ``keras.tree.flatten``'s order, compared with Keras; a nested model built on
+a list of inputs and called with a dict reads it by the inputs' names, as Keras does."""
+
+import json
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ import keras  # noqa: E402  (tests/conftest.py picks the backend)
 from keras import layers  # noqa: E402
 
 from import_helpers import save_keras_and_h5  # noqa: E402
-from model_import import load_keras  # noqa: E402
+from model_import import KerasImportError, load_keras  # noqa: E402
 
 
 def _case(kind):
@@ -42,6 +45,10 @@ def _case(kind):
         inner = keras.Model(ia, [[p, q]] if nested else {"k": [p, q]}, name="inner")
         o = inner(a)[0 if nested else "k"]
         return keras.Model(a, layers.Concatenate()([o[1], o[0]])), xa, xa
+    if kind == "inner_model_list_called_with_dict":  # read by the inputs' names, unsorted
+        iz, ia = keras.Input((4,), name="zz"), keras.Input((4,), name="aa")
+        inner = keras.Model([iz, ia], layers.Subtract()([iz, ia]), name="inner")  # zz - aa
+        return keras.Model([a, b], inner({"zz": a, "aa": b})), [xa, xb], [xa, xb]
     seq = keras.Input((5, 4))  # an RNN over stacked cells returning its states
     cells = layers.StackedRNNCells([layers.LSTMCell(3), layers.GRUCell(2)])
     x = rng.normal(size=(2, 5, 4)).astype(np.float32)
@@ -52,7 +59,8 @@ def _case(kind):
 @pytest.mark.parametrize("kind", ["nested_outputs", "dict_of_lists", "nested_inputs",
                                   "inner_model_nested_inputs", "stacked_rnn_states",
                                   "one_nested_list_output", "one_key_dict_of_list",
-                                  "inner_model_nested_list_output", "inner_model_dict_of_list"])
+                                  "inner_model_nested_list_output", "inner_model_dict_of_list",
+                                  "inner_model_list_called_with_dict"])
 def test_nested_structures_flatten_as_keras(kind, tmp_path):
     keras.utils.set_random_seed(0)
     model, x_keras, x_flat = _case(kind)
@@ -64,3 +72,17 @@ def test_nested_structures_flatten_as_keras(kind, tmp_path):
         assert [g.shape for g in got] == [w.shape for w in want], ext
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=ext)
+
+
+def test_nested_model_called_with_a_dict_lacking_an_input_name_is_refused(tmp_path):
+    """Keras 3 refuses to call a model built on inputs [zz, aa] on a dict without "aa" (the
+    config here is edited so: Keras would not write it)."""
+    keras.utils.set_random_seed(0)
+    model, _, _ = _case("inner_model_list_called_with_dict")
+    model.save_weights(tmp_path / "m.weights.h5")
+    cfg = model.to_json().replace('"aa": {"class_name": "__keras_tensor__"',
+                                  '"bb": {"class_name": "__keras_tensor__"')
+    assert '"bb"' in cfg
+    with pytest.raises(KerasImportError, match=r"takes the inputs \['zz', 'aa'\].*\['aa'\] "
+                       "missing"):
+        load_keras(tmp_path / "m.weights.h5", config=json.loads(cfg))
