@@ -153,6 +153,36 @@ def _nested_inputs(path: str, sub: "Graph", arg: Any, keras_major: int) -> list:
         "edited: save the model again", layer=path)
 
 
+def _nested_masks(path: str, sub: "Graph", arg: Any, masks: Any, keras_major: int) -> list:
+    """The Keras masks of the inputs of nested model ``sub`` (at ``path``) called on ``arg``
+    with masks ``masks`` (the structure of ``arg``: a dict, a nested list; the call's
+    recorded ``mask=`` or its tensors' masks), one per entry of ``sub.inputs``.
+
+    Keras 3's ``Functional.call`` pairs ``keras.tree.flatten(mask)`` (dicts by sorted key)
+    with the inputs by position, tf.keras 2 reads a dict of masks by the inputs' names, as it
+    reads the inputs (:func:`_nested_inputs`). Keras 3 thus gives a model built on inputs
+    ``[zz, aa]`` and called with ``{"zz": x, "aa": y}`` the mask of ``y`` for ``x``: refused
+    where a mask is set, which that model would compute with."""
+    flat = _flatten(masks)
+    if not isinstance(arg, Mapping) or sub.input_keys is not None or \
+            not isinstance(masks, Mapping):
+        return flat
+    names = [r.layer for r in sub.inputs]
+    if any(n not in masks for n in names):  # (refused by _nested_inputs in Keras 3)
+        return flat
+    by_name = [masks[n] for n in names]
+    if keras_major < 3 or all(m is None for m in flat) or (
+            len(flat) == len(by_name) and all(a is b for a, b in zip(flat, by_name))):
+        return by_name
+    raise LayerCallError(
+        f"the nested model {path!r}, built on the inputs {names}, is called on a dict of "
+        f"masked tensors with keys {sorted(masks)}: Keras 3 takes the tensors by these names "
+        "but pairs their masks with them in sorted key order, so an input computes with "
+        "another's mask, which the importer does not reproduce. Call the nested model with a "
+        f"list in the order {names} (or name its inputs in sorted order) and save the model "
+        "again", layer=path)
+
+
 def _add_delta(y: Array, delta: Any, what: str, path: str) -> Array:
     """``y + delta`` for ``apply(perturb=/perturb_pre=)``: a delta may broadcast to the
     layer's output but not change its shape (more rows than inputs, an extra axis)."""
@@ -327,13 +357,22 @@ class Graph:
                 return [mask_of(b) for b in a]
             return None
 
+        def masks_of(a):
+            """The masks of a structure of tensors, the structure kept (dicts too: a nested
+            model's argument)."""
+            if isinstance(a, dict):
+                return {k: masks_of(b) for k, b in a.items()}
+            if isinstance(a, (list, tuple)):
+                return [masks_of(b) for b in a]
+            return mask_of(a)
+
         for call in self.calls:
             spec = self.layers[call.layer]
             raw_kwargs = dict(call.kwargs)
             no_mask = (self.null_mask != "implicit" and "mask" in raw_kwargs
                        and raw_kwargs["mask"] is None  # a recorded `mask=None` honoured
                        and (self.null_mask != "if_unknown" or bool(call.args) and
-                            _masking.has_unknown(mask_of(call.args[0]))))
+                            _masking.has_unknown(masks_of(call.args[0]))))
             explicit_mask = raw_kwargs.pop("mask", None)
             current[0] = f"layer {prefix}{call.layer!r} (call #{call.index}) reads"
             args = resolve(call.args)
@@ -357,8 +396,10 @@ class Graph:
                         check_nested_input_shapes(prefix + call.layer, impl.subgraph, sub_in)
                     # a nested model called with mask=None runs on unmasked inputs (its output
                     # masks then too, also where Keras computes those from the tensors' masks)
-                    sub_masks = ([None] * len(sub_in) if no_mask
-                                 else in_mask if isinstance(in_mask, list) else [in_mask])
+                    sub_masks = ([None] * len(sub_in) if no_mask else _nested_masks(
+                        prefix + call.layer, impl.subgraph, args[0],
+                        resolve(explicit_mask) if explicit_mask is not None
+                        else masks_of(call.args[0]), keras_major))
                     sub_prefix = f"{prefix}{call.layer}/"
                     sink: list = []
                     # its layers are captured and perturbed at the nested model's first call only,

@@ -86,3 +86,51 @@ def test_nested_model_called_with_a_dict_lacking_an_input_name_is_refused(tmp_pa
     with pytest.raises(KerasImportError, match=r"takes the inputs \['zz', 'aa'\].*\['aa'\] "
                        "missing"):
         load_keras(tmp_path / "m.weights.h5", config=json.loads(cfg))
+
+
+def _masked_case(kind):
+    """A mask_zero embedding's output entering a nested model (an LSTM reads the mask) called
+    with a dict or a nested list, and token ids with padding."""
+    sa, sb = keras.Input((5, 4), name="a"), keras.Input((5, 4), name="b")
+    i = keras.Input((5,), dtype="int32")
+    e = layers.Embedding(8, 4, mask_zero=True)(i)
+    if kind == "one_key_dict":
+        inner = keras.Model({"a": sa}, layers.LSTM(3)(sa), name="inner")
+        return keras.Model(i, inner({"a": e}))
+    lstm = layers.LSTM(3)(layers.Add()([sa, sb]))
+    if kind == "dict":
+        inner = keras.Model({"a": sa, "b": sb}, lstm, name="inner")
+        return keras.Model(i, inner({"a": e, "b": layers.Dense(4)(e)}))
+    inner = keras.Model([[sa, sb]], lstm, name="inner")
+    return keras.Model(i, inner([[e, layers.Dense(4)(e)]]))
+
+
+@pytest.mark.parametrize("kind", ["dict", "nested_list", "one_key_dict"])
+def test_masks_enter_a_nested_model_called_with_a_structure(kind, tmp_path):
+    """The masks were dropped (a dict, a nested list: the LSTM saw the padding) or passed
+    as a dict (one input: a crash)."""
+    keras.utils.set_random_seed(0)
+    model = _masked_case(kind)
+    ids = np.array([[1, 2, 0, 0, 0], [3, 1, 4, 2, 0]], dtype=np.int32)
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(load_keras(tmp_path / "m.keras")(ids)),
+                               np.asarray(model(ids)), rtol=1e-5, atol=1e-6)
+
+
+def test_masked_dict_call_that_keras_3_pairs_with_other_masks_is_refused(tmp_path):
+    """Keras 3 takes the tensors of ``inner({"zz": e, "aa": x})`` by the inputs' names but
+    pairs the masks with them in sorted key order: its result is not the list call's."""
+    keras.utils.set_random_seed(0)
+    zz, aa = keras.Input((5, 4), name="zz"), keras.Input((5, 4), name="aa")
+    lstm = layers.LSTM(3)
+    inner = keras.Model([zz, aa], layers.Concatenate()([lstm(zz), lstm(aa)]), name="inner")
+    i, j = keras.Input((5,), dtype="int32"), keras.Input((5, 4))
+    e = layers.Embedding(8, 4, mask_zero=True)(i)
+    ids = np.array([[1, 2, 0, 0, 0], [3, 1, 4, 2, 0]], dtype=np.int32)
+    x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)
+    by_dict = keras.Model([i, j], inner({"zz": e, "aa": j}))
+    by_list = keras.Model([i, j], inner([e, j]))
+    assert np.abs(np.asarray(by_dict([ids, x])) - np.asarray(by_list([ids, x]))).max() > 1e-3
+    by_dict.save(tmp_path / "m.keras")
+    with pytest.raises(KerasImportError, match="pairs their masks with them in sorted key"):
+        load_keras(tmp_path / "m.keras")
