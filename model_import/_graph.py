@@ -183,6 +183,27 @@ def _nested_masks(path: str, sub: "Graph", arg: Any, masks: Any, keras_major: in
         "again", layer=path)
 
 
+def adjust_input_rank(sub: "Graph", inputs: Sequence[Any]) -> list:
+    """The inputs of nested model ``sub`` with a trailing axis of size 1 dropped or added to
+    match the rank its ``keras.Input`` declared, as Keras does when such a model is called
+    (Keras 3's ``Functional._adjust_input_rank``, tf.keras 2's
+    ``_conform_to_reference_input``): an input ``(N, ..., 1)`` of one axis more than
+    declared loses its last axis, one of one axis fewer than a declared ``(..., 1)`` gains it
+    (``Model(Input((4,)), ...)`` called on ``Reshape((4, 1))(x)``: ``(N, 4, 1)`` ->
+    ``(N, 4)``). Other inputs, and those of undeclared shape, are returned as they are (the
+    model's layers then refuse a wrong rank, naming themselves)."""
+    out = list(inputs)
+    for i, (x, declared) in enumerate(zip(inputs, sub.input_shapes)):
+        if x is None or declared is None or not hasattr(x, "shape"):
+            continue
+        rank, want = len(x.shape), len(declared) + 1  # (the batch axis)
+        if rank == want + 1 and x.shape[-1] == 1:
+            out[i] = jnp.squeeze(x, axis=-1)
+        elif rank == want - 1 and declared and declared[-1] == 1:
+            out[i] = jnp.expand_dims(x, axis=-1)
+    return out
+
+
 def _add_delta(y: Array, delta: Any, what: str, path: str) -> Array:
     """``y + delta`` for ``apply(perturb=/perturb_pre=)``: a delta may broadcast to the
     layer's output but not change its shape (more rows than inputs, an extra axis)."""
@@ -394,6 +415,7 @@ class Graph:
                                             keras_major)
                     if keras_major >= 3 and spec.class_name in ("Functional", "Model"):
                         check_nested_input_shapes(prefix + call.layer, impl.subgraph, sub_in)
+                    sub_in = adjust_input_rank(impl.subgraph, sub_in)
                     # a nested model called with mask=None runs on unmasked inputs (its output
                     # masks then too, also where Keras computes those from the tensors' masks)
                     sub_masks = ([None] * len(sub_in) if no_mask else _nested_masks(

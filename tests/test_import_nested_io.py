@@ -49,6 +49,12 @@ def _case(kind):
         iz, ia = keras.Input((4,), name="zz"), keras.Input((4,), name="aa")
         inner = keras.Model([iz, ia], layers.Subtract()([iz, ia]), name="inner")  # zz - aa
         return keras.Model([a, b], inner({"zz": a, "aa": b})), [xa, xb], [xa, xb]
+    if kind in ("inner_model_rank_squeezed", "inner_model_rank_expanded"):
+        # Keras drops (adds) a trailing axis of 1 that the inner model's Input lacks (has)
+        squeeze = kind == "inner_model_rank_squeezed"
+        ia = keras.Input((4,) if squeeze else (4, 1))
+        inner = keras.Model(ia, layers.Dense(2)(ia), name="inner")  # (N, 2) or (N, 4, 2)
+        return keras.Model(a, inner(layers.Reshape((4, 1))(a) if squeeze else a)), xa, xa
     seq = keras.Input((5, 4))  # an RNN over stacked cells returning its states
     cells = layers.StackedRNNCells([layers.LSTMCell(3), layers.GRUCell(2)])
     x = rng.normal(size=(2, 5, 4)).astype(np.float32)
@@ -60,7 +66,8 @@ def _case(kind):
                                   "inner_model_nested_inputs", "stacked_rnn_states",
                                   "one_nested_list_output", "one_key_dict_of_list",
                                   "inner_model_nested_list_output", "inner_model_dict_of_list",
-                                  "inner_model_list_called_with_dict"])
+                                  "inner_model_list_called_with_dict",
+                                  "inner_model_rank_squeezed", "inner_model_rank_expanded"])
 def test_nested_structures_flatten_as_keras(kind, tmp_path):
     keras.utils.set_random_seed(0)
     model, x_keras, x_flat = _case(kind)
