@@ -499,3 +499,37 @@ def test_group_normalization_of_an_unbuilt_config_with_groups_minus_one(tmp_path
     bad = keras.Sequential([layers.GroupNormalization(groups=4)]).to_json()
     with pytest.raises(Exception, match=r"divides the 6 channels.*got 4"):
         load_keras(path, config=bad)(x)
+
+
+def test_merges_of_different_ranks_expand_at_axis_1(tmp_path):
+    """Keras 3 and tf.keras 2 merge inputs of different ranks by expanding the lower-rank ones
+    at axis 1 (``Add()([(N,4,3), (N,3)])`` is ``a + b[:, None, :]``, and ``(N,3)`` beside
+    ``(N,2,4,3)`` becomes ``(N,1,1,3)``). The importer broadcast from the last axis: a
+    broadcasting error for N=2, wrong values for N=4. Masks: an expanded input loses its
+    mask in Keras; the others keep theirs (Keras 3.4+'s masked ``Maximum``/``Multiply``)."""
+    a, b, c = keras.Input((4, 3)), keras.Input((3,)), keras.Input((2, 4, 3))
+    ops_np = {"Add": np.add, "Subtract": np.subtract, "Multiply": np.multiply,
+              "Maximum": np.maximum, "Minimum": np.minimum,
+              "Average": lambda u, v: (u + v) / 2}
+    outs = [getattr(layers, k)()([a, b]) for k in ops_np]
+    outs.append(layers.Add()([b, c, a]))
+    t = keras.Input((4,), dtype="int32")
+    e = layers.Embedding(5, 3, mask_zero=True)(t)  # (N,4,3), its mask (N,4)
+    outs += [layers.Maximum()([e, b]), layers.Multiply()([e, b]), layers.Minimum()([c, e])]
+    model = keras.Model([a, b, c, t], outs)
+    rng = np.random.default_rng(0)
+    for n in (2, 4):
+        xs = [rng.normal(size=(n, 4, 3)).astype(np.float32),
+              rng.normal(size=(n, 3)).astype(np.float32),
+              rng.normal(size=(n, 2, 4, 3)).astype(np.float32),
+              np.array([[1, 2, 0, 0], [0, 3, 4, 0]] * (n // 2), np.int32)]
+        ref = [np.asarray(r) for r in model.predict(xs, verbose=0)]
+        for r, op in zip(ref, ops_np.values()):  # Keras's rule, independently
+            np.testing.assert_allclose(r, op(xs[0], xs[1][:, None, :]), rtol=1e-6)
+        np.testing.assert_allclose(ref[6], xs[1][:, None, None, :] + xs[2] + xs[0][:, None],
+                                   rtol=1e-6, atol=1e-6)
+        for path in save_keras_and_h5(model, tmp_path, f"ranks{n}").values():
+            got = load_keras(path)(xs)
+            for i, (g, r) in enumerate(zip(got, ref)):
+                np.testing.assert_allclose(np.asarray(g), r, rtol=1e-6, atol=1e-6,
+                                           err_msg=f"{path.suffix} N={n} output {i}")

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from model_import._layers.merge import keras_ranks
 from model_import._layers.registry import ConvertContext, LayerImpl, register_layer
 from model_import._version import parse_version
 
@@ -288,12 +289,15 @@ def null_mask_rule(version: str) -> str:
 def _merge_operands(xs, args, mask) -> list[tuple[Array, Array | None]]:
     """A merge call's inputs, each with its mask as a boolean array of the input's shape
     (Keras 3.4+ expands a mask on the last axis and broadcasts it), or ``None`` if the
-    input has none."""
+    input has none. Inputs of lower rank are expanded at axis 1 (``keras_ranks``) and lose
+    their masks, as in Keras (``ops.expand_dims`` returns a tensor without the mask; measured
+    with Keras 3.15.1 on JAX)."""
     xs = (list(xs) if isinstance(xs, (list, tuple)) else [xs]) + list(args)
     masks = list(mask) if isinstance(mask, (list, tuple)) else [None] * len(xs)
-    return [(x, None if m is None
-             else jnp.broadcast_to(jnp.expand_dims(m.astype(bool), -1), x.shape))
-            for x, m in zip(xs, masks)]
+    aligned = keras_ranks(xs)
+    return [(y, None if m is None or jnp.ndim(y) != jnp.ndim(x)
+             else jnp.broadcast_to(jnp.expand_dims(m.astype(bool), -1), y.shape))
+            for x, y, m in zip(xs, aligned, masks)]
 
 
 def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerImpl:

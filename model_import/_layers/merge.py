@@ -2,7 +2,9 @@
 InceptionResNetV2's CustomScaleLayer.
 
 A merge layer is called with one list of tensors (as in Keras). Shapes broadcast as in
-Keras 3 (a squeeze-excitation ``Multiply`` of ``(N,H,W,C)`` and ``(N,1,1,C)``). Sums
+Keras 3 (a squeeze-excitation ``Multiply`` of ``(N,H,W,C)`` and ``(N,1,1,C)``); an input of
+lower rank is first expanded at axis 1 until the ranks match, as Keras 3 and tf.keras 2 do
+(:func:`keras_ranks`: ``Add()([(N,T,C), (N,C)])`` adds the ``(N,C)`` input at every step). Sums
 (``Add``, ``Subtract``, ``Average``, ``CustomScaleLayer``) and products (``Multiply``, an
 unnormalized ``Dot``) are LRP's rule layers (``LayerImpl.merge``); ``Maximum`` and
 ``Minimum`` pass relevance to the winner by their gradient. A normalized ``Dot`` is computed
@@ -24,10 +26,22 @@ def _as_list(xs):
     return list(xs) if isinstance(xs, (list, tuple)) else [xs]
 
 
+def keras_ranks(xs: list) -> list:
+    """The inputs of an elementwise merge (``Add``, ``Subtract``, ``Multiply``, ``Average``,
+    ``Maximum``, ``Minimum``) aligned as Keras 3 and tf.keras 2 align them
+    (``Merge.call``): each input of lower rank expanded at axis 1 until it has the highest
+    rank, ``(N, C)`` -> ``(N, 1, C)`` beside ``(N, T, C)``; they then broadcast as usual.
+    (NumPy's broadcasting from the last axis would line the batch axis of ``(N, C)`` up with
+    ``T``: a broadcasting error, or wrong values where ``N == T``.)"""
+    rank = max(jnp.ndim(x) for x in xs)
+    return [jnp.reshape(x, jnp.shape(x)[:1] + (1,) * (rank - jnp.ndim(x)) + jnp.shape(x)[1:])
+            if 1 <= jnp.ndim(x) < rank else x for x in xs]
+
+
 def _reduce_merge(op, merge):
     def convert(config, ctx):
         def call(params, xs, *args, rt, **kwargs):
-            xs = _as_list(xs) + list(args)
+            xs = keras_ranks(_as_list(xs) + list(args))
             return functools.reduce(op, xs)
         return LayerImpl(call=call, relevance=True, merge=merge)
     return convert
@@ -42,7 +56,8 @@ def _pairwise_merge(op):
     ``rt.pair``."""
     def convert(config, ctx):
         def call(params, xs, *args, rt, **kwargs):
-            return functools.reduce(lambda a, b: rt.pair(op, a, b), _as_list(xs) + list(args))
+            return functools.reduce(lambda a, b: rt.pair(op, a, b),
+                                    keras_ranks(_as_list(xs) + list(args)))
         return LayerImpl(call=call)
     return convert
 
@@ -54,7 +69,7 @@ register_layer("Minimum")(_pairwise_merge(jnp.minimum))
 @register_layer("Subtract")
 def _subtract(config, ctx):
     def call(params, xs, *args, rt, **kwargs):
-        xs = _as_list(xs) + list(args)
+        xs = keras_ranks(_as_list(xs) + list(args))
         if len(xs) != 2:
             raise ValueError(f"Subtract expects exactly 2 inputs, got {len(xs)}")
         return xs[0] - xs[1]
@@ -64,7 +79,7 @@ def _subtract(config, ctx):
 @register_layer("Average")
 def _average(config, ctx):
     def call(params, xs, *args, rt, **kwargs):
-        xs = _as_list(xs) + list(args)
+        xs = keras_ranks(_as_list(xs) + list(args))
         return functools.reduce(jnp.add, xs) / len(xs)
     return LayerImpl(call=call, relevance=True, merge="sum")
 
