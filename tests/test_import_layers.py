@@ -533,3 +533,32 @@ def test_merges_of_different_ranks_expand_at_axis_1(tmp_path):
             for i, (g, r) in enumerate(zip(got, ref)):
                 np.testing.assert_allclose(np.asarray(g), r, rtol=1e-6, atol=1e-6,
                                            err_msg=f"{path.suffix} N={n} output {i}")
+
+
+def test_maximum_and_minimum_of_three_tied_inputs_split_their_gradient_equally(tmp_path):
+    """``Maximum``/``Minimum`` of three inputs folded pairwise with ``jnp.maximum`` gave tied
+    inputs ``[1/4, 1/4, 1/2]`` of the gradient, by position; they now take a max (min)
+    reduction's rule, an equal split among the inputs equal to the result (``1/3`` each; the
+    analytic derivative of the sum of shares). Values stay Keras's."""
+    import jax
+    import jax.numpy as jnp
+
+    ins = [keras.Input((3,)) for _ in range(3)]
+    model = keras.Model(ins, [layers.Maximum()(ins), layers.Minimum()(ins)])
+    path = tmp_path / "ext3.keras"
+    model.save(path)
+    m = load_keras(path)
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(2, 3)).astype(np.float32) for _ in range(3)]
+    for g, r in zip(m(xs), model.predict(xs, verbose=0)):
+        np.testing.assert_array_equal(np.asarray(g), r)
+    tied = jnp.array([[1.0, -2.0, 0.5]])
+    tied = [tied, tied, tied.at[0, 2].set(0.25)]  # the third input loses at one position
+    for out in (0, 1):
+        grads = jax.grad(lambda *v: jnp.sum(m.apply(m.params, list(v))[out]),
+                         argnums=(0, 1, 2))(*tied)
+        # rows: inputs, columns: positions; at the third, the maximum is the first two
+        # inputs' (1/2 each), the minimum the third input's alone
+        third = [[1 / 2], [1 / 2], [0]] if out == 0 else [[0], [0], [1]]
+        want = np.concatenate([np.full((3, 2), 1 / 3), third], axis=1)
+        np.testing.assert_allclose(np.concatenate(grads), want, rtol=1e-6)

@@ -18,12 +18,13 @@ unknown mask raises instead of computing something Keras would not.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from model_import._layers.merge import keras_ranks
+from model_import._layers.merge import extremum_of, keras_ranks
 from model_import._layers.registry import ConvertContext, LayerImpl, register_layer
 from model_import._version import parse_version
 
@@ -304,11 +305,26 @@ def _masked_extremum(op: Callable, impl: LayerImpl, keras_major: int) -> LayerIm
     """Keras 3.4+'s ``Maximum``/``Minimum`` of masked inputs: where an input is masked, the
     running result stands in for it (and it for a masked running result), so a masked step
     of one input never wins; where every input is masked the result is the first input.
-    Each step is ``rt.pair(op, ...)``, as in the unmasked merge."""
+    Each step is ``rt.pair(op, ...)``, as in the unmasked merge, where a ``pairwise`` rule
+    is installed; without one, the same values as the extremum of the unmasked inputs
+    (:func:`extremum_of`, its derivative split equally among tied inputs), the first input
+    where every input is masked."""
+    kind = "max" if op is jnp.maximum else "min"
 
     def call(params, xs, *args, rt, mask=None, **kwargs):
+        operands = _merge_operands(xs, args, mask)
+        if rt.pairwise is None and all(jnp.issubdtype(jnp.result_type(x), jnp.floating)
+                                       for x, _ in operands):
+            fill = -jnp.inf if kind == "max" else jnp.inf
+            y = extremum_of([x if m is None else jnp.where(m, x, fill) for x, m in operands],
+                            kind, rt)
+            if all(m is None for _, m in operands):
+                return y
+            valid = functools.reduce(jnp.logical_or, [
+                jnp.ones((), bool) if m is None else m for _, m in operands])
+            return jnp.where(valid, y, operands[0][0])
         out = out_mask = None
-        for i, (x, m) in enumerate(_merge_operands(xs, args, mask)):
+        for i, (x, m) in enumerate(operands):
             if i == 0:
                 out, out_mask = x, m
                 continue

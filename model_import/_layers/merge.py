@@ -7,7 +7,8 @@ lower rank is first expanded at axis 1 until the ranks match, as Keras 3 and tf.
 (:func:`keras_ranks`: ``Add()([(N,T,C), (N,C)])`` adds the ``(N,C)`` input at every step). Sums
 (``Add``, ``Subtract``, ``Average``, ``CustomScaleLayer``) and products (``Multiply``, an
 unnormalized ``Dot``) are LRP's rule layers (``LayerImpl.merge``); ``Maximum`` and
-``Minimum`` pass relevance to the winner by their gradient. A normalized ``Dot`` is computed
+``Minimum`` pass relevance to the winner by their gradient (equal shares among tied
+inputs). A normalized ``Dot`` is computed
 through the runtime's hooks instead (each input as ``UnitNormalization`` computes it, then
 ``Runtime.product_of``): DeepLIFT's rules then reach every step.
 """
@@ -19,6 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from model_import._layers.pooling import reduce_max, reduce_min
 from model_import._layers.registry import LayerImpl, register_layer
 
 
@@ -51,19 +53,32 @@ register_layer("Add")(_reduce_merge(jnp.add, "sum"))
 register_layer("Multiply")(_reduce_merge(jnp.multiply, "product"))
 
 
-def _pairwise_merge(op):
-    """``op`` of two tensors, in order for more (``Maximum``, ``Minimum``), through
-    ``rt.pair``."""
+def extremum_of(xs: list, kind: str, rt) -> jax.Array:
+    """The elementwise maximum (``kind="max"``) or minimum of ``xs`` (of one rank,
+    broadcasting). With a ``pairwise`` rule (DeepLIFT's two-player split) it is ``op`` of
+    two tensors through ``rt.pair``, in order for more. Without one, the reduction over the
+    stacked inputs by :func:`~model_import._layers.pooling.reduce_max` (``reduce_min``),
+    whose derivative splits equally among the inputs equal to the result, as for a max
+    reduction: three tied inputs get 1/3 each (the pairwise fold gave ``[1/4, 1/4, 1/2]``,
+    by position)."""
+    op = jnp.maximum if kind == "max" else jnp.minimum
+    if rt.pairwise is not None or len(xs) < 2:
+        return functools.reduce(lambda a, b: rt.pair(op, a, b), xs)
+    reduce = reduce_max if kind == "max" else reduce_min
+    return reduce(jnp.stack(jnp.broadcast_arrays(*xs)), axis=0)
+
+
+def _extremum_merge(kind):
+    """``Maximum`` (``kind="max"``) or ``Minimum``: :func:`extremum_of` its inputs."""
     def convert(config, ctx):
         def call(params, xs, *args, rt, **kwargs):
-            return functools.reduce(lambda a, b: rt.pair(op, a, b),
-                                    keras_ranks(_as_list(xs) + list(args)))
+            return extremum_of(keras_ranks(_as_list(xs) + list(args)), kind, rt)
         return LayerImpl(call=call)
     return convert
 
 
-register_layer("Maximum")(_pairwise_merge(jnp.maximum))
-register_layer("Minimum")(_pairwise_merge(jnp.minimum))
+register_layer("Maximum")(_extremum_merge("max"))
+register_layer("Minimum")(_extremum_merge("min"))
 
 
 @register_layer("Subtract")
