@@ -562,3 +562,28 @@ def test_maximum_and_minimum_of_three_tied_inputs_split_their_gradient_equally(t
         third = [[1 / 2], [1 / 2], [0]] if out == 0 else [[0], [0], [1]]
         want = np.concatenate([np.full((3, 2), 1 / 3), third], axis=1)
         np.testing.assert_allclose(np.concatenate(grads), want, rtol=1e-6)
+
+
+def test_normalized_dot_floors_the_norm_as_keras_3(tmp_path):
+    """``Dot(normalize=True)`` in Keras 3 normalizes with ``ops.nn.normalize``, ``x *
+    min(rsqrt(sum(x ** 2)), 1 / 1e-7)`` (JAX, TensorFlow, PyTorch), and on its NumPy backend
+    with ``x / norm`` (a zero norm as 1); the importer used tf.keras's ``rsqrt(max(ss,
+    1e-12))``, which flattens norms under 1e-6: the cosine of parallel vectors of norms 1
+    and 5e-7 came out 0.5 (Keras: 1)."""
+    a, b = keras.Input((3,)), keras.Input((3,))
+    model = keras.Model([a, b], layers.Dot(axes=1, normalize=True)([a, b]))
+    paths = save_keras_and_h5(model, tmp_path, "dotn")
+    u = np.array([[0.6, 0.8, 0.0]], np.float32)
+    for s in (1.0, 5e-7, 2e-7):  # every backend's formula gives 1 here
+        xs = [u * s, u]
+        ref = np.asarray(model.predict(xs, verbose=0))
+        np.testing.assert_allclose(ref, [[1.0]], rtol=1e-6)
+        for path in paths.values():
+            np.testing.assert_allclose(np.asarray(load_keras(path)(xs)), ref, rtol=1e-6)
+    xs = [u * 1e-8, u]  # below 1e-7 the backends differ
+    ref = np.asarray(model.predict(xs, verbose=0))  # this NumPy backend: x / norm
+    np.testing.assert_allclose(np.asarray(load_keras(paths[".h5"])(xs)), ref, rtol=1e-6)
+    jax_rule = np.sum(u * 1e-8 * 1e7 * u)  # 0.1: ops.nn.normalize's 1 / epsilon
+    for backend in ("jax", "tensorflow"):
+        got = load_keras(paths[".keras"], keras_backend=backend)(xs)
+        np.testing.assert_allclose(np.asarray(got), [[jax_rule]], rtol=1e-5)

@@ -20,6 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from model_import._layers.normalization import inverse_l2_norm
 from model_import._layers.pooling import reduce_max, reduce_min
 from model_import._layers.registry import LayerImpl, register_layer
 
@@ -113,12 +114,24 @@ def _dot(config, ctx):
     axes = config.get("axes", -1)
     normalize = bool(config.get("normalize", False))
 
+    if ctx.keras_major < 3:  # tf.keras 2: tf.math.l2_normalize, epsilon 1e-12 on ss
+        def inverse(ss):
+            return jax.lax.rsqrt(jnp.maximum(ss, 1e-12))
+    elif ctx.backend == "numpy":  # numerical_utils.normalize of NumPy arrays: x / norm
+        def inverse(ss):  # a zero norm counts as 1; rsqrt(0) never taken (inf derivative)
+            return jnp.where(ss > 0, jax.lax.rsqrt(jnp.where(ss > 0, ss, 1.0)), 1.0)
+    else:  # ops.nn.normalize on JAX, TensorFlow, PyTorch: epsilon = backend.epsilon()
+        def inverse(ss):
+            return inverse_l2_norm(ss, 1e-7)
+
     def unit(rt, x, axis):
-        """``x`` over its L2 norm along ``axis``, ``x * rsqrt(max(sum(x ** 2), 1e-12))``,
+        """``x`` over its L2 norm along ``axis`` as the file's Keras computes it (Keras 3's
+        ``ops.nn.normalize``: ``x * min(rsqrt(sum(x ** 2)), 1e7)``; its NumPy backend: ``x /
+        norm``, a zero norm as 1; tf.keras 2: ``x * rsqrt(max(sum(x ** 2), 1e-12))``),
         computed as ``UnitNormalization`` is: the values times their held inverse norm
         (``rt.act``, ``rt.held``, ``rt.pair``)."""
         ss = jnp.sum(rt.act(jnp.square, x), axis, keepdims=True)
-        inv = rt.held(rt.act(lambda v: jax.lax.rsqrt(jnp.maximum(v, 1e-12)), ss))
+        inv = rt.held(rt.act(inverse, ss))
         return rt.pair(jnp.multiply, x, inv)
 
     def call(params, xs, *args, rt, **kwargs):
