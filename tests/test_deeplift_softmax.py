@@ -227,3 +227,28 @@ def test_the_heads_jaxsal_applies_get_the_rules(tmp_path):
                               jnp.ones((5, 8)), relu_kwarg="relu", head="softmax")
     with pytest.raises(ValueError, match="not the 'softmax' head jaxsal applies"):
         jaxsal.deeplift(fm, x, 0, baseline=b)
+
+
+def test_normalizations_from_a_zero_baseline_sum_to_the_difference(tmp_path):
+    """From a zero baseline (DeepLIFT's default) a normalization's reference scale is its
+    floor, 1 / epsilon (1e12 for UnitNormalization): the Shapley split of values times scale
+    gave each operand +-x * 5e11, which cancelled in float32 (maps summing to 8192 for a
+    difference of 1.16). Where the values' reference is exactly 0 the values take the whole
+    difference at the input's scale: UnitNormalization -> Dense gives ``x_i / |x| * W[i, t]``
+    (analytic), and a cosine ``Dot(normalize=True)`` head sums to Keras's difference."""
+    rng = np.random.default_rng(0)
+    x1, x2 = (rng.normal(size=(3, 4)).astype(np.float32) for _ in "ab")
+    i = keras.Input((4,))
+    dense = layers.Dense(2, name="out")
+    unit = keras.Model(i, dense(layers.UnitNormalization(name="n")(i)))
+    w = np.asarray(dense.kernel)
+    maps = np.asarray(jaxsal.deeplift(_load(unit, tmp_path, "unit0"), x1, [0], reduce=None))
+    want = x1 / np.linalg.norm(x1, axis=1, keepdims=True) * w[:, 0]
+    np.testing.assert_allclose(maps.reshape(want.shape), want, rtol=1e-4, atol=1e-6)
+    a, b = keras.Input((4,)), keras.Input((4,))
+    cos = keras.Model([a, b], layers.Dense(2)(layers.Dot(axes=1, normalize=True)([a, b])))
+    zeros = [np.zeros_like(x1), np.zeros_like(x2)]
+    delta = (cos.predict([x1, x2], verbose=0) - cos.predict(zeros, verbose=0))[:, 0]
+    maps = jaxsal.deeplift(_load(cos, tmp_path, "cos0"), [x1, x2], [0], reduce=None)
+    total = sum(np.asarray(v).reshape(3, -1).sum(1) for v in maps)
+    np.testing.assert_allclose(total, delta, rtol=1e-4, atol=1e-5)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from model_import._layers.normalization import inverse_l2_norm
 from model_import._layers.pooling import reduce_max, reduce_min
-from model_import._layers.registry import LayerImpl, register_layer
+from model_import._layers.registry import LayerImpl, register_layer, scale_values
 
 
 def _as_list(xs):
@@ -132,7 +132,7 @@ def _dot(config, ctx):
         (``rt.act``, ``rt.held``, ``rt.pair``)."""
         ss = jnp.sum(rt.act(jnp.square, x), axis, keepdims=True)
         inv = rt.held(rt.act(inverse, ss))
-        return rt.pair(jnp.multiply, x, inv)
+        return rt.pair(scale_values, x, inv)
 
     def call(params, xs, *args, rt, **kwargs):
         a, b = _as_list(xs) + list(args)

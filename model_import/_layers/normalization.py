@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._layers.registry import LayerImpl, register_layer
+from model_import._layers.registry import LayerImpl, register_layer, scale_values
 from model_import._version import parse_version
 
 _KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), the floor of Normalization's std
@@ -141,7 +141,7 @@ def _inverse_scale(rt, v: jax.Array, ax, eps: float) -> jax.Array:
 def _scaled(rt, v: jax.Array, inv: jax.Array) -> jax.Array:
     """``v * inv``, a normalization's values times their (held) inverse scale, as a function
     of two tensors (``rt.pair``: DeepLIFT's two-player split, exact where ``inv`` varies)."""
-    return rt.pair(jnp.multiply, v, inv)
+    return rt.pair(scale_values, v, inv)
 
 
 @register_layer("LayerNormalization")

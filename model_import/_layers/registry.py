@@ -100,7 +100,8 @@ class Runtime:
         the gate of ``MultiHeadAttention`` / ``GroupedQueryAttention`` (``use_gate``:
         ``a * sigmoid(g)``) and a normalization's values times their (held) inverse scale
         (``LayerNormalization``, ``RMSNormalization``, ``GroupNormalization``,
-        ``UnitNormalization``, a normalized ``Dot``'s two inputs).
+        ``UnitNormalization``, a normalized ``Dot``'s two inputs; ``f`` is then
+        :func:`scale_values`, marked ``ordered_at_zero``).
         ``a`` and ``b`` broadcast against each other. ``jaxsal.deeplift`` installs the
         two-player Shapley rule here. Compared by value, like ``elementwise``.
       softmax: ``None``, or ``rule(z, axis)`` applied in place of ``jax.nn.softmax(z,
@@ -173,6 +174,20 @@ class Runtime:
     def pool(self, p: Callable[[Array], Array], x: Array) -> Array:
         """``p(x)`` for a max pooling ``p``, through the ``max_pool`` rule."""
         return p(x) if self.max_pool is None else self.max_pool(p, x)
+
+
+def scale_values(v: Array, s: Array) -> Array:
+    """``v * s``: a normalization's values ``v`` times their (held) inverse scale ``s``, the
+    function the normalization layers (and a normalized ``Dot``, tf.keras's
+    ``l2_normalize``) give :meth:`Runtime.pair`. Its attribute ``ordered_at_zero`` tells a
+    ``pairwise`` rule that where ``v``'s reference is exactly 0 the product's reference is 0
+    whatever the scale, and the scale there (``1 / epsilon``: 1e12 for ``UnitNormalization``)
+    is the floor's, not the data's: ``jaxsal.deeplift`` then gives the whole difference to
+    ``v`` at the input's scale (the ordered split), not half of a product with that floor."""
+    return v * s
+
+
+scale_values.ordered_at_zero = True
 
 
 def accepts_bias(call: Callable[..., Any], use_bias: bool) -> Callable[..., Any]:

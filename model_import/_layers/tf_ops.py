@@ -43,7 +43,7 @@ from model_import._layers.conv import _DIMS
 from model_import._layers.image import keys_cubic, resize_axes
 from model_import._layers.pooling import (_blocked_max, _reduced_axes, avg_pool, reduce_max,
                                          reduce_min)
-from model_import._layers.registry import LayerImpl, register_layer
+from model_import._layers.registry import LayerImpl, register_layer, scale_values
 
 
 class _Refused(Exception):
@@ -532,7 +532,7 @@ def _l2_normalize(rt, x, axis=None, epsilon=1e-12, dim=None):
     ss = jnp.sum(rt.act(jnp.square, x), axis=axis, keepdims=True)
     eps = float(epsilon)
     inv = rt.held(rt.act(lambda v: jax.lax.rsqrt(jnp.maximum(v, eps)), ss))
-    return rt.pair(jnp.multiply, x, inv)
+    return rt.pair(scale_values, x, inv)
 
 
 def _bias_add(rt, value, bias, data_format=None):
