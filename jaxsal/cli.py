@@ -1106,9 +1106,17 @@ def main(argv=None) -> int:
             elif state is not None or not any(map(os.path.exists, files)):
                 resume = (f"; no chunk had finished ({args.out} holds no maps yet): running "
                           "the same command again starts the job")
-            else:  # stopped before its job began, or after the last chunk
+            elif os.path.exists(f"{args.out}.progress.json"):  # after the last chunk (or a
+                # progress file that cannot be read: the job says what to do with it)
                 resume = (f"; running the same command again resumes the job in {args.out} "
                           "where it stopped")
+            elif args.overwrite:  # OUT is a file no job wrote (an array of one's own...)
+                resume = ("; no job had started: running the same command again starts the "
+                          f"job (it replaces {args.out}: --overwrite)")
+            else:
+                resume = (f"; no job had started ({args.out} is left as it was, an array no "
+                          "job wrote: running the same command again refuses to replace it; "
+                          "--overwrite replaces it)")
         term = isinstance(stop, Terminated)
         print(f"jaxsal {args.cmd}: {'terminated (SIGTERM)' if term else 'interrupted'}{resume}",
               file=sys.stderr)

@@ -315,6 +315,34 @@ def test_ctrl_c_before_any_chunk_says_so(tmp_path, fixtures_dir, mnist_digits, c
         "running the same command again starts the job\n")
 
 
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_ctrl_c_before_a_job_says_none_had_started(tmp_path, fixtures_dir, mnist_digits, capsys,
+                                                   monkeypatch, overwrite):
+    """Ctrl-C before a job began, with --out an array of one's own (no progress file), said
+    "running the same command again resumes the job in OUT where it stopped": there was no
+    job, and the command again starts one replacing OUT (--overwrite) or refuses to."""
+    import model_import
+
+    argv, out = _two_chunk_job(tmp_path, fixtures_dir, mnist_digits)
+    np.save(out, np.arange(6.0))  # the user's own array
+
+    def ctrl_c(*args, **kwargs):  # while the model is read
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_import, "load_keras", ctrl_c)
+    if not overwrite:  # (refused before the model is read: the Ctrl-C while reading inputs)
+        monkeypatch.setattr(cli, "_input_files", ctrl_c)
+    assert cli.main(argv + ["--overwrite"] * overwrite) == 130
+    err = capsys.readouterr().err
+    assert "resumes" not in err and not os.path.exists(out + ".progress.json"), err
+    np.testing.assert_array_equal(np.load(out), np.arange(6.0))
+    assert err == "jaxsal explain: interrupted; " + (
+        f"no job had started: running the same command again starts the job (it replaces "
+        f"{out}: --overwrite)\n" if overwrite else
+        f"no job had started ({out} is left as it was, an array no job wrote: running the "
+        f"same command again refuses to replace it; --overwrite replaces it)\n")
+
+
 def test_the_module_docstring_commands_run_as_written(tmp_path, fixtures_dir, mnist_digits,
                                                       monkeypatch):
     """Every `jaxsal ...` line of the CLI's docstring runs in order, with the fixture model
