@@ -649,7 +649,8 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
         if cfg is None:
             raise KerasImportError(
                 "the file holds weights but no architecture (a save_weights / .weights.h5 file); "
-                "pass the architecture as config= (model.to_json() or a config.json)", path=path)
+                "pass the architecture as config= (model.to_json() or a config.json; jaxsal: "
+                "--config model.json)", path=path)
         if not isinstance(cfg, dict):
             raise KerasImportError(
                 f"the architecture config is a JSON {type(cfg).__name__} ({str(cfg)[:60]}), "

@@ -86,7 +86,10 @@ def test_weights_only_files_run_with_config(tmp_path, fixtures_dir, mnist_digits
     assert cli.main(["summary", weights, "--config", cfg]) == 0
     assert "conv2d_2 (Conv2D)" in capsys.readouterr().out
     assert cli.main(["summary", weights]) == 2
-    assert "config" in capsys.readouterr().err
+    # the command line's flag, as other errors name theirs ("overwrite=True (jaxsal:
+    # --overwrite)"), not only load_keras's config=
+    assert "pass the architecture as config= (model.to_json() or a config.json; jaxsal: " \
+        "--config model.json)" in capsys.readouterr().err
     np.save(tmp_path / "x.npy", mnist_digits[:3])
     job = ["explain", weights, str(tmp_path / "x.npy"), "--targets", "3", "--config", cfg]
     assert cli.main(job + ["--out", str(tmp_path / "maps.npy")]) == 0
