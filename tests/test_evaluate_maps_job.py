@@ -315,3 +315,32 @@ def test_an_evaluate_job_keeps_the_curves_of_inputs_whose_scores_are_finite(tmp_
     np.testing.assert_allclose(rows_of(path)[:2],
                                jaxsal.deletion(m, x[:2], maps[:2], 1, steps=3).scores,
                                rtol=1e-6)
+
+
+def test_non_finite_given_maps_are_the_maps_to_fix_not_the_inputs(tmp_path):
+    """A NaN in the MAPS file `evaluate` reads (not in its inputs, not from the model): the
+    job, with keep_going or without, said to fix the inputs (np.nan_to_num) or the model.
+    It now says to fix those rows of the maps; the chunk is left out and the other chunk's
+    curves are one call's."""
+    m = jaxsal.FunctionModel(lambda p, v: v @ p, jnp.asarray(WA))
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    maps = np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)
+    maps[3, 1] = np.nan
+    path = tmp_path / "curves.npy"
+    job = dict(targets=1, batch_size=2, maps=maps, metric="deletion", steps=3)
+    with pytest.raises(jaxsal.IncompleteJob) as e:
+        jaxsal.explain_to_file(cli._curve_scores, m, x, path, keep_going=True, **job)
+    said = str(e.value)
+    assert "chunk 1 (inputs 2:4): input 3's maps contain NaN or inf" in said, said
+    assert "Fix those rows of the maps (np.nan_to_num, or make them again) and run the " \
+           "same job again" in said and "Fix those inputs" not in said, said
+    assert e.value.rows == [3]
+    np.testing.assert_allclose(rows_of(path)[:2],
+                               jaxsal.deletion(m, x[:2], maps[:2], 1, steps=3).scores,
+                               rtol=1e-6)
+    with pytest.raises(ValueError) as e:  # without keep_going: the job stops there
+        jaxsal.explain_to_file(cli._curve_scores, m, x, path, **job)
+    said = str(e.value)
+    assert "input 3's maps contain NaN or infinite values" in said and "fix those rows of " \
+        "the maps (np.nan_to_num, or make them again) or leave those inputs out" in said, said
+    assert "attribution maps of such inputs" not in said, said

@@ -265,13 +265,27 @@ class IncompleteJob(ValueError):
         return type(self), (str(self), self.rows, self.chunks)
 
 
-def _incomplete(skipped: dict[int, tuple[str, list[int]]], n: int, n_chunks: int,
+def _fix(cause: str) -> str:
+    """What to fix where a chunk was left out for ``cause``: ``"inputs"`` (not finite),
+    ``"model"`` (finite inputs whose maps are not) or the name of an option given per input
+    whose rows are not finite (``"maps"``: ``jaxsal evaluate``'s MAPS file)."""
+    if cause == "inputs":
+        return "those inputs (np.nan_to_num)"
+    if cause == "model":
+        return ("those inputs (np.nan_to_num) or the model (the scores of an input whose maps "
+                "are not finite: model(x[i:i+1]))")
+    return f"those rows of the {cause} (np.nan_to_num, or make them again)"
+
+
+def _incomplete(skipped: dict[int, tuple[str, list[int], str]], n: int, n_chunks: int,
                 batch_size: int, files: list[str], done: set, resume: bool) -> IncompleteJob:
-    """The end of a ``keep_going`` job that left out chunks ``skipped`` (chunk -> why and
-    the inputs at fault; ``resume``: the job's, which its next run needs to keep the chunks
-    written)."""
+    """The end of a ``keep_going`` job that left out chunks ``skipped`` (chunk -> why, the
+    inputs at fault and the cause, :func:`_fix`'s; ``resume``: the job's, which its next run
+    needs to keep the chunks written)."""
     chunks = [(c * batch_size, min(n, (c + 1) * batch_size)) for c in sorted(skipped)]
-    rows = sorted(r for _, at_fault in skipped.values() for r in at_fault)
+    rows = sorted(r for _, at_fault, _ in skipped.values() for r in at_fault)
+    # what to fix, by cause (in the order of the chunks): the given maps are not the inputs
+    fixes = list(dict.fromkeys(_fix(skipped[c][2]) for c in sorted(skipped)))
     said = "; ".join(f"chunk {c} (inputs {lo}:{hi}): {skipped[c][0]}"
                      for c, (lo, hi) in zip(sorted(skipped)[:5], chunks))
     if len(chunks) > 5:
@@ -282,9 +296,8 @@ def _incomplete(skipped: dict[int, tuple[str, list[int]]], n: int, n_chunks: int
     isolate = (" (at a batch size of 1, the inputs one by one, so that only those at fault "
                "stay out)" if batch_size > 1 else "")
     return IncompleteJob(
-        f"{len(chunks)} of {n_chunks} chunks were left out: {said}. {saved}. Fix those "
-        "inputs (np.nan_to_num) or the model (the scores of an input whose maps are not "
-        "finite: model(x[i:i+1])) and run the same job again"
+        f"{len(chunks)} of {n_chunks} chunks were left out: {said}. {saved}. Fix "
+        f"{'; and '.join(fixes)} and run the same job again"
         f"{'' if resume else ' with resume=True'}: it computes only the chunks left out"
         f"{isolate}.", rows, chunks)
 
@@ -732,7 +745,8 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         check_replaceable([path], progress_path, parts=sig_parts, resume=resume)
 
     check_inputs = _checks_inputs(method, options)
-    skipped: dict[int, tuple[str, list[int]]] = {}  # keep_going: chunk -> (why, inputs at fault)
+    # keep_going: chunk -> (why, inputs at fault, cause: "inputs", "model" or an option)
+    skipped: dict[int, tuple[str, list[int], str]] = {}
 
     def call_args(lo: int, hi: int, parts: list) -> tuple[Any, Any, dict]:
         """The inputs, targets and options of the method's call for inputs ``lo:hi``
@@ -783,10 +797,13 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         if bad:
             rows_bad = [lo + r for r in bad]
             many = len(bad) > 1 or bool(what)  # ("input 3's maps contain")
+            cause = what[3:] or "inputs"  # (what: "'s maps", an option's rows)
+            them = "them" if len(bad) > 1 else "it"
             why = (f"{listed(rows_bad)}{what} contain{'' if many else 's'} NaN or infinite "
                    "values: attribution maps of such inputs are meaningless. Clean "
-                   f"{'them' if len(bad) > 1 else 'it'} (np.nan_to_num) or leave "
-                   f"{'them' if len(bad) > 1 else 'it'} out")
+                   f"{them} (np.nan_to_num) or leave {them} out" if not what else
+                   f"{listed(rows_bad)}{what} contain NaN or infinite values: fix "
+                   f"{_fix(cause)} or leave those inputs out")
             short = f"{listed(rows_bad)}{what} contain{'' if many else 's'} NaN or inf"
         else:
             xb, tb, opts = call_args(lo, hi, parts)
@@ -810,9 +827,10 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                 rows_bad, where = _non_finite_maps(maps, lo)
             why = _not_finite(rows_bad, where) if rows_bad else None
             short = f"the maps of {listed(rows_bad)}{where} are not finite"
+            cause = "model"
         if why is not None:
             if keep_going:
-                skipped[c] = short, rows_bad
+                skipped[c] = short, rows_bad, cause
                 continue
             raise _chunk_failed(ValueError(why), c, lo, hi, batch_size, done, files, path,
                                 several)
