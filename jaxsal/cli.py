@@ -137,7 +137,19 @@ def _parse_targets(s: str | None, model, n: int, method: str):
         # (an (N, T) row may repeat a class, as in the Python call: columns such as each
         # input's label and its predicted class coincide where the prediction is right)
         return ids[:, None] if ids.ndim == 1 else ids
-    parts = [t.strip() for t in s.split(",") if t.strip()]
+    items = [t.strip() for t in s.split(",")]
+    # one comma after the last id makes a list of one ('3,': maps (N, 1, ...)); any other
+    # empty item is a typo ('1,,2' was read as 1,2)
+    parts = items[:-1] if len(items) > 1 and not items[-1] else items
+    empty = [k + 1 for k, t in enumerate(parts) if not t]
+    if empty and len(empty) < len(parts):
+        said = (f"item {empty[0]}" if len(empty) == 1 else
+                f"items {', '.join(map(str, empty[:-1]))} and {empty[-1]}")
+        raise ValueError(f"--targets: expected class ids separated by single commas (one after "
+                         f"the last makes a list of one: 3,), got {s!r}: {said} of "
+                         f"{len(items)} {'is' if len(empty) == 1 else 'are'} empty; remove "
+                         f"the extra comma (--targets {','.join(t for t in parts if t)})")
+    parts = [t for t in parts if t]
     # digits only: Python's int() also reads '3_0' as 30 and ' 3 ' or '٣' as 3
     if not parts or not all(re.fullmatch(r"[+-]?[0-9]+", t) for t in parts):
         raise ValueError(f"--targets: expected 'predicted', 'all', a class id, ids like "

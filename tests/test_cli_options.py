@@ -4,6 +4,7 @@ KernelSHAP's and LIME's ``--seed`` and ``--patch``,
 generic ``--option``, and jobs that change ``--head`` or ``--output`` between runs on the same
 ``--out``."""
 
+import argparse
 import os
 import re
 
@@ -508,6 +509,28 @@ def test_per_input_targets_from_a_file(tmp_path, mnist_path, digits_file, capsys
         assert f"--targets: expected 'predicted', 'all', a class id, ids like 0,3,7 or " \
             f"@FILE.npy (per-input ids); got {bad!r}" in capsys.readouterr().err
     assert not (tmp_path / "r.npy").exists()
+
+
+@pytest.mark.parametrize("typed, ids", [("3", 3), ("3,", [3]), ("1,2", [1, 2]),
+                                        ("1,2,", [1, 2]), (" 1, 2 ", [1, 2])])
+def test_targets_typed_as_ids(typed, ids):
+    """An id is one class (maps (N, ...)); ids with commas, a list (maps (N, T, ...)): one
+    comma after the last makes a list of one."""
+    model = argparse.Namespace(output_shape=(10,))
+    assert cli._parse_targets(typed, model, 4, "saliency") == ids
+
+
+@pytest.mark.parametrize("typed, empty", [("1,,2", "item 2 of 3 is"),
+                                          (",1", "item 1 of 2 is"),
+                                          ("3,,", "item 2 of 3 is"),
+                                          ("1, ,2,,4", "items 2 and 4 of 5 are")])
+def test_targets_with_an_empty_id_are_refused(typed, empty):
+    """`--targets 1,,2` was read as 1,2 (empty items dropped), while ids are otherwise typed
+    strictly: an empty item other than one after the last id is refused, naming it."""
+    model = argparse.Namespace(output_shape=(10,))
+    with pytest.raises(ValueError) as e:
+        cli._parse_targets(typed, model, 4, "saliency")
+    assert f"got {typed!r}: {empty} empty" in str(e.value), e.value
 
 
 def test_evaluate_never_writes_over_its_inputs_or_maps(tmp_path, mnist_path, mnist_digits,
