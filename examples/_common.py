@@ -45,12 +45,15 @@ def mnist_heldout() -> tuple[np.ndarray, np.ndarray]:
 
 
 def save(fig, out: str, name: str, dpi: int = 110) -> str:
-    """Write ``fig`` to ``out/name`` and print one line saying so (the tests read it)."""
+    """Write ``fig`` to ``out/name`` and print one line saying so, with its map and image
+    panels (:func:`jaxsal.plot.count_panels`; none named for a figure of curves, coloured
+    words or a diagram, which has none) (the tests read it)."""
     from jaxsal import plot
 
     path = os.path.join(out, name)
     fig.savefig(path, dpi=dpi, facecolor="white")
-    print(f"wrote {path} ({plot.count_panels(fig)} panels)")
+    n = plot.count_panels(fig)
+    print(f"wrote {path}" + (f" ({n} panels)" if n else ""))
     return path
 
 

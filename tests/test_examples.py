@@ -42,6 +42,7 @@ EXPECTED = {
     },
     "evaluate_maps": {"evaluate_maps_curves.png": 0, "evaluate_maps.png": 24},
 }
+# (0: the example prints no count, "wrote PATH": a figure of curves, words or a diagram)
 
 
 def run_example(name, out):
@@ -77,8 +78,9 @@ def outputs(tmp_path_factory):
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_example_writes_its_figures(outputs, name):
     stdout, out = outputs[name]
-    written = {pathlib.Path(p).name: int(n)
-               for p, n in re.findall(r"^wrote (\S+\.png) \((\d+) panels\)$", stdout, re.M)}
+    written = {pathlib.Path(p).name: int(n or 0)
+               for p, n in re.findall(r"^wrote (\S+\.png)(?: \((\d+) panels\))?$", stdout,
+                                      re.M)}
     assert written == EXPECTED[name], stdout
     for png in EXPECTED[name]:
         path = out / png
@@ -86,6 +88,26 @@ def test_example_writes_its_figures(outputs, name):
         img = mpimg.imread(path)
         assert img.shape[0] > 100 and img.shape[1] > 100
         assert float(img[..., :3].std()) > 0.02, f"{png} looks blank"
+
+
+def test_a_figure_without_map_panels_is_written_without_a_count(tmp_path, capsys,
+                                                                monkeypatch):
+    """The examples printed "(0 panels)" for figures they drew (curves, coloured words,
+    count_panels counting map and image panels only): such a figure's line names no count."""
+    from matplotlib.figure import Figure
+
+    from jaxsal import plot
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import _common
+
+    curves = Figure(figsize=(2, 2))
+    curves.add_subplot().plot([0.0, 1.0], [1.0, 0.5])
+    _common.save(curves, str(tmp_path), "curves.png", dpi=30)
+    grid = plot.grid(np.random.default_rng(0).random((2, 3, 4, 4)))
+    _common.save(grid, str(tmp_path), "grid.png", dpi=30)
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {tmp_path / 'curves.png'}", f"wrote {tmp_path / 'grid.png'} (6 panels)"]
 
 
 def test_example1_numbers_match_a_direct_computation(outputs):
