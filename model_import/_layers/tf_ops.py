@@ -93,6 +93,18 @@ def _binary(fn, pair=False, static=None):
     return g
 
 
+def _floor_div(xp):
+    """TF's ``FloorDiv`` in ``xp`` (``jnp``, or ``np`` for static operands): ``floor(x / y)``
+    for floats, as TF computes it (NumPy's ``floor_divide`` is ``(x - fmod(x, y)) / y``, one
+    less where ``x / y`` rounds to an integer: ``1.0 // 0.1`` is 9 there, 10 in TF), the
+    floored integer division for integers."""
+    def f(x, y):
+        if xp.issubdtype(xp.result_type(x, y), xp.integer):
+            return xp.floor_divide(x, y)
+        return xp.floor(xp.true_divide(x, y))
+    return f
+
+
 def _pairwise(fn):
     """``fn`` of two operands, a constant one taking the other's dtype (comparisons and
     logical functions: no gradient, so no attribution rule)."""
@@ -2978,9 +2990,9 @@ _FUNCTIONS = {
     "math.truediv": _binary(jnp.true_divide, True),
     "math.divide": _binary(jnp.true_divide, True),
     "__operators__.truediv": _binary(jnp.true_divide, True),
-    "math.floordiv": _binary(jnp.floor_divide, static=np.floor_divide),
+    "math.floordiv": _binary(_floor_div(jnp), static=_floor_div(np)),
     # Python's `//` in tf.keras 2.12-2.21
-    "compat.v1.floor_div": _binary(jnp.floor_divide, static=np.floor_divide),
+    "compat.v1.floor_div": _binary(_floor_div(jnp), static=_floor_div(np)),
     "math.pow": _binary(jnp.power, True),
     "math.maximum": _binary(jnp.maximum, True), "math.minimum": _binary(jnp.minimum, True),
     "math.squared_difference": _binary(_squared_difference, True),
