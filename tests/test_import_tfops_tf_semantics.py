@@ -2,6 +2,7 @@
 each checked against TF's documented formula, written here independently of the importer
 (TensorFlow is not installed for the tests)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -28,3 +29,47 @@ def test_float_floordiv_is_the_floor_of_the_quotient(fn):
     i = np.array([-7, 7, 6], np.int32)
     np.testing.assert_array_equal(np.asarray(f(jnp.asarray(i), 2)), [-4, 3, 3])
     np.testing.assert_array_equal(f(i, np.int32(-2)), [3, -4, -3])
+
+
+_KINKS = np.array([-1.0, 0.0, 1.0, 2.0, 3.0], np.float32)
+
+
+def _grad(f, x):
+    return np.asarray(jax.grad(lambda v: jnp.sum(f(v)))(jnp.asarray(x)))
+
+
+@pytest.mark.parametrize("fn, call, want", [
+    # tf.clip_by_value is minimum(t, hi) then maximum(., lo); TF's Minimum / Maximum
+    # gradients go to x where x <= y (x >= y): 1 at both bounds
+    ("clip_by_value", lambda f, v: f(v, 0.0, 2.0),
+     lambda x: (x <= 2.0) & (np.minimum(x, 2.0) >= 0.0)),
+    ("math.maximum", lambda f, v: f(v, 0.0), lambda x: x >= 0.0),
+    ("math.minimum", lambda f, v: f(v, 2.0), lambda x: x <= 2.0),
+    ("math.maximum", lambda f, v: f(0.0, v), lambda x: ~(0.0 >= x)),  # the tensor second
+    ("math.abs", lambda f, v: f(v), np.sign),  # TF's AbsGrad: sign(x), 0 at 0
+    # TF's LeakyReluGrad: features > 0 ? 1 : alpha
+    ("nn.leaky_relu", lambda f, v: f(v, alpha=0.2), lambda x: np.where(x > 0, 1.0, 0.2)),
+])
+def test_gradients_at_the_kinks_are_tensorflows(fn, call, want):
+    """At the kinks (a pixel exactly on a clip bound, ``tf.maximum(x, 0.)`` at 0) the
+    gradients are TF's, not JAX's (``jnp.clip`` / ``jnp.maximum`` split a tie in halves,
+    ``jnp.abs`` has gradient 1 at 0, ``jax.nn.leaky_relu`` 1 at 0); values unchanged."""
+    f = tf_function(fn)
+    np.testing.assert_array_equal(_grad(lambda v: call(f, v), _KINKS),
+                                  want(_KINKS).astype(np.float32))
+
+
+def test_maximum_and_minimum_of_two_tensors_give_ties_to_the_first():
+    """TF's ``Maximum``/``Minimum`` gradients of two tensors: at a tie all to ``x``; the
+    values (NaN included) are ``jnp.maximum``'s / ``jnp.minimum``'s."""
+    a = jnp.asarray([1.0, 0.0, 1.0, 2.0, np.nan, 0.0])
+    b = jnp.asarray([1.0, 1.0, 0.0, 2.0, 0.0, np.nan])
+    for fn, ref, mask in [("math.maximum", jnp.maximum, np.greater_equal),
+                          ("math.minimum", jnp.minimum, np.less_equal)]:
+        f = tf_function(fn)
+        np.testing.assert_array_equal(np.asarray(f(a, b)), np.asarray(ref(a, b)))
+        ga, gb = jax.grad(lambda u, v: jnp.sum(f(u, v)), argnums=(0, 1))(a[:4], b[:4])
+        m = mask(np.asarray(a[:4]), np.asarray(b[:4]))
+        np.testing.assert_array_equal(np.asarray(ga), m.astype(np.float32))
+        np.testing.assert_array_equal(np.asarray(gb), (~m).astype(np.float32))
+

@@ -105,6 +105,46 @@ def _floor_div(xp):
     return f
 
 
+def _tf_maximum(x, y):
+    """``tf.math.maximum``: ``jnp.maximum``'s values (NaN propagated) with TF's gradient,
+    all of it to ``x`` where ``x >= y`` (``jnp.maximum`` splits a tie in halves: half the
+    gradient of ``tf.maximum(x, 0.)`` at 0)."""
+    return jnp.where((x >= y) | jnp.isnan(x), x, y)
+
+
+def _tf_minimum(x, y):
+    """``tf.math.minimum``: as :func:`_tf_maximum`, the gradient to ``x`` where ``x <= y``."""
+    return jnp.where((x <= y) | jnp.isnan(x), x, y)
+
+
+@jax.custom_jvp
+def _abs_real(x):
+    return jnp.abs(x)
+
+
+@_abs_real.defjvp
+def _abs_real_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return jnp.abs(x), jnp.sign(x) * t
+
+
+def _tf_abs(rt, x):
+    """``tf.math.abs``: of real floats with TF's gradient ``sign(x)``, 0 at 0 (``jnp.abs``'s
+    is 1 there); of complex values the magnitude."""
+    x = jnp.asarray(x)
+    return _abs_real(x) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.abs(x)
+
+
+def _tf_leaky_relu(rt, features, alpha=0.2):
+    """``tf.nn.leaky_relu``: TF's ``features > 0 ? features : alpha * features`` (its
+    gradient ``alpha`` at 0, ``jax.nn.leaky_relu``'s 1); integers cast to float32 first, as
+    TF does."""
+    x = jnp.asarray(features)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.float32)
+    return jnp.where(x > 0, x, alpha * x)
+
+
 def _pairwise(fn):
     """``fn`` of two operands, a constant one taking the other's dtype (comparisons and
     logical functions: no gradient, so no attribution rule)."""
@@ -259,7 +299,9 @@ def _add_n(rt, inputs):
 
 
 def _clip(rt, t, clip_value_min, clip_value_max):
-    return jnp.clip(t, _const(clip_value_min, t), _const(clip_value_max, t))
+    """``tf.clip_by_value``: as TF, ``maximum(minimum(t, max), min)``, so the gradient is 1 at
+    both bounds (``jnp.clip``'s is 1/2 there: a pixel exactly on a bound)."""
+    return _tf_maximum(_tf_minimum(t, _const(clip_value_max, t)), _const(clip_value_min, t))
 
 
 # ------------------------------------------------------------- static sizes (tf.shape)
@@ -2994,11 +3036,11 @@ _FUNCTIONS = {
     # Python's `//` in tf.keras 2.12-2.21
     "compat.v1.floor_div": _binary(_floor_div(jnp), static=_floor_div(np)),
     "math.pow": _binary(jnp.power, True),
-    "math.maximum": _binary(jnp.maximum, True), "math.minimum": _binary(jnp.minimum, True),
+    "math.maximum": _binary(_tf_maximum, True), "math.minimum": _binary(_tf_minimum, True),
     "math.squared_difference": _binary(_squared_difference, True),
     "linalg.matmul": _matmul,
     "math.negative": lambda rt, x: -x,
-    "math.abs": lambda rt, x: jnp.abs(x),
+    "math.abs": _tf_abs,
     "math.square": lambda rt, x: jnp.square(x),
     "math.sqrt": lambda rt, x: jnp.sqrt(x),
     "math.rsqrt": lambda rt, x: jax.lax.rsqrt(x),
@@ -3016,7 +3058,7 @@ _FUNCTIONS = {
     "nn.selu": lambda rt, features: jax.nn.selu(features),
     "nn.gelu": lambda rt, features, approximate=False: jax.nn.gelu(
         features, approximate=bool(approximate)),
-    "nn.leaky_relu": lambda rt, features, alpha=0.2: jax.nn.leaky_relu(features, alpha),
+    "nn.leaky_relu": _tf_leaky_relu,
     "nn.softmax": _softmax(jax.nn.softmax), "math.softmax": _softmax(jax.nn.softmax),
     "nn.log_softmax": _softmax(jax.nn.log_softmax),
     "math.reduce_mean": _reduce(jnp.mean), "math.reduce_sum": _reduce(jnp.sum),
