@@ -73,3 +73,23 @@ def test_maximum_and_minimum_of_two_tensors_give_ties_to_the_first():
         np.testing.assert_array_equal(np.asarray(ga), m.astype(np.float32))
         np.testing.assert_array_equal(np.asarray(gb), (~m).astype(np.float32))
 
+
+def test_relu6_gradient_is_zero_at_6(tmp_path):
+    """``tf.nn.relu6``'s gradient is TF's ``Relu6Grad``, ``0 < x < 6``: 0 at 6 (``jnp.minimum``
+    gave 1/2 there). Keras's ``ReLU(max_value=6)`` and ``relu6`` activation share the code and
+    compute ``relu6`` on every backend too (Keras 3's JAX backend: ``jax.nn.relu6``)."""
+    import keras
+
+    from model_import import load_keras
+
+    x = np.array([-1.0, 0.0, 3.0, 6.0, 7.0], np.float32)
+    want = ((x > 0) & (x < 6)).astype(np.float32)
+    np.testing.assert_array_equal(_grad(jax.nn.relu6, x), want)  # TF's formula is JAX's
+    np.testing.assert_array_equal(_grad(tf_function("nn.relu6"), x), want)
+    inp = keras.Input((5,))
+    m = keras.Model(inp, [keras.layers.ReLU(max_value=6.0)(inp),
+                          keras.layers.Activation("relu6")(inp)])
+    m.save(tmp_path / "m.keras")
+    km = load_keras(tmp_path / "m.keras")
+    for i in range(2):
+        np.testing.assert_array_equal(_grad(lambda v: km(v[None])[i], x), want)

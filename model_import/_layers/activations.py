@@ -39,8 +39,10 @@ def relu_family(x: Array, rt: Runtime, *, negative_slope: float = 0.0,
     ``activations.relu``, refused by the layer) gives 0 on ``threshold < x < 0``. With a
     ``negative_slope`` it is a leaky ReLU, as ``LeakyReLU`` and ``leaky_relu`` are, and like
     them not built on ``rt.relu``: the rules of ReLUs leave it its plain gradient (an equal
-    ``LeakyReLU`` model gets the same maps, ``x == 0`` included). ``x``: any shape; returns
-    the same shape.
+    ``LeakyReLU`` model gets the same maps, ``x == 0`` included). ``max_value=6`` with
+    ``threshold=0`` is Keras's ``relu6``, with its gradient 0 at 6; another ``max_value``
+    is a ``jnp.minimum`` (gradient 1/2 at ``max_value``, as ``jnp.clip`` gives Keras 3 on
+    JAX). ``x``: any shape; returns the same shape.
     """
     if negative_slope:
         # at threshold 0 the branch taken at x == 0 is LeakyReLU's (same value, gradient 1)
@@ -50,7 +52,11 @@ def relu_family(x: Array, rt: Runtime, *, negative_slope: float = 0.0,
         y = rt.relu(x - threshold) + threshold * (x > threshold)
     else:
         y = rt.relu(x)
-    if max_value is not None:
+    if max_value == 6 and threshold == 0:
+        # Keras computes relu6 here (tf.keras 2: tf.nn.relu6; Keras 3: its backend's
+        # relu6, jax.nn.relu6 on JAX): gradient 0 at 6 (jnp.minimum's is 1/2 there)
+        y = jnp.where(y < max_value, y, jnp.asarray(max_value, y.dtype))
+    elif max_value is not None:
         y = jnp.minimum(y, max_value)
         if threshold < 0:
             y = jnp.where((x > threshold) & (x < 0), jnp.zeros_like(y), y)
