@@ -93,3 +93,26 @@ def test_relu6_gradient_is_zero_at_6(tmp_path):
     km = load_keras(tmp_path / "m.keras")
     for i in range(2):
         np.testing.assert_array_equal(_grad(lambda v: km(v[None])[i], x), want)
+
+
+@pytest.mark.parametrize("fn", ["compat.v1.nn.sigmoid_cross_entropy_with_logits",
+                                "nn.weighted_cross_entropy_with_logits"])
+def test_logistic_losses_have_the_analytic_gradient_at_zero_logits(fn):
+    """``-q z log(sigmoid(x)) - (1 - z) log(1 - sigmoid(x))`` (``q = 1``: the sigmoid cross
+    entropy) is smooth: its gradient in ``x`` is ``(1 - z) - (1 + (q - 1) z) (1 -
+    sigmoid(x))``, at ``x == 0`` too, where a stable form built on ``max(x, 0)`` and ``|x|``
+    differentiated by autodiff is off (JAX's tie rules gave ``-z`` and ``(1 - z) - l``)."""
+    q = 2.0 if fn.startswith("nn.weighted") else 1.0
+    f = tf_function(fn)
+    kw = {"pos_weight": q} if q != 1.0 else {}
+    z = np.array([0.0, 1.0, 0.3, 0.3, 1.0], np.float32)
+    x = np.array([0.0, 0.0, 0.0, -3.0, 40.0], np.float32)
+    x64 = x.astype(np.float64)
+    s = 1.0 / (1.0 + np.exp(-x64))
+    # -log(sigmoid(x)) = log(1 + exp(-x)), -log(1 - sigmoid(x)) = log(1 + exp(x))
+    loss = q * z * np.logaddexp(0.0, -x64) + (1 - z) * np.logaddexp(0.0, x64)
+    got = f(jnp.asarray(z), logits=jnp.asarray(x), **kw)
+    np.testing.assert_allclose(np.asarray(got), loss, rtol=1e-6, atol=1e-6)
+    g = jax.grad(lambda v: jnp.sum(f(jnp.asarray(z), logits=v, **kw)))(jnp.asarray(x))
+    want = (1 - z) - (1 + (q - 1) * z) * (1 - s)
+    np.testing.assert_allclose(np.asarray(g), want, rtol=1e-6, atol=1e-7)

@@ -2858,11 +2858,22 @@ def _softmax_xent(rt, labels, logits, axis=-1, dim=None):
     return -jnp.sum(labels * jax.nn.log_softmax(logits, axis=ax), axis=ax)
 
 
+def _stable_logistic(x):
+    """``(max(x, 0), -|x|)`` for the stable forms of the logistic losses, each picked by
+    ``x >= 0`` as TF's ``sigmoid_cross_entropy_with_logits`` picks them, so that autodiff
+    gives the losses their analytic gradient at ``x == 0`` too (``jnp.maximum`` and
+    ``jnp.abs`` differentiate there as 1/2 and 1: ``-z`` for the sigmoid loss, not
+    ``1/2 - z``)."""
+    c = x >= 0
+    return jnp.where(c, x, jnp.zeros_like(x)), jnp.where(c, -x, x)
+
+
 def _sigmoid_xent(rt, labels, logits):
     """``tf.nn.sigmoid_cross_entropy_with_logits``: TF's stable ``max(x, 0) - x z +
-    log1p(exp(-|x|))``."""
+    log1p(exp(-|x|))``, with TF's masks (:func:`_stable_logistic`)."""
     z, x = _operands(labels, logits)
-    return jnp.maximum(x, 0) - x * z + jnp.log1p(jnp.exp(-jnp.abs(x)))
+    relu, neg_abs = _stable_logistic(x)
+    return relu - x * z + jnp.log1p(jnp.exp(neg_abs))
 
 
 def _sparse_softmax_xent(rt, labels, logits):
@@ -2929,11 +2940,14 @@ def _zero_fraction(rt, value):
 
 def _weighted_xent(rt, labels, logits, pos_weight):
     """``tf.nn.weighted_cross_entropy_with_logits``: TF's stable ``(1 - z) x + (1 + (q - 1)
-    z) (log1p(exp(-|x|)) + max(-x, 0))``."""
+    z) (log1p(exp(-|x|)) + max(-x, 0))``, written ``... + (max(x, 0) - x)`` with
+    :func:`_stable_logistic`'s masks: the analytic gradient at ``x == 0`` too (TF's own
+    ``abs`` and ``relu(-x)`` give ``1 - z`` there, the analytic value is ``(1 - z) - (1 +
+    (q - 1) z) / 2``)."""
     z, x = _operands(labels, logits)
     q = _const(pos_weight, x)
-    return (1 - z) * x + (1 + (q - 1) * z) * (jnp.log1p(jnp.exp(-jnp.abs(x)))
-                                              + jnp.maximum(-x, 0))
+    relu, neg_abs = _stable_logistic(x)
+    return (1 - z) * x + (1 + (q - 1) * z) * (jnp.log1p(jnp.exp(neg_abs)) + (relu - x))
 
 
 def _log_poisson_loss(rt, targets, log_input, compute_full_loss=False):
