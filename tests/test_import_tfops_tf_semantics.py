@@ -116,3 +116,21 @@ def test_logistic_losses_have_the_analytic_gradient_at_zero_logits(fn):
     g = jax.grad(lambda v: jnp.sum(f(jnp.asarray(z), logits=v, **kw)))(jnp.asarray(x))
     want = (1 - z) - (1 + (q - 1) * z) * (1 - s)
     np.testing.assert_allclose(np.asarray(g), want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("size", [[4, 4], [2, 2]])
+@pytest.mark.parametrize("method", ["bicubic", "bilinear", "area", "lanczos3"])
+def test_resize_of_integer_images_gives_float32(method, size):
+    """``tf.image.resize`` returns float32 for every method but ``nearest`` (TF's resize
+    kernels output floats; TF 2's ``resize`` has no early return at the image's own size):
+    a ``uint8`` image's bicubic overshoot (below 0, above 255) is kept, not rounded and
+    clipped back to ``uint8``; its values are those of the image as float32."""
+    f = tf_function("image.resize")
+    u8 = np.array([[0, 255], [255, 0]], np.uint8).reshape(1, 2, 2, 1)
+    got = f(jnp.asarray(u8), size, method=method)
+    assert got.dtype == jnp.float32, got.dtype
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(
+        f(jnp.asarray(u8.astype(np.float32)), size, method=method)))
+    if size == [2, 2]:
+        np.testing.assert_array_equal(np.asarray(got), u8.astype(np.float32))
+    assert f(jnp.asarray(u8), size, method="nearest").dtype == jnp.uint8  # TF keeps it

@@ -288,7 +288,10 @@ def _resize(rt, images, size, method="bilinear", preserve_aspect_ratio=False,
         return resize_axes(images.astype(jnp.float32), (1, 2), (h, w), method,
                            antialias=bool(antialias), backend="tensorflow")
     if method == "bicubic" and not antialias:  # TF's ResizeBicubic: see resize_matrix
-        return resize_axes(images, (1, 2), (h, w), "bicubic", backend="tensorflow")
+        # floats out, at the image's own size too (TF 2's resize never returns early): an
+        # integer image's overshoot below 0 and above its dtype's maximum is kept
+        return resize_axes(images.astype(jnp.float32), (1, 2), (h, w), "bicubic",
+                           backend="tensorflow")
     return jax.image.resize(images, shape, method="linear" if method == "bilinear" else "cubic",
                             antialias=bool(antialias))
 
