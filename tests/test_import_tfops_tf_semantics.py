@@ -134,3 +134,36 @@ def test_resize_of_integer_images_gives_float32(method, size):
     if size == [2, 2]:
         np.testing.assert_array_equal(np.asarray(got), u8.astype(np.float32))
     assert f(jnp.asarray(u8), size, method="nearest").dtype == jnp.uint8  # TF keeps it
+
+
+def test_sizes_computed_with_division_and_math_stay_static():
+    """Sizes computed from ``tf.shape`` with ``/`` (TF: float64 for int32 operands, then
+    ``tf.cast`` back) or with ``tf.math.sqrt`` stay static, under ``jit`` too, and a reshape
+    or resize takes them, as TF does: ``tf.reshape(x, [-1, tf.cast(tf.shape(x)[1] / 2,
+    tf.int32), 12])`` of a (3, 4, 6) tensor is (3, 2, 12)."""
+    shape, cast, reshape = (tf_function(f) for f in ("compat.v1.shape", "cast", "reshape"))
+    resize = tf_function("image.resize")
+
+    def by_half(x):
+        for div in ("math.truediv", "__operators__.truediv", "math.divide"):
+            half = tf_function(div)(shape(x)[1], 2)
+            assert isinstance(half, np.generic) and half.dtype == np.float64, div
+            x = reshape(x, [-1, cast(half, "int32"), 12])
+            x = reshape(x, [-1, 4, 6])
+        return reshape(x, [-1, cast(tf_function("math.truediv")(shape(x)[1], 2), "int32"), 12])
+
+    def by_sqrt(x):  # 16x16 -> 4x4
+        side = cast(tf_function("math.sqrt")(cast(shape(x)[1:3], "float32")), "int32")
+        return resize(x, side)
+
+    for f in (by_half, jax.jit(by_half)):
+        assert f(jnp.ones((3, 4, 6))).shape == (3, 2, 12)
+    for f in (by_sqrt, jax.jit(by_sqrt)):
+        assert f(jnp.ones((1, 16, 16, 1))).shape == (1, 4, 4, 1)
+    # a size from a tensor's values is refused, saying which computations keep sizes static
+    from model_import import UnsupportedLayerError
+
+    x = jnp.ones((2, 4))
+    n = cast(tf_function("math.reduce_sum")(x[0]), "int32")
+    with pytest.raises(UnsupportedLayerError, match=r"stay static through .* /, //.*sqrt"):
+        reshape(x, [-1, n])

@@ -105,6 +105,16 @@ def _floor_div(xp):
     return f
 
 
+def _static_truediv(x, y):
+    """``x / y`` of static values (sizes from ``tf.shape``) in NumPy, with TF's ``truediv``
+    dtypes: integers of up to 16 bits divided in float32, wider ones in float64 (``tf.shape(x)
+    [1] / 2`` is float64 in TF), floats in their own type."""
+    dt = np.result_type(x, y)
+    if dt.kind in "iub":
+        dt = np.dtype(np.float32 if dt.itemsize <= 2 else np.float64)
+    return np.true_divide(np.asarray(x, dt), np.asarray(y, dt))
+
+
 def _tf_maximum(x, y):
     """``tf.math.maximum``: ``jnp.maximum``'s values (NaN propagated) with TF's gradient,
     all of it to ``x`` where ``x >= y`` (``jnp.maximum`` splits a tie in halves: half the
@@ -275,7 +285,11 @@ def _resize(rt, images, size, method="bilinear", preserve_aspect_ratio=False,
     if images.ndim != 4:
         raise _Refused(f"images of rank {images.ndim} are not supported (batch, height, "
                        "width, channels only)")
-    h, w = int(size[0]), int(size[1])
+    sizes = _static_ints(size, "size")
+    if len(sizes) != 2:
+        raise _Refused(f"size={_show(size)} is not [new_height, new_width] (TF refuses it "
+                       "too)")
+    h, w = sizes
     if preserve_aspect_ratio:
         h, w = _aspect_size(images.shape[1], images.shape[2], h, w)
     shape = (images.shape[0], h, w, images.shape[-1])
@@ -326,7 +340,10 @@ def _static_ints(v, what: str) -> tuple:
                                     and any(isinstance(e, jax.Array) for e in v)):
         raise _Refused(f"{what}=<computed from a tensor> is not supported: it depends on "
                        "the values of a tensor, and JAX needs sizes when it traces the model "
-                       "(sizes computed from tf.shape are static and supported)")
+                       "(sizes computed from tf.shape stay static through indexing, "
+                       "tf.stack/concat, tf.cast, +, -, *, /, //, %, tf.maximum/minimum and "
+                       f"tf.math.{'/'.join(sorted(n[5:] for n in _STATIC_UNARY))}: compute "
+                       "the size with those)")
     return tuple(int(e) for e in np.asarray(v).reshape(-1))
 
 
@@ -3046,14 +3063,15 @@ _FUNCTIONS = {
     "__operators__.sub": _binary(jnp.subtract, static=np.subtract),
     "math.multiply": _binary(jnp.multiply, static=np.multiply),
     "__operators__.mul": _binary(jnp.multiply, static=np.multiply),
-    "math.truediv": _binary(jnp.true_divide, True),
-    "math.divide": _binary(jnp.true_divide, True),
-    "__operators__.truediv": _binary(jnp.true_divide, True),
+    "math.truediv": _binary(jnp.true_divide, True, static=_static_truediv),
+    "math.divide": _binary(jnp.true_divide, True, static=_static_truediv),
+    "__operators__.truediv": _binary(jnp.true_divide, True, static=_static_truediv),
     "math.floordiv": _binary(_floor_div(jnp), static=_floor_div(np)),
     # Python's `//` in tf.keras 2.12-2.21
     "compat.v1.floor_div": _binary(_floor_div(jnp), static=_floor_div(np)),
     "math.pow": _binary(jnp.power, True),
-    "math.maximum": _binary(_tf_maximum, True), "math.minimum": _binary(_tf_minimum, True),
+    "math.maximum": _binary(_tf_maximum, True, static=np.maximum),
+    "math.minimum": _binary(_tf_minimum, True, static=np.minimum),
     "math.squared_difference": _binary(_squared_difference, True),
     "linalg.matmul": _matmul,
     "math.negative": lambda rt, x: -x,
@@ -3295,6 +3313,30 @@ def _keywords(fn) -> frozenset:
     return frozenset(list(inspect.signature(fn).parameters)[2:])
 
 
+#: NumPy forms of elementwise functions of one tensor, used on static values (sizes
+#: computed from ``tf.shape``, which must stay static for a reshape or resize to take them).
+_STATIC_UNARY = {"math.sqrt": np.sqrt, "math.square": np.square, "math.abs": np.abs,
+                 "math.negative": np.negative, "math.exp": np.exp, "math.log": np.log,
+                 "math.floor": np.floor, "math.ceil": np.ceil,
+                 "math.round": np.round, "math.rint": np.rint,  # half to even, as TF
+                 "math.sign": np.sign, "math.reciprocal": np.reciprocal,
+                 "math.rsqrt": lambda v: 1 / np.sqrt(v)}
+
+
+def _static_or(fn, static):
+    """``fn``, or ``static`` (NumPy) where its tensor is a static value (a NumPy one)."""
+    @functools.wraps(fn)
+    def f(rt, x, *args, **kwargs):
+        if isinstance(x, (np.ndarray, np.generic)):
+            return static(x)
+        return fn(rt, x, *args, **kwargs)
+    return f
+
+
+for _name, _static in _STATIC_UNARY.items():
+    _FUNCTIONS[_name] = _static_or(_FUNCTIONS[_name], _static)
+del _name, _static
+
 _KEYWORDS = {name: _keywords(fn) for name, fn in _FUNCTIONS.items()}
 
 
@@ -3408,6 +3450,18 @@ _UNRECORDED = {
 }
 
 
+def _act_unless_static(fn):
+    """:func:`act_on_first` of ``fn``, except on a static value (a NumPy size computed from
+    ``tf.shape``), which an attribution's elementwise rule must not turn into a tensor."""
+    act = act_on_first(fn)
+
+    def f(rt, *args, **kwargs):
+        if args and isinstance(args[0], (np.ndarray, np.generic)):
+            return fn(rt, *args, **kwargs)
+        return act(rt, *args, **kwargs)
+    return f
+
+
 @register_layer("TFOpLambda")
 def _tf_op_lambda(config, ctx):
     fn_name = str(config.get("function", ""))
@@ -3420,7 +3474,7 @@ def _tf_op_lambda(config, ctx):
                         f"translation here; supported: {', '.join(supported_tf_functions())}")
     implemented, accepted = _KEYWORDS[fn_name], _ACCEPTED.get(fn_name, {})
     if fn_name in _ACTIVATIONS:
-        fn = act_on_first(fn)
+        fn = _act_unless_static(fn)
 
     def call(params, *args, rt, **kwargs):
         try:
