@@ -167,3 +167,37 @@ def test_sizes_computed_with_division_and_math_stay_static():
     n = cast(tf_function("math.reduce_sum")(x[0]), "int32")
     with pytest.raises(UnsupportedLayerError, match=r"stay static through .* /, //.*sqrt"):
         reshape(x, [-1, n])
+
+
+def test_reduce_mean_of_integers_is_a_truncated_integer():
+    """``tf.math.reduce_mean`` keeps an integer dtype: the sum divided by the count in
+    integers, rounded toward zero (TF's documented ``tf.reduce_mean([1, 0, 1, 0])`` is 0;
+    ``jnp.mean`` gives floats)."""
+    f = tf_function("math.reduce_mean")
+    i = np.array([[1, 2], [2, 2], [-1, -2], [7, 0]], np.int32)
+    got = f(jnp.asarray(i), axis=1)
+    assert got.dtype == jnp.int32
+    s = i.sum(axis=1)
+    np.testing.assert_array_equal(np.asarray(got), np.sign(s) * (np.abs(s) // 2))
+    assert int(f(jnp.asarray(np.array([1, 0, 1, 0], np.int32)))) == 0
+    kept = f(jnp.asarray(i), axis=0, keepdims=True)
+    assert kept.shape == (1, 2) and kept.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(kept), [[2, 0]])  # 9 // 4, trunc(2 / 4)
+    np.testing.assert_allclose(np.asarray(f(jnp.asarray(i, jnp.float32), axis=1)),
+                               i.mean(axis=1))
+
+
+def test_rgb_to_grayscale_of_integer_images_keeps_their_dtype():
+    """TF's ``rgb_to_grayscale`` converts an integer image to floats in [0, 1]
+    (``convert_image_dtype``: times ``1 / max``), weights the channels and converts back:
+    times ``max + 0.5``, cast (truncated) to the image's dtype."""
+    f = tf_function("image.rgb_to_grayscale")
+    u = np.array([[[[255, 255, 255], [100, 100, 100], [10, 200, 30], [0, 1, 2]]]], np.uint8)
+    w = np.array([0.2989, 0.5870, 0.1140], np.float32)
+    gray = (u.astype(np.float32) * np.float32(1 / 255)) @ w
+    want = (gray * np.float32(255.5)).astype(np.uint8)[..., None]
+    got = f(jnp.asarray(u))
+    assert got.dtype == jnp.uint8
+    np.testing.assert_array_equal(np.asarray(got), want)
+    np.testing.assert_allclose(np.asarray(f(jnp.asarray(u, jnp.float32))),
+                               (u.astype(np.float32) @ w)[..., None], rtol=1e-6)

@@ -196,6 +196,18 @@ def _reduce(fn):
     return f
 
 
+def _tf_mean(x, axis=None, keepdims=False):
+    """``tf.math.reduce_mean``: ``jnp.mean``, and of integers TF's integer mean: the sum in
+    the input's dtype divided by the count, rounded toward zero, of the same dtype
+    (``tf.reduce_mean([1, 0, 1, 0])`` is 0)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        return jnp.mean(x, axis=axis, keepdims=keepdims)
+    total = jnp.sum(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
+    count = max(x.size // max(total.size, 1), 1)
+    return jax.lax.div(total, jnp.full_like(total, count))
+
+
 def _tf_extremum(kind: str):
     """``tf.math.reduce_max`` (``kind="max"``) / ``reduce_min``: :func:`reduce_max`
     (:func:`reduce_min`), and over an empty reduction (a reduced axis of size 0) TensorFlow's
@@ -1088,12 +1100,20 @@ def _conv_transpose(n: int):
 
 # ---------------------------------------------------------------- more image functions
 def _rgb_to_grayscale(rt, images):
-    """TF's weights (0.2989, 0.5870, 0.1140) over the last axis, kept as an axis of 1."""
+    """TF's weights (0.2989, 0.5870, 0.1140) over the last axis, kept as an axis of 1. An
+    integer image is converted as TF converts it: to floats in [0, 1] (times ``1 / max``),
+    and the gray back to its dtype (times ``max + 0.5``, truncated: ``convert_image_dtype``
+    without saturation)."""
     if images.shape[-1] != 3:
         raise _Refused(f"images with {images.shape[-1]} channels are not supported (3, as "
                        "TF requires)")
     w = jnp.asarray([0.2989, 0.5870, 0.1140], jnp.float32)
-    return jnp.tensordot(images.astype(jnp.float32), w, axes=([-1], [0]))[..., None]
+    if not jnp.issubdtype(images.dtype, jnp.integer):
+        return jnp.tensordot(images.astype(jnp.float32), w, axes=([-1], [0]))[..., None]
+    top = jnp.iinfo(images.dtype).max
+    gray = jnp.tensordot(images.astype(jnp.float32) * np.float32(1.0 / top), w,
+                         axes=([-1], [0]))[..., None]
+    return (gray * np.float32(top + 0.5)).astype(images.dtype)
 
 
 def _image_hw(image, what):
@@ -3096,7 +3116,7 @@ _FUNCTIONS = {
     "nn.leaky_relu": _tf_leaky_relu,
     "nn.softmax": _softmax(jax.nn.softmax), "math.softmax": _softmax(jax.nn.softmax),
     "nn.log_softmax": _softmax(jax.nn.log_softmax),
-    "math.reduce_mean": _reduce(jnp.mean), "math.reduce_sum": _reduce(jnp.sum),
+    "math.reduce_mean": _reduce(_tf_mean), "math.reduce_sum": _reduce(jnp.sum),
     "math.reduce_max": _tf_extremum("max"), "math.reduce_min": _tf_extremum("min"),
     "math.reduce_prod": _reduce(jnp.prod),
     "reshape": _reshape, "compat.v1.reshape": _reshape,
