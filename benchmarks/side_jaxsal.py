@@ -108,6 +108,7 @@ def jaxpr_matmul_flops(jaxpr) -> int:
     import math
 
     import jax
+    import jax.extend  # jax.extend.core below: ``import jax`` alone does not load it
 
     total = 0
     for eqn in jaxpr.eqns:

@@ -128,3 +128,16 @@ def test_a_selection_that_runs_nothing_is_refused(tmp_path, capsys, argv, says):
     with pytest.raises(SystemExit) as e:
         bench_run.main(["--suite", "smoke", "--out", str(out), "--quiet", *argv])
     assert e.value.code == 2 and says in capsys.readouterr().err and not out.exists()
+
+
+def test_flop_count_runs_in_a_fresh_interpreter():
+    """``jaxpr_matmul_flops`` names ``jax.extend.core``, which ``import jax`` alone does not
+    load: it raised AttributeError when nothing else had imported ``jax.extend`` first."""
+    code = ("import jax, jax.numpy as jnp\n"
+            "from benchmarks.side_jaxsal import jaxpr_matmul_flops\n"
+            "j = jax.make_jaxpr(lambda a, b: a @ b)(jnp.ones((2, 3)), jnp.ones((3, 4)))\n"
+            "print(jaxpr_matmul_flops(j.jaxpr))\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT), timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split() == [str(2 * 2 * 4 * 3)]  # 2 x (2 x 4 outputs) x 3 products each
