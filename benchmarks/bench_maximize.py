@@ -101,6 +101,7 @@ def case(spec: dict, **options) -> Case:
     (:func:`presets`; default options otherwise)."""
     import numpy as np
 
+    from benchmarks import side_jaxsal
     from jaxsal._src.maximize import maximize_program
     from model_import import load_keras
 
@@ -138,6 +139,10 @@ def case(spec: dict, **options) -> Case:
         return out
 
     info = {"input_shape": list(shape), "units": len(units), "steps": steps, "layer": layer,
+            # the nominal FLOPs of a layer's channels: the forward pass up to that layer
+            # (benchmarks.run._summarize), not the whole model's
+            "fwd_flops_per_image_to_layer": None if layer is None else
+            side_jaxsal.forward_flops_per_image(model, tuple(shape), layer),
             "options": sorted(options) or "defaults", "preset": preset,
             "compiled_program": "one jit: lax.scan over steps, vmap over units"}
     return Case(run, items=len(units) * steps, unit="image-steps/s", compile_s=compile_s,

@@ -111,6 +111,12 @@ def _summarize(spec: dict, results: list[dict], fwd_flops: dict) -> dict:
     """Attach nominal FLOPs and compute ratios (peer median / jaxsal median)."""
     fe = _forward_equivalents(spec)
     f1 = fwd_flops.get(models.model_key(spec["model"]))
+    if spec["method"] == "maximize" and spec.get("layer"):
+        # a layer's channels: the forward pass up to that layer, as the programs compute
+        # (XLA drops the layers after it; the PyTorch peer runs the net up to it), counted
+        # by jaxsal's side (bench_maximize); none where no result has it
+        f1 = next((r["info"]["fwd_flops_per_image_to_layer"] for r in results
+                   if (r.get("info") or {}).get("fwd_flops_per_image_to_layer")), None)
     n = spec["batch"] if spec["batch"] else (
         len(spec["targets"]) if isinstance(spec["targets"], list) else spec["targets"])
     for r in results:

@@ -88,18 +88,30 @@ def _flops_cached(path: str, shape: tuple) -> float | None:
     return forward_flops_per_image(models.logits_model(path), shape)
 
 
-def forward_flops_per_image(model, shape) -> float | None:
+def forward_flops_per_image(model, shape, layer: str | None = None) -> float | None:
     """The multiply-add FLOPs (2 per multiply-accumulate) of the convolutions and matrix
     products of one forward pass on one image, counted on the traced program. Not XLA's
     cost analysis: a GPU compiler turns convolutions into cuDNN calls that the compiled
     program's analysis counts as 0 (the first GPU run reported 0.25 GFLOP per VGG16 image,
-    its dense layers only), and the lowered program's analysis returned nothing there."""
+    its dense layers only), and the lowered program's analysis returned nothing there.
+
+    With ``layer``, only the forward pass up to that layer's output: the program traced to
+    return that output alone, its equations that do not lead to it removed (JAX's dead-code
+    elimination, as XLA drops them from a compiled program that reads a layer: activation
+    maximization of a layer's channels). ``shape``: one image's shape, ``(H, W, C)``."""
     import jax
     import jax.numpy as jnp
 
-    jaxpr = jax.make_jaxpr(model.apply)(model.params,
-                                        jax.ShapeDtypeStruct((1, *shape), jnp.float32))
-    return float(jaxpr_matmul_flops(jaxpr.jaxpr)) or None
+    img = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    if layer is None:
+        jaxpr = jax.make_jaxpr(model.apply)(model.params, img).jaxpr
+    else:
+        from jax._src.interpreters import partial_eval as pe
+
+        jaxpr = jax.make_jaxpr(lambda p, x: model.apply(p, x, capture=[layer])[1][layer])(
+            model.params, img).jaxpr
+        jaxpr, _ = pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars))
+    return float(jaxpr_matmul_flops(jaxpr)) or None
 
 
 def jaxpr_matmul_flops(jaxpr) -> int:

@@ -141,3 +141,47 @@ def test_flop_count_runs_in_a_fresh_interpreter():
                        env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT), timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.split() == [str(2 * 2 * 4 * 3)]  # 2 x (2 x 4 outputs) x 3 products each
+
+
+def test_flops_up_to_a_layer_count_only_the_layers_before_it(tmp_path):
+    """Activation maximization of a layer's channels runs the model up to that layer (XLA
+    drops the rest; the PyTorch peer runs the net up to it): its nominal FLOPs are those of
+    the truncated forward pass, counted by hand here, not the whole model's."""
+    import keras
+
+    from benchmarks import side_jaxsal
+    from model_import import load_keras
+
+    m = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, name="c1"),
+                          keras.layers.Conv2D(4, 3, name="c2"), keras.layers.Flatten(),
+                          keras.layers.Dense(5, name="d")])
+    m.save(tmp_path / "m.h5")
+    model = load_keras(str(tmp_path / "m.h5"))
+    c1 = 2 * (4 * 4 * 3) * (2 * 3 * 3)   # 2 x outputs x (input channels x kernel)
+    c2 = 2 * (2 * 2 * 4) * (3 * 3 * 3)
+    d = 2 * 5 * (2 * 2 * 4)
+    count = side_jaxsal.forward_flops_per_image
+    assert count(model, (6, 6, 2)) == c1 + c2 + d
+    assert count(model, (6, 6, 2), layer="c1") == c1
+    assert count(model, (6, 6, 2), layer="c2") == c1 + c2
+
+
+def test_layer_maximize_is_charged_the_flops_up_to_its_layer():
+    spec = {"id": "vgg16/maximize block3_conv3 2 filters x4 steps", "method": "maximize",
+            "model": {"name": "vgg16", "size": 224}, "batch": None, "targets": 2, "steps": 4,
+            "layer": "block3_conv3", "sides": ("jaxsal", "torch")}
+    whole, upto = 30.9e9, 18.7e9
+
+    def results(info):
+        return [{"side": s, "status": "ok", "median_s": 0.5, "env": {}, "info": dict(info)}
+                for s in ("jaxsal", "torch")]
+
+    key = bench_run.models.model_key(spec["model"])
+    rs = results({"fwd_flops_per_image_to_layer": upto})
+    bench_run._summarize(spec, rs, {key: whole})
+    for r in rs:  # 2 filters x 4 steps x (forward + input gradient) up to the layer
+        assert r["flops"] == 2 * 4 * 2 * upto
+        assert r["achieved_flops_per_s"] == r["flops"] / 0.5
+    rs = results({})  # not counted: no figure rather than the whole model's
+    bench_run._summarize(spec, rs, {key: whole})
+    assert all(r.get("flops") is None and r.get("achieved_flops_per_s") is None for r in rs)
