@@ -3,10 +3,11 @@
 A :class:`Case` is one workload made ready to run on one library: ``run()`` computes the
 result once and blocks until it is ready (``block_until_ready`` for JAX, ``.numpy()`` for
 TensorFlow, ``torch.cuda.synchronize`` for PyTorch). :func:`measure` times it: the first
-call (which includes tracing/compilation), ``warmup`` further calls, then ``reps`` timed
-calls; it reports median/min/max wall time, the process's CPU time per call (user + system,
-all threads: robust when other processes share the cores; the 1-minute load average is
-recorded with it), throughput and the process's memory high-water marks.
+call (which includes tracing/compilation), then the case's ``check`` (timed apart,
+``check_s``), ``warmup`` further calls, then ``reps`` timed calls; it reports
+median/min/max wall time, the process's CPU time per call (user + system, all threads:
+robust when other processes share the cores; the 1-minute load average is recorded with
+it), throughput and the process's memory high-water marks.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class Case:
       flops: floating-point operations of one call where known, else ``None``.
       flops_source: how ``flops`` was counted.
       compile_s: time spent compiling, where the library separates it (JAX AOT compile).
-      check: optional ``() -> dict`` run once before timing (output agreement checks).
+      check: optional ``() -> dict`` run once after the first call and before the timed calls
+        (output agreement checks; it may raise to stop the workload).
       peak_device_bytes: optional ``() -> int`` read after the timed calls (GPU memory).
       program_memory: optional ``() -> dict`` read after the timed calls: the memory XLA's
         buffer assignment gives the compiled program that ran (:func:`program_memory`).
@@ -107,11 +109,16 @@ def measure(case: Case, *, reps: int = 5, warmup: int = 1, min_time_s: float = 0
     rss_setup = rss_bytes()
     peak_setup = peak_rss_bytes()
     out: dict[str, Any] = {}
-    if case.check is not None:
-        out["check"] = case.check()
+    # the first call before the check: a check that calls the timed program (the bfloat16
+    # opt-in's, against float32) would otherwise compile it untimed, and "compile" (first
+    # call - median) would read ~0
     t0 = time.perf_counter()
     case.run()
     first = time.perf_counter() - t0
+    if case.check is not None:
+        t0 = time.perf_counter()
+        out["check"] = case.check()
+        out["check_s"] = time.perf_counter() - t0
     for _ in range(warmup):
         case.run()
     times: list[float] = []

@@ -396,6 +396,24 @@ def _fmt_flops(r: dict) -> str:
     return f"{gf / 1e9:.1f}" + (f" ({100 * gf / peak['tf32']:.0f}% TF32)" if peak else "")
 
 
+def _compile_untimed(r: dict, spec: dict) -> bool:
+    """Whether a result's compilation ran untimed: before 2026-12-07 the harness ran a case's
+    check before its first call (no ``check_s`` recorded), and the bfloat16 opt-in's check
+    of T classes calls the very program that is timed, so its first call found it compiled
+    (a top-1 check passes the predicted classes as targets: another program, and the first
+    call still compiled the timed one)."""
+    return ("check_s" not in r and "pearson_vs_float32_mean" in (r.get("check") or {})
+            and spec.get("targets") != "top1")
+
+
+def _fmt_compile(r: dict, spec: dict) -> str:
+    """The table's compile column: JAX's AOT compile where measured, else first call minus
+    median; ``-`` where the compilation was not timed (:func:`_compile_untimed`)."""
+    if r.get("compile_s") is not None:
+        return _fmt_s(r["compile_s"])
+    return "-" if _compile_untimed(r, spec) else _fmt_s(r.get("compile_estimate_s"))
+
+
 def _load_range(doc: dict) -> str:
     loads = [v for w in doc["workloads"] for r in w["results"]
              for v in (r.get("loadavg_1min_before_after") or []) if v is not None]
@@ -421,7 +439,12 @@ def table(doc: dict) -> str:
              f"CPU: {doc['machine'].get('cpu_model', '?')} ({doc['machine'].get('cpu_count')} "
              f"cores), 1-min load average {_load_range(doc)}. {_timing(doc)}; compile = "
              f"first call minus median (JAX AOT compile where measured); peak RSS = the "
-             f"worker process's high-water mark; speed-up = peer median / jaxsal median at the same malloc setting.",
+             f"worker process's high-water mark; speed-up = peer median / jaxsal median at the same malloc setting."
+             + (" Compile `-` on the bfloat16 T-class rows: this run's output check called "
+                "the timed program before its first call, so its compilation was not timed "
+                "(the harness times the first call before the check since)." if any(
+                    _compile_untimed(r, w["spec"]) for w in doc["workloads"]
+                    for r in w["results"] if r.get("status") == "ok") else ""),
              "",
              "| workload | library | malloc | median | min-max | throughput | compile | "
              "GFLOP/s | peak RSS | peak device |",
@@ -434,12 +457,10 @@ def table(doc: dict) -> str:
                              f"{r.get('status')}: {str(r.get('reason', ''))[:80]} "
                              "| | | | | | |")
                 continue
-            comp = r.get("compile_s")
-            comp = comp if comp is not None else r.get("compile_estimate_s")
             lines.append(
                 f"| {name} | {r['side']} | {r['malloc']} | {_fmt_s(r['median_s'])} | "
                 f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])} | {r['throughput']:.1f} "
-                f"{r['unit']} | {_fmt_s(comp)} | {_fmt_flops(r)} | "
+                f"{r['unit']} | {_fmt_compile(r, w['spec'])} | {_fmt_flops(r)} | "
                 f"{_fmt_b(r.get('peak_rss_bytes'))} | {_fmt_device(r)} |")
     ratios = [(w["spec"]["id"], q) for w in doc["workloads"] for q in w["ratios"]]
     if ratios:
@@ -479,7 +500,7 @@ def table(doc: dict) -> str:
 
 def _bf16_table(doc: dict) -> list[str]:
     """The bfloat16 opt-in: each map's Pearson r with the float32 map of the same call (the
-    worker's check, before timing) and the time relative to the float32 workload."""
+    worker's check, before the timed calls) and the time relative to the float32 workload."""
     f32 = {(w["spec"]["id"], r["malloc"]): r for w in doc["workloads"] for r in w["results"]
            if r.get("status") == "ok" and r["side"] == "jaxsal"}
     rows = []
