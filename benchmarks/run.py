@@ -107,6 +107,14 @@ def _forward_equivalents(spec: dict) -> float | None:
     return None  # CAMs: a partial backward pass, not counted
 
 
+def host_cpu_time_comparable(*results: dict) -> bool:
+    """Whether the process CPU times of ``results`` compare work done: on the CPU only. With
+    a GPU the host's CPU time measures how each library waits for the device
+    (``torch.cuda.synchronize`` spins: CPU time = wall time; JAX's ``block_until_ready``
+    sleeps: 0.02-0.32 of it in the first GPU run), not the work."""
+    return all(str(r.get("device") or "cpu").startswith("cpu") for r in results)
+
+
 def _summarize(spec: dict, results: list[dict], fwd_flops: dict) -> dict:
     """Attach nominal FLOPs and compute ratios (peer median / jaxsal median)."""
     fe = _forward_equivalents(spec)
@@ -138,7 +146,8 @@ def _summarize(spec: dict, results: list[dict], fwd_flops: dict) -> dict:
             if other and other.get("status") == "ok":
                 ratio = other["median_s"] / js["median_s"]
                 cpu_ratio = (other["median_cpu_s"] / js["median_cpu_s"]
-                             if other.get("median_cpu_s") and js.get("median_cpu_s") else None)
+                             if other.get("median_cpu_s") and js.get("median_cpu_s")
+                             and host_cpu_time_comparable(other, js) else None)
                 ratios.append({"vs": side, "malloc": variant, "cpu_time_speedup": cpu_ratio,
                                "peer_malloc": "default" if other.get("env") == {} else variant,
                                "speedup": ratio, "target": spec.get("target")
@@ -301,7 +310,8 @@ def _derived(doc) -> list[dict]:
                          "jaxsal" if r["side"] == "naive" else r["side"], r["malloc"]))
             if r.get("status") == "ok" and f:
                 cpu = (r["median_cpu_s"] / f["median_cpu_s"]
-                       if r.get("median_cpu_s") and f.get("median_cpu_s") else None)
+                       if r.get("median_cpu_s") and f.get("median_cpu_s")
+                       and host_cpu_time_comparable(r, f) else None)
                 out.append({"what": "input-gradient (saliency top-1) time / forward time",
                             "workload": s["id"], "side": r["side"], "malloc": r["malloc"],
                             "ratio": r["median_s"] / f["median_s"], "cpu_time_ratio": cpu,
@@ -440,6 +450,10 @@ def table(doc: dict) -> str:
              f"cores), 1-min load average {_load_range(doc)}. {_timing(doc)}; compile = "
              f"first call minus median (JAX AOT compile where measured); peak RSS = the "
              f"worker process's high-water mark; speed-up = peer median / jaxsal median at the same malloc setting."
+             + ("" if host_cpu_time_comparable(*(r for w in doc["workloads"]
+                                                 for r in w["results"])) else
+                " CPU-time ratios `-`: on a GPU the host's CPU time measures how each library "
+                "waits for the device (PyTorch's synchronize spins, JAX sleeps), not its work.")
              + (" Compile `-` on the bfloat16 T-class rows: this run's output check called "
                 "the timed program before its first call, so its compilation was not timed "
                 "(the harness times the first call before the check since)." if any(
@@ -462,7 +476,10 @@ def table(doc: dict) -> str:
                 f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])} | {r['throughput']:.1f} "
                 f"{r['unit']} | {_fmt_compile(r, w['spec'])} | {_fmt_flops(r)} | "
                 f"{_fmt_b(r.get('peak_rss_bytes'))} | {_fmt_device(r)} |")
-    ratios = [(w["spec"]["id"], q) for w in doc["workloads"] for q in w["ratios"]]
+    # a run's JSON keeps the CPU-time ratios computed when it was made: none on a GPU
+    ratios = [(w["spec"]["id"], q if host_cpu_time_comparable(*w["results"])
+               else dict(q, cpu_time_speedup=None))
+              for w in doc["workloads"] for q in w["ratios"]]
     if ratios:
         lines += ["", "| workload | jaxsal vs | malloc (jaxsal / peer) | speed-up (wall) | "
                   "speed-up (CPU time) | target | met (wall) |",

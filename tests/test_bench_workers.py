@@ -233,3 +233,31 @@ def test_compile_of_a_bf16_row_checked_before_its_first_call_is_not_shown():
     assert bench_run._fmt_compile(dict(old, compile_s=2.0), cls3) == "2000.0 ms"  # AOT
     assert bench_run._fmt_compile({"compile_s": None, "compile_estimate_s": 0.5,
                                    "check": {"max_abs_diff_logits": 0.0}}, cls3) == "500.0 ms"
+
+
+def test_cpu_time_ratios_only_between_cpu_results():
+    """On a GPU the host's CPU time is how a library waits (torch.cuda.synchronize spins,
+    JAX sleeps): the first GPU run showed CPU-time 'speed-ups' of 59x where wall time gave
+    2.3x. Those columns are left empty for GPU results, in new runs and in tables of old."""
+    spec = {"id": "w", "method": "gradcam", "model": {"name": "mnist"}, "batch": 4,
+            "targets": 3, "sides": ("jaxsal", "gradcam"), "target": 2.5}
+
+    def res(side, device, wall, cpu):
+        return {"side": side, "status": "ok", "env": {}, "malloc": "default",
+                "device": device, "median_s": wall, "median_cpu_s": cpu, "min_s": wall,
+                "max_s": wall, "throughput": 1.0, "unit": "maps/s", "compile_s": 0.1}
+
+    for dev, want in (("cpu", 2.0), ("gpu: NVIDIA H200", None)):
+        peer = "cuda: NVIDIA H200" if dev != "cpu" else "cpu"
+        rs = [res("jaxsal", dev, 0.1, 0.1 if dev == "cpu" else 0.01),
+              res("gradcam", peer, 0.2, 0.2)]
+        (q,) = bench_run._summarize(spec, rs, {})["ratios"]
+        assert q["speedup"] == pytest.approx(2.0)
+        assert q["cpu_time_speedup"] == (None if want is None else pytest.approx(want))
+        # an old run's JSON with the ratio computed: not shown either
+        q["cpu_time_speedup"] = 20.0
+        doc = {"suite": "s", "date": "2026-12-07", "devices": [dev], "machine": {},
+               "workloads": [{"spec": spec, "results": rs, "ratios": [q]}]}
+        row = next(line for line in bench_run.table(doc).splitlines()
+                   if line.startswith("| w | gradcam | default / default"))
+        assert row.split(" | ")[3:5] == (["2.00x", "20.00x"] if want else ["2.00x", "-"])
