@@ -449,7 +449,9 @@ def table(doc: dict) -> str:
              f"CPU: {doc['machine'].get('cpu_model', '?')} ({doc['machine'].get('cpu_count')} "
              f"cores), 1-min load average {_load_range(doc)}. {_timing(doc)}; compile = "
              f"first call minus median (JAX AOT compile where measured); peak RSS = the "
-             f"worker process's high-water mark; speed-up = peer median / jaxsal median at the same malloc setting."
+             f"worker process's high-water mark; speed-up = peer median / jaxsal median, the peer "
+             f"at glibc's defaults unless the run had --peer-malloc-variants (malloc column: "
+             f"jaxsal / peer)."
              + ("" if host_cpu_time_comparable(*(r for w in doc["workloads"]
                                                  for r in w["results"])) else
                 " CPU-time ratios `-`: on a GPU the host's CPU time measures how each library "
