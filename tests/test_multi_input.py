@@ -203,6 +203,34 @@ def test_a_baseline_per_input_by_position_in_a_list_or_a_tuple(two):
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
 
 
+def _linear_any(p, x, relu=None):
+    a, b = (x["a"], x["b"]) if isinstance(x, dict) else x
+    return a @ p["wa"] + b @ p["wb"]
+
+
+def test_a_baseline_per_input_may_be_python_lists_or_none(xl):
+    """An input's baseline given as Python lists (one example's values; rows of a
+    distribution) or ``None`` inside the per-input list or dict was refused: the structure
+    check read the lists as more tree nodes and said "expected ... a list of 2 ... got list"
+    of a list of 2 (of a dict too). Each entry is now the input's own value, as
+    ``np.asarray`` of it; ``None`` is zeros (as ``baseline=None`` is for every input). For a
+    linear score each method's map is ``(x - b) * w`` exactly. (One method per check:
+    ``check_baseline`` serves IG, DeepLIFT, the conductance methods and SmoothGrad's IG,
+    ``check_baselines`` GradientSHAP and DeepLIFT-SHAP.)"""
+    lin = jaxsal.FunctionModel(_linear_any, {"wa": jnp.asarray(WA), "wb": jnp.asarray(WB)},
+                               relu_kwarg="relu")
+    bb = [0.25, -0.5]  # b's baseline, a Python list
+    want = [xl["a"] * WA[:, 1], (xl["b"] - np.asarray(bb)) * WB[:, 1]]
+    xs = [xl["a"], xl["b"]]
+    for got in (jaxsal.integrated_gradients(lin, xs, 1, baseline=[None, bb], steps=2),
+                jaxsal.deeplift(lin, xl, 1, baseline={"a": None, "b": bb}),
+                jaxsal.gradient_shap(lin, xl, 1, key=0, n=2,
+                                     baselines={"a": [[0.0] * 3] * 2, "b": [bb, bb]})):
+        got = [got["a"], got["b"]] if isinstance(got, dict) else got
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
 def test_a_baseline_per_input_mixed_with_a_number_is_split_with_the_inputs(two):
     """A structure of baselines, one with a row per input and one number: sub-batches take
     the rows of the first and share the second (it used to be passed whole, and failed)."""

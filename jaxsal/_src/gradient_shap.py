@@ -25,7 +25,7 @@ from jaxsal._src import base, reals
 from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only, raw_gradients
-from jaxsal._src.integrated import _Shifted, same_sequence
+from jaxsal._src.integrated import _Shifted, _what, per_input_values
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import Targets, layer_pullback, resolve_predicted, run_model
 from jaxsal._src.validate import (all_finite, check_flag, check_whole, input_positions,
@@ -40,16 +40,16 @@ def check_baselines(baselines: Any, x: Any) -> Any:
     a multi-input model, in ``x``'s structure, one ``B`` for all): ``None`` is one baseline of
     zeros, a number or one example's shape one baseline."""
     if not isinstance(x, jax.Array):  # several inputs
-        if baselines is None or (not isinstance(baselines, (list, tuple, dict))
-                                 and np.ndim(baselines) == 0):
-            return jax.tree_util.tree_map(lambda v: check_baselines(baselines, v), x)
-        baselines = same_sequence(baselines, x)
-        if (jax.tree_util.tree_structure(baselines, is_leaf=_is_leaf)
-                != jax.tree_util.tree_structure(x)):
-            raise ValueError("expected one baselines array per input, in the same structure "
-                             f"as x (a list of {len(x)} or a dict with the same keys), or one "
-                             f"number for every input; got {type(baselines).__name__}")
-        out = jax.tree_util.tree_map(check_baselines, baselines, x, is_leaf=_is_leaf)
+        values = per_input_values(baselines, x, "baselines")
+        if values is None:
+            if not (baselines is None or np.ndim(baselines) == 0):
+                raise ValueError(
+                    f"expected baselines as one array per input (a list in the inputs' order "
+                    "or a dict keyed by their names) or one number for every input; got "
+                    f"{_what(baselines)}")
+            values = [baselines] * len(jax.tree_util.tree_leaves(x))
+        leaves, tree = jax.tree_util.tree_flatten(x)
+        out = tree.unflatten([check_baselines(b, a) for b, a in zip(values, leaves)])
         sizes = {a.shape[0] for a in jax.tree_util.tree_leaves(out)}
         if len(sizes) > 1:
             raise ValueError(f"every input's baselines must hold the same number of reference "
@@ -85,10 +85,6 @@ def check_baselines(baselines: Any, x: Any) -> Any:
 def _broadcasts(shape: tuple, to: tuple) -> bool:
     """Whether ``shape`` broadcasts to ``to`` (same rank) without changing ``to``."""
     return all(a in (1, b) for a, b in zip(shape, to))
-
-
-def _is_leaf(v: Any) -> bool:
-    return v is None or isinstance(v, (jax.Array, np.ndarray, float, int))
 
 
 @refuses_non_finite_maps

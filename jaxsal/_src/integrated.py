@@ -9,7 +9,6 @@ between kinks and converges as ``1/steps**2`` on smooth ones).
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Sequence
 
 import jax
@@ -150,45 +149,67 @@ class _Shifted:
 def check_baseline(baseline: Any, x: Any, *, formats: Sequence[bool]) -> Any:
     """``baseline`` as the path's start for ``x``: zeros for ``None``; otherwise an array that
     broadcasts to ``x``. For several inputs (``x`` a list, tuple or dict) one baseline per
-    input in the same structure (a list or a tuple for either), or one number for all of
-    them. ``formats``: per input (leaf order of ``x``), whether it is channels-first
-    (``Prepared.formats``; a 1-D baseline that could be one value per channel or one per
-    column of such an input is refused, :func:`check_like`)."""
+    input (:func:`per_input_values`: each entry the input's own value, Python lists too,
+    ``None`` zeros), or one number for all of them. ``formats``: per input (leaf order of
+    ``x``), whether it is channels-first (``Prepared.formats``; a 1-D baseline that could be
+    one value per channel or one per column of such an input is refused,
+    :func:`check_like`)."""
     leaves, tree = jax.tree_util.tree_flatten(x)
     if len(formats) != len(leaves):
         raise ValueError(f"check_baseline: expected one layout per input ({len(leaves)}), got "
                          f"{len(formats)}")
     if not isinstance(x, jax.Array):  # several inputs
-        if baseline is None or (not isinstance(baseline, (list, tuple, dict))
-                                and np.ndim(baseline) == 0):
-            value = 0.0 if baseline is None else baseline
-            return tree.unflatten([check_baseline(value, a, formats=(cf,))
-                                   for a, cf in zip(leaves, formats)])
-        baseline = same_sequence(baseline, x)
-        if (jax.tree_util.tree_structure(baseline, is_leaf=_is_array)
-                != jax.tree_util.tree_structure(x)):
-            raise ValueError("expected one baseline per input, in the same structure as x (a "
-                             f"list of {len(x)} or a dict with the same keys), or one number "
-                             f"for every input; got {type(baseline).__name__}")
-        return tree.unflatten([check_baseline(b, a, formats=(cf,)) for b, a, cf in zip(
-            jax.tree_util.tree_leaves(baseline, is_leaf=_is_array), leaves, formats)])
+        values = per_input_values(baseline, x, "baseline")
+        if values is None:
+            if not (baseline is None or np.ndim(baseline) == 0):
+                raise ValueError(
+                    f"expected baseline as one value per input (a list of {len(leaves)} in "
+                    "the inputs' order or a dict keyed by their names) or one number for every "
+                    f"input; got {_what(baseline)}")
+            values = [0.0 if baseline is None else baseline] * len(leaves)
+        return tree.unflatten([check_baseline(b, a, formats=(cf,))
+                               for b, a, cf in zip(values, leaves, formats)])
     if baseline is None:
         return jnp.zeros((), x.dtype)
     return check_like(baseline, x, "baseline", channels_first=formats[0])
 
 
-def same_sequence(v: Any, x: Any) -> Any:
-    """``v``, one value per input of ``x``, as a tuple where ``x`` is a tuple and ``v`` a list
-    of as many, or as a list the other way round (by position either way: the structure
-    ``tree_map`` pairs with ``x``'s); anything else as it is."""
-    if (isinstance(x, (list, tuple)) and isinstance(v, (list, tuple))
-            and type(v) is not type(x) and len(v) == len(x)):
-        return type(x)(v)
-    return v
+def per_input_values(v: Any, x: Any, what: str) -> list | None:
+    """Option value ``v`` given one value per input of ``x`` (several inputs: a list, tuple or
+    dict of arrays), as a list in ``x``'s leaf order, or ``None`` where ``v`` is not given per
+    input (one value for every input). A dict keyed as ``x`` (``x`` a dict), or a list or a
+    tuple of as many (``x`` a list or tuple), pairs its entries with the inputs by key or
+    position, whatever each entry is (a number, an array, Python lists, ``None``): no entry
+    is read as more of the structure. Raises for a dict of other keys or a sequence of another
+    count, saying what was received."""
+    if isinstance(x, dict) and isinstance(v, dict):
+        if set(v) != set(x):
+            raise ValueError(f"expected {what} as one value per input, a dict keyed as the "
+                             f"inputs ({', '.join(map(repr, x))}); got keys "
+                             f"{', '.join(map(repr, v))}. Give every input its value under "
+                             "its name (or one number for all of them)")
+        return jax.tree_util.tree_structure(x).flatten_up_to(v)
+    if isinstance(x, (list, tuple)) and isinstance(v, (list, tuple)):
+        if len(v) != len(x):
+            raise ValueError(f"expected {what} as one value per input, a list of {len(x)} in "
+                             f"the inputs' order; got {_what(v)}")
+        return jax.tree_util.tree_structure(x).flatten_up_to(type(x)(v))
+    if isinstance(v, (list, tuple, dict)):
+        raise ValueError(f"expected {what} as one value per input, "
+                         + (f"a dict keyed as the inputs ({', '.join(map(repr, x))})"
+                            if isinstance(x, dict) else f"a list of {len(x)} in their order")
+                         + f", or one number for every input; got {_what(v)}")
+    return None
 
 
-def _is_array(v: Any) -> bool:
-    return isinstance(v, (jax.Array, np.ndarray, numbers.Number))
+def _what(v: Any) -> str:
+    """``v`` as an error names what was received: ``"a list of 3"``, ``"a dict with keys 'a',
+    'b'"``, ``"an ndarray of shape (2, 4)"``."""
+    if isinstance(v, dict):
+        return f"a dict with keys {', '.join(map(repr, v))}"
+    if isinstance(v, (list, tuple)):
+        return f"a {type(v).__name__} of {len(v)}"
+    return f"a {type(v).__name__} of shape {tuple(np.shape(v))}"
 
 
 @refuses_non_finite_maps
