@@ -4,6 +4,7 @@ them (its maps would be 0), methods reading gradients or ablations at such a lay
 and the randomization test does not spend its first steps on them (a rank correlation of 1
 that would read as a failed sanity check)."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -50,6 +51,27 @@ def test_the_default_cam_layer_is_on_the_selected_outputs_branch(two_heads):
     np.testing.assert_array_equal(maps, np.asarray(jaxsal.gradcam(cls, X, [0, 2],
                                                                   layer="conv_a")))
     assert np.abs(maps).max() > 0
+
+
+def test_the_default_cam_layer_is_on_the_branch_the_score_reads(two_heads):
+    """Of all outputs (no ``with_output``), a score function reading one output, or a unit of
+    a layer, took the last convolution of every branch, ``conv_b``, whose gradients are 0 for
+    the ``cls`` score: every gradient CAM was 0 everywhere, without a word. The default is
+    now the last convolution among the layers the scores depend on (traced, nothing
+    computed): the maps of ``layer="conv_a"``."""
+    for targets in (lambda o: o[0][:, 1], jaxsal.neuron("conv_a", 1)):
+        got = np.asarray(jaxsal.gradcam(two_heads, X, targets))
+        assert np.abs(got).max() > 0
+        np.testing.assert_array_equal(got, np.asarray(jaxsal.gradcam(two_heads, X, targets,
+                                                                     layer="conv_a")))
+    # (every CAM finds its layer in one place, _cam_layer: one more of them)
+    assert np.abs(np.asarray(jaxsal.layercam(two_heads, X, lambda o: o[0][:, 1]))).max() > 0
+    # a score of both outputs reads both branches: the model's default, the last of them
+    both = np.asarray(jaxsal.gradcam(two_heads, X, lambda o: o[0][:, 1] + o[1][:, 0]))
+    np.testing.assert_array_equal(both, np.asarray(jaxsal.gradcam(
+        two_heads, X, lambda o: o[0][:, 1] + o[1][:, 0], layer="conv_b")))
+    with pytest.raises(ValueError, match="no spatial layer the scores depend on"):
+        jaxsal.gradcam(two_heads, X, lambda o: jnp.ones(o[0].shape[:1]))
 
 
 def test_a_layer_the_output_does_not_depend_on_is_refused_where_it_would_give_zeros(

@@ -50,9 +50,9 @@ from jaxsal._src import base, ints, plans
 from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.finite import check_maps, refuses_non_finite_maps
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
-from jaxsal._src.targets import (OutputInfo, Targets, layer_pullback, nan_where_invalid,
-                                 predicted_ids, resolve_predicted, run_model, score_matrix,
-                                 target_pullback)
+from jaxsal._src.targets import (LayerScore, OutputInfo, Targets, layer_pullback,
+                                 nan_where_invalid, predicted_ids, resolve_predicted, run_model,
+                                 score_matrix, target_pullback)
 from jaxsal._src.validate import (NO_CHANNEL_AXIS, Prepared, _float_ids_reader, _layer_info,
                                   cam_rank, check_feeds_output, check_flag, check_spatial,
                                   input_spatial_shape, layer_output, prepare, to_channels_last)
@@ -141,12 +141,16 @@ def _output_convolutions(model: Any) -> set[str]:
     return found
 
 
-def _default_cam_layer(model: Any) -> str:
+def _default_cam_layer(model: Any, keep: Any = None) -> str:
+    """:func:`default_cam_layer`, among the layers ``keep`` only where given (those the
+    scores depend on: :func:`_scored_layers`)."""
     names = spatial_layers(model)
     used = getattr(model, "used_layers", None)
     if used is not None:  # not another output's layers (with_output): their gradients are 0
         used = set(used)
         names = [n for n in names if n in used]
+    if keep is not None:
+        names = [n for n in names if n in keep]
     if hasattr(model, "layers") and hasattr(model, "graph"):
         outputs = _output_convolutions(model)
         head = [n for n in names if n in outputs]
@@ -171,6 +175,85 @@ def _default_cam_layer(model: Any) -> str:
                      "axis ((h, w, channels) in an image model); CAMs need one. For a plain "
                      "function use FunctionModel(features=..., head_fn=...)."
                      + (f" {NO_CHANNEL_AXIS}" if gray else ""))
+
+
+def _several_outputs(model: Any) -> bool:
+    """Whether ``model`` gives several outputs (a ``KerasModel`` of several, none selected
+    with ``with_output``)."""
+    return (hasattr(model, "with_output") and getattr(model, "output_index", 0) is None
+            and len(getattr(model, "output_names", None) or ()) > 1)
+
+
+def _scored_layers(p: Prepared, model: Any) -> set[str] | None:
+    """The spatial layers of ``model`` (``p.model``, or all its outputs' view for scores of a
+    layer's unit) that ``p``'s score functions depend on: a change added at the layer's
+    output reaches a score. Found from the traced program (``jax.make_jaxpr`` on abstract
+    values, nothing computed; once per model function, call and targets): the layers whose
+    perturbation is an input the scores use. ``None`` for a model without spatial layers
+    (:func:`default_cam_layer` refuses it); raises where the scores read none of them."""
+    read = base._SHAPES.get(("scored-layers", base.function_key(model), p.key, p.spec),
+                            lambda: _trace_scored_layers(p, model))
+    if read is None:
+        return None
+    if not read:
+        raise ValueError(
+            "the targets' scores change with no spatial layer of this model (no spatial layer "
+            "the scores depend on): a CAM of any of them would be 0 everywhere. Pass layer= "
+            "(jaxsal.spatial_layers(model) lists them) and scores that read the outputs it "
+            "feeds, or select an output with model.with_output(name)")
+    return set(read)
+
+
+def _trace_scored_layers(p: Prepared, model: Any) -> frozenset[str] | None:
+    """:func:`_scored_layers`, traced."""
+    used = getattr(model, "used_layers", None)
+    names = [n for n in spatial_layers(model) if used is None or n in used]
+    if not names:
+        return None
+    _, caps = base.model_shapes(model, p.x, tuple(names))
+    names = [n for n in names if hasattr(caps[n], "shape")]  # (one output each)
+
+    def scores(params, x, deltas):
+        y, cap = run_model(model, params, x, p.spec.layers, perturb=deltas)
+        return [s(cap[s.layer]) if isinstance(s, LayerScore) else s(y)
+                for s in p.spec.scores]
+
+    def abstract(a):
+        return jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
+
+    deltas = {n: abstract(caps[n]) for n in names}
+    closed = jax.make_jaxpr(scores)(jax.tree_util.tree_map(abstract, p.params),
+                                    jax.tree_util.tree_map(abstract, p.x), deltas)
+    live = _live_inputs(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+    order = jax.tree_util.tree_leaves({n: n for n in names})  # the deltas' leaf order
+    return frozenset(n for n, read in zip(order, live[len(live) - len(order):]) if read)
+
+
+#: primitives that call a sub-program once with the equation's own inputs and outputs: the
+#: liveness of their inputs is read inside it (a model's apply is one jit call)
+_CALLS = ("pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
+          "custom_vjp_call_jaxpr", "remat", "checkpoint")
+
+
+def _live_inputs(jaxpr: Any, live_out: list[bool]) -> list[bool]:
+    """Per input of ``jaxpr``, whether the outputs marked in ``live_out`` depend on it (a
+    backward walk; an equation's every input counts where any of its outputs does, except
+    inside the sub-program of a call, :data:`_CALLS`)."""
+    live = {v for v, keep in zip(jaxpr.outvars, live_out) if keep and not hasattr(v, "val")}
+    for eqn in reversed(jaxpr.eqns):
+        outs = [v in live for v in eqn.outvars]
+        if not any(outs):
+            continue
+        ins = [True] * len(eqn.invars)
+        if eqn.primitive.name in _CALLS:
+            sub = next((v for k, v in eqn.params.items()
+                        if k in ("jaxpr", "call_jaxpr", "fun_jaxpr")), None)
+            sub = getattr(sub, "jaxpr", sub)
+            if (sub is not None and len(sub.invars) == len(eqn.invars)
+                    and len(sub.outvars) == len(eqn.outvars)):
+                ins = _live_inputs(sub, outs)
+        live.update(v for v, keep in zip(eqn.invars, ins) if keep and not hasattr(v, "val"))
+    return [v in live for v in jaxpr.invars]
 
 
 @dataclasses.dataclass
@@ -202,10 +285,16 @@ def _cam_layer(p: Prepared, layer: str | None, upsample: bool = True
     inputs, maps are upsampled to the input(s) with the layer's number of spatial axes, which
     must then share one spatial size (else ``upsample=False``)."""
     if layer is None:
-        # scores of a layer's unit (jaxsal.neuron) read no output: the last convolution of
-        # every output's branches, not of the selected output's only (with_output)
+        # scores of a layer's unit (jaxsal.neuron) read no output: any output's branches,
+        # not the selected output's only (with_output)
         reads_layers = p.spec.layers and hasattr(p.model, "with_output")
-        layer = default_cam_layer(p.model.with_output(None) if reads_layers else p.model)
+        model = p.model.with_output(None) if reads_layers else p.model
+        if reads_layers or (_several_outputs(p.model) and p.spec.kind == "scores"):
+            # the last convolution among the layers the scores depend on: a score of one
+            # output (or a unit) is not changed by another branch's layers (maps of 0)
+            layer = _default_cam_layer(model, _scored_layers(p, model))
+        else:
+            layer = default_cam_layer(model)
     name, shape, fmt = layer_output(p, layer)
     if not p.multi:
         check_spatial(name, shape, cam_rank(p.x), fmt)
