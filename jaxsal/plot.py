@@ -958,6 +958,14 @@ def _mosaic_figure(pic, h, w, sep, xt, xl, yl, C, full_title, *, title_pt, max_t
 def _one_map(map, what: str) -> np.ndarray:
     """The ``(H, W)`` map of :func:`heatmap` (a leading batch axis of 1 dropped), checked;
     ``what``: the function the user called, for its errors."""
+    if isinstance(map, dict) or (isinstance(map, (list, tuple)) and len(map) > 1
+                                 and all(hasattr(a, "shape") for a in map)):
+        first = repr(next(iter(map))) if isinstance(map, dict) else "0"
+        got = (f"a dict of {len(map)} ({', '.join(str(k) for k in map)})"
+               if isinstance(map, dict) else f"a {type(map).__name__} of {len(map)} arrays")
+        raise ValueError(f"{what}: expected one map (H, W), got {got}: the maps of several "
+                         f"inputs, one array each. Draw one input's map, maps[{first}][i, t] "
+                         "for image i and target t (once per input for each input's)")
     a = _np(map)
     while a.ndim > 2 and a.shape[0] == 1 and not (a.ndim == 3 and a.shape[-1] == 1):
         a = a[0]

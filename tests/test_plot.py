@@ -1327,3 +1327,16 @@ def test_maps_near_float32s_range_are_coloured_by_value():
            if t.get_bbox_patch() is not None]
     cmap = plot._colormap(plot.DIVERGING_CMAP)
     np.testing.assert_allclose(got, cmap(want), atol=1e-6)
+
+
+def test_one_map_functions_refuse_the_maps_of_several_inputs_clearly():
+    """``heatmap``/``overlay`` given a multi-input call's maps (a list or dict, one array per
+    input) failed with NumPy's "setting an array element with a sequence" or "float()
+    argument must be ... not 'dict'": refused, saying which input's map to draw."""
+    img, vec = np.ones((2, 1, 5, 5), np.float32), np.ones((2, 1, 4), np.float32)
+    with pytest.raises(ValueError, match=r"heatmap: expected one map \(H, W\), got a list of "
+                       r"2 arrays: the maps of several inputs.*maps\[0\]\[i, t\]"):
+        plot.heatmap([img, vec])
+    with pytest.raises(ValueError, match=r"overlay: .*got a dict of 2 \(img, vec\).*"
+                       r"maps\['img'\]\[i, t\]"):
+        plot.overlay(np.ones((5, 5, 3)), {"img": img, "vec": vec})

@@ -348,3 +348,42 @@ def test_empty_batches_give_empty_results_and_empty_maps_are_refused():
         jaxsal.normalize(empty, axis=None)  # one map, of no values
     with pytest.raises(ValueError, match=r"reduce_channels: expected at least one value"):
         jaxsal.reduce_channels(np.zeros((2, 4, 4, 0)))
+
+
+def test_maps_of_several_inputs_keep_their_container():
+    """The maps of a multi-input call (``jaxsal.Maps``: a list, tuple or dict, one array per
+    input) were read as one array: ``normalize(list)`` failed with NumPy's "setting an array
+    element with a sequence", a dict with "maps of rank 0", and a list of equal shapes was
+    stacked into one array. Each input's maps are now processed on their own and come back
+    in the same container (against NumPy per array)."""
+    rng = np.random.default_rng(0)
+    img, vec = rng.normal(size=(2, 3, 5, 5)), rng.normal(size=(2, 3, 4))
+    img, vec = img.astype(np.float32), vec.astype(np.float32)
+
+    def norm(a, axis):
+        lo, hi = a.min(axis, keepdims=True), a.max(axis, keepdims=True)
+        return (a - lo) / (hi - lo + 1e-7)
+
+    def clip(a, axis):
+        return np.clip(a, np.percentile(a, 0, axis, keepdims=True),
+                       np.percentile(a, 99, axis, keepdims=True))
+
+    for maps, axes in (([img, vec], {"axis": -1}), ((img, img), {}),
+                       ({"img": img, "vec": vec}, {"axis": -1})):
+        keys = list(maps) if isinstance(maps, dict) else range(len(maps))
+        for fn, ref in ((jaxsal.normalize, norm), (jaxsal.clip_percentile, clip)):
+            got = fn(maps, **axes)
+            assert type(got) is type(maps), fn.__name__
+            for k in keys:
+                np.testing.assert_allclose(got[k], ref(maps[k], axes.get("axis", (-2, -1))),
+                                           rtol=1e-5, atol=1e-6)
+    chans = {"a": rng.normal(size=(2, 5, 5, 3)), "b": rng.normal(size=(2, 4, 2))}
+    got = jaxsal.reduce_channels(chans, "max_abs")
+    for k, a in chans.items():
+        np.testing.assert_allclose(got[k], np.abs(a).max(-1), rtol=1e-6)
+    got = jaxsal.resize([img, img[:, :, :3]], (10, 10))
+    assert isinstance(got, list) and [g.shape for g in got] == [(2, 3, 10, 10)] * 2
+    np.testing.assert_allclose(got[1], jaxsal.resize(img[:, :, :3], (10, 10)))
+    with pytest.raises(ValueError,
+                       match="normalize: maps of input 'vec' .*axis=\\(1, 2, 3\\)"):
+        jaxsal.normalize({"img": img, "vec": vec}, axis=(1, 2, 3))  # vec has 3 axes

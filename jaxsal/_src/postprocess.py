@@ -49,6 +49,38 @@ _NO_SCALE = object()  # _host_maps: no scale_axis (the function is not scale-inv
 _CHANNEL_AXIS = _DefaultChannel(-1)
 
 
+def _each_input(fn: Callable) -> Callable:
+    """``fn`` (a post-processing function of one array of maps) also taking the maps of a
+    call on several inputs (``jaxsal.Maps``: a dict, or a list or tuple of arrays, one per
+    input): each input's maps processed on their own (``axis=None`` spans one input's maps),
+    returned in the same container. An error names the input."""
+    @functools.wraps(fn)
+    def f(maps, *args, **kwargs):
+        if not _several_maps(maps):
+            return fn(maps, *args, **kwargs)
+        keys = list(maps) if isinstance(maps, dict) else range(len(maps))
+        out = []
+        for k in keys:
+            try:
+                out.append(fn(maps[k], *args, **kwargs))
+            except (ValueError, TypeError) as e:
+                why = str(e).removeprefix(f"{fn.__name__}: ")
+                raise type(e)(f"{fn.__name__}: maps of input {k!r} (of {len(keys)}, each "
+                              f"processed on its own): {why}") from e
+        if isinstance(maps, dict):
+            return dict(zip(keys, out))
+        return out if isinstance(maps, list) else tuple(out)
+
+    return f
+
+
+def _several_maps(maps) -> bool:
+    """Whether ``maps`` are the maps of several inputs: a dict, or a non-empty list or tuple
+    of arrays (not nested Python lists of numbers, one array)."""
+    return isinstance(maps, dict) or (isinstance(maps, (list, tuple)) and bool(maps)
+                                      and all(hasattr(a, "shape") for a in maps))
+
+
 def check_reduce(reduce) -> None:
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown channel reduction {reduce!r}; expected one of {REDUCTIONS}")
@@ -130,6 +162,7 @@ def _check_channel_layout(shape: tuple) -> None:
         "the channels, pass axis=-1")
 
 
+@_each_input
 def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs",
                     axis: int = _CHANNEL_AXIS) -> Array:
     """Collapse the channel axis of ``maps``.
@@ -302,6 +335,7 @@ def _normalize(maps: Array, axis, eps: float) -> Array:
     return _norm(_floating(maps), axis, eps)
 
 
+@_each_input
 def normalize(maps: ArrayLike, axis: int | Sequence[int] | None = _MAP_AXES,
               eps: float = 1e-7) -> Array:
     """Min-max normalize to ``[0, 1]``: ``(a - min) / (max - min + eps)`` over ``axis``.
@@ -342,6 +376,7 @@ def _clip_percentile(maps: Array, lower: float, upper: float, axis) -> Array:
     return jnp.clip(maps, lo, hi)
 
 
+@_each_input
 def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
                     axis: int | Sequence[int] | None = _MAP_AXES) -> Array:
     """Clip every map of ``maps`` (over ``axis``, a tuple or list of axes) to its
@@ -463,6 +498,7 @@ def _check_layout(shape: tuple, size: tuple[int, int]) -> None:
         f"(jaxsal.reduce_channels); for maps {(h, w)} that are meant, pass axes=(-2, -1)")
 
 
+@_each_input
 def resize(maps: ArrayLike, size: tuple[int, int], method: str = "align_corners",
            antialias: bool | None = None, *, axes: Sequence[int] | None = None) -> Array:
     """Resize maps ``(..., h, w) -> (..., H, W)``, or any two axes named by ``axes``.
