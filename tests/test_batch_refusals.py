@@ -163,13 +163,15 @@ def two():
 
 
 def test_an_option_a_direct_call_refuses_is_refused_before_any_work(tmp_path, two, x):
-    """A tuple of baselines for a dict of inputs (a direct call refuses it: a dict's inputs
-    have no order) failed in the first chunk; the job traces the first chunk's call before
-    any work (jax.eval_shape: nothing computed) and refuses it with the direct call's error.
-    A tuple for a list of inputs, which the direct call takes by position, still runs."""
+    """A tuple of baselines that does not fit every input (a tuple is one value for every
+    input: (0.0, 0.5) does not broadcast to input a's 3 features) failed in the first chunk;
+    the job traces the first chunk's call before any work (jax.eval_shape: nothing computed)
+    and refuses it with the direct call's error. A tuple that fits every input runs, the
+    direct call's maps."""
     xs = {"a": x, "b": x[:, :2] * 0.5}
-    with pytest.raises(ValueError) as direct:
-        jaxsal.integrated_gradients(two, xs, 1, steps=2, baseline=(0.0, 0.5))
+    with pytest.raises(ValueError) as direct:  # (on chunk 0's rows: the error names a shape)
+        jaxsal.integrated_gradients(two, {k: v[:2] for k, v in xs.items()}, 1, steps=2,
+                                    baseline=(0.0, 0.5))
     with pytest.raises(ValueError, match=re.escape(
             str(direct.value).rstrip(".") + ". (Refused before any work: explain_to_file "
             "traced the call of chunk 0 (inputs 0:2), the first to compute, before computing "
@@ -182,8 +184,8 @@ def test_an_option_a_direct_call_refuses_is_refused_before_any_work(tmp_path, tw
     assert list(tmp_path.iterdir()) == []
     listed = [xs["a"], xs["b"]]
     out = jaxsal.explain_to_file(jaxsal.integrated_gradients, two, listed, tmp_path / "ig.npy",
-                                 targets=1, batch_size=2, steps=2, baseline=(0.0, 0.5))
-    want = jaxsal.integrated_gradients(two, listed, 1, steps=2, baseline=(0.0, 0.5))
+                                 targets=1, batch_size=2, steps=2, baseline=(0.5,))
+    want = jaxsal.integrated_gradients(two, listed, 1, steps=2, baseline=(0.5,))
     for o, w in zip(out, want):
         np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-6)
 

@@ -186,17 +186,17 @@ def test_integrated_gradients_completeness_over_all_inputs(two):
         jaxsal.integrated_gradients(m, x, 0, baseline=[0.0])
 
 
-def test_a_baseline_per_input_by_position_in_a_list_or_a_tuple(two):
-    """Baselines by position are a list or a tuple for inputs in either (the container
-    explain_to_file passes an option per input in is a list): the same maps."""
+def test_a_baseline_per_input_by_position_in_a_list_for_inputs_in_a_tuple(two):
+    """Baselines by position are a list for inputs in a list or a tuple (the container
+    explain_to_file passes an option per input in): the same maps. A tuple of baselines is
+    one value for every input (test_a_tuple_is_one_value_for_every_input_in_every_method)."""
     m, x = two
     vec = np.linspace(-1, 1, 5, dtype=np.float32)
     want = jaxsal.integrated_gradients(m, x, 1, baseline=[0.5, vec], steps=4)
-    for xx, b in ((tuple(x), [0.5, vec]), (x, (0.5, vec))):
-        got = jaxsal.integrated_gradients(m, xx, 1, baseline=b, steps=4)
-        assert type(got) is type(xx)
-        for g, w in zip(got, want):
-            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+    got = jaxsal.integrated_gradients(m, tuple(x), 1, baseline=[0.5, vec], steps=4)
+    assert type(got) is tuple
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
     dist = [np.zeros((2, 8, 8, 3), np.float32), np.stack([vec, -vec])]
     want = jaxsal.gradient_shap(m, x, 1, key=0, baselines=dist, n=2)
     for g, w in zip(jaxsal.gradient_shap(m, tuple(x), 1, key=0, baselines=dist, n=2), want):
@@ -229,6 +229,36 @@ def test_a_baseline_per_input_may_be_python_lists_or_none(xl):
         got = [got["a"], got["b"]] if isinstance(got, dict) else got
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+def test_a_tuple_is_one_value_for_every_input_in_every_method(xl):
+    """A tuple option meant one value per input by position in the baseline methods (IG,
+    DeepLIFT, the conductance methods, GradientSHAP) but one value for every input in
+    ``occlusion`` (and the README): the same ``(0.0, 1.0)`` gave different references
+    without a word (and refused it for a dict of inputs). A tuple is now one value for
+    every input everywhere (one per feature or channel here; a list or a dict is one per
+    input). Linear score ``S = a.wa + b.wb``: the maps are ``(x - r) * w`` with
+    ``r = (0, 1)`` for both inputs."""
+    lin = jaxsal.FunctionModel(_linear_any, {"wa": jnp.asarray(WB), "wb": jnp.asarray(WB)},
+                               relu_kwarg="relu")
+    a, b = xl["b"], xl["b"] * 0.5 + 1.0  # two (N, 2) inputs
+    ref = np.array([0.0, 1.0], np.float32)
+    want = [(a - ref) * WB[:, 0], (b - ref) * WB[:, 0]]
+    bl = (0.0, 1.0)
+    for got in (jaxsal.deeplift(lin, [a, b], 0, baseline=bl),
+                jaxsal.integrated_gradients(lin, {"a": a, "b": b}, 0, baseline=bl, steps=2),
+                jaxsal.gradient_shap(lin, [a, b], 0, key=0, n=2, baselines=bl),
+                jaxsal.occlusion(lin, [a, b], 0, fill=bl)):
+        got = [got["a"], got["b"]] if isinstance(got, dict) else got
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    # a tuple meant one per input: refused by the input it does not fit, saying so
+    lin3 = jaxsal.FunctionModel(_linear_any, {"wa": jnp.asarray(WA), "wb": jnp.asarray(WB)})
+    for f, kw in ((jaxsal.integrated_gradients, {"baseline": (0.5, b[0])}),
+                  (jaxsal.gradient_shap, {"baselines": (0.5, b[0]), "key": 0})):
+        with pytest.raises((TypeError, ValueError), match=r"A tuple baselines? is one value for "
+                           r"every input .*pass a list of 2 in the inputs' order"):
+            f(lin3, [xl["a"], b], 0, **kw)
 
 
 def test_a_baseline_per_input_mixed_with_a_number_is_split_with_the_inputs(two):

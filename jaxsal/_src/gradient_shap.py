@@ -19,13 +19,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxsal._src import base, reals
 from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only, raw_gradients
-from jaxsal._src.integrated import _Shifted, _what, per_input_values
+from jaxsal._src.integrated import _Shifted, one_for_every_input, per_input_values
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import Targets, layer_pullback, resolve_predicted, run_model
 from jaxsal._src.validate import (all_finite, check_flag, check_whole, input_positions,
@@ -40,16 +39,14 @@ def check_baselines(baselines: Any, x: Any) -> Any:
     a multi-input model, in ``x``'s structure, one ``B`` for all): ``None`` is one baseline of
     zeros, a number or one example's shape one baseline."""
     if not isinstance(x, jax.Array):  # several inputs
-        values = per_input_values(baselines, x, "baselines")
-        if values is None:
-            if not (baselines is None or np.ndim(baselines) == 0):
-                raise ValueError(
-                    f"expected baselines as one array per input (a list in the inputs' order "
-                    "or a dict keyed by their names) or one number for every input; got "
-                    f"{_what(baselines)}")
-            values = [baselines] * len(jax.tree_util.tree_leaves(x))
         leaves, tree = jax.tree_util.tree_flatten(x)
-        out = tree.unflatten([check_baselines(b, a) for b, a in zip(values, leaves)])
+        values = per_input_values(baselines, x, "baselines")
+        if values is None:  # one value for every input (a number, an array, a tuple)
+            check = one_for_every_input(check_baselines, baselines, "baselines", len(leaves))
+            values = [baselines] * len(leaves)
+        else:
+            check = check_baselines
+        out = tree.unflatten([check(b, a) for b, a in zip(values, leaves)])
         sizes = {a.shape[0] for a in jax.tree_util.tree_leaves(out)}
         if len(sizes) > 1:
             raise ValueError(f"every input's baselines must hold the same number of reference "

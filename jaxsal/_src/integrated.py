@@ -9,7 +9,7 @@ between kinks and converges as ``1/steps**2`` on smooth ones).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -150,23 +150,21 @@ def check_baseline(baseline: Any, x: Any, *, formats: Sequence[bool]) -> Any:
     """``baseline`` as the path's start for ``x``: zeros for ``None``; otherwise an array that
     broadcasts to ``x``. For several inputs (``x`` a list, tuple or dict) one baseline per
     input (:func:`per_input_values`: each entry the input's own value, Python lists too,
-    ``None`` zeros), or one number for all of them. ``formats``: per input (leaf order of
-    ``x``), whether it is channels-first (``Prepared.formats``; a 1-D baseline that could be
-    one value per channel or one per column of such an input is refused,
-    :func:`check_like`)."""
+    ``None`` zeros), or one value for every input (a number, an array, a tuple: each input
+    checks it). ``formats``: per input (leaf order of ``x``), whether it is channels-first
+    (``Prepared.formats``; a 1-D baseline that could be one value per channel or one per
+    column of such an input is refused, :func:`check_like`)."""
     leaves, tree = jax.tree_util.tree_flatten(x)
     if len(formats) != len(leaves):
         raise ValueError(f"check_baseline: expected one layout per input ({len(leaves)}), got "
                          f"{len(formats)}")
     if not isinstance(x, jax.Array):  # several inputs
         values = per_input_values(baseline, x, "baseline")
-        if values is None:
-            if not (baseline is None or np.ndim(baseline) == 0):
-                raise ValueError(
-                    f"expected baseline as one value per input (a list of {len(leaves)} in "
-                    "the inputs' order or a dict keyed by their names) or one number for every "
-                    f"input; got {_what(baseline)}")
-            values = [0.0 if baseline is None else baseline] * len(leaves)
+        if values is None:  # one value for every input
+            check = one_for_every_input(lambda a, cf: check_baseline(baseline, a,
+                                                                     formats=(cf,)),
+                                        baseline, "baseline", len(leaves))
+            return tree.unflatten([check(a, cf) for a, cf in zip(leaves, formats)])
         return tree.unflatten([check_baseline(b, a, formats=(cf,))
                                for b, a, cf in zip(values, leaves, formats)])
     if baseline is None:
@@ -174,31 +172,45 @@ def check_baseline(baseline: Any, x: Any, *, formats: Sequence[bool]) -> Any:
     return check_like(baseline, x, "baseline", channels_first=formats[0])
 
 
+def one_for_every_input(check: Callable, v: Any, what: str, k: int) -> Callable:
+    """``check`` of option value ``v`` given one for every one of ``k`` inputs, whose error
+    for a tuple adds that a tuple is one value for every input (the per-input form is a
+    list): ``(0.5, vec)`` meant as one per input."""
+    def f(*args):
+        try:
+            return check(*args)
+        except (ValueError, TypeError) as e:
+            if not isinstance(v, tuple):
+                raise
+            raise type(e)(f"{e}. A tuple {what} is one value for every input (e.g. one per "
+                          f"channel); for one value per input pass a list of {k} in the "
+                          "inputs' order or a dict keyed by their names") from e
+
+    return f
+
+
 def per_input_values(v: Any, x: Any, what: str) -> list | None:
     """Option value ``v`` given one value per input of ``x`` (several inputs: a list, tuple or
-    dict of arrays), as a list in ``x``'s leaf order, or ``None`` where ``v`` is not given per
-    input (one value for every input). A dict keyed as ``x`` (``x`` a dict), or a list or a
-    tuple of as many (``x`` a list or tuple), pairs its entries with the inputs by key or
-    position, whatever each entry is (a number, an array, Python lists, ``None``): no entry
-    is read as more of the structure. Raises for a dict of other keys or a sequence of another
-    count, saying what was received."""
-    if isinstance(x, dict) and isinstance(v, dict):
-        if set(v) != set(x):
-            raise ValueError(f"expected {what} as one value per input, a dict keyed as the "
-                             f"inputs ({', '.join(map(repr, x))}); got keys "
-                             f"{', '.join(map(repr, v))}. Give every input its value under "
-                             "its name (or one number for all of them)")
+    dict of arrays), as a list in ``x``'s leaf order, or ``None`` where ``v`` is one value for
+    every input (anything else: a number, an array, a tuple, ``None``). A dict keyed as
+    ``x`` (``x`` a dict), or a list of as many (``x`` a list or tuple; the container
+    :meth:`~jaxsal._src.validate.Prepared.per_input` arranges the option in), pairs its
+    entries with the inputs by key or position, whatever each entry is (a number, an array,
+    Python lists, ``None``): no entry is read as more of the structure. Raises for a dict of
+    other keys or a list of another count, saying what was received."""
+    if isinstance(v, dict):
+        if not isinstance(x, dict) or set(v) != set(x):
+            raise ValueError(f"expected {what} as one value per input, "
+                             + (f"a dict keyed as the inputs ({', '.join(map(repr, x))})"
+                                if isinstance(x, dict) else f"a list of {len(x)} in their "
+                                "order") + f"; got {_what(v)}. Give every input its value "
+                             "(or one value for all of them)")
         return jax.tree_util.tree_structure(x).flatten_up_to(v)
-    if isinstance(x, (list, tuple)) and isinstance(v, (list, tuple)):
+    if isinstance(v, list) and isinstance(x, (list, tuple)):
         if len(v) != len(x):
             raise ValueError(f"expected {what} as one value per input, a list of {len(x)} in "
                              f"the inputs' order; got {_what(v)}")
         return jax.tree_util.tree_structure(x).flatten_up_to(type(x)(v))
-    if isinstance(v, (list, tuple, dict)):
-        raise ValueError(f"expected {what} as one value per input, "
-                         + (f"a dict keyed as the inputs ({', '.join(map(repr, x))})"
-                            if isinstance(x, dict) else f"a list of {len(x)} in their order")
-                         + f", or one number for every input; got {_what(v)}")
     return None
 
 
