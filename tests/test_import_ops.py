@@ -705,3 +705,25 @@ def test_refused_configurations(tmp_path, make, cls, changes, match):
     config = _edited(model, cls, **changes) if cls else None
     with pytest.raises(UnsupportedLayerError, match=match):
         load_keras(tmp_path / "m.keras", config=config)
+
+
+def _tiny(tmp_path, inputs, outputs, x):
+    """A small model of ``inputs`` -> ``outputs`` saved, loaded, run on ``x``: (ours, Keras's,
+    the loaded model)."""
+    model = keras.Model(inputs, outputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = model(x)
+    model.save(tmp_path / "m.keras")
+    m = load_keras(tmp_path / "m.keras")
+    return m(x), ref, m
+
+
+def test_tile_with_one_count(tmp_path):
+    """``ops.tile(x, 2)`` records ``repeats`` as an int (it was refused as a malformed
+    config)."""
+    x = keras.Input((3,), name="x")
+    xv = np.arange(6, dtype="float32").reshape(2, 3)
+    ours, ref, _ = _tiny(tmp_path, x, [ops.tile(x, 2), ops.tile(x, (2, 1))], xv)
+    _compare(["tile_int", "tile_tuple"], ours, ref)
+    np.testing.assert_array_equal(np.asarray(ours[0]), np.tile(xv, 2))

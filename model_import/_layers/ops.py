@@ -293,7 +293,9 @@ def _flip(cfg):
 
 @_op("Tile")
 def _tile(cfg):
-    reps = tuple(cfg.get("repeats", ()))
+    reps = cfg.get("repeats", ())
+    # one count (``ops.tile(x, 2)``) is saved as an int: the last axis, as np.tile takes it
+    reps = (int(reps),) if isinstance(reps, (int, float)) else tuple(reps)
     return lambda rt, x, *a: jnp.tile(x, reps or a[0])
 
 
