@@ -727,3 +727,19 @@ def test_tile_with_one_count(tmp_path):
     ours, ref, _ = _tiny(tmp_path, x, [ops.tile(x, 2), ops.tile(x, (2, 1))], xv)
     _compare(["tile_int", "tile_tuple"], ours, ref)
     np.testing.assert_array_equal(np.asarray(ours[0]), np.tile(xv, 2))
+
+
+def test_int8_matmul_and_einsum_accumulate_in_int32(tmp_path):
+    """Keras computes ``matmul``/``einsum`` of int8 tensors in int32 (an int32 result:
+    100 * 100 * 3 = 30000), ``tensordot`` in int8 as NumPy: the importer wrapped around."""
+    a = keras.Input((2, 3), dtype="int8", name="a")
+    outs = [ops.matmul(a, ops.transpose(a, (0, 2, 1))), ops.einsum("bij,bkj->bik", a, a),
+            ops.tensordot(a, a, axes=[[1, 2], [1, 2]])]
+    av = np.full((1, 2, 3), 100, "int8")
+    av[0, 1] = [-100, 7, 1]
+    ours, ref, _ = _tiny(tmp_path, a, outs, av)
+    _compare(["matmul", "einsum", "tensordot"], ours, ref)
+    exact = np.einsum("bij,bkj->bik", av.astype(np.int32), av.astype(np.int32))
+    for o in ours[:2]:
+        assert np.asarray(o).dtype == np.int32
+        np.testing.assert_array_equal(np.asarray(o), exact)

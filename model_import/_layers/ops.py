@@ -129,7 +129,20 @@ for _names, _fn, _kw in [
     _op(*_names, relevance="merge" in _kw, **_kw)(
         lambda cfg, fn=_fn, pair="merge" not in _kw: elementwise_of_one(fn, pair=pair))
 
-_simple(("Matmul",), jnp.matmul, relevance=True, merge="product")
+def _int8_accumulator(*operands) -> dict:
+    """``preferred_element_type=int32`` where every operand is int8: Keras's JAX and NumPy
+    backends compute ``matmul``/``einsum`` of int8 tensors in int32 and return int32 (int8
+    wrapped around: 100 * 100 * 3 gave 48, Keras 30000); other dtypes as ``jax.numpy``."""
+    if all(jnp.asarray(o).dtype == jnp.int8 for o in operands):
+        return {"preferred_element_type": jnp.int32}
+    return {}
+
+
+def _matmul(x1, x2):
+    return jnp.matmul(x1, x2, **_int8_accumulator(x1, x2))
+
+
+_simple(("Matmul",), _matmul, relevance=True, merge="product")
 
 for _names, _fn in [
     (("FloorDivide",), jnp.floor_divide), (("Mod",), jnp.mod), (("Negative",), jnp.negative),
@@ -1145,7 +1158,7 @@ def _einsum(cfg):
         kw.pop("optimize", None)  # a contraction-order hint
         if kw:
             raise ValueError(f"einsum: unsupported arguments {sorted(kw)}")
-        return jnp.einsum(sub, *operands)
+        return jnp.einsum(sub, *operands, **_int8_accumulator(*operands))
     return f
 
 
