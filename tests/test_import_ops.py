@@ -743,3 +743,19 @@ def test_int8_matmul_and_einsum_accumulate_in_int32(tmp_path):
     for o in ours[:2]:
         assert np.asarray(o).dtype == np.int32
         np.testing.assert_array_equal(np.asarray(o), exact)
+
+
+def test_floor_and_ceil_of_integers_are_float(tmp_path):
+    """Keras's ``floor``/``ceil`` cast integer and boolean tensors to float first (on every
+    backend): a later ``negative`` of a uint8 floor is -202, not 54 (uint8 wrapped), and
+    ``power(floor(int32), -1)`` is a float reciprocal."""
+    x = keras.Input((4,), name="x")
+    u8, i32, b = ops.cast(x, "uint8"), ops.cast(x, "int32"), ops.greater(x, 2.0)
+    outs = [ops.negative(ops.floor(u8)), ops.ceil(u8), ops.floor(i32), ops.ceil(b),
+            ops.power(ops.floor(i32), -1)]
+    xv = np.array([[202.0, 1.0, 3.0, 7.0]], "float32")
+    ours, ref, _ = _tiny(tmp_path, x, outs, xv)
+    _compare(["neg_floor_u8", "ceil_u8", "floor_i32", "ceil_bool", "power_floor_i32"], ours,
+             ref)
+    assert all(np.asarray(o).dtype == np.float32 for o in ours)
+    np.testing.assert_array_equal(np.asarray(ours[0]), -xv)

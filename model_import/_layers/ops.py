@@ -149,8 +149,10 @@ for _names, _fn in [
     (("Absolute", "Abs"), jnp.abs), (("Square",), jnp.square), (("Sqrt",), jnp.sqrt),
     (("Exp",), jnp.exp), (("Log",), jnp.log), (("Log1p",), jnp.log1p),
     (("Expm1",), jnp.expm1), (("Tanh",), jnp.tanh), (("Sin",), jnp.sin), (("Cos",), jnp.cos),
-    (("Sign",), jnp.sign), (("Reciprocal",), jnp.reciprocal), (("Floor",), jnp.floor),
-    (("Ceil",), jnp.ceil), (("Erf",), jax.scipy.special.erf),
+    (("Sign",), jnp.sign), (("Reciprocal",), jnp.reciprocal),
+    # Keras's floor/ceil cast integer and boolean tensors to float first (every backend)
+    (("Floor",), lambda x: jnp.floor(_to_float(x))),
+    (("Ceil",), lambda x: jnp.ceil(_to_float(x))), (("Erf",), jax.scipy.special.erf),
     (("Silu", "Swish"), jax.nn.silu),
     (("Softplus",), jax.nn.softplus), (("Softsign",), jax.nn.soft_sign),
     (("Selu",), jax.nn.selu), (("LogSigmoid",), jax.nn.log_sigmoid),
