@@ -716,7 +716,10 @@ def _tiny(tmp_path, inputs, outputs, x):
         ref = model(x)
     model.save(tmp_path / "m.keras")
     m = load_keras(tmp_path / "m.keras")
-    return m(x), ref, m
+    ours = m(x)
+    if len(outputs) == 1:  # one output: one array, not a list, from either model
+        ours, ref = [ours], [ref]
+    return ours, ref, m
 
 
 def test_tile_with_one_count(tmp_path):
@@ -759,3 +762,28 @@ def test_floor_and_ceil_of_integers_are_float(tmp_path):
              ref)
     assert all(np.asarray(o).dtype == np.float32 for o in ours)
     np.testing.assert_array_equal(np.asarray(ours[0]), -xv)
+
+
+def test_hard_activations_have_keras_gradients_at_their_kinks(tmp_path):
+    """``relu6``, ``hard_sigmoid``, ``hard_silu`` and ``hard_tanh`` (operations and activation
+    strings) have the derivative Keras's JAX backend computes at their kinks, that of
+    ``jax.nn.relu6``/``hard_sigmoid``/``hard_silu``/``hard_tanh``, which it calls: 0 at 6
+    and at +-3 (``relu6(x + 3) / 6``), 1 at +-1 for ``hard_tanh`` (TF's and PyTorch's hard
+    sigmoids give 0 at +-3 too). ``jnp.minimum``/``jnp.clip`` split a tie, 1/2 each side."""
+    x = keras.Input((5,), name="x")
+    act = {n: layers.Activation(n)(x) for n in ("hard_sigmoid", "hard_silu", "hard_tanh")}
+    outs = [ops.relu6(x), ops.hard_sigmoid(x), ops.hard_silu(x), ops.hard_tanh(x), *act.values()]
+    refs = [jax.nn.relu6, jax.nn.hard_sigmoid, jax.nn.hard_silu, jax.nn.hard_tanh,
+            jax.nn.hard_sigmoid, jax.nn.hard_silu, jax.nn.hard_tanh]
+    xv = np.array([[6.0, 3.0, -3.0, 1.0, -1.0], [0.0, 2.5, -0.5, 7.0, -4.0]], "float32")
+    ours, ref, m = _tiny(tmp_path, x, outs, xv)
+    _compare([f"out{i}" for i in range(len(outs))], ours, ref)
+    grads = jax.jit(lambda v: [jax.grad(lambda u: jnp.sum(m.apply(m.params, u)[i]))(v)
+                               for i in range(len(refs))])(jnp.asarray(xv))
+    want = jax.jit(lambda v: [jax.vmap(jax.grad(f))(v) for f in refs])(xv.ravel())
+    for i, f in enumerate(refs):
+        np.testing.assert_allclose(np.asarray(grads[i]), np.asarray(want[i]).reshape(xv.shape),
+                                   rtol=1e-6, atol=1e-7, err_msg=f"output {i} ({f.__name__})")
+    # analytic, at 6, 3, -3, 1, -1: relu6 0 1 0 1 0; hard_sigmoid 0 0 0 1/6 1/6
+    np.testing.assert_allclose(np.asarray(grads[0])[0], [0, 1, 0, 1, 0])
+    np.testing.assert_allclose(np.asarray(grads[1])[0], [0, 0, 0, 1 / 6, 1 / 6], rtol=1e-6)

@@ -20,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from model_import._layers.activations import (_hard_sigmoid_k3, act_on_first,
-                                              elementwise_of_one, glu, hard_shrink,
-                                              relu_family, soft_shrink, sparse_plus, sparsemax,
-                                              squareplus)
+                                              elementwise_of_one, glu, hard_shrink, hard_tanh,
+                                              soft_shrink, sparse_plus, sparsemax, squareplus)
 from model_import._layers.image import (BICUBIC_BACKENDS, aspect_crop_box, aspect_pads,
                                         resize_axes)
 from model_import._layers.normalization import inverse_l2_norm
@@ -157,7 +156,7 @@ for _names, _fn in [
     (("Softplus",), jax.nn.softplus), (("Softsign",), jax.nn.soft_sign),
     (("Selu",), jax.nn.selu), (("LogSigmoid",), jax.nn.log_sigmoid),
     (("HardSigmoid",), _hard_sigmoid_k3),
-    (("HardSilu", "HardSwish"), lambda x: x * _hard_sigmoid_k3(x)),
+    (("HardSilu", "HardSwish"), jax.nn.hard_silu),  # x * relu6(x + 3) / 6: 1 at 3, 0 at -3
 ]:
     _simple(_names, _fn)
 
@@ -167,9 +166,18 @@ def _relu(cfg):
     return lambda rt, x: rt.relu(x)
 
 
+def _relu6_op(x, rt):
+    """``ops.relu6``: Keras's backend ``relu6`` (``jax.nn.relu6`` on JAX, ``tf.nn.relu6``),
+    derivative 0 at 6, where ``jnp.minimum`` gives 1/2; on ``rt.relu`` for the ReLU rules
+    (guided backprop...). (The ``ReLU(max_value=6)`` layer clips: Keras 3 on JAX gives its
+    ``jnp.clip``'s 1/2 there.) ``x``: any shape; returns the same shape."""
+    y = rt.relu(x)
+    return jnp.where(y >= 6.0, 6.0, y)
+
+
 @_op("Relu6", act=True)
 def _relu6(cfg):
-    return lambda rt, x: relu_family(x, rt, max_value=6.0)
+    return lambda rt, x: _relu6_op(x, rt)
 
 
 @_op("LeakyRelu", act=True)
@@ -401,7 +409,7 @@ for _names, _fn in [
     (("Greater",), jnp.greater), (("GreaterEqual",), jnp.greater_equal),
     (("Less",), jnp.less), (("LessEqual",), jnp.less_equal),
     (("LogicalXor",), jnp.logical_xor), (("StopGradient",), jax.lax.stop_gradient),
-    (("HardTanh",), lambda x: jnp.clip(x, -1.0, 1.0).astype(jnp.asarray(x).dtype)),
+    (("HardTanh",), hard_tanh),
     (("TanhShrink",), lambda x: x - jnp.tanh(x)),
     (("SparsePlus",), sparse_plus),
     (("SparseSigmoid",), lambda x: jnp.clip(0.5 * (x + 1.0), 0.0, 1.0).astype(x.dtype)),
