@@ -787,3 +787,31 @@ def test_hard_activations_have_keras_gradients_at_their_kinks(tmp_path):
     # analytic, at 6, 3, -3, 1, -1: relu6 0 1 0 1 0; hard_sigmoid 0 0 0 1/6 1/6
     np.testing.assert_allclose(np.asarray(grads[0])[0], [0, 1, 0, 1, 0])
     np.testing.assert_allclose(np.asarray(grads[1])[0], [0, 0, 0, 1 / 6, 1 / 6], rtol=1e-6)
+
+
+def _keras_sparsemax(x):
+    """Keras 3.15's JAX-backend ``sparsemax`` on the last axis, as its source writes it
+    (descending order by ``-sort(-x)``, stable: a tie keeps the lower index first)."""
+    z = -1.0 * jnp.sort(x * -1.0, axis=-1)
+    cums = jnp.cumsum(z, axis=-1)
+    support = z - (cums - 1) / jnp.arange(1, x.shape[-1] + 1) > 0
+    k = jnp.sum(support, axis=-1, keepdims=True)
+    tau = (jnp.sum(jnp.where(support, cums, 0.0), axis=-1, keepdims=True) - 1) / k
+    return jnp.maximum(x - tau, 0.0)
+
+
+def test_sparsemax_gradient_at_tied_logits(tmp_path):
+    """Tied logits: the order of the sorted ties decides which one the threshold's
+    derivative reads; Keras sorts descending as ``-sort(-x)`` (the importer reversed an
+    ascending sort, giving [-0.25, -0.5, 0, 0] below where Keras on JAX gives
+    [-1, 0.25, 0, 0])."""
+    x = keras.Input((4,), name="x")
+    xv = np.array([[1.0, 1.0, 0.2, 0.0], [1.0, 0.9, 0.2, 0.0], [0.5, 0.5, 0.5, 0.0]],
+                  "float32")
+    ours, ref, m = _tiny(tmp_path, x, [ops.sparsemax(x * 1.0)], xv)
+    _compare(["sparsemax"], ours, ref)
+    w = jnp.asarray([[1.0, 2.0, 3.0, 4.0]])
+    g = jax.jit(jax.grad(lambda v: jnp.sum(m.apply(m.params, v) * w)))(jnp.asarray(xv))
+    g_ref = jax.jit(jax.grad(lambda v: jnp.sum(_keras_sparsemax(v) * w)))(jnp.asarray(xv))
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(g)[0], [-1.0, 0.25, 0.0, 0.0], atol=1e-6)

@@ -194,7 +194,9 @@ def sparsemax(x, axis=-1):
     # (sum over the support of the cumulative sums - 1) / k, not (cumsum_k - 1) / k as in
     # Martins & Astudillo (2016). Models trained with Keras saw Keras's values: match them.
     x = jnp.moveaxis(x, axis, -1)
-    z = jnp.sort(x, axis=-1)[..., ::-1]
+    # descending as Keras sorts, -sort(-x): tied logits keep the lower index first, which
+    # decides the derivative there (a reversed ascending sort puts the higher one first)
+    z = -jnp.sort(-x, axis=-1)
     k = jnp.arange(1, x.shape[-1] + 1, dtype=x.dtype)
     cums = jnp.cumsum(z, axis=-1)
     support = z - (cums - 1) / k > 0
