@@ -815,3 +815,31 @@ def test_sparsemax_gradient_at_tied_logits(tmp_path):
     g_ref = jax.jit(jax.grad(lambda v: jnp.sum(_keras_sparsemax(v) * w)))(jnp.asarray(xv))
     np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), atol=1e-6)
     np.testing.assert_allclose(np.asarray(g)[0], [-1.0, 0.25, 0.0, 0.0], atol=1e-6)
+
+
+def test_top_k_order_left_to_the_backend_warns(tmp_path):
+    """``top_k(sorted=False)`` is ordered by each backend (Keras's NumPy backend:
+    ``np.argpartition``'s order), and with ``sorted=True`` Keras's NumPy backend puts tied
+    values' higher index first (JAX and TensorFlow the lower): the importer computes JAX's
+    order and says so (``BackendWarning``), as for ``argpartition``. The values and indices
+    found are Keras's."""
+    x = keras.Input((6,), name="x")
+    (v, i), (v2, i2) = ops.top_k(x, 3, sorted=False), ops.top_k(x, 3)
+    xv = np.array([[0.1, 0.5, 0.3, 0.9, 0.7, 0.2], [1.0, 2.0, 2.0, 0.0, 2.0, 1.0]], "float32")
+    with pytest.warns(BackendWarning, match=r"top_k\(sorted=False\).*keras_backend='jax'"):
+        ours, ref, _ = _tiny(tmp_path, x, [v, i, v2, i2], xv)
+    # the same k values and indices, in the backend's order
+    for a, r in zip(ours[:2], ref[:2]):
+        np.testing.assert_array_equal(np.sort(np.asarray(a), -1), np.sort(np.asarray(r), -1))
+    np.testing.assert_array_equal(np.asarray(ours[2]), np.asarray(ref[2]))
+    np.testing.assert_array_equal(np.asarray(ours[3]), [[3, 4, 1], [1, 2, 4]])  # lower first
+    np.testing.assert_array_equal(np.asarray(ours[3]), np.asarray(
+        jax.lax.top_k(jnp.asarray(xv), 3)[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackendWarning)  # JAX's order: nothing to say
+        load_keras(tmp_path / "m.keras", keras_backend="jax")
+    with pytest.warns(BackendWarning) as rec:
+        load_keras(tmp_path / "m.keras", keras_backend="numpy")
+    said = [str(w.message) for w in rec]
+    assert any("tied values" in w for w in said) and any("sorted=False" in w for w in said)
+    assert not any("keras_backend='jax'" in w for w in said), said

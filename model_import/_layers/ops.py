@@ -682,11 +682,28 @@ _op("Argmax")(_arg_extremum(jnp.argmax))
 _op("Argmin")(_arg_extremum(jnp.argmin))
 
 
-@_op("TopK")
-def _top_k(cfg):
+@_op("TopK", context=True)
+def _top_k(cfg, ctx):
     # sorted=False leaves the order to the backend; Keras's JAX backend (like this port)
     # returns the values sorted. Ties: the lower index first (JAX, TensorFlow).
     k = int(cfg["k"])
+    if not cfg.get("sorted", True) and ctx.backend != "jax":
+        warnings.warn(
+            f"layer {ctx.layer_name!r} (ops.TopK): top_k(sorted=False) leaves the order of "
+            "the k results to the backend. They are computed as on Keras's JAX backend, "
+            "sorted descending (ties: the lower index first); Keras's NumPy backend gives "
+            "np.argpartition's order, TensorFlow and PyTorch their own. The same k values "
+            "and indices are found; results that read their order (v[:, 0]) can differ "
+            "from this file's Keras model"
+            + ("" if ctx.backend else "; pass load_keras(..., keras_backend='jax') where "
+               "the file was written on JAX"), BackendWarning, stacklevel=2)
+    elif cfg.get("sorted", True) and ctx.backend in ("numpy", "torch"):
+        warnings.warn(
+            f"layer {ctx.layer_name!r} (ops.TopK): this model ran on Keras's {ctx.backend} "
+            "backend, whose top_k orders tied values differently (NumPy: the higher index "
+            "first; PyTorch: unspecified) from the order computed here, Keras's JAX and "
+            "TensorFlow backends' (the lower index first). Values agree; the indices of "
+            "tied values may come in another order", BackendWarning, stacklevel=2)
 
     def f(rt, x):
         v, i = jax.lax.top_k(x, k)
