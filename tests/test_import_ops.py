@@ -843,3 +843,31 @@ def test_top_k_order_left_to_the_backend_warns(tmp_path):
     said = [str(w.message) for w in rec]
     assert any("tied values" in w for w in said) and any("sorted=False" in w for w in said)
     assert not any("keras_backend='jax'" in w for w in said), said
+
+
+def test_shrink_and_sparse_activations_of_integers_follow_the_backend(tmp_path):
+    """``sparse_plus``, ``sparse_sigmoid`` and ``hard_shrink`` of integer or boolean tensors:
+    Keras's JAX backend computes them in float32 (``jax.nn.sparse_plus(0)`` is 0.25), its
+    NumPy backend in the tensor's dtype (0). The importer kept the dtype whatever the
+    backend; it now follows JAX's unless the backend is NumPy, and says so where the file
+    does not record it."""
+    x = keras.Input((5,), name="x")
+    i32, b = ops.cast(x, "int32"), ops.greater(x, 0.5)
+    outs = [ops.sparse_plus(i32), ops.sparse_sigmoid(i32), ops.hard_shrink(i32, 1.5),
+            ops.sparse_plus(b), ops.hard_shrink(b)]
+    xv = np.array([[-2.0, -1.0, 0.0, 1.0, 3.0]], "float32")
+    with pytest.warns(BackendWarning, match="integer or boolean.*keras_backend"):
+        got, ref, _ = _tiny(tmp_path, x, outs, xv)  # ref: Keras on NumPy, the tensor's dtype
+    iv, bv = jnp.asarray(xv, jnp.int32), jnp.asarray(xv > 0.5)
+    # Keras 3.15's JAX backend: jax.nn's functions, hard_shrink written out as it writes it
+    want = [jax.nn.sparse_plus(iv), jax.nn.sparse_sigmoid(iv),
+            jnp.where(jnp.abs(iv) > 1.5, iv, 0.0), jax.nn.sparse_plus(bv),
+            jnp.where(jnp.abs(bv) > 0.5, bv, 0.0)]
+    for g, w in zip(got, want):  # the file records no backend: JAX's, with a warning
+        assert np.asarray(g).dtype == np.float32
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    np.testing.assert_array_equal(np.asarray(got[0])[0], [0, 0, 0.25, 1, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackendWarning)
+        _compare([f"out{i}" for i in range(5)],
+                 load_keras(tmp_path / "m.keras", keras_backend="numpy")(xv), ref)

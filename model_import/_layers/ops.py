@@ -411,8 +411,6 @@ for _names, _fn in [
     (("LogicalXor",), jnp.logical_xor), (("StopGradient",), jax.lax.stop_gradient),
     (("HardTanh",), hard_tanh),
     (("TanhShrink",), lambda x: x - jnp.tanh(x)),
-    (("SparsePlus",), sparse_plus),
-    (("SparseSigmoid",), lambda x: jnp.clip(0.5 * (x + 1.0), 0.0, 1.0).astype(x.dtype)),
     (("Ravel",), jnp.ravel), (("Fliplr",), jnp.fliplr), (("Flipud",), jnp.flipud),
     (("Dot",), jnp.dot), (("Outer",), jnp.outer), (("Inner",), jnp.inner),
     (("Kron",), jnp.kron),
@@ -506,10 +504,48 @@ def _glu(cfg):
     return f
 
 
-@_op("HardShrink", act=True)
-def _hard_shrink(cfg):
+def _float_on_jax(fn: Callable[[Any], Any], ctx) -> Callable[..., Any]:
+    """An activation ``fn`` that Keras's JAX backend computes in float32 for integer and
+    boolean tensors (``jax.nn.sparse_plus``'s and ``jnp.where``'s Python float constants
+    promote them: ``sparse_plus(0)`` is 0.25) and its NumPy backend in the tensor's own
+    dtype (0): ``fn`` of ``x`` made float, unless the backend is NumPy; a
+    :class:`BackendWarning` when such a tensor reaches it and the backend is unknown."""
+    backend, name, cls = ctx.backend, ctx.layer_name, ctx.class_name
+
+    def f(rt, x):
+        x = jnp.asarray(x)
+        if _is_int_or_bool(x) and backend != "numpy":
+            if backend is None:
+                warnings.warn(
+                    f"layer {name!r} ({cls}) of an integer or boolean tensor ({x.dtype}): "
+                    "computed in float32 as on Keras's JAX backend; Keras's NumPy backend "
+                    f"keeps {x.dtype} (0 for sparse_plus(0), 0.25 on JAX). Pass "
+                    "load_keras(..., keras_backend='numpy') for a file written there, "
+                    "keras_backend='jax' to silence this", BackendWarning, stacklevel=2)
+            x = _to_float(x)
+        return fn(x)
+    return f
+
+
+@_op("HardShrink", act=True, context=True)
+def _hard_shrink(cfg, ctx):
     t = float(cfg.get("threshold", 0.5))
-    return lambda rt, x: hard_shrink(x, t)
+
+    def f(x):
+        if x.dtype == jnp.bool_:  # NumPy's: the threshold cast to bool, |x| > True never
+            return x & (t == 0)
+        return hard_shrink(x, t)  # of integers as NumPy's threshold cast to their dtype
+    return _float_on_jax(f, ctx)
+
+
+@_op("SparsePlus", act=True, context=True)
+def _sparse_plus(cfg, ctx):
+    return _float_on_jax(sparse_plus, ctx)
+
+
+@_op("SparseSigmoid", act=True, context=True)
+def _sparse_sigmoid(cfg, ctx):
+    return _float_on_jax(lambda x: jnp.clip(0.5 * (x + 1.0), 0.0, 1.0).astype(x.dtype), ctx)
 
 
 @_op("SoftShrink", act=True)
