@@ -735,8 +735,8 @@ def _top_k(cfg, ctx):
                "the file was written on JAX"), BackendWarning, stacklevel=2)
     elif cfg.get("sorted", True) and ctx.backend in ("numpy", "torch"):
         warnings.warn(
-            f"layer {ctx.layer_name!r} (ops.TopK): this model ran on Keras's {ctx.backend} "
-            "backend, whose top_k orders tied values differently (NumPy: the higher index "
+            f"layer {ctx.layer_name!r} (ops.TopK): this model ran on Keras's "
+            f"{dict(numpy='NumPy', torch='PyTorch')[ctx.backend]} backend, whose top_k orders tied values differently (NumPy: the higher index "
             "first; PyTorch: unspecified) from the order computed here, Keras's JAX and "
             "TensorFlow backends' (the lower index first). Values agree; the indices of "
             "tied values may come in another order", BackendWarning, stacklevel=2)
