@@ -21,7 +21,8 @@ import numpy as np
 
 from model_import._layers.activations import (_hard_sigmoid_k3, act_on_first,
                                               elementwise_of_one, glu, hard_shrink, hard_tanh,
-                                              soft_shrink, sparse_plus, sparsemax, squareplus)
+                                              relu_family, soft_shrink, sparse_plus, sparsemax,
+                                              squareplus)
 from model_import._layers.image import (BICUBIC_BACKENDS, aspect_crop_box, aspect_pads,
                                         resize_axes)
 from model_import._layers.normalization import inverse_l2_norm
@@ -166,18 +167,9 @@ def _relu(cfg):
     return lambda rt, x: rt.relu(x)
 
 
-def _relu6_op(x, rt):
-    """``ops.relu6``: Keras's backend ``relu6`` (``jax.nn.relu6`` on JAX, ``tf.nn.relu6``),
-    derivative 0 at 6, where ``jnp.minimum`` gives 1/2; on ``rt.relu`` for the ReLU rules
-    (guided backprop...). (The ``ReLU(max_value=6)`` layer clips: Keras 3 on JAX gives its
-    ``jnp.clip``'s 1/2 there.) ``x``: any shape; returns the same shape."""
-    y = rt.relu(x)
-    return jnp.where(y >= 6.0, 6.0, y)
-
-
 @_op("Relu6", act=True)
 def _relu6(cfg):
-    return lambda rt, x: _relu6_op(x, rt)
+    return lambda rt, x: relu_family(x, rt, max_value=6.0)  # gradient 0 at 6, as Keras
 
 
 @_op("LeakyRelu", act=True)
