@@ -120,6 +120,35 @@ def _last(shape: tuple) -> tuple:
     return tuple(shape[1:]) + tuple(shape[:1])
 
 
+def _int_input_dtype(declared: str) -> np.dtype:
+    """The dtype an integer ``InputLayer`` of dtype ``declared`` computes in: its own, 64-bit
+    ones as int32 (JAX's default without x64)."""
+    return np.dtype(declared if declared in _NARROW_INTS else np.int32)
+
+
+def _check_float_codes(a: Array, to: np.dtype, i: int, declared: str) -> None:
+    """Refuse floats given to an integer ``InputLayer`` (input ``i``, declared ``declared``,
+    computed as ``to``) that its dtype cannot hold: NaN, inf, or beyond ``to``'s range after
+    truncation. Keras casts such values differently per backend (NumPy wraps 300.0 to 44 in
+    uint8 and -1.0 to 255; JAX's ``predict`` saturates them to 255 and 0). Whole numbers in
+    range are cast exactly and fractions truncated toward zero, as Keras does. ``a``: a
+    concrete float array."""
+    if not np.size(a):
+        return
+    v = np.asarray(a)
+    info = np.iinfo(to)
+    with np.errstate(invalid="ignore"):
+        t = np.trunc(v.astype(np.float64))
+        bad = ~np.isfinite(t) | (t < info.min) | (t > info.max)
+    if bad.any():
+        raise ValueError(
+            f"input {i}: this model's InputLayer is {declared}, which Keras casts its input "
+            f"to, got {v.dtype} values such as {float(v[bad].flat[0])!r} that {to} cannot hold "
+            f"(range [{info.min}, {info.max}]; Keras's backends cast them differently, "
+            f"wrapping or saturating). Pass {declared} values in that range, e.g. "
+            f"x.astype(np.{declared}) after clipping or rescaling them as the model expects")
+
+
 def native(a: Any) -> Any:
     """``a`` with every NumPy array in it (a pytree: params, several inputs) in the machine's
     byte order; anything else as it is. JAX takes no other order: ``jnp.asarray`` of a
@@ -372,6 +401,36 @@ class KerasModel:
                     f"(input_dim={dim}), got ids from {a.min()} to {a.max()}; map unknown "
                     "tokens to an id the model knows (an OOV or padding id)")
 
+    def _keras_cast(self, x: Inputs) -> Inputs:
+        """``x`` (as for :meth:`apply`) with the floats given to an integer ``InputLayer``
+        cast to its dtype as Keras casts a model's inputs (truncated toward zero), for
+        :meth:`__call__` and :meth:`intermediates`; floats the dtype cannot hold (NaN, inf,
+        beyond its range) are refused, as are token ids outside an ``Embedding``'s
+        vocabulary (:meth:`check_token_ids`). Traced values are left as they are (computed
+        as floats, as :meth:`apply` computes them)."""
+        self.check_token_ids(x)
+        declared = [str(d) for d in self.graph.input_dtypes]
+        if not any("int" in d for d in declared):
+            return x
+
+        def one(a, i):
+            d = declared[i] if i < len(declared) else ""
+            if "int" not in d or isinstance(a, jax.core.Tracer):
+                return a
+            v = a if hasattr(a, "dtype") else np.asarray(a)  # (a nested list)
+            if not jnp.issubdtype(v.dtype, jnp.floating):
+                return a
+            to = _int_input_dtype(d)
+            _check_float_codes(v, to, i, d)
+            return v.astype(to)
+
+        if isinstance(x, Mapping):
+            names = self.input_names
+            return {k: one(v, names.index(k)) if k in names else v for k, v in x.items()}
+        if isinstance(x, (list, tuple)):  # (one per input, as _as_list reads them)
+            return type(x)(one(a, i) for i, a in enumerate(x))
+        return one(x, 0)
+
     def _as_list(self, x) -> list:
         if isinstance(x, Mapping):
             names = self.input_names
@@ -440,11 +499,13 @@ class KerasModel:
             a = jnp.asarray(native(a))  # (JAX reads no big-endian array)
             declared = str(self.graph.input_dtypes[i])
             int_input = "int" in declared  # token ids (Embedding), raw uint8 images
-            if jnp.issubdtype(a.dtype, jnp.integer) and int_input:
+            if int_input and not jnp.issubdtype(a.dtype, jnp.floating):
                 # the InputLayer's own dtype, as Keras casts (uint8 arithmetic wraps, a
                 # resized uint8 image saturates at 0 and 255); 64-bit ones as int32 (JAX's
-                # default without x64)
-                a = a.astype(declared if declared in _NARROW_INTS else jnp.int32)
+                # default without x64). Floats stay floats here, a relaxation to
+                # differentiate (maximize's recipe for uint8 image models); __call__ casts
+                # them as Keras does (_keras_cast)
+                a = a.astype(_int_input_dtype(declared))
             elif not jnp.issubdtype(a.dtype, jnp.floating):
                 a = a.astype(jnp.float32)
             elif a.dtype.itemsize < 4 and not int_input:
@@ -629,9 +690,12 @@ class KerasModel:
     def __call__(self, x: Inputs):
         """``apply(self.params, x)``, jit-compiled (cached per model, its ``with_*`` variants
         of the same head, rules, output and view, and input shape); ``x`` as for
-        :meth:`apply`."""
-        x = native(x)  # a compiled program would read big-endian bytes as native ones
-        self.check_token_ids(x)
+        :meth:`apply`, except that floats given to an integer ``InputLayer`` are first cast
+        to its dtype as Keras casts them (truncated toward zero; values it cannot hold
+        refused), where :meth:`apply` computes them as floats (a relaxation to
+        differentiate)."""
+        # (native: a compiled program would read big-endian bytes as native ones)
+        x = self._keras_cast(native(x))
         try:
             return self._program(None)(self.params, x)
         except TypeError as e:  # jax.jvp of the jitted program met a custom VJP in it
@@ -644,8 +708,8 @@ class KerasModel:
         """Outputs of several named layers (or one name) for ``x`` (as for :meth:`apply`) in
         one forward pass, jit-compiled (cached as :meth:`__call__` is, per layer list)."""
         layers = (layers,) if isinstance(layers, str) else tuple(layers)
-        x = native(x)  # a compiled program would read big-endian bytes as native ones
-        self.check_token_ids(x)
+        # (native: a compiled program would read big-endian bytes as native ones)
+        x = self._keras_cast(native(x))
         return self._program(layers)(self.params, x)
 
     # ------------------------------------------------------------------ structure

@@ -263,3 +263,38 @@ def test_float64_policy_weights_stay_float64_under_x64(tmp_path):
             g = jaxsal.gradcam(m.with_head("logits"), x.astype(np.float32), [0, 2],
                                layer="conv")
             assert g.dtype == jnp.float64 and np.isfinite(np.asarray(g)).all()
+
+
+def test_floats_given_to_an_integer_input_are_cast_as_keras_casts_them(tmp_path):
+    """Keras casts a model's inputs to their ``Input``'s dtype (``convert_to_tensor(x,
+    dtype)`` in ``Functional._standardize_inputs``): floats given to an int32 or uint8
+    ``Input`` are truncated toward zero. The importer computed them as floats (2.7 where Keras
+    reads 2). Values the dtype cannot hold, which Keras's backends cast differently (NumPy
+    wraps 300.0 to 44 in uint8, JAX's ``predict`` saturates it to 255), are refused.
+    ``apply`` still computes the floats as given (a relaxation to differentiate, which
+    maximize's recipe for uint8 image models uses): the Dense layer written in NumPy."""
+    keras.utils.set_random_seed(0)
+    x = np.array([[-2.7, -0.5, 0.5, 2.7], [1.0, 7.9, 255.6, 0.0]], np.float32)
+    for dtype in ("int32", "uint8"):
+        inp = keras.Input((4,), dtype=dtype)
+        model = keras.Model(inp, layers.Dense(2)(inp))
+        path = tmp_path / f"{dtype}.keras"
+        model.save(path)
+        m = load_keras(path)
+        xx = np.abs(x) if dtype == "uint8" else x
+        want = np.asarray(model.predict(xx, verbose=0))
+        np.testing.assert_allclose(np.asarray(m(xx)), want, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(m(xx.astype(np.int64))), want, rtol=1e-6,
+                                   atol=1e-6)
+        kernel, bias = model.layers[-1].get_weights()
+        np.testing.assert_allclose(np.asarray(m.apply(m.params, xx)), xx @ kernel + bias,
+                                   rtol=1e-5, atol=1e-5)
+        for bad in (np.nan, np.inf, 2.0 ** 40, -1.0 if dtype == "uint8" else -2.0 ** 40):
+            with pytest.raises(ValueError, match=f"InputLayer is {dtype}.*cannot hold"):
+                m(np.where(np.arange(4) == 1, np.float32(bad), xx))
+    i = keras.Input((4,), dtype="int32")
+    model = keras.Model(i, i * 3)
+    model.save(tmp_path / "ints.keras")
+    y = load_keras(tmp_path / "ints.keras")(x)
+    assert y.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(model.predict(x, verbose=0)))
