@@ -506,6 +506,10 @@ class KerasModel:
                 # differentiate (maximize's recipe for uint8 image models); __call__ casts
                 # them as Keras does (_keras_cast)
                 a = a.astype(_int_input_dtype(declared))
+            elif declared == "bool":
+                # a boolean InputLayer: Keras casts what it is given to bool (non-zero, NaN
+                # included, is True), so ops.sum of it is an int32 count, ops.max a bool
+                a = a.astype(jnp.bool_)
             elif not jnp.issubdtype(a.dtype, jnp.floating):
                 a = a.astype(jnp.float32)
             elif a.dtype.itemsize < 4 and not int_input:

@@ -298,3 +298,49 @@ def test_floats_given_to_an_integer_input_are_cast_as_keras_casts_them(tmp_path)
     y = load_keras(tmp_path / "ints.keras")(x)
     assert y.dtype == jnp.int32
     np.testing.assert_array_equal(np.asarray(y), np.asarray(model.predict(x, verbose=0)))
+
+
+def test_a_bool_input_stays_bool_as_keras_casts_it(tmp_path):
+    """A ``keras.Input(dtype="bool")`` is bool in Keras whatever it is given (non-zero, NaN
+    included, is True): ``ops.sum`` of it is an int32 count, ``ops.max`` a bool, and a float
+    0.5 given to it is True. The importer made every bool input float32 (float32 sums) and
+    computed a float input as given (0.5 where Keras reads 1)."""
+    keras.utils.set_random_seed(0)
+    x, b = keras.Input((4,), name="x"), keras.Input((4,), dtype="bool", name="b")
+    outs = [ops.sum(b, axis=-1), ops.max(b, axis=-1), ops.cumsum(b, axis=-1),
+            x * ops.cast(b, "float32"), layers.Dense(2)(b)]
+    model = keras.Model([x, b], outs)
+    model.save(tmp_path / "b.keras")
+    m = load_keras(tmp_path / "b.keras")
+    xv = np.array([[1.0, -2.0, 3.0, 0.5], [4.0, 5.0, -6.0, 7.0]], np.float32)
+    for bv in (np.array([[1, 0, 1, 1], [0, 0, 0, 1]], bool),
+               np.array([[0.5, 0.0, -1.0, np.nan], [0.0, 0.0, 0.0, 2.0]], np.float32)):
+        want = model.predict({"x": xv, "b": bv}, verbose=0)
+        for y, w in zip(m({"x": xv, "b": bv}), want):
+            assert np.asarray(y).dtype == np.asarray(w).dtype
+            np.testing.assert_allclose(np.asarray(y), np.asarray(w), rtol=1e-6, atol=1e-6)
+
+
+def test_a_bool_input_has_no_gradient_map_and_occlusion_takes_it(tmp_path):
+    """The methods that need an input gradient refuse a bool ``Input`` (the model casts it to
+    bool as Keras does, so its map would be 0; they gave the gradient of a float relaxation
+    Keras never computes); occlusion takes it as bools (it refused them) and occludes with
+    False: the drop in Keras's score."""
+    keras.utils.set_random_seed(0)
+    x, b = keras.Input((4,), name="x"), keras.Input((4,), dtype="bool", name="b")
+    model = keras.Model([x, b], layers.Dense(3)(x * ops.cast(b, "float32")))
+    model.save(tmp_path / "mask.keras")
+    m = load_keras(tmp_path / "mask.keras")
+    xv = np.array([[1.0, -2.0, 0.5, 3.0], [2.0, 1.0, -1.0, 0.25]], np.float32)
+    bv = np.array([[1, 0, 1, 1], [0, 1, 1, 1]], bool)
+    for mask in (bv, bv.astype(np.float32)):
+        with pytest.raises(TypeError, match="InputLayer for it is bool.*no gradient"):
+            jaxsal.saliency(m, [xv, mask], targets=0)
+    occ = jaxsal.occlusion(m, [xv, bv], targets=0, patch=1)
+    score = model.predict([xv, bv], verbose=0)[:, 0]
+    for j in range(4):
+        off = bv.copy()
+        off[:, j] = False
+        np.testing.assert_allclose(np.asarray(occ[1])[:, j],
+                                   score - model.predict([xv, off], verbose=0)[:, 0],
+                                   rtol=1e-5, atol=1e-6)

@@ -109,6 +109,13 @@ def _layer_info(model: Any, name: str) -> Any:
         return None
 
 
+def _bool_input(model: Any, i: int) -> bool:
+    """Whether input ``i`` of a :class:`model_import.KerasModel` has a bool ``InputLayer``
+    (a mask or flags: cast to bool as Keras casts it, so without a gradient)."""
+    dtypes = getattr(getattr(model, "graph", None), "input_dtypes", None)
+    return bool(dtypes) and i < len(dtypes) and str(dtypes[i]) == "bool"
+
+
 def integer_input(model: Any) -> str | None:
     """The dtype of a model's (first) input when it is an integer one (token ids), else
     ``None``: a :class:`model_import.KerasModel` records it from its ``InputLayer``."""
@@ -276,7 +283,8 @@ def check_input(model: Any, x: Any, *, check_finite: bool = True, spatial: bool 
     shape = getattr(model, "input_shape", None)
     ids_dtype = integer_input(model)
     return _check_array(model, x, shape, ids_dtype, check_finite=check_finite, spatial=spatial,
-                        allow_int=allow_int and _takes_codes(model, 0), what="x")
+                        allow_int=allow_int and _takes_codes(model, 0), what="x",
+                        bool_input=_bool_input(model, 0), gradient=not allow_int)
 
 
 def input_positions(model: Any, x: Any) -> tuple[int, ...] | None:
@@ -338,7 +346,8 @@ def _check_inputs(model: Any, x: Any, *, check_finite: bool, spatial: bool, allo
         ids_dtype = str(dt) if dt is not None and "int" in str(dt) else None
         out.append(_check_array(model, a, shape, ids_dtype, check_finite=check_finite,
                                 spatial=False, allow_int=allow_int and _takes_codes(model, i),
-                                what=f"input {name!r}", check_ids=False, index=i))
+                                what=f"input {name!r}", check_ids=False, index=i,
+                                bool_input=str(dt) == "bool", gradient=not allow_int))
     if spatial and not any(cam_rank(a) in (3, 4, 5) for a in out):  # (token ids (N, L): 3)
         raise ValueError(
             "this method needs an input with 1 to 3 spatial axes (signals (N, L, C), images "
@@ -468,9 +477,11 @@ def _integer_images(model: Any, i: int, dtype: str, shape: tuple, what: str) -> 
 
 def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check_finite: bool,
                  spatial: bool, allow_int: bool, what: str, check_ids: bool = True,
-                 index: int = 0) -> Array:
+                 index: int = 0, bool_input: bool = False, gradient: bool = False) -> Array:
     """One input array: dtype, shape against ``shape`` (without the batch axis), a non-empty
-    batch, finite values."""
+    batch, finite values. ``bool_input``: the model's ``InputLayer`` for it is bool, which
+    Keras (and the importer) casts it to, so it has no gradient: refused where the method
+    needs one (``gradient``), given as float 0/1 elsewhere."""
     if not isinstance(x, jax.Array):
         try:
             x = np.asarray(x)
@@ -479,6 +490,16 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
                             f"{type(x).__name__}: {e}")
         x = base.native(x)  # a big-endian .npy (FITS data): JAX takes native order only
     dtype = x.dtype
+    if bool_input and gradient:
+        raise TypeError(
+            f"{what}: this model's InputLayer for it is bool (a mask or flags), which the "
+            f"model casts it to as Keras does: it has no gradient (its map would be 0) and no "
+            f"fractions (the path points and noise some methods scale inputs by). Use a "
+            f"method that takes it as it is (occlusion, the gradient CAMs, eigencam, "
+            f"ablationcam, or this method at a layer, layer=...), or explain the other inputs "
+            f"with this one fixed: " + WRAP_ONE_INPUT)
+    if bool_input and dtype == np.bool_:
+        x, dtype = x.astype(np.float32), np.dtype(np.float32)  # (0/1, cast back to bool)
     if ids_dtype is not None and not allow_int and np.ndim(x) >= 3:
         raise _integer_images(model, index, ids_dtype, tuple(np.shape(x)), what)
     if ids_dtype is not None and not allow_int:  # the ids' gradient would be silently zero
