@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxsal._src import reals
 from jaxsal._src.base import int_sizes, native, not_sizes
+from jaxsal._src.validate import X64_FIX, narrowed_dtype
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -286,12 +287,12 @@ def _host_maps(maps: ArrayLike, fn: str, scale_axis: object = _NO_SCALE) -> Arra
     int32 (without ``jax_enable_x64``), wrapping values beyond 2**31 silently: a count map
     ``[0, 2**40]`` normalized to ``[0, 0]``. Complex maps are refused.
 
-    Float64 maps (NumPy, lists) that JAX would cast to float32 (without ``jax_enable_x64``)
-    and whose finite values exceed float32's range became inf (then NaN): with
-    ``scale_axis`` (the axes of one map, ``None``: all; for a function that is
-    scale-invariant per map, :func:`normalize`) each such map is scaled by a power of two
-    (exact) to a maximum of about 2**100 first; otherwise they are refused, saying how to
-    fix them."""
+    Float64 maps (NumPy, lists) that JAX would cast to float32 (without ``jax_enable_x64``:
+    :func:`~jaxsal._src.validate.narrowed_dtype`) and whose finite values exceed float32's
+    range became inf (then NaN): with ``scale_axis`` (the axes of one map, ``None``: all;
+    for a function that is scale-invariant per map, :func:`normalize`) each such map is
+    scaled by a power of two (exact) to a maximum of about 2**100 first; otherwise they are
+    refused, saying how to fix them."""
     maps = native(maps)
     if np.iscomplexobj(maps):  # (cast to real with a DeprecationWarning: the imaginary
         # part dropped, silently where such warnings are hidden)
@@ -303,9 +304,9 @@ def _host_maps(maps: ArrayLike, fn: str, scale_axis: object = _NO_SCALE) -> Arra
     if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
         return a.astype(np.float32)
     if (not np.issubdtype(a.dtype, np.floating) or not a.size
-            or jax.dtypes.canonicalize_dtype(a.dtype).itemsize >= a.dtype.itemsize):
+            or narrowed_dtype(a.dtype) is None):  # (float64, without x64)
         return maps
-    big = float(np.finfo(jax.dtypes.canonicalize_dtype(a.dtype)).max)
+    big = float(np.finfo(np.float32).max)
     finite = np.where(np.isfinite(a), np.abs(a), 0)
     if not finite.max() > big:
         return maps
@@ -314,7 +315,7 @@ def _host_maps(maps: ArrayLike, fn: str, scale_axis: object = _NO_SCALE) -> Arra
             f"{fn}: expected maps within float32's range (|values| <= {big:.4g}), as JAX "
             f"computes {a.dtype} maps in float32 without jax_enable_x64; got values up to "
             f"{finite.max():.4g}, which would become inf. Scale the maps down first (e.g. "
-            "maps / np.abs(maps).max()), or enable jax_enable_x64")
+            f"maps / np.abs(maps).max()), or {X64_FIX}")
     peak = np.max(finite, axis=scale_axis, keepdims=True)
     _, e = np.frexp(peak)  # peak < 2**e
     scale = np.where(peak > big, np.ldexp(1.0, np.minimum(100 - e, 0)), 1.0)

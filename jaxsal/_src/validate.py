@@ -587,24 +587,42 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
     return x
 
 
+X64_FIX = "enable x64, jax.config.update('jax_enable_x64', True)"  # the 64-bit errors' fix
+
+
+def narrowed_dtype(dtype: np.dtype) -> np.dtype | None:
+    """The 32-bit dtype JAX computes a NumPy array of ``dtype`` in without
+    ``jax_enable_x64``: float32 for float64, int32 for int64, uint32 for uint64, cast without
+    a word (a float64 beyond float32's range becomes inf, an int64 beyond int32's wraps
+    around). ``None`` where JAX keeps ``dtype`` (every dtype under x64, and the others). The
+    callers choose what to do about values beyond that range: :func:`narrow` refuses them,
+    post-processing scales float maps or makes integer ones float32."""
+    if dtype.itemsize != 8 or dtype.kind not in "fiu":
+        return None
+    # (x64 asked of JAX, as model_import's _param_dtype: canonicalize_dtype follows
+    # jax.enable_x64 contexts, which jax.config did not in every version)
+    if jax.dtypes.canonicalize_dtype(np.float64) == np.float64:
+        return None
+    return np.dtype({"f": np.float32, "i": np.int32, "u": np.uint32}[dtype.kind])
+
+
 def narrow(v: np.ndarray, what: str, *, check_finite: bool = True,
            holds: str = "holds") -> np.ndarray:
-    """``v`` (a NumPy array) in the dtype JAX computes it in: without ``jax_enable_x64``
-    float64 becomes float32, int64 int32 and uint64 uint32, which JAX does without a word (a
-    float64 beyond float32's range becomes inf, an int64 beyond int32's wraps around). Such
-    values are refused here, naming the range (``what``: the array, for the message; a float
-    NaN or inf is refused as :func:`not_finite` when ``check_finite``, whose pass over the
-    narrowed floats this is, so that an input costs one pass as before). Any shape; other
-    dtypes, and every dtype under x64, are returned as they are. ``holds``: the verb after
-    ``what`` ("hold" for a plural)."""
-    if jax.config.jax_enable_x64 or v.dtype.itemsize != 8 or v.dtype.kind not in "fiu":
+    """``v`` (a NumPy array) in the dtype JAX computes it in (:func:`narrowed_dtype`), with
+    the values beyond that dtype's range, which JAX would make inf or wrap around, refused
+    naming the range (``what``: the array, for the message; a float NaN or inf is refused as
+    :func:`not_finite` when ``check_finite``, whose pass over the narrowed floats this is, so
+    that an input costs one pass as before; without ``check_finite`` floats are not checked).
+    Any shape; dtypes JAX keeps are returned as they are. ``holds``: the verb after ``what``
+    ("hold" for a plural)."""
+    to = narrowed_dtype(v.dtype)
+    if to is None:
         if check_finite and not all_finite(v):  # (bfloat16 too, whose kind is "V")
             raise not_finite(what)
         return v
-    fix = "enable x64, jax.config.update('jax_enable_x64', True)"
-    if v.dtype.kind == "f":
+    if to.kind == "f":
         with np.errstate(over="ignore"):
-            v32 = v.astype(np.float32)
+            v32 = v.astype(to)
         if check_finite and not all_finite(v32):
             if not all_finite(v):
                 raise not_finite(what)
@@ -613,20 +631,19 @@ def narrow(v: np.ndarray, what: str, *, check_finite: bool = True,
             raise ValueError(f"{what} {holds} values up to {peak:.3g} in magnitude, beyond "
                              f"float32's range ({top:.2g}) that JAX computes float64 in without "
                              f"jax_enable_x64 (they would become inf); rescale the input or "
-                             f"{fix}")
+                             f"{X64_FIX}")
         return v32
-    narrow_dtype = np.dtype(np.int32 if v.dtype.kind == "i" else np.uint32)
-    info = np.iinfo(narrow_dtype)
+    info = np.iinfo(to)
     if v.size:
         lo, hi = v.min(), v.max()
         if lo < info.min or hi > info.max:
             bad = lo if lo < info.min else hi
-            raise ValueError(f"{what} {holds} {bad}, beyond {narrow_dtype}'s range [{info.min}, "
+            raise ValueError(f"{what} {holds} {bad}, beyond {to}'s range [{info.min}, "
                              f"{info.max}] that JAX computes {v.dtype} in without "
                              f"jax_enable_x64 (it would wrap around to "
-                             f"{np.asarray(bad).astype(narrow_dtype)}); pass values in that "
-                             f"range (ids, codes) or {fix}")
-    return v.astype(narrow_dtype)
+                             f"{np.asarray(bad).astype(to)}); pass values in that "
+                             f"range (ids, codes) or {X64_FIX}")
+    return v.astype(to)
 
 
 def not_finite(what: str = "x") -> ValueError:
