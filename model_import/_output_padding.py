@@ -21,6 +21,13 @@ from model_import._version import parse_version
 TRANSPOSED = {f"{name}{r}DTranspose": r for r in (1, 2, 3)
               for name in ("Conv", "Convolution")}
 
+#: Layers whose output has their input's shape and that record no ``build_config``: in a
+#: Sequential model, the next layer that records one records the shape before them too.
+SHAPE_KEEPING = frozenset({
+    "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax", "Dropout", "SpatialDropout1D",
+    "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
+    "ActivityRegularization", "Masking"})
+
 
 def _spatial(shape, rank: int, channels_first: bool) -> tuple | None:
     """The spatial sizes of a recorded ``[batch, ...]`` shape, ``None`` if any is unknown."""
@@ -56,6 +63,26 @@ def _first_arg_shape(node) -> Any:
     _tensor_shapes(args[:1], found)
     shapes = [s for v in found.values() for s in v]
     return shapes[0] if len(shapes) == 1 else None
+
+
+def _build_input(entry) -> Any:
+    """The input shape a Sequential model's layer entry records (``build_config``), or
+    ``None``."""
+    b = entry.get("build_config") if isinstance(entry, Mapping) else None
+    return b.get("input_shape") if isinstance(b, Mapping) else None
+
+
+def _next_build_input(entries: Sequence[Any], j: int) -> Any:
+    """The input shape recorded by the first layer after ``entries[j]`` in a Sequential model
+    that records one, past only layers that keep the shape (:data:`SHAPE_KEEPING`); ``None``
+    where another layer comes first."""
+    for e in entries[j + 1:]:
+        shape = _build_input(e)
+        if shape is not None:
+            return shape
+        if not (isinstance(e, Mapping) and e.get("class_name") in SHAPE_KEEPING):
+            return None
+    return None
 
 
 def _infer(cfg: Mapping[str, Any], rank: int, pairs) -> tuple[int, ...] | None:
@@ -113,11 +140,9 @@ def restore_output_padding(layer_cfgs: Sequence[Any], *, sequential: bool, keras
     for j in todo:
         lc = entries[j]
         name = lc.get("name") or lc["config"].get("name")
-        if sequential:  # this layer's build shape, and the next layer's
-            b0, b1 = ([e.get("build_config") if isinstance(e, Mapping) else None
-                       for e in entries[j:j + 2]] + [None])[:2]
-            pairs = ([(b0.get("input_shape"), b1.get("input_shape"))]
-                     if isinstance(b0, Mapping) and isinstance(b1, Mapping) else [])
+        if sequential:  # this layer's build shape, and the next recorded one
+            b0, b1 = _build_input(lc), _next_build_input(entries, j)
+            pairs = [(b0, b1)] if b0 is not None and b1 is not None else []
         else:
             pairs = [(_first_arg_shape(node), out)
                      for i, node in enumerate(lc.get("inbound_nodes") or [])

@@ -131,3 +131,73 @@ def test_unrecorded_padding_refusal_says_why_and_config_fixes_it(version):
     ct["config"]["output_padding"] = [1]
     ref = np.load(D / f"op_flat_{version}.npz")
     assert rel_err(load_keras(path, config=config)(ref["x"]), ref["y"]) <= 1e-5
+
+
+def _strip_output_padding(o):
+    """``o`` (a config) with every transposed convolution's ``output_padding`` removed, at
+    any depth, as Keras 3.0-3.14 write it."""
+    if isinstance(o, dict):
+        if str(o.get("class_name", "")).startswith(("Conv1DT", "Conv2DT", "Conv3DT")):
+            o.get("config", {}).pop("output_padding", None)
+        for v in o.values():
+            _strip_output_padding(v)
+    elif isinstance(o, list):
+        for v in o:
+            _strip_output_padding(v)
+    return o
+
+
+def _saved_as_314(model, tmp_path, ext="keras"):
+    """``model`` saved (Keras 3.15+), rewritten as Keras 3.14 writes it: no
+    ``output_padding``, version 3.14.0. Returns the rewritten file's path."""
+    import zipfile
+
+    src, dst = tmp_path / f"m.{ext}", tmp_path / f"m_314.{ext}"
+    model.save(src)
+    if ext == "keras":
+        with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w") as zo:
+            for item in zi.infolist():
+                data = zi.read(item.filename)
+                if item.filename == "config.json":
+                    data = json.dumps(_strip_output_padding(json.loads(data))).encode()
+                elif item.filename == "metadata.json":
+                    data = json.dumps({**json.loads(data), "keras_version": "3.14.0"}).encode()
+                zo.writestr(item, data)
+    else:
+        dst.write_bytes(src.read_bytes())
+        with h5py.File(dst, "r+") as f:
+            f.attrs["model_config"] = json.dumps(
+                _strip_output_padding(json.loads(f.attrs["model_config"])))
+            f.attrs["keras_version"] = "3.14.0"
+    return dst
+
+
+@pytest.mark.parametrize("between", ["LeakyReLU", "Dropout"])
+def test_sequential_restores_across_layers_that_record_no_shape(between, tmp_path):
+    # shape-keeping layers save no build_config; the next layer that does records the
+    # transposed convolution's output size (10 = 9 + output_padding 1)
+    import keras
+
+    L = keras.layers
+    mid = L.LeakyReLU(0.1) if between == "LeakyReLU" else L.Dropout(0.5)
+    model = keras.Sequential([keras.Input((4, 2)), L.Conv1DTranspose(3, 3, strides=2,
+                                                                     output_padding=1),
+                              mid, L.Activation("tanh"), L.Conv1D(2, 3)])
+    x = np.random.default_rng(0).normal(size=(2, 4, 2)).astype("float32")
+    jax_model, warned = _load(_saved_as_314(model, tmp_path))
+    assert rel_err(jax_model(x), model(x)) <= 1e-5
+    assert len(warned) == 1 and "output_padding=(1,)" in warned[0]
+
+
+def test_sequential_does_not_look_past_a_layer_that_changes_the_shape(tmp_path):
+    # Reshape saves no build_config either, but the Conv1D after it records Reshape's
+    # output, not the transposed convolution's: nothing to restore (output_padding=None)
+    import keras
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((4, 2)), L.Conv1DTranspose(3, 3, strides=2),
+                              L.Reshape((27, 1)), L.Conv1D(2, 3)])
+    x = np.random.default_rng(0).normal(size=(2, 4, 2)).astype("float32")
+    jax_model, warned = _load(_saved_as_314(model, tmp_path))
+    assert rel_err(jax_model(x), model(x)) <= 1e-5
+    assert warned == []
