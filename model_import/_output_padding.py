@@ -65,6 +65,37 @@ def _first_arg_shape(node) -> Any:
     return shapes[0] if len(shapes) == 1 else None
 
 
+def _unsaved(lc) -> tuple[str, Mapping[str, Any], int] | None:
+    """The class name and config of the transposed convolution a layer entry is, or wraps in
+    ``TimeDistributed`` (at any depth), and how many time axes the wrappers add; ``None``
+    unless that convolution's config has no ``output_padding``."""
+    depth = 0
+    while isinstance(lc, Mapping) and lc.get("class_name") == "TimeDistributed" and \
+            isinstance(lc.get("config"), Mapping):
+        lc, depth = lc["config"].get("layer"), depth + 1
+    if isinstance(lc, Mapping) and lc.get("class_name") in TRANSPOSED and \
+            isinstance(lc.get("config"), Mapping) and "output_padding" not in lc["config"]:
+        return lc["class_name"], lc["config"], depth
+    return None
+
+
+def _with_padding(lc: Mapping[str, Any], pad: tuple[int, ...]) -> dict:
+    """A copy of the entry ``lc`` with ``output_padding`` set in the config of the transposed
+    convolution it is or wraps (``config.layer.config`` of a ``TimeDistributed``)."""
+    cfg = lc["config"]
+    if lc.get("class_name") == "TimeDistributed":
+        return {**lc, "config": {**cfg, "layer": _with_padding(cfg["layer"], pad)}}
+    return {**lc, "config": {**cfg, "output_padding": list(pad)}}
+
+
+def _drop_time(shape, depth: int) -> Any:
+    """A recorded ``[batch, time..., ...]`` shape without its ``depth`` time axes (what the
+    layer inside ``depth`` ``TimeDistributed`` wrappers gets), ``None`` if too short."""
+    if not isinstance(shape, (list, tuple)) or len(shape) < depth + 2:
+        return None
+    return [shape[0], *shape[depth + 1:]]
+
+
 def _build_input(entry) -> Any:
     """The input shape a Sequential model's layer entry records (``build_config``), or
     ``None``."""
@@ -127,9 +158,7 @@ def restore_output_padding(layer_cfgs: Sequence[Any], *, sequential: bool, keras
     entries = list(layer_cfgs)
     if parse_version(keras_version).major < 3:
         return entries
-    todo = [j for j, lc in enumerate(entries)
-            if isinstance(lc, Mapping) and lc.get("class_name") in TRANSPOSED
-            and isinstance(lc.get("config"), Mapping) and "output_padding" not in lc["config"]]
+    todo = [j for j, lc in enumerate(entries) if _unsaved(lc) is not None]
     if not todo:
         return entries
     if not sequential:
@@ -140,6 +169,7 @@ def restore_output_padding(layer_cfgs: Sequence[Any], *, sequential: bool, keras
     for j in todo:
         lc = entries[j]
         name = lc.get("name") or lc["config"].get("name")
+        cls, conv_cfg, depth = _unsaved(lc)
         if sequential:  # this layer's build shape, and the next recorded one
             b0, b1 = _build_input(lc), _next_build_input(entries, j)
             pairs = [(b0, b1)] if b0 is not None and b1 is not None else []
@@ -147,16 +177,17 @@ def restore_output_padding(layer_cfgs: Sequence[Any], *, sequential: bool, keras
             pairs = [(_first_arg_shape(node), out)
                      for i, node in enumerate(lc.get("inbound_nodes") or [])
                      for out in produced.get((name, i), [])]
-        rank = TRANSPOSED[lc["class_name"]]
+        pairs = [(_drop_time(a, depth), _drop_time(b, depth)) for a, b in pairs]
         try:
-            pad = _infer(lc["config"], rank, pairs)
+            pad = _infer(conv_cfg, TRANSPOSED[cls], pairs)
         except (TypeError, ValueError, KeyError):  # a damaged config: the converter says so
             pad = None
         if pad is None:
             continue
-        entries[j] = {**lc, "config": {**lc["config"], "output_padding": list(pad)}}
+        entries[j] = _with_padding(lc, pad)
+        what = cls if depth == 0 else "TimeDistributed(" * depth + cls + ")" * depth
         warnings.warn(
-            f"model {model_name!r}, layer {name!r} ({lc['class_name']}): Keras "
+            f"model {model_name!r}, layer {name!r} ({what}): Keras "
             f"{keras_version} did not save its output_padding; the shapes recorded around "
             f"it show output_padding={pad}, which the layer is computed with (as the model "
             "was when saved). keras.models.load_model computes this file without it, so its "
@@ -165,14 +196,15 @@ def restore_output_padding(layer_cfgs: Sequence[Any], *, sequential: bool, keras
 
 
 def unsaved_paddings(graph, prefix: str = "") -> list[str]:
-    """The paths of a graph's transposed convolutions (nested models' too) whose config
-    has no ``output_padding`` (restored ones have one), for error messages."""
+    """The paths of a graph's transposed convolutions (nested models' and those inside
+    ``TimeDistributed`` too) whose config has no ``output_padding`` (restored ones have
+    one), for error messages."""
     found = []
     for name, spec in graph.layers.items():
         if spec.impl.subgraph is not None:
             found += unsaved_paddings(spec.impl.subgraph, f"{prefix}{name}/")
-        elif spec.class_name in TRANSPOSED and "output_padding" not in spec.config:
-            found.append(f"{prefix}{name}")
+        elif _unsaved({"class_name": spec.class_name, "config": spec.config}) is not None:
+            found.append(f"{prefix}{name}")  # a TimeDistributed one too
     return found
 
 

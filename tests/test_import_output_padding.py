@@ -201,3 +201,31 @@ def test_sequential_does_not_look_past_a_layer_that_changes_the_shape(tmp_path):
     jax_model, warned = _load(_saved_as_314(model, tmp_path))
     assert rel_err(jax_model(x), model(x)) <= 1e-5
     assert warned == []
+
+
+@pytest.mark.parametrize("ext", ["keras", "h5"])
+def test_time_distributed_transposed_convolution_is_restored(ext, tmp_path):
+    # the recorded (None, 3, 10, 2) into the pooling, without the time axis: 10 = 9 + 1
+    import keras
+
+    L = keras.layers
+    inp = keras.Input((3, 4, 2))
+    h = L.TimeDistributed(L.Conv1DTranspose(2, 3, strides=2, output_padding=1), name="td")(inp)
+    model = keras.Model(inp, L.Dense(2)(L.GlobalAveragePooling2D()(h)))
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 2)).astype("float32")
+    jax_model, warned = _load(_saved_as_314(model, tmp_path, ext))
+    assert rel_err(jax_model(x), model(x)) <= 1e-5
+    assert len(warned) == 1 and "'td'" in warned[0] and "output_padding=(1,)" in warned[0]
+
+
+def test_unrestored_time_distributed_padding_is_named_in_the_refusal(tmp_path):
+    # a Sequential .h5 records no shapes: the Dense after Flatten gets 54 features, not 60
+    import keras
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((3, 4, 2)), L.TimeDistributed(
+        L.Conv1DTranspose(2, 3, strides=2, output_padding=1), name="td"), L.Flatten(),
+        L.Dense(2, name="d")])
+    with pytest.raises(KerasImportError, match=r"layer 'd' \(Dense\) failed.*does not save "
+                       r"the output_padding of transposed convolutions \('td'\)"):
+        load_keras(_saved_as_314(model, tmp_path, "h5"))
