@@ -23,7 +23,8 @@ from model_import._layers.activations import (_identity, activation_name, get_ac
                                               with_own_activation)
 from model_import._layers.registry import (MODEL_CLASSES, CellImpl, ConvertContext, LayerImpl,
                                            Runtime, builtin_converters, converter_for,
-                                           functional_subclass, lookup, own_class)
+                                           functional_subclass, lookup, own_class,
+                                           returned_layer_impl)
 from model_import._output_padding import restore_output_padding
 from model_import._version import parse_version
 
@@ -1773,7 +1774,7 @@ class GraphBuilder:
                 "inside an RNN layer (keras.layers.RNN(cell)); a cell called on its own as a "
                 "layer of the model is not supported. Wrap the cell in keras.layers.RNN, or "
                 "register a converter returning a LayerImpl for this use")
-        impl = with_own_activation(impl, ctx)
+        impl = with_own_activation(returned_layer_impl(impl, conv, ctx), ctx)
         impl = _masking.with_builtin_rules(impl, cls, cfg, ctx,
                                            builtin=conv in builtin_converters())
         builtin = conv in builtin_converters()

@@ -751,3 +751,33 @@ def test_builtin_converter_passed_for_an_own_subclass_is_used(tmp_path):
     m = load_keras(tmp_path / "own_lstm.keras",
                    custom_layers={"tests_own_lstm>MyLSTM": lookup("LSTM")})
     np.testing.assert_allclose(np.asarray(m(x)), np.asarray(km(x)), rtol=1e-5, atol=1e-6)
+
+
+def _forgot_layer_impl(config, ctx):
+    def call(params, x, *, rt):
+        return x
+
+    return call  # not LayerImpl(call=call)
+
+
+@pytest.mark.parametrize("converter, got", [
+    (lambda config, ctx: None, "None"), (_forgot_layer_impl, "a function"),
+    (lambda config, ctx: {"call": lambda params, x, *, rt: x}, "a dict")])
+def test_a_converter_returning_no_layer_impl_is_blamed_not_the_file(tmp_path, converter, got):
+    _, (path, _) = _custom_model(tmp_path)
+    err = _raises_import_error(path, custom_layers={"ChannelScale": converter})
+    msg = str(err)
+    assert "malformed" not in msg and "damaged" not in msg
+    assert f"converter for 'ChannelScale' ({converter.__qualname__}) returned {got}" in msg
+    assert "LayerImpl(call=...)" in msg
+    # inside a wrapper, and as a layer's activation, the same
+    scale = {"module": None, "class_name": "ChannelScale", "config": {"name": "s"}}
+    for layer in ({"class_name": "TimeDistributed", "config": {"name": "td", "layer": scale}},
+                  {"class_name": "Activation", "config": {"name": "a", "activation": scale}}):
+        cfg = {"class_name": "Sequential", "config": {"name": "m", "layers": [
+            {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": [None, 3, 2]}},
+            layer]}}
+        with pytest.raises(KerasImportError, match=rf"converter for 'ChannelScale' "
+                           rf"\({re.escape(converter.__qualname__)}\) returned {got}"):
+            model_import.build_model(cfg, None, keras_version="3.15.1",
+                                     custom_layers={"ChannelScale": converter})

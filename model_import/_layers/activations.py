@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
-                                          converter_for, lookup, own_class, register_layer)
+                                          converter_for, lookup, own_class, register_layer,
+                                          returned_layer_impl)
 
 Array = jax.Array
 
@@ -351,7 +352,7 @@ def _layer_activation(spec: Mapping, keras_major: int, ctx: ConvertContext | Non
                                                    build_subgraph=None))
     if ctx is not None:
         ctx.note_user_converter(cls, conv)
-    impl = conv(spec["config"], sub)
+    impl = returned_layer_impl(conv(spec["config"], sub), conv, sub)
     if impl.subgraph is not None or impl.n_weights != 0:
         detail = (f"its activation is a {cls} layer with weights, which an activation "
                   "cannot carry; use the layer on its own (Dense(...) then a separate "

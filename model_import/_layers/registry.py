@@ -412,6 +412,22 @@ class ConvertContext:
             needs=self.class_name if needs is _THIS_CLASS else needs)
 
 
+def returned_layer_impl(impl: Any, conv: Callable, ctx: ConvertContext) -> LayerImpl:
+    """``impl``, what the converter ``conv`` returned for ``ctx``'s layer, if it is a
+    :class:`LayerImpl`; otherwise the ``UnsupportedLayerError`` that blames the converter
+    (not the file, which a later ``AttributeError`` on it would)."""
+    if isinstance(impl, LayerImpl):
+        return impl
+    what = "None" if impl is None else (
+        "a function" if callable(impl) else f"a {type(impl).__name__}")
+    name = getattr(conv, "__qualname__", None) or repr(conv)
+    raise ctx.error(
+        f"the converter for {ctx.class_name!r} ({name}) returned {what}, not a "
+        "model_import.LayerImpl; a layer's converter must return LayerImpl(call=...)"
+        + (" (wrap that function: return LayerImpl(call=call, ...))" if callable(impl)
+           else "") + ", see model_import.register_layer's docstring", needs=None)
+
+
 Converter = Callable[[Mapping[str, Any], ConvertContext], LayerImpl]
 
 _REGISTRY: dict[str, Converter] = {}

@@ -40,7 +40,7 @@ from model_import._layers.activations import get_activation, with_own_activation
 from model_import._layers.registry import (MODEL_CLASSES, CellImpl, ConvertContext, LayerImpl,
                                            Runtime, builtin_converters, converter_for,
                                            functional_subclass, lookup, own_class,
-                                           register_layer)
+                                           register_layer, returned_layer_impl)
 
 Array = jax.Array
 
@@ -791,7 +791,7 @@ def convert_inner(layer_cfg: Mapping[str, Any], ctx: ConvertContext) -> tuple[st
     ctx.note_user_converter(cls, conv)
     sub = dataclasses.replace(ctx, layer_name=f"{ctx.layer_name}/{cfg.get('name', cls)}",
                               class_name=cls)
-    impl = with_own_activation(conv(cfg, sub), sub)
+    impl = with_own_activation(returned_layer_impl(conv(cfg, sub), conv, sub), sub)
     if impl.subgraph is not None:  # a converter that builds a nested graph (Pipeline)
         raise _wrapped_model_error(cls, cfg, ctx)
     impl = _masking.with_builtin_rules(impl, cls, cfg, sub,
