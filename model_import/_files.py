@@ -791,8 +791,6 @@ def read_h5(path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File
 
 def _read_h5(f: h5py.File, path: str) -> tuple[dict | None, str, WeightSource | None, h5py.File]:
     attrs = attrs_of(f)
-    version = keras_version_of(attrs.get("keras_version", "2"), "the keras_version attribute",
-                               path)
     cfg = attrs.get("model_config")
     if cfg is not None:
         try:
@@ -800,6 +798,10 @@ def _read_h5(f: h5py.File, path: str) -> tuple[dict | None, str, WeightSource | 
         except (TypeError, ValueError) as e:
             raise KerasImportError(f"the model_config attribute is not valid JSON ({e})",
                                    path=path) from e
+    # without the attribute, the config's marks tell a Keras 3 file (as for a .keras archive
+    # without metadata.json); none, Keras 2
+    version = (keras_version_of(attrs["keras_version"], "the keras_version attribute", path)
+               if "keras_version" in attrs else config_keras_version(cfg) or "2")
     if "model_weights" in f:
         return cfg, version, LegacyH5Weights(f["model_weights"], path), f
     if _list_attr(f, "layer_names") is not None:  # legacy save_weights file

@@ -106,3 +106,25 @@ def test_keras_3_architecture_with_tf_keras_weights_computes_as_keras_3(tmp_path
             assert len(told) == 1 and "config= is Keras 3's" in told[0]
         else:
             assert m.keras_version == "3.12.4" and not told
+
+
+def test_h5_without_keras_version_attribute_is_told_by_its_config(tmp_path):
+    """A Keras 3 .h5 whose keras_version attribute is gone was read as Keras 2 (hard_sigmoid
+    0.2 x + 0.5, not Keras 3's x / 6 + 0.5): its config's Keras 3 marks decide, as for a
+    .keras archive without metadata.json."""
+    import h5py
+    import numpy as np
+
+    keras = pytest.importorskip("keras")
+    from model_import import load_keras
+
+    inp = keras.Input((5,))
+    model = keras.Model(inp, keras.layers.Dense(3, activation="hard_sigmoid")(inp))
+    x = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32) * 3
+    path = tmp_path / "m.h5"
+    model.save(path)
+    with h5py.File(path, "r+") as f:
+        del f.attrs["keras_version"]
+    m = load_keras(path)
+    assert m.keras_version == "3"
+    np.testing.assert_allclose(m(x), model(x), rtol=1e-6, atol=1e-6)
