@@ -208,6 +208,32 @@ def test_faster_scorecam_top_k(conv):
     np.testing.assert_allclose(full, _np_scorecam(p, x, 1), rtol=1e-4, atol=1e-6)
 
 
+def test_faster_scorecam_union_is_refused_by_explain_to_file(conv, tmp_path):
+    """top_k_mode="union" picks the union of the batch's top-k channels: a job's chunks would
+    each pick their own (the file at batch_size=1 was each input's own top-k, silently).
+    Refused before any work, passed or bound in a partial, naming top_k_mode="per_sample",
+    whose job equals the by-hand per-input top-k at any batch size."""
+    import functools
+    m, p, _ = conv
+    x = np.random.default_rng(0).uniform(size=(3, H, W, C)).astype(np.float32)
+    top = np.argsort(-_np_features(p, x).std(axis=(1, 2)), axis=1)[:, :2]
+    union = sorted(set(top.ravel().tolist()))
+    assert any(sorted(t) != union for t in top.tolist())  # (the chunks would differ)
+    for method, opts in [(jaxsal.scorecam, {"top_k": 2}),
+                         (functools.partial(jaxsal.scorecam, top_k=2), {}),
+                         (functools.partial(jaxsal.scorecam, top_k_mode="union"), {"top_k": 2})]:
+        with pytest.raises(ValueError, match=r'scorecam with top_k=2 and top_k_mode="union".*'
+                                             r'depend on the batch.*top_k_mode="per_sample"'):
+            jaxsal.explain_to_file(method, m, x, tmp_path / "u.npy", targets=1, batch_size=1,
+                                   upsample=False, **opts)
+        assert not list(tmp_path.iterdir())
+    got = jaxsal.explain_to_file(jaxsal.scorecam, m, x, tmp_path / "s.npy", targets=1,
+                                 batch_size=2, upsample=False, top_k=2,
+                                 top_k_mode="per_sample")
+    np.testing.assert_allclose(got, _np_scorecam(p, x, 1, [list(t) for t in top]), rtol=1e-4,
+                               atol=1e-6)
+
+
 def test_eigencam_first_principal_component(conv):
     m, p, x = conv
     A = _np_features(p, x)

@@ -56,6 +56,17 @@ def test_smoothgrad_needs_and_uses_seed(tmp_path, mnist_path, digits_file, mnist
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), direct, rtol=1e-5, atol=1e-8)
 
 
+def test_faster_scorecam_union_job_is_refused(tmp_path, mnist_path, digits_file, capsys):
+    """Score-CAM's top_k with top_k_mode="union" (the default) depends on the batch: the job,
+    whose chunks would each pick their own channels, is refused before any work."""
+    out = tmp_path / "sc.npy"
+    assert _explain(mnist_path, digits_file, out, "--method", "scorecam", "--option", "top_k=4",
+                    "--batch-size", "1") == 2
+    err = capsys.readouterr().err
+    assert 'top_k_mode="union"' in err and 'Pass top_k_mode="per_sample"' in err, err
+    assert not list(tmp_path.iterdir())
+
+
 def test_gradient_shap_baselines_from_a_file(tmp_path, mnist_path, digits_file, mnist_digits,
                                             capsys):
     refs = np.random.RandomState(1).rand(3, 28, 28, 1).astype(np.float32)

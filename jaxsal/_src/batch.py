@@ -462,12 +462,14 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
     if on_chunk is not None and not callable(on_chunk):  # (else a TypeError after chunk 0)
         raise TypeError(f"expected on_chunk as a function on_chunk(done, total), called after "
                         f"each chunk is written, or None; got {on_chunk!r}")
-    whole = getattr(_unwrap(method), "whole_batch", None)
+    whole = _whole_batch(method, options)
     if whole:
-        name = getattr(_unwrap(method), "__name__", "this method")
+        fn = _unwrap(method)
+        name = getattr(fn, "__name__", "this method")
+        fix = getattr(fn, "whole_batch_fix", "Call it")
         raise ValueError(f"{name} {whole}: its values depend on the "
                          "batch, so chunks (and the last one, padded with copies of its last "
-                         "input) would not equal one call. Call it on the whole batch "
+                         f"input) would not equal one call. {fix} on the whole batch "
                          "(method(model, inputs, ...)) and save the result")
     several = _several(method, model, inputs)  # None: one input array
     # (an option the method does not take, a required one left out: before any work, as the
@@ -481,6 +483,25 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
                                 batch_size=batch_size, resume=resume, on_chunk=on_chunk,
                                 keep_going=keep_going, sharding=sharding,
                                 overwrite=overwrite, _fingerprint=_fingerprint, **options)
+
+
+def _whole_batch(method: Callable, options: dict) -> str | None:
+    """Why ``method``'s values depend on the batch (so a job's chunks would not equal one
+    call), or None: its ``whole_batch`` attribute, a reason (``feature_permutation``'s) or a
+    function of the options returning one or None (Score-CAM's, for ``top_k`` with
+    ``top_k_mode="union"``), given those bound in ``functools.partial`` layers (an outer
+    layer's over an inner one's) under ``options``, as the call gets them."""
+    whole = getattr(_unwrap(method), "whole_batch", None)
+    if not callable(whole):
+        return whole or None
+    layers = []
+    while isinstance(method, functools.partial):
+        layers.append(method.keywords)
+        method = method.func
+    bound: dict = {}
+    for keywords in reversed(layers):  # (the innermost first: the outer ones win)
+        bound.update(keywords)
+    return whole({**bound, **options}) or None
 
 
 def _shard_count(sharding: Any, batch_size: int, row_shape: tuple) -> int:

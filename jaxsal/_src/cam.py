@@ -1028,6 +1028,23 @@ def guided_gradcam(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
 
 #: explain_to_file refuses a job over several inputs before any work (see job_inputs.py).
 scorecam.one_input = "its activation masks would need a rule for which input they multiply"
+
+
+def _scorecam_whole_batch(options: dict) -> str | None:
+    """Why Score-CAM's maps depend on the batch with ``options`` (a job's, those bound in a
+    ``functools.partial`` under those passed), or None: with ``top_k`` and
+    ``top_k_mode="union"`` every input's channels are the union of the batch's top-k, so a
+    job's chunks would each pick their own (``explain_to_file`` refuses it)."""
+    if options.get("top_k") is None or options.get("top_k_mode", "union") != "union":
+        return None
+    return (f"with top_k={options['top_k']!r} and top_k_mode=\"union\" (the default) uses the "
+            "union of the batch's top-k channels for every input")
+
+
+#: explain_to_file refuses a job of Faster-Score-CAM's union (see _scorecam_whole_batch).
+scorecam.whole_batch = _scorecam_whole_batch
+scorecam.whole_batch_fix = ("Pass top_k_mode=\"per_sample\" (each input its own top-k "
+                            "channels: the maps do not depend on the batch), or call it")
 #: Its maps do not depend on the targets (the layer's first principal component, the same map
 #: for every class): a job's progress file records them as made for any class, and
 #: ``jaxsal evaluate`` scores them at any --targets (``jaxsal._src.maps_job``).
