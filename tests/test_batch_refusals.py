@@ -109,6 +109,24 @@ def test_smoothgrad_s_method_by_name_or_function_is_one_job(tmp_path, bent, x):
     assert again.done == []
 
 
+# ---------------------------------------------------------------------- the method's batch_size
+def test_a_method_s_own_batch_size_is_bound_in_a_partial_as_documented(tmp_path, bent, x):
+    """explain_to_file's batch_size is the job's; the docstring says so and how a method's own
+    is passed (a functools.partial), and that call is one job chunk of occlusion's passes of
+    2 masked inputs: the maps are the score drops of zeroing each feature (NumPy)."""
+    doc = re.sub(r"\s+", "", jaxsal.explain_to_file.__doc__)  # (whatever the line breaks)
+    assert "functools.partial(jaxsal.occlusion,batch_size=16)" in doc
+    done = _chunks()
+    got = jaxsal.explain_to_file(functools.partial(jaxsal.occlusion, batch_size=2), bent, x,
+                                 tmp_path / "occ.npy", targets=1, batch_size=5, patch=1,
+                                 on_chunk=done)
+    assert done.done == [1]
+    s = np.tanh(x @ W)[:, 1]
+    want = np.stack([s - np.tanh(np.where(np.arange(3) == j, 0, x) @ W)[:, 1]
+                     for j in range(3)], axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------- **kwargs and offsets
 def test_a_method_of_kwargs_given_a_key_gets_each_chunk_s_offset(tmp_path, bent, x):
     """A wrapper of a random method taking ``**kwargs`` and given a key gets each chunk's

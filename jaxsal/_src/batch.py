@@ -348,7 +348,11 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         ``(N, T)`` array is sliced along with the inputs.
       batch_size: inputs per compiled call. The last chunk is padded to this size so a single
         compilation serves the whole job. At most ``len(inputs)``: fewer inputs are one chunk,
-        not padded.
+        not padded. It is the job's, not the method's: a method's own ``batch_size``
+        (occlusion's, RISE's, the Shapley methods', KernelSHAP's, LIME's, Score-CAM's,
+        Ablation-CAM's, deletion's and insertion's perturbed inputs per forward pass) is
+        bound in a ``functools.partial``: ``explain_to_file(functools.partial(
+        jaxsal.occlusion, batch_size=16), model, inputs, path, batch_size=64, ...)``.
       resume: reuse the finished chunks of an earlier run of the *same* job: same method, model
         (class, head, output, backward rule, architecture and weights), inputs count, shape
         and dtype, targets and options (see the module docstring); otherwise start over. At
@@ -387,8 +391,9 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         maps (it hashes every weight: once). Leave it out.
       **options: passed to ``method`` (``method=`` too: ``explain_to_file``'s own ``method``
         is positional, so ``explain_to_file(jaxsal.smoothgrad, ...,
-        method="integrated_gradients")`` reaches SmoothGrad). An array option of the inputs'
-        rank whose leading axis is the inputs' count (an ``(N, H, W, C)``
+        method="integrated_gradients")`` reaches SmoothGrad), except ``batch_size``, the
+        job's (above: bind the method's own in a ``functools.partial``). An array option of
+        the inputs' rank whose leading axis is the inputs' count (an ``(N, H, W, C)``
         integrated-gradients ``baseline`` or occlusion ``fill``, also inside
         ``method_options``) is sliced with the inputs; a
         method with an ``index_offset`` parameter (:func:`jaxsal.smoothgrad`) gets each
