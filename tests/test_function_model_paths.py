@@ -422,6 +422,21 @@ def test_model_objects_of_other_libraries_are_refused_with_how_to_pass_them():
         jaxsal.saliency(lambda xx: xx, x, 0)
 
 
+def test_a_model_file_s_path_is_refused_saying_to_load_it():
+    """A path given as the model (str or PathLike) got "expected a model ..., got str" with
+    no way out; the error now says to load the file, as README's first example does."""
+    import pathlib
+
+    x = _x(n=2)
+    for path in ("model.keras", pathlib.Path("model.keras")):
+        for call in (lambda m: jaxsal.saliency(m, x, 0),
+                     lambda m: jaxsal.maximize(m, 0, image_shape=(2, 2, 3), steps=2)):
+            with pytest.raises(TypeError, match=r"got a path to a model file \('model\.keras'\)"
+                                                r".*model_import\.load_keras\(path\).*"
+                                                r'with_head\("logits"\)'):
+                call(path)
+
+
 def test_explain_to_file_tells_apart_relus_of_ones_own(tmp_path):
     """A FunctionModel given a ReLU of the user's own (``relu=``): another ReLU is another
     job (only ``relu_mode`` was recorded: the first ReLU's maps were returned)."""

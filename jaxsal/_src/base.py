@@ -19,6 +19,7 @@ import dis
 import functools
 import inspect
 import math
+import os
 import threading
 import types
 from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence, Union
@@ -436,6 +437,11 @@ def as_model(model: Any) -> Any:
     framework = _framework_of(model)
     if framework is not None:
         raise TypeError(f"{expected}, got {framework}")
+    if isinstance(model, (str, bytes, os.PathLike)):
+        raise TypeError(f"{expected}, got a path to a model file ({os.fsdecode(model)!r}): "
+                        "load it first, model = model_import.load_keras(path), and pass "
+                        "model.with_head(\"logits\") for class scores (the output layer's "
+                        "softmax swapped for linear)")
     if callable(model):
         raise TypeError(f"{expected} (e.g. from model_import.load_keras), got a bare "
                         "function. Wrap it: jaxsal.FunctionModel(fn, params) or pass "
