@@ -301,6 +301,22 @@ def test_raw_key_data_of_the_wrong_length(split, xs):
         np.testing.assert_array_equal(jaxsal.smoothgrad(split, xs, 1, key=k, n=2), want)
 
 
+@pytest.mark.parametrize("key, match", [
+    (1.5, r"got float 1\.5: a seed is an int \(key=0\)$"),
+    ("0", r"got str '0': a seed is an int \(key=0\)$"),
+    (np.float32(2), r"got float32 of shape \(\) and dtype float32: a seed is an int"),
+    (np.zeros((2, 2), np.int32), r"got ndarray of shape \(2, 2\) and dtype int32; for several "
+                                 r"inputs pass one key"),
+    ([0, 1], r"got a list; for several inputs pass one key, not one per input$"),
+])
+def test_a_key_of_the_wrong_type_is_refused_saying_what_it_is(split, xs, key, match):
+    """A float or a str key was described as "of shape None and dtype None; for several inputs
+    pass one key": shape and dtype only for arrays, the per-input hint only for several
+    values, and for a float or a str that a seed is an int."""
+    with pytest.raises(TypeError, match=match):
+        jaxsal.smoothgrad(split, xs, 1, key=key, n=2)
+
+
 # ---------------------------------------------------------------- maximize
 @pytest.mark.parametrize("kw, err, match", [
     (dict(targets=3.0), TypeError, "unit indices"),

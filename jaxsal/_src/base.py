@@ -1247,10 +1247,21 @@ def check_key(key: Any, what: str) -> jax.Array:
             return jax.random.wrap_key_data(key)
         if jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
             return jax.random.key(_seed(int(key), what))
-    raise TypeError(f"{what}: expected key as one PRNG key (jax.random.key(0)) or an int seed, "
-                    f"got {type(key).__name__} of shape {getattr(key, 'shape', None)} and "
-                    f"dtype {getattr(key, 'dtype', None)}; for several inputs pass one key, "
-                    "not one per input")
+    expected = f"{what}: expected key as one PRNG key (jax.random.key(0)) or an int seed"
+    several = "; for several inputs pass one key, not one per input"
+    shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
+    if shape is not None and dtype is not None:  # an array: what it holds says what is wrong
+        got = f"{type(key).__name__} of shape {tuple(shape)} and dtype {dtype}"
+        if len(shape) == 0 and jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"{expected}, got {got}: a seed is an int (key=0)")
+        raise TypeError(f"{expected}, got {got}{several if len(shape) else ''}")
+    if isinstance(key, (list, tuple, dict)):  # (several keys, one per input)
+        raise TypeError(f"{expected}, got a {type(key).__name__}{several}")
+    shown = repr(key) if len(repr(key)) <= 40 else repr(key)[:37] + "..."
+    if isinstance(key, (float, str, bytes)):
+        raise TypeError(f"{expected}, got {type(key).__name__} {shown}: a seed is an int "
+                        "(key=0)")
+    raise TypeError(f"{expected}, got {type(key).__name__} {shown}")
 
 
 def chunk_for(total: int, per_item_bytes: int, chunk_size: int | None,
