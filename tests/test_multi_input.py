@@ -663,7 +663,7 @@ def test_the_methods_for_several_inputs_named_in_errors_are_the_ones_that_take_t
 def test_the_methods_that_take_several_inputs_say_so_in_their_type_hints():
     """``x`` of the methods that take several inputs is ``jaxsal.Inputs`` (a baseline too),
     and those giving a map per input return ``jaxsal.Maps``; the methods of one input array
-    keep ``ArrayLike``."""
+    keep ``ArrayLike`` and return no ``Maps``."""
     import re
     import typing
 
@@ -682,7 +682,9 @@ def test_the_methods_that_take_several_inputs_say_so_in_their_type_hints():
                 assert hints[b] == typing.Optional[jaxsal.Inputs], (name, b)
         assert hints["return"] == (jaxsal.Maps if name in per_input else jax.Array), name
     for name in sorted(set(cli.METHODS) - per_input - at_layer):
-        assert typing.get_type_hints(getattr(jaxsal, name))["x"] != jaxsal.Inputs, name
+        hints = typing.get_type_hints(getattr(jaxsal, name))
+        assert hints["x"] != jaxsal.Inputs, name
+        assert hints["return"] != jaxsal.Maps, name  # (xrai said Maps, returning one Array)
 
 
 def test_feature_maps_of_a_model_of_several_inputs(two):

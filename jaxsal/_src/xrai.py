@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src.base import Maps, ModelLike
+from jaxsal._src.base import ModelLike
 from jaxsal._src.integrated import RULES, integrated_gradients
 from jaxsal._src.postprocess import reduce_channels
 from jaxsal._src import ints, reals
@@ -444,7 +444,7 @@ def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
          rule: str = "trapezoid", min_pixel_diff: int = 50, area_threshold: float = 1.0,
          algorithm: str = "full", batch_steps: int | None = None, head: str | None = None,
          chunk_size: int | None = None, memory_budget: int | None = None,
-         precision: str | None = None, check_finite: bool = True) -> Maps:
+         precision: str | None = None, check_finite: bool = True) -> Array:
     """XRAI (Kapishnikov et al., 2019): integrated gradients ranked by image regions.
 
     Integrated gradients from each baseline (by default each image's minimum and maximum value
