@@ -77,7 +77,8 @@ def test_maximum_and_minimum_of_two_tensors_give_ties_to_the_first():
 def test_relu6_gradient_is_zero_at_6(tmp_path):
     """``tf.nn.relu6``'s gradient is TF's ``Relu6Grad``, ``0 < x < 6``: 0 at 6 (``jnp.minimum``
     gave 1/2 there). Keras's ``ReLU(max_value=6)`` and ``relu6`` activation share the code and
-    compute ``relu6`` on every backend too (Keras 3's JAX backend: ``jax.nn.relu6``)."""
+    compute ``relu6`` on every backend too (Keras 3's JAX backend: ``jax.nn.relu6``), which
+    keeps NaN (a NaN input is NaN, not 6)."""
     import keras
 
     from model_import import load_keras
@@ -93,6 +94,9 @@ def test_relu6_gradient_is_zero_at_6(tmp_path):
     km = load_keras(tmp_path / "m.keras")
     for i in range(2):
         np.testing.assert_array_equal(_grad(lambda v: km(v[None])[i], x), want)
+    v = np.array([[np.nan, -1.0, 3.0, 6.0, np.inf]], np.float32)  # NaN stays NaN, as in Keras
+    for got, ref in zip(km.apply(km.params, v), m.predict(v, verbose=0)):
+        np.testing.assert_array_equal(np.asarray(got), ref)
 
 
 @pytest.mark.parametrize("fn", ["compat.v1.nn.sigmoid_cross_entropy_with_logits",

@@ -57,8 +57,9 @@ def relu_family(x: Array, rt: Runtime, *, negative_slope: float = 0.0,
         y = rt.relu(x)
     if max_value == 6 and threshold == 0:
         # Keras computes relu6 here (tf.keras 2: tf.nn.relu6; Keras 3: its backend's
-        # relu6, jax.nn.relu6 on JAX): gradient 0 at 6 (jnp.minimum's is 1/2 there)
-        y = jnp.where(y < max_value, y, jnp.asarray(max_value, y.dtype))
+        # relu6, jax.nn.relu6 on JAX): gradient 0 at 6 (jnp.minimum's is 1/2 there); NaN
+        # fails the test and stays NaN
+        y = jnp.where(y >= max_value, jnp.asarray(max_value, y.dtype), y)
     elif max_value is not None:
         y = jnp.minimum(y, max_value)
         if threshold < 0:
