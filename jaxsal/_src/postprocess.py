@@ -54,7 +54,8 @@ def _each_input(fn: Callable) -> Callable:
     """``fn`` (a post-processing function of one array of maps) also taking the maps of a
     call on several inputs (``jaxsal.Maps``: a dict, or a list or tuple of arrays, one per
     input): each input's maps processed on their own (``axis=None`` spans one input's maps),
-    returned in the same container. An error names the input."""
+    returned in the same container. An error names the input. (A list of per-example maps is
+    therefore several inputs' maps: stack a batch first, ``np.stack(maps)``.)"""
     @functools.wraps(fn)
     def f(maps, *args, **kwargs):
         if not _several_maps(maps):
