@@ -210,3 +210,71 @@ def test_refusals(pair):
         jaxsal.lrp(m, x, 0, fold_batchnorm=1)
     with pytest.raises(ValueError, match="'bn_conv' is folded into the layer before it"):
         jaxsal.lrp(m, x, 0, rule={"bn_conv": jaxsal.lrp_epsilon()}, fold_batchnorm=True)
+
+
+def test_time_distributed_pairs(tmp_path):
+    """``TimeDistributed(Conv2D)`` -> ``TimeDistributed(BatchNormalization)`` and
+    ``TimeDistributed(Dense)`` -> ``TimeDistributed(BatchNormalization)`` fold as plain pairs
+    do (the wrapper's params are the wrapped layer's), as does a wrapped Conv2D -> a plain
+    BatchNormalization over its channels; a wrapped pair over another axis, or after a
+    wrapped activation, stays."""
+    from jaxsal._src.lrp_fold import fold_plan
+
+    td = layers.TimeDistributed
+
+    def build(with_bn):
+        inp = keras.Input((2, 5, 5, 3))
+        h = td(layers.Conv2D(4, 3, use_bias=not with_bn), name="c")(inp)
+        if with_bn:
+            h = td(layers.BatchNormalization(epsilon=0.1), name="bn_c")(h)
+        h = td(layers.Conv2D(3, 1), name="m")(layers.ReLU()(h))
+        if with_bn:
+            h = layers.BatchNormalization(name="bn_m")(h)  # (N, T, H, W, C): channels
+        h = td(layers.Flatten())(h)
+        h = td(layers.Dense(5), name="d")(h)
+        if with_bn:
+            h = td(layers.BatchNormalization(scale=False), name="bn_d")(h)
+        h = layers.ReLU()(layers.Flatten()(h))
+        return keras.Model(inp, layers.Dense(2, name="out")(h))
+
+    km = build(True)
+    perturb_keras(km, seed=5, kernels=True)
+    twin = build(False)
+    for layer in twin.layers:
+        if not layer.weights:
+            continue
+        w = [np.asarray(v, np.float64) for v in km.get_layer(layer.name).get_weights()]
+        if layer.name in ("c", "m", "d"):
+            bn = km.get_layer(f"bn_{layer.name}")
+            bn = bn.layer if isinstance(bn, td) else bn
+            p = dict(zip([v.path.split("/")[-1] for v in bn.weights],
+                         [np.asarray(v, np.float64) for v in bn.get_weights()]))
+            s = p.get("gamma", 1.0) / np.sqrt(p["moving_variance"]
+                                              + bn.get_config()["epsilon"])
+            b = (w[1] if len(w) > 1 else 0.0) * s + p["beta"] - p["moving_mean"] * s
+            w = [w[0] * s, b]
+        layer.set_weights([v.astype(np.float32) for v in w])
+    m, mt = _load(km, tmp_path, "td"), _load(twin, tmp_path, "td_twin")
+    assert {(f.layer_path, f.batch_norm_path) for f in fold_plan(m)} == {
+        ("c", "bn_c"), ("m", "bn_m"), ("d", "bn_d")}
+    x = np.random.default_rng(3).normal(size=(2, 2, 5, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(m(x)), np.asarray(mt(x)), rtol=1e-4, atol=1e-5)
+    want = np.asarray(jaxsal.lrp(mt, x, [0, 1], rule=RULES))
+    got = np.asarray(jaxsal.lrp(m, x, [0, 1], rule=RULES, fold_batchnorm=True))
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+    # (unfolded, the maps differ from the twin's by 1.0x their largest element)
+    # a layer= read keeps its batch norm
+    assert "bn_d" not in {f.batch_norm_path for f in fold_plan(m, frozenset({"d"}))}
+    # after a wrapped activation, over the rows, over the time axis (a plain batch norm's
+    # axis 1): none folds; a wrapped channels-first pair (axis=1 per step) does
+    inp = keras.Input((2, 4, 4, 3))
+    h = td(layers.Conv2D(3, 1, activation="relu"), name="act")(inp)
+    h = td(layers.BatchNormalization(), name="bn_act")(h)
+    h = td(layers.Conv2D(3, 1), name="axis")(h)
+    h = td(layers.BatchNormalization(axis=1), name="bn_axis")(h)
+    h = td(layers.Conv2D(3, 1), name="time")(h)
+    h = layers.BatchNormalization(axis=1, name="bn_time")(h)
+    h = td(layers.Conv2D(3, 1, data_format="channels_first"), name="cf")(h)
+    h = td(layers.BatchNormalization(axis=1), name="bn_cf")(h)
+    plan = fold_plan(_load(keras.Model(inp, h), tmp_path, "td_others"))
+    assert [(f.layer_path, f.batch_norm_path) for f in plan] == [("cf", "bn_cf")]

@@ -151,9 +151,10 @@ def lrp(model: ModelLike, x: Inputs, targets: Targets = None, *, epsilon: float 
         (:func:`jaxsal.lrp_signal_take_all`: a gated product's signal takes it all);
         recurrent cells take the epsilon rule inside (Arras et al. 2017).
       fold_batchnorm: fold every ``BatchNormalization`` that directly follows a convolution
-        or ``Dense`` layer into it (zennit's ``SequentialMergeBatchNorm``; see
-        :mod:`jaxsal._src.lrp_fold`): that layer's rule then sees the merged weights and
-        bias, and the batch norm passes relevance on unchanged. Forward values are the same.
+        or ``Dense`` layer (either or both in ``TimeDistributed``) into it (zennit's
+        ``SequentialMergeBatchNorm``; see :mod:`jaxsal._src.lrp_fold`): that layer's rule
+        then sees the merged weights and bias, and the batch norm passes relevance on
+        unchanged. Forward values are the same.
       reduce: channel reduction (default signed ``"sum"``; ``None`` keeps channels).
       layer: the relevance of this layer's output instead of the input's (Captum's
         ``LayerLRP``); maps have the layer's shape, its channel axis reduced (token models:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 import jax
 
@@ -71,12 +71,24 @@ class Fold:
         return "/".join(self.batch_norm)
 
 
+def _unwrapped(spec: Any) -> tuple[str, Mapping[str, Any], int]:
+    """The class name and config of the layer that ``spec`` (a ``LayerSpec``) is or wraps in
+    ``TimeDistributed`` (whose params are the wrapped layer's), and how many wrappers."""
+    depth, lc = 0, {"class_name": spec.class_name, "config": spec.config or {}}
+    while lc.get("class_name") == "TimeDistributed" and isinstance(
+            (lc.get("config") or {}).get("layer"), Mapping):
+        depth, lc = depth + 1, lc["config"]["layer"]
+    return lc.get("class_name", spec.class_name), lc.get("config") or {}, depth
+
+
 def fold_plan(model: Any, keep: frozenset[str] = frozenset()) -> tuple[Fold, ...]:
     """Every ``BatchNormalization`` of ``model`` (a ``KerasModel``) that directly follows a
     convolution or ``Dense`` layer, normalizes that layer's channel axis, and is the only
     reader of its output: each called once, the layer without a fused activation, its output
     not a model output, and neither named in ``keep`` (a layer whose output the caller
-    reads). Nested models' pairs are found inside each nested model."""
+    reads). Either or both may be wrapped in ``TimeDistributed`` (its params are the wrapped
+    layer's; the axes count as the wrapped layer sees them). Nested models' pairs are found
+    inside each nested model."""
     folds: list[Fold] = []
 
     def walk(graph, chain: tuple[str, ...]):
@@ -87,16 +99,20 @@ def fold_plan(model: Any, keep: frozenset[str] = frozenset()) -> tuple[Fold, ...
             spec = graph.layers[call.layer]
             if spec.impl.subgraph is not None:
                 walk(spec.impl.subgraph, chain + (call.layer,))
-            if spec.class_name not in BATCH_NORMS or counts[call.layer] != 1:
+            cls_b, cfg, depth_b = _unwrapped(spec)
+            if (cls_b not in BATCH_NORMS or counts[call.layer] != 1
+                    or not spec.impl.relevance):
                 continue
             refs = [a for a in call.args if isinstance(a, Ref)]
             if len(call.args) != 1 or len(refs) != 1:
                 continue
             src = graph.layers.get(refs[0].layer)
-            slot = None if src is None else _kernel_slot(src.class_name)
-            cfg = spec.config
+            cls_l, _, depth_l = _unwrapped(src) if src is not None else (None, None, 0)
+            slot = None if src is None else _kernel_slot(cls_l)
+            # (a wrapped layer's named activation is the wrapper's; with another, the wrapper
+            # is no rule layer: relevance is False)
             if (slot is None or counts.get(src.name, 0) != 1 or refs[0].node != 0
-                    or src.impl.activation not in (None, "linear")
+                    or src.impl.activation not in (None, "linear") or not src.impl.relevance
                     or (refs[0].layer, 0) in outputs
                     or [c.layer for c in consumers.get((refs[0].layer, 0), [])] != [call.layer]
                     or cfg.get("virtual_batch_size") is not None or cfg.get("renorm")):
@@ -114,8 +130,13 @@ def fold_plan(model: Any, keep: frozenset[str] = frozenset()) -> tuple[Fold, ...
             if not isinstance(shape, tuple):
                 continue
             rank = len(shape) + 1
-            channel = 1 if src.impl.data_format == "channels_first" else rank - 1
-            if not (-rank <= int(axis) < rank) or int(axis) % rank != channel:
+            # channels-first inside TimeDistributed: after the batch and the time axes
+            channel = 1 + depth_l if src.impl.data_format == "channels_first" else rank - 1
+            # a wrapped batch norm's axis counts in the tensor it sees, whose first axis is
+            # the batch and time axes merged
+            inner = rank - depth_b
+            if not (-inner <= int(axis) < inner) or int(axis) % inner == 0 \
+                    or int(axis) % inner + depth_b != channel:
                 continue
             folds.append(Fold(chain + (src.name,), chain + (call.layer,), slot[0], slot[1],
                               float(cfg.get("epsilon", 1e-3)), bool(cfg.get("scale", True)),
