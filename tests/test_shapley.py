@@ -195,7 +195,7 @@ def test_sampling_converges_to_the_exact_values():
     m = _smooth()
     x = _x(2)
     want, var = _brute_force(m, x, [1, 2], _grid())
-    n = 3000
+    n = 700  # random orders: below the 6! = 720 that would be walked exactly
     est = np.asarray(jaxsal.shapley_value_sampling(m, x, [1, 2], key=0, n=n, patch=(3, 2),
                                                    return_groups=True))
     # each order's credit to a group is one draw of its marginal contribution (variance
@@ -205,6 +205,27 @@ def test_sampling_converges_to_the_exact_values():
     few = np.asarray(jaxsal.shapley_value_sampling(m, x, [1, 2], key=0, n=2, patch=(3, 2),
                                                    return_groups=True))
     assert np.abs(few - want).max() > 10 * np.abs(est - want).max()
+
+
+def test_n_covering_every_order_walks_each_once():
+    """n >= M! (here n = M! = 24, 4 groups): every order is walked once, weighted 1/M!, so
+    the estimate is the exact values, the same for every key (n random orders repeated some
+    and missed others: a random estimate). With one mask per input, an input with M_i! <= n
+    enumerates its own orders and the others still draw."""
+    m = _smooth()
+    x = _x(2)
+    per = np.stack([_grid((3, 3)), _grid((3, 5))])  # input 0: 4 groups, input 1: 2
+    want = np.asarray(jaxsal.shapley_values(m, x, [0, 3], feature_mask=per,
+                                            return_groups=True))
+    for n in (24, 3):  # 4! <= 24: both inputs exact; 4! > 3 >= 2!: input 1 alone
+        a, b = (np.asarray(jaxsal.shapley_value_sampling(m, x, [0, 3], key=k, n=n,
+                                                         feature_mask=per,
+                                                         return_groups=True))
+                for k in (0, 1))
+        rows = slice(0, 2) if n == 24 else slice(1, 2)
+        np.testing.assert_allclose(a[rows], want[rows], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(b[rows], want[rows], rtol=0, atol=1e-6)
+    assert np.abs(a[0] - b[0]).max() > 1e-3  # 3 random orders of input 0's 4 groups
 
 
 # ------------------------------------------------------------------ consistency

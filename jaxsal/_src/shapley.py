@@ -21,7 +21,9 @@ coalition's score is credited as it comes: ``S`` adds ``w(|S| - 1) v(S)`` to eve
 M!``), which regroups the sum above term by term. :func:`shapley_value_sampling` walks ``n``
 random orders per input instead: the ``j``-th prefix of an order is credited ``+v`` to the
 group added last and ``-v`` to the group added next, so every evaluated prefix is a
-contribution of its own and the prefixes can be batched in any grouping. Both evaluate their
+contribution of its own and the prefixes can be batched in any grouping; where ``n`` covers
+all ``M!`` orders it walks each once (numbered by their Lehmer codes), which is the exact
+value. Both evaluate their
 masked inputs as batched forward passes (groups of masked inputs in a ``fori_loop``, under
 the memory budget), and every target's score comes from the same passes.
 """
@@ -338,6 +340,44 @@ def _to_groups(own: Array, local: Array, present: Array, absent: Any) -> Array:
     return jnp.where(present[None], got, absent)
 
 
+def _walked(counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Which inputs :func:`shapley_value_sampling` walks every order of: ``exact`` ``(N,)``
+    where the ``M_i!`` orders of an input's ``counts[i]`` own groups fit in ``n``; ``orders``
+    ``(N,)`` int32, the orders each input averages over (``M_i!`` there, ``n`` elsewhere);
+    and ``cap``, the most groups whose orders ``n`` covers (``cap! <= n``; at most 12, as
+    ``n`` is below ``2^32``)."""
+    cap = 1
+    while math.factorial(cap + 1) <= n:
+        cap += 1
+    counts = np.asarray(counts)
+    exact = counts <= cap
+    table = np.asarray([math.factorial(c) for c in range(cap + 1)], np.int64)
+    orders = np.where(exact, table[np.minimum(counts, cap)], min(n, 2 ** 31 - 1))
+    return exact, orders.astype(np.int32), cap
+
+
+def _nth_places(k: Array, counts: Array, m: int, cap: int) -> Array:
+    """``(G, N, M)``: order ``k[g]`` (``0 <= k < counts[n]!``) of input ``n``'s own groups
+    ``0..counts[n]-1``, in the lexicographic numbering (its Lehmer code: place ``p`` takes
+    the ``d_p``-th group not yet placed, ``d_p`` the ``(counts - 1 - p)!`` digit of ``k``),
+    as the place of each group, as :func:`_places` gives them (positions beyond an input's
+    count keep their own places). Valid for inputs of at most ``cap`` groups (their orders
+    are enumerated); ``k`` from ``0`` to ``counts! - 1`` gives every order once."""
+    fact = jnp.asarray([math.factorial(i) for i in range(max(cap, 1))], jnp.int32)
+    shape = (k.shape[0], counts.shape[0], m)
+    pos = jnp.arange(m, dtype=jnp.int32)
+    places = jnp.broadcast_to(pos, shape)
+    free = jnp.broadcast_to(pos < counts[:, None], shape)  # the groups not yet placed
+    rem = jnp.broadcast_to(k[:, None], shape[:2])
+    for p in range(min(cap, m)):
+        f = fact[jnp.clip(counts - 1 - p, 0, fact.shape[0] - 1)][None]  # (1, N)
+        digit, rem = rem // f, rem % f
+        pick = free & (jnp.cumsum(free, axis=2, dtype=jnp.int32) == (digit + 1)[..., None])
+        places = jnp.where(pick, p, places)
+        free = free & ~pick
+    return places
+
+
 def _endpoints(m, params, x, fill, spec, info, ids, *, empty: bool):
     """What every coalition method starts from, inside its program: the resolved targets
     ``(sp, ids)``, ``fill`` broadcast to ``x``, the scores on ``x`` (``v(all)``, ``(N, T)``)
@@ -491,8 +531,13 @@ def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = No
     the score it brings; the estimate is the mean over the orders. Every order's credits add
     up to ``v(all) - v(empty)`` (efficiency holds for every estimate, not only on average),
     and the estimate converges to the exact values, its error falling as ``1/sqrt(n)``.
-    Costs ``n * (M - 1) * N`` masked forward passes (and one over ``x``, one over the fill),
-    batched and shared by every target: any number of groups, e.g. one per pixel or
+    Where ``n >= M!`` nothing is drawn: each of the ``M!`` orders is walked once (weight
+    ``1/M!``), which gives the exact values of :func:`jaxsal.shapley_values`, the same for
+    every key (``n`` random orders would repeat some and miss others), in ``M! * (M - 1)``
+    passes per input. With one ``feature_mask`` per input this holds input by input: an
+    input whose ``M_i!`` orders of its own groups fit in ``n`` walks them, the others draw
+    ``n``. Costs ``n * (M - 1) * N`` masked forward passes (and one over ``x``, one over the
+    fill), batched and shared by every target: any number of groups, e.g. one per pixel or
     superpixels.
 
     Args:
@@ -500,7 +545,8 @@ def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = No
         precision, check_finite, return_groups: as in :func:`jaxsal.shapley_values`.
       key: a ``jax.random`` key or an int seed (required: the same key gives the same
         values).
-      n: random orders per input (Captum's ``n_samples``, default 25).
+      n: random orders per input (Captum's ``n_samples``, default 25); at least ``M!``:
+        every order, once (above).
       index_offset: the position of ``x[0]`` in a larger batch: order ``k`` of input ``i``
         is keyed by ``(k, index_offset + i)``, so rows ``a:b`` of one call over all of ``x``
         equal a call on ``x[a:b]`` with ``index_offset=a`` (:func:`jaxsal.explain_to_file`
@@ -531,14 +577,22 @@ def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = No
                          f"order * M + group), got n = {n_orders} orders of M = {m_groups} "
                          f"groups; pass a smaller n (or fewer groups)")
     steps = m_groups - 1  # prefixes evaluated per order: 1 .. M-1 groups put back
-    total = n_orders * steps
+    own = _own_groups(groups, p.n)
+    # (N,) the inputs whose M_i! orders fit in n walk each once (known here: passed, not
+    # closed over, split with the inputs); where every input's do (M! <= n), M! orders in all
+    exact, orders, cap = _walked(own[0], n_orders)
+    every = m_groups <= cap
+    # only inputs with fewer own groups than M can walk where not every one does: one mask
+    # per input, or group_ids beyond the mask's ids (keyed: the program is shared otherwise)
+    walk = cap > 1 and (every or groups.shape[0] > 1 or group_ids is not None)
+    walks = math.factorial(m_groups) if every else n_orders
+    total = walks * steps
     group = base.masked_chunk(max(total, 1), per_image, nb, batch_size, memory_budget)
     m, spec, info = p.model, p.spec, p.info
 
-    own = _own_groups(groups, p.n)
-
     def build():
-        def run(params, x, ids, fill, gid, key, index, cols, counts, local, has):
+        def run(params, x, ids, fill, gid, key, index, cols, counts, local, has, exact,
+                orders):
             sp, ids_, fill_b, s_full, s_empty = _endpoints(  # v(all) (N, T), v(empty)
                 m, params, x, fill, spec, info, ids, empty=True)
             gain = s_full - s_empty
@@ -551,10 +605,15 @@ def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = No
 
             def credit(ts, valid):  # items ts (G,): order k, its prefix of j groups
                 k, j = ts // steps, ts % steps + 1
-                # an input's own groups in a random order; the batch's groups it lacks
+                # an input's own groups in a random order, or its k-th where its orders are
+                # walked (orders k beyond its M_i! weigh 0); the batch's groups it lacks
                 # come after every prefix (place M): their credits are 0
-                rank = _to_groups(_places(kp, k, index, m_groups, counts), local, has,
-                                  m_groups)
+                places = _nth_places(k, counts, m_groups, cap) if walk else None
+                if not every:
+                    drawn = _places(kp, k, index, m_groups, counts)
+                    places = drawn if places is None else \
+                        jnp.where(exact[None, :, None], places, drawn)
+                rank = _to_groups(places, local, has, m_groups)
                 j = j[:, None, None]
                 present = _present(gid, rank < j)  # (G, N, ...): the first j groups kept
                 xo = jnp.where(present, x[None], fill_b[None])
@@ -562,26 +621,28 @@ def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = No
                 # the prefix's score, v - v(empty), goes to the group put back last (+) and to
                 # the next one (-); the last prefix also credits v(all) - v(empty) to the
                 # last group: every order's credits telescope to v(all) - v(empty)
-                ok = valid[:, None, None].astype(s_dtype(x))
+                ok = (valid[:, None, None] & (k[:, None] < orders[None])[..., None]
+                      ).astype(s_dtype(x))
                 nxt = (rank == j).astype(ok.dtype) * ok  # (G, N, M) one-hot
                 step = (rank == j - 1).astype(ok.dtype) * ok - nxt
                 out = jnp.einsum("gnt,gnm->ntm", s, step, precision=_HIGHEST)
                 end = jnp.where(j == steps, nxt, 0.0).sum(axis=0)  # (N, M)
                 return out + gain[:, :, None] * end[:, None, :]
 
-            phi = base.sum_groups(credit, total, group) / n_orders
+            phi = base.sum_groups(credit, total, group) / orders[:, None, None].astype(
+                s_dtype(x))
             return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
 
         return run
 
     ck = ("shapley_value_sampling", p.key, spec, info, base.shape_key(p.x),
-          _key(groups, return_groups), n_orders, group, nb, return_groups)
-    maps = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6, 8, 9, 10),
-                                                      (3, 4)),
+          _key(groups, return_groups), n_orders, walk, group, nb, return_groups)
+    maps = base.compiled(ck, lambda: base.split_batch(build(), nb,
+                                                      (1, 2, 6, 8, 9, 10, 11, 12), (3, 4)),
                          precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
         base.input_indices(index_offset, p.n), jnp.asarray(groups.ids),
-        *map(jnp.asarray, own))
+        *map(jnp.asarray, own + (exact, orders)))
     check_fill_score("shapley_value_sampling", p, fill, maps, check_finite)
     return maps
 
