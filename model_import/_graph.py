@@ -129,23 +129,49 @@ def check_nested_input_shapes(path: str, sub: "Graph", inputs: Sequence[Any]) ->
             "its weights and save the model again")
 
 
-def _nested_inputs(path: str, sub: "Graph", arg: Any, keras_major: int) -> list:
+def dict_call_rule(version: str) -> str:
+    """How the Keras that wrote the config (``version``) reads a dict given to a nested model
+    built on a list of inputs (or on one), and the dict of their masks: the tensors by the
+    inputs' names, or in ``keras.tree.flatten``'s order (by sorted key).
+
+    ``"names_or_sorted"``: tf.keras 2 (``_flatten_to_reference_inputs``): both by name, and
+    the sorted keys' order where a name is missing.
+    ``"names"``: Keras 3.0-3.3 (``_flatten_to_reference_inputs``, also for the masks): both
+    by name; a missing name raises (``KeyError``).
+    ``"sorted"``: Keras 3.4-3.6 (``_flatten_to_reference_inputs``, then
+    ``_standardize_inputs``, is ``tree.flatten``; 3.6 warns of the mismatch): both in sorted
+    key order, whatever the names.
+    ``"names_masks_sorted"``: Keras 3.7 and later (``_standardize_inputs``), also an
+    unrecorded minor version: the tensors by name (a missing name raises), the masks in
+    sorted key order (``Functional.call``'s ``tree.flatten(mask)``).
+    """
+    v = parse_version(version)
+    if v.major < 3:
+        return "names_or_sorted"
+    if v.before(3, 4, unrecorded=False):
+        return "names"
+    return "sorted" if v.before(3, 7, unrecorded=False) else "names_masks_sorted"
+
+
+def _nested_inputs(path: str, sub: "Graph", arg: Any) -> list:
     """The inputs of nested model ``sub`` (at ``path``) called on ``arg``, one per entry of
     ``sub.inputs``, in that order.
 
-    A dict given to a model built on a list of inputs (or on one) is read by the inputs'
-    names, as Keras does (Keras 3's ``Functional._standardize_inputs``, tf.keras 2's
-    ``_flatten_to_reference_inputs``): ``sub({"zz": x, "aa": y})`` of ``Model([zz, aa], ...)``
-    is ``[x, y]``, not the sorted keys' ``[y, x]``; keys it does not name are left out.
-    Anything else, and a dict given to a model built on a dict, in ``keras.tree.flatten``'s
-    order (dicts by sorted key, the order of ``sub.input_keys``)."""
-    if not isinstance(arg, Mapping) or sub.input_keys is not None:
+    A dict given to a model built on a list of inputs (or on one) is read as the Keras that
+    wrote the file reads it (``sub.dict_call``, :func:`dict_call_rule`): by the inputs' names
+    in tf.keras 2, Keras 3.0-3.3 and 3.7+ (``sub({"zz": x, "aa": y})`` of
+    ``Model([zz, aa], ...)`` is ``[x, y]``; keys it does not name are left out), in sorted
+    key order in Keras 3.4-3.6 (``[y, x]``). Anything else, and a dict given to a model built
+    on a dict, in ``keras.tree.flatten``'s order (dicts by sorted key, the order of
+    ``sub.input_keys``)."""
+    if not isinstance(arg, Mapping) or sub.input_keys is not None or \
+            sub.dict_call == "sorted":
         return _flatten(arg)
     names = [r.layer for r in sub.inputs]
     missing = [n for n in names if n not in arg]
     if not missing:
         return [arg[n] for n in names]
-    if keras_major < 3:  # tf.keras 2 falls back to the sorted keys' order
+    if sub.dict_call == "names_or_sorted":  # tf.keras 2 falls back to the sorted keys' order
         return _flatten(arg)
     raise LayerCallError(
         f"the nested model {path!r} is called on a dict with keys {sorted(arg)}, but takes "
@@ -154,34 +180,35 @@ def _nested_inputs(path: str, sub: "Graph", arg: Any, keras_major: int) -> list:
         "edited: save the model again", layer=path)
 
 
-def _nested_masks(path: str, sub: "Graph", arg: Any, masks: Any, keras_major: int) -> list:
+def _nested_masks(path: str, sub: "Graph", arg: Any, masks: Any) -> list:
     """The Keras masks of the inputs of nested model ``sub`` (at ``path``) called on ``arg``
     with masks ``masks`` (the structure of ``arg``: a dict, a nested list; the call's
     recorded ``mask=`` or its tensors' masks), one per entry of ``sub.inputs``.
 
-    Keras 3's ``Functional.call`` pairs ``keras.tree.flatten(mask)`` (dicts by sorted key)
-    with the inputs by position, tf.keras 2 reads a dict of masks by the inputs' names, as it
-    reads the inputs (:func:`_nested_inputs`). Keras 3 thus gives a model built on inputs
-    ``[zz, aa]`` and called with ``{"zz": x, "aa": y}`` the mask of ``y`` for ``x``: refused
-    where a mask is set, which that model would compute with."""
+    A dict of masks is read as :func:`_nested_inputs` reads the tensors in tf.keras 2 and
+    Keras 3.0-3.6 (by the inputs' names, or in sorted key order in 3.4-3.6). Keras 3.7+'s
+    ``Functional.call`` pairs ``keras.tree.flatten(mask)`` (dicts by sorted key) with the
+    inputs, which it takes by name, by position: a model built on inputs ``[zz, aa]`` and
+    called with ``{"zz": x, "aa": y}`` gets the mask of ``y`` for ``x``, refused where a
+    mask is set, which that model would compute with."""
     flat = _flatten(masks)
     if not isinstance(arg, Mapping) or sub.input_keys is not None or \
-            not isinstance(masks, Mapping):
+            not isinstance(masks, Mapping) or sub.dict_call == "sorted":
         return flat
     names = [r.layer for r in sub.inputs]
     if any(n not in masks for n in names):  # (refused by _nested_inputs in Keras 3)
         return flat
     by_name = [masks[n] for n in names]
-    if keras_major < 3 or all(m is None for m in flat) or (
+    if sub.dict_call != "names_masks_sorted" or all(m is None for m in flat) or (
             len(flat) == len(by_name) and all(a is b for a, b in zip(flat, by_name))):
         return by_name
     raise LayerCallError(
         f"the nested model {path!r}, built on the inputs {names}, is called on a dict of "
-        f"masked tensors with keys {sorted(masks)}: Keras 3 takes the tensors by these names "
-        "but pairs their masks with them in sorted key order, so an input computes with "
-        "another's mask, which the importer does not reproduce. Call the nested model with a "
-        f"list in the order {names} (or name its inputs in sorted order) and save the model "
-        "again", layer=path)
+        f"masked tensors with keys {sorted(masks)}: Keras 3.7+ takes the tensors by these "
+        "names but pairs their masks with them in sorted key order, so an input computes "
+        "with another's mask, which the importer does not reproduce. Call the nested model "
+        f"with a list in the order {names} (or name its inputs in sorted order) and save the "
+        "model again", layer=path)
 
 
 def adjust_input_rank(sub: "Graph", inputs: Sequence[Any]) -> list:
@@ -276,6 +303,10 @@ class Graph:
     #: "if_unknown" (no mask where the importer cannot know the tensor's, else like no key),
     #: "call" (the call got no mask) or "none" (nor did the output mask's computation)
     null_mask: str = "implicit"
+    #: how a dict given to this model, built on a list of inputs, is read by the Keras that
+    #: wrote the config (:func:`dict_call_rule`): the tensors and their masks by the inputs'
+    #: names or in sorted key order
+    dict_call: str = "names_masks_sorted"
     #: A digest of what the graph is a function of (the architecture config, the Keras
     #: version and backend) where only model_import's own converters built it, else
     #: ``None``: two loads of one file have equal fingerprints, so jaxsal reuses a program
@@ -412,8 +443,7 @@ class Graph:
             # of a model that mixes the examples of a batch names (jaxsal/_src/per_example)
             with jax.named_scope(call.layer):
                 if impl.subgraph is not None:
-                    sub_in = _nested_inputs(prefix + call.layer, impl.subgraph, args[0],
-                                            keras_major)
+                    sub_in = _nested_inputs(prefix + call.layer, impl.subgraph, args[0])
                     if keras_major >= 3 and spec.class_name in ("Functional", "Model"):
                         check_nested_input_shapes(prefix + call.layer, impl.subgraph, sub_in)
                     sub_in = adjust_input_rank(impl.subgraph, sub_in)
@@ -422,7 +452,7 @@ class Graph:
                     sub_masks = ([None] * len(sub_in) if no_mask else _nested_masks(
                         prefix + call.layer, impl.subgraph, args[0],
                         resolve(explicit_mask) if explicit_mask is not None
-                        else masks_of(call.args[0]), keras_major))
+                        else masks_of(call.args[0])))
                     sub_prefix = f"{prefix}{call.layer}/"
                     sink: list = []
                     # its layers are captured and perturbed at the nested model's first call only,
@@ -1836,7 +1866,8 @@ class GraphBuilder:
         if isinstance(input_dtype, dict):
             input_dtype = input_dtype.get("config", {}).get("name", "float32")
         return Graph(name, "Sequential", specs, tuple(calls), (Ref(input_name),), (prev,),
-                     (input_shape,), (str(input_dtype),), True)
+                     (input_shape,), (str(input_dtype),), True,
+                     dict_call=dict_call_rule(self.keras_version))
 
     def _keras2_node_shift(self, specs, raw_calls, outputs) -> set[str]:
         """Nested models whose node references are off by one.
@@ -2010,7 +2041,8 @@ class GraphBuilder:
             in_dtypes.append(str(dt))
         return Graph(name, cls, specs, tuple(order), inputs, outputs, tuple(in_shapes),
                      tuple(in_dtypes), single, in_dict_keys, out_dict_keys,
-                     null_mask=_masking.null_mask_rule(self.keras_version))
+                     null_mask=_masking.null_mask_rule(self.keras_version),
+                     dict_call=dict_call_rule(self.keras_version))
 
 
 def _lambda_function_name(cfg: Mapping[str, Any]) -> str | None:

@@ -368,3 +368,19 @@ def relabel_h5(path, version: str, option: tuple[str, str] | None = None) -> Non
                 if layer["class_name"] == option[0]:
                     layer["config"][option[1]] = True
             f.attrs["model_config"] = json.dumps(config)
+
+
+def relabel_keras(path, version: str) -> None:
+    """Rewrites a ``.keras`` archive's recorded ``keras_version`` (its ``metadata.json``) to
+    ``version``, so that one saved model stands for a file another Keras 3 version wrote."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    meta = json.loads(members["metadata.json"])
+    meta["keras_version"] = version
+    members["metadata.json"] = json.dumps(meta).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)

@@ -11,7 +11,7 @@ import pytest
 import keras  # noqa: E402  (tests/conftest.py picks the backend)
 from keras import layers  # noqa: E402
 
-from import_helpers import save_keras_and_h5  # noqa: E402
+from import_helpers import relabel_h5, relabel_keras, save_keras_and_h5  # noqa: E402
 from model_import import KerasImportError, load_keras  # noqa: E402
 
 
@@ -95,6 +95,25 @@ def test_nested_model_called_with_a_dict_lacking_an_input_name_is_refused(tmp_pa
         load_keras(tmp_path / "m.weights.h5", config=json.loads(cfg))
 
 
+@pytest.mark.parametrize("version, sign", [("3.3.0", 1), ("3.5.0", -1), ("3.7.0", 1)])
+def test_dict_call_of_a_nested_list_model_follows_the_files_keras_version(version, sign,
+                                                                          tmp_path):
+    """``inner({"zz": a, "aa": b})`` of ``Model([zz, aa], zz - aa)``: Keras 3.0-3.3 and 3.7+
+    take the dict by the inputs' names (``a - b``, Keras 3.15's ``predict``), Keras 3.4-3.6
+    by sorted key (``Functional._flatten_to_reference_inputs``/``_standardize_inputs`` are
+    ``tree.flatten``: ``b - a``)."""
+    keras.utils.set_random_seed(0)
+    model, x, _ = _case("inner_model_list_called_with_dict")
+    want = sign * np.asarray(model.predict(x, verbose=0))
+    paths = save_keras_and_h5(model, tmp_path, "m")
+    relabel_keras(paths[".keras"], version)
+    relabel_h5(paths[".h5"], version)
+    for ext, path in paths.items():
+        m = load_keras(path)
+        assert m.keras_version == version, ext
+        np.testing.assert_allclose(np.asarray(m(x)), want, rtol=1e-5, atol=1e-6, err_msg=ext)
+
+
 def _masked_case(kind):
     """A mask_zero embedding's output entering a nested model (an LSTM reads the mask) called
     with a dict or a nested list, and token ids with padding."""
@@ -141,3 +160,28 @@ def test_masked_dict_call_that_keras_3_pairs_with_other_masks_is_refused(tmp_pat
     by_dict.save(tmp_path / "m.keras")
     with pytest.raises(KerasImportError, match="pairs their masks with them in sorted key"):
         load_keras(tmp_path / "m.keras")
+
+
+@pytest.mark.parametrize("version", ["3.3.0", "3.5.0", "3.7.0"])
+def test_masked_dict_call_follows_the_files_keras_version(version, tmp_path):
+    """``inner({"zz": e, "aa": x})`` of a model built on ``[zz, aa]``, ``e`` masked: Keras
+    3.0-3.3 take the tensors and their masks by the inputs' names (the list call
+    ``inner([e, x])``), 3.4-3.6 both in sorted key order (``inner([x, e])``), 3.7+ the tensors
+    by name and the masks sorted (refused, as for Keras 3.15's own file)."""
+    keras.utils.set_random_seed(0)
+    zz, aa = keras.Input((5, 4), name="zz"), keras.Input((5, 4), name="aa")
+    lstm = layers.LSTM(3)
+    inner = keras.Model([zz, aa], layers.Concatenate()([lstm(zz), lstm(aa)]), name="inner")
+    i, j = keras.Input((5,), dtype="int32"), keras.Input((5, 4))
+    e = layers.Embedding(8, 4, mask_zero=True)(i)
+    ids = np.array([[1, 2, 0, 0, 0], [3, 1, 4, 2, 0]], dtype=np.int32)
+    x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)
+    keras.Model([i, j], inner({"zz": e, "aa": j})).save(tmp_path / "m.keras")
+    relabel_keras(tmp_path / "m.keras", version)
+    if version == "3.7.0":
+        with pytest.raises(KerasImportError, match="pairs their masks with them in sorted"):
+            load_keras(tmp_path / "m.keras")
+        return
+    want = keras.Model([i, j], inner([e, j] if version == "3.3.0" else [j, e]))([ids, x])
+    np.testing.assert_allclose(np.asarray(load_keras(tmp_path / "m.keras")([ids, x])),
+                               np.asarray(want), rtol=1e-5, atol=1e-6)
