@@ -344,3 +344,34 @@ def test_a_bool_input_has_no_gradient_map_and_occlusion_takes_it(tmp_path):
         np.testing.assert_allclose(np.asarray(occ[1])[:, j],
                                    score - model.predict([xv, off], verbose=0)[:, 0],
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_the_cams_take_a_bool_mask_into_their_layer(tmp_path):
+    """Beside a float image, a bool mask that goes into the CAM layer (a ``Multiply``): Grad-CAM,
+    Grad-CAM++, Eigen-CAM and Ablation-CAM take it as bools and as 0/1 floats, with equal
+    maps; Grad-CAM's is ``ReLU(sum_k w_k A_k)`` of Keras's activations, ``w_k`` the Dense
+    weight over the pooled size (global average pooling then a linear Dense)."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((5, 5, 2), name="x")
+    mk = keras.Input((5, 5, 1), dtype="bool", name="mk")
+    conv = layers.Conv2D(3, 3, padding="same", name="conv")(x)
+    a = layers.Multiply(name="mul")([conv, ops.cast(mk, "float32")])
+    dense = layers.Dense(2, name="dense")
+    model = keras.Model([x, mk], dense(layers.GlobalAveragePooling2D()(a)))
+    model.save(tmp_path / "mask.keras")
+    m = load_keras(tmp_path / "mask.keras")
+    rng = np.random.default_rng(0)
+    xv = rng.normal(size=(2, 5, 5, 2)).astype(np.float32)
+    bv = rng.random((2, 5, 5, 1)) > 0.3
+    for name in ("gradcam", "gradcam_plus_plus", "eigencam", "ablationcam"):
+        kw = dict(layer="mul") if name == "eigencam" else dict(layer="mul", targets=0)
+        method = getattr(jaxsal, name)
+        maps = method(m, [xv, bv], **kw)
+        np.testing.assert_array_equal(np.asarray(maps),
+                                      np.asarray(method(m, [xv, bv.astype(np.float32)], **kw)))
+        if name == "gradcam":
+            acts = keras.Model(model.inputs, model.get_layer("mul").output).predict(
+                [xv, bv], verbose=0)
+            w = dense.get_weights()[0][:, 0] / 25
+            np.testing.assert_allclose(np.asarray(maps), np.maximum(acts @ w, 0),
+                                       rtol=1e-5, atol=1e-6)

@@ -1079,6 +1079,20 @@ def test_an_integer_image_model_is_refused_with_a_recipe_that_works(tmp_path):
     np.testing.assert_allclose(res.scores, logits[jnp.arange(2), jnp.array([0, 2])], rtol=1e-5)
 
 
+def test_a_bool_input_model_is_refused(tmp_path):
+    """A model whose input is a bool InputLayer casts what it is given to bool, as Keras does:
+    its gradient is zero, so maximize ran the ascent and returned the starting noise (a flat
+    trajectory) without a word. It is now refused before compute, naming the input."""
+    keras = pytest.importorskip("keras")
+    b = keras.Input((4, 4, 1), dtype="bool", name="flags")
+    y = keras.layers.Dense(3)(keras.layers.Flatten()(keras.ops.cast(b, "float32")))
+    keras.Model(b, y).save(tmp_path / "flags.keras")
+    model = load_keras(tmp_path / "flags.keras")
+    with pytest.raises(ValueError, match=r"input 'flags' is a bool InputLayer.*gradient is "
+                                         r"zero.*float32 keras.Input in its place"):
+        jaxsal.maximize(model, [0], steps=2, **PLAIN)
+
+
 def test_a_per_channel_center_must_match_the_channels():
     """lp_norm/l2_decay's center may hold one value per channel. Three values for a
     one-channel image broadcast it to three phantom channels (a penalty towards 0, 0.5 and 1

@@ -34,7 +34,7 @@ from jaxsal._src import ints, reals
 from jaxsal._src import transforms as _tf
 from jaxsal._src.per_example import check_per_example
 from jaxsal._src.targets import OutputInfo, class_scores
-from jaxsal._src.validate import check_flag, integer_input, is_channels_first
+from jaxsal._src.validate import _bool_input, check_flag, integer_input, is_channels_first
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -708,6 +708,16 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
                          ".apply(p, [img, jnp.broadcast_to(meta, (len(img), D))]), "
                          "model.params, input_shape=(H, W, C)) (a FunctionModel's outputs are "
                          "taken as logits: give it the model's logits head)")
+    if _bool_input(model, 0):  # cast to bool by the model, as by Keras: a zero gradient
+        name = (list(getattr(model, "input_names", None) or []) or ["its input"])[0]
+        raise ValueError(
+            f"maximize optimizes a float input by gradient ascent; this model's input "
+            f"{name!r} is a bool InputLayer (a mask or flags), which the model casts what it "
+            "is given to, as Keras does: its gradient is zero everywhere, so the images would "
+            "stay at their starting noise. To maximize a float relaxation of it, save the "
+            "model with a float32 keras.Input in its place (the layers after the cast then "
+            "take the floats) and load that; to see which flags raise a score, use "
+            "jaxsal.occlusion")
     ids_dtype = integer_input(model)
     if ids_dtype is not None:
         shape = getattr(model, "input_shape", None)
