@@ -614,3 +614,38 @@ def test_a_list_of_maps_is_refused_not_stacked_on_the_wrong_axis():
                                                  r"np\.stack\(maps, axis=1\)"):
                 call(several)
     jaxsal.deletion(m, x, np.stack(per_target, axis=1), [0, 2], steps=4)  # (N, T, H, W)
+
+
+def test_float64_maps_beyond_float32_s_range_are_read_by_their_order_or_refused_as_such():
+    """Without x64, JAX computes float64 maps in float32: finite values above its range
+    (1e39) became inf and the maps were refused as "NaN or infinite". Deletion and insertion
+    read each map's order only, so such a map is scaled by a power of two (exact): the curves
+    are those of the contributions themselves. Infidelity with ``normalize=True`` scales each
+    map by its best beta (scale-free: exact again for a multiple of the gradient); without it
+    the values themselves count, so the maps are refused saying why, as sensitivity_max
+    refuses such maps from explain."""
+    m, w = _linear()
+    x = _x()
+    contrib = np.einsum("nd,dk->nkd", x.reshape(3, -1), w)
+    scale = np.array([1e45, 1.0, 2e300])[:, None, None]  # (one map per input in range)
+    maps = (contrib * scale).reshape(3, 3, 4, 5, 2)
+    want = _curve_by_hand(contrib.sum(-1), contrib, 8)
+    c = jaxsal.deletion(m, x, maps, [0, 1, 2], steps=8)
+    np.testing.assert_allclose(c.scores, want, atol=2e-5 * np.abs(want).max())
+    ins = jaxsal.insertion(m, x, maps.tolist(), [0, 1, 2], steps=8)  # (a list: float64 too)
+    np.testing.assert_allclose(ins.scores, contrib.sum(-1)[..., None] - want,
+                               atol=2e-5 * np.abs(want).max())
+    grads = np.broadcast_to(w.T.reshape(1, 3, 4, 5, 2), (3, 3, 4, 5, 2)) * scale[..., None, None]
+    norm = np.asarray(jaxsal.infidelity(m, x, grads, [0, 1, 2], key=0, noise_std=0.1,
+                                        normalize=True))
+    # (rounding only: below 1e-6 of the error of maps 2w unnormalized, 0.01 |w|^2; as the
+    # maps in range)
+    assert np.isfinite(norm).all() and np.abs(norm).max() < 1e-8 * (w ** 2).sum(0).max()
+    peak = f"{np.abs(grads).max():.3g}".replace("+", r"\+")
+    with pytest.raises(ValueError, match=f"finite values up to {peak} in magnitude, beyond "
+                                         "float32's range.*normalize=True"):
+        jaxsal.infidelity(m, x, grads, [0, 1, 2], key=0)
+    peak = f"{float(np.abs(x).max()) * 1e39:.3g}".replace("+", r"\+")
+    with pytest.raises(ValueError, match=f"float64 maps with finite values up to {peak} in "
+                                         "magnitude.*beyond float32's range"):
+        jaxsal.sensitivity_max(lambda v: np.asarray(v, np.float64) * 1e39, x, key=0, n=1)

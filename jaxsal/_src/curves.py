@@ -197,7 +197,7 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
                          f"spatial axes and a channel axis, got shape {tuple(p.x.shape)}")
     features = p.x.ndim == 2
     size = input_spatial_shape(p.x, p.channels_first) if not features else p.x.shape[1:]
-    mp, whole = check_maps(maps, p, size, what)
+    mp, whole = check_maps(maps, p, size, what, scale_to=100)  # (their order only)
     if patch is not None:
         if whole and tuple(mp.shape[2:]) != tuple(size):
             raise ValueError(f"{what}: patch= groups the positions of maps of shape "

@@ -94,7 +94,13 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
                 spatial=input_rank(x) != 2, method=infidelity)
     size = p.x.shape[1:] if p.x.ndim == 2 else spatial_shape(p.x.shape, p.channels_first)
-    mp, whole = check_maps(maps, p, size, "infidelity")
+    mp, whole = check_maps(
+        maps, p, size, "infidelity", scale_to=0 if normalize else None,
+        fix="without normalize the infidelity reads the maps' values (as the score's change "
+            "per unit of input), not only their order, so they are not rescaled, and its "
+            "squared errors of such maps would be beyond float32 too: pass normalize=True "
+            "(each map scaled by its best beta first, so independent of the maps' scale; "
+            "such maps are then scaled by a power of two to a peak below 1), ")
     whole = whole or tuple(size) == tuple(p.x.shape[1:])
     shape = tuple(mp.shape[2:])  # one map: x.shape[1:] or S
     channel = None if whole else (1 if p.channels_first else p.x.ndim - 1)

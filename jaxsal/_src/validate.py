@@ -782,13 +782,22 @@ def several_arrays(v: Any) -> bool:
                                    and all(hasattr(a, "shape") for a in v))
 
 
-def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array, bool]:
+def check_maps(maps: Any, p: "Prepared", size: tuple, what: str, *,
+               scale_to: int | None = None, fix: str = "") -> tuple[Array, bool]:
     """Attribution ``maps`` given to an evaluation (deletion, infidelity...) for the call
     ``p``: ``(N, [T,] *size)`` (one value per position of the spatial shape ``size``) or
     ``(N, [T,] *x.shape[1:])`` (one per scalar of ``x``), the class axis present exactly when
     ``p``'s targets have one. Returns ``(maps (N, T, ...), whole)``, ``whole`` when the maps
     have ``x``'s own shape; the maps float32, or float64 where given float64 (under
-    ``jax_enable_x64``; rounded to float32, values closer than its resolution would tie)."""
+    ``jax_enable_x64``; rounded to float32, values closer than its resolution would tie).
+
+    Float64 maps (NumPy, lists) with finite values beyond float32's range, which JAX would
+    make inf without ``jax_enable_x64``: where the evaluation reads each map up to a positive
+    factor (deletion's order, infidelity's ``normalize``), ``scale_to=e`` scales each such map
+    (one input's, one target's) by a power of two (exact) to a largest magnitude in
+    ``[2**(e-1), 2**e)`` (deletion 100, as :func:`jaxsal.normalize` scales them; 0 where the
+    evaluation squares the maps' sums); ``None`` refuses them, saying so (``fix``: the
+    evaluation's own way on, before x64's)."""
     if several_arrays(maps):
         # np.asarray would stack them list axis first, (T, N, ...): with T == N the shapes
         # pass and every input is paired with another target's map
@@ -804,7 +813,14 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array,
         raise TypeError(f"{what}: expected maps of real numbers ({real}), got dtype "
                         f"{maps.dtype}")
     raw = base.native(maps)
-    if isinstance(raw, np.ndarray):  # int64 maps beyond int32 (x64 off): refused, not wrapped
+    if isinstance(raw, (list, tuple)):  # (a list of floats is float64 to NumPy)
+        try:
+            raw = np.asarray(raw)
+        except (TypeError, ValueError):
+            pass  # (ragged: refused below)
+    if isinstance(raw, np.ndarray):
+        raw = _maps_in_float32(raw, 2 if p.spec.class_axis else 1, what, scale_to, fix)
+        # int64 maps beyond int32 (x64 off): refused, not wrapped
         raw = narrow(raw, f"{what}: the maps", check_finite=False, holds="hold")
     try:
         a = jnp.asarray(raw)
@@ -834,6 +850,35 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str) -> tuple[Array,
                          "be arbitrary. Pass finite maps (e.g. np.nan_to_num(maps))")
     whole = tuple(a.shape[len(lead):]) == per_x and per_x != tuple(size)
     return (a if p.spec.class_axis else a[:, None]), whole
+
+
+def _maps_in_float32(a: np.ndarray, lead: int, what: str, scale_to: int | None,
+                     fix: str) -> np.ndarray:
+    """Float64 maps ``a`` (``lead`` leading axes: ``(N,)`` or ``(N, T)``) whose finite values
+    exceed float32's range, which JAX computes them in without ``jax_enable_x64`` (they would
+    become inf and be refused as if not finite): with ``scale_to=e`` (the evaluation reads
+    each map up to a positive factor) each such map is scaled by a power of two to a largest
+    magnitude in ``[2**(e-1), 2**e)`` (exact, but for values that then fall below float32's
+    smallest, 2**-149, and round to it or 0), the others kept; with ``None`` they are
+    refused, ``fix`` (``"...; "``) saying how on. Other arrays are returned as they are."""
+    to = narrowed_dtype(a.dtype)
+    if to is None or to.kind != "f" or not a.size:
+        return a
+    top = float(np.finfo(np.float32).max)
+    mag = np.where(np.isfinite(a), np.abs(a), 0.0)
+    peak_all = float(mag.max())
+    if not peak_all > top:
+        return a
+    if scale_to is None:
+        raise ValueError(
+            f"{what}: the maps hold finite values up to {peak_all:.3g} in magnitude, beyond "
+            f"float32's range ({top:.3g}) that JAX computes {a.dtype} maps in without "
+            f"jax_enable_x64 (they would become inf); {fix}or {X64_FIX}")
+    axes = tuple(range(min(lead, a.ndim), a.ndim))
+    peak = np.max(mag, axis=axes, keepdims=True) if axes else mag
+    _, e = np.frexp(peak)  # peak < 2**e
+    scale = np.where(peak > top, np.ldexp(1.0, scale_to - e), 1.0)
+    return (a * scale).astype(a.dtype)
 
 
 def check_fill_ids(model: Any, fill: Any, x: Any, name: str = "fill") -> None:
