@@ -35,6 +35,22 @@ def test_greedy_selection_by_hand():
     assert _one(min_pixel_diff=1).sum() == ATTR.sum()
 
 
+def test_maps_beyond_float32_s_range_are_refused_as_such_and_their_scaled_copy_is_exact():
+    """float64 maps of finite values above float32's range (1e39), which the regions' means
+    are computed in, became inf and were refused as "NaN or infinite values". Now refused
+    naming the range; the power-of-two scaling the message gives chooses the regions by hand's
+    (the greedy test above), the gains scaled alike."""
+    big = ATTR[None].astype(np.float64) * 2.0 ** 140
+    peak = f"{3 * 2.0 ** 140:.3g}".replace("+", r"\+")  # (ATTR's largest, 3)
+    with pytest.raises(ValueError, match=f"finite values up to {peak} in magnitude, beyond "
+                                         "float32's range"):
+        jaxsal.xrai_regions(big, REGIONS, min_pixel_diff=1)
+    scaled = big * 2.0 ** -np.ceil(np.log2(np.abs(big).max()))
+    want = np.array([[1, 1, 3, 3]] * 2 + [[1, 1, -1, -1]] * 2, np.float32)
+    got = np.asarray(jaxsal.xrai_regions(scaled, REGIONS, min_pixel_diff=1))[0]
+    np.testing.assert_array_equal(got, want * 2.0 ** (140 - 142))
+
+
 def test_small_regions_are_dropped_and_ties_go_to_the_first():
     """With min_pixel_diff=5 the top right (4 pixels) is dropped; the left and the whole
     image tie at mean 1 and the first listed, the left, wins; the whole image's 8 new pixels

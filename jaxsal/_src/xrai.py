@@ -312,6 +312,24 @@ def _check_maps(a: Array) -> None:
                          "convert them: maps.astype(np.float32)")
 
 
+def _beyond_float32(maps: Any) -> float | None:
+    """The largest finite magnitude of 64-bit float ``maps`` (NumPy, lists, JAX arrays under
+    ``jax_enable_x64``; not traced ones) where it exceeds float32's range, else ``None``: JAX
+    (without x64) or the cast to float32 would make those values inf, and they were then
+    refused as not finite."""
+    if isinstance(maps, jax.core.Tracer):
+        return None
+    try:
+        v = maps if isinstance(maps, jax.Array) else np.asarray(maps)
+    except (TypeError, ValueError):
+        return None  # (refused by the checks that follow)
+    if getattr(v.dtype, "kind", None) != "f" or v.dtype.itemsize <= 4 or not v.size:
+        return None
+    peak = float(jnp.max(jnp.where(jnp.isfinite(v), jnp.abs(v), 0)) if isinstance(v, jax.Array)
+                 else np.max(np.where(np.isfinite(v), np.abs(v), 0.0)))
+    return peak if peak > float(np.finfo(np.float32).max) else None
+
+
 def _check_selection(min_pixel_diff: Any, area_threshold: Any, algorithm: Any,
                      segments: ArrayLike | None = None, n: int = 0,
                      hw: tuple[int, int] = (0, 0), what: str = "",
@@ -372,6 +390,16 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
     Returns:
       ``(N, H, W)`` or ``(N, T, H, W)`` float32 maps: each pixel its region's gain.
     """
+    peak = _beyond_float32(maps)
+    if peak is not None:
+        raise ValueError(
+            f"xrai_regions: the maps hold finite values up to {peak:.3g} in magnitude, beyond "
+            f"float32's range ({float(np.finfo(np.float32).max):.3g}), which the regions' "
+            "mean attributions are computed and returned in (they would become inf, under "
+            "jax_enable_x64 too; their sums over regions must fit float32 as well). Scale "
+            "them to a peak near 1 by a power of two first, maps * 2.0 ** -np.ceil(np.log2("
+            "np.abs(maps).max())): the regions are chosen as before (their order is the same, "
+            "exactly) and the returned gains are scaled alike")
     a = jnp.asarray(maps)
     _check_maps(a)
     if not all_finite(a):
