@@ -325,9 +325,24 @@ def _beyond_float32(maps: Any) -> float | None:
         return None  # (refused by the checks that follow)
     if getattr(v.dtype, "kind", None) != "f" or v.dtype.itemsize <= 4 or not v.size:
         return None
-    peak = float(jnp.max(jnp.where(jnp.isfinite(v), jnp.abs(v), 0)) if isinstance(v, jax.Array)
-                 else np.max(np.where(np.isfinite(v), np.abs(v), 0.0)))
+    with jax.ensure_compile_time_eval():  # (concrete maps inside the caller's jit too)
+        peak = float(jnp.max(jnp.where(jnp.isfinite(v), jnp.abs(v), 0))
+                     if isinstance(v, jax.Array)
+                     else np.max(np.where(np.isfinite(v), np.abs(v), 0.0)))
     return peak if peak > float(np.finfo(np.float32).max) else None
+
+
+def _too_large(peak: float, why: str) -> ValueError:
+    """The error for maps of finite values too large for float32, which the regions' sums
+    and gains are computed and returned in (``why``: how they exceed it)."""
+    return ValueError(
+        f"xrai_regions: the maps hold finite values up to {peak:.3g} in magnitude, {why} "
+        f"({float(np.finfo(np.float32).max):.3g}), which the regions' sums and mean "
+        "attributions are computed and returned in (they would become inf, under "
+        "jax_enable_x64 too, and the selection never ended). Scale them to a peak near 1 by a "
+        "power of two first, maps * 2.0 ** -np.ceil(np.log2(np.abs(maps).max())): the "
+        "regions are chosen as before (their order is the same, exactly) and the returned "
+        "gains are scaled alike")
 
 
 def _check_selection(min_pixel_diff: Any, area_threshold: Any, algorithm: Any,
@@ -392,26 +407,25 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
     """
     peak = _beyond_float32(maps)
     if peak is not None:
-        raise ValueError(
-            f"xrai_regions: the maps hold finite values up to {peak:.3g} in magnitude, beyond "
-            f"float32's range ({float(np.finfo(np.float32).max):.3g}), which the regions' "
-            "mean attributions are computed and returned in (they would become inf, under "
-            "jax_enable_x64 too; their sums over regions must fit float32 as well). Scale "
-            "them to a peak near 1 by a power of two first, maps * 2.0 ** -np.ceil(np.log2("
-            "np.abs(maps).max())): the regions are chosen as before (their order is the same, "
-            "exactly) and the returned gains are scaled alike")
+        raise _too_large(peak, "beyond float32's range")
     a = jnp.asarray(maps)
     _check_maps(a)
     if not all_finite(a):
         raise ValueError("maps contain NaN or infinite values; their regions' means would be "
                          "NaN. Pass finite maps (np.nan_to_num(maps))")
     a = a.astype(jnp.float32)
+    pixels = a.shape[-2] * a.shape[-1]
+    if not isinstance(a, jax.core.Tracer) and a.size:  # (a region's sum: up to every pixel)
+        with jax.ensure_compile_time_eval():  # (concrete maps inside the caller's jit too)
+            peak = float(jnp.max(jnp.abs(a)))
+        if peak * pixels > float(np.finfo(np.float32).max):
+            raise _too_large(peak, f"whose sums over up to {pixels} pixels would exceed "
+                                   "float32's range")
     n, hw = a.shape[0], a.shape[-2:]
     s, min_pixel_diff, area_threshold = _check_selection(
         min_pixel_diff, area_threshold, algorithm, segments, n, hw, f"maps of shape {a.shape}",
         channels_last_hw=a.shape[1:3] if a.ndim == 4 else None)
     shared = s.ndim == 3  # the same regions for every input: their atoms found once
-    pixels = hw[0] * hw[1]
     flat = s.reshape(*s.shape[:-2], pixels)  # (N, M, P), or (M, P) for every input
     if not isinstance(flat, jax.core.Tracer):
         # both algorithms on atoms, exactly (a region's pixels, and its new ones, are unions
