@@ -143,9 +143,9 @@ def test_masks_enter_a_nested_model_called_with_a_structure(kind, tmp_path):
                                np.asarray(model(ids)), rtol=1e-5, atol=1e-6)
 
 
-def test_masked_dict_call_that_keras_3_pairs_with_other_masks_is_refused(tmp_path):
-    """Keras 3 takes the tensors of ``inner({"zz": e, "aa": x})`` by the inputs' names but
-    pairs the masks with them in sorted key order: its result is not the list call's."""
+def _masked_dict_call_parts():
+    """A model ``inner`` built on inputs ``[zz, aa]`` (one LSTM over each), the outer inputs
+    ``i`` (ids) and ``j`` (features), ``e``: ``i``'s masked embedding, and their values."""
     keras.utils.set_random_seed(0)
     zz, aa = keras.Input((5, 4), name="zz"), keras.Input((5, 4), name="aa")
     lstm = layers.LSTM(3)
@@ -154,6 +154,13 @@ def test_masked_dict_call_that_keras_3_pairs_with_other_masks_is_refused(tmp_pat
     e = layers.Embedding(8, 4, mask_zero=True)(i)
     ids = np.array([[1, 2, 0, 0, 0], [3, 1, 4, 2, 0]], dtype=np.int32)
     x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)
+    return inner, i, j, e, ids, x
+
+
+def test_masked_dict_call_that_keras_3_pairs_with_other_masks_is_refused(tmp_path):
+    """Keras 3 takes the tensors of ``inner({"zz": e, "aa": x})`` by the inputs' names but
+    pairs the masks with them in sorted key order: its result is not the list call's."""
+    inner, i, j, e, ids, x = _masked_dict_call_parts()
     by_dict = keras.Model([i, j], inner({"zz": e, "aa": j}))
     by_list = keras.Model([i, j], inner([e, j]))
     assert np.abs(np.asarray(by_dict([ids, x])) - np.asarray(by_list([ids, x]))).max() > 1e-3
@@ -168,14 +175,7 @@ def test_masked_dict_call_follows_the_files_keras_version(version, tmp_path):
     3.0-3.3 take the tensors and their masks by the inputs' names (the list call
     ``inner([e, x])``), 3.4-3.6 both in sorted key order (``inner([x, e])``), 3.7+ the tensors
     by name and the masks sorted (refused, as for Keras 3.15's own file)."""
-    keras.utils.set_random_seed(0)
-    zz, aa = keras.Input((5, 4), name="zz"), keras.Input((5, 4), name="aa")
-    lstm = layers.LSTM(3)
-    inner = keras.Model([zz, aa], layers.Concatenate()([lstm(zz), lstm(aa)]), name="inner")
-    i, j = keras.Input((5,), dtype="int32"), keras.Input((5, 4))
-    e = layers.Embedding(8, 4, mask_zero=True)(i)
-    ids = np.array([[1, 2, 0, 0, 0], [3, 1, 4, 2, 0]], dtype=np.int32)
-    x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype(np.float32)
+    inner, i, j, e, ids, x = _masked_dict_call_parts()
     keras.Model([i, j], inner({"zz": e, "aa": j})).save(tmp_path / "m.keras")
     relabel_keras(tmp_path / "m.keras", version)
     if version == "3.7.0":
