@@ -400,3 +400,24 @@ def test_other_regions_of_the_same_shape_reuse_the_program(compiles):
     for masks in sets[1:]:
         jax.block_until_ready(jaxsal.xrai_regions(maps, masks, min_pixel_diff=4))
     assert compiles.n == n
+
+
+def test_traced_maps_with_nan_or_overflowing_sums_end_the_selection():
+    """Maps traced by the caller's ``jax.jit`` are not checked: with NaN, or with regions'
+    sums beyond float32's range, the gains were NaN or inf and ``argmax`` could pick a region
+    already dropped, so the greedy loop never ended (a 60 s timeout on these 16 pixels). Now
+    a live region is always taken; such maps give NaN gains, not a hang. (Run in a daemon
+    thread so that a regression fails here instead of hanging the suite.)"""
+    import threading
+
+    f = jax.jit(lambda m: jaxsal.xrai_regions(m, REGIONS, min_pixel_diff=1))
+    bad = {"nan": np.where(ATTR > 2, np.nan, ATTR)[None].astype(np.float32),
+           "overflow": ATTR[None] * np.float32(1e38)}
+    out = {}
+    t = threading.Thread(target=lambda: out.update(
+        {k: np.asarray(f(jnp.asarray(m))) for k, m in bad.items()}), daemon=True)
+    t.start()
+    t.join(timeout=120)
+    assert not t.is_alive(), "xrai_regions did not end on traced non-finite maps"
+    for k in bad:
+        assert out[k].shape == (1, 4, 4) and np.isnan(out[k]).any(), k

@@ -239,7 +239,12 @@ def _full(sums: Array, members: Array, sizes: Array, min_new: int, limit: int) -
                              precision=_HIGHEST).T
         alive = alive & (new >= min_new)
         gain = total / jnp.maximum(new, 1.0)
-        best = jnp.argmax(jnp.where(alive, gain, -jnp.inf))  # the first of equal gains
+        # the first of equal gains, always a live region: a NaN or -inf gain (sums beyond
+        # float32's range, traced maps with NaN) ranks lowest among the live ones; argmax
+        # could pick a dropped region there, and the loop then never ended
+        key = jnp.where(jnp.isnan(gain), -jnp.inf, gain)
+        key = jnp.maximum(key, jnp.finfo(jnp.float32).min)
+        best = jnp.argmax(jnp.where(alive, key, -jnp.inf))
         added = members[best] & ~current & alive.any()  # (none where every region is dropped)
         out = jnp.where(added, gain[best], out)
         return current | added, out, alive.at[best].set(False)
