@@ -20,9 +20,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from model_import._layers.normalization import inverse_l2_norm
+from model_import._layers.normalization import inverse_l2_norm, l2_normalized
 from model_import._layers.pooling import reduce_max, reduce_min
-from model_import._layers.registry import LayerImpl, register_layer, scale_values
+from model_import._layers.registry import LayerImpl, register_layer
 
 
 def _as_list(xs):
@@ -124,16 +124,6 @@ def _dot(config, ctx):
         def inverse(ss):
             return inverse_l2_norm(ss, 1e-7)
 
-    def unit(rt, x, axis):
-        """``x`` over its L2 norm along ``axis`` as the file's Keras computes it (Keras 3's
-        ``ops.nn.normalize``: ``x * min(rsqrt(sum(x ** 2)), 1e7)``; its NumPy backend: ``x /
-        norm``, a zero norm as 1; tf.keras 2: ``x * rsqrt(max(sum(x ** 2), 1e-12))``),
-        computed as ``UnitNormalization`` is: the values times their held inverse norm
-        (``rt.act``, ``rt.held``, ``rt.pair``)."""
-        ss = jnp.sum(rt.act(jnp.square, x), axis, keepdims=True)
-        inv = rt.held(rt.act(inverse, ss))
-        return rt.pair(scale_values, x, inv)
-
     def call(params, xs, *args, rt, **kwargs):
         a, b = _as_list(xs) + list(args)
         ax = axes if isinstance(axes, (list, tuple)) else (axes, axes)
@@ -143,7 +133,8 @@ def _dot(config, ctx):
             return jax.vmap(lambda p, q: jnp.tensordot(p, q, axes=(ax[0] - 1, ax[1] - 1)))(u, v)
 
         if normalize:  # not a rule layer: its steps go through the runtime's hooks
-            y = rt.product_of(dot, unit(rt, a, ax[0]), unit(rt, b, ax[1]))
+            y = rt.product_of(dot, l2_normalized(rt, a, ax[0], inverse),
+                              l2_normalized(rt, b, ax[1], inverse))
         else:
             y = dot(a, b)
         return y[:, None] if y.ndim == 1 else y

@@ -144,6 +144,15 @@ def _scaled(rt, v: jax.Array, inv: jax.Array) -> jax.Array:
     return rt.pair(scale_values, v, inv)
 
 
+def l2_normalized(rt, x: jax.Array, axes, inverse) -> jax.Array:
+    """``x`` over its L2 norm along ``axes``, ``x * inverse(sum(x ** 2))`` with the Keras
+    formula ``inverse`` gives, computed as ``UnitNormalization`` is: the values times their
+    held inverse norm (``rt.act``, ``rt.held``, :func:`_scaled`). Also a normalized ``Dot``'s
+    inputs and tf.keras's ``tf.math.l2_normalize``."""
+    ss = jnp.sum(rt.act(jnp.square, x), axis=axes, keepdims=True)
+    return _scaled(rt, x, rt.held(rt.act(inverse, ss)))
+
+
 @register_layer("LayerNormalization")
 def _layer_norm(config, ctx):
     axes = _axes(config.get("axis", -1))
@@ -269,8 +278,7 @@ def _unit_norm(config, ctx):
             return inverse_l2_norm(v, 1e-12)
 
     def call(params, x, *, rt):
-        ss = jnp.sum(rt.act(jnp.square, x), axis=axes, keepdims=True)
-        return _scaled(rt, x, rt.held(rt.act(inverse, ss)))
+        return l2_normalized(rt, x, axes, inverse)
 
     return LayerImpl(call=call, relevance=True)
 

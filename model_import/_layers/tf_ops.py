@@ -41,9 +41,10 @@ import numpy as np
 from model_import._layers.activations import act_on_first, elementwise_of_one, relu_family
 from model_import._layers.conv import _DIMS
 from model_import._layers.image import keys_cubic, resize_axes
+from model_import._layers.normalization import l2_normalized
 from model_import._layers.pooling import (_blocked_max, _reduced_axes, avg_pool, reduce_max,
                                          reduce_min)
-from model_import._layers.registry import LayerImpl, register_layer, scale_values
+from model_import._layers.registry import LayerImpl, register_layer
 
 
 class _Refused(Exception):
@@ -615,10 +616,8 @@ def _l2_normalize(rt, x, axis=None, epsilon=1e-12, dim=None):
     if dim is not None and axis is not None:
         raise _Refused(f"axis={axis!r} and dim={dim!r} are both given (TF refuses it too)")
     axis = _axis(dim if axis is None else axis)
-    ss = jnp.sum(rt.act(jnp.square, x), axis=axis, keepdims=True)
     eps = float(epsilon)
-    inv = rt.held(rt.act(lambda v: jax.lax.rsqrt(jnp.maximum(v, eps)), ss))
-    return rt.pair(scale_values, x, inv)
+    return l2_normalized(rt, x, axis, lambda v: jax.lax.rsqrt(jnp.maximum(v, eps)))
 
 
 def _bias_add(rt, value, bias, data_format=None):
