@@ -11,6 +11,7 @@ so saliency flows through them.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -123,6 +124,13 @@ def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum(idx, n_in - 1)
 
 
+def round_saturate(y: jax.Array, dtype) -> jax.Array:
+    """Float ``y`` back in integer ``dtype`` as Keras 3 returns a resized integer image:
+    rounded (half to even), then saturated to the dtype's range (``saturate_cast``)."""
+    info = jnp.iinfo(dtype)
+    return jnp.clip(jnp.round(y), info.min, info.max).astype(dtype)
+
+
 def resize_axes(x, axes, sizes, interpolation, antialias=False, backend=None,
                 keep_int=True):
     """Resize ``x`` along ``axes`` to ``sizes`` as Keras 3 does; axes whose size does not
@@ -136,10 +144,7 @@ def resize_axes(x, axes, sizes, interpolation, antialias=False, backend=None,
             x.shape[a] != n for a, n in zip(axes, sizes)):
         y = resize_axes(x.astype(jnp.float32), axes, sizes, interpolation, antialias,
                         backend)
-        if not keep_int:
-            return y
-        info = jnp.iinfo(dtype)
-        return jnp.clip(jnp.round(y), info.min, info.max).astype(dtype)
+        return round_saturate(y, dtype) if keep_int else y
     for axis, n_out in zip(axes, sizes):
         n_in = x.shape[axis]
         if n_in == n_out:
@@ -228,8 +233,7 @@ def _resizing(config, ctx):
         y = resize_axes(x, axes, (height, width), interpolation, antialias, backend,
                         keep_int=keras3)
         if keras3 and pad and jnp.issubdtype(dtype, jnp.integer):  # as Keras 3 returns it
-            info = jnp.iinfo(dtype)
-            y = jnp.clip(jnp.round(y), info.min, info.max).astype(dtype)
+            y = round_saturate(y, dtype)
         return y
 
     return LayerImpl(call=call, data_format=_df(cf))

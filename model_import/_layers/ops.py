@@ -24,7 +24,7 @@ from model_import._layers.activations import (_hard_sigmoid_k3, act_on_first,
                                               relu_family, soft_shrink, sparse_plus, sparsemax,
                                               squareplus)
 from model_import._layers.image import (BICUBIC_BACKENDS, aspect_crop_box, aspect_pads,
-                                        resize_axes)
+                                        resize_axes, round_saturate)
 from model_import._layers.normalization import inverse_l2_norm
 from model_import._layers.pooling import _reduced_axes, reduce_max, reduce_min
 from model_import._layers.registry import BackendWarning, LayerImpl, register_layer
@@ -1488,11 +1488,8 @@ def _resize(cfg, ctx):
             shape = list(x.shape)
             shape[hax], shape[hax + 1] = th, tw
             y = jax.image.resize(x, tuple(shape), method=method, antialias=antialias)
-        if y.dtype != dt:
-            if jnp.issubdtype(dt, jnp.integer):  # Keras: round, then saturate_cast
-                info = jnp.iinfo(dt)
-                y = jnp.clip(jnp.round(y), info.min, info.max)
-            y = y.astype(dt)
+        if y.dtype != dt:  # Keras: integers rounded, then saturate_cast
+            y = round_saturate(y, dt) if jnp.issubdtype(dt, jnp.integer) else y.astype(dt)
         return y
     return f
 
