@@ -158,7 +158,7 @@ def restore_output_padding(layer_cfgs: Sequence[Any], *, sequential: bool, keras
     entries = list(layer_cfgs)
     if parse_version(keras_version).major < 3:
         return entries
-    todo = [j for j, lc in enumerate(entries) if _unsaved(lc) is not None]
+    todo = [(j, u) for j, lc in enumerate(entries) if (u := _unsaved(lc)) is not None]
     if not todo:
         return entries
     if not sequential:
@@ -166,10 +166,9 @@ def restore_output_padding(layer_cfgs: Sequence[Any], *, sequential: bool, keras
         for lc in entries:
             if isinstance(lc, Mapping):
                 _tensor_shapes(lc.get("inbound_nodes") or [], produced)
-    for j in todo:
+    for j, (cls, conv_cfg, depth) in todo:
         lc = entries[j]
         name = lc.get("name") or lc["config"].get("name")
-        cls, conv_cfg, depth = _unsaved(lc)
         if sequential:  # this layer's build shape, and the next recorded one
             b0, b1 = _build_input(lc), _next_build_input(entries, j)
             pairs = [(b0, b1)] if b0 is not None and b1 is not None else []
