@@ -50,6 +50,7 @@ from jaxsal._src import base, ints, plans
 from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.finite import check_maps, refuses_non_finite_maps
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
+from jaxsal._src.precision import _CALL_PARAMS, _CALLS
 from jaxsal._src.targets import (LayerScore, OutputInfo, Targets, layer_pullback,
                                  nan_where_invalid, predicted_ids, resolve_predicted, run_model,
                                  score_matrix, target_pullback)
@@ -229,16 +230,10 @@ def _trace_scored_layers(p: Prepared, model: Any) -> frozenset[str] | None:
     return frozenset(n for n, read in zip(order, live[len(live) - len(order):]) if read)
 
 
-#: primitives that call a sub-program once with the equation's own inputs and outputs: the
-#: liveness of their inputs is read inside it (a model's apply is one jit call)
-_CALLS = ("pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
-          "custom_vjp_call_jaxpr", "remat", "checkpoint")
-
-
 def _live_inputs(jaxpr: Any, live_out: list[bool]) -> list[bool]:
     """Per input of ``jaxpr``, whether the outputs marked in ``live_out`` depend on it (a
     backward walk; an equation's every input counts where any of its outputs does, except
-    inside the sub-program of a call, :data:`_CALLS`)."""
+    inside the sub-program of a call, ``precision._CALLS``: a model's apply is one jit call)."""
     live = {v for v, keep in zip(jaxpr.outvars, live_out) if keep and not hasattr(v, "val")}
     for eqn in reversed(jaxpr.eqns):
         outs = [v in live for v in eqn.outvars]
@@ -246,8 +241,7 @@ def _live_inputs(jaxpr: Any, live_out: list[bool]) -> list[bool]:
             continue
         ins = [True] * len(eqn.invars)
         if eqn.primitive.name in _CALLS:
-            sub = next((v for k, v in eqn.params.items()
-                        if k in ("jaxpr", "call_jaxpr", "fun_jaxpr")), None)
+            sub = next((v for k, v in eqn.params.items() if k in _CALL_PARAMS), None)
             sub = getattr(sub, "jaxpr", sub)
             if (sub is not None and len(sub.invars) == len(eqn.invars)
                     and len(sub.outvars) == len(eqn.outvars)):
