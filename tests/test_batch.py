@@ -1018,6 +1018,32 @@ def test_inputs_are_checked_only_for_a_method_that_refuses_nan(tmp_path, model, 
     assert not _checks_inputs(mine, {}) and not _checks_inputs(Counting(), {})
 
 
+def test_bound_keywords_of_partial_layers():
+    """The options bound in functools.partial layers, as the job reads them: for
+    whole_batch an outer layer's over an inner one's (None too, as the call gets it) and the
+    options passed over both; for check_finite a None (passed or bound) is unset, so an
+    inner layer's or the method's default shows through."""
+    from jaxsal._src.batch import _checks_inputs, _whole_batch
+
+    def part(fn, **kw):  # a layer kept as one (partial flattens a partial without a __dict__)
+        layer = functools.partial(fn, **kw)
+        layer.layer = True
+        return layer
+
+    off = part(jaxsal.saliency, check_finite=False)
+    assert isinstance(part(off, check_finite=None).func, functools.partial)
+    assert not _checks_inputs(part(off, check_finite=None), {})
+    assert not _checks_inputs(off, {"check_finite": None})
+    assert _checks_inputs(part(jaxsal.saliency, check_finite=None), {})
+    assert _checks_inputs(part(part(off, check_finite=None), check_finite=True), {})
+    union, per = (part(jaxsal.scorecam, top_k_mode=m) for m in ("union", "per_sample"))
+    assert _whole_batch(part(per, top_k_mode="union"), {"top_k": 2})
+    assert _whole_batch(part(union, top_k_mode="per_sample"), {"top_k": 2}) is None
+    assert _whole_batch(part(part(union, top_k=2), top_k=None), {}) is None
+    assert _whole_batch(part(part(union, top_k=None), top_k=2), {})
+    assert _whole_batch(part(union, top_k=2), {"top_k_mode": "per_sample"}) is None
+
+
 def test_replace_file_keeps_a_symbolic_link_and_the_old_file_on_an_error(tmp_path):
     """batch.replace_file (progress files, `jaxsal evaluate`'s areas) replaces the file a
     link points to, not the link, and leaves the old file whole when the write fails."""

@@ -207,12 +207,11 @@ def _checks_inputs(method: Callable, options: dict) -> bool:
     """Whether a job checks each chunk's inputs for NaN/inf itself, to name them: for a
     method that refuses such inputs (a jaxsal method: its ``check_finite`` option, passed or
     bound in a ``functools.partial``, not ``False``); never for a method of one's own."""
-    flag, fn = options.get("check_finite"), method
-    while isinstance(fn, functools.partial):
-        flag = fn.keywords.get("check_finite") if flag is None else flag
-        fn = fn.func
+    flag = options.get("check_finite")
+    if flag is None:  # (None, passed or bound, is unset: an inner layer's value shows)
+        flag = _bound_keywords(method, none_unset=True).get("check_finite")
     try:
-        param = inspect.signature(fn).parameters.get("check_finite")
+        param = inspect.signature(_unwrap(method)).parameters.get("check_finite")
     except (TypeError, ValueError):  # (a callable without a signature)
         return False
     if param is None:
@@ -499,14 +498,22 @@ def _whole_batch(method: Callable, options: dict) -> str | None:
     whole = getattr(_unwrap(method), "whole_batch", None)
     if not callable(whole):
         return whole or None
+    return whole({**_bound_keywords(method), **options}) or None
+
+
+def _bound_keywords(method: Callable, *, none_unset: bool = False) -> dict:
+    """The keywords the ``functools.partial`` layers of ``method`` bind, as the partial's
+    call gives them to the function under them: an outer layer's over an inner one's
+    (``{}`` for a method of no partial). ``none_unset``: a keyword bound to None counts as
+    not bound, so an inner layer's value of it shows (``check_finite=None``)."""
     layers = []
     while isinstance(method, functools.partial):
         layers.append(method.keywords)
         method = method.func
     bound: dict = {}
     for keywords in reversed(layers):  # (the innermost first: the outer ones win)
-        bound.update(keywords)
-    return whole({**bound, **options}) or None
+        bound.update((k, v) for k, v in keywords.items() if v is not None or not none_unset)
+    return bound
 
 
 def _shard_count(sharding: Any, batch_size: int, row_shape: tuple) -> int:
