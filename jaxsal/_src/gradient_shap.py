@@ -24,7 +24,7 @@ from jaxsal._src import base, reals
 from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only, raw_gradients
-from jaxsal._src.integrated import _Shifted, one_for_every_input, per_input_values
+from jaxsal._src.integrated import _Shifted, checked_per_input
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import Targets, layer_pullback, resolve_predicted, run_model
 from jaxsal._src.validate import (all_finite, check_flag, check_whole, input_positions,
@@ -39,14 +39,8 @@ def check_baselines(baselines: Any, x: Any) -> Any:
     a multi-input model, in ``x``'s structure, one ``B`` for all): ``None`` is one baseline of
     zeros, a number or one example's shape one baseline."""
     if not isinstance(x, jax.Array):  # several inputs
-        leaves, tree = jax.tree_util.tree_flatten(x)
-        values = per_input_values(baselines, x, "baselines")
-        if values is None:  # one value for every input (a number, an array, a tuple)
-            check = one_for_every_input(check_baselines, baselines, "baselines", len(leaves))
-            values = [baselines] * len(leaves)
-        else:
-            check = check_baselines
-        out = tree.unflatten([check(b, a) for b, a in zip(values, leaves)])
+        out = jax.tree_util.tree_structure(x).unflatten(
+            checked_per_input(check_baselines, baselines, x, "baselines"))
         sizes = {a.shape[0] for a in jax.tree_util.tree_leaves(out)}
         if len(sizes) > 1:
             raise ValueError(f"every input's baselines must hold the same number of reference "

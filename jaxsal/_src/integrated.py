@@ -159,17 +159,27 @@ def check_baseline(baseline: Any, x: Any, *, formats: Sequence[bool]) -> Any:
         raise ValueError(f"check_baseline: expected one layout per input ({len(leaves)}), got "
                          f"{len(formats)}")
     if not isinstance(x, jax.Array):  # several inputs
-        values = per_input_values(baseline, x, "baseline")
-        if values is None:  # one value for every input
-            check = one_for_every_input(lambda a, cf: check_baseline(baseline, a,
-                                                                     formats=(cf,)),
-                                        baseline, "baseline", len(leaves))
-            return tree.unflatten([check(a, cf) for a, cf in zip(leaves, formats)])
-        return tree.unflatten([check_baseline(b, a, formats=(cf,))
-                               for b, a, cf in zip(values, leaves, formats)])
+        return tree.unflatten(checked_per_input(
+            lambda b, a, cf: check_baseline(b, a, formats=(cf,)), baseline, x, "baseline",
+            formats))
     if baseline is None:
         return jnp.zeros((), x.dtype)
     return check_like(baseline, x, "baseline", channels_first=formats[0])
+
+
+def checked_per_input(check: Callable, v: Any, x: Any, what: str, *per_input: Sequence) -> list:
+    """``check(value, input, *extras)`` for every input of ``x`` (several inputs: a list,
+    tuple or dict of arrays), in ``x``'s leaf order, of option value ``v``: each input its
+    own value where ``v`` is one per input (:func:`per_input_values`), else ``v`` for every
+    one (:func:`one_for_every_input`: a tuple's error says it is one value for all).
+    ``per_input``: sequences in ``x``'s leaf order whose entries are passed as the input's
+    ``extras`` (``Prepared.formats``)."""
+    leaves = jax.tree_util.tree_leaves(x)
+    values = per_input_values(v, x, what)
+    if values is None:  # one value for every input (a number, an array, a tuple, None)
+        check = one_for_every_input(check, v, what, len(leaves))
+        values = [v] * len(leaves)
+    return [check(b, a, *extras) for b, a, *extras in zip(values, leaves, *per_input)]
 
 
 def one_for_every_input(check: Callable, v: Any, what: str, k: int) -> Callable:
