@@ -646,6 +646,7 @@ def test_float64_maps_beyond_float32_s_range_are_read_by_their_order_or_refused_
                                          "float32's range.*normalize=True"):
         jaxsal.infidelity(m, x, grads, [0, 1, 2], key=0)
     peak = f"{float(np.abs(x).max()) * 1e39:.3g}".replace("+", r"\+")
-    with pytest.raises(ValueError, match=f"float64 maps with finite values up to {peak} in "
-                                         "magnitude.*beyond float32's range"):
+    with pytest.raises(ValueError, match=f"explain returned maps .for x.: the maps hold "
+                                         f"finite values up to {peak} in magnitude, beyond "
+                                         "float32's range.*float64 maps.*divide them"):
         jaxsal.sensitivity_max(lambda v: np.asarray(v, np.float64) * 1e39, x, key=0, n=1)

@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxsal._src import base, reals
 from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
-from jaxsal._src.validate import (X64_FIX, all_finite, given_inputs, narrowed_dtype,
+from jaxsal._src.validate import (_maps_in_float32, all_finite, given_inputs,
                                   one_input_error, several_arrays)
 
 Array = jax.Array
@@ -66,22 +66,17 @@ def _explained(explain: Callable, x: Array, what: str, like: Array | None = None
             "array of maps (N, ...) per input; return one input's maps, e.g. explain=lambda "
             "v: jaxsal.saliency(m, [v, other], t)[0]")
     e = base.native(e)
-    to = narrowed_dtype(e.dtype) if isinstance(e, np.ndarray) else None
-    if to is not None and to.kind == "f" and e.size:
+    if isinstance(e, np.ndarray):
         # float64 maps (x64 off) that JAX would make inf: refused as such, not as not finite
-        top = float(np.finfo(to).max)
-        peak = float(np.max(np.where(np.isfinite(e), np.abs(e), 0.0)))
-        if peak > top:
-            raise ValueError(
-                f"sensitivity_max: explain returned {e.dtype} maps with finite values up to "
-                f"{peak:.3g} in magnitude (for {what}), beyond float32's range ({top:.3g}) "
-                "that JAX computes them in without jax_enable_x64 (they would become inf). "
-                "The relative sensitivity |e(x + d) - e(x)| / |e(x)| does not change when "
-                "every call's maps are divided by one constant (maps of norm 0 aside, compared "
-                "by their absolute change): divide them in explain by one that brings them "
-                "near 1, the same for every call (the 2-norm squares them, and float32 holds "
-                "squares of values up to 1.8e19 only), e.g. explain=lambda v: f(v) / 2.0 ** "
-                f"130 for maps up to 1e39; or {X64_FIX}")
+        # (each call's maps scaled apart would change their relative change)
+        e = _maps_in_float32(
+            e, 1, f"sensitivity_max: explain returned maps (for {what})", None,
+            fix="the relative sensitivity |e(x + d) - e(x)| / |e(x)| does not change when "
+                "every call's maps are divided by one constant (maps of norm 0 aside, "
+                "compared by their absolute change): divide them in explain by one that "
+                "brings them near 1, the same for every call (the 2-norm squares them, and "
+                "float32 holds squares of values up to 1.8e19 only), e.g. explain=lambda v: "
+                "f(v) / 2.0 ** 130 for maps up to 1e39; ")
     try:
         e = jnp.asarray(e)
     except (TypeError, ValueError):
