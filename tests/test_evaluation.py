@@ -650,3 +650,101 @@ def test_float64_maps_beyond_float32_s_range_are_read_by_their_order_or_refused_
                                          f"finite values up to {peak} in magnitude, beyond "
                                          "float32's range.*float64 maps.*divide them"):
         jaxsal.sensitivity_max(lambda v: np.asarray(v, np.float64) * 1e39, x, key=0, n=1)
+
+
+def _huge(maps, k=127):
+    """``maps`` (float32, largest magnitude below 2) times ``2**k``: exact, within float32's
+    range (below 2**128, 3.4e38) for ``k <= 127``."""
+    big = np.asarray(maps, np.float32) * np.float32(2.0 ** k)
+    assert np.isfinite(big).all()
+    return big
+
+
+def test_float32_maps_huge_but_in_range_give_the_scores_of_the_maps_scaled_down():
+    """Float32 maps within float32's range but huge (peak 2**127, 1.7e38) overflowed inside
+    the evaluations: patch sums of deletion (inf and inf - inf = NaN cells, ordered at
+    random), infidelity(normalize=True)'s sums of squares (NaN values) and sensitivity_max's
+    norms and differences (NaN or inf). These read each map up to a positive factor, so the
+    values are those of the same maps divided by the exact power of two 2**127."""
+    m, w = _linear((4, 6, 2))
+    x = _x((4, 6, 2))
+    # 2 x 3 cells of 2 x 2 pixels, summing to 0, 3.2, 4, 0.4, -2 and 3.8: times 2**127 all
+    # but 0.4 and -2 went beyond 2**128 (inf, or NaN for 1.9 + 1.9 - 1.9 - 1.9)
+    cells = [[1.9, 1.9, -1.9, -1.9], [0.8] * 4, [1.0] * 4, [0.1] * 4, [-0.5] * 4,
+             [1.9, 1.9, 0.0, 0.0]]
+    cells = np.asarray(cells, np.float32).reshape(2, 3, 2, 2)
+    small = np.broadcast_to(cells.transpose(0, 2, 1, 3).reshape(1, 4, 6), (3, 4, 6))
+    big = _huge(small)
+    want = jaxsal.deletion(m, x, small, 2, patch=2, steps=6).scores
+    got = jaxsal.deletion(m, x, big, 2, patch=2, steps=6).scores
+    np.testing.assert_array_equal(got, want)
+    # a map that is not a gradient: its normalized infidelity is not 0
+    grads = np.broadcast_to(w[:, 1].reshape(1, 4, 6, 2), x.shape)
+    maps = grads * (1.0 + 0.5 * np.sin(np.arange(48).reshape(4, 6, 2)))[None]
+    maps = (maps / np.abs(maps).max()).astype(np.float32)
+    want = np.asarray(jaxsal.infidelity(m, x, maps, 1, key=0, noise_std=0.1, normalize=True))
+    got = np.asarray(jaxsal.infidelity(m, x, _huge(maps), 1, key=0, noise_std=0.1,
+                                       normalize=True))
+    assert np.isfinite(want).all() and want.min() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # sensitivity: the signs flip under the perturbations (differences beyond 2**128 too)
+
+    def wavy(v):
+        return 1.9 * jnp.sin(300.0 * v)
+
+    for ord in (1, 2, np.inf):
+        want = np.asarray(jaxsal.sensitivity_max(wavy, x, key=0, n=3, ord=ord))
+        got = np.asarray(jaxsal.sensitivity_max(lambda v: wavy(v) * 2.0 ** 127, x, key=0,
+                                                n=3, ord=ord))
+        assert np.isfinite(want).all() and want.min() > 0.1
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=f"ord={ord}")
+
+
+def test_sensitivity_of_tiny_maps_is_their_relative_change_not_their_absolute_one():
+    """Maps of peak 2**-100 (8e-31): their squares underflowed to 0 in float32, so the norm of
+    e(x) came out 0 and the change was measured as absolute (about 1e-30), not relative."""
+    x = _x((4, 6, 2))
+
+    def wavy(v):
+        return 1.9 * jnp.sin(300.0 * v)
+
+    for ord in (1, 2, np.inf):
+        want = np.asarray(jaxsal.sensitivity_max(wavy, x, key=0, n=3, ord=ord))
+        got = np.asarray(jaxsal.sensitivity_max(lambda v: wavy(v) * 2.0 ** -100, x, key=0,
+                                                n=3, ord=ord))
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=f"ord={ord}")
+
+
+def test_infidelity_of_huge_float32_maps_without_normalize_is_refused_naming_the_peak():
+    """Without normalize the infidelity reads the maps' values: maps of peak 2**127 (in
+    float32's range) make squared errors far beyond it, which came back inf without a word.
+    They are refused naming the peak and the fixes (scale the maps, normalize=True)."""
+    m, w = _linear((4, 6, 2))
+    x = _x((4, 6, 2))
+    grads = np.broadcast_to(w[:, 1].reshape(1, 4, 6, 2), x.shape)
+    big = _huge(grads / np.abs(grads).max())
+    peak = f"{np.abs(big).max():.3g}".replace("+", r"\+")
+    with pytest.raises(ValueError, match=f"infidelity: the values for inputs 0, 1, 2 are "
+                                         f"beyond float32's range.*maps up to {peak} in "
+                                         "magnitude.*normalize=True"):
+        jaxsal.infidelity(m, x, big, 1, key=0, noise_std=0.1)
+    # a value in range passes: the gradient's infidelity is 0 at any scale
+    ok = jaxsal.infidelity(m, x, grads * np.float32(2.0 ** 40), 1, key=0, noise_std=0.1)
+    assert np.isfinite(ok).all()
+
+
+def test_sensitivity_of_a_zero_map_whose_change_is_beyond_float32_is_refused():
+    """A map of norm 0 at x is compared by its absolute change (Captum's), which is not
+    scale-free: maps of 1.7e38 on the perturbed inputs made a 2-norm beyond float32 (inf,
+    without a word); refused naming the inputs and the peak. Its inf-norm is in range."""
+    x = _x((4, 6, 2))
+
+    def jump(v):
+        return jnp.sign(v - x) * 2.0 ** 127
+
+    with pytest.raises(ValueError, match=r"maps of norm 0 for x at inputs 0, 1, 2.*2-norm of "
+                                         r"the change.*beyond float32's range.*1\.7e\+38.*"
+                                         r"2\.0 \*\* 128"):
+        jaxsal.sensitivity_max(jump, x, key=0, n=2)
+    inf = np.asarray(jaxsal.sensitivity_max(jump, x, key=0, n=2, ord=np.inf))
+    np.testing.assert_array_equal(inf, np.float32(2.0 ** 127))

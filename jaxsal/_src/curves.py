@@ -28,7 +28,7 @@ from jaxsal._src.finite import check_scores
 from jaxsal._src.occlusion import _sizes, grid_cells
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_fill_ids, check_like, check_maps, input_rank,
-                                  input_spatial_shape, prepare)
+                                  input_spatial_shape, peak_exponent, prepare, times_pow2)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -228,6 +228,11 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
             flat = maps.reshape(n, num, -1)  # float32, or float64 as given (check_maps)
             if cells is not None:  # each cell's sum, (N, T, M)
+                # maps huge but in float32's range (1e38): sums beyond it were inf (NaN
+                # for inf - inf), ordered at random; such a map is scaled by a power of two
+                # (exact) to a peak below 2**100 first, as check_maps scales float64 ones
+                e = peak_exponent(flat, 2)[..., None]
+                flat = times_pow2(flat, jnp.where(e > 100, 100 - e, 0))
                 gid = jnp.asarray(cells.ravel())
                 flat = jax.ops.segment_sum(jnp.moveaxis(flat, -1, 0), gid, positions)
                 flat = jnp.moveaxis(flat, 0, -1)

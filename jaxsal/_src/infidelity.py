@@ -22,10 +22,10 @@ import numpy as np
 
 from jaxsal._src import base, reals
 from jaxsal._src.base import ModelLike
-from jaxsal._src.finite import check_scores
+from jaxsal._src.finite import check_scores, listed
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
-from jaxsal._src.validate import (check_flag, check_like, check_maps, input_rank, prepare,
-                                  spatial_shape)
+from jaxsal._src.validate import (X64_FIX, check_flag, check_like, check_maps, input_rank,
+                                  peak_exponent, prepare, spatial_shape, times_pow2)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -77,7 +77,11 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
         baseline)`` for a random 0/1 mask ``m``, the infidelity compares the masked
         positions' total attribution with the score's drop when they go to the baseline
         (sensitivity-n). Maps of ``x``'s own shape (or of pixels, with one channel).
-      normalize: scale each map by its optimal ``beta`` first (Captum's ``normalize``).
+      normalize: scale each map by its optimal ``beta`` first (Captum's ``normalize``):
+        independent of the maps' scale (each is scaled by a power of two to a peak below 1
+        first, so that maps huge but in float32's range do not overflow). Without it,
+        values whose squared errors overflow float32 (maps of 1e30) are refused with
+        ``check_finite``, naming the maps' peak.
       batch_size: perturbed inputs per forward pass (default: from ``memory_budget``).
       index_offset: the position of ``x[0]`` in a larger batch (its draws are keyed by it).
     Returns:
@@ -131,6 +135,12 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
 
     def build():
         def run(params, x, ids, maps, b0, key, index):
+            if normalize:
+                # scale-free: each map scaled by a power of two (exact) to a peak in
+                # [0.5, 1), as its sums with the perturbations are squared (maps of 1e30,
+                # in float32's range, made them inf and the values NaN)
+                e = peak_exponent(maps, 2)
+                maps = times_pow2(maps, -e.reshape(e.shape + (1,) * (maps.ndim - 2)))
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
             y, cap = run_model(m, params, x, sp.layers)
             s0 = score_matrix(sp, info, y, cap, ids_)  # (N, T)
@@ -194,7 +204,32 @@ def infidelity(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets
                      count=lambda i: f"{int(np.asarray(bad)[i])} of {of} for input {i}",
                      fix="Check the model's outputs near these inputs; a smaller noise_std "
                          "(or another perturbation) may keep the copies where it is finite")
+        if not normalize:
+            _check_overflow(out, mp)
     return out
+
+
+def _check_overflow(out: Array, maps: Array) -> None:
+    """Values of finite scores that are not finite: their squared errors overflowed float32
+    (maps huge but in its range, 1e30). Without ``normalize`` the values themselves count,
+    so such maps are refused, naming the inputs, the maps' peak and the fixes (not under
+    the caller's ``jax.jit``: no values)."""
+    if isinstance(out, jax.core.Tracer):
+        return
+    over = ~np.isfinite(np.asarray(out)).reshape(len(out), -1).all(axis=1)
+    if not over.any():
+        return
+    rows = np.flatnonzero(over).tolist()
+    peak = float(jnp.abs(maps[np.asarray(rows)]).max())
+    raise ValueError(
+        f"infidelity: the values for {listed(rows)} are beyond float32's range "
+        f"({float(np.finfo(np.float32).max):.3g}): the squared errors (<maps, I> - (S(x) - "
+        f"S(x - I)))^2 overflow, with maps up to {peak:.3g} in magnitude. Without normalize "
+        "the infidelity reads the maps' values (the score's change per unit of input), so "
+        "they are not rescaled: pass normalize=True (each map scaled by its best beta, "
+        "independent of the maps' scale), or divide the maps and the model's scores by one "
+        "constant c (the infidelity is then divided by c**2), or compute in float64 (float64 "
+        f"inputs and maps with x64: {X64_FIX})")
 
 
 #: A model's several inputs are refused, saying why (see validate.one_input_error).

@@ -22,7 +22,7 @@ import numpy as np
 from jaxsal._src import base, reals
 from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
 from jaxsal._src.validate import (_maps_in_float32, all_finite, given_inputs,
-                                  one_input_error, several_arrays)
+                                  one_input_error, peak_exponent, several_arrays, times_pow2)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -43,17 +43,44 @@ def _perturbed(key: Array, j: Array, index: Array, x: Array, radius: float,
     return jax.vmap(one)(index, x)
 
 
-@functools.partial(jax.jit, static_argnames=("ord", "batch_dims"))
-def _norm(a: Array, ord: float, batch_dims: int) -> Array:
-    """The ``ord``-norm of each map (the axes after ``batch_dims``), in float32 at least: a
-    float16 sum of squares overflows above 65504 (the sensitivity then came out 0)."""
+def _scaled_norm(a: Array, ord: float, batch_dims: int) -> tuple[Array, Array]:
+    """The ``ord``-norm of each map (the axes after ``batch_dims``) as ``(m, e)``, the norm
+    ``m * 2**e``: ``m`` is the norm of the map scaled by ``2**-e`` (exact) to a largest
+    magnitude in ``[0.5, 1)``, so that its sums (of squares) neither overflow nor underflow
+    in float32 (maps of 1e30 came out inf, of 1e-30 0)."""
     a = a.reshape(a.shape[:batch_dims] + (-1,))
-    a = a.astype(jnp.promote_types(a.dtype, jnp.float32))
+    e = peak_exponent(a, batch_dims)
+    a = jnp.abs(times_pow2(a, -e[..., None]))
     if ord == np.inf:
-        return jnp.abs(a).max(-1)
+        return a.max(-1, initial=0), e
     if ord == 1:
-        return jnp.abs(a).sum(-1)
-    return jnp.sqrt((a * a).sum(-1))
+        return a.sum(-1), e
+    return jnp.sqrt((a * a).sum(-1)), e
+
+
+@functools.partial(jax.jit, static_argnames=("ord", "batch_dims"))
+def _norm(a: Array, ord: float, batch_dims: int) -> tuple[Array, Array]:
+    """:func:`_scaled_norm`, in float32 at least: a float16 sum of squares overflows above
+    65504 (the sensitivity then came out 0)."""
+    return _scaled_norm(a.astype(jnp.promote_types(a.dtype, jnp.float32)), ord, batch_dims)
+
+
+@functools.partial(jax.jit, static_argnames=("ord", "batch_dims"))
+def _relative_change(e: Array, e0: Array, m0: Array, x0: Array, ord: float,
+                     batch_dims: int) -> tuple[Array, Array]:
+    """``(|e - e0| / |e0|, peak)`` per map, ``|e0| = m0 * 2**x0`` (:func:`_norm`; a map
+    whose norm is 0 is compared by its absolute change), and each map's largest magnitude
+    of ``e``. Both maps are scaled by one power of two first (exact): values of opposite
+    signs near float32's largest have a difference beyond it."""
+    def peak(a):
+        return jnp.abs(a.reshape(a.shape[:batch_dims] + (-1,))).max(-1, initial=0)
+
+    k = jnp.maximum(peak_exponent(e, batch_dims), peak_exponent(e0, batch_dims))
+    kk = -k.reshape(k.shape + (1,) * (e.ndim - batch_dims))
+    m, x = _scaled_norm(times_pow2(e, kk) - times_pow2(e0, kk), ord, batch_dims)
+    zero = m0 == 0
+    ratio = m / jnp.where(zero, 1.0, m0)
+    return times_pow2(ratio, x + k - jnp.where(zero, 0, x0)), peak(e)
 
 
 def _explained(explain: Callable, x: Array, what: str, like: Array | None = None) -> Array:
@@ -74,9 +101,9 @@ def _explained(explain: Callable, x: Array, what: str, like: Array | None = None
             fix="the relative sensitivity |e(x + d) - e(x)| / |e(x)| does not change when "
                 "every call's maps are divided by one constant (maps of norm 0 aside, "
                 "compared by their absolute change): divide them in explain by one that "
-                "brings them near 1, the same for every call (the 2-norm squares them, and "
-                "float32 holds squares of values up to 1.8e19 only), e.g. explain=lambda v: "
-                "f(v) / 2.0 ** 130 for maps up to 1e39; ")
+                "brings them within float32's range, the same for every call (their norms "
+                "are then taken without overflow), e.g. explain=lambda v: f(v) / 2.0 ** 130 "
+                "for maps up to 1e39; ")
     try:
         e = jnp.asarray(e)
     except (TypeError, ValueError):
@@ -139,6 +166,10 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
       jaxsal.NonFiniteMaps: ``explain`` returned maps holding NaN/inf for some inputs, of
         ``x`` or of a perturbed copy (their sensitivity would be NaN); ``.rows`` lists those
         inputs. Not checked under the caller's ``jax.jit`` (no values there).
+      ValueError: a map of norm 0 at ``x`` whose absolute change is beyond float32's range
+        (not scale-free, unlike the relative change, which is computed on maps scaled by
+        powers of two: maps of 1e38 or 1e-30 give the value of maps near 1); not under the
+        caller's ``jax.jit``.
     """
     key = base.check_key(key, "sensitivity_max")
     index_offset = base.check_index_offset(index_offset)
@@ -180,19 +211,41 @@ def sensitivity_max(explain: Callable[[Array], ArrayLike], x: ArrayLike, *,
         raise ValueError(f"sensitivity_max: expected explain(x) of shape (N={xa.shape[0]}, ...) "
                          f"with more than batch_dims={batch_dims} axes, got {e0.shape}")
     ord = float(ord)
-    base_norm = _norm(e0, ord, batch_dims)
-    base_norm = jnp.where(base_norm == 0, 1.0, base_norm)
+    m0, x0 = _norm(e0, ord, batch_dims)
     index = base.input_indices(index_offset, xa.shape[0])
-    worst = None
+    worst = peak = None
     for j in range(n_samples):
         xj = _perturbed(key, jnp.int32(j), index, xa, float(radius), perturbation)
         if xj.shape != xa.shape:
             raise ValueError(f"sensitivity_max: perturbation must return x_i's shape "
                              f"{xa.shape[1:]}, got {xj.shape[1:]}")
-        s = _norm(_explained(explain, xj, f"perturbation {j}", e0) - e0, ord, batch_dims)
-        s = s / base_norm
+        s, pj = _relative_change(_explained(explain, xj, f"perturbation {j}", e0), e0, m0,
+                                 x0, ord, batch_dims)
         worst = s if worst is None else jnp.maximum(worst, s)
+        peak = pj if peak is None else jnp.maximum(peak, pj)
+    _check_absolute(worst, m0, peak, ord)
     return worst
+
+
+def _check_absolute(worst: Array, m0: Array, peak: Array, ord: float) -> None:
+    """Maps of norm 0 at ``x`` are compared by their absolute change, which is not
+    scale-free: one beyond float32's range (inf) is refused, naming the inputs and the
+    perturbed maps' peak (not under the caller's ``jax.jit``: no values)."""
+    if isinstance(worst, jax.core.Tracer):
+        return
+    over = (np.isinf(np.asarray(worst)) & (np.asarray(m0) == 0)).reshape(len(worst), -1)
+    over = over.any(axis=1)  # (on the host: no program compiled per shape)
+    if over.any():
+        rows = np.flatnonzero(over).tolist()
+        top = float(np.max(np.asarray(peak)[over]))
+        raise ValueError(
+            f"sensitivity_max: explain returned maps of norm 0 for x at {listed(rows)}, whose "
+            f"sensitivity is then the {ord:g}-norm of the change itself (Captum's), beyond "
+            f"float32's range ({float(np.finfo(np.float32).max):.3g}) here: the perturbed "
+            f"inputs' maps reach {top:.3g} in magnitude. Divide every call's maps in explain "
+            f"by one constant that brings them near 1, e.g. explain=lambda v: f(v) / 2.0 ** "
+            f"{max(int(np.frexp(top)[1]), 0)} (the change is then measured in units of that "
+            "constant)")
 
 
 #: Several inputs are refused, saying why (see validate.one_input_error).

@@ -881,6 +881,41 @@ def _maps_in_float32(a: np.ndarray, lead: int, what: str, scale_to: int | None,
     return (a * scale).astype(a.dtype)
 
 
+def peak_exponent(a: Array, batch_dims: int) -> Array:
+    """Per map of ``a`` (the axes after its first ``batch_dims``, float32 or float64): the
+    ``e`` whose ``[2**(e-1), 2**e)`` holds the map's largest magnitude (0 for a map of zeros
+    or of no values); shape ``a.shape[:batch_dims]``, int32. Traceable: the device-side
+    counterpart of :func:`_maps_in_float32`'s scaling, for maps huge (or tiny) but within
+    float32's range, whose sums (of squares) would overflow (or underflow) there."""
+    peak = jnp.abs(a.reshape(a.shape[:batch_dims] + (-1,))).max(-1, initial=0)
+    # the biased exponent field of its bits (cheaper to compile than jnp.frexp); a
+    # subnormal peak reads as the smallest normal exponent's (its map then scaled to a
+    # peak below 0.5: all the same for a sum)
+    info = jnp.finfo(peak.dtype)
+    itype = jnp.int32 if peak.dtype.itemsize == 4 else jnp.int64
+    field = (jax.lax.bitcast_convert_type(peak, itype) >> info.nmant) & (2 * info.maxexp - 1)
+    return jnp.where(peak == 0, 0, field - (info.maxexp - 2)).astype(jnp.int32)
+
+
+def _pow2(k: Array, dtype: Any) -> Array:
+    """``2.0**k`` in ``dtype`` (float32 or float64) built from its bits, exact; ``k`` clipped
+    to the normal exponents."""
+    info = jnp.finfo(dtype)
+    itype = jnp.int32 if jnp.dtype(dtype).itemsize == 4 else jnp.int64
+    k = jnp.clip(k, info.minexp, info.maxexp - 1).astype(itype)
+    return jax.lax.bitcast_convert_type((k + (info.maxexp - 1)) << info.nmant, dtype)
+
+
+def times_pow2(a: Array, k: Array) -> Array:
+    """``a * 2**k`` (``k`` integers broadcast against ``a``, up to twice the dtype's exponent
+    range in magnitude): exact but where the result is beyond the dtype's range (inf) or
+    below its smallest normal value (rounded). Two multiplications by normal powers of two:
+    one by ``2**-128`` (subnormal in float32) could be flushed to 0 by the device."""
+    k = jnp.asarray(k, jnp.int32)
+    half = k // 2
+    return a * _pow2(half, a.dtype) * _pow2(k - half, a.dtype)
+
+
 def check_fill_ids(model: Any, fill: Any, x: Any, name: str = "fill") -> None:
     """A ``fill`` (in ``x``'s structure) that puts token ids outside an input
     ``Embedding``'s vocabulary into the model (NaN rows) is refused."""
