@@ -26,6 +26,17 @@ from model_import._heaps import attrs_of, register
 from model_import._version import is_version_string, keras_backend_of
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _magic(head: bytes) -> str | None:
+    """``"h5"`` or ``"zip"`` where ``head``, a file's first 8 bytes, starts an HDF5 file or a
+    zip archive (a ``.keras``, an ``.npz``); else ``None``."""
+    if head == _HDF5_MAGIC:
+        return "h5"
+    if head[:4] == _ZIP_MAGIC:
+        return "zip"
+    return None
 
 
 def _decode(v):
@@ -633,10 +644,9 @@ def sniff(path: str) -> str:
         head = f.read(8)
     if not head:
         raise KerasImportError("the file is empty (0 bytes)", path=path)
-    if head == _HDF5_MAGIC:
-        return "h5"
-    if head[:4] == b"PK\x03\x04":
-        return "zip"
+    kind = _magic(head)
+    if kind is not None:
+        return kind
     if head.lstrip()[:1] == b"{":  # the index of sharded weights, or an architecture config
         return "json"
     raise KerasImportError(
@@ -900,7 +910,7 @@ def read_keras_dir(path: str) -> tuple[dict, str, h5py.File]:
         raise _npz_weights_error(path, "model.weights.npz (NumPy's .npz)")
     if "model.weights.h5" in names:
         with open(os.path.join(path, "model.weights.h5"), "rb") as fh:
-            if fh.read(4) == b"PK\x03\x04":  # Keras writes a directory's .npz under this name
+            if _magic(fh.read(8)) == "zip":  # Keras writes a directory's .npz under this name
                 raise _npz_weights_error(path, "in NumPy's .npz format (a zip), though the "
                                          "file is named model.weights.h5", misnamed=True)
     if "config.json" not in names or "model.weights.h5" not in names:
@@ -966,8 +976,12 @@ def parse_config(config: Any, path: str | None = None) -> dict:
             name = os.path.join(name, "config.json")
             where = f"the config file {name}"
         with open(name, "rb") as fh:
-            data = fh.read()
-        if data[:4] == b"PK\x03\x04":  # a .keras archive: its config.json
+            head = fh.read(8)
+            # the rest only of a text file: an archive's config.json is read from the
+            # archive, an HDF5 file is refused (either may be gigabytes of weights)
+            kind = _magic(head)
+            data = head if kind is not None else head + fh.read()
+        if kind == "zip":  # a .keras archive: its config.json
             where = f"the config.json of the archive {name}"
             data = _zip_config(name, path)
     except OSError as e:
