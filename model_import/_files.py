@@ -853,21 +853,21 @@ def read_keras_zip(path: str) -> tuple[dict, str, h5py.File]:
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
         raise KerasImportError(f"not a readable zip archive ({e}); a .keras file may be "
                                "truncated or corrupt", path=path) from e
-    folder = ""
     npz = [n for n in names if n.rsplit("/", 1)[-1] == "model.weights.npz"]
     if npz and not any(n.rsplit("/", 1)[-1] == "model.weights.h5" for n in names):
         raise _npz_weights_error(path, f"{npz[0]} (NumPy's .npz)")
-    if "config.json" not in names or "model.weights.h5" not in names:
+    folders = _archive_folders(names, ("config.json", "model.weights.h5"))
+    if "" in folders:
+        folder = ""
+    elif len(set(folders)) == 1:
         # an unzipped .keras directory zipped again with its folder (zip -r m.zip saved/)
-        folders = {n[:-len("config.json")] for n in names if n.endswith("/config.json")}
-        folders &= {n[:-len("model.weights.h5")] for n in names
-                    if n.endswith("/model.weights.h5")}
-        if len(folders) != 1:
-            raise KerasImportError(
-                f"zip archive is not a .keras file: expected config.json and "
-                f"model.weights.h5 (at its top, or in one folder), found {names[:10]}",
-                path=path)
-        folder = folders.pop()
+        folder = folders[0]
+    else:
+        raise KerasImportError(
+            f"zip archive is not a .keras file: expected config.json and "
+            f"model.weights.h5 (at its top, or in one folder), found {names[:10]}",
+            path=path)
+
     def member(name: str) -> bytes:
         try:
             return z.read(folder + name)
@@ -891,6 +891,15 @@ def read_keras_zip(path: str) -> tuple[dict, str, h5py.File]:
     meta = as_json("metadata.json") if folder + "metadata.json" in names else {}
     data = member("model.weights.h5")
     return cfg, _archive_version(cfg, meta, path), _open_h5(path, data)
+
+
+def _archive_folders(names: Sequence[str], members: Sequence[str]) -> list[str]:
+    """The folders of a zip archive whose member names are ``names`` that hold each of
+    ``members``: ``""`` for its top, ``"saved/"`` for a folder (at any depth): one entry per
+    occurrence of ``members[0]`` (an archive may repeat a name), in the archive's order."""
+    first, held = members[0], set(names)
+    return [n[:-len(first)] for n in names if (n == first or n.endswith("/" + first))
+            and all(n[:-len(first)] + m in held for m in members[1:])]
 
 
 # what zipfile raises for a member it cannot extract: damaged data (a bad CRC, zlib's or
@@ -1013,12 +1022,13 @@ def _zip_config(name: str, path: str | None) -> bytes:
     folder); ``path``: the weights file, named in errors."""
     try:
         with zipfile.ZipFile(name) as z:
-            found = [n for n in z.namelist() if n.rsplit("/", 1)[-1] == "config.json"]
+            found = [f + "config.json" for f in _archive_folders(z.namelist(), ("config.json",))]
             member = ("config.json" if "config.json" in found
                       else found[0] if len(found) == 1 else None)
             data = None if member is None else z.read(member)
-    except (zipfile.BadZipFile, ValueError, NotImplementedError, RuntimeError, EOFError,
-            zlib.error, lzma.LZMAError) as e:
+    except OSError:
+        raise  # the file cannot be read: parse_config says so
+    except _ZIP_MEMBER_ERRORS as e:
         raise KerasImportError(f"config={name!r} is a damaged zip archive ({e}); "
                                f"{_CONFIG_FORMS}", path=path) from e
     if data is None:
