@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from model_import._layers.registry import (ConvertContext, LayerImpl, Runtime,
                                           converter_for, lookup, own_class, register_layer,
@@ -86,10 +87,13 @@ def elementwise(f: Callable[..., Array]) -> Callable[..., Array]:
 def act_on_first(fn: Callable[..., Array]) -> Callable[..., Array]:
     """An operation ``fn(rt, x, *args, **kwargs)`` that is an elementwise activation of its
     first positional argument, computed through ``rt.act`` (Keras 3 ``keras.ops`` nodes and
-    tf.keras ``TFOpLambda`` calls record the tensor first, by position)."""
+    tf.keras ``TFOpLambda`` calls record the tensor first, by position). On a static value
+    (a NumPy one: a size computed from ``tf.shape``), ``fn`` itself: an attribution's
+    elementwise rule must not turn it into a tensor. (A Keras 3 operation node's first
+    argument is its tensor, never a NumPy value.)"""
 
     def f(rt, *args, **kwargs):
-        if not args:
+        if not args or isinstance(args[0], (np.ndarray, np.generic)):
             return fn(rt, *args, **kwargs)
         return rt.act(lambda v: fn(rt, v, *args[1:], **kwargs), args[0])
 

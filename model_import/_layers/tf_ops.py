@@ -3469,18 +3469,6 @@ _UNRECORDED = {
 }
 
 
-def _act_unless_static(fn):
-    """:func:`act_on_first` of ``fn``, except on a static value (a NumPy size computed from
-    ``tf.shape``), which an attribution's elementwise rule must not turn into a tensor."""
-    act = act_on_first(fn)
-
-    def f(rt, *args, **kwargs):
-        if args and isinstance(args[0], (np.ndarray, np.generic)):
-            return fn(rt, *args, **kwargs)
-        return act(rt, *args, **kwargs)
-    return f
-
-
 @register_layer("TFOpLambda")
 def _tf_op_lambda(config, ctx):
     fn_name = str(config.get("function", ""))
@@ -3493,7 +3481,7 @@ def _tf_op_lambda(config, ctx):
                         f"translation here; supported: {', '.join(supported_tf_functions())}")
     implemented, accepted = _KEYWORDS[fn_name], _ACCEPTED.get(fn_name, {})
     if fn_name in _ACTIVATIONS:
-        fn = _act_unless_static(fn)
+        fn = act_on_first(fn)  # (a static value, a size from tf.shape, as it is)
 
     def call(params, *args, rt, **kwargs):
         try:
