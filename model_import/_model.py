@@ -407,7 +407,9 @@ class KerasModel:
         :meth:`__call__` and :meth:`intermediates`; floats the dtype cannot hold (NaN, inf,
         beyond its range) are refused, as are token ids outside an ``Embedding``'s
         vocabulary (:meth:`check_token_ids`). Traced values are left as they are (computed
-        as floats, as :meth:`apply` computes them)."""
+        as floats, as :meth:`apply` computes them). A model with an integer input gets the
+        list of inputs :meth:`apply` reads ``x`` as (:meth:`_as_list`: a dict's keys are
+        checked here), any other ``x`` itself."""
         self.check_token_ids(x)
         declared = [str(d) for d in self.graph.input_dtypes]
         if not any("int" in d for d in declared):
@@ -424,12 +426,7 @@ class KerasModel:
             _check_float_codes(v, to, i, d)
             return v.astype(to)
 
-        if isinstance(x, Mapping):
-            names = self.input_names
-            return {k: one(v, names.index(k)) if k in names else v for k, v in x.items()}
-        if isinstance(x, (list, tuple)):  # (one per input, as _as_list reads them)
-            return type(x)(one(a, i) for i, a in enumerate(x))
-        return one(x, 0)
+        return [one(a, i) for i, a in enumerate(self._as_list(x))]
 
     def _as_list(self, x) -> list:
         if isinstance(x, Mapping):
