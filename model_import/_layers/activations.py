@@ -25,12 +25,6 @@ def _hard_sigmoid_k2(x):
     return jnp.clip(0.2 * x + 0.5, 0.0, 1.0)
 
 
-def _hard_sigmoid_k3(x):
-    # relu6(x + 3) / 6, as Keras 3 computes it (jax.nn.hard_sigmoid on JAX; tf.nn.relu6 on
-    # TensorFlow): derivative 0 at +-3, where jnp.clip's splits the tie (1/12)
-    return jax.nn.hard_sigmoid(x)
-
-
 def relu_family(x: Array, rt: Runtime, *, negative_slope: float = 0.0,
                 max_value: float | None = None, threshold: float = 0.0) -> Array:
     """Keras's general ReLU, built on ``rt.relu`` so that guided/deconvnet rules apply.
@@ -131,7 +125,9 @@ def _named(keras_major: int) -> dict[str, Callable[[Array, Runtime], Array]]:
 
 
 def _plain_named(keras_major: int) -> dict[str, Callable[[Array, Runtime], Array]]:
-    hs = _hard_sigmoid_k2 if keras_major < 3 else _hard_sigmoid_k3
+    # Keras 3's is relu6(x + 3) / 6 (jax.nn.hard_sigmoid on JAX; tf.nn.relu6 on TensorFlow):
+    # derivative 0 at +-3, where jnp.clip's splits the tie (1/12)
+    hs = _hard_sigmoid_k2 if keras_major < 3 else jax.nn.hard_sigmoid
     return {
         "linear": lambda x, rt: x,
         "relu": lambda x, rt: rt.relu(x),
@@ -155,7 +151,8 @@ def _plain_named(keras_major: int) -> dict[str, Callable[[Array, Runtime], Array
         "gelu": lambda x, rt: jax.nn.gelu(x, approximate=False),
         "mish": lambda x, rt: x * jnp.tanh(jax.nn.softplus(x)),
         "log_sigmoid": lambda x, rt: jax.nn.log_sigmoid(x),
-        "hard_tanh": lambda x, rt: hard_tanh(x),
+        # Keras 3's (jax.nn.hard_tanh on JAX): derivative 1 at +-1, where jnp.clip's is 1/2
+        "hard_tanh": lambda x, rt: jax.nn.hard_tanh(x),
         "tanh_shrink": lambda x, rt: x - jnp.tanh(x),
         "soft_shrink": lambda x, rt: soft_shrink(x),
         "hard_shrink": lambda x, rt: hard_shrink(x),
@@ -183,11 +180,6 @@ def squareplus(x, b=4.0):
 
 def sparse_plus(x):
     return jnp.where(x <= -1, 0.0, jnp.where(x < 1, 0.25 * (x + 1) ** 2, x)).astype(x.dtype)
-
-
-def hard_tanh(x):
-    # Keras 3's (jax.nn.hard_tanh on JAX): derivative 1 at +-1, where jnp.clip's is 1/2
-    return jax.nn.hard_tanh(x)
 
 
 def glu(x, axis=-1):

@@ -19,10 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._layers.activations import (_hard_sigmoid_k3, act_on_first,
-                                              elementwise_of_one, glu, hard_shrink, hard_tanh,
-                                              relu_family, soft_shrink, sparse_plus, sparsemax,
-                                              squareplus)
+from model_import._layers.activations import (act_on_first, elementwise_of_one, glu,
+                                              hard_shrink, relu_family, soft_shrink,
+                                              sparse_plus, sparsemax, squareplus)
 from model_import._layers.image import (BICUBIC_BACKENDS, aspect_crop_box, aspect_pads,
                                         resize_axes, round_saturate)
 from model_import._layers.normalization import inverse_l2_norm
@@ -156,7 +155,7 @@ for _names, _fn in [
     (("Silu", "Swish"), jax.nn.silu),
     (("Softplus",), jax.nn.softplus), (("Softsign",), jax.nn.soft_sign),
     (("Selu",), jax.nn.selu), (("LogSigmoid",), jax.nn.log_sigmoid),
-    (("HardSigmoid",), _hard_sigmoid_k3),
+    (("HardSigmoid",), jax.nn.hard_sigmoid),  # relu6(x + 3) / 6: derivative 0 at +-3
     (("HardSilu", "HardSwish"), jax.nn.hard_silu),  # x * relu6(x + 3) / 6: 1 at 3, 0 at -3
 ]:
     _simple(_names, _fn)
@@ -401,7 +400,7 @@ for _names, _fn in [
     (("Greater",), jnp.greater), (("GreaterEqual",), jnp.greater_equal),
     (("Less",), jnp.less), (("LessEqual",), jnp.less_equal),
     (("LogicalXor",), jnp.logical_xor), (("StopGradient",), jax.lax.stop_gradient),
-    (("HardTanh",), hard_tanh),
+    (("HardTanh",), jax.nn.hard_tanh),  # derivative 1 at +-1, as Keras 3's on JAX
     (("TanhShrink",), lambda x: x - jnp.tanh(x)),
     (("Ravel",), jnp.ravel), (("Fliplr",), jnp.fliplr), (("Flipud",), jnp.flipud),
     (("Dot",), jnp.dot), (("Outer",), jnp.outer), (("Inner",), jnp.inner),
