@@ -317,11 +317,13 @@ def _check_maps(a: Array) -> None:
                          "convert them: maps.astype(np.float32)")
 
 
-def _beyond_float32(maps: Any) -> float | None:
-    """The largest finite magnitude of 64-bit float ``maps`` (NumPy, lists, JAX arrays under
-    ``jax_enable_x64``; not traced ones) where it exceeds float32's range, else ``None``: JAX
-    (without x64) or the cast to float32 would make those values inf, and they were then
-    refused as not finite."""
+def _wide_peak(maps: Any) -> float | None:
+    """The largest finite magnitude of ``maps`` of a float type wider than float32 (64-bit:
+    NumPy, lists, JAX arrays under ``jax_enable_x64``; not traced ones), else ``None``. Found
+    on the host's values before any cast: above float32's range, JAX (without x64) or the cast
+    to float32 would make them inf, and they were then refused as not finite. Within it, the
+    float32 maps' peak is this one rounded to float32 (rounding keeps the order), which
+    :func:`xrai_regions` reuses for the regions' sums instead of finding it again."""
     if isinstance(maps, jax.core.Tracer):
         return None
     try:
@@ -331,10 +333,9 @@ def _beyond_float32(maps: Any) -> float | None:
     if getattr(v.dtype, "kind", None) != "f" or v.dtype.itemsize <= 4 or not v.size:
         return None
     with jax.ensure_compile_time_eval():  # (concrete maps inside the caller's jit too)
-        peak = float(jnp.max(jnp.where(jnp.isfinite(v), jnp.abs(v), 0))
+        return float(jnp.max(jnp.where(jnp.isfinite(v), jnp.abs(v), 0))
                      if isinstance(v, jax.Array)
                      else np.max(np.where(np.isfinite(v), np.abs(v), 0.0)))
-    return peak if peak > float(np.finfo(np.float32).max) else None
 
 
 def _too_large(peak: float, why: str) -> ValueError:
@@ -410,8 +411,8 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
     Returns:
       ``(N, H, W)`` or ``(N, T, H, W)`` float32 maps: each pixel its region's gain.
     """
-    peak = _beyond_float32(maps)
-    if peak is not None:
+    peak = _wide_peak(maps)  # (None for float32 maps and narrower: found on the device below)
+    if peak is not None and peak > float(np.finfo(np.float32).max):
         raise _too_large(peak, "beyond float32's range")
     a = jnp.asarray(maps)
     _check_maps(a)
@@ -421,8 +422,11 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
     a = a.astype(jnp.float32)
     pixels = a.shape[-2] * a.shape[-1]
     if not isinstance(a, jax.core.Tracer) and a.size:  # (a region's sum: up to every pixel)
-        with jax.ensure_compile_time_eval():  # (concrete maps inside the caller's jit too)
-            peak = float(jnp.max(jnp.abs(a)))
+        if peak is None:
+            with jax.ensure_compile_time_eval():  # (concrete maps inside the caller's jit too)
+                peak = float(jnp.max(jnp.abs(a)))
+        else:  # the wide maps' peak, found once: rounded as the cast to float32 rounds them
+            peak = float(np.float32(peak))
         if peak * pixels > float(np.finfo(np.float32).max):
             raise _too_large(peak, f"whose sums over up to {pixels} pixels would exceed "
                                    "float32's range")
