@@ -351,17 +351,10 @@ def _too_large(peak: float, why: str) -> ValueError:
         "gains are scaled alike")
 
 
-def _check_selection(min_pixel_diff: Any, area_threshold: Any, algorithm: Any,
-                     segments: ArrayLike | None = None, n: int = 0,
-                     hw: tuple[int, int] = (0, 0), what: str = "",
-                     channels_last_hw: tuple[int, ...] | None = None
-                     ) -> tuple[Any, int, float]:
-    """Check :func:`xrai_regions`' options and, unless ``None``, its ``segments`` for ``n``
-    inputs of ``hw`` pixels (``what``: the maps or images they go with, for the message), so
-    that :func:`xrai` refuses them before segmenting or integrating anything. Where the
-    segments fit ``channels_last_hw`` instead (maps ``(N, H, W, C)`` still holding
-    channels), the message says so. Returns the segments (a NumPy array stays one: masks on
-    the host stay there), ``min_pixel_diff`` and ``area_threshold`` checked."""
+def _check_options(min_pixel_diff: Any, area_threshold: Any, algorithm: Any
+                   ) -> tuple[int, float]:
+    """Check :func:`xrai_regions`' options (:func:`xrai`: before any work, once). Returns
+    ``min_pixel_diff`` and ``area_threshold`` checked."""
     min_pixel_diff = ints.check_int(min_pixel_diff, "min_pixel_diff",
                                     kind="new pixels a region must add")
     area_threshold = reals.check_real(area_threshold, "area_threshold", low=0, above=True,
@@ -369,8 +362,17 @@ def _check_selection(min_pixel_diff: Any, area_threshold: Any, algorithm: Any,
                                       "image to select regions for")
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
-    if segments is None:
-        return None, int(min_pixel_diff), float(area_threshold)
+    return int(min_pixel_diff), float(area_threshold)
+
+
+def _check_segments(segments: ArrayLike, n: int, hw: tuple[int, ...], what: str,
+                    channels_last_hw: tuple[int, ...] | None = None) -> Array | np.ndarray:
+    """Check :func:`xrai_regions`' ``segments`` for ``n`` inputs of ``hw`` pixels (``what``:
+    the maps or images they go with, for the message; :func:`xrai` checks given ones against
+    its images, before segmenting or integrating anything, and only once). Where the segments
+    fit ``channels_last_hw`` instead (maps ``(N, H, W, C)`` still holding channels), the
+    message says so. Returns the segments (a NumPy array stays one: masks on the host stay
+    there)."""
     s = segments if isinstance(segments, np.ndarray) else jnp.asarray(segments)
     if s.dtype != np.bool_:
         raise ValueError(f"expected segments as boolean region masks (N, M, H, W) or "
@@ -388,7 +390,7 @@ def _check_selection(min_pixel_diff: Any, area_threshold: Any, algorithm: Any,
                          f"{hw[0]}, {hw[1]}) for {what}, got {s.shape}")
     if s.shape[-3] == 0:
         raise ValueError("segments holds no region (M = 0); pass at least one mask per input")
-    return s, int(min_pixel_diff), float(area_threshold)
+    return s
 
 
 def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 50,
@@ -411,6 +413,15 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
     Returns:
       ``(N, H, W)`` or ``(N, T, H, W)`` float32 maps: each pixel its region's gain.
     """
+    a = _float32_maps(maps)
+    min_pixel_diff, area_threshold = _check_options(min_pixel_diff, area_threshold, algorithm)
+    return _select(a, segments, min_pixel_diff, area_threshold, algorithm)
+
+
+def _float32_maps(maps: ArrayLike) -> Array:
+    """:func:`xrai_regions`' ``maps`` ``(N, H, W)`` or ``(N, T, H, W)`` checked (their shape
+    and dtype, finite values, a peak whose regions' sums float32 holds: found once, see
+    :func:`_wide_peak`) -> the same maps as float32. :func:`xrai` checks its maps here too."""
     peak = _wide_peak(maps)  # (None for float32 maps and narrower: found on the device below)
     if peak is not None and peak > float(np.finfo(np.float32).max):
         raise _too_large(peak, "beyond float32's range")
@@ -430,9 +441,19 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
         if peak * pixels > float(np.finfo(np.float32).max):
             raise _too_large(peak, f"whose sums over up to {pixels} pixels would exceed "
                                    "float32's range")
-    n, hw = a.shape[0], a.shape[-2:]
-    s, min_pixel_diff, area_threshold = _check_selection(
-        min_pixel_diff, area_threshold, algorithm, segments, n, hw, f"maps of shape {a.shape}",
+    return a
+
+
+def _select(a: Array, segments: ArrayLike, min_pixel_diff: int, area_threshold: float,
+            algorithm: str, checked: bool = False) -> Array:
+    """:func:`xrai_regions` of checked float32 maps ``a`` ``(N, H, W)`` or ``(N, T, H, W)``
+    (:func:`_float32_maps`) and checked options (:func:`_check_options`) -> ``a``'s shape.
+    The ``segments`` ``(N, M, H, W)`` or ``(M, H, W)`` are checked against the maps here
+    unless ``checked`` (:func:`xrai`'s given ones, checked against its images before any
+    work: the maps' ``N, H, W``), so that each check runs once per call."""
+    n, pixels = a.shape[0], a.shape[-2] * a.shape[-1]
+    s = segments if checked else _check_segments(
+        segments, n, a.shape[-2:], f"maps of shape {a.shape}",
         channels_last_hw=a.shape[1:3] if a.ndim == 4 else None)
     shared = s.ndim == 3  # the same regions for every input: their atoms found once
     flat = s.reshape(*s.shape[:-2], pixels)  # (N, M, P), or (M, P) for every input
@@ -520,7 +541,8 @@ def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
-    _check_selection(min_pixel_diff, area_threshold, algorithm)  # before any work
+    min_pixel_diff, area_threshold = _check_options(  # before any work
+        min_pixel_diff, area_threshold, algorithm)
     p = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=True,
                 method=xrai)
     xs = p.x
@@ -528,12 +550,12 @@ def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
         raise ValueError(f"xrai explains images: expected x of shape (N, H, W, C) (or "
                          f"channels-first), got {xs.shape}; its regions are 2-D")
     bs = _baselines(baselines, xs, p.channels_first)
-    if segments is not None:  # refused before integrated gradients run
-        segments = _check_selection(
-            min_pixel_diff, area_threshold, algorithm, segments, len(xs),
-            tuple(xs.shape[2:] if p.channels_first else xs.shape[1:3]),
-            f"images of shape {xs.shape}")[0]
-    if segments is None:  # the authors' regions, made on the host from the images
+    given = segments is not None
+    if given:  # refused before integrated gradients run
+        segments = _check_segments(
+            segments, len(xs), tuple(xs.shape[2:] if p.channels_first else xs.shape[1:3]),
+            f"images of shape {xs.shape}")
+    else:  # the authors' regions, made on the host from the images
         if isinstance(xs, jax.core.Tracer):
             raise TracedImagesError(
                 "xrai without segments= segments the images on the host, which it cannot do "
@@ -550,9 +572,10 @@ def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     attr = ig.reshape(k, n, *ig.shape[1:]).mean(0)
     per_target = attr.ndim == xs.ndim + 1
     axis = (2 if per_target else 1) if p.channels_first else -1
-    return xrai_regions(reduce_channels(attr, "max", axis=axis), segments,
-                        min_pixel_diff=min_pixel_diff, area_threshold=area_threshold,
-                        algorithm=algorithm)
+    # (the authors' regions, not checked yet, are checked against the maps there, as
+    # xrai_regions checks them; given ones were checked above)
+    return _select(_float32_maps(reduce_channels(attr, "max", axis=axis)), segments,
+                   min_pixel_diff, area_threshold, algorithm, checked=given)
 
 
 #: explain_to_file refuses a job over several inputs before any work (see job_inputs.py).
