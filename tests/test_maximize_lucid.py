@@ -232,3 +232,30 @@ def test_seed_images_one_per_image_with_images_per_unit(tiny):
                                              r"image, \(2, 2, 8, 8, 3\)"):
             jaxsal.maximize(model, [0, 3], steps=1, images_per_unit=2, seed_images=bad,
                             **plain)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+def test_direction_cossim_gradient_at_zero_vector(p):
+    """An all-zero activation vector (a ReLU's output on a black region) gets a finite
+    gradient equal to the central difference of Lucid's formula (NumPy, float64): there
+    ``<a, d> = 0`` so the gradient is ``max(0.1, 0) ** p * d`` over the positions. The norm's
+    ``sqrt`` had an infinite derivative at 0, times 0: NaN (the ascent stopped, reported as a
+    divergence)."""
+    rs = np.random.RandomState(2)
+    a = rs.normal(size=(3, 2, 4))
+    a[1, 1] = 0.0
+    d = rs.normal(size=4)
+    for obj, at in ((jaxsal.direction_objective("f", d, cossim_pow=p), lambda x: x),
+                    (jaxsal.direction_neuron_objective("f", d, (1, 1), cossim_pow=p),
+                     lambda x: x[1, 1][None])):
+        g = np.asarray(jax.grad(lambda x: obj(jnp.zeros(3), {"f": x}))(
+            jnp.asarray(a, jnp.float32)))
+        assert np.all(np.isfinite(g))
+        want = np.zeros_like(a)
+        for i in np.ndindex(a.shape):
+            e = np.zeros_like(a)
+            e[i] = 1e-7
+            want[i] = (_np_dot_cossim(at(a + e), d, p) - _np_dot_cossim(at(a - e), d, p)) / 2e-7
+        np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(g[1, 1], want[1, 1], rtol=1e-5)
+        assert np.abs(g[1, 1]).max() > 0  # 0.1 ** p * d / positions, not zero

@@ -167,15 +167,25 @@ _COSSIM_EPS = 1e-4
 _COSSIM_FLOOR = 0.1
 
 
+def _safe_norm(x: Array) -> Array:
+    """The Euclidean norm of ``x`` ``(..., K)`` over its last axis, ``(...)``, with gradient 0
+    at a zero vector (``jnp.sqrt``'s derivative is infinite at 0; times the zero vector, NaN).
+    The inner ``where`` keeps the unused branch's ``sqrt`` away from 0 (the double-where)."""
+    sq = jnp.sum(x * x, axis=-1)
+    nonzero = sq > 0
+    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
+
+
 def _dot_cossim(a: Array, d: Array, cossim_pow: float) -> Array:
     """The mean over positions of ``<a, d> * max(0.1, cos(a, d)) ** cossim_pow`` for ``a``
     ``(..., K)`` and ``d`` ``(K,)`` (Lucid's ``_dot_cossim``; ``cossim_pow=0``: the mean dot
-    product)."""
+    product). At an all-zero vector ``a`` (``<a, d> = 0``) the gradient is
+    ``0.1 ** cossim_pow * d`` (over the positions), the formula's central difference, not NaN."""
     dot = jnp.tensordot(a, d, axes=[[-1], [0]])
     if cossim_pow == 0:
         return jnp.mean(dot)
-    a_norm = jnp.sqrt(jnp.sum(a * a, axis=-1))
-    d_norm = jnp.sqrt(jnp.sum(d * d))
+    a_norm = _safe_norm(a)
+    d_norm = _safe_norm(d)
     cos = dot / (_COSSIM_EPS + a_norm) / (_COSSIM_EPS + d_norm)
     return jnp.mean(dot * jnp.maximum(_COSSIM_FLOOR, cos) ** cossim_pow)
 
