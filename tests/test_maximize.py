@@ -535,6 +535,32 @@ def test_regularizer_values():
                                np.mean(np.asarray([0.0, 0.5, 0.75, 0.75]) ** 1.5), rtol=1e-6)
 
 
+def test_l1_penalties_have_zero_gradient_where_a_difference_is_zero():
+    """total_variation (beta=1) and lp_norm (p=1) take the derivative of |d| at d = 0 as
+    sign(0) = 0, as TensorFlow's abs does (tf.image.total_variation in tf-keras-vis; Lucid):
+    d TV / d x_j = sum over axes of (sign(d_{j-1}) - sign(d_j)) / n_d, written out in NumPy.
+    JAX's abs has slope 1 at 0: a flat image (TV's minimum) was pushed off it, and a
+    mirror-symmetric image got a gradient that was not mirrored."""
+    flat = jnp.full((4, 4, 1), 0.5)
+    np.testing.assert_array_equal(jax.grad(jaxsal.total_variation(1.0).penalty)(flat), 0.0)
+    np.testing.assert_array_equal(
+        jax.grad(jaxsal.lp_norm(1.0, center=0.5).penalty)(flat), 0.0)
+    row = jnp.asarray([0.5, 0.0, 0.0, 0.0, 0.5]).reshape(1, 5, 1)
+    g = np.asarray(jax.grad(jaxsal.total_variation(1.0).penalty)(row)).ravel()
+    np.testing.assert_array_equal(g, g[::-1])  # mirrored image: mirrored gradient
+    # an image with many equal neighbours against the sign formula
+    img = np.asarray([[0, 1, 1, 2], [0, 0, 1, 2], [2, 2, 1, 1]], np.float32)[..., None] / 2
+    want = np.zeros_like(img)
+    for ax in (0, 1):
+        s = np.sign(np.diff(img, axis=ax)) / np.diff(img, axis=ax).size
+        want += np.pad(s, [(1, 0) if a == ax else (0, 0) for a in range(3)])
+        want -= np.pad(s, [(0, 1) if a == ax else (0, 0) for a in range(3)])
+    np.testing.assert_allclose(jax.grad(jaxsal.total_variation(1.0).penalty)(jnp.asarray(img)),
+                               want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(jax.grad(jaxsal.lp_norm(2.0, center=0.5).penalty)(img),
+                               2.0 * np.sign(img - 0.5) / img.size, rtol=1e-6)
+
+
 def test_subunit_exponents_keep_gradients_finite():
     """|d|^q with q < 1 has an infinite slope at d = 0 (flat images, clipped pixels): the
     penalties are smoothed there (zero gradient at 0) and equal to |d|^q away from 0."""

@@ -51,8 +51,13 @@ def _check_weight(weight: float, what: str) -> float:
 
 def _abs_pow(d: Array, q: float) -> Array:
     """``|d|^q``; for ``q < 1`` smoothed at 0 (see :data:`SUBUNIT_EPS`) so that its
-    gradient stays finite where ``d = 0`` (flat regions, clipped pixels)."""
-    if q >= 1.0:
+    gradient stays finite where ``d = 0`` (flat regions, clipped pixels). For ``q = 1`` the
+    gradient at ``d = 0`` is ``sign(0) = 0``, as TensorFlow's ``abs`` (``jnp.abs`` has slope 1
+    there: a flat image would be pushed off the penalty's minimum, a symmetric one
+    asymmetrically); for ``q > 1`` it is 0 anyway."""
+    if q == 1.0:
+        return d * jax.lax.stop_gradient(jnp.sign(d))
+    if q > 1.0:
         return jnp.abs(d) ** q
     return (d * d + SUBUNIT_EPS) ** (q / 2)
 
