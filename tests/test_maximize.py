@@ -469,6 +469,28 @@ def test_errors_are_raised_before_compute(mnist):
 
 
 # ---------------------------------------------------------------- building blocks
+@pytest.mark.parametrize("mode,scipy_mode", [
+    ("nearest", "nearest"), ("reflect", "reflect"), ("mirror", "mirror"),
+    ("wrap", "grid-wrap"), ("grid-wrap", "grid-wrap"),
+    ("constant", "grid-constant"), ("grid-constant", "grid-constant")])
+def test_sample_modes_are_scipys(mode, scipy_mode):
+    """random_scale / random_rotate read points outside the image as scipy.ndimage's modes
+    (order=1) of the documented names: "wrap" has period n, SciPy's "grid-wrap" (SciPy's own
+    "wrap" has period n - 1), "constant" interpolates towards the zeros beyond the edge,
+    SciPy's "grid-constant"; both grid names are accepted as aliases."""
+    from scipy import ndimage
+    x = np.random.RandomState(0).rand(6, 7)
+    s = 0.7  # zoom out: the corners read outside the image
+    centre = np.array([2.5, 3.0])
+    want = ndimage.affine_transform(x, np.eye(2) / s, centre - centre / s, order=1,
+                                    mode=scipy_mode)
+    got = jaxsal.random_scale(s, s, mode=mode)(jax.random.key(0), jnp.asarray(x[..., None]))
+    np.testing.assert_allclose(np.asarray(got)[..., 0], want, atol=1e-6)
+    jaxsal.random_rotate(5.0, mode=mode)  # accepted by both
+    with pytest.raises(ValueError, match=r"random_rotate: expected mode in .*'grid-wrap'"):
+        jaxsal.random_rotate(5.0, mode="scipy-wrap")
+
+
 def test_transforms_shapes_and_determinism():
     img = jax.random.uniform(jax.random.key(0), (20, 24, 3))
     k = jax.random.key(3)

@@ -234,21 +234,38 @@ def _affine(image: Array, scale: Array, angle_rad: Array, mode: str) -> Array:
     return _bilinear(image, sy, sx, mode)
 
 
-_SAMPLE_MODES = ("nearest", "reflect", "mirror", "wrap", "constant")  # as in scipy.ndimage
+#: how points outside the image are read (bilinear, as ``scipy.ndimage`` with ``order=1`` and
+#: the mode of the same name, except two): ``"wrap"`` repeats the image with period ``n``,
+#: SciPy's ``"grid-wrap"`` (SciPy's ``"wrap"`` has period ``n - 1``), and ``"constant"``
+#: interpolates towards zeros beyond the edge, SciPy's ``"grid-constant"`` (SciPy's
+#: ``"constant"`` reads 0 at once beyond the edge); the grid names are accepted as aliases
+_SAMPLE_MODES = ("nearest", "reflect", "mirror", "wrap", "constant")
+_SAMPLE_ALIASES = {"grid-wrap": "wrap", "grid-constant": "constant"}
+
+
+def _sample_mode(mode: Any, what: str) -> str:
+    """``mode`` checked against :data:`_SAMPLE_MODES` (or an alias), as its plain name."""
+    if isinstance(mode, str) and mode in _SAMPLE_ALIASES:
+        return _SAMPLE_ALIASES[mode]
+    if not isinstance(mode, str) or mode not in _SAMPLE_MODES:
+        raise ValueError(f"{what}: expected mode in {_SAMPLE_MODES + tuple(_SAMPLE_ALIASES)}, "
+                         f"got {mode!r}")
+    return mode
 
 
 def random_scale(low: float, high: float, *, mode: str = "nearest") -> Transform:
     """Zoom about the centre by a factor drawn uniformly from ``[low, high]`` (size kept).
-    ``mode``: how points outside the image are read, as in ``scipy.ndimage``
-    (``"nearest"``, ``"reflect"``, ``"mirror"``, ``"wrap"`` or ``"constant"``: zeros).
+    ``mode``: how points outside the image are read, as ``scipy.ndimage``'s modes of the
+    same name (``"nearest"``, ``"reflect"``, ``"mirror"``) or ``"wrap"`` (period ``n``:
+    SciPy's ``"grid-wrap"``) or ``"constant"`` (zeros, interpolated across the edge: SciPy's
+    ``"grid-constant"``); the two grid names are accepted too.
     """
     low = check_real(low, "random_scale", "low", low=0, above=True)
     high = check_real(high, "random_scale", "high", low=0, above=True)
     if not low <= high:
         raise ValueError(f"random_scale: expected 0 < low <= high, got ({low}, {high}); "
                          f"swap them: random_scale({high}, {low})")
-    if mode not in _SAMPLE_MODES:
-        raise ValueError(f"random_scale: expected mode in {_SAMPLE_MODES}, got {mode!r}")
+    mode = _sample_mode(mode, "random_scale")
     return closure(_random_scale, low=low, high=high, mode=mode)
 
 
@@ -260,12 +277,13 @@ def _random_scale(key: Array, image: Array, *, low: float, high: float, mode: st
 
 def random_rotate(degrees: float, *, mode: str = "nearest") -> Transform:
     """Rotate about the centre by an angle drawn uniformly from ``[-degrees, degrees]``.
-    ``mode``: how points outside the image are read, as in ``scipy.ndimage``
-    (``"nearest"``, ``"reflect"``, ``"mirror"``, ``"wrap"`` or ``"constant"``: zeros).
+    ``mode``: how points outside the image are read, as ``scipy.ndimage``'s modes of the
+    same name (``"nearest"``, ``"reflect"``, ``"mirror"``) or ``"wrap"`` (period ``n``:
+    SciPy's ``"grid-wrap"``) or ``"constant"`` (zeros, interpolated across the edge: SciPy's
+    ``"grid-constant"``); the two grid names are accepted too.
     """
     degrees = check_real(degrees, "random_rotate", "degrees", low=0)
-    if mode not in _SAMPLE_MODES:
-        raise ValueError(f"random_rotate: expected mode in {_SAMPLE_MODES}, got {mode!r}")
+    mode = _sample_mode(mode, "random_rotate")
     return closure(_random_rotate, degrees=degrees, mode=mode)
 
 
