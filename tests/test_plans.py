@@ -118,3 +118,24 @@ def test_calls_without_a_static_description_take_the_full_path(mnist, mnist_digi
     c = jax.jit(lambda v: jaxsal.saliency(m, v, [1, 2]))(x)
     np.testing.assert_allclose(c, jaxsal.saliency(m, x, [1, 2]), rtol=1e-6, atol=1e-7)
     assert len(plans.PLANS.data) == 2
+
+
+def test_a_plan_still_refuses_options_equal_to_good_ones():
+    """True == 1 == 1.0: an option of another type than a good call's is not that call's plan
+    (it would skip validation) and is refused as on the full path."""
+    m = _linear(W1)
+    x = np.ones((2, 3, 2), np.float32)
+    base.clear_caches()
+    for good, bad in ((dict(chunk_size=1), dict(chunk_size=True)),
+                      (dict(chunk_size=2), dict(chunk_size=2.0)),
+                      (dict(memory_budget=1), dict(memory_budget=True)),
+                      (dict(check_finite=True), dict(check_finite=1.0))):
+        jaxsal.saliency(m, x, 1, **good)
+        with pytest.raises((TypeError, ValueError), match=f"expected {next(iter(bad))}"):
+            jaxsal.saliency(m, x, 1, **bad)
+    fm = jaxsal.FunctionModel(lambda p, x: x.mean((1, 2)) @ p, W1[:2],
+                              features=lambda p, x: x, head_fn=lambda p, a: a.mean((1, 2)) @ p)
+    xi = np.ones((2, 4, 4, 2), np.float32)
+    jaxsal.gradcam(fm, xi, 0, upsample=True)
+    with pytest.raises(TypeError, match="expected upsample as a bool"):
+        jaxsal.gradcam(fm, xi, 0, upsample=1.0)
