@@ -409,3 +409,16 @@ def test_occlusion_refuses_a_non_finite_clean_score():
     np.testing.assert_allclose(got[1, 0], np.sqrt(1.5) - np.sqrt(2.0), rtol=1e-6)
     traced = jax.jit(lambda v: jaxsal.occlusion(m, v, [0, 1]))(x)
     np.testing.assert_array_equal(traced, got)
+
+
+def test_bools_among_class_ids_and_ids_beyond_int64_are_refused():
+    """A bool in a list of ids is refused as a bool target is (not read as 0/1); an id beyond
+    int64 (NumPy makes an object array of it) says it is out of range."""
+    m = jaxsal.FunctionModel(lambda p, x: x @ p, np.ones((5, 4), np.float32))
+    x = np.ones((3, 5), np.float32)
+    for bad in ([True, 0], (0, np.bool_(False)), [[0], [True], [1]]):
+        with pytest.raises(TypeError, match=r"expected targets as class ids \(int\), got a bool"):
+            jaxsal.saliency(m, x, bad)
+    for big in (2**70, [0, 2**70], -2**70):
+        with pytest.raises(ValueError, match=r"target ids out of range: expected 0 <= id < 4"):
+            jaxsal.saliency(m, x, big)

@@ -218,6 +218,29 @@ class TargetSpec:
         return tuple(out)
 
 
+def _first_bool(targets: Any) -> Any:
+    """The first bool of ``targets`` (itself, or an item of its nested lists and tuples),
+    ``None`` if none: NumPy reads ``[True, 0]`` as the ids 1 and 0."""
+    if isinstance(targets, (bool, np.bool_)):
+        return targets
+    if isinstance(targets, (list, tuple)):
+        for t in targets:
+            found = _first_bool(t)
+            if found is not None:
+                return found
+    return None
+
+
+def _beyond_int64(targets: Any) -> list[int]:
+    """The Python ints of ``targets`` (an int or nested lists and tuples of them) outside
+    int64, sorted, which NumPy holds in an object array; ``[]`` when anything else is in it."""
+    leaves = jax.tree_util.tree_leaves(targets)
+    if not leaves or not all(isinstance(t, (int, np.integer)) for t in leaves):
+        return []
+    info = np.iinfo(np.int64)
+    return sorted({int(t) for t in leaves if not info.min <= int(t) <= info.max})
+
+
 def parse_targets(targets: Any, n: int,
                   info: OutputInfo) -> tuple[TargetSpec, np.ndarray | Array | None]:
     """Validate ``targets`` and split them into a static :class:`TargetSpec` and an
@@ -233,8 +256,10 @@ def parse_targets(targets: Any, n: int,
         return TargetSpec("scores", 1, False, (targets,)), None
     if isinstance(targets, (list, tuple)) and targets and all(callable(t) for t in targets):
         return TargetSpec("scores", len(targets), True, tuple(targets)), None
-    if isinstance(targets, (bool, np.bool_)):
-        raise TypeError(f"expected targets as class ids (int), got a bool ({targets!r})")
+    flag = _first_bool(targets)
+    if flag is not None:
+        raise TypeError(f"expected targets as class ids (int), got a bool ({flag!r})"
+                        + ("" if flag is targets else " among them"))
     if isinstance(targets, (list, tuple)) and any(callable(t) for t in targets):
         raise TypeError("expected targets as class ids or as score functions, not both in one "
                         "list: write each class as a score function, jaxsal.class_score(k)")
@@ -249,7 +274,8 @@ def parse_targets(targets: Any, n: int,
                          "or call once per group of inputs") from None
     if arr.size == 0:
         raise ValueError("expected at least one target, got an empty sequence")
-    if not np.issubdtype(arr.dtype, np.integer):
+    huge = _beyond_int64(targets) if arr.dtype == object else []
+    if not huge and not np.issubdtype(arr.dtype, np.integer):
         if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
             raise TypeError(f"expected integer class ids, got a float array ({arr.dtype}); "
                             "convert with .astype(int)")
@@ -261,12 +287,12 @@ def parse_targets(targets: Any, n: int,
                          + (info.not_classes or "this model's outputs are not. Pass a score "
                             "function instead."))
     k = info.num_classes
-    bad = arr[(arr < 0) | (arr >= k)]
-    if bad.size:
+    bad = huge or sorted(set(arr[(arr < 0) | (arr >= k)].tolist()))
+    if bad:
         extra = " (a one-unit output is a binary classifier: ids 0 and 1)" if info.units == 1 \
             else ""
         raise ValueError(f"target ids out of range: expected 0 <= id < {k}{extra}, got "
-                         f"{sorted(set(bad.tolist()))[:10]}")
+                         f"{bad[:10]}")
     if arr.ndim == 0:
         return TargetSpec("ids", 1, False), np.full((n, 1), int(arr), np.int32)
     if arr.ndim == 1:
