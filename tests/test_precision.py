@@ -190,3 +190,32 @@ def test_bfloat16_forward_only_methods(net, x32, method, kw):
     assert bf.dtype == jnp.float32 and bf.shape == ref.shape and not np.array_equal(bf, ref)
     assert _pearson(bf, ref).min() >= 0.99
 
+
+
+def _bf16(a):
+    """``a`` rounded to bfloat16, as float64."""
+    return np.asarray(jnp.asarray(a, jnp.bfloat16).astype(jnp.float32), np.float64)
+
+
+def test_bfloat16_under_a_highest_default_matmul_precision():
+    """jax_default_matmul_precision="highest" (global or a context) gives every traced dot
+    precision HIGHEST; only a dot that asks for it itself keeps float32 operands: the
+    product is that of the bfloat16-rounded operands, and a linear model's saliency is its
+    weight column rounded to bfloat16."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=(5, 4)).astype(np.float32)
+    exact = lambda a, b: jnp.matmul(a, b, precision=lax.Precision.HIGHEST)  # noqa: E731
+    with jax.default_matmul_precision("highest"):
+        out = jax.jit(low_precision(lambda a, b: a @ b))(a, b)
+        kept = jax.jit(low_precision(exact))(a, b)
+    np.testing.assert_allclose(out, _bf16(a) @ _bf16(b), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(kept, a.astype(np.float64) @ b, rtol=1e-6, atol=1e-6)
+    assert np.abs(np.asarray(kept) - np.asarray(out)).max() > 1e-3
+    m = jaxsal.FunctionModel(lambda p, x: x @ p, b)
+    before = jax.config.jax_default_matmul_precision
+    jax.config.update("jax_default_matmul_precision", "highest")
+    try:
+        g = jaxsal.saliency(m, a, 2, reduce=None, precision="bfloat16")
+    finally:
+        jax.config.update("jax_default_matmul_precision", before)
+    np.testing.assert_array_equal(g, np.broadcast_to(_bf16(b[:, 2]), (3, 5)))

@@ -291,7 +291,7 @@ def neuron_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, 
                     (s, A), pull = jax.vjp(fwd, z, zeros)
                     dtype = backward_dtype()
                     if dtype is not None:
-                        pull = low_precision(pull, dtype)
+                        pull = low_precision(pull, dtype, pullback=True)
 
                     def one(t):
                         # (zeros_like(s): the scores' type, as targets.target_pullback)

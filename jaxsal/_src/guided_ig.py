@@ -134,7 +134,7 @@ def row_gradients(model: Any, params: Any, z: Array, spec: TargetSpec, info: Out
     backward = lambda c: pullback(c)[0]  # noqa: E731
     dtype = backward_dtype()
     if dtype is not None:
-        backward = low_precision(backward, dtype)
+        backward = low_precision(backward, dtype, pullback=True)
     g = backward(ct)
     if spec.checked or ids is None:
         return g

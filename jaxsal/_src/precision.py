@@ -49,7 +49,8 @@ _CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "checkpoint", "re
 _CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 
 
-def low_precision(fn: F, dtype: Any = jnp.bfloat16, *, native: bool | None = None) -> F:
+def low_precision(fn: F, dtype: Any = jnp.bfloat16, *, native: bool | None = None,
+                  pullback: bool = False) -> F:
     """``fn`` with the operands of its float32 matmuls and convolutions rounded to ``dtype``.
 
     Every ``dot_general`` / ``conv_general_dilated`` of ``fn`` whose operands are all float32
@@ -59,7 +60,11 @@ def low_precision(fn: F, dtype: Any = jnp.bfloat16, *, native: bool | None = Non
     inlines nested ``jit``, ``checkpoint``, ``custom_jvp`` and ``custom_vjp`` calls (their
     custom derivative rules are dropped, so transform after differentiating, not before).
     Other higher-order primitives (e.g. ``shard_map``) run unchanged, as do integer dots and
-    a dot or convolution that asks for ``Precision.HIGHEST`` or a dot algorithm explicitly.
+    a dot or convolution that asks for ``Precision.HIGHEST`` or a dot algorithm explicitly;
+    ``jax_default_matmul_precision`` (global or ``jax.default_matmul_precision(...)``) is not
+    such a request: ``fn`` is traced without it, and the dots left unrounded get it back.
+    The dots of a pullback (``pullback=True``) were traced with its forward pass, before: they
+    carry the default, and those that carry it are rounded too.
 
     Args:
       fn: a function of arrays (pytrees of arrays) returning arrays; it is traced with
@@ -72,6 +77,10 @@ def low_precision(fn: F, dtype: Any = jnp.bfloat16, *, native: bool | None = Non
         backend when traced), whose XLA dot runtime rejects some mixed dots ("Unsupported
         element type for DotThunk::Execute: BF16 x BF16 = F32" for a batched ``einsum``)
         and where bfloat16 measured no faster.
+      pullback: ``fn`` is the pullback of a ``jax.vjp`` traced outside it: its dots carry
+        the precision of the forward pass's, ``jax_default_matmul_precision`` where these
+        asked for none, and a dot at that default is rounded as one without (a dot whose
+        forward asked for that very precision itself is too: the two cannot be told apart).
     Returns:
       A function with ``fn``'s signature and output structure; usable under ``jit``, ``vmap``
       and ``grad``, and inside another trace (``fn`` may close over its tracers).
@@ -85,8 +94,14 @@ def low_precision(fn: F, dtype: Any = jnp.bfloat16, *, native: bool | None = Non
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
-        rule = _Rule(dtype, jax.default_backend() != "cpu" if native is None else bool(native))
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args, **kwargs)
+        rule = _Rule(dtype, jax.default_backend() != "cpu" if native is None else bool(native),
+                     _default_precision() if pullback else None)
+        # traced without a default matmul precision: under jax_default_matmul_precision
+        # ="highest" (or "float32") every dot would carry HIGHEST and none be rounded; only a
+        # dot that asks for a precision itself carries one (_eval_eqn gives the others the
+        # caller's default again)
+        with jax.default_matmul_precision(None):
+            closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args, **kwargs)
         outs = _eval(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves((args, kwargs)),
                      rule)
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
@@ -129,6 +144,8 @@ class _Rule:
 
     dtype: Any
     native: bool
+    #: a precision that counts as none asked for (the caller's default, for a pullback)
+    default: Any = None
 
     def bind(self, prim: jcore.Primitive, params: dict, invals: list):
         if self.native:
@@ -167,8 +184,12 @@ def _eval(jaxpr: jcore.Jaxpr, consts: Sequence[Any], args: Sequence[Any], rule: 
 
 def _eval_eqn(eqn: jcore.JaxprEqn, invals: list, rule: _Rule):
     prim = eqn.primitive
-    if prim in _LOW and _rounds(eqn.params, invals):
-        return rule.bind(prim, eqn.params, invals)
+    if prim in _LOW:
+        if _rounds(eqn.params, invals, rule.default):
+            return rule.bind(prim, eqn.params, invals)
+        if eqn.params.get("precision", False) is None:  # traced without the default: as fn
+            return _bind(prim, dict(eqn.params, precision=_default_precision()),
+                         invals)
     if prim.name in _LOOPS:
         return _bind(prim, {k: _rewrite(v, rule) for k, v in eqn.params.items()}, invals)
     if prim.name in _CALLS:
@@ -180,17 +201,26 @@ def _eval_eqn(eqn: jcore.JaxprEqn, invals: list, rule: _Rule):
     return _bind(prim, eqn.params, invals)
 
 
-def _rounds(params: dict, invals: list) -> bool:
+def _rounds(params: dict, invals: list, default: Any = None) -> bool:
     """Whether a dot/convolution gets low-precision operands: all float32, and no explicit
-    request for full precision or for a dot algorithm."""
+    request for full precision or for a dot algorithm (``default``, not ``None``: a precision
+    that counts as no request)."""
     if not all(getattr(a, "dtype", None) == jnp.float32 for a in invals):
         return False
     precision = params.get("precision")
-    if precision is None:
+    if precision is None or (default is not None and precision == default):
         return True
     choices = precision if isinstance(precision, tuple) else (precision,)
     return all(p is None or (isinstance(p, lax.Precision) and p != lax.Precision.HIGHEST)
                for p in choices)
+
+
+def _default_precision() -> Any:
+    """The precision a dot traced now carries when it asks for none: that of
+    ``jax_default_matmul_precision`` (global or a context), ``None`` when unset."""
+    one = jax.ShapeDtypeStruct((1, 1), jnp.float32)
+    (eqn,) = jax.make_jaxpr(lax.dot)(one, one).eqns
+    return eqn.params.get("precision")
 
 
 def _rewrite(value: Any, rule: _Rule) -> Any:

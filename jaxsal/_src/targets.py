@@ -500,7 +500,7 @@ def target_pullback(fwd: Callable, primal: Any, spec: TargetSpec, info: OutputIn
 
     dtype = backward_dtype()
     if dtype is not None:
-        backward = low_precision(backward, dtype)
+        backward = low_precision(backward, dtype, pullback=True)
 
     def pull(t):
         # zeros_like(s) + one-hot: the cotangent has the scores' type, which under
