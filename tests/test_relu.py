@@ -60,3 +60,38 @@ def test_guided_relu_keeps_a_boolean_not_its_input():
     assert [a.dtype for a in res] == [jnp.bool_]
     g = jnp.array([[1.0, -1.0, 2.0, -2.0]] * 3)
     _same(jax.vjp(guided_relu, x)[1](g)[0], jnp.where((g > 0) & (x > 0), g, 0.0))
+
+
+_SLOPE = 0.0
+
+
+def _leaky(v):
+    return jnp.where(v > 0, v, _SLOPE * v)
+
+
+def test_with_relu_of_a_function_reading_a_reassigned_variable_is_traced_again(tmp_path):
+    """with_relu(f): the compiled program is found by f's code and the values it reads now,
+    as FunctionModel(relu=...) is: after `_SLOPE = 0.5` the maps are the leaky ReLU's (the
+    gradient of Dense(relu) -> Dense, with each unit's slope 1 or _SLOPE, in NumPy)."""
+    global _SLOPE
+    import keras
+    import jaxsal
+    from model_import import load_keras
+
+    rng = np.random.default_rng(0)
+    net = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu"),
+                            keras.layers.Dense(3)])
+    path = tmp_path / "m.keras"
+    net.save(path)
+    (w1, b1), (w2, _) = (layer.get_weights() for layer in net.layers)
+    km = load_keras(path)
+    x = rng.normal(size=(2, 5)).astype(np.float32)
+    h = x.astype(np.float64) @ w1 + b1
+    try:
+        for slope in (0.0, 0.5):
+            _SLOPE = slope
+            g = jaxsal.saliency(km.with_relu(_leaky), x, 1, reduce=None)
+            np.testing.assert_allclose(g, (np.where(h > 0, 1.0, slope) * w2[:, 1]) @ w1.T,
+                                       rtol=1e-5, atol=1e-6)
+    finally:
+        _SLOPE = 0.0

@@ -15,6 +15,7 @@ a small cache, so a second call with the same shapes runs without tracing or com
 from __future__ import annotations
 
 import collections
+import dataclasses
 import dis
 import functools
 import inspect
@@ -477,10 +478,22 @@ def model_key(model: Any) -> Hashable:
     if graph is not None and hasattr(model, "runtime"):  # model_import.KerasModel
         # two loads of one file: equal fingerprints (the graph object where there is none)
         return (type(model), getattr(graph, "fingerprint", None) or graph, model.head,
-                model.runtime,
+                _runtime_key(model.runtime),
                 getattr(model, "_keras_major", None), getattr(model, "output_index", None),
                 getattr(model, "channels_last_view", False))
     return (type(model), _Held(model))
+
+
+def _runtime_key(runtime: Any) -> Hashable:
+    """An importer's ``Runtime`` (its ReLU and rules) as a key part, field by field, each
+    function by :func:`callable_key`: the frozen dataclass compares a function by identity,
+    and a ``with_relu(f)`` whose ``f`` reads a variable reassigned since would reuse the
+    program that baked the old value in."""
+    if not dataclasses.is_dataclass(runtime):
+        return runtime
+    return (type(runtime),) + tuple(
+        (f.name, callable_key(v) if callable(v) else v)
+        for f in dataclasses.fields(runtime) for v in (getattr(runtime, f.name),))
 
 
 def callable_key(fn: Any, _depth: int = 0) -> Hashable:
