@@ -189,14 +189,23 @@ def _attention_softmax(scores: Array, mask, axis, rule: str, rt) -> Array:
     return probs * m if rule == "additive_zeroed" else probs
 
 
+def _times(a: Array, g: Array) -> Array:
+    """``a * g``: attended heads times their gate (both ``(N, T, heads, dim)``)."""
+    return a * g
+
+
 def _attention_output(params, out: Array, query: Array, use_gate: bool,
                       use_bias: bool, rt) -> Array:
     """The attended heads ``(N, T, heads, dim)`` gated (``use_gate``: times the sigmoid of the
-    query's gate projection, an elementwise function of two tensors: ``rt.pair``) and
-    projected back, ``output_kernel (heads, dim, D)``."""
+    query's gate projection) and projected back, ``output_kernel (heads, dim, D)``.
+
+    The sigmoid is an activation (``rt.act``) and the gate a value weighing the heads, like
+    attention probabilities (``rt.held``: ``jaxsal.lrp`` holds it, so the layer stays linear
+    in its values and conserves relevance); their product is an elementwise function of two
+    tensors (``rt.pair``: ``jaxsal.deeplift``'s two-player rule)."""
     if use_gate:
-        out = rt.pair(lambda a, g: a * jax.nn.sigmoid(g), out,
-                      _project(params, "gate", query, use_bias))
+        gate = rt.held(rt.act(jax.nn.sigmoid, _project(params, "gate", query, use_bias)))
+        out = rt.pair(_times, out, gate)
     y = jnp.tensordot(out, params["output_kernel"], axes=2)
     return y + params["output_bias"] if use_bias else y
 

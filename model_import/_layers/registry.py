@@ -79,8 +79,9 @@ class Runtime:
         to scale or mix them (:meth:`held`): attention probabilities (``MultiHeadAttention``,
         ``GroupQueryAttention``, ``Attention``, ``AdditiveAttention``) and normalization
         scales (``LayerNormalization``, ``RMSNormalization``, ``GroupNormalization``,
-        ``UnitNormalization``, a ``Dot`` with ``normalize=True``) and the gates of recurrent
-        cells (LSTM, GRU, ConvLSTM).
+        ``UnitNormalization``, a ``Dot`` with ``normalize=True``), the gates of recurrent
+        cells (LSTM, GRU, ConvLSTM) and the ``use_gate`` gate of ``MultiHeadAttention`` /
+        ``GroupQueryAttention``.
         ``jaxsal.lrp`` installs ``jax.lax.stop_gradient``, which makes those layers linear
         in their inputs for the backward pass (Ali et al. 2022's conservative propagation;
         Arras et al. 2017's signal-take-all for the gates). Compared by value, like
@@ -98,10 +99,11 @@ class Runtime:
         ``pow``, ``maximum``, ``minimum``, ``squared_difference`` (and ``/``) where both
         operands are tensors (with a constant they are activations, ``elementwise``), and
         the gate of ``MultiHeadAttention`` / ``GroupedQueryAttention`` (``use_gate``:
-        ``a * sigmoid(g)``) and a normalization's values times their (held) inverse scale
-        (``LayerNormalization``, ``RMSNormalization``, ``GroupNormalization``,
-        ``UnitNormalization``, a normalized ``Dot``'s two inputs; ``f`` is then
-        :func:`scale_values`, marked ``ordered_at_zero``).
+        ``a * s``, ``s = sigmoid(g)`` through ``elementwise`` and ``hold``) and a
+        normalization's values times their (held) inverse scale (``LayerNormalization``,
+        ``RMSNormalization``, ``GroupNormalization``, ``UnitNormalization``, a normalized
+        ``Dot``'s two inputs; ``f`` is then :func:`scale_values`, marked
+        ``ordered_at_zero``).
         ``a`` and ``b`` broadcast against each other. ``jaxsal.deeplift`` installs the
         two-player Shapley rule here. Compared by value, like ``elementwise``.
       softmax: ``None``, or ``rule(z, axis)`` applied in place of ``jax.nn.softmax(z,
