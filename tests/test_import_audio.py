@@ -27,7 +27,7 @@ from keras import layers  # noqa: E402
 import jaxsal  # noqa: E402
 from import_helpers import rel_err, save_keras_and_h5  # noqa: E402
 from model_import import UnsupportedLayerError, load_keras  # noqa: E402
-from model_import._layers.registry import ConvertContext, lookup  # noqa: E402
+from model_import._layers.registry import ConvertContext, Runtime, lookup  # noqa: E402
 
 TOL = 1e-5
 DB_TOL = 1e-3
@@ -37,7 +37,7 @@ def _ours(layer, x):
     cls = type(layer).__name__
     impl = lookup(cls)(layer.get_config(), ConvertContext(layer.name, cls))
     params = impl.convert_weights([np.asarray(w) for w in layer.get_weights()])
-    return np.asarray(impl.call(params, jnp.asarray(x), rt=None))
+    return np.asarray(impl.call(params, jnp.asarray(x), rt=Runtime()))
 
 
 def _waves(rng, n, length):
@@ -215,13 +215,13 @@ def test_silent_frames_give_finite_gradients():
     layer = layers.MelSpectrogram(fft_length=64, sequence_stride=32, num_mel_bins=8,
                                   mag_exp=1.0, power_to_db=False)
     impl = lookup("MelSpectrogram")(layer.get_config(), ConvertContext("m", "Mel"))
-    g = jax.grad(lambda v: impl.call({}, v, rt=None).sum())(x)
+    g = jax.grad(lambda v: impl.call({}, v, rt=Runtime()).sum())(x)
     assert np.isfinite(np.asarray(g)).all()
     layer = layers.STFTSpectrogram(mode="angle", frame_length=16)
     layer.build((1, 400, 1))
     impl = lookup("STFTSpectrogram")(layer.get_config(), ConvertContext("s", "STFT"))
     params = impl.convert_weights([np.asarray(w) for w in layer.get_weights()])
-    g = jax.grad(lambda v: impl.call(params, v, rt=None).sum())(x[..., None])
+    g = jax.grad(lambda v: impl.call(params, v, rt=Runtime()).sum())(x[..., None])
     assert np.isfinite(np.asarray(g)).all()
 
 
@@ -241,3 +241,30 @@ def test_mel_options_keras_cannot_run_are_refused(tmp_path, kwargs, words):
     with pytest.raises(UnsupportedLayerError, match="MelSpectrogram") as e:
         load_keras(tmp_path / "m.keras")
     assert words in str(e.value)
+
+
+@pytest.mark.parametrize("front", ["stft_log", "stft_angle", "mel"])
+def test_deeplift_sums_to_the_difference_through_spectrograms(tmp_path, front):
+    """DeepLIFT's maps through an audio front end sum to ``f(x) - f(x')`` (summation to
+    delta): the squared modulus and the angle of the DFT's two parts take the pair rule, the
+    root, log and ``** (mag_exp / 2)`` the rescale rule. Computed with plain jnp, they took
+    their gradient and missed the difference by 40% to 96% of its largest value. ``f``
+    checked against Keras."""
+    if front == "mel":
+        inp = keras.Input((64,))
+        s = layers.MelSpectrogram(fft_length=32, sequence_length=32, sequence_stride=16,
+                                  num_mel_bins=4, mag_exp=1.0, power_to_db=False)(inp)
+    else:
+        inp = keras.Input((64, 1))
+        s = layers.STFTSpectrogram(frame_length=16, frame_step=8, mode=front[5:])(inp)
+    km = keras.Model(inp, layers.Dense(3)(layers.Flatten()(s)))
+    km.save(tmp_path / "m.keras")
+    m = load_keras(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2,) + km.input_shape[1:]).astype("float32")
+    b = 0.3 * rng.normal(size=x.shape).astype("float32")
+    assert rel_err(np.asarray(m(x)), np.asarray(km(x))) <= TOL
+    a = np.asarray(jaxsal.deeplift(m, x, [0, 2], baseline=b, reduce=None))
+    delta = np.asarray(m(x))[:, [0, 2]] - np.asarray(m(b))[:, [0, 2]]
+    np.testing.assert_allclose(a.reshape(2, 2, -1).sum(-1), delta, rtol=1e-4,
+                               atol=1e-4 * np.abs(delta).max())

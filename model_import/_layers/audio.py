@@ -15,7 +15,10 @@ one-sided DFT, raise its modulus to ``mag_exp``, apply the HTK triangular mel fi
 (built in NumPy when the layer is converted) and, with
 ``power_to_db``, convert to decibels relative to ``ref_power`` with a floor at the maximum
 minus ``top_db`` -- the maximum over the *whole batch* passed to the model, as in Keras.
-Everything is differentiable with respect to the waveform.
+Everything is differentiable with respect to the waveform. The nonlinear steps go through the
+runtime, so that DeepLIFT's and LRP's rules reach them: the squared modulus ``re**2 + im**2``
+and the angle ``arctan2(im, re)`` of a DFT's two parts through ``rt.pair``, the root, log,
+``** (mag_exp / 2)`` and decibels through ``rt.act``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ def _stft_frames(x, kernel, stride, padding):
     pads = tuple(tuple(int(v) for v in p) for p in
                  lax.padtype_to_pads(x.shape[1:2], kernel.shape[:1], (stride,), padding))
     return conv_canonical_vjp(x, kernel.astype(x.dtype), (stride,), pads, (1,))
+
+
+def _power(re, im):
+    """``re ** 2 + im ** 2``: the squared modulus of a DFT bin from its parts."""
+    return jnp.square(re) + jnp.square(im)
 
 
 def _angle(re, im):
@@ -91,17 +99,17 @@ def _stft_spectrogram(config, ctx):
         elif mode == "imag":
             out = im
         elif mode == "angle":
-            out = _angle(re, im)
+            out = rt.pair(_angle, re, im)
         elif mode == "stft":
             out = y  # [real bins, imaginary bins] along the frequency axis, as Keras
         else:
-            power = jnp.square(re) + jnp.square(im)
+            power = rt.pair(_power, re, im)
             if mode == "psd":  # one-sided density: every bin but the first and last doubled
                 out = power + jnp.pad(power[..., 1:-1], ((0, 0),) * 3 + ((1, 1),))
             else:
-                out = jnp.sqrt(jnp.maximum(power, KERAS_EPSILON))
+                out = rt.act(lambda p: jnp.sqrt(jnp.maximum(p, KERAS_EPSILON)), power)
                 if mode == "log":
-                    out = jnp.log(jnp.maximum(out, KERAS_EPSILON))
+                    out = rt.act(lambda m: jnp.log(jnp.maximum(m, KERAS_EPSILON)), out)
         # out: (batch, channels, time, freq); Keras's layouts:
         if expand:
             return out if channels_first else jnp.transpose(out, (0, 2, 3, 1))
@@ -194,6 +202,13 @@ def _mel_spectrogram(config, ctx):
                         "(it subtracts None from the maximum); save it with a numeric top_db")
     half = mag_exp / 2.0
 
+    def _magnitude_power(power):
+        """``power ** (mag_exp / 2)`` (``|X| ** mag_exp``), with a zero gradient (not NaN)
+        where a frame is silent."""
+        pos = power > 0
+        return jnp.where(pos, jnp.power(jnp.where(pos, power, 1.0), half),
+                         jnp.power(jnp.zeros((), power.dtype), half))
+
     def call(params, x, *, rt):
         x = x.astype(jnp.float32) if x.dtype != jnp.float64 else x
         h = fft_length // 2
@@ -205,17 +220,13 @@ def _mel_spectrogram(config, ctx):
         idx = stride * np.arange(n_frames)[:, None] + np.arange(fft_length)[None]
         frames = xp[..., idx] * jnp.asarray(win, x.dtype)  # (..., time, fft_length)
         spec = jnp.fft.rfft(frames, n=fft_length, axis=-1)
-        power = jnp.square(spec.real) + jnp.square(spec.imag)
-        if half == 1.0:
-            s = power
-        else:  # |X| ** mag_exp, with a zero gradient (not NaN) where a frame is silent
-            pos = power > 0
-            s = jnp.where(pos, jnp.power(jnp.where(pos, power, 1.0), half),
-                          jnp.power(jnp.zeros((), power.dtype), half))
+        power = rt.pair(_power, spec.real, spec.imag)
+        s = power if half == 1.0 else rt.act(_magnitude_power, power)
         s = jnp.tensordot(s, jnp.asarray(mel, s.dtype), axes=1)  # (..., time, mel)
         if to_db:
             ref = jnp.maximum(jnp.abs(jnp.asarray(ref_power, s.dtype)), min_power)
-            s = 10.0 * jnp.log10(jnp.maximum(s, min_power)) - 10.0 * jnp.log10(ref)
+            s = rt.act(lambda v: 10.0 * jnp.log10(jnp.maximum(v, min_power))
+                       - 10.0 * jnp.log10(ref), s)
             # max over the whole batch, as Keras; reduce_max: jnp.max's value and derivative,
             # which XLA computing s twice cannot drop (protective: none dropped was found)
             s = jnp.maximum(s, reduce_max(s) - top_db)
