@@ -139,12 +139,50 @@ def test_ranks_keras_reduces_strangely():
 
 def test_boundaries_compared_exactly():
     """An input equal to a boundary's float32 rounding lies below the boundary when float32
-    rounds it down, as NumPy's digitize (Keras's NumPy backend) places it."""
+    rounds it down, as NumPy's digitize (Keras's NumPy backend) places it; with
+    ``as_float32`` (its other backends) on it."""
     b = np.array([0.7, 0.3])
     b.sort()
     x = np.array([np.float32(0.3), np.float32(0.7)], np.float32)
     assert float(np.float32(0.3)) > 0.3 and float(np.float32(0.7)) < 0.7
     assert np.asarray(digitize(x, b)).tolist() == np.digitize(x, b).tolist() == [1, 1]
+    assert np.asarray(digitize(x, b, as_float32=True)).tolist() == [1, 2]
+
+
+def test_discretization_follows_the_backend(tmp_path):
+    """Keras's NumPy backend compares with the exact boundaries (``np.digitize``), its JAX
+    backend ``jnp.digitize(x, bins)`` with both made tensors (boundaries float32, integers
+    promoted to float32) and its TensorFlow backend ``tf.raw_ops.Bucketize`` (boundaries a
+    float32 list, ``upper_bound`` of the input converted to float). The NumPy truth is Keras
+    (the backend the ``.h5`` records); the others those formulas. Keras 3.15.1 on JAX gave
+    ``[[2, 3, 1], [1, 2, 3]]`` for ``d`` below and ``2`` for every integer of ``i``."""
+    import jax.numpy as jnp
+    from model_import import BackendWarning
+
+    fb, ib = [0.1, 0.7, 2.3], [16777219.5, 16777221.0, 33554435.0]
+    f_in, i_in = keras.Input((4,)), keras.Input((3,), dtype="int32")
+    km = keras.Model([f_in, i_in], [layers.Discretization(fb)(f_in),
+                                    layers.Discretization(ib)(i_in)])
+    d = np.array([[0.7, 2.3, 0.1, np.nan], [0.69, 2.29, 5.0, -np.inf]], "float32")
+    i = np.array([[16777219, 16777220, 33554434], [16777221, 16777222, 33554433]], "int32")
+    km.save(tmp_path / "d.keras")
+    km.save(tmp_path / "d.h5")  # records "numpy"
+    truth = {"numpy": [np.asarray(a) for a in km([d, i])],
+             "jax": [np.asarray(jnp.digitize(jnp.asarray(x), jnp.asarray(b, jnp.float32)))
+                     for x, b in ((d, fb), (i, ib))],
+             "tensorflow": [np.searchsorted(np.float32(b), x.astype(np.float32), "right")
+                            for x, b in ((d, fb), (i, ib))]}
+    assert not np.array_equal(truth["numpy"][0], truth["jax"][0])  # the test can fail
+    assert not np.array_equal(truth["numpy"][1], truth["jax"][1])
+    got = {"numpy": load_keras(tmp_path / "d.h5")([d, i])}
+    for be in ("jax", "tensorflow", "torch", "numpy"):
+        got[be] = load_keras(tmp_path / "d.keras", keras_backend=be)([d, i])
+    with pytest.warns(BackendWarning, match="not float32 values"):
+        got[None] = load_keras(tmp_path / "d.keras")([d, i])
+    for be, want in [("numpy", "numpy"), ("jax", "jax"), ("tensorflow", "tensorflow"),
+                     ("torch", "jax"), (None, "jax")]:
+        for a, b in zip(got[be], truth[want]):
+            assert np.asarray(a).tolist() == np.asarray(b).tolist(), (be, a, b)
 
 
 def _config_with(km, name, **changes):

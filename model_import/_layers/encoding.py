@@ -17,11 +17,15 @@ check ranges and ranks differently and are refused):
   (float32 under a mixed policy).
 * ``Discretization(bin_boundaries)``: the index of the bin, ``sum(x >= b for b in
   boundaries)`` (``np.digitize``); NaN falls in the last bin. The boundaries of an adapted
-  layer are in its config (Keras keeps no weights for them). Inputs are compared with the
-  config's boundaries exactly, as Keras's NumPy backend does (integers as integers, floats
-  as float32 values): its JAX, TensorFlow and torch backends round each boundary to float32
-  first, which differs only for an input equal to a boundary that float32 rounds down
-  (``0.7`` -> ``0.69999999``), placed below it here. ``output_mode`` ``one_hot``,
+  layer are in its config (Keras keeps no weights for them). The comparison follows the
+  backend Keras ran on (``ConvertContext.backend``): its NumPy backend compares inputs with
+  the config's boundaries exactly (integers as integers, floats as float32 values), its JAX,
+  TensorFlow and torch backends with the boundaries rounded to float32, integer inputs cast
+  to float32 first. They differ for an input equal to a boundary's float32 rounding when
+  that is below the boundary (``0.7`` -> ``0.69999999``: bin 2 on JAX, 1 on NumPy) and for
+  integers near a boundary beyond ``2**24`` in magnitude or one that is no float32. An
+  unknown backend (a ``.keras`` archive) is computed as on JAX, with a ``BackendWarning``
+  where the boundaries make the backends differ. ``output_mode`` ``one_hot``,
   ``multi_hot`` and ``count`` encode the indices as CategoryEncoding does, in the layer's
   compute dtype; ``int`` returns int32.
 * ``IntegerLookup(vocabulary=[...])`` (the vocabulary in the config): index layout
@@ -44,13 +48,14 @@ or hash the decimal string of an integer (FarmHash/SipHash), which has no array 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_import._layers.registry import LayerImpl, register_layer
+from model_import._layers.registry import BackendWarning, LayerImpl, register_layer
 
 _MODES = ("one_hot", "multi_hot", "count")
 
@@ -137,11 +142,25 @@ def _float_thresholds(bounds: np.ndarray) -> np.ndarray:
     return c
 
 
-def digitize(x, bounds: np.ndarray):
-    """``np.digitize(x, bounds)`` (non-decreasing float64 ``bounds``, compared exactly) as
-    int32, for float32 or integer ``x``."""
+def float32_bounds(bounds: np.ndarray) -> np.ndarray:
+    """``bounds`` rounded to the nearest float32 (beyond float32's range: infinite), as
+    Keras's JAX, TensorFlow and torch backends make a list of boundaries a tensor."""
+    with np.errstate(over="ignore"):
+        return bounds.astype(np.float32)
+
+
+def digitize(x, bounds: np.ndarray, *, as_float32: bool = False):
+    """``np.digitize(x, bounds)`` (non-decreasing float64 ``bounds``, compared exactly: Keras's
+    NumPy backend) as int32, for float32 or integer ``x``. ``as_float32``: as Keras's JAX,
+    TensorFlow and torch backends, ``x`` (integers too) cast to float32 and compared with
+    :func:`float32_bounds` (``jnp.digitize``). NaN falls in the last bin either way."""
     n = len(bounds)
     x = jnp.asarray(x)
+    if as_float32:
+        x = x.astype(jnp.float32)
+        idx = jnp.sum(x[..., None] >= jnp.asarray(float32_bounds(bounds)), axis=-1,
+                      dtype=jnp.int32)
+        return jnp.where(jnp.isnan(x), jnp.int32(n), idx)
     if jnp.issubdtype(x.dtype, jnp.integer):
         x = x.astype(jnp.int32)
         t = np.ceil(bounds)  # an integer is >= b iff it is >= ceil(b)
@@ -177,9 +196,33 @@ def _discretization(config, ctx):
         raise ctx.error(f"unknown output_mode {mode!r}; expected 'int' or one of {_MODES}")
     dtype = _dtype(config, compute=True, ctx=ctx)
     depth = len(bounds) + 1
+    backend, name = ctx.backend, ctx.layer_name
+    rounded = float32_bounds(bounds)
+    # where the backends agree: floats, with float32 boundaries; integers, with float32
+    # boundaries below 2**24 in magnitude (every integer up to there is a float32, and one
+    # beyond rounds to a float32 beyond every boundary)
+    floats_agree = bool(np.all(rounded.astype(np.float64) == bounds))
+    ints_agree = floats_agree and bool(np.all(np.abs(bounds) < 2.0 ** 24))
+    advice = ("The file does not record the backend Keras ran on, so it is computed as on "
+              "JAX; pass load_keras(..., keras_backend='numpy') for a file written there, "
+              "keras_backend='jax' (or 'tensorflow', 'torch') to silence this")
+    if backend is None and not floats_agree:
+        odd = [float(b) for b, r in zip(bounds, rounded) if float(r) != b][:3]
+        warnings.warn(
+            f"layer {name!r} (Discretization): bin_boundaries {odd} are not float32 values. "
+            "Keras's JAX, TensorFlow and torch backends compare inputs with their float32 "
+            "roundings, its NumPy backend with the exact values (an input of float32(0.7) is "
+            f"in bin 1 of [0.7] on JAX, 0 on NumPy). {advice}", BackendWarning, stacklevel=2)
 
     def call(params, x, *, rt):
-        idx = digitize(x, bounds)
+        if (backend is None and floats_agree and not ints_agree
+                and jnp.issubdtype(jnp.asarray(x).dtype, jnp.integer)):
+            warnings.warn(
+                f"layer {name!r} (Discretization) of integers, with bin_boundaries beyond "
+                "2**24 in magnitude: Keras's JAX, TensorFlow and torch backends cast the "
+                "integers to float32 (rounding those beyond 2**24), its NumPy backend "
+                f"compares them exactly. {advice}", BackendWarning, stacklevel=2)
+        idx = digitize(x, bounds, as_float32=backend != "numpy")
         return idx if mode == "int" else encode(idx, mode, depth, dtype)
 
     return LayerImpl(call=call, compute_mask="drop")
