@@ -585,6 +585,18 @@ def _cell_value(cell: Any) -> Any:
         return _EMPTY_CELL
 
 
+def typed(v: Any) -> Any:
+    """``v`` as a key part, with the type of every number kept beside it (``2 == 2.0 ==
+    True`` in Python, but they may trace to different programs, and a plan taken for
+    ``chunk_size=1`` must not serve ``chunk_size=True``, which is refused) and floats by
+    their bits (``-0.0 == 0.0``); tuples item by item."""
+    if isinstance(v, tuple):
+        return tuple(typed(e) for e in v)
+    if isinstance(v, float):
+        return (type(v), float(v).hex())
+    return (type(v), v)
+
+
 def _closure_part(v: Any, depth: int, names: frozenset[str] | None = None) -> Hashable:
     """A value a function reads as a key part; ``names``: the names the function's code uses
     (the attributes of an object it can read), ``None``: any."""

@@ -104,16 +104,7 @@ def key(name: str, model: Any, x: Any, targets: Any, options: tuple) -> Hashable
     if t is None:
         return None
     return _hashable((name, base.function_key(model), type(x), tuple(x.shape), x.dtype, t,
-                      _typed(options), jax.default_backend(), base.default_budget()))
-
-
-def _typed(value: Any) -> Any:
-    """``value`` as a key part by type and value, in tuples item by item: ``True == 1 == 1.0``,
-    and a plan of ``chunk_size=1`` taken for ``chunk_size=True`` would skip the validation
-    that refuses the latter."""
-    if isinstance(value, tuple):
-        return (tuple, tuple(_typed(v) for v in value))
-    return (type(value), value)
+                      base.typed(options), jax.default_backend(), base.default_budget()))
 
 
 def cached(plan_key: Hashable | None, model: Any, x: Any, make: Callable[[], tuple]) -> Any:

@@ -28,21 +28,12 @@ import numpy as np
 
 from jaxsal._src.base import native
 from jaxsal._src import ints, reals
+from jaxsal._src.base import typed
 
 Array = jax.Array
 Transform = Callable[[Array, Array], Array]
 
 _PAD_MODES = ("reflect", "edge", "constant", "wrap")
-
-
-def typed(v: Any) -> Any:
-    """``v`` with the type of every number kept beside it (``2 == 2.0 == True`` in Python,
-    but they may trace to different programs) and floats by their bits (``-0.0 == 0.0``)."""
-    if isinstance(v, tuple):
-        return tuple(typed(e) for e in v)
-    if isinstance(v, float):
-        return (type(v), float(v).hex())
-    return (type(v), v)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
