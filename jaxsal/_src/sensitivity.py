@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxsal._src import base, reals
 from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
-from jaxsal._src.validate import (_maps_in_float32, all_finite, given_inputs,
+from jaxsal._src.validate import (_maps_in_float32, all_finite, given_inputs, map_peaks,
                                   one_input_error, peak_exponent, several_arrays, times_pow2)
 
 Array = jax.Array
@@ -72,15 +72,12 @@ def _relative_change(e: Array, e0: Array, m0: Array, x0: Array, ord: float,
     whose norm is 0 is compared by its absolute change), and each map's largest magnitude
     of ``e``. Both maps are scaled by one power of two first (exact): values of opposite
     signs near float32's largest have a difference beyond it."""
-    def peak(a):
-        return jnp.abs(a.reshape(a.shape[:batch_dims] + (-1,))).max(-1, initial=0)
-
     k = jnp.maximum(peak_exponent(e, batch_dims), peak_exponent(e0, batch_dims))
     kk = -k.reshape(k.shape + (1,) * (e.ndim - batch_dims))
     m, x = _scaled_norm(times_pow2(e, kk) - times_pow2(e0, kk), ord, batch_dims)
     zero = m0 == 0
     ratio = m / jnp.where(zero, 1.0, m0)
-    return times_pow2(ratio, x + k - jnp.where(zero, 0, x0)), peak(e)
+    return times_pow2(ratio, x + k - jnp.where(zero, 0, x0)), map_peaks(e, batch_dims)
 
 
 def _explained(explain: Callable, x: Array, what: str, like: Array | None = None) -> Array:

@@ -881,13 +881,19 @@ def _maps_in_float32(a: np.ndarray, lead: int, what: str, scale_to: int | None,
     return (a * scale).astype(a.dtype)
 
 
+def map_peaks(a: Array, batch_dims: int) -> Array:
+    """The largest magnitude of each map of ``a`` (the axes after its first ``batch_dims``;
+    0 for a map of no values), shape ``a.shape[:batch_dims]``. Traceable."""
+    return jnp.abs(a.reshape(a.shape[:batch_dims] + (-1,))).max(-1, initial=0)
+
+
 def peak_exponent(a: Array, batch_dims: int) -> Array:
     """Per map of ``a`` (the axes after its first ``batch_dims``, float32 or float64): the
     ``e`` whose ``[2**(e-1), 2**e)`` holds the map's largest magnitude (0 for a map of zeros
     or of no values); shape ``a.shape[:batch_dims]``, int32. Traceable: the device-side
     counterpart of :func:`_maps_in_float32`'s scaling, for maps huge (or tiny) but within
     float32's range, whose sums (of squares) would overflow (or underflow) there."""
-    peak = jnp.abs(a.reshape(a.shape[:batch_dims] + (-1,))).max(-1, initial=0)
+    peak = map_peaks(a, batch_dims)
     # the biased exponent field of its bits (cheaper to compile than jnp.frexp); a
     # subnormal peak reads as the smallest normal exponent's (its map then scaled to a
     # peak below 0.5: all the same for a sum)
