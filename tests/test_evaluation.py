@@ -557,6 +557,40 @@ def test_float64_maps_keep_their_order_and_ranks_under_x64():
     np.testing.assert_allclose(corr, [-1.0], rtol=1e-12)
 
 
+@pytest.mark.parametrize("x64", [False, True])
+def test_integer_maps_are_ranked_exactly_not_rounded_to_float(x64):
+    """Integer maps were made float32 (float64 under x64) before deletion ranked them: ints
+    1 apart beyond 2**24 (2**53) tied and went in raster order. They are ranked as ints, the
+    smallest int too (whose negation wraps onto itself); under x64 int32 maps' patch sums
+    are exact (float64)."""
+    x64_ctx = getattr(jax, "enable_x64", None)
+    if x64_ctx is None:  # older JAX
+        from jax.experimental import enable_x64 as x64_ctx
+    dtype, bits = (np.int64, 63) if x64 else (np.int32, 31)
+    lo, hi, mid = np.iinfo(dtype).min, np.iinfo(dtype).max, 2 ** (bits - 7)
+    maps = np.array([[lo, lo + 1, mid, mid + 1, mid + 2, hi]], dtype)  # increasing
+    with x64_ctx(x64):
+        w = np.arange(1.0, 7.0).reshape(6, 1)  # each position's share, increasing as the map
+        m = jaxsal.FunctionModel(lambda p, v: v.reshape(v.shape[0], -1) @ p, jnp.asarray(w))
+        c = jaxsal.deletion(m, np.ones((1, 6), np.float32), maps, 1, steps=6)
+        least = jaxsal.deletion(m, np.ones((1, 6), np.float32), maps, 1, steps=6,
+                                order="least")
+        if x64:  # cells of 2 (1 x 6 pixels): sums -2**31, 2**25 + 1 and 2**25 + 2 (both
+            # 2**25 in float32)
+            m32 = np.array([[-2 ** 31, 0, 2 ** 25, 1, 2 ** 25, 2]], np.int32)
+            p = jaxsal.deletion(m, np.ones((1, 1, 6, 1), np.float32), m32.reshape(1, 1, 6),
+                                1, steps=3, patch=(1, 2))
+    contrib = w[:, 0][None]
+    np.testing.assert_allclose(c.scores, _curve_by_hand(contrib.sum(-1), contrib, 6))
+    np.testing.assert_allclose(least.scores, _curve_by_hand(contrib.sum(-1), contrib, 6,
+                                                            order="least"))
+    if x64:
+        cells = m32.astype(np.int64).reshape(1, 3, 2).sum(-1)  # increasing, as the shares
+        np.testing.assert_array_equal(np.diff(cells) > 0, [[True, True]])
+        share = contrib.reshape(1, 3, 2).sum(-1)
+        np.testing.assert_allclose(p.scores, _curve_by_hand(share.sum(-1), share, 3))
+
+
 def test_noise_std_and_radius_take_a_scalar_array_as_smoothgrads_noise_std_does():
     """A 0-d array (jnp.float32(0.1), np.array(0.1)) is the number it holds, as smoothgrad's
     noise_std takes it; infidelity and sensitivity_max refused it as no 'positive number'.

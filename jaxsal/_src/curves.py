@@ -197,7 +197,8 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
                          f"spatial axes and a channel axis, got shape {tuple(p.x.shape)}")
     features = p.x.ndim == 2
     size = input_spatial_shape(p.x, p.channels_first) if not features else p.x.shape[1:]
-    mp, whole = check_maps(maps, p, size, what, scale_to=100)  # (their order only)
+    mp, whole = check_maps(maps, p, size, what, scale_to=100,  # (their order only)
+                           keep_int=True)
     if patch is not None:
         if whole and tuple(mp.shape[2:]) != tuple(size):
             raise ValueError(f"{what}: patch= groups the positions of maps of shape "
@@ -226,7 +227,12 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
         def run(params, x, ids, maps, other):
             n = x.shape[0]
             sp, ids_ = resolve_predicted(m, params, x, spec, info, ids)
-            flat = maps.reshape(n, num, -1)  # float32, or float64 as given (check_maps)
+            # float32, or float64 as given, or ints as given (check_maps): ranked exactly
+            flat = maps.reshape(n, num, -1)
+            if cells is not None and jnp.issubdtype(flat.dtype, jnp.integer):
+                # their cell sums in the widest float: float64 under x64 (exact for int32
+                # maps), float32 otherwise (exact below 2**24 only)
+                flat = flat.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
             if cells is not None:  # each cell's sum, (N, T, M)
                 # maps huge but in float32's range (1e38): sums beyond it were inf (NaN
                 # for inf - inf), ordered at random; such a map is scaled by a power of two
@@ -239,7 +245,9 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
             # each position's (cell's) place in the order: most relevant first, ties in
             # raster order (the first one first); "least" is that order reversed, ties
             # included, so that deletion with "least" is insertion backwards
-            rank = jnp.argsort(jnp.argsort(-flat, axis=-1, stable=True), axis=-1)
+            # (ints reversed by ~v = -v - 1: -v would wrap the smallest int onto itself)
+            neg = ~flat if jnp.issubdtype(flat.dtype, jnp.integer) else -flat
+            rank = jnp.argsort(jnp.argsort(neg, axis=-1, stable=True), axis=-1)
             if not most:
                 rank = flat.shape[-1] - 1 - rank
             if cells is not None:  # back to the positions: each its cell's place

@@ -783,13 +783,17 @@ def several_arrays(v: Any) -> bool:
 
 
 def check_maps(maps: Any, p: "Prepared", size: tuple, what: str, *,
-               scale_to: int | None = None, fix: str = "") -> tuple[Array, bool]:
+               scale_to: int | None = None, fix: str = "",
+               keep_int: bool = False) -> tuple[Array, bool]:
     """Attribution ``maps`` given to an evaluation (deletion, infidelity...) for the call
     ``p``: ``(N, [T,] *size)`` (one value per position of the spatial shape ``size``) or
     ``(N, [T,] *x.shape[1:])`` (one per scalar of ``x``), the class axis present exactly when
     ``p``'s targets have one. Returns ``(maps (N, T, ...), whole)``, ``whole`` when the maps
     have ``x``'s own shape; the maps float32, or float64 where given float64 (under
-    ``jax_enable_x64``; rounded to float32, values closer than its resolution would tie).
+    ``jax_enable_x64``; rounded to float32, values closer than its resolution would tie);
+    integer maps as given with ``keep_int`` (an evaluation that reads their order only, which
+    float32 would round: ``2**24`` and ``2**24 + 1`` tie), else float32 (float64 under x64 for
+    int64).
 
     Float64 maps (NumPy, lists) with finite values beyond float32's range, which JAX would
     make inf without ``jax_enable_x64``: where the evaluation reads each map up to a positive
@@ -829,7 +833,8 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str, *,
                         f"({e})") from None
     if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)):
         raise TypeError(f"{what}: expected maps of real numbers ({real}), got dtype {a.dtype}")
-    a = a.astype(jnp.promote_types(a.dtype, jnp.float32))
+    if not (keep_int and jnp.issubdtype(a.dtype, jnp.integer)):
+        a = a.astype(jnp.promote_types(a.dtype, jnp.float32))
     n, num, lead = p.n, p.spec.num, (p.n, p.spec.num) if p.spec.class_axis else (p.n,)
     per_x = tuple(p.x.shape[1:])
     shapes = [lead + tuple(size)] + ([lead + per_x] if per_x != tuple(size) else [])
