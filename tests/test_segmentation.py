@@ -142,6 +142,22 @@ def test_two_flat_halves_are_two_segments_at_a_small_scale():
     np.testing.assert_array_equal(jaxsal.felzenszwalb(rgb, scale=1, sigma=0.8)[0], got)
 
 
+@pytest.mark.parametrize("img, scale", [
+    (np.zeros((1, 4, 1)), 1e-44),  # thresholds 3.9e-47: float32 0, so nothing joins
+    (np.array([0.0, 1e39, 1e39, 3e39]).reshape(1, 4, 1), 255e39)])  # beyond it: inf, all join
+def test_thresholds_outside_float32_s_normal_range_are_rounded_as_scikit_image_s(img, scale):
+    """scikit-image compares a weight with its threshold rounded to float32; the shortcut
+    that skipped the rounding unless the weight was within 2.5e-7 of it (a normal float32 is
+    that close) took thresholds below float32's smallest (0 there) or above its largest (inf)
+    as they were: other partitions."""
+    if importlib.util.find_spec("skimage") is None:
+        pytest.skip("scikit-image not installed")
+    from skimage.segmentation import felzenszwalb as skf
+    want = skf(img, scale=scale, sigma=0, min_size=0, channel_axis=-1)
+    got = jaxsal.felzenszwalb(img[None], scale=scale, sigma=0, min_size=0)[0]
+    np.testing.assert_array_equal(got, want)
+
+
 def test_min_size_is_respected():
     """No segment smaller than min_size remains (an image of more than min_size pixels),
     and the segments smaller than it at min_size 0 are the ones that change."""

@@ -26,6 +26,7 @@ nearest neighbour (:func:`_nearest`, scipy's ``zoom`` indices).
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Sequence
 
@@ -128,8 +129,12 @@ def _edges(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _f32(x: float) -> float:
-    """``x`` rounded to float32 (scikit-image holds the thresholds in float32)."""
-    return struct.unpack("f", struct.pack("f", x))[0]
+    """``x`` rounded to float32 (scikit-image holds the thresholds in float32): inf beyond
+    its range, as C's cast (some Pythons' ``struct`` refuse it: OverflowError)."""
+    try:
+        return struct.unpack("f", struct.pack("f", x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
 
 
 def _segment(a: list, b: list, cost: list, n: int, k: float, min_size: int,
@@ -140,9 +145,16 @@ def _segment(a: list, b: list, cost: list, n: int, k: float, min_size: int,
     parent = list(range(n))
     size = [1] * n
     limit = [k] * n  # each root's internal difference + k / size (unrounded)
-    # c < float32(t), as scikit-image compares: rounding to float32 moves t by at most 2**-24
-    # of it, so only weights within 2.5e-7 of it need the rounding
+    # c < float32(t), as scikit-image compares: rounding to float32 moves a t in its normal
+    # range by at most 2**-24 of it, so only weights within 2.5e-7 of it need the rounding.
+    # Every t lies in [k / n, max(cost) + k]; where that leaves the normal range (a t below
+    # 2**-126 rounds to a subnormal or 0, one above float32's largest to inf) every weight
+    # is compared with t rounded (below = 0, above = inf: the shortcut never taken)
     below, above = 1.0 - 2.5e-7, 1.0 + 2.5e-7
+    f32 = np.finfo(np.float32)
+    if not (k / n >= 2 * float(f32.smallest_normal)
+            and max(cost, default=0.0) + k <= float(f32.max) / 2):
+        below, above = 0.0, math.inf
     for p, q, c in zip(a, b, cost):  # the hot loop: written out, no calls
         while parent[p] != p:  # path halving
             parent[p] = p = parent[parent[p]]
