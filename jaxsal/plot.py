@@ -1597,7 +1597,9 @@ def architecture(model, *, show_shapes: bool = True, show_activations: bool = Tr
     batch axis. Arrows follow the tensors, so branches (one output feeding several layers)
     and merges (``Add``/``Concatenate`` of several inputs) are visible; arrows that skip
     ranks (residual connections) run down a lane right of the boxes in between. A nested model
-    is one box.
+    is one box. A layer called on its own output (``sh(sh(x))``) is one box with a loop on its
+    left; a call that closes a cycle through a shared layer (``A(B(A(x)))``) runs up a lane
+    left of the boxes.
 
     Args:
       model: a :class:`model_import.KerasModel` (from ``load_keras``).
@@ -1641,6 +1643,16 @@ def architecture(model, *, show_shapes: bool = True, show_activations: bool = Tr
     # edges that skip ranks run down a lane right of every box they pass (no crossing)
     lane_gap = 0.16
     skips, lanes = [], []
+    backs, back_lanes = [], []  # self-edges and edges closing a cycle: up a lane on the left
+    for s_, d_ in lay.back_edges:
+        r0, r1 = lay.nodes[d_].rank, lay.nodes[s_].rank  # r0 <= r1: the lane goes up
+        passed = [centre[k][0] for k, n in lay.nodes.items() if r0 <= n.rank <= r1]
+        left = min(passed) - box_w / 2
+        lane = 0
+        while any(l_ == lane and not (b1 < r0 or r1 < b0) for l_, b0, b1 in back_lanes):
+            lane += 1
+        back_lanes.append((lane, r0, r1))
+        backs.append((s_, d_, left - lane_gap * (lane + 1)))
     for s_, d_ in lay.edges:
         r0, r1 = lay.nodes[s_].rank, lay.nodes[d_].rank
         if r1 - r0 <= 1:
@@ -1654,11 +1666,12 @@ def architecture(model, *, show_shapes: bool = True, show_activations: bool = Tr
         skips.append((s_, d_, right + lane_gap * (lane + 1)))
     half = (lay.width * box_w + (lay.width - 1) * gap_x) / 2
     x_max = max([half] + [x for *_, x in skips])
-    content_w = half + x_max  # from the leftmost box to the rightmost lane
+    x_min = min([-half] + [x for *_, x in backs])
+    content_w = x_max - x_min  # from the leftmost lane or box to the rightmost
     title_w = len(head) * 0.1 + 0.4  # 11 pt characters
     fw = max(3.5, content_w + 1.0, title_w)
     fh = top + lay.n_ranks * box_h + (lay.n_ranks - 1) * gap_y + 0.25
-    x_shift = (fw - content_w) / 2 + half
+    x_shift = (fw - content_w) / 2 - x_min
     centre = {k: (x + x_shift, y) for k, (x, y) in centre.items()}
     fig = _Figure(figsize=(fw, fh))
     ax = fig.add_axes([0, 0, 1, 1], label="architecture")
@@ -1683,9 +1696,18 @@ def architecture(model, *, show_shapes: bool = True, show_activations: bool = Tr
     arrow = dict(arrowstyle="-|>", mutation_scale=10, color="#555555", linewidth=1.0,
                  shrinkA=0, shrinkB=1, label="edge")
     lane_of = {(s_, d_): x for s_, d_, x in skips}
+    back_of = {(s_, d_): x for s_, d_, x in backs}
     for s, d in lay.edges:
         (x0, y0), (x1, y1) = centre[s], centre[d]
-        if (s, d) in lane_of:
+        if (s, d) in back_of:
+            xl = back_of[(s, d)] + x_shift
+            if s == d:  # a layer called on its own output: a loop on its left side
+                y0, y1 = y0 + box_h / 4, y1 - box_h / 4
+            # out of the source's left side, up the lane, into the destination's left side
+            ax.plot([x0 - box_w / 2, xl, xl], [y0, y0, y1], color=arrow["color"],
+                    linewidth=arrow["linewidth"], solid_joinstyle="miter", label="back lane")
+            ax.add_patch(FancyArrowPatch((xl, y1), (x1 - box_w / 2, y1), **arrow))
+        elif (s, d) in lane_of:
             xl = lane_of[(s, d)] + x_shift
             # out of the source's right side, down the lane, into the destination's right side
             ax.plot([x0 + box_w / 2, xl, xl], [y0, y0, y1], color=arrow["color"],

@@ -402,6 +402,34 @@ def test_architecture_branches_and_merges(tmp_path):
     _png_ok(tmp_path / "b.png")
 
 
+@pytest.mark.parametrize("case", ["self", "cycle"])
+def test_architecture_layer_called_on_its_own_output(tmp_path, case):
+    """sh(sh(i)) (a self-edge) and A(B(A(i))) (a cycle through a shared layer) were a KeyError:
+    the back edge is left out of the ranking and drawn up a lane left of the boxes."""
+    keras = pytest.importorskip("keras")
+    inp = keras.Input((3,), name="i")
+    if case == "self":
+        sh = keras.layers.Dense(3, name="sh")
+        out, back = sh(sh(inp)), [("sh", "sh")]
+    else:
+        a, b = keras.layers.Dense(3, name="A"), keras.layers.Dense(3, name="B")
+        out, back = a(b(a(inp))), [("B", "A")]
+    k = keras.Model(inp, out)
+    k.save(tmp_path / "m.keras")
+    m = load_keras(tmp_path / "m.keras")
+    lay = layout_graph(m.graph)
+    assert sorted(lay.nodes) == sorted(ly.name for ly in k.layers)  # each layer once
+    assert list(lay.back_edges) == back
+    assert all(lay.nodes[s].rank < lay.nodes[d].rank for s, d in lay.edges if (s, d) not in back)
+    fig = plot.architecture(m)
+    ax = fig.axes[0]
+    assert len([p for p in ax.patches if p.get_label() == "edge"]) == len(lay.edges)
+    (lane,) = [ln.get_xydata() for ln in ax.lines if ln.get_label() == "back lane"]
+    left = min(p.get_bbox().x0 for p in ax.patches if p.get_label() == "layer")
+    assert lane[1, 0] < left and lane[2, 1] < lane[0, 1]  # left of every box, going up
+    _texts_inside(fig)
+
+
 def test_grid_row_groups_share_a_scale_per_group():
     maps = _maps(4, 3)
     maps[2:] *= 100  # the second group (e.g. the logits head) is much larger

@@ -46,6 +46,9 @@ class Layout:
     edges: tuple[tuple[str, str], ...]
     n_ranks: int
     width: int  # the most nodes in one rank
+    # the edges of ``edges`` that point to the same or an earlier rank: a layer called on its
+    # own output, or a call that closes a cycle through a shared layer
+    back_edges: tuple[tuple[str, str], ...] = ()
 
     def rank_nodes(self, rank: int) -> list[Node]:
         return sorted((n for n in self.nodes.values() if n.rank == rank), key=lambda n: n.order)
@@ -81,7 +84,11 @@ def layout_graph(graph, output_shapes: Mapping[str, Any] | None = None) -> Layou
       a :class:`Layout`. Edges follow the calls of the graph: a layer called on the outputs
       of two layers (a merge) has two incoming edges, a layer whose output feeds two layers
       (a branch) has two outgoing ones. A layer called several times (shared weights) is one
-      node.
+      node. A layer called on its own output (``sh(sh(x))``) has a self-edge, and a layer
+      called again downstream of a layer it feeds (``A(B(A(x)))``) closes a cycle; such
+      edges (``Layout.back_edges``) are left out of the ranking, so every layer is one node
+      below its other parents, and :func:`jaxsal.plot.architecture` draws them up a lane
+      left of the boxes.
     """
     output_shapes = dict(output_shapes or {})
     names = list(graph.layers)
@@ -91,24 +98,28 @@ def layout_graph(graph, output_shapes: Mapping[str, Any] | None = None) -> Layou
             e = (r.layer, call.layer)
             if e not in edges and r.layer in graph.layers:
                 edges.append(e)
+    back = _back_edges(names, edges)
     preds: dict[str, list[str]] = {n: [] for n in names}
     for s, d in edges:
-        preds[d].append(s)
+        if (s, d) not in back:
+            preds[d].append(s)
 
-    # Longest-path ranks (the call list is topologically ordered; inputs have no calls).
+    # Longest-path ranks over the forward edges, which form a DAG; iterative (a chain of
+    # hundreds of layers would overflow the recursion limit).
     rank: dict[str, int] = {}
-
-    def rank_of(n: str, seen=()) -> int:
-        if n in rank:
-            return rank[n]
-        if n in seen:  # defensive: the importer rejects cycles
-            return 0
-        r = 0 if not preds[n] else 1 + max(rank_of(p, seen + (n,)) for p in preds[n])
-        rank[n] = r
-        return r
-
-    for n in names:
-        rank_of(n)
+    for n0 in names:
+        stack = [n0]
+        while stack:
+            n = stack[-1]
+            if n in rank:
+                stack.pop()
+                continue
+            todo = [p for p in preds[n] if p not in rank]
+            if todo:
+                stack.extend(todo)
+            else:
+                rank[n] = 1 + max((rank[p] for p in preds[n]), default=-1)
+                stack.pop()
     n_ranks = 1 + max(rank.values(), default=0)
     by_rank: list[list[str]] = [[] for _ in range(n_ranks)]
     for n in names:  # Keras order inside a rank to start with
@@ -129,4 +140,36 @@ def layout_graph(graph, output_shapes: Mapping[str, Any] | None = None) -> Layou
             cls = spec.class_name if spec.class_name != "Model" else "Functional"
             nodes[n] = Node(n, cls, output_shapes.get(n), _activation(spec.config), r, i,
                             pos[n], float(r))
-    return Layout(nodes, tuple(edges), n_ranks, width)
+    return Layout(nodes, tuple(edges), n_ranks, width,
+                  tuple(e for e in edges if e in back))
+
+
+def _back_edges(names: list[str], edges: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The edges that close a cycle (self-edges included) in a depth-first search from the
+    layers without parents, then the rest, in Keras order (so the first call of a shared
+    layer is the forward one); without them the graph has no cycle."""
+    succ: dict[str, list[str]] = {n: [] for n in names}
+    has_pred = set()
+    for s, d in edges:
+        succ[s].append(d)
+        if s != d:
+            has_pred.add(d)
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    back = set()
+    for root in [n for n in names if n not in has_pred] + names:
+        if root in state:
+            continue
+        state[root] = 1
+        stack = [(root, iter(succ[root]))]
+        while stack:
+            n, it = stack[-1]
+            d = next(it, None)
+            if d is None:
+                state[n] = 2
+                stack.pop()
+            elif state.get(d) == 1:
+                back.add((n, d))
+            elif d not in state:
+                state[d] = 1
+                stack.append((d, iter(succ[d])))
+    return back
