@@ -430,6 +430,23 @@ def test_architecture_layer_called_on_its_own_output(tmp_path, case):
     _texts_inside(fig)
 
 
+def test_architecture_activation_labels_as_keras_serializes_them():
+    """A registered function (Keras 3 saves {"class_name": "function", "config": "pkg>name"})
+    was an AttributeError; a layer as activation was labelled with its instance name."""
+    keras = pytest.importorskip("keras")
+    from jaxsal._src.architecture import _activation
+
+    @keras.saving.register_keras_serializable(package="jaxsal_tests")
+    def swishy(t):
+        return t * keras.ops.sigmoid(t)
+
+    L = keras.layers
+    cases = [(swishy, keras.saving.get_registered_name(swishy)),  # "jaxsal_tests>swishy"
+             (L.LeakyReLU(0.2), "LeakyReLU"), ("relu", "relu"), (None, None)]
+    for act, want in cases:
+        assert _activation(L.Dense(2, activation=act).get_config()) == want, act
+
+
 def test_grid_row_groups_share_a_scale_per_group():
     maps = _maps(4, 3)
     maps[2:] *= 100  # the second group (e.g. the logits head) is much larger

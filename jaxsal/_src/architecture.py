@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterator, Mapping
 
+from model_import._layers.activations import activation_name
+
 __all__ = ["Node", "Layout", "layout_graph"]
 
 
@@ -67,10 +69,10 @@ def _refs(a) -> Iterator[Any]:
 
 
 def _activation(config: Mapping[str, Any]) -> str | None:
-    act = config.get("activation")
-    if isinstance(act, Mapping):  # Keras 3 may serialize activations as objects
-        act = act.get("config", {}).get("name") or act.get("class_name")
-    return None if act in (None, "linear") else str(act)
+    # the importer's own reading: a name, Keras 3's {"class_name": "function", "config":
+    # "pkg>name"} for a registered function, a layer (LeakyReLU(0.2)) by its class
+    act = activation_name(config.get("activation"))
+    return None if act == "linear" else act
 
 
 def layout_graph(graph, output_shapes: Mapping[str, Any] | None = None) -> Layout:
