@@ -26,6 +26,7 @@ import inspect
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._src.validate import all_finite
@@ -58,7 +59,8 @@ def non_finite_rows(maps: Any) -> list[int]:
     model with several) that hold NaN/inf, sorted; ``[]`` where every value is finite or
     the values are not known (tracers under the caller's ``jax.jit``)."""
     leaves = [a for a in jax.tree_util.tree_leaves(maps)
-              if hasattr(a, "dtype") and np.issubdtype(a.dtype, np.inexact)]
+              if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact)]
+    # (jnp's test: bfloat16 and float8 of ml_dtypes are no np.inexact, but inexact to JAX)
     if any(isinstance(a, jax.core.Tracer) for a in leaves):
         return []
     bad: set[int] = set()
