@@ -11,6 +11,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -136,6 +137,9 @@ ACCEPTED = {
     "np 0-d float64 array": lambda f, i: np.array(f),
     "jnp 0-d float32": lambda f, i: jnp.float32(f),
     "jnp 0-d int32": lambda f, i: jnp.asarray(i, jnp.int32),
+    # (ml_dtypes' bfloat16 is no np.floating: it was refused, float16 taken)
+    "jnp 0-d bfloat16": lambda f, i: jnp.asarray(f, jnp.bfloat16),
+    "ml_dtypes bfloat16 scalar": lambda f, i: ml_dtypes.bfloat16(f),
 }
 
 # each kind of value the rule refuses, made from the valid float f; and what the error adds

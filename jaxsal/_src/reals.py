@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -31,7 +32,7 @@ def as_float(v: Any) -> float | None:
         return None
     if isinstance(v, (np.ndarray, np.generic, jax.Array)) and (
             v.shape != () or not (np.issubdtype(v.dtype, np.integer)
-                                  or np.issubdtype(v.dtype, np.floating))):
+                                  or jnp.issubdtype(v.dtype, jnp.floating))):  # (bfloat16)
         return None  # several values, bools, complex, strings, objects
     try:
         return float(v)
