@@ -1092,3 +1092,30 @@ def test_replace_file_keeps_a_symbolic_link_and_the_old_file_on_an_error(tmp_pat
         replace_file(str(link), torn)
     np.testing.assert_array_equal(np.load(target), np.arange(4.0))
     assert sorted(os.listdir(tmp_path)) == ["link.npy", "real.npy"]
+
+
+@pytest.mark.parametrize("wrong", ["one row", "rows of the job", "another map shape"])
+def test_a_chunk_s_maps_of_another_shape_than_the_file_s_are_refused(tmp_path, tiny, wrong):
+    """A chunk's maps went into the file as they came: a method returning one row for a
+    chunk of 4 (a batch mean) broadcast it into all 4 rows, one returning more rows than the
+    chunk was cut, one whose maps changed shape in a later chunk was written into the file's
+    shape. Each now fails its chunk, saying the shape got and expected."""
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+
+    def method(model, x, targets=None):
+        maps = 2 * np.asarray(x)
+        if wrong == "one row":
+            return maps.mean(0, keepdims=True)
+        if wrong == "rows of the job":
+            return np.concatenate([maps, maps])
+        return maps if x[0, 0] == 0 else maps[:, :2]  # chunk 0 right, chunk 1 not
+
+    chunk = 0 if wrong != "another map shape" else 1
+    got, expected = {"one row": ("(1, 4)", "(4, ...)"), "rows of the job": ("(8, 4)", "(4, ...)"),
+                     "another map shape": ("(4, 2)", "(4, 4)")}[wrong]
+    with pytest.raises(ValueError, match=rf"chunk {chunk} \(inputs {4 * chunk}:{4 * chunk + 4}"
+                       r"\) failed: .*(of )?shape") as e:
+        jaxsal.explain_to_file(method, tiny, x, tmp_path / "maps.npy", batch_size=4)
+    assert f"shape {got}" in str(e.value) and f"expected {expected}" in str(e.value) or (
+        f"an array of shape {expected}" in str(e.value) and f"got shape {got}" in str(e.value))
+

@@ -146,12 +146,25 @@ def _recorded_files(prog: dict, path: str, per_input: list[str]) -> list[str] | 
 
 
 def _maps_by_file(result: Any, several: _Several | None, path: str, per_input: list[str],
-                  count: int) -> dict[str, np.ndarray]:
+                  count: int, batch_size: int) -> dict[str, np.ndarray]:
     """``{file: its rows}`` of a chunk's maps ``result`` (its first ``count`` rows): one
     array to ``path``; for several inputs, a map per input (in their container, or a list
-    or tuple of one per input) to each input's file."""
-    return {f: np.asarray(m)[:count]
-            for f, m in _split_maps(result, several, path, per_input).items()}
+    or tuple of one per input) to each input's file. Each must hold one map per input of
+    the chunk as padded (``batch_size`` rows): a ``ValueError`` otherwise (one row would
+    broadcast into every row of the file, extra rows would be cut silently)."""
+    maps = {}
+    for f, m in _split_maps(result, several, path, per_input).items():
+        a = np.asarray(m)
+        if a.ndim < 1 or a.shape[0] != batch_size:
+            padded = f", padded to {batch_size}" if count < batch_size else ""
+            raise ValueError(
+                f"expected the method to return one map per input of the chunk: an array of "
+                f"shape ({batch_size}, ...) for its {count} inputs{padded}, got shape "
+                f"{a.shape}{f' for {f}' if several is not None else ''}; a method must "
+                "return maps of shape (batch, ...) for inputs of shape (batch, ...), not "
+                "one map for the whole batch")
+        maps[f] = a[:count]
+    return maps
 
 
 def _split_maps(result: Any, several: _Several | None, path: str, per_input: list[str]
@@ -843,7 +856,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             try:
                 # np.asarray inside: a JAX runtime error (out of memory...) surfaces there
                 maps = _maps_by_file(method(model, xb, tb, **opts), several, path, per_input,
-                                     hi - lo)
+                                     hi - lo, batch_size)
             except NonFiniteMaps as e:  # named by their index in the job, not the chunk
                 rows_bad, where = [lo + r for r in e.rows if r < hi - lo] or [hi - 1], ""
             except Exception as e:
@@ -896,6 +909,19 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             raise ValueError(f"{have} per input, but this job computes {want}; its progress "
                              "file says it is the same job, so the file was replaced after "
                              f"the job started. {_fresh(list(out), progress_path)}")
+        elif list(out) != list(maps) or any(out[f].shape[1:] != m.shape[1:]
+                                            for f, m in maps.items()):
+            # (a method whose maps change shape from chunk to chunk: written into the file's
+            # shape, they would broadcast or fail half-way through a write)
+            def shapes(arrays: dict) -> str:
+                return "; ".join(f"{(batch_size, *a.shape[1:])}"
+                                 + (f" for {f}" if several is not None else "")
+                                 for f, a in arrays.items())
+            raise _chunk_failed(ValueError(
+                f"the method returned maps of shape {shapes(maps)}, but the earlier chunks' "
+                f"maps (in the file) were of shape {shapes(out)}: expected {shapes(out)}; a "
+                "method must return maps of the same shape for every chunk"), c, lo, hi,
+                batch_size, done, files, path, several)
         for f, m in maps.items():
             _write(out[f], lo, hi, m)
         done.add(c)
