@@ -1119,3 +1119,28 @@ def test_a_chunk_s_maps_of_another_shape_than_the_file_s_are_refused(tmp_path, t
     assert f"shape {got}" in str(e.value) and f"expected {expected}" in str(e.value) or (
         f"an array of shape {expected}" in str(e.value) and f"got shape {got}" in str(e.value))
 
+
+def _minus(model, x, targets=None, *, baseline=0.0):
+    """A method of one's own with an option of one row per input: ``x - baseline``."""
+    return np.asarray(x) - np.asarray(baseline)
+
+
+@pytest.mark.parametrize("method", ["own", "integrated_gradients"])
+def test_rows_per_input_bound_in_a_partial_are_sliced_with_one_input_array(tmp_path, tiny,
+                                                                          method):
+    """An (N, ...) option bound in a functools.partial of the method, for a job over one
+    input array: passed whole to every chunk, IG refused it (a baseline of N rows for a
+    chunk of 4) and a method of one's own broadcast it wrongly. It is taken as the option
+    passed to the job: sliced with the inputs, and the same job."""
+    x = np.arange(40, dtype=np.float32).reshape(10, 4) / 10
+    base = np.random.default_rng(0).normal(size=x.shape).astype(np.float32)
+    fn = _minus if method == "own" else functools.partial(jaxsal.integrated_gradients, steps=4)
+    want = x - base  # IG of a linear model of weights 1: (x - baseline) * 1, exactly
+    path = tmp_path / "maps.npy"
+    out = jaxsal.explain_to_file(functools.partial(fn, baseline=base), tiny, x, path,
+                                 targets=1, batch_size=4)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    chunks = []  # the baseline passed to the job: the same job, finished
+    jaxsal.explain_to_file(fn, tiny, x, path, targets=1, batch_size=4, baseline=base,
+                           on_chunk=lambda done, total: chunks.append(done))
+    assert chunks == []

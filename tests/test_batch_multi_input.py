@@ -854,3 +854,20 @@ def test_every_option_per_input_of_a_partial_is_arranged(tmp_path, linear, xs):
     out = jaxsal.explain_to_file(bound, linear, xs, tmp_path / "maps.npy", batch_size=5)
     assert seen == [({"a": 1.0, "b": 2.0}, {"baseline": {"a": 3.0, "b": 4.0}, "n": 1})]
     _assert_maps(out, {"a": 2 * xs["a"], "b": 2 * xs["b"]})
+
+
+def test_rows_per_input_of_one_input_bound_in_a_partial_are_sliced(tmp_path, linear, xs):
+    """A method of one's own (no several_input_options) with an option given per input, one
+    of them (N, ...) rows, bound in a functools.partial: passed whole to every chunk, it was
+    broadcast against a chunk's rows. It is taken as the option passed to the job: sliced
+    with its input."""
+    import functools
+
+    def minus(model, x, targets=None, *, shift):
+        return {k: np.asarray(x[k]) - np.asarray(shift[k]) for k in x}
+
+    rows = np.random.default_rng(1).normal(size=xs["a"].shape).astype(np.float32)
+    out = jaxsal.explain_to_file(functools.partial(minus, shift={"a": rows, "b": 1.0}),
+                                 linear, xs, tmp_path / "maps.npy", batch_size=2)
+    _assert_maps(out, {"a": xs["a"] - rows, "b": xs["b"] - 1.0})
+

@@ -3,6 +3,7 @@ interaction models), efficiency, symmetry, the definition by brute force, exact 
 determinism, batching, explain_to_file, compilation, feature_mask forms and refusals. Captum
 parity is in test_reference_torch.py."""
 
+import functools
 import itertools
 import math
 
@@ -300,6 +301,17 @@ def test_explain_to_file_group_values_of_one_mask_per_input(tmp_path):
                                  targets=[0, 1], batch_size=2, feature_mask=masks,
                                  return_groups=True)
     np.testing.assert_allclose(got, one, rtol=1e-5, atol=1e-6)
+    # bound in a functools.partial, the options of the same job: return_groups=True bound was
+    # left to each chunk (a chunk of one group wrote its value into every column)
+    for name, bound, passed in (("p.npy", dict(return_groups=True), dict(feature_mask=masks)),
+                                ("g.npy", dict(return_groups=True, feature_mask=masks), {})):
+        chunks = []
+        got = jaxsal.explain_to_file(functools.partial(jaxsal.shapley_values, **bound), m, x,
+                                     str(tmp_path / name), targets=[0, 1], batch_size=2,
+                                     on_chunk=lambda done, total: chunks.append(done),
+                                     **passed)
+        np.testing.assert_allclose(got, one, rtol=1e-5, atol=1e-6)
+        assert chunks == ([] if name == "g.npy" else [1, 2])  # g.npy: the job above's
     # an int is the number of columns; fewer than the ids need is refused
     wide = np.asarray(jaxsal.shapley_values(m, x[:2], [0, 1], feature_mask=masks[:2],
                                             return_groups=9))

@@ -67,10 +67,10 @@ from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_p
                                    write_fix)
 from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids,
                                     _check_options, _check_targets, _chunk_options,
-                                    _chunk_targets, _implicit_offset, _rows, _several,
-                                    _Several, _takes_offset, _unwrap, check_call, class_free,
-                                    input_paths, job_options,
-                                    per_input_arrays, per_input_options, shared_options)
+                                    _chunk_targets, _implicit_offset, _map_rows, _rows,
+                                    _several, _Several, _takes_offset, _unwrap, check_call,
+                                    class_free, input_paths, job_options, per_input_arrays,
+                                    per_input_options, several_input_options, shared_options)
 from jaxsal._src.job_lock import job_lock
 from jaxsal._src.job_signature import (_array_digest, _bytes, _signatures, _Unstable,
                                       model_fingerprint, per_input_targets, target_record)
@@ -426,7 +426,10 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         ``inputs`` for a dict of inputs, else as a list; bound in a ``functools.partial`` of
         ``method`` (``functools.partial(jaxsal.integrated_gradients, baseline={...})``),
         they are taken as if passed here (arranged, sliced, checked; the same job), an
-        option passed here over the partial's.
+        option passed here over the partial's. So are, for one input array as for several,
+        the partial's options sliced with the inputs (an ``(N, H, W, C)`` baseline), named
+        by ``per_input_options`` or fixed by ``job_options`` (``functools.partial(
+        jaxsal.shapley_values, return_groups=True)``); its others stay bound.
     Returns:
       The maps as a read-only memory map of ``path`` (shape ``(N, ...)`` as ``method`` returns);
       for several inputs and a map per input, the memory maps of their files in the
@@ -529,6 +532,40 @@ def _bound_keywords(method: Callable, *, none_unset: bool = False) -> dict:
     return bound
 
 
+def _unbind_options(method: Callable, model: Any, shapes: Any, n: int, ndim: int,
+                    several: _Several | None, options: dict) -> tuple[Callable, dict]:
+    """``(method, options)`` with the options that ``functools.partial`` layers of
+    ``method`` bind and the job must read, taken out of them into ``options`` (an option
+    passed to the job over the partial's, as the partial's call gives them): those of
+    :func:`several_input_options` (for several inputs), those its ``job_options`` fixes for
+    the whole job (the Shapley methods' ``return_groups=True``) or ``per_input_options``
+    names, and every one with rows sliced with the inputs (:func:`_map_rows`: an ``(N, H,
+    W, C)`` IG baseline). Left bound, each chunk would get them whole and as bound: rows of
+    all the inputs, a value a chunk's masks alone decide. The others stay bound (a method's
+    own ``batch_size``), as the job's signature describes them."""
+    bound = _bound_keywords(method)
+    if not bound:
+        return method, options
+    view = {**bound, **options}
+    if several is not None:
+        view = _arrange_options(method, several, view)
+    job = job_options(method, model, shapes, view)
+    rows = per_input_options(method, model, shapes, job)
+    shared = shared_options(method)
+    names = ({spec.partition(".")[0] for spec in several_input_options(method)}
+             if several is not None else set())
+    for k in bound:
+        hit: list = []
+        _map_rows({k: job.get(k)}, n, ndim, lambda _, v: hit.append(k) or v, shared, rows,
+                  several)
+        if hit or k in rows or k not in job or job[k] is not view[k]:
+            names.add(k)
+    if not names:
+        return method, options
+    method, taken = _bound_options(method, names)
+    return method, {**taken, **options}
+
+
 def _shard_count(sharding: Any, batch_size: int, row_shape: tuple) -> int:
     """How many shards ``sharding`` splits a chunk's batch axis into; a ``ValueError`` where
     ``batch_size`` rows do not split into whole shards."""
@@ -629,11 +666,11 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         n = len(arrays[0])
         shapes = several.pack([tuple(np.shape(a)) for a in arrays])
         per_input = input_paths(path, several.names)
-        # an option of one value per input bound in a functools.partial of the method: taken
-        # as passed here (arranged, sliced with its input, checked; the same job), the
-        # call's over the partial's
-        method, bound = _bound_options(method)
-        options = {**bound, **options}
+    # an option bound in a functools.partial of the method that the job reads (rows sliced
+    # with the inputs, one fixed for the whole job, one value per input): taken as passed
+    # here (arranged, sliced, checked; the same job), the call's over the partial's
+    method, options = _unbind_options(method, model, shapes, n, ndim, several, options)
+    if several is not None:
         # an option of one value per input as a dict by name or a list by position: passed
         # on keyed as the inputs (a dict of them), else as a list
         options = _arrange_options(method, several, options)

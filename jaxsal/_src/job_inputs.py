@@ -272,14 +272,16 @@ def several_input_options(method: Callable) -> tuple[str, ...]:
     return tuple(getattr(_unwrap(method), "several_input_options", ()))
 
 
-def _bound_options(method: Callable) -> tuple[Callable, dict]:
-    """``(method, bound)``: the options of :func:`several_input_options` that
-    ``functools.partial`` layers of ``method`` bind, taken out of them (an outer layer's
-    over an inner one's, as the partial's call gives them), and the method without them."""
+def _bound_options(method: Callable, names: Any = None) -> tuple[Callable, dict]:
+    """``(method, bound)``: the options ``names`` (default: those of
+    :func:`several_input_options`) that ``functools.partial`` layers of ``method`` bind,
+    taken out of them (an outer layer's over an inner one's, as the partial's call gives
+    them), and the method without them."""
     if not isinstance(method, functools.partial):
         return method, {}
-    func, bound = _bound_options(method.func)
-    names = {spec.partition(".")[0] for spec in several_input_options(method)}
+    if names is None:
+        names = {spec.partition(".")[0] for spec in several_input_options(method)}
+    func, bound = _bound_options(method.func, names)
     kept = {k: v for k, v in method.keywords.items() if k not in names}
     bound.update((k, v) for k, v in method.keywords.items() if k in names)
     if func is method.func and len(kept) == len(method.keywords):
