@@ -871,3 +871,28 @@ def test_rows_per_input_of_one_input_bound_in_a_partial_are_sliced(tmp_path, lin
                                  linear, xs, tmp_path / "maps.npy", batch_size=2)
     _assert_maps(out, {"a": xs["a"] - rows, "b": xs["b"] - 1.0})
 
+
+def test_an_option_per_input_signs_alike_for_a_list_and_a_dict_of_inputs(tmp_path, two):
+    """A list and a dict of the same inputs are the same job; with an option given per input
+    (passed to the method keyed as the inputs: a list for a list, a dict for a dict) they
+    were signed as two, and the other form's run was refused ("what differs: the
+    options"). It resumes, computing nothing, in every form of the option."""
+    m, x, _ = two
+    seen = []
+
+    def method(model, x, targets=None, *, baseline=0.0):
+        seen.append(type(baseline).__name__)
+        return x
+
+    method.several_input_options = ("baseline",)
+    rows = x[1][::-1].copy()
+    by_name = {"meta": x[1], "img": x[0]}
+    path = tmp_path / "maps.npy"
+    jaxsal.explain_to_file(method, m, x, path, batch_size=5, baseline=[0.5, rows])
+    assert seen == ["list"]
+    for inputs, baseline in ((by_name, [0.5, rows]), (by_name, {"meta": rows, "img": 0.5}),
+                             (x, {"meta": rows, "img": 0.5})):
+        chunks = []
+        jaxsal.explain_to_file(method, m, inputs, path, batch_size=5, baseline=baseline,
+                               on_chunk=lambda done, total: chunks.append(done))
+        assert chunks == [] and seen == ["list"], (type(inputs), type(baseline))

@@ -35,7 +35,8 @@ import jax
 import numpy as np
 
 from jaxsal._src import base
-from jaxsal._src.job_inputs import _Several, _unwrap, public_function
+from jaxsal._src.job_inputs import (_Several, _unwrap, public_function,
+                                    several_input_options)
 
 _MAX_DEPTH = 12
 
@@ -470,13 +471,39 @@ def _signature(method: Callable, model: Any, inputs: Any, options: dict, targets
     return _signatures(method, model, inputs, options, targets, batch_size)[0]
 
 
+def _in_input_order(method: Callable, options: dict, several: _Several | None) -> dict:
+    """``options`` with each option ``method`` takes one value per input
+    (:func:`~jaxsal._src.job_inputs.several_input_options`, also a key of a dict option) in
+    one form: a list in the model's input order. A job passes them keyed as its inputs (a
+    dict for a dict of inputs, else a list), so a list and a dict of the same inputs would
+    sign them apart; the list, as a job over a list of inputs has always signed them."""
+    if several is None or several.kind is not dict:
+        return options
+
+    def in_order(v: Any) -> Any:
+        return ([v[k] for k in several.keys]
+                if isinstance(v, dict) and set(v) == set(several.keys) else v)
+
+    out = dict(options)
+    for spec in several_input_options(method):
+        name, _, key = spec.partition(".")
+        if name not in out:
+            continue
+        if not key:
+            out[name] = in_order(out[name])
+        elif isinstance(out[name], dict) and key in out[name]:
+            out[name] = {**out[name], key: in_order(out[name][key])}
+    return out
+
+
 def _signatures(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
                 batch_size: int, several: _Several | None = None,
                 fingerprint: dict | None = None) -> tuple[str, str, dict[str, str]]:
     """The job's signature, its family's (the same job at any batch size) and a hash of
     each part of it but the batch size (``{part: hash}``, :data:`PARTS`: for the error that
     says how another job differs). For several inputs, each input's name, shape and dtype
-    (in the model's order: a list and a dict of the same inputs are the same job); labels
+    (in the model's order: a list and a dict of the same inputs are the same job, also with
+    an option given per input, :func:`_in_input_order`); labels
     per input (:func:`per_input_targets`) by their rows' shape and dtype (their rows are
     hashed with each chunk's inputs). ``fingerprint``: ``model_fingerprint(model)`` where
     the caller has it (it hashes every weight)."""
@@ -491,7 +518,7 @@ def _signatures(method: Callable, model: Any, inputs: Any, options: dict, target
         "method": _method_description(method),
         "model": model_fingerprint(model) if fingerprint is None else fingerprint,
         "n": n, "input": described,
-        "options": _describe(_named(method, dict(options))),
+        "options": _describe(_named(method, _in_input_order(method, dict(options), several))),
         "targets": _describe(_ids(targets)),
         "b": batch_size,
     }
