@@ -10,6 +10,12 @@
 #   programs; tests/test_layouts.py + test_attribution.py 1:56 -> 1:05 wall); XLA then fuses
 #   and lays out a few operations differently, so the compiled programs are not the ones users
 #   get and float results may differ in the last bits.
+# - where the installed jaxlib has it, with each program's machine code generated in one piece
+#   (--xla_cpu_parallel_codegen_split_count=1; XLA splits it into parts compiled on several
+#   threads, which the suite's two workers on two cores do not use, at a cost for its small
+#   programs). Measured on the 2-core machine: tests/test_layouts.py -k channels_first_equals,
+#   3 alternating runs each, 23.0-28.6 -> 18.6-23.2 s of user CPU time. The same code, run
+#   the same: no float result changes.
 # At level 0 XLA computes some values twice with different roundings, and JAX's derivative of
 # jnp.max (to the elements equal to the maximum) is then NaN for a whole slice where none is
 # equal (README "Known limitations": a float64 GroupNormalization -> max -> dense repro, 97 of
@@ -26,11 +32,13 @@ if [ -z "${JAXSAL_TEST_XLA_DEFAULT:-}" ]; then
   if [[ "${XLA_FLAGS:-}" != *xla_backend_optimization_level* ]]; then
     export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_backend_optimization_level=0"
   fi
-  _emitters="--xla_cpu_use_fusion_emitters=false"
-  if [[ "$XLA_FLAGS" != *xla_cpu_use_fusion_emitters* ]] &&
-     XLA_FLAGS="$XLA_FLAGS $_emitters" bash -c '"$0" -c "import jax; jax.devices()"; exit $?' \
-       "${1:-python3}" >/dev/null 2>&1; then
-    export XLA_FLAGS="$XLA_FLAGS $_emitters"
-  fi
-  unset _emitters
+  for _flag in --xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1; do
+    _name=${_flag%%=*}
+    if [[ "$XLA_FLAGS" != *"${_name#--}"* ]] &&
+       XLA_FLAGS="$XLA_FLAGS $_flag" bash -c '"$0" -c "import jax; jax.devices()"; exit $?' \
+         "${1:-python3}" >/dev/null 2>&1; then
+      export XLA_FLAGS="$XLA_FLAGS $_flag"
+    fi
+  done
+  unset _flag _name
 fi
