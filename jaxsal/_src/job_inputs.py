@@ -290,21 +290,28 @@ def _bound_options(method: Callable, names: Any = None) -> tuple[Callable, dict]
             else func), bound
 
 
-def _arrange_options(method: Callable, several: _Several, options: dict) -> dict:
-    """``options`` with each of :func:`several_input_options` given per input (a dict keyed
-    by the input names, a list by position) in the container the method takes beside the
-    inputs (:meth:`_Several.arrange`); the others as they are."""
+def map_several_input_options(method: Callable, options: dict,
+                              fn: Callable[[Any, str], Any]) -> dict:
+    """``options`` with ``fn(value, label)`` applied to each of :func:`several_input_options`
+    present (``"baseline"``, or a dict option's key, ``"method_options.baseline"``, labelled
+    ``method_options['baseline']``); the others as they are."""
     out = dict(options)
     for spec in several_input_options(method):
         name, _, key = spec.partition(".")
         if name not in out:
             continue
         if not key:
-            out[name] = several.arrange(out[name], name)
+            out[name] = fn(out[name], name)
         elif isinstance(out[name], dict) and key in out[name]:
-            out[name] = {**out[name], key: several.arrange(out[name][key],
-                                                           f"{name}[{key!r}]")}
+            out[name] = {**out[name], key: fn(out[name][key], f"{name}[{key!r}]")}
     return out
+
+
+def _arrange_options(method: Callable, several: _Several, options: dict) -> dict:
+    """``options`` with each of :func:`several_input_options` given per input (a dict keyed
+    by the input names, a list by position) in the container the method takes beside the
+    inputs (:meth:`_Several.arrange`); the others as they are."""
+    return map_several_input_options(method, options, several.arrange)
 
 
 def per_input_options(method: Callable, model: Any, shape: tuple,

@@ -36,7 +36,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.job_inputs import (_Several, _unwrap, public_function,
-                                    several_input_options)
+                                    map_several_input_options)
 
 _MAX_DEPTH = 12
 
@@ -480,20 +480,11 @@ def _in_input_order(method: Callable, options: dict, several: _Several | None) -
     if several is None or several.kind is not dict:
         return options
 
-    def in_order(v: Any) -> Any:
+    def in_order(v: Any, label: str) -> Any:
         return ([v[k] for k in several.keys]
                 if isinstance(v, dict) and set(v) == set(several.keys) else v)
 
-    out = dict(options)
-    for spec in several_input_options(method):
-        name, _, key = spec.partition(".")
-        if name not in out:
-            continue
-        if not key:
-            out[name] = in_order(out[name])
-        elif isinstance(out[name], dict) and key in out[name]:
-            out[name] = {**out[name], key: in_order(out[name][key])}
-    return out
+    return map_several_input_options(method, options, in_order)
 
 
 def _signatures(method: Callable, model: Any, inputs: Any, options: dict, targets: Any,
