@@ -41,6 +41,42 @@ def test_rank_correlation_is_scipys_spearman_with_ties():
     assert np.isnan(stats.spearmanr(a[0, 0].ravel(), bad[0].ravel())[0])
 
 
+@pytest.mark.parametrize("x64", [False, True])
+def test_rank_correlation_ranks_integer_and_huge_float_maps_exactly(x64):
+    """rank_correlation cast both maps to float32 (float64 under x64) before ranking: ints 1
+    apart beyond 2**24 tied (int64 ones under x64 made float32 too: NaN), int64 maps beyond
+    int32 wrapped around without x64 (a wrong correlation), and float64 maps beyond float32's
+    range became inf (NaN). Ints are ranked as ints, huge float64 maps scaled by a power of
+    two per map (exact, as deletion's), and int64 beyond int32 without x64 refused."""
+    x64_ctx = getattr(jax, "enable_x64", None)
+    if x64_ctx is None:  # older JAX
+        from jax.experimental import enable_x64 as x64_ctx
+    b = np.array([[4, 1, 3, 2], [1, 2, 4, 3]], np.int32)
+    ints = np.array([[2**25 + 1, 2**25, 2**25 + 3, 2**25 + 2], [7, 2**30, 2**30 + 1, 9]],
+                    np.int32)
+    huge = np.array([[4e39, 1e39, 3e39, 2e39], [1.0, 2.0, 4.0, 3.0]])  # float64
+    wide = np.array([[0, 2**31 + 5, 2**32 + 1, 7], [2**40 + 1, 2**40, 2**40 + 3, 2**40 + 2]],
+                    np.int64)
+    with x64_ctx(x64):
+        got = [np.asarray(jaxsal.rank_correlation(m, b)) for m in (ints, huge)]
+        if x64:
+            got.append(np.asarray(jaxsal.rank_correlation(wide, b)))
+        else:
+            with pytest.raises(ValueError, match=r"rank_correlation: the maps a hold \d+, "
+                                                  r"beyond int32's range"):
+                jaxsal.rank_correlation(wide, b)
+    for g, m in zip(got, (ints, huge, wide)):
+        want = [stats.spearmanr(m[i], b[i])[0] for i in range(2)]
+        np.testing.assert_allclose(g, want, rtol=1e-6)
+    if not x64:  # randomization_test made explain's NumPy maps JAX arrays first: inf, NaN
+        mlp, xs = _mlp(), np.linspace(-1, 1, 24, dtype=np.float32).reshape(2, 3, 4, 1)
+        corr = [jaxsal.randomization_test(
+            lambda mm: np.asarray(jaxsal.saliency(mm, xs, 0), np.float64) * scale, mlp,
+            key=0, layers=["d2"])["d2"] for scale in (1.0, 1e39)]
+        assert np.isfinite(corr[0]).all()
+        np.testing.assert_array_equal(corr[1], corr[0])
+
+
 def test_gaussian_draws_keep_variances_non_negative():
     """``mode="gaussian"`` on a batch-norm-like layer: its variance, drawn with the array's
     mean and std, went negative (sqrt of a negative: every map NaN, and the NaN maps got a

@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
-from jaxsal._src.validate import check_flag
+from jaxsal._src.validate import _maps_in_float32, check_flag, narrow
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -65,12 +65,11 @@ def rank_correlation(a: ArrayLike, b: ArrayLike, *, batch_dims: int = 1) -> Arra
     """Spearman rank correlation of maps ``a`` and ``b`` (same shape), one value per map: the
     first ``batch_dims`` axes index the maps (``(N, H, W)``: 1; ``(N, T, H, W)``: 2), the
     rest are ranked (ties share their average rank, as ``scipy.stats.spearmanr``). NaN for
-    a constant map and for a map with NaN or infinite values (as scipy's)."""
-    # float32, or float64 as given (under jax_enable_x64): rounded to float32, values closer
-    # than its resolution would tie (and a map that is not constant could come out NaN)
-    a, b = jnp.asarray(a), jnp.asarray(b)
-    wide = jnp.promote_types(jnp.promote_types(a.dtype, b.dtype), jnp.float32)
-    a, b = a.astype(wide), b.astype(wide)
+    a constant map and for a map with NaN or infinite values (as scipy's). Each map is ranked
+    in its own dtype: ints as ints, floats in float32 at least (float64 under
+    ``jax_enable_x64``); without x64, NumPy float64 maps beyond float32's range are scaled by
+    a power of two per map (exact) and int64 maps beyond int32's range refused."""
+    a, b = _rankable(a, "a", batch_dims), _rankable(b, "b", batch_dims)
     if a.shape != b.shape:
         raise ValueError(f"rank_correlation: expected maps of the same shape, got {a.shape} "
                          f"and {b.shape}")
@@ -80,6 +79,31 @@ def rank_correlation(a: ArrayLike, b: ArrayLike, *, batch_dims: int = 1) -> Arra
                          f"after batch_dims={batch_dims}")
     lead = a.shape[:batch_dims]
     return _spearman(a.reshape(lead + (-1,)), b.reshape(lead + (-1,)))
+
+
+def _rankable(v: ArrayLike, name: str, batch_dims: Any) -> Array:
+    """Map ``v`` as an array ranked in its own dtype: ints as given (float32 would tie ints 1
+    apart beyond ``2**24``), floats in float32 at least (float64 as given under
+    ``jax_enable_x64``; half precision widened exactly), bools as float32. NumPy arrays (and
+    lists) first as :func:`check_maps` takes them without ``jax_enable_x64``: float64 maps
+    with finite values beyond float32's range scaled per map by a power of two (exact; they
+    would become inf), int64 (uint64) maps beyond int32's (uint32's) range refused (they
+    would wrap around)."""
+    raw = base.native(v)
+    if isinstance(raw, (list, tuple)):
+        try:
+            raw = np.asarray(raw)
+        except (TypeError, ValueError):
+            pass  # (ragged: jnp.asarray says so)
+    if isinstance(raw, np.ndarray):
+        lead = batch_dims if isinstance(batch_dims, int) else 1  # (checked later)
+        what = f"rank_correlation: the maps {name}"
+        raw = _maps_in_float32(raw, lead, what, 100, "")
+        raw = narrow(raw, what, check_finite=False, holds="hold")
+    a = jnp.asarray(raw)
+    if jnp.issubdtype(a.dtype, jnp.integer):
+        return a
+    return a.astype(jnp.promote_types(a.dtype, jnp.float32))
 
 
 def _shuffled(key: Array, a: Array) -> Array:
@@ -355,8 +379,12 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: ModelLike, *,
                 f"{len(maps)} maps (a model of several inputs), where it compares one array "
                 "of maps (N, ...) per example; pick one input's maps, e.g. explain=lambda m: "
                 "jaxsal.saliency(m, x, 3)[0], and test each input so")
-        a = jnp.asarray(maps)
-        return jnp.abs(a) if absolute else a
+        # NumPy maps stay NumPy: rank_correlation checks them (float64 beyond float32's
+        # range, int64 beyond int32's) where jnp.asarray made them inf or wrapped them
+        a = base.native(maps)
+        if not isinstance(a, np.ndarray):
+            a = jnp.asarray(a)
+        return abs(a) if absolute else a
 
     original = prepare(model)
     current = params
