@@ -492,17 +492,28 @@ def test_sensitivity_of_float16_maps_is_measured_without_overflow():
         np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
-@pytest.mark.parametrize("dtype", [jnp.uint8, jnp.bool_])
+@pytest.mark.parametrize("dtype", [jnp.uint8, jnp.bool_, np.int64])
 def test_sensitivity_of_integer_and_bool_maps_is_that_of_the_same_values_as_floats(dtype):
     """Maps of uint8 (a map saved as an 8-bit image) or bool (a thresholded mask): the change
     e(x + d) - e(x) was taken in the maps' dtype. uint8 wrapped around (0 - 1 = 255: 54.37
     instead of 0.213 in the review's probe), bool raised JAX's raw TypeError ('sub does not
-    accept dtype bool'). They are compared as the float32 maps of the same values."""
+    accept dtype bool'). NumPy int64 maps beyond int32's range wrapped around without x64
+    (2**32 + 1024 read as 1024). They are compared as the float32 maps of the same values."""
     x = np.random.default_rng(0).uniform(size=(2, 6, 6, 1)).astype(np.float32)
-    got = np.asarray(jaxsal.sensitivity_max(lambda v: (v > 0.5).astype(dtype), x, key=0,
-                                            radius=0.05))
-    want = np.asarray(jaxsal.sensitivity_max(lambda v: (v > 0.5).astype(jnp.float32), x,
-                                             key=0, radius=0.05))
+    if dtype == np.int64:  # NumPy, exact in float32 (multiples of its spacing there, 512)
+        def explain(v):
+            return np.asarray(v > 0.5, np.int64) * 1024 + 2 ** 32
+
+        def as_floats(v):
+            return (v > 0.5).astype(jnp.float32) * 1024 + 2.0 ** 32
+    else:
+        def explain(v):
+            return (v > 0.5).astype(dtype)
+
+        def as_floats(v):
+            return (v > 0.5).astype(jnp.float32)
+    got = np.asarray(jaxsal.sensitivity_max(explain, x, key=0, radius=0.05))
+    want = np.asarray(jaxsal.sensitivity_max(as_floats, x, key=0, radius=0.05))
     assert want.min() > 0  # (the draws flip some values)
     np.testing.assert_allclose(got, want, rtol=1e-6)
 

@@ -22,7 +22,8 @@ import numpy as np
 from jaxsal._src import base, reals
 from jaxsal._src.finite import NonFiniteMaps, listed, non_finite_rows
 from jaxsal._src.validate import (_maps_in_float32, all_finite, given_inputs, map_peaks,
-                                  one_input_error, peak_exponent, several_arrays, times_pow2)
+                                  narrowed_dtype, one_input_error, peak_exponent,
+                                  several_arrays, times_pow2)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -101,6 +102,10 @@ def _explained(explain: Callable, x: Array, what: str, like: Array | None = None
                 "brings them within float32's range, the same for every call (their norms "
                 "are then taken without overflow), e.g. explain=lambda v: f(v) / 2.0 ** 130 "
                 "for maps up to 1e39; ")
+        if e.dtype.kind in "iu" and narrowed_dtype(e.dtype) is not None:
+            # int64 (uint64) maps without x64, which JAX would wrap around to int32 beyond
+            # its range (2**32 + 1 read as 1): made the float32 they are compared in here
+            e = e.astype(np.float32)
     try:
         e = jnp.asarray(e)
     except (TypeError, ValueError):
