@@ -602,6 +602,22 @@ def test_integer_maps_are_ranked_exactly_not_rounded_to_float(x64):
         np.testing.assert_allclose(p.scores, _curve_by_hand(share.sum(-1), share, 3))
 
 
+def test_bfloat16_maps_are_taken_as_the_float32_maps_of_their_values():
+    """bfloat16 maps (NumPy kind "V", JAX's or ml_dtypes' NumPy arrays) were refused by
+    deletion, insertion and infidelity as "not real numbers", where float16 ones are taken.
+    They are taken as the float32 maps of their values (exact)."""
+    w = np.arange(1.0, 7.0).reshape(6, 1)
+    m = jaxsal.FunctionModel(lambda p, v: v @ p, jnp.asarray(w, jnp.float32))
+    x = np.ones((1, 6), np.float32)
+    maps32 = np.array([[3.0, 1.0, 5.0, 2.0, 6.0, 4.0]], np.float32)
+    for maps in (jnp.asarray(maps32, jnp.bfloat16), maps32.astype(jnp.bfloat16)):
+        for f in (jaxsal.deletion, jaxsal.insertion):
+            np.testing.assert_array_equal(f(m, x, maps, 0, steps=3).scores,
+                                          f(m, x, maps32, 0, steps=3).scores)
+        np.testing.assert_array_equal(jaxsal.infidelity(m, x, maps, 0, key=0, n=2),
+                                      jaxsal.infidelity(m, x, maps32, 0, key=0, n=2))
+
+
 def test_noise_std_and_radius_take_a_scalar_array_as_smoothgrads_noise_std_does():
     """A 0-d array (jnp.float32(0.1), np.array(0.1)) is the number it holds, as smoothgrad's
     noise_std takes it; infidelity and sensitivity_max refused it as no 'positive number'.

@@ -811,7 +811,10 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str, *,
                          "targets (a model of several inputs: one input's maps)")
     real = ("one relevance per position: floats, or ints; convert them, e.g. "
             "np.asarray(maps, np.float32)")
-    kind = getattr(getattr(maps, "dtype", None), "kind", None)
+    dtype = getattr(maps, "dtype", None)
+    kind = getattr(dtype, "kind", None)
+    if kind == "V" and jnp.issubdtype(dtype, jnp.floating):
+        kind = "f"  # bfloat16 (and ml_dtypes' other floats): NumPy's kind "V", void
     if kind in ("U", "S", "O", "V", "M", "m"):  # (strings, objects, records, dates: that
         # dtype named, not JAX's "cannot interpret" of jnp.asarray)
         raise TypeError(f"{what}: expected maps of real numbers ({real}), got dtype "
