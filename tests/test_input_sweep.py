@@ -527,6 +527,26 @@ def test_fill_outside_the_integer_inputs_range_is_refused():
     np.testing.assert_allclose(ok, jaxsal.occlusion(m, u8, 1, patch=3, fill=255))
 
 
+def test_finite_fill_beyond_the_float_inputs_range_is_refused_naming_the_range():
+    """A finite fill or baseline beyond float32's range (1e39, 10**39) for float32 inputs was
+    cast to inf first, then refused as holding "NaN or infinite values" with np.nan_to_num as
+    the fix. Refused naming the range; a NaN or inf fill keeps its own message."""
+    w = jnp.ones((4, 3), jnp.float32)
+    m = jaxsal.FunctionModel(lambda p, v: jnp.tanh(v.reshape(len(v), -1)) @ p, w)
+    x = np.full((2, 2, 2, 1), 0.5, np.float32)
+    calls = {"fill": [lambda f: jaxsal.occlusion(m, x, 0, patch=1, fill=f),
+                      lambda f: jaxsal.deletion(m, x, np.ones((2, 2, 2)), 0, steps=2, fill=f)],
+             "baseline": [lambda f: jaxsal.integrated_gradients(m, x, 0, steps=2, baseline=f)]}
+    for name, fs in calls.items():
+        for f in fs:
+            for big in (1e39, -10**39, np.full((2, 2, 1), 1e39)):
+                with pytest.raises(ValueError, match=name + r" holds values up to 1e\+39 in "
+                                                     r"magnitude, beyond float32's range"):
+                    f(big)
+            with pytest.raises(ValueError, match=name + " contains NaN or infinite values"):
+                f(np.inf)
+
+
 @pytest.mark.skipif(jax.config.jax_enable_x64, reason="narrowing happens without x64 only")
 def test_64_bit_inputs_beyond_the_32_bit_range_are_refused():
     """Without jax_enable_x64 JAX computes float64 in float32 and int64 (uint64) in int32

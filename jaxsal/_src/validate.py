@@ -700,6 +700,40 @@ def check_whole(value: Any, a: Any, name: str, what: str = "x") -> None:
                              f"pixels); got {bad!r}. Pass a value of that range")
 
 
+def _check_float_range(value: Any, a: Any, name: str, what: str = "x") -> None:
+    """For floating ``a``, refuse a ``value`` (a fill, a baseline) with finite values that
+    ``a``'s dtype cannot hold (``1e39``, ``10**39`` for float32): cast to it they would become
+    inf and be refused as if not finite, with ``np.nan_to_num`` as the fix. NaN and inf, and
+    values that round to the dtype's largest, are left to the caller's checks."""
+    if not jnp.issubdtype(a.dtype, jnp.floating) or isinstance(value, jax.core.Tracer):
+        return
+    given = getattr(value, "dtype", None)
+    if given is not None and not (np.dtype(given).kind == "f"
+                                  and np.dtype(given).itemsize > np.dtype(a.dtype).itemsize):
+        return  # (an array that fits: no host copy of a device array; ints fit float32)
+    try:
+        raw = np.asarray(value)
+        if raw.dtype.kind == "O":  # Python ints beyond int64 (10**39)
+            raw = raw.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return  # (not numbers, or beyond float64: check_like's own errors)
+    if raw.dtype.kind not in "fiu" or not raw.size:
+        return
+    dtype = np.dtype(a.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        beyond = np.isfinite(raw) & ~np.isfinite(raw.astype(dtype))
+    if beyond.any():
+        peak = float(np.max(np.abs(raw[beyond].astype(np.float64))))
+        top = float(np.finfo(dtype).max)
+        wider = ""
+        if dtype.itemsize < 8:
+            x64 = narrowed_dtype(np.dtype(np.float64)) is None
+            wider = f"; or pass {what} as float64" + ("" if x64 else f" and {X64_FIX}")
+        raise ValueError(f"{name} holds values up to {peak:.3g} in magnitude, beyond "
+                         f"{dtype}'s range ({top:.2g}) of {what}, whose values are {dtype} (they "
+                         f"would become inf); rescale {what} and {name} together{wider}")
+
+
 _SPATIAL_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
 
 
@@ -742,6 +776,7 @@ def check_like(value: Any, a: Any, name: str, what: str = "x", *, channels_first
     ``formats``, per input), for a channels-first ``a`` a 1-D value that could be one per
     channel or one per column is refused (:func:`check_not_per_channel`)."""
     check_whole(value, a, name, what)
+    _check_float_range(value, a, name, what)
     try:
         v = jnp.asarray(value, dtype=a.dtype)
     except OverflowError as e:  # a Python int beyond what a's dtype can hold (10**400, float)
