@@ -591,6 +591,11 @@ def test_integer_maps_are_ranked_exactly_not_rounded_to_float(x64):
             m32 = np.array([[-2 ** 31, 0, 2 ** 25, 1, 2 ** 25, 2]], np.int32)
             p = jaxsal.deletion(m, np.ones((1, 1, 6, 1), np.float32), m32.reshape(1, 1, 6),
                                 1, steps=3, patch=(1, 2))
+            # infidelity reads the values as floats: int64 maps as float64 (as documented;
+            # they were float32: 2**30 + 1 read as 2**30)
+            wide = (2 ** 30 + np.array([[3, 1, 5, 2, 6, 4]])).astype(np.int64)
+            inf = [np.asarray(jaxsal.infidelity(m, np.ones((1, 6)), v, 0, key=0, n=2))
+                   for v in (wide, wide.astype(np.float64))]
     contrib = w[:, 0][None]
     np.testing.assert_allclose(c.scores, _curve_by_hand(contrib.sum(-1), contrib, 6))
     np.testing.assert_allclose(least.scores, _curve_by_hand(contrib.sum(-1), contrib, 6,
@@ -600,6 +605,7 @@ def test_integer_maps_are_ranked_exactly_not_rounded_to_float(x64):
         np.testing.assert_array_equal(np.diff(cells) > 0, [[True, True]])
         share = contrib.reshape(1, 3, 2).sum(-1)
         np.testing.assert_allclose(p.scores, _curve_by_hand(share.sum(-1), share, 3))
+        np.testing.assert_array_equal(inf[0], inf[1])
 
 
 def test_bfloat16_maps_are_taken_as_the_float32_maps_of_their_values():

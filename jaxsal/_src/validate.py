@@ -871,7 +871,12 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str, *,
                         f"({e})") from None
     if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)):
         raise TypeError(f"{what}: expected maps of real numbers ({real}), got dtype {a.dtype}")
-    if not (keep_int and jnp.issubdtype(a.dtype, jnp.integer)):
+    if jnp.issubdtype(a.dtype, jnp.integer) and not keep_int:
+        # float32, float64 under x64 for int64 (uint64): JAX promotes them with float32 to
+        # float32, which reads 2**30 + 1 as 2**30 (as curves' patch sums of int maps)
+        wide = a.dtype.itemsize == 8
+        a = a.astype(jax.dtypes.canonicalize_dtype(jnp.float64) if wide else jnp.float32)
+    elif not jnp.issubdtype(a.dtype, jnp.integer):
         a = a.astype(jnp.promote_types(a.dtype, jnp.float32))
     n, num, lead = p.n, p.spec.num, (p.n, p.spec.num) if p.spec.class_axis else (p.n,)
     per_x = tuple(p.x.shape[1:])
