@@ -281,6 +281,25 @@ def readme():
     return {"rel": rel(scope["maps"], want), "spec": list(scope["maps"].sharding.spec),
             "rise": rel(rise, jaxsal.rise(m, x, key=0, n=16))}
 attempt("readme", readme)
+# an Explicit mesh axis (jax.make_mesh's default in recent JAX): inputs sharded over it are
+# refused at the method's entry (eager, the plan of the same call made on Auto axes above,
+# and under the caller's jit), nothing compiled
+typed_meshes = hasattr(jax.sharding, "AxisType") and hasattr(jax, "set_mesh")
+def explicit():
+    from jax.sharding import AxisType
+    ex = jax.make_mesh((4,), ("e",), axis_types=(AxisType.Explicit,))
+    xs = jax.device_put(x, NamedSharding(ex, P("e")))
+    got = {}
+    for where, f in (("eager", lambda: jaxsal.saliency(m, xs, [1, 3, 5])),
+                     ("jit", lambda: jax.jit(lambda a: jaxsal.gradcam(m, a, [1, 2]))(xs))):
+        try:
+            f()
+            got[where] = "ran"
+        except Exception as e:  # the message, for the test
+            got[where] = f"{type(e).__name__}: {e}"
+    return got
+if typed_meshes:
+    attempt("explicit", explicit)
 print("RESULTS" + json.dumps(out))
 '''
 
@@ -414,3 +433,22 @@ def test_the_readme_recipe_runs_as_written(results):
     r = _ok(results, "readme")
     assert r["rel"] < 1e-5 and r["spec"] == ["data"]
     assert r["rise"] < 1e-5
+
+
+needs_typed_meshes = pytest.mark.skipif(
+    not (hasattr(jax.sharding, "AxisType") and hasattr(jax, "set_mesh")),
+    reason="this JAX release has no Explicit mesh axes")
+
+
+@needs_typed_meshes
+def test_inputs_sharded_over_explicit_axes_are_refused(results):
+    """Inputs sharded over an ``Explicit`` mesh axis crashed deep inside the methods (JAX's
+    ShardingTypeErrors: a class chunk's ``dynamic_update_slice``, the importer's
+    ``MaxPooling2D`` reshape); they are refused at the entry, eager (the plan of the same
+    call made on Auto axes too) and under the caller's ``jax.jit``, naming the axis and the
+    fixes."""
+    r = _ok(results, "explicit")
+    for where in ("eager", "jit"):
+        msg = r[where]
+        assert msg.startswith("ValueError: x is sharded over Explicit mesh axes ('e',)"), msg
+        assert "AxisType.Auto" in msg and "jax.shard_map" in msg and "device_put" in msg, msg

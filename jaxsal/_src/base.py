@@ -1459,9 +1459,51 @@ def batch_chunk(n: int, per_example_bytes: int, memory_budget: int | None,
     return least_padding(n, nb)
 
 
+def explicit_axes(x: Any) -> tuple[str, ...]:
+    """The names of the ``Explicit`` mesh axes (sharding in types, the default of
+    ``jax.make_mesh`` in recent JAX releases) that ``x``'s abstract sharding splits it over, in the
+    order of its axes; ``()`` for an array on one device, replicated, on ``Auto`` or
+    ``Manual`` axes, a NumPy array, or a JAX release without ``jax.typeof``/``AxisType``."""
+    typeof = getattr(jax, "typeof", None)
+    explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
+    if typeof is None or explicit is None or not isinstance(x, jax.Array):
+        return ()
+    try:
+        sharding = typeof(x).sharding
+        kinds = dict(zip(sharding.mesh.axis_names, sharding.mesh.axis_types))
+        spec = tuple(sharding.spec)
+    except (AttributeError, TypeError):
+        return ()
+    names = [n for entry in spec if entry is not None
+             for n in (entry if isinstance(entry, tuple) else (entry,))]
+    return tuple(n for n in names if isinstance(n, str) and kinds.get(n) == explicit)
+
+
+def refuse_explicit(x: Any, what: str = "x") -> None:
+    """Refuse an input array sharded over ``Explicit`` mesh axes (:func:`explicit_axes`):
+    jaxsal's programs are written for JAX's ``Auto`` axes (XLA propagates the sharding), and
+    on ``Explicit`` ones JAX's sharding-in-types raised deep inside them (a class chunk's
+    ``dynamic_update_slice``, a pass of fewer inputs than devices, an imported
+    ``MaxPooling2D``'s reshape). Eager or under the caller's ``jax.jit`` alike."""
+    axes = explicit_axes(x)
+    if not axes:
+        return
+    spec = jax.typeof(x).sharding.spec
+    n = len(axes)
+    raise ValueError(
+        f"{what} is sharded over Explicit mesh axes {axes} (sharding {spec}, "
+        f"type {jax.typeof(x)}), which jaxsal does not support: its programs rely on "
+        f"XLA propagating the sharding (Auto axes). Build the mesh with Auto axes, "
+        f"jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * {n}) or "
+        f"jax.sharding.Mesh(devices, names), or move the inputs to such a mesh "
+        f"(jax.device_put(x, NamedSharding(auto_mesh, spec))), or explain each "
+        f"device's rows under jax.shard_map (README: 'Several devices')")
+
+
 def mesh_devices(x: Any) -> int:
     """How many devices the mesh of ``x``'s abstract sharding spans over the axes JAX
-    partitions itself (JAX's ``Auto`` and ``Explicit`` axes; not ``jax.shard_map``'s
+    partitions itself (JAX's ``Auto`` axes, and ``Explicit`` ones where they reach it: an
+    input sharded over them is refused, :func:`refuse_explicit`; not ``jax.shard_map``'s
     ``Manual`` ones, inside which ``x`` is one device's rows): the devices a sharded batch
     may be split over in the program being traced. 1 without a mesh (one device, or a JAX
     release whose abstract values carry no sharding)."""

@@ -481,7 +481,9 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
     """One input array: dtype, shape against ``shape`` (without the batch axis), a non-empty
     batch, finite values. ``bool_input``: the model's ``InputLayer`` for it is bool, which
     Keras (and the importer) casts it to, so it has no gradient: refused where the method
-    needs one (``gradient``), given as float 0/1 elsewhere."""
+    needs one (``gradient``), given as float 0/1 elsewhere. An array sharded over
+    ``Explicit`` mesh axes is refused (:func:`jaxsal._src.base.refuse_explicit`)."""
+    base.refuse_explicit(x, what)
     if not isinstance(x, jax.Array):
         try:
             x = np.asarray(x)
