@@ -283,7 +283,8 @@ def readme():
 attempt("readme", readme)
 # an Explicit mesh axis (jax.make_mesh's default in recent JAX): inputs sharded over it are
 # refused at the method's entry (eager, the plan of the same call made on Auto axes above,
-# and under the caller's jit), nothing compiled
+# and under the caller's jit), nothing compiled; a plan made under an Auto mesh is not reused
+# under an Explicit one
 typed_meshes = hasattr(jax.sharding, "AxisType") and hasattr(jax, "set_mesh")
 def explicit():
     from jax.sharding import AxisType
@@ -300,6 +301,18 @@ def explicit():
     return got
 if typed_meshes:
     attempt("explicit", explicit)
+def plan_meshes():
+    from jax.sharding import AxisType
+    ex = jax.make_mesh((4,), ("e",), axis_types=(AxisType.Explicit,))
+    xn = np.asarray(x)
+    with jax.set_mesh(mesh):
+        first = jaxsal.saliency(m, xn, [0, 4])
+    with jax.set_mesh(ex):
+        second = jaxsal.saliency(m, xn, [0, 4])
+    want = jaxsal.saliency(m, xn, [0, 4])
+    return {"auto": rel(first, want), "explicit": rel(second, want)}
+if typed_meshes:
+    attempt("plan_meshes", plan_meshes)
 print("RESULTS" + json.dumps(out))
 '''
 
@@ -452,3 +465,13 @@ def test_inputs_sharded_over_explicit_axes_are_refused(results):
         msg = r[where]
         assert msg.startswith("ValueError: x is sharded over Explicit mesh axes ('e',)"), msg
         assert "AxisType.Auto" in msg and "jax.shard_map" in msg and "device_put" in msg, msg
+
+
+@needs_typed_meshes
+def test_a_plan_is_not_reused_under_another_mesh(results):
+    """A call's plan (its targets' ids placed as the mesh in context then typed them) was
+    kept by the call's static description alone: made under an Auto mesh, it was reused
+    under an Explicit one for the same NumPy inputs and failed there ("context mesh ...
+    should match the aval mesh"). The plan's key holds the abstract mesh in context."""
+    r = _ok(results, "plan_meshes")
+    assert r["auto"] < 1e-6 and r["explicit"] < 1e-6, r

@@ -97,14 +97,28 @@ def _hashable(key: Hashable) -> Hashable | None:
 
 def key(name: str, model: Any, x: Any, targets: Any, options: tuple) -> Hashable | None:
     """The static description of a call to method ``name`` of ``model`` (with its head and
-    backward rule applied) on ``x``, or ``None`` when it has none (the full path runs)."""
+    backward rule applied) on ``x``, or ``None`` when it has none (the full path runs).
+
+    It holds the abstract mesh in context (``jax.set_mesh``; :func:`_context_mesh`): a plan's
+    target ids are typed on that mesh when they are made, and a plan made under one mesh
+    (``Auto`` axes) failed under another (``Explicit`` ones: "context mesh ... should match
+    the aval mesh")."""
     if not isinstance(x, (jax.Array, np.ndarray)) or isinstance(x, jax.core.Tracer):
         return None
     t = _targets_key(targets)
     if t is None:
         return None
     return _hashable((name, base.function_key(model), type(x), tuple(x.shape), x.dtype, t,
-                      base.typed(options), jax.default_backend(), base.default_budget()))
+                      base.typed(options), jax.default_backend(), base.default_budget(),
+                      _context_mesh()))
+
+
+def _context_mesh() -> Hashable:
+    """The abstract mesh ``jax.set_mesh`` put in context (its axes' names, sizes and types;
+    an empty one without), or ``None`` on a JAX release without
+    ``jax.sharding.get_abstract_mesh``."""
+    get = getattr(jax.sharding, "get_abstract_mesh", None)
+    return None if get is None else get()
 
 
 def cached(plan_key: Hashable | None, model: Any, x: Any, make: Callable[[], tuple]) -> Any:
