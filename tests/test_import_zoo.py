@@ -82,11 +82,13 @@ def subclassed(tmp_path_factory):
 
 
 def _keras_logits(m, x) -> np.ndarray:
-    """Keras's outputs of ``m`` (a softmax last layer) with that layer's activation linear."""
+    """Keras's outputs of ``m`` (a softmax last layer) with that layer's activation linear.
+    Called eagerly: ``predict`` keeps the function it compiled first (on the JAX backend a
+    jitted trace holding the softmax), so it would not see the new activation."""
     last = m.layers[-1]
     last.activation = keras.activations.linear
     try:
-        return np.asarray(m.predict(x, verbose=0))
+        return np.asarray(m(x, training=False))
     finally:
         last.activation = keras.activations.softmax
 
