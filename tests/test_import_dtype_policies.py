@@ -10,6 +10,7 @@ float64 inputs compute in float64. Quantized layers are refused in
 test_import_lora_quantized.py.
 """
 
+import contextlib
 import json
 
 import jax
@@ -210,26 +211,28 @@ def test_float64_policy_weights_stay_float64_under_x64(tmp_path):
     them float64 on TensorFlow and on JAX with x64 (its layers cast their inputs to float64),
     so under x64 they stay float64 and the model computes in float64 from its first float64
     layer, float32 inputs included: equal to the model in NumPy float64 (within 1e-12; the
-    float32 weights were 1e-8 off). Without x64 the weights are float32, as before."""
-    keras.config.set_dtype_policy("float64")
-    try:
-        keras.utils.set_random_seed(0)
-        inp = keras.Input((5, 5, 2), dtype="float64")
-        h = layers.Conv2D(3, 3, activation="relu", name="conv")(inp)
-        h = layers.BatchNormalization(name="bn")(h)
-        h = layers.Dense(4, activation="tanh", name="dense")(layers.Flatten()(h))
-        model = keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
-    finally:
-        keras.config.set_dtype_policy("float32")
-    perturb_keras(model)
-    w = {lay.name: [np.asarray(a, np.float64) for a in lay.get_weights()]
-         for lay in model.layers if lay.weights}
-    w["dense"][0] = w["dense"][0] + 2.0 ** -40  # digits float32 cannot hold
-    for name, arrays in w.items():  # (the NumPy backend keeps its float32 initial kernels)
-        model.get_layer(name).set_weights(arrays)
-    if np.asarray(model.get_layer("dense").get_weights()[0]).dtype != np.float64:
-        pytest.skip(f"Keras on {keras.backend.backend()} holds (and saves) a float64 policy's "
-                    "weights as float32 (JAX without x64): no float64 file to read")
+    float32 weights were 1e-8 off). Without x64 the weights are float32, as before. (Keras on
+    JAX holds a float64 policy's weights as float32 without x64, so there the model is built
+    and saved under x64.)"""
+    with x64(True) if keras.backend.backend() == "jax" else contextlib.nullcontext():
+        keras.config.set_dtype_policy("float64")
+        try:
+            keras.utils.set_random_seed(0)
+            inp = keras.Input((5, 5, 2), dtype="float64")
+            h = layers.Conv2D(3, 3, activation="relu", name="conv")(inp)
+            h = layers.BatchNormalization(name="bn")(h)
+            h = layers.Dense(4, activation="tanh", name="dense")(layers.Flatten()(h))
+            model = keras.Model(inp, layers.Dense(3, activation="softmax", name="out")(h))
+        finally:
+            keras.config.set_dtype_policy("float32")
+        perturb_keras(model)
+        w = {lay.name: [np.asarray(a, np.float64) for a in lay.get_weights()]
+             for lay in model.layers if lay.weights}
+        w["dense"][0] = w["dense"][0] + 2.0 ** -40  # digits float32 cannot hold
+        for name, arrays in w.items():  # (the NumPy backend keeps its float32 initial kernels)
+            model.get_layer(name).set_weights(arrays)
+        assert np.asarray(model.get_layer("dense").get_weights()[0]).dtype == np.float64
+        paths = save_keras_and_h5(model, tmp_path, "float64")
 
     def forward(x):  # the model in NumPy float64
         k, b = w["conv"]
@@ -243,7 +246,7 @@ def test_float64_policy_weights_stay_float64_under_x64(tmp_path):
         return e / e.sum(-1, keepdims=True)
 
     x = np.random.default_rng(1).normal(size=(2, 5, 5, 2))
-    for ext, path in save_keras_and_h5(model, tmp_path, "float64").items():
+    for ext, path in paths.items():
         assert {str(a.dtype) for p in load_keras(path).params.values()
                 for a in p.values()} == {"float32"}, ext
         with x64(True):
