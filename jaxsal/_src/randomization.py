@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
-from jaxsal._src.validate import _maps_in_float32, check_flag, narrow
+from jaxsal._src.validate import MAPS_INT_FIX, _maps_in_float32, check_flag, narrow
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -99,7 +99,7 @@ def _rankable(v: ArrayLike, name: str, batch_dims: Any) -> Array:
         lead = batch_dims if isinstance(batch_dims, int) else 1  # (checked later)
         what = f"rank_correlation: the maps {name}"
         raw = _maps_in_float32(raw, lead, what, 100, "")
-        raw = narrow(raw, what, check_finite=False, holds="hold")
+        raw = narrow(raw, what, check_finite=False, holds="hold", int_fix=MAPS_INT_FIX)
     a = jnp.asarray(raw)
     if jnp.issubdtype(a.dtype, jnp.integer):
         return a

@@ -608,15 +608,21 @@ def narrowed_dtype(dtype: np.dtype) -> np.dtype | None:
     return np.dtype({"f": np.float32, "i": np.int32, "u": np.uint32}[dtype.kind])
 
 
+#: :func:`narrow`'s fix for integers beyond int32 whose values are maps (relevances)
+MAPS_INT_FIX = "pass them as floats (maps.astype(np.float64): ranked at float32's resolution)"
+
+
 def narrow(v: np.ndarray, what: str, *, check_finite: bool = True,
-           holds: str = "holds") -> np.ndarray:
+           holds: str = "holds", int_fix: str = "pass values in that range (ids, codes)"
+           ) -> np.ndarray:
     """``v`` (a NumPy array) in the dtype JAX computes it in (:func:`narrowed_dtype`), with
     the values beyond that dtype's range, which JAX would make inf or wrap around, refused
     naming the range (``what``: the array, for the message; a float NaN or inf is refused as
     :func:`not_finite` when ``check_finite``, whose pass over the narrowed floats this is, so
     that an input costs one pass as before; without ``check_finite`` floats are not checked).
     Any shape; dtypes JAX keeps are returned as they are. ``holds``: the verb after ``what``
-    ("hold" for a plural)."""
+    ("hold" for a plural); ``int_fix``: the fix offered for integers beyond int32 besides x64
+    (:data:`MAPS_INT_FIX` for maps)."""
     to = narrowed_dtype(v.dtype)
     if to is None:
         if check_finite and not all_finite(v):  # (bfloat16 too, whose kind is "V")
@@ -643,8 +649,7 @@ def narrow(v: np.ndarray, what: str, *, check_finite: bool = True,
             raise ValueError(f"{what} {holds} {bad}, beyond {to}'s range [{info.min}, "
                              f"{info.max}] that JAX computes {v.dtype} in without "
                              f"jax_enable_x64 (it would wrap around to "
-                             f"{np.asarray(bad).astype(to)}); pass values in that "
-                             f"range (ids, codes) or {X64_FIX}")
+                             f"{np.asarray(bad).astype(to)}); {int_fix} or {X64_FIX}")
     return v.astype(to)
 
 
@@ -865,7 +870,8 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str, *,
     if isinstance(raw, np.ndarray):
         raw = _maps_in_float32(raw, 2 if p.spec.class_axis else 1, what, scale_to, fix)
         # int64 maps beyond int32 (x64 off): refused, not wrapped
-        raw = narrow(raw, f"{what}: the maps", check_finite=False, holds="hold")
+        raw = narrow(raw, f"{what}: the maps", check_finite=False, holds="hold",
+                     int_fix=MAPS_INT_FIX)
     try:
         a = jnp.asarray(raw)
     except (TypeError, ValueError) as e:
