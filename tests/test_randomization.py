@@ -79,6 +79,15 @@ def test_rank_correlation_ranks_integer_and_huge_float_maps_exactly(x64):
             key=0, layers=["d2"])["d2"] for scale in (1.0, 1e39)]
         assert np.isfinite(corr[0]).all()
         np.testing.assert_array_equal(corr[1], corr[0])
+        # its refusal names randomization_test and explain, not rank_correlation's `a`
+        with pytest.raises(ValueError, match=r"^randomization_test: the maps explain returned "
+                                             r"hold \d+, beyond int32's range.*from explain"):
+            jaxsal.randomization_test(lambda mm: np.full((2, 3, 4), 2**40, np.int64), mlp,
+                                      key=0, layers=["d2"])
+        # float8 maps: past the type check, JAX refused to promote them with float32
+        f8 = jnp.asarray(ints[:1] % 200, jnp.float8_e4m3fn)
+        np.testing.assert_allclose(jaxsal.rank_correlation(f8, b[:1]),
+                                   jaxsal.rank_correlation(f8.astype(jnp.float32), b[:1]))
 
 
 def test_gaussian_draws_keep_variances_non_negative():

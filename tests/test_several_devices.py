@@ -291,8 +291,11 @@ def explicit():
     ex = jax.make_mesh((4,), ("e",), axis_types=(AxisType.Explicit,))
     xs = jax.device_put(x, NamedSharding(ex, P("e")))
     got = {}
+    job = os.path.join(tempfile.mkdtemp(), "maps.npy")
     for where, f in (("eager", lambda: jaxsal.saliency(m, xs, [1, 3, 5])),
-                     ("jit", lambda: jax.jit(lambda a: jaxsal.gradcam(m, a, [1, 2]))(xs))):
+                     ("jit", lambda: jax.jit(lambda a: jaxsal.gradcam(m, a, [1, 2]))(xs)),
+                     ("job", lambda: jaxsal.explain_to_file(jaxsal.saliency, m, xs, job,
+                                                            targets=1, batch_size=2))):
         try:
             f()
             got[where] = "ran"
@@ -461,9 +464,10 @@ def test_inputs_sharded_over_explicit_axes_are_refused(results):
     call made on Auto axes too) and under the caller's ``jax.jit``, naming the axis and the
     fixes."""
     r = _ok(results, "explicit")
-    for where in ("eager", "jit"):
+    for where in ("eager", "jit", "job"):  # (a batch job sliced them first, where JAX raised)
         msg = r[where]
-        assert msg.startswith("ValueError: x is sharded over Explicit mesh axes ('e',)"), msg
+        x = "inputs" if where == "job" else "x"
+        assert msg.startswith(f"ValueError: {x} is sharded over Explicit mesh axes ('e',)"), msg
         assert "AxisType.Auto" in msg and "jax.shard_map" in msg and "device_put" in msg, msg
 
 

@@ -666,6 +666,9 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         n = len(arrays[0])
         shapes = several.pack([tuple(np.shape(a)) for a in arrays])
         per_input = input_paths(path, several.names)
+    # (the method refuses them too, but the job slices the inputs first, where JAX raised)
+    for i, a in enumerate(arrays):
+        base.refuse_explicit(a, "inputs" if several is None else f"inputs {several.names[i]!r}")
     # an option bound in a functools.partial of the method that the job reads (rows sliced
     # with the inputs, one fixed for the whole job, one value per input): taken as passed
     # here (arranged, sliced, checked; the same job), the call's over the partial's

@@ -26,7 +26,8 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
-from jaxsal._src.validate import MAPS_INT_FIX, _maps_in_float32, check_flag, narrow
+from jaxsal._src.validate import (MAPS_INT_FIX, _maps_in_float32, at_least_float32,
+                                   check_flag, narrow)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -69,7 +70,8 @@ def rank_correlation(a: ArrayLike, b: ArrayLike, *, batch_dims: int = 1) -> Arra
     in its own dtype: ints as ints, floats in float32 at least (float64 under
     ``jax_enable_x64``); without x64, NumPy float64 maps beyond float32's range are scaled by
     a power of two per map (exact) and int64 maps beyond int32's range refused."""
-    a, b = _rankable(a, "a", batch_dims), _rankable(b, "b", batch_dims)
+    a = _rankable(a, "rank_correlation: the maps a", batch_dims)
+    b = _rankable(b, "rank_correlation: the maps b", batch_dims)
     if a.shape != b.shape:
         raise ValueError(f"rank_correlation: expected maps of the same shape, got {a.shape} "
                          f"and {b.shape}")
@@ -81,7 +83,7 @@ def rank_correlation(a: ArrayLike, b: ArrayLike, *, batch_dims: int = 1) -> Arra
     return _spearman(a.reshape(lead + (-1,)), b.reshape(lead + (-1,)))
 
 
-def _rankable(v: ArrayLike, name: str, batch_dims: Any) -> Array:
+def _rankable(v: ArrayLike, what: str, batch_dims: Any, int_fix: str = MAPS_INT_FIX) -> Array:
     """Map ``v`` as an array ranked in its own dtype: ints as given (float32 would tie ints 1
     apart beyond ``2**24``), floats in float32 at least (float64 as given under
     ``jax_enable_x64``; half precision widened exactly), bools as float32. NumPy arrays (and
@@ -97,13 +99,12 @@ def _rankable(v: ArrayLike, name: str, batch_dims: Any) -> Array:
             pass  # (ragged: jnp.asarray says so)
     if isinstance(raw, np.ndarray):
         lead = batch_dims if isinstance(batch_dims, int) else 1  # (checked later)
-        what = f"rank_correlation: the maps {name}"
         raw = _maps_in_float32(raw, lead, what, 100, "")
-        raw = narrow(raw, what, check_finite=False, holds="hold", int_fix=MAPS_INT_FIX)
+        raw = narrow(raw, what, check_finite=False, holds="hold", int_fix=int_fix)
     a = jnp.asarray(raw)
     if jnp.issubdtype(a.dtype, jnp.integer):
         return a
-    return a.astype(jnp.promote_types(a.dtype, jnp.float32))
+    return at_least_float32(a)
 
 
 def _shuffled(key: Array, a: Array) -> Array:
@@ -379,11 +380,11 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: ModelLike, *,
                 f"{len(maps)} maps (a model of several inputs), where it compares one array "
                 "of maps (N, ...) per example; pick one input's maps, e.g. explain=lambda m: "
                 "jaxsal.saliency(m, x, 3)[0], and test each input so")
-        # NumPy maps stay NumPy: rank_correlation checks them (float64 beyond float32's
-        # range, int64 beyond int32's) where jnp.asarray made them inf or wrapped them
-        a = base.native(maps)
-        if not isinstance(a, np.ndarray):
-            a = jnp.asarray(a)
+        # NumPy maps checked as rank_correlation checks them (float64 beyond float32's
+        # range, int64 beyond int32's), where jnp.asarray made them inf or wrapped them
+        a = _rankable(maps, "randomization_test: the maps explain returned", batch_dims,
+                      "return them as floats from explain (.astype(np.float64): ranked at "
+                      "float32's resolution)")
         return abs(a) if absolute else a
 
     original = prepare(model)

@@ -707,6 +707,13 @@ def check_whole(value: Any, a: Any, name: str, what: str = "x") -> None:
                              f"pixels); got {bad!r}. Pass a value of that range")
 
 
+def at_least_float32(a: Array) -> Array:
+    """``a`` (floats or bools) in float32 where its dtype is narrower (half precision,
+    bfloat16, float8, bool: exact), else as it is. Not ``jnp.promote_types`` with float32,
+    which JAX refuses for float8 (no implicit promotion path)."""
+    return a.astype(jnp.float32) if a.dtype.itemsize < 4 else a
+
+
 def _check_float_range(value: Any, a: Any, name: str, what: str = "x") -> None:
     """For floating ``a``, refuse a ``value`` (a fill, a baseline) with finite values that
     ``a``'s dtype cannot hold (``1e39``, ``10**39`` for float32): cast to it they would become
@@ -885,7 +892,7 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str, *,
         wide = a.dtype.itemsize == 8
         a = a.astype(jax.dtypes.canonicalize_dtype(jnp.float64) if wide else jnp.float32)
     elif not jnp.issubdtype(a.dtype, jnp.integer):
-        a = a.astype(jnp.promote_types(a.dtype, jnp.float32))
+        a = at_least_float32(a)
     n, num, lead = p.n, p.spec.num, (p.n, p.spec.num) if p.spec.class_axis else (p.n,)
     per_x = tuple(p.x.shape[1:])
     shapes = [lead + tuple(size)] + ([lead + per_x] if per_x != tuple(size) else [])
