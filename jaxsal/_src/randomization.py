@@ -26,8 +26,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
-from jaxsal._src.validate import (MAPS_INT_FIX, _maps_in_float32, at_least_float32,
-                                   check_flag, narrow)
+from jaxsal._src.validate import MAPS_INT_FIX, at_least_float32, check_flag, narrowed_maps
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -91,17 +90,8 @@ def _rankable(v: ArrayLike, what: str, batch_dims: Any, int_fix: str = MAPS_INT_
     with finite values beyond float32's range scaled per map by a power of two (exact; they
     would become inf), int64 (uint64) maps beyond int32's (uint32's) range refused (they
     would wrap around)."""
-    raw = base.native(v)
-    if isinstance(raw, (list, tuple)):
-        try:
-            raw = np.asarray(raw)
-        except (TypeError, ValueError):
-            pass  # (ragged: jnp.asarray says so)
-    if isinstance(raw, np.ndarray):
-        lead = batch_dims if isinstance(batch_dims, int) else 1  # (checked later)
-        raw = _maps_in_float32(raw, lead, what, 100, "")
-        raw = narrow(raw, what, check_finite=False, holds="hold", int_fix=int_fix)
-    a = jnp.asarray(raw)
+    lead = batch_dims if isinstance(batch_dims, int) else 1  # (checked later)
+    a = jnp.asarray(narrowed_maps(v, lead, what, what, 100, "", int_fix))
     if jnp.issubdtype(a.dtype, jnp.integer):
         return a
     return at_least_float32(a)

@@ -707,6 +707,26 @@ def check_whole(value: Any, a: Any, name: str, what: str = "x") -> None:
                              f"pixels); got {bad!r}. Pass a value of that range")
 
 
+def narrowed_maps(maps: Any, lead: int, what: str, named: str, scale_to: int | None,
+              fix: str, int_fix: str = MAPS_INT_FIX) -> Any:
+    """``maps`` as JAX may take them without ``jax_enable_x64`` (NumPy arrays and lists; a
+    JAX array, or a ragged list, as given): float64 maps with finite values beyond float32's
+    range scaled or refused (:func:`_maps_in_float32`; ``lead`` axes index the maps,
+    ``what`` names the call), int64 (uint64) maps beyond int32's range refused, not wrapped
+    (:func:`narrow`; ``named``: the maps, ``int_fix``: the fix offered). Shared by
+    :func:`check_maps` and ``rank_correlation``."""
+    raw = base.native(maps)
+    if isinstance(raw, (list, tuple)):  # (a list of floats is float64 to NumPy)
+        try:
+            raw = np.asarray(raw)
+        except (TypeError, ValueError):
+            pass  # (ragged: the caller's jnp.asarray refuses it)
+    if isinstance(raw, np.ndarray):
+        raw = _maps_in_float32(raw, lead, what, scale_to, fix)
+        raw = narrow(raw, named, check_finite=False, holds="hold", int_fix=int_fix)
+    return raw
+
+
 def at_least_float32(a: Array) -> Array:
     """``a`` (floats or bools) in float32 where its dtype is narrower (half precision,
     bfloat16, float8, bool: exact), else as it is. Not ``jnp.promote_types`` with float32,
@@ -868,17 +888,8 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str, *,
         # dtype named, not JAX's "cannot interpret" of jnp.asarray)
         raise TypeError(f"{what}: expected maps of real numbers ({real}), got dtype "
                         f"{maps.dtype}")
-    raw = base.native(maps)
-    if isinstance(raw, (list, tuple)):  # (a list of floats is float64 to NumPy)
-        try:
-            raw = np.asarray(raw)
-        except (TypeError, ValueError):
-            pass  # (ragged: refused below)
-    if isinstance(raw, np.ndarray):
-        raw = _maps_in_float32(raw, 2 if p.spec.class_axis else 1, what, scale_to, fix)
-        # int64 maps beyond int32 (x64 off): refused, not wrapped
-        raw = narrow(raw, f"{what}: the maps", check_finite=False, holds="hold",
-                     int_fix=MAPS_INT_FIX)
+    raw = narrowed_maps(maps, 2 if p.spec.class_axis else 1, what, f"{what}: the maps",
+                    scale_to, fix)
     try:
         a = jnp.asarray(raw)
     except (TypeError, ValueError) as e:
