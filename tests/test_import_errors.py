@@ -207,6 +207,28 @@ def test_custom_converter_via_argument_and_registry(tmp_path, monkeypatch):
         model_import.register_layer("ChannelScale")(_channel_scale_converter)
 
 
+def test_a_converter_for_the_load_beats_the_global_registry(tmp_path, monkeypatch):
+    """``custom_layers={"pkg>Class": ...}`` serves the layer where ``register_layer("Class")``
+    registered another converter globally, and beats ``custom_layers={"Class": ...}`` given
+    beside it. Before, the bare class name was looked up first, in both, and won."""
+    km, paths = _custom_model(tmp_path)
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 2)).astype(np.float32)
+    ref = np.asarray(km(x))
+
+    def wrong(config, ctx):  # leaves out the + 1.0
+        return LayerImpl(call=lambda params, x, *, rt: x * params["scale"],
+                         convert_weights=lambda w: {"scale": w[0]}, n_weights=1)
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # restored after
+    model_import.register_layer("ChannelScale")(wrong)
+    for p in paths:
+        right = _channel_scale_converter
+        for custom in ({"jaxsal_test>ChannelScale": right},
+                       {"ChannelScale": wrong, "jaxsal_test>ChannelScale": right}):
+            m = load_keras(p, custom_layers=custom)
+            np.testing.assert_allclose(np.asarray(m(x)), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_lambda_layer_is_reported(tmp_path):
     inp = keras.Input((4,))
     out = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inp)

@@ -524,21 +524,23 @@ def converter_for(cls: str, registered: str | None, own: bool,
                   custom: Mapping[str, Converter] | None = None
                   ) -> tuple[str, Converter | None]:
     """``(name, converter)`` for a layer entry of class ``cls`` (Keras 3's registered name
-    ``registered``, ``"package>Class"``, or ``None``): a converter registered under the
-    registered name where the class name has none, else the class name's; for a class of
-    the model's own code (``own``, :func:`own_class`) no built-in converter from the
-    registry, which is Keras's class of that name, but whatever ``custom`` (the load's
-    ``custom_layers=``) names for it, a built-in one too (``{"pkg>MyLSTM": LSTM's}`` for a
-    subclass of Keras's ``LSTM``). ``converter`` is ``None`` where none applies."""
-    def find(name):
-        if custom and name in custom:  # the caller's own choice for this name
-            return custom[name]
+    ``registered``, ``"package>Class"``, or ``None``): the load's ``custom`` (its
+    ``custom_layers=``) first, then the global registry, each under the registered name
+    first, then the class name. A converter given for the load always beats one registered
+    globally (``custom_layers={"pkg>Scale": ...}`` over ``register_layer("Scale")``), and
+    ``custom`` may name a built-in one too (``{"pkg>MyLSTM": LSTM's}`` for a subclass of
+    Keras's ``LSTM``). For a class of the model's own code (``own``, :func:`own_class`) the
+    registry gives no built-in converter, which is Keras's class of that name.
+    ``converter`` is ``None`` where none applies."""
+    names = (registered, cls) if registered and registered != cls else (cls,)
+    for name in names:
+        if custom and name in custom:  # the caller's own choice for this load
+            return name, custom[name]
+    for name in names:
         conv = _REGISTRY.get(name)
-        return None if own and conv in _BUILTIN else conv
-
-    if registered and registered != cls and find(cls) is None and find(registered) is not None:
-        return registered, find(registered)
-    return cls, find(cls)
+        if conv is not None and not (own and conv in _BUILTIN):
+            return name, conv
+    return cls, None
 
 
 def registered_classes() -> list[str]:
