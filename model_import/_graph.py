@@ -52,8 +52,10 @@ def pre_activation_refusal(spec: LayerSpec) -> str | None:
     if impl.subgraph is not None:
         return (f"it is a nested model ({spec.class_name}); name a layer inside it "
                 f"(\"{spec.name}/<layer>\")")
+    # Softmax by its class too: with masking its call applies the mask (``_masked_softmax``)
     if (impl.call is _identity and impl.activation is not None) or impl.head_op is not None \
-            or spec.class_name == "PReLU":
+            or spec.class_name == "PReLU" \
+            or (spec.class_name == "Softmax" and not spec.user_converter):
         return (f"it is an activation layer ({spec.class_name}): its pre-activation is the "
                 "output of the layer before it; name that layer (a Conv2D or Dense "
                 "followed by this layer) instead")

@@ -175,10 +175,11 @@ def test_activation_layers_and_unknown_layers_are_refused(tmp_path):
     h = keras.layers.Conv2D(2, 3, name="conv")(i)
     h = keras.layers.ReLU(name="relu")(h)
     h = keras.layers.Activation("relu", name="act")(h)
+    h = keras.layers.Softmax(name="smx")(h)  # the masking wrapper's call is no _identity
     keras.Model(i, h).save(tmp_path / "sep.keras")
     m = load_keras(tmp_path / "sep.keras")
     x = jnp.ones((1, 6, 6, 1))
-    for name in ("relu", "act"):
+    for name in ("relu", "act", "smx"):
         with pytest.raises(ValueError, match=f"{name!r}.*activation layer.*layer before it"):
             m.apply(m.params, x, capture_pre=[name])
     with pytest.raises(ValueError, match="unknown layer 'nope'"):
