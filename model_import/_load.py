@@ -484,6 +484,14 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
             "save that.", path=path)
     if keras_backend is not None:
         keras_backend = keras_backend_of(keras_backend, "keras_backend")
+    if keras_major(keras_version) < 3:  # computed as TensorFlow (ConvertContext.backend)
+        if keras_backend not in (None, "tensorflow"):
+            warnings.warn(
+                f"{path or 'the model'}: keras_backend={keras_backend!r} is ignored: a Keras 2 "
+                f"file (Keras {keras_version}) is always computed as tf.keras computes it, on "
+                "TensorFlow, and model.keras_backend says 'tensorflow'. Leave keras_backend "
+                "out for Keras 2 files", UserWarning, stacklevel=2)
+        keras_backend = "tensorflow"
     builder = GraphBuilder(keras_version=keras_version, path=path, custom_layers=custom_layers,
                            keras_backend=keras_backend)
     graph = builder.build(config)
@@ -582,7 +590,8 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
         (default): the backend a Keras 3 ``.h5`` records, else (a ``.keras`` archive, which
         records none) as on JAX/NumPy, with a :class:`BackendWarning` for each such layer
         (``argpartition`` warns on NumPy too: the order inside its partitions is JAX's).
-        Ignored for Keras 2 files, which compute as TensorFlow.
+        A Keras 2 file computes as TensorFlow, whatever is given (with a warning where
+        another backend is), and ``model.keras_backend`` is then ``"tensorflow"``.
       **keras_options: none is accepted; ``keras.models.load_model``'s ``custom_objects``,
         ``compile`` and ``safe_mode`` are refused with what to do instead.
     Raises:

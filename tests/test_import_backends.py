@@ -88,11 +88,28 @@ def test_keras_backend_is_checked():
 def test_keras2_files_compute_as_tensorflow_whatever_is_passed():
     name = "tf_resize_bicubic"  # tf.image.resize bicubic in a tf.keras 2.21 file
     ref = np.load(K2 / f"{name}.expected.npz")
-    got = _load_quietly(K2 / f"{name}.h5", keras_backend="jax")(ref["x0"])
+    with pytest.warns(UserWarning, match="keras_backend='jax' is ignored"):
+        got = _load_quietly(K2 / f"{name}.h5", keras_backend="jax")(ref["x0"])
     got = got if isinstance(got, (list, tuple)) else [got]
     ys = [ref[f"y{i}"] for i in range(len(got))]
     for g, y in zip(got, ys):
         assert rel_err(g, y) <= TOL
+
+
+def test_keras2_files_show_tensorflow_as_their_backend():
+    """README: Keras 2 files always compute as TensorFlow, and ``model.keras_backend`` and the
+    first line of ``model.summary()`` show the choice. Before, they showed the value given
+    (``"jax"``) or ``None`` for a tf.keras 2 ``.keras`` archive, which records none."""
+    fixtures = pathlib.Path(__file__).parent / "fixtures"
+    with pytest.warns(UserWarning, match=r"keras_backend='jax' is ignored.*Keras 2"):
+        told = load_keras(fixtures / "mnist_cnn_tfkeras2.h5", keras_backend="jax")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none where nothing, or TensorFlow, is given
+        archive = load_keras(fixtures / "keras2" / "rnn_tfkeras2.keras")
+        load_keras(fixtures / "mnist_cnn_tfkeras2.h5", keras_backend="tensorflow")
+    for model in (told, archive):
+        assert model.keras_backend == "tensorflow"
+        assert model.summary().splitlines()[0].endswith("on tensorflow)")
 
 
 def _gru_with_initial_state(unroll):
