@@ -211,3 +211,36 @@ def test_the_used_layers_are_found_once_per_output_for_every_variant(two_heads, 
     assert m.with_head("logits").used_layers == first
     assert m.with_backprop("guided").with_params(m.params).used_layers == first
     assert len(walks) <= 1
+
+
+def test_eigencam_without_targets_takes_the_default_layer_of_a_model_of_several_outputs(
+        tmp_path):
+    """``eigencam(model, x)`` (``targets=None``) reads no output, so a model of several
+    outputs needs no score function (README). Its stand-in score reads nothing either, and
+    the default layer was sought among the layers that score depends on: none, refused ("no
+    spatial layer the scores depend on"). Checked against the first principal component of
+    the layer's activations from Keras, in NumPy."""
+    import keras
+    from model_import import load_keras
+
+    keras.utils.set_random_seed(2)
+    i = keras.Input((8, 8, 1), name="img")
+    conv = keras.layers.Conv2D(3, 3, activation="relu", name="c")
+    h = conv(i)
+    g = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    keras.Model(i, [keras.layers.Dense(2, name="a")(g),
+                    keras.layers.Dense(3, name="b")(g)]).save(tmp_path / "two.keras")
+    m = load_keras(tmp_path / "two.keras")
+    x = np.random.default_rng(3).random((2, 8, 8, 1), np.float32)
+    A = np.asarray(keras.Model(i, h)(x), np.float64)  # (2, 6, 6, 3)
+    got = np.asarray(jaxsal.eigencam(m, x, upsample=False))
+    assert got.shape == (2, 6, 6)
+    for n in range(2):
+        X = A[n].reshape(-1, 3)
+        Xc = X - X.mean(0)
+        proj = Xc @ np.linalg.svd(Xc, full_matrices=False)[2][0]
+        ref = X.sum(-1) - X.sum(-1).mean()
+        proj = proj if proj @ ref >= 0 else -proj
+        np.testing.assert_allclose(got[n], np.maximum(proj, 0).reshape(6, 6), rtol=1e-3,
+                                   atol=1e-5)
+    assert jaxsal.eigencam(m, x).shape == (2, 8, 8)

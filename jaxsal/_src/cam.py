@@ -283,7 +283,11 @@ def _cam_layer(p: Prepared, layer: str | None, upsample: bool = True
         # not the selected output's only (with_output)
         reads_layers = p.spec.layers and hasattr(p.model, "with_output")
         model = p.model.with_output(None) if reads_layers else p.model
-        if reads_layers or (_several_outputs(p.model) and p.spec.kind == "scores"):
+        # Eigen-CAM's targets=None stands for a score that reads nothing (_no_score): no
+        # layer feeds it, and the maps read no score, so any output's last convolution does
+        reads_nothing = p.spec.scores == (_no_score,)
+        if reads_layers or (_several_outputs(p.model) and p.spec.kind == "scores"
+                            and not reads_nothing):
             # the last convolution among the layers the scores depend on: a score of one
             # output (or a unit) is not changed by another branch's layers (maps of 0)
             layer = _default_cam_layer(model, _scored_layers(p, model))
