@@ -136,8 +136,11 @@ def test_neuron_conductance_is_its_definition(net, layer, neuron):
         want = _neuron_by_hand(m, x, x0, layer, unit, k, "trapezoid", 5)
         np.testing.assert_allclose(got[:, t], want, rtol=1e-4,
                                    atol=1e-5 * np.abs(want).max())
+    # steps as a 0-d integer array, a count as an int (README): it was checked but kept, and
+    # the program cache key raised "unhashable type"
     gl = np.asarray(jaxsal.neuron_conductance(m, x, 1, layer=layer, neuron=neuron,
-                                              baseline=x0, steps=4, rule="gausslegendre"))
+                                              baseline=x0, steps=np.array(4),
+                                              rule="gausslegendre"))
     want = _neuron_by_hand(m, x, x0, layer, unit, 1, "gausslegendre", 4).sum(-1)
     np.testing.assert_allclose(gl, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 

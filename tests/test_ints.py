@@ -111,6 +111,20 @@ def test_every_count_takes_every_kind_of_int(case, monkeypatch):
     assert len(seen) == len(ACCEPTED)
 
 
+def test_integrated_gradients_runs_with_steps_as_a_0d_integer_array():
+    """The cases above stop each call right after its check; integrated gradients (and
+    xrai, which calls it) checked ``steps`` but kept the array, whose program cache key then
+    raised "unhashable type". Against the trapezoid rule of the analytic gradient of
+    ``sum_i tanh(x_i) W_i0`` from the zero baseline (alphas 0, 1/2, 1; weights 1/4, 1/2, 1/4)."""
+    x = _X.reshape(2, -1).astype(np.float64)
+    w0 = np.asarray(_W, np.float64)[:, 0]
+    want = sum(wk * x * w0 * (1.0 - np.tanh(ak * x) ** 2)
+               for ak, wk in ((0.0, 0.25), (0.5, 0.5), (1.0, 0.25))).reshape(2, 4, 4)
+    for steps in (np.array(3), jnp.int32(3)):
+        got = jaxsal.integrated_gradients(_model(), _X, 0, steps=steps)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_every_count_refuses_the_same_values(case):
     call, name, low, high = case[:4]

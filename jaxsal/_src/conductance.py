@@ -262,6 +262,7 @@ def neuron_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, 
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
     quadrature(steps, rule)
+    steps = int(steps)  # checked: an int, not np.array(3), whose program key is unhashable
     p = prepare(model, x, targets, head=head, check_finite=check_finite, multi_input=True)
     lt = prepare_layer(p, layer, None)
     mask = _neuron_mask(neuron, lt, layer)

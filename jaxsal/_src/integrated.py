@@ -272,6 +272,7 @@ def integrated_gradients(model: ModelLike, x: Inputs, targets: Targets = None, *
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
     quadrature(steps, rule)
+    steps = int(steps)  # checked: an int, not np.array(3), whose program key is unhashable
     p = prepare(model, x, targets, head=head, check_finite=check_finite,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
