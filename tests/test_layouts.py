@@ -279,14 +279,22 @@ def test_function_model_channels_first():
     with pytest.raises(ValueError, match="data_format"):
         jaxsal.FunctionModel(features=feats(True), head_fn=head(True), params=p,
                              data_format="NCHW")
-    # one value per channel given as (C,) to channels-first x: the error names (C, 1, 1)
-    per_channel = (r"one value per channel is \(6,\) for channels-last x, \(2, 1, 1\) for "
-                   r"channels-first")
+    # one value per channel given as (C,) to channels-first x: the error names (C, 1, 1),
+    # the form for the model's layout only (it named both layouts' forms, from x.shape[-1]
+    # and x.shape[1], whichever the model's was: (6,) as if C were W here)
+    per_channel = r"one value per channel is \(2, 1, 1\) for x, which is channels-first\)$"
     with pytest.raises(ValueError,
                        match=r"fill of shape \(2,\) does not broadcast.*" + per_channel):
         jaxsal.occlusion(cf, xt, 0, patch=2, fill=np.ones(2, np.float32))
-    with pytest.raises(ValueError, match=r"baseline of shape \(2,\).*" + per_channel):
+    with pytest.raises(ValueError, match=r"baseline of shape \(2,\).*" + per_channel) as e:
         jaxsal.integrated_gradients(cf, xt, 0, baseline=np.ones(2, np.float32))
+    assert "(6,)" not in str(e.value)
+    # channels-last x, one example's shape for a batch of one: (C,), not (H, 1, 1)
+    with pytest.raises(ValueError, match=r"baseline of shape \(2, 6, 6, 2\) does not "
+                       r"broadcast.*one value per channel is \(2,\) for x, which is "
+                       r"channels-last\)$") as e:
+        jaxsal.integrated_gradients(cl, x[:1], 0, baseline=np.zeros_like(x))
+    assert "(6, 1, 1)" not in str(e.value)
     np.testing.assert_allclose(
         jaxsal.occlusion(cf, xt, 0, patch=2, fill=np.ones((2, 1, 1), np.float32)),
         jaxsal.occlusion(cl, x, 0, patch=2, fill=np.ones(2, np.float32)), **TOL)

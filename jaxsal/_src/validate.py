@@ -828,10 +828,10 @@ def check_like(value: Any, a: Any, name: str, what: str = "x", *, channels_first
         ok = False
     if not ok:
         per_channel = ""
-        if a.ndim >= 3:  # one value per channel, as each layout broadcasts it
-            first = (a.shape[1],) + (1,) * (a.ndim - 2)
-            per_channel = (f": one value per channel is ({a.shape[-1]},) for channels-last "
-                           f"{what}, {first} for channels-first")
+        if a.ndim >= 3:  # one value per channel, as a's layout broadcasts it
+            form = (a.shape[1],) + (1,) * (a.ndim - 2) if channels_first else (a.shape[-1],)
+            layout = "channels-first" if channels_first else "channels-last"
+            per_channel = f": one value per channel is {form} for {what}, which is {layout}"
         raise ValueError(f"{name} of shape {v.shape} does not broadcast to {what} of shape "
                          f"{tuple(a.shape)}; expected a scalar, {tuple(a.shape[1:])} or "
                          f"{tuple(a.shape)} (or a shape that broadcasts to it{per_channel})")
