@@ -304,6 +304,61 @@ def explicit():
     return got
 if typed_meshes:
     attempt("explicit", explicit)
+# every other array argument sharded over the Explicit axis: refused where it is checked,
+# naming it, before anything compiles (they crashed inside: a MaxPooling2D reshape, a gather,
+# maximize's vmap over the units)
+def explicit_arguments():
+    from jax.sharding import AxisType
+    ex = jax.make_mesh((4,), ("e",), axis_types=(AxisType.Explicit,))
+    E = lambda a: jax.device_put(np.asarray(a), NamedSharding(ex, P("e")))
+    xn = np.asarray(x)
+    maps = np.ones((8, 1, 28, 28), np.float32)
+    ids = np.arange(8)[:, None] % 10
+    mask = np.broadcast_to((np.arange(28)[:, None] // 14 * 2 + np.arange(28) // 14)[..., None],
+                           (8, 28, 28, 1)).astype(np.int32)
+    params = jax.tree_util.tree_map(lambda a: E(a) if a.ndim == 1 and a.shape[0] % 4 == 0
+                                    else a, m.params)
+    job = os.path.join(tempfile.mkdtemp(), "maps.npy")
+    cases = {
+        "maps": lambda: jaxsal.deletion(m, xn, E(maps), ids),
+        "fill": lambda: jaxsal.deletion(m, xn, maps, ids, fill=E(xn * 0)),
+        "baseline": lambda: jaxsal.insertion(m, xn, maps, ids, baseline=E(xn * 0)),
+        "fill/occlusion": lambda: jaxsal.occlusion(m, xn, 1, patch=7, fill=E(xn * 0)),
+        "baseline/integrated_gradients": lambda: jaxsal.integrated_gradients(
+            m, xn, 1, baseline=E(xn * 0), steps=2),
+        "baseline/deeplift": lambda: jaxsal.deeplift(m, xn, 1, baseline=E(xn * 0)),
+        "baselines": lambda: jaxsal.gradient_shap(m, xn, 1, baselines=E(xn[:4] * 0), key=0,
+                                                  n=2),
+        "baselines/deeplift_shap": lambda: jaxsal.deeplift_shap(m, xn, 1,
+                                                                baselines=E(xn[:4] * 0)),
+        "maps/infidelity": lambda: jaxsal.infidelity(m, xn, E(maps), ids, key=0, n=2),
+        "feature_mask": lambda: jaxsal.kernel_shap(m, xn, 1, feature_mask=E(mask), key=0, n=4),
+        "segments": lambda: jaxsal.xrai(m, xn[:4], 1, segments=E(np.ones((4, 2, 28, 28), bool)),
+                                        steps=2),
+        "maps/xrai_regions": lambda: jaxsal.xrai_regions(E(maps[:4, 0]),
+                                                         np.ones((4, 2, 28, 28), bool)),
+        "seed_images": lambda: jaxsal.maximize(m, [1, 2, 3, 4], steps=2, key=0,
+                                               seed_images=E(np.zeros((4, 28, 28, 1)))),
+        "direction": lambda: jaxsal.direction_objective("conv2d_1", E(np.ones(32))),
+        "targets": lambda: jaxsal.saliency(m, xn, E(ids)),
+        "targets/jit": lambda: jax.jit(lambda t: jaxsal.gradcam(m, xn, t))(E(ids)),
+        "fill/jit": lambda: jax.jit(lambda f: jaxsal.rise(m, xn, 1, key=0, n=4, fill=f))(
+            E(xn * 0)),
+        "params": lambda: jaxsal.saliency(jaxsal.FunctionModel(m.apply, params), xn, 1),
+        "baseline/explain_to_file": lambda: jaxsal.explain_to_file(
+            jaxsal.integrated_gradients, m, xn, job, targets=1, batch_size=4,
+            baseline=E(xn * 0), steps=2),
+    }
+    got = {}
+    for case, f in cases.items():
+        try:
+            f()
+            got[case] = "ran"
+        except Exception as e:  # the message, for the test
+            got[case] = f"{type(e).__name__}: {e}"
+    return got
+if typed_meshes:
+    attempt("explicit_arguments", explicit_arguments)
 def plan_meshes():
     from jax.sharding import AxisType
     ex = jax.make_mesh((4,), ("e",), axis_types=(AxisType.Explicit,))
@@ -468,6 +523,26 @@ def test_inputs_sharded_over_explicit_axes_are_refused(results):
         msg = r[where]
         x = "inputs" if where == "job" else "x"
         assert msg.startswith(f"ValueError: {x} is sharded over Explicit mesh axes ('e',)"), msg
+        assert "AxisType.Auto" in msg and "jax.shard_map" in msg and "device_put" in msg, msg
+
+
+@needs_typed_meshes
+def test_every_array_argument_sharded_over_explicit_axes_is_refused(results):
+    """Only ``x`` was refused on ``Explicit`` mesh axes: every other array argument sharded
+    over them (a ``fill``, a ``baseline``, evaluation ``maps``, ``baselines``, a
+    ``feature_mask``, ``segments``, ``seed_images``, targets given as an array, eager or under
+    the caller's ``jax.jit``, a model's ``params``, an ``explain_to_file`` option) crashed
+    deep inside with JAX's sharding errors (an imported ``MaxPooling2D``'s reshape, a gather,
+    maximize's vmap over the units). Each is refused where it is checked, naming it, with the
+    fixes given for ``x``."""
+    r = _ok(results, "explicit_arguments")
+    assert len(r) == 19, sorted(r)
+    for case, msg in r.items():
+        arg = case.split("/")[0]
+        if arg == "params":
+            arg = "params["  # (the leaf named: params['conv2d_1']['bias'])
+        assert msg.startswith(f"ValueError: {arg}") and " is sharded over Explicit mesh axes " \
+            "('e',)" in msg, (case, msg)
         assert "AxisType.Auto" in msg and "jax.shard_map" in msg and "device_put" in msg, msg
 
 

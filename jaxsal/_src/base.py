@@ -431,8 +431,10 @@ def _framework_of(model: Any) -> str | None:
 def as_model(model: Any) -> Any:
     """``model`` if it speaks the protocol; ``(fn, params)`` becomes a :class:`FunctionModel`."""
     if is_function_pair(model):
+        refuse_explicit_tree(model[1], "params")  # (sharded over Explicit axes: refused)
         return FunctionModel(model[0], model[1])
     if hasattr(model, "apply") and hasattr(model, "params"):
+        refuse_explicit_tree(model.params, "params")
         return model
     expected = "expected a model with .apply(params, x) and .params"
     framework = _framework_of(model)
@@ -1468,6 +1470,9 @@ def explicit_axes(x: Any) -> tuple[str, ...]:
     explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
     if typeof is None or explicit is None or not isinstance(x, jax.Array):
         return ()
+    if not isinstance(x, jax.core.Tracer) and not isinstance(
+            getattr(x, "sharding", None), jax.sharding.NamedSharding):
+        return ()  # (an array on one device: no mesh; jax.typeof costs some 15 us)
     try:
         sharding = typeof(x).sharding
         kinds = dict(zip(sharding.mesh.axis_names, sharding.mesh.axis_types))
@@ -1495,9 +1500,43 @@ def refuse_explicit(x: Any, what: str = "x") -> None:
         f"type {jax.typeof(x)}), which jaxsal does not support: its programs rely on "
         f"XLA propagating the sharding (Auto axes). Build the mesh with Auto axes, "
         f"jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * {n}) or "
-        f"jax.sharding.Mesh(devices, names), or move the inputs to such a mesh "
-        f"(jax.device_put(x, NamedSharding(auto_mesh, spec))), or explain each "
+        f"jax.sharding.Mesh(devices, names), or move {what} to such a mesh "
+        f"(jax.device_put(value, NamedSharding(auto_mesh, spec))), or explain each "
         f"device's rows under jax.shard_map (README: 'Several devices')")
+
+
+def refuse_explicit_tree(tree: Any, what: str) -> None:
+    """:func:`refuse_explicit` for every array leaf of ``tree`` (any argument of a method or
+    evaluation besides ``x``: a ``fill``, a ``baseline``, the ``maps`` of an evaluation,
+    ``seed_images``, a ``feature_mask``, targets given as an array, a model's ``params``; a
+    list, tuple or dict of them per input), naming the argument ``what`` (and the leaf's
+    place in ``tree``, ``baselines[1]``, ``params['dense']['kernel']``, where it is not
+    the array itself). One check for them all, made where the argument is validated, before
+    anything is traced or compiled; eager or under the caller's ``jax.jit`` alike (a tracer's
+    type carries its sharding). NumPy values, Python numbers, arrays on one device,
+    replicated or on ``Auto``/``Manual`` axes pass; so does an argument that JAX could
+    have taken on ``Explicit`` axes, for one rule for every argument (README: 'Several
+    devices')."""
+    if tree is None or not hasattr(jax, "typeof"):
+        return
+    if isinstance(tree, jax.Array):
+        refuse_explicit(tree, what)
+        return
+    if isinstance(tree, (np.ndarray, np.generic, int, float, complex, str, bytes)):
+        return
+    try:
+        leaves = jax.tree_util.tree_leaves(tree)
+    except Exception:  # noqa: BLE001  (not a tree JAX can read: the argument's check says so)
+        return
+    # (a model's params on one device, the common case, pass at about 1 us a leaf: only a
+    # tracer or an array with a mesh is looked at further, its path found where refused)
+    named, tracer = jax.sharding.NamedSharding, jax.core.Tracer
+    if not any(isinstance(leaf, tracer) or isinstance(getattr(leaf, "sharding", None), named)
+               for leaf in leaves):
+        return
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, jax.Array):
+            refuse_explicit(leaf, what + jax.tree_util.keystr(path))
 
 
 def mesh_devices(x: Any) -> int:

@@ -669,6 +669,11 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
     # (the method refuses them too, but the job slices the inputs first, where JAX raised)
     for i, a in enumerate(arrays):
         base.refuse_explicit(a, "inputs" if several is None else f"inputs {several.names[i]!r}")
+    # (and every other array: the targets, the options, those a functools.partial binds;
+    # options with rows are sliced with the inputs, where JAX raised too)
+    base.refuse_explicit_tree(targets, "targets")
+    for k, v in {**_bound_keywords(method), **options}.items():
+        base.refuse_explicit_tree(v, k)
     # an option bound in a functools.partial of the method that the job reads (rows sliced
     # with the inputs, one fixed for the whole job, one value per input): taken as passed
     # here (arranged, sliced, checked; the same job), the call's over the partial's

@@ -187,7 +187,9 @@ def internal_influence(model: ModelLike, x: Inputs, targets: Targets = None, *, 
 
 def _neuron_mask(neuron: Any, lt: LayerTarget, layer: str) -> np.ndarray:
     """The units of ``lt``'s output (one example's shape) that ``neuron`` names, as 0/1: a
-    tuple indexes one unit, an int one channel (every position of it)."""
+    tuple indexes one unit, an int one channel (every position of it); an array sharded
+    over ``Explicit`` mesh axes is refused (:func:`jaxsal._src.base.refuse_explicit_tree`)."""
+    base.refuse_explicit_tree(neuron, "neuron")
     shape = tuple(lt.shape[1:])
     channel_axis = 0 if lt.channels_first else len(shape) - 1
     mask = np.zeros(shape, np.float32)

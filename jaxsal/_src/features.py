@@ -237,6 +237,7 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
     Returns:
       ``(rows * (H + pad) + pad, ncols * (W + pad) + pad[, C])``.
     """
+    base.refuse_explicit_tree(images, "images")  # (sharded over Explicit axes: JAX raised)
     a = jnp.asarray(base.native(images))
     if not isinstance(channels_first, (bool, np.bool_)):
         raise TypeError(f"image_grid: expected channels_first as a bool, got "

@@ -37,7 +37,9 @@ ArrayLike = jax.typing.ArrayLike
 def check_baselines(baselines: Any, x: Any) -> Any:
     """``baselines`` as a distribution ``(B, *x.shape[1:])`` of reference inputs (per input of
     a multi-input model, in ``x``'s structure, one ``B`` for all): ``None`` is one baseline of
-    zeros, a number or one example's shape one baseline."""
+    zeros, a number or one example's shape one baseline. Baselines sharded over
+    ``Explicit`` mesh axes are refused (:func:`jaxsal._src.base.refuse_explicit_tree`)."""
+    base.refuse_explicit_tree(baselines, "baselines")
     if not isinstance(x, jax.Array):  # several inputs
         out = jax.tree_util.tree_structure(x).unflatten(
             checked_per_input(check_baselines, baselines, x, "baselines"))

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import reals
+from jaxsal._src import base, reals
 from jaxsal._src.backward import with_backward
 from jaxsal._src.validate import check_not_per_channel
 
@@ -375,6 +375,8 @@ def lrp_zbox(low: ArrayLike, high: ArrayLike, epsilon: float = 1e-9) -> LRPRule:
         it per column).
       epsilon: the stabilizer (:class:`LRPRule`).
     """
+    base.refuse_explicit_tree(low, "low")
+    base.refuse_explicit_tree(high, "high")
     lo, hi = np.asarray(low, np.float32), np.asarray(high, np.float32)
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
         raise ValueError(f"lrp_zbox: expected finite low and high, got {low!r}, {high!r}")

@@ -739,6 +739,8 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
         raise ValueError(f"maximize optimizes continuous inputs; this model takes integer "
                          f"inputs ({ids_dtype}: token ids or other codes)")
     channels_first = is_channels_first(model, 4)
+    base.refuse_explicit_tree(seed_images, "seed_images")  # (vmapped over the units: JAX
+    # raised "Mapped away dimension ... should be sharded the same")
     seed_shape = None if seed_images is None else tuple(np.shape(seed_images))  # as given
     if channels_first:  # optimize channels-last images; see maximize()
         if not hasattr(model, "channels_last"):

@@ -460,6 +460,7 @@ def channel_interpolate(layer1: str, channel1: int, layer2: str, channel2: int, 
 
 
 def _direction(direction: Any, what: str) -> Array:
+    base.refuse_explicit_tree(direction, "direction")
     if not isinstance(direction, jax.core.Tracer):
         check_finite_array(direction, what, "direction")
     d = jnp.asarray(direction, jnp.float32)

@@ -126,7 +126,10 @@ def _layout(mshape: tuple, xshape: tuple, cf: bool) -> tuple:
 
 def _mask_groups(feature_mask: Any, x: Array, cf: bool, group_ids: Any = None) -> _Groups:
     """The players given by ``feature_mask``: its ids >= 0 that occur (or ``group_ids``, a
-    superset of them), in increasing order, become groups ``0..M-1``."""
+    superset of them), in increasing order, become groups ``0..M-1``. Either sharded over
+    ``Explicit`` mesh axes is refused (:func:`jaxsal._src.base.refuse_explicit_tree`)."""
+    base.refuse_explicit_tree(feature_mask, "feature_mask")
+    base.refuse_explicit_tree(group_ids, "group_ids")
     if isinstance(feature_mask, jax.core.Tracer):
         raise TypeError("feature_mask must be a concrete array (its values fix the number of "
                         "groups, M, which sets the program's shapes); got a traced value. "

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src.base import callable_key, zeros_varying_as
+from jaxsal._src.base import callable_key, refuse_explicit_tree, zeros_varying_as
 from jaxsal._src.precision import backward_dtype, low_precision
 
 Array = jax.Array
@@ -244,7 +244,9 @@ def _beyond_int64(targets: Any) -> list[int]:
 def parse_targets(targets: Any, n: int,
                   info: OutputInfo) -> tuple[TargetSpec, np.ndarray | Array | None]:
     """Validate ``targets`` and split them into a static :class:`TargetSpec` and an
-    ``(N, T)`` int32 id array (``None`` unless class ids were given)."""
+    ``(N, T)`` int32 id array (``None`` unless class ids were given). Ids sharded over
+    ``Explicit`` mesh axes are refused (:func:`jaxsal._src.base.refuse_explicit_tree`)."""
+    refuse_explicit_tree(targets, "targets")
     if targets is None:
         if info.units is None:
             raise ValueError("targets=None explains the predicted class, which needs outputs of "

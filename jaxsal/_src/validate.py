@@ -808,7 +808,9 @@ def check_like(value: Any, a: Any, name: str, what: str = "x", *, channels_first
     one example's shape or the batch's), with finite values; else a clear error (``result``:
     what a NaN would make NaN, for it). ``channels_first``: ``a``'s layout (``Prepared``'s
     ``formats``, per input), for a channels-first ``a`` a 1-D value that could be one per
-    channel or one per column is refused (:func:`check_not_per_channel`)."""
+    channel or one per column is refused (:func:`check_not_per_channel`). A value sharded
+    over ``Explicit`` mesh axes is refused (:func:`jaxsal._src.base.refuse_explicit_tree`)."""
+    base.refuse_explicit_tree(value, name)
     check_whole(value, a, name, what)
     _check_float_range(value, a, name, what)
     try:
@@ -870,7 +872,9 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str, *,
     (one input's, one target's) by a power of two (exact) to a largest magnitude in
     ``[2**(e-1), 2**e)`` (deletion 100, as :func:`jaxsal.normalize` scales them; 0 where the
     evaluation squares the maps' sums); ``None`` refuses them, saying so (``fix``: the
-    evaluation's own way on, before x64's)."""
+    evaluation's own way on, before x64's). Maps sharded over ``Explicit`` mesh axes are
+    refused (:func:`jaxsal._src.base.refuse_explicit_tree`)."""
+    base.refuse_explicit_tree(maps, "maps")
     if several_arrays(maps):
         # np.asarray would stack them list axis first, (T, N, ...): with T == N the shapes
         # pass and every input is paired with another target's map

@@ -33,7 +33,7 @@ import numpy as np
 from jaxsal._src.base import ModelLike
 from jaxsal._src.integrated import RULES, integrated_gradients
 from jaxsal._src.postprocess import reduce_channels
-from jaxsal._src import ints, reals
+from jaxsal._src import base, ints, reals
 from jaxsal._src.segmentation import (XRAI_MIN_SIZE, XRAI_SCALES, XRAI_SIGMA, XRAI_SIZE,
                                       XRAI_VALUE_RANGE, TracedImagesError, xrai_labels)
 from jaxsal._src.targets import Targets
@@ -372,7 +372,9 @@ def _check_segments(segments: ArrayLike, n: int, hw: tuple[int, ...], what: str,
     its images, before segmenting or integrating anything, and only once). Where the segments
     fit ``channels_last_hw`` instead (maps ``(N, H, W, C)`` still holding channels), the
     message says so. Returns the segments (a NumPy array stays one: masks on the host stay
-    there)."""
+    there). Segments sharded over ``Explicit`` mesh axes are refused
+    (:func:`jaxsal._src.base.refuse_explicit_tree`)."""
+    base.refuse_explicit_tree(segments, "segments")
     s = segments if isinstance(segments, np.ndarray) else jnp.asarray(segments)
     if s.dtype != np.bool_:
         raise ValueError(f"expected segments as boolean region masks (N, M, H, W) or "
@@ -421,7 +423,9 @@ def xrai_regions(maps: ArrayLike, segments: ArrayLike, *, min_pixel_diff: int = 
 def _float32_maps(maps: ArrayLike) -> Array:
     """:func:`xrai_regions`' ``maps`` ``(N, H, W)`` or ``(N, T, H, W)`` checked (their shape
     and dtype, finite values, a peak whose regions' sums float32 holds: found once, see
-    :func:`_wide_peak`) -> the same maps as float32. :func:`xrai` checks its maps here too."""
+    :func:`_wide_peak`) -> the same maps as float32. :func:`xrai` checks its maps here too.
+    Maps sharded over ``Explicit`` mesh axes are refused (JAX raised in a reshape)."""
+    base.refuse_explicit_tree(maps, "maps")
     peak = _wide_peak(maps)  # (None for float32 maps and narrower: found on the device below)
     if peak is not None and peak > float(np.finfo(np.float32).max):
         raise _too_large(peak, "beyond float32's range")
@@ -476,7 +480,9 @@ def _baselines(baselines: Sequence[Any] | None, x: Array, channels_first: bool) 
     """The IG baselines, each ``x``'s shape: by default each input's minimum and maximum
     value everywhere (the authors' defaults). For a ``channels_first`` ``x``, a 1-D baseline
     that could be one value per channel or one per column is refused
-    (:func:`~jaxsal._src.validate.check_not_per_channel`)."""
+    (:func:`~jaxsal._src.validate.check_not_per_channel`); baselines sharded over
+    ``Explicit`` mesh axes are refused (:func:`jaxsal._src.base.refuse_explicit_tree`)."""
+    base.refuse_explicit_tree(baselines, "baselines")
     if baselines is None:
         axes = tuple(range(1, x.ndim))
         return [jnp.broadcast_to(x.min(axis=axes, keepdims=True), x.shape),
