@@ -367,6 +367,37 @@ def test_saved_softmax_over_one_unit_is_refused_like_the_softmax_head(kind, tmp_
     assert np.abs(np.asarray(jaxsal.saliency(pick, seqs, 1))).max() > 0
 
 
+def test_constant_one_unit_output_read_by_a_score_function_is_refused(tmp_path):
+    """Of a model of several outputs, a score function reading a one-unit output that is
+    constant gave all-zero maps without a word: under head="softmax" (a linear ``Dense(1)``
+    becomes softmax(z) = 1.0) and as saved (``Dense(1, activation="softmax")``). Refused as
+    for one output; scores reading only the other outputs still run."""
+    keras = pytest.importorskip("keras")
+    from model_import import load_keras
+
+    inp = keras.Input((5,))
+    h = keras.layers.Dense(4, activation="relu")(inp)
+    outs = [keras.layers.Dense(3, activation="softmax", name="cls")(h),
+            keras.layers.Dense(1, name="reg")(h),
+            keras.layers.Dense(1, activation="softmax", name="bin")(h)]
+    model = keras.Model(inp, outs)
+    model.save(tmp_path / "three.keras")
+    m = load_keras(tmp_path / "three.keras")
+    xs = np.random.RandomState(0).randn(2, 5).astype(np.float32)
+    np.testing.assert_allclose(model(xs)[2], 1.0)  # Keras: the saved 'bin' is constant
+    reg, bin_ = (lambda o: o[1][:, 0]), (lambda o: o[2][:, 0])
+    for method in (jaxsal.saliency, jaxsal.occlusion):
+        with pytest.raises(ValueError, match=r"'bin'.*softmax over one unit.*constant"):
+            method(m, xs, bin_)
+    with pytest.raises(ValueError, match=r"'reg'.*head='softmax' on a one-unit output is const"):
+        jaxsal.saliency(m, xs, reg, head="softmax")
+    with pytest.raises(ValueError, match=r"'bin'.*softmax over one unit.*constant"):
+        jaxsal.saliency(m, xs, [lambda o: o[0][:, 1], bin_], head="softmax")
+    cls = jaxsal.saliency(m, xs, lambda o: o[0][:, 1], head="softmax")
+    assert np.abs(np.asarray(cls)).max() > 0
+    assert np.abs(np.asarray(jaxsal.saliency(m, xs, reg))).max() > 0
+
+
 def test_score_functions_must_return_real_floats(split, x):
     """A score function returning integers or booleans (an argmax, a comparison) has a zero
     gradient: the gradient methods gave all-zero maps without a word, and occlusion failed

@@ -50,13 +50,13 @@ from jaxsal._src import base, ints, plans
 from jaxsal._src.base import Inputs, ModelLike
 from jaxsal._src.finite import check_maps, refuses_non_finite_maps
 from jaxsal._src.postprocess import _reduce, check_reduce, upsample_linear
-from jaxsal._src.precision import _CALL_PARAMS, _CALLS
 from jaxsal._src.targets import (LayerScore, OutputInfo, Targets, layer_pullback,
                                  nan_where_invalid, predicted_ids, resolve_predicted, run_model,
                                  score_matrix, target_pullback)
 from jaxsal._src.validate import (NO_CHANNEL_AXIS, Prepared, _float_ids_reader, _layer_info,
                                   cam_rank, check_feeds_output, check_flag, check_spatial,
-                                  input_spatial_shape, layer_output, prepare, to_channels_last)
+                                  input_spatial_shape, layer_output, live_inputs, prepare,
+                                  to_channels_last)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -225,29 +225,9 @@ def _trace_scored_layers(p: Prepared, model: Any) -> frozenset[str] | None:
     deltas = {n: abstract(caps[n]) for n in names}
     closed = jax.make_jaxpr(scores)(jax.tree_util.tree_map(abstract, p.params),
                                     jax.tree_util.tree_map(abstract, p.x), deltas)
-    live = _live_inputs(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+    live = live_inputs(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
     order = jax.tree_util.tree_leaves({n: n for n in names})  # the deltas' leaf order
     return frozenset(n for n, read in zip(order, live[len(live) - len(order):]) if read)
-
-
-def _live_inputs(jaxpr: Any, live_out: list[bool]) -> list[bool]:
-    """Per input of ``jaxpr``, whether the outputs marked in ``live_out`` depend on it (a
-    backward walk; an equation's every input counts where any of its outputs does, except
-    inside the sub-program of a call, ``precision._CALLS``: a model's apply is one jit call)."""
-    live = {v for v, keep in zip(jaxpr.outvars, live_out) if keep and not hasattr(v, "val")}
-    for eqn in reversed(jaxpr.eqns):
-        outs = [v in live for v in eqn.outvars]
-        if not any(outs):
-            continue
-        ins = [True] * len(eqn.invars)
-        if eqn.primitive.name in _CALLS:
-            sub = next((v for k, v in eqn.params.items() if k in _CALL_PARAMS), None)
-            sub = getattr(sub, "jaxpr", sub)
-            if (sub is not None and len(sub.invars) == len(eqn.invars)
-                    and len(sub.outvars) == len(eqn.outvars)):
-                ins = _live_inputs(sub, outs)
-        live.update(v for v, keep in zip(eqn.invars, ins) if keep and not hasattr(v, "val"))
-    return [v in live for v in jaxpr.invars]
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxsal._src import base
 from jaxsal._src.per_example import check_per_example
+from jaxsal._src.precision import _CALL_PARAMS, _CALLS
 from jaxsal._src.targets import (ClassScore, LayerScore, OutputInfo, TargetSpec, parse_targets,
                                  resolve_predicted, run_model, score_matrix)
 from model_import._graph import MODEL_CLASSES
@@ -1300,18 +1301,15 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
         units = int(y.shape[1])
     kind, complement = base.output_kind(m)
     if units == 1 and getattr(m, "head", None) == "softmax":
-        raise ValueError("head='softmax' on a one-unit output is constant (1.0) and has zero "
-                         "gradients; use head='sigmoid', 'sigmoid_complement' or 'logits'")
+        raise ValueError(_SOFTMAX_HEAD_ON_ONE)
     if units == 1 and _constant_softmax(m):
-        raise ValueError("this model's saved output is a softmax over one unit: constant "
-                         "(1.0) for every input, so its gradients and score changes are zero "
-                         "and every map would be 0 (a binary classifier wants a sigmoid). "
-                         "Explain the unit's logit, head='logits' (or its sigmoid, "
-                         "head='sigmoid'): model.with_head('logits')")
+        raise ValueError(_SAVED_SOFTMAX_ON_ONE)
     info = OutputInfo(units, kind, complement,
                       not_classes="" if units is not None else _not_class_outputs(
                           y, getattr(m, "output_data_format", None) == "channels_first"))
     spec, ids = parse_targets(targets, n, info)
+    if isinstance(y, (list, tuple)):
+        _check_constant_outputs(m, y, spec)
     caps = {}
     if spec.layers:
         for layer in spec.layers:
@@ -1341,15 +1339,95 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
                     None if ids is None else jnp.asarray(ids), info, formats)
 
 
-def _constant_softmax(model: Any) -> bool:
+#: The refusals of a one-unit output that is constant (1.0): under the softmax head, and saved
+#: as a softmax over one unit.
+_SOFTMAX_HEAD_ON_ONE = ("head='softmax' on a one-unit output is constant (1.0) and has zero "
+                        "gradients; use head='sigmoid', 'sigmoid_complement' or 'logits'")
+_SAVED_SOFTMAX_ON_ONE = ("this model's saved output is a softmax over one unit: constant "
+                         "(1.0) for every input, so its gradients and score changes are zero "
+                         "and every map would be 0 (a binary classifier wants a sigmoid). "
+                         "Explain the unit's logit, head='logits' (or its sigmoid, "
+                         "head='sigmoid'): model.with_head('logits')")
+
+
+def _check_constant_outputs(model: Any, y: Sequence[Any], spec: TargetSpec) -> None:
+    """Of a :class:`model_import.KerasModel` of several outputs ``y`` (abstract, none
+    selected), refuse the one-unit outputs ``(N, 1)`` that are constant (1.0) when the
+    targets' score functions read them (their maps would be 0 where they do): under the
+    softmax head, one whose own head is not a softmax (a linear or sigmoid unit, normalized
+    over its one value); under the softmax head or the saved one, one saved as a softmax over
+    one unit (:func:`_constant_softmax`). Which outputs the scores read is found from their
+    traced program (``jax.make_jaxpr`` on the abstract outputs, nothing computed), only
+    where such an output exists."""
+    graph = getattr(model, "graph", None)
+    head = getattr(model, "head", None)
+    if head not in ("saved", "softmax") or not hasattr(graph, "softmax_heads"):
+        return
+    own = graph.softmax_heads()
+    why = {}
+    for i, o in enumerate(y):
+        if tuple(getattr(o, "shape", ()))[1:] != (1,):
+            continue
+        if own[i] and _constant_softmax(model, i):
+            why[i] = _SAVED_SOFTMAX_ON_ONE
+        elif head == "softmax" and not own[i]:
+            why[i] = _SOFTMAX_HEAD_ON_ONE
+    fns = [fn for fn in spec.scores if not isinstance(fn, LayerScore)]
+    if not why or not fns:
+        return
+    leaves, tree = jax.tree_util.tree_flatten(list(y))
+
+    def scores(*outs):
+        ys = jax.tree_util.tree_unflatten(tree, outs)
+        return [fn(ys) for fn in fns]
+
+    try:
+        closed = jax.make_jaxpr(scores)(*leaves)
+    except Exception:  # noqa: BLE001 -- the method traces the scores again and says why
+        return
+    read = live_inputs(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+    for i, r in enumerate(read):
+        if r and i in why:
+            names = getattr(model, "output_names", None) or [str(k) for k in range(len(y))]
+            raise ValueError(f"the targets' scores read output {names[i]!r} (N, 1) of this "
+                             f"model's {len(y)}: {why[i]} (or scores that read only the other "
+                             "outputs)")
+
+
+def live_inputs(jaxpr: Any, live_out: list[bool]) -> list[bool]:
+    """Per input of ``jaxpr``, whether the outputs marked in ``live_out`` depend on it (a
+    backward walk; an equation's every input counts where any of its outputs does, except
+    inside the sub-program of a call, ``precision._CALLS``: a model's apply is one jit call)."""
+    live = {v for v, keep in zip(jaxpr.outvars, live_out) if keep and not hasattr(v, "val")}
+    for eqn in reversed(jaxpr.eqns):
+        outs = [v in live for v in eqn.outvars]
+        if not any(outs):
+            continue
+        ins = [True] * len(eqn.invars)
+        if eqn.primitive.name in _CALLS:
+            sub = next((v for k, v in eqn.params.items() if k in _CALL_PARAMS), None)
+            sub = getattr(sub, "jaxpr", sub)
+            if (sub is not None and len(sub.invars) == len(eqn.invars)
+                    and len(sub.outvars) == len(eqn.outvars)):
+                ins = live_inputs(sub, outs)
+        live.update(v for v, keep in zip(eqn.invars, ins) if keep and not hasattr(v, "val"))
+    return [v in live for v in jaxpr.invars]
+
+
+def _constant_softmax(model: Any, index: int | None = None) -> bool:
     """Whether a :class:`model_import.KerasModel`'s saved head is a softmax over a single
     value (``Dense(1, activation="softmax")``): the head layer's own output has one element
     per example, so the output is 1.0 whatever the input (a softmax over several values of
-    which the output keeps one, ``probs[:, -1]``, is not)."""
+    which the output keeps one, ``probs[:, -1]``, is not). ``index``: of the output at that
+    position (the softmax head keeps a saved softmax output as it is), else of the selected
+    output under the saved head."""
     graph = getattr(model, "graph", None)
-    if getattr(model, "head", None) != "saved" or not hasattr(graph, "softmax_heads"):
+    if not hasattr(graph, "softmax_heads"):
         return False
-    index = getattr(model, "output_index", None) or 0
+    if index is None:
+        if getattr(model, "head", None) != "saved":
+            return False
+        index = getattr(model, "output_index", None) or 0
     heads = graph.softmax_heads()
     if index >= len(heads) or not heads[index]:
         return False
