@@ -150,8 +150,7 @@ def _parse_targets(s: str | None, model, n: int, method: str):
                          f"{len(items)} {'is' if len(empty) == 1 else 'are'} empty; remove "
                          f"the extra comma (--targets {','.join(t for t in parts if t)})")
     parts = [t for t in parts if t]
-    # digits only: Python's int() also reads '3_0' as 30 and ' 3 ' or '٣' as 3
-    if not parts or not all(re.fullmatch(r"[+-]?[0-9]+", t) for t in parts):
+    if not parts or not all(map(_is_int, parts)):
         raise ValueError(f"--targets: expected 'predicted', 'all', a class id, ids like "
                          f"0,3,7 or @FILE.npy (per-input ids); got {s!r}")
     ids = [int(t) for t in parts]
@@ -162,13 +161,31 @@ def _parse_targets(s: str | None, model, n: int, method: str):
     return ids[0] if len(ids) == 1 and "," not in s else ids
 
 
+def _is_int(s: str) -> bool:
+    """Whether ``s`` is an int typed as digits: an optional sign, then ``0``-``9`` only. Every
+    integer flag reads its value through this (Python's ``int()`` also reads ``'3_0'`` as 30
+    and ``' 3 '`` or ``'\u0663'`` as 3)."""
+    return re.fullmatch(r"[+-]?[0-9]+", s) is not None
+
+
+def _int_type(expected: str = "an int"):
+    """An argparse type taking an int typed as digits (:func:`_is_int`), whose error says
+    ``expected`` and what was got: ``argument --steps: expected an int typed as digits (e.g.
+    100), got '1_0'``."""
+    def check(s: str) -> int:
+        if not _is_int(s):
+            raise argparse.ArgumentTypeError(f"expected {expected} typed as digits, got {s!r}")
+        return int(s)
+    return check
+
+
 def _parse_sizes(s: str, flag: str):
-    """``"8"`` -> 8, ``"8,4"`` -> (8, 4) (one size per spatial axis)."""
-    try:
-        sizes = [int(t) for t in s.split(",")]
-    except ValueError:
+    """``"8"`` -> 8, ``"8,4"`` -> (8, 4) (one size per spatial axis), each typed as digits."""
+    parts = [t.strip() for t in s.split(",")]
+    if not all(map(_is_int, parts)):
         raise ValueError(f"{flag}: expected an int or ints like 8,4 (one per spatial axis), "
-                         f"got {s!r}") from None
+                         f"typed as digits, got {s!r}")
+    sizes = [int(t) for t in parts]
     return sizes[0] if len(sizes) == 1 else tuple(sizes)
 
 
@@ -186,10 +203,7 @@ def _devices(s: str) -> int | str:
     axis is split over; checked against the machine's by :func:`_batch_sharding`)."""
     if s == "all":
         return s
-    try:
-        count = int(s)
-    except ValueError:
-        count = 0
+    count = int(s) if _is_int(s) else 0
     if count < 1:
         raise argparse.ArgumentTypeError(
             f"expected 'all' or a positive int (how many of this machine's devices split each "
@@ -249,11 +263,8 @@ def _choice(choices: tuple[str, ...], what: str):
 
 
 def _seed(s: str) -> int:
-    """``--seed``'s argparse type: an int in ``[0, SEED_LIMIT)``."""
-    try:
-        seed = int(s)
-    except ValueError:
-        seed = None
+    """``--seed``'s argparse type: an int in ``[0, SEED_LIMIT)``, typed as digits."""
+    seed = int(s) if _is_int(s) else None
     if seed is None or not 0 <= seed < SEED_LIMIT:
         raise argparse.ArgumentTypeError(
             f"expected an int 0 <= SEED < 2**32 = {SEED_LIMIT} (in JAX's default 32-bit mode "
@@ -620,7 +631,7 @@ def _job(args):
     if k > 1:
         _check_out(args, input_paths(args.out, names))
     if args.output is not None:
-        model = model.with_output(int(args.output) if args.output.lstrip("-").isdigit()
+        model = model.with_output(int(args.output) if _is_int(args.output)
                                   else args.output)
     return model, (arrays if k > 1 else arrays[0]), progress_printer()
 
@@ -940,7 +951,8 @@ def _model_source_arguments(p: argparse.ArgumentParser) -> None:
 
 def _job_arguments(p: argparse.ArgumentParser) -> None:
     """A batch job's chunking and compilation cache (``explain``, ``evaluate``)."""
-    p.add_argument("--batch-size", type=int, default=None, help=BATCH_HELP)
+    p.add_argument("--batch-size", type=_int_type("an int (e.g. 64)"), default=None,
+                   help=BATCH_HELP)
     p.add_argument("--cache-dir", default=os.environ.get("JAXSAL_CACHE_DIR"), help=CACHE_HELP)
     p.add_argument("--keep-going", action="store_true", help=KEEP_GOING_HELP)
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
@@ -1065,7 +1077,7 @@ def main(argv=None) -> int:
     _model_source_arguments(v)
     v.add_argument("--output", default=None,
                    help="for a multi-output model: the output to follow (name or position)")
-    v.add_argument("--steps", type=int, default=None,
+    v.add_argument("--steps", type=_int_type("an int (e.g. 100)"), default=None,
                    help="points after the first (default 100, at most the positions)")
     v.add_argument("--order", default=None, choices=("most", "least"),
                    help="most relevant first (default) or least relevant first")

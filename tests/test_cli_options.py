@@ -522,6 +522,39 @@ def test_per_input_targets_from_a_file(tmp_path, mnist_path, digits_file, capsys
     assert not (tmp_path / "r.npy").exists()
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["explain", "m.h5", "x.npy", "--out", "o.npy", "--batch-size", "1_0"], "--batch-size"),
+    (["explain", "m.h5", "x.npy", "--out", "o.npy", "--seed", "1_0"], "--seed"),
+    (["explain", "m.h5", "x.npy", "--out", "o.npy", "--devices", "1_0"], "--devices"),
+    (["evaluate", "m.h5", "x.npy", "s.npy", "--metric", "deletion", "--out", "o.npy",
+      "--steps", "1_0"], "--steps"),
+    (["evaluate", "m.h5", "x.npy", "s.npy", "--metric", "deletion", "--out", "o.npy",
+      "--batch-size", "\u0663"], "--batch-size"),
+])
+def test_integer_flags_are_typed_as_digits(capsys, argv, flag):
+    """Python's int() reads '1_0' as 10 and the Arabic-Indic digit '\u0663' as 3: every
+    integer flag took them (`--seed 1_0` gave seed 10's maps), where --targets refused them.
+    Refused by argparse, naming the flag, before anything is read."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: expected " in err and f"got {argv[-1]!r}" in err, err
+
+
+def test_sizes_are_typed_as_digits():
+    """--patch and --stride (read after the model): '1_0' was patch 10."""
+    for flag in ("--patch", "--stride"):
+        for bad in ("1_0", "4,1_0", "\u0663", "4.0", ""):
+            with pytest.raises(ValueError) as e:
+                cli._parse_sizes(bad, flag)
+            assert str(e.value).startswith(f"{flag}: expected an int or ints like 8,4 "), e.value
+            assert f"got {bad!r}" in str(e.value), e.value
+    assert cli._parse_sizes("8", "--patch") == 8
+    assert cli._parse_sizes("4, 2", "--patch") == (4, 2)
+    assert cli._parse_sizes("+4,-2", "--stride") == (4, -2)  # (the method checks the sign)
+
+
 @pytest.mark.parametrize("typed, ids", [("3", 3), ("3,", [3]), ("1,2", [1, 2]),
                                         ("1,2,", [1, 2]), (" 1, 2 ", [1, 2])])
 def test_targets_typed_as_ids(typed, ids):
