@@ -637,10 +637,11 @@ def _job(args):
 
 
 def progress_printer(clock=time.perf_counter):
-    """A job's ``on_chunk`` callback for the command line: ``  chunk 5/40  (12.3 s, about 1
-    min left)``, the seconds since it was made and, from the second chunk this run
-    computes, the time left at this run's rate after its first chunk (which compiled the
-    program; chunks finished by an earlier run are not this run's work)."""
+    """A job's ``on_chunk`` callback for the command line: ``  chunk 5/40  (12.3 s, about 70
+    s left)``, the seconds since it was made and, from the second chunk this run computes,
+    the time left at this run's rate after its first chunk (which compiled the program;
+    chunks finished by an earlier run are not this run's work), in seconds below 90 s, then
+    in minutes (:func:`_duration`)."""
     t0 = clock()
     first: list = []  # (time, done) when this run's first chunk was written
 

@@ -401,6 +401,23 @@ def test_every_argument_of_every_command_has_help(capsys):
     assert "JAXSAL_CACHE_DIR" in text and "default: logits" in text
 
 
+def test_the_documented_progress_line_is_one_the_job_prints(capsys):
+    """README and progress_printer's docstring showed "about 1 min left", which is never
+    printed (below 90 s the time left is in seconds). The line shown is the one printed for
+    a first chunk at 4.3 s and the fifth at 12.3 s: 2 s each, 35 chunks, 70 s left."""
+    import pathlib
+
+    times = iter([0.0, 4.3, 12.3])
+    progress = cli.progress_printer(clock=lambda: next(times))
+    progress(1, 40)
+    progress(5, 40)
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line == "  chunk 5/40  (12.3 s, about 70 s left)"
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"`{line}`" in readme
+    assert " ".join(line.split()) in " ".join(cli.progress_printer.__doc__.split())
+
+
 def test_progress_lines_say_the_time_left_at_this_run_s_rate(capsys):
     """The first chunk a run writes (it compiled the program; earlier runs' chunks are not
     this run's work) sets the start of the rate; from the next, each line says the time
