@@ -670,7 +670,9 @@ def _check_option_names(args, fn, what: str, given: tuple = ("model", "x", "targ
     """Refuse, before loading anything, ``--layer`` or an ``--option NAME=`` that ``fn`` (the
     method ``what``) does not take: it failed in the first chunk, "got an unexpected keyword
     argument". ``given``: its parameters the job passes itself. The check and its words are
-    :func:`jaxsal.explain_to_file`'s (``job_inputs.unknown_option``)."""
+    :func:`jaxsal.explain_to_file`'s (``job_inputs.unknown_option``), but that the options
+    listed are those ``--option`` takes: a keyword given by the job's own flag (``head``) is
+    named with it, ``head is given by --head``."""
     from jaxsal._src.job_inputs import unknown_option, unknown_option_words
 
     names = [("--layer", "layer")] if getattr(args, "layer", None) else []
@@ -679,8 +681,12 @@ def _check_option_names(args, fn, what: str, given: tuple = ("model", "x", "targ
     flags = {name: flag for flag, name in reversed(names)}  # (the first flag of a name)
     found = unknown_option(fn, [name for _, name in names
                                 if name.isidentifier() and name not in _JOB_FLAGS], given)
-    if found is not None:
-        raise ValueError(f"{flags[found[0]]}: {unknown_option_words(what, *found)}")
+    if found is not None:  # (its options as --option takes them: head=... is --head's)
+        name, takes = found
+        flagged = [n for n in takes if n in _JOB_FLAGS and n not in _OWN]
+        words = unknown_option_words(what, name, [n for n in takes if n not in flagged])
+        raise ValueError(f"{flags[name]}: {words}"
+                         + "".join(f"; {n} is given by {_JOB_FLAGS[n]}" for n in flagged))
 
 
 def _token_inputs(e: BaseException):

@@ -5,6 +5,7 @@ generic ``--option``, and jobs that change ``--head`` or ``--output`` between ru
 ``--out``."""
 
 import argparse
+import inspect
 import os
 import re
 
@@ -888,7 +889,7 @@ def test_out_of_memory_in_a_chunk_is_one_line_saying_what_to_do(tmp_path, mnist_
      "--layer: --method fullgrad takes no option 'layer'; its options: variant, "),
     (["--option", "nosuch=1"],
      "--option nosuch=...: --method saliency takes no option 'nosuch'; its options: "
-     "reduce, head, "),
+     "reduce, chunk_size, "),
     (["evaluate", "--metric", "insertion", "--option", "fill=0.5"],
      "--option fill=...: --metric insertion takes no option 'fill'; its options: steps, "
      "baseline, "),
@@ -910,6 +911,25 @@ def test_an_option_the_method_does_not_take_is_refused_before_the_job(
     err = capsys.readouterr().err
     assert err.startswith("jaxsal: error: " + message) and "chunk 0" not in err
     assert not (tmp_path / "m.npy").exists()
+
+
+@pytest.mark.parametrize("name", cli.METHODS + cli.METRICS)
+def test_the_options_listed_for_an_unknown_one_are_ones_option_takes(name):
+    """An unknown --option listed the method's keywords, head among them, which --option
+    head=... then refused ("head is given by --head"): each option listed is one --option
+    takes, and a keyword given by its own flag is named with the flag."""
+    fn = getattr(jaxsal, name)
+    given = (("model", "x", "maps", "targets", "metric") if name in cli.METRICS
+             else ("model", "x", "targets"))
+    args = argparse.Namespace(layer=None, option=["nosuch=1"])
+    with pytest.raises(ValueError) as e:
+        cli._check_option_names(args, fn, f"--method {name}", given)
+    listed, *flagged = str(e.value).split("its options: ", 1)[1].split("; ")
+    for option in listed.split(", "):
+        assert option in inspect.signature(fn).parameters, (option, str(e.value))
+        cli._job_flag(option, fn)  # (refuses what a flag gives)
+    if "head" in inspect.signature(fn).parameters:
+        assert flagged == ["head is given by --head"], str(e.value)
 
 
 def test_smoothgrad_s_own_method_option(tmp_path, mnist_path, digits_file, mnist_digits,
