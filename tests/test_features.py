@@ -189,7 +189,10 @@ def test_image_grid_of_channels_first_images():
 def test_image_grid_of_images_of_no_pixel_is_refused():
     """Images with H = 0 or W = 0 (or no channel) were tiled into a grid of the padding
     alone, without an error; refused, naming the shape and the empty axis."""
-    for shape, axis in (((3, 0, 4), "H"), ((3, 4, 0, 3), "W"), ((2, 5, 5, 0), "C")):
+    # (2, 3, 6, 0): one of 3 or 4 pixels and no channel was read as channels-first (its
+    # error advised channels_first=True, whose own error then said W = 0): empty first
+    for shape, axis in (((3, 0, 4), "H"), ((3, 4, 0, 3), "W"), ((2, 5, 5, 0), "C"),
+                        ((2, 3, 6, 0), "C"), ((2, 4, 4, 0), "C"), ((2, 3, 0, 5), "W")):
         with pytest.raises(ValueError, match=re.escape(
                 f"image_grid: expected images of at least one pixel"
                 f"{' and one channel' if axis == 'C' else ''}, got shape {shape} "
@@ -197,6 +200,8 @@ def test_image_grid_of_images_of_no_pixel_is_refused():
             jaxsal.image_grid(np.zeros(shape, np.float32))
     with pytest.raises(ValueError, match=r"got shape \(2, 3, 0, 4\) \(H = 0\)"):
         jaxsal.image_grid(np.zeros((2, 3, 0, 4), np.float32), channels_first=True)
+    with pytest.raises(ValueError, match="expected at least one image, got 0"):
+        jaxsal.image_grid(np.zeros((0, 3, 8, 8), np.float32))
 
 
 def test_image_grid_pad_value_must_fit_integer_images():

@@ -254,7 +254,8 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
             raise ValueError(f"image_grid: channels_first=True: expected (T, C, H, W) images, "
                              f"got shape {a.shape}")
         a = jnp.moveaxis(a, 1, -1)
-    elif a.ndim == 4 and a.shape[1] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+    elif (a.ndim == 4 and a.shape[1] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4)
+          and 0 not in a.shape):  # (an empty axis in either layout: refused as such below)
         raise ValueError(f"image_grid: images of shape {a.shape} read as channels-first "
                          f"(T, C, H, W) (as maximize returns for a channels-first model), not "
                          f"(T, H, W, C) images with {a.shape[-1]} channels; pass "
