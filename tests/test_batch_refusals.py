@@ -40,6 +40,35 @@ def _chunks():
 
 
 # ---------------------------------------------------------------------- option names
+@pytest.mark.parametrize("bound", ["targets", "x", "model"])
+def test_a_positional_parameter_bound_in_a_partial_is_refused_as_an_option(tmp_path, bent, x,
+                                                                         bound):
+    """functools.partial(jaxsal.saliency, targets=3) failed with "too many positional
+    arguments. Pass the options it needs", naming neither targets nor the fix, where
+    targets=3 given to explain_to_file was refused naming both: the same refusal, before any
+    work (nothing traced, written or called)."""
+    calls = []
+
+    def mine(model, inputs, t=None, *, scale=1.0):
+        calls.append(scale)
+        return scale * np.asarray(model(inputs))
+
+    for method, names, what in (
+            (jaxsal.saliency, ("model", "x", "targets"), "jaxsal.saliency"),
+            (mine, ("model", "inputs", "t"), mine.__qualname__)):
+        name = dict(zip(("model", "x", "targets"), names))[bound]
+        partial = functools.partial(functools.partial(method, reduce=None) if method is
+                                    jaxsal.saliency else method, **{name: 3})
+        with pytest.raises(TypeError) as e:
+            jaxsal.explain_to_file(partial, bent, x, tmp_path / "m.npy", batch_size=2)
+        assert str(e.value).startswith(
+            f"option {name}=... (bound in the functools.partial): explain_to_file passes "
+            f"{what}'s {', '.join(names)} itself (each chunk's call is method(model, "
+            "inputs[i:j], targets, **options)): give the inputs and targets as "
+            "explain_to_file's own arguments"), e.value
+    assert calls == [] and list(tmp_path.iterdir()) == []
+
+
 def test_an_option_the_method_does_not_take_is_refused_before_any_work(tmp_path, bent, x):
     """An option a method does not take failed in the first chunk with Python's "unexpected
     keyword argument" (the command line refused it up front): refused first, naming the

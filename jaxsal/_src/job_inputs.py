@@ -504,6 +504,28 @@ def _called_with(method: Callable) -> tuple[inspect.Signature, list[str]] | None
     return sig, positional[:3]
 
 
+def _bound_positional(method: Callable) -> tuple[list[str], list[str]]:
+    """The keywords bound in ``method``'s ``functools.partial`` layers (innermost first),
+    and the names of the parameters a job passes the function under them by position (its
+    first three after those the partials bind by position); ``([], [])`` for a plain
+    function or one without a signature."""
+    layers = []
+    while isinstance(method, functools.partial):
+        layers.append(method)
+        method = method.func
+    if not layers:
+        return [], []
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # (a builtin, a C callable)
+        return [], []
+    positional = [p.name for p in params
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    skip = sum(len(layer.args) for layer in layers)
+    keywords = list(dict.fromkeys(k for layer in reversed(layers) for k in layer.keywords))
+    return keywords, positional[skip:skip + 3]
+
+
 def unknown_option(method: Callable, names: Any, given: tuple[str, ...] | None = None
                    ) -> tuple[str, list[str]] | None:
     """The first of option ``names`` that ``method`` does not take as a keyword, and the
@@ -538,7 +560,8 @@ def unknown_option_words(what: str, name: str, takes: list[str]) -> str:
 def check_call(method: Callable, options: dict) -> None:
     """Refuse, before any work, ``options`` that ``method`` cannot be called with as a job
     calls it for each chunk, ``method(model, x, targets, **options)``: an option it does not
-    take (:func:`unknown_option`), one of the three it is passed by position, a required
+    take (:func:`unknown_option`), one of the three it is passed by position (also bound by
+    keyword in a ``functools.partial``: ``partial(jaxsal.saliency, targets=3)``), a required
     keyword left out (:func:`jaxsal.neuron_conductance`'s ``neuron``). Each failed in the
     first chunk with Python's ``TypeError``; so is this, naming the method and its options."""
     called = _called_with(method)
@@ -546,12 +569,18 @@ def check_call(method: Callable, options: dict) -> None:
         return
     sig, positional = called
     what = _method_name(method)
-    for name in options:
-        if name in positional:
-            raise TypeError(f"option {name}=...: explain_to_file passes {what}'s "
-                            f"{', '.join(positional)} itself (each chunk's call is "
-                            "method(model, inputs[i:j], targets, **options)): give the "
-                            "inputs and targets as explain_to_file's own arguments")
+    # a functools.partial that binds one of them by keyword (partial(saliency, targets=3)):
+    # its signature makes it keyword-only, and the call failed, "too many positional
+    # arguments"
+    bound, passed = _bound_positional(method)
+    passed = passed or positional  # (those of the function under the partials)
+    for name, where in [(n, "") for n in options] + [(n, " (bound in the functools.partial)")
+                                                      for n in bound]:
+        if name in passed:
+            raise TypeError(f"option {name}=...{where}: explain_to_file passes {what}'s "
+                            f"{', '.join(passed)} itself (each chunk's call is method(model, "
+                            "inputs[i:j], targets, **options)): give the inputs and targets "
+                            "as explain_to_file's own arguments")
     found = unknown_option(method, options)
     if found is not None:
         raise TypeError(f"{unknown_option_words(what, *found)}. Options are passed on to the "
