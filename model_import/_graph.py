@@ -1707,9 +1707,9 @@ class GraphBuilder:
                                 f"expected {'sizes >= 0' if low == 0 else 'positive sizes'}. "
                                 "The file is damaged or was edited: save the model again")
         quantized = _quantization(cfg) if cls not in MODEL_CLASSES else None
-        if quantized:
+        if quantized:  # checked before any converter is looked up: none can help
             raise UnsupportedLayerError(
-                name, cls, path=self.path,
+                name, cls, path=self.path, needs=None,
                 detail=f"its weights are quantized ({quantized}: model.quantize(...)), and "
                 "jaxsal computes in floating point, where attributions are defined; load the "
                 "model saved before quantization (the float weights)")

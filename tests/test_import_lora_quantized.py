@@ -63,6 +63,27 @@ def test_quantized_layers_are_refused_by_name(tmp_path):
             load_keras(path)
 
 
+def test_quantized_refusal_offers_no_converter_it_would_ignore(tmp_path):
+    """The quantization check runs before any converter is looked up, so a converter for
+    the class (register_layer or custom_layers) is never called: the error must not advise
+    one, and its ``needs`` is None."""
+    inp = keras.Input((4,))
+    model = keras.Model(inp, layers.Dense(2, name="q")(inp))
+    model.quantize("int8")
+    path = tmp_path / "q.keras"
+    model.save(path)
+
+    def converter(config, ctx):
+        raise AssertionError("the converter of a quantized layer was called")
+
+    with pytest.raises(UnsupportedLayerError, match="quantized") as info:
+        load_keras(path, custom_layers={"Dense": converter})
+    assert info.value.needs is None
+    assert "register_layer" not in str(info.value)
+    assert "custom_layers" not in str(info.value)
+    assert "before quantization" in str(info.value)
+
+
 def test_quantized_attention_is_refused_as_quantized(tmp_path):
     """The projections inside MultiHeadAttention are quantized, not the layer's own config:
     the integer arrays among its weights say so."""
