@@ -426,19 +426,24 @@ def _declared_batch_sizes(config: Any) -> list[int]:
     return sorted(set(found))
 
 
-def _batch_hint(config: Any) -> str:
-    """What to add to a load error of a model whose inputs declare a batch size: the
-    importer traces it on a batch of one (and runs any batch size), which operations given
-    that batch size (``ops.reshape(x, (3, 8))``) cannot take."""
+def _batch_hint(config: Any, error: str = "") -> str:
+    """What to add to a load error (``error``, its message) of a model whose inputs declare
+    a batch size: the importer traces it on a batch of one, then of two where an output's
+    first axis is not 1 (and runs any batch size), which operations given that batch size
+    (``ops.reshape(x, (3, 8))``) cannot take. Where ``error`` already says what to write
+    (``ops.slice``, ``ops.broadcast_to``), the reshape advice is left out."""
     sizes = _declared_batch_sizes(config)
     if not sizes:
         return ""
-    return (f". The model's inputs declare batch_size={', '.join(map(str, sizes))} "
+    hint = (f". The model's inputs declare batch_size={', '.join(map(str, sizes))} "
             "(keras.Input(batch_size=...)), which jaxsal does not keep: it runs every batch "
-            "size and traces the model on a batch of one, where an operation given the "
-            "declared batch size fails. If this layer is one, write its batch axis as -1 or "
-            "None (keras.ops.reshape(x, (-1, 8)), or layers.Reshape), save the model again "
-            "and load that")
+            "size and traces the model on a batch of one, then of two where an output's "
+            "first axis is not 1, where an operation given the declared batch size fails")
+    if "save the model again" in error:
+        return hint
+    return hint + (". If this layer is one, write its batch axis as -1 or None "
+                   "(keras.ops.reshape(x, (-1, 8)), or layers.Reshape), save the model again "
+                   "and load that")
 
 
 def build_model(config: Mapping[str, Any], source: WeightSource | Callable | None, *,
@@ -506,7 +511,7 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
     try:  # check the whole forward once, abstractly: shapes, weights and wiring
         model._output_shapes()
     except LayerCallError as e:
-        hint = (padding_hint(graph, keras_version) + _batch_hint(config)
+        hint = (padding_hint(graph, keras_version) + _batch_hint(config, str(e))
                 + _regrouped_hint(graph, source, e.layer))
         raise KerasImportError(str(e).rstrip(".") + hint if hint else str(e), path=path) from e
     return model

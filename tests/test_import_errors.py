@@ -543,6 +543,26 @@ def test_a_slice_with_a_batch_extent_names_the_batch_it_needs(tmp_path, op, star
         assert "x[" not in str(err), err
 
 
+@pytest.mark.parametrize("declared", [None, 8])
+def test_a_broadcast_along_the_batch_axis_is_refused_saying_why(tmp_path, declared):
+    # Keras runs ops.broadcast_to(x, (8, 3)) on batches of 1 or 8 (NumPy's rule: axis 0 of
+    # the input is 1 or 8); the importer's trace on a batch of one passes, its output's axis 0
+    # (8) is not 1, and the batch of two it is then traced on fails. The error was JAX's bare
+    # "Incompatible types for broadcasting" and, with a declared batch size, said the batch of
+    # one failed and to write the batch axis as -1 (which broadcast_to does not take)
+    inp = keras.Input((3,), batch_size=declared)
+    model = keras.Model(inp, keras.ops.broadcast_to(inp, (8, 3)))
+    model.save(tmp_path / "m.keras")
+    assert np.asarray(model(np.zeros((1, 3), "float32"))).shape == (8, 3)  # Keras: 1 or 8
+    with pytest.raises(ValueError):
+        model(np.zeros((2, 3), "float32"))
+    err = str(_raises_import_error(tmp_path / "m.keras", "broadcast_to"))
+    assert "batches of 1 or 8 examples" in err, err
+    assert "then of two" in err and "no batch axis" in err, err
+    assert "-1 or None" not in err, err
+    assert ("batch_size=8" in err) == (declared is not None), err
+
+
 def test_tensorflow_checkpoint_files_are_named_as_such(tmp_path):
     # tf.keras 2's save_weights("ckpt") (no .h5) and ModelCheckpoint(save_weights_only=True)
     # write TensorFlow's checkpoint format: the prefix, its .index and .data files, and a

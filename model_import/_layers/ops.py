@@ -921,7 +921,38 @@ def _swapaxes(cfg):
 @_op("BroadcastTo")
 def _broadcast_to(cfg):
     shape = _tuple(cfg["shape"])
-    return lambda rt, x: jnp.broadcast_to(x, shape)
+
+    def f(rt, x):
+        x = jnp.asarray(x)
+        if (x.ndim == len(shape) and x.ndim and x.shape[0] not in (1, shape[0])
+                and _broadcasts((1, *x.shape[1:]), shape)):
+            raise ValueError(_batch_broadcast_error(x.shape, shape))
+        return jnp.broadcast_to(x, shape)
+    return f
+
+
+def _broadcasts(shape: tuple[int, ...], to: tuple[int, ...]) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``to`` (NumPy's rule)."""
+    try:
+        return np.broadcast_shapes(shape, to) == tuple(to)
+    except ValueError:
+        return False
+
+
+def _batch_broadcast_error(shape: tuple[int, ...], to: tuple[int, ...]) -> str:
+    """What a ``broadcast_to`` of an input of ``shape`` to ``to`` that fails along axis 0
+    alone means: a fixed extent along the batch axis (``keras.ops.broadcast_to(x, (8, 3))``
+    on a model input), which Keras runs only on batches of 1 or ``to[0]`` examples."""
+    n = to[0]
+    return (f"it broadcasts axis 0, of {shape[0]} entries, to {n} (shape {tuple(shape)} to "
+            f"{tuple(to)}; expected 1 or {n} entries). Where axis 0 is the batch axis (an "
+            f"operation on a model input or on a layer's output), Keras runs broadcast_to only "
+            f"on batches of 1 or {n} examples, and its output holds {n} examples whatever the "
+            "batch; jaxsal runs every batch size and traces the model on a batch of one, then "
+            "of two where an output's axis 0 is not 1. Broadcast the examples' axes only "
+            "instead, by arithmetic with a constant that has no batch axis (x + "
+            "keras.ops.zeros((4, 3)) takes (batch, 1, 3) to (batch, 4, 3)), save the model "
+            "again and load that")
 
 
 @_op("Take")
