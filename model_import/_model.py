@@ -223,17 +223,28 @@ class KerasModel:
             self._refuse_one_unit_softmax()
 
     def _refuse_one_unit_softmax(self) -> None:
-        """Refuse the ``softmax`` head on a one-unit output ``(N, 1)``: constant (1.0), its
-        gradients zero (as ``jaxsal``'s methods refuse it). A model whose forward pass fails
-        here is left to :func:`build_model`'s check, which says why with the file's hints."""
+        """Refuse the ``softmax`` head on a one-unit output ``(N, 1)``, or any output whose
+        last axis, which it normalizes, has one value (a one-channel map ``(N, H, W, 1)``):
+        constant (1.0), its gradients zero (as ``jaxsal``'s methods refuse it). An output
+        that is the model's own softmax, which the head keeps, is not normalized again. A
+        model whose forward pass fails here is left to :func:`build_model`'s check, which
+        says why with the file's hints."""
         try:
             shape = self.output_shape
         except LayerCallError:
+            return
+        index = self.output_index or 0
+        own = self.graph.softmax_heads()
+        if not isinstance(shape, tuple) or not shape or shape[-1] != 1 or (
+                index < len(own) and own[index]):
             return
         if shape == (1,):
             raise ValueError("head='softmax' on a one-unit output is constant (1.0) and has "
                              "zero gradients; use head='sigmoid', 'sigmoid_complement' or "
                              "'logits'")
+        raise ValueError(f"head='softmax' normalizes the output's last axis, of one value here "
+                         f"(shape {shape} per example): constant (1.0), zero gradients; use "
+                         "head='sigmoid', 'sigmoid_complement' or 'logits'")
 
     # ------------------------------------------------------------------ variants
     def _replace(self, **kw) -> "KerasModel":

@@ -367,6 +367,40 @@ def test_saved_softmax_over_one_unit_is_refused_like_the_softmax_head(kind, tmp_
     assert np.abs(np.asarray(jaxsal.saliency(pick, seqs, 1))).max() > 0
 
 
+def test_a_softmax_over_one_channel_of_a_map_is_refused(tmp_path):
+    """A one-channel segmentation map under a softmax, ``Conv2D(1, 1, activation="softmax")``
+    saved or a sigmoid one under head="softmax", is 1.0 everywhere: every map was 0 without a
+    word (the refusals read one-unit outputs ``(N, 1)`` only). Refused, when the model is
+    made and by the methods; a softmax over another axis of such a shape is not constant
+    (a ``Softmax(axis=1)`` over 3 steps of ``(N, 3, 1)``) and is not refused."""
+    keras = pytest.importorskip("keras")
+    from model_import import load_keras
+
+    inp = keras.Input((4, 4, 2))
+    h = keras.layers.Conv2D(3, 3, padding="same", activation="relu")(inp)
+    for act in ("softmax", "sigmoid"):
+        out = keras.layers.Conv2D(1, 1, activation=act)(h)
+        keras.Model(inp, out).save(tmp_path / f"{act}.keras")
+    xs = np.random.RandomState(0).rand(2, 4, 4, 2).astype(np.float32)
+    score = lambda y: y[:, 1:3, 1:3, 0].sum(axis=(1, 2))  # noqa: E731
+    saved = load_keras(tmp_path / "softmax.keras")
+    np.testing.assert_allclose(saved(xs), 1.0)
+    with pytest.raises(ValueError, match=r"saved output \(shape \(4, 4, 1\) per example\) is a "
+                                         r"softmax over an axis of one value.*'logits'"):
+        jaxsal.occlusion(saved, xs, score, patch=2)
+    sigmoid = tmp_path / "sigmoid.keras"
+    with pytest.raises(ValueError, match=r"normalizes the output's last axis, of one value"):
+        load_keras(sigmoid).with_head("softmax")
+    with pytest.raises(ValueError, match=r"normalizes the output's last axis, of one value"):
+        jaxsal.saliency(load_keras(sigmoid), xs, score, head="softmax")
+    seq = keras.Input((3, 2))
+    keras.Model(seq, keras.layers.Softmax(axis=1)(keras.layers.Dense(1)(seq))).save(
+        tmp_path / "steps.keras")
+    steps = load_keras(tmp_path / "steps.keras", head="softmax")  # kept: (N, 3, 1), not 1.0
+    seqs = np.random.RandomState(1).rand(2, 3, 2).astype(np.float32)
+    assert np.abs(np.asarray(jaxsal.saliency(steps, seqs, lambda y: y[:, 0, 0]))).max() > 0
+
+
 def test_constant_one_unit_output_read_by_a_score_function_is_refused(tmp_path):
     """Of a model of several outputs, a score function reading a one-unit output that is
     constant gave all-zero maps without a word: under head="softmax" (a linear ``Dense(1)``

@@ -22,7 +22,8 @@ from jaxsal._src.per_example import check_per_example
 from jaxsal._src.precision import _CALL_PARAMS, _CALLS
 from jaxsal._src.targets import (ClassScore, LayerScore, OutputInfo, TargetSpec, parse_targets,
                                  resolve_predicted, run_model, score_matrix)
-from model_import._graph import MODEL_CLASSES
+from model_import._graph import MODEL_CLASSES, _fused_activation
+from model_import._layers.activations import activation_name
 
 Array = jax.Array
 
@@ -1300,10 +1301,10 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
     if isinstance(y, jax.ShapeDtypeStruct) and len(y.shape) == 2:
         units = int(y.shape[1])
     kind, complement = base.output_kind(m)
-    if units == 1 and getattr(m, "head", None) == "softmax":
-        raise ValueError(_SOFTMAX_HEAD_ON_ONE)
-    if units == 1 and _constant_softmax(m):
-        raise ValueError(_SAVED_SOFTMAX_ON_ONE)
+    if isinstance(y, jax.ShapeDtypeStruct):
+        why = _constant_output(m, y.shape, getattr(m, "output_index", None) or 0)
+        if why:
+            raise ValueError(why)
     info = OutputInfo(units, kind, complement,
                       not_classes="" if units is not None else _not_class_outputs(
                           y, getattr(m, "output_data_format", None) == "channels_first"))
@@ -1350,28 +1351,54 @@ _SAVED_SOFTMAX_ON_ONE = ("this model's saved output is a softmax over one unit: 
                          "head='sigmoid'): model.with_head('logits')")
 
 
+def _constant_output(model: Any, shape: tuple, index: int) -> str | None:
+    """Why output ``index`` of ``model``, of ``shape`` (batch first), is constant (1.0)
+    under the model's head, its gradients and score changes zero (every map 0); ``None``
+    where it is not. A softmax the model saved over axes of one value
+    (:func:`_constant_softmax`: ``Dense(1, activation="softmax")``, a one-channel
+    segmentation head ``Conv2D(1, 1, activation="softmax")``), under the saved head or the
+    softmax one (which keeps it); the softmax head on another output whose last axis, which
+    it normalizes, has one value (``(N, 1)``, a one-channel map ``(N, H, W, 1)``)."""
+    head = getattr(model, "head", None)
+    graph = getattr(model, "graph", None)
+    own = graph.softmax_heads() if hasattr(graph, "softmax_heads") else []
+    if index < len(own) and own[index]:
+        if head in ("saved", "softmax") and _constant_softmax(model, index):
+            if len(shape) == 2:
+                return _SAVED_SOFTMAX_ON_ONE
+            return (f"this model's saved output (shape {tuple(shape[1:])} per example) is a "
+                    "softmax over an axis of one value: constant (1.0) for every input, so "
+                    "its gradients and score changes are zero and every map would be 0 (a "
+                    "one-channel map of probabilities wants a sigmoid). Explain its logits, "
+                    "head='logits' (or their sigmoid, head='sigmoid'): "
+                    "model.with_head('logits')")
+        return None
+    if head == "softmax" and len(shape) >= 2 and shape[-1] == 1:
+        if len(shape) == 2:
+            return _SOFTMAX_HEAD_ON_ONE
+        return (f"head='softmax' normalizes the output's last axis, of one value here (shape "
+                f"{tuple(shape[1:])} per example): constant (1.0), zero gradients; use "
+                "head='sigmoid', 'sigmoid_complement' or 'logits'")
+    return None
+
+
 def _check_constant_outputs(model: Any, y: Sequence[Any], spec: TargetSpec) -> None:
     """Of a :class:`model_import.KerasModel` of several outputs ``y`` (abstract, none
-    selected), refuse the one-unit outputs ``(N, 1)`` that are constant (1.0) when the
-    targets' score functions read them (their maps would be 0 where they do): under the
-    softmax head, one whose own head is not a softmax (a linear or sigmoid unit, normalized
-    over its one value); under the softmax head or the saved one, one saved as a softmax over
-    one unit (:func:`_constant_softmax`). Which outputs the scores read is found from their
+    selected), refuse the outputs that are constant (1.0) under the model's head
+    (:func:`_constant_output`: a one-unit output ``(N, 1)`` or a one-channel map under the
+    softmax head, a softmax saved over one value) when the targets' score functions read them
+    (their maps would be 0 where they do). Which outputs the scores read is found from their
     traced program (``jax.make_jaxpr`` on the abstract outputs, nothing computed), only
     where such an output exists."""
     graph = getattr(model, "graph", None)
     head = getattr(model, "head", None)
     if head not in ("saved", "softmax") or not hasattr(graph, "softmax_heads"):
         return
-    own = graph.softmax_heads()
     why = {}
     for i, o in enumerate(y):
-        if tuple(getattr(o, "shape", ()))[1:] != (1,):
-            continue
-        if own[i] and _constant_softmax(model, i):
-            why[i] = _SAVED_SOFTMAX_ON_ONE
-        elif head == "softmax" and not own[i]:
-            why[i] = _SOFTMAX_HEAD_ON_ONE
+        reason = _constant_output(model, tuple(getattr(o, "shape", ())), i)
+        if reason:
+            why[i] = reason
     fns = [fn for fn in spec.scores if not isinstance(fn, LayerScore)]
     if not why or not fns:
         return
@@ -1389,7 +1416,9 @@ def _check_constant_outputs(model: Any, y: Sequence[Any], spec: TargetSpec) -> N
     for i, r in enumerate(read):
         if r and i in why:
             names = getattr(model, "output_names", None) or [str(k) for k in range(len(y))]
-            raise ValueError(f"the targets' scores read output {names[i]!r} (N, 1) of this "
+            shape = ("N",) + tuple(y[i].shape[1:])
+            raise ValueError(f"the targets' scores read output {names[i]!r} "
+                             f"({', '.join(map(str, shape))}) of this "
                              f"model's {len(y)}: {why[i]} (or scores that read only the other "
                              "outputs)")
 
@@ -1414,20 +1443,19 @@ def live_inputs(jaxpr: Any, live_out: list[bool]) -> list[bool]:
     return [v in live for v in jaxpr.invars]
 
 
-def _constant_softmax(model: Any, index: int | None = None) -> bool:
-    """Whether a :class:`model_import.KerasModel`'s saved head is a softmax over a single
-    value (``Dense(1, activation="softmax")``): the head layer's own output has one element
-    per example, so the output is 1.0 whatever the input (a softmax over several values of
-    which the output keeps one, ``probs[:, -1]``, is not). ``index``: of the output at that
-    position (the softmax head keeps a saved softmax output as it is), else of the selected
-    output under the saved head."""
+def _constant_softmax(model: Any, index: int) -> bool:
+    """Whether output ``index`` of a :class:`model_import.KerasModel` is a softmax the model
+    saved over axes of one value (1.0 whatever the input): its head layer's output has one
+    element per example (``Dense(1, activation="softmax")``), or one value along the
+    softmax's axes (a fused ``softmax`` activation or an ``Activation``: the last axis, as
+    Keras's; a ``Softmax`` layer or ``keras.ops.softmax``: its ``axis``), say the one-channel
+    map of ``Conv2D(1, 1, activation="softmax")``, ``(H, W, 1)``. A softmax over several
+    values of which the output keeps one (``probs[:, -1]``) is not; neither is a softmax
+    over axes not known here (a TensorFlow operation's own arguments): those are not
+    refused."""
     graph = getattr(model, "graph", None)
     if not hasattr(graph, "softmax_heads"):
         return False
-    if index is None:
-        if getattr(model, "head", None) != "saved":
-            return False
-        index = getattr(model, "output_index", None) or 0
     heads = graph.softmax_heads()
     if index >= len(heads) or not heads[index]:
         return False
@@ -1436,8 +1464,25 @@ def _constant_softmax(model: Any, index: int | None = None) -> bool:
         shape = model.layer(spec.name).output_shape
     except (KeyError, ValueError):  # a name several nested models use: not checked
         return False
-    return (isinstance(shape, tuple) and all(isinstance(d, int) for d in shape)
-            and int(np.prod(shape)) == 1)
+    if not isinstance(shape, tuple) or not all(isinstance(d, int) for d in shape):
+        return False
+    if int(np.prod(shape)) == 1:
+        return True
+    act = _fused_activation(spec)
+    if "function" in spec.config:  # (a tf.keras TFOpLambda: its axis is a call argument)
+        return False
+    if spec.class_name in ("Softmax", "ops.Softmax"):
+        axis = spec.config.get("axis", -1)
+    elif act is not None and activation_name(act) == "softmax":
+        axis = -1  # (keras.activations.softmax's default, which a fused activation takes)
+    else:
+        return False
+    axes = tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+    rank = len(shape) + 1  # (the batch axis first)
+    if not all(isinstance(a, int) and -rank <= a < rank for a in axes):
+        return False
+    axes = {a % rank for a in axes}
+    return 0 not in axes and all(shape[a - 1] == 1 for a in axes)
 
 
 @dataclasses.dataclass(frozen=True)
