@@ -141,11 +141,11 @@ GPU = [
 
 # Smoke: tiny, jaxsal only, for CI (< 60 s).
 SMOKE = [
-    _w("mnist/forward b8", MNIST, "forward", 8, reps=5),
-    _w("mnist/saliency 3cls b4", MNIST, "saliency", 4, 3, sides=("jaxsal", "naive"), reps=5),
+    _w("mnist/forward b8", MNIST, "forward", 8),
+    _w("mnist/saliency 3cls b4", MNIST, "saliency", 4, 3, sides=("jaxsal", "naive")),
     _w("mnist/gradcam conv2d_2 3cls b4", MNIST, "gradcam", 4, 3, layer="conv2d_2",
-       sides=("jaxsal", "naive"), reps=5),
-    _w("mnist/saliency 3cls b4 bf16", MNIST, "saliency", 4, 3, reps=5,
+       sides=("jaxsal", "naive")),
+    _w("mnist/saliency 3cls b4 bf16", MNIST, "saliency", 4, 3,
        options={"precision": "bfloat16"}),
 ]
 

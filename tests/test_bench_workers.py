@@ -273,3 +273,13 @@ def test_import_workload_waits_for_the_params(monkeypatch):
                               "method": "import", "batch": None, "targets": None})
     model = case.run()
     assert len(blocked) == 1 and blocked[0] is model.params
+
+
+def test_reps_is_the_command_lines_for_every_workload():
+    # a spec's own "reps" (the smoke suite's specs carried reps=5) overrode --reps N while
+    # the JSON's "timing" and the table's header stated N
+    assert not any("reps" in s for s in suites.SMOKE)
+    mod = types.SimpleNamespace(build=lambda spec: Case(run=lambda: None, items=1, unit="maps/s"))
+    for n in (2, 8):
+        r = worker.run_one(mod, "jaxsal", dict(SAL, reps=5), reps=n)
+        assert r["status"] == "ok" and r["reps"] == n == len(r["times_s"]), r
