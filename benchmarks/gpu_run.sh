@@ -42,10 +42,12 @@ assert gpu or os.environ.get('JAXSAL_ALLOW_CPU') == '1', 'JAX or PyTorch sees no
   # at most this long: the profile, each one-off
   profile_s=200
   oneoff_s=150
+  # the one-offs (benchmarks/oneoff/NAME.py), run one after the other
+  oneoffs=(chunk_padding cam_chunks host_overhead)
   # what the profile and the one-offs get when they follow the suite in the same call
   reserve=0
   [ "${JAXSAL_GPU_PROFILE:-0}" = 1 ] && reserve=$((reserve + profile_s))
-  [ "${JAXSAL_GPU_ONEOFFS:-0}" = 1 ] && reserve=$((reserve + 2 * oneoff_s))
+  [ "${JAXSAL_GPU_ONEOFFS:-0}" = 1 ] && reserve=$((reserve + ${#oneoffs[@]} * oneoff_s))
   # bounded NAME MAX MIN FILE CMD...: CMD, its output into FILE, stopped after MAX s or at
   # what is left of the budget (less 10 s); not run (status 1) with less than MIN s left
   bounded() {
@@ -96,7 +98,7 @@ PY
       && (cd /tmp && tar czf - jaxsal_prof) > "$out/gpu_profile_xplanes.tgz"
   fi
   if [ "${JAXSAL_GPU_ONEOFFS:-0}" = 1 ]; then
-    for name in chunk_padding cam_chunks host_overhead; do
+    for name in "${oneoffs[@]}"; do
       bounded "$name" "$oneoff_s" 20 "$out/$name.txt" python3 -W ignore \
         -m "benchmarks.oneoff.$name" vgg16_224
     done

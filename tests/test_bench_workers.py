@@ -283,3 +283,29 @@ def test_reps_is_the_command_lines_for_every_workload():
     for n in (2, 8):
         r = worker.run_one(mod, "jaxsal", dict(SAL, reps=5), reps=n)
         assert r["status"] == "ok" and r["reps"] == n == len(r["times_s"]), r
+
+
+@pytest.mark.parametrize("profile,oneoffs", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_gpu_run_reserves_the_time_of_every_step_after_the_suite(profile, oneoffs):
+    # gpu_run.sh's suite deadline leaves `reserve` s for the profile and the one-offs; it
+    # reserved 2 one-offs' time for its 3. Its settings and the steps after the suite are run
+    # with `bounded` counting each step's MAX instead of running it.
+    lines = open(os.path.join(ROOT, "benchmarks", "gpu_run.sh")).read().splitlines()
+
+    def part(first, last):
+        i = next(k for k, s in enumerate(lines) if first in s)
+        j = next(k for k, s in enumerate(lines) if k > i and last in s)
+        return "\n".join(lines[i:j])
+
+    script = "\n".join([
+        "set -u; out=/nonexistent; total=0",
+        part("# at most this long", "# bounded NAME"),
+        "bounded() { total=$((total + $2)); return 1; }; rm() { :; }",
+        part("# JAXSAL_GPU_PROFILE=1: the kernel profile", 'echo "== done in'),
+        'echo "$reserve $total"'])
+    env = dict(os.environ, JAXSAL_GPU_PROFILE=str(profile), JAXSAL_GPU_ONEOFFS=str(oneoffs))
+    p = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    reserve, total = map(int, p.stdout.split())
+    assert reserve == total and (total > 0) == bool(profile or oneoffs), (reserve, total)
