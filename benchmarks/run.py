@@ -111,7 +111,7 @@ def host_cpu_time_comparable(*results: dict) -> bool:
     """Whether the process CPU times of ``results`` compare work done: on the CPU only. With
     a GPU the host's CPU time measures how each library waits for the device
     (``torch.cuda.synchronize`` spins: CPU time = wall time; JAX's ``block_until_ready``
-    sleeps: 0.02-0.32 of it in the first GPU run), not the work."""
+    sleeps: 0.02-0.37 of it in the first GPU run's gradient rows), not the work."""
     return all(str(r.get("device") or "cpu").startswith("cpu") for r in results)
 
 
