@@ -491,6 +491,23 @@ def test_sample_modes_are_scipys(mode, scipy_mode):
         jaxsal.random_rotate(5.0, mode="scipy-wrap")
 
 
+def test_pad_modes_are_numpys_and_documented():
+    """pad's modes are np.pad's of the same names ("reflect" does not repeat the edge pixel:
+    TF's REFLECT, SciPy's "mirror"), and its docstring lists exactly the modes it takes."""
+    import re
+    from jaxsal._src.transforms import _PAD_MODES
+    x = np.random.RandomState(0).rand(3, 4, 2).astype(np.float32)
+    widths = ((2, 2), (2, 2), (0, 0))
+    for mode in _PAD_MODES:
+        got = jaxsal.pad(2, mode=mode, value=0.5)(jax.random.key(0), jnp.asarray(x))
+        kw = dict(constant_values=0.5) if mode == "constant" else {}
+        np.testing.assert_array_equal(got, np.pad(x, widths, mode=mode, **kw))
+    listed = re.findall(r'^\s*- ``"(\w+)"``', jaxsal.pad.__doc__, re.M)
+    assert sorted(listed) == sorted(_PAD_MODES), listed
+    with pytest.raises(ValueError, match=r"pad: expected mode in .*'reflect'"):
+        jaxsal.pad(2, mode="mirror")  # SciPy's name for this "reflect": not taken
+
+
 def test_transforms_shapes_and_determinism():
     img = jax.random.uniform(jax.random.key(0), (20, 24, 3))
     k = jax.random.key(3)

@@ -132,8 +132,9 @@ def identity() -> Transform:
 def jitter(pixels: int, *, mode: str = "reflect") -> Transform:
     """Shift the image by a random integer offset in ``[-pixels, pixels]`` on each axis.
 
-    The size is kept: the image is padded by ``pixels`` (``mode`` as in ``jnp.pad``) and a
-    window of the original size is cut at the random offset.
+    The size is kept: the image is padded by ``pixels`` (``mode``: one of :func:`pad`'s,
+    NumPy's names; the default ``"reflect"`` does not repeat the edge pixel) and a window of
+    the original size is cut at the random offset.
     """
     pixels = check_count(pixels, "jitter", "pixels")
     if mode not in _PAD_MODES:
@@ -152,8 +153,24 @@ def _jitter(key: Array, image: Array, *, pixels: int, mode: str) -> Array:
 
 
 def pad(pixels: int, *, mode: str = "constant", value: float = 0.0) -> Transform:
-    """Pad every side by ``pixels`` (deterministic; the key is unused). ``value`` is used with
-    ``mode="constant"``; it is in the image's own units (e.g. the middle of ``input_range``)."""
+    """Pad every side by ``pixels`` (deterministic; the key is unused): ``(H, W, C)`` ->
+    ``(H + 2 pixels, W + 2 pixels, C)``.
+
+    ``mode``, as ``jnp.pad``'s (NumPy's ``np.pad``) mode of the same name, on a row
+    ``a b c d`` padded by 2:
+
+    - ``"constant"`` (the default): ``value`` everywhere (``v v a b c d v v``); ``value`` is
+      in the image's own units (e.g. the middle of ``input_range``);
+    - ``"reflect"``: mirrored about the edge pixel, which is not repeated
+      (``c b a b c d c b``): TensorFlow's ``tf.pad(mode="REFLECT")``, Lucid's padding,
+      SciPy's ``"mirror"``;
+    - ``"edge"``: the edge pixel repeated (``a a a b c d d d``): SciPy's ``"nearest"``;
+    - ``"wrap"``: the image repeated (``c d a b c d a b``).
+
+    These are NumPy's names: :func:`random_scale` and :func:`random_rotate` take SciPy's
+    (``scipy.ndimage``), where ``"reflect"`` repeats the edge pixel (``b a a b c d d c``,
+    NumPy's ``"symmetric"``, not offered here) and ``"mirror"`` is this ``"reflect"``.
+    :func:`jitter` pads with these modes too."""
     pixels = check_count(pixels, "pad", "pixels")
     value = check_real(value, "pad", "value")
     if mode not in _PAD_MODES:
