@@ -178,6 +178,33 @@ def _has_weights(spec) -> bool:
     return spec.impl.n_weights != 0
 
 
+def _weighted_layers(graph: Graph, prefix: tuple = ()) -> list[str]:
+    """``"path/to/layer (Class)"`` for every layer of ``graph`` (nested models' layers by
+    their path) that takes weights, as :func:`_has_weights` reads them."""
+    found = []
+    for name, spec in graph.layers.items():
+        if spec.impl.subgraph is not None:
+            found += _weighted_layers(spec.impl.subgraph, prefix + (name,))
+        elif _has_weights(spec):
+            found.append(f"{'/'.join(prefix + (name,))!r} ({spec.class_name})")
+    return found
+
+
+def _refuse_weighted_layers(graph: Graph, path: str | None) -> None:
+    """``build_model(config, None)`` on an architecture with weighted layers: refused,
+    naming them (their weights would be looked up in an empty params tree when called)."""
+    weighted = _weighted_layers(graph)
+    if weighted:
+        more = f" and {len(weighted) - 6} more" if len(weighted) > 6 else ""
+        raise KerasImportError(
+            "build_model(config, None) builds a model without weights, but the architecture "
+            f"has layers that take weights: {', '.join(weighted[:6])}{more}. Pass their "
+            "weights: load_keras(weights_file, config=config) reads a weights file (.keras, "
+            ".weights.h5, legacy .h5) for this architecture, or give build_model a "
+            "WeightSource (model_import._files) or a function graph -> WeightSource",
+            path=path)
+
+
 def _shared_hint(source: WeightSource, lpath: tuple, spec) -> str:
     """Why a Keras 3 archive may lack a layer's weights: one layer object in two models (a
     nested model and the model around it, or two nested models). Keras 3's ``.keras`` writes
@@ -459,7 +486,8 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
         ``model.to_json()`` writes it.
       source: a :class:`~model_import._files.WeightSource`, a function ``graph -> source``
         (for Keras 3 weight files, whose keys depend on the architecture), or ``None`` for a
-        model without weights.
+        model without weights (an architecture with layers that take weights is then
+        refused, naming them: load its weights file with ``load_keras(file, config=...)``).
       keras_version: the version that wrote the config (activation semantics differ).
       path: the file name, used in error messages.
       head: see :meth:`KerasModel.with_head`.
@@ -503,6 +531,8 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
     if builder.builtin_only:
         graph = dataclasses.replace(graph, fingerprint=_fingerprint(
             config, keras_version, keras_backend))
+    if source is None:
+        _refuse_weighted_layers(graph, path)
     if callable(source):
         source = source(graph)
     params = _collect_params(graph, source, path) if source is not None else {}

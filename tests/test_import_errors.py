@@ -285,6 +285,24 @@ def test_unsupported_layer_in_config_only(tmp_path):
         model_import.build_model(cfg, None, path="inline")
 
 
+def test_build_model_without_weights_refuses_weighted_layers_naming_them():
+    """``build_model(config, None)`` is for a model without weights: on layers that take
+    weights it failed in the forward check with "layer 'd' (Dense) failed on inputs of shape
+    ((1, 3),): 'kernel'"; refused now, naming them; a weightless architecture still builds."""
+    def seq(*layers):
+        return {"class_name": "Sequential", "config": {"name": "s", "layers": [
+            {"class_name": "InputLayer", "config": {"batch_shape": [None, 3], "name": "in"}},
+            *layers]}}
+    dense = {"class_name": "Dense", "config": {"name": "d", "units": 2}}
+    relu = {"class_name": "ReLU", "config": {"name": "r"}}
+    with pytest.raises(KerasImportError, match=r"builds a model without weights, but .* "
+                                               r"weights: 'd' \(Dense\)\. Pass .*load_keras"):
+        model_import.build_model(seq(relu, dense, relu | {"config": {"name": "r2"}}), None)
+    x = np.array([[-1.0, 0.5, 2.0]], np.float32)
+    np.testing.assert_array_equal(model_import.build_model(seq(relu), None)(x),
+                                  np.maximum(x, 0))
+
+
 @pytest.mark.parametrize("layer, match", [
     ({"class_name": "Conv1D", "config": {"name": "c", "filters": 2, "kernel_size": 3,
                                          "padding": "reflect"}},
