@@ -69,8 +69,11 @@ class LayerInfo:
     Attributes:
       name: path of the layer (``"outer/inner"`` inside a nested model).
       class_name: Keras class.
-      output_shape: output shape without the batch axis (``None`` if the model's input shape
-        is not fully known), a tuple of shapes for multi-output layers.
+      output_shape: output shape without the batch axis, a tuple of shapes for multi-output
+        layers; ``None`` for a dimension that depends on a free input size, as in
+        :attr:`KerasModel.output_shape` (``(None, None, 4)`` for a 4-filter ``Conv2D`` on
+        ``Input((None, None, 3))``); ``None`` in its place when an input of the model records
+        no shape at all (a config without its input's shape).
       config: the Keras config dict of the layer.
       params: the layer's arrays (``{}`` for layers without weights).
       data_format: ``"channels_last"``/``"channels_first"`` for spatial layers, else ``None``.
