@@ -135,6 +135,23 @@ def test_the_saved_head_is_the_head_the_model_was_made_with():
     assert not np.allclose(want, _input_grad(_mlp, p, x, 1))  # the logits' would differ
 
 
+def test_the_saved_head_is_kept_through_variants_of_another_head():
+    """A FunctionModel made with head="logits", then ``with_head("softmax")`` (and other
+    variants of that): ``with_head("saved")`` and ``head="saved"`` return to the logits it was
+    made with; ``with_head("saved")`` returned the model as it was, keeping the softmax."""
+    p, x = _mlp_params(), _x(n=2)
+    m = jaxsal.FunctionModel(_mlp, p, relu_kwarg="relu")  # head="logits"
+    logits = np.asarray(_mlp(p, x))
+    for v in (m.with_head("softmax"),
+              m.with_head("softmax").with_params(p).with_backprop("standard")):
+        back = v.with_head("saved")
+        assert back.head == "logits" and back.cache_key == m.cache_key
+        np.testing.assert_allclose(back(x), logits, rtol=1e-6)
+        np.testing.assert_allclose(jaxsal.saliency(v, x, 1, head="saved", reduce=None),
+                                   _input_grad(_mlp, p, x, 1), rtol=1e-5, atol=1e-7)
+    assert m.with_head("saved") is m
+
+
 def test_class_ids_on_outputs_that_are_not_n_by_classes_say_what_the_model_returned():
     """Class ids (or ``targets=None``) on a function returning a dict, ``(N,)`` or
     ``(N, a, K)``: the error names what came back and the score function to pass (it said

@@ -251,6 +251,9 @@ class FunctionModel:
         self.head_fn = head_fn
         self.layer_name = layer
         self.head = head
+        #: the head the model was made with, kept by its variants: ``with_head("saved")``
+        #: returns to it
+        self.saved_head = head
         self.input_shape = dims
         self.relu_kwarg = relu_kwarg
         self.relu = relu
@@ -263,15 +266,17 @@ class FunctionModel:
                     input_shape=self.input_shape, relu_kwarg=self.relu_kwarg, relu=self.relu,
                     relu_mode=self.relu_mode, data_format=self.data_format)
         args.update(kw)
-        return FunctionModel(**args)
+        new = FunctionModel(**args)
+        new.saved_head = self.saved_head  # a variant keeps the head the model was made with
+        return new
 
     def with_head(self, head: str) -> "FunctionModel":
         """The same function with ``head`` applied to its (logit) outputs; ``"saved"`` keeps
         the head the model was made with (as a :class:`model_import.KerasModel` keeps its
-        file's)."""
-        if head == "saved":
+        file's): ``m.with_head("softmax").with_head("saved")`` computes what ``m`` does."""
+        if head == "saved" and self.head == self.saved_head:
             return self
-        return self._replace(head=head)
+        return self._replace(head=self.saved_head if head == "saved" else head)
 
     def with_params(self, params: Any) -> "FunctionModel":
         """The same function with other ``params`` (of the same structure)."""
@@ -306,8 +311,8 @@ class FunctionModel:
     @property
     def cache_key(self) -> Hashable:
         return (FunctionModel, *map(callable_key, (self.fn, self.features, self.head_fn)),
-                self.layer_name, self.head, self.relu_kwarg, callable_key(self.relu),
-                self.data_format)
+                self.layer_name, self.head, self.saved_head, self.relu_kwarg,
+                callable_key(self.relu), self.data_format)
 
     def _kw(self) -> dict:
         if self.relu_kwarg is not None and self.relu is not None:
