@@ -167,3 +167,15 @@ def test_the_parser_reads_entries():
     assert entries["return_groups"].lstrip().startswith("as in")
     bad = _sections("Args:\n  x: the input.\n  nope: gone.\nReturns:\n  y: not an arg.\n")
     assert list(bad) == ["x", "nope"]
+
+
+def test_every_reference_resolves():
+    # help() readers look a :func:/:meth:/:class: reference up in jaxsal (or model_import):
+    # a private helper's name sends them nowhere
+    unresolved = []
+    for qualname, obj in _public_objects():
+        for ref in _REF.findall(inspect.getdoc(obj) or ""):
+            if _resolve(ref, _owner(qualname)) is None:
+                unresolved.append(f"{qualname} -> {ref}")
+    assert not unresolved, ("references to names help() cannot find (describe them in plain "
+                            "text, or make them public): " + "; ".join(sorted(set(unresolved))))

@@ -11,9 +11,9 @@ and the job goes on, raising :class:`IncompleteJob` after its last chunk.
 
 For a model of several inputs, the inputs are a list or dict of arrays (each read chunk by
 chunk), and a method that gives a map per input writes each input's maps to a file of its own
-beside ``path`` (``maps.img.npy``, ``maps.vec.npy``; :func:`input_paths`); the job still has
-one sidecar, which lists those files, and a chunk is recorded as finished only after every
-file holds its rows (a job stopped between two files' writes computes the chunk again). An
+beside ``path``, ``<stem>.<input name>.npy`` (``maps.img.npy``, ``maps.vec.npy``); the job
+still has one sidecar, which lists those files, and a chunk is recorded as finished only after
+every file holds its rows (a job stopped between two files' writes computes the chunk again). An
 option the method takes one value per input (its ``several_input_options`` attribute: an
 integrated-gradients ``baseline``) is a dict keyed by the model's input names or a list in
 their order, whatever container the inputs come in, passed to the job or bound in a
@@ -334,11 +334,12 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
     ``model.input_names`` order or a dict keyed by those names, as the methods take them:
     every chunk gets rows ``i:i+batch_size`` of each. A method that gives a map per input
     (:func:`jaxsal.saliency`, :func:`jaxsal.occlusion`...) has each input's maps written to a
-    file of its own, named after ``path`` and the input: ``maps.npy`` -> ``maps.img.npy``,
-    ``maps.vec.npy`` (:func:`input_paths`; positions, ``maps.0.npy``, where the model names
-    no inputs or a name cannot end a file's name); one that gives one map (the gradient CAMs)
-    writes ``path``. The job keeps one progress file and one lock, ``path + ".progress.json"``
-    and ``path + ".lock"``, and a chunk is finished only once every file holds its rows.
+    file of its own, named after ``path`` and the input, ``<stem>.<input name>.npy`` (the stem:
+    ``path`` less its ``.npy``): ``maps.npy`` -> ``maps.img.npy``, ``maps.vec.npy``
+    (positions, ``maps.0.npy``, where the model names no inputs or a name cannot end a file's
+    name); one that gives one map (the gradient CAMs) writes ``path``. The job keeps one
+    progress file and one lock, ``path + ".progress.json"`` and ``path + ".lock"``, and a
+    chunk is finished only once every file holds its rows.
 
     Until every chunk is written, ``path`` (each file) is marked unfinished in its ``.npy``
     header, which ``np.load`` refuses; the job resumes it, and removes the mark once the last
@@ -421,8 +422,9 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         inputs, an option given per input (a list of one value per input, a dict keyed by
         their names: an integrated-gradients ``baseline``) has each array of its input's
         rank with ``N`` rows sliced with that input; the options a method lists in its
-        ``several_input_options`` attribute (:func:`several_input_options`) are taken in
-        either form whatever container ``inputs`` is, and passed on as a dict keyed as
+        ``several_input_options`` attribute (a tuple of option names:
+        ``jaxsal.integrated_gradients.several_input_options``) are taken in either form
+        whatever container ``inputs`` is, and passed on as a dict keyed as
         ``inputs`` for a dict of inputs, else as a list; bound in a ``functools.partial`` of
         ``method`` (``functools.partial(jaxsal.integrated_gradients, baseline={...})``),
         they are taken as if passed here (arranged, sliced, checked; the same job), an
@@ -463,9 +465,9 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         ``path + ".lock"`` (see the module docstring).
       FileExistsError: when a file the job may write is another job's output (its progress
         file lists it), before any chunk: ``path`` and, for several inputs, the file of each
-        input's maps (:func:`input_paths`), whether the method writes them or one map. Also,
-        without ``overwrite=True``, when the job starts over onto such a file that may hold
-        finished work (see ``overwrite``).
+        input's maps (``<stem>.<input name>.npy``), whether the method writes them or one
+        map. Also, without ``overwrite=True``, when the job starts over onto such a file that
+        may hold finished work (see ``overwrite``).
     """
     path = os.fspath(path)
     resume = check_flag(resume, "resume")  # "False" would resume: refused before the lock

@@ -99,9 +99,14 @@ def filter_images(model: ModelLike, layer: str | None = None, *,
 
     Args:
       model: a :class:`model_import.KerasModel`.
-      layer: a 2-D convolution layer (``Conv2D``, ``Conv2DTranspose``, ``DepthwiseConv2D``,
-        ``SeparableConv2D``; each kernel read in its own Keras layout, see
-        :func:`conv_kernel`); ``None`` takes the first such layer of the model.
+      layer: a 2-D convolution layer; ``None`` takes the first such layer of the model. Each
+        kernel is read in its own Keras layout as ``Conv2D``'s ``(kh, kw, C_in, C_out)``:
+        ``Conv2D`` (grouped too: ``C_in`` is the group's width) as it is;
+        ``Conv2DTranspose``'s ``(kh, kw, filters, C_in)`` with its last two axes swapped;
+        ``DepthwiseConv2D`` as one single-channel filter per output channel (``C_in *
+        depth_multiplier`` of them, in Keras's output order); ``SeparableConv2D`` as the
+        ``Conv2D`` kernel it equals (the depthwise filters mixed by the pointwise weights).
+        1-D and 3-D convolutions are refused.
       normalize: ``"filter"`` min-max scales each filter to [0, 1], ``"all"`` scales all
         filters together (their relative strength is kept), ``None`` returns raw weights.
     Returns:

@@ -570,7 +570,7 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
         nearly every group; the coefficients would be near 0, or NaN where every weight is
         0): some group keeps fewer than half of ``min(its unweighted count, M + 1)``
         effective coalitions, or less than half of its unweighted data and less than
-        ``alpha`` (:func:`_lime_stats`); or the draws vary no group (``n=1``). The message
+        ``alpha``; or the draws vary no group (``n=1``). The message
         names a ``kernel_width`` (the draws' root-mean-square distance to ``x``) or an ``n``
         that works. Under a ``jax.jit`` of the caller's, nothing can be raised: those
         inputs' maps are NaN.

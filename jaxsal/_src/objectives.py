@@ -351,8 +351,7 @@ def neuron_objective(layer: str, channel: int, position: tuple[int, int] | None 
     layer without spatial axes (Dense). A position outside the maps is refused by
     :func:`jaxsal.maximize` with the valid range. It is one of the maps of the returned
     (untransformed, full-size) image: smaller multi-scale rounds and size-changing transforms
-    (``pad``, ``standard_transforms``) read it at the same place of the image's content
-    (:func:`positions_for`).
+    (``pad``, ``standard_transforms``) read it at the same place of the image's content.
     ``pre_activation=True``: the value before the layer's fused activation (see
     :func:`channel_objective`). ``weight``: the term's weight in a sum of objectives (default 1).
     """

@@ -442,8 +442,8 @@ def xrai_labels(images: ArrayLike, *, scales: Sequence[float] = XRAI_SCALES,
       size: ``(h, w)`` to segment at (PAIR's 224x224, the scale its parameters are set for).
         Images of another size are resized as PAIR resizes them (scikit-image's
         ``resize(order=3, mode="constant", anti_aliasing=True)``: a Gaussian when
-        shrinking, then a cubic spline with zeros outside the image; see
-        :func:`_resize_like_skimage` and the README, "XRAI").
+        shrinking, then a cubic spline with zeros outside the image; written in NumPy as
+        scipy computes it, see the README, "XRAI").
       value_range: ``(low, high)`` (PAIR's ``(-1, 1)``).
     Returns:
       ``(N, S, H, W)`` int32 label images, a NumPy array.
