@@ -1,6 +1,7 @@
 """Looking inside a model (jaxsal.filter_images, jaxsal.feature_maps and their plots) on the
 layouts Keras stores: channels-first layers, transposed, depthwise and separable kernels."""
 
+import inspect
 import re
 
 import jax
@@ -184,6 +185,15 @@ def test_image_grid_of_channels_first_images():
         jaxsal.image_grid(first)
     with pytest.raises(ValueError, match="channels_first=True: expected"):
         jaxsal.image_grid(imgs[..., 0], channels_first=True)
+
+
+def test_image_grid_caps_ncols_at_the_image_count():
+    """More columns than images make one row of T: 3 images 4 wide, pad 1, are 3 * (4 + 1) + 1
+    = 16 pixels wide with ncols=5 (the docstring's width said ncols * (W + pad) + pad = 26)."""
+    g = jaxsal.image_grid(np.zeros((3, 2, 4), np.float32), ncols=5, pad=1)
+    assert g.shape == (1 * (2 + 1) + 1, 3 * (4 + 1) + 1)
+    doc = re.sub(r"\s+", " ", inspect.getdoc(jaxsal.image_grid))
+    assert "cols = min(ncols, T)" in doc and "rows = ceil(T / cols)" in doc
 
 
 def test_image_grid_of_images_of_no_pixel_is_refused():

@@ -233,14 +233,16 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
 
     Args:
       images: ``(T, H, W)`` or ``(T, H, W, C)``.
-      ncols: images per row (default ``ceil(sqrt(T))``).
+      ncols: images per row (default ``ceil(sqrt(T))``), at most ``T``: more columns than
+        images give one row of the ``T`` images.
       pad: pixels between images and around the border.
       pad_value: value of the padding, one the images' dtype holds (integer images: an
         integer in its range, e.g. 255 for uint8; a ``ValueError`` otherwise).
       channels_first: the images are ``(T, C, H, W)``, as :func:`jaxsal.maximize` returns
         them for a channels-first model (the grid is channels-last all the same).
     Returns:
-      ``(rows * (H + pad) + pad, ncols * (W + pad) + pad[, C])``.
+      ``(rows * (H + pad) + pad, cols * (W + pad) + pad[, C])``, where
+      ``cols = min(ncols, T)`` and ``rows = ceil(T / cols)``.
     """
     base.refuse_explicit_tree(images, "images")  # (sharded over Explicit axes: JAX raised)
     a = jnp.asarray(base.native(images))
