@@ -180,7 +180,7 @@ def test_image_grid_of_channels_first_images():
     first = jnp.moveaxis(imgs, -1, 1)
     np.testing.assert_array_equal(jaxsal.image_grid(first, channels_first=True, ncols=2),
                                   jaxsal.image_grid(imgs, ncols=2))
-    with pytest.raises(ValueError, match=r"\(5, 3, 6, 7\) read as channels-first.*"
+    with pytest.raises(ValueError, match=r"\(5, 3, 6, 7\) look channels-first.*"
                                          r"channels_first=True"):
         jaxsal.image_grid(first)
     with pytest.raises(ValueError, match="channels_first=True: expected"):
@@ -194,6 +194,24 @@ def test_image_grid_caps_ncols_at_the_image_count():
     assert g.shape == (1 * (2 + 1) + 1, 3 * (4 + 1) + 1)
     doc = re.sub(r"\s+", " ", inspect.getdoc(jaxsal.image_grid))
     assert "cols = min(ncols, T)" in doc and "rows = ceil(T / cols)" in doc
+
+
+def test_image_grid_of_channels_last_images_of_1_3_or_4_rows():
+    """Channels-last images 4 rows high with 2 channels were refused as channels-first, and
+    the refusal's advice (channels_first=True) tiled them as 4 channels of 10x2 images. An
+    explicit channels_first=False reads them as they are: six 4x10 images (a NumPy grid); the
+    default (None) still refuses them, naming both ways out."""
+    imgs = np.random.default_rng(0).uniform(size=(6, 4, 10, 2)).astype(np.float32)
+    want = np.zeros((2 * 5 + 1, 3 * 11 + 1, 2), np.float32)
+    for i, im in enumerate(imgs):
+        r, c = divmod(i, 3)
+        want[1 + 5 * r:5 + 5 * r, 1 + 11 * c:11 + 11 * c] = im
+    np.testing.assert_array_equal(jaxsal.image_grid(imgs, ncols=3, channels_first=False), want)
+    with pytest.raises(ValueError, match=r"channels_first=False.*channels-last.*"
+                                         r"channels_first=True.*channels-first"):
+        jaxsal.image_grid(imgs, ncols=3)
+    with pytest.raises(TypeError, match="channels_first as a bool or None"):
+        jaxsal.image_grid(imgs, channels_first="no")
 
 
 def test_image_grid_of_images_of_no_pixel_is_refused():

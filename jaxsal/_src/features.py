@@ -228,7 +228,7 @@ def feature_maps(model: ModelLike, x: Inputs, layer: str, *, normalize: bool = F
 
 
 def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
-               pad_value: float = 0.0, channels_first: bool = False) -> Array:
+               pad_value: float = 0.0, channels_first: bool | None = None) -> Array:
     """Tile images into one image (pure array function).
 
     Args:
@@ -238,16 +238,20 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
       pad: pixels between images and around the border.
       pad_value: value of the padding, one the images' dtype holds (integer images: an
         integer in its range, e.g. 255 for uint8; a ``ValueError`` otherwise).
-      channels_first: the images are ``(T, C, H, W)``, as :func:`jaxsal.maximize` returns
-        them for a channels-first model (the grid is channels-last all the same).
+      channels_first: ``True``: the images are ``(T, C, H, W)``, as :func:`jaxsal.maximize`
+        returns them for a channels-first model (the grid is channels-last all the same).
+        ``False``: they are ``(T, H, W, C)``, whatever their sizes. ``None`` (default):
+        ``(T, H, W, C)``, but 4-D images whose axis 1 is 1, 3 or 4 long and whose last axis
+        is not (``(T, 3, 32, 32)``) are refused as likely channels-first, since a grid of
+        them read channels-last would be wrong without a word; pass ``True`` or ``False``.
     Returns:
       ``(rows * (H + pad) + pad, cols * (W + pad) + pad[, C])``, where
       ``cols = min(ncols, T)`` and ``rows = ceil(T / cols)``.
     """
     base.refuse_explicit_tree(images, "images")  # (sharded over Explicit axes: JAX raised)
     a = jnp.asarray(base.native(images))
-    if not isinstance(channels_first, (bool, np.bool_)):
-        raise TypeError(f"image_grid: expected channels_first as a bool, got "
+    if channels_first is not None and not isinstance(channels_first, (bool, np.bool_)):
+        raise TypeError(f"image_grid: expected channels_first as a bool or None, got "
                         f"{channels_first!r}")
     if a.ndim == 5:  # maximize(images_per_unit=K): K images per unit
         k = a.shape[1]
@@ -261,12 +265,15 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
             raise ValueError(f"image_grid: channels_first=True: expected (T, C, H, W) images, "
                              f"got shape {a.shape}")
         a = jnp.moveaxis(a, 1, -1)
-    elif (a.ndim == 4 and a.shape[1] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4)
+    elif (channels_first is None and a.ndim == 4 and a.shape[1] in (1, 3, 4)
+          and a.shape[-1] not in (1, 3, 4)
           and 0 not in a.shape):  # (an empty axis in either layout: refused as such below)
-        raise ValueError(f"image_grid: images of shape {a.shape} read as channels-first "
-                         f"(T, C, H, W) (as maximize returns for a channels-first model), not "
-                         f"(T, H, W, C) images with {a.shape[-1]} channels; pass "
-                         "channels_first=True (or np.moveaxis(images, 1, -1))")
+        raise ValueError(f"image_grid: images of shape {a.shape} look channels-first "
+                         f"(T, C, H, W) (as maximize returns for a channels-first model) rather "
+                         f"than (T, H, W, C) images with {a.shape[-1]} channels; pass "
+                         f"channels_first=False if they are channels-last ({a.shape[0]} "
+                         f"images {a.shape[1]} pixels high), or channels_first=True if they "
+                         "are channels-first (or np.moveaxis(images, 1, -1))")
     if a.ndim not in (3, 4):
         raise ValueError(f"image_grid: expected (T, H, W) or (T, H, W, C) images, got shape "
                          f"{a.shape}")
