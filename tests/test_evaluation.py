@@ -289,6 +289,26 @@ def test_non_finite_scores_are_refused_naming_the_input(method, where):
         np.testing.assert_array_equal(np.isnan(jitted), np.isnan(got))
 
 
+def test_an_infinite_score_makes_an_infinite_area_as_the_message_says():
+    """A score of -inf (log of a deleted value, 0) makes the curve's area -inf, not NaN, as
+    the docstring and the NonFiniteMaps message said: both now say 'NaN or +-inf'."""
+    m = jaxsal.FunctionModel(lambda p, x: jnp.stack([jnp.log(x).mean((1, 2, 3)),
+                                                     x.mean((1, 2, 3))], -1) * p,
+                             jnp.float32(1.0), input_shape=(2, 2, 1))  # target 0: log
+    x = np.random.default_rng(0).uniform(0.5, 1.0, (2, 2, 2, 1)).astype(np.float32)
+    maps = np.random.default_rng(1).uniform(size=(2, 2, 2)).astype(np.float32)
+    c = jaxsal.deletion(m, x, maps, 0, fill=0.0, steps=4, check_finite=False)
+    np.testing.assert_allclose(c.scores[:, 0], np.log(x).mean((1, 2, 3)), rtol=1e-6)
+    assert (np.asarray(c.scores[:, 1:]) == -np.inf).all()  # log(0): a deleted value
+    assert (np.asarray(c.auc) == -np.inf).all()
+    with pytest.raises(jaxsal.NonFiniteMaps, match=r"so the curves would not be finite \(NaN "
+                       r"or \+-inf\).*check_finite=False to get the curves as computed "
+                       r"\(NaN or \+-inf\)"):
+        jaxsal.deletion(m, x, maps, 0, fill=0.0, steps=4)
+    doc = " ".join(jaxsal.deletion.__doc__.split())
+    assert "its curve's area not finite (NaN or +-inf" in doc
+
+
 # ------------------------------------------------------------------ infidelity
 def test_infidelity_of_a_linear_models_gradient_is_zero_and_its_double_has_the_expected_error():
     m, w = _linear()

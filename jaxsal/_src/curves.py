@@ -123,7 +123,8 @@ def deletion(model: ModelLike, x: ArrayLike, maps: ArrayLike, targets: Targets =
         features, or token ids with an id as ``fill``). ``targets`` must be those the maps
         explain: its class axis decides the maps' (``targets=None``: the predicted class).
         RISE's curves read probabilities: a ``softmax`` head. A score that is NaN/inf makes
-        its curve's area NaN: with ``check_finite`` (the default) such curves raise
+        its curve's area not finite (NaN or +-inf: a score of -inf, the log of a deleted 0,
+        gives -inf): with ``check_finite`` (the default) such curves raise
         :class:`jaxsal.NonFiniteMaps` naming the inputs, saying whether the clean input's
         score (``x`` itself, the first point) or some deleted copies' are not finite (the
         scores are counted in the program: one small transfer). Nothing is checked under

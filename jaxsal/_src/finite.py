@@ -13,8 +13,8 @@ design) and raises :class:`NonFiniteMaps` for a clean input whose score is not f
 value of its map would be); RISE raises it for an input some of whose masked copies score
 NaN/inf (every mask weighs every pixel: the map would be NaN). The evaluations that score
 perturbed copies of the input (deletion, insertion, infidelity) raise it for an input whose
-clean score or some copy's is NaN/inf (its area or value would be NaN): :func:`check_scores`;
-sensitivity_max for an input whose maps, of ``x`` or of a perturbed copy, are NaN/inf.
+clean score or some copy's is NaN/inf (its area would be NaN or +-inf, its infidelity value
+NaN): :func:`check_scores`; sensitivity_max for an input whose maps, of ``x`` or of a perturbed copy, are NaN/inf.
 The methods that score inputs filled with a reference (RISE, LIME, the Shapley methods) check
 their fill themselves.
 """
@@ -102,14 +102,14 @@ def check_scores(name: str, clean: Any, bad: Any, *, result: str, clean_what: st
     """Raise :class:`NonFiniteMaps` for the inputs of a method that scores perturbed copies
     of each input (deletion, insertion, infidelity) where some of those scores are NaN/inf,
     naming the inputs: those whose clean score is not finite first (every value of theirs
-    would be NaN), then the others. Nothing under the caller's ``jax.jit`` (tracers).
+    would be NaN or +-inf), then the others. Nothing under the caller's ``jax.jit`` (tracers).
 
     Args:
       name: the method, as the message starts (``"deletion"``).
       clean: ``(N,)`` bool: whether each input's clean score (every target's) is finite.
       bad: ``(N,)`` ints: how many of each input's scores are NaN/inf, the clean one's
         included (as counted in the program: the check is one small transfer).
-      result: what would be NaN, plural (``"curves"``).
+      result: what would not be finite, plural (``"curves"``).
       clean_what: where the clean score enters (``"the curve's first point"``).
       copies: the perturbed copies, plural (``"copies with positions replaced by fill"``).
       count: ``count(i)`` says how many of input ``i``'s scores were not finite, and where.
@@ -126,14 +126,16 @@ def check_scores(name: str, clean: Any, bad: Any, *, result: str, clean_what: st
     parts = []
     if dirty:
         parts.append(f"the model's score on the clean input ({clean_what}) is NaN/inf for "
-                     f"{listed(dirty)}, so the {result} would be NaN. Check the "
+                     f"{listed(dirty)}, so the {result} would not be finite (NaN or "
+                     "+-inf). Check the "
                      "model's outputs for these inputs (model(x[i:i+1]))")
     if rest:
         parts.append(f"the model's score on some {copies} of {listed(rest)} is NaN or inf "
-                     f"({count(rest[0])}), so the {result} would be NaN. {fix}")
+                     f"({count(rest[0])}), so the {result} would not be finite (NaN or "
+                     f"+-inf). {fix}")
     raise NonFiniteMaps(f"{name}: the {result} of {listed(rows)} are not finite: "
                         + "; ".join(parts) + f". Or pass check_finite=False to get the "
-                        f"{result} as computed (NaN)", rows)
+                        f"{result} as computed (NaN or +-inf)", rows)
 
 
 def refuses_non_finite_maps(method: Callable) -> Callable:
