@@ -37,14 +37,30 @@ class UnsupportedLayerError(KerasImportError):
         msg = (f"layer {layer_name!r} of class {class_name!r} cannot be ported to JAX"
                f"{': ' + detail if detail else ''}.")
         if self.needs is not None:
-            msg += (f" Supply a JAX implementation with model_import.register_layer("
-                    f"{self.needs!r}) (see model_import.register_layer's docstring), or pass "
-                    f"custom_layers={{{self.needs!r}: converter}} to load_keras.")
+            msg += " " + _converter_advice(self.needs)
         if class_name == "Lambda":
             msg += (" Every Lambda layer of a model goes to that one converter with its own "
                     "config: tell them apart by config['name'] (here "
                     f"{layer_name!r}).")
         super().__init__(msg, path=path)
+
+
+def _converter_advice(needs: str) -> str:
+    """How to supply a converter for class ``needs``: ``register_layer(needs)`` refuses a
+    name that already has a converter (model_import's own, as for ``LSTM``) unless told
+    ``override=True``, which replaces that converter for every later load; the load's
+    ``custom_layers=`` is then offered first."""
+    from model_import._layers.registry import lookup
+
+    if lookup(needs) is None:
+        return (f"Supply a JAX implementation with model_import.register_layer({needs!r}) "
+                "(see model_import.register_layer's docstring), or pass "
+                f"custom_layers={{{needs!r}: converter}} to load_keras.")
+    return (f"Supply a JAX implementation for this load with load_keras(..., "
+            f"custom_layers={{{needs!r}: converter}}) (see model_import.register_layer's "
+            f"docstring for the converter), or globally with model_import.register_layer("
+            f"{needs!r}, override=True), which replaces the {needs} converter registered "
+            "now (the importer's own) in every later load.")
 
 
 #: JAX's message when forward-mode differentiation meets a ``jax.custom_vjp`` function.

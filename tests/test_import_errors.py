@@ -841,3 +841,23 @@ def test_a_converter_returning_no_layer_impl_is_blamed_not_the_file(tmp_path, co
                            rf"\({re.escape(converter.__qualname__)}\) returned {got}"):
             model_import.build_model(cfg, None, keras_version="3.15.1",
                                      custom_layers={"ChannelScale": converter})
+
+
+def test_refusal_of_a_builtin_class_advises_a_registration_that_is_accepted(tmp_path):
+    # a stateful LSTM is refused; register_layer('LSTM') alone raises 'already registered'
+    # (the importer has its own LSTM converter): the advice must be what works
+    m = keras.Sequential([keras.Input((3, 2), batch_size=1),
+                          keras.layers.LSTM(2, stateful=True, name="rnn")])
+    m.save(tmp_path / "st.keras")
+    with pytest.raises(UnsupportedLayerError) as info:
+        load_keras(tmp_path / "st.keras")
+    msg = str(info.value)
+    assert "register_layer('LSTM')" not in msg
+    assert "register_layer('LSTM', override=True)" in msg
+    assert "custom_layers={'LSTM': converter}" in msg
+    builtin = registry.lookup("LSTM")
+    stateless = load_keras(tmp_path / "st.keras", custom_layers={
+        "LSTM": lambda cfg, ctx: builtin({**cfg, "stateful": False}, ctx)})
+    x = np.random.default_rng(0).normal(size=(1, 3, 2)).astype(np.float32)
+    # a stateful layer's first call starts from zero state, as a stateless one does
+    np.testing.assert_allclose(np.asarray(stateless(x)), np.asarray(m(x)), atol=1e-5)
