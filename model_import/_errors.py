@@ -25,19 +25,22 @@ class UnsupportedLayerError(KerasImportError):
       needs: the class whose converter would let the layer load, where the message says
         to supply one: ``class_name``, or the class of a layer it holds or of its activation
         (a layer inside ``TimeDistributed``); ``None`` where a converter cannot help.
+
+    ``own=True`` says that ``needs`` is a class of the model's own code: where Keras has a
+    class of that name too, the message leads with registering the class under a package.
     """
 
     _SAME = object()
 
     def __init__(self, layer_name: str, class_name: str, *, path: str | None = None,
-                 detail: str = "", needs: str | None | object = _SAME):
+                 detail: str = "", needs: str | None | object = _SAME, own: bool = False):
         self.layer_name = layer_name
         self.class_name = class_name
         self.needs = class_name if needs is UnsupportedLayerError._SAME else needs
         msg = (f"layer {layer_name!r} of class {class_name!r} cannot be ported to JAX"
                f"{': ' + detail if detail else ''}.")
         if self.needs is not None:
-            msg += " " + _converter_advice(self.needs)
+            msg += " " + _converter_advice(self.needs, own)
         if class_name == "Lambda":
             msg += (" Every Lambda layer of a model goes to that one converter with its own "
                     "config: tell them apart by config['name'] (here "
@@ -45,13 +48,25 @@ class UnsupportedLayerError(KerasImportError):
         super().__init__(msg, path=path)
 
 
-def _converter_advice(needs: str) -> str:
+def _converter_advice(needs: str, own: bool = False) -> str:
     """How to supply a converter for class ``needs``: ``register_layer(needs)`` refuses a
     name that already has a converter (model_import's own, as for ``LSTM``) unless told
     ``override=True``, which replaces that converter for every later load; the load's
-    ``custom_layers=`` is then offered first."""
+    ``custom_layers=`` is then offered first. A class of the model's own code (``own``) named
+    like a Keras class (an unregistered ``Dense``) shares its name with Keras's layers of the
+    model: a converter under that name would serve them too, so the class is to be
+    registered under a package, whose ``"package>Dense"`` name its converter is given."""
     from model_import._layers.registry import lookup
 
+    if own and ">" not in needs and lookup(needs) is not None:
+        return (f"A converter given under {needs!r} (custom_layers={{{needs!r}: converter}}, "
+                f"register_layer({needs!r}, override=True)) serves every {needs} layer of "
+                f"the model, Keras's {needs} included, and suits only a model without one. "
+                "Give the class a name of its own: decorate it with "
+                "@keras.saving.register_keras_serializable(package='mypkg'), build the model "
+                f"with it and save it again (the file then records 'mypkg>{needs}'), and "
+                f"pass custom_layers={{'mypkg>{needs}': converter}} to load_keras (see "
+                "model_import.register_layer's docstring for the converter).")
     if lookup(needs) is None:
         return (f"Supply a JAX implementation with model_import.register_layer({needs!r}) "
                 "(see model_import.register_layer's docstring), or pass "

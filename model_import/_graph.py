@@ -1746,15 +1746,11 @@ class GraphBuilder:
                         f"registered name {name_to_register!r}, where Keras's layers record "
                         "a Keras module")
             raise UnsupportedLayerError(
-                name, name_to_register, path=self.path,
+                name, name_to_register, path=self.path, own=True,
                 detail=f"it is a class of the model's own code named like Keras's {cls} "
                 f"({evidence}), and "
                 "Keras loads it only from that code, never as its own layer of that name; "
-                f"the importer's {cls} converter does not apply to it"
-                + ("" if ">" in str(name_to_register) else
-                   "; a class registered with keras.saving.register_keras_serializable("
-                   f"package=...) is saved as 'package>{cls}', a name that keeps its "
-                   f"converter apart from Keras's {cls}"))
+                f"the importer's {cls} converter does not apply to it")
         if conv is None:
             if cls == "Lambda":
                 fn = _lambda_function_name(cfg)

@@ -354,12 +354,14 @@ def _collect_params(graph: Graph, source: WeightSource, path: str | None,
             f"where Keras's {spec.class_name}, whose converter the importer gave it, has "
             f"none. Either it is a class of the model's own code named like Keras's "
             f"{spec.class_name}, saved unregistered, which a legacy .h5 records by its bare "
-            "name only (tf.keras too then builds its own layer of that name): give it its "
-            "converter under that name (for this load, custom_layers= takes the place of "
-            "Keras's), or save the model as .keras (which records the class's module) or "
-            "with the class registered with keras.saving.register_keras_serializable("
-            "package=...); or the weights belong to another architecture or the file was "
-            "edited: load them with the config they were saved with")
+            "name only (tf.keras too then builds its own layer of that name): where the "
+            f"model holds no Keras {spec.class_name}, give it its converter under that name "
+            f"(custom_layers={{{spec.class_name!r}: converter}}, which serves every "
+            f"{spec.class_name} layer of the model), else decorate the class with "
+            "@keras.saving.register_keras_serializable(package='mypkg'), save the model "
+            f"again and pass custom_layers={{'mypkg>{spec.class_name}': converter}}; or the "
+            "weights belong to another architecture or the file was edited: load them with "
+            "the config they were saved with")
     if extra:
         raise KerasImportError(
             f"the weights file holds weights for {extra[:8]}, which no layer of the "

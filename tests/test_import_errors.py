@@ -9,6 +9,7 @@ import socket
 import warnings
 import zipfile
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -861,3 +862,53 @@ def test_refusal_of_a_builtin_class_advises_a_registration_that_is_accepted(tmp_
     x = np.random.default_rng(0).normal(size=(1, 3, 2)).astype(np.float32)
     # a stateful layer's first call starts from zero state, as a stateless one does
     np.testing.assert_allclose(np.asarray(stateless(x)), np.asarray(m(x)), atol=1e-5)
+
+
+def _own_dense_model(package=None):
+    """A Keras Dense layer 'real' followed by the model's own class named Dense, 'mine'
+    (tanh(x @ k + b)), registered under ``package`` or not."""
+
+    class Dense(keras.layers.Layer):  # the model's own class named like Keras's
+        def __init__(self, units, **kw):
+            super().__init__(**kw)
+            self.units = units
+
+        def build(self, shape):
+            self.k = self.add_weight(shape=(shape[-1], self.units))
+            self.b = self.add_weight(shape=(self.units,), initializer="random_normal")
+
+        def call(self, x):
+            return keras.ops.tanh(x @ self.k + self.b)
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.units}
+
+    if package:
+        Dense = keras.saving.register_keras_serializable(package)(Dense)
+    i = keras.Input((4,))
+    return keras.Model(i, Dense(3, name="mine")(keras.layers.Dense(4, name="real")(i)))
+
+
+def _own_dense_converter(config, ctx):
+    return LayerImpl(call=lambda p, x, *, rt: jnp.tanh(x @ p["k"] + p["b"]),
+                     convert_weights=lambda w: {"k": w[0], "b": w[1]}, n_weights=2)
+
+
+def test_own_class_named_like_a_keras_class_beside_it_is_advised_a_package(tmp_path):
+    # custom_layers={'Dense': ...} would serve the Keras Dense 'real' too (wrong outputs) and
+    # register_layer('Dense') raises 'already registered': the advice is a package name
+    m = _own_dense_model()
+    m.save(tmp_path / "m.keras")
+    with pytest.raises(UnsupportedLayerError) as info:
+        load_keras(tmp_path / "m.keras")
+    msg = str(info.value)
+    assert "register_layer('Dense')" not in msg
+    assert "custom_layers={'Dense': converter} to load_keras" not in msg
+    assert "register_keras_serializable(package='mypkg')" in msg
+    assert "custom_layers={'mypkg>Dense': converter}" in msg
+    # that advice, followed, loads the model as Keras computes it
+    m = _own_dense_model("mypkg")
+    m.save(tmp_path / "pkg.keras")
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    got = load_keras(tmp_path / "pkg.keras", custom_layers={"mypkg>Dense": _own_dense_converter})
+    np.testing.assert_allclose(np.asarray(got(x)), np.asarray(m(x)), atol=1e-5)

@@ -340,7 +340,7 @@ def _layer_activation(spec: Mapping, keras_major: int, ctx: ConvertContext | Non
                   "it only from that code, never as a Keras layer of its name), which has no "
                   "converter")
         if ctx is not None:
-            raise ctx.error(detail, needs=reg)
+            raise ctx.error(detail, needs=reg, own=own)
         raise ValueError(f"{detail}: pass one as load_keras(..., custom_layers={{{reg!r}: "
                          f"converter}}) or register it with model_import.register_layer({reg!r})")
     name = str(spec["config"].get("name", cls))

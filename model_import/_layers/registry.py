@@ -402,16 +402,17 @@ class ConvertContext:
                 "load_keras(..., keras_backend='tensorflow' or 'torch') to follow those",
                 BackendWarning, stacklevel=2)
 
-    def error(self, detail: str, *, needs: str | None | object = _THIS_CLASS) -> Exception:
+    def error(self, detail: str, *, needs: str | None | object = _THIS_CLASS,
+              own: bool = False) -> Exception:
         """The ``UnsupportedLayerError`` of this layer; ``needs`` names the class to register
         a converter for: this layer's by default, another where that is not this layer's (a
         layer it holds, its activation), ``None`` where a converter cannot help (the message
-        then gives no such advice)."""
+        then gives no such advice); ``own``: ``needs`` is a class of the model's own code."""
         from model_import._errors import UnsupportedLayerError
 
         return UnsupportedLayerError(
             self.layer_name, self.class_name, path=self.path, detail=detail,
-            needs=self.class_name if needs is _THIS_CLASS else needs)
+            needs=self.class_name if needs is _THIS_CLASS else needs, own=own)
 
 
 def returned_layer_impl(impl: Any, conv: Callable, ctx: ConvertContext) -> LayerImpl:

@@ -652,7 +652,7 @@ def _unknown_cell(cls: str, ctx: ConvertContext, where: str = "", needs: str | N
         "or a StackedRNNCells of them. For a cell of your own, register a converter that "
         "returns model_import.CellImpl(step=..., state_size=..., convert_weights=..., "
         f"n_weights=...), e.g. @register_layer({needs or cls!r}) def my_cell(config, ctx): "
-        "... (README, 'Custom layers': recurrent cells)", needs=needs or cls)
+        "... (README, 'Custom layers': recurrent cells)", needs=needs or cls, own=own)
 
 
 def _cell(entry: Any, ctx: ConvertContext, what: str, where: str = ""
@@ -787,7 +787,8 @@ def convert_inner(layer_cfg: Mapping[str, Any], ctx: ConvertContext) -> tuple[st
         mine = (f" (a class of the model's own code named like Keras's {cls}, which the "
                 "built-in converter of that name is not for)"
                 if own and lookup(cls) is not None else "")
-        raise ctx.error(f"it wraps a {cls} layer{mine}, which has no converter", needs=name)
+        raise ctx.error(f"it wraps a {cls} layer{mine}, which has no converter", needs=name,
+                        own=own)
     ctx.note_user_converter(cls, conv)
     sub = dataclasses.replace(ctx, layer_name=f"{ctx.layer_name}/{cfg.get('name', cls)}",
                               class_name=cls)
