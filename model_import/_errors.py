@@ -12,8 +12,18 @@ class KerasImportError(ValueError):
     def __init__(self, message: str, *, path: str | None = None):
         self.path = path
         if path is not None:
-            message = f"{path}: {message}"
+            message = f"{_shown_path(path)}: {message}"
         super().__init__(message)
+
+
+def _shown_path(path: str, limit: int = 300) -> str:
+    """``path`` as a message shows it: bytes that are no UTF-8 (a name given as bytes,
+    decoded with surrogate escapes) as backslash escapes, so that the message can be
+    printed and encoded; a path longer than ``limit`` characters cut in the middle."""
+    shown = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(shown) > limit:
+        shown = f"{shown[:limit // 2]}...{shown[-limit // 2:]} ({len(shown)} characters)"
+    return shown
 
 
 class UnsupportedLayerError(KerasImportError):

@@ -596,6 +596,13 @@ def _refuse_keras_options(options: Mapping[str, Any]) -> None:
                     "head=, config=, custom_layers= and keras_backend=")
 
 
+def _file_contents(data: bytes) -> bool:
+    """Whether ``data``, given as a path, is rather a file's contents (``open(f,
+    "rb").read()``): a zip's or HDF5's signature, a NUL byte (no path holds one), or more
+    bytes than a path takes (4096, Linux's PATH_MAX)."""
+    return data.startswith((b"PK", b"\x89HDF")) or b"\0" in data or len(data) > 4096
+
+
 def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = None,
                custom_layers: Mapping[str, Callable] | None = None,
                keras_backend: str | None = None, **keras_options: Any) -> KerasModel:
@@ -637,7 +644,10 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
       ValueError: an unknown ``head`` or ``keras_backend``; a head the output cannot have
         (``"softmax"`` on a one-unit output, constant; ``"logits"`` where the activation
         cannot be removed).
-      TypeError: ``custom_layers`` that is not a dict of class names to converters; an
+      TypeError: a path that is no ``str``, ``bytes`` or ``os.PathLike`` (an
+        ``io.BytesIO``), or bytes that are a file's contents rather than its name (the
+        error says to write them to a file first); ``custom_layers`` that is not a dict
+        of class names to converters; an
         option of ``keras.models.load_model`` (``custom_objects``, ``compile``,
         ``safe_mode``), which has no meaning here (the error says what to use instead), or
         any other unknown keyword.
@@ -647,10 +657,14 @@ def load_keras(path: str | os.PathLike, *, head: str = "saved", config: Any = No
     name = getattr(path, "name", None)
     if hasattr(path, "read") and isinstance(name, (str, os.PathLike)) and os.path.isfile(name):
         path = name  # an open file: read from its path (h5py and zipfile reopen it)
-    if not isinstance(path, (str, bytes, os.PathLike)):
+    if not isinstance(path, (str, bytes, os.PathLike)) or (
+            isinstance(path, bytes) and _file_contents(path)):
         raise TypeError(
             f"load_keras takes a path (a str or os.PathLike) of a Keras file or directory, "
-            f"got {type(path).__name__}. For a model held in memory (bytes, io.BytesIO), "
+            f"got {type(path).__name__}"
+            + (f" of {len(path)} bytes that are a file's contents, not its name"
+               if isinstance(path, bytes) else "")
+            + ". For a model held in memory (bytes, io.BytesIO), "
             "write it to a file first (tempfile.NamedTemporaryFile(suffix='.keras')) and pass "
             "that file's name")
     path = os.fsdecode(os.fspath(path))

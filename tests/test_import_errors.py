@@ -3,6 +3,7 @@ its name and class, and how to supply a converter); custom converters can be reg
 loading never touches the network."""
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -912,3 +913,22 @@ def test_own_class_named_like_a_keras_class_beside_it_is_advised_a_package(tmp_p
     x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
     got = load_keras(tmp_path / "pkg.keras", custom_layers={"mypkg>Dense": _own_dense_converter})
     np.testing.assert_allclose(np.asarray(got(x)), np.asarray(m(x)), atol=1e-5)
+
+
+def test_bytes_of_a_file_are_refused_as_a_model_in_memory(fixtures_dir, tmp_path):
+    # load_keras(open(f, "rb").read()) took the archive for a path: "<14 KB>: no such file",
+    # with surrogates that made str(error).encode() raise
+    data = (fixtures_dir / GOOD_KERAS).read_bytes()
+    for contents in (data, data[:4096], b"\x89HDF\r\n\x1a\n", b"ab\0cd"):
+        with pytest.raises(TypeError, match=r"got bytes of \d+ bytes that are a file's "
+                           r"contents.*write it to a file first"):
+            load_keras(contents)
+    # a name given as bytes is still a path, shown printable and cut when long
+    err = _raises_import_error(tmp_path / "nope.keras", "no such file")
+    with pytest.raises(KerasImportError, match="no such file") as info:
+        load_keras(os.fsencode(tmp_path) + b"/caf\xff.keras")
+    assert "\\udcff" in str(info.value) and str(info.value).encode()
+    long = tmp_path / ("d" * 4000)
+    with pytest.raises(KerasImportError, match="no such file") as info:
+        load_keras(long)
+    assert len(str(info.value)) < len(str(err)) + 400 and info.value.path == str(long)
