@@ -125,8 +125,36 @@ def _last(shape: tuple) -> tuple:
 
 def _int_input_dtype(declared: str) -> np.dtype:
     """The dtype an integer ``InputLayer`` of dtype ``declared`` computes in: its own, 64-bit
-    ones as int32 (JAX's default without x64)."""
-    return np.dtype(declared if declared in _NARROW_INTS else np.int32)
+    ones as int32 (JAX's default without x64), under ``jax_enable_x64`` as their own."""
+    if declared in _NARROW_INTS:
+        return np.dtype(declared)
+    if declared in ("int64", "uint64") and jax.dtypes.canonicalize_dtype(
+            np.dtype(declared)) == np.dtype(declared):  # (follows jax.enable_x64 contexts)
+        return np.dtype(declared)
+    return np.dtype(np.int32)
+
+
+def _check_int_codes(a: Any, to: np.dtype, i: int, declared: str) -> None:
+    """Refuse integers given to an ``InputLayer`` of dtype ``declared`` (input ``i``) that
+    ``to``, the dtype it is computed in, cannot hold where ``to`` is not ``declared`` (an
+    ``int64`` input computed in int32 without x64): cast, they would wrap around
+    (``3_000_000_000`` to ``-1294967296``) where Keras keeps them. Within a declared dtype
+    Keras's backends wrap alike (300 given to ``uint8`` reads 44), as the model does.
+    ``a``: a concrete integer array."""
+    v = np.asarray(a)
+    if not v.size or to == np.dtype(declared) or not np.issubdtype(v.dtype, np.integer):
+        return
+    info = np.iinfo(to)
+    lo, hi = v.min(), v.max()
+    if lo < info.min or hi > info.max:
+        bad = lo if lo < info.min else hi
+        raise ValueError(
+            f"input {i}: this model's InputLayer is {declared}, which JAX computes in {to} "
+            f"without jax_enable_x64, got {v.dtype} values such as {int(bad)} beyond {to}'s "
+            f"range [{info.min}, {info.max}] (they would wrap around to "
+            f"{int(np.asarray(bad).astype(to))}, where Keras keeps them). Pass values in that "
+            "range, or enable x64, jax.config.update('jax_enable_x64', True), under which "
+            f"the input is computed as {declared}")
 
 
 def _check_float_codes(a: Array, to: np.dtype, i: int, declared: str) -> None:
@@ -434,9 +462,10 @@ class KerasModel:
             if "int" not in d or isinstance(a, jax.core.Tracer):
                 return a
             v = a if hasattr(a, "dtype") else np.asarray(a)  # (a nested list)
-            if not jnp.issubdtype(v.dtype, jnp.floating):
-                return a
             to = _int_input_dtype(d)
+            if not jnp.issubdtype(v.dtype, jnp.floating):
+                _check_int_codes(v, to, i, d)
+                return a
             _check_float_codes(v, to, i, d)
             return v.astype(to)
 

@@ -378,3 +378,26 @@ def test_the_cams_take_a_bool_mask_into_their_layer(tmp_path):
             w = dense.get_weights()[0][:, 0] / 25
             np.testing.assert_allclose(np.asarray(maps), np.maximum(acts @ w, 0),
                                        rtol=1e-5, atol=1e-6)
+
+
+def test_int64_values_beyond_int32_are_refused_or_kept_under_x64(tmp_path):
+    """An ``int64`` Input is computed in int32 without x64: ``3_000_000_000`` wrapped around
+    to -1294967296 in ``m(x)`` and ``intermediates`` (floats of that size were refused). It
+    is refused naming the range; under x64 the input is int64 and the output Keras's."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((2,), dtype="int64")
+    model = keras.Model(inp, layers.Dense(1, name="d")(ops.cast(inp, "float32")))
+    model.save(tmp_path / "i64.keras")
+    x = np.array([[3_000_000_000, 1]], np.int64)
+    m = load_keras(tmp_path / "i64.keras")
+    for run in (m, lambda v: m.intermediates(v, ["d"])):
+        with pytest.raises(ValueError, match=r"InputLayer is int64.*3000000000 beyond "
+                           r"int32's range.*wrap around to -1294967296.*jax_enable_x64"):
+            run(x)
+    kernel, bias = model.get_layer("d").get_weights()
+    ok = np.array([[2_000_000_000, -1]], np.int64)  # within int32: computed as given
+    np.testing.assert_allclose(np.asarray(m(ok)), ok.astype(np.float32) @ kernel + bias,
+                               rtol=1e-6)
+    with x64():
+        m = load_keras(tmp_path / "i64.keras")
+        np.testing.assert_allclose(np.asarray(m(x)), np.asarray(model(x)), rtol=1e-6)
