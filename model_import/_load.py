@@ -504,12 +504,26 @@ def build_model(config: Mapping[str, Any], source: WeightSource | Callable | Non
                                "'config' (what model.to_json() writes)", path=path)
     if functional_subclass(config):  # MyModel(inputs, outputs): its recorded graph
         config = {**config, "class_name": "Functional"}
+    inner = config.get("config")
+    if config["class_name"] not in MODEL_CLASSES and isinstance(inner, Mapping) and \
+            isinstance(inner.get("layers"), list) and "input_layers" not in inner:
+        # a subclass of keras.Sequential: Keras's get_config records its layers
+        raise KerasImportError(
+            f"expected a Sequential or Functional model, got class {config['class_name']!r}, "
+            "a subclass of keras.Sequential: its config records its layers, but its Python "
+            "code (an overridden call(), which the file does not record) may compute other "
+            "than those layers one after another, so it is not read as a Sequential. Where it "
+            "does run them in order, save keras.Model(model.inputs, model.outputs) (or "
+            "keras.Sequential(model.layers)), a plain model with the same layers and weights, "
+            "and load that; otherwise rebuild what "
+            "call() computes as keras.Model(inputs, outputs), copy the weights "
+            "(new.set_weights(old.get_weights())) and save that.", path=path)
     if config["class_name"] not in MODEL_CLASSES:
         raise KerasImportError(
             f"expected a Sequential or Functional model, got class {config['class_name']!r}, "
             "whose config records no graph ('layers', 'input_layers' and 'output_layers'). A "
-            "keras.Model subclass that makes its layers in __init__ (or a subclass of "
-            "Sequential) saves none that can be read without its Python code; one built the "
+            "keras.Model subclass that makes its layers in __init__ saves none that can be "
+            "read without its Python code; one built the "
             "Functional way, MyModel(inputs, outputs), loads as its graph. If the subclass "
             "builds a Functional graph inside its own __init__ (super().__init__(inputs, "
             "outputs)), Keras saves only its constructor's arguments: save "
