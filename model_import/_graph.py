@@ -532,24 +532,31 @@ class Graph:
         """Keras 3's MultiHeadAttention removes the masks of its input tensors: the calls
         that depend on its output run after it and see none. Other consumers of a masked
         input run before or after it depending on Keras's execution order, so their result
-        is not determined by the model: refuse those that a mask would change."""
+        is not determined by the model: refuse those that a mask would change, except a
+        call given its mask explicitly (``layer(x, mask=...)``) and ``Masking``, which
+        ignores the incoming mask and computes its output and mask from the values."""
         settled = self._descendants(call) | self._ancestors(call)
         for r in set(self.call_refs(call)):
             if mask_of(r) is None:
                 continue
             for other in self._consumers().get((r.layer, r.node), ()):
                 if other is call or (other.layer, other.index) in settled or \
-                        other.kwargs.get("mask") is not None:  # runs after / before / own mask
-                    continue
+                        other.kwargs.get("mask") is not None or \
+                        self.layers[other.layer].class_name in _MASK_BLIND:
+                    continue  # runs after / before / its own mask / ignores the mask
                 impl = self.layers[other.layer].impl
                 if impl.mask_call or impl.compute_mask not in ("drop",):
                     raise LayerCallError(
                         f"layer {prefix}{call.layer!r} (MultiHeadAttention) removes the Keras "
                         f"mask of its input {r.layer!r}, which layer {prefix}{other.layer!r} "
                         "also uses, independently of the attention's output: whether that "
-                        "layer sees the mask depends on Keras's execution order. Pass the "
-                        "mask explicitly (attention_mask=, or Masking) or feed the other "
-                        "layer a copy of the tensor (e.g. through an Identity layer)")
+                        "layer sees the mask depends on Keras's execution order (a copy of "
+                        "the tensor, an Identity layer, passes it on alike; the attention's "
+                        "attention_mask= does not keep it). Call the layer that uses the mask "
+                        "on this tensor with the mask given explicitly, which Keras records "
+                        "(keras.layers.LSTM(...)(x, mask=keras.ops.not_equal(ids, 0)), "
+                        f"without layers between {r.layer!r} and it), or put a Masking layer "
+                        "before it, which computes its own mask from the values")
             m = masks.get((r.layer, r.node))
             if isinstance(m, tuple):
                 masks[(r.layer, r.node)] = tuple(None if i == r.tensor else v
@@ -1608,6 +1615,12 @@ def _auto_named(entries: Sequence[Any], taken: set[str]) -> list:
             e = {**e, "config": {**e["config"], "name": auto}}
         out.append(e)
     return out
+
+
+#: Layers whose output and output mask do not depend on the Keras mask of their input
+#: (``Masking`` computes both from the values): a consumer of a tensor whose mask
+#: MultiHeadAttention removes that computes the same whichever runs first.
+_MASK_BLIND = frozenset({"Masking"})
 
 
 class GraphBuilder:

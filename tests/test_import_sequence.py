@@ -398,8 +398,32 @@ def test_mask_removed_by_attention_is_refused_when_the_order_decides(tmp_path):
     km = keras.Model(tok, layers.Concatenate()([layers.Flatten()(a), p]))
     path = tmp_path / "m.keras"
     km.save(path)
-    with pytest.raises(KerasImportError, match="execution order"):
+    with pytest.raises(KerasImportError, match="execution order") as info:
         load_keras(path, config=_strip_masks(_zip_config(path)))
+    # the advice is what loads (the mask given in the call, a Masking layer), not a copy of
+    # the tensor or the attention's attention_mask=, which Keras clears the masks after too
+    msg = str(info.value)
+    assert "Identity layer, passes it on alike" in msg and "attention_mask= does not" in msg
+    assert "mask=keras.ops.not_equal(ids, 0)" in msg and "Masking layer before it" in msg
+
+
+def test_mask_removed_by_attention_is_no_matter_to_a_masking_layer(tmp_path):
+    """Masking computes its output and its mask from the values, ignoring the incoming
+    mask: reading the tensor whose mask MultiHeadAttention removes, it computes the same
+    whichever runs first, and the model loads as Keras computes it (it was refused)."""
+    tok = keras.Input((T,), dtype="int32", name="tok")
+    e = layers.Embedding(30, 4, mask_zero=True, name="emb")(tok)
+    a = layers.MultiHeadAttention(1, 2, name="mha")(e, e)
+    r = layers.LSTM(2, name="lstm")(layers.Dense(3, name="proj")(layers.Masking(0.0)(e)))
+    km = keras.Model(tok, layers.Concatenate()([layers.Flatten()(a), r]))
+    perturb_keras(km)
+    table = km.get_layer("emb").get_weights()[0]
+    table[0] = 0.0  # the padding id's vector is zeros: Masking masks those steps anew
+    km.get_layer("emb").set_weights([table])
+    path = tmp_path / "m.keras"
+    km.save(path)
+    x = _tokens()
+    assert rel_err(load_keras(path)(x), np.asarray(km(x))) <= TOL
 
 
 def test_mask_removed_by_attention_loads_where_the_other_call_records_it(tmp_path):
