@@ -247,3 +247,17 @@ def test_a_custom_parameterization_of_the_wrong_shape_is_refused_before_compute(
                                          r"1\).*got \(8, 1\)\. Fix its from_image"):
         jaxsal.maximize(m, [0], steps=1, parameterization=back, **PLAIN)
     assert _param.check_parameterization(px, (8, 8, 1), (0.0, 1.0)) is None
+
+
+def test_the_colour_refusal_with_decorrelate_false_offers_a_call_that_works():
+    """The refusal of ``color_matrix`` with ``decorrelate=False`` said "Drop color_matrix, or
+    decorrelate=False to mix by it": the second fix was the refused call itself. Both fixes
+    it names now work as written."""
+    with pytest.raises(ValueError, match=r"Drop color_matrix \(no mixing\), or pass "
+                                         r"decorrelate=True \(the default\) to mix by it") as e:
+        jaxsal.fourier(color_matrix=np.eye(3), decorrelate=False)
+    assert "decorrelate=False to mix" not in str(e.value)
+    mixed = jaxsal.fourier(color_matrix=np.eye(3), decorrelate=True)
+    plain = jaxsal.fourier(decorrelate=False)
+    assert isinstance(mixed, jaxsal.Parameterization)
+    assert isinstance(plain, jaxsal.Parameterization)

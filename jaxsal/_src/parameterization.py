@@ -248,7 +248,8 @@ def fourier(*, decay_power: float = 1.0, decorrelate: bool = True, init_std: flo
     if given and not decorrelate:
         raise ValueError("fourier: expected color_matrix=None with decorrelate=False (no "
                          "colour mixing), got a color_matrix, which would not be used. Drop "
-                         "color_matrix, or decorrelate=False to mix by it")
+                         "color_matrix (no mixing), or pass decorrelate=True (the default) "
+                         "to mix by it")
     if not decorrelate:
         to_rgb = from_rgb = None
     else:
