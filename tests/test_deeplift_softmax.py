@@ -252,3 +252,28 @@ def test_normalizations_from_a_zero_baseline_sum_to_the_difference(tmp_path):
     maps = jaxsal.deeplift(_load(cos, tmp_path, "cos0"), [x1, x2], [0], reduce=None)
     total = sum(np.asarray(v).reshape(3, -1).sum(1) for v in maps)
     np.testing.assert_allclose(total, delta, rtol=1e-4, atol=1e-5)
+
+
+def test_the_function_model_head_refusal_offers_only_heads_that_work():
+    """DeepLIFT's refusal of a FunctionModel's softmax head offered "head='logits' or 'saved'";
+    on a model made with head="softmax", 'saved' returns to softmax and is refused again. It
+    offers 'saved' only on a model made with another head; every head offered works, its maps
+    summing to the difference of the function's own outputs (numpy)."""
+    w1 = np.random.default_rng(1).normal(size=(5, 8)).astype(np.float32)
+    w2 = np.random.default_rng(2).normal(size=(8, 3)).astype(np.float32)
+
+    def fn(p, v, relu=jax.nn.relu):
+        return relu(v @ p[0]) @ p[1]
+
+    rng = np.random.default_rng(5)
+    x, b = (rng.normal(size=(2, 5)).astype(np.float32) for _ in "xb")
+    want = np.maximum(x @ w1, 0) @ w2 - np.maximum(b @ w1, 0) @ w2
+    made = jaxsal.FunctionModel(fn, (w1, w2), relu_kwarg="relu", head="softmax")
+    later = jaxsal.FunctionModel(fn, (w1, w2), relu_kwarg="relu").with_head("softmax")
+    for fm, offered in ((made, ("logits",)), (later, ("logits", "saved"))):
+        with pytest.raises(ValueError, match="not the 'softmax' head") as e:
+            jaxsal.deeplift(fm, x, 0, baseline=b)
+        assert ("or 'saved'" in str(e.value)) == ("saved" in offered), str(e.value)
+        for head in offered:
+            d = np.asarray(jaxsal.deeplift(fm, x, 0, baseline=b, reduce=None, head=head))
+            np.testing.assert_allclose(d.sum(-1), want[:, 0], rtol=1e-5, atol=1e-5)

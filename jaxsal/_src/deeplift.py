@@ -396,12 +396,17 @@ def deeplift_model(model: Any, maxpool: str = "delta", eps: float = 1e-10,
                 "whose every activation and max pooling gets the rule")
         if model.head not in ("saved", "logits"):
             # the head jaxsal applies after the function would keep its gradient: the maps
-            # would not sum to the difference of the scores
+            # would not sum to the difference of the scores. 'saved' returns to the head the
+            # model was made with: offered only where that is the function's own output
+            saved = getattr(model, "saved_head", "saved")
+            heads = ("head='logits' or 'saved', the head it was made with"
+                     if saved in ("saved", "logits") else
+                     f"head='logits'; 'saved' is the {saved!r} head it was made with")
             raise ValueError(
                 f"DeepLIFT gives a FunctionModel's ReLUs (its relu_kwarg) its rule, not the "
                 f"{model.head!r} head jaxsal applies after the function, whose gradient would "
-                f"break summation-to-delta. Explain the function's own output (head='logits'"
-                f" or 'saved'), or load the model with load_keras, whose heads get the rules")
+                f"break summation-to-delta. Explain the function's own output ({heads}), or "
+                f"load the model with load_keras, whose heads get the rules")
         return model._replace(relu=_RescaleReLU(eps, rtol), relu_mode="deeplift")
     raise TypeError(f"DeepLIFT needs a model whose nonlinearities it can replace "
                     f"(model_import.KerasModel, or a FunctionModel with relu_kwarg); got "
