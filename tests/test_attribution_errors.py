@@ -153,6 +153,28 @@ def test_token_ids_are_refused_with_the_reason_that_fits_the_method(method):
     ids = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     with pytest.raises(TypeError, match=r"have no gradient and no fractions \(the masks and "
                                         r"noise some methods scale inputs by\).*occlusion.*"
-                                        r"lime and rise \(absent tokens become a fill id\)"):
+                                        r"lime \(with distance='interpretable'\) and rise "
+                                        r"\(absent tokens become a fill id\)"):
         getattr(jaxsal, method)(m, ids, 0)
     assert jaxsal.rise(m, ids, 0, key=0, n=8, fill=0).shape == (2, 4)
+
+
+def test_the_token_id_refusal_names_the_lime_option_that_takes_ids():
+    """The token-id refusal listed lime among the methods that take ids as they are, but
+    lime's default ``distance='input'`` refuses ids; it names the option that takes them, and
+    lime with it, as written, explains the ids (each token a feature)."""
+    import re
+
+    rng = np.random.default_rng(0)
+    params = {"emb": jnp.asarray(rng.normal(size=(12, 4)), jnp.float32),
+              "w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
+    m = jaxsal.FunctionModel(features=lambda p, ids: p["emb"][ids],
+                             head_fn=lambda p, a: a.mean(1) @ p["w"], layer="embedding",
+                             params=params)
+    ids = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    with pytest.raises(TypeError, match=r"lime \(with distance='interpretable'\) and rise") as e:
+        jaxsal.saliency(m, ids, 0)
+    option = re.search(r"lime \(with distance=('\w+')\)", str(e.value)).group(1)
+    with pytest.raises(ValueError, match="meaningless for integer ids"):
+        jaxsal.lime(m, ids, 0, key=0, n=16)
+    assert jaxsal.lime(m, ids, 0, key=0, n=16, distance=eval(option)).shape == (2, 4)  # noqa: S307

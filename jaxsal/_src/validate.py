@@ -88,8 +88,8 @@ def _at_a_layer(names: list[str]) -> str:
             "gradient_x_input, gradient_shap, deeplift, deeplift_shap and lrp). The "
             "gradient CAMs (gradcam, ...), eigencam and ablationcam (at a layer with a token "
             "axis, a Conv1D after the embedding), occlusion, shapley_values, "
-            "shapley_value_sampling, kernel_shap, lime and rise (absent tokens become a "
-            "fill id) take token ids as they are.")
+            "shapley_value_sampling, kernel_shap, lime (with distance='interpretable') and "
+            "rise (absent tokens become a fill id) take token ids as they are.")
 
 
 def _reader_class(model: Any, i: int = 0) -> str | None:
