@@ -244,3 +244,31 @@ def test_image_grid_pad_value_must_fit_integer_images():
     assert g[1, 1, 0] == 7
     f = np.asarray(jaxsal.image_grid(u8 / 255.0, pad_value=0.5, ncols=2))
     assert f[0, 0, 0] == 0.5
+
+
+def test_filter_images_refusal_gives_expressions_equal_to_its_images(tmp_path):
+    """filter_images' refusal of a model without layers said the transpose of a kernel "gives
+    the same images", but the default min-max scales each filter: the transpose alone is
+    ``normalize=None``'s. Both expressions it gives, evaluated as written on a Keras kernel,
+    equal filter_images of the model with that kernel; plot.filters is told to take the
+    kernel itself, which it draws."""
+    keras.utils.set_random_seed(1)
+    i = keras.Input((4, 4, 3))
+    km = keras.Model(i, keras.layers.Conv2D(2, 3, name="conv")(i))
+    km.save(tmp_path / "conv.keras")
+    m, k = load_keras(tmp_path / "conv.keras"), np.asarray(km.get_layer("conv").kernel)
+    fm = jaxsal.FunctionModel(lambda p, v: v.reshape(len(v), -1) @ p, jnp.ones((48, 3)))
+    with pytest.raises(TypeError, match=r"kernel array k \(kh, kw, C_in, C_out\)") as e:
+        jaxsal.filter_images(fm)
+    default, raw = re.findall(r"(jaxsal\.normalize\(.*?\), axis=.*?\)\)|jnp\.transpose\(k, "
+                              r"\(3, 0, 1, 2\)\)) gives", str(e.value))
+    scope = {"jaxsal": jaxsal, "jnp": jnp, "k": k}
+    np.testing.assert_allclose(eval(default, scope), jaxsal.filter_images(m),  # noqa: S307
+                               atol=1e-6)
+    np.testing.assert_array_equal(eval(raw, scope),  # noqa: S307
+                                  jaxsal.filter_images(m, normalize=None))
+    from jaxsal import plot  # plot.filters is told to take the kernel as it is
+
+    with pytest.raises(TypeError, match=r"of your own, pass it as it is, plot\.filters\(k\)"):
+        plot.filters(fm)
+    assert plot.count_panels(plot.filters(k)) == 2

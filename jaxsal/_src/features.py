@@ -64,10 +64,13 @@ def conv_kernel(info: Any) -> np.ndarray | None:
 
 def _need_layers(model: Any, what: str) -> None:
     if not (hasattr(model, "layer") and hasattr(model, "layers")):
+        own = ("pass it as it is, plot.filters(k)" if what == "filters" else
+               "jaxsal.normalize(jnp.transpose(k, (3, 0, 1, 2)), axis=(1, 2, 3)) gives the "
+               "images of the default normalize='filter', and jnp.transpose(k, (3, 0, 1, 2)) "
+               "gives those of normalize=None")
         raise TypeError(f"{what}: expected an imported Keras model (model_import.load_keras"
                         f"(path)), whose layers hold their kernels; got {type(model).__name__}. "
-                        "For a kernel array k (kh, kw, C_in, C_out) of your own, "
-                        "jnp.transpose(k, (3, 0, 1, 2)) gives the same images")
+                        f"For a kernel array k (kh, kw, C_in, C_out) of your own, {own}")
 
 
 def find_conv_kernel(model: Any, layer: str | None, what: str) -> tuple[str, np.ndarray]:
