@@ -1,5 +1,7 @@
 """Activation maximization: objectives, the vmapped optax loop, transforms, helpers."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -1378,3 +1380,19 @@ def test_a_schedule_free_optimizer_s_result_is_its_evaluation_point():
         expected = jnp.clip(optax.contrib.schedule_free_eval_params(free[0], p), 0.0, 1.0)
         assert float(jnp.abs(expected - p).max()) > 1e-3  # the two points differ here
         np.testing.assert_allclose(np.asarray(res.images[0]), np.asarray(expected), atol=1e-6)
+
+
+def test_the_seed_resize_fix_works_for_per_unit_seeds(mnist):
+    """A per-unit seed (T, H', W', C) of another size was told to resize to one image's shape,
+    jax.image.resize(seed, (28, 28, 1), 'linear'), which raises for a 4-D seed. The fix keeps
+    the seed's leading axes; evaluated as written it gives starts that maximize takes (SGD of
+    rate 0: the images are the resized seeds)."""
+    seed = np.stack([np.full((20, 20, 1), 0.25), np.full((20, 20, 1), 0.75)])
+    with pytest.raises(ValueError, match=r"jax\.image\.resize\(seed, seed\.shape\[:-3\]") as e:
+        jaxsal.maximize(mnist, [3, 4], steps=1, key=0, seed_images=seed, **PLAIN)
+    fix = re.search(r"(jax\.image\.resize\(seed, .*?, 'linear'\))", str(e.value)).group(1)
+    resized = eval(fix, {"jax": jax, "seed": seed})  # noqa: S307
+    res = jaxsal.maximize(mnist, [3, 4], steps=1, key=0, seed_images=resized,
+                          optimizer=optax.sgd(0.0), **PLAIN)
+    np.testing.assert_allclose(res.images, np.asarray(resized), atol=1e-6)
+    np.testing.assert_allclose(res.images[:, 0, 0, 0], [0.25, 0.75], atol=1e-6)

@@ -943,8 +943,9 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
             raise ValueError(f"seed_images: expected {one} (one start for every unit) or "
                              f"{(T, *one)} (one per unit: {T}), got {seed_shape}. A seed of "
                              f"another size is not resized: resize it first, e.g. "
-                             f"jax.image.resize(seed, {one}, 'linear'), or pass "
-                             "image_shape= for images of the seed's size")
+                             f"jax.image.resize(seed, seed.shape[:-3] + {one}, 'linear') "
+                             "(its leading axes kept), or pass image_shape= for images of "
+                             "the seed's size")
         seed = jnp.clip(seed, *rng)
 
     if regs is None:
