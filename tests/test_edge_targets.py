@@ -487,3 +487,19 @@ def test_bools_among_class_ids_and_ids_beyond_int64_are_refused():
     for big in (2**70, [0, 2**70], -2**70):
         with pytest.raises(ValueError, match=r"target ids out of range: expected 0 <= id < 4"):
             jaxsal.saliency(m, x, big)
+
+
+@pytest.mark.parametrize("patch,stride", [(2, 9), (2, 4), ((4, 2), 9)])
+def test_occlusion_stride_refusal_offers_a_patch_and_stride_that_work(split, x, patch, stride):
+    """The refusal of stride > patch offered "patch=9 for non-overlapping patches", larger
+    than the 6-pixel side (refused in turn), and stride=4 for patch (4, 2), larger than the
+    2 of the other axis. Each alternative, applied as written with the other option kept,
+    is taken."""
+    import re
+
+    with pytest.raises(ValueError, match="is larger than the patch") as e:
+        jaxsal.occlusion(split, x, 0, patch=patch, stride=stride)
+    fix = re.search(r"e\.g\. stride=(.+?), or patch=(.+?) for non-overlapping", str(e.value))
+    for kw in ({"patch": patch, "stride": eval(fix.group(1))},  # noqa: S307
+               {"patch": eval(fix.group(2)), "stride": stride}):  # noqa: S307
+        assert np.isfinite(np.asarray(jaxsal.occlusion(split, x, 0, **kw))).all(), kw

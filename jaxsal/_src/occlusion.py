@@ -45,6 +45,12 @@ def _sizes(v, name: str, rank: int, what: str = "x") -> tuple[int, ...]:
     return tuple(ints.as_int(i) for i in t)
 
 
+def _one_or_all(v: tuple[int, ...]) -> int | tuple[int, ...]:
+    """Sizes per axis as an option is written: one int where they are equal, else the
+    tuple."""
+    return v[0] if len(set(v)) == 1 else tuple(v)
+
+
 def grid_cells(size: tuple, psize: tuple) -> np.ndarray:
     """The cell of every position of ``size``: a non-overlapping grid of ``psize``-sized
     cells numbered in row-major order (the last cell along an axis may be smaller)."""
@@ -104,10 +110,14 @@ def _plan(a: Array, cf: bool, patch: Any, stride: Any, what: str) -> _Plan:
     step = _sizes(stride if stride is not None else psize, "stride", rank, what)
     for ax, (d, q, t) in enumerate(zip(size, psize, step)):
         if t > q and q < d:  # Captum's Occlusion refuses the same
+            # fixes that hold on every axis: the stride of the patch, or a patch of the
+            # stride at most the side (a whole-side patch takes any stride)
+            fit = tuple(min(s, n) for s, n in zip(step, size))
             raise ValueError(f"stride {t} is larger than the patch {q} on spatial axis {ax} "
                              f"of {what} (side {d}): the pixels between patches would never be "
                              f"occluded and have no score drop. Use stride <= patch (e.g. "
-                             f"stride={q}, or patch={t} for non-overlapping patches)")
+                             f"stride={_one_or_all(psize)}, or patch={_one_or_all(fit)} for "
+                             f"non-overlapping patches)")
     starts = [patch_positions(d, q, t) for d, q, t in zip(size, psize, step)]
     pos = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, rank)
     count = np.zeros(size, np.float32)
