@@ -837,3 +837,23 @@ def test_sensitivity_of_a_zero_map_whose_change_is_beyond_float32_is_refused():
         jaxsal.sensitivity_max(jump, x, key=0, n=2)
     inf = np.asarray(jaxsal.sensitivity_max(jump, x, key=0, n=2, ord=np.inf))
     np.testing.assert_array_equal(inf, np.float32(2.0 ** 127))
+
+
+def test_patches_of_maps_with_channels_are_refused_with_a_reduction_that_works():
+    """deletion/insertion with patch= refused maps of x's own shape with "e.g. reduce='sum'",
+    an option they do not take (TypeError). The message names jaxsal.reduce_channels;
+    applied as written it gives the curve of the per-pixel sums (by hand)."""
+    import re
+
+    m, w = _linear((4, 6, 2))
+    x = _x((4, 6, 2))
+    per_value = np.einsum("nd,d->nd", x.reshape(3, -1), w[:, 2]).reshape(3, 4, 6, 2)
+    maps = per_value
+    with pytest.raises(ValueError, match=r"Reduce the channels first") as e:
+        jaxsal.deletion(m, x, maps, 2, patch=(2, 3), steps=4)
+    fix = re.search(r"\(e\.g\. (jaxsal\.reduce_channels\(maps, '\w+'\))", str(e.value)).group(1)
+    c = jaxsal.deletion(m, x, eval(fix), 2, patch=(2, 3), steps=4)  # noqa: S307
+    per_pixel = per_value.sum(-1)
+    cells = per_pixel.reshape(3, 2, 2, 2, 3).sum((2, 4)).reshape(3, 4)
+    want = _curve_by_hand(per_pixel.reshape(3, -1).sum(-1), cells, 4)
+    np.testing.assert_allclose(c.scores, want, atol=2e-5 * np.abs(want).max())

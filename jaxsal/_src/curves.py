@@ -205,7 +205,8 @@ def _curves(model, x, maps, targets, steps, other, order, patch, batch_size, hea
             raise ValueError(f"{what}: patch= groups the positions of maps of shape "
                              f"{tuple(size)} (channels together); got maps of x's own shape "
                              f"{tuple(mp.shape[2:])}. Reduce the channels first (e.g. "
-                             "reduce='sum') or drop patch=")
+                             "jaxsal.reduce_channels(maps, 'sum'), or reduce='sum' on the "
+                             "method that made them) or drop patch=")
     cells, positions = map_positions(tuple(mp.shape[2:]), patch)
     steps = _check_steps(steps, positions, "position" if cells is None else "cell")
     other = check_like(other, p.x, name, channels_first=p.channels_first,
