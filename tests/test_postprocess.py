@@ -387,3 +387,19 @@ def test_maps_of_several_inputs_keep_their_container():
     with pytest.raises(ValueError,
                        match="normalize: maps of input 'vec' .*axis=\\(1, 2, 3\\)"):
         jaxsal.normalize({"img": img, "vec": vec}, axis=(1, 2, 3))  # vec has 3 axes
+
+
+def test_the_float32_range_fix_keeps_maps_holding_an_inf():
+    """The refusal of float64 maps beyond float32's range suggested maps /
+    np.abs(maps).max(), which is inf for maps that hold an inf: every value became 0 or NaN.
+    The scale it gives now is the largest finite magnitude; applied as written, the sums of
+    reduce_channels are NumPy's of the scaled maps (the inf stays inf, no NaN)."""
+    import re
+
+    maps = np.array([[[1e40, 2e40], [np.inf, 3.0]]])
+    with pytest.raises(ValueError, match=r"Scale the maps down first") as e:
+        jaxsal.reduce_channels(maps, "sum")
+    fix = re.search(r"\(e\.g\. (maps / .*?)\), or", str(e.value)).group(1)
+    scaled = eval(fix, {"np": np, "maps": maps})  # noqa: S307
+    got = np.asarray(jaxsal.reduce_channels(scaled, "sum"))
+    np.testing.assert_allclose(got, [[1.5, np.inf]], rtol=1e-6)

@@ -316,7 +316,7 @@ def _host_maps(maps: ArrayLike, fn: str, scale_axis: object = _NO_SCALE) -> Arra
             f"{fn}: expected maps within float32's range (|values| <= {big:.4g}), as JAX "
             f"computes {a.dtype} maps in float32 without jax_enable_x64; got values up to "
             f"{finite.max():.4g}, which would become inf. Scale the maps down first (e.g. "
-            f"maps / np.abs(maps).max()), or {X64_FIX}")
+            f"maps / np.abs(maps[np.isfinite(maps)]).max()), or {X64_FIX}")
     peak = np.max(finite, axis=scale_axis, keepdims=True)
     _, e = np.frexp(peak)  # peak < 2**e
     scale = np.where(peak > big, np.ldexp(1.0, np.minimum(100 - e, 0)), 1.0)
