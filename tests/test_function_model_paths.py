@@ -531,3 +531,20 @@ def test_randomization_test_of_list_and_named_tuple_params():
     one = jaxsal.randomization_test(explain, jaxsal.FunctionModel(f_list, stax), key=0,
                                     layers=0)
     assert list(one) == [0]
+
+
+def test_class_ids_on_a_dict_suggest_its_n_by_classes_output():
+    """With a dict of an (N, 1) output before the (N, classes) one, the class-id error
+    suggested the first 2-D key ('aux', one column); it suggests the output of several
+    columns, and its score function, applied as written, gives the plain model's maps."""
+    import re
+
+    p, x = _mlp_params(), _x()
+    as_dict = jaxsal.FunctionModel(lambda q, xx: {"aux": xx.sum((1, 2, 3))[:, None],
+                                                  "logits": _mlp(q, xx)}, p)
+    with pytest.raises(ValueError, match=r"\{'aux': \(4, 1\), 'logits': \(4, 3\)\}") as e:
+        jaxsal.saliency(as_dict, x, 1)
+    score = re.search(r"targets=(lambda outs: outs\['\w+'\]\[:, k\])", str(e.value)).group(1)
+    fn = eval(score, {"k": 1})  # noqa: S307
+    np.testing.assert_allclose(jaxsal.saliency(as_dict, x, fn),
+                               jaxsal.saliency(jaxsal.FunctionModel(_mlp, p), x, 1), rtol=1e-6)

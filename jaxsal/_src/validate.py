@@ -1236,8 +1236,11 @@ def _not_class_outputs(y: Any, channels_first: bool = False) -> str:
     if isinstance(y, Mapping):
         got = "a dict of outputs {" + ", ".join(
             f"{k!r}: {tuple(getattr(v, 'shape', ()))}" for k, v in y.items()) + "}"
-        first = next((k for k, v in y.items() if len(getattr(v, "shape", ())) == 2),
-                     next(iter(y), "logits"))
+        # the (N, classes) output: an (N, K > 1) one before an (N, 1) one (an auxiliary
+        # score, whose [:, k] JAX would clamp to column 0 without a word)
+        two = [k for k, v in y.items() if len(getattr(v, "shape", ())) == 2]
+        first = next((k for k in two if y[k].shape[1] > 1), next(iter(two), None))
+        first = first if first is not None else next(iter(y), "logits")
         fix = (f"make the function return one (N, classes) array (FunctionModel(lambda p, x: "
                f"f(p, x)[{first!r}], params)), or pass a score function: "
                f"targets=lambda outs: outs[{first!r}][:, k]")
