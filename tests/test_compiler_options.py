@@ -38,3 +38,32 @@ def test_program_inside_a_user_trace_runs_plain():
     np.testing.assert_allclose(nested, 2 * direct, rtol=1e-6)
     np.testing.assert_allclose(looped, direct, rtol=1e-6)
     assert prog._cache_size() >= 1
+
+
+def test_method_in_a_user_jit_without_traced_arguments_runs_plain(mnist, mnist_digits):
+    """A method called inside a user's trace with no traced argument (inputs captured as a
+    constant: ``jax.jit(lambda: saliency(m, x))``, or ``jax.eval_shape`` as
+    ``explain_to_file`` traces a chunk) runs as a plain nested jit: CPU's XLA options belong
+    to the outermost program, a nested jit with them is refused."""
+    import jaxsal
+
+    m = mnist.with_head("logits")
+    x = jnp.asarray(mnist_digits[:2])
+    direct = jaxsal.saliency(m, x, None)
+    nested = jax.jit(lambda: jaxsal.saliency(m, x, None))()
+    np.testing.assert_allclose(nested, direct, rtol=1e-5, atol=1e-7)
+
+
+def test_explain_to_file_with_a_sharding_and_predicted_targets(mnist, mnist_digits, tmp_path):
+    """``explain_to_file(..., sharding=)`` (the command line's ``--devices``) with the predicted
+    classes: the dry run of the first chunk traced the method with the chunk as a constant,
+    and the CPU-tuned program refused to nest in it."""
+    import jaxsal
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    m = mnist.with_head("logits")
+    x = mnist_digits[:3]
+    rows = NamedSharding(Mesh(np.array(jax.devices()[:1]), ("data",)), P("data"))
+    got = jaxsal.explain_to_file(jaxsal.saliency, m, x, str(tmp_path / "maps.npy"),
+                                 batch_size=3, sharding=rows)
+    np.testing.assert_allclose(got, jaxsal.saliency(m, x, None), rtol=1e-5, atol=1e-7)

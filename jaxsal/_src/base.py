@@ -89,18 +89,39 @@ def _cpu_options_supported() -> bool:
         return False
 
 
+def _top_level(args: tuple) -> bool:
+    """Whether a call with ``args`` runs outside every JAX trace: no traced argument, and no
+    ``jit``/``eval_shape``/``vmap``... active around it (a user's ``jax.jit(lambda: method(m,
+    x))`` captures ``x`` as a constant: no argument is traced, the trace is still there).
+    ``jax._src.core.trace_state_clean`` says the latter (jax 0.4.38 to 0.10.2 at least); a JAX
+    without it is judged by the arguments alone, and :meth:`Program.__call__` retries what
+    that misses."""
+    if any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(args)):
+        return False
+    try:
+        from jax._src import core as jax_core
+        return bool(jax_core.trace_state_clean())
+    except Exception:  # (a JAX whose private core moved: the arguments decide)
+        return True
+
+
 class Program:
     """A jitted function compiled with :func:`compiler_options`; called inside someone
-    else's trace (a user's ``jit``/``vmap``/``grad`` around a jaxsal method), it runs as a
-    plain nested ``jax.jit`` instead (XLA options belong to the outermost program)."""
+    else's trace (a user's ``jit``/``vmap``/``grad``/``eval_shape`` around a jaxsal method,
+    with or without a traced argument), it runs as a plain nested ``jax.jit`` instead (XLA
+    options belong to the outermost program)."""
 
     def __init__(self, fn: Callable, options: Mapping | None):
         self.plain = jax.jit(fn)
         self.tuned = jax.jit(fn, compiler_options=dict(options)) if options else self.plain
 
     def __call__(self, *args):
-        if not any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(args)):
-            return self.tuned(*args)
+        if _top_level(args):
+            try:
+                return self.tuned(*args)
+            except ValueError as e:  # a trace _top_level could not see: JAX refuses the options
+                if self.tuned is self.plain or "compiler_options" not in str(e):
+                    raise
         try:
             return self.plain(*args)
         except TypeError as e:  # jax.jvp around the method met a custom VJP in it
