@@ -84,11 +84,13 @@ def _num_classes(model) -> int:
     return OutputInfo(k).num_classes
 
 
-def _check_class_output(model, method: str) -> None:
+def _check_class_output(model, method: str, command: str = "explain") -> None:
     """Refuse, before the job, a model whose targets the command line cannot give: class ids
     and the predicted class read one ``(N, classes)`` output, and the command line has no
     score function (the methods' own errors advise Python: ``model.with_output``, ``targets=
-    lambda ...``). ``method``: the ``--method`` (or ``--metric``) that will run."""
+    lambda ...``). ``method``: the ``--method`` (or ``--metric``) that will run; ``command``:
+    ``"explain"`` or ``"evaluate"`` (whose metrics take the maps, and which has no
+    ``--method``)."""
     shape = model.output_shape
     if isinstance(shape, list):
         names = list(model.output_names)
@@ -102,27 +104,36 @@ def _check_class_output(model, method: str) -> None:
         return
     if len(shape) != 1:
         dims = ", ".join(str(d) for d in shape)
+        score = "targets=lambda out: out[..., k].reshape(len(out), -1).mean(1)"
+        if command == "evaluate":
+            raise ValueError(
+                f"--targets: the command line evaluates maps of class outputs, shaped (N, "
+                f"classes); this model's output has shape (N, {dims}) (a class per position, "
+                f"such as a segmentation map, say), which class ids and the predicted class do "
+                f"not index. Evaluate the maps in Python with a score function reading one "
+                f"value per input, e.g. jaxsal.{method}(model, x, maps, {score}) (class k "
+                f"averaged over the positions)")
         raise ValueError(
             f"--targets: the command line explains class outputs, shaped (N, classes); this "
             f"model's output has shape (N, {dims}) (a class per position, such as a "
             f"segmentation map, say), which class ids and the predicted class do not index. "
             f"Explain it in Python with a score function reading one value per input, e.g. "
-            f"jaxsal.{method}(model, x, targets=lambda out: out[..., k].reshape(len(out), "
-            f"-1).mean(1)) (class k averaged over the positions; jaxsal.explain_to_file runs "
-            f"it as a resumable job); --method eigencam runs here without --targets (it reads "
-            f"no output)")
+            f"jaxsal.{method}(model, x, {score}) (class k averaged over the positions; "
+            f"jaxsal.explain_to_file runs it as a resumable job); --method eigencam runs here "
+            f"without --targets (it reads no output)")
 
 
-def _parse_targets(s: str | None, model, n: int, method: str):
+def _parse_targets(s: str | None, model, n: int, method: str, command: str = "explain"):
     """``--targets``: None (predicted), the ids of ``all``, one id, a list of ids, or the
     ``(N, T)`` per-input ids of ``@FILE.npy`` (``(N,)`` labels read as ``(N, 1)``), for the
-    ``method`` that will run (Eigen-CAM without targets reads no output)."""
+    ``method`` that will run (Eigen-CAM without targets reads no output) in ``command``
+    (``"explain"`` or ``"evaluate"``, for the advice of :func:`_check_class_output`)."""
     import jaxsal
     from jaxsal._src.job_inputs import class_free
 
     if (s is None or s == "predicted") and class_free(getattr(jaxsal, method, None)):
         return None  # (Eigen-CAM: no class axis, reads no output)
-    _check_class_output(model, method)
+    _check_class_output(model, method, command)
     if s is None or s == "predicted":
         return None
     if s == "all":
@@ -843,7 +854,7 @@ def cmd_evaluate(args) -> int:
                          f"{args.inputs}: (N, ...), or (N, T, ...) for T --targets), "
                          f"got shape {maps.shape} in {args.maps}; pass the maps `jaxsal "
                          f"explain` wrote for these INPUTS (the same file, in its order)")
-    targets = _parse_targets(args.targets, model, len(inputs), args.metric)
+    targets = _parse_targets(args.targets, model, len(inputs), args.metric, "evaluate")
     # maps an explain job wrote (its progress file beside them): of these inputs and targets
     from jaxsal._src.job_signature import model_fingerprint
     from jaxsal._src.maps_job import check_maps_job

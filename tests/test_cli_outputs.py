@@ -57,3 +57,31 @@ def test_several_outputs_name_the_output_flag(files, capsys, targets):
     assert "with_output" not in err and "chunk 0" not in err
     assert _explain(files, "two.keras", "--output", "cls", *targets) == 0
     (files / "maps.npy").unlink()
+
+
+@pytest.mark.parametrize("metric", ["deletion", "insertion"])
+def test_evaluate_on_a_segmentation_output_advises_the_metric_with_its_maps(files, capsys,
+                                                                           metric):
+    """``jaxsal evaluate``'s refusal advises the metric's own call, maps included (the call
+    it gave, without maps, raised TypeError), and none of explain's advice (no --method, no
+    explain_to_file); the call it gives runs."""
+    import re
+
+    import jaxsal
+    from model_import import load_keras
+
+    maps = np.random.default_rng(1).uniform(size=(2, 8, 8)).astype("float32")
+    np.save(files / "smaps.npy", maps)
+    assert cli.main(["evaluate", str(files / "seg.keras"), str(files / "x.npy"),
+                     str(files / "smaps.npy"), "--metric", metric,
+                     "--out", str(files / "curves.npy")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "(N, 8, 8, 3)" in err and "score function" in err
+    assert "eigencam" not in err and "--method" not in err and "explain_to_file" not in err
+    call = re.search(rf"jaxsal\.{metric}\(model, x, maps, targets=lambda out: [^;]*?\)\)", err)
+    assert call, err
+    scope = {"jaxsal": jaxsal, "model": load_keras(files / "seg.keras"), "k": 1, "maps": maps,
+             "x": np.load(files / "x.npy")}
+    curves = eval(call.group(0), scope)  # the advice as given runs
+    assert np.shape(curves.auc) == (2,)
+    assert not (files / "curves.npy").exists()
