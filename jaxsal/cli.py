@@ -714,6 +714,26 @@ def _token_inputs(e: BaseException):
     return None
 
 
+def _layer_help() -> str:
+    """``--layer``'s help, from the methods' signatures (those with ``layer=``), so that it
+    names every method that takes it: the CAMs' layer, the layer the others attribute at,
+    and :data:`LAYER_METHODS`, which need it."""
+    import jaxsal
+
+    takes = [m for m in METHODS if "layer" in inspect.signature(getattr(jaxsal, m)).parameters]
+    cams = [m for m in takes if "cam" in m and m not in LAYER_METHODS]
+    at = [m for m in takes if m not in cams and m not in LAYER_METHODS]
+    need = [m for m in LAYER_METHODS if m in takes]
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+
+    return (f"the layer of the CAM methods {listed(cams)} (default: automatic), or the layer "
+            f"{listed(at)} attribute at (e.g. the embedding of a token model, whose "
+            f"inputs.npy holds integer ids); required by {listed(need)} (with --option "
+            "neuron=...)")
+
+
 def _token_flag_error(tokens, args, model) -> ValueError:
     """``jaxsal explain``'s own words for token ids given to a method that takes their
     gradient: the ``--layer NAME`` to pass (the Embedding that reads them, by name), not the
@@ -1038,14 +1058,7 @@ def main(argv=None) -> int:
     _model_source_arguments(e)
     e.add_argument("--output", default=None,
                    help="for a multi-output model: the output to explain (name or position)")
-    e.add_argument("--layer", default=None,
-                   help="layer for CAM methods (default: automatic), or the layer saliency, "
-                        "gradient_x_input, guided_backprop, deconvnet, integrated_gradients, "
-                        "gradient_shap, deeplift, lrp and smoothgrad attribute to "
-                        "(e.g. the embedding of a token model, whose inputs.npy holds "
-                        "integer ids); "
-                        "required by layer_conductance, internal_influence and "
-                        "neuron_conductance (with --option neuron=...)")
+    e.add_argument("--layer", default=None, help=_layer_help())
     e.add_argument("--seed", type=_seed, default=None,
                    help="PRNG seed of the random methods (smoothgrad, gradient_shap, rise, "
                         "shapley_value_sampling, kernel_shap, lime: required), an int "

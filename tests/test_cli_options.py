@@ -1085,3 +1085,22 @@ def test_xrai_takes_its_regions_from_a_file(tmp_path, mnist_path, digits_file, m
     want = jaxsal.xrai(model, mnist_digits[:2], 3, segments=grid_regions(), steps=4,
                        min_pixel_diff=5)
     np.testing.assert_allclose(np.load(out), want, atol=1e-5 * np.abs(want).max())
+
+
+def _help_entry(capsys, cmd: str, flag: str) -> str:
+    """``jaxsal CMD --help``'s entry of ``flag`` (its line and the indented lines below it),
+    whitespace collapsed."""
+    with pytest.raises(SystemExit):
+        cli.main([cmd, "--help"])
+    out = capsys.readouterr().out
+    entry = re.search(rf"\n  {flag} [A-Z_]+(.*?)(?=\n  -|\Z)", out, re.S)
+    return " ".join(entry.group(1).split())
+
+
+def test_layer_help_lists_exactly_the_methods_that_take_a_layer(capsys):
+    # (it left out deeplift_shap, which takes layer= and runs with --layer)
+    entry = _help_entry(capsys, "explain", "--layer")
+    listed = {m for m in cli.METHODS if re.search(rf"\b{m}\b", entry)}
+    takes = {m for m in cli.METHODS
+             if "layer" in inspect.signature(getattr(jaxsal, m)).parameters}
+    assert listed == takes, (sorted(takes - listed), sorted(listed - takes), entry)
