@@ -958,7 +958,8 @@ HEAD_HELP = ("the scores followed: 'logits' (the output layer's activation repla
              "linear), 'saved' (the model's own output), 'softmax', 'sigmoid', "
              "'sigmoid_complement'; default: {default}")
 BATCH_HELP = ("inputs per compiled call (default 64, with --devices N a multiple of N: 63 "
-              "on 3; the last chunk is padded to it); run "
+              "on 3; the last chunk is padded to it, fewer inputs than a batch are one "
+              "unpadded chunk); run "
               "again at a smaller one after running out of memory: the finished inputs are "
               "kept")
 KEEP_GOING_HELP = ("a chunk whose inputs or maps (given, or computed) are not finite (NaN/inf) "
@@ -1084,7 +1085,9 @@ def main(argv=None) -> int:
     _job_arguments(e)
     e.add_argument("--out", required=True,
                    help="output .npy (resumes if interrupted); for several inputs and a map "
-                        "per input, OUT.NAME.npy for each input NAME beside it")
+                        "per input, one file per input beside it: OUT without .npy, then "
+                        ".NAME.npy for input NAME (maps.npy -> maps.img.npy; its position, "
+                        "maps.0.npy, where a name does not fit a file name)")
     e.set_defaults(fn=cmd_explain)
     v = sub.add_parser("evaluate", help="deletion or insertion curves of saved maps, "
                                         "resumable")

@@ -1104,3 +1104,19 @@ def test_layer_help_lists_exactly_the_methods_that_take_a_layer(capsys):
     takes = {m for m in cli.METHODS
              if "layer" in inspect.signature(getattr(jaxsal, m)).parameters}
     assert listed == takes, (sorted(takes - listed), sorted(listed - takes), entry)
+
+
+def test_out_and_batch_size_help_say_what_the_job_does(capsys):
+    """--out's per-input files are OUT without .npy, then .NAME.npy (it said OUT.NAME.npy:
+    maps.npy.img.npy), and fewer inputs than --batch-size are one unpadded chunk
+    (tests/test_batch.py::test_fewer_inputs_than_a_batch_are_one_unpadded_chunk); the help
+    said the last chunk is always padded."""
+    from jaxsal._src.job_inputs import input_paths
+
+    out = _help_entry(capsys, "explain", "--out")
+    assert "OUT.NAME.npy" not in out, out
+    example = re.search(r"([\w.]+\.npy) -> ([\w.]+\.npy)", out)
+    assert example and input_paths(example.group(1), ["img"]) == [example.group(2)], out
+    for cmd in ("explain", "evaluate"):
+        batch = _help_entry(capsys, cmd, "--batch-size")
+        assert "fewer inputs than a batch are one unpadded chunk" in batch, batch
