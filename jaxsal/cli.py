@@ -648,23 +648,26 @@ def _job(args):
 
 
 def progress_printer(clock=time.perf_counter):
-    """A job's ``on_chunk`` callback for the command line: ``  chunk 5/40  (12.3 s, about 70
-    s left)``, the seconds since it was made and, from the second chunk this run computes,
-    the time left at this run's rate after its first chunk (which compiled the program;
-    chunks finished by an earlier run are not this run's work), in seconds below 90 s, then
-    in minutes (:func:`_duration`)."""
+    """A job's ``on_chunk`` callback for the command line: ``  chunks done 5/40  (12.3 s,
+    about 70 s left)``: the chunks written (a count; errors name a chunk by its index from
+    0, ``chunk 5 (inputs 320:384)``), the seconds since it was made and, from the second
+    chunk this run computes, the time left at this run's rate after its first chunk (which
+    compiled the program; chunks finished by an earlier run are not this run's work) for the
+    chunks still to compute (not those ``--keep-going`` left out), in seconds below 90 s,
+    then in minutes (:func:`_duration`)."""
     t0 = clock()
     first: list = []  # (time, done) when this run's first chunk was written
 
-    def progress(done, total):
+    def progress(done: int, total: int, left_out: int = 0) -> None:
         now = clock()
         left = ""
+        to_compute = total - done - left_out
         if not first:
             first.append((now, done))
-        elif done < total and done > first[0][1]:
+        elif to_compute > 0 and done > first[0][1]:
             each = (now - first[0][0]) / (done - first[0][1])
-            left = f", about {_duration(each * (total - done))} left"
-        print(f"  chunk {done}/{total}  ({now - t0:.1f} s{left})", flush=True)
+            left = f", about {_duration(each * to_compute)} left"
+        print(f"  chunks done {done}/{total}  ({now - t0:.1f} s{left})", flush=True)
 
     return progress
 

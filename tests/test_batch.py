@@ -1144,3 +1144,25 @@ def test_rows_per_input_bound_in_a_partial_are_sliced_with_one_input_array(tmp_p
     jaxsal.explain_to_file(fn, tiny, x, path, targets=1, batch_size=4, baseline=base,
                            on_chunk=lambda done, total: chunks.append(done))
     assert chunks == []
+
+
+def test_on_chunk_is_told_the_chunks_left_out(tmp_path, digits):
+    """An ``on_chunk`` taking ``left_out`` is told how many chunks ``keep_going`` left out so
+    far, so that the time left counts only the chunks still to compute (the command line's
+    said "about 1 s left" after the last chunk it computed); ``on_chunk(done, total)`` alone
+    is called as before."""
+    import jax.numpy as jnp
+
+    fm = jaxsal.FunctionModel(lambda p, x: x.mean(axis=(1, 2, 3))[:, None] * p,
+                              jnp.ones((1, 2), jnp.float32))
+    bad = digits.copy()
+    bad[12, 3] = np.nan  # chunk 1 of 0, 1, 2 (8 inputs each) left out
+    seen, plain = [], []
+    for path, on_chunk in (("a.npy", lambda done, total, left_out=0:
+                            seen.append((done, total, left_out))),
+                           ("b.npy", lambda *a: plain.append(a))):
+        with pytest.raises(jaxsal.IncompleteJob):
+            jaxsal.explain_to_file(jaxsal.saliency, fm, bad, tmp_path / path, targets=1,
+                                   batch_size=8, keep_going=True, on_chunk=on_chunk)
+    assert seen == [(1, 3, 0), (2, 3, 1)]
+    assert plain == [(1, 3), (2, 3)]

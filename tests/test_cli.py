@@ -255,8 +255,8 @@ def test_ctrl_c_says_the_job_resumes(tmp_path, fixtures_dir, mnist_digits, capsy
                    "and running the same command again computes the rest\n")
     monkeypatch.setattr(cli, "_job", job)
     assert cli.main(argv) == 0
-    progress = [line.split()[1] for line in capsys.readouterr().out.splitlines()
-                if line.startswith("  chunk ")]
+    progress = [line.split()[2] for line in capsys.readouterr().out.splitlines()
+                if line.startswith("  chunks done ")]
     assert progress == ["2/2"]  # the first chunk was not computed again
     model = load_keras(fixtures_dir / "mnist_cnn_keras3.keras", head="logits")
     np.testing.assert_allclose(np.load(out), jaxsal.saliency(model, mnist_digits[:4], 3),
@@ -412,7 +412,7 @@ def test_the_documented_progress_line_is_one_the_job_prints(capsys):
     progress(1, 40)
     progress(5, 40)
     line = capsys.readouterr().out.splitlines()[-1]
-    assert line == "  chunk 5/40  (12.3 s, about 70 s left)"
+    assert line == "  chunks done 5/40  (12.3 s, about 70 s left)"
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"`{line}`" in readme
     assert " ".join(line.split()) in " ".join(cli.progress_printer.__doc__.split())
@@ -427,10 +427,26 @@ def test_progress_lines_say_the_time_left_at_this_run_s_rate(capsys):
     for done in (4, 5, 6, 7, 8):  # a resumed job of 300 chunks, 3 finished before
         progress(done, 300 if done < 8 else 8)
     assert capsys.readouterr().out.splitlines() == [
-        "  chunk 4/300  (30.0 s)",
-        "  chunk 5/300  (32.0 s, about 10 min left)",  # 2 s each, 295 left
-        "  chunk 6/300  (34.0 s, about 10 min left)",
-        "  chunk 7/300  (134.0 s, about 2 h 49 min left)",  # 104 s / 3 each, 293 left
-        "  chunk 8/8  (8900.0 s)"]
+        "  chunks done 4/300  (30.0 s)",
+        "  chunks done 5/300  (32.0 s, about 10 min left)",  # 2 s each, 295 left
+        "  chunks done 6/300  (34.0 s, about 10 min left)",
+        "  chunks done 7/300  (134.0 s, about 2 h 49 min left)",  # 104 s / 3 each, 293 left
+        "  chunks done 8/8  (8900.0 s)"]
     assert [cli._duration(s) for s in (0.2, 89, 91, 5300, 5431)] == [
         "1 s", "89 s", "2 min", "88 min", "1 h 31 min"]
+
+
+def test_progress_counts_chunks_done_and_the_time_left_of_those_to_compute(capsys):
+    """The progress line counts chunks done ("chunk 1/3" read as chunk 1, which errors name
+    the second: "chunk 1 (inputs 2:4) failed"), and chunks left out (``--keep-going``) are
+    not in the time left: after the last chunk to compute none is said."""
+    times = iter([0.0, 1.0, 2.0, 0.0, 2.0, 4.0])
+    progress = cli.progress_printer(clock=lambda: next(times))
+    progress(1, 3)
+    progress(2, 3, left_out=1)  # chunk 1 left out, chunk 2 the last
+    late = cli.progress_printer(clock=lambda: next(times))
+    late(1, 5)
+    late(2, 5, left_out=1)  # 2 s each, 2 chunks to compute
+    assert capsys.readouterr().out.splitlines() == [
+        "  chunks done 1/3  (1.0 s)", "  chunks done 2/3  (2.0 s)",
+        "  chunks done 1/5  (2.0 s)", "  chunks done 2/5  (4.0 s, about 4 s left)"]

@@ -622,8 +622,8 @@ def test_the_output_of_an_unfinished_job_is_refused(tmp_path, mnist_path, digits
     # finished by the same job (resumed: only its second chunk is computed), they are taken
     assert _explain(mnist_path, digits_file, maps_path, "--targets", "3",
                     "--batch-size", "1") == 0
-    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()
-            if line.startswith("  chunk ")] == ["2/2"]
+    assert [line.split()[2] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("  chunks done ")] == ["2/2"]
     assert cli.main(evaluate) == 0
 
 
@@ -767,7 +767,8 @@ def test_keep_going_leaves_out_the_chunks_of_nan_inputs(tmp_path, mnist_path, mn
     captured = capsys.readouterr()
     assert ("jaxsal: error: 1 of 3 chunks were left out: chunk 1 (inputs 2:4): input 3 "
             f"contains NaN or inf. The other 2 chunks are saved in {out}") in captured.err
-    assert [line.split()[1] for line in captured.out.splitlines()] == ["1/3", "2/3"]
+    assert [line.split()[2] for line in captured.out.splitlines()] == ["1/3", "2/3"]
+    assert "left)" not in captured.out.splitlines()[-1]  # (chunk 1 left out: none to compute)
     model = load_keras(mnist_path, head="logits")
     maps = rows_of(out)
     np.testing.assert_allclose(maps[[0, 1, 4, 5]],
@@ -776,8 +777,8 @@ def test_keep_going_leaves_out_the_chunks_of_nan_inputs(tmp_path, mnist_path, mn
     x[3] = mnist_digits[3]
     np.save(tmp_path / "x.npy", x)
     assert _explain(mnist_path, str(tmp_path / "x.npy"), out, *args) == 0
-    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()
-            if line.startswith("  chunk ")] == ["3/3"]
+    assert [line.split()[2] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("  chunks done ")] == ["3/3"]
     # (other inputs than the maps': evaluated on a copy of them, no progress file beside)
     np.save(tmp_path / "copy.npy", np.load(out))
     x[0, 0, 0, 0] = np.inf

@@ -373,7 +373,10 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         computed. A finished chunk whose inputs changed since is computed again (resuming
         reads the finished chunks' inputs once to check them; so are the rows of an option
         given per input). ``False`` always starts over.
-      on_chunk: called as ``on_chunk(done, total)`` after each chunk is written.
+      on_chunk: called as ``on_chunk(done, total)`` after each chunk is written (``done``:
+        the chunks written so far, a count); one that takes a ``left_out`` argument is also
+        told how many chunks ``keep_going`` left out so far (``total - done - left_out``
+        chunks are still to compute).
       keep_going: where a chunk's inputs, its rows of an option given per input (IG
         baselines, ``evaluate``'s maps) or its maps are not finite (NaN or inf), leave that
         chunk unwritten and go on with the others, then raise :class:`IncompleteJob` naming
@@ -588,6 +591,16 @@ def _is_jaxsal(method: Callable) -> bool:
     fn = _unwrap(method)
     module = getattr(fn, "__module__", None) or ""
     return inspect.isfunction(fn) and (module == "jaxsal" or module.startswith("jaxsal."))
+
+
+def _takes_left_out(on_chunk: Callable) -> bool:
+    """Whether ``on_chunk`` takes a ``left_out`` keyword argument (by name or ``**kwargs``)."""
+    try:
+        params = inspect.signature(on_chunk).parameters.values()
+    except (TypeError, ValueError):  # (a callable without a signature: the documented two)
+        return False
+    return any(p.name == "left_out" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               or p.kind == p.VAR_KEYWORD for p in params)
 
 
 def _dry_run(method: Callable, model: Any, x: Any, targets: Any, options: dict,
@@ -978,7 +991,10 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                 mark_finished(f)
         save_progress()
         if on_chunk is not None:
-            on_chunk(len(done), n_chunks)
+            if _takes_left_out(on_chunk):
+                on_chunk(len(done), n_chunks, left_out=len(skipped))
+            else:
+                on_chunk(len(done), n_chunks)
     del out
     if skipped:
         raise _incomplete(skipped, n, n_chunks, batch_size, files, done, resume)
