@@ -1157,12 +1157,19 @@ def test_on_chunk_is_told_the_chunks_left_out(tmp_path, digits):
                               jnp.ones((1, 2), jnp.float32))
     bad = digits.copy()
     bad[12, 3] = np.nan  # chunk 1 of 0, 1, 2 (8 inputs each) left out
-    seen, plain = [], []
+    seen, plain, forwarded = [], [], []
+
+    def log(done, total):
+        forwarded.append((done, total))
+
+    def forward(*args, **kwargs):  # a wrapper forwarding to a two-argument callback
+        log(*args, **kwargs)
+
     for path, on_chunk in (("a.npy", lambda done, total, left_out=0:
                             seen.append((done, total, left_out))),
-                           ("b.npy", lambda *a: plain.append(a))):
+                           ("b.npy", lambda *a: plain.append(a)), ("c.npy", forward)):
         with pytest.raises(jaxsal.IncompleteJob):
             jaxsal.explain_to_file(jaxsal.saliency, fm, bad, tmp_path / path, targets=1,
                                    batch_size=8, keep_going=True, on_chunk=on_chunk)
     assert seen == [(1, 3, 0), (2, 3, 1)]
-    assert plain == [(1, 3), (2, 3)]
+    assert plain == forwarded == [(1, 3), (2, 3)]

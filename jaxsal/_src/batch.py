@@ -374,7 +374,7 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         reads the finished chunks' inputs once to check them; so are the rows of an option
         given per input). ``False`` always starts over.
       on_chunk: called as ``on_chunk(done, total)`` after each chunk is written (``done``:
-        the chunks written so far, a count); one that takes a ``left_out`` argument is also
+        the chunks written so far, a count); one that names a ``left_out`` parameter is also
         told how many chunks ``keep_going`` left out so far (``total - done - left_out``
         chunks are still to compute).
       keep_going: where a chunk's inputs, its rows of an option given per input (IG
@@ -594,13 +594,15 @@ def _is_jaxsal(method: Callable) -> bool:
 
 
 def _takes_left_out(on_chunk: Callable) -> bool:
-    """Whether ``on_chunk`` takes a ``left_out`` keyword argument (by name or ``**kwargs``)."""
+    """Whether ``on_chunk`` names a ``left_out`` parameter (positional-or-keyword or
+    keyword-only). A ``**kwargs`` alone does not count: a forwarding wrapper (``def cb(*a,
+    **kw): log(*a, **kw)``) passed it on to a two-argument callback, which then failed."""
     try:
         params = inspect.signature(on_chunk).parameters.values()
     except (TypeError, ValueError):  # (a callable without a signature: the documented two)
         return False
     return any(p.name == "left_out" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-               or p.kind == p.VAR_KEYWORD for p in params)
+               for p in params)
 
 
 def _dry_run(method: Callable, model: Any, x: Any, targets: Any, options: dict,
