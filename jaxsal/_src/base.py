@@ -454,13 +454,29 @@ def _framework_of(model: Any) -> str | None:
     return None
 
 
+def _refuse_explicit_params(model: Any) -> None:
+    """:func:`refuse_explicit_tree` of ``model.params``, once per params object of a model
+    of jaxsal's or the importer's own (its ``__dict__`` remembers the params found clean,
+    by identity: a call from a kept plan does not walk a deep tree of parameters again, some
+    0.3 us a leaf; params reassigned are checked again); a model of another class, every
+    call (its object is not written to)."""
+    own = type(model).__module__.split(".")[0] in ("jaxsal", "model_import")
+    memo = getattr(model, "__dict__", None) if own else None
+    params = model.params
+    if memo is not None and memo.get("_explicit_checked") is params:
+        return
+    refuse_explicit_tree(params, "params")
+    if memo is not None:
+        memo["_explicit_checked"] = params
+
+
 def as_model(model: Any) -> Any:
     """``model`` if it speaks the protocol; ``(fn, params)`` becomes a :class:`FunctionModel`."""
     if is_function_pair(model):
         refuse_explicit_tree(model[1], "params")  # (sharded over Explicit axes: refused)
         return FunctionModel(model[0], model[1])
     if hasattr(model, "apply") and hasattr(model, "params"):
-        refuse_explicit_tree(model.params, "params")
+        _refuse_explicit_params(model)
         return model
     expected = "expected a model with .apply(params, x) and .params"
     framework = _framework_of(model)
