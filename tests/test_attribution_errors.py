@@ -139,18 +139,24 @@ def test_one_input_methods_give_a_wrap_that_works(method):
     np.testing.assert_allclose(run(wrapped, img), run(fixed, img), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["scorecam", "saliency"])
-def test_token_ids_are_refused_with_the_reason_that_fits_the_method(method):
-    """Score-CAM scales the input by masks: token ids were refused with 'have no gradient'
-    alone, which is not its reason; the message names both, and the methods that take ids
-    as they are (RISE among them: it was left out of that list)."""
+def _token_model():
+    """A model of token ids (an embedding, a mean over the tokens, a dense layer) and 2 rows
+    of 4 ids."""
     rng = np.random.default_rng(0)
     params = {"emb": jnp.asarray(rng.normal(size=(12, 4)), jnp.float32),
               "w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
     m = jaxsal.FunctionModel(features=lambda p, ids: p["emb"][ids],
                              head_fn=lambda p, a: a.mean(1) @ p["w"], layer="embedding",
                              params=params)
-    ids = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    return m, np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+
+
+@pytest.mark.parametrize("method", ["scorecam", "saliency"])
+def test_token_ids_are_refused_with_the_reason_that_fits_the_method(method):
+    """Score-CAM scales the input by masks: token ids were refused with 'have no gradient'
+    alone, which is not its reason; the message names both, and the methods that take ids
+    as they are (RISE among them: it was left out of that list)."""
+    m, ids = _token_model()
     with pytest.raises(TypeError, match=r"have no gradient and no fractions \(the masks and "
                                         r"noise some methods scale inputs by\).*occlusion.*"
                                         r"lime \(with distance='interpretable'\) and rise "
@@ -165,13 +171,7 @@ def test_the_token_id_refusal_names_the_lime_option_that_takes_ids():
     lime with it, as written, explains the ids (each token a feature)."""
     import re
 
-    rng = np.random.default_rng(0)
-    params = {"emb": jnp.asarray(rng.normal(size=(12, 4)), jnp.float32),
-              "w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
-    m = jaxsal.FunctionModel(features=lambda p, ids: p["emb"][ids],
-                             head_fn=lambda p, a: a.mean(1) @ p["w"], layer="embedding",
-                             params=params)
-    ids = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    m, ids = _token_model()
     with pytest.raises(TypeError, match=r"lime \(with distance='interpretable'\) and rise") as e:
         jaxsal.saliency(m, ids, 0)
     option = re.search(r"lime \(with distance=('\w+')\)", str(e.value)).group(1)

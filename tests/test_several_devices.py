@@ -286,22 +286,25 @@ attempt("readme", readme)
 # and under the caller's jit), nothing compiled; a plan made under an Auto mesh is not reused
 # under an Explicit one
 typed_meshes = hasattr(jax.sharding, "AxisType") and hasattr(jax, "set_mesh")
+def outcomes(calls):
+    """Per name, "ran" or the exception each call raised (the message, for the test)."""
+    got = {}
+    for name, f in calls.items():
+        try:
+            f()
+            got[name] = "ran"
+        except Exception as e:
+            got[name] = f"{type(e).__name__}: {e}"
+    return got
 def explicit():
     from jax.sharding import AxisType
     ex = jax.make_mesh((4,), ("e",), axis_types=(AxisType.Explicit,))
     xs = jax.device_put(x, NamedSharding(ex, P("e")))
-    got = {}
     job = os.path.join(tempfile.mkdtemp(), "maps.npy")
-    for where, f in (("eager", lambda: jaxsal.saliency(m, xs, [1, 3, 5])),
-                     ("jit", lambda: jax.jit(lambda a: jaxsal.gradcam(m, a, [1, 2]))(xs)),
-                     ("job", lambda: jaxsal.explain_to_file(jaxsal.saliency, m, xs, job,
-                                                            targets=1, batch_size=2))):
-        try:
-            f()
-            got[where] = "ran"
-        except Exception as e:  # the message, for the test
-            got[where] = f"{type(e).__name__}: {e}"
-    return got
+    return outcomes({"eager": lambda: jaxsal.saliency(m, xs, [1, 3, 5]),
+                     "jit": lambda: jax.jit(lambda a: jaxsal.gradcam(m, a, [1, 2]))(xs),
+                     "job": lambda: jaxsal.explain_to_file(jaxsal.saliency, m, xs, job,
+                                                           targets=1, batch_size=2)})
 if typed_meshes:
     attempt("explicit", explicit)
 # every other array argument sharded over the Explicit axis: refused where it is checked,
@@ -349,14 +352,7 @@ def explicit_arguments():
             jaxsal.integrated_gradients, m, xn, job, targets=1, batch_size=4,
             baseline=E(xn * 0), steps=2),
     }
-    got = {}
-    for case, f in cases.items():
-        try:
-            f()
-            got[case] = "ran"
-        except Exception as e:  # the message, for the test
-            got[case] = f"{type(e).__name__}: {e}"
-    return got
+    return outcomes(cases)
 if typed_meshes:
     attempt("explicit_arguments", explicit_arguments)
 def plan_meshes():
