@@ -1191,7 +1191,9 @@ def image_grid(images, *, titles=None, ncols: int | None = None, title: str | No
     """A grid of images: activation-maximization results, filter visualizations, inputs.
 
     Args:
-      images: ``(T, H, W, c)`` (c = 1 or 3; RGBA, c = 4, drawn without alpha) or
+      images: ``(T, H, W, c)`` (c = 1 or 3; RGBA, c = 4, drawn without alpha, for images at
+        least 16 pixels a side: a smaller ``(T, H, W, 4)`` reads as an explicit grid of gray
+        images 4 pixels wide, and is refused as ambiguous) or
         ``(T, H, W)``, laid out ``ncols`` per row; or ``(R, C, H, W, c)`` (or gray
         ``(R, C, H, W)``) for an explicit grid.
       channels_first: the images are ``(T, c, H, W)`` (or ``(R, C, c, H, W)``), as
