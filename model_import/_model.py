@@ -199,6 +199,18 @@ def native(a: Any) -> Any:
     return jax.tree_util.tree_map(one, a)
 
 
+def softmax_on_one_value(shape: tuple) -> str:
+    """The refusal of the ``softmax`` head on an output whose last axis, which it normalizes,
+    has one value (``shape``, per example: ``(1,)``, a one-channel map ``(H, W, 1)``):
+    constant (1.0), zero gradients. Made here and by ``jaxsal``'s methods."""
+    if tuple(shape) == (1,):
+        return ("head='softmax' on a one-unit output is constant (1.0) and has zero "
+                "gradients; use head='sigmoid', 'sigmoid_complement' or 'logits'")
+    return (f"head='softmax' normalizes the output's last axis, of one value here (shape "
+            f"{tuple(shape)} per example): constant (1.0), zero gradients; use "
+            "head='sigmoid', 'sigmoid_complement' or 'logits'")
+
+
 class KerasModel:
     """A Keras model ported to JAX. Immutable: every ``with_*`` returns a new model.
 
@@ -269,13 +281,7 @@ class KerasModel:
         if not isinstance(shape, tuple) or not shape or shape[-1] != 1 or (
                 index < len(own) and own[index]):
             return
-        if shape == (1,):
-            raise ValueError("head='softmax' on a one-unit output is constant (1.0) and has "
-                             "zero gradients; use head='sigmoid', 'sigmoid_complement' or "
-                             "'logits'")
-        raise ValueError(f"head='softmax' normalizes the output's last axis, of one value here "
-                         f"(shape {shape} per example): constant (1.0), zero gradients; use "
-                         "head='sigmoid', 'sigmoid_complement' or 'logits'")
+        raise ValueError(softmax_on_one_value(shape))
 
     # ------------------------------------------------------------------ variants
     def _replace(self, **kw) -> "KerasModel":

@@ -24,6 +24,7 @@ from jaxsal._src.targets import (ClassScore, LayerScore, OutputInfo, TargetSpec,
                                  resolve_predicted, run_model, score_matrix)
 from model_import._graph import MODEL_CLASSES, _fused_activation
 from model_import._layers.activations import activation_name
+from model_import._model import softmax_on_one_value
 
 Array = jax.Array
 
@@ -1343,10 +1344,8 @@ def prepare(model: Any, x: Any, targets: Any, *, head: str | None = None,
                     None if ids is None else jnp.asarray(ids), info, formats)
 
 
-#: The refusals of a one-unit output that is constant (1.0): under the softmax head, and saved
-#: as a softmax over one unit.
-_SOFTMAX_HEAD_ON_ONE = ("head='softmax' on a one-unit output is constant (1.0) and has zero "
-                        "gradients; use head='sigmoid', 'sigmoid_complement' or 'logits'")
+#: The refusal of a one-unit output saved as a softmax over one unit: constant (1.0) (under
+#: the softmax head: model_import's softmax_on_one_value).
 _SAVED_SOFTMAX_ON_ONE = ("this model's saved output is a softmax over one unit: constant "
                          "(1.0) for every input, so its gradients and score changes are zero "
                          "and every map would be 0 (a binary classifier wants a sigmoid). "
@@ -1377,11 +1376,7 @@ def _constant_output(model: Any, shape: tuple, index: int) -> str | None:
                     "model.with_head('logits')")
         return None
     if head == "softmax" and len(shape) >= 2 and shape[-1] == 1:
-        if len(shape) == 2:
-            return _SOFTMAX_HEAD_ON_ONE
-        return (f"head='softmax' normalizes the output's last axis, of one value here (shape "
-                f"{tuple(shape[1:])} per example): constant (1.0), zero gradients; use "
-                "head='sigmoid', 'sigmoid_complement' or 'logits'")
+        return softmax_on_one_value(shape[1:])
     return None
 
 
