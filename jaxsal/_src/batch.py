@@ -48,7 +48,6 @@ inputs, is :mod:`jaxsal._src.job_inputs`'s.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import inspect
 import os
@@ -65,8 +64,8 @@ from jaxsal._src.job_files import (_allocate, _check_path, _input_roles, _read_p
                                    FORMAT, check_replaceable, create_maps,
                                    mark_finished, mark_unfinished, open_maps, resumable,
                                    write_fix)
-from jaxsal._src.job_inputs import (_arrange_options, _bound_options, _check_ids,
-                                    _check_options, _check_targets, _chunk_options,
+from jaxsal._src.job_inputs import (_arrange_options, _bound_keywords, _bound_options,
+                                    _check_ids, _check_options, _check_targets, _chunk_options,
                                     _chunk_targets, _implicit_offset, _map_rows, _rows,
                                     _several, _Several, _takes_offset, _unwrap, check_call,
                                     class_free, input_paths, job_options, per_input_arrays,
@@ -520,21 +519,6 @@ def _whole_batch(method: Callable, options: dict) -> str | None:
     if not callable(whole):
         return whole or None
     return whole({**_bound_keywords(method), **options}) or None
-
-
-def _bound_keywords(method: Callable, *, none_unset: bool = False) -> dict:
-    """The keywords the ``functools.partial`` layers of ``method`` bind, as the partial's
-    call gives them to the function under them: an outer layer's over an inner one's
-    (``{}`` for a method of no partial). ``none_unset``: a keyword bound to None counts as
-    not bound, so an inner layer's value of it shows (``check_finite=None``)."""
-    layers = []
-    while isinstance(method, functools.partial):
-        layers.append(method.keywords)
-        method = method.func
-    bound: dict = {}
-    for keywords in reversed(layers):  # (the innermost first: the outer ones win)
-        bound.update((k, v) for k, v in keywords.items() if v is not None or not none_unset)
-    return bound
 
 
 def _unbind_options(method: Callable, model: Any, shapes: Any, n: int, ndim: int,

@@ -504,26 +504,39 @@ def _called_with(method: Callable) -> tuple[inspect.Signature, list[str]] | None
     return sig, positional[:3]
 
 
-def _bound_positional(method: Callable) -> tuple[list[str], list[str]]:
-    """The keywords bound in ``method``'s ``functools.partial`` layers (innermost first),
-    and the names of the parameters a job passes the function under them by position (its
-    first three after those the partials bind by position); ``([], [])`` for a plain
-    function or one without a signature."""
+def _bound_keywords(method: Callable, *, none_unset: bool = False) -> dict:
+    """The keywords the ``functools.partial`` layers of ``method`` bind, as the partial's
+    call gives them to the function under them: an outer layer's over an inner one's
+    (``{}`` for a method of no partial). ``none_unset``: a keyword bound to None counts as
+    not bound, so an inner layer's value of it shows (``check_finite=None``)."""
     layers = []
     while isinstance(method, functools.partial):
-        layers.append(method)
+        layers.append(method.keywords)
         method = method.func
-    if not layers:
+    bound: dict = {}
+    for keywords in reversed(layers):  # (the innermost first: the outer ones win)
+        bound.update((k, v) for k, v in keywords.items() if v is not None or not none_unset)
+    return bound
+
+
+def _bound_positional(method: Callable) -> tuple[list[str], list[str]]:
+    """The keywords bound in ``method``'s ``functools.partial`` layers
+    (:func:`_bound_keywords`), and the names of the parameters a job passes the function
+    under them by position (its first three after those the partials bind by position);
+    ``([], [])`` for a plain function or one without a signature."""
+    func, skip = method, 0
+    while isinstance(func, functools.partial):
+        skip += len(func.args)
+        func = func.func
+    if func is method:
         return [], []
     try:
-        params = inspect.signature(method).parameters.values()
+        params = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):  # (a builtin, a C callable)
         return [], []
     positional = [p.name for p in params
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    skip = sum(len(layer.args) for layer in layers)
-    keywords = list(dict.fromkeys(k for layer in reversed(layers) for k in layer.keywords))
-    return keywords, positional[skip:skip + 3]
+    return list(_bound_keywords(method)), positional[skip:skip + 3]
 
 
 def unknown_option(method: Callable, names: Any, given: tuple[str, ...] | None = None
