@@ -57,6 +57,24 @@ def test_maps_beyond_float32_s_range_are_refused_as_such_and_their_scaled_copy_i
         jaxsal.xrai_regions(ATTR[None] * np.float32(1e38), REGIONS, min_pixel_diff=1)
 
 
+def test_maps_beyond_float32_s_range_holding_an_inf_are_refused_as_not_finite_first():
+    """float64 maps beyond float32's range that also held an inf got the range refusal, whose
+    scaling (by 2 ** -ceil(log2(max |maps|)), inf there) made every value 0 or NaN. The
+    non-finite refusal comes first now; its fix, then the range refusal's, work as written."""
+    import re
+
+    big = ATTR[None].astype(np.float64) * 2.0 ** 140
+    big[0, 3, 3] = np.inf
+    with pytest.raises(ValueError, match=r"NaN or infinite values.*\(np\.nan_to_num\(maps\)\)"):
+        jaxsal.xrai_regions(big, REGIONS, min_pixel_diff=1)
+    maps = np.nan_to_num(big)
+    with pytest.raises(ValueError, match="beyond float32's range") as e:
+        jaxsal.xrai_regions(maps, REGIONS, min_pixel_diff=1)
+    fix = re.search(r"first, (maps \* .*?\)\)):", str(e.value)).group(1)
+    got = np.asarray(jaxsal.xrai_regions(eval(fix), REGIONS, min_pixel_diff=1))  # noqa: S307
+    assert np.isfinite(got).all() and got.max() > 0
+
+
 def test_small_regions_are_dropped_and_ties_go_to_the_first():
     """With min_pixel_diff=5 the top right (4 pixels) is dropped; the left and the whole
     image tie at mean 1 and the first listed, the left, wins; the whole image's 8 new pixels

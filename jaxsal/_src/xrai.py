@@ -338,6 +338,12 @@ def _wide_peak(maps: Any) -> float | None:
                      else np.max(np.where(np.isfinite(v), np.abs(v), 0.0)))
 
 
+def _not_finite() -> ValueError:
+    """The error for maps holding NaN or infinite values."""
+    return ValueError("maps contain NaN or infinite values; their regions' means would be "
+                      "NaN. Pass finite maps (np.nan_to_num(maps))")
+
+
 def _too_large(peak: float, why: str) -> ValueError:
     """The error for maps of finite values too large for float32, which the regions' sums
     and gains are computed and returned in (``why``: how they exceed it)."""
@@ -428,12 +434,17 @@ def _float32_maps(maps: ArrayLike) -> Array:
     base.refuse_explicit_tree(maps, "maps")
     peak = _wide_peak(maps)  # (None for float32 maps and narrower: found on the device below)
     if peak is not None and peak > float(np.finfo(np.float32).max):
+        # (maps that also hold NaN or inf are refused as such first: _too_large's scaling
+        # divides by their largest magnitude, inf there, and would make every value 0 or NaN)
+        wide = maps if isinstance(maps, jax.Array) else np.asarray(maps)
+        finite = all_finite(wide) if isinstance(wide, jax.Array) else np.isfinite(wide).all()
+        if not finite:
+            raise _not_finite()
         raise _too_large(peak, "beyond float32's range")
     a = jnp.asarray(maps)
     _check_maps(a)
     if not all_finite(a):
-        raise ValueError("maps contain NaN or infinite values; their regions' means would be "
-                         "NaN. Pass finite maps (np.nan_to_num(maps))")
+        raise _not_finite()
     a = a.astype(jnp.float32)
     pixels = a.shape[-2] * a.shape[-1]
     if not isinstance(a, jax.core.Tracer) and a.size:  # (a region's sum: up to every pixel)
