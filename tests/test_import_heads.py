@@ -480,6 +480,26 @@ def test_tf_keras_pooled_probabilities_follow_the_keras_3_rules():
     assert base.output_kind(m.with_output(5)) == ("prob", False)
 
 
+def test_tf_keras_softmax_over_an_axis_of_one_value_is_refused():
+    """tf.nn.softmax(tf.reshape(z, [-1, 1, 8]), axis=1) is 1.0 for every input: its maps
+    were all 0 (the axis, a call argument of the TFOpLambda, was not read, and the output has
+    8 values). Refused now, as a Softmax layer over that axis is; over axis=-1 it is not."""
+    import jaxsal
+
+    x = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
+    for axis, constant in ((1, True), (-1, False)):
+        cfg = _tf_keras_config("tfop_softmax_tfkeras2")
+        cfg["config"]["layers"] = cfg["config"]["layers"][:2]  # (input, Dense z)
+        r = _tf_op(cfg, "r", "reshape", ["z", 0, 0], shape=[-1, 1, 8])
+        cfg["config"]["output_layers"] = [_tf_op(cfg, "sm", "nn.softmax", r, axis=axis)]
+        m = load_keras(KERAS2 / "tfop_softmax_tfkeras2.h5", config=cfg)
+        if constant:
+            with pytest.raises(ValueError, match="softmax over an axis of one value"):
+                jaxsal.saliency(m, x, lambda out: out[:, 0, 0])
+        else:
+            assert np.abs(np.asarray(jaxsal.saliency(m, x, lambda out: out[:, 0, 0]))).max() > 0
+
+
 def test_logits_refusal_follows_the_tensors_between_activation_and_output(tmp_path):
     """A Reshape of the softmax that another output reads changes too when the softmax is
     removed: refused for both outputs together, each output alone has its logits."""

@@ -1446,11 +1446,12 @@ def _constant_softmax(model: Any, index: int) -> bool:
     saved over axes of one value (1.0 whatever the input): its head layer's output has one
     element per example (``Dense(1, activation="softmax")``), or one value along the
     softmax's axes (a fused ``softmax`` activation or an ``Activation``: the last axis, as
-    Keras's; a ``Softmax`` layer or ``keras.ops.softmax``: its ``axis``), say the one-channel
-    map of ``Conv2D(1, 1, activation="softmax")``, ``(H, W, 1)``. A softmax over several
-    values of which the output keeps one (``probs[:, -1]``) is not; neither is a softmax
-    over axes not known here (a TensorFlow operation's own arguments): those are not
-    refused."""
+    Keras's; a ``Softmax`` layer or ``keras.ops.softmax``: its ``axis``; a tf.keras
+    ``tf.nn.softmax``: its call's ``axis`` keyword, the last axis without it), say the
+    one-channel map of ``Conv2D(1, 1, activation="softmax")``, ``(H, W, 1)``. A softmax over
+    several values of which the output keeps one (``probs[:, -1]``) is not; neither is a
+    softmax over axes not known here (a TensorFlow operation's axis given by position):
+    those are not refused."""
     graph = getattr(model, "graph", None)
     if not hasattr(graph, "softmax_heads"):
         return False
@@ -1468,8 +1469,12 @@ def _constant_softmax(model: Any, index: int) -> bool:
         return True
     act = _fused_activation(spec)
     if "function" in spec.config:  # (a tf.keras TFOpLambda: its axis is a call argument)
-        return False
-    if spec.class_name in ("Softmax", "ops.Softmax"):
+        call = graph._head_calls()[index][1]
+        if call is None or len(call.args) > 1:  # (an axis given by position: not read here)
+            return False
+        axis = call.kwargs.get("axis")
+        axis = -1 if axis is None else axis  # (TensorFlow's default: the last axis)
+    elif spec.class_name in ("Softmax", "ops.Softmax"):
         axis = spec.config.get("axis", -1)
     elif act is not None and activation_name(act) == "softmax":
         axis = -1  # (keras.activations.softmax's default, which a fused activation takes)
