@@ -145,6 +145,15 @@ def test_neuron_conductance_is_its_definition(net, layer, neuron):
     np.testing.assert_allclose(gl, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
+def test_layer_conductance_steps_refusal_counts_path_segments(net):
+    """layer_conductance's steps counts path segments (steps + 1 gradient evaluations): its
+    refusal of steps=0 called them "gradient evaluations along the path" (quadrature's)."""
+    m, x, x0 = net
+    with pytest.raises(ValueError, match=r"steps as an int >= 1 \(path segments: steps \+ 1 "
+                                         r"gradient evaluations\), got 0"):
+        jaxsal.layer_conductance(m, x, 0, layer="conv", baseline=x0, steps=0)
+
+
 def test_neuron_conductance_sums_to_the_units_conductance(net):
     """Summed over the input, a unit's neuron conductance is its layer conductance (both
     converge to the same integral); a channel's is the sum of its units'."""

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal._src import base
+from jaxsal._src import base, ints
 from jaxsal._src.base import Inputs, Maps, ModelLike
 from jaxsal._src.finite import refuses_non_finite_maps
 from jaxsal._src.gradients import first_only
@@ -137,7 +137,8 @@ def layer_conductance(model: ModelLike, x: Inputs, targets: Targets = None, *, l
     Returns:
       ``(N, *A)`` or ``(N, T, *A)``: the layer's output shape with its channel axis reduced.
     """
-    quadrature(steps, "left")  # steps: an int >= 1
+    steps = ints.check_int(steps, "steps", kind="path segments: steps + 1 gradient "
+                           "evaluations")
     alphas = np.arange(steps + 1, dtype=np.float64) / steps
 
     def weigh(ks, G, A, A_at):
