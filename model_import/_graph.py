@@ -855,6 +855,51 @@ class Graph:
             self.__dict__["_token_limits"] = cache
         return cache
 
+    def input_readers(self, inputs: Sequence[int] | None = None,
+                      prefix: str = "") -> tuple[set[str], set[int]]:
+        """The layers that read a model input's values: those whose call is given a model
+        input, directly or through layers that only move its values (:data:`_PASS_THROUGH`
+        without an activation: reshaping, cropping, slicing, inference-time identities) or
+        prepare them (:data:`_INPUT_PREPARING`: ``Rescaling``, ``Normalization``, zero
+        padding), which are not readers themselves; inside a nested model too
+        (``"outer/inner"``), and after a nested model that only moves or prepares them.
+
+        Args:
+          inputs: the positions in :attr:`inputs` that hold model inputs (``None``: all).
+          prefix: put before each path (a nested model's ``"outer/"``).
+        Returns:
+          ``(paths, outputs)``: the readers' paths, and the positions in :attr:`outputs`
+          that are a model input moved or prepared.
+        """
+        raw_calls: set[tuple[str, int]] = set()  # calls whose every output is an input's
+        raw_refs = {r for i, r in enumerate(self.inputs) if inputs is None or i in inputs}
+
+        def is_raw(r: Any) -> bool:
+            return isinstance(r, Ref) and (r in raw_refs or (r.layer, r.node) in raw_calls)
+
+        readers: set[str] = set()
+        for call in self.calls:
+            refs = self.call_refs(call)
+            if not any(is_raw(r) for r in refs):
+                continue
+            spec = self.layers[call.layer]
+            sub = spec.impl.subgraph
+            if sub is not None:
+                flat = _flatten(call.args[0]) if call.args else []
+                fed = [j for j, a in enumerate(flat) if j < len(sub.inputs) and is_raw(a)]
+                inner, outs = sub.input_readers(fed, prefix + call.layer + "/")
+                readers |= inner
+                raw_refs |= {Ref(call.layer, call.index, j) for j in outs}
+                continue
+            values = _refs(call.args[0]) if call.args else []
+            moves = ((_passes_through(spec, call) and spec.impl.activation in (None, "linear"))
+                     or _kind(spec) in _INPUT_PREPARING)
+            if moves and values and is_raw(values[0]):
+                raw_calls.add((call.layer, call.index))
+            else:
+                readers.add(prefix + call.layer)
+        return readers, {i for i, r in enumerate(self.outputs) if is_raw(r)}
+
     def _calls_by_key(self) -> dict[tuple[str, int], Call]:
         cache = self.__dict__.get("_calls_cache")
         if cache is None:
@@ -1093,6 +1138,10 @@ _PASS_THROUGH = frozenset({
     "Resizing", "ops.Resize", "ops.ExtractPatches", "tf.identity_n",
     "tf.image.resize_nearest_neighbor", "tf.space_to_batch_nd", "tf.batch_to_space_nd",
     "tf.signal.frame"})
+#: Layers that prepare a model input for the layers reading it, elementwise or by padding
+#: (:meth:`Graph.input_readers`: the layer after them reads the input).
+_INPUT_PREPARING = frozenset({"Rescaling", "Normalization", "ZeroPadding1D", "ZeroPadding2D",
+                              "ZeroPadding3D"})
 #: The tf.keras ``TFOpLambda`` functions (``config["function"]``) that move values (or pool
 #: them, :data:`_POOLS`, or merge them, :data:`_MERGES`, or apply an activation to them,
 #: :data:`_ACTIVATIONS`) as a Keras 3 operation or layer does, by that operation: the same

@@ -701,6 +701,17 @@ class KerasModel:
         merges or operations), in call order."""
         return self.graph.relevance_paths()
 
+    @property
+    def input_readers(self) -> list[str]:
+        """Paths of the layers that read a model input's values, in Keras order: given it
+        directly, or through layers that only move it (reshaping, cropping, slicing,
+        inference-time identities) or prepare it (``Rescaling``, ``Normalization``, zero
+        padding), which are not listed; inside nested models too. Both convolutions of a
+        stem that reads the image twice, the first layer of each input of a two-input
+        model (LRP's ``first`` rule, ``jaxsal.lrp_composite``)."""
+        readers = self.graph.input_readers()[0]
+        return [p for p in self.graph.layer_paths(include_ops=True) if p in readers]
+
     def biases(self, params: Any, x: Inputs) -> dict[str, Array]:
         """``{layer: b}`` for every :attr:`affine_layers` entry, with weights ``params``: the
         layer's pre-activation output for a zero input, ``(1, *output_shape)`` (its bias

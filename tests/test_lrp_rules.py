@@ -186,6 +186,29 @@ def test_which_layer_gets_which_rule(relu_net_cl):
     assert layer_rules(m, z, 1e-9) == type(got)(z)
 
 
+def test_first_reaches_every_layer_that_reads_an_input(tmp_path):
+    """``first=`` is the rule of every kernel layer reading a model input: both convolutions
+    of a stem that reads the image twice (through Rescaling, through zero padding), the
+    Dense layer of a second input, a nested model's Dense after a Flatten; not the
+    convolution after them, nor the output layer."""
+    from jaxsal._src.lrp_rules import layer_rules
+
+    i1, i2 = keras.Input((6, 6, 1), name="i1"), keras.Input((4,), name="i2")
+    ca = layers.Conv2D(2, 3, padding="same", name="ca")(layers.Rescaling(0.5)(i1))
+    cb = layers.Conv2D(2, 3, name="cb")(layers.ZeroPadding2D(1)(i1))
+    cc = layers.Conv2D(2, 3, name="cc")(layers.Concatenate()([ca, cb]))
+    inner = keras.Sequential([keras.Input((6, 6, 1)), layers.Flatten(),
+                              layers.Dense(2, name="di")], name="inner")
+    h = layers.Concatenate()([layers.GlobalAveragePooling2D()(cc), inner(i1),
+                              layers.Dense(2, name="d2")(i2)])
+    m = _load(keras.Model([i1, i2], layers.Dense(2, name="out")(h)), tmp_path, "readers")
+    z, g, e = jaxsal.lrp_zbox(-1.0, 1.0), jaxsal.lrp_gamma(), jaxsal.lrp_epsilon(0.5)
+    by = dict(layer_rules(m, jaxsal.lrp_composite(first=z, conv=g, dense=e), 1e-9).by_layer)
+    assert {k: v for k, v in by.items() if k in ("ca", "cb", "cc", "inner/di", "d2",
+                                                  "out")} == {
+        "ca": z, "cb": z, "cc": g, "inner/di": z, "d2": z, "out": e}
+
+
 def test_composites_by_name(relu_net_cl):
     m = relu_net_cl
     x = np.random.default_rng(0).normal(size=(2, 12, 10, 3)).astype(np.float32)

@@ -481,8 +481,11 @@ def lrp_composite(*, first: LRPRule | None = None, conv: LRPRule | None = None,
     """A rule per layer, by role (Montavon et al. 2019's composite LRP; zennit's composites).
 
     Args:
-      first: the first layer with a kernel in call order (the one reading the input:
-        :func:`lrp_zbox`, :func:`lrp_flat` or :func:`lrp_wsquare`).
+      first: the layers with a kernel that read a model input, directly or through layers
+        that only move or prepare it (reshaping, cropping, ``Rescaling``, ``Normalization``,
+        zero padding): every convolution of a stem that reads the image more than once, the
+        first layer of each input; and the first layer with a kernel in call order in any
+        case (:func:`lrp_zbox`, :func:`lrp_flat` or :func:`lrp_wsquare`).
       conv: the other convolutions (every class whose name contains ``Conv``).
       dense: ``Dense`` and ``EinsumDense`` layers.
       other: the remaining rule layers (``BatchNormalization``, poolings, sums of tensors;
@@ -627,8 +630,7 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
                              f"(fold_batchnorm=True): it passes relevance on unchanged and "
                              f"takes no rule; leave it out, or pass fold_batchnorm=False")
         by_name[path] = r
-    first = next((path for path, info in found
-                  if has_kernel(info.params) and keys[path][0] not in ATTENTION), None)
+    first = _first_layers(model, found, keys)
     chosen = []
     for path, info in found:
         cls, outer = keys[path]
@@ -637,7 +639,7 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
             continue
         r = by_name.get(path) or by_class.get(cls) or by_class.get(outer)
         if r is None:
-            role = (rule.first if path == first and rule.first is not None
+            role = (rule.first if path in first and rule.first is not None
                     else rule.conv if any(c in cls for c in CONV_CLASSES)
                     else rule.dense if cls in DENSE_CLASSES else rule.other)
             r = _unnamed(model._spec(path), default if role is None else role)
@@ -645,6 +647,17 @@ def layer_rules(model: Any, rule: Any, epsilon: float,
         if r != default:
             chosen.append((path, r))
     return LayerRules(default, tuple(chosen))
+
+
+def _first_layers(model: Any, found: Sequence[tuple[str, Any]],
+                  keys: Mapping[str, tuple[str, str]]) -> set[str]:
+    """The rule layers ``lrp_composite(first=)`` reaches: those with a kernel (attention
+    layers aside) that read a model input (``model.input_readers``: directly, or through
+    layers that only move or prepare it), and the first with a kernel in call order."""
+    kernel = [path for path, info in found
+              if has_kernel(info.params) and keys[path][0] not in ATTENTION]
+    readers = set(getattr(model, "input_readers", ()))
+    return {path for i, path in enumerate(kernel) if i == 0 or path in readers}
 
 
 #: The rules of products of tensors (their factors share, or one takes, the relevance).
