@@ -252,6 +252,22 @@ def test_pass_rule(relu_net_cl):
         jaxsal.lrp(m, x, [1], rule={pool: jaxsal.lrp_pass()})
 
 
+def test_a_rule_s_error_in_the_backward_pass_names_its_layer(dense_model):
+    """A rule that does not fit a layer fails only in the backward pass: the error names the
+    layer (the original is in its chain of causes)."""
+    m, x = dense_model
+    with pytest.raises(ValueError, match=r"^lrp: layer 'out': lrp_zbox: expected low and "
+                                         r"high broadcastable to the layer's input \(4,\)"
+                       ) as e:
+        jaxsal.lrp(m, x, [0], rule=jaxsal.lrp_zbox(np.zeros(2), np.ones(2)))
+    causes, c = [], e.value.__cause__  # JAX puts its trace between them
+    while c is not None:
+        causes, c = causes + [c], c.__cause__
+    assert any(type(c) is ValueError and str(c).startswith("lrp_zbox: ") for c in causes)
+    with pytest.raises(ValueError, match=r"^lrp: layer 'h': lrp_pass: expected a layer"):
+        jaxsal.lrp(m, x, [0], rule={"h": jaxsal.lrp_pass()})
+
+
 def test_nested_layers_by_path(tmp_path):
     """A rule reaches a layer inside a nested model by its path (or bare name); the maps
     equal those of the same network written flat."""

@@ -564,8 +564,15 @@ class LayerRules:
                           jax.ShapeDtypeStruct):  # several outputs (attention scores too)
             return f(params, *args)
 
-        return with_backward(lambda p, *a: rule.forward(f, p, a),
-                             lambda p, a, z, r: rule.relevance(f, p, a, z, r), params, args)
+        def relevance(p, a, z, r):
+            try:
+                return rule.relevance(f, p, a, z, r)
+            except ValueError as e:  # a rule that does not fit the layer: say which one
+                if name is None or str(e).startswith("lrp: layer "):
+                    raise
+                raise ValueError(f"lrp: layer {name!r}: {e}") from e
+
+        return with_backward(lambda p, *a: rule.forward(f, p, a), relevance, params, args)
 
 
 def layer_rules(model: Any, rule: Any, epsilon: float,
