@@ -333,6 +333,20 @@ def test_bad_rules_are_refused(relu_net_cl):
         jaxsal.lrp(m, x, 0, rule={first: jaxsal.lrp_zbox(np.zeros(4), np.ones(4))})
 
 
+def test_alpha_beta_takes_float32_parameters():
+    """alpha and beta given as float32 (np.float32(1.1) - np.float32(0.1) is 1 in float32, 2e-8
+    from it in float64) are accepted as the Python floats are; a real miss is still refused."""
+    import jax.numpy as jnp
+
+    for a, b in ((1.1, 0.1), (1.7, 0.7), (101.1, 100.1)):
+        for cast in (np.float32, jnp.float32):
+            assert np.float32(cast(a) - cast(b)) == 1  # in their own precision
+            r = jaxsal.lrp_alpha_beta(cast(a), cast(b))
+            np.testing.assert_allclose((r.alpha, r.beta), (a, b), rtol=1e-6)
+    with pytest.raises(ValueError, match="alpha - beta = 1"):
+        jaxsal.lrp_alpha_beta(np.float32(2.0), np.float32(1.001))
+
+
 @pytest.fixture(scope="module")
 def relu_net_cl(tmp_path_factory):
     km = _relu_net()

@@ -344,11 +344,14 @@ def lrp_alpha_beta(alpha: float = 2.0, beta: float = 1.0, epsilon: float = 1e-9)
     """The alpha-beta rule (Bach et al. 2015): the positive contributions ``(a w)^+`` (bias
     ``b^+``) share ``alpha R``, the negative ones ``(a w)^-`` (bias ``b^-``) take
     ``-beta R``, each in proportion to its size. ``alpha - beta = 1`` keeps the relevance's
-    total (zennit requires it; so does jaxsal). ``alpha=1, beta=0`` is :func:`lrp_zplus`.
+    total (zennit requires it; so does jaxsal, to float32's rounding: float32 values such as
+    ``np.float32(1.1), np.float32(0.1)`` pass). ``alpha=1, beta=0`` is :func:`lrp_zplus`.
     ``epsilon``: the stabilizer (:class:`LRPRule`)."""
     a = _check("lrp_alpha_beta", "alpha", alpha, "")
     b = _check("lrp_alpha_beta", "beta", beta, "")
-    if abs(a - b - 1) > 1e-12:
+    # within float32's rounding: np.float32(1.1) - np.float32(0.1) is 1 in float32, 2.2e-8
+    # from it once widened to float64
+    if abs(a - b - 1) > 4 * float(np.finfo(np.float32).eps) * max(1.0, a):
         raise ValueError(f"lrp_alpha_beta: expected alpha - beta = 1 (the relevance's total is "
                          f"kept; the usual choices are (1, 0) and (2, 1)), got alpha={alpha!r}, "
                          f"beta={beta!r}")
