@@ -282,6 +282,21 @@ def test_a_chunk_stopped_between_its_files_is_computed_again(tmp_path, linear, x
     assert unfinished(tmp_path / "maps.a.npy") is None
 
 
+def test_a_truncated_file_of_one_input_is_refused(tmp_path, linear, xs):
+    """The file of one input's maps cut short (an interrupted copy) was lengthened with zeros
+    when the job reopened it, and the chunks its progress file lists kept as finished."""
+    path = tmp_path / "maps.npy"
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(Doubling(), linear, xs, path, batch_size=2,
+                               on_chunk=stop_after_two)
+    os.truncate(tmp_path / "maps.b.npy", 200)  # (its header's 192 bytes, then input 0's map)
+    m = Doubling()
+    with pytest.raises(ValueError, match=r"cannot reopen .*maps\.b\.npy to resume this job "
+                                         r"\(.*maps\.b\.npy is shorter than its header says"):
+        jaxsal.explain_to_file(m, linear, xs, path, batch_size=2)
+    assert m.calls == [] and os.path.getsize(tmp_path / "maps.b.npy") == 200
+
+
 def test_keep_going_over_several_inputs(tmp_path, linear, xs):
     """keep_going with several inputs: a NaN in either input leaves its chunk out of every
     file, and the inputs at fault are named by their index in the job."""

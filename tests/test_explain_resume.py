@@ -599,6 +599,29 @@ def test_a_progress_file_that_is_no_json_object_is_a_clear_error(tmp_path, linea
         jaxsal.explain_to_file(jaxsal.saliency, linear, xs, path, targets=1, batch_size=3)
 
 
+def _doubled(model, x, targets=None):
+    """A method stand-in (no compilation): ``2 x``."""
+    return 2 * np.asarray(x)
+
+
+def test_a_truncated_output_is_refused_not_padded_with_zeros(tmp_path, linear, xs):
+    """An output cut short (an interrupted copy, a full disk) was reopened with np.memmap's
+    "r+", which lengthened it with zeros: the chunks its progress file lists were kept as
+    finished, zeros in their rows, and the file marked finished. It is refused, naming it."""
+    path = tmp_path / "maps.npy"
+    _interrupted(_doubled, linear, xs, path, batch_size=2)  # chunk 0 (inputs 0:2) finished
+    os.truncate(path, 250)  # (the header's 192 bytes, then 14 of chunk 0's 50 values)
+    with pytest.raises(ValueError, match=r"cannot reopen .*maps\.npy to resume this job \(.*"
+                                         r"maps\.npy is shorter than its header says \(truncated"
+                                         r".*: 250 bytes, where maps of shape \(6, 5, 5, 1\) "
+                                         r"\(float32\) need 792.*\); delete .*maps\.npy and"):
+        jaxsal.explain_to_file(_doubled, linear, xs, path, batch_size=2)
+    assert os.path.getsize(path) == 250  # (left as it was, not lengthened)
+    out = jaxsal.explain_to_file(_doubled, linear, xs, path, batch_size=2, resume=False,
+                                 overwrite=True)
+    np.testing.assert_array_equal(out, 2 * xs)
+
+
 def test_a_method_defined_by_exec_without_a_module(tmp_path, linear, xs):
     """(A function exec'd in a namespace without __name__ has no module: __module__ None.)"""
     ns = {"jaxsal": jaxsal}

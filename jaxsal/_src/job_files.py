@@ -606,11 +606,25 @@ def mark_unfinished(path: str) -> bool:
 def open_maps(path: str, mode: str = "r+") -> np.memmap:
     """The ``.npy`` at ``path`` memory-mapped (for writing: ``mode="r+"``; ``"r"`` reads),
     marked unfinished (:data:`UNFINISHED_KEY`, a job's file being resumed) or not (a finished
-    one, or one of a jaxsal before the mark)."""
+    one, or one of a jaxsal before the mark). A ``ValueError`` for a file shorter than its
+    header's shape needs (cut by an interrupted copy or a full disk): ``np.memmap`` in
+    ``"r+"`` mode lengthens such a file with zeros, which a resumed job would keep as the
+    rows of its finished chunks."""
     d, _, _, offset = _read_header(path)
     if set(d) - {"descr", "fortran_order", "shape", UNFINISHED_KEY}:
         raise ValueError(f"{path}: its .npy header has keys NumPy does not write ({sorted(d)})")
     dtype = np.lib.format.descr_to_dtype(d["descr"])
+    if not (isinstance(d["shape"], tuple)
+            and all(isinstance(k, int) and k >= 0 for k in d["shape"])):
+        raise ValueError(f"{path}: its .npy header's shape is {d['shape']!r}; expected a "
+                         "tuple of sizes")
+    need = offset + int(np.prod(d["shape"], dtype=np.int64)) * dtype.itemsize
+    size = os.path.getsize(path)
+    if size < need:
+        raise ValueError(f"{path} is shorter than its header says (truncated: an interrupted "
+                         f"copy, a full disk): {size:,} bytes, where maps of shape "
+                         f"{tuple(d['shape'])} ({dtype}) need {need:,}; the rows it lacks are "
+                         "lost")
     return np.memmap(path, dtype=dtype, mode=mode, offset=offset, shape=tuple(d["shape"]),
                      order="F" if d["fortran_order"] else "C")
 
