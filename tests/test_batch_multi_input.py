@@ -297,6 +297,27 @@ def test_a_truncated_file_of_one_input_is_refused(tmp_path, linear, xs):
     assert m.calls == [] and os.path.getsize(tmp_path / "maps.b.npy") == 200
 
 
+def test_a_missing_file_of_one_input_says_no_run_resumes_it(tmp_path, linear, xs):
+    """One of the files of an unfinished job over several inputs deleted: the job cannot
+    resume (it needs every file), yet the refusal to replace the other said "that job's own
+    command resumes it", and that command was refused the same way every time. It says the
+    file is missing; overwrite=True starts the job over."""
+    path = tmp_path / "maps.npy"
+    with pytest.raises(KeyboardInterrupt):
+        jaxsal.explain_to_file(Doubling(), linear, xs, path, batch_size=2,
+                               on_chunk=stop_after_two)
+    os.remove(tmp_path / "maps.b.npy")
+    m = Doubling()
+    with pytest.raises(FileExistsError, match=r"maps\.a\.npy \(where .*\) holds 2 of 3 finished "
+                       r"chunks .*, but .*maps\.b\.npy, another file of that job, is missing, so "
+                       r"no run can resume it .*pass overwrite=True \(jaxsal: --overwrite\)"):
+        jaxsal.explain_to_file(m, linear, xs, path, batch_size=2)
+    assert m.calls == []
+    out = jaxsal.explain_to_file(m, linear, xs, path, batch_size=2, overwrite=True)
+    assert m.calls == [2, 2, 2]
+    _assert_maps(out, _expected(xs))
+
+
 def test_keep_going_over_several_inputs(tmp_path, linear, xs):
     """keep_going with several inputs: a NaN in either input leaves its chunk out of every
     file, and the inputs at fault are named by their index in the job."""

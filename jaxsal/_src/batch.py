@@ -785,8 +785,9 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         rebatch = (not same and prog.get("family") == family and isinstance(old_b, int)
                    and old_b >= 1)
         # the files of a job over several inputs: as its progress file lists them (every one
-        # there, else the job starts over, as one whose .npy is missing; none another job's
-        # output: checked above)
+        # there, else the job starts over, as one whose .npy is missing: where the others
+        # hold finished chunks, with overwrite=True only, check_replaceable saying which file
+        # is missing; none another job's output: checked above)
         kept_files = [path] if several is None else _recorded_files(prog, path, per_input)
         # (a job that finished no chunk has nothing to keep, and its .npy may be torn: one
         # stopped while writing the header starts again)

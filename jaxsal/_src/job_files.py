@@ -378,6 +378,12 @@ def check_replaceable(files: list[str], progress_path: str,
                         f"that another jaxsal version wrote (says its progress file "
                         f"{progress_path}, of format {prog.get('format', 1)!r}; this jaxsal "
                         f"resumes format {FORMAT} only, so it can only start that job over)")
+            elif missing := _missing_outputs(prog, progress_path):
+                # (a job over several inputs: resumed only with every file it lists)
+                held = (f"holds {done} of {chunks} finished chunks of the unfinished job that "
+                        f"wrote it (says its progress file {progress_path}{differs}), but "
+                        f"{missing}, another file of that job, is missing, so no run can "
+                        "resume it (not that job's own command either)")
             else:
                 held = (f"holds {done} of {chunks} finished chunks of the unfinished job that "
                         f"wrote it (says its progress file {progress_path}{differs}; that "
@@ -393,6 +399,18 @@ def check_replaceable(files: list[str], progress_path: str,
         raise FileExistsError(
             f"{what} {held}; this job would replace it. Write to another path (--out), or "
             "pass overwrite=True (jaxsal: --overwrite) to replace it")
+
+
+def _missing_outputs(prog: dict, progress_path: str) -> str:
+    """The first of the files a job's progress record ``prog`` lists as its outputs (a job
+    over several inputs, ``maps.img.npy``...) that is missing beside ``progress_path``, or
+    ``""``: a job is resumed only with every one of them there."""
+    outputs = prog.get("outputs")
+    if not isinstance(outputs, list):
+        return ""
+    folder = os.path.dirname(progress_path)
+    return next((os.path.join(folder, f) for f in outputs
+                 if isinstance(f, str) and not os.path.exists(os.path.join(folder, f))), "")
 
 
 def check_start_over(path: str, *, overwrite: bool = False) -> None:
