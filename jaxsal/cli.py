@@ -979,8 +979,10 @@ DEVICES_HELP = ("split each chunk's inputs over this many of the machine's devic
                 "default device")
 OVERWRITE_HELP = ("replace an existing --out that may hold finished work (an array no "
                   "progress file lists, a finished job's output, another job's finished "
-                  "chunks; evaluate: also its .auc.npy); without it the command refuses to "
-                  "start over onto it. Running the same command again resumes without it")
+                  "chunks; evaluate: also its .auc.npy), and starts over a job that cannot "
+                  "be resumed (its progress file unreadable, a .npy cut short); without it "
+                  "the command refuses to start over onto it. Running the same command again "
+                  "resumes without it")
 CACHE_HELP = ("folder of JAX's persistent compilation cache, reused across runs (default: "
               "$JAXSAL_CACHE_DIR, else none)")
 

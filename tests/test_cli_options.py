@@ -6,6 +6,7 @@ generic ``--option``, and jobs that change ``--head`` or ``--output`` between ru
 
 import argparse
 import inspect
+import json
 import os
 import re
 
@@ -647,7 +648,16 @@ def test_maps_beside_an_unreadable_progress_file_are_refused(tmp_path, mnist_pat
         assert f"so whether the job that wrote {maps_path} finished is unknown" in err, err
         assert not (tmp_path / "del.npy").exists()
     assert _explain(mnist_path, digits_file, maps_path, "--targets", "3") == 2
-    assert f"delete {maps_path} and {progress}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"delete {maps_path} and {progress}, or pass overwrite=True (jaxsal: " \
+        "--overwrite), to start the job over" in err, err
+    # --overwrite starts it over (it was refused as without it: the command cannot pass
+    # resume=False); its maps are those of the same job, run before the progress file broke
+    before = np.load(maps_path)
+    assert _explain(mnist_path, digits_file, maps_path, "--targets", "3", "--overwrite") == 0
+    np.testing.assert_array_equal(np.load(maps_path), before)
+    prog = json.loads(progress.read_text())
+    assert prog["done"] == list(range(prog["chunks"]))
     progress.unlink()  # the maps written otherwise: nothing says they are a job's
     assert cli.main(evaluate) == 0
 

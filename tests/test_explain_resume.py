@@ -622,6 +622,28 @@ def test_a_truncated_output_is_refused_not_padded_with_zeros(tmp_path, linear, x
     np.testing.assert_array_equal(out, 2 * xs)
 
 
+@pytest.mark.parametrize("torn", ["progress", "maps"])
+def test_overwrite_starts_over_a_job_it_cannot_resume(tmp_path, linear, xs, torn):
+    """A progress file that cannot be read, or a .npy that cannot be reopened: refused,
+    saying what to delete or to pass overwrite=True (jaxsal: --overwrite), and with
+    overwrite=True the job starts over (it was refused all the same, and the command line,
+    which cannot pass resume=False, had no way but deleting the files)."""
+    path = tmp_path / "maps.npy"
+    _interrupted(_doubled, linear, xs, path, batch_size=2)
+    if torn == "progress":
+        progress = tmp_path / "maps.npy.progress.json"
+        progress.write_bytes(progress.read_bytes()[:100])
+    else:
+        os.truncate(path, 250)
+    with pytest.raises(ValueError, match=r"; delete .*maps\.npy and .*maps\.npy\.progress\.json, "
+                                         r"or pass overwrite=True \(jaxsal: --overwrite\), to "
+                                         r"start the job over, or write to another path$"):
+        jaxsal.explain_to_file(_doubled, linear, xs, path, batch_size=2)
+    out = jaxsal.explain_to_file(_doubled, linear, xs, path, batch_size=2, overwrite=True)
+    np.testing.assert_array_equal(out, 2 * xs)
+    assert unfinished(path) is None
+
+
 def test_a_method_defined_by_exec_without_a_module(tmp_path, linear, xs):
     """(A function exec'd in a namespace without __name__ has no module: __module__ None.)"""
     ns = {"jaxsal": jaxsal}

@@ -128,10 +128,41 @@ def _finished_chunks(arrays: tuple, n: int, old_b: int, old_done: set, kept: dic
             if same and rows == min(n, (k + 1) * b) - k * b}
 
 
-def _fresh(path: str | list[str], progress_path: str) -> str:
+def _fresh(path: str | list[str], progress_path: str, overwrite_helps: bool = True) -> str:
+    """How to start over a job whose files at ``path`` (with its progress file
+    ``progress_path``) cannot be resumed: delete them, or where the job found it before any
+    chunk (``overwrite_helps``: it then starts over instead), pass ``overwrite=True``."""
     files = " and ".join([path] if isinstance(path, str) else path)
-    return (f"delete {files} and {progress_path} (or pass resume=False, overwrite=True / "
-            "write to another path) to start the job over")
+    if overwrite_helps:
+        return (f"delete {files} and {progress_path}, or pass overwrite=True (jaxsal: "
+                "--overwrite), to start the job over, or write to another path")
+    return (f"delete {files} and {progress_path} (in Python, or pass resume=False, "
+            "overwrite=True) to start the job over, or write to another path")
+
+
+def _reopen(files: list[str], n: int, progress_path: str, overwrite: bool
+            ) -> dict[str, np.memmap] | None:
+    """``{file: its memory map}`` of the files of a job to resume, each holding the maps of
+    ``n`` inputs. One that cannot be resumed (torn, cut short, of another count of maps):
+    a ``ValueError`` saying what to delete, or with ``overwrite`` None (the job starts
+    over, replacing them)."""
+    out = {}
+    for f in files:
+        try:
+            m = open_maps(f)
+        except (OSError, ValueError) as e:
+            why = f"cannot reopen {f} to resume this job ({e})"
+        else:
+            if m.ndim >= 1 and m.shape[0] == n:
+                out[f] = m
+                continue
+            why = (f"{f} holds an array of shape {m.shape}, but this job writes maps for {n} "
+                   "inputs; the file was replaced after the job started")
+            del m
+        if overwrite:
+            return None
+        raise ValueError(f"{why}; {_fresh(files, progress_path)}")
+    return out
 
 
 def _recorded_files(prog: dict, path: str, per_input: list[str]) -> list[str] | None:
@@ -777,8 +808,10 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
             and (several is not None or os.path.exists(path))):
         prog, why = _record(progress_path)
         if prog is None:  # (it exists: None only with a reason)
-            raise ValueError(f"cannot read the progress file {progress_path} ({why}); "
-                             f"{_fresh(path, progress_path)}")
+            if not overwrite:
+                raise ValueError(f"cannot read the progress file {progress_path} ({why}); "
+                                 f"{_fresh(path, progress_path)}")
+            prog = {}  # (nothing says which chunks are finished: overwrite=True starts over)
         same = prog.get("signature") == sig
         old_b = batch_size if same else prog.get("batch_size")
         # or the same job at another batch size (a smaller one after running out of memory)
@@ -793,18 +826,10 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
         # stopped while writing the header starts again)
         if (resumable(prog) and (same or rebatch)
                 and kept_files and all(os.path.exists(f) for f in kept_files)):
+            out = _reopen(kept_files, n, progress_path, overwrite)  # (None: starts over)
+        if out is not None:
             files = kept_files
-            out = {}
             for f in files:
-                try:
-                    out[f] = open_maps(f)
-                except (OSError, ValueError) as e:
-                    raise ValueError(f"cannot reopen {f} to resume this job ({e}); "
-                                     f"{_fresh(files, progress_path)}") from None
-                if out[f].ndim < 1 or out[f].shape[0] != n:
-                    raise ValueError(f"{f} holds an array of shape {out[f].shape}, but this "
-                                     f"job writes maps for {n} inputs; the file was replaced "
-                                     f"after the job started. {_fresh(files, progress_path)}")
                 _allocate(f)  # (a file of a jaxsal before the reservation may be sparse)
             kept = prog.get("inputs")
             # a finished chunk whose inputs changed since (fixed, or another data set of the
@@ -955,7 +980,7 @@ def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,
                              for f, m in maps.items())
             raise ValueError(f"{have} per input, but this job computes {want}; its progress "
                              "file says it is the same job, so the file was replaced after "
-                             f"the job started. {_fresh(list(out), progress_path)}")
+                             f"the job started; {_fresh(list(out), progress_path, False)}")
         elif list(out) != list(maps) or any(out[f].shape[1:] != m.shape[1:]
                                             for f, m in maps.items()):
             # (a method whose maps change shape from chunk to chunk: written into the file's
