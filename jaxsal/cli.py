@@ -1031,6 +1031,27 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _finished_or_unreadable(out: str, overwrite: bool) -> str:
+    """What Ctrl-C's line says of ``--out`` ``out`` whose progress file lists no unfinished
+    chunk: it holds a finished job's maps (this command's, stopped after its last chunk, or
+    another job's, stopped before its own began: which, only the job's signature tells) or
+    its progress file cannot be read."""
+    from jaxsal._src.job_files import _record
+
+    progress_path = f"{out}.progress.json"
+    prog, why = _record(progress_path)
+    if prog is None:
+        return (f"; its progress file {progress_path} cannot be read ({why}), so nothing says "
+                f"which chunks of {out} are finished: running the same command again "
+                + ("starts the job over (--overwrite)" if overwrite else
+                   "refuses to resume it, saying what to delete; --overwrite starts it over"))
+    return (f"; {out} holds the maps of a finished job (says its progress file "
+            f"{progress_path}): running the same command again ends at once where they are "
+            "its own maps, and "
+            + ("replaces another job's (--overwrite)" if overwrite else
+               "refuses to replace another job's (--overwrite replaces them)"))
+
+
 def main(argv=None) -> int:
     summary = " ".join(__doc__.split("\n\n")[0].split())  # the first paragraph
     p = argparse.ArgumentParser(prog="jaxsal", description=summary)
@@ -1169,10 +1190,8 @@ def main(argv=None) -> int:
             elif state is not None or not any(map(os.path.exists, files)):
                 resume = (f"; no chunk had finished ({args.out} holds no maps yet): running "
                           "the same command again starts the job")
-            elif os.path.exists(f"{args.out}.progress.json"):  # after the last chunk (or a
-                # progress file that cannot be read: the job says what to do with it)
-                resume = (f"; running the same command again resumes the job in {args.out} "
-                          "where it stopped")
+            elif os.path.exists(f"{args.out}.progress.json"):
+                resume = _finished_or_unreadable(args.out, args.overwrite)
             elif args.overwrite:  # OUT is a file no job wrote (an array of one's own...)
                 resume = ("; no job had started: running the same command again starts the "
                           f"job (it replaces {args.out}: --overwrite)")

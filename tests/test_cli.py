@@ -346,6 +346,70 @@ def test_ctrl_c_before_a_job_says_none_had_started(tmp_path, fixtures_dir, mnist
         f"same command again refuses to replace it; --overwrite replaces it)\n")
 
 
+def _doubled(model, x, targets=None):
+    """A method stand-in (no compilation): ``2 x``."""
+    return 2 * np.asarray(x)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_ctrl_c_before_a_job_over_another_job_s_maps_promises_no_resume(
+        tmp_path, fixtures_dir, mnist_digits, capsys, monkeypatch, overwrite):
+    """Ctrl-C before the job began, with --out the maps of another job that finished, said
+    "running the same command again resumes the job in OUT where it stopped": the command
+    again was refused (another job's finished maps), or with --overwrite replaced them. It
+    says OUT holds a finished job's maps and what the command does with another job's."""
+    import model_import
+
+    argv, out = _two_chunk_job(tmp_path, fixtures_dir, mnist_digits)
+    other = jaxsal.FunctionModel(lambda p, xx: xx.reshape(len(xx), -1)[:, :3] * p, 1.0)
+    jaxsal.explain_to_file(_doubled, other, mnist_digits[:4], out)  # another job, finished
+    before = np.load(out)
+
+    def ctrl_c(*args, **kwargs):  # while the model is read
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(model_import, "load_keras", ctrl_c)
+        assert cli.main(argv + ["--overwrite"] * overwrite) == 130
+    err = capsys.readouterr().err
+    assert err == (
+        f"jaxsal explain: interrupted; {out} holds the maps of a finished job (says its "
+        f"progress file {out}.progress.json): running the same command again ends at once "
+        "where they are its own maps, and " + (
+            "replaces another job's (--overwrite)\n" if overwrite else
+            "refuses to replace another job's (--overwrite replaces them)\n")), err
+    np.testing.assert_array_equal(np.load(out), before)
+    if not overwrite:  # (what it says: the same command refuses them, before any chunk)
+        assert cli.main(argv) == 2
+        assert f"{out} is the output of a finished job" in capsys.readouterr().err
+        np.testing.assert_array_equal(np.load(out), before)
+
+
+def test_ctrl_c_before_a_job_beside_an_unreadable_progress_file(tmp_path, fixtures_dir,
+                                                                mnist_digits, capsys,
+                                                                monkeypatch):
+    """Ctrl-C before the job began, beside a progress file that cannot be read, promised a
+    resume "where it stopped"; the command again refuses (nothing says which chunks are
+    finished) and --overwrite starts over (test_cli_options, unreadable progress file)."""
+    import model_import
+
+    argv, out = _two_chunk_job(tmp_path, fixtures_dir, mnist_digits)
+    np.save(out, np.arange(6.0))
+    with open(out + ".progress.json", "w") as fh:
+        fh.write("{")
+
+    def ctrl_c(*args, **kwargs):  # while the model is read
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_import, "load_keras", ctrl_c)
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.startswith(f"jaxsal explain: interrupted; its progress file {out}.progress.json "
+                          "cannot be read (") and err.endswith(
+        f"so nothing says which chunks of {out} are finished: running the same command again "
+        "refuses to resume it, saying what to delete; --overwrite starts it over\n"), err
+
+
 def test_the_module_docstring_commands_run_as_written(tmp_path, fixtures_dir, mnist_digits,
                                                       monkeypatch):
     """Every `jaxsal ...` line of the CLI's docstring runs in order, with the fixture model
