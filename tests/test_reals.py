@@ -51,7 +51,7 @@ def _plot(fn, *args, **kw):
 
 
 # (what the user calls, the argument's name, its range: low, low excluded, high[, "sequences"
-# where a sequence of such numbers is taken too])
+# where a sequence of such numbers is taken too, "below" where high is excluded])
 CASES = [
     (lambda v: jaxsal.smoothgrad(_model(), _X, 0, key=0, n=2, noise_std=v),
      "noise_std", 0, False, None),
@@ -70,7 +70,7 @@ CASES = [
      "fraction", 0, False, 1),
     (lambda v: jaxsal.guided_integrated_gradients(_model(), _X, 0, max_dist=v),
      "max_dist", 0, False, 1),
-    (lambda v: jaxsal.rise(_model(), _X, 0, key=0, grid=2, p=v), "p", 0, True, 1),
+    (lambda v: jaxsal.rise(_model(), _X, 0, key=0, grid=2, p=v), "p", 0, True, 1, "below"),
     (lambda v: jaxsal.xrai_regions(np.zeros((1, 4, 4)), np.ones((1, 1, 4, 4), bool),
                                    area_threshold=v), "area_threshold", 0, True, 1),
     (lambda v: jaxsal.lrp(_relu_model(), _X, 0, epsilon=v), "epsilon", 0, True, None),
@@ -122,10 +122,11 @@ CASES = [
 IDS = [f"{i}-{c[1]}" for i, c in enumerate(CASES)]
 
 
-def _valid(low, above, high) -> tuple[float, int]:
-    """A float and an int inside the range (exact in float32)."""
+def _valid(low, above, high, below=False) -> tuple[float, int | None]:
+    """A float and an int inside the range (exact in float32; no int for (0, 1))."""
     if high is not None:
-        return high / 2, high
+        return high / 2, (None if below and high - 1 <= (low or 0) else
+                          high - 1 if below else high)
     base = 0 if low is None else low
     return base + 0.5 + (1 if low == 1 else 0), base + 2
 
@@ -141,6 +142,8 @@ ACCEPTED = {
     "jnp 0-d bfloat16": lambda f, i: jnp.asarray(f, jnp.bfloat16),
     "ml_dtypes bfloat16 scalar": lambda f, i: ml_dtypes.bfloat16(f),
 }
+#: the kinds made from the int (none where the range holds no int: rise's p in (0, 1))
+INT_KINDS = ("int", "np.int64", "jnp 0-d int32")
 
 # each kind of value the rule refuses, made from the valid float f; and what the error adds
 REFUSED = {
@@ -167,29 +170,32 @@ def stop_after(monkeypatch):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_every_hyperparameter_takes_every_kind_of_number(case, stop_after):
     call, name, low, above, high = case[:5]
-    f, i = _valid(low, above, high)
+    f, i = _valid(low, above, high, "below" in case[5:])
     seen = stop_after(name)
-    for kind, make in ACCEPTED.items():
+    kinds = {k: make for k, make in ACCEPTED.items() if i is not None or k not in INT_KINDS}
+    for kind, make in kinds.items():
         v = make(f, i)
         with pytest.raises(Stop):
             call(v)
         assert seen[-1] == float(v) and type(seen[-1]) is float, (kind, seen)
-    assert len(seen) == len(ACCEPTED)
+    assert len(seen) == len(kinds)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_every_hyperparameter_refuses_the_same_values(case):
     call, name, low, above, high = case[:5]
-    several = case[5:] == ("sequences",)
-    f, _ = _valid(low, above, high)
+    several, below = "sequences" in case[5:], "below" in case[5:]
+    f, _ = _valid(low, above, high, below)
     out = []
     if low is not None:
         out.append((low - 1 if not above else low, ""))  # below the range
     if high is not None:
         out.append((high + 1, ""))
+        if below:
+            out.append((high, ""))
     bad = [(make(f), why) for make, why in REFUSED.values()
            if not (several and why.startswith("pass one number"))] + out
-    cond = reals.expected_range(low, above, high)
+    cond = reals.expected_range(low, above, high, below)
     expected = re.escape(f"expected {name} {cond} (" if cond else f"expected {name} as ")
     for v, why in bad:
         with pytest.raises(ValueError, match=expected) as e:

@@ -91,7 +91,7 @@ def test_refusals(rgb):
     with pytest.raises(ValueError, match="explicit PRNG key"):
         jaxsal.rise(m, x, 0)
     with pytest.raises(ValueError,
-                       match=r"expected p in \(0, 1\] \(a finite number: the probability"):
+                       match=r"expected p in \(0, 1\) \(a finite number: the probability"):
         jaxsal.rise(m, x, 0, key=0, p=0)
     with pytest.raises(ValueError, match=r"grid \(30, 4\) has more cells than the input"):
         jaxsal.rise(m, x, 0, key=0, grid=(30, 4))
@@ -212,6 +212,17 @@ def test_masks_that_keep_all_or_nothing_are_refused():
         jaxsal.rise(m, x, 0, key=0, n=4, p=1e-9)
     traced = jax.jit(lambda v: jaxsal.rise(m, v, 0, key=0, n=4, p=1e-9))(jnp.asarray(x))
     assert np.isnan(np.asarray(traced)).all()
+
+
+@pytest.mark.parametrize("p", [1.5, 1, 1.0, 0, -0.5, float("nan")])
+def test_every_refused_p_is_told_the_same_range(p):
+    """p=1.5 was refused as "expected p in (0, 1]", and then p=1 as "expected p ... below 1":
+    the two errors stated different ranges. Every refused p is now told (0, 1)."""
+    m, _ = _linear()
+    x = np.ones((1, 6), np.float32)
+    with pytest.raises(ValueError, match=r"^rise: expected p in \(0, 1\) \(.*probability that "
+                                         r"a cell is kept\), got "):
+        jaxsal.rise(m, x, 0, key=0, n=4, p=p)
 
 
 def test_a_non_finite_masked_score_is_refused_naming_the_input():

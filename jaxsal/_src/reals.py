@@ -41,26 +41,26 @@ def as_float(v: Any) -> float | None:
 
 
 def in_bounds(f: float, *, low: float | None = None, above: bool = False,
-              high: float | None = None) -> bool:
-    """Whether ``f`` is finite, ``>= low`` (``> low`` with ``above``) and ``<= high`` (a
-    bound of None: none)."""
+              high: float | None = None, below: bool = False) -> bool:
+    """Whether ``f`` is finite, ``>= low`` (``> low`` with ``above``) and ``<= high``
+    (``< high`` with ``below``) (a bound of None: none)."""
     return (math.isfinite(f) and (low is None or (f > low if above else f >= low))
-            and (high is None or f <= high))
+            and (high is None or (f < high if below else f <= high)))
 
 
 def expected_range(low: float | None = None, above: bool = False,
-                   high: float | None = None) -> str:
+                   high: float | None = None, below: bool = False) -> str:
     """The range as the errors word it: ``"> 0"``, ``">= 0"``, ``"in (0, 1]"``,
-    ``"<= 1"``, or ``""`` (any finite number); an int bound as written (a count's), a float
-    one in ``:g`` form."""
+    ``"in (0, 1)"`` (``below``: an open upper bound), ``"<= 1"``, ``"< 1"``, or ``""`` (any
+    finite number); an int bound as written (a count's), a float one in ``:g`` form."""
     def num(v: float) -> str:
         return str(v) if isinstance(v, (int, np.integer)) else f"{v:g}"
 
     if low is not None and high is not None:
-        return f"in {'(' if above else '['}{num(low)}, {num(high)}]"
+        return f"in {'(' if above else '['}{num(low)}, {num(high)}{')' if below else ']'}"
     if low is not None:
         return f"{'>' if above else '>='} {num(low)}"
-    return "" if high is None else f"<= {num(high)}"
+    return "" if high is None else f"{'<' if below else '<='} {num(high)}"
 
 
 NONFINITE = "; NaN and infinity make every result computed with them NaN"
@@ -76,16 +76,18 @@ def traced(expected: str, value: jax.core.Tracer, name: str,
 
 
 def check_real(value: Any, name: str, *, low: float | None = None, above: bool = False,
-               high: float | None = None, where: str = "", kind: str = "a finite number",
+               high: float | None = None, below: bool = False, where: str = "",
+               kind: str = "a finite number",
                example: str | None = None) -> float:
     """``value``, a real hyperparameter named ``name``, as a finite float ``>= low`` (``> low``
-    with ``above``) and ``<= high``, or a ``ValueError`` (see the module's docstring for what
-    counts as a number).
+    with ``above``) and ``<= high`` (``< high`` with ``below``), or a ``ValueError`` (see the
+    module's docstring for what counts as a number).
 
     Args:
       value: what the user passed.
       name: the argument's name, as the user wrote it (``"noise_std"``).
-      low, above, high: the range (None: unbounded on that side).
+      low, above, high, below: the range (None: unbounded on that side; ``above``/``below``:
+        that bound excluded).
       where: the function or factory, prefixed to the error (``"random_scale"``); "" for none.
       kind: what the number is, in the error (``"a finite number: the noise's standard
         deviation"``).
@@ -96,14 +98,14 @@ def check_real(value: Any, name: str, *, low: float | None = None, above: bool =
     The error reads ``"[where: ]expected NAME RANGE (KIND), got VALUE[; why][; pass e.g.
     NAME=EXAMPLE]"``.
     """
-    cond = expected_range(low, above, high)
+    cond = expected_range(low, above, high, below)
     expected = f"{name} {cond} ({kind})" if cond else f"{name} as {kind}"
     prefix = f"{where}: " if where else ""
     fix = f"; pass e.g. {name}={example}" if example is not None else ""
     if isinstance(value, jax.core.Tracer):
         raise traced(f"{prefix}expected {expected}", value, name)
     f = as_float(value)
-    if f is None or not in_bounds(f, low=low, above=above, high=high):
+    if f is None or not in_bounds(f, low=low, above=above, high=high, below=below):
         why = (NONFINITE if f is not None and not math.isfinite(f)
                else "; pass one number, not an array" if _several(value) else "")
         raise ValueError(f"{prefix}expected {expected}, got {value!r}{why}{fix}")

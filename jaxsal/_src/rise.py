@@ -60,8 +60,16 @@ def _check_grid(grid: Any, size: tuple[int, ...], binary: bool = False) -> tuple
     return g
 
 
-def _check_p(p: Any) -> float:
-    return reals.check_real(p, "p", low=0, above=True, high=1,
+def _check_p(p: Any, below_one: bool = False) -> float:
+    """``p`` as a float in (0, 1], or in (0, 1) with ``below_one`` (rise: p=1 keeps every
+    pixel of every mask, see there)."""
+    if below_one and reals.as_float(p) == 1.0:
+        raise ValueError("rise: expected p in (0, 1) (the probability that a cell is kept), "
+                         "got 1; with p=1 every mask keeps every pixel, every masked input is "
+                         "x itself, and the map is the score S(x) at every pixel (no "
+                         "attribution). Pass p in (0, 1) (the paper's is 0.5)")
+    return reals.check_real(p, "p", low=0, above=True, high=1, below=below_one,
+                            where="rise" if below_one else "",
                             kind="a finite number: the probability that a cell is kept")
 
 
@@ -182,12 +190,7 @@ def rise(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     key = base.check_key(key, "rise")
     index_offset = base.check_index_offset(index_offset)
     n_masks = base.check_n(n, "masks")
-    p_keep = _check_p(p)
-    if p_keep == 1.0:
-        raise ValueError("rise: expected p, the probability that a cell is kept, below 1; "
-                         "with p=1 every mask keeps every pixel, every masked input is x "
-                         "itself, and the map is the score S(x) at every pixel (no "
-                         "attribution). Pass p in (0, 1) (the paper's is 0.5)")
+    p_keep = _check_p(p, below_one=True)
     binary = input_rank(x) == 2  # features or token ids: no spatial layout
     pr = prepare(model, x, targets, head=head, check_finite=check_finite, spatial=not binary,
                  allow_int=binary, method=rise)
