@@ -2,6 +2,8 @@
 ``maximize``, multi-output Score-CAM, occlusion strides, post-processing of odd inputs and
 argument validation. Tiny models built in-test."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,6 +156,23 @@ def test_multi_output_hint_fits_the_model_type(two_outputs, x):
 
 
 # ---------------------------------------------------------------- occlusion
+@pytest.mark.parametrize("side,overlap", [((4, 5), True), ((6, 6), False), ((6, 7), True)])
+def test_occlusion_stride_refusal_says_whether_its_patch_overlaps(side, overlap):
+    """patch=2, stride=3 on a 4x5 input was told "or patch=3 for non-overlapping patches",
+    but patches of 3 at stride 3 start at rows 0, 1 and columns 0, 2 (the last one aligned
+    to the border): they overlap. A patch of the stride tiles an axis only where its side is
+    a multiple of the stride (6 = 2 x 3); elsewhere the refusal says that they overlap."""
+    m = jaxsal.FunctionModel(lambda p, v: v.sum((1, 2)), None)
+    with pytest.raises(ValueError, match=r"stride 3 is larger than the patch 2") as e:
+        jaxsal.occlusion(m, np.ones((1, *side, 1), np.float32), 0, patch=2, stride=3)
+    msg = str(e.value)
+    assert "or patch=3" in msg
+    assert ("non-overlapping" in msg) is not overlap, msg
+    if overlap:
+        assert re.search(r"they overlap at the border of spatial axis \d: its side [457] is no "
+                         r"multiple of 3", msg), msg
+
+
 def test_occlusion_stride_larger_than_patch_is_refused(split, x):
     with pytest.raises(ValueError, match=r"stride 4 is larger than the patch 2"):
         jaxsal.occlusion(split, x, 0, patch=2, stride=4)
@@ -495,11 +514,9 @@ def test_occlusion_stride_refusal_offers_a_patch_and_stride_that_work(split, x, 
     than the 6-pixel side (refused in turn), and stride=4 for patch (4, 2), larger than the
     2 of the other axis. Each alternative, applied as written with the other option kept,
     is taken."""
-    import re
-
     with pytest.raises(ValueError, match="is larger than the patch") as e:
         jaxsal.occlusion(split, x, 0, patch=patch, stride=stride)
-    fix = re.search(r"e\.g\. stride=(.+?), or patch=(.+?) for non-overlapping", str(e.value))
+    fix = re.search(r"e\.g\. stride=(\(.+?\)|\d+), or patch=(\(.+?\)|\d+)", str(e.value))
     for kw in ({"patch": patch, "stride": eval(fix.group(1))},  # noqa: S307
                {"patch": eval(fix.group(2)), "stride": stride}):  # noqa: S307
         assert np.isfinite(np.asarray(jaxsal.occlusion(split, x, 0, **kw))).all(), kw

@@ -113,11 +113,17 @@ def _plan(a: Array, cf: bool, patch: Any, stride: Any, what: str) -> _Plan:
             # fixes that hold on every axis: the stride of the patch, or a patch of the
             # stride at most the side (a whole-side patch takes any stride)
             fit = tuple(min(s, n) for s, n in zip(step, size))
+            # patches of the stride tile an axis only where its side is a multiple of the
+            # stride; elsewhere the last one is aligned to the border (patch_positions)
+            off = [k for k, (n, f) in enumerate(zip(size, fit)) if f < n and n % f]
+            how = (" for non-overlapping patches" if not off else
+                   f", as large as the stride (they overlap at the border of spatial axis "
+                   f"{off[0]}: its side {size[off[0]]} is no multiple of {fit[off[0]]}, so "
+                   f"the last patch is aligned to the border and overlaps the one before)")
             raise ValueError(f"stride {t} is larger than the patch {q} on spatial axis {ax} "
                              f"of {what} (side {d}): the pixels between patches would never be "
                              f"occluded and have no score drop. Use stride <= patch (e.g. "
-                             f"stride={_one_or_all(psize)}, or patch={_one_or_all(fit)} for "
-                             f"non-overlapping patches)")
+                             f"stride={_one_or_all(psize)}, or patch={_one_or_all(fit)}{how})")
     starts = [patch_positions(d, q, t) for d, q, t in zip(size, psize, step)]
     pos = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, rank)
     count = np.zeros(size, np.float32)
