@@ -149,8 +149,9 @@ def _enumerated(counts: Any, n: int) -> Any:
 def _kernel_weights(counts: np.ndarray, m: int) -> np.ndarray:
     """``(N, max(M - 1, 1))``: the Shapley kernel's weight of a coalition of ``s = 1..M-1``
     of each input's own ``M_i`` groups, ``(M_i - 1) / (C(M_i, s) s (M_i - s))`` (0 for
-    ``s >= M_i``), for the coalitions :func:`kernel_shap` enumerates."""
-    out = np.zeros((len(counts), max(m - 1, 1)), np.float32)
+    ``s >= M_i``), for the coalitions :func:`kernel_shap` enumerates; float64 (cast to the
+    compute dtype before they are passed: float32 rounds them as before)."""
+    out = np.zeros((len(counts), max(m - 1, 1)), np.float64)
     for i, c in enumerate(int(c) for c in counts):
         for s in range(1, min(c, _MAX_ENUMERATED + 1)):
             out[i, s - 1] = (c - 1) / (math.comb(c, s) * s * (c - s))
@@ -468,8 +469,8 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
     # program serves other masks and batch sizes), split with the inputs
     exact = _enumerated(counts, n_draws)
     per_input = (counts, local, has, _size_cdfs(counts, m_groups), order,
-                 np.argsort(order, axis=1).astype(np.int32), _kernel_weights(counts, m_groups),
-                 exact)
+                 np.argsort(order, axis=1).astype(np.int32),
+                 _kernel_weights(counts, m_groups).astype(s_dtype(p.x)), exact)
 
     def build():
         def run(params, x, ids, fill, gid, key, index, cols, counts, local, has, cdf, order,

@@ -221,8 +221,9 @@ def _key(groups: _Groups, return_groups: bool) -> _Groups:
 
 
 def _weights(m: int) -> np.ndarray:
-    """``w(s) = s! (M - s - 1)! / M! = 1 / (M * C(M - 1, s))``, ``s = 0..M-1``."""
-    return np.asarray([1.0 / (m * math.comb(m - 1, s)) for s in range(m)], np.float32)
+    """``w(s) = s! (M - s - 1)! / M! = 1 / (M * C(M - 1, s))``, ``s = 0..M-1``, float64 (the
+    program casts them to its dtype: float32 rounds them as before, float64 keeps them)."""
+    return np.asarray([1.0 / (m * math.comb(m - 1, s)) for s in range(m)], np.float64)
 
 
 def _setup(method: Callable, model: Any, x: ArrayLike, targets: Any, patch: Any, feature_mask: Any,
@@ -486,7 +487,7 @@ def shapley_values(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
         def run(params, x, ids, fill, gid, cols):
             sp, ids_, fill_b, s_full, _ = _endpoints(m, params, x, fill, spec, info, ids,
                                                      empty=False)  # s_full: (N, T)
-            w = jnp.asarray(weights)
+            w = jnp.asarray(weights, s_dtype(x))  # (M,) float64 -> the compute dtype
             ids_rep = base.repeat_rows(ids_, group)
             bit = jnp.arange(m_groups, dtype=jnp.int32)
 
