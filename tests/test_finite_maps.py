@@ -146,3 +146,64 @@ def test_ablationcam_refuses_a_score_of_exactly_zero(exp_model):
     x = x.copy()
     x[3] = 0.0
     _refused_at(jaxsal.ablationcam, m, x, 3, layer="conv")
+
+
+# ------------------------------------------------------------------ coalition methods
+def _log_gap(_, v):
+    """``log|v0 - v1 + 0.25|`` (-inf where ``v1 = v0 + 0.25``, exact in float32) and a
+    finite second target."""
+    return jnp.stack([jnp.log(jnp.abs(v[:, 0] - v[:, 1] + 0.25)), v.sum(1)], 1)
+
+
+_COALITION_METHODS = [(jaxsal.shapley_values, {}),
+                      (jaxsal.shapley_value_sampling, {"key": 0, "n": 6}),
+                      (jaxsal.kernel_shap, {"key": 0}),
+                      (jaxsal.lime, {"key": 0, "n": 64})]
+
+
+@pytest.mark.parametrize("method, kw", _COALITION_METHODS, ids=lambda v: getattr(v, "__name__",
+                                                                                   ""))
+def test_a_non_finite_coalition_or_clean_score_is_refused_naming_the_input(method, kw):
+    """The coalition methods checked only the score on the fill: a NaN/inf score on x itself
+    or on a mixed coalition gave NaN or +-inf maps without a word (occlusion and RISE raise).
+    Input 0 of ``copy`` scores -inf on coalition {1} only (0 - 0.25 + 0.25), input 0 of
+    ``clean`` on x itself only (0.5 - 0.75 + 0.25); every other score is finite (by hand)."""
+    m = jaxsal.FunctionModel(_log_gap, None)
+    copy = np.array([[1.0, 0.25, 0.5], [0.5, 0.5, 0.75]], np.float32)
+    clean = np.array([[0.5, 0.75, 0.5], [0.5, 0.5, 0.75]], np.float32)
+    name = method.__name__
+    for x, why in ((copy, r"the model's score on some coalitions \(x with the groups outside "
+                          r"them replaced by fill\) of input 0 is NaN or inf \(\d+ of \d+ "
+                          r"coalitions x 2 targets for input 0\)"),
+                   (clean, r"the model's score on the clean input \(.*\) is NaN/inf for input "
+                           r"0")):
+        with pytest.raises(jaxsal.NonFiniteMaps, match=rf"^{name}: the maps of input 0 are "
+                                                       rf"not finite: {why}") as e:
+            method(m, x, [0, 1], **kw)
+        assert e.value.rows == [0]
+        raw = np.asarray(method(m, x, [0, 1], check_finite=False, **kw))  # as computed
+        assert not np.isfinite(raw[0, 0]).all() and np.isfinite(raw[1]).all()
+    if method is jaxsal.shapley_values:  # nothing checked under the caller's jit
+        traced = jax.jit(lambda v: method(m, v, [0, 1], **kw))(jnp.asarray(copy))
+        assert not np.isfinite(np.asarray(traced)[0, 0]).all()
+
+
+def test_feature_permutation_refuses_a_non_finite_shuffled_or_clean_score():
+    """feature_permutation checked nothing: +-inf and NaN maps without a word. With two
+    inputs each shuffle swaps a group between them; in ``copy`` input 0 with input 1's
+    feature 1 scores -inf (1 - 1.25 + 0.25), and so does input 1 with input 0's feature 0
+    (1 - 1.25 + 0.25), their clean scores finite; in ``clean`` input 0's clean score is."""
+    m = jaxsal.FunctionModel(_log_gap, None)
+    copy = np.array([[1.0, 0.25, 0.5], [0.5, 1.25, 0.75]], np.float32)
+    clean = np.array([[0.5, 0.75, 0.5], [0.5, 0.5, 0.75]], np.float32)
+    with pytest.raises(jaxsal.NonFiniteMaps, match=r"^feature_permutation: the maps of inputs "
+                                                   r"0, 1 are not finite: the model's score on "
+                                                   r"some shuffled copies .* of inputs 0, 1 is "
+                                                   r"NaN or inf") as e:
+        jaxsal.feature_permutation(m, copy, [0, 1], key=0)
+    assert e.value.rows == [0, 1]
+    with pytest.raises(jaxsal.NonFiniteMaps, match=r"the model's score on the clean input "
+                                                   r"\(.*\) is NaN/inf for input 0"):
+        jaxsal.feature_permutation(m, clean, [0, 1], key=0)
+    raw = np.asarray(jaxsal.feature_permutation(m, copy, [0, 1], key=0, check_finite=False))
+    assert not np.isfinite(raw[:, 0]).all() and np.isfinite(raw[:, 1]).all()

@@ -11,7 +11,9 @@ instead of returning the maps; :func:`jaxsal.explain_to_file` names them by thei
 the job. Occlusion marks the pixels under a patch whose score is not finite (NaN there by
 design) and raises :class:`NonFiniteMaps` for a clean input whose score is not finite (every
 value of its map would be); RISE raises it for an input some of whose masked copies score
-NaN/inf (every mask weighs every pixel: the map would be NaN). The evaluations that score
+NaN/inf (every mask weighs every pixel: the map would be NaN); the Shapley methods, LIME,
+KernelSHAP and feature_permutation raise it for an input whose clean score or some
+coalition's (shuffled copy's) is NaN/inf (:func:`check_scores`). The evaluations that score
 perturbed copies of the input (deletion, insertion, infidelity) raise it for an input whose
 clean score or some copy's is NaN/inf (its area would be NaN or +-inf, its infidelity value
 NaN): :func:`check_scores`; sensitivity_max for an input whose maps, of ``x`` or of a perturbed copy, are NaN/inf.
@@ -35,7 +37,8 @@ from jaxsal._src.validate import all_finite
 class NonFiniteMaps(ValueError):
     """Raised by the gradient methods (saliency, the gradient CAMs, integrated gradients,
     SmoothGrad, DeepLIFT, LRP...), by Score-CAM, Ablation-CAM and Eigen-CAM, by RISE (a
-    masked copy's score NaN/inf) and by occlusion (the clean input's score NaN/inf) for maps
+    masked copy's score NaN/inf), by occlusion (the clean input's score NaN/inf) and by the
+    coalition methods and feature_permutation (the clean input's or a coalition's) for maps
     of finite inputs that hold NaN/inf values, and by deletion, insertion and infidelity for
     NaN/inf scores of the clean input or of a perturbed copy (curves, values), and by
     sensitivity_max for NaN/inf maps that its ``explain`` returns; a ``ValueError``. ``check_finite=False`` returns such maps as computed instead.

@@ -52,9 +52,10 @@ except ImportError:  # a JAX without it in jax.extend
 from jaxsal._src import base, reals
 from jaxsal._src.base import ModelLike
 from jaxsal._src.targets import Targets
-from jaxsal._src.shapley import (_endpoints, _finish, _key, _own_groups, _per_input_mask,
-                                 _places, _present, _sampled_job_options, _scores, _setup,
-                                 _to_groups, s_dtype)
+from jaxsal._src.shapley import (_bad_scores, _endpoints, _finish, _finite_rows, _key,
+                                 _own_groups, _per_input_mask, _places, _present,
+                                 _sampled_job_options, _scores, _setup, _to_groups,
+                                 check_coalitions, s_dtype)
 from jaxsal._src.validate import check_fill_score
 
 Array = jax.Array
@@ -478,9 +479,11 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
             sp, ids_, fill_b, s_full, s_empty = _endpoints(  # v(all) (N, T), v(empty)
                 m, params, x, fill, spec, info, ids, empty=True)
             gain = s_full - s_empty
+            clean = _finite_rows(s_full)
+            bad_empty = jnp.sum(~jnp.isfinite(s_empty), axis=1, dtype=jnp.int32)  # (N,)
             if m_groups == 1:  # the constraint alone: phi = v(all) - v(empty)
-                return _finish(gain[:, :, None], gid, cols, groups, spec.class_axis,
-                               return_groups)
+                return (_finish(gain[:, :, None], gid, cols, groups, spec.class_axis,
+                                return_groups), clean, bad_empty)
             ids_rep = base.repeat_rows(ids_, group)
             kp, kz = _keys(key)
             need = jnp.where(exact, jnp.left_shift(1, jnp.minimum(counts, _MAX_ENUMERATED))
@@ -500,26 +503,32 @@ def kernel_shap(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                 keep = _to_groups(own, local, has, False)  # (G, N, M)
                 present = _present(gid, keep)
                 xo = jnp.where(present, x[None], fill_b[None])
-                s = _scores(m, params, xo, sp, info, ids_rep, group) - s_empty[None]
+                scores = _scores(m, params, xo, sp, info, ids_rep, group)
+                s = scores - s_empty[None]
                 z = keep.astype(s_dtype(x))
                 wz = w[..., None] * z
                 return (jnp.einsum("gnm,gnk->nmk", wz, z, precision=_HIGHEST),
-                        jnp.einsum("gnm,gnt->nmt", wz, s, precision=_HIGHEST))
+                        jnp.einsum("gnm,gnt->nmt", wz, s, precision=_HIGHEST),
+                        _bad_scores(scores, valid))
 
-            gram, zv = base.sum_groups(normal_equations, items, group)
+            gram, zv, bad = base.sum_groups(normal_equations, items, group)
             phi = _shap_solve(gram, zv, gain, counts, order, inverse)
-            return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
+            return (_finish(phi, gid, cols, groups, spec.class_axis, return_groups), clean,
+                    bad + bad_empty)
 
         return run
 
     ck = ("kernel_shap", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
           n_draws, items, group, nb, return_groups)
-    maps = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6) + _OWN, (3, 4)),
-                         precision, forward_only=True)(
+    maps, clean, bad = base.compiled(
+        ck, lambda: base.split_batch(build(), nb, (1, 2, 6) + _OWN, (3, 4)), precision,
+        forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
         base.input_indices(index_offset, p.n), jnp.asarray(groups.ids),
         *map(jnp.asarray, per_input))
     check_fill_score("kernel_shap", p, fill, maps, check_finite)
+    check_coalitions("kernel_shap", clean, bad, check_finite,
+                     copies=(items if m_groups > 1 else 0) + 1, num=spec.num)  # (and v(empty))
     return maps
 
 
@@ -575,6 +584,8 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
         names a ``kernel_width`` (the draws' root-mean-square distance to ``x``) or an ``n``
         that works. Under a ``jax.jit`` of the caller's, nothing can be raised: those
         inputs' maps are NaN.
+      jaxsal.NonFiniteMaps: with ``check_finite``, for the inputs whose score on ``x`` or
+        on some coalition is NaN/inf (their maps would be); not under the caller's jit.
     Returns:
       Raw maps ``(N, H, W)`` or ``(N, T, H, W)`` (``(N, D)`` / ``(N, T, D)`` for features;
       with channels when ``feature_mask`` groups them apart), or the coefficients
@@ -637,7 +648,8 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                     d = 1.0 - jnp.sqrt(keep.sum(axis=-1).astype(s_dtype(x))
                                        / counts[None, :].astype(s_dtype(x)))
                 w = jnp.exp(-d * d / (2.0 * width * width)) * valid[:, None].astype(d.dtype)
-                s = _scores(m, params, xo, sp, info, ids_rep, group) - s_full[None]
+                scores = _scores(m, params, xo, sp, info, ids_rep, group)
+                s = scores - s_full[None]
                 c = keep.astype(w.dtype) - 0.5
                 wc = w[..., None] * c  # (G, N, M)
                 on = valid[:, None].astype(w.dtype)
@@ -647,22 +659,24 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                         jnp.einsum("gnm,gnt->nmt", wc, s, precision=_HIGHEST),
                         # for _lime_stats: sum w^2, the unweighted sum of c, sum d^2
                         (w * w).sum(axis=0), (on[..., None] * c).sum(axis=0),
-                        (on * d * d).sum(axis=0))
+                        (on * d * d).sum(axis=0), _bad_scores(scores, valid))
 
-            totals = base.sum_groups(moments, n_draws, group)
+            out = base.sum_groups(moments, n_draws, group)
+            totals, bad = out[:-1], out[-1]
             stats = _lime_stats(totals, n_draws, counts, has, alpha)
             phi = _lime_solve(totals[:5], alpha)
             phi = jnp.where(has[:, None, :], phi, 0.0)  # (0 but for the solver's rounding)
             phi = jnp.where(stats["refused"][:, None, None], jnp.nan, phi)  # see lime
-            return _finish(phi, gid, cols, groups, spec.class_axis, return_groups), stats
+            return (_finish(phi, gid, cols, groups, spec.class_axis, return_groups), stats,
+                    _finite_rows(s_full), bad)
 
         return run
 
     ck = ("lime", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
           n_draws, alpha, width, distance, group, nb, return_groups)
-    maps, stats = base.compiled(ck, lambda: base.split_batch(build(), nb, (1, 2, 6, 8, 9, 10),
-                                                             (3, 4)),
-                                precision, forward_only=True)(
+    maps, stats, clean, bad = base.compiled(
+        ck, lambda: base.split_batch(build(), nb, (1, 2, 6, 8, 9, 10), (3, 4)), precision,
+        forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
         base.input_indices(index_offset, p.n), jnp.asarray(groups.ids),
         *map(jnp.asarray, own_groups))
@@ -673,6 +687,8 @@ def lime(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                         own_groups[2], width, distance, alpha, index_offset,
                         np.asarray(groups.ids))
     check_fill_score("lime", p, fill, maps, check_finite)
+    check_coalitions("lime", clean, bad, check_finite, copies=n_draws, num=spec.num,
+                     clean_what="the score on x itself, which the fit is centred on")
     return maps
 
 

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from jaxsal._src import base
 from jaxsal._src.base import ModelLike
 from jaxsal._src.targets import Targets
-from jaxsal._src.shapley import _endpoints, _finish, _key, _scores, _setup, s_dtype
+from jaxsal._src.shapley import (_bad_scores, _endpoints, _finish, _finite_rows, _key,
+                                 _scores, _setup, check_coalitions, s_dtype)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -117,19 +118,28 @@ def feature_permutation(model: ModelLike, x: ArrayLike, targets: Targets = None,
                 perm = permutations(key, r, g, n_in)  # (G, N)
                 inside = gid_b[None] == g.reshape((-1,) + (1,) * gid_b.ndim)  # (G, N, ...)
                 xs = jnp.where(inside, x[perm], x[None])  # (G, N, ...)
-                d = s_full[None] - _scores(m, params, xs, sp, info, ids_rep, group)
+                scores = _scores(m, params, xs, sp, info, ids_rep, group)
+                d = s_full[None] - scores
                 onehot = jax.nn.one_hot(g, m_groups, dtype=s_dtype(x)) * valid[:, None]
-                return jnp.einsum("gnt,gm->ntm", d, onehot, precision=_HIGHEST)
+                return (jnp.einsum("gnt,gm->ntm", d, onehot, precision=_HIGHEST),
+                        _bad_scores(scores, valid))
 
-            phi = base.sum_groups(drop, total, group) / n_rounds
-            return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
+            phi, bad = base.sum_groups(drop, total, group)
+            return (_finish(phi / n_rounds, gid, cols, groups, spec.class_axis, return_groups),
+                    _finite_rows(s_full), bad)
 
         return run
 
     ck = ("feature_permutation", p.key, spec, info, base.shape_key(p.x), n_in,
           _key(groups, return_groups), n_rounds, group, return_groups)
-    return base.compiled(ck, build, precision, forward_only=True)(
+    maps, clean, bad = base.compiled(ck, build, precision, forward_only=True)(
         p.params, p.x, p.ids, jnp.asarray(groups.gid), key, jnp.asarray(groups.ids))
+    check_coalitions("feature_permutation", clean, bad, check_finite, copies=total,
+                     num=spec.num, what="shuffled copies (a group's values taken from "
+                     "another input of the batch)",
+                     clean_what="the score on x itself, which every drop is measured from",
+                     fix="Check the model's outputs on inputs that mix the batch's features")
+    return maps
 
 
 #: explain_to_file refuses it: each group's values are shuffled across the batch, so a chunk's

@@ -45,6 +45,7 @@ except ImportError:  # a JAX without it in jax.extend
 
 from jaxsal._src import base, ints
 from jaxsal._src.base import ModelLike
+from jaxsal._src.finite import check_scores
 from jaxsal._src.occlusion import DEFAULT_PATCH, _sizes, grid_cells
 from jaxsal._src.targets import Targets, resolve_predicted, run_model, score_matrix
 from jaxsal._src.validate import (check_fill_ids, check_fill_score, check_flag,
@@ -396,6 +397,43 @@ def _endpoints(m, params, x, fill, spec, info, ids, *, empty: bool):
     return sp, ids_, fill_b, s_full, score_matrix(sp, info, y, cap, ids_)
 
 
+def _finite_rows(s: Array) -> Array:
+    """``(N,)`` bool: whether each input's scores ``s`` ``(N, T)`` are all finite."""
+    return jnp.isfinite(s).all(axis=1)
+
+
+def _bad_scores(s: Array, valid: Array) -> Array:
+    """``(N,)`` int32: how many of the scores ``s`` ``(G, N, T)`` of the valid masked copies
+    (``valid`` ``(G,)``) are NaN/inf; summed over the groups inside the program (one
+    reduction: the check costs one small transfer, not a pass over the maps)."""
+    return jnp.sum(valid[:, None, None] & ~jnp.isfinite(s), axis=(0, 2), dtype=jnp.int32)
+
+
+#: What a coalition is, in the errors of the methods that score them.
+COALITIONS = "coalitions (x with the groups outside them replaced by fill)"
+
+
+def check_coalitions(name: str, clean: Any, bad: Any, check_finite: bool, *, copies: int,
+                     num: int, what: str = COALITIONS,
+                     clean_what: str = "v(all), the score on x itself",
+                     fix: str = "Check the model's outputs on such copies; another fill may "
+                                "avoid them") -> None:
+    """Raise :class:`jaxsal.NonFiniteMaps` for the inputs whose maps a NaN/inf score made
+    NaN or infinite, as occlusion and RISE do: the score on the clean input (``clean``
+    ``(N,)``: finite for every target?) or on ``bad[i]`` (``(N,)``) of input ``i``'s
+    ``copies`` masked copies x ``num`` targets (``what``: their name in the error). Nothing
+    with ``check_finite=False`` or under the caller's ``jax.jit`` (tracers)."""
+    if not check_finite:
+        return
+
+    def count(i: int) -> str:
+        of = f"{copies} {what.split(' (')[0]}" + (f" x {num} targets" if num > 1 else "")
+        return f"{int(np.asarray(bad)[i])} of {of} for input {i}"
+
+    check_scores(name, clean, bad, result="maps", clean_what=clean_what, copies=what,
+                 count=count, fix=fix)
+
+
 def shapley_values(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                    patch: int | tuple | None = None, feature_mask: ArrayLike | None = None,
                    fill: ArrayLike = 0.0, batch_size: int | None = None,
@@ -502,19 +540,22 @@ def shapley_values(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
                 s = _scores(m, params, xo, sp, info, ids_rep, group)
                 # v(S) - v(all): the credits of a constant cancel; centred, the sums keep
                 # the differences' digits
-                return jnp.einsum("gnt,gm->ntm", s - s_full[None], coef, precision=_HIGHEST)
+                return (jnp.einsum("gnt,gm->ntm", s - s_full[None], coef, precision=_HIGHEST),
+                        _bad_scores(s, valid))
 
-            phi = base.sum_groups(credit, total, group)
-            return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
+            phi, bad = base.sum_groups(credit, total, group)
+            return (_finish(phi, gid, cols, groups, spec.class_axis, return_groups),
+                    _finite_rows(s_full), bad)
 
         return run
 
     key = ("shapley_values", p.key, spec, info, base.shape_key(p.x), _key(groups, return_groups),
            group, nb, return_groups)
-    maps = base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3, 4)),
-                         precision, forward_only=True)(
+    maps, clean, bad = base.compiled(key, lambda: base.split_batch(build(), nb, maybe=(3, 4)),
+                                     precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), jnp.asarray(groups.ids))
     check_fill_score("shapley_values", p, fill, maps, check_finite)
+    check_coalitions("shapley_values", clean, bad, check_finite, copies=total, num=spec.num)
     return maps
 
 
@@ -600,9 +641,12 @@ def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = No
             sp, ids_, fill_b, s_full, s_empty = _endpoints(  # v(all) (N, T), v(empty)
                 m, params, x, fill, spec, info, ids, empty=True)
             gain = s_full - s_empty
+            clean = _finite_rows(s_full)
+            bad_empty = jnp.sum(~jnp.isfinite(s_empty), axis=1, dtype=jnp.int32)  # (N,)
             if steps == 0:  # one group: every order credits it with v(all) - v(empty)
                 phi = gain[:, :, None]
-                return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
+                return (_finish(phi, gid, cols, groups, spec.class_axis, return_groups),
+                        clean, bad_empty)
             ids_rep = base.repeat_rows(ids_, group)
 
             kp = jax.random.bits(key, (2,), jnp.uint32)  # the orders' threefry key
@@ -631,23 +675,25 @@ def shapley_value_sampling(model: ModelLike, x: ArrayLike, targets: Targets = No
                 step = (rank == j - 1).astype(ok.dtype) * ok - nxt
                 out = jnp.einsum("gnt,gnm->ntm", s, step, precision=_HIGHEST)
                 end = jnp.where(j == steps, nxt, 0.0).sum(axis=0)  # (N, M)
-                return out + gain[:, :, None] * end[:, None, :]
+                return out + gain[:, :, None] * end[:, None, :], _bad_scores(s, valid)
 
-            phi = base.sum_groups(credit, total, group) / orders[:, None, None].astype(
-                s_dtype(x))
-            return _finish(phi, gid, cols, groups, spec.class_axis, return_groups)
+            phi, bad = base.sum_groups(credit, total, group)
+            phi = phi / orders[:, None, None].astype(s_dtype(x))
+            return (_finish(phi, gid, cols, groups, spec.class_axis, return_groups), clean,
+                    bad + bad_empty)
 
         return run
 
     ck = ("shapley_value_sampling", p.key, spec, info, base.shape_key(p.x),
           _key(groups, return_groups), n_orders, walk, group, nb, return_groups)
-    maps = base.compiled(ck, lambda: base.split_batch(build(), nb,
-                                                      (1, 2, 6, 8, 9, 10, 11, 12), (3, 4)),
-                         precision, forward_only=True)(
+    maps, clean, bad = base.compiled(ck, lambda: base.split_batch(
+        build(), nb, (1, 2, 6, 8, 9, 10, 11, 12), (3, 4)), precision, forward_only=True)(
         p.params, p.x, p.ids, fill, jnp.asarray(groups.gid), key,
         base.input_indices(index_offset, p.n), jnp.asarray(groups.ids),
         *map(jnp.asarray, own + (exact, orders)))
     check_fill_score("shapley_value_sampling", p, fill, maps, check_finite)
+    check_coalitions("shapley_value_sampling", clean, bad, check_finite, copies=total + 1,
+                     num=spec.num)  # (the orders' prefixes and the empty coalition)
     return maps
 
 
