@@ -172,6 +172,36 @@ def dense_conv(x: Array, k: Array, strides: Sequence[int], padding: str,
     return conv(x.astype(dtype), k.astype(dtype), tuple(strides), pads, tuple(dilation))
 
 
+def refuse_empty_output(call, ctx, config, rank: int):
+    """``call`` (a layer's call, in the layer's own layout) refusing, while tracing, an input
+    on which a convolution's output has a spatial axis of size 0 (a ``valid`` window larger
+    than the input), as Keras 3 refuses it ("The convolution operation resulted in an empty
+    output"): not the empty maps that a global pooling after it would turn into NaN. An
+    already empty input (an empty batch) passes, as in Keras. ``config``: the layer's config
+    (``kernel_size``, ``dilation_rate``, ``padding``, ``data_format``)."""
+    window = _tuple(config["kernel_size"], rank)
+    dilation = _tuple(config.get("dilation_rate", 1), rank)
+    first = 2 if _channels_first(config) else 1
+    if _padding(config, rank) != "VALID":
+        return call  # 'same' and 'causal': an output position for every input position
+
+    def checked(params, x, *, rt):
+        if math.prod(x.shape) == 0:
+            return call(params, x, rt=rt)
+        for i in range(rank):
+            n, k_eff = x.shape[first + i], (window[i] - 1) * dilation[i] + 1
+            if n < k_eff:
+                raise ValueError(
+                    f"{ctx.class_name} layer '{ctx.layer_name}' of an input of shape "
+                    f"{tuple(x.shape)}: expected at least {k_eff} positions on spatial axis "
+                    f"{first + i} (its 'valid' window: kernel {window[i]}, dilation "
+                    f"{dilation[i]}), got {n}, which gives an empty output (size 0 on that "
+                    "spatial axis; Keras refuses it too: 'The convolution operation resulted "
+                    "in an empty output'); give the model a larger input")
+        return call(params, x, rt=rt)
+    return checked
+
+
 def _make_conv(rank):
     def convert(config, ctx):
         filters = int(config["filters"])
@@ -191,8 +221,9 @@ def _make_conv(rank):
         names = ("kernel", "bias") if use_bias else ("kernel",)
         shapes = {"kernel": (*_tuple(config["kernel_size"], rank), None, filters),
                   "bias": (filters,)}
-        return LayerImpl(call=_wrap_channels(accepts_bias(call, use_bias),
-                                             _channels_first(config)),
+        return LayerImpl(call=refuse_empty_output(
+                             _wrap_channels(accepts_bias(call, use_bias),
+                                            _channels_first(config)), ctx, config, rank),
                          activation=config.get("activation"),
                          convert_weights=lambda w: dict(zip(names, w)),
                          n_weights=len(names), param_shapes=shapes, affine=use_bias,

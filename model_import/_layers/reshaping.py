@@ -64,6 +64,14 @@ def _make_cropping(rank):
         def call(params, x, *, rt):
             idx = [slice(None)] * x.ndim
             for a, (b, e) in zip(axes, crops):
+                if b + e >= x.shape[a]:  # as Keras 3 refuses it, not an empty output
+                    raise ValueError(
+                        f"{ctx.class_name} layer '{ctx.layer_name}' of an input of shape "
+                        f"{tuple(x.shape)}: expected more than {b + e} positions on spatial "
+                        f"axis {a} (it crops {b} before and {e} after), got {x.shape[a]}, "
+                        "which leaves an empty output (size 0 on that spatial axis; Keras "
+                        "refuses it too: 'cropping ... should be smaller than the "
+                        "corresponding spatial dimension'); give the model a larger input")
                 idx[a] = slice(b, x.shape[a] - e)
             return x[tuple(idx)]
 
