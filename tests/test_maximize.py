@@ -1396,3 +1396,35 @@ def test_the_seed_resize_fix_works_for_per_unit_seeds(mnist):
                           optimizer=optax.sgd(0.0), **PLAIN)
     np.testing.assert_allclose(res.images, np.asarray(resized), atol=1e-6)
     np.testing.assert_allclose(res.images[:, 0, 0, 0], [0.25, 0.75], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def any_size_model(tmp_path_factory):
+    """Input (None, None, 1) -> Conv2D stride 2 "same" -> Conv2D 3x3 "valid" -> global
+    average -> Dense(3): too small below 5x5 (the valid conv gets under 3x3 maps)."""
+    keras = pytest.importorskip("keras")
+    i = keras.Input((None, None, 1))
+    x = keras.layers.Conv2D(2, 3, strides=2, padding="same", name="c")(i)
+    x = keras.layers.Conv2D(3, 3, padding="valid", name="d")(x)
+    km = keras.Model(i, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    path = tmp_path_factory.mktemp("anysize") / "anysize.keras"
+    km.save(path)
+    return km, load_keras(path)
+
+
+def test_multi_scale_rounds_too_small_for_the_model_are_refused_before_compute(
+        any_size_model):
+    """upscaling_steps=6 of a 10x10 image starts at 4x4, where Keras refuses the model (an
+    empty convolution output): refused before any compute with maximize's fixes, not run on
+    a NaN objective (zero gradient: the first round did nothing, and no error followed)."""
+    km, m = any_size_model
+    assert _max._round_sizes((10, 10), 6, 1.2)[0] == (4, 4)
+    with pytest.raises(ValueError, match="empty output"):
+        km(np.zeros((1, 4, 4, 1), "float32"))
+    km(np.zeros((1, 5, 5, 1), "float32"))  # the second round's size: Keras runs it
+    with pytest.raises(ValueError, match=r"(?s)round 1 of 6.*4 x 4.*layer 'd'.*fewer "
+                                         r"upscaling_steps.*upscaling_factor.*image_shape"):
+        jaxsal.maximize(m, [1], steps=1, image_shape=(10, 10, 1), upscaling_steps=6, **PLAIN)
+    with pytest.raises(ValueError, match=r"(?s)image_shape \(4, 4, 1\).*layer 'd'.*larger "
+                                         r"image_shape"):
+        jaxsal.maximize(m, [1], steps=1, image_shape=(4, 4, 1), **PLAIN)

@@ -887,6 +887,7 @@ def clear_caches() -> None:
     _JAXPRS.clear()
     plans.PLANS.clear()
     maximize._build.cache_clear()
+    maximize._check_round_sizes.cache_clear()  # the models it holds
     parameterization._checked.cache_clear()  # the parameterizations it holds
 
 

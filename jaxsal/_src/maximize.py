@@ -192,6 +192,41 @@ def _round_sizes(hw: tuple[int, int], rounds: int, factor: float) -> list[tuple[
     return sizes
 
 
+@functools.lru_cache(maxsize=8)
+def _check_round_sizes(model_key: "_ModelKey", image_shape: tuple[int, int, int], rounds: int,
+                       factor: float, channels_first: bool) -> None:
+    """Trace (``jax.eval_shape``, no compute) the model of ``model_key``, which takes images of
+    any size, at every multi-scale round's size (:func:`_round_sizes` of ``image_shape``
+    ``(H, W, C)``), the final one first, and re-raise the first ``ValueError`` (a layer that
+    refuses too small an input: a ``valid`` convolution with an empty output) with the round
+    and maximize's fixes. Such a round would otherwise run on a NaN objective whose gradient
+    is zero, and leave no error behind. Cached (keeps up to 8 models alive, as :func:`_build`;
+    :func:`jaxsal.clear_caches` frees them): a second call traces nothing."""
+    m = model_key.model
+    H, W, C = image_shape
+    sizes = _round_sizes((H, W), rounds, factor)
+    shown = (C, H, W) if channels_first else (H, W, C)
+    for r in reversed(range(rounds)):
+        h, w = sizes[r]
+        try:
+            jax.eval_shape(lambda p, x: m.apply(p, x), m.params,
+                           jax.ShapeDtypeStruct((1, h, w, C), jnp.float32))
+        except ValueError as e:
+            if r == rounds - 1:
+                raise ValueError(
+                    f"maximize: image_shape {shown}: this model, which takes images of any "
+                    f"size, fails on {h} x {w} images: {e}. Expected an image size the model "
+                    "can process; pass a larger image_shape") from e
+            raise ValueError(
+                f"maximize: multi-scale round {r + 1} of {rounds} (upscaling_steps={rounds}, "
+                f"upscaling_factor={factor}) runs this model, which takes images of any size, "
+                f"at its own size, {h} x {w} (image_shape {shown} / {factor} ** "
+                f"{rounds - 1 - r}), where it fails: {e}. Expected every round to fit the "
+                f"model; pass fewer upscaling_steps ({rounds - 1 - r} or fewer start at "
+                f"{sizes[r + 1][0]} x {sizes[r + 1][1]} or larger), a smaller "
+                "upscaling_factor or a larger image_shape") from e
+
+
 class _ModelKey:
     """A model as part of :func:`_build`'s cache key: equal to the key of any model that
     computes the same function of the same params' shapes (:func:`base.function_key`: two
@@ -556,7 +591,9 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
         :func:`default_transforms` of each multi-scale round's image size;
         ``jaxsal.identity()`` for none.
       upscaling_steps: number of scales; the first is ``image size / upscaling_factor **
-        (upscaling_steps - 1)``, the last is the final size.
+        (upscaling_steps - 1)``, the last is the final size. A model without a fixed input
+        size runs each at its own size: one it refuses (a ``valid`` convolution larger than
+        its maps there) is refused before compute, with the round and the fixes.
       upscaling_factor: size ratio between consecutive scales.
       upscale_blur: Gaussian sigma (pixels) applied after each upscaling (0: none).
       image_shape: ``(H, W, C)`` of the images; default the model's input shape (needed when
@@ -894,6 +931,9 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     fit_shape = image_shape
     if in_shape is not None and len(in_shape) == 3 and None not in in_shape:
         fit_shape = tuple(in_shape)  # images are resized to a fixed model input
+    else:  # every multi-scale round runs the model at its own size: each must fit it
+        _check_round_sizes(_ModelKey(mh), image_shape, int(upscaling_steps),
+                           float(upscaling_factor), bool(channels_first))
     obj = _as_objective(mh, targets, layer, objective, fit_shape, bool(pre_activation))
     if any(l is None for l in obj.layers):  # output units: the outputs need a batch axis
         check_per_example(mh, jax.ShapeDtypeStruct((1, *fit_shape), jnp.float32),
