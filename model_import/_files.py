@@ -699,17 +699,34 @@ def read_sharded_weights(path: str) -> h5py.File:
             if shards else "the index lists no shards", path=path)
     # an in-memory file, under a name of its own: HDF5 refuses to create ("w") a file of the
     # name of one still open, as another load of the same index (a thread's, an earlier
-    # handle not yet closed) holds it. Without file locks: its external links open the
-    # shards with its own access (read-write, locked exclusively), which failed while
-    # another load held a shard open ("unable to lock file")
-    merged = h5py.File(f"{os.path.abspath(path)}.merged-{uuid.uuid4().hex}", "w",
-                       driver="core", backing_store=False, locking=False)
+    # handle not yet closed) holds it. Written, then opened again read-only
+    # (_open_image_read_only), whose links open the shards read-only
+    name = f"{os.path.abspath(path)}.merged-{uuid.uuid4().hex}"
+    merged = h5py.File(name, "w", driver="core", backing_store=False, locking=False)
     try:
         _merge_shards(merged, folder, shards, path, _top_groups(index["weight_map"]))
-    except BaseException:
+        merged.flush()
+        image = merged.id.get_file_image()
+    finally:
         merged.close()
-        raise
-    return merged
+    return _open_image_read_only(name, image)
+
+
+def _open_image_read_only(name: str, image: bytes) -> h5py.File:
+    """The in-memory HDF5 file ``image`` opened read-only (core driver, HDF5's default file
+    locking: shared locks, which do not block other readers).
+
+    HDF5 opens the files that external links name in the mode of the file holding the links:
+    the merged file of :func:`read_sharded_weights`, made with ``"w"``, opened the shards for
+    writing, which was refused to a user who may read but not write them (a shared model
+    folder, a read-only mount: "can't open file", reported as a corrupt file) and to anyone
+    while a shard was open read-only elsewhere in the process ("file is already open for
+    read-only"). Opened read-only, it opens the shards read-only, as Keras does. The links
+    keep this file's core driver: a shard is read whole when a link to it is opened."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_fapl_core(backing_store=False)
+    fapl.set_file_image(image)
+    return h5py.File(h5py.h5f.open(os.fsencode(name), h5py.h5f.ACC_RDONLY, fapl))
 
 
 def _top_groups(weight_map: dict) -> set[str]:

@@ -118,6 +118,23 @@ def test_sharded_weights_load_while_another_load_holds_them(small, tmp_path):
             np.testing.assert_array_equal(a, b)
 
 
+def test_sharded_weights_open_their_shards_read_only(small, tmp_path):
+    """The merged file's external links opened the shards for writing (HDF5 opens them in the
+    mode of the file holding the links, made with "w"): read-only shards (a shared folder,
+    a read-only mount) were refused to any user but root as "corrupt or truncated", as was
+    everyone while the shard was open read-only elsewhere in the process, which shows the
+    same as root. Keras loads both."""
+    import h5py
+
+    model, x, ref = small
+    index, shards = _shard(model, tmp_path / "w", 7.2e-7)
+    for name in shards:
+        (index.parent / name).chmod(0o444)
+    # core driver, as the links open a shard: HDF5 sees the same file open read-only
+    with h5py.File(index.parent / shards[0], "r", driver="core", backing_store=False):
+        assert rel_err(load_keras(index, config=model.to_json())(x), ref) < 1e-6
+
+
 def test_sharded_weights_of_a_compiled_model_with_shards_of_optimizer_state_only(tmp_path):
     # A compiled model's weights hold its optimizer's state (Adam: two arrays per weight)
     # after the layers', so the last shards of a trained model hold nothing else; Keras
