@@ -755,10 +755,8 @@ class KerasModel:
         to its dtype as Keras casts them (truncated toward zero; values it cannot hold
         refused), where :meth:`apply` computes them as floats (a relaxation to
         differentiate)."""
-        # (native: a compiled program would read big-endian bytes as native ones)
-        x = self._keras_cast(native(x))
         try:
-            return self._program(None)(self.params, x)
+            return self._program(None)(self.params, self._program_inputs(x))
         except TypeError as e:  # jax.jvp of the jitted program met a custom VJP in it
             clear = forward_mode_error(e, "the model's forward pass")
             if clear is None:
@@ -769,9 +767,15 @@ class KerasModel:
         """Outputs of several named layers (or one name) for ``x`` (as for :meth:`apply`) in
         one forward pass, jit-compiled (cached as :meth:`__call__` is, per layer list)."""
         layers = (layers,) if isinstance(layers, str) else tuple(layers)
-        # (native: a compiled program would read big-endian bytes as native ones)
-        x = self._keras_cast(native(x))
-        return self._program(layers)(self.params, x)
+        return self._program(layers)(self.params, self._program_inputs(x))
+
+    def _program_inputs(self, x: Inputs) -> list:
+        """``x`` (as for :meth:`apply`) as the list of input arrays a :meth:`_program` takes:
+        cast as Keras casts them (:meth:`_keras_cast`), native byte order (a compiled program
+        would read big-endian bytes as native ones), and one structure whatever form ``x``
+        came in, as ``jax.jit`` compiles per input structure: a dict, a list and a tuple of
+        the same arrays (a single-input model's bare array and ``[x]``) were each compiled."""
+        return self._as_list(self._keras_cast(native(x)))
 
     # ------------------------------------------------------------------ structure
     @property

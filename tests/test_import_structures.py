@@ -291,6 +291,31 @@ def test_calls_read_big_endian_inputs_and_reuse_their_programs(tmp_path, compile
     assert compiles.n == 0
 
 
+def test_calls_of_a_dict_a_list_and_a_tuple_share_one_program(tmp_path, compiles):
+    """``m(x)`` and ``m.intermediates(x, ...)`` jitted the inputs as given, so a dict, a list
+    and a tuple of the same arrays (forms ``apply`` takes alike) were three input structures,
+    each compiled again; a single-input model's bare array and ``[x]`` too."""
+    a, b = keras.Input((3,), name="a"), keras.Input((5,), name="b")
+    h = layers.Dense(4, activation="relu", name="h")(layers.Concatenate()([a, b]))
+    model = keras.Model([a, b], layers.Dense(2, name="p")(h))
+    model.save(tmp_path / "two.keras")
+    one = keras.Sequential([keras.Input((3,)), layers.Dense(2, name="d")])
+    one.save(tmp_path / "one.keras")
+    m, m1 = load_keras(tmp_path / "two.keras"), load_keras(tmp_path / "one.keras")
+    xa, xb, x1 = _x(2, 3), _x(2, 5, seed=1), _x(2, 3, seed=2)
+    ref, hidden, ref1 = model([xa, xb]), keras.Model([a, b], h)([xa, xb]), one(x1)
+    _close(m({"a": xa, "b": xb}), ref)  # compiled here
+    _close(m.intermediates({"a": xa, "b": xb}, "h")["h"], hidden)
+    _close(m1(x1), ref1)
+    compiles.n = 0
+    for x in ([xa, xb], (xa, xb), {"b": xb, "a": xa}):
+        _close(m(x), ref)
+        _close(m.intermediates(x, "h")["h"], hidden)
+    for x in ([x1], (x1,)):
+        _close(m1(x), ref1)
+    assert compiles.n == 0
+
+
 def test_codes_reaching_a_nested_embedding_through_a_later_split_part(tmp_path):
     """Float-declared ids split in two, ``ops.split(ids, 2)[1]`` read by an Embedding inside a
     nested model: the input takes integer codes. Only the split's first part was followed
