@@ -41,6 +41,25 @@ def test_rank_correlation_is_scipys_spearman_with_ties():
     assert np.isnan(stats.spearmanr(a[0, 0].ravel(), bad[0].ravel())[0])
 
 
+def test_rank_correlation_of_maps_of_millions_of_values_does_not_overflow():
+    """The correlation's denominator multiplied the two sums of squared centred ranks (about
+    P**3 / 12 each) before the square root: beyond P of about 6.1 million (one 2600 x 2600
+    map) the product overflowed float32, and every correlation read 0 ("the maps changed").
+    Ranking 7 million values takes seconds, so the ranks' correlation is checked on its own,
+    against Spearman's formula for ranks without ties, 1 - 6 sum(d**2) / (P (P**2 - 1))."""
+    p, h = 7_000_000, 3_500_000
+    ra = np.arange(p, dtype=np.float32)
+    half = ra.copy()
+    half[:h] = half[:h][::-1]  # the first half's ranks reversed: sum(d**2) = h (h**2 - 1) / 3
+    # jitted, one map at a time, as rank_correlation runs it: XLA turned (ssa * s) * (ssb * s),
+    # the sums scaled after summing, into (ssa * ssb) * s**2, which overflowed again
+    corr = jax.jit(randomization._ranks_correlation)
+    got = [float(corr(jnp.asarray(ra)[None], jnp.asarray(r)[None], jnp.ones(1, bool))[0])
+           for r in (ra, ra[::-1], half)]
+    want = [1.0, -1.0, 1 - 2 * h * (h * h - 1) / (p * (p * p - 1))]  # (Python ints: exact)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("x64", [False, True])
 def test_rank_correlation_ranks_integer_and_huge_float_maps_exactly(x64):
     """rank_correlation cast both maps to float32 (float64 under x64) before ranking: ints 1

@@ -49,16 +49,31 @@ def _average_ranks(v: Array) -> Array:
     return jnp.take_along_axis(avg, inverse, axis=-1)
 
 
+def _ranks_correlation(ra: Array, rb: Array, finite: Array) -> Array:
+    """Pearson's correlation of the ranks ``ra`` and ``rb`` (``(..., P)``, each row a
+    permutation of ``0..P-1`` with ties sharing their average, whose mean is ``(P - 1) / 2``
+    exactly), NaN where a row is constant or ``finite`` (``(...)``) is False; shape
+    ``(...)``. The two sums of squares are about ``P**3 / 12`` each: beyond ``P`` of about
+    6.1 million their product overflowed float32 (every correlation 0). The centred ranks
+    are scaled by ``2**-k`` first, ``2**k >= P``, so the sums by ``4**-k`` (exact: the ratio
+    is the plain formula's bit for bit, ``+-1`` for equal or reversed maps), to between
+    ``1/32`` (a map of one value apart) and ``P / 12``, whose product fits float32. (Not the
+    sums after summing: XLA reassociates ``(ssa * s) * (ssb * s)`` into ``(ssa * ssb) * s**2``.)"""
+    p = ra.shape[-1]
+    mid = (p - 1) / 2  # (exact in float32 for P <= 2**23: the ranks are too)
+    s = 2.0 ** -(p - 1).bit_length()
+    ra, rb = (ra - mid) * s, (rb - mid) * s
+    den = jnp.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
+    ok = (den > 0) & finite
+    return jnp.where(ok, (ra * rb).sum(-1) / jnp.where(ok, den, 1.0), jnp.nan)
+
+
 @jax.jit
 def _spearman(a: Array, b: Array) -> Array:
-    ra, rb = _average_ranks(a), _average_ranks(b)
-    ra = ra - ra.mean(-1, keepdims=True)
-    rb = rb - rb.mean(-1, keepdims=True)
-    den = jnp.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
     # NaN for a constant map and, as scipy's, for a map holding NaN or inf (whose ranks
     # would otherwise be made up: NaN != NaN ranks every NaN as a distinct value)
-    ok = (den > 0) & jnp.isfinite(a).all(-1) & jnp.isfinite(b).all(-1)
-    return jnp.where(ok, (ra * rb).sum(-1) / jnp.where(ok, den, 1.0), jnp.nan)
+    finite = jnp.isfinite(a).all(-1) & jnp.isfinite(b).all(-1)
+    return _ranks_correlation(_average_ranks(a), _average_ranks(b), finite)
 
 
 def rank_correlation(a: ArrayLike, b: ArrayLike, *, batch_dims: int = 1) -> Array:
