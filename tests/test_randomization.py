@@ -60,6 +60,24 @@ def test_rank_correlation_of_maps_of_millions_of_values_does_not_overflow():
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("scale", [1e-39, 1e-50])
+def test_rank_correlation_of_tiny_maps_is_scipys(scale):
+    """Maps below float32's smallest normal number read as constant (NaN): XLA:CPU flushes
+    float32 subnormals (1e-39) to 0 where it compares them, and NumPy float64 maps below
+    float32's range (1e-50) became zeros when made float32. Rank correlation is scale-free:
+    float maps are ranked by their bits' order, and such float64 maps scaled by a power of
+    two per map first (exact)."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(1, 6, 6))
+    b = a + rng.normal(size=(1, 6, 6))
+    want = stats.spearmanr(a.ravel(), b.ravel())[0]
+    got = [jaxsal.rank_correlation(a * scale, b * scale)]  # float64
+    if scale > np.finfo(np.float32).smallest_subnormal:
+        got.append(jaxsal.rank_correlation((a * scale).astype(np.float32),
+                                           jnp.asarray(b * scale, jnp.float32)))
+    np.testing.assert_allclose(np.ravel(got), want, rtol=1e-6)
+
+
 @pytest.mark.parametrize("x64", [False, True])
 def test_rank_correlation_ranks_integer_and_huge_float_maps_exactly(x64):
     """rank_correlation cast both maps to float32 (float64 under x64) before ranking: ints 1

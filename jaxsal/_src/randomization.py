@@ -68,12 +68,27 @@ def _ranks_correlation(ra: Array, rb: Array, finite: Array) -> Array:
     return jnp.where(ok, (ra * rb).sum(-1) / jnp.where(ok, den, 1.0), jnp.nan)
 
 
+def _order_key(v: Array) -> Array:
+    """``v`` (any shape) as values of the same order and ties: ints as they are, floats as
+    the signed integers of their bits (sign and magnitude; ``-0`` and ``0`` alike). XLA:CPU
+    flushes float subnormals to 0 where it compares them, so a float32 map below ``2**-126``
+    (``1e-39``) sorted as a constant one; integers order them exactly. (NaN keys are
+    arbitrary: such maps' correlations are NaN.)"""
+    if not jnp.issubdtype(v.dtype, jnp.floating):
+        return v
+    itype = jnp.dtype(f"int{8 * v.dtype.itemsize}")
+    bits = jax.lax.bitcast_convert_type(v, itype)
+    mag = bits & jnp.iinfo(itype).max
+    return jnp.where(bits < 0, -mag, mag)
+
+
 @jax.jit
 def _spearman(a: Array, b: Array) -> Array:
     # NaN for a constant map and, as scipy's, for a map holding NaN or inf (whose ranks
     # would otherwise be made up: NaN != NaN ranks every NaN as a distinct value)
     finite = jnp.isfinite(a).all(-1) & jnp.isfinite(b).all(-1)
-    return _ranks_correlation(_average_ranks(a), _average_ranks(b), finite)
+    return _ranks_correlation(_average_ranks(_order_key(a)), _average_ranks(_order_key(b)),
+                              finite)
 
 
 def rank_correlation(a: ArrayLike, b: ArrayLike, *, batch_dims: int = 1) -> Array:
@@ -82,8 +97,10 @@ def rank_correlation(a: ArrayLike, b: ArrayLike, *, batch_dims: int = 1) -> Arra
     rest are ranked (ties share their average rank, as ``scipy.stats.spearmanr``). NaN for
     a constant map and for a map with NaN or infinite values (as scipy's). Each map is ranked
     in its own dtype: ints as ints, floats in float32 at least (float64 under
-    ``jax_enable_x64``); without x64, NumPy float64 maps beyond float32's range are scaled by
-    a power of two per map (exact) and int64 maps beyond int32's range refused."""
+    ``jax_enable_x64``; floats ordered by their bits, subnormals included); without x64,
+    NumPy float64 maps beyond float32's range, or below its normal range (a peak under
+    ``2**-126``), are scaled by a power of two per map (exact) and int64 maps beyond int32's
+    range refused."""
     a = _rankable(a, "rank_correlation: the maps a", batch_dims)
     b = _rankable(b, "rank_correlation: the maps b", batch_dims)
     if a.shape != b.shape:
@@ -102,11 +119,11 @@ def _rankable(v: ArrayLike, what: str, batch_dims: Any, int_fix: str = MAPS_INT_
     apart beyond ``2**24``), floats in float32 at least (float64 as given under
     ``jax_enable_x64``; half precision widened exactly), bools as float32. NumPy arrays (and
     lists) first as :func:`check_maps` takes them without ``jax_enable_x64``: float64 maps
-    with finite values beyond float32's range scaled per map by a power of two (exact; they
-    would become inf), int64 (uint64) maps beyond int32's (uint32's) range refused (they
-    would wrap around)."""
+    with finite values beyond float32's range, or a peak below its normal range, scaled per
+    map by a power of two (exact; they would become inf, or subnormal and 0), int64
+    (uint64) maps beyond int32's (uint32's) range refused (they would wrap around)."""
     lead = batch_dims if isinstance(batch_dims, int) else 1  # (checked later)
-    a = jnp.asarray(narrowed_maps(v, lead, what, what, 100, "", int_fix))
+    a = jnp.asarray(narrowed_maps(v, lead, what, what, 100, "", int_fix, lift=True))
     if jnp.issubdtype(a.dtype, jnp.integer):
         return a
     return at_least_float32(a)

@@ -711,13 +711,14 @@ def check_whole(value: Any, a: Any, name: str, what: str = "x") -> None:
 
 
 def narrowed_maps(maps: Any, lead: int, what: str, named: str, scale_to: int | None,
-              fix: str, int_fix: str = MAPS_INT_FIX) -> Any:
+              fix: str, int_fix: str = MAPS_INT_FIX, lift: bool = False) -> Any:
     """``maps`` as JAX may take them without ``jax_enable_x64`` (NumPy arrays and lists; a
     JAX array, or a ragged list, as given): float64 maps with finite values beyond float32's
     range scaled or refused (:func:`_maps_in_float32`; ``lead`` axes index the maps,
     ``what`` names the call), int64 (uint64) maps beyond int32's range refused, not wrapped
-    (:func:`narrow`; ``named``: the maps, ``int_fix``: the fix offered). Shared by
-    :func:`check_maps` and ``rank_correlation``."""
+    (:func:`narrow`; ``named``: the maps, ``int_fix``: the fix offered); ``lift``: maps below
+    float32's normal range scaled up too. Shared by :func:`check_maps` and
+    ``rank_correlation``."""
     raw = base.native(maps)
     if isinstance(raw, (list, tuple)):  # (a list of floats is float64 to NumPy)
         try:
@@ -725,7 +726,7 @@ def narrowed_maps(maps: Any, lead: int, what: str, named: str, scale_to: int | N
         except (TypeError, ValueError):
             pass  # (ragged: the caller's jnp.asarray refuses it)
     if isinstance(raw, np.ndarray):
-        raw = _maps_in_float32(raw, lead, what, scale_to, fix)
+        raw = _maps_in_float32(raw, lead, what, scale_to, fix, lift)
         raw = narrow(raw, named, check_finite=False, holds="hold", int_fix=int_fix)
     return raw
 
@@ -934,31 +935,37 @@ def check_maps(maps: Any, p: "Prepared", size: tuple, what: str, *,
 
 
 def _maps_in_float32(a: np.ndarray, lead: int, what: str, scale_to: int | None,
-                     fix: str) -> np.ndarray:
+                     fix: str, lift: bool = False) -> np.ndarray:
     """Float64 maps ``a`` (``lead`` leading axes: ``(N,)`` or ``(N, T)``) whose finite values
     exceed float32's range, which JAX computes them in without ``jax_enable_x64`` (they would
     become inf and be refused as if not finite): with ``scale_to=e`` (the evaluation reads
     each map up to a positive factor) each such map is scaled by a power of two to a largest
     magnitude in ``[2**(e-1), 2**e)`` (exact, but for values that then fall below float32's
     smallest, 2**-149, and round to it or 0), the others kept; with ``None`` they are
-    refused, ``fix`` (``"...; "``) saying how on. Other arrays are returned as they are."""
+    refused, ``fix`` (``"...; "``) saying how on. ``lift`` (with ``scale_to``; for a reading
+    of the maps' order alone, ``rank_correlation``'s): maps whose largest magnitude is below
+    float32's smallest normal number, ``2**-126``, which would become subnormal or 0 (a map
+    read as constant), are scaled so too. Other arrays are returned as they are."""
     to = narrowed_dtype(a.dtype)
     if to is None or to.kind != "f" or not a.size:
         return a
     top = float(np.finfo(np.float32).max)
     mag = np.where(np.isfinite(a), np.abs(a), 0.0)
-    peak_all = float(mag.max())
-    if not peak_all > top:
+    axes = tuple(range(min(lead, a.ndim), a.ndim))
+    peak = np.max(mag, axis=axes, keepdims=True) if axes else mag
+    out = peak > top
+    if lift and scale_to is not None:
+        out |= (peak > 0) & (peak < float(np.finfo(np.float32).tiny))
+    if not out.any():
         return a
+    peak_all = float(peak.max())
     if scale_to is None:
         raise ValueError(
             f"{what}: the maps hold finite values up to {peak_all:.3g} in magnitude, beyond "
             f"float32's range ({top:.3g}) that JAX computes {a.dtype} maps in without "
             f"jax_enable_x64 (they would become inf); {fix}or {X64_FIX}")
-    axes = tuple(range(min(lead, a.ndim), a.ndim))
-    peak = np.max(mag, axis=axes, keepdims=True) if axes else mag
     _, e = np.frexp(peak)  # peak < 2**e
-    scale = np.where(peak > top, np.ldexp(1.0, scale_to - e), 1.0)
+    scale = np.where(out, np.ldexp(1.0, scale_to - e), 1.0)
     return (a * scale).astype(a.dtype)
 
 
