@@ -2,6 +2,7 @@
 variables a function reads, the backward rules it is built with, its errors."""
 
 import functools
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -371,7 +372,8 @@ def test_randomization_test_of_flax_linen_variables_goes_module_by_module():
     # by hand: step 1 (BatchNorm_0) permutes its leaves across both collections
     mine = {c: v[c]["BatchNorm_0"] for c in ("params", "batch_stats")}
     leaves, tree = jax.tree_util.tree_flatten(mine)
-    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+    # (each layer's key: the key folded with the CRC-32 of its name's repr, documented)
+    keys = jax.random.split(jax.random.fold_in(key, zlib.crc32(b"'BatchNorm_0'")), len(leaves))
     shuffled = tree.unflatten([_shuffled(k, a) for k, a in zip(keys, leaves)])
     by_hand = {c: {**v[c], "BatchNorm_0": shuffled[c]} for c in v}
     np.testing.assert_allclose(
@@ -520,7 +522,8 @@ def test_randomization_test_of_list_and_named_tuple_params():
         assert list(out) == names  # (stax's Relu entry has no parameters)
         leaves, tree = jax.tree_util.tree_flatten(
             params[entry] if isinstance(entry, int) else getattr(params, entry))
-        keys = jax.random.split(jax.random.fold_in(key, step), len(leaves))
+        keys = jax.random.split(jax.random.fold_in(key, zlib.crc32(repr(entry).encode())),
+                                len(leaves))
         mine = tree.unflatten([_shuffled(k, a) for k, a in zip(keys, leaves)])
         by_hand = (params._replace(**{entry: mine}) if isinstance(entry, str)
                    else [mine if i == entry else v for i, v in enumerate(params)])

@@ -208,6 +208,29 @@ def test_cascade_randomizes_from_the_output_down_with_the_documented_draws():
     np.testing.assert_array_equal(again["d1"], corr["d1"])
 
 
+def test_a_layers_draw_is_its_own_whatever_layers_are_randomized_and_repeats_are_refused():
+    """A layer's key was folded from its position in the order randomized: layers=["d1"]
+    drew other values for d1 than the full run with the same key, and a cascade's step drew
+    other values than the same layer alone. layers=["d2", "d2", "d1"] returned two entries
+    without a word (the cascade shuffled d2 twice)."""
+    m = _mlp()
+    x = np.random.default_rng(1).normal(size=(2, 3, 4, 1)).astype(np.float32)
+    seen = {}
+
+    def explain(mm):
+        seen.setdefault("all", []).append(mm.params)
+        return jaxsal.saliency(mm, x, 0)
+
+    jaxsal.randomization_test(explain, m, key=3, cascade=False)
+    full = {n: p[n] for n, p in zip(["d2", "d1"], seen.pop("all")[2:])}
+    for cascade in (False, True):
+        jaxsal.randomization_test(explain, m, key=3, cascade=cascade, layers=["d1"])
+        jax.tree_util.tree_map(np.testing.assert_array_equal, seen.pop("all")[-1]["d1"],
+                               full["d1"])
+    with pytest.raises(ValueError, match=r"layers= names \['d2'\] more than once"):
+        jaxsal.randomization_test(explain, m, key=3, layers=["d2", "d2", "d1"])
+
+
 def test_a_map_that_ignores_the_model_stays_identical_and_guided_backprop_stays_closer(
         mnist, mnist_digits):
     """A model-free map keeps correlation 1 at every step (it fails the check); saliency's

@@ -18,6 +18,7 @@ scale) or by Gaussian draws with each array's mean and standard deviation
 from __future__ import annotations
 
 import warnings
+import zlib
 from typing import Any, Callable
 
 import jax
@@ -325,7 +326,18 @@ def _layer_keys(model: Any, params: Any, layers: Any, explain: Callable | None =
     if unknown or not layers:
         raise ValueError(f"randomization_test: layers {unknown or layers} have no parameters; "
                          f"expected names among {names}")
+    twice = list(dict.fromkeys(n for i, n in enumerate(layers) if n in layers[:i]))
+    if twice:  # (the result is keyed by layer: one entry, and a cascade's layer re-drawn)
+        raise ValueError(f"randomization_test: layers= names {twice} more than once, "
+                         f"got {layers}; name each layer once, in the order to randomize")
     return layers
+
+
+def _layer_key(key: Array, name: Any) -> Array:
+    """The key of layer ``name`` (a str, or an int index): ``key`` folded with the CRC-32 of
+    the name's ``repr`` (``"'d1'"``, ``"0"``), so that a layer draws the same values in any
+    ``layers=`` and in either mode, not ones set by its position in the order randomized."""
+    return jax.random.fold_in(key, zlib.crc32(repr(name).encode()))
 
 
 def randomization_test(explain: Callable[[Any], ArrayLike], model: ModelLike, *,
@@ -354,11 +366,13 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: ModelLike, *,
         (last key first) with a ``UserWarning`` saying so: pass ``layers=`` from the output
         to the input, or return JAX arrays from ``explain``.
       (Several inputs: ``explain`` returns one input's maps, ``jaxsal.saliency(m, x, t)[0]``.)
-      key: a ``jax.random`` key or an int seed (required).
+      key: a ``jax.random`` key or an int seed (required). Each layer draws from ``key``
+        folded with a hash of its name (CRC-32 of its ``repr``), so a layer gets the same
+        values in any ``layers=`` and in both modes.
       layers: the layers to randomize, in order (default: every layer with parameters
         that the output depends on, from the output to the input; of a model with several
         outputs viewed through ``with_output``, not the other outputs' branches, which
-        cannot change the maps): names, or indices for a list/tuple of params.
+        cannot change the maps): names, or indices for a list/tuple of params, each once.
       cascade: ``True`` (default): step ``k`` randomizes layers ``0..k`` (Adebayo et al.'s
         cascading randomization); ``False``: each layer alone (independent randomization).
       mode: ``"permute"`` (each array's values shuffled) or ``"gaussian"`` (drawn with each
@@ -412,10 +426,10 @@ def randomization_test(explain: Callable[[Any], ArrayLike], model: ModelLike, *,
     original = prepare(model)
     current = params
     out = {}
-    for i, name in enumerate(order):
+    for name in order:
         base_params = current if cascade else params
         leaves, tree = jax.tree_util.tree_flatten(_layer_params(params, name))
-        keys = jax.random.split(jax.random.fold_in(key, i), max(1, len(leaves)))
+        keys = jax.random.split(_layer_key(key, name), max(1, len(leaves)))
         randomized = tree.unflatten([  # learned values only: integer tables stay
             draw(k, jnp.asarray(a)) if jnp.issubdtype(jnp.result_type(a), jnp.floating)
             else a for k, a in zip(keys, leaves)])
