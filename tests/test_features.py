@@ -187,6 +187,29 @@ def test_image_grid_of_channels_first_images():
         jaxsal.image_grid(imgs[..., 0], channels_first=True)
 
 
+@pytest.mark.parametrize("x64", [False, True])
+def test_image_grid_of_int64_images_beyond_int32_is_refused_not_wrapped(x64):
+    """Without x64 JAX takes NumPy int64 images as int32: a pixel of 2**40 was tiled as 0
+    without a word. It is refused naming int32's range (as post-processing refuses such
+    maps); under x64 it is tiled as it is. int64 images within int32's range tile as before,
+    and uint64 ones as uint32 where they fit."""
+    x64_ctx = getattr(jax, "enable_x64", None)
+    if x64_ctx is None:  # older JAX
+        from jax.experimental import enable_x64 as x64_ctx
+    big = np.array([[[2**40, 3]]], np.int64)
+    with x64_ctx(x64):
+        for ok in (np.array([[[70000, -5]]], np.int64), np.array([[[2**32 - 1]]], np.uint64)):
+            np.testing.assert_array_equal(jaxsal.image_grid(ok, pad=0), ok[0])
+        if x64:
+            np.testing.assert_array_equal(jaxsal.image_grid(big, pad=0), big[0])
+        else:
+            with pytest.raises(ValueError, match=r"^image_grid: the images hold 1099511627776, "
+                                                 r"beyond int32's range.*wrap around to 0"):
+                jaxsal.image_grid(big, pad=0)
+            with pytest.raises(ValueError, match="beyond int32's range"):
+                jaxsal.image_grid([[[2**40]]], pad=0)  # (a list: int64 to NumPy)
+
+
 def test_image_grid_caps_ncols_at_the_image_count():
     """More columns than images make one row of T: 3 images 4 wide, pad 1, are 3 * (4 + 1) + 1
     = 16 pixels wide with ncols=5 (the docstring's width said ncols * (W + pad) + pad = 26)."""

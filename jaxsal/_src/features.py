@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxsal._src import base, ints
 from jaxsal._src.base import Inputs, ModelLike
-from jaxsal._src.validate import _fits, check_input, layer_format
+from jaxsal._src.validate import _fits, check_input, layer_format, narrow
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -252,7 +252,19 @@ def image_grid(images: ArrayLike, *, ncols: int | None = None, pad: int = 1,
       ``cols = min(ncols, T)`` and ``rows = ceil(T / cols)``.
     """
     base.refuse_explicit_tree(images, "images")  # (sharded over Explicit axes: JAX raised)
-    a = jnp.asarray(base.native(images))
+    raw = base.native(images)
+    if isinstance(raw, (list, tuple)):  # (Python ints: int64 to NumPy)
+        try:
+            raw = np.asarray(raw)
+        except (TypeError, ValueError):
+            pass  # (ragged: jnp.asarray refuses it)
+    if isinstance(raw, np.ndarray) and raw.dtype.kind in "iu":
+        # int64 (uint64) images as JAX takes them without x64, int32 (uint32): values beyond
+        # that range refused, where they wrapped around (2**40 tiled as 0)
+        raw = narrow(raw, "image_grid: the images", check_finite=False, holds="hold",
+                     int_fix="scale them into that range (e.g. to 0..255), convert them "
+                             "(images.astype(np.float32), tiled at float32's resolution)")
+    a = jnp.asarray(raw)
     if channels_first is not None and not isinstance(channels_first, (bool, np.bool_)):
         raise TypeError(f"image_grid: expected channels_first as a bool or None, got "
                         f"{channels_first!r}")
