@@ -225,6 +225,19 @@ def test_baseline_ids_outside_the_vocabulary_are_refused(text_models):
                 f(m, x, 0, layer="embedding", baseline=np.full_like(x, bad))
 
 
+def test_reference_ids_outside_the_vocabulary_are_refused(text_models):
+    """One unknown id in one reference of a distribution is refused naming ``baselines``:
+    deeplift_shap gave NaN maps, reported as "not finite" (blaming a square root or the
+    all-zero baseline), where gradient_shap refused them."""
+    _, m, x = text_models
+    refs = np.ones((2, LEN), np.int32)
+    refs[1, 3] = VOCAB
+    with pytest.raises(ValueError, match=r"baselines: .*token ids must be in \[0, 30\)"):
+        jaxsal.deeplift_shap(m, x, 0, layer="embedding", baselines=refs)
+    with pytest.raises(ValueError, match=r"baselines: .*token ids must be in \[0, 30\)"):
+        jaxsal.gradient_shap(m, x, 0, layer="embedding", baselines=refs, key=0, n=2)
+
+
 def test_float_declared_token_input_is_explained_as_token_ids(text_models, tmp_path):
     """``keras.Input((L,))`` (float, as many tutorials declare it) read only by an Embedding
     (and the ``not_equal`` its mask records) holds token ids that Keras casts. The gradient

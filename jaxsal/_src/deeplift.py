@@ -585,6 +585,12 @@ def deeplift_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
         model, x, targets, head, check_finite, maxpool, products, eps, rtol, reduce,
         multiply_by_inputs, layer, memory_budget)
     dist = check_baselines(p.per_input(baselines, "baselines"), p.x)
+    check_ids = getattr(p.model, "check_token_ids", None)
+    if lt is not None and check_ids is not None:  # ids outside the vocabulary: NaN maps
+        try:
+            check_ids(dist)
+        except ValueError as e:
+            raise ValueError(f"baselines: {e}") from None
     n_ref = int(jax.tree_util.tree_leaves(dist)[0].shape[0])
     batch_baselines = base.auto_batch(n_ref, fb, batch_baselines, memory_budget,
                                       "batch_baselines")
