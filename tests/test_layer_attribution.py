@@ -215,6 +215,30 @@ def test_token_input_error_names_the_models_embedding(tmp_path):
     assert jaxsal.integrated_gradients(m, x, 0, layer="tok_emb", steps=4).shape == (2, LEN)
 
 
+def test_a_layer_holding_token_ids_is_refused_as_layer(text_models, tmp_path):
+    """``layer=`` naming the input of token ids, or a layer between it and the Embedding,
+    is refused as the ids are without ``layer=`` (naming the Embedding to use): their
+    gradient is zero, so the gradient methods returned all-zero maps as an answer and
+    smoothgrad failed inside ``jax.random.normal`` (int32 noise)."""
+    _, m, x = text_models  # Embedding(mask_zero) -> LSTM, int32 ids
+    ids = m.layer_names[0]
+    for f, kw in ((jaxsal.saliency, {}), (jaxsal.integrated_gradients, {}),
+                  (jaxsal.smoothgrad, {"key": 0})):
+        with pytest.raises(TypeError, match=rf"layer={ids!r}.*layer='embedding'"):
+            f(m, x, 0, layer=ids, reduce=None, **kw)
+    inp = keras.Input((LEN,), name="ids")  # float-declared ids, reshaped before the lookup
+    h = layers.Reshape((LEN,), name="reshape")(inp)
+    h = layers.Embedding(VOCAB, 4, name="tok_emb")(h)
+    h = layers.GlobalAveragePooling1D()(h)
+    keras.Model(inp, layers.Dense(2)(h)).save(tmp_path / "float_ids.keras")
+    mf = load_keras(tmp_path / "float_ids.keras")
+    for name in ("ids", "reshape"):
+        with pytest.raises(TypeError, match=rf"layer={name!r}.*Embedding 'tok_emb'.*"
+                                            r"layer='tok_emb'"):
+            jaxsal.saliency(mf, x, 0, layer=name, reduce=None)
+    assert np.abs(jaxsal.saliency(mf, x, 0, layer="tok_emb")).sum() > 0
+
+
 def test_baseline_ids_outside_the_vocabulary_are_refused(text_models):
     """A baseline of token ids outside the Embedding's vocabulary is refused naming the
     baseline, as a fill is; it gave NaN maps, reported as "not finite"."""

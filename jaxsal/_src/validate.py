@@ -400,13 +400,22 @@ def _deep_readers(graph: Any, i: int, prefix: str = "") -> dict[str, str] | None
     their readers read it); ``None`` where that is not known (a plain function, a nested
     model given the input otherwise, e.g. as a mask). An input that is itself an output of
     ``graph`` is read as it is, by its ``InputLayer`` (not a reader without a gradient)."""
+    if getattr(graph, "_consumers", None) is None or i >= len(getattr(graph, "inputs", ())):
+        return None
+    return _readers_from(graph, (graph.inputs[i].layer, graph.inputs[i].node), prefix)
+
+
+def _readers_from(graph: Any, start: tuple[str, int],
+                  prefix: str = "") -> dict[str, str] | None:
+    """``{path: Keras class}`` of the layers that read the values of tensor ``start``
+    (``(layer, node)`` of ``graph``), as :func:`_deep_readers` finds them for an input;
+    ``None`` where that is not known."""
     consumers = getattr(graph, "_consumers", None)
     passes = getattr(graph, "passes_values", None)
-    if consumers is None or i >= len(getattr(graph, "inputs", ())):
+    if consumers is None:
         return None
     found: dict[str, str] = {}
     outputs = {(r.layer, r.node) for r in getattr(graph, "outputs", ())}
-    start = (graph.inputs[i].layer, graph.inputs[i].node)
     if start in outputs:  # (the model, or a nested model's caller, reads the values themselves)
         found[prefix + start[0]] = "InputLayer"
     # a nested model is looked into once per tensor that reaches it (the input itself and a
@@ -1523,12 +1532,60 @@ def layer_output(p: Prepared, layer: str) -> tuple[str, tuple, str | None]:
     return name, tuple(caps[name].shape), layer_format(p.model, name)
 
 
+def _ids_layer_readers(model: Any, name: str) -> list[str] | None:
+    """The ``Embedding`` layers through which alone layer ``name``'s values (of a
+    :class:`model_import.KerasModel`'s own graph) reach the model: where only embeddings (as
+    their ids) and comparisons (a recorded mask's ``not_equal``) read them, through layers
+    that only move values (a reshape, a slice), also inside nested models; their gradient
+    there is zero. ``None`` otherwise, or where not known (a plain function, a layer inside
+    a nested model)."""
+    graph = getattr(model, "graph", None)
+    if getattr(graph, "_consumers", None) is None:
+        return None
+    starts = [(r.layer, r.node) for r in getattr(graph, "inputs", ()) if r.layer == name]
+    starts += sorted(((c.layer, c.index) for c in getattr(graph, "calls", ())
+                      if c.layer == name), key=lambda k: k[1])[:1]  # (its first call: captured)
+    if not starts:
+        return None
+    classes = _readers_from(graph, starts[0]) or {}
+    embeddings = [n for n, c in classes.items() if c in ("Embedding", "ReversibleEmbedding")]
+    if not embeddings or any(c not in _NO_GRADIENT_READERS for c in classes.values()):
+        return None
+    return embeddings
+
+
+def _ids_layer_error(p: Prepared, layer: str, name: str, dtype: Any) -> TokenInputs | None:
+    """:class:`TokenInputs` for ``layer=`` naming a layer that holds token ids (or other
+    integer codes): its output is of an integer ``dtype``, or its values reach the model only
+    as an Embedding's ids (:func:`_ids_layer_readers`: an id input declared float, a reshape
+    of the ids). Their gradient is zero: every map would be 0. ``None`` for any other layer."""
+    embeddings = _ids_layer_readers(p.model, name)
+    integer = jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_)
+    if embeddings is None and not integer:
+        return None
+    n_inputs = len(getattr(getattr(p.model, "graph", None), "inputs", ()) or ()) or 1
+    index = next((i for i in range(n_inputs) if embeddings
+                  and set(embeddings) & set(_token_layers(p.model, i))),
+                 next((i for i in range(n_inputs) if _token_layers(p.model, i)), 0))
+    names = embeddings or _token_layers(p.model, index)
+    held = (f"is read only by Embedding {embeddings[0]!r}, as token ids" if embeddings else
+            f"holds integers ({dtype}: token ids or other codes)")
+    return TokenInputs(f"layer={layer!r}: this layer {held}, which have no gradient (every "
+                       f"map at it would be 0) and no fractions (the paths and noise some "
+                       f"methods scale them by). {_at_a_layer(names)}", names, index,
+                       f"layer {layer!r}")
+
+
 def prepare_layer(p: Prepared, layer: str, reduce: str | None) -> LayerTarget:
-    """Validate ``layer=`` of a gradient method: the layer exists, and a channel reduction
-    has a channel axis to reduce (the last one, or the first for a channels-first layer:
-    an embedding's ``(N, L, E)`` reduces over ``E``)."""
+    """Validate ``layer=`` of a gradient method: the layer exists, feeds the output other
+    than as token ids (:func:`_ids_layer_error`), and a channel reduction has a channel
+    axis to reduce (the last one, or the first for a channels-first layer: an embedding's
+    ``(N, L, E)`` reduces over ``E``)."""
     name, shape, fmt = layer_output(p, layer)
     check_feeds_output(p.model, name, p.spec)
+    ids = _ids_layer_error(p, layer, name, base.model_shapes(p.model, p.x, (name,))[1][name].dtype)
+    if ids is not None:
+        raise ids
     if reduce is not None and len(shape) < 3:  # (N, units): nothing to reduce over
         raise ValueError(f"layer {layer!r} has output shape {shape} (batch first) and no "
                          f"channel axis for reduce={reduce!r} to collapse; pass reduce=None "
