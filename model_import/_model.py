@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model_import._errors import forward_mode_error
-from model_import._graph import (Graph, LayerCallError, LayerSpec, _refs,
+from model_import._graph import (_EMBEDDINGS, Graph, LayerCallError, LayerSpec, _refs,
                                  pre_activation_refusal, probing_free_sizes)
 from model_import._layers.activations import activation_name
 from model_import._layers.registry import Runtime
@@ -875,7 +875,8 @@ class KerasModel:
         layer's output. A layer with a ``data_format`` (convolutions, pooling, a
         BatchNormalization over axis 1...) sets it; any other layer keeps the layout of its
         first input when it keeps that input's rank (activations, merges, normalization over
-        the last axis); a layer that changes the rank (Flatten, global pooling) or may
+        the last axis); an ``Embedding`` is channels-last (its vectors on a new last
+        axis); a layer that changes the rank (Flatten, global pooling) or may
         rearrange axes (Permute, Reshape, transposes) has none. An input takes the layout of
         the first layer declaring one that it reaches through layout-keeping layers
         (channels-last if none); a BatchNormalization's axis counts only on tensors with
@@ -914,6 +915,11 @@ class KerasModel:
                             src_fmt.index, fmt)
                 elif _rearranges(spec):
                     fmt = None
+                elif spec.class_name in _EMBEDDINGS:
+                    # Keras appends the embedding axis to the ids' shape: (N, L) ids give
+                    # (N, L, E), channels-last with a token axis (the layers after it that
+                    # keep its rank keep that: an RNN's sequences, attention, LayerNorm)
+                    fmt = "channels_last"
                 else:
                     r_in, r_out = (None, None) if src_path is None else (rank(src_path),
                                                                          rank(path))

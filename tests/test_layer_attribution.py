@@ -202,6 +202,36 @@ def test_token_inputs_need_a_layer(text_models):
         jaxsal.saliency(m, x, 0, layer="embed")
 
 
+def test_gradcam_at_the_embedding_rnn_and_attention_layers_of_a_token_model(text_models,
+                                                                          tmp_path):
+    """Keras fixes the layout of an Embedding's output, (N, L, E) with the token axis first
+    and its vectors last, and the layers after it that keep its rank keep it (an RNN's
+    sequences, attention, LayerNormalization): they are CAM layers of a token model,
+    as a Conv1D is. They were refused as having "no known layout" (blaming a Permute or a
+    Reshape), and spatial_layers listed none. Checked against Grad-CAM's definition on
+    ``jax.grad`` at the layer: ReLU(sum_k mean_l(dS/dA)_k A_k)."""
+    x = text_models[2]
+    inp = keras.Input((LEN,), dtype="int32")
+    e = layers.Embedding(VOCAB, 4, name="embedding")(inp)
+    h = layers.LSTM(4, return_sequences=True, name="lstm")(e)
+    h = layers.MultiHeadAttention(1, 2, name="mha")(h, h)
+    h = layers.LayerNormalization(name="ln")(h)
+    h = layers.GlobalAveragePooling1D()(h)
+    keras.Model(inp, layers.Dense(2, name="out")(h)).save(tmp_path / "seq.keras")
+    seq = load_keras(tmp_path / "seq.keras")
+    assert jaxsal.spatial_layers(seq) == ["embedding", "lstm", "mha", "ln"]
+    assert jaxsal.default_cam_layer(seq) == "ln"  # the last spatial layer: no convolution
+    for name in ("embedding", "ln"):
+        a = seq.apply(seq.params, x, capture=[name])[1][name]
+        g = jax.jit(jax.grad(lambda d, name=name: seq.apply(
+            seq.params, x, perturb={name: d})[:, 1].sum()))(jnp.zeros_like(a))
+        g, a = np.asarray(g), np.asarray(a)
+        want = np.maximum((g.mean(axis=1, keepdims=True) * a).sum(-1), 0)
+        got = np.asarray(jaxsal.gradcam(seq, x, 1, layer=name))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7 * np.abs(want).max(),
+                                   err_msg=name)
+
+
 def test_token_input_error_names_the_models_embedding(tmp_path):
     """The error for token ids names the layer that reads them: the example
     layer='embedding' was an unknown layer for an embedding of another name."""

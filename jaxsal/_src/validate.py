@@ -88,7 +88,7 @@ def _at_a_layer(names: list[str]) -> str:
             f"jaxsal.integrated_gradients(model, x, layer={layer!r}) (also saliency, "
             "gradient_x_input, gradient_shap, deeplift, deeplift_shap and lrp). The "
             "gradient CAMs (gradcam, ...), eigencam and ablationcam (at a layer with a token "
-            "axis, a Conv1D after the embedding), occlusion, shapley_values, "
+            "axis: the embedding, a Conv1D or an RNN's sequences), occlusion, shapley_values, "
             "shapley_value_sampling, kernel_shap, lime (with distance='interpretable') and "
             "rise (absent tokens become a fill id) take token ids as they are.")
 
