@@ -530,11 +530,15 @@ def grid(maps, *, images=None, inputs=None, row_titles: Sequence[str] | None = N
     if m.ndim == 2:
         m = m[None, None]
     if m.ndim != 4:
-        cf = m.ndim == 5 and m.shape[2] in (1, 3, 4) and m.shape[-1] not in (1, 3, 4)
+        # a last axis above 4 may be a width: the maps may be channels-first, which a plain
+        # reduce_channels(maps) would reduce over that width (its shape cannot tell)
+        cf = m.ndim == 5 and m.shape[-1] > 4
         raise ValueError(f"maps: expected (R, C, H, W) or (R, C, H, W, 1), got "
                          f"{np.shape(maps)}. Reduce channels first ("
                          + ("channels-first maps (N, T, C, H, W), as reduce=None gives for a "
-                            "channels-first model: jaxsal.reduce_channels(maps, axis=2)" if cf
+                            "channels-first model: jaxsal.reduce_channels(maps, axis=2); "
+                            "channels-last ones (N, T, H, W, C): jaxsal.reduce_channels(maps, "
+                            "axis=-1)" if cf
                             else "jaxsal.reduce_channels(maps) or a.max(-1)")
                          + ") and arrange the grid axes first.")
     if np.ndim(maps) == 4 and m.shape[-1] in (3, 4) and min(m.shape[1:3]) >= 4 * m.shape[-1]:

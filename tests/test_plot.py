@@ -10,6 +10,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
+import jaxsal
 from jaxsal import plot
 from jaxsal._src.architecture import layout_graph
 from model_import import load_keras
@@ -1055,6 +1056,22 @@ def test_shape_errors_name_channels_first_and_swapped_arguments():
         with pytest.raises(ValueError, match=r"image first and the map \(H, W\) second"):
             plot.overlay(gray, rs.rand(12, 12, 3))
     assert plot.count_panels(plot.overlay(rs.rand(12, 12, 3), rs.rand(12, 12))) == 1
+
+
+def test_grid_names_the_channel_axis_of_maps_that_may_be_channels_first():
+    """Maps (N, T, C, H, W) of a channels-first model of 2 channels (reduce=None) were told to
+    jaxsal.reduce_channels(maps) or a.max(-1), which reduce their width (the grid then drew
+    (2, 2, 2, 12) as 2x12 maps). A last axis above 4 may be a width: the error names axis=2
+    for channels-first maps and axis=-1 for channels-last ones."""
+    maps = np.random.RandomState(1).rand(2, 2, 2, 12, 10)
+    with pytest.raises(ValueError) as e:
+        plot.grid(maps)
+    assert "reduce_channels(maps, axis=2)" in str(e.value)
+    assert "reduce_channels(maps) or" not in str(e.value)
+    assert "(N, T, H, W, C): jaxsal.reduce_channels(maps, axis=-1)" in str(e.value)
+    reduced = jaxsal.reduce_channels(maps, axis=2)
+    np.testing.assert_allclose(reduced, np.abs(maps).max(2), rtol=1e-6)
+    assert plot.count_panels(plot.grid(reduced)) == 4
 
 
 def test_signed_maps_with_asymmetric_limits_keep_white_at_zero():

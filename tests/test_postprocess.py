@@ -308,9 +308,9 @@ def test_default_axes_refuse_maps_of_the_other_layout():
     np.testing.assert_allclose(jaxsal.normalize(cl, axis=[-2, -1]), (cl - lo) / (hi - lo),
                                rtol=1e-5, atol=1e-6)  # meant: passed, not refused
     cf = np.moveaxis(cl, -1, 1)  # (2, 3, 12, 12)
-    with pytest.raises(ValueError, match=r"look channels-first.*pass axis=1 .*axis=-1"):
+    with pytest.raises(ValueError, match=r"look channels-first.*: axis=1 \(.*axis=-1"):
         jaxsal.reduce_channels(cf)
-    with pytest.raises(ValueError, match=r"pass axis=2 "):
+    with pytest.raises(ValueError, match=r"with targets: axis=2 "):
         jaxsal.reduce_channels(cf[:, None], "sum")
     np.testing.assert_array_equal(jaxsal.reduce_channels(cf, axis=1), np.abs(cl).max(-1))
     np.testing.assert_array_equal(jaxsal.reduce_channels(cf, axis=-1), np.abs(cf).max(-1))
@@ -403,3 +403,27 @@ def test_the_float32_range_fix_keeps_maps_holding_an_inf():
     scaled = eval(fix, {"np": np, "maps": maps})  # noqa: S307
     got = np.asarray(jaxsal.reduce_channels(scaled, "sum"))
     np.testing.assert_allclose(got, [[1.5, np.inf]], rtol=1e-6)
+
+
+def test_reduce_channels_names_the_channel_axis_of_each_channels_first_layout():
+    """reduce_channels' default axis=-1 advised axis=len(shape)-3 for maps that look
+    channels-first: for a one-target volume (N, C=1, D=4, H, W) that is the depth (the result
+    (N, 1, H, W)); and it reduced the width of (N, T, C, D, H, W) maps without a word. The
+    error names the channel axis of each channels-first layout of the rank, with its result;
+    channels-last volume maps (N, T, D, H, W, C) still pass."""
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(2, 1, 4, 8, 8)).astype(np.float32)  # (N, C, D, H, W)
+    with pytest.raises(ValueError, match=r"look channels-first.*\(N, C, D, H, W\) of volumes, "
+                                         r"one target: axis=1 \(the result \(2, 4, 8, 8\)\)"):
+        jaxsal.reduce_channels(v)
+    np.testing.assert_array_equal(jaxsal.reduce_channels(v, axis=1), np.abs(v).max(1))
+    with pytest.raises(ValueError, match=r"\(N, T, C, L\) of signals with targets: axis=2 "):
+        jaxsal.reduce_channels(v[:, 0, :3])  # rank 4: (N, C, H, W) or (N, T, C, L)
+    v6 = rng.normal(size=(2, 2, 1, 6, 8, 8)).astype(np.float32)  # (N, T, C, D, H, W)
+    with pytest.raises(ValueError, match=r"look channels-first.*\(N, T, C, D, H, W\) of "
+                                         r"volumes with targets: axis=2 \(the result "
+                                         r"\(2, 2, 6, 8, 8\)\).*axis=-1"):
+        jaxsal.reduce_channels(v6)
+    for shape in ((2, 2, 6, 8, 8, 1), (2, 2, 3, 8, 8, 3), (1, 1, 8, 4, 4, 16)):
+        a = rng.normal(size=shape).astype(np.float32)  # channels-last (N, T, D, H, W, C)
+        np.testing.assert_array_equal(jaxsal.reduce_channels(a), np.abs(a).max(-1))

@@ -147,21 +147,37 @@ def _reduce_inputs(g, mode: str | None, axes):
 
 
 def _check_channel_layout(shape: tuple) -> None:
-    """Refuse channels-first maps ``(N, C, H, W)`` (``(N, T, C, H, W)``) given to
-    :func:`reduce_channels` with its default ``axis=-1``: a channel axis of 1, 3 or 4 before
-    two spatial axes of more than 4. Reduced over ``W``, such maps came back ``(N, C, H)``,
-    which :func:`jaxsal.plot.grid` draws as ``N`` maps ``C x H``. Channels-last activations
-    ``(N, 4, 4, 512)`` pass (their width is at most 4)."""
-    if len(shape) not in (4, 5) or shape[-3] not in (1, 3, 4) or min(shape[-2:]) <= 4:
+    """Refuse maps that look channels-first given to :func:`reduce_channels` with its default
+    ``axis=-1``: a channel axis of 1, 3 or 4 before two spatial axes of more than 4, at axis
+    ``-3`` of maps of rank 4 or 5 (``(N, C, H, W)``, ``(N, T, C, H, W)``) or at axis ``-4``
+    of maps of rank 6 (``(N, T, C, D, H, W)``). Reduced over ``W``, such maps came back
+    ``(N, C, H)``, which :func:`jaxsal.plot.grid` draws as ``N`` maps ``C x H``.
+    Channels-last activations ``(N, 4, 4, 512)`` pass (their width is at most 4).
+
+    A shape does not tell its layout: ``(N, T, C, L)`` (signals, targets) reads as
+    ``(N, C, H, W)``, ``(N, C, D, H, W)`` (a volume, one target) as ``(N, T, C, H, W)``. The
+    error names the channel axis of every channels-first layout of the maps' rank, each with
+    its result, rather than one that may be wrong; maps it does not catch (a volume's
+    ``(N, C, D, H, W)`` of ``D`` above 4, signals ``(N, T, C, L)`` of ``C`` above 4, ``C``
+    of 2) are reduced over their last axis as asked."""
+    ndim = len(shape)
+    c = ndim - 4 if ndim == 6 else ndim - 3
+    if ndim not in (4, 5, 6) or shape[c] not in (1, 3, 4) or min(shape[-2:]) <= 4:
         return
-    cf = len(shape) - 3
+    readings = {4: (("(N, C, H, W) of images, one target", 1),
+                    ("(N, T, C, L) of signals with targets", 2)),
+                5: (("(N, T, C, H, W) of images with targets", 2),
+                    ("(N, C, D, H, W) of volumes, one target", 1)),
+                6: (("(N, T, C, D, H, W) of volumes with targets", 2),)}[ndim]
+    fixes = "; ".join(f"maps {layout}: axis={a} (the result "
+                      f"{tuple(shape[:a]) + tuple(shape[a + 1:])})" for layout, a in readings)
     raise ValueError(
-        f"reduce_channels: maps of shape {tuple(shape)} look channels-first "
-        f"(..., C={shape[-3]}, H={shape[-2]}, W={shape[-1]}), while the default axis=-1 "
-        f"reduces the last axis, their width (the result {tuple(shape[:-1])}). Expected the "
-        f"channel axis last; for channels-first maps pass axis={cf} (the result "
-        f"{tuple(shape[:cf]) + tuple(shape[cf + 1:])}); for maps whose last axis is meant as "
-        "the channels, pass axis=-1")
+        f"reduce_channels: maps of shape {tuple(shape)} look channels-first (a channel axis "
+        f"of {shape[c]} at axis {c}), while the default axis=-1 reduces the last axis, their "
+        f"width (the result {tuple(shape[:-1])}). Expected the channel axis last; the shape "
+        f"does not tell the layout, so pass the channel axis of yours: for channels-first "
+        f"{fixes}; or reduce in the method call (its reduce=, which knows the model's "
+        "layout); for maps whose last axis is meant as the channels, pass axis=-1")
 
 
 @_each_input
@@ -174,9 +190,15 @@ def reduce_channels(maps: ArrayLike, mode: str | None = "max_abs",
       mode: ``"max_abs"`` (max of absolute values: keras-vis / tf-keras-vis saliency),
         ``"abs_sum"``, ``"sum"``/``"signed"``, ``"max"`` (signed max), ``"mean"``, ``"l2"``,
         or ``None`` (unchanged).
-      axis: the channel axis. The default, the last, refuses maps that look channels-first
-        (``(N, C, H, W)`` or ``(N, T, C, H, W)`` of ``C`` in 1, 3, 4 and ``H``, ``W`` above
-        4: pass ``axis=1`` or ``axis=2`` for those); ``axis=-1`` passed skips that check.
+      axis: the channel axis. The default, the last, refuses some maps that look
+        channels-first (``(N, C, H, W)``, ``(N, T, C, H, W)`` or ``(N, T, C, D, H, W)`` of
+        ``C`` in 1, 3, 4 and ``H``, ``W`` above 4); ``axis=-1`` passed skips that check.
+        A shape does not tell channels-first maps from channels-last ones (``(N, T, C, L)``
+        signals and ``(N, H, W, C)`` images are both rank 4), so others are reduced over
+        their last axis unchecked: for channels-first maps pass their channel axis,
+        ``axis=1`` without targets (``(N, C, L)``, ``(N, C, H, W)``, ``(N, C, D, H, W)``)
+        and ``axis=2`` with them (``(N, T, C, ...)``), or reduce in the method call
+        (``reduce=``, the default), which knows the model's layout.
     Returns:
       ``maps`` without ``axis``.
     """
