@@ -427,3 +427,23 @@ def test_reduce_channels_names_the_channel_axis_of_each_channels_first_layout():
     for shape in ((2, 2, 6, 8, 8, 1), (2, 2, 3, 8, 8, 3), (1, 1, 8, 4, 4, 16)):
         a = rng.normal(size=shape).astype(np.float32)  # channels-last (N, T, D, H, W, C)
         np.testing.assert_array_equal(jaxsal.reduce_channels(a), np.abs(a).max(-1))
+
+
+def test_normalize_axes_documented_for_signal_and_volume_maps():
+    """The README's advice: the default axis=(-2, -1) takes one 2-D map, so it scales a batch
+    of signal maps (N, L) as one map and a volume map (N, D, H, W) slice by slice (not
+    refused: those are the shapes of 2-D maps); axis=-1 and axis=(-3, -2, -1) scale each
+    signal and each volume on its own (NumPy's min and max)."""
+    rng = np.random.default_rng(5)
+    sig = rng.uniform(size=(3, 20)).astype(np.float32) * np.float32([[100], [1], [1]])
+    assert np.asarray(jaxsal.normalize(sig)).max(axis=1)[1:].max() < 0.1  # one range: batch
+    lo, hi = sig.min(-1, keepdims=True), sig.max(-1, keepdims=True)
+    np.testing.assert_allclose(jaxsal.normalize(sig, axis=-1), (sig - lo) / (hi - lo),
+                               rtol=1e-5, atol=1e-6)
+    vol = rng.uniform(size=(2, 3, 6, 7)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(jaxsal.normalize(vol)).max(axis=(2, 3)), 1, rtol=1e-5)
+    lo, hi = vol.min((1, 2, 3), keepdims=True), vol.max((1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(jaxsal.normalize(vol, axis=(-3, -2, -1)), (vol - lo) / (hi - lo),
+                               rtol=1e-5, atol=1e-6)
+    c = np.asarray(jaxsal.clip_percentile(sig, 0, 90, axis=-1))
+    np.testing.assert_allclose(c.max(-1), np.percentile(sig, 90, axis=-1), rtol=1e-5)

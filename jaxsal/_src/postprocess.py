@@ -6,7 +6,8 @@ last two axes spatial) unless an ``axis`` says otherwise.
 - :func:`reduce_channels`: ``(..., C) -> (...)``: ``"max_abs"`` (keras-vis / tf-keras-vis),
   ``"abs_sum"``, ``"sum"`` (signed), ``"max"``, ``"mean"``, ``"l2"``.
 - :func:`normalize`: ``(a - min) / (max - min + eps)`` (tf-keras-vis, eps 1e-7) over ``axis``:
-  per map by default, or shared across a set of maps (include the class axis) so that maps
+  per 2-D map ``(H, W)`` by default (signal maps need ``axis=-1``, volume maps
+  ``axis=(-3, -2, -1)``), or shared across a set of maps (include the class axis) so that maps
   stay comparable.
 - :func:`clip_percentile`: clip each map to its ``[lower, upper]`` percentiles.
 - :func:`resize`: bilinear with ``align_corners=True`` (what tf-keras-vis's
@@ -407,9 +408,12 @@ def clip_percentile(maps: ArrayLike, lower: float = 0.0, upper: float = 99.0,
     ``[lower, upper]`` percentiles (0-100).
 
     A common step before display: a few extreme pixels would otherwise squash the colour
-    range (PAIR saliency clips at the 99th percentile). The default ``axis`` refuses maps
-    that look channels-last, as :func:`normalize`'s does (pass ``axis=(1, 2, 3)``, or
-    ``axis=(-2, -1)`` to skip that check).
+    range (PAIR saliency clips at the 99th percentile). The default ``axis``, ``(-2, -1)``,
+    takes one 2-D map: for maps of 1-D signals ``(N, L)`` or ``(N, T, L)`` pass ``axis=-1``
+    (the default would take one percentile over the batch of ``(N, L)``), for volumes
+    ``(N, D, H, W)`` ``axis=(-3, -2, -1)`` (the default clips each depth slice on its own).
+    It refuses maps that look channels-last, as :func:`normalize`'s does (pass
+    ``axis=(1, 2, 3)``, or ``axis=(-2, -1)`` to skip that check).
     """
     lower, upper = (reals.check_real(v, name, low=0, high=100, where="clip_percentile",
                                      kind="a finite number: a percentile")
