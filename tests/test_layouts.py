@@ -386,3 +386,31 @@ def test_xrai_channels_first_equals_channels_last(twins):
             for m, x in ((m_cl, x_cl), (m_cf, x_cf)))
     assert a.shape == b.shape == (2, 2, 12, 8) and len(np.unique(a[0, 0])) > 3
     np.testing.assert_allclose(b, a, **TOL)
+
+
+def test_a_raw_waveform_model_is_told_how_to_give_x_a_channel_axis(tmp_path):
+    """A model of raw waveforms, Input((L,)) -> Reshape((L, 1)) -> Conv1D, was refused by the
+    CAMs with "token ids (N, L) with a CAM method" and no fix (x[..., None] then fails the
+    model's shape). The error gives the wrapper, which works: its Grad-CAM equals
+    relu(sum_k w_k A_k), w_k the mean of d score / d A_k, from Keras' own activations."""
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((16,))
+    h = layers.Conv1D(3, 3, padding="same", name="c")(layers.Reshape((16, 1))(inp))
+    k = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling1D()(h)))
+    m = _load(k, tmp_path, "raw")
+    x = np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32)
+    with pytest.raises(ValueError) as e:
+        jaxsal.gradcam(m, x, targets=1)
+    msg = str(e.value)
+    assert "token ids" not in msg
+    fix = ("inp = keras.Input((16, 1)); "
+           "keras.Model(inp, model(keras.layers.Reshape((16,))(inp)))")
+    assert fix in msg and "x[..., None]" in msg
+    scope = {"keras": keras, "model": k}
+    exec(fix.replace("keras.Model(", "wrapped = keras.Model("), scope)  # noqa: S102
+    w = _load(scope["wrapped"], tmp_path, "wrapped")
+    cam = np.asarray(jaxsal.gradcam(w, x[..., None], targets=1))
+    acts = keras.Model(k.input, k.get_layer("c").output).predict(x, verbose=0)  # (2, 16, 3)
+    weights = k.layers[-1].get_weights()[0][:, 1] / 16  # d score / d A_k, the same everywhere
+    want = np.maximum(acts @ weights, 0)
+    np.testing.assert_allclose(cam, want, rtol=1e-4, atol=1e-6)

@@ -571,10 +571,12 @@ def _check_array(model: Any, x: Any, shape: Any, ids_dtype: str | None, *, check
                         "preprocess it first, e.g. x.astype(np.float32) / 255.")
     hint = _shape_hint(tuple(x.shape), shape, model, what)
     if spatial and cam_rank(x) not in (3, 4, 5):
+        ids = jnp.issubdtype(x.dtype, jnp.integer)
         raise ValueError(f"expected {what} with 1 to 3 axes besides the batch and channel axes "
-                         f"(signals (N, L, C), images (N, H, W, C), volumes (N, D, H, W, C); "
-                         f"token ids (N, L) with a CAM method), got shape "
-                         f"{tuple(x.shape)}.{hint}")
+                         f"(signals (N, L, C), images (N, H, W, C), volumes (N, D, H, W, C)"
+                         + ("; token ids (N, L) with a CAM method" if ids else "")
+                         + f"), got shape {tuple(x.shape)}.{hint}"
+                         + _raw_signal_hint(model, tuple(x.shape), shape, ids))
     if isinstance(shape, tuple) and all(isinstance(d, (int, type(None))) for d in shape):
         ok = x.ndim == len(shape) + 1 and _fits(x.shape[1:], shape)
         if not ok:
@@ -695,6 +697,27 @@ def _shape_hint(got: tuple, shape: Any, model: Any, what: str = "x") -> str:
         return (f" {what} lacks the channel axis ({c} channel{'s' if c != 1 else ''})"
                 + (f": add it with {fix}." if c == 1 else "."))
     return ""
+
+
+def _raw_signal_hint(model: Any, got: tuple, shape: Any, ids: bool) -> str:
+    """How to give a CAM method a raw waveform ``(N, L)`` (float) of a model that adds the
+    channel axis itself (``Input((L,))``, then ``Reshape((L, 1))`` and ``Conv1D``): a
+    wrapper model whose input has the channel axis, as for gray images
+    (:data:`NO_CHANNEL_AXIS`). Empty for other inputs and models (several inputs, integer
+    ids, a model with no signal layer ``(l, K)``)."""
+    whole = getattr(model, "input_shape", None)
+    if (ids or len(got) != 2 or not isinstance(shape, tuple) or len(shape) != 1
+            or whole != shape or not _fits(got[1:], shape)):
+        return ""
+    if not any(isinstance(info.output_shape, tuple) and len(info.output_shape) == 2
+               and all(isinstance(d, (int, type(None))) for d in info.output_shape)
+               for info in getattr(model, "layers", ())):
+        return ""
+    n = got[1]
+    return (f" This model reads a signal of {n} steps without a channel axis, (N, L), and "
+            f"adds one itself: give it the channel axis, inp = keras.Input(({n}, 1)); "
+            f"keras.Model(inp, model(keras.layers.Reshape(({n},))(inp))), save it and load "
+            "that, with x[..., None] (its layers are then named 'inner_model_name/layer').")
 
 
 def check_whole(value: Any, a: Any, name: str, what: str = "x") -> None:
