@@ -73,6 +73,9 @@ per_shard = {
     "smoothgrad_passes": lambda a, off: jaxsal.smoothgrad(m, a, 2, key=k, n=4, index_offset=off,
                                                           memory_budget=1 << 20),
     "deeplift_passes": lambda a, off: jaxsal.deeplift(m, a, [1, 2], memory_budget=1 << 20),
+    # (a while_loop's flag that started as plain False: refused, "bool[] ... bool[]{V:data}")
+    "guided_integrated_gradients": lambda a, off: jaxsal.guided_integrated_gradients(
+        m, a, 1, steps=2),
 }
 # the one-device maps under a budget are those without one (test_memory_budget): the
 # program already compiled for the case named here is the reference
@@ -394,15 +397,16 @@ def _ok(results, name):
 @pytest.mark.parametrize("name", [
     "saliency", "saliency_chunked", "guided_backprop", "gradcam", "layercam", "occlusion",
     "fullgrad", "neuron_conductance", "integrated_gradients_loop", "smoothgrad", "rise",
-    "smoothgrad_passes", "deeplift_passes"])
+    "smoothgrad_passes", "deeplift_passes", "guided_integrated_gradients"])
 def test_shard_map_gives_the_maps_of_one_device(results, name):
     """Under ``jax.shard_map`` (its default ``check_vma=True``) each device explains its own
     rows. The gradient methods were refused (a one-hot cotangent without the scores' mesh
     axes: "expected float32[2,3]{V:data}"), occlusion's and the sampled methods' loops too (a
-    carry of zeros that vary over no axis; classes in chunks, ``chunk_size=1``, too), and Grad-CAM, LayerCAM and FullGrad gave maps 4
-    times too large, silently: a perturbation built as plain zeros had its gradient summed
-    over the devices. ``index_offset`` from ``jax.lax.axis_index`` keys the random methods'
-    draws by the global index, so their rows equal one call too."""
+    carry of zeros that vary over no axis; classes in chunks, ``chunk_size=1``, too), as was Guided
+    IG's path loop (its flag and starting point; its one-hot cotangent), and Grad-CAM, LayerCAM and
+    FullGrad gave maps 4 times too large, silently: a perturbation built as plain zeros had its
+    gradient summed over the devices. ``index_offset`` from ``jax.lax.axis_index`` keys the random
+    methods' draws by the global index, so their rows equal one call too."""
     r = _ok(results, "shard_map/" + name)
     assert r["rel"] < 1e-5, f"{name}: {r['rel']:.2e} of the one-device maps' largest value"
 

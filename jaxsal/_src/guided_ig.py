@@ -115,7 +115,9 @@ def path_step(z: Array, g: Array, x: Array, x0: Array, l1_total: Array, step: Ar
         # bound for good, so the loop ends
         return z_new, ~((left > tol) & (gamma > 1.0) & (l1_sel > 0))
 
-    z, _ = jax.lax.while_loop(cond, body, (z, jnp.zeros((), bool)))
+    # (the flag varies over the mesh axes z varies over under jax.shard_map, as the body's
+    # does: a plain False was refused there as a carry of another type)
+    z, _ = jax.lax.while_loop(cond, body, (z, base.zeros_varying_as(z, (), bool)))
     return z
 
 
@@ -130,7 +132,8 @@ def row_gradients(model: Any, params: Any, z: Array, spec: TargetSpec, info: Out
         return score_matrix(spec, info, y, captured, ids)
 
     s, pullback = jax.vjp(scores, z)
-    ct = jax.nn.one_hot(rows_t, spec.num, dtype=s.dtype)
+    # (varying as the scores under jax.shard_map, which the pullback expects)
+    ct = jax.nn.one_hot(rows_t, spec.num, dtype=s.dtype) + jnp.zeros_like(s)
     backward = lambda c: pullback(c)[0]  # noqa: E731
     dtype = backward_dtype()
     if dtype is not None:
@@ -151,7 +154,10 @@ def raw_guided_integrated(model: Any, spec: TargetSpec, info: OutputInfo, steps:
         n, tc = x.shape[0], ts.shape[0]
         feat = int(np.prod(x.shape[1:]))
         k = quantile_index(feat, fraction)
-        x0 = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
+        # (varying as x under jax.shard_map: the path starts there, and a loop's carry keeps
+        # its type; a baseline given as a number or one input's shape did not vary)
+        x0 = jnp.broadcast_to(baseline, x.shape).astype(x.dtype) + base.zeros_varying_as(
+            x, (), x.dtype)
         # rows ordered (input, target), input-major (base.repeat_rows): a batch sharded
         # over its inputs stays sharded, each device's paths those of its own inputs
         xr = jnp.repeat(x.reshape(n, feat), tc, axis=0)
