@@ -89,6 +89,28 @@ for name, f in per_shard.items():
         return {"rel": rel(got, want)}
     attempt("shard_map/" + name, run)
 
+# XRAI's region selection under jax.shard_map, maps and segments both split over the devices
+# (its loops' carries started as plain arrays: refused, "bool[784] ... bool[784]{V:data}"):
+# 4 quadrants and 4 columns of 28x7 pixels, per input
+cells = np.arange(28)
+segs = np.stack([(cells[:, None] // 14 == i) & (cells[None, :] // 14 == j)
+                 for i in range(2) for j in range(2)] +
+                [np.broadcast_to(cells[None, :] // 7 == j, (28, 28)) for j in range(4)])
+segs = np.broadcast_to(segs, (8,) + segs.shape)
+with_segments = {
+    "xrai_segments": lambda a, s: jaxsal.xrai(m, a, 1, steps=2, segments=s),
+    "xrai_regions": lambda a, s: jaxsal.xrai_regions(jnp.abs(a[..., 0] - 0.5), s),
+    "xrai_regions_fast": lambda a, s: jaxsal.xrai_regions(jnp.abs(a[..., 0] - 0.5), s,
+                                                          algorithm="fast"),
+}
+for name, f in with_segments.items():
+    def run(f=f):
+        got = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P("data"), P("data")),
+                                    out_specs=P("data")))(jax.device_put(x, rows),
+                                                          jax.device_put(segs, rows))
+        return {"rel": rel(got, f(x, segs))}
+    attempt("shard_map/" + name, run)
+
 # the devices split_batch sees: none inside jax.shard_map (its Manual axis: one device's
 # rows), the mesh's 4 for the batch sharded under one program
 def mesh_seen():
@@ -397,16 +419,18 @@ def _ok(results, name):
 @pytest.mark.parametrize("name", [
     "saliency", "saliency_chunked", "guided_backprop", "gradcam", "layercam", "occlusion",
     "fullgrad", "neuron_conductance", "integrated_gradients_loop", "smoothgrad", "rise",
-    "smoothgrad_passes", "deeplift_passes", "guided_integrated_gradients"])
+    "smoothgrad_passes", "deeplift_passes", "guided_integrated_gradients", "xrai_segments",
+    "xrai_regions", "xrai_regions_fast"])
 def test_shard_map_gives_the_maps_of_one_device(results, name):
     """Under ``jax.shard_map`` (its default ``check_vma=True``) each device explains its own
     rows. The gradient methods were refused (a one-hot cotangent without the scores' mesh
     axes: "expected float32[2,3]{V:data}"), occlusion's and the sampled methods' loops too (a
-    carry of zeros that vary over no axis; classes in chunks, ``chunk_size=1``, too), as was Guided
-    IG's path loop (its flag and starting point; its one-hot cotangent), and Grad-CAM, LayerCAM and
-    FullGrad gave maps 4 times too large, silently: a perturbation built as plain zeros had its
-    gradient summed over the devices. ``index_offset`` from ``jax.lax.axis_index`` keys the random
-    methods' draws by the global index, so their rows equal one call too."""
+    carry of zeros that vary over no axis; classes in chunks, ``chunk_size=1``, too), as were Guided
+    IG's path loop (its flag and starting point; its one-hot cotangent) and XRAI's region selection
+    (``xrai`` with ``segments=``, ``xrai_regions``, both algorithms: its masks and gains), and Grad-
+    CAM, LayerCAM and FullGrad gave maps 4 times too large, silently: a perturbation built as plain
+    zeros had its gradient summed over the devices. ``index_offset`` from ``jax.lax.axis_index``
+    keys the random methods' draws by the global index, so their rows equal one call too."""
     r = _ok(results, "shard_map/" + name)
     assert r["rel"] < 1e-5, f"{name}: {r['rel']:.2e} of the one-device maps' largest value"
 

@@ -221,6 +221,13 @@ def _partition(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ids, members, sizes
 
 
+def _zero_as(*refs: Array) -> Array:
+    """A float32 zero ``()`` that varies over every mesh axis one of ``refs`` varies over
+    under ``jax.shard_map`` (elsewhere a plain zero): what a loop's initial carry is built
+    from, since its body's values (of ``refs``) vary over those axes."""
+    return sum(base.zeros_varying_as(r, (), jnp.float32) for r in refs)
+
+
 def _full(sums: Array, members: Array, sizes: Array, min_new: int, limit: int) -> Array:
     """Greedy XRAI over one map's atoms: ``sums`` ``(A,)`` their attributions' sums,
     ``members`` ``(M, A)`` the regions, ``sizes`` ``(A,)`` their pixel counts; selection goes
@@ -249,9 +256,12 @@ def _full(sums: Array, members: Array, sizes: Array, min_new: int, limit: int) -
         out = jnp.where(added, gain[best], out)
         return current | added, out, alive.at[best].set(False)
 
-    a = sums.shape[0]
-    init = (jnp.zeros(a, bool), jnp.full(a, -jnp.inf, jnp.float32),
-            jnp.ones(members.shape[0], bool))
+    # (varying over the mesh axes the sums and regions vary over under jax.shard_map, as the
+    # body's: plain arrays were refused there as a carry of another type)
+    a, like = sums.shape[0], _zero_as(sums, members, sizes)
+    init = (base.zeros_varying_as(like, (a,), bool),
+            jnp.full(a, -jnp.inf, jnp.float32) + base.zeros_varying_as(like, (), jnp.float32),
+            ~base.zeros_varying_as(like, (members.shape[0],), bool))
     return jax.lax.while_loop(cond, body, init)[1]
 
 
@@ -273,8 +283,10 @@ def _fast(sums: Array, members: Array, sizes: Array, min_new: int) -> Array:
         out = jnp.where(added & take, gain, out)
         return jnp.where(take, current | region, current), out
 
-    a = sums.shape[0]
-    init = (jnp.zeros(a, bool), jnp.full(a, -jnp.inf, jnp.float32))
+    # (varying as the sums and regions under jax.shard_map: see _full)
+    a, like = sums.shape[0], _zero_as(sums, members, sizes)
+    init = (base.zeros_varying_as(like, (a,), bool),
+            jnp.full(a, -jnp.inf, jnp.float32) + base.zeros_varying_as(like, (), jnp.float32))
     return jax.lax.fori_loop(0, members.shape[0], step, init)[1]
 
 
