@@ -76,6 +76,10 @@ per_shard = {
     # (a while_loop's flag that started as plain False: refused, "bool[] ... bool[]{V:data}")
     "guided_integrated_gradients": lambda a, off: jaxsal.guided_integrated_gradients(
         m, a, 1, steps=2),
+    # (the bounds built as plain arrays: "unexpected JAX type ... float32[2,10]{V:data}")
+    "lrp_zbox": lambda a, off: jaxsal.lrp(m, a, 1, rule=jaxsal.lrp_zbox(0.0, 1.0)),
+    "lrp_composite_zbox": lambda a, off: jaxsal.lrp(
+        m, a, 1, rule=jaxsal.lrp_composite(first=jaxsal.lrp_zbox(-1.0, 2.0))),
 }
 # the one-device maps under a budget are those without one (test_memory_budget): the
 # program already compiled for the case named here is the reference
@@ -420,17 +424,18 @@ def _ok(results, name):
     "saliency", "saliency_chunked", "guided_backprop", "gradcam", "layercam", "occlusion",
     "fullgrad", "neuron_conductance", "integrated_gradients_loop", "smoothgrad", "rise",
     "smoothgrad_passes", "deeplift_passes", "guided_integrated_gradients", "xrai_segments",
-    "xrai_regions", "xrai_regions_fast"])
+    "xrai_regions", "xrai_regions_fast", "lrp_zbox", "lrp_composite_zbox"])
 def test_shard_map_gives_the_maps_of_one_device(results, name):
     """Under ``jax.shard_map`` (its default ``check_vma=True``) each device explains its own
     rows. The gradient methods were refused (a one-hot cotangent without the scores' mesh
     axes: "expected float32[2,3]{V:data}"), occlusion's and the sampled methods' loops too (a
     carry of zeros that vary over no axis; classes in chunks, ``chunk_size=1``, too), as were Guided
-    IG's path loop (its flag and starting point; its one-hot cotangent) and XRAI's region selection
-    (``xrai`` with ``segments=``, ``xrai_regions``, both algorithms: its masks and gains), and Grad-
-    CAM, LayerCAM and FullGrad gave maps 4 times too large, silently: a perturbation built as plain
-    zeros had its gradient summed over the devices. ``index_offset`` from ``jax.lax.axis_index``
-    keys the random methods' draws by the global index, so their rows equal one call too."""
+    IG's path loop (its flag and starting point; its one-hot cotangent), XRAI's region selection
+    (``xrai`` with ``segments=``, ``xrai_regions``, both algorithms: its masks and gains) and
+    ``lrp_zbox`` (its bounds, also as ``lrp_composite``'s first rule), and Grad-CAM, LayerCAM and
+    FullGrad gave maps 4 times too large, silently: a perturbation built as plain zeros had its
+    gradient summed over the devices. ``index_offset`` from ``jax.lax.axis_index`` keys the random
+    methods' draws by the global index, so their rows equal one call too."""
     r = _ok(results, "shard_map/" + name)
     assert r["rel"] < 1e-5, f"{name}: {r['rel']:.2e} of the one-device maps' largest value"
 

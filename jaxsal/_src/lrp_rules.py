@@ -238,7 +238,9 @@ class ZBox(LRPRule):
                     except ValueError as e:
                         raise ValueError(f"lrp_zbox: {e}") from None
                 try:
-                    return jnp.broadcast_to(jnp.asarray(b, a.dtype), a.shape)
+                    # (plus zeros of a: varying over the mesh axes a varies over under
+                    # jax.shard_map, as the rule's VJP expects of its output)
+                    return jnp.broadcast_to(jnp.asarray(b, a.dtype), a.shape) + jnp.zeros_like(a)
                 except ValueError:
                     raise ValueError(
                         f"lrp_zbox: expected low and high broadcastable to the layer's input "
