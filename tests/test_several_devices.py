@@ -141,25 +141,30 @@ global_view = {
     "scorecam": lambda a: jaxsal.scorecam(m, a, [1, 2], top_k=4),
     "shapley_value_sampling": lambda a: jaxsal.shapley_value_sampling(m, a, 1, key=k, n=2,
                                                                      patch=7),
+    # (its baselines' copies were stacked copy-major: the maps came back replicated)
+    "xrai": lambda a: jaxsal.xrai(m, a, 1, steps=2, segments=segs),
 }
 for name, f in global_view.items():
     def run(f=f):
         got = f(jax.device_put(x, rows))
-        return {"rel": rel(got, f(x)), "devices": len(got.sharding.device_set)}
+        return {"rel": rel(got, f(x)), "devices": len(got.sharding.device_set),
+                "spec": list(got.sharding.spec)}
     attempt("sharded/" + name, run)
 
 # the caller's own jit with in/out shardings; maximize with its seed images sharded
 def user_jit():
     f = lambda a: jaxsal.smoothgrad(m, a, 2, key=k, n=4)
     got = jax.jit(f, in_shardings=rows, out_shardings=rows)(x)
-    return {"rel": rel(got, f(x)), "devices": len(got.sharding.device_set)}
+    return {"rel": rel(got, f(x)), "devices": len(got.sharding.device_set),
+            "spec": list(got.sharding.spec)}
 attempt("sharded/user_jit_smoothgrad", user_jit)
 
 def maximize():
     seeds = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1))
     f = lambda s: jaxsal.maximize(m, list(range(8)), steps=5, key=0, seed_images=s).images
     got = f(jax.device_put(seeds, rows))
-    return {"rel": rel(got, f(seeds)), "devices": len(got.sharding.device_set)}
+    return {"rel": rel(got, f(seeds)), "devices": len(got.sharding.device_set),
+            "spec": list(got.sharding.spec)}
 attempt("sharded/maximize", maximize)
 
 # the work each device does: XLA's count of the floating-point operations of one device's
@@ -450,7 +455,7 @@ def test_split_batch_sees_the_mesh_but_not_shard_maps_axes(results):
 
 @pytest.mark.parametrize("name", [
     "saliency", "gradcam", "scorecam", "shapley_value_sampling", "user_jit_smoothgrad",
-    "maximize"])
+    "maximize", "xrai"])
 def test_inputs_sharded_over_the_batch_give_the_maps_of_one_device(results, name):
     """A method called as usual on inputs sharded over the batch (the caller's jit with
     in/out shardings too) gives one device's maps, on the 4 devices. The methods with a
@@ -459,6 +464,9 @@ def test_inputs_sharded_over_the_batch_give_the_maps_of_one_device(results, name
     r = _ok(results, "sharded/" + name)
     assert r["rel"] < 1e-5, f"{name}: {r['rel']:.2e}"
     assert r["devices"] == 4  # the maps stay on the mesh
+    # sharded over the batch as the inputs, not replicated (XRAI's were: every device then
+    # selected the regions of the whole batch)
+    assert r["spec"][:1] == ["data"], f"{name}: maps sharded {r['spec']}"
 
 
 def test_explain_to_file_places_each_chunk_with_the_sharding_given(results):

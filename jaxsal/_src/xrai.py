@@ -528,15 +528,17 @@ def _baselines(baselines: Sequence[Any] | None, x: Array, channels_first: bool) 
 
 
 def _stacked(targets: Any, k: int) -> Any:
-    """``targets`` for ``k`` copies of the inputs stacked: per-input ids ``(N, T)`` repeated,
-    anything else (one id, ids for every input, score functions, ``None``) as it is."""
+    """``targets`` for ``k`` copies of the inputs stacked input-major (each input's copies in
+    a row, :func:`jaxsal._src.base.repeat_rows`): per-input ids ``(N, T)`` each repeated
+    ``k`` times, anything else (one id, ids for every input, score functions, ``None``) as
+    it is."""
     if targets is None or callable(targets) or isinstance(targets, (int, np.integer)) or (
             isinstance(targets, (list, tuple)) and any(callable(t) for t in targets)):
         return targets
     xp = jnp if any(isinstance(t, jax.core.Tracer)  # ids traced under the caller's jit
                     for t in jax.tree_util.tree_leaves(targets)) else np
     ids = xp.asarray(targets)
-    return xp.tile(ids, (k, 1)) if ids.ndim == 2 else targets
+    return xp.repeat(ids, k, axis=0) if ids.ndim == 2 else targets
 
 
 def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
@@ -593,12 +595,16 @@ def xrai(model: ModelLike, x: ArrayLike, targets: Targets = None, *,
         segments = xrai_segments(np.moveaxis(np.asarray(xs), 1, -1) if p.channels_first
                                  else np.asarray(xs))
     n, k = len(xs), len(bs)
-    ig = integrated_gradients(model, jnp.concatenate([xs] * k), _stacked(targets, k),
-                              baseline=jnp.concatenate(bs), steps=steps, rule=rule,
+    # the baselines' copies stacked input-major (row i k + j: input i from baseline j), so a
+    # batch sharded over its inputs stays sharded, each device's rows copies of its own
+    # inputs; copy-major (concatenated), the maps came back replicated and every device
+    # selected the regions of the whole batch
+    ig = integrated_gradients(model, base.repeat_rows(xs, k), _stacked(targets, k),
+                              baseline=base.stack_rows(jnp.stack(bs)), steps=steps, rule=rule,
                               batch_steps=batch_steps, reduce=None, head=head,
                               chunk_size=chunk_size, memory_budget=memory_budget,
                               precision=precision, check_finite=check_finite)
-    attr = ig.reshape(k, n, *ig.shape[1:]).mean(0)
+    attr = ig.reshape(n, k, *ig.shape[1:]).mean(1)
     per_target = attr.ndim == xs.ndim + 1
     axis = (2 if per_target else 1) if p.channels_first else -1
     # (the authors' regions, not checked yet, are checked against the maps there, as
