@@ -244,8 +244,25 @@ def job():
         refused = ""
     except ValueError as e:
         refused = str(e)
+    # a sharding that splits another axis than the batch unevenly (rows of 28 over 3 devices,
+    # 1 channel over 4), and one over an Explicit mesh axis: refused before any work
+    three = Mesh(np.array(jax.devices()[:3]), ("d",))
+    others = {"rows": NamedSharding(three, P(None, "d")),
+              "channels": NamedSharding(mesh, P(None, None, None, "data"))}
+    if hasattr(jax.sharding, "AxisType"):
+        others["explicit"] = NamedSharding(
+            jax.make_mesh((4,), ("e",), axis_types=(jax.sharding.AxisType.Explicit,)), P("e"))
+    other_refusals = {}
+    for what, sh in others.items():
+        try:
+            jaxsal.explain_to_file(jaxsal.saliency, m, xn, os.path.join(d, what + ".npy"),
+                                   targets=1, batch_size=4, sharding=sh)
+            other_refusals[what] = ""
+        except ValueError as e:
+            other_refusals[what] = str(e)
     return {"rel": rel(got, want), "rel_small": rel(small, want[:3]), "seen": seen,
-            "small_shape": list(small.shape), "refused": refused}
+            "small_shape": list(small.shape), "refused": refused,
+            "other_refusals": other_refusals}
 attempt("explain_to_file", job)
 
 # the command line's --devices: each chunk split over a 1-D mesh of the local devices
@@ -476,6 +493,19 @@ def test_explain_to_file_places_each_chunk_with_the_sharding_given(results):
     assert r["seen"] == [[["data"], 4]] * 3, r["seen"]
     assert r["small_shape"] == [3, 28, 28]
     assert "multiple of the device count" in r["refused"] and "batch_size=6" in r["refused"]
+    # another axis split unevenly: named, with its size; no batch size fixes it (each was
+    # refused as a batch_size that is not a multiple of the device count)
+    other = r["other_refusals"]
+    for what, axis, size, parts in (("rows", 1, 28, 3), ("channels", 3, 1, 4)):
+        msg = other[what]
+        assert msg.startswith(f"sharding= splits axis {axis} of each chunk (size {size}) into "
+                              f"{parts} shards"), (what, msg)
+        assert "no batch_size can fix that" in msg and "expected batch_size" not in msg, msg
+    # an Explicit mesh axis: sharding= named (it said "x is sharded", of NumPy inputs)
+    if "explicit" in other:
+        msg = other["explicit"]
+        assert msg.startswith("sharding= splits each chunk over Explicit mesh axes ('e',)"), msg
+        assert "AxisType.Auto" in msg and "Refused before" not in msg, msg
 
 
 def test_the_command_line_splits_each_chunk_over_the_devices(results):

@@ -511,6 +511,7 @@ def explain_to_file(method: Callable, /, model: ModelLike, inputs: Inputs,
         raise TypeError("expected sharding as a jax.sharding.Sharding (e.g. NamedSharding(Mesh("
                         "jax.devices(), ('data',)), PartitionSpec('data'))) or None, got "
                         f"{type(sharding).__name__}")
+    _refuse_explicit_sharding(sharding)
     if not callable(method):
         raise TypeError(f"expected method as a jaxsal attribution function (e.g. "
                         f"jaxsal.saliency), got {method!r}")
@@ -586,16 +587,67 @@ def _unbind_options(method: Callable, model: Any, shapes: Any, n: int, ndim: int
     return method, {**taken, **options}
 
 
+def _refuse_explicit_sharding(sharding: Any) -> None:
+    """Refuse a ``sharding=`` that splits an axis over ``Explicit`` mesh axes, naming it,
+    before any work: each chunk put there was refused as the method's ``x`` ("x is sharded
+    over Explicit mesh axes ... move x to such a mesh"), of inputs the caller passed on the
+    host. Replicated on such a mesh (``P()``), it is taken, as the methods take such
+    arrays."""
+    explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
+    if explicit is None or not isinstance(sharding, jax.sharding.NamedSharding):
+        return
+    mesh = sharding.mesh
+    kinds = dict(zip(mesh.axis_names, getattr(mesh, "axis_types", ()) or ()))
+    names = [n for entry in sharding.spec if entry is not None
+             for n in (entry if isinstance(entry, tuple) else (entry,))]
+    axes = tuple(n for n in names if kinds.get(n) == explicit)
+    if axes:
+        raise ValueError(
+            f"sharding= splits each chunk over Explicit mesh axes {axes} (spec "
+            f"{sharding.spec}), which jaxsal does not support: its programs rely on XLA "
+            f"propagating the sharding (Auto axes). Build the mesh with Auto axes, "
+            f"jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * "
+            f"{len(mesh.axis_names)}) or jax.sharding.Mesh(devices, names), and pass "
+            f"sharding=NamedSharding(auto_mesh, {sharding.spec}) (README: 'Several devices')")
+
+
 def _shard_count(sharding: Any, batch_size: int, row_shape: tuple) -> int:
     """How many shards ``sharding`` splits a chunk's batch axis into; a ``ValueError`` where
-    ``batch_size`` rows do not split into whole shards."""
+    ``batch_size`` rows do not split into whole shards, or where another axis of a chunk
+    ``(batch_size, *row_shape)`` does not (naming that axis: no batch size fixes it)."""
+    shape = (batch_size, *row_shape)
     try:
-        rows = sharding.shard_shape((batch_size, *row_shape))[0]
+        rows = sharding.shard_shape(shape)[0]
     except ValueError as e:
+        axis, parts = _uneven_axis(sharding, shape)
+        if axis:
+            raise ValueError(
+                f"sharding= splits axis {axis} of each chunk (size {shape[axis]}) into {parts} "
+                f"shards, which do not divide it ({sharding}; chunks of shape {shape}); no "
+                f"batch_size can fix that. Split only the batch axis (axis 0), e.g. "
+                f"NamedSharding(mesh, PartitionSpec('data')), or split axis {axis} over mesh "
+                f"axes whose sizes multiply to a divisor of {shape[axis]}") from e
         raise ValueError(f"expected batch_size as a multiple of the shards sharding splits the "
                          f"batch axis into, got batch_size={batch_size} ({e}); pass a multiple "
                          "of the device count") from e
     return batch_size // rows
+
+
+def _uneven_axis(sharding: Any, shape: tuple) -> tuple[int, int]:
+    """The first axis past the batch axis of ``shape`` that ``sharding`` splits into shards
+    that do not divide it, and into how many: ``(axis, parts)``; ``(0, 0)`` where none (or
+    the split cannot be read). Each axis's parts are read from the shard shape of an array
+    of the device count along every axis (which any split of the devices divides)."""
+    devices = len(sharding.device_set)
+    try:
+        shard = sharding.shard_shape((devices,) * len(shape))
+    except ValueError:  # (a rank the sharding does not fit: JAX's placement says it)
+        return 0, 0
+    for axis in range(1, len(shape)):
+        parts = devices // shard[axis]
+        if shape[axis] % parts:
+            return axis, parts
+    return 0, 0
 
 
 def _is_jaxsal(method: Callable) -> bool:
