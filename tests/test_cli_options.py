@@ -859,7 +859,8 @@ def test_out_is_never_a_file_the_command_reads(tmp_path, mnist_path, digits_file
             (tmp_path / "labels.npy", ["--targets", f"@{tmp_path / 'labels.npy'}"],
              "--targets @FILE"),
             (tmp_path / "base.npy", ["--method", "integrated_gradients", "--option",
-                                     f"baseline=@{tmp_path / 'base.npy'}"], "--option baseline=@FILE")):
+                                     f"baseline=@{tmp_path / 'base.npy'}"],
+             "--option baseline=@FILE")):
         assert _explain(str(model), digits_file, out, *extra) == 2
         err = capsys.readouterr().err
         assert f"--out {out} is the {what}" in err and "Pass another --out" in err

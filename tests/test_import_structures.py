@@ -116,7 +116,8 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
 
     big, small = build(5), build(3)
     big.save_weights(tmp_path / "big.weights.h5")
-    with pytest.raises(KerasImportError, match=r"'c' \(Conv2D\).*\(3, 3, '\?', 4\).*\(5, 5, 3, 4\)"):
+    with pytest.raises(KerasImportError,
+                       match=r"'c' \(Conv2D\).*\(3, 3, '\?', 4\).*\(5, 5, 3, 4\)"):
         load_keras(tmp_path / "big.weights.h5", config=small.to_json())
 
 

@@ -531,7 +531,8 @@ def test_image_grid_of_channels_first_images():
     assert plot.count_panels(gray) == 6
     grid = plot.image_grid(first.reshape(2, 3, 3, 9, 9), channels_first=True)
     assert plot.count_panels(grid) == 6
-    with pytest.raises(ValueError, match=r"channels_first=True: expected .*got shape \(6, 9, 9, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"channels_first=True: expected .*got shape \(6, 9, 9, 3\)"):
         plot.image_grid(rgb, channels_first=True)
     with pytest.raises(ValueError, match="True or False"):
         plot.image_grid(first, channels_first="yes")

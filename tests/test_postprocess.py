@@ -119,7 +119,8 @@ def test_resize_says_how_to_resize_1d_maps_and_what_size_is():
 def test_non_finite_entries_as_the_readme_says():
     """normalize: a NaN or -inf makes the whole map NaN, a +inf zeros with NaN at the inf (as
     tf-keras-vis's (a - min) / (max - min + eps)); clip_percentile at its default (0, 99):
-    +inf stays, NaN or -inf make the map NaN. (The README said every non-finite entry made the map all NaN.)"""
+    +inf stays, NaN or -inf make the map NaN. (The README said every non-finite entry made
+    the map all NaN.)"""
     base = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
     for bad, norm_nan, clip_nan in ((np.inf, "at", False), (-np.inf, "all", True),
                                     (np.nan, "all", True)):

@@ -16,7 +16,8 @@ KernelSHAP and feature_permutation raise it for an input whose clean score or so
 coalition's (shuffled copy's) is NaN/inf (:func:`check_scores`). The evaluations that score
 perturbed copies of the input (deletion, insertion, infidelity) raise it for an input whose
 clean score or some copy's is NaN/inf (its area would be NaN or +-inf, its infidelity value
-NaN): :func:`check_scores`; sensitivity_max for an input whose maps, of ``x`` or of a perturbed copy, are NaN/inf.
+NaN): :func:`check_scores`; sensitivity_max for an input whose maps, of ``x`` or of a
+perturbed copy, are NaN/inf.
 The methods that score inputs filled with a reference (RISE, LIME, the Shapley methods) check
 their fill themselves.
 """
@@ -41,7 +42,8 @@ class NonFiniteMaps(ValueError):
     coalition methods and feature_permutation (the clean input's or a coalition's) for maps
     of finite inputs that hold NaN/inf values, and by deletion, insertion and infidelity for
     NaN/inf scores of the clean input or of a perturbed copy (curves, values), and by
-    sensitivity_max for NaN/inf maps that its ``explain`` returns; a ``ValueError``. ``check_finite=False`` returns such maps as computed instead.
+    sensitivity_max for NaN/inf maps that its ``explain`` returns; a ``ValueError``.
+    ``check_finite=False`` returns such maps as computed instead.
 
     Args:
       message: what happened and what to do about it.

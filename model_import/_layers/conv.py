@@ -228,7 +228,8 @@ def _make_conv(rank):
                          convert_weights=lambda w: dict(zip(names, w)),
                          n_weights=len(names), param_shapes=shapes, affine=use_bias,
                          relevance=True,
-                         data_format="channels_first" if _channels_first(config) else "channels_last")
+                         data_format=("channels_first" if _channels_first(config)
+                                      else "channels_last"))
     return convert
 
 
@@ -304,7 +305,8 @@ def _make_depthwise(rank):
                                              _channels_first(config)),
                          activation=config.get("activation"), convert_weights=weights,
                          n_weights=2 if use_bias else 1, affine=use_bias, relevance=True,
-                         data_format="channels_first" if _channels_first(config) else "channels_last")
+                         data_format=("channels_first" if _channels_first(config)
+                                      else "channels_last"))
     return convert
 
 
@@ -356,7 +358,8 @@ def _make_separable(rank):
                                              _channels_first(config)),
                          activation=config.get("activation"), convert_weights=weights,
                          n_weights=3 if use_bias else 2, affine=use_bias, relevance=True,
-                         data_format="channels_first" if _channels_first(config) else "channels_last")
+                         data_format=("channels_first" if _channels_first(config)
+                                      else "channels_last"))
     return convert
 
 

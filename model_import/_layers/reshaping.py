@@ -86,7 +86,8 @@ _RESIZE_METHODS = {"bilinear": "bilinear", "linear": "bilinear", "bicubic": "bic
 def _make_upsampling(rank):
     def convert(config, ctx):
         size = config.get("size", 2)
-        size = tuple(int(s) for s in size) if isinstance(size, (list, tuple)) else (int(size),) * rank
+        size = (tuple(int(s) for s in size) if isinstance(size, (list, tuple))
+                else (int(size),) * rank)
         if rank == 1:
             axes, cf = (1,), False
         else:
