@@ -154,6 +154,14 @@ def _as_objective(model: Any, targets: Any, layer: str | None, objective: str,
         targets = list(range(2 if binary else shape[units_axis]))
     if isinstance(targets, (int, np.integer)):
         targets = [targets]
+    if any(isinstance(t, jax.core.Tracer) for t in jax.tree_util.tree_leaves(targets)):
+        raise ValueError(
+            "targets: expected concrete unit indices (they decide which units are read and "
+            "are checked against the model before compute), got traced ones: an argument of "
+            "a jax.jit / jax.shard_map / jax.vmap around maximize, or a value computed from "
+            "one. Pass Python ints or a NumPy array, closed over by the jitted function rather "
+            "than passed to it, or call maximize outside jax.jit / jax.shard_map; to maximize "
+            "other units, split the targets across calls. seed_images and key may be traced")
     if isinstance(targets, (np.ndarray, jax.Array)):
         targets = list(np.asarray(targets).reshape(-1)) if np.ndim(targets) <= 1 else None
         if targets is None:
@@ -666,7 +674,7 @@ def maximize(model: ModelLike, targets: Any, *, layer: str | None = None, steps:
     if is_channels_first(model, 4):  # back to the model's own layout
         images = jnp.moveaxis(images, -1, -3)
     result = MaximizeResult(images, scores, trajectory, args[1])
-    if check_finite:
+    if check_finite and not isinstance(images, jax.core.Tracer):  # (a caller's jit: unread)
         _check_converged(result, targets)
     return result
 
@@ -962,7 +970,8 @@ def _prepare(model: Any, targets: Any, *, layer, steps, input_range, key, object
     seed = None
     if has_seed:
         seed = jnp.asarray(seed_images, jnp.float32)
-        if not bool(jnp.isfinite(seed).all()):
+        # (traced inside a caller's jit / shard_map: not checked, as the results are not)
+        if not isinstance(seed, jax.core.Tracer) and not bool(jnp.isfinite(seed).all()):
             raise ValueError("seed_images contains NaN or infinite values; the images would be "
                              "NaN. Pass finite starting images (np.nan_to_num)")
         h, w, c = image_shape

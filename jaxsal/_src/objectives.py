@@ -30,7 +30,8 @@ pre-activation has one.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple, Sequence
+import functools
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,19 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 KINDS = ("output", "channel", "neuron", "direction", "direction_neuron")
+
+
+def _concrete(f: Callable) -> Callable:
+    """``f`` run under ``jax.ensure_compile_time_eval()``: the arrays it builds from concrete
+    values (Python numbers, NumPy and JAX arrays) are concrete also inside a caller's
+    ``jax.jit`` / ``jax.shard_map`` (there, any ``jnp`` operation gives a tracer otherwise,
+    even of constants, and :func:`validate_objective` could not read unit indices); a traced
+    argument (a traced ``direction``, a traced factor ``c * objective``) still gives a tracer."""
+    @functools.wraps(f)
+    def eager(*args: Any, **kwargs: Any) -> Any:
+        with jax.ensure_compile_time_eval():
+            return f(*args, **kwargs)
+    return eager
 
 
 @jax.tree_util.register_pytree_node_class
@@ -104,6 +118,7 @@ class Objective:
             return self
         return NotImplemented
 
+    @_concrete
     def __mul__(self, c: float) -> "Objective":
         if isinstance(c, Objective):
             return NotImplemented
@@ -281,6 +296,7 @@ def positions_for(obj: Objective, shapes: Mapping[str, tuple], final: Mapping[st
     return obj._replace(indices=tuple(indices))
 
 
+@_concrete
 def _index(i: Any, what: str) -> Array:
     if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
         if not (isinstance(i, (np.ndarray, jax.Array)) and np.ndim(i) == 0
@@ -341,6 +357,7 @@ def channel_objective(layer: str, channel: int, *, weight: float = 1.0,
                      (_pre(pre_activation, "channel_objective"),))
 
 
+@_concrete
 def neuron_objective(layer: str, channel: int, position: tuple[int, int] | None = None, *,
                      weight: float = 1.0, pre_activation: bool = False) -> Objective:
     """Maximize one activation: channel ``channel`` of ``layer`` at ``position`` (row, col).
@@ -387,6 +404,7 @@ def direction_objective(layer: str, direction: ArrayLike, *, weight: float = 1.0
                      (_cossim_pow(cossim_pow, "direction_objective"),))
 
 
+@_concrete
 def direction_neuron_objective(layer: str, direction: ArrayLike,
                                position: tuple[int, int] | None = None, *,
                                weight: float = 1.0, pre_activation: bool = False,
@@ -458,6 +476,7 @@ def channel_interpolate(layer1: str, channel1: int, layer2: str, channel2: int, 
         channel_objective(layer2, channel2, pre_activation=pre_activation), n)
 
 
+@_concrete
 def _direction(direction: Any, what: str) -> Array:
     base.refuse_explicit_tree(direction, "direction")
     if not isinstance(direction, jax.core.Tracer):
@@ -544,6 +563,7 @@ def _pre(pre_activation: Any, what: str) -> bool:
     return bool(pre_activation)
 
 
+@_concrete
 def _weight(weight: Any, what: str) -> Array:
     """``weight`` as a float32 scalar; a finite number (a traced one is taken as it is)."""
     if not isinstance(weight, jax.core.Tracer):
@@ -556,6 +576,7 @@ def _check_layer(layer: Any, what: str) -> None:
         raise TypeError(f"{what}: expected a layer name (str), got {layer!r}")
 
 
+@_concrete
 def stack_objectives(objectives: Sequence[Objective]) -> Objective:
     """Stack objectives of identical structure along a new leading unit axis (for vmap)."""
     objectives = list(objectives)
@@ -662,6 +683,18 @@ def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = N
     """Check layer names and unit bounds of a (stacked) objective against ``model``."""
     check_stacked(obj)
     for kind, layer, idx, pre in zip(obj.kinds, obj.layers, obj.indices, obj.pre):
+        traced = isinstance(idx, jax.core.Tracer)
+        if traced and kind != "direction":  # (a direction's values are data: its shape is read)
+            what = ("unit indices" if kind in ("output", "channel") else
+                    "unit indices and positions" if kind == "neuron" else "positions")
+            raise ValueError(
+                f"targets: expected concrete {what} (which unit is read is checked against the "
+                f"model before compute), got traced ones in a {kind!r} term ({idx!r}): "
+                "arguments of a jax.jit / jax.shard_map / jax.vmap around maximize, or values "
+                "computed from them. Build the targets from Python ints or NumPy arrays (closed "
+                "over by the jitted function, not passed to it), or call maximize outside "
+                "jax.jit / jax.shard_map; to maximize other units, split the targets across "
+                "calls. seed_images, key and a direction may be traced")
         if layer is not None and hasattr(model, "resolve_layer"):
             model.resolve_layer(layer)  # raises with the list of valid names
         elif layer is not None and layer not in getattr(model, "layer_names", [layer]):
@@ -696,7 +729,7 @@ def validate_objective(obj: Objective, model: Any, image_shape: tuple | None = N
                 else f"maps of {shape[0]} rows, {k} channels"
                 if layer is not None and len(shape) == 2 and shape[0] is not None
                 else f"shape {tuple(shape)}")
-        idx = np.asarray(idx)
+        idx = idx if traced else np.asarray(idx)  # (traced: a direction, its shape read)
         if kind in ("output", "channel", "neuron"):
             ch = idx if kind != "neuron" else idx[..., 0]
             if k is not None and np.any(ch >= k):
