@@ -27,6 +27,7 @@ import re
 import sys
 import time
 from importlib import resources
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,12 @@ def _num_classes(model) -> int:
     :func:`_check_class_output`."""
     from jaxsal._src.targets import OutputInfo
 
-    k = model.output_shape[0]
+    shape = model.output_shape
+    if len(shape) != 1:  # (refused by _check_class_output before: a guard)
+        raise ValueError(f"--targets all: expected outputs of shape (N, classes), got shape "
+                         f"{tuple(shape)} without the batch axis; explain this model in "
+                         f"Python with a score function (targets=lambda out: ...)")
+    k = shape[0]
     if not isinstance(k, int):
         raise ValueError("--targets all needs the number of classes; this model's output has "
                          "shape (N, None) (it depends on the input's size): pass the class "
@@ -84,13 +90,16 @@ def _num_classes(model) -> int:
     return OutputInfo(k).num_classes
 
 
-def _check_class_output(model, method: str, command: str = "explain") -> None:
+def _check_class_output(model, method: str, command: str = "explain",
+                        inputs: Any = None) -> None:
     """Refuse, before the job, a model whose targets the command line cannot give: class ids
     and the predicted class read one ``(N, classes)`` output, and the command line has no
     score function (the methods' own errors advise Python: ``model.with_output``, ``targets=
     lambda ...``). ``method``: the ``--method`` (or ``--metric``) that will run; ``command``:
     ``"explain"`` or ``"evaluate"`` (whose metrics take the maps, and which has no
-    ``--method``)."""
+    ``--method``); ``inputs``: the job's ``(N, ...)`` inputs (a list for a model of several),
+    to tell an ``(N,)`` output from one without the batch axis, which both have shape
+    ``()``."""
     shape = model.output_shape
     if isinstance(shape, list):
         names = list(model.output_names)
@@ -98,42 +107,78 @@ def _check_class_output(model, method: str, command: str = "explain") -> None:
         raise ValueError(f"this model has {len(shape)} outputs ({listing}); --targets (class "
                          f"ids, 'all' or the predicted class) read one: pick it with --output "
                          f"NAME (e.g. --output {names[0]})")
-    if len(shape) == 0:
-        # no axis after the batch's, or none at all (tf.nn.l2_loss of the batch): the
-        # method's own checks say what is wrong (the per-example check names the layer)
+    if len(shape) == 0 and not _one_value_per_input(model, inputs):
+        # no batch axis at all (tf.nn.l2_loss of the batch): the per-example check says
+        # what is wrong, naming the layer (--targets all has no classes to count)
         return
     if len(shape) != 1:
-        dims = ", ".join(str(d) for d in shape)
-        score = "targets=lambda out: out[..., k].reshape(len(out), -1).mean(1)"
+        if shape:
+            dims = f"(N, {', '.join(str(d) for d in shape)})"
+            what = "a class per position, such as a segmentation map, say"
+            score = "targets=lambda out: out[..., k].reshape(len(out), -1).mean(1)"
+            means = "class k averaged over the positions"
+        else:  # (N,): a sigmoid's probability reshaped, a regression's value
+            dims, what = "(N,)", "one value per input, no class axis"
+            score, means = "targets=lambda out: out", "the output itself"
         if command == "evaluate":
             raise ValueError(
                 f"--targets: the command line evaluates maps of class outputs, shaped (N, "
-                f"classes); this model's output has shape (N, {dims}) (a class per position, "
-                f"such as a segmentation map, say), which class ids and the predicted class do "
-                f"not index. Evaluate the maps in Python with a score function reading one "
-                f"value per input, e.g. jaxsal.{method}(model, x, maps, {score}) (class k "
-                f"averaged over the positions)")
+                f"classes); this model's output has shape {dims} ({what}), which class ids "
+                f"and the predicted class do not index. Evaluate the maps in Python with a "
+                f"score function reading one value per input, e.g. jaxsal.{method}(model, x, "
+                f"maps, {score}) ({means})")
         raise ValueError(
             f"--targets: the command line explains class outputs, shaped (N, classes); this "
-            f"model's output has shape (N, {dims}) (a class per position, such as a "
-            f"segmentation map, say), which class ids and the predicted class do not index. "
-            f"Explain it in Python with a score function reading one value per input, e.g. "
-            f"jaxsal.{method}(model, x, {score}) (class k averaged over the positions; "
+            f"model's output has shape {dims} ({what}), which class ids and the predicted "
+            f"class do not index. Explain it in Python with a score function reading one "
+            f"value per input, e.g. jaxsal.{method}(model, x, {score}) ({means}; "
             f"jaxsal.explain_to_file runs it as a resumable job); --method eigencam runs here "
             f"without --targets (it reads no output)")
 
 
-def _parse_targets(s: str | None, model, n: int, method: str, command: str = "explain"):
+def _one_value_per_input(model, inputs: Any) -> bool:
+    """Whether ``model``'s output, of shape ``()`` without the batch axis, is ``(N,)`` for
+    ``inputs`` (``(N, ...)``, a list for a model of several; traced abstractly, with ``N``
+    at least 2) rather than one value for the whole batch; ``False`` where it cannot tell.
+    A model that mixes the batch is refused here, by the methods' per-example check."""
+    import jax
+
+    from jaxsal._src import base
+    from jaxsal._src.per_example import check_per_example
+
+    if inputs is None:
+        return False
+    leaves = inputs if isinstance(inputs, list) else [inputs]
+    n = max(2, len(leaves[0]))
+
+    def batch(a):  # (the dtype: as _check_rows reads it, no row read)
+        dtype = np.dtype(a.dtype)
+        return jax.ShapeDtypeStruct((n, *a.shape[1:]),
+                                    np.float32 if dtype.kind == "f" else dtype)
+
+    xs = [batch(a) for a in leaves] if isinstance(inputs, list) else batch(inputs)
+    try:
+        m = base.as_model(model)
+        y = base.model_shapes(m, xs)[0]
+    except Exception:  # (the method says what is wrong)
+        return False
+    check_per_example(m, xs, y)  # (an output without the batch axis: refused as such)
+    return isinstance(y, jax.ShapeDtypeStruct) and tuple(y.shape) == (n,)
+
+
+def _parse_targets(s: str | None, model, n: int, method: str, command: str = "explain",
+                   inputs: Any = None):
     """``--targets``: None (predicted), the ids of ``all``, one id, a list of ids, or the
     ``(N, T)`` per-input ids of ``@FILE.npy`` (``(N,)`` labels read as ``(N, 1)``), for the
     ``method`` that will run (Eigen-CAM without targets reads no output) in ``command``
-    (``"explain"`` or ``"evaluate"``, for the advice of :func:`_check_class_output`)."""
+    (``"explain"`` or ``"evaluate"``, for the advice of :func:`_check_class_output`, which
+    reads the shapes of ``inputs``)."""
     import jaxsal
     from jaxsal._src.job_inputs import class_free
 
     if (s is None or s == "predicted") and class_free(getattr(jaxsal, method, None)):
         return None  # (Eigen-CAM: no class axis, reads no output)
-    _check_class_output(model, method, command)
+    _check_class_output(model, method, command, inputs)
     if s is None or s == "predicted":
         return None
     if s == "all":
@@ -786,7 +831,7 @@ def cmd_explain(args) -> int:
     model, inputs, progress = _job(args)
     several = isinstance(inputs, list)
     targets = _parse_targets(args.targets, model, len(inputs[0] if several else inputs),
-                             args.method)
+                             args.method, inputs=inputs)
     # (an option per input, a JSON object keyed by the input names or a list in their
     # order: explain_to_file takes either)
     options = _method_options(args)
@@ -877,7 +922,8 @@ def cmd_evaluate(args) -> int:
                          f"{args.inputs}: (N, ...), or (N, T, ...) for T --targets), "
                          f"got shape {maps.shape} in {args.maps}; pass the maps `jaxsal "
                          f"explain` wrote for these INPUTS (the same file, in its order)")
-    targets = _parse_targets(args.targets, model, len(inputs), args.metric, "evaluate")
+    targets = _parse_targets(args.targets, model, len(inputs), args.metric, "evaluate",
+                             inputs)
     # maps an explain job wrote (its progress file beside them): of these inputs and targets
     from jaxsal._src.job_signature import model_fingerprint
     from jaxsal._src.maps_job import check_maps_job

@@ -24,6 +24,8 @@ def files(tmp_path_factory):
     g = L.GlobalAveragePooling2D(name="gap")(h)
     keras.Model(inp, [L.Dense(4, activation="softmax", name="cls")(g),
                       L.Dense(1, name="reg")(g)]).save(d / "two.keras")
+    one = L.Reshape((), name="flat")(L.Dense(1, activation="sigmoid", name="p")(g))
+    keras.Model(inp, one).save(d / "scalar.keras")  # an (N,) output: no class axis
     np.save(d / "x.npy", np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("float32"))
     return d
 
@@ -85,3 +87,23 @@ def test_evaluate_on_a_segmentation_output_advises_the_metric_with_its_maps(file
     curves = eval(call.group(0), scope)  # the advice as given runs
     assert np.shape(curves.auc) == (2,)
     assert not (files / "curves.npy").exists()
+
+
+@pytest.mark.parametrize("command", ["explain", "evaluate"])
+@pytest.mark.parametrize("targets", [[], ["--targets", "all"], ["--targets", "0"]])
+def test_an_output_of_one_value_per_input_is_refused_with_command_line_advice(
+        files, capsys, command, targets):
+    """A model whose output is ``(N,)`` (Keras's ``(None,)``: one sigmoid value per input,
+    reshaped) has no class axis for ids to index: refused before the job like a segmentation
+    map (``--targets all`` raised IndexError), with Python advice the command line can give
+    (not ``targets=lambda out: out`` as a command-line fix)."""
+    np.save(files / "smaps.npy", np.zeros((2, 8, 8), "float32"))
+    maps = [str(files / "smaps.npy")] if command == "evaluate" else []
+    extra = ["--metric", "deletion"] if command == "evaluate" else []
+    assert cli.main([command, str(files / "scalar.keras"), str(files / "x.npy"), *maps,
+                     "--out", str(files / "out.npy"), *extra, *targets]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "shape (N,)" in err and "(N, classes)" in err and "Traceback" not in err, err
+    assert "targets=lambda out: out" in err and "chunk 0" not in err, err
+    assert ("eigencam" in err) == (command == "explain"), err
+    assert not (files / "out.npy").exists()

@@ -607,15 +607,18 @@ def test_tf_keras_models_mixing_the_batch_are_refused(tmp_path, capsys, layer, s
         with pytest.raises(ValueError, match=rf"{shape} for a batch of 3 inputs.*{why}"):
             method(m, x, lambda y: y.reshape(len(y), -1).sum(1))
     np.save(tmp_path / "x.npy", x)
-    assert cli.main(["explain", str(path), str(tmp_path / "x.npy"), "--method", "deeplift",
-                     "--targets", "0", "--out", str(tmp_path / "maps.npy")]) == 2
-    err = capsys.readouterr().err
-    if shape == "()":
-        assert "mixes the inputs" in err or "It mixes the inputs" in err, err
-        assert "layer 'tf.nn.l2_loss'" in err and "chunk 0" not in err, err
-    else:  # class ids cannot index a spatial output: refused first, before the job
-        assert "the command line explains class outputs" in err and "chunk 0" not in err, err
-    assert not (tmp_path / "maps.npy").exists()
+    for targets in ("0", "all"):  # (all: no classes to count, no IndexError either)
+        assert cli.main(["explain", str(path), str(tmp_path / "x.npy"), "--method",
+                         "deeplift", "--targets", targets,
+                         "--out", str(tmp_path / "maps.npy")]) == 2
+        err = capsys.readouterr().err
+        if shape == "()":
+            assert "mixes the inputs" in err or "It mixes the inputs" in err, err
+            assert "layer 'tf.nn.l2_loss'" in err and "chunk 0" not in err, err
+        else:  # class ids cannot index a spatial output: refused first, before the job
+            assert "the command line explains class outputs" in err, err
+            assert "chunk 0" not in err, err
+        assert not (tmp_path / "maps.npy").exists()
 
 
 def test_every_output_is_checked():
