@@ -204,6 +204,22 @@ def test_class_ids_out_of_range_are_refused_before_any_chunk(tmp_path, model, di
     assert m.calls == [] and not (tmp_path / "l.npy").exists()
 
 
+@pytest.mark.parametrize("units", [1, 2])
+def test_out_of_range_ids_say_one_unit_only_for_a_one_unit_output(tmp_path, units):
+    """Both a one-unit (sigmoid) output and a two-unit softmax have classes 0 and 1; only the
+    first is "a one-unit output" (a Dense(2, softmax) was described as one), as the methods'
+    own check says."""
+    m = jaxsal.FunctionModel(lambda p, x: x @ p, np.ones((3, units), np.float32))
+    x = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"expected 0 <= id < 2\b") as e:
+        jaxsal.explain_to_file(Counting(), m, x, tmp_path / "u.npy", targets=2)
+    assert ("one-unit output" in str(e.value)) == (units == 1), str(e.value)
+    with pytest.raises(ValueError, match=r"expected 0 <= id < 2\b") as direct:
+        jaxsal.saliency(m, x, 2)  # (the method's check, which the job's matches)
+    assert ("one-unit output" in str(direct.value)) == (units == 1), str(direct.value)
+    assert not (tmp_path / "u.npy").exists()
+
+
 def test_output_path_that_a_job_reads_from_is_refused(tmp_path, model, digits):
     """Writing the maps over the file the inputs (or an option) are memory-mapped from would
     overwrite them while later chunks still read them: refused before any chunk."""

@@ -74,7 +74,7 @@ from jaxsal._src.job_lock import job_lock
 from jaxsal._src.job_signature import (_array_digest, _bytes, _signatures, _Unstable,
                                       model_fingerprint, per_input_targets, target_record)
 from jaxsal._src.per_example import check_per_example
-from jaxsal._src.targets import OutputInfo, Targets
+from jaxsal._src.targets import Targets
 from jaxsal._src.validate import _fits, check_flag
 
 
@@ -720,7 +720,7 @@ def _check_rows(model: Any, inputs: Any, batch_size: int, targets: Any) -> None:
         return
     check_per_example(m, xs, y)
     if isinstance(y, jax.ShapeDtypeStruct) and len(y.shape) == 2:
-        _check_ids(targets, OutputInfo(int(y.shape[1])).num_classes)
+        _check_ids(targets, int(y.shape[1]))
 
 
 def _explain_to_file(method: Callable, model: Any, inputs: Any, path: str,

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from model_import._model import native
+from jaxsal._src.targets import OutputInfo
 from jaxsal._src.validate import (_fits, arrange_per_input, model_inputs, one_input_error,
                                   one_of_several)
 
@@ -51,9 +52,10 @@ def _check_targets(targets: Any, n: int) -> None:
                          "explains every listed class for every input.")
 
 
-def _check_ids(targets: Any, k: int) -> None:
+def _check_ids(targets: Any, units: int) -> None:
     """Class ids ``targets`` (an int, a 1-D list, ``(N, T)`` per-input labels) within the
-    model's ``k`` classes, the first bad ones named by their input."""
+    classes of the model's ``(N, units)`` output (two for one unit: a binary classifier),
+    the first bad ones named by their input."""
     if targets is None or _score_functions(targets) or isinstance(targets, str):
         return
     try:
@@ -62,10 +64,11 @@ def _check_ids(targets: Any, k: int) -> None:
         return
     if not np.issubdtype(ids.dtype, np.integer) or ids.ndim > 2:
         return  # (the method refuses these)
+    k = OutputInfo(units).num_classes
     out = (ids < 0) | (ids >= k)
     if not out.any():
         return
-    binary = " (a one-unit output is a binary classifier: ids 0 and 1)" if k == 2 else ""
+    binary = " (a one-unit output is a binary classifier: ids 0 and 1)" if units == 1 else ""
     if ids.ndim == 2:
         rows = np.flatnonzero(out.any(axis=1)).tolist()
         where = ", ".join(f"input {i}: {ids[i].tolist()}" for i in rows[:5])
