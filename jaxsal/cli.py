@@ -405,11 +405,17 @@ def _check_finished(path: str, what: str) -> None:
             f"was written otherwise since, delete {progress_path}")
 
 
+#: A number as Python writes it where JSON does not: ``.1``, ``1.``, ``+0.1``, ``-.5``, ``+3``
+#: (digits, an optional point and exponent; no ``_``, ``nan`` or ``inf``, kept as written)
+_PY_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
 def _parse_option(s: str) -> tuple[str, object]:
     """``NAME=VALUE``; VALUE is read as JSON (numbers, true/false, lists, objects) when it
-    parses, Python's ``True``/``False``/``None`` as those values, ``@FILE.npy`` as the
-    array in that file (a baseline, a distribution of baselines, an occlusion fill), else
-    kept as a string."""
+    parses, Python's ``True``/``False``/``None`` as those values, a number JSON does not
+    read (``.1``, ``1.``, ``+0.1``) as Python's ``int``/``float`` read it, ``@FILE.npy`` as
+    the array in that file (a baseline, a distribution of baselines, an occlusion fill),
+    else kept as a string."""
     import json
 
     name, eq, value = s.partition("=")
@@ -425,11 +431,31 @@ def _parse_option(s: str) -> tuple[str, object]:
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError:
+        if _PY_NUMBER.fullmatch(value):  # (so fill=.5 is the option of fill=0.5's job)
+            return name, int(value) if value.lstrip("+-").isdigit() else float(value)
         return name, value
 
     # "@FILE.npy" in a JSON list or object: one array per input of a model
     return name, _map_npy_refs(
         parsed, lambda file: _load_npy(file, f"--option {name}=...@{file}", mmap=False))
+
+
+def _command_line_advice(message: str, args) -> str:
+    """``message`` with the Python advice about an ``--option`` put the command line's way:
+    ``--option n=4.0`` where an int is expected is told ``--option n=4``, not ``n=int(...)``."""
+    for item in getattr(args, "option", None) or ():
+        name, _, value = item.partition("=")
+        python = f"; pass an int: {name}=int(...)"
+        if python not in message:
+            continue
+        try:
+            whole = float(value)
+        except ValueError:
+            continue
+        if whole.is_integer():
+            message = message.replace(python, f"; type it as digits, without a point "
+                                              f"(--option {name}={int(whole)})")
+    return message
 
 
 def _map_npy_refs(v: object, f) -> object:
@@ -1148,7 +1174,8 @@ def main(argv=None) -> int:
                         "patch)")
     e.add_argument("--option", action="append", metavar="NAME=VALUE",
                    help="any other keyword option of the method, VALUE read as JSON when it "
-                        "parses, True/False/None as in Python (e.g. --option n=16 --option "
+                        "parses, True/False/None and numbers such as .1 or 1. as in Python "
+                        "(e.g. --option n=16 --option "
                         "noise_level=0.1 --option upsample=false --option "
                         "'method_options={\"steps\": 8}'), @FILE.npy as the array in the file "
                         "(--option baselines=@refs.npy; one per input of a model of several "
@@ -1210,8 +1237,8 @@ def main(argv=None) -> int:
             return args.fn(args)
     except (ValueError, TypeError, OSError) as err:
         # with the notes a batch job adds (the chunk that failed, what is saved)
-        print(" ".join(["jaxsal: error:", str(err), *getattr(err, "__notes__", ())]),
-              file=sys.stderr)
+        print(" ".join(["jaxsal: error:", _command_line_advice(str(err), args),
+                        *getattr(err, "__notes__", ())]), file=sys.stderr)
         # another process writes the same --out: 75 (EX_TEMPFAIL), a scheduler may retry
         return 75 if isinstance(err, BlockingIOError) else 2
     except RuntimeError as err:  # JAX's (XLA's) out of memory; any other: its traceback

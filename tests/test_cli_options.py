@@ -92,6 +92,23 @@ def test_occlusion_patch_and_stride(tmp_path, mnist_path, digits_file, mnist_dig
     np.testing.assert_allclose(np.load(tmp_path / "o.npy"), direct, rtol=1e-5, atol=1e-6)
 
 
+def test_a_number_typed_either_way_is_one_job_s_option(tmp_path, mnist_path, digits_file,
+                                                      capsys):
+    """``--option fill=.5`` is the ``fill=0.5`` of a finished job (its rerun was refused as
+    another job: the string '.5' differed); a whole number typed with a point where a count
+    is expected is told the command-line fix, not Python's ``n=int(...)``."""
+    out = tmp_path / "o.npy"
+    args = ("--method", "occlusion", "--patch", "14", "--stride", "14")
+    assert _explain(mnist_path, digits_file, out, *args, "--option", "fill=0.5") == 0
+    capsys.readouterr()
+    assert _explain(mnist_path, digits_file, out, *args, "--option", "fill=.5") == 0, \
+        capsys.readouterr().err
+    assert _explain(mnist_path, digits_file, tmp_path / "s.npy", "--method", "smoothgrad",
+                    "--seed", "0", "--option", "n=4.0") == 2
+    err = capsys.readouterr().err
+    assert "got 4.0" in err and "(--option n=4)" in err and "int(...)" not in err, err
+
+
 def test_layer_conductance_needs_and_uses_layer(tmp_path, mnist_path, digits_file,
                                                 mnist_digits, capsys):
     assert _explain(mnist_path, digits_file, tmp_path / "c.npy", "--method",

@@ -471,6 +471,21 @@ def test_cli_option_reads_python_booleans():
     assert _parse_option("reduce=sum") == ("reduce", "sum")
 
 
+def test_cli_option_reads_python_number_literals_as_numbers():
+    """``--option noise_level=.1`` (also ``1.``, ``+0.1``: numbers to Python, not JSON) was
+    the string '.1', refused as not a number, or converted later (``fill=.5``), making
+    another job than ``fill=0.5``. Read as Python's ``int``/``float`` read them; a word, an
+    underscore (``1_0``) and ``nan``/``inf`` are kept as written."""
+    from jaxsal.cli import _parse_option
+
+    for text in (".1", "1.", "+0.1", "-.5", "1e3", "1E-2", "+3", "-0", "2.50"):
+        want = int(text) if text.lstrip("+-").isdigit() else float(text)
+        name, got = _parse_option(f"x={text}")
+        assert (name, got, type(got)) == ("x", want, type(want)), text
+    for text in ("sum", "1_0", "nan", "inf", "1e", ".", "+", "1.2.3", "0x10"):
+        assert _parse_option(f"x={text}") == ("x", text), text
+
+
 def test_a_fractional_count_is_named_as_the_option_to_pass(split, xs):
     """The fix in the message is valid Python: "pass e.g. n=4", not "n (noisy samples)=4"."""
     with pytest.raises(ValueError, match=r"got 2\.5; a count is a whole number: pass an int, "
