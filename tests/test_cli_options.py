@@ -420,6 +420,25 @@ def test_evaluate_refuses_maps_of_other_targets_or_inputs(tmp_path, mnist_path, 
     assert "Evaluate them in Python" in err
 
 
+@pytest.mark.parametrize("made,given", [("3,", "3"), ("3", "3,")])
+def test_evaluate_names_a_class_axis_of_one_as_such(tmp_path, mnist_path, digits_file,
+                                                    capsys, made, given):
+    """Maps of --targets 3, evaluated with --targets 3 (or the reverse) are of the same
+    class: only the class axis of one differs, which the refusal says ("other classes" was
+    wrong), with the --targets that evaluates them."""
+    maps = tmp_path / "m.npy"
+    assert _explain(mnist_path, digits_file, maps, "--targets", made) == 0
+    axis = np.load(maps).shape[1] == 1  # (N, 1, H, W) for a list of one, else (N, H, W)
+    assert axis == made.endswith(",")
+    capsys.readouterr()
+    assert cli.main(["evaluate", mnist_path, digits_file, str(maps), "--metric", "deletion",
+                     "--steps", "2", "--targets", given, "--out", str(tmp_path / "d.npy")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "other classes" not in err and f"Pass --targets {made} " in err, err
+    assert ("a class axis of 1" if axis else "no class axis") in err, err
+    assert not (tmp_path / "d.npy").exists()
+
+
 @pytest.mark.parametrize("seed", ["99999999999999999999", "4294967296", "-1", "seven"])
 def test_seed_out_of_range_is_a_usage_error(tmp_path, mnist_path, digits_file, capsys, seed):
     """Only 0 <= SEED < 2**32 gives one key per seed, the same with and without x64 (JAX's

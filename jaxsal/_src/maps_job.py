@@ -238,6 +238,18 @@ def check_maps_job(maps_path: str, inputs: Any, inputs_path: str, targets: Any, 
         given = ("no --targets (each input's predicted class)" if targets is None else
                  f"--targets {_flag(got['target_ids'])}" if "target_ids" in got else
                  f"other {got['target_form']}")
+        now = got.get("target_ids")
+        if form == "ids" and ids is not None and now is not None \
+                and np.ravel(ids).tolist() == np.ravel(now).tolist():
+            # the same class, one id against a list of it: only the class axis differs
+            axes = ("have a class axis of 1, (N, 1, ...)" if isinstance(ids, list) else
+                    "have no class axis, (N, ...)")
+            curves = ("without" if isinstance(now, int) else "with") + " one"
+            raise ValueError(
+                f"{maps_path} holds maps made for {want} (says its progress file "
+                f"{progress_path}), got {given}: the same class, but the maps {axes}, and "
+                f"--targets {_flag(now)} gives curves {curves}. Pass --targets {_flag(ids)} "
+                f"to evaluate them")
         raise ValueError(
             f"{maps_path} holds maps made for {want} (says its progress file "
             f"{progress_path}), got {given}: the curves would score other classes than the "
