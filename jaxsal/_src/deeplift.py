@@ -53,8 +53,8 @@ from jaxsal._src.backward import with_backward
 from jaxsal._src.lrp_rules import is_product
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import Targets, pullback_at, resolve_predicted
-from jaxsal._src.validate import (LayerTarget, check_fill_ids, check_flag, prepare,
-                                  prepare_layer)
+from jaxsal._src.validate import (LayerTarget, check_fill_ids, check_flag,
+                                  check_reference_ids, prepare, prepare_layer)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -585,12 +585,8 @@ def deeplift_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
         model, x, targets, head, check_finite, maxpool, products, eps, rtol, reduce,
         multiply_by_inputs, layer, memory_budget)
     dist = check_baselines(p.per_input(baselines, "baselines"), p.x)
-    check_ids = getattr(p.model, "check_token_ids", None)
-    if lt is not None and check_ids is not None:  # ids outside the vocabulary: NaN maps
-        try:
-            check_ids(dist)
-        except ValueError as e:
-            raise ValueError(f"baselines: {e}") from None
+    if lt is not None:  # ids outside the vocabulary: NaN maps
+        check_reference_ids(p.model, dist)
     n_ref = int(jax.tree_util.tree_leaves(dist)[0].shape[0])
     batch_baselines = base.auto_batch(n_ref, fb, batch_baselines, memory_budget,
                                       "batch_baselines")

@@ -27,8 +27,8 @@ from jaxsal._src.gradients import first_only, raw_gradients
 from jaxsal._src.integrated import _Shifted, checked_per_input
 from jaxsal._src.postprocess import _reduce_inputs, check_reduce
 from jaxsal._src.targets import Targets, layer_pullback, resolve_predicted, run_model
-from jaxsal._src.validate import (all_finite, check_flag, check_whole, input_positions,
-                                  prepare, prepare_layer)
+from jaxsal._src.validate import (all_finite, check_flag, check_reference_ids, check_whole,
+                                  input_positions, prepare, prepare_layer)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -147,12 +147,8 @@ def gradient_shap(model: ModelLike, x: Inputs, targets: Targets = None, *,
                 allow_int=layer is not None, multi_input=True)
     lt = None if layer is None else prepare_layer(p, layer, reduce)
     dist = check_baselines(p.per_input(baselines, "baselines"), p.x)
-    check_ids = getattr(p.model, "check_token_ids", None)
-    if lt is not None and check_ids is not None:  # ids outside the vocabulary: NaN rows
-        try:
-            check_ids(dist)
-        except ValueError as e:
-            raise ValueError(f"baselines: {e}") from None
+    if lt is not None:  # ids outside the vocabulary: NaN rows
+        check_reference_ids(p.model, dist)
     nb, batch_samples, chunk = base.sampling_plan(p.model, p.x, p.n, p.spec.num, n,
                                                   batch_samples, "batch_samples", chunk_size,
                                                   memory_budget)

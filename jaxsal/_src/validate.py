@@ -1045,11 +1045,21 @@ def times_pow2(a: Array, k: Array) -> Array:
 def check_fill_ids(model: Any, fill: Any, x: Any, name: str = "fill") -> None:
     """A ``fill`` (in ``x``'s structure) that puts token ids outside an input
     ``Embedding``'s vocabulary into the model (NaN rows) is refused."""
+    if getattr(model, "check_token_ids", None) is not None:
+        check_reference_ids(
+            model, jax.tree_util.tree_map(lambda f, a: jnp.broadcast_to(f, a.shape), fill, x),
+            name)
+
+
+def check_reference_ids(model: Any, refs: Any, name: str = "baselines") -> None:
+    """References ``refs`` (in the inputs' structure, any leading axis: baselines ``(R,
+    ...)``) that put token ids outside an input ``Embedding``'s vocabulary into the model
+    (NaN rows) are refused, naming the argument ``name``."""
     check_ids = getattr(model, "check_token_ids", None)
     if check_ids is None:
         return
     try:
-        check_ids(jax.tree_util.tree_map(lambda f, a: jnp.broadcast_to(f, a.shape), fill, x))
+        check_ids(refs)
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
 
